@@ -1,0 +1,5 @@
+import sys
+
+from moments.cli import main
+
+sys.exit(main())

@@ -1,0 +1,126 @@
+"""The Faust layer: an app factory and the agent that wires input topics to the engine.
+
+Nothing here decides anything: the agent turns Faust events into `RawRecord`s,
+hands each batch to `Runtime.handle` and lets Faust ack the offsets afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from moments.codec import register_codecs
+from moments.engine import Detector
+from moments.models import EventType
+from moments.records import RawRecord
+from moments.runtime import Runtime
+from moments.settings import Settings
+from moments.store import FaustTableStore
+from rules.catalog import RuleSet
+from sinks.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+INPUT_TOPICS: tuple[EventType, ...] = (
+    EventType.TOPUP,
+    EventType.ROAMING,
+    EventType.COMPLAINT,
+    EventType.USAGE,
+    EventType.PROFILE,
+)
+STATE_TABLE = "subscribers"
+
+
+def topic_types(settings: Settings) -> dict[str, EventType]:
+    """Full input topic name -> the event type it carries."""
+    return {settings.topic(t.value): t for t in INPUT_TOPICS}
+
+
+def create_app(settings: Settings) -> faust.App:
+    register_codecs()
+    store = "memory://" if settings.store == "memory" else "rocksdb://"
+    return faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        store=store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        broker_rebalance_timeout=settings.rebalance_timeout,
+        broker_session_timeout=min(settings.rebalance_timeout, 60.0),
+        broker_heartbeat_interval=min(3.0, settings.rebalance_timeout / 4),
+        key_serializer="raw",
+        value_serializer="orjson",
+        web_enabled=False,
+        autodiscover=False,
+        producer_acks=-1,
+    )
+
+
+def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any:
+    """Declare the state table, the detector agent and the re-drive timer on `app`."""
+    table = app.Table(
+        STATE_TABLE,
+        default=None,
+        schema=faust.Schema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
+        partitions=settings.partitions,
+        help="One compact record per subscriber (moments.state.SubscriberState)",
+    )
+    store = FaustTableStore(table)
+    source = app.topic(
+        *topic_types(settings),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    # concurrency=1: with more, Faust can commit past an event still in flight (faust#606).
+    @app.agent(source, concurrency=1, name=f"{settings.app_id}.detect")
+    async def detect(stream: Any) -> None:
+        await runtime.ready.wait()
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            records = [
+                RawRecord(
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
+                    timestamp_ms=e.message.timestamp_ms
+                    if hasattr(e.message, "timestamp_ms")
+                    else None,
+                )
+                for e in events
+            ]
+            store.use_events(list(events))
+            await runtime.handle(records, store)
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
+    async def start_runtime() -> None:
+        await runtime.start()
+        redriven = await runtime.redrive()
+        if redriven:
+            log.warning("re-drove %d pending task(s) left by an earlier run", redriven)
+
+    @app.timer(interval=max(1.0, settings.pending_redrive_seconds / 3))  # type: ignore[untyped-decorator]
+    async def redrive_pending() -> None:
+        if runtime.ready.is_set():
+            await runtime.redrive()
+
+    async def stop_runtime(*_: Any, **__: Any) -> None:
+        await runtime.stop()
+
+    app.on_before_shutdown.connect(stop_runtime)
+    return detect
+
+
+def build(settings: Settings, rules: RuleSet, metrics: Metrics) -> tuple[faust.App, Runtime]:
+    """A ready-to-run app and its runtime, from settings and loaded rules."""
+    app = create_app(settings)
+    runtime = Runtime(settings, metrics, Detector(rules, topic_types(settings)))
+    register_agents(app, settings, runtime)
+    return app, runtime

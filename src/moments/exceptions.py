@@ -1,0 +1,9 @@
+"""The root of every error the project raises on purpose."""
+
+
+class MomentsError(Exception):
+    """Base class: catch this to catch any error of ours."""
+
+
+class ConfigError(MomentsError):
+    """A setting is missing or wrong; the message names the variable and the fix."""

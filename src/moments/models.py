@@ -1,0 +1,234 @@
+"""The external contract as pydantic models: input events, ServiceTask, TaskOutcome.
+
+`../shared/spec/contract.md` is the source; `schemas/` is generated from these
+classes by `moments schemas export` and a test fails when it drifts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+SubscriberId = Annotated[
+    str, StringConstraints(pattern=r"^[0-9]{5,20}$"), Field(description="MSISDN, 5-20 digits")
+]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Region = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+Money = Annotated[Decimal, Field(description="Yuan (CNY), JSON number or string")]
+QuietWindow = Annotated[
+    str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
+]
+_MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+
+
+class EventType(StrEnum):
+    """The kinds of input event, one per input topic."""
+
+    TOPUP = "topup"
+    ROAMING = "roaming"
+    COMPLAINT = "complaint"
+    USAGE = "usage"
+    PROFILE = "profile"
+
+
+class Channel(StrEnum):
+    """Where a task is executed."""
+
+    SMS = "sms"
+    OUTBOUND_CALL = "outbound_call"
+    MANAGER = "manager"
+    APP_PUSH = "app_push"
+
+
+class _Event(BaseModel):
+    # Unknown extra fields are kept (model_extra) but never interpreted.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    event_id: EventId
+    subscriber_id: SubscriberId
+    occurred_at: AwareDatetime = Field(description="Event time, RFC 3339 with an offset")
+    region: Region | None = Field(default=None, description="City code such as NJ")
+
+
+class TopUpEvent(_Event):
+    """A prepaid top-up (billing)."""
+
+    amount: Money = Field(gt=0)
+    balance_after: Money | None = None
+    channel: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
+        description="app, bank, card, store, auto, ..."
+    )
+
+
+class RoamingEvent(_Event):
+    """A roaming registration (network)."""
+
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(
+        description="ISO 3166-1 alpha-2"
+    )
+    roaming_type: Literal["international", "domestic"]
+    operator: Annotated[str, StringConstraints(max_length=64)] | None = None
+    utc_offset_minutes: int | None = Field(default=None, ge=-14 * 60, le=14 * 60)
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="IANA zone of the visited place"
+    )
+
+
+class ComplaintEvent(_Event):
+    """A complaint ticket change (customer service)."""
+
+    complaint_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    category: Literal["network", "billing", "service", "product", "other"]
+    severity: int = Field(ge=1, le=3, description="1 highest to 3")
+    status: Literal["opened", "updated", "resolved"]
+
+
+class UsageEvent(_Event):
+    """A usage or service record (network, billing, CRM)."""
+
+    kind: Literal["voice", "sms", "data", "bill_query", "service_order", "service_failure"]
+    quantity: float | None = Field(
+        default=None, ge=0, description="voice seconds, sms count or data bytes"
+    )
+    charge: Money = Decimal(0)
+    balance_after: Money | None = None
+    counterparty: Annotated[str, StringConstraints(max_length=32)] | None = None
+    service_code: Annotated[str, StringConstraints(max_length=64)] | None = None
+    imei: Annotated[str, StringConstraints(pattern=r"^[0-9]{14,16}$")] | None = None
+
+
+class ProfileEvent(_Event):
+    """A change to the subscriber's profile (CRM); absent fields are left as they were."""
+
+    birthday: (
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^([0-9]{4}-)?(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"),
+        ]
+        | None
+    ) = Field(default=None, description="MM-DD or YYYY-MM-DD")
+    joined_on: dt.date | None = None
+    contract_end: dt.date | None = None
+    tier: Annotated[str, StringConstraints(max_length=16)] | None = None
+    star_level: int | None = Field(default=None, ge=1, le=7)
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="IANA zone; Asia/Shanghai when never set"
+    )
+    quiet_hours: list[QuietWindow] | None = Field(
+        default=None, description="HH:MM-HH:MM local windows"
+    )
+    status: Literal["active", "suspended", "closed"] | None = None
+    opt_out: list[Channel] | None = Field(default=None, description="Channels not to use")
+    manager_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    @field_validator("birthday")
+    @classmethod
+    def _birthday(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value[5:] if len(value) == 10 else value
+        if len(value) == 10:
+            dt.date.fromisoformat(value)  # raises a clear ValueError on a bad date
+        if not _MONTH_DAY.match(text):
+            raise ValueError("birthday must be MM-DD or YYYY-MM-DD, e.g. 07-14")
+        return text
+
+
+InputEvent = TopUpEvent | RoamingEvent | ComplaintEvent | UsageEvent | ProfileEvent
+
+EVENT_MODELS: dict[EventType, type[_Event]] = {
+    EventType.TOPUP: TopUpEvent,
+    EventType.ROAMING: RoamingEvent,
+    EventType.COMPLAINT: ComplaintEvent,
+    EventType.USAGE: UsageEvent,
+    EventType.PROFILE: ProfileEvent,
+}
+
+
+class Family(StrEnum):
+    """The families of moments that create tasks (do-not-disturb only gates them)."""
+
+    FIRST_TIME = "first_time"
+    ANOMALY = "anomaly"
+    SPECIAL_DAY = "special_day"
+
+
+class Moment(BaseModel):
+    """What fired: the rule, its family and type, and the values that made it fire."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Family
+    type: str = Field(description="e.g. first_international_roaming")
+    rule_id: str
+    rule_version: int = Field(ge=1)
+    description: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Deferral(BaseModel):
+    """Why and until when do-not-disturb moved a task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    until: AwareDatetime
+
+
+class ServiceTask(BaseModel):
+    """A work order on `moments.tasks` for SMS, outbound call, manager or app push."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str = Field(description="Deterministic: same moment occurrence, same id")
+    subscriber_id: SubscriberId
+    region: str | None = None
+    tier: str | None = None
+    manager_id: str | None = None
+    moment: Moment
+    priority: int = Field(ge=1, le=5, description="1 highest")
+    channel: Channel
+    action: str = Field(description="Template or recommended action id")
+    triggered_at: AwareDatetime = Field(description="Event time of the moment")
+    created_at: AwareDatetime
+    deliver_after: AwareDatetime
+    expires_at: AwareDatetime
+    evidence: list[str] = Field(description="Event ids that led to the task")
+    deferred: Deferral | None = None
+
+
+class OutcomeStatus(StrEnum):
+    """What the people acting on a task report back."""
+
+    IN_PROGRESS = "in_progress"
+    DONE_NO_CHANGE = "done_no_change"
+    DONE_NEW_ALERT = "done_new_alert"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    UNREACHABLE = "unreachable"
+    FAILED = "failed"
+
+
+class TaskOutcome(BaseModel):
+    """Written by dispatch consumers to `moments.task-outcomes`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    task_id: str = Field(min_length=1, max_length=128)
+    subscriber_id: SubscriberId
+    status: OutcomeStatus
+    occurred_at: AwareDatetime
+    agent_id: str | None = None
+    note: str | None = Field(default=None, max_length=2000)

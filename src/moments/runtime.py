@@ -1,0 +1,117 @@
+"""The worker's resources (producer, Redis, sinks) and the per-batch handling.
+
+Order inside a batch is what makes at-least-once in, deduplicated out:
+dead letters and tasks are acknowledged by the broker (and tasks confirmed in
+the ledger) *before* the subscriber state is written, and the source offsets
+are committed after both. A crash anywhere re-reads the batch: a re-detected
+moment has the same task id and the ledger stops it; an event already in the
+state is skipped by its offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from moments.engine import BatchResult, Detector
+from moments.records import RawRecord
+from moments.settings import Settings
+from moments.store import StateStore
+from sinks.deadletter import DeadLetterSink
+from sinks.dispatch import TaskSink
+from sinks.ledger import TaskLedger
+from sinks.metrics import Dependency, Metrics, SuppressReason
+from sinks.retry import with_retry
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, metrics: Metrics, detector: Detector) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.detector = detector
+        self.ready = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._redis: Redis | None = None
+        self.tasks: TaskSink | None = None
+        self.dead_letters: DeadLetterSink | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        idempotent = bool(s.idempotent_producer)
+        if s.idempotent_producer is None:
+            log.info(
+                "idempotent producer off (the default); set MOMENTS_IDEMPOTENT_PRODUCER=true "
+                "against Apache Kafka. Tasks are deduplicated by the Redis ledger either way."
+            )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            acks="all",
+            enable_idempotence=idempotent,
+            linger_ms=2,
+            client_id=f"{s.app_id}-dispatch",
+        )
+        await with_retry(producer.start, Dependency.KAFKA, self.metrics, "starting the producer")
+        self._producer = producer
+        redis = Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
+        self._redis = redis
+        ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)
+        self.tasks = TaskSink(producer, s.topic("tasks"), ledger, self.metrics)
+        self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
+        self.metrics.rules_loaded.set(len(self.detector.rules))
+        self.ready.set()
+        log.info(
+            "runtime ready: %d rule(s), tasks to %s", len(self.detector.rules), s.topic("tasks")
+        )
+
+    async def stop(self) -> None:
+        self.ready.clear()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def redrive(self) -> int:
+        if self.tasks is None:
+            return 0
+        return await self.tasks.redrive(self.settings.pending_redrive_seconds)
+
+    async def handle(self, records: Sequence[RawRecord], store: StateStore) -> BatchResult:
+        """Process one batch end to end; returns only when its outputs are durable."""
+        if self.tasks is None or self.dead_letters is None:
+            raise RuntimeError("Runtime.handle() before start()")
+        started = time.perf_counter()
+        now = dt.datetime.now(dt.UTC)
+        result = self.detector.process(records, store.load, now)
+        for dl in result.dead_letters:
+            self.dead_letters.add(dl)
+        for task in result.tasks:
+            self.tasks.add(task)
+        await self.dead_letters.flush()
+        await self.tasks.flush()
+        store.save(result.changes)
+        self.record(result)
+        self.metrics.processing.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(records))
+        return result
+
+    def record(self, result: BatchResult) -> None:
+        m = self.metrics
+        for event_type, n in result.events.items():
+            m.events.labels(event_type).inc(n)
+        for (family, moment_type), n in result.detected.items():
+            m.detected.labels(family, moment_type).inc(n)
+        for moment_type, n in result.expired.items():
+            m.suppressed.labels(moment_type, SuppressReason.EXPIRED.value).inc(n)
+        if result.replayed:
+            m.replayed.inc(result.replayed)

@@ -1,0 +1,166 @@
+"""A small sample stream for `moments run`: a few subscribers touching each moment that exists.
+
+Times are relative to `now`, so the tasks are fresh (not expired) whenever it is played.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from moments.models import EventType
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRecord:
+    event_type: EventType
+    key: bytes | None
+    value: bytes | None
+    note: str
+
+
+def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
+    """Events in the order they are produced, each with a note of what it should cause."""
+    base = (now or dt.datetime.now(SHANGHAI)).astimezone(SHANGHAI).replace(microsecond=0)
+
+    def at(minutes: int) -> str:
+        return (base - dt.timedelta(minutes=minutes)).isoformat()
+
+    def event(event_type: EventType, sub: str, note: str, **fields: Any) -> SampleRecord:
+        value = orjson.dumps({"subscriber_id": sub, **fields})
+        return SampleRecord(event_type, sub.encode(), value, note)
+
+    li, wang, zhao = "13800138001", "13900139002", "13700137003"
+    return [
+        event(
+            EventType.PROFILE,
+            li,
+            "profile: tier and manager for the tasks",
+            event_id="crm-1",
+            occurred_at=at(60),
+            region="NJ",
+            tier="gold",
+            manager_id="m-017",
+            birthday="07-14",
+            timezone="Asia/Shanghai",
+        ),
+        event(
+            EventType.PROFILE,
+            wang,
+            "profile",
+            event_id="crm-2",
+            occurred_at=at(60),
+            region="SZ",
+            tier="diamond",
+            manager_id="m-042",
+        ),
+        event(
+            EventType.TOPUP,
+            li,
+            "top-up (no rule yet)",
+            event_id="bill-1",
+            occurred_at=at(30),
+            region="NJ",
+            amount="50.00",
+            balance_after="62.40",
+            channel="app",
+        ),
+        event(
+            EventType.USAGE,
+            zhao,
+            "usage (no rule yet)",
+            event_id="net-1",
+            occurred_at=at(25),
+            region="NJ",
+            kind="voice",
+            quantity=180,
+            charge="0.30",
+        ),
+        event(
+            EventType.ROAMING,
+            li,
+            "first roaming in Japan -> task",
+            event_id="roam-1",
+            occurred_at=at(20),
+            region="NJ",
+            country="JP",
+            roaming_type="international",
+            operator="NTT DOCOMO",
+            timezone="Asia/Tokyo",
+        ),
+        event(
+            EventType.ROAMING,
+            li,
+            "Japan again -> nothing",
+            event_id="roam-2",
+            occurred_at=at(10),
+            region="NJ",
+            country="JP",
+            roaming_type="international",
+        ),
+        event(
+            EventType.ROAMING,
+            li,
+            "same event delivered twice -> nothing",
+            event_id="roam-2",
+            occurred_at=at(10),
+            region="NJ",
+            country="JP",
+            roaming_type="international",
+        ),
+        event(
+            EventType.ROAMING,
+            wang,
+            "first roaming in Thailand -> task",
+            event_id="roam-3",
+            occurred_at=at(5),
+            region="SZ",
+            country="TH",
+            roaming_type="international",
+        ),
+        event(
+            EventType.ROAMING,
+            zhao,
+            "domestic roaming -> nothing",
+            event_id="roam-4",
+            occurred_at=at(5),
+            region="NJ",
+            country="CN",
+            roaming_type="domestic",
+        ),
+        event(
+            EventType.COMPLAINT,
+            wang,
+            "complaint (no rule yet)",
+            event_id="cs-1",
+            occurred_at=at(3),
+            region="SZ",
+            complaint_id="C-881",
+            category="network",
+            severity=2,
+            status="opened",
+        ),
+        SampleRecord(
+            EventType.USAGE,
+            zhao.encode(),
+            b'{"event_id": "net-2", "kind": ',
+            "not JSON -> dead letter",
+        ),
+        event(
+            EventType.TOPUP,
+            zhao,
+            "amount missing -> dead letter",
+            event_id="bill-2",
+            occurred_at=at(1),
+            channel="card",
+        ),
+    ]
+
+
+def expected_task_count() -> int:
+    return sum(1 for r in sample_stream() if r.note.endswith("-> task"))

@@ -1,0 +1,479 @@
+"""The machine-readable contract under `schemas/`, generated from `moments.models`.
+
+- one JSON Schema (2020-12) per event, task and outcome type, self-contained;
+- `asyncapi.yaml`, an AsyncAPI 3.0.0 document for the default topics of
+  `moments.settings.Topics`, embedding the same schemas under `components.schemas`.
+
+`render_schemas()` is pure and deterministic (sorted keys, trailing newline), so a
+test can compare it with the files in the repository; `moments schemas export`
+writes them with `export_schemas()` and `--check` uses `check_schemas()`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from ruamel.yaml import YAML
+
+from moments.models import (
+    ComplaintEvent,
+    ProfileEvent,
+    RoamingEvent,
+    ServiceTask,
+    SubscriberId,
+    TaskOutcome,
+    TopUpEvent,
+    UsageEvent,
+)
+from moments.settings import Topics
+
+JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+# `$id` base of the JSON Schema files; `.example` is reserved, so the ids name the
+# files without pretending to be resolvable on the internet.
+SCHEMA_ID_BASE: Final = "https://moments.example/schemas/"
+ASYNCAPI_FILE: Final = "asyncapi.yaml"
+# The version of the external contract (AsyncAPI `info.version`), not of the package.
+CONTRACT_VERSION: Final = "1.0.0"
+KAFKA_BINDING_VERSION: Final = "0.5.0"
+SCHEMA_SUFFIX: Final = ".schema.json"
+
+# file name -> (model, mode). Input types are described as the detector accepts them
+# (validation mode); what it writes, as it serialises it.
+SCHEMA_FILES: Final[dict[str, tuple[type[BaseModel], JsonSchemaMode]]] = {
+    "topup-event.schema.json": (TopUpEvent, "validation"),
+    "roaming-event.schema.json": (RoamingEvent, "validation"),
+    "complaint-event.schema.json": (ComplaintEvent, "validation"),
+    "usage-event.schema.json": (UsageEvent, "validation"),
+    "profile-event.schema.json": (ProfileEvent, "validation"),
+    "service-task.schema.json": (ServiceTask, "serialization"),
+    "task-outcome.schema.json": (TaskOutcome, "validation"),
+}
+
+DLQ_HEADER_PREFIX: Final = "__dlq.errors."
+
+_SUBSCRIBER = "13800138000"
+
+# One realistic value per message, used as AsyncAPI message examples (and by tests).
+EXAMPLES: Final[dict[str, Any]] = {
+    "TopUpEvent": {
+        "event_id": "bss-topup-20261122-000123",
+        "subscriber_id": _SUBSCRIBER,
+        "occurred_at": "2026-11-22T09:30:00+08:00",
+        "region": "NJ",
+        "amount": "50.00",
+        "balance_after": 62.5,
+        "channel": "app",
+    },
+    "RoamingEvent": {
+        "event_id": "vlr-reg-88412",
+        "subscriber_id": _SUBSCRIBER,
+        "occurred_at": "2026-11-22T07:05:00+09:00",
+        "country": "JP",
+        "roaming_type": "international",
+        "operator": "NTT DOCOMO",
+        "timezone": "Asia/Tokyo",
+    },
+    "ComplaintEvent": {
+        "event_id": "crm-cmp-5521-1",
+        "subscriber_id": _SUBSCRIBER,
+        "occurred_at": "2026-11-22T10:12:00+08:00",
+        "region": "NJ",
+        "complaint_id": "CMP-5521",
+        "category": "network",
+        "severity": 1,
+        "status": "opened",
+    },
+    "UsageEvent": {
+        "event_id": "cdr-data-7730015",
+        "subscriber_id": _SUBSCRIBER,
+        "occurred_at": "2026-11-22T11:00:00+08:00",
+        "kind": "data",
+        "quantity": 104857600,
+        "charge": "3.00",
+        "balance_after": "59.50",
+        "imei": "356938035643809",
+    },
+    "ProfileEvent": {
+        "event_id": "crm-profile-991",
+        "subscriber_id": _SUBSCRIBER,
+        "occurred_at": "2026-11-01T08:00:00+08:00",
+        "birthday": "07-14",
+        "joined_on": "2015-03-01",
+        "contract_end": "2027-02-28",
+        "tier": "gold",
+        "star_level": 5,
+        "timezone": "Asia/Shanghai",
+        "quiet_hours": ["22:00-08:00"],
+        "status": "active",
+        "opt_out": ["outbound_call"],
+        "manager_id": "mgr-0042",
+    },
+    "ServiceTask": {
+        "task_id": "t-6f1c0e2a9b7d4c35",
+        "subscriber_id": _SUBSCRIBER,
+        "region": "NJ",
+        "tier": "gold",
+        "manager_id": "mgr-0042",
+        "moment": {
+            "family": "first_time",
+            "type": "first_international_roaming",
+            "rule_id": "first_international_roaming",
+            "rule_version": 1,
+            "description": "First international roaming registration (JP)",
+            "params": {"country": "JP"},
+        },
+        "priority": 2,
+        "channel": "sms",
+        "action": "roaming_welcome_pack",
+        "triggered_at": "2026-11-22T07:05:00+09:00",
+        "created_at": "2026-11-22T07:05:01+09:00",
+        "deliver_after": "2026-11-22T08:00:00+09:00",
+        "expires_at": "2026-11-23T07:05:00+09:00",
+        "evidence": ["vlr-reg-88412"],
+        "deferred": {"reason": "quiet_hours", "until": "2026-11-22T08:00:00+09:00"},
+    },
+    "TaskOutcome": {
+        "task_id": "t-6f1c0e2a9b7d4c35",
+        "subscriber_id": _SUBSCRIBER,
+        "status": "accepted",
+        "occurred_at": "2026-11-22T09:15:00+08:00",
+        "agent_id": "agent-17",
+        "note": "Bought the Japan 7-day data pack",
+    },
+}
+
+
+def _topic_env(field: str) -> str:
+    return f"MOMENTS_TOPICS__{field.upper()}"
+
+
+def _sorted(value: Any) -> Any:
+    """A deep copy with every mapping's keys sorted (lists keep their order)."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def _dump_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _dump_yaml(value: Any) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.width = 4096  # one line per scalar: stable diffs, no folding surprises
+    yaml.allow_unicode = True
+    stream = io.StringIO()
+    yaml.dump(_sorted(value), stream)
+    text = stream.getvalue()
+    return text if text.endswith("\n") else text + "\n"
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> self-contained JSON Schema 2020-12 document of one type."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, (model, mode) in SCHEMA_FILES.items():
+        schema = model.model_json_schema(mode=mode)  # refs are `#/$defs/...`
+        if not schema.get("description"):
+            raise ValueError(f"{model.__name__} needs a docstring: it is the schema description")
+        schema["$schema"] = JSON_SCHEMA_DIALECT
+        schema["$id"] = SCHEMA_ID_BASE + name
+        out[name] = _sorted(schema)
+    return out
+
+
+def _component_schemas() -> dict[str, Any]:
+    """The same schemas with references into `#/components/schemas/`, for AsyncAPI."""
+    _, top = models_json_schema(
+        [(model, mode) for model, mode in SCHEMA_FILES.values()],
+        ref_template="#/components/schemas/{model}",
+    )
+    defs: dict[str, Any] = copy.deepcopy(top["$defs"])
+    return defs
+
+
+_KAFKA_KEY_DESCRIPTION = (
+    "subscriber_id as UTF-8 bytes; all of a subscriber's records share a partition"
+)
+
+
+def _subscriber_key() -> dict[str, Any]:
+    key = dict(TypeAdapter(SubscriberId).json_schema())
+    key["description"] = _KAFKA_KEY_DESCRIPTION
+    return key
+
+
+def _message(model_name: str, summary: str, *, description: str | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "name": model_name,
+        "title": model_name,
+        "summary": summary,
+        "contentType": "application/json",
+        "payload": {"$ref": f"#/components/schemas/{model_name}"},
+        "bindings": {"kafka": {"key": _subscriber_key(), "bindingVersion": KAFKA_BINDING_VERSION}},
+        "examples": [{"name": f"{model_name}-example", "payload": EXAMPLES[model_name]}],
+    }
+    if description:
+        message["description"] = description
+    return message
+
+
+def _dead_letter_message() -> dict[str, Any]:
+    p = DLQ_HEADER_PREFIX
+    digits = "^[0-9]+$"
+    headers = {
+        "type": "object",
+        "description": (
+            "Where the record came from and why it was rejected, in KIP-1034 style. "
+            "Kafka header values are bytes; these are UTF-8 strings."
+        ),
+        "required": [
+            f"{p}topic",
+            f"{p}partition",
+            f"{p}offset",
+            f"{p}exception.class.name",
+            f"{p}exception.message",
+            f"{p}timestamp",
+        ],
+        "properties": {
+            f"{p}topic": {"type": "string", "description": "Topic the record was read from"},
+            f"{p}partition": {
+                "type": "string",
+                "pattern": digits,
+                "description": "Partition it was read from, as a decimal string",
+            },
+            f"{p}offset": {
+                "type": "string",
+                "pattern": digits,
+                "description": "Its offset in that partition, as a decimal string",
+            },
+            f"{p}exception.class.name": {
+                "type": "string",
+                "description": "Fully qualified class of the error, e.g. "
+                "pydantic_core._pydantic_core.ValidationError",
+            },
+            f"{p}exception.message": {
+                "type": "string",
+                "description": "The reason: what is wrong with the record (invalid JSON, "
+                "missing field, wrong type, ...)",
+            },
+            f"{p}timestamp": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the record was dead-lettered, RFC 3339 with an offset",
+            },
+        },
+        "additionalProperties": True,
+    }
+    original = json.dumps(
+        {**EXAMPLES["TopUpEvent"], "subscriber_id": "1380013800O"}, ensure_ascii=False
+    )
+    return {
+        "name": "DeadLetter",
+        "title": "DeadLetter",
+        "summary": "A record the detector could not accept, with its origin and the reason.",
+        "description": (
+            "Written for a value that is not valid JSON, lacks a required field or has a "
+            "wrong type; the worker goes on. Key and value are the original bytes, unchanged."
+        ),
+        "contentType": "application/octet-stream",
+        "headers": headers,
+        "payload": {
+            "type": ["string", "null"],
+            "format": "binary",
+            "description": "The original value bytes, unchanged (null if the original was null)",
+        },
+        "bindings": {
+            "kafka": {
+                "key": {
+                    "type": ["string", "null"],
+                    "format": "binary",
+                    "description": "The original key bytes, unchanged",
+                },
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+        "examples": [
+            {
+                "name": "DeadLetter-example",
+                "headers": {
+                    f"{p}topic": "telecom.topup",
+                    f"{p}partition": "3",
+                    f"{p}offset": "1842",
+                    f"{p}exception.class.name": "pydantic_core._pydantic_core.ValidationError",
+                    f"{p}exception.message": "1 validation error for TopUpEvent\n"
+                    "subscriber_id: String should match pattern '^[0-9]{5,20}$'",
+                    f"{p}timestamp": "2026-11-22T09:30:01+08:00",
+                },
+                "payload": original,
+            }
+        ],
+    }
+
+
+_Action = Literal["send", "receive"]
+
+# Topics field -> (direction, messages, summary); order is the contract's table.
+_CHANNELS: Final[dict[str, tuple[_Action, tuple[str, ...], str]]] = {
+    "topup": ("receive", ("TopUpEvent",), "Prepaid top-ups (billing)."),
+    "roaming": ("receive", ("RoamingEvent",), "Roaming registrations (network)."),
+    "complaint": ("receive", ("ComplaintEvent",), "Complaint ticket changes (customer service)."),
+    "usage": ("receive", ("UsageEvent",), "Usage and service records (network, billing, CRM)."),
+    "profile": (
+        "receive",
+        ("ProfileEvent", "ProfileTombstone"),
+        "Subscriber profile changes (CRM); compacted, a null value forgets the subscriber.",
+    ),
+    "tasks": ("send", ("ServiceTask",), "Service tasks the detector publishes."),
+    "task_outcomes": (
+        "receive",
+        ("TaskOutcome",),
+        "Outcomes of service tasks, written by dispatch consumers.",
+    ),
+    "deadletter": (
+        "send",
+        ("DeadLetter",),
+        "Records the detector rejected: the original bytes plus the reason and origin.",
+    ),
+}
+
+
+def asyncapi_document() -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document (as a plain mapping) for the default topic names."""
+    topics = Topics()
+    schemas = _component_schemas()
+    messages: dict[str, Any] = {
+        name: _message(name, str(schemas[name]["description"]))
+        for name in (model.__name__ for model, _ in SCHEMA_FILES.values())
+    }
+    messages["ProfileEvent"]["description"] = (
+        "Only the fields present change; a later record replaces an earlier one on compaction."
+    )
+    messages["ProfileTombstone"] = {
+        "name": "ProfileTombstone",
+        "title": "ProfileTombstone",
+        "summary": "A null value (tombstone): forget everything known about the subscriber.",
+        "payload": {"type": "null"},
+        "bindings": {"kafka": {"key": _subscriber_key(), "bindingVersion": KAFKA_BINDING_VERSION}},
+        "examples": [{"name": "ProfileTombstone-example", "payload": None}],
+    }
+    messages["DeadLetter"] = _dead_letter_message()
+
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for field, (action, names, summary) in _CHANNELS.items():
+        address = str(getattr(topics, field))
+        channel: dict[str, Any] = {
+            "address": address,
+            "title": address,
+            "summary": summary,
+            "description": (
+                f"Default name; set another with {_topic_env(field)}. "
+                "MOMENTS_TOPIC_PREFIX is prepended to every topic name."
+            ),
+            "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
+        }
+        if field == "profile":
+            channel["bindings"] = {
+                "kafka": {
+                    "topicConfiguration": {"cleanup.policy": ["compact"]},
+                    "bindingVersion": KAFKA_BINDING_VERSION,
+                }
+            }
+        channels[field] = channel
+        operation: dict[str, Any] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/{field}"},
+            "messages": [{"$ref": f"#/channels/{field}/messages/{name}"} for name in names],
+            "summary": summary,
+        }
+        if action == "receive":
+            operation["bindings"] = {
+                "kafka": {
+                    "groupId": {
+                        "type": "string",
+                        "default": "moments",
+                        "description": "The Faust application id (MOMENTS_APP_ID)",
+                    },
+                    "bindingVersion": KAFKA_BINDING_VERSION,
+                }
+            }
+        operations[f"{action}_{field}"] = operation
+
+    document: dict[str, Any] = _sorted(
+        {
+            "asyncapi": "3.0.0",
+            "info": {
+                "title": "moments key-moment detector",
+                "version": CONTRACT_VERSION,
+                "description": (
+                    "Telecom events in, deduplicated service tasks out. Operations are from "
+                    "the detector's point of view. Values are UTF-8 JSON objects and keys "
+                    "the subscriber id as UTF-8 bytes, except on the dead-letter topic. "
+                    "Generated from moments.models by `moments schemas export`; do not edit."
+                ),
+                "license": {"name": "Apache-2.0"},
+            },
+            "defaultContentType": "application/json",
+            "servers": {
+                "kafka": {
+                    "host": "127.0.0.1:9092",
+                    "protocol": "kafka",
+                    "description": "Default bootstrap server; set with MOMENTS_KAFKA_BOOTSTRAP.",
+                }
+            },
+            "channels": channels,
+            "operations": operations,
+            "components": {"schemas": schemas, "messages": messages},
+        }
+    )
+    return document
+
+
+def render_schemas() -> dict[str, str]:
+    """File name -> exact text of every file under `schemas/`."""
+    files = {name: _dump_json(schema) for name, schema in json_schemas().items()}
+    files[ASYNCAPI_FILE] = _dump_yaml(asyncapi_document())
+    return dict(sorted(files.items()))
+
+
+def _stale(out_dir: Path, rendered: dict[str, str]) -> list[Path]:
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.glob(f"*{SCHEMA_SUFFIX}") if p.name not in rendered)
+
+
+def export_schemas(out_dir: Path) -> list[Path]:
+    """Write every rendered file into `out_dir`, remove `*.schema.json` files no longer
+    rendered, and return the paths written."""
+    rendered = render_schemas()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in _stale(out_dir, rendered):
+        path.unlink()
+    written: list[Path] = []
+    for name, text in rendered.items():
+        path = out_dir / name
+        path.write_bytes(text.encode("utf-8"))
+        written.append(path)
+    return written
+
+
+def check_schemas(out_dir: Path) -> list[str]:
+    """Names of files in `out_dir` that are missing, differ from what `render_schemas()`
+    gives, or are stale `*.schema.json` files export would delete; empty when up to date."""
+    rendered = render_schemas()
+    problems: list[str] = []
+    for name, text in rendered.items():
+        path = out_dir / name
+        if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
+            problems.append(name)
+    problems.extend(path.name for path in _stale(out_dir, rendered))
+    return sorted(problems)

@@ -1,0 +1,140 @@
+"""One frozen settings object, built once in `main()` and passed down.
+
+Values come from `MOMENTS_*` environment variables and an optional `.env` file;
+a bad value stops start-up with the variable's name and what to write instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from moments.exceptions import ConfigError
+
+_BOOTSTRAP_HELP = "write host:port[,host:port], e.g. 127.0.0.1:9092"
+
+
+class Topics(BaseModel):
+    """Topic names before the prefix; set with e.g. `MOMENTS_TOPICS__TOPUP=billing.topup`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topup: str = "telecom.topup"
+    roaming: str = "telecom.roaming"
+    complaint: str = "telecom.complaint"
+    usage: str = "telecom.usage"
+    profile: str = "telecom.profile"
+    tasks: str = "moments.tasks"
+    task_outcomes: str = "moments.task-outcomes"
+    deadletter: str = "moments.deadletter"
+
+
+class Settings(BaseSettings):
+    """Effective configuration of a worker or CLI command."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MOMENTS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL")
+    rules: Path | None = Field(
+        default=None, description="Rules file or folder; the packaged default catalog when unset"
+    )
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=9308, description="Port of /metrics (0 turns the endpoint off)"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Bind address of /metrics")  # noqa: S104 - containers need all interfaces; documented
+    app_id: str = Field(
+        default="moments",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Faust application id: consumer group and state prefix",
+    )
+    data_dir: Path = Field(default=Path("./.moments-data"), description="Local state directory")
+    topic_prefix: str = Field(
+        default="", pattern=r"^[A-Za-z0-9._-]*$", description="Prefix added to every topic name"
+    )
+    topics: Topics = Field(default_factory=Topics)
+    partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=4, description="Partitions of topics the worker creates (input and tables)"
+    )
+    rebalance_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=30.0,
+        description="Consumer-group rebalance timeout in seconds (a few seconds on Tansu)",
+    )
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=5000, description="Most events the detector takes in one batch"
+    )
+    batch_within: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.05, description="Seconds to wait for a batch to fill"
+    )
+    store: Literal["memory", "rocksdb"] = Field(
+        default="memory", description="Faust table store; rocksdb keeps state on local disk"
+    )
+    idempotent_producer: bool | None = Field(
+        default=None,
+        description="Kafka idempotent producer; unset means on for Apache Kafka, off for Tansu",
+    )
+    ledger_ttl_seconds: Annotated[int, Field(ge=60)] = Field(
+        default=400 * 24 * 3600, description="How long the dedup ledger remembers a sent task"
+    )
+    pending_redrive_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="Age after which a pending (unconfirmed) task is sent again"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port; {_BOOTSTRAP_HELP}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must start with redis://, rediss:// or unix://, e.g. redis://127.0.0.1:6379/0"
+            )
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"{value} does not exist; point it at a rules .yaml file or folder")
+        return value
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a key of `Topics`, with the prefix."""
+        return self.topic_prefix + str(getattr(self.topics, name))
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",")]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning validation errors into a `ConfigError`
+    that names each `MOMENTS_*` variable and what is wrong with it."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"MOMENTS_{loc}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,68 @@
+"""Per-subscriber state: one compact record, serialised with orjson.
+
+One record per subscriber (not one table entry per metric) keeps changelog
+writes to one per subscriber per batch. Replays are harmless: every update is
+guarded by the last applied offset per source topic and by a short ring of
+recent event ids, so at-least-once input never double-applies an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+RECENT_EVENT_IDS = 8
+"""How many recent event-id digests a subscriber keeps to drop re-delivered events."""
+
+
+def event_digest(event_id: str) -> str:
+    """A short, stable digest of an event id (8 bytes of blake2b, hex)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
+
+
+@dataclass(slots=True)
+class SubscriberState:
+    """Everything the detector remembers about one subscriber."""
+
+    first_seen: dict[str, int] = field(default_factory=dict)
+    """First-time keys (`<rule tag>:<value>`) -> event time (epoch seconds) last seen."""
+    offsets: dict[str, int] = field(default_factory=dict)
+    """Source (event type code) -> highest offset applied; guards replays after a crash."""
+    recent: list[str] = field(default_factory=list)
+    """Digests of the latest event ids, newest last; guards re-delivered events."""
+    profile: dict[str, Any] = field(default_factory=dict)
+    """Profile fields as last sent on the profile topic (JSON-ready values)."""
+
+    def already_applied(self, source: str, offset: int | None, event_id: str) -> bool:
+        """True when this event was applied before (same offset replayed, or same id)."""
+        if offset is not None and offset <= self.offsets.get(source, -1):
+            return True
+        return event_digest(event_id) in self.recent
+
+    def mark_applied(self, source: str, offset: int | None, event_id: str) -> None:
+        if offset is not None and offset > self.offsets.get(source, -1):
+            self.offsets[source] = offset
+        self.recent.append(event_digest(event_id))
+        if len(self.recent) > RECENT_EVENT_IDS:
+            del self.recent[: len(self.recent) - RECENT_EVENT_IDS]
+
+    def to_bytes(self) -> bytes:
+        doc: dict[str, Any] = {"o": self.offsets, "r": self.recent}
+        if self.first_seen:
+            doc["f"] = self.first_seen
+        if self.profile:
+            doc["p"] = self.profile
+        return orjson.dumps(doc)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SubscriberState:
+        doc = orjson.loads(data)
+        return cls(
+            first_seen=doc.get("f", {}),
+            offsets=doc.get("o", {}),
+            recent=doc.get("r", []),
+            profile=doc.get("p", {}),
+        )

@@ -1,0 +1,87 @@
+"""Follow the dispatch topic and print tasks: one readable line each, or JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, TextIO
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from moments.pii import mask_msisdn
+from moments.settings import Settings
+
+
+def format_task(task: dict[str, Any]) -> str:
+    """One line a person reads at a glance; the subscriber id is masked."""
+    moment = task.get("moment", {})
+    when = str(task.get("triggered_at", ""))[:19].replace("T", " ")
+    deferred = task.get("deferred")
+    later = f"  deferred until {deferred['until']} ({deferred['reason']})" if deferred else ""
+    return (
+        f"{when}  P{task.get('priority')}  {moment.get('type', '?'):<32} "
+        f"{mask_msisdn(str(task.get('subscriber_id', '')))}  "
+        f"{task.get('channel')}:{task.get('action')}  {moment.get('description', '')}"
+        f"  [{str(task.get('task_id', ''))[:12]}]{later}"
+    )
+
+
+async def tail_tasks(
+    settings: Settings,
+    json_lines: bool = False,
+    from_beginning: bool = False,
+    exit_after: int | None = None,
+    out: TextIO | None = None,
+    ready: asyncio.Event | None = None,
+) -> int:
+    """Print tasks until cancelled (or `exit_after` tasks); returns how many were printed.
+
+    Reads every partition without a consumer group: a viewer must not take
+    partitions away from real dispatch consumers."""
+    stream = out or sys.stdout
+    topic = settings.topic("tasks")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        client_id=f"{settings.app_id}-tail",
+    )
+    await consumer.start()
+    printed = 0
+    try:
+        partitions: set[int] | None = None
+        for _ in range(100):
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                break
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
+        if not partitions:
+            raise SystemExit(
+                f"topic {topic} does not exist; start a worker first "
+                "(it creates the topics) or check MOMENTS_TOPIC_PREFIX"
+            )
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        if ready is not None:
+            ready.set()
+        while exit_after is None or printed < exit_after:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    if record.value is None:
+                        continue
+                    task = orjson.loads(record.value)
+                    line = record.value.decode() if json_lines else format_task(task)
+                    print(line, file=stream, flush=True)
+                    printed += 1
+    finally:
+        await consumer.stop()
+    return printed

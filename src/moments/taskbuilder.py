@@ -1,0 +1,56 @@
+"""Turn a rule firing into a ServiceTask with a deterministic id."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from typing import Any
+
+from moments.models import InputEvent, Moment, ServiceTask
+from moments.state import SubscriberState
+from rules.base import Fired, Rule
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def task_id(subscriber_id: str, rule_id: str, occurrence: str) -> str:
+    """Same subscriber, rule and occurrence: same id, whatever replays or worker made it."""
+    digest = hashlib.blake2b(f"{subscriber_id}|{rule_id}|{occurrence}".encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+def fill(template: str, params: dict[str, Any]) -> str:
+    """Fill `{name}` placeholders from params; no attribute access, no format specs."""
+    return _PLACEHOLDER.sub(lambda m: str(params.get(m.group(1), m.group(0))), template)
+
+
+def build_task(
+    rule: Rule, fired: Fired, event: InputEvent, state: SubscriberState, now: dt.datetime
+) -> ServiceTask:
+    spec = rule.task
+    profile = state.profile
+    triggered = event.occurred_at
+    return ServiceTask(
+        task_id=task_id(event.subscriber_id, rule.id, fired.occurrence),
+        subscriber_id=event.subscriber_id,
+        region=event.region or profile.get("region"),
+        tier=profile.get("tier"),
+        manager_id=profile.get("manager_id"),
+        moment=Moment(
+            family=spec.family,
+            type=spec.moment_type,
+            rule_id=rule.id,
+            rule_version=rule.version,
+            description=fill(spec.description, fired.params),
+            params=fired.params,
+        ),
+        priority=spec.priority,
+        channel=spec.channel,
+        action=spec.action,
+        triggered_at=triggered,
+        created_at=now,
+        deliver_after=max(now, triggered),
+        expires_at=triggered + spec.ttl,
+        evidence=[event.event_id],
+    )

@@ -1,0 +1,10 @@
+"""The rule language: rule specs loaded from YAML, evaluated as pure callables.
+
+Nothing here imports Faust: rules are plain functions of (event, state, context),
+unit-tested without a broker.
+"""
+
+from rules.base import EvalContext, Fired, Rule, TaskSpec
+from rules.catalog import RuleSet, load_rules
+
+__all__ = ["EvalContext", "Fired", "Rule", "RuleSet", "TaskSpec", "load_rules"]

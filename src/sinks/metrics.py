@@ -1,0 +1,121 @@
+"""The project's Prometheus metrics, in their own `moments_` namespace and in seconds.
+
+A container over an injected `CollectorRegistry` (each test uses a fresh one);
+no label ever carries a subscriber id.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class SuppressReason(StrEnum):
+    DEDUP = "dedup"
+    COOLDOWN = "cooldown"
+    OPT_OUT = "opt_out"
+    CAPACITY = "capacity"
+    EXPIRED = "expired"
+
+
+class Dependency(StrEnum):
+    REDIS = "redis"
+    KAFKA = "kafka"
+
+
+class Metrics:
+    """Named recording methods over the contract's metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "moments_events_total", "Input events consumed", ["event_type"], registry=r
+        )
+        self.rejected = Counter(
+            "moments_events_rejected",
+            "Input records sent to the dead-letter topic",
+            ["event_type", "reason"],
+            registry=r,
+        )
+        self.detected = Counter(
+            "moments_detected",
+            "Moments that fired, before gating",
+            ["family", "moment_type"],
+            registry=r,
+        )
+        self.published = Counter(
+            "moments_tasks_published",
+            "Service tasks published to the dispatch topic",
+            ["moment_type", "channel"],
+            registry=r,
+        )
+        self.suppressed = Counter(
+            "moments_tasks_suppressed",
+            "Tasks not published: dedup, cooldown, opt-out, capacity, expired",
+            ["moment_type", "reason"],
+            registry=r,
+        )
+        self.deferred = Counter(
+            "moments_tasks_deferred", "Tasks moved later by do-not-disturb", ["reason"], registry=r
+        )
+        self.waiting = Gauge(
+            "moments_tasks_waiting", "Tasks waiting in the deferral queue", registry=r
+        )
+        self.event_to_task = Histogram(
+            "moments_event_to_task_seconds",
+            "Event time to task publish",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.processing = Histogram(
+            "moments_processing_seconds",
+            "Time to process one batch, publish included",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "moments_batch_records",
+            "Records per processed batch",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000),
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "moments_task_outcomes",
+            "Task outcomes reported by dispatch consumers",
+            ["moment_type", "status"],
+            registry=r,
+        )
+        self.rules_loaded = Gauge("moments_rules_loaded", "Rules in force", registry=r)
+        self.rules_reload = Counter(
+            "moments_rules_reload", "Rule reload attempts", ["result"], registry=r
+        )
+        self.replayed = Counter(
+            "moments_events_replayed",
+            "Events skipped because they were applied before "
+            "(re-read after a restart, or delivered twice)",
+            registry=r,
+        )
+        self.pending_redriven = Counter(
+            "moments_tasks_redriven",
+            "Pending tasks sent again after an unconfirmed publish",
+            registry=r,
+        )
+        self.dependency_errors = Counter(
+            "moments_dependency_errors",
+            "Failed calls to Redis or Kafka (retried with back-off)",
+            ["dependency"],
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "moments_dependency_up",
+            "1 when the last call to the dependency succeeded",
+            ["dependency"],
+            registry=r,
+        )
+        for dep in Dependency:
+            self.dependency_up.labels(dep.value).set(1)

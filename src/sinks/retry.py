@@ -1,0 +1,70 @@
+"""Retry a call to Redis or Kafka with exponential back-off, visible in metrics and logs.
+
+An unreachable dependency never crashes the worker and is never swallowed: the
+batch waits (its offsets are not committed) until the call goes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sinks.metrics import Dependency, Metrics
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RETRYABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (*RETRYABLE, KafkaError, RedisConnectionError, RedisTimeoutError)
+
+
+async def with_retry(
+    call: Callable[[], Awaitable[T]],
+    dependency: Dependency,
+    metrics: Metrics,
+    what: str,
+    first_delay: float = 0.1,
+    max_delay: float = 5.0,
+) -> T:
+    """Await `call()` until it succeeds; back off between failures (forever: the caller
+    decides when to give up by cancelling)."""
+    errors = _retryable()
+    delay = first_delay
+    attempt = 0
+    up = metrics.dependency_up.labels(dependency.value)
+    while True:
+        try:
+            value = await call()
+        except errors as exc:
+            attempt += 1
+            metrics.dependency_errors.labels(dependency.value).inc()
+            up.set(0)
+            level = logging.WARNING if attempt in (1, 10) or attempt % 100 == 0 else logging.DEBUG
+            log.log(
+                level,
+                "%s unavailable while %s (attempt %d, retrying in %.1fs): %s: %s",
+                dependency.value,
+                what,
+                attempt,
+                delay,
+                type(exc).__name__,
+                exc,
+            )
+            await asyncio.sleep(delay)
+            delay = min(max_delay, delay * 2)
+            continue
+        if attempt:
+            log.warning(
+                "%s is back after %d failed attempts while %s", dependency.value, attempt, what
+            )
+        up.set(1)
+        return value

@@ -1,0 +1,509 @@
+"""`schemas/` is generated from the models, is up to date, and is valid.
+
+- the repository's `schemas/` equals `render_schemas()` (else: run `moments schemas export`);
+- each JSON Schema accepts a realistic value and rejects broken ones;
+- `asyncapi.yaml` validates against the official AsyncAPI 3.0.0 JSON Schema from the npm
+  package `@asyncapi/specs` (installed under `.cache/asyncapi-specs`, see ASYNCAPI_SPECS_CMD).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft7Validator, Draft202012Validator
+from jsonschema.exceptions import best_match
+from pydantic import BaseModel, ValidationError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
+from ruamel.yaml import YAML
+
+from moments.schemas import (
+    ASYNCAPI_FILE,
+    DLQ_HEADER_PREFIX,
+    EXAMPLES,
+    JSON_SCHEMA_DIALECT,
+    SCHEMA_FILES,
+    asyncapi_document,
+    check_schemas,
+    export_schemas,
+    json_schemas,
+    render_schemas,
+)
+from moments.settings import Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS_DIR = ROOT / "schemas"
+ASYNCAPI_SPECS_CMD = "npm install --prefix .cache/asyncapi-specs @asyncapi/specs@6"
+ASYNCAPI_SPEC = ROOT / ".cache/asyncapi-specs/node_modules/@asyncapi/specs/schemas/3.0.0.json"
+
+MODEL_OF_FILE: dict[str, type[BaseModel]] = {name: m for name, (m, _) in SCHEMA_FILES.items()}
+FILE_OF_MODEL: dict[str, str] = {m.__name__: name for name, m in MODEL_OF_FILE.items()}
+
+
+def _without(value: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if k not in keys}
+
+
+def _with(value: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**value, **changes}
+
+
+def _example(model: str) -> dict[str, Any]:
+    return copy.deepcopy(EXAMPLES[model])
+
+
+# Realistic values written here, independently of the module's own examples.
+GOOD: list[tuple[str, dict[str, Any]]] = [
+    (
+        "topup-event.schema.json",
+        {
+            "event_id": "ocs-7781-20261122",
+            "subscriber_id": "13912345678",
+            "occurred_at": "2026-11-22T21:47:13.250+08:00",
+            "amount": 100,
+            "channel": "bank",
+            "x_upstream_batch": "b-991",  # unknown extra fields are kept, not rejected
+        },
+    ),
+    (
+        "roaming-event.schema.json",
+        {
+            "event_id": "hlr-22-991",
+            "subscriber_id": "8613912345678",
+            "occurred_at": "2026-11-23T01:02:03Z",
+            "region": "SZ",
+            "country": "TH",
+            "roaming_type": "international",
+            "utc_offset_minutes": 420,
+        },
+    ),
+    (
+        "complaint-event.schema.json",
+        {
+            "event_id": "crm-9-3",
+            "subscriber_id": "13912345678",
+            "occurred_at": "2026-11-22T09:00:00+08:00",
+            "complaint_id": "C-2026-118",
+            "category": "billing",
+            "severity": 3,
+            "status": "resolved",
+        },
+    ),
+    (
+        "usage-event.schema.json",
+        {
+            "event_id": "cdr-v-1",
+            "subscriber_id": "13912345678",
+            "occurred_at": "2026-11-22T09:00:00+08:00",
+            "kind": "voice",
+            "quantity": 185,
+            "charge": 0.45,
+            "counterparty": "02584561234",
+        },
+    ),
+    (
+        "usage-event.schema.json",
+        {
+            "event_id": "crm-bq-1",
+            "subscriber_id": "13912345678",
+            "occurred_at": "2026-11-22T09:00:00+08:00",
+            "kind": "bill_query",
+        },
+    ),
+    (
+        "profile-event.schema.json",
+        {
+            "event_id": "crm-p-1",
+            "subscriber_id": "13912345678",
+            "occurred_at": "2026-11-22T09:00:00+08:00",
+            "birthday": "1990-02-28",
+            "star_level": 7,
+        },
+    ),
+    (
+        "service-task.schema.json",
+        {
+            "task_id": "t-0001",
+            "subscriber_id": "13912345678",
+            "moment": {
+                "family": "anomaly",
+                "type": "spend_spike",
+                "rule_id": "spend_spike",
+                "rule_version": 3,
+                "description": "Spend 5x the 30-day baseline",
+                "params": {"baseline": "12.40", "current": "61.00"},
+            },
+            "priority": 1,
+            "channel": "outbound_call",
+            "action": "call_check_bill",
+            "triggered_at": "2026-11-22T09:00:00+08:00",
+            "created_at": "2026-11-22T09:00:02+08:00",
+            "deliver_after": "2026-11-22T09:00:02+08:00",
+            "expires_at": "2026-11-22T21:00:00+08:00",
+            "evidence": ["cdr-v-1", "cdr-v-2"],
+            "deferred": None,
+        },
+    ),
+    (
+        "task-outcome.schema.json",
+        {
+            "task_id": "t-0001",
+            "subscriber_id": "13912345678",
+            "status": "unreachable",
+            "occurred_at": "2026-11-22T10:00:00+08:00",
+        },
+    ),
+]
+
+BAD: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+    (
+        "topup-event.schema.json",
+        "subscriber_id with letters",
+        lambda: _with(_example("TopUpEvent"), subscriber_id="1380013800O"),
+    ),
+    (
+        "topup-event.schema.json",
+        "missing occurred_at",
+        lambda: _without(_example("TopUpEvent"), "occurred_at"),
+    ),
+    ("topup-event.schema.json", "amount not > 0", lambda: _with(_example("TopUpEvent"), amount=0)),
+    (
+        "roaming-event.schema.json",
+        "country not alpha-2",
+        lambda: _with(_example("RoamingEvent"), country="JPN"),
+    ),
+    (
+        "roaming-event.schema.json",
+        "unknown roaming_type",
+        lambda: _with(_example("RoamingEvent"), roaming_type="satellite"),
+    ),
+    (
+        "complaint-event.schema.json",
+        "severity out of range",
+        lambda: _with(_example("ComplaintEvent"), severity=4),
+    ),
+    (
+        "usage-event.schema.json",
+        "unknown kind",
+        lambda: _with(_example("UsageEvent"), kind="mms"),
+    ),
+    (
+        "usage-event.schema.json",
+        "subscriber_id too short",
+        lambda: _with(_example("UsageEvent"), subscriber_id="1234"),
+    ),
+    (
+        "profile-event.schema.json",
+        "star_level out of range",
+        lambda: _with(_example("ProfileEvent"), star_level=8),
+    ),
+    (
+        "profile-event.schema.json",
+        "missing event_id",
+        lambda: _without(_example("ProfileEvent"), "event_id"),
+    ),
+    (
+        "service-task.schema.json",
+        "unknown channel",
+        lambda: _with(_example("ServiceTask"), channel="email"),
+    ),
+    (
+        "service-task.schema.json",
+        "priority out of range",
+        lambda: _with(_example("ServiceTask"), priority=0),
+    ),
+    (
+        "service-task.schema.json",
+        "unknown moment family",
+        lambda: _with(
+            _example("ServiceTask"), moment={**EXAMPLES["ServiceTask"]["moment"], "family": "x"}
+        ),
+    ),
+    (
+        "service-task.schema.json",
+        "deferred without until",
+        lambda: _with(_example("ServiceTask"), deferred={"reason": "quiet_hours"}),
+    ),
+    (
+        "task-outcome.schema.json",
+        "unknown status",
+        lambda: _with(_example("TaskOutcome"), status="done"),
+    ),
+    (
+        "task-outcome.schema.json",
+        "subscriber_id is a number",
+        lambda: _with(_example("TaskOutcome"), subscriber_id=13800138000),
+    ),
+]
+
+
+def _validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS_DIR / name).read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+# --- drift -----------------------------------------------------------------------------
+
+
+def test_schemas_dir_is_up_to_date() -> None:
+    stale = check_schemas(SCHEMAS_DIR)
+    assert not stale, (
+        f"schemas/ is out of date ({', '.join(stale)}): it is generated from "
+        "src/moments/models.py; run `moments schemas export` and commit the result"
+    )
+
+
+def test_rendering_is_deterministic_and_complete() -> None:
+    first, second = render_schemas(), render_schemas()
+    assert first == second
+    assert set(first) == {*SCHEMA_FILES, ASYNCAPI_FILE}
+    for name, text in first.items():
+        assert text.endswith("\n"), name
+        assert not text.endswith("\n\n"), name
+        if name.endswith(".json"):
+            assert json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n" == text
+
+
+def test_export_and_check_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "schemas"
+    assert sorted(check_schemas(out)) == sorted(render_schemas())  # nothing there yet
+    (tmp_path / "schemas").mkdir()
+    (out / "old-event.schema.json").write_text("{}\n", encoding="utf-8")
+    (out / "README.md").write_text("kept\n", encoding="utf-8")
+
+    written = export_schemas(out)
+
+    assert sorted(p.name for p in written) == sorted(render_schemas())
+    assert not (out / "old-event.schema.json").exists()
+    assert (out / "README.md").exists()
+    assert check_schemas(out) == []
+
+    (out / "task-outcome.schema.json").write_text("{}\n", encoding="utf-8")
+    (out / "usage-event.schema.json").unlink()
+    (out / "gone.schema.json").write_text("{}\n", encoding="utf-8")
+    assert check_schemas(out) == [
+        "gone.schema.json",
+        "task-outcome.schema.json",
+        "usage-event.schema.json",
+    ]
+    export_schemas(out)
+    assert check_schemas(out) == []
+
+
+# --- JSON Schemas ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_FILES))
+def test_json_schema_is_self_contained_2020_12(name: str) -> None:
+    schema = json_schemas()[name]
+    assert schema["$schema"] == JSON_SCHEMA_DIALECT
+    assert schema["$id"].endswith("/" + name)
+    assert schema["title"] == MODEL_OF_FILE[name].__name__
+    assert schema["description"]
+    Draft202012Validator.check_schema(schema)
+    refs = [part.split('"')[0] for part in json.dumps(schema).split('"$ref": "')[1:]]
+    assert all(ref.startswith("#/$defs/") for ref in refs), refs  # no outside references
+    for ref in refs:
+        assert ref.removeprefix("#/$defs/") in schema["$defs"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), GOOD + [(f, EXAMPLES[m]) for m, f in FILE_OF_MODEL.items()]
+)
+def test_json_schema_accepts_valid_value(name: str, value: dict[str, Any]) -> None:
+    MODEL_OF_FILE[name].model_validate(value)  # the example really is valid
+    errors = list(_validator(name).iter_errors(value))
+    assert not errors, best_match(errors)
+
+
+@pytest.mark.parametrize(("name", "why", "make"), BAD, ids=[f"{n}-{w}" for n, w, _ in BAD])
+def test_json_schema_rejects_invalid_value(
+    name: str, why: str, make: Callable[[], dict[str, Any]]
+) -> None:
+    value = make()
+    with pytest.raises(ValidationError):
+        MODEL_OF_FILE[name].model_validate(value)
+    assert list(_validator(name).iter_errors(value)), f"{name} accepted a value with {why}"
+
+
+# --- AsyncAPI --------------------------------------------------------------------------
+
+
+def _load_yaml(text: str) -> Any:
+    return YAML(typ="safe", pure=True).load(io.StringIO(text))
+
+
+@cache
+def _asyncapi_validator() -> Draft7Validator:
+    if not ASYNCAPI_SPEC.is_file():
+        pytest.fail(
+            f"the official AsyncAPI 3.0.0 JSON Schema is missing ({ASYNCAPI_SPEC}); "
+            f"install it from the repository root with: {ASYNCAPI_SPECS_CMD}"
+        )
+    spec = json.loads(ASYNCAPI_SPEC.read_text(encoding="utf-8"))
+    # The bundle keeps every sub-schema under `definitions`, keyed by its own `$id`, and
+    # refers to them by that absolute URI. Register each as a resource; nothing is fetched
+    # (an unknown reference raises instead of silently passing).
+    resources = [(spec["$id"], DRAFT7.create_resource(spec))]
+    for uri, sub in spec["definitions"].items():
+        resources.append((uri, Resource.from_contents(sub, default_specification=DRAFT7)))
+    registry: Registry[Any] = Registry().with_resources(resources)
+    Draft7Validator.check_schema(spec)
+    return Draft7Validator(spec, registry=registry)
+
+
+def _asyncapi_errors(document: Any) -> list[str]:
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in _asyncapi_validator().iter_errors(document)
+    ]
+
+
+def test_asyncapi_file_matches_document() -> None:
+    loaded = _load_yaml((SCHEMAS_DIR / ASYNCAPI_FILE).read_text(encoding="utf-8"))
+    assert loaded == asyncapi_document()  # YAML round-trips (dates stay strings, ...)
+
+
+def test_asyncapi_is_valid_against_official_schema() -> None:
+    loaded = _load_yaml((SCHEMAS_DIR / ASYNCAPI_FILE).read_text(encoding="utf-8"))
+    assert loaded["asyncapi"] == "3.0.0"
+    assert _asyncapi_errors(loaded) == []
+
+
+def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    *parents, last = path.split("/")
+    node = doc
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return doc
+
+
+BROKEN: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("wrong version", lambda d: _set(d, "asyncapi", "2.6.0")),
+    ("no info", lambda d: d.pop("info")),
+    ("action 'publish'", lambda d: _set(d, "operations/send_tasks/action", "publish")),
+    ("operation without channel", lambda d: d["operations"]["send_tasks"].pop("channel")),
+    ("unknown channel field", lambda d: _set(d, "channels/tasks/topic", "moments.tasks")),
+    ("address not a string", lambda d: _set(d, "channels/tasks/address", 42)),
+    (
+        "cleanup.policy not a list",
+        lambda d: _set(
+            d, "channels/profile/bindings/kafka/topicConfiguration/cleanup.policy", "compact"
+        ),
+    ),
+    (
+        "bad kafka binding version",
+        lambda d: _set(d, "components/messages/TopUpEvent/bindings/kafka/bindingVersion", "9"),
+    ),
+    (
+        "payload schema 'type' invalid",
+        lambda d: _set(d, "components/schemas/TopUpEvent/type", "record"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "breaks"), BROKEN, ids=[w for w, _ in BROKEN])
+def test_asyncapi_validation_really_runs(why: str, breaks: Callable[[dict[str, Any]], Any]) -> None:
+    document = copy.deepcopy(asyncapi_document())
+    breaks(document)
+    assert _asyncapi_errors(document), f"a document with {why} passed validation"
+
+
+def test_asyncapi_topics_operations_and_bindings() -> None:
+    doc = asyncapi_document()
+    topics = Topics()
+    addresses = {ch["address"] for ch in doc["channels"].values()}
+    assert addresses == set(topics.model_dump().values())
+    actions = {
+        doc["channels"][op["channel"]["$ref"].rsplit("/", 1)[1]]["address"]: op["action"]
+        for op in doc["operations"].values()
+    }
+    assert actions == {
+        topics.topup: "receive",
+        topics.roaming: "receive",
+        topics.complaint: "receive",
+        topics.usage: "receive",
+        topics.profile: "receive",
+        topics.task_outcomes: "receive",
+        topics.tasks: "send",
+        topics.deadletter: "send",
+    }
+    # Every operation message lives on its channel; every $ref resolves in the document.
+    for op in doc["operations"].values():
+        channel_id = op["channel"]["$ref"].rsplit("/", 1)[1]
+        for ref in op["messages"]:
+            assert ref["$ref"].startswith(f"#/channels/{channel_id}/messages/")
+    text = json.dumps(doc)
+    for ref in {part.split('"')[0] for part in text.split('"$ref": "#/')[1:]}:
+        node: Any = doc
+        for part in ref.split("/"):
+            node = node[part]
+
+    profile = doc["channels"]["profile"]
+    kafka = profile["bindings"]["kafka"]["topicConfiguration"]
+    assert kafka["cleanup.policy"] == ["compact"]
+    tombstone = doc["components"]["messages"]["ProfileTombstone"]
+    assert tombstone["payload"] == {"type": "null"}
+    for name, message in doc["components"]["messages"].items():
+        key = message["bindings"]["kafka"]["key"]
+        if name != "DeadLetter":
+            assert key["type"] == "string"
+            assert key["pattern"] == "^[0-9]{5,20}$"
+
+
+def test_asyncapi_dead_letter_headers() -> None:
+    message = asyncapi_document()["components"]["messages"]["DeadLetter"]
+    headers = message["headers"]
+    expected = {
+        f"{DLQ_HEADER_PREFIX}{suffix}"
+        for suffix in (
+            "topic",
+            "partition",
+            "offset",
+            "exception.class.name",
+            "exception.message",
+            "timestamp",
+        )
+    }
+    assert set(headers["properties"]) == expected
+    assert set(headers["required"]) == expected
+    assert message["contentType"] == "application/octet-stream"
+    example = message["examples"][0]
+    assert not list(Draft7Validator(headers).iter_errors(example["headers"]))
+    assert list(Draft7Validator(headers).iter_errors({**example["headers"], expected.pop(): 1}))
+
+
+def test_asyncapi_payloads_are_the_json_schemas() -> None:
+    """Message examples validate both against the embedded component schema (refs into
+    `#/components/schemas/` resolve) and against the standalone file."""
+    doc = asyncapi_document()
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:moments:asyncapi", DRAFT7.create_resource(doc)
+    )
+    files = json_schemas()
+    for name, message in doc["components"]["messages"].items():
+        if name not in FILE_OF_MODEL:
+            continue
+        file_schema = files[FILE_OF_MODEL[name]]
+        component = doc["components"]["schemas"][name]
+        assert message["payload"] == {"$ref": f"#/components/schemas/{name}"}
+        assert component["title"] == file_schema["title"]
+        assert component["properties"].keys() == file_schema["properties"].keys()
+        assert component["required"] == file_schema["required"]
+        payload = message["examples"][0]["payload"]
+        embedded = Draft7Validator(
+            {"$ref": f"urn:moments:asyncapi#/components/schemas/{name}"}, registry=registry
+        )
+        assert not list(embedded.iter_errors(payload)), name
+        assert not list(Draft202012Validator(file_schema).iter_errors(payload)), name
+        broken = _with(payload, subscriber_id="not-digits")
+        assert list(embedded.iter_errors(broken)), name
