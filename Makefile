@@ -1,0 +1,58 @@
+# The README's two commands: `make run` and `make test`. Each sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SPECS := .cache/asyncapi-specs/node_modules/@asyncapi/specs/schemas/3.0.0.json
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck pytest schemas clean help redis-server
+
+help:
+	@echo "make run    - detector on an embedded broker + Redis, with a sample stream"
+	@echo "make test   - lint, type-check and the whole test suite (what CI runs)"
+	@echo "make schemas- regenerate schemas/ from the models"
+	@echo "make clean  - remove the virtualenv and caches"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+redis-server:
+	@if ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing redis-server (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: run 'sudo apt-get install -y redis-server', or set MOMENTS_TEST_REDIS_URL"; exit 1; \
+	  fi; \
+	fi
+
+$(SPECS):
+	@command -v npm >/dev/null || { echo "npm is needed for the AsyncAPI schema check: apt-get install -y npm"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix .cache/asyncapi-specs @asyncapi/specs@6
+
+run: $(STAMP) redis-server
+	$(BIN)/moments run $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) redis-server $(SPECS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+schemas: $(STAMP)
+	$(BIN)/moments schemas export
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis
