@@ -64,9 +64,10 @@ def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any
     table = app.Table(
         STATE_TABLE,
         default=None,
-        schema=faust.Schema(
-            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        # Faust picks the changelog serializers from these types (bytes: raw), not from a
+        # schema: with a schema alone a restore decoded the records as JSON.
+        key_type=bytes,
+        value_type=bytes,
         partitions=settings.partitions,
         help="One compact record per subscriber (moments.state.SubscriberState)",
     )
@@ -102,6 +103,7 @@ def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any
     @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def start_runtime() -> None:
         await runtime.start()
+        log.info("state table holds %d subscriber(s) after recovery", len(table.data))
         redriven = await runtime.redrive()
         if redriven:
             log.warning("re-drove %d pending task(s) left by an earlier run", redriven)

@@ -66,7 +66,7 @@ class EmbeddedError(MomentsError):
     """An embedded server did not start, did not answer, or a topic could not be made."""
 
 
-class _PortTaken(Exception):
+class _PortTakenError(Exception):
     """The child could not bind its port (lost the race for a free port)."""
 
 
@@ -391,7 +391,7 @@ class _ManagedServer:
                 try:
                     self._launch(port, self._workdir)
                     self._wait_ready(port)
-                except _PortTaken as exc:
+                except _PortTakenError as exc:
                     last_error = str(exc)
                     log.info("%s: port %d taken, retrying on another one", self.name, port)
                     self._kill_current()
@@ -499,19 +499,21 @@ class _ManagedServer:
             code = proc.poll()
             if code is not None:
                 if self._port_taken_in_log():
-                    raise _PortTaken(f"port {port}: {_tail(self._log_path, 3)}")
+                    raise _PortTakenError(f"port {port}: {_tail(self._log_path, 3)}")
                 raise EmbeddedError(
                     f"{self.name} exited with code {code} before answering on port {port}; "
                     f"log {self._log_path}:\n{_tail(self._log_path)}"
                 )
             try:
-                if self._answers(port, proc.pid):
+                # Only talk to the port once our child holds it (where /proc tells):
+                # a stranger on the port may never answer, or answer for us.
+                if _pid_listens_on(proc.pid, port) is not False and self._answers(port, proc.pid):
                     return
             except (OSError, EmbeddedError) as exc:
                 last_exc = exc
             if time.monotonic() >= deadline:
                 if self._port_taken_in_log():
-                    raise _PortTaken(f"port {port}: {_tail(self._log_path, 3)}")
+                    raise _PortTakenError(f"port {port}: {_tail(self._log_path, 3)}")
                 raise EmbeddedError(
                     f"{self.name} did not answer on {HOST}:{port} within "
                     f"{self.start_timeout:.0f}s (last error: {last_exc!r}); "
@@ -612,8 +614,8 @@ class TansuBroker(_ManagedServer):
         probe = probe_kafka(f"{HOST}:{port}", timeout=1.0)
         if (HOST, port) not in {(host, p) for _, host, p in probe.brokers}:
             raise EmbeddedError(f"broker on port {port} advertises {probe.brokers}")
-        # Tansu exits (code 0!) when the port is taken; make sure the answer is ours.
-        return _pid_listens_on(pid, port) is not False
+        # Tansu exits (with code 0!) when its port is taken: check it still runs.
+        return self._proc is not None and self._proc.poll() is None
 
 
 class RedisServer(_ManagedServer):
@@ -643,7 +645,8 @@ class RedisServer(_ManagedServer):
             found = shutil.which("redis-server")
             if found is None:
                 raise EmbeddedError(
-                    "redis-server is not installed; install it with: apt-get install -y redis-server"
+                    "redis-server is not installed; install it with: "
+                    "apt-get install -y redis-server"
                 )
             self._binary = Path(found)
         return self._binary
@@ -694,7 +697,7 @@ async def ensure_topics(
     topics: Mapping[str, int],
     compacted: Iterable[str] = (),
     *,
-    timeout: float = 30.0,
+    timeout_s: float = 30.0,
     strict: bool = False,
 ) -> None:
     """Create `topics` (name -> partition count), replication factor 1.
@@ -708,6 +711,7 @@ async def ensure_topics(
     Returns when every topic is visible in the metadata.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
 
     wanted = dict(topics)
     compact = set(compacted)
@@ -718,12 +722,14 @@ async def ensure_topics(
     if not wanted:
         return
 
-    timeout_ms = int(timeout * 1000)
+    timeout_ms = int(timeout_s * 1000)
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="moments-ensure-topics", request_timeout_ms=timeout_ms
+        bootstrap_servers=bootstrap,
+        client_id="moments-ensure-topics",
+        request_timeout_ms=timeout_ms,
     )
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout_s):
             await admin.start()
             new_topics = [
                 NewTopic(
@@ -749,8 +755,10 @@ async def ensure_topics(
             actual = await _wait_for_topics(admin, list(wanted))
     except TimeoutError as exc:
         raise EmbeddedError(
-            f"topics {sorted(wanted)} not ready on {bootstrap} within {timeout:.0f}s"
+            f"topics {sorted(wanted)} not ready on {bootstrap} within {timeout_s:.0f}s"
         ) from exc
+    except KafkaError as exc:
+        raise EmbeddedError(f"could not create topics on {bootstrap}: {exc!r}") from exc
     finally:
         await admin.close()
 
@@ -771,7 +779,8 @@ async def _wait_for_topics(admin: Any, names: list[str]) -> dict[str, int]:
     delay = 0.02
     while True:
         # allow_auto_topic_creation=False: never create a topic by looking at it.
-        response = await admin._send_request(MetadataRequest(names, allow_auto_topic_creation=False))
+        request = MetadataRequest(names, allow_auto_topic_creation=False)
+        response = await admin._send_request(request)
         counts: dict[str, int] = {}
         for topic in response.to_object()["topics"]:
             if topic["error_code"] == 0 and topic["partitions"]:

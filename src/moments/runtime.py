@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.records import RawRecord
 from moments.settings import Settings
@@ -60,6 +61,13 @@ class Runtime:
         )
         await with_retry(producer.start, Dependency.KAFKA, self.metrics, "starting the producer")
         self._producer = producer
+        outputs = {s.topic(n): s.partitions for n in ("tasks", "deadletter", "task_outcomes")}
+        await with_retry(
+            lambda: ensure_topics(s.kafka_bootstrap, outputs),
+            Dependency.KAFKA,
+            self.metrics,
+            "creating output topics",
+        )
         redis = Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
         await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
         self._redis = redis

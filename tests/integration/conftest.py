@@ -1,0 +1,123 @@
+"""Fixtures for tests that run the detector against the real broker and Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from moments.embedded import ensure_topics
+from moments.embedded_run import all_topics
+from moments.settings import Settings, load_settings
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> MakeSettings:
+    """Settings for one test: its own topics (prefix), consumer group, state and ledger keys."""
+    app_id = f"t{uuid4().hex[:10]}"
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "kafka_bootstrap": kafka_bootstrap,
+            "redis_url": redis_url,
+            "app_id": app_id,
+            "topic_prefix": f"{app_id}.",
+            "data_dir": tmp_path / "data",
+            "metrics_port": 0,
+            "rebalance_timeout": 3.0,
+            "partitions": 2,
+            "pending_redrive_seconds": 2.0,
+            "batch_within": 0.02,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def topics_for() -> Callable[[Settings], object]:
+    async def create(settings: Settings) -> None:
+        topics, compacted = all_topics(settings)
+        await ensure_topics(settings.kafka_bootstrap, topics, compacted)
+
+    return create
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    env.update(
+        {
+            "MOMENTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "MOMENTS_REDIS_URL": settings.redis_url,
+            "MOMENTS_APP_ID": settings.app_id,
+            "MOMENTS_TOPIC_PREFIX": settings.topic_prefix,
+            "MOMENTS_DATA_DIR": str(settings.data_dir),
+            "MOMENTS_METRICS_PORT": str(settings.metrics_port),
+            "MOMENTS_REBALANCE_TIMEOUT": str(settings.rebalance_timeout),
+            "MOMENTS_PARTITIONS": str(settings.partitions),
+            "MOMENTS_PENDING_REDRIVE_SECONDS": str(settings.pending_redrive_seconds),
+            "MOMENTS_BATCH_WITHIN": str(settings.batch_within),
+            "MOMENTS_LOG_LEVEL": settings.log_level,
+        }
+    )
+    if settings.rules is not None:
+        env["MOMENTS_RULES"] = str(settings.rules)
+    return env
+
+
+class WorkerProcess:
+    """`python -m moments worker` as a child process, its output in a log file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moments", "worker"],
+            env=settings_env(settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

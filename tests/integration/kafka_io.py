@@ -1,0 +1,124 @@
+"""Small helpers for integration tests: produce records and read a topic from the start."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from moments.settings import Settings
+
+
+async def produce(
+    settings: Settings, records: Iterable[tuple[str, str | None, bytes | dict[str, object] | None]]
+) -> None:
+    """Send (topic key, subscriber key, value) in order; topic key is a `Topics` field name."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for name, key, value in records:
+            raw = orjson.dumps(value) if isinstance(value, dict) else value
+            await producer.send_and_wait(
+                settings.topic(name), value=raw, key=key.encode() if key is not None else None
+            )
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    settings: Settings, name: str, count: int, wait_s: float = 60.0, settle: float = 0.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read every partition from the beginning until `count` records arrived (or timeout),
+    then keep reading for `settle` seconds so an unexpected extra record is caught too."""
+    topic = settings.topic(name)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + wait_s
+        partitions = None
+        while not partitions and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await asyncio.sleep(0.2)
+        assert partitions, f"topic {topic} never appeared"
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                out.extend(records)
+            if len(out) >= count:
+                if settle_until is None:
+                    settle_until = time.monotonic() + settle
+                if time.monotonic() >= settle_until:
+                    break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def values(records: Iterable[ConsumerRecord[bytes, bytes]]) -> list[dict[str, object]]:
+    return [orjson.loads(r.value) for r in records if r.value is not None]
+
+
+async def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of the samples of `name` matching `labels` on a worker's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read().decode())
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(
+                sample.labels.get(k) == v for k, v in (labels or {}).items()
+            ):
+                total += sample.value
+    return total
+
+
+async def wait_for_metric(
+    port: int, name: str, labels: dict[str, str], at_least: float, wait_s: float = 60.0
+) -> float:
+    """Poll a worker's /metrics until the sample reaches `at_least`; return its value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + wait_s
+    value = 0.0
+    while time.monotonic() < deadline:
+        try:
+            text = await asyncio.to_thread(
+                lambda: (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                    .read()
+                    .decode()
+                )
+            )
+        except OSError:
+            await asyncio.sleep(0.3)
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    value = sample.value
+        if value >= at_least:
+            return value
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{name}{labels} stayed at {value} < {at_least} for {wait_s}s")

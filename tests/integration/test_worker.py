@@ -1,0 +1,149 @@
+"""A real worker process against the real broker and Redis: events in, tasks out."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from moments.embedded import free_port
+from moments.settings import Settings
+
+from .conftest import MakeSettings, WorkerProcess
+from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LI, WANG = "13800138001", "13900139002"
+
+
+def _now(minutes_ago: int = 0) -> str:
+    tz = dt.timezone(dt.timedelta(hours=8))
+    return (
+        (dt.datetime.now(tz) - dt.timedelta(minutes=minutes_ago)).replace(microsecond=0).isoformat()
+    )
+
+
+def roaming(event_id: str, sub: str, country: str, **extra: Any) -> tuple[str, str, dict[str, Any]]:
+    value = {
+        "event_id": event_id,
+        "subscriber_id": sub,
+        "occurred_at": _now(5),
+        "region": "NJ",
+        "country": country,
+        "roaming_type": "international",
+        **extra,
+    }
+    return ("roaming", sub, value)
+
+
+class TestFirstInternationalRoaming:
+    """First roaming in a country gives one task; repeats and re-deliveries give none."""
+
+    async def test_one_task_per_country_and_dead_letters_for_bad_input(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+    ) -> None:
+        port = free_port()
+        settings = make_settings(metrics_port=port)
+        await topics_for(settings)
+        worker = start_worker(settings)
+        profile = {
+            "event_id": "crm-1",
+            "subscriber_id": LI,
+            "occurred_at": _now(60),
+            "tier": "gold",
+            "manager_id": "m-017",
+        }
+        await produce(settings, [("profile", LI, profile)])
+        # Topics are not ordered with each other: let the profile land before the roaming.
+        await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1)
+        await produce(
+            settings,
+            [
+                roaming("r1", LI, "JP", operator="NTT DOCOMO"),
+                roaming("r2", LI, "JP"),
+                roaming("r2", LI, "JP"),  # the same event delivered twice
+                ("roaming", LI, b'{"event_id": "bad-1", '),  # not JSON
+                ("roaming", LI, {"event_id": "bad-2", "subscriber_id": LI}),  # fields missing
+                roaming("bad-3", LI, "Japan"),  # wrong country format
+                roaming("r3", LI, "KR"),  # after the bad ones: the worker went on
+                roaming("r4", WANG, "JP"),  # JP is first for another subscriber
+            ],
+        )
+        records = await read_topic(settings, "tasks", count=3, wait_s=90, settle=3)
+        tasks = values(records)
+        assert sorted((t["subscriber_id"], t["moment"]["params"]["country"]) for t in tasks) == [
+            (LI, "JP"),
+            (LI, "KR"),
+            (WANG, "JP"),
+        ], worker.log()[-3000:]
+        jp = next(
+            t
+            for t in tasks
+            if t["subscriber_id"] == LI and t["moment"]["params"]["country"] == "JP"
+        )
+        assert jp["moment"]["family"] == "first_time"
+        assert jp["moment"]["type"] == "first_international_roaming"
+        assert jp["tier"] == "gold"
+        assert jp["manager_id"] == "m-017"
+        assert jp["region"] == "NJ"
+        assert jp["evidence"] == ["r1"]
+        assert jp["channel"] == "sms"
+        assert len(jp["task_id"]) == 32
+        assert all(
+            r.key.decode() == v["subscriber_id"] for r, v in zip(records, tasks, strict=True)
+        )
+
+        dead = await read_topic(settings, "deadletter", count=3, wait_s=30, settle=1)
+        assert len(dead) == 3
+        reasons = sorted(dict(d.headers)["__dlq.errors.reason"].decode() for d in dead)
+        assert reasons == ["invalid_event", "invalid_event", "invalid_json"]
+        assert b'{"event_id": "bad-1", ' in {d.value for d in dead}  # bytes kept as they were
+        for letter in dead:
+            headers = dict(letter.headers)
+            assert headers["__dlq.errors.topic"].decode() == settings.topic("roaming")
+            assert int(headers["__dlq.errors.offset"]) >= 0
+            assert headers["__dlq.errors.exception.message"]
+            assert letter.key == LI.encode()
+
+
+class TestCrashAndRestart:
+    """kill -9 mid-stream, restart: every task exactly once, state restored from the changelog."""
+
+    async def test_kill_9_then_restart_publishes_each_task_once(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+    ) -> None:
+        first_port, second_port = free_port(), free_port()
+        settings = make_settings(metrics_port=first_port)
+        await topics_for(settings)
+        first = start_worker(settings)
+        await produce(settings, [roaming("r1", LI, "JP"), roaming("r2", WANG, "FR")])
+        assert len(await read_topic(settings, "tasks", count=2, wait_s=90)) == 2
+        await asyncio.sleep(3)  # let the state changelog leave the producer buffer
+        first.kill()
+
+        await produce(
+            settings,
+            [
+                roaming("r3", LI, "JP"),  # not first: the restored state knows JP
+                roaming("r4", LI, "US"),
+                roaming("r2", WANG, "FR"),  # re-delivered
+            ],
+        )
+        second = start_worker(make_settings(metrics_port=second_port, log_level="DEBUG"))
+        records = await read_topic(settings, "tasks", count=3, wait_s=90, settle=4)
+        countries = sorted(str(v["moment"]["params"]["country"]) for v in values(records))  # type: ignore[index]
+        assert countries == ["FR", "JP", "US"], second.log()[-3000:]
+        # The restored state, not only the ledger, kept JP from firing again.
+        await wait_for_metric(second_port, "moments_events_total", {"event_type": "roaming"}, 3)
+        dedup = await metric_value(second_port, "moments_tasks_suppressed_total")
+        assert dedup == 0, "JP fired again after restart: state was not restored"
