@@ -7,14 +7,17 @@ hands each batch to `Runtime.handle` and lets Faust ack the offsets afterwards.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from moments.codec import register_codecs
 from moments.engine import Detector
 from moments.models import EventType
 from moments.records import RawRecord
+from moments.rewind import RewindGuard
 from moments.runtime import Runtime
 from moments.settings import Settings
 from moments.store import FaustTableStore
@@ -31,6 +34,8 @@ INPUT_TOPICS: tuple[EventType, ...] = (
     EventType.PROFILE,
 )
 STATE_TABLE = "subscribers"
+SILENT_AFTER_S = 2.0
+"""How long after a rebalance a silent input partition is sought back (see moments.rewind)."""
 
 
 def topic_types(settings: Settings) -> dict[str, EventType]:
@@ -80,10 +85,31 @@ def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any
     )
 
     # concurrency=1: with more, Faust can commit past an event still in flight (faust#606).
+    guard = RewindGuard()
+    inputs = set(topic_types(settings))
+    watch = {"generation": -1, "since": 0.0, "swept": True}
+
+    def committed(tp: tuple[str, int]) -> int | None:
+        # Faust's own view, refreshed when recovery seeks to the committed offsets.
+        offsets = getattr(app.consumer, "_committed_offset", {})
+        found: int | None = offsets.get(TP(*tp))
+        return found
+
+    def follow_generation() -> None:
+        if app.consumer_generation_id != watch["generation"]:
+            watch.update(generation=app.consumer_generation_id, since=time.monotonic(), swept=False)
+            guard.reset()
+
+    async def seek_back(seeks: dict[tuple[str, int], int], why: str) -> None:
+        for (topic, partition), offset in seeks.items():
+            log.warning("%s[%d]: %s; reading again from offset %d", topic, partition, why, offset)
+            await app.consumer.seek(TP(topic, partition), offset)
+
     @app.agent(source, concurrency=1, name=f"{settings.app_id}.detect")
     async def detect(stream: Any) -> None:
         await runtime.ready.wait()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            follow_generation()
             records = [
                 RawRecord(
                     topic=e.message.topic,
@@ -97,8 +123,11 @@ def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any
                 )
                 for e in events
             ]
-            store.use_events(list(events))
-            await runtime.handle(records, store)
+            records, seeks = guard.filter(records, committed)
+            await seek_back(seeks, "the first record after the rebalance skips past the commit")
+            if records:
+                store.use_events(list(events))
+                await runtime.handle(records, store)
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def start_runtime() -> None:
@@ -107,6 +136,18 @@ def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any
         redriven = await runtime.redrive()
         if redriven:
             log.warning("re-drove %d pending task(s) left by an earlier run", redriven)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def sweep_silent_partitions() -> None:
+        """A partition still silent a while after a rebalance may have lost its first records."""
+        follow_generation()
+        if getattr(app, "rebalancing", False):
+            watch["since"] = time.monotonic()
+        elif not watch["swept"] and time.monotonic() - watch["since"] >= SILENT_AFTER_S:
+            watch["swept"] = True
+            assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+            seeks = guard.silent([tp for tp in assigned if tp[0] in inputs], committed)
+            await seek_back(seeks, "nothing arrived since the rebalance")
 
     @app.timer(interval=max(1.0, settings.pending_redrive_seconds / 3))  # type: ignore[untyped-decorator]
     async def redrive_pending() -> None:

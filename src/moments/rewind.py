@@ -1,0 +1,102 @@
+"""Catch records Faust dropped around a rebalance, so at-least-once holds.
+
+faust-streaming 0.15 resumes fetching while its recovery still seeks the input
+partitions to their committed offsets, then clears the stream queues when it
+resumes flow (`clear_on_resume`). A record fetched in that window is put on a
+queue, cleared and never seen again, while Faust's read offset has moved past
+it: the agent's first batch after the rebalance starts beyond the committed
+offset (seen with Tansu in about one restart in ten; the same race is
+faust-streaming issue #596). The dropped record is never acked either, so
+commits stall at it.
+
+`RewindGuard` checks each input partition after an assignment: when its first
+record lies beyond the committed offset, or when it stays silent although it has
+a committed offset, the partition is sought back to that offset. Records fetched
+before the seek are held back until the re-read reaches them, so a subscriber's
+events are still applied in offset order. Records read twice are harmless: state
+updates are guarded by offset and event id, and tasks by the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from moments.records import RawRecord
+
+TopicPartition = tuple[str, int]
+CommittedOffset = Callable[[TopicPartition], int | None]
+
+HOLD_LIMIT_S = 30.0
+"""Give up waiting for a re-read after this long (its first offset was compacted away)."""
+
+
+class RewindGuard:
+    """Filters each batch and says which partitions to seek back, and where to."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._checked: set[TopicPartition] = set()
+        self._held: dict[TopicPartition, tuple[int, float]] = {}
+        """Sought-back partition -> (release offset, when the seek was made)."""
+        self._rewound: set[tuple[TopicPartition, int]] = set()
+
+    def reset(self) -> None:
+        """Forget what was checked: call it when the partitions are (re)assigned."""
+        self._checked.clear()
+        self._held.clear()
+        self._rewound.clear()
+
+    def _rewind(self, tp: TopicPartition, offset: int, release_at: int) -> bool:
+        """Note a seek of `tp` to `offset`; hold its records until one at or below
+        `release_at` shows that the re-read has arrived."""
+        if (tp, offset) in self._rewound:
+            return False  # once per committed offset: a second read is taken as it is
+        self._rewound.add((tp, offset))
+        self._held[tp] = (release_at, self._clock())
+        return True
+
+    def filter(
+        self, records: Iterable[RawRecord], committed: CommittedOffset
+    ) -> tuple[list[RawRecord], dict[TopicPartition, int]]:
+        """The records to process now, and the seeks to make before the next batch."""
+        keep: list[RawRecord] = []
+        seeks: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = (record.topic, record.partition)
+            held = self._held.get(tp)
+            if held is not None:
+                release_at, since = held
+                if record.offset > release_at and self._clock() - since < HOLD_LIMIT_S:
+                    continue  # fetched before the seek; the re-read brings it again
+                del self._held[tp]
+                self._checked.add(tp)
+            elif tp not in self._checked:
+                self._checked.add(tp)
+                expected = committed(tp)
+                if (
+                    expected is not None
+                    and record.offset > expected
+                    # The re-read starts at or before this record, whatever was compacted.
+                    and self._rewind(tp, expected, release_at=record.offset)
+                ):
+                    seeks[tp] = expected
+                    continue
+            keep.append(record)
+        return keep, seeks
+
+    def silent(
+        self, assigned: Iterable[TopicPartition], committed: CommittedOffset
+    ) -> dict[TopicPartition, int]:
+        """Seeks for assigned partitions that delivered nothing since the assignment.
+
+        Call it a little after the rebalance: a partition with a committed offset
+        that stayed silent may have had its first records dropped."""
+        seeks: dict[TopicPartition, int] = {}
+        for tp in assigned:
+            if tp in self._checked or tp in self._held:
+                continue
+            expected = committed(tp)
+            if expected is not None and self._rewind(tp, expected, release_at=expected):
+                seeks[tp] = expected
+        return seeks

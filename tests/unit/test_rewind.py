@@ -1,0 +1,97 @@
+"""RewindGuard: records Faust dropped around a rebalance are read again, in order."""
+
+from __future__ import annotations
+
+from moments.records import RawRecord
+from moments.rewind import HOLD_LIMIT_S, RewindGuard
+
+T = "telecom.roaming"
+
+
+def rec(offset: int, partition: int = 0, topic: str = T) -> RawRecord:
+    return RawRecord(topic, partition, offset, b"k", b"{}")
+
+
+def offsets(records: list[RawRecord]) -> list[int]:
+    return [r.offset for r in records]
+
+
+def test_first_batch_at_the_committed_offset_passes() -> None:
+    guard = RewindGuard()
+    keep, seeks = guard.filter([rec(5), rec(6)], lambda tp: 5)
+    assert offsets(keep) == [5, 6]
+    assert seeks == {}
+
+
+def test_a_gap_after_the_committed_offset_seeks_back_and_holds_later_records() -> None:
+    guard = RewindGuard()
+    committed = {(T, 0): 1, (T, 1): 0}
+    keep, seeks = guard.filter([rec(2), rec(3), rec(0, partition=1)], committed.get)
+    assert seeks == {(T, 0): 1}
+    assert [(r.partition, r.offset) for r in keep] == [(1, 0)]
+    # Fetched before the seek took effect: held back, they come again.
+    keep, seeks = guard.filter([rec(4)], committed.get)
+    assert (offsets(keep), seeks) == ([], {})
+    # The re-read starts at the committed offset: everything from there, in order.
+    keep, seeks = guard.filter([rec(1), rec(2), rec(3), rec(4)], committed.get)
+    assert (offsets(keep), seeks) == ([1, 2, 3, 4], {})
+
+
+def test_a_real_gap_is_accepted_after_one_rewind() -> None:
+    """Compaction removed offset 1: the re-read starts at 2 and is taken as it is."""
+    guard = RewindGuard()
+    keep, seeks = guard.filter([rec(2), rec(3)], lambda tp: 1)
+    assert (offsets(keep), seeks) == ([], {(T, 0): 1})
+    keep, seeks = guard.filter([rec(2), rec(3)], lambda tp: 1)
+    assert (offsets(keep), seeks) == ([2, 3], {})
+    guard.reset()  # the next rebalance checks again, once
+    keep, seeks = guard.filter([rec(7)], lambda tp: 1)
+    assert seeks == {(T, 0): 1}
+
+
+def test_no_committed_offset_means_nothing_to_compare() -> None:
+    guard = RewindGuard()
+    keep, seeks = guard.filter([rec(9)], lambda tp: None)
+    assert (offsets(keep), seeks) == ([9], {})
+
+
+def test_only_the_first_record_after_an_assignment_is_checked() -> None:
+    guard = RewindGuard()
+    guard.filter([rec(1)], lambda tp: 1)
+    keep, seeks = guard.filter([rec(5)], lambda tp: 1)  # a later gap: compaction, not a drop
+    assert (offsets(keep), seeks) == ([5], {})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_silent_partition_is_sought_back_and_early_records_wait_for_the_re_read() -> None:
+    guard = RewindGuard()
+    seen = (T, 0)
+    guard.filter([rec(3)], lambda tp: 3)
+    seeks = guard.silent([seen, (T, 1)], lambda tp: {(T, 0): 3, (T, 1): 1}[tp])
+    assert seeks == {(T, 1): 1}, "only the partition that delivered nothing"
+    assert guard.silent([(T, 1)], lambda tp: 1) == {}, "once per committed offset"
+    # A record queued before the seek, past the dropped ones: held back.
+    keep, _ = guard.filter([rec(2, partition=1)], lambda tp: 1)
+    assert keep == []
+    keep, _ = guard.filter([rec(1, partition=1), rec(2, partition=1)], lambda tp: 1)
+    assert offsets(keep) == [1, 2]
+
+
+def test_silent_partitions_without_a_committed_offset_are_left_alone() -> None:
+    assert RewindGuard().silent([(T, 0)], lambda tp: None) == {}
+
+
+def test_a_hold_that_is_never_released_gives_up_after_the_limit() -> None:
+    clock = Clock()
+    guard = RewindGuard(clock)
+    guard.silent([(T, 0)], lambda tp: 4)  # offset 4 was compacted away: the re-read starts at 6
+    assert guard.filter([rec(6)], lambda tp: 4)[0] == []
+    clock.now += HOLD_LIMIT_S
+    assert offsets(guard.filter([rec(6)], lambda tp: 4)[0]) == [6]
