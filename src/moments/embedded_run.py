@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,16 +81,21 @@ def run_embedded(
         if port:
             console.print(f"[green]metrics[/] http://127.0.0.1:{port}/metrics")
         console.print("tasks appear below as they are published; Ctrl-C stops everything\n")
+        code = 1
         try:
-            return asyncio.run(
+            code = asyncio.run(
                 _follow(settings, worker, log_path, console, json_lines, play_sample, exit_after)
             )
         except KeyboardInterrupt:
             console.print("\nstopping worker, redis-server and Tansu...")
-            return 0
+            code = 0
         finally:
             _stop_process(worker)
-    return 0
+    if code == 0:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        console.print(f"logs kept in {workdir}")
+    return code
 
 
 async def _follow(

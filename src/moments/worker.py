@@ -28,5 +28,9 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     app, _runtime = build(settings, rules, metrics)
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         faust_args = ["--loglevel", settings.log_level.lower(), *faust_args]
+    if not any(a.startswith(("--web", "--without-web")) for a in faust_args):
+        # /metrics is ours; Faust's own web server would only take port 6066 (two workers
+        # on one machine would clash), so it is off unless asked for.
+        faust_args = ["--without-web", *faust_args]
     sys.argv = ["moments worker", "worker", *faust_args]
     app.main()

@@ -1,0 +1,122 @@
+"""`moments run`, as `make run` starts it: tasks print, /metrics answers, Ctrl-C leaves nothing.
+
+A subprocess in its own session, so SIGINT reaches the whole group as a terminal's
+Ctrl-C would.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from moments.embedded import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process whose parent chain leads to `pid` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces; the fields after its closing ')' do not.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+def read_until(
+    proc: subprocess.Popen[bytes], wanted: int, wait_s: float
+) -> tuple[list[dict[str, object]], list[str]]:
+    """JSON task lines from stdout until `wanted` arrived; also the other lines seen."""
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    tasks: list[dict[str, object]] = []
+    other: list[str] = []
+    buffer = b""
+    deadline = time.monotonic() + wait_s
+    while len(tasks) < wanted and time.monotonic() < deadline:
+        if not selector.select(timeout=0.5):
+            if proc.poll() is not None:
+                break
+            continue
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"{"):
+                tasks.append(orjson.loads(line))
+            elif line.strip():
+                other.append(line.decode(errors="replace"))
+    return tasks, other
+
+
+def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    env["TMPDIR"] = str(tmp_path)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moments", "run", "--json", "--metrics-port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        tasks, other = read_until(proc, wanted=2, wait_s=60)
+        elapsed = time.monotonic() - started
+        countries = sorted(str(t["moment"]["params"]["country"]) for t in tasks)  # type: ignore[index]
+        assert countries == ["JP", "TH"], (tasks, other)
+        assert all(t["moment"]["type"] == "first_international_roaming" for t in tasks)  # type: ignore[index]
+        assert elapsed < 60, f"the roaming tasks took {elapsed:.0f}s"
+
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b"moments_tasks_published_total" in metrics
+
+        children = descendants(proc.pid)
+        assert len(children) >= 3, "expected the worker, Tansu and redis-server"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)], "processes left behind"
+    assert not list(tmp_path.iterdir()), "files left behind in the temporary directory"
