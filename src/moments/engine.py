@@ -126,5 +126,7 @@ class Detector:
 
 def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
     """An update changes only the fields it carries."""
-    carried = event.model_dump(mode="json", exclude_unset=True, exclude=set(_PROFILE_BASE_FIELDS))
+    # Declared fields only: unknown extras must not grow the subscriber's record.
+    fields = set(ProfileEvent.model_fields) - _PROFILE_BASE_FIELDS
+    carried = event.model_dump(mode="json", exclude_unset=True, include=fields)
     state.profile.update(carried)

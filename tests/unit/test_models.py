@@ -1,0 +1,194 @@
+"""The contract models: what they accept, what they refuse, and how they serialise."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from moments.engine import apply_profile
+from moments.models import (
+    EVENT_MODELS,
+    Channel,
+    ComplaintEvent,
+    EventType,
+    OutcomeStatus,
+    ProfileEvent,
+    RoamingEvent,
+    ServiceTask,
+    TaskOutcome,
+    TopUpEvent,
+    UsageEvent,
+)
+from moments.state import SubscriberState
+
+BASE = {
+    "event_id": "e-1",
+    "subscriber_id": "13800138001",
+    "occurred_at": "2026-11-22T09:30:00+08:00",
+}
+
+VALID: dict[EventType, dict[str, Any]] = {
+    EventType.TOPUP: {**BASE, "amount": "50.00", "balance_after": 62.5, "channel": "app"},
+    EventType.ROAMING: {**BASE, "country": "JP", "roaming_type": "international"},
+    EventType.COMPLAINT: {
+        **BASE,
+        "complaint_id": "c-9",
+        "category": "network",
+        "severity": 1,
+        "status": "opened",
+    },
+    EventType.USAGE: {**BASE, "kind": "voice", "quantity": 300, "counterparty": "10010"},
+    EventType.PROFILE: {
+        **BASE,
+        "birthday": "1990-07-14",
+        "tier": "gold",
+        "quiet_hours": ["22:00-08:00"],
+    },
+}
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_every_event_type_accepts_the_contract_example(event_type: EventType) -> None:
+    event = EVENT_MODELS[event_type].model_validate(VALID[event_type])
+    assert event.subscriber_id == "13800138001"
+    assert event.occurred_at == dt.datetime(2026, 11, 22, 1, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+@pytest.mark.parametrize("missing", ["event_id", "subscriber_id", "occurred_at"])
+def test_every_event_type_needs_the_common_fields(event_type: EventType, missing: str) -> None:
+    value = {k: v for k, v in VALID[event_type].items() if k != missing}
+    with pytest.raises(ValidationError, match=missing):
+        EVENT_MODELS[event_type].model_validate(value)
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "bad"),
+    [
+        (TopUpEvent, "amount", 0),
+        (TopUpEvent, "amount", "fifty"),
+        (RoamingEvent, "country", "Japan"),
+        (RoamingEvent, "roaming_type", "abroad"),
+        (ComplaintEvent, "severity", 4),
+        (UsageEvent, "kind", "fax"),
+        (UsageEvent, "imei", "12ab"),
+        (ProfileEvent, "quiet_hours", ["22:00-24:00"]),
+        (ProfileEvent, "opt_out", ["pigeon"]),
+        (ProfileEvent, "star_level", 8),
+    ],
+)
+def test_wrong_values_are_refused_with_the_field_named(
+    model: type[Any], field: str, bad: object
+) -> None:
+    event_type = next(t for t, m in EVENT_MODELS.items() if m is model)
+    with pytest.raises(ValidationError, match=field):
+        model.model_validate({**VALID[event_type], field: bad})
+
+
+def test_a_naive_timestamp_is_refused() -> None:
+    with pytest.raises(ValidationError, match="occurred_at"):
+        RoamingEvent.model_validate(
+            {**VALID[EventType.ROAMING], "occurred_at": "2026-11-22T09:30:00"}
+        )
+
+
+@pytest.mark.parametrize("bad", ["1380013800a", "1234", "1" * 21])
+def test_subscriber_id_is_5_to_20_digits(bad: str) -> None:
+    with pytest.raises(ValidationError, match="subscriber_id"):
+        RoamingEvent.model_validate({**VALID[EventType.ROAMING], "subscriber_id": bad})
+
+
+def test_unknown_extra_fields_are_accepted_and_kept_aside() -> None:
+    event = RoamingEvent.model_validate({**VALID[EventType.ROAMING], "cell_id": "x-17"})
+    assert event.country == "JP"
+    assert event.model_extra == {"cell_id": "x-17"}
+
+
+def test_unknown_profile_fields_stay_out_of_the_subscriber_state() -> None:
+    state = SubscriberState()
+    apply_profile(
+        state, ProfileEvent.model_validate({**BASE, "tier": "gold", "crm_flag": "x" * 500})
+    )
+    assert state.profile == {"tier": "gold"}
+
+
+def test_money_is_exact_from_number_or_string() -> None:
+    assert TopUpEvent.model_validate(VALID[EventType.TOPUP]).amount == Decimal("50.00")
+    event = TopUpEvent.model_validate({**VALID[EventType.TOPUP], "amount": 0.1})
+    assert event.amount == Decimal("0.1")
+
+
+@pytest.mark.parametrize(("given", "kept"), [("07-14", "07-14"), ("1990-07-14", "07-14")])
+def test_birthday_is_kept_as_month_and_day(given: str, kept: str) -> None:
+    assert ProfileEvent.model_validate({**BASE, "birthday": given}).birthday == kept
+
+
+@pytest.mark.parametrize("bad", ["1990-02-30", "13-01", "7-14", "July 14"])
+def test_a_bad_birthday_is_refused(bad: str) -> None:
+    with pytest.raises(ValidationError, match="birthday"):
+        ProfileEvent.model_validate({**BASE, "birthday": bad})
+
+
+def test_profile_update_carries_only_what_it_sets() -> None:
+    event = ProfileEvent.model_validate({**BASE, "tier": "gold"})
+    assert event.model_dump(exclude_unset=True).keys() == {*BASE, "tier"}
+
+
+def test_channels_are_the_contract_s() -> None:
+    assert {c.value for c in Channel} == {"sms", "outbound_call", "manager", "app_push"}
+
+
+def task_value() -> dict[str, Any]:
+    return {
+        "task_id": "7035207ab92326f1cc821b81440cfc17",
+        "subscriber_id": "13800138001",
+        "region": "NJ",
+        "moment": {
+            "family": "first_time",
+            "type": "first_international_roaming",
+            "rule_id": "first_international_roaming",
+            "rule_version": 1,
+            "description": "Welcome to JP",
+            "params": {"country": "JP"},
+        },
+        "priority": 3,
+        "channel": "sms",
+        "action": "roaming_welcome",
+        "triggered_at": "2026-11-22T09:30:00+08:00",
+        "created_at": "2026-11-22T01:30:01Z",
+        "deliver_after": "2026-11-22T01:30:01Z",
+        "expires_at": "2026-11-23T01:30:00Z",
+        "evidence": ["e-1"],
+    }
+
+
+def test_service_task_round_trips_through_json() -> None:
+    task = ServiceTask.model_validate(task_value())
+    again = ServiceTask.model_validate_json(orjson.dumps(task.model_dump(mode="json")))
+    assert again == task
+    assert again.deferred is None
+
+
+@pytest.mark.parametrize(("field", "bad"), [("priority", 0), ("priority", 6), ("channel", "fax")])
+def test_service_task_refuses_out_of_contract_values(field: str, bad: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        ServiceTask.model_validate({**task_value(), field: bad})
+
+
+def test_task_outcome_statuses() -> None:
+    outcome = TaskOutcome.model_validate(
+        {
+            "task_id": "t-1",
+            "subscriber_id": "13800138001",
+            "status": "unreachable",
+            "occurred_at": "2026-11-22T10:00:00+08:00",
+        }
+    )
+    assert outcome.status is OutcomeStatus.UNREACHABLE
+    with pytest.raises(ValidationError, match="status"):
+        TaskOutcome.model_validate({**outcome.model_dump(mode="json"), "status": "maybe"})
