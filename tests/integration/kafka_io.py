@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 
@@ -10,6 +11,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from moments.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 async def produce(
@@ -63,6 +66,18 @@ async def read_topic(
                     settle_until = time.monotonic() + settle
                 if time.monotonic() >= settle_until:
                     break
+        if len(out) < count:
+            # Say what the reader saw, so a short read can be told from a missing record.
+            ends = await consumer.end_offsets(tps)
+            seen = {tp.partition: await consumer.position(tp) for tp in tps}
+            log.warning(
+                "%s: %d of %d record(s); positions %s; end offsets %s",
+                topic,
+                len(out),
+                count,
+                seen,
+                {tp.partition: end for tp, end in ends.items()},
+            )
     finally:
         await consumer.stop()
     return out

@@ -139,7 +139,7 @@ class TestCrashAndRestart:
                 roaming("r2", WANG, "FR"),  # re-delivered
             ],
         )
-        second = start_worker(make_settings(metrics_port=second_port, log_level="DEBUG"))
+        second = start_worker(make_settings(metrics_port=second_port))
         records = await read_topic(settings, "tasks", count=3, wait_s=90, settle=4)
         countries = sorted(str(v["moment"]["params"]["country"]) for v in values(records))  # type: ignore[index]
         assert countries == ["FR", "JP", "US"], second.log()[-3000:]
