@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
 
 from moments.codec import register_codecs
+from moments.consumer import BatchConsumer, BatchTransport
 from moments.engine import Detector
 from moments.models import EventType
 from moments.records import RawRecord
@@ -34,6 +35,8 @@ INPUT_TOPICS: tuple[EventType, ...] = (
     EventType.PROFILE,
 )
 STATE_TABLE = "subscribers"
+COMMIT_EVERY_S = 1.0
+"""Input offsets are committed at most this often (each batch's outputs are durable first)."""
 SILENT_AFTER_S = 2.0
 """How long after a rebalance a silent input partition is sought back (see moments.rewind)."""
 
@@ -43,10 +46,24 @@ def topic_types(settings: Settings) -> dict[str, EventType]:
     return {settings.topic(t.value): t for t in INPUT_TOPICS}
 
 
-def create_app(settings: Settings) -> faust.App:
+class MomentsApp(faust.App):
+    """Faust's app with the batch consumer (see moments.consumer)."""
+
+    hot_topics: frozenset[str] = frozenset()
+
+    def _new_transport(self) -> BatchTransport:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+    def _new_consumer(self) -> BatchConsumer:
+        consumer = cast(BatchConsumer, super()._new_consumer())
+        consumer.hot_topics = self.hot_topics
+        return consumer
+
+
+def create_app(settings: Settings) -> MomentsApp:
     register_codecs()
     store = "memory://" if settings.store == "memory" else "rocksdb://"
-    return faust.App(
+    return MomentsApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
         store=store,
@@ -64,7 +81,7 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any:
+def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> Any:
     """Declare the state table, the detector agent and the re-drive timer on `app`."""
     table = app.Table(
         STATE_TABLE,
@@ -76,7 +93,8 @@ def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any
         partitions=settings.partitions,
         help="One compact record per subscriber (moments.state.SubscriberState)",
     )
-    store = FaustTableStore(table)
+    store = FaustTableStore(table, source_topic=settings.topic(EventType.ROAMING.value))
+    app.hot_topics = frozenset(topic_types(settings))
     source = app.topic(
         *topic_types(settings),
         key_serializer="raw",
@@ -105,33 +123,51 @@ def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any
             log.warning("%s[%d]: %s; reading again from offset %d", topic, partition, why, offset)
             await app.consumer.seek(TP(topic, partition), offset)
 
-    @app.agent(source, concurrency=1, name=f"{settings.app_id}.detect")
+    # The agent only subscribes the input topics (and lets Faust's assignor co-partition
+    # them with the table); their records reach `process_batches` through the
+    # consumer, whole fetches at a time.
+    @app.agent(source, name=f"{settings.app_id}.detect")
     async def detect(stream: Any) -> None:
+        async for _ in stream:  # pragma: no cover - the batch consumer delivers nothing here
+            log.error("an input record reached the Faust stream; it is handled by the batch loop")
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def process_batches() -> None:
         await runtime.ready.wait()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            follow_generation()
-            records = [
-                RawRecord(
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                    key=e.message.key,
-                    value=e.message.value,
-                    timestamp_ms=e.message.timestamp_ms
-                    if hasattr(e.message, "timestamp_ms")
-                    else None,
-                )
-                for e in events
-            ]
-            records, seeks = guard.filter(records, committed)
-            await seek_back(seeks, "the first record after the rebalance skips past the commit")
-            if records:
-                store.use_events(list(events))
-                await runtime.handle(records, store)
+        consumer = cast(BatchConsumer, app.consumer)
+        last_commit = time.monotonic()
+        while True:
+            fetch = await consumer.fetches.get()
+            if fetch.epoch != consumer.epoch:
+                continue
+            consumer.idle.clear()
+            try:
+                follow_generation()
+                records = [
+                    RawRecord(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp)
+                    for tp, batch in fetch.records
+                    for r in batch
+                ]
+                records, seeks = guard.filter(records, committed)
+                await seek_back(seeks, "the first record after the rebalance skips past the commit")
+                if records:
+                    await runtime.handle(records, store)
+                if fetch.epoch == consumer.epoch:
+                    for tp, batch in fetch.records:
+                        if (tp.topic, tp.partition) not in seeks:
+                            consumer.processed[tp] = batch[-1].offset + 1
+                    if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                        await consumer.commit_processed()
+                        last_commit = time.monotonic()
+            finally:
+                consumer.idle.set()
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def start_runtime() -> None:
         await runtime.start()
+        # Faust's worker leaves the root logger at DEBUG and filters in its handlers: every
+        # debug call in the hot path then builds a record only to drop it.
+        logging.getLogger().setLevel(settings.log_level)
         log.info("state table holds %d subscriber(s) after recovery", len(table.data))
         redriven = await runtime.redrive()
         if redriven:
@@ -161,7 +197,7 @@ def register_agents(app: faust.App, settings: Settings, runtime: Runtime) -> Any
     return detect
 
 
-def build(settings: Settings, rules: RuleSet, metrics: Metrics) -> tuple[faust.App, Runtime]:
+def build(settings: Settings, rules: RuleSet, metrics: Metrics) -> tuple[MomentsApp, Runtime]:
     """A ready-to-run app and its runtime, from settings and loaded rules."""
     app = create_app(settings)
     runtime = Runtime(settings, metrics, Detector(rules, topic_types(settings)))

@@ -164,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="one JSON line per task")
     t.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
     t.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
+
+    b = _parser(
+        sub,
+        "bench",
+        "Measure the detector against a raw aiokafka consumer on the same events, in one "
+        "run, and print both rates and their ratio (embedded broker and Redis unless "
+        "MOMENTS_KAFKA_BOOTSTRAP / MOMENTS_REDIS_URL are set).",
+        """
+                  moments bench                          # 200k events, 20k subscribers
+                  moments bench --events 50000 --subscribers 5000
+                  MOMENTS_RULES=my-rules/ moments bench  # the cost of your own catalog
+                """,
+        _cmd_bench,
+    )
+    b.add_argument("--events", type=int, default=200_000, help="events to produce")
+    b.add_argument("--subscribers", type=int, default=20_000, help="distinct subscribers")
+    b.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     return parser
 
 
@@ -265,3 +282,9 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from moments.bench import run_bench
+
+    return run_bench(args.events, args.subscribers, args.partitions)

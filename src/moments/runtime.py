@@ -24,6 +24,7 @@ from moments.engine import BatchResult, Detector
 from moments.records import RawRecord
 from moments.settings import Settings
 from moments.store import StateStore
+from sinks.base import produce_to_partitions
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
@@ -80,6 +81,11 @@ class Runtime:
             "runtime ready: %d rule(s), tasks to %s", len(self.detector.rules), s.topic("tasks")
         )
 
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the runtime is not started")
+        return self._producer
+
     async def stop(self) -> None:
         self.ready.clear()
         if self._producer is not None:
@@ -107,7 +113,16 @@ class Runtime:
             self.tasks.add(task)
         await self.dead_letters.flush()
         await self.tasks.flush()
-        store.save(result.changes)
+        changelog = store.save(result.changes)
+        if changelog:
+            await with_retry(
+                lambda: produce_to_partitions(
+                    self._require_producer(), store.changelog_topic, changelog
+                ),
+                Dependency.KAFKA,
+                self.metrics,
+                "writing the state changelog",
+            )
         self.record(result)
         self.metrics.processing.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(records))

@@ -14,6 +14,9 @@ from sinks.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+FAUST_LOG_LEVELS = {"WARNING": "warn", "CRITICAL": "crit"}
+"""Faust's --loglevel spells these two its own way."""
+
 
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
@@ -27,7 +30,8 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app, _runtime = build(settings, rules, metrics)
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
-        faust_args = ["--loglevel", settings.log_level.lower(), *faust_args]
+        level = FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level.lower())
+        faust_args = ["--loglevel", level, *faust_args]
     if not any(a.startswith(("--web", "--without-web")) for a in faust_args):
         # /metrics is ours; Faust's own web server would only take port 6066 (two workers
         # on one machine would clash), so it is off unless asked for.

@@ -45,6 +45,17 @@ async def produce_all(
     await asyncio.gather(*futures)
 
 
+async def produce_to_partitions(
+    producer: Producer, topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
+) -> None:
+    """Send every (partition, key, value) to `topic` and wait for all acknowledgements."""
+    futures = [
+        await producer.send(topic, value=value, key=key, partition=partition)
+        for partition, key, value in records
+    ]
+    await asyncio.gather(*futures)
+
+
 class RecordingSink(Generic[T]):
     """Keeps what was added and flushed; the sink tests and `run_pipeline` use."""
 

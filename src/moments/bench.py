@@ -1,0 +1,280 @@
+"""`moments bench`: the detector against the raw client, on the same data, in one run.
+
+Both read the same topics on the same broker: first a plain aiokafka consumer
+(orjson decode and a dict update per event: about the limit for Python), then a
+detector worker with the configured rules, timed from its first processed event
+to its last (the consumer-group join is not counted). The ratio is the figure to
+watch: the per-event overhead of the Faust layer, not JSON or rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from moments.app import INPUT_TOPICS
+from moments.embedded import RedisServer, TansuBroker, ensure_topics, free_port
+from moments.embedded_run import REBALANCE_SECONDS, all_topics
+from moments.models import EventType
+from moments.settings import Settings, load_settings
+
+MIX: tuple[tuple[EventType, float], ...] = (
+    (EventType.USAGE, 0.85),
+    (EventType.TOPUP, 0.08),
+    (EventType.ROAMING, 0.04),
+    (EventType.COMPLAINT, 0.02),
+    (EventType.PROFILE, 0.01),
+)
+"""Share of each event type: mostly usage, rare roaming and complaints."""
+
+COUNTRIES = ("JP", "TH", "KR", "US", "FR", "SG", "GB", "DE")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def bench_events(
+    count: int, subscribers: int, seed: int = 7
+) -> Iterator[tuple[EventType, bytes, bytes]]:
+    """`count` small JSON events over `subscribers` subscribers: (type, key, value)."""
+    rng = random.Random(seed)  # noqa: S311  # test data, not secrets
+    kinds, weights = zip(*MIX, strict=True)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    step = dt.timedelta(hours=2) / max(count, 1)
+    for i in range(count):
+        sub = str(13_000_000_000 + rng.randrange(subscribers))
+        event_type = rng.choices(kinds, weights)[0]
+        value: dict[str, object] = {
+            "event_id": f"b{seed}-{i}",
+            "subscriber_id": sub,
+            "occurred_at": (start + step * i).isoformat(),
+            "region": rng.choice(("NJ", "SZ", "WX")),
+        }
+        if event_type is EventType.USAGE:
+            value |= {"kind": "voice", "quantity": rng.randrange(10, 900), "charge": "0.30"}
+        elif event_type is EventType.TOPUP:
+            value |= {"amount": rng.choice(("30", "50", "100")), "channel": "app"}
+        elif event_type is EventType.ROAMING:
+            value |= {
+                "country": rng.choice(COUNTRIES),
+                "roaming_type": rng.choice(("international", "domestic")),
+            }
+        elif event_type is EventType.COMPLAINT:
+            value |= {
+                "complaint_id": f"c{i}",
+                "category": "network",
+                "severity": 2,
+                "status": "opened",
+            }
+        else:
+            value |= {"tier": rng.choice(("gold", "silver", "standard"))}
+        yield event_type, sub.encode(), orjson.dumps(value)
+
+
+async def produce(settings: Settings, count: int, subscribers: int, console: Console) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks=1,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+    )
+    await producer.start()
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"producing {count:,} events", total=count)
+            pending = []
+            for n, (event_type, key, value) in enumerate(bench_events(count, subscribers), start=1):
+                pending.append(
+                    await producer.send(settings.topic(event_type.value), value=value, key=key)
+                )
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                    progress.update(task, completed=n)
+            await asyncio.gather(*pending)
+            progress.update(task, completed=count)
+    finally:
+        await producer.stop()
+
+
+async def raw_consume(settings: Settings, count: int) -> Measurement:
+    """The baseline: aiokafka, orjson and a dict update per event; no framework."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=10_000,
+    )
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(settings.topic(t.value), p)
+            for t in INPUT_TOPICS
+            for p in range(settings.partitions)
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        last_seen: dict[bytes, object] = {}
+        seen = 0
+        started = 0.0
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if not started and batches:
+                started = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    if record.value is not None and record.key is not None:
+                        last_seen[record.key] = orjson.loads(record.value)["occurred_at"]
+                seen += len(records)
+        return Measurement(seen, time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def _metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                total += sample.value
+    return total
+
+
+def _peak_rss_mib(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def detector_consume(
+    settings: Settings, count: int, workdir: Path, console: Console
+) -> tuple[Measurement, float]:
+    """A worker subprocess over the same topics; (rate, peak RSS in MiB)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    env |= {
+        "MOMENTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "MOMENTS_REDIS_URL": settings.redis_url,
+        "MOMENTS_APP_ID": settings.app_id,
+        "MOMENTS_TOPIC_PREFIX": settings.topic_prefix,
+        "MOMENTS_PARTITIONS": str(settings.partitions),
+        "MOMENTS_REBALANCE_TIMEOUT": str(settings.rebalance_timeout),
+        "MOMENTS_DATA_DIR": str(workdir / "data"),
+        "MOMENTS_METRICS_PORT": str(port),
+        "MOMENTS_LOG_LEVEL": "WARNING",
+    }
+    if settings.rules is not None:
+        env["MOMENTS_RULES"] = str(settings.rules)
+    log_path = workdir / "worker.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moments", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        started = 0.0
+        seen = 0.0
+        deadline = time.monotonic() + 120 + count / 1000
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("detector: joining the group", total=count)
+            while seen < count:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {proc.returncode}; see {log_path}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker read {seen:.0f} of {count}; see {log_path}")
+                try:
+                    seen = _metric(port, "moments_events_total")
+                except OSError:
+                    seen = 0.0
+                if seen and not started:
+                    started = time.perf_counter()
+                    progress.update(task, description="detector: processing")
+                progress.update(task, completed=seen)
+                time.sleep(0.2)
+        # The first sample came up to one poll after the first batch: count it out.
+        elapsed = time.perf_counter() - started
+        return Measurement(int(seen), elapsed), _peak_rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_bench(count: int, subscribers: int, partitions: int) -> int:
+    console = Console(stderr=True)
+    workdir = Path(tempfile.mkdtemp(prefix="moments-bench-"))
+    base = load_settings()
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get("MOMENTS_KAFKA_BOOTSTRAP")
+        redis_url = os.environ.get("MOMENTS_REDIS_URL")
+        if bootstrap is None:
+            bootstrap = stack.enter_context(TansuBroker(workdir / "tansu")).bootstrap
+        if redis_url is None:
+            redis_url = stack.enter_context(RedisServer(workdir / "redis")).url
+        settings = base.model_copy(
+            update={
+                "kafka_bootstrap": bootstrap,
+                "redis_url": redis_url,
+                "partitions": partitions,
+                "app_id": f"bench-{os.getpid()}-{int(time.time())}",
+                "topic_prefix": f"bench{int(time.time())}.",
+                "rebalance_timeout": REBALANCE_SECONDS,
+            }
+        )
+        topics, compacted = all_topics(settings)
+        asyncio.run(ensure_topics(bootstrap, topics, compacted))
+        asyncio.run(produce(settings, count, subscribers, console))
+        console.print(f"produced {count:,} events over {subscribers:,} subscribers")
+        raw = asyncio.run(raw_consume(settings, count))
+        console.print(f"raw aiokafka: {raw.rate:,.0f} events/s")
+        detector, rss = detector_consume(settings, count, workdir, console)
+    table = Table(title=f"{count:,} events, {subscribers:,} subscribers, {partitions} partitions")
+    for column in ("reader", "events", "seconds", "events/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        "raw aiokafka + orjson", f"{raw.events:,}", f"{raw.seconds:.2f}", f"{raw.rate:,.0f}"
+    )
+    table.add_row(
+        "moments worker",
+        f"{detector.events:,}",
+        f"{detector.seconds:.2f}",
+        f"{detector.rate:,.0f}",
+    )
+    Console().print(table)
+    Console().print(
+        f"ratio detector/raw: {detector.rate / raw.rate:.2f}   worker peak RSS: {rss:.0f} MiB"
+    )
+    return 0
