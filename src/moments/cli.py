@@ -30,7 +30,7 @@ def _parser(
         epilog="examples:\n" + dedent(examples).strip("\n"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.set_defaults(handler=handler)
+    p.set_defaults(handler=handler, command_parser=p)
     return p
 
 
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _no_subcommand(args: argparse.Namespace) -> int:
-    build_parser().parse_args([*sys.argv[1:2], "--help"])
+    args.command_parser.print_help()
     return 2
 
 
@@ -280,11 +280,11 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
     from moments.bench import run_bench
 
     return run_bench(args.events, args.subscribers, args.partitions)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -143,6 +143,7 @@ class ProfileEvent(_Event):
             dt.date.fromisoformat(value)  # raises a clear ValueError on a bad date
         if not _MONTH_DAY.match(text):
             raise ValueError("birthday must be MM-DD or YYYY-MM-DD, e.g. 07-14")
+        dt.date(2000, int(text[:2]), int(text[3:]))  # 02-30 is no day; 02-29 is (leap year)
         return text
 
 

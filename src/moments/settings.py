@@ -6,11 +6,12 @@ a bad value stops start-up with the variable's name and what to write instead.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from moments.exceptions import ConfigError
 
@@ -138,3 +139,10 @@ def load_settings(**overrides: object) -> Settings:
             loc = "__".join(str(p) for p in err["loc"]).upper()
             lines.append(f"MOMENTS_{loc}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except SettingsError as exc:  # a nested section (MOMENTS_TOPICS) that is not JSON
+        match = re.search(r'field "(\w+)"', str(exc))
+        var = f"MOMENTS_{match.group(1).upper()}" if match else "a MOMENTS_* variable"
+        raise ConfigError(
+            f"invalid configuration:\n  {var}: not a JSON object; set one key at a time "
+            f"({var}__<KEY>=value, e.g. MOMENTS_TOPICS__TOPUP=billing.topup) or give JSON"
+        ) from None

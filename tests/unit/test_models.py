@@ -123,12 +123,14 @@ def test_money_is_exact_from_number_or_string() -> None:
     assert event.amount == Decimal("0.1")
 
 
-@pytest.mark.parametrize(("given", "kept"), [("07-14", "07-14"), ("1990-07-14", "07-14")])
+@pytest.mark.parametrize(
+    ("given", "kept"), [("07-14", "07-14"), ("1990-07-14", "07-14"), ("02-29", "02-29")]
+)
 def test_birthday_is_kept_as_month_and_day(given: str, kept: str) -> None:
     assert ProfileEvent.model_validate({**BASE, "birthday": given}).birthday == kept
 
 
-@pytest.mark.parametrize("bad", ["1990-02-30", "13-01", "7-14", "July 14"])
+@pytest.mark.parametrize("bad", ["1990-02-30", "02-30", "04-31", "13-01", "7-14", "July 14"])
 def test_a_bad_birthday_is_refused(bad: str) -> None:
     with pytest.raises(ValidationError, match="birthday"):
         ProfileEvent.model_validate({**BASE, "birthday": bad})
