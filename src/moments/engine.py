@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from moments.decoding import decode
 from moments.models import EventType, InputEvent, ProfileEvent, ServiceTask
 from moments.records import DeadLetter, RawRecord
+from moments.sources import SOURCE_CODES
 from moments.state import SubscriberState
 from moments.taskbuilder import build_task
-from rules.base import EvalContext
+from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
+from rules.rule import CompiledRule
+from rules.windows import local_date, window_end, window_index, zone
 
 StateLoader = Callable[[str], SubscriberState | None]
 
-SOURCE_CODES: dict[EventType, str] = {
-    EventType.TOPUP: "t",
-    EventType.ROAMING: "r",
-    EventType.COMPLAINT: "c",
-    EventType.USAGE: "u",
-    EventType.PROFILE: "p",
-}
-"""Short names of the sources inside the subscriber record (it is stored per subscriber)."""
+LATENESS = dt.timedelta(hours=1)
+"""Events older than the subscriber's latest minus this are late: counted, not applied."""
+MAX_FUTURE = dt.timedelta(days=1)
+"""Events further than this ahead of the wall clock are refused as a clock error."""
+CLOSE_CATCH_UP = 7
+"""Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
 
 _PROFILE_BASE_FIELDS = frozenset({"event_id", "subscriber_id", "occurred_at"})
 
@@ -52,16 +53,28 @@ class BatchResult:
     """Moments fired, by (family, moment type)."""
     replayed: int = 0
     """Events skipped because this subscriber had applied them already."""
-    expired: Counter[str] = field(default_factory=Counter)
-    """Moments whose task expired before it was made (old events), by moment type."""
+    suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Moments that made no task, by (moment type, reason): expired, cooldown."""
+    late: int = 0
+    """Events older than the subscriber's latest minus the allowed lateness (not applied)."""
+    future: int = 0
+    """Events dated further ahead of the wall clock than MAX_FUTURE (not applied)."""
+    watermarks: dict[int, int] = field(default_factory=dict)
+    """Partition -> latest event time seen in this batch (epoch seconds)."""
 
 
 class Detector:
     """Evaluates the rules over batches; holds no state of its own between batches."""
 
-    def __init__(self, rules: RuleSet, topic_types: Mapping[str, EventType]) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        topic_types: Mapping[str, EventType],
+        lateness: dt.timedelta = LATENESS,
+    ) -> None:
         self.rules = rules
         self.topic_types = dict(topic_types)
+        self.lateness = int(lateness.total_seconds())
 
     def swap_rules(self, rules: RuleSet) -> None:
         """Install new rules; the caller does it between batches."""
@@ -73,6 +86,8 @@ class Detector:
         result = BatchResult()
         states: dict[str, SubscriberState] = {}
         ctx = EvalContext(now=now)
+        horizon = int((now + MAX_FUTURE).timestamp())
+        marks = result.watermarks
         for record in records:
             event_type = self.topic_types[record.topic]
             result.events[event_type.value] += 1
@@ -100,28 +115,133 @@ class Detector:
             state.mark_applied(source, record.offset, decoded.event_id)
             if isinstance(decoded, ProfileEvent):
                 apply_profile(state, decoded)
-            self._evaluate(decoded, event_type, state, ctx, result)
+            at = int(decoded.occurred_at.timestamp())
+            if at > horizon:
+                result.future += 1
+                continue
+            if at < state.watermark - self.lateness:
+                result.late += 1
+                continue
+            if at > marks.get(record.partition, 0):
+                marks[record.partition] = at
+            self.apply(sub, decoded, event_type, state, at, ctx, result)
         return result
 
-    def _evaluate(
+    def apply(
         self,
+        sub: str,
         event: InputEvent,
         event_type: EventType,
         state: SubscriberState,
+        at: int,
         ctx: EvalContext,
         result: BatchResult,
     ) -> None:
+        """Fold one new event into the state and evaluate the rules it can fire."""
+        tz = zone(state.profile.get("timezone"))
+        self.close_windows(sub, state, at, tz, ctx, result)
+        source = SOURCE_CODES[event_type]
+        if at > state.seen.get(source, 0):
+            state.seen[source] = at
+        if at > state.watermark:
+            state.watermark = at
+        local_day = local_date(at, tz)
+        for series in self.rules.series_by_event_type.get(event_type, ()):
+            amount = series.amount(event)
+            if amount is None:
+                continue
+            index = window_index(series.period, local_day)
+            ring = series.fold(state.series.get(series.tag), index, amount)
+            if ring is not None:
+                state.series[series.tag] = ring
         for rule in self.rules.for_event(event_type):
-            fired = rule.evaluate(event, state, ctx)
-            if fired is None:
+            if not rule.when(event):
                 continue
-            spec = rule.task
-            result.detected[(spec.family.value, spec.moment_type)] += 1
-            task = build_task(rule, fired, event, state, ctx.now)
-            if task.expires_at <= ctx.now:
-                result.expired[spec.moment_type] += 1
+            fired = rule.check(event, state, at, tz)
+            if fired is not None:
+                self._emit(rule, fired, sub, event, state, at, ctx, result)
+
+    def close_windows(
+        self,
+        sub: str,
+        state: SubscriberState,
+        at: int,
+        tz: dt.tzinfo,
+        ctx: EvalContext,
+        result: BatchResult,
+    ) -> bool:
+        """Evaluate the close-time rules of every window that ended by `at`; True if any did."""
+        closed_any = False
+        day = local_date(at, tz)
+        for period, rules in self.rules.by_period.items():
+            current = window_index(period, day)
+            first_open = state.closed.get(period)
+            if first_open is None:
+                state.closed[period] = current  # nothing before the first event to close
+                closed_any = True
                 continue
-            result.tasks.append(task)
+            if current <= first_open:
+                continue
+            for index in range(max(first_open, current - CLOSE_CATCH_UP), current):
+                end = int(window_end(period, index, tz))
+                for rule in rules:
+                    fired = rule.check(None, state, end, tz, closing=index)
+                    if fired is not None:
+                        self._emit(rule, fired, sub, None, state, end, ctx, result)
+            state.closed[period] = current
+            closed_any = True
+        return closed_any
+
+    def sweep(
+        self,
+        states: Iterable[tuple[str, SubscriberState, int]],
+        watermark: Callable[[int], int | None],
+        now: dt.datetime,
+    ) -> BatchResult:
+        """Close the windows that ended by each partition's watermark, for subscribers who
+        went silent (an event closes them too, but a silent subscriber sends none)."""
+        result = BatchResult()
+        ctx = EvalContext(now=now)
+        if not self.rules.by_period:
+            return result
+        for sub, state, partition in states:
+            at = watermark(partition)
+            if at is None:
+                continue
+            tz = zone(state.profile.get("timezone"))
+            if self.close_windows(sub, state, at, tz, ctx, result):
+                result.changes[sub] = StateChange(state, partition)
+        return result
+
+    def _emit(
+        self,
+        rule: CompiledRule,
+        fired: Fired,
+        sub: str,
+        event: InputEvent | None,
+        state: SubscriberState,
+        at: int,
+        ctx: EvalContext,
+        result: BatchResult,
+    ) -> None:
+        spec = rule.task
+        result.detected[(spec.family.value, spec.moment_type)] += 1
+        if spec.cooldown is not None:
+            last = state.fired.get(rule.tag)
+            if last is not None and 0 <= at - last < spec.cooldown.total_seconds():
+                result.suppressed[(spec.moment_type, "cooldown")] += 1
+                return
+            state.fired[rule.tag] = at
+        triggered = (
+            event.occurred_at if event is not None else dt.datetime.fromtimestamp(at, dt.UTC)
+        )
+        region = event.region if event is not None and event.region else None
+        evidence = [event.event_id] if event is not None else []
+        task = build_task(rule, fired, sub, region, triggered, evidence, state, ctx.now)
+        if task.expires_at <= ctx.now:
+            result.suppressed[(spec.moment_type, "expired")] += 1
+            return
+        result.tasks.append(task)
 
 
 def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
@@ -129,4 +249,6 @@ def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
     # Declared fields only: unknown extras must not grow the subscriber's record.
     fields = set(ProfileEvent.model_fields) - _PROFILE_BASE_FIELDS
     carried = event.model_dump(mode="json", exclude_unset=True, include=fields)
+    if event.region is not None:
+        carried["region"] = event.region
     state.profile.update(carried)

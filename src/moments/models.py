@@ -105,6 +105,9 @@ class UsageEvent(_Event):
     charge: Money = Decimal(0)
     balance_after: Money | None = None
     counterparty: Annotated[str, StringConstraints(max_length=32)] | None = None
+    direction: Literal["in", "out"] | None = Field(
+        default=None, description="Voice and SMS: incoming or outgoing"
+    )
     service_code: Annotated[str, StringConstraints(max_length=64)] | None = None
     imei: Annotated[str, StringConstraints(pattern=r"^[0-9]{14,16}$")] | None = None
 

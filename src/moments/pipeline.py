@@ -28,12 +28,18 @@ class PipelineResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
     store: DictStateStore = field(default_factory=DictStateStore)
+    offsets: dict[str, int] = field(default_factory=dict)
+    """Next offset per topic, so a continued run reads on rather than replaying."""
 
 
-def to_records(events: Iterable[Input], key: str | None = None) -> list[RawRecord]:
-    """Records as a producer keyed by subscriber id would write them (one partition each)."""
+def to_records(
+    events: Iterable[Input], key: str | None = None, offsets: dict[str, int] | None = None
+) -> list[RawRecord]:
+    """Records as a producer keyed by subscriber id would write them (one partition each).
+
+    `offsets` (next offset per topic) is read and advanced, to continue a topic."""
     records: list[RawRecord] = []
-    offsets: dict[str, int] = {}
+    offsets = {} if offsets is None else offsets
     for event_type, value in events:
         if isinstance(value, dict):
             raw: bytes | None = orjson.dumps(value)
@@ -53,26 +59,41 @@ def run_pipeline(
     now: dt.datetime | None = None,
     batch_size: int = 5000,
     result: PipelineResult | None = None,
+    until: dt.datetime | None = None,
 ) -> PipelineResult:
     """Run events through the detector in batches; tasks deduplicated by id, as on the stream.
 
-    Pass the `result` of an earlier run to continue with its state and ledger."""
+    Pass the `result` of an earlier run to continue with its state and ledger. `until`
+    lets event time run on to that instant after the last event (as the stream's
+    watermark does), closing windows for subscribers who went silent."""
     items: list[Input | RawRecord] = list(events)
+    out = result if result is not None else PipelineResult()
     records = [r for r in items if isinstance(r, RawRecord)]
     if len(records) != len(items):
-        records = to_records(i for i in items if not isinstance(i, RawRecord))
+        records = to_records((i for i in items if not isinstance(i, RawRecord)), None, out.offsets)
     detector = Detector(rules, {t.value: t for t in EventType})
-    out = result if result is not None else PipelineResult()
     seen = {t.task_id for t in out.tasks}
     clock = now or dt.datetime.now(dt.UTC)
     for start in range(0, len(records), batch_size):
         batch = detector.process(records[start : start + batch_size], out.store.load, clock)
         out.dead_letters.extend(batch.dead_letters)
-        for task in batch.tasks:
-            if task.task_id in seen:
-                out.duplicates += 1
-                continue
-            seen.add(task.task_id)
-            out.tasks.append(task)
+        _collect(out, batch.tasks, seen)
         out.store.save(batch.changes)
+    if until is not None:
+        mark = int(until.timestamp())
+        states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
+        swept = detector.sweep(
+            ((sub, st, p) for sub, st, p in states if st is not None), lambda _: mark, clock
+        )
+        _collect(out, swept.tasks, seen)
+        out.store.save(swept.changes)
     return out
+
+
+def _collect(out: PipelineResult, tasks: list[ServiceTask], seen: set[str]) -> None:
+    for task in tasks:
+        if task.task_id in seen:
+            out.duplicates += 1
+            continue
+        seen.add(task.task_id)
+        out.tasks.append(task)

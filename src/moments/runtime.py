@@ -28,7 +28,7 @@ from sinks.base import produce_to_partitions
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
-from sinks.metrics import Dependency, Metrics, SuppressReason
+from sinks.metrics import Dependency, Metrics
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,11 @@ class Runtime:
             m.events.labels(event_type).inc(n)
         for (family, moment_type), n in result.detected.items():
             m.detected.labels(family, moment_type).inc(n)
-        for moment_type, n in result.expired.items():
-            m.suppressed.labels(moment_type, SuppressReason.EXPIRED.value).inc(n)
+        for (moment_type, reason), n in result.suppressed.items():
+            m.suppressed.labels(moment_type, reason).inc(n)
         if result.replayed:
             m.replayed.inc(result.replayed)
+        if result.late:
+            m.out_of_time.labels("late").inc(result.late)
+        if result.future:
+            m.out_of_time.labels("future").inc(result.future)

@@ -62,7 +62,7 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
         event(
             EventType.TOPUP,
             li,
-            "top-up (no rule yet)",
+            "first top-up through the app -> first_topup",
             event_id="bill-1",
             occurred_at=at(30),
             region="NJ",
@@ -73,18 +73,65 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
         event(
             EventType.USAGE,
             zhao,
-            "usage (no rule yet)",
+            "a call; the first IMEI seen is the baseline -> nothing",
             event_id="net-1",
             occurred_at=at(25),
             region="NJ",
             kind="voice",
             quantity=180,
             charge="0.30",
+            imei="356938035643809",
+        ),
+        event(
+            EventType.USAGE,
+            zhao,
+            "a new handset -> handset_change",
+            event_id="net-3",
+            occurred_at=at(24),
+            region="NJ",
+            kind="data",
+            quantity=2_000_000,
+            charge="0.10",
+            imei="490154203237518",
+        ),
+        event(
+            EventType.USAGE,
+            zhao,
+            "a call to a competitor's hotline -> competitor_hotline_call",
+            event_id="net-4",
+            occurred_at=at(23),
+            region="NJ",
+            kind="voice",
+            quantity=240,
+            counterparty="10010",
+            direction="out",
+        ),
+        event(
+            EventType.USAGE,
+            wang,
+            "balance 4.80 after a charge -> low_balance",
+            event_id="net-5",
+            occurred_at=at(22),
+            region="SZ",
+            kind="data",
+            quantity=5_000_000,
+            charge="1.20",
+            balance_after="4.80",
+        ),
+        event(
+            EventType.USAGE,
+            wang,
+            "VoLTE could not be used -> service_failure",
+            event_id="net-6",
+            occurred_at=at(21),
+            region="SZ",
+            kind="service_failure",
+            service_code="VOLTE",
         ),
         event(
             EventType.ROAMING,
             li,
-            "first roaming in Japan -> task",
+            "first roaming in Japan -> first_international_roaming",
             event_id="roam-1",
             occurred_at=at(20),
             region="NJ",
@@ -116,7 +163,7 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
         event(
             EventType.ROAMING,
             wang,
-            "first roaming in Thailand -> task",
+            "first roaming in Thailand -> first_international_roaming",
             event_id="roam-3",
             occurred_at=at(5),
             region="SZ",
@@ -136,7 +183,7 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
         event(
             EventType.COMPLAINT,
             wang,
-            "complaint (no rule yet)",
+            "a network complaint -> complaint",
             event_id="cs-1",
             occurred_at=at(3),
             region="SZ",
@@ -162,5 +209,10 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
     ]
 
 
-def expected_task_count() -> int:
-    return sum(1 for r in sample_stream() if r.note.endswith("-> task"))
+def expected_moments() -> list[str]:
+    """The moment type of each task the sample should make, in order."""
+    return [
+        r.note.rsplit("-> ", 1)[1]
+        for r in sample_stream()
+        if "-> " in r.note and r.note.rsplit("-> ", 1)[1] not in ("nothing", "dead letter")
+    ]

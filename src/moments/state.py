@@ -4,6 +4,10 @@ One record per subscriber (not one table entry per metric) keeps changelog
 writes to one per subscriber per batch. Replays are harmless: every update is
 guarded by the last applied offset per source topic and by a short ring of
 recent event ids, so at-least-once input never double-applies an event.
+
+Windowed aggregates live here too, as fixed rings (`series`), rather than in
+Faust windowed tables, which do not expire after a rebalance and can be lost on
+restart (faust-streaming #385, #412); see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ RECENT_EVENT_IDS = 8
 
 
 def event_digest(event_id: str) -> str:
-    """A short, stable digest of an event id (8 bytes of blake2b, hex)."""
+    """A short, stable digest of an event id (6 bytes of blake2b, hex)."""
     return hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
 
 
@@ -35,6 +39,18 @@ class SubscriberState:
     """Digests of the latest event ids, newest last; guards re-delivered events."""
     profile: dict[str, Any] = field(default_factory=dict)
     """Profile fields as last sent on the profile topic (JSON-ready values)."""
+    series: dict[str, list[float]] = field(default_factory=dict)
+    """Series tag -> ring: [newest window index, then each window's slots, newest first]."""
+    last: dict[str, str] = field(default_factory=dict)
+    """Rule tag -> last value of a `changed` field (e.g. the IMEI)."""
+    fired: dict[str, int] = field(default_factory=dict)
+    """Rule tag -> event time it last created a task (cooldowns)."""
+    seen: dict[str, int] = field(default_factory=dict)
+    """Source code -> latest event time seen (absence)."""
+    closed: dict[str, int] = field(default_factory=dict)
+    """Period -> the first window not yet closed (window-close evaluation)."""
+    watermark: int = 0
+    """Latest event time applied (epoch seconds); older than it minus lateness is late."""
 
     def already_applied(self, source: str, offset: int | None, event_id: str) -> bool:
         """True when this event was applied before (same offset replayed, or same id)."""
@@ -51,10 +67,19 @@ class SubscriberState:
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {"o": self.offsets, "r": self.recent}
-        if self.first_seen:
-            doc["f"] = self.first_seen
-        if self.profile:
-            doc["p"] = self.profile
+        for key, value in (
+            ("f", self.first_seen),
+            ("p", self.profile),
+            ("s", self.series),
+            ("l", self.last),
+            ("x", self.fired),
+            ("n", self.seen),
+            ("c", self.closed),
+        ):
+            if value:
+                doc[key] = value
+        if self.watermark:
+            doc["w"] = self.watermark
         return orjson.dumps(doc)
 
     @classmethod
@@ -65,4 +90,10 @@ class SubscriberState:
             offsets=doc.get("o", {}),
             recent=doc.get("r", []),
             profile=doc.get("p", {}),
+            series=doc.get("s", {}),
+            last=doc.get("l", {}),
+            fired=doc.get("x", {}),
+            seen=doc.get("n", {}),
+            closed=doc.get("c", {}),
+            watermark=doc.get("w", 0),
         )

@@ -7,9 +7,10 @@ import hashlib
 import re
 from typing import Any
 
-from moments.models import InputEvent, Moment, ServiceTask
+from moments.models import Moment, ServiceTask
 from moments.state import SubscriberState
-from rules.base import Fired, Rule
+from rules.base import Fired
+from rules.rule import CompiledRule
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -26,15 +27,21 @@ def fill(template: str, params: dict[str, Any]) -> str:
 
 
 def build_task(
-    rule: Rule, fired: Fired, event: InputEvent, state: SubscriberState, now: dt.datetime
+    rule: CompiledRule,
+    fired: Fired,
+    subscriber_id: str,
+    region: str | None,
+    triggered: dt.datetime,
+    evidence: list[str],
+    state: SubscriberState,
+    now: dt.datetime,
 ) -> ServiceTask:
     spec = rule.task
     profile = state.profile
-    triggered = event.occurred_at
     return ServiceTask(
-        task_id=task_id(event.subscriber_id, rule.id, fired.occurrence),
-        subscriber_id=event.subscriber_id,
-        region=event.region or profile.get("region"),
+        task_id=task_id(subscriber_id, rule.id, fired.occurrence),
+        subscriber_id=subscriber_id,
+        region=region or profile.get("region"),
         tier=profile.get("tier"),
         manager_id=profile.get("manager_id"),
         moment=Moment(
@@ -52,5 +59,5 @@ def build_task(
         created_at=now,
         deliver_after=max(now, triggered),
         expires_at=triggered + spec.ttl,
-        evidence=[event.event_id],
+        evidence=evidence,
     )

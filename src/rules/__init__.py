@@ -4,7 +4,8 @@ Nothing here imports Faust: rules are plain functions of (event, state, context)
 unit-tested without a broker.
 """
 
-from rules.base import EvalContext, Fired, Rule, TaskSpec
+from rules.base import EvalContext, Fired, TaskSpec
 from rules.catalog import RuleSet, load_rules
+from rules.rule import CompiledRule
 
-__all__ = ["EvalContext", "Fired", "Rule", "RuleSet", "TaskSpec", "load_rules"]
+__all__ = ["CompiledRule", "EvalContext", "Fired", "RuleSet", "TaskSpec", "load_rules"]

@@ -1,13 +1,15 @@
-"""The small protocol every rule implements, and what a firing carries."""
+"""What every rule works with: the task spec, the evaluation environment, a firing."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from moments.models import Channel, EventType, Family, InputEvent
+from moments.models import Channel, Family, InputEvent
 from moments.state import SubscriberState
+from rules.windows import local_date, window_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +23,9 @@ class TaskSpec:
     action: str
     ttl: dt.timedelta
     description: str
-    """A template filled from the firing's params with `str.format_map` (placeholders only)."""
+    """A template filled from the firing's params (`{name}` placeholders only)."""
+    cooldown: dt.timedelta | None = None
+    purpose: str = "service"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +44,27 @@ class Fired:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-class Rule(Protocol):
-    """A configured rule: pure, synchronous, no I/O."""
+@dataclass(slots=True)
+class Env:
+    """One rule's look at one subscriber at one instant (an event, or a window closing)."""
 
-    @property
-    def id(self) -> str: ...
+    event: InputEvent | None
+    state: SubscriberState
+    params: Mapping[str, Any]
+    at: int
+    """Event time (epoch seconds): the event's, or the end of the window that closed."""
+    tz: dt.tzinfo
+    tag: str
+    closing: int | None = None
+    """The window index that closed (close-evaluated rules), in the rule's period."""
+    out: dict[str, Any] = field(default_factory=dict)
+    occurrence: str | None = None
 
-    @property
-    def version(self) -> int: ...
+    def window(self, period: str) -> int:
+        """The reference window: the one closing, or the one holding the event."""
+        if self.closing is not None:
+            return self.closing
+        return window_index(period, local_date(self.at, self.tz))
 
-    @property
-    def event_types(self) -> frozenset[EventType]: ...
 
-    @property
-    def task(self) -> TaskSpec: ...
-
-    def evaluate(self, event: InputEvent, state: SubscriberState, ctx: EvalContext) -> Fired | None:
-        """Look at one event against the state; update the state it owns; maybe fire."""
-        ...
+Condition = Callable[[Env], bool]

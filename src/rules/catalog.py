@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,34 +14,59 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from moments.models import EVENT_MODELS, EventType
-from rules.base import Rule, TaskSpec
+from moments.models import EVENT_MODELS, EventType, ProfileEvent
+from moments.sources import SOURCE_CODES
+from rules import spec as sp
+from rules.base import TaskSpec
+from rules.conditions import Scope, compile_condition, event_fields
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
-from rules.first_time import FirstTimeRule
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
-from rules.spec import RulesFile, RuleSpec
+from rules.rule import CompiledRule, Override, state_tag
+from rules.series import Series
+from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 
 DEFAULT_CATALOG = "default.yaml"
 
 
 @dataclass(frozen=True)
 class RuleSet:
-    """Loaded rules, indexed by event type so an event meets only rules that can fire on it."""
+    """Loaded rules and series, indexed so an event meets only what can use it."""
 
-    rules: tuple[Rule, ...]
+    rules: tuple[CompiledRule, ...]
     sources: tuple[str, ...] = ()
-    by_event_type: dict[EventType, tuple[Rule, ...]] = field(default_factory=dict)
+    series: Mapping[str, Series] = field(default_factory=dict)
+    by_event_type: dict[EventType, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    series_by_event_type: dict[EventType, tuple[Series, ...]] = field(default_factory=dict)
+    by_period: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, rules: Sequence[Rule], sources: Sequence[str] = ()) -> RuleSet:
-        index: dict[EventType, list[Rule]] = {t: [] for t in EventType}
+    def of(
+        cls,
+        rules: Sequence[CompiledRule],
+        sources: Sequence[str] = (),
+        series: Mapping[str, Series] | None = None,
+    ) -> RuleSet:
+        declared = dict(series or {})
+        index: dict[EventType, list[CompiledRule]] = {t: [] for t in EventType}
+        periods: dict[str, list[CompiledRule]] = {}
         for rule in rules:
+            if rule.period is not None:
+                periods.setdefault(rule.period, []).append(rule)
+                continue
             for event_type in rule.event_types:
                 index[event_type].append(rule)
-        return cls(tuple(rules), tuple(sources), {t: tuple(r) for t, r in index.items()})
+        feeds = {t: tuple(x for x in declared.values() if t in x.event_types) for t in EventType}
+        return cls(
+            tuple(rules),
+            tuple(sources),
+            declared,
+            {t: tuple(r) for t, r in index.items()},
+            feeds,
+            {p: tuple(r) for p, r in periods.items()},
+        )
 
-    def for_event(self, event_type: EventType) -> tuple[Rule, ...]:
+    def for_event(self, event_type: EventType) -> tuple[CompiledRule, ...]:
         return self.by_event_type.get(event_type, ())
 
     def __len__(self) -> int:
@@ -70,31 +96,52 @@ def load_rules(path: Path | None = None) -> RuleSet:
             ) from exc
         if not texts:
             raise RulesError([RuleProblem(str(path), 1, 1, "no .yaml rules files in this folder")])
+    return load_texts(texts)
+
+
+def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
+    """Load rules from (file name, YAML text) pairs; see `load_rules`."""
     problems: list[RuleProblem] = []
-    rules: list[Rule] = []
+    files = [f for f in (_parse(name, text, problems) for name, text in texts) if f is not None]
+    series = _compile_series(files, problems)
+    rules: list[CompiledRule] = []
     seen: dict[str, str] = {}
-    for name, text in texts:
-        for rule, where in _parse(name, text, problems):
-            if rule.id in seen:
-                problems.append(
-                    RuleProblem(
-                        name,
-                        *where,
-                        f"duplicate rule id {rule.id!r} (first in "
-                        f"{seen[rule.id]}); give each rule its own id",
-                    )
+    for file in files:
+        for index, spec in enumerate(file.parsed.rules):
+            where = file.at(("rules", index))
+            if spec.id in seen:
+                file.problem(
+                    problems,
+                    ("rules", index, "id"),
+                    f"duplicate rule id {spec.id!r} (first in {seen[spec.id]}); "
+                    "give each rule its own id",
                 )
                 continue
-            seen[rule.id] = f"{name}:{where[0]}"
-            rules.append(rule)
+            seen[spec.id] = f"{file.name}:{where[0]}"
+            rule = _build(spec, file, index, series, problems)
+            if rule is not None:
+                rules.append(rule)
     if problems:
         raise RulesError(problems)
-    return RuleSet.of(rules, [n for n, _ in texts])
+    return RuleSet.of(rules, [name for name, _ in texts], series)
 
 
-def _parse(
-    name: str, text: str, problems: list[RuleProblem]
-) -> Iterator[tuple[Rule, tuple[int, int]]]:
+@dataclass
+class _File:
+    name: str
+    doc: Any
+    parsed: RulesFile
+
+    def at(self, loc: Sequence[str | int]) -> tuple[int, int]:
+        return _position(self.doc, loc)
+
+    def problem(self, problems: list[RuleProblem], loc: Sequence[str | int], message: str) -> None:
+        problems.append(RuleProblem(self.name, *self.at(loc), message))
+
+
+def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
+    # Round-trip loading keeps line numbers; it builds plain data only, and a tag that
+    # would construct an object (e.g. !!python/object) is refused below.
     yaml = YAML(typ="rt")
     try:
         doc = yaml.load(text)
@@ -102,49 +149,233 @@ def _parse(
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problems.append(RuleProblem(name, line, col, f"YAML syntax: {exc.problem}"))
-        return
+        return None
     if doc is None:
         doc = CommentedMap()
+    tagged = _tagged(doc)
+    if tagged is not None:
+        tag, (line, col) = tagged
+        problems.append(
+            RuleProblem(
+                name, line, col, f"YAML tag {tag} is not allowed; rules files hold plain data"
+            )
+        )
+        return None
     try:
         parsed = RulesFile.model_validate(doc)
     except ValidationError as exc:
         for err in exc.errors():
-            line, col = _position(doc, err["loc"])
-            problems.append(RuleProblem(name, line, col, _message(err)))
-        return
-    for index, spec in enumerate(parsed.rules):
-        where = _position(doc, ("rules", index))
-        before = len(problems)
-        rule = _build(spec, name, doc, index, problems)
-        if rule is not None and len(problems) == before:
-            yield rule, where
+            loc = _data_loc(err["loc"])
+            line, col = _position(doc, loc)
+            problems.append(RuleProblem(name, line, col, _message(err, loc)))
+        return None
+    return _File(name, doc, parsed)
 
 
-def _build(
-    spec: RuleSpec, name: str, doc: Any, index: int, problems: list[RuleProblem]
-) -> Rule | None:
-    def problem(loc: tuple[str | int, ...], message: str) -> None:
-        line, col = _position(doc, ("rules", index, *loc))
-        problems.append(RuleProblem(name, line, col, message))
+def _tagged(node: Any, where: tuple[int, int] = (1, 1)) -> tuple[str, tuple[int, int]] | None:
+    """The first explicit YAML tag in the document, with its position."""
+    tag = getattr(node, "tag", None)
+    value = getattr(tag, "value", None) if tag is not None else None
+    if value and not str(value).startswith("tag:yaml.org,2002:"):
+        return str(value), where
+    if isinstance(node, CommentedMap):
+        for key in node:
+            line, col = node.lc.key(key)
+            found = _tagged(node[key], (line + 1, col + 1))
+            if found:
+                return found
+    elif isinstance(node, CommentedSeq):
+        for i, item in enumerate(node):
+            line, col = node.lc.item(i)
+            found = _tagged(item, (line + 1, col + 1))
+            if found:
+                return found
+    return None
 
-    fields = _fields_of(spec.on)
+
+def _data_loc(loc: Sequence[Any]) -> tuple[str | int, ...]:
+    """A pydantic error location without the union tags it inserts after each condition."""
+    parts = list(loc)
+    out: list[str | int] = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        out.append(part)
+        holds_condition = part in ("condition", "not") or (
+            isinstance(part, int) and i > 0 and parts[i - 1] in ("all", "any")
+        )
+        if holds_condition and i + 1 < len(parts) and parts[i + 1] in CONDITION_KINDS:
+            i += 1  # skip the tag
+        i += 1
+    return tuple(out)
+
+
+def _needs(files: Sequence[_File]) -> dict[str, int]:
+    """Windows each series must keep for the conditions that use it."""
+    needs: dict[str, int] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, sp.AllCond | sp.AnyCond):
+            for child in node.all if isinstance(node, sp.AllCond) else node.any:
+                walk(child)
+        elif isinstance(node, sp.NotCond):
+            walk(node.not_)
+        elif isinstance(node, sp.SeriesCond):
+            needs[node.series] = max(needs.get(node.series, 1), node.last)
+        elif isinstance(node, sp.BaselineCond):
+            needs[node.baseline] = max(needs.get(node.baseline, 1), node.windows + 1)
+        elif isinstance(node, sp.ShareCond):
+            for name in (node.share, node.of):
+                needs[name] = max(needs.get(name, 1), node.last)
+
+    for file in files:
+        for rule in file.parsed.rules:
+            if rule.condition is not None:
+                walk(rule.condition)
+    return needs
+
+
+def _compile_series(files: Sequence[_File], problems: list[RuleProblem]) -> dict[str, Series]:
+    needs = _needs(files)
+    out: dict[str, Series] = {}
+    origin: dict[str, str] = {}
+    for file in files:
+        for name, spec in file.parsed.series.items():
+            loc = ("series", name)
+            if name in out:
+                file.problem(
+                    problems, loc, f"series {name!r} is declared twice (first in {origin[name]})"
+                )
+                continue
+            origin[name] = f"{file.name}:{file.at(loc)[0]}"
+            fields = event_fields(spec.on)
+            when = _when(spec.when, spec.on, fields, partial(_at, file, problems, (*loc, "when")))
+            if spec.field is not None:
+                if spec.field not in fields:
+                    file.problem(
+                        problems, (*loc, "field"), _unknown_field(spec.field, spec.on, fields)
+                    )
+                elif not _numeric_field(spec.on, spec.field):
+                    file.problem(
+                        problems,
+                        (*loc, "field"),
+                        f"{spec.field!r} is not a number; "
+                        "sum a numeric field, or leave field out to count events",
+                    )
+            need = needs.get(name, 1)
+            keep = spec.keep if spec.keep is not None else need + 1
+            if keep < need:
+                file.problem(
+                    problems,
+                    (*loc, "keep"),
+                    f"keep: {keep} is fewer than the {need} windows the rules use",
+                )
+            when_text = sorted(spec.when.items(), key=str)
+            definition = f"{name}|{sorted(spec.on)}|{when_text}|{spec.field}|{spec.period}"
+            out[name] = Series(
+                name=name,
+                tag=state_tag(definition),
+                event_types=frozenset(spec.on),
+                when=when,
+                field=spec.field,
+                period=spec.period,
+                keep=keep,
+            )
+    return out
+
+
+def _at(
+    file: _File,
+    problems: list[RuleProblem],
+    prefix: tuple[str | int, ...],
+    loc: tuple[str | int, ...],
+    message: str,
+) -> None:
+    file.problem(problems, (*prefix, *loc), message)
+
+
+def _numeric_field(on: Sequence[EventType], name: str) -> bool:
+    for event_type in on:
+        annotation = str(EVENT_MODELS[event_type].model_fields[name].annotation)
+        if not any(t in annotation for t in ("Decimal", "float", "int")):
+            return False
+    return True
+
+
+def _when(
+    when: Mapping[str, Any],
+    on: Sequence[EventType],
+    fields: set[str],
+    problem: Callable[[tuple[str | int, ...], str], None],
+) -> Predicate:
     tests: list[Predicate] = []
-    for field_name, test in spec.when.items():
+    for field_name, test in when.items():
         if field_name not in fields:
-            problem(("when", field_name), _unknown_field(field_name, spec.on, fields))
+            problem((field_name,), _unknown_field(field_name, on, fields))
             continue
         if isinstance(test, dict):
             bad = [op for op in test if op not in OPERATORS]
             if bad:
                 problem(
-                    ("when", field_name),
+                    (field_name,),
                     f"unknown operator {bad[0]!r}; use one of " + ", ".join(sorted(OPERATORS)),
                 )
                 continue
         try:
             tests.append(field_test(field_name, test))
         except (ArithmeticError, ValueError, TypeError) as exc:
-            problem(("when", field_name), f"bad test for {field_name!r}: {exc}")
+            problem((field_name,), f"bad test for {field_name!r}: {exc}")
+    return all_of(tests)
+
+
+def _build(
+    spec: RuleSpec,
+    file: _File,
+    index: int,
+    series: Mapping[str, Series],
+    problems: list[RuleProblem],
+) -> CompiledRule | None:
+    before = len(problems)
+
+    def problem(loc: tuple[str | int, ...], message: str) -> None:
+        file.problem(problems, ("rules", index, *loc), message)
+
+    fields = event_fields(spec.on)
+    when = _when(spec.when, spec.on, fields, lambda sub, msg: problem(("when", *sub), msg))
+    period = PERIOD_OF.get(spec.evaluate)
+    if period is not None and spec.when:
+        problem(
+            ("when",),
+            f"when: filters events, but this rule runs when a window closes "
+            f"({spec.evaluate}); filter in the series instead",
+        )
+    for i, override in enumerate(spec.overrides):
+        if override.region is None and override.tier is None:
+            problem(("overrides", i), "an override needs region: and/or tier:")
+        for name in override.params:
+            if name not in spec.params:
+                known = ", ".join(sorted(spec.params)) or "none"
+                problem(
+                    ("overrides", i, "params", name),
+                    f"override of unknown param {name!r}; "
+                    f"declare it under params: (known: {known})",
+                )
+    scope = Scope(
+        fields=fields,
+        series=series,
+        params=spec.params,
+        period=period,
+        sources=tuple(SOURCE_CODES[t] for t in spec.on),
+        profile_fields=set(ProfileEvent.model_fields)
+        - {"event_id", "subscriber_id", "occurred_at"},
+    )
+    condition = None
+    if spec.condition is not None:
+        condition = compile_condition(spec.condition, scope, ("condition",), problem)
+    elif period is not None:
+        problem(("evaluate",), "a rule evaluated when a window closes needs a condition")
+    if len(problems) > before:
+        return None
     task = TaskSpec(
         family=spec.task.family,
         moment_type=spec.task.type,
@@ -153,29 +384,33 @@ def _build(
         action=spec.task.action,
         ttl=parse_duration(spec.task.ttl),
         description=spec.task.description,
+        cooldown=parse_duration(spec.task.cooldown) if spec.task.cooldown else None,
+        purpose=spec.task.purpose,
     )
-    if spec.first_time is None:
-        problem(("id",), "a rule needs a detector block: first_time")
-        return None
-    if spec.first_time.key not in fields:
-        problem(("first_time", "key"), _unknown_field(spec.first_time.key, spec.on, fields))
-        return None
-    lookback = parse_duration(spec.first_time.lookback) if spec.first_time.lookback else None
-    return FirstTimeRule(
+    return CompiledRule(
         id=spec.id,
         version=spec.version,
+        description=spec.description,
         event_types=frozenset(spec.on),
+        evaluate=spec.evaluate,
+        period=period,
+        when=when,
+        condition=condition,
         task=task,
-        key_field=spec.first_time.key,
-        when=all_of(tests),
-        lookback=lookback,
+        params=dict(spec.params),
+        overrides=tuple(
+            Override(_set_of(o.region), _set_of(o.tier), dict(o.params)) for o in spec.overrides
+        ),
+        sources=scope.sources,
+        tag=state_tag(spec.id),
+        spec=spec,
     )
 
 
-def _fields_of(event_types: Sequence[EventType]) -> set[str]:
-    """Fields every listed event type has (a rule on several types may use only shared ones)."""
-    sets = [set(EVENT_MODELS[t].model_fields) for t in event_types]
-    return set.intersection(*sets) if sets else set()
+def _set_of(value: str | list[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    return frozenset([value] if isinstance(value, str) else value)
 
 
 def _unknown_field(field_name: str, on: Sequence[EventType], fields: set[str]) -> str:
@@ -183,8 +418,8 @@ def _unknown_field(field_name: str, on: Sequence[EventType], fields: set[str]) -
     return f"{field_name!r} is not a field of {kinds} events; known: {', '.join(sorted(fields))}"
 
 
-def _message(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
+def _message(err: Any, path: Sequence[str | int]) -> str:
+    loc = ".".join(str(p) for p in path)
     msg = str(err["msg"])
     if err["type"] == "extra_forbidden":
         return f"unknown field {loc!r}; check the spelling against docs/rules.md"

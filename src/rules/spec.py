@@ -1,17 +1,204 @@
-"""The YAML shape of a rules file, as pydantic models (validated before any event is read)."""
+"""The YAML shape of a rules file, as pydantic models (validated before any event is read).
+
+A file holds `series:` (per-subscriber aggregates kept in fixed window rings) and
+`rules:`. A rule listens to event types (`on`), filters them (`when`), tests a
+`condition` tree and describes the service task it creates. Thresholds are named
+`params`, referenced as `$name` and overridden per region or tier.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
 
 from moments.models import Channel, EventType, Family
 from rules.durations import parse_duration
 
+Period = Literal["day", "week", "month"]
+Evaluate = Literal["event", "daily", "weekly", "monthly"]
+Aggregate = Literal["sum", "count", "avg", "max"]
+Scalar = str | int | float | bool
+OperatorValue = Scalar | list[Scalar]
+
+PERIOD_OF: dict[str, Period] = {"daily": "day", "weekly": "week", "monthly": "month"}
+"""The window a close-evaluated rule looks at."""
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _duration(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+class Operators(_Strict):
+    """Comparisons; a value may be a number, a string, a list, or `$param`."""
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    in_: list[Scalar] | str | None = Field(default=None, alias="in")
+    not_in: list[Scalar] | str | None = None
+    prefix: list[str] | str | None = None
+    gt: float | str | None = None
+    gte: float | str | None = None
+    lt: float | str | None = None
+    lte: float | str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The operators written, by their YAML names."""
+        return {
+            ("in" if name == "in_" else name): value
+            for name, value in self
+            if value is not None and name in type(self).model_fields
+        }
+
+
+class FieldCond(Operators):
+    field: str = Field(description="A field of the event, e.g. balance_after")
+
+
+class ProfileCond(Operators):
+    profile: str = Field(description="A profile field, e.g. tier, status, star_level")
+
+
+class FirstTimeCond(_Strict):
+    first_time: str = Field(description="Event field whose first value per subscriber counts")
+    lookback: str | None = Field(default=None, description="e.g. 60d; unset means ever")
+
+    _lookback = field_validator("lookback")(_duration)
+
+
+class ChangedCond(_Strict):
+    changed: str = Field(description="Event field compared with its last value, e.g. imei")
+
+
+class SeriesCond(Operators):
+    series: str
+    agg: Aggregate = "sum"
+    last: int = Field(default=1, ge=1, le=60, description="Windows aggregated, the current one too")
+
+
+class BaselineCond(Operators):
+    baseline: str = Field(description="Series compared with the subscriber's own past")
+    agg: Aggregate = "sum"
+    windows: int = Field(default=3, ge=1, le=12, description="Previous windows averaged")
+    min_baseline: float = Field(default=0.0, ge=0, description="Below it there is no baseline")
+    measure: Literal["ratio", "change"] = Field(
+        default="ratio", description="ratio: current/baseline; change: (current-baseline)/baseline"
+    )
+
+
+class ShareCond(Operators):
+    share: str = Field(description="Series whose share is taken")
+    of: str = Field(description="Series that is the whole")
+    last: int = Field(default=1, ge=1, le=60)
+    min_total: float = Field(default=1.0, ge=0, description="Below it the share is not judged")
+
+
+class AbsenceCond(_Strict):
+    absence: str = Field(description="No event of the rule's types for this long, e.g. 7d")
+
+    _absence = field_validator("absence")(_duration)
+
+
+class AllCond(_Strict):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyCond(_Strict):
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotCond(_Strict):
+    not_: Condition = Field(alias="not")
+
+
+CONDITION_KINDS = (
+    "field",
+    "profile",
+    "first_time",
+    "changed",
+    "series",
+    "baseline",
+    "share",
+    "absence",
+    "all",
+    "any",
+    "not",
+)
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        for kind, cls in _CLASSES.items():
+            if isinstance(value, cls):
+                return kind
+        return None
+    if isinstance(value, dict):
+        found = [k for k in CONDITION_KINDS if k in value]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+Condition = Annotated[
+    Annotated[FieldCond, Tag("field")]
+    | Annotated[ProfileCond, Tag("profile")]
+    | Annotated[FirstTimeCond, Tag("first_time")]
+    | Annotated[ChangedCond, Tag("changed")]
+    | Annotated[SeriesCond, Tag("series")]
+    | Annotated[BaselineCond, Tag("baseline")]
+    | Annotated[ShareCond, Tag("share")]
+    | Annotated[AbsenceCond, Tag("absence")]
+    | Annotated[AllCond, Tag("all")]
+    | Annotated[AnyCond, Tag("any")]
+    | Annotated[NotCond, Tag("not")],
+    Discriminator(
+        _kind,
+        custom_error_type="condition_kind",
+        custom_error_message="a condition needs exactly one of: " + ", ".join(CONDITION_KINDS),
+    ),
+]
+
+_CLASSES: dict[str, type[BaseModel]] = {
+    "field": FieldCond,
+    "profile": ProfileCond,
+    "first_time": FirstTimeCond,
+    "changed": ChangedCond,
+    "series": SeriesCond,
+    "baseline": BaselineCond,
+    "share": ShareCond,
+    "absence": AbsenceCond,
+    "all": AllCond,
+    "any": AnyCond,
+    "not": NotCond,
+}
+
+AllCond.model_rebuild()
+AnyCond.model_rebuild()
+NotCond.model_rebuild()
+
+
+class SeriesSpec(_Strict):
+    """A per-subscriber aggregate over windows of event time (kept in a fixed ring)."""
+
+    on: list[EventType] = Field(min_length=1)
+    when: dict[str, Any] = Field(default_factory=dict)
+    field: str | None = Field(default=None, description="Numeric field summed; unset: count only")
+    period: Period = "day"
+    keep: int | None = Field(
+        default=None, ge=1, le=60, description="Windows kept; default: what the rules need"
+    )
 
 
 class TaskSpecModel(_Strict):
@@ -22,24 +209,16 @@ class TaskSpecModel(_Strict):
     action: str = Field(min_length=1)
     ttl: str = "24h"
     description: str = Field(min_length=1)
+    cooldown: str | None = Field(default=None, description="At most one task per subscriber per")
+    purpose: Literal["service", "sales"] = "service"
 
-    @field_validator("ttl")
-    @classmethod
-    def _ttl(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    _ttl = field_validator("ttl", "cooldown")(_duration)
 
 
-class FirstTimeSpec(_Strict):
-    key: str = Field(description="Event field whose first value per subscriber fires the rule")
-    lookback: str | None = Field(default=None, description="e.g. 60d; unset means ever")
-
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
+class OverrideSpec(_Strict):
+    region: str | list[str] | None = None
+    tier: str | list[str] | None = None
+    params: dict[str, float | int | str] = Field(min_length=1)
 
 
 class RuleSpec(_Strict):
@@ -47,10 +226,14 @@ class RuleSpec(_Strict):
     version: int = Field(default=1, ge=1)
     description: str = Field(min_length=1)
     on: list[EventType] = Field(min_length=1)
+    evaluate: Evaluate = "event"
     when: dict[str, Any] = Field(default_factory=dict)
-    first_time: FirstTimeSpec | None = None
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+    overrides: list[OverrideSpec] = Field(default_factory=list)
+    condition: Condition | None = None
     task: TaskSpecModel
 
 
 class RulesFile(_Strict):
+    series: dict[str, SeriesSpec] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)

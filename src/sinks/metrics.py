@@ -100,6 +100,12 @@ class Metrics:
             "(re-read after a restart, or delivered twice)",
             registry=r,
         )
+        self.out_of_time = Counter(
+            "moments_events_out_of_time",
+            "Events not applied: later than the allowed lateness, or dated in the future",
+            ["kind"],
+            registry=r,
+        )
         self.pending_redriven = Counter(
             "moments_tasks_redriven",
             "Pending tasks sent again after an unconfirmed publish",

@@ -1,0 +1,378 @@
+"""Compile a rule's `condition:` tree into plain closures over an `Env`.
+
+Every node records the values it looked at in `env.out` (they become the task's
+params: the values against the thresholds). Nodes that remember something
+(first_time, changed) update the subscriber's state whether or not the rule
+fires, so `all`/`any` evaluate every child rather than stopping early.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from moments.models import EventType
+from rules import spec as s
+from rules.base import Condition, Env
+from rules.durations import parse_duration
+from rules.series import Series
+
+Path = tuple[str | int, ...]
+Report = Callable[[Path, str], None]
+Getter = Callable[[Env], Any]
+
+NUMERIC_OPS = ("gt", "gte", "lt", "lte")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a rule's condition may refer to, for checks at load time."""
+
+    fields: set[str]
+    series: Mapping[str, Series]
+    params: Mapping[str, Any]
+    period: str | None
+    """The window period of a close-evaluated rule; None for `evaluate: event`."""
+    sources: tuple[str, ...]
+    """Codes of the rule's event types (absence looks at their latest times)."""
+    profile_fields: set[str]
+
+
+def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Condition:
+    """A closure for one node; problems go to `report` with their path."""
+    if isinstance(node, s.AllCond | s.AnyCond):
+        items = node.all if isinstance(node, s.AllCond) else node.any
+        key = "all" if isinstance(node, s.AllCond) else "any"
+        children = [
+            compile_condition(c, scope, (*path, key, i), report) for i, c in enumerate(items)
+        ]
+        # Every child runs (no short-circuit): first_time and changed must see each event.
+        if isinstance(node, s.AllCond):
+            return lambda env: all([c(env) for c in children])  # noqa: C419
+        return lambda env: any([c(env) for c in children])  # noqa: C419
+    if isinstance(node, s.NotCond):
+        child = compile_condition(node.not_, scope, (*path, "not"), report)
+        return lambda env: not child(env)
+    if isinstance(node, s.FieldCond):
+        _needs_event(scope, path, report, "field")
+        _known_field(node.field, scope, (*path, "field"), report)
+        name = node.field
+        return _compare(name, lambda env: getattr(env.event, name, None), node, scope, path, report)
+    if isinstance(node, s.ProfileCond):
+        if node.profile not in scope.profile_fields:
+            report(
+                (*path, "profile"),
+                f"{node.profile!r} is not a profile field; known: "
+                + ", ".join(sorted(scope.profile_fields)),
+            )
+        pname = node.profile
+        return _compare(
+            f"profile_{pname}", lambda env: env.state.profile.get(pname), node, scope, path, report
+        )
+    if isinstance(node, s.FirstTimeCond):
+        _needs_event(scope, path, report, "first_time")
+        _known_field(node.first_time, scope, (*path, "first_time"), report)
+        lookback = parse_duration(node.lookback) if node.lookback else None
+        return _first_time(node.first_time, lookback)
+    if isinstance(node, s.ChangedCond):
+        _needs_event(scope, path, report, "changed")
+        _known_field(node.changed, scope, (*path, "changed"), report)
+        return _changed(node.changed)
+    if isinstance(node, s.SeriesCond):
+        series = _series(node.series, scope, (*path, "series"), report)
+        if series is None:
+            return _never
+        return _compare(node.series, _aggregate(series, node), node, scope, path, report)
+    if isinstance(node, s.BaselineCond):
+        series = _series(node.baseline, scope, (*path, "baseline"), report)
+        if series is None:
+            return _never
+        return _compare(
+            f"{node.baseline}_{node.measure}", _baseline(series, node), node, scope, path, report
+        )
+    if isinstance(node, s.ShareCond):
+        part = _series(node.share, scope, (*path, "share"), report)
+        whole = _series(node.of, scope, (*path, "of"), report)
+        if part is None or whole is None:
+            return _never
+        if part.period != whole.period:
+            report((*path, "of"), f"{node.share!r} and {node.of!r} need the same period")
+        return _compare(f"{node.share}_share", _share(part, whole, node), node, scope, path, report)
+    if isinstance(node, s.AbsenceCond):
+        if scope.period is None:
+            report(
+                (*path, "absence"),
+                "absence is judged as time passes: use it in a rule with evaluate: daily",
+            )
+        return _absence(parse_duration(node.absence), scope.sources)
+    report(path, "unknown condition")  # pragma: no cover - the spec's union forbids it
+    return _never
+
+
+def _never(env: Env) -> bool:
+    return False
+
+
+def _needs_event(scope: Scope, path: Path, report: Report, what: str) -> None:
+    if scope.period is not None:
+        report(
+            path,
+            f"{what} looks at the event, but this rule runs when a window closes; "
+            "use evaluate: event, or a series/baseline condition",
+        )
+
+
+def _known_field(name: str, scope: Scope, path: Path, report: Report) -> None:
+    if name not in scope.fields:
+        report(
+            path,
+            f"{name!r} is not a field of these events; known: {', '.join(sorted(scope.fields))}",
+        )
+
+
+def _series(name: str, scope: Scope, path: Path, report: Report) -> Series | None:
+    found = scope.series.get(name)
+    if found is None:
+        known = ", ".join(sorted(scope.series)) or "none yet"
+        report(path, f"unknown series {name!r}; declare it under series: (known: {known})")
+        return None
+    if scope.period is not None and found.period != scope.period:
+        report(
+            path,
+            f"series {name!r} has period {found.period} but the rule closes {scope.period} "
+            "windows; use a series of the same period",
+        )
+    return found
+
+
+def _param(value: Any, scope: Scope, path: Path, report: Report) -> Callable[[Env], Any]:
+    """A constant, or `$name` read from the rule's params (overridden per region/tier)."""
+    if isinstance(value, str) and value.startswith("$"):
+        name = value[1:]
+        if name not in scope.params:
+            known = ", ".join(sorted(scope.params)) or "none"
+            report(path, f"unknown param {value!r}; declare it under params: (known: {known})")
+        return lambda env: env.params.get(name)
+    return lambda env: value
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _compare(
+    label: str, get: Getter, node: s.Operators, scope: Scope, path: Path, report: Report
+) -> Condition:
+    ops = node.given()
+    if not ops:
+        if isinstance(node, s.FieldCond | s.ProfileCond):
+            # A bare field test means "is present".
+            return lambda env: get(env) is not None
+        report(path, "add a comparison: one of eq, ne, in, not_in, prefix, gt, gte, lt, lte")
+        return _never
+    tests: list[Callable[[Env, Any], bool]] = []
+    limits: dict[str, Callable[[Env], Any]] = {}
+    for op, raw in ops.items():
+        where = (*path, op)
+        if op in NUMERIC_OPS:
+            if isinstance(raw, str) and not raw.startswith("$") and _number(raw) is None:
+                report(where, f"{op} needs a number or $param, got {raw!r}")
+            limits[op] = _param(raw, scope, where, report)
+            tests.append(_numeric(op, limits[op]))
+        elif op in ("in", "not_in"):
+            tests.append(_membership(op == "in", _members(raw, scope, where, report)))
+        elif op == "prefix":
+            prefixes = tuple(str(p) for p in (raw if isinstance(raw, list) else [raw]))
+            tests.append(_prefix(prefixes))
+        else:
+            tests.append(_equality(op == "eq", _param(raw, scope, where, report)))
+
+    def check(env: Env) -> bool:
+        value = get(env)
+        env.out[label] = value if not isinstance(value, float) else round(value, 4)
+        for op, limit in limits.items():
+            env.out[f"{label}_{op}"] = limit(env)
+        return all(t(env, value) for t in tests)
+
+    return check
+
+
+def _prefix(prefixes: tuple[str, ...]) -> Callable[[Env, Any], bool]:
+    return lambda env, value: value is not None and str(value).startswith(prefixes)
+
+
+def _equality(equal: bool, expected: Callable[[Env], Any]) -> Callable[[Env, Any], bool]:
+    return lambda env, value: _same(value, expected(env)) == equal
+
+
+def _aggregate(series: Series, node: s.SeriesCond) -> Callable[[Env], float | None]:
+    agg, last = node.agg, node.last
+
+    def value(env: Env) -> float | None:
+        ring = env.state.series.get(series.tag)
+        return series.aggregate(ring, env.window(series.period), agg, last)
+
+    return value
+
+
+def _same(value: Any, expected: Any) -> bool:
+    if value is None:
+        return expected is None
+    a, b = _number(value), _number(expected)
+    if a is not None and b is not None and not isinstance(value, str):
+        return a == b
+    return str(value) == str(expected)
+
+
+def _numeric(op: str, limit: Callable[[Env], Any]) -> Callable[[Env, Any], bool]:
+    def test(env: Env, value: Any) -> bool:
+        v, bound = _number(value), _number(limit(env))
+        if v is None or bound is None:
+            return False
+        if op == "gt":
+            return v > bound
+        if op == "gte":
+            return v >= bound
+        if op == "lt":
+            return v < bound
+        return v <= bound
+
+    return test
+
+
+def _members(raw: Any, scope: Scope, path: Path, report: Report) -> Callable[[Env], frozenset[str]]:
+    if isinstance(raw, list):
+        members = frozenset(str(v) for v in raw)
+        return lambda env: members
+    param = _param(raw, scope, path, report)
+    if not (isinstance(raw, str) and raw.startswith("$")):
+        report(path, "in/not_in take a list, e.g. [10010, 10000], or a $param holding one")
+    return lambda env: frozenset(str(v) for v in str(param(env) or "").split(","))
+
+
+def _membership(
+    inside: bool, members: Callable[[Env], frozenset[str]]
+) -> Callable[[Env, Any], bool]:
+    def test(env: Env, value: Any) -> bool:
+        if value is None:
+            return False
+        return (str(value) in members(env)) == inside
+
+    return test
+
+
+def _first_time(key: str, lookback: dt.timedelta | None) -> Condition:
+    window = lookback.total_seconds() if lookback else None
+
+    def check(env: Env) -> bool:
+        value = getattr(env.event, key, None)
+        if value is None:
+            return False
+        state_key = f"{env.tag}:{value}"
+        last = env.state.first_seen.get(state_key)
+        if last is not None and env.at <= last:
+            return False  # seen at or after this event time: late or replayed, never "first"
+        env.state.first_seen[state_key] = env.at
+        env.out[key] = value
+        if last is not None and (window is None or env.at - last <= window):
+            return False
+        if window is None:
+            env.occurrence = str(value)
+        else:
+            env.occurrence = f"{value}@{env.at}"  # "first in 60 days" can happen again
+            env.out["lookback_days"] = int(window // 86400)
+            if last is not None:
+                env.out["previous_at"] = dt.datetime.fromtimestamp(last, dt.UTC).isoformat()
+        return True
+
+    return check
+
+
+def _changed(key: str) -> Condition:
+    def check(env: Env) -> bool:
+        value = getattr(env.event, key, None)
+        if value is None:
+            return False
+        value = str(value)
+        previous = env.state.last.get(env.tag)
+        env.state.last[env.tag] = value
+        env.out[key] = value
+        if previous is None or previous == value:
+            return False  # the first value ever seen is a baseline, not a change
+        env.out[f"previous_{key}"] = previous
+        env.occurrence = f"{value}@{env.at}"
+        return True
+
+    return check
+
+
+def _baseline(series: Series, node: s.BaselineCond) -> Callable[[Env], float | None]:
+    agg, windows, floor, measure = node.agg, node.windows, node.min_baseline, node.measure
+    name = node.baseline
+
+    def value(env: Env) -> float | None:
+        ring = env.state.series.get(series.tag)
+        index = env.window(series.period)
+        first = series.history_from(ring)
+        if first is None or first > index - windows:
+            return None  # not enough of the subscriber's own past yet
+        past = [series.aggregate(ring, w, agg) for w in range(index - windows, index)]
+        current = series.aggregate(ring, index, agg)
+        if current is None or any(p is None for p in past):
+            return None
+        base = sum(p for p in past if p is not None) / windows
+        env.out[name] = current
+        env.out[f"{name}_baseline"] = round(base, 4)
+        if base <= 0 or base < floor:
+            return None
+        return current / base if measure == "ratio" else (current - base) / base
+
+    return value
+
+
+def _share(part: Series, whole: Series, node: s.ShareCond) -> Callable[[Env], float | None]:
+    last, floor = node.last, node.min_total
+
+    def value(env: Env) -> float | None:
+        index = env.window(part.period)
+        a = part.aggregate(env.state.series.get(part.tag), index, "sum", last)
+        b = whole.aggregate(env.state.series.get(whole.tag), index, "sum", last)
+        if a is None or b is None or b < floor or b <= 0:
+            return None
+        return a / b
+
+    return value
+
+
+def _absence(duration: dt.timedelta, sources: Sequence[str]) -> Condition:
+    seconds = duration.total_seconds()
+
+    def check(env: Env) -> bool:
+        seen = [env.state.seen[c] for c in sources if c in env.state.seen]
+        if not seen:
+            return False  # never active: nothing to have stopped
+        last = max(seen)
+        silent = env.at - last
+        env.out["silent_days"] = round(silent / 86400, 1)
+        env.out["last_seen"] = dt.datetime.fromtimestamp(last, dt.UTC).isoformat()
+        if silent < seconds:
+            return False
+        env.occurrence = f"silent:{last}"  # one task per silence, whichever close noticed it
+        return True
+
+    return check
+
+
+def event_fields(event_types: Sequence[EventType]) -> set[str]:
+    """Fields every listed event type has (a rule on several types may use only shared ones)."""
+    from moments.models import EVENT_MODELS
+
+    sets = [set(EVENT_MODELS[t].model_fields) for t in event_types]
+    return set.intersection(*sets) if sets else set()

@@ -1,0 +1,94 @@
+"""A compiled rule: what it listens to, its condition and thresholds, and its task."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from moments.models import EventType, InputEvent
+from moments.state import SubscriberState
+from rules.base import Condition, Env, Fired, TaskSpec
+from rules.predicates import Predicate
+
+
+def state_tag(name: str) -> str:
+    """A short stable tag that namespaces a rule's or series' keys inside the subscriber record."""
+    return hashlib.blake2b(name.encode(), digest_size=3).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """Params for subscribers of some regions and/or tiers (None: any)."""
+
+    regions: frozenset[str] | None
+    tiers: frozenset[str] | None
+    params: Mapping[str, Any]
+
+    def applies(self, region: str | None, tier: str | None) -> bool:
+        return (self.regions is None or region in self.regions) and (
+            self.tiers is None or tier in self.tiers
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    id: str
+    version: int
+    description: str
+    event_types: frozenset[EventType]
+    evaluate: str
+    """`event`, or `daily`/`weekly`/`monthly`: when a window of that period closes."""
+    period: str | None
+    when: Predicate
+    condition: Condition | None
+    task: TaskSpec
+    params: Mapping[str, Any] = field(default_factory=dict)
+    overrides: tuple[Override, ...] = ()
+    sources: tuple[str, ...] = ()
+    tag: str = ""
+    spec: Any = None
+    """The parsed spec (rules.spec.RuleSpec), for `moments rules explain`."""
+    _cache: dict[tuple[str | None, str | None], Mapping[str, Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def params_for(self, region: str | None, tier: str | None) -> Mapping[str, Any]:
+        """Thresholds for a subscriber: defaults, then each matching override in order."""
+        key = (region, tier)
+        found = self._cache.get(key)
+        if found is None:
+            merged = dict(self.params)
+            for override in self.overrides:
+                if override.applies(region, tier):
+                    merged.update(override.params)
+            found = self._cache[key] = merged
+        return found
+
+    def check(
+        self,
+        event: InputEvent | None,
+        state: SubscriberState,
+        at: int,
+        tz: dt.tzinfo,
+        closing: int | None = None,
+    ) -> Fired | None:
+        """Evaluate at one instant; the occurrence defaults to the event, or the window closed."""
+        region = event.region if event is not None and event.region else state.profile.get("region")
+        env = Env(
+            event, state, self.params_for(region, state.profile.get("tier")), at, tz, self.tag
+        )
+        env.closing = closing
+        if self.condition is not None and not self.condition(env):
+            return None
+        occurrence = env.occurrence
+        if occurrence is None:
+            if closing is not None:
+                occurrence = f"{self.period}:{closing}"
+            elif event is not None:
+                occurrence = f"event:{event.event_id}"
+            else:
+                occurrence = str(at)
+        return Fired(occurrence=occurrence, params=env.out)

@@ -1,0 +1,107 @@
+"""Series: per-subscriber aggregates over event-time windows, in a fixed ring.
+
+A ring is a flat list `[newest, first, slots of the newest window, slots of the
+one before, ...]`: `newest` and `first` are window indexes (see rules.windows);
+each window has (sum, count, max) for a series over a numeric field, or (count,)
+for a counting series. Trailing empty windows are not stored. Knowing `first`
+(the first window with data) keeps a new subscriber's empty past from passing
+for a baseline of zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moments.models import EventType, InputEvent
+from rules.predicates import Predicate
+
+Ring = list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    name: str
+    tag: str
+    """Key in the subscriber record; changes when the definition does, so old data is dropped."""
+    event_types: frozenset[EventType]
+    when: Predicate
+    field: str | None
+    period: str
+    keep: int
+
+    @property
+    def width(self) -> int:
+        return 3 if self.field else 1
+
+    def amount(self, event: InputEvent) -> float | None:
+        """What the event adds (None: the event does not count for this series)."""
+        if not self.when(event):
+            return None
+        if self.field is None:
+            return 1.0
+        value = getattr(event, self.field, None)
+        return None if value is None else float(value)
+
+    def fold(self, ring: Ring | None, index: int, amount: float) -> Ring | None:
+        """The ring with `amount` added to window `index`; None when the window is too old."""
+        width, keep = self.width, self.keep
+        if not ring:
+            ring = [index, index]
+        newest, first = int(ring[0]), int(ring[1])
+        slots = ring[2:] + [0.0] * (width * keep - len(ring) + 2)
+        del slots[width * keep :]
+        if index > newest:
+            shift = min(index - newest, keep)
+            slots = [0.0] * (width * shift) + slots[: width * (keep - shift)]
+            newest = index
+        pos = newest - index
+        if pos >= keep:
+            return None
+        base = pos * width
+        if width == 1:
+            slots[base] += 1
+        else:
+            slots[base] = round(slots[base] + amount, 4)
+            slots[base + 1] += 1
+            slots[base + 2] = max(slots[base + 2], amount)
+        while slots and slots[-1] == 0:
+            slots.pop()
+        return [newest, min(first, index), *slots]
+
+    def window(self, ring: Ring | None, index: int) -> tuple[float, float, float] | None:
+        """(sum, count, max) of one window; zeros when empty; None when no longer kept."""
+        if not ring:
+            return (0.0, 0.0, 0.0)
+        newest = int(ring[0])
+        pos = newest - index
+        if pos < 0:
+            return (0.0, 0.0, 0.0)
+        if pos >= self.keep:
+            return None
+        base = 2 + pos * self.width
+        values = ring[base : base + self.width]
+        values += [0.0] * (self.width - len(values))
+        if self.width == 1:
+            return (values[0], values[0], values[0])
+        return (values[0], values[1], values[2])
+
+    def aggregate(self, ring: Ring | None, index: int, agg: str, last: int = 1) -> float | None:
+        """`agg` over windows index-last+1 .. index; None when one of them is not kept."""
+        total = count = 0.0
+        peak = 0.0
+        for w in range(index - last + 1, index + 1):
+            found = self.window(ring, w)
+            if found is None:
+                return None
+            total, count, peak = total + found[0], count + found[1], max(peak, found[2])
+        if agg == "sum":
+            return round(total, 4)
+        if agg == "count":
+            return count
+        if agg == "max":
+            return peak
+        return round(total / count, 4) if count else 0.0
+
+    def history_from(self, ring: Ring | None) -> int | None:
+        """The first window with data, or None when the series never had any."""
+        return int(ring[1]) if ring else None

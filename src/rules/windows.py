@@ -1,0 +1,64 @@
+"""Windows of event time in the subscriber's own time zone: day, ISO week, calendar month.
+
+A window is an integer index (days since 0001-01-01, weeks starting on Monday,
+months since year 0) so state stores one small number, and `window_end` turns an
+index back into the instant the window closes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+"""The subscriber's zone when the profile never set one (or set an unknown one)."""
+
+
+@lru_cache(maxsize=512)
+def zone(name: str | None) -> dt.tzinfo:
+    """The zone by IANA name, falling back to Asia/Shanghai for None or an unknown name."""
+    try:
+        return ZoneInfo(name or DEFAULT_TIMEZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(DEFAULT_TIMEZONE)
+
+
+def local_date(at: float, tz: dt.tzinfo) -> dt.date:
+    """The local calendar day of an instant (epoch seconds)."""
+    return dt.datetime.fromtimestamp(at, tz).date()
+
+
+def window_index(period: str, day: dt.date) -> int:
+    """Index of the day/week/month window holding a local day."""
+    if period == "day":
+        return day.toordinal()
+    if period == "week":
+        return (day.toordinal() - 1) // 7  # ordinal 1 (0001-01-01) is a Monday
+    return day.year * 12 + day.month - 1
+
+
+def window_start_day(period: str, index: int) -> dt.date:
+    """The first local day of a window."""
+    if period == "day":
+        return dt.date.fromordinal(index)
+    if period == "week":
+        return dt.date.fromordinal(index * 7 + 1)
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def window_end(period: str, index: int, tz: dt.tzinfo) -> float:
+    """The instant (epoch seconds) a window closes: local midnight starting the next one."""
+    day = window_start_day(period, index + 1)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+
+
+def window_label(period: str, index: int) -> str:
+    """A readable name: 2026-11-23, 2026-W48, 2026-11."""
+    day = window_start_day(period, index)
+    if period == "day":
+        return day.isoformat()
+    if period == "week":
+        year, week, _ = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{day.year}-{day.month:02d}"

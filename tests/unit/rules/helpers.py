@@ -1,0 +1,61 @@
+"""Small builders for rule tests: events at given times, and a pipeline run over YAML text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+from moments.models import EventType, ServiceTask
+from moments.pipeline import PipelineResult, run_pipeline
+from rules.catalog import RuleSet, load_texts
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+SUB = "13800138001"
+_ids = itertools.count()
+
+
+def at(day: str, time: str = "12:00") -> str:
+    """An RFC 3339 time in Shanghai, e.g. at("2026-11-02", "09:30")."""
+    return f"{day}T{time}:00+08:00"
+
+
+def ev(
+    event_type: EventType, when: str, sub: str = SUB, **fields: Any
+) -> tuple[EventType, dict[str, Any]]:
+    return event_type, {
+        "event_id": f"e{next(_ids)}",
+        "subscriber_id": sub,
+        "occurred_at": when,
+        **fields,
+    }
+
+
+def usage(when: str, **fields: Any) -> tuple[EventType, dict[str, Any]]:
+    return ev(EventType.USAGE, when, **fields)
+
+
+def rules_from(text: str) -> RuleSet:
+    return load_texts([("test.yaml", text)])
+
+
+def run(
+    rules: RuleSet,
+    events: list[tuple[EventType, dict[str, Any]]],
+    until: str | None = None,
+    result: PipelineResult | None = None,
+) -> PipelineResult:
+    """Run as a live stream would: each event read a minute after it happened; then, with
+    `until`, event time runs on to that instant (the watermark of a quiet partition)."""
+    out = result if result is not None else PipelineResult()
+    for item in events:
+        now = dt.datetime.fromisoformat(str(item[1]["occurred_at"])) + dt.timedelta(minutes=1)
+        run_pipeline([item], rules, now=now, result=out)
+    if until is not None:
+        end = dt.datetime.fromisoformat(until)
+        run_pipeline([], rules, now=end + dt.timedelta(minutes=1), until=end, result=out)
+    return out
+
+
+def types(tasks: list[ServiceTask]) -> list[str]:
+    return [t.moment.type for t in tasks]

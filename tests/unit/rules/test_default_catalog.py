@@ -1,0 +1,207 @@
+"""Every rule of the default catalog, through the same engine the stream uses: it fires
+when it should, with the values that made it fire, and stays quiet when it should not."""
+
+from __future__ import annotations
+
+from moments.models import EventType
+from rules.catalog import load_rules
+
+from .helpers import SUB, at, ev, run, types, usage
+
+CATALOG = load_rules()
+PROFILE = EventType.PROFILE
+
+
+def only(tasks, moment_type):  # type: ignore[no-untyped-def]
+    return [t for t in tasks if t.moment.type == moment_type]
+
+
+class TestFirstTime:
+    def test_first_roaming_per_country_once(self) -> None:
+        events = [
+            ev(EventType.ROAMING, at("2026-11-02"), country="JP", roaming_type="international"),
+            ev(EventType.ROAMING, at("2026-11-03"), country="JP", roaming_type="international"),
+            ev(EventType.ROAMING, at("2026-11-04"), country="TH", roaming_type="international"),
+            ev(EventType.ROAMING, at("2026-11-05"), country="CN", roaming_type="domestic"),
+        ]
+        tasks = only(run(CATALOG, events).tasks, "first_international_roaming")
+        assert [t.moment.params["country"] for t in tasks] == ["JP", "TH"]
+        assert tasks[0].moment.description.startswith("Welcome to JP")
+
+    def test_service_order_per_code(self) -> None:
+        events = [
+            usage(at("2026-11-02"), kind="service_order", service_code="5G-100"),
+            usage(at("2026-11-03"), kind="service_order", service_code="5G-100"),
+            usage(at("2026-11-04"), kind="service_order", service_code="VIDEO"),
+        ]
+        tasks = only(run(CATALOG, events).tasks, "first_service_order")
+        assert [t.moment.params["service_code"] for t in tasks] == ["5G-100", "VIDEO"]
+
+    def test_handset_change_not_on_the_first_imei(self) -> None:
+        a, b = "356938035643809", "490154203237518"
+        events = [
+            usage(at("2026-11-02"), kind="data", imei=a),
+            usage(at("2026-11-03"), kind="data", imei=a),
+            usage(at("2026-11-04"), kind="data", imei=b),
+        ]
+        tasks = only(run(CATALOG, events).tasks, "handset_change")
+        assert len(tasks) == 1
+        assert tasks[0].moment.params == {"imei": b, "previous_imei": a}
+
+    def test_bill_query_first_in_60_days(self) -> None:
+        events = [
+            usage(at("2026-08-01"), kind="bill_query"),
+            usage(at("2026-08-20"), kind="bill_query"),  # 19 days later: not first
+            usage(at("2026-11-01"), kind="bill_query"),  # 73 days after the last: first again
+        ]
+        tasks = only(run(CATALOG, events).tasks, "first_bill_query")
+        assert [t.triggered_at.date().isoformat() for t in tasks] == ["2026-08-01", "2026-11-01"]
+
+    def test_first_topup_per_channel(self) -> None:
+        events = [
+            ev(EventType.TOPUP, at("2026-11-02"), amount=50, channel="app"),
+            ev(EventType.TOPUP, at("2026-11-03"), amount=50, channel="app"),
+            ev(EventType.TOPUP, at("2026-11-04"), amount=50, channel="bank"),
+        ]
+        tasks = only(run(CATALOG, events).tasks, "first_topup")
+        assert [t.moment.params["channel"] for t in tasks] == ["app", "bank"]
+
+
+class TestAnomaly:
+    def test_complaint_and_repeated_complaints(self) -> None:
+        def complaint(day: str, cid: str, status: str = "opened"):  # type: ignore[no-untyped-def]
+            return ev(
+                EventType.COMPLAINT,
+                at(day),
+                complaint_id=cid,
+                category="network",
+                severity=2,
+                status=status,
+            )
+
+        events = [
+            complaint("2026-11-01", "c1"),
+            complaint("2026-11-02", "c1", "resolved"),
+            complaint("2026-11-05", "c2"),
+            complaint("2026-11-20", "c3"),  # 15 days later: a single one in its 7 days
+        ]
+        tasks = run(CATALOG, events).tasks
+        assert len(only(tasks, "complaint")) == 3
+        repeated = only(tasks, "repeated_complaints")
+        assert len(repeated) == 1
+        assert repeated[0].moment.params["complaints_day"] == 2
+        assert repeated[0].priority == 1
+
+    def test_low_balance_threshold_per_tier_and_cooldown(self) -> None:
+        events = [
+            usage(at("2026-11-02", "10:00"), kind="data", balance_after=15),  # standard: 10
+            usage(at("2026-11-02", "11:00"), kind="data", balance_after=8),
+            usage(at("2026-11-02", "12:00"), kind="data", balance_after=5),  # cooldown 3d
+            ev(PROFILE, at("2026-11-02", "13:00"), tier="gold"),
+            usage(at("2026-11-06", "10:00"), kind="data", balance_after=25),  # gold: 30
+        ]
+        tasks = only(run(CATALOG, events).tasks, "low_balance")
+        assert [t.moment.params["balance_after"] for t in tasks] == [8, 25]
+        assert [t.moment.params["balance_after_lt"] for t in tasks] == [10, 30]
+
+    def test_low_balance_region_override(self) -> None:
+        events = [usage(at("2026-11-02"), kind="data", balance_after=15, region="SH")]
+        assert types(run(CATALOG, events).tasks) == ["low_balance"]
+
+    def test_service_failure(self) -> None:
+        events = [usage(at("2026-11-02"), kind="service_failure", service_code="VOLTE")]
+        assert types(run(CATALOG, events).tasks) == ["service_failure"]
+
+    def test_competitor_hotline_only_for_listed_numbers(self) -> None:
+        events = [
+            usage(at("2026-11-02"), kind="voice", quantity=60, counterparty="13912345678"),
+            usage(at("2026-11-03"), kind="voice", quantity=60, counterparty="10010"),
+        ]
+        tasks = only(run(CATALOG, events).tasks, "competitor_hotline_call")
+        assert [t.moment.params["counterparty"] for t in tasks] == ["10010"]
+        assert tasks[0].channel.value == "manager"
+
+    def test_bill_spike_at_the_monthly_close(self) -> None:
+        events = [
+            usage(at(f"2026-{m:02d}-10"), kind="data", charge=c)
+            for m, c in ((7, 50), (8, 60), (9, 40), (10, 160))
+        ]
+        events.append(usage(at("2026-11-01", "08:00"), kind="data", charge=1))  # closes October
+        tasks = only(run(CATALOG, events).tasks, "bill_spike")
+        assert len(tasks) == 1
+        params = tasks[0].moment.params
+        assert params["spend_month"] == 160
+        assert params["spend_month_baseline"] == 50
+        assert params["spend_month_ratio"] == 3.2
+
+    def test_no_spike_without_three_months_of_history(self) -> None:
+        events = [
+            usage(at("2026-09-10"), kind="data", charge=10),
+            usage(at("2026-10-10"), kind="data", charge=500),
+            usage(at("2026-11-01"), kind="data", charge=1),
+        ]
+        assert only(run(CATALOG, events).tasks, "bill_spike") == []
+
+    def test_bill_drop_and_stacked_spend_and_call_drop(self) -> None:
+        events = []
+        for month, charge, seconds in (
+            (7, 100, 3600),
+            (8, 110, 3000),
+            (9, 90, 3300),
+            (10, 30, 600),
+        ):
+            events.append(usage(at(f"2026-{month:02d}-10"), kind="data", charge=charge))
+            events.append(usage(at(f"2026-{month:02d}-11"), kind="voice", quantity=seconds))
+        events.append(usage(at("2026-11-02"), kind="data"))
+        tasks = run(CATALOG, events).tasks
+        assert len(only(tasks, "bill_drop")) == 1
+        assert len(only(tasks, "spend_and_call_time_drop")) == 1
+
+    def test_falling_call_volume_when_the_subscriber_goes_quiet(self) -> None:
+        # Four weeks of ~1h of calls (Mondays 2026-10-05 .. 2026-10-26), then one short call.
+        events = [
+            usage(at(day), kind="voice", quantity=3600, direction="out")
+            for day in ("2026-10-05", "2026-10-12", "2026-10-19", "2026-10-26")
+        ]
+        events.append(usage(at("2026-11-02"), kind="voice", quantity=300, direction="out"))
+        # No more events: the watermark reaching the next week closes the quiet one.
+        result = run(CATALOG, events, until=at("2026-11-09", "01:00"))
+        tasks = only(result.tasks, "falling_call_volume")
+        assert len(tasks) == 1
+        assert tasks[0].moment.params["call_seconds_week"] == 300
+        assert tasks[0].moment.params["call_seconds_week_baseline"] == 3600
+
+    def test_incoming_share_at_the_weekly_close(self) -> None:
+        events = [
+            usage(
+                at("2026-11-02", f"1{i % 10}:00"),
+                kind="voice",
+                quantity=60,
+                direction="in" if i < 9 else "out",
+            )
+            for i in range(10)
+        ]
+        result = run(CATALOG, events, until=at("2026-11-09", "01:00"))
+        tasks = only(result.tasks, "incoming_calls_share_high")
+        assert len(tasks) == 1
+        assert tasks[0].moment.params["incoming_calls_week_share"] == 0.9
+
+    def test_no_activity_after_seven_silent_days_once(self) -> None:
+        events = [usage(at("2026-11-02", "10:00"), kind="data")]
+        first = run(CATALOG, events, until=at("2026-11-08", "12:00"))
+        assert only(first.tasks, "no_activity") == []
+        later = run(CATALOG, [], until=at("2026-11-11", "12:00"), result=first)
+        tasks = only(later.tasks, "no_activity")
+        assert len(tasks) == 1
+        assert tasks[0].moment.params["silent_days"] >= 7
+
+
+def test_the_catalog_covers_every_family_of_its_rules() -> None:
+    assert len(CATALOG) >= 17
+    assert {r.task.family.value for r in CATALOG.rules} == {"first_time", "anomaly"}
+    assert all(r.description for r in CATALOG.rules)
+
+
+def test_subscriber_is_the_task_key() -> None:
+    events = [ev(EventType.ROAMING, at("2026-11-02"), country="JP", roaming_type="international")]
+    assert run(CATALOG, events).tasks[0].subscriber_id == SUB
