@@ -172,12 +172,17 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
     return _File(name, doc, parsed)
 
 
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
+)
+
+
 def _tagged(node: Any, where: tuple[int, int] = (1, 1)) -> tuple[str, tuple[int, int]] | None:
     """The first explicit YAML tag in the document, with its position."""
     tag = getattr(node, "tag", None)
     value = getattr(tag, "value", None) if tag is not None else None
-    if value and not str(value).startswith("tag:yaml.org,2002:"):
-        return str(value), where
+    if value and str(value) not in _PLAIN_TAGS:
+        return str(value).replace("tag:yaml.org,2002:", "!!"), where
     if isinstance(node, CommentedMap):
         for key in node:
             line, col = node.lc.key(key)

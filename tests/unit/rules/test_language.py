@@ -1,0 +1,314 @@
+"""Each construct of the rule language, on small rules written for the test."""
+
+from __future__ import annotations
+
+import pytest
+
+from moments.models import EventType
+
+from .helpers import at, ev, rules_from, run, types, usage
+
+TASK = """
+    task:
+      family: anomaly
+      type: {type}
+      channel: sms
+      priority: 3
+      action: a
+      ttl: 30d
+      description: "{description}"
+"""
+
+
+def one_rule(body: str, series: str = "", type_: str = "hit", description: str = "d") -> str:
+    head = f"series:\n{series}" if series else ""
+    return (
+        head
+        + "rules:\n  - id: r\n    description: test\n"
+        + body
+        + TASK.format(type=type_, description=description)
+    )
+
+
+def fired(text: str, events: list, until: str | None = None) -> int:  # type: ignore[type-arg]
+    return len(run(rules_from(text), events, until=until).tasks)
+
+
+class TestFieldPredicates:
+    @pytest.mark.parametrize(
+        ("test", "value", "fires"),
+        [
+            ("eq: voice", "voice", True),
+            ("eq: voice", "sms", False),
+            ("ne: voice", "sms", True),
+            ("in: [voice, sms]", "sms", True),
+            ("not_in: [voice, sms]", "data", True),
+            ("not_in: [voice, sms]", "sms", False),
+            ("prefix: vo", "voice", True),
+            ("prefix: [da, sm]", "voice", False),
+        ],
+    )
+    def test_text(self, test: str, value: str, fires: bool) -> None:
+        text = one_rule(f"    on: [usage]\n    condition: {{field: kind, {test}}}\n")
+        assert fired(text, [usage(at("2026-11-02"), kind=value)]) == int(fires)
+
+    @pytest.mark.parametrize(
+        ("test", "charge", "fires"),
+        [
+            ("gt: 5", 5, False),
+            ("gte: 5", 5, True),
+            ("lt: 5", 4.99, True),
+            ("lte: 5", 5.01, False),
+            ("gte: 1, lt: 10", 9, True),
+            ("gte: 1, lt: 10", 10, False),
+        ],
+    )
+    def test_ranges(self, test: str, charge: float, fires: bool) -> None:
+        text = one_rule(f"    on: [usage]\n    condition: {{field: charge, {test}}}\n")
+        assert fired(text, [usage(at("2026-11-02"), kind="data", charge=charge)]) == int(fires)
+
+    def test_number_lists_match_numbers_and_strings(self) -> None:
+        text = one_rule(
+            "    on: [usage]\n    condition: {field: counterparty, in: [10010, 10000, 10001]}\n"
+        )
+        events = [
+            usage(at("2026-11-02"), kind="voice", counterparty="10000"),
+            usage(at("2026-11-03"), kind="voice", counterparty="100100"),
+        ]
+        assert fired(text, events) == 1
+
+    def test_when_filters_before_the_condition(self) -> None:
+        text = one_rule("    on: [usage]\n    when: {kind: [voice]}\n")
+        events = [usage(at("2026-11-02"), kind="voice"), usage(at("2026-11-02"), kind="sms")]
+        assert fired(text, events) == 1
+
+    def test_profile_condition(self) -> None:
+        text = one_rule("    on: [usage]\n    condition: {profile: tier, in: [gold, diamond]}\n")
+        events = [
+            usage(at("2026-11-02", "10:00"), kind="data"),
+            ev(EventType.PROFILE, at("2026-11-02", "11:00"), tier="gold"),
+            usage(at("2026-11-02", "12:00"), kind="data"),
+        ]
+        assert fired(text, events) == 1
+
+
+class TestComposition:
+    BODY = "    on: [usage]\n    condition:\n{tree}"
+
+    def test_all_any_not(self) -> None:
+        tree = (
+            "      all:\n"
+            "        - {field: kind, eq: voice}\n"
+            "        - any:\n"
+            "            - {field: quantity, gte: 600}\n"
+            "            - {field: counterparty, prefix: '100'}\n"
+            "        - not: {field: direction, eq: in}\n"
+        )
+        text = one_rule(self.BODY.format(tree=tree))
+        cases = [
+            (dict(kind="voice", quantity=700, direction="out"), 1),
+            (dict(kind="voice", quantity=60, counterparty="10086"), 1),
+            (dict(kind="voice", quantity=700, direction="in"), 0),
+            (dict(kind="sms", quantity=700), 0),
+            (dict(kind="voice", quantity=60, counterparty="139"), 0),
+        ]
+        for fields, expected in cases:
+            assert fired(text, [usage(at("2026-11-02"), **fields)]) == expected, fields
+
+    def test_first_time_inside_all_remembers_even_when_another_part_fails(self) -> None:
+        tree = "      all:\n        - {profile: tier, eq: gold}\n        - {first_time: country}\n"
+        text = one_rule("    on: [roaming]\n    condition:\n" + tree)
+        trip = dict(country="JP", roaming_type="international")
+        events = [
+            ev(EventType.ROAMING, at("2026-11-02"), **trip),  # silver: no task, JP seen
+            ev(EventType.PROFILE, at("2026-11-03"), tier="gold"),
+            ev(EventType.ROAMING, at("2026-11-04"), **trip),  # gold, but JP is not new
+        ]
+        assert fired(text, events) == 0
+
+
+class TestWindows:
+    SERIES = "  spend: {on: [usage], field: charge, period: day}\n"
+
+    @pytest.mark.parametrize(
+        ("agg", "limit", "fires"),
+        [
+            ("sum", 30, True),
+            ("count", 3, True),
+            ("avg", 10, True),
+            ("max", 20, True),
+            ("max", 21, False),
+            ("avg", 10.5, False),
+        ],
+    )
+    def test_aggregates_of_the_current_day(self, agg: str, limit: float, fires: bool) -> None:
+        body = f"    on: [usage]\n    condition: {{series: spend, agg: {agg}, gte: {limit}}}\n"
+        text = one_rule(body, self.SERIES)
+        events = [
+            usage(at("2026-11-02", f"1{i}:00"), kind="data", charge=c)
+            for i, c in enumerate((5, 5, 20))
+        ]
+        assert fired(text, events) == int(fires)
+
+    def test_count_over_the_last_seven_days(self) -> None:
+        series = "  c: {on: [complaint], period: day}\n"
+        body = "    on: [complaint]\n    condition: {series: c, agg: count, last: 7, gte: 2}\n"
+        text = one_rule(body, series)
+
+        def complaint(day: str):  # type: ignore[no-untyped-def]
+            return ev(
+                EventType.COMPLAINT,
+                at(day),
+                complaint_id=day,
+                category="billing",
+                severity=3,
+                status="opened",
+            )
+
+        assert fired(text, [complaint("2026-11-01"), complaint("2026-11-07")]) == 1
+        assert fired(text, [complaint("2026-11-01"), complaint("2026-11-08")]) == 0
+
+    def test_weeks_start_on_monday_and_months_on_the_first(self) -> None:
+        series = (
+            "  w: {on: [usage], field: charge, period: week}\n"
+            "  m: {on: [usage], field: charge, period: month}\n"
+        )
+        week = one_rule("    on: [usage]\n    condition: {series: w, gte: 20}\n", series)
+        month = one_rule("    on: [usage]\n    condition: {series: m, gte: 20}\n", series)
+        sunday_monday = [
+            usage(at("2026-11-01"), kind="data", charge=10),
+            usage(at("2026-11-02"), kind="data", charge=10),
+        ]
+        assert fired(week, sunday_monday) == 0
+        assert fired(month, sunday_monday) == 1
+        month_end = [
+            usage(at("2026-10-31"), kind="data", charge=10),
+            usage(at("2026-11-01"), kind="data", charge=10),
+        ]
+        assert fired(week, month_end) == 1
+        assert fired(month, month_end) == 0
+
+    def test_days_follow_the_subscribers_time_zone(self) -> None:
+        text = one_rule("    on: [usage]\n    condition: {series: spend, gte: 20}\n", self.SERIES)
+        # 23:30 and 00:30 in Shanghai are one UTC day but two local days.
+        events = [
+            usage("2026-11-02T23:30:00+08:00", kind="data", charge=10),
+            usage("2026-11-03T00:30:00+08:00", kind="data", charge=10),
+        ]
+        assert fired(text, events) == 0
+        london = [
+            ev(EventType.PROFILE, "2026-11-02T00:00:00+08:00", timezone="Europe/London"),
+            *events,
+        ]
+        assert fired(text, london) == 1
+
+
+class TestBaseline:
+    SERIES = "  spend: {on: [usage], field: charge, period: month}\n"
+
+    def history(self, *charges: float) -> list:  # type: ignore[type-arg]
+        events = [
+            usage(at(f"2026-{m + 1:02d}-15"), kind="data", charge=c) for m, c in enumerate(charges)
+        ]
+        return [*events, usage(at(f"2026-{len(charges) + 1:02d}-02"), kind="data")]
+
+    def test_ratio_to_own_past(self) -> None:
+        body = (
+            "    on: [usage]\n    evaluate: monthly\n"
+            "    condition: {baseline: spend, windows: 3, gte: 1.5}\n"
+        )
+        text = one_rule(body, self.SERIES)
+        assert fired(text, self.history(100, 100, 100, 150)) == 1
+        assert fired(text, self.history(100, 100, 100, 149)) == 0
+
+    def test_change_measure_and_minimum_baseline(self) -> None:
+        body = (
+            "    on: [usage]\n    evaluate: monthly\n"
+            "    condition: {baseline: spend, windows: 2, min_baseline: 50,"
+            " measure: change, lte: -0.5}\n"
+        )
+        text = one_rule(body, self.SERIES)
+        assert fired(text, self.history(100, 100, 50)) == 1
+        assert fired(text, self.history(100, 100, 51)) == 0
+        assert fired(text, self.history(40, 40, 0)) == 0  # baseline under min_baseline
+
+
+class TestThresholdsAndOverrides:
+    BODY = (
+        "    on: [topup, usage]\n"
+        "    condition: {field: balance_after, lt: $threshold}\n"
+        "    params: {threshold: 10}\n"
+        "    overrides:\n"
+        "      - region: [NJ, SZ]\n"
+        "        params: {threshold: 20}\n"
+        "      - tier: diamond\n"
+        "        params: {threshold: 50}\n"
+    )
+
+    @pytest.mark.parametrize(
+        ("region", "tier", "balance", "fires"),
+        [
+            (None, None, 9, True),
+            (None, None, 15, False),
+            ("NJ", None, 15, True),
+            ("SH", None, 15, False),
+            ("SZ", "diamond", 45, True),
+            (None, "diamond", 55, False),
+        ],
+    )
+    def test_threshold_per_region_and_tier(
+        self, region: str | None, tier: str | None, balance: float, fires: bool
+    ) -> None:
+        events = []
+        if tier:
+            events.append(ev(EventType.PROFILE, at("2026-11-02", "09:00"), tier=tier))
+        extra = {"region": region} if region else {}
+        events.append(usage(at("2026-11-02"), kind="data", balance_after=balance, **extra))
+        assert fired(one_rule(self.BODY), events) == int(fires)
+
+
+class TestAbsenceAndPeriods:
+    def test_absence_fires_once_per_silence(self) -> None:
+        body = "    on: [usage]\n    evaluate: daily\n    condition: {absence: 3d}\n"
+        text = one_rule(body, description="quiet {silent_days} days")
+        events = [usage(at("2026-11-02", "10:00"), kind="data")]
+        result = run(rules_from(text), events, until=at("2026-11-09"))
+        assert types(result.tasks) == ["hit"]
+        assert result.tasks[0].moment.description.startswith("quiet 3.")
+        # Active again, then silent again: a new silence, a new task.
+        more = run(
+            rules_from(text),
+            [usage(at("2026-11-10"), kind="data")],
+            until=at("2026-11-20"),
+            result=result,
+        )
+        assert len(more.tasks) == 2
+
+    def test_a_close_rule_fires_once_per_window(self) -> None:
+        series = "  calls: {on: [usage], when: {kind: voice}, period: day}\n"
+        body = "    on: [usage]\n    evaluate: daily\n    condition: {series: calls, gte: 2}\n"
+        text = one_rule(body, series)
+        events = [usage(at("2026-11-02", f"1{i}:00"), kind="voice") for i in range(4)]
+        # No task during the day: the rule waits for the day to close.
+        assert fired(text, events) == 0
+        assert fired(text, events, until=at("2026-11-03", "01:00")) == 1
+
+
+class TestCooldownAndTemplates:
+    def test_cooldown_in_event_time(self) -> None:
+        text = one_rule("    on: [usage]\n    condition: {field: kind, eq: data}\n").replace(
+            "ttl: 30d", "ttl: 30d\n      cooldown: 2d"
+        )
+        events = [
+            usage(at(day), kind="data")
+            for day in ("2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05")
+        ]
+        assert fired(text, events) == 2
+
+    def test_description_is_filled_from_the_values_only(self) -> None:
+        text = one_rule(
+            "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+            description="charge {charge} over {charge_gt}; {charge.__class__} {0}",
+        )
+        (task,) = run(rules_from(text), [usage(at("2026-11-02"), kind="data", charge=3)]).tasks
+        assert task.moment.description == "charge 3 over 1.0; {charge.__class__} {0}"

@@ -1,0 +1,148 @@
+"""Window rings and event time: out-of-order, late and future events, DST."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moments.models import EventType
+from rules.predicates import always
+from rules.series import Series
+from rules.windows import local_date, window_end, window_index, window_label, zone
+
+from .helpers import at, ev, rules_from, run, usage
+
+
+def series(keep: int = 4, field: str | None = "charge") -> Series:
+    return Series("s", "t", frozenset({EventType.USAGE}), always, field, "day", keep)
+
+
+class TestRing:
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 100)), min_size=1, max_size=60))
+    def test_ring_equals_a_plain_sum_over_the_kept_windows(
+        self, items: list[tuple[int, int]]
+    ) -> None:
+        """Any order of events: every kept window holds exactly the sum of what fell in it."""
+        s = series(keep=5)
+        ring = None
+        newest = -1
+        kept: dict[int, list[int]] = {}
+        for day, amount in items:
+            folded = s.fold(ring, day, float(amount))
+            newest = max(newest, day)
+            if day <= newest - 5:
+                assert folded is None  # older than the ring: refused, ring unchanged
+                continue
+            assert folded is not None
+            ring = folded
+            kept.setdefault(day, []).append(amount)
+        for day in range(newest - 4, newest + 1):
+            window = s.window(ring, day)
+            assert window is not None
+            assert window[0] == sum(kept.get(day, []))
+            assert window[1] == len(kept.get(day, []))
+            assert window[2] == max(kept.get(day, [0]))
+        assert s.window(ring, newest - 5) is None
+
+    def test_trailing_empty_windows_are_not_stored(self) -> None:
+        s = series(keep=30, field=None)
+        ring = s.fold(None, 100, 1.0)
+        assert ring == [100, 100, 1.0]
+        ring = s.fold(ring, 105, 1.0)
+        assert ring == [105, 100, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+class TestWindows:
+    def test_dst_days_are_23_and_25_hours_long(self) -> None:
+        berlin = zone("Europe/Berlin")
+        spring = window_index("day", dt.date(2026, 3, 29))
+        autumn = window_index("day", dt.date(2026, 10, 25))
+        assert (
+            window_end("day", spring, berlin) - window_end("day", spring - 1, berlin) == 23 * 3600
+        )
+        assert (
+            window_end("day", autumn, berlin) - window_end("day", autumn - 1, berlin) == 25 * 3600
+        )
+
+    def test_unknown_zone_falls_back_to_shanghai(self) -> None:
+        assert zone("Mars/Olympus") is zone("Asia/Shanghai")
+        instant = dt.datetime(2026, 11, 2, 17, 0, tzinfo=dt.UTC).timestamp()
+        assert local_date(instant, zone(None)) == dt.date(2026, 11, 3)
+
+    def test_labels(self) -> None:
+        day = dt.date(2026, 11, 23)
+        assert window_label("day", window_index("day", day)) == "2026-11-23"
+        assert window_label("week", window_index("week", day)) == "2026-W48"
+        assert window_label("month", window_index("month", day)) == "2026-11"
+
+
+COUNT_DAY = """
+series:
+  n: {on: [usage], period: day}
+rules:
+  - id: r
+    description: three events in a day
+    on: [usage]
+    condition: {series: n, gte: 3}
+    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a, ttl: 30d,
+           description: d}
+"""
+
+
+class TestEventTime:
+    def test_out_of_order_within_lateness_counts_in_its_own_window(self) -> None:
+        events = [
+            usage(at("2026-11-02", "23:50"), kind="data"),
+            usage(at("2026-11-03", "00:10"), kind="data"),
+            usage(at("2026-11-02", "23:55"), kind="data"),  # 15 min late: folded into Nov 2
+            usage(at("2026-11-02", "23:58"), kind="data"),  # the third of Nov 2: fires
+        ]
+        result = run(rules_from(COUNT_DAY), events)
+        assert len(result.tasks) == 1
+        assert result.tasks[0].moment.params["n"] == 3
+
+    def test_events_later_than_the_lateness_are_not_applied(self) -> None:
+        rules = rules_from(COUNT_DAY)
+        events = [
+            usage(at("2026-11-02", "10:00"), kind="data"),
+            usage(at("2026-11-02", "11:00"), kind="data"),
+            usage(at("2026-11-02", "14:00"), kind="data"),
+        ]
+        result = run(rules, [events[0], events[2]])
+        late = run(rules, [events[1]], result=result)  # 3 h before the latest: late
+        assert late.tasks == []  # applied, it would have been the third event of the day
+
+    def test_a_future_event_does_not_move_event_time(self) -> None:
+        from moments.pipeline import run_pipeline
+
+        rules = rules_from(COUNT_DAY)
+        now = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)
+        future = usage("2027-01-01T00:00:00+08:00", kind="data")
+        result = run_pipeline([future], rules, now=now)
+        normal = [usage("2026-11-02T19:00:00+08:00", kind="data") for _ in range(3)]
+        result = run_pipeline(normal, rules, now=now, result=result)
+        assert len(result.tasks) == 1  # the future event neither counted nor made these late
+
+    def test_replayed_events_are_not_counted_twice(self) -> None:
+        from moments.pipeline import run_pipeline, to_records
+
+        rules = rules_from(COUNT_DAY)
+        events = [usage(at("2026-11-02", f"1{i}:00"), kind="data") for i in range(2)]
+        records = to_records(events)
+        now = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)
+        result = run_pipeline(records, rules, now=now)
+        result = run_pipeline(records, rules, now=now, result=result)  # a re-read after a crash
+        assert result.tasks == []
+
+    def test_profile_time_zone_moves_the_day(self) -> None:
+        events = [
+            ev(EventType.PROFILE, at("2026-11-01"), timezone="America/New_York"),
+            # 2026-11-02 13:00 Shanghai = 00:00 New York: three events, two New York days.
+            usage("2026-11-02T12:30:00+08:00", kind="data"),
+            usage("2026-11-02T13:10:00+08:00", kind="data"),
+            usage("2026-11-02T13:20:00+08:00", kind="data"),
+        ]
+        assert run(rules_from(COUNT_DAY), events).tasks == []

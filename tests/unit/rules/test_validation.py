@@ -1,0 +1,159 @@
+"""A bad rules file is refused with file:line:column and what to write instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moments.cli import main
+from rules.catalog import load_rules, load_texts
+from rules.exceptions import RulesError
+
+GOOD_TASK = """\
+    task:
+      family: anomaly
+      type: low_balance
+      channel: sms
+      priority: 2
+      action: quick_topup
+      description: low
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(RulesError) as err:
+        load_texts([("r.yaml", text)])
+    return [str(p) for p in err.value.problems]
+
+
+def rule(body: str, task: str = GOOD_TASK) -> str:
+    return "rules:\n  - id: r1\n    description: d\n" + body + task
+
+
+class TestRefused:
+    def test_yaml_syntax(self) -> None:
+        assert problems("rules:\n  - id: [unclosed\n")[0].startswith("r.yaml:3:1: YAML syntax")
+
+    def test_unknown_field_in_a_rule(self) -> None:
+        found = problems(rule("    on: [usage]\n    colour: red\n"))
+        assert found == [
+            "r.yaml:5:5: unknown field 'rules.0.colour'; check the spelling against docs/rules.md"
+        ]
+
+    def test_wrong_type(self) -> None:
+        text = rule("    on: [usage]\n", GOOD_TASK.replace("priority: 2", "priority: high"))
+        (found,) = problems(text)
+        assert found.startswith("r.yaml:9:7: rules.0.task.priority:")
+        assert "integer" in found
+
+    def test_bad_duration(self) -> None:
+        text = rule("    on: [usage]\n", GOOD_TASK + "      ttl: 2 days\n")
+        (found,) = problems(text)
+        assert found.startswith("r.yaml:12:7: rules.0.task.ttl:")
+        assert "write a number and a unit, e.g. 30m, 24h, 60d" in found
+
+    def test_field_unknown_for_the_event_type(self) -> None:
+        text = rule("    on: [topup]\n    condition: {field: country, eq: JP}\n")
+        (found,) = problems(text)
+        assert found.startswith("r.yaml:5:17: 'country' is not a field of these events; known:")
+        assert "balance_after" in found
+
+    def test_unknown_field_in_when_names_the_event_type(self) -> None:
+        (found,) = problems(rule("    on: [roaming]\n    when: {kind: voice}\n"))
+        assert found.startswith("r.yaml:5:12: 'kind' is not a field of roaming events")
+
+    def test_duplicate_id(self) -> None:
+        one = "  - id: r1\n    description: d\n    on: [usage]\n" + GOOD_TASK
+        found = problems("rules:\n" + one + one)
+        assert found == [
+            "r.yaml:12:5: duplicate rule id 'r1' (first in r.yaml:2); give each rule its own id"
+        ]
+
+    def test_override_of_an_unknown_threshold(self) -> None:
+        body = (
+            "    on: [usage]\n"
+            "    condition: {field: balance_after, lt: $threshold}\n"
+            "    params: {threshold: 10}\n"
+            "    overrides:\n"
+            "      - region: NJ\n"
+            "        params: {treshold: 20}\n"
+        )
+        (found,) = problems(rule(body))
+        assert found == (
+            "r.yaml:9:18: override of unknown param 'treshold'; "
+            "declare it under params: (known: threshold)"
+        )
+
+    def test_reference_to_an_undeclared_param(self) -> None:
+        (found,) = problems(rule("    on: [usage]\n    condition: {field: charge, gt: $limit}\n"))
+        assert "unknown param '$limit'; declare it under params: (known: none)" in found
+
+    def test_condition_with_no_kind(self) -> None:
+        (found,) = problems(rule("    on: [usage]\n    condition: {gt: 3}\n"))
+        assert found.startswith("r.yaml:5:5: rules.0.condition: a condition needs exactly one of:")
+
+    def test_nested_condition_errors_point_inside_the_tree(self) -> None:
+        body = (
+            "    on: [usage]\n"
+            "    condition:\n"
+            "      all:\n"
+            "        - {field: kind, eq: voice}\n"
+            "        - {field: charge, gt: 1, colour: red}\n"
+        )
+        (found,) = problems(rule(body))
+        assert found.startswith("r.yaml:8:34: unknown field 'rules.0.condition.all.1.colour'")
+        assert "colour" in found
+
+    def test_unknown_series(self) -> None:
+        (found,) = problems(rule("    on: [usage]\n    condition: {series: spend, gt: 100}\n"))
+        assert "unknown series 'spend'; declare it under series:" in found
+
+    def test_event_condition_in_a_close_rule(self) -> None:
+        body = "    on: [usage]\n    evaluate: daily\n    condition: {field: charge, gt: 1}\n"
+        (found,) = problems(rule(body))
+        assert "runs when a window closes; use evaluate: event" in found
+
+    def test_series_of_another_period_in_a_close_rule(self) -> None:
+        text = "series:\n  s: {on: [usage], period: month}\n" + rule(
+            "    on: [usage]\n    evaluate: weekly\n    condition: {series: s, gt: 1}\n"
+        )
+        (found,) = problems(text)
+        assert "has period month but the rule closes week windows" in found
+
+    def test_summing_a_field_that_is_not_a_number(self) -> None:
+        (found,) = problems("series:\n  s: {on: [usage], field: kind}\nrules: []\n")
+        assert found.startswith("r.yaml:2:20: 'kind' is not a number")
+
+    def test_a_yaml_tag_that_would_build_an_object(self) -> None:
+        text = rule("    on: [usage]\n    condition: !!python/object/apply:os.system [echo hi]\n")
+        (found,) = problems(text)
+        assert found.startswith("r.yaml:5:5: YAML tag !!python/object/apply:os.system is")
+        assert "not allowed; rules files hold plain data" in found
+
+    def test_every_problem_is_reported_not_just_the_first(self) -> None:
+        text = rule("    on: [usage]\n    condition: {field: nope}\n") + (
+            "  - id: r2\n    description: d\n    on: [roaming]\n    when: {kind: voice}\n"
+            + GOOD_TASK
+        )
+        assert len(problems(text)) == 2
+
+
+class TestCommand:
+    def test_validate_exits_1_with_positions_and_0_when_fixed(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(rule("    on: [usage]\n    colour: red\n"))
+        assert main(["rules", "validate", str(bad)]) == 1
+        assert f"{bad}:5:5: unknown field" in capsys.readouterr().out
+        bad.write_text(rule("    on: [usage]\n"))
+        assert main(["rules", "validate", str(bad)]) == 0
+        assert "1 rule(s) OK" in capsys.readouterr().out
+
+    def test_a_folder_is_one_catalog(self, tmp_path: Path) -> None:
+        (tmp_path / "a.yaml").write_text("series:\n  s: {on: [usage]}\nrules: []\n")
+        (tmp_path / "b.yaml").write_text(
+            rule("    on: [usage]\n    condition: {series: s, gte: 2}\n")
+        )
+        assert len(load_rules(tmp_path)) == 1
