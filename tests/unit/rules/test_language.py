@@ -106,11 +106,11 @@ class TestComposition:
         )
         text = one_rule(self.BODY.format(tree=tree))
         cases = [
-            (dict(kind="voice", quantity=700, direction="out"), 1),
-            (dict(kind="voice", quantity=60, counterparty="10086"), 1),
-            (dict(kind="voice", quantity=700, direction="in"), 0),
-            (dict(kind="sms", quantity=700), 0),
-            (dict(kind="voice", quantity=60, counterparty="139"), 0),
+            ({"kind": "voice", "quantity": 700, "direction": "out"}, 1),
+            ({"kind": "voice", "quantity": 60, "counterparty": "10086"}, 1),
+            ({"kind": "voice", "quantity": 700, "direction": "in"}, 0),
+            ({"kind": "sms", "quantity": 700}, 0),
+            ({"kind": "voice", "quantity": 60, "counterparty": "139"}, 0),
         ]
         for fields, expected in cases:
             assert fired(text, [usage(at("2026-11-02"), **fields)]) == expected, fields
@@ -118,7 +118,7 @@ class TestComposition:
     def test_first_time_inside_all_remembers_even_when_another_part_fails(self) -> None:
         tree = "      all:\n        - {profile: tier, eq: gold}\n        - {first_time: country}\n"
         text = one_rule("    on: [roaming]\n    condition:\n" + tree)
-        trip = dict(country="JP", roaming_type="international")
+        trip = {"country": "JP", "roaming_type": "international"}
         events = [
             ev(EventType.ROAMING, at("2026-11-02"), **trip),  # silver: no task, JP seen
             ev(EventType.PROFILE, at("2026-11-03"), tier="gold"),
