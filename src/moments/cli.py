@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Rules tooling.",
         """
                   moments rules validate rules/default.yaml my-rules/
+                  moments rules explain low_balance
+                  moments rules test my-rules/ --events events.jsonl
                 """,
         _no_subcommand,
     )
@@ -115,6 +117,46 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_rules_validate,
     )
     v.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    x = _parser(
+        rules_sub,
+        "explain",
+        "Print each rule (or one) in plain words: what it looks at, when it fires, "
+        "its thresholds per region and tier, and the task it creates.",
+        """
+                  moments rules explain
+                  moments rules explain low_balance
+                  moments rules explain --rules my-rules/ bill_spike
+                """,
+        _cmd_rules_explain,
+    )
+    x.add_argument("rule_id", nargs="?", metavar="RULE_ID", help="only this rule")
+    x.add_argument(
+        "--rules",
+        type=Path,
+        default=None,
+        help="rules file or folder (default: MOMENTS_RULES or the packaged catalog)",
+    )
+    r = _parser(
+        rules_sub,
+        "test",
+        "Run rules over events from a file, offline (no broker, no Redis), and print "
+        "each task with the values that made it fire. Lines are JSON events with a "
+        '"type" (topup, roaming, complaint, usage, profile); .gz files are read too.',
+        """
+                  moments rules test rules/ --events events.jsonl
+                  moments rules test my-rules.yaml --events usage.jsonl.gz --profiles crm.jsonl
+                  moments rules test rules/ --events events.jsonl --until 2026-12-01T00:00:00+08:00
+                """,
+        _cmd_rules_test,
+    )
+    r.add_argument("path", type=Path, metavar="PATH", help="rules file or folder")
+    r.add_argument("--events", type=Path, required=True, help="JSON lines of events")
+    r.add_argument("--profiles", type=Path, default=None, help="JSON lines of profile events")
+    r.add_argument(
+        "--until", default=None, help="let event time run on to this RFC 3339 time (closes windows)"
+    )
+    r.add_argument("--json", action="store_true", help="print tasks as JSON lines")
+    r.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
 
     p = _parser(
         sub,
@@ -248,6 +290,60 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
             continue
         print(f"{path}: {len(rules)} rule(s) OK")
     return 1 if failed else 0
+
+
+def _cmd_rules_explain(args: argparse.Namespace) -> int:
+    from rules.catalog import load_rules
+    from rules.explain import explain
+
+    path = args.rules if args.rules is not None else _settings().rules
+    try:
+        paragraphs = explain(load_rules(path), args.rule_id)
+    except KeyError:
+        print(
+            f"moments: no rule {args.rule_id!r}; `moments rules explain` lists them all",
+            file=sys.stderr,
+        )
+        return 1
+    print("\n\n".join(paragraphs))
+    return 0
+
+
+def _cmd_rules_test(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from moments.rulecheck import EventFileError, check_rules, describe_task, summary
+    from rules.catalog import load_rules
+
+    until = None
+    if args.until:
+        try:
+            until = dt.datetime.fromisoformat(args.until)
+        except ValueError:
+            print(
+                f"moments: --until {args.until!r}: write RFC 3339, e.g. 2026-12-01T00:00:00+08:00",
+                file=sys.stderr,
+            )
+            return 2
+        if until.tzinfo is None:
+            print(
+                "moments: --until needs an offset, e.g. 2026-12-01T00:00:00+08:00", file=sys.stderr
+            )
+            return 2
+    rules = load_rules(args.path)
+    try:
+        result = check_rules(rules, args.events, args.profiles, until)
+    except (EventFileError, OSError) as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 1
+    for task in result.tasks:
+        if args.json:
+            print(task.model_dump_json())
+        else:
+            print(describe_task(task, mask=not args.show_ids))
+    if not args.json:
+        print("\n".join(summary(result)))
+    return 0
 
 
 def _cmd_schemas_export(args: argparse.Namespace) -> int:

@@ -81,12 +81,13 @@ class Detector:
         self.rules = rules
 
     def process(
-        self, records: Sequence[RawRecord], load: StateLoader, now: dt.datetime
+        self, records: Sequence[RawRecord], load: StateLoader, now: dt.datetime | None
     ) -> BatchResult:
+        """`now` is the wall clock; None replays history with event time as the clock."""
         result = BatchResult()
         states: dict[str, SubscriberState] = {}
         ctx = EvalContext(now=now)
-        horizon = int((now + MAX_FUTURE).timestamp())
+        horizon = int((now + MAX_FUTURE).timestamp()) if now is not None else 2**62
         marks = result.watermarks
         for record in records:
             event_type = self.topic_types[record.topic]
@@ -196,7 +197,7 @@ class Detector:
         self,
         states: Iterable[tuple[str, SubscriberState, int]],
         watermark: Callable[[int], int | None],
-        now: dt.datetime,
+        now: dt.datetime | None,
     ) -> BatchResult:
         """Close the windows that ended by each partition's watermark, for subscribers who
         went silent (an event closes them too, but a silent subscriber sends none)."""
@@ -237,8 +238,9 @@ class Detector:
         )
         region = event.region if event is not None and event.region else None
         evidence = [event.event_id] if event is not None else []
-        task = build_task(rule, fired, sub, region, triggered, evidence, state, ctx.now)
-        if task.expires_at <= ctx.now:
+        now = ctx.now if ctx.now is not None else triggered
+        task = build_task(rule, fired, sub, region, triggered, evidence, state, now)
+        if task.expires_at <= now:
             result.suppressed[(spec.moment_type, "expired")] += 1
             return
         result.tasks.append(task)

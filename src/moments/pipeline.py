@@ -63,6 +63,8 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run events through the detector in batches; tasks deduplicated by id, as on the stream.
 
+    `now` is the wall clock for created_at and expiry; None (the default) replays with
+    event time as the clock, as if each event were read when it happened.
     Pass the `result` of an earlier run to continue with its state and ledger. `until`
     lets event time run on to that instant after the last event (as the stream's
     watermark does), closing windows for subscribers who went silent."""
@@ -73,9 +75,8 @@ def run_pipeline(
         records = to_records((i for i in items if not isinstance(i, RawRecord)), None, out.offsets)
     detector = Detector(rules, {t.value: t for t in EventType})
     seen = {t.task_id for t in out.tasks}
-    clock = now or dt.datetime.now(dt.UTC)
     for start in range(0, len(records), batch_size):
-        batch = detector.process(records[start : start + batch_size], out.store.load, clock)
+        batch = detector.process(records[start : start + batch_size], out.store.load, now)
         out.dead_letters.extend(batch.dead_letters)
         _collect(out, batch.tasks, seen)
         out.store.save(batch.changes)
@@ -83,7 +84,7 @@ def run_pipeline(
         mark = int(until.timestamp())
         states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
         swept = detector.sweep(
-            ((sub, st, p) for sub, st, p in states if st is not None), lambda _: mark, clock
+            ((sub, st, p) for sub, st, p in states if st is not None), lambda _: mark, now
         )
         _collect(out, swept.tasks, seen)
         out.store.save(swept.changes)

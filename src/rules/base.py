@@ -32,8 +32,9 @@ class TaskSpec:
 class EvalContext:
     """What a rule may know besides the event and the subscriber's state."""
 
-    now: dt.datetime
-    """Wall clock, only for `created_at`; all detection uses event time."""
+    now: dt.datetime | None
+    """Wall clock, for `created_at` and expiry; detection itself uses event time only.
+    None replays history with event time as the clock (tests, `rules test`, backtest)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ class Operators(_Strict):
         return {
             ("in" if name == "in_" else name): value
             for name, value in self
-            if value is not None and name in type(self).model_fields
+            if value is not None and name in Operators.model_fields
         }
 
 

@@ -1,0 +1,148 @@
+"""Each rule in plain words, for `moments rules explain`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rules import spec as s
+from rules.catalog import RuleSet
+from rules.rule import CompiledRule
+
+_OPS = {
+    "eq": "is",
+    "ne": "is not",
+    "in": "is one of",
+    "not_in": "is none of",
+    "prefix": "starts with",
+    "gt": "is above",
+    "gte": "is at least",
+    "lt": "is below",
+    "lte": "is at most",
+}
+_PERIOD_WORDS = {"day": "day", "week": "week (Monday to Sunday)", "month": "calendar month"}
+
+
+def explain(rules: RuleSet, rule_id: str | None = None) -> list[str]:
+    """Paragraphs, one per rule (or only `rule_id`); raises KeyError for an unknown id."""
+    chosen = [r for r in rules.rules if rule_id is None or r.id == rule_id]
+    if rule_id is not None and not chosen:
+        raise KeyError(rule_id)
+    return [explain_rule(rule) for rule in chosen]
+
+
+def explain_rule(rule: CompiledRule) -> str:
+    spec: s.RuleSpec = rule.spec
+    lines = [f"{rule.id} (version {rule.version}): {rule.description}"]
+    on = ", ".join(t.value for t in spec.on)
+    if rule.period is None:
+        lines.append(
+            f"  Looks at each {on} event"
+            + (f" where {_when(spec.when)}" if spec.when else "")
+            + "."
+        )
+    else:
+        lines.append(
+            f"  Runs when a {_PERIOD_WORDS[rule.period]} closes, in the subscriber's time zone."
+        )
+    if spec.condition is not None:
+        lines.append(f"  Fires when {_cond(spec.condition, spec)}.")
+    else:
+        lines.append("  Fires on every such event.")
+    for override in spec.overrides:
+        who = " and ".join(
+            f"{name} {_listed(value)}"
+            for name, value in (("region", override.region), ("tier", override.tier))
+            if value is not None
+        )
+        values = ", ".join(f"{k} = {v}" for k, v in override.params.items())
+        lines.append(f"  For {who}: {values}.")
+    t = spec.task
+    once = f"; at most once per subscriber every {t.cooldown}" if t.cooldown else ""
+    lines.append(
+        f"  Creates a task '{t.type}' ({t.family.value}) for {t.channel.value}, "
+        f"priority {t.priority}, action {t.action}, worthless after {t.ttl}{once} "
+        f"({t.purpose} contact)."
+    )
+    return "\n".join(lines)
+
+
+def _listed(value: str | list[str]) -> str:
+    return value if isinstance(value, str) else " or ".join(value)
+
+
+def _value(value: Any, spec: s.RuleSpec) -> str:
+    if isinstance(value, str) and value.startswith("$"):
+        name = value[1:]
+        return f"{spec.params.get(name, '?')} (param {name})"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _ops(node: s.Operators, spec: s.RuleSpec) -> str:
+    parts = [f"{_OPS[op]} {_value(v, spec)}" for op, v in node.given().items()]
+    return " and ".join(parts) if parts else "is present"
+
+
+def _plain(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _when(when: dict[str, Any]) -> str:
+    parts = []
+    for name, test in when.items():
+        if isinstance(test, dict):
+            parts.append(
+                " and ".join(f"{name} {_OPS.get(op, op)} {_plain(v)}" for op, v in test.items())
+            )
+        elif isinstance(test, list):
+            parts.append(f"{name} is one of {', '.join(str(v) for v in test)}")
+        else:
+            parts.append(f"{name} is {test}")
+    return " and ".join(parts)
+
+
+def _cond(node: Any, spec: s.RuleSpec) -> str:
+    if isinstance(node, s.AllCond):
+        return "all of (" + "; ".join(_cond(c, spec) for c in node.all) + ")"
+    if isinstance(node, s.AnyCond):
+        return "any of (" + "; ".join(_cond(c, spec) for c in node.any) + ")"
+    if isinstance(node, s.NotCond):
+        return "not (" + _cond(node.not_, spec) + ")"
+    if isinstance(node, s.FieldCond):
+        return f"the event's {node.field} {_ops(node, spec)}"
+    if isinstance(node, s.ProfileCond):
+        return f"the profile's {node.profile} {_ops(node, spec)}"
+    if isinstance(node, s.FirstTimeCond):
+        if node.lookback:
+            return f"it is the first {node.first_time} seen for the subscriber in {node.lookback}"
+        return f"it is the first time the subscriber shows this {node.first_time}"
+    if isinstance(node, s.ChangedCond):
+        return f"{node.changed} differs from the last one seen (the first one is a baseline)"
+    if isinstance(node, s.SeriesCond):
+        span = "this window" if node.last == 1 else f"this window and the {node.last - 1} before"
+        return f"the {node.agg} of {node.series} over {span} {_ops(node, spec)}"
+    if isinstance(node, s.BaselineCond):
+        measure = (
+            "this window divided by the average of"
+            if node.measure == "ratio"
+            else "the change of this window against the average of"
+        )
+        floor = (
+            f", judged only when that average is at least {node.min_baseline}"
+            if node.min_baseline
+            else ""
+        )
+        return (
+            f"{node.baseline} ({node.agg}): {measure} the {node.windows} windows before "
+            f"{_ops(node, spec)}{floor}"
+        )
+    if isinstance(node, s.ShareCond):
+        return (
+            f"the share of {node.share} in {node.of} {_ops(node, spec)} "
+            f"(with at least {node.min_total} in all)"
+        )
+    if isinstance(node, s.AbsenceCond):
+        kinds = " or ".join(t.value for t in spec.on)
+        return f"the subscriber has had no {kinds} event for {node.absence}"
+    return str(node)

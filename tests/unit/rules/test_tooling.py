@@ -1,0 +1,86 @@
+"""`moments rules explain` and `moments rules test`: plain words, and offline runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from moments.cli import main
+import rules
+from rules.catalog import load_rules
+from rules.explain import explain
+
+DEFAULT = Path(rules.__file__).parent / "catalog" / "default.yaml"
+
+
+def test_explain_says_thresholds_overrides_and_task() -> None:
+    (text,) = explain(load_rules(), "low_balance")
+    assert "balance_after is below 10 (param threshold)" in text
+    assert "For tier diamond or gold: threshold = 30." in text
+    assert "at most once per subscriber every 3d" in text
+
+
+def test_explain_every_default_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "explain"]) == 0
+    out = capsys.readouterr().out
+    for rule in load_rules().rules:
+        assert f"{rule.id} (version {rule.version}): {rule.description}" in out
+    assert main(["rules", "explain", "no_such_rule"]) == 1
+
+
+def write_events(path: Path, events: list[dict[str, object]]) -> Path:
+    path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    return path
+
+
+def test_rules_test_prints_what_fires_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(
+        tmp_path / "events.jsonl",
+        [
+            {
+                "type": "usage",
+                "event_id": "u1",
+                "subscriber_id": "13800138001",
+                "occurred_at": "2026-11-02T10:00:00+08:00",
+                "kind": "data",
+                "balance_after": 25,
+            },
+            {
+                "type": "usage",
+                "event_id": "u2",
+                "subscriber_id": "13900139002",
+                "occurred_at": "2026-11-02T10:00:00+08:00",
+                "kind": "data",
+                "balance_after": 25,
+            },
+        ],
+    )
+    profiles = write_events(
+        tmp_path / "crm.jsonl",
+        [
+            {
+                "event_id": "p1",
+                "subscriber_id": "13800138001",
+                "occurred_at": "2026-11-01T10:00:00+08:00",
+                "tier": "gold",
+            }
+        ],
+    )
+    args = ["rules", "test", str(DEFAULT), "--events", str(events)]
+    assert main([*args, "--profiles", str(profiles)]) == 0
+    out = capsys.readouterr().out
+    assert "138****8001 low_balance -> low_balance" in out
+    assert "balance_after=25, balance_after_lt=30" in out  # the gold threshold
+    assert "139****9002" not in out  # standard tier: 25 is above 10
+    assert "1 task(s)" in out
+
+
+def test_rules_test_names_the_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"event_id": "x"}\n')
+    assert main(["rules", "test", str(DEFAULT), "--events", str(events)]) == 1
+    assert f'{events}:1: add "type": one of topup' in capsys.readouterr().err
