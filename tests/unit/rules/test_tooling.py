@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from moments.cli import main
 import rules
+from moments.cli import main
 from rules.catalog import load_rules
 from rules.explain import explain
 
