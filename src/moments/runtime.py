@@ -21,9 +21,12 @@ from redis.asyncio import Redis
 
 from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
+from moments.eventclock import EventClock
 from moments.records import RawRecord
+from moments.reload import Reloader
 from moments.settings import Settings
 from moments.store import StateStore
+from rules.catalog import RuleSet
 from sinks.base import produce_to_partitions
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
@@ -44,6 +47,19 @@ class Runtime:
         self._redis: Redis | None = None
         self.tasks: TaskSink | None = None
         self.dead_letters: DeadLetterSink | None = None
+        self.clock = EventClock(settings.lateness_seconds, settings.idle_after_seconds)
+        self.reloader = Reloader(settings.rules, self.install_rules, self._record_reload)
+        # The batch loop and the window sweep both read and write subscriber state.
+        self._state_lock = asyncio.Lock()
+
+    def install_rules(self, rules: RuleSet) -> None:
+        """Swap the rules in; called from the event loop, so never inside a batch."""
+        self.detector.swap_rules(rules)
+
+    def _record_reload(self, result: str, count: int | None) -> None:
+        self.metrics.rules_reload.labels(result).inc()
+        if count is not None:
+            self.metrics.rules_loaded.set(count)
 
     async def start(self) -> None:
         s = self.settings
@@ -102,11 +118,35 @@ class Runtime:
 
     async def handle(self, records: Sequence[RawRecord], store: StateStore) -> BatchResult:
         """Process one batch end to end; returns only when its outputs are durable."""
+        async with self._state_lock:
+            started = time.perf_counter()
+            now = dt.datetime.now(dt.UTC)
+            result = self.detector.process(records, store.load, now)
+            self.clock.observe(result.watermarks, time.time())
+            await self._publish(result, store)
+            self.metrics.processing.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(records))
+            return result
+
+    async def sweep(self, store: StateStore, partitions: Sequence[int]) -> BatchResult | None:
+        """Close finished windows for the silent subscribers of partitions whose event time
+        moved on (see moments.eventclock); None when no partition was due."""
+        async with self._state_lock:
+            due = self.clock.due(partitions, time.time())
+            if not due:
+                return None
+            now = dt.datetime.now(dt.UTC)
+            result = self.detector.sweep(store.items(list(due)), due.get, now)
+            await self._publish(result, store)
+            self.clock.done(due)
+            if result.tasks:
+                log.info("window sweep made %d task(s)", len(result.tasks))
+            return result
+
+    async def _publish(self, result: BatchResult, store: StateStore) -> None:
+        """Dead letters and tasks acknowledged, then the state and its changelog."""
         if self.tasks is None or self.dead_letters is None:
-            raise RuntimeError("Runtime.handle() before start()")
-        started = time.perf_counter()
-        now = dt.datetime.now(dt.UTC)
-        result = self.detector.process(records, store.load, now)
+            raise RuntimeError("the runtime is not started")
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
         for task in result.tasks:
@@ -124,9 +164,6 @@ class Runtime:
                 "writing the state changelog",
             )
         self.record(result)
-        self.metrics.processing.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(records))
-        return result
 
     def record(self, result: BatchResult) -> None:
         m = self.metrics

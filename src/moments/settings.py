@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     pending_redrive_seconds: Annotated[float, Field(gt=0)] = Field(
         default=30.0, description="Age after which a pending (unconfirmed) task is sent again"
     )
+    lateness_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] = Field(
+        default=3600,
+        description="Out-of-order events this much older than a subscriber's latest still count",
+    )
+    idle_after_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="A partition quiet this long lets the wall clock close windows",
+    )
+    rules_reload_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=2.0, description="How often the rules files are checked for a change (0: never)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap")
