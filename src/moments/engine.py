@@ -110,10 +110,9 @@ class Detector:
                 states[sub] = state
             result.changes[sub] = StateChange(state, record.partition)
             source = SOURCE_CODES[event_type]
-            if state.already_applied(source, record.offset, decoded.event_id):
+            if not state.apply_once(source, record.offset, decoded.event_id):
                 result.replayed += 1
                 continue
-            state.mark_applied(source, record.offset, decoded.event_id)
             if isinstance(decoded, ProfileEvent):
                 apply_profile(state, decoded)
             at = int(decoded.occurred_at.timestamp())
@@ -140,21 +139,28 @@ class Detector:
     ) -> None:
         """Fold one new event into the state and evaluate the rules it can fire."""
         tz = zone(state.profile.get("timezone"))
-        self.close_windows(sub, state, at, tz, ctx, result)
+        local_day = local_date(at, tz)
+        if self.rules.by_period:
+            self.close_windows(sub, state, at, tz, ctx, result, local_day)
         source = SOURCE_CODES[event_type]
         if at > state.seen.get(source, 0):
             state.seen[source] = at
         if at > state.watermark:
             state.watermark = at
-        local_day = local_date(at, tz)
-        for series in self.rules.series_by_event_type.get(event_type, ()):
-            amount = series.amount(event)
-            if amount is None:
-                continue
-            index = window_index(series.period, local_day)
-            ring = series.fold(state.series.get(series.tag), index, amount)
-            if ring is not None:
-                state.series[series.tag] = ring
+        feeds = self.rules.series_by_event_type.get(event_type, ())
+        if feeds:
+            indexes: dict[str, int] = {}
+            rings = state.series
+            for series in feeds:
+                amount = series.amount(event)
+                if amount is None:
+                    continue
+                index = indexes.get(series.period)
+                if index is None:
+                    index = indexes[series.period] = window_index(series.period, local_day)
+                ring = series.fold(rings.get(series.tag), index, amount)
+                if ring is not None:
+                    rings[series.tag] = ring
         for rule in self.rules.for_event(event_type):
             if not rule.when(event):
                 continue
@@ -170,10 +176,11 @@ class Detector:
         tz: dt.tzinfo,
         ctx: EvalContext,
         result: BatchResult,
+        day: dt.date | None = None,
     ) -> bool:
         """Evaluate the close-time rules of every window that ended by `at`; True if any did."""
         closed_any = False
-        day = local_date(at, tz)
+        day = day if day is not None else local_date(at, tz)
         for period, rules in self.rules.by_period.items():
             current = window_index(period, day)
             first_open = state.closed.get(period)

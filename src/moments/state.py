@@ -52,18 +52,20 @@ class SubscriberState:
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
 
-    def already_applied(self, source: str, offset: int | None, event_id: str) -> bool:
-        """True when this event was applied before (same offset replayed, or same id)."""
+    def apply_once(self, source: str, offset: int | None, event_id: str) -> bool:
+        """Mark the event applied; False when it was applied before (same offset replayed,
+        or the same id delivered again), and then nothing changes."""
         if offset is not None and offset <= self.offsets.get(source, -1):
-            return True
-        return event_digest(event_id) in self.recent
-
-    def mark_applied(self, source: str, offset: int | None, event_id: str) -> None:
-        if offset is not None and offset > self.offsets.get(source, -1):
+            return False
+        digest = event_digest(event_id)
+        if digest in self.recent:
+            return False
+        if offset is not None:
             self.offsets[source] = offset
-        self.recent.append(event_digest(event_id))
+        self.recent.append(digest)
         if len(self.recent) > RECENT_EVENT_IDS:
             del self.recent[: len(self.recent) - RECENT_EVENT_IDS]
+        return True
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {"o": self.offsets, "r": self.recent}

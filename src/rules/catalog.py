@@ -18,7 +18,7 @@ from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
 from rules import spec as sp
 from rules.base import TaskSpec
-from rules.conditions import Scope, compile_condition, event_fields
+from rules.conditions import Scope, compile_condition, event_fields, required_fields
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
@@ -377,6 +377,8 @@ def _build(
     condition = None
     if spec.condition is not None:
         condition = compile_condition(spec.condition, scope, ("condition",), problem)
+        # Fields the condition cannot do without: an event lacking one is skipped cheaply.
+        when = all_of([when, *(_present(name) for name in required_fields(spec.condition))])
     elif period is not None:
         problem(("evaluate",), "a rule evaluated when a window closes needs a condition")
     if len(problems) > before:
@@ -410,6 +412,10 @@ def _build(
         tag=state_tag(spec.id),
         spec=spec,
     )
+
+
+def _present(name: str) -> Predicate:
+    return lambda e: getattr(e, name, None) is not None
 
 
 def _set_of(value: str | list[str] | None) -> frozenset[str] | None:

@@ -376,3 +376,24 @@ def event_fields(event_types: Sequence[EventType]) -> set[str]:
 
     sets = [set(EVENT_MODELS[t].model_fields) for t in event_types]
     return set.intersection(*sets) if sets else set()
+
+
+def required_fields(node: Any) -> set[str]:
+    """Event fields without which the condition is false (so the rule may skip the event)."""
+    if isinstance(node, s.AllCond):
+        out: set[str] = set()
+        for child in node.all:
+            out |= required_fields(child)
+        return out
+    if isinstance(node, s.FirstTimeCond):
+        return {node.first_time}
+    if isinstance(node, s.ChangedCond):
+        return {node.changed}
+    if isinstance(node, s.FieldCond):
+        ops = node.given()
+        # ne/not_in are true of a missing value, and `eq: null` asks for one.
+        if ops and "ne" not in ops and "not_in" not in ops and ops.get("eq", "") is not None:
+            return {node.field}
+        if not ops:
+            return {node.field}
+    return set()
