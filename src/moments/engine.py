@@ -31,6 +31,9 @@ MAX_FUTURE = dt.timedelta(days=1)
 CLOSE_CATCH_UP = 7
 """Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
 
+CHECKED_DAY = "checked"
+"""Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
+
 _PROFILE_BASE_FIELDS = frozenset({"event_id", "subscriber_id", "occurred_at"})
 
 
@@ -147,12 +150,14 @@ class Detector:
             state.seen[source] = at
         if at > state.watermark:
             state.watermark = at
-        feeds = self.rules.series_by_event_type.get(event_type, ())
-        if feeds:
-            indexes: dict[str, int] = {}
-            rings = state.series
-            for series in feeds:
-                amount = series.amount(event)
+        groups = self.rules.series_groups.get(event_type, ())
+        indexes: dict[str, int] = {}
+        rings = state.series
+        for when, members in groups:
+            if not when(event):
+                continue
+            for series in members:
+                amount = series.value_of(event)
                 if amount is None:
                     continue
                 index = indexes.get(series.period)
@@ -181,6 +186,10 @@ class Detector:
         """Evaluate the close-time rules of every window that ended by `at`; True if any did."""
         closed_any = False
         day = day if day is not None else local_date(at, tz)
+        ordinal = day.toordinal()
+        if state.closed.get(CHECKED_DAY) == ordinal:
+            return False  # windows end at local midnights: nothing new closes within a day
+        state.closed[CHECKED_DAY] = ordinal
         for period, rules in self.rules.by_period.items():
             current = window_index(period, day)
             first_open = state.closed.get(period)

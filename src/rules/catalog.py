@@ -39,6 +39,10 @@ class RuleSet:
     by_event_type: dict[EventType, tuple[CompiledRule, ...]] = field(default_factory=dict)
     series_by_event_type: dict[EventType, tuple[Series, ...]] = field(default_factory=dict)
     by_period: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    series_groups: dict[EventType, tuple[tuple[Predicate, tuple[Series, ...]], ...]] = field(
+        default_factory=dict
+    )
+    """Per event type, the series that share a `when` filter: each filter runs once."""
 
     @classmethod
     def of(
@@ -57,6 +61,7 @@ class RuleSet:
             for event_type in rule.event_types:
                 index[event_type].append(rule)
         feeds = {t: tuple(x for x in declared.values() if t in x.event_types) for t in EventType}
+        grouped = {t: _group_by_filter(f) for t, f in feeds.items()}
         return cls(
             tuple(rules),
             tuple(sources),
@@ -64,6 +69,7 @@ class RuleSet:
             {t: tuple(r) for t, r in index.items()},
             feeds,
             {p: tuple(r) for p, r in periods.items()},
+            grouped,
         )
 
     def for_event(self, event_type: EventType) -> tuple[CompiledRule, ...]:
@@ -71,6 +77,14 @@ class RuleSet:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+
+def _group_by_filter(feeds: Sequence[Series]) -> tuple[tuple[Predicate, tuple[Series, ...]], ...]:
+    groups: dict[str, tuple[Predicate, list[Series]]] = {}
+    for series in feeds:
+        group = groups.setdefault(series.when_key, (series.when, []))
+        group[1].append(series)
+    return tuple((when, tuple(members)) for when, members in groups.values())
 
 
 def rule_files(path: Path) -> list[Path]:
@@ -285,6 +299,7 @@ def _compile_series(files: Sequence[_File], problems: list[RuleProblem]) -> dict
                 field=spec.field,
                 period=spec.period,
                 keep=keep,
+                when_key=f"{sorted(spec.on)}|{when_text}",
             )
     return out
 

@@ -28,10 +28,19 @@ class Series:
     field: str | None
     period: str
     keep: int
+    when_key: str = ""
+    """Identifies the `when` filter, so series sharing one are filtered once per event."""
 
     @property
     def width(self) -> int:
         return 3 if self.field else 1
+
+    def value_of(self, event: InputEvent) -> float | None:
+        """What an event that passed `when` adds (None: the field is missing)."""
+        if self.field is None:
+            return 1.0
+        value = getattr(event, self.field, None)
+        return None if value is None else float(value)
 
     def amount(self, event: InputEvent) -> float | None:
         """What the event adds (None: the event does not count for this series)."""
