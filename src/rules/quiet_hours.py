@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _FIX = "write HH:MM-HH:MM such as 21:00-08:00"
 _DAY = dt.timedelta(days=1)
+_HOUR = dt.timedelta(hours=1)
 _LOOK_AHEAD = dt.timedelta(days=3)
 """Windows still covering an instant this far ahead cover the whole day."""
 
@@ -138,6 +140,33 @@ def first_instant_showing(wall: dt.datetime, tz: dt.tzinfo, not_before: dt.datet
     return max(dt.datetime.fromtimestamp(high, dt.UTC), not_before)
 
 
+def _offset(instant: dt.datetime, tz: dt.tzinfo) -> dt.timedelta:
+    return instant.astimezone(tz).utcoffset() or dt.timedelta(0)
+
+
+def first_fall_back(start: dt.datetime, end: dt.datetime, tz: dt.tzinfo) -> dt.datetime | None:
+    """The first instant in `(start, end]` at which the clocks go back, if any.
+
+    Offsets are sampled hourly (zones never change twice within an hour), then the
+    change is bisected to the second.
+    """
+    previous = start
+    while previous < end:
+        following = min(previous + _HOUR, end)
+        before, after = _offset(previous, tz), _offset(following, tz)
+        if after < before:
+            low, high = math.floor(previous.timestamp()), math.ceil(following.timestamp())
+            while high - low > 1:
+                middle = (low + high) // 2
+                if _offset(dt.datetime.fromtimestamp(middle, dt.UTC), tz) == before:
+                    low = middle
+                else:
+                    high = middle
+            return dt.datetime.fromtimestamp(high, dt.UTC)
+        previous = following
+    return None
+
+
 def next_open_instant(
     instant: dt.datetime, windows: Sequence[QuietWindow], tz: dt.tzinfo
 ) -> dt.datetime | None:
@@ -152,9 +181,12 @@ def next_open_instant(
         covering = [window for window in windows if window.contains(wall.time())]
         if not covering:
             return current
-        # Every covering window contains `current`, so their union runs unbroken until
-        # the last of them ends; a window starting later is caught on the next pass.
-        current = max(
+        # Every covering window contains `current`, so while the clock runs forward their
+        # union lasts until the last of them ends; a window starting later is caught on
+        # the next pass. When the clocks go back first, look again from that instant.
+        ends = max(
             first_instant_showing(window.end_after(wall), tz, current) for window in covering
         )
+        fall_back = first_fall_back(current, ends, tz)
+        current = ends if fall_back is None else min(ends, fall_back)
     return None
