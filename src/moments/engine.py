@@ -12,13 +12,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from moments.decoding import decode
-from moments.models import EventType, InputEvent, ProfileEvent, ServiceTask
+from moments.models import (
+    ComplaintEvent,
+    Deferral,
+    EventType,
+    InputEvent,
+    ProfileEvent,
+    RoamingEvent,
+    ServiceTask,
+)
 from moments.records import DeadLetter, RawRecord
 from moments.sources import SOURCE_CODES
-from moments.state import SubscriberState
+from moments.state import MAX_OPEN, SubscriberState
 from moments.taskbuilder import build_task
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
+from rules.gating import GateInput, SubscriberView, gate
 from rules.rule import CompiledRule
 from rules.windows import local_date, window_end, window_index, zone
 
@@ -64,6 +73,8 @@ class BatchResult:
     """Events dated further ahead of the wall clock than MAX_FUTURE (not applied)."""
     watermarks: dict[int, int] = field(default_factory=dict)
     """Partition -> latest event time seen in this batch (epoch seconds)."""
+    deferred: Counter[str] = field(default_factory=Counter)
+    """Tasks do-not-disturb moved later, by reason."""
 
 
 class Detector:
@@ -141,6 +152,7 @@ class Detector:
         result: BatchResult,
     ) -> None:
         """Fold one new event into the state and evaluate the rules it can fire."""
+        track(event, state)
         tz = zone(state.profile.get("timezone"))
         local_day = local_date(at, tz)
         if self.rules.by_period:
@@ -259,7 +271,70 @@ class Detector:
         if task.expires_at <= now:
             result.suppressed[(spec.moment_type, "expired")] += 1
             return
+        policy = self.rules.gating
+        decision = gate(
+            GateInput(
+                task.channel.value,
+                task.priority,
+                spec.purpose,
+                task.triggered_at,
+                task.expires_at,
+                task.deliver_after,
+            ),
+            subscriber_view(state),
+            policy,
+        )
+        if decision.action == "suppress":
+            result.suppressed[(spec.moment_type, decision.reason or "gated")] += 1
+            return
+        if decision.action == "defer":
+            reason = decision.reason or "deferred"
+            until = decision.until or task.expires_at  # a suspended line: at most until expiry
+            task = task.model_copy(
+                update={
+                    "deliver_after": decision.deliver_after,
+                    "deferred": Deferral(reason=reason, until=until),
+                }
+            )
+            result.deferred[reason] += 1
+        if policy.counts(task.channel.value):
+            state.add_contact(int(task.deliver_after.timestamp()))
         result.tasks.append(task)
+
+
+def track(event: InputEvent, state: SubscriberState) -> None:
+    """Keep what do-not-disturb needs: where the subscriber roams, open complaints."""
+    if isinstance(event, RoamingEvent):
+        if event.roaming_type == "international":
+            state.roaming = {
+                k: v
+                for k, v in (("z", event.timezone), ("o", event.utc_offset_minutes))
+                if v is not None
+            } or {"c": event.country}
+        else:
+            state.roaming = {}
+    elif isinstance(event, ComplaintEvent):
+        ids = state.complaints
+        if event.complaint_id in ids:
+            ids.remove(event.complaint_id)
+        if event.status != "resolved":
+            ids.append(event.complaint_id)
+            del ids[:-MAX_OPEN]
+
+
+def subscriber_view(state: SubscriberState) -> SubscriberView:
+    """What the gates need to know of a subscriber, from the profile and the record."""
+    profile = state.profile
+    return SubscriberView(
+        timezone=profile.get("timezone"),
+        roaming_timezone=state.roaming.get("z"),
+        roaming_utc_offset_minutes=state.roaming.get("o"),
+        quiet_hours=tuple(profile.get("quiet_hours") or ()),
+        status=profile.get("status"),
+        opt_out=frozenset(profile.get("opt_out") or ()),
+        open_complaints=len(state.complaints),
+        recent_contacts=tuple(dt.datetime.fromtimestamp(c, dt.UTC) for c in state.contacts),
+    )
 
 
 def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:

@@ -175,6 +175,8 @@ class Runtime:
             m.suppressed.labels(moment_type, reason).inc(n)
         if result.replayed:
             m.replayed.inc(result.replayed)
+        for reason, n in result.deferred.items():
+            m.deferred.labels(reason).inc(n)
         if result.late:
             m.out_of_time.labels("late").inc(result.late)
         if result.future:

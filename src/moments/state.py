@@ -18,6 +18,10 @@ from typing import Any
 
 import orjson
 
+MAX_OPEN = 16
+"""Open complaints remembered; more is as good as many."""
+MAX_CONTACTS = 16
+"""Contacts remembered for the frequency cap."""
 RECENT_EVENT_IDS = 8
 """How many recent event-id digests a subscriber keeps to drop re-delivered events."""
 
@@ -49,6 +53,12 @@ class SubscriberState:
     """Source code -> latest event time seen (absence)."""
     closed: dict[str, int] = field(default_factory=dict)
     """Period -> the first window not yet closed (window-close evaluation)."""
+    roaming: dict[str, Any] = field(default_factory=dict)
+    """While abroad: the visited place's zone (`z`) and/or UTC offset minutes (`o`)."""
+    complaints: list[str] = field(default_factory=list)
+    """Ids of complaints opened and not yet resolved (newest last, at most MAX_OPEN)."""
+    contacts: list[int] = field(default_factory=list)
+    """When tasks on capped channels went to the subscriber (epoch seconds, newest last)."""
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
 
@@ -67,6 +77,11 @@ class SubscriberState:
             del self.recent[: len(self.recent) - RECENT_EVENT_IDS]
         return True
 
+    def add_contact(self, at: int) -> None:
+        self.contacts.append(at)
+        self.contacts.sort()
+        del self.contacts[:-MAX_CONTACTS]
+
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {"o": self.offsets, "r": self.recent}
         for key, value in (
@@ -77,6 +92,9 @@ class SubscriberState:
             ("x", self.fired),
             ("n", self.seen),
             ("c", self.closed),
+            ("g", self.roaming),
+            ("k", self.complaints),
+            ("t", self.contacts),
         ):
             if value:
                 doc[key] = value
@@ -97,5 +115,8 @@ class SubscriberState:
             fired=doc.get("x", {}),
             seen=doc.get("n", {}),
             closed=doc.get("c", {}),
+            roaming=doc.get("g", {}),
+            complaints=doc.get("k", []),
+            contacts=doc.get("t", []),
             watermark=doc.get("w", 0),
         )

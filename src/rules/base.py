@@ -9,6 +9,7 @@ from typing import Any
 
 from moments.models import Channel, Family, InputEvent
 from moments.state import SubscriberState
+from rules.gating import Purpose
 from rules.windows import local_date, window_index
 
 
@@ -25,7 +26,7 @@ class TaskSpec:
     description: str
     """A template filled from the firing's params (`{name}` placeholders only)."""
     cooldown: dt.timedelta | None = None
-    purpose: str = "service"
+    purpose: Purpose = "service"
 
 
 @dataclass(frozen=True, slots=True)

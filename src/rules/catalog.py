@@ -21,6 +21,7 @@ from rules.base import TaskSpec
 from rules.conditions import Scope, compile_condition, event_fields, required_fields
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
+from rules.gating import GatingPolicy
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series
@@ -42,6 +43,8 @@ class RuleSet:
     series_groups: dict[EventType, tuple[tuple[Predicate, tuple[Series, ...]], ...]] = field(
         default_factory=dict
     )
+    gating: GatingPolicy = field(default_factory=GatingPolicy)
+    """Do-not-disturb gates applied to every task (the defaults when no file sets them)."""
     """Per event type, the series that share a `when` filter: each filter runs once."""
 
     @classmethod
@@ -50,6 +53,7 @@ class RuleSet:
         rules: Sequence[CompiledRule],
         sources: Sequence[str] = (),
         series: Mapping[str, Series] | None = None,
+        gating: GatingPolicy | None = None,
     ) -> RuleSet:
         declared = dict(series or {})
         index: dict[EventType, list[CompiledRule]] = {t: [] for t in EventType}
@@ -70,6 +74,7 @@ class RuleSet:
             feeds,
             {p: tuple(r) for p, r in periods.items()},
             grouped,
+            gating if gating is not None else GatingPolicy(),
         )
 
     def for_event(self, event_type: EventType) -> tuple[CompiledRule, ...]:
@@ -135,9 +140,22 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
             rule = _build(spec, file, index, series, problems)
             if rule is not None:
                 rules.append(rule)
+    gating: GatingPolicy | None = None
+    gating_from = ""
+    for file in files:
+        if file.parsed.gating is None:
+            continue
+        if gating is not None:
+            file.problem(
+                problems,
+                ("gating",),
+                f"gating: is already set in {gating_from}; keep one gating: section per catalog",
+            )
+            continue
+        gating, gating_from = file.parsed.gating, f"{file.name}:{file.at(('gating',))[0]}"
     if problems:
         raise RulesError(problems)
-    return RuleSet.of(rules, [name for name, _ in texts], series)
+    return RuleSet.of(rules, [name for name, _ in texts], series, gating)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pydantic import (
 
 from moments.models import Channel, EventType, Family
 from rules.durations import parse_duration
+from rules.gating import GatingPolicy
 
 Period = Literal["day", "week", "month"]
 Evaluate = Literal["event", "daily", "weekly", "monthly"]
@@ -235,5 +236,8 @@ class RuleSpec(_Strict):
 
 
 class RulesFile(_Strict):
+    gating: GatingPolicy | None = Field(
+        default=None, description="Do-not-disturb gates for every task (one file may set it)"
+    )
     series: dict[str, SeriesSpec] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
