@@ -355,3 +355,18 @@ def test_every_known_holiday_has_names() -> None:
     for known in KNOWN_BY_KEY.values():
         assert known.name
         assert known.local_name
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "special-days.md"
+
+
+def test_every_yaml_example_in_the_docs_loads() -> None:
+    """docs/special-days.md shows calendar files; each one must load as it is written."""
+    text = DOC.read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    assert len(blocks) == 2
+    own, exported = (parse_calendar(f"{DOC.name} block {i}", b) for i, b in enumerate(blocks))
+    assert days_of(own, "operator_anniversary", 2026) == [D(2026, 5, 17)]
+    assert days_of(own, "mid_autumn", 2026) == [D(2026, 9, 24)]
+    assert days_of(exported, "mid_autumn", 2028) == [D(2028, 10, 3)]
+    assert days_of(exported, "national_day", 2028) == []  # the excerpt lists two holidays
