@@ -29,6 +29,7 @@ from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
 from rules.gating import GateInput, SubscriberView, gate
 from rules.rule import CompiledRule
+from rules.special_days import due_now, special_days_due
 from rules.windows import local_date, window_end, window_index, zone
 
 StateLoader = Callable[[str], SubscriberState | None]
@@ -184,6 +185,39 @@ class Detector:
             fired = rule.check(event, state, at, tz)
             if fired is not None:
                 self._emit(rule, fired, sub, event, state, at, ctx, result)
+        if event_type is EventType.PROFILE:
+            # A birthday or contract end set later in the day still counts that day.
+            self.special_days(sub, state, at, tz, ctx, result, profile_changed=True)
+
+    def special_days(
+        self,
+        sub: str,
+        state: SubscriberState,
+        at: int,
+        tz: dt.tzinfo,
+        ctx: EvalContext,
+        result: BatchResult,
+        profile_changed: bool = False,
+    ) -> bool:
+        """Look at the subscriber's special days once a day at the local hour (in event
+        time); True when it did."""
+        special = self.rules.special
+        if not special.rules:
+            return False
+        last = dt.date.fromordinal(state.special_day) if state.special_day else None
+        instant = dt.datetime.fromtimestamp(at, dt.UTC)
+        day = due_now(
+            state.profile, last, instant, special.local_hour, profile_changed=profile_changed
+        )
+        if day is None:
+            return False
+        state.special_day = day.toordinal()
+        for occasion in special_days_due(state.profile, day, special.config, special.calendar):
+            for rule in special.rules:
+                fired = rule.check(None, state, at, tz, occasion=occasion)
+                if fired is not None:
+                    self._emit(rule, fired, sub, None, state, at, ctx, result)
+        return True
 
     def close_windows(
         self,
@@ -231,14 +265,15 @@ class Detector:
         went silent (an event closes them too, but a silent subscriber sends none)."""
         result = BatchResult()
         ctx = EvalContext(now=now)
-        if not self.rules.by_period:
+        if not self.rules.by_period and not self.rules.special.rules:
             return result
         for sub, state, partition in states:
             at = watermark(partition)
             if at is None:
                 continue
             tz = zone(state.profile.get("timezone"))
-            if self.close_windows(sub, state, at, tz, ctx, result):
+            closed = self.close_windows(sub, state, at, tz, ctx, result)
+            if self.special_days(sub, state, at, tz, ctx, result) or closed:
                 result.changes[sub] = StateChange(state, partition)
         return result
 

@@ -59,6 +59,8 @@ class SubscriberState:
     """Ids of complaints opened and not yet resolved (newest last, at most MAX_OPEN)."""
     contacts: list[int] = field(default_factory=list)
     """When tasks on capped channels went to the subscriber (epoch seconds, newest last)."""
+    special_day: int = 0
+    """Ordinal of the local day whose special days were last looked at (0: never)."""
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
 
@@ -100,6 +102,8 @@ class SubscriberState:
                 doc[key] = value
         if self.watermark:
             doc["w"] = self.watermark
+        if self.special_day:
+            doc["d"] = self.special_day
         return orjson.dumps(doc)
 
     @classmethod
@@ -119,4 +123,5 @@ class SubscriberState:
             complaints=doc.get("k", []),
             contacts=doc.get("t", []),
             watermark=doc.get("w", 0),
+            special_day=doc.get("d", 0),
         )

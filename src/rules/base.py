@@ -61,6 +61,8 @@ class Env:
     """The window index that closed (close-evaluated rules), in the rule's period."""
     out: dict[str, Any] = field(default_factory=dict)
     occurrence: str | None = None
+    occasion: Any = None
+    """The special day being evaluated (rules.special_days.Occasion), if any."""
 
     def window(self, period: str) -> int:
         """The reference window: the one closing, or the one holding the event."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -18,6 +18,7 @@ from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
 from rules import spec as sp
 from rules.base import TaskSpec
+from rules.calendar import HolidayCalendar, load_calendar
 from rules.conditions import Scope, compile_condition, event_fields, required_fields
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
@@ -26,6 +27,7 @@ from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
+from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -43,6 +45,8 @@ class RuleSet:
     series_groups: dict[EventType, tuple[tuple[Predicate, tuple[Series, ...]], ...]] = field(
         default_factory=dict
     )
+    special: SpecialDays = field(default_factory=lambda: SpecialDays())
+    """Special-day rules, the local hour they are looked at, and the holiday calendar."""
     gating: GatingPolicy = field(default_factory=GatingPolicy)
     """Do-not-disturb gates applied to every task (the defaults when no file sets them)."""
     """Per event type, the series that share a `when` filter: each filter runs once."""
@@ -54,11 +58,16 @@ class RuleSet:
         sources: Sequence[str] = (),
         series: Mapping[str, Series] | None = None,
         gating: GatingPolicy | None = None,
+        special: SpecialDays | None = None,
     ) -> RuleSet:
         declared = dict(series or {})
         index: dict[EventType, list[CompiledRule]] = {t: [] for t in EventType}
         periods: dict[str, list[CompiledRule]] = {}
+        special_rules: list[CompiledRule] = []
         for rule in rules:
+            if rule.evaluate == "special_day":
+                special_rules.append(rule)
+                continue
             if rule.period is not None:
                 periods.setdefault(rule.period, []).append(rule)
                 continue
@@ -74,6 +83,7 @@ class RuleSet:
             feeds,
             {p: tuple(r) for p, r in periods.items()},
             grouped,
+            replace(special or SpecialDays(), rules=tuple(special_rules)),
             gating if gating is not None else GatingPolicy(),
         )
 
@@ -82,6 +92,14 @@ class RuleSet:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+
+@dataclass(frozen=True)
+class SpecialDays:
+    rules: tuple[CompiledRule, ...] = ()
+    local_hour: int = DEFAULT_LOCAL_HOUR
+    config: SpecialDayConfig = field(default_factory=SpecialDayConfig)
+    calendar: HolidayCalendar = field(default_factory=HolidayCalendar.default)
 
 
 def _group_by_filter(feeds: Sequence[Series]) -> tuple[tuple[Predicate, tuple[Series, ...]], ...]:
@@ -153,9 +171,38 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
             )
             continue
         gating, gating_from = file.parsed.gating, f"{file.name}:{file.at(('gating',))[0]}"
+    special = _special_days(files, problems)
     if problems:
         raise RulesError(problems)
-    return RuleSet.of(rules, [name for name, _ in texts], series, gating)
+    return RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
+
+
+def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> SpecialDays | None:
+    """The one `special_days:` section of a catalog, with its calendar loaded."""
+    found: list[_File] = [f for f in files if f.parsed.special_days is not None]
+    for extra in found[1:]:
+        extra.problem(
+            problems,
+            ("special_days",),
+            f"special_days: is already set in {found[0].name}; keep one per catalog",
+        )
+    if not found:
+        return None
+    file = found[0]
+    spec = file.parsed.special_days
+    assert spec is not None
+    calendar = HolidayCalendar.default()
+    if spec.calendar is not None:
+        path = Path(file.name).parent / spec.calendar
+        try:
+            calendar = load_calendar(path)
+        except RulesError as exc:
+            problems.extend(exc.problems)
+    return SpecialDays(
+        local_hour=spec.local_hour,
+        config=SpecialDayConfig(lead_days=spec.lead_days),
+        calendar=calendar,
+    )
 
 
 @dataclass
@@ -381,6 +428,9 @@ def _build(
     fields = event_fields(spec.on)
     when = _when(spec.when, spec.on, fields, lambda sub, msg: problem(("when", *sub), msg))
     period = PERIOD_OF.get(spec.evaluate)
+    special_day = spec.evaluate == "special_day"
+    if special_day and spec.when:
+        problem(("when",), "a special_day rule has no event to filter; use profile conditions")
     if period is not None and spec.when:
         problem(
             ("when",),
@@ -406,14 +456,17 @@ def _build(
         sources=tuple(SOURCE_CODES[t] for t in spec.on),
         profile_fields=set(ProfileEvent.model_fields)
         - {"event_id", "subscriber_id", "occurred_at"},
+        special_day=special_day,
     )
     condition = None
     if spec.condition is not None:
         condition = compile_condition(spec.condition, scope, ("condition",), problem)
         # Fields the condition cannot do without: an event lacking one is skipped cheaply.
         when = all_of([when, *(_present(name) for name in required_fields(spec.condition))])
-    elif period is not None:
-        problem(("evaluate",), "a rule evaluated when a window closes needs a condition")
+    elif period is not None or special_day:
+        problem(("evaluate",), f"a rule with evaluate: {spec.evaluate} needs a condition")
+    if special_day and spec.condition is not None and not _has_occasion(spec.condition):
+        problem(("condition",), "a special_day rule needs an occasion: condition, e.g. birthday")
     if len(problems) > before:
         return None
     task = TaskSpec(
@@ -445,6 +498,14 @@ def _build(
         tag=state_tag(spec.id),
         spec=spec,
     )
+
+
+def _has_occasion(node: Any) -> bool:
+    if isinstance(node, sp.OccasionCond):
+        return True
+    if isinstance(node, sp.AllCond):
+        return any(_has_occasion(c) for c in node.all)
+    return False
 
 
 def _present(name: str) -> Predicate:

@@ -38,6 +38,8 @@ class Scope:
     sources: tuple[str, ...]
     """Codes of the rule's event types (absence looks at their latest times)."""
     profile_fields: set[str]
+    special_day: bool = False
+    """True for `evaluate: special_day` rules (occasions are known, no event)."""
 
 
 def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Condition:
@@ -100,6 +102,15 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         if part.period != whole.period:
             report((*path, "of"), f"{node.share!r} and {node.of!r} need the same period")
         return _compare(f"{node.share}_share", _share(part, whole, node), node, scope, path, report)
+    if isinstance(node, s.OccasionCond):
+        if not scope.special_day:
+            report(
+                (*path, "occasion"),
+                "occasion is judged once a day at the local hour: use it in a rule with "
+                "evaluate: special_day",
+            )
+        kinds = frozenset([node.occasion] if isinstance(node.occasion, str) else node.occasion)
+        return _occasion(kinds, frozenset(node.holidays) if node.holidays else None)
     if isinstance(node, s.AbsenceCond):
         if scope.period is None:
             report(
@@ -116,7 +127,9 @@ def _never(env: Env) -> bool:
 
 
 def _needs_event(scope: Scope, path: Path, report: Report, what: str) -> None:
-    if scope.period is not None:
+    if scope.special_day:
+        report(path, f"{what} looks at the event, but a special_day rule has none")
+    elif scope.period is not None:
         report(
             path,
             f"{what} looks at the event, but this rule runs when a window closes; "
@@ -349,6 +362,24 @@ def _share(part: Series, whole: Series, node: s.ShareCond) -> Callable[[Env], fl
         return a / b
 
     return value
+
+
+def _occasion(kinds: frozenset[str], holidays: frozenset[str] | None) -> Condition:
+    def check(env: Env) -> bool:
+        occasion = env.occasion
+        if occasion is None or occasion.kind not in kinds:
+            return False
+        if (
+            holidays is not None
+            and occasion.kind == "holiday"
+            and occasion.params.get("holiday") not in holidays
+        ):
+            return False
+        env.out.update(occasion.params)
+        env.occurrence = occasion.occurrence
+        return True
+
+    return check
 
 
 def _absence(duration: dt.timedelta, sources: Sequence[str]) -> Condition:
