@@ -160,6 +160,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser(
         sub,
+        "calendar",
+        "The holiday calendar special-day rules use.",
+        """
+                  moments calendar export --years 2026-2028
+                """,
+        _no_subcommand,
+    )
+    calendar_sub = p.add_subparsers(title="calendar commands", metavar="COMMAND")
+    c = _parser(
+        calendar_sub,
+        "export",
+        "Print (or write) the effective holiday calendar for some years as an operator "
+        "calendar file: China's greeting days, lunar festivals included, or those of --from.",
+        """
+                  moments calendar export --years 2026-2028
+                  moments calendar export --years 2027 --from my-calendar.yaml --out holidays.yaml
+                """,
+        _cmd_calendar_export,
+    )
+    c.add_argument("--years", required=True, help="YYYY or YYYY-YYYY")
+    c.add_argument(
+        "--from", dest="source", type=Path, default=None, help="an operator calendar file"
+    )
+    c.add_argument("--out", type=Path, default=None, help="write to this file instead of printing")
+
+    p = _parser(
+        sub,
         "schemas",
         "JSON Schema and AsyncAPI documents of the contract.",
         """
@@ -343,6 +370,23 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
             print(describe_task(task, mask=not args.show_ids))
     if not args.json:
         print("\n".join(summary(result)))
+    return 0
+
+
+def _cmd_calendar_export(args: argparse.Namespace) -> int:
+    from rules.calendar import export_calendar, load_calendar, parse_years
+
+    try:
+        years = parse_years(args.years)
+    except ValueError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 2
+    text = export_calendar(load_calendar(args.source), years)
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
     return 0
 
 
