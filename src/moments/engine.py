@@ -157,7 +157,7 @@ class Detector:
         tz = zone(state.profile.get("timezone"))
         local_day = local_date(at, tz)
         if self.rules.by_period:
-            self.close_windows(sub, state, at, tz, ctx, result, local_day)
+            self.close_windows(sub, state, at, tz, ctx, result, local_day, active=True)
         source = SOURCE_CODES[event_type]
         if at > state.seen.get(source, 0):
             state.seen[source] = at
@@ -228,8 +228,12 @@ class Detector:
         ctx: EvalContext,
         result: BatchResult,
         day: dt.date | None = None,
+        active: bool = False,
     ) -> bool:
-        """Evaluate the close-time rules of every window that ended by `at`; True if any did."""
+        """Evaluate the close-time rules of every window that ended by `at`; True if any did.
+
+        `active`: an event of the subscriber's is closing them, so a silence has just
+        ended and rules that judge a silence are not worth a task any more."""
         closed_any = False
         day = day if day is not None else local_date(at, tz)
         ordinal = day.toordinal()
@@ -248,6 +252,8 @@ class Detector:
             for index in range(max(first_open, current - CLOSE_CATCH_UP), current):
                 end = int(window_end(period, index, tz))
                 for rule in rules:
+                    if active and rule.judges_silence:
+                        continue
                     fired = rule.check(None, state, end, tz, closing=index)
                     if fired is not None:
                         self._emit(rule, fired, sub, None, state, end, ctx, result)
@@ -302,7 +308,7 @@ class Detector:
         region = event.region if event is not None and event.region else None
         evidence = [event.event_id] if event is not None else []
         now = ctx.now if ctx.now is not None else triggered
-        task = build_task(rule, fired, sub, region, triggered, evidence, state, now)
+        task = build_task(rule, fired, sub, region, triggered, evidence, state, now, event)
         if task.expires_at <= now:
             result.suppressed[(spec.moment_type, "expired")] += 1
             return

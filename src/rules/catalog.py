@@ -19,7 +19,13 @@ from moments.sources import SOURCE_CODES
 from rules import spec as sp
 from rules.base import TaskSpec
 from rules.calendar import HolidayCalendar, load_calendar
-from rules.conditions import Scope, compile_condition, event_fields, required_fields
+from rules.conditions import (
+    Scope,
+    compile_condition,
+    event_fields,
+    produced_names,
+    required_fields,
+)
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.gating import GatingPolicy
@@ -28,6 +34,7 @@ from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
+from rules.templates import placeholders
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -467,6 +474,16 @@ def _build(
         problem(("evaluate",), f"a rule with evaluate: {spec.evaluate} needs a condition")
     if special_day and spec.condition is not None and not _has_occasion(spec.condition):
         problem(("condition",), "a special_day rule needs an occasion: condition, e.g. birthday")
+    names = produced_names(spec.condition, period is None) if spec.condition else set()
+    if period is None and not special_day:
+        names |= fields
+    unknown = [m for m in placeholders(spec.task.description) if m not in names]
+    if unknown:
+        problem(
+            ("task", "description"),
+            f"{{{unknown[0]}}} is not known when this rule fires; use one of: "
+            + ", ".join(sorted(names)),
+        )
     if len(problems) > before:
         return None
     task = TaskSpec(
@@ -496,8 +513,21 @@ def _build(
         ),
         sources=scope.sources,
         tag=state_tag(spec.id),
+        judges_silence=_has_absence(spec.condition),
         spec=spec,
     )
+
+
+def _has_absence(node: Any) -> bool:
+    if isinstance(node, sp.AbsenceCond):
+        return True
+    if isinstance(node, sp.AllCond | sp.AnyCond):
+        return any(
+            _has_absence(c) for c in (node.all if isinstance(node, sp.AllCond) else node.any)
+        )
+    if isinstance(node, sp.NotCond):
+        return _has_absence(node.not_)
+    return False
 
 
 def _has_occasion(node: Any) -> bool:

@@ -186,8 +186,7 @@ def _compare(
     ops = node.given()
     if not ops:
         if isinstance(node, s.FieldCond | s.ProfileCond):
-            # A bare field test means "is present".
-            return lambda env: get(env) is not None
+            return _present(label, get)  # a bare field test means "is present"
         report(path, "add a comparison: one of eq, ne, in, not_in, prefix, gt, gte, lt, lte")
         return _never
     tests: list[Callable[[Env, Any], bool]] = []
@@ -213,6 +212,17 @@ def _compare(
         for op, limit in limits.items():
             env.out[f"{label}_{op}"] = limit(env)
         return all(t(env, value) for t in tests)
+
+    return check
+
+
+def _present(label: str, get: Getter) -> Condition:
+    def check(env: Env) -> bool:
+        value = get(env)
+        if value is None:
+            return False
+        env.out[label] = value
+        return True
 
     return check
 
@@ -428,3 +438,53 @@ def required_fields(node: Any) -> set[str]:
         if not ops:
             return {node.field}
     return set()
+
+
+def produced_names(node: Any, on_event: bool) -> set[str]:
+    """Params a condition puts on the task (what a description template may name)."""
+    if isinstance(node, s.AllCond | s.AnyCond):
+        out: set[str] = set()
+        for child in node.all if isinstance(node, s.AllCond) else node.any:
+            out |= produced_names(child, on_event)
+        return out
+    if isinstance(node, s.NotCond):
+        return produced_names(node.not_, on_event)
+    if isinstance(node, s.FieldCond | s.ProfileCond | s.SeriesCond):
+        if isinstance(node, s.FieldCond):
+            label = node.field
+        elif isinstance(node, s.ProfileCond):
+            label = f"profile_{node.profile}"
+        else:
+            label = node.series
+        return {label, *(f"{label}_{op}" for op in node.given() if op in NUMERIC_OPS)}
+    if isinstance(node, s.BaselineCond):
+        label = f"{node.baseline}_{node.measure}"
+        limits = {f"{label}_{op}" for op in node.given() if op in NUMERIC_OPS}
+        return {node.baseline, f"{node.baseline}_baseline", label, *limits}
+    if isinstance(node, s.ShareCond):
+        label = f"{node.share}_share"
+        return {label, *(f"{label}_{op}" for op in node.given() if op in NUMERIC_OPS)}
+    if isinstance(node, s.FirstTimeCond):
+        return {node.first_time, "lookback_days", "previous_at"}
+    if isinstance(node, s.ChangedCond):
+        return {node.changed, f"previous_{node.changed}"}
+    if isinstance(node, s.AbsenceCond):
+        return {"silent_days", "last_seen"}
+    if isinstance(node, s.OccasionCond):
+        return set(OCCASION_PARAMS)
+    return set()
+
+
+OCCASION_PARAMS = (
+    "birthday",
+    "years",
+    "joined_on",
+    "contract_end",
+    "days_left",
+    "holiday",
+    "name",
+    "local_name",
+    "date",
+    "also",
+)
+"""What the special days put on a task (see rules.special_days)."""

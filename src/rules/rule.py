@@ -49,6 +49,8 @@ class CompiledRule:
     overrides: tuple[Override, ...] = ()
     sources: tuple[str, ...] = ()
     tag: str = ""
+    judges_silence: bool = False
+    """The condition has an `absence`: worth nothing once the subscriber is active again."""
     spec: Any = None
     """The parsed spec (rules.spec.RuleSpec), for `moments rules explain`."""
     _cache: dict[tuple[str | None, str | None], Mapping[str, Any]] = field(

@@ -321,3 +321,9 @@ class TestDoNotDisturb:
         assert types(tasks) == ["service_failure"]
         assert tasks[0].deferred is not None
         assert tasks[0].deferred.reason == "suspended"
+
+
+def test_no_activity_is_not_reported_once_the_subscriber_is_back() -> None:
+    """The closes an event makes for days gone by do not judge a silence it just ended."""
+    events = [usage(at("2026-11-02"), kind="data"), usage(at("2026-11-12"), kind="data")]
+    assert only(run(CATALOG, events).tasks, "no_activity") == []
