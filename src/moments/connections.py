@@ -169,6 +169,17 @@ def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None
             f"{where} refused the SASL {mechanism} login of user "
             f"{settings.kafka_sasl_username!r}; {_CREDENTIALS_HELP}"
         )
+    if (
+        protocol in SASL_PROTOCOLS
+        and isinstance(exc, errors.KafkaConnectionError)
+        and "closed" in str(exc)
+    ):
+        # TCP connected, then the broker hung up during the handshake: Tansu does this
+        # for a mechanism it does not offer; Kafka for a login it refuses.
+        return (
+            f"{where} closed the connection during the SASL {mechanism} login; check "
+            f"MOMENTS_KAFKA_SASL_MECHANISM (is it enabled on the broker?) and {_CREDENTIALS_HELP}"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             f"{where}: the broker's TLS certificate was not trusted ({exc.verify_message}); "

@@ -62,7 +62,8 @@ class TestKafkaArguments:
         assert kwargs["sasl_plain_password"] == "s3cret"
         context = kwargs["ssl_context"]
         assert isinstance(context, ssl.SSLContext)
-        assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+        assert context.verify_mode is ssl.CERT_REQUIRED
+        assert context.check_hostname
         creds = faust_broker_credentials(settings)
         assert isinstance(creds, faust.SASLCredentials)
         assert creds.protocol.value == "SASL_SSL"
