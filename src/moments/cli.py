@@ -434,9 +434,11 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
 def _cmd_tasks_tail(args: argparse.Namespace) -> int:
     import asyncio
 
+    from moments.connections import check_kafka
     from moments.tail import tail_tasks
 
     settings = _settings()
+    asyncio.run(check_kafka(settings))  # wrong credentials: a message naming the variable
     asyncio.run(
         tail_tasks(
             settings,

@@ -227,7 +227,13 @@ def load_settings(**overrides: object) -> Settings:
             if not loc:  # a check across fields: its message names the variables
                 lines.append(str(err["msg"]).removeprefix("Value error, "))
                 continue
-            shown = "**********" if "PASSWORD" in loc else repr(err.get("input"))
+            shown = repr(err.get("input"))
+            if "PASSWORD" in loc:
+                shown = "**********"
+            elif loc == "REDIS_URL":
+                from moments.connections import redacted_url
+
+                shown = repr(redacted_url(str(err.get("input"))))
             lines.append(f"MOMENTS_{loc}: {err['msg']} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as exc:  # a nested section (MOMENTS_TOPICS) that is not JSON

@@ -160,3 +160,26 @@ class TestRedisClient:
     def test_redacted_url(self) -> None:
         assert redacted_url("redis://u:p%40ss@h:6379/0") == "redis://u:****@h:6379/0"
         assert redacted_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+class TestWiring:
+    """The Faust app gets the credentials; a refused URL is shown without its password."""
+
+    def test_faust_app_gets_broker_credentials(self) -> None:
+        from moments.app import create_app
+
+        settings = load_settings(
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_username="moments",
+            kafka_sasl_password="pw",
+        )
+        app = create_app(settings)
+        creds = app.conf.broker_credentials
+        assert isinstance(creds, faust.SASLCredentials)
+        assert creds.mechanism.value == "SCRAM-SHA-512"
+
+    def test_a_bad_redis_url_is_echoed_redacted(self) -> None:
+        with pytest.raises(ConfigError) as err:
+            load_settings(redis_url="http://moments:url-secret@redis:6379/0")
+        assert "MOMENTS_REDIS_URL" in str(err.value)
+        assert "url-secret" not in str(err.value)
