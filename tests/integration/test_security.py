@@ -3,13 +3,16 @@ worker at once with a message naming the variable to fix."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 import trustme
 
 from moments.connections import check_kafka, check_redis, redis_client
@@ -18,7 +21,8 @@ from moments.exceptions import ConfigError
 from moments.producer import start_producer
 from moments.settings import Settings, load_settings
 
-from .conftest import settings_env
+from .conftest import MakeSettings, WorkerProcess, settings_env
+from .kafka_io import produce, read_topic
 from .secured_servers import (
     ACL_PASSWORD,
     ACL_USER,
@@ -247,6 +251,46 @@ class TestWorkerFailsFast:
         done = self._run_worker(settings, tmp_path)
         assert done.returncode == 2, done.stderr[-2000:]
         assert "MOMENTS_KAFKA_SECURITY_PROTOCOL" in done.stderr
+
+
+class TestWorkerConnects:
+    """The worker, as an ACL user over rediss://, detects and publishes as usual."""
+
+    @pytest.mark.slow
+    async def test_acl_user_over_tls(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+        secured_redis: SecuredRedis,
+        pki: dict[str, Path],
+        tls_port: int,
+    ) -> None:
+        settings = make_settings(
+            redis_url=f"rediss://127.0.0.1:{tls_port}/0",
+            redis_username=ACL_USER,
+            redis_password=ACL_PASSWORD,
+            redis_ssl_cafile=pki["ca"],
+        )
+        await topics_for(settings)
+        worker = start_worker(settings)
+        sub = "13800138001"
+        event = {
+            "event_id": "r1",
+            "subscriber_id": sub,
+            "occurred_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            "country": "JP",
+            "roaming_type": "international",
+        }
+        await produce(settings, [("roaming", sub, event)])
+        tasks = await read_topic(settings, "tasks", count=1, wait_s=90)
+        assert len(tasks) == 1, worker.log()[-3000:]
+        admin = redis.Redis(host="127.0.0.1", port=secured_redis.port, password=ADMIN_PASSWORD)
+        try:
+            ledger = admin.keys(f"moments:{settings.app_id}:*")
+        finally:
+            admin.close()
+        assert ledger, "the task was not recorded in the ledger"
 
 
 class TestIdempotentProducer:
