@@ -13,6 +13,8 @@ from moments.embedded import HOST, EmbeddedError, RedisServer, TansuBroker, prob
 ADMIN_PASSWORD = "admin-pw"
 ACL_USER, ACL_PASSWORD = "moments", "acl-pw"
 LIMITED_USER, LIMITED_PASSWORD = "reader", "reader-pw"
+LEDGER_ACL = ("~moments:*", "+@read", "+@write", "+@scripting", "+ping", "-@dangerous")
+"""The narrowest rights the ledger needs, as docs/security.md recommends them."""
 
 
 class SecuredRedis(RedisServer):
@@ -27,8 +29,7 @@ class SecuredRedis(RedisServer):
             ACL_USER,
             "on",
             f">{ACL_PASSWORD}",
-            "~moments:*",
-            "+@all",
+            *LEDGER_ACL,
             "--user",
             LIMITED_USER,
             "on",

@@ -10,16 +10,19 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 import redis
 import trustme
+from redis.exceptions import NoPermissionError
 
 from moments.connections import check_kafka, check_redis, redis_client
 from moments.embedded import RedisServer, TansuBroker, free_port
 from moments.exceptions import ConfigError
 from moments.producer import start_producer
 from moments.settings import Settings, load_settings
+from sinks.ledger import TaskLedger
 
 from .conftest import MakeSettings, WorkerProcess, settings_env
 from .kafka_io import produce, read_topic
@@ -120,8 +123,6 @@ class TestRedisCredentials:
         )
         assert await check_redis(settings) is True  # PING is allowed
         client = redis_client(settings)
-        from redis.exceptions import NoPermissionError
-
         from moments.connections import describe_redis_failure
 
         try:
@@ -132,6 +133,26 @@ class TestRedisCredentials:
         advice = describe_redis_failure(settings, err.value)
         assert advice is not None
         assert "grant" in advice
+
+    async def test_the_recommended_acl_is_enough_for_the_ledger(
+        self, secured_redis: SecuredRedis
+    ) -> None:
+        settings = _settings(
+            redis_url=secured_redis.url, redis_username=ACL_USER, redis_password=ACL_PASSWORD
+        )
+        client = redis_client(settings)
+        ledger = TaskLedger(client, f"moments:{uuid4().hex[:8]}:", 3600)
+        try:
+            assert await ledger.claim([("t1", b"task-1"), ("t2", b"task-2")]) == [True, True]
+            await ledger.confirm(["t1"])
+            assert await ledger.state("t1") == "sent"
+            assert await ledger.pending_count() == 1
+            stale = await ledger.claim_stale(older_than=-1.0)
+            assert [task_id for task_id, _ in stale] == ["t2"]
+            with pytest.raises(NoPermissionError):
+                await client.flushdb()  # keyless and dangerous: not granted
+        finally:
+            await client.aclose()
 
 
 class TestRedisTLS:
