@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                   MOMENTS_KAFKA_BOOTSTRAP=kafka1:9092 MOMENTS_REDIS_URL=redis://redis:6379/0 \\
                     moments worker
                   moments worker -- --loglevel debug
+                  MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL MOMENTS_KAFKA_SASL_USERNAME=svc \\
+                    MOMENTS_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka moments worker
                 """,
         _cmd_worker,
     )
