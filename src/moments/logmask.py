@@ -2,7 +2,7 @@
 
 Installed as the logging record factory, so it covers our loggers, Faust's,
 aiokafka's and any handler Faust's worker sets up later: each record's message
-(and traceback text) has runs of 7 to 20 digits, the shape of an MSISDN, IMEI
+(when formatted) and traceback text have runs of 7 to 20 digits, the shape of an MSISDN, IMEI
 or counterparty number, replaced by `mask_msisdn` (`139****1234`). Offsets of
 7 digits and more are masked too: the price of not knowing which number is
 personal. `MOMENTS_LOG_PII=true` turns masking off for debugging.
@@ -29,15 +29,24 @@ def mask_text(text: str) -> str:
     return DIGIT_RUN.sub(lambda m: mask_msisdn(m.group(0)), text)
 
 
+class MaskedLogRecord(logging.LogRecord):
+    """A record whose message is masked when it is formatted (not before: records
+    that no handler emits cost nothing more)."""
+
+    def getMessage(self) -> str:  # noqa: N802 - logging's name
+        return mask_text(super().getMessage())
+
+
 def mask_record(record: logging.LogRecord) -> None:
-    """Render the record's message now, masked; same for its traceback and stack."""
-    try:
-        message = record.getMessage()
-    except Exception:  # a bad format string: leave it to logging's own error report
-        return
-    masked = mask_text(message)
-    if masked != message or record.args:
-        record.msg, record.args = masked, ()
+    """Mask the record's message when formatted, and its traceback and stack now."""
+    if type(record) is logging.LogRecord:
+        record.__class__ = MaskedLogRecord
+    else:  # another library's record class: render it now
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to logging's own error report
+            return
+        record.msg, record.args = mask_text(message), ()
     if record.exc_info and not record.exc_text:
         record.exc_text = mask_text(_FORMATTER.formatException(record.exc_info))
     elif record.exc_text:
