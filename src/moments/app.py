@@ -18,6 +18,7 @@ import faust
 from faust.types import TP
 
 from moments.codec import register_codecs
+from moments.connections import faust_broker_credentials
 from moments.consumer import BatchConsumer, BatchTransport
 from moments.engine import Detector
 from moments.models import EventType
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> MomentsApp:
     return MomentsApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        broker_credentials=faust_broker_credentials(settings),
         store=store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,

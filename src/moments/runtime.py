@@ -19,9 +19,11 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from moments.connections import kafka_client_kwargs, redis_client
 from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
+from moments.producer import start_producer
 from moments.records import RawRecord
 from moments.reload import Reloader
 from moments.settings import Settings
@@ -63,29 +65,18 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
-        idempotent = bool(s.idempotent_producer)
-        if s.idempotent_producer is None:
-            log.info(
-                "idempotent producer off (the default); set MOMENTS_IDEMPOTENT_PRODUCER=true "
-                "against Apache Kafka. Tasks are deduplicated by the Redis ledger either way."
-            )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers,
-            acks="all",
-            enable_idempotence=idempotent,
-            linger_ms=2,
-            client_id=f"{s.app_id}-dispatch",
+        producer = await with_retry(
+            lambda: start_producer(s), Dependency.KAFKA, self.metrics, "starting the producer"
         )
-        await with_retry(producer.start, Dependency.KAFKA, self.metrics, "starting the producer")
         self._producer = producer
         outputs = {s.topic(n): s.partitions for n in ("tasks", "deadletter", "task_outcomes")}
         await with_retry(
-            lambda: ensure_topics(s.kafka_bootstrap, outputs),
+            lambda: ensure_topics(s.kafka_bootstrap, outputs, client_kwargs=kafka_client_kwargs(s)),
             Dependency.KAFKA,
             self.metrics,
             "creating output topics",
         )
-        redis = Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        redis = redis_client(s)
         await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
         self._redis = redis
         ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)

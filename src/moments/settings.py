@@ -10,8 +10,21 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from moments.exceptions import ConfigError
 
@@ -105,6 +118,69 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # -- security (issue 9); see docs/security.md ------------------------------------ #
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How clients talk to Kafka: TLS (SSL), SASL, or both"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signed the brokers' certificates"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="Private key (PEM) of the client certificate"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the client private key, if encrypted"
+    )
+    redis_username: str | None = Field(
+        default=None, description="Redis ACL user (overrides a user in MOMENTS_REDIS_URL)"
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password (overrides a password in MOMENTS_REDIS_URL)"
+    )
+    redis_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) for a rediss:// server"
+    )
+    metrics_username: str | None = Field(
+        default=None, description="User for basic auth on /metrics (with MOMENTS_METRICS_PASSWORD)"
+    )
+    metrics_password: SecretStr | None = Field(
+        default=None, description="Password for basic auth on /metrics"
+    )
+    log_pii: bool = Field(
+        default=False, description="Log subscriber numbers unmasked (for debugging only)"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from moments.secret_files import FileVariablesSource
+
+        files = FileVariablesSource(settings_cls)
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _security(self) -> Settings:
+        from moments.connections import security_problems
+
+        problems = security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap(cls, value: str) -> str:
@@ -148,7 +224,17 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             loc = "__".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"MOMENTS_{loc}: {err['msg']} (got {err.get('input')!r})")
+            if not loc:  # a check across fields: its message names the variables
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            shown = repr(err.get("input"))
+            if "PASSWORD" in loc:
+                shown = "**********"
+            elif loc == "REDIS_URL":
+                from moments.connections import redacted_url
+
+                shown = repr(redacted_url(str(err.get("input"))))
+            lines.append(f"MOMENTS_{loc}: {err['msg']} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as exc:  # a nested section (MOMENTS_TOPICS) that is not JSON
         match = re.search(r'field "(\w+)"', str(exc))
