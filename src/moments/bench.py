@@ -236,7 +236,37 @@ def detector_consume(
             proc.wait()
 
 
-def run_bench(count: int, subscribers: int, partitions: int) -> int:
+def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> None:
+    from moments.rulecost import rule_costs
+    from rules.catalog import load_rules
+
+    console = Console(stderr=True)
+    with console.status("rules in process: no rules, the catalog, 200 rules"):
+        events = list(bench_events(count, subscribers))
+        costs = rule_costs(events, load_rules(rules_path))
+    table = Table(title=f"detector in process (no broker), {count:,} events")
+    for column in ("rules", "count", "events/s", "µs/event", "state bytes/subscriber"):
+        table.add_column(column, justify="right")
+    for cost in costs:
+        table.add_row(
+            cost.label,
+            str(cost.rules),
+            f"{cost.events_per_s:,.0f}",
+            f"{cost.us_per_event:.1f}",
+            f"{cost.state_bytes:.0f}",
+        )
+    Console().print(table)
+    base = costs[0].us_per_event
+    Console().print(
+        f"rule cost per event: catalog {costs[1].us_per_event - base:.1f} µs, "
+        f"200 rules {costs[2].us_per_event - base:.1f} µs"
+    )
+
+
+def run_bench(count: int, subscribers: int, partitions: int, rules_only: bool = False) -> int:
+    print_rule_costs(min(count, 100_000), subscribers, load_settings().rules)
+    if rules_only:
+        return 0
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="moments-bench-"))
     base = load_settings()

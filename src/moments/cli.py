@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         """
                   moments bench                          # 200k events, 20k subscribers
                   moments bench --events 50000 --subscribers 5000
+                  moments bench --rules-only                 # rule cost and state size only
                   MOMENTS_RULES=my-rules/ moments bench  # the cost of your own catalog
                 """,
         _cmd_bench,
@@ -253,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--events", type=int, default=200_000, help="events to produce")
     b.add_argument("--subscribers", type=int, default=20_000, help="distinct subscribers")
     b.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    b.add_argument(
+        "--rules-only",
+        action="store_true",
+        help="only the in-process part: rule cost per event and state bytes (no broker)",
+    )
 
     p = _parser(
         sub,
@@ -455,7 +461,7 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from moments.bench import run_bench
 
-    return run_bench(args.events, args.subscribers, args.partitions)
+    return run_bench(args.events, args.subscribers, args.partitions, args.rules_only)
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
