@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,24 @@ async def test_a_broken_rules_file_is_refused_and_a_good_one_swapped_in(
     await produce(settings, [roaming("r2", "TH")])
     records = await read_topic(settings, "tasks", count=2, wait_s=60, settle=2)
     assert [t["moment"]["type"] for t in values(records)] == ["old_welcome", "new_welcome"]
+
+
+async def test_sighup_reloads_when_polling_is_off(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULE.format(id="old", type="old_welcome"))
+    port = free_port()
+    settings = make_settings(metrics_port=port, rules=rules, rules_reload_seconds=0)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    await wait_for_metric(port, "moments_rules_loaded", {}, 1, wait_s=60)
+    rules.write_text(RULE.format(id="new", type="new_welcome"))
+    worker.proc.send_signal(signal.SIGHUP)
+    await wait_for_metric(port, "moments_rules_reload_total", {"result": "ok"}, 1, wait_s=30)
+    await produce(settings, [roaming("r1", "JP")])
+    records = await read_topic(settings, "tasks", count=1, wait_s=60, settle=1)
+    assert [t["moment"]["type"] for t in values(records)] == ["new_welcome"]
