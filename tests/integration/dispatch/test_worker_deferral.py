@@ -23,7 +23,7 @@ async def wait_until_waiting(redis_url: str, key: str, worker: WorkerProcess) ->
     """Until the deferral queue holds a task (the worker parked it)."""
     client = Redis.from_url(redis_url)
     try:
-        while not await client.zcard(key):  # noqa: ASYNC110 - polls Redis, no event to await
+        while not await client.zcard(key):
             assert worker.proc.poll() is None, worker.log()[-3000:]
             await asyncio.sleep(0.2)
     finally:
