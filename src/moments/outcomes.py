@@ -96,6 +96,7 @@ async def handle_outcomes(
     """Count, suppress and retry per outcome; dead letters are returned for the caller's
     dead-letter sink."""
     result = OutcomeResult()
+    retries: list[ServiceTask] = []
     metrics = sink.metrics
     at = now or dt.datetime.now(dt.UTC)
     for record in records:
@@ -112,10 +113,11 @@ async def handle_outcomes(
             await _decline(sink, outcome.subscriber_id, str(meta["rule_id"]))
             result.declined += 1
         elif outcome.status is OutcomeStatus.UNREACHABLE:
-            queued = await _queue_retry(sink, outcome, at)
-            if queued is not None:
-                result.retries.append(queued)
-    await sink.flush()
+            retry = await _retry_for(sink, outcome, at)
+            if retry is not None:
+                retries.append(retry)
+                result.retries.append(retry.task_id)
+    await sink.dispatch(retries)
     return result
 
 
@@ -140,7 +142,7 @@ async def _decline(sink: TaskSink, subscriber_id: str, rule_id: str) -> None:
     )
 
 
-async def _queue_retry(sink: TaskSink, outcome: TaskOutcome, now: dt.datetime) -> str | None:
+async def _retry_for(sink: TaskSink, outcome: TaskOutcome, now: dt.datetime) -> ServiceTask | None:
     body = await with_retry(
         lambda: sink.ledger.redis.get(sink.ledger.body_key(outcome.task_id)),
         Dependency.REDIS,
@@ -152,10 +154,6 @@ async def _queue_retry(sink: TaskSink, outcome: TaskOutcome, now: dt.datetime) -
         return None
     task = ServiceTask.model_validate_json(body)
     policy = sink.policy.outcomes
-    retry = retry_task(
+    return retry_task(
         task, outcome.occurred_at, now, policy.unreachable_retry_after, policy.max_retries
     )
-    if retry is None:
-        return None
-    sink.add(retry)
-    return retry.task_id

@@ -110,6 +110,13 @@ class TaskSink:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
+        await self.dispatch(batch)
+
+    async def dispatch(self, batch: Sequence[ServiceTask]) -> None:
+        """`flush` for tasks not added: other callers (outcome retries) use this, so they
+        never take tasks another agent added and has not flushed yet."""
+        if not batch:
+            return
         unique = list({t.task_id: t for t in batch}.values())
         payloads = [(t.task_id, task_bytes(t)) for t in unique]
         owned = await self._redis(lambda: self.ledger.claim(payloads), "claiming task ids")
@@ -123,8 +130,9 @@ class TaskSink:
 
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose
-        time came, and send again the tasks whose publish was never settled (a crash)."""
-        released = await self.release_due()
+        time came, and send again the tasks whose publish was never settled (a crash);
+        returns how many were re-driven."""
+        await self.release_due()
         stale = await self._redis(
             lambda: self.ledger.claim_stale(older_than), "reading pending tasks"
         )
@@ -136,7 +144,7 @@ class TaskSink:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
             await self._decide(candidates)
-        return released + len(candidates)
+        return len(candidates)
 
     async def _group(self, task_id: str) -> list[bytes]:
         return await self._redis(lambda: self.ledger.group(task_id), "reading merge groups")
