@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import orjson
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from moments.models import Deferral, ServiceTask
@@ -139,7 +140,8 @@ class TaskSink:
         candidates = []
         for task_id, payload in stale:
             members = await self._group(task_id)
-            candidates.append(Candidate(task_id, [self._load(p) for p in [payload, *members]]))
+            if (c := self._candidate(task_id, [payload, *members])) is not None:
+                candidates.append(c)
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
@@ -156,20 +158,27 @@ class TaskSink:
         )
         if due:
             self.dm.released.inc(len(due))
-            await self._decide(
-                [
-                    Candidate(r.task_id, [self._load(p) for p in [r.payload, *r.members]])
-                    for r in due
-                ],
-                now,
-            )
+            loaded = [self._candidate(r.task_id, [r.payload, *r.members]) for r in due]
+            await self._decide([c for c in loaded if c is not None], now)
         else:
             await self._update_waiting()
         return len(due)
 
     @staticmethod
-    def _load(payload: bytes) -> ServiceTask:
-        return ServiceTask.model_validate_json(payload)
+    def _candidate(task_id: str, payloads: Sequence[bytes]) -> Candidate | None:
+        """The stored task and its merged members; None (logged, left pending for the
+        next re-drive) when a payload no longer fits the model."""
+        try:
+            return Candidate(task_id, [ServiceTask.model_validate_json(p) for p in payloads])
+        except ValidationError as exc:
+            log.error(
+                "task %s: stored payload does not fit ServiceTask (%s); it stays pending "
+                "and is tried again on every re-drive: run the version that wrote it, or "
+                "inspect it with GET on its ledger key",
+                task_id,
+                exc.errors()[0]["msg"] if exc.errors() else exc,
+            )
+            return None
 
     async def _decide(self, candidates: Sequence[Candidate], now: float | None = None) -> None:
         to_send: list[ServiceTask] = []
