@@ -6,7 +6,11 @@ hands each batch to `Runtime.handle` and lets Faust ack the offsets afterwards.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import logging
+import signal
 import time
 from typing import Any, cast
 
@@ -14,6 +18,7 @@ import faust
 from faust.types import TP
 
 from moments.codec import register_codecs
+from moments.connections import faust_broker_credentials
 from moments.consumer import BatchConsumer, BatchTransport
 from moments.engine import Detector
 from moments.models import EventType
@@ -37,6 +42,8 @@ INPUT_TOPICS: tuple[EventType, ...] = (
 STATE_TABLE = "subscribers"
 COMMIT_EVERY_S = 1.0
 """Input offsets are committed at most this often (each batch's outputs are durable first)."""
+SWEEP_EVERY_S = 5.0
+"""How often partitions are checked for event time having moved into a new hour."""
 SILENT_AFTER_S = 2.0
 """How long after a rebalance a silent input partition is sought back (see moments.rewind)."""
 
@@ -66,6 +73,7 @@ def create_app(settings: Settings) -> MomentsApp:
     return MomentsApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        broker_credentials=faust_broker_credentials(settings),
         store=store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -93,7 +101,9 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         partitions=settings.partitions,
         help="One compact record per subscriber (moments.state.SubscriberState)",
     )
-    store = FaustTableStore(table, source_topic=settings.topic(EventType.ROAMING.value))
+    store = FaustTableStore(
+        table, source_topic=settings.topic(EventType.ROAMING.value), partitions=settings.partitions
+    )
     app.hot_topics = frozenset(topic_types(settings))
     source = app.topic(
         *topic_types(settings),
@@ -168,6 +178,8 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         # Faust's worker leaves the root logger at DEBUG and filters in its handlers: every
         # debug call in the hot path then builds a record only to drop it.
         logging.getLogger().setLevel(settings.log_level)
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_on_signal)
         log.info("state table holds %d subscriber(s) after recovery", len(table.data))
         redriven = await runtime.redrive()
         if redriven:
@@ -185,10 +197,33 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
             seeks = guard.silent([tp for tp in assigned if tp[0] in inputs], committed)
             await seek_back(seeks, "nothing arrived since the rebalance")
 
+    def assigned_partitions() -> list[int]:
+        return sorted({tp.partition for tp in app.consumer.assignment() if tp.topic in inputs})
+
+    @app.timer(interval=SWEEP_EVERY_S)  # type: ignore[untyped-decorator]
+    async def close_windows() -> None:
+        """Close finished windows of silent subscribers as event time moves on."""
+        if runtime.ready.is_set() and not getattr(app, "rebalancing", False):
+            partitions = assigned_partitions()
+            runtime.clock.forget(partitions)
+            await runtime.sweep(store, partitions)
+
+    if settings.rules_reload_seconds > 0:
+
+        @app.timer(interval=settings.rules_reload_seconds)  # type: ignore[untyped-decorator]
+        async def reload_rules() -> None:
+            """A changed rules file (or SIGHUP) swaps the rules in between batches."""
+            runtime.reloader.check()
+
     @app.timer(interval=max(1.0, settings.pending_redrive_seconds / 3))  # type: ignore[untyped-decorator]
     async def redrive_pending() -> None:
         if runtime.ready.is_set():
             await runtime.redrive()
+
+    def reload_on_signal() -> None:
+        log.info("SIGHUP: reloading the rules")
+        runtime.reloader.request()
+        runtime.reloader.check()
 
     async def stop_runtime(*_: Any, **__: Any) -> None:
         await runtime.stop()
@@ -200,6 +235,7 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
 def build(settings: Settings, rules: RuleSet, metrics: Metrics) -> tuple[MomentsApp, Runtime]:
     """A ready-to-run app and its runtime, from settings and loaded rules."""
     app = create_app(settings)
-    runtime = Runtime(settings, metrics, Detector(rules, topic_types(settings)))
+    lateness = dt.timedelta(seconds=settings.lateness_seconds)
+    runtime = Runtime(settings, metrics, Detector(rules, topic_types(settings), lateness))
     register_agents(app, settings, runtime)
     return app, runtime

@@ -31,6 +31,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from moments.app import INPUT_TOPICS
+from moments.connections import kafka_client_kwargs
 from moments.embedded import RedisServer, TansuBroker, ensure_topics, free_port
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
 from moments.models import EventType
@@ -102,6 +103,7 @@ async def produce(settings: Settings, count: int, subscribers: int, console: Con
         acks=1,
         linger_ms=20,
         max_batch_size=512 * 1024,
+        **kafka_client_kwargs(settings),
     )
     await producer.start()
     try:
@@ -129,6 +131,7 @@ async def raw_consume(settings: Settings, count: int) -> Measurement:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=10_000,
+        **kafka_client_kwargs(settings),
     )
     await consumer.start()
     try:
@@ -255,7 +258,9 @@ def run_bench(count: int, subscribers: int, partitions: int) -> int:
             }
         )
         topics, compacted = all_topics(settings)
-        asyncio.run(ensure_topics(bootstrap, topics, compacted))
+        asyncio.run(
+            ensure_topics(bootstrap, topics, compacted, client_kwargs=kafka_client_kwargs(settings))
+        )
         asyncio.run(produce(settings, count, subscribers, console))
         console.print(f"produced {count:,} events over {subscribers:,} subscribers")
         raw = asyncio.run(raw_consume(settings, count))

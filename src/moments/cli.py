@@ -11,6 +11,7 @@ from textwrap import dedent
 from typing import TYPE_CHECKING
 
 from moments.exceptions import ConfigError
+from moments.logmask import install_pii_masking
 from moments.settings import Settings, load_settings
 from rules.exceptions import RulesError
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                   MOMENTS_KAFKA_BOOTSTRAP=kafka1:9092 MOMENTS_REDIS_URL=redis://redis:6379/0 \\
                     moments worker
                   moments worker -- --loglevel debug
+                  MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL MOMENTS_KAFKA_SASL_USERNAME=svc \\
+                    MOMENTS_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka moments worker
                 """,
         _cmd_worker,
     )
@@ -161,6 +164,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--json", action="store_true", help="print tasks as JSON lines")
     r.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
+
+    p = _parser(
+        sub,
+        "calendar",
+        "The holiday calendar special-day rules use.",
+        """
+                  moments calendar export --years 2026-2028
+                """,
+        _no_subcommand,
+    )
+    calendar_sub = p.add_subparsers(title="calendar commands", metavar="COMMAND")
+    c = _parser(
+        calendar_sub,
+        "export",
+        "Print (or write) the effective holiday calendar for some years as an operator "
+        "calendar file: China's greeting days, lunar festivals included, or those of --from.",
+        """
+                  moments calendar export --years 2026-2028
+                  moments calendar export --years 2027 --from my-calendar.yaml --out holidays.yaml
+                """,
+        _cmd_calendar_export,
+    )
+    c.add_argument("--years", required=True, help="YYYY or YYYY-YYYY")
+    c.add_argument(
+        "--from", dest="source", type=Path, default=None, help="an operator calendar file"
+    )
+    c.add_argument("--out", type=Path, default=None, help="write to this file instead of printing")
 
     p = _parser(
         sub,
@@ -250,6 +280,30 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--events", type=int, default=200_000, help="events to produce")
     b.add_argument("--subscribers", type=int, default=20_000, help="distinct subscribers")
     b.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+
+    p = _parser(
+        sub,
+        "config",
+        "Configuration tools.",
+        """
+                  moments config show
+                """,
+        _no_subcommand,
+    )
+    config_sub = p.add_subparsers(title="config commands", metavar="COMMAND")
+    c = _parser(
+        config_sub,
+        "show",
+        "Print every setting with its effective value and where it came from "
+        "(environment, a *_FILE file, .env, or default); secrets are masked.",
+        """
+                  moments config show
+                  MOMENTS_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka moments config show
+                  moments config show --json | jq '.[] | select(.source != "default")'
+                """,
+        _cmd_config_show,
+    )
+    c.add_argument("--json", action="store_true", help="a JSON list of {variable, value, source}")
     return parser
 
 
@@ -263,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_pii_masking()  # subscriber numbers masked in every log line (MOMENTS_LOG_PII)
     try:
         return handler(args)
     except ConfigError as exc:
@@ -281,7 +336,9 @@ def _no_subcommand(args: argparse.Namespace) -> int:
 
 
 def _settings() -> Settings:
-    return load_settings()
+    settings = load_settings()
+    install_pii_masking(mask=not settings.log_pii)
+    return settings
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -373,6 +430,23 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calendar_export(args: argparse.Namespace) -> int:
+    from rules.calendar import export_calendar, load_calendar, parse_years
+
+    try:
+        years = parse_years(args.years)
+    except ValueError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 2
+    text = export_calendar(load_calendar(args.source), years)
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_schemas_export(args: argparse.Namespace) -> int:
     from moments.schemas import check_schemas, export_schemas
 
@@ -389,9 +463,11 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
 def _cmd_tasks_tail(args: argparse.Namespace) -> int:
     import asyncio
 
+    from moments.connections import check_kafka
     from moments.tail import tail_tasks
 
     settings = _settings()
+    asyncio.run(check_kafka(settings))  # wrong credentials: a message naming the variable
     asyncio.run(
         tail_tasks(
             settings,
@@ -437,6 +513,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from moments.bench import run_bench
 
     return run_bench(args.events, args.subscribers, args.partitions)
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from moments.config_view import effective_config, format_lines
+
+    lines = effective_config(_settings())
+    if args.json:
+        print(json.dumps([dataclasses.asdict(line) for line in lines], indent=2))
+    else:
+        print(format_lines(lines))
+    return 0
 
 
 if __name__ == "__main__":

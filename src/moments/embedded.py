@@ -699,8 +699,11 @@ async def ensure_topics(
     *,
     timeout_s: float = 30.0,
     strict: bool = False,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
     """Create `topics` (name -> partition count), replication factor 1.
+
+    `client_kwargs` are extra admin-client arguments (security: see moments.connections).
 
     Topics named in `compacted` get `cleanup.policy=compact`. A topic that already
     exists is left as it is; if its partition count differs from the one asked
@@ -727,6 +730,7 @@ async def ensure_topics(
         bootstrap_servers=bootstrap,
         client_id="moments-ensure-topics",
         request_timeout_ms=timeout_ms,
+        **dict(client_kwargs or {}),
     )
     try:
         async with asyncio.timeout(timeout_s):

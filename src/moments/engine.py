@@ -12,14 +12,24 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from moments.decoding import decode
-from moments.models import EventType, InputEvent, ProfileEvent, ServiceTask
+from moments.models import (
+    ComplaintEvent,
+    Deferral,
+    EventType,
+    InputEvent,
+    ProfileEvent,
+    RoamingEvent,
+    ServiceTask,
+)
 from moments.records import DeadLetter, RawRecord
 from moments.sources import SOURCE_CODES
-from moments.state import SubscriberState
+from moments.state import MAX_OPEN, SubscriberState
 from moments.taskbuilder import build_task
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
+from rules.gating import GateInput, SubscriberView, gate
 from rules.rule import CompiledRule
+from rules.special_days import due_now, special_days_due
 from rules.windows import local_date, window_end, window_index, zone
 
 StateLoader = Callable[[str], SubscriberState | None]
@@ -30,6 +40,9 @@ MAX_FUTURE = dt.timedelta(days=1)
 """Events further than this ahead of the wall clock are refused as a clock error."""
 CLOSE_CATCH_UP = 7
 """Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
+
+CHECKED_DAY = "checked"
+"""Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
 
 _PROFILE_BASE_FIELDS = frozenset({"event_id", "subscriber_id", "occurred_at"})
 
@@ -61,6 +74,8 @@ class BatchResult:
     """Events dated further ahead of the wall clock than MAX_FUTURE (not applied)."""
     watermarks: dict[int, int] = field(default_factory=dict)
     """Partition -> latest event time seen in this batch (epoch seconds)."""
+    deferred: Counter[str] = field(default_factory=Counter)
+    """Tasks do-not-disturb moved later, by reason."""
 
 
 class Detector:
@@ -110,10 +125,9 @@ class Detector:
                 states[sub] = state
             result.changes[sub] = StateChange(state, record.partition)
             source = SOURCE_CODES[event_type]
-            if state.already_applied(source, record.offset, decoded.event_id):
+            if not state.apply_once(source, record.offset, decoded.event_id):
                 result.replayed += 1
                 continue
-            state.mark_applied(source, record.offset, decoded.event_id)
             if isinstance(decoded, ProfileEvent):
                 apply_profile(state, decoded)
             at = int(decoded.occurred_at.timestamp())
@@ -139,28 +153,71 @@ class Detector:
         result: BatchResult,
     ) -> None:
         """Fold one new event into the state and evaluate the rules it can fire."""
+        track(event, state)
         tz = zone(state.profile.get("timezone"))
-        self.close_windows(sub, state, at, tz, ctx, result)
+        local_day = local_date(at, tz)
+        if self.rules.by_period:
+            self.close_windows(sub, state, at, tz, ctx, result, local_day, active=True)
         source = SOURCE_CODES[event_type]
         if at > state.seen.get(source, 0):
             state.seen[source] = at
         if at > state.watermark:
             state.watermark = at
-        local_day = local_date(at, tz)
-        for series in self.rules.series_by_event_type.get(event_type, ()):
-            amount = series.amount(event)
-            if amount is None:
+        groups = self.rules.series_groups.get(event_type, ())
+        indexes: dict[str, int] = {}
+        rings = state.series
+        for when, members in groups:
+            if not when(event):
                 continue
-            index = window_index(series.period, local_day)
-            ring = series.fold(state.series.get(series.tag), index, amount)
-            if ring is not None:
-                state.series[series.tag] = ring
+            for series in members:
+                amount = series.value_of(event)
+                if amount is None:
+                    continue
+                index = indexes.get(series.period)
+                if index is None:
+                    index = indexes[series.period] = window_index(series.period, local_day)
+                ring = series.fold(rings.get(series.tag), index, amount)
+                if ring is not None:
+                    rings[series.tag] = ring
         for rule in self.rules.for_event(event_type):
             if not rule.when(event):
                 continue
             fired = rule.check(event, state, at, tz)
             if fired is not None:
                 self._emit(rule, fired, sub, event, state, at, ctx, result)
+        if event_type is EventType.PROFILE:
+            # A birthday or contract end set later in the day still counts that day.
+            self.special_days(sub, state, at, tz, ctx, result, profile_changed=True)
+
+    def special_days(
+        self,
+        sub: str,
+        state: SubscriberState,
+        at: int,
+        tz: dt.tzinfo,
+        ctx: EvalContext,
+        result: BatchResult,
+        profile_changed: bool = False,
+    ) -> bool:
+        """Look at the subscriber's special days once a day at the local hour (in event
+        time); True when it did."""
+        special = self.rules.special
+        if not special.rules:
+            return False
+        last = dt.date.fromordinal(state.special_day) if state.special_day else None
+        instant = dt.datetime.fromtimestamp(at, dt.UTC)
+        day = due_now(
+            state.profile, last, instant, special.local_hour, profile_changed=profile_changed
+        )
+        if day is None:
+            return False
+        state.special_day = day.toordinal()
+        for occasion in special_days_due(state.profile, day, special.config, special.calendar):
+            for rule in special.rules:
+                fired = rule.check(None, state, at, tz, occasion=occasion)
+                if fired is not None:
+                    self._emit(rule, fired, sub, None, state, at, ctx, result)
+        return True
 
     def close_windows(
         self,
@@ -170,10 +227,19 @@ class Detector:
         tz: dt.tzinfo,
         ctx: EvalContext,
         result: BatchResult,
+        day: dt.date | None = None,
+        active: bool = False,
     ) -> bool:
-        """Evaluate the close-time rules of every window that ended by `at`; True if any did."""
+        """Evaluate the close-time rules of every window that ended by `at`; True if any did.
+
+        `active`: an event of the subscriber's is closing them, so a silence has just
+        ended and rules that judge a silence are not worth a task any more."""
         closed_any = False
-        day = local_date(at, tz)
+        day = day if day is not None else local_date(at, tz)
+        ordinal = day.toordinal()
+        if state.closed.get(CHECKED_DAY) == ordinal:
+            return False  # windows end at local midnights: nothing new closes within a day
+        state.closed[CHECKED_DAY] = ordinal
         for period, rules in self.rules.by_period.items():
             current = window_index(period, day)
             first_open = state.closed.get(period)
@@ -186,6 +252,8 @@ class Detector:
             for index in range(max(first_open, current - CLOSE_CATCH_UP), current):
                 end = int(window_end(period, index, tz))
                 for rule in rules:
+                    if active and rule.judges_silence:
+                        continue
                     fired = rule.check(None, state, end, tz, closing=index)
                     if fired is not None:
                         self._emit(rule, fired, sub, None, state, end, ctx, result)
@@ -203,14 +271,15 @@ class Detector:
         went silent (an event closes them too, but a silent subscriber sends none)."""
         result = BatchResult()
         ctx = EvalContext(now=now)
-        if not self.rules.by_period:
+        if not self.rules.by_period and not self.rules.special.rules:
             return result
         for sub, state, partition in states:
             at = watermark(partition)
             if at is None:
                 continue
             tz = zone(state.profile.get("timezone"))
-            if self.close_windows(sub, state, at, tz, ctx, result):
+            closed = self.close_windows(sub, state, at, tz, ctx, result)
+            if self.special_days(sub, state, at, tz, ctx, result) or closed:
                 result.changes[sub] = StateChange(state, partition)
         return result
 
@@ -239,11 +308,74 @@ class Detector:
         region = event.region if event is not None and event.region else None
         evidence = [event.event_id] if event is not None else []
         now = ctx.now if ctx.now is not None else triggered
-        task = build_task(rule, fired, sub, region, triggered, evidence, state, now)
+        task = build_task(rule, fired, sub, region, triggered, evidence, state, now, event)
         if task.expires_at <= now:
             result.suppressed[(spec.moment_type, "expired")] += 1
             return
+        policy = self.rules.gating
+        decision = gate(
+            GateInput(
+                task.channel.value,
+                task.priority,
+                spec.purpose,
+                task.triggered_at,
+                task.expires_at,
+                task.deliver_after,
+            ),
+            subscriber_view(state),
+            policy,
+        )
+        if decision.action == "suppress":
+            result.suppressed[(spec.moment_type, decision.reason or "gated")] += 1
+            return
+        if decision.action == "defer":
+            reason = decision.reason or "deferred"
+            until = decision.until or task.expires_at  # a suspended line: at most until expiry
+            task = task.model_copy(
+                update={
+                    "deliver_after": decision.deliver_after,
+                    "deferred": Deferral(reason=reason, until=until),
+                }
+            )
+            result.deferred[reason] += 1
+        if policy.counts(task.channel.value):
+            state.add_contact(int(task.deliver_after.timestamp()))
         result.tasks.append(task)
+
+
+def track(event: InputEvent, state: SubscriberState) -> None:
+    """Keep what do-not-disturb needs: where the subscriber roams, open complaints."""
+    if isinstance(event, RoamingEvent):
+        if event.roaming_type == "international":
+            state.roaming = {
+                k: v
+                for k, v in (("z", event.timezone), ("o", event.utc_offset_minutes))
+                if v is not None
+            } or {"c": event.country}
+        else:
+            state.roaming = {}
+    elif isinstance(event, ComplaintEvent):
+        ids = state.complaints
+        if event.complaint_id in ids:
+            ids.remove(event.complaint_id)
+        if event.status != "resolved":
+            ids.append(event.complaint_id)
+            del ids[:-MAX_OPEN]
+
+
+def subscriber_view(state: SubscriberState) -> SubscriberView:
+    """What the gates need to know of a subscriber, from the profile and the record."""
+    profile = state.profile
+    return SubscriberView(
+        timezone=profile.get("timezone"),
+        roaming_timezone=state.roaming.get("z"),
+        roaming_utc_offset_minutes=state.roaming.get("o"),
+        quiet_hours=tuple(profile.get("quiet_hours") or ()),
+        status=profile.get("status"),
+        opt_out=frozenset(profile.get("opt_out") or ()),
+        open_complaints=len(state.complaints),
+        recent_contacts=tuple(dt.datetime.fromtimestamp(c, dt.UTC) for c in state.contacts),
+    )
 
 
 def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:

@@ -7,16 +7,20 @@ dedup ledger: for tests, `moments rules test` and the backtest.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
 
 from moments.engine import Detector
+from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, ServiceTask
 from moments.records import DeadLetter, RawRecord
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
+
+SWEEP_SPAN_S = 120 * 86400
+"""An `until` further ahead than this sweeps only its last 120 days, hour by hour."""
 
 Input = tuple[EventType, dict[str, object] | bytes | None]
 """An event type and its value: a dict (sent as JSON), raw bytes, or None (a tombstone)."""
@@ -28,6 +32,8 @@ class PipelineResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
     store: DictStateStore = field(default_factory=DictStateStore)
+    watermark: int = 0
+    """Latest event time seen (epoch seconds): where a later `until` sweep starts."""
     offsets: dict[str, int] = field(default_factory=dict)
     """Next offset per topic, so a continued run reads on rather than replaying."""
 
@@ -75,20 +81,36 @@ def run_pipeline(
         records = to_records((i for i in items if not isinstance(i, RawRecord)), None, out.offsets)
     detector = Detector(rules, {t.value: t for t in EventType})
     seen = {t.task_id for t in out.tasks}
+    marks: list[dict[int, int]] = []
     for start in range(0, len(records), batch_size):
         batch = detector.process(records[start : start + batch_size], out.store.load, now)
+        marks.append(batch.watermarks)
         out.dead_letters.extend(batch.dead_letters)
         _collect(out, batch.tasks, seen)
         out.store.save(batch.changes)
+    for batch_marks in marks:
+        out.watermark = max(out.watermark, *batch_marks.values(), 0)
     if until is not None:
-        mark = int(until.timestamp())
-        states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
-        swept = detector.sweep(
-            ((sub, st, p) for sub, st, p in states if st is not None), lambda _: mark, now
-        )
-        _collect(out, swept.tasks, seen)
-        out.store.save(swept.changes)
+        # As the stream's timer does: sweep every hour of event time up to `until`.
+        end = int(until.timestamp())
+        mark = max(out.watermark, end - SWEEP_SPAN_S)
+        mark = mark - mark % SWEEP_BUCKET_S + SWEEP_BUCKET_S
+        while True:
+            mark = min(mark, end)
+            states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
+            live = ((sub, st, p) for sub, st, p in states if st is not None)
+            swept = detector.sweep(live, _constant(mark), now)
+            _collect(out, swept.tasks, seen)
+            out.store.save(swept.changes)
+            if mark >= end:
+                break
+            mark += SWEEP_BUCKET_S
+        out.watermark = max(out.watermark, end)
     return out
+
+
+def _constant(mark: int) -> Callable[[int], int | None]:
+    return lambda _partition: mark
 
 
 def _collect(out: PipelineResult, tasks: list[ServiceTask], seen: set[str]) -> None:

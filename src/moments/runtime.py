@@ -19,11 +19,16 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from moments.connections import kafka_client_kwargs, redis_client
 from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
+from moments.eventclock import EventClock
+from moments.producer import start_producer
 from moments.records import RawRecord
+from moments.reload import Reloader
 from moments.settings import Settings
 from moments.store import StateStore
+from rules.catalog import RuleSet
 from sinks.base import produce_to_partitions
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
@@ -45,32 +50,34 @@ class Runtime:
         self._redis: Redis | None = None
         self.tasks: TaskSink | None = None
         self.dead_letters: DeadLetterSink | None = None
+        self.clock = EventClock(settings.lateness_seconds, settings.idle_after_seconds)
+        self.reloader = Reloader(settings.rules, self.install_rules, self._record_reload)
+        # The batch loop and the window sweep both read and write subscriber state.
+        self._state_lock = asyncio.Lock()
+
+    def install_rules(self, rules: RuleSet) -> None:
+        """Swap the rules in; called from the event loop, so never inside a batch."""
+        self.detector.swap_rules(rules)
+
+    def _record_reload(self, result: str, count: int | None) -> None:
+        self.metrics.rules_reload.labels(result).inc()
+        if count is not None:
+            self.metrics.rules_loaded.set(count)
 
     async def start(self) -> None:
         s = self.settings
-        idempotent = bool(s.idempotent_producer)
-        if s.idempotent_producer is None:
-            log.info(
-                "idempotent producer off (the default); set MOMENTS_IDEMPOTENT_PRODUCER=true "
-                "against Apache Kafka. Tasks are deduplicated by the Redis ledger either way."
-            )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers,
-            acks="all",
-            enable_idempotence=idempotent,
-            linger_ms=2,
-            client_id=f"{s.app_id}-dispatch",
+        producer = await with_retry(
+            lambda: start_producer(s), Dependency.KAFKA, self.metrics, "starting the producer"
         )
-        await with_retry(producer.start, Dependency.KAFKA, self.metrics, "starting the producer")
         self._producer = producer
         outputs = {s.topic(n): s.partitions for n in ("tasks", "deadletter", "task_outcomes")}
         await with_retry(
-            lambda: ensure_topics(s.kafka_bootstrap, outputs),
+            lambda: ensure_topics(s.kafka_bootstrap, outputs, client_kwargs=kafka_client_kwargs(s)),
             Dependency.KAFKA,
             self.metrics,
             "creating output topics",
         )
-        redis = Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        redis = redis_client(s)
         await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
         self._redis = redis
         ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)
@@ -104,11 +111,35 @@ class Runtime:
 
     async def handle(self, records: Sequence[RawRecord], store: StateStore) -> BatchResult:
         """Process one batch end to end; returns only when its outputs are durable."""
+        async with self._state_lock:
+            started = time.perf_counter()
+            now = dt.datetime.now(dt.UTC)
+            result = self.detector.process(records, store.load, now)
+            self.clock.observe(result.watermarks, time.time())
+            await self._publish(result, store)
+            self.metrics.processing.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(records))
+            return result
+
+    async def sweep(self, store: StateStore, partitions: Sequence[int]) -> BatchResult | None:
+        """Close finished windows for the silent subscribers of partitions whose event time
+        moved on (see moments.eventclock); None when no partition was due."""
+        async with self._state_lock:
+            due = self.clock.due(partitions, time.time())
+            if not due:
+                return None
+            now = dt.datetime.now(dt.UTC)
+            result = self.detector.sweep(store.items(list(due)), due.get, now)
+            await self._publish(result, store)
+            self.clock.done(due)
+            if result.tasks:
+                log.info("window sweep made %d task(s)", len(result.tasks))
+            return result
+
+    async def _publish(self, result: BatchResult, store: StateStore) -> None:
+        """Dead letters and tasks acknowledged, then the state and its changelog."""
         if self.tasks is None or self.dead_letters is None:
-            raise RuntimeError("Runtime.handle() before start()")
-        started = time.perf_counter()
-        now = dt.datetime.now(dt.UTC)
-        result = self.detector.process(records, store.load, now)
+            raise RuntimeError("the runtime is not started")
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
         for task in result.tasks:
@@ -126,9 +157,6 @@ class Runtime:
                 "writing the state changelog",
             )
         self.record(result)
-        self.metrics.processing.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(records))
-        return result
 
     def record(self, result: BatchResult) -> None:
         m = self.metrics
@@ -140,6 +168,8 @@ class Runtime:
             m.suppressed.labels(moment_type, reason).inc(n)
         if result.replayed:
             m.replayed.inc(result.replayed)
+        for reason, n in result.deferred.items():
+            m.deferred.labels(reason).inc(n)
         if result.late:
             m.out_of_time.labels("late").inc(result.late)
         if result.future:

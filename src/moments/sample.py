@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -24,9 +25,33 @@ class SampleRecord:
     note: str
 
 
+DAYTIME_ZONES = (
+    "Asia/Shanghai",
+    "Asia/Kolkata",
+    "Europe/Berlin",
+    "Europe/London",
+    "America/Sao_Paulo",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Pacific/Auckland",
+)
+
+
+def daytime_zone(now: dt.datetime) -> str:
+    """A zone where it is now between 10:00 and 18:00, so the sample's tasks are not held
+    back by quiet hours whenever `moments run` is started."""
+    for name in DAYTIME_ZONES:
+        if 10 <= now.astimezone(ZoneInfo(name)).hour < 18:
+            return name
+    return DAYTIME_ZONES[0]  # pragma: no cover - the zones above cover every hour
+
+
 def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
-    """Events in the order they are produced, each with a note of what it should cause."""
+    """Events in the order they are produced, each with a note of what it should cause.
+
+    The sample subscribers live where it is daytime now (see `daytime_zone`)."""
     base = (now or dt.datetime.now(SHANGHAI)).astimezone(SHANGHAI).replace(microsecond=0)
+    home = daytime_zone(base)
 
     def at(minutes: int) -> str:
         return (base - dt.timedelta(minutes=minutes)).isoformat()
@@ -35,7 +60,7 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
         value = orjson.dumps({"subscriber_id": sub, **fields})
         return SampleRecord(event_type, sub.encode(), value, note)
 
-    li, wang, zhao = "13800138001", "13900139002", "13700137003"
+    li, wang, zhao, chen = "13800138001", "13900139002", "13700137003", "13600136004"
     return [
         event(
             EventType.PROFILE,
@@ -47,7 +72,7 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             tier="gold",
             manager_id="m-017",
             birthday="07-14",
-            timezone="Asia/Shanghai",
+            timezone=home,
         ),
         event(
             EventType.PROFILE,
@@ -58,6 +83,25 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             region="SZ",
             tier="diamond",
             manager_id="m-042",
+            timezone=home,
+        ),
+        event(
+            EventType.PROFILE,
+            zhao,
+            "profile",
+            event_id="crm-3",
+            occurred_at=at(60),
+            region="NJ",
+            timezone=home,
+        ),
+        event(
+            EventType.PROFILE,
+            chen,
+            "profile",
+            event_id="crm-4",
+            occurred_at=at(60),
+            region="SZ",
+            timezone=home,
         ),
         event(
             EventType.TOPUP,
@@ -120,7 +164,7 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
         ),
         event(
             EventType.USAGE,
-            wang,
+            chen,
             "VoLTE could not be used -> service_failure",
             event_id="net-6",
             occurred_at=at(21),
@@ -138,7 +182,6 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             country="JP",
             roaming_type="international",
             operator="NTT DOCOMO",
-            timezone="Asia/Tokyo",
         ),
         event(
             EventType.ROAMING,

@@ -10,8 +10,21 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from moments.exceptions import ConfigError
 
@@ -92,12 +105,86 @@ class Settings(BaseSettings):
     pending_redrive_seconds: Annotated[float, Field(gt=0)] = Field(
         default=30.0, description="Age after which a pending (unconfirmed) task is sent again"
     )
+    lateness_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] = Field(
+        default=3600,
+        description="Out-of-order events this much older than a subscriber's latest still count",
+    )
+    idle_after_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="A partition quiet this long lets the wall clock close windows",
+    )
+    rules_reload_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=2.0, description="How often the rules files are checked for a change (0: never)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     dispatch_policy: Path | None = Field(
         default=None,
         description="YAML file of the dispatch policy (capacity, overflow, contact cap, merge "
         "window, outcomes); built-in defaults when unset",
     )
+
+    # -- security (issue 9); see docs/security.md ------------------------------------ #
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How clients talk to Kafka: TLS (SSL), SASL, or both"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signed the brokers' certificates"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="Private key (PEM) of the client certificate"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the client private key, if encrypted"
+    )
+    redis_username: str | None = Field(
+        default=None, description="Redis ACL user (overrides a user in MOMENTS_REDIS_URL)"
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password (overrides a password in MOMENTS_REDIS_URL)"
+    )
+    redis_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) for a rediss:// server"
+    )
+    metrics_username: str | None = Field(
+        default=None, description="User for basic auth on /metrics (with MOMENTS_METRICS_PASSWORD)"
+    )
+    metrics_password: SecretStr | None = Field(
+        default=None, description="Password for basic auth on /metrics"
+    )
+    log_pii: bool = Field(
+        default=False, description="Log subscriber numbers unmasked (for debugging only)"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from moments.secret_files import FileVariablesSource
+
+        files = FileVariablesSource(settings_cls)
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _security(self) -> Settings:
+        from moments.connections import security_problems
+
+        problems = security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -149,7 +236,17 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             loc = "__".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"MOMENTS_{loc}: {err['msg']} (got {err.get('input')!r})")
+            if not loc:  # a check across fields: its message names the variables
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            shown = repr(err.get("input"))
+            if "PASSWORD" in loc:
+                shown = "**********"
+            elif loc == "REDIS_URL":
+                from moments.connections import redacted_url
+
+                shown = repr(redacted_url(str(err.get("input"))))
+            lines.append(f"MOMENTS_{loc}: {err['msg']} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as exc:  # a nested section (MOMENTS_TOPICS) that is not JSON
         match = re.search(r'field "(\w+)"', str(exc))

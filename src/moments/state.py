@@ -18,6 +18,10 @@ from typing import Any
 
 import orjson
 
+MAX_OPEN = 16
+"""Open complaints remembered; more is as good as many."""
+MAX_CONTACTS = 16
+"""Contacts remembered for the frequency cap."""
 RECENT_EVENT_IDS = 8
 """How many recent event-id digests a subscriber keeps to drop re-delivered events."""
 
@@ -49,21 +53,36 @@ class SubscriberState:
     """Source code -> latest event time seen (absence)."""
     closed: dict[str, int] = field(default_factory=dict)
     """Period -> the first window not yet closed (window-close evaluation)."""
+    roaming: dict[str, Any] = field(default_factory=dict)
+    """While abroad: the visited place's zone (`z`) and/or UTC offset minutes (`o`)."""
+    complaints: list[str] = field(default_factory=list)
+    """Ids of complaints opened and not yet resolved (newest last, at most MAX_OPEN)."""
+    contacts: list[int] = field(default_factory=list)
+    """When tasks on capped channels went to the subscriber (epoch seconds, newest last)."""
+    special_day: int = 0
+    """Ordinal of the local day whose special days were last looked at (0: never)."""
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
 
-    def already_applied(self, source: str, offset: int | None, event_id: str) -> bool:
-        """True when this event was applied before (same offset replayed, or same id)."""
+    def apply_once(self, source: str, offset: int | None, event_id: str) -> bool:
+        """Mark the event applied; False when it was applied before (same offset replayed,
+        or the same id delivered again), and then nothing changes."""
         if offset is not None and offset <= self.offsets.get(source, -1):
-            return True
-        return event_digest(event_id) in self.recent
-
-    def mark_applied(self, source: str, offset: int | None, event_id: str) -> None:
-        if offset is not None and offset > self.offsets.get(source, -1):
+            return False
+        digest = event_digest(event_id)
+        if digest in self.recent:
+            return False
+        if offset is not None:
             self.offsets[source] = offset
-        self.recent.append(event_digest(event_id))
+        self.recent.append(digest)
         if len(self.recent) > RECENT_EVENT_IDS:
             del self.recent[: len(self.recent) - RECENT_EVENT_IDS]
+        return True
+
+    def add_contact(self, at: int) -> None:
+        self.contacts.append(at)
+        self.contacts.sort()
+        del self.contacts[:-MAX_CONTACTS]
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {"o": self.offsets, "r": self.recent}
@@ -75,11 +94,16 @@ class SubscriberState:
             ("x", self.fired),
             ("n", self.seen),
             ("c", self.closed),
+            ("g", self.roaming),
+            ("k", self.complaints),
+            ("t", self.contacts),
         ):
             if value:
                 doc[key] = value
         if self.watermark:
             doc["w"] = self.watermark
+        if self.special_day:
+            doc["d"] = self.special_day
         return orjson.dumps(doc)
 
     @classmethod
@@ -95,5 +119,9 @@ class SubscriberState:
             fired=doc.get("x", {}),
             seen=doc.get("n", {}),
             closed=doc.get("c", {}),
+            roaming=doc.get("g", {}),
+            complaints=doc.get("k", []),
+            contacts=doc.get("t", []),
             watermark=doc.get("w", 0),
+            special_day=doc.get("d", 0),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -24,6 +24,10 @@ class StateStore(Protocol):
         """Apply the changes locally; return what the changelog must receive (may be [])."""
         ...
 
+    def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
+        """Every subscriber held for these partitions, with its state and partition."""
+        ...
+
 
 class DictStateStore:
     """In-memory state for `run_pipeline`, the backtest and unit tests."""
@@ -36,6 +40,10 @@ class DictStateStore:
     def load(self, subscriber_id: str) -> SubscriberState | None:
         raw = self.data.get(subscriber_id)
         return SubscriberState.from_bytes(raw) if raw is not None else None
+
+    def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
+        for sub, raw in list(self.data.items()):
+            yield sub, SubscriberState.from_bytes(raw), 0
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         for sub, change in changes.items():
@@ -59,8 +67,9 @@ class FaustTableStore:
     is made with a stand-in event of the subscriber's own partition set as current.
     """
 
-    def __init__(self, table: Any, source_topic: str) -> None:
+    def __init__(self, table: Any, source_topic: str, partitions: int) -> None:
         self.table = table
+        self.partitions = partitions
         self.changelog_topic: str = table.changelog_topic.get_topic_name()
         self._stand_ins: dict[int, _StandInEvent] = {}
         self._source_topic = source_topic
@@ -68,6 +77,14 @@ class FaustTableStore:
     def load(self, subscriber_id: str) -> SubscriberState | None:
         raw = self.table.data.get(subscriber_id.encode())
         return SubscriberState.from_bytes(raw) if raw is not None else None
+
+    def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
+        """Subscribers of the given partitions (the table may hold standby copies of others)."""
+        wanted = set(partitions)
+        for key, raw in list(self.table.data.items()):
+            partition = partition_of(key, self.partitions)
+            if partition in wanted and raw is not None:
+                yield key.decode(), SubscriberState.from_bytes(raw), partition
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         from faust.streams import _current_event
@@ -92,6 +109,14 @@ class FaustTableStore:
             finally:
                 _current_event.reset(token)
         return out
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition a keyed record goes to with Kafka's default partitioner (murmur2),
+    which is how producers keyed by subscriber id spread them."""
+    from aiokafka.partitioner import murmur2
+
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 @dataclass(frozen=True, slots=True)

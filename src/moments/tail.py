@@ -9,6 +9,7 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from moments.connections import kafka_client_kwargs
 from moments.pii import mask_msisdn
 from moments.settings import Settings
 
@@ -46,6 +47,7 @@ async def tail_tasks(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         client_id=f"{settings.app_id}-tail",
+        **kafka_client_kwargs(settings),
     )
     await consumer.start()
     printed = 0

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
-from typing import Any
 
-from moments.models import Moment, ServiceTask
+from moments.models import InputEvent, Moment, ServiceTask
 from moments.state import SubscriberState
 from rules.base import Fired
 from rules.rule import CompiledRule
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+from rules.templates import PLACEHOLDER, fill
 
 
 def task_id(subscriber_id: str, rule_id: str, occurrence: str) -> str:
     """Same subscriber, rule and occurrence: same id, whatever replays or worker made it."""
     digest = hashlib.blake2b(f"{subscriber_id}|{rule_id}|{occurrence}".encode(), digest_size=16)
     return digest.hexdigest()
-
-
-def fill(template: str, params: dict[str, Any]) -> str:
-    """Fill `{name}` placeholders from params; no attribute access, no format specs."""
-    return _PLACEHOLDER.sub(lambda m: str(params.get(m.group(1), m.group(0))), template)
 
 
 def build_task(
@@ -35,9 +27,14 @@ def build_task(
     evidence: list[str],
     state: SubscriberState,
     now: dt.datetime,
+    event: InputEvent | None = None,
 ) -> ServiceTask:
+    """The task for a firing; the description may name the event's fields and the params."""
     spec = rule.task
     profile = state.profile
+    context = fired.params
+    if event is not None and PLACEHOLDER.search(spec.description):
+        context = {**event.model_dump(mode="json", exclude_none=True), **fired.params}
     return ServiceTask(
         task_id=task_id(subscriber_id, rule.id, fired.occurrence),
         subscriber_id=subscriber_id,
@@ -49,7 +46,7 @@ def build_task(
             type=spec.moment_type,
             rule_id=rule.id,
             rule_version=rule.version,
-            description=fill(spec.description, fired.params),
+            description=fill(spec.description, context),
             params=fired.params,
         ),
         priority=spec.priority,

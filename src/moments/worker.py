@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
-from prometheus_client import start_http_server
-
 from moments.app import build
+from moments.connections import preflight
+from moments.metrics_server import serve_metrics
 from moments.settings import Settings
 from rules.catalog import load_rules
 from sinks.metrics import Metrics
@@ -21,12 +22,14 @@ FAUST_LOG_LEVELS = {"WARNING": "warn", "CRITICAL": "crit"}
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
     rules = load_rules(settings.rules)
+    asyncio.run(preflight(settings))  # wrong credentials stop here, with the variable to fix
     metrics = Metrics()
     if settings.metrics_port:
-        start_http_server(
-            settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
+        serve_metrics(settings, metrics.registry)
+        auth = " (basic auth)" if settings.metrics_username else ""
+        log.info(
+            "metrics on http://%s:%d/metrics%s", settings.metrics_host, settings.metrics_port, auth
         )
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app, _runtime = build(settings, rules, metrics)
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):

@@ -9,6 +9,7 @@ from typing import Any
 
 from moments.models import Channel, Family, InputEvent
 from moments.state import SubscriberState
+from rules.gating import Purpose
 from rules.windows import local_date, window_index
 
 
@@ -25,7 +26,7 @@ class TaskSpec:
     description: str
     """A template filled from the firing's params (`{name}` placeholders only)."""
     cooldown: dt.timedelta | None = None
-    purpose: str = "service"
+    purpose: Purpose = "service"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,8 @@ class Env:
     """The window index that closed (close-evaluated rules), in the rule's period."""
     out: dict[str, Any] = field(default_factory=dict)
     occurrence: str | None = None
+    occasion: Any = None
+    """The special day being evaluated (rules.special_days.Occasion), if any."""
 
     def window(self, period: str) -> int:
         """The reference window: the one closing, or the one holding the event."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -18,13 +18,23 @@ from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
 from rules import spec as sp
 from rules.base import TaskSpec
-from rules.conditions import Scope, compile_condition, event_fields
+from rules.calendar import HolidayCalendar, load_calendar
+from rules.conditions import (
+    Scope,
+    compile_condition,
+    event_fields,
+    produced_names,
+    required_fields,
+)
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
+from rules.gating import GatingPolicy
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
+from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
+from rules.templates import placeholders
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -39,6 +49,14 @@ class RuleSet:
     by_event_type: dict[EventType, tuple[CompiledRule, ...]] = field(default_factory=dict)
     series_by_event_type: dict[EventType, tuple[Series, ...]] = field(default_factory=dict)
     by_period: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    series_groups: dict[EventType, tuple[tuple[Predicate, tuple[Series, ...]], ...]] = field(
+        default_factory=dict
+    )
+    special: SpecialDays = field(default_factory=lambda: SpecialDays())
+    """Special-day rules, the local hour they are looked at, and the holiday calendar."""
+    gating: GatingPolicy = field(default_factory=GatingPolicy)
+    """Do-not-disturb gates applied to every task (the defaults when no file sets them)."""
+    """Per event type, the series that share a `when` filter: each filter runs once."""
 
     @classmethod
     def of(
@@ -46,17 +64,24 @@ class RuleSet:
         rules: Sequence[CompiledRule],
         sources: Sequence[str] = (),
         series: Mapping[str, Series] | None = None,
+        gating: GatingPolicy | None = None,
+        special: SpecialDays | None = None,
     ) -> RuleSet:
         declared = dict(series or {})
         index: dict[EventType, list[CompiledRule]] = {t: [] for t in EventType}
         periods: dict[str, list[CompiledRule]] = {}
+        special_rules: list[CompiledRule] = []
         for rule in rules:
+            if rule.evaluate == "special_day":
+                special_rules.append(rule)
+                continue
             if rule.period is not None:
                 periods.setdefault(rule.period, []).append(rule)
                 continue
             for event_type in rule.event_types:
                 index[event_type].append(rule)
         feeds = {t: tuple(x for x in declared.values() if t in x.event_types) for t in EventType}
+        grouped = {t: _group_by_filter(f) for t, f in feeds.items()}
         return cls(
             tuple(rules),
             tuple(sources),
@@ -64,6 +89,9 @@ class RuleSet:
             {t: tuple(r) for t, r in index.items()},
             feeds,
             {p: tuple(r) for p, r in periods.items()},
+            grouped,
+            replace(special or SpecialDays(), rules=tuple(special_rules)),
+            gating if gating is not None else GatingPolicy(),
         )
 
     def for_event(self, event_type: EventType) -> tuple[CompiledRule, ...]:
@@ -71,6 +99,22 @@ class RuleSet:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+
+@dataclass(frozen=True)
+class SpecialDays:
+    rules: tuple[CompiledRule, ...] = ()
+    local_hour: int = DEFAULT_LOCAL_HOUR
+    config: SpecialDayConfig = field(default_factory=SpecialDayConfig)
+    calendar: HolidayCalendar = field(default_factory=HolidayCalendar.default)
+
+
+def _group_by_filter(feeds: Sequence[Series]) -> tuple[tuple[Predicate, tuple[Series, ...]], ...]:
+    groups: dict[str, tuple[Predicate, list[Series]]] = {}
+    for series in feeds:
+        group = groups.setdefault(series.when_key, (series.when, []))
+        group[1].append(series)
+    return tuple((when, tuple(members)) for when, members in groups.values())
 
 
 def rule_files(path: Path) -> list[Path]:
@@ -121,9 +165,51 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
             rule = _build(spec, file, index, series, problems)
             if rule is not None:
                 rules.append(rule)
+    gating: GatingPolicy | None = None
+    gating_from = ""
+    for file in files:
+        if file.parsed.gating is None:
+            continue
+        if gating is not None:
+            file.problem(
+                problems,
+                ("gating",),
+                f"gating: is already set in {gating_from}; keep one gating: section per catalog",
+            )
+            continue
+        gating, gating_from = file.parsed.gating, f"{file.name}:{file.at(('gating',))[0]}"
+    special = _special_days(files, problems)
     if problems:
         raise RulesError(problems)
-    return RuleSet.of(rules, [name for name, _ in texts], series)
+    return RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
+
+
+def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> SpecialDays | None:
+    """The one `special_days:` section of a catalog, with its calendar loaded."""
+    found: list[_File] = [f for f in files if f.parsed.special_days is not None]
+    for extra in found[1:]:
+        extra.problem(
+            problems,
+            ("special_days",),
+            f"special_days: is already set in {found[0].name}; keep one per catalog",
+        )
+    if not found:
+        return None
+    file = found[0]
+    spec = file.parsed.special_days
+    assert spec is not None
+    calendar = HolidayCalendar.default()
+    if spec.calendar is not None:
+        path = Path(file.name).parent / spec.calendar
+        try:
+            calendar = load_calendar(path)
+        except RulesError as exc:
+            problems.extend(exc.problems)
+    return SpecialDays(
+        local_hour=spec.local_hour,
+        config=SpecialDayConfig(lead_days=spec.lead_days),
+        calendar=calendar,
+    )
 
 
 @dataclass
@@ -285,6 +371,7 @@ def _compile_series(files: Sequence[_File], problems: list[RuleProblem]) -> dict
                 field=spec.field,
                 period=spec.period,
                 keep=keep,
+                when_key=f"{sorted(spec.on)}|{when_text}",
             )
     return out
 
@@ -348,6 +435,9 @@ def _build(
     fields = event_fields(spec.on)
     when = _when(spec.when, spec.on, fields, lambda sub, msg: problem(("when", *sub), msg))
     period = PERIOD_OF.get(spec.evaluate)
+    special_day = spec.evaluate == "special_day"
+    if special_day and spec.when:
+        problem(("when",), "a special_day rule has no event to filter; use profile conditions")
     if period is not None and spec.when:
         problem(
             ("when",),
@@ -373,12 +463,27 @@ def _build(
         sources=tuple(SOURCE_CODES[t] for t in spec.on),
         profile_fields=set(ProfileEvent.model_fields)
         - {"event_id", "subscriber_id", "occurred_at"},
+        special_day=special_day,
     )
     condition = None
     if spec.condition is not None:
         condition = compile_condition(spec.condition, scope, ("condition",), problem)
-    elif period is not None:
-        problem(("evaluate",), "a rule evaluated when a window closes needs a condition")
+        # Fields the condition cannot do without: an event lacking one is skipped cheaply.
+        when = all_of([when, *(_present(name) for name in required_fields(spec.condition))])
+    elif period is not None or special_day:
+        problem(("evaluate",), f"a rule with evaluate: {spec.evaluate} needs a condition")
+    if special_day and spec.condition is not None and not _has_occasion(spec.condition):
+        problem(("condition",), "a special_day rule needs an occasion: condition, e.g. birthday")
+    names = produced_names(spec.condition, period is None) if spec.condition else set()
+    if period is None and not special_day:
+        names |= fields
+    unknown = [m for m in placeholders(spec.task.description) if m not in names]
+    if unknown:
+        problem(
+            ("task", "description"),
+            f"{{{unknown[0]}}} is not known when this rule fires; use one of: "
+            + ", ".join(sorted(names)),
+        )
     if len(problems) > before:
         return None
     task = TaskSpec(
@@ -408,8 +513,33 @@ def _build(
         ),
         sources=scope.sources,
         tag=state_tag(spec.id),
+        judges_silence=_has_absence(spec.condition),
         spec=spec,
     )
+
+
+def _has_absence(node: Any) -> bool:
+    if isinstance(node, sp.AbsenceCond):
+        return True
+    if isinstance(node, sp.AllCond | sp.AnyCond):
+        return any(
+            _has_absence(c) for c in (node.all if isinstance(node, sp.AllCond) else node.any)
+        )
+    if isinstance(node, sp.NotCond):
+        return _has_absence(node.not_)
+    return False
+
+
+def _has_occasion(node: Any) -> bool:
+    if isinstance(node, sp.OccasionCond):
+        return True
+    if isinstance(node, sp.AllCond):
+        return any(_has_occasion(c) for c in node.all)
+    return False
+
+
+def _present(name: str) -> Predicate:
+    return lambda e: getattr(e, name, None) is not None
 
 
 def _set_of(value: str | list[str] | None) -> frozenset[str] | None:

@@ -38,6 +38,8 @@ class Scope:
     sources: tuple[str, ...]
     """Codes of the rule's event types (absence looks at their latest times)."""
     profile_fields: set[str]
+    special_day: bool = False
+    """True for `evaluate: special_day` rules (occasions are known, no event)."""
 
 
 def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Condition:
@@ -100,6 +102,15 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         if part.period != whole.period:
             report((*path, "of"), f"{node.share!r} and {node.of!r} need the same period")
         return _compare(f"{node.share}_share", _share(part, whole, node), node, scope, path, report)
+    if isinstance(node, s.OccasionCond):
+        if not scope.special_day:
+            report(
+                (*path, "occasion"),
+                "occasion is judged once a day at the local hour: use it in a rule with "
+                "evaluate: special_day",
+            )
+        kinds = frozenset([node.occasion] if isinstance(node.occasion, str) else node.occasion)
+        return _occasion(kinds, frozenset(node.holidays) if node.holidays else None)
     if isinstance(node, s.AbsenceCond):
         if scope.period is None:
             report(
@@ -116,7 +127,9 @@ def _never(env: Env) -> bool:
 
 
 def _needs_event(scope: Scope, path: Path, report: Report, what: str) -> None:
-    if scope.period is not None:
+    if scope.special_day:
+        report(path, f"{what} looks at the event, but a special_day rule has none")
+    elif scope.period is not None:
         report(
             path,
             f"{what} looks at the event, but this rule runs when a window closes; "
@@ -173,8 +186,7 @@ def _compare(
     ops = node.given()
     if not ops:
         if isinstance(node, s.FieldCond | s.ProfileCond):
-            # A bare field test means "is present".
-            return lambda env: get(env) is not None
+            return _present(label, get)  # a bare field test means "is present"
         report(path, "add a comparison: one of eq, ne, in, not_in, prefix, gt, gte, lt, lte")
         return _never
     tests: list[Callable[[Env, Any], bool]] = []
@@ -200,6 +212,17 @@ def _compare(
         for op, limit in limits.items():
             env.out[f"{label}_{op}"] = limit(env)
         return all(t(env, value) for t in tests)
+
+    return check
+
+
+def _present(label: str, get: Getter) -> Condition:
+    def check(env: Env) -> bool:
+        value = get(env)
+        if value is None:
+            return False
+        env.out[label] = value
+        return True
 
     return check
 
@@ -351,6 +374,24 @@ def _share(part: Series, whole: Series, node: s.ShareCond) -> Callable[[Env], fl
     return value
 
 
+def _occasion(kinds: frozenset[str], holidays: frozenset[str] | None) -> Condition:
+    def check(env: Env) -> bool:
+        occasion = env.occasion
+        if occasion is None or occasion.kind not in kinds:
+            return False
+        if (
+            holidays is not None
+            and occasion.kind == "holiday"
+            and occasion.params.get("holiday") not in holidays
+        ):
+            return False
+        env.out.update(occasion.params)
+        env.occurrence = occasion.occurrence
+        return True
+
+    return check
+
+
 def _absence(duration: dt.timedelta, sources: Sequence[str]) -> Condition:
     seconds = duration.total_seconds()
 
@@ -376,3 +417,74 @@ def event_fields(event_types: Sequence[EventType]) -> set[str]:
 
     sets = [set(EVENT_MODELS[t].model_fields) for t in event_types]
     return set.intersection(*sets) if sets else set()
+
+
+def required_fields(node: Any) -> set[str]:
+    """Event fields without which the condition is false (so the rule may skip the event)."""
+    if isinstance(node, s.AllCond):
+        out: set[str] = set()
+        for child in node.all:
+            out |= required_fields(child)
+        return out
+    if isinstance(node, s.FirstTimeCond):
+        return {node.first_time}
+    if isinstance(node, s.ChangedCond):
+        return {node.changed}
+    if isinstance(node, s.FieldCond):
+        ops = node.given()
+        # ne/not_in are true of a missing value, and `eq: null` asks for one.
+        if ops and "ne" not in ops and "not_in" not in ops and ops.get("eq", "") is not None:
+            return {node.field}
+        if not ops:
+            return {node.field}
+    return set()
+
+
+def produced_names(node: Any, on_event: bool) -> set[str]:
+    """Params a condition puts on the task (what a description template may name)."""
+    if isinstance(node, s.AllCond | s.AnyCond):
+        out: set[str] = set()
+        for child in node.all if isinstance(node, s.AllCond) else node.any:
+            out |= produced_names(child, on_event)
+        return out
+    if isinstance(node, s.NotCond):
+        return produced_names(node.not_, on_event)
+    if isinstance(node, s.FieldCond | s.ProfileCond | s.SeriesCond):
+        if isinstance(node, s.FieldCond):
+            label = node.field
+        elif isinstance(node, s.ProfileCond):
+            label = f"profile_{node.profile}"
+        else:
+            label = node.series
+        return {label, *(f"{label}_{op}" for op in node.given() if op in NUMERIC_OPS)}
+    if isinstance(node, s.BaselineCond):
+        label = f"{node.baseline}_{node.measure}"
+        limits = {f"{label}_{op}" for op in node.given() if op in NUMERIC_OPS}
+        return {node.baseline, f"{node.baseline}_baseline", label, *limits}
+    if isinstance(node, s.ShareCond):
+        label = f"{node.share}_share"
+        return {label, *(f"{label}_{op}" for op in node.given() if op in NUMERIC_OPS)}
+    if isinstance(node, s.FirstTimeCond):
+        return {node.first_time, "lookback_days", "previous_at"}
+    if isinstance(node, s.ChangedCond):
+        return {node.changed, f"previous_{node.changed}"}
+    if isinstance(node, s.AbsenceCond):
+        return {"silent_days", "last_seen"}
+    if isinstance(node, s.OccasionCond):
+        return set(OCCASION_PARAMS)
+    return set()
+
+
+OCCASION_PARAMS = (
+    "birthday",
+    "years",
+    "joined_on",
+    "contract_end",
+    "days_left",
+    "holiday",
+    "name",
+    "local_name",
+    "date",
+    "also",
+)
+"""What the special days put on a task (see rules.special_days)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from rules import spec as s
 from rules.catalog import RuleSet
+from rules.gating import describe
 from rules.rule import CompiledRule
 
 _OPS = {
@@ -23,18 +24,34 @@ _PERIOD_WORDS = {"day": "day", "week": "week (Monday to Sunday)", "month": "cale
 
 
 def explain(rules: RuleSet, rule_id: str | None = None) -> list[str]:
-    """Paragraphs, one per rule (or only `rule_id`); raises KeyError for an unknown id."""
+    """Paragraphs, one per rule (or only `rule_id`), then the do-not-disturb gates and
+    special days of the whole catalog; raises KeyError for an unknown id."""
     chosen = [r for r in rules.rules if rule_id is None or r.id == rule_id]
     if rule_id is not None and not chosen:
         raise KeyError(rule_id)
-    return [explain_rule(rule) for rule in chosen]
+    paragraphs = [explain_rule(rule) for rule in chosen]
+    if rule_id is None:
+        gates = "\n".join(f"  {line}" for line in describe(rules.gating))
+        paragraphs.append(f"Do-not-disturb, for every task:\n{gates}")
+        special = rules.special
+        if special.rules:
+            paragraphs.append(
+                f"Special days are looked at once a day at {special.local_hour:02d}:00 in "
+                "each subscriber's time zone, and again on a profile update later that day; "
+                f"contract expiry is due {special.config.lead_days} days ahead; holidays: "
+                + ", ".join(special.calendar.keys())
+                + "."
+            )
+    return paragraphs
 
 
 def explain_rule(rule: CompiledRule) -> str:
     spec: s.RuleSpec = rule.spec
     lines = [f"{rule.id} (version {rule.version}): {rule.description}"]
     on = ", ".join(t.value for t in spec.on)
-    if rule.period is None:
+    if rule.evaluate == "special_day":
+        lines.append("  Looks once a day at the local hour (see special days below).")
+    elif rule.period is None:
         lines.append(
             f"  Looks at each {on} event"
             + (f" where {_when(spec.when)}" if spec.when else "")
@@ -142,7 +159,11 @@ def _cond(node: Any, spec: s.RuleSpec) -> str:
             f"the share of {node.share} in {node.of} {_ops(node, spec)} "
             f"(with at least {node.min_total} in all)"
         )
+    if isinstance(node, s.OccasionCond):
+        kinds = [node.occasion] if isinstance(node.occasion, str) else list(node.occasion)
+        only = f" ({', '.join(node.holidays)})" if node.holidays else ""
+        return "it is the subscriber's " + " or ".join(k.replace("_", " ") for k in kinds) + only
     if isinstance(node, s.AbsenceCond):
-        kinds = " or ".join(t.value for t in spec.on)
-        return f"the subscriber has had no {kinds} event for {node.absence}"
+        sources = " or ".join(t.value for t in spec.on)
+        return f"the subscriber has had no {sources} event for {node.absence}"
     return str(node)

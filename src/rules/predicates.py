@@ -77,4 +77,9 @@ OPERATORS = frozenset({"in", "not_in", "prefix", "eq", "ne", "gt", "gte", "lt", 
 def all_of(tests: list[Predicate]) -> Predicate:
     if not tests:
         return always
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda e: first(e) and second(e)
     return lambda e: all(t(e) for t in tests)

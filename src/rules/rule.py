@@ -49,6 +49,8 @@ class CompiledRule:
     overrides: tuple[Override, ...] = ()
     sources: tuple[str, ...] = ()
     tag: str = ""
+    judges_silence: bool = False
+    """The condition has an `absence`: worth nothing once the subscriber is active again."""
     spec: Any = None
     """The parsed spec (rules.spec.RuleSpec), for `moments rules explain`."""
     _cache: dict[tuple[str | None, str | None], Mapping[str, Any]] = field(
@@ -74,6 +76,7 @@ class CompiledRule:
         at: int,
         tz: dt.tzinfo,
         closing: int | None = None,
+        occasion: Any = None,
     ) -> Fired | None:
         """Evaluate at one instant; the occurrence defaults to the event, or the window closed."""
         region = event.region if event is not None and event.region else state.profile.get("region")
@@ -81,6 +84,7 @@ class CompiledRule:
             event, state, self.params_for(region, state.profile.get("tier")), at, tz, self.tag
         )
         env.closing = closing
+        env.occasion = occasion
         if self.condition is not None and not self.condition(env):
             return None
         occurrence = env.occurrence

@@ -28,10 +28,19 @@ class Series:
     field: str | None
     period: str
     keep: int
+    when_key: str = ""
+    """Identifies the `when` filter, so series sharing one are filtered once per event."""
 
     @property
     def width(self) -> int:
         return 3 if self.field else 1
+
+    def value_of(self, event: InputEvent) -> float | None:
+        """What an event that passed `when` adds (None: the field is missing)."""
+        if self.field is None:
+            return 1.0
+        value = getattr(event, self.field, None)
+        return None if value is None else float(value)
 
     def amount(self, event: InputEvent) -> float | None:
         """What the event adds (None: the event does not count for this series)."""
@@ -43,30 +52,34 @@ class Series:
         return None if value is None else float(value)
 
     def fold(self, ring: Ring | None, index: int, amount: float) -> Ring | None:
-        """The ring with `amount` added to window `index`; None when the window is too old."""
+        """Add `amount` to window `index`; returns the ring (updated in place when it can be),
+        or None when the window is older than the ring keeps."""
         width, keep = self.width, self.keep
         if not ring:
             ring = [index, index]
-        newest, first = int(ring[0]), int(ring[1])
-        slots = ring[2:] + [0.0] * (width * keep - len(ring) + 2)
-        del slots[width * keep :]
+        newest = int(ring[0])
         if index > newest:
-            shift = min(index - newest, keep)
-            slots = [0.0] * (width * shift) + slots[: width * (keep - shift)]
+            shift = index - newest
+            kept = ring[2 : 2 + width * (keep - shift)] if shift < keep else []
+            ring = [index, ring[1], *([0.0] * (width * shift) if kept else ()), *kept]
             newest = index
         pos = newest - index
         if pos >= keep:
             return None
-        base = pos * width
+        base = 2 + pos * width
+        missing = base + width - len(ring)
+        if missing > 0:
+            ring.extend([0.0] * missing)
         if width == 1:
-            slots[base] += 1
+            ring[base] += 1
         else:
-            slots[base] = round(slots[base] + amount, 4)
-            slots[base + 1] += 1
-            slots[base + 2] = max(slots[base + 2], amount)
-        while slots and slots[-1] == 0:
-            slots.pop()
-        return [newest, min(first, index), *slots]
+            ring[base] = round(ring[base] + amount, 4)
+            ring[base + 1] += 1
+            if amount > ring[base + 2]:
+                ring[base + 2] = amount
+        if index < ring[1]:
+            ring[1] = index
+        return ring
 
     def window(self, ring: Ring | None, index: int) -> tuple[float, float, float] | None:
         """(sum, count, max) of one window; zeros when empty; None when no longer kept."""

@@ -21,9 +21,11 @@ from pydantic import (
 
 from moments.models import Channel, EventType, Family
 from rules.durations import parse_duration
+from rules.gating import GatingPolicy
 
 Period = Literal["day", "week", "month"]
-Evaluate = Literal["event", "daily", "weekly", "monthly"]
+Evaluate = Literal["event", "daily", "weekly", "monthly", "special_day"]
+OccasionName = Literal["birthday", "join_anniversary", "contract_expiry", "holiday"]
 Aggregate = Literal["sum", "count", "avg", "max"]
 Scalar = str | int | float | bool
 OperatorValue = Scalar | list[Scalar]
@@ -112,6 +114,15 @@ class AbsenceCond(_Strict):
     _absence = field_validator("absence")(_duration)
 
 
+class OccasionCond(_Strict):
+    occasion: OccasionName | list[OccasionName] = Field(
+        description="Special day(s) that fire the rule (evaluate: special_day)"
+    )
+    holidays: list[str] | None = Field(
+        default=None, description="Only these holiday keys (e.g. spring_festival); default all"
+    )
+
+
 class AllCond(_Strict):
     all: list[Condition] = Field(min_length=1)
 
@@ -133,6 +144,7 @@ CONDITION_KINDS = (
     "baseline",
     "share",
     "absence",
+    "occasion",
     "all",
     "any",
     "not",
@@ -160,6 +172,7 @@ Condition = Annotated[
     | Annotated[BaselineCond, Tag("baseline")]
     | Annotated[ShareCond, Tag("share")]
     | Annotated[AbsenceCond, Tag("absence")]
+    | Annotated[OccasionCond, Tag("occasion")]
     | Annotated[AllCond, Tag("all")]
     | Annotated[AnyCond, Tag("any")]
     | Annotated[NotCond, Tag("not")],
@@ -179,6 +192,7 @@ _CLASSES: dict[str, type[BaseModel]] = {
     "baseline": BaselineCond,
     "share": ShareCond,
     "absence": AbsenceCond,
+    "occasion": OccasionCond,
     "all": AllCond,
     "any": AnyCond,
     "not": NotCond,
@@ -234,6 +248,21 @@ class RuleSpec(_Strict):
     task: TaskSpecModel
 
 
+class SpecialDaysSpec(_Strict):
+    """When special days are looked at, and with which calendar."""
+
+    local_hour: int = Field(default=9, ge=0, le=23, description="Local hour of the daily look")
+    lead_days: int = Field(default=30, ge=0, le=366, description="Contract expiry warning")
+    calendar: str | None = Field(
+        default=None,
+        description="Operator holiday file, relative to this rules file; default: China's",
+    )
+
+
 class RulesFile(_Strict):
+    special_days: SpecialDaysSpec | None = None
+    gating: GatingPolicy | None = Field(
+        default=None, description="Do-not-disturb gates for every task (one file may set it)"
+    )
     series: dict[str, SeriesSpec] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)

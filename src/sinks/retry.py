@@ -27,6 +27,14 @@ def _retryable() -> tuple[type[BaseException], ...]:
     return (*RETRYABLE, KafkaError, RedisConnectionError, RedisTimeoutError)
 
 
+def _not_retryable() -> tuple[type[BaseException], ...]:
+    """Refused credentials: waiting does not fix them (redis-py files them under
+    ConnectionError). moments.connections.preflight explains them at start-up."""
+    from redis.exceptions import AuthenticationError
+
+    return (AuthenticationError,)
+
+
 async def with_retry(
     call: Callable[[], Awaitable[T]],
     dependency: Dependency,
@@ -38,6 +46,7 @@ async def with_retry(
     """Await `call()` until it succeeds; back off between failures (forever: the caller
     decides when to give up by cancelling)."""
     errors = _retryable()
+    fatal = _not_retryable()
     delay = first_delay
     attempt = 0
     up = metrics.dependency_up.labels(dependency.value)
@@ -45,6 +54,8 @@ async def with_retry(
         try:
             value = await call()
         except errors as exc:
+            if isinstance(exc, fatal):
+                raise
             attempt += 1
             metrics.dependency_errors.labels(dependency.value).inc()
             up.set(0)

@@ -68,12 +68,44 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "MOMENTS_PENDING_REDRIVE_SECONDS": str(settings.pending_redrive_seconds),
             "MOMENTS_BATCH_WITHIN": str(settings.batch_within),
             "MOMENTS_LOG_LEVEL": settings.log_level,
+            "MOMENTS_IDLE_AFTER_SECONDS": str(settings.idle_after_seconds),
+            "MOMENTS_RULES_RELOAD_SECONDS": str(settings.rules_reload_seconds),
+            "MOMENTS_LATENESS_SECONDS": str(settings.lateness_seconds),
         }
     )
     if settings.rules is not None:
         env["MOMENTS_RULES"] = str(settings.rules)
     if settings.dispatch_policy is not None:
         env["MOMENTS_DISPATCH_POLICY"] = str(settings.dispatch_policy)
+    env.update(security_env(settings))
+    return env
+
+
+SECURITY_FIELDS = (
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "redis_username",
+    "redis_password",
+    "redis_ssl_cafile",
+    "metrics_username",
+    "metrics_password",
+    "log_pii",
+)
+
+
+def security_env(settings: Settings) -> dict[str, str]:
+    """The security settings (docs/security.md) as MOMENTS_* variables for a child process."""
+    env: dict[str, str] = {}
+    for name in SECURITY_FIELDS:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"MOMENTS_{name.upper()}"] = str(value)
     return env
 
 

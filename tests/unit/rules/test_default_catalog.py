@@ -6,7 +6,7 @@ from __future__ import annotations
 from moments.models import EventType
 from rules.catalog import load_rules
 
-from .helpers import SUB, at, ev, run, types, usage
+from .helpers import SHANGHAI, SUB, at, ev, run, types, usage
 
 CATALOG = load_rules()
 PROFILE = EventType.PROFILE
@@ -197,11 +197,133 @@ class TestAnomaly:
 
 
 def test_the_catalog_covers_every_family_of_its_rules() -> None:
-    assert len(CATALOG) >= 17
-    assert {r.task.family.value for r in CATALOG.rules} == {"first_time", "anomaly"}
+    assert len(CATALOG) >= 21
+    families = {r.task.family.value for r in CATALOG.rules}
+    assert families == {"first_time", "anomaly", "special_day"}
     assert all(r.description for r in CATALOG.rules)
 
 
 def test_subscriber_is_the_task_key() -> None:
     events = [ev(EventType.ROAMING, at("2026-11-02"), country="JP", roaming_type="international")]
     assert run(CATALOG, events).tasks[0].subscriber_id == SUB
+
+
+class TestSpecialDays:
+    def test_birthday_once_at_nine_local_time(self) -> None:
+        events = [
+            ev(PROFILE, at("2026-10-01"), birthday="1990-11-03", timezone="Asia/Shanghai"),
+            usage(at("2026-11-02"), kind="data"),
+        ]
+        early = run(CATALOG, events, until=at("2026-11-03", "08:30"))
+        assert only(early.tasks, "birthday") == []
+        later = run(CATALOG, [], until=at("2026-11-04", "12:00"), result=early)
+        (task,) = only(later.tasks, "birthday")
+        assert task.triggered_at.astimezone(SHANGHAI).hour == 9
+        assert task.moment.family.value == "special_day"
+
+    def test_a_birthday_set_later_that_day_still_counts(self) -> None:
+        events = [
+            usage(at("2026-11-02"), kind="data"),
+            ev(PROFILE, at("2026-11-03", "15:00"), birthday="11-03"),
+        ]
+        tasks = only(run(CATALOG, events).tasks, "birthday")
+        assert len(tasks) == 1
+
+    def test_join_anniversary_counts_years(self) -> None:
+        events = [ev(PROFILE, at("2026-11-01"), joined_on="2019-11-05")]
+        (task,) = only(run(CATALOG, events, until=at("2026-11-06")).tasks, "join_anniversary")
+        assert task.moment.params["years"] == 7
+        assert "7 years with us" in task.moment.description
+
+    def test_contract_expiry_once_however_many_days_it_is_due(self) -> None:
+        events = [ev(PROFILE, at("2026-11-01"), contract_end="2026-11-20")]
+        result = run(CATALOG, events, until=at("2026-11-19"))
+        (task,) = only(result.tasks, "contract_expiry_near")
+        assert task.moment.params["contract_end"] == "2026-11-20"
+        assert task.channel.value == "manager"
+
+    def test_spring_festival_greeting(self) -> None:
+        events = [ev(PROFILE, at("2027-02-01"), tier="gold")]
+        (task,) = only(
+            run(CATALOG, events, until=at("2027-02-06", "12:00")).tasks, "holiday_greeting"
+        )
+        assert task.moment.params["holiday"] == "spring_festival"
+        assert task.triggered_at.date().isoformat() == "2027-02-06"
+
+
+class TestDoNotDisturb:
+    def test_a_task_at_night_waits_for_the_morning(self) -> None:
+        events = [usage(at("2026-11-02", "23:10"), kind="service_failure", service_code="5G")]
+        (task,) = run(CATALOG, events).tasks
+        assert task.deferred is not None
+        assert task.deferred.reason == "quiet_hours"
+        assert task.deliver_after.astimezone(SHANGHAI).isoformat() == "2026-11-03T08:00:00+08:00"
+
+    def test_quiet_hours_follow_the_visited_country(self) -> None:
+        trip = {"country": "GB", "roaming_type": "international", "timezone": "Europe/London"}
+        events = [
+            ev(EventType.ROAMING, at("2026-11-02", "20:00"), **trip),
+            # 22:30 in Shanghai is 14:30 in London: not quiet there.
+            usage(at("2026-11-02", "22:30"), kind="service_failure", service_code="VOLTE"),
+        ]
+        tasks = only(run(CATALOG, events).tasks, "service_failure")
+        assert [t.deferred for t in tasks] == [None]
+
+    def test_opt_out_of_the_channel_suppresses(self) -> None:
+        events = [
+            ev(PROFILE, at("2026-11-01"), opt_out=["sms"]),
+            ev(EventType.ROAMING, at("2026-11-02"), country="JP", roaming_type="international"),
+        ]
+        assert run(CATALOG, events).tasks == []
+
+    def test_an_open_complaint_blocks_sales_not_service(self) -> None:
+        events = [
+            ev(
+                EventType.COMPLAINT,
+                at("2026-11-02", "10:00"),
+                complaint_id="c1",
+                category="billing",
+                severity=2,
+                status="opened",
+            ),
+            usage(at("2026-11-02", "11:00"), kind="voice", counterparty="10010"),
+        ]
+        assert types(run(CATALOG, events).tasks) == ["complaint"]
+        resolved = [
+            *events[:1],
+            ev(
+                EventType.COMPLAINT,
+                at("2026-11-02", "10:30"),
+                complaint_id="c1",
+                category="billing",
+                severity=2,
+                status="resolved",
+            ),
+            events[1],
+        ]
+        assert "competitor_hotline_call" in types(run(CATALOG, resolved).tasks)
+
+    def test_frequency_cap_of_three_a_week(self) -> None:
+        events = [
+            usage(at(f"2026-11-0{d}"), kind="service_failure", service_code=f"S{d}")
+            for d in range(2, 6)
+        ]
+        tasks = only(run(CATALOG, events).tasks, "service_failure")
+        assert len(tasks) == 3  # the fourth would wait past its 12 h: dropped
+
+    def test_suspended_line_service_waits_sales_dropped(self) -> None:
+        events = [
+            ev(PROFILE, at("2026-11-01"), status="suspended"),
+            usage(at("2026-11-02", "10:00"), kind="service_failure", service_code="X"),
+            usage(at("2026-11-02", "11:00"), kind="voice", counterparty="10000"),
+        ]
+        tasks = run(CATALOG, events).tasks
+        assert types(tasks) == ["service_failure"]
+        assert tasks[0].deferred is not None
+        assert tasks[0].deferred.reason == "suspended"
+
+
+def test_no_activity_is_not_reported_once_the_subscriber_is_back() -> None:
+    """The closes an event makes for days gone by do not judge a silence it just ended."""
+    events = [usage(at("2026-11-02"), kind="data"), usage(at("2026-11-12"), kind="data")]
+    assert only(run(CATALOG, events).tasks, "no_activity") == []

@@ -84,3 +84,19 @@ def test_rules_test_names_the_bad_line(tmp_path: Path, capsys: pytest.CaptureFix
     events.write_text('{"event_id": "x"}\n')
     assert main(["rules", "test", str(DEFAULT), "--events", str(events)]) == 1
     assert f'{events}:1: add "type": one of topup' in capsys.readouterr().err
+
+
+def test_the_shipped_calendar_file_is_what_export_writes(tmp_path: Path) -> None:
+    shipped = DEFAULT.parent / "holidays-2026-2028.yaml"
+    out = tmp_path / "h.yaml"
+    assert main(["calendar", "export", "--years", "2026-2028", "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == shipped.read_text(encoding="utf-8"), (
+        "run: moments calendar export --years 2026-2028 --out "
+        "src/rules/catalog/holidays-2026-2028.yaml"
+    )
+    assert "2027-02-06" in out.read_text(encoding="utf-8")  # Spring Festival 2027
+
+
+def test_calendar_export_refuses_bad_years(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calendar", "export", "--years", "26-28"]) == 2
+    assert "write YYYY or YYYY-YYYY" in capsys.readouterr().err

@@ -157,3 +157,13 @@ class TestCommand:
             rule("    on: [usage]\n    condition: {series: s, gte: 2}\n")
         )
         assert len(load_rules(tmp_path)) == 1
+
+
+def test_a_description_placeholder_nobody_fills_is_refused() -> None:
+    text = rule(
+        "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+        GOOD_TASK.replace("description: low", "description: 'spent {chrage}'"),
+    )
+    (found,) = problems(text)
+    assert found.startswith("r.yaml:12:7: {chrage} is not known when this rule fires; use one of:")
+    assert "charge_gt" in found

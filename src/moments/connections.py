@@ -1,0 +1,319 @@
+"""Settings -> arguments of every Kafka and Redis client the project creates.
+
+One place turns `MOMENTS_KAFKA_SECURITY_PROTOCOL`, SASL and TLS settings into
+aiokafka keyword arguments and Faust `broker_credentials`, and the Redis
+settings into a `redis.asyncio.Redis`. `preflight()` opens one connection to
+each before a worker starts, so wrong credentials stop it at once with a message
+naming the variable to fix (an unreachable server is left to the usual retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from moments.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+    from redis.asyncio import Redis
+
+    from moments.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_CREDENTIALS_HELP = (
+    "check MOMENTS_KAFKA_SASL_USERNAME and MOMENTS_KAFKA_SASL_PASSWORD "
+    "(or MOMENTS_KAFKA_SASL_PASSWORD_FILE)"
+)
+
+
+def security_problems(settings: Settings) -> list[str]:
+    """Cross-field mistakes in the security settings, each naming the variable to fix."""
+    problems: list[str] = []
+    protocol = settings.kafka_security_protocol
+    if protocol in SASL_PROTOCOLS:
+        if not settings.kafka_sasl_username:
+            problems.append(
+                f"MOMENTS_KAFKA_SASL_USERNAME: required with "
+                f"MOMENTS_KAFKA_SECURITY_PROTOCOL={protocol}"
+            )
+        if settings.kafka_sasl_password is None:
+            problems.append(
+                "MOMENTS_KAFKA_SASL_PASSWORD (or MOMENTS_KAFKA_SASL_PASSWORD_FILE): required "
+                f"with MOMENTS_KAFKA_SECURITY_PROTOCOL={protocol}"
+            )
+    elif settings.kafka_sasl_username or settings.kafka_sasl_password is not None:
+        problems.append(
+            "MOMENTS_KAFKA_SASL_USERNAME/PASSWORD are set but MOMENTS_KAFKA_SECURITY_PROTOCOL="
+            f"{protocol} does not use them; set it to SASL_SSL (or SASL_PLAINTEXT)"
+        )
+    tls_files = {
+        "MOMENTS_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "MOMENTS_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "MOMENTS_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+        "MOMENTS_REDIS_SSL_CAFILE": settings.redis_ssl_cafile,
+    }
+    for variable, path in tls_files.items():
+        if path is not None and not os.access(path, os.R_OK):
+            problems.append(f"{variable}: {path} is missing or unreadable; point it at a PEM file")
+    kafka_tls = (settings.kafka_ssl_cafile, settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    if protocol not in TLS_PROTOCOLS and any(p is not None for p in kafka_tls):
+        problems.append(
+            f"MOMENTS_KAFKA_SSL_* files are set but MOMENTS_KAFKA_SECURITY_PROTOCOL={protocol} "
+            "does not use TLS; set it to SSL or SASL_SSL"
+        )
+    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
+        problems.append(
+            "MOMENTS_KAFKA_SSL_CERTFILE and MOMENTS_KAFKA_SSL_KEYFILE go together; set both or none"
+        )
+    url = urlsplit(settings.redis_url)
+    if (url.username or url.password) and (
+        settings.redis_username or settings.redis_password is not None
+    ):
+        problems.append(
+            "MOMENTS_REDIS_URL carries credentials and MOMENTS_REDIS_USERNAME/PASSWORD are set "
+            "too; keep them in MOMENTS_REDIS_PASSWORD(_FILE) only"
+        )
+    if settings.redis_ssl_cafile is not None and url.scheme != "rediss":
+        problems.append(
+            "MOMENTS_REDIS_SSL_CAFILE is set but MOMENTS_REDIS_URL is not rediss://; "
+            "use rediss:// for TLS"
+        )
+    if (settings.metrics_username is None) != (settings.metrics_password is None):
+        problems.append(
+            "MOMENTS_METRICS_USERNAME and MOMENTS_METRICS_PASSWORD go together; set both or none"
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------- #
+# Kafka                                                                       #
+# --------------------------------------------------------------------------- #
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """A verifying TLS context (system CAs, or MOMENTS_KAFKA_SSL_CAFILE), or None without TLS."""
+    if settings.kafka_security_protocol not in TLS_PROTOCOLS:
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
+    if settings.kafka_ssl_certfile is not None and settings.kafka_ssl_keyfile is not None:
+        key_password = settings.kafka_ssl_key_password
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile),
+            str(settings.kafka_ssl_keyfile),
+            password=key_password.get_secret_value() if key_password else None,
+        )
+    return context
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Security arguments for `AIOKafkaProducer`, `AIOKafkaConsumer` and `AIOKafkaAdminClient`."""
+    kwargs: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    context = kafka_ssl_context(settings)
+    if context is not None:
+        kwargs["ssl_context"] = context
+    if settings.kafka_security_protocol in SASL_PROTOCOLS:
+        password = settings.kafka_sasl_password
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password else None,
+        )
+    return kwargs
+
+
+def faust_broker_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust's `broker_credentials` for the same settings (None: plaintext)."""
+    import faust
+
+    context = kafka_ssl_context(settings)
+    if settings.kafka_security_protocol in SASL_PROTOCOLS:
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None:
+    """What to fix when connecting failed for a reason retries cannot cure; None otherwise."""
+    from aiokafka import errors
+
+    protocol = settings.kafka_security_protocol
+    mechanism = settings.kafka_sasl_mechanism
+    where = f"Kafka {settings.kafka_bootstrap}"
+    if isinstance(exc, errors.UnsupportedSaslMechanismError):
+        return (
+            f"{where} does not offer SASL mechanism {mechanism}; set "
+            "MOMENTS_KAFKA_SASL_MECHANISM to one it enables (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+        )
+    if isinstance(exc, errors.SaslAuthenticationFailed) or (
+        # aiokafka fails on a SCRAM server-final message `e=...` with KeyError/ValueError
+        protocol in SASL_PROTOCOLS and isinstance(exc, KeyError | ValueError)
+    ):
+        return (
+            f"{where} refused the SASL {mechanism} login of user "
+            f"{settings.kafka_sasl_username!r}; {_CREDENTIALS_HELP}"
+        )
+    if (
+        protocol in SASL_PROTOCOLS
+        and isinstance(exc, errors.KafkaConnectionError)
+        and "closed" in str(exc)
+    ):
+        # TCP connected, then the broker hung up during the handshake: Tansu does this
+        # for a mechanism it does not offer; Kafka for a login it refuses.
+        return (
+            f"{where} closed the connection during the SASL {mechanism} login; check "
+            f"MOMENTS_KAFKA_SASL_MECHANISM (is it enabled on the broker?) and {_CREDENTIALS_HELP}"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"{where}: the broker's TLS certificate was not trusted ({exc.verify_message}); "
+            "set MOMENTS_KAFKA_SSL_CAFILE to the CA that signed it"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return (
+            f"{where}: TLS handshake failed ({exc.reason}); check that the listener speaks TLS "
+            "(MOMENTS_KAFKA_SECURITY_PROTOCOL) and MOMENTS_KAFKA_SSL_CERTFILE/KEYFILE"
+        )
+    return None
+
+
+async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> bool:
+    """Log in to the first bootstrap server and ask for metadata.
+
+    True when it worked, False when the server could not be reached (left to the
+    retries); raises `ConfigError` when the security settings are what is wrong.
+    """
+    from aiokafka.conn import create_conn
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    host, _, port = settings.bootstrap_servers[0].rpartition(":")
+    kwargs = kafka_client_kwargs(settings)
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host.strip("[]"),
+                int(port),
+                client_id=f"{settings.app_id}-preflight",
+                request_timeout_ms=int(timeout_s * 1000),
+                **kwargs,
+            )
+    except Exception as exc:  # classified below; the rest is retried
+        problem = describe_kafka_failure(settings, exc)
+        if problem is not None:
+            raise ConfigError(problem) from None
+        log.warning("Kafka %s not reachable yet: %r", settings.kafka_bootstrap, exc)
+        return False
+    try:
+        async with asyncio.timeout(timeout_s):
+            await conn.send(MetadataRequest([], allow_auto_topic_creation=False))
+    except Exception as exc:  # classified below; the rest is retried
+        if settings.kafka_security_protocol not in SASL_PROTOCOLS:
+            raise ConfigError(
+                f"Kafka {settings.kafka_bootstrap} answered ApiVersions but closed the connection "
+                f"on Metadata ({type(exc).__name__}): it probably requires authentication; set "
+                "MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT) and "
+                "MOMENTS_KAFKA_SASL_USERNAME/PASSWORD"
+            ) from None
+        raise ConfigError(
+            f"Kafka {settings.kafka_bootstrap} closed the connection after the SASL login "
+            f"({type(exc).__name__}); {_CREDENTIALS_HELP}"
+        ) from None
+    finally:
+        conn.close()
+    return True
+
+
+# --------------------------------------------------------------------------- #
+# Redis                                                                       #
+# --------------------------------------------------------------------------- #
+
+
+def redis_client(settings: Settings, timeout: float = 5.0) -> Redis:
+    """`redis.asyncio.Redis` for MOMENTS_REDIS_URL with the username, password and CA settings."""
+    from redis.asyncio import Redis
+
+    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.redis_username:
+        kwargs["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_ssl_cafile is not None:
+        kwargs["ssl_ca_certs"] = str(settings.redis_ssl_cafile)
+    return Redis.from_url(settings.redis_url, **kwargs)
+
+
+def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None:
+    """What to fix when Redis refused us for a reason retries cannot cure; None otherwise."""
+    from redis import exceptions as rx
+
+    where = f"Redis {redacted_url(settings.redis_url)}"
+    if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError):
+        user = settings.redis_username or urlsplit(settings.redis_url).username or "default"
+        return (
+            f"{where} refused the login of user {user!r} ({exc}); check MOMENTS_REDIS_USERNAME "
+            "and MOMENTS_REDIS_PASSWORD (or MOMENTS_REDIS_PASSWORD_FILE)"
+        )
+    if isinstance(exc, rx.NoPermissionError):
+        return (
+            f"{where}: the user may not run a command the ledger needs ({exc}); grant it "
+            "+ping +get +set +del +scan +ttl on the ledger keys (see docs/security.md)"
+        )
+    cause = exc.__context__ or exc.__cause__
+    if isinstance(exc, rx.ConnectionError) and isinstance(cause, ssl.SSLCertVerificationError):
+        return (
+            f"{where}: the server's TLS certificate was not trusted ({cause.verify_message}); "
+            "set MOMENTS_REDIS_SSL_CAFILE to the CA that signed it"
+        )
+    if isinstance(exc, rx.ConnectionError) and isinstance(cause, ssl.SSLError):
+        return f"{where}: TLS handshake failed ({cause.reason}); use rediss:// only for a TLS port"
+    return None
+
+
+async def check_redis(settings: Settings, timeout_s: float = 5.0) -> bool:
+    """PING Redis with the configured credentials; like `check_kafka`."""
+    from redis.exceptions import RedisError
+
+    client = redis_client(settings, timeout_s)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        problem = describe_redis_failure(settings, exc)
+        if problem is not None:
+            raise ConfigError(problem) from None
+        log.warning("Redis %s not reachable yet: %r", redacted_url(settings.redis_url), exc)
+        return False
+    finally:
+        await client.aclose()
+    return True
+
+
+async def preflight(settings: Settings) -> None:
+    """Fail fast on wrong credentials or TLS trust before a worker or tool starts."""
+    await asyncio.gather(check_kafka(settings), check_redis(settings))
+
+
+def redacted_url(url: str) -> str:
+    """The URL with any password replaced by `****`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{user}:****@{host}{port}").geturl()

@@ -1,0 +1,83 @@
+"""The dispatch producer, idempotent where the broker can do it.
+
+`MOMENTS_IDEMPOTENT_PRODUCER` unset (auto) tries an idempotent producer first:
+Apache Kafka grants a producer id and retried sends are not written twice.
+A broker that cannot (Tansu answers InitProducerId with UnknownServerError; an
+old or ACL-restricted Kafka answers UnsupportedVersion or an authorization error)
+gets a plain producer instead, said once in the log. Tasks are deduplicated by
+the Redis ledger either way; idempotence only removes broker-side duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
+
+from moments.connections import kafka_client_kwargs
+from moments.exceptions import ConfigError
+from moments.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NO_IDEMPOTENCE: tuple[type[BaseException], ...] = (
+    kafka_errors.UnknownError,  # Tansu: InitProducerId -> UnknownServerError
+    kafka_errors.UnsupportedVersionError,  # brokers before InitProducerId (0.11)
+    kafka_errors.ClusterAuthorizationFailedError,  # Kafka < 2.8 ACLs without IdempotentWrite
+)
+"""Errors from InitProducerId that mean "this broker will not give us a producer id"."""
+
+ProducerFactory = Callable[..., AIOKafkaProducer]
+
+
+def producer_kwargs(settings: Settings) -> dict[str, Any]:
+    """Arguments of the dispatch producer, security included, idempotence excluded."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "acks": "all",
+        "linger_ms": 2,
+        "client_id": f"{settings.app_id}-dispatch",
+        **kafka_client_kwargs(settings),
+    }
+
+
+async def start_producer(
+    settings: Settings, factory: ProducerFactory = AIOKafkaProducer
+) -> AIOKafkaProducer:
+    """A started dispatch producer. Connection errors propagate (the caller retries);
+    a broker refusing idempotence is handled as `MOMENTS_IDEMPOTENT_PRODUCER` says."""
+    wanted = settings.idempotent_producer
+    kwargs = producer_kwargs(settings)
+    if wanted is False:
+        return await _started(factory(enable_idempotence=False, **kwargs))
+    try:
+        producer = await _started(factory(enable_idempotence=True, **kwargs))
+    except NO_IDEMPOTENCE as exc:
+        if wanted:
+            raise ConfigError(
+                f"Kafka {settings.kafka_bootstrap} refused an idempotent producer "
+                f"({type(exc).__name__}: {exc}); unset MOMENTS_IDEMPOTENT_PRODUCER (auto) or "
+                "set it to false for this broker"
+            ) from None
+        log.warning(
+            "idempotent producer off: Kafka %s refused a producer id (%s); tasks are still "
+            "deduplicated by the Redis ledger. Set MOMENTS_IDEMPOTENT_PRODUCER=false to skip "
+            "this check",
+            settings.kafka_bootstrap,
+            type(exc).__name__,
+        )
+        return await _started(factory(enable_idempotence=False, **kwargs))
+    log.info("idempotent producer on")
+    return producer
+
+
+async def _started(producer: AIOKafkaProducer) -> AIOKafkaProducer:
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer

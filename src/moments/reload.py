@@ -1,0 +1,70 @@
+"""Hot reload of the rules: a changed file (or SIGHUP) loads them again; a bad file is
+refused with its problems and the rules in force stay."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rules.catalog import RuleSet, load_rules, rule_files
+from rules.exceptions import RulesError
+
+log = logging.getLogger(__name__)
+
+Signature = tuple[tuple[str, int, int], ...]
+
+
+def signature(path: Path | None) -> Signature:
+    """Name, mtime and size of each rules file; follows symlinks (Kubernetes ConfigMaps)."""
+    if path is None:
+        return ()
+    try:
+        files = rule_files(path) if path.exists() else []
+        out = []
+        for f in files:
+            st = os.stat(f)
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+    except OSError:
+        return ()
+
+
+@dataclass
+class Reloader:
+    """Checks for a change and loads; the caller installs the new rules between batches."""
+
+    path: Path | None
+    install: Callable[[RuleSet], None]
+    record: Callable[[str, int | None], None]
+    """Called with the result ("ok" or "error") and the number of rules now in force."""
+    load: Callable[[Path | None], RuleSet] = load_rules
+    last: Signature = field(default=())
+    requested: bool = False
+
+    def __post_init__(self) -> None:
+        self.last = signature(self.path)
+
+    def request(self) -> None:
+        """Reload at the next check whatever the files say (SIGHUP)."""
+        self.requested = True
+
+    def check(self) -> str | None:
+        """Reload when asked or when a file changed: "ok", "error", or None (no change)."""
+        current = signature(self.path)
+        if not self.requested and current == self.last:
+            return None
+        self.requested = False
+        self.last = current
+        try:
+            rules = self.load(self.path)
+        except RulesError as exc:
+            log.error("rules reload refused (the rules in force stay):\n%s", exc)
+            self.record("error", None)
+            return "error"
+        self.install(rules)
+        log.info("rules reloaded: %d rule(s) from %s", len(rules), self.path or "the catalog")
+        self.record("ok", len(rules))
+        return "ok"

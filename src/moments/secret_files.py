@@ -1,0 +1,73 @@
+"""`MOMENTS_<NAME>_FILE` variables: a setting's value read from a file.
+
+The convention of Docker and Kubernetes secrets: mount the secret as a file and
+point `MOMENTS_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka` at it, so the value
+never sits in the process environment. Works for every top-level setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+from moments.exceptions import ConfigError
+
+PREFIX = "MOMENTS_"
+SUFFIX = "_FILE"
+
+
+def file_variable(field_name: str) -> str:
+    """`kafka_sasl_password` -> `MOMENTS_KAFKA_SASL_PASSWORD_FILE`."""
+    return f"{PREFIX}{field_name.upper()}{SUFFIX}"
+
+
+def _environ_upper() -> dict[str, str]:
+    return {k.upper(): v for k, v in os.environ.items()}
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The file's text without its trailing line break; a `ConfigError` naming `variable`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            f"invalid configuration:\n  {variable}: cannot read {path} ({reason}); "
+            "point it at a readable UTF-8 file that holds the value"
+        ) from None
+    return text.rstrip("\r\n")
+
+
+class FileVariablesSource(PydanticBaseSettingsSource):
+    """Reads `MOMENTS_<NAME>_FILE` for each field; refuses a value given both ways."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.read_from: dict[str, str] = {}
+        """field name -> the file it was read from."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        env = _environ_upper()
+        variable = file_variable(field_name)
+        path = env.get(variable)
+        if path is None:
+            return None, field_name, False
+        direct = f"{PREFIX}{field_name.upper()}"
+        if direct in env:
+            raise ConfigError(
+                f"invalid configuration:\n  {direct} and {variable} are both set; keep one of them"
+            )
+        self.read_from[field_name] = path
+        return read_secret_file(variable, path), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values

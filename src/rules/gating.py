@@ -1,0 +1,362 @@
+"""Do-not-disturb gating: may a task go out now, later, or never?
+
+Do-not-disturb moments never create tasks; they gate every other one. `gate` is a
+pure function of the task, what we know of the subscriber and the `GatingPolicy`
+(the `gating:` section of a rules file). Everything is in event time: `now` is the
+event-time instant the engine evaluates at (normally the task's `triggered_at`).
+
+The gates, in the order they are applied (the first that suppresses wins):
+
+1. **expired**: `now` is at or past `expires_at`: suppress.
+2. **closed** line: suppress.
+3. **opt_out**: the subscriber opted out of the task's channel: suppress.
+4. **complaint_open**: an open complaint blocks the purposes in
+   `open_complaint_blocks` (sales by default, never service): suppress.
+5. **suspended** line: per purpose, `wait` (defer with `until=None`) or `suppress`.
+6. **frequency_cap**: on a counted channel, at most `max_contacts` per `period`;
+   defer until enough of the oldest contacts leave the period, or suppress when
+   that is not before `expires_at`.
+7. **quiet_hours**: never deliver inside the default windows or the customer's own,
+   in the customer's local time (the visited place's while roaming); defer to the
+   end of the covering windows, chained when they touch or overlap. A task whose
+   quiet hours outlast it is suppressed as `expired`.
+
+A send or defer always has `now <= deliver_after < expires_at`.
+
+Waiting for reactivation: a task on a suspended line that may wait comes back as
+`defer`, reason `suspended`, `until=None`, and `deliver_after` the earliest instant the
+other gates would allow. The dispatch side holds it until a profile update sets the
+line active, then calls `gate` again with `now` = that update's event time (the
+quiet hours and the cap are judged again then), or drops it at `expires_at`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from moments.models import Channel
+from rules.durations import parse_duration
+from rules.quiet_hours import (
+    QuietWindow,
+    covers_whole_day,
+    lenient_window,
+    next_open_instant,
+    parse_window,
+)
+
+Purpose = Literal["service", "sales"]
+Action = Literal["send", "defer", "suppress"]
+Reason = Literal[
+    "quiet_hours",
+    "suspended",
+    "opt_out",
+    "frequency_cap",
+    "complaint_open",
+    "closed",
+    "expired",
+]
+OnSuspended = Literal["wait", "suppress"]
+
+ALL_CHANNELS: tuple[Channel, ...] = tuple(Channel)
+
+
+def _window_text(text: str) -> str:
+    return str(parse_window(text))
+
+
+WindowText = Annotated[str, AfterValidator(_window_text)]
+"""A quiet window as written, checked and normalised to HH:MM-HH:MM."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrequencyCap(_Strict):
+    """At most `max_contacts` tasks per `period` on the counted channels, across all rules."""
+
+    max_contacts: int = Field(default=3, ge=1, le=1000)
+    period: str = Field(default="7d", description="A duration such as 7d or 24h")
+    channels: tuple[Channel, ...] = Field(
+        default=(Channel.OUTBOUND_CALL, Channel.MANAGER, Channel.SMS),
+        min_length=1,
+        description="Channels whose tasks count towards the cap and are capped",
+    )
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        if parse_duration(value) <= dt.timedelta(0):
+            raise ValueError(f"period {value!r} must be longer than zero, e.g. 7d")
+        return value
+
+    @functools.cached_property
+    def span(self) -> dt.timedelta:
+        return parse_duration(self.period)
+
+
+class SuspendedPolicy(_Strict):
+    """What a task for a suspended line does, per purpose: wait for reactivation or drop."""
+
+    service: OnSuspended = "wait"
+    sales: OnSuspended = "suppress"
+
+
+class GatingPolicy(_Strict):
+    """The `gating:` section of a rules file: do-not-disturb for every rule's tasks."""
+
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA zone for subscribers whose profile has none (or an unknown one)",
+    )
+    quiet_hours: tuple[WindowText, ...] = Field(
+        default=("21:00-08:00",),
+        description="Default quiet windows, HH:MM-HH:MM local time; the customer's own add to them",
+    )
+    quiet_hours_channels: tuple[Channel, ...] = Field(
+        default=ALL_CHANNELS,
+        description="Channels quiet hours hold back (all by default: a push wakes a phone too)",
+    )
+    frequency_cap: FrequencyCap | None = Field(
+        default_factory=FrequencyCap, description="null switches the cap off"
+    )
+    open_complaint_blocks: tuple[Purpose, ...] = Field(
+        default=("sales",), description="Purposes an open complaint blocks"
+    )
+    suspended: SuspendedPolicy = Field(default_factory=SuspendedPolicy)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone; write one such as Asia/Shanghai"
+            ) from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value and covers_whole_day(parse_window(text) for text in value):
+            raise ValueError(
+                "quiet_hours cover the whole day, so no task could ever be sent; "
+                "leave some hours open, e.g. [21:00-08:00]"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> GatingPolicy:
+        for name in ("quiet_hours_channels", "open_complaint_blocks"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} lists a value twice; write each once")
+        return self
+
+    @functools.cached_property
+    def windows(self) -> tuple[QuietWindow, ...]:
+        return tuple(parse_window(text) for text in self.quiet_hours)
+
+    @functools.cached_property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    def counts(self, channel: str) -> bool:
+        """True when a task on this channel counts towards (and is held by) the cap."""
+        return self.frequency_cap is not None and channel in self.frequency_cap.channels
+
+
+def _aware(name: str, value: dt.datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be time-zone aware; pass e.g. datetime(..., tzinfo=UTC)")
+
+
+@dataclass(frozen=True, slots=True)
+class GateInput:
+    """The task being gated (times are aware; `now` is event time)."""
+
+    channel: str
+    priority: int
+    purpose: Purpose
+    triggered_at: dt.datetime
+    expires_at: dt.datetime
+    now: dt.datetime
+
+    def __post_init__(self) -> None:
+        for name in ("triggered_at", "expires_at", "now"):
+            _aware(name, getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberView:
+    """What gating needs to know of a subscriber (from the profile and the state record)."""
+
+    timezone: str | None = None
+    """The profile's IANA zone."""
+    roaming_timezone: str | None = None
+    """The visited place's IANA zone while roaming abroad; wins over everything else."""
+    roaming_utc_offset_minutes: int | None = None
+    """The visited place's UTC offset when only that is known; wins over the profile zone."""
+    quiet_hours: tuple[str, ...] = ()
+    """The customer's own HH:MM-HH:MM windows; they add to the policy's."""
+    status: str | None = None
+    """`active`, `suspended` or `closed`; None (unknown) counts as active."""
+    opt_out: frozenset[str] = frozenset()
+    open_complaints: int = 0
+    recent_contacts: tuple[dt.datetime, ...] = field(default=())
+    """When tasks on counted channels went to this subscriber (aware)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """`send` now, `defer` until `deliver_after`, or `suppress` for good."""
+
+    action: Action
+    deliver_after: dt.datetime
+    reason: Reason | None = None
+    until: dt.datetime | None = None
+    """For a defer: when it ends (None: until the line is reactivated). For a suppress by
+    the cap or by quiet hours: when the task could have gone out."""
+
+
+@functools.lru_cache(maxsize=512)
+def _zone(name: str) -> zoneinfo.ZoneInfo | None:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def local_zone(subscriber: SubscriberView, policy: GatingPolicy) -> dt.tzinfo:
+    """The customer's local time: the visited place's while roaming, else the profile's.
+
+    Order: roaming zone, roaming UTC offset, profile zone, the policy's default. An
+    unknown zone name is skipped (profile data must not stop the engine).
+    """
+    if subscriber.roaming_timezone and (zone := _zone(subscriber.roaming_timezone)):
+        return zone
+    offset = subscriber.roaming_utc_offset_minutes
+    if offset is not None and -24 * 60 < offset < 24 * 60:
+        return dt.timezone(dt.timedelta(minutes=offset))
+    if subscriber.timezone and (zone := _zone(subscriber.timezone)):
+        return zone
+    return policy.zone
+
+
+def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[QuietWindow, ...]:
+    """The policy's windows plus the customer's own (bad customer windows are skipped)."""
+    own = (lenient_window(text) for text in subscriber.quiet_hours)
+    return policy.windows + tuple(window for window in own if window is not None)
+
+
+def cap_frees_at(
+    contacts: Sequence[dt.datetime], now: dt.datetime, cap: FrequencyCap
+) -> dt.datetime | None:
+    """When a new contact fits under the cap (None: it fits now).
+
+    A contact counts while it is less than `period` old; one later than `now` (a task
+    already scheduled) counts too. With `n >= max` counted contacts, the `n - max + 1`
+    oldest must leave the period, so the new one may go at `sorted[n - max] + period`.
+    """
+    counted = sorted(c for c in contacts if c > now - cap.span)
+    if len(counted) < cap.max_contacts:
+        return None
+    return counted[len(counted) - cap.max_contacts] + cap.span
+
+
+def _suppress(reason: Reason, now: dt.datetime, until: dt.datetime | None = None) -> GateDecision:
+    return GateDecision("suppress", now, reason, until)
+
+
+def gate(task: GateInput, subscriber: SubscriberView, policy: GatingPolicy) -> GateDecision:
+    """Decide whether the task is sent now, deferred, or suppressed (see the module doc)."""
+    now = task.now
+    if now >= task.expires_at:
+        return _suppress("expired", now)
+    if subscriber.status == "closed":
+        return _suppress("closed", now)
+    if task.channel in subscriber.opt_out:
+        return _suppress("opt_out", now)
+    if subscriber.open_complaints > 0 and task.purpose in policy.open_complaint_blocks:
+        return _suppress("complaint_open", now)
+    suspended = subscriber.status == "suspended"
+    if suspended and getattr(policy.suspended, task.purpose) == "suppress":
+        return _suppress("suspended", now)
+
+    earliest: dt.datetime = now
+    reason: Reason | None = None
+    cap = policy.frequency_cap
+    if cap is not None and task.channel in cap.channels:
+        frees_at = cap_frees_at(subscriber.recent_contacts, now, cap)
+        if frees_at is not None:
+            if frees_at >= task.expires_at:
+                return _suppress("frequency_cap", now, frees_at)
+            earliest, reason = frees_at, "frequency_cap"
+
+    if task.channel in policy.quiet_hours_channels:
+        windows = quiet_windows(subscriber, policy)
+        opens = next_open_instant(earliest, windows, local_zone(subscriber, policy))
+        if opens is None or opens >= task.expires_at:
+            return _suppress("expired", now, opens)
+        if opens > earliest:
+            earliest, reason = opens, "quiet_hours"
+    earliest = earliest.astimezone(now.tzinfo)
+
+    if suspended:
+        return GateDecision("defer", earliest, "suspended", None)
+    if reason is None:
+        return GateDecision("send", now)
+    return GateDecision("defer", earliest, reason, earliest)
+
+
+def describe(policy: GatingPolicy) -> list[str]:
+    """The policy in plain words, one line per gate (for `moments rules explain`)."""
+    lines: list[str] = []
+    channels = ", ".join(policy.quiet_hours_channels) or "no channel"
+    if policy.quiet_hours:
+        lines.append(
+            f"Quiet hours {', '.join(policy.quiet_hours)} in the customer's local time, plus the "
+            f"customer's own windows, hold back {channels} tasks until they end; while roaming "
+            f"abroad the visited place's time counts; with no known zone, {policy.timezone}."
+        )
+    else:
+        lines.append(
+            f"No default quiet hours; the customer's own windows hold back {channels} tasks, "
+            f"in local time ({policy.timezone} when unknown)."
+        )
+    cap = policy.frequency_cap
+    if cap is None:
+        lines.append("No frequency cap.")
+    else:
+        lines.append(
+            f"At most {cap.max_contacts} contacts per {cap.period} across all rules on "
+            f"{', '.join(cap.channels)}; a task over the cap waits for the oldest contact to "
+            f"age out, or is dropped if it expires first."
+        )
+    blocked = policy.open_complaint_blocks
+    if blocked:
+        allowed = sorted({"service", "sales"} - set(blocked))
+        tail = f"; {', '.join(allowed)} tasks still go out" if allowed else ""
+        lines.append(f"An open complaint drops {', '.join(blocked)} tasks{tail}.")
+    else:
+        lines.append("An open complaint blocks no task.")
+    for purpose in ("service", "sales"):
+        if getattr(policy.suspended, purpose) == "wait":
+            lines.append(
+                f"On a suspended line, {purpose} tasks wait for reactivation (until they expire)."
+            )
+        else:
+            lines.append(f"On a suspended line, {purpose} tasks are dropped.")
+    lines.append(
+        "Tasks for a closed line, an opted-out channel, or past their expiry are dropped; "
+        "no task is ever delivered inside quiet hours, to a suspended line, or after it expires."
+    )
+    return lines

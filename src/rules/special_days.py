@@ -1,0 +1,273 @@
+"""Special days: which occasions are due for a subscriber on a local day, and when to look.
+
+Pure functions for the engine. Once a day at a local hour (default 09:00, in the
+subscriber's own zone) and again on a profile update later that day, the engine asks
+`due_now`; when it answers with a local day, `special_days_due` lists the occasions of
+that day. Each occasion carries an `occurrence` key unique per subscriber, occasion and
+year, so re-evaluating the same day (a second worker, a replay, a profile update) makes
+the same task id and the dedup ledger sends it once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from rules.calendar import HolidayCalendar, month_day_in
+from rules.windows import zone
+
+OccasionKind = Literal["birthday", "join_anniversary", "contract_expiry", "holiday"]
+ALL_KINDS: frozenset[OccasionKind] = frozenset(get_args(OccasionKind))
+DEFAULT_LOCAL_HOUR = 9
+DEFAULT_LEAD_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Occasion:
+    """A special day due for one subscriber.
+
+    `occurrence` is unique per subscriber per occasion per year (`birthday:2026`,
+    `holiday:spring_festival:2026`, `contract_expiry:2027-01-31`, `join_anniversary:2026`):
+    build the task id from it. `params` fill the task's description template."""
+
+    kind: OccasionKind
+    occurrence: str
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecialDayConfig:
+    """Which occasions to look for and how early to warn of a contract's end."""
+
+    lead_days: int = DEFAULT_LEAD_DAYS
+    """Contract expiry is due this many days before `contract_end` (and until it, if missed)."""
+    kinds: frozenset[OccasionKind] = ALL_KINDS
+    skip_statuses: frozenset[str] = frozenset({"closed"})
+    """Line statuses that get no occasion at all (a suspended line is gated later, not here)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lead_days <= 366:
+            raise ValueError(
+                f"lead_days={self.lead_days}: give a number of days from 0 to 366, e.g. 30"
+            )
+        unknown = set(self.kinds) - ALL_KINDS
+        if unknown:
+            raise ValueError(
+                f"unknown special-day kinds {sorted(unknown)}; choose from {sorted(ALL_KINDS)}"
+            )
+
+
+def special_days_due(
+    profile: Mapping[str, Any],
+    local_day: dt.date,
+    config: SpecialDayConfig,
+    calendar: HolidayCalendar,
+    *,
+    fired: Collection[str] = (),
+) -> list[Occasion]:
+    """The occasions due on `local_day` (the subscriber's local date) for one subscriber.
+
+    `profile` holds the stored fields as JSON-ready strings: `birthday` (MM-DD, or
+    YYYY-MM-DD), `joined_on` and `contract_end` (YYYY-MM-DD), `status`. A missing or
+    malformed field gives no occasion of its kind (the profile was validated on the way
+    in; stored state must never stop the evaluation). Rules:
+
+    - birthday on its month-day; 02-29 falls on 02-28 in a non-leap year;
+    - join anniversary on the month-day of `joined_on` from the first full year on,
+      with `years` of tenure (02-29 as for birthdays);
+    - contract expiry `lead_days` before `contract_end`, or on any later day up to and
+      including `contract_end` when that day was missed (a profile that arrived late):
+      the occurrence key is the same on every one of those days, so it is sent once;
+    - one holiday occasion a day: if several holidays fall on it, the first in the
+      calendar's order, naming the others in `params["also"]`;
+    - a line whose status is in `config.skip_statuses` (closed) gets nothing.
+
+    `fired` holds occurrence keys the caller knows were already produced for this
+    subscriber; they are left out (the dedup ledger catches them anyway)."""
+    if profile.get("status") in config.skip_statuses:
+        return []
+    out: list[Occasion] = []
+    kinds = config.kinds
+    if "birthday" in kinds:
+        birthday = _month_day(profile.get("birthday"))
+        if birthday is not None and month_day_in(local_day.year, *birthday) == local_day:
+            out.append(
+                Occasion(
+                    "birthday",
+                    f"birthday:{local_day.year}",
+                    {"birthday": f"{birthday[0]:02d}-{birthday[1]:02d}"},
+                )
+            )
+    if "join_anniversary" in kinds:
+        joined = _date(profile.get("joined_on"))
+        if joined is not None:
+            years = local_day.year - joined.year
+            if years >= 1 and month_day_in(local_day.year, joined.month, joined.day) == local_day:
+                out.append(
+                    Occasion(
+                        "join_anniversary",
+                        f"join_anniversary:{local_day.year}",
+                        {"years": years, "joined_on": joined.isoformat()},
+                    )
+                )
+    if "contract_expiry" in kinds:
+        end = _date(profile.get("contract_end"))
+        if end is not None:
+            days_left = (end - local_day).days
+            if 0 <= days_left <= config.lead_days:
+                out.append(
+                    Occasion(
+                        "contract_expiry",
+                        f"contract_expiry:{end.isoformat()}",
+                        {"contract_end": end.isoformat(), "days_left": days_left},
+                    )
+                )
+    if "holiday" in kinds:
+        today = calendar.on(local_day)
+        if today:
+            first = today[0]
+            params: dict[str, Any] = {
+                "holiday": first.key,
+                "name": first.name,
+                "local_name": first.local_name,
+                "date": first.day.isoformat(),
+            }
+            if len(today) > 1:
+                params["also"] = [h.key for h in today[1:]]
+            out.append(Occasion("holiday", f"holiday:{first.key}:{first.day.year}", params))
+    return [o for o in out if o.occurrence not in fired]
+
+
+def _month_day(value: Any) -> tuple[int, int] | None:
+    """(month, day) of a stored birthday, MM-DD or YYYY-MM-DD; None when absent or not a day."""
+    if isinstance(value, dt.date):
+        return value.month, value.day
+    if not isinstance(value, str):
+        return None
+    text = value[5:] if len(value) == 10 else value
+    if len(text) != 5 or text[2] != "-" or not (text[:2] + text[3:]).isdigit():
+        return None
+    month, day = int(text[:2]), int(text[3:])
+    try:
+        dt.date(2000, month, day)  # a leap year: 02-29 is a birthday
+    except ValueError:
+        return None
+    return month, day
+
+
+def _date(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+# --- when to evaluate ---------------------------------------------------------------------
+
+
+def _tz(name: Any) -> dt.tzinfo:
+    """The zone by IANA name; Asia/Shanghai for a missing, unknown or malformed one."""
+    return zone(name if isinstance(name, str) else None)
+
+
+def _aware(instant: dt.datetime, what: str) -> None:
+    if instant.utcoffset() is None:
+        raise ValueError(f"{what} must be time-zone aware; pass e.g. datetime.now(UTC)")
+
+
+def _check_hour(local_hour: int) -> None:
+    if not 0 <= local_hour <= 23:
+        raise ValueError(f"local_hour={local_hour}: give an hour from 0 to 23, e.g. 9")
+
+
+def local_day_at(timezone: str | None, utc: dt.datetime) -> dt.date:
+    """The local calendar day in `timezone` (Asia/Shanghai if unknown) at an aware instant."""
+    _aware(utc, "utc")
+    return utc.astimezone(_tz(timezone)).date()
+
+
+def evaluation_instant(timezone: str | None, local_day: dt.date, local_hour: int) -> dt.datetime:
+    """The UTC instant a local day's evaluation is due: `local_hour`:00 on that day.
+
+    When the clock is set back and the hour happens twice, the first one. When the
+    clock jumps over it (a DST gap, or a whole skipped day), the first valid instant
+    after it: the moment the clock lands after the jump."""
+    _check_hour(local_hour)
+    tz = _tz(timezone)
+    wall = dt.datetime(local_day.year, local_day.month, local_day.day, local_hour)
+    first = wall.replace(tzinfo=tz, fold=0).astimezone(dt.UTC)
+    if first.astimezone(tz).replace(tzinfo=None) == wall:
+        return first
+    # In a gap. Read with the offsets before and after the jump, `wall` gives two UTC
+    # instants that bracket the jump; find the first second whose local time is past `wall`.
+    other = wall.replace(tzinfo=tz, fold=1).astimezone(dt.UTC)
+    low, high = sorted((first, other))
+    lo, hi = 0, int((high - low).total_seconds())
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if (low + dt.timedelta(seconds=mid)).astimezone(tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid + 1
+    return low + dt.timedelta(seconds=lo)
+
+
+def next_evaluation(
+    timezone: str | None, after_utc: dt.datetime, local_hour: int = DEFAULT_LOCAL_HOUR
+) -> dt.datetime:
+    """The first daily evaluation instant (see `evaluation_instant`) strictly after `after_utc`,
+    in UTC: when to wake up for this subscriber next."""
+    _aware(after_utc, "after_utc")
+    day = local_day_at(timezone, after_utc)
+    for offset in range(-1, 3):
+        instant = evaluation_instant(timezone, day + dt.timedelta(days=offset), local_hour)
+        if instant > after_utc:
+            return instant
+    raise AssertionError("unreachable: some day within two days has its evaluation ahead")
+
+
+def due_now(
+    profile: Mapping[str, Any],
+    last_evaluated_local_day: dt.date | None,
+    now_utc: dt.datetime,
+    local_hour: int = DEFAULT_LOCAL_HOUR,
+    *,
+    profile_changed: bool = False,
+) -> dt.date | None:
+    """The local day to evaluate now for this subscriber, or None when nothing is due.
+
+    Call it on every timer tick (with `profile_changed=False`) and on every profile
+    update (with `profile_changed=True`), with the local day of the subscriber's last
+    evaluation (None if never). `now_utc` is the tick's clock or the update's event time.
+    It answers the subscriber's local day (in `profile["timezone"]`, Asia/Shanghai if
+    unset or unknown) when that day's evaluation instant (`local_hour`, see
+    `evaluation_instant`) has passed and either
+
+    - the subscriber was not yet evaluated for that day (the daily evaluation, also
+      late after a worker outage or for a subscriber first seen after the hour), or
+    - the profile changed after that day's evaluation (a birthday or contract set
+      later that day still fires that day).
+
+    Before the hour it answers None, even on a profile update: the evaluation at the
+    hour will read the updated profile. After a move to a zone that is behind (the last
+    evaluated day is ahead of today there) it answers None, so no day is evaluated twice.
+    Store the answer as the new `last_evaluated_local_day` once the occasions are handed
+    on; re-evaluating a day is harmless because occurrences are deduplicated."""
+    _aware(now_utc, "now_utc")
+    timezone = profile.get("timezone")
+    today = local_day_at(timezone, now_utc)
+    if now_utc < evaluation_instant(timezone, today, local_hour):
+        return None
+    if last_evaluated_local_day is None or last_evaluated_local_day < today:
+        return today
+    if last_evaluated_local_day == today and profile_changed:
+        return today
+    return None

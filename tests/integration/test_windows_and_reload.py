@@ -1,0 +1,93 @@
+"""A real worker closes windows for a silent subscriber, and swaps rules without a restart."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moments.embedded import free_port
+from moments.settings import Settings
+
+from .conftest import MakeSettings, WorkerProcess
+from .kafka_io import produce, read_topic, values, wait_for_metric
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+LI = "13800138001"
+
+RULE = """
+rules:
+  - id: {id}
+    description: first roaming per country
+    on: [roaming]
+    condition: {{first_time: country}}
+    task: {{family: first_time, type: {type}, channel: sms, priority: 3, action: a,
+           ttl: 24h, description: "hello {{country}}"}}
+"""
+
+
+def ago(**delta: float) -> str:
+    return (dt.datetime.now(SHANGHAI) - dt.timedelta(**delta)).replace(microsecond=0).isoformat()
+
+
+def roaming(event_id: str, country: str) -> tuple[str, str, dict[str, Any]]:
+    value = {
+        "event_id": event_id,
+        "subscriber_id": LI,
+        "occurred_at": ago(minutes=5),
+        "country": country,
+        "roaming_type": "international",
+    }
+    return ("roaming", LI, value)
+
+
+async def test_a_silent_subscriber_gets_the_absence_task_from_the_wall_clock(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    settings = make_settings(metrics_port=free_port(), idle_after_seconds=1.0)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    last_seen = ago(days=8)
+    usage = {"event_id": "u1", "subscriber_id": LI, "occurred_at": last_seen, "kind": "data"}
+    await produce(settings, [("usage", LI, usage)])
+    # No more events: only the quiet partition's wall clock can close the days since.
+    records = await read_topic(settings, "tasks", count=1, wait_s=60, settle=3)
+    tasks = values(records)
+    assert [t["moment"]["type"] for t in tasks] == ["no_activity"], worker.log()[-3000:]
+    assert tasks[0]["moment"]["params"]["silent_days"] >= 7
+    assert tasks[0]["evidence"] == []
+
+
+async def test_a_broken_rules_file_is_refused_and_a_good_one_swapped_in(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULE.format(id="old", type="old_welcome"))
+    port = free_port()
+    settings = make_settings(metrics_port=port, rules=rules, rules_reload_seconds=0.5)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    await wait_for_metric(port, "moments_rules_loaded", {}, 1, wait_s=60)
+
+    rules.write_text("rules:\n  - id: [broken\n")
+    await wait_for_metric(port, "moments_rules_reload_total", {"result": "error"}, 1, wait_s=30)
+    await produce(settings, [roaming("r1", "JP")])
+    first = values(await read_topic(settings, "tasks", count=1, wait_s=60))
+    assert [t["moment"]["type"] for t in first] == ["old_welcome"]  # the old rules stayed
+    assert "rules reload refused" in worker.log()
+
+    rules.write_text(RULE.format(id="new", type="new_welcome"))
+    await wait_for_metric(port, "moments_rules_reload_total", {"result": "ok"}, 1, wait_s=30)
+    await produce(settings, [roaming("r2", "TH")])
+    records = await read_topic(settings, "tasks", count=2, wait_s=60, settle=2)
+    assert [t["moment"]["type"] for t in values(records)] == ["old_welcome", "new_welcome"]

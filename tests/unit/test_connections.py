@@ -1,0 +1,185 @@
+"""Security settings become client arguments; mistakes are refused at load time, by name."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import faust
+import pytest
+import trustme
+
+from moments.connections import (
+    faust_broker_credentials,
+    kafka_client_kwargs,
+    redacted_url,
+    redis_client,
+)
+from moments.exceptions import ConfigError
+from moments.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("MOMENTS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path]:
+    ca = trustme.CA()
+    client = ca.issue_cert("moments-client")
+    paths = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem"}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    client.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    client.private_key_pem.write_to_path(str(paths["key"]))
+    return paths
+
+
+class TestKafkaArguments:
+    """One function gives aiokafka's arguments, one Faust's credentials, from the same settings."""
+
+    def test_plaintext_by_default(self) -> None:
+        settings = load_settings()
+        assert kafka_client_kwargs(settings) == {"security_protocol": "PLAINTEXT"}
+        assert faust_broker_credentials(settings) is None
+
+    def test_sasl_ssl_with_scram_and_a_private_ca(self, pki: dict[str, Path]) -> None:
+        settings = load_settings(
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_mechanism="SCRAM-SHA-256",
+            kafka_sasl_username="moments",
+            kafka_sasl_password="s3cret",
+            kafka_ssl_cafile=pki["ca"],
+        )
+        kwargs = kafka_client_kwargs(settings)
+        assert kwargs["security_protocol"] == "SASL_SSL"
+        assert kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
+        assert kwargs["sasl_plain_username"] == "moments"
+        assert kwargs["sasl_plain_password"] == "s3cret"
+        context = kwargs["ssl_context"]
+        assert isinstance(context, ssl.SSLContext)
+        assert context.verify_mode is ssl.CERT_REQUIRED
+        assert context.check_hostname
+        creds = faust_broker_credentials(settings)
+        assert isinstance(creds, faust.SASLCredentials)
+        assert creds.protocol.value == "SASL_SSL"
+        assert creds.mechanism.value == "SCRAM-SHA-256"
+        assert (creds.username, creds.password) == ("moments", "s3cret")
+        assert "s3cret" not in repr(creds)
+
+    def test_mutual_tls_loads_the_client_certificate(self, pki: dict[str, Path]) -> None:
+        settings = load_settings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_cafile=pki["ca"],
+            kafka_ssl_certfile=pki["cert"],
+            kafka_ssl_keyfile=pki["key"],
+        )
+        kwargs = kafka_client_kwargs(settings)
+        assert kwargs["security_protocol"] == "SSL"
+        assert "sasl_mechanism" not in kwargs
+        creds = faust_broker_credentials(settings)
+        assert isinstance(creds, faust.SSLCredentials)
+        assert creds.context is not None
+
+    def test_a_wrong_key_for_the_certificate_is_an_ssl_error(
+        self, pki: dict[str, Path], tmp_path: Path
+    ) -> None:
+        other = trustme.CA().issue_cert("someone-else")
+        other.private_key_pem.write_to_path(str(tmp_path / "other.pem"))
+        settings = load_settings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_certfile=pki["cert"],
+            kafka_ssl_keyfile=tmp_path / "other.pem",
+        )
+        with pytest.raises(ssl.SSLError):
+            kafka_client_kwargs(settings)
+
+
+class TestRefusedAtLoad:
+    """A half-configured security setting stops start-up naming the variable to set."""
+
+    @pytest.mark.parametrize(
+        ("values", "named"),
+        [
+            ({"kafka_security_protocol": "SASL_SSL"}, "MOMENTS_KAFKA_SASL_USERNAME"),
+            (
+                {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "u"},
+                "MOMENTS_KAFKA_SASL_PASSWORD",
+            ),
+            ({"kafka_sasl_username": "u", "kafka_sasl_password": "p"}, "SASL_SSL"),
+            ({"kafka_ssl_cafile": Path("/nonexistent/ca.pem")}, "MOMENTS_KAFKA_SSL_CAFILE"),
+            (
+                {"kafka_security_protocol": "SSL", "kafka_ssl_certfile": Path(__file__)},
+                "MOMENTS_KAFKA_SSL_KEYFILE",
+            ),
+            (
+                {"redis_url": "redis://:pw@localhost:6379/0", "redis_password": "pw"},
+                "MOMENTS_REDIS_PASSWORD",
+            ),
+            ({"redis_ssl_cafile": Path(__file__)}, "rediss://"),
+            ({"metrics_username": "prom"}, "MOMENTS_METRICS_PASSWORD"),
+            ({"kafka_sasl_mechanism": "GSSAPI"}, "MOMENTS_KAFKA_SASL_MECHANISM"),
+        ],
+    )
+    def test_message_names_the_fix(self, values: dict[str, object], named: str) -> None:
+        with pytest.raises(ConfigError) as err:
+            load_settings(**values)
+        assert named in str(err.value)
+
+    def test_a_refused_password_is_not_echoed(self) -> None:
+        with pytest.raises(ConfigError) as err:
+            load_settings(kafka_sasl_password=["not", "a", "string", "hunter2"])
+        assert "hunter2" not in str(err.value)
+        assert "MOMENTS_KAFKA_SASL_PASSWORD" in str(err.value)
+
+
+class TestRedisClient:
+    """Username, password and CA reach the connection pool; the URL is shown redacted."""
+
+    async def test_credentials_from_settings(self, pki: dict[str, Path]) -> None:
+        settings = load_settings(
+            redis_url="rediss://redis.example:6380/2",
+            redis_username="moments",
+            redis_password="pw",
+            redis_ssl_cafile=pki["ca"],
+        )
+        client = redis_client(settings)
+        try:
+            options = client.connection_pool.connection_kwargs
+            assert options["username"] == "moments"
+            assert options["password"] == "pw"
+            assert options["ssl_ca_certs"] == str(pki["ca"])
+            assert options["db"] == 2
+        finally:
+            await client.aclose()
+
+    def test_redacted_url(self) -> None:
+        assert redacted_url("redis://u:p%40ss@h:6379/0") == "redis://u:****@h:6379/0"
+        assert redacted_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+class TestWiring:
+    """The Faust app gets the credentials; a refused URL is shown without its password."""
+
+    def test_faust_app_gets_broker_credentials(self) -> None:
+        from moments.app import create_app
+
+        settings = load_settings(
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_username="moments",
+            kafka_sasl_password="pw",
+        )
+        app = create_app(settings)
+        creds = app.conf.broker_credentials
+        assert isinstance(creds, faust.SASLCredentials)
+        assert creds.mechanism.value == "SCRAM-SHA-512"
+
+    def test_a_bad_redis_url_is_echoed_redacted(self) -> None:
+        with pytest.raises(ConfigError) as err:
+            load_settings(redis_url="http://moments:url-secret@redis:6379/0")
+        assert "MOMENTS_REDIS_URL" in str(err.value)
+        assert "url-secret" not in str(err.value)

@@ -1,0 +1,92 @@
+"""When silent subscribers' windows are swept, and how a rules reload is decided."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moments.eventclock import EventClock
+from moments.reload import Reloader
+from rules.catalog import RuleSet, load_rules
+
+HOUR = 3600
+
+
+class TestEventClock:
+    def test_a_partition_is_swept_once_per_hour_of_event_time(self) -> None:
+        clock = EventClock(lateness_s=HOUR, idle_after_s=60)
+        clock.observe({0: 10 * HOUR + 5}, wall=1000.0)
+        assert clock.due([0], wall=1001.0) == {0: 10 * HOUR + 5}
+        clock.done({0: 10 * HOUR + 5})
+        clock.observe({0: 10 * HOUR + 1800}, wall=1002.0)
+        assert clock.due([0], wall=1003.0) == {}
+        clock.observe({0: 11 * HOUR}, wall=1004.0)
+        assert clock.due([0], wall=1005.0) == {0: 11 * HOUR}
+
+    def test_an_idle_partition_follows_the_wall_clock_minus_lateness(self) -> None:
+        clock = EventClock(lateness_s=HOUR, idle_after_s=60)
+        clock.observe({1: 5 * HOUR}, wall=100 * HOUR)
+        clock.done({1: 5 * HOUR})
+        assert clock.due([1], wall=100 * HOUR + 30) == {}  # busy a moment ago: event time rules
+        assert clock.due([1], wall=100 * HOUR + 61) == {1: 99 * HOUR + 61}
+
+    def test_a_partition_never_seen_uses_the_wall_clock(self) -> None:
+        clock = EventClock(lateness_s=0, idle_after_s=60)
+        assert clock.due([3], wall=7 * HOUR) == {3: 7 * HOUR}
+
+    def test_partitions_handed_away_are_forgotten(self) -> None:
+        clock = EventClock(lateness_s=0, idle_after_s=60)
+        clock.observe({0: HOUR, 1: HOUR}, wall=0.0)
+        clock.forget([1])
+        assert set(clock.watermarks) == {1}
+
+
+GOOD = """
+rules:
+  - id: r
+    description: d
+    on: [usage]
+    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a, description: d}
+"""
+
+
+class TestReloader:
+    def make(self, path: Path) -> tuple[Reloader, list[RuleSet], list[tuple[str, int | None]]]:
+        installed: list[RuleSet] = []
+        recorded: list[tuple[str, int | None]] = []
+        reloader = Reloader(path, installed.append, lambda r, n: recorded.append((r, n)))
+        return reloader, installed, recorded
+
+    def test_nothing_happens_without_a_change(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        reloader, installed, _ = self.make(path)
+        assert reloader.check() is None
+        assert installed == []
+
+    def test_a_bad_file_is_refused_and_a_fixed_one_installed(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        reloader, installed, recorded = self.make(path)
+        path.write_text(GOOD.replace("on: [usage]", "on: [usage]\n    colour: red"))
+        assert reloader.check() == "error"
+        assert installed == []
+        path.write_text(GOOD + "\n")
+        assert reloader.check() == "ok"
+        assert [len(r) for r in installed] == [1]
+        assert recorded == [("error", None), ("ok", 1)]
+
+    def test_sighup_reloads_even_when_nothing_changed(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        reloader, installed, _ = self.make(path)
+        reloader.request()
+        assert reloader.check() == "ok"
+        assert reloader.check() is None
+        assert len(installed) == 1
+
+    def test_the_packaged_catalog_reloads_on_request(self) -> None:
+        installed: list[RuleSet] = []
+        reloader = Reloader(None, installed.append, lambda r, n: None)
+        reloader.request()
+        assert reloader.check() == "ok"
+        assert len(installed[0]) == len(load_rules())

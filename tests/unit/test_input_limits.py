@@ -1,0 +1,122 @@
+"""Hostile input is refused, not executed or buffered: size and length limits become dead
+letters with a reason, rules files cannot build objects, templates only fill names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from moments.decoding import MAX_MESSAGE_BYTES, decode
+from moments.models import EventType, UsageEvent
+from moments.records import DeadLetter, RawRecord, RejectReason
+from moments.taskbuilder import fill
+from rules.catalog import load_rules
+from rules.exceptions import RulesError
+
+SUB = "13800138001"
+
+
+def _record(value: bytes, key: bytes = SUB.encode()) -> RawRecord:
+    return RawRecord("telecom.usage", 0, 7, key, value)
+
+
+def _usage(**fields: object) -> bytes:
+    event = {
+        "event_id": "u1",
+        "subscriber_id": SUB,
+        "occurred_at": "2026-11-22T09:30:00+08:00",
+        "kind": "voice",
+    }
+    return orjson.dumps(event | fields)
+
+
+class TestMessageSize:
+    def test_a_value_over_the_limit_is_a_dead_letter_without_parsing(self) -> None:
+        value = _usage(note="x" * MAX_MESSAGE_BYTES)
+        result = decode(_record(value), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.TOO_LARGE
+        assert str(MAX_MESSAGE_BYTES) in result.message
+
+    def test_a_value_at_the_limit_is_parsed(self) -> None:
+        base = _usage(note="")
+        value = _usage(note="x" * (MAX_MESSAGE_BYTES - len(base)))
+        assert len(value) == MAX_MESSAGE_BYTES
+        assert isinstance(decode(_record(value), EventType.USAGE), UsageEvent)
+
+
+class TestFieldLengths:
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("event_id", "e" * 129),
+            ("region", "R" * 33),
+            ("counterparty", "1" * 33),
+            ("service_code", "s" * 65),
+            ("imei", "1" * 17),
+            ("subscriber_id", "1" * 21),
+        ],
+    )
+    def test_an_overlong_field_is_an_invalid_event_naming_it(self, field: str, value: str) -> None:
+        key = value.encode() if field == "subscriber_id" else SUB.encode()
+        result = decode(_record(_usage(**{field: value}), key), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert field in result.message
+        assert value not in result.message  # the reason never copies the input
+
+
+class TestRulesFilesHoldData:
+    """ruamel's round-trip loader keeps tags as data; load_rules refuses them by position."""
+
+    @pytest.mark.parametrize(
+        "tag",
+        [
+            "!!python/object/apply:os.system",
+            "!!python/object/new:subprocess.Popen",
+            "!!python/name:os.system",
+            "!custom",
+        ],
+    )
+    def test_a_constructing_tag_is_refused_and_nothing_runs(self, tmp_path: Path, tag: str) -> None:
+        marker = tmp_path / "ran"
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f'rules:\n  - id: evil\n    version: 1\n    condition: {tag} ["touch {marker}"]\n'
+        )
+        with pytest.raises(RulesError) as err:
+            load_rules(rules)
+        assert not marker.exists()
+        # line and column of the tagged entry (its key)
+        assert [str(p) for p in err.value.problems] == [
+            f"{rules}:4:5: YAML tag {tag} is not allowed; rules files hold plain data"
+        ]
+
+
+class TestTemplatesFillNamesOnly:
+    def test_names_are_filled(self) -> None:
+        assert fill("Welcome to {country}", {"country": "JP"}) == "Welcome to JP"
+
+    @pytest.mark.parametrize(
+        "template",
+        [
+            "{x.__class__}",
+            "{x.__class__.__mro__}",
+            "{0}",
+            "{x[0]}",
+            "{x!r}",
+            "{__import__('os')}",
+        ],
+    )
+    def test_anything_but_a_name_stays_as_written(self, template: str) -> None:
+        params = {"x": "value", "width": 5, "0": "zero"}
+        assert fill(template, params) == template
+
+    def test_a_format_spec_is_not_applied(self) -> None:
+        # only the bare {width} is a placeholder; "{x:>5}" is left as text, not padded
+        assert fill("{x:>{width}}", {"x": "v", "width": 5}) == "{x:>5}"
+
+    def test_a_value_is_not_filled_again(self) -> None:
+        assert fill("{a}", {"a": "{b}", "b": "secret"}) == "{b}"

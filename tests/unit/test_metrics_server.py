@@ -1,0 +1,89 @@
+"""/metrics with basic auth: the exposition only for the right login, in constant time."""
+
+from __future__ import annotations
+
+import base64
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from moments.embedded import free_port
+from moments.metrics_server import serve_metrics
+from moments.settings import load_settings
+
+
+def _get(port: int, header: str | None) -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if header is not None:
+        request.add_header("Authorization", header)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http://127.0.0.1
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(), dict(err.headers)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Counter("moments_probe", "A probe counter", registry=registry).inc()
+    return registry
+
+
+@pytest.fixture
+def secured_port(registry: CollectorRegistry) -> Iterator[int]:
+    port = free_port()
+    settings = load_settings(
+        metrics_host="127.0.0.1",
+        metrics_port=port,
+        metrics_username="prom",
+        metrics_password="scrape-pw",
+    )
+    server = serve_metrics(settings, registry)
+    yield port
+    server.shutdown()
+    server.server_close()
+
+
+class TestBasicAuth:
+    def test_the_right_login_gets_the_exposition(self, secured_port: int) -> None:
+        status, body, _ = _get(secured_port, _basic("prom", "scrape-pw"))
+        assert status == 200
+        assert "moments_probe_total 1.0" in body
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            None,
+            "Bearer scrape-pw",
+            "Basic not-base64!",
+            _basic("prom", "wrong"),
+            _basic("other", "scrape-pw"),
+            _basic("prom", "scrape-pw-and-more"),
+        ],
+    )
+    def test_anything_else_is_401_with_a_challenge(
+        self, secured_port: int, header: str | None
+    ) -> None:
+        status, body, headers = _get(secured_port, header)
+        assert status == 401
+        assert "moments_probe" not in body
+        assert headers["WWW-Authenticate"].startswith("Basic realm=")
+
+    def test_without_credentials_it_is_open(self, registry: CollectorRegistry) -> None:
+        port = free_port()
+        server = serve_metrics(load_settings(metrics_host="127.0.0.1", metrics_port=port), registry)
+        try:
+            status, body, _ = _get(port, None)
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert status == 200
+        assert "moments_probe_total" in body
