@@ -31,12 +31,13 @@ from sinks.deferral import DeferralQueue
 from sinks.ledger import TaskLedger
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
 from sinks.policy import DispatchPolicy, OverflowPolicy
-from sinks.relevance import FactsStore, check_for
+from sinks.relevance import FactsStore, check_for, reactivated
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BODY_GRACE_S = 86400
+SUSPENDED_POLL_S = 900.0
 
 
 def task_bytes(task: ServiceTask) -> bytes:
@@ -73,6 +74,7 @@ class Candidate:
     carrier_id: str
     tasks: list[ServiceTask]
     fresh: bool = False  # straight from a batch (may join or open a merge group)
+    deferral_counted: bool = False  # the engine counted its gating deferral already
     reasons: list[str] = field(default_factory=list)
 
 
@@ -111,11 +113,12 @@ class TaskSink:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        await self.dispatch(batch)
+        await self.dispatch(batch, from_engine=True)
 
-    async def dispatch(self, batch: Sequence[ServiceTask]) -> None:
+    async def dispatch(self, batch: Sequence[ServiceTask], from_engine: bool = False) -> None:
         """`flush` for tasks not added: other callers (outcome retries) use this, so they
-        never take tasks another agent added and has not flushed yet."""
+        never take tasks another agent added and has not flushed yet. `from_engine`: the
+        engine counted the gating deferrals in `moments_tasks_deferred_total` already."""
         if not batch:
             return
         unique = list({t.task_id: t for t in batch}.values())
@@ -124,7 +127,9 @@ class TaskSink:
         candidates: list[Candidate] = []
         for task, mine in zip(unique, owned, strict=True):
             if mine:
-                candidates.append(Candidate(task.task_id, [task], fresh=True))
+                candidates.append(
+                    Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
+                )
             else:
                 self._suppressed(task, SuppressReason.DEDUP.value)
         await self._decide(candidates)
@@ -240,7 +245,10 @@ class TaskSink:
                 return None
         if task.deliver_after.timestamp() > now:
             reason = task.deferred.reason if task.deferred else "deliver_after"
-            await self._park(task, task.deliver_after.timestamp(), reason)
+            count = not (c.fresh and c.deferral_counted)
+            await self._park(task, task.deliver_after.timestamp(), reason, count)
+            return None
+        if await self._suspended(task, now):
             return None
         if c.fresh and task.channel in self.policy.merge.hold_channels:
             await self._park(task, now + window, "merge_window")
@@ -295,9 +303,28 @@ class TaskSink:
             self.dm.capacity_left.labels(task.region or "*", task.channel.value).set(slot.left)
         return slot.taken
 
-    async def _park(self, task: ServiceTask, release_at: float, reason: str) -> None:
+    async def _suspended(self, task: ServiceTask, now: float) -> bool:
+        """Gating deferred this task for a suspended line: it waits (checked again every
+        `SUSPENDED_POLL_S`) until a profile update says the line is active, or expires."""
+        if task.deferred is None or task.deferred.reason != "suspended":
+            return False
+        facts = await self._redis(lambda: self.facts.get(task.subscriber_id), "reading facts")
+        if reactivated(task, facts):
+            return False
+        again = now + SUSPENDED_POLL_S
+        if again < task.expires_at.timestamp():
+            await self._park(task, again, "suspended", count=False)
+        else:
+            await self._drop(task, "suspended")
+        return True
+
+    async def _park(
+        self, task: ServiceTask, release_at: float, reason: str, count: bool = True
+    ) -> None:
         until = dt.datetime.fromtimestamp(release_at, dt.UTC)
-        if task.deferred is None or task.deferred.until < until:
+        # A suspended line keeps gating's reason and bound: the poll time is not news.
+        keep_gating = reason == "suspended" and task.deferred is not None
+        if not keep_gating and (task.deferred is None or task.deferred.until < until):
             task = task.model_copy(update={"deferred": Deferral(reason=reason, until=until)})
         payload = task_bytes(task)
         window = self.policy.merge.window.total_seconds()
@@ -307,7 +334,7 @@ class TaskSink:
             ),
             "deferring a task",
         )
-        if parked:
+        if parked and count:
             self.metrics.deferred.labels(reason).inc()
 
     async def _drop(self, task: ServiceTask, reason: str) -> None:

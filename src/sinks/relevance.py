@@ -5,7 +5,9 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
 - `topup`: epoch seconds (event time) of the latest top-up;
 - `home`: epoch seconds of the latest sighting at home (a domestic roaming record,
   or a roaming record in the home country);
-- `abroad`: epoch seconds of the latest sighting abroad.
+- `abroad`: epoch seconds of the latest sighting abroad;
+- `active`: epoch seconds of the latest profile update saying the line is active
+  (a task deferred while the line was suspended waits for it).
 Only newer times overwrite older ones, so replays and late events are harmless.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from moments.models import InputEvent, RoamingEvent, ServiceTask, TopUpEvent
+from moments.models import InputEvent, ProfileEvent, RoamingEvent, ServiceTask, TopUpEvent
 from sinks.policy import RelevanceCheckName
 
 FACTS_TTL_S = 90 * 86400
@@ -40,6 +42,7 @@ class SubscriberFacts:
     topup_at: float | None = None
     home_at: float | None = None
     abroad_at: float | None = None
+    active_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,14 @@ def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[
     if isinstance(event, RoamingEvent):
         home = event.roaming_type == "domestic" or event.country == home_country
         return [("home" if home else "abroad", at)]
+    if isinstance(event, ProfileEvent) and event.status == "active":
+        return [("active", at)]
     return []
+
+
+def reactivated(task: ServiceTask, facts: SubscriberFacts) -> bool:
+    """A task gating deferred for a suspended line may go once the line is active again."""
+    return _after(facts.active_at, task.triggered_at)
 
 
 class FactsStore:
@@ -126,4 +136,6 @@ class FactsStore:
         values = {
             (k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()
         }
-        return SubscriberFacts(values.get("topup"), values.get("home"), values.get("abroad"))
+        return SubscriberFacts(
+            values.get("topup"), values.get("home"), values.get("abroad"), values.get("active")
+        )

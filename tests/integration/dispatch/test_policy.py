@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from moments.embedded import RedisServer, free_port
-from moments.models import Channel, RoamingEvent, TopUpEvent
+from moments.models import Channel, ProfileEvent, RoamingEvent, TopUpEvent
 from sinks.policy import DispatchPolicy
 
 from .conftest import (
@@ -55,7 +55,6 @@ class TestDeferral:
         await first.send(task("d1", deliver_after=later, deferred="quiet_hours"))
         assert await first.ledger.state("d1") == "deferred"
         assert first.sample("moments_tasks_waiting") == 1
-        assert first.sample("moments_tasks_deferred_total", reason="quiet_hours") == 1
         assert await first.sink.release_due(now=NOW.timestamp()) == 0  # not due yet
         # "Restart": new connections and objects; the queue lives in Redis.
         a, b = make_worker(), make_worker()
@@ -124,6 +123,39 @@ class TestDeferral:
         assert (
             w.sample(suppressed, moment_type="first_international_roaming", reason="came_home") == 1
         )
+
+    async def test_suspended_line_waits_for_reactivation(self, make_worker: MakeWorker) -> None:
+        """Gating defers a task for a suspended line with its earliest time; it is sent
+        only after a profile update says the line is active again, or dropped at expiry."""
+        w = make_worker()
+        soon = NOW + HOUR
+        waits = task("s1", sub="13100000001", deliver_after=soon, deferred="suspended")
+        lapses = task(
+            "s2",
+            sub="13100000002",
+            deliver_after=soon,
+            deferred="suspended",
+            expires_at=soon + dt.timedelta(minutes=10),
+        )
+        w.sink.add(waits)
+        w.sink.add(lapses)
+        await w.sink.flush()  # from the engine: it counted the deferrals itself
+        assert w.sample("moments_tasks_deferred_total", reason="suspended") == 0
+        assert await w.sink.release_due(now=soon.timestamp() + 1) == 2
+        assert [await w.ledger.state(i) for i in ("s1", "s2")] == ["deferred", "dropped"]
+        await w.sink.facts.record(
+            [
+                ProfileEvent(
+                    event_id="p1",
+                    subscriber_id="13100000001",
+                    occurred_at=soon + dt.timedelta(minutes=5),
+                    status="active",
+                )
+            ]
+        )
+        assert await w.sink.release_due(now=soon.timestamp() + 901) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["deferred"]["reason"]) == ("s1", "suspended")
 
 
 def _dedup() -> dict[str, str]:
