@@ -7,8 +7,8 @@ import datetime as dt
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
+from moments.connections import kafka_client_kwargs, redis_client
 from moments.models import OutcomeStatus, TaskOutcome
 from moments.settings import Settings
 from sinks.ledger import TaskLedger
@@ -38,7 +38,7 @@ def build_outcome(
 
 async def subscriber_of(settings: Settings, task_id: str) -> str:
     """The subscriber of a task sent within its expiry, from the ledger's copy."""
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = redis_client(settings)
     try:
         ledger = TaskLedger(redis, f"moments:{settings.app_id}:", settings.ledger_ttl_seconds)
         body = await redis.get(ledger.body_key(task_id))
@@ -54,7 +54,9 @@ async def subscriber_of(settings: Settings, task_id: str) -> str:
 
 async def write_outcome(settings: Settings, outcome: TaskOutcome) -> None:
     """Produce the outcome keyed by subscriber and wait for the broker's ack."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
+    )
     await producer.start()
     try:
         await producer.send_and_wait(
