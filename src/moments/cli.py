@@ -8,11 +8,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from textwrap import dedent
+from typing import TYPE_CHECKING
 
 from moments.exceptions import ConfigError
 from moments.logmask import install_pii_masking
 from moments.settings import Settings, load_settings
 from rules.exceptions import RulesError
+
+if TYPE_CHECKING:
+    from moments.models import OutcomeStatus
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -219,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         """
                   moments tasks tail
                   moments tasks tail --json --from-beginning
+                  moments tasks ack TASK_ID --status done_no_change
                 """,
         _no_subcommand,
     )
@@ -236,6 +241,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="one JSON line per task")
     t.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
     t.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
+    a = _parser(
+        tasks_sub,
+        "ack",
+        "Write an outcome for a task to moments.task-outcomes, as a dispatch consumer does "
+        "after acting on it. The subscriber is looked up in Redis unless given.",
+        """
+                  moments tasks ack 3f2a9c... --status done_no_change
+                  moments tasks ack 3f2a9c... --status declined --note "not interested"
+                  moments tasks ack 3f2a9c... --status unreachable --subscriber 13800138001
+                """,
+        _cmd_tasks_ack,
+    )
+    a.add_argument("task_id", metavar="TASK_ID", help="the task's task_id")
+    a.add_argument(
+        "--status",
+        required=True,
+        choices=[s.value for s in _outcome_statuses()],
+        help="what happened",
+    )
+    a.add_argument("--note", default=None, help="free text for the record")
+    a.add_argument("--agent", default=None, help="who acted (agent id)")
+    a.add_argument("--subscriber", default=None, metavar="MSISDN", help="skip the lookup in Redis")
 
     b = _parser(
         sub,
@@ -455,6 +482,36 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
             exit_after=args.exit_after,
         )
     )
+    return 0
+
+
+def _outcome_statuses() -> list[OutcomeStatus]:
+    from moments.models import OutcomeStatus
+
+    return list(OutcomeStatus)
+
+
+def _cmd_tasks_ack(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from moments.ack import AckError, ack_task
+    from moments.models import OutcomeStatus
+
+    try:
+        outcome = asyncio.run(
+            ack_task(
+                _settings(),
+                args.task_id,
+                OutcomeStatus(args.status),
+                subscriber_id=args.subscriber,
+                note=args.note,
+                agent_id=args.agent,
+            )
+        )
+    except AckError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 1
+    print(outcome.model_dump_json(exclude_none=True))
     return 0
 
 

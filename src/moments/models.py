@@ -191,6 +191,40 @@ class Deferral(BaseModel):
     until: AwareDatetime
 
 
+class RelatedMoment(BaseModel):
+    """Another moment of the same subscriber merged into a task (merge window)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str = Field(description="The id the moment's own task would have had")
+    moment: Moment
+    priority: int = Field(ge=1, le=5)
+    channel: Channel
+    action: str
+    triggered_at: AwareDatetime
+    evidence: list[str]
+
+
+class RiskPart(BaseModel):
+    """One signal's contribution to the churn-risk score."""
+
+    model_config = ConfigDict(frozen=True)
+
+    signal: str = Field(description="e.g. competitor_hotline_calls, spend_drop")
+    value: float = Field(description="The signal's value, in its own unit")
+    points: float = Field(ge=0, description="Points it adds to the score")
+
+
+class RiskScore(BaseModel):
+    """An explainable churn-risk score: the sum of its parts, 0 to 100."""
+
+    model_config = ConfigDict(frozen=True)
+
+    score: float = Field(ge=0, le=100)
+    parts: list[RiskPart]
+    priority_raised_by: int = Field(default=0, ge=0, description="Levels the score added")
+
+
 class ServiceTask(BaseModel):
     """A work order on `moments.tasks` for SMS, outbound call, manager or app push."""
 
@@ -211,6 +245,17 @@ class ServiceTask(BaseModel):
     expires_at: AwareDatetime
     evidence: list[str] = Field(description="Event ids that led to the task")
     deferred: Deferral | None = None
+    related: list[RelatedMoment] | None = Field(
+        default=None,
+        description="Other moments of the subscriber merged into this task, with their evidence",
+    )
+    risk: RiskScore | None = Field(default=None, description="Churn-risk score and its parts")
+    attempt: int = Field(
+        default=0, ge=0, description="0 for the first delivery; n for the n-th retry"
+    )
+    retry_of: str | None = Field(
+        default=None, description="The task id this task retries (after `unreachable`)"
+    )
 
 
 class OutcomeStatus(StrEnum):

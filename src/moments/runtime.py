@@ -34,6 +34,7 @@ from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
 from sinks.metrics import Dependency, Metrics
+from sinks.policy import load_policy
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class Runtime:
         await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
         self._redis = redis
         ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)
-        self.tasks = TaskSink(producer, s.topic("tasks"), ledger, self.metrics)
+        policy = load_policy(s.dispatch_policy)
+        self.tasks = TaskSink(producer, s.topic("tasks"), ledger, self.metrics, policy)
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))
         self.ready.set()

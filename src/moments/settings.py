@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         default=2.0, description="How often the rules files are checked for a change (0: never)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    dispatch_policy: Path | None = Field(
+        default=None,
+        description="YAML file of the dispatch policy (capacity, overflow, contact cap, merge "
+        "window, outcomes); built-in defaults when unset",
+    )
 
     # -- security (issue 9); see docs/security.md ------------------------------------ #
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -204,6 +209,13 @@ class Settings(BaseSettings):
     def _rules(cls, value: Path | None) -> Path | None:
         if value is not None and not value.exists():
             raise ValueError(f"{value} does not exist; point it at a rules .yaml file or folder")
+        return value
+
+    @field_validator("dispatch_policy")
+    @classmethod
+    def _dispatch_policy(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file; point it at a dispatch policy .yaml file")
         return value
 
     def topic(self, name: str) -> str:

@@ -1,24 +1,45 @@
 """The Redis dedup ledger: no task id is published twice, none is lost in a crash.
 
-Protocol per task id (see docs/architecture.md, "Exactly once out"):
-1. `SET task:<id> P<payload> NX EX ttl` and `ZADD pending <now> <id>`: whoever sets it
-   owns the publish; a second worker or a replay finds the key and stands down.
-2. Produce the task and await the broker's acknowledgement.
-3. `SET task:<id> S XX KEEPTTL` and `ZREM pending <id>`.
-A crash between 1 and 3 leaves a pending entry with its payload; any worker re-drives
-entries older than a grace period (claimed atomically), with the same task id.
+Protocol per task id (see docs/architecture.md, "Exactly once out" and "Deferral"):
+1. `SET task:<id> P<payload> NX EX ttl` and `ZADD pending <now> <id>`, in one Lua
+   script: whoever sets it owns the task; a second worker or a replay stands down.
+2. The owner decides: publish, park in the deferral queue (`D<payload>`), merge into a
+   waiting task of the same subscriber (`M<carrier id>`) or drop (`X<reason>`).
+3. After the broker acknowledged a publish: `SET task:<id> S<meta> XX KEEPTTL`, `ZREM pending`.
+A crash while an entry is `P` leaves it in the pending index with its payload; any
+worker re-drives entries older than a grace period (claimed atomically) through the
+same decision, with the same task id.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
 PENDING = b"P"
+DEFERRED = b"D"
+MERGED = b"M"
 SENT = b"S"
+DROPPED = b"X"
+_STATES = {
+    PENDING: "pending",
+    DEFERRED: "deferred",
+    MERGED: "merged",
+    SENT: "sent",
+    DROPPED: "dropped",
+}
+
+# SET NX and the pending index in one step: a crash cannot leave a claim nobody re-drives.
+_CLAIM = """
+if redis.call('SET', KEYS[1], 'P' .. ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
 
 # Re-score an entry only if it is still stale, so exactly one worker claims it.
 _CLAIM_STALE = """
@@ -30,6 +51,17 @@ end
 return 0
 """
 
+# Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
+_SETTLE = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 1) == 'P' then
+  redis.call('SET', KEYS[1], ARGV[1], 'XX', 'KEEPTTL')
+end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
 
 class TaskLedger:
     def __init__(self, redis: Redis, prefix: str, ttl_seconds: int) -> None:
@@ -37,10 +69,20 @@ class TaskLedger:
         self.prefix = prefix
         self.ttl = ttl_seconds
         self.pending_key = f"{prefix}pending"
+        self._claim = redis.register_script(_CLAIM)
         self._claim_stale = redis.register_script(_CLAIM_STALE)
+        self._settle = redis.register_script(_SETTLE)
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
+
+    def group_key(self, task_id: str) -> str:
+        """The payloads of tasks merged into this (waiting) task."""
+        return f"{self.prefix}group:{task_id}"
+
+    def body_key(self, task_id: str) -> str:
+        """A sent task's payload, kept until it expires (for outcome retries)."""
+        return f"{self.prefix}body:{task_id}"
 
     async def claim(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         """Mark each (task id, payload) pending; True where this caller now owns it."""
@@ -49,22 +91,45 @@ class TaskLedger:
         now = time.time()
         pipe = self.redis.pipeline(transaction=False)
         for task_id, payload in items:
-            pipe.set(self.key(task_id), PENDING + payload, nx=True, ex=self.ttl)
+            await self._claim(
+                keys=[self.key(task_id), self.pending_key],
+                args=[payload, self.ttl, now, task_id],
+                client=pipe,
+            )
         results = await pipe.execute()
-        owned = {task_id: now for (task_id, _), ok in zip(items, results, strict=True) if ok}
-        if owned:
-            await self.redis.zadd(self.pending_key, owned)
         return [bool(ok) for ok in results]
 
-    async def confirm(self, task_ids: Sequence[str]) -> None:
-        """Record that these tasks were acknowledged by the broker."""
+    async def confirm(
+        self,
+        task_ids: Sequence[str],
+        meta: Mapping[str, bytes] | None = None,
+        bodies: Mapping[str, tuple[bytes, int]] | None = None,
+    ) -> None:
+        """Record that these tasks were acknowledged by the broker.
+
+        `meta` (small, kept as long as the ledger entry) and `bodies` (payload and
+        seconds to keep it) are what outcomes need later."""
         if not task_ids:
             return
         pipe = self.redis.pipeline(transaction=False)
         for task_id in task_ids:
-            pipe.set(self.key(task_id), SENT, xx=True, keepttl=True)
-        pipe.zrem(self.pending_key, *task_ids)
+            value = SENT + (meta or {}).get(task_id, b"")
+            await self._settle(
+                keys=[self.key(task_id), self.pending_key, self.group_key(task_id)],
+                args=[value, task_id],
+                client=pipe,
+            )
+            if bodies and task_id in bodies:
+                body, keep = bodies[task_id]
+                pipe.set(self.body_key(task_id), body, ex=max(1, keep))
         await pipe.execute()
+
+    async def drop(self, task_id: str, reason: str) -> None:
+        """The owner decided not to send this task (expired, cancelled, capacity...)."""
+        await self._settle(
+            keys=[self.key(task_id), self.pending_key, self.group_key(task_id)],
+            args=[DROPPED + reason.encode(), task_id],
+        )
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller."""
@@ -79,24 +144,36 @@ class TaskLedger:
             ok = await self._claim_stale(keys=[self.pending_key], args=[task_id, cutoff, now])
             if not ok:
                 continue
-            value = await self._get(task_id)
+            value = await self.get(task_id)
             if value is None or not value.startswith(PENDING):
-                # Expired, or confirmed by another worker meanwhile: nothing to re-drive.
+                # Expired, or settled by another worker meanwhile: nothing to re-drive.
                 await self.redis.zrem(self.pending_key, task_id)
                 continue
             claimed.append((task_id, value[1:]))
         return claimed
 
-    async def _get(self, task_id: str) -> bytes | None:
+    async def get(self, task_id: str) -> bytes | None:
         value: bytes | str | None = await self.redis.get(self.key(task_id))
         return value.encode() if isinstance(value, str) else value
+
+    async def group(self, task_id: str) -> list[bytes]:
+        """Payloads merged into `task_id` while it waited."""
+        raw: list[Any] = await self.redis.lrange(self.group_key(task_id), 0, -1)
+        return [r if isinstance(r, bytes) else str(r).encode() for r in raw]
 
     async def pending_count(self) -> int:
         return int(await self.redis.zcard(self.pending_key))
 
     async def state(self, task_id: str) -> str | None:
-        """'pending', 'sent' or None: for tests and the `tasks` tools."""
-        value = await self._get(task_id)
+        """'pending', 'deferred', 'merged', 'sent', 'dropped' or None."""
+        value = await self.get(task_id)
         if value is None:
             return None
-        return "pending" if value.startswith(PENDING) else "sent"
+        return _STATES.get(value[:1], "unknown")
+
+    async def sent_meta(self, task_id: str) -> bytes | None:
+        """What `confirm` stored with a sent task (None when not sent or forgotten)."""
+        value = await self.get(task_id)
+        if value is None or not value.startswith(SENT):
+            return None
+        return value[1:]

@@ -6,6 +6,7 @@ no label ever carries a subscriber id.
 
 from __future__ import annotations
 
+import weakref
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -125,3 +126,44 @@ class Metrics:
         )
         for dep in Dependency:
             self.dependency_up.labels(dep.value).set(1)
+
+
+class DispatchMetrics:
+    """Metrics of the dispatch policy (deferral, capacity, contact cap, merge window),
+    registered on the same registry as `Metrics`; created once per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.capacity_left = Gauge(
+            "moments_capacity_left",
+            "Tasks the region's channel may still take today (configured limits only)",
+            ["region", "channel"],
+            registry=r,
+        )
+        self.released = Counter(
+            "moments_tasks_released",
+            "Tasks taken from the deferral queue when their time came",
+            registry=r,
+        )
+        self.merged = Counter(
+            "moments_tasks_merged",
+            "Tasks merged into a waiting task of the same subscriber (merge window)",
+            ["moment_type"],
+            registry=r,
+        )
+        self.overflow = Counter(
+            "moments_tasks_overflow",
+            "Tasks over a channel's daily capacity, by the overflow policy applied",
+            ["moment_type", "policy"],
+            registry=r,
+        )
+
+    @classmethod
+    def of(cls, metrics: Metrics) -> DispatchMetrics:
+        found = _DISPATCH_METRICS.get(metrics)
+        if found is None:
+            found = _DISPATCH_METRICS[metrics] = cls(metrics.registry)
+        return found
+
+
+_DISPATCH_METRICS: weakref.WeakKeyDictionary[Metrics, DispatchMetrics] = weakref.WeakKeyDictionary()

@@ -75,6 +75,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     )
     if settings.rules is not None:
         env["MOMENTS_RULES"] = str(settings.rules)
+    if settings.dispatch_policy is not None:
+        env["MOMENTS_DISPATCH_POLICY"] = str(settings.dispatch_policy)
     env.update(security_env(settings))
     return env
 

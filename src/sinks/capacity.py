@@ -1,0 +1,84 @@
+"""Capacity per region, channel and local day, with a share reserved for priorities 1-2.
+
+Limits come from the dispatch policy (`capacity:` in the YAML file named by
+`MOMENTS_DISPATCH_POLICY`). Each (region, channel, day) is a Redis set of the task ids
+that took a slot (`moments:<app>:cap:<region>:<channel>:<YYYY-MM-DD>`, kept 2 days):
+taking a slot is idempotent per task id, so a re-driven or retried task never counts
+twice, and the check and the add are one Lua script, so workers never over-book.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+
+from moments.models import Channel
+from sinks.policy import ANY, DispatchPolicy
+
+HIGH_PRIORITY = 2  # priorities 1..HIGH_PRIORITY may use the reserved share
+_KEEP_S = 2 * 86400
+
+# KEYS: set; ARGV: task id, allowed, ttl. Returns {taken 0/1, used}.
+_TAKE = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
+  return {1, redis.call('SCARD', KEYS[1])}
+end
+local used = redis.call('SCARD', KEYS[1])
+if used < tonumber(ARGV[2]) then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  return {1, used + 1}
+end
+return {0, used}
+"""
+
+
+def allowed_for(limit: int, reserved_share: float, priority: int) -> int:
+    """How many slots a task of this priority may fill: all for priorities 1-2, the
+    unreserved part for the rest."""
+    if priority <= HIGH_PRIORITY:
+        return limit
+    return limit - math.ceil(limit * reserved_share)
+
+
+def local_day(at: dt.datetime, zone: ZoneInfo) -> dt.date:
+    return at.astimezone(zone).date()
+
+
+def next_day_start(at: dt.datetime, zone: ZoneInfo, start: dt.time) -> dt.datetime:
+    """`start` o'clock on the local day after `at`'s (wall-clock, so DST days are right)."""
+    day = local_day(at, zone) + dt.timedelta(days=1)
+    return dt.datetime.combine(day, start, tzinfo=zone)
+
+
+@dataclass(frozen=True)
+class Slot:
+    taken: bool
+    left: int | None  # None: unlimited
+
+
+class CapacityLimiter:
+    def __init__(self, redis: Redis, prefix: str, policy: DispatchPolicy) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.policy = policy
+        self._take = redis.register_script(_TAKE)
+
+    def key(self, region: str | None, channel: Channel, day: dt.date) -> str:
+        return f"{self.prefix}cap:{region or ANY}:{channel.value}:{day.isoformat()}"
+
+    async def take(
+        self, task_id: str, region: str | None, channel: Channel, priority: int, at: dt.datetime
+    ) -> Slot:
+        """Take a slot for the task on `at`'s local day; `taken` False when full."""
+        limit = self.policy.limit(region, channel)
+        if limit is None:
+            return Slot(True, None)
+        key = self.key(region, channel, local_day(at, self.policy.zone))
+        allowed = allowed_for(limit, self.policy.reserved_share, priority)
+        taken, used = await self._take(keys=[key], args=[task_id, allowed, _KEEP_S])
+        return Slot(bool(taken), max(0, limit - int(used)))

@@ -1,0 +1,107 @@
+"""Contact policy and merge window: how often one subscriber is contacted, and how
+several moments of one subscriber become one task.
+
+- At most N contacts per subscriber per period across all rules: a Redis sorted set per
+  subscriber (`moments:<app>:contacts:<subscriber>`, task id scored by send time).
+  Taking a contact is idempotent per task id and atomic (Lua).
+- Merge: `merge_tasks` (pure) turns a waiting task and the tasks that joined it into one
+  task carrying the highest-priority moment, the others listed in `related`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from moments.models import RelatedMoment, ServiceTask
+from sinks.policy import ContactPolicy
+
+# KEYS: zset; ARGV: task id, now, period, max. Returns {taken 0/1, epoch when a slot frees}.
+_CONTACT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {1, '0'} end
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])))
+  return {1, '0'}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + tonumber(ARGV[3]))}
+"""
+
+
+@dataclass(frozen=True)
+class Contact:
+    taken: bool
+    free_at: float | None = None  # epoch seconds when the next contact is allowed
+
+
+class ContactLimiter:
+    def __init__(self, redis: Redis, prefix: str, policy: ContactPolicy) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.policy = policy
+        self._take = redis.register_script(_CONTACT)
+
+    def key(self, subscriber_id: str) -> str:
+        return f"{self.prefix}contacts:{subscriber_id}"
+
+    async def take(self, task_id: str, subscriber_id: str, now: float) -> Contact:
+        if self.policy.max_contacts <= 0:
+            return Contact(True)
+        taken, free_at = await self._take(
+            keys=[self.key(subscriber_id)],
+            args=[task_id, now, self.policy.period.total_seconds(), self.policy.max_contacts],
+        )
+        return Contact(True) if taken else Contact(False, float(free_at))
+
+    async def give_back(self, task_id: str, subscriber_id: str) -> None:
+        """Undo `take` for a task that was not sent after all (capacity)."""
+        if self.policy.max_contacts > 0:
+            await self.redis.zrem(self.key(subscriber_id), task_id)
+
+
+def _rank(task: ServiceTask) -> tuple[int, dt.datetime, str]:
+    return (task.priority, task.triggered_at, task.task_id)
+
+
+def related_of(task: ServiceTask) -> list[RelatedMoment]:
+    """The task itself, and what was already merged into it, as related moments."""
+    own = RelatedMoment(
+        task_id=task.task_id,
+        moment=task.moment,
+        priority=task.priority,
+        channel=task.channel,
+        action=task.action,
+        triggered_at=task.triggered_at,
+        evidence=task.evidence,
+    )
+    return [own, *(task.related or [])]
+
+
+def merge_tasks(carrier_id: str, tasks: Sequence[ServiceTask]) -> ServiceTask:
+    """One task for several moments of one subscriber.
+
+    It keeps the id of the task that waited (`carrier_id`, the ledger entry that is
+    published), takes moment, priority, channel and action from the highest-priority
+    task (earliest on a tie), delivers no earlier than any of them wanted and expires
+    with the last of them, and lists the other moments with their evidence."""
+    if not tasks:
+        raise ValueError("merge_tasks needs at least one task")
+    if len(tasks) == 1:
+        return tasks[0]
+    ordered = sorted(tasks, key=_rank)
+    top = ordered[0]
+    related = [r for t in ordered[1:] for r in related_of(t)] + list(top.related or [])
+    return top.model_copy(
+        update={
+            "task_id": carrier_id,
+            "deliver_after": max(t.deliver_after for t in tasks),
+            "expires_at": max(t.expires_at for t in tasks),
+            "evidence": top.evidence,
+            "related": related,
+        }
+    )

@@ -1,0 +1,182 @@
+"""The dispatch policy: capacity, overflow, contact cap, merge window, relevance, outcomes.
+
+Read from the YAML file named by `MOMENTS_DISPATCH_POLICY` (see docs/architecture.md,
+"Dispatch policy"); without a file the defaults below apply: no capacity limits, no
+contact cap, a 30 minute merge window for tasks that wait anyway.
+
+```yaml
+timezone: Asia/Shanghai          # the capacity day and "next day" are local days here
+capacity:                        # tasks per region, channel and day; "*" = any other region
+  NJ: {manager: 400, outbound_call: 2000}
+  "*": {manager: 100}
+reserved_share: 0.2              # the last 20% of each limit only for priorities 1-2
+overflow:                        # per rule id; "*" = every other rule
+  low_balance: {policy: fallback, channel: sms}
+  "*": {policy: defer}           # defer | drop | fallback
+next_day_at: "09:00"             # a task deferred to the next day is released then
+contact: {max_contacts: 3, period: 7d}
+merge: {window: 30m, hold_channels: [manager]}
+relevance: {low_balance: topped_up, first_international_roaming: came_home}
+outcomes: {declined_suppress: 30d, unreachable_retry_after: 2h, max_retries: 2}
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from moments.exceptions import ConfigError
+from moments.models import Channel
+from rules.durations import parse_duration
+
+ANY = "*"
+
+
+def _duration(value: object) -> dt.timedelta:
+    if isinstance(value, dt.timedelta):
+        return value
+    return parse_duration(str(value))
+
+
+Duration = Annotated[dt.timedelta, Field(description="e.g. 30m, 2h, 7d")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OverflowPolicy(StrEnum):
+    """What happens to a task when its channel's capacity for the day is used up."""
+
+    FALLBACK = "fallback"  # another channel (e.g. call -> SMS), if that one has room
+    DEFER = "defer"  # the next day at `next_day_at`, if before the task expires
+    DROP = "drop"  # not sent; counted as suppressed{reason="capacity"}
+
+
+class Overflow(_Frozen):
+    policy: OverflowPolicy = OverflowPolicy.DEFER
+    channel: Channel | None = Field(default=None, description="fallback channel")
+
+    @model_validator(mode="after")
+    def _fallback_needs_channel(self) -> Overflow:
+        if self.policy is OverflowPolicy.FALLBACK and self.channel is None:
+            raise ValueError(
+                "policy fallback needs a channel, e.g. {policy: fallback, channel: sms}"
+            )
+        return self
+
+
+class ContactPolicy(_Frozen):
+    """At most `max_contacts` tasks per subscriber per `period`, across all rules (0: no cap)."""
+
+    max_contacts: int = Field(default=0, ge=0)
+    period: Duration = dt.timedelta(days=7)
+
+    _period = field_validator("period", mode="before")(_duration)
+
+
+class MergePolicy(_Frozen):
+    """Moments of one subscriber within `window` become one task.
+
+    A task that waits anyway (quiet hours, capacity, contact cap) collects the
+    subscriber's later moments until it is released. Tasks on `hold_channels`
+    are held for the window even when due now, so calls are merged too."""
+
+    window: Duration = dt.timedelta(minutes=30)
+    hold_channels: frozenset[Channel] = frozenset()
+
+    _window = field_validator("window", mode="before")(_duration)
+
+
+class RelevanceCheckName(StrEnum):
+    TOPPED_UP = "topped_up"
+    CAME_HOME = "came_home"
+
+
+class OutcomePolicy(_Frozen):
+    declined_suppress: Duration = dt.timedelta(days=30)
+    unreachable_retry_after: Duration = dt.timedelta(hours=2)
+    max_retries: int = Field(default=2, ge=0, le=10)
+
+    _d = field_validator("declined_suppress", "unreachable_retry_after", mode="before")(_duration)
+
+
+class DispatchPolicy(_Frozen):
+    timezone: str = "Asia/Shanghai"
+    capacity: dict[str, dict[Channel, int]] = Field(default_factory=dict)
+    reserved_share: float = Field(default=0.2, ge=0, le=1)
+    overflow: dict[str, Overflow] = Field(default_factory=dict)
+    next_day_at: dt.time = dt.time(9, 0)
+    contact: ContactPolicy = ContactPolicy()
+    merge: MergePolicy = MergePolicy()
+    relevance: dict[str, RelevanceCheckName] = Field(
+        default_factory=lambda: {
+            "low_balance": RelevanceCheckName.TOPPED_UP,
+            "first_international_roaming": RelevanceCheckName.CAME_HOME,
+        }
+    )
+    outcomes: OutcomePolicy = OutcomePolicy()
+    release_batch: int = Field(default=500, ge=1, description="most tasks released per timer tick")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is no IANA time zone; write e.g. Asia/Shanghai") from None
+        return value
+
+    @field_validator("capacity")
+    @classmethod
+    def _limits(cls, value: dict[str, dict[Channel, int]]) -> dict[str, dict[Channel, int]]:
+        for region, limits in value.items():
+            for channel, limit in limits.items():
+                if limit < 0:
+                    raise ValueError(f"capacity {region}.{channel.value}: write a count >= 0")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def limit(self, region: str | None, channel: Channel) -> int | None:
+        """Tasks per day for this region and channel; None when unlimited."""
+        for key in (region or ANY, ANY):
+            limits = self.capacity.get(key)
+            if limits is not None and channel in limits:
+                return limits[channel]
+        return None
+
+    def overflow_for(self, rule_id: str) -> Overflow:
+        return self.overflow.get(rule_id) or self.overflow.get(ANY) or Overflow()
+
+
+def load_policy(path: Path | None) -> DispatchPolicy:
+    """The policy in `path` (YAML), or the defaults; a bad file raises `ConfigError`
+    naming the field and what to write."""
+    if path is None:
+        return DispatchPolicy()
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data: Any = YAML(typ="safe").load(path.read_text())
+    except (OSError, YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the dispatch policy: {exc}") from None
+    try:
+        return DispatchPolicy.model_validate(data or {})
+    except ValidationError as exc:
+        lines = [
+            f"{path}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConfigError(
+            "invalid dispatch policy (see docs/architecture.md, 'Dispatch policy'):\n  "
+            + "\n  ".join(lines)
+        ) from None

@@ -1,0 +1,141 @@
+"""Is a waiting task still worth delivering? Checks run just before a task is released.
+
+The facts they need are recorded by the runtime as events stream past, in one small
+Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
+- `topup`: epoch seconds (event time) of the latest top-up;
+- `home`: epoch seconds of the latest sighting at home (a domestic roaming record,
+  or a roaming record in the home country);
+- `abroad`: epoch seconds of the latest sighting abroad;
+- `active`: epoch seconds of the latest profile update saying the line is active
+  (a task deferred while the line was suspended waits for it).
+Only newer times overwrite older ones, so replays and late events are harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from moments.models import InputEvent, ProfileEvent, RoamingEvent, ServiceTask, TopUpEvent
+from sinks.policy import RelevanceCheckName
+
+FACTS_TTL_S = 90 * 86400
+HOME_COUNTRY = "CN"
+
+# KEYS: facts hash; ARGV: field, epoch, ttl. Keeps the latest time per field.
+_NEWER = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if (not old) or tonumber(old) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class SubscriberFacts:
+    topup_at: float | None = None
+    home_at: float | None = None
+    abroad_at: float | None = None
+    active_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    keep: bool
+    reason: str = ""
+
+
+KEEP = Verdict(True)
+RelevanceCheck = Callable[[ServiceTask, SubscriberFacts], Verdict]
+
+
+def _after(at: float | None, moment: dt.datetime) -> bool:
+    return at is not None and at > moment.timestamp()
+
+
+def topped_up(task: ServiceTask, facts: SubscriberFacts) -> Verdict:
+    """A low-balance task is pointless once the customer topped up after it fired."""
+    if _after(facts.topup_at, task.triggered_at):
+        return Verdict(False, "topped_up")
+    return KEEP
+
+
+def came_home(task: ServiceTask, facts: SubscriberFacts) -> Verdict:
+    """A roaming welcome is pointless once the customer was seen at home after it fired
+    (and not abroad again since)."""
+    if _after(facts.home_at, task.triggered_at) and (facts.abroad_at or 0) < (facts.home_at or 0):
+        return Verdict(False, "came_home")
+    return KEEP
+
+
+CHECKS: dict[RelevanceCheckName, RelevanceCheck] = {
+    RelevanceCheckName.TOPPED_UP: topped_up,
+    RelevanceCheckName.CAME_HOME: came_home,
+}
+
+
+def check_for(
+    relevance: Mapping[str, RelevanceCheckName], task: ServiceTask
+) -> RelevanceCheck | None:
+    """The check configured for the task's moment type (or rule id), if any."""
+    name = relevance.get(task.moment.type) or relevance.get(task.moment.rule_id)
+    return CHECKS[name] if name is not None else None
+
+
+def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[str, float]]:
+    """The (field, epoch) facts an event contributes."""
+    at = event.occurred_at.timestamp()
+    if isinstance(event, TopUpEvent):
+        return [("topup", at)]
+    if isinstance(event, RoamingEvent):
+        home = event.roaming_type == "domestic" or event.country == home_country
+        return [("home" if home else "abroad", at)]
+    if isinstance(event, ProfileEvent) and event.status == "active":
+        return [("active", at)]
+    return []
+
+
+def reactivated(task: ServiceTask, facts: SubscriberFacts) -> bool:
+    """A task gating deferred for a suspended line may go once the line is active again."""
+    return _after(facts.active_at, task.triggered_at)
+
+
+class FactsStore:
+    """The per-subscriber facts hash: written from the event stream, read at release."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._newer = redis.register_script(_NEWER)
+
+    def key(self, subscriber_id: str) -> str:
+        return f"{self.prefix}facts:{subscriber_id}"
+
+    async def record(self, events: Iterable[InputEvent]) -> int:
+        """Record the facts of a batch of events (one pipeline); returns how many."""
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        for event in events:
+            for field, at in facts_of(event):
+                await self._newer(
+                    keys=[self.key(event.subscriber_id)], args=[field, at, FACTS_TTL_S], client=pipe
+                )
+                n += 1
+        if n:
+            await pipe.execute()
+        return n
+
+    async def get(self, subscriber_id: str) -> SubscriberFacts:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.key(subscriber_id))
+        values = {
+            (k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()
+        }
+        return SubscriberFacts(
+            values.get("topup"), values.get("home"), values.get("abroad"), values.get("active")
+        )

@@ -1,0 +1,121 @@
+"""Shared by the dispatch tests: task factory, one worker's dispatch objects, fixtures."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from moments.models import Channel, Deferral, Family, Moment, ServiceTask
+from moments.settings import Settings
+from sinks.dispatch import TaskSink
+from sinks.ledger import TaskLedger
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy
+from tests.integration.conftest import MakeSettings
+from tests.integration.kafka_io import read_topic, values
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+HOUR = dt.timedelta(hours=1)
+
+
+def task(
+    task_id: str,
+    sub: str = "13800138001",
+    *,
+    moment_type: str = "first_international_roaming",
+    priority: int = 3,
+    channel: Channel = Channel.SMS,
+    region: str | None = "NJ",
+    triggered: dt.datetime = NOW,
+    deliver_after: dt.datetime = NOW,
+    expires_at: dt.datetime | None = None,
+    deferred: str | None = None,
+) -> ServiceTask:
+    return ServiceTask(
+        task_id=task_id,
+        subscriber_id=sub,
+        region=region,
+        moment=Moment(
+            family=Family.ANOMALY,
+            type=moment_type,
+            rule_id=moment_type,
+            rule_version=1,
+            description=f"{moment_type} moment",
+        ),
+        priority=priority,
+        channel=channel,
+        action="act",
+        triggered_at=triggered,
+        created_at=triggered,
+        deliver_after=deliver_after,
+        expires_at=expires_at or triggered + dt.timedelta(days=3),
+        evidence=[f"ev-{task_id}"],
+        deferred=Deferral(reason=deferred, until=deliver_after) if deferred else None,
+    )
+
+
+class Worker:
+    """One worker's dispatch objects: its own Redis connection, producer and metrics."""
+
+    def __init__(
+        self, settings: Settings, producer: AIOKafkaProducer, redis: Redis, policy: DispatchPolicy
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.metrics = Metrics()
+        self.ledger = TaskLedger(redis, f"moments:{settings.app_id}:", 3600 * 24 * 10)
+        self.sink = TaskSink(producer, settings.topic("tasks"), self.ledger, self.metrics, policy)
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    async def send(self, *tasks: ServiceTask) -> None:
+        for t in tasks:
+            self.sink.add(t)
+        await self.sink.flush()
+
+
+MakeWorker = Callable[..., Any]
+
+
+@pytest.fixture
+async def stack(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Any], redis_url: str
+) -> AsyncIterator[tuple[Settings, AIOKafkaProducer, list[Redis]]]:
+    settings = make_settings()
+    await topics_for(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    clients: list[Redis] = []
+    yield settings, producer, clients
+    await producer.stop()
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def make_worker(
+    stack: tuple[Settings, AIOKafkaProducer, list[Redis]], redis_url: str
+) -> Callable[..., Worker]:
+    settings, producer, clients = stack
+
+    def make(policy: DispatchPolicy | None = None, url: str | None = None) -> Worker:
+        client = Redis.from_url(url or redis_url, socket_timeout=2, socket_connect_timeout=2)
+        clients.append(client)
+        return Worker(settings, producer, client, policy or DispatchPolicy())
+
+    return make
+
+
+async def published(settings: Settings, count: int) -> list[dict[str, Any]]:
+    """What is on the tasks topic, read until `count` arrived and a little longer."""
+    return values(await read_topic(settings, "tasks", count=count, wait_s=20, settle=1.5))
+
+
+def ids(tasks: list[dict[str, Any]]) -> list[str]:
+    return sorted(str(t["task_id"]) for t in tasks)

@@ -1,0 +1,154 @@
+"""Outcome feedback over the real broker and Redis: outcomes written by `moments tasks
+ack` are read back from the topic and change what the dispatch sink does next."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from moments.ack import write_outcome
+from moments.models import Channel, OutcomeStatus, TaskOutcome
+from moments.outcomes import handle_outcomes, retry_id
+from moments.records import RawRecord
+from moments.settings import Settings
+from sinks.policy import DispatchPolicy
+from tests.integration.conftest import settings_env
+from tests.integration.kafka_io import read_topic
+
+from .conftest import (
+    HOUR,
+    NOW,
+    Worker,
+    published,
+    task,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def outcomes_from_topic(settings: Settings, count: int) -> list[RawRecord]:
+    records = await read_topic(settings, "task_outcomes", count=count, wait_s=20)
+    return [RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+
+
+def outcome(task_id: str, sub: str, status: OutcomeStatus) -> TaskOutcome:
+    return TaskOutcome(task_id=task_id, subscriber_id=sub, status=status, occurred_at=NOW)
+
+
+class TestOutcomes:
+    """declined suppresses the rule for the subscriber; unreachable queues one retry."""
+
+    async def test_declined_suppresses_the_same_rule_for_that_subscriber(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        w = make_worker()
+        sub = "13200000001"
+        await w.send(task("x1", sub=sub, moment_type="low_balance"))
+        await write_outcome(w.settings, outcome("x1", sub, OutcomeStatus.DECLINED))
+        result = await handle_outcomes(await outcomes_from_topic(w.settings, 1), w.sink)
+        assert (result.handled, result.declined) == (1, 1)
+        labels = {"moment_type": "low_balance", "status": "declined"}
+        assert w.sample("moments_task_outcomes_total", **labels) == 1
+        # Later moments: same rule and subscriber suppressed; another subscriber is not.
+        await w.send(
+            task("x2", sub=sub, moment_type="low_balance"),
+            task("x3", sub="13200000002", moment_type="low_balance"),
+        )
+        assert [await w.ledger.state(i) for i in ("x2", "x3")] == ["dropped", "sent"]
+        suppressed = {"moment_type": "low_balance", "reason": "declined"}
+        assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
+
+    async def test_unreachable_queues_one_retry_within_expiry(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        w = make_worker(
+            DispatchPolicy.model_validate(
+                {"outcomes": {"unreachable_retry_after": "2h", "max_retries": 1}}
+            )
+        )
+        sub = "13200000003"
+        await w.send(task("u1", sub=sub, channel=Channel.OUTBOUND_CALL))
+        unreachable = outcome("u1", sub, OutcomeStatus.UNREACHABLE)
+        raw = RawRecord("outcomes", 0, 0, sub.encode(), unreachable.model_dump_json().encode())
+        first = await handle_outcomes([raw], w.sink)
+        again = await handle_outcomes([raw], w.sink)  # the same outcome read twice
+        retry = retry_id("u1", 1)
+        assert first.retries == again.retries == [retry]
+        assert await w.ledger.state(retry) == "deferred"
+        assert w.sample("moments_tasks_deferred_total", reason="unreachable_retry") == 1
+        assert await w.sink.release_due(now=(NOW + HOUR).timestamp()) == 0
+        assert await w.sink.release_due(now=(NOW + 2 * HOUR + HOUR / 60).timestamp()) == 1
+        out = await published(w.settings, 2)
+        assert [(t["task_id"], t["attempt"], t.get("retry_of")) for t in out] == [
+            ("u1", 0, None),
+            (retry, 1, "u1"),
+        ]
+        # The retry unreachable too: max_retries reached, nothing more is queued.
+        record = RawRecord(
+            "outcomes",
+            0,
+            1,
+            sub.encode(),
+            outcome(retry, sub, OutcomeStatus.UNREACHABLE).model_dump_json().encode(),
+        )
+        assert (await handle_outcomes([record], w.sink)).retries == []
+
+    async def test_bad_outcome_is_a_dead_letter(self, make_worker: Callable[..., Worker]) -> None:
+        w = make_worker()
+        result = await handle_outcomes([RawRecord("o", 0, 0, b"1", b"{not json")], w.sink)
+        assert result.handled == 0
+        assert [d.reason.value for d in result.dead_letters] == ["invalid_json"]
+
+
+class TestAckCommand:
+    """`moments tasks ack` finds the subscriber of a sent task and writes the outcome."""
+
+    async def test_ack_writes_an_outcome(self, make_worker: Callable[..., Worker]) -> None:
+        w = make_worker()
+        await w.send(task("a1", sub="13200000009"))
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "moments",
+                "tasks",
+                "ack",
+                "a1",
+                "--status",
+                "done_no_change",
+                "--note",
+                "called, all fine",
+            ],
+            env=settings_env(w.settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        [record] = await outcomes_from_topic(w.settings, 1)
+        assert record.key == b"13200000009"
+        written: dict[str, Any] = TaskOutcome.model_validate_json(record.value or b"").model_dump()
+        assert (written["task_id"], written["status"], written["note"]) == (
+            "a1",
+            OutcomeStatus.DONE_NO_CHANGE,
+            "called, all fine",
+        )
+
+    async def test_unknown_task_names_the_fix(self, make_worker: Callable[..., Worker]) -> None:
+        w = make_worker()
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "moments", "tasks", "ack", "nope", "--status", "accepted"],
+            env=settings_env(w.settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1
+        assert "--subscriber" in proc.stderr

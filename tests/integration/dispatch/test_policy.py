@@ -1,0 +1,314 @@
+"""The dispatch path over a real Redis and broker: deferral, expiry, relevance, capacity
+with each overflow policy, contact cap, merge window, racing workers and Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moments.embedded import RedisServer, free_port
+from moments.models import Channel, ProfileEvent, RoamingEvent, TopUpEvent
+from sinks.policy import DispatchPolicy
+
+from .conftest import (
+    HOUR,
+    NOW,
+    MakeWorker,
+    ids,
+    published,
+    task,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class TestDuplicatesAndRaces:
+    """A replayed batch and two workers flushing the same tasks publish each task once."""
+
+    async def test_replay_and_two_racing_workers(self, make_worker: MakeWorker) -> None:
+        a, b = make_worker(), make_worker()
+        batch = [task(f"r{i}", sub=f"1380013800{i}") for i in range(5)]
+        await asyncio.gather(a.send(*batch), b.send(*batch))
+        await a.send(*batch)  # the replay after a crash
+        out = await published(a.settings, 5)
+        assert ids(out) == [f"r{i}" for i in range(5)]
+        sent = sum(
+            w.sample("moments_tasks_published_total", moment_type=t, channel="sms")
+            for w in (a, b)
+            for t in ["first_international_roaming"]
+        )
+        assert sent == 5
+
+
+class TestDeferral:
+    """A task not yet deliverable waits in Redis and is released once, by any worker."""
+
+    async def test_waits_then_released_once_by_racing_workers_after_a_restart(
+        self, make_worker: MakeWorker
+    ) -> None:
+        first = make_worker()
+        later = NOW + 2 * HOUR
+        await first.send(task("d1", deliver_after=later, deferred="quiet_hours"))
+        assert await first.ledger.state("d1") == "deferred"
+        assert first.sample("moments_tasks_waiting") == 1
+        assert await first.sink.release_due(now=NOW.timestamp()) == 0  # not due yet
+        # "Restart": new connections and objects; the queue lives in Redis.
+        a, b = make_worker(), make_worker()
+        due = later.timestamp() + 1
+        released = await asyncio.gather(a.sink.release_due(now=due), b.sink.release_due(now=due))
+        assert sorted(released) == [0, 1]
+        [out] = await published(a.settings, 1)
+        assert out["task_id"] == "d1"
+        assert out["deferred"]["reason"] == "quiet_hours"
+        assert await a.ledger.state("d1") == "sent"
+        await a.send(task("d1", deliver_after=later))  # replayed: still a duplicate
+        assert a.sample("moments_tasks_suppressed_total", **_dedup()) == 1
+
+    async def test_task_that_expires_while_waiting_is_dropped_and_counted(
+        self, make_worker: MakeWorker
+    ) -> None:
+        w = make_worker()
+        await w.send(task("e1", deliver_after=NOW + HOUR, expires_at=NOW + 2 * HOUR))
+        assert await w.sink.release_due(now=(NOW + 3 * HOUR).timestamp()) == 1
+        labels = {"moment_type": "first_international_roaming", "reason": "expired"}
+        assert w.sample("moments_tasks_suppressed_total", **labels) == 1
+        assert await w.ledger.state("e1") == "dropped"
+        assert w.sample("moments_tasks_waiting") == 0
+        assert w.sample("moments_tasks_published_total", **_sms()) == 0
+
+    async def test_relevance_checks_cancel_low_balance_after_top_up_and_welcome_after_home(
+        self, make_worker: MakeWorker
+    ) -> None:
+        w = make_worker()
+        later = NOW + HOUR
+        low = task("lb", sub="13900000001", moment_type="low_balance", deliver_after=later)
+        welcome = task("rw", sub="13900000002", deliver_after=later)
+        kept = task("lb2", sub="13900000003", moment_type="low_balance", deliver_after=later)
+        await w.send(low, welcome, kept)
+        await w.sink.facts.record(
+            [
+                TopUpEvent(
+                    event_id="t1",
+                    subscriber_id="13900000001",
+                    occurred_at=NOW + dt.timedelta(minutes=5),
+                    amount=50,
+                    channel="app",
+                ),
+                RoamingEvent(
+                    event_id="h1",
+                    subscriber_id="13900000002",
+                    occurred_at=NOW + dt.timedelta(minutes=9),
+                    country="CN",
+                    roaming_type="domestic",
+                ),
+                # a top-up before the moment does not cancel it
+                TopUpEvent(
+                    event_id="t2",
+                    subscriber_id="13900000003",
+                    occurred_at=NOW - dt.timedelta(minutes=5),
+                    amount=50,
+                    channel="app",
+                ),
+            ]
+        )
+        assert await w.sink.release_due(now=later.timestamp() + 1) == 3
+        [out] = await published(w.settings, 1)
+        assert out["task_id"] == "lb2"
+        suppressed = "moments_tasks_suppressed_total"
+        assert w.sample(suppressed, moment_type="low_balance", reason="topped_up") == 1
+        assert (
+            w.sample(suppressed, moment_type="first_international_roaming", reason="came_home") == 1
+        )
+
+    async def test_suspended_line_waits_for_reactivation(self, make_worker: MakeWorker) -> None:
+        """Gating defers a task for a suspended line with its earliest time; it is sent
+        only after a profile update says the line is active again, or dropped at expiry."""
+        w = make_worker()
+        soon = NOW + HOUR
+        waits = task("s1", sub="13100000001", deliver_after=soon, deferred="suspended")
+        lapses = task(
+            "s2",
+            sub="13100000002",
+            deliver_after=soon,
+            deferred="suspended",
+            expires_at=soon + dt.timedelta(minutes=10),
+        )
+        w.sink.add(waits)
+        w.sink.add(lapses)
+        await w.sink.flush()  # from the engine: it counted the deferrals itself
+        assert w.sample("moments_tasks_deferred_total", reason="suspended") == 0
+        assert await w.sink.release_due(now=soon.timestamp() + 1) == 2
+        assert [await w.ledger.state(i) for i in ("s1", "s2")] == ["deferred", "dropped"]
+        await w.sink.facts.record(
+            [
+                ProfileEvent(
+                    event_id="p1",
+                    subscriber_id="13100000001",
+                    occurred_at=soon + dt.timedelta(minutes=5),
+                    status="active",
+                )
+            ]
+        )
+        assert await w.sink.release_due(now=soon.timestamp() + 901) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["deferred"]["reason"]) == ("s1", "suspended")
+
+
+def _dedup() -> dict[str, str]:
+    return {"moment_type": "first_international_roaming", "reason": "dedup"}
+
+
+def _sms() -> dict[str, str]:
+    return {"moment_type": "first_international_roaming", "channel": "sms"}
+
+
+def capacity_policy(**overflow: Any) -> DispatchPolicy:
+    return DispatchPolicy.model_validate(
+        {"capacity": {"NJ": {"manager": 1}}, "reserved_share": 0, "overflow": overflow}
+    )
+
+
+class TestCapacity:
+    """Over a channel's daily capacity, each rule's overflow policy applies."""
+
+    async def test_fallback_defer_and_drop(self, make_worker: MakeWorker) -> None:
+        w = make_worker(
+            capacity_policy(
+                fb={"policy": "fallback", "channel": "sms"},
+                later={"policy": "defer"},
+                gone={"policy": "drop"},
+            )
+        )
+        first = task("c0", sub="13700000000", moment_type="first", channel=Channel.MANAGER)
+        fb = task("c1", sub="13700000001", moment_type="fb", channel=Channel.MANAGER)
+        later = task("c2", sub="13700000002", moment_type="later", channel=Channel.MANAGER)
+        gone = task("c3", sub="13700000003", moment_type="gone", channel=Channel.MANAGER)
+        await w.send(first, fb, later, gone)
+        out = await published(w.settings, 2)
+        assert {(t["task_id"], t["channel"]) for t in out} == {("c0", "manager"), ("c1", "sms")}
+        assert w.sample("moments_capacity_left", region="NJ", channel="manager") == 0
+        assert await w.ledger.state("c2") == "deferred"
+        due = await w.sink.deferral.due_at("c2")
+        assert due is not None
+        assert due > NOW.timestamp() + 60
+        assert await w.ledger.state("c3") == "dropped"
+        assert (
+            w.sample("moments_tasks_suppressed_total", moment_type="gone", reason="capacity") == 1
+        )
+        assert w.sample("moments_tasks_deferred_total", reason="capacity") == 1
+
+    async def test_share_reserved_for_priorities_one_and_two(self, make_worker: MakeWorker) -> None:
+        policy = DispatchPolicy.model_validate(
+            {
+                "capacity": {"*": {"manager": 2}},
+                "reserved_share": 0.5,
+                "overflow": {"*": {"policy": "drop"}},
+            }
+        )
+        w = make_worker(policy)
+        low1 = task("p1", sub="13600000001", priority=3, channel=Channel.MANAGER)
+        low2 = task("p2", sub="13600000002", priority=3, channel=Channel.MANAGER)
+        high = task("p3", sub="13600000003", priority=1, channel=Channel.MANAGER)
+        await w.send(low1, low2, high)
+        assert [await w.ledger.state(i) for i in ("p1", "p2", "p3")] == ["sent", "dropped", "sent"]
+
+
+class TestContactAndMerge:
+    """One subscriber is not contacted more than the policy allows; moments close together
+    become one task."""
+
+    async def test_moments_within_the_window_become_one_task(self, make_worker: MakeWorker) -> None:
+        policy = DispatchPolicy.model_validate({"merge": {"window": "30m"}})
+        w = make_worker(policy)
+        later = NOW + HOUR
+        sub = "13500000001"
+        await w.send(task("m1", sub=sub, priority=4, deliver_after=later, deferred="quiet_hours"))
+        await w.send(
+            task(
+                "m2",
+                sub=sub,
+                moment_type="competitor_hotline_call",
+                priority=1,
+                deliver_after=later,
+            )
+        )
+        await w.send(task("m3", sub="13500000002"))  # someone else: not merged
+        assert await w.ledger.state("m2") == "merged"
+        assert await w.sink.release_due(now=later.timestamp() + 1) == 1
+        out = await published(w.settings, 2)
+        [merged] = [t for t in out if t["subscriber_id"] == sub]
+        assert merged["task_id"] == "m1"
+        assert merged["moment"]["type"] == "competitor_hotline_call"
+        assert merged["priority"] == 1
+        assert [(r["task_id"], r["evidence"]) for r in merged["related"]] == [("m1", ["ev-m1"])]
+        assert await w.ledger.state("m1") == "sent"
+
+    async def test_hold_channel_collects_moments_for_the_window(
+        self, make_worker: MakeWorker
+    ) -> None:
+        policy = DispatchPolicy.model_validate(
+            {"merge": {"window": "30m", "hold_channels": ["manager"]}}
+        )
+        w = make_worker(policy)
+        sub = "13500000003"
+        await w.send(task("h1", sub=sub, channel=Channel.MANAGER, priority=2))
+        await w.send(task("h2", sub=sub, moment_type="complaint", channel=Channel.SMS, priority=3))
+        assert [await w.ledger.state(i) for i in ("h1", "h2")] == ["deferred", "merged"]
+        assert await w.sink.release_due(now=(NOW + 31 * dt.timedelta(minutes=1)).timestamp()) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"], out["priority"]) == ("h1", "manager", 2)
+        assert [r["moment"]["type"] for r in out["related"]] == ["complaint"]
+
+    async def test_contact_cap_defers_or_drops(self, make_worker: MakeWorker) -> None:
+        policy = DispatchPolicy.model_validate({"contact": {"max_contacts": 1, "period": "1d"}})
+        w = make_worker(policy)
+        sub = "13400000001"
+        await w.send(task("k1", sub=sub))
+        await w.send(task("k2", sub=sub, moment_type="b", expires_at=NOW + HOUR))  # cannot wait
+        await w.send(task("k3", sub=sub, moment_type="a"))  # waits until the period frees
+        await w.send(task("k4", sub=sub, moment_type="c"))  # joins the waiting one
+        states = [await w.ledger.state(i) for i in ("k1", "k2", "k3", "k4")]
+        assert states == ["sent", "dropped", "deferred", "merged"]
+        due = await w.sink.deferral.due_at("k3")
+        assert due is not None
+        assert due >= NOW.timestamp() + 86400 - 5
+        suppressed = {"moment_type": "b", "reason": "contact_cap"}
+        assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
+
+
+class TestRedisOutage:
+    """Redis stopped mid-flush and started again: the flush waits, then every task is
+    published exactly once; a replay afterwards publishes nothing."""
+
+    async def test_stop_and_restart_mid_flush(
+        self, make_worker: MakeWorker, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        server = RedisServer(
+            tmp_path / "redis",
+            port=port,
+            extra_args=["--appendonly", "yes", "--appendfsync", "always"],
+        )
+        server.start()
+        try:
+            w = make_worker(url=server.url)
+            await w.send(task("o0", sub="13300000000"))
+            server.stop()
+            batch = [task(f"o{i}", sub=f"1330000000{i}") for i in range(1, 4)]
+            flushing = asyncio.create_task(w.send(*batch))
+            while w.sample("moments_dependency_errors_total", dependency="redis") < 1:  # noqa: ASYNC110 - polls a metric, not an event we own
+                await asyncio.sleep(0.05)
+            assert not flushing.done()
+            assert w.sample("moments_dependency_up", dependency="redis") == 0
+            server.start()
+            await flushing
+            assert w.sample("moments_dependency_up", dependency="redis") == 1
+            await w.send(*batch, task("o0", sub="13300000000"))  # replay
+            out = await published(w.settings, 4)
+            assert ids(out) == ["o0", "o1", "o2", "o3"]
+        finally:
+            server.stop()

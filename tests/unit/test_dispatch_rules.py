@@ -1,0 +1,171 @@
+"""Pure parts of the dispatch path: policy file, capacity arithmetic, merging,
+relevance checks and retries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from moments.exceptions import ConfigError
+from moments.models import Channel, Family, Moment, RoamingEvent, ServiceTask, TopUpEvent
+from moments.outcomes import retry_id, retry_task
+from sinks.capacity import allowed_for, next_day_start
+from sinks.contact import merge_tasks
+from sinks.policy import OverflowPolicy, load_policy
+from sinks.relevance import SubscriberFacts, came_home, facts_of, topped_up
+
+T0 = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+
+
+def make(task_id: str, priority: int = 3, minutes: int = 0, **update: object) -> ServiceTask:
+    at = T0 + dt.timedelta(minutes=minutes)
+    task = ServiceTask(
+        task_id=task_id,
+        subscriber_id="13800138001",
+        moment=Moment(
+            family=Family.ANOMALY,
+            type=f"type_{task_id}",
+            rule_id=f"rule_{task_id}",
+            rule_version=1,
+            description="d",
+        ),
+        priority=priority,
+        channel=Channel.SMS,
+        action="a",
+        triggered_at=at,
+        created_at=at,
+        deliver_after=at,
+        expires_at=at + dt.timedelta(hours=6),
+        evidence=[f"ev-{task_id}"],
+    )
+    return task.model_copy(update=update)
+
+
+class TestPolicyFile:
+    """The policy YAML is validated at load time; errors name the file, field and fix."""
+
+    def test_defaults_without_a_file(self) -> None:
+        policy = load_policy(None)
+        assert policy.limit("NJ", Channel.MANAGER) is None
+        assert policy.merge.window == dt.timedelta(minutes=30)
+        assert policy.overflow_for("any").policy is OverflowPolicy.DEFER
+
+    def test_region_limits_fall_back_to_star(self, tmp_path: Path) -> None:
+        path = tmp_path / "policy.yaml"
+        path.write_text(
+            "capacity:\n  NJ: {manager: 5}\n  '*': {manager: 2, sms: 100}\n"
+            "overflow:\n  low_balance: {policy: fallback, channel: sms}\n"
+            "contact: {max_contacts: 2, period: 3d}\n"
+        )
+        policy = load_policy(path)
+        assert policy.limit("NJ", Channel.MANAGER) == 5
+        assert policy.limit("NJ", Channel.SMS) == 100
+        assert policy.limit("SZ", Channel.MANAGER) == 2
+        assert policy.limit(None, Channel.APP_PUSH) is None
+        assert policy.overflow_for("low_balance").channel is Channel.SMS
+        assert policy.contact.period == dt.timedelta(days=3)
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("overflow: {x: {policy: fallback}}", "needs a channel"),
+            ("capacity: {NJ: {manager: -1}}", "capacity NJ.manager"),
+            ("merge: {window: soon}", "merge.window"),
+            ("timezone: Mars/Base", "IANA"),
+        ],
+    )
+    def test_errors_name_the_field(self, tmp_path: Path, text: str, expected: str) -> None:
+        path = tmp_path / "policy.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=expected) as err:
+            load_policy(path)
+        assert str(path) in str(err.value)
+
+
+class TestCapacityArithmetic:
+    """Priorities 1-2 may use the reserved share; 'next day' is a local wall-clock day."""
+
+    def test_reserved_share(self) -> None:
+        assert [allowed_for(10, 0.2, p) for p in (1, 2, 3, 5)] == [10, 10, 8, 8]
+        assert allowed_for(3, 0.5, 4) == 1
+
+    def test_next_day_start_across_a_dst_change(self) -> None:
+        berlin = ZoneInfo("Europe/Berlin")
+        at = dt.datetime(2026, 10, 24, 22, 30, tzinfo=dt.UTC)  # 00:30 local on the 25th
+        start = next_day_start(at, berlin, dt.time(9, 0))
+        assert start.astimezone(berlin).isoformat() == "2026-10-26T09:00:00+01:00"
+
+
+class TestMerge:
+    """The highest-priority moment leads; the others are listed with their evidence."""
+
+    def test_highest_priority_leads_under_the_waiting_tasks_id(self) -> None:
+        waiting = make("a", priority=4)
+        urgent = make("b", priority=1, minutes=10)
+        other = make("c", priority=4, minutes=20)
+        merged = merge_tasks("a", [waiting, urgent, other])
+        assert (merged.task_id, merged.moment.type, merged.priority) == ("a", "type_b", 1)
+        assert [(r.task_id, r.evidence) for r in merged.related or []] == [
+            ("a", ["ev-a"]),
+            ("c", ["ev-c"]),
+        ]
+        assert merged.expires_at == other.expires_at
+
+    def test_a_merged_task_merged_again_keeps_every_moment(self) -> None:
+        first = merge_tasks("a", [make("a", priority=2), make("b", priority=3)])
+        again = merge_tasks("a", [first, make("c", priority=1)])
+        assert again.moment.type == "type_c"
+        assert sorted(r.task_id for r in again.related or []) == ["a", "b"]
+
+
+class TestRelevance:
+    """Cancelled only by facts newer than the moment."""
+
+    def test_topped_up_after_the_moment(self) -> None:
+        task = make("lb")
+        later = T0.timestamp() + 60
+        assert not topped_up(task, SubscriberFacts(topup_at=later)).keep
+        assert topped_up(task, SubscriberFacts(topup_at=T0.timestamp() - 60)).keep
+        assert topped_up(task, SubscriberFacts()).keep
+
+    def test_came_home_unless_abroad_again(self) -> None:
+        task = make("rw")
+        home = T0.timestamp() + 600
+        assert came_home(task, SubscriberFacts(home_at=home)).reason == "came_home"
+        assert came_home(task, SubscriberFacts(home_at=home, abroad_at=home + 60)).keep
+
+    def test_facts_of_events(self) -> None:
+        topup = TopUpEvent(
+            event_id="e", subscriber_id="13800138001", occurred_at=T0, amount=10, channel="app"
+        )
+        domestic = RoamingEvent(
+            event_id="r",
+            subscriber_id="13800138001",
+            occurred_at=T0,
+            country="CN",
+            roaming_type="domestic",
+        )
+        abroad = domestic.model_copy(update={"country": "JP", "roaming_type": "international"})
+        assert facts_of(topup) == [("topup", T0.timestamp())]
+        assert facts_of(domestic) == [("home", T0.timestamp())]
+        assert facts_of(abroad) == [("abroad", T0.timestamp())]
+
+
+class TestRetry:
+    """An unreachable task is retried later with a new deterministic id, within expiry."""
+
+    def test_retry_and_its_limits(self) -> None:
+        task = make("u")
+        hour = dt.timedelta(hours=1)
+        retry = retry_task(task, T0, T0, hour, max_retries=2)
+        assert retry is not None
+        assert (retry.task_id, retry.attempt, retry.retry_of) == (retry_id("u", 1), 1, "u")
+        assert retry.deliver_after == T0 + hour
+        second = retry_task(retry, T0, T0, hour, max_retries=2)
+        assert second is not None
+        assert (second.task_id, second.retry_of) == (retry_id("u", 2), "u")
+        assert retry_task(second, T0, T0, hour, max_retries=2) is None
+        assert retry_task(task, T0, T0, dt.timedelta(hours=7), max_retries=2) is None

@@ -1,0 +1,106 @@
+"""The churn-risk score: parts add up, each capped, and the priority rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from moments.models import Channel, Family, Moment, ServiceTask
+from moments.risk import RiskSignals, apply_risk, raise_by, risk_score
+
+NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
+
+
+def make_task(priority: int) -> ServiceTask:
+    return ServiceTask(
+        task_id="t",
+        subscriber_id="13800138001",
+        moment=Moment(
+            family=Family.ANOMALY,
+            type="competitor_hotline_call",
+            rule_id="competitor_hotline_call",
+            rule_version=1,
+            description="d",
+        ),
+        priority=priority,
+        channel=Channel.MANAGER,
+        action="retention_call",
+        triggered_at=NOW,
+        created_at=NOW,
+        deliver_after=NOW,
+        expires_at=NOW + dt.timedelta(days=1),
+        evidence=["e"],
+    )
+
+
+class TestRiskScore:
+    """The score is the sum of its parts, each part capped; unknown signals add nothing."""
+
+    def test_no_signal_no_risk(self) -> None:
+        risk = risk_score(RiskSignals())
+        assert (risk.score, risk.parts, risk.priority_raised_by) == (0, [], 0)
+
+    def test_each_part_is_shown_with_its_value_and_points(self) -> None:
+        risk = risk_score(
+            RiskSignals(
+                competitor_hotline_calls=1,
+                spend_drop=0.3,
+                complaints=1,
+                contract_days_left=60,
+                tenure_days=500,
+            )
+        )
+        points = {p.signal: (p.value, p.points) for p in risk.parts}
+        assert points == {
+            "competitor_hotline_calls": (1, 15),
+            "spend_drop": (0.3, 15),
+            "complaints": (1, 10),
+            "contract_expiry": (60, 8),
+            "tenure": (500, 5),
+        }
+        assert risk.score == 53
+
+    def test_caps_keep_the_score_within_100(self) -> None:
+        risk = risk_score(
+            RiskSignals(
+                competitor_hotline_calls=9,
+                spend_drop=1.0,
+                complaints=7,
+                contract_days_left=3,
+                tenure_days=30,
+            )
+        )
+        assert risk.score == 100
+        assert max(p.points for p in risk.parts) == 30
+
+    def test_small_spend_drop_and_far_contract_end_are_not_signals(self) -> None:
+        risk = risk_score(RiskSignals(spend_drop=0.05, contract_days_left=200, tenure_days=4000))
+        assert risk.parts == []
+
+
+class TestPriorityRule:
+    """30 points raise priority one level, 60 two; never above 1."""
+
+    @pytest.mark.parametrize(("score", "levels"), [(0, 0), (29.9, 0), (30, 1), (59, 1), (60, 2)])
+    def test_thresholds(self, score: float, levels: int) -> None:
+        assert raise_by(score) == levels
+
+    def test_apply_raises_priority_and_shows_the_score(self) -> None:
+        task = apply_risk(make_task(4), RiskSignals(competitor_hotline_calls=2, spend_drop=0.6))
+        assert task.priority == 3
+        assert task.risk is not None
+        assert (task.risk.score, task.risk.priority_raised_by) == (55, 1)
+        signals = RiskSignals(competitor_hotline_calls=2, complaints=2, contract_days_left=10)
+        high = apply_risk(make_task(4), signals)
+        assert high.priority == 2
+        assert high.risk is not None
+        assert (high.risk.score, high.risk.priority_raised_by) == (65, 2)
+
+    def test_priority_one_stays_one_and_records_what_was_really_raised(self) -> None:
+        task = apply_risk(
+            make_task(2), RiskSignals(competitor_hotline_calls=2, complaints=2, spend_drop=0.5)
+        )
+        assert task.priority == 1
+        assert task.risk is not None
+        assert (task.risk.score, task.risk.priority_raised_by) == (75, 1)
