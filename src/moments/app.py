@@ -42,6 +42,7 @@ INPUT_TOPICS: tuple[EventType, ...] = (
 STATE_TABLE = "subscribers"
 COMMIT_EVERY_S = 1.0
 """Input offsets are committed at most this often (each batch's outputs are durable first)."""
+OUTCOME_BATCH = 500
 SWEEP_EVERY_S = 5.0
 """How often partitions are checked for event time having moved into a new hour."""
 SILENT_AFTER_S = 2.0
@@ -140,6 +141,24 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
     async def detect(stream: Any) -> None:
         async for _ in stream:  # pragma: no cover - the batch consumer delivers nothing here
             log.error("an input record reached the Faust stream; it is handled by the batch loop")
+
+    outcomes_topic = app.topic(
+        settings.topic("task_outcomes"),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    # Outcomes are few: Faust's own batching is enough, and its ack follows the handling.
+    @app.agent(outcomes_topic, name=f"{settings.app_id}.outcomes")
+    async def outcomes(stream: Any) -> None:
+        async for batch in stream.take_events(OUTCOME_BATCH, within=1.0):
+            await runtime.ready.wait()
+            records = [
+                RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                for e in batch
+            ]
+            await runtime.handle_outcomes(records)
 
     @app.task  # type: ignore[untyped-decorator]
     async def process_batches() -> None:

@@ -10,6 +10,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from moments.decoding import decode
 from moments.models import (
@@ -22,6 +23,7 @@ from moments.models import (
     ServiceTask,
 )
 from moments.records import DeadLetter, RawRecord
+from moments.risk import RiskSignals, apply_risk
 from moments.sources import SOURCE_CODES
 from moments.state import MAX_OPEN, SubscriberState
 from moments.taskbuilder import build_task
@@ -40,6 +42,12 @@ MAX_FUTURE = dt.timedelta(days=1)
 """Events further than this ahead of the wall clock are refused as a clock error."""
 CLOSE_CATCH_UP = 7
 """Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
+
+COMPETITOR_HOTLINE = "competitor_hotline_call"
+"""The moment type whose recent firing counts as a churn-risk signal."""
+SPEND_SERIES = "spend_month"
+"""The series whose drop against its 3-window average counts as a churn-risk signal."""
+RISK_LOOKBACK_S = 30 * 86400
 
 CHECKED_DAY = "checked"
 """Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
@@ -76,6 +84,9 @@ class BatchResult:
     """Partition -> latest event time seen in this batch (epoch seconds)."""
     deferred: Counter[str] = field(default_factory=Counter)
     """Tasks do-not-disturb moved later, by reason."""
+    facts: list[InputEvent] = field(default_factory=list)
+    """Top-ups, roaming and profile events: what dispatch re-checks a waiting task against
+    (a top-up cancels a low-balance task, coming home a roaming welcome)."""
 
 
 class Detector:
@@ -154,6 +165,8 @@ class Detector:
     ) -> None:
         """Fold one new event into the state and evaluate the rules it can fire."""
         track(event, state)
+        if event_type is not EventType.USAGE and event_type is not EventType.COMPLAINT:
+            result.facts.append(event)
         tz = zone(state.profile.get("timezone"))
         local_day = local_date(at, tz)
         if self.rules.by_period:
@@ -283,6 +296,37 @@ class Detector:
                 result.changes[sub] = StateChange(state, partition)
         return result
 
+    def risk_signals(self, state: SubscriberState, at: int) -> RiskSignals:
+        """The churn-risk signals the record holds (see moments.risk)."""
+        hotline = sum(
+            1
+            for rule in self.rules.rules
+            if rule.task.moment_type == COMPETITOR_HOTLINE
+            and at - state.fired.get(rule.tag, -(10**12)) <= RISK_LOOKBACK_S
+        )
+        spend = self.rules.series.get(SPEND_SERIES)
+        drop = None
+        if spend is not None:
+            ring = state.series.get(spend.tag)
+            day = local_date(at, zone(state.profile.get("timezone")))
+            index = window_index(spend.period, day)
+            past = [spend.aggregate(ring, w, "sum") for w in range(index - 3, index)]
+            current = spend.aggregate(ring, index, "sum")
+            first = spend.history_from(ring)
+            if first is not None and first <= index - 3 and current is not None:
+                known = [p for p in past if p is not None]
+                base = sum(known) / len(known) if len(known) == 3 else 0.0
+                if base > 0:
+                    drop = round(max(0.0, (base - current) / base), 3)
+        today = local_date(at, zone(state.profile.get("timezone")))
+        return RiskSignals(
+            competitor_hotline_calls=hotline,
+            spend_drop=drop,
+            complaints=len(state.complaints),
+            contract_days_left=_days_between(today, state.profile.get("contract_end")),
+            tenure_days=_days_since(today, state.profile.get("joined_on")),
+        )
+
     def _emit(
         self,
         rule: CompiledRule,
@@ -312,6 +356,7 @@ class Detector:
         if task.expires_at <= now:
             result.suppressed[(spec.moment_type, "expired")] += 1
             return
+        task = apply_risk(task, self.risk_signals(state, at))
         policy = self.rules.gating
         decision = gate(
             GateInput(
@@ -341,6 +386,18 @@ class Detector:
         if policy.counts(task.channel.value):
             state.add_contact(int(task.deliver_after.timestamp()))
         result.tasks.append(task)
+
+
+def _days_between(today: dt.date, iso: Any) -> int | None:
+    try:
+        return (dt.date.fromisoformat(str(iso)) - today).days if iso else None
+    except ValueError:
+        return None
+
+
+def _days_since(today: dt.date, iso: Any) -> int | None:
+    days = _days_between(today, iso)
+    return -days if days is not None else None
 
 
 def track(event: InputEvent, state: SubscriberState) -> None:

@@ -23,6 +23,7 @@ from moments.connections import kafka_client_kwargs, redis_client
 from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
+from moments.outcomes import handle_outcomes
 from moments.producer import start_producer
 from moments.records import RawRecord
 from moments.reload import Reloader
@@ -121,6 +122,16 @@ class Runtime:
             self.metrics.batch_size.observe(len(records))
             return result
 
+    async def handle_outcomes(self, records: Sequence[RawRecord]) -> None:
+        """Outcomes from dispatch consumers: counted, `declined` suppresses the rule for the
+        subscriber a while, `unreachable` queues a retry (see moments.outcomes)."""
+        if self.tasks is None or self.dead_letters is None:
+            raise RuntimeError("the runtime is not started")
+        result = await handle_outcomes(records, self.tasks)
+        for dl in result.dead_letters:
+            self.dead_letters.add(dl)
+        await self.dead_letters.flush()
+
     async def sweep(self, store: StateStore, partitions: Sequence[int]) -> BatchResult | None:
         """Close finished windows for the silent subscribers of partitions whose event time
         moved on (see moments.eventclock); None when no partition was due."""
@@ -140,6 +151,14 @@ class Runtime:
         """Dead letters and tasks acknowledged, then the state and its changelog."""
         if self.tasks is None or self.dead_letters is None:
             raise RuntimeError("the runtime is not started")
+        if result.facts:
+            sink = self.tasks
+            await with_retry(
+                lambda: sink.facts.record(result.facts),
+                Dependency.REDIS,
+                self.metrics,
+                "recording facts for waiting tasks",
+            )
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
         for task in result.tasks:

@@ -147,3 +147,27 @@ class TestCrashAndRestart:
         await wait_for_metric(second_port, "moments_events_total", {"event_type": "roaming"}, 3)
         dedup = await metric_value(second_port, "moments_tasks_suppressed_total")
         assert dedup == 0, "JP fired again after restart: state was not restored"
+
+
+class TestOutcomes:
+    """A dispatch consumer's outcome reaches the worker: counted by moment type and status."""
+
+    async def test_a_declined_outcome_is_counted_by_the_worker(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+    ) -> None:
+        from moments.ack import ack_task
+        from moments.models import OutcomeStatus
+
+        port = free_port()
+        settings = make_settings(metrics_port=port)
+        await topics_for(settings)
+        worker = start_worker(settings)
+        await produce(settings, [roaming("r1", LI, "JP")])
+        (task,) = values(await read_topic(settings, "tasks", count=1, wait_s=90))
+        await ack_task(settings, str(task["task_id"]), OutcomeStatus.DECLINED, note="not now")
+        labels = {"moment_type": "first_international_roaming", "status": "declined"}
+        value = await wait_for_metric(port, "moments_task_outcomes_total", labels, 1, wait_s=60)
+        assert value == 1, worker.log()[-3000:]

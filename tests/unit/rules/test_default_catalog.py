@@ -327,3 +327,24 @@ def test_no_activity_is_not_reported_once_the_subscriber_is_back() -> None:
     """The closes an event makes for days gone by do not judge a silence it just ended."""
     events = [usage(at("2026-11-02"), kind="data"), usage(at("2026-11-12"), kind="data")]
     assert only(run(CATALOG, events).tasks, "no_activity") == []
+
+
+def test_churn_risk_raises_priority_and_shows_its_parts() -> None:
+    events = [
+        ev(PROFILE, at("2026-10-01"), contract_end="2026-11-22", joined_on="2026-05-01"),
+        ev(
+            EventType.COMPLAINT,
+            at("2026-11-01"),
+            complaint_id="c9",
+            category="billing",
+            severity=3,
+            status="opened",
+        ),
+        usage(at("2026-11-02"), kind="data", balance_after=3),
+    ]
+    (task,) = only(run(CATALOG, events).tasks, "low_balance")
+    assert task.risk is not None
+    parts = {p.signal: p.points for p in task.risk.parts}
+    assert parts == {"complaints": 10.0, "contract_expiry": 15.0, "tenure": 10.0}
+    assert task.risk.score == 35.0
+    assert task.priority == 1  # the rule says 2; 30 points or more raise it one level
