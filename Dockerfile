@@ -11,8 +11,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-# rocksdict: the RocksDB table store (MOMENTS_STORE=rocksdb) keeps state on the volume.
-RUN pip install . rocksdict \
+# The rocksdb extra: the RocksDB table store (MOMENTS_STORE=rocksdb) keeps state on the volume.
+RUN pip install ".[rocksdb]" \
     && useradd --system --uid 10001 --home-dir /var/lib/moments --create-home moments
 
 USER moments
