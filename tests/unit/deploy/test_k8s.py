@@ -157,3 +157,8 @@ def test_service_servicemonitor_and_networkpolicy_select_the_workers(
         if d["kind"] not in ("Namespace", "Kustomization")
     }
     assert namespaces - {None} == {one("Namespace")["metadata"]["name"]}
+
+
+def test_the_prometheusrule_holds_exactly_the_alert_rules_of_deploy_prometheus() -> None:
+    alerts = YAML(typ="safe").load((K8S.parent / "prometheus" / "alerts.yml").read_text())
+    assert one("PrometheusRule")["spec"]["groups"] == alerts["groups"]
