@@ -60,6 +60,8 @@ USAGE_KINDS = (
 )
 LOW_BALANCE_YUAN = Decimal("5.00")
 """Below every low-balance threshold of the default catalog (10, 20 and 30 yuan)."""
+SAFE_BALANCE_YUAN = Decimal("40.00")
+"""Above every low-balance threshold: ordinary subscribers top up before going under it."""
 
 
 class Plant:
@@ -157,7 +159,7 @@ def make_profiles(count: int, rng: random.Random, today: dt.date) -> list[Profil
                 quiet_hours=list(rng.choice(QUIET_HOURS)),
                 joined_on=today - dt.timedelta(days=rng.randrange(30, 15 * 365)),
                 imei=_imei(rng),
-                balance=Decimal(rng.randrange(3000, 30000)) / 100,
+                balance=Decimal(rng.randrange(5000, 30000)) / 100,
             )
         )
     return profiles
@@ -242,7 +244,7 @@ class EventGenerator:
 
     def _charge(self, profile: Profile, charge: Decimal) -> Decimal:
         profile.balance = max(Decimal("0.00"), profile.balance - charge)
-        if profile.balance < LOW_BALANCE_YUAN * 4:
+        if profile.balance < SAFE_BALANCE_YUAN:
             # Ordinary subscribers top up before the balance gets low; only planted
             # events take it under the thresholds.
             profile.balance += Decimal(50)
@@ -273,6 +275,8 @@ class EventGenerator:
             return self._event(EventType.USAGE, profile, at, **fields)
         if event_type is EventType.TOPUP:
             amount = Decimal(rng.choice((20, 30, 50, 100, 200)))
+            if profile.balance + amount < SAFE_BALANCE_YUAN:  # back above every threshold
+                amount = Decimal(100)
             profile.balance += amount
             return self._event(
                 EventType.TOPUP,
@@ -413,8 +417,13 @@ async def produce_stream(
     `count` None runs until cancelled. `progress(stats)` is called about 10 times a second."""
     from aiokafka import AIOKafkaProducer
 
+    from moments.connections import kafka_client_kwargs
+
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        **kafka_client_kwargs(settings),  # TLS / SASL as the workers connect
     )
     await producer.start()
     stats = SimStats()

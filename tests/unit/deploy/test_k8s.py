@@ -117,6 +117,15 @@ def test_the_rules_configmap_loads_as_the_kubelet_mounts_it(tmp_path: Path) -> N
     assert len(rules) == len(load_rules(None))
 
 
+def test_the_rules_configmap_ships_the_packaged_default_catalog() -> None:
+    shipped = one("ConfigMap", "moments-rules")["data"]["rules.yaml"]
+    catalog = (K8S.parents[1] / "src" / "rules" / "catalog" / "default.yaml").read_text()
+    assert shipped == catalog, (
+        "deploy/k8s/rules-configmap.yaml is stale: put src/rules/catalog/default.yaml under "
+        "its `rules.yaml: |`, indented by 4 spaces"
+    )
+
+
 def test_replicas_do_not_exceed_partitions_and_resources_cover_the_benchmark(
     worker: dict[str, Any], settings: Settings
 ) -> None:
