@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from moments.consumer_metrics import ConsumerMetrics
-from sinks.metrics import Metrics
+from sinks.metrics import DispatchMetrics, Metrics
 
 CONTRACT = {
     "moments_events_total": ("counter", {"event_type"}),
@@ -51,7 +51,7 @@ def test_the_contracts_metrics_exist_with_their_labels() -> None:
 
 def test_no_label_could_carry_a_subscriber_id() -> None:
     registry = CollectorRegistry()
-    Metrics(registry)
+    DispatchMetrics.of(Metrics(registry))
     ConsumerMetrics(registry)
     labels = set().union(*(labels for _, labels in collectors(registry).values()))
     assert labels <= {
@@ -66,4 +66,6 @@ def test_no_label_could_carry_a_subscriber_id() -> None:
         "dependency",
         "topic",
         "partition",
+        "region",
+        "policy",
     }
