@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPECS := .cache/asyncapi-specs/node_modules/@asyncapi/specs/schemas/3.0.0.json
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest schemas clean help redis-server
+.PHONY: run test lint typecheck pytest schemas clean help redis-server prometheus
 
 help:
 	@echo "make run    - detector on an embedded broker + Redis, with a sample stream"
@@ -32,6 +32,17 @@ redis-server:
 	  fi; \
 	fi
 
+# promtool and prometheus (Debian package) for the alert-rule and dashboard tests.
+prometheus:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing prometheus (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "prometheus is missing: run 'sudo apt-get install -y --no-install-recommends prometheus' (its tests are skipped without it)"; \
+	  fi; \
+	fi
+
 $(SPECS):
 	@command -v npm >/dev/null || { echo "npm is needed for the AsyncAPI schema check: apt-get install -y npm"; exit 1; }
 	npm install --silent --no-audit --no-fund --prefix .cache/asyncapi-specs @asyncapi/specs@6
@@ -46,7 +57,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) redis-server $(SPECS)
+pytest: $(STAMP) redis-server prometheus $(SPECS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_config_show,
     )
     c.add_argument("--json", action="store_true", help="a JSON list of {variable, value, source}")
+
+    from moments.simulate_cli import add_simulate_command
+
+    add_simulate_command(sub, _parser)
     return parser
 
 

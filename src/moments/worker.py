@@ -6,8 +6,9 @@ import asyncio
 import logging
 import sys
 
-from moments.app import build
+from moments.app import build, topic_types
 from moments.connections import preflight
+from moments.consumer_metrics import install as install_consumer_metrics
 from moments.metrics_server import serve_metrics
 from moments.settings import Settings
 from rules.catalog import load_rules
@@ -32,6 +33,8 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app, _runtime = build(settings, rules, metrics)
+    # Lag per partition, commit latency, rebalances (see moments.consumer_metrics).
+    install_consumer_metrics(app, metrics.registry, topic_types(settings))
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         level = FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level.lower())
         faust_args = ["--loglevel", level, *faust_args]

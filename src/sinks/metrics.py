@@ -126,6 +126,8 @@ class Metrics:
         )
         for dep in Dependency:
             self.dependency_up.labels(dep.value).set(1)
+            # A zero series from the start, so rate() and alerts see 0 rather than nothing.
+            self.dependency_errors.labels(dep.value)
 
 
 class DispatchMetrics:

@@ -1,0 +1,23 @@
+# The detector image: `moments worker` by default; the same image runs `moments simulate`.
+# Build: docker build -t moments .   (docker compose builds it for you)
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    MOMENTS_DATA_DIR=/var/lib/moments \
+    MOMENTS_METRICS_PORT=9308
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+# The rocksdb extra: the RocksDB table store (MOMENTS_STORE=rocksdb) keeps state on the volume.
+RUN pip install ".[rocksdb]" \
+    && useradd --system --uid 10001 --home-dir /var/lib/moments --create-home moments
+
+USER moments
+WORKDIR /var/lib/moments
+VOLUME ["/var/lib/moments"]
+EXPOSE 9308
+ENTRYPOINT ["moments"]
+CMD ["worker"]

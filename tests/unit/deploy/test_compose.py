@@ -1,0 +1,142 @@
+"""docker-compose.yml agrees with the code: services, ports, MOMENTS_* environment (each a
+`Settings` field with a valid value), topics, and the Prometheus and Grafana wiring."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from moments.app import INPUT_TOPICS
+from moments.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[3]
+SERVICES = {
+    "kafka",
+    "redis",
+    "topics",
+    "detector-1",
+    "detector-2",
+    "simulator",
+    "prometheus",
+    "grafana",
+}
+DETECTORS = ("detector-1", "detector-2")
+
+
+def load(path: Path) -> Any:
+    return YAML(typ="safe").load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = load(ROOT / "docker-compose.yml")
+    return doc["services"]
+
+
+def moments_env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    return {k: str(v) for k, v in env.items() if k.startswith("MOMENTS_")}
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in [k for k in os.environ if k.startswith("MOMENTS_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
+
+
+def published(service: dict[str, Any]) -> dict[int, int]:
+    """Container port -> host port."""
+    out = {}
+    for mapping in service.get("ports", []):
+        host, container = str(mapping).split(":")[-2:]
+        out[int(container)] = int(host)
+    return out
+
+
+def test_the_services_are_the_documented_ones(compose: dict[str, Any]) -> None:
+    assert set(compose) == SERVICES
+    assert compose["kafka"]["image"].startswith("apache/kafka:")
+    for name in (*DETECTORS, "simulator"):
+        assert compose[name]["build"] == "."
+        assert (ROOT / "Dockerfile").is_file()
+
+
+@pytest.mark.parametrize("name", [*DETECTORS, "simulator"])
+def test_every_moments_variable_is_a_settings_field_with_a_valid_value(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = moments_env(compose[name])
+    assert env, f"{name} sets no MOMENTS_* variable"
+    fields = {f"MOMENTS_{f.upper()}" for f in Settings.model_fields}
+    unknown = {k for k in env if k.split("__")[0] not in fields}
+    assert not unknown, f"{name}: not settings fields (ignored silently): {unknown}"
+    settings = settings_from(env, monkeypatch)
+    assert settings.kafka_bootstrap == "kafka:9092"
+
+
+def test_workers_reach_kafka_and_redis_by_service_name_and_share_one_group(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kafka = compose["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kafka["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == 0
+    assert kafka["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1
+    apps = set()
+    for name in DETECTORS:
+        settings = settings_from(moments_env(compose[name]), monkeypatch)
+        assert f"PLAINTEXT://{settings.kafka_bootstrap}" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+        assert settings.redis_url.startswith("redis://redis:6379/")
+        assert settings.idempotent_producer is True, "Apache Kafka supports it"
+        apps.add(settings.app_id)
+        assert settings.metrics_port in published(compose[name]), f"{name}: /metrics unpublished"
+        assert any(str(v).endswith(f":{settings.data_dir}") for v in compose[name]["volumes"]), (
+            f"{name}: state dir not on a volume"
+        )
+    assert len(apps) == 1
+    hosts = [published(compose[n])[9308] for n in DETECTORS]
+    assert len(set(hosts)) == len(hosts), "two workers on one host port"
+
+
+def test_the_topics_service_creates_every_input_topic_with_the_workers_partitions(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(moments_env(compose["detector-1"]), monkeypatch)
+    script = "\n".join(compose["topics"]["command"])
+    for event_type in INPUT_TOPICS:
+        assert settings.topic(event_type.value) in script
+    assert f"--partitions {settings.partitions}" in script
+    assert f"--topic {settings.topic('profile')} --partitions" in script
+    assert "cleanup.policy=compact" in script
+
+
+def test_prometheus_scrapes_the_workers_and_grafana_gets_the_provisioning(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load(ROOT / "deploy" / "prometheus" / "prometheus.yml")
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    targets = set(jobs["moments-worker"]["static_configs"][0]["targets"])
+    want = {
+        f"{name}:{settings_from(moments_env(compose[name]), monkeypatch).metrics_port}"
+        for name in DETECTORS
+    }
+    assert targets == want
+    assert "./deploy/prometheus:/etc/prometheus:ro" in compose["prometheus"]["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in compose["prometheus"]["command"]
+    assert 9090 in published(compose["prometheus"])
+
+    grafana = ROOT / "deploy" / "grafana"
+    provider = load(grafana / "provisioning" / "dashboards" / "moments.yml")["providers"][0]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in compose["grafana"]["volumes"]}
+    assert mounts[provider["options"]["path"]] == "./deploy/grafana/dashboards"
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    source = load(grafana / "provisioning" / "datasources" / "prometheus.yml")["datasources"][0]
+    assert source["url"] == "http://prometheus:9090"
+    home = compose["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"])
+    assert (grafana / "dashboards" / Path(home).name).is_file()

@@ -1,0 +1,102 @@
+"""deploy/grafana/: provisioning parses, and every panel is readable at a glance (a
+description, a unit, thresholds) and uses the provisioned datasource by uid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+GRAFANA = Path(__file__).resolve().parents[3] / "deploy" / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+
+OVERVIEW_METRICS = {
+    "moments_events_total",
+    "moments_detected_total",
+    "moments_tasks_published_total",
+    "moments_tasks_suppressed_total",
+    "moments_tasks_deferred_total",
+    "moments_tasks_waiting",
+    "moments_event_to_task_seconds_bucket",
+    "moments_consumer_lag",
+    "moments_events_rejected_total",
+    "moments_rules_reload_total",
+    "moments_capacity_left",
+    "moments_task_outcomes_total",
+}
+"""What the issue asks the overview to show."""
+
+
+def load_yaml(path: Path) -> Any:
+    return YAML(typ="safe").load(path.read_text())
+
+
+def datasource_uid() -> str:
+    sources = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
+    (source,) = sources["datasources"]
+    assert source["type"] == "prometheus"
+    return str(source["uid"])
+
+
+def panels(path: Path) -> list[dict[str, Any]]:
+    return [p for p in json.loads(path.read_text())["panels"] if p["type"] != "row"]
+
+
+def test_the_dashboard_provider_loads_json_files_from_a_folder() -> None:
+    providers = load_yaml(GRAFANA / "provisioning" / "dashboards" / "moments.yml")["providers"]
+    (provider,) = providers
+    assert provider["type"] == "file"
+    assert provider["options"]["path"].startswith("/")
+    assert DASHBOARDS, "no dashboard JSON"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_panels_have_description_unit_thresholds_and_the_fixed_datasource(path: Path) -> None:
+    uid = datasource_uid()
+    dashboard = json.loads(path.read_text())
+    assert dashboard["uid"]
+    for panel in panels(path):
+        title = panel["title"]
+        assert panel.get("description", "").strip(), f"{title}: no description"
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults.get("unit"), f"{title}: no unit"
+        assert defaults["thresholds"]["steps"], f"{title}: no thresholds"
+        assert panel["datasource"]["uid"] == uid, title
+        assert panel["targets"], f"{title}: no query"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid, title
+            assert target["expr"].strip(), title
+
+
+def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        ids = [p["id"] for p in dashboard["panels"]]
+        assert len(ids) == len(set(ids)), path.name
+        cells: set[tuple[int, int]] = set()
+        for p in dashboard["panels"]:
+            g = p["gridPos"]
+            mine = {
+                (x, y)
+                for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])
+            }
+            assert not mine & cells, f"{path.name}: {p['title']} overlaps another panel"
+            assert g["x"] + g["w"] <= 24
+            cells |= mine
+
+
+def test_the_overview_shows_what_the_issue_asks_for() -> None:
+    exprs = " ".join(
+        t["expr"]
+        for p in panels(GRAFANA / "dashboards" / "moments-overview.json")
+        for t in p["targets"]
+    )
+    missing = {m for m in OVERVIEW_METRICS if m not in exprs}
+    assert not missing
+    assert "histogram_quantile(0.5," in exprs
+    assert "histogram_quantile(0.99," in exprs
+    assert 'status="accepted"' in exprs

@@ -1,0 +1,173 @@
+"""deploy/k8s/: every manifest parses and agrees with the code: MOMENTS_* variables are
+settings fields with valid values, ports and mounts match them, the rules ConfigMap loads,
+selectors select the worker pods, and resources cover the measured footprint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from moments.settings import Settings, load_settings
+from rules.catalog import load_rules
+
+K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
+MEASURED_PEAK_RSS_MIB = 258
+"""Worker peak RSS from `moments bench --events 50000` (20k subscribers), 2026-11-23."""
+MEBI = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+
+
+def documents() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in YAML(typ="safe").load_all(path.read_text()):
+            if doc:
+                yield path, doc
+
+
+def one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        d
+        for p, d in documents()
+        if d["kind"] == kind
+        and (name is None or d["metadata"]["name"] == name)
+        and p.name != "secret.example.yaml"
+    ]
+    assert len(found) == 1, f"{kind} {name or ''}: {len(found)} found"
+    return found[0]
+
+
+def mebibytes(quantity: str) -> float:
+    return float(quantity[:-2]) * MEBI[quantity[-2:]]
+
+
+@pytest.fixture(scope="module")
+def worker() -> dict[str, Any]:
+    statefulset = one("StatefulSet")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """The settings a worker pod gets: the ConfigMap and the (example) Secret, with the
+    rules folder at the path MOMENTS_RULES names replaced by a local copy."""
+    for key in [k for k in os.environ if k.startswith("MOMENTS_")]:
+        monkeypatch.delenv(key)
+    for key, value in one("ConfigMap", "moments-config")["data"].items():
+        monkeypatch.setenv(key, str(value))
+    secret = YAML(typ="safe").load((K8S / "secret.example.yaml").read_text())
+    monkeypatch.setenv("MOMENTS_REDIS_URL", secret["stringData"]["url"])
+    monkeypatch.setenv("MOMENTS_RULES", str(tmp_path))
+    (tmp_path / "rules.yaml").write_text(one("ConfigMap", "moments-rules")["data"]["rules.yaml"])
+    return load_settings()
+
+
+def test_every_manifest_is_listed_in_the_kustomization() -> None:
+    listed = set(one("Kustomization")["resources"])
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert listed == files
+    kinds = {d["kind"] for _, d in documents()}
+    assert {"StatefulSet", "Service", "ServiceMonitor", "NetworkPolicy", "ConfigMap"} <= kinds
+
+
+def test_moments_variables_are_settings_fields_with_valid_values(
+    worker: dict[str, Any], settings: Settings
+) -> None:
+    fields = {f"MOMENTS_{f.upper()}" for f in Settings.model_fields}
+    names = set(one("ConfigMap", "moments-config")["data"]) | {e["name"] for e in worker["env"]}
+    unknown = {n for n in names if n.split("__")[0] not in fields}
+    assert not unknown, f"not settings fields (ignored silently): {unknown}"
+    assert worker["envFrom"][0]["configMapRef"]["name"] == "moments-config"
+    assert settings.store == "rocksdb", "state on the volume needs the RocksDB store"
+    assert settings.idempotent_producer is True
+
+
+def test_ports_probes_and_mounts_match_the_settings(
+    worker: dict[str, Any], settings: Settings
+) -> None:
+    config = one("ConfigMap", "moments-config")["data"]
+    ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
+    assert ports["metrics"] == settings.metrics_port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert worker[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    statefulset = one("StatefulSet")
+    claims = {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
+    assert mounts["state"]["mountPath"] == str(settings.data_dir)
+    assert "state" in claims, "state directory must be a per-pod volume"
+    assert mounts["rules"]["mountPath"] == config["MOMENTS_RULES"]
+    assert "subPath" not in mounts["rules"], "a subPath mount never sees ConfigMap updates"
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["rules"]["configMap"]["name"] == "moments-rules"
+
+
+def test_the_rules_configmap_loads_as_the_kubelet_mounts_it(tmp_path: Path) -> None:
+    """Files are symlinks into a `..data` folder the kubelet swaps on update."""
+    text = one("ConfigMap", "moments-rules")["data"]["rules.yaml"]
+    version = tmp_path / "..2026_11_23_09_00_00.000000001"
+    version.mkdir()
+    (version / "rules.yaml").write_text(text)
+    (tmp_path / "..data").symlink_to(version.name)
+    (tmp_path / "rules.yaml").symlink_to("..data/rules.yaml")
+    rules = load_rules(tmp_path)
+    assert len(rules) == len(load_rules(None))
+
+
+def test_the_rules_configmap_ships_the_packaged_default_catalog() -> None:
+    shipped = one("ConfigMap", "moments-rules")["data"]["rules.yaml"]
+    catalog = (K8S.parents[1] / "src" / "rules" / "catalog" / "default.yaml").read_text()
+    assert shipped == catalog, (
+        "deploy/k8s/rules-configmap.yaml is stale: put src/rules/catalog/default.yaml under "
+        "its `rules.yaml: |`, indented by 4 spaces"
+    )
+
+
+def test_replicas_do_not_exceed_partitions_and_resources_cover_the_benchmark(
+    worker: dict[str, Any], settings: Settings
+) -> None:
+    statefulset = one("StatefulSet")
+    assert statefulset["spec"]["replicas"] <= settings.partitions, "extra workers stay idle"
+    resources = worker["resources"]
+    assert mebibytes(resources["requests"]["memory"]) >= 1.5 * MEASURED_PEAK_RSS_MIB
+    assert mebibytes(resources["limits"]["memory"]) >= 2 * MEASURED_PEAK_RSS_MIB
+    assert float(resources["requests"]["cpu"]) >= 1
+
+
+def test_service_servicemonitor_and_networkpolicy_select_the_workers(
+    worker: dict[str, Any], settings: Settings
+) -> None:
+    statefulset = one("StatefulSet")
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert statefulset["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    service = one("Service")
+    assert service["metadata"]["name"] == statefulset["spec"]["serviceName"]
+    assert service["metadata"]["name"] == "moments-worker", "the alerts' job label"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"]) == ("metrics", settings.metrics_port)
+
+    monitor = one("ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+    policy = one("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [settings.metrics_port]
+    namespaces = {
+        d["metadata"].get("namespace")
+        for _, d in documents()
+        if d["kind"] not in ("Namespace", "Kustomization")
+    }
+    assert namespaces - {None} == {one("Namespace")["metadata"]["name"]}
+
+
+def test_the_prometheusrule_holds_exactly_the_alert_rules_of_deploy_prometheus() -> None:
+    alerts = YAML(typ="safe").load((K8S.parent / "prometheus" / "alerts.yml").read_text())
+    assert one("PrometheusRule")["spec"]["groups"] == alerts["groups"]

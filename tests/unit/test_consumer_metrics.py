@@ -1,0 +1,100 @@
+"""Consumer figures: lag arithmetic, gauges per assigned partition, commit timing, rebalances."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+from faust.types import TP
+from prometheus_client import CollectorRegistry
+
+from moments.consumer_metrics import (
+    ConsumerMetrics,
+    LagSampler,
+    RebalanceSensor,
+    partition_lag,
+    time_commits,
+)
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+class TestPartitionLag:
+    @pytest.mark.parametrize(
+        ("end", "committed", "lag"),
+        [(100, 40, 60), (100, 100, 0), (100, None, 100), (0, None, 0), (5, 9, 0)],
+    )
+    def test_lag_is_end_minus_committed_never_negative(
+        self, end: int, committed: int | None, lag: int
+    ) -> None:
+        assert partition_lag(end, committed) == lag
+
+    @pytest.mark.parametrize("end", [None, -1])
+    def test_unknown_end_offset_gives_no_lag(self, end: int | None) -> None:
+        assert partition_lag(end, 3) is None
+
+
+class TestLagSampler:
+    def test_gauges_follow_the_assignment(self) -> None:
+        registry = CollectorRegistry()
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"])
+        a, b = TP("in.usage", 0), TP("in.usage", 1)
+        sampler.update({a: 120, b: 50}, {a: 100})
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 20
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="1") == 50
+        assert sample(registry, "moments_consumer_end_offset", topic="in.usage", partition="0")
+        assert sample(registry, "moments_consumer_assigned_partitions") == 2
+        sampler.update({b: 60}, {b: 60})  # partition 0 moved to another worker
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") is None
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="1") == 0
+        assert sample(registry, "moments_consumer_assigned_partitions") == 1
+
+    async def test_sample_reads_a_consumer_and_ignores_other_topics(self) -> None:
+        registry = CollectorRegistry()
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"])
+        hot, changelog = TP("in.usage", 0), TP("app-subscribers-changelog", 0)
+
+        class FakeConsumer:
+            _committed_offset: Mapping[TP, int] = {hot: 7}
+
+            def assignment(self) -> set[TP]:
+                return {hot, changelog}
+
+            async def highwaters(self, *tps: TP) -> dict[TP, int]:
+                assert set(tps) == {hot}
+                return {hot: 10}
+
+        await sampler.sample(FakeConsumer())
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 3
+        assert (
+            sample(registry, "moments_consumer_lag", topic=changelog.topic, partition="0") is None
+        )
+
+
+class TestCommitTiming:
+    async def test_only_commits_that_commit_something_are_timed(self) -> None:
+        registry = CollectorRegistry()
+        metrics = ConsumerMetrics(registry)
+
+        class FakeConsumer:
+            async def _commit_offsets(self, offsets: Mapping[TP, int]) -> bool:
+                return bool(offsets)
+
+        consumer = FakeConsumer()
+        time_commits(consumer, metrics)
+        assert await consumer._commit_offsets({TP("t", 0): 5}) is True
+        assert await consumer._commit_offsets({}) is False
+        assert sample(registry, "moments_consumer_commit_seconds_count") == 1
+
+
+class TestRebalanceSensor:
+    def test_rebalances_are_counted_and_timed(self) -> None:
+        registry = CollectorRegistry()
+        sensor = RebalanceSensor(ConsumerMetrics(registry))
+        state = sensor.on_rebalance_start(app=None)
+        sensor.on_rebalance_end(app=None, state=state)
+        sensor.on_rebalance_start(app=None)
+        assert sample(registry, "moments_consumer_rebalances_total") == 2
+        assert sample(registry, "moments_consumer_rebalance_seconds_count") == 1

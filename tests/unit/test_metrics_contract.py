@@ -1,0 +1,71 @@
+"""Every metric the contract lists exists on a worker's registry with its labels, and no
+metric has a label that could carry a subscriber id."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from moments.consumer_metrics import ConsumerMetrics
+from sinks.metrics import DispatchMetrics, Metrics
+
+CONTRACT = {
+    "moments_events_total": ("counter", {"event_type"}),
+    "moments_events_rejected_total": ("counter", {"event_type", "reason"}),
+    "moments_detected_total": ("counter", {"family", "moment_type"}),
+    "moments_tasks_published_total": ("counter", {"moment_type", "channel"}),
+    "moments_tasks_suppressed_total": ("counter", {"moment_type", "reason"}),
+    "moments_tasks_deferred_total": ("counter", {"reason"}),
+    "moments_tasks_waiting": ("gauge", set()),
+    "moments_event_to_task_seconds": ("histogram", set()),
+    "moments_processing_seconds": ("histogram", set()),
+    "moments_task_outcomes_total": ("counter", {"moment_type", "status"}),
+    "moments_rules_loaded": ("gauge", set()),
+    "moments_rules_reload_total": ("counter", {"result"}),
+}
+"""The contract's metrics list (shared/spec/contract.md), with type and labels."""
+
+
+def collectors(registry: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:
+    found = {}
+    for collector in list(registry._collector_to_names):
+        name = collector._name  # type: ignore[attr-defined]
+        kind = collector._type  # type: ignore[attr-defined]
+        full = f"{name}_total" if kind == "counter" else name
+        found[full] = (kind, set(collector._labelnames))  # type: ignore[attr-defined]
+    return found
+
+
+def test_the_contracts_metrics_exist_with_their_labels() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    found = collectors(registry)
+    for name, (kind, labels) in CONTRACT.items():
+        assert name in found, f"{name} missing"
+        assert found[name] == (kind, labels), name
+    exposition = generate_latest(registry).decode()
+    for name, (kind, _) in CONTRACT.items():
+        # prometheus_client names a counter's family with or without `_total`, as declared.
+        families = {name, name.removesuffix("_total")}
+        assert any(f"# TYPE {family} {kind}" in exposition for family in families), name
+
+
+def test_no_label_could_carry_a_subscriber_id() -> None:
+    registry = CollectorRegistry()
+    DispatchMetrics.of(Metrics(registry))
+    ConsumerMetrics(registry)
+    labels = set().union(*(labels for _, labels in collectors(registry).values()))
+    assert labels <= {
+        "event_type",
+        "reason",
+        "family",
+        "moment_type",
+        "channel",
+        "status",
+        "result",
+        "kind",
+        "dependency",
+        "topic",
+        "partition",
+        "region",
+        "policy",
+    }

@@ -1,0 +1,164 @@
+"""The simulator's pure generators: valid events, a realistic mix, planted moments the
+default catalog finds, and the same stream for the same seed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import itertools
+import random
+from collections import Counter
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from moments.cli import main
+from moments.engine import Detector
+from moments.models import EventType
+from moments.pipeline import run_pipeline, to_records
+from moments.simulate import (
+    COMPETITOR_HOTLINES,
+    EventGenerator,
+    Plant,
+    SimEvent,
+    limit,
+    make_profiles,
+    simulate,
+    validate,
+    write_jsonl,
+)
+from moments.store import DictStateStore
+from rules.catalog import load_rules
+
+START = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+
+
+def take(events: EventGenerator, n: int) -> list[SimEvent]:
+    return list(itertools.islice(events, n))
+
+
+class TestProfiles:
+    def test_profiles_have_distinct_numbers_and_valid_fields(self) -> None:
+        profiles = make_profiles(500, random.Random(1), START.date())
+        assert len({p.subscriber_id for p in profiles}) == 500
+        assert all(p.subscriber_id.isdigit() and len(p.subscriber_id) == 11 for p in profiles)
+        assert len({p.timezone for p in profiles}) > 1, "more than one time zone"
+        assert len({p.birthday for p in profiles}) > 100, "birthdays spread over the year"
+        for p in profiles:
+            ZoneInfo(p.timezone)
+            assert p.quiet_hours
+            assert p.joined_on < START.date()
+
+
+class TestEventGenerator:
+    def test_same_seed_same_stream_other_seed_other_stream(self) -> None:
+        def lines(seed: int) -> list[bytes]:
+            return [e.to_json_line() for e in take(simulate(50, 10, seed=seed, start=START), 300)]
+
+        assert lines(3) == lines(3)
+        assert lines(3) != lines(4)
+
+    def test_every_event_is_valid_against_the_contract_models(self) -> None:
+        for event in take(simulate(200, 100, seed=5, plant_rate=0.05, start=START), 5000):
+            validate(event)
+            assert event.key == event.value["subscriber_id"]
+
+    def test_profiles_come_first_then_the_mix_is_mostly_usage(self) -> None:
+        events = take(simulate(100, 100, seed=6, start=START), 20_100)
+        assert {e.event_type for e in events[:100]} == {EventType.PROFILE}
+        counts = Counter(e.event_type for e in events[100:])
+        total = sum(counts.values())
+        assert counts[EventType.USAGE] / total > 0.7
+        assert counts[EventType.USAGE] > counts[EventType.TOPUP] > counts[EventType.ROAMING]
+        assert counts[EventType.TOPUP] > counts[EventType.COMPLAINT] > 0
+        assert counts[EventType.ROAMING] / total < 0.05
+        assert counts[EventType.COMPLAINT] / total < 0.05
+
+    def test_event_time_advances_by_the_rate_in_the_subscribers_time_zone(self) -> None:
+        events = take(simulate(10, 4, seed=7, start=START), 50)
+        times = [dt.datetime.fromisoformat(str(e.value["occurred_at"])) for e in events]
+        assert times[0] == START
+        assert times[49] - times[0] == dt.timedelta(seconds=49 / 4)
+        assert all(t.utcoffset() is not None for t in times)
+
+    def test_planted_moments_arrive_at_the_planted_rate(self) -> None:
+        events = take(simulate(1000, 100, seed=8, plant_rate=0.02, start=START), 51_000)
+        planted = Counter(e.planted for e in events[1000:] if e.planted)
+        share = sum(planted.values()) / 50_000
+        assert 0.015 < share < 0.025
+        assert set(planted) == set(Plant.ALL)
+
+    def test_planted_events_carry_what_makes_the_moment(self) -> None:
+        events = take(simulate(300, 100, seed=9, plant_rate=0.2, start=START), 5000)
+        visited: dict[str, set[str]] = {}
+        for e in events:
+            if e.event_type is EventType.ROAMING and e.value["roaming_type"] == "international":
+                country = str(e.value["country"])
+                seen = visited.setdefault(e.key, set())
+                assert (e.planted == Plant.ROAMING) == (country not in seen)
+                seen.add(country)
+            if e.planted == Plant.HOTLINE:
+                assert e.value["counterparty"] in COMPETITOR_HOTLINES
+            if e.planted == Plant.LOW_BALANCE:
+                assert float(e.value["balance_after"]) < 5
+            if e.planted == Plant.COMPLAINT:
+                assert e.value["status"] == "opened"
+            if e.planted is None and "balance_after" in e.value:
+                assert float(e.value["balance_after"]) >= 30, "only planted events run low"
+
+    def test_the_default_catalog_detects_every_planted_moment(self) -> None:
+        """Before gating, each planted moment fires exactly once; do-not-disturb (quiet
+        hours, frequency cap, cooldowns) may then hold some back, never add any."""
+        events = take(simulate(400, 50, seed=10, plant_rate=0.02, start=START), 8400)
+        planted = Counter(e.planted for e in events if e.planted)
+        records = to_records((e.event_type, e.value) for e in events)
+        detector = Detector(load_rules(), {t.value: t for t in EventType})
+        store = DictStateStore()
+        detected: Counter[str] = Counter()
+        for start in range(0, len(records), 5000):
+            batch = detector.process(records[start : start + 5000], store.load, None)
+            store.save(batch.changes)
+            detected.update({moment_type: n for (_, moment_type), n in batch.detected.items()})
+            assert not batch.dead_letters
+        assert {kind: detected[kind] for kind in Plant.ALL} == dict(planted)
+        tasks = Counter(
+            t.moment.type
+            for t in run_pipeline(((e.event_type, e.value) for e in events), load_rules()).tasks
+        )
+        for kind in Plant.ALL:
+            assert 0 < tasks[kind] <= planted[kind], kind
+
+    def test_bad_arguments_are_refused_with_the_fix(self) -> None:
+        with pytest.raises(ValueError, match="--rate"):
+            simulate(10, 0)
+        with pytest.raises(ValueError, match="--subscribers"):
+            simulate(0, 10)
+
+
+class TestOutputs:
+    def test_limit_is_profiles_plus_rate_times_duration(self) -> None:
+        events = simulate(30, 20, seed=1, start=START)
+        assert limit(events, 20, 10) == 30 + 200
+        assert limit(events, 20, None) is None
+
+    @pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
+    def test_jsonl_file_has_one_typed_event_per_line(self, tmp_path: Path, name: str) -> None:
+        path = tmp_path / name
+        stats = write_jsonl(path, iter(simulate(20, 10, seed=2, start=START)), 120)
+        raw = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+        docs = [orjson.loads(line) for line in raw.splitlines()]
+        assert len(docs) == 120 == sum(stats.events.values())
+        assert Counter(d["type"] for d in docs) == stats.events
+        assert {d["type"] for d in docs} <= {t.value for t in EventType}
+
+    def test_cli_writes_the_file_and_refuses_to_file_without_a_duration(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "out.jsonl"
+        argv = ["simulate", "--subscribers", "5", "--rate", "10", "--seed", "1"]
+        assert main([*argv, "--duration", "2", "--to-file", str(path)]) == 0
+        assert len(path.read_bytes().splitlines()) == 5 + 20
+        assert main([*argv, "--to-file", str(path)]) == 2
+        assert "--to-file needs --duration" in capsys.readouterr().err
