@@ -23,6 +23,7 @@ from moments.connections import kafka_client_kwargs, redis_client
 from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
+from moments.models import OutcomeStatus
 from moments.outcomes import handle_outcomes
 from moments.producer import start_producer
 from moments.records import RawRecord
@@ -59,6 +60,14 @@ class Runtime:
     def install_rules(self, rules: RuleSet) -> None:
         """Swap the rules in; called from the event loop, so never inside a batch."""
         self.detector.swap_rules(rules)
+        self._declare_outcomes(rules)
+
+    def _declare_outcomes(self, rules: RuleSet) -> None:
+        """Outcome series start at 0 for every moment type, so the first outcome is a rise
+        that `rate()` and `increase()` see, not a series appearing at 1."""
+        for moment_type in {r.task.moment_type for r in rules.rules}:
+            for status in OutcomeStatus:
+                self.metrics.outcomes.labels(moment_type, status.value)
 
     def _record_reload(self, result: str, count: int | None) -> None:
         self.metrics.rules_reload.labels(result).inc()
@@ -86,6 +95,7 @@ class Runtime:
         self.tasks = TaskSink(producer, s.topic("tasks"), ledger, self.metrics, policy)
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))
+        self._declare_outcomes(self.detector.rules)
         self.ready.set()
         log.info(
             "runtime ready: %d rule(s), tasks to %s", len(self.detector.rules), s.topic("tasks")
