@@ -118,11 +118,19 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
     inputs = set(topic_types(settings))
     watch = {"generation": -1, "since": 0.0, "swept": True}
 
+    earliest: dict[tuple[str, int], int] = {}
+
     def committed(tp: tuple[str, int]) -> int | None:
         # Faust's own view, refreshed when recovery seeks to the committed offsets.
         offsets = getattr(app.consumer, "_committed_offset", {})
         found: int | None = offsets.get(TP(*tp))
         return found
+
+    def committed_or_start(tp: tuple[str, int]) -> int | None:
+        """Where the partition's reading must start: its committed offset, or with none
+        (a worker killed before its first commit) the start of the log."""
+        found = committed(tp)
+        return found if found is not None else earliest.get(tp)
 
     def follow_generation() -> None:
         if app.consumer_generation_id != watch["generation"]:
@@ -191,6 +199,14 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
             finally:
                 consumer.idle.set()
 
+    @app.timer(interval=COMMIT_EVERY_S)  # type: ignore[untyped-decorator]
+    async def commit_durable() -> None:
+        """Commit what the batch loop made durable, also when no batch follows it (a worker
+        killed a while after its last batch then resumes from there)."""
+        consumer = cast(BatchConsumer, app.consumer)
+        if runtime.ready.is_set() and consumer.idle.is_set():
+            await consumer.commit_processed()
+
     @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def start_runtime() -> None:
         await runtime.start()
@@ -212,8 +228,12 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
             watch["since"] = time.monotonic()
         elif not watch["swept"] and time.monotonic() - watch["since"] >= SILENT_AFTER_S:
             watch["swept"] = True
-            assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
-            seeks = guard.silent([tp for tp in assigned if tp[0] in inputs], committed)
+            assigned = [
+                (tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in inputs
+            ]
+            starts = await app.consumer.earliest_offsets(*(TP(*tp) for tp in assigned))
+            earliest.update({(tp.topic, tp.partition): offset for tp, offset in starts.items()})
+            seeks = guard.silent(assigned, committed_or_start)
             await seek_back(seeks, "nothing arrived since the rebalance")
 
     def assigned_partitions() -> list[int]:
