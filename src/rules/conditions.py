@@ -302,7 +302,10 @@ def _first_time(key: str, lookback: dt.timedelta | None) -> Condition:
         last = env.state.first_seen.get(state_key)
         if last is not None and env.at <= last:
             return False  # seen at or after this event time: late or replayed, never "first"
-        env.state.first_seen[state_key] = env.at
+        seen = env.state.first_seen
+        seen[state_key] = env.at
+        if len(seen) > MAX_FIRST_SEEN:
+            _forget_oldest(seen, f"{env.tag}:", window)
         env.out[key] = value
         if last is not None and (window is None or env.at - last <= window):
             return False
@@ -316,6 +319,24 @@ def _first_time(key: str, lookback: dt.timedelta | None) -> Condition:
         return True
 
     return check
+
+
+MAX_FIRST_SEEN = 32
+"""First-seen keys a subscriber keeps per rule: the record stays bounded."""
+
+
+def _forget_oldest(seen: dict[str, int], prefix: str, window: float | None) -> None:
+    """Keep a rule's first-seen keys bounded: drop those past the look-back (they can no
+    longer stop a "first"), then the oldest beyond MAX_FIRST_SEEN (a value last seen that
+    long ago counts as first again: a bound, not an accident)."""
+    mine = sorted((at, k) for k, at in seen.items() if k.startswith(prefix))
+    newest = mine[-1][0]
+    for at, k in mine:
+        if window is not None and newest - at > window:
+            del seen[k]
+    mine = [(at, k) for at, k in mine if k in seen]
+    for _, k in mine[: max(0, len(mine) - MAX_FIRST_SEEN)]:
+        del seen[k]
 
 
 def _changed(key: str) -> Condition:

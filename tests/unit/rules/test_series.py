@@ -146,3 +146,36 @@ class TestEventTime:
             usage("2026-11-02T13:20:00+08:00", kind="data"),
         ]
         assert run(rules_from(COUNT_DAY), events).tasks == []
+
+
+class TestFirstSeenBound:
+    RULE = """
+rules:
+  - id: r
+    description: first service code
+    on: [usage]
+    condition: {first_time: service_code}
+    task: {family: first_time, type: t, channel: app_push, priority: 3, action: a, ttl: 30d,
+           description: d}
+"""
+
+    def test_a_subscriber_keeps_at_most_32_keys_per_rule(self) -> None:
+        from rules.conditions import MAX_FIRST_SEEN
+
+        events = [
+            usage(
+                at("2026-11-02", f"{10 + i // 60:02d}:{i % 60:02d}"),
+                kind="service_order",
+                service_code=f"S{i}",
+            )
+            for i in range(40)
+        ]
+        result = run(rules_from(self.RULE), events)
+        assert len(result.tasks) == 40
+        (state,) = result.store.data.values()
+        from moments.state import SubscriberState
+
+        kept = SubscriberState.from_bytes(state).first_seen
+        assert len(kept) == MAX_FIRST_SEEN
+        assert any(k.endswith(":S39") for k in kept)  # the newest stay
+        assert not any(k.endswith(":S0") for k in kept)  # the oldest went
