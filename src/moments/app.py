@@ -126,11 +126,17 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         found: int | None = offsets.get(TP(*tp))
         return found
 
+    had_state: set[int] = set()
+
     def committed_or_start(tp: tuple[str, int]) -> int | None:
-        """Where the partition's reading must start: its committed offset, or with none
-        (a worker killed before its first commit) the start of the log."""
+        """Where a silent partition's reading must start: its committed offset; with none,
+        if the state's changelog has records for the partition (a worker processed it and
+        was killed before its first commit), the start of the log. A new group reading a
+        backlog has neither, and its partitions are only slow, not silent."""
         found = committed(tp)
-        return found if found is not None else earliest.get(tp)
+        if found is None and tp[1] in had_state:
+            return earliest.get(tp)
+        return found
 
     def follow_generation() -> None:
         if app.consumer_generation_id != watch["generation"]:
@@ -174,7 +180,7 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         consumer = cast(BatchConsumer, app.consumer)
         last_commit = time.monotonic()
         while True:
-            fetch = await consumer.fetches.get()
+            fetch = await consumer.take()
             if fetch.epoch != consumer.epoch:
                 continue
             consumer.idle.clear()
@@ -228,11 +234,19 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
             watch["since"] = time.monotonic()
         elif not watch["swept"] and time.monotonic() - watch["since"] >= SILENT_AFTER_S:
             watch["swept"] = True
+            consumer = cast(BatchConsumer, app.consumer)
+            # A partition whose records wait in the queue is busy, not silent.
             assigned = [
-                (tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in inputs
+                (tp.topic, tp.partition)
+                for tp in app.consumer.assignment()
+                if tp.topic in inputs and not consumer.holds(tp)
             ]
             starts = await app.consumer.earliest_offsets(*(TP(*tp) for tp in assigned))
             earliest.update({(tp.topic, tp.partition): offset for tp, offset in starts.items()})
+            changelog = {TP(store.changelog_topic, p) for _, p in assigned}
+            highs = await app.consumer.highwaters(*changelog)
+            had_state.clear()
+            had_state.update(tp.partition for tp, high in highs.items() if high and high > 0)
             seeks = guard.silent(assigned, committed_or_start)
             await seek_back(seeks, "nothing arrived since the rebalance")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +52,26 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self.idle.set()
         self.processed: dict[TP, int] = {}
         """Hot partition -> next offset to read, once the batch before it is durable."""
+        self._waiting: Counter[TP] = Counter()
+        """Partitions with records fetched and not yet taken by the batch loop."""
+
+    def holds(self, tp: TP) -> bool:
+        """True while records of `tp` are fetched but not yet taken: the partition is busy,
+        not silent."""
+        return self._waiting[tp] > 0
+
+    async def take(self) -> Fetch:
+        """The next fetch for the batch loop."""
+        fetch = await self.fetches.get()
+        self._waiting.subtract(tp for tp, _ in fetch.records)
+        return fetch
 
     def invalidate(self) -> None:
         """Queued fetches are stale from now on (a seek or a revocation)."""
         self.epoch += 1
         while not self.fetches.empty():
-            self.fetches.get_nowait()
+            fetch = self.fetches.get_nowait()
+            self._waiting.subtract(tp for tp, _ in fetch.records)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -120,7 +135,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     # them again from the committed offsets rather than guess.
                     await self.perform_seek()
                     continue
-                await self.fetches.put(Fetch(epoch, hot))
+                self._waiting.update(tp for tp, _ in hot)
+                try:
+                    await self.fetches.put(Fetch(epoch, hot))
+                except BaseException:
+                    self._waiting.subtract(tp for tp, _ in hot)
+                    raise
                 await asyncio.sleep(0)
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
