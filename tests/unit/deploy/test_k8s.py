@@ -16,8 +16,8 @@ from moments.settings import Settings, load_settings
 from rules.catalog import load_rules
 
 K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
-MEASURED_PEAK_RSS_MIB = 258
-"""Worker peak RSS from `moments bench --events 50000` (20k subscribers), 2026-11-23."""
+MEASURED_PEAK_RSS_MIB = 672
+"""Worker peak RSS from `moments bench --events 200000 --subscribers 20000`, 2026-11-23."""
 MEBI = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 
 
