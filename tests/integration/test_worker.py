@@ -171,3 +171,32 @@ class TestOutcomes:
         labels = {"moment_type": "first_international_roaming", "status": "declined"}
         value = await wait_for_metric(port, "moments_task_outcomes_total", labels, 1, wait_s=60)
         assert value == 1, worker.log()[-3000:]
+
+
+class TestRocksDBStore:
+    """MOMENTS_STORE=rocksdb: state on local disk, restored after a kill -9."""
+
+    async def test_state_in_rocksdb_survives_a_kill(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+    ) -> None:
+        settings = make_settings(metrics_port=free_port(), store="rocksdb")
+        await topics_for(settings)
+        first = start_worker(settings)
+        await produce(settings, [roaming("r1", LI, "JP")])
+        assert len(await read_topic(settings, "tasks", count=1, wait_s=90)) == 1
+        await asyncio.sleep(3)  # the changelog and the offsets are written
+        first.kill()
+        assert list(settings.data_dir.rglob("*.sst")) or list(settings.data_dir.rglob("*.log")), (
+            "no RocksDB files in the data dir"
+        )
+        port = free_port()
+        second = start_worker(make_settings(metrics_port=port, store="rocksdb"))
+        await produce(settings, [roaming("r2", LI, "JP"), roaming("r3", LI, "KR")])
+        records = await read_topic(settings, "tasks", count=2, wait_s=90, settle=3)
+        countries = [v["moment"]["params"]["country"] for v in values(records)]  # type: ignore[index]
+        assert countries == ["JP", "KR"], second.log()[-3000:]
+        await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 2)
+        assert await metric_value(port, "moments_tasks_suppressed_total") == 0
