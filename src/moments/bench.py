@@ -177,10 +177,38 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+@dataclass(frozen=True)
+class Latency:
+    offered_rate: float
+    tasks: int
+    p50: float
+    p99: float
+
+
+def measure_latency(
+    settings: Settings, port: int, rate: float, seconds: float, console: Console
+) -> Latency:
+    """Event-to-task latency on the running worker at a fixed offered load."""
+    from moments.latency import buckets, offer, quantile
+
+    before = buckets(port)
+    with console.status(f"latency: offering {rate:,.0f} events/s for {seconds:.0f}s"):
+        tasks = asyncio.run(offer(settings, rate, seconds))
+        deadline = time.monotonic() + 60
+        after = buckets(port)
+        while after.get(float("inf"), 0) - before.get(float("inf"), 0) < tasks:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+            after = buckets(port)
+    return Latency(rate, tasks, quantile(0.5, before, after), quantile(0.99, before, after))
+
+
 def detector_consume(
-    settings: Settings, count: int, workdir: Path, console: Console
-) -> tuple[Measurement, float]:
-    """A worker subprocess over the same topics; (rate, peak RSS in MiB)."""
+    settings: Settings, count: int, workdir: Path, console: Console, latency_s: float = 15.0
+) -> tuple[Measurement, float, Latency | None]:
+    """A worker subprocess over the same topics: (rate, peak RSS in MiB, latency at half
+    the measured rate)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
     env |= {
@@ -226,7 +254,11 @@ def detector_consume(
                 time.sleep(0.2)
         # The first sample came up to one poll after the first batch: count it out.
         elapsed = time.perf_counter() - started
-        return Measurement(int(seen), elapsed), _peak_rss_mib(proc.pid)
+        measured = Measurement(int(seen), elapsed)
+        latency = None
+        if latency_s > 0:
+            latency = measure_latency(settings, port, measured.rate / 2, latency_s, console)
+        return measured, _peak_rss_mib(proc.pid), latency
     finally:
         proc.terminate()
         try:
@@ -295,7 +327,7 @@ def run_bench(count: int, subscribers: int, partitions: int, rules_only: bool = 
         console.print(f"produced {count:,} events over {subscribers:,} subscribers")
         raw = asyncio.run(raw_consume(settings, count))
         console.print(f"raw aiokafka: {raw.rate:,.0f} events/s")
-        detector, rss = detector_consume(settings, count, workdir, console)
+        detector, rss, latency = detector_consume(settings, count, workdir, console)
     table = Table(title=f"{count:,} events, {subscribers:,} subscribers, {partitions} partitions")
     for column in ("reader", "events", "seconds", "events/s"):
         table.add_column(column, justify="right")
@@ -312,4 +344,10 @@ def run_bench(count: int, subscribers: int, partitions: int, rules_only: bool = 
     Console().print(
         f"ratio detector/raw: {detector.rate / raw.rate:.2f}   worker peak RSS: {rss:.0f} MiB"
     )
+    if latency is not None:
+        Console().print(
+            f"event-to-task latency at {latency.offered_rate:,.0f} events/s offered "
+            f"(half the measured rate), {latency.tasks} tasks: "
+            f"p50 {latency.p50 * 1000:.0f} ms, p99 {latency.p99 * 1000:.0f} ms"
+        )
     return 0

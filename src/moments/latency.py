@@ -1,0 +1,104 @@
+"""Event-to-task latency at a fixed offered load: the second half of `moments bench`.
+
+Events are produced at a steady rate, stamped with the time they are sent, and a
+share of them are first international roamings of new subscribers, each of which
+makes one task. The worker's `moments_event_to_task_seconds` histogram (event time
+to publish) is read before and after; its quantiles come from the bucket counts.
+The visited place is a zone where it is daytime, so quiet hours hold nothing back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import random
+import time
+import urllib.request
+from collections.abc import Mapping
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from moments.connections import kafka_client_kwargs
+from moments.sample import daytime_zone
+from moments.settings import Settings
+
+HISTOGRAM = "moments_event_to_task_seconds"
+TASK_SHARE = 0.05
+"""Share of the offered events that make a task."""
+
+
+def buckets(port: int) -> dict[float, float]:
+    """Cumulative counts of the latency histogram, by upper bound (seconds)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{HISTOGRAM}_bucket":
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def quantile(q: float, before: Mapping[float, float], after: Mapping[float, float]) -> float:
+    """The q-quantile of what was observed between two snapshots, interpolated linearly
+    inside its bucket (as Prometheus' histogram_quantile does); nan with no observation."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative
+    return lower
+
+
+async def offer(settings: Settings, rate: float, seconds: float, seed: int = 11) -> int:
+    """Produce `rate` events a second for `seconds`; returns how many make a task."""
+    rng = random.Random(seed)  # noqa: S311 - load, not secrets
+    zone = daytime_zone(dt.datetime.now(dt.UTC))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, linger_ms=1, **kafka_client_kwargs(settings)
+    )
+    await producer.start()
+    tasks = 0
+    try:
+        tick = 0.01
+        per_tick = max(1, round(rate * tick))
+        started = time.perf_counter()
+        n = 0
+        while time.perf_counter() - started < seconds:
+            now = dt.datetime.now(dt.UTC).isoformat()
+            for _ in range(per_tick):
+                n += 1
+                if rng.random() < TASK_SHARE:
+                    tasks += 1
+                    sub = str(16_000_000_000 + n)
+                    topic = "roaming"
+                    value: dict[str, object] = {
+                        "country": "GB",
+                        "roaming_type": "international",
+                        "timezone": zone,
+                    }
+                else:
+                    sub = str(13_000_000_000 + rng.randrange(20_000))
+                    topic = "usage"
+                    value = {"kind": "data", "quantity": 1000, "charge": "0.01"}
+                value |= {"event_id": f"lat-{seed}-{n}", "subscriber_id": sub, "occurred_at": now}
+                await producer.send(
+                    settings.topic(topic), value=orjson.dumps(value), key=sub.encode()
+                )
+            sleep = started + (n / per_tick) * tick - time.perf_counter()
+            await asyncio.sleep(max(0.0, sleep))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return tasks
