@@ -32,7 +32,13 @@ from rich.table import Table
 
 from moments.app import INPUT_TOPICS
 from moments.connections import kafka_client_kwargs
-from moments.embedded import RedisServer, TansuBroker, ensure_topics, free_port
+from moments.embedded import (
+    RedisServer,
+    TansuBroker,
+    death_signal_preexec,
+    ensure_topics,
+    free_port,
+)
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
 from moments.models import EventType
 from moments.settings import Settings, load_settings
@@ -231,6 +237,7 @@ def detector_consume(
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            preexec_fn=death_signal_preexec(),  # gone with the bench even if it is killed
         )
     try:
         started = 0.0

@@ -276,7 +276,7 @@ def _stop_all() -> None:
 atexit.register(_stop_all)
 
 
-def _death_signal_preexec() -> Callable[[], None] | None:
+def death_signal_preexec() -> Callable[[], None] | None:
     """A preexec_fn that asks Linux to SIGTERM the child when this process dies.
 
     PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, so it is
@@ -476,7 +476,7 @@ class _ManagedServer:
                 cwd=workdir,
                 env=self._env(),
                 start_new_session=True,
-                preexec_fn=_death_signal_preexec(),
+                preexec_fn=death_signal_preexec(),
                 close_fds=True,
             )
         self._proc = proc

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
 from moments.app import INPUT_TOPICS
-from moments.embedded import RedisServer, TansuBroker, ensure_topics
+from moments.embedded import RedisServer, TansuBroker, death_signal_preexec, ensure_topics
 from moments.sample import sample_stream
 from moments.settings import Settings, load_settings
 from moments.tail import tail_tasks
@@ -75,6 +75,8 @@ def run_embedded(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Like the broker and Redis: gone with us even when we are killed outright.
+            preexec_fn=death_signal_preexec(),
         )
         stack.callback(_stop_process, worker)
         console.print(f"[green]worker[/] pid {worker.pid}, log {log_path}")
