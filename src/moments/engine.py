@@ -304,21 +304,20 @@ class Detector:
             if rule.task.moment_type == COMPETITOR_HOTLINE
             and at - state.fired.get(rule.tag, -(10**12)) <= RISK_LOOKBACK_S
         )
-        spend = self.rules.series.get(SPEND_SERIES)
-        drop = None
-        if spend is not None:
-            ring = state.series.get(spend.tag)
-            day = local_date(at, zone(state.profile.get("timezone")))
-            index = window_index(spend.period, day)
-            past = [spend.aggregate(ring, w, "sum") for w in range(index - 3, index)]
-            current = spend.aggregate(ring, index, "sum")
-            first = spend.history_from(ring)
-            if first is not None and first <= index - 3 and current is not None:
-                known = [p for p in past if p is not None]
-                base = sum(known) / len(known) if len(known) == 3 else 0.0
-                if base > 0:
-                    drop = round(max(0.0, (base - current) / base), 3)
         today = local_date(at, zone(state.profile.get("timezone")))
+        drop = None
+        spend = self.rules.series.get(SPEND_SERIES)
+        ring = state.series.get(spend.tag) if spend is not None else None
+        if spend is not None and ring is not None:
+            index = window_index(spend.period, today)
+            first = spend.history_from(ring)
+            if first is not None and first <= index - 3:
+                window = [spend.aggregate(ring, w, "sum") for w in range(index - 3, index + 1)]
+                *past, current = window
+                if current is not None and None not in past:
+                    base = sum(p for p in past if p is not None) / 3
+                    if base > 0:
+                        drop = round(max(0.0, (base - current) / base), 3)
         return RiskSignals(
             competitor_hotline_calls=hotline,
             spend_drop=drop,

@@ -47,7 +47,6 @@ class RuleSet:
     sources: tuple[str, ...] = ()
     series: Mapping[str, Series] = field(default_factory=dict)
     by_event_type: dict[EventType, tuple[CompiledRule, ...]] = field(default_factory=dict)
-    series_by_event_type: dict[EventType, tuple[Series, ...]] = field(default_factory=dict)
     by_period: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
     series_groups: dict[EventType, tuple[tuple[Predicate, tuple[Series, ...]], ...]] = field(
         default_factory=dict
@@ -80,14 +79,15 @@ class RuleSet:
                 continue
             for event_type in rule.event_types:
                 index[event_type].append(rule)
-        feeds = {t: tuple(x for x in declared.values() if t in x.event_types) for t in EventType}
-        grouped = {t: _group_by_filter(f) for t, f in feeds.items()}
+        grouped = {
+            t: _group_by_filter([x for x in declared.values() if t in x.event_types])
+            for t in EventType
+        }
         return cls(
             tuple(rules),
             tuple(sources),
             declared,
             {t: tuple(r) for t, r in index.items()},
-            feeds,
             {p: tuple(r) for p, r in periods.items()},
             grouped,
             replace(special or SpecialDays(), rules=tuple(special_rules)),
@@ -305,24 +305,19 @@ def _needs(files: Sequence[_File]) -> dict[str, int]:
     """Windows each series must keep for the conditions that use it."""
     needs: dict[str, int] = {}
 
-    def walk(node: Any) -> None:
-        if isinstance(node, sp.AllCond | sp.AnyCond):
-            for child in node.all if isinstance(node, sp.AllCond) else node.any:
-                walk(child)
-        elif isinstance(node, sp.NotCond):
-            walk(node.not_)
-        elif isinstance(node, sp.SeriesCond):
-            needs[node.series] = max(needs.get(node.series, 1), node.last)
-        elif isinstance(node, sp.BaselineCond):
-            needs[node.baseline] = max(needs.get(node.baseline, 1), node.windows + 1)
-        elif isinstance(node, sp.ShareCond):
-            for name in (node.share, node.of):
-                needs[name] = max(needs.get(name, 1), node.last)
+    def need(name: str, windows: int) -> None:
+        needs[name] = max(needs.get(name, 1), windows)
 
     for file in files:
         for rule in file.parsed.rules:
-            if rule.condition is not None:
-                walk(rule.condition)
+            for node in sp.walk(rule.condition) if rule.condition is not None else ():
+                if isinstance(node, sp.SeriesCond):
+                    need(node.series, node.last)
+                elif isinstance(node, sp.BaselineCond):
+                    need(node.baseline, node.windows + 1)
+                elif isinstance(node, sp.ShareCond):
+                    need(node.share, node.last)
+                    need(node.of, node.last)
     return needs
 
 
@@ -513,21 +508,13 @@ def _build(
         ),
         sources=scope.sources,
         tag=state_tag(spec.id),
-        judges_silence=_has_absence(spec.condition),
+        judges_silence=spec.condition is not None and _has_absence(spec.condition),
         spec=spec,
     )
 
 
 def _has_absence(node: Any) -> bool:
-    if isinstance(node, sp.AbsenceCond):
-        return True
-    if isinstance(node, sp.AllCond | sp.AnyCond):
-        return any(
-            _has_absence(c) for c in (node.all if isinstance(node, sp.AllCond) else node.any)
-        )
-    if isinstance(node, sp.NotCond):
-        return _has_absence(node.not_)
-    return False
+    return any(isinstance(n, sp.AbsenceCond) for n in sp.walk(node))
 
 
 def _has_occasion(node: Any) -> bool:

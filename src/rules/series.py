@@ -42,15 +42,6 @@ class Series:
         value = getattr(event, self.field, None)
         return None if value is None else float(value)
 
-    def amount(self, event: InputEvent) -> float | None:
-        """What the event adds (None: the event does not count for this series)."""
-        if not self.when(event):
-            return None
-        if self.field is None:
-            return 1.0
-        value = getattr(event, self.field, None)
-        return None if value is None else float(value)
-
     def fold(self, ring: Ring | None, index: int, amount: float) -> Ring | None:
         """Add `amount` to window `index`; returns the ring (updated in place when it can be),
         or None when the window is older than the ring keeps."""

@@ -8,6 +8,7 @@ A file holds `series:` (per-subscriber aggregates kept in fixed window rings) an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -197,6 +198,17 @@ _CLASSES: dict[str, type[BaseModel]] = {
     "any": AnyCond,
     "not": NotCond,
 }
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """A condition and every condition inside it, depth first."""
+    yield node
+    if isinstance(node, AllCond | AnyCond):
+        for child in node.all if isinstance(node, AllCond) else node.any:
+            yield from walk(child)
+    elif isinstance(node, NotCond):
+        yield from walk(node.not_)
+
 
 AllCond.model_rebuild()
 AnyCond.model_rebuild()
