@@ -144,7 +144,7 @@ async def _decline(sink: TaskSink, subscriber_id: str, rule_id: str) -> None:
 
 async def _retry_for(sink: TaskSink, outcome: TaskOutcome, now: dt.datetime) -> ServiceTask | None:
     body = await with_retry(
-        lambda: sink.ledger.redis.get(sink.ledger.body_key(outcome.task_id)),
+        lambda: sink.ledger.body(outcome.task_id),
         Dependency.REDIS,
         sink.metrics,
         "reading a sent task",

@@ -38,6 +38,7 @@ from sinks.ledger import TaskLedger
 from sinks.metrics import Dependency, Metrics
 from sinks.policy import load_policy
 from sinks.retry import with_retry
+from sinks.stores import redis_stores
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ class Runtime:
         self._redis = redis
         ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)
         policy = load_policy(s.dispatch_policy)
-        self.tasks = TaskSink(producer, s.topic("tasks"), ledger, self.metrics, policy)
+        self.tasks = TaskSink(
+            producer, s.topic("tasks"), redis_stores(ledger), self.metrics, policy
+        )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))
         self._declare_outcomes(self.detector.rules)

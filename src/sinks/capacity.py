@@ -1,10 +1,11 @@
 """Capacity per region, channel and local day, with a share reserved for priorities 1-2.
 
 Limits come from the dispatch policy (`capacity:` in the YAML file named by
-`MOMENTS_DISPATCH_POLICY`). Each (region, channel, day) is a Redis set of the task ids
-that took a slot (`moments:<app>:cap:<region>:<channel>:<YYYY-MM-DD>`, kept 2 days):
-taking a slot is idempotent per task id, so a re-driven or retried task never counts
-twice, and the check and the add are one Lua script, so workers never over-book.
+`MOMENTS_DISPATCH_POLICY`). On the stream each (region, channel, day) is a Redis set of
+the task ids that took a slot (`moments:<app>:cap:<region>:<channel>:<YYYY-MM-DD>`, kept
+2 days): taking a slot is idempotent per task id, so a re-driven or retried task never
+counts twice, and the check and the add are one Lua script, so workers never over-book.
+The backtest keeps the same sets in memory (sinks.memory).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 
 from moments.models import Channel
 from sinks.policy import ANY, DispatchPolicy
+from sinks.stores import SlotKey, Slots
 
 HIGH_PRIORITY = 2  # priorities 1..HIGH_PRIORITY may use the reserved share
 _KEEP_S = 2 * 86400
@@ -61,15 +63,29 @@ class Slot:
     left: int | None  # None: unlimited
 
 
-class CapacityLimiter:
-    def __init__(self, redis: Redis, prefix: str, policy: DispatchPolicy) -> None:
+class RedisSlots:
+    """Each counter a Redis set of the task ids that took a slot, kept 2 days."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.policy = policy
         self._take = redis.register_script(_TAKE)
 
-    def key(self, region: str | None, channel: Channel, day: dt.date) -> str:
-        return f"{self.prefix}cap:{region or ANY}:{channel.value}:{day.isoformat()}"
+    def key(self, key: SlotKey) -> str:
+        return f"{self.prefix}cap:{key.region or ANY}:{key.channel.value}:{key.day.isoformat()}"
+
+    async def take(self, key: SlotKey, task_id: str, allowed: int) -> tuple[bool, int]:
+        taken, used = await self._take(keys=[self.key(key)], args=[task_id, allowed, _KEEP_S])
+        return bool(taken), int(used)
+
+
+class CapacityLimiter:
+    """The policy's limit for a task's region, channel, priority and local day, over
+    whichever `Slots` store the sink was given."""
+
+    def __init__(self, slots: Slots, policy: DispatchPolicy) -> None:
+        self.slots = slots
+        self.policy = policy
 
     async def take(
         self, task_id: str, region: str | None, channel: Channel, priority: int, at: dt.datetime
@@ -78,7 +94,7 @@ class CapacityLimiter:
         limit = self.policy.limit(region, channel)
         if limit is None:
             return Slot(True, None)
-        key = self.key(region, channel, local_day(at, self.policy.zone))
+        key = SlotKey(region, channel, local_day(at, self.policy.zone))
         allowed = allowed_for(limit, self.policy.reserved_share, priority)
-        taken, used = await self._take(keys=[key], args=[task_id, allowed, _KEEP_S])
-        return Slot(bool(taken), max(0, limit - int(used)))
+        taken, used = await self.slots.take(key, task_id, allowed)
+        return Slot(taken, max(0, limit - used))

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from moments.models import RelatedMoment, ServiceTask
 from sinks.policy import ContactPolicy
+from sinks.stores import ContactBook
 
 # KEYS: zset; ARGV: task id, now, period, max. Returns {taken 0/1, epoch when a slot frees}.
 _CONTACT = """
@@ -39,29 +40,52 @@ class Contact:
     free_at: float | None = None  # epoch seconds when the next contact is allowed
 
 
-class ContactLimiter:
-    def __init__(self, redis: Redis, prefix: str, policy: ContactPolicy) -> None:
+class RedisContactBook:
+    """A sorted set per subscriber, task id scored by contact time; one Lua step."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.policy = policy
         self._take = redis.register_script(_CONTACT)
 
     def key(self, subscriber_id: str) -> str:
         return f"{self.prefix}contacts:{subscriber_id}"
 
+    async def take(
+        self, subscriber_id: str, task_id: str, now: float, period_s: float, max_contacts: int
+    ) -> float | None:
+        taken, free_at = await self._take(
+            keys=[self.key(subscriber_id)], args=[task_id, now, period_s, max_contacts]
+        )
+        return None if taken else float(free_at)
+
+    async def give_back(self, subscriber_id: str, task_id: str) -> None:
+        await self.redis.zrem(self.key(subscriber_id), task_id)
+
+
+class ContactLimiter:
+    """The contact policy over whichever `ContactBook` the sink was given."""
+
+    def __init__(self, book: ContactBook, policy: ContactPolicy) -> None:
+        self.book = book
+        self.policy = policy
+
     async def take(self, task_id: str, subscriber_id: str, now: float) -> Contact:
         if self.policy.max_contacts <= 0:
             return Contact(True)
-        taken, free_at = await self._take(
-            keys=[self.key(subscriber_id)],
-            args=[task_id, now, self.policy.period.total_seconds(), self.policy.max_contacts],
+        free_at = await self.book.take(
+            subscriber_id,
+            task_id,
+            now,
+            self.policy.period.total_seconds(),
+            self.policy.max_contacts,
         )
-        return Contact(True) if taken else Contact(False, float(free_at))
+        return Contact(True) if free_at is None else Contact(False, free_at)
 
     async def give_back(self, task_id: str, subscriber_id: str) -> None:
         """Undo `take` for a task that was not sent after all (capacity)."""
         if self.policy.max_contacts > 0:
-            await self.redis.zrem(self.key(subscriber_id), task_id)
+            await self.book.give_back(subscriber_id, task_id)
 
 
 def _rank(task: ServiceTask) -> tuple[int, dt.datetime, str]:

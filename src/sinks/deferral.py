@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from sinks.ledger import TaskLedger
+from sinks.stores import Released
 
 # KEYS: task, pending, deferred, open; ARGV: id, payload, release_at, window_ms, task prefix
 _PARK = """
@@ -78,15 +78,6 @@ for _, id in ipairs(ids) do
 end
 return out
 """
-
-
-@dataclass(frozen=True)
-class Released:
-    """A task whose time has come, with the payloads merged into it while it waited."""
-
-    task_id: str
-    payload: bytes
-    members: list[bytes]
 
 
 def _bytes(value: Any) -> bytes:

@@ -21,18 +21,16 @@ from typing import TypeVar
 
 import orjson
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from moments.models import Deferral, ServiceTask
 from sinks.base import Headers, Producer, produce_all
 from sinks.capacity import CapacityLimiter, next_day_start
 from sinks.contact import ContactLimiter, merge_tasks
-from sinks.deferral import DeferralQueue
-from sinks.ledger import TaskLedger
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
 from sinks.policy import DispatchPolicy, OverflowPolicy
-from sinks.relevance import FactsStore, check_for, reactivated
+from sinks.relevance import check_for, reactivated
 from sinks.retry import with_retry
+from sinks.stores import Clock, DispatchStores
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,24 +47,6 @@ def sent_meta(task: ServiceTask) -> bytes:
     return orjson.dumps({"rule_id": task.moment.rule_id, "moment_type": task.moment.type})
 
 
-class DeclineStore:
-    """`declined` outcomes: the same rule is not sent to that subscriber for a while
-    (`moments:<app>:declined:<subscriber>:<rule id>`, expiring on the Redis clock)."""
-
-    def __init__(self, redis: Redis, prefix: str) -> None:
-        self.redis = redis
-        self.prefix = prefix
-
-    def key(self, subscriber_id: str, rule_id: str) -> str:
-        return f"{self.prefix}declined:{subscriber_id}:{rule_id}"
-
-    async def suppress(self, subscriber_id: str, rule_id: str, seconds: float) -> None:
-        await self.redis.set(self.key(subscriber_id, rule_id), b"1", ex=max(1, int(seconds)))
-
-    async def suppressed(self, subscriber_id: str, rule_id: str) -> bool:
-        return bool(await self.redis.exists(self.key(subscriber_id, rule_id)))
-
-
 @dataclass
 class Candidate:
     """A task we own in the ledger (`carrier_id`) and the tasks merged into it."""
@@ -79,25 +59,31 @@ class Candidate:
 
 
 class TaskSink:
+    """`stores`: Redis on the stream (`redis_stores`), memory in a backtest
+    (`memory_stores`); `clock`: the time decisions are made at (wall clock on the stream,
+    event time in a backtest). The decisions are the same code either way."""
+
     def __init__(
         self,
         producer: Producer,
         topic: str,
-        ledger: TaskLedger,
+        stores: DispatchStores,
         metrics: Metrics,
         policy: DispatchPolicy | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.producer = producer
         self.topic = topic
-        self.ledger = ledger
+        self.stores = stores
         self.metrics = metrics
         self.policy = policy or DispatchPolicy()
-        redis, prefix = ledger.redis, ledger.prefix
-        self.deferral = DeferralQueue(redis, ledger)
-        self.capacity = CapacityLimiter(redis, prefix, self.policy)
-        self.contacts = ContactLimiter(redis, prefix, self.policy.contact)
-        self.facts = FactsStore(redis, prefix)
-        self.declines = DeclineStore(redis, prefix)
+        self.clock = clock
+        self.ledger = stores.ledger
+        self.deferral = stores.deferral
+        self.capacity = CapacityLimiter(stores.slots, self.policy)
+        self.contacts = ContactLimiter(stores.contacts, self.policy.contact)
+        self.facts = stores.facts
+        self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
         self._pending: list[ServiceTask] = []
 
@@ -157,7 +143,8 @@ class TaskSink:
         return await self._redis(lambda: self.ledger.group(task_id), "reading merge groups")
 
     async def release_due(self, now: float | None = None) -> int:
-        """Take the deferred tasks due by `now` and send (or drop) them."""
+        """Take the deferred tasks due by `now` (default: the clock) and send (or drop) them."""
+        now = self.clock() if now is None else now
         due = await self._redis(
             lambda: self.deferral.release(now, self.policy.release_batch), "releasing tasks"
         )
@@ -188,7 +175,7 @@ class TaskSink:
     async def _decide(self, candidates: Sequence[Candidate], now: float | None = None) -> None:
         to_send: list[ServiceTask] = []
         for candidate in candidates:
-            at = time.time() if now is None else now
+            at = self.clock() if now is None else now
             task = await self._route(candidate, at)
             if task is not None:
                 to_send.append(task)
@@ -355,7 +342,7 @@ class TaskSink:
             self.metrics,
             "publishing tasks",
         )
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         ids = [t.task_id for t in tasks]
         meta = {t.task_id: sent_meta(t) for t in tasks}
         bodies = {

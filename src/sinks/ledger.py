@@ -161,6 +161,11 @@ class TaskLedger:
         raw: list[Any] = await self.redis.lrange(self.group_key(task_id), 0, -1)
         return [r if isinstance(r, bytes) else str(r).encode() for r in raw]
 
+    async def body(self, task_id: str) -> bytes | None:
+        """A sent task's payload, while `confirm` keeps it (None when gone)."""
+        value: bytes | str | None = await self.redis.get(self.body_key(task_id))
+        return value.encode() if isinstance(value, str) else value
+
     async def pending_count(self) -> int:
         return int(await self.redis.zcard(self.pending_key))
 

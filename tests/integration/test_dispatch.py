@@ -18,6 +18,7 @@ from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink, task_bytes
 from sinks.ledger import TaskLedger
 from sinks.metrics import Metrics
+from sinks.stores import redis_stores
 
 from .conftest import MakeSettings
 from .kafka_io import read_topic, values
@@ -55,7 +56,9 @@ class Harness:
         self.settings = settings
         self.metrics = Metrics()
         self.ledger = TaskLedger(redis, f"moments:{settings.app_id}:", 3600)
-        self.tasks = TaskSink(producer, settings.topic("tasks"), self.ledger, self.metrics)
+        self.tasks = TaskSink(
+            producer, settings.topic("tasks"), redis_stores(self.ledger), self.metrics
+        )
         self.dead = DeadLetterSink(producer, settings.topic("deadletter"), self.metrics)
 
     def sample(self, name: str, **labels: str) -> float:

@@ -1,4 +1,9 @@
-"""Shared by the dispatch tests: task factory, one worker's dispatch objects, fixtures."""
+"""Shared by the dispatch tests: task factory, one worker's dispatch objects, fixtures.
+
+Every scenario that takes `make_worker` runs twice: on the Redis stores the stream uses
+and on the in-memory stores the backtest uses (`store_kind`), with the same `TaskSink`
+and the same assertions; that is what makes the backtest's dispatch the stream's.
+Scenarios about Redis itself are marked `redis_only`."""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from moments.models import Channel, Deferral, Family, Moment, ServiceTask
 from moments.settings import Settings
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
+from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores, Ledger, redis_stores
 from tests.integration.conftest import MakeSettings
 from tests.integration.kafka_io import read_topic, values
 
@@ -60,16 +67,20 @@ def task(
 
 
 class Worker:
-    """One worker's dispatch objects: its own Redis connection, producer and metrics."""
+    """One worker's dispatch objects: its own stores (a Redis connection, or the test's
+    shared in-memory stores), producer and metrics."""
 
     def __init__(
-        self, settings: Settings, producer: AIOKafkaProducer, redis: Redis, policy: DispatchPolicy
+        self,
+        settings: Settings,
+        producer: AIOKafkaProducer,
+        stores: DispatchStores,
+        policy: DispatchPolicy,
     ) -> None:
         self.settings = settings
-        self.redis = redis
         self.metrics = Metrics()
-        self.ledger = TaskLedger(redis, f"moments:{settings.app_id}:", 3600 * 24 * 10)
-        self.sink = TaskSink(producer, settings.topic("tasks"), self.ledger, self.metrics, policy)
+        self.ledger: Ledger = stores.ledger
+        self.sink = TaskSink(producer, settings.topic("tasks"), stores, self.metrics, policy)
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -98,16 +109,28 @@ async def stack(
         await client.aclose()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" in metafunc.fixturenames:
+        redis_only = metafunc.definition.get_closest_marker("redis_only") is not None
+        metafunc.parametrize("store_kind", ["redis"] if redis_only else ["redis", "memory"])
+
+
 @pytest.fixture
 def make_worker(
-    stack: tuple[Settings, AIOKafkaProducer, list[Redis]], redis_url: str
+    stack: tuple[Settings, AIOKafkaProducer, list[Redis]], redis_url: str, store_kind: str
 ) -> Callable[..., Worker]:
+    """Workers of one test share their stores: the same Redis, or one set in memory."""
     settings, producer, clients = stack
+    shared = memory_stores()
 
     def make(policy: DispatchPolicy | None = None, url: str | None = None) -> Worker:
-        client = Redis.from_url(url or redis_url, socket_timeout=2, socket_connect_timeout=2)
-        clients.append(client)
-        return Worker(settings, producer, client, policy or DispatchPolicy())
+        if store_kind == "memory":
+            stores = shared
+        else:
+            client = Redis.from_url(url or redis_url, socket_timeout=2, socket_connect_timeout=2)
+            clients.append(client)
+            stores = redis_stores(TaskLedger(client, f"moments:{settings.app_id}:", 864000))
+        return Worker(settings, producer, stores, policy or DispatchPolicy())
 
     return make
 

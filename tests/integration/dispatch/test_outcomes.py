@@ -105,6 +105,7 @@ class TestOutcomes:
         assert [d.reason.value for d in result.dead_letters] == ["invalid_json"]
 
 
+@pytest.mark.redis_only
 class TestAckCommand:
     """`moments tasks ack` finds the subscriber of a sent task and writes the outcome."""
 

@@ -280,6 +280,7 @@ class TestContactAndMerge:
         assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
 
 
+@pytest.mark.redis_only
 class TestRedisOutage:
     """Redis stopped mid-flush and started again: the flush waits, then every task is
     published exactly once; a replay afterwards publishes nothing."""

@@ -1,0 +1,21 @@
+"""`declined` outcomes on the stream: the same rule is not sent to that subscriber for a
+while (`moments:<app>:declined:<subscriber>:<rule id>`, expiring on the Redis clock)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+
+class RedisDeclines:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def key(self, subscriber_id: str, rule_id: str) -> str:
+        return f"{self.prefix}declined:{subscriber_id}:{rule_id}"
+
+    async def suppress(self, subscriber_id: str, rule_id: str, seconds: float) -> None:
+        await self.redis.set(self.key(subscriber_id, rule_id), b"1", ex=max(1, int(seconds)))
+
+    async def suppressed(self, subscriber_id: str, rule_id: str) -> bool:
+        return bool(await self.redis.exists(self.key(subscriber_id, rule_id)))

@@ -1,0 +1,320 @@
+"""The dispatch stores in one process's memory, for the backtest: the same state machine
+and the same idempotent steps as the Redis scripts (sinks.ledger, sinks.deferral,
+sinks.capacity, sinks.contact, sinks.relevance, sinks.declines), with expiry on an
+injected clock, so a replay in event time ages keys as the stream would have.
+
+Nothing here is shared between processes or survives one: that is what Redis is for.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from moments.models import InputEvent
+from sinks.ledger import _STATES, DEFERRED, DROPPED, MERGED, PENDING, SENT
+from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_of
+from sinks.stores import Clock, DispatchStores, Released, SlotKey
+
+
+@dataclass
+class _Entry:
+    value: bytes
+    expires_at: float
+
+
+class MemoryLedger:
+    """`task:<id>`, the pending index, merge groups and sent bodies as dicts."""
+
+    def __init__(self, clock: Clock, ttl_seconds: int) -> None:
+        self.clock = clock
+        self.ttl = ttl_seconds
+        self.entries: dict[str, _Entry] = {}
+        self.pending: dict[str, float] = {}
+        self.groups: dict[str, _Entry] = {}  # value unused; members in group_members
+        self.group_members: dict[str, list[bytes]] = {}
+        self.bodies: dict[str, _Entry] = {}
+
+    def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
+        entry = table.get(key)
+        if entry is not None and entry.expires_at <= self.clock():
+            del table[key]
+            if table is self.groups:
+                self.group_members.pop(key, None)
+            return None
+        return entry
+
+    def set_keep_ttl(self, task_id: str, value: bytes) -> None:
+        """SET ... XX KEEPTTL: only an existing entry changes; its expiry stays."""
+        entry = self._live(self.entries, task_id)
+        if entry is not None:
+            entry.value = value
+
+    async def claim(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        now = self.clock()
+        owned: list[bool] = []
+        for task_id, payload in items:
+            if self._live(self.entries, task_id) is not None:
+                owned.append(False)
+                continue
+            self.entries[task_id] = _Entry(PENDING + payload, now + self.ttl)
+            self.pending[task_id] = now
+            owned.append(True)
+        return owned
+
+    def _settle(self, task_id: str, value: bytes) -> None:
+        entry = self._live(self.entries, task_id)
+        if entry is not None and entry.value.startswith(PENDING):
+            entry.value = value
+        self.pending.pop(task_id, None)
+        self.groups.pop(task_id, None)
+        self.group_members.pop(task_id, None)
+
+    async def confirm(
+        self,
+        task_ids: Sequence[str],
+        meta: Mapping[str, bytes] | None = None,
+        bodies: Mapping[str, tuple[bytes, int]] | None = None,
+    ) -> None:
+        now = self.clock()
+        for task_id in task_ids:
+            self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
+            if bodies and task_id in bodies:
+                body, keep = bodies[task_id]
+                self.bodies[task_id] = _Entry(body, now + max(1, keep))
+
+    async def drop(self, task_id: str, reason: str) -> None:
+        self._settle(task_id, DROPPED + reason.encode())
+
+    async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
+        now = self.clock()
+        cutoff = now - older_than
+        stale = sorted((score, tid) for tid, score in self.pending.items() if score <= cutoff)
+        claimed: list[tuple[str, bytes]] = []
+        for _, task_id in stale[:limit]:
+            self.pending[task_id] = now
+            value = await self.get(task_id)
+            if value is None or not value.startswith(PENDING):
+                self.pending.pop(task_id, None)
+                continue
+            claimed.append((task_id, value[1:]))
+        return claimed
+
+    async def get(self, task_id: str) -> bytes | None:
+        entry = self._live(self.entries, task_id)
+        return None if entry is None else entry.value
+
+    async def group(self, task_id: str) -> list[bytes]:
+        if self._live(self.groups, task_id) is None:
+            return []
+        return list(self.group_members.get(task_id, []))
+
+    def add_to_group(self, carrier_id: str, payload: bytes) -> None:
+        """RPUSH and EXPIRE (the ledger's ttl) on the carrier's group."""
+        if self._live(self.groups, carrier_id) is None:
+            self.group_members[carrier_id] = []
+        self.group_members[carrier_id].append(payload)
+        self.groups[carrier_id] = _Entry(b"", self.clock() + self.ttl)
+
+    async def pending_count(self) -> int:
+        return len(self.pending)
+
+    async def state(self, task_id: str) -> str | None:
+        value = await self.get(task_id)
+        if value is None:
+            return None
+        return _STATES.get(value[:1], "unknown")
+
+    async def sent_meta(self, task_id: str) -> bytes | None:
+        value = await self.get(task_id)
+        if value is None or not value.startswith(SENT):
+            return None
+        return value[1:]
+
+    async def body(self, task_id: str) -> bytes | None:
+        entry = self._live(self.bodies, task_id)
+        return None if entry is None else entry.value
+
+
+class MemoryDeferrals:
+    """The `deferred` sorted set (a dict and a heap) and each subscriber's `open` group."""
+
+    def __init__(self, ledger: MemoryLedger) -> None:
+        self.ledger = ledger
+        self.scores: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self.open: dict[str, tuple[str, float]] = {}  # subscriber -> (carrier, expires at)
+
+    def _open_carrier(self, subscriber_id: str) -> str | None:
+        item = self.open.get(subscriber_id)
+        if item is None:
+            return None
+        if item[1] <= self.ledger.clock():
+            del self.open[subscriber_id]
+            return None
+        return item[0]
+
+    async def park(
+        self,
+        task_id: str,
+        subscriber_id: str,
+        payload: bytes,
+        release_at: float,
+        merge_window_s: float,
+    ) -> bool:
+        value = await self.ledger.get(task_id)
+        if value is None or value[:1] not in (PENDING, DEFERRED):
+            return False
+        self.ledger.set_keep_ttl(task_id, DEFERRED + payload)
+        self.ledger.pending.pop(task_id, None)
+        self.scores[task_id] = release_at
+        heapq.heappush(self._heap, (release_at, task_id))
+        carrier = self._open_carrier(subscriber_id)
+        is_open = False
+        if carrier is not None:
+            carried = await self.ledger.get(carrier)
+            is_open = carried is not None and carried.startswith(DEFERRED)
+        if not is_open:
+            window_ms = max(1, int(merge_window_s * 1000))
+            self.open[subscriber_id] = (task_id, self.ledger.clock() + window_ms / 1000)
+        return True
+
+    async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None:
+        value = await self.ledger.get(task_id)
+        if value is not None and value.startswith(MERGED):
+            return value[1:].decode()
+        if value is None or not value.startswith(PENDING):
+            return None
+        carrier = self._open_carrier(subscriber_id)
+        if carrier is None or carrier == task_id:
+            return None
+        carried = await self.ledger.get(carrier)
+        if carried is None or not carried.startswith(DEFERRED):
+            return None
+        self.ledger.add_to_group(carrier, payload)
+        self.ledger.set_keep_ttl(task_id, MERGED + carrier.encode())
+        self.ledger.pending.pop(task_id, None)
+        return carrier
+
+    async def release(self, now: float, limit: int = 500) -> list[Released]:
+        out: list[Released] = []
+        taken = 0
+        heap = self._heap
+        while heap and taken < limit and heap[0][0] <= now:
+            score, task_id = heapq.heappop(heap)
+            if self.scores.get(task_id) != score:
+                continue  # re-parked later or released already: a stale heap entry
+            del self.scores[task_id]
+            taken += 1
+            value = await self.ledger.get(task_id)
+            if value is None or not value.startswith(DEFERRED):
+                continue
+            payload = value[1:]
+            self.ledger.set_keep_ttl(task_id, PENDING + payload)
+            self.ledger.pending[task_id] = now
+            out.append(Released(task_id, payload, await self.ledger.group(task_id)))
+        return out
+
+    async def waiting(self) -> int:
+        return len(self.scores)
+
+    async def due_at(self, task_id: str) -> float | None:
+        return self.scores.get(task_id)
+
+
+@dataclass
+class MemorySlots:
+    """Capacity counters; also keeps who was refused, for the backtest's demand figures."""
+
+    used: dict[SlotKey, set[str]] = field(default_factory=dict)
+    refused: dict[SlotKey, set[str]] = field(default_factory=dict)
+
+    async def take(self, key: SlotKey, task_id: str, allowed: int) -> tuple[bool, int]:
+        ids = self.used.setdefault(key, set())
+        if task_id in ids:
+            return True, len(ids)
+        if len(ids) < allowed:
+            ids.add(task_id)
+            return True, len(ids)
+        self.refused.setdefault(key, set()).add(task_id)
+        return False, len(ids)
+
+
+@dataclass
+class MemoryContactBook:
+    contacts: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    async def take(
+        self, subscriber_id: str, task_id: str, now: float, period_s: float, max_contacts: int
+    ) -> float | None:
+        book = self.contacts.setdefault(subscriber_id, {})
+        for old in [t for t, at in book.items() if at <= now - period_s]:
+            del book[old]
+        if task_id in book:
+            return None
+        if len(book) < max_contacts:
+            book[task_id] = now
+            return None
+        oldest = min(book.values())
+        return oldest + period_s
+
+    async def give_back(self, subscriber_id: str, task_id: str) -> None:
+        self.contacts.get(subscriber_id, {}).pop(task_id, None)
+
+
+class MemoryFacts:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.facts: dict[str, tuple[dict[str, float], float]] = {}
+
+    async def record(self, events: Iterable[InputEvent]) -> int:
+        n = 0
+        expires = self.clock() + FACTS_TTL_S
+        for event in events:
+            for name, at in facts_of(event):
+                current = self._live(event.subscriber_id)
+                if name not in current or current[name] < at:
+                    current[name] = at
+                self.facts[event.subscriber_id] = (current, expires)
+                n += 1
+        return n
+
+    def _live(self, subscriber_id: str) -> dict[str, float]:
+        item = self.facts.get(subscriber_id)
+        if item is None or item[1] <= self.clock():
+            return {}
+        return item[0]
+
+    async def get(self, subscriber_id: str) -> SubscriberFacts:
+        values = self._live(subscriber_id)
+        return SubscriberFacts(
+            values.get("topup"), values.get("home"), values.get("abroad"), values.get("active")
+        )
+
+
+class MemoryDeclines:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.until: dict[tuple[str, str], float] = {}
+
+    async def suppress(self, subscriber_id: str, rule_id: str, seconds: float) -> None:
+        self.until[(subscriber_id, rule_id)] = self.clock() + max(1, int(seconds))
+
+    async def suppressed(self, subscriber_id: str, rule_id: str) -> bool:
+        return self.until.get((subscriber_id, rule_id), -math.inf) > self.clock()
+
+
+def memory_stores(clock: Clock = time.time, ttl_seconds: int = 400 * 86400) -> DispatchStores:
+    """Fresh in-memory stores whose keys expire on `clock`."""
+    ledger = MemoryLedger(clock, ttl_seconds)
+    return DispatchStores(
+        ledger=ledger,
+        deferral=MemoryDeferrals(ledger),
+        slots=MemorySlots(),
+        contacts=MemoryContactBook(),
+        facts=MemoryFacts(clock),
+        declines=MemoryDeclines(clock),
+    )

@@ -1,0 +1,159 @@
+"""What the dispatch sink needs from storage, as protocols, and the two ways to get it.
+
+`TaskSink` decides; the stores only keep state and make each step atomic and idempotent
+per task id. Redis with Lua (`redis_stores`) serves the stream, where several workers
+share it; `memory_stores` (sinks.memory) serves the backtest in one process, on an
+injected clock, with the same semantics. The scenario tests in
+tests/integration/dispatch run against both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from moments.models import Channel, InputEvent
+from sinks.relevance import SubscriberFacts
+
+if TYPE_CHECKING:
+    from sinks.ledger import TaskLedger
+
+Clock = Callable[[], float]
+"""Epoch seconds: `time.time` on the stream, event time in a backtest."""
+
+
+@dataclass(frozen=True)
+class Released:
+    """A task whose time has come, with the payloads merged into it while it waited."""
+
+    task_id: str
+    payload: bytes
+    members: list[bytes]
+
+
+@dataclass(frozen=True)
+class SlotKey:
+    """One capacity counter: a region (None: any), a channel and a local day."""
+
+    region: str | None
+    channel: Channel
+    day: dt.date
+
+
+class Ledger(Protocol):
+    """Per task id: pending -> deferred / merged -> sent / dropped (see sinks.ledger)."""
+
+    ttl: int
+
+    async def claim(self, items: Sequence[tuple[str, bytes]]) -> list[bool]: ...
+
+    async def confirm(
+        self,
+        task_ids: Sequence[str],
+        meta: Mapping[str, bytes] | None = None,
+        bodies: Mapping[str, tuple[bytes, int]] | None = None,
+    ) -> None: ...
+
+    async def drop(self, task_id: str, reason: str) -> None: ...
+
+    async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]: ...
+
+    async def get(self, task_id: str) -> bytes | None: ...
+
+    async def group(self, task_id: str) -> list[bytes]: ...
+
+    async def pending_count(self) -> int: ...
+
+    async def state(self, task_id: str) -> str | None: ...
+
+    async def sent_meta(self, task_id: str) -> bytes | None: ...
+
+    async def body(self, task_id: str) -> bytes | None: ...
+
+
+class Deferrals(Protocol):
+    """Waiting tasks by release time, and each subscriber's open merge group."""
+
+    async def park(
+        self,
+        task_id: str,
+        subscriber_id: str,
+        payload: bytes,
+        release_at: float,
+        merge_window_s: float,
+    ) -> bool: ...
+
+    async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None: ...
+
+    async def release(self, now: float, limit: int = 500) -> list[Released]: ...
+
+    async def waiting(self) -> int: ...
+
+    async def due_at(self, task_id: str) -> float | None: ...
+
+
+class Slots(Protocol):
+    """Capacity counters: a slot taken at most once per task id and counter."""
+
+    async def take(self, key: SlotKey, task_id: str, allowed: int) -> tuple[bool, int]:
+        """(taken, slots used now); idempotent per task id."""
+        ...
+
+
+class ContactBook(Protocol):
+    """Contacts per subscriber over a sliding period."""
+
+    async def take(
+        self, subscriber_id: str, task_id: str, now: float, period_s: float, max_contacts: int
+    ) -> float | None:
+        """None when taken (or taken before by this task), else when a contact frees."""
+        ...
+
+    async def give_back(self, subscriber_id: str, task_id: str) -> None: ...
+
+
+class Facts(Protocol):
+    """The latest top-up, home, abroad and active times per subscriber (sinks.relevance)."""
+
+    async def record(self, events: Iterable[InputEvent]) -> int: ...
+
+    async def get(self, subscriber_id: str) -> SubscriberFacts: ...
+
+
+class Declines(Protocol):
+    """`declined` outcomes: a rule not sent to a subscriber for a while."""
+
+    async def suppress(self, subscriber_id: str, rule_id: str, seconds: float) -> None: ...
+
+    async def suppressed(self, subscriber_id: str, rule_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class DispatchStores:
+    ledger: Ledger
+    deferral: Deferrals
+    slots: Slots
+    contacts: ContactBook
+    facts: Facts
+    declines: Declines
+
+
+def redis_stores(ledger: TaskLedger) -> DispatchStores:
+    """The stream's stores: Redis keys under the ledger's prefix (`moments:<app id>:`)."""
+    from sinks.capacity import RedisSlots
+    from sinks.contact import RedisContactBook
+    from sinks.declines import RedisDeclines
+    from sinks.deferral import DeferralQueue
+    from sinks.relevance import FactsStore
+
+    redis, prefix = ledger.redis, ledger.prefix
+    return DispatchStores(
+        ledger=ledger,
+        deferral=DeferralQueue(redis, ledger),
+        slots=RedisSlots(redis, prefix),
+        contacts=RedisContactBook(redis, prefix),
+        facts=FactsStore(redis, prefix),
+        declines=RedisDeclines(redis, prefix),
+    )
