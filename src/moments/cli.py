@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     from moments.simulate_cli import add_simulate_command
 
     add_simulate_command(sub, _parser)
+    from moments.backtest_cli import add_backtest_command
+
+    add_backtest_command(sub, _parser)
     return parser
 
 

@@ -191,18 +191,22 @@ class Runtime:
         self.record(result)
 
     def record(self, result: BatchResult) -> None:
-        m = self.metrics
-        for event_type, n in result.events.items():
-            m.events.labels(event_type).inc(n)
-        for (family, moment_type), n in result.detected.items():
-            m.detected.labels(family, moment_type).inc(n)
-        for (moment_type, reason), n in result.suppressed.items():
-            m.suppressed.labels(moment_type, reason).inc(n)
-        if result.replayed:
-            m.replayed.inc(result.replayed)
-        for reason, n in result.deferred.items():
-            m.deferred.labels(reason).inc(n)
-        if result.late:
-            m.out_of_time.labels("late").inc(result.late)
-        if result.future:
-            m.out_of_time.labels("future").inc(result.future)
+        record_batch(self.metrics, result)
+
+
+def record_batch(m: Metrics, result: BatchResult) -> None:
+    """A batch's counts into the metrics (the backtest's report reads the same counters)."""
+    for event_type, n in result.events.items():
+        m.events.labels(event_type).inc(n)
+    for (family, moment_type), n in result.detected.items():
+        m.detected.labels(family, moment_type).inc(n)
+    for (moment_type, reason), n in result.suppressed.items():
+        m.suppressed.labels(moment_type, reason).inc(n)
+    if result.replayed:
+        m.replayed.inc(result.replayed)
+    for reason, n in result.deferred.items():
+        m.deferred.labels(reason).inc(n)
+    if result.late:
+        m.out_of_time.labels("late").inc(result.late)
+    if result.future:
+        m.out_of_time.labels("future").inc(result.future)

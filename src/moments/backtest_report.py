@@ -1,0 +1,376 @@
+"""The backtest's report: tasks per day, capacity needed against configured, what was
+suppressed or deferred and why, top rules, and a rule-set comparison; as a dict (JSON),
+Markdown, rich tables, a PNG chart and a self-contained HTML page.
+
+Counts of suppressed, deferred and merged tasks are read from the same Prometheus
+counters the stream exports (`moments_tasks_suppressed`, ...), so the backtest and a
+dashboard over the stream say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from moments.backtest import BacktestResult
+
+DIMENSIONS = ("family", "moment_type", "region", "channel")
+NO_REGION = "(none)"
+
+
+def _fields(task: Mapping[str, Any]) -> dict[str, str]:
+    moment = task["moment"]
+    return {
+        "family": str(moment["family"]),
+        "moment_type": str(moment["type"]),
+        "region": str(task.get("region") or NO_REGION),
+        "channel": str(task["channel"]),
+        "rule_id": str(moment["rule_id"]),
+    }
+
+
+def _counter_samples(result: BacktestResult, name: str) -> list[tuple[dict[str, str], float]]:
+    out = []
+    for family in result.metrics.registry.collect():
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_total" and sample.value:
+                out.append((dict(sample.labels), sample.value))
+    return out
+
+
+def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
+    """Every figure of the report, JSON-ready."""
+    zone = result.policy.zone
+    per_day: dict[str, Counter[tuple[str, str]]] = {d: Counter() for d in DIMENSIONS}
+    rules: Counter[str] = Counter()
+    sent: Counter[tuple[str, str, str]] = Counter()  # (day, region, channel)
+    for published in result.published:
+        task = orjson.loads(published.payload)
+        f = _fields(task)
+        day = dt.datetime.fromtimestamp(published.at, zone).date().isoformat()
+        for d in DIMENSIONS:
+            per_day[d][(day, f[d])] += 1
+        rules[f["rule_id"]] += 1
+        sent[(day, f["region"], f["channel"])] += 1
+    suppressed: Counter[str] = Counter()
+    suppressed_by_type: list[dict[str, Any]] = []
+    for labels, value in _counter_samples(result, "moments_tasks_suppressed"):
+        suppressed[labels["reason"]] += int(value)
+        suppressed_by_type.append({**labels, "tasks": int(value)})
+    deferred = {
+        labels["reason"]: int(v) for labels, v in _counter_samples(result, "moments_tasks_deferred")
+    }
+    merged = {
+        labels["moment_type"]: int(v)
+        for labels, v in _counter_samples(result, "moments_tasks_merged")
+    }
+    return {
+        "summary": {
+            "events": result.events,
+            "tasks": len(result.published),
+            "first_event": _iso(result.first_event, zone),
+            "last_event": _iso(result.last_event, zone),
+            "waiting_at_end": result.waiting_at_end,
+            "dead_letters": dict(result.dead_letters),
+            "seconds": round(result.seconds, 3),
+            "events_per_second": round(result.rate),
+            "timezone": result.policy.timezone,
+        },
+        "tasks_per_day": {
+            d: [
+                {"day": day, d: value, "tasks": n} for (day, value), n in sorted(per_day[d].items())
+            ]
+            for d in DIMENSIONS
+        },
+        "capacity": capacity_rows(result, sent),
+        "suppressed": dict(sorted(suppressed.items())),
+        "suppressed_by_moment_type": sorted(
+            suppressed_by_type, key=lambda r: (r["reason"], r["moment_type"])
+        ),
+        "deferred": dict(sorted(deferred.items())),
+        "merged": dict(sorted(merged.items())),
+        "top_rules": [{"rule_id": r, "tasks": n} for r, n in rules.most_common(top)],
+    }
+
+
+def capacity_rows(
+    result: BacktestResult, sent: Mapping[tuple[str, str, str], int]
+) -> list[dict[str, Any]]:
+    """Per local day, region and channel: tasks that wanted a slot (`needed`), got one
+    (`taken`), the configured limit (None: unlimited, where `needed` is what was sent)."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    slots = result.slots
+    for key in set(slots.used) | set(slots.refused):
+        used = slots.used.get(key, set())
+        refused = slots.refused.get(key, set())
+        region = key.region or NO_REGION
+        rows[(key.day.isoformat(), region, key.channel.value)] = {
+            "needed": len(used | refused),
+            "taken": len(used),
+            "configured": result.policy.limit(key.region, key.channel),
+        }
+    for (day, region, channel), n in sent.items():
+        if (day, region, channel) not in rows:
+            rows[(day, region, channel)] = {"needed": n, "taken": n, "configured": None}
+    return [{"day": d, "region": r, "channel": c, **v} for (d, r, c), v in sorted(rows.items())]
+
+
+def _iso(at: float | None, zone: ZoneInfo) -> str | None:
+    return None if at is None else dt.datetime.fromtimestamp(at, zone).isoformat()
+
+
+def pivot(
+    rows: Iterable[Mapping[str, Any]], column: str
+) -> tuple[list[str], list[str], dict[tuple[str, str], int]]:
+    """(days, column values, counts) of per-day rows."""
+    counts = {(str(r["day"]), str(r[column])): int(r["tasks"]) for r in rows}
+    days = sorted({d for d, _ in counts})
+    values = sorted({v for _, v in counts})
+    return days, values, counts
+
+
+# --- rule-set comparison --------------------------------------------------------------
+
+
+@dataclass
+class RuleDiff:
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+
+
+@dataclass
+class Comparison:
+    per_rule: dict[str, RuleDiff] = field(default_factory=dict)
+
+    def totals(self) -> RuleDiff:
+        out = RuleDiff()
+        for d in self.per_rule.values():
+            out.added += d.added
+            out.removed += d.removed
+            out.changed += d.changed
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.totals()
+        return {
+            "totals": {"added": t.added, "removed": t.removed, "changed": t.changed},
+            "per_rule": [
+                {"rule_id": r, "added": d.added, "removed": d.removed, "changed": d.changed}
+                for r, d in sorted(self.per_rule.items())
+            ],
+        }
+
+
+CHANGE_IGNORES = ("created_at",)
+"""Not a change: when the task object was built (the same instant in both runs anyway)."""
+
+
+def compare(baseline: Sequence[bytes], candidate: Sequence[bytes]) -> Comparison:
+    """Tasks the candidate rules add, remove or change (same id, other content), per rule."""
+    old = {t["task_id"]: t for t in map(orjson.loads, baseline)}
+    new = {t["task_id"]: t for t in map(orjson.loads, candidate)}
+    out = Comparison()
+
+    def diff(task: Mapping[str, Any]) -> RuleDiff:
+        return out.per_rule.setdefault(str(task["moment"]["rule_id"]), RuleDiff())
+
+    for task_id, task in new.items():
+        before = old.get(task_id)
+        if before is None:
+            diff(task).added += 1
+        elif _content(before) != _content(task):
+            diff(task).changed += 1
+    for task_id, task in old.items():
+        if task_id not in new:
+            diff(task).removed += 1
+    return out
+
+
+def _content(task: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in task.items() if k not in CHANGE_IGNORES}
+
+
+# --- rendering ------------------------------------------------------------------------
+
+
+def _table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "unlimited"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """The report's tables as (title, headers, rows): one source for terminal, Markdown
+    and HTML."""
+    out: list[tuple[str, list[str], list[list[Any]]]] = []
+    s = report["summary"]
+    out.append(
+        (
+            "Summary",
+            ["figure", "value"],
+            [
+                ["events", s["events"]],
+                ["tasks published", s["tasks"]],
+                ["first event", s["first_event"]],
+                ["last event", s["last_event"]],
+                ["still waiting at the end", s["waiting_at_end"]],
+                ["dead letters", sum(s["dead_letters"].values())],
+                ["events/s", s["events_per_second"]],
+            ],
+        )
+    )
+    for dim in DIMENSIONS:
+        days, values, counts = pivot(report["tasks_per_day"][dim], dim)
+        rows = [
+            [
+                d,
+                *(counts.get((d, v), 0) for v in values),
+                sum(counts.get((d, v), 0) for v in values),
+            ]
+            for d in days
+        ]
+        out.append((f"Tasks per day by {dim.replace('_', ' ')}", ["day", *values, "total"], rows))
+    cap = [
+        [r["day"], r["region"], r["channel"], r["needed"], r["taken"], r["configured"]]
+        for r in report["capacity"]
+    ]
+    out.append(
+        (
+            "Capacity needed vs configured",
+            ["day", "region", "channel", "needed", "taken", "configured"],
+            cap,
+        )
+    )
+    out.append(
+        (
+            "Suppressed by reason",
+            ["reason", "moment type", "tasks"],
+            [
+                [r["reason"], r["moment_type"], r["tasks"]]
+                for r in report["suppressed_by_moment_type"]
+            ],
+        )
+    )
+    out.append(
+        ("Deferred by reason", ["reason", "tasks"], [[k, v] for k, v in report["deferred"].items()])
+    )
+    out.append(
+        (
+            "Merged into another task",
+            ["moment type", "tasks"],
+            [[k, v] for k, v in report["merged"].items()],
+        )
+    )
+    out.append(
+        (
+            "Top rules by volume",
+            ["rule", "tasks"],
+            [[r["rule_id"], r["tasks"]] for r in report["top_rules"]],
+        )
+    )
+    if "comparison" in report:
+        c = report["comparison"]
+        out.append(
+            (
+                "Compared with the baseline rules",
+                ["rule", "added", "removed", "changed"],
+                [[r["rule_id"], r["added"], r["removed"], r["changed"]] for r in c["per_rule"]]
+                + [["total", c["totals"]["added"], c["totals"]["removed"], c["totals"]["changed"]]],
+            )
+        )
+    return out
+
+
+def print_report(report: Mapping[str, Any], console: Console) -> None:
+    for title, headers, rows in sections(report):
+        console.print(_table(title, headers, rows))
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    parts = ["# Backtest report", ""]
+    for title, headers, rows in sections(report):
+        parts += [f"## {title}", "", "| " + " | ".join(headers) + " |"]
+        parts.append("|" + "|".join("---" for _ in headers) + "|")
+        parts += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def chart_png(report: Mapping[str, Any]) -> bytes:
+    """Tasks per day by family, stacked bars (matplotlib, Agg: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    days, families, counts = pivot(report["tasks_per_day"]["family"], "family")
+    fig = Figure(figsize=(max(6.0, 0.5 * len(days) + 3), 4.5), dpi=100)
+    ax = fig.subplots()
+    bottom = [0] * len(days)
+    for family in families:
+        heights = [counts.get((d, family), 0) for d in days]
+        ax.bar(days, heights, bottom=bottom, label=family)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_title("Tasks per day by family")
+    ax.set_ylabel("tasks")
+    ax.tick_params(axis="x", labelrotation=45)
+    if families:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def html_page(report: Mapping[str, Any], png: bytes) -> str:
+    """One file: the chart as a data URI, every table inline, no external assets."""
+    image = base64.b64encode(png).decode()
+    body = [
+        "<h1>Backtest report</h1>",
+        f'<img alt="Tasks per day by family" src="data:image/png;base64,{image}">',
+    ]
+    for title, headers, rows in sections(report):
+        body.append(f"<h2>{html.escape(title)}</h2><table><thead><tr>")
+        body += [f"<th>{html.escape(h)}</th>" for h in headers]
+        body.append("</tr></thead><tbody>")
+        for row in rows:
+            body.append(
+                "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+            )
+        body.append("</tbody></table>")
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Backtest report</title><style>{style}</style></head><body>"
+        + "".join(body)
+        + "</body></html>\n"
+    )
