@@ -24,14 +24,14 @@ import orjson
 from moments.backtest_input import FileEvent
 from moments.engine import BatchResult, Detector
 from moments.eventclock import SWEEP_BUCKET_S
-from moments.models import EventType
+from moments.models import EventType, InputEvent, ServiceTask
 from moments.records import RawRecord
 from moments.runtime import record_batch
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
 from sinks.base import Headers
 from sinks.dispatch import TaskSink
-from sinks.memory import MemorySlots, memory_stores
+from sinks.memory import MemoryLedger, MemorySlots, memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
 
@@ -95,6 +95,9 @@ class BacktestResult:
     events: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     waiting_at_end: int = 0
+    ledger: dict[str, str] = field(default_factory=dict)
+    """Every task id the sink claimed, with its final state (sent, deferred, merged,
+    dropped, pending)."""
     first_event: float | None = None
     last_event: float | None = None
     seconds: float = 0.0
@@ -140,6 +143,11 @@ class Backtest:
         assert isinstance(slots, MemorySlots)
         return slots
 
+    def _ledger_ids(self) -> list[str]:
+        ledger = self.stores.ledger
+        assert isinstance(ledger, MemoryLedger)
+        return list(ledger.entries)
+
     def _record(self, event: FileEvent) -> RawRecord:
         topic = event.event_type.value
         offset = self.offsets[topic]
@@ -176,14 +184,17 @@ class Backtest:
         if progress is not None:
             progress(out.events)
         out.waiting_at_end = await self.stores.deferral.waiting()
+        ledger = self.stores.ledger
+        for task_id in list(self._ledger_ids()):
+            out.ledger[task_id] = await ledger.state(task_id) or "expired"
         out.seconds = time.perf_counter() - started
         return out
 
     async def _step(self, records: list[RawRecord]) -> None:
         result = self.detector.process(records, self.state.load, None)
+        await self._dispatch(result)
         if result.watermarks:
             self.clock.advance(max(result.watermarks.values()))
-        await self._dispatch(result)
         bucket = int(self.clock.now) // SWEEP_BUCKET_S
         if bucket > self.swept_bucket:
             if self.swept_bucket >= 0:
@@ -192,14 +203,28 @@ class Backtest:
         await self.sink.release_due()
 
     async def _dispatch(self, result: BatchResult) -> None:
-        """What the stream's runtime does with a batch: facts, then tasks, then state."""
+        """What the stream's runtime does with a batch (facts, then tasks, then state),
+        task by task in trigger order: the stream's batches span milliseconds, so a task
+        is decided at its own time, knowing only the facts of events up to then (a top-up
+        a minute later must not cancel a low-balance task the stream sent already)."""
         for dl in result.dead_letters:
             self.result.dead_letters[dl.reason.value] += 1
-        if result.facts:
-            await self.sink.facts.record(result.facts)
-        for task in result.tasks:
+        facts = sorted(result.facts, key=_occurred)
+        done = 0
+        for task in sorted(result.tasks, key=_triggered):
+            at = task.triggered_at.timestamp()
+            upto = done
+            while upto < len(facts) and facts[upto].occurred_at.timestamp() <= at:
+                upto += 1
+            if upto > done:
+                await self.sink.facts.record(facts[done:upto])
+                done = upto
+            self.clock.advance(at)
+            await self.sink.release_due()
             self.sink.add(task)
-        await self.sink.flush()
+            await self.sink.flush()
+        if done < len(facts):
+            await self.sink.facts.record(facts[done:])
         self.state.save(result.changes)
         record_batch(self.metrics, result)
 
@@ -217,6 +242,14 @@ class Backtest:
             await self._sweep(int(at))
             self.swept_bucket = int(at) // SWEEP_BUCKET_S
             await self.sink.release_due()
+
+
+def _occurred(event: InputEvent) -> float:
+    return event.occurred_at.timestamp()
+
+
+def _triggered(task: ServiceTask) -> float:
+    return task.triggered_at.timestamp()
 
 
 def run_backtest(
