@@ -31,7 +31,7 @@ from moments.store import DictStateStore
 from rules.catalog import RuleSet
 from sinks.base import Headers
 from sinks.dispatch import TaskSink
-from sinks.memory import MemoryLedger, MemorySlots, memory_stores
+from sinks.memory import MemoryDeferrals, MemoryLedger, MemorySlots, memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
 
@@ -194,13 +194,12 @@ class Backtest:
         result = self.detector.process(records, self.state.load, None)
         await self._dispatch(result)
         if result.watermarks:
-            self.clock.advance(max(result.watermarks.values()))
+            await self._advance(max(result.watermarks.values()))
         bucket = int(self.clock.now) // SWEEP_BUCKET_S
         if bucket > self.swept_bucket:
             if self.swept_bucket >= 0:
                 await self._sweep(int(self.clock.now))
             self.swept_bucket = bucket
-        await self.sink.release_due()
 
     async def _dispatch(self, result: BatchResult) -> None:
         """What the stream's runtime does with a batch (facts, then tasks, then state),
@@ -219,14 +218,25 @@ class Backtest:
             if upto > done:
                 await self.sink.facts.record(facts[done:upto])
                 done = upto
-            self.clock.advance(at)
-            await self.sink.release_due()
+            await self._advance(at)
             self.sink.add(task)
             await self.sink.flush()
         if done < len(facts):
             await self.sink.facts.record(facts[done:])
         self.state.save(result.changes)
         record_batch(self.metrics, result)
+
+    async def _advance(self, to: float) -> None:
+        """Move event time on to `to`, releasing each waiting task at its own time on the
+        way (the stream's timer does it every second), so it is decided then: on that
+        local day's capacity, against the facts known by then."""
+        deferral = self.stores.deferral
+        assert isinstance(deferral, MemoryDeferrals)
+        while (due := deferral.next_due()) is not None and due <= to:
+            self.clock.advance(due)
+            if not await self.sink.release_due():
+                break  # nothing was due after all (cannot happen; never spin)
+        self.clock.advance(to)
 
     async def _sweep(self, mark: int) -> None:
         states = self.state.items([0])
@@ -238,10 +248,9 @@ class Backtest:
         at = self.clock.now
         while at < until:
             at = min(until, (int(at) // SWEEP_BUCKET_S + 1) * SWEEP_BUCKET_S)
-            self.clock.advance(at)
+            await self._advance(at)
             await self._sweep(int(at))
             self.swept_bucket = int(at) // SWEEP_BUCKET_S
-            await self.sink.release_due()
 
 
 def _occurred(event: InputEvent) -> float:

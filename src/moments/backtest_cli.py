@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,7 +184,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         result = run("backtest", rules)
         base = run("baseline", baseline) if baseline is not None else None
     except (EventFileError, OSError) as exc:
-        console.print(f"moments: {exc}")
+        print(f"moments: {exc}", file=sys.stderr)
         return 1
     report = build_report(result, top=args.top)
     if base is not None:

@@ -218,6 +218,13 @@ class MemoryDeferrals:
             out.append(Released(task_id, payload, await self.ledger.group(task_id)))
         return out
 
+    def next_due(self) -> float | None:
+        """The earliest release time waiting (the backtest steps its clock to it)."""
+        heap = self._heap
+        while heap and self.scores.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     async def waiting(self) -> int:
         return len(self.scores)
 

@@ -1,0 +1,394 @@
+"""`moments backtest` on small hand-written histories: the report's numbers are checked
+against counts the test works out from its own scenario, not from the code under test."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from moments.backtest import Backtest, BacktestResult
+from moments.backtest_input import EventFile, FileEvent, merged
+from moments.backtest_report import build_report, chart_png, compare, html_page, markdown
+from moments.cli import main
+from moments.models import EventType
+from moments.rulecheck import EventFileError
+from moments.taskbuilder import task_id
+from rules.catalog import load_rules
+from sinks.policy import DispatchPolicy
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+DAY1 = dt.date(2026, 11, 10)
+DAY2 = dt.date(2026, 11, 11)
+BIG = 100  # big_topup fires at amounts >= BIG (manager call), small_topup below (SMS)
+NJ_MANAGER_LIMIT = 2
+
+RULES = """
+gating:
+  quiet_hours: []
+  frequency_cap: null
+rules:
+  - id: big_topup
+    description: A large top-up
+    on: [topup]
+    condition: {field: amount, gte: $min}
+    params: {min: %(big)s}
+    task: {family: anomaly, type: big_topup, channel: manager, priority: %(priority)s,
+           action: thank_you_call, ttl: 3d, description: "Top-up of {amount}"}
+  - id: small_topup
+    description: A small top-up
+    on: [topup]
+    condition: {field: amount, lt: %(big)s}
+    task: {family: first_time, type: small_topup, channel: sms, priority: 4,
+           action: thanks_sms, ttl: 3d, description: "Top-up of {amount}"}
+%(extra)s
+"""
+
+LEGACY = """
+  - id: legacy_roaming
+    description: Any roaming record
+    on: [roaming]
+    condition: {field: country}
+    task: {family: first_time, type: roaming, channel: sms, priority: 4,
+           action: roaming_sms, ttl: 1d, description: "Roaming in {country}"}
+"""
+
+
+@dataclass(frozen=True)
+class TopUp:
+    sub: str
+    region: str
+    day: dt.date
+    minute: int  # minutes after 10:00 local time
+    amount: int
+
+    @property
+    def at(self) -> dt.datetime:
+        return dt.datetime.combine(self.day, dt.time(10), SHANGHAI) + dt.timedelta(
+            minutes=self.minute
+        )
+
+    def event(self, n: int) -> dict[str, Any]:
+        return {
+            "type": "topup",
+            "event_id": f"t{n}",
+            "subscriber_id": self.sub,
+            "occurred_at": self.at.isoformat(),
+            "region": self.region,
+            "amount": self.amount,
+            "channel": "app",
+        }
+
+
+SCENARIO = [
+    TopUp("13900000001", "NJ", DAY1, 0, 150),
+    TopUp("13900000002", "NJ", DAY1, 5, 100),
+    TopUp("13900000003", "NJ", DAY1, 10, 200),  # third NJ manager call of the day: no room
+    TopUp("13900000004", "NJ", DAY1, 15, 120),  # fourth: no room either
+    TopUp("13900000005", "SH", DAY1, 20, 300),  # SH has no manager limit
+    TopUp("13900000001", "NJ", DAY1, 60, 30),  # SMS, unlimited
+    TopUp("13900000001", "NJ", DAY2, 0, 500),  # a new day: room again
+]
+ROAMING = {
+    "type": "roaming",
+    "event_id": "r1",
+    "subscriber_id": "13900000006",
+    "occurred_at": dt.datetime.combine(DAY1, dt.time(11), SHANGHAI).isoformat(),
+    "region": "SH",
+    "country": "JP",
+    "roaming_type": "international",
+}
+
+
+def write_rules(path: Path, big: int = BIG, priority: int = 3, extra: str = "") -> Path:
+    path.write_text(RULES % {"big": big, "priority": priority, "extra": extra})
+    return path
+
+
+def write_history(path: Path, with_roaming: bool = False) -> Path:
+    docs = [t.event(n) for n, t in enumerate(SCENARIO)]
+    if with_roaming:
+        docs.append(ROAMING)
+    docs.sort(key=lambda d: dt.datetime.fromisoformat(str(d["occurred_at"])))
+    data = b"".join(orjson.dumps(d) + b"\n" for d in docs)
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def capacity_policy() -> DispatchPolicy:
+    return DispatchPolicy.model_validate(
+        {
+            "capacity": {"NJ": {"manager": NJ_MANAGER_LIMIT}},
+            "reserved_share": 0,
+            "overflow": {"big_topup": {"policy": "drop"}},
+            "merge": {"window": "30m", "hold_channels": []},
+        }
+    )
+
+
+def run(rules: Path, history: Path, policy: DispatchPolicy | None = None) -> BacktestResult:
+    bt = Backtest(load_rules(rules), policy or capacity_policy())
+    return asyncio.run(bt.run(EventFile(history)))
+
+
+def expected_from_scenario() -> dict[str, Any]:
+    """What the report must say, worked out from SCENARIO with the policy's rules:
+    at most NJ_MANAGER_LIMIT manager calls per NJ day, the rest dropped."""
+    taken: Counter[tuple[dt.date, str]] = Counter()
+    needed: Counter[tuple[dt.date, str, str]] = Counter()
+    sent: Counter[tuple[str, str, str]] = Counter()  # (day, family, channel)
+    dropped = 0
+    for t in SCENARIO:
+        big = t.amount >= BIG
+        channel = "manager" if big else "sms"
+        needed[(t.day, t.region, channel)] += 1
+        if big and t.region == "NJ":
+            if taken[(t.day, t.region)] >= NJ_MANAGER_LIMIT:
+                dropped += 1
+                continue
+            taken[(t.day, t.region)] += 1
+        sent[(t.day.isoformat(), "anomaly" if big else "first_time", channel)] += 1
+    return {"needed": needed, "taken": taken, "sent": sent, "dropped": dropped}
+
+
+class TestReportNumbers:
+    def test_tasks_capacity_suppressed_and_top_rules(self, tmp_path: Path) -> None:
+        result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"))
+        report = build_report(result)
+        want = expected_from_scenario()
+
+        by_family = Counter(
+            {(r["day"], r["family"]): r["tasks"] for r in report["tasks_per_day"]["family"]}
+        )
+        want_family: Counter[tuple[str, str]] = Counter()
+        for (day, family, _), n in want["sent"].items():
+            want_family[(day, family)] += n
+        assert by_family == want_family
+        by_channel = Counter(
+            {(r["day"], r["channel"]): r["tasks"] for r in report["tasks_per_day"]["channel"]}
+        )
+        want_channel: Counter[tuple[str, str]] = Counter()
+        for (day, _, channel), n in want["sent"].items():
+            want_channel[(day, channel)] += n
+        assert by_channel == want_channel
+        assert report["summary"]["tasks"] == sum(want["sent"].values())
+        assert report["summary"]["events"] == len(SCENARIO)
+
+        capacity = {(r["day"], r["region"], r["channel"]): r for r in report["capacity"]}
+        nj_day1 = capacity[(DAY1.isoformat(), "NJ", "manager")]
+        assert nj_day1["needed"] == want["needed"][(DAY1, "NJ", "manager")]
+        assert nj_day1["taken"] == NJ_MANAGER_LIMIT
+        assert nj_day1["configured"] == NJ_MANAGER_LIMIT
+        sh_day1 = capacity[(DAY1.isoformat(), "SH", "manager")]
+        assert (sh_day1["needed"], sh_day1["configured"]) == (1, None)
+        nj_day2 = capacity[(DAY2.isoformat(), "NJ", "manager")]
+        assert (nj_day2["needed"], nj_day2["taken"]) == (1, 1)
+
+        assert report["suppressed"] == {"capacity": want["dropped"]}
+        assert report["deferred"] == {}
+        big = sum(n for (_, family, _), n in want["sent"].items() if family == "anomaly")
+        small = sum(n for (_, family, _), n in want["sent"].items() if family == "first_time")
+        assert report["top_rules"] == [
+            {"rule_id": "big_topup", "tasks": big},
+            {"rule_id": "small_topup", "tasks": small},
+        ]
+        assert sorted(result.ledger.values()) == sorted(
+            ["sent"] * sum(want["sent"].values()) + ["dropped"] * want["dropped"]
+        )
+
+    def test_a_task_waits_for_capacity_and_goes_the_next_morning(self, tmp_path: Path) -> None:
+        """Overflow `defer`: the third and fourth NJ calls wait for 09:00 the next day and
+        go then, on that day's capacity; the day-2 call at 10:00 then finds no room."""
+        policy = DispatchPolicy.model_validate(
+            {
+                "capacity": {"NJ": {"manager": NJ_MANAGER_LIMIT}},
+                "reserved_share": 0,
+                "overflow": {"*": {"policy": "defer"}},
+                "merge": {"window": "30m", "hold_channels": []},
+            }
+        )
+        result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"), policy)
+        report = build_report(result)
+        assert report["deferred"] == {"capacity": 3}
+        released_at = [
+            dt.datetime.fromtimestamp(p.at, SHANGHAI)
+            for p in result.published
+            if orjson.loads(p.payload)["subscriber_id"] in ("13900000003", "13900000004")
+        ]
+        nine = dt.datetime.combine(DAY2, dt.time(9), SHANGHAI)
+        assert released_at == [nine, nine]
+        assert result.waiting_at_end == 1  # the day-2 call, until 09:00 on day 3
+        assert result.ledger[_task_of(result, "13900000001", DAY2)] == "deferred"
+        day2 = {(r["region"], r["channel"]): r for r in report["capacity"] if r["day"] == str(DAY2)}
+        assert day2[("NJ", "manager")]["taken"] == NJ_MANAGER_LIMIT
+
+    def test_outputs_render(self, tmp_path: Path) -> None:
+        result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"))
+        report = build_report(result)
+        png = chart_png(report)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        page = html_page(report, png)
+        assert "data:image/png;base64," in page
+        assert "http://" not in page
+        assert "https://" not in page
+        assert "<h2>Capacity needed vs configured</h2>" in page
+        md = markdown(report)
+        assert f"| {DAY1.isoformat()} | NJ | manager | 4 | 2 | 2 |" in md
+
+
+def _task_of(result: BacktestResult, sub: str, day: dt.date) -> str:
+    """The id of the task the backtest made for `sub`'s top-up on `day` (sent or not)."""
+    [n] = [n for n, t in enumerate(SCENARIO) if t.sub == sub and t.day == day and t.amount >= BIG]
+    return task_id(sub, "big_topup", f"event:t{n}")
+
+
+class TestComparison:
+    def test_added_removed_and_changed_per_rule(self, tmp_path: Path) -> None:
+        history = write_history(tmp_path / "h.jsonl", with_roaming=True)
+        policy = DispatchPolicy()
+        baseline = run(
+            write_rules(tmp_path / "base.yaml", big=150, priority=2, extra=LEGACY),
+            history,
+            policy,
+        )
+        candidate = run(write_rules(tmp_path / "new.yaml"), history, policy)
+        diff = compare(
+            [p.payload for p in baseline.published], [p.payload for p in candidate.published]
+        ).as_dict()
+        per_rule = {r["rule_id"]: r for r in diff["per_rule"]}
+        # Amounts 100 and 120 become big (added), and leave small_topup (removed); those
+        # >= 150 are big in both but with another priority (changed); those below 100
+        # are small in both, with another threshold in their params (changed); the
+        # roaming rule is gone.
+        moved = sum(1 for t in SCENARIO if BIG <= t.amount < 150)
+        kept_big = sum(1 for t in SCENARIO if t.amount >= 150)
+        kept_small = sum(1 for t in SCENARIO if t.amount < BIG)
+        assert per_rule["big_topup"] == {
+            "rule_id": "big_topup",
+            "added": moved,
+            "removed": 0,
+            "changed": kept_big,
+        }
+        assert per_rule["small_topup"] == {
+            "rule_id": "small_topup",
+            "added": 0,
+            "removed": moved,
+            "changed": kept_small,
+        }
+        assert per_rule["legacy_roaming"]["removed"] == 1
+        assert diff["totals"] == {
+            "added": moved,
+            "removed": moved + 1,
+            "changed": kept_big + kept_small,
+        }
+
+
+class TestInput:
+    def test_csv_gzip_and_jsonl_read_the_same_events(self, tmp_path: Path) -> None:
+        jsonl = write_history(tmp_path / "h.jsonl")
+        gz = write_history(tmp_path / "h.jsonl.gz")
+        csv_path = tmp_path / "h.csv"
+        header = "type,event_id,subscriber_id,occurred_at,region,amount,channel\n"
+        rows = [
+            ",".join(str(v) for v in t.event(n).values()) + "\n" for n, t in enumerate(SCENARIO)
+        ]
+        csv_path.write_text(header + "".join(rows))
+
+        def key(e: FileEvent) -> tuple[float, EventType, bytes, dict[str, Any]]:
+            doc = orjson.loads(e.value)
+            doc["amount"] = int(doc["amount"])  # CSV cells are text; the model coerces them
+            return e.at, e.event_type, e.key, doc
+
+        from_jsonl = [key(e) for e in EventFile(jsonl)]
+        assert [key(e) for e in EventFile(gz)] == from_jsonl
+        assert [key(e) for e in EventFile(csv_path)] == from_jsonl
+        rules = write_rules(tmp_path / "r.yaml")
+        assert len(run(rules, csv_path).published) == len(run(rules, jsonl).published)
+
+    def test_files_merge_in_event_time(self, tmp_path: Path) -> None:
+        a = tmp_path / "a.jsonl"
+        b = tmp_path / "b.jsonl"
+        docs = [t.event(n) for n, t in enumerate(SCENARIO)]
+        a.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs[0::2]))
+        b.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs[1::2]))
+        times = [e.at for e in merged([EventFile(a), EventFile(b)])]
+        assert times == sorted(times)
+        assert len(times) == len(SCENARIO)
+
+    def test_bad_line_names_file_and_line(self, tmp_path: Path) -> None:
+        path = tmp_path / "bad.jsonl"
+        path.write_text('{"type": "topup"}\n{"no type": 1}\n')
+        with pytest.raises(EventFileError, match=r"bad.jsonl:2: add \"type\""):
+            list(EventFile(path))
+
+
+class TestCommand:
+    def test_writes_every_output_and_respects_from_to(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        rules = write_rules(tmp_path / "r.yaml")
+        history = write_history(tmp_path / "h.jsonl.gz")
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(
+            "capacity: {NJ: {manager: 2}}\nreserved_share: 0\n"
+            "overflow: {big_topup: {policy: drop}}\nmerge: {hold_channels: []}\n"
+        )
+        out = tmp_path / "out"
+        code = main(
+            [
+                "backtest",
+                "--events",
+                str(history),
+                "--rules",
+                str(rules),
+                "--policy",
+                str(policy),
+                "--out",
+                str(out),
+                "--from",
+                DAY1.isoformat(),
+                "--to",
+                DAY2.isoformat(),
+                "--baseline-rules",
+                str(write_rules(tmp_path / "base.yaml", big=150)),
+            ]
+        )
+        assert code == 0
+        names = {p.name for p in out.iterdir()}
+        assert names >= {
+            "tasks.jsonl",
+            "baseline-tasks.jsonl",
+            "report.json",
+            "report.md",
+            "tasks_per_day.png",
+            "report.html",
+        }
+        report = orjson.loads((out / "report.json").read_bytes())
+        day1 = [t for t in SCENARIO if t.day == DAY1]
+        assert report["summary"]["events"] == len(day1)
+        tasks = [orjson.loads(line) for line in (out / "tasks.jsonl").read_bytes().splitlines()]
+        assert len(tasks) == report["summary"]["tasks"] == len(day1) - 2  # two over capacity
+        assert "comparison" in report
+        assert "Capacity needed vs configured" in capsys.readouterr().out
+
+    def test_bad_date_names_the_fix(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        history = write_history(tmp_path / "h.jsonl")
+        code = main(["backtest", "--events", str(history), "--from", "10/11/2026"])
+        assert code == 2
+        assert "write a date (2026-12-01)" in capsys.readouterr().err
+
+    def test_missing_file_names_the_fix(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code = main(["backtest", "--events", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)])
+        assert code == 1
+        assert "no such file" in capsys.readouterr().err
