@@ -1,0 +1,90 @@
+"""What the in-memory dispatch stores add to the shared scenario tests
+(tests/integration/dispatch run them against Redis and memory alike): keys expire on the
+injected clock, as Redis keys do on Redis's, and the release queue's bookkeeping."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from moments.models import TopUpEvent
+from sinks.memory import MemoryDeferrals, MemoryLedger, memory_stores
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_ledger_entry_expires_on_the_clock_and_the_id_can_be_claimed_again() -> None:
+    clock = Clock()
+    ledger = MemoryLedger(clock, ttl_seconds=60)
+    assert await ledger.claim([("t1", b"{}")]) == [True]
+    assert await ledger.claim([("t1", b"{}")]) == [False]
+    await ledger.confirm(["t1"], {"t1": b"meta"})
+    assert await ledger.sent_meta("t1") == b"meta"
+    clock.now += 59
+    assert await ledger.state("t1") == "sent"
+    clock.now += 1
+    assert await ledger.state("t1") is None
+    assert await ledger.claim([("t1", b"{}")]) == [True]
+
+
+async def test_open_merge_group_closes_after_the_window() -> None:
+    clock = Clock()
+    stores = memory_stores(clock)
+    ledger, deferral = stores.ledger, stores.deferral
+    await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
+    assert await deferral.park("a", "s1", b"A", clock.now + 3600, merge_window_s=1800)
+    assert await deferral.join("b", "s1", b"B") == "a"
+    assert await deferral.join("b", "s1", b"B") == "a"  # repeated: same answer, no second copy
+    clock.now += 1800
+    assert await deferral.join("c", "s1", b"C") is None
+    assert await ledger.group("a") == [b"B"]
+
+
+async def test_release_takes_due_tasks_in_time_order_and_honours_a_repark() -> None:
+    clock = Clock()
+    ledger = MemoryLedger(clock, ttl_seconds=86400)
+    deferral = MemoryDeferrals(ledger)
+    await ledger.claim([("x", b"X"), ("y", b"Y"), ("z", b"Z")])
+    await deferral.park("x", "s1", b"X", clock.now + 30, 1)
+    await deferral.park("y", "s2", b"Y", clock.now + 10, 1)
+    await deferral.park("z", "s3", b"Z", clock.now + 20, 1)
+    await deferral.park("z", "s3", b"Z2", clock.now + 100, 1)  # parked again, later
+    assert deferral.next_due() == clock.now + 10
+    released = await deferral.release(clock.now + 50, limit=10)
+    assert [(r.task_id, r.payload) for r in released] == [("y", b"Y"), ("x", b"X")]
+    assert await ledger.state("y") == "pending"  # a crash now would be re-driven
+    assert await deferral.waiting() == 1
+    assert deferral.next_due() == clock.now + 100
+
+
+async def test_contacts_slide_and_declines_and_facts_expire() -> None:
+    clock = Clock()
+    stores = memory_stores(clock)
+    book = stores.contacts
+    assert await book.take("s", "t1", clock.now, 100, 1) is None
+    assert await book.take("s", "t2", clock.now + 10, 100, 1) == clock.now + 100
+    assert await book.take("s", "t2", clock.now + 100, 100, 1) is None  # t1 slid out
+
+    await stores.declines.suppress("s", "rule", 60)
+    assert await stores.declines.suppressed("s", "rule")
+    clock.now += 60
+    assert not await stores.declines.suppressed("s", "rule")
+
+    at = dt.datetime.fromtimestamp(clock.now, dt.UTC)
+    older = TopUpEvent(
+        event_id="e1",
+        subscriber_id="13800000001",
+        occurred_at=at - dt.timedelta(hours=1),
+        amount=5,
+        channel="app",
+    )
+    newer = older.model_copy(update={"event_id": "e2", "occurred_at": at})
+    await stores.facts.record([newer, older])  # only a newer time overwrites
+    assert (await stores.facts.get("13800000001")).topup_at == at.timestamp()
+    clock.now += 90 * 86400
+    assert (await stores.facts.get("13800000001")).topup_at is None
