@@ -101,13 +101,50 @@ class BacktestResult:
     first_event: float | None = None
     last_event: float | None = None
     seconds: float = 0.0
+    report_from: float | None = None
+    """Events before this built state and went through dispatch (a warm-up: first-time
+    rules and baselines need history) but are not reported."""
+    warmup_events: int = 0
+    warmup_counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(
+        default_factory=dict
+    )
+    """The metrics' counters when the report period began, to subtract."""
+
+    @property
+    def reported(self) -> list[Published]:
+        """What was published from `report_from` on."""
+        start = self.report_from
+        return self.published if start is None else [p for p in self.published if p.at >= start]
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
     def tasks(self) -> list[dict[str, Any]]:
-        return [orjson.loads(p.payload) for p in self.published]
+        return [orjson.loads(p.payload) for p in self.reported]
+
+    def counter(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """A counter's samples over the reported period (labels, value), zeros left out."""
+        out = []
+        for family in self.metrics.registry.collect():
+            if family.name != name:
+                continue
+            for sample in family.samples:
+                if sample.name != f"{name}_total":
+                    continue
+                key = (name, tuple(sorted(sample.labels.items())))
+                value = sample.value - self.warmup_counts.get(key, 0.0)
+                if value:
+                    out.append((dict(sample.labels), value))
+        return out
+
+    def snapshot_counters(self) -> None:
+        self.warmup_counts = {}
+        for family in self.metrics.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = (family.name, tuple(sorted(sample.labels.items())))
+                    self.warmup_counts[key] = sample.value
 
 
 Progress = Callable[[int], None]
@@ -121,8 +158,10 @@ class Backtest:
         policy: DispatchPolicy | None = None,
         tick_s: float = TICK_S,
         batch_size: int = BATCH_SIZE,
+        report_from: float | None = None,
     ) -> None:
         self.policy = policy or DispatchPolicy()
+        self.report_from = report_from
         self.clock = EventTime()
         self.stores = memory_stores(self.clock, LEDGER_TTL_S)
         self.producer = CollectingProducer(self.clock)
@@ -137,6 +176,8 @@ class Backtest:
         self.offsets: Counter[str] = Counter()
         self.swept_bucket = -1
         self.result = BacktestResult(self.producer.sent, self.metrics, self._slots(), self.policy)
+        self.result.report_from = report_from
+        self._warming = report_from is not None
 
     def _slots(self) -> MemorySlots:
         slots = self.stores.slots
@@ -165,6 +206,11 @@ class Backtest:
         batch: list[RawRecord] = []
         batch_start = 0.0
         for event in events:
+            if self._warming and event.at >= (self.report_from or 0):
+                if batch:
+                    await self._step(batch)
+                    batch = []
+                await self._end_warmup()
             if batch and (len(batch) >= self.batch_size or event.at - batch_start >= self.tick_s):
                 await self._step(batch)
                 batch = []
@@ -179,6 +225,8 @@ class Backtest:
                 out.last_event = event.at
         if batch:
             await self._step(batch)
+        if self._warming:
+            await self._end_warmup()
         if until is not None:
             await self._run_on(until)
         if progress is not None:
@@ -189,6 +237,14 @@ class Backtest:
             out.ledger[task_id] = await ledger.state(task_id) or "expired"
         out.seconds = time.perf_counter() - started
         return out
+
+    async def _end_warmup(self) -> None:
+        """The report period begins: event time moves on to it, counters are noted."""
+        self._warming = False
+        if self.report_from is not None:
+            await self._advance(self.report_from)
+        self.result.warmup_events = self.result.events
+        self.result.snapshot_counters()
 
     async def _step(self, records: list[RawRecord]) -> None:
         result = self.detector.process(records, self.state.load, None)
@@ -268,8 +324,12 @@ def run_backtest(
     progress: Progress | None = None,
     until: dt.datetime | None = None,
     tick_s: float = TICK_S,
+    report_from: dt.datetime | None = None,
 ) -> BacktestResult:
-    """Replay `events` (in event-time order) through `rules` and the dispatch `policy`."""
-    bt = Backtest(rules, policy, tick_s=tick_s)
+    """Replay `events` (in event-time order) through `rules` and the dispatch `policy`;
+    events before `report_from` are a warm-up, events after `until` should be left out
+    by the caller (event time runs on to `until`)."""
+    start = report_from.timestamp() if report_from is not None else None
+    bt = Backtest(rules, policy, tick_s=tick_s, report_from=start)
     end = until.timestamp() if until is not None else None
     return asyncio.run(bt.run(events, progress, end))

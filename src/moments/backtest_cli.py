@@ -67,7 +67,9 @@ def add_backtest_command(sub: Any, make_parser: Callable[..., argparse.ArgumentP
         dest="start",
         default=None,
         metavar="DATE",
-        help="skip events before this (YYYY-MM-DD in the policy's time zone, or RFC 3339)",
+        help="report from this on (YYYY-MM-DD in the policy's time zone, or RFC 3339); "
+        "earlier events are a warm-up: they build state (first-time values, baselines) and "
+        "go through dispatch, but are not reported",
     )
     p.add_argument(
         "--to",
@@ -145,13 +147,12 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     baseline = load_rules(args.baseline_rules) if args.baseline_rules is not None else None
 
     def events(files: list[EventFile]) -> Iterator[FileEvent]:
-        lo = start.timestamp() if start is not None else float("-inf")
         hi = end.timestamp() if end is not None else float("inf")
         if args.profiles is not None:
             yield from files[0]
             files = files[1:]
         for event in merged(files):
-            if lo <= event.at < hi or (event.event_type is EventType.PROFILE and event.at < hi):
+            if event.at < hi:
                 yield event
 
     def run(label: str, rule_set: Any) -> BacktestResult:
@@ -176,7 +177,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                     last[0] = now
                     bar.update(task, completed=read()[0], events=n)
 
-            result = run_backtest(rule_set, events(files), policy, show, until=end)
+            result = run_backtest(
+                rule_set, events(files), policy, show, until=end, report_from=start
+            )
             bar.update(task, completed=read()[1], events=result.events)
         return result
 
@@ -189,15 +192,15 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     report = build_report(result, top=args.top)
     if base is not None:
         comparison = compare(
-            [p.payload for p in base.published], [p.payload for p in result.published]
+            [p.payload for p in base.reported], [p.payload for p in result.reported]
         )
         report["comparison"] = comparison.as_dict()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tasks.jsonl").write_bytes(b"".join(p.payload + b"\n" for p in result.published))
+    (out / "tasks.jsonl").write_bytes(b"".join(p.payload + b"\n" for p in result.reported))
     if base is not None:
         (out / "baseline-tasks.jsonl").write_bytes(
-            b"".join(p.payload + b"\n" for p in base.published)
+            b"".join(p.payload + b"\n" for p in base.reported)
         )
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     (out / "report.md").write_text(markdown(report))
@@ -207,6 +210,6 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     print_report(report, Console())
     console.print(
         f"{result.events:,} events in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "
-        f"{len(result.published):,} tasks; wrote {OUTPUTS} to {out}/"
+        f"{len(result.reported):,} tasks reported; wrote {OUTPUTS} to {out}/"
     )
     return 0

@@ -40,24 +40,13 @@ def _fields(task: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def _counter_samples(result: BacktestResult, name: str) -> list[tuple[dict[str, str], float]]:
-    out = []
-    for family in result.metrics.registry.collect():
-        if family.name != name:
-            continue
-        for sample in family.samples:
-            if sample.name == f"{name}_total" and sample.value:
-                out.append((dict(sample.labels), sample.value))
-    return out
-
-
 def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
     """Every figure of the report, JSON-ready."""
     zone = result.policy.zone
     per_day: dict[str, Counter[tuple[str, str]]] = {d: Counter() for d in DIMENSIONS}
     rules: Counter[str] = Counter()
     sent: Counter[tuple[str, str, str]] = Counter()  # (day, region, channel)
-    for published in result.published:
+    for published in result.reported:
         task = orjson.loads(published.payload)
         f = _fields(task)
         day = dt.datetime.fromtimestamp(published.at, zone).date().isoformat()
@@ -67,20 +56,17 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         sent[(day, f["region"], f["channel"])] += 1
     suppressed: Counter[str] = Counter()
     suppressed_by_type: list[dict[str, Any]] = []
-    for labels, value in _counter_samples(result, "moments_tasks_suppressed"):
+    for labels, value in result.counter("moments_tasks_suppressed"):
         suppressed[labels["reason"]] += int(value)
         suppressed_by_type.append({**labels, "tasks": int(value)})
-    deferred = {
-        labels["reason"]: int(v) for labels, v in _counter_samples(result, "moments_tasks_deferred")
-    }
-    merged = {
-        labels["moment_type"]: int(v)
-        for labels, v in _counter_samples(result, "moments_tasks_merged")
-    }
+    deferred = {labels["reason"]: int(v) for labels, v in result.counter("moments_tasks_deferred")}
+    merged = {labels["moment_type"]: int(v) for labels, v in result.counter("moments_tasks_merged")}
     return {
         "summary": {
-            "events": result.events,
-            "tasks": len(result.published),
+            "events": result.events - result.warmup_events,
+            "warmup_events": result.warmup_events,
+            "report_from": _iso(result.report_from, zone),
+            "tasks": len(result.reported),
             "first_event": _iso(result.first_event, zone),
             "last_event": _iso(result.last_event, zone),
             "waiting_at_end": result.waiting_at_end,
@@ -113,7 +99,15 @@ def capacity_rows(
     (`taken`), the configured limit (None: unlimited, where `needed` is what was sent)."""
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     slots = result.slots
+    zone = result.policy.zone
+    first = (
+        None
+        if result.report_from is None
+        else dt.datetime.fromtimestamp(result.report_from, zone).date()
+    )
     for key in set(slots.used) | set(slots.refused):
+        if first is not None and key.day < first:
+            continue
         used = slots.used.get(key, set())
         refused = slots.refused.get(key, set())
         region = key.region or NO_REGION
@@ -224,9 +218,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+def sections(
+    report: Mapping[str, Any], terminal: bool = False
+) -> list[tuple[str, list[str], list[list[Any]]]]:
     """The report's tables as (title, headers, rows): one source for terminal, Markdown
-    and HTML."""
+    and HTML. `terminal`: the per-day tables of moment type, region and channel, and
+    the daily capacity rows, are summed up per value (the files have them in full)."""
     out: list[tuple[str, list[str], list[list[Any]]]] = []
     s = report["summary"]
     out.append(
@@ -234,7 +231,8 @@ def sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
             "Summary",
             ["figure", "value"],
             [
-                ["events", s["events"]],
+                ["events reported", s["events"]],
+                ["warm-up events (before --from)", s["warmup_events"]],
                 ["tasks published", s["tasks"]],
                 ["first event", s["first_event"]],
                 ["last event", s["last_event"]],
@@ -246,6 +244,9 @@ def sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
     )
     for dim in DIMENSIONS:
         days, values, counts = pivot(report["tasks_per_day"][dim], dim)
+        if terminal and dim != "family":
+            out.append(_per_value(dim, days, values, counts))
+            continue
         rows = [
             [
                 d,
@@ -259,13 +260,16 @@ def sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
         [r["day"], r["region"], r["channel"], r["needed"], r["taken"], r["configured"]]
         for r in report["capacity"]
     ]
-    out.append(
-        (
-            "Capacity needed vs configured",
-            ["day", "region", "channel", "needed", "taken", "configured"],
-            cap,
+    if terminal:
+        out.append(_capacity_peaks(report["capacity"]))
+    else:
+        out.append(
+            (
+                "Capacity needed vs configured",
+                ["day", "region", "channel", "needed", "taken", "configured"],
+                cap,
+            )
         )
-    )
     out.append(
         (
             "Suppressed by reason",
@@ -306,8 +310,43 @@ def sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
     return out
 
 
+def _per_value(
+    dim: str, days: list[str], values: list[str], counts: Mapping[tuple[str, str], int]
+) -> tuple[str, list[str], list[list[Any]]]:
+    rows: list[list[Any]] = []
+    for v in values:
+        daily = [counts.get((d, v), 0) for d in days]
+        peak = max(range(len(days)), key=lambda i: daily[i])
+        rows.append([v, sum(daily), round(sum(daily) / len(days)), daily[peak], days[peak]])
+    rows.sort(key=lambda r: -int(r[1]))
+    title = f"Tasks by {dim.replace('_', ' ')} ({len(days)} day(s); per day in report.md)"
+    return title, [dim.replace("_", " "), "total", "mean/day", "peak/day", "peak day"], rows
+
+
+def _capacity_peaks(
+    rows: Iterable[Mapping[str, Any]],
+) -> tuple[str, list[str], list[list[Any]]]:
+    """Per region and channel: the busiest day's need against the limit, and how many
+    days needed more than it."""
+    by: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((str(r["region"]), str(r["channel"])), []).append(r)
+    out: list[list[Any]] = []
+    for (region, channel), days in sorted(by.items()):
+        peak = max(days, key=lambda r: int(r["needed"]))
+        limit = peak["configured"]
+        over = sum(1 for r in days if limit is not None and r["needed"] > limit)
+        refused = sum(int(r["needed"]) - int(r["taken"]) for r in days)
+        out.append([region, channel, limit, peak["needed"], peak["day"], over, refused])
+    return (
+        "Capacity needed vs configured (busiest day; every day in report.md)",
+        ["region", "channel", "configured", "peak need", "peak day", "days over", "refused"],
+        out,
+    )
+
+
 def print_report(report: Mapping[str, Any], console: Console) -> None:
-    for title, headers, rows in sections(report):
+    for title, headers, rows in sections(report, terminal=True):
         console.print(_table(title, headers, rows))
 
 
@@ -331,11 +370,13 @@ def chart_png(report: Mapping[str, Any]) -> bytes:
     days, families, counts = pivot(report["tasks_per_day"]["family"], "family")
     fig = Figure(figsize=(max(6.0, 0.5 * len(days) + 3), 4.5), dpi=100)
     ax = fig.subplots()
+    xs = list(range(len(days)))
     bottom = [0] * len(days)
     for family in families:
         heights = [counts.get((d, family), 0) for d in days]
-        ax.bar(days, heights, bottom=bottom, label=family)
+        ax.bar(xs, heights, bottom=bottom, label=family)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_xticks(xs, days)
     ax.set_title("Tasks per day by family")
     ax.set_ylabel("tasks")
     ax.tick_params(axis="x", labelrotation=45)

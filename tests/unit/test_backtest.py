@@ -229,6 +229,23 @@ class TestReportNumbers:
         day2 = {(r["region"], r["channel"]): r for r in report["capacity"] if r["day"] == str(DAY2)}
         assert day2[("NJ", "manager")]["taken"] == NJ_MANAGER_LIMIT
 
+    def test_events_before_from_warm_up_but_are_not_reported(self, tmp_path: Path) -> None:
+        start = dt.datetime.combine(DAY2, dt.time(0), SHANGHAI)
+        bt = Backtest(
+            load_rules(write_rules(tmp_path / "r.yaml")),
+            capacity_policy(),
+            report_from=start.timestamp(),
+        )
+        result = asyncio.run(bt.run(EventFile(write_history(tmp_path / "h.jsonl"))))
+        report = build_report(result)
+        day2 = [t for t in SCENARIO if t.day == DAY2]
+        assert report["summary"]["events"] == len(day2)
+        assert report["summary"]["warmup_events"] == len(SCENARIO) - len(day2)
+        assert report["summary"]["tasks"] == len(day2)
+        assert report["suppressed"] == {}  # the capacity drops were on day 1
+        assert {r["day"] for r in report["capacity"]} == {DAY2.isoformat()}
+        assert len(result.published) == sum(expected_from_scenario()["sent"].values())
+
     def test_outputs_render(self, tmp_path: Path) -> None:
         result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"))
         report = build_report(result)
