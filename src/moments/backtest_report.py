@@ -340,7 +340,7 @@ def _capacity_peaks(
         out.append([region, channel, limit, peak["needed"], peak["day"], over, refused])
     return (
         "Capacity needed vs configured (busiest day; every day in report.md)",
-        ["region", "channel", "configured", "peak need", "peak day", "days over", "refused"],
+        ["region", "channel", "limit", "peak", "peak day", "days over", "refused"],
         out,
     )
 

@@ -18,7 +18,7 @@ from moments.backtest import Backtest, BacktestResult
 from moments.backtest_input import EventFile, FileEvent, merged
 from moments.backtest_report import build_report, chart_png, compare, html_page, markdown
 from moments.cli import main
-from moments.models import EventType
+from moments.models import Channel, EventType
 from moments.rulecheck import EventFileError
 from moments.taskbuilder import task_id
 from rules.catalog import load_rules
@@ -409,3 +409,13 @@ class TestCommand:
         code = main(["backtest", "--events", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)])
         assert code == 1
         assert "no such file" in capsys.readouterr().err
+
+
+def test_the_documented_example_policy_loads() -> None:
+    """docs/backtest-policy.yaml is what the README's example runs with."""
+    from sinks.policy import load_policy
+
+    path = Path(__file__).parents[2] / "docs" / "backtest-policy.yaml"
+    policy = load_policy(path)
+    assert policy.limit("NJ", Channel.MANAGER) == 4
+    assert policy.limit("SH", Channel.MANAGER) == 2
