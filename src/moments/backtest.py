@@ -3,10 +3,11 @@
 One code path with the stream: the same `Detector` (engine) over the events in event
 time, and the same `TaskSink` deciding dedup, declines, relevance, merge, deferral,
 contact cap, capacity and overflow, over in-memory stores (sinks.memory) whose clock
-is the event time. Events are cut into small slices of event time (`tick_s`); after
-each slice the sink decides at the slice's latest event time and releases what was
-deferred until then, as the stream's timers do, and silent subscribers' windows close
-when event time enters a new hour (the stream's sweep). No broker, no Redis.
+is the event time. Events are cut into slices of at most `tick_s` of event time for
+the detector; the sink then takes the slice's tasks one by one at their trigger time,
+with the facts of events up to it; waiting tasks are released each at its own time as
+event time moves on, and silent subscribers' windows close when event time enters a
+new hour (the stream's sweep). No broker, no Redis. See docs/backtest.md.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from sinks.policy import DispatchPolicy
 
 TASKS_TOPIC = "moments.tasks"
 TICK_S = 60.0
-"""Event time per slice: the sink decides and releases at most this late (the stream's
-batches and release timer are about as far apart in wall time)."""
+"""Event time per detector slice. Decisions do not wait for the slice's end (each task
+is decided at its trigger time), so this only trades batch overhead for memory."""
 BATCH_SIZE = 5000
 LEDGER_TTL_S = 400 * 86400
 
