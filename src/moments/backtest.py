@@ -269,19 +269,24 @@ class Backtest:
         done = 0
         for task in sorted(result.tasks, key=_triggered):
             at = task.triggered_at.timestamp()
-            upto = done
-            while upto < len(facts) and facts[upto].occurred_at.timestamp() <= at:
-                upto += 1
-            if upto > done:
-                await self.sink.facts.record(facts[done:upto])
-                done = upto
+            done = await self._facts_until(facts, done, at)
             await self._advance(at)
             self.sink.add(task)
             await self.sink.flush()
-        if done < len(facts):
-            await self.sink.facts.record(facts[done:])
+        await self._facts_until(facts, done, float("inf"))
         self.state.save(result.changes)
         record_batch(self.metrics, result)
+
+    async def _facts_until(self, facts: list[InputEvent], start: int, until: float) -> int:
+        """Record the facts from `start` dated up to `until`, each at its own time, so a
+        task released in between sees only the facts before its release; returns where
+        it stopped."""
+        i = start
+        while i < len(facts) and (at := facts[i].occurred_at.timestamp()) <= until:
+            await self._advance(at)
+            await self.sink.facts.record(facts[i : i + 1])
+            i += 1
+        return i
 
     async def _advance(self, to: float) -> None:
         """Move event time on to `to`, releasing each waiting task at its own time on the

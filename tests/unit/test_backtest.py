@@ -419,3 +419,34 @@ def test_the_documented_example_policy_loads() -> None:
     policy = load_policy(path)
     assert policy.limit("NJ", Channel.MANAGER) == 4
     assert policy.limit("SH", Channel.MANAGER) == 2
+
+
+def test_a_waiting_task_is_released_before_later_facts_are_known(tmp_path: Path) -> None:
+    """A big top-up at 07:00 waits for the end of quiet hours (08:00); the customer tops
+    up again at 08:00:30. The stream released the task at 08:00, before that top-up,
+    so it was sent; the backtest must not let the later top-up cancel it."""
+    rules = tmp_path / "r.yaml"
+    rules.write_text(
+        (RULES % {"big": BIG, "priority": 3, "extra": ""}).replace(
+            "quiet_hours: []", 'quiet_hours: ["21:00-08:00"]'
+        )
+    )
+    sub = "13900000009"
+    day = dt.datetime.combine(DAY1, dt.time(7), SHANGHAI)
+    history = tmp_path / "h.jsonl"
+    docs = [
+        TopUp(sub, "NJ", DAY1, -180, 150).event(1),  # 07:00
+        TopUp(sub, "NJ", DAY1, -120, 50).event(2) | {"occurred_at": _iso(day, 3630)},
+    ]
+    history.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    policy = DispatchPolicy.model_validate(
+        {"relevance": {"big_topup": "topped_up"}, "merge": {"hold_channels": []}}
+    )
+    result = run(rules, history, policy)
+    sent = {orjson.loads(p.payload)["moment"]["rule_id"]: p.at for p in result.published}
+    assert sent["big_topup"] == (day + dt.timedelta(hours=1)).timestamp()
+    assert build_report(result)["suppressed"] == {}
+
+
+def _iso(start: dt.datetime, seconds: int) -> str:
+    return (start + dt.timedelta(seconds=seconds)).isoformat()
