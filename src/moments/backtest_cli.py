@@ -8,13 +8,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from moments.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from moments.backtest import Published
 
 EXAMPLES = """
     moments simulate --subscribers 2000 --rate 2 --duration 604800 --seed 1 --to-file week.jsonl.gz
@@ -119,14 +122,7 @@ def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from moments.backtest import BacktestResult, run_backtest
     from moments.backtest_input import EventFile, FileEvent, merged, progress_of
-    from moments.backtest_report import (
-        build_report,
-        chart_png,
-        compare,
-        html_page,
-        markdown,
-        print_report,
-    )
+    from moments.backtest_report import build_report, compare, print_report
     from moments.models import EventType
     from moments.rulecheck import EventFileError
     from rules.catalog import load_rules
@@ -195,21 +191,33 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             [p.payload for p in base.reported], [p.payload for p in result.reported]
         )
         report["comparison"] = comparison.as_dict()
-    out: Path = args.out
+    try:
+        _write(args.out, report, result.reported, base.reported if base else None)
+    except OSError as exc:
+        print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
+        return 1
+    print_report(report, Console())
+    console.print(
+        f"{result.events:,} events in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "
+        f"{len(result.reported):,} tasks reported; wrote {OUTPUTS} to {args.out}/"
+    )
+    return 0
+
+
+def _write(
+    out: Path,
+    report: dict[str, Any],
+    tasks: list[Published],
+    baseline: list[Published] | None,
+) -> None:
+    from moments.backtest_report import chart_png, html_page, markdown
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tasks.jsonl").write_bytes(b"".join(p.payload + b"\n" for p in result.reported))
-    if base is not None:
-        (out / "baseline-tasks.jsonl").write_bytes(
-            b"".join(p.payload + b"\n" for p in base.reported)
-        )
+    (out / "tasks.jsonl").write_bytes(b"".join(p.payload + b"\n" for p in tasks))
+    if baseline is not None:
+        (out / "baseline-tasks.jsonl").write_bytes(b"".join(p.payload + b"\n" for p in baseline))
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     (out / "report.md").write_text(markdown(report))
     png = chart_png(report)
     (out / "tasks_per_day.png").write_bytes(png)
     (out / "report.html").write_text(html_page(report, png))
-    print_report(report, Console())
-    console.print(
-        f"{result.events:,} events in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "
-        f"{len(result.reported):,} tasks reported; wrote {OUTPUTS} to {out}/"
-    )
-    return 0
