@@ -450,3 +450,17 @@ def test_a_waiting_task_is_released_before_later_facts_are_known(tmp_path: Path)
 
 def _iso(start: dt.datetime, seconds: int) -> str:
     return (start + dt.timedelta(seconds=seconds)).isoformat()
+
+
+def test_an_unwritable_out_names_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    history = write_history(tmp_path / "h.jsonl")
+    rules = write_rules(tmp_path / "r.yaml")
+    code = main(
+        ["backtest", "--events", str(history), "--rules", str(rules), "--out", str(blocker)]
+    )
+    assert code == 1
+    assert f"cannot write the report to --out {blocker}" in capsys.readouterr().err
