@@ -464,3 +464,27 @@ def test_an_unwritable_out_names_the_flag(
     )
     assert code == 1
     assert f"cannot write the report to --out {blocker}" in capsys.readouterr().err
+
+
+def test_the_sweep_cache_changes_no_result(tmp_path: Path) -> None:
+    """BacktestState keeps decoded records for the hourly sweep; the same history through
+    the plain DictStateStore must give the same tasks, ledger and state bytes."""
+    from moments.simulate import simulate
+    from moments.store import DictStateStore
+
+    start = dt.datetime(2026, 11, 1, tzinfo=SHANGHAI)
+    stream = simulate(150, 0.02, seed=5, plant_rate=0.2, start=start)  # ~3 days
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(
+        b"".join(e.to_json_line() + b"\n" for _, e in zip(range(5000), stream, strict=False))
+    )
+    rules = load_rules(None)
+    cached = Backtest(rules)
+    plain = Backtest(rules)
+    plain.state = DictStateStore()
+    a = asyncio.run(cached.run(EventFile(path)))
+    b = asyncio.run(plain.run(EventFile(path)))
+    assert len(a.published) > 20
+    assert [(p.at, p.payload) for p in a.published] == [(p.at, p.payload) for p in b.published]
+    assert a.ledger == b.ledger
+    assert cached.state.data == plain.state.data
