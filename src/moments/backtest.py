@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +130,10 @@ class BacktestResult:
     first_event: float | None = None
     last_event: float | None = None
     seconds: float = 0.0
+    spent: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """Seconds by part: `engine` (detection), `sweep` (closing silent subscribers'
+    windows, decoding their records), `dispatch` (the sink), `state` (encoding records);
+    the rest of `seconds` is reading the files and the loop."""
     report_from: float | None = None
     """Events before this built state and went through dispatch (a warm-up: first-time
     rules and baselines need history) but are not reported."""
@@ -276,7 +280,9 @@ class Backtest:
         self.result.snapshot_counters()
 
     async def _step(self, records: list[RawRecord]) -> None:
+        started = time.perf_counter()
         result = self.detector.process(records, self.state.load, None)
+        self.result.spent["engine"] += time.perf_counter() - started
         await self._dispatch(result)
         if result.watermarks:
             await self._advance(max(result.watermarks.values()))
@@ -293,6 +299,7 @@ class Backtest:
         a minute later must not cancel a low-balance task the stream sent already)."""
         for dl in result.dead_letters:
             self.result.dead_letters[dl.reason.value] += 1
+        started = time.perf_counter()
         facts = sorted(result.facts, key=_occurred)
         done = 0
         for task in sorted(result.tasks, key=_triggered):
@@ -302,7 +309,10 @@ class Backtest:
             self.sink.add(task)
             await self.sink.flush()
         await self._facts_until(facts, done, float("inf"))
+        self.result.spent["dispatch"] += time.perf_counter() - started
+        started = time.perf_counter()
         self.state.save(result.changes)
+        self.result.spent["state"] += time.perf_counter() - started
         record_batch(self.metrics, result)
 
     async def _facts_until(self, facts: list[InputEvent], start: int, until: float) -> int:
@@ -329,8 +339,10 @@ class Backtest:
         self.clock.advance(to)
 
     async def _sweep(self, mark: int) -> None:
-        states = self.state.items([0])
-        await self._dispatch(self.detector.sweep(states, lambda _p: mark, None))
+        started = time.perf_counter()
+        swept = self.detector.sweep(self.state.items([0]), lambda _p: mark, None)
+        self.result.spent["sweep"] += time.perf_counter() - started
+        await self._dispatch(swept)
 
     async def _run_on(self, until: float) -> None:
         """Let event time run on to `until` after the last event: windows close hour by

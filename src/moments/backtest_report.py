@@ -72,6 +72,10 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             "waiting_at_end": result.waiting_at_end,
             "dead_letters": dict(result.dead_letters),
             "seconds": round(result.seconds, 3),
+            "seconds_by_part": {
+                **{k: round(v, 3) for k, v in sorted(result.spent.items())},
+                "reading and the rest": round(result.seconds - sum(result.spent.values()), 3),
+            },
             "events_per_second": round(result.rate),
             "timezone": result.policy.timezone,
         },
@@ -239,6 +243,7 @@ def sections(
                 ["still waiting at the end", s["waiting_at_end"]],
                 ["dead letters", sum(s["dead_letters"].values())],
                 ["events/s", s["events_per_second"]],
+                *[[f"  seconds: {k}", v] for k, v in s["seconds_by_part"].items()],
             ],
         )
     )
