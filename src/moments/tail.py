@@ -20,11 +20,13 @@ def format_task(task: dict[str, Any]) -> str:
     when = str(task.get("triggered_at", ""))[:19].replace("T", " ")
     deferred = task.get("deferred")
     later = f"  deferred until {deferred['until']} ({deferred['reason']})" if deferred else ""
+    related = [str(r.get("moment", {}).get("type", "?")) for r in task.get("related") or []]
+    merged = f"  + {', '.join(related)} (merged)" if related else ""
     return (
         f"{when}  P{task.get('priority')}  {moment.get('type', '?'):<32} "
         f"{mask_msisdn(str(task.get('subscriber_id', '')))}  "
         f"{task.get('channel')}:{task.get('action')}  {moment.get('description', '')}"
-        f"  [{str(task.get('task_id', ''))[:12]}]{later}"
+        f"{merged}  [{str(task.get('task_id', ''))[:12]}]{later}"
     )
 
 
