@@ -1,11 +1,25 @@
 """Subscriber numbers masked in every log record, whoever logs it.
 
 Installed as the logging record factory, so it covers our loggers, Faust's,
-aiokafka's and any handler Faust's worker sets up later: each record's message
-(when formatted) and traceback text have runs of 7 to 20 digits, the shape of an MSISDN, IMEI
-or counterparty number, replaced by `mask_msisdn` (`139****1234`). Offsets of
-7 digits and more are masked too: the price of not knowing which number is
-personal. `MOMENTS_LOG_PII=true` turns masking off for debugging.
+aiokafka's and any handler Faust's worker sets up later. The contract allows
+subscriber ids of 5 to 20 digits, and a 5-digit id looks like a port or a count,
+so one digit-length rule cannot tell them apart. What can: an id is a *string*
+(quoted in every repr and JSON) or a Kafka key or value (a bytes literal), while
+counts, offsets, ports and durations are numbers. So `mask_text` masks
+
+- inside a bytes literal (`b'...'`: aiokafka's DEBUG dumps of keys, values and
+  whole record batches), every run of 5 or more digits;
+- a quoted string of 5 to 20 digits (`'97531'`, `"subscriber_id":"97531"`);
+- 5 to 20 digits right after a field name that holds one (`subscriber_id=97531`,
+  `msisdn: 97531`, also `counterparty` and `imei`);
+- anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
+  id, a topic prefix) or a decimal fraction: the net for an MSISDN, IMEI or called
+  number in free text. Numbers of 7 digits and more (offsets, byte sizes) are masked too,
+  the price of not knowing which number is personal.
+
+Record attributes passed with `extra=` under those field names are masked as
+well, whatever their length. Masks look like `139****1234` (`mask_msisdn`).
+`MOMENTS_LOG_PII=true` turns masking off for debugging.
 """
 
 from __future__ import annotations
@@ -17,23 +31,60 @@ from typing import Any
 
 from moments.pii import mask_msisdn
 
-DIGIT_RUN = re.compile(r"(?<!\d)\d{7,20}(?!\d)")
+ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
+"""Field names whose value is a subscriber, called number or device id."""
+
+_TEXT = re.compile(
+    r"""
+      (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
+    | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
+    | (?P<key>(?:subscriber_id|msisdn|counterparty|imei)\W{1,4})(?P<value>\d{5,20})(?!\d)
+    | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,20})(?![0-9A-Fa-f])          # free text
+    """,
+    re.VERBOSE,
+)
+# Inside a bytes literal an escape (`\x01`, `\n`) is one token, so its hex digits never
+# join the digits that follow it.
+_BYTES_TOKEN = re.compile(r"\\x[0-9a-fA-F]{2}|\\.|\d{5,}")
 
 _FORMATTER = logging.Formatter()
 _lock = threading.Lock()
 _state = {"installed": False, "mask": True}
 
 
+def _mask_bytes_token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    return token if token.startswith("\\") else mask_msisdn(token)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    if match.group("body") is not None:
+        quote = match.group("q")
+        return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
+    if match.group("value") is not None:
+        return match.group("key") + mask_msisdn(match.group("value"))
+    return mask_msisdn(match.group(0))
+
+
 def mask_text(text: str) -> str:
-    """Every run of 7 to 20 digits masked, the rest unchanged."""
-    return DIGIT_RUN.sub(lambda m: mask_msisdn(m.group(0)), text)
+    """`text` with every subscriber-id-shaped number masked (see the module docstring)."""
+    return _TEXT.sub(_mask_match, text)
+
+
+def _mask_extra(record: logging.LogRecord) -> None:
+    for name in ID_FIELDS:
+        value = record.__dict__.get(name)
+        if value is not None:
+            record.__dict__[name] = mask_msisdn(str(value))
 
 
 class MaskedLogRecord(logging.LogRecord):
-    """A record whose message is masked when it is formatted (not before: records
-    that no handler emits cost nothing more)."""
+    """A record whose message and `extra=` ids are masked when it is formatted (not
+    before: records that no handler emits cost nothing more). Logging sets the extras
+    after the record factory returns, and every formatter asks for the message first."""
 
     def getMessage(self) -> str:  # noqa: N802 - logging's name
+        _mask_extra(self)
         return mask_text(super().getMessage())
 
 
