@@ -13,6 +13,7 @@ from uuid import uuid4
 
 import pytest
 
+from moments.connections import kafka_client_kwargs
 from moments.embedded import ensure_topics
 from moments.embedded_run import all_topics
 from moments.settings import Settings, load_settings
@@ -48,7 +49,12 @@ def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> MakeS
 async def topics_for() -> Callable[[Settings], object]:
     async def create(settings: Settings) -> None:
         topics, compacted = all_topics(settings)
-        await ensure_topics(settings.kafka_bootstrap, topics, compacted)
+        await ensure_topics(
+            settings.kafka_bootstrap,
+            topics,
+            compacted,
+            client_kwargs=kafka_client_kwargs(settings),
+        )
 
     return create
 
@@ -88,6 +94,9 @@ SECURITY_FIELDS = (
     "kafka_sasl_username",
     "kafka_sasl_password",
     "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "kafka_ssl_key_password",
     "redis_username",
     "redis_password",
     "redis_ssl_cafile",
