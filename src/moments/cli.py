@@ -347,7 +347,7 @@ def _no_subcommand(args: argparse.Namespace) -> int:
 
 def _settings() -> Settings:
     settings = load_settings()
-    install_pii_masking(mask=not settings.log_pii)
+    install_pii_masking(mask=not settings.log_pii, secrets=settings.secret_values())
     return settings
 
 

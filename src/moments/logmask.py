@@ -20,6 +20,10 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 Record attributes passed with `extra=` under those field names are masked as
 well, whatever their length. Masks look like `139****1234` (`mask_msisdn`).
 `MOMENTS_LOG_PII=true` turns masking off for debugging.
+
+Secrets are redacted whatever `MOMENTS_LOG_PII` says: the configured passwords
+wherever they appear, and the SASL payload aiokafka logs at DEBUG with each
+SaslAuthenticate request (for PLAIN: the user name and password in clear).
 """
 
 from __future__ import annotations
@@ -47,9 +51,12 @@ _TEXT = re.compile(
 # join the digits that follow it.
 _BYTES_TOKEN = re.compile(r"\\x[0-9a-fA-F]{2}|\\.|\d{5,}")
 
+_SASL_BYTES = re.compile(r"(SaslAuthenticateRequest\w*\(sasl_auth_bytes=)b(['\"])(?:(?!\2)[^\\]|\\.)*\2")
+REDACTED = "****"
+
 _FORMATTER = logging.Formatter()
 _lock = threading.Lock()
-_state = {"installed": False, "mask": True}
+_state: dict[str, Any] = {"installed": False, "mask": True, "secrets": ()}
 
 
 def _mask_bytes_token(match: re.Match[str]) -> str:
@@ -71,6 +78,26 @@ def mask_text(text: str) -> str:
     return _TEXT.sub(_mask_match, text)
 
 
+def redact_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` without SASL payloads and without any of `secrets` (as written or as they
+    appear inside a bytes literal)."""
+    text = _SASL_BYTES.sub(rf"\1{REDACTED}", text)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _secret_forms(secrets: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    forms = {s for s in secrets if s} | {repr(s.encode())[2:-1] for s in secrets if s}
+    return tuple(sorted(forms, key=len, reverse=True))  # longest first: no half-redactions
+
+
+def clean_text(text: str) -> str:
+    """What a log line may show: secrets redacted, subscriber ids masked (unless turned off)."""
+    text = redact_secrets(text, _state["secrets"])
+    return mask_text(text) if _state["mask"] else text
+
+
 def _mask_extra(record: logging.LogRecord) -> None:
     for name in ID_FIELDS:
         value = record.__dict__.get(name)
@@ -84,12 +111,13 @@ class MaskedLogRecord(logging.LogRecord):
     after the record factory returns, and every formatter asks for the message first."""
 
     def getMessage(self) -> str:  # noqa: N802 - logging's name
-        _mask_extra(self)
-        return mask_text(super().getMessage())
+        if _state["mask"]:
+            _mask_extra(self)
+        return clean_text(super().getMessage())
 
 
 def mask_record(record: logging.LogRecord) -> None:
-    """Mask the record's message when formatted, and its traceback and stack now."""
+    """Clean the record's message when formatted, and its traceback and stack now."""
     if type(record) is logging.LogRecord:
         record.__class__ = MaskedLogRecord
     else:  # another library's record class: render it now
@@ -97,27 +125,28 @@ def mask_record(record: logging.LogRecord) -> None:
             message = record.getMessage()
         except Exception:  # a bad format string: leave it to logging's own error report
             return
-        record.msg, record.args = mask_text(message), ()
+        record.msg, record.args = clean_text(message), ()
     if record.exc_info and not record.exc_text:
-        record.exc_text = mask_text(_FORMATTER.formatException(record.exc_info))
+        record.exc_text = clean_text(_FORMATTER.formatException(record.exc_info))
     elif record.exc_text:
-        record.exc_text = mask_text(record.exc_text)
+        record.exc_text = clean_text(record.exc_text)
     if record.stack_info:
-        record.stack_info = mask_text(record.stack_info)
+        record.stack_info = clean_text(record.stack_info)
 
 
-def install_pii_masking(mask: bool = True) -> None:
-    """Mask (or, with False, stop masking) subscriber numbers in all log records from now on."""
+def install_pii_masking(mask: bool = True, secrets: tuple[str, ...] | list[str] = ()) -> None:
+    """From now on mask subscriber numbers (unless `mask` is False) and redact `secrets` (the
+    configured passwords) and SASL payloads in all log records."""
     with _lock:
         _state["mask"] = mask
+        _state["secrets"] = _secret_forms(secrets)
         if _state["installed"]:
             return
         previous = logging.getLogRecordFactory()
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
-            if _state["mask"]:
-                mask_record(record)
+            mask_record(record)
             return record
 
         logging.setLogRecordFactory(factory)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from moments.logmask import install_pii_masking, mask_text
 from moments.models import UsageEvent
+from moments.settings import load_settings
 
 SUB, IMEI = "13800138001", "356938035643809"
 SHORT5, SHORT6 = "97531", "864209"  # the contract allows subscriber ids of 5 to 20 digits
@@ -122,3 +123,44 @@ class TestRecords:
         with caplog.at_level(logging.INFO):
             logging.getLogger("moments.test").info("subscriber %s", SUB)
         assert SUB in caplog.text
+
+
+class TestSecrets:
+    """Passwords never reach a log line, whatever MOMENTS_LOG_PII says."""
+
+    def test_aiokafka_debug_line_of_a_sasl_plain_login(
+        self, masking: None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from aiokafka.protocol.admin import SaslAuthenticateRequest_v1
+
+        request = SaslAuthenticateRequest_v1(b"\x00svc-moments\x00pl41n-pw")
+        with caplog.at_level(logging.DEBUG):
+            # what aiokafka.conn logs for every request it sends, the login included
+            logging.getLogger("aiokafka.conn").debug("Request to %s:%d %d: %s", "k", 1, 2, request)
+        assert "pl41n-pw" not in caplog.text
+        assert caplog.records[0].getMessage() == (
+            "Request to k:1 2: SaslAuthenticateRequest_v1(sasl_auth_bytes=****)"
+        )
+
+    def test_configured_passwords_even_with_log_pii(
+        self, masking: None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        install_pii_masking(False, secrets=["s3cr'et-pw"])
+        with caplog.at_level(logging.INFO):
+            log = logging.getLogger("moments.test")
+            log.info("login of %s with %s", SUB, "s3cr'et-pw")
+            log.info("sent %r", b"\x00user\x00s3cr'et-pw")  # as a bytes literal shows it
+        assert "s3cr" not in caplog.text
+        assert caplog.records[0].getMessage() == f"login of {SUB} with ****"
+        assert caplog.records[1].getMessage() == 'sent b"\\x00user\\x00****"'
+
+    def test_the_settings_name_every_password(self) -> None:
+        settings = load_settings(
+            redis_url="redis://u:url-pw@127.0.0.1:6379/0",
+            metrics_username="prometheus",
+            metrics_password="metrics-pw",
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_username="svc",
+            kafka_sasl_password="kafka-pw",
+        )
+        assert sorted(settings.secret_values()) == ["kafka-pw", "metrics-pw", "url-pw"]
