@@ -20,6 +20,27 @@ from moments.settings import Settings, load_settings
 
 MakeSettings = Callable[..., Settings]
 
+ANY_HOUR_RULES = """
+gating: {quiet_hours: []}  # tasks go out at any hour the tests run
+rules:
+  - id: roaming_welcome
+    description: first roaming per country
+    on: [roaming]
+    condition: {first_time: country}
+    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3, action: a,
+           ttl: 24h, description: "Welcome to {country}"}
+"""
+"""One rule and no quiet hours: the default catalog holds tasks back 21:00-08:00 in
+Shanghai (13:00-00:00 UTC), so a test expecting a task then would wait in vain."""
+
+
+@pytest.fixture
+def any_hour_rules(tmp_path: Path) -> Path:
+    """A rules file with `ANY_HOUR_RULES`."""
+    path = tmp_path / "any-hour-rules.yaml"
+    path.write_text(ANY_HOUR_RULES)
+    return path
+
 
 @pytest.fixture
 def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> MakeSettings:

@@ -34,16 +34,6 @@ pytestmark = [
 ]
 
 SUB = "97531"  # a 5-digit subscriber id, allowed by the contract
-RULES = """
-gating: {quiet_hours: []}  # tasks go out at any hour of the test run
-rules:
-  - id: roaming_welcome
-    description: first roaming per country
-    on: [roaming]
-    condition: {first_time: country}
-    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3, action: a,
-           ttl: 24h, description: "Welcome to {country}"}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +98,10 @@ async def test_worker_and_cli_tools_over_mutual_tls(
     start_worker: Callable[[Settings], WorkerProcess],
     tls_tansu: TlsTansu,
     kafka_pki: dict[str, Path],
-    tmp_path: Path,
+    any_hour_rules: Path,
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
     port = free_port()
-    settings = make_settings(metrics_port=port, rules=rules, **_tls(tls_tansu, kafka_pki))
+    settings = make_settings(metrics_port=port, rules=any_hour_rules, **_tls(tls_tansu, kafka_pki))
     await topics_for(settings)  # the admin client over TLS too
     worker = start_worker(settings)
     event = {

@@ -20,7 +20,7 @@ import pytest
 from moments.embedded import free_port
 from moments.settings import Settings
 
-from .conftest import MakeSettings, WorkerProcess
+from .conftest import ANY_HOUR_RULES, MakeSettings, WorkerProcess
 from .kafka_io import produce, read_topic, values
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,16 +33,6 @@ IMEI = "356938035643809"
 SHORT5, SHORT6 = "97531", "864209"
 PERSONAL = (LI, WANG, ZHAO, CALLED, IMEI, SHORT5, SHORT6)
 
-RULES = """
-gating: {quiet_hours: []}  # tasks go out at any hour of the test run
-rules:
-  - id: roaming_welcome
-    description: first roaming per country
-    on: [roaming]
-    condition: {first_time: country}
-    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3, action: a,
-           ttl: 24h, description: "Welcome to {country}"}
-"""
 # A reload that fails on a pilot rule whose author pasted subscriber ids into it; the
 # error quotes one of them.
 BROKEN_RULES = f"""
@@ -118,7 +108,7 @@ class TestNoSubscriberDataOutside:
 
         port = free_port()
         rules = tmp_path / "rules.yaml"
-        rules.write_text(RULES)
+        rules.write_text(ANY_HOUR_RULES)
         settings = make_settings(
             metrics_port=port,
             log_level="DEBUG",
@@ -192,7 +182,7 @@ class TestNoSubscriberDataOutside:
         # A rules reload refused (the file quotes ids), then one that works.
         rules.write_text(BROKEN_RULES)
         await _wait_sample(port, "moments_rules_reload_total", {"result": "error"})
-        rules.write_text(RULES.replace("Welcome to", "Welcome again to"))
+        rules.write_text(ANY_HOUR_RULES.replace("Welcome to", "Welcome again to"))
         await _wait_sample(port, "moments_rules_reload_total", {"result": "ok"})
 
         dead = await read_topic(settings, "deadletter", count=6, wait_s=30)
