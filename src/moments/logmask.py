@@ -51,7 +51,10 @@ _TEXT = re.compile(
 # join the digits that follow it.
 _BYTES_TOKEN = re.compile(r"\\x[0-9a-fA-F]{2}|\\.|\d{5,}")
 
-_SASL_BYTES = re.compile(r"(SaslAuthenticateRequest\w*\(sasl_auth_bytes=)b(['\"])(?:(?!\2)[^\\]|\\.)*\2")
+_SASL_BYTES = re.compile(
+    r"(SaslAuthenticateRequest\w*\(sasl_auth_bytes=)"  # aiokafka's DEBUG line of a login
+    r"b(['\"])(?:(?!\2)[^\\]|\\.)*\2"
+)
 REDACTED = "****"
 
 _FORMATTER = logging.Formatter()
