@@ -347,7 +347,7 @@ def _no_subcommand(args: argparse.Namespace) -> int:
 
 def _settings() -> Settings:
     settings = load_settings()
-    install_pii_masking(mask=not settings.log_pii)
+    install_pii_masking(mask=not settings.log_pii, secrets=settings.secret_values())
     return settings
 
 
@@ -499,12 +499,17 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
     import asyncio
 
     from moments.ack import AckError, ack_task
+    from moments.connections import check_kafka, check_redis
     from moments.models import OutcomeStatus
 
+    settings = _settings()
+    asyncio.run(check_kafka(settings))  # wrong credentials: a message naming the variable
+    if args.subscriber is None:  # the subscriber is looked up in the Redis ledger
+        asyncio.run(check_redis(settings))
     try:
         outcome = asyncio.run(
             ack_task(
-                _settings(),
+                settings,
                 args.task_id,
                 OutcomeStatus(args.status),
                 subscriber_id=args.subscriber,
