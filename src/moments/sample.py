@@ -274,9 +274,3 @@ def _outcomes() -> list[str]:
 def expected_moments() -> list[str]:
     """The moment type of each moment the sample should detect, in order."""
     return [n.removesuffix(MERGED) for n in _outcomes()]
-
-
-def expected_tasks() -> int:
-    """How many tasks the sample makes under a merge window that holds calls: a moment
-    marked `MERGED` joins the same subscriber's earlier call instead of making its own."""
-    return sum(1 for n in _outcomes() if not n.endswith(MERGED))

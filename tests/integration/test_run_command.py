@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from moments.embedded import free_port
-from moments.sample import expected_moments, expected_tasks
+from moments.sample import expected_moments
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,8 @@ def alive(pid: int) -> bool:
 def read_until(
     proc: subprocess.Popen[bytes], wanted: int, wait_s: float
 ) -> tuple[list[dict[str, object]], list[str]]:
-    """JSON task lines from stdout until `wanted` arrived; also the other lines seen."""
+    """JSON task lines from stdout until they carry `wanted` moments (a merged task carries
+    several); also the other lines seen."""
     assert proc.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
@@ -65,7 +66,9 @@ def read_until(
     other: list[str] = []
     buffer = b""
     deadline = time.monotonic() + wait_s
-    while len(tasks) < wanted and time.monotonic() < deadline:
+    while sum(1 + len(t.get("related") or []) for t in tasks) < wanted:  # type: ignore[arg-type]
+        if time.monotonic() > deadline:
+            break
         if not selector.select(timeout=0.5):
             if proc.poll() is not None:
                 break
@@ -99,16 +102,25 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
     )
     try:
         expected = expected_moments()
-        tasks, other = read_until(proc, wanted=expected_tasks(), wait_s=60)
+        tasks, other = read_until(proc, wanted=len(expected), wait_s=60)
         elapsed = time.monotonic() - started
-        merged = [[r["moment"]["type"] for r in t["related"]] for t in tasks if t["related"]]  # type: ignore[index, union-attr, attr-defined]
+        merged = {
+            str(t["moment"]["type"]): [r["moment"]["type"] for r in t["related"]]  # type: ignore[index, union-attr, attr-defined]
+            for t in tasks
+            if t["related"]
+        }
         moments = sorted(
-            [str(t["moment"]["type"]) for t in tasks] + [m for ms in merged for m in ms]  # type: ignore[index]
+            [str(t["moment"]["type"]) for t in tasks] + [m for ms in merged.values() for m in ms]
         )
         assert moments == sorted(expected), (tasks, other)
-        # The failed VoLTE call and the complaint minutes later: one call, not two.
-        assert merged in ([["service_failure"]], [["complaint"]]), tasks
-        assert len(tasks) == len(expected) - 1, tasks
+        # The failed VoLTE call and the complaint minutes later: one call, not two. (Other
+        # moments of a subscriber may join a held call too, depending on arrival order.)
+        chen = [t for t in tasks if t["subscriber_id"] == "13600136004"]
+        assert len(chen) == 1, chen
+        assert {chen[0]["moment"]["type"], *merged[str(chen[0]["moment"]["type"])]} == {
+            "service_failure",
+            "complaint",
+        }
         roaming = [t for t in tasks if t["moment"]["type"] == "first_international_roaming"]  # type: ignore[index]
         countries = sorted(str(t["moment"]["params"]["country"]) for t in roaming)  # type: ignore[index]
         assert countries == ["JP", "TH"]
