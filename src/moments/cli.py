@@ -231,14 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = _parser(
         tasks_sub,
         "tail",
-        "Follow the dispatch topic and print each task.",
+        "Follow the dispatch topic: a live table of the latest tasks in a terminal, "
+        "else one line (or JSON line) per task.",
         """
                   moments tasks tail
+                  moments tasks tail --lines --from-beginning
                   moments tasks tail --json | jq .moment.type
                 """,
         _cmd_tasks_tail,
     )
     t.add_argument("--json", action="store_true", help="one JSON line per task")
+    t.add_argument("--lines", action="store_true", help="one readable line per task, no table")
     t.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
     t.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
     a = _parser(
@@ -484,6 +487,7 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
             json_lines=args.json,
             from_beginning=args.from_beginning,
             exit_after=args.exit_after,
+            live=not args.json and not args.lines and sys.stdout.isatty(),
         )
     )
     return 0
