@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPECS := .cache/asyncapi-specs/node_modules/@asyncapi/specs/schemas/3.0.0.json
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest schemas clean help redis-server prometheus
+.PHONY: run test lint typecheck pytest schemas clean help redis-server prometheus stunnel
 
 help:
 	@echo "make run    - detector on an embedded broker + Redis, with a sample stream"
@@ -43,6 +43,18 @@ prometheus:
 	  fi; \
 	fi
 
+# stunnel (Debian package) puts a mutual-TLS listener in front of Tansu, which cannot
+# listen in TLS itself, for the Kafka TLS tests (tests/integration/test_kafka_tls.py).
+stunnel:
+	@if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing stunnel4 (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends stunnel4 >/dev/null; \
+	  else \
+	    echo "stunnel is missing: run 'sudo apt-get install -y stunnel4' (the Kafka TLS tests are skipped without it)"; \
+	  fi; \
+	fi
+
 $(SPECS):
 	@command -v npm >/dev/null || { echo "npm is needed for the AsyncAPI schema check: apt-get install -y npm"; exit 1; }
 	npm install --silent --no-audit --no-fund --prefix .cache/asyncapi-specs @asyncapi/specs@6
@@ -57,7 +69,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) redis-server prometheus $(SPECS)
+pytest: $(STAMP) redis-server prometheus stunnel $(SPECS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

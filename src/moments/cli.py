@@ -231,14 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = _parser(
         tasks_sub,
         "tail",
-        "Follow the dispatch topic and print each task.",
+        "Follow the dispatch topic: a live table of the latest tasks in a terminal, "
+        "else one line (or JSON line) per task.",
         """
                   moments tasks tail
+                  moments tasks tail --lines --from-beginning
                   moments tasks tail --json | jq .moment.type
                 """,
         _cmd_tasks_tail,
     )
     t.add_argument("--json", action="store_true", help="one JSON line per task")
+    t.add_argument("--lines", action="store_true", help="one readable line per task, no table")
     t.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
     t.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
     a = _parser(
@@ -350,7 +353,7 @@ def _no_subcommand(args: argparse.Namespace) -> int:
 
 def _settings() -> Settings:
     settings = load_settings()
-    install_pii_masking(mask=not settings.log_pii)
+    install_pii_masking(mask=not settings.log_pii, secrets=settings.secret_values())
     return settings
 
 
@@ -487,6 +490,7 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
             json_lines=args.json,
             from_beginning=args.from_beginning,
             exit_after=args.exit_after,
+            live=not args.json and not args.lines and sys.stdout.isatty(),
         )
     )
     return 0
@@ -502,12 +506,17 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
     import asyncio
 
     from moments.ack import AckError, ack_task
+    from moments.connections import check_kafka, check_redis
     from moments.models import OutcomeStatus
 
+    settings = _settings()
+    asyncio.run(check_kafka(settings))  # wrong credentials: a message naming the variable
+    if args.subscriber is None:  # the subscriber is looked up in the Redis ledger
+        asyncio.run(check_redis(settings))
     try:
         outcome = asyncio.run(
             ack_task(
-                _settings(),
+                settings,
                 args.task_id,
                 OutcomeStatus(args.status),
                 subscriber_id=args.subscriber,

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_CONNECT_ATTEMPTS = 2
+_RECONNECT_PAUSE_S = 1.0
 _CREDENTIALS_HELP = (
     "check MOMENTS_KAFKA_SASL_USERNAME and MOMENTS_KAFKA_SASL_PASSWORD "
     "(or MOMENTS_KAFKA_SASL_PASSWORD_FILE)"
@@ -169,16 +171,29 @@ def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None
             f"{where} refused the SASL {mechanism} login of user "
             f"{settings.kafka_sasl_username!r}; {_CREDENTIALS_HELP}"
         )
-    if (
-        protocol in SASL_PROTOCOLS
-        and isinstance(exc, errors.KafkaConnectionError)
-        and "closed" in str(exc)
-    ):
+    closed = isinstance(exc, errors.KafkaConnectionError) and "closed" in str(exc)
+    if closed and protocol in SASL_PROTOCOLS:
         # TCP connected, then the broker hung up during the handshake: Tansu does this
         # for a mechanism it does not offer; Kafka for a login it refuses.
         return (
             f"{where} closed the connection during the SASL {mechanism} login; check "
             f"MOMENTS_KAFKA_SASL_MECHANISM (is it enabled on the broker?) and {_CREDENTIALS_HELP}"
+        )
+    if closed and protocol in TLS_PROTOCOLS:
+        # With TLS 1.3 the client's handshake completes before the server checks the
+        # client certificate; a listener that wants one it trusts then hangs up.
+        which = (
+            "did not accept the client certificate in MOMENTS_KAFKA_SSL_CERTFILE; use one "
+            "signed by a CA the broker trusts"
+            if settings.kafka_ssl_certfile is not None
+            else "probably requires a client certificate; set MOMENTS_KAFKA_SSL_CERTFILE and "
+            "MOMENTS_KAFKA_SSL_KEYFILE"
+        )
+        return f"{where} closed the connection right after the TLS handshake: it {which}"
+    if closed:
+        return (
+            f"{where} closed the connection before answering; if its listener speaks TLS, "
+            "set MOMENTS_KAFKA_SECURITY_PROTOCOL=SSL (or SASL_SSL) and MOMENTS_KAFKA_SSL_CAFILE"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
@@ -204,21 +219,27 @@ async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> bool:
 
     host, _, port = settings.bootstrap_servers[0].rpartition(":")
     kwargs = kafka_client_kwargs(settings)
-    try:
-        async with asyncio.timeout(timeout_s):
-            conn = await create_conn(
-                host.strip("[]"),
-                int(port),
-                client_id=f"{settings.app_id}-preflight",
-                request_timeout_ms=int(timeout_s * 1000),
-                **kwargs,
-            )
-    except Exception as exc:  # classified below; the rest is retried
-        problem = describe_kafka_failure(settings, exc)
-        if problem is not None:
-            raise ConfigError(problem) from None
-        log.warning("Kafka %s not reachable yet: %r", settings.kafka_bootstrap, exc)
-        return False
+    for attempt in range(_CONNECT_ATTEMPTS):
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    client_id=f"{settings.app_id}-preflight",
+                    request_timeout_ms=int(timeout_s * 1000),
+                    **kwargs,
+                )
+            break
+        except Exception as exc:  # classified below; the rest is retried
+            problem = describe_kafka_failure(settings, exc)
+            if problem is not None and "closed" in problem and attempt + 1 < _CONNECT_ATTEMPTS:
+                # A hang-up may be a broker restarting: only the same answer twice is ours.
+                await asyncio.sleep(_RECONNECT_PAUSE_S)
+                continue
+            if problem is not None:
+                raise ConfigError(problem) from None
+            log.warning("Kafka %s not reachable yet: %r", settings.kafka_bootstrap, exc)
+            return False
     try:
         async with asyncio.timeout(timeout_s):
             await conn.send(MetadataRequest([], allow_auto_topic_creation=False))

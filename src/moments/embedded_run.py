@@ -8,6 +8,7 @@ process, plays the sample stream, prints each task as it arrives and serves
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import shutil
@@ -16,16 +17,27 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from moments.app import INPUT_TOPICS
 from moments.embedded import RedisServer, TansuBroker, death_signal_preexec, ensure_topics
+from moments.models import EventType
 from moments.sample import sample_stream
 from moments.settings import Settings, load_settings
 from moments.tail import tail_tasks
+
+DEMO_POLICY = """\
+# Written by `moments run`: the defaults, but calls wait 10 s for the subscriber's other
+# moments instead of 30 min, so the demo shows a merged call without a long wait.
+merge: {window: 10s, hold_channels: [outbound_call, manager]}
+"""
+
+PROFILES_WAIT_S = 60.0
 
 REBALANCE_SECONDS = 3.0
 """Tansu completes a group join only after the whole rebalance timeout: keep it short here."""
@@ -58,6 +70,14 @@ def run_embedded(
             "MOMENTS_DATA_DIR": str(workdir / "data"),
             "MOMENTS_METRICS_PORT": str(port),
         }
+        if not os.environ.get("MOMENTS_DISPATCH_POLICY"):
+            demo = workdir / "dispatch-policy.yaml"
+            demo.write_text(DEMO_POLICY)
+            env["MOMENTS_DISPATCH_POLICY"] = str(demo)
+            console.print(
+                "[dim]calls and manager tasks wait 10 s for the subscriber's other moments "
+                "(the merge window; 30 min by default, MOMENTS_DISPATCH_POLICY sets it)[/]"
+            )
         settings = load_settings(
             kafka_bootstrap=broker.bootstrap,
             redis_url=redis.url,
@@ -138,20 +158,64 @@ async def _follow(
 
 
 async def _play_sample(settings: Settings, console: Console) -> None:
+    """Profiles first, and the rest once the worker has read them: as in production, where
+    a subscriber's profile (home zone, quiet hours) is known long before their events, and
+    not read from another topic a moment later than an event it should gate."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
+    stream = sample_stream()
+    profiles = [r for r in stream if r.event_type is EventType.PROFILE]
     try:
-        for record in sample_stream():
+        for record in profiles:
+            await producer.send_and_wait(
+                settings.topic(record.event_type.value), value=record.value, key=record.key
+            )
+            console.print(f"[dim]sample: {record.event_type.value:<9} {record.note}[/]")
+        console.print("[dim]waiting for the worker to join its group and read the profiles[/]")
+        wait_s = PROFILES_WAIT_S if settings.metrics_port else 0.0  # no /metrics: no wait
+        if not await _profiles_read(settings, len(profiles), timeout_s=wait_s):
+            console.print(
+                f"[yellow]the worker has not read the profiles within {PROFILES_WAIT_S:.0f} s;"
+                " playing the rest anyway (see the worker log)[/]"
+            )
+        for record in stream:
+            if record.event_type is EventType.PROFILE:
+                continue
             await producer.send_and_wait(
                 settings.topic(record.event_type.value), value=record.value, key=record.key
             )
             console.print(f"[dim]sample: {record.event_type.value:<9} {record.note}[/]")
     finally:
         await producer.stop()
-    console.print(
-        "[dim]sample stream played; the worker joins its group in a few "
-        "seconds, then the tasks print[/]\n"
-    )
+    console.print("[dim]sample stream played; the tasks print as they are published[/]\n")
+
+
+async def _profiles_read(settings: Settings, count: int, timeout_s: float) -> bool:
+    """Wait until the worker's /metrics counts `count` profile events read."""
+    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    request = urllib.request.Request(url)
+    if settings.metrics_username and settings.metrics_password:
+        token = f"{settings.metrics_username}:{settings.metrics_password.get_secret_value()}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+
+    def read() -> float:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (our http URL)
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "moments_events_total" and (
+                    sample.labels.get("event_type") == EventType.PROFILE.value
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if await asyncio.to_thread(read) >= count:
+                return True
+        await asyncio.sleep(0.5)
+    return False
 
 
 def _last_lines(path: Path, lines: int = 25) -> str:

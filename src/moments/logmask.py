@@ -1,11 +1,29 @@
 """Subscriber numbers masked in every log record, whoever logs it.
 
 Installed as the logging record factory, so it covers our loggers, Faust's,
-aiokafka's and any handler Faust's worker sets up later: each record's message
-(when formatted) and traceback text have runs of 7 to 20 digits, the shape of an MSISDN, IMEI
-or counterparty number, replaced by `mask_msisdn` (`139****1234`). Offsets of
-7 digits and more are masked too: the price of not knowing which number is
-personal. `MOMENTS_LOG_PII=true` turns masking off for debugging.
+aiokafka's and any handler Faust's worker sets up later. The contract allows
+subscriber ids of 5 to 20 digits, and a 5-digit id looks like a port or a count,
+so one digit-length rule cannot tell them apart. What can: an id is a *string*
+(quoted in every repr and JSON) or a Kafka key or value (a bytes literal), while
+counts, offsets, ports and durations are numbers. So `mask_text` masks
+
+- inside a bytes literal (`b'...'`: aiokafka's DEBUG dumps of keys, values and
+  whole record batches), every run of 5 or more digits;
+- a quoted string of 5 to 20 digits (`'97531'`, `"subscriber_id":"97531"`);
+- 5 to 20 digits right after a field name that holds one (`subscriber_id=97531`,
+  `msisdn: 97531`, also `counterparty` and `imei`);
+- anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
+  id, a topic prefix) or a decimal fraction: the net for an MSISDN, IMEI or called
+  number in free text. Numbers of 7 digits and more (offsets, byte sizes) are masked too,
+  the price of not knowing which number is personal.
+
+Record attributes passed with `extra=` under those field names are masked as
+well, whatever their length. Masks look like `139****1234` (`mask_msisdn`).
+`MOMENTS_LOG_PII=true` turns masking off for debugging.
+
+Secrets are redacted whatever `MOMENTS_LOG_PII` says: the configured passwords
+wherever they appear, and the SASL payload aiokafka logs at DEBUG with each
+SaslAuthenticate request (for PLAIN: the user name and password in clear).
 """
 
 from __future__ import annotations
@@ -17,28 +35,92 @@ from typing import Any
 
 from moments.pii import mask_msisdn
 
-DIGIT_RUN = re.compile(r"(?<!\d)\d{7,20}(?!\d)")
+ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
+"""Field names whose value is a subscriber, called number or device id."""
+
+_TEXT = re.compile(
+    r"""
+      (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
+    | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
+    | (?P<key>(?:subscriber_id|msisdn|counterparty|imei)\W{1,4})(?P<value>\d{5,20})(?!\d)
+    | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,20})(?![0-9A-Fa-f])          # free text
+    """,
+    re.VERBOSE,
+)
+# Inside a bytes literal an escape (`\x01`, `\n`) is one token, so its hex digits never
+# join the digits that follow it.
+_BYTES_TOKEN = re.compile(r"\\x[0-9a-fA-F]{2}|\\.|\d{5,}")
+
+_SASL_BYTES = re.compile(
+    r"(SaslAuthenticateRequest\w*\(sasl_auth_bytes=)"  # aiokafka's DEBUG line of a login
+    r"b(['\"])(?:(?!\2)[^\\]|\\.)*\2"
+)
+REDACTED = "****"
 
 _FORMATTER = logging.Formatter()
 _lock = threading.Lock()
-_state = {"installed": False, "mask": True}
+_state: dict[str, Any] = {"installed": False, "mask": True, "secrets": ()}
+
+
+def _mask_bytes_token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    return token if token.startswith("\\") else mask_msisdn(token)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    if match.group("body") is not None:
+        quote = match.group("q")
+        return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
+    if match.group("value") is not None:
+        return match.group("key") + mask_msisdn(match.group("value"))
+    return mask_msisdn(match.group(0))
 
 
 def mask_text(text: str) -> str:
-    """Every run of 7 to 20 digits masked, the rest unchanged."""
-    return DIGIT_RUN.sub(lambda m: mask_msisdn(m.group(0)), text)
+    """`text` with every subscriber-id-shaped number masked (see the module docstring)."""
+    return _TEXT.sub(_mask_match, text)
+
+
+def redact_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` without SASL payloads and without any of `secrets` (as written or as they
+    appear inside a bytes literal)."""
+    text = _SASL_BYTES.sub(rf"\1{REDACTED}", text)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _secret_forms(secrets: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    forms = {s for s in secrets if s} | {repr(s.encode())[2:-1] for s in secrets if s}
+    return tuple(sorted(forms, key=len, reverse=True))  # longest first: no half-redactions
+
+
+def clean_text(text: str) -> str:
+    """What a log line may show: secrets redacted, subscriber ids masked (unless turned off)."""
+    text = redact_secrets(text, _state["secrets"])
+    return mask_text(text) if _state["mask"] else text
+
+
+def _mask_extra(record: logging.LogRecord) -> None:
+    for name in ID_FIELDS:
+        value = record.__dict__.get(name)
+        if value is not None:
+            record.__dict__[name] = mask_msisdn(str(value))
 
 
 class MaskedLogRecord(logging.LogRecord):
-    """A record whose message is masked when it is formatted (not before: records
-    that no handler emits cost nothing more)."""
+    """A record whose message and `extra=` ids are masked when it is formatted (not
+    before: records that no handler emits cost nothing more). Logging sets the extras
+    after the record factory returns, and every formatter asks for the message first."""
 
     def getMessage(self) -> str:  # noqa: N802 - logging's name
-        return mask_text(super().getMessage())
+        if _state["mask"]:
+            _mask_extra(self)
+        return clean_text(super().getMessage())
 
 
 def mask_record(record: logging.LogRecord) -> None:
-    """Mask the record's message when formatted, and its traceback and stack now."""
+    """Clean the record's message when formatted, and its traceback and stack now."""
     if type(record) is logging.LogRecord:
         record.__class__ = MaskedLogRecord
     else:  # another library's record class: render it now
@@ -46,27 +128,28 @@ def mask_record(record: logging.LogRecord) -> None:
             message = record.getMessage()
         except Exception:  # a bad format string: leave it to logging's own error report
             return
-        record.msg, record.args = mask_text(message), ()
+        record.msg, record.args = clean_text(message), ()
     if record.exc_info and not record.exc_text:
-        record.exc_text = mask_text(_FORMATTER.formatException(record.exc_info))
+        record.exc_text = clean_text(_FORMATTER.formatException(record.exc_info))
     elif record.exc_text:
-        record.exc_text = mask_text(record.exc_text)
+        record.exc_text = clean_text(record.exc_text)
     if record.stack_info:
-        record.stack_info = mask_text(record.stack_info)
+        record.stack_info = clean_text(record.stack_info)
 
 
-def install_pii_masking(mask: bool = True) -> None:
-    """Mask (or, with False, stop masking) subscriber numbers in all log records from now on."""
+def install_pii_masking(mask: bool = True, secrets: tuple[str, ...] | list[str] = ()) -> None:
+    """From now on mask subscriber numbers (unless `mask` is False) and redact `secrets` (the
+    configured passwords) and SASL payloads in all log records."""
     with _lock:
         _state["mask"] = mask
+        _state["secrets"] = _secret_forms(secrets)
         if _state["installed"]:
             return
         previous = logging.getLogRecordFactory()
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
-            if _state["mask"]:
-                mask_record(record)
+            mask_record(record)
             return record
 
         logging.setLogRecordFactory(factory)

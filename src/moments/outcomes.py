@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import ValidationError
 
+from moments.decoding import MAX_MESSAGE_BYTES
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import DeadLetter, RawRecord, RejectReason
 from sinks.dispatch import TaskSink
@@ -45,17 +46,31 @@ class OutcomeResult:
 
 
 def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
+    """The outcome, or a dead letter: empty, over `MAX_MESSAGE_BYTES` (not parsed), or
+    invalid (the reason names the fields, never their values)."""
     if not record.value:
         return DeadLetter(record, EVENT_TYPE, RejectReason.EMPTY_VALUE, "EmptyValue", "no value")
+    if len(record.value) > MAX_MESSAGE_BYTES:
+        return DeadLetter(
+            record,
+            EVENT_TYPE,
+            RejectReason.TOO_LARGE,
+            "TooLarge",
+            f"{len(record.value)} bytes; outcomes are limited to {MAX_MESSAGE_BYTES}",
+        )
     try:
         return TaskOutcome.model_validate_json(record.value)
     except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
         reason = (
             RejectReason.INVALID_JSON
-            if any(e["type"] == "json_invalid" for e in exc.errors())
+            if any(e["type"] == "json_invalid" for e in errors)
             else RejectReason.INVALID_EVENT
         )
-        return DeadLetter(record, EVENT_TYPE, reason, type(exc).__name__, str(exc)[:500])
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in errors[:5]
+        )
+        return DeadLetter(record, EVENT_TYPE, reason, type(exc).__name__, detail[:500])
 
 
 def retry_id(root_task_id: str, attempt: int) -> str:

@@ -218,6 +218,25 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is not a file; point it at a dispatch policy .yaml file")
         return value
 
+    def secret_values(self) -> list[str]:
+        """Every password set (SecretStr fields and one in MOMENTS_REDIS_URL), for log redaction."""
+        from urllib.parse import urlsplit
+
+        values = [
+            value.get_secret_value()
+            for value in (
+                self.kafka_sasl_password,
+                self.kafka_ssl_key_password,
+                self.redis_password,
+                self.metrics_password,
+            )
+            if value is not None
+        ]
+        url_password = urlsplit(self.redis_url).password
+        if url_password:
+            values.append(url_password)
+        return [v for v in values if v]
+
     def topic(self, name: str) -> str:
         """Full topic name for a key of `Topics`, with the prefix."""
         return self.topic_prefix + str(getattr(self.topics, name))

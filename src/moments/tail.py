@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.live import Live
 
 from moments.connections import kafka_client_kwargs
 from moments.pii import mask_msisdn
 from moments.settings import Settings
+from moments.taskboard import TaskBoard
 
 
 def format_task(task: dict[str, Any]) -> str:
@@ -20,11 +24,13 @@ def format_task(task: dict[str, Any]) -> str:
     when = str(task.get("triggered_at", ""))[:19].replace("T", " ")
     deferred = task.get("deferred")
     later = f"  deferred until {deferred['until']} ({deferred['reason']})" if deferred else ""
+    related = [str(r.get("moment", {}).get("type", "?")) for r in task.get("related") or []]
+    merged = f"  + {', '.join(related)} (merged)" if related else ""
     return (
         f"{when}  P{task.get('priority')}  {moment.get('type', '?'):<32} "
         f"{mask_msisdn(str(task.get('subscriber_id', '')))}  "
         f"{task.get('channel')}:{task.get('action')}  {moment.get('description', '')}"
-        f"  [{str(task.get('task_id', ''))[:12]}]{later}"
+        f"{merged}  [{task.get('task_id', '')}]{later}"
     )
 
 
@@ -35,8 +41,12 @@ async def tail_tasks(
     exit_after: int | None = None,
     out: TextIO | None = None,
     ready: asyncio.Event | None = None,
+    live: bool = False,
 ) -> int:
     """Print tasks until cancelled (or `exit_after` tasks); returns how many were printed.
+
+    `live`: a table of the latest tasks redrawn in place (for a terminal), instead of
+    one line per task.
 
     Reads every partition without a consumer group: a viewer must not take
     partitions away from real dispatch consumers."""
@@ -74,16 +84,27 @@ async def tail_tasks(
             await consumer.position(tp)
         if ready is not None:
             ready.set()
-        while exit_after is None or printed < exit_after:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    if record.value is None:
-                        continue
-                    task = orjson.loads(record.value)
-                    line = record.value.decode() if json_lines else format_task(task)
-                    print(line, file=stream, flush=True)
-                    printed += 1
+        board = TaskBoard() if live else None
+        with contextlib.ExitStack() as stack:
+            screen = None
+            if board is not None:
+                console = Console(file=stream)
+                screen = stack.enter_context(Live(board.render(), console=console))
+            while exit_after is None or printed < exit_after:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        if record.value is None:
+                            continue
+                        task = orjson.loads(record.value)
+                        if board is not None:
+                            board.add(task)
+                        else:
+                            line = record.value.decode() if json_lines else format_task(task)
+                            print(line, file=stream, flush=True)
+                        printed += 1
+                if board is not None and screen is not None and batches:
+                    screen.update(board.render())
     finally:
         await consumer.stop()
     return printed

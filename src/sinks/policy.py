@@ -2,7 +2,8 @@
 
 Read from the YAML file named by `MOMENTS_DISPATCH_POLICY` (see docs/architecture.md,
 "Dispatch policy"); without a file the defaults below apply: no capacity limits, no
-contact cap, a 30 minute merge window for tasks that wait anyway.
+contact cap, a 30 minute merge window in which a subscriber's calls (outbound calls and
+phone-manager tasks) are held so that their moments become one call.
 
 ```yaml
 timezone: Asia/Shanghai          # the capacity day and "next day" are local days here
@@ -15,7 +16,7 @@ overflow:                        # per rule id; "*" = every other rule
   "*": {policy: defer}           # defer | drop | fallback
 next_day_at: "09:00"             # a task deferred to the next day is released then
 contact: {max_contacts: 3, period: 7d}
-merge: {window: 30m, hold_channels: [manager]}
+merge: {window: 30m, hold_channels: [outbound_call, manager]}   # the default
 relevance: {low_balance: topped_up, first_international_roaming: came_home}
 outcomes: {declined_suppress: 30d, unreachable_retry_after: 2h, max_retries: 2}
 ```
@@ -85,11 +86,14 @@ class MergePolicy(_Frozen):
     """Moments of one subscriber within `window` become one task.
 
     A task that waits anyway (quiet hours, capacity, contact cap) collects the
-    subscriber's later moments until it is released. Tasks on `hold_channels`
-    are held for the window even when due now, so calls are merged too."""
+    subscriber's later moments until it is released. Tasks on `hold_channels` are
+    held for the window even when due now: by default the human channels, where
+    several moments must become one call and half an hour costs little, while SMS
+    and app pushes (cheap, often time-critical: a roaming welcome) go at once.
+    `hold_channels: []` sends every task as soon as it may be delivered."""
 
     window: Duration = dt.timedelta(minutes=30)
-    hold_channels: frozenset[Channel] = frozenset()
+    hold_channels: frozenset[Channel] = frozenset({Channel.OUTBOUND_CALL, Channel.MANAGER})
 
     _window = field_validator("window", mode="before")(_duration)
 

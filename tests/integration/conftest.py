@@ -13,11 +13,33 @@ from uuid import uuid4
 
 import pytest
 
+from moments.connections import kafka_client_kwargs
 from moments.embedded import ensure_topics
 from moments.embedded_run import all_topics
 from moments.settings import Settings, load_settings
 
 MakeSettings = Callable[..., Settings]
+
+ANY_HOUR_RULES = """
+gating: {quiet_hours: []}  # tasks go out at any hour the tests run
+rules:
+  - id: roaming_welcome
+    description: first roaming per country
+    on: [roaming]
+    condition: {first_time: country}
+    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3, action: a,
+           ttl: 24h, description: "Welcome to {country}"}
+"""
+"""One rule and no quiet hours: the default catalog holds tasks back 21:00-08:00 in
+Shanghai (13:00-00:00 UTC), so a test expecting a task then would wait in vain."""
+
+
+@pytest.fixture
+def any_hour_rules(tmp_path: Path) -> Path:
+    """A rules file with `ANY_HOUR_RULES`."""
+    path = tmp_path / "any-hour-rules.yaml"
+    path.write_text(ANY_HOUR_RULES)
+    return path
 
 
 @pytest.fixture
@@ -48,7 +70,12 @@ def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> MakeS
 async def topics_for() -> Callable[[Settings], object]:
     async def create(settings: Settings) -> None:
         topics, compacted = all_topics(settings)
-        await ensure_topics(settings.kafka_bootstrap, topics, compacted)
+        await ensure_topics(
+            settings.kafka_bootstrap,
+            topics,
+            compacted,
+            client_kwargs=kafka_client_kwargs(settings),
+        )
 
     return create
 
@@ -88,6 +115,9 @@ SECURITY_FIELDS = (
     "kafka_sasl_username",
     "kafka_sasl_password",
     "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "kafka_ssl_key_password",
     "redis_username",
     "redis_password",
     "redis_ssl_cafile",

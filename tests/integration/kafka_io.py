@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from moments.connections import kafka_client_kwargs
 from moments.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,9 @@ async def produce(
     settings: Settings, records: Iterable[tuple[str, str | None, bytes | dict[str, object] | None]]
 ) -> None:
     """Send (topic key, subscriber key, value) in order; topic key is a `Topics` field name."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
+    )
     await producer.start()
     try:
         for name, key, value in records:
@@ -41,6 +44,7 @@ async def read_topic(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **kafka_client_kwargs(settings),
     )
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []

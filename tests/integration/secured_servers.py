@@ -1,14 +1,24 @@
-"""Real servers with authentication on: a password/ACL/TLS redis-server and an
-`--authentication` Tansu. The embedded classes check readiness unauthenticated,
-so these subclasses only change how readiness is checked."""
+"""Real servers with authentication on: a password/ACL/TLS redis-server, an
+`--authentication` Tansu, and Tansu behind a mutual-TLS listener (stunnel). The
+embedded classes check readiness unauthenticated, so these subclasses only change
+how readiness is checked (and, for TLS, where the broker sends its clients)."""
 
 from __future__ import annotations
 
+import shutil
+import socket
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from moments.embedded import HOST, EmbeddedError, RedisServer, TansuBroker, probe_kafka
+from moments.embedded import (
+    HOST,
+    EmbeddedError,
+    RedisServer,
+    TansuBroker,
+    _ManagedServer,
+    probe_kafka,
+)
 
 ADMIN_PASSWORD = "admin-pw"
 ACL_USER, ACL_PASSWORD = "moments", "acl-pw"
@@ -102,3 +112,99 @@ class AuthenticatingTansu(TansuBroker):
             check=False,
         )
         return f"exit {done.returncode}: {done.stdout}{done.stderr}"
+
+
+STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
+
+
+class AdvertisingTansu(TansuBroker):
+    """Tansu listening in plaintext on its own port but advertising `advertised_port`, where
+    a TLS front forwards to it: after bootstrap every client connection goes through TLS."""
+
+    def __init__(self, workdir: Path, advertised_port: int) -> None:
+        super().__init__(workdir)
+        self.advertised_port = advertised_port
+
+    def _command(self, port: int, workdir: Path) -> list[str]:
+        command = super()._command(port, workdir)
+        at = command.index("--advertised-listener-url") + 1
+        command[at] = f"tcp://{HOST}:{self.advertised_port}"
+        return command
+
+    def _answers(self, port: int, pid: int) -> bool:
+        probe = probe_kafka(f"{HOST}:{port}", timeout=1.0)
+        if (HOST, self.advertised_port) not in {(host, p) for _, host, p in probe.brokers}:
+            raise EmbeddedError(f"broker on port {port} advertises {probe.brokers}")
+        return self._proc is not None and self._proc.poll() is None
+
+
+class TlsFront(_ManagedServer):
+    """stunnel (Debian package stunnel4) terminating TLS on `port` for a plaintext server on
+    `target_port`: it presents `server_pem` and admits only clients whose certificate
+    `client_ca` signed (mutual TLS), as a TLS listener of Kafka with
+    `ssl.client.auth=required` does."""
+
+    name: ClassVar[str] = "stunnel"
+
+    def __init__(
+        self, workdir: Path, port: int, target_port: int, server_pem: Path, client_ca: Path
+    ) -> None:
+        if STUNNEL is None:
+            raise EmbeddedError("stunnel is missing: apt-get install -y stunnel4")
+        super().__init__(workdir, port=port)
+        self.target_port = target_port
+        self.server_pem = server_pem
+        self.client_ca = client_ca
+
+    def _command(self, port: int, workdir: Path) -> list[str]:
+        config = workdir / f"stunnel-{port}.conf"
+        config.write_text(
+            "foreground = yes\n"
+            "pid =\n"
+            "[kafka]\n"
+            f"accept = {HOST}:{port}\n"
+            f"connect = {HOST}:{self.target_port}\n"
+            f"cert = {self.server_pem}\n"
+            f"CAfile = {self.client_ca}\n"
+            "verifyChain = yes\n"
+            "requireCert = yes\n"
+        )
+        assert STUNNEL is not None
+        return [STUNNEL, str(config)]
+
+    def _answers(self, port: int, pid: int) -> bool:
+        with socket.create_connection((HOST, port), timeout=1.0):
+            pass
+        return self._proc is not None and self._proc.poll() is None
+
+
+class TlsTansu:
+    """Tansu reachable only through a mutual-TLS listener: `bootstrap` is the TLS port."""
+
+    def __init__(self, workdir: Path, server_pem: Path, client_ca: Path) -> None:
+        from moments.embedded import free_port
+
+        self.tls_port = free_port()
+        self.broker = AdvertisingTansu(workdir / "tansu", self.tls_port)
+        self._front_args = (workdir / "stunnel", server_pem, client_ca)
+        self.front: TlsFront | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.tls_port}"
+
+    def __enter__(self) -> TlsTansu:
+        self.broker.start()
+        try:
+            workdir, server_pem, client_ca = self._front_args
+            self.front = TlsFront(workdir, self.tls_port, self.broker.port, server_pem, client_ca)
+            self.front.start()
+        except BaseException:
+            self.broker.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.front is not None:
+            self.front.stop()
+        self.broker.stop()

@@ -1,14 +1,18 @@
-"""A real worker, fed good and bad events, leaves no subscriber number, IMEI or counterparty
-in its log (at DEBUG) or on /metrics; /metrics answers only with the basic-auth login."""
+"""A real worker, fed good and bad events, outcomes and rules reloads, leaves no subscriber
+number (of any allowed length, 5 to 20 digits), IMEI or counterparty in its log (at DEBUG) or on
+/metrics; /metrics answers only with the basic-auth login."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import datetime as dt
+import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,15 +20,41 @@ import pytest
 from moments.embedded import free_port
 from moments.settings import Settings
 
-from .conftest import MakeSettings, WorkerProcess
-from .kafka_io import produce, read_topic
+from .conftest import ANY_HOUR_RULES, MakeSettings, WorkerProcess
+from .kafka_io import produce, read_topic, values
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LI, WANG, ZHAO = "13800138001", "13900139002", "13700137003"
 CALLED = "8613512345678"
 IMEI = "356938035643809"
-PERSONAL = (LI, WANG, ZHAO, CALLED, IMEI)
+# The contract allows subscriber ids of 5 and 6 digits too: shorter than the free-text net of
+# 7+ digit runs, and above any port or pid here (pid_max 32768), so a hit is the id itself.
+SHORT5, SHORT6 = "97531", "864209"
+PERSONAL = (LI, WANG, ZHAO, CALLED, IMEI, SHORT5, SHORT6)
+
+# A reload that fails on a pilot rule whose author pasted subscriber ids into it; the
+# error quotes one of them.
+BROKEN_RULES = f"""
+rules:
+  - id: pilot
+    description: a pilot for one subscriber
+    on: [roaming]
+    when: {{subscriber_id: "{SHORT5}"}}
+    condition: {{first_time: "{SHORT6}"}}
+    task: {{family: first_time, type: pilot, channel: sms, priority: 3, action: a, ttl: 24h,
+           description: "hello"}}
+"""
+
+
+def leaks(number: str, text: str) -> list[str]:
+    """Where `number` stands alone in `text` (not inside a longer digit run), with context."""
+    return [
+        text[max(0, m.start() - 80) : m.end() + 40]
+        for m in re.finditer(rf"(?<!\d){number}(?!\d)", text)
+    ]
+
+
 METRICS_USER, METRICS_PASSWORD = "prometheus", "scrape-pw"
 
 
@@ -46,32 +76,63 @@ def _scrape(port: int, login: tuple[str, str] | None) -> tuple[int, str]:
         return err.code, ""
 
 
+async def _wait_sample(port: int, name: str, labels: dict[str, str], wait_s: float = 60) -> None:
+    """Poll the basic-auth /metrics until a sample of `name` with `labels` is at least 1."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        status, text = await asyncio.to_thread(_scrape, port, (METRICS_USER, METRICS_PASSWORD))
+        if status == 200:
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    matches = sample.name == name and labels.items() <= sample.labels.items()
+                    if matches and sample.value >= 1:
+                        return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{name}{labels} never reached 1 on /metrics")
+
+
 class TestNoSubscriberDataOutside:
+    @pytest.mark.parametrize("log_pii", [False, True], ids=["masked", "log_pii"])
     async def test_logs_and_metrics_carry_no_personal_numbers(
         self,
+        log_pii: bool,
         make_settings: MakeSettings,
         topics_for: Callable[[Settings], Any],
         start_worker: Callable[[Settings], WorkerProcess],
+        tmp_path: Path,
     ) -> None:
+        from moments.ack import ack_task, build_outcome, write_outcome
+        from moments.models import OutcomeStatus
+
         port = free_port()
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(ANY_HOUR_RULES)
         settings = make_settings(
             metrics_port=port,
             log_level="DEBUG",
             metrics_username=METRICS_USER,
             metrics_password=METRICS_PASSWORD,
+            rules=rules,
+            rules_reload_seconds=0.5,
+            log_pii=log_pii,
         )
         await topics_for(settings)
         worker = start_worker(settings)
         roaming = {"roaming_type": "international", "region": "NJ", "occurred_at": _at(5)}
+
+        def roam(event_id: str, subscriber: str, country: str) -> tuple[str, str, dict[str, Any]]:
+            value = {"event_id": event_id, "subscriber_id": subscriber, "country": country}
+            return ("roaming", subscriber, value | roaming)
+
         await produce(
             settings,
             [
-                ("roaming", LI, {"event_id": "r1", "subscriber_id": LI, "country": "JP"} | roaming),
-                (
-                    "roaming",
-                    WANG,
-                    {"event_id": "r2", "subscriber_id": WANG, "country": "FR"} | roaming,
-                ),
+                roam("r1", LI, "JP"),
+                roam("r2", WANG, "FR"),
+                roam("r3", SHORT5, "TH"),
+                roam("r4", SHORT6, "KR"),
                 (
                     "usage",
                     ZHAO,
@@ -87,19 +148,47 @@ class TestNoSubscriberDataOutside:
                 ),
                 # dead letters whose bytes are full of personal data
                 ("roaming", LI, f'{{"subscriber_id": "{LI}", "imei": "{IMEI}", '.encode()),
+                ("roaming", SHORT6, f'{{"subscriber_id": "{SHORT6}", '.encode()),
                 (
                     "roaming",
                     WANG,
                     {"event_id": "b2", "subscriber_id": LI, "country": "JP"} | roaming,
                 ),
+                (
+                    "roaming",
+                    SHORT5,
+                    {"event_id": "b4", "subscriber_id": SHORT6, "country": "JP"} | roaming,
+                ),
                 ("usage", ZHAO, {"event_id": "b3", "subscriber_id": ZHAO, "imei": CALLED}),
             ],
         )
-        tasks = await read_topic(settings, "tasks", count=2, wait_s=90)
-        assert len(tasks) == 2, worker.log()[-3000:]
-        dead = await read_topic(settings, "deadletter", count=3, wait_s=30)
-        assert len(dead) == 3
+        tasks = values(await read_topic(settings, "tasks", count=4, wait_s=90))
+        assert len(tasks) == 4, worker.log()[-3000:]
+        task_of = {str(t["subscriber_id"]): str(t["task_id"]) for t in tasks}
+        assert set(task_of) == {LI, WANG, SHORT5, SHORT6}
+
+        # Outcomes: a decline, an unreachable (a retry is queued), one for a task the
+        # ledger does not know, and bytes that are not an outcome (a dead letter).
+        await ack_task(settings, task_of[SHORT5], OutcomeStatus.DECLINED, note="not now")
+        await ack_task(settings, task_of[SHORT6], OutcomeStatus.UNREACHABLE)
+        unknown = build_outcome("0" * 32, SHORT6, OutcomeStatus.UNREACHABLE)
+        await write_outcome(settings, unknown)
+        await produce(
+            settings, [("task_outcomes", SHORT5, f'{{"subscriber_id": "{SHORT5}"}}'.encode())]
+        )
+        await _wait_sample(port, "moments_task_outcomes_total", {"status": "declined"})
+        await _wait_sample(port, "moments_task_outcomes_total", {"status": "unreachable"})
+
+        # A rules reload refused (the file quotes ids), then one that works.
+        rules.write_text(BROKEN_RULES)
+        await _wait_sample(port, "moments_rules_reload_total", {"result": "error"})
+        rules.write_text(ANY_HOUR_RULES.replace("Welcome to", "Welcome again to"))
+        await _wait_sample(port, "moments_rules_reload_total", {"result": "ok"})
+
+        dead = await read_topic(settings, "deadletter", count=6, wait_s=30)
+        assert len(dead) == 6
         assert any(LI.encode() in d.value for d in dead if d.value)  # the topic keeps the data
+        assert any(SHORT6.encode() in d.value for d in dead if d.value)
 
         status, _ = _scrape(port, None)
         assert status == 401
@@ -111,9 +200,17 @@ class TestNoSubscriberDataOutside:
 
         await asyncio.sleep(1)  # the dead-letter log lines follow the produce acknowledgement
         log_text = worker.log()
-        assert log_text.count("dead letter:") == 3, log_text[-3000:]
+        assert log_text.count("dead letter:") == 6, log_text[-3000:]
         assert "key_mismatch" in log_text
+        assert "rules reload refused" in log_text
+        assert "no retry for" in log_text
         for number in PERSONAL:
-            assert number not in log_text, f"{number} in the worker log"
-            assert number not in exposition, f"{number} on /metrics"
+            assert not leaks(number, exposition), f"{number} on /metrics"
         assert METRICS_PASSWORD not in log_text
+        if log_pii:  # debugging: the same scan finds them, so it is able to fail
+            for number in (LI, SHORT5, SHORT6):
+                assert leaks(number, log_text), f"{number} not in the unmasked log"
+            return
+        for number in PERSONAL:
+            where = leaks(number, log_text)
+            assert not where, f"{number} in the worker log: {where}"

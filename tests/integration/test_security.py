@@ -286,8 +286,10 @@ class TestWorkerConnects:
         secured_redis: SecuredRedis,
         pki: dict[str, Path],
         tls_port: int,
+        any_hour_rules: Path,
     ) -> None:
         settings = make_settings(
+            rules=any_hour_rules,
             redis_url=f"rediss://127.0.0.1:{tls_port}/0",
             redis_username=ACL_USER,
             redis_password=ACL_PASSWORD,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from moments.embedded import free_port
+from moments.sample import daytime_zone
 from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
@@ -20,6 +21,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 LI = "13800138001"
+DAYTIME = daytime_zone(dt.datetime.now(dt.UTC))
+"""A zone where it is daytime now, so quiet hours (21:00-08:00 local) hold no task back
+whenever the suite runs."""
 
 RULE = """
 rules:
@@ -43,6 +47,7 @@ def roaming(event_id: str, country: str) -> tuple[str, str, dict[str, Any]]:
         "occurred_at": ago(minutes=5),
         "country": country,
         "roaming_type": "international",
+        "timezone": DAYTIME,  # the visited place's time: quiet hours hold nothing back
     }
     return ("roaming", LI, value)
 
@@ -57,7 +62,8 @@ async def test_a_silent_subscriber_gets_the_absence_task_from_the_wall_clock(
     worker = start_worker(settings)
     last_seen = ago(days=8)
     usage = {"event_id": "u1", "subscriber_id": LI, "occurred_at": last_seen, "kind": "data"}
-    await produce(settings, [("usage", LI, usage)])
+    home = {"event_id": "p1", "subscriber_id": LI, "occurred_at": last_seen, "timezone": DAYTIME}
+    await produce(settings, [("profile", LI, home), ("usage", LI, usage)])
     # No more events: only the quiet partition's wall clock can close the days since.
     records = await read_topic(settings, "tasks", count=1, wait_s=60, settle=3)
     tasks = values(records)

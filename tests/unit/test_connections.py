@@ -10,6 +10,7 @@ import pytest
 import trustme
 
 from moments.connections import (
+    describe_kafka_failure,
     faust_broker_credentials,
     kafka_client_kwargs,
     redacted_url,
@@ -135,6 +136,43 @@ class TestRefusedAtLoad:
             load_settings(kafka_sasl_password=["not", "a", "string", "hunter2"])
         assert "hunter2" not in str(err.value)
         assert "MOMENTS_KAFKA_SASL_PASSWORD" in str(err.value)
+
+
+class TestKafkaHangUps:
+    """A broker that closes the connection while we connect: what the settings say to fix."""
+
+    CLOSED = "Connection at 127.0.0.1:9093 closed"
+
+    def _problem(self, **values: object) -> str | None:
+        from aiokafka.errors import KafkaConnectionError
+
+        settings = load_settings(kafka_bootstrap="127.0.0.1:9093", **values)
+        return describe_kafka_failure(settings, KafkaConnectionError(self.CLOSED))
+
+    def test_tls_without_a_client_certificate(self, pki: dict[str, Path]) -> None:
+        problem = self._problem(kafka_security_protocol="SSL", kafka_ssl_cafile=pki["ca"])
+        assert problem is not None
+        assert "requires a client certificate" in problem
+        assert "MOMENTS_KAFKA_SSL_CERTFILE and MOMENTS_KAFKA_SSL_KEYFILE" in problem
+
+    def test_tls_with_a_certificate_it_does_not_accept(self, pki: dict[str, Path]) -> None:
+        problem = self._problem(
+            kafka_security_protocol="SSL",
+            kafka_ssl_certfile=pki["cert"],
+            kafka_ssl_keyfile=pki["key"],
+        )
+        assert problem is not None
+        assert "did not accept the client certificate in MOMENTS_KAFKA_SSL_CERTFILE" in problem
+
+    def test_plaintext_against_a_tls_listener(self) -> None:
+        problem = self._problem()
+        assert problem is not None
+        assert "MOMENTS_KAFKA_SECURITY_PROTOCOL=SSL" in problem
+
+    def test_an_unreachable_broker_is_left_to_the_retries(self) -> None:
+        settings = load_settings(kafka_bootstrap="127.0.0.1:9093", kafka_security_protocol="SSL")
+        refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 9093)")
+        assert describe_kafka_failure(settings, refused) is None
 
 
 class TestRedisClient:

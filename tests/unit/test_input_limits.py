@@ -68,6 +68,32 @@ class TestFieldLengths:
         assert value not in result.message  # the reason never copies the input
 
 
+class TestOutcomes:
+    """Outcomes from dispatch consumers get the same limits as events."""
+
+    def _record(self, value: bytes) -> RawRecord:
+        return RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), value)
+
+    def test_an_outcome_over_the_limit_is_a_dead_letter_without_parsing(self) -> None:
+        from moments.outcomes import decode_outcome
+
+        value = orjson.dumps({"task_id": "t1", "note": "x" * MAX_MESSAGE_BYTES})
+        result = decode_outcome(self._record(value))
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.TOO_LARGE
+
+    def test_an_invalid_outcome_names_the_fields_not_their_values(self) -> None:
+        from moments.outcomes import decode_outcome
+
+        value = orjson.dumps({"task_id": "t1", "subscriber_id": "97531x", "status": "gone"})
+        result = decode_outcome(self._record(value))
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert "subscriber_id:" in result.message
+        assert "status:" in result.message
+        assert "97531" not in result.message
+
+
 class TestRulesFilesHoldData:
     """ruamel's round-trip loader keeps tags as data; load_rules refuses them by position."""
 

@@ -10,8 +10,11 @@ from pydantic import ValidationError
 
 from moments.logmask import install_pii_masking, mask_text
 from moments.models import UsageEvent
+from moments.settings import load_settings
 
 SUB, IMEI = "13800138001", "356938035643809"
+SHORT5, SHORT6 = "97531", "864209"  # the contract allows subscriber ids of 5 to 20 digits
+TASK_ID = "c7f406e2d4b383b24203ade1be2217af"
 
 
 @pytest.fixture
@@ -35,6 +38,46 @@ class TestMaskText:
     def test_digit_runs_of_msisdn_length(self, text: str, expected: str) -> None:
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            # ids are strings: quoted in reprs and JSON, whatever their length
+            (f"'{SHORT5}' is not a field", "'*****' is not a field"),
+            (f'{{"subscriber_id":"{SHORT6}"}}', '{"subscriber_id":"******"}'),
+            (
+                f"{{'subscriber_id': '{SHORT5}', 'count': 12345}}",
+                "{'subscriber_id': '*****', 'count': 12345}",
+            ),
+            # after a field name that holds one, quoted or not
+            (f"subscriber_id={SHORT5} msisdn: {SHORT6}", "subscriber_id=***** msisdn: ******"),
+            (f"counterparty={SHORT5}", "counterparty=*****"),
+            # Kafka keys and values in aiokafka's DEBUG lines are bytes literals
+            (f"Sending (key=b'{SHORT5}' value=b'x')", "Sending (key=b'*****' value=b'x')"),
+            # a record batch: the key follows its length byte and runs into the next one
+            (
+                rf"b'\x00\x01\xc6\x02\x00\n{SHORT5}\xae\x02{{}}\x0e'",
+                r"b'\x00\x01\xc6\x02\x00\n*****\xae\x02{}\x0e'",
+            ),
+            (rf"b'\x00\n{SHORT5}4{{\x0e'", r"b'\x00\n******{\x0e'"),
+        ],
+    )
+    def test_short_ids_where_they_show_as_ids(self, text: str, expected: str) -> None:
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "processed 123456 events in 0.05s from partition 3, offset 654321",
+            "metrics on http://0.0.0.0:50123/metrics (pid 24242)",
+            "sleeping=0.505123456789 drift=-0.00512345678 since_epoch=3.0211234567",
+            f"task {TASK_ID} published",
+            "topic='t8094743d2f.telecom.usage' partition=1",
+            "2026-12-03 16:55:13,922 INFO took 12345 ms",
+        ],
+    )
+    def test_ordinary_numbers_stay_readable(self, text: str) -> None:
+        assert mask_text(text) == text
+
 
 class TestRecords:
     def test_arguments_of_any_logger_are_masked(
@@ -55,8 +98,69 @@ class TestRecords:
         assert SUB not in caplog.text
         assert IMEI not in caplog.text
 
+    def test_short_ids_in_arguments_extras_and_tracebacks(
+        self, masking: None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        logger = logging.getLogger("aiokafka.conn")
+        with caplog.at_level(logging.DEBUG):
+            logger.debug("Sending (key=%r value=%r)", SHORT5.encode(), {"subscriber_id": SHORT6})
+            logger.info("task for %s", "x", extra={"subscriber_id": SHORT6})
+            try:
+                UsageEvent.model_validate({"subscriber_id": SHORT5, "imei": "x" + IMEI})
+            except ValidationError:
+                logging.getLogger("moments.test").exception("bad event")
+        assert caplog.records[0].getMessage() == (
+            "Sending (key=b'*****' value={'subscriber_id': '******'})"
+        )
+        assert caplog.records[1].getMessage() == "task for x"
+        assert caplog.records[1].__dict__["subscriber_id"] == "******"
+        assert "ValidationError" in caplog.text
+        for number in (SHORT5, SHORT6, IMEI):
+            assert number not in caplog.text
+
     def test_log_pii_turns_it_off(self, masking: None, caplog: pytest.LogCaptureFixture) -> None:
         install_pii_masking(False)
         with caplog.at_level(logging.INFO):
             logging.getLogger("moments.test").info("subscriber %s", SUB)
         assert SUB in caplog.text
+
+
+class TestSecrets:
+    """Passwords never reach a log line, whatever MOMENTS_LOG_PII says."""
+
+    def test_aiokafka_debug_line_of_a_sasl_plain_login(
+        self, masking: None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from aiokafka.protocol.admin import SaslAuthenticateRequest_v1
+
+        request = SaslAuthenticateRequest_v1(b"\x00svc-moments\x00pl41n-pw")
+        with caplog.at_level(logging.DEBUG):
+            # what aiokafka.conn logs for every request it sends, the login included
+            logging.getLogger("aiokafka.conn").debug("Request to %s:%d %d: %s", "k", 1, 2, request)
+        assert "pl41n-pw" not in caplog.text
+        assert caplog.records[0].getMessage() == (
+            "Request to k:1 2: SaslAuthenticateRequest_v1(sasl_auth_bytes=****)"
+        )
+
+    def test_configured_passwords_even_with_log_pii(
+        self, masking: None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        install_pii_masking(False, secrets=["s3cr'et-pw"])
+        with caplog.at_level(logging.INFO):
+            log = logging.getLogger("moments.test")
+            log.info("login of %s with %s", SUB, "s3cr'et-pw")
+            log.info("sent %r", b"\x00user\x00s3cr'et-pw")  # as a bytes literal shows it
+        assert "s3cr" not in caplog.text
+        assert caplog.records[0].getMessage() == f"login of {SUB} with ****"
+        assert caplog.records[1].getMessage() == 'sent b"\\x00user\\x00****"'
+
+    def test_the_settings_name_every_password(self) -> None:
+        settings = load_settings(
+            redis_url="redis://u:url-pw@127.0.0.1:6379/0",
+            metrics_username="prometheus",
+            metrics_password="metrics-pw",
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_username="svc",
+            kafka_sasl_password="kafka-pw",
+        )
+        assert sorted(settings.secret_values()) == ["kafka-pw", "metrics-pw", "url-pw"]

@@ -68,7 +68,11 @@ class TestOutcomes:
     ) -> None:
         w = make_worker(
             DispatchPolicy.model_validate(
-                {"outcomes": {"unreachable_retry_after": "2h", "max_retries": 1}}
+                {
+                    "outcomes": {"unreachable_retry_after": "2h", "max_retries": 1},
+                    # The call goes out at once (not held for merging), so it can be answered.
+                    "merge": {"hold_channels": []},
+                }
             )
         )
         sub = "13200000003"

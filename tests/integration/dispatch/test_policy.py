@@ -166,9 +166,18 @@ def _sms() -> dict[str, str]:
     return {"moment_type": "first_international_roaming", "channel": "sms"}
 
 
+NO_HOLD = {"hold_channels": []}
+"""Manager tasks sent when due, not held for the merge window: these tests are about capacity."""
+
+
 def capacity_policy(**overflow: Any) -> DispatchPolicy:
     return DispatchPolicy.model_validate(
-        {"capacity": {"NJ": {"manager": 1}}, "reserved_share": 0, "overflow": overflow}
+        {
+            "capacity": {"NJ": {"manager": 1}},
+            "reserved_share": 0,
+            "overflow": overflow,
+            "merge": NO_HOLD,
+        }
     )
 
 
@@ -207,6 +216,7 @@ class TestCapacity:
                 "capacity": {"*": {"manager": 2}},
                 "reserved_share": 0.5,
                 "overflow": {"*": {"policy": "drop"}},
+                "merge": NO_HOLD,
             }
         )
         w = make_worker(policy)
@@ -247,21 +257,24 @@ class TestContactAndMerge:
         assert [(r["task_id"], r["evidence"]) for r in merged["related"]] == [("m1", ["ev-m1"])]
         assert await w.ledger.state("m1") == "sent"
 
-    async def test_hold_channel_collects_moments_for_the_window(
-        self, make_worker: MakeWorker
-    ) -> None:
-        policy = DispatchPolicy.model_validate(
-            {"merge": {"window": "30m", "hold_channels": ["manager"]}}
-        )
-        w = make_worker(policy)
+    async def test_calls_are_held_for_the_window_by_default(self, make_worker: MakeWorker) -> None:
+        w = make_worker()  # the default policy: calls and manager tasks held 30 min, SMS not
         sub = "13500000003"
         await w.send(task("h1", sub=sub, channel=Channel.MANAGER, priority=2))
         await w.send(task("h2", sub=sub, moment_type="complaint", channel=Channel.SMS, priority=3))
-        assert [await w.ledger.state(i) for i in ("h1", "h2")] == ["deferred", "merged"]
-        assert await w.sink.release_due(now=(NOW + 31 * dt.timedelta(minutes=1)).timestamp()) == 1
-        [out] = await published(w.settings, 1)
-        assert (out["task_id"], out["channel"], out["priority"]) == ("h1", "manager", 2)
-        assert [r["moment"]["type"] for r in out["related"]] == ["complaint"]
+        await w.send(task("s1", sub="13500000004", channel=Channel.SMS))
+        await w.send(task("c1", sub="13500000005", channel=Channel.OUTBOUND_CALL))
+        states = [await w.ledger.state(i) for i in ("h1", "h2", "s1", "c1")]
+        assert states == ["deferred", "merged", "sent", "deferred"]
+        assert w.sample("moments_tasks_deferred_total", reason="merge_window") == 2
+        [sms] = await published(w.settings, 1)
+        assert sms["task_id"] == "s1"
+        assert await w.sink.release_due(now=(NOW + 31 * dt.timedelta(minutes=1)).timestamp()) == 2
+        out = {t["task_id"]: t for t in await published(w.settings, 3)}
+        assert sorted(out) == ["c1", "h1", "s1"]
+        h1 = out["h1"]
+        assert (h1["channel"], h1["priority"]) == ("manager", 2)
+        assert [r["moment"]["type"] for r in h1["related"]] == ["complaint"]
 
     async def test_contact_cap_defers_or_drops(self, make_worker: MakeWorker) -> None:
         policy = DispatchPolicy.model_validate({"contact": {"max_contacts": 1, "period": "1d"}})

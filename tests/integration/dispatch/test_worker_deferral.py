@@ -4,6 +4,7 @@ waits, the next worker releases it: published once, never lost."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from moments.sample import daytime_zone
 from moments.settings import Settings
 from tests.integration.conftest import MakeSettings, WorkerProcess
 from tests.integration.kafka_io import produce, read_topic, values
@@ -45,7 +47,9 @@ class TestDeferralAcrossARestart:
         settings = make_settings(dispatch_policy=policy)
         await topics_for(settings)
         first = start_worker(settings)
-        await produce(settings, [roaming("w1", LI, "JP")])
+        # Abroad where it is daytime now: quiet hours must not hold it past the window.
+        zone = daytime_zone(dt.datetime.now(dt.UTC))
+        await produce(settings, [roaming("w1", LI, "JP", timezone=zone)])
         await wait_until_waiting(redis_url, f"moments:{settings.app_id}:deferred", first)
         first.kill()
         second = start_worker(settings)
