@@ -269,7 +269,7 @@ def _task_of(result: BacktestResult, sub: str, day: dt.date) -> str:
 class TestComparison:
     def test_added_removed_and_changed_per_rule(self, tmp_path: Path) -> None:
         history = write_history(tmp_path / "h.jsonl", with_roaming=True)
-        policy = DispatchPolicy()
+        policy = DispatchPolicy.model_validate({"merge": {"hold_channels": []}})
         baseline = run(
             write_rules(tmp_path / "base.yaml", big=150, priority=2, extra=LEGACY),
             history,
