@@ -90,7 +90,13 @@ def add_backtest_command(sub: Any, make_parser: Callable[..., argparse.ArgumentP
         help="capacity, overflow, contact cap, merge window (default: MOMENTS_DISPATCH_POLICY "
         "or the built-in defaults)",
     )
-    p.add_argument("--out", type=Path, default=Path("backtest-out"), metavar="DIR")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("backtest-out"),
+        metavar="DIR",
+        help="where the files go (created; default backtest-out/)",
+    )
     p.add_argument(
         "--baseline-rules",
         type=Path,
