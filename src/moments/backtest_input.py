@@ -22,7 +22,7 @@ from typing import IO, Any, cast
 import orjson
 
 from moments.models import EventType
-from moments.rulecheck import TYPES, EventFileError
+from moments.rulecheck import TYPES, EventFileError, event_type_of, json_objects
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +43,7 @@ def _epoch(value: Any) -> float:
 
 
 def _event(doc: dict[str, Any], where: str, default_type: EventType | None) -> FileEvent:
-    kind = doc.pop("type", None) or (default_type.value if default_type else None)
-    try:
-        event_type = EventType(str(kind))
-    except ValueError:
-        raise EventFileError(f'{where}: add "type": one of {TYPES} (got {kind!r})') from None
+    event_type = event_type_of(doc, where, default_type)
     sub = doc.get("subscriber_id")
     return FileEvent(
         _epoch(doc.get("occurred_at")),
@@ -102,15 +98,7 @@ class EventFile:
                     self._raw.close()
 
     def _jsonl(self, lines: IO[bytes]) -> Iterator[FileEvent]:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise EventFileError(f"{self.path}:{number}: not JSON ({exc})") from None
-            if not isinstance(doc, dict):
-                raise EventFileError(f"{self.path}:{number}: a line must be a JSON object")
+        for number, doc in json_objects(lines, self.path):
             yield _event(doc, f"{self.path}:{number}", self.default_type)
 
     def _csv(self, lines: IO[bytes]) -> Iterator[FileEvent]:

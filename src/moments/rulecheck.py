@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,27 +34,36 @@ def _open(path: Path) -> IO[str]:
     return path.open(encoding="utf-8")
 
 
+def json_objects(lines: Iterable[str | bytes], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank JSON line; a line that is not a JSON
+    object raises `EventFileError` naming the file and line."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise EventFileError(f"{path}:{number}: not JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise EventFileError(f"{path}:{number}: a line must be a JSON object")
+        yield number, doc
+
+
+def event_type_of(doc: dict[str, Any], where: str, default_type: EventType | None) -> EventType:
+    """The event's `type` field, removed from `doc` (or `default_type` when it has none)."""
+    kind = doc.pop("type", None) or (default_type.value if default_type else None)
+    try:
+        return EventType(str(kind))
+    except ValueError:
+        raise EventFileError(f'{where}: add "type": one of {TYPES} (got {kind!r})') from None
+
+
 def read_events(path: Path, default_type: EventType | None = None) -> Iterator[Input]:
     """Events from JSON lines (`.gz` too): each an event with its `type` (topup, roaming,
     complaint, usage, profile) beside its fields."""
     with _open(path) as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise EventFileError(f"{path}:{number}: not JSON ({exc})") from None
-            if not isinstance(doc, dict):
-                raise EventFileError(f"{path}:{number}: a line must be a JSON object")
-            kind = doc.pop("type", None) or (default_type.value if default_type else None)
-            try:
-                event_type = EventType(str(kind))
-            except ValueError:
-                raise EventFileError(
-                    f'{path}:{number}: add "type": one of {TYPES} (got {kind!r})'
-                ) from None
-            yield event_type, doc
+        for number, doc in json_objects(lines, path):
+            yield event_type_of(doc, f"{path}:{number}", default_type), doc
 
 
 def check_rules(

@@ -63,6 +63,21 @@ return 1
 """
 
 
+def state_of(value: bytes | None) -> str | None:
+    """A ledger entry's state by its first byte: 'pending', 'deferred', 'merged', 'sent',
+    'dropped', or None when there is no entry."""
+    if value is None:
+        return None
+    return _STATES.get(value[:1], "unknown")
+
+
+def sent_meta_of(value: bytes | None) -> bytes | None:
+    """What `confirm` stored with a sent task (None when the entry is not `sent`)."""
+    if value is None or not value.startswith(SENT):
+        return None
+    return value[1:]
+
+
 class TaskLedger:
     def __init__(self, redis: Redis, prefix: str, ttl_seconds: int) -> None:
         self.redis = redis
@@ -171,14 +186,8 @@ class TaskLedger:
 
     async def state(self, task_id: str) -> str | None:
         """'pending', 'deferred', 'merged', 'sent', 'dropped' or None."""
-        value = await self.get(task_id)
-        if value is None:
-            return None
-        return _STATES.get(value[:1], "unknown")
+        return state_of(await self.get(task_id))
 
     async def sent_meta(self, task_id: str) -> bytes | None:
         """What `confirm` stored with a sent task (None when not sent or forgotten)."""
-        value = await self.get(task_id)
-        if value is None or not value.startswith(SENT):
-            return None
-        return value[1:]
+        return sent_meta_of(await self.get(task_id))

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from moments.models import InputEvent
-from sinks.ledger import _STATES, DEFERRED, DROPPED, MERGED, PENDING, SENT
+from sinks.ledger import DEFERRED, DROPPED, MERGED, PENDING, SENT, sent_meta_of, state_of
 from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_of
 from sinks.stores import Clock, DispatchStores, Released, SlotKey
 
@@ -123,16 +123,10 @@ class MemoryLedger:
         return len(self.pending)
 
     async def state(self, task_id: str) -> str | None:
-        value = await self.get(task_id)
-        if value is None:
-            return None
-        return _STATES.get(value[:1], "unknown")
+        return state_of(await self.get(task_id))
 
     async def sent_meta(self, task_id: str) -> bytes | None:
-        value = await self.get(task_id)
-        if value is None or not value.startswith(SENT):
-            return None
-        return value[1:]
+        return sent_meta_of(await self.get(task_id))
 
     async def body(self, task_id: str) -> bytes | None:
         entry = self._live(self.bodies, task_id)
