@@ -1,0 +1,75 @@
+"""Faults under load, each bounded in time: the worker recovers by itself, every task once.
+
+Each test streams first international roamings of distinct subscribers (one task
+each), breaks something mid-stream, restores it, and then reads the dispatch topic
+from the start: exactly one task per subscriber, and the outage visible in metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moments.embedded import free_port
+from moments.sample import daytime_zone
+from moments.settings import Settings
+
+from .conftest import MakeSettings, WorkerProcess
+from .fault_tools import TansuProxy, first_roamings
+from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WAVE = 100
+
+
+def assert_one_task_each(tasks: list[dict[str, Any]], expected: int, log: str) -> None:
+    per_subscriber = Counter(str(t["subscriber_id"]) for t in tasks)
+    assert len(per_subscriber) == expected, (len(per_subscriber), log[-3000:])
+    assert max(per_subscriber.values()) == 1, per_subscriber.most_common(3)
+    assert len({t["task_id"] for t in tasks}) == len(tasks) == expected
+
+
+class TestBrokerCut:
+    """`tansu proxy` between the worker and the broker, stopped mid-stream and started
+    again: the worker reconnects by itself and publishes every task once."""
+
+    async def test_the_worker_recovers_from_a_cut_connection(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+        kafka_bootstrap: str,
+        tmp_path: Path,
+    ) -> None:
+        zone = daytime_zone(dt.datetime.now(dt.UTC))
+        direct = make_settings()
+        await topics_for(direct)
+        with TansuProxy(kafka_bootstrap, tmp_path / "proxy") as proxy:
+            port = free_port()
+            worker = start_worker(make_settings(kafka_bootstrap=proxy.bootstrap, metrics_port=port))
+            await produce(direct, first_roamings(0, WAVE, zone))
+            await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, WAVE)
+
+            proxy.stop()  # every connection of the worker is cut
+            await produce(direct, first_roamings(WAVE, WAVE, zone))  # written while cut off
+            errors = await wait_for_metric(
+                port, "moments_dependency_errors_total", {"dependency": "kafka"}, 1, wait_s=30
+            )
+            assert await metric_value(port, "moments_dependency_up", {"dependency": "kafka"}) == 0
+            await asyncio.sleep(3)
+            proxy.start()  # same address
+
+            await produce(direct, first_roamings(2 * WAVE, WAVE, zone))
+            records = await read_topic(direct, "tasks", count=3 * WAVE, wait_s=120, settle=5)
+            assert_one_task_each(values(records), 3 * WAVE, worker.log())
+            await wait_for_metric(port, "moments_dependency_up", {"dependency": "kafka"}, 1)
+            assert errors >= 1
+            assert "kafka did not answer the lag sample" in worker.log()
+            worker.stop()  # before the proxy goes, so the shutdown is an ordinary one
