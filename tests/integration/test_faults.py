@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from moments.embedded import free_port
+from moments.embedded import RedisServer, free_port
 from moments.sample import daytime_zone
 from moments.settings import Settings
 
@@ -73,3 +73,48 @@ class TestBrokerCut:
             assert errors >= 1
             assert "kafka did not answer the lag sample" in worker.log()
             worker.stop()  # before the proxy goes, so the shutdown is an ordinary one
+
+
+class TestRedisOutageUnderLoad:
+    """Redis (with AOF, as the ledger requires) stopped while a real worker has events to
+    process, started again: batches wait and retry, every task is published once."""
+
+    async def test_the_worker_waits_for_redis_and_loses_nothing(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+        tmp_path: Path,
+    ) -> None:
+        zone = daytime_zone(dt.datetime.now(dt.UTC))
+        server = RedisServer(
+            tmp_path / "redis",
+            port=free_port(),
+            extra_args=["--appendonly", "yes", "--appendfsync", "always"],
+        )
+        with server:
+            port = free_port()
+            settings = make_settings(redis_url=server.url, metrics_port=port)
+            await topics_for(settings)
+            worker = start_worker(settings)
+            await produce(settings, first_roamings(0, WAVE, zone))
+            await wait_for_metric(port, "moments_tasks_published_total", {}, WAVE)
+
+            server.stop()
+            await produce(settings, first_roamings(WAVE, WAVE, zone))  # arrive while it is down
+            errors = await wait_for_metric(
+                port, "moments_dependency_errors_total", {"dependency": "redis"}, 1, wait_s=30
+            )
+            assert await metric_value(port, "moments_dependency_up", {"dependency": "redis"}) == 0
+            await asyncio.sleep(3)
+            published_while_down = await metric_value(port, "moments_tasks_published_total")
+            server.start()  # same port, same AOF
+
+            await produce(settings, first_roamings(2 * WAVE, WAVE, zone))
+            records = await read_topic(settings, "tasks", count=3 * WAVE, wait_s=120, settle=5)
+            assert_one_task_each(values(records), 3 * WAVE, worker.log())
+            assert published_while_down == WAVE  # nothing went out without the ledger
+            await wait_for_metric(port, "moments_dependency_up", {"dependency": "redis"}, 1)
+            assert errors >= 1
+            assert await metric_value(port, "moments_tasks_suppressed_total") == 0
+            worker.stop()
