@@ -21,7 +21,7 @@ from moments.sample import daytime_zone
 from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
-from .fault_tools import TansuProxy, first_roamings
+from .fault_tools import TansuProxy, first_roamings, poisoned_stream, raw_value
 from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -118,3 +118,37 @@ class TestRedisOutageUnderLoad:
             assert errors >= 1
             assert await metric_value(port, "moments_tasks_suppressed_total") == 0
             worker.stop()
+
+
+class TestPoisonAtASteadyRate:
+    """One record in 20 malformed, of every kind in turn: each one in the dead-letter
+    topic with its reason and original bytes, every good event processed, once."""
+
+    async def test_every_poison_record_is_dead_lettered_and_every_good_one_processed(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+    ) -> None:
+        zone = daytime_zone(dt.datetime.now(dt.UTC))
+        records, poison, good = poisoned_stream(700, every=20, zone=zone)
+        assert len(poison) == 35
+        port = free_port()
+        settings = make_settings(metrics_port=port)
+        await topics_for(settings)
+        worker = start_worker(settings)
+        await produce(settings, records)
+
+        tasks = values(await read_topic(settings, "tasks", count=good, wait_s=120, settle=3))
+        assert_one_task_each(tasks, good, worker.log())
+        dead = await read_topic(settings, "deadletter", count=len(poison), wait_s=60, settle=3)
+        reasons = Counter(dict(d.headers)["__dlq.errors.reason"].decode() for d in dead)
+        assert reasons == Counter(reason for reason, _ in poison)
+        assert Counter(d.value for d in dead) == Counter(raw_value(r) for _, r in poison)
+        for letter in dead:
+            headers = dict(letter.headers)
+            assert headers["__dlq.errors.topic"].decode() == settings.topic("roaming")
+            assert headers["__dlq.errors.exception.message"]
+        assert await metric_value(port, "moments_events_rejected_total") == len(poison)
+        assert await metric_value(port, "moments_events_total") == len(records)
+        worker.stop()
