@@ -152,3 +152,65 @@ class TestPoisonAtASteadyRate:
         assert await metric_value(port, "moments_events_rejected_total") == len(poison)
         assert await metric_value(port, "moments_events_total") == len(records)
         worker.stop()
+
+
+class TestClockJumps:
+    """A source whose clock jumps days ahead, and events from long ago: counted in
+    moments_events_out_of_time_total and not applied; later normal events of the same
+    subscriber detect as if the bad ones had never come."""
+
+    async def test_events_far_in_the_future_or_past_leave_state_unharmed(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+    ) -> None:
+        now = dt.datetime.now(dt.UTC)
+        zone = daytime_zone(now)
+        sub = "15300000001"
+
+        def roaming(event_id: str, country: str, at: dt.datetime) -> tuple[str, str, Any]:
+            value = {
+                "event_id": event_id,
+                "subscriber_id": sub,
+                "occurred_at": at.isoformat(),
+                "country": country,
+                "roaming_type": "international",
+                "timezone": zone,
+            }
+            return ("roaming", sub, value)
+
+        port = free_port()
+        settings = make_settings(metrics_port=port)
+        await topics_for(settings)
+        worker = start_worker(settings)
+        await produce(settings, [roaming("c1", "FR", now)])
+        await wait_for_metric(port, "moments_tasks_published_total", {}, 1)
+        await produce(
+            settings,
+            [
+                roaming("c2", "DE", now + dt.timedelta(days=3)),  # the source's clock jumped
+                roaming("c3", "IT", now + dt.timedelta(days=400)),
+                roaming("c4", "US", dt.datetime(2001, 1, 1, tzinfo=dt.UTC)),
+                roaming("c5", "GB", now - dt.timedelta(days=2)),  # older than the lateness
+            ],
+        )
+        out_of_time = "moments_events_out_of_time_total"
+        await wait_for_metric(port, out_of_time, {"kind": "future"}, 2)
+        await wait_for_metric(port, out_of_time, {"kind": "late"}, 2)
+        await produce(
+            settings,
+            [
+                roaming("c6", "DE", now),  # first DE: the future event did not count
+                roaming("c7", "FR", now),  # not first: state still knows FR
+                roaming("c8", "US", now),  # first US: the old event did not count
+            ],
+        )
+        records = await read_topic(settings, "tasks", count=3, wait_s=60, settle=3)
+        countries = [t["moment"]["params"]["country"] for t in values(records)]  # type: ignore[index]
+        assert countries == ["FR", "DE", "US"], worker.log()[-3000:]
+        await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 8)
+        assert await metric_value(port, out_of_time, {"kind": "future"}) == 2
+        assert await metric_value(port, out_of_time, {"kind": "late"}) == 2
+        assert await metric_value(port, "moments_tasks_suppressed_total") == 0  # state, not ledger
+        worker.stop()
