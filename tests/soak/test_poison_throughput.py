@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -96,7 +95,7 @@ async def produce_all(settings: Settings, records: Iterator[Raw] | list[Raw]) ->
 
 
 def test_throughput_holds_with_one_record_in_20_malformed(
-    make_settings: MakeSettings, report_figure: Callable[[str], None]
+    make_settings: MakeSettings, report_figure: Callable[[str], None], tmp_path: Path
 ) -> None:
     console = Console(stderr=True, quiet=True)
     rates: list[tuple[str, float]] = []
@@ -109,7 +108,8 @@ def test_throughput_holds_with_one_record_in_20_malformed(
         )
         records, reasons = stream(poisoned)
         asyncio.run(produce_all(settings, records))
-        workdir = Path(tempfile.mkdtemp(prefix=f"moments-soak-{tag}-"))
+        workdir = tmp_path / tag
+        workdir.mkdir()
         measured, rss, _ = detector_consume(settings, len(records), workdir, console, latency_s=0)
         assert measured.events == len(records)
         if poisoned:
