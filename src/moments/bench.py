@@ -62,6 +62,9 @@ class Measurement:
     before: int = 0
     """Events already done when the clock started (a worker's first metrics sample comes
     after its first batch): counted, but not in the rate."""
+    cpu_seconds: float | None = None
+    """CPU time the worker process(es) used while timed: less load-sensitive than the rate
+    on a shared machine, and below `seconds` x workers when a worker waits."""
 
     @property
     def rate(self) -> float:
@@ -178,6 +181,14 @@ def _metric(port: int, name: str) -> float:
     return total
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def _peak_rss_mib(pid: int) -> float:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -225,6 +236,7 @@ def detector_consume(
         started = 0.0
         seen = 0.0
         before = 0.0
+        cpu_at_start = 0.0
         deadline = time.monotonic() + 120 + count / 1000
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("detector: joining the group", total=count)
@@ -240,12 +252,14 @@ def detector_consume(
                 if seen and not started:
                     started = time.perf_counter()
                     before = seen
+                    cpu_at_start = _cpu_seconds(proc.pid)
                     progress.update(task, description="detector: processing")
                 progress.update(task, completed=seen)
                 time.sleep(0.2)
         # The first sample came up to one poll after the first batch: count it out.
         elapsed = time.perf_counter() - started
-        measured = Measurement(int(seen), elapsed, int(before))
+        cpu = _cpu_seconds(proc.pid) - cpu_at_start
+        measured = Measurement(int(seen), elapsed, int(before), cpu)
         latency = None
         if latency_s > 0:
             latency = measure_latency(settings, port, measured.rate / 2, latency_s, console)
@@ -331,6 +345,7 @@ def scale_out_consume(
         before = 0.0
         counts = [0.0] * workers
         rebalances_at_start = 0.0
+        cpu_at_start = 0.0
         deadline = time.monotonic() + 120 + count / 1000
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"{workers} workers: joining the group", total=count)
@@ -349,6 +364,7 @@ def scale_out_consume(
                 if seen and not started:
                     started = time.perf_counter()
                     before = seen
+                    cpu_at_start = sum(_cpu_seconds(p.pid) for p in procs)
                     rebalances_at_start = sum(
                         _metric_or_zero(port, "moments_consumer_rebalances_total") for port in ports
                     )
@@ -356,6 +372,7 @@ def scale_out_consume(
                 progress.update(task, completed=seen)
                 time.sleep(0.2)
         elapsed = time.perf_counter() - started
+        cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_at_start
         rebalances = sum(
             _metric_or_zero(port, "moments_consumer_rebalances_total") for port in ports
         )
@@ -364,7 +381,7 @@ def scale_out_consume(
         )
         return ScaleOut(
             workers,
-            Measurement(int(seen), elapsed, int(before)),
+            Measurement(int(seen), elapsed, int(before), cpu),
             tuple(int(c) for c in counts),
             int(rebalances - rebalances_at_start),
             assigned,
@@ -441,13 +458,18 @@ def run_bench(
             scale = scale_out_consume(settings, count, workers, workdir, console)
         detector, rss, latency = detector_consume(settings, count, workdir, console)
     table = Table(title=f"{count:,} events, {subscribers:,} subscribers, {partitions} partitions")
-    for column in ("reader", "events", "done before the first sample", "seconds", "events/s"):
+    columns = ("reader", "events", "done before the first sample", "seconds", "events/s")
+    for column in (*columns, "worker CPU µs/event"):
         table.add_column(column, justify="right")
     rows = [("raw aiokafka + orjson", raw), ("moments worker", detector)]
     if scale is not None:
         rows.append((f"{scale.workers} moments workers", scale.measured))
     for label, m in rows:
-        table.add_row(label, f"{m.events:,}", f"{m.before:,}", f"{m.seconds:.2f}", f"{m.rate:,.0f}")
+        timed = m.events - m.before
+        cpu = f"{m.cpu_seconds / timed * 1e6:.0f}" if m.cpu_seconds and timed else ""
+        table.add_row(
+            label, f"{m.events:,}", f"{m.before:,}", f"{m.seconds:.2f}", f"{m.rate:,.0f}", cpu
+        )
     Console().print(table)
     Console().print(
         f"ratio detector/raw: {detector.rate / raw.rate:.2f}   worker peak RSS: {rss:.0f} MiB"
