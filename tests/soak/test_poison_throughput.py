@@ -1,10 +1,11 @@
 """Throughput with and without poison, same worker, same machine, one run.
 
-The benchmark's event mix (`moments.bench.bench_events`), once clean and once with
-one record in 20 replaced by a malformed one (bad JSON, missing fields, wrong types,
-oversize, key mismatch, in turn). Each stream goes to its own topics and is read by
-a fresh worker, timed like `moments bench` does; clean, poisoned, clean again, so the
-figures show how much the machine's load moved between runs.
+The benchmark's event mix (`moments.bench.bench_events`), clean, and with one record
+in 20 replaced by a malformed one (bad JSON, missing fields, wrong types, key
+mismatch, in turn; in a second poisoned run also 70 KB over-size records, which
+multiply the bytes read). Each stream goes to its own topics and is read by a fresh
+worker, timed like `moments bench` does; clean first and last, so the figures show
+how much the machine's load moved between runs.
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ EVERY = 20
 Raw = tuple[EventType, bytes | None, bytes]
 
 
-def poison(n: int, event_type: EventType, key: bytes, value: bytes) -> tuple[Raw, str]:
-    """A malformed stand-in for record `n`, and the dead-letter reason it must get."""
+def poison(
+    n: int, event_type: EventType, key: bytes, value: bytes, oversize: bool
+) -> tuple[Raw, str]:
+    """A malformed stand-in for record `n`, and the dead-letter reason it must get; the
+    over-size kind only with `oversize` (70 KB each: it changes the bytes read)."""
     sub = key.decode()
-    kind = (n // EVERY) % 5
+    kinds = (0, 1, 2, 3, 4) if oversize else (0, 1, 2, 4)
+    kind = kinds[(n // EVERY) % len(kinds)]
     if kind == 0:
         return (event_type, key, value[: len(value) // 2]), "invalid_json"
     if kind == 1:
@@ -56,12 +61,12 @@ def poison(n: int, event_type: EventType, key: bytes, value: bytes) -> tuple[Raw
     return (event_type, b"13000000000", value), "key_mismatch"
 
 
-def stream(poisoned: bool) -> tuple[list[Raw], list[str]]:
+def stream(poisoned: bool, oversize: bool) -> tuple[list[Raw], list[str]]:
     records: list[Raw] = []
     reasons: list[str] = []
     for n, (event_type, key, value) in enumerate(bench_events(EVENTS, SUBSCRIBERS)):
         if poisoned and n % EVERY == EVERY - 1:
-            record, reason = poison(n, event_type, key, value)
+            record, reason = poison(n, event_type, key, value, oversize)
             records.append(record)
             reasons.append(reason)
         else:
@@ -99,14 +104,20 @@ def test_throughput_holds_with_one_record_in_20_malformed(
 ) -> None:
     console = Console(stderr=True, quiet=True)
     rates: list[tuple[str, float]] = []
-    for label, poisoned in (("clean", False), ("1 in 20 poison", True), ("clean again", False)):
-        tag = label.replace(" ", "")
+    runs = (
+        ("clean", False, False),
+        ("1 in 20 poison, none over-size", True, False),
+        ("1 in 20 poison, a fifth of it over-size", True, True),
+        ("clean again", False, False),
+    )
+    for n, (label, poisoned, oversize) in enumerate(runs):
+        tag = f"run{n}"
         settings = make_settings(
             partitions=4,
             app_id=f"soak-{tag}-{os.getpid()}",
             topic_prefix=f"soak{tag}{os.getpid()}.",
         )
-        records, reasons = stream(poisoned)
+        records, reasons = stream(poisoned, oversize)
         asyncio.run(produce_all(settings, records))
         workdir = tmp_path / tag
         workdir.mkdir()
@@ -124,9 +135,10 @@ def test_throughput_holds_with_one_record_in_20_malformed(
             f"{measured.rate:,.0f} records/s, peak RSS {rss:.0f} MiB"
             + (f", {len(reasons):,} dead letters" if poisoned else "")
         )
-    clean = (rates[0][1] + rates[2][1]) / 2
+    clean = (rates[0][1] + rates[3][1]) / 2
     report_figure(
         f"poison soak: poisoned / mean of the clean runs = {rates[1][1] / clean:.2f} "
+        f"(none over-size), {rates[2][1] / clean:.2f} (with over-size) "
         f"({os.cpu_count()} CPU cores shared with everything else running; "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)"
     )
