@@ -12,11 +12,12 @@ own namespace; these are `moments_*` metrics in seconds on the worker's registry
 - Rebalances: a Faust `Sensor` counts them and times each one, recovery included.
 - Broker reachability: the consumer's own fetch and group requests retry a lost
   broker silently (aiokafka only logs), so the lag sample doubles as a probe: a
-  sample that fails or takes longer than its interval counts in
+  sample that fails or takes over 80% of its interval (4 s) counts in
   `moments_dependency_errors_total{dependency="kafka"}` and sets
   `moments_dependency_up{dependency="kafka"}` to 0; the next good one sets it to 1.
 
-`install(app, metrics, topics)` wires all three onto an app; `moments.worker` calls it.
+`install(app, registry, topics, health=metrics)` wires them onto an app; `moments.worker`
+calls it.
 """
 
 from __future__ import annotations
