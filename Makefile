@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 SPECS := .cache/asyncapi-specs/node_modules/@asyncapi/specs/schemas/3.0.0.json
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest schemas clean help redis-server prometheus stunnel
+.PHONY: run test soak lint typecheck pytest schemas clean help redis-server prometheus stunnel
 
 help:
 	@echo "make run    - detector on an embedded broker + Redis, with a sample stream"
 	@echo "make test   - lint, type-check and the whole test suite (what CI runs)"
+	@echo "make soak   - long fault runs and throughput figures (~12 min; not in make test)"
 	@echo "make schemas- regenerate schemas/ from the models"
 	@echo "make clean  - remove the virtualenv and caches"
 
@@ -73,6 +74,13 @@ pytest: $(STAMP) redis-server prometheus stunnel $(SPECS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Long fault sequences under load, poison and scale-out throughput (pytest marker
+# `soak`, left out of `make test`), then the benchmark with two workers against one.
+# SOAK_EVENTS, SOAK_RATE and SOAK_STEP_SECONDS size the runs.
+soak: $(STAMP) redis-server
+	$(BIN)/python -m pytest -m soak tests/soak $(PYTEST_ARGS)
+	$(BIN)/moments bench --events 600000 --subscribers 20000 --partitions 8 --workers 2
 
 schemas: $(STAMP)
 	$(BIN)/moments schemas export

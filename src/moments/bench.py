@@ -59,10 +59,16 @@ COUNTRIES = ("JP", "TH", "KR", "US", "FR", "SG", "GB", "DE")
 class Measurement:
     events: int
     seconds: float
+    before: int = 0
+    """Events already done when the clock started (a worker's first metrics sample comes
+    after its first batch): counted, but not in the rate."""
+    cpu_seconds: float | None = None
+    """CPU time the worker process(es) used while timed: less load-sensitive than the rate
+    on a shared machine, and below `seconds` x workers when a worker waits."""
 
     @property
     def rate(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else 0.0
+        return (self.events - self.before) / self.seconds if self.seconds > 0 else 0.0
 
 
 def bench_events(
@@ -175,6 +181,14 @@ def _metric(port: int, name: str) -> float:
     return total
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def _peak_rss_mib(pid: int) -> float:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -216,32 +230,13 @@ def detector_consume(
     """A worker subprocess over the same topics: (rate, peak RSS in MiB, latency at half
     the measured rate)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
-    env |= {
-        "MOMENTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "MOMENTS_REDIS_URL": settings.redis_url,
-        "MOMENTS_APP_ID": settings.app_id,
-        "MOMENTS_TOPIC_PREFIX": settings.topic_prefix,
-        "MOMENTS_PARTITIONS": str(settings.partitions),
-        "MOMENTS_REBALANCE_TIMEOUT": str(settings.rebalance_timeout),
-        "MOMENTS_DATA_DIR": str(workdir / "data"),
-        "MOMENTS_METRICS_PORT": str(port),
-        "MOMENTS_LOG_LEVEL": "WARNING",
-    }
-    if settings.rules is not None:
-        env["MOMENTS_RULES"] = str(settings.rules)
     log_path = workdir / "worker.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moments", "worker"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=death_signal_preexec(),  # gone with the bench even if it is killed
-        )
+    proc = start_worker(settings, workdir / "data", port, log_path)
     try:
         started = 0.0
         seen = 0.0
+        before = 0.0
+        cpu_at_start = 0.0
         deadline = time.monotonic() + 120 + count / 1000
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("detector: joining the group", total=count)
@@ -256,23 +251,144 @@ def detector_consume(
                     seen = 0.0
                 if seen and not started:
                     started = time.perf_counter()
+                    before = seen
+                    cpu_at_start = _cpu_seconds(proc.pid)
                     progress.update(task, description="detector: processing")
                 progress.update(task, completed=seen)
                 time.sleep(0.2)
         # The first sample came up to one poll after the first batch: count it out.
         elapsed = time.perf_counter() - started
-        measured = Measurement(int(seen), elapsed)
+        cpu = _cpu_seconds(proc.pid) - cpu_at_start
+        measured = Measurement(int(seen), elapsed, int(before), cpu)
         latency = None
         if latency_s > 0:
             latency = measure_latency(settings, port, measured.rate / 2, latency_s, console)
         return measured, _peak_rss_mib(proc.pid), latency
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_worker(proc)
+
+
+def start_worker(
+    settings: Settings, data_dir: Path, port: int, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """A `moments worker` subprocess for these settings, gone with the bench if it dies."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    env |= {
+        "MOMENTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "MOMENTS_REDIS_URL": settings.redis_url,
+        "MOMENTS_APP_ID": settings.app_id,
+        "MOMENTS_TOPIC_PREFIX": settings.topic_prefix,
+        "MOMENTS_PARTITIONS": str(settings.partitions),
+        "MOMENTS_REBALANCE_TIMEOUT": str(settings.rebalance_timeout),
+        "MOMENTS_DATA_DIR": str(data_dir),
+        "MOMENTS_METRICS_PORT": str(port),
+        "MOMENTS_LOG_LEVEL": "WARNING",
+    }
+    if settings.rules is not None:
+        env["MOMENTS_RULES"] = str(settings.rules)
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "moments", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=death_signal_preexec(),  # gone with the bench even if it is killed
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass(frozen=True)
+class ScaleOut:
+    """Several workers in one consumer group over the same events."""
+
+    workers: int
+    measured: Measurement
+    """All events, from the first processed by any worker to the last (joins included)."""
+    per_worker: tuple[int, ...]
+    """Events each worker processed: how the partitions were shared."""
+    rebalances: int
+    """Rebalances the workers went through while measured (each pauses processing)."""
+    assigned: tuple[int, ...]
+    """Input partitions each worker held at the end."""
+
+
+def _metric_or_zero(port: int, name: str) -> float:
+    try:
+        return _metric(port, name)
+    except OSError:
+        return 0.0
+
+
+def scale_out_consume(
+    settings: Settings, count: int, workers: int, workdir: Path, console: Console
+) -> ScaleOut:
+    """`workers` worker subprocesses started together as a new consumer group (own app id,
+    state and ledger) over the same topics, timed like the single worker: from the first
+    processed event to the last."""
+    group = settings.model_copy(update={"app_id": f"{settings.app_id}-x{workers}"})
+    ports = [free_port() for _ in range(workers)]
+    procs = [
+        start_worker(group, workdir / f"data-{n}", port, workdir / f"worker-x{workers}-{n}.log")
+        for n, port in enumerate(ports)
+    ]
+    try:
+        started = 0.0
+        seen = 0.0
+        before = 0.0
+        counts = [0.0] * workers
+        rebalances_at_start = 0.0
+        cpu_at_start = 0.0
+        deadline = time.monotonic() + 120 + count / 1000
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{workers} workers: joining the group", total=count)
+            while seen < count:
+                for n, proc in enumerate(procs):
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"worker {n} exited with {proc.returncode}; see {workdir}"
+                        )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{workers} workers read {seen:.0f} of {count}; see {workdir}"
+                    )
+                counts = [_metric_or_zero(port, "moments_events_total") for port in ports]
+                seen = sum(counts)
+                if seen and not started:
+                    started = time.perf_counter()
+                    before = seen
+                    cpu_at_start = sum(_cpu_seconds(p.pid) for p in procs)
+                    rebalances_at_start = sum(
+                        _metric_or_zero(port, "moments_consumer_rebalances_total") for port in ports
+                    )
+                    progress.update(task, description=f"{workers} workers: processing")
+                progress.update(task, completed=seen)
+                time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_at_start
+        rebalances = sum(
+            _metric_or_zero(port, "moments_consumer_rebalances_total") for port in ports
+        )
+        assigned = tuple(
+            int(_metric_or_zero(port, "moments_consumer_assigned_partitions")) for port in ports
+        )
+        return ScaleOut(
+            workers,
+            Measurement(int(seen), elapsed, int(before), cpu),
+            tuple(int(c) for c in counts),
+            int(rebalances - rebalances_at_start),
+            assigned,
+        )
+    finally:
+        for proc in procs:
+            stop_worker(proc)
 
 
 def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> None:
@@ -302,7 +418,10 @@ def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> N
     )
 
 
-def run_bench(count: int, subscribers: int, partitions: int, rules_only: bool = False) -> int:
+def run_bench(
+    count: int, subscribers: int, partitions: int, rules_only: bool = False, workers: int = 1
+) -> int:
+    """`workers` > 1 adds a scale-out run: that many workers in a new group, same events."""
     print_rule_costs(min(count, 100_000), subscribers, load_settings().rules)
     if rules_only:
         return 0
@@ -334,19 +453,23 @@ def run_bench(count: int, subscribers: int, partitions: int, rules_only: bool = 
         console.print(f"produced {count:,} events over {subscribers:,} subscribers")
         raw = asyncio.run(raw_consume(settings, count))
         console.print(f"raw aiokafka: {raw.rate:,.0f} events/s")
+        scale = None
+        if workers > 1:  # before the single worker, whose latency phase adds events
+            scale = scale_out_consume(settings, count, workers, workdir, console)
         detector, rss, latency = detector_consume(settings, count, workdir, console)
     table = Table(title=f"{count:,} events, {subscribers:,} subscribers, {partitions} partitions")
-    for column in ("reader", "events", "seconds", "events/s"):
+    columns = ("reader", "events", "done before the first sample", "seconds", "events/s")
+    for column in (*columns, "worker CPU µs/event"):
         table.add_column(column, justify="right")
-    table.add_row(
-        "raw aiokafka + orjson", f"{raw.events:,}", f"{raw.seconds:.2f}", f"{raw.rate:,.0f}"
-    )
-    table.add_row(
-        "moments worker",
-        f"{detector.events:,}",
-        f"{detector.seconds:.2f}",
-        f"{detector.rate:,.0f}",
-    )
+    rows = [("raw aiokafka + orjson", raw), ("moments worker", detector)]
+    if scale is not None:
+        rows.append((f"{scale.workers} moments workers", scale.measured))
+    for label, m in rows:
+        timed = m.events - m.before
+        cpu = f"{m.cpu_seconds / timed * 1e6:.0f}" if m.cpu_seconds and timed else ""
+        table.add_row(
+            label, f"{m.events:,}", f"{m.before:,}", f"{m.seconds:.2f}", f"{m.rate:,.0f}", cpu
+        )
     Console().print(table)
     Console().print(
         f"ratio detector/raw: {detector.rate / raw.rate:.2f}   worker peak RSS: {rss:.0f} MiB"
@@ -356,5 +479,14 @@ def run_bench(count: int, subscribers: int, partitions: int, rules_only: bool = 
             f"event-to-task latency at {latency.offered_rate:,.0f} events/s offered "
             f"(half the measured rate), {latency.tasks} tasks: "
             f"p50 {latency.p50 * 1000:.0f} ms, p99 {latency.p99 * 1000:.0f} ms"
+        )
+    if scale is not None:
+        Console().print(
+            f"ratio {scale.workers} workers / 1 worker: "
+            f"{scale.measured.rate / detector.rate:.2f}   "
+            f"events per worker {', '.join(f'{n:,}' for n in scale.per_worker)}; "
+            f"input partitions per worker at the end {', '.join(map(str, scale.assigned))}; "
+            f"{scale.rebalances} rebalance(s) while measured; "
+            f"{os.cpu_count()} CPU cores shared by every process of the run"
         )
     return 0

@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                   moments bench                          # 200k events, 20k subscribers
                   moments bench --events 50000 --subscribers 5000
                   moments bench --rules-only                 # rule cost and state size only
+                  moments bench --partitions 8 --workers 2   # and two workers against one
                   MOMENTS_RULES=my-rules/ moments bench  # the cost of your own catalog
                 """,
         _cmd_bench,
@@ -284,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--events", type=int, default=200_000, help="events to produce")
     b.add_argument("--subscribers", type=int, default=20_000, help="distinct subscribers")
     b.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    b.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=1,
+        help="with 2 or more, also run that many workers together on the same events and "
+        "print their rate against one worker's (needs as many partitions)",
+    )
     b.add_argument(
         "--rules-only",
         action="store_true",
@@ -531,10 +539,29 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: write a whole number of 1 or more")
+    return value
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from moments.bench import run_bench
 
-    return run_bench(args.events, args.subscribers, args.partitions, args.rules_only)
+    if args.workers > args.partitions:
+        print(
+            f"--workers {args.workers} needs at least as many partitions: "
+            f"add --partitions {args.workers} (or more)",
+            file=sys.stderr,
+        )
+        return 2
+    return run_bench(
+        args.events, args.subscribers, args.partitions, args.rules_only, workers=args.workers
+    )
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:

@@ -10,12 +10,19 @@ own namespace; these are `moments_*` metrics in seconds on the worker's registry
   `Consumer._commit_offsets` (Faust's own commits and the batch loop's
   `commit_processed`), so `time_commits` wraps that one method on the consumer.
 - Rebalances: a Faust `Sensor` counts them and times each one, recovery included.
+- Broker reachability: the consumer's own fetch and group requests retry a lost
+  broker silently (aiokafka only logs), so the lag sample doubles as a probe: a
+  sample that fails or takes over 80% of its interval (4 s) counts in
+  `moments_dependency_errors_total{dependency="kafka"}` and sets
+  `moments_dependency_up{dependency="kafka"}` to 0; the next good one sets it to 1.
 
-`install(app, metrics, topics)` wires all three onto an app; `moments.worker` calls it.
+`install(app, registry, topics, health=metrics)` wires them onto an app; `moments.worker`
+calls it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -24,6 +31,8 @@ from typing import Any
 from faust import Sensor
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sinks.metrics import Dependency, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +104,19 @@ def partition_lag(end_offset: int | None, committed: int | None) -> int | None:
 class LagSampler:
     """Reads end and committed offsets of the assigned input partitions into the gauges."""
 
-    def __init__(self, metrics: ConsumerMetrics, topics: Iterable[str]) -> None:
+    def __init__(
+        self,
+        metrics: ConsumerMetrics,
+        topics: Iterable[str],
+        health: Metrics | None = None,
+        timeout: float = LAG_INTERVAL_S,
+    ) -> None:
         self.metrics = metrics
         self.topics = frozenset(topics)
+        self.health = health
+        self.timeout = timeout
         self._shown: set[tuple[str, str]] = set()
+        self._failures = 0
 
     def update(self, ends: Mapping[TP, int | None], committed: Mapping[TP, int | None]) -> None:
         """Set the gauges from offsets; drop the series of partitions no longer assigned."""
@@ -125,12 +143,34 @@ class LagSampler:
         ends: Mapping[TP, int | None] = {}
         if assigned:
             try:
-                ends = await consumer.highwaters(*assigned)
+                ends = await asyncio.wait_for(consumer.highwaters(*assigned), self.timeout)
             except Exception as exc:  # a broker hiccup must not stop the timer
-                log.debug("lag sample skipped: %s", exc)
+                self.broker_failed(exc)
                 return
+            self.broker_answered()
         committed: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
         self.update(ends, committed)
+
+    def broker_failed(self, exc: BaseException) -> None:
+        """A sample the broker did not answer: counted, logged once per outage."""
+        self._failures += 1
+        if self.health is not None:
+            self.health.dependency_errors.labels(Dependency.KAFKA.value).inc()
+            self.health.dependency_up.labels(Dependency.KAFKA.value).set(0)
+        if self._failures == 1:
+            log.warning(
+                "kafka did not answer the lag sample (%s: %s); the consumer reconnects by "
+                "itself; if this lasts, check the broker and MOMENTS_KAFKA_BOOTSTRAP",
+                type(exc).__name__,
+                exc,
+            )
+
+    def broker_answered(self) -> None:
+        if self.health is not None:
+            self.health.dependency_up.labels(Dependency.KAFKA.value).set(1)
+        if self._failures:
+            log.warning("kafka answers again after %d failed lag sample(s)", self._failures)
+            self._failures = 0
 
 
 CommitOffsets = Callable[..., Awaitable[bool]]
@@ -168,11 +208,18 @@ class RebalanceSensor(Sensor):
 
 
 def install(
-    app: Any, registry: CollectorRegistry, topics: Iterable[str], interval: float = LAG_INTERVAL_S
+    app: Any,
+    registry: CollectorRegistry,
+    topics: Iterable[str],
+    interval: float = LAG_INTERVAL_S,
+    health: Metrics | None = None,
 ) -> ConsumerMetrics:
-    """Register the consumer figures on a Faust app: sensor, commit timing, lag timer."""
+    """Register the consumer figures on a Faust app: sensor, commit timing, lag timer.
+
+    With `health`, a failed lag sample counts as a Kafka dependency error there."""
     metrics = ConsumerMetrics(registry)
-    sampler = LagSampler(metrics, topics)
+    # A sample slower than 80% of the interval counts as failed (no overlapping timer).
+    sampler = LagSampler(metrics, topics, health=health, timeout=interval * 0.8)
     app.sensors.add(RebalanceSensor(metrics))
     wrapped: list[Any] = []
 

@@ -33,8 +33,9 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app, _runtime = build(settings, rules, metrics)
-    # Lag per partition, commit latency, rebalances (see moments.consumer_metrics).
-    install_consumer_metrics(app, metrics.registry, topic_types(settings))
+    # Lag per partition, commit latency, rebalances, broker reachability
+    # (see moments.consumer_metrics).
+    install_consumer_metrics(app, metrics.registry, topic_types(settings), health=metrics)
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         level = FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level.lower())
         faust_args = ["--loglevel", level, *faust_args]

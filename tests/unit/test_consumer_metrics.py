@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
@@ -15,6 +18,7 @@ from moments.consumer_metrics import (
     partition_lag,
     time_commits,
 )
+from sinks.metrics import Metrics
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -71,6 +75,53 @@ class TestLagSampler:
         assert (
             sample(registry, "moments_consumer_lag", topic=changelog.topic, partition="0") is None
         )
+
+
+class TestBrokerProbe:
+    """A lag sample the broker does not answer is a Kafka dependency error; the next good
+    one marks Kafka up again (the consumer's own retries are only logged by aiokafka)."""
+
+    @staticmethod
+    def consumer(answer: Callable[[], Awaitable[dict[TP, int]]]) -> Any:
+        tp = TP("in.usage", 0)
+
+        class FakeConsumer:
+            _committed_offset: Mapping[TP, int] = {tp: 1}
+
+            def assignment(self) -> set[TP]:
+                return {tp}
+
+            async def highwaters(self, *tps: TP) -> dict[TP, int]:
+                return await answer()
+
+        return FakeConsumer()
+
+    async def test_failed_and_slow_samples_count_and_a_good_one_restores(self) -> None:
+        registry = CollectorRegistry()
+        health = Metrics(registry)
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"], health=health, timeout=0.05)
+        kafka = {"dependency": "kafka"}
+
+        async def refused() -> dict[TP, int]:
+            raise KafkaConnectionError("connection refused")
+
+        async def hangs() -> dict[TP, int]:
+            await asyncio.sleep(10)
+            return {}
+
+        async def answers() -> dict[TP, int]:
+            return {TP("in.usage", 0): 4}
+
+        await sampler.sample(self.consumer(refused))
+        assert sample(registry, "moments_dependency_errors_total", **kafka) == 1
+        assert sample(registry, "moments_dependency_up", **kafka) == 0
+        await sampler.sample(self.consumer(hangs))
+        assert sample(registry, "moments_dependency_errors_total", **kafka) == 2
+        await sampler.sample(self.consumer(answers))
+        assert sample(registry, "moments_dependency_up", **kafka) == 1
+        assert sample(registry, "moments_dependency_errors_total", **kafka) == 2
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 3
+        assert sample(registry, "moments_dependency_errors_total", dependency="redis") == 0
 
 
 class TestCommitTiming:

@@ -1,0 +1,146 @@
+"""What the fault tests break things with: a Kafka proxy that can be cut, event streams.
+
+`TansuProxy` runs `tansu proxy` (shipped in the same binary as the broker) between
+a worker and the broker on a fixed port, so stopping it cuts every connection the
+worker has and starting it again restores the same address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+from moments.embedded import HOST, TansuBroker, free_port
+
+Record = tuple[str, str | None, bytes | dict[str, Any] | None]
+
+
+class TansuProxy(TansuBroker):
+    """`tansu proxy` forwarding to `origin` (`host:port`), always on the same port."""
+
+    name: ClassVar[str] = "tansu-proxy"
+
+    def __init__(self, origin: str, workdir: Path) -> None:
+        super().__init__(workdir, port=free_port())
+        self.origin = origin
+
+    def _command(self, port: int, workdir: Path) -> list[str]:
+        url = f"tcp://{HOST}:{port}"
+        return [
+            str(self.binary),
+            "proxy",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--origin-url",
+            f"tcp://{self.origin}",
+        ]
+
+
+def first_roamings(start: int, count: int, zone: str, prefix: str = "f") -> list[Record]:
+    """`count` first international roamings of distinct subscribers: one task each.
+
+    `zone` should be one where it is daytime (`moments.sample.daytime_zone`), so no
+    quiet hours hold a task back.
+    """
+    now = dt.datetime.now(dt.UTC).isoformat()
+    out: list[Record] = []
+    for n in range(start, start + count):
+        sub = str(15_100_000_000 + n)
+        value = {
+            "event_id": f"{prefix}-{n}",
+            "subscriber_id": sub,
+            "occurred_at": now,
+            "country": "FR",
+            "roaming_type": "international",
+            "timezone": zone,
+        }
+        out.append(("roaming", sub, value))
+    return out
+
+
+def _bad_json(n: int, sub: str) -> Record:
+    return ("roaming", sub, f'{{"event_id": "p-{n}", "subscriber_id": "{sub}", '.encode())
+
+
+def _missing_fields(n: int, sub: str) -> Record:
+    return ("roaming", sub, {"event_id": f"p-{n}", "subscriber_id": sub})
+
+
+def _wrong_types(n: int, sub: str) -> Record:
+    value = {
+        "event_id": f"p-{n}",
+        "subscriber_id": sub,
+        "occurred_at": "yesterday",
+        "country": 86,
+        "roaming_type": "international",
+    }
+    return ("roaming", sub, value)
+
+
+def _oversize(n: int, sub: str) -> Record:
+    value = {
+        "event_id": f"p-{n}",
+        "subscriber_id": sub,
+        "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
+        "country": "FR",
+        "roaming_type": "international",
+        "operator": "x" * 70_000,
+    }
+    return ("roaming", sub, value)
+
+
+def _key_mismatch(n: int, sub: str) -> Record:
+    _, _, value = first_roamings(n, 1, "UTC", prefix="p")[0]
+    return ("roaming", "13000000000", value)
+
+
+def _no_key(n: int, sub: str) -> Record:
+    _, _, value = first_roamings(n, 1, "UTC", prefix="p")[0]
+    return ("roaming", None, value)
+
+
+def _null_value(n: int, sub: str) -> Record:
+    return ("roaming", sub, None)
+
+
+POISON: tuple[tuple[str, Callable[[int, str], Record]], ...] = (
+    ("invalid_json", _bad_json),
+    ("invalid_event", _missing_fields),
+    ("invalid_event", _wrong_types),
+    ("too_large", _oversize),
+    ("key_mismatch", _key_mismatch),
+    ("missing_key", _no_key),
+    ("empty_value", _null_value),
+)
+"""(expected dead-letter reason, maker) for each kind of malformed record."""
+
+
+def poisoned_stream(
+    count: int, every: int, zone: str
+) -> tuple[list[Record], list[tuple[str, Record]], int]:
+    """`count` records where every `every`-th is malformed (the kinds in turn), the rest
+    first roamings of distinct subscribers: (records, (reason, record) of each malformed
+    one, how many are good)."""
+    records: list[Record] = []
+    poison: list[tuple[str, Record]] = []
+    for n in range(count):
+        if n % every == every - 1:
+            reason, make = POISON[len(poison) % len(POISON)]
+            record = make(n, str(15_200_000_000 + n))
+            poison.append((reason, record))
+            records.append(record)
+        else:
+            records.extend(first_roamings(n, 1, zone, prefix="g"))
+    return records, poison, count - len(poison)
+
+
+def raw_value(record: Record) -> bytes | None:
+    """The bytes `kafka_io.produce` sends for a record's value."""
+    value = record[2]
+    return orjson.dumps(value) if isinstance(value, dict) else value
