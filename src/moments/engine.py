@@ -38,8 +38,11 @@ StateLoader = Callable[[str], SubscriberState | None]
 
 LATENESS = dt.timedelta(hours=1)
 """Events older than the subscriber's latest minus this are late: counted, not applied."""
-MAX_FUTURE = dt.timedelta(days=1)
-"""Events further than this ahead of the wall clock are refused as a clock error."""
+MAX_FUTURE = dt.timedelta(minutes=15)
+"""Events further than this (or than the lateness, if shorter) ahead of the wall clock are
+refused as a clock error. An accepted event moves the subscriber's event time ahead by at
+most this much, so with it no more than the lateness, the correct events after it are
+never made late."""
 CLOSE_CATCH_UP = 7
 """Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
 
@@ -113,7 +116,8 @@ class Detector:
         result = BatchResult()
         states: dict[str, SubscriberState] = {}
         ctx = EvalContext(now=now)
-        horizon = int((now + MAX_FUTURE).timestamp()) if now is not None else 2**62
+        ahead = min(int(MAX_FUTURE.total_seconds()), self.lateness)
+        horizon = int(now.timestamp()) + ahead if now is not None else 2**62
         marks = result.watermarks
         for record in records:
             event_type = self.topic_types[record.topic]

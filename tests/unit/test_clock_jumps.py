@@ -1,18 +1,11 @@
-"""A source clock that jumps ahead by less than the engine's future horizon (a day).
-
-Known weakness, recorded here so that it cannot be forgotten: such an event is
-applied and moves the subscriber's event time ahead, so the correct events that
-follow are older than the lateness and are counted late and dropped until the wall
-clock catches up. The test says what should happen; it fails today (strict xfail),
-and passes once the engine stops trusting events ahead of the wall clock.
-Jumps beyond the horizon are handled: tests/integration/test_faults.py::TestClockJumps.
+"""A source clock that jumps ahead by hours: the event is refused as a clock error
+(counted `future`), so the correct events after it are not made late. Jumps of days
+and years: tests/integration/test_faults.py::TestClockJumps.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-
-import pytest
 
 from moments.pipeline import run_pipeline
 
@@ -31,11 +24,6 @@ rules:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.MAX_FUTURE is a day: an event 11.5 h ahead moves event time and makes "
-    "the correct events after it late",
-)
 def test_an_event_hours_ahead_does_not_make_the_correct_ones_late() -> None:
     rules = rules_from(THREE_A_DAY)
     now = dt.datetime(2026, 11, 2, 4, 0, tzinfo=dt.UTC)  # 12:00 in Shanghai
