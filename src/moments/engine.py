@@ -23,7 +23,7 @@ from moments.models import (
     ServiceTask,
 )
 from moments.records import DeadLetter, RawRecord
-from moments.risk import RiskSignals, apply_risk
+from moments.risk import RiskSignals, scored
 from moments.sources import SOURCE_CODES
 from moments.state import MAX_OPEN, SubscriberState
 from moments.taskbuilder import build_task
@@ -348,40 +348,46 @@ class Detector:
         triggered = (
             event.occurred_at if event is not None else dt.datetime.fromtimestamp(at, dt.UTC)
         )
-        region = event.region if event is not None and event.region else None
-        evidence = [event.event_id] if event is not None else []
         now = ctx.now if ctx.now is not None else triggered
-        task = build_task(rule, fired, sub, region, triggered, evidence, state, now, event)
-        if task.expires_at <= now:
+        expires = triggered + spec.ttl
+        if expires <= now:
             result.suppressed[(spec.moment_type, "expired")] += 1
             return
-        task = apply_risk(task, self.risk_signals(state, at))
+        # Everything the task shows is decided first, so it is built (and validated) once.
+        priority, risk = scored(self.risk_signals(state, at), spec.priority)
+        deliver_after = max(now, triggered)
         policy = self.rules.gating
-        decision = gate(
-            GateInput(
-                task.channel.value,
-                task.priority,
-                spec.purpose,
-                task.triggered_at,
-                task.expires_at,
-                task.deliver_after,
-            ),
-            subscriber_view(state),
-            policy,
+        gate_input = GateInput(
+            spec.channel.value, priority, spec.purpose, triggered, expires, deliver_after
         )
+        decision = gate(gate_input, subscriber_view(state), policy)
         if decision.action == "suppress":
             result.suppressed[(spec.moment_type, decision.reason or "gated")] += 1
             return
+        deferred = None
         if decision.action == "defer":
             reason = decision.reason or "deferred"
-            until = decision.until or task.expires_at  # a suspended line: at most until expiry
-            task = task.model_copy(
-                update={
-                    "deliver_after": decision.deliver_after,
-                    "deferred": Deferral(reason=reason, until=until),
-                }
-            )
+            until = decision.until or expires  # a suspended line: at most until expiry
+            deferred = Deferral(reason=reason, until=until)
+            deliver_after = decision.deliver_after
             result.deferred[reason] += 1
+        region = event.region if event is not None and event.region else None
+        evidence = [event.event_id] if event is not None else []
+        task = build_task(
+            rule,
+            fired,
+            sub,
+            region,
+            triggered,
+            evidence,
+            state,
+            now,
+            event,
+            priority=priority,
+            risk=risk,
+            deliver_after=deliver_after,
+            deferred=deferred,
+        )
         if policy.counts(task.channel.value):
             state.add_contact(int(task.deliver_after.timestamp()))
         result.tasks.append(task)
