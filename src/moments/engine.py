@@ -112,12 +112,16 @@ class Detector:
         """`now` is the wall clock; None replays history with event time as the clock."""
         result = BatchResult()
         states: dict[str, SubscriberState] = {}
+        changes = result.changes
         ctx = EvalContext(now=now)
         horizon = int((now + MAX_FUTURE).timestamp()) if now is not None else 2**62
         marks = result.watermarks
+        topic_types = self.topic_types
+        lateness = self.lateness
+        counts: dict[EventType, int] = {}
         for record in records:
-            event_type = self.topic_types[record.topic]
-            result.events[event_type.value] += 1
+            event_type = topic_types[record.topic]
+            counts[event_type] = counts.get(event_type, 0) + 1
             decoded = decode(record, event_type)
             if isinstance(decoded, DeadLetter):
                 result.dead_letters.append(decoded)
@@ -125,16 +129,18 @@ class Detector:
             if decoded is None:  # profile tombstone: forget the subscriber, state included
                 sub = (record.key or b"").decode("utf-8", "replace")
                 states.pop(sub, None)
-                result.changes[sub] = StateChange(None, record.partition)
+                changes[sub] = StateChange(None, record.partition)
                 continue
             sub = decoded.subscriber_id
+            partition = record.partition
             state = states.get(sub)
             if state is None:
-                change = result.changes.get(sub)
-                loaded = None if change is not None else load(sub)
+                loaded = None if sub in changes else load(sub)
                 state = loaded if loaded is not None else SubscriberState()
                 states[sub] = state
-            result.changes[sub] = StateChange(state, record.partition)
+                changes[sub] = StateChange(state, partition)
+            elif changes[sub].partition != partition:
+                changes[sub] = StateChange(state, partition)
             source = SOURCE_CODES[event_type]
             if not state.apply_once(source, record.offset, decoded.event_id):
                 result.replayed += 1
@@ -145,12 +151,14 @@ class Detector:
             if at > horizon:
                 result.future += 1
                 continue
-            if at < state.watermark - self.lateness:
+            if at < state.watermark - lateness:
                 result.late += 1
                 continue
-            if at > marks.get(record.partition, 0):
-                marks[record.partition] = at
+            if at > marks.get(partition, 0):
+                marks[partition] = at
             self.apply(sub, decoded, event_type, state, at, ctx, result)
+        for event_type, n in counts.items():
+            result.events[event_type.value] += n
         return result
 
     def apply(

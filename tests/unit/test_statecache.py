@@ -79,6 +79,20 @@ class TestStateCache:
         assert cache.take("a", saved(states["a"])) is states["a"]
         assert cache.take("c", saved(states["c"])) is states["c"]
 
+    def test_past_capacity_the_oldest_tenth_goes_at_once(self) -> None:
+        cache = StateCache(capacity=20)
+        states = [SubscriberState(watermark=i) for i in range(21)]
+        for i, state in enumerate(states):
+            cache.keep(str(i), saved(state), state)
+        assert len(cache) == 18  # 21 - 20 over, and 2 more: a tenth of the capacity
+        assert [cache.take(str(i), saved(states[i])) is states[i] for i in (0, 1, 2, 3, 20)] == [
+            False,
+            False,
+            False,
+            True,
+            True,
+        ]
+
     def test_capacity_zero_keeps_nothing(self) -> None:
         cache = StateCache(capacity=0)
         state = SubscriberState(watermark=5)
