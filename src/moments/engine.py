@@ -177,14 +177,15 @@ class Detector:
             result.facts.append(event)
         tz = zone(state.profile.get("timezone"))
         local_day = local_date(at, tz)
-        if self.rules.by_period:
+        rules = self.rules
+        if rules.by_period and state.closed.get(CHECKED_DAY) != local_day.toordinal():
             self.close_windows(sub, state, at, tz, ctx, result, local_day, active=True)
         source = SOURCE_CODES[event_type]
         if at > state.seen.get(source, 0):
             state.seen[source] = at
         if at > state.watermark:
             state.watermark = at
-        groups = self.rules.series_groups.get(event_type, ())
+        groups = rules.series_groups.get(event_type, ())
         indexes: dict[str, int] = {}
         rings = state.series
         for when, members in groups:
@@ -200,7 +201,7 @@ class Detector:
                 ring = series.fold(rings.get(series.tag), index, amount)
                 if ring is not None:
                     rings[series.tag] = ring
-        for rule in self.rules.for_event(event_type):
+        for rule in rules.by_event_type.get(event_type, ()):
             if not rule.when(event):
                 continue
             fired = rule.check(event, state, at, tz)
