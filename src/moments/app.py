@@ -21,6 +21,7 @@ from moments.codec import register_codecs
 from moments.connections import faust_broker_credentials
 from moments.consumer import BatchConsumer, BatchTransport
 from moments.engine import Detector
+from moments.gctune import tune_gc
 from moments.models import EventType
 from moments.records import RawRecord
 from moments.rewind import RewindGuard
@@ -216,6 +217,7 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
     @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def start_runtime() -> None:
         await runtime.start()
+        tune_gc()  # after start-up: its objects are frozen, never walked again
         # Faust's worker leaves the root logger at DEBUG and filters in its handlers: every
         # debug call in the hot path then builds a record only to drop it.
         logging.getLogger().setLevel(settings.log_level)

@@ -392,9 +392,11 @@ def scale_out_consume(
 
 
 def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> None:
+    from moments.gctune import tune_gc
     from moments.rulecost import rule_costs
     from rules.catalog import load_rules
 
+    tune_gc()  # as the worker runs
     console = Console(stderr=True)
     with console.status("rules in process: no rules, the catalog, 200 rules"):
         events = list(bench_events(count, subscribers))

@@ -23,7 +23,7 @@ from moments.models import (
     ServiceTask,
 )
 from moments.records import DeadLetter, RawRecord
-from moments.risk import RiskSignals, apply_risk
+from moments.risk import RiskSignals, scored
 from moments.sources import SOURCE_CODES
 from moments.state import MAX_OPEN, SubscriberState
 from moments.taskbuilder import build_task
@@ -115,13 +115,17 @@ class Detector:
         """`now` is the wall clock; None replays history with event time as the clock."""
         result = BatchResult()
         states: dict[str, SubscriberState] = {}
+        changes = result.changes
         ctx = EvalContext(now=now)
         ahead = min(int(MAX_FUTURE.total_seconds()), self.lateness)
         horizon = int(now.timestamp()) + ahead if now is not None else 2**62
         marks = result.watermarks
+        topic_types = self.topic_types
+        lateness = self.lateness
+        counts: dict[EventType, int] = {}
         for record in records:
-            event_type = self.topic_types[record.topic]
-            result.events[event_type.value] += 1
+            event_type = topic_types[record.topic]
+            counts[event_type] = counts.get(event_type, 0) + 1
             decoded = decode(record, event_type)
             if isinstance(decoded, DeadLetter):
                 result.dead_letters.append(decoded)
@@ -129,16 +133,18 @@ class Detector:
             if decoded is None:  # profile tombstone: forget the subscriber, state included
                 sub = (record.key or b"").decode("utf-8", "replace")
                 states.pop(sub, None)
-                result.changes[sub] = StateChange(None, record.partition)
+                changes[sub] = StateChange(None, record.partition)
                 continue
             sub = decoded.subscriber_id
+            partition = record.partition
             state = states.get(sub)
             if state is None:
-                change = result.changes.get(sub)
-                loaded = None if change is not None else load(sub)
+                loaded = None if sub in changes else load(sub)
                 state = loaded if loaded is not None else SubscriberState()
                 states[sub] = state
-            result.changes[sub] = StateChange(state, record.partition)
+                changes[sub] = StateChange(state, partition)
+            elif changes[sub].partition != partition:
+                changes[sub] = StateChange(state, partition)
             source = SOURCE_CODES[event_type]
             if not state.apply_once(source, record.offset, decoded.event_id):
                 result.replayed += 1
@@ -149,12 +155,14 @@ class Detector:
             if at > horizon:
                 result.future += 1
                 continue
-            if at < state.watermark - self.lateness:
+            if at < state.watermark - lateness:
                 result.late += 1
                 continue
-            if at > marks.get(record.partition, 0):
-                marks[record.partition] = at
+            if at > marks.get(partition, 0):
+                marks[partition] = at
             self.apply(sub, decoded, event_type, state, at, ctx, result)
+        for event_type, n in counts.items():
+            result.events[event_type.value] += n
         return result
 
     def apply(
@@ -173,14 +181,15 @@ class Detector:
             result.facts.append(event)
         tz = zone(state.profile.get("timezone"))
         local_day = local_date(at, tz)
-        if self.rules.by_period:
+        rules = self.rules
+        if rules.by_period and state.closed.get(CHECKED_DAY) != local_day.toordinal():
             self.close_windows(sub, state, at, tz, ctx, result, local_day, active=True)
         source = SOURCE_CODES[event_type]
         if at > state.seen.get(source, 0):
             state.seen[source] = at
         if at > state.watermark:
             state.watermark = at
-        groups = self.rules.series_groups.get(event_type, ())
+        groups = rules.series_groups.get(event_type, ())
         indexes: dict[str, int] = {}
         rings = state.series
         for when, members in groups:
@@ -196,7 +205,7 @@ class Detector:
                 ring = series.fold(rings.get(series.tag), index, amount)
                 if ring is not None:
                     rings[series.tag] = ring
-        for rule in self.rules.for_event(event_type):
+        for rule in rules.by_event_type.get(event_type, ()):
             if not rule.when(event):
                 continue
             fired = rule.check(event, state, at, tz)
@@ -352,40 +361,46 @@ class Detector:
         triggered = (
             event.occurred_at if event is not None else dt.datetime.fromtimestamp(at, dt.UTC)
         )
-        region = event.region if event is not None and event.region else None
-        evidence = [event.event_id] if event is not None else []
         now = ctx.now if ctx.now is not None else triggered
-        task = build_task(rule, fired, sub, region, triggered, evidence, state, now, event)
-        if task.expires_at <= now:
+        expires = triggered + spec.ttl
+        if expires <= now:
             result.suppressed[(spec.moment_type, "expired")] += 1
             return
-        task = apply_risk(task, self.risk_signals(state, at))
+        # Everything the task shows is decided first, so it is built (and validated) once.
+        priority, risk = scored(self.risk_signals(state, at), spec.priority)
+        deliver_after = max(now, triggered)
         policy = self.rules.gating
-        decision = gate(
-            GateInput(
-                task.channel.value,
-                task.priority,
-                spec.purpose,
-                task.triggered_at,
-                task.expires_at,
-                task.deliver_after,
-            ),
-            subscriber_view(state),
-            policy,
+        gate_input = GateInput(
+            spec.channel.value, priority, spec.purpose, triggered, expires, deliver_after
         )
+        decision = gate(gate_input, subscriber_view(state), policy)
         if decision.action == "suppress":
             result.suppressed[(spec.moment_type, decision.reason or "gated")] += 1
             return
+        deferred = None
         if decision.action == "defer":
             reason = decision.reason or "deferred"
-            until = decision.until or task.expires_at  # a suspended line: at most until expiry
-            task = task.model_copy(
-                update={
-                    "deliver_after": decision.deliver_after,
-                    "deferred": Deferral(reason=reason, until=until),
-                }
-            )
+            until = decision.until or expires  # a suspended line: at most until expiry
+            deferred = Deferral(reason=reason, until=until)
+            deliver_after = decision.deliver_after
             result.deferred[reason] += 1
+        region = event.region if event is not None and event.region else None
+        evidence = [event.event_id] if event is not None else []
+        task = build_task(
+            rule,
+            fired,
+            sub,
+            region,
+            triggered,
+            evidence,
+            state,
+            now,
+            event,
+            priority=priority,
+            risk=risk,
+            deliver_after=deliver_after,
+            deferred=deferred,
+        )
         if policy.counts(task.channel.value):
             state.add_contact(int(task.deliver_after.timestamp()))
         result.tasks.append(task)

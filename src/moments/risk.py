@@ -78,14 +78,16 @@ def risk_score(signals: RiskSignals) -> RiskScore:
     return RiskScore(score=score, parts=parts, priority_raised_by=raise_by(score))
 
 
+def scored(signals: RiskSignals, priority: int) -> tuple[int, RiskScore]:
+    """A task's priority raised by the rule, and its score showing the levels it actually
+    rose (priority 1 stays 1)."""
+    parts = _parts(signals)
+    score = round(min(100.0, sum(p.points for p in parts)), 2)
+    raised = max(1, priority - raise_by(score))
+    return raised, RiskScore(score=score, parts=parts, priority_raised_by=priority - raised)
+
+
 def apply_risk(task: ServiceTask, signals: RiskSignals) -> ServiceTask:
     """The task with its risk score shown and its priority raised by the rule."""
-    risk = risk_score(signals)
-    priority = max(1, task.priority - risk.priority_raised_by)
-    raised = task.priority - priority
-    return task.model_copy(
-        update={
-            "risk": risk.model_copy(update={"priority_raised_by": raised}),
-            "priority": priority,
-        }
-    )
+    priority, risk = scored(signals, task.priority)
+    return task.model_copy(update={"risk": risk, "priority": priority})

@@ -85,21 +85,28 @@ class SubscriberState:
         del self.contacts[:-MAX_CONTACTS]
 
     def to_bytes(self) -> bytes:
+        # Written out field by field: this runs for every changed subscriber of every batch.
         doc: dict[str, Any] = {"o": self.offsets, "r": self.recent}
-        for key, value in (
-            ("f", self.first_seen),
-            ("p", self.profile),
-            ("s", self.series),
-            ("l", self.last),
-            ("x", self.fired),
-            ("n", self.seen),
-            ("c", self.closed),
-            ("g", self.roaming),
-            ("k", self.complaints),
-            ("t", self.contacts),
-        ):
-            if value:
-                doc[key] = value
+        if self.first_seen:
+            doc["f"] = self.first_seen
+        if self.profile:
+            doc["p"] = self.profile
+        if self.series:
+            doc["s"] = self.series
+        if self.last:
+            doc["l"] = self.last
+        if self.fired:
+            doc["x"] = self.fired
+        if self.seen:
+            doc["n"] = self.seen
+        if self.closed:
+            doc["c"] = self.closed
+        if self.roaming:
+            doc["g"] = self.roaming
+        if self.complaints:
+            doc["k"] = self.complaints
+        if self.contacts:
+            doc["t"] = self.contacts
         if self.watermark:
             doc["w"] = self.watermark
         if self.special_day:

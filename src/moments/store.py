@@ -9,6 +9,7 @@ from typing import Any, Protocol, cast
 
 from moments.engine import StateChange
 from moments.state import SubscriberState
+from moments.statecache import DEFAULT_CAPACITY, StateCache
 
 ChangelogRecord = tuple[int, bytes, bytes | None]
 """(partition, key, value or None for a tombstone) to write to the state's changelog."""
@@ -30,27 +31,33 @@ class StateStore(Protocol):
 
 
 class DictStateStore:
-    """In-memory state for `run_pipeline`, the backtest and unit tests."""
+    """In-memory state for `run_pipeline`, the backtest and unit tests.
+
+    `data` holds each subscriber's saved bytes; a record `load` hands out belongs to the
+    caller until it is passed back to `save` (see moments.statecache)."""
 
     changelog_topic = ""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_capacity: int = DEFAULT_CAPACITY) -> None:
         self.data: dict[str, bytes] = {}
+        self.cache = StateCache(cache_capacity)
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
-        raw = self.data.get(subscriber_id)
-        return SubscriberState.from_bytes(raw) if raw is not None else None
+        return self.cache.take(subscriber_id, self.data.get(subscriber_id))
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         for sub, raw in list(self.data.items()):
             yield sub, SubscriberState.from_bytes(raw), 0
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
+        cache = self.cache
         for sub, change in changes.items():
             if change.state is None:
                 self.data.pop(sub, None)
+                cache.drop(sub)
             else:
-                self.data[sub] = change.state.to_bytes()
+                value = self.data[sub] = change.state.to_bytes()
+                cache.keep(sub, value, change.state)
         return []
 
 
@@ -65,18 +72,28 @@ class FaustTableStore:
 
     A store may ask for the current event's partition (RocksDB does): each write
     is made with a stand-in event of the subscriber's own partition set as current.
+
+    Records are cached deserialized between batches, each checked against the bytes
+    the table holds when it is loaded (see moments.statecache): a record Faust replaced
+    (recovery, standby, rebalance) is read again from the table.
     """
 
-    def __init__(self, table: Any, source_topic: str, partitions: int) -> None:
+    def __init__(
+        self,
+        table: Any,
+        source_topic: str,
+        partitions: int,
+        cache_capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
         self.table = table
+        self.cache = StateCache(cache_capacity)
         self.partitions = partitions
         self.changelog_topic: str = table.changelog_topic.get_topic_name()
         self._stand_ins: dict[int, _StandInEvent] = {}
         self._source_topic = source_topic
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
-        raw = self.table.data.get(subscriber_id.encode())
-        return SubscriberState.from_bytes(raw) if raw is not None else None
+        return self.cache.take(subscriber_id, self.table.data.get(subscriber_id.encode()))
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         """Subscribers of the given partitions (the table may hold standby copies of others)."""
@@ -90,6 +107,7 @@ class FaustTableStore:
         from faust.streams import _current_event
 
         data = self.table.data
+        cache = self.cache
         out: list[ChangelogRecord] = []
         for sub, change in changes.items():
             key = sub.encode()
@@ -101,10 +119,12 @@ class FaustTableStore:
             try:
                 if change.state is None:
                     data.pop(key, None)
+                    cache.drop(sub)
                     out.append((change.partition, key, None))
                 else:
                     value = change.state.to_bytes()
                     data[key] = value
+                    cache.keep(sub, value, change.state)
                     out.append((change.partition, key, value))
             finally:
                 _current_event.reset(token)

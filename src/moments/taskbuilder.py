@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+from typing import Any
 
-from moments.models import InputEvent, Moment, ServiceTask
+from moments.models import Deferral, InputEvent, Moment, RiskScore, ServiceTask
 from moments.state import SubscriberState
 from rules.base import Fired
 from rules.rule import CompiledRule
@@ -28,13 +30,29 @@ def build_task(
     state: SubscriberState,
     now: dt.datetime,
     event: InputEvent | None = None,
+    *,
+    priority: int | None = None,
+    risk: RiskScore | None = None,
+    deliver_after: dt.datetime | None = None,
+    deferred: Deferral | None = None,
 ) -> ServiceTask:
-    """The task for a firing; the description may name the event's fields and the params."""
+    """The task for a firing; the description may name the event's fields and the params.
+
+    The engine passes the priority raised by the risk score, the score, and what gating
+    decided, so the task is built (and validated) once."""
     spec = rule.task
     profile = state.profile
     context = fired.params
-    if event is not None and PLACEHOLDER.search(spec.description):
-        context = {**event.model_dump(mode="json", exclude_none=True), **fired.params}
+    if event is not None:
+        names = _placeholders(spec.description)
+        if names:
+            shown = event.model_dump(mode="json", exclude_none=True, include=set(names))
+            context = {**shown, **fired.params}
+    extra: dict[str, Any] = {}
+    if risk is not None:
+        extra["risk"] = risk
+    if deferred is not None:
+        extra["deferred"] = deferred
     return ServiceTask(
         task_id=task_id(subscriber_id, rule.id, fired.occurrence),
         subscriber_id=subscriber_id,
@@ -49,12 +67,19 @@ def build_task(
             description=fill(spec.description, context),
             params=fired.params,
         ),
-        priority=spec.priority,
+        priority=spec.priority if priority is None else priority,
         channel=spec.channel,
         action=spec.action,
         triggered_at=triggered,
         created_at=now,
-        deliver_after=max(now, triggered),
+        deliver_after=max(now, triggered) if deliver_after is None else deliver_after,
         expires_at=triggered + spec.ttl,
         evidence=evidence,
+        **extra,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _placeholders(template: str) -> frozenset[str]:
+    """The names a description template shows (rules are few, so their templates too)."""
+    return frozenset(PLACEHOLDER.findall(template))

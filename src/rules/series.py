@@ -45,6 +45,19 @@ class Series:
     def fold(self, ring: Ring | None, index: int, amount: float) -> Ring | None:
         """Add `amount` to window `index`; returns the ring (updated in place when it can be),
         or None when the window is older than the ring keeps."""
+        if ring and ring[0] == index:  # the newest window again: most events
+            if self.field:
+                if len(ring) < 5:
+                    ring.extend([0.0] * (5 - len(ring)))
+                ring[2] = round(ring[2] + amount, 4)
+                ring[3] += 1
+                if amount > ring[4]:
+                    ring[4] = amount
+            else:
+                if len(ring) < 3:
+                    ring.append(0.0)
+                ring[2] += 1
+            return ring
         width, keep = self.width, self.keep
         if not ring:
             ring = [index, index]
