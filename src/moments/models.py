@@ -53,8 +53,9 @@ class Channel(StrEnum):
 
 
 class _Event(BaseModel):
-    # Unknown extra fields are kept (model_extra) but never interpreted.
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # Unknown extra fields are kept (model_extra) but never interpreted. Infinity and NaN
+    # (JSON's 1e400) are refused: they cannot be stored and would poison the record.
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     event_id: EventId
     subscriber_id: SubscriberId

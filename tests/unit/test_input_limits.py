@@ -3,6 +3,7 @@ letters with a reason, rules files cannot build objects, templates only fill nam
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
@@ -146,3 +147,32 @@ class TestTemplatesFillNamesOnly:
 
     def test_a_value_is_not_filled_again(self) -> None:
         assert fill("{a}", {"a": "{b}", "b": "secret"}) == "{b}"
+
+
+class TestNonFiniteNumbers:
+    """JSON allows 1e400 (infinity as a float) and some producers write "NaN" or
+    "Infinity" as strings: such a number cannot be stored (orjson writes it as null) and
+    would poison the subscriber's record, so the event is a dead letter naming the field."""
+
+    @pytest.mark.parametrize(
+        ("field", "raw"),
+        [
+            ("quantity", b"1e400"),
+            ("quantity", b'"NaN"'),
+            ("quantity", b'"-Infinity"'),
+            ("charge", b'"Infinity"'),
+            ("charge", b'"NaN"'),
+        ],
+    )
+    def test_is_an_invalid_event(self, field: str, raw: bytes) -> None:
+        value = _usage().replace(b'"kind"', b'"' + field.encode() + b'":' + raw + b',"kind"')
+        assert json.loads(value)  # valid JSON (1e400 parses to inf): only the model refuses it
+        result = decode(_record(value), EventType.USAGE)
+        assert isinstance(result, DeadLetter), result
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert field in result.message
+
+    def test_a_large_finite_number_is_accepted(self) -> None:
+        event = decode(_record(_usage(quantity=1e300, charge="12.50")), EventType.USAGE)
+        assert isinstance(event, UsageEvent)
+        assert event.quantity == 1e300
