@@ -261,7 +261,12 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         if runtime.ready.is_set() and not getattr(app, "rebalancing", False):
             partitions = assigned_partitions()
             runtime.clock.forget(partitions)
-            await runtime.sweep(store, partitions)
+
+            def still_ours() -> bool:
+                held = assigned_partitions()
+                return not getattr(app, "rebalancing", False) and all(p in held for p in partitions)
+
+            await runtime.sweep(store, partitions, still_ours)
 
     if settings.rules_reload_seconds > 0:
 

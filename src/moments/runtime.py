@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
@@ -39,6 +40,9 @@ from sinks.metrics import Dependency, Metrics
 from sinks.policy import load_policy
 from sinks.retry import with_retry
 from sinks.stores import redis_stores
+
+SWEEP_CHUNK = 500
+"""Subscribers swept per hold of the state lock (a batch waits at most one chunk)."""
 
 log = logging.getLogger(__name__)
 
@@ -145,20 +149,48 @@ class Runtime:
             self.dead_letters.add(dl)
         await self.dead_letters.flush()
 
-    async def sweep(self, store: StateStore, partitions: Sequence[int]) -> BatchResult | None:
+    async def sweep(
+        self,
+        store: StateStore,
+        partitions: Sequence[int],
+        still_ours: Callable[[], bool] = lambda: True,
+    ) -> int | None:
         """Close finished windows for the silent subscribers of partitions whose event time
-        moved on (see moments.eventclock); None when no partition was due."""
+        moved on (see moments.eventclock); returns the tasks made, None when no partition
+        was due.
+
+        In chunks of `SWEEP_CHUNK` subscribers, each under the state lock and published
+        before the next: batches run between chunks instead of waiting for the whole
+        table (seconds with tens of thousands of subscribers). Each record is read when
+        its chunk runs, so a batch in between is never overwritten; closing a window is
+        idempotent, so a subscriber a batch already brought up to date is left as is.
+        When `still_ours()` turns false (a rebalance took partitions away) the sweep stops
+        without writing another record; the next owner's sweep does the rest."""
         async with self._state_lock:
             due = self.clock.due(partitions, time.time())
-            if not due:
-                return None
-            now = dt.datetime.now(dt.UTC)
-            result = self.detector.sweep(store.items(list(due)), due.get, now)
-            await self._publish(result, store)
+        if not due:
+            return None
+        records = store.items(list(due))
+        made = 0
+        while True:
+            async with self._state_lock:
+                if not still_ours():
+                    log.info("window sweep stopped: the partitions were reassigned")
+                    return made
+                chunk = list(itertools.islice(records, SWEEP_CHUNK))
+                if chunk:
+                    now = dt.datetime.now(dt.UTC)
+                    result = self.detector.sweep(chunk, due.get, now)
+                    await self._publish(result, store)
+                    made += len(result.tasks)
+            if len(chunk) < SWEEP_CHUNK:
+                break
+            await asyncio.sleep(0)  # let a waiting batch take the lock
+        async with self._state_lock:
             self.clock.done(due)
-            if result.tasks:
-                log.info("window sweep made %d task(s)", len(result.tasks))
-            return result
+        if made:
+            log.info("window sweep made %d task(s)", made)
+        return made
 
     async def _publish(self, result: BatchResult, store: StateStore) -> None:
         """Dead letters and tasks acknowledged, then the state and its changelog."""

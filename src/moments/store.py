@@ -46,8 +46,11 @@ class DictStateStore:
         return self.cache.take(subscriber_id, self.data.get(subscriber_id))
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
-        for sub, raw in list(self.data.items()):
-            yield sub, SubscriberState.from_bytes(raw), 0
+        """Each subscriber's record as it is when yielded (the keys are a snapshot)."""
+        for sub in list(self.data):
+            raw = self.data.get(sub)
+            if raw is not None:
+                yield sub, SubscriberState.from_bytes(raw), 0
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         cache = self.cache
@@ -96,11 +99,14 @@ class FaustTableStore:
         return self.cache.take(subscriber_id, self.table.data.get(subscriber_id.encode()))
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
-        """Subscribers of the given partitions (the table may hold standby copies of others)."""
+        """Subscribers of the given partitions (the table may hold standby copies of others),
+        each record read when it is yielded: the keys are a snapshot, the bytes are not,
+        so a sweep that lets batches run between its chunks never sees a stale record."""
         wanted = set(partitions)
-        for key, raw in list(self.table.data.items()):
+        data = self.table.data
+        for key in list(data.keys()):
             partition = partition_of(key, self.partitions)
-            if partition in wanted and raw is not None:
+            if partition in wanted and (raw := data.get(key)) is not None:
                 yield key.decode(), SubscriberState.from_bytes(raw), partition
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
