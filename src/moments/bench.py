@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -459,6 +460,8 @@ def run_bench(
         if workers > 1:  # before the single worker, whose latency phase adds events
             scale = scale_out_consume(settings, count, workers, workdir, console)
         detector, rss, latency = detector_consume(settings, count, workdir, console)
+    # Broker, Redis and workers have stopped; their logs are kept only when a run fails.
+    shutil.rmtree(workdir, ignore_errors=True)
     table = Table(title=f"{count:,} events, {subscribers:,} subscribers, {partitions} partitions")
     columns = ("reader", "events", "done before the first sample", "seconds", "events/s")
     for column in (*columns, "worker CPU µs/event"):
