@@ -19,14 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -41,6 +39,7 @@ from moments.embedded import (
     free_port,
 )
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
+from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.settings import Settings, load_settings
 
@@ -172,16 +171,6 @@ async def raw_consume(settings: Settings, count: int) -> Measurement:
         await consumer.stop()
 
 
-def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                total += sample.value
-    return total
-
-
 def _cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
     with contextlib.suppress(OSError, IndexError, ValueError):
@@ -247,7 +236,7 @@ def detector_consume(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the worker read {seen:.0f} of {count}; see {log_path}")
                 try:
-                    seen = _metric(port, "moments_events_total")
+                    seen = scrape(port, "moments_events_total")
                 except OSError:
                     seen = 0.0
                 if seen and not started:
@@ -323,7 +312,7 @@ class ScaleOut:
 
 def _metric_or_zero(port: int, name: str) -> float:
     try:
-        return _metric(port, name)
+        return scrape(port, name)
     except OSError:
         return 0.0
 

@@ -8,7 +8,6 @@ process, plays the sample stream, prints each task as it arrives and serves
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import shutil
@@ -17,15 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from moments.app import INPUT_TOPICS
 from moments.embedded import RedisServer, TansuBroker, death_signal_preexec, ensure_topics
+from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.sample import sample_stream
 from moments.settings import Settings, load_settings
@@ -192,22 +190,14 @@ async def _play_sample(settings: Settings, console: Console) -> None:
 
 async def _profiles_read(settings: Settings, count: int, timeout_s: float) -> bool:
     """Wait until the worker's /metrics counts `count` profile events read."""
-    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-    request = urllib.request.Request(url)
+
+    auth = None
     if settings.metrics_username and settings.metrics_password:
-        token = f"{settings.metrics_username}:{settings.metrics_password.get_secret_value()}"
-        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+        auth = (settings.metrics_username, settings.metrics_password.get_secret_value())
 
     def read() -> float:
-        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (our http URL)
-            text = response.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "moments_events_total" and (
-                    sample.labels.get("event_type") == EventType.PROFILE.value
-                ):
-                    return float(sample.value)
-        return 0.0
+        profiles = {"event_type": EventType.PROFILE.value}
+        return scrape(settings.metrics_port, "moments_events_total", profiles, auth)
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

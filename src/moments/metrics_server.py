@@ -14,12 +14,14 @@ import binascii
 import hmac
 import socket
 import threading
+import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+from prometheus_client.parser import text_string_to_metric_families
 
 from moments.settings import Settings
 
@@ -79,3 +81,27 @@ def serve_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServer
     )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
+
+
+def scrape(
+    port: int,
+    name: str,
+    labels: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+) -> float:
+    """The sum of the samples called `name` (with these labels, if given) on the /metrics
+    of a local worker (127.0.0.1:`port`), with basic `auth` (user, password) if given.
+    Raises OSError when it does not answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (an http URL of ours)
+        text = response.read().decode()
+    wanted = (labels or {}).items()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and wanted <= sample.labels.items()
+    )

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from moments.embedded import free_port
-from moments.metrics_server import serve_metrics
+from moments.metrics_server import scrape, serve_metrics
 from moments.settings import load_settings
 
 
@@ -87,3 +87,17 @@ class TestBasicAuth:
             server.server_close()
         assert status == 200
         assert "moments_probe_total" in body
+
+
+def test_scrape_sums_the_named_samples_with_the_labels_asked_for(
+    registry: CollectorRegistry, secured_port: int
+) -> None:
+    events = Counter("moments_events", "events", ["event_type"], registry=registry)
+    events.labels("profile").inc(4)
+    events.labels("usage").inc(6)
+    login = ("prom", "scrape-pw")
+    assert scrape(secured_port, "moments_events_total", {"event_type": "profile"}, login) == 4
+    assert scrape(secured_port, "moments_events_total", auth=login) == 10
+    assert scrape(secured_port, "moments_probe_total", auth=login) == 1
+    with pytest.raises(OSError, match="401"):
+        scrape(secured_port, "moments_events_total")
