@@ -39,10 +39,9 @@ StateLoader = Callable[[str], SubscriberState | None]
 LATENESS = dt.timedelta(hours=1)
 """Events older than the subscriber's latest minus this are late: counted, not applied."""
 MAX_FUTURE = dt.timedelta(minutes=15)
-"""Events further than this (or than the lateness, if shorter) ahead of the wall clock are
-refused as a clock error. An accepted event moves the subscriber's event time ahead by at
-most this much, so with it no more than the lateness, the correct events after it are
-never made late."""
+"""Events further than this ahead of the wall clock (or than the lateness, if shorter)
+are refused as a clock error. An accepted event then moves the subscriber's event time
+ahead by at most the lateness, so it can never make the correct events after it late."""
 CLOSE_CATCH_UP = 7
 """Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
 

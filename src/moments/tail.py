@@ -15,7 +15,7 @@ from rich.live import Live
 from moments.connections import kafka_client_kwargs
 from moments.pii import mask_msisdn
 from moments.settings import Settings
-from moments.taskboard import TaskBoard
+from moments.taskboard import TaskBoard, merged_types
 
 
 def format_task(task: dict[str, Any]) -> str:
@@ -24,7 +24,7 @@ def format_task(task: dict[str, Any]) -> str:
     when = str(task.get("triggered_at", ""))[:19].replace("T", " ")
     deferred = task.get("deferred")
     later = f"  deferred until {deferred['until']} ({deferred['reason']})" if deferred else ""
-    related = [str(r.get("moment", {}).get("type", "?")) for r in task.get("related") or []]
+    related = merged_types(task)
     merged = f"  + {', '.join(related)} (merged)" if related else ""
     return (
         f"{when}  P{task.get('priority')}  {moment.get('type', '?'):<32} "

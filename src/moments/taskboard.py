@@ -16,6 +16,11 @@ from moments.pii import mask_msisdn
 ROWS = 20
 
 
+def merged_types(task: dict[str, Any]) -> list[str]:
+    """The moment types merged into a task (its `related`), in order."""
+    return [str(r.get("moment", {}).get("type", "?")) for r in task.get("related") or []]
+
+
 class TaskBoard:
     """The last `rows` tasks, newest first, and how many were seen by channel."""
 
@@ -44,7 +49,7 @@ class TaskBoard:
             table.add_column(name, no_wrap=name != "moment")
         for task in self.latest:
             moment = task.get("moment", {})
-            related = [str(r.get("moment", {}).get("type", "?")) for r in task.get("related") or []]
+            related = merged_types(task)
             kind = str(moment.get("type", "?")) + (f" + {', '.join(related)}" if related else "")
             deferred = task.get("deferred")
             table.add_row(
