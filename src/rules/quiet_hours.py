@@ -22,7 +22,6 @@ from dataclasses import dataclass
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _FIX = "write HH:MM-HH:MM such as 21:00-08:00"
 _DAY = dt.timedelta(days=1)
-_HOUR = dt.timedelta(hours=1)
 _LOOK_AHEAD = dt.timedelta(days=3)
 """Windows still covering an instant this far ahead cover the whole day."""
 
@@ -140,30 +139,42 @@ def first_instant_showing(wall: dt.datetime, tz: dt.tzinfo, not_before: dt.datet
     return max(dt.datetime.fromtimestamp(high, dt.UTC), not_before)
 
 
-def _offset(instant: dt.datetime, tz: dt.tzinfo) -> dt.timedelta:
-    return instant.astimezone(tz).utcoffset() or dt.timedelta(0)
+def _offset_at(epoch: int, tz: dt.tzinfo) -> dt.timedelta:
+    return dt.datetime.fromtimestamp(epoch, tz).utcoffset() or dt.timedelta(0)
+
+
+@functools.lru_cache(maxsize=4096)
+def offset_changes(tz: dt.tzinfo, day: int) -> tuple[tuple[int, dt.timedelta, dt.timedelta], ...]:
+    """The instants (epoch seconds) in UTC day `day` (days since the epoch) at which the
+    zone's UTC offset changes, each with the offset before and after.
+
+    Offsets are sampled hourly (zones never change twice within an hour), then a change
+    is bisected to the second. Cached: gating asks about the same few zones and days for
+    every task, and sampling a night hour by hour was most of a gate decision's time."""
+    found = []
+    start = day * 86400
+    for hour in range(24):
+        low, high = start + hour * 3600, start + (hour + 1) * 3600
+        before, after = _offset_at(low, tz), _offset_at(high, tz)
+        if before == after:
+            continue
+        while high - low > 1:
+            middle = (low + high) // 2
+            if _offset_at(middle, tz) == before:
+                low = middle
+            else:
+                high = middle
+        found.append((high, before, after))
+    return tuple(found)
 
 
 def first_fall_back(start: dt.datetime, end: dt.datetime, tz: dt.tzinfo) -> dt.datetime | None:
-    """The first instant in `(start, end]` at which the clocks go back, if any.
-
-    Offsets are sampled hourly (zones never change twice within an hour), then the
-    change is bisected to the second.
-    """
-    previous = start
-    while previous < end:
-        following = min(previous + _HOUR, end)
-        before, after = _offset(previous, tz), _offset(following, tz)
-        if after < before:
-            low, high = math.floor(previous.timestamp()), math.ceil(following.timestamp())
-            while high - low > 1:
-                middle = (low + high) // 2
-                if _offset(dt.datetime.fromtimestamp(middle, dt.UTC), tz) == before:
-                    low = middle
-                else:
-                    high = middle
-            return dt.datetime.fromtimestamp(high, dt.UTC)
-        previous = following
+    """The first instant in `(start, end]` at which the clocks go back, if any."""
+    first, last = start.timestamp(), end.timestamp()
+    for day in range(math.floor(first) // 86400, math.ceil(last) // 86400 + 1):
+        for at, before, after in offset_changes(tz, day):
+            if first < at <= last and after < before:
+                return dt.datetime.fromtimestamp(at, dt.UTC)
     return None
 
 

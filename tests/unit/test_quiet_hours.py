@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from rules.quiet_hours import (
     QuietWindow,
     covers_whole_day,
+    first_fall_back,
     first_instant_showing,
     is_quiet,
     next_open_instant,
+    offset_changes,
     parse_window,
 )
 
@@ -268,3 +270,36 @@ class TestFirstInstantShowing:
         wall = dt.datetime(2026, 11, 23, 8, 0)
         with pytest.raises(ValueError, match="not shown"):
             first_instant_showing(wall, BERLIN, dt.datetime(2026, 11, 24, tzinfo=UTC))
+
+
+class TestOffsetChanges:
+    """The cached per-day transitions that `first_fall_back` reads."""
+
+    @pytest.mark.parametrize(("name", "near"), ZONE_TRANSITIONS)
+    def test_each_known_change_is_found_to_the_second(self, name: str, near: dt.datetime) -> None:
+        tz = zoneinfo.ZoneInfo(name)
+        day = int(near.timestamp()) // 86400
+        changes = [c for d in (day - 1, day, day + 1) for c in offset_changes(tz, d)]
+        assert len(changes) == 1
+        at, before, after = changes[0]
+        assert dt.datetime.fromtimestamp(at - 1, tz).utcoffset() == before
+        assert dt.datetime.fromtimestamp(at, tz).utcoffset() == after != before
+
+    def test_fall_back_is_found_only_inside_the_interval(self) -> None:
+        change = dt.datetime(2026, 10, 25, 1, 0, tzinfo=UTC)  # Berlin goes back to +01:00
+        hour = dt.timedelta(hours=1)
+        assert first_fall_back(change - 10 * hour, change + 10 * hour, BERLIN) == change
+        assert first_fall_back(change - hour, change, BERLIN) == change  # (start, end]
+        assert first_fall_back(change, change + hour, BERLIN) is None
+        assert first_fall_back(change - 3 * hour, change - hour, BERLIN) is None
+        spring = dt.datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # forward, not back
+        assert first_fall_back(spring - hour, spring + hour, BERLIN) is None
+
+    def test_an_interval_of_days_finds_the_change_on_a_later_day(self) -> None:
+        change = dt.datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
+        start = change - dt.timedelta(days=2, hours=5)
+        assert first_fall_back(start, change + dt.timedelta(days=1), BERLIN) == change
+
+    def test_a_fixed_offset_never_changes(self) -> None:
+        fixed = dt.timezone(dt.timedelta(hours=5, minutes=45))
+        assert offset_changes(fixed, 20_000) == ()
