@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import faust
@@ -48,6 +49,9 @@ SWEEP_EVERY_S = 5.0
 """How often partitions are checked for event time having moved into a new hour."""
 SILENT_AFTER_S = 2.0
 """How long after a rebalance a silent input partition is sought back (see moments.rewind)."""
+SILENT_PROBE_TIMEOUT_S = 10.0
+"""The silent-partition check asks the broker for offsets; unbounded, a broker gone at
+that moment held the timer for aiokafka's 90 s and then crashed the worker."""
 
 
 def topic_types(settings: Settings) -> dict[str, EventType]:
@@ -243,14 +247,31 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
                 for tp in app.consumer.assignment()
                 if tp.topic in inputs and not consumer.holds(tp)
             ]
-            starts = await app.consumer.earliest_offsets(*(TP(*tp) for tp in assigned))
-            earliest.update({(tp.topic, tp.partition): offset for tp, offset in starts.items()})
             changelog = {TP(store.changelog_topic, p) for _, p in assigned}
-            highs = await app.consumer.highwaters(*changelog)
+            try:
+                starts, highs = await asyncio.wait_for(
+                    offsets_of(assigned, changelog), SILENT_PROBE_TIMEOUT_S
+                )
+            except Exception as exc:  # the broker gone: try again next tick, not crash
+                watch["swept"] = False
+                log.warning(
+                    "kafka did not answer the silent-partition check (%s: %s); trying "
+                    "again; if this lasts, check the broker and MOMENTS_KAFKA_BOOTSTRAP",
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+            earliest.update({(tp.topic, tp.partition): offset for tp, offset in starts.items()})
             had_state.clear()
             had_state.update(tp.partition for tp, high in highs.items() if high and high > 0)
             seeks = guard.silent(assigned, committed_or_start)
             await seek_back(seeks, "nothing arrived since the rebalance")
+
+    async def offsets_of(
+        assigned: list[tuple[str, int]], changelog: set[TP]
+    ) -> tuple[Mapping[TP, int], Mapping[TP, int]]:
+        starts = await app.consumer.earliest_offsets(*(TP(*tp) for tp in assigned))
+        return starts, await app.consumer.highwaters(*changelog)
 
     def assigned_partitions() -> list[int]:
         return sorted({tp.partition for tp in app.consumer.assignment() if tp.topic in inputs})

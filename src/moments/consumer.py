@@ -44,6 +44,10 @@ FETCH_MAX_WAIT_MS = 100
 """How long a fetch may wait for data. Faust fixes 1,500 ms; with it the benchmark's
 event-to-task latency at half load was p50 1.5 s / p99 3.4 s, with 100 ms p50 0.6 s /
 p99 1.0 s (docs/performance.md)."""
+LAST_COMMIT_S = 10.0
+"""How long a revocation or a shutdown waits to finish the batch in flight and commit.
+Kubernetes allows 60 s (deploy/k8s); without a bound, a shutdown while the broker was
+gone took 90 s and ended in a crash."""
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -52,6 +56,24 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; no public setter.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def on_thread_stop(self) -> None:
+        """Faust's stop of the Kafka consumer, bounded, and not undone by aiokafka's
+        CancelledError from a fetch cut off while closing (aio-libs/aiokafka#647): raised
+        here, it kept the thread from reporting its stop and the worker waited 60 s."""
+        try:
+            await asyncio.wait_for(super().on_thread_stop(), LAST_COMMIT_S)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled ourselves
+            log.warning("the Kafka consumer closed with a fetch cut off; stopping anyway")
+        except Exception as exc:  # a broker gone: leave without its goodbye
+            log.warning(
+                "the Kafka consumer did not close cleanly (%s: %s); stopping anyway",
+                type(exc).__name__,
+                exc,
+            )
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -96,8 +118,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self.processed.clear()
 
     async def wait_empty(self) -> None:
-        """On revocation: drop what is queued, finish the batch in flight, commit it."""
+        """On revocation or shutdown: drop what is queued, finish the batch in flight,
+        commit it; within `LAST_COMMIT_S`, so a broker that is gone cannot hold a
+        shutdown past the orchestrator's grace period (uncommitted events are read again,
+        and their tasks are not sent twice)."""
         self.invalidate()
+        try:
+            await asyncio.wait_for(self._finish_and_commit(), LAST_COMMIT_S)
+        except TimeoutError:
+            log.warning(
+                "the broker did not take the last commit within %.0f s; the events since "
+                "the last commit will be read again (their tasks are not sent twice); "
+                "check the broker and MOMENTS_KAFKA_BOOTSTRAP",
+                LAST_COMMIT_S,
+            )
+
+    async def _finish_and_commit(self) -> None:
         await super().wait_empty()
         await self.idle.wait()
         await self.commit_processed()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,8 @@ from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WAVE = 100
+GRACE_S = 45.0
+"""Kubernetes gives a worker 60 s after SIGTERM (deploy/k8s); we stop well before."""
 
 
 def assert_one_task_each(tasks: list[dict[str, Any]], expected: int, log: str) -> None:
@@ -73,6 +77,48 @@ class TestBrokerCut:
             assert errors >= 1
             assert "kafka did not answer the lag sample" in worker.log()
             worker.stop()  # before the proxy goes, so the shutdown is an ordinary one
+
+    async def test_a_worker_cut_off_from_the_broker_stops_in_time_and_loses_nothing(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+        kafka_bootstrap: str,
+        tmp_path: Path,
+    ) -> None:
+        """SIGTERM while the broker is unreachable (a rolling restart during an outage):
+        the worker gives up its last commit and stops well within Kubernetes' 60 s grace
+        period (it took 90 s and crashed); its successor reads the uncommitted events
+        again and publishes every task once."""
+        zone = daytime_zone(dt.datetime.now(dt.UTC))
+        direct = make_settings()
+        await topics_for(direct)
+        with TansuProxy(kafka_bootstrap, tmp_path / "proxy") as proxy:
+            port = free_port()
+            via_proxy = make_settings(kafka_bootstrap=proxy.bootstrap, metrics_port=port)
+            worker = start_worker(via_proxy)
+            await produce(direct, first_roamings(0, WAVE, zone))
+            await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, WAVE)
+
+            proxy.stop()
+            await produce(direct, first_roamings(WAVE, WAVE, zone))
+            await wait_for_metric(
+                port, "moments_dependency_errors_total", {"dependency": "kafka"}, 1, wait_s=30
+            )
+            started = time.monotonic()
+            worker.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(worker.proc.wait, 55)
+            took = time.monotonic() - started
+            assert code == 0, worker.log()[-3000:]
+            assert took < GRACE_S, took
+            assert "did not take the last commit" in worker.log()
+
+            proxy.start()
+            successor = start_worker(make_settings(kafka_bootstrap=proxy.bootstrap))
+            await produce(direct, first_roamings(2 * WAVE, WAVE, zone))
+            records = await read_topic(direct, "tasks", count=3 * WAVE, wait_s=120, settle=5)
+            assert_one_task_each(values(records), 3 * WAVE, successor.log())
+            successor.stop()
 
 
 class TestRedisOutageUnderLoad:
