@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from moments.exceptions import ConfigError
 from moments.logmask import install_pii_masking
+from moments.logthrottle import install_log_throttle
 from moments.settings import Settings, load_settings
 from rules.exceptions import RulesError
 
@@ -342,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     install_pii_masking()  # subscriber numbers masked in every log line (MOMENTS_LOG_PII)
+    install_log_throttle()  # a broker outage: each client error once per 30 s, with a count
     try:
         return handler(args)
     except ConfigError as exc:
