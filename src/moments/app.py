@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> MomentsApp:
         store=store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         broker_rebalance_timeout=settings.rebalance_timeout,
         broker_session_timeout=min(settings.rebalance_timeout, 60.0),
         broker_heartbeat_interval=min(3.0, settings.rebalance_timeout / 4),

@@ -280,5 +280,5 @@ class TaskOutcome(BaseModel):
     subscriber_id: SubscriberId
     status: OutcomeStatus
     occurred_at: AwareDatetime
-    agent_id: str | None = None
+    agent_id: str | None = Field(default=None, max_length=128)
     note: str | None = Field(default=None, max_length=2000)

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
         default=4, description="Partitions of topics the worker creates (input and tables)"
     )
+    replication_factor: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=1,
+        description="Replicas of topics the worker creates (changelog, outputs): 1 on a "
+        "single broker, the cluster's factor (usually 3) in production",
+    )
     rebalance_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
         default=30.0,
         description="Consumer-group rebalance timeout in seconds (a few seconds on Tansu)",

@@ -94,6 +94,26 @@ class TestOutcomes:
         assert "status:" in result.message
         assert "97531" not in result.message
 
+    @pytest.mark.parametrize(("field", "limit"), [("agent_id", 128), ("note", 2000)])
+    def test_an_overlong_agent_or_note_is_refused_naming_the_field(
+        self, field: str, limit: int
+    ) -> None:
+        from moments.outcomes import decode_outcome
+
+        ok = {
+            "task_id": "t1",
+            "subscriber_id": SUB,
+            "status": "declined",
+            "occurred_at": "2026-12-03T10:00:00Z",
+        }
+        assert not isinstance(
+            decode_outcome(self._record(orjson.dumps({**ok, field: "a" * limit}))), DeadLetter
+        )
+        result = decode_outcome(self._record(orjson.dumps({**ok, field: "a" * (limit + 1)})))
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert f"{field}:" in result.message
+
 
 class TestRulesFilesHoldData:
     """ruamel's round-trip loader keeps tags as data; load_rules refuses them by position."""
