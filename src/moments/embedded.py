@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from moments.exceptions import MomentsError
 
@@ -84,107 +86,12 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- #
 
 
-class KafkaProtocolError(EmbeddedError):
-    """A Kafka response could not be parsed or carried an error code."""
-
-
 @dataclass(frozen=True)
 class KafkaProbe:
-    """What a broker answered: supported API versions and the brokers it advertises."""
+    """What a broker answered: its cluster id and the brokers it advertises."""
 
-    api_versions: dict[int, tuple[int, int]]
+    cluster_id: str | None
     brokers: list[tuple[int, str, int]]
-
-
-def encode_request(
-    api_key: int, api_version: int, correlation_id: int, client_id: str, body: bytes = b""
-) -> bytes:
-    """A size-prefixed Kafka request with a v1 request header."""
-    cid = client_id.encode()
-    header = struct.pack(">hhih", api_key, api_version, correlation_id, len(cid)) + cid
-    payload = header + body
-    return struct.pack(">i", len(payload)) + payload
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, fmt: str) -> tuple[Any, ...]:
-        size = struct.calcsize(fmt)
-        if self.pos + size > len(self.data):
-            raise KafkaProtocolError(f"truncated Kafka response at byte {self.pos}")
-        values = struct.unpack_from(fmt, self.data, self.pos)
-        self.pos += size
-        return values
-
-    def int16(self) -> int:
-        value: int = self.take(">h")[0]
-        return value
-
-    def int32(self) -> int:
-        value: int = self.take(">i")[0]
-        return value
-
-    def string(self) -> str:
-        length = self.int16()
-        if length < 0:
-            return ""
-        if self.pos + length > len(self.data):
-            raise KafkaProtocolError(f"truncated Kafka string at byte {self.pos}")
-        raw = self.data[self.pos : self.pos + length]
-        self.pos += length
-        return raw.decode()
-
-
-def parse_api_versions_v0(payload: bytes, correlation_id: int) -> dict[int, tuple[int, int]]:
-    """Parse an ApiVersions v0 response (without its size prefix)."""
-    reader = _Reader(payload)
-    if reader.int32() != correlation_id:
-        raise KafkaProtocolError("ApiVersions response has the wrong correlation id")
-    error = reader.int16()
-    if error != 0:
-        raise KafkaProtocolError(f"ApiVersions answered error code {error}")
-    versions: dict[int, tuple[int, int]] = {}
-    for _ in range(reader.int32()):
-        key, lo, hi = reader.take(">hhh")
-        versions[key] = (lo, hi)
-    return versions
-
-
-def parse_metadata_v0_brokers(payload: bytes, correlation_id: int) -> list[tuple[int, str, int]]:
-    """The (node id, host, port) list of a Metadata v0 response (without its size prefix)."""
-    reader = _Reader(payload)
-    if reader.int32() != correlation_id:
-        raise KafkaProtocolError("Metadata response has the wrong correlation id")
-    brokers: list[tuple[int, str, int]] = []
-    for _ in range(reader.int32()):
-        node_id = reader.int32()
-        host = reader.string()
-        port = reader.int32()
-        brokers.append((node_id, host, port))
-    return brokers
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining:
-        chunk = sock.recv(remaining)
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def _roundtrip(sock: socket.socket, request: bytes) -> bytes:
-    sock.sendall(request)
-    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-    if not 0 <= size <= 64 * 1024 * 1024:
-        raise KafkaProtocolError(f"implausible Kafka response size {size}")
-    return _recv_exact(sock, size)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -197,22 +104,30 @@ def split_host_port(address: str) -> tuple[str, int]:
 
 
 def probe_kafka(bootstrap: str, timeout: float = 2.0) -> KafkaProbe:
-    """Ask a broker for its API versions and metadata over one plain TCP connection.
+    """Ask a broker which brokers it advertises (kafka-python's admin client: ApiVersions,
+    then Metadata), synchronously, for readiness checks.
 
-    Raises `OSError` if it cannot connect or the connection drops, and
-    `KafkaProtocolError` if the answer is not a valid Kafka response.
+    Raises `ConnectionError` if no broker answered within `timeout`, and
+    `EmbeddedError` if one answered with an error.
     """
-    host, port = split_host_port(bootstrap)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        versions = parse_api_versions_v0(
-            _roundtrip(sock, encode_request(18, 0, 1, "moments-probe")), 1
+    ms = max(1, int(timeout * 1000))
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="moments-probe",
+            request_timeout_ms=ms,
+            bootstrap_timeout_ms=ms,
         )
-        # Metadata v0 with an empty topic array: all topics (none are created).
-        brokers = parse_metadata_v0_brokers(
-            _roundtrip(sock, encode_request(3, 0, 2, "moments-probe", struct.pack(">i", 0))), 2
-        )
-    return KafkaProbe(api_versions=versions, brokers=brokers)
+    except KafkaError as exc:
+        raise ConnectionError(f"no Kafka broker answered at {bootstrap}: {exc}") from exc
+    try:
+        cluster = admin.describe_cluster()
+    except KafkaError as exc:
+        raise EmbeddedError(f"Kafka broker at {bootstrap} answered {exc!r}") from exc
+    finally:
+        admin.close()
+    brokers = [(b["broker_id"], b["host"], b["port"]) for b in cluster["brokers"]]
+    return KafkaProbe(cluster_id=cluster.get("cluster_id"), brokers=brokers)
 
 
 # --------------------------------------------------------------------------- #

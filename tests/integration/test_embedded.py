@@ -148,9 +148,17 @@ async def test_ensure_topics_unreachable_broker_fails_fast() -> None:
 
 def test_probe_kafka_answers(kafka_bootstrap: str) -> None:
     probe = probe_kafka(kafka_bootstrap)
-    assert 18 in probe.api_versions  # ApiVersions
-    assert 3 in probe.api_versions  # Metadata
-    assert probe.brokers
+    host, port = kafka_bootstrap.rsplit(":", 1)
+    assert [(h, p) for _, h, p in probe.brokers] == [(host, int(port))]
+    assert probe.cluster_id
+
+
+def test_probe_kafka_says_when_no_broker_answers() -> None:
+    with socket.socket() as silent:  # listens, never speaks Kafka
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(ConnectionError, match="no Kafka broker answered"):
+            probe_kafka(f"127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
 
 
 async def test_redis_set_get(redis_db: str, unique_name: UniqueNames) -> None:
