@@ -551,9 +551,22 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+MIN_BENCH_EVENTS = 50_000
+"""A worker takes up to 5,000 events a batch and is sampled every 0.2 s: fewer events
+than this are mostly done before the clock starts."""
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from moments.bench import run_bench
 
+    if not args.rules_only and args.events < MIN_BENCH_EVENTS:
+        print(
+            f"--events {args.events:,} is too few to time a worker: most would be done before "
+            f"its first metrics sample and the rates would read 0; use --events "
+            f"{MIN_BENCH_EVENTS:,} or more (or --rules-only for the in-process rule cost)",
+            file=sys.stderr,
+        )
+        return 2
     if args.workers > args.partitions:
         print(
             f"--workers {args.workers} needs at least as many partitions: "
