@@ -17,13 +17,22 @@ from moments.models import EventType
 from rules import spec as s
 from rules.base import Condition, Env
 from rules.durations import parse_duration
+from rules.operators import (
+    NUMERIC_OPS,
+    Members,
+    member,
+    members_of,
+    number,
+    prefixes_of,
+    same,
+    starts_with,
+    within,
+)
 from rules.series import Series
 
 Path = tuple[str | int, ...]
 Report = Callable[[Path, str], None]
 Getter = Callable[[Env], Any]
-
-NUMERIC_OPS = ("gt", "gte", "lt", "lte")
 
 
 @dataclass(frozen=True)
@@ -171,15 +180,6 @@ def _param(value: Any, scope: Scope, path: Path, report: Report) -> Callable[[En
     return lambda env: value
 
 
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _compare(
     label: str, get: Getter, node: s.Operators, scope: Scope, path: Path, report: Report
 ) -> Condition:
@@ -194,15 +194,14 @@ def _compare(
     for op, raw in ops.items():
         where = (*path, op)
         if op in NUMERIC_OPS:
-            if isinstance(raw, str) and not raw.startswith("$") and _number(raw) is None:
+            if isinstance(raw, str) and not raw.startswith("$") and number(raw) is None:
                 report(where, f"{op} needs a number or $param, got {raw!r}")
             limits[op] = _param(raw, scope, where, report)
-            tests.append(_numeric(op, limits[op]))
+            tests.append(_within(op, limits[op]))
         elif op in ("in", "not_in"):
             tests.append(_membership(op == "in", _members(raw, scope, where, report)))
         elif op == "prefix":
-            prefixes = tuple(str(p) for p in (raw if isinstance(raw, list) else [raw]))
-            tests.append(_prefix(prefixes))
+            tests.append(_prefix(prefixes_of(raw)))
         else:
             tests.append(_equality(op == "eq", _param(raw, scope, where, report)))
 
@@ -227,14 +226,6 @@ def _present(label: str, get: Getter) -> Condition:
     return check
 
 
-def _prefix(prefixes: tuple[str, ...]) -> Callable[[Env, Any], bool]:
-    return lambda env, value: value is not None and str(value).startswith(prefixes)
-
-
-def _equality(equal: bool, expected: Callable[[Env], Any]) -> Callable[[Env, Any], bool]:
-    return lambda env, value: _same(value, expected(env)) == equal
-
-
 def _aggregate(series: Series, node: s.SeriesCond) -> Callable[[Env], float | None]:
     agg, last = node.agg, node.last
 
@@ -245,50 +236,30 @@ def _aggregate(series: Series, node: s.SeriesCond) -> Callable[[Env], float | No
     return value
 
 
-def _same(value: Any, expected: Any) -> bool:
-    if value is None:
-        return expected is None
-    a, b = _number(value), _number(expected)
-    if a is not None and b is not None and not isinstance(value, str):
-        return a == b
-    return str(value) == str(expected)
-
-
-def _numeric(op: str, limit: Callable[[Env], Any]) -> Callable[[Env, Any], bool]:
-    def test(env: Env, value: Any) -> bool:
-        v, bound = _number(value), _number(limit(env))
-        if v is None or bound is None:
-            return False
-        if op == "gt":
-            return v > bound
-        if op == "gte":
-            return v >= bound
-        if op == "lt":
-            return v < bound
-        return v <= bound
-
-    return test
-
-
-def _members(raw: Any, scope: Scope, path: Path, report: Report) -> Callable[[Env], frozenset[str]]:
+def _members(raw: Any, scope: Scope, path: Path, report: Report) -> Callable[[Env], Members]:
     if isinstance(raw, list):
-        members = frozenset(str(v) for v in raw)
+        members = members_of(raw)
         return lambda env: members
     param = _param(raw, scope, path, report)
     if not (isinstance(raw, str) and raw.startswith("$")):
         report(path, "in/not_in take a list, e.g. [10010, 10000], or a $param holding one")
-    return lambda env: frozenset(str(v) for v in str(param(env) or "").split(","))
+    return lambda env: members_of(str(param(env) or "").split(","))
 
 
-def _membership(
-    inside: bool, members: Callable[[Env], frozenset[str]]
-) -> Callable[[Env, Any], bool]:
-    def test(env: Env, value: Any) -> bool:
-        if value is None:
-            return False
-        return (str(value) in members(env)) == inside
+def _membership(inside: bool, members: Callable[[Env], Members]) -> Callable[[Env, Any], bool]:
+    return lambda env, value: value is not None and member(value, members(env)) == inside
 
-    return test
+
+def _equality(equal: bool, expected: Callable[[Env], Any]) -> Callable[[Env, Any], bool]:
+    return lambda env, value: same(value, expected(env)) == equal
+
+
+def _prefix(prefixes: tuple[str, ...]) -> Callable[[Env, Any], bool]:
+    return lambda env, value: starts_with(value, prefixes)
+
+
+def _within(op: str, limit: Callable[[Env], Any]) -> Callable[[Env, Any], bool]:
+    return lambda env, value: within(op, value, limit(env))
 
 
 def _first_time(key: str, lookback: dt.timedelta | None) -> Condition:

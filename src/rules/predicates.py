@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import Any
 
 from moments.models import InputEvent
+from rules.operators import (
+    OPERATORS,
+    member,
+    members_of,
+    number,
+    prefixes_of,
+    same,
+    starts_with,
+    within,
+)
+
+__all__ = ["OPERATORS", "Predicate", "all_of", "always", "field_test"]
 
 Predicate = Callable[[InputEvent], bool]
 
@@ -15,63 +26,38 @@ def always(_event: InputEvent) -> bool:
     return True
 
 
-def _number(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return Decimal(str(value))
-    except ArithmeticError:
-        return None
-
-
 def field_test(field_name: str, spec: Any) -> Predicate:
     """Build a test for one field. `spec` is a scalar (equality), a list (membership) or a
-    mapping of operators: `in`, `not_in`, `prefix`, `gt`, `gte`, `lt`, `lte`, `eq`, `ne`."""
+    mapping of operators (rules.operators); a numeric bound that is no number is a
+    ValueError."""
     if isinstance(spec, list):
-        allowed = frozenset(str(v) for v in spec)
-        return lambda e: str(getattr(e, field_name, None)) in allowed
+        allowed = members_of(spec)
+        return lambda e: member(getattr(e, field_name, None), allowed)
     if not isinstance(spec, Mapping):
-        expected = str(spec)
-        return lambda e: str(getattr(e, field_name, None)) == expected
-    tests: list[Predicate] = []
-    for op, arg in spec.items():
-        tests.append(_operator(field_name, op, arg))
-    return lambda e: all(t(e) for t in tests)
+        return lambda e: same(getattr(e, field_name, None), spec)
+    return all_of([_operator(field_name, op, arg) for op, arg in spec.items()])
 
 
 def _operator(field_name: str, op: str, arg: Any) -> Predicate:
     def get(e: InputEvent) -> Any:
         return getattr(e, field_name, None)
 
-    if op in ("in", "not_in"):
-        members = frozenset(str(v) for v in arg)
-        if op == "in":
-            return lambda e: str(get(e)) in members
-        return lambda e: get(e) is not None and str(get(e)) not in members
+    if op == "in":
+        members = members_of(arg)
+        return lambda e: member(get(e), members)
+    if op == "not_in":
+        members = members_of(arg)
+        return lambda e: get(e) is not None and not member(get(e), members)
     if op == "prefix":
-        prefixes = tuple(str(p) for p in (arg if isinstance(arg, list) else [arg]))
-        return lambda e: get(e) is not None and str(get(e)).startswith(prefixes)
+        prefixes = prefixes_of(arg)
+        return lambda e: starts_with(get(e), prefixes)
     if op == "eq":
-        return lambda e: str(get(e)) == str(arg)
+        return lambda e: same(get(e), arg)
     if op == "ne":
-        return lambda e: str(get(e)) != str(arg)
-    bound = Decimal(str(arg))
-    compare: dict[str, Callable[[Decimal], bool]] = {
-        "gt": lambda v: v > bound,
-        "gte": lambda v: v >= bound,
-        "lt": lambda v: v < bound,
-        "lte": lambda v: v <= bound,
-    }
-    check = compare[op]
-
-    def numeric(e: InputEvent) -> bool:
-        value = _number(get(e))
-        return value is not None and check(value)
-
-    return numeric
-
-
-OPERATORS = frozenset({"in", "not_in", "prefix", "eq", "ne", "gt", "gte", "lt", "lte"})
+        return lambda e: not same(get(e), arg)
+    if number(arg) is None:
+        raise ValueError(f"{op} needs a number, got {arg!r}")
+    return lambda e: within(op, get(e), arg)
 
 
 def all_of(tests: list[Predicate]) -> Predicate:

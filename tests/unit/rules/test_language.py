@@ -67,6 +67,28 @@ class TestFieldPredicates:
         text = one_rule(f"    on: [usage]\n    condition: {{field: charge, {test}}}\n")
         assert fired(text, [usage(at("2026-11-02"), kind="data", charge=charge)]) == int(fires)
 
+    @pytest.mark.parametrize(
+        ("test", "charge", "fires"),
+        [
+            ("gt: 5", 5, False),
+            ("gte: 5", 5, True),
+            ("lt: 5", 4.99, True),
+            ("eq: 5", 5.0, True),  # numbers compare as numbers
+            ("eq: '5'", 5.0, True),
+            ("ne: 5", 5.0, False),
+            ("in: [5, 6]", 5.0, True),  # a listed number matches whatever its spelling
+            ("in: ['5.0']", 5, True),
+            ("not_in: [5.0]", 5, False),
+            ("in: [6, seven]", 5, False),
+        ],
+    )
+    def test_when_and_condition_compare_alike(self, test: str, charge: float, fires: bool) -> None:
+        """One set of operators (rules.operators) for `when:` and `condition:`."""
+        events = [usage(at("2026-11-02"), kind="data", charge=charge)]
+        as_condition = one_rule(f"    on: [usage]\n    condition: {{field: charge, {test}}}\n")
+        as_filter = one_rule(f"    on: [usage]\n    when: {{charge: {{{test}}}}}\n")
+        assert fired(as_condition, events) == fired(as_filter, events) == int(fires)
+
     def test_number_lists_match_numbers_and_strings(self) -> None:
         text = one_rule(
             "    on: [usage]\n    condition: {field: counterparty, in: [10010, 10000, 10001]}\n"

@@ -1,0 +1,89 @@
+"""The comparison operators of the rule language, on plain values.
+
+One meaning for `eq`, `ne`, `in`, `not_in`, `prefix`, `gt`, `gte`, `lt` and `lte`,
+whether they appear in a `when:` filter (rules.predicates) or in a `condition:`
+(rules.conditions): numbers compare as numbers (`10` equals `10.0`), other values as
+text; a missing value (None) passes no operator but `ne` and `not_in`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+NUMERIC_OPS = ("gt", "gte", "lt", "lte")
+OPERATORS = frozenset({"in", "not_in", "prefix", "eq", "ne", *NUMERIC_OPS})
+
+
+def number(value: Any) -> float | None:
+    """The value as a number, or None (booleans and text that is no number are not)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def same(value: Any, expected: Any) -> bool:
+    """Equality: numeric when the value is a number and the expected value reads as one
+    (an event's 10.0 equals a rule's 10 or "10"), else as text."""
+    if value is None:
+        return expected is None
+    if isinstance(value, str):  # text (and text enums) compare as text, and most often
+        return value == str(expected)
+    a, b = number(value), number(expected)
+    if a is not None and b is not None:
+        return a == b
+    return str(value) == str(expected)
+
+
+def within(op: str, value: Any, bound: Any) -> bool:
+    """`gt`, `gte`, `lt` or `lte`; False when either side is no number."""
+    v, limit = number(value), number(bound)
+    if v is None or limit is None:
+        return False
+    if op == "gt":
+        return v > limit
+    if op == "gte":
+        return v >= limit
+    if op == "lt":
+        return v < limit
+    return v <= limit
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The list of an `in`/`not_in`: as text, and the entries that read as numbers."""
+
+    texts: frozenset[str]
+    numbers: frozenset[float]
+
+
+def members_of(values: Iterable[Any]) -> Members:
+    listed = list(values)
+    numbers = (number(v) for v in listed)
+    return Members(
+        frozenset(str(v) for v in listed), frozenset(n for n in numbers if n is not None)
+    )
+
+
+def member(value: Any, members: Members) -> bool:
+    """`in`: a number matches a listed number whatever its spelling (the event's 5.0 and
+    the rule's 5 or "5"), text matches listed text (the event's "10000" and the rule's
+    10000)."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return value in members.texts
+    n = number(value)
+    return (n is not None and n in members.numbers) or str(value) in members.texts
+
+
+def starts_with(value: Any, prefixes: tuple[str, ...]) -> bool:
+    return value is not None and str(value).startswith(prefixes)
+
+
+def prefixes_of(raw: Any) -> tuple[str, ...]:
+    return tuple(str(p) for p in (raw if isinstance(raw, list) else [raw]))
