@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from moments.embedded import HOST, TansuBroker, free_port
+from moments.embedded import HOST, TansuBroker, free_port, probe_kafka
 
 Record = tuple[str, str | None, bytes | dict[str, Any] | None]
 
@@ -40,6 +40,13 @@ class TansuProxy(TansuBroker):
             "--origin-url",
             f"tcp://{self.origin}",
         ]
+
+    def _answers(self, port: int, pid: int) -> bool:
+        # Requests through the proxy answer; its DescribeCluster answer is the origin's
+        # own (the proxy rewrites Metadata only), so a broker's advertised check would
+        # never pass here.
+        probe_kafka(f"{HOST}:{port}", timeout=1.0)
+        return self._proc is not None and self._proc.poll() is None
 
 
 def first_roamings(start: int, count: int, zone: str, prefix: str = "f") -> list[Record]:
