@@ -62,6 +62,30 @@ class RedisContactBook:
     async def give_back(self, subscriber_id: str, task_id: str) -> None:
         await self.redis.zrem(self.key(subscriber_id), task_id)
 
+    async def take_many(
+        self, items: Sequence[tuple[str, str, float]], period_s: float, max_contacts: int
+    ) -> list[float | None]:
+        """`take` for each (subscriber id, task id, now), in one pipeline."""
+        if not items:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for subscriber_id, task_id, now in items:
+            await self._take(
+                keys=[self.key(subscriber_id)],
+                args=[task_id, now, period_s, max_contacts],
+                client=pipe,
+            )
+        return [None if taken else float(free_at) for taken, free_at in await pipe.execute()]
+
+    async def give_back_many(self, items: Sequence[tuple[str, str]]) -> None:
+        """`give_back` for each (subscriber id, task id), in one pipeline."""
+        if not items:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for subscriber_id, task_id in items:
+            pipe.zrem(self.key(subscriber_id), task_id)
+        await pipe.execute()
+
 
 class ContactLimiter:
     """The contact policy over whichever `ContactBook` the sink was given."""
@@ -86,6 +110,26 @@ class ContactLimiter:
         """Undo `take` for a task that was not sent after all (capacity)."""
         if self.policy.max_contacts > 0:
             await self.book.give_back(subscriber_id, task_id)
+
+    @property
+    def capped(self) -> bool:
+        return self.policy.max_contacts > 0
+
+    async def take_many(self, items: Sequence[tuple[str, str, float]]) -> list[Contact]:
+        """`take` for each (task id, subscriber id, now), with one store call."""
+        if not self.capped or not items:
+            return [Contact(True) for _ in items]
+        frees = await self.book.take_many(
+            [(sub, task_id, now) for task_id, sub, now in items],
+            self.policy.period.total_seconds(),
+            self.policy.max_contacts,
+        )
+        return [Contact(True) if f is None else Contact(False, f) for f in frees]
+
+    async def give_back_many(self, items: Sequence[tuple[str, str]]) -> None:
+        """`give_back` for each (task id, subscriber id), with one store call."""
+        if self.capped and items:
+            await self.book.give_back_many([(sub, task_id) for task_id, sub in items])
 
 
 def _rank(task: ServiceTask) -> tuple[int, dt.datetime, str]:

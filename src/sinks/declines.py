@@ -3,6 +3,8 @@ while (`moments:<app>:declined:<subscriber>:<rule id>`, expiring on the Redis cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
 
 
@@ -19,3 +21,10 @@ class RedisDeclines:
 
     async def suppressed(self, subscriber_id: str, rule_id: str) -> bool:
         return bool(await self.redis.exists(self.key(subscriber_id, rule_id)))
+
+    async def suppressed_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """One MGET for all pairs (the keys hold b"1" while they live)."""
+        if not pairs:
+            return []
+        values = await self.redis.mget([self.key(sub, rule) for sub, rule in pairs])
+        return [v is not None for v in values]

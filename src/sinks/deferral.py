@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from sinks.ledger import TaskLedger
-from sinks.stores import Released
+from sinks.stores import Parking, Released
 
 # KEYS: task, pending, deferred, open; ARGV: id, payload, release_at, window_ms, task prefix
 _PARK = """
@@ -108,27 +108,55 @@ class DeferralQueue:
         """Move an owned (pending) task into the queue until `release_at` (epoch seconds);
         it becomes the subscriber's open merge group for `merge_window_s` unless one is open.
         False when the entry is no longer ours (settled or forgotten)."""
-        ok = await self._park(
+        item = Parking(task_id, subscriber_id, payload, release_at, merge_window_s)
+        return bool(await self._park_call(item, self.redis))
+
+    async def park_many(self, items: Sequence[Parking]) -> list[bool]:
+        """`park` for each item, in one pipeline."""
+        if not items:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for item in items:
+            await self._park_call(item, pipe)
+        return [bool(ok) for ok in await pipe.execute()]
+
+    async def _park_call(self, item: Parking, client: Any) -> Any:
+        return await self._park(
             keys=[
-                self.ledger.key(task_id),
+                self.ledger.key(item.task_id),
                 self.ledger.pending_key,
                 self.key,
-                self.open_key(subscriber_id),
+                self.open_key(item.subscriber_id),
             ],
             args=[
-                task_id,
-                payload,
-                release_at,
-                max(1, int(merge_window_s * 1000)),
+                item.task_id,
+                item.payload,
+                item.release_at,
+                max(1, int(item.merge_window_s * 1000)),
                 f"{self.prefix}task:",
             ],
+            client=client,
         )
-        return bool(ok)
 
     async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None:
         """Merge an owned task into the subscriber's waiting task, if one is open;
         returns that task's id (the same on a repeated call), else None."""
-        carrier = await self._join(
+        carrier = await self._join_call(task_id, subscriber_id, payload, self.redis)
+        return None if carrier is None else _bytes(carrier).decode()
+
+    async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
+        """`join` for each (task id, subscriber id, payload), in one pipeline."""
+        if not items:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id, subscriber_id, payload in items:
+            await self._join_call(task_id, subscriber_id, payload, pipe)
+        return [None if c is None else _bytes(c).decode() for c in await pipe.execute()]
+
+    async def _join_call(
+        self, task_id: str, subscriber_id: str, payload: bytes, client: Any
+    ) -> Any:
+        return await self._join(
             keys=[self.ledger.key(task_id), self.ledger.pending_key, self.open_key(subscriber_id)],
             args=[
                 task_id,
@@ -137,8 +165,8 @@ class DeferralQueue:
                 f"{self.prefix}group:",
                 self.ledger.ttl,
             ],
+            client=client,
         )
-        return None if carrier is None else _bytes(carrier).decode()
 
     async def release(self, now: float | None = None, limit: int = 500) -> list[Released]:
         """Take the tasks due by `now`; each goes to exactly one caller."""

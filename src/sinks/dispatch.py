@@ -13,6 +13,7 @@ crash or a second worker racing never sends a task twice or loses it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,13 +25,13 @@ from pydantic import ValidationError
 
 from moments.models import Deferral, ServiceTask
 from sinks.base import Headers, Producer, produce_all
-from sinks.capacity import CapacityLimiter, next_day_start
-from sinks.contact import ContactLimiter, merge_tasks
+from sinks.capacity import CapacityLimiter, Slot, next_day_start
+from sinks.contact import Contact, ContactLimiter, merge_tasks
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
 from sinks.policy import DispatchPolicy, OverflowPolicy
-from sinks.relevance import check_for, reactivated
+from sinks.relevance import SubscriberFacts, check_for, reactivated
 from sinks.retry import with_retry
-from sinks.stores import Clock, DispatchStores
+from sinks.stores import Clock, DispatchStores, Parking
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +46,47 @@ def task_bytes(task: ServiceTask) -> bytes:
 def sent_meta(task: ServiceTask) -> bytes:
     """What the ledger keeps of a sent task for outcomes: rule and moment type."""
     return orjson.dumps({"rule_id": task.moment.rule_id, "moment_type": task.moment.type})
+
+
+@dataclass(frozen=True)
+class _Park:
+    task: ServiceTask
+    release_at: float
+    reason: str
+    count: bool
+
+
+@dataclass
+class _Writes:
+    """What a wave's decisions leave to write, in `_write`'s order."""
+
+    given_back: list[tuple[str, str]] = field(default_factory=list)  # (task id, subscriber)
+    parks: list[_Park] = field(default_factory=list)
+    drops: list[tuple[str, str]] = field(default_factory=list)  # (task id, reason)
+
+    def park(self, task: ServiceTask, release_at: float, reason: str, count: bool = True) -> None:
+        self.parks.append(_Park(task, release_at, reason, count))
+
+
+def waves(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
+    """The candidates in runs of consecutive ones of distinct subscribers.
+
+    A wave never holds two candidates of one subscriber (the second may join the merge
+    group the first opens, or find the contact the first took), and the waves keep the
+    candidates' order, so capacity goes to the same tasks as one after another."""
+    out: list[list[Candidate]] = []
+    current: list[Candidate] = []
+    seen: set[str] = set()
+    for c in candidates:
+        subscriber = c.tasks[0].subscriber_id
+        if subscriber in seen:
+            out.append(current)
+            current, seen = [], set()
+        current.append(c)
+        seen.add(subscriber)
+    if current:
+        out.append(current)
+    return out
 
 
 @dataclass
@@ -173,15 +215,19 @@ class TaskSink:
             return None
 
     async def _decide(self, candidates: Sequence[Candidate], now: float | None = None) -> None:
+        """Route every candidate (`_route_wave`), then publish the ones to send together.
+
+        Declines and facts are read for all candidates at once (nothing here writes them);
+        the writes go in waves (`waves`), one store call per step for a whole wave."""
+        if not candidates:
+            return
+        at = self.clock() if now is None else now
+        declined, facts = await self._read_for(candidates, at)
         to_send: list[ServiceTask] = []
-        for candidate in candidates:
-            at = self.clock() if now is None else now
-            task = await self._route(candidate, at)
-            if task is not None:
-                to_send.append(task)
+        for wave in waves(candidates):
+            to_send += await self._route_wave(wave, at, declined, facts)
         await self._send(to_send)
-        if candidates:
-            await self._update_waiting()
+        await self._update_waiting()
 
     async def _update_waiting(self) -> None:
         self.metrics.waiting.set(await self._redis(self.deferral.waiting, "counting waiting"))
@@ -189,87 +235,201 @@ class TaskSink:
     def _suppressed(self, task: ServiceTask, reason: str) -> None:
         self.metrics.suppressed.labels(task.moment.type, reason).inc()
 
-    async def _keep(self, task: ServiceTask, now: float) -> str | None:
+    async def _read_for(
+        self, candidates: Sequence[Candidate], at: float
+    ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts]]:
+        """The declined (subscriber, rule) pairs among the unexpired tasks, and the facts of
+        the subscribers whose tasks need them (a relevance check, or a suspended line)."""
+        live = [t for c in candidates for t in c.tasks if t.expires_at.timestamp() > at]
+        pairs = list(dict.fromkeys((t.subscriber_id, t.moment.rule_id) for t in live))
+        declined: set[tuple[str, str]] = set()
+        if pairs:
+            flags = await self._redis(
+                lambda: self.declines.suppressed_many(pairs), "reading declines"
+            )
+            declined = {pair for pair, flag in zip(pairs, flags, strict=True) if flag}
+        wanted = [
+            t.subscriber_id
+            for t in live
+            if (t.subscriber_id, t.moment.rule_id) not in declined
+            and check_for(self.policy.relevance, t) is not None
+        ] + [
+            c.tasks[0].subscriber_id
+            for c in candidates
+            if any(t.deferred is not None and t.deferred.reason == "suspended" for t in c.tasks)
+        ]
+        subscribers = list(dict.fromkeys(wanted))
+        facts: dict[str, SubscriberFacts] = {}
+        if subscribers:
+            got = await self._redis(lambda: self.facts.get_many(subscribers), "reading facts")
+            facts = dict(zip(subscribers, got, strict=True))
+        return declined, facts
+
+    def _keep(
+        self,
+        task: ServiceTask,
+        now: float,
+        declined: set[tuple[str, str]],
+        facts: dict[str, SubscriberFacts],
+    ) -> str | None:
         """None when the task is still worth sending, else why not."""
         if task.expires_at.timestamp() <= now:
             return SuppressReason.EXPIRED.value
-        declined = await self._redis(
-            lambda: self.declines.suppressed(task.subscriber_id, task.moment.rule_id),
-            "reading declines",
-        )
-        if declined:
+        if (task.subscriber_id, task.moment.rule_id) in declined:
             return "declined"
         check = check_for(self.policy.relevance, task)
         if check is not None:
-            facts = await self._redis(lambda: self.facts.get(task.subscriber_id), "reading facts")
-            verdict = check(task, facts)
+            verdict = check(task, facts[task.subscriber_id])
             if not verdict.keep:
                 return verdict.reason
         return None
 
-    async def _route(self, c: Candidate, now: float) -> ServiceTask | None:
-        kept: list[ServiceTask] = []
-        last_reason = SuppressReason.EXPIRED.value
-        for t in c.tasks:
-            reason = await self._keep(t, now)
-            if reason is None:
-                kept.append(t)
-            else:
-                self._suppressed(t, reason)
-                last_reason = reason
-        if not kept:
-            await self._redis(lambda: self.ledger.drop(c.carrier_id, last_reason), "dropping")
-            return None
-        task = merge_tasks(c.carrier_id, kept)
-        payload = task_bytes(task)
-        window = self.policy.merge.window.total_seconds()
-        if c.fresh:
-            carrier = await self._redis(
-                lambda: self.deferral.join(task.task_id, task.subscriber_id, payload), "merging"
-            )
-            if carrier is not None:
-                self.dm.merged.labels(task.moment.type).inc()
-                return None
-        if task.deliver_after.timestamp() > now:
-            reason = task.deferred.reason if task.deferred else "deliver_after"
-            count = not (c.fresh and c.deferral_counted)
-            await self._park(task, task.deliver_after.timestamp(), reason, count)
-            return None
-        if await self._suspended(task, now):
-            return None
-        if c.fresh and task.channel in self.policy.merge.hold_channels:
-            await self._park(task, now + window, "merge_window")
-            return None
-        contact = await self._redis(
-            lambda: self.contacts.take(task.task_id, task.subscriber_id, now), "contact policy"
-        )
-        if not contact.taken:
-            assert contact.free_at is not None
-            if contact.free_at < task.expires_at.timestamp():
-                await self._park(task, contact.free_at, "contact_cap")
-                return None
-            await self._drop(task, "contact_cap")
-            return None
-        sendable = await self._within_capacity(task, now)
-        if sendable is None or isinstance(sendable, float):
-            await self._redis(
-                lambda: self.contacts.give_back(task.task_id, task.subscriber_id),
-                "contact policy",
-            )
-            if isinstance(sendable, float):
-                await self._park(task, sendable, "capacity")
-                return None
-            await self._drop(task, SuppressReason.CAPACITY.value)
-            return None
-        return sendable
+    async def _route_wave(
+        self,
+        wave: Sequence[Candidate],
+        now: float,
+        declined: set[tuple[str, str]],
+        facts: dict[str, SubscriberFacts],
+    ) -> list[ServiceTask]:
+        """The decision for each candidate of a wave (see the module docstring), one store
+        call per step for all of them; returns the tasks to send.
 
-    async def _within_capacity(self, task: ServiceTask, now: float) -> ServiceTask | float | None:
-        """The task to send (maybe on its fallback channel), or when to try again (next
-        day), or None to drop it, by the rule's overflow policy."""
+        No two candidates of a wave have the same subscriber, so the per-subscriber steps
+        (merge, park, contact cap) of one never see another's; capacity, shared by all,
+        is taken in the candidates' order (`_within_capacity`). Each call is idempotent per
+        task id, so a retried call (`with_retry`) repeats the ones that got through
+        harmlessly, as a retried single step did."""
+        w = _Writes()
+        routes: list[tuple[Candidate, ServiceTask]] = []
+        for c in wave:
+            kept: list[ServiceTask] = []
+            last_reason = SuppressReason.EXPIRED.value
+            for t in c.tasks:
+                reason = self._keep(t, now, declined, facts)
+                if reason is None:
+                    kept.append(t)
+                else:
+                    self._suppressed(t, reason)
+                    last_reason = reason
+            if kept:
+                routes.append((c, merge_tasks(c.carrier_id, kept)))
+            else:
+                w.drops.append((c.carrier_id, last_reason))
+        routes = await self._join(routes)
+        window = self.policy.merge.window.total_seconds()
+        contacting: list[ServiceTask] = []
+        for c, task in routes:
+            if task.deliver_after.timestamp() > now:
+                reason = task.deferred.reason if task.deferred else "deliver_after"
+                count = not (c.fresh and c.deferral_counted)
+                w.park(task, task.deliver_after.timestamp(), reason, count)
+            elif self._suspended(task, now, facts, w):
+                pass
+            elif c.fresh and task.channel in self.policy.merge.hold_channels:
+                w.park(task, now + window, "merge_window")
+            else:
+                contacting.append(task)
+        capacity: list[ServiceTask] = []
+        items = [(t.task_id, t.subscriber_id, now) for t in contacting]
+        if self.contacts.capped and items:
+            contacts = await self._redis(lambda: self.contacts.take_many(items), "contact policy")
+        else:
+            contacts = [Contact(True) for _ in items]
+        for task, contact in zip(contacting, contacts, strict=True):
+            if contact.taken:
+                capacity.append(task)
+            elif contact.free_at is not None and contact.free_at < task.expires_at.timestamp():
+                w.park(task, contact.free_at, "contact_cap")
+            else:
+                self._suppressed(task, "contact_cap")
+                w.drops.append((task.task_id, "contact_cap"))
+        to_send: list[ServiceTask] = []
+        for task, sendable in zip(
+            capacity, await self._within_capacity(capacity, now), strict=True
+        ):
+            if isinstance(sendable, ServiceTask):
+                to_send.append(sendable)
+                continue
+            w.given_back.append((task.task_id, task.subscriber_id))
+            if isinstance(sendable, float):
+                w.park(task, sendable, "capacity")
+            else:
+                self._suppressed(task, SuppressReason.CAPACITY.value)
+                w.drops.append((task.task_id, SuppressReason.CAPACITY.value))
+        await self._write(w)
+        return to_send
+
+    async def _join(
+        self, routes: list[tuple[Candidate, ServiceTask]]
+    ) -> list[tuple[Candidate, ServiceTask]]:
+        """Merge each fresh task into its subscriber's waiting task, if one is open; the
+        routes left (the tasks that did not join)."""
+        fresh = [task for c, task in routes if c.fresh]
+        if not fresh:
+            return routes
+        items = [(t.task_id, t.subscriber_id, task_bytes(t)) for t in fresh]
+        carriers = await self._redis(lambda: self.deferral.join_many(items), "merging")
+        joined = {t.task_id for t, carrier in zip(fresh, carriers, strict=True) if carrier}
+        for task in fresh:
+            if task.task_id in joined:
+                self.dm.merged.labels(task.moment.type).inc()
+        return [(c, t) for c, t in routes if t.task_id not in joined]
+
+    async def _write(self, w: _Writes) -> None:
+        """A wave's last step: contacts given back, then tasks parked, then dropped."""
+        if w.given_back:
+            await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
+        if w.parks:
+            items = [self._parking(p) for p in w.parks]
+            parked = await self._redis(lambda: self.deferral.park_many(items), "deferring a task")
+            for p, ok in zip(w.parks, parked, strict=True):
+                if ok and p.count:
+                    self.metrics.deferred.labels(p.reason).inc()
+        if w.drops:
+            await self._redis(lambda: self.ledger.drop_many(w.drops), "dropping")
+
+    def _parking(self, p: _Park) -> Parking:
+        task = p.task
+        until = dt.datetime.fromtimestamp(p.release_at, dt.UTC)
+        # A suspended line keeps gating's reason and bound: the poll time is not news.
+        keep_gating = p.reason == "suspended" and task.deferred is not None
+        if not keep_gating and (task.deferred is None or task.deferred.until < until):
+            task = task.model_copy(update={"deferred": Deferral(reason=p.reason, until=until)})
+        window = self.policy.merge.window.total_seconds()
+        return Parking(task.task_id, task.subscriber_id, task_bytes(task), p.release_at, window)
+
+    async def _within_capacity(
+        self, tasks: Sequence[ServiceTask], now: float
+    ) -> list[ServiceTask | float | None]:
+        """For each task: the task to send (maybe on its fallback channel), or when to try
+        again (next day), or None to drop it, by the rule's overflow policy.
+
+        Slots are taken in the tasks' order, one store call for a run of tasks; a run ends
+        after a task whose rule falls back to another channel, as its second take must come
+        before the next task's first."""
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        slot = await self._take(task, at)
-        if slot:
-            return task
+        out: list[ServiceTask | float | None] = []
+        start = 0
+        while start < len(tasks):
+            end = start
+            while end < len(tasks) - 1 and not self._falls_back(tasks[end]):
+                end += 1
+            run = tasks[start : end + 1]
+            requests = [(t.task_id, t.region, t.channel, t.priority) for t in run]
+            take = functools.partial(self.capacity.take_many, requests, at)
+            slots = await self._redis(take, "taking capacity")
+            for task, slot in zip(run, slots, strict=True):
+                self._capacity_left(task, slot)
+                out.append(task if slot.taken else await self._overflow(task, at))
+            start = end + 1
+        return out
+
+    def _falls_back(self, task: ServiceTask) -> bool:
+        overflow = self.policy.overflow_for(task.moment.rule_id)
+        return overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None
+
+    async def _overflow(self, task: ServiceTask, at: dt.datetime) -> ServiceTask | float | None:
+        """A task its channel had no slot for: by the rule's overflow policy."""
         overflow = self.policy.overflow_for(task.moment.rule_id)
         self.dm.overflow.labels(task.moment.type, overflow.policy.value).inc()
         if overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None:
@@ -286,47 +446,29 @@ class TaskSink:
             lambda: self.capacity.take(task.task_id, task.region, task.channel, task.priority, at),
             "taking capacity",
         )
-        if slot.left is not None:
-            self.dm.capacity_left.labels(task.region or "*", task.channel.value).set(slot.left)
+        self._capacity_left(task, slot)
         return slot.taken
 
-    async def _suspended(self, task: ServiceTask, now: float) -> bool:
+    def _capacity_left(self, task: ServiceTask, slot: Slot) -> None:
+        if slot.left is not None:
+            self.dm.capacity_left.labels(task.region or "*", task.channel.value).set(slot.left)
+
+    def _suspended(
+        self, task: ServiceTask, now: float, facts: dict[str, SubscriberFacts], w: _Writes
+    ) -> bool:
         """Gating deferred this task for a suspended line: it waits (checked again every
         `SUSPENDED_POLL_S`) until a profile update says the line is active, or expires."""
         if task.deferred is None or task.deferred.reason != "suspended":
             return False
-        facts = await self._redis(lambda: self.facts.get(task.subscriber_id), "reading facts")
-        if reactivated(task, facts):
+        if reactivated(task, facts[task.subscriber_id]):
             return False
         again = now + SUSPENDED_POLL_S
         if again < task.expires_at.timestamp():
-            await self._park(task, again, "suspended", count=False)
+            w.park(task, again, "suspended", count=False)
         else:
-            await self._drop(task, "suspended")
+            self._suppressed(task, "suspended")
+            w.drops.append((task.task_id, "suspended"))
         return True
-
-    async def _park(
-        self, task: ServiceTask, release_at: float, reason: str, count: bool = True
-    ) -> None:
-        until = dt.datetime.fromtimestamp(release_at, dt.UTC)
-        # A suspended line keeps gating's reason and bound: the poll time is not news.
-        keep_gating = reason == "suspended" and task.deferred is not None
-        if not keep_gating and (task.deferred is None or task.deferred.until < until):
-            task = task.model_copy(update={"deferred": Deferral(reason=reason, until=until)})
-        payload = task_bytes(task)
-        window = self.policy.merge.window.total_seconds()
-        parked = await self._redis(
-            lambda: self.deferral.park(
-                task.task_id, task.subscriber_id, payload, release_at, window
-            ),
-            "deferring a task",
-        )
-        if parked and count:
-            self.metrics.deferred.labels(reason).inc()
-
-    async def _drop(self, task: ServiceTask, reason: str) -> None:
-        self._suppressed(task, reason)
-        await self._redis(lambda: self.ledger.drop(task.task_id, reason), "dropping")
 
     async def _send(self, tasks: list[ServiceTask]) -> None:
         if not tasks:

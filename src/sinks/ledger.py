@@ -146,6 +146,19 @@ class TaskLedger:
             args=[DROPPED + reason.encode(), task_id],
         )
 
+    async def drop_many(self, items: Sequence[tuple[str, str]]) -> None:
+        """`drop` for each (task id, reason), in one pipeline."""
+        if not items:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id, reason in items:
+            await self._settle(
+                keys=[self.key(task_id), self.pending_key, self.group_key(task_id)],
+                args=[DROPPED + reason.encode(), task_id],
+                client=pipe,
+            )
+        await pipe.execute()
+
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller."""
         now = time.time()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from moments.models import InputEvent
 from sinks.ledger import DEFERRED, DROPPED, MERGED, PENDING, SENT, sent_meta_of, state_of
 from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_of
-from sinks.stores import Clock, DispatchStores, Released, SlotKey
+from sinks.stores import Clock, DispatchStores, Parking, Released, SlotKey
 
 
 @dataclass
@@ -88,6 +88,10 @@ class MemoryLedger:
 
     async def drop(self, task_id: str, reason: str) -> None:
         self._settle(task_id, DROPPED + reason.encode())
+
+    async def drop_many(self, items: Sequence[tuple[str, str]]) -> None:
+        for task_id, reason in items:
+            await self.drop(task_id, reason)
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         now = self.clock()
@@ -176,6 +180,15 @@ class MemoryDeferrals:
             self.open[subscriber_id] = (task_id, self.ledger.clock() + window_ms / 1000)
         return True
 
+    async def park_many(self, items: Sequence[Parking]) -> list[bool]:
+        return [
+            await self.park(i.task_id, i.subscriber_id, i.payload, i.release_at, i.merge_window_s)
+            for i in items
+        ]
+
+    async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
+        return [await self.join(t, s, p) for t, s, p in items]
+
     async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None:
         value = await self.ledger.get(task_id)
         if value is not None and value.startswith(MERGED):
@@ -243,6 +256,9 @@ class MemorySlots:
         self.refused.setdefault(key, set()).add(task_id)
         return False, len(ids)
 
+    async def take_many(self, items: Sequence[tuple[SlotKey, str, int]]) -> list[tuple[bool, int]]:
+        return [await self.take(key, task_id, allowed) for key, task_id, allowed in items]
+
 
 @dataclass
 class MemoryContactBook:
@@ -264,6 +280,15 @@ class MemoryContactBook:
 
     async def give_back(self, subscriber_id: str, task_id: str) -> None:
         self.contacts.get(subscriber_id, {}).pop(task_id, None)
+
+    async def take_many(
+        self, items: Sequence[tuple[str, str, float]], period_s: float, max_contacts: int
+    ) -> list[float | None]:
+        return [await self.take(s, t, now, period_s, max_contacts) for s, t, now in items]
+
+    async def give_back_many(self, items: Sequence[tuple[str, str]]) -> None:
+        for subscriber_id, task_id in items:
+            await self.give_back(subscriber_id, task_id)
 
 
 class MemoryFacts:
@@ -295,6 +320,9 @@ class MemoryFacts:
             values.get("topup"), values.get("home"), values.get("abroad"), values.get("active")
         )
 
+    async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
+        return [await self.get(s) for s in subscriber_ids]
+
 
 class MemoryDeclines:
     def __init__(self, clock: Clock) -> None:
@@ -306,6 +334,9 @@ class MemoryDeclines:
 
     async def suppressed(self, subscriber_id: str, rule_id: str) -> bool:
         return self.until.get((subscriber_id, rule_id), -math.inf) > self.clock()
+
+    async def suppressed_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        return [await self.suppressed(s, r) for s, r in pairs]
 
 
 def memory_stores(clock: Clock = time.time, ttl_seconds: int = 400 * 86400) -> DispatchStores:

@@ -14,7 +14,8 @@ Only newer times overwrite older ones, so replays and late events are harmless.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +27,15 @@ from sinks.policy import RelevanceCheckName
 FACTS_TTL_S = 90 * 86400
 HOME_COUNTRY = "CN"
 
-# KEYS: facts hash; ARGV: field, epoch, ttl. Keeps the latest time per field.
+# KEYS: facts hash; ARGV: ttl, then field, epoch pairs. Keeps the latest time per field.
 _NEWER = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if (not old) or tonumber(old) < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+for i = 2, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not old) or tonumber(old) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
@@ -118,24 +121,51 @@ class FactsStore:
         return f"{self.prefix}facts:{subscriber_id}"
 
     async def record(self, events: Iterable[InputEvent]) -> int:
-        """Record the facts of a batch of events (one pipeline); returns how many."""
+        """Record the facts of a batch of events (one pipeline, one script call per
+        subscriber with the batch's latest time per field); returns how many facts."""
+        latest, n = latest_facts(events)
+        if not latest:
+            return n
         pipe = self.redis.pipeline(transaction=False)
-        n = 0
-        for event in events:
-            for field, at in facts_of(event):
-                await self._newer(
-                    keys=[self.key(event.subscriber_id)], args=[field, at, FACTS_TTL_S], client=pipe
-                )
-                n += 1
-        if n:
-            await pipe.execute()
+        for subscriber_id, fields in latest.items():
+            args: list[str | float] = [FACTS_TTL_S]
+            for field, at in fields.items():
+                args += [field, at]
+            await self._newer(keys=[self.key(subscriber_id)], args=args, client=pipe)
+        await pipe.execute()
         return n
 
     async def get(self, subscriber_id: str) -> SubscriberFacts:
-        raw: dict[Any, Any] = await self.redis.hgetall(self.key(subscriber_id))
-        values = {
-            (k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()
-        }
-        return SubscriberFacts(
-            values.get("topup"), values.get("home"), values.get("abroad"), values.get("active")
-        )
+        return (await self.get_many([subscriber_id]))[0]
+
+    async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
+        """One pipeline of HGETALL."""
+        if not subscriber_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for subscriber_id in subscriber_ids:
+            pipe.hgetall(self.key(subscriber_id))
+        raws: list[dict[Any, Any]] = await pipe.execute()
+        return [_facts(raw) for raw in raws]
+
+
+def _facts(raw: Mapping[Any, Any]) -> SubscriberFacts:
+    values = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
+    return SubscriberFacts(
+        values.get("topup"), values.get("home"), values.get("abroad"), values.get("active")
+    )
+
+
+def latest_facts(events: Iterable[InputEvent]) -> tuple[dict[str, dict[str, float]], int]:
+    """The latest time per subscriber and field among `events`' facts, and how many facts
+    there were: writing only these leaves the store as writing every fact in turn would
+    (only a newer time overwrites)."""
+    latest: dict[str, dict[str, float]] = {}
+    n = 0
+    for event in events:
+        for field, at in facts_of(event):
+            fields = latest.setdefault(event.subscriber_id, {})
+            if at > fields.get(field, -math.inf):
+                fields[field] = at
+            n += 1
+    return latest, n

@@ -34,6 +34,17 @@ class Released:
 
 
 @dataclass(frozen=True)
+class Parking:
+    """One `Deferrals.park` call: the task waits until `release_at` (epoch seconds)."""
+
+    task_id: str
+    subscriber_id: str
+    payload: bytes
+    release_at: float
+    merge_window_s: float
+
+
+@dataclass(frozen=True)
 class SlotKey:
     """One capacity counter: a region (None: any), a channel and a local day."""
 
@@ -57,6 +68,10 @@ class Ledger(Protocol):
     ) -> None: ...
 
     async def drop(self, task_id: str, reason: str) -> None: ...
+
+    async def drop_many(self, items: Sequence[tuple[str, str]]) -> None:
+        """`drop` for each (task id, reason), in one round trip."""
+        ...
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]: ...
 
@@ -87,6 +102,14 @@ class Deferrals(Protocol):
 
     async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None: ...
 
+    async def park_many(self, items: Sequence[Parking]) -> list[bool]:
+        """`park` for each item, in order, in one round trip."""
+        ...
+
+    async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
+        """`join` for each (task id, subscriber id, payload), in order, in one round trip."""
+        ...
+
     async def release(self, now: float, limit: int = 500) -> list[Released]: ...
 
     async def waiting(self) -> int: ...
@@ -101,6 +124,11 @@ class Slots(Protocol):
         """(taken, slots used now); idempotent per task id."""
         ...
 
+    async def take_many(self, items: Sequence[tuple[SlotKey, str, int]]) -> list[tuple[bool, int]]:
+        """`take` for each (key, task id, allowed), in this order (the earlier task gets the
+        last slot, as with one call after another), in one round trip."""
+        ...
+
 
 class ContactBook(Protocol):
     """Contacts per subscriber over a sliding period."""
@@ -113,6 +141,16 @@ class ContactBook(Protocol):
 
     async def give_back(self, subscriber_id: str, task_id: str) -> None: ...
 
+    async def take_many(
+        self, items: Sequence[tuple[str, str, float]], period_s: float, max_contacts: int
+    ) -> list[float | None]:
+        """`take` for each (subscriber id, task id, now), in order, in one round trip."""
+        ...
+
+    async def give_back_many(self, items: Sequence[tuple[str, str]]) -> None:
+        """`give_back` for each (subscriber id, task id), in one round trip."""
+        ...
+
 
 class Facts(Protocol):
     """The latest top-up, home, abroad and active times per subscriber (sinks.relevance)."""
@@ -121,6 +159,10 @@ class Facts(Protocol):
 
     async def get(self, subscriber_id: str) -> SubscriberFacts: ...
 
+    async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
+        """`get` for each subscriber, in one round trip."""
+        ...
+
 
 class Declines(Protocol):
     """`declined` outcomes: a rule not sent to a subscriber for a while."""
@@ -128,6 +170,10 @@ class Declines(Protocol):
     async def suppress(self, subscriber_id: str, rule_id: str, seconds: float) -> None: ...
 
     async def suppressed(self, subscriber_id: str, rule_id: str) -> bool: ...
+
+    async def suppressed_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """`suppressed` for each (subscriber id, rule id), in one round trip."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,43 @@ class TestContactAndMerge:
         assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
 
 
+class TestOneFlush:
+    """Many tasks in one flush, several of one subscriber: the same decisions as when each
+    task is decided after the one before it (the sink writes in waves of distinct
+    subscribers, one store call per step)."""
+
+    async def test_capacity_order_contact_cap_and_merge(self, make_worker: MakeWorker) -> None:
+        policy = DispatchPolicy.model_validate(
+            {
+                "capacity": {"NJ": {"manager": 1, "sms": 1}},
+                "reserved_share": 0,
+                "overflow": {
+                    "fb": {"policy": "fallback", "channel": "sms"},
+                    "*": {"policy": "drop"},
+                },
+                "contact": {"max_contacts": 1, "period": "1d"},
+                "merge": NO_HOLD,
+            }
+        )
+        w = make_worker(policy)
+        a, b, c = "13300000001", "13300000002", "13300000003"
+        await w.send(
+            task("a1", sub=a, moment_type="fb", channel=Channel.MANAGER),  # the manager slot
+            task("b1", sub=b, moment_type="fb", channel=Channel.MANAGER),  # falls back: sms slot
+            task("c1", sub=c, moment_type="x"),  # sms full now: dropped, contact given back
+            task("a2", sub=a, moment_type="y"),  # a's contact taken by a1: waits a day
+            task("a3", sub=a, moment_type="z"),  # joins a2, which waits
+        )
+        states = [await w.ledger.state(i) for i in ("a1", "b1", "c1", "a2", "a3")]
+        assert states == ["sent", "sent", "dropped", "deferred", "merged"]
+        out = await published(w.settings, 2)
+        assert {(t["task_id"], t["channel"]) for t in out} == {("a1", "manager"), ("b1", "sms")}
+        assert w.sample("moments_tasks_suppressed_total", moment_type="x", reason="capacity") == 1
+        assert w.sample("moments_tasks_deferred_total", reason="contact_cap") == 1
+        await w.send(task("c2", sub=c, moment_type="w", channel=Channel.APP_PUSH))
+        assert await w.ledger.state("c2") == "sent"  # c1 gave its contact back
+
+
 @pytest.mark.redis_only
 class TestRedisOutage:
     """Redis stopped mid-flush and started again: the flush waits, then every task is

@@ -1,0 +1,157 @@
+"""The stores' batch calls (one round trip for many tasks) on Redis and in memory: each
+answers what the single call would, item by item and in order, empty input included."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import pytest
+from redis.asyncio import Redis
+
+from moments.models import Channel, RoamingEvent, TopUpEvent
+from sinks.ledger import TaskLedger
+from sinks.memory import memory_stores
+from sinks.relevance import SubscriberFacts
+from sinks.stores import DispatchStores, Parking, SlotKey, redis_stores
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def stores(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[DispatchStores]:
+    if request.param == "memory":
+        yield memory_stores()
+        return
+    client = Redis.from_url(redis_url)
+    yield redis_stores(TaskLedger(client, f"test:{uuid4().hex[:8]}:", 3600))
+    await client.aclose()
+
+
+class TestDeclines:
+    """`suppressed_many` is `suppressed` per (subscriber, rule)."""
+
+    async def test_each_pair_answers_as_alone(self, stores: DispatchStores) -> None:
+        declines = stores.declines
+        await declines.suppress("s1", "roam", 60)
+        await declines.suppress("s2", "topup", 60)
+        pairs = [("s1", "roam"), ("s1", "topup"), ("s3", "roam"), ("s2", "topup"), ("s1", "roam")]
+        assert await declines.suppressed_many(pairs) == [True, False, False, True, True]
+        assert [await declines.suppressed(s, r) for s, r in pairs] == [
+            True,
+            False,
+            False,
+            True,
+            True,
+        ]
+        assert await declines.suppressed_many([]) == []
+
+
+class TestFacts:
+    """`get_many` is `get` per subscriber; `record` keeps the latest time per field."""
+
+    async def test_latest_time_per_field_and_nothing_for_unknown(
+        self, stores: DispatchStores
+    ) -> None:
+        at = dt.datetime.fromtimestamp(int(time.time()), dt.UTC)
+        hour = dt.timedelta(hours=1)
+        topup = TopUpEvent(
+            event_id="t1", subscriber_id="13800000001", occurred_at=at, amount=5, channel="app"
+        )
+        events = [
+            topup,
+            topup.model_copy(update={"event_id": "t0", "occurred_at": at - hour}),
+            RoamingEvent(
+                event_id="r1",
+                subscriber_id="13800000001",
+                occurred_at=at - hour,
+                country="JP",
+                roaming_type="international",
+            ),
+            topup.model_copy(update={"event_id": "t2", "subscriber_id": "13800000002"}),
+        ]
+        assert await stores.facts.record(events) == 4
+        assert await stores.facts.record([]) == 0
+        subs = ["13800000001", "13800000009", "13800000002"]
+        got = await stores.facts.get_many(subs)
+        assert got == [
+            SubscriberFacts(topup_at=at.timestamp(), abroad_at=(at - hour).timestamp()),
+            SubscriberFacts(),
+            SubscriberFacts(topup_at=at.timestamp()),
+        ]
+        assert got == [await stores.facts.get(s) for s in subs]
+        assert await stores.facts.get_many([]) == []
+
+
+class TestDeferrals:
+    """`park_many` and `join_many` are `park` and `join` per task, in order."""
+
+    async def test_park_then_join_per_subscriber(self, stores: DispatchStores) -> None:
+        ledger, deferral = stores.ledger, stores.deferral
+        release = time.time() + 3600
+        await ledger.claim([(t, t.encode()) for t in ("a", "b", "c", "d", "e")])
+        parked = await deferral.park_many(
+            [
+                Parking("a", "s1", b"A", release, 1800),
+                Parking("c", "s2", b"C", release, 1800),
+                Parking("gone", "s3", b"G", release, 1800),  # never claimed
+            ]
+        )
+        assert parked == [True, True, False]
+        joined = await deferral.join_many([("b", "s1", b"B"), ("d", "s2", b"D"), ("e", "s4", b"E")])
+        assert joined == ["a", "c", None]
+        # repeated (a retried pipeline): the same answers, no second copy
+        assert await deferral.join_many([("b", "s1", b"B"), ("d", "s2", b"D")]) == ["a", "c"]
+        assert await ledger.group("a") == [b"B"]
+        assert [await ledger.state(t) for t in "abcde"] == [
+            "deferred",
+            "merged",
+            "deferred",
+            "merged",
+            "pending",
+        ]
+        assert await deferral.park_many([]) == []
+        assert await deferral.join_many([]) == []
+
+    async def test_drop_many_settles_each_task(self, stores: DispatchStores) -> None:
+        ledger = stores.ledger
+        await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
+        await ledger.drop_many([("a", "expired"), ("c", "capacity"), ("missing", "capacity")])
+        await ledger.drop_many([])
+        assert [await ledger.state(t) for t in "abc"] == ["dropped", "pending", "dropped"]
+        assert await ledger.get("a") == b"Xexpired"
+        assert await ledger.get("missing") is None
+        assert await ledger.pending_count() == 1
+
+
+class TestSlotsAndContacts:
+    """Capacity is taken in the items' order (the earlier task gets the last slot); the
+    contact book per subscriber, in order."""
+
+    async def test_slots_in_order_and_idempotent(self, stores: DispatchStores) -> None:
+        day = dt.date(2026, 12, 3)
+        sms = SlotKey("NJ", Channel.SMS, day)
+        call = SlotKey("NJ", Channel.OUTBOUND_CALL, day)
+        items = [(sms, "t1", 2), (call, "t2", 1), (sms, "t3", 2), (sms, "t4", 2), (sms, "t1", 2)]
+        assert await stores.slots.take_many(items) == [
+            (True, 1),
+            (True, 1),
+            (True, 2),
+            (False, 2),
+            (True, 2),
+        ]
+        assert await stores.slots.take_many([]) == []
+
+    async def test_contacts_in_order_and_given_back(self, stores: DispatchStores) -> None:
+        book = stores.contacts
+        now = float(int(time.time()))  # Lua's tostring keeps 14 digits
+        taken = await book.take_many(
+            [("s1", "t1", now), ("s2", "t2", now), ("s1", "t3", now)], 100, 1
+        )
+        assert taken == [None, None, now + 100]
+        await book.give_back_many([("s1", "t1"), ("s9", "t9")])
+        assert await book.take_many([("s1", "t3", now)], 100, 1) == [None]
+        await book.give_back_many([])
+        assert await book.take_many([], 100, 1) == []
