@@ -16,20 +16,20 @@ import asyncio
 import datetime as dt
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from moments.backtest_input import FileEvent
-from moments.engine import BatchResult, Detector, StateChange
+from moments.backtest_state import BacktestState
+from moments.engine import BatchResult, Detector
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, InputEvent, ServiceTask
 from moments.records import RawRecord
 from moments.runtime import record_batch
-from moments.state import SubscriberState
-from moments.store import ChangelogRecord, DictStateStore
+from moments.store import StateStore
 from rules.catalog import RuleSet
 from sinks.base import Headers
 from sinks.dispatch import TaskSink
@@ -43,33 +43,6 @@ TICK_S = 60.0
 is decided at its trigger time), so this only trades batch overhead for memory."""
 BATCH_SIZE = 5000
 LEDGER_TTL_S = 400 * 86400
-
-
-class BacktestState(DictStateStore):
-    """`DictStateStore` (state as bytes, as the stream keeps it) that also keeps the
-    records it decoded for the hourly sweep until a batch or sweep writes them again.
-
-    The sweep visits every subscriber each hour of event time; decoding them all each
-    time was a quarter of a week-long backtest. What the sweep changes without saving
-    (the day it last looked, a shortcut for "nothing more closes today") stays in the
-    kept record, which only spares the same look later that day."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._decoded: dict[str, SubscriberState] = {}
-
-    def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
-        decoded = self._decoded
-        for sub, raw in list(self.data.items()):
-            state = decoded.get(sub)
-            if state is None:
-                state = decoded[sub] = SubscriberState.from_bytes(raw)
-            yield sub, state, 0
-
-    def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
-        for sub in changes:
-            self._decoded.pop(sub, None)
-        return super().save(changes)
 
 
 class EventTime:
@@ -203,7 +176,9 @@ class Backtest:
             self.producer, TASKS_TOPIC, self.stores, self.metrics, self.policy, self.clock
         )
         self.detector = Detector(rules, {t.value: t for t in EventType})
-        self.state = BacktestState()
+        self.state: StateStore = BacktestState()
+        """Replaceable by another store (a test's `DictStateStore`): then every record
+        is swept every hour, as on the stream."""
         self.tick_s = tick_s
         self.batch_size = batch_size
         self.offsets: Counter[str] = Counter()
@@ -340,7 +315,11 @@ class Backtest:
 
     async def _sweep(self, mark: int) -> None:
         started = time.perf_counter()
-        swept = self.detector.sweep(self.state.items([0]), lambda _p: mark, None)
+        state = self.state
+        records = state.due(self.detector, mark) if isinstance(state, BacktestState) else None
+        swept = self.detector.sweep(
+            state.items([0]) if records is None else records, lambda _p: mark, None
+        )
         self.result.spent["sweep"] += time.perf_counter() - started
         await self._dispatch(swept)
 
