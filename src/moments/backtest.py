@@ -197,12 +197,6 @@ class Backtest:
         assert isinstance(ledger, MemoryLedger)
         return list(ledger.entries)
 
-    def _record(self, event: FileEvent) -> RawRecord:
-        topic = event.event_type.value
-        offset = self.offsets[topic]
-        self.offsets[topic] = offset + 1
-        return RawRecord(topic, 0, offset, event.key or None, event.value)
-
     async def run(
         self,
         events: Iterable[FileEvent],
@@ -213,24 +207,32 @@ class Backtest:
         out = self.result
         batch: list[RawRecord] = []
         batch_start = 0.0
-        for event in events:
-            if self._warming and event.at >= (self.report_from or 0):
+        offsets = self.offsets
+        topics = {t: t.value for t in EventType}
+        tick_s, batch_size = self.tick_s, self.batch_size
+        for at, event_type, key, value in events:
+            if self._warming and at >= (self.report_from or 0):
                 if batch:
                     await self._step(batch)
                     batch = []
                 await self._end_warmup()
-            if batch and (len(batch) >= self.batch_size or event.at - batch_start >= self.tick_s):
+            if not batch:
+                batch_start = at
+            elif len(batch) >= batch_size or at - batch_start >= tick_s:
                 await self._step(batch)
                 batch = []
+                batch_start = at
                 if progress is not None:
                     progress(out.events)
-            if not batch:
-                batch_start = event.at
-            batch.append(self._record(event))
+            topic = topics[event_type]
+            offset = offsets[topic]
+            offsets[topic] = offset + 1
+            batch.append(RawRecord(topic, 0, offset, key or None, value))
             out.events += 1
-            if event.at:
-                out.first_event = event.at if out.first_event is None else out.first_event
-                out.last_event = event.at
+            if at:
+                if out.first_event is None:
+                    out.first_event = at
+                out.last_event = at
         if batch:
             await self._step(batch)
         if self._warming:

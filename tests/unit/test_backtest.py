@@ -346,6 +346,28 @@ class TestInput:
         with pytest.raises(EventFileError, match=r"bad.jsonl:2: add \"type\""):
             list(EventFile(path))
 
+    def test_each_line_becomes_the_value_a_producer_writes(self, tmp_path: Path) -> None:
+        """`type` is taken out of the value, or comes from the file's default; the key is
+        the subscriber id as text; an unreadable time is 0 (the detector dead-letters it)."""
+        path = tmp_path / "p.jsonl"
+        lines = [
+            {"event_id": "a", "subscriber_id": 139, "occurred_at": "2026-11-10T10:00:00+08:00"},
+            {"type": "usage", "event_id": "b", "subscriber_id": "139", "occurred_at": "soon"},
+            {"type": "", "event_id": "c", "occurred_at": "2026-11-10T10:00:00Z"},
+            {"type": "profile", "event_id": "d", "subscriber_id": 0},
+        ]
+        path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in lines))
+        events = list(EventFile(path, EventType.PROFILE))
+        assert [(e.event_type, e.key, e.at) for e in events] == [
+            (EventType.PROFILE, b"139", dt.datetime(2026, 11, 10, 2, tzinfo=dt.UTC).timestamp()),
+            (EventType.USAGE, b"139", 0.0),
+            (EventType.PROFILE, b"", dt.datetime(2026, 11, 10, 10, tzinfo=dt.UTC).timestamp()),
+            (EventType.PROFILE, b"0", 0.0),
+        ]
+        assert [orjson.loads(e.value) for e in events] == [
+            {k: v for k, v in d.items() if k != "type"} for d in lines
+        ]
+
 
 class TestCommand:
     def test_writes_every_output_and_respects_from_to(
