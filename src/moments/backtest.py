@@ -7,7 +7,8 @@ is the event time. Events are cut into slices of at most `tick_s` of event time 
 the detector; the sink then takes the slice's tasks one by one at their trigger time,
 with the facts of events up to it; waiting tasks are released each at its own time as
 event time moves on, and silent subscribers' windows close when event time enters a
-new hour (the stream's sweep). No broker, no Redis. See docs/backtest.md.
+new hour (the stream's sweep, over the records due then: moments.backtest_state).
+No broker, no Redis. See docs/backtest.md.
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ class BacktestResult:
     last_event: float | None = None
     seconds: float = 0.0
     spent: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    """Seconds by part: `engine` (detection), `sweep` (closing silent subscribers'
-    windows, decoding their records), `dispatch` (the sink), `state` (encoding records);
+    """Seconds by part: `engine` (detection), `sweep` (finding the records due and
+    closing their windows), `dispatch` (the sink), `state` (keeping the slice's records);
     the rest of `seconds` is reading the files and the loop."""
     report_from: float | None = None
     """Events before this built state and went through dispatch (a warm-up: first-time
