@@ -7,7 +7,8 @@ is the event time. Events are cut into slices of at most `tick_s` of event time 
 the detector; the sink then takes the slice's tasks one by one at their trigger time,
 with the facts of events up to it; waiting tasks are released each at its own time as
 event time moves on, and silent subscribers' windows close when event time enters a
-new hour (the stream's sweep). No broker, no Redis. See docs/backtest.md.
+new hour (the stream's sweep, over the records due then: moments.backtest_state).
+No broker, no Redis. See docs/backtest.md.
 """
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ import asyncio
 import datetime as dt
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from moments.backtest_input import FileEvent
-from moments.engine import BatchResult, Detector, StateChange
+from moments.backtest_state import BacktestState
+from moments.engine import BatchResult, Detector
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, InputEvent, ServiceTask
 from moments.records import RawRecord
 from moments.runtime import record_batch
-from moments.state import SubscriberState
-from moments.store import ChangelogRecord, DictStateStore
+from moments.store import StateStore
 from rules.catalog import RuleSet
 from sinks.base import Headers
 from sinks.dispatch import TaskSink
@@ -43,33 +44,6 @@ TICK_S = 60.0
 is decided at its trigger time), so this only trades batch overhead for memory."""
 BATCH_SIZE = 5000
 LEDGER_TTL_S = 400 * 86400
-
-
-class BacktestState(DictStateStore):
-    """`DictStateStore` (state as bytes, as the stream keeps it) that also keeps the
-    records it decoded for the hourly sweep until a batch or sweep writes them again.
-
-    The sweep visits every subscriber each hour of event time; decoding them all each
-    time was a quarter of a week-long backtest. What the sweep changes without saving
-    (the day it last looked, a shortcut for "nothing more closes today") stays in the
-    kept record, which only spares the same look later that day."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._decoded: dict[str, SubscriberState] = {}
-
-    def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
-        decoded = self._decoded
-        for sub, raw in list(self.data.items()):
-            state = decoded.get(sub)
-            if state is None:
-                state = decoded[sub] = SubscriberState.from_bytes(raw)
-            yield sub, state, 0
-
-    def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
-        for sub in changes:
-            self._decoded.pop(sub, None)
-        return super().save(changes)
 
 
 class EventTime:
@@ -131,8 +105,8 @@ class BacktestResult:
     last_event: float | None = None
     seconds: float = 0.0
     spent: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    """Seconds by part: `engine` (detection), `sweep` (closing silent subscribers'
-    windows, decoding their records), `dispatch` (the sink), `state` (encoding records);
+    """Seconds by part: `engine` (detection), `sweep` (finding the records due and
+    closing their windows), `dispatch` (the sink), `state` (keeping the slice's records);
     the rest of `seconds` is reading the files and the loop."""
     report_from: float | None = None
     """Events before this built state and went through dispatch (a warm-up: first-time
@@ -203,7 +177,9 @@ class Backtest:
             self.producer, TASKS_TOPIC, self.stores, self.metrics, self.policy, self.clock
         )
         self.detector = Detector(rules, {t.value: t for t in EventType})
-        self.state = BacktestState()
+        self.state: StateStore = BacktestState()
+        """Replaceable by another store (a test's `DictStateStore`): then every record
+        is swept every hour, as on the stream."""
         self.tick_s = tick_s
         self.batch_size = batch_size
         self.offsets: Counter[str] = Counter()
@@ -222,12 +198,6 @@ class Backtest:
         assert isinstance(ledger, MemoryLedger)
         return list(ledger.entries)
 
-    def _record(self, event: FileEvent) -> RawRecord:
-        topic = event.event_type.value
-        offset = self.offsets[topic]
-        self.offsets[topic] = offset + 1
-        return RawRecord(topic, 0, offset, event.key or None, event.value)
-
     async def run(
         self,
         events: Iterable[FileEvent],
@@ -238,24 +208,32 @@ class Backtest:
         out = self.result
         batch: list[RawRecord] = []
         batch_start = 0.0
-        for event in events:
-            if self._warming and event.at >= (self.report_from or 0):
+        offsets = self.offsets
+        topics = {t: t.value for t in EventType}
+        tick_s, batch_size = self.tick_s, self.batch_size
+        for at, event_type, key, value in events:
+            if self._warming and at >= (self.report_from or 0):
                 if batch:
                     await self._step(batch)
                     batch = []
                 await self._end_warmup()
-            if batch and (len(batch) >= self.batch_size or event.at - batch_start >= self.tick_s):
+            if not batch:
+                batch_start = at
+            elif len(batch) >= batch_size or at - batch_start >= tick_s:
                 await self._step(batch)
                 batch = []
+                batch_start = at
                 if progress is not None:
                     progress(out.events)
-            if not batch:
-                batch_start = event.at
-            batch.append(self._record(event))
+            topic = topics[event_type]
+            offset = offsets[topic]
+            offsets[topic] = offset + 1
+            batch.append(RawRecord(topic, 0, offset, key or None, value))
             out.events += 1
-            if event.at:
-                out.first_event = event.at if out.first_event is None else out.first_event
-                out.last_event = event.at
+            if at:
+                if out.first_event is None:
+                    out.first_event = at
+                out.last_event = at
         if batch:
             await self._step(batch)
         if self._warming:
@@ -340,7 +318,11 @@ class Backtest:
 
     async def _sweep(self, mark: int) -> None:
         started = time.perf_counter()
-        swept = self.detector.sweep(self.state.items([0]), lambda _p: mark, None)
+        state = self.state
+        records = state.due(self.detector, mark) if isinstance(state, BacktestState) else None
+        swept = self.detector.sweep(
+            state.items([0]) if records is None else records, lambda _p: mark, None
+        )
         self.result.spent["sweep"] += time.perf_counter() - started
         await self._dispatch(swept)
 

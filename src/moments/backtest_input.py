@@ -15,9 +15,8 @@ import gzip
 import heapq
 import io
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 import orjson
 
@@ -25,14 +24,18 @@ from moments.models import EventType
 from moments.rulecheck import TYPES, EventFileError, event_type_of, json_objects
 
 
-@dataclass(frozen=True, slots=True)
-class FileEvent:
+class FileEvent(NamedTuple):
+    """One event of a file (a tuple: one is made per event, and tuples are made fastest)."""
+
     at: float
     """Event time, epoch seconds (0 when `occurred_at` is missing or unreadable: the
     detector then dead-letters the event, as the stream would)."""
     event_type: EventType
     key: bytes
     value: bytes
+
+
+_TYPES = {t.value: t for t in EventType}
 
 
 def _epoch(value: Any) -> float:
@@ -44,13 +47,14 @@ def _epoch(value: Any) -> float:
 
 def _event(doc: dict[str, Any], where: str, default_type: EventType | None) -> FileEvent:
     event_type = event_type_of(doc, where, default_type)
-    sub = doc.get("subscriber_id")
-    return FileEvent(
-        _epoch(doc.get("occurred_at")),
-        event_type,
-        str(sub).encode() if sub is not None else b"",
-        orjson.dumps(doc),
-    )
+    key = _key(doc.get("subscriber_id"))
+    return FileEvent(_epoch(doc.get("occurred_at")), event_type, key, orjson.dumps(doc))
+
+
+def _key(sub: Any) -> bytes:
+    if isinstance(sub, str):
+        return sub.encode()
+    return str(sub).encode() if sub is not None else b""
 
 
 def _cell(text: str) -> Any:
@@ -98,8 +102,16 @@ class EventFile:
                     self._raw.close()
 
     def _jsonl(self, lines: IO[bytes]) -> Iterator[FileEvent]:
+        types = _TYPES
         for number, doc in json_objects(lines, self.path):
-            yield _event(doc, f"{self.path}:{number}", self.default_type)
+            kind = doc.get("type")
+            event_type = types.get(kind) if isinstance(kind, str) else None
+            if event_type is None:  # none, or not one of ours: the default or the error
+                yield _event(doc, f"{self.path}:{number}", self.default_type)
+                continue
+            del doc["type"]
+            key = _key(doc.get("subscriber_id"))
+            yield FileEvent(_epoch(doc.get("occurred_at")), event_type, key, orjson.dumps(doc))
 
     def _csv(self, lines: IO[bytes]) -> Iterator[FileEvent]:
         text = io.TextIOWrapper(lines, encoding="utf-8", newline="")

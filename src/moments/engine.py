@@ -10,6 +10,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from moments.decoding import decode
@@ -31,7 +32,7 @@ from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
 from rules.gating import GateInput, SubscriberView, gate
 from rules.rule import CompiledRule
-from rules.special_days import due_now, special_days_due
+from rules.special_days import due_now, evaluation_instant, special_days_due
 from rules.windows import local_date, window_end, window_index, zone
 
 StateLoader = Callable[[str], SubscriberState | None]
@@ -308,6 +309,30 @@ class Detector:
                 result.changes[sub] = StateChange(state, partition)
         return result
 
+    def next_sweep(self, state: SubscriberState, at: int) -> float:
+        """When `sweep` next needs this record: the first event time from `at` on at which
+        sweeping it can make a task or change more than its CHECKED_DAY marker (`at` or
+        earlier when that is now; inf when no rule is swept). Until then, with the record
+        unchanged, every sweep of it is a no-op, so a sweeper may skip it.
+
+        Closes happen only when the local day differs from CHECKED_DAY (windows end at
+        local midnights) and special days once a local day from the look's hour: within
+        the local day holding `at`, nothing is due before the next midnight or that hour."""
+        special = self.rules.special
+        if not self.rules.by_period and not special.rules:
+            return float("inf")
+        name = state.profile.get("timezone")
+        tz = zone(name)
+        ordinal = local_date(at, tz).toordinal()
+        if state.closed.get(CHECKED_DAY) != ordinal:
+            return at
+        day_end, look = _day_marks(
+            name if isinstance(name, str) else None, ordinal, special.local_hour
+        )
+        if special.rules and state.special_day < ordinal:
+            return min(day_end, look)
+        return day_end
+
     def risk_signals(self, state: SubscriberState, at: int) -> RiskSignals:
         """The churn-risk signals the record holds (see moments.risk)."""
         hotline = sum(
@@ -403,6 +428,14 @@ class Detector:
         if policy.counts(task.channel.value):
             state.add_contact(int(task.deliver_after.timestamp()))
         result.tasks.append(task)
+
+
+@lru_cache(maxsize=4096)
+def _day_marks(timezone: str | None, ordinal: int, local_hour: int) -> tuple[float, float]:
+    """(end of local day `ordinal`, its special-day look) as epoch seconds, in a zone."""
+    day = dt.date.fromordinal(ordinal)
+    look = evaluation_instant(timezone, day, local_hour).timestamp()
+    return window_end("day", ordinal, zone(timezone)), look
 
 
 def _days_between(today: dt.date, iso: Any) -> int | None:

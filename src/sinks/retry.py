@@ -7,6 +7,7 @@ batch waits (its offsets are not committed) until the call goes through.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 RETRYABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
 
 
+@functools.cache  # imported when first needed, then kept: called for every Redis call
 def _retryable() -> tuple[type[BaseException], ...]:
     from aiokafka.errors import KafkaError
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,6 +29,7 @@ def _retryable() -> tuple[type[BaseException], ...]:
     return (*RETRYABLE, KafkaError, RedisConnectionError, RedisTimeoutError)
 
 
+@functools.cache
 def _not_retryable() -> tuple[type[BaseException], ...]:
     """Refused credentials: waiting does not fix them (redis-py files them under
     ConnectionError). moments.connections.preflight explains them at start-up."""

@@ -1,0 +1,114 @@
+"""Subscriber state for the backtest: records kept as objects, and an index of when each
+is next due for the hourly sweep.
+
+The stream keeps each record as bytes (its changelog needs them) and a cache of the
+decoded records (moments.statecache); a backtest has no changelog and no restart, so
+the decoded record is the only copy: `load` hands it out, the detector changes it in
+place, `save` keeps it. What the engine sees is what the stream's cache hands it. The
+sweep works on the same objects, so the CHECKED_DAY marker it sets without a save stays
+in the record (the stream drops it with the copy its sweep decoded); either way it only
+spares a second look that day, which would close nothing.
+
+The stream's sweep looks at every subscriber whenever event time enters a new hour,
+though a record only needs it at its local midnight (windows close) and at the hour of
+the daily special-day look (`Detector.next_sweep`). Here each record is looked at when
+it is due: records saved since the last sweep are checked against the sweep's time,
+the others wait in a heap until their time. A record the sweep looked at is checked
+again at the next one (the sweep may have changed it)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection, Iterator, Mapping
+
+from moments.engine import Detector, StateChange
+from moments.state import SubscriberState
+from moments.store import ChangelogRecord
+
+
+class SweepIndex:
+    """When each record is next due for the sweep (`Detector.next_sweep`).
+
+    `touch` every record written since the last sweep (a batch changed it, or it was
+    read in anew); `due` works out their times at the sweep and takes from the heap the
+    untouched ones whose time has come. Nothing here is specific to the backtest: a
+    stream store could keep one per partition, touching every key of a partition when
+    it is assigned (its records come from the changelog, not from `save`)."""
+
+    def __init__(self) -> None:
+        self._touched: set[str] = set()
+        self._due_at: dict[str, float] = {}
+        """When each untouched record is due; a heap entry that differs is stale."""
+        self._heap: list[tuple[float, str]] = []
+
+    def touch(self, key: str) -> None:
+        self._touched.add(key)
+
+    def due(self, detector: Detector, at: int, records: Mapping[str, SubscriberState]) -> set[str]:
+        """The keys a sweep to `at` can change (each then counts as touched: the sweep may
+        change it); a key no longer in `records` is forgotten."""
+        due_at = self._due_at
+        heap = self._heap
+        found: set[str] = set()
+        for key in self._touched:
+            state = records.get(key)
+            if state is None:
+                due_at.pop(key, None)
+                continue
+            when = detector.next_sweep(state, at)
+            if when <= at:
+                due_at.pop(key, None)
+                found.add(key)
+            elif due_at.get(key) != when:
+                due_at[key] = when
+                heapq.heappush(heap, (when, key))
+        while heap and heap[0][0] <= at:
+            when, key = heapq.heappop(heap)
+            if due_at.get(key) == when:
+                del due_at[key]
+                found.add(key)
+        self._touched = set(found)
+        return found
+
+
+class BacktestState:
+    """A `StateStore` holding records as objects, with `due` for an indexed sweep."""
+
+    changelog_topic = ""
+
+    def __init__(self) -> None:
+        self.records: dict[str, SubscriberState] = {}
+        self._rank: dict[str, int] = {}
+        """Order of arrival, as the records' dict keeps it: the sweep's order of work."""
+        self._next_rank = 0
+        self.index = SweepIndex()
+
+    def load(self, subscriber_id: str) -> SubscriberState | None:
+        return self.records.get(subscriber_id)
+
+    def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
+        records = self.records
+        touch = self.index.touch
+        for sub, change in changes.items():
+            touch(sub)
+            if change.state is None:
+                records.pop(sub, None)
+                self._rank.pop(sub, None)
+                continue
+            if sub not in records:
+                self._rank[sub] = self._next_rank
+                self._next_rank += 1
+            records[sub] = change.state
+        return []
+
+    def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
+        """Every record (the full sweep's input; `due` is the indexed one)."""
+        for sub, state in list(self.records.items()):
+            yield sub, state, 0
+
+    def due(self, detector: Detector, at: int) -> list[tuple[str, SubscriberState, int]]:
+        """The records a sweep to `at` can change, in the order `items` gives them; the
+        others would come out of it unchanged (but for the CHECKED_DAY marker)."""
+        records = self.records
+        found = self.index.due(detector, at, records)
+        return [(sub, records[sub], 0) for sub in sorted(found, key=self._rank.__getitem__)]
