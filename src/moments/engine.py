@@ -189,7 +189,7 @@ class Detector:
             state.seen[source] = at
         if at > state.watermark:
             state.watermark = at
-        groups = rules.series_groups.get(event_type, ())
+        groups = rules.series_routes[event_type].candidates(event)
         indexes: dict[str, int] = {}
         rings = state.series
         for when, members in groups:
@@ -205,7 +205,7 @@ class Detector:
                 ring = series.fold(rings.get(series.tag), index, amount)
                 if ring is not None:
                     rings[series.tag] = ring
-        for rule in rules.by_event_type.get(event_type, ()):
+        for rule in rules.routes[event_type].candidates(event):
             if not rule.when(event):
                 continue
             fired = rule.check(event, state, at, tz)

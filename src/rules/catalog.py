@@ -30,8 +30,9 @@ from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.gating import GatingPolicy
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
+from rules.routing import Keys, Routes, route, text_keys
 from rules.rule import CompiledRule, Override, state_tag
-from rules.series import Series
+from rules.series import Series, SeriesGroup
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import placeholders
@@ -48,14 +49,16 @@ class RuleSet:
     series: Mapping[str, Series] = field(default_factory=dict)
     by_event_type: dict[EventType, tuple[CompiledRule, ...]] = field(default_factory=dict)
     by_period: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
-    series_groups: dict[EventType, tuple[tuple[Predicate, tuple[Series, ...]], ...]] = field(
-        default_factory=dict
-    )
+    series_groups: dict[EventType, tuple[SeriesGroup, ...]] = field(default_factory=dict)
+    """Per event type, the series that share a `when` filter: each filter runs once."""
     special: SpecialDays = field(default_factory=lambda: SpecialDays())
     """Special-day rules, the local hour they are looked at, and the holiday calendar."""
     gating: GatingPolicy = field(default_factory=GatingPolicy)
     """Do-not-disturb gates applied to every task (the defaults when no file sets them)."""
-    """Per event type, the series that share a `when` filter: each filter runs once."""
+    routes: dict[EventType, Routes[CompiledRule]] = field(default_factory=dict)
+    """`by_event_type`, bucketed by the field most `when:` filters test (rules.routing)."""
+    series_routes: dict[EventType, Routes[SeriesGroup]] = field(default_factory=dict)
+    """`series_groups`, bucketed the same way."""
 
     @classmethod
     def of(
@@ -92,6 +95,8 @@ class RuleSet:
             grouped,
             replace(special or SpecialDays(), rules=tuple(special_rules)),
             gating if gating is not None else GatingPolicy(),
+            {t: route(r, _rule_keys) for t, r in index.items()},
+            {t: route(g, _group_keys) for t, g in grouped.items()},
         )
 
     def for_event(self, event_type: EventType) -> tuple[CompiledRule, ...]:
@@ -109,7 +114,15 @@ class SpecialDays:
     calendar: HolidayCalendar = field(default_factory=HolidayCalendar.default)
 
 
-def _group_by_filter(feeds: Sequence[Series]) -> tuple[tuple[Predicate, tuple[Series, ...]], ...]:
+def _rule_keys(rule: CompiledRule) -> Keys:
+    return text_keys(getattr(rule.spec, "when", None))
+
+
+def _group_keys(group: SeriesGroup) -> Keys:
+    return group[1][0].when_keys  # one `when` per group
+
+
+def _group_by_filter(feeds: Sequence[Series]) -> tuple[SeriesGroup, ...]:
     groups: dict[str, tuple[Predicate, list[Series]]] = {}
     for series in feeds:
         group = groups.setdefault(series.when_key, (series.when, []))
@@ -367,6 +380,7 @@ def _compile_series(files: Sequence[_File], problems: list[RuleProblem]) -> dict
                 period=spec.period,
                 keep=keep,
                 when_key=f"{sorted(spec.on)}|{when_text}",
+                when_keys=text_keys(spec.when),
             )
     return out
 

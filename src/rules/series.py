@@ -10,12 +10,16 @@ for a baseline of zero.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from moments.models import EventType, InputEvent
 from rules.predicates import Predicate
+from rules.routing import Keys
 
 Ring = list[float]
+SeriesGroup = tuple[Predicate, tuple["Series", ...]]
+"""Series sharing one `when` filter, with that filter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,8 @@ class Series:
     keep: int
     when_key: str = ""
     """Identifies the `when` filter, so series sharing one are filtered once per event."""
+    when_keys: Keys = dataclasses.field(default_factory=dict)
+    """The texts the filter lets through per field (rules.routing.text_keys)."""
 
     @property
     def width(self) -> int:
