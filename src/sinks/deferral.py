@@ -22,41 +22,48 @@ from typing import Any
 from redis.asyncio import Redis
 
 from sinks.ledger import TaskLedger
+from sinks.luabatch import BatchScript
 from sinks.stores import Parking, Released
 
-# KEYS: task, pending, deferred, open; ARGV: id, payload, release_at, window_ms, task prefix
+# K: task, open; A: id, payload ('' keeps the one stored), release_at, window_ms;
+# S: task prefix; SK: pending, deferred
 _PARK = """
-local v = redis.call('GET', KEYS[1])
+local v = redis.call('GET', K[1])
 if not v then return 0 end
 local state = string.sub(v, 1, 1)
 if state ~= 'P' and state ~= 'D' then return 0 end
-redis.call('SET', KEYS[1], 'D' .. ARGV[2], 'XX', 'KEEPTTL')
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-local carrier = redis.call('GET', KEYS[4])
+local payload = A[2]
+if payload == '' then payload = string.sub(v, 2) end
+redis.call('SET', K[1], 'D' .. payload, 'XX', 'KEEPTTL')
+redis.call('ZREM', SK[1], A[1])
+redis.call('ZADD', SK[2], A[3], A[1])
+local carrier = redis.call('GET', K[2])
 local open = false
 if carrier then
-  local cv = redis.call('GET', ARGV[5] .. carrier)
+  local cv = redis.call('GET', S[1] .. carrier)
   open = cv and string.sub(cv, 1, 1) == 'D'
 end
-if not open then redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[4]) end
+if not open then redis.call('SET', K[2], A[1], 'PX', A[4]) end
 return 1
 """
 
-# KEYS: task, pending, open; ARGV: id, payload, task prefix, group prefix, ttl
-# Returns the carrier's id when the task joined (or had joined) a waiting task, else nil.
+# K: task, open; A: id, payload ('' takes the one claimed); S: task prefix, group prefix,
+# ttl; SK: pending. The carrier's id when the task joined (or had joined) a waiting
+# task, else false.
 _JOIN = """
-local v = redis.call('GET', KEYS[1])
+local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'M' then return string.sub(v, 2) end
 if not v or string.sub(v, 1, 1) ~= 'P' then return false end
-local carrier = redis.call('GET', KEYS[3])
-if not carrier or carrier == ARGV[1] then return false end
-local cv = redis.call('GET', ARGV[3] .. carrier)
+local carrier = redis.call('GET', K[2])
+if not carrier or carrier == A[1] then return false end
+local cv = redis.call('GET', S[1] .. carrier)
 if not cv or string.sub(cv, 1, 1) ~= 'D' then return false end
-redis.call('RPUSH', ARGV[4] .. carrier, ARGV[2])
-redis.call('EXPIRE', ARGV[4] .. carrier, ARGV[5])
-redis.call('SET', KEYS[1], 'M' .. carrier, 'XX', 'KEEPTTL')
-redis.call('ZREM', KEYS[2], ARGV[1])
+local payload = A[2]
+if payload == '' then payload = string.sub(v, 2) end
+redis.call('RPUSH', S[2] .. carrier, payload)
+redis.call('EXPIRE', S[2] .. carrier, S[3])
+redis.call('SET', K[1], 'M' .. carrier, 'XX', 'KEEPTTL')
+redis.call('ZREM', SK[1], A[1])
 return carrier
 """
 
@@ -90,8 +97,8 @@ class DeferralQueue:
         self.ledger = ledger
         self.prefix = ledger.prefix
         self.key = f"{ledger.prefix}deferred"
-        self._park = redis.register_script(_PARK)
-        self._join = redis.register_script(_JOIN)
+        self._park = BatchScript(redis, _PARK, keys=2, args=4)
+        self._join = BatchScript(redis, _JOIN, keys=2, args=2)
         self._release = redis.register_script(_RELEASE)
 
     def open_key(self, subscriber_id: str) -> str:
@@ -109,64 +116,47 @@ class DeferralQueue:
         it becomes the subscriber's open merge group for `merge_window_s` unless one is open.
         False when the entry is no longer ours (settled or forgotten)."""
         item = Parking(task_id, subscriber_id, payload, release_at, merge_window_s)
-        return bool(await self._park_call(item, self.redis))
+        return (await self.park_many([item]))[0]
 
     async def park_many(self, items: Sequence[Parking]) -> list[bool]:
-        """`park` for each item, in one pipeline."""
+        """`park` for each item, in one call."""
         if not items:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for item in items:
-            await self._park_call(item, pipe)
-        return [bool(ok) for ok in await pipe.execute()]
-
-    async def _park_call(self, item: Parking, client: Any) -> Any:
-        return await self._park(
-            keys=[
-                self.ledger.key(item.task_id),
-                self.ledger.pending_key,
-                self.key,
-                self.open_key(item.subscriber_id),
-            ],
-            args=[
-                item.task_id,
-                item.payload,
-                item.release_at,
-                max(1, int(item.merge_window_s * 1000)),
-                f"{self.prefix}task:",
-            ],
-            client=client,
-        )
+        calls = [
+            (
+                (self.ledger.key(item.task_id), self.open_key(item.subscriber_id)),
+                (
+                    item.task_id,
+                    item.payload,
+                    item.release_at,
+                    max(1, int(item.merge_window_s * 1000)),
+                ),
+            )
+            for item in items
+        ]
+        shared_keys = (self.ledger.pending_key, self.key)
+        parked = await self._park.run(calls, (f"{self.prefix}task:",), shared_keys)
+        return [bool(ok) for ok in parked]
 
     async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None:
         """Merge an owned task into the subscriber's waiting task, if one is open;
         returns that task's id (the same on a repeated call), else None."""
-        carrier = await self._join_call(task_id, subscriber_id, payload, self.redis)
-        return None if carrier is None else _bytes(carrier).decode()
+        return (await self.join_many([(task_id, subscriber_id, payload)]))[0]
 
     async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
-        """`join` for each (task id, subscriber id, payload), in one pipeline."""
+        """`join` for each (task id, subscriber id, payload), in one call."""
         if not items:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id, subscriber_id, payload in items:
-            await self._join_call(task_id, subscriber_id, payload, pipe)
-        return [None if c is None else _bytes(c).decode() for c in await pipe.execute()]
-
-    async def _join_call(
-        self, task_id: str, subscriber_id: str, payload: bytes, client: Any
-    ) -> Any:
-        return await self._join(
-            keys=[self.ledger.key(task_id), self.ledger.pending_key, self.open_key(subscriber_id)],
-            args=[
-                task_id,
-                payload,
-                f"{self.prefix}task:",
-                f"{self.prefix}group:",
-                self.ledger.ttl,
-            ],
-            client=client,
-        )
+        calls = [
+            (
+                (self.ledger.key(task_id), self.open_key(subscriber)),
+                (task_id, payload),
+            )
+            for task_id, subscriber, payload in items
+        ]
+        shared = (f"{self.prefix}task:", f"{self.prefix}group:", self.ledger.ttl)
+        carriers = await self._join.run(calls, shared, (self.ledger.pending_key,))
+        return [None if c is None else _bytes(c).decode() for c in carriers]
 
     async def release(self, now: float | None = None, limit: int = 500) -> list[Released]:
         """Take the tasks due by `now`; each goes to exactly one caller."""

@@ -43,6 +43,37 @@ def task_bytes(task: ServiceTask) -> bytes:
     return orjson.dumps(task.model_dump(mode="json"))
 
 
+class Payloads:
+    """Each task's JSON made once per decision, and which payload the ledger holds.
+
+    A task's bytes went out up to four times (claim, merge, park, publish), each costing
+    a serialisation and the bytes on the wire. Tasks are keyed by identity, not id: a
+    merged or re-deferred task is a new object with the same id and other bytes."""
+
+    def __init__(self) -> None:
+        self._bytes: dict[int, tuple[ServiceTask, bytes]] = {}
+        self._stored: dict[str, ServiceTask] = {}
+
+    def of(self, task: ServiceTask) -> bytes:
+        found = self._bytes.get(id(task))
+        if found is None:
+            found = self._bytes[id(task)] = (task, task_bytes(task))  # holds the id's object
+        return found[1]
+
+    def stored(self, task: ServiceTask) -> None:
+        """The ledger now holds this task's payload (claimed or parked by us)."""
+        self._stored[task.task_id] = task
+
+    def unless_stored(self, task: ServiceTask) -> bytes:
+        """b"" when the ledger holds exactly this task's payload (the stores then use
+        theirs), else the payload."""
+        return b"" if self._stored.get(task.task_id) is task else self.of(task)
+
+    def clear(self) -> None:
+        self._bytes.clear()
+        self._stored.clear()
+
+
 def sent_meta(task: ServiceTask) -> bytes:
     """What the ledger keeps of a sent task for outcomes: rule and moment type."""
     return orjson.dumps({"rule_id": task.moment.rule_id, "moment_type": task.moment.type})
@@ -128,6 +159,7 @@ class TaskSink:
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
         self._pending: list[ServiceTask] = []
+        self._payloads = Payloads()
 
     def add(self, item: ServiceTask) -> None:
         self._pending.append(item)
@@ -150,17 +182,21 @@ class TaskSink:
         if not batch:
             return
         unique = list({t.task_id: t for t in batch}.values())
-        payloads = [(t.task_id, task_bytes(t)) for t in unique]
-        owned = await self._redis(lambda: self.ledger.claim(payloads), "claiming task ids")
-        candidates: list[Candidate] = []
-        for task, mine in zip(unique, owned, strict=True):
-            if mine:
-                candidates.append(
-                    Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
-                )
-            else:
-                self._suppressed(task, SuppressReason.DEDUP.value)
-        await self._decide(candidates)
+        payloads = [(t.task_id, self._payloads.of(t)) for t in unique]
+        try:
+            owned = await self._redis(lambda: self.ledger.claim(payloads), "claiming task ids")
+            candidates: list[Candidate] = []
+            for task, mine in zip(unique, owned, strict=True):
+                if mine:
+                    self._payloads.stored(task)
+                    candidates.append(
+                        Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
+                    )
+                else:
+                    self._suppressed(task, SuppressReason.DEDUP.value)
+            await self._decide(candidates)
+        finally:
+            self._payloads.clear()
 
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose
@@ -222,11 +258,14 @@ class TaskSink:
         if not candidates:
             return
         at = self.clock() if now is None else now
-        declined, facts = await self._read_for(candidates, at)
-        to_send: list[ServiceTask] = []
-        for wave in waves(candidates):
-            to_send += await self._route_wave(wave, at, declined, facts)
-        await self._send(to_send)
+        try:
+            declined, facts = await self._read_for(candidates, at)
+            to_send: list[ServiceTask] = []
+            for wave in waves(candidates):
+                to_send += await self._route_wave(wave, at, declined, facts)
+            await self._send(to_send)
+        finally:
+            self._payloads.clear()
         await self._update_waiting()
 
     async def _update_waiting(self) -> None:
@@ -367,7 +406,7 @@ class TaskSink:
         fresh = [task for c, task in routes if c.fresh]
         if not fresh:
             return routes
-        items = [(t.task_id, t.subscriber_id, task_bytes(t)) for t in fresh]
+        items = [(t.task_id, t.subscriber_id, self._payloads.unless_stored(t)) for t in fresh]
         carriers = await self._redis(lambda: self.deferral.join_many(items), "merging")
         joined = {t.task_id for t, carrier in zip(fresh, carriers, strict=True) if carrier}
         for task in fresh:
@@ -380,15 +419,19 @@ class TaskSink:
         if w.given_back:
             await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
         if w.parks:
-            items = [self._parking(p) for p in w.parks]
+            parking = [self._parking(p) for p in w.parks]
+            items = [item for item, _ in parking]
             parked = await self._redis(lambda: self.deferral.park_many(items), "deferring a task")
-            for p, ok in zip(w.parks, parked, strict=True):
+            for p, (_, task), ok in zip(w.parks, parking, parked, strict=True):
+                if ok:
+                    self._payloads.stored(task)
                 if ok and p.count:
                     self.metrics.deferred.labels(p.reason).inc()
         if w.drops:
             await self._redis(lambda: self.ledger.drop_many(w.drops), "dropping")
 
-    def _parking(self, p: _Park) -> Parking:
+    def _parking(self, p: _Park) -> tuple[Parking, ServiceTask]:
+        """The park call for `p`, and the task (maybe re-deferred) it parks."""
         task = p.task
         until = dt.datetime.fromtimestamp(p.release_at, dt.UTC)
         # A suspended line keeps gating's reason and bound: the poll time is not news.
@@ -396,7 +439,8 @@ class TaskSink:
         if not keep_gating and (task.deferred is None or task.deferred.until < until):
             task = task.model_copy(update={"deferred": Deferral(reason=p.reason, until=until)})
         window = self.policy.merge.window.total_seconds()
-        return Parking(task.task_id, task.subscriber_id, task_bytes(task), p.release_at, window)
+        payload = self._payloads.unless_stored(task)
+        return Parking(task.task_id, task.subscriber_id, payload, p.release_at, window), task
 
     async def _within_capacity(
         self, tasks: Sequence[ServiceTask], now: float
@@ -474,7 +518,7 @@ class TaskSink:
         if not tasks:
             return
         headers: Headers = [("content-type", b"application/json")]
-        payloads = {t.task_id: task_bytes(t) for t in tasks}
+        payloads = {t.task_id: self._payloads.of(t) for t in tasks}
         messages: list[tuple[str, bytes | None, bytes | None, Headers | None]] = [
             (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers) for t in tasks
         ]

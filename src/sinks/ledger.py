@@ -19,6 +19,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from sinks.luabatch import BatchScript
+
 PENDING = b"P"
 DEFERRED = b"D"
 MERGED = b"M"
@@ -33,9 +35,10 @@ _STATES = {
 }
 
 # SET NX and the pending index in one step: a crash cannot leave a claim nobody re-drives.
+# K: task; A: payload, id; S: ttl, now; SK: pending (sinks.luabatch)
 _CLAIM = """
-if redis.call('SET', KEYS[1], 'P' .. ARGV[1], 'NX', 'EX', ARGV[2]) then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
+  redis.call('ZADD', SK[1], S[2], A[2])
   return 1
 end
 return 0
@@ -52,13 +55,15 @@ return 0
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
+# K: task, group, body; A: final value, id, body ('' for none), seconds to keep it; SK: pending
 _SETTLE = """
-local v = redis.call('GET', KEYS[1])
+local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
-  redis.call('SET', KEYS[1], ARGV[1], 'XX', 'KEEPTTL')
+  redis.call('SET', K[1], A[1], 'XX', 'KEEPTTL')
 end
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('DEL', KEYS[3])
+redis.call('ZREM', SK[1], A[2])
+redis.call('DEL', K[2])
+if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 return 1
 """
 
@@ -84,9 +89,9 @@ class TaskLedger:
         self.prefix = prefix
         self.ttl = ttl_seconds
         self.pending_key = f"{prefix}pending"
-        self._claim = redis.register_script(_CLAIM)
+        self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
         self._claim_stale = redis.register_script(_CLAIM_STALE)
-        self._settle = redis.register_script(_SETTLE)
+        self._settle = BatchScript(redis, _SETTLE, keys=3, args=4)
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -103,15 +108,8 @@ class TaskLedger:
         """Mark each (task id, payload) pending; True where this caller now owns it."""
         if not items:
             return []
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id, payload in items:
-            await self._claim(
-                keys=[self.key(task_id), self.pending_key],
-                args=[payload, self.ttl, now, task_id],
-                client=pipe,
-            )
-        results = await pipe.execute()
+        calls = [((self.key(i),), (payload, i)) for i, payload in items]
+        results = await self._claim.run(calls, (self.ttl, time.time()), (self.pending_key,))
         return [bool(ok) for ok in results]
 
     async def confirm(
@@ -124,40 +122,33 @@ class TaskLedger:
 
         `meta` (small, kept as long as the ledger entry) and `bodies` (payload and
         seconds to keep it) are what outcomes need later."""
-        if not task_ids:
-            return
-        pipe = self.redis.pipeline(transaction=False)
+        meta, bodies = meta or {}, bodies or {}
+        items = []
         for task_id in task_ids:
-            value = SENT + (meta or {}).get(task_id, b"")
-            await self._settle(
-                keys=[self.key(task_id), self.pending_key, self.group_key(task_id)],
-                args=[value, task_id],
-                client=pipe,
-            )
-            if bodies and task_id in bodies:
-                body, keep = bodies[task_id]
-                pipe.set(self.body_key(task_id), body, ex=max(1, keep))
-        await pipe.execute()
+            body, keep = bodies.get(task_id, (b"", 0))
+            items.append((task_id, SENT + meta.get(task_id, b""), body, max(1, keep)))
+        await self._settle_many(items)
 
     async def drop(self, task_id: str, reason: str) -> None:
         """The owner decided not to send this task (expired, cancelled, capacity...)."""
-        await self._settle(
-            keys=[self.key(task_id), self.pending_key, self.group_key(task_id)],
-            args=[DROPPED + reason.encode(), task_id],
-        )
+        await self.drop_many([(task_id, reason)])
 
     async def drop_many(self, items: Sequence[tuple[str, str]]) -> None:
-        """`drop` for each (task id, reason), in one pipeline."""
+        """`drop` for each (task id, reason), in one call."""
+        await self._settle_many([(i, DROPPED + reason.encode(), b"", 1) for i, reason in items])
+
+    async def _settle_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> None:
+        """(task id, final value, body to keep or b"", seconds to keep it) each."""
         if not items:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id, reason in items:
-            await self._settle(
-                keys=[self.key(task_id), self.pending_key, self.group_key(task_id)],
-                args=[DROPPED + reason.encode(), task_id],
-                client=pipe,
+        calls = [
+            (
+                (self.key(i), self.group_key(i), self.body_key(i)),
+                (value, i, body, keep),
             )
-        await pipe.execute()
+            for i, value, body, keep in items
+        ]
+        await self._settle.run(calls, shared_keys=(self.pending_key,))
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller."""

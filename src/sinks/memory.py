@@ -166,7 +166,7 @@ class MemoryDeferrals:
         value = await self.ledger.get(task_id)
         if value is None or value[:1] not in (PENDING, DEFERRED):
             return False
-        self.ledger.set_keep_ttl(task_id, DEFERRED + payload)
+        self.ledger.set_keep_ttl(task_id, DEFERRED + (payload or value[1:]))
         self.ledger.pending.pop(task_id, None)
         self.scores[task_id] = release_at
         heapq.heappush(self._heap, (release_at, task_id))
@@ -201,7 +201,7 @@ class MemoryDeferrals:
         carried = await self.ledger.get(carrier)
         if carried is None or not carried.startswith(DEFERRED):
             return None
-        self.ledger.add_to_group(carrier, payload)
+        self.ledger.add_to_group(carrier, payload or value[1:])
         self.ledger.set_keep_ttl(task_id, MERGED + carrier.encode())
         self.ledger.pending.pop(task_id, None)
         return carrier

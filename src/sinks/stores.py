@@ -89,7 +89,10 @@ class Ledger(Protocol):
 
 
 class Deferrals(Protocol):
-    """Waiting tasks by release time, and each subscriber's open merge group."""
+    """Waiting tasks by release time, and each subscriber's open merge group.
+
+    An empty payload (b"") in `park` and `join` means the one the ledger holds for the
+    task (claimed or parked before): the sink sends a payload only when it changed."""
 
     async def park(
         self,

@@ -115,6 +115,32 @@ class TestDeferrals:
         assert await deferral.park_many([]) == []
         assert await deferral.join_many([]) == []
 
+    async def test_an_empty_payload_means_the_one_the_ledger_holds(
+        self, stores: DispatchStores
+    ) -> None:
+        ledger, deferral = stores.ledger, stores.deferral
+        release = time.time() + 3600
+        await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
+        assert await deferral.park_many(
+            [Parking("a", "s1", b"", release, 1800), Parking("c", "s2", b"C2", release, 1800)]
+        ) == [True, True]
+        assert await ledger.get("a") == b"DA"  # the claimed payload, now waiting
+        assert await ledger.get("c") == b"DC2"  # a payload that changed replaces it
+        assert await deferral.join_many([("b", "s1", b"")]) == ["a"]
+        assert await ledger.group("a") == [b"B"]  # the claimed payload joined the group
+        assert await deferral.park_many([Parking("a", "s1", b"", release + 60, 1800)]) == [True]
+        assert await ledger.get("a") == b"DA"  # parked again: still the payload it had
+
+    async def test_confirm_keeps_bodies_only_where_given(self, stores: DispatchStores) -> None:
+        ledger = stores.ledger
+        await ledger.claim([("a", b"A"), ("b", b"B")])
+        await ledger.confirm(["a", "b"], {"a": b"meta-a"}, {"b": (b"body-b", 60)})
+        assert [await ledger.state(t) for t in "ab"] == ["sent", "sent"]
+        assert await ledger.sent_meta("a") == b"meta-a"
+        assert await ledger.body("a") is None
+        assert await ledger.body("b") == b"body-b"
+        assert await ledger.pending_count() == 0
+
     async def test_drop_many_settles_each_task(self, stores: DispatchStores) -> None:
         ledger = stores.ledger
         await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
