@@ -19,21 +19,22 @@ from zoneinfo import ZoneInfo
 from redis.asyncio import Redis
 
 from moments.models import Channel
+from sinks.luabatch import BatchScript
 from sinks.policy import ANY, DispatchPolicy
 from sinks.stores import SlotKey, Slots
 
 HIGH_PRIORITY = 2  # priorities 1..HIGH_PRIORITY may use the reserved share
 _KEEP_S = 2 * 86400
 
-# KEYS: set; ARGV: task id, allowed, ttl. Returns {taken 0/1, used}.
+# K: set; A: task id, allowed; S: ttl (sinks.luabatch). Returns {taken 0/1, used}.
 _TAKE = """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
-  return {1, redis.call('SCARD', KEYS[1])}
+if redis.call('SISMEMBER', K[1], A[1]) == 1 then
+  return {1, redis.call('SCARD', K[1])}
 end
-local used = redis.call('SCARD', KEYS[1])
-if used < tonumber(ARGV[2]) then
-  redis.call('SADD', KEYS[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
+local used = redis.call('SCARD', K[1])
+if used < tonumber(A[2]) then
+  redis.call('SADD', K[1], A[1])
+  redis.call('EXPIRE', K[1], S[1])
   return {1, used + 1}
 end
 return {0, used}
@@ -70,23 +71,19 @@ class RedisSlots:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self._take = redis.register_script(_TAKE)
+        self._take = BatchScript(redis, _TAKE, keys=1, args=2)
 
     def key(self, key: SlotKey) -> str:
         return f"{self.prefix}cap:{key.region or ANY}:{key.channel.value}:{key.day.isoformat()}"
 
     async def take(self, key: SlotKey, task_id: str, allowed: int) -> tuple[bool, int]:
-        taken, used = await self._take(keys=[self.key(key)], args=[task_id, allowed, _KEEP_S])
-        return bool(taken), int(used)
+        return (await self.take_many([(key, task_id, allowed)]))[0]
 
     async def take_many(self, items: Sequence[tuple[SlotKey, str, int]]) -> list[tuple[bool, int]]:
-        """`take` for each item in one pipeline; Redis runs its scripts in this order."""
-        if not items:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for key, task_id, allowed in items:
-            await self._take(keys=[self.key(key)], args=[task_id, allowed, _KEEP_S], client=pipe)
-        return [(bool(taken), int(used)) for taken, used in await pipe.execute()]
+        """`take` for each item in one call, in this order."""
+        calls = [((self.key(key),), (task_id, allowed)) for key, task_id, allowed in items]
+        replies = await self._take.run(calls, shared=(_KEEP_S,)) if calls else []
+        return [(bool(taken), int(used)) for taken, used in replies]
 
 
 class CapacityLimiter:

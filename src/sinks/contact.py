@@ -17,20 +17,22 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from moments.models import RelatedMoment, ServiceTask
+from sinks.luabatch import BatchScript
 from sinks.policy import ContactPolicy
 from sinks.stores import ContactBook
 
-# KEYS: zset; ARGV: task id, now, period, max. Returns {taken 0/1, epoch when a slot frees}.
+# K: zset; A: task id, now; S: period, max (sinks.luabatch).
+# Returns {taken 0/1, epoch when a slot frees}.
 _CONTACT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {1, '0'} end
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])))
+redis.call('ZREMRANGEBYSCORE', K[1], '-inf', tonumber(A[2]) - tonumber(S[1]))
+if redis.call('ZSCORE', K[1], A[1]) then return {1, '0'} end
+if redis.call('ZCARD', K[1]) < tonumber(S[2]) then
+  redis.call('ZADD', K[1], A[2], A[1])
+  redis.call('EXPIRE', K[1], math.ceil(tonumber(S[1])))
   return {1, '0'}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tostring(tonumber(oldest[2]) + tonumber(ARGV[3]))}
+local oldest = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + tonumber(S[1]))}
 """
 
 
@@ -46,7 +48,7 @@ class RedisContactBook:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self._take = redis.register_script(_CONTACT)
+        self._take = BatchScript(redis, _CONTACT, keys=1, args=2)
 
     def key(self, subscriber_id: str) -> str:
         return f"{self.prefix}contacts:{subscriber_id}"
@@ -54,10 +56,7 @@ class RedisContactBook:
     async def take(
         self, subscriber_id: str, task_id: str, now: float, period_s: float, max_contacts: int
     ) -> float | None:
-        taken, free_at = await self._take(
-            keys=[self.key(subscriber_id)], args=[task_id, now, period_s, max_contacts]
-        )
-        return None if taken else float(free_at)
+        return (await self.take_many([(subscriber_id, task_id, now)], period_s, max_contacts))[0]
 
     async def give_back(self, subscriber_id: str, task_id: str) -> None:
         await self.redis.zrem(self.key(subscriber_id), task_id)
@@ -65,17 +64,10 @@ class RedisContactBook:
     async def take_many(
         self, items: Sequence[tuple[str, str, float]], period_s: float, max_contacts: int
     ) -> list[float | None]:
-        """`take` for each (subscriber id, task id, now), in one pipeline."""
-        if not items:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for subscriber_id, task_id, now in items:
-            await self._take(
-                keys=[self.key(subscriber_id)],
-                args=[task_id, now, period_s, max_contacts],
-                client=pipe,
-            )
-        return [None if taken else float(free_at) for taken, free_at in await pipe.execute()]
+        """`take` for each (subscriber id, task id, now), in one call, in this order."""
+        calls = [((self.key(sub),), (task_id, now)) for sub, task_id, now in items]
+        replies = await self._take.run(calls, shared=(period_s, max_contacts)) if calls else []
+        return [None if taken else float(free_at) for taken, free_at in replies]
 
     async def give_back_many(self, items: Sequence[tuple[str, str]]) -> None:
         """`give_back` for each (subscriber id, task id), in one pipeline."""

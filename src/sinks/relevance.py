@@ -22,20 +22,20 @@ from typing import Any
 from redis.asyncio import Redis
 
 from moments.models import InputEvent, ProfileEvent, RoamingEvent, ServiceTask, TopUpEvent
+from sinks.luabatch import BatchScript
 from sinks.policy import RelevanceCheckName
 
 FACTS_TTL_S = 90 * 86400
 HOME_COUNTRY = "CN"
 
 # KEYS: facts hash; ARGV: ttl, then field, epoch pairs. Keeps the latest time per field.
+# K: facts hash; A: field, epoch; S: seconds to keep the hash (sinks.luabatch)
 _NEWER = """
-for i = 2, #ARGV, 2 do
-  local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not old) or tonumber(old) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
+local old = redis.call('HGET', K[1], A[1])
+if (not old) or tonumber(old) < tonumber(A[2]) then
+  redis.call('HSET', K[1], A[1], A[2])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', K[1], S[1])
 return 1
 """
 
@@ -115,24 +115,22 @@ class FactsStore:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self._newer = redis.register_script(_NEWER)
+        self._newer = BatchScript(redis, _NEWER, keys=1, args=2)
 
     def key(self, subscriber_id: str) -> str:
         return f"{self.prefix}facts:{subscriber_id}"
 
     async def record(self, events: Iterable[InputEvent]) -> int:
-        """Record the facts of a batch of events (one pipeline, one script call per
-        subscriber with the batch's latest time per field); returns how many facts."""
+        """Record the facts of a batch of events (one call, with the batch's latest time
+        per subscriber and field); returns how many facts."""
         latest, n = latest_facts(events)
-        if not latest:
-            return n
-        pipe = self.redis.pipeline(transaction=False)
-        for subscriber_id, fields in latest.items():
-            args: list[str | float] = [FACTS_TTL_S]
-            for field, at in fields.items():
-                args += [field, at]
-            await self._newer(keys=[self.key(subscriber_id)], args=args, client=pipe)
-        await pipe.execute()
+        items = [
+            ((self.key(subscriber_id),), (field, at))
+            for subscriber_id, fields in latest.items()
+            for field, at in fields.items()
+        ]
+        if items:
+            await self._newer.run(items, shared=(FACTS_TTL_S,))
         return n
 
     async def get(self, subscriber_id: str) -> SubscriberFacts:
