@@ -342,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kafka-python (the readiness probe) logs each connection it makes at INFO: ~20 lines
+    # in the middle of `moments run` and `moments bench` output. Its warnings still show.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     install_pii_masking()  # subscriber numbers masked in every log line (MOMENTS_LOG_PII)
     install_log_throttle()  # a broker outage: each client error once per 30 s, with a count
     try:
