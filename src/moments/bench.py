@@ -187,6 +187,10 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+LATENCY_WARMUP_S = 5.0
+"""Seconds of offered load before the latency is measured."""
+
+
 @dataclass(frozen=True)
 class Latency:
     offered_rate: float
@@ -198,12 +202,21 @@ class Latency:
 def measure_latency(
     settings: Settings, port: int, rate: float, seconds: float, console: Console
 ) -> Latency:
-    """Event-to-task latency on the running worker at a fixed offered load."""
+    """Event-to-task latency on the running worker at a fixed offered load, after
+    `LATENCY_WARMUP_S` of the same load (not measured): the steady state, not the worker's
+    catch-up after the throughput run (the window sweep it starts then ran up to 4 s)."""
     from moments.latency import buckets, offer, quantile
 
-    before = buckets(port)
-    with console.status(f"latency: offering {rate:,.0f} events/s for {seconds:.0f}s"):
-        tasks = asyncio.run(offer(settings, rate, seconds))
+    before: dict[float, float] = {}
+
+    def snapshot() -> None:
+        before.update(buckets(port))
+
+    total = LATENCY_WARMUP_S + seconds
+    with console.status(f"latency: offering {rate:,.0f} events/s for {total:.0f}s"):
+        tasks = asyncio.run(
+            offer(settings, rate, seconds, warmup=LATENCY_WARMUP_S, on_warm=snapshot)
+        )
         deadline = time.monotonic() + 60
         after = buckets(port)
         while after.get(float("inf"), 0) - before.get(float("inf"), 0) < tasks:

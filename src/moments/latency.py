@@ -15,7 +15,7 @@ import math
 import random
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -61,8 +61,17 @@ def quantile(q: float, before: Mapping[float, float], after: Mapping[float, floa
     return lower
 
 
-async def offer(settings: Settings, rate: float, seconds: float, seed: int = 11) -> int:
-    """Produce `rate` events a second for `seconds`; returns how many make a task."""
+async def offer(
+    settings: Settings,
+    rate: float,
+    seconds: float,
+    seed: int = 11,
+    warmup: float = 0.0,
+    on_warm: Callable[[], None] | None = None,
+) -> int:
+    """Produce `rate` events a second for `warmup + seconds`; returns how many of the
+    events sent after the warm-up make a task. `on_warm` runs once, when the warm-up ends
+    (the caller reads the histogram there)."""
     rng = random.Random(seed)  # noqa: S311 - load, not secrets
     zone = daytime_zone(dt.datetime.now(dt.UTC))
     producer = AIOKafkaProducer(
@@ -75,12 +84,17 @@ async def offer(settings: Settings, rate: float, seconds: float, seed: int = 11)
         per_tick = max(1, round(rate * tick))
         started = time.perf_counter()
         n = 0
-        while time.perf_counter() - started < seconds:
+        warm = False
+        while (elapsed := time.perf_counter() - started) < warmup + seconds:
+            if not warm and elapsed >= warmup:
+                warm = True
+                if on_warm is not None:
+                    on_warm()
             now = dt.datetime.now(dt.UTC).isoformat()
             for _ in range(per_tick):
                 n += 1
                 if rng.random() < TASK_SHARE:
-                    tasks += 1
+                    tasks += warm
                     sub = str(16_000_000_000 + n)
                     topic = "roaming"
                     value: dict[str, object] = {
