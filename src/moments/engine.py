@@ -481,7 +481,7 @@ def subscriber_view(state: SubscriberState) -> SubscriberView:
         status=profile.get("status"),
         opt_out=frozenset(profile.get("opt_out") or ()),
         open_complaints=len(state.complaints),
-        recent_contacts=tuple(dt.datetime.fromtimestamp(c, dt.UTC) for c in state.contacts),
+        contact_times=tuple(state.contacts),
     )
 
 
