@@ -6,8 +6,12 @@ import datetime as dt
 
 import pytest
 
+from moments.engine import Detector
 from moments.models import Channel, Family, Moment, ServiceTask
 from moments.risk import RiskSignals, apply_risk, raise_by, risk_score
+from moments.state import SubscriberState
+
+from .rules.helpers import rules_from
 
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
@@ -104,3 +108,66 @@ class TestPriorityRule:
         assert task.priority == 1
         assert task.risk is not None
         assert (task.risk.score, task.risk.priority_raised_by) == (75, 1)
+
+
+class TestDetectorSignals:
+    """The detector counts the competitor-hotline moments fired in the last 30 days,
+    whichever rules make them."""
+
+    def test_hotline_calls_count_every_rule_of_that_moment_type(self) -> None:
+        rules = rules_from(HOTLINE_RULES)
+        by_id = {rule.id: rule for rule in rules.rules}
+        assert rules.tags_by_moment_type["competitor_hotline_call"] == (
+            by_id["hotline_a"].tag,
+            by_id["hotline_b"].tag,
+        )
+        detector = Detector(rules, {})
+        at = int(NOW.timestamp())
+        state = SubscriberState()
+        state.fired = {
+            by_id["hotline_a"].tag: at - 86400,
+            by_id["hotline_b"].tag: at - 30 * 86400,  # just inside the 30 days
+            by_id["other"].tag: at,  # another moment type: not a hotline call
+        }
+        assert detector.risk_signals(state, at).competitor_hotline_calls == 2
+        state.fired[by_id["hotline_b"].tag] -= 1
+        assert detector.risk_signals(state, at).competitor_hotline_calls == 1
+
+
+HOTLINE_RULES = """
+rules:
+  - id: hotline_a
+    description: A competitor's hotline
+    on: [usage]
+    when: {kind: voice}
+    condition: {field: counterparty, in: [10010]}
+    task: &hotline
+      family: anomaly
+      type: competitor_hotline_call
+      channel: manager
+      priority: 1
+      action: retention_call
+      ttl: 72h
+      cooldown: 14d
+      description: "Called a competitor"
+  - id: hotline_b
+    description: Another competitor's hotline
+    on: [usage]
+    when: {kind: voice}
+    condition: {field: counterparty, in: [10000]}
+    task: *hotline
+  - id: other
+    description: Our own hotline
+    on: [usage]
+    when: {kind: voice}
+    condition: {field: counterparty, in: [10086]}
+    task:
+      family: anomaly
+      type: own_hotline_call
+      channel: manager
+      priority: 1
+      action: retention_call
+      ttl: 72h
+      cooldown: 14d
+      description: "Called us"
+"""
