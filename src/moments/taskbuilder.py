@@ -7,6 +7,8 @@ import functools
 import hashlib
 from typing import Any
 
+from pydantic import BaseModel
+
 from moments.models import Deferral, InputEvent, Moment, RiskScore, ServiceTask
 from moments.state import SubscriberState
 from rules.base import Fired
@@ -46,8 +48,7 @@ def build_task(
     if event is not None:
         names = _placeholders(spec.description)
         if names:
-            shown = event.model_dump(mode="json", exclude_none=True, include=set(names))
-            context = {**shown, **fired.params}
+            context = {**shown_fields(event, names), **fired.params}
     extra: dict[str, Any] = {}
     if risk is not None:
         extra["risk"] = risk
@@ -83,3 +84,31 @@ def build_task(
 def _placeholders(template: str) -> frozenset[str]:
     """The names a description template shows (rules are few, so their templates too)."""
     return frozenset(PLACEHOLDER.findall(template))
+
+
+def shown_fields(event: InputEvent, names: frozenset[str]) -> dict[str, Any]:
+    """`event.model_dump(mode="json", exclude_none=True, include=names)`, reading plain
+    strings (a JSON dump leaves them as they are) without the dump."""
+    fields = _field_names(type(event))
+    extra = event.model_extra or {}
+    shown: dict[str, Any] = {}
+    rest: set[str] = set()
+    for name in names:
+        if name in fields:
+            value = getattr(event, name)
+        elif name in extra:
+            value = extra[name]
+        else:
+            continue
+        if type(value) is str:
+            shown[name] = value
+        elif value is not None:
+            rest.add(name)
+    if rest:
+        shown.update(event.model_dump(mode="json", exclude_none=True, include=rest))
+    return shown
+
+
+@functools.lru_cache(maxsize=64)
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(model.model_fields)
