@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moments.engine import Detector
 from moments.models import Channel, Family, Moment, ServiceTask
-from moments.risk import RiskSignals, apply_risk, raise_by, risk_score
+from moments.risk import RiskSignals, apply_risk, raise_by, risk_score, scored
 from moments.state import SubscriberState
 
 from .rules.helpers import rules_from
@@ -171,3 +173,27 @@ rules:
       cooldown: 14d
       description: "Called us"
 """
+
+
+signals = st.builds(
+    RiskSignals,
+    competitor_hotline_calls=st.integers(0, 4),
+    spend_drop=st.none() | st.sampled_from([0.0, -0.0, 0.1, 0.35, 1.0]),
+    complaints=st.integers(0, 3),
+    contract_days_left=st.none() | st.integers(-5, 100),
+    tenure_days=st.none() | st.integers(0, 800),
+)
+
+
+class TestScoredCache:
+    """`scored` answers from its cache exactly what it computes afresh."""
+
+    @settings(max_examples=300)
+    @given(asked=st.lists(st.tuples(signals, st.integers(1, 5)), min_size=1, max_size=20))
+    def test_cached_answers_are_the_computed_ones(
+        self, asked: list[tuple[RiskSignals, int]]
+    ) -> None:
+        for risk_signals, priority in asked + asked:
+            fresh = scored.__wrapped__(risk_signals, priority)
+            assert scored(risk_signals, priority) == fresh
+            assert scored(risk_signals, priority)[1].model_dump_json() == fresh[1].model_dump_json()
