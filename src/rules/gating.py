@@ -256,6 +256,8 @@ def local_zone(subscriber: SubscriberView, policy: GatingPolicy) -> dt.tzinfo:
 
 def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[QuietWindow, ...]:
     """The policy's windows plus the customer's own (bad customer windows are skipped)."""
+    if not subscriber.quiet_hours:
+        return policy.windows
     own = (lenient_window(text) for text in subscriber.quiet_hours)
     return policy.windows + tuple(window for window in own if window is not None)
 
