@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.models import EVENT_MODELS, Channel, EventType, InputEvent, TopUpEvent
-from moments.taskbuilder import shown_fields
+from moments.taskbuilder import _new_moment, moment_of, shown_fields
+from rules.catalog import load_rules
 from rules.templates import PLACEHOLDER, fill
 
 WHEN = "2026-11-23T10:00:00+08:00"
@@ -139,3 +140,52 @@ class TestShownFields:
         )
         shown = shown_fields(event, frozenset({"copy", "channel", "shop", "amount"}))
         assert shown == {"channel": "app", "shop": "S1", "amount": "5"}
+
+
+RULES = load_rules().rules
+param_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 2)
+    | st.sampled_from([0.0, -0.0, 1.0, 2.5, float("nan"), float("inf")])
+    | st.sampled_from(["a", "b"])
+    | st.lists(st.integers(0, 1), max_size=2)
+)
+
+
+class TestMomentOf:
+    """A shared Moment is the one validating the same firing would make, to the JSON byte."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        firings=st.lists(
+            st.tuples(
+                st.sampled_from(RULES),
+                st.sampled_from(["d", "e"]),
+                st.dictionaries(st.sampled_from(["n", "m"]), param_values, max_size=2),
+            ),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    def test_matches_a_freshly_validated_moment(
+        self, firings: list[tuple[Any, str, dict[str, Any]]]
+    ) -> None:
+        for rule, description, params in firings:
+            shared = moment_of(rule, description, params)
+            fresh = _new_moment(rule, description, params)
+            assert shared.model_dump_json() == fresh.model_dump_json()
+            assert [type(v) for v in shared.params.values()] == [
+                type(v) for v in fresh.params.values()
+            ]
+            assert repr(shared) == repr(fresh)
+
+    def test_equal_values_of_other_types_are_not_merged(self) -> None:
+        rule = RULES[0]
+        assert moment_of(rule, "d", {"n": 1}).params["n"] == 1
+        assert type(moment_of(rule, "d", {"n": 1.0}).params["n"]) is float
+        assert moment_of(rule, "d", {"n": True}).params["n"] is True
+        assert (
+            moment_of(rule, "d", {"n": 0.0}).model_dump_json()
+            != moment_of(rule, "d", {"n": -0.0}).model_dump_json()
+        )
