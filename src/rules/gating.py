@@ -191,8 +191,13 @@ class GateInput:
     now: dt.datetime
 
     def __post_init__(self) -> None:
-        for name in ("triggered_at", "expires_at", "now"):
-            _aware(name, getattr(self, name))
+        if (
+            self.triggered_at.utcoffset() is None
+            or self.expires_at.utcoffset() is None
+            or self.now.utcoffset() is None
+        ):  # naive (a tzinfo saying None is naive too): say which
+            for name in ("triggered_at", "expires_at", "now"):
+                _aware(name, getattr(self, name))
 
 
 @dataclass(frozen=True, slots=True)
