@@ -335,11 +335,11 @@ class Detector:
 
     def risk_signals(self, state: SubscriberState, at: int) -> RiskSignals:
         """The churn-risk signals the record holds (see moments.risk)."""
+        fired = state.fired
         hotline = sum(
             1
-            for rule in self.rules.rules
-            if rule.task.moment_type == COMPETITOR_HOTLINE
-            and at - state.fired.get(rule.tag, -(10**12)) <= RISK_LOOKBACK_S
+            for tag in self.rules.tags_by_moment_type.get(COMPETITOR_HOTLINE, ())
+            if at - fired.get(tag, -(10**12)) <= RISK_LOOKBACK_S
         )
         today = local_date(at, zone(state.profile.get("timezone")))
         drop = None
@@ -481,7 +481,7 @@ def subscriber_view(state: SubscriberState) -> SubscriberView:
         status=profile.get("status"),
         opt_out=frozenset(profile.get("opt_out") or ()),
         open_complaints=len(state.complaints),
-        recent_contacts=tuple(dt.datetime.fromtimestamp(c, dt.UTC) for c in state.contacts),
+        contact_times=tuple(state.contacts),
     )
 
 

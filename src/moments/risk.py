@@ -18,6 +18,7 @@ this score (docs/moments.md: "capacity is scarce, so tasks must be ranked").
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from moments.models import RiskPart, RiskScore, ServiceTask
@@ -78,9 +79,13 @@ def risk_score(signals: RiskSignals) -> RiskScore:
     return RiskScore(score=score, parts=parts, priority_raised_by=raise_by(score))
 
 
+@functools.lru_cache(maxsize=4096)
 def scored(signals: RiskSignals, priority: int) -> tuple[int, RiskScore]:
     """A task's priority raised by the rule, and its score showing the levels it actually
-    rose (priority 1 stays 1)."""
+    rose (priority 1 stays 1).
+
+    Cached: a pure function of a few small values that repeat across subscribers (most
+    have no risk signal at all), and the score is a frozen model that tasks may share."""
     parts = _parts(signals)
     score = round(min(100.0, sum(p.points for p in parts)), 2)
     raised = max(1, priority - raise_by(score))

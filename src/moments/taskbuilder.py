@@ -7,6 +7,8 @@ import functools
 import hashlib
 from typing import Any
 
+from pydantic import BaseModel
+
 from moments.models import Deferral, InputEvent, Moment, RiskScore, ServiceTask
 from moments.state import SubscriberState
 from rules.base import Fired
@@ -46,8 +48,7 @@ def build_task(
     if event is not None:
         names = _placeholders(spec.description)
         if names:
-            shown = event.model_dump(mode="json", exclude_none=True, include=set(names))
-            context = {**shown, **fired.params}
+            context = {**shown_fields(event, names), **fired.params}
     extra: dict[str, Any] = {}
     if risk is not None:
         extra["risk"] = risk
@@ -59,14 +60,7 @@ def build_task(
         region=region or profile.get("region"),
         tier=profile.get("tier"),
         manager_id=profile.get("manager_id"),
-        moment=Moment(
-            family=spec.family,
-            type=spec.moment_type,
-            rule_id=rule.id,
-            rule_version=rule.version,
-            description=fill(spec.description, context),
-            params=fired.params,
-        ),
+        moment=moment_of(rule, fill(spec.description, context), fired.params),
         priority=spec.priority if priority is None else priority,
         channel=spec.channel,
         action=spec.action,
@@ -79,7 +73,79 @@ def build_task(
     )
 
 
+_MOMENTS: dict[tuple[Any, ...], Moment] = {}
+_MAX_MOMENTS = 4096
+_PLAIN = (str, int, bool, type(None))
+
+
+def moment_of(rule: CompiledRule, description: str, params: dict[str, Any]) -> Moment:
+    """The validated Moment for a firing. Firings of a rule mostly repeat the same
+    description and params, so a Moment made of the same values is shared (it is frozen):
+    validating one was a fifth of building a task.
+
+    Only params of plain values are keyed, by type and value, so a key never merges values
+    that validate or serialise differently (1, 1.0 and True; 0.0 and -0.0; nan)."""
+    values: list[tuple[str, type, Any]] = []
+    for name, value in params.items():
+        kind = type(value)
+        if kind in _PLAIN or (kind is float and value == value and value != 0.0):
+            values.append((name, kind, value))
+        else:
+            values = []
+            break
+    else:
+        spec = rule.task
+        key = (rule.id, rule.version, spec.family, spec.moment_type, description, *values)
+        found = _MOMENTS.get(key)
+        if found is None:
+            if len(_MOMENTS) >= _MAX_MOMENTS:
+                _MOMENTS.clear()
+            found = _MOMENTS[key] = _new_moment(rule, description, params)
+        return found
+    return _new_moment(rule, description, params)
+
+
+def _new_moment(rule: CompiledRule, description: str, params: dict[str, Any]) -> Moment:
+    spec = rule.task
+    return Moment(
+        family=spec.family,
+        type=spec.moment_type,
+        rule_id=rule.id,
+        rule_version=rule.version,
+        description=description,
+        params=params,
+    )
+
+
 @functools.lru_cache(maxsize=1024)
 def _placeholders(template: str) -> frozenset[str]:
     """The names a description template shows (rules are few, so their templates too)."""
     return frozenset(PLACEHOLDER.findall(template))
+
+
+def shown_fields(event: InputEvent, names: frozenset[str]) -> dict[str, Any]:
+    """`event.model_dump(mode="json", exclude_none=True, include=names)`, reading plain
+    strings (a JSON dump leaves them as they are) without the dump."""
+    fields = _field_names(type(event))
+    extra = event.model_extra or {}
+    shown: dict[str, Any] = {}
+    rest: set[str] = set()
+    for name in names:
+        if name in fields:
+            value = getattr(event, name)
+        elif name in extra:
+            value = extra[name]
+        else:
+            continue
+        if type(value) is str:
+            shown[name] = value
+        elif value is not None:
+            rest.add(name)
+    if rest:
+        shown.update(event.model_dump(mode="json", exclude_none=True, include=rest))
+    return shown
+
+
+@functools.lru_cache(maxsize=64)
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(model.model_fields)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,14 @@ class RuleSet:
 
     def for_event(self, event_type: EventType) -> tuple[CompiledRule, ...]:
         return self.by_event_type.get(event_type, ())
+
+    @cached_property
+    def tags_by_moment_type(self) -> Mapping[str, tuple[str, ...]]:
+        """Moment type -> the state tags of the rules making it (to read `fired` by type)."""
+        found: dict[str, list[str]] = {}
+        for rule in self.rules:
+            found.setdefault(rule.task.moment_type, []).append(rule.tag)
+        return {moment_type: tuple(tags) for moment_type, tags in found.items()}
 
     def __len__(self) -> int:
         return len(self.rules)

@@ -191,8 +191,13 @@ class GateInput:
     now: dt.datetime
 
     def __post_init__(self) -> None:
-        for name in ("triggered_at", "expires_at", "now"):
-            _aware(name, getattr(self, name))
+        if (
+            self.triggered_at.utcoffset() is None
+            or self.expires_at.utcoffset() is None
+            or self.now.utcoffset() is None
+        ):  # naive (a tzinfo saying None is naive too): say which
+            for name in ("triggered_at", "expires_at", "now"):
+                _aware(name, getattr(self, name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +218,9 @@ class SubscriberView:
     open_complaints: int = 0
     recent_contacts: tuple[dt.datetime, ...] = field(default=())
     """When tasks on counted channels went to this subscriber (aware)."""
+    contact_times: tuple[int, ...] = ()
+    """More such contacts, as epoch seconds: the state record's own form, which the engine
+    passes as it is rather than making a datetime of each. Both count."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +261,8 @@ def local_zone(subscriber: SubscriberView, policy: GatingPolicy) -> dt.tzinfo:
 
 def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[QuietWindow, ...]:
     """The policy's windows plus the customer's own (bad customer windows are skipped)."""
+    if not subscriber.quiet_hours:
+        return policy.windows
     own = (lenient_window(text) for text in subscriber.quiet_hours)
     return policy.windows + tuple(window for window in own if window is not None)
 
@@ -270,6 +280,34 @@ def cap_frees_at(
     if len(counted) < cap.max_contacts:
         return None
     return counted[len(counted) - cap.max_contacts] + cap.span
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_SECOND = dt.timedelta(seconds=1)
+
+
+def cap_frees_at_epochs(
+    contacts: Sequence[int], now: dt.datetime, cap: FrequencyCap
+) -> dt.datetime | None:
+    """`cap_frees_at` for contacts given as epoch seconds (each taken as that UTC instant).
+
+    For a whole second `c` and an instant `t`, `c > t` exactly when `c > floor(t)`, so
+    the contacts are compared as ints and only the answer becomes a datetime."""
+    since = (now - cap.span - _EPOCH) // _SECOND
+    counted = [c for c in contacts if c > since]
+    if len(counted) < cap.max_contacts:
+        return None
+    counted.sort()
+    return dt.datetime.fromtimestamp(counted[len(counted) - cap.max_contacts], dt.UTC) + cap.span
+
+
+def _contacts_free_at(
+    subscriber: SubscriberView, now: dt.datetime, cap: FrequencyCap
+) -> dt.datetime | None:
+    if not subscriber.recent_contacts:
+        return cap_frees_at_epochs(subscriber.contact_times, now, cap)
+    given = tuple(dt.datetime.fromtimestamp(c, dt.UTC) for c in subscriber.contact_times)
+    return cap_frees_at((*subscriber.recent_contacts, *given), now, cap)
 
 
 def _suppress(reason: Reason, now: dt.datetime, until: dt.datetime | None = None) -> GateDecision:
@@ -295,7 +333,7 @@ def gate(task: GateInput, subscriber: SubscriberView, policy: GatingPolicy) -> G
     reason: Reason | None = None
     cap = policy.frequency_cap
     if cap is not None and task.channel in cap.channels:
-        frees_at = cap_frees_at(subscriber.recent_contacts, now, cap)
+        frees_at = _contacts_free_at(subscriber, now, cap)
         if frees_at is not None:
             if frees_at >= task.expires_at:
                 return _suppress("frequency_cap", now, frees_at)

@@ -178,14 +178,47 @@ def first_fall_back(start: dt.datetime, end: dt.datetime, tz: dt.tzinfo) -> dt.d
     return None
 
 
+_SPANS_PER_KEY = 8
+"""Quiet spans remembered per (windows, zone): a few nights, for streams slightly out of order."""
+_MAX_KEYS = 4096
+"""(windows, zone) pairs remembered; customers' own windows and zones make more of them."""
+_spans: dict[tuple[tuple[QuietWindow, ...], dt.tzinfo], list[tuple[dt.datetime, dt.datetime]]] = {}
+
+
 def next_open_instant(
     instant: dt.datetime, windows: Sequence[QuietWindow], tz: dt.tzinfo
 ) -> dt.datetime | None:
     """The first instant at or after `instant` outside every window (None: quiet all day).
 
     Touching or overlapping windows chain: `21:00-23:00` and `23:00-08:00` end at 08:00.
+
+    Remembers the quiet spans it walked: when `q0` is quiet and opens at `R`, every instant
+    in `[q0, R)` is quiet too and opens at `R`, so a later query inside the span (events
+    come in time order, and most customers share the windows and the zone) is answered
+    without walking. The answer is the walk's, to the microsecond and in UTC.
     """
     current = instant.astimezone(dt.UTC)
+    key = (tuple(windows), tz)
+    spans = _spans.get(key)
+    if spans is not None:
+        for start, opens in spans:
+            if start <= current < opens:
+                return opens
+    found = _walk(current, key[0], tz)
+    if found is not None and found > current:
+        if spans is None:
+            if len(_spans) >= _MAX_KEYS:
+                _spans.clear()
+            spans = _spans[key] = []
+        spans.insert(0, (current, found))
+        del spans[_SPANS_PER_KEY:]
+    return found
+
+
+def _walk(
+    current: dt.datetime, windows: Sequence[QuietWindow], tz: dt.tzinfo
+) -> dt.datetime | None:
+    """`next_open_instant` without the remembered spans (`current` in UTC)."""
     limit = current + _LOOK_AHEAD
     while current <= limit:
         wall = local_wall(current, tz)

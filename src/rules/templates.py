@@ -5,6 +5,7 @@ objects, so a rules file cannot run code through it."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +15,25 @@ PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """Fill `{name}` placeholders from `values`; unknown or odd ones stay as written."""
-    return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
+    parts = _parts(template)
+    if len(parts) == 1:
+        return template
+    shown = list(parts)
+    for i in range(1, len(parts), 2):
+        name = parts[i]
+        value = values.get(name, _MISSING)
+        shown[i] = "{" + name + "}" if value is _MISSING else str(value)
+    return "".join(shown)
+
+
+_MISSING = object()
+
+
+@functools.lru_cache(maxsize=1024)
+def _parts(template: str) -> tuple[str, ...]:
+    """The template split at its placeholders: text, name, text, ..., text (rules are few,
+    so their templates too)."""
+    return tuple(PLACEHOLDER.split(template))
 
 
 def placeholders(template: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from ruamel.yaml import YAML
 
 from moments.models import Channel
 from rules.gating import (
+    FrequencyCap,
     GateDecision,
     GateInput,
     GatingPolicy,
     SubscriberView,
     cap_frees_at,
+    cap_frees_at_epochs,
     describe,
     gate,
     local_zone,
@@ -493,3 +496,50 @@ class TestProperties:
             assert len(counted) < cap.max_contacts
         if decision.action == "defer" and decision.until is not None:
             assert decision.until == decision.deliver_after
+
+
+class TestContactsAsEpochSeconds:
+    """Contacts given as epoch seconds (the state record's form) count as the same instants
+    given as datetimes would."""
+
+    @settings(deadline=None, max_examples=400)
+    @given(
+        now=instants,
+        zone=st.sampled_from([UTC, BERLIN, SHANGHAI, dt.timezone(dt.timedelta(hours=-5))]),
+        ago=st.lists(st.integers(-3600, 9 * 86400), max_size=16),
+        max_contacts=st.integers(1, 5),
+        days=st.integers(1, 7),
+    )
+    def test_the_cap_frees_at_the_same_instant(
+        self, now: dt.datetime, zone: dt.tzinfo, ago: list[int], max_contacts: int, days: int
+    ) -> None:
+        now = now.astimezone(zone)  # the span is taken off in `now`'s own zone, as before
+        cap = FrequencyCap(max_contacts=max_contacts, period=f"{days}d")
+        epochs = [int(now.timestamp()) - seconds for seconds in ago]
+        as_datetimes = [dt.datetime.fromtimestamp(c, UTC) for c in epochs]
+        assert cap_frees_at_epochs(epochs, now, cap) == cap_frees_at(as_datetimes, now, cap)
+        found = cap_frees_at_epochs(epochs, now, cap)
+        assert found is None or found.tzinfo is UTC
+
+    def test_a_contact_within_a_second_of_the_period_start_is_judged_exactly(self) -> None:
+        now = dt.datetime(2026, 11, 23, 10, 0, 0, 500_000, tzinfo=UTC)
+        cap = FrequencyCap(max_contacts=1, period="1d")
+        aged = int((now - dt.timedelta(days=1)).timestamp())  # half a second too old
+        assert cap_frees_at_epochs([aged], now, cap) is None
+        assert cap_frees_at_epochs([aged + 1], now, cap) == dt.datetime(
+            2026, 11, 23, 10, 0, 1, tzinfo=UTC
+        )
+
+    @settings(deadline=None, max_examples=300)
+    @given(case=cases(), split=st.integers(0, 6))
+    def test_gate_decides_the_same_with_either_form(
+        self, case: tuple[GateInput, SubscriberView, GatingPolicy], split: int
+    ) -> None:
+        gate_input, subscriber, policy = case
+        whole = tuple(c.replace(microsecond=0) for c in subscriber.recent_contacts)
+        epochs = tuple(int(c.timestamp()) for c in whole)
+        expected = gate(gate_input, replace(subscriber, recent_contacts=whole), policy)
+        as_epochs = replace(subscriber, recent_contacts=(), contact_times=epochs)
+        assert gate(gate_input, as_epochs, policy) == expected
+        mixed = replace(subscriber, recent_contacts=whole[:split], contact_times=epochs[split:])
+        assert gate(gate_input, mixed, policy) == expected

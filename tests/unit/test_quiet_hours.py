@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rules import quiet_hours
 from rules.quiet_hours import (
     QuietWindow,
     covers_whole_day,
@@ -303,3 +304,63 @@ class TestOffsetChanges:
     def test_a_fixed_offset_never_changes(self) -> None:
         fixed = dt.timezone(dt.timedelta(hours=5, minutes=45))
         assert offset_changes(fixed, 20_000) == ()
+
+
+class TestRememberedSpans:
+    """`next_open_instant` answers from the quiet spans it walked before exactly as the walk."""
+
+    @settings(deadline=None, max_examples=300)
+    @given(
+        pairs=window_pairs,
+        name=st.sampled_from(ZONES),
+        base=st.sampled_from(TRANSITIONS),
+        # Queries cluster around a few instants, so many fall in, at or near a walked span.
+        shifts=st.lists(st.integers(-36, 36), min_size=1, max_size=4).flatmap(
+            lambda hours: st.lists(
+                st.tuples(st.sampled_from(hours), st.integers(-3600, 3600)).map(
+                    lambda pick: pick[0] * 3600 + pick[1]
+                ),
+                min_size=1,
+                max_size=30,
+            )
+        ),
+        micros=st.integers(0, 999_999),
+        in_order=st.booleans(),
+    )
+    def test_matches_the_walk_for_any_sequence_of_queries(
+        self,
+        pairs: list[tuple[int, int]],
+        name: str,
+        base: dt.datetime,
+        shifts: list[int],
+        micros: int,
+        in_order: bool,
+    ) -> None:
+        tz = zoneinfo.ZoneInfo(name)
+        windows = as_windows(pairs)
+        quiet_hours._spans.clear()
+        queries = [
+            base + dt.timedelta(seconds=shift, microseconds=micros)
+            for shift in (sorted(shifts) if in_order else shifts)
+        ]
+        budget = 4 * len(queries)
+        while queries and budget:
+            budget -= 1
+            at = queries.pop(0)
+            expected = quiet_hours._walk(at.astimezone(UTC), windows, tz)
+            opens = next_open_instant(at.astimezone(tz), windows, tz)
+            assert opens == expected
+            assert opens is None or opens.tzinfo is UTC
+            if opens is not None and opens > at:  # a span was walked: ask at its edges too
+                tick = dt.timedelta(microseconds=1)
+                queries[:0] = [at - tick, opens - tick, opens, opens + tick]
+
+    def test_a_query_inside_a_walked_span_is_answered_without_walking(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        windows = [parse_window("21:00-08:00")]
+        quiet_hours._spans.clear()
+        first = next_open_instant(dt.datetime(2026, 11, 23, 22, 0, tzinfo=BERLIN), windows, BERLIN)
+        monkeypatch.setattr(quiet_hours, "_walk", None)  # a walk would now fail
+        later = dt.datetime(2026, 11, 24, 7, 59, 59, tzinfo=BERLIN)
+        assert next_open_instant(later, windows, BERLIN) == first

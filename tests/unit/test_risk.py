@@ -5,9 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from moments.engine import Detector
 from moments.models import Channel, Family, Moment, ServiceTask
-from moments.risk import RiskSignals, apply_risk, raise_by, risk_score
+from moments.risk import RiskSignals, apply_risk, raise_by, risk_score, scored
+from moments.state import SubscriberState
+
+from .rules.helpers import rules_from
 
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
@@ -104,3 +110,90 @@ class TestPriorityRule:
         assert task.priority == 1
         assert task.risk is not None
         assert (task.risk.score, task.risk.priority_raised_by) == (75, 1)
+
+
+class TestDetectorSignals:
+    """The detector counts the competitor-hotline moments fired in the last 30 days,
+    whichever rules make them."""
+
+    def test_hotline_calls_count_every_rule_of_that_moment_type(self) -> None:
+        rules = rules_from(HOTLINE_RULES)
+        by_id = {rule.id: rule for rule in rules.rules}
+        assert rules.tags_by_moment_type["competitor_hotline_call"] == (
+            by_id["hotline_a"].tag,
+            by_id["hotline_b"].tag,
+        )
+        detector = Detector(rules, {})
+        at = int(NOW.timestamp())
+        state = SubscriberState()
+        state.fired = {
+            by_id["hotline_a"].tag: at - 86400,
+            by_id["hotline_b"].tag: at - 30 * 86400,  # just inside the 30 days
+            by_id["other"].tag: at,  # another moment type: not a hotline call
+        }
+        assert detector.risk_signals(state, at).competitor_hotline_calls == 2
+        state.fired[by_id["hotline_b"].tag] -= 1
+        assert detector.risk_signals(state, at).competitor_hotline_calls == 1
+
+
+HOTLINE_RULES = """
+rules:
+  - id: hotline_a
+    description: A competitor's hotline
+    on: [usage]
+    when: {kind: voice}
+    condition: {field: counterparty, in: [10010]}
+    task: &hotline
+      family: anomaly
+      type: competitor_hotline_call
+      channel: manager
+      priority: 1
+      action: retention_call
+      ttl: 72h
+      cooldown: 14d
+      description: "Called a competitor"
+  - id: hotline_b
+    description: Another competitor's hotline
+    on: [usage]
+    when: {kind: voice}
+    condition: {field: counterparty, in: [10000]}
+    task: *hotline
+  - id: other
+    description: Our own hotline
+    on: [usage]
+    when: {kind: voice}
+    condition: {field: counterparty, in: [10086]}
+    task:
+      family: anomaly
+      type: own_hotline_call
+      channel: manager
+      priority: 1
+      action: retention_call
+      ttl: 72h
+      cooldown: 14d
+      description: "Called us"
+"""
+
+
+signals = st.builds(
+    RiskSignals,
+    competitor_hotline_calls=st.integers(0, 4),
+    spend_drop=st.none() | st.sampled_from([0.0, -0.0, 0.1, 0.35, 1.0]),
+    complaints=st.integers(0, 3),
+    contract_days_left=st.none() | st.integers(-5, 100),
+    tenure_days=st.none() | st.integers(0, 800),
+)
+
+
+class TestScoredCache:
+    """`scored` answers from its cache exactly what it computes afresh."""
+
+    @settings(max_examples=300)
+    @given(asked=st.lists(st.tuples(signals, st.integers(1, 5)), min_size=1, max_size=20))
+    def test_cached_answers_are_the_computed_ones(
+        self, asked: list[tuple[RiskSignals, int]]
+    ) -> None:
+        for risk_signals, priority in asked + asked:
+            fresh = scored.__wrapped__(risk_signals, priority)
+            assert scored(risk_signals, priority) == fresh
+            assert scored(risk_signals, priority)[1].model_dump_json() == fresh[1].model_dump_json()
