@@ -25,9 +25,11 @@ A send or defer always has `now <= deliver_after < expires_at`.
 
 Waiting for reactivation: a task on a suspended line that may wait comes back as
 `defer`, reason `suspended`, `until=None`, and `deliver_after` the earliest instant the
-other gates would allow. The dispatch side holds it until a profile update sets the
-line active, then calls `gate` again with `now` = that update's event time (the
-quiet hours and the cap are judged again then), or drops it at `expires_at`.
+other gates would allow. The dispatch side holds it (looking again every 15 minutes)
+until a profile update sets the line active, then sends it through the contact cap and
+capacity, or drops it at `expires_at`. It does not call `gate` again: quiet hours are
+not judged a second time, so a line reactivated at night gets the task at night (a
+known gap: the sink has neither the policy's zones nor the customer's windows).
 """
 
 from __future__ import annotations
