@@ -228,10 +228,15 @@ def measure_latency(
 
 
 def detector_consume(
-    settings: Settings, count: int, workdir: Path, console: Console, latency_s: float = 15.0
+    settings: Settings,
+    count: int,
+    workdir: Path,
+    console: Console,
+    latency_s: float = 15.0,
+    offered: float | None = None,
 ) -> tuple[Measurement, float, Latency | None]:
-    """A worker subprocess over the same topics: (rate, peak RSS in MiB, latency at half
-    the measured rate)."""
+    """A worker subprocess over the same topics: (rate, peak RSS in MiB, latency at
+    `offered` events/s, by default half the measured rate)."""
     port = free_port()
     log_path = workdir / "worker.log"
     proc = start_worker(settings, workdir / "data", port, log_path)
@@ -265,7 +270,8 @@ def detector_consume(
         measured = Measurement(int(seen), elapsed, int(before), cpu)
         latency = None
         if latency_s > 0:
-            latency = measure_latency(settings, port, measured.rate / 2, latency_s, console)
+            rate = offered if offered is not None else measured.rate / 2
+            latency = measure_latency(settings, port, rate, latency_s, console)
         return measured, _peak_rss_mib(proc.pid), latency
     finally:
         stop_worker(proc)
@@ -424,9 +430,15 @@ def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> N
 
 
 def run_bench(
-    count: int, subscribers: int, partitions: int, rules_only: bool = False, workers: int = 1
+    count: int,
+    subscribers: int,
+    partitions: int,
+    rules_only: bool = False,
+    workers: int = 1,
+    offered: float | None = None,
 ) -> int:
-    """`workers` > 1 adds a scale-out run: that many workers in a new group, same events."""
+    """`workers` > 1 adds a scale-out run: that many workers in a new group, same events.
+    `offered`: the latency phase's load (None: half the measured rate)."""
     print_rule_costs(min(count, 100_000), subscribers, load_settings().rules)
     if rules_only:
         return 0
@@ -461,7 +473,9 @@ def run_bench(
         scale = None
         if workers > 1:  # before the single worker, whose latency phase adds events
             scale = scale_out_consume(settings, count, workers, workdir, console)
-        detector, rss, latency = detector_consume(settings, count, workdir, console)
+        detector, rss, latency = detector_consume(
+            settings, count, workdir, console, offered=offered
+        )
     # Broker, Redis and workers have stopped; their logs are kept only when a run fails.
     shutil.rmtree(workdir, ignore_errors=True)
     table = Table(title=f"{count:,} events, {subscribers:,} subscribers, {partitions} partitions")
@@ -484,7 +498,8 @@ def run_bench(
     if latency is not None:
         Console().print(
             f"event-to-task latency at {latency.offered_rate:,.0f} events/s offered "
-            f"(half the measured rate), {latency.tasks} tasks: "
+            f"({'as asked' if offered is not None else 'half the measured rate'}), "
+            f"{latency.tasks} tasks: "
             f"p50 {latency.p50 * 1000:.0f} ms, p99 {latency.p99 * 1000:.0f} ms"
         )
     if scale is not None:

@@ -279,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                   moments bench --events 50000 --subscribers 5000
                   moments bench --rules-only                 # rule cost and state size only
                   moments bench --partitions 8 --workers 2   # and two workers against one
+                  moments bench --offered 8000           # latency at 8,000 events/s
                   MOMENTS_RULES=my-rules/ moments bench  # the cost of your own catalog
                 """,
         _cmd_bench,
@@ -297,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rules-only",
         action="store_true",
         help="only the in-process part: rule cost per event and state bytes (no broker)",
+    )
+    b.add_argument(
+        "--offered",
+        type=_positive_rate,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="load at which latency is measured (default: half the measured rate); a fixed "
+        "rate compares two versions or machines at the same load",
     )
 
     p = _parser(
@@ -559,6 +568,16 @@ MIN_BENCH_EVENTS = 50_000
 than this are mostly done before the clock starts."""
 
 
+def _positive_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events per second") from None
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"{text} events/s: give a rate above 0, e.g. 8000")
+    return rate
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from moments.bench import run_bench
 
@@ -578,7 +597,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
         return 2
     return run_bench(
-        args.events, args.subscribers, args.partitions, args.rules_only, workers=args.workers
+        args.events,
+        args.subscribers,
+        args.partitions,
+        args.rules_only,
+        workers=args.workers,
+        offered=args.offered,
     )
 
 
