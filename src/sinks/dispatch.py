@@ -48,7 +48,11 @@ class Payloads:
 
     A task's bytes went out up to four times (claim, merge, park, publish), each costing
     a serialisation and the bytes on the wire. Tasks are keyed by identity, not id: a
-    merged or re-deferred task is a new object with the same id and other bytes."""
+    merged or re-deferred task is a new object with the same id and other bytes.
+
+    The batch loop, outcome retries and the release timer share one sink and interleave:
+    one flow's `clear` only costs another a second serialisation, and since `stored` is
+    checked by identity it never answers b"" for an object that was not stored."""
 
     def __init__(self) -> None:
         self._bytes: dict[int, tuple[ServiceTask, bytes]] = {}
