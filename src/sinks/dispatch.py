@@ -210,9 +210,12 @@ class TaskSink:
         stale = await self._redis(
             lambda: self.ledger.claim_stale(older_than), "reading pending tasks"
         )
+        groups = await self._redis(
+            lambda: self.ledger.group_many([task_id for task_id, _ in stale]),
+            "reading merge groups",
+        )
         candidates = []
-        for task_id, payload in stale:
-            members = await self._group(task_id)
+        for (task_id, payload), members in zip(stale, groups, strict=True):
             if (c := self._candidate(task_id, [payload, *members])) is not None:
                 candidates.append(c)
         if candidates:
@@ -220,9 +223,6 @@ class TaskSink:
             self.metrics.pending_redriven.inc(len(candidates))
             await self._decide(candidates)
         return len(candidates)
-
-    async def _group(self, task_id: str) -> list[bytes]:
-        return await self._redis(lambda: self.ledger.group(task_id), "reading merge groups")
 
     async def release_due(self, now: float | None = None) -> int:
         """Take the deferred tasks due by `now` (default: the clock) and send (or drop) them."""

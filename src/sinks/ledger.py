@@ -45,13 +45,19 @@ return 0
 """
 
 # Re-score an entry only if it is still stale, so exactly one worker claims it.
+# K: task; A: id; S: cutoff, now; SK: pending. The entry's value when this caller
+# claimed it; false when it is no longer stale (another worker took it) or no longer
+# pending (expired or settled meanwhile: then it leaves the index).
 _CLAIM_STALE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) <= tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
+local score = redis.call('ZSCORE', SK[1], A[1])
+if not score or tonumber(score) > tonumber(S[1]) then return false end
+local v = redis.call('GET', K[1])
+if not v or string.sub(v, 1, 1) ~= 'P' then
+  redis.call('ZREM', SK[1], A[1])
+  return false
 end
-return 0
+redis.call('ZADD', SK[1], S[2], A[1])
+return v
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
@@ -66,6 +72,10 @@ redis.call('DEL', K[2])
 if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 return 1
 """
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def state_of(value: bytes | None) -> str | None:
@@ -90,7 +100,7 @@ class TaskLedger:
         self.ttl = ttl_seconds
         self.pending_key = f"{prefix}pending"
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
-        self._claim_stale = redis.register_script(_CLAIM_STALE)
+        self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=3, args=4)
 
     def key(self, task_id: str) -> str:
@@ -151,25 +161,17 @@ class TaskLedger:
         await self._settle.run(calls, shared_keys=(self.pending_key,))
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
-        """Pending entries older than `older_than` seconds, claimed by this caller."""
+        """Pending entries older than `older_than` seconds, claimed by this caller (one
+        script call for all of them), with their payloads."""
         now = time.time()
         cutoff = now - older_than
         ids: list[Any] = await self.redis.zrangebyscore(
             self.pending_key, "-inf", cutoff, start=0, num=limit
         )
-        claimed: list[tuple[str, bytes]] = []
-        for raw_id in ids:
-            task_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            ok = await self._claim_stale(keys=[self.pending_key], args=[task_id, cutoff, now])
-            if not ok:
-                continue
-            value = await self.get(task_id)
-            if value is None or not value.startswith(PENDING):
-                # Expired, or settled by another worker meanwhile: nothing to re-drive.
-                await self.redis.zrem(self.pending_key, task_id)
-                continue
-            claimed.append((task_id, value[1:]))
-        return claimed
+        task_ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        calls = [((self.key(i),), (i,)) for i in task_ids]
+        values = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
+        return [(i, _as_bytes(v)[1:]) for i, v in zip(task_ids, values, strict=True) if v]
 
     async def get(self, task_id: str) -> bytes | None:
         value: bytes | str | None = await self.redis.get(self.key(task_id))
@@ -177,8 +179,16 @@ class TaskLedger:
 
     async def group(self, task_id: str) -> list[bytes]:
         """Payloads merged into `task_id` while it waited."""
-        raw: list[Any] = await self.redis.lrange(self.group_key(task_id), 0, -1)
-        return [r if isinstance(r, bytes) else str(r).encode() for r in raw]
+        return (await self.group_many([task_id]))[0]
+
+    async def group_many(self, task_ids: Sequence[str]) -> list[list[bytes]]:
+        """`group` for each task id, in one pipeline."""
+        if not task_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.lrange(self.group_key(task_id), 0, -1)
+        return [[_as_bytes(r) for r in raw] for raw in await pipe.execute()]
 
     async def body(self, task_id: str) -> bytes | None:
         """A sent task's payload, while `confirm` keeps it (None when gone)."""

@@ -116,6 +116,9 @@ class MemoryLedger:
             return []
         return list(self.group_members.get(task_id, []))
 
+    async def group_many(self, task_ids: Sequence[str]) -> list[list[bytes]]:
+        return [await self.group(task_id) for task_id in task_ids]
+
     def add_to_group(self, carrier_id: str, payload: bytes) -> None:
         """RPUSH and EXPIRE (the ledger's ttl) on the carrier's group."""
         if self._live(self.groups, carrier_id) is None:

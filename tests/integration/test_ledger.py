@@ -56,6 +56,16 @@ class TestClaimStale:
         assert first == [("a", b'{"task_id": "a"}')]
         assert second == []  # re-scored by the first claimer
 
+    async def test_many_stale_entries_in_one_call_and_a_vanished_one_leaves_the_index(
+        self, ledger: TaskLedger
+    ) -> None:
+        await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
+        await ledger.redis.delete(ledger.key("b"))  # expired while pending
+        claimed = await ledger.claim_stale(older_than=0)
+        assert sorted(claimed) == [("a", b"A"), ("c", b"C")]
+        assert await ledger.pending_count() == 2  # b is gone from the index too
+        assert await ledger.claim_stale(older_than=0.5) == []  # just re-scored: not stale
+
     async def test_confirmed_entry_is_not_redriven(self, ledger: TaskLedger) -> None:
         await ledger.claim([("a", b"{}")])
         await ledger.redis.set(ledger.key("a"), b"S")  # confirmed, index not yet cleaned

@@ -131,6 +131,15 @@ class TestDeferrals:
         assert await deferral.park_many([Parking("a", "s1", b"", release + 60, 1800)]) == [True]
         assert await ledger.get("a") == b"DA"  # parked again: still the payload it had
 
+    async def test_group_many_is_group_per_task(self, stores: DispatchStores) -> None:
+        ledger, deferral = stores.ledger, stores.deferral
+        release = time.time() + 3600
+        await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C"), ("x", b"X")])
+        await deferral.park_many([Parking("a", "s1", b"", release, 1800)])
+        assert await deferral.join_many([("b", "s1", b""), ("c", "s1", b"C2")]) == ["a", "a"]
+        assert await ledger.group_many(["a", "x", "missing"]) == [[b"B", b"C2"], [], []]
+        assert await ledger.group_many([]) == []
+
     async def test_confirm_keeps_bodies_only_where_given(self, stores: DispatchStores) -> None:
         ledger = stores.ledger
         await ledger.claim([("a", b"A"), ("b", b"B")])
