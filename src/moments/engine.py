@@ -30,7 +30,7 @@ from moments.state import MAX_OPEN, SubscriberState
 from moments.taskbuilder import build_task
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
-from rules.gating import GateInput, SubscriberView, gate
+from rules.gating import GateInput, SubscriberView, gate, quiet_hours_kept
 from rules.rule import CompiledRule
 from rules.special_days import due_now, evaluation_instant, special_days_due
 from rules.windows import local_date, window_end, window_index, zone
@@ -397,7 +397,8 @@ class Detector:
         gate_input = GateInput(
             spec.channel.value, priority, spec.purpose, triggered, expires, deliver_after
         )
-        decision = gate(gate_input, subscriber_view(state), policy)
+        view = subscriber_view(state)
+        decision = gate(gate_input, view, policy)
         if decision.action == "suppress":
             result.suppressed[(spec.moment_type, decision.reason or "gated")] += 1
             return
@@ -405,7 +406,11 @@ class Detector:
         if decision.action == "defer":
             reason = decision.reason or "deferred"
             until = decision.until or expires  # a suspended line: at most until expiry
-            deferred = Deferral(reason=reason, until=until)
+            if reason == "suspended":  # dispatch judges quiet hours again on reactivation
+                zone, quiet = quiet_hours_kept(spec.channel.value, view, policy)
+                deferred = Deferral(reason=reason, until=until, zone=zone, quiet_hours=quiet)
+            else:
+                deferred = Deferral(reason=reason, until=until)
             deliver_after = decision.deliver_after
             result.deferred[reason] += 1
         region = event.region if event is not None and event.region else None

@@ -190,6 +190,22 @@ class Deferral(BaseModel):
 
     reason: str
     until: AwareDatetime
+    # Both left out of the JSON when empty: only a task waiting for a suspended line has them.
+    zone: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        max_length=64,
+        description="Waiting for a suspended line: the zone (IANA name, or a UTC offset "
+        "such as +08:00) whose wall clock the quiet hours are read in when the line is "
+        "active again",
+    )
+    quiet_hours: list[str] = Field(
+        default_factory=list,
+        exclude_if=lambda v: not v,
+        max_length=16,
+        description="Waiting for a suspended line: the quiet hours (HH:MM-HH:MM) that still "
+        "hold back the task once the line is active again",
+    )
 
 
 class RelatedMoment(BaseModel):

@@ -25,11 +25,11 @@ A send or defer always has `now <= deliver_after < expires_at`.
 
 Waiting for reactivation: a task on a suspended line that may wait comes back as
 `defer`, reason `suspended`, `until=None`, and `deliver_after` the earliest instant the
-other gates would allow. The dispatch side holds it (looking again every 15 minutes)
-until a profile update sets the line active, then sends it through the contact cap and
-capacity, or drops it at `expires_at`. It does not call `gate` again: quiet hours are
-not judged a second time, so a line reactivated at night gets the task at night (a
-known gap: the sink has neither the policy's zones nor the customer's windows).
+other gates would allow. Its deferral carries the zone and quiet hours used here
+(`quiet_hours_kept`), since dispatch has neither the policy nor the customer: dispatch
+holds the task (looking again every 15 minutes) until a profile update sets the line
+active, then judges those quiet hours at that moment (`open_after_quiet`) and waits for
+their end, and applies the contact cap and capacity; it drops the task at `expires_at`.
 """
 
 from __future__ import annotations
@@ -355,6 +355,54 @@ def gate(task: GateInput, subscriber: SubscriberView, policy: GatingPolicy) -> G
     if reason is None:
         return GateDecision("send", now)
     return GateDecision("defer", earliest, reason, earliest)
+
+
+def quiet_hours_kept(
+    channel: str, subscriber: SubscriberView, policy: GatingPolicy
+) -> tuple[str | None, list[str]]:
+    """What a task waiting for a suspended line carries, so dispatch can judge quiet
+    hours again when the line is active (it knows neither the policy nor the customer):
+    the zone's label and the windows, or (None, []) when the channel has no quiet hours."""
+    if channel not in policy.quiet_hours_channels:
+        return None, []
+    tz = local_zone(subscriber, policy)
+    return zone_label(tz), [str(w) for w in quiet_windows(subscriber, policy)]
+
+
+def zone_label(tz: dt.tzinfo) -> str:
+    """An IANA zone's name, or a fixed offset as +HH:MM (a roaming UTC offset)."""
+    if isinstance(tz, zoneinfo.ZoneInfo):
+        return tz.key
+    offset = tz.utcoffset(None) or dt.timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def zone_of_label(label: str) -> dt.tzinfo | None:
+    """`zone_label` read back; None for a label that is neither."""
+    if label[:1] in "+-" and len(label) == 6 and label[3] == ":":
+        try:
+            hours, minutes = int(label[1:3]), int(label[4:6])
+        except ValueError:
+            return None
+        sign = -1 if label[0] == "-" else 1
+        return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+    return _zone(label)
+
+
+def open_after_quiet(
+    instant: dt.datetime, zone: str | None, windows: Sequence[str]
+) -> dt.datetime | None:
+    """The first instant from `instant` outside the kept quiet hours (`instant` itself
+    when none are kept; None when they cover the whole day)."""
+    if zone is None or not windows:
+        return instant
+    tz = zone_of_label(zone)
+    parsed = tuple(w for w in (lenient_window(text) for text in windows) if w is not None)
+    if tz is None or not parsed:
+        return instant
+    return next_open_instant(instant, parsed, tz)
 
 
 def describe(policy: GatingPolicy) -> list[str]:

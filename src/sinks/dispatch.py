@@ -24,6 +24,7 @@ import orjson
 from pydantic import ValidationError
 
 from moments.models import Deferral, ServiceTask
+from rules.gating import open_after_quiet
 from sinks.base import Headers, Producer, produce_all
 from sinks.capacity import CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, merge_tasks
@@ -505,11 +506,23 @@ class TaskSink:
         self, task: ServiceTask, now: float, facts: dict[str, SubscriberFacts], w: _Writes
     ) -> bool:
         """Gating deferred this task for a suspended line: it waits (checked again every
-        `SUSPENDED_POLL_S`) until a profile update says the line is active, or expires."""
-        if task.deferred is None or task.deferred.reason != "suspended":
+        `SUSPENDED_POLL_S`) until a profile update says the line is active, or expires.
+        Once active, the quiet hours the task carries hold it back again (gating judged
+        them when the task was made, not now)."""
+        deferred = task.deferred
+        if deferred is None or deferred.reason != "suspended":
             return False
         if reactivated(task, facts[task.subscriber_id]):
-            return False
+            at = dt.datetime.fromtimestamp(now, dt.UTC)
+            opens = open_after_quiet(at, deferred.zone, deferred.quiet_hours)
+            if opens is not None and opens <= at:
+                return False
+            if opens is not None and opens < task.expires_at:
+                w.park(task, opens.timestamp(), "quiet_hours")
+            else:  # quiet until it expires, as gating says of a task it makes
+                self._suppressed(task, SuppressReason.EXPIRED.value)
+                w.drops.append((task.task_id, SuppressReason.EXPIRED.value))
+            return True
         again = now + SUSPENDED_POLL_S
         if again < task.expires_at.timestamp():
             w.park(task, again, "suspended", count=False)

@@ -27,8 +27,13 @@ from rules.gating import (
     describe,
     gate,
     local_zone,
+    open_after_quiet,
+    quiet_hours_kept,
+    quiet_windows,
+    zone_label,
+    zone_of_label,
 )
-from rules.quiet_hours import covers_whole_day, parse_window
+from rules.quiet_hours import covers_whole_day, next_open_instant, parse_window
 
 UTC = dt.UTC
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -302,7 +307,7 @@ class TestSuspended:
         assert decision.action == "suppress"
 
     def test_regated_after_reactivation_it_is_sent(self) -> None:
-        """The dispatch side calls gate again with the reactivation's event time."""
+        """Gated again at the reactivation's time, the same task would be sent."""
         triggered = at(2026, 11, 23, 10, 0)
         held = gate(task(triggered), SubscriberView(status="suspended"), POLICY)
         assert held.action == "defer"
@@ -312,6 +317,60 @@ class TestSuspended:
         assert gate(again, SubscriberView(status="active"), POLICY) == GateDecision(
             "send", reactivated
         )
+
+
+class TestQuietHoursKeptForReactivation:
+    """A task waiting for a suspended line carries its quiet hours: dispatch, which knows
+    neither the policy nor the customer, judges them again when the line is active."""
+
+    def test_the_zone_and_windows_gating_would_use(self) -> None:
+        view = SubscriberView(
+            timezone="Asia/Shanghai", quiet_hours=("12:30-13:30",), status="suspended"
+        )
+        zone, windows = quiet_hours_kept("sms", view, POLICY)
+        assert zone == "Asia/Shanghai"
+        assert windows == [str(w) for w in POLICY.windows] + ["12:30-13:30"]
+        roaming = replace(view, roaming_utc_offset_minutes=-330)
+        assert quiet_hours_kept("sms", roaming, POLICY)[0] == "-05:30"
+
+    def test_a_channel_without_quiet_hours_keeps_none(self) -> None:
+        policy = GatingPolicy.model_validate({"quiet_hours_channels": ["sms"]})
+        assert quiet_hours_kept("manager", SubscriberView(), policy) == (None, [])
+
+    @pytest.mark.parametrize("minutes", [0, 330, -330, 14 * 60, -12 * 60, 45])
+    def test_offset_labels_read_back(self, minutes: int) -> None:
+        tz = dt.timezone(dt.timedelta(minutes=minutes))
+        back = zone_of_label(zone_label(tz))
+        assert back is not None
+        assert back.utcoffset(None) == tz.utcoffset(None)
+        assert zone_of_label(zone_label(BERLIN)) == BERLIN
+        assert zone_of_label("Not/AZone") is None
+
+    @given(
+        st.datetimes(
+            min_value=dt.datetime(2026, 1, 1),
+            max_value=dt.datetime(2027, 12, 31),
+            timezones=st.just(UTC),
+        ),
+        st.sampled_from(["Asia/Shanghai", "Europe/Berlin", "America/New_York", None]),
+        st.sampled_from([(), ("12:30-13:30",), ("22:00-07:00", "06:00-09:00")]),
+        st.sampled_from([None, 330, -600]),
+    )
+    def test_reading_them_back_gives_gating_s_answer(
+        self,
+        instant: dt.datetime,
+        timezone: str | None,
+        own: tuple[str, ...],
+        offset: int | None,
+    ) -> None:
+        view = SubscriberView(timezone=timezone, quiet_hours=own, roaming_utc_offset_minutes=offset)
+        zone, windows = quiet_hours_kept("sms", view, POLICY)
+        expected = next_open_instant(instant, quiet_windows(view, POLICY), local_zone(view, POLICY))
+        assert open_after_quiet(instant, zone, windows) == expected
+
+    def test_nothing_kept_means_open_now(self) -> None:
+        now = at(2026, 11, 23, 23, 0)
+        assert open_after_quiet(now, None, []) == now
 
 
 class TestFrequencyCap:

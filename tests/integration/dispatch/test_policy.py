@@ -157,6 +157,53 @@ class TestDeferral:
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["deferred"]["reason"]) == ("s1", "suspended")
 
+    async def test_a_line_active_again_inside_its_quiet_hours_waits_for_them_to_end(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Gating judged the quiet hours when it made the task; the task carries them, and
+        dispatch judges them again when the line is active: it waits for the window to
+        end, or is dropped as expired when the window outlasts it."""
+        w = make_worker()
+        soon = NOW + HOUR
+        check = soon + dt.timedelta(seconds=901)  # the poll after reactivation
+        start = (check - HOUR).strftime("%H:%M")
+        end = (check + 2 * HOUR).strftime("%H:%M")
+        quiet = {"zone": "+00:00", "quiet_hours": [f"{start}-{end}"]}
+        waits = task("q1", sub="13200000001", deliver_after=soon, deferred="suspended")
+        lapses = task(
+            "q2",
+            sub="13200000002",
+            deliver_after=soon,
+            deferred="suspended",
+            expires_at=check + HOUR,
+        )
+        for t in (waits, lapses):
+            assert t.deferred is not None
+            w.sink.add(t.model_copy(update={"deferred": t.deferred.model_copy(update=quiet)}))
+        await w.sink.flush()
+        assert await w.sink.release_due(now=soon.timestamp() + 1) == 2  # still suspended
+        await w.sink.facts.record(
+            [
+                ProfileEvent(
+                    event_id=f"p{n}",
+                    subscriber_id=sub,
+                    occurred_at=soon + dt.timedelta(minutes=5),
+                    status="active",
+                )
+                for n, sub in enumerate(("13200000001", "13200000002"))
+            ]
+        )
+        assert await w.sink.release_due(now=check.timestamp()) == 2
+        assert [await w.ledger.state(i) for i in ("q1", "q2")] == ["deferred", "dropped"]
+        opens = dt.datetime.combine(
+            (check + 2 * HOUR).date(), dt.time.fromisoformat(end), tzinfo=dt.UTC
+        )
+        assert await w.sink.deferral.due_at("q1") == opens.timestamp()
+        assert await published(w.settings, 0) == []
+        assert await w.sink.release_due(now=opens.timestamp() + 1) == 1
+        [out] = await published(w.settings, 1)
+        assert out["task_id"] == "q1"
+
 
 def _dedup() -> dict[str, str]:
     return {"moment_type": "first_international_roaming", "reason": "dedup"}
@@ -269,7 +316,9 @@ class TestContactAndMerge:
         assert w.sample("moments_tasks_deferred_total", reason="merge_window") == 2
         [sms] = await published(w.settings, 1)
         assert sms["task_id"] == "s1"
-        assert await w.sink.release_due(now=(NOW + 31 * dt.timedelta(minutes=1)).timestamp()) == 2
+        # Held for the window from when they were sent (the wall clock), not from NOW.
+        later = dt.datetime.now(dt.UTC) + 31 * dt.timedelta(minutes=1)
+        assert await w.sink.release_due(now=later.timestamp()) == 2
         out = {t["task_id"]: t for t in await published(w.settings, 3)}
         assert sorted(out) == ["c1", "h1", "s1"]
         h1 = out["h1"]

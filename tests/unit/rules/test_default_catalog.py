@@ -321,6 +321,14 @@ class TestDoNotDisturb:
         assert types(tasks) == ["service_failure"]
         assert tasks[0].deferred is not None
         assert tasks[0].deferred.reason == "suspended"
+        # What dispatch judges again once the line is active: the zone and quiet hours
+        # gating used (the catalog's own for this customer, who set none).
+        catalog_windows = [str(w) for w in CATALOG.gating.windows]
+        assert tasks[0].channel in CATALOG.gating.quiet_hours_channels
+        assert (tasks[0].deferred.zone, tasks[0].deferred.quiet_hours) == (
+            CATALOG.gating.zone.key,
+            catalog_windows,
+        )
 
 
 def test_no_activity_is_not_reported_once_the_subscriber_is_back() -> None:
