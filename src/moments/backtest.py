@@ -300,7 +300,7 @@ class Backtest:
         i = start
         while i < len(facts) and (at := facts[i].occurred_at.timestamp()) <= until:
             await self._advance(at)
-            await self.sink.facts.record(facts[i : i + 1])
+            await self.sink.record_facts(facts[i : i + 1])
             i += 1
         return i
 

@@ -197,13 +197,7 @@ class Runtime:
         if self.tasks is None or self.dead_letters is None:
             raise RuntimeError("the runtime is not started")
         if result.facts:
-            sink = self.tasks
-            await with_retry(
-                lambda: sink.facts.record(result.facts),
-                Dependency.REDIS,
-                self.metrics,
-                "recording facts for waiting tasks",
-            )
+            await self.tasks.record_facts(result.facts)
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
         for task in result.tasks:

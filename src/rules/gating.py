@@ -27,9 +27,9 @@ Waiting for reactivation: a task on a suspended line that may wait comes back as
 `defer`, reason `suspended`, `until=None`, and `deliver_after` the earliest instant the
 other gates would allow. Its deferral carries the zone and quiet hours used here
 (`quiet_hours_kept`), since dispatch has neither the policy nor the customer: dispatch
-holds the task (looking again every 15 minutes) until a profile update sets the line
-active, then judges those quiet hours at that moment (`open_after_quiet`) and waits for
-their end, and applies the contact cap and capacity; it drops the task at `expires_at`.
+holds the task until a profile update sets the line active (which makes it due at
+once), then judges those quiet hours at that moment (`open_after_quiet`), waits for
+their end and applies the contact cap and capacity; it drops the task at `expires_at`.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from sinks.ledger import TaskLedger
 from sinks.luabatch import BatchScript
 from sinks.stores import Parking, Released
 
-# K: task, open; A: id, payload ('' keeps the one stored), release_at, window_ms;
-# S: task prefix; SK: pending, deferred
+# K: task, open, line; A: id, payload ('' keeps the one stored), release_at, window_ms,
+# '1' when it waits for a suspended line; S: task prefix, ttl; SK: pending, deferred
 _PARK = """
 local v = redis.call('GET', K[1])
 if not v then return 0 end
@@ -44,7 +44,26 @@ if carrier then
   open = cv and string.sub(cv, 1, 1) == 'D'
 end
 if not open then redis.call('SET', K[2], A[1], 'PX', A[4]) end
+if A[5] == '1' then
+  redis.call('SADD', K[3], A[1])
+  redis.call('EXPIRE', K[3], S[2])
+end
 return 1
+"""
+
+# K: line; S: now; SK: deferred. The line's waiting tasks still in the queue, due now.
+_WAKE = """
+local ids = redis.call('SMEMBERS', K[1])
+redis.call('DEL', K[1])
+local n = 0
+for _, id in ipairs(ids) do
+  local score = redis.call('ZSCORE', SK[1], id)
+  if score and tonumber(score) > tonumber(S[1]) then
+    redis.call('ZADD', SK[1], S[1], id)
+    n = n + 1
+  end
+end
+return n
 """
 
 # K: task, open; A: id, payload ('' takes the one claimed); S: task prefix, group prefix,
@@ -97,12 +116,17 @@ class DeferralQueue:
         self.ledger = ledger
         self.prefix = ledger.prefix
         self.key = f"{ledger.prefix}deferred"
-        self._park = BatchScript(redis, _PARK, keys=2, args=4)
+        self._park = BatchScript(redis, _PARK, keys=3, args=5)
+        self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
         self._join = BatchScript(redis, _JOIN, keys=2, args=2)
         self._release = redis.register_script(_RELEASE)
 
     def open_key(self, subscriber_id: str) -> str:
         return f"{self.prefix}open:{subscriber_id}"
+
+    def line_key(self, subscriber_id: str) -> str:
+        """The tasks waiting for this subscriber's suspended line to be active again."""
+        return f"{self.prefix}line:{subscriber_id}"
 
     async def park(
         self,
@@ -124,18 +148,24 @@ class DeferralQueue:
             return []
         calls = [
             (
-                (self.ledger.key(item.task_id), self.open_key(item.subscriber_id)),
+                (
+                    self.ledger.key(item.task_id),
+                    self.open_key(item.subscriber_id),
+                    self.line_key(item.subscriber_id),
+                ),
                 (
                     item.task_id,
                     item.payload,
                     item.release_at,
                     max(1, int(item.merge_window_s * 1000)),
+                    "1" if item.waits_for_line else "",
                 ),
             )
             for item in items
         ]
         shared_keys = (self.ledger.pending_key, self.key)
-        parked = await self._park.run(calls, (f"{self.prefix}task:",), shared_keys)
+        shared = (f"{self.prefix}task:", self.ledger.ttl)
+        parked = await self._park.run(calls, shared, shared_keys)
         return [bool(ok) for ok in parked]
 
     async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None:
@@ -157,6 +187,12 @@ class DeferralQueue:
         shared = (f"{self.prefix}task:", f"{self.prefix}group:", self.ledger.ttl)
         carriers = await self._join.run(calls, shared, (self.ledger.pending_key,))
         return [None if c is None else _bytes(c).decode() for c in carriers]
+
+    async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:
+        calls = [((self.line_key(sub),), ("",)) for sub in dict.fromkeys(subscriber_ids)]
+        if not calls:
+            return 0
+        return sum(int(n) for n in await self._wake.run(calls, (now,), (self.key,)))
 
     async def release(self, now: float | None = None, limit: int = 500) -> list[Released]:
         """Take the tasks due by `now`; each goes to exactly one caller."""

@@ -23,7 +23,7 @@ from typing import TypeVar
 import orjson
 from pydantic import ValidationError
 
-from moments.models import Deferral, ServiceTask
+from moments.models import Deferral, InputEvent, ProfileEvent, ServiceTask
 from rules.gating import open_after_quiet
 from sinks.base import Headers, Producer, produce_all
 from sinks.capacity import CapacityLimiter, Slot, next_day_start
@@ -202,6 +202,21 @@ class TaskSink:
             await self._decide(candidates)
         finally:
             self._payloads.clear()
+
+    async def record_facts(self, events: Sequence[InputEvent]) -> None:
+        """Record the facts a waiting task is checked against, and make the tasks of lines
+        these events reactivate due now (not at their next 15-minute look)."""
+        await self._redis(lambda: self.facts.record(events), "recording facts")
+        lines = [
+            e.subscriber_id for e in events if isinstance(e, ProfileEvent) and e.status == "active"
+        ]
+        if lines:
+            now = self.clock()
+            woken = await self._redis(
+                lambda: self.deferral.wake(lines, now), "waking tasks of reactivated lines"
+            )
+            if woken:
+                log.info("%d task(s) of reactivated line(s) due now", woken)
 
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose
@@ -445,7 +460,9 @@ class TaskSink:
             task = task.model_copy(update={"deferred": Deferral(reason=p.reason, until=until)})
         window = self.policy.merge.window.total_seconds()
         payload = self._payloads.unless_stored(task)
-        return Parking(task.task_id, task.subscriber_id, payload, p.release_at, window), task
+        waits = p.reason == "suspended"
+        parking = Parking(task.task_id, task.subscriber_id, payload, p.release_at, window, waits)
+        return parking, task
 
     async def _within_capacity(
         self, tasks: Sequence[ServiceTask], now: float

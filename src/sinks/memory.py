@@ -148,6 +148,7 @@ class MemoryDeferrals:
         self.scores: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self.open: dict[str, tuple[str, float]] = {}  # subscriber -> (carrier, expires at)
+        self.lines: dict[str, set[str]] = {}  # subscriber -> tasks its suspended line holds
 
     def _open_carrier(self, subscriber_id: str) -> str | None:
         item = self.open.get(subscriber_id)
@@ -184,10 +185,26 @@ class MemoryDeferrals:
         return True
 
     async def park_many(self, items: Sequence[Parking]) -> list[bool]:
-        return [
-            await self.park(i.task_id, i.subscriber_id, i.payload, i.release_at, i.merge_window_s)
-            for i in items
-        ]
+        out = []
+        for i in items:
+            ok = await self.park(
+                i.task_id, i.subscriber_id, i.payload, i.release_at, i.merge_window_s
+            )
+            if ok and i.waits_for_line:
+                self.lines.setdefault(i.subscriber_id, set()).add(i.task_id)
+            out.append(ok)
+        return out
+
+    async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:
+        woken = 0
+        for sub in dict.fromkeys(subscriber_ids):
+            for task_id in sorted(self.lines.pop(sub, ())):
+                score = self.scores.get(task_id)
+                if score is not None and score > now:
+                    self.scores[task_id] = now
+                    heapq.heappush(self._heap, (now, task_id))
+                    woken += 1
+        return woken
 
     async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
         return [await self.join(t, s, p) for t, s, p in items]

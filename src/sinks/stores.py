@@ -42,6 +42,9 @@ class Parking:
     payload: bytes
     release_at: float
     merge_window_s: float
+    waits_for_line: bool = False
+    """Waiting for a suspended line: indexed by subscriber, so `wake` finds it when the
+    line is active again."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,11 @@ class Deferrals(Protocol):
         ...
 
     async def release(self, now: float, limit: int = 500) -> list[Released]: ...
+
+    async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:
+        """Make the tasks these subscribers' suspended lines held (`waits_for_line`) due
+        now, so the next release decides them; returns how many."""
+        ...
 
     async def waiting(self) -> int: ...
 

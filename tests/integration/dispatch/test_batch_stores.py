@@ -131,6 +131,29 @@ class TestDeferrals:
         assert await deferral.park_many([Parking("a", "s1", b"", release + 60, 1800)]) == [True]
         assert await ledger.get("a") == b"DA"  # parked again: still the payload it had
 
+    async def test_wake_makes_a_reactivated_line_s_tasks_due_now(
+        self, stores: DispatchStores
+    ) -> None:
+        ledger, deferral = stores.ledger, stores.deferral
+        now = time.time()
+        later = now + 900
+        await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C"), ("d", b"D")])
+        await deferral.park_many(
+            [
+                Parking("a", "s1", b"", later, 1800, waits_for_line=True),
+                Parking("b", "s1", b"", later, 1800),  # waits for something else
+                Parking("c", "s2", b"", later, 1800, waits_for_line=True),
+                Parking("d", "s3", b"", now - 1, 1800, waits_for_line=True),  # due already
+            ]
+        )
+        assert await deferral.wake(["s1", "s1", "s3", "s9"], now) == 1
+        assert [await deferral.due_at(t) for t in "abcd"] == [now, later, later, now - 1]
+        assert await deferral.wake(["s1"], now) == 0  # woken once
+        released = await deferral.release(now)
+        assert sorted(r.task_id for r in released) == ["a", "d"]
+        assert await deferral.wake(["s2"], later + 1) == 0  # its own time came first
+        assert await deferral.wake([], now) == 0
+
     async def test_group_many_is_group_per_task(self, stores: DispatchStores) -> None:
         ledger, deferral = stores.ledger, stores.deferral
         release = time.time() + 3600

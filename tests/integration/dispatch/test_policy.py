@@ -157,6 +157,28 @@ class TestDeferral:
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["deferred"]["reason"]) == ("s1", "suspended")
 
+    async def test_a_reactivation_makes_the_waiting_task_due_at_once(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The profile update that reactivates a line wakes its waiting task: it goes at
+        the next release, not at the next 15-minute look."""
+        w = make_worker()
+        held = task("r1", sub="13300000001", deferred="suspended")
+        w.sink.add(held)
+        await w.sink.flush()  # still suspended: parked until its next look, 15 min on
+        assert await w.ledger.state("r1") == "deferred"
+        assert await w.sink.release_due() == 0
+        active = ProfileEvent(
+            event_id="p-r1",
+            subscriber_id="13300000001",
+            occurred_at=dt.datetime.now(dt.UTC),
+            status="active",
+        )
+        await w.sink.record_facts([active])
+        assert await w.sink.release_due() == 1
+        [out] = await published(w.settings, 1)
+        assert out["task_id"] == "r1"
+
     async def test_a_line_active_again_inside_its_quiet_hours_waits_for_them_to_end(
         self, make_worker: MakeWorker
     ) -> None:
