@@ -115,23 +115,27 @@ class FaustTableStore:
         data = self.table.data
         cache = self.cache
         out: list[ChangelogRecord] = []
+        by_partition: dict[int, list[tuple[str, SubscriberState | None]]] = {}
         for sub, change in changes.items():
-            key = sub.encode()
-            event = self._stand_ins.get(change.partition)
+            by_partition.setdefault(change.partition, []).append((sub, change.state))
+        # The stand-in event is set once per partition, not per record.
+        for partition, items in by_partition.items():
+            event = self._stand_ins.get(partition)
             if event is None:
-                event = _StandInEvent(self._source_topic, change.partition)
-                self._stand_ins[change.partition] = event
+                event = self._stand_ins[partition] = _StandInEvent(self._source_topic, partition)
             token = _current_event.set(weakref.ref(cast(Any, event)))
             try:
-                if change.state is None:
-                    data.pop(key, None)
-                    cache.drop(sub)
-                    out.append((change.partition, key, None))
-                else:
-                    value = change.state.to_bytes()
-                    data[key] = value
-                    cache.keep(sub, value, change.state)
-                    out.append((change.partition, key, value))
+                for sub, state in items:
+                    key = sub.encode()
+                    if state is None:
+                        data.pop(key, None)
+                        cache.drop(sub)
+                        out.append((partition, key, None))
+                    else:
+                        value = state.to_bytes()
+                        data[key] = value
+                        cache.keep(sub, value, state)
+                        out.append((partition, key, value))
             finally:
                 _current_event.reset(token)
         return out
