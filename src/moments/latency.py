@@ -16,7 +16,6 @@ import random
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -25,7 +24,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from moments.connections import kafka_client_kwargs
 from moments.sample import daytime_zone
 from moments.settings import Settings
-from moments.store import partition_of
 
 HISTOGRAM = "moments_event_to_task_seconds"
 TASK_SHARE = 0.05
@@ -63,23 +61,6 @@ def quantile(q: float, before: Mapping[float, float], after: Mapping[float, floa
     return lower
 
 
-async def _send_tick(
-    producer: AIOKafkaProducer, settings: Settings, records: list[tuple[int, str, bytes, bytes]]
-) -> None:
-    """One batch per (topic, partition), sent without waiting for the acknowledgements."""
-    batches: dict[tuple[str, int], Any] = {}
-    for partition, topic, key, value in records:
-        batch = batches.get((topic, partition))
-        if batch is None:
-            batch = batches[(topic, partition)] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
-            await producer.send_batch(batch, settings.topic(topic), partition=partition)
-            batch = batches[(topic, partition)] = producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
-    for (topic, partition), batch in batches.items():
-        await producer.send_batch(batch, settings.topic(topic), partition=partition)
-
-
 async def offer(
     settings: Settings,
     rate: float,
@@ -90,11 +71,7 @@ async def offer(
 ) -> int:
     """Produce `rate` events a second for `warmup + seconds`; returns how many of the
     events sent after the warm-up make a task. `on_warm` runs once, when the warm-up ends
-    (the caller reads the histogram there).
-
-    Each tick's events go in batches built here, to the partition Kafka's default
-    partitioner picks for their key: on one machine the load generator shares the cores
-    with the worker it measures, and one `send` per event cost it ~20 µs of CPU each."""
+    (the caller reads the histogram there)."""
     rng = random.Random(seed)  # noqa: S311 - load, not secrets
     zone = daytime_zone(dt.datetime.now(dt.UTC))
     producer = AIOKafkaProducer(
@@ -114,7 +91,6 @@ async def offer(
                 if on_warm is not None:
                     on_warm()
             now = dt.datetime.now(dt.UTC).isoformat()
-            records: list[tuple[int, str, bytes, bytes]] = []
             for _ in range(per_tick):
                 n += 1
                 if rng.random() < TASK_SHARE:
@@ -131,11 +107,9 @@ async def offer(
                     topic = "usage"
                     value = {"kind": "data", "quantity": 1000, "charge": "0.01"}
                 value |= {"event_id": f"lat-{seed}-{n}", "subscriber_id": sub, "occurred_at": now}
-                key = sub.encode()
-                records.append(
-                    (partition_of(key, settings.partitions), topic, key, orjson.dumps(value))
+                await producer.send(
+                    settings.topic(topic), value=orjson.dumps(value), key=sub.encode()
                 )
-            await _send_tick(producer, settings, records)
             sleep = started + (n / per_tick) * tick - time.perf_counter()
             await asyncio.sleep(max(0.0, sleep))
         await producer.flush()
