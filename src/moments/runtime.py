@@ -133,6 +133,7 @@ class Runtime:
             started = time.perf_counter()
             now = dt.datetime.now(dt.UTC)
             result = self.detector.process(records, store.load, now)
+            self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
             self.clock.observe(result.watermarks, time.time())
             await self._publish(result, store)
             self.metrics.processing.observe(time.perf_counter() - started)
@@ -196,16 +197,24 @@ class Runtime:
         """Dead letters and tasks acknowledged, then the state and its changelog."""
         if self.tasks is None or self.dead_letters is None:
             raise RuntimeError("the runtime is not started")
+        stage = self.metrics.stage
+        started = time.perf_counter()
         if result.facts:
             await self.tasks.record_facts(result.facts)
+            stage.labels("facts").observe(time.perf_counter() - started)
+            started = time.perf_counter()
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
         for task in result.tasks:
             self.tasks.add(task)
         await self.dead_letters.flush()
         await self.tasks.flush()
+        stage.labels("dispatch").observe(time.perf_counter() - started)
+        started = time.perf_counter()
         changelog = store.save(result.changes)
+        stage.labels("state").observe(time.perf_counter() - started)
         if changelog:
+            started = time.perf_counter()
             await with_retry(
                 lambda: produce_to_partitions(
                     self._require_producer(), store.changelog_topic, changelog
@@ -214,6 +223,7 @@ class Runtime:
                 self.metrics,
                 "writing the state changelog",
             )
+            stage.labels("changelog").observe(time.perf_counter() - started)
         self.record(result)
 
     def record(self, result: BatchResult) -> None:

@@ -79,6 +79,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.stage = Histogram(
+            "moments_batch_stage_seconds",
+            "Time of one step of a batch: detect, facts, dispatch, state, changelog",
+            ["stage"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "moments_batch_records",
             "Records per processed batch",

@@ -116,6 +116,11 @@ class TestFirstInternationalRoaming:
             assert headers["__dlq.errors.exception.message"]
             assert letter.key == LI.encode()
 
+        # Where a batch's time went, by step (facts: the profile and roamings are facts).
+        for stage in ("detect", "facts", "dispatch", "state", "changelog"):
+            count = await metric_value(port, "moments_batch_stage_seconds_count", {"stage": stage})
+            assert count >= 1, stage
+
 
 class TestCrashAndRestart:
     """kill -9 mid-stream, restart: every task exactly once, state restored from the changelog."""

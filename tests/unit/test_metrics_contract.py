@@ -68,4 +68,5 @@ def test_no_label_could_carry_a_subscriber_id() -> None:
         "partition",
         "region",
         "policy",
+        "stage",
     }
