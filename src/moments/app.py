@@ -185,7 +185,7 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         consumer = cast(BatchConsumer, app.consumer)
         last_commit = time.monotonic()
         while True:
-            fetch = await consumer.take()
+            fetch = await consumer.take(settings.batch_size)
             if fetch.epoch != consumer.epoch:
                 continue
             consumer.idle.clear()
@@ -198,8 +198,14 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
                 ]
                 records, seeks = guard.filter(records, committed)
                 await seek_back(seeks, "the first record after the rebalance skips past the commit")
-                if records:
-                    await runtime.handle(records, store)
+                # At most `batch_size` events a batch; a revocation or a seek (a new
+                # epoch) stops the rest, read again from the commit, so it never waits
+                # for more than one batch.
+                size, epoch = settings.batch_size, consumer.epoch
+                for start in range(0, len(records), size):
+                    if consumer.epoch != epoch:
+                        break
+                    await runtime.handle(records[start : start + size], store)
                 if fetch.epoch == consumer.epoch:
                     for tp, batch in fetch.records:
                         if (tp.topic, tp.partition) not in seeks:

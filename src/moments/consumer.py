@@ -40,6 +40,10 @@ class Fetch:
     records: list[tuple[TP, list[Any]]]
 
 
+def _count(fetch: Fetch) -> int:
+    return sum(len(batch) for _, batch in fetch.records)
+
+
 FETCH_MAX_WAIT_MS = 100
 """How long a fetch may wait for data. Faust fixes 1,500 ms; with it the benchmark's
 event-to-task latency at half load was p50 1.5 s / p99 3.4 s, with 100 ms p50 0.6 s /
@@ -99,23 +103,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
         not silent."""
         return self._waiting[tp] > 0
 
-    async def take(self) -> Fetch:
-        """The next fetch for the batch loop, with every fetch already queued behind it.
+    async def take(self, max_records: int) -> Fetch:
+        """The next fetch for the batch loop, with the fetches queued behind it while they
+        add up to fewer than `max_records` records (the first is taken whatever its size).
 
-        One batch for all of them, not one each: a batch's writes cost ~40 ms however
-        small it is (Redis and broker round trips), and at half load the bench's newest
-        event was already ~0.35 s old when its batch started, queued behind smaller ones.
-        Per partition the records stay in order. A fetch of a later epoch (a seek or a
+        Taken together, not one each: a batch's writes cost ~40 ms however small it is
+        (Redis and broker round trips), and at half load the bench's newest event was
+        already ~0.35 s old when its batch started, queued behind smaller ones. Per
+        partition the records stay in order. A fetch of a later epoch (a seek or a
         revocation happened) makes the ones before it stale: they are dropped."""
         fetch = await self.fetches.get()
         self._waiting.subtract(tp for tp, _ in fetch.records)
-        while not self.fetches.empty():
+        count = _count(fetch)
+        while count < max_records and not self.fetches.empty():
             more = self.fetches.get_nowait()
             self._waiting.subtract(tp for tp, _ in more.records)
             if more.epoch != fetch.epoch:
-                fetch = more
+                fetch, count = more, _count(more)
             else:
-                fetch = Fetch(fetch.epoch, fetch.records + more.records)
+                fetch, count = (
+                    Fetch(fetch.epoch, fetch.records + more.records),
+                    count + _count(more),
+                )
         return fetch
 
     def invalidate(self) -> None:

@@ -92,10 +92,14 @@ class Settings(BaseSettings):
         description="Consumer-group rebalance timeout in seconds (a few seconds on Tansu)",
     )
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        default=5000, description="Most events the detector takes in one batch"
+        default=5000,
+        description="Most events the detector takes in one batch (queued fetches are taken "
+        "together up to it; a larger fetch is handled in batches of it)",
     )
     batch_within: Annotated[float, Field(gt=0, le=10)] = Field(
-        default=0.05, description="Seconds to wait for a batch to fill"
+        default=0.05,
+        description="Not used by the worker any more (a batch is what the broker fetched, "
+        "never waited for); kept so existing configurations still load",
     )
     store: Literal["memory", "rocksdb"] = Field(
         default="memory", description="Faust table store; rocksdb keeps state on local disk"
