@@ -564,7 +564,7 @@ def _at_least_one(text: str) -> int:
 
 
 MIN_BENCH_EVENTS = 50_000
-"""A worker takes up to 5,000 events a batch and is sampled every 0.2 s: fewer events
+"""A worker takes up to 20,000 events a batch and is sampled every 0.2 s: fewer events
 than this are mostly done before the clock starts."""
 
 

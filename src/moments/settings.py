@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         description="Consumer-group rebalance timeout in seconds (a few seconds on Tansu)",
     )
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        default=5000,
+        default=20_000,
         description="Most events the detector takes in one batch (queued fetches are taken "
         "together up to it; a larger fetch is handled in batches of it)",
     )
