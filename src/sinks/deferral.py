@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from sinks.ledger import TaskLedger
+from sinks.ledger import TaskLedger, as_bytes
 from sinks.luabatch import BatchScript
 from sinks.stores import Parking, Released
 
@@ -106,10 +106,6 @@ return out
 """
 
 
-def _bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
 class DeferralQueue:
     def __init__(self, redis: Redis, ledger: TaskLedger) -> None:
         self.redis = redis
@@ -186,7 +182,7 @@ class DeferralQueue:
         ]
         shared = (f"{self.prefix}task:", f"{self.prefix}group:", self.ledger.ttl)
         carriers = await self._join.run(calls, shared, (self.ledger.pending_key,))
-        return [None if c is None else _bytes(c).decode() for c in carriers]
+        return [None if c is None else as_bytes(c).decode() for c in carriers]
 
     async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:
         calls = [((self.line_key(sub),), ("",)) for sub in dict.fromkeys(subscriber_ids)]
@@ -202,7 +198,7 @@ class DeferralQueue:
             args=[at, limit, f"{self.prefix}task:", f"{self.prefix}group:"],
         )
         return [
-            Released(_bytes(item[0]).decode(), _bytes(item[1]), [_bytes(m) for m in item[2]])
+            Released(as_bytes(item[0]).decode(), as_bytes(item[1]), [as_bytes(m) for m in item[2]])
             for item in raw
         ]
 

@@ -74,7 +74,8 @@ return 1
 """
 
 
-def _as_bytes(value: Any) -> bytes:
+def as_bytes(value: Any) -> bytes:
+    """A Redis reply as bytes (a client set to decode answers str)."""
     return value if isinstance(value, bytes) else str(value).encode()
 
 
@@ -171,7 +172,7 @@ class TaskLedger:
         task_ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
         calls = [((self.key(i),), (i,)) for i in task_ids]
         values = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
-        return [(i, _as_bytes(v)[1:]) for i, v in zip(task_ids, values, strict=True) if v]
+        return [(i, as_bytes(v)[1:]) for i, v in zip(task_ids, values, strict=True) if v]
 
     async def get(self, task_id: str) -> bytes | None:
         value: bytes | str | None = await self.redis.get(self.key(task_id))
@@ -188,7 +189,7 @@ class TaskLedger:
         pipe = self.redis.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.lrange(self.group_key(task_id), 0, -1)
-        return [[_as_bytes(r) for r in raw] for raw in await pipe.execute()]
+        return [[as_bytes(r) for r in raw] for raw in await pipe.execute()]
 
     async def body(self, task_id: str) -> bytes | None:
         """A sent task's payload, while `confirm` keeps it (None when gone)."""
