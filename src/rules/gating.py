@@ -38,7 +38,7 @@ import datetime as dt
 import functools
 import zoneinfo
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -218,11 +218,9 @@ class SubscriberView:
     """`active`, `suspended` or `closed`; None (unknown) counts as active."""
     opt_out: frozenset[str] = frozenset()
     open_complaints: int = 0
-    recent_contacts: tuple[dt.datetime, ...] = field(default=())
-    """When tasks on counted channels went to this subscriber (aware)."""
     contact_times: tuple[int, ...] = ()
-    """More such contacts, as epoch seconds: the state record's own form, which the engine
-    passes as it is rather than making a datetime of each. Both count."""
+    """When tasks on counted channels went to this subscriber, as epoch seconds (the state
+    record's own form: no datetime is made for each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,47 +267,28 @@ def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[Qui
     return policy.windows + tuple(window for window in own if window is not None)
 
 
-def cap_frees_at(
-    contacts: Sequence[dt.datetime], now: dt.datetime, cap: FrequencyCap
-) -> dt.datetime | None:
-    """When a new contact fits under the cap (None: it fits now).
-
-    A contact counts while it is less than `period` old; one later than `now` (a task
-    already scheduled) counts too. With `n >= max` counted contacts, the `n - max + 1`
-    oldest must leave the period, so the new one may go at `sorted[n - max] + period`.
-    """
-    counted = sorted(c for c in contacts if c > now - cap.span)
-    if len(counted) < cap.max_contacts:
-        return None
-    return counted[len(counted) - cap.max_contacts] + cap.span
-
-
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SECOND = dt.timedelta(seconds=1)
 
 
-def cap_frees_at_epochs(
+def cap_frees_at(
     contacts: Sequence[int], now: dt.datetime, cap: FrequencyCap
 ) -> dt.datetime | None:
-    """`cap_frees_at` for contacts given as epoch seconds (each taken as that UTC instant).
+    """When a new contact fits under the cap (None: it fits now). Contacts are epoch
+    seconds, each taken as that UTC instant.
 
+    A contact counts while it is less than `period` old; one later than `now` (a task
+    already scheduled) counts too. With `n >= max` counted contacts, the `n - max + 1`
+    oldest must leave the period, so the new one may go at `sorted[n - max] + period`.
     For a whole second `c` and an instant `t`, `c > t` exactly when `c > floor(t)`, so
-    the contacts are compared as ints and only the answer becomes a datetime."""
+    contacts are compared as ints and only the answer becomes a datetime.
+    """
     since = (now - cap.span - _EPOCH) // _SECOND
     counted = [c for c in contacts if c > since]
     if len(counted) < cap.max_contacts:
         return None
     counted.sort()
     return dt.datetime.fromtimestamp(counted[len(counted) - cap.max_contacts], dt.UTC) + cap.span
-
-
-def _contacts_free_at(
-    subscriber: SubscriberView, now: dt.datetime, cap: FrequencyCap
-) -> dt.datetime | None:
-    if not subscriber.recent_contacts:
-        return cap_frees_at_epochs(subscriber.contact_times, now, cap)
-    given = tuple(dt.datetime.fromtimestamp(c, dt.UTC) for c in subscriber.contact_times)
-    return cap_frees_at((*subscriber.recent_contacts, *given), now, cap)
 
 
 def _suppress(reason: Reason, now: dt.datetime, until: dt.datetime | None = None) -> GateDecision:
@@ -335,7 +314,7 @@ def gate(task: GateInput, subscriber: SubscriberView, policy: GatingPolicy) -> G
     reason: Reason | None = None
     cap = policy.frequency_cap
     if cap is not None and task.channel in cap.channels:
-        frees_at = _contacts_free_at(subscriber, now, cap)
+        frees_at = cap_frees_at(subscriber.contact_times, now, cap)
         if frees_at is not None:
             if frees_at >= task.expires_at:
                 return _suppress("frequency_cap", now, frees_at)
