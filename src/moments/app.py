@@ -26,7 +26,7 @@ from moments.gctune import tune_gc
 from moments.models import EventType
 from moments.records import RawRecord
 from moments.rewind import RewindGuard
-from moments.runtime import Runtime
+from moments.runtime import Runtime, RuntimeStoppedError
 from moments.settings import Settings
 from moments.store import FaustTableStore
 from rules.catalog import RuleSet
@@ -293,7 +293,10 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
                 held = assigned_partitions()
                 return not getattr(app, "rebalancing", False) and all(p in held for p in partitions)
 
-            await runtime.sweep(store, partitions, still_ours)
+            try:
+                await runtime.sweep(store, partitions, still_ours)
+            except RuntimeStoppedError:  # shutting down mid-sweep: the next owner sweeps again
+                log.info("window sweep stopped: the worker is shutting down")
 
     if settings.rules_reload_seconds > 0:
 

@@ -47,6 +47,12 @@ SWEEP_CHUNK = 500
 log = logging.getLogger(__name__)
 
 
+class RuntimeStoppedError(RuntimeError):
+    """The runtime was stopped (shutdown) under work still in flight, such as a window
+    sweep retrying its changelog write while the broker is gone. That work is redone:
+    its offsets were not committed, and closing windows is idempotent."""
+
+
 class Runtime:
     def __init__(self, settings: Settings, metrics: Metrics, detector: Detector) -> None:
         self.settings = settings
@@ -110,7 +116,7 @@ class Runtime:
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            raise RuntimeError("the runtime is not started")
+            raise RuntimeStoppedError("the runtime is not started, or stopped")
         return self._producer
 
     async def stop(self) -> None:
