@@ -44,6 +44,11 @@ from sinks.stores import redis_stores
 SWEEP_CHUNK = 500
 """Subscribers swept per hold of the state lock (a batch waits at most one chunk)."""
 
+LAST_FLUSH_S = 10.0
+"""How long shutdown waits for the broker to take the records still in flight. Without
+a bound, a broker that is gone holds the stop for the producer's request timeout (40 s)
+on top of the last commits, past Kubernetes' 60 s grace period."""
+
 log = logging.getLogger(__name__)
 
 
@@ -122,8 +127,18 @@ class Runtime:
     async def stop(self) -> None:
         self.ready.clear()
         if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            producer, self._producer = self._producer, None
+            try:
+                await asyncio.wait_for(producer.stop(), LAST_FLUSH_S)
+            except TimeoutError:
+                # Nothing is lost: the batch these records belong to committed no offset,
+                # so the next owner reads it again and the ledger stops repeated tasks.
+                log.warning(
+                    "the broker did not take the records in flight within %g s; their "
+                    "events will be read again (their tasks are not sent twice); check "
+                    "the broker and MOMENTS_KAFKA_BOOTSTRAP",
+                    LAST_FLUSH_S,
+                )
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
