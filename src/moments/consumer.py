@@ -26,6 +26,8 @@ from typing import Any
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from moments.shutdown import within
+
 log = logging.getLogger(__name__)
 
 QUEUED_FETCHES = 4
@@ -145,15 +147,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         shutdown past the orchestrator's grace period (uncommitted events are read again,
         and their tasks are not sent twice)."""
         self.invalidate()
-        try:
-            await asyncio.wait_for(self._finish_and_commit(), LAST_COMMIT_S)
-        except TimeoutError:
-            log.warning(
-                "the broker did not take the last commit within %.0f s; the events since "
-                "the last commit will be read again (their tasks are not sent twice); "
-                "check the broker and MOMENTS_KAFKA_BOOTSTRAP",
-                LAST_COMMIT_S,
-            )
+        await within(
+            self._finish_and_commit(),
+            LAST_COMMIT_S,
+            "the last commit",
+            "the events since the last commit will be read again",
+        )
 
     async def _finish_and_commit(self) -> None:
         await super().wait_empty()

@@ -30,6 +30,7 @@ from moments.producer import start_producer
 from moments.records import RawRecord
 from moments.reload import Reloader
 from moments.settings import Settings
+from moments.shutdown import within
 from moments.store import StateStore
 from rules.catalog import RuleSet
 from sinks.base import produce_to_partitions
@@ -128,17 +129,12 @@ class Runtime:
         self.ready.clear()
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            try:
-                await asyncio.wait_for(producer.stop(), LAST_FLUSH_S)
-            except TimeoutError:
-                # Nothing is lost: the batch these records belong to committed no offset,
-                # so the next owner reads it again and the ledger stops repeated tasks.
-                log.warning(
-                    "the broker did not take the records in flight within %g s; their "
-                    "events will be read again (their tasks are not sent twice); check "
-                    "the broker and MOMENTS_KAFKA_BOOTSTRAP",
-                    LAST_FLUSH_S,
-                )
+            await within(
+                producer.stop(),
+                LAST_FLUSH_S,
+                "the records in flight",
+                "their events will be read again",
+            )
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

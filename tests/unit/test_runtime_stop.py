@@ -37,7 +37,7 @@ async def test_a_stuck_last_flush_is_given_up_with_a_warning(
     runtime._producer = producer  # type: ignore[assignment]
     runtime.ready.set()
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="moments.runtime"):
+    with caplog.at_level(logging.WARNING, logger="moments.shutdown"):
         await runtime.stop()
     assert producer.stopping
     assert time.monotonic() - started < 2
