@@ -411,7 +411,8 @@ def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> N
         events = list(bench_events(count, subscribers))
         costs = rule_costs(events, load_rules(rules_path))
     table = Table(title=f"detector in process (no broker), {count:,} events")
-    for column in ("rules", "count", "events/s", "µs/event", "state bytes/subscriber"):
+    per_subscriber = f"state bytes/subscriber ({count / max(subscribers, 1):.0f} events each)"
+    for column in ("rules", "count", "events/s", "µs/event", per_subscriber):
         table.add_column(column, justify="right")
     for cost in costs:
         table.add_row(

@@ -1,4 +1,5 @@
-"""Per-subscriber state: one compact record, serialised with orjson.
+"""Per-subscriber state: one compact record, serialised with orjson and compressed with
+zstd against a trained dictionary (moments.statezip).
 
 One record per subscriber (not one table entry per metric) keeps changelog
 writes to one per subscriber per batch. Replays are harmless: every update is
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from moments.statezip import pack, unpack
 
 MAX_OPEN = 16
 """Open complaints remembered; more is as good as many."""
@@ -85,6 +88,10 @@ class SubscriberState:
         del self.contacts[:-MAX_CONTACTS]
 
     def to_bytes(self) -> bytes:
+        """The record as stored: its JSON, compressed (see moments.statezip)."""
+        return pack(self.to_json())
+
+    def to_json(self) -> bytes:
         # Written out field by field: this runs for every changed subscriber of every batch.
         doc: dict[str, Any] = {"o": self.offsets, "r": self.recent}
         if self.first_seen:
@@ -115,7 +122,8 @@ class SubscriberState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SubscriberState:
-        doc = orjson.loads(data)
+        """A stored record (compressed, or plain JSON as written before compression)."""
+        doc = orjson.loads(unpack(data))
         return cls(
             first_seen=doc.get("f", {}),
             offsets=doc.get("o", {}),
