@@ -108,6 +108,9 @@ class BacktestResult:
     """Seconds by part: `engine` (detection), `sweep` (finding the records due and
     closing their windows), `dispatch` (the sink), `state` (keeping the slice's records);
     the rest of `seconds` is reading the files and the loop."""
+    state_bytes: list[int] = field(default_factory=list)
+    """Each subscriber's record at the end, as the stream would store it (bytes, sorted):
+    capacity planning for the state table and its changelog."""
     report_from: float | None = None
     """Events before this built state and went through dispatch (a warm-up: first-time
     rules and baselines need history) but are not reported."""
@@ -247,6 +250,7 @@ class Backtest:
         for task_id in list(self._ledger_ids()):
             out.ledger[task_id] = await ledger.state(task_id) or "expired"
         out.seconds = time.perf_counter() - started
+        out.state_bytes = sorted(len(state.to_bytes()) for _, state, _ in self.state.items([0]))
         return out
 
     async def _end_warmup(self) -> None:

@@ -78,6 +78,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             },
             "events_per_second": round(result.rate),
             "timezone": result.policy.timezone,
+            "state_bytes_per_subscriber": state_sizes(result.state_bytes),
         },
         "tasks_per_day": {
             d: [
@@ -243,6 +244,10 @@ def sections(
                 ["still waiting at the end", s["waiting_at_end"]],
                 ["dead letters", sum(s["dead_letters"].values())],
                 ["events/s", s["events_per_second"]],
+                [
+                    "state per subscriber, bytes (mean / p99 / max)",
+                    "{mean} / {p99} / {max}".format(**s["state_bytes_per_subscriber"]),
+                ],
                 *[[f"  seconds: {k}", v] for k, v in s["seconds_by_part"].items()],
             ],
         )
@@ -420,3 +425,16 @@ def html_page(report: Mapping[str, Any], png: bytes) -> str:
         + "".join(body)
         + "</body></html>\n"
     )
+
+
+def state_sizes(sizes: list[int]) -> dict[str, int]:
+    """Mean, 99th percentile and largest of the records' sizes (sorted; 0s when none)."""
+    if not sizes:
+        return {"subscribers": 0, "mean": 0, "p99": 0, "max": 0}
+    p99 = sizes[min(len(sizes) - 1, int(len(sizes) * 0.99))]
+    return {
+        "subscribers": len(sizes),
+        "mean": round(sum(sizes) / len(sizes)),
+        "p99": p99,
+        "max": sizes[-1],
+    }

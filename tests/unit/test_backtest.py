@@ -181,6 +181,10 @@ class TestReportNumbers:
         assert by_channel == want_channel
         assert report["summary"]["tasks"] == sum(want["sent"].values())
         assert report["summary"]["events"] == len(SCENARIO)
+        subscribers = {e.sub for e in SCENARIO}
+        sizes = report["summary"]["state_bytes_per_subscriber"]
+        assert sizes["subscribers"] == len(subscribers)
+        assert 0 < sizes["mean"] <= sizes["p99"] <= sizes["max"]
 
         capacity = {(r["day"], r["region"], r["channel"]): r for r in report["capacity"]}
         nj_day1 = capacity[(DAY1.isoformat(), "NJ", "manager")]
