@@ -18,6 +18,7 @@ import time
 
 from moments.bench import bench_events
 from moments.engine import Detector
+from moments.gctune import tune_gc
 from moments.records import RawRecord
 from moments.store import DictStateStore
 from rules.catalog import load_rules
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--subscribers", type=int, default=20_000)
     args = parser.parse_args()
+    tune_gc()  # as the worker runs
 
     events = list(bench_events(args.events, args.subscribers))
     records = [RawRecord(t.value, 0, i, k, v) for i, (t, k, v) in enumerate(events)]
