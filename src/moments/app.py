@@ -287,7 +287,7 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         """Close finished windows of silent subscribers as event time moves on."""
         if runtime.ready.is_set() and not getattr(app, "rebalancing", False):
             partitions = assigned_partitions()
-            runtime.clock.forget(partitions)
+            runtime.forget(partitions)
 
             def still_ours() -> bool:
                 held = assigned_partitions()

@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterator, Mapping
 
 from moments.engine import Detector, StateChange
 from moments.state import SubscriberState
-from moments.store import ChangelogRecord
+from moments.store import Census, ChangelogRecord
 
 
 class SweepIndex:
@@ -82,6 +82,8 @@ class BacktestState:
         """Order of arrival, as the records' dict keeps it: the sweep's order of work."""
         self._next_rank = 0
         self.index = SweepIndex()
+        self.census: dict[int, Census] = {}
+        """Not kept: the records are objects here, not stored bytes."""
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
         return self.records.get(subscriber_id)

@@ -15,7 +15,7 @@ import datetime as dt
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
@@ -73,6 +73,8 @@ class Runtime:
         self.reloader = Reloader(settings.rules, self.install_rules, self._record_reload)
         # The batch loop and the window sweep both read and write subscriber state.
         self._state_lock = asyncio.Lock()
+        self._counted: set[int] = set()
+        """Partitions the state gauges report."""
 
     def install_rules(self, rules: RuleSet) -> None:
         """Swap the rules in; called from the event loop, so never inside a batch."""
@@ -206,9 +208,29 @@ class Runtime:
             await asyncio.sleep(0)  # let a waiting batch take the lock
         async with self._state_lock:
             self.clock.done(due)
+        self._count_state(store, due)
         if made:
             log.info("window sweep made %d task(s)", made)
         return made
+
+    def _count_state(self, store: StateStore, partitions: Collection[int]) -> None:
+        """The swept partitions' records into the state gauges (the sweep read them all)."""
+        for partition in partitions:
+            census = store.census.get(partition)
+            if census is not None:
+                label = str(partition)
+                self.metrics.state_subscribers.labels(label).set(census.subscribers)
+                self.metrics.state_bytes.labels(label).set(census.stored_bytes)
+                self._counted.add(partition)
+
+    def forget(self, keep: Collection[int]) -> None:
+        """After a rebalance: partitions no longer assigned leave the event clock and the
+        state gauges (their new owner reports them)."""
+        self.clock.forget(keep)
+        for partition in self._counted - set(keep):
+            self.metrics.state_subscribers.remove(str(partition))
+            self.metrics.state_bytes.remove(str(partition))
+            self._counted.discard(partition)
 
     async def _publish(self, result: BatchResult, store: StateStore) -> None:
         """Dead letters and tasks acknowledged, then the state and its changelog."""

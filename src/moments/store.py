@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from moments.engine import StateChange
 from moments.state import SubscriberState
@@ -15,9 +15,19 @@ ChangelogRecord = tuple[int, bytes, bytes | None]
 """(partition, key, value or None for a tombstone) to write to the state's changelog."""
 
 
+class Census(NamedTuple):
+    """One partition's records as `items` last went through all of them."""
+
+    subscribers: int
+    stored_bytes: int
+
+
 class StateStore(Protocol):
     changelog_topic: str
     """Where `save`'s records go ("" when the store keeps no changelog)."""
+    census: dict[int, Census]
+    """Partition -> its records as counted by the last complete pass of `items` over it
+    (a window sweep: hourly); empty for a store that holds no bytes."""
 
     def load(self, subscriber_id: str) -> SubscriberState | None: ...
 
@@ -41,16 +51,21 @@ class DictStateStore:
     def __init__(self, cache_capacity: int = DEFAULT_CAPACITY) -> None:
         self.data: dict[str, bytes] = {}
         self.cache = StateCache(cache_capacity)
+        self.census: dict[int, Census] = {}
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
         return self.cache.take(subscriber_id, self.data.get(subscriber_id))
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         """Each subscriber's record as it is when yielded (the keys are a snapshot)."""
+        count = size = 0
         for sub in list(self.data):
             raw = self.data.get(sub)
             if raw is not None:
+                count += 1
+                size += len(raw)
                 yield sub, SubscriberState.from_bytes(raw), 0
+        self.census[0] = Census(count, size)
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         cache = self.cache
@@ -93,6 +108,7 @@ class FaustTableStore:
         self.partitions = partitions
         self.changelog_topic: str = table.changelog_topic.get_topic_name()
         self._stand_ins: dict[int, _StandInEvent] = {}
+        self.census: dict[int, Census] = {}
         self._source_topic = source_topic
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
@@ -104,10 +120,16 @@ class FaustTableStore:
         so a sweep that lets batches run between its chunks never sees a stale record."""
         wanted = set(partitions)
         data = self.table.data
+        counts = dict.fromkeys(wanted, 0)
+        sizes = dict.fromkeys(wanted, 0)
         for key in list(data.keys()):
             partition = partition_of(key, self.partitions)
             if partition in wanted and (raw := data.get(key)) is not None:
+                counts[partition] += 1
+                sizes[partition] += len(raw)
                 yield key.decode(), SubscriberState.from_bytes(raw), partition
+        for partition in wanted:
+            self.census[partition] = Census(counts[partition], sizes[partition])
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         from faust.streams import _current_event

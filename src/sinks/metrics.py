@@ -131,6 +131,20 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.state_subscribers = Gauge(
+            "moments_state_subscribers",
+            "Subscribers whose record the worker holds, by partition (counted at each "
+            "window sweep, hourly)",
+            ["partition"],
+            registry=r,
+        )
+        self.state_bytes = Gauge(
+            "moments_state_bytes",
+            "Bytes of those records as stored (compressed), by partition (counted at each "
+            "window sweep, hourly)",
+            ["partition"],
+            registry=r,
+        )
         for dep in Dependency:
             self.dependency_up.labels(dep.value).set(1)
             # A zero series from the start, so rate() and alerts see 0 rather than nothing.

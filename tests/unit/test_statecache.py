@@ -16,7 +16,7 @@ from moments.models import EventType
 from moments.records import RawRecord
 from moments.state import SubscriberState
 from moments.statecache import StateCache
-from moments.store import DictStateStore, FaustTableStore
+from moments.store import DictStateStore, FaustTableStore, partition_of
 from rules.catalog import load_rules
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
@@ -130,6 +130,24 @@ class TestFaustTableStore:
         store.save({"13000000001": StateChange(state, 2)})
         table.data[b"13000000001"] = SubscriberState(watermark=7).to_bytes()
         assert store.load("13000000001") == SubscriberState(watermark=7)
+
+    def test_a_full_pass_over_partitions_counts_their_records(self) -> None:
+        table = _Table()
+        store = FaustTableStore(table, "roaming", partitions=4)
+        subs = [str(13_000_000_000 + i) for i in range(40)]
+        for sub in subs:
+            partition = partition_of(sub.encode(), 4)
+            store.save({sub: StateChange(SubscriberState(watermark=len(sub)), partition)})
+        wanted = {1, 2}
+        seen = list(store.items(wanted))
+        assert {p for _, _, p in seen} <= wanted
+        for partition in wanted:
+            mine = [k for k in table.data if partition_of(k, 4) == partition]
+            assert store.census[partition] == (
+                len(mine),
+                sum(len(table.data[k]) for k in mine),
+            )
+        assert set(store.census) == wanted
 
     def test_a_key_gone_from_the_table_loads_as_none(self) -> None:
         """A revoked partition's keys leave the table; a tombstone removes one too."""

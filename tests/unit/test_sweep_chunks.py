@@ -110,3 +110,30 @@ async def test_stops_when_the_partitions_are_no_longer_ours() -> None:
     assert len(recorder.chunks) == 1
     assert made == SWEEP_CHUNK
     assert runtime.clock.due([0], time.time()) != {}  # not marked swept: the next owner does it
+
+
+async def test_a_complete_sweep_counts_the_partitions_records_into_the_gauges() -> None:
+    """moments_state_subscribers/_bytes: what the worker holds, for capacity planning."""
+    store = _store()
+    stored = sum(len(v) for v in store.data.values())
+    runtime, _ = _runtime(store)
+    await runtime.sweep(store, [0])
+    registry = runtime.metrics.registry
+    labels = {"partition": "0"}
+    assert registry.get_sample_value("moments_state_subscribers", labels) == SUBSCRIBERS
+    assert registry.get_sample_value("moments_state_bytes", labels) == stored
+
+    runtime.forget([1])  # partition 0 went to another worker: its owner reports it now
+    assert registry.get_sample_value("moments_state_subscribers", labels) is None
+    assert registry.get_sample_value("moments_state_bytes", labels) is None
+
+
+async def test_a_sweep_cut_short_leaves_the_gauges_as_they_were() -> None:
+    store = _store()
+    runtime, _ = _runtime(store)
+    answers = iter([True, False])
+    await runtime.sweep(store, [0], still_ours=lambda: next(answers))
+    assert (
+        runtime.metrics.registry.get_sample_value("moments_state_subscribers", {"partition": "0"})
+        is None
+    )
