@@ -28,6 +28,7 @@ from moments.records import RawRecord
 from moments.rewind import RewindGuard
 from moments.runtime import Runtime, RuntimeStoppedError
 from moments.settings import Settings
+from moments.stateview import STATE_TABLE
 from moments.store import FaustTableStore
 from rules.catalog import RuleSet
 from sinks.metrics import Metrics
@@ -41,7 +42,6 @@ INPUT_TOPICS: tuple[EventType, ...] = (
     EventType.USAGE,
     EventType.PROFILE,
 )
-STATE_TABLE = "subscribers"
 COMMIT_EVERY_S = 1.0
 """Input offsets are committed at most this often (each batch's outputs are durable first)."""
 OUTCOME_BATCH = 500

@@ -338,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     from moments.backtest_cli import add_backtest_command
 
     add_backtest_command(sub, _parser)
+    from moments.state_cli import add_state_command
+
+    add_state_command(sub, _parser)
     return parser
 
 

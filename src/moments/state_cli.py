@@ -1,0 +1,118 @@
+"""The `moments state` subcommand: a subscriber's stored record, readable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from moments.stateview import changelog_topic, latest_records, readable
+from moments.statezip import StateFormatError
+
+SHOW_EXAMPLES = """
+    moments state show 13800138000                 # the record, field by field
+    moments state show 13800138000 13900139000 --json | jq .record.first_seen
+"""
+DECODE_EXAMPLES = """
+    kcat -C -t moments-subscribers-changelog -p 3 -o -1 -c 1 -D '' > record.bin
+    moments state decode record.bin
+    moments state decode - < record.bin
+"""
+
+
+def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register `state show` and `state decode` with the CLI's `_parser` helper."""
+    state = make_parser(
+        sub,
+        "state",
+        "Subscriber records as the workers store them (compressed), made readable.",
+        SHOW_EXAMPLES + DECODE_EXAMPLES,
+        _no_subcommand,
+    )
+    actions = state.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    show = make_parser(
+        actions,
+        "show",
+        "Print subscribers' latest records from the state changelog of MOMENTS_APP_ID on "
+        "MOMENTS_KAFKA_BOOTSTRAP (reads the partitions holding them, without a consumer "
+        "group). The records hold profile data: personal data, as in the topic itself.",
+        SHOW_EXAMPLES,
+        _cmd_show,
+    )
+    show.add_argument("subscribers", nargs="+", metavar="SUBSCRIBER", help="subscriber id")
+    show.add_argument(
+        "--json", action="store_true", help="one JSON line per subscriber: {subscriber_id, record}"
+    )
+    decode = make_parser(
+        actions,
+        "decode",
+        "Print one stored record (the bytes of a changelog value, compressed or plain JSON).",
+        DECODE_EXAMPLES,
+        _cmd_decode,
+    )
+    decode.add_argument("file", metavar="FILE", help="the record's bytes; - for standard input")
+
+
+def _no_subcommand(args: argparse.Namespace) -> int:
+    args.command_parser.print_help()
+    return 2
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from moments.settings import load_settings
+
+    settings = load_settings()
+    console = Console(stderr=True)
+    topic = changelog_topic(settings)
+    with Progress(
+        TextColumn(f"reading {topic}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("read", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        found = asyncio.run(latest_records(settings, args.subscribers, progress))
+    missing = 0
+    for sub, stored in found.items():
+        record = readable(stored) if stored is not None else None
+        if args.json:
+            print(orjson.dumps({"subscriber_id": sub, "record": record}).decode())
+        elif record is not None:
+            print(
+                f"# {sub}: {record['_stored_bytes']} bytes stored, {record['_json_bytes']} of JSON"
+            )
+            print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+        if record is None:
+            missing += 1
+            console.print(
+                f"no record for {sub} in {topic}: no event of it was processed yet (or it "
+                "was deleted by a profile tombstone); check the id and MOMENTS_APP_ID"
+            )
+    return 1 if missing else 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    try:
+        stored = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"moments: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        record = readable(stored)
+    except (StateFormatError, orjson.JSONDecodeError) as exc:
+        print(f"moments: {args.file} is not a subscriber record: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+    return 0

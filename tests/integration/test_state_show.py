@@ -1,0 +1,89 @@
+"""`moments state show`: a subscriber's record, compressed in the changelog a real worker
+wrote, printed readable; an unknown subscriber is said to be missing."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from moments.embedded import free_port
+from moments.settings import Settings
+from moments.stateview import latest_records
+from moments.statezip import ZSTD_MAGIC
+
+from .conftest import MakeSettings, WorkerProcess, settings_env
+from .kafka_io import produce, wait_for_metric
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LI, WANG, NOBODY = "13800138001", "13900139002", "13700137003"
+
+
+def _usage(event_id: str, sub: str) -> tuple[str, str, dict[str, Any]]:
+    return (
+        "usage",
+        sub,
+        {
+            "event_id": event_id,
+            "subscriber_id": sub,
+            "occurred_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            "region": "NJ",
+            "kind": "data",
+            "quantity": 120,
+        },
+    )
+
+
+async def test_a_stored_record_is_shown_readable_and_a_missing_one_named(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    port = free_port()
+    settings = make_settings(metrics_port=port)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    profile = {
+        "event_id": "crm-1",
+        "subscriber_id": LI,
+        "occurred_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "tier": "gold",
+        "timezone": "Asia/Shanghai",
+    }
+    await produce(settings, [("profile", LI, profile)])
+    await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1)
+    await produce(settings, [_usage("u1", LI), _usage("u2", LI), _usage("u3", WANG)])
+    await wait_for_metric(port, "moments_events_total", {"event_type": "usage"}, 3)
+
+    found = await latest_records(settings, [LI, NOBODY])
+    assert found[NOBODY] is None
+    stored = found[LI]
+    assert stored is not None, worker.log()[-3000:]
+    # What the changelog holds is compressed: a console tool would show binary.
+    assert stored[:4] == ZSTD_MAGIC
+
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "moments", "state", "show", LI, WANG, NOBODY, "--json"],
+        env=settings_env(settings),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 1, shown.stderr.decode()  # one of them has no record
+    lines = [orjson.loads(line) for line in shown.stdout.splitlines()]
+    by_sub = {line["subscriber_id"]: line["record"] for line in lines}
+    assert by_sub[NOBODY] is None
+    assert by_sub[LI]["profile"]["tier"] == "gold"
+    assert by_sub[LI]["offsets"]["u"] >= 1  # two usage events applied (offsets 0 and 1)
+    assert by_sub[WANG]["profile"] == {}
+    assert by_sub[LI]["_stored_bytes"] < by_sub[LI]["_json_bytes"]
+    assert f"no record for {NOBODY}" in shown.stderr.decode()
+    worker.stop()
