@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                   moments rules explain low_balance
                   moments rules test my-rules/ --events events.jsonl
                 """,
-        _no_subcommand,
+        show_subcommands,
     )
     rules_sub = p.add_subparsers(title="rules commands", metavar="COMMAND")
     v = _parser(
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         """
                   moments calendar export --years 2026-2028
                 """,
-        _no_subcommand,
+        show_subcommands,
     )
     calendar_sub = p.add_subparsers(title="calendar commands", metavar="COMMAND")
     c = _parser(
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                   moments schemas export
                   moments schemas export --check    # exit 1 when schemas/ is stale
                 """,
-        _no_subcommand,
+        show_subcommands,
     )
     schemas_sub = p.add_subparsers(title="schemas commands", metavar="COMMAND")
     e = _parser(
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                   moments tasks tail --json --from-beginning
                   moments tasks ack TASK_ID --status done_no_change
                 """,
-        _no_subcommand,
+        show_subcommands,
     )
     tasks_sub = p.add_subparsers(title="tasks commands", metavar="COMMAND")
     t = _parser(
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         """
                   moments config show
                 """,
-        _no_subcommand,
+        show_subcommands,
     )
     config_sub = p.add_subparsers(title="config commands", metavar="COMMAND")
     c = _parser(
@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _no_subcommand(args: argparse.Namespace) -> int:
+def show_subcommands(args: argparse.Namespace) -> int:
     args.command_parser.print_help()
     return 2
 

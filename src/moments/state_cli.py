@@ -29,12 +29,14 @@ DECODE_EXAMPLES = """
 
 def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
     """Register `state show` and `state decode` with the CLI's `_parser` helper."""
+    from moments.cli import show_subcommands
+
     state = make_parser(
         sub,
         "state",
         "Subscriber records as the workers store them (compressed), made readable.",
         SHOW_EXAMPLES + DECODE_EXAMPLES,
-        _no_subcommand,
+        show_subcommands,
     )
     actions = state.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
     show = make_parser(
@@ -58,11 +60,6 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
         _cmd_decode,
     )
     decode.add_argument("file", metavar="FILE", help="the record's bytes; - for standard input")
-
-
-def _no_subcommand(args: argparse.Namespace) -> int:
-    args.command_parser.print_help()
-    return 2
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
