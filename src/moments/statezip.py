@@ -92,6 +92,20 @@ def pack(json: bytes) -> bytes:
     return compress(json)
 
 
+def check() -> None:
+    """Fail at start-up, not at the first batch, when this installation cannot write and
+    read records (the dictionary file missing from the package)."""
+    sample = b'{"o":{},"r":[]}'
+    try:
+        if unpack(pack(sample)) != sample:
+            raise StateFormatError("a record did not read back as written")
+    except (OSError, StateFormatError, zstandard.ZstdError) as exc:
+        raise StateFormatError(
+            f"subscriber records cannot be compressed here ({exc}); the package's "
+            f"state-dict-{CURRENT_DICTIONARY}.zstd is missing or damaged: reinstall moments"
+        ) from exc
+
+
 def unpack(stored: bytes) -> bytes:
     """A stored record's JSON (compressed or, from before compression, plain)."""
     if stored[:1] == b"{":

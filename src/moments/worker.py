@@ -6,11 +6,14 @@ import asyncio
 import logging
 import sys
 
+from moments import statezip
 from moments.app import build, topic_types
 from moments.connections import preflight
 from moments.consumer_metrics import install as install_consumer_metrics
+from moments.exceptions import ConfigError
 from moments.metrics_server import serve_metrics
 from moments.settings import Settings
+from moments.statezip import StateFormatError
 from rules.catalog import load_rules
 from sinks.metrics import Metrics
 
@@ -23,6 +26,10 @@ FAUST_LOG_LEVELS = {"WARNING": "warn", "CRITICAL": "crit"}
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
     rules = load_rules(settings.rules)
+    try:
+        statezip.check()  # a broken installation stops here, before any input is read
+    except StateFormatError as exc:
+        raise ConfigError(str(exc)) from exc
     asyncio.run(preflight(settings))  # wrong credentials stop here, with the variable to fix
     metrics = Metrics()
     if settings.metrics_port:

@@ -12,6 +12,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moments import statezip
 from moments.backtest import Backtest
 from moments.backtest_input import EventFile, merged
 from moments.backtest_state import BacktestState
@@ -91,3 +92,17 @@ def test_a_simulated_days_records_are_within_the_state_goal(tmp_path: Path) -> N
     assert plain > STATE_GOAL_BYTES, plain  # the records are of a realistic size
     assert stored <= STATE_GOAL_BYTES, (stored, plain)
     assert stored < plain / 2, (stored, plain)
+
+
+def test_an_installation_without_its_dictionary_fails_at_start_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    statezip.check()  # the installed package is whole
+
+    def missing(dict_id: int) -> zstandard.ZstdCompressionDict:
+        raise FileNotFoundError(f"state-dict-{dict_id}.zstd")
+
+    monkeypatch.setattr(statezip, "dictionary", missing)
+    monkeypatch.setattr(statezip._codecs, "compress", None)
+    with pytest.raises(StateFormatError, match="missing or damaged: reinstall moments"):
+        statezip.check()
