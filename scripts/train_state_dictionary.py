@@ -23,6 +23,7 @@ from moments.backtest import Backtest
 from moments.backtest_input import EventFile, merged
 from moments.backtest_state import BacktestState
 from moments.simulate import limit, simulate, write_jsonl
+from moments.statezip import LEVEL
 from rules.catalog import load_rules
 
 HISTORIES = (
@@ -57,12 +58,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         samples = records(Path(folder))
-    trained = zstandard.train_dictionary(SIZE, samples, dict_id=args.id, level=3)
+    trained = zstandard.train_dictionary(SIZE, samples, dict_id=args.id, level=LEVEL)
     target = args.out / f"state-dict-{args.id}.zstd"
     if target.exists():
         raise SystemExit(f"{target} exists: records may use it; train with a new --id")
     target.write_bytes(trained.as_bytes())
-    compressor = zstandard.ZstdCompressor(level=3, dict_data=trained, write_dict_id=True)
+    compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=trained, write_dict_id=True)
     packed = sum(len(compressor.compress(s)) for s in samples)
     plain = sum(len(s) for s in samples)
     print(

@@ -87,9 +87,9 @@ async def latest_records(
 
 def readable(stored: bytes) -> dict[str, Any]:
     """A stored record as a document with `SubscriberState`'s field names, and its sizes."""
-    state = SubscriberState.from_bytes(stored)
+    json = unpack(stored)  # once: from_bytes takes the JSON as it is
     return {
-        **dataclasses.asdict(state),
+        **dataclasses.asdict(SubscriberState.from_bytes(json)),
         "_stored_bytes": len(stored),
-        "_json_bytes": len(unpack(stored)),
+        "_json_bytes": len(json),
     }
