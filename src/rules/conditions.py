@@ -20,13 +20,13 @@ from rules.durations import parse_duration
 from rules.operators import (
     NUMERIC_OPS,
     Members,
+    bound_test,
     member,
     members_of,
     number,
     prefixes_of,
     same,
     starts_with,
-    within,
 )
 from rules.series import Series
 
@@ -190,14 +190,13 @@ def _compare(
         report(path, "add a comparison: one of eq, ne, in, not_in, prefix, gt, gte, lt, lte")
         return _never
     tests: list[Callable[[Env, Any], bool]] = []
-    limits: dict[str, Callable[[Env], Any]] = {}
+    limits: list[tuple[str, Callable[[Env], Any], Callable[[Any, Any], bool]]] = []
     for op, raw in ops.items():
         where = (*path, op)
         if op in NUMERIC_OPS:
             if isinstance(raw, str) and not raw.startswith("$") and number(raw) is None:
                 report(where, f"{op} needs a number or $param, got {raw!r}")
-            limits[op] = _param(raw, scope, where, report)
-            tests.append(_within(op, limits[op]))
+            limits.append((f"{label}_{op}", _param(raw, scope, where, report), bound_test(op)))
         elif op in ("in", "not_in"):
             tests.append(_membership(op == "in", _members(raw, scope, where, report)))
         elif op == "prefix":
@@ -206,11 +205,20 @@ def _compare(
             tests.append(_equality(op == "eq", _param(raw, scope, where, report)))
 
     def check(env: Env) -> bool:
+        # Every value and bound is recorded before any test (they are the task's params);
+        # each bound is read once.
         value = get(env)
-        env.out[label] = value if not isinstance(value, float) else round(value, 4)
-        for op, limit in limits.items():
-            env.out[f"{label}_{op}"] = limit(env)
-        return all(t(env, value) for t in tests)
+        out = env.out
+        out[label] = value if not isinstance(value, float) else round(value, 4)
+        for name, limit, _ in limits:
+            out[name] = limit(env)
+        for name, _, compare in limits:
+            if not compare(value, out[name]):
+                return False
+        for test in tests:  # noqa: SIM110  # all() over a generator: a frame per event
+            if not test(env, value):
+                return False
+        return True
 
     return check
 
@@ -256,10 +264,6 @@ def _equality(equal: bool, expected: Callable[[Env], Any]) -> Callable[[Env, Any
 
 def _prefix(prefixes: tuple[str, ...]) -> Callable[[Env, Any], bool]:
     return lambda env, value: starts_with(value, prefixes)
-
-
-def _within(op: str, limit: Callable[[Env], Any]) -> Callable[[Env, Any], bool]:
-    return lambda env, value: within(op, value, limit(env))
 
 
 def _first_time(key: str, lookback: dt.timedelta | None) -> Condition:

@@ -8,7 +8,9 @@ text; a missing value (None) passes no operator but `ne` and `not_in`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,16 +43,28 @@ def same(value: Any, expected: Any) -> bool:
 
 def within(op: str, value: Any, bound: Any) -> bool:
     """`gt`, `gte`, `lt` or `lte`; False when either side is no number."""
-    v, limit = number(value), number(bound)
-    if v is None or limit is None:
-        return False
-    if op == "gt":
-        return v > limit
-    if op == "gte":
-        return v >= limit
-    if op == "lt":
-        return v < limit
-    return v <= limit
+    return bound_test(op)(value, bound)
+
+
+_ORDER: dict[str, Callable[[float, float], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+@functools.cache
+def bound_test(op: str) -> Callable[[Any, Any], bool]:
+    """`within` for one operator, chosen once when a rule is compiled rather than by name
+    for every event (a rule's comparison runs for most events of its type)."""
+    compare = _ORDER[op]
+
+    def test(value: Any, bound: Any) -> bool:
+        v, limit = number(value), number(bound)
+        return v is not None and limit is not None and compare(v, limit)
+
+    return test
 
 
 @dataclass(frozen=True, slots=True)

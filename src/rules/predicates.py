@@ -8,13 +8,13 @@ from typing import Any
 from moments.models import InputEvent
 from rules.operators import (
     OPERATORS,
+    bound_test,
     member,
     members_of,
     number,
     prefixes_of,
     same,
     starts_with,
-    within,
 )
 
 __all__ = ["OPERATORS", "Predicate", "all_of", "always", "field_test"]
@@ -57,7 +57,8 @@ def _operator(field_name: str, op: str, arg: Any) -> Predicate:
         return lambda e: not same(get(e), arg)
     if number(arg) is None:
         raise ValueError(f"{op} needs a number, got {arg!r}")
-    return lambda e: within(op, get(e), arg)
+    test = bound_test(op)
+    return lambda e: test(get(e), arg)
 
 
 def all_of(tests: list[Predicate]) -> Predicate:

@@ -79,12 +79,11 @@ class CompiledRule:
         occasion: Any = None,
     ) -> Fired | None:
         """Evaluate at one instant; the occurrence defaults to the event, or the window closed."""
-        region = event.region if event is not None and event.region else state.profile.get("region")
-        env = Env(
-            event, state, self.params_for(region, state.profile.get("tier")), at, tz, self.tag
-        )
-        env.closing = closing
-        env.occasion = occasion
+        profile = state.profile
+        region = event.region if event is not None and event.region else profile.get("region")
+        tier = profile.get("tier")
+        params = self.params_for(region, tier)
+        env = Env(event, state, params, at, tz, self.tag, closing, {}, None, occasion)
         if self.condition is not None and not self.condition(env):
             return None
         occurrence = env.occurrence
