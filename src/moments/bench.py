@@ -402,7 +402,7 @@ def scale_out_consume(
 
 def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> None:
     from moments.gctune import tune_gc
-    from moments.rulecost import rule_costs
+    from moments.rulecost import decode_cost, rule_costs
     from rules.catalog import load_rules
 
     tune_gc()  # as the worker runs
@@ -410,6 +410,7 @@ def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> N
     with console.status("rules in process: no rules, the catalog, 200 rules"):
         events = list(bench_events(count, subscribers))
         costs = rule_costs(events, load_rules(rules_path))
+        decoding = decode_cost(events)
     table = Table(title=f"detector in process (no broker), {count:,} events")
     per_subscriber = f"state bytes/subscriber ({count / max(subscribers, 1):.0f} events each)"
     for column in ("rules", "count", "events/s", "µs/event", per_subscriber):
@@ -428,6 +429,7 @@ def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> N
         f"rule cost per event: catalog {costs[1].us_per_event - base:.1f} µs, "
         f"200 rules {costs[2].us_per_event - base:.1f} µs"
     )
+    Console().print(f"validating an event alone (the contract's model): {decoding:.1f} µs")
 
 
 def run_bench(
