@@ -41,11 +41,6 @@ def same(value: Any, expected: Any) -> bool:
     return str(value) == str(expected)
 
 
-def within(op: str, value: Any, bound: Any) -> bool:
-    """`gt`, `gte`, `lt` or `lte`; False when either side is no number."""
-    return bound_test(op)(value, bound)
-
-
 _ORDER: dict[str, Callable[[float, float], bool]] = {
     "gt": operator.gt,
     "gte": operator.ge,
@@ -56,8 +51,9 @@ _ORDER: dict[str, Callable[[float, float], bool]] = {
 
 @functools.cache
 def bound_test(op: str) -> Callable[[Any, Any], bool]:
-    """`within` for one operator, chosen once when a rule is compiled rather than by name
-    for every event (a rule's comparison runs for most events of its type)."""
+    """`gt`, `gte`, `lt` or `lte` as a test of (value, bound), False when either side is
+    no number; chosen once when a rule is compiled, not by name for every event (a rule's
+    comparison runs for most events of its type)."""
     compare = _ORDER[op]
 
     def test(value: Any, bound: Any) -> bool:
