@@ -31,6 +31,7 @@ from rich.table import Table
 
 from moments.app import INPUT_TOPICS
 from moments.connections import kafka_client_kwargs
+from moments.consumer_metrics import LAG_INTERVAL_S
 from moments.embedded import (
     RedisServer,
     TansuBroker,
@@ -336,6 +337,12 @@ def _metric_or_zero(port: int, name: str) -> float:
         return 0.0
 
 
+def _assigned(ports: list[int]) -> tuple[int, ...]:
+    return tuple(
+        int(_metric_or_zero(port, "moments_consumer_assigned_partitions")) for port in ports
+    )
+
+
 def scale_out_consume(
     settings: Settings, count: int, workers: int, workdir: Path, console: Console
 ) -> ScaleOut:
@@ -385,9 +392,14 @@ def scale_out_consume(
         rebalances = sum(
             _metric_or_zero(port, "moments_consumer_rebalances_total") for port in ports
         )
-        assigned = tuple(
-            int(_metric_or_zero(port, "moments_consumer_assigned_partitions")) for port in ports
-        )
+        # The gauge is set by the lag sampler every LAG_INTERVAL_S: a run shorter than
+        # that can end before a worker's first sample since the group settled.
+        assigned = _assigned(ports)
+        expected = settings.partitions * len(INPUT_TOPICS)
+        settle = time.monotonic() + 2 * LAG_INTERVAL_S + 1
+        while (sum(assigned) != expected or not all(assigned)) and time.monotonic() < settle:
+            time.sleep(0.2)
+            assigned = _assigned(ports)
         return ScaleOut(
             workers,
             Measurement(int(seen), elapsed, int(before), cpu),
