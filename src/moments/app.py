@@ -20,7 +20,7 @@ from faust.types import TP
 
 from moments.codec import register_codecs
 from moments.connections import faust_broker_credentials
-from moments.consumer import BatchConsumer, BatchTransport
+from moments.consumer import FETCH_MAX_WAIT_MS, BatchConsumer, BatchTransport
 from moments.engine import Detector
 from moments.gctune import tune_gc
 from moments.models import EventType
@@ -63,6 +63,7 @@ class MomentsApp(faust.App):
     """Faust's app with the batch consumer (see moments.consumer)."""
 
     hot_topics: frozenset[str] = frozenset()
+    fetch_wait_ms: int = FETCH_MAX_WAIT_MS
 
     def _new_transport(self) -> BatchTransport:
         return BatchTransport(self.conf.broker_consumer, self)
@@ -70,13 +71,14 @@ class MomentsApp(faust.App):
     def _new_consumer(self) -> BatchConsumer:
         consumer = cast(BatchConsumer, super()._new_consumer())
         consumer.hot_topics = self.hot_topics
+        consumer.fetch_wait_ms = self.fetch_wait_ms
         return consumer
 
 
 def create_app(settings: Settings) -> MomentsApp:
     register_codecs()
     store = "memory://" if settings.store == "memory" else "rocksdb://"
-    return MomentsApp(
+    app = MomentsApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
         broker_credentials=faust_broker_credentials(settings),
@@ -93,6 +95,8 @@ def create_app(settings: Settings) -> MomentsApp:
         autodiscover=False,
         producer_acks=-1,
     )
+    app.fetch_wait_ms = settings.fetch_wait_ms
+    return app
 
 
 def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> Any:

@@ -290,6 +290,9 @@ def start_worker(
         "MOMENTS_TOPIC_PREFIX": settings.topic_prefix,
         "MOMENTS_PARTITIONS": str(settings.partitions),
         "MOMENTS_REBALANCE_TIMEOUT": str(settings.rebalance_timeout),
+        # The batch knobs as configured, so the bench measures the worker one would run.
+        "MOMENTS_BATCH_SIZE": str(settings.batch_size),
+        "MOMENTS_FETCH_WAIT_MS": str(settings.fetch_wait_ms),
         "MOMENTS_DATA_DIR": str(data_dir),
         "MOMENTS_METRICS_PORT": str(port),
         "MOMENTS_LOG_LEVEL": "WARNING",

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -47,9 +47,9 @@ def _count(fetch: Fetch) -> int:
 
 
 FETCH_MAX_WAIT_MS = 100
-"""How long a fetch may wait for data. Faust fixes 1,500 ms; with it the benchmark's
-event-to-task latency at half load was p50 1.5 s / p99 3.4 s, with 100 ms p50 0.6 s /
-p99 1.0 s (docs/performance.md)."""
+"""How long a fetch may wait for data (`MOMENTS_FETCH_WAIT_MS` sets it). Faust fixes
+1,500 ms; with it the benchmark's event-to-task latency at half load was p50 1.5 s /
+p99 3.4 s, with 100 ms p50 0.6 s / p99 1.0 s (docs/performance.md)."""
 LAST_COMMIT_S = 10.0
 """How long a revocation or a shutdown waits to finish the batch in flight and commit.
 Kubernetes allows 60 s (deploy/k8s); without a bound, a shutdown while the broker was
@@ -60,7 +60,7 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; no public setter.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = cast("BatchConsumer", self.consumer).fetch_wait_ms
         return consumer
 
     async def on_thread_stop(self) -> None:
@@ -84,6 +84,7 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 class BatchConsumer(faust_aiokafka.Consumer):
     hot_topics: frozenset[str] = frozenset()
+    fetch_wait_ms: int = FETCH_MAX_WAIT_MS
     """Set by the app: the topics whose records go to `fetches`, not to Faust's streams."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         description="Most events the detector takes in one batch (queued fetches are taken "
         "together up to it; a larger fetch is handled in batches of it)",
     )
+    fetch_wait_ms: Annotated[int, Field(ge=1, le=5000)] = Field(
+        default=100,
+        description="Longest a fetch waits for new events, milliseconds: the delay a quiet "
+        "stream adds before an event is read (on Tansu up to half of it)",
+    )
     batch_within: Annotated[float, Field(gt=0, le=10)] = Field(
         default=0.05,
         description="Not used by the worker any more (a batch is what the broker fetched, "
