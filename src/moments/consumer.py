@@ -84,8 +84,9 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 class BatchConsumer(faust_aiokafka.Consumer):
     hot_topics: frozenset[str] = frozenset()
-    fetch_wait_ms: int = FETCH_MAX_WAIT_MS
     """Set by the app: the topics whose records go to `fetches`, not to Faust's streams."""
+    fetch_wait_ms: int = FETCH_MAX_WAIT_MS
+    """Set by the app (`MOMENTS_FETCH_WAIT_MS`): read when the Kafka consumer is made."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
