@@ -420,7 +420,7 @@ def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> N
     from moments.rulecost import decode_cost, rule_costs
     from rules.catalog import load_rules
 
-    tune_gc()  # as the worker runs
+    tune_gc()  # the worker's young-generation settings
     console = Console(stderr=True)
     with console.status("rules in process: no rules, the catalog, 200 rules"):
         events = list(bench_events(count, subscribers))
