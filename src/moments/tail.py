@@ -34,6 +34,10 @@ def format_task(task: dict[str, Any]) -> str:
     )
 
 
+STOP_S = 5.0
+"""Longest the viewer waits for its Kafka consumer to close."""
+
+
 async def tail_tasks(
     settings: Settings,
     json_lines: bool = False,
@@ -106,5 +110,8 @@ async def tail_tasks(
                 if board is not None and screen is not None and batches:
                     screen.update(board.render())
     finally:
-        await consumer.stop()
+        # A viewer holds nothing to lose: its stop is bounded, so a fetch the broker does
+        # not answer cannot keep Ctrl-C of `moments run` from stopping the worker.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.stop(), STOP_S)
     return printed
