@@ -69,5 +69,4 @@ def test_no_label_could_carry_a_subscriber_id() -> None:
         "region",
         "policy",
         "stage",
-        "generation",
     }
