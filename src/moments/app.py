@@ -22,7 +22,7 @@ from moments.codec import register_codecs
 from moments.connections import faust_broker_credentials
 from moments.consumer import FETCH_MAX_WAIT_MS, BatchConsumer, BatchTransport
 from moments.engine import Detector
-from moments.gctune import FULL_COLLECTION_EVERY_S, collect_frozen, tune_gc
+from moments.gctune import FULL_COLLECTION_EVERY_S, PauseTimer, collect_frozen, tune_gc
 from moments.models import EventType
 from moments.records import RawRecord
 from moments.rewind import RewindGuard
@@ -228,10 +228,13 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         if runtime.ready.is_set() and consumer.idle.is_set():
             await consumer.commit_processed()
 
+    pauses = PauseTimer()  # installed once start-up is done, reported every second
+
     @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def start_runtime() -> None:
         await runtime.start()
         tune_gc(freeze_old=True)  # start-up objects and later long-lived ones never walked
+        pauses.install()
         # Faust's worker leaves the root logger at DEBUG and filters in its handlers: every
         # debug call in the hot path then builds a record only to drop it.
         logging.getLogger().setLevel(settings.log_level)
@@ -241,6 +244,11 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         redriven = await runtime.redrive()
         if redriven:
             log.warning("re-drove %d pending task(s) left by an earlier run", redriven)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def report_gc_pauses() -> None:
+        for generation, seconds in pauses.drain():
+            runtime.metrics.gc_pause.labels(str(generation)).observe(seconds)
 
     @app.timer(interval=FULL_COLLECTION_EVERY_S)  # type: ignore[untyped-decorator]
     async def collect_frozen_cycles() -> None:

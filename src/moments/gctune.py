@@ -12,6 +12,9 @@ reference counting otherwise).
 from __future__ import annotations
 
 import gc
+import time
+from collections import deque
+from collections.abc import Iterator
 
 GEN0_THRESHOLD = 10_000
 """Allocations between young collections (CPython's default is 700)."""
@@ -58,3 +61,32 @@ def collect_frozen() -> int:
     found = gc.collect()
     gc.freeze()
     return found
+
+
+class PauseTimer:
+    """Times every collection (a `gc.callbacks` entry) into a bounded buffer; `drain`
+    hands the pauses to whoever reports them.
+
+    A collection can start at any allocation, also inside a lock the reporting code
+    holds (prometheus_client's), so the callback itself only appends to a deque: no
+    lock, no metric call."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._started = 0.0
+        self._pauses: deque[tuple[int, float]] = deque(maxlen=keep)
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.insert(0, self)  # before freeze_survivors: the collection only
+
+    def drain(self) -> Iterator[tuple[int, float]]:
+        """(generation, seconds) of each collection since the last drain, oldest first."""
+        pauses = self._pauses
+        while pauses:
+            yield pauses.popleft()

@@ -86,6 +86,14 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "moments_gc_pause_seconds",
+            "Garbage-collector pauses of the worker, by generation (the hourly full "
+            "collection shows as generation 2)",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
         self.batch_size = Histogram(
             "moments_batch_records",
             "Records per processed batch",

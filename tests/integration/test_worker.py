@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -120,6 +121,12 @@ class TestFirstInternationalRoaming:
         for stage in ("detect", "facts", "dispatch", "state", "changelog"):
             count = await metric_value(port, "moments_batch_stage_seconds_count", {"stage": stage})
             assert count >= 1, stage
+
+        # The collector's pauses are timed and reported (drained every second).
+        deadline = time.monotonic() + 15
+        while not await metric_value(port, "moments_gc_pause_seconds_count"):
+            assert time.monotonic() < deadline, "no garbage-collector pause reported"
+            await asyncio.sleep(0.5)
 
 
 class TestCrashAndRestart:

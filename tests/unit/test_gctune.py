@@ -8,7 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from moments.gctune import GEN0_THRESHOLD, collect_frozen, freeze_survivors, tune_gc
+from moments.gctune import (
+    GEN0_THRESHOLD,
+    PauseTimer,
+    collect_frozen,
+    freeze_survivors,
+    tune_gc,
+)
 
 
 @pytest.fixture
@@ -61,3 +67,19 @@ def test_what_survives_a_collection_is_frozen_and_cycles_among_it_found_later() 
     assert gone() is not None
     assert collect_frozen() >= 2  # the periodic full collection does
     assert gone() is None
+
+
+def test_each_collection_is_timed_and_drained_once() -> None:
+    timer = PauseTimer()
+    timer.install()
+    timer.install()  # once
+    try:
+        assert gc.callbacks.count(timer) == 1
+        gc.collect(1)
+        gc.collect(2)
+    finally:
+        gc.callbacks.remove(timer)
+    pauses = list(timer.drain())
+    assert [g for g, _ in pauses if g > 0] == [1, 2]  # an automatic young one may come too
+    assert all(seconds >= 0 for _, seconds in pauses)
+    assert list(timer.drain()) == []

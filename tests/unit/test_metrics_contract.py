@@ -69,4 +69,5 @@ def test_no_label_could_carry_a_subscriber_id() -> None:
         "region",
         "policy",
         "stage",
+        "generation",
     }
