@@ -2,7 +2,8 @@
 
 Starts Tansu and redis-server on free ports, creates the topics, starts a worker
 process, plays the sample stream, prints each task as it arrives and serves
-/metrics. Ctrl-C (or `--exit-after N`) stops every process it started.
+/metrics. Ctrl-C, SIGTERM (systemd, `docker stop`, a CI timeout) or `--exit-after N`
+stops every process it started and removes its files.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.sample import sample_stream
 from moments.settings import Settings, load_settings
-from moments.tail import tail_tasks
+from moments.tail import STOP_S, tail_tasks
 
 DEMO_POLICY = """\
 # Written by `moments run`: the defaults, but calls wait 10 s for the subscriber's other
@@ -51,8 +52,25 @@ def all_topics(settings: Settings) -> tuple[dict[str, int], list[str]]:
 def run_embedded(
     json_lines: bool, play_sample: bool, metrics_port: int | None, exit_after: int | None
 ) -> int:
-    console = Console(stderr=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="moments-run-"))
+    try:
+        return _run(workdir, json_lines, play_sample, metrics_port, exit_after)
+    except KeyboardInterrupt:  # while starting: what had started is stopped by now
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(
+    workdir: Path,
+    json_lines: bool,
+    play_sample: bool,
+    metrics_port: int | None,
+    exit_after: int | None,
+) -> int:
+    console = Console(stderr=True)
     worker: subprocess.Popen[bytes] | None = None
     with contextlib.ExitStack() as stack:
         with console.status("starting Tansu (Kafka-protocol broker) and redis-server..."):
@@ -102,15 +120,20 @@ def run_embedded(
             console.print(f"[green]metrics[/] http://127.0.0.1:{port}/metrics")
         console.print("tasks appear below as they are published; Ctrl-C stops everything\n")
         code = 1
+        # Not asyncio.run: its clean-up waits without a bound for every task and executor
+        # thread before returning, so a viewer slow to close could keep the worker running.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         try:
-            code = asyncio.run(
+            code = loop.run_until_complete(
                 _follow(settings, worker, log_path, console, json_lines, play_sample, exit_after)
             )
         except KeyboardInterrupt:
             console.print("\nstopping worker, redis-server and Tansu...")
             code = 0
         finally:
-            _stop_process(worker)
+            _stop_process(worker)  # first, whatever the task viewer is still doing
+            _close_loop(loop)
     if code == 0:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
@@ -213,6 +236,27 @@ def _last_lines(path: Path, lines: int = 25) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what still runs, wait for it at most STOP_S, close the loop."""
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=STOP_S))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()  # does not wait for executor threads
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM takes Ctrl-C's way out: the same clean stop, nothing left behind. (A SIGINT
+    that the launching shell set to be ignored, as `cmd &` in a script does, stays ignored,
+    as the convention wants.)"""
+    raise KeyboardInterrupt
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:

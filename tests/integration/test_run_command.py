@@ -1,7 +1,8 @@
 """`moments run`, as `make run` starts it: tasks print, /metrics answers, Ctrl-C leaves nothing.
 
 A subprocess in its own session, so SIGINT reaches the whole group as a terminal's
-Ctrl-C would.
+Ctrl-C would. Its SIGINT starts at the default, as a terminal's foreground job has it:
+run from a script's background job (`cmd &`), the suite would hand it down ignored.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
+def interruptible() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def read_until(
     proc: subprocess.Popen[bytes], wanted: int, wait_s: float
 ) -> tuple[list[dict[str, object]], list[str]]:
@@ -99,6 +105,7 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
         stderr=subprocess.DEVNULL,
         env=env,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
     try:
         expected = expected_moments()
@@ -145,6 +152,43 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)], "processes left behind"
+    assert not list(tmp_path.iterdir()), "files left behind in the temporary directory"
+
+
+def test_sigterm_to_run_stops_everything_and_leaves_nothing(tmp_path: Path) -> None:
+    """As systemd or `docker stop` would: SIGTERM to `moments run` alone, not its group."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moments", "run", "--no-sample", "--metrics-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the worker's /metrics answers: everything has started
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, "moments run exited while starting"
+                assert time.monotonic() < deadline, "the worker's /metrics never answered"
+                time.sleep(0.5)
+        children = descendants(proc.pid)
+        assert len(children) >= 3, "expected the worker, Tansu and redis-server"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
