@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "run",
         "Run everything on this machine: Tansu broker, redis-server, a "
-        "worker and a sample stream; print tasks as they arrive; Ctrl-C stops it all.",
+        "worker and a sample stream; print tasks as they arrive; Ctrl-C (or SIGTERM) stops "
+        "it all.",
         """
                   moments run
                   moments run --json               # tasks as JSON lines
