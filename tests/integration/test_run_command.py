@@ -55,6 +55,22 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
+def run_env(tmp_path: Path) -> dict[str, str]:
+    """No MOMENTS_* settings from the caller; temporary files under `tmp_path`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    env["TMPDIR"] = str(tmp_path)
+    return env
+
+
+def assert_left_nothing(children: set[int], tmp_path: Path) -> None:
+    """Every process `moments run` started is gone (within 10 s), and so are its files."""
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)], "processes left behind"
+    assert not list(tmp_path.iterdir()), "files left behind in the temporary directory"
+
+
 def interruptible() -> None:
     """In the child before exec: SIGINT as a terminal's foreground job has it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -96,8 +112,7 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
-    env["TMPDIR"] = str(tmp_path)
+    env = run_env(tmp_path)
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moments", "run", "--json", "--metrics-port", str(port)],
@@ -152,18 +167,13 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in children if alive(pid)], "processes left behind"
-    assert not list(tmp_path.iterdir()), "files left behind in the temporary directory"
+    assert_left_nothing(children, tmp_path)
 
 
 def test_sigterm_to_run_stops_everything_and_leaves_nothing(tmp_path: Path) -> None:
     """As systemd or `docker stop` would: SIGTERM to `moments run` alone, not its group."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
-    env["TMPDIR"] = str(tmp_path)
+    env = run_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "moments", "run", "--no-sample", "--metrics-port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -189,8 +199,4 @@ def test_sigterm_to_run_stops_everything_and_leaves_nothing(tmp_path: Path) -> N
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in children if alive(pid)], "processes left behind"
-    assert not list(tmp_path.iterdir()), "files left behind in the temporary directory"
+    assert_left_nothing(children, tmp_path)
