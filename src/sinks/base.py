@@ -70,11 +70,19 @@ async def produce_to_partitions(
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                futures.append(await _send_closed(producer, batch, topic, partition))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # a first record always fits
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        futures.append(await _send_closed(producer, batch, topic, partition))
     await asyncio.gather(*futures)
+
+
+async def _send_closed(producer: BatchProducer, batch: Any, topic: str, partition: int) -> Any:
+    """A batch we filled ourselves goes out at once: closed, it does not wait out the
+    producer's linger (left open, aiokafka holds it for `linger_ms` in case a `send` adds
+    to it, and every batch of the worker waited so before its changelog was durable)."""
+    batch.close()
+    return await producer.send_batch(batch, topic, partition=partition)
 
 
 class RecordingSink(Generic[T]):
