@@ -37,6 +37,10 @@ MAX_BATCH_BYTES = 256 * 1024
 changelog (one record per subscriber, ~0.5 KB each) then goes in a few requests instead
 of dozens in turn: 4,000 records took 106 ms in 16 KiB batches and 25-34 ms in these on
 Tansu. Within Kafka's default `message.max.bytes` (1 MiB) and aiokafka's request limit."""
+LINGER_MS = 0
+"""No linger: the sinks append a whole batch's records before they await anything, so
+they fill one producer batch per partition anyway, and a linger would only hold that
+batch back (2 ms, once for a batch's tasks and once for its dead letters)."""
 
 
 def producer_kwargs(settings: Settings) -> dict[str, Any]:
@@ -44,7 +48,7 @@ def producer_kwargs(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.bootstrap_servers,
         "acks": "all",
-        "linger_ms": 2,
+        "linger_ms": LINGER_MS,
         "max_batch_size": MAX_BATCH_BYTES,
         "client_id": f"{settings.app_id}-dispatch",
         **kafka_client_kwargs(settings),

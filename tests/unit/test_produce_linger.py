@@ -7,6 +7,8 @@ from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from moments.producer import producer_kwargs
+from moments.settings import Settings
 from sinks.base import produce_to_partitions
 
 
@@ -34,3 +36,10 @@ async def test_changelog_batches_go_closed_so_they_leave_at_once() -> None:
     await produce_to_partitions(recorder, "changelog", records)
     assert len(recorder.sent) > 2
     assert all(closed for _, closed in recorder.sent), recorder.sent
+
+
+def test_the_dispatch_producer_does_not_linger() -> None:
+    """Tasks and dead letters go through `send` (the partitioner picks the partition), not
+    batches of ours: a linger would hold each batch's tasks back."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:9092")
+    assert producer_kwargs(settings)["linger_ms"] == 0
