@@ -10,12 +10,10 @@ the seconds before the bench printed its latency (the latency phase: 5 s of warm
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench_site import run_bench_with_site
 
 # Runs in every Python process the bench starts; only the worker ("worker" in argv)
 # writes a line per collection: end time, generation, milliseconds.
@@ -54,23 +52,9 @@ def main() -> None:
     parser.add_argument("--last", type=float, default=20.0, help="seconds before the latency")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        site, logs = Path(tmp, "site"), Path(tmp, "logs")
-        site.mkdir()
+        logs = Path(tmp, "logs")
         logs.mkdir()
-        (site / "sitecustomize.py").write_text(TIMER)
-        env = dict(os.environ, GC_PAUSES_DIR=str(logs))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
-        moments = Path(sys.executable).with_name("moments")
-        command = [str(moments), "bench", "--offered", str(args.offered)]
-        end = None
-        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as bench:
-            assert bench.stdout is not None
-            for line in bench.stdout:
-                print(line, end="")
-                if end is None and "event-to-task latency" in line:
-                    end = time.time()
-        if bench.returncode != 0 or end is None:
-            sys.exit(f"moments bench failed (exit {bench.returncode}); nothing to sum")
+        end = run_bench_with_site(TIMER, Path(tmp), args.offered, {"GC_PAUSES_DIR": str(logs)})
         for path in sorted(logs.iterdir()):
             print(summary(path, end, args.last))
 
