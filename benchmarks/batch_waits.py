@@ -11,11 +11,9 @@ consumer thread decoded a fetch.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from pathlib import Path
 
-from bench_site import run_bench_with_site
+import bench_site
 
 # Runs in every Python process the bench starts; only the worker ("worker" in argv)
 # wraps its steps, once their modules are imported, and writes the running totals
@@ -60,7 +58,7 @@ if "worker" in sys.argv:
 """
 
 
-def summary(path: Path, end: float, last_s: float) -> list[str]:
+def summary(path: Path, end: float, last_s: float) -> str:
     """Per step, the totals' growth over the `last_s` seconds before `end`."""
     rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
     first: dict[str, tuple[int, float, float]] = {}
@@ -78,20 +76,11 @@ def summary(path: Path, end: float, last_s: float) -> list[str]:
             lines.append(
                 f"  {label:<26} {n:6d} calls  {w * per:6.2f}  {c * per:6.2f}  {(w - c) * per:6.2f}"
             )
-    return lines
+    return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--offered", type=int, default=6_000, help="events/s, latency phase")
-    parser.add_argument("--last", type=float, default=15.0, help="seconds before the latency")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        logs = Path(tmp, "logs")
-        logs.mkdir()
-        end = run_bench_with_site(WRAPPER, Path(tmp), args.offered, {"BATCH_WAITS_DIR": str(logs)})
-        for path in sorted(logs.iterdir()):
-            print("\n".join(summary(path, end, args.last)))
+    bench_site.main(__doc__ or "", WRAPPER, "BATCH_WAITS_DIR", summary, offered=6_000, last=15.0)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,17 @@ measured). Shared by the benchmarks that look inside the bench's worker."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+Summary = Callable[[Path, float, float], str]
+"""(a worker's log file, when the latency printed, seconds before it) -> what to print."""
 
 
 def run_bench_with_site(
@@ -33,3 +39,21 @@ def run_bench_with_site(
     if bench.returncode != 0 or end is None:
         sys.exit(f"moments bench failed (exit {bench.returncode}); nothing to sum")
     return end
+
+
+def main(
+    doc: str, site_code: str, log_dir_variable: str, summary: Summary, offered: int, last: float
+) -> None:
+    """A benchmark's command line: `--offered` and `--last`, the bench run with
+    `site_code` (told where to write its logs by `log_dir_variable`), then `summary` of
+    each log the worker left."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--offered", type=int, default=offered, help="events/s, latency phase")
+    parser.add_argument("--last", type=float, default=last, help="seconds before the latency")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(tmp, "logs")
+        logs.mkdir()
+        end = run_bench_with_site(site_code, Path(tmp), args.offered, {log_dir_variable: str(logs)})
+        for path in sorted(logs.iterdir()):
+            print(summary(path, end, args.last))

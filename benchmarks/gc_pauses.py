@@ -9,11 +9,9 @@ the seconds before the bench printed its latency (the latency phase: 5 s of warm
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from pathlib import Path
 
-from bench_site import run_bench_with_site
+import bench_site
 
 # Runs in every Python process the bench starts; only the worker ("worker" in argv)
 # writes a line per collection: end time, generation, milliseconds.
@@ -47,16 +45,7 @@ def summary(path: Path, end: float, last_s: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--offered", type=int, default=10_000, help="events/s, latency phase")
-    parser.add_argument("--last", type=float, default=20.0, help="seconds before the latency")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        logs = Path(tmp, "logs")
-        logs.mkdir()
-        end = run_bench_with_site(TIMER, Path(tmp), args.offered, {"GC_PAUSES_DIR": str(logs)})
-        for path in sorted(logs.iterdir()):
-            print(summary(path, end, args.last))
+    bench_site.main(__doc__ or "", TIMER, "GC_PAUSES_DIR", summary, offered=10_000, last=20.0)
 
 
 if __name__ == "__main__":
