@@ -12,6 +12,7 @@ crash or a second worker racing never sends a task twice or loses it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
@@ -278,15 +279,22 @@ class TaskSink:
         if not candidates:
             return
         at = self.clock() if now is None else now
+        # Fresh tasks that park nothing leave the deferral queue as it was: its count (a
+        # Redis call) is read again only when this decision took from it or added to it,
+        # and by the release timer, which also sees what other workers did.
+        queue_changed = any(not c.fresh for c in candidates)
         try:
             declined, facts = await self._read_for(candidates, at)
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
-                to_send += await self._route_wave(wave, at, declined, facts)
+                sendable, parked = await self._route_wave(wave, at, declined, facts)
+                to_send += sendable
+                queue_changed = queue_changed or parked
             await self._send(to_send)
         finally:
             self._payloads.clear()
-        await self._update_waiting()
+        if queue_changed:
+            await self._update_waiting()
 
     async def _update_waiting(self) -> None:
         self.metrics.waiting.set(await self._redis(self.deferral.waiting, "counting waiting"))
@@ -301,28 +309,32 @@ class TaskSink:
         the subscribers whose tasks need them (a relevance check, or a suspended line)."""
         live = [t for c in candidates for t in c.tasks if t.expires_at.timestamp() > at]
         pairs = list(dict.fromkeys((t.subscriber_id, t.moment.rule_id) for t in live))
-        declined: set[tuple[str, str]] = set()
-        if pairs:
-            flags = await self._redis(
-                lambda: self.declines.suppressed_many(pairs), "reading declines"
-            )
-            declined = {pair for pair, flag in zip(pairs, flags, strict=True) if flag}
+        # Facts also for tasks that turn out declined: the two reads then go together
+        # instead of one after the other (a declined task is dropped either way).
         wanted = [
-            t.subscriber_id
-            for t in live
-            if (t.subscriber_id, t.moment.rule_id) not in declined
-            and check_for(self.policy.relevance, t) is not None
+            t.subscriber_id for t in live if check_for(self.policy.relevance, t) is not None
         ] + [
             c.tasks[0].subscriber_id
             for c in candidates
             if any(t.deferred is not None and t.deferred.reason == "suspended" for t in c.tasks)
         ]
         subscribers = list(dict.fromkeys(wanted))
-        facts: dict[str, SubscriberFacts] = {}
-        if subscribers:
-            got = await self._redis(lambda: self.facts.get_many(subscribers), "reading facts")
-            facts = dict(zip(subscribers, got, strict=True))
-        return declined, facts
+
+        async def declines() -> list[bool]:
+            if not pairs:
+                return []
+            return await self._redis(
+                lambda: self.declines.suppressed_many(pairs), "reading declines"
+            )
+
+        async def facts_of() -> list[SubscriberFacts]:
+            if not subscribers:
+                return []
+            return await self._redis(lambda: self.facts.get_many(subscribers), "reading facts")
+
+        flags, got = await asyncio.gather(declines(), facts_of())
+        declined = {pair for pair, flag in zip(pairs, flags, strict=True) if flag}
+        return declined, dict(zip(subscribers, got, strict=True))
 
     def _keep(
         self,
@@ -349,9 +361,10 @@ class TaskSink:
         now: float,
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
-    ) -> list[ServiceTask]:
+    ) -> tuple[list[ServiceTask], bool]:
         """The decision for each candidate of a wave (see the module docstring), one store
-        call per step for all of them; returns the tasks to send.
+        call per step for all of them; returns the tasks to send, and whether any was
+        parked.
 
         No two candidates of a wave have the same subscriber, so the per-subscriber steps
         (merge, park, contact cap) of one never see another's; capacity, shared by all,
@@ -416,7 +429,7 @@ class TaskSink:
                 self._suppressed(task, SuppressReason.CAPACITY.value)
                 w.drops.append((task.task_id, SuppressReason.CAPACITY.value))
         await self._write(w)
-        return to_send
+        return to_send, bool(w.parks)
 
     async def _join(
         self, routes: list[tuple[Candidate, ServiceTask]]

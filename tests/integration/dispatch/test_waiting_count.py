@@ -1,0 +1,48 @@
+"""The waiting gauge is read from the deferral queue only when a decision changed the
+queue: a batch of tasks sent at once costs no extra store call for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from sinks.policy import DispatchPolicy
+
+from .conftest import HOUR, NOW, Worker, task
+
+pytestmark = pytest.mark.integration
+
+
+async def test_waiting_is_counted_when_the_queue_changes_only(
+    make_worker: Callable[..., Worker],
+) -> None:
+    w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+    counted = 0
+    count_waiting = w.sink.deferral.waiting
+
+    async def counting() -> int:
+        nonlocal counted
+        counted += 1
+        return await count_waiting()
+
+    w.sink.deferral.waiting = counting  # type: ignore[method-assign]
+    await w.send(task("now1", sub="13300000001"), task("now2", sub="13300000002"))
+    assert counted == 0  # both sent at once: the queue is as it was
+    assert (
+        w.sample(
+            "moments_tasks_published_total",
+            moment_type="first_international_roaming",
+            channel="sms",
+        )
+        == 2
+    )
+
+    later = NOW + HOUR
+    await w.send(task("later", sub="13300000003", deliver_after=later, deferred="quiet_hours"))
+    assert counted == 1
+    assert w.sample("moments_tasks_waiting") == 1
+
+    assert await w.sink.release_due(now=(later + HOUR / 60).timestamp()) == 1
+    assert counted == 2
+    assert w.sample("moments_tasks_waiting") == 0
