@@ -55,11 +55,19 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
-def run_env(tmp_path: Path) -> dict[str, str]:
-    """No MOMENTS_* settings from the caller; temporary files under `tmp_path`."""
+def start_run(tmp_path: Path, port: int, *args: str, stdout: int) -> subprocess.Popen[bytes]:
+    """`moments run` in its own session, with no MOMENTS_* settings from the caller and
+    its temporary files under `tmp_path`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
     env["TMPDIR"] = str(tmp_path)
-    return env
+    return subprocess.Popen(
+        [sys.executable, "-m", "moments", "run", *args, "--metrics-port", str(port)],
+        stdout=stdout,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+        preexec_fn=interruptible,
+    )
 
 
 def assert_left_nothing(children: set[int], tmp_path: Path) -> None:
@@ -112,16 +120,8 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    env = run_env(tmp_path)
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moments", "run", "--json", "--metrics-port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-        preexec_fn=interruptible,
-    )
+    proc = start_run(tmp_path, port, "--json", stdout=subprocess.PIPE)
     try:
         expected = expected_moments()
         tasks, other = read_until(proc, wanted=len(expected), wait_s=60)
@@ -173,14 +173,7 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
 def test_sigterm_to_run_stops_everything_and_leaves_nothing(tmp_path: Path) -> None:
     """As systemd or `docker stop` would: SIGTERM to `moments run` alone, not its group."""
     port = free_port()
-    env = run_env(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moments", "run", "--no-sample", "--metrics-port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
+    proc = start_run(tmp_path, port, "--no-sample", stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:  # the worker's /metrics answers: everything has started
