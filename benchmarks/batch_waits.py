@@ -1,9 +1,11 @@
 """What the bench's worker waits for in a batch: runs `moments bench` with a
 `sitecustomize` that wraps the batch's steps in the worker process and records, for
-each, the wall time and the worker thread's CPU time; then prints, for the seconds
-before the bench printed its latency (the latency phase), their split per call. The
-difference is time the batch waited: for Kafka and Redis, or for the GIL while the
-consumer thread decoded a fetch.
+each, the wall time and the main thread's CPU time while the step ran; then prints,
+for the seconds before the bench printed its latency (the latency phase), their split
+per call. The difference is time the batch waited: for Kafka and Redis, or for the GIL
+while the consumer thread decoded a fetch. The CPU column also holds whatever else the
+event loop ran while the step awaited (the producer's sender, timers), so it is an upper
+bound of the step's own CPU and the waiting a lower bound.
 
     .venv/bin/python benchmarks/batch_waits.py
     .venv/bin/python benchmarks/batch_waits.py --offered 6000 --last 15
