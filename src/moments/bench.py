@@ -198,26 +198,32 @@ class Latency:
     tasks: int
     p50: float
     p99: float
+    busy: float
+    """The worker's CPU time over the measured seconds, as a share of one core: how far
+    from saturation "half the measured rate" left it (small batches cost more per event)."""
 
 
 def measure_latency(
-    settings: Settings, port: int, rate: float, seconds: float, console: Console
+    settings: Settings, port: int, pid: int, rate: float, seconds: float, console: Console
 ) -> Latency:
-    """Event-to-task latency on the running worker at a fixed offered load, after
+    """Event-to-task latency on the running worker (`pid`) at a fixed offered load, after
     `LATENCY_WARMUP_S` of the same load (not measured): the steady state, not the worker's
     catch-up after the throughput run (the window sweep it starts then ran up to 4 s)."""
     from moments.latency import buckets, offer, quantile
 
     before: dict[float, float] = {}
+    cpu: list[float] = []  # worker CPU seconds and wall clock, at the warm-up's end
 
     def snapshot() -> None:
         before.update(buckets(port))
+        cpu[:] = [_cpu_seconds(pid), time.perf_counter()]
 
     total = LATENCY_WARMUP_S + seconds
     with console.status(f"latency: offering {rate:,.0f} events/s for {total:.0f}s"):
         tasks = asyncio.run(
             offer(settings, rate, seconds, warmup=LATENCY_WARMUP_S, on_warm=snapshot)
         )
+        busy = (_cpu_seconds(pid) - cpu[0]) / max(time.perf_counter() - cpu[1], 1e-9)
         deadline = time.monotonic() + 60
         after = buckets(port)
         while after.get(float("inf"), 0) - before.get(float("inf"), 0) < tasks:
@@ -225,7 +231,7 @@ def measure_latency(
                 break
             time.sleep(0.5)
             after = buckets(port)
-    return Latency(rate, tasks, quantile(0.5, before, after), quantile(0.99, before, after))
+    return Latency(rate, tasks, quantile(0.5, before, after), quantile(0.99, before, after), busy)
 
 
 def detector_consume(
@@ -272,7 +278,7 @@ def detector_consume(
         latency = None
         if latency_s > 0:
             rate = offered if offered is not None else measured.rate / 2
-            latency = measure_latency(settings, port, rate, latency_s, console)
+            latency = measure_latency(settings, port, proc.pid, rate, latency_s, console)
         return measured, _peak_rss_mib(proc.pid), latency
     finally:
         stop_worker(proc)
@@ -518,7 +524,8 @@ def run_bench(
             f"event-to-task latency at {latency.offered_rate:,.0f} events/s offered "
             f"({'as asked' if offered is not None else 'half the measured rate'}), "
             f"{latency.tasks} tasks: "
-            f"p50 {latency.p50 * 1000:.0f} ms, p99 {latency.p99 * 1000:.0f} ms"
+            f"p50 {latency.p50 * 1000:.0f} ms, p99 {latency.p99 * 1000:.0f} ms; "
+            f"worker CPU meanwhile {latency.busy:.0%} of a core"
         )
     if scale is not None:
         Console().print(
