@@ -79,8 +79,11 @@ class TestOutcomes:
         await w.send(task("u1", sub=sub, channel=Channel.OUTBOUND_CALL))
         unreachable = outcome("u1", sub, OutcomeStatus.UNREACHABLE)
         raw = RawRecord("outcomes", 0, 0, sub.encode(), unreachable.model_dump_json().encode())
-        first = await handle_outcomes([raw], w.sink)
-        again = await handle_outcomes([raw], w.sink)  # the same outcome read twice
+        # The retry is due `unreachable_retry_after` from the later of the outcome and
+        # the clock: the clock is pinned to NOW, which was read when this module was
+        # imported (a minute or more before this test in a long run).
+        first = await handle_outcomes([raw], w.sink, now=NOW)
+        again = await handle_outcomes([raw], w.sink, now=NOW)  # the same outcome read twice
         retry = retry_id("u1", 1)
         assert first.retries == again.retries == [retry]
         assert await w.ledger.state(retry) == "deferred"
@@ -100,7 +103,7 @@ class TestOutcomes:
             sub.encode(),
             outcome(retry, sub, OutcomeStatus.UNREACHABLE).model_dump_json().encode(),
         )
-        assert (await handle_outcomes([record], w.sink)).retries == []
+        assert (await handle_outcomes([record], w.sink, now=NOW)).retries == []
 
     async def test_bad_outcome_is_a_dead_letter(self, make_worker: Callable[..., Worker]) -> None:
         w = make_worker()
