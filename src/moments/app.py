@@ -27,6 +27,7 @@ from moments.models import EventType
 from moments.records import RawRecord
 from moments.rewind import RewindGuard
 from moments.runtime import Runtime, RuntimeStoppedError
+from moments.service_worker import ServiceWorker
 from moments.settings import Settings
 from moments.stateview import STATE_TABLE
 from moments.store import FaustTableStore
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> MomentsApp:
         web_enabled=False,
         autodiscover=False,
         producer_acks=-1,
+        Worker=ServiceWorker,  # no terminal spinner: it put the root logger at DEBUG
     )
     app.fetch_wait_ms = settings.fetch_wait_ms
     return app
@@ -235,9 +237,6 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         await runtime.start()
         tune_gc(freeze_old=True)  # start-up objects and later long-lived ones never walked
         pauses.install()
-        # Faust's worker leaves the root logger at DEBUG and filters in its handlers: every
-        # debug call in the hot path then builds a record only to drop it.
-        logging.getLogger().setLevel(settings.log_level)
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_on_signal)
         log.info("state table holds %d subscriber(s) after recovery", len(table.data))

@@ -110,7 +110,9 @@ def bench_events(
         yield event_type, sub.encode(), orjson.dumps(value)
 
 
-async def produce(settings: Settings, count: int, subscribers: int, console: Console) -> None:
+async def produce(
+    settings: Settings, count: int, subscribers: int, console: Console, seed: int = 7
+) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         acks=1,
@@ -123,7 +125,8 @@ async def produce(settings: Settings, count: int, subscribers: int, console: Con
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"producing {count:,} events", total=count)
             pending = []
-            for n, (event_type, key, value) in enumerate(bench_events(count, subscribers), start=1):
+            events = bench_events(count, subscribers, seed)
+            for n, (event_type, key, value) in enumerate(events, start=1):
                 pending.append(
                     await producer.send(settings.topic(event_type.value), value=value, key=key)
                 )

@@ -1,0 +1,143 @@
+"""How long a worker killed with `kill -9` takes to be back: the state table restored
+from its changelog, then new events processed.
+
+Produces the bench's events (`moments bench`: mostly usage, 5 per subscriber by
+default), lets one worker process them all, kills it with SIGKILL, and starts another
+with an empty data directory, so every record comes back from the changelog (what a
+pod rescheduled on another node does). Prints the changelog's size, the new worker's
+time to restore (Faust's rebalance, revocation to the end of recovery) and its time
+from start until it had processed a fresh event on every partition.
+
+    .venv/bin/python benchmarks/recovery.py
+    .venv/bin/python benchmarks/recovery.py --events 400000 --subscribers 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import Progress
+
+from moments.bench import produce, start_worker, stop_worker
+from moments.connections import kafka_client_kwargs
+from moments.embedded import RedisServer, TansuBroker, ensure_topics, free_port
+from moments.embedded_run import REBALANCE_SECONDS, all_topics
+from moments.metrics_server import scrape
+from moments.settings import Settings, load_settings
+
+FRESH_EVENTS = 1_000
+"""Events produced after the restart: the new worker is back once it has done them."""
+
+
+def metric(port: int, name: str) -> float:
+    try:
+        return scrape(port, name)
+    except OSError:  # not serving yet
+        return 0.0
+
+
+def wait_for(port: int, name: str, target: float, limit_s: float, what: str) -> float:
+    """Seconds until the metric reaches `target`; exits with `what` past `limit_s`."""
+    started = time.monotonic()
+    while metric(port, name) < target:
+        if time.monotonic() - started > limit_s:
+            raise SystemExit(f"{what}: not done within {limit_s:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def changelog_records(settings: Settings) -> tuple[str, int]:
+    """The state changelog's name and the records in it (end offsets summed)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, **kafka_client_kwargs(settings)
+    )
+    await consumer.start()
+    try:
+        names = [t for t in await consumer.topics() if t.endswith("-changelog")]
+        names = [t for t in names if t.startswith(settings.app_id)]
+        if len(names) != 1:
+            raise SystemExit(f"expected one state changelog of {settings.app_id}, found {names}")
+        parts = consumer.partitions_for_topic(names[0]) or set()
+        ends = await consumer.end_offsets([TopicPartition(names[0], p) for p in parts])
+        return names[0], sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+    console = Console(stderr=True)
+    workdir = Path(tempfile.mkdtemp(prefix="moments-recovery-"))
+    try:
+        with TansuBroker(workdir / "tansu") as broker, RedisServer(workdir / "redis") as redis:
+            settings = load_settings().model_copy(
+                update={
+                    "kafka_bootstrap": broker.bootstrap,
+                    "redis_url": redis.url,
+                    "partitions": args.partitions,
+                    "app_id": f"recovery-{int(time.time())}",
+                    "rebalance_timeout": REBALANCE_SECONDS,
+                }
+            )
+            topics, compacted = all_topics(settings)
+            kwargs = kafka_client_kwargs(settings)
+            asyncio.run(ensure_topics(broker.bootstrap, topics, compacted, client_kwargs=kwargs))
+            asyncio.run(produce(settings, args.events, args.subscribers, console))
+            port = free_port()
+            first = start_worker(settings, workdir / "data-1", port, workdir / "worker-1.log")
+            try:
+                with Progress(console=console, transient=True) as progress:
+                    task = progress.add_task("first worker: processing", total=args.events)
+                    limit = time.monotonic() + 120 + args.events / 1000
+                    while (done := metric(port, "moments_events_total")) < args.events:
+                        if time.monotonic() > limit or first.poll() is not None:
+                            raise SystemExit(f"the first worker stopped short; see {workdir}")
+                        progress.update(task, completed=done)
+                        time.sleep(0.2)
+                time.sleep(3)  # its last batch's changelog and commit
+            finally:
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+            name, records = asyncio.run(changelog_records(settings))
+            console.print(f"killed the first worker; {name} holds {records:,} records")
+
+            port = free_port()
+            started = time.monotonic()
+            second = start_worker(settings, workdir / "data-2", port, workdir / "worker-2.log")
+            try:
+                with console.status("second worker: restoring the state"):
+                    wait_for(port, "moments_consumer_rebalance_seconds_count", 1, 600, "restoring")
+                recovered = time.monotonic() - started
+                restore = metric(port, "moments_consumer_rebalance_seconds_sum")
+                # Other event ids than the first run's, so none is skipped as a replay.
+                asyncio.run(produce(settings, FRESH_EVENTS, args.subscribers, console, seed=8))
+                with console.status("second worker: processing fresh events"):
+                    wait_for(port, "moments_events_total", FRESH_EVENTS, 120, "fresh events")
+                total = time.monotonic() - started
+            finally:
+                stop_worker(second)
+            console.print(
+                f"restore (revocation to the end of recovery): {restore:.1f} s, "
+                f"{records / max(restore, 1e-9):,.0f} changelog records/s; "
+                f"done {recovered:.1f} s after the worker started (the group join waits "
+                f"Tansu's {REBALANCE_SECONDS:.0f} s rebalance timeout)"
+            )
+            console.print(f"from start to {FRESH_EVENTS:,} fresh events processed: {total:.1f} s")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Faust's worker as a service runs it: logs to files or a collector, no terminal."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+
+class ServiceWorker(faust.Worker):
+    """Faust's worker without its terminal progress spinner.
+
+    At `--loglevel warn` or above, Faust keeps the spinner: it puts the root logger at
+    DEBUG and adds a handler that turns the spinner on every record. Every debug call
+    of Faust, mode and aiokafka then builds a record (through the PII masking factory)
+    only for it to be dropped, and the runtime can set the level back only once the
+    first table recovery is over: Faust's recovery makes two debug calls per changelog
+    record, and a fifth of a restore's CPU went to them (benchmarks/recovery.py)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+        if level:
+            logger.setLevel(level)

@@ -1,0 +1,41 @@
+"""The worker's root logger stays at the configured level (moments.service_worker)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# In a child process: Faust's logging set-up changes the root logger for good.
+PROBE = """
+import logging, sys, faust
+from moments.service_worker import ServiceWorker
+cls = ServiceWorker if sys.argv[1] == "ours" else faust.Worker
+app = faust.App("probe", broker="kafka://127.0.0.1:1", web_enabled=False, autodiscover=False)
+cls(app, loglevel=sys.argv[2], quiet=True)._setup_logging()
+root = logging.getLogger()
+handlers = ",".join(sorted(type(h).__name__ for h in root.handlers))
+print(logging.getLevelName(root.level), handlers, file=sys.__stderr__)
+"""
+
+
+def probe(worker: str, level: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, worker, level],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stderr.strip().splitlines()[-1].split()
+
+
+@pytest.mark.parametrize(("level", "expected"), [("warn", "WARNING"), ("info", "INFO")])
+def test_the_root_logger_stays_at_the_level_without_a_spinner(level: str, expected: str) -> None:
+    assert probe("ours", level) == [expected, "StreamHandler"]
+
+
+def test_faust_own_worker_puts_it_at_debug_at_warn() -> None:
+    """Why the class exists: a Faust upgrade that stops doing this makes it unneeded."""
+    assert probe("faust", "warn") == ["DEBUG", "SpinnerHandler,StreamHandler"]
