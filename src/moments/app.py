@@ -19,12 +19,13 @@ import faust
 from faust.types import TP
 
 from moments.codec import register_codecs
-from moments.connections import faust_broker_credentials
+from moments.connections import faust_broker_credentials, kafka_client_kwargs
 from moments.consumer import FETCH_MAX_WAIT_MS, BatchConsumer, BatchTransport
 from moments.engine import Detector
 from moments.gctune import FULL_COLLECTION_EVERY_S, PauseTimer, collect_frozen, tune_gc
 from moments.models import EventType
 from moments.records import RawRecord
+from moments.restore import PreloadingTable
 from moments.rewind import RewindGuard
 from moments.runtime import Runtime, RuntimeStoppedError
 from moments.service_worker import ServiceWorker
@@ -103,16 +104,23 @@ def create_app(settings: Settings) -> MomentsApp:
 
 def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> Any:
     """Declare the state table, the detector agent and the re-drive timer on `app`."""
-    table = app.Table(
-        STATE_TABLE,
-        default=None,
-        # Faust picks the changelog serializers from these types (bytes: raw), not from a
-        # schema: with a schema alone a restore decoded the records as JSON.
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        help="One compact record per subscriber (moments.state.SubscriberState)",
+    table_class: Any = PreloadingTable if settings.store == "memory" else app.conf.Table
+    table: Any = app.tables.add(
+        table_class(
+            app,
+            name=STATE_TABLE,
+            default=None,
+            beacon=app.tables.beacon,
+            # Faust picks the changelog serializers from these types (bytes: raw), not
+            # from a schema: with a schema alone a restore decoded the records as JSON.
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            help="One compact record per subscriber (moments.state.SubscriberState)",
+        )
     )
+    if isinstance(table, PreloadingTable):  # a restart reads the changelog in bulk
+        table.client = (settings.bootstrap_servers, kafka_client_kwargs(settings))
     store = FaustTableStore(
         table, source_topic=settings.topic(EventType.ROAMING.value), partitions=settings.partitions
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -163,6 +164,11 @@ class TestCrashAndRestart:
         await wait_for_metric(second_port, "moments_events_total", {"event_type": "roaming"}, 3)
         dedup = await metric_value(second_port, "moments_tasks_suppressed_total")
         assert dedup == 0, "JP fired again after restart: state was not restored"
+        # Restored by the bulk read (moments.restore), not by Faust's record-by-record path.
+        log = second.log()
+        restored = re.search(r"state: (\d+) record\(s\) of \d+ partition\(s\) restored", log)
+        assert restored is not None, log[-3000:]
+        assert int(restored.group(1)) == 2, log[-3000:]
 
 
 class TestOutcomes:
