@@ -103,6 +103,9 @@ class BacktestState:
             records[sub] = change.state
         return []
 
+    def persisted(self, last_offsets: Mapping[int, int]) -> None:
+        pass  # no changelog
+
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         """Every record (the full sweep's input; `due` is the indexed one)."""
         for sub, state in list(self.records.items()):

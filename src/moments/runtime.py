@@ -254,7 +254,7 @@ class Runtime:
         stage.labels("state").observe(time.perf_counter() - started)
         if changelog:
             started = time.perf_counter()
-            await with_retry(
+            written = await with_retry(
                 lambda: produce_to_partitions(
                     self._require_producer(), store.changelog_topic, changelog
                 ),
@@ -262,6 +262,7 @@ class Runtime:
                 self.metrics,
                 "writing the state changelog",
             )
+            store.persisted(written)
             stage.labels("changelog").observe(time.perf_counter() - started)
         self.record(result)
 

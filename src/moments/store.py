@@ -7,6 +7,8 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
+from faust.types import TP
+
 from moments.engine import StateChange
 from moments.state import SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
@@ -39,6 +41,11 @@ class StateStore(Protocol):
         """Every subscriber held for these partitions, with its state and partition."""
         ...
 
+    def persisted(self, last_offsets: Mapping[int, int]) -> None:
+        """The changelog acknowledged every record `save` returned, up to these offsets
+        (partition -> last offset)."""
+        ...
+
 
 class DictStateStore:
     """In-memory state for `run_pipeline`, the backtest and unit tests.
@@ -66,6 +73,9 @@ class DictStateStore:
                 size += len(raw)
                 yield sub, SubscriberState.from_bytes(raw), 0
         self.census[0] = Census(count, size)
+
+    def persisted(self, last_offsets: Mapping[int, int]) -> None:
+        pass  # no changelog
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         cache = self.cache
@@ -130,6 +140,15 @@ class FaustTableStore:
                 yield key.decode(), SubscriberState.from_bytes(raw), partition
         for partition in wanted:
             self.census[partition] = Census(counts[partition], sizes[partition])
+
+    def persisted(self, last_offsets: Mapping[int, int]) -> None:
+        """Tell the table's store how far the changelog holds what it holds, as Faust does
+        when it writes the changelog itself: RocksDB keeps the offset on disk, so a
+        restart on the same volume reads only the changelog after it (without it, every
+        record written since the store's last recovery was read again, ~10k a second)."""
+        data = self.table.data
+        for partition, offset in last_offsets.items():
+            data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         from faust.streams import _current_event

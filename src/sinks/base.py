@@ -55,8 +55,9 @@ async def produce_all(
 
 async def produce_to_partitions(
     producer: BatchProducer, topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
-) -> None:
-    """Send every (partition, key, value) to `topic` and wait for all acknowledgements.
+) -> dict[int, int]:
+    """Send every (partition, key, value) to `topic` and wait for all acknowledgements;
+    returns each partition's last offset written (from the broker's acknowledgements).
 
     In batches built here, not one `send` per record: a state changelog write is one
     record per subscriber of the batch, and `send`'s per-record future and queueing cost
@@ -65,16 +66,23 @@ async def produce_to_partitions(
     by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for partition, key, value in records:
         by_partition.setdefault(partition, []).append((key, value))
+    sent: list[tuple[int, int]] = []  # (partition, records) of each batch sent
     futures = []
     for partition, items in by_partition.items():
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                sent.append((partition, batch.record_count()))
                 futures.append(await _send_closed(producer, batch, topic, partition))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # a first record always fits
+        sent.append((partition, batch.record_count()))
         futures.append(await _send_closed(producer, batch, topic, partition))
-    await asyncio.gather(*futures)
+    last: dict[int, int] = {}
+    for (partition, count), written in zip(sent, await asyncio.gather(*futures), strict=True):
+        if written is not None and count:  # RecordMetadata: the batch's first offset
+            last[partition] = max(last.get(partition, -1), written.offset + count - 1)
+    return last
 
 
 async def _send_closed(producer: BatchProducer, batch: Any, topic: str, partition: int) -> Any:

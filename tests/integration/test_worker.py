@@ -46,6 +46,10 @@ def roaming(event_id: str, sub: str, country: str, **extra: Any) -> tuple[str, s
     return ("roaming", sub, value)
 
 
+FAUST_READS_CHANGELOG = "Restoring state from changelog topics"
+"""Faust's log line when its own recovery has changelog records to read."""
+
+
 class TestFirstInternationalRoaming:
     """First roaming in a country gives one task; repeats and re-deliveries give none."""
 
@@ -169,6 +173,7 @@ class TestCrashAndRestart:
         restored = re.search(r"state: (\d+) record\(s\) of \d+ partition\(s\) restored", log)
         assert restored is not None, log[-3000:]
         assert int(restored.group(1)) == 2, log[-3000:]
+        assert FAUST_READS_CHANGELOG not in log, log[-3000:]
 
 
 class TestOutcomes:
@@ -222,3 +227,6 @@ class TestRocksDBStore:
         assert countries == ["JP", "KR"], second.log()[-3000:]
         await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 2)
         assert await metric_value(port, "moments_tasks_suppressed_total") == 0
+        # The store said how far the changelog held its records (moments.store.persisted),
+        # so Faust's recovery had nothing to read again.
+        assert FAUST_READS_CHANGELOG not in second.log(), second.log()[-3000:]
