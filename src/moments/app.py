@@ -104,9 +104,8 @@ def create_app(settings: Settings) -> MomentsApp:
 
 def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> Any:
     """Declare the state table, the detector agent and the re-drive timer on `app`."""
-    table_class: Any = PreloadingTable if settings.store == "memory" else app.conf.Table
     table: Any = app.tables.add(
-        table_class(
+        PreloadingTable(
             app,
             name=STATE_TABLE,
             default=None,
@@ -119,8 +118,7 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
             help="One compact record per subscriber (moments.state.SubscriberState)",
         )
     )
-    if isinstance(table, PreloadingTable):  # a restart reads the changelog in bulk
-        table.client = (settings.bootstrap_servers, kafka_client_kwargs(settings))
+    table.client = (settings.bootstrap_servers, kafka_client_kwargs(settings))  # bulk restores
     store = FaustTableStore(
         table, source_topic=settings.topic(EventType.ROAMING.value), partitions=settings.partitions
     )

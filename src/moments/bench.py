@@ -303,6 +303,7 @@ def start_worker(
         "MOMENTS_BATCH_SIZE": str(settings.batch_size),
         "MOMENTS_FETCH_WAIT_MS": str(settings.fetch_wait_ms),
         "MOMENTS_DATA_DIR": str(data_dir),
+        "MOMENTS_STORE": settings.store,
         "MOMENTS_METRICS_PORT": str(port),
         "MOMENTS_LOG_LEVEL": "WARNING",
     }

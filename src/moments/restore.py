@@ -1,19 +1,19 @@
-"""Restoring the in-memory state table from its changelog with a plain consumer.
+"""Restoring the state table from its changelog with a plain consumer.
 
 Faust's recovery hands every changelog record through its consumer thread, a
 stream event and a queue, one by one: a restarted worker came back at ~9-11k
 records/s on this machine (`benchmarks/recovery.py`), so 1M subscribers would
 take minutes before the first event is processed. Here the changelog partitions
-that a rebalance makes active are read in bulk with aiokafka, the newest value
-of each key is put in the table's memory store, and Faust is told the store
-holds everything up to the end offset it read (`persisted_offset`, as RocksDB
-tells it), so its own recovery has nothing left to read.
+that a rebalance makes active are read in bulk with aiokafka, from the offset
+the store already holds (nothing for a new memory store; RocksDB's persisted
+offset), the newest value of each key goes into the store, and Faust is told
+the store holds everything up to the end offset read (`persisted_offset`), so
+its own recovery has nothing left to read.
 
-Partitions the worker kept through the rebalance are not read again: the
-batch loop wrote each of their records to the store as it wrote the changelog
-(`moments.store.FaustTableStore`), and a revocation waits for the batch in
-flight. Anything that fails here leaves the partition to Faust's recovery,
-which reads it from the start as before. Standby partitions are left to Faust.
+The store's offset is kept current as the batch loop writes the changelog
+(`moments.store.FaustTableStore.persisted`), so a partition kept through a
+rebalance has nothing to read. Anything that fails here leaves the partition to
+Faust's recovery, as before. Standby partitions are left to Faust.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -39,21 +39,20 @@ FETCH_BYTES = 16 * 1024 * 1024
 
 @dataclass
 class ChangelogPartition:
-    """The newest value of each key of one changelog partition (None: deleted)."""
+    """The newest value of each key read from one changelog partition (None: deleted)."""
 
     end: int
-    """The end offset read up to: every record before it is in `values`."""
+    """The end offset read up to: every record before it was read."""
     values: dict[bytes, bytes | None] = field(default_factory=dict)
 
 
 async def read_changelog(
     bootstrap_servers: list[str],
     client_kwargs: Mapping[str, Any],
-    tps: Collection[TP],
-    ends_of: Collection[TP] = (),
+    starts: Mapping[TP, int | None],
 ) -> dict[TP, ChangelogPartition]:
-    """Every record of `tps` up to their end offsets at the start, folded to the newest
-    value per key; for `ends_of`, their end offsets alone (nothing read)."""
+    """Each partition's records from its start offset (None: the beginning) up to its end
+    offset at the start of the read, folded to the newest value per key."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=None,
@@ -64,14 +63,19 @@ async def read_changelog(
     )
     await consumer.start()
     try:
-        wanted = {TopicPartition(tp.topic, tp.partition): tp for tp in (*tps, *ends_of)}
+        wanted = {TopicPartition(tp.topic, tp.partition): tp for tp in starts}
         ends = await consumer.end_offsets(list(wanted))
         out = {tp: ChangelogPartition(ends[k]) for k, tp in wanted.items()}
-        pending = {k for k, tp in wanted.items() if tp in tps and ends[k] > 0}
+        pending = {k for k, tp in wanted.items() if (starts[tp] or 0) < ends[k]}
         if not pending:
             return out
         consumer.assign(list(pending))
-        await consumer.seek_to_beginning(*pending)
+        for k in pending:
+            start = starts[wanted[k]]
+            if start is None:
+                await consumer.seek_to_beginning(k)
+            else:
+                consumer.seek(k, start)
         while pending:
             fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=100_000)
             for k, records in fetched.items():
@@ -87,20 +91,48 @@ async def read_changelog(
         await consumer.stop()
 
 
+class _Message(NamedTuple):
+    tp: TP
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+
+
+class _ChangelogEvent(NamedTuple):
+    """What a Faust store's `apply_changelog_batch` reads of a changelog event."""
+
+    message: _Message
+    key: bytes
+    value: bytes | None
+
+
 class PreloadingTable(faust.Table[bytes, bytes]):
-    """A memory-store table whose newly active changelog partitions are read in bulk
-    (see the module's docstring). `client` must be set before the worker starts."""
+    """A table whose active changelog partitions are read in bulk on a rebalance (see the
+    module's docstring). `client` must be set before the worker starts."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client: tuple[list[str], Mapping[str, Any]] | None = None
         """(bootstrap servers, aiokafka security arguments) for the bulk reads."""
-        self._restored: dict[TP, int] = {}
+        self._held: dict[TP, int] = {}
         """Active changelog partition -> the last offset the store holds."""
 
     def persisted_offset(self, tp: TP) -> int | None:
-        found = self._restored.get(tp)
-        return found if found is not None else super().persisted_offset(tp)
+        found = self._held.get(tp)
+        if found is not None:
+            return found
+        try:
+            return super().persisted_offset(tp)
+        except NotImplementedError:  # a store that keeps no offset (older Faust's memory)
+            return None
+
+    def written(self, partition: int, offset: int) -> None:
+        """The changelog holds every record saved so far, up to `offset` in `partition`."""
+        tp = TP(self.changelog_topic.get_topic_name(), partition)
+        self.data.set_persisted_offset(tp, offset)
+        if tp in self._held:
+            self._held[tp] = offset
 
     async def on_rebalance(
         self,
@@ -112,49 +144,41 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         changelog = self.changelog_topic.get_topic_name()
         active = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == changelog}
-        kept = {tp for tp in active if tp in self._restored}
-        self._restored = {tp: self._restored[tp] for tp in kept}
-        new = active - kept
-        if not active or self.client is None:
-            return
-        await self._preload(new, kept)
+        # A partition given up since is no longer held: its records went on without us.
+        self._held = {tp: offset for tp, offset in self._held.items() if tp in active}
+        if active and self.client is not None:
+            await self._preload({tp: self.persisted_offset(tp) for tp in active})
 
-    async def _preload(self, new: set[TP], kept: set[TP]) -> None:
+    async def _preload(self, held: Mapping[TP, int | None]) -> None:
         started = time.perf_counter()
         servers, kwargs = self.client or ([], {})
+        starts = {tp: None if offset is None else offset + 1 for tp, offset in held.items()}
         try:
-            read = await asyncio.wait_for(
-                read_changelog(servers, kwargs, new, ends_of=kept), READ_LIMIT_S
-            )
+            read = await asyncio.wait_for(read_changelog(servers, kwargs, starts), READ_LIMIT_S)
         except Exception as exc:  # Faust's recovery reads them instead, slower
             log.warning(
                 "bulk restore of %d state partition(s) failed (%s: %s); Faust's recovery "
                 "reads them instead",
-                len(new),
+                len(held),
                 type(exc).__name__,
                 exc,
             )
             return
-        store = cast(Any, self.data)  # faust's memory store: its dict and key partitions
-        records = store.data
-        partition_of_key = store._key_partition
         count = 0
-        for tp in new:
-            part = read[tp]
-            for key, value in part.values.items():
-                if value is None:
-                    records.pop(key, None)
-                    partition_of_key.pop(key, None)
-                else:
-                    records[key] = value
-                    partition_of_key[key] = tp.partition
-                    count += 1
-        # Kept partitions: the store is current, their changelog ends where it ends now.
         for tp, part in read.items():
-            self._restored[tp] = part.end - 1
-        log.info(
-            "state: %d record(s) of %d partition(s) restored from the changelog in %.1f s",
-            count,
-            len(new),
-            time.perf_counter() - started,
-        )
+            if part.values:
+                last = part.end - 1  # RocksDB keeps the highest offset applied
+                events = (
+                    _ChangelogEvent(_Message(tp, tp.partition, last, key, value), key, value)
+                    for key, value in part.values.items()
+                )
+                self.apply_changelog_batch(cast(Iterable[Any], events))
+                count += sum(value is not None for value in part.values.values())
+            self._held[tp] = part.end - 1
+        if count:
+            log.info(
+                "state: %d record(s) of %d partition(s) restored from the changelog in %.1f s",
+                count,
+                len(read),
+                time.perf_counter() - started,
+            )

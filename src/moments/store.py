@@ -10,6 +10,7 @@ from typing import Any, NamedTuple, Protocol, cast
 from faust.types import TP
 
 from moments.engine import StateChange
+from moments.restore import PreloadingTable
 from moments.state import SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
 
@@ -146,9 +147,13 @@ class FaustTableStore:
         when it writes the changelog itself: RocksDB keeps the offset on disk, so a
         restart on the same volume reads only the changelog after it (without it, every
         record written since the store's last recovery was read again, ~10k a second)."""
-        data = self.table.data
-        for partition, offset in last_offsets.items():
-            data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
+        table = self.table
+        if isinstance(table, PreloadingTable):
+            for partition, offset in last_offsets.items():
+                table.written(partition, offset)
+        else:
+            for partition, offset in last_offsets.items():
+                table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         from faust.streams import _current_event

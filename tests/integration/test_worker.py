@@ -7,6 +7,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,3 +231,30 @@ class TestRocksDBStore:
         # The store said how far the changelog held its records (moments.store.persisted),
         # so Faust's recovery had nothing to read again.
         assert FAUST_READS_CHANGELOG not in second.log(), second.log()[-3000:]
+
+    async def test_a_worker_on_an_empty_volume_restores_the_state_in_bulk(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+        tmp_path: Path,
+    ) -> None:
+        """A pod rescheduled on another node: no RocksDB files, the changelog read in bulk."""
+        settings = make_settings(metrics_port=free_port(), store="rocksdb")
+        await topics_for(settings)
+        first = start_worker(settings)
+        await produce(settings, [roaming("r1", LI, "JP")])
+        assert len(await read_topic(settings, "tasks", count=1, wait_s=90)) == 1
+        await asyncio.sleep(3)  # the changelog and the offsets are written
+        first.kill()
+        elsewhere = make_settings(
+            metrics_port=free_port(), store="rocksdb", data_dir=tmp_path / "other-node"
+        )
+        second = start_worker(elsewhere)
+        await produce(settings, [roaming("r2", LI, "JP"), roaming("r3", LI, "KR")])
+        records = await read_topic(settings, "tasks", count=2, wait_s=90, settle=3)
+        countries = [v["moment"]["params"]["country"] for v in values(records)]  # type: ignore[index]
+        assert countries == ["JP", "KR"], second.log()[-3000:]
+        log = second.log()
+        assert re.search(r"state: 1 record\(s\) of \d+ partition\(s\) restored", log), log[-3000:]
+        assert FAUST_READS_CHANGELOG not in log, log[-3000:]
