@@ -7,10 +7,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
-from faust.types import TP
-
 from moments.engine import StateChange
-from moments.restore import PreloadingTable
 from moments.state import SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
 
@@ -147,13 +144,10 @@ class FaustTableStore:
         when it writes the changelog itself: RocksDB keeps the offset on disk, so a
         restart on the same volume reads only the changelog after it (without it, every
         record written since the store's last recovery was read again, ~10k a second)."""
-        table = self.table
-        if isinstance(table, PreloadingTable):
+        written = getattr(self.table, "written", None)  # moments.restore.PreloadingTable's
+        if written is not None:
             for partition, offset in last_offsets.items():
-                table.written(partition, offset)
-        else:
-            for partition, offset in last_offsets.items():
-                table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
+                written(partition, offset)
 
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         from faust.streams import _current_event
