@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+from faust.types import TP
 from rich.console import Console
 from rich.progress import Progress
 
@@ -33,6 +34,7 @@ from moments.connections import kafka_client_kwargs
 from moments.embedded import RedisServer, TansuBroker, ensure_topics, free_port
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
 from moments.metrics_server import scrape
+from moments.restore import read_changelog
 from moments.settings import Settings, load_settings
 
 FRESH_EVENTS = 1_000
@@ -56,8 +58,9 @@ def wait_for(port: int, name: str, target: float, limit_s: float, what: str) -> 
     return time.monotonic() - started
 
 
-async def changelog_records(settings: Settings) -> tuple[str, int]:
-    """The state changelog's name and the records in it (end offsets summed)."""
+async def changelog_size(settings: Settings) -> tuple[str, int, int]:
+    """The state changelog's name, its records and its subscribers (keys whose newest
+    record is not a deletion), read to the end (Tansu's end offsets fall short of it)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, **kafka_client_kwargs(settings)
     )
@@ -68,10 +71,13 @@ async def changelog_records(settings: Settings) -> tuple[str, int]:
         if len(names) != 1:
             raise SystemExit(f"expected one state changelog of {settings.app_id}, found {names}")
         parts = consumer.partitions_for_topic(names[0]) or set()
-        ends = await consumer.end_offsets([TopicPartition(names[0], p) for p in parts])
-        return names[0], sum(ends.values())
     finally:
         await consumer.stop()
+    starts: dict[TP, int | None] = {TP(names[0], p): None for p in parts}
+    read = await read_changelog(settings.bootstrap_servers, kafka_client_kwargs(settings), starts)
+    records = sum(part.end for part in read.values())
+    keys = sum(v is not None for part in read.values() for v in part.values.values())
+    return names[0], records, keys
 
 
 def main() -> None:
@@ -114,8 +120,10 @@ def main() -> None:
             finally:
                 first.send_signal(signal.SIGKILL)
                 first.wait()
-            name, records = asyncio.run(changelog_records(settings))
-            console.print(f"killed the first worker; {name} holds {records:,} records")
+            name, records, keys = asyncio.run(changelog_size(settings))
+            console.print(
+                f"killed the first worker; {name} holds {records:,} records of {keys:,} subscribers"
+            )
 
             port = free_port()
             started = time.monotonic()
@@ -130,6 +138,9 @@ def main() -> None:
                 with console.status("second worker: processing fresh events"):
                     wait_for(port, "moments_events_total", FRESH_EVENTS, 120, "fresh events")
                 total = time.monotonic() - started
+                # Counted by the window sweep, which goes through every partition at start.
+                wait_for(port, "moments_state_subscribers", 1, 60, "counting the state")
+                held = metric(port, "moments_state_subscribers")
             finally:
                 stop_worker(second)
             console.print(
@@ -138,7 +149,11 @@ def main() -> None:
                 f"done {recovered:.1f} s after the worker started (the group join waits "
                 f"Tansu's {REBALANCE_SECONDS:.0f} s rebalance timeout)"
             )
-            console.print(f"from start to {FRESH_EVENTS:,} fresh events processed: {total:.1f} s")
+            console.print(
+                f"from start to {FRESH_EVENTS:,} fresh events processed: {total:.1f} s; "
+                f"the new worker holds {held:,.0f} subscribers' records (the changelog "
+                f"{keys:,}; the fresh events may add some)"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -143,6 +143,24 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self.invalidate()
         self.processed.clear()
 
+    async def seek_while_paused(self) -> None:
+        """Records fetched while the flow is paused (a rebalance under way) are dropped and
+        the partitions sought back to their committed offsets, as Faust's own loop does,
+        and like it this survives a failed seek: the rebalance may have taken a partition
+        away meanwhile (aiokafka: "No current assignment for partition"), which crashed
+        the fetcher and stopped the worker when a second worker joined. Faust's recovery
+        seeks the partitions it assigns once the rebalance is done."""
+        try:
+            await self.perform_seek()
+        except Exception as exc:
+            self.invalidate()
+            log.warning(
+                "seek to the committed offsets during a rebalance failed (%s: %s); the "
+                "rebalance's own seek follows",
+                type(exc).__name__,
+                exc,
+            )
+
     async def wait_empty(self) -> None:
         """On revocation or shutdown: drop what is queued, finish the batch in flight,
         commit it; within `LAST_COMMIT_S`, so a broker that is gone cannot hold a
@@ -185,7 +203,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if records is None or self.should_stop:
                     continue
                 if not self.flow_active:
-                    await self.perform_seek()
+                    await self.seek_while_paused()
                     continue
                 hot: list[tuple[TP, list[Any]]] = []
                 for tp, batch in records.items():

@@ -42,7 +42,8 @@ class ChangelogPartition:
     """The newest value of each key read from one changelog partition (None: deleted)."""
 
     end: int
-    """The end offset read up to: every record before it was read."""
+    """The partition's end offset as the broker reported it when the read began: every
+    record before it was read (and on Tansu a few after it: see `read_changelog`)."""
     values: dict[bytes, bytes | None] = field(default_factory=dict)
 
 
@@ -51,8 +52,13 @@ async def read_changelog(
     client_kwargs: Mapping[str, Any],
     starts: Mapping[TP, int | None],
 ) -> dict[TP, ChangelogPartition]:
-    """Each partition's records from its start offset (None: the beginning) up to its end
-    offset at the start of the read, folded to the newest value per key."""
+    """Each partition's records from its start offset (None: the beginning) up to at least
+    its end offset at the start of the read, folded to the newest value per key.
+
+    Tansu reports a partition's end as the first offset of its last batch plus one, inside
+    a batch of many records; the whole batch comes with the fetch and all of it is kept.
+    The end stays the reported one: Faust refuses a store that claims more than it
+    (ConsistencyError), and re-applies the rest of that batch, values the store holds."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=None,
@@ -84,7 +90,7 @@ async def read_changelog(
             for k, records in fetched.items():
                 values = out[wanted[k]].values
                 for record in records:
-                    if record.offset < ends[k] and record.key is not None:
+                    if record.key is not None:
                         values[record.key] = record.value
             for k in list(pending):
                 if await consumer.position(k) >= ends[k]:

@@ -57,7 +57,10 @@ async def produce_to_partitions(
     producer: BatchProducer, topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
 ) -> dict[int, int]:
     """Send every (partition, key, value) to `topic` and wait for all acknowledgements;
-    returns each partition's last offset written (from the broker's acknowledgements).
+    returns, per partition, the first offset of the last batch written there: every
+    record up to it is durable, and it is never past what a broker reports as the
+    partition's end (Tansu reports a partition's end as that offset plus one, so a
+    store claiming more than it fails Faust's recovery check).
 
     In batches built here, not one `send` per record: a state changelog write is one
     record per subscriber of the batch, and `send`'s per-record future and queueing cost
@@ -66,22 +69,22 @@ async def produce_to_partitions(
     by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for partition, key, value in records:
         by_partition.setdefault(partition, []).append((key, value))
-    sent: list[tuple[int, int]] = []  # (partition, records) of each batch sent
+    sent: list[int] = []  # the partition of each batch sent
     futures = []
     for partition, items in by_partition.items():
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                sent.append((partition, batch.record_count()))
+                sent.append(partition)
                 futures.append(await _send_closed(producer, batch, topic, partition))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # a first record always fits
-        sent.append((partition, batch.record_count()))
+        sent.append(partition)
         futures.append(await _send_closed(producer, batch, topic, partition))
     last: dict[int, int] = {}
-    for (partition, count), written in zip(sent, await asyncio.gather(*futures), strict=True):
-        if written is not None and count:  # RecordMetadata: the batch's first offset
-            last[partition] = max(last.get(partition, -1), written.offset + count - 1)
+    for partition, written in zip(sent, await asyncio.gather(*futures), strict=True):
+        if written is not None:  # RecordMetadata: the batch's first offset
+            last[partition] = max(last.get(partition, -1), written.offset)
     return last
 
 

@@ -53,6 +53,7 @@ async def test_every_record_lands_in_its_partition_in_order(kafka_bootstrap: str
     got = await asyncio.wait_for(read_all(kafka_bootstrap, topic, len(records)), 60)
     for partition in range(3):
         assert got[partition][:200] == [(k, v) for p, k, v in records if p == partition]
-    # The last offset written to each partition, over the many batches it took.
-    assert first == {0: 199, 1: 199, 2: 199}
-    assert again == {0: 201, 1: 200, 2: 200}
+    # Per partition, the first offset of the last of the many batches it took (records
+    # 0-199 went to each), then of the one batch of the second call.
+    assert all(100 < first[p] < 199 for p in range(3)), first
+    assert again == {0: 200, 1: 200, 2: 200}

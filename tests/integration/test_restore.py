@@ -3,7 +3,11 @@ value per key, deletions kept as such, and the end offset every value was read u
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +15,15 @@ from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
 from moments.connections import kafka_client_kwargs
-from moments.embedded import ensure_topics
+from moments.embedded import ensure_topics, free_port
 from moments.restore import read_changelog
+from moments.settings import Settings
+from moments.store import partition_of
+from sinks.base import produce_to_partitions
+
+from .conftest import WorkerProcess
+from .kafka_io import produce, wait_for_metric
+from .test_worker import FAUST_READS_CHANGELOG, roaming
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +69,62 @@ async def test_the_newest_value_per_key_and_where_each_partition_ends(
         await producer.stop()
     again = await read_changelog(settings.bootstrap_servers, kwargs, {p0: 4})
     assert (again[p0].values, again[p0].end) == ({b"a": b"a3"}, 5)
+
+
+async def test_batches_of_many_records_are_read_to_their_last(
+    make_settings: Callable[..., Any],
+) -> None:
+    """The runtime writes the changelog in batches of many records; Tansu's end offset is
+    then the last batch's first offset plus one, inside that batch."""
+    settings = make_settings()
+    topic = f"{settings.app_id}-state-changelog"
+    kwargs = kafka_client_kwargs(settings)
+    await ensure_topics(settings.kafka_bootstrap, {topic: 1}, [topic], client_kwargs=kwargs)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **kwargs)
+    await producer.start()
+    try:
+        ones = [(0, b"k%d" % i, b"1") for i in range(30)]
+        twos = [(0, b"k%d" % i, b"2") for i in range(25, 30)]
+        first = await produce_to_partitions(producer, topic, ones)
+        last = await produce_to_partitions(producer, topic, twos)
+    finally:
+        await producer.stop()
+    assert (first, last) == ({0: 0}, {0: 30})  # each batch's first offset
+    read = (await read_changelog(settings.bootstrap_servers, kwargs, {TP(topic, 0): None}))[
+        TP(topic, 0)
+    ]
+    assert read.values == {b"k%d" % i: b"1" if i < 25 else b"2" for i in range(30)}
+    assert read.end in (31, 35)  # Tansu's end offset: the last batch's first, plus one
+    # From the offset after the first batch: the second batch alone.
+    tail = await read_changelog(settings.bootstrap_servers, kwargs, {TP(topic, 0): 30})
+    assert tail[TP(topic, 0)].values == {b"k%d" % i: b"2" for i in range(25, 30)}
+
+
+async def test_a_rebalance_reads_nothing_again_of_the_partitions_a_worker_keeps(
+    make_settings: Callable[..., Any],
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """A second worker joins: the first keeps one partition and reads none of its
+    changelog again (Faust used to re-read every record written since its last
+    recovery, on every rebalance); the second reads the partition it gets in bulk."""
+    first_port, second_port = free_port(), free_port()
+    settings = make_settings(metrics_port=first_port)
+    await topics_for(settings)
+    first = start_worker(settings)
+    subscribers = [str(13_700_000_000 + n) for n in range(60)]  # both partitions
+    await produce(settings, [roaming(f"e{n}", sub, "JP") for n, sub in enumerate(subscribers)])
+    await wait_for_metric(first_port, "moments_events_total", {}, len(subscribers), wait_s=90)
+    await asyncio.sleep(2)  # the last batch's changelog acknowledged
+    second = start_worker(make_settings(metrics_port=second_port, data_dir=tmp_path / "second"))
+    await wait_for_metric(second_port, "moments_consumer_rebalance_seconds_count", {}, 1, 90)
+    await wait_for_metric(first_port, "moments_consumer_rebalance_seconds_count", {}, 2, 90)
+    first_log, second_log = first.log(), second.log()
+    assert FAUST_READS_CHANGELOG not in first_log, first_log[-3000:]
+    assert FAUST_READS_CHANGELOG not in second_log, second_log[-3000:]
+    restored = re.search(r"state: (\d+) record\(s\) of 1 partition\(s\) restored", second_log)
+    assert restored is not None, second_log[-3000:]
+    # Every subscriber of the partition it took over: one of the two partitions' counts.
+    per_partition = Counter(partition_of(sub.encode(), 2) for sub in subscribers)
+    assert int(restored.group(1)) in per_partition.values(), (per_partition, second_log[-3000:])
