@@ -210,12 +210,15 @@ class TestOutcomes:
 class TestRocksDBStore:
     """MOMENTS_STORE=rocksdb: state on local disk, restored after a kill -9."""
 
-    async def test_state_in_rocksdb_survives_a_kill(
-        self,
+    @staticmethod
+    async def killed_and_restarted(
         make_settings: MakeSettings,
         topics_for: Callable[[Settings], Any],
         start_worker: Callable[[Settings], WorkerProcess],
-    ) -> None:
+        **second: Any,
+    ) -> tuple[WorkerProcess, int]:
+        """A worker makes LI's JP task and is killed; another (with `second` settings)
+        starts and gets JP again and KR: (the second worker, its metrics port)."""
         settings = make_settings(metrics_port=free_port(), store="rocksdb")
         await topics_for(settings)
         first = start_worker(settings)
@@ -227,11 +230,20 @@ class TestRocksDBStore:
             "no RocksDB files in the data dir"
         )
         port = free_port()
-        second = start_worker(make_settings(metrics_port=port, store="rocksdb"))
+        worker = start_worker(make_settings(metrics_port=port, store="rocksdb", **second))
         await produce(settings, [roaming("r2", LI, "JP"), roaming("r3", LI, "KR")])
         records = await read_topic(settings, "tasks", count=2, wait_s=90, settle=3)
         countries = [v["moment"]["params"]["country"] for v in values(records)]  # type: ignore[index]
-        assert countries == ["JP", "KR"], second.log()[-3000:]
+        assert countries == ["JP", "KR"], worker.log()[-3000:]
+        return worker, port
+
+    async def test_state_in_rocksdb_survives_a_kill(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+    ) -> None:
+        second, port = await self.killed_and_restarted(make_settings, topics_for, start_worker)
         await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 2)
         assert await metric_value(port, "moments_tasks_suppressed_total") == 0
         # The store said how far the changelog held its records (moments.store.persisted),
@@ -246,21 +258,9 @@ class TestRocksDBStore:
         tmp_path: Path,
     ) -> None:
         """A pod rescheduled on another node: no RocksDB files, the changelog read in bulk."""
-        settings = make_settings(metrics_port=free_port(), store="rocksdb")
-        await topics_for(settings)
-        first = start_worker(settings)
-        await produce(settings, [roaming("r1", LI, "JP")])
-        assert len(await read_topic(settings, "tasks", count=1, wait_s=90)) == 1
-        await asyncio.sleep(3)  # the changelog and the offsets are written
-        first.kill()
-        elsewhere = make_settings(
-            metrics_port=free_port(), store="rocksdb", data_dir=tmp_path / "other-node"
+        second, _ = await self.killed_and_restarted(
+            make_settings, topics_for, start_worker, data_dir=tmp_path / "other-node"
         )
-        second = start_worker(elsewhere)
-        await produce(settings, [roaming("r2", LI, "JP"), roaming("r3", LI, "KR")])
-        records = await read_topic(settings, "tasks", count=2, wait_s=90, settle=3)
-        countries = [v["moment"]["params"]["country"] for v in values(records)]  # type: ignore[index]
-        assert countries == ["JP", "KR"], second.log()[-3000:]
         log = second.log()
         assert re.search(r"state: 1 record\(s\) of \d+ partition\(s\) restored", log), log[-3000:]
         assert FAUST_READS_CHANGELOG not in log, log[-3000:]
