@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> MomentsApp:
         web_enabled=False,
         autodiscover=False,
         producer_acks=-1,
+        table_standby_replicas=settings.standby_copies,
         Worker=ServiceWorker,  # no terminal spinner: it put the root logger at DEBUG
     )
     app.fetch_wait_ms = settings.fetch_wait_ms

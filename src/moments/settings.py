@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     store: Literal["memory", "rocksdb"] = Field(
         default="memory", description="Faust table store; rocksdb keeps state on local disk"
     )
+    standby_replicas: Annotated[int, Field(ge=0, le=3)] | None = Field(
+        default=None,
+        description="Standby copies of each state partition kept by other workers; unset "
+        "means 0 with the memory store (Faust's memory store drops them when a recovery "
+        "ends, so they only cost CPU) and 1 with rocksdb (a failover reads only the tail)",
+    )
     idempotent_producer: bool | None = Field(
         default=None,
         description="Kafka idempotent producer; unset means on for Apache Kafka, off for Tansu",
@@ -258,6 +264,19 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap.split(",")]
+
+    @property
+    def standby_copies(self) -> int:
+        """`standby_replicas`, or when unset what the store makes worth keeping.
+
+        Faust's memory store deletes every key outside the worker's active partitions
+        when a recovery ends, and a memory standby starts from the beginning of the
+        changelog after every rebalance: each worker read the others' changelogs record
+        by record (~4% of its CPU in a two-worker bench) for a copy nothing could use.
+        A RocksDB standby stays on disk with its offset, so a failover reads only the tail."""
+        if self.standby_replicas is not None:
+            return self.standby_replicas
+        return 0 if self.store == "memory" else 1
 
 
 def load_settings(**overrides: object) -> Settings:

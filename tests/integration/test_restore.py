@@ -25,6 +25,9 @@ from .conftest import WorkerProcess
 from .kafka_io import produce, wait_for_metric
 from .test_worker import FAUST_READS_CHANGELOG, roaming
 
+FAUST_READS_STANDBYS = "Starting standby partitions"
+"""Faust's log line when it starts reading other workers' changelog partitions."""
+
 pytestmark = pytest.mark.integration
 
 
@@ -108,7 +111,8 @@ async def test_a_rebalance_reads_nothing_again_of_the_partitions_a_worker_keeps(
 ) -> None:
     """A second worker joins: the first keeps one partition and reads none of its
     changelog again (Faust used to re-read every record written since its last
-    recovery, on every rebalance); the second reads the partition it gets in bulk."""
+    recovery, on every rebalance); the second reads the partition it gets in bulk.
+    Neither keeps a standby copy of the other's partition (memory store)."""
     first_port, second_port = free_port(), free_port()
     settings = make_settings(metrics_port=first_port)
     await topics_for(settings)
@@ -123,6 +127,10 @@ async def test_a_rebalance_reads_nothing_again_of_the_partitions_a_worker_keeps(
     first_log, second_log = first.log(), second.log()
     assert FAUST_READS_CHANGELOG not in first_log, first_log[-3000:]
     assert FAUST_READS_CHANGELOG not in second_log, second_log[-3000:]
+    # Memory store: no standby copy of the other's partition, read record by record
+    # from the changelog's beginning after every rebalance and dropped by Faust's store.
+    assert FAUST_READS_STANDBYS not in first_log, first_log[-3000:]
+    assert FAUST_READS_STANDBYS not in second_log, second_log[-3000:]
     restored = re.search(r"state: (\d+) record\(s\) of 1 partition\(s\) restored", second_log)
     assert restored is not None, second_log[-3000:]
     # Every subscriber of the partition it took over: one of the two partitions' counts.
