@@ -13,7 +13,8 @@ its own recovery has nothing left to read.
 The store's offset is kept current as the batch loop writes the changelog
 (`moments.store.FaustTableStore.persisted`), so a partition kept through a
 rebalance has nothing to read. Anything that fails here leaves the partition to
-Faust's recovery, as before. Standby partitions are left to Faust.
+Faust's recovery, as before. Standby partitions are left to Faust (and kept only
+with RocksDB: see `moments.settings.Settings.standby_copies`).
 """
 
 from __future__ import annotations
