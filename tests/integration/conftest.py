@@ -105,6 +105,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env["MOMENTS_RULES"] = str(settings.rules)
     if settings.dispatch_policy is not None:
         env["MOMENTS_DISPATCH_POLICY"] = str(settings.dispatch_policy)
+    if settings.standby_replicas is not None:
+        env["MOMENTS_STANDBY_REPLICAS"] = str(settings.standby_replicas)
     env.update(security_env(settings))
     return env
 

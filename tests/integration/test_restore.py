@@ -22,7 +22,7 @@ from moments.store import partition_of
 from sinks.base import produce_to_partitions
 
 from .conftest import WorkerProcess
-from .kafka_io import produce, wait_for_metric
+from .kafka_io import metric_value, produce, read_topic, wait_for_metric
 from .test_worker import FAUST_READS_CHANGELOG, roaming
 
 FAUST_READS_STANDBYS = "Starting standby partitions"
@@ -136,3 +136,48 @@ async def test_a_rebalance_reads_nothing_again_of_the_partitions_a_worker_keeps(
     # Every subscriber of the partition it took over: one of the two partitions' counts.
     per_partition = Counter(partition_of(sub.encode(), 2) for sub in subscribers)
     assert int(restored.group(1)) in per_partition.values(), (per_partition, second_log[-3000:])
+
+
+async def test_a_rocksdb_standby_leaves_the_partitions_new_owner_only_the_tail(
+    make_settings: Callable[..., Any],
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Two RocksDB workers keep a standby copy of each other's partition (the default
+    with RocksDB); when one leaves, the other takes its partition over from that copy:
+    no bulk read of the whole partition, no record through Faust's recovery, no refusal
+    of the copy's offset (Tansu's end offset is below a batch's last record), and the
+    state is all there (a second roaming to the same country makes no second task)."""
+    first_port, second_port = free_port(), free_port()
+    settings = make_settings(metrics_port=first_port, store="rocksdb")
+    await topics_for(settings)
+    first = start_worker(settings)
+    await wait_for_metric(first_port, "moments_consumer_rebalance_seconds_count", {}, 1, 90)
+    second = start_worker(
+        make_settings(metrics_port=second_port, store="rocksdb", data_dir=tmp_path / "second")
+    )
+    await wait_for_metric(second_port, "moments_consumer_rebalance_seconds_count", {}, 1, 90)
+    await wait_for_metric(first_port, "moments_consumer_rebalance_seconds_count", {}, 2, 90)
+    subscribers = [str(13_800_000_000 + n) for n in range(60)]  # both partitions
+    await produce(settings, [roaming(f"e{n}", sub, "JP") for n, sub in enumerate(subscribers)])
+    assert len(await read_topic(settings, "tasks", count=len(subscribers), wait_s=90)) == 60
+    await asyncio.sleep(4)  # each standby has read the other's changelog
+    assert FAUST_READS_STANDBYS in first.log(), first.log()[-3000:]
+    before = first.log()
+    counted = await metric_value(first_port, "moments_events_total")
+    second.stop()
+    await wait_for_metric(first_port, "moments_consumer_rebalance_seconds_count", {}, 3, 90)
+    # Again to JP, for every subscriber: only a worker that lost some state would make
+    # a task again.
+    await produce(settings, [roaming(f"x{n}", sub, "JP") for n, sub in enumerate(subscribers)])
+    await wait_for_metric(first_port, "moments_events_total", {}, counted + 60, wait_s=90)
+    tasks = await read_topic(settings, "tasks", count=61, wait_s=5, settle=2)
+    takeover = first.log()[len(before) :]
+    assert len(tasks) == 60, takeover[-3000:]
+    assert first.proc.poll() is None, takeover[-3000:]
+    assert FAUST_READS_CHANGELOG not in takeover, takeover[-3000:]
+    restored = re.findall(r"state: (\d+) record\(s\) of \d+ partition\(s\) restored", takeover)
+    # Fewer records than either partition holds (nothing, when the copy was current).
+    smaller = min(Counter(partition_of(sub.encode(), 2) for sub in subscribers).values())
+    assert all(int(n) < smaller for n in restored), (restored, takeover[-3000:])
