@@ -309,6 +309,8 @@ def start_worker(
     }
     if settings.rules is not None:
         env["MOMENTS_RULES"] = str(settings.rules)
+    if settings.standby_replicas is not None:
+        env["MOMENTS_STANDBY_REPLICAS"] = str(settings.standby_replicas)
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "moments", "worker"],

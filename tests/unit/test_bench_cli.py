@@ -1,8 +1,13 @@
-"""`moments bench` arguments it refuses before starting anything."""
+"""`moments bench` arguments it refuses before starting anything, and what its workers get."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from moments import bench
+from moments.settings import Settings
 
 
 def test_bench_refuses_too_few_events_naming_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,3 +57,22 @@ def test_bench_passes_the_offered_rate_on(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(moments.bench, "run_bench", fake_run_bench)
     assert main(["bench", "--offered", "8000"]) == 0
     assert seen["offered"] == 8000.0
+
+
+@pytest.mark.parametrize("standby", [None, 0, 1])
+def test_bench_workers_keep_the_configured_store_and_standby_copies(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standby: int | None
+) -> None:
+    """`MOMENTS_STANDBY_REPLICAS=1 moments bench` measures workers that keep a copy: the
+    bench gives its workers their own environment, so each setting must be passed on."""
+    seen: dict[str, str] = {}
+
+    def popen(args: list[str], env: dict[str, str], **kwargs: object) -> object:
+        seen.update(env)
+        return object()
+
+    monkeypatch.setattr(bench.subprocess, "Popen", popen)
+    settings = Settings(store="rocksdb", standby_replicas=standby)
+    bench.start_worker(settings, tmp_path / "data", 9999, tmp_path / "worker.log")
+    assert seen["MOMENTS_STORE"] == "rocksdb"
+    assert seen.get("MOMENTS_STANDBY_REPLICAS") == (None if standby is None else str(standby))
