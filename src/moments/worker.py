@@ -23,6 +23,17 @@ FAUST_LOG_LEVELS = {"WARNING": "warn", "CRITICAL": "crit"}
 """Faust's --loglevel spells these two its own way."""
 
 
+def standby_advice(settings: Settings) -> str | None:
+    """A warning when standby copies are asked for where they cannot serve a failover."""
+    if settings.store == "memory" and settings.standby_copies:
+        return (
+            f"MOMENTS_STANDBY_REPLICAS={settings.standby_copies} with the memory store: "
+            "Faust's memory store drops standby copies when a recovery ends, so they cost "
+            "CPU and serve no failover; unset it, or use MOMENTS_STORE=rocksdb"
+        )
+    return None
+
+
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
     rules = load_rules(settings.rules)
@@ -38,6 +49,9 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
         log.info(
             "metrics on http://%s:%d/metrics%s", settings.metrics_host, settings.metrics_port, auth
         )
+    advice = standby_advice(settings)
+    if advice:
+        log.warning("%s", advice)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app, _runtime = build(settings, rules, metrics)
     # Lag per partition, commit latency, rebalances, broker reachability

@@ -7,7 +7,8 @@ import pytest
 
 from moments.app import create_app
 from moments.exceptions import ConfigError
-from moments.settings import load_settings
+from moments.settings import Settings, load_settings
+from moments.worker import standby_advice
 
 
 @pytest.mark.parametrize(
@@ -31,3 +32,17 @@ def test_more_standby_copies_than_makes_sense_are_refused(monkeypatch: pytest.Mo
     with pytest.raises(ConfigError) as err:
         load_settings()
     assert "MOMENTS_STANDBY_REPLICAS" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("store", "configured", "warned"),
+    [("memory", None, False), ("memory", 0, False), ("memory", 1, True), ("rocksdb", 2, False)],
+)
+def test_copies_asked_for_where_none_can_serve_a_failover_are_warned_of(
+    store: str, configured: int | None, warned: bool
+) -> None:
+    advice = standby_advice(Settings(store=store, standby_replicas=configured))  # type: ignore[arg-type]
+    assert (advice is not None) == warned
+    if advice:
+        assert "MOMENTS_STANDBY_REPLICAS=1" in advice
+        assert "MOMENTS_STORE=rocksdb" in advice
