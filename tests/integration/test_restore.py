@@ -148,7 +148,7 @@ async def test_a_rocksdb_standby_leaves_the_partitions_new_owner_only_the_tail(
     with RocksDB); when one leaves, the other takes its partition over from that copy:
     no bulk read of the whole partition, no record through Faust's recovery, no refusal
     of the copy's offset (Tansu's end offset is below a batch's last record), and the
-    state is all there (a second roaming to the same country makes no second task)."""
+    state is all there (a second roaming to the same country is no first roaming)."""
     first_port, second_port = free_port(), free_port()
     settings = make_settings(metrics_port=first_port, store="rocksdb")
     await topics_for(settings)
@@ -166,15 +166,18 @@ async def test_a_rocksdb_standby_leaves_the_partitions_new_owner_only_the_tail(
     assert FAUST_READS_STANDBYS in first.log(), first.log()[-3000:]
     before = first.log()
     counted = await metric_value(first_port, "moments_events_total")
+    detected = await metric_value(first_port, "moments_detected_total")
+    assert detected > 0  # its own partition's welcomes
     second.stop()
     await wait_for_metric(first_port, "moments_consumer_rebalance_seconds_count", {}, 3, 90)
-    # Again to JP, for every subscriber: only a worker that lost some state would make
-    # a task again.
+    # Again to JP, for every subscriber: only a worker that lost some state would detect
+    # a first roaming there again (the ledger would then hold back its task).
     await produce(settings, [roaming(f"x{n}", sub, "JP") for n, sub in enumerate(subscribers)])
     await wait_for_metric(first_port, "moments_events_total", {}, counted + 60, wait_s=90)
     tasks = await read_topic(settings, "tasks", count=61, wait_s=5, settle=2)
     takeover = first.log()[len(before) :]
     assert len(tasks) == 60, takeover[-3000:]
+    assert await metric_value(first_port, "moments_detected_total") == detected, takeover[-3000:]
     assert first.proc.poll() is None, takeover[-3000:]
     assert FAUST_READS_CHANGELOG not in takeover, takeover[-3000:]
     restored = re.findall(r"state: (\d+) record\(s\) of \d+ partition\(s\) restored", takeover)
