@@ -120,6 +120,14 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         )
     )
     table.client = (settings.bootstrap_servers, kafka_client_kwargs(settings))  # bulk restores
+    if settings.store == "memory":  # counting RocksDB's records would read every one
+
+        async def count_records() -> None:
+            # After each rebalance: what memory holds (the records of given-up partitions
+            # forgotten), the figure to size a worker's memory by.
+            log.info("state table holds %d record(s) after the rebalance", len(table.data))
+
+        table.on_recover(count_records)
     store = FaustTableStore(
         table, source_topic=settings.topic(EventType.ROAMING.value), partitions=settings.partitions
     )

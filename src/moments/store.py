@@ -153,6 +153,11 @@ class FaustTableStore:
         from faust.streams import _current_event
 
         data = self.table.data
+        # Faust's memory store forgets, when a recovery ends, the keys of partitions this
+        # worker no longer owns, by the partition it noted when it restored each key; the
+        # keys written here are noted too, or a worker kept the state of every partition
+        # it ever held (more memory after each scale-out; stale records if one came back).
+        owners: dict[bytes, int] | None = getattr(data, "_key_partition", None)
         cache = self.cache
         out: list[ChangelogRecord] = []
         by_partition: dict[int, list[tuple[str, SubscriberState | None]]] = {}
@@ -171,11 +176,15 @@ class FaustTableStore:
                         data.pop(key, None)
                         cache.drop(sub)
                         out.append((partition, key, None))
+                        if owners is not None:
+                            owners.pop(key, None)
                     else:
                         value = state.to_bytes()
                         data[key] = value
                         cache.keep(sub, value, state)
                         out.append((partition, key, value))
+                        if owners is not None:
+                            owners[key] = partition
             finally:
                 _current_event.reset(token)
         return out

@@ -136,6 +136,11 @@ async def test_a_rebalance_reads_nothing_again_of_the_partitions_a_worker_keeps(
     # Every subscriber of the partition it took over: one of the two partitions' counts.
     per_partition = Counter(partition_of(sub.encode(), 2) for sub in subscribers)
     assert int(restored.group(1)) in per_partition.values(), (per_partition, second_log[-3000:])
+    # The first forgot the records of the partition it gave up (it used to keep them all).
+    held = re.findall(r"state table holds (\d+) record\(s\) after the rebalance", first_log)
+    kept = len(subscribers) - int(restored.group(1))
+    assert held, first_log[-3000:]
+    assert int(held[-1]) == kept, (held, kept, first_log[-3000:])
 
 
 async def test_a_rocksdb_standby_leaves_the_partitions_new_owner_only_the_tail(
