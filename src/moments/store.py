@@ -128,10 +128,15 @@ class FaustTableStore:
         so a sweep that lets batches run between its chunks never sees a stale record."""
         wanted = set(partitions)
         data = self.table.data
+        # The memory store knows each key's partition (see `save`): right whatever hash
+        # the producers partitioned by; otherwise (RocksDB) Kafka's default, murmur2.
+        noted: dict[bytes, int] = getattr(data, "_key_partition", None) or {}
         counts = dict.fromkeys(wanted, 0)
         sizes = dict.fromkeys(wanted, 0)
         for key in list(data.keys()):
-            partition = partition_of(key, self.partitions)
+            partition = noted.get(key)
+            if partition is None:
+                partition = partition_of(key, self.partitions)
             if partition in wanted and (raw := data.get(key)) is not None:
                 counts[partition] += 1
                 sizes[partition] += len(raw)

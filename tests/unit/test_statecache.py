@@ -118,7 +118,39 @@ class _Table:
         self.changelog_topic = _Topic()
 
 
+class _NotingStore(dict[bytes, bytes]):
+    """Faust's memory store: a mapping that notes the partition of each key it holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._key_partition: dict[bytes, int] = {}
+
+
 class TestFaustTableStore:
+    def test_the_memory_store_learns_each_written_keys_partition(self) -> None:
+        """Faust forgets the keys of given-up partitions by these notes; unnoted, a
+        worker kept every partition it ever held."""
+        table = _Table()
+        table.data = _NotingStore()
+        store = FaustTableStore(table, "roaming", partitions=4)
+        store.save({"13000000001": StateChange(SubscriberState(watermark=5), 2)})
+        assert table.data._key_partition == {b"13000000001": 2}
+        store.save({"13000000001": StateChange(None, 2)})
+        assert table.data._key_partition == {}
+
+    def test_a_sweep_finds_records_by_their_noted_partition(self) -> None:
+        """Events from a producer with another partitioner (librdkafka's default) sit in
+        a partition murmur2 would not name; the memory store's note says where."""
+        table = _Table()
+        table.data = _NotingStore()
+        store = FaustTableStore(table, "roaming", partitions=4)
+        sub = "13000000001"
+        hashed = partition_of(sub.encode(), 4)
+        elsewhere = (hashed + 1) % 4
+        store.save({sub: StateChange(SubscriberState(watermark=5), elsewhere)})
+        assert [s for s, _, _ in store.items({elsewhere})] == [sub]
+        assert list(store.items({hashed})) == []
+
     def test_a_record_faust_replaced_is_read_again_from_the_table(self) -> None:
         """Recovery writes the changelog into the table behind the store's back."""
         table = _Table()
