@@ -4,9 +4,10 @@ value per key, deletions kept as such, and the end offset every value was read u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,30 @@ FAUST_READS_STANDBYS = "Starting standby partitions"
 pytestmark = pytest.mark.integration
 
 
+@contextlib.asynccontextmanager
+async def changelog_producer(
+    settings: Settings, partitions: int
+) -> AsyncIterator[tuple[str, dict[str, Any], AIOKafkaProducer]]:
+    """A compacted changelog topic of `partitions` for this test, and a producer to it:
+    (topic, client arguments, producer)."""
+    topic = f"{settings.app_id}-state-changelog"
+    kwargs = kafka_client_kwargs(settings)
+    await ensure_topics(
+        settings.kafka_bootstrap, {topic: partitions}, [topic], client_kwargs=kwargs
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **kwargs)
+    await producer.start()
+    try:
+        yield topic, kwargs, producer
+    finally:
+        await producer.stop()
+
+
 async def test_the_newest_value_per_key_and_where_each_partition_ends(
     make_settings: Callable[..., Any],
 ) -> None:
     settings = make_settings()
-    topic = f"{settings.app_id}-state-changelog"
-    kwargs = kafka_client_kwargs(settings)
-    await ensure_topics(settings.kafka_bootstrap, {topic: 3}, [topic], client_kwargs=kwargs)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **kwargs)
-    await producer.start()
-    try:
+    async with changelog_producer(settings, 3) as (topic, kwargs, producer):
         writes: list[tuple[int, bytes, bytes | None]] = [
             (0, b"a", b"a1"),
             (0, b"b", b"b1"),
@@ -51,8 +66,6 @@ async def test_the_newest_value_per_key_and_where_each_partition_ends(
         ]
         for partition, key, value in writes:
             await producer.send_and_wait(topic, value, key=key, partition=partition)
-    finally:
-        await producer.stop()
     p0, p1, p2 = (TP(topic, p) for p in range(3))
     read = await read_changelog(settings.bootstrap_servers, kwargs, {p0: None, p1: None, p2: None})
     assert read[p0].values == {b"a": b"a2", b"b": None}
@@ -64,12 +77,8 @@ async def test_the_newest_value_per_key_and_where_each_partition_ends(
     assert (tail[p0].values, tail[p1].values) == ({b"b": None}, {})
 
     # Records written after a read are not in it; the next read sees them.
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **kwargs)
-    await producer.start()
-    try:
+    async with changelog_producer(settings, 3) as (_, _, producer):
         await producer.send_and_wait(topic, b"a3", key=b"a", partition=0)
-    finally:
-        await producer.stop()
     again = await read_changelog(settings.bootstrap_servers, kwargs, {p0: 4})
     assert (again[p0].values, again[p0].end) == ({b"a": b"a3"}, 5)
 
@@ -80,18 +89,11 @@ async def test_batches_of_many_records_are_read_to_their_last(
     """The runtime writes the changelog in batches of many records; Tansu's end offset is
     then the last batch's first offset plus one, inside that batch."""
     settings = make_settings()
-    topic = f"{settings.app_id}-state-changelog"
-    kwargs = kafka_client_kwargs(settings)
-    await ensure_topics(settings.kafka_bootstrap, {topic: 1}, [topic], client_kwargs=kwargs)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **kwargs)
-    await producer.start()
-    try:
+    async with changelog_producer(settings, 1) as (topic, kwargs, producer):
         ones = [(0, b"k%d" % i, b"1") for i in range(30)]
         twos = [(0, b"k%d" % i, b"2") for i in range(25, 30)]
         first = await produce_to_partitions(producer, topic, ones)
         last = await produce_to_partitions(producer, topic, twos)
-    finally:
-        await producer.stop()
     assert (first, last) == ({0: 0}, {0: 30})  # each batch's first offset
     read = (await read_changelog(settings.bootstrap_servers, kwargs, {TP(topic, 0): None}))[
         TP(topic, 0)
