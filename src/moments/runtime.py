@@ -26,6 +26,7 @@ from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
 from moments.models import OutcomeStatus
 from moments.outcomes import handle_outcomes
+from moments.partitioning import PartitionCheck
 from moments.producer import start_producer
 from moments.records import RawRecord
 from moments.reload import Reloader
@@ -70,6 +71,7 @@ class Runtime:
         self.tasks: TaskSink | None = None
         self.dead_letters: DeadLetterSink | None = None
         self.clock = EventClock(settings.lateness_seconds, settings.idle_after_seconds)
+        self.placement = PartitionCheck(settings.partitions)
         self.reloader = Reloader(settings.rules, self.install_rules, self._record_reload)
         # The batch loop and the window sweep both read and write subscriber state.
         self._state_lock = asyncio.Lock()
@@ -117,6 +119,8 @@ class Runtime:
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))
         self._declare_outcomes(self.detector.rules)
+        for event_type in self.detector.topic_types.values():  # at 0: an alert sees the rise
+            self.metrics.misplaced.labels(event_type.value)
         self.ready.set()
         log.info(
             "runtime ready: %d rule(s), tasks to %s", len(self.detector.rules), s.topic("tasks")
@@ -153,6 +157,8 @@ class Runtime:
             now = dt.datetime.now(dt.UTC)
             result = self.detector.process(records, store.load, now)
             self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
+            for topic, n in self.placement.check(records).items():
+                self.metrics.misplaced.labels(self.detector.topic_types[topic].value).inc(n)
             self.clock.observe(result.watermarks, time.time())
             await self._publish(result, store)
             self.metrics.processing.observe(time.perf_counter() - started)

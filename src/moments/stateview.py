@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from moments.connections import kafka_client_kwargs
 from moments.exceptions import ConfigError
+from moments.partitioning import partition_of
 from moments.settings import Settings
 from moments.state import SubscriberState
 from moments.statezip import unpack
-from moments.store import partition_of
 
 STATE_TABLE = "subscribers"
 """The Faust table's name (moments.app), hence its changelog `<app id>-subscribers-changelog`."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
 from moments.engine import StateChange
+from moments.partitioning import partition_of
 from moments.state import SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
 
@@ -193,14 +194,6 @@ class FaustTableStore:
             finally:
                 _current_event.reset(token)
         return out
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition a keyed record goes to with Kafka's default partitioner (murmur2),
-    which is how producers keyed by subscriber id spread them."""
-    from aiokafka.partitioner import murmur2
-
-    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 @dataclass(frozen=True, slots=True)

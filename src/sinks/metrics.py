@@ -127,6 +127,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.misplaced = Counter(
+            "moments_events_misplaced",
+            "Events on another partition than murmur2 of their key names: a producer with "
+            "another partitioner, or a topic with another partition count (state splits)",
+            ["event_type"],
+            registry=r,
+        )
         self.pending_redriven = Counter(
             "moments_tasks_redriven",
             "Pending tasks sent again after an unconfirmed publish",

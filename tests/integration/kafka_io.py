@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -17,11 +18,18 @@ log = logging.getLogger(__name__)
 
 
 async def produce(
-    settings: Settings, records: Iterable[tuple[str, str | None, bytes | dict[str, object] | None]]
+    settings: Settings,
+    records: Iterable[tuple[str, str | None, bytes | dict[str, object] | None]],
+    partitioner: Callable[[bytes, list[int], list[int]], int] | None = None,
 ) -> None:
-    """Send (topic key, subscriber key, value) in order; topic key is a `Topics` field name."""
+    """Send (topic key, subscriber key, value) in order; topic key is a `Topics` field name.
+    `partitioner` stands in for aiokafka's (murmur2) as another client's would."""
+    extra: dict[str, Any] = {"partitioner": partitioner} if partitioner is not None else {}
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        **kafka_client_kwargs(settings),
+        **extra,
     )
     await producer.start()
     try:

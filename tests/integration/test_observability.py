@@ -300,7 +300,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     assert not carrying, f"labels that carry a subscriber id: {carrying}"
 
     alerts = {r["name"] for g in rules["groups"] for r in g["rules"] if r["type"] == "alerting"}
-    assert len(alerts) == 7, alerts
+    assert len(alerts) == 8, alerts
 
 
 def test_no_data_allow_list_entries_name_dashboard_targets() -> None:

@@ -17,9 +17,9 @@ from faust.types import TP
 
 from moments.connections import kafka_client_kwargs
 from moments.embedded import ensure_topics, free_port
+from moments.partitioning import partition_of
 from moments.restore import read_changelog
 from moments.settings import Settings
-from moments.store import partition_of
 from sinks.base import produce_to_partitions
 
 from .conftest import WorkerProcess

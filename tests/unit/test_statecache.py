@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from moments.engine import Detector, StateChange
 from moments.models import EventType
+from moments.partitioning import partition_of
 from moments.records import RawRecord
 from moments.state import SubscriberState
 from moments.statecache import StateCache
-from moments.store import DictStateStore, FaustTableStore, partition_of
+from moments.store import DictStateStore, FaustTableStore
 from rules.catalog import load_rules
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)

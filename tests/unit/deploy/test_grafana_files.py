@@ -26,6 +26,7 @@ OVERVIEW_METRICS = {
     "moments_rules_reload_total",
     "moments_capacity_left",
     "moments_task_outcomes_total",
+    "moments_events_misplaced_total",
 }
 """What the issue asks the overview to show."""
 

@@ -22,6 +22,7 @@ ALERTS = {
     "MomentsDeadLetterSpike",
     "MomentsNoTasksWhileEventsFlow",
     "MomentsDeferralQueueGrowing",
+    "MomentsEventsMisplaced",
     "MomentsDependencyDown",
     "MomentsDependencyErrors",
     "MomentsWorkerDown",

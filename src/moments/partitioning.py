@@ -1,0 +1,118 @@
+"""Whether input events arrive on the partition their key names under Kafka's default
+partitioner (murmur2 of `subscriber_id`, modulo the partition count).
+
+The state is co-partitioned with the input topics: all of a subscriber's events must
+arrive on one partition number, whichever topic carries them. A producer that hashes
+keys another way (librdkafka's default, CRC32, unless `partitioner=murmur2_random`), or
+an input topic with another partition count than `MOMENTS_PARTITIONS`, splits a
+subscriber's state across partitions (two records, held by two workers once there are
+two), and the RocksDB window sweep and `moments state show` look a record up where
+murmur2 puts it. Nothing fails when that happens; this check makes it visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from moments.records import RawRecord
+
+KEY_CACHE = 1 << 18
+"""Keys whose partition is remembered (about 25 MB at most): murmur2 in Python costs
+~1.7 µs a key, a lookup ~0.03 µs. When full the cache starts over."""
+
+WARN_EVERY_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives a keyed record: the Java
+    client, aiokafka and kafka-python all use it."""
+    from aiokafka.partitioner import murmur2
+
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+class PartitionCheck:
+    """Counts the records of a batch that sit on another partition than their key's.
+
+    `check` returns those counts by topic and logs a warning at most every `every_s`
+    seconds, with how many there were since the last one and a partition pair seen (never
+    a key: keys are subscriber ids)."""
+
+    def __init__(
+        self,
+        partitions: int,
+        capacity: int = KEY_CACHE,
+        every_s: float = WARN_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.partitions = partitions
+        self.capacity = capacity
+        self.every_s = every_s
+        self.clock = clock
+        self._expected: dict[bytes, int] = {}
+        self._held: Counter[str] = Counter()
+        self._warned_at: float | None = None
+
+    def expected(self, key: bytes) -> int:
+        """The partition murmur2 names for `key`."""
+        partition = self._expected.get(key)
+        if partition is None:
+            if len(self._expected) >= self.capacity:
+                self._expected.clear()
+            partition = self._expected[key] = partition_of(key, self.partitions)
+        return partition
+
+    def check(self, records: Iterable[RawRecord]) -> Counter[str]:
+        """Topic -> records on a partition their key does not hash to (keyless records are
+        not counted: they are dead letters)."""
+        out: Counter[str] = Counter()
+        cache = self._expected
+        example = ("", 0, 0)
+        for record in records:
+            key = record.key
+            if key is None:
+                continue
+            expected = cache.get(key)
+            if expected is None:
+                expected = self.expected(key)
+            if expected != record.partition:
+                out[record.topic] += 1
+                example = (record.topic, record.partition, expected)
+        if out:
+            self._held.update(out)
+            self._warn(example)
+        return out
+
+    def _warn(self, example: tuple[str, int, int]) -> None:
+        now = self.clock()
+        if self._warned_at is not None and now - self._warned_at < self.every_s:
+            return
+        since = (
+            "since the worker started"
+            if self._warned_at is None
+            else f"in the last {now - self._warned_at:.0f} s"
+        )
+        self._warned_at = now
+        counts = ", ".join(f"{topic} {n}" for topic, n in sorted(self._held.items()))
+        topic, partition, expected = example
+        log.warning(
+            "events on a partition their subscriber_id does not hash to, %s: %s "
+            "(e.g. a record of %s on partition %d where murmur2 names %d). A subscriber's "
+            "state splits across partitions: its producer must partition by murmur2 of the "
+            "key (librdkafka clients: partitioner=murmur2_random) and the topic must have "
+            "MOMENTS_PARTITIONS (%d) partitions",
+            since,
+            counts,
+            topic,
+            partition,
+            expected,
+            self.partitions,
+        )
+        self._held.clear()

@@ -1,0 +1,65 @@
+"""Events from a producer that does not partition by murmur2 of the key: counted in
+moments_events_misplaced_total and warned about in the log, and still detected."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from moments.embedded import free_port
+from moments.partitioning import partition_of
+from moments.sample import daytime_zone
+from moments.settings import Settings
+
+from .conftest import MakeSettings, WorkerProcess
+from .fault_tools import first_roamings
+from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
+
+pytestmark = pytest.mark.integration
+
+WAVE = 40
+MISPLACED = "moments_events_misplaced_total"
+
+
+def crc32_partitioner(key: bytes, every: list[int], available: list[int]) -> int:
+    """librdkafka's default for a keyed record (consistent_random): CRC32, not murmur2."""
+    return every[zlib.crc32(key) % len(every)]
+
+
+async def test_events_off_their_key_partition_are_counted_and_still_detected(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    zone = daytime_zone(dt.datetime.now(dt.UTC))
+    port = free_port()
+    settings = make_settings(metrics_port=port)
+    await topics_for(settings)
+    worker = start_worker(settings)
+
+    await produce(settings, first_roamings(0, WAVE, zone))  # aiokafka: murmur2
+    await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, WAVE)
+    assert await metric_value(port, MISPLACED, {"event_type": "roaming"}) == 0
+    assert "does not hash to" not in worker.log()
+
+    crc = first_roamings(WAVE, WAVE, zone)
+    await produce(settings, crc, partitioner=crc32_partitioner)
+    off = sum(
+        crc32_partitioner(k.encode(), [0, 1], [0, 1]) != partition_of(k.encode(), 2)
+        for _, k, _ in crc
+        if k is not None
+    )
+    assert 0 < off < WAVE
+    await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 2 * WAVE)
+    assert await metric_value(port, MISPLACED, {"event_type": "roaming"}) == off
+    assert await metric_value(port, MISPLACED, {"event_type": "usage"}) == 0
+    tasks = await read_topic(settings, "tasks", count=2 * WAVE, wait_s=60, settle=2)
+    assert len({t["subscriber_id"] for t in values(tasks)}) == 2 * WAVE  # none refused
+    log = worker.log()
+    assert "partitioner=murmur2_random" in log, log[-3000:]
+    assert f"since the worker started: {settings.topic('roaming')} {off} " in log
+    worker.stop()

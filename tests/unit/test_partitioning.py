@@ -1,0 +1,112 @@
+"""moments.partitioning: which records sit on another partition than their key's."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from moments.partitioning import PartitionCheck, partition_of
+from moments.records import RawRecord
+
+SUBSCRIBERS = [f"1380000{n:04d}".encode() for n in range(400)]
+
+
+def record(topic: str, key: bytes | None, partition: int) -> RawRecord:
+    return RawRecord(topic, partition, 0, key, b"{}")
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's default partitioner (consistent_random) for a keyed record."""
+    return zlib.crc32(key) % partitions
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestPartitionOf:
+    @pytest.mark.parametrize("partitions", [1, 2, 4, 8, 12])
+    def test_agrees_with_the_producer_that_aiokafka_uses(self, partitions: int) -> None:
+        chosen = DefaultPartitioner()
+        every = list(range(partitions))
+        for key in SUBSCRIBERS:
+            assert partition_of(key, partitions) == chosen(key, every, every)
+
+
+class TestPartitionCheck:
+    """Counts by topic the records that murmur2 of the key would put elsewhere."""
+
+    def test_records_where_their_key_hashes_to_are_not_counted(self) -> None:
+        check = PartitionCheck(4)
+        batch = [record("usage", key, partition_of(key, 4)) for key in SUBSCRIBERS]
+        assert check.check(batch) == {}
+        assert check.check(batch) == {}  # from the cache the second time
+
+    def test_another_partitioner_is_counted_by_topic(self) -> None:
+        check = PartitionCheck(4)
+        usage = [record("usage", key, partition_of(key, 4)) for key in SUBSCRIBERS]
+        roaming = [record("roaming", key, crc32_partition(key, 4)) for key in SUBSCRIBERS]
+        off = sum(crc32_partition(k, 4) != partition_of(k, 4) for k in SUBSCRIBERS)
+        assert 200 < off < 400  # about three in four
+        assert check.check(usage + roaming) == {"roaming": off}
+
+    def test_a_topic_with_more_partitions_than_configured_is_counted(self) -> None:
+        check = PartitionCheck(2)
+        batch = [record("topup", key, partition_of(key, 4)) for key in SUBSCRIBERS]
+        expected = sum(partition_of(k, 4) != partition_of(k, 2) for k in SUBSCRIBERS)
+        assert check.check(batch) == {"topup": expected}
+        assert expected > 0
+
+    def test_keyless_records_are_left_to_the_dead_letters(self) -> None:
+        assert PartitionCheck(4).check([record("usage", None, 3)]) == {}
+
+    def test_a_full_cache_starts_over_and_stays_right(self) -> None:
+        check = PartitionCheck(4, capacity=10)
+        batch = [record("usage", key, (partition_of(key, 4) + 1) % 4) for key in SUBSCRIBERS]
+        assert check.check(batch) == {"usage": len(SUBSCRIBERS)}
+        assert len(check._expected) <= 10
+
+    def test_at_least_one_partition(self) -> None:
+        with pytest.raises(ValueError, match="partitions must be >= 1"):
+            PartitionCheck(0)
+
+
+class TestWarning:
+    """One warning per interval, with the counts held back since the last one and the
+    fix; never a key (keys are subscriber ids)."""
+
+    def test_warns_once_per_interval_with_the_counts_since(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        clock = Clock()
+        check = PartitionCheck(4, every_s=60, clock=clock)
+        key = next(k for k in SUBSCRIBERS if partition_of(k, 4) != 0)
+        wrong = [record("roaming", key, 0)]
+        with caplog.at_level(logging.WARNING, logger="moments.partitioning"):
+            check.check(wrong)
+            clock.now += 30
+            check.check(wrong)
+            check.check(wrong)
+            clock.now += 31
+            check.check(wrong)
+        messages = [r.getMessage() for r in caplog.records]
+        assert len(messages) == 2, messages
+        assert "since the worker started: roaming 1 " in messages[0]
+        assert "in the last 61 s: roaming 3 " in messages[1]
+        assert f"on partition 0 where murmur2 names {partition_of(key, 4)}" in messages[1]
+        assert "partitioner=murmur2_random" in messages[0]
+        assert "MOMENTS_PARTITIONS (4)" in messages[0]
+        assert all(key.decode() not in m for m in messages)
+
+    def test_silent_while_every_record_is_in_place(self, caplog: pytest.LogCaptureFixture) -> None:
+        check = PartitionCheck(4)
+        with caplog.at_level(logging.WARNING, logger="moments.partitioning"):
+            check.check([record("usage", k, partition_of(k, 4)) for k in SUBSCRIBERS])
+        assert caplog.records == []
