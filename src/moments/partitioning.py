@@ -6,8 +6,7 @@ arrive on one partition number, whichever topic carries them. A producer that ha
 keys another way (librdkafka's default, CRC32, unless `partitioner=murmur2_random`), or
 an input topic with another partition count than `MOMENTS_PARTITIONS`, splits a
 subscriber's state across partitions (two records, held by two workers once there are
-two), and the RocksDB window sweep and `moments state show` look a record up where
-murmur2 puts it. Nothing fails when that happens; this check makes it visible.
+two). Nothing fails when that happens; this check makes it visible.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -128,22 +128,41 @@ class FaustTableStore:
         each record read when it is yielded: the keys are a snapshot, the bytes are not,
         so a sweep that lets batches run between its chunks never sees a stale record."""
         wanted = set(partitions)
-        data = self.table.data
-        # The memory store knows each key's partition (see `save`): right whatever hash
-        # the producers partitioned by; otherwise (RocksDB) Kafka's default, murmur2.
-        noted: dict[bytes, int] = getattr(data, "_key_partition", None) or {}
         counts = dict.fromkeys(wanted, 0)
         sizes = dict.fromkeys(wanted, 0)
-        for key in list(data.keys()):
-            partition = noted.get(key)
-            if partition is None:
-                partition = partition_of(key, self.partitions)
-            if partition in wanted and (raw := data.get(key)) is not None:
-                counts[partition] += 1
-                sizes[partition] += len(raw)
-                yield key.decode(), SubscriberState.from_bytes(raw), partition
+        for partition, keys, read in self._keys_by_partition(wanted):
+            for key in keys:
+                if (raw := read(key)) is not None:
+                    counts[partition] += 1
+                    sizes[partition] += len(raw)
+                    yield key.decode(), SubscriberState.from_bytes(raw), partition
         for partition in wanted:
             self.census[partition] = Census(counts[partition], sizes[partition])
+
+    def _keys_by_partition(
+        self, wanted: set[int]
+    ) -> Iterator[tuple[int, list[bytes], Callable[[bytes], bytes | None]]]:
+        """(partition, a snapshot of its keys, how to read one) for each wanted partition,
+        by where the store holds each record: right whatever hash the producers used."""
+        data = self.table.data
+        dbs: dict[int, Any] | None = getattr(data, "_dbs", None)
+        if dbs is not None:  # Faust's RocksDB store: one database per partition
+            for partition in sorted(wanted):
+                if (db := dbs.get(partition)) is not None:
+                    yield partition, list(data._visible_keys(db)), db.get
+            return
+        # The memory store notes each key's partition (see `save`); a key it has no note
+        # for (none should be left) is placed by Kafka's default hash, murmur2.
+        noted: dict[bytes, int] = getattr(data, "_key_partition", None) or {}
+        grouped: dict[int, list[bytes]] = {p: [] for p in wanted}
+        for key in list(data.keys()):
+            where = noted.get(key)
+            if where is None:
+                where = partition_of(key, self.partitions)
+            if where in grouped:
+                grouped[where].append(key)
+        for partition, keys in sorted(grouped.items()):
+            yield partition, keys, data.get
 
     def persisted(self, last_offsets: Mapping[int, int]) -> None:
         """Tell the table's store how far the changelog holds what it holds, as Faust does

@@ -4,6 +4,7 @@ were saved as, lent to one batch at a time, and invisible in what the detector d
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moments.app import create_app
 from moments.engine import Detector, StateChange
 from moments.models import EventType
 from moments.partitioning import partition_of
 from moments.records import RawRecord
+from moments.settings import load_settings
 from moments.state import SubscriberState
 from moments.statecache import StateCache
 from moments.store import DictStateStore, FaustTableStore
@@ -151,6 +154,25 @@ class TestFaustTableStore:
         store.save({sub: StateChange(SubscriberState(watermark=5), elsewhere)})
         assert [s for s, _, _ in store.items({elsewhere})] == [sub]
         assert list(store.items({hashed})) == []
+
+    def test_a_rocksdb_sweep_finds_records_by_the_database_that_holds_them(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Faust's RocksDB store keeps one database per partition: a record written for a
+        partition murmur2 would not name (another partitioner upstream) is swept there."""
+        monkeypatch.setenv("MOMENTS_STORE", "rocksdb")
+        monkeypatch.setenv("MOMENTS_DATA_DIR", str(tmp_path))
+        app = create_app(load_settings())
+        table = app.Table("subs", default=None, partitions=4, key_type=bytes, value_type=bytes)
+        store = FaustTableStore(table, "roaming", partitions=4)
+        subs = [str(13_000_000_000 + i) for i in range(12)]
+        placed = {sub: (partition_of(sub.encode(), 4) + 1) % 4 for sub in subs}
+        for sub, partition in placed.items():
+            store.save({sub: StateChange(SubscriberState(watermark=5), partition)})
+        for partition in range(4):
+            found = {(s, p) for s, _, p in store.items({partition})}
+            assert found == {(s, p) for s, p in placed.items() if p == partition}
+            assert store.census[partition].subscribers == len(found)
 
     def test_a_record_faust_replaced_is_read_again_from_the_table(self) -> None:
         """Recovery writes the changelog into the table behind the store's back."""
