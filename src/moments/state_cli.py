@@ -83,14 +83,23 @@ def _cmd_show(args: argparse.Namespace) -> int:
         found = asyncio.run(latest_records(settings, args.subscribers, progress))
     missing = 0
     for sub, stored in found.items():
-        record = readable(stored) if stored is not None else None
+        record = readable(stored.value) if stored is not None else None
         if args.json:
-            print(orjson.dumps({"subscriber_id": sub, "record": record}).decode())
-        elif record is not None:
+            partition = stored.partition if stored is not None else None
+            line = {"subscriber_id": sub, "partition": partition, "record": record}
+            print(orjson.dumps(line).decode())
+        elif stored is not None and record is not None:
             print(
-                f"# {sub}: {record['_stored_bytes']} bytes stored, {record['_json_bytes']} of JSON"
+                f"# {sub}: partition {stored.partition}, {record['_stored_bytes']} bytes "
+                f"stored, {record['_json_bytes']} of JSON"
             )
             print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+        if stored is not None and stored.partition != stored.hashed:
+            console.print(
+                f"{sub} is on partition {stored.partition}, not {stored.hashed} where murmur2 "
+                "of its id puts it: its events came from a producer with another partitioner "
+                "(see docs/operations.md, misplaced events); this record may be one of two"
+            )
         if record is None:
             missing += 1
             console.print(

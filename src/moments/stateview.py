@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -31,13 +31,25 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-{STATE_TABLE}-changelog"
 
 
+class Stored(NamedTuple):
+    """A subscriber's latest record and the changelog partition that holds it."""
+
+    value: bytes
+    partition: int
+    hashed: int
+    """The partition murmur2 of the key names: another one means its events arrived
+    misplaced (see moments.partitioning)."""
+
+
 async def latest_records(
     settings: Settings, subscribers: Iterable[str], progress: Progress | None = None
-) -> dict[str, bytes | None]:
+) -> dict[str, Stored | None]:
     """Each subscriber's latest stored record in the changelog (None: none, or deleted).
 
-    Reads only the partitions that hold them, from their start to their end as of now,
-    without a consumer group (a viewer takes nothing from the workers)."""
+    Reads the partitions murmur2 names for them, from their start to their end as of now,
+    without a consumer group (a viewer takes nothing from the workers); a subscriber found
+    there neither as a record nor as a tombstone is looked for in the other partitions,
+    where events from a producer with another partitioner put it."""
     topic = changelog_topic(settings)
     wanted = {s.encode(): s for s in subscribers}
     consumer = AIOKafkaConsumer(
@@ -56,33 +68,61 @@ async def latest_records(
                 "against this broker; check MOMENTS_APP_ID and MOMENTS_KAFKA_BOOTSTRAP"
             )
         count = len(partitions)
-        tps = sorted({TopicPartition(topic, partition_of(k, count)) for k in wanted})
+        hashed = {key: partition_of(key, count) for key in wanted}
+        reader = _LatestReader(consumer, topic, progress)
+        latest = await reader.read(set(hashed.values()), set(wanted))
+        unseen = set(wanted) - latest.keys()
+        if unseen:
+            latest |= await reader.read(set(partitions) - set(hashed.values()), unseen)
+        found: dict[str, Stored | None] = {}
+        for key, sub in wanted.items():
+            value, partition = latest.get(key, (None, -1))
+            found[sub] = None if value is None else Stored(value, partition, hashed[key])
+        return found
+    finally:
+        await consumer.stop()
+
+
+class _LatestReader:
+    """Reads partitions of the changelog from their start to their end as of the call,
+    keeping the last value (None: a tombstone) of the wanted keys, and its partition."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, progress: Progress | None):
+        self.consumer = consumer
+        self.topic = topic
+        self.progress = progress
+        self.done = 0
+        self.total = 0
+
+    async def read(
+        self, partitions: set[int], keys: set[bytes]
+    ) -> dict[bytes, tuple[bytes | None, int]]:
+        consumer = self.consumer
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        latest: dict[bytes, tuple[bytes | None, int]] = {}
+        if not tps:
+            return latest
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         starts = {tp: await consumer.position(tp) for tp in tps}
         ends = await consumer.end_offsets(tps)
-        total = sum(ends[tp] - starts[tp] for tp in tps)
-        found: dict[str, bytes | None] = dict.fromkeys(wanted.values())
+        self.total += sum(ends[tp] - starts[tp] for tp in tps)
         left = {tp for tp in tps if ends[tp] > starts[tp]}
-        done = 0
         while left:
             batches = await consumer.getmany(*left, timeout_ms=1000)
             for tp, records in batches.items():
                 for record in records:
                     if record.offset >= ends[tp]:
                         break
-                    sub = wanted.get(record.key) if record.key is not None else None
-                    if sub is not None:
-                        found[sub] = record.value
-                    done += 1
+                    if record.key in keys:
+                        latest[record.key] = (record.value, tp.partition)
+                    self.done += 1
             for tp in list(left):  # by position: the last offsets may hold no record
                 if await consumer.position(tp) >= ends[tp]:
                     left.discard(tp)
-            if progress is not None:
-                progress(done, total)
-        return found
-    finally:
-        await consumer.stop()
+            if self.progress is not None:
+                self.progress(self.done, self.total)
+        return latest
 
 
 def readable(stored: bytes) -> dict[str, Any]:

@@ -14,16 +14,24 @@ import orjson
 import pytest
 
 from moments.embedded import free_port
+from moments.partitioning import partition_of
 from moments.settings import Settings
 from moments.stateview import latest_records
 from moments.statezip import ZSTD_MAGIC
 
 from .conftest import MakeSettings, WorkerProcess, settings_env
 from .kafka_io import produce, wait_for_metric
+from .test_partitioning import crc32_partitioner
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LI, WANG, NOBODY = "13800138001", "13900139002", "13700137003"
+ZHAO = next(
+    s
+    for s in (str(13_600_136_000 + n) for n in range(100))
+    if crc32_partitioner(s.encode(), [0, 1], [0, 1]) != partition_of(s.encode(), 2)
+)
+"""A subscriber whose events come from a producer with librdkafka's partitioner."""
 
 
 def _usage(event_id: str, sub: str) -> tuple[str, str, dict[str, Any]]:
@@ -62,16 +70,24 @@ async def test_a_stored_record_is_shown_readable_and_a_missing_one_named(
     await produce(settings, [_usage("u1", LI), _usage("u2", LI), _usage("u3", WANG)])
     await wait_for_metric(port, "moments_events_total", {"event_type": "usage"}, 3)
 
-    found = await latest_records(settings, [LI, NOBODY])
+    await produce(settings, [_usage("u4", ZHAO)], partitioner=crc32_partitioner)
+    await wait_for_metric(port, "moments_events_total", {"event_type": "usage"}, 4)
+
+    found = await latest_records(settings, [LI, NOBODY, ZHAO])
     assert found[NOBODY] is None
     stored = found[LI]
     assert stored is not None, worker.log()[-3000:]
     # What the changelog holds is compressed: a console tool would show binary.
-    assert stored[:4] == ZSTD_MAGIC
+    assert stored.value[:4] == ZSTD_MAGIC
+    assert stored.partition == stored.hashed == partition_of(LI.encode(), 2)
+    misplaced = found[ZHAO]  # found where it is, not only where murmur2 says
+    assert misplaced is not None
+    assert misplaced.partition == crc32_partitioner(ZHAO.encode(), [0, 1], [0, 1])
+    assert misplaced.hashed == partition_of(ZHAO.encode(), 2) != misplaced.partition
 
     shown = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "moments", "state", "show", LI, WANG, NOBODY, "--json"],
+        [sys.executable, "-m", "moments", "state", "show", LI, WANG, NOBODY, ZHAO, "--json"],
         env=settings_env(settings),
         capture_output=True,
         timeout=60,
@@ -85,5 +101,16 @@ async def test_a_stored_record_is_shown_readable_and_a_missing_one_named(
     assert by_sub[LI]["offsets"]["u"] >= 1  # two usage events applied (offsets 0 and 1)
     assert by_sub[WANG]["profile"] == {}
     assert by_sub[LI]["_stored_bytes"] < by_sub[LI]["_json_bytes"]
+    assert "u" in by_sub[ZHAO]["offsets"]  # its usage event applied
+    partitions = {line["subscriber_id"]: line["partition"] for line in lines}
+    assert partitions == {
+        LI: stored.partition,
+        WANG: partition_of(WANG.encode(), 2),
+        NOBODY: None,
+        ZHAO: misplaced.partition,
+    }
     assert f"no record for {NOBODY}" in shown.stderr.decode()
+    assert f"{ZHAO} is on partition {misplaced.partition}, not {misplaced.hashed}" in (
+        shown.stderr.decode()
+    )
     worker.stop()
