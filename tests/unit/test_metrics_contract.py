@@ -71,3 +71,32 @@ def test_no_label_could_carry_a_subscriber_id() -> None:
         "stage",
         "generation",
     }
+
+
+def documented() -> dict[str, tuple[str, set[str]]]:
+    """The metric table of docs/operations.md: name -> (type, labels)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    table: dict[str, tuple[str, set[str]]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`moments_"):
+            continue
+        labels = set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^)]*\)", "", cells[2])))
+        for name in re.findall(r"`(moments_[a-z_]+)`", cells[0]):
+            table[name] = (cells[1], labels)
+    return table
+
+
+def test_every_metric_a_worker_serves_is_in_the_operations_guide() -> None:
+    """docs/operations.md, Metrics: what ops read when a panel or an alert names one."""
+    registry = CollectorRegistry()
+    DispatchMetrics.of(Metrics(registry))
+    ConsumerMetrics(registry)
+    served = collectors(registry)
+    table = documented()
+    assert set(served) == set(table), set(served) ^ set(table)
+    for name, (kind, labels) in served.items():
+        assert table[name] == (kind, labels), name
