@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from moments.records import RawRecord
 
@@ -115,3 +115,34 @@ class PartitionCheck:
             self.partitions,
         )
         self._held.clear()
+
+
+def layout_problems(
+    counts: Mapping[str, int], inputs: Sequence[str], changelog: str, configured: int
+) -> list[str]:
+    """What is wrong with the topics' partition counts (`counts`: the topics that exist),
+    each naming the fix; [] when the state can be co-partitioned with the input."""
+    problems: list[str] = []
+    found = {topic: counts[topic] for topic in inputs if topic in counts}
+    distinct = set(found.values())
+    if len(distinct) > 1:
+        detail = ", ".join(f"{topic} {n}" for topic, n in sorted(found.items()))
+        problems.append(
+            f"the input topics have different partition counts ({detail}): a subscriber's "
+            "events must all arrive on one partition number; give them one count and set "
+            "MOMENTS_PARTITIONS to it"
+        )
+    elif distinct and (count := next(iter(distinct))) != configured:
+        problems.append(
+            f"the input topics have {count} partitions and MOMENTS_PARTITIONS is {configured}: "
+            f"the state is co-partitioned with them; set MOMENTS_PARTITIONS={count}"
+        )
+    held = counts.get(changelog)
+    if held is not None and held != configured:
+        problems.append(
+            f"the state changelog {changelog} has {held} partitions and MOMENTS_PARTITIONS is "
+            f"{configured}: the state cannot move to another count; set MOMENTS_PARTITIONS="
+            f"{held}, or start a new MOMENTS_APP_ID and replay the input (docs/operations.md, "
+            "Scaling)"
+        )
+    return problems

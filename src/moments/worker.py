@@ -8,11 +8,13 @@ import sys
 
 from moments import statezip
 from moments.app import build, topic_types
-from moments.connections import preflight
+from moments.connections import kafka_client_kwargs, preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
 from moments.metrics_server import serve_metrics
+from moments.partitioning import layout_problems
 from moments.settings import Settings
+from moments.stateview import changelog_topic
 from moments.statezip import StateFormatError
 from rules.catalog import load_rules
 from sinks.metrics import Metrics
@@ -34,6 +36,43 @@ def standby_advice(settings: Settings) -> str | None:
     return None
 
 
+async def check_partition_layout(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Refuse to start (`ConfigError`) when the input topics' partition counts cannot hold
+    the state: a worker started with MOMENTS_PARTITIONS below the input's count crashed on
+    the first changelog write of a partition the changelog does not have. A broker that
+    does not answer in time is left to the worker's own retries."""
+    from aiokafka.client import AIOKafkaClient
+
+    inputs = list(topic_types(settings))
+    client = AIOKafkaClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.app_id}-preflight",
+        request_timeout_ms=int(timeout_s * 1000),
+        **kafka_client_kwargs(settings),
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.bootstrap()
+            cluster = await client.fetch_all_metadata()
+    except Exception as exc:  # unreachable: the worker retries with back-off itself
+        log.warning("partition counts not checked: Kafka did not answer (%r)", exc)
+        return
+    finally:
+        await client.close()
+    counts = {t: len(cluster.partitions_for_topic(t) or ()) for t in cluster.topics()}
+    problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if missing := [t for t in inputs if t not in counts]:
+        log.warning(
+            "input topic(s) %s do not exist yet: create them with MOMENTS_PARTITIONS (%d) "
+            "partitions before producers write to them (a broker that creates topics on "
+            "first use gives them its own default count)",
+            ", ".join(missing),
+            settings.partitions,
+        )
+
+
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
     rules = load_rules(settings.rules)
@@ -42,6 +81,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     except StateFormatError as exc:
         raise ConfigError(str(exc)) from exc
     asyncio.run(preflight(settings))  # wrong credentials stop here, with the variable to fix
+    asyncio.run(check_partition_layout(settings))
     metrics = Metrics()
     if settings.metrics_port:
         serve_metrics(settings, metrics.registry)

@@ -3,7 +3,10 @@ moments_events_misplaced_total and warned about in the log, and still detected."
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +18,7 @@ from moments.partitioning import partition_of
 from moments.sample import daytime_zone
 from moments.settings import Settings
 
-from .conftest import MakeSettings, WorkerProcess
+from .conftest import MakeSettings, WorkerProcess, settings_env
 from .fault_tools import first_roamings
 from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
 
@@ -63,3 +66,24 @@ async def test_events_off_their_key_partition_are_counted_and_still_detected(
     assert "partitioner=murmur2_random" in log, log[-3000:]
     assert f"since the worker started: {settings.topic('roaming')} " in log  # once a minute
     worker.stop()
+
+
+async def test_a_worker_configured_for_fewer_partitions_than_its_input_refuses_to_start(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Any]
+) -> None:
+    """It crashed on its first changelog write to a partition the changelog lacks
+    (aiokafka's "Unrecognized partition"); now it exits 2 before reading, naming the fix."""
+    await topics_for(make_settings(partitions=4))
+    settings = make_settings(partitions=2)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "moments", "worker"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "the input topics have 4 partitions and MOMENTS_PARTITIONS is 2" in done.stderr
+    assert "set MOMENTS_PARTITIONS=4" in done.stderr

@@ -8,7 +8,7 @@ import zlib
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from moments.partitioning import PartitionCheck, partition_of
+from moments.partitioning import PartitionCheck, layout_problems, partition_of
 from moments.records import RawRecord
 
 SUBSCRIBERS = [f"1380000{n:04d}".encode() for n in range(400)]
@@ -110,3 +110,33 @@ class TestWarning:
         with caplog.at_level(logging.WARNING, logger="moments.partitioning"):
             check.check([record("usage", k, partition_of(k, 4)) for k in SUBSCRIBERS])
         assert caplog.records == []
+
+
+class TestLayoutProblems:
+    """The topics' partition counts a worker refuses to start with, each with its fix."""
+
+    INPUTS = ("t.usage", "t.topup", "t.roaming")
+
+    def test_input_and_changelog_at_the_configured_count_are_fine(self) -> None:
+        counts = dict.fromkeys(self.INPUTS, 4) | {"app-subscribers-changelog": 4}
+        assert layout_problems(counts, self.INPUTS, "app-subscribers-changelog", 4) == []
+
+    def test_topics_not_created_yet_are_no_problem_here(self) -> None:
+        assert layout_problems({}, self.INPUTS, "changelog", 4) == []
+
+    def test_input_with_another_count_names_the_setting(self) -> None:
+        (problem,) = layout_problems(dict.fromkeys(self.INPUTS, 8), self.INPUTS, "changelog", 4)
+        assert "have 8 partitions and MOMENTS_PARTITIONS is 4" in problem
+        assert problem.endswith("set MOMENTS_PARTITIONS=8")
+
+    def test_inputs_that_disagree_are_listed(self) -> None:
+        counts = {"t.usage": 4, "t.topup": 8}
+        (problem,) = layout_problems(counts, self.INPUTS, "changelog", 4)
+        assert "different partition counts (t.topup 8, t.usage 4)" in problem
+
+    def test_a_changelog_of_another_count_cannot_follow(self) -> None:
+        counts = dict.fromkeys(self.INPUTS, 8) | {"changelog": 4}
+        problems = layout_problems(counts, self.INPUTS, "changelog", 8)
+        assert len(problems) == 1
+        assert "the state changelog changelog has 4 partitions" in problems[0]
+        assert "MOMENTS_PARTITIONS=4, or start a new MOMENTS_APP_ID" in problems[0]
