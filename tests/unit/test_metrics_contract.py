@@ -100,3 +100,17 @@ def test_every_metric_a_worker_serves_is_in_the_operations_guide() -> None:
     assert set(served) == set(table), set(served) ^ set(table)
     for name, (kind, labels) in served.items():
         assert table[name] == (kind, labels), name
+
+
+def test_the_changelog_lists_every_metric_beyond_the_contract() -> None:
+    """CHANGELOG.md tells the teams that depend on the contract what it adds."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "CHANGELOG.md").read_text()
+    section = text.split("### Metrics", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"`(moments_[a-z_]+)`", section))
+    registry = CollectorRegistry()
+    DispatchMetrics.of(Metrics(registry))
+    ConsumerMetrics(registry)
+    assert listed == set(collectors(registry)) - set(CONTRACT)
