@@ -12,6 +12,12 @@ reading) and its time from start until it had processed 1,000 fresh events.
     .venv/bin/python benchmarks/recovery.py
     .venv/bin/python benchmarks/recovery.py --events 400000 --subscribers 100000
     .venv/bin/python benchmarks/recovery.py --store rocksdb   # a pod on a new node
+    .venv/bin/python benchmarks/recovery.py --store rocksdb --join  # a second pod joins
+
+With `--join` the first worker is not killed: a second one joins it on an empty data
+directory, and the figures are the second's time to its first restore and its CPU
+until it goes idle (with RocksDB it also reads a standby copy of the first's
+partitions; no events arrive meanwhile, so that is what the CPU is spent on).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from faust.types import TP
 from rich.console import Console
 from rich.progress import Progress
 
-from moments.bench import produce, start_worker, stop_worker
+from moments.bench import _cpu_seconds, produce, start_worker, stop_worker
 from moments.connections import kafka_client_kwargs
 from moments.embedded import RedisServer, TansuBroker, ensure_topics, free_port
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
@@ -38,6 +44,9 @@ from moments.restore import read_changelog
 from moments.settings import Settings, load_settings
 
 FRESH_EVENTS = 1_000
+IDLE_CPU_S = 0.1
+"""CPU seconds in `IDLE_WINDOW_S` below which a worker with no events is idle."""
+IDLE_WINDOW_S = 3.0
 """Events produced after the restart: the new worker is back once it has done them."""
 
 
@@ -80,12 +89,44 @@ async def changelog_size(settings: Settings) -> tuple[str, int, int]:
     return names[0], records, keys
 
 
+def join(settings: Settings, workdir: Path, console: Console) -> None:
+    """A second worker joins the running first on an empty data directory: its time to
+    the first restore, and its CPU until it is idle (no events arrive meanwhile)."""
+    port = free_port()
+    started = time.monotonic()
+    second = start_worker(settings, workdir / "data-2", port, workdir / "worker-2.log")
+    try:
+        with console.status("second worker: joining and restoring"):
+            wait_for(port, "moments_consumer_rebalance_seconds_count", 1, 600, "joining")
+        joined = time.monotonic() - started
+        with console.status("second worker: reading until idle"):
+            last = _cpu_seconds(second.pid)
+            while True:
+                time.sleep(IDLE_WINDOW_S)
+                now = _cpu_seconds(second.pid)
+                if now - last < IDLE_CPU_S or time.monotonic() - started > 600:
+                    break
+                last = now
+        idle = time.monotonic() - started - IDLE_WINDOW_S
+        cpu = last
+    finally:
+        stop_worker(second)
+    console.print(
+        f"second worker: first restore done {joined:.1f} s after its start (the group join "
+        f"waits Tansu's {REBALANCE_SECONDS:.0f} s rebalance timeout); idle after about "
+        f"{idle:.1f} s, {cpu:.1f} s of CPU by then"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--subscribers", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--store", choices=("memory", "rocksdb"), default="memory")
+    parser.add_argument(
+        "--join", action="store_true", help="a second worker joins the first (not killed)"
+    )
     args = parser.parse_args()
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="moments-recovery-"))
@@ -117,6 +158,11 @@ def main() -> None:
                         progress.update(task, completed=done)
                         time.sleep(0.2)
                 time.sleep(3)  # its last batch's changelog and commit
+                if args.join:
+                    name, records, keys = asyncio.run(changelog_size(settings))
+                    console.print(f"{name} holds {records:,} records of {keys:,} subscribers")
+                    join(settings, workdir, console)
+                    return
             finally:
                 first.send_signal(signal.SIGKILL)
                 first.wait()

@@ -13,8 +13,9 @@ its own recovery has nothing left to read.
 The store's offset is kept current as the batch loop writes the changelog
 (`moments.store.FaustTableStore.persisted`), so a partition kept through a
 rebalance has nothing to read. Anything that fails here leaves the partition to
-Faust's recovery, as before. Standby partitions are left to Faust (and kept only
-with RocksDB: see `moments.settings.Settings.standby_copies`).
+Faust's recovery, as before. Standby partitions (kept only with RocksDB: see
+`moments.settings.Settings.standby_copies`) are read the same way when the table is
+told to (`preload_standbys`); Faust then follows them from where the read ended.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         """(bootstrap servers, aiokafka security arguments) for the bulk reads."""
         self._held: dict[TP, int] = {}
         """Active changelog partition -> the last offset the store holds."""
+        self.preload_standbys = False
+        """Read standby partitions in bulk too: for a store that keeps them (RocksDB)."""
 
     def persisted_offset(self, tp: TP) -> int | None:
         found = self._held.get(tp)
@@ -154,12 +157,20 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         changelog = self.changelog_topic.get_topic_name()
         active = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == changelog}
+        standby: set[TP] = set()
+        if self.preload_standbys:
+            standby = {
+                tp for tp in self.app.assignor.assigned_standbys() if tp.topic == changelog
+            } - active
         # A partition given up since is no longer held: its records went on without us.
         self._held = {tp: offset for tp, offset in self._held.items() if tp in active}
-        if active and self.client is not None:
-            await self._preload({tp: self.persisted_offset(tp) for tp in active})
+        if (active or standby) and self.client is not None:
+            await self._preload({tp: self.persisted_offset(tp) for tp in active | standby}, active)
 
-    async def _preload(self, held: Mapping[TP, int | None]) -> None:
+    async def _preload(self, held: Mapping[TP, int | None], active: set[TP]) -> None:
+        """Read `held`'s partitions in bulk from after the offsets given; Faust's recovery
+        then starts at the end of what was read, for standby partitions as for active ones
+        (it asks `persisted_offset`, which the store answers once it applied them)."""
         started = time.perf_counter()
         servers, kwargs = self.client or ([], {})
         starts = {tp: None if offset is None else offset + 1 for tp, offset in held.items()}
@@ -174,7 +185,7 @@ class PreloadingTable(faust.Table[bytes, bytes]):
                 exc,
             )
             return
-        count = 0
+        count = standbys = 0
         for tp, part in read.items():
             last = part.end - 1  # RocksDB keeps the highest offset applied
             events = (
@@ -191,12 +202,19 @@ class PreloadingTable(faust.Table[bytes, bytes]):
                     exc,
                 )
                 continue
-            count += sum(value is not None for value in part.values.values())
-            self._held[tp] = last
+            applied = sum(value is not None for value in part.values.values())
+            count += applied
+            if tp in active:
+                self._held[tp] = last
+            else:
+                standbys += applied
         if count:
             log.info(
-                "state: %d record(s) of %d partition(s) restored from the changelog in %.1f s",
+                "state: %d record(s) of %d partition(s) restored from the changelog in %.1f s"
+                " (%d of them in %d standby partition(s))",
                 count,
                 len(read),
                 time.perf_counter() - started,
+                standbys,
+                len(read.keys() - active),
             )
