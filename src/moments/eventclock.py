@@ -43,9 +43,15 @@ class EventClock:
         return mark
 
     def due(self, partitions: Iterable[int], wall: float) -> dict[int, int]:
-        """Partitions whose watermark entered a new hour since their last sweep."""
+        """Partitions whose watermark entered a new hour since their last sweep.
+
+        A partition this worker was just given counts as busy until it had `idle_after_s`
+        to deliver events: taken for idle at once, it was swept at the wall clock minus
+        the lateness, an hour behind its events, and swept again as soon as they came
+        (every record twice after each restart)."""
         out: dict[int, int] = {}
         for partition in partitions:
+            self.last_seen_wall.setdefault(partition, wall)
             mark = self.effective(partition, wall)
             if mark is None:
                 continue

@@ -197,7 +197,8 @@ class Runtime:
         if not due:
             return None
         records = store.items(list(due))
-        made = 0
+        made = swept = 0
+        started = time.perf_counter()
         while True:
             async with self._state_lock:
                 if not still_ours():
@@ -209,14 +210,22 @@ class Runtime:
                     result = self.detector.sweep(chunk, due.get, now)
                     await self._publish(result, store)
                     made += len(result.tasks)
+                    swept += len(chunk)
             if len(chunk) < SWEEP_CHUNK:
                 break
             await asyncio.sleep(0)  # let a waiting batch take the lock
         async with self._state_lock:
             self.clock.done(due)
         self._count_state(store, due)
-        if made:
-            log.info("window sweep made %d task(s)", made)
+        # Once an hour of event time per partition (and after a rebalance): a sweep reads
+        # every record of its partitions, the figure to watch as the state grows.
+        log.info(
+            "window sweep of partition(s) %s: %d record(s) in %.1f s, %d task(s)",
+            ",".join(map(str, sorted(due))),
+            swept,
+            time.perf_counter() - started,
+            made,
+        )
         return made
 
     def _count_state(self, store: StateStore, partitions: Collection[int]) -> None:

@@ -29,9 +29,27 @@ class TestEventClock:
         assert clock.due([1], wall=100 * HOUR + 30) == {}  # busy a moment ago: event time rules
         assert clock.due([1], wall=100 * HOUR + 61) == {1: 99 * HOUR + 61}
 
-    def test_a_partition_never_seen_uses_the_wall_clock(self) -> None:
+    def test_a_partition_just_given_waits_for_its_events_before_the_wall_clock(self) -> None:
+        """A worker that starts with a backlog sweeps once, at its events' hour, not first
+        an hour behind them (the wall clock minus the lateness) and then again."""
+        clock = EventClock(lateness_s=HOUR, idle_after_s=60)
+        assert clock.due([3], wall=7 * HOUR) == {}  # just given: its events may be coming
+        clock.observe({3: 7 * HOUR - 10}, wall=7 * HOUR + 5)  # the backlog's first batch
+        assert clock.due([3], wall=7 * HOUR + 6) == {3: 7 * HOUR - 10}
+        clock.done({3: 7 * HOUR - 10})
+        clock.observe({3: 7 * HOUR - 2}, wall=7 * HOUR + 7)
+        assert clock.due([3], wall=7 * HOUR + 8) == {}  # the same hour: swept once
+
+    def test_a_partition_given_and_silent_uses_the_wall_clock(self) -> None:
         clock = EventClock(lateness_s=0, idle_after_s=60)
-        assert clock.due([3], wall=7 * HOUR) == {3: 7 * HOUR}
+        assert clock.due([3], wall=7 * HOUR) == {}
+        assert clock.due([3], wall=7 * HOUR + 61) == {3: 7 * HOUR + 61}
+
+    def test_a_partition_given_again_waits_again(self) -> None:
+        clock = EventClock(lateness_s=0, idle_after_s=60)
+        assert clock.due([3], wall=7 * HOUR) == {}
+        clock.forget([])
+        assert clock.due([3], wall=7 * HOUR + 61) == {}
 
     def test_partitions_handed_away_are_forgotten(self) -> None:
         clock = EventClock(lateness_s=0, idle_after_s=60)
