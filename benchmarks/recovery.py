@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -89,16 +90,29 @@ async def changelog_size(settings: Settings) -> tuple[str, int, int]:
     return names[0], records, keys
 
 
-def join(settings: Settings, workdir: Path, console: Console) -> None:
-    """A second worker joins the running first on an empty data directory: its time to
-    the first restore, and its CPU until it is idle (no events arrive meanwhile)."""
+def start_second(
+    settings: Settings, workdir: Path, console: Console, status: str
+) -> tuple[subprocess.Popen[bytes], int, float]:
+    """A second worker on an empty data directory, once its first restore is done:
+    (process, metrics port, monotonic time it was started at)."""
     port = free_port()
     started = time.monotonic()
     second = start_worker(settings, workdir / "data-2", port, workdir / "worker-2.log")
     try:
-        with console.status("second worker: joining and restoring"):
-            wait_for(port, "moments_consumer_rebalance_seconds_count", 1, 600, "joining")
-        joined = time.monotonic() - started
+        with console.status(status):
+            wait_for(port, "moments_consumer_rebalance_seconds_count", 1, 600, "restoring")
+    except BaseException:
+        stop_worker(second)
+        raise
+    return second, port, started
+
+
+def join(settings: Settings, workdir: Path, console: Console) -> None:
+    """A second worker joins the running first on an empty data directory: its time to
+    the first restore, and its CPU until it is idle (no events arrive meanwhile)."""
+    second, _, started = start_second(settings, workdir, console, "second worker: joining")
+    joined = time.monotonic() - started
+    try:
         with console.status("second worker: reading until idle"):
             last = _cpu_seconds(second.pid)
             while True:
@@ -171,13 +185,11 @@ def main() -> None:
                 f"killed the first worker; {name} holds {records:,} records of {keys:,} subscribers"
             )
 
-            port = free_port()
-            started = time.monotonic()
-            second = start_worker(settings, workdir / "data-2", port, workdir / "worker-2.log")
+            second, port, started = start_second(
+                settings, workdir, console, "second worker: restoring the state"
+            )
+            recovered = time.monotonic() - started
             try:
-                with console.status("second worker: restoring the state"):
-                    wait_for(port, "moments_consumer_rebalance_seconds_count", 1, 600, "restoring")
-                recovered = time.monotonic() - started
                 restore = metric(port, "moments_consumer_rebalance_seconds_sum")
                 # Other event ids than the first run's, so none is skipped as a replay.
                 asyncio.run(produce(settings, FRESH_EVENTS, args.subscribers, console, seed=8))
