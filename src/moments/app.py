@@ -23,6 +23,7 @@ from moments.connections import faust_broker_credentials, kafka_client_kwargs
 from moments.consumer import FETCH_MAX_WAIT_MS, BatchConsumer, BatchTransport
 from moments.engine import Detector
 from moments.gctune import FULL_COLLECTION_EVERY_S, PauseTimer, collect_frozen, tune_gc
+from moments.logformat import faust_logging_config
 from moments.models import EventType
 from moments.records import RawRecord
 from moments.restore import PreloadingTable
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> MomentsApp:
         producer_acks=-1,
         table_standby_replicas=settings.standby_copies,
         Worker=ServiceWorker,  # no terminal spinner: it put the root logger at DEBUG
+        logging_config=faust_logging_config() if settings.log_format == "json" else None,
     )
     app.fetch_wait_ms = settings.fetch_wait_ms
     return app

@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         default=2.0, description="How often the rules files are checked for a change (0: never)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="The worker's log lines: text, or one JSON object per line (time, level, "
+        "logger, message, exception) for a log collector",
+    )
     dispatch_policy: Path | None = Field(
         default=None,
         description="YAML file of the dispatch policy (capacity, overflow, contact cap, merge "

@@ -11,6 +11,7 @@ from moments.app import build, topic_types
 from moments.connections import kafka_client_kwargs, preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
+from moments.logformat import use_json_logs
 from moments.metrics_server import serve_metrics
 from moments.partitioning import layout_problems
 from moments.settings import Settings
@@ -75,6 +76,8 @@ async def check_partition_layout(settings: Settings, timeout_s: float = 10.0) ->
 
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
+    if settings.log_format == "json":
+        use_json_logs()  # the lines before Faust's own logging setup too
     rules = load_rules(settings.rules)
     try:
         statezip.check()  # a broken installation stops here, before any input is read
@@ -104,5 +107,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
         # /metrics is ours; Faust's own web server would only take port 6066 (two workers
         # on one machine would clash), so it is off unless asked for.
         faust_args = ["--without-web", *faust_args]
-    sys.argv = ["moments worker", "worker", *faust_args]
+    # Faust prints a banner table to stdout unless quiet: not a log record, so not JSON.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    sys.argv = ["moments worker", *quiet, "worker", *faust_args]
     app.main()

@@ -95,6 +95,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "MOMENTS_PENDING_REDRIVE_SECONDS": str(settings.pending_redrive_seconds),
             "MOMENTS_BATCH_WITHIN": str(settings.batch_within),
             "MOMENTS_LOG_LEVEL": settings.log_level,
+            "MOMENTS_LOG_FORMAT": settings.log_format,
             "MOMENTS_STORE": settings.store,
             "MOMENTS_IDLE_AFTER_SECONDS": str(settings.idle_after_seconds),
             "MOMENTS_RULES_RELOAD_SECONDS": str(settings.rules_reload_seconds),

@@ -1,0 +1,47 @@
+"""The worker's log as one JSON object per line (`MOMENTS_LOG_FORMAT=json`), for a log
+collector (Loki, Elasticsearch, Cloud Logging) that would otherwise split Faust's
+multi-line tables and tracebacks into separate entries.
+
+Faust sets up the worker's logging itself; `faust_logging_config` is merged into that
+setup (Faust's `logging_config` setting), so Faust's, aiokafka's and our own records
+all go through the same formatter, after the PII masking of `moments.logmask`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+FIELDS = "%(levelname)s %(name)s %(process)d %(message)s"
+RENAMED = {"levelname": "level", "name": "logger", "exc_info": "exception"}
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per record: level, logger, process, message, the exception's
+    traceback as one string when there is one, and the time (ISO 8601, UTC)."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    return JsonFormatter(FIELDS, rename_fields=RENAMED, timestamp="time")
+
+
+def faust_logging_config() -> dict[str, Any]:
+    """Faust's `logging_config`: its console handler, with the JSON formatter."""
+    return {
+        "version": 1,
+        "merge": True,  # into mode's own configuration: levels and root as Faust sets them
+        "formatters": {"json": {"()": f"{__name__}.json_formatter"}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+    }
+
+
+def use_json_logs() -> None:
+    """The handlers already installed (before Faust's own setup) write JSON too."""
+    formatter = json_formatter()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
