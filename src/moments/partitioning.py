@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from moments.exceptions import ConfigError
 from moments.records import RawRecord
 
 KEY_CACHE = 1 << 18
@@ -33,6 +34,12 @@ def partition_of(key: bytes, partitions: int) -> int:
     from aiokafka.partitioner import murmur2
 
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+class PartitionCountError(ConfigError):
+    """An input record on a partition the state changelog does not have: the input topic
+    was given more partitions while the worker ran (at start, the worker refuses such a
+    layout: see `layout_problems`)."""
 
 
 class PartitionCheck:
@@ -70,7 +77,8 @@ class PartitionCheck:
 
     def check(self, records: Iterable[RawRecord]) -> Counter[str]:
         """Topic -> records on a partition their key does not hash to (keyless records are
-        not counted: they are dead letters)."""
+        not counted: they are dead letters). Raises `PartitionCountError` for a record on a
+        partition beyond the configured count, before anything of the batch is applied."""
         out: Counter[str] = Counter()
         cache = self._expected
         example = ("", 0, 0)
@@ -82,6 +90,14 @@ class PartitionCheck:
             if expected is None:
                 expected = self.expected(key)
             if expected != record.partition:
+                if record.partition >= self.partitions:
+                    raise PartitionCountError(
+                        f"{record.topic} has a record on partition {record.partition}, beyond "
+                        f"MOMENTS_PARTITIONS ({self.partitions}): the topic was given more "
+                        "partitions and the state changelog cannot follow; set "
+                        "MOMENTS_PARTITIONS to the new count with a new MOMENTS_APP_ID and "
+                        "replay the input (docs/operations.md, Scaling)"
+                    )
                 out[record.topic] += 1
                 example = (record.topic, record.partition, expected)
         if out:

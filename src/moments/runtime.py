@@ -155,10 +155,10 @@ class Runtime:
         async with self._state_lock:
             started = time.perf_counter()
             now = dt.datetime.now(dt.UTC)
-            result = self.detector.process(records, store.load, now)
-            self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
             for topic, n in self.placement.check(records).items():
                 self.metrics.misplaced.labels(self.detector.topic_types[topic].value).inc(n)
+            result = self.detector.process(records, store.load, now)
+            self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
             self.clock.observe(result.watermarks, time.time())
             await self._publish(result, store)
             self.metrics.processing.observe(time.perf_counter() - started)

@@ -8,8 +8,20 @@ import zlib
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from moments.partitioning import PartitionCheck, layout_problems, partition_of
+from moments.engine import Detector
+from moments.models import EventType
+from moments.partitioning import (
+    PartitionCheck,
+    PartitionCountError,
+    layout_problems,
+    partition_of,
+)
 from moments.records import RawRecord
+from moments.runtime import Runtime
+from moments.settings import load_settings
+from moments.store import DictStateStore
+from rules.catalog import RuleSet
+from sinks.metrics import Metrics
 
 SUBSCRIBERS = [f"1380000{n:04d}".encode() for n in range(400)]
 
@@ -57,9 +69,9 @@ class TestPartitionCheck:
         assert 200 < off < 400  # about three in four
         assert check.check(usage + roaming) == {"roaming": off}
 
-    def test_a_topic_with_more_partitions_than_configured_is_counted(self) -> None:
-        check = PartitionCheck(2)
-        batch = [record("topup", key, partition_of(key, 4)) for key in SUBSCRIBERS]
+    def test_a_topic_with_fewer_partitions_than_configured_is_counted(self) -> None:
+        check = PartitionCheck(4)
+        batch = [record("topup", key, partition_of(key, 2)) for key in SUBSCRIBERS]
         expected = sum(partition_of(k, 4) != partition_of(k, 2) for k in SUBSCRIBERS)
         assert check.check(batch) == {"topup": expected}
         assert expected > 0
@@ -140,3 +152,25 @@ class TestLayoutProblems:
         assert len(problems) == 1
         assert "the state changelog changelog has 4 partitions" in problems[0]
         assert "MOMENTS_PARTITIONS=4, or start a new MOMENTS_APP_ID" in problems[0]
+
+
+class TestPartitionsAddedWhileRunning:
+    """Input topics given more partitions while workers run: a record on a partition the
+    state changelog lacks stops the batch with the fix, before anything is applied (the
+    changelog write crashed with aiokafka's "Unrecognized partition")."""
+
+    def test_the_check_refuses_a_partition_beyond_the_configured_count(self) -> None:
+        key = SUBSCRIBERS[0]
+        with pytest.raises(PartitionCountError, match=r"MOMENTS_PARTITIONS \(2\)"):
+            PartitionCheck(2).check([record("t.usage", key, 3)])
+
+    async def test_the_runtime_applies_nothing_of_such_a_batch(self) -> None:
+        settings = load_settings(partitions=2)
+        topic = settings.topic("usage")
+        runtime = Runtime(settings, Metrics(), Detector(RuleSet.of([]), {topic: EventType.USAGE}))
+        store = DictStateStore()
+        value = b'{"event_id": "u1", "subscriber_id": "13800000001", "kind": "data",'
+        value += b' "occurred_at": "2026-11-23T10:00:00+08:00"}'
+        with pytest.raises(PartitionCountError, match="partition 3, beyond"):
+            await runtime.handle([RawRecord(topic, 3, 0, b"13800000001", value)], store)
+        assert store.data == {}
