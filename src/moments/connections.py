@@ -208,12 +208,14 @@ def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None
     return None
 
 
-async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> bool:
+async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> dict[str, int] | None:
     """Log in to the first bootstrap server and ask for metadata.
 
-    True when it worked, False when the server could not be reached (left to the
-    retries); raises `ConfigError` when the security settings are what is wrong.
+    The partition count of every topic when it worked, None when the server could not be
+    reached (left to the retries); raises `ConfigError` when the security settings are
+    what is wrong.
     """
+    from aiokafka.cluster import ClusterMetadata
     from aiokafka.conn import create_conn
     from aiokafka.protocol.metadata import MetadataRequest
 
@@ -239,10 +241,10 @@ async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> bool:
             if problem is not None:
                 raise ConfigError(problem) from None
             log.warning("Kafka %s not reachable yet: %r", settings.kafka_bootstrap, exc)
-            return False
+            return None
     try:
         async with asyncio.timeout(timeout_s):
-            await conn.send(MetadataRequest([], allow_auto_topic_creation=False))
+            metadata = await conn.send(MetadataRequest([], allow_auto_topic_creation=False))
     except Exception as exc:  # classified below; the rest is retried
         if settings.kafka_security_protocol not in SASL_PROTOCOLS:
             raise ConfigError(
@@ -257,7 +259,9 @@ async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> bool:
         ) from None
     finally:
         conn.close()
-    return True
+    cluster = ClusterMetadata()
+    cluster.update_metadata(metadata)
+    return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
 
 
 # --------------------------------------------------------------------------- #
@@ -324,9 +328,11 @@ async def check_redis(settings: Settings, timeout_s: float = 5.0) -> bool:
     return True
 
 
-async def preflight(settings: Settings) -> None:
-    """Fail fast on wrong credentials or TLS trust before a worker or tool starts."""
-    await asyncio.gather(check_kafka(settings), check_redis(settings))
+async def preflight(settings: Settings) -> dict[str, int] | None:
+    """Fail fast on wrong credentials or TLS trust before a worker or tool starts; the
+    topics' partition counts as Kafka answered them (None: not reachable yet)."""
+    counts, _ = await asyncio.gather(check_kafka(settings), check_redis(settings))
+    return counts
 
 
 def redacted_url(url: str) -> str:

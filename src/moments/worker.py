@@ -8,7 +8,7 @@ import sys
 
 from moments import statezip
 from moments.app import build, topic_types
-from moments.connections import kafka_client_kwargs, preflight
+from moments.connections import preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
 from moments.logformat import use_json_logs
@@ -37,30 +37,14 @@ def standby_advice(settings: Settings) -> str | None:
     return None
 
 
-async def check_partition_layout(settings: Settings, timeout_s: float = 10.0) -> None:
-    """Refuse to start (`ConfigError`) when the input topics' partition counts cannot hold
-    the state: a worker started with MOMENTS_PARTITIONS below the input's count crashed on
-    the first changelog write of a partition the changelog does not have. A broker that
-    does not answer in time is left to the worker's own retries."""
-    from aiokafka.client import AIOKafkaClient
-
-    inputs = list(topic_types(settings))
-    client = AIOKafkaClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.app_id}-preflight",
-        request_timeout_ms=int(timeout_s * 1000),
-        **kafka_client_kwargs(settings),
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            await client.bootstrap()
-            cluster = await client.fetch_all_metadata()
-    except Exception as exc:  # unreachable: the worker retries with back-off itself
-        log.warning("partition counts not checked: Kafka did not answer (%r)", exc)
+def check_partition_layout(settings: Settings, counts: dict[str, int] | None) -> None:
+    """Refuse to start (`ConfigError`) when the topics' partition counts (from the
+    preflight's metadata; None: Kafka not reachable yet, left to the worker's retries)
+    cannot hold the state: a worker started with MOMENTS_PARTITIONS below the input's
+    count crashed on the first changelog write of a partition the changelog lacks."""
+    if counts is None:
         return
-    finally:
-        await client.close()
-    counts = {t: len(cluster.partitions_for_topic(t) or ()) for t in cluster.topics()}
+    inputs = list(topic_types(settings))
     problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -83,8 +67,9 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
         statezip.check()  # a broken installation stops here, before any input is read
     except StateFormatError as exc:
         raise ConfigError(str(exc)) from exc
-    asyncio.run(preflight(settings))  # wrong credentials stop here, with the variable to fix
-    asyncio.run(check_partition_layout(settings))
+    # Wrong credentials stop here, with the variable to fix; so do partition counts that
+    # cannot hold the state.
+    check_partition_layout(settings, asyncio.run(preflight(settings)))
     metrics = Metrics()
     if settings.metrics_port:
         serve_metrics(settings, metrics.registry)
