@@ -8,10 +8,10 @@ prints it with the field names of `SubscriberState`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from moments.connections import kafka_client_kwargs
 from moments.exceptions import ConfigError
@@ -19,12 +19,10 @@ from moments.partitioning import partition_of
 from moments.settings import Settings
 from moments.state import SubscriberState
 from moments.statezip import unpack
+from moments.topicread import Progress, TopicReader, partitions_of
 
 STATE_TABLE = "subscribers"
 """The Faust table's name (moments.app), hence its changelog `<app id>-subscribers-changelog`."""
-
-Progress = Callable[[int, int], None]
-"""Called with (records read, records to read)."""
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -60,8 +58,7 @@ async def latest_records(
     )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = await partitions_of(consumer, topic)
         if not partitions:
             raise ConfigError(
                 f"topic {topic} does not exist: no worker of app {settings.app_id!r} has run "
@@ -83,45 +80,17 @@ async def latest_records(
         await consumer.stop()
 
 
-class _LatestReader:
-    """Reads partitions of the changelog from their start to their end as of the call,
-    keeping the last value (None: a tombstone) of the wanted keys, and its partition."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, progress: Progress | None):
-        self.consumer = consumer
-        self.topic = topic
-        self.progress = progress
-        self.done = 0
-        self.total = 0
+class _LatestReader(TopicReader):
+    """Keeps the last value (None: a tombstone) of the wanted keys, and its partition."""
 
     async def read(
         self, partitions: set[int], keys: set[bytes]
     ) -> dict[bytes, tuple[bytes | None, int]]:
-        consumer = self.consumer
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         latest: dict[bytes, tuple[bytes | None, int]] = {}
-        if not tps:
-            return latest
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        starts = {tp: await consumer.position(tp) for tp in tps}
-        ends = await consumer.end_offsets(tps)
-        self.total += sum(ends[tp] - starts[tp] for tp in tps)
-        left = {tp for tp in tps if ends[tp] > starts[tp]}
-        while left:
-            batches = await consumer.getmany(*left, timeout_ms=1000)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break
-                    if record.key in keys:
-                        latest[record.key] = (record.value, tp.partition)
-                    self.done += 1
-            for tp in list(left):  # by position: the last offsets may hold no record
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
-            if self.progress is not None:
-                self.progress(self.done, self.total)
+        async for records in self.batches(partitions):
+            for record in records:
+                if record.key in keys:
+                    latest[record.key] = (record.value, record.partition)
         return latest
 
 

@@ -1,0 +1,64 @@
+"""Reading partitions of a topic from their start to their end as of now, without a
+consumer group: what the inspection commands (`state show`, `deadletter`) do, so they
+take no partition from the workers and stop on their own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+Progress = Callable[[int, int], None]
+"""Called with (records read, records to read)."""
+
+
+class TopicReader:
+    """Reads partitions of one topic with a started consumer; counts across calls, so one
+    progress bar can cover several reads."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, progress: Progress | None):
+        self.consumer = consumer
+        self.topic = topic
+        self.progress = progress
+        self.done = 0
+        self.total = 0
+
+    async def batches(
+        self, partitions: Collection[int]
+    ) -> AsyncIterator[list[ConsumerRecord[Any, Any]]]:
+        """The records of `partitions`, oldest first per partition, as fetched, up to at
+        least the end each partition had when the read began.
+
+        Every record of a fetch is kept, those past that end too: Tansu reports a
+        partition's end as the first offset of its last batch plus one, so a reader that
+        stopped there lost the rest of that batch (records a worker wrote together: a
+        batch's dead letters, its state changelog records)."""
+        consumer = self.consumer
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        starts = {tp: await consumer.position(tp) for tp in tps}
+        ends = await consumer.end_offsets(tps)
+        self.total += sum(ends[tp] - starts[tp] for tp in tps)
+        left = {tp for tp in tps if ends[tp] > starts[tp]}
+        while left:
+            fetched = await consumer.getmany(*left, timeout_ms=1000)
+            for records in fetched.values():
+                self.done += len(records)
+                if records:
+                    yield records
+            for tp in list(left):  # by position: the last offsets may hold no record
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+            if self.progress is not None:
+                self.total = max(self.total, self.done)
+                self.progress(self.done, self.total)
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The topic's partitions (empty when it does not exist), from fresh metadata."""
+    await consumer._client.force_metadata_update()
+    return set(consumer.partitions_for_topic(topic) or ())
