@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     from moments.state_cli import add_state_command
 
     add_state_command(sub, _parser)
+    from moments.deadletter_cli import add_deadletter_command
+
+    add_deadletter_command(sub, _parser)
     return parser
 
 

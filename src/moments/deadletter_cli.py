@@ -1,0 +1,236 @@
+"""The `moments deadletter` subcommand: what was rejected and why, and replaying what the
+current code accepts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from moments.deadletters import Selection, Summary, entry_document, parse_time
+from moments.exceptions import ConfigError
+from moments.models import EventType
+from moments.records import RejectReason
+from moments.settings import Settings
+
+SHOW_EXAMPLES = """
+    moments deadletter show                          # counts by topic and reason, an example each
+    moments deadletter show --reason invalid_event --topic topup --since 2026-12-04
+    moments deadletter show --json | jq -r .message  # every dead letter, bytes included
+"""
+REPLAY_EXAMPLES = """
+    moments deadletter replay --dry-run              # what would go back, what is still refused
+    moments deadletter replay --topic topup --since 2026-12-04T10:00+08:00
+    moments deadletter replay --reason invalid_event --again   # replay even what was replayed
+"""
+
+
+def add_deadletter_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register `deadletter show` and `deadletter replay` with the CLI's `_parser` helper."""
+    from moments.cli import show_subcommands
+
+    group = make_parser(
+        sub,
+        "deadletter",
+        "Rejected input records: why they were refused, and replaying them once the "
+        "current code accepts them.",
+        SHOW_EXAMPLES + REPLAY_EXAMPLES,
+        show_subcommands,
+    )
+    actions = group.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    show = make_parser(
+        actions,
+        "show",
+        "Read the dead-letter topic of MOMENTS_KAFKA_BOOTSTRAP to its end (without a "
+        "consumer group) and count its records by input topic and reason, with the first "
+        "one's error. --json prints each record instead, key and value included: personal "
+        "data, as in the topic itself.",
+        SHOW_EXAMPLES,
+        _cmd_show,
+    )
+    _selection_arguments(show)
+    show.add_argument(
+        "--json", action="store_true", help="one JSON line per dead letter, bytes included"
+    )
+    replay = make_parser(
+        actions,
+        "replay",
+        "Validate the selected dead letters again with this version's checks (a worker's "
+        "own) and send the ones that pass to their input topic, key and value unchanged. "
+        "Each is sent once: Redis (MOMENTS_REDIS_URL) remembers what was replayed. Events "
+        "older than their subscriber's latest by more than MOMENTS_LATENESS_SECONDS are "
+        "counted late by the workers, not applied.",
+        REPLAY_EXAMPLES,
+        _cmd_replay,
+    )
+    _selection_arguments(replay)
+    replay.add_argument(
+        "--dry-run", action="store_true", help="send nothing; print what would be sent"
+    )
+    replay.add_argument(
+        "--again", action="store_true", help="send also what an earlier replay sent"
+    )
+
+
+def _selection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        choices=[r.value for r in RejectReason],
+        help="only this reason (repeatable)",
+    )
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="only records rejected from this input topic: an event type "
+        f"({', '.join(t.value for t in EventType)}) or a full topic name (repeatable)",
+    )
+    parser.add_argument(
+        "--since", type=_time, help="rejected at or after (ISO date or time; UTC unless given)"
+    )
+    parser.add_argument("--until", type=_time, help="rejected before (ISO date or time)")
+
+
+def _time(text: str) -> dt.datetime:
+    when = parse_time(text)
+    if when is None:
+        raise argparse.ArgumentTypeError(
+            f"not a date or time: {text!r}; write e.g. 2026-12-04 or 2026-12-04T10:00+08:00"
+        )
+    return when
+
+
+def selection(args: argparse.Namespace, settings: Settings) -> Selection:
+    kinds = {t.value for t in EventType}
+    topics = {settings.topic(t) if t in kinds else t for t in args.topic}
+    return Selection(frozenset(args.reason), frozenset(topics), args.since, args.until)
+
+
+class _Bar:
+    """A progress bar on stderr over the dead-letter topic's records."""
+
+    def __init__(self, console: Console, topic: str) -> None:
+        self.progress = Progress(
+            TextColumn(f"reading {topic}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("read", total=None)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from moments.cli import _settings
+    from moments.deadletter_replay import summarize
+
+    settings = _settings()
+    _require(settings, redis=False)
+    console = Console(stderr=True)
+    bar = _Bar(console, settings.topic("deadletter"))
+    with bar.progress:
+        summary, entries = asyncio.run(summarize(settings, selection(args, settings), bar))
+    if args.json:
+        for entry in entries:
+            print(orjson.dumps(entry_document(entry)).decode())
+        return 0
+    if not summary.total:
+        console.print("no dead letters" + (" match" if _filtered(args) else ""))
+        return 0
+    Console().print(_table(f"{summary.total:,} dead letters", summary))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from moments.cli import _settings
+    from moments.deadletter_replay import replay
+
+    settings = _settings()
+    _require(settings, redis=True)
+    console = Console(stderr=True)
+    bar = _Bar(console, settings.topic("deadletter"))
+    with bar.progress:
+        report = asyncio.run(
+            replay(
+                settings,
+                selection(args, settings),
+                dry_run=args.dry_run,
+                again=args.again,
+                progress=bar,
+            )
+        )
+    out = Console()
+    verb = "would be sent back" if args.dry_run else "sent back"
+    if report.replayed.total:
+        out.print(_table(f"{report.replayed.total:,} {verb} to their topics", report.replayed))
+    else:
+        out.print(f"none {verb}")
+    if report.still_rejected.total:
+        title = f"{report.still_rejected.total:,} still refused by this version (left in place)"
+        out.print(_table(title, report.still_rejected))
+    if report.already:
+        out.print(f"{report.already:,} replayed before, skipped (--again sends them anyway)")
+    if report.not_selected and _filtered(args):
+        out.print(f"{report.not_selected:,} not selected by the options")
+    return 0
+
+
+def _require(settings: Settings, redis: bool) -> None:
+    """Stop with the fix when Kafka (or Redis) cannot be reached or refuses us: a one-off
+    command has nothing to wait for."""
+    from moments.connections import check_kafka, check_redis, redacted_url
+
+    if asyncio.run(check_kafka(settings)) is None:
+        raise ConfigError(
+            f"Kafka {settings.kafka_bootstrap} is not reachable; start it or set "
+            "MOMENTS_KAFKA_BOOTSTRAP"
+        )
+    if redis and not asyncio.run(check_redis(settings)):
+        raise ConfigError(
+            f"Redis {redacted_url(settings.redis_url)} is not reachable (a replay remembers "
+            "there what it sent); start it or set MOMENTS_REDIS_URL"
+        )
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return bool(args.reason or args.topic or args.since or args.until)
+
+
+def _table(title: str, summary: Summary) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name, justify in (
+        ("topic", "left"),
+        ("reason", "left"),
+        ("count", "right"),
+        ("first (UTC)", "left"),
+        ("last (UTC)", "left"),
+        ("error of the first", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for (topic, reason), group in summary.groups.items():
+        table.add_row(
+            topic,
+            reason,
+            f"{group.count:,}",
+            _minute(group.first),
+            _minute(group.last),
+            group.example,
+        )
+    return table
+
+
+def _minute(when: dt.datetime | None) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M") if when is not None else "-"

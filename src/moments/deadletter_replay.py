@@ -1,0 +1,192 @@
+"""Reading the dead-letter topic, and sending back to their input topics the dead letters
+the current code accepts (`moments deadletter show` and `replay`).
+
+When the rejection was ours (a validation a later version relaxes) the events are not
+lost: their bytes wait in the dead-letter topic. A replay re-validates each one with the
+worker's own `decode`, sends the ones that pass to their original topic with their
+original key and value (a `moments.replayed-from` header says where from), and leaves
+the ones that would be rejected again where they are, counted by reason.
+
+A dead letter is replayed once: after the broker acknowledged a batch, its dead-letter
+coordinates go into a Redis set, and a later replay skips them (`again` overrides). The
+detector's own guard against a re-delivered event keeps only the latest few event ids
+per subscriber, so it could not stop a second replay a day later from counting the same
+top-up twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
+from moments.connections import kafka_client_kwargs, redis_client
+from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
+from moments.exceptions import ConfigError
+from moments.models import EventType
+from moments.producer import start_producer
+from moments.records import DeadLetter
+from moments.settings import Settings
+from moments.topicread import Progress, TopicReader, partitions_of
+from sinks.base import Headers, Producer, produce_all
+
+REPLAYED_HEADER = "moments.replayed-from"
+"""On a replayed record: `<dead-letter topic>:<partition>:<offset>` it came from."""
+
+
+def replayed_key(settings: Settings, partition: int) -> str:
+    """The Redis set of offsets of one dead-letter partition already replayed."""
+    return f"moments:{settings.app_id}:deadletter-replayed:{partition}"
+
+
+async def dead_letters(
+    settings: Settings, progress: Progress | None = None
+) -> AsyncIterator[list[DeadLetterEntry]]:
+    """Every record of the dead-letter topic as of now, in fetched batches, parsed."""
+    topic = settings.topic("deadletter")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        client_id=f"{settings.app_id}-deadletter",
+        **kafka_client_kwargs(settings),
+    )
+    await consumer.start()
+    try:
+        partitions = await partitions_of(consumer, topic)
+        if not partitions:
+            raise ConfigError(
+                f"topic {topic} does not exist: no worker of this configuration has run "
+                "against this broker; check MOMENTS_TOPIC_PREFIX and MOMENTS_KAFKA_BOOTSTRAP"
+            )
+        reader = TopicReader(consumer, topic, progress)
+        async for records in reader.batches(partitions):
+            yield [
+                parse_entry(r.partition, r.offset, r.key, r.value, r.headers, r.timestamp)
+                for r in records
+            ]
+    finally:
+        await consumer.stop()
+
+
+async def summarize(
+    settings: Settings, selection: Selection, progress: Progress | None = None
+) -> tuple[Summary, list[DeadLetterEntry]]:
+    """The selected dead letters counted by topic and reason, and the entries themselves."""
+    summary = Summary()
+    chosen: list[DeadLetterEntry] = []
+    async for batch in dead_letters(settings, progress):
+        for entry in batch:
+            if selection.matches(entry):
+                summary.add(entry)
+                chosen.append(entry)
+    return summary, chosen
+
+
+@dataclass
+class ReplayReport:
+    replayed: Summary = field(default_factory=Summary)
+    """Sent back (or, in a dry run, that would be), by origin topic and first reason."""
+    still_rejected: Summary = field(default_factory=Summary)
+    """Rejected by the current code too, by origin topic and the reason now."""
+    already: int = 0
+    """Selected and accepted, but replayed before: skipped."""
+    not_selected: int = 0
+
+
+def input_topics(settings: Settings) -> dict[str, EventType]:
+    return {settings.topic(t.value): t for t in EventType}
+
+
+async def replay(
+    settings: Settings,
+    selection: Selection,
+    *,
+    dry_run: bool = False,
+    again: bool = False,
+    progress: Progress | None = None,
+) -> ReplayReport:
+    """Send the selected dead letters the current code accepts back to their topics."""
+    report = ReplayReport()
+    topic_types = input_topics(settings)
+    redis = redis_client(settings)
+    producer = None if dry_run else await start_producer(settings)
+    try:
+        async for batch in dead_letters(settings, progress):
+            accepted: list[DeadLetterEntry] = []
+            for entry in batch:
+                if not selection.matches(entry):
+                    report.not_selected += 1
+                    continue
+                verdict = revalidate(entry, topic_types)
+                if verdict is None:
+                    accepted.append(entry)
+                else:
+                    report.still_rejected.add(_as_rejected_now(entry, verdict))
+            fresh = accepted if again else await _not_replayed(redis, settings, accepted)
+            report.already += len(accepted) - len(fresh)
+            if fresh and producer is not None:
+                await _send(producer, settings, fresh)
+                await _remember(redis, settings, fresh)
+            for entry in fresh:
+                report.replayed.add(entry)
+    finally:
+        if producer is not None:
+            await producer.stop()
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+    return report
+
+
+def _as_rejected_now(entry: DeadLetterEntry, verdict: DeadLetter | str) -> DeadLetterEntry:
+    """The entry with the reason and message the current code gives."""
+    if isinstance(verdict, DeadLetter):
+        return replace(entry, reason=verdict.reason.value, message=verdict.message)
+    return replace(
+        entry,
+        reason=verdict,
+        message=f"{entry.origin_topic} is not an input topic of this configuration",
+    )
+
+
+async def _not_replayed(
+    redis: Redis, settings: Settings, entries: Sequence[DeadLetterEntry]
+) -> list[DeadLetterEntry]:
+    if not entries:
+        return []
+    by_partition: dict[int, list[DeadLetterEntry]] = {}
+    for entry in entries:
+        by_partition.setdefault(entry.partition, []).append(entry)
+    fresh: list[DeadLetterEntry] = []
+    for partition, group in by_partition.items():
+        seen = await redis.smismember(
+            replayed_key(settings, partition), [str(e.offset) for e in group]
+        )
+        fresh.extend(e for e, done in zip(group, seen, strict=True) if not done)
+    return fresh
+
+
+async def _send(producer: Producer, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:
+    source = settings.topic("deadletter")
+    messages: list[tuple[str, bytes | None, bytes | None, Headers | None]] = [
+        (
+            e.origin_topic,
+            e.key,
+            e.value,
+            [(REPLAYED_HEADER, f"{source}:{e.coordinates}".encode())],
+        )
+        for e in entries
+    ]
+    await produce_all(producer, messages)
+
+
+async def _remember(redis: Redis, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:
+    """Marks the entries replayed, for as long as the task ledger remembers a task."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for partition in {e.partition for e in entries}:
+            key = replayed_key(settings, partition)
+            pipe.sadd(key, *(str(e.offset) for e in entries if e.partition == partition))
+            pipe.expire(key, settings.ledger_ttl_seconds)
+        await pipe.execute()

@@ -1,0 +1,208 @@
+"""Dead letters read back: what was rejected, why, and which of them the current code
+would accept (the replay's question).
+
+A record in the dead-letter topic is the rejected record's key and value, unchanged, with
+its origin and reason in `__dlq.errors.*` headers (moments.sinks.deadletter). Here those
+are parsed into `DeadLetterEntry`, chosen with `Selection` and counted with `Summary`:
+plain code, no broker, so the CLI (moments.deadletter_cli) only wires it to Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from moments.decoding import decode
+from moments.models import EventType
+from moments.records import DeadLetter, RawRecord
+
+UNKNOWN = "unknown"
+"""A header the record lacks (written by another tool, or by hand)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """One record of the dead-letter topic, its headers parsed."""
+
+    partition: int
+    """Where it sits in the dead-letter topic."""
+    offset: int
+    origin_topic: str
+    origin_partition: int | None
+    origin_offset: int | None
+    reason: str
+    error: str
+    message: str
+    rejected_at: dt.datetime | None
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def coordinates(self) -> str:
+        """`partition:offset` in the dead-letter topic: what a replay remembers."""
+        return f"{self.partition}:{self.offset}"
+
+
+def parse_entry(
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes]],
+    timestamp_ms: int | None = None,
+) -> DeadLetterEntry:
+    """An entry from a dead-letter record's parts. Missing or unreadable headers become
+    `unknown` / None, never an error: a record put there by hand is still shown."""
+    found = {name: raw.decode("utf-8", "replace") for name, raw in headers}
+
+    def text(name: str) -> str:
+        return found.get(f"__dlq.errors.{name}") or UNKNOWN
+
+    def number(name: str) -> int | None:
+        try:
+            return int(found[f"__dlq.errors.{name}"])
+        except (KeyError, ValueError):
+            return None
+
+    rejected_at = parse_time(found.get("__dlq.errors.timestamp", ""))
+    if rejected_at is None and timestamp_ms is not None:
+        rejected_at = dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC)
+    return DeadLetterEntry(
+        partition=partition,
+        offset=offset,
+        origin_topic=text("topic"),
+        origin_partition=number("partition"),
+        origin_offset=number("offset"),
+        reason=text("reason"),
+        error=text("exception.class.name"),
+        message=text("exception.message"),
+        rejected_at=rejected_at,
+        key=key,
+        value=value,
+    )
+
+
+def parse_time(text: str) -> dt.datetime | None:
+    """An ISO 8601 date or time; a naive one is taken as UTC. None when it is not one."""
+    if not text:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters a command looks at; an empty set means any."""
+
+    reasons: frozenset[str] = frozenset()
+    topics: frozenset[str] = frozenset()
+    """Origin topics, full names (with the prefix)."""
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    """Rejected at or after `since` and before `until`."""
+
+    def matches(self, entry: DeadLetterEntry) -> bool:
+        if self.reasons and entry.reason not in self.reasons:
+            return False
+        if self.topics and entry.origin_topic not in self.topics:
+            return False
+        if self.since is None and self.until is None:
+            return True
+        when = entry.rejected_at
+        if when is None:
+            return False  # a time was asked for, and this one has none
+        if self.since is not None and when < self.since:
+            return False
+        return self.until is None or when < self.until
+
+
+@dataclass
+class Group:
+    """Dead letters of one origin topic and reason."""
+
+    count: int = 0
+    first: dt.datetime | None = None
+    last: dt.datetime | None = None
+    example: str = ""
+    """The error message of the first one: what is wrong, in the validator's words."""
+
+    def add(self, entry: DeadLetterEntry) -> None:
+        if not self.count:
+            self.example = entry.message
+        self.count += 1
+        when = entry.rejected_at
+        if when is not None:
+            self.first = when if self.first is None else min(self.first, when)
+            self.last = when if self.last is None else max(self.last, when)
+
+
+@dataclass
+class Summary:
+    """Counts by (origin topic, reason), in the order they were first seen."""
+
+    groups: dict[tuple[str, str], Group] = field(default_factory=dict)
+
+    def add(self, entry: DeadLetterEntry) -> None:
+        key = (entry.origin_topic, entry.reason)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = Group()
+        group.add(entry)
+
+    @property
+    def total(self) -> int:
+        return sum(g.count for g in self.groups.values())
+
+
+NOT_AN_INPUT = "not_an_input_topic"
+"""Reason given when a dead letter's origin is no input topic of this app (a topic renamed
+since, or MOMENTS_TOPIC_PREFIX set otherwise): a replay has nowhere to send it."""
+
+
+def revalidate(
+    entry: DeadLetterEntry, topic_types: Mapping[str, EventType]
+) -> DeadLetter | str | None:
+    """What the current code makes of a dead letter: None when it would accept it now (a
+    replay sends it), else why not: the `DeadLetter` it would make again, or
+    `NOT_AN_INPUT`. The same `decode` a worker runs, so the answer is the worker's."""
+    event_type = topic_types.get(entry.origin_topic)
+    if event_type is None:
+        return NOT_AN_INPUT
+    record = RawRecord(
+        entry.origin_topic,
+        entry.origin_partition or 0,
+        entry.origin_offset or 0,
+        entry.key,
+        entry.value,
+    )
+    decoded = decode(record, event_type)
+    return decoded if isinstance(decoded, DeadLetter) else None
+
+
+def entry_document(entry: DeadLetterEntry) -> dict[str, Any]:
+    """An entry as JSON for `deadletter show --json`: the value as text where it is UTF-8
+    (a JSON event, valid or not), else in `value_base64`."""
+    doc: dict[str, Any] = {
+        "deadletter": entry.coordinates,
+        "topic": entry.origin_topic,
+        "partition": entry.origin_partition,
+        "offset": entry.origin_offset,
+        "reason": entry.reason,
+        "error": entry.error,
+        "message": entry.message,
+        "rejected_at": entry.rejected_at.isoformat() if entry.rejected_at else None,
+        "key": entry.key.decode("utf-8", "replace") if entry.key is not None else None,
+        "value": None,
+    }
+    if entry.value is not None:
+        try:
+            doc["value"] = entry.value.decode("utf-8")
+        except UnicodeDecodeError:
+            doc["value_base64"] = base64.b64encode(entry.value).decode()
+    return doc

@@ -1,0 +1,163 @@
+"""`moments deadletter show` and `replay` against a real broker and Redis: dead letters as
+a worker writes them, counted; the ones this version accepts sent back to their topic
+once, bytes unchanged; the others left; a worker takes what came back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from moments.deadletter_replay import REPLAYED_HEADER, replay, replayed_key
+from moments.deadletters import NOT_AN_INPUT, Selection
+from moments.embedded import free_port
+from moments.producer import start_producer
+from moments.records import DeadLetter, RawRecord, RejectReason
+from moments.settings import Settings
+from sinks.deadletter import DeadLetterSink
+from sinks.metrics import Metrics
+
+from .conftest import MakeSettings, WorkerProcess, settings_env
+from .kafka_io import metric_value, read_topic, wait_for_metric
+
+pytestmark = [pytest.mark.integration]
+
+LI, WANG = "13800138001", "13900139002"
+
+
+def _event(event_id: str, sub: str, **fields: object) -> bytes:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    return orjson.dumps({"event_id": event_id, "subscriber_id": sub, "occurred_at": now} | fields)
+
+
+async def _write_dead_letters(settings: Settings) -> dict[str, bytes]:
+    """Five dead letters through the worker's own sink: two that this version accepts
+    (refused by an older one, say), three it refuses too. Returns the accepted values."""
+    topup = settings.topic("topup")
+    accepted = {
+        "topup": _event("t-1", LI, amount="50", channel="app"),
+        "usage": _event("u-1", WANG, kind="data", quantity=100),
+    }
+    rejected = [
+        RawRecord(topup, 0, 10, LI.encode(), accepted["topup"]),
+        RawRecord(settings.topic("usage"), 1, 11, WANG.encode(), accepted["usage"]),
+        RawRecord(topup, 0, 12, LI.encode(), b'{"event_id": '),
+        RawRecord(topup, 1, 13, WANG.encode(), accepted["topup"]),  # key is not LI
+        RawRecord("elsewhere.telecom.topup", 0, 14, LI.encode(), accepted["topup"]),
+    ]
+    producer = await start_producer(settings)
+    try:
+        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
+        for record in rejected:
+            sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
+        await sink.flush()
+    finally:
+        await producer.stop()
+    return accepted
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "moments", "deadletter", *args],
+        env=settings_env(settings) | {"COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_show_and_replay_send_back_once_what_this_version_accepts(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Any]
+) -> None:
+    settings = make_settings()
+    await topics_for(settings)
+    accepted = await _write_dead_letters(settings)
+
+    shown = _cli(settings, "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "5 dead letters" in shown.stdout
+    assert "invalid_event" in shown.stdout
+    assert "elsewhere.telecom.topup" in shown.stdout
+    lines = _cli(settings, "show", "--json", "--topic", "usage").stdout.splitlines()
+    assert [orjson.loads(line)["value"] for line in lines] == [accepted["usage"].decode()]
+
+    dry = _cli(settings, "replay", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "2 would be sent back" in dry.stdout
+    assert "3 still refused" in dry.stdout
+
+    report = await replay(settings, Selection())
+    assert report.replayed.total == 2
+    assert report.already == 0
+    refused = {reason: g.count for (_, reason), g in report.still_rejected.groups.items()}
+    assert refused == {"invalid_json": 1, "key_mismatch": 1, NOT_AN_INPUT: 1}
+    # The dry run sent nothing: exactly one copy of each is on its topic, as it was sent.
+    for name, sub in (("topup", LI), ("usage", WANG)):
+        records = await read_topic(settings, name, 1, wait_s=20, settle=1.0)
+        assert [(r.key, r.value) for r in records] == [(sub.encode(), accepted[name])]
+        (header,) = [v for k, v in records[0].headers if k == REPLAYED_HEADER]
+        assert header.decode().startswith(settings.topic("deadletter") + ":")
+
+    # Replayed once: a second replay skips them, --again sends them anyway.
+    second = await replay(settings, Selection())
+    assert (second.replayed.total, second.already) == (0, 2)
+    assert len(await read_topic(settings, "topup", 2, wait_s=2)) == 1
+    usage_only = Selection(topics=frozenset({settings.topic("usage")}))
+    forced = await replay(settings, usage_only, again=True)
+    assert (forced.replayed.total, forced.not_selected) == (1, 4)
+    assert len(await read_topic(settings, "usage", 2, wait_s=20)) == 2
+    assert len(await read_topic(settings, "topup", 2, wait_s=2)) == 1
+
+
+async def test_a_replayed_event_is_taken_by_a_worker(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    port = free_port()
+    settings = make_settings(metrics_port=port)
+    await topics_for(settings)
+    await _write_dead_letters(settings)
+    worker = start_worker(settings)  # a new group: it reads the input topics from the start
+
+    replayed = _cli(settings, "replay", "--reason", "invalid_event")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "2 sent back" in replayed.stdout
+
+    await wait_for_metric(port, "moments_events_total", {"event_type": "topup"}, 1)
+    await wait_for_metric(port, "moments_events_total", {"event_type": "usage"}, 1)
+    assert await metric_value(port, "moments_events_rejected_total") == 0, worker.log()[-3000:]
+
+
+def test_replay_without_redis_names_the_fix(make_settings: MakeSettings) -> None:
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    result = _cli(settings, "replay")
+    assert result.returncode != 0
+    assert "MOMENTS_REDIS_URL" in result.stderr, result.stderr
+
+
+async def test_the_replay_marks_expire_with_the_ledger(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Any]
+) -> None:
+    from moments.connections import redis_client
+
+    settings = make_settings(ledger_ttl_seconds=3600)
+    await topics_for(settings)
+    await _write_dead_letters(settings)
+    await replay(settings, Selection())
+    redis = redis_client(settings)
+    try:
+        keys = [replayed_key(settings, p) for p in range(settings.partitions)]
+        marked = [await redis.scard(k) for k in keys]
+        ttls = [await redis.ttl(k) for k, n in zip(keys, marked, strict=True) if n]
+    finally:
+        await redis.aclose()
+    assert sum(marked) == 2
+    assert ttls
+    assert all(3500 < t <= 3600 for t in ttls)

@@ -1,0 +1,150 @@
+"""Dead letters read back: headers parsed (or missing), selection, counts, and what the
+current code makes of each (moments.deadletters)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import orjson
+import pytest
+
+from moments.deadletters import (
+    NOT_AN_INPUT,
+    UNKNOWN,
+    DeadLetterEntry,
+    Selection,
+    Summary,
+    entry_document,
+    parse_entry,
+    parse_time,
+    revalidate,
+)
+from moments.models import EventType
+from moments.records import DeadLetter, RawRecord, RejectReason
+from sinks.deadletter import dead_letter_headers
+
+TOPICS = {f"p.telecom.{t.value}": t for t in EventType}
+AT = dt.datetime(2026, 12, 4, 10, 30, tzinfo=dt.UTC)
+SUB = "13800138000"
+
+
+def _topup(**changes: object) -> bytes:
+    event: dict[str, object] = {
+        "event_id": "b-1",
+        "subscriber_id": SUB,
+        "occurred_at": "2026-12-04T10:00:00+08:00",
+        "amount": "50",
+        "channel": "app",
+    }
+    event.update(changes)
+    return orjson.dumps({k: v for k, v in event.items() if v is not None})
+
+
+def _entry(
+    value: bytes | None,
+    reason: RejectReason = RejectReason.INVALID_EVENT,
+    topic: str = "p.telecom.topup",
+    key: bytes | None = SUB.encode(),
+    at: dt.datetime = AT,
+    offset: int = 7,
+) -> DeadLetterEntry:
+    """An entry as `deadletter show` reads it: the worker's own headers, parsed."""
+    letter = DeadLetter(RawRecord(topic, 1, 42, key, value), "topup", reason, "E", "why")
+    return parse_entry(0, offset, key, value, dead_letter_headers(letter, at))
+
+
+def test_the_headers_a_worker_writes_are_read_back() -> None:
+    entry = _entry(b"{", RejectReason.INVALID_JSON)
+    assert entry.origin_topic == "p.telecom.topup"
+    assert (entry.origin_partition, entry.origin_offset) == (1, 42)
+    assert (entry.reason, entry.error, entry.message) == ("invalid_json", "E", "why")
+    assert entry.rejected_at == AT
+    assert entry.coordinates == "0:7"
+
+
+def test_a_record_without_headers_is_still_an_entry() -> None:
+    entry = parse_entry(2, 5, None, b"x", [("__dlq.errors.partition", b"not a number")], 0)
+    assert (entry.origin_topic, entry.reason, entry.message) == (UNKNOWN, UNKNOWN, UNKNOWN)
+    assert entry.origin_partition is None
+    # No timestamp header: the record's own time stands in.
+    assert entry.rejected_at == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-04", dt.datetime(2026, 12, 4, tzinfo=dt.UTC)),
+        ("2026-12-04T10:00+08:00", dt.datetime(2026, 12, 4, 2, tzinfo=dt.UTC)),
+        ("yesterday", None),
+        ("", None),
+    ],
+)
+def test_times_are_iso_and_utc_unless_given(text: str, expected: dt.datetime | None) -> None:
+    assert parse_time(text) == expected
+
+
+def test_selection_by_reason_topic_and_time() -> None:
+    early = _entry(b"{", RejectReason.INVALID_JSON, at=AT - dt.timedelta(hours=1))
+    late = _entry(b"{}", topic="p.telecom.usage", at=AT + dt.timedelta(hours=1))
+    no_time = parse_entry(0, 1, None, b"{", [("__dlq.errors.reason", b"invalid_json")])
+    everything = Selection()
+    assert all(everything.matches(e) for e in (early, late, no_time))
+    assert Selection(reasons=frozenset({"invalid_json"})).matches(no_time)
+    assert not Selection(reasons=frozenset({"invalid_json"})).matches(late)
+    assert Selection(topics=frozenset({"p.telecom.usage"})).matches(late)
+    assert not Selection(topics=frozenset({"p.telecom.usage"})).matches(early)
+    since = Selection(since=AT)
+    assert (since.matches(early), since.matches(late), since.matches(no_time)) == (
+        False,
+        True,
+        False,
+    )
+    until = Selection(until=AT)  # before, not at
+    assert (until.matches(early), until.matches(late)) == (True, False)
+    assert not Selection(since=AT, until=AT + dt.timedelta(hours=1)).matches(late)
+
+
+def test_summary_counts_by_topic_and_reason_with_the_first_error_and_the_span() -> None:
+    summary = Summary()
+    for hours, reason in ((2, RejectReason.INVALID_JSON), (0, RejectReason.INVALID_JSON)):
+        letter = DeadLetter(
+            RawRecord("p.telecom.topup", 0, hours, None, b"{"), "topup", reason, "E", f"m{hours}"
+        )
+        when = AT + dt.timedelta(hours=hours)
+        summary.add(parse_entry(0, hours, None, b"{", dead_letter_headers(letter, when)))
+    summary.add(_entry(b"{}"))
+    assert summary.total == 3
+    group = summary.groups[("p.telecom.topup", "invalid_json")]
+    assert (group.count, group.example) == (2, "m2")
+    assert (group.first, group.last) == (AT, AT + dt.timedelta(hours=2))
+    assert summary.groups[("p.telecom.topup", "invalid_event")].count == 1
+
+
+def test_revalidation_is_the_workers_decode() -> None:
+    # Refused by an older version, valid now: replayable.
+    assert revalidate(_entry(_topup()), TOPICS) is None
+    # Still wrong: the reason and message the worker would give now.
+    again = revalidate(_entry(_topup(amount="-5")), TOPICS)
+    assert isinstance(again, DeadLetter)
+    assert again.reason is RejectReason.INVALID_EVENT
+    assert "amount" in again.message
+    mismatch = revalidate(_entry(_topup(), key=b"13900139000"), TOPICS)
+    assert isinstance(mismatch, DeadLetter)
+    assert mismatch.reason is RejectReason.KEY_MISMATCH
+    # A topic that is no input of this configuration (another prefix, a rename).
+    assert revalidate(_entry(_topup(), topic="old.telecom.topup"), TOPICS) == NOT_AN_INPUT
+
+
+def test_the_json_document_keeps_the_bytes() -> None:
+    doc = entry_document(_entry(b'{"event_id": 1}'))
+    assert doc["value"] == '{"event_id": 1}'
+    assert (doc["topic"], doc["reason"], doc["deadletter"]) == (
+        "p.telecom.topup",
+        "invalid_event",
+        "0:7",
+    )
+    assert doc["rejected_at"] == AT.isoformat()
+    binary = entry_document(_entry(b"\xff\xfe"))
+    assert binary["value"] is None
+    assert base64.b64decode(binary["value_base64"]) == b"\xff\xfe"
