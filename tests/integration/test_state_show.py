@@ -16,7 +16,7 @@ import pytest
 from moments.embedded import free_port
 from moments.partitioning import partition_of
 from moments.settings import Settings
-from moments.stateview import latest_records
+from moments.stateview import latest_records, readable
 from moments.statezip import ZSTD_MAGIC
 
 from .conftest import MakeSettings, WorkerProcess, settings_env
@@ -114,3 +114,34 @@ async def test_a_stored_record_is_shown_readable_and_a_missing_one_named(
         shown.stderr.decode()
     )
     worker.stop()
+
+
+async def test_a_record_in_the_tail_of_a_written_batch_is_found(
+    make_settings: MakeSettings,
+) -> None:
+    """A worker writes a batch's changelog records together; Tansu reports the partition's
+    end as the batch's first offset plus one, and a reader stopping there missed the rest."""
+    from moments.embedded import ensure_topics
+    from moments.producer import start_producer
+    from moments.state import SubscriberState
+    from moments.stateview import changelog_topic
+    from sinks.base import produce_to_partitions
+
+    settings = make_settings()
+    topic = changelog_topic(settings)
+    await ensure_topics(settings.kafka_bootstrap, {topic: 1})
+    subs = [str(13_500_135_000 + n) for n in range(5)]
+    records = []
+    for n, sub in enumerate(subs):
+        state = SubscriberState(watermark=1_700_000_000 + n)
+        records.append((0, sub.encode(), state.to_bytes()))
+    producer = await start_producer(settings)
+    try:
+        await produce_to_partitions(producer, topic, records)
+    finally:
+        await producer.stop()
+    found = await latest_records(settings, subs)
+    assert {sub: s is not None for sub, s in found.items()} == dict.fromkeys(subs, True)
+    last = found[subs[-1]]
+    assert last is not None
+    assert readable(last.value)["watermark"] == 1_700_000_004
