@@ -1,7 +1,7 @@
 """The dispatch sink: tasks go to `moments.tasks` once per task id, through the ledger,
 when they may be delivered, within capacity and the contact policy.
 
-Every task the ledger lets us own goes through one decision (`_route`), whether it is
+Every task the ledger lets us own goes through one decision (`_decide`), whether it is
 fresh from a batch, released from the deferral queue or re-driven after a crash:
 declined-rule suppression, expiry and relevance -> merge into a waiting task of the
 same subscriber -> wait (deferral queue) while `deliver_after` is in the future or the
