@@ -26,6 +26,7 @@ EXAMPLES = """
     moments backtest --events usage.csv.gz topups.jsonl --profiles crm.jsonl --rules rules/ \\
         --from 2026-12-01 --to 2026-12-08
     moments backtest --events week.jsonl.gz --rules new-rules/ --baseline-rules rules/
+    moments backtest --events week.jsonl.gz --rules trial-rules/ --shadow-as-live
 """
 
 OUTPUTS = "tasks.jsonl, report.json, report.md, tasks_per_day.png and report.html"
@@ -106,6 +107,12 @@ def add_backtest_command(sub: Any, make_parser: Callable[..., argparse.ArgumentP
         "and changed per rule",
     )
     p.add_argument("--top", type=int, default=10, metavar="N", help="rules in the top list")
+    p.add_argument(
+        "--shadow-as-live",
+        action="store_true",
+        help="run rules in mode: shadow as live ones, through dispatch (capacity, contact "
+        "cap, merge) like the others; by default they are counted only, as on the stream",
+    )
 
 
 def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
@@ -147,6 +154,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         raise ConfigError("--to must be after --from")
     rules = load_rules(args.rules)
     baseline = load_rules(args.baseline_rules) if args.baseline_rules is not None else None
+    if args.shadow_as_live:
+        rules = rules.with_shadows_live()
+        baseline = baseline.with_shadows_live() if baseline is not None else None
     from moments.gctune import tune_gc
 
     tune_gc()  # as the worker does: start-up objects frozen, fewer young collections

@@ -61,6 +61,11 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         suppressed_by_type.append({**labels, "tasks": int(value)})
     deferred = {labels["reason"]: int(v) for labels, v in result.counter("moments_tasks_deferred")}
     merged = {labels["moment_type"]: int(v) for labels, v in result.counter("moments_tasks_merged")}
+    shadow = [
+        {**labels, "moments": int(v)}
+        for labels, v in result.counter("moments_shadow_moments")
+        if int(v)
+    ]
     return {
         "summary": {
             "events": result.events - result.warmup_events,
@@ -94,6 +99,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         "deferred": dict(sorted(deferred.items())),
         "merged": dict(sorted(merged.items())),
         "top_rules": [{"rule_id": r, "tasks": n} for r, n in rules.most_common(top)],
+        "shadow": sorted(shadow, key=lambda r: (r["rule_id"], r["outcome"], r["reason"])),
     }
 
 
@@ -307,6 +313,14 @@ def sections(
             [[r["rule_id"], r["tasks"]] for r in report["top_rules"]],
         )
     )
+    if report.get("shadow"):
+        out.append(
+            (
+                "Shadow rules: what they would have done (no task made)",
+                ["rule", "outcome", "reason", "moments"],
+                [[r["rule_id"], r["outcome"], r["reason"], r["moments"]] for r in report["shadow"]],
+            )
+        )
     if "comparison" in report:
         c = report["comparison"]
         out.append(

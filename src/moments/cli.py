@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                   moments rules test rules/ --events events.jsonl
                   moments rules test my-rules.yaml --events usage.jsonl.gz --profiles crm.jsonl
                   moments rules test rules/ --events events.jsonl --until 2026-12-01T00:00:00+08:00
+                  moments rules test rules/ --events events.jsonl --shadow-as-live
                 """,
         _cmd_rules_test,
     )
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--json", action="store_true", help="print tasks as JSON lines")
     r.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
+    r.add_argument(
+        "--shadow-as-live",
+        action="store_true",
+        help="run rules in mode: shadow as live ones, to see each task they would make "
+        "(by default they are counted in the summary only, as on the stream)",
+    )
 
     p = _parser(
         sub,
@@ -460,6 +467,8 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
             )
             return 2
     rules = load_rules(args.path)
+    if args.shadow_as_live:
+        rules = rules.with_shadows_live()
     try:
         result = check_rules(rules, args.events, args.profiles, until)
     except (EventFileError, OSError) as exc:
@@ -471,7 +480,7 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         else:
             print(describe_task(task, mask=not args.show_ids))
     if not args.json:
-        print("\n".join(summary(result)))
+        print("\n".join(summary(result, rules)))
     return 0
 
 

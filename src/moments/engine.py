@@ -90,6 +90,9 @@ class BatchResult:
     facts: list[InputEvent] = field(default_factory=list)
     """Top-ups, roaming and profile events: what dispatch re-checks a waiting task against
     (a top-up cancels a low-balance task, coming home a roaming welcome)."""
+    shadow: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Shadow rules' moments by (rule id, outcome, reason): outcome `task` (one would be
+    made now), `deferred` or `suppressed`, as the gates decided; none made a task."""
 
 
 class Detector:
@@ -375,11 +378,18 @@ class Detector:
         result: BatchResult,
     ) -> None:
         spec = rule.task
-        result.detected[(spec.family.value, spec.moment_type)] += 1
+        # A shadow rule takes the same path up to the gates' decision, counted apart from
+        # the live figures, and stops before a task: it sends nothing and takes no contact.
+        shadow = result.shadow if rule.shadow else None
+        if shadow is None:
+            result.detected[(spec.family.value, spec.moment_type)] += 1
         if spec.cooldown is not None:
             last = state.fired.get(rule.tag)
             if last is not None and 0 <= at - last < spec.cooldown.total_seconds():
-                result.suppressed[(spec.moment_type, "cooldown")] += 1
+                if shadow is not None:
+                    shadow[(rule.id, "suppressed", "cooldown")] += 1
+                else:
+                    result.suppressed[(spec.moment_type, "cooldown")] += 1
                 return
             state.fired[rule.tag] = at
         triggered = (
@@ -388,7 +398,10 @@ class Detector:
         now = ctx.now if ctx.now is not None else triggered
         expires = triggered + spec.ttl
         if expires <= now:
-            result.suppressed[(spec.moment_type, "expired")] += 1
+            if shadow is not None:
+                shadow[(rule.id, "suppressed", "expired")] += 1
+            else:
+                result.suppressed[(spec.moment_type, "expired")] += 1
             return
         # Everything the task shows is decided first, so it is built (and validated) once.
         priority, risk = scored(self.risk_signals(state, at), spec.priority)
@@ -399,6 +412,11 @@ class Detector:
         )
         view = subscriber_view(state)
         decision = gate(gate_input, view, policy)
+        if shadow is not None:
+            outcome = {"suppress": "suppressed", "defer": "deferred"}.get(decision.action, "task")
+            why = "" if outcome == "task" else str(decision.reason or decision.action)
+            shadow[(rule.id, outcome, why)] += 1
+            return
         if decision.action == "suppress":
             result.suppressed[(spec.moment_type, decision.reason or "gated")] += 1
             return

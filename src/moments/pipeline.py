@@ -1,12 +1,14 @@
 """`run_pipeline`: the streaming engine over an in-memory list, with no broker and no Redis.
 
 The same `Detector` the Faust agent drives, with a dict for state and a set for the
-dedup ledger: for tests, `moments rules test` and the backtest.
+dedup ledger: for tests and `moments rules test` (the backtest drives the `Detector`
+and the stream's dispatch sink itself, see moments.backtest).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -36,6 +38,8 @@ class PipelineResult:
     """Latest event time seen (epoch seconds): where a later `until` sweep starts."""
     offsets: dict[str, int] = field(default_factory=dict)
     """Next offset per topic, so a continued run reads on rather than replaying."""
+    shadow: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Shadow rules' moments by (rule id, outcome, reason), as `BatchResult.shadow`."""
 
 
 def to_records(
@@ -86,6 +90,7 @@ def run_pipeline(
         batch = detector.process(records[start : start + batch_size], out.store.load, now)
         marks.append(batch.watermarks)
         out.dead_letters.extend(batch.dead_letters)
+        out.shadow.update(batch.shadow)
         _collect(out, batch.tasks, seen)
         out.store.save(batch.changes)
     for batch_marks in marks:
@@ -100,6 +105,7 @@ def run_pipeline(
             states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
             live = ((sub, st, p) for sub, st, p in states if st is not None)
             swept = detector.sweep(live, _constant(mark), now)
+            out.shadow.update(swept.shadow)
             _collect(out, swept.tasks, seen)
             out.store.save(swept.changes)
             if mark >= end:

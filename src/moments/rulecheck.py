@@ -19,6 +19,7 @@ from moments.exceptions import MomentsError
 from moments.models import EventType, ServiceTask
 from moments.pii import mask_msisdn
 from moments.pipeline import Input, PipelineResult, run_pipeline
+from moments.shadow import by_rule
 from rules.catalog import RuleSet
 
 TYPES = ", ".join(t.value for t in EventType)
@@ -87,10 +88,17 @@ def describe_task(task: ServiceTask, mask: bool = True) -> str:
     )
 
 
-def summary(result: PipelineResult) -> list[str]:
+def summary(result: PipelineResult, rules: RuleSet | None = None) -> list[str]:
     lines = [f"{len(result.tasks)} task(s)"]
     for rule, n in Counter(t.moment.rule_id for t in result.tasks).most_common():
         lines.append(f"  {rule}: {n}")
+    shadows = [r.id for r in rules.shadows] if rules is not None else []
+    if shadows:
+        counted = by_rule(result.shadow)
+        lines.append(f"{len(shadows)} shadow rule(s), no task made (--shadow-as-live shows them):")
+        for rule_id in shadows:
+            found = counted.get(rule_id)
+            lines.append(f"  {rule_id}: {found.describe() if found else 'no moment'}")
     if result.dead_letters:
         lines.append(f"{len(result.dead_letters)} event(s) refused:")
         for dl in result.dead_letters[:20]:

@@ -84,11 +84,15 @@ class Runtime:
         self._declare_outcomes(rules)
 
     def _declare_outcomes(self, rules: RuleSet) -> None:
-        """Outcome series start at 0 for every moment type, so the first outcome is a rise
-        that `rate()` and `increase()` see, not a series appearing at 1."""
+        """Outcome series start at 0 for every moment type (and a shadow rule's would-be
+        tasks at 0), so the first is a rise that `rate()` and `increase()` see, not a
+        series appearing at 1."""
         for moment_type in {r.task.moment_type for r in rules.rules}:
             for status in OutcomeStatus:
                 self.metrics.outcomes.labels(moment_type, status.value)
+        for rule in rules.rules:
+            if rule.shadow:
+                self.metrics.shadow.labels(rule.id, "task", "")
 
     def _record_reload(self, result: str, count: int | None) -> None:
         self.metrics.rules_reload.labels(result).inc()
@@ -293,6 +297,8 @@ def record_batch(m: Metrics, result: BatchResult) -> None:
         m.detected.labels(family, moment_type).inc(n)
     for (moment_type, reason), n in result.suppressed.items():
         m.suppressed.labels(moment_type, reason).inc(n)
+    for (rule_id, outcome, reason), n in result.shadow.items():
+        m.shadow.labels(rule_id, outcome, reason).inc(n)
     if result.replayed:
         m.replayed.inc(result.replayed)
     for reason, n in result.deferred.items():

@@ -99,14 +99,30 @@ class RuleSet:
             {t: route(g, _group_keys) for t, g in grouped.items()},
         )
 
+    @property
+    def shadows(self) -> tuple[CompiledRule, ...]:
+        """The rules in `mode: shadow`."""
+        return tuple(r for r in self.rules if r.shadow)
+
+    def with_shadows_live(self) -> RuleSet:
+        """The same rules with every shadow rule live: what `rules test` and the backtest
+        show with `--shadow-as-live`, each would-be task in full."""
+        if not self.shadows:
+            return self
+        rules = [replace(r, shadow=False, _cache={}) if r.shadow else r for r in self.rules]
+        return RuleSet.of(rules, self.sources, self.series, self.gating, self.special)
+
     def for_event(self, event_type: EventType) -> tuple[CompiledRule, ...]:
         return self.by_event_type.get(event_type, ())
 
     @cached_property
     def tags_by_moment_type(self) -> Mapping[str, tuple[str, ...]]:
-        """Moment type -> the state tags of the rules making it (to read `fired` by type)."""
+        """Moment type -> the state tags of the live rules making it (to read `fired` by
+        type: a shadow rule's cooldown mark is no task the subscriber received)."""
         found: dict[str, list[str]] = {}
         for rule in self.rules:
+            if rule.shadow:
+                continue
             found.setdefault(rule.task.moment_type, []).append(rule.tag)
         return {moment_type: tuple(tags) for moment_type, tags in found.items()}
 
@@ -531,6 +547,7 @@ def _build(
         sources=scope.sources,
         tag=state_tag(spec.id),
         judges_silence=spec.condition is not None and _has_absence(spec.condition),
+        shadow=spec.mode == "shadow",
         spec=spec,
     )
 

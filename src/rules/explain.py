@@ -80,6 +80,10 @@ def explain_rule(rule: CompiledRule) -> str:
         f"priority {t.priority}, action {t.action}, worthless after {t.ttl}{once} "
         f"({t.purpose} contact)."
     )
+    if rule.shadow:
+        lines.append(
+            "  In shadow mode: runs and is counted (moments_shadow_moments_total), makes no task."
+        )
     return "\n".join(lines)
 
 

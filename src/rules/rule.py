@@ -51,6 +51,8 @@ class CompiledRule:
     tag: str = ""
     judges_silence: bool = False
     """The condition has an `absence`: worth nothing once the subscriber is active again."""
+    shadow: bool = False
+    """`mode: shadow`: the rule runs and is counted up to the gates, and makes no task."""
     spec: Any = None
     """The parsed spec (rules.spec.RuleSpec), for `moments rules explain`."""
     _cache: dict[tuple[str | None, str | None], Mapping[str, Any]] = field(

@@ -253,6 +253,10 @@ class RuleSpec(_Strict):
     description: str = Field(min_length=1)
     on: list[EventType] = Field(min_length=1)
     evaluate: Evaluate = "event"
+    mode: Literal["live", "shadow"] = Field(
+        default="live",
+        description="shadow: evaluated and counted (moments_shadow_total), makes no task",
+    )
     when: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, float | int | str] = Field(default_factory=dict)
     overrides: list[OverrideSpec] = Field(default_factory=list)

@@ -54,6 +54,13 @@ class Metrics:
             ["family", "moment_type"],
             registry=r,
         )
+        self.shadow = Counter(
+            "moments_shadow_moments",
+            "Moments of rules in shadow mode, which make no task: task (one would be made "
+            "now), deferred or suppressed, as the gates decided",
+            ["rule_id", "outcome", "reason"],
+            registry=r,
+        )
         self.published = Counter(
             "moments_tasks_published",
             "Service tasks published to the dispatch topic",

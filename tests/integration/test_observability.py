@@ -37,6 +37,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CATALOG = ROOT / "src" / "rules" / "catalog" / "default.yaml"
+SHADOW_RULE = """
+  - id: usage_seen_shadow
+    mode: shadow
+    description: A rule on trial, for the shadow-rules panel
+    on: [usage]
+    task: {family: anomaly, type: usage_seen, channel: sms, priority: 5, action: none,
+           ttl: 1h, description: "usage seen"}
+"""
+"""Appended to the catalog's `rules:` list (its last section) so that panel has data."""
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "moments-overview.json"
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -247,7 +256,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     tmp_path: Path,
 ) -> None:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(DEFAULT_CATALOG.read_text())
+    rules.write_text(DEFAULT_CATALOG.read_text() + SHADOW_RULE)
     policy = tmp_path / "dispatch-policy.yaml"
     limits = ", ".join(f"{c.value}: 100000" for c in Channel)
     policy.write_text(f"capacity:\n  '*': {{{limits}}}\n")  # limits make capacity_left

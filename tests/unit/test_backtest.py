@@ -264,6 +264,24 @@ class TestReportNumbers:
         md = markdown(report)
         assert f"| {DAY1.isoformat()} | NJ | manager | 4 | 2 | 2 |" in md
 
+    def test_a_shadow_rule_is_reported_and_makes_no_task(self, tmp_path: Path) -> None:
+        shadow = LEGACY.replace(
+            "description: Any roaming record", "mode: shadow\n    description: Any roaming record"
+        )
+        rules = write_rules(tmp_path / "r.yaml", extra=shadow)
+        history = write_history(tmp_path / "h.jsonl", with_roaming=True)
+        result = run(rules, history)
+        report = build_report(result)
+        assert report["shadow"] == [
+            {"rule_id": "legacy_roaming", "outcome": "task", "reason": "", "moments": 1}
+        ]
+        assert "roaming" not in {t["moment"]["type"] for t in result.tasks()}
+        assert "| legacy_roaming | task |  | 1 |" in markdown(report)
+        bt = Backtest(load_rules(rules).with_shadows_live(), capacity_policy())
+        live = asyncio.run(bt.run(EventFile(history)))
+        assert "roaming" in {t["moment"]["type"] for t in live.tasks()}
+        assert build_report(live)["shadow"] == []
+
 
 def _task_of(result: BacktestResult, sub: str, day: dt.date) -> str:
     """The id of the task the backtest made for `sub`'s top-up on `day` (sent or not)."""

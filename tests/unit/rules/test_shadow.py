@@ -1,0 +1,146 @@
+"""Rules in `mode: shadow`: evaluated on the same path as live ones up to the gates, counted,
+and never a task nor a contact; `with_shadows_live` turns them into the live rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import pytest
+
+from moments.engine import Detector
+from moments.models import EventType
+from moments.pipeline import to_records
+from moments.rulecheck import summary
+from moments.store import DictStateStore
+from rules.exceptions import RulesError
+from rules.explain import explain_rule
+
+from .helpers import SUB, at, ev, rules_from, run, types
+
+OTHER = "13900139002"
+ROAMING = {"roaming_type": "international"}
+
+RULES = """
+gating:
+  quiet_hours: ["21:00-08:00"]
+  quiet_hours_channels: [sms, outbound_call, manager]
+  frequency_cap: {max_contacts: 1, period: 7d, channels: [outbound_call]}
+rules:
+  - id: welcome
+    description: First international roaming in a country
+    on: [roaming]
+    when: {roaming_type: international}
+    condition: {first_time: country}
+    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3,
+           action: welcome, ttl: 24h, description: "Welcome to {country}"}
+  - id: call_trial
+    mode: shadow
+    description: A call on every arrival, on trial
+    on: [roaming]
+    when: {roaming_type: international}
+    condition: {first_time: country}
+    task: {family: first_time, type: roaming_call, channel: outbound_call, priority: 2,
+           action: call, ttl: 24h, cooldown: 30d, description: "Call about {country}"}
+  - id: complaint_call
+    description: A call on every complaint
+    on: [complaint]
+    task: {family: anomaly, type: complaint_call, channel: outbound_call, priority: 2,
+           action: call, ttl: 24h, description: "Complaint"}
+"""
+
+
+def _roam(day: str, time: str, country: str, sub: str = SUB) -> tuple[EventType, dict[str, object]]:
+    return ev(EventType.ROAMING, at(day, time), sub, country=country, **ROAMING)
+
+
+def test_a_shadow_rule_makes_no_task_and_counts_what_the_gates_decided() -> None:
+    events = [
+        _roam("2026-12-01", "10:00", "JP"),  # would make a task now
+        _roam("2026-12-02", "10:00", "KR"),  # within its 30-day cooldown
+        _roam("2026-12-01", "23:30", "JP", OTHER),  # inside the quiet hours
+    ]
+    result = run(rules_from(RULES), events)
+    assert types(result.tasks) == ["roaming_welcome"] * 3
+    assert result.shadow == Counter(
+        {
+            ("call_trial", "task", ""): 1,
+            ("call_trial", "suppressed", "cooldown"): 1,
+            ("call_trial", "deferred", "quiet_hours"): 1,
+        }
+    )
+
+
+def test_its_moments_are_not_in_the_detected_count() -> None:
+    detector = Detector(rules_from(RULES), {t.value: t for t in EventType})
+    store = DictStateStore()
+    batch = detector.process(to_records([_roam("2026-12-01", "10:00", "JP")]), store.load, None)
+    assert batch.detected == Counter({("first_time", "roaming_welcome"): 1})
+    assert sum(batch.shadow.values()) == 1
+
+
+def test_a_shadow_rule_takes_no_contact_from_the_frequency_cap() -> None:
+    events = [
+        _roam("2026-12-01", "10:00", "JP"),
+        ev(
+            EventType.COMPLAINT,
+            at("2026-12-01", "11:00"),
+            complaint_id="c1",
+            category="network",
+            severity=2,
+            status="opened",
+        ),
+    ]
+    rules = rules_from(RULES)
+    # In shadow the call on arrival took no contact: the complaint call goes out.
+    assert types(run(rules, events).tasks) == ["roaming_welcome", "complaint_call"]
+    # Live, the same rule's call takes the one contact of the week, and the cap drops the
+    # complaint call (it cannot wait 7 days with a 24-hour ttl): the case above is the
+    # shadow mode's doing.
+    live = run(rules.with_shadows_live(), events)
+    assert types(live.tasks) == ["roaming_welcome", "roaming_call"]
+
+
+def test_going_live_keeps_what_the_shadow_rule_learnt() -> None:
+    rules = rules_from(RULES)
+    trial = run(rules, [_roam("2026-12-01", "10:00", "JP")])
+    # The same rule live, on the state the trial left: Japan is not first any more.
+    later = run(rules.with_shadows_live(), [_roam("2027-02-01", "10:00", "JP")], result=trial)
+    assert "roaming_call" not in types(later.tasks)
+    fresh = run(rules.with_shadows_live(), [_roam("2027-02-01", "10:00", "JP")])
+    assert "roaming_call" in types(fresh.tasks)
+
+
+def test_shadow_rules_are_left_out_of_the_fired_tags_by_moment_type() -> None:
+    rules = rules_from(RULES)
+    assert "roaming_call" not in rules.tags_by_moment_type
+    assert "roaming_call" in rules.with_shadows_live().tags_by_moment_type
+
+
+def test_the_mode_is_checked_and_explained() -> None:
+    with pytest.raises(RulesError, match="mode"):
+        rules_from(RULES.replace("mode: shadow", "mode: dry"))
+    rules = rules_from(RULES)
+    assert [r.id for r in rules.shadows] == ["call_trial"]
+    (trial,) = rules.shadows
+    assert "shadow mode" in explain_rule(trial)
+    assert "shadow" not in explain_rule(rules.rules[0])
+
+
+def test_rules_test_summarises_each_shadow_rule() -> None:
+    rules = rules_from(RULES)
+    lines = summary(run(rules, [_roam("2026-12-01", "23:30", "JP")]), rules)
+    assert "  call_trial: 1 moment(s): 0 would make a task now, 1 deferred (quiet_hours 1)" in lines
+    quiet = summary(run(rules, []), rules)
+    assert "  call_trial: no moment" in quiet
+
+
+def test_the_wall_clock_expiry_of_a_shadow_moment_is_counted() -> None:
+    rules = rules_from(RULES)
+    old = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    now = old + dt.timedelta(days=3)  # the 24-hour tasks are worthless by now
+    detector = Detector(rules, {t.value: t for t in EventType})
+    records = to_records([_roam("2026-12-01", "10:00", "JP")])
+    batch = detector.process(records, DictStateStore().load, now)
+    assert batch.shadow == Counter({("call_trial", "suppressed", "expired"): 1})
+    assert batch.suppressed == Counter({("roaming_welcome", "expired"): 1})
