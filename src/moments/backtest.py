@@ -282,6 +282,8 @@ class Backtest:
         for dl in result.dead_letters:
             self.result.dead_letters[dl.reason.value] += 1
         started = time.perf_counter()
+        if result.forgotten:  # as the stream: before the batch's facts
+            await self.sink.forget(result.forgotten, [r.id for r in self.detector.rules.rules])
         facts = sorted(result.facts, key=_occurred)
         done = 0
         for task in sorted(result.tasks, key=_triggered):
@@ -310,7 +312,7 @@ class Backtest:
 
     async def _advance(self, to: float) -> None:
         """Move event time on to `to`, releasing each waiting task at its own time on the
-        way (the stream's timer does it every second), so it is decided then: on that
+        way (the stream's release timer does it every few seconds), so it is decided then: on that
         local day's capacity, against the facts known by then."""
         deferral = self.stores.deferral
         assert isinstance(deferral, MemoryDeferrals)

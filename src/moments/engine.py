@@ -90,6 +90,8 @@ class BatchResult:
     facts: list[InputEvent] = field(default_factory=list)
     """Top-ups, roaming and profile events: what dispatch re-checks a waiting task against
     (a top-up cancels a low-balance task, coming home a roaming welcome)."""
+    forgotten: list[str] = field(default_factory=list)
+    """Subscribers a profile tombstone erased: the dispatch stores forget them too."""
     shadow: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """Shadow rules' moments by (rule id, outcome, reason): outcome `task` (one would be
     made now), `deferred` or `suppressed`, as the gates decided; none made a task."""
@@ -126,6 +128,7 @@ class Detector:
         topic_types = self.topic_types
         lateness = self.lateness
         counts: dict[EventType, int] = {}
+        erased: dict[str, tuple[int, int]] = {}  # tombstoned -> tasks, facts made by then
         for record in records:
             event_type = topic_types[record.topic]
             counts[event_type] = counts.get(event_type, 0) + 1
@@ -137,6 +140,7 @@ class Detector:
                 sub = (record.key or b"").decode("utf-8", "replace")
                 states.pop(sub, None)
                 changes[sub] = StateChange(None, record.partition)
+                erased[sub] = (len(result.tasks), len(result.facts))
                 continue
             sub = decoded.subscriber_id
             partition = record.partition
@@ -166,6 +170,8 @@ class Detector:
             self.apply(sub, decoded, event_type, state, at, ctx, result)
         for event_type, n in counts.items():
             result.events[event_type.value] += n
+        if erased:
+            forget(erased, result)
         return result
 
     def apply(
@@ -471,6 +477,27 @@ def _days_between(today: dt.date, iso: Any) -> int | None:
 def _days_since(today: dt.date, iso: Any) -> int | None:
     days = _days_between(today, iso)
     return -days if days is not None else None
+
+
+def forget(erased: Mapping[str, tuple[int, int]], result: BatchResult) -> None:
+    """Tombstones also take back what the batch made of those subscribers' events before
+    them (`erased`: subscriber -> tasks and facts the batch had at its last tombstone):
+    those tasks (counted as suppressed, `forgotten`) and facts. Events after a tombstone
+    are new, and stay."""
+    kept: list[ServiceTask] = []
+    for n, task in enumerate(result.tasks):
+        mark = erased.get(task.subscriber_id)
+        if mark is not None and n < mark[0]:
+            result.suppressed[(task.moment.type, "forgotten")] += 1
+        else:
+            kept.append(task)
+    result.tasks = kept
+    result.facts = [
+        e
+        for n, e in enumerate(result.facts)
+        if (mark := erased.get(e.subscriber_id)) is None or n >= mark[1]
+    ]
+    result.forgotten.extend(erased)
 
 
 def track(event: InputEvent, state: SubscriberState) -> None:

@@ -257,6 +257,9 @@ class Runtime:
             raise RuntimeError("the runtime is not started")
         stage = self.metrics.stage
         started = time.perf_counter()
+        if result.forgotten:  # before the batch's facts: events after a tombstone are new
+            rule_ids = [r.id for r in self.detector.rules.rules]
+            await self.tasks.forget(result.forgotten, rule_ids)
         if result.facts:
             await self.tasks.record_facts(result.facts)
             stage.labels("facts").observe(time.perf_counter() - started)

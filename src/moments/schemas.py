@@ -360,7 +360,8 @@ def asyncapi_document() -> dict[str, Any]:
     messages["ProfileTombstone"] = {
         "name": "ProfileTombstone",
         "title": "ProfileTombstone",
-        "summary": "A null value (tombstone): forget everything known about the subscriber.",
+        "summary": "A null value (tombstone): forget the subscriber: their state, what the "
+        "dispatch stores keep of them, and their tasks not yet sent (docs/security.md).",
         "payload": {"type": "null"},
         "bindings": {"kafka": {"key": _subscriber_key(), "bindingVersion": KAFKA_BINDING_VERSION}},
         "examples": [{"name": "ProfileTombstone-example", "payload": None}],

@@ -78,6 +78,11 @@ class RedisContactBook:
             pipe.zrem(self.key(subscriber_id), task_id)
         await pipe.execute()
 
+    async def forget(self, subscriber_ids: Sequence[str]) -> None:
+        """Erase the subscribers' contact history."""
+        if subscriber_ids:
+            await self.redis.delete(*(self.key(s) for s in subscriber_ids))
+
 
 class ContactLimiter:
     """The contact policy over whichever `ContactBook` the sink was given."""

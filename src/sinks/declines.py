@@ -28,3 +28,10 @@ class RedisDeclines:
             return []
         values = await self.redis.mget([self.key(sub, rule) for sub, rule in pairs])
         return [v is not None for v in values]
+
+    async def forget(self, subscriber_ids: Sequence[str], rule_ids: Sequence[str]) -> None:
+        """Erase the subscribers' declines of these rules (the catalog's: a decline of a
+        rule removed since expires on its own)."""
+        keys = [self.key(sub, rule) for sub in subscriber_ids for rule in rule_ids]
+        if keys:
+            await self.redis.delete(*keys)

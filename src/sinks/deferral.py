@@ -124,6 +124,14 @@ class DeferralQueue:
         """The tasks waiting for this subscriber's suspended line to be active again."""
         return f"{self.prefix}line:{subscriber_id}"
 
+    async def forget(self, subscriber_ids: Sequence[str]) -> None:
+        """Erase the subscribers' open merge group and suspended-line index. Their waiting
+        tasks stay queued until their time, and are dropped then (`is_forgotten`): the
+        queue is not indexed by subscriber."""
+        keys = [k for s in subscriber_ids for k in (self.open_key(s), self.line_key(s))]
+        if keys:
+            await self.redis.delete(*keys)
+
     async def park(
         self,
         task_id: str,

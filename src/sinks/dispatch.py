@@ -31,7 +31,7 @@ from sinks.capacity import CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, merge_tasks
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
 from sinks.policy import DispatchPolicy, OverflowPolicy
-from sinks.relevance import SubscriberFacts, check_for, reactivated
+from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
 from sinks.retry import with_retry
 from sinks.stores import Clock, DispatchStores, Parking
 
@@ -204,6 +204,26 @@ class TaskSink:
         finally:
             self._payloads.clear()
 
+    async def forget(self, subscriber_ids: Sequence[str], rule_ids: Sequence[str]) -> None:
+        """Profile tombstones: erase what the stores keep of these subscribers (facts,
+        contacts, declines of `rule_ids`, open merge group, suspended-line index) and mark
+        them forgotten now, so a task of theirs made before, still waiting or pending, is
+        dropped when it comes up (`is_forgotten`) instead of reaching them."""
+        if not subscriber_ids:
+            return
+        subs = list(dict.fromkeys(subscriber_ids))
+        at = self.clock()
+
+        async def erase() -> None:
+            await asyncio.gather(
+                self.facts.forget(subs, at),
+                self.stores.contacts.forget(subs),
+                self.declines.forget(subs, rule_ids),
+                self.deferral.forget(subs),
+            )
+
+        await self._redis(erase, "forgetting subscribers")
+
     async def record_facts(self, events: Sequence[InputEvent]) -> None:
         """Record the facts a waiting task is checked against, and make the tasks of lines
         these events reactivate due now (not at their next 15-minute look)."""
@@ -311,13 +331,25 @@ class TaskSink:
         pairs = list(dict.fromkeys((t.subscriber_id, t.moment.rule_id) for t in live))
         # Facts also for tasks that turn out declined: the two reads then go together
         # instead of one after the other (a declined task is dropped either way).
-        wanted = [
-            t.subscriber_id for t in live if check_for(self.policy.relevance, t) is not None
-        ] + [
-            c.tasks[0].subscriber_id
+        # A task that waited, was re-driven or is a retry may belong to a subscriber
+        # forgotten since; the engine's fresh tasks not (the tombstone's batch dropped
+        # those made before it).
+        waited = [
+            t.subscriber_id
             for c in candidates
-            if any(t.deferred is not None and t.deferred.reason == "suspended" for t in c.tasks)
+            if not (c.fresh and c.deferral_counted)
+            for t in c.tasks
+            if t.expires_at.timestamp() > at
         ]
+        wanted = (
+            waited
+            + [t.subscriber_id for t in live if check_for(self.policy.relevance, t) is not None]
+            + [
+                c.tasks[0].subscriber_id
+                for c in candidates
+                if any(t.deferred is not None and t.deferred.reason == "suspended" for t in c.tasks)
+            ]
+        )
         subscribers = list(dict.fromkeys(wanted))
 
         async def declines() -> list[bool]:
@@ -346,6 +378,8 @@ class TaskSink:
         """None when the task is still worth sending, else why not."""
         if task.expires_at.timestamp() <= now:
             return SuppressReason.EXPIRED.value
+        if is_forgotten(task, facts.get(task.subscriber_id)):
+            return "forgotten"
         if (task.subscriber_id, task.moment.rule_id) in declined:
             return "declined"
         check = check_for(self.policy.relevance, task)

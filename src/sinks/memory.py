@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from moments.models import InputEvent
 from sinks.ledger import DEFERRED, DROPPED, MERGED, PENDING, SENT, sent_meta_of, state_of
-from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_of
+from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of
 from sinks.stores import Clock, DispatchStores, Parking, Released, SlotKey
 
 
@@ -209,6 +209,11 @@ class MemoryDeferrals:
     async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
         return [await self.join(t, s, p) for t, s, p in items]
 
+    async def forget(self, subscriber_ids: Sequence[str]) -> None:
+        for subscriber_id in subscriber_ids:
+            self.open.pop(subscriber_id, None)
+            self.lines.pop(subscriber_id, None)
+
     async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None:
         value = await self.ledger.get(task_id)
         if value is not None and value.startswith(MERGED):
@@ -310,6 +315,10 @@ class MemoryContactBook:
         for subscriber_id, task_id in items:
             await self.give_back(subscriber_id, task_id)
 
+    async def forget(self, subscriber_ids: Sequence[str]) -> None:
+        for subscriber_id in subscriber_ids:
+            self.contacts.pop(subscriber_id, None)
+
 
 class MemoryFacts:
     def __init__(self, clock: Clock) -> None:
@@ -335,13 +344,15 @@ class MemoryFacts:
         return item[0]
 
     async def get(self, subscriber_id: str) -> SubscriberFacts:
-        values = self._live(subscriber_id)
-        return SubscriberFacts(
-            values.get("topup"), values.get("home"), values.get("abroad"), values.get("active")
-        )
+        return facts_from(self._live(subscriber_id))
 
     async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
         return [await self.get(s) for s in subscriber_ids]
+
+    async def forget(self, subscriber_ids: Sequence[str], at: float) -> None:
+        expires = self.clock() + FACTS_TTL_S
+        for subscriber_id in subscriber_ids:
+            self.facts[subscriber_id] = ({"forgotten": at}, expires)
 
 
 class MemoryDeclines:
@@ -357,6 +368,11 @@ class MemoryDeclines:
 
     async def suppressed_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         return [await self.suppressed(s, r) for s, r in pairs]
+
+    async def forget(self, subscriber_ids: Sequence[str], rule_ids: Sequence[str]) -> None:
+        for subscriber_id in subscriber_ids:
+            for rule_id in rule_ids:
+                self.until.pop((subscriber_id, rule_id), None)
 
 
 def memory_stores(clock: Clock = time.time, ttl_seconds: int = 400 * 86400) -> DispatchStores:

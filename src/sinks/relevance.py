@@ -7,7 +7,10 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
   or a roaming record in the home country);
 - `abroad`: epoch seconds of the latest sighting abroad;
 - `active`: epoch seconds of the latest profile update saying the line is active
-  (a task deferred while the line was suspended waits for it).
+  (a task deferred while the line was suspended waits for it);
+- `forgotten`: when a profile tombstone erased the subscriber (the wall clock, or event
+  time in a backtest); the hash then holds nothing else, and a task made before it is
+  dropped when it comes up for a decision (`is_forgotten`).
 Only newer times overwrite older ones, so replays and late events are harmless.
 """
 
@@ -46,6 +49,16 @@ class SubscriberFacts:
     home_at: float | None = None
     abroad_at: float | None = None
     active_at: float | None = None
+    forgotten_at: float | None = None
+
+
+def is_forgotten(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
+    """The task was made before a tombstone erased its subscriber (a retry: its moment
+    happened before), so it must not go out; events after the tombstone are new."""
+    if facts is None or facts.forgotten_at is None:
+        return False
+    made = task.triggered_at if task.retry_of is not None else task.created_at
+    return made.timestamp() <= facts.forgotten_at
 
 
 @dataclass(frozen=True)
@@ -146,11 +159,29 @@ class FactsStore:
         raws: list[dict[Any, Any]] = await pipe.execute()
         return [_facts(raw) for raw in raws]
 
+    async def forget(self, subscriber_ids: Sequence[str], at: float) -> None:
+        """Erase the subscribers' facts, leaving only when they were forgotten."""
+        pipe = self.redis.pipeline(transaction=True)
+        for subscriber_id in subscriber_ids:
+            key = self.key(subscriber_id)
+            pipe.delete(key)
+            pipe.hset(key, "forgotten", at)
+            pipe.expire(key, FACTS_TTL_S)
+        await pipe.execute()
+
 
 def _facts(raw: Mapping[Any, Any]) -> SubscriberFacts:
     values = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
+    return facts_from(values)
+
+
+def facts_from(values: Mapping[str, float]) -> SubscriberFacts:
     return SubscriberFacts(
-        values.get("topup"), values.get("home"), values.get("abroad"), values.get("active")
+        values.get("topup"),
+        values.get("home"),
+        values.get("abroad"),
+        values.get("active"),
+        values.get("forgotten"),
     )
 
 

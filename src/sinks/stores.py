@@ -131,6 +131,10 @@ class Deferrals(Protocol):
 
     async def due_at(self, task_id: str) -> float | None: ...
 
+    async def forget(self, subscriber_ids: Sequence[str]) -> None:
+        """Erase these subscribers' open merge group and suspended-line index."""
+        ...
+
 
 class Slots(Protocol):
     """Capacity counters: a slot taken at most once per task id and counter."""
@@ -166,6 +170,10 @@ class ContactBook(Protocol):
         """`give_back` for each (subscriber id, task id), in one round trip."""
         ...
 
+    async def forget(self, subscriber_ids: Sequence[str]) -> None:
+        """Erase these subscribers' contact history."""
+        ...
+
 
 class Facts(Protocol):
     """The latest top-up, home, abroad and active times per subscriber (sinks.relevance)."""
@@ -178,6 +186,10 @@ class Facts(Protocol):
         """`get` for each subscriber, in one round trip."""
         ...
 
+    async def forget(self, subscriber_ids: Sequence[str], at: float) -> None:
+        """Erase these subscribers' facts, keeping only `forgotten` = `at`."""
+        ...
+
 
 class Declines(Protocol):
     """`declined` outcomes: a rule not sent to a subscriber for a while."""
@@ -188,6 +200,10 @@ class Declines(Protocol):
 
     async def suppressed_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """`suppressed` for each (subscriber id, rule id), in one round trip."""
+        ...
+
+    async def forget(self, subscriber_ids: Sequence[str], rule_ids: Sequence[str]) -> None:
+        """Erase these subscribers' declines of these rules."""
         ...
 
 

@@ -1,0 +1,82 @@
+"""A profile tombstone erases what the dispatch stores keep of the subscriber, and a task
+of theirs made before it, still waiting, is dropped when its time comes instead of
+reaching them; a task made after it (the subscriber came back) goes as usual."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from moments.models import Channel, RoamingEvent
+from sinks.policy import DispatchPolicy
+
+from .conftest import HOUR, NOW, MakeWorker, published, task
+
+pytestmark = pytest.mark.integration
+
+SUB, OTHER = "13800138001", "13900139002"
+CAP = {"contact": {"max_contacts": 1, "period": "7d"}, "merge": {"hold_channels": []}}
+
+
+async def test_a_forgotten_subscribers_waiting_task_is_dropped_and_its_traces_erased(
+    make_worker: MakeWorker,
+) -> None:
+    w = make_worker(DispatchPolicy.model_validate(CAP))
+    later = NOW + HOUR
+    await w.send(
+        task("sent", SUB, deliver_after=NOW),  # takes SUB's one contact of the week
+        task("waits", SUB, deliver_after=later, deferred="quiet_hours"),
+        task("other", OTHER, deliver_after=later, deferred="quiet_hours"),
+    )
+    await w.sink.record_facts(
+        [
+            RoamingEvent(
+                event_id="r",
+                subscriber_id=SUB,
+                occurred_at=NOW,
+                country="JP",
+                roaming_type="international",
+            )
+        ]
+    )
+    await w.sink.declines.suppress(SUB, "first_international_roaming", 3600)
+    assert (await w.sink.facts.get(SUB)).abroad_at is not None
+    assert await w.ledger.state("waits") == "deferred"
+
+    await w.sink.forget([SUB], ["first_international_roaming"])
+
+    facts = await w.sink.facts.get(SUB)
+    assert facts.abroad_at is None
+    assert facts.forgotten_at is not None
+    assert not await w.sink.declines.suppressed(SUB, "first_international_roaming")
+    assert await w.sink.release_due(now=later.timestamp() + 1) == 2
+    out = await published(w.settings, 2)
+    assert sorted(t["task_id"] for t in out) == ["other", "sent"]
+    assert await w.ledger.state("waits") == "dropped"
+    forgotten = {"moment_type": "first_international_roaming", "reason": "forgotten"}
+    assert w.sample("moments_tasks_suppressed_total", **forgotten) == 1
+
+    # The subscriber comes back: a task made now goes out, its contact history empty
+    # (with the old one, the cap of one a week would hold it back).
+    back = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    await w.send(task("back", SUB, triggered=back, deliver_after=back - dt.timedelta(seconds=1)))
+    assert await w.ledger.state("back") == "sent"
+    assert w.sample("moments_tasks_suppressed_total", **forgotten) == 1
+
+
+async def test_a_fresh_merge_after_a_forget_opens_its_own_task(make_worker: MakeWorker) -> None:
+    """A held call of the forgotten subscriber kept `open` pointing at it; a moment after
+    the forget must not join a task that will be dropped."""
+    w = make_worker()  # calls are held for the merge window by default
+    await w.send(task("held", SUB, channel=Channel.OUTBOUND_CALL))
+    assert await w.ledger.state("held") == "deferred"
+    await w.sink.forget([SUB], [])
+    back = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    await w.send(task("new", SUB, channel=Channel.OUTBOUND_CALL, triggered=back))
+    assert await w.ledger.state("new") == "deferred"  # waits on its own, not merged
+    window = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert await w.sink.release_due(now=window.timestamp()) == 2
+    [out] = await published(w.settings, 1)
+    assert out["task_id"] == "new"
+    assert await w.ledger.state("held") == "dropped"

@@ -1,0 +1,94 @@
+"""A profile tombstone through a real worker: the subscriber's state and Redis traces are
+erased, and the call it was holding for them is dropped when its time comes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from moments.embedded import free_port
+from moments.producer import start_producer
+from moments.settings import Settings
+from sinks.dispatch import TaskSink
+from sinks.ledger import TaskLedger
+from sinks.metrics import Metrics
+from sinks.stores import redis_stores
+
+from .conftest import MakeSettings, WorkerProcess
+from .kafka_io import produce, read_topic, wait_for_metric
+
+pytestmark = [pytest.mark.integration]
+
+SUB = "13800138009"
+RULES = """
+gating: {quiet_hours: [], frequency_cap: null}
+rules:
+  - id: roaming_call
+    description: A call on the first arrival in a country
+    on: [roaming]
+    when: {roaming_type: international}
+    condition: {first_time: country}
+    task: {family: first_time, type: roaming_call, channel: outbound_call, priority: 2,
+           action: call, ttl: 24h, description: "Call about {country}"}
+"""
+
+
+async def test_a_tombstone_erases_the_subscriber_and_drops_their_waiting_call(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    port = free_port()
+    settings = make_settings(metrics_port=port, rules=rules)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    roaming = {
+        "event_id": "r-1",
+        "subscriber_id": SUB,
+        "occurred_at": now,
+        "country": "JP",
+        "roaming_type": "international",
+    }
+    await produce(settings, [("roaming", SUB, roaming)])
+    # Calls are held for the merge window (30 minutes): the task waits in Redis.
+    await wait_for_metric(port, "moments_tasks_deferred_total", {"reason": "merge_window"}, 1)
+
+    prefix = f"moments:{settings.app_id}:"
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        assert await redis.hgetall(f"{prefix}facts:{SUB}"), "the roaming fact was recorded"
+        assert await redis.exists(f"{prefix}open:{SUB}")
+        await produce(settings, [("profile", SUB, None)])
+        # Counted once the batch is done, the forget included.
+        await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1)
+        facts = await redis.hgetall(f"{prefix}facts:{SUB}")
+        assert list(facts) == [b"forgotten"], worker.log()[-3000:]
+        assert not await redis.exists(f"{prefix}open:{SUB}")
+
+        # The window ends: whichever worker releases the call drops it.
+        worker.stop()
+        ledger = TaskLedger(redis, prefix, settings.ledger_ttl_seconds)
+        producer = await start_producer(settings)
+        try:
+            sink = TaskSink(producer, settings.topic("tasks"), redis_stores(ledger), Metrics())
+            assert await sink.release_due(now=time.time() + 3600) == 1
+            dropped = sink.metrics.registry.get_sample_value(
+                "moments_tasks_suppressed_total",
+                {"moment_type": "roaming_call", "reason": "forgotten"},
+            )
+            assert dropped == 1
+        finally:
+            await producer.stop()
+    finally:
+        await redis.aclose()
+    assert await read_topic(settings, "tasks", 1, wait_s=3) == []
