@@ -20,17 +20,15 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from moments.connections import kafka_client_kwargs, redis_client
+from moments.connections import redis_client
 from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
-from moments.exceptions import ConfigError
 from moments.models import EventType
 from moments.producer import start_producer
 from moments.records import DeadLetter
 from moments.settings import Settings
-from moments.topicread import Progress, TopicReader, partitions_of
+from moments.topicread import Progress, TopicReader, topic_consumer
 from sinks.base import Headers, Producer, produce_all
 
 REPLAYED_HEADER = "moments.replayed-from"
@@ -47,28 +45,17 @@ async def dead_letters(
 ) -> AsyncIterator[list[DeadLetterEntry]]:
     """Every record of the dead-letter topic as of now, in fetched batches, parsed."""
     topic = settings.topic("deadletter")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        client_id=f"{settings.app_id}-deadletter",
-        **kafka_client_kwargs(settings),
+    missing = (
+        "no worker of this configuration has run against this broker; check "
+        "MOMENTS_TOPIC_PREFIX and MOMENTS_KAFKA_BOOTSTRAP"
     )
-    await consumer.start()
-    try:
-        partitions = await partitions_of(consumer, topic)
-        if not partitions:
-            raise ConfigError(
-                f"topic {topic} does not exist: no worker of this configuration has run "
-                "against this broker; check MOMENTS_TOPIC_PREFIX and MOMENTS_KAFKA_BOOTSTRAP"
-            )
+    async with topic_consumer(settings, topic, "deadletter", missing) as (consumer, partitions):
         reader = TopicReader(consumer, topic, progress)
         async for records in reader.batches(partitions):
             yield [
                 parse_entry(r.partition, r.offset, r.key, r.value, r.headers, r.timestamp)
                 for r in records
             ]
-    finally:
-        await consumer.stop()
 
 
 async def summarize(

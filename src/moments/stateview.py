@@ -11,15 +11,11 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaConsumer
-
-from moments.connections import kafka_client_kwargs
-from moments.exceptions import ConfigError
 from moments.partitioning import partition_of
 from moments.settings import Settings
 from moments.state import SubscriberState
 from moments.statezip import unpack
-from moments.topicread import Progress, TopicReader, partitions_of
+from moments.topicread import Progress, TopicReader, topic_consumer
 
 STATE_TABLE = "subscribers"
 """The Faust table's name (moments.app), hence its changelog `<app id>-subscribers-changelog`."""
@@ -50,20 +46,11 @@ async def latest_records(
     where events from a producer with another partitioner put it."""
     topic = changelog_topic(settings)
     wanted = {s.encode(): s for s in subscribers}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        client_id=f"{settings.app_id}-state-show",
-        **kafka_client_kwargs(settings),
+    missing = (
+        f"no worker of app {settings.app_id!r} has run against this broker; check "
+        "MOMENTS_APP_ID and MOMENTS_KAFKA_BOOTSTRAP"
     )
-    await consumer.start()
-    try:
-        partitions = await partitions_of(consumer, topic)
-        if not partitions:
-            raise ConfigError(
-                f"topic {topic} does not exist: no worker of app {settings.app_id!r} has run "
-                "against this broker; check MOMENTS_APP_ID and MOMENTS_KAFKA_BOOTSTRAP"
-            )
+    async with topic_consumer(settings, topic, "state-show", missing) as (consumer, partitions):
         count = len(partitions)
         hashed = {key: partition_of(key, count) for key in wanted}
         reader = _LatestReader(consumer, topic, progress)
@@ -76,8 +63,6 @@ async def latest_records(
             value, partition = latest.get(key, (None, -1))
             found[sub] = None if value is None else Stored(value, partition, hashed[key])
         return found
-    finally:
-        await consumer.stop()
 
 
 class _LatestReader(TopicReader):

@@ -5,9 +5,14 @@ take no partition from the workers and stop on their own."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from moments.connections import kafka_client_kwargs
+from moments.exceptions import ConfigError
+from moments.settings import Settings
 
 Progress = Callable[[int, int], None]
 """Called with (records read, records to read)."""
@@ -58,7 +63,24 @@ class TopicReader:
                 self.progress(self.done, self.total)
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    """The topic's partitions (empty when it does not exist), from fresh metadata."""
-    await consumer._client.force_metadata_update()
-    return set(consumer.partitions_for_topic(topic) or ())
+@asynccontextmanager
+async def topic_consumer(
+    settings: Settings, topic: str, role: str, missing: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, set[int]]]:
+    """A started consumer without a group (client id `<app id>-<role>`) and the topic's
+    partitions; a topic that does not exist stops the command with `missing`, the fix."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        client_id=f"{settings.app_id}-{role}",
+        **kafka_client_kwargs(settings),
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = set(consumer.partitions_for_topic(topic) or ())
+        if not partitions:
+            raise ConfigError(f"topic {topic} does not exist: {missing}")
+        yield consumer, partitions
+    finally:
+        await consumer.stop()

@@ -161,3 +161,11 @@ async def test_the_replay_marks_expire_with_the_ledger(
     assert sum(marked) == 2
     assert ttls
     assert all(3500 < t <= 3600 for t in ttls)
+
+
+def test_show_without_the_topic_names_the_fix(make_settings: MakeSettings) -> None:
+    settings = make_settings()  # its own prefix: no topic of it exists
+    result = _cli(settings, "show")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert "MOMENTS_TOPIC_PREFIX" in result.stderr
