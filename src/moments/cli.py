@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                   moments rules validate rules/default.yaml my-rules/
                   moments rules explain low_balance
                   moments rules test my-rules/ --events events.jsonl
+                  moments rules diff rules/ new-rules/
                 """,
         show_subcommands,
     )
@@ -145,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="rules file or folder (default: MOMENTS_RULES or the packaged catalog)",
     )
+    d = _parser(
+        rules_sub,
+        "diff",
+        "Say what a new rules file or folder changes against the one in force: rules "
+        "added, removed and changed (with their versions, and those changed without a new "
+        "version), and catalog sections changed. Exit 0; nothing is loaded anywhere.",
+        """
+                  moments rules diff rules/ new-rules/
+                  moments rules diff src/rules/catalog/default.yaml my-rules.yaml
+                """,
+        _cmd_rules_diff,
+    )
+    d.add_argument("old", type=Path, metavar="OLD", help="the rules in force")
+    d.add_argument("new", type=Path, metavar="NEW", help="the rules to compare")
     r = _parser(
         rules_sub,
         "test",
@@ -442,6 +457,30 @@ def _cmd_rules_explain(args: argparse.Namespace) -> int:
         )
         return 1
     print("\n\n".join(paragraphs))
+    return 0
+
+
+def _cmd_rules_diff(args: argparse.Namespace) -> int:
+    from rules.catalog import load_rules
+    from rules.changes import compare_rules
+
+    changes = compare_rules(load_rules(args.old), load_rules(args.new))
+    for label, items in (
+        ("added", changes.added),
+        ("removed", changes.removed),
+        ("changed", changes.changed),
+        ("catalog sections changed", changes.others),
+    ):
+        for item in items:
+            print(f"{label}: {item}")
+    if not changes:
+        print("no rule changed")
+    for rule_id in changes.same_version:
+        print(
+            f"warning: {rule_id} changed but kept its version; raise `version:` so its tasks "
+            "tell the old rule from the new",
+            file=sys.stderr,
+        )
     return 0
 
 

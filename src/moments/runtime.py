@@ -34,6 +34,7 @@ from moments.settings import Settings
 from moments.shutdown import within
 from moments.store import StateStore
 from rules.catalog import RuleSet
+from rules.changes import compare_rules
 from sinks.base import produce_to_partitions
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
@@ -80,6 +81,14 @@ class Runtime:
 
     def install_rules(self, rules: RuleSet) -> None:
         """Swap the rules in; called from the event loop, so never inside a batch."""
+        changes = compare_rules(self.detector.rules, rules)
+        log.info("rules change: %s", changes.describe())
+        if changes.same_version:
+            log.warning(
+                "rule(s) %s changed but kept their version: their tasks before and after "
+                "carry the same version; raise `version:` with each change",
+                ", ".join(changes.same_version),
+            )
         self.detector.swap_rules(rules)
         self._declare_outcomes(rules)
 

@@ -1,0 +1,79 @@
+"""What changed between two rule sets, rule by rule: for the log of a reload and for
+`moments rules diff` before one.
+
+A rule counts as changed when anything in its spec differs (a threshold, an override,
+the task); its `version` goes into every task, so a change without a new version is
+flagged: dashboards and outcomes would mix the old rule's tasks with the new one's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rules.catalog import RuleSet
+from rules.rule import CompiledRule
+
+
+@dataclass
+class RuleChanges:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    """Rules whose spec differs, each described: `id (version 1 -> 2)`."""
+    same_version: list[str] = field(default_factory=list)
+    """Changed rules whose version was not raised."""
+    others: list[str] = field(default_factory=list)
+    """Catalog-wide sections that differ: series, gating, special days."""
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed or self.others)
+
+    def describe(self) -> str:
+        """One line for a log: what was added, removed and changed."""
+        if not self:
+            return "no rule changed"
+        parts = []
+        for label, items in (
+            ("added", self.added),
+            ("removed", self.removed),
+            ("changed", self.changed),
+            ("also", self.others),
+        ):
+            if items:
+                parts.append(f"{label} {', '.join(items)}")
+        return "; ".join(parts)
+
+
+def compare_rules(old: RuleSet, new: RuleSet) -> RuleChanges:
+    """The rules of `new` against those of `old`, by id."""
+    before = {r.id: r for r in old.rules}
+    after = {r.id: r for r in new.rules}
+    out = RuleChanges()
+    out.added = [
+        f"{i} (version {after[i].version}{_mode(after[i])})" for i in after if i not in before
+    ]
+    out.removed = [i for i in before if i not in after]
+    for rule_id, rule in after.items():
+        was = before.get(rule_id)
+        if was is None or was.spec == rule.spec:
+            continue
+        notes = []
+        if was.version != rule.version:
+            notes.append(f"version {was.version} -> {rule.version}")
+        else:
+            out.same_version.append(rule_id)
+        if was.shadow != rule.shadow:
+            notes.append("now in shadow" if rule.shadow else "now live")
+        out.changed.append(f"{rule_id} ({', '.join(notes)})" if notes else rule_id)
+    # A series' tag changes with its definition (rules.series), its predicates are code.
+    if {k: s.tag for k, s in old.series.items()} != {k: s.tag for k, s in new.series.items()}:
+        out.others.append("series")
+    if old.gating != new.gating:
+        out.others.append("gating")
+    if (old.special.local_hour, old.special.config) != (new.special.local_hour, new.special.config):
+        out.others.append("special days")
+    return out
+
+
+def _mode(rule: CompiledRule) -> str:
+    return ", shadow" if rule.shadow else ""

@@ -1,0 +1,107 @@
+"""What changed between two rule sets (rules.changes): for `moments rules diff` and the
+log of a reload, with a warning for a rule changed under the same version."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from moments.cli import main
+from moments.engine import Detector
+from moments.runtime import Runtime
+from moments.settings import load_settings
+from rules.changes import compare_rules
+from sinks.metrics import Metrics
+
+from .helpers import rules_from
+
+BASE = """
+series:
+  spend_daily: {on: [usage], field: charge, period: day}
+rules:
+  - id: low_balance
+    version: 2
+    description: Balance below a threshold
+    on: [usage, topup]
+    condition: {field: balance_after, lt: $threshold}
+    params: {threshold: 10}
+    task: {family: anomaly, type: low_balance, channel: sms, priority: 2, action: top_up,
+           ttl: 24h, description: "Balance {balance_after}"}
+  - id: old_rule
+    description: Any complaint
+    on: [complaint]
+    task: {family: anomaly, type: complaint, channel: manager, priority: 1, action: call,
+           ttl: 24h, description: "Complaint"}
+  - id: trial
+    mode: shadow
+    description: Any roaming
+    on: [roaming]
+    task: {family: first_time, type: roaming, channel: sms, priority: 3, action: hi,
+           ttl: 24h, description: "Roaming"}
+"""
+
+
+def _edit(*pairs: tuple[str, str]) -> str:
+    text = BASE
+    for old, new in pairs:
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+def test_the_same_rules_loaded_twice_change_nothing() -> None:
+    changes = compare_rules(rules_from(BASE), rules_from(BASE))
+    assert not changes
+    assert changes.describe() == "no rule changed"
+
+
+def test_added_removed_changed_versions_and_modes() -> None:
+    new = _edit(
+        ("threshold: 10}", "threshold: 20}"),  # changed, version kept
+        ("  - id: old_rule", "  - id: new_rule"),
+        ("    mode: shadow\n", ""),  # the trial goes live
+    )
+    changes = compare_rules(rules_from(BASE), rules_from(new))
+    assert changes.added == ["new_rule (version 1)"]
+    assert changes.removed == ["old_rule"]
+    assert changes.changed == ["low_balance", "trial (now live)"]
+    assert changes.same_version == ["low_balance", "trial"]
+    bumped = compare_rules(
+        rules_from(BASE),
+        rules_from(_edit(("threshold: 10}", "threshold: 20}"), ("version: 2", "version: 3"))),
+    )
+    assert bumped.changed == ["low_balance (version 2 -> 3)"]
+    assert bumped.same_version == []
+    assert bumped.describe() == "changed low_balance (version 2 -> 3)"
+
+
+def test_catalog_sections_are_compared_too() -> None:
+    gated = "gating: {quiet_hours: ['22:00-08:00']}\n" + BASE
+    assert compare_rules(rules_from(BASE), rules_from(gated)).others == ["gating"]
+    weekly = _edit(("period: day", "period: week"))
+    assert compare_rules(rules_from(BASE), rules_from(weekly)).others == ["series"]
+
+
+def test_rules_diff_prints_the_changes_and_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(BASE)
+    new.write_text(_edit(("threshold: 10}", "threshold: 20}")))
+    assert main(["rules", "diff", str(old), str(new)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["changed: low_balance"]
+    assert "low_balance changed but kept its version" in err
+    assert main(["rules", "diff", str(old), str(old)]) == 0
+    assert capsys.readouterr().out == "no rule changed\n"
+
+
+def test_a_reload_logs_what_changed(caplog: pytest.LogCaptureFixture) -> None:
+    runtime = Runtime(load_settings(), Metrics(), Detector(rules_from(BASE), {}))
+    with caplog.at_level(logging.INFO, logger="moments.runtime"):
+        runtime.install_rules(rules_from(_edit(("threshold: 10}", "threshold: 20}"))))
+    messages = [r.getMessage() for r in caplog.records]
+    assert "rules change: changed low_balance" in messages
+    assert any("low_balance changed but kept their version" in m for m in messages)
