@@ -58,9 +58,10 @@ def compare_rules(old: RuleSet, new: RuleSet) -> RuleChanges:
         if was is None or was.spec == rule.spec:
             continue
         notes = []
+        only_mode = was.spec.model_copy(update={"mode": rule.spec.mode}) == rule.spec
         if was.version != rule.version:
             notes.append(f"version {was.version} -> {rule.version}")
-        else:
+        elif not only_mode:  # going live changes no task: no new version needed
             out.same_version.append(rule_id)
         if was.shadow != rule.shadow:
             notes.append("now in shadow" if rule.shadow else "now live")

@@ -67,7 +67,7 @@ def test_added_removed_changed_versions_and_modes() -> None:
     assert changes.added == ["new_rule (version 1)"]
     assert changes.removed == ["old_rule"]
     assert changes.changed == ["low_balance", "trial (now live)"]
-    assert changes.same_version == ["low_balance", "trial"]
+    assert changes.same_version == ["low_balance"]  # going live needs no new version
     bumped = compare_rules(
         rules_from(BASE),
         rules_from(_edit(("threshold: 10}", "threshold: 20}"), ("version: 2", "version: 3"))),
