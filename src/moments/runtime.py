@@ -91,6 +91,14 @@ class Runtime:
             )
         self.detector.swap_rules(rules)
         self._declare_outcomes(rules)
+        self._report_rules(rules)
+
+    def _report_rules(self, rules: RuleSet) -> None:
+        """`moments_rule_info`: the rules in force now, and only those."""
+        info = self.metrics.rule_info
+        info.clear()
+        for rule in rules.rules:
+            info.labels(rule.id, str(rule.version), "shadow" if rule.shadow else "live").set(1)
 
     def _declare_outcomes(self, rules: RuleSet) -> None:
         """Outcome series start at 0 for every moment type (and a shadow rule's would-be
@@ -132,6 +140,7 @@ class Runtime:
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))
         self._declare_outcomes(self.detector.rules)
+        self._report_rules(self.detector.rules)
         for event_type in self.detector.topic_types.values():  # at 0: an alert sees the rise
             self.metrics.misplaced.labels(event_type.value)
         self.ready.set()

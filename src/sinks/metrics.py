@@ -119,6 +119,13 @@ class Metrics:
             registry=r,
         )
         self.rules_loaded = Gauge("moments_rules_loaded", "Rules in force", registry=r)
+        self.rule_info = Gauge(
+            "moments_rule_info",
+            "1 for each rule in force, by id, version and mode (live or shadow): workers "
+            "that differ hold different rules",
+            ["rule_id", "version", "mode"],
+            registry=r,
+        )
         self.rules_reload = Counter(
             "moments_rules_reload", "Rule reload attempts", ["result"], registry=r
         )

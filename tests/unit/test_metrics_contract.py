@@ -72,6 +72,8 @@ def test_no_label_could_carry_a_subscriber_id() -> None:
         "generation",
         "rule_id",  # a rule's id starts with a letter (rules.spec): never an MSISDN
         "outcome",
+        "version",  # a rule's version: a number from the rules file
+        "mode",  # live or shadow
     }
 
 

@@ -23,6 +23,7 @@ ALERTS = {
     "MomentsNoTasksWhileEventsFlow",
     "MomentsDeferralQueueGrowing",
     "MomentsEventsMisplaced",
+    "MomentsRulesDiffer",
     "MomentsDependencyDown",
     "MomentsDependencyErrors",
     "MomentsWorkerDown",

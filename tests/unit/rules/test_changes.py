@@ -105,3 +105,31 @@ def test_a_reload_logs_what_changed(caplog: pytest.LogCaptureFixture) -> None:
     messages = [r.getMessage() for r in caplog.records]
     assert "rules change: changed low_balance" in messages
     assert any("low_balance changed but kept their version" in m for m in messages)
+
+
+def test_the_rules_in_force_are_reported_and_replaced_on_a_reload() -> None:
+    metrics = Metrics()
+    runtime = Runtime(load_settings(), metrics, Detector(rules_from(BASE), {}))
+    bumped = _edit(("version: 2", "version: 3"), ("    mode: shadow\n", ""))
+    runtime.install_rules(rules_from(bumped))
+
+    def info() -> set[tuple[str, str, str]]:
+        return {
+            (s.labels["rule_id"], s.labels["version"], s.labels["mode"])
+            for family in metrics.registry.collect()
+            if family.name == "moments_rule_info"
+            for s in family.samples
+            if s.value == 1
+        }
+
+    assert info() == {
+        ("low_balance", "3", "live"),
+        ("old_rule", "1", "live"),
+        ("trial", "1", "live"),
+    }
+    runtime.install_rules(rules_from(BASE))
+    assert info() == {
+        ("low_balance", "2", "live"),
+        ("old_rule", "1", "live"),
+        ("trial", "1", "shadow"),
+    }
