@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from moments.deadletters import Selection, Summary, entry_document, parse_time
+from moments.deadletters import DeadLetterEntry, Selection, Summary, entry_document, parse_time
 from moments.exceptions import ConfigError
 from moments.models import EventType
 from moments.records import RejectReason
@@ -141,11 +141,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     _require(settings, redis=False)
     console = Console(stderr=True)
     bar = _Bar(console, settings.topic("deadletter"))
+
+    def print_json(entry: DeadLetterEntry) -> None:
+        print(orjson.dumps(entry_document(entry)).decode())
+
     with bar.progress:
-        summary, entries = asyncio.run(summarize(settings, selection(args, settings), bar))
+        chosen = selection(args, settings)
+        summary = asyncio.run(summarize(settings, chosen, bar, print_json if args.json else None))
     if args.json:
-        for entry in entries:
-            print(orjson.dumps(entry_document(entry)).decode())
         return 0
     if not summary.total:
         console.print("no dead letters" + (" match" if _filtered(args) else ""))

@@ -17,7 +17,7 @@ top-up twice.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from redis.asyncio import Redis
@@ -59,17 +59,21 @@ async def dead_letters(
 
 
 async def summarize(
-    settings: Settings, selection: Selection, progress: Progress | None = None
-) -> tuple[Summary, list[DeadLetterEntry]]:
-    """The selected dead letters counted by topic and reason, and the entries themselves."""
+    settings: Settings,
+    selection: Selection,
+    progress: Progress | None = None,
+    each: Callable[[DeadLetterEntry], None] | None = None,
+) -> Summary:
+    """The selected dead letters counted by topic and reason; `each` is called with every
+    one as it is read (the topic may hold millions: nothing else is kept)."""
     summary = Summary()
-    chosen: list[DeadLetterEntry] = []
     async for batch in dead_letters(settings, progress):
         for entry in batch:
             if selection.matches(entry):
                 summary.add(entry)
-                chosen.append(entry)
-    return summary, chosen
+                if each is not None:
+                    each(entry)
+    return summary
 
 
 @dataclass
