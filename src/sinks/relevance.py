@@ -160,8 +160,9 @@ class FactsStore:
         return [_facts(raw) for raw in raws]
 
     async def forget(self, subscriber_ids: Sequence[str], at: float) -> None:
-        """Erase the subscribers' facts, leaving only when they were forgotten."""
-        pipe = self.redis.pipeline(transaction=True)
+        """Erase the subscribers' facts, leaving only when they were forgotten. Not a
+        MULTI (the ACL user has no @transaction): a retry after a partial run redoes it."""
+        pipe = self.redis.pipeline(transaction=False)
         for subscriber_id in subscriber_ids:
             key = self.key(subscriber_id)
             pipe.delete(key)

@@ -154,6 +154,34 @@ class TestRedisCredentials:
         finally:
             await client.aclose()
 
+    async def test_the_recommended_acl_is_enough_to_forget_and_to_mark_replays(
+        self, secured_redis: SecuredRedis
+    ) -> None:
+        """What a profile tombstone and `moments deadletter replay` write, as the ACL user."""
+        from moments.deadletter_replay import _not_replayed, _remember
+        from moments.deadletters import parse_entry
+        from sinks.stores import redis_stores
+
+        settings = _settings(
+            redis_url=secured_redis.url, redis_username=ACL_USER, redis_password=ACL_PASSWORD
+        )
+        client = redis_client(settings)
+        stores = redis_stores(TaskLedger(client, f"moments:{settings.app_id}:", 3600))
+        sub = "13800138000"
+        try:
+            await stores.declines.suppress(sub, "low_balance", 60)
+            await stores.facts.forget([sub], 1_700_000_000.0)
+            await stores.contacts.forget([sub])
+            await stores.declines.forget([sub], ["low_balance"])
+            await stores.deferral.forget([sub])
+            assert (await stores.facts.get(sub)).forgotten_at == 1_700_000_000.0
+            assert not await stores.declines.suppressed(sub, "low_balance")
+            entry = parse_entry(0, 7, None, b"{}", [])
+            await _remember(client, settings, [entry])
+            assert await _not_replayed(client, settings, [entry]) == []
+        finally:
+            await client.aclose()
+
 
 class TestRedisTLS:
     """rediss:// with the server's CA connects; without it the certificate is not trusted."""
