@@ -297,7 +297,7 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
     if isinstance(exc, rx.NoPermissionError):
         return (
             f"{where}: the user may not run a command the ledger needs ({exc}); grant it "
-            "+ping +get +set +del +scan +ttl on the ledger keys (see docs/security.md)"
+            "~moments:* +@read +@write +@scripting +ping -@dangerous (see docs/security.md)"
         )
     cause = exc.__context__ or exc.__cause__
     if isinstance(exc, rx.ConnectionError) and isinstance(cause, ssl.SSLCertVerificationError):

@@ -133,6 +133,7 @@ class TestRedisCredentials:
         advice = describe_redis_failure(settings, err.value)
         assert advice is not None
         assert "grant" in advice
+        assert "+@scripting" in advice  # what docs/security.md recommends
 
     async def test_the_recommended_acl_is_enough_for_the_ledger(
         self, secured_redis: SecuredRedis
