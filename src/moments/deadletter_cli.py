@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -165,16 +167,23 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     _require(settings, redis=True)
     console = Console(stderr=True)
     bar = _Bar(console, settings.topic("deadletter"))
-    with bar.progress:
-        report = asyncio.run(
-            replay(
-                settings,
-                selection(args, settings),
-                dry_run=args.dry_run,
-                again=args.again,
-                progress=bar,
+    try:
+        with bar.progress:
+            report = asyncio.run(
+                replay(
+                    settings,
+                    selection(args, settings),
+                    dry_run=args.dry_run,
+                    again=args.again,
+                    progress=bar,
+                )
             )
+    except (KafkaError, RedisError, OSError) as exc:
+        console.print(
+            f"replay stopped: {type(exc).__name__}: {exc}. What was sent is remembered in "
+            "Redis: run the same command again to go on"
         )
+        return 1
     out = Console()
     verb = "would be sent back" if args.dry_run else "sent back"
     if report.replayed.total:

@@ -148,3 +148,23 @@ def test_the_json_document_keeps_the_bytes() -> None:
     binary = entry_document(_entry(b"\xff\xfe"))
     assert binary["value"] is None
     assert base64.b64decode(binary["value_base64"]) == b"\xff\xfe"
+
+
+def test_a_replay_cut_off_says_how_to_go_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    import moments.deadletter_cli as cli_module
+    import moments.deadletter_replay as replay_module
+    from moments.cli import main
+
+    async def cut_off(*_args: object, **_kwargs: object) -> None:
+        raise RedisConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(cli_module, "_require", lambda _settings, redis: None)
+    monkeypatch.setattr(replay_module, "replay", cut_off)
+    assert main(["deadletter", "replay"]) == 1
+    err = capsys.readouterr().err
+    assert "replay stopped: ConnectionError: Connection reset by peer" in err
+    assert "run the same command again" in err
