@@ -99,52 +99,66 @@ def values(records: Iterable[ConsumerRecord[bytes, bytes]]) -> list[dict[str, ob
     return [orjson.loads(r.value) for r in records if r.value is not None]
 
 
-async def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
-    """Sum of the samples of `name` matching `labels` on a worker's /metrics."""
+async def metrics_text(port: int) -> str:
+    """A worker's /metrics page."""
     import urllib.request
 
+    url = f"http://127.0.0.1:{port}/metrics"
+    return await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read().decode())
+
+
+def _matching(text: str, name: str, labels: dict[str, str] | None) -> list[float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    url = f"http://127.0.0.1:{port}/metrics"
-    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read().decode())
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(
-                sample.labels.get(k) == v for k, v in (labels or {}).items()
-            ):
-                total += sample.value
-    return total
+    return [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items())
+    ]
+
+
+def _sum(text: str, name: str, labels: dict[str, str] | None) -> float:
+    return sum(_matching(text, name, labels))
+
+
+def _last(text: str, name: str, labels: dict[str, str] | None) -> float:
+    """The last matching sample (0 when none): what `wait_for_metric` has always read."""
+    found = _matching(text, name, labels)
+    return found[-1] if found else 0.0
+
+
+async def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of the samples of `name` matching `labels` on a worker's /metrics."""
+    return _sum(await metrics_text(port), name, labels)
+
+
+async def served_line(port: int, line: str, wait_s: float = 60.0) -> bool:
+    """Whether the worker's /metrics shows `line` (a sample as written) within `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if line in (await metrics_text(port)).splitlines():
+                return True
+        except OSError:
+            pass
+        await asyncio.sleep(0.3)
+    return False
 
 
 async def wait_for_metric(
     port: int, name: str, labels: dict[str, str], at_least: float, wait_s: float = 60.0
 ) -> float:
     """Poll a worker's /metrics until the sample reaches `at_least`; return its value."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
     deadline = time.monotonic() + wait_s
     value = 0.0
     while time.monotonic() < deadline:
         try:
-            text = await asyncio.to_thread(
-                lambda: (
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
-                    .read()
-                    .decode()
-                )
-            )
+            text = await metrics_text(port)
         except OSError:
             await asyncio.sleep(0.3)
             continue
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    value = sample.value
+        value = _last(text, name, labels)
         if value >= at_least:
             return value
         await asyncio.sleep(0.3)

@@ -4,10 +4,7 @@ rule's task reaches the dispatch topic."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,53 +13,16 @@ import pytest
 
 from moments.embedded import free_port
 from moments.settings import Settings
+from tests.unit.rules.helpers import CALL_TRIAL, NO_GATES, WELCOME
 
 from .conftest import MakeSettings, WorkerProcess
-from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
+from .kafka_io import metric_value, produce, read_topic, served_line, values, wait_for_metric
 
 pytestmark = [pytest.mark.integration]
 
 SUB = "13800138007"
-RULES = """
-gating: {quiet_hours: [], frequency_cap: null}
-rules:
-  - id: welcome
-    description: First international roaming in a country
-    on: [roaming]
-    when: {roaming_type: international}
-    condition: {first_time: country}
-    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3,
-           action: welcome, ttl: 24h, description: "Welcome to {country}"}
-  - id: call_trial
-    mode: shadow
-    description: A call on every arrival, on trial
-    on: [roaming]
-    when: {roaming_type: international}
-    condition: {first_time: country}
-    task: {family: first_time, type: roaming_call, channel: outbound_call, priority: 2,
-           action: call, ttl: 24h, description: "Call about {country}"}
-"""
+RULES = NO_GATES + "rules:" + WELCOME + CALL_TRIAL
 SHADOW = "moments_shadow_moments_total"
-
-
-async def _served(port: int, line: str, wait_s: float = 60.0) -> bool:
-    """Whether the worker's /metrics shows `line` within `wait_s`."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        try:
-            text = await asyncio.to_thread(
-                lambda: (
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
-                    .read()
-                    .decode()
-                )
-            )
-        except OSError:
-            text = ""
-        if line in text.splitlines():
-            return True
-        await asyncio.sleep(0.3)
-    return False
 
 
 async def test_a_shadow_rule_is_counted_and_sends_nothing(
@@ -80,7 +40,7 @@ async def test_a_shadow_rule_is_counted_and_sends_nothing(
     declared = {"rule_id": "call_trial", "outcome": "task", "reason": ""}
     # Declared at 0 once the worker is ready, before any moment: rate() sees the first.
     line = f'{SHADOW}{{outcome="task",reason="",rule_id="call_trial"}} 0.0'
-    assert await _served(port, line), worker.log()[-3000:]
+    assert await served_line(port, line), worker.log()[-3000:]
 
     event = {
         "event_id": "r-1",

@@ -11,20 +11,10 @@ from moments.models import Channel, EventType, Family, Moment, RoamingEvent, Ser
 from moments.pipeline import to_records
 from moments.store import DictStateStore
 from sinks.relevance import SubscriberFacts, is_forgotten
-from tests.unit.rules.helpers import at, ev, rules_from
+from tests.unit.rules.helpers import NO_GATES, WELCOME, at, ev, rules_from
 
 LI, WANG = "13800138001", "13900139002"
-RULES = """
-gating: {quiet_hours: [], frequency_cap: null}
-rules:
-  - id: welcome
-    description: First international roaming in a country
-    on: [roaming]
-    when: {roaming_type: international}
-    condition: {first_time: country}
-    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3,
-           action: welcome, ttl: 24h, description: "Welcome to {country}"}
-"""
+RULES = NO_GATES + "rules:" + WELCOME
 
 
 def _roam(sub: str, time: str, country: str) -> tuple[EventType, dict[str, object]]:

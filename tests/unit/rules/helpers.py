@@ -11,6 +11,29 @@ from moments.pipeline import PipelineResult, run_pipeline
 from rules.catalog import RuleSet, load_texts
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+NO_GATES = "gating: {quiet_hours: [], frequency_cap: null}\n"
+WELCOME = """
+  - id: welcome
+    description: First international roaming in a country
+    on: [roaming]
+    when: {roaming_type: international}
+    condition: {first_time: country}
+    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3,
+           action: welcome, ttl: 24h, description: "Welcome to {country}"}
+"""
+"""A rule list entry: an SMS on the first arrival in a country (the tests of shadow
+rules and of forgetting use it)."""
+CALL_TRIAL = """
+  - id: call_trial
+    mode: shadow
+    description: A call on every arrival, on trial
+    on: [roaming]
+    when: {roaming_type: international}
+    condition: {first_time: country}
+    task: {family: first_time, type: roaming_call, channel: outbound_call, priority: 2,
+           action: call, ttl: 24h, cooldown: 30d, description: "Call about {country}"}
+"""
+"""The same moment as `WELCOME`, a call, in shadow mode."""
 SUB = "13800138001"
 _ids = itertools.count()
 

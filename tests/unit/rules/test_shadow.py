@@ -16,38 +16,25 @@ from moments.store import DictStateStore
 from rules.exceptions import RulesError
 from rules.explain import explain_rule
 
-from .helpers import SUB, at, ev, rules_from, run, types
+from .helpers import CALL_TRIAL, SUB, WELCOME, at, ev, rules_from, run, types
 
 OTHER = "13900139002"
 ROAMING = {"roaming_type": "international"}
 
-RULES = """
+GATES = """
 gating:
   quiet_hours: ["21:00-08:00"]
   quiet_hours_channels: [sms, outbound_call, manager]
   frequency_cap: {max_contacts: 1, period: 7d, channels: [outbound_call]}
-rules:
-  - id: welcome
-    description: First international roaming in a country
-    on: [roaming]
-    when: {roaming_type: international}
-    condition: {first_time: country}
-    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3,
-           action: welcome, ttl: 24h, description: "Welcome to {country}"}
-  - id: call_trial
-    mode: shadow
-    description: A call on every arrival, on trial
-    on: [roaming]
-    when: {roaming_type: international}
-    condition: {first_time: country}
-    task: {family: first_time, type: roaming_call, channel: outbound_call, priority: 2,
-           action: call, ttl: 24h, cooldown: 30d, description: "Call about {country}"}
+"""
+COMPLAINT_CALL = """
   - id: complaint_call
     description: A call on every complaint
     on: [complaint]
     task: {family: anomaly, type: complaint_call, channel: outbound_call, priority: 2,
            action: call, ttl: 24h, description: "Complaint"}
 """
+RULES = GATES + "rules:" + WELCOME + CALL_TRIAL + COMPLAINT_CALL
 
 
 def _roam(day: str, time: str, country: str, sub: str = SUB) -> tuple[EventType, dict[str, object]]:
