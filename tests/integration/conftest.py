@@ -7,14 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from moments.connections import kafka_client_kwargs
-from moments.embedded import ensure_topics
+from moments.embedded import ensure_topics, free_port
 from moments.embedded_run import all_topics
 from moments.settings import Settings, load_settings
 
@@ -189,3 +190,25 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]
     yield start
     for worker in workers:
         worker.stop()
+
+
+RulesWorker = Callable[[str], Awaitable[tuple[Settings, WorkerProcess]]]
+
+
+@pytest.fixture
+def worker_on_rules(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> RulesWorker:
+    """A worker on its own topics with these rules (YAML text), /metrics on a free port."""
+
+    async def start(text: str) -> tuple[Settings, WorkerProcess]:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(text)
+        settings = make_settings(metrics_port=free_port(), rules=rules)
+        await topics_for(settings)
+        return settings, start_worker(settings)
+
+    return start

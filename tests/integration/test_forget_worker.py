@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from moments.embedded import free_port
 from moments.producer import start_producer
-from moments.settings import Settings
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
 from sinks.metrics import Metrics
 from sinks.stores import redis_stores
 
-from .conftest import MakeSettings, WorkerProcess
+from .conftest import RulesWorker
 from .kafka_io import produce, read_topic, wait_for_metric
 
 pytestmark = [pytest.mark.integration]
@@ -40,17 +35,10 @@ rules:
 
 
 async def test_a_tombstone_erases_the_subscriber_and_drops_their_waiting_call(
-    make_settings: MakeSettings,
-    topics_for: Callable[[Settings], Any],
-    start_worker: Callable[[Settings], WorkerProcess],
-    tmp_path: Path,
+    worker_on_rules: RulesWorker,
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    port = free_port()
-    settings = make_settings(metrics_port=port, rules=rules)
-    await topics_for(settings)
-    worker = start_worker(settings)
+    settings, worker = await worker_on_rules(RULES)
+    port = settings.metrics_port
     now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     roaming = {
         "event_id": "r-1",

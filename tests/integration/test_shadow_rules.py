@@ -5,17 +5,12 @@ rule's task reaches the dispatch topic."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from moments.embedded import free_port
-from moments.settings import Settings
 from tests.unit.rules.helpers import CALL_TRIAL, NO_GATES, WELCOME
 
-from .conftest import MakeSettings, WorkerProcess
+from .conftest import RulesWorker
 from .kafka_io import metric_value, produce, read_topic, served_line, values, wait_for_metric
 
 pytestmark = [pytest.mark.integration]
@@ -25,18 +20,9 @@ RULES = NO_GATES + "rules:" + WELCOME + CALL_TRIAL
 SHADOW = "moments_shadow_moments_total"
 
 
-async def test_a_shadow_rule_is_counted_and_sends_nothing(
-    make_settings: MakeSettings,
-    topics_for: Callable[[Settings], Any],
-    start_worker: Callable[[Settings], WorkerProcess],
-    tmp_path: Path,
-) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    port = free_port()
-    settings = make_settings(metrics_port=port, rules=rules)
-    await topics_for(settings)
-    worker = start_worker(settings)
+async def test_a_shadow_rule_is_counted_and_sends_nothing(worker_on_rules: RulesWorker) -> None:
+    settings, worker = await worker_on_rules(RULES)
+    port = settings.metrics_port
     declared = {"rule_id": "call_trial", "outcome": "task", "reason": ""}
     # Declared at 0 once the worker is ready, before any moment: rate() sees the first.
     line = f'{SHADOW}{{outcome="task",reason="",rule_id="call_trial"}} 0.0'
