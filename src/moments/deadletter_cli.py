@@ -193,6 +193,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if report.still_rejected.total:
         title = f"{report.still_rejected.total:,} still refused by this version (left in place)"
         out.print(_table(title, report.still_rejected))
+    if report.older_than_lateness:
+        out.print(
+            f"{report.older_than_lateness:,} of them happened more than "
+            f"MOMENTS_LATENESS_SECONDS ({settings.lateness_seconds:,} s) ago: a worker "
+            "applies such an event only if its subscriber sent nothing newer by more than "
+            "that, and counts the others late (moments_events_out_of_time_total)"
+        )
     if report.already:
         out.print(f"{report.already:,} replayed before, skipped (--again sends them anyway)")
     if report.not_selected and _filtered(args):

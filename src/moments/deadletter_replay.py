@@ -17,6 +17,7 @@ top-up twice.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -84,6 +85,9 @@ class ReplayReport:
     """Rejected by the current code too, by origin topic and the reason now."""
     already: int = 0
     """Selected and accepted, but replayed before: skipped."""
+    older_than_lateness: int = 0
+    """Of the replayed, events dated before now minus MOMENTS_LATENESS_SECONDS: a worker
+    applies one only if its subscriber sent nothing newer by more than that since."""
     not_selected: int = 0
 
 
@@ -102,6 +106,8 @@ async def replay(
     """Send the selected dead letters the current code accepts back to their topics."""
     report = ReplayReport()
     topic_types = input_topics(settings)
+    old_before = time.time() - settings.lateness_seconds
+    old: set[str] = set()  # accepted events of the batch older than the lateness
     redis = redis_client(settings)
     producer = None if dry_run else await start_producer(settings)
     try:
@@ -112,10 +118,12 @@ async def replay(
                     report.not_selected += 1
                     continue
                 verdict = revalidate(entry, topic_types)
-                if verdict is None:
-                    accepted.append(entry)
-                else:
+                if isinstance(verdict, DeadLetter | str):
                     report.still_rejected.add(_as_rejected_now(entry, verdict))
+                    continue
+                accepted.append(entry)
+                if verdict is not None and verdict.occurred_at.timestamp() < old_before:
+                    old.add(entry.coordinates)
             fresh = accepted if again else await _not_replayed(redis, settings, accepted)
             report.already += len(accepted) - len(fresh)
             if fresh and producer is not None:
@@ -123,6 +131,8 @@ async def replay(
                 await _remember(redis, settings, fresh)
             for entry in fresh:
                 report.replayed.add(entry)
+                report.older_than_lateness += entry.coordinates in old
+            old.clear()
     finally:
         if producer is not None:
             await producer.stop()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moments.decoding import decode
-from moments.models import EventType
+from moments.models import EventType, InputEvent
 from moments.records import DeadLetter, RawRecord
 
 UNKNOWN = "unknown"
@@ -167,10 +167,11 @@ since, or MOMENTS_TOPIC_PREFIX set otherwise): a replay has nowhere to send it."
 
 def revalidate(
     entry: DeadLetterEntry, topic_types: Mapping[str, EventType]
-) -> DeadLetter | str | None:
-    """What the current code makes of a dead letter: None when it would accept it now (a
-    replay sends it), else why not: the `DeadLetter` it would make again, or
-    `NOT_AN_INPUT`. The same `decode` a worker runs, so the answer is the worker's."""
+) -> InputEvent | DeadLetter | str | None:
+    """What the current code makes of a dead letter: the event when it would accept it now
+    (None: a profile tombstone; a replay sends either), else why not: the `DeadLetter` it
+    would make again, or `NOT_AN_INPUT`. The same `decode` a worker runs, so the answer is
+    the worker's."""
     event_type = topic_types.get(entry.origin_topic)
     if event_type is None:
         return NOT_AN_INPUT
@@ -181,8 +182,7 @@ def revalidate(
         entry.key,
         entry.value,
     )
-    decoded = decode(record, event_type)
-    return decoded if isinstance(decoded, DeadLetter) else None
+    return decode(record, event_type)
 
 
 def entry_document(entry: DeadLetterEntry) -> dict[str, Any]:

@@ -94,6 +94,7 @@ async def test_show_and_replay_send_back_once_what_this_version_accepts(
 
     report = await replay(settings, Selection())
     assert report.replayed.total == 2
+    assert report.older_than_lateness == 0  # both happened just now
     assert report.already == 0
     refused = {reason: g.count for (_, reason), g in report.still_rejected.groups.items()}
     assert refused == {"invalid_json": 1, "key_mismatch": 1, NOT_AN_INPUT: 1}
@@ -169,3 +170,27 @@ def test_show_without_the_topic_names_the_fix(make_settings: MakeSettings) -> No
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert "MOMENTS_TOPIC_PREFIX" in result.stderr
+
+
+async def test_a_replay_says_which_events_may_come_too_late(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Any]
+) -> None:
+    settings = make_settings(lateness_seconds=3600)
+    await topics_for(settings)
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).replace(microsecond=0)
+    value = orjson.dumps(
+        {"event_id": "t-old", "subscriber_id": LI, "occurred_at": old.isoformat()}
+        | {"amount": "50", "channel": "app"}
+    )
+    producer = await start_producer(settings)
+    try:
+        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
+        record = RawRecord(settings.topic("topup"), 0, 1, LI.encode(), value)
+        sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
+        await sink.flush()
+    finally:
+        await producer.stop()
+    dry = _cli(settings, "replay", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "1 would be sent back" in dry.stdout
+    assert "1 of them happened more than MOMENTS_LATENESS_SECONDS (3,600 s) ago" in dry.stdout

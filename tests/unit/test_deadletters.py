@@ -20,7 +20,7 @@ from moments.deadletters import (
     parse_time,
     revalidate,
 )
-from moments.models import EventType
+from moments.models import EventType, TopUpEvent
 from moments.records import DeadLetter, RawRecord, RejectReason
 from sinks.deadletter import dead_letter_headers
 
@@ -123,7 +123,9 @@ def test_summary_counts_by_topic_and_reason_with_the_first_error_and_the_span() 
 
 def test_revalidation_is_the_workers_decode() -> None:
     # Refused by an older version, valid now: replayable.
-    assert revalidate(_entry(_topup()), TOPICS) is None
+    accepted = revalidate(_entry(_topup()), TOPICS)
+    assert isinstance(accepted, TopUpEvent)
+    assert accepted.event_id == "b-1"
     # Still wrong: the reason and message the worker would give now.
     again = revalidate(_entry(_topup(amount="-5")), TOPICS)
     assert isinstance(again, DeadLetter)
