@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 
 from redis.asyncio import Redis
 
+from moments.app import topic_types as input_topic_types
 from moments.connections import redis_client
 from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
-from moments.models import EventType
 from moments.producer import start_producer
 from moments.records import DeadLetter
 from moments.settings import Settings
@@ -91,10 +91,6 @@ class ReplayReport:
     not_selected: int = 0
 
 
-def input_topics(settings: Settings) -> dict[str, EventType]:
-    return {settings.topic(t.value): t for t in EventType}
-
-
 async def replay(
     settings: Settings,
     selection: Selection,
@@ -105,7 +101,7 @@ async def replay(
 ) -> ReplayReport:
     """Send the selected dead letters the current code accepts back to their topics."""
     report = ReplayReport()
-    topic_types = input_topics(settings)
+    topic_types = input_topic_types(settings)  # what a worker reads, as it reads it
     old_before = time.time() - settings.lateness_seconds
     old: set[str] = set()  # accepted events of the batch older than the lateness
     redis = redis_client(settings)
