@@ -13,7 +13,6 @@ import orjson
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from moments.deadletters import DeadLetterEntry, Selection, Summary, entry_document, parse_time
@@ -21,6 +20,7 @@ from moments.exceptions import ConfigError
 from moments.models import EventType
 from moments.records import RejectReason
 from moments.settings import Settings
+from moments.topicread import ReadBar
 
 SHOW_EXAMPLES = """
     moments deadletter show                          # counts by topic and reason, an example each
@@ -118,23 +118,6 @@ def selection(args: argparse.Namespace, settings: Settings) -> Selection:
     return Selection(frozenset(args.reason), frozenset(topics), args.since, args.until)
 
 
-class _Bar:
-    """A progress bar on stderr over the dead-letter topic's records."""
-
-    def __init__(self, console: Console, topic: str) -> None:
-        self.progress = Progress(
-            TextColumn(f"reading {topic}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=console,
-            transient=True,
-        )
-        self.task = self.progress.add_task("read", total=None)
-
-    def __call__(self, done: int, total: int) -> None:
-        self.progress.update(self.task, completed=done, total=total)
-
-
 def _cmd_show(args: argparse.Namespace) -> int:
     from moments.cli import _settings
     from moments.deadletter_replay import summarize
@@ -142,7 +125,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     settings = _settings()
     _require(settings, redis=False)
     console = Console(stderr=True)
-    bar = _Bar(console, settings.topic("deadletter"))
+    bar = ReadBar(console, settings.topic("deadletter"))
 
     def print_json(entry: DeadLetterEntry) -> None:
         print(orjson.dumps(entry_document(entry)).decode())
@@ -166,7 +149,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings()
     _require(settings, redis=True)
     console = Console(stderr=True)
-    bar = _Bar(console, settings.topic("deadletter"))
+    bar = ReadBar(console, settings.topic("deadletter"))
     try:
         with bar.progress:
             report = asyncio.run(

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from moments.stateview import changelog_topic, latest_records, readable
 from moments.statezip import StateFormatError
+from moments.topicread import ReadBar
 
 SHOW_EXAMPLES = """
     moments state show 13800138000                 # the record, field by field
@@ -68,19 +68,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     settings = load_settings()
     console = Console(stderr=True)
     topic = changelog_topic(settings)
-    with Progress(
-        TextColumn(f"reading {topic}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("read", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        found = asyncio.run(latest_records(settings, args.subscribers, progress))
+    bar = ReadBar(console, topic)
+    with bar.progress:
+        found = asyncio.run(latest_records(settings, args.subscribers, bar))
     missing = 0
     for sub, stored in found.items():
         record = readable(stored.value) if stored is not None else None

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
+import rich.progress
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
 from moments.connections import kafka_client_kwargs
 from moments.exceptions import ConfigError
@@ -16,6 +19,24 @@ from moments.settings import Settings
 
 Progress = Callable[[int, int], None]
 """Called with (records read, records to read)."""
+
+
+class ReadBar:
+    """A `Progress` callback drawn as a bar on `console` (stderr for the commands, whose
+    output may be piped); use `with bar.progress:` around the read."""
+
+    def __init__(self, console: Console, topic: str) -> None:
+        self.progress = rich.progress.Progress(
+            TextColumn(f"reading {topic}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("read", total=None)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total)
 
 
 class TopicReader:
