@@ -23,6 +23,7 @@ from moments.connections import faust_broker_credentials, kafka_client_kwargs
 from moments.consumer import FETCH_MAX_WAIT_MS, BatchConsumer, BatchTransport
 from moments.engine import Detector
 from moments.gctune import FULL_COLLECTION_EVERY_S, PauseTimer, collect_frozen, tune_gc
+from moments.health import Health
 from moments.logformat import faust_logging_config
 from moments.models import EventType
 from moments.records import RawRecord
@@ -105,8 +106,11 @@ def create_app(settings: Settings) -> MomentsApp:
     return app
 
 
-def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> Any:
-    """Declare the state table, the detector agent and the re-drive timer on `app`."""
+def register_agents(
+    app: MomentsApp, settings: Settings, runtime: Runtime, health: Health | None = None
+) -> Any:
+    """Declare the state table, the detector agent and the re-drive timer on `app`; beat
+    `health` and tell it when the worker is ready."""
     table: Any = app.tables.add(
         PreloadingTable(
             app,
@@ -263,6 +267,13 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
         if redriven:
             log.warning("re-drove %d pending task(s) left by an earlier run", redriven)
 
+    if health is not None:
+        health.ready_when(lambda: not_ready(app, runtime))
+
+        @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+        async def beat() -> None:
+            health.beat()
+
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def report_gc_pauses() -> None:
         for generation, seconds in pauses.drain():
@@ -364,10 +375,26 @@ def register_agents(app: MomentsApp, settings: Settings, runtime: Runtime) -> An
     return detect
 
 
-def build(settings: Settings, rules: RuleSet, metrics: Metrics) -> tuple[MomentsApp, Runtime]:
+def not_ready(app: MomentsApp, runtime: Runtime) -> str | None:
+    """Why this worker cannot take its share of the events now, or None (/readyz). Read
+    from the metrics thread: flags only."""
+    if not runtime.ready.is_set():
+        return "starting: producer, output topics and Redis (moments_dependency_up says which)"
+    if app.rebalancing_count == 0:  # the generation id cannot tell: Tansu's first is 0
+        return "joining the consumer group"
+    if getattr(app, "rebalancing", False):
+        return "the consumer group is rebalancing"
+    if getattr(app, "in_recovery", False):
+        return "restoring its state from the changelog"
+    return None
+
+
+def build(
+    settings: Settings, rules: RuleSet, metrics: Metrics, health: Health | None = None
+) -> tuple[MomentsApp, Runtime]:
     """A ready-to-run app and its runtime, from settings and loaded rules."""
     app = create_app(settings)
     lateness = dt.timedelta(seconds=settings.lateness_seconds)
     runtime = Runtime(settings, metrics, Detector(rules, topic_types(settings), lateness))
-    register_agents(app, settings, runtime)
+    register_agents(app, settings, runtime, health)
     return app, runtime

@@ -1,4 +1,4 @@
-"""The /metrics endpoint, with optional HTTP basic auth.
+"""The /metrics endpoint, with optional HTTP basic auth, and the health probes beside it.
 
 `prometheus_client.start_http_server` has no authentication, so the exposition
 app (`make_wsgi_app`) is wrapped in a small WSGI check and served the same way
@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.parser import text_string_to_metric_families
 
+from moments.health import Health
 from moments.settings import Settings
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -66,16 +67,43 @@ def metrics_app(settings: Settings, registry: CollectorRegistry) -> WSGIApp:
     return app
 
 
-def serve_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServer:
-    """Serve /metrics on MOMENTS_METRICS_HOST:MOMENTS_METRICS_PORT from a daemon thread."""
+HEALTH_PATHS = ("/livez", "/readyz")
+
+
+def with_health(app: WSGIApp, health: Health) -> WSGIApp:
+    """`app`, with /livez and /readyz answered first: 200 or 503 and one line saying why.
+    They need no login (a probe sends none, and they tell nothing about subscribers)."""
+
+    def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path not in HEALTH_PATHS:
+            return app(environ, start_response)
+        verdict = health.live() if path == "/livez" else health.ready()
+        start_response(
+            "200 OK" if verdict.ok else "503 Service Unavailable",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+        )
+        return [verdict.text().encode()]
+
+    return route
+
+
+def serve_metrics(
+    settings: Settings, registry: CollectorRegistry, health: Health | None = None
+) -> WSGIServer:
+    """Serve /metrics on MOMENTS_METRICS_HOST:MOMENTS_METRICS_PORT from a daemon thread,
+    and /livez and /readyz from `health` when given."""
 
     class Server(ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in settings.metrics_host else socket.AF_INET
 
+    app = metrics_app(settings, registry)
+    if health is not None:
+        app = with_health(app, health)
     server = make_server(
         settings.metrics_host,
         settings.metrics_port,
-        metrics_app(settings, registry),
+        app,
         Server,
         handler_class=_SilentHandler,
     )

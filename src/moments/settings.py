@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         default=9308, description="Port of /metrics (0 turns the endpoint off)"
     )
     metrics_host: str = Field(default="0.0.0.0", description="Bind address of /metrics")  # noqa: S104 - containers need all interfaces; documented
+    health_stall_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0,
+        description="/livez fails once the event loop has not run for this long (a blocked "
+        "or deadlocked worker); /readyz and /livez are served beside /metrics",
+    )
     app_id: str = Field(
         default="moments",
         min_length=1,

@@ -11,6 +11,7 @@ from moments.app import build, topic_types
 from moments.connections import preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
+from moments.health import Health
 from moments.logformat import use_json_logs
 from moments.metrics_server import serve_metrics
 from moments.partitioning import layout_problems
@@ -71,17 +72,21 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     # cannot hold the state.
     check_partition_layout(settings, asyncio.run(preflight(settings)))
     metrics = Metrics()
+    health = Health(settings.health_stall_seconds)
     if settings.metrics_port:
-        serve_metrics(settings, metrics.registry)
+        serve_metrics(settings, metrics.registry, health)
         auth = " (basic auth)" if settings.metrics_username else ""
         log.info(
-            "metrics on http://%s:%d/metrics%s", settings.metrics_host, settings.metrics_port, auth
+            "metrics on http://%s:%d/metrics%s, probes on /livez and /readyz",
+            settings.metrics_host,
+            settings.metrics_port,
+            auth,
         )
     advice = standby_advice(settings)
     if advice:
         log.warning("%s", advice)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app, _runtime = build(settings, rules, metrics)
+    app, _runtime = build(settings, rules, metrics, health)
     # Lag per partition, commit latency, rebalances, broker reachability
     # (see moments.consumer_metrics).
     install_consumer_metrics(app, metrics.registry, topic_types(settings), health=metrics)

@@ -140,3 +140,13 @@ def test_prometheus_scrapes_the_workers_and_grafana_gets_the_provisioning(
     home = compose["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home.startswith(provider["options"]["path"])
     assert (grafana / "dashboards" / Path(home).name).is_file()
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_detector_is_healthy_once_its_readyz_says_so_and_the_simulator_waits_for_it(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = settings_from(moments_env(compose[name]), monkeypatch).metrics_port
+    check = " ".join(compose[name]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/readyz" in check
+    assert compose["simulator"]["depends_on"]["detector-1"] == {"condition": "service_healthy"}

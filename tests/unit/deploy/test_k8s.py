@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from moments.metrics_server import HEALTH_PATHS
 from moments.settings import Settings, load_settings
 from rules.catalog import load_rules
 
@@ -92,8 +93,10 @@ def test_ports_probes_and_mounts_match_the_settings(
     config = one("ConfigMap", "moments-config")["data"]
     ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
     assert ports["metrics"] == settings.metrics_port
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert worker[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert HEALTH_PATHS == ("/livez", "/readyz")  # what moments.metrics_server answers
+    assert one("Service", "moments-worker")["spec"]["publishNotReadyAddresses"] is True
     mounts = {m["name"]: m for m in worker["volumeMounts"]}
     statefulset = one("StatefulSet")
     claims = {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
