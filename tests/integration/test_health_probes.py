@@ -116,3 +116,6 @@ async def test_readyz_turns_ok_once_a_worker_has_joined_and_livez_stays_ok(
     await read_topic(settings, "tasks", count=2, wait_s=60)  # ready meant working
     await wait_ready(port, worker)  # back after the second worker's rebalance
     assert _get(other_port, "/readyz") == READY
+    live = _get(port, "/livez")
+    assert live is not None
+    assert live[1].startswith("ok: event loop ran"), live  # the heartbeat timer runs
