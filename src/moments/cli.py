@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     from moments.deadletter_cli import add_deadletter_command
 
     add_deadletter_command(sub, _parser)
+    from moments.events_cli import add_events_command
+
+    add_events_command(sub, _parser)
     return parser
 
 

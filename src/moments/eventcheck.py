@@ -1,0 +1,97 @@
+"""Checking event payloads before they are produced: would a worker take them?
+
+For upstream teams: each line of a file is one record value, checked by the worker's own
+`moments.decoding.decode` (so the verdict is the worker's, reason and message included),
+keyed by its `subscriber_id` as a producer keyed by subscriber id would send it. The
+event type comes from `--type` or from the line's `type` field (as `moments simulate
+--to-file` writes it); a worker ignores that field, like any unknown one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import orjson
+
+from moments.decoding import decode
+from moments.models import EventType
+from moments.records import DeadLetter, RawRecord
+
+NO_TYPE = "no_type"
+"""The reason for a line whose event type is unknown (not a worker's reason: a worker
+knows the type from the topic)."""
+
+_TYPES = {t.value: t for t in EventType}
+
+
+class LineVerdict(NamedTuple):
+    line: int
+    event_type: str
+    """The type the line was checked as; empty when none was known."""
+    reason: str | None
+    """None when a worker takes the line; else a dead-letter reason or `NO_TYPE`."""
+    error: str = ""
+    message: str = ""
+
+
+@dataclass
+class CheckTally:
+    """Lines checked, by event type, and the refused ones by type and reason."""
+
+    checked: Counter[str] = field(default_factory=Counter)
+    refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, verdict: LineVerdict) -> None:
+        self.checked[verdict.event_type] += 1
+        if verdict.reason is not None:
+            self.refused[verdict.event_type, verdict.reason] += 1
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())
+
+
+def check_lines(lines: Iterable[bytes], event_type: EventType | None) -> Iterator[LineVerdict]:
+    """A verdict for each non-blank line, numbered from 1 (blank lines count)."""
+    for number, raw in enumerate(lines, 1):
+        value = raw.strip()
+        if value:
+            yield check_value(number, value, event_type)
+
+
+def check_value(number: int, value: bytes, event_type: EventType | None) -> LineVerdict:
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        if event_type is None:  # a worker's verdict all the same: the same for every type
+            refused = decode(RawRecord("", 0, number, None, value), EventType.USAGE)
+            if isinstance(refused, DeadLetter):
+                return LineVerdict(
+                    number, "", refused.reason.value, refused.error_class, refused.message
+                )
+        doc = None  # `decode` says what is wrong with it, as a worker would
+    if not isinstance(doc, dict):
+        doc = {}
+    if event_type is None:
+        named = doc.get("type")
+        event_type = _TYPES.get(named) if isinstance(named, str) else None
+        if event_type is None:
+            what = f"unknown type {named!r}" if named is not None else "no event type"
+            return LineVerdict(
+                number,
+                "",
+                NO_TYPE,
+                "NoEventType",
+                f'{what}: give --type ({", ".join(_TYPES)}) or a "type" field',
+            )
+    sub = doc.get("subscriber_id")
+    key = str(sub).encode() if sub is not None else None
+    result = decode(RawRecord(event_type.value, 0, number, key, value), event_type)
+    if isinstance(result, DeadLetter):
+        return LineVerdict(
+            number, event_type.value, result.reason.value, result.error_class, result.message
+        )
+    return LineVerdict(number, event_type.value, None)

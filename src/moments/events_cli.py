@@ -1,0 +1,155 @@
+"""The `moments events` subcommand: would a worker take these events? For the teams that
+produce them, before they do (moments.eventcheck)."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from moments.eventcheck import CheckTally, LineVerdict, check_lines
+from moments.models import EventType
+
+CHECK_EXAMPLES = """
+    moments events check --type usage billing-sample.jsonl     # one payload per line
+    moments events check events.jsonl.gz                       # lines with a "type" field
+    kcat -C -b broker:9092 -t telecom.topup -e | moments events check --type topup -
+    moments events check --type roaming --json sample.jsonl | jq -r .message
+"""
+PROGRESS_EVERY = 20_000
+
+
+def add_events_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register `events check` with the CLI's `_parser` helper."""
+    from moments.cli import show_subcommands
+
+    group = make_parser(
+        sub,
+        "events",
+        "Input events: check payloads against the contract as a worker does.",
+        CHECK_EXAMPLES,
+        show_subcommands,
+    )
+    actions = group.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    check = make_parser(
+        actions,
+        "check",
+        "Check each line of JSON-lines files (.gz too; - for stdin) as a worker checks a "
+        "record of its topic: the same validation, keyed by the line's subscriber_id. "
+        "Prints FILE:LINE: REASON: what is wrong for each line a worker would send to the "
+        "dead-letter topic, then counts by type; exits 1 when any line is refused. No "
+        "broker or Redis.",
+        CHECK_EXAMPLES,
+        _cmd_check,
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="JSON lines; - reads stdin")
+    check.add_argument(
+        "--type",
+        choices=[t.value for t in EventType],
+        help='the event type of every line (default: each line\'s "type" field)',
+    )
+    check.add_argument(
+        "--json", action="store_true", help="one JSON object per refused line, on stdout"
+    )
+    check.add_argument(
+        "--max-shown",
+        type=int,
+        default=50,
+        metavar="N",
+        help="refused lines printed (text output; all are counted; default 50)",
+    )
+
+
+@contextmanager
+def _lines(name: str) -> Iterator[Iterable[bytes]]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    path = Path(name)
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as zipped:
+            yield zipped
+    else:
+        with path.open("rb") as file:
+            yield file
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+    missing = [f for f in args.files if f != "-" and not Path(f).is_file()]
+    if missing:
+        err.print(f"no such file: {', '.join(missing)}", markup=False)
+        return 2
+    event_type = EventType(args.type) if args.type else None
+    tally = CheckTally()
+    shown = 0
+    # Lines on stdout (for grep and jq), the count of lines checked on stderr. When both
+    # are one terminal, the lines go through the progress display, which keeps them above
+    # itself; rich would otherwise send stdout to stderr whenever stderr is a terminal.
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    same_terminal = sys.stdout.isatty() and err.is_terminal
+    out = progress.console if same_terminal else Console(file=sys.stdout, soft_wrap=True)
+    task = progress.add_task("checking")
+    with progress:
+        for name in args.files:
+            with _lines(name) as lines:
+                for verdict in check_lines(lines, event_type):
+                    tally.add(verdict)
+                    if verdict.reason is not None and (args.json or shown < args.max_shown):
+                        shown += 1
+                        text = _json(name, verdict) if args.json else _describe(name, verdict)
+                        out.print(text, markup=False, highlight=False, soft_wrap=True)
+                    total = sum(tally.checked.values())
+                    if total % PROGRESS_EVERY == 0:
+                        progress.update(task, description=f"checking {name}: {total:,} lines")
+    _print_tally(err, tally, shown)
+    return 1 if tally.refused_total else 0
+
+
+def _describe(name: str, verdict: LineVerdict) -> str:
+    what = f" ({verdict.event_type})" if verdict.event_type else ""
+    return f"{name}:{verdict.line}: {verdict.reason}{what}: {verdict.message}"
+
+
+def _json(name: str, verdict: LineVerdict) -> str:
+    return orjson.dumps({"file": name, **verdict._asdict()}).decode()
+
+
+def _print_tally(err: Console, tally: CheckTally, shown: int) -> None:
+    total, refused = sum(tally.checked.values()), tally.refused_total
+    if 0 < shown < refused:
+        err.print(f"... {refused - shown:,} more refused line(s) not shown (--max-shown)")
+    table = Table(title=f"{total:,} line(s) checked, {refused:,} refused")
+    for column in ("type", "lines", "accepted", "refused (reason: lines)"):
+        table.add_column(column, justify="left" if column == "type" else "right")
+    for kind, lines in sorted(tally.checked.items()):
+        reasons = {r: n for (k, r), n in tally.refused.items() if k == kind}
+        table.add_row(
+            kind or "(none)",
+            f"{lines:,}",
+            f"{lines - sum(reasons.values()):,}",
+            ", ".join(f"{r}: {n:,}" for r, n in sorted(reasons.items())),
+        )
+    err.print(table)
+    if refused:
+        err.print(
+            "A worker would send these lines to the dead-letter topic with the reason "
+            "shown. Each event type's fields: schemas/<type>-event.schema.json (JSON Schema).",
+            markup=False,
+        )

@@ -1,0 +1,129 @@
+"""`moments events check`: each line judged as a worker judges a record of its topic."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from moments.cli import main
+from moments.eventcheck import NO_TYPE, check_lines
+from moments.models import EventType
+
+GOOD_TOPUP = {
+    "type": "topup",
+    "event_id": "e1",
+    "subscriber_id": "13800000001",
+    "occurred_at": "2026-11-22T09:30:00+08:00",
+    "amount": 50,
+    "channel": "app",
+}
+
+
+def line(**changes: object) -> bytes:
+    doc = {**GOOD_TOPUP, **changes}
+    return orjson.dumps({k: v for k, v in doc.items() if v is not None})
+
+
+class TestVerdicts:
+    def test_a_valid_event_is_taken_and_blank_lines_keep_the_numbering(self) -> None:
+        verdicts = list(check_lines([b"\n", line(), b"   \n", line(event_id="e2")], None))
+        assert [(v.line, v.event_type, v.reason) for v in verdicts] == [
+            (2, "topup", None),
+            (4, "topup", None),
+        ]
+
+    def test_a_field_out_of_the_contract_gets_the_workers_reason_and_message(self) -> None:
+        (verdict,) = check_lines([line(amount=-5)], None)
+        assert verdict.reason == "invalid_event"
+        assert verdict.message == "amount: Input should be greater than 0"
+
+    def test_a_number_as_subscriber_id_is_refused_as_by_a_worker(self) -> None:
+        (verdict,) = check_lines([line(subscriber_id=13800000001)], None)
+        assert verdict.reason == "invalid_event"
+        assert verdict.message.startswith("subscriber_id: Input should be a valid string")
+
+    def test_type_from_the_option_wins_and_the_type_field_is_ignored(self) -> None:
+        (as_usage,) = check_lines([line()], EventType.USAGE)
+        assert as_usage.event_type == "usage"
+        assert as_usage.reason == "invalid_event"  # a top-up has no `kind`
+        assert "kind: Field required" in as_usage.message
+        (untyped,) = check_lines([line(type=None)], EventType.TOPUP)
+        assert untyped.reason is None
+
+    def test_without_a_type_it_says_how_to_give_one(self) -> None:
+        missing, unknown = check_lines([line(type=None), line(type="topups")], None)
+        assert missing.reason == unknown.reason == NO_TYPE
+        assert missing.message.startswith("no event type: give --type (topup, roaming")
+        assert unknown.message.startswith("unknown type 'topups'")
+
+    def test_text_that_is_not_json_is_invalid_json_with_or_without_a_type(self) -> None:
+        (untyped,) = check_lines([b"{not json"], None)
+        (typed,) = check_lines([b"{not json"], EventType.TOPUP)
+        assert untyped.reason == typed.reason == "invalid_json"
+        assert untyped.message == typed.message
+        assert typed.message.startswith("Invalid JSON")
+        assert (untyped.event_type, typed.event_type) == ("", "topup")
+
+    def test_an_oversized_record_is_too_large(self) -> None:
+        (verdict,) = check_lines([line(note="x" * 70_000)], None)
+        assert verdict.reason == "too_large"
+
+
+class TestCommand:
+    @pytest.fixture
+    def events(self, tmp_path: Path) -> Path:
+        path = tmp_path / "events.jsonl.gz"
+        with gzip.open(path, "wb") as file:
+            file.write(b"\n".join([line(), line(amount=0), b"oops", line(event_id="e3")]))
+        return path
+
+    def test_refused_lines_are_named_by_file_and_line_and_the_exit_code_says_so(
+        self, events: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["events", "check", str(events)]) == 1
+        out, err = capsys.readouterr()
+        refused = out.splitlines()
+        assert refused[0] == (
+            f"{events}:2: invalid_event (topup): amount: Input should be greater than 0"
+        )
+        assert refused[1].startswith(f"{events}:3: invalid_json: Invalid JSON: ")
+        assert len(refused) == 2
+        assert "4 line(s) checked, 2 refused" in err
+        assert "schemas/<type>-event.schema.json" in err
+
+    def test_json_output_and_a_cap_on_the_lines_shown(
+        self, events: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["events", "check", "--json", str(events)]) == 1
+        docs = [orjson.loads(text) for text in capsys.readouterr().out.splitlines()]
+        assert [(d["line"], d["reason"]) for d in docs] == [
+            (2, "invalid_event"),
+            (3, "invalid_json"),
+        ]
+        assert main(["events", "check", "--max-shown", "1", str(events)]) == 1
+        out, err = capsys.readouterr()
+        assert len(out.splitlines()) == 1
+        assert "1 more refused line(s) not shown" in err
+
+    def test_stdin_with_a_type_and_all_accepted_exits_0(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        payloads = line(type=None) + b"\n" + line(type=None, event_id="e2") + b"\n"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(payloads)))
+        assert main(["events", "check", "--type", "topup", "-"]) == 0
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert "2 line(s) checked, 0 refused" in err
+
+    def test_a_missing_file_is_exit_2_before_anything_is_checked(
+        self, events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["events", "check", str(events), str(tmp_path / "nope.jsonl")]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert f"no such file: {tmp_path / 'nope.jsonl'}" in err.replace("\n", "")
