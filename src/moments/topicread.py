@@ -4,6 +4,7 @@ take no partition from the workers and stop on their own."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +33,10 @@ class ReadBar:
             MofNCompleteColumn(),
             console=console,
             transient=True,
+            # Rich sends what is printed to stdout during the bar through the bar's
+            # console (stderr) whenever that is a terminal: `--json | jq` got nothing.
+            # Only when stdout is that terminal too is it worth keeping above the bar.
+            redirect_stdout=sys.stdout.isatty(),
         )
         self.task = self.progress.add_task("read", total=None)
 
