@@ -40,6 +40,17 @@ def _parser(
     return p
 
 
+def version_line() -> str:
+    """`moments --version`: this package and what it runs on (what a bug report needs)."""
+    import platform
+
+    from moments.buildinfo import versions
+
+    found = versions()
+    others = ", ".join(f"{name} {found[name]}" for name in ("faust-streaming", "aiokafka", "redis"))
+    return f"moments {found['moments']} (Python {platform.python_version()}; {others})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moments",
@@ -55,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             Configuration comes from MOMENTS_* environment variables (see README)."""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = _parser(

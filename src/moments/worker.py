@@ -8,6 +8,7 @@ import sys
 
 from moments import statezip
 from moments.app import build, topic_types
+from moments.buildinfo import build_labels
 from moments.connections import preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
@@ -72,6 +73,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     # cannot hold the state.
     check_partition_layout(settings, asyncio.run(preflight(settings)))
     metrics = Metrics()
+    metrics.build_info.labels(**build_labels()).set(1)
     health = Health(settings.health_stall_seconds)
     if settings.metrics_port:
         serve_metrics(settings, metrics.registry, health)

@@ -119,6 +119,13 @@ class Metrics:
             registry=r,
         )
         self.rules_loaded = Gauge("moments_rules_loaded", "Rules in force", registry=r)
+        self.build_info = Gauge(
+            "moments_build_info",
+            "1, labelled with the versions this worker runs (moments, Python, Faust, "
+            "aiokafka): a rolling update is done when every worker shows the new one",
+            ["version", "python", "faust", "aiokafka"],
+            registry=r,
+        )
         self.rule_info = Gauge(
             "moments_rule_info",
             "1 for each rule in force, by id, version and mode (live or shadow): workers "

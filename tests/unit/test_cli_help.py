@@ -1,12 +1,20 @@
-"""Every command has --help with examples, and the README's command list names real ones."""
+"""Every command has --help with examples, the README's command list names real ones, and
+`--version` and `moments_build_info` say what runs."""
 
 from __future__ import annotations
 
 import argparse
+import platform
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
-from moments.cli import build_parser
+import pytest
+from prometheus_client import generate_latest
+
+from moments.buildinfo import build_labels
+from moments.cli import build_parser, main
+from sinks.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,3 +52,23 @@ def test_the_readme_lists_every_command_and_no_other() -> None:
             listed.add(tuple(words[1:3]) if words[1] in groups else (words[1],))
     assert listed <= found, listed - found
     assert found <= listed, f"commands missing from the README: {found - listed}"
+
+
+def test_version_names_this_package_and_what_it_runs_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"moments {version('moments')} (Python {platform.python_version()}; ")
+    assert f"faust-streaming {version('faust-streaming')}" in out
+
+
+def test_the_build_info_metric_carries_the_versions() -> None:
+    metrics = Metrics()
+    metrics.build_info.labels(**build_labels()).set(1)
+    text = generate_latest(metrics.registry).decode()
+    expected = f'moments_build_info{{aiokafka="{version("aiokafka")}",'
+    assert expected in text
+    assert f'version="{version("moments")}"}} 1.0' in text
