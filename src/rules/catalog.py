@@ -12,13 +12,13 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
 from rules import spec as sp
 from rules.base import TaskSpec
-from rules.calendar import HolidayCalendar, load_calendar
+from rules.calendar import CalendarFile, HolidayCalendar, load_calendar
 from rules.conditions import (
     Scope,
     compile_condition,
@@ -181,8 +181,12 @@ def load_rules(path: Path | None = None) -> RuleSet:
 
 
 def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
-    """Load rules from (file name, YAML text) pairs; see `load_rules`."""
+    """Load rules from (file name, YAML text) pairs; see `load_rules`. A holiday calendar
+    that a rules file names (`special_days: {calendar: ...}`) may sit among them, as it
+    does in a rules folder: it is loaded as that calendar, not as rules."""
     problems: list[RuleProblem] = []
+    calendars = _calendars_named(texts)
+    texts = [(name, text) for name, text in texts if _resolved(name) not in calendars]
     files = [f for f in (_parse(name, text, problems) for name, text in texts) if f is not None]
     series = _compile_series(files, problems)
     rules: list[CompiledRule] = []
@@ -221,6 +225,26 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
     return RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
 
 
+def _resolved(name: str) -> Path:
+    return Path(name).resolve()
+
+
+def _calendars_named(texts: Sequence[tuple[str, str]]) -> set[Path]:
+    """The calendar files the rules files among `texts` name, resolved. A file that cannot
+    be read names none (its own problems are reported when it is parsed)."""
+    named: set[Path] = set()
+    for name, text in texts:
+        try:
+            doc = YAML(typ="safe").load(text)
+        except YAMLError:
+            continue
+        special = doc.get("special_days") if isinstance(doc, dict) else None
+        calendar = special.get("calendar") if isinstance(special, dict) else None
+        if isinstance(calendar, str):
+            named.add((Path(name).parent / calendar).resolve())
+    return named
+
+
 def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> SpecialDays | None:
     """The one `special_days:` section of a catalog, with its calendar loaded."""
     found: list[_File] = [f for f in files if f.parsed.special_days is not None]
@@ -247,6 +271,13 @@ def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> Specia
         config=SpecialDayConfig(lead_days=spec.lead_days),
         calendar=calendar,
     )
+
+
+def _looks_like_calendar(doc: Any) -> bool:
+    """Top-level keys of a calendar file (`rules.calendar.CalendarFile`) and none of a
+    rules file's."""
+    keys = set(doc) if isinstance(doc, dict) else set()
+    return bool(keys) and keys <= set(CalendarFile.model_fields)
 
 
 @dataclass
@@ -281,6 +312,18 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
         problems.append(
             RuleProblem(
                 name, line, col, f"YAML tag {tag} is not allowed; rules files hold plain data"
+            )
+        )
+        return None
+    if _looks_like_calendar(doc):
+        problems.append(
+            RuleProblem(
+                name,
+                1,
+                1,
+                "a holiday calendar file, not rules: name it in a rules file's "
+                "special_days: {calendar: " + Path(name).name + "} (the path is relative to "
+                "that file), or keep it out of the rules folder",
             )
         )
         return None

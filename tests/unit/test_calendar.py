@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rules as rules_package
+from moments.cli import main
 from rules.calendar import (
     DEFAULT_KEYS,
     KNOWN_BY_KEY,
@@ -22,6 +24,7 @@ from rules.calendar import (
     parse_years,
     write_calendar,
 )
+from rules.catalog import load_rules
 from rules.exceptions import RulesError
 
 D = dt.date
@@ -370,3 +373,58 @@ def test_every_yaml_example_in_the_docs_loads() -> None:
     assert days_of(own, "mid_autumn", 2026) == [D(2026, 9, 24)]
     assert days_of(exported, "mid_autumn", 2028) == [D(2028, 10, 3)]
     assert days_of(exported, "national_day", 2028) == []  # the excerpt lists two holidays
+
+
+class TestCalendarInARulesFolder:
+    """A rules folder (a Kubernetes ConfigMap mounted whole, say) may hold the calendar
+    its rules name; before, the folder was refused: the calendar read as rules."""
+
+    RULES = """
+special_days: {calendar: operator-days.yaml}
+rules:
+  - id: company_day
+    description: Greeting on the operator's own day
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: holiday, holidays: [company_day]}
+    task: {family: special_day, type: company_day, channel: sms, priority: 4,
+           action: greet, ttl: 12h, description: "Happy company day"}
+"""
+    CALENDAR = """
+holidays:
+  - key: company_day
+    name: Company day
+    every_year: "05-17"
+"""
+
+    def test_the_named_calendar_is_loaded_as_the_calendar_not_as_rules(
+        self, tmp_path: Path
+    ) -> None:
+        (tmp_path / "rules.yaml").write_text(self.RULES)
+        (tmp_path / "operator-days.yaml").write_text(self.CALENDAR)
+        rules = load_rules(tmp_path)
+        assert [r.id for r in rules.rules] == ["company_day"]
+        assert days_of(rules.special.calendar, "company_day", 2027) == [dt.date(2027, 5, 17)]
+
+    def test_a_calendar_nobody_names_is_refused_with_what_to_do(self, tmp_path: Path) -> None:
+        (tmp_path / "rules.yaml").write_text(
+            self.RULES.replace("special_days: {calendar: operator-days.yaml}\n", "")
+        )
+        (tmp_path / "operator-days.yaml").write_text(self.CALENDAR)
+        with pytest.raises(RulesError) as refused:
+            load_rules(tmp_path)
+        messages = [str(p) for p in refused.value.problems]
+        assert any(
+            m.startswith(
+                f"{tmp_path / 'operator-days.yaml'}:1:1: a holiday calendar file, not rules"
+            )
+            and "special_days: {calendar: operator-days.yaml}" in m
+            for m in messages
+        ), messages
+
+    def test_the_packaged_catalog_folder_validates(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        folder = Path(rules_package.__file__).parent / "catalog"
+        assert main(["rules", "validate", str(folder)]) == 0
+        assert "21 rule(s) OK" in capsys.readouterr().out

@@ -87,12 +87,12 @@ def test_rules_test_names_the_bad_line(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_the_shipped_calendar_file_is_what_export_writes(tmp_path: Path) -> None:
-    shipped = DEFAULT.parent / "holidays-2026-2028.yaml"
+    shipped = DEFAULT.parent.parent / "calendars" / "holidays-2026-2028.yaml"
     out = tmp_path / "h.yaml"
     assert main(["calendar", "export", "--years", "2026-2028", "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == shipped.read_text(encoding="utf-8"), (
         "run: moments calendar export --years 2026-2028 --out "
-        "src/rules/catalog/holidays-2026-2028.yaml"
+        "src/rules/calendars/holidays-2026-2028.yaml"
     )
     assert "2027-02-06" in out.read_text(encoding="utf-8")  # Spring Festival 2027
 
