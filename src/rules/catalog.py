@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from importlib import resources
@@ -18,7 +18,7 @@ from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
 from rules import spec as sp
 from rules.base import TaskSpec
-from rules.calendar import CalendarFile, HolidayCalendar, load_calendar
+from rules.calendar import KNOWN_BY_KEY, CalendarFile, HolidayCalendar, load_calendar
 from rules.conditions import (
     Scope,
     compile_condition,
@@ -33,7 +33,16 @@ from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.routing import Keys, Routes, route, text_keys
 from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series, SeriesGroup
-from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
+from rules.spec import (
+    CONDITION_KINDS,
+    PERIOD_OF,
+    AllCond,
+    AnyCond,
+    NotCond,
+    OccasionCond,
+    RulesFile,
+    RuleSpec,
+)
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import placeholders
 
@@ -220,9 +229,48 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
             continue
         gating, gating_from = file.parsed.gating, f"{file.name}:{file.at(('gating',))[0]}"
     special = _special_days(files, problems)
+    _check_holiday_keys(files, special, problems)
     if problems:
         raise RulesError(problems)
     return RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
+
+
+def _occasions(
+    condition: Any, loc: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], OccasionCond]]:
+    """Every `occasion:` condition inside `condition`, with where it is."""
+    if isinstance(condition, OccasionCond):
+        yield loc, condition
+    elif isinstance(condition, AllCond):
+        for i, part in enumerate(condition.all):
+            yield from _occasions(part, (*loc, "all", i))
+    elif isinstance(condition, AnyCond):
+        for i, part in enumerate(condition.any):
+            yield from _occasions(part, (*loc, "any", i))
+    elif isinstance(condition, NotCond):
+        yield from _occasions(condition.not_, (*loc, "not"))
+
+
+def _check_holiday_keys(
+    files: Sequence[_File], special: SpecialDays | None, problems: list[RuleProblem]
+) -> None:
+    """`holidays:` of a rule names days of the calendar in force: a misspelt key, or one
+    the operator's calendar turns off, would leave the rule silent for ever."""
+    calendar = special.calendar if special is not None else HolidayCalendar.default()
+    in_force = [*calendar.package_keys, *(e.key for e in calendar.entries)]
+    for file in files:
+        for index, spec in enumerate(file.parsed.rules):
+            for loc, occasion in _occasions(spec.condition, ("rules", index, "condition")):
+                for i, key in enumerate(occasion.holidays or ()):
+                    if key not in in_force:
+                        off = " (the calendar file turns it off)" if key in KNOWN_BY_KEY else ""
+                        file.problem(
+                            problems,
+                            (*loc, "holidays", i),
+                            f"holiday {key!r} is not in the calendar in force{off}; known "
+                            f"ones: {', '.join(sorted(in_force))} (moments calendar export "
+                            "lists their dates)",
+                        )
 
 
 def _resolved(name: str) -> Path:

@@ -167,3 +167,51 @@ def test_a_description_placeholder_nobody_fills_is_refused() -> None:
     (found,) = problems(text)
     assert found.startswith("r.yaml:12:7: {chrage} is not known when this rule fires; use one of:")
     assert "charge_gt" in found
+
+
+class TestHolidayKeys:
+    """A `holidays:` key outside the calendar in force left the rule silent for ever."""
+
+    FESTIVALS = """\
+rules:
+  - id: festivals
+    description: greetings
+    on: [profile]
+    evaluate: special_day
+    condition:
+      all:
+        - {occasion: holiday, holidays: [spring_festival, mid_autum]}
+        - {profile: tier, eq: gold}
+    task: {family: special_day, type: fest, channel: sms, priority: 4,
+           action: greet, ttl: 12h, description: "Happy holiday"}
+"""
+
+    def test_a_misspelt_key_is_refused_where_it_stands(self) -> None:
+        (found,) = problems(self.FESTIVALS)
+        assert found.startswith(
+            "r.yaml:8:59: holiday 'mid_autum' is not in the calendar in force; known ones: "
+        )
+        assert "mid_autumn" in found
+        assert "moments calendar export" in found
+
+    def test_a_key_the_operators_calendar_turns_off_is_refused_saying_so(
+        self, tmp_path: Path
+    ) -> None:
+        (tmp_path / "calendar.yaml").write_text("disable: [mid_autumn]\n")
+        (tmp_path / "rules.yaml").write_text(
+            "special_days: {calendar: calendar.yaml}\n"
+            + self.FESTIVALS.replace("mid_autum]", "mid_autumn]")
+        )
+        with pytest.raises(RulesError) as err:
+            load_rules(tmp_path)
+        (found,) = [str(p) for p in err.value.problems]
+        assert "holiday 'mid_autumn' is not in the calendar in force (the calendar file " in found
+
+    def test_a_key_of_the_operators_own_days_is_known(self, tmp_path: Path) -> None:
+        (tmp_path / "calendar.yaml").write_text(
+            "holidays:\n  - {key: mid_autum, name: Our own, every_year: '09-01'}\n"
+        )
+        (tmp_path / "rules.yaml").write_text(
+            "special_days: {calendar: calendar.yaml}\n" + self.FESTIVALS
+        )
+        assert [r.id for r in load_rules(tmp_path).rules] == ["festivals"]
