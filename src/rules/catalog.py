@@ -44,7 +44,7 @@ from rules.spec import (
     RuleSpec,
 )
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
-from rules.templates import placeholders
+from rules.templates import placeholders, unfilled
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -601,6 +601,12 @@ def _build(
     names = produced_names(spec.condition, period is None) if spec.condition else set()
     if period is None and not special_day:
         names |= fields
+    for odd in unfilled(spec.task.description):
+        problem(
+            ("task", "description"),
+            f"{odd} is not a placeholder (only {{name}} is filled: no format, attribute, "
+            "index or position) and would be sent as written; write {name} alone",
+        )
     unknown = [m for m in placeholders(spec.task.description) if m not in names]
     if unknown:
         problem(

@@ -20,13 +20,21 @@ text = st.text(alphabet="ab{}_1 .é", max_size=12)
 names = st.sampled_from(["a", "b", "_c", "country", "x1"])
 
 
+def shown(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def fill_by_regex(template: str, values: dict[str, Any]) -> str:
-    """The substitution `fill` made before it split templates once."""
-    return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
+    """The substitution `fill` made before it split templates once (whole floats shown
+    without ".0")."""
+    return PLACEHOLDER.sub(
+        lambda m: shown(values[m.group(1)]) if m.group(1) in values else m.group(0), template
+    )
 
 
 class TestFill:
-    """Placeholders with a value are replaced by its str; unknown and odd ones stay."""
+    """Placeholders with a value are replaced by its str (a whole float without ".0");
+    unknown and odd ones stay."""
 
     @settings(max_examples=400)
     @given(

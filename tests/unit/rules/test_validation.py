@@ -215,3 +215,18 @@ rules:
             "special_days: {calendar: calendar.yaml}\n" + self.FESTIVALS
         )
         assert [r.id for r in load_rules(tmp_path).rules] == ["festivals"]
+
+
+@pytest.mark.parametrize(
+    "odd", ["{charge:.2f}", "{charge.__class__}", "{0}", "{}", "{charge!r}", "{region[0]}"]
+)
+def test_braces_that_are_no_placeholder_are_refused_not_sent_as_written(odd: str) -> None:
+    text = rule(
+        "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+        GOOD_TASK.replace("description: low", f"description: 'spent {odd}'"),
+    )
+    (found,) = problems(text)
+    assert found == (
+        f"r.yaml:12:7: {odd} is not a placeholder (only {{name}} is filled: no format, "
+        "attribute, index or position) and would be sent as written; write {name} alone"
+    )
