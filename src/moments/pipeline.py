@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -85,16 +85,30 @@ def run_pipeline(
         records = to_records((i for i in items if not isinstance(i, RawRecord)), None, out.offsets)
     detector = Detector(rules, {t.value: t for t in EventType})
     seen = {t.task_id for t in out.tasks}
-    marks: list[dict[int, int]] = []
-    for start in range(0, len(records), batch_size):
-        batch = detector.process(records[start : start + batch_size], out.store.load, now)
-        marks.append(batch.watermarks)
+
+    def sweep(mark: int) -> None:
+        states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
+        live = ((sub, st, p) for sub, st, p in states if st is not None)
+        swept = detector.sweep(live, _constant(mark), now)
+        out.shadow.update(swept.shadow)
+        _collect(out, swept.tasks, seen)
+        out.store.save(swept.changes)
+
+    # As on the stream: whenever event time enters a new hour, a sweep closes the windows
+    # of silent subscribers and looks at special days (an absence, a birthday at 09:00).
+    swept_bucket = out.watermark // SWEEP_BUCKET_S if out.watermark else -1
+    for batch_records in _hourly_batches(records, batch_size):
+        batch = detector.process(batch_records, out.store.load, now)
         out.dead_letters.extend(batch.dead_letters)
         out.shadow.update(batch.shadow)
         _collect(out, batch.tasks, seen)
         out.store.save(batch.changes)
-    for batch_marks in marks:
-        out.watermark = max(out.watermark, *batch_marks.values(), 0)
+        out.watermark = max(out.watermark, *batch.watermarks.values(), 0)
+        bucket = out.watermark // SWEEP_BUCKET_S
+        if bucket > swept_bucket:
+            if swept_bucket >= 0:
+                sweep(out.watermark)
+            swept_bucket = bucket
     if until is not None:
         # As the stream's timer does: sweep every hour of event time up to `until`.
         end = int(until.timestamp())
@@ -102,17 +116,40 @@ def run_pipeline(
         mark = mark - mark % SWEEP_BUCKET_S + SWEEP_BUCKET_S
         while True:
             mark = min(mark, end)
-            states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
-            live = ((sub, st, p) for sub, st, p in states if st is not None)
-            swept = detector.sweep(live, _constant(mark), now)
-            out.shadow.update(swept.shadow)
-            _collect(out, swept.tasks, seen)
-            out.store.save(swept.changes)
+            sweep(mark)
             if mark >= end:
                 break
             mark += SWEEP_BUCKET_S
         out.watermark = max(out.watermark, end)
     return out
+
+
+def _hourly_batches(records: list[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    """`records` in batches of at most `size`, a new one whenever a record's event time
+    enters a later hour than the batch's first (the stream's batches span milliseconds)."""
+    batch: list[RawRecord] = []
+    bucket = -1
+    for record in records:
+        at = _event_time(record)
+        hour = int(at) // SWEEP_BUCKET_S if at is not None else bucket
+        if batch and (len(batch) >= size or hour > bucket):
+            yield batch
+            batch = []
+        if not batch:
+            bucket = hour
+        batch.append(record)
+    if batch:
+        yield batch
+
+
+def _event_time(record: RawRecord) -> float | None:
+    """`occurred_at` of a record's value, epoch seconds; None when it has none readable
+    (the detector then says what is wrong)."""
+    try:
+        value = orjson.loads(record.value) if record.value else None
+        return dt.datetime.fromisoformat(value["occurred_at"]).timestamp()  # type: ignore[index]
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+        return None
 
 
 def _constant(mark: int) -> Callable[[int], int | None]:
