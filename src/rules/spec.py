@@ -8,6 +8,7 @@ A file holds `series:` (per-subscriber aggregates kept in fixed window rings) an
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -45,6 +46,23 @@ def _duration(value: str | None) -> str | None:
     return value
 
 
+def _positive_duration(value: str | None) -> str | None:
+    """A ttl of 0 expires every task at once (they vanished without a word)."""
+    if value is not None and not parse_duration(value):
+        raise ValueError(f"{value!r} is no time at all; give it some, e.g. 24h")
+    return value
+
+
+def _days_or_more(value: str | None) -> str | None:
+    """Look-backs and silences are days long; `2m` (minutes) was meant as two months."""
+    if value is not None and parse_duration(value) < dt.timedelta(days=1):
+        raise ValueError(
+            f"{value!r} is less than a day (m is minutes); write days or weeks, e.g. "
+            "60d for two months"
+        )
+    return value
+
+
 class Operators(_Strict):
     """Comparisons; a value may be a number, a string, a list, or `$param`."""
 
@@ -79,7 +97,7 @@ class FirstTimeCond(_Strict):
     first_time: str = Field(description="Event field whose first value per subscriber counts")
     lookback: str | None = Field(default=None, description="e.g. 60d; unset means ever")
 
-    _lookback = field_validator("lookback")(_duration)
+    _lookback = field_validator("lookback")(_days_or_more)
 
 
 class ChangedCond(_Strict):
@@ -112,7 +130,7 @@ class ShareCond(Operators):
 class AbsenceCond(_Strict):
     absence: str = Field(description="No event of the rule's types for this long, e.g. 7d")
 
-    _absence = field_validator("absence")(_duration)
+    _absence = field_validator("absence")(_days_or_more)
 
 
 class OccasionCond(_Strict):
@@ -238,7 +256,8 @@ class TaskSpecModel(_Strict):
     cooldown: str | None = Field(default=None, description="At most one task per subscriber per")
     purpose: Literal["service", "sales"] = "service"
 
-    _ttl = field_validator("ttl", "cooldown")(_duration)
+    _ttl = field_validator("ttl")(_positive_duration)
+    _cooldown = field_validator("cooldown")(_duration)
 
 
 class OverrideSpec(_Strict):

@@ -230,3 +230,26 @@ def test_braces_that_are_no_placeholder_are_refused_not_sent_as_written(odd: str
         f"r.yaml:12:7: {odd} is not a placeholder (only {{name}} is filled: no format, "
         "attribute, index or position) and would be sent as written; write {name} alone"
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "task_extra", "expected"),
+    [
+        (
+            "    on: [usage]\n    condition: {first_time: kind, lookback: 2m}\n",
+            "",
+            "'2m' is less than a day (m is minutes); write days or weeks, e.g. 60d",
+        ),
+        (
+            "    on: [usage]\n    evaluate: daily\n    condition: {absence: 12h}\n",
+            "",
+            "'12h' is less than a day",
+        ),
+        ("    on: [usage]\n", "      ttl: 0s\n", "'0s' is no time at all; give it some, e.g. 24h"),
+    ],
+)
+def test_durations_that_cannot_be_meant_are_refused(
+    body: str, task_extra: str, expected: str
+) -> None:
+    (found,) = problems(rule(body, GOOD_TASK + task_extra))
+    assert expected in found
