@@ -187,10 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_rules_test,
     )
     r.add_argument("path", type=Path, metavar="PATH", help="rules file or folder")
-    r.add_argument("--events", type=Path, required=True, help="JSON lines of events")
-    r.add_argument("--profiles", type=Path, default=None, help="JSON lines of profile events")
+    r.add_argument("--events", type=Path, required=True, help="events: JSON lines or CSV (.gz too)")
+    r.add_argument("--profiles", type=Path, default=None, help="profile events: JSON lines or CSV")
     r.add_argument(
-        "--until", default=None, help="let event time run on to this RFC 3339 time (closes windows)"
+        "--until",
+        default=None,
+        help="let event time run on to this time (closes windows): RFC 3339, or a date "
+        "(midnight in Asia/Shanghai)",
     )
     r.add_argument("--json", action="store_true", help="print tasks as JSON lines")
     r.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
@@ -500,26 +503,14 @@ def _cmd_rules_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules_test(args: argparse.Namespace) -> int:
-    import datetime as dt
+    from zoneinfo import ZoneInfo
 
+    from moments.backtest_cli import parse_when
     from moments.rulecheck import EventFileError, check_rules, describe_task, summary
     from rules.catalog import load_rules
+    from rules.windows import DEFAULT_TIMEZONE
 
-    until = None
-    if args.until:
-        try:
-            until = dt.datetime.fromisoformat(args.until)
-        except ValueError:
-            print(
-                f"moments: --until {args.until!r}: write RFC 3339, e.g. 2026-12-01T00:00:00+08:00",
-                file=sys.stderr,
-            )
-            return 2
-        if until.tzinfo is None:
-            print(
-                "moments: --until needs an offset, e.g. 2026-12-01T00:00:00+08:00", file=sys.stderr
-            )
-            return 2
+    until = parse_when(args.until, ZoneInfo(DEFAULT_TIMEZONE), "--until")
     rules = load_rules(args.path)
     if args.shadow_as_live:
         rules = rules.with_shadows_live()

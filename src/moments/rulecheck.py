@@ -6,19 +6,18 @@ broker, no Redis.
 
 from __future__ import annotations
 
-import gzip
-import io
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from moments.exceptions import MomentsError
 from moments.models import EventType, ServiceTask
 from moments.pii import mask_msisdn
-from moments.pipeline import Input, PipelineResult, run_pipeline
+from moments.pipeline import PipelineResult, run_pipeline
+from moments.records import RawRecord
 from moments.shadow import by_rule
 from rules.catalog import RuleSet
 
@@ -27,12 +26,6 @@ TYPES = ", ".join(t.value for t in EventType)
 
 class EventFileError(MomentsError):
     """A line of an events file that cannot be read; names the file and line."""
-
-
-def _open(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8")
-    return path.open(encoding="utf-8")
 
 
 def json_objects(lines: Iterable[str | bytes], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -59,22 +52,24 @@ def event_type_of(doc: dict[str, Any], where: str, default_type: EventType | Non
         raise EventFileError(f'{where}: add "type": one of {TYPES} (got {kind!r})') from None
 
 
-def read_events(path: Path, default_type: EventType | None = None) -> Iterator[Input]:
-    """Events from JSON lines (`.gz` too): each an event with its `type` (topup, roaming,
-    complaint, usage, profile) beside its fields."""
-    with _open(path) as lines:
-        for number, doc in json_objects(lines, path):
-            yield event_type_of(doc, f"{path}:{number}", default_type), doc
-
-
 def check_rules(
     rules: RuleSet, events: Path, profiles: Path | None = None, until: Any = None
 ) -> PipelineResult:
-    items: list[Input] = []
+    """The rules over event files (JSON lines or CSV, .gz too, read as the backtest reads
+    them), in event-time order."""
+    from moments.backtest_input import EventFile, merged
+
+    files = [EventFile(events)]
     if profiles is not None:
-        items.extend(read_events(profiles, EventType.PROFILE))
-    items.extend(read_events(events))
-    return run_pipeline(items, rules, now=None, until=until)
+        files.insert(0, EventFile(profiles, EventType.PROFILE))
+    offsets: dict[str, int] = {}
+    records = []
+    for event in merged(files):
+        topic = event.event_type.value
+        offset = offsets.get(topic, 0)
+        offsets[topic] = offset + 1
+        records.append(RawRecord(topic, 0, offset, event.key or None, event.value))
+    return run_pipeline(records, rules, now=None, until=until)
 
 
 def describe_task(task: ServiceTask, mask: bool = True) -> str:

@@ -100,3 +100,22 @@ def test_the_shipped_calendar_file_is_what_export_writes(tmp_path: Path) -> None
 def test_calendar_export_refuses_bad_years(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calendar", "export", "--years", "26-28"]) == 2
     assert "write YYYY or YYYY-YYYY" in capsys.readouterr().err
+
+
+def test_rules_test_reads_csv_and_takes_a_date_for_until(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the backtest does: CSV (with a type column) and --until as a plain date."""
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "type,event_id,subscriber_id,occurred_at,kind,balance_after,tier\n"
+        "profile,p1,13800138001,2026-11-01T10:00:00+08:00,,,gold\n"
+        "usage,u1,13800138001,2026-11-02T10:00:00+08:00,data,25,\n"
+    )
+    args = ["rules", "test", str(DEFAULT), "--events", str(events), "--until", "2026-11-03"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "balance_after=25, balance_after_lt=30" in out  # the profile's gold threshold
+    assert "1 task(s)" in out
+    assert main([*args[:-1], "2026-11-03T00:00:00"]) == 2
+    assert "add an offset" in capsys.readouterr().err
