@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "test",
         "Run rules over events from a file, offline (no broker, no Redis), and print "
         "each task with the values that made it fire. Lines are JSON events with a "
-        '"type" (topup, roaming, complaint, usage, profile); .gz files are read too.',
+        '"type" (topup, roaming, complaint, usage, profile), or CSV with a type column; '
+        ".gz files are read too.",
         """
                   moments rules test rules/ --events events.jsonl
                   moments rules test my-rules.yaml --events usage.jsonl.gz --profiles crm.jsonl
@@ -491,6 +492,8 @@ def _cmd_rules_diff(args: argparse.Namespace) -> int:
     ):
         for item in items:
             print(f"{label}: {item}")
+            for detail in changes.details.get(item.split(" ", 1)[0], ()):
+                print(f"    {detail}")
     if not changes:
         print("no rule changed")
     for rule_id in changes.same_version:

@@ -9,6 +9,9 @@ flagged: dashboards and outcomes would mix the old rule's tasks with the new one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from rules.catalog import RuleSet
 from rules.rule import CompiledRule
@@ -24,6 +27,8 @@ class RuleChanges:
     """Changed rules whose version was not raised."""
     others: list[str] = field(default_factory=list)
     """Catalog-wide sections that differ: series, gating, special days."""
+    details: dict[str, list[str]] = field(default_factory=dict)
+    """What differs in each changed rule (by id) and section (by name): `path: old -> new`."""
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.changed or self.others)
@@ -66,14 +71,46 @@ def compare_rules(old: RuleSet, new: RuleSet) -> RuleChanges:
         if was.shadow != rule.shadow:
             notes.append("now in shadow" if rule.shadow else "now live")
         out.changed.append(f"{rule_id} ({', '.join(notes)})" if notes else rule_id)
+        out.details[rule_id] = differences(_plain(was.spec), _plain(rule.spec))
     # A series' tag changes with its definition (rules.series), its predicates are code.
     if {k: s.tag for k, s in old.series.items()} != {k: s.tag for k, s in new.series.items()}:
         out.others.append("series")
     if old.gating != new.gating:
         out.others.append("gating")
+        out.details["gating"] = differences(_plain(old.gating), _plain(new.gating))
     if (old.special.local_hour, old.special.config) != (new.special.local_hour, new.special.config):
         out.others.append("special days")
     return out
+
+
+def _plain(model: Any) -> Any:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """`path: old -> new` for each value that differs between two plain documents (dicts
+    by key, lists by position), e.g. `params.threshold: 50 -> 60`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            where = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                out.append(f"{where}: {_shown(old[key])} removed")
+            elif key not in old:
+                out.append(f"{where}: {_shown(new[key])} added")
+            else:
+                out += differences(old[key], new[key], where)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            out += differences(a, b, f"{path}[{i}]")
+        return out
+    return [] if old == new else [f"{path or 'value'}: {_shown(old)} -> {_shown(new)}"]
+
+
+def _shown(value: Any) -> str:
+    return orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
 
 
 def _mode(rule: CompiledRule) -> str:

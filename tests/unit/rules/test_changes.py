@@ -12,7 +12,7 @@ from moments.cli import main
 from moments.engine import Detector
 from moments.runtime import Runtime
 from moments.settings import load_settings
-from rules.changes import compare_rules
+from rules.changes import compare_rules, differences
 from sinks.metrics import Metrics
 
 from .helpers import rules_from
@@ -84,6 +84,32 @@ def test_catalog_sections_are_compared_too() -> None:
     assert compare_rules(rules_from(BASE), rules_from(weekly)).others == ["series"]
 
 
+def test_each_change_says_what_differs() -> None:
+    new = _edit(
+        ("threshold: 10}", "threshold: 20}"),
+        ("channel: sms, priority: 2", "channel: outbound_call, priority: 2"),
+        ("    mode: shadow\n", ""),
+    )
+    gated = "gating: {quiet_hours: ['22:00-08:00']}\n" + new
+    changes = compare_rules(rules_from(BASE), rules_from(gated))
+    assert changes.details == {
+        "low_balance": ["params.threshold: 10 -> 20", "task.channel: sms -> outbound_call"],
+        "trial": ["mode: shadow -> live"],
+        "gating": ["quiet_hours[0]: 21:00-08:00 -> 22:00-08:00"],
+    }
+
+
+def test_differences_of_plain_documents() -> None:
+    old = {"a": 1, "b": [1, 2], "c": {"d": "x"}, "gone": True}
+    new = {"a": 1, "b": [1, 2, 3], "c": {"d": "y"}, "new": {"k": 1}}
+    assert differences(old, new) == [
+        "b: [1,2] -> [1,2,3]",
+        "c.d: x -> y",
+        "gone: True removed",
+        'new: {"k":1} added',
+    ]
+
+
 def test_rules_diff_prints_the_changes_and_warns(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -92,7 +118,7 @@ def test_rules_diff_prints_the_changes_and_warns(
     new.write_text(_edit(("threshold: 10}", "threshold: 20}")))
     assert main(["rules", "diff", str(old), str(new)]) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines() == ["changed: low_balance"]
+    assert out.splitlines() == ["changed: low_balance", "    params.threshold: 10 -> 20"]
     assert "low_balance changed but kept its version" in err
     assert main(["rules", "diff", str(old), str(old)]) == 0
     assert capsys.readouterr().out == "no rule changed\n"
