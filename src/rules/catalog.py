@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
@@ -378,7 +379,7 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
     try:
         parsed = RulesFile.model_validate(doc)
     except ValidationError as exc:
-        for err in exc.errors():
+        for err in _one_per_place(exc.errors()):
             loc = _data_loc(err["loc"])
             line, col = _position(doc, loc)
             problems.append(RuleProblem(name, line, col, _message(err, loc)))
@@ -410,6 +411,25 @@ def _tagged(node: Any, where: tuple[int, int] = (1, 1)) -> tuple[str, tuple[int,
             if found:
                 return found
     return None
+
+
+_UNION_MEMBER = re.compile(r"^[a-z][a-z-]*\[")
+"""How pydantic names the member of a union an error is about: `literal['a','b']`, `list[...]`."""
+
+
+def _one_per_place(errors: Sequence[Any]) -> list[Any]:
+    """A value that fits no member of a union is reported once per member (`occasion:` is a
+    name or a list of names): one error per place is kept, preferring the one that names
+    the values allowed, its location without the member's name."""
+    kept: dict[tuple[Any, ...], Any] = {}
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_MEMBER.match(p)))
+        err = {**err, "loc": loc}
+        before = kept.get(loc)
+        names_values = err["type"] == "literal_error" and before is not None
+        if before is None or (names_values and before["type"] != "literal_error"):
+            kept[loc] = err
+    return list(kept.values())
 
 
 def _data_loc(loc: Sequence[Any]) -> tuple[str | int, ...]:

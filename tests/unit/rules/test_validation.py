@@ -253,3 +253,20 @@ def test_durations_that_cannot_be_meant_are_refused(
 ) -> None:
     (found,) = problems(rule(body, GOOD_TASK + task_extra))
     assert expected in found
+
+
+def test_a_misspelt_occasion_is_one_error_naming_the_occasions() -> None:
+    text = """\
+rules:
+  - id: bday
+    description: d
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: birthdya}
+    task: {family: special_day, type: b, channel: sms, priority: 4, action: a, ttl: 12h,
+           description: x}
+"""
+    assert problems(text) == [
+        "r.yaml:6:17: rules.0.condition.occasion: Input should be 'birthday', "
+        "'join_anniversary', 'contract_expiry' or 'holiday'"
+    ]
