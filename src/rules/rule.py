@@ -21,16 +21,27 @@ def state_tag(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Override:
-    """Params for subscribers of some regions and/or tiers (None: any)."""
+    """Params for subscribers of some regions and/or tiers (None: any), matched whatever
+    the case: `nj` in a rules file is the city whose events say `NJ`."""
 
     regions: frozenset[str] | None
     tiers: frozenset[str] | None
     params: Mapping[str, Any]
 
+    def __post_init__(self) -> None:
+        for name in ("regions", "tiers"):
+            values = getattr(self, name)
+            if values is not None:
+                object.__setattr__(self, name, frozenset(v.casefold() for v in values))
+
     def applies(self, region: str | None, tier: str | None) -> bool:
-        return (self.regions is None or region in self.regions) and (
-            self.tiers is None or tier in self.tiers
+        return (self.regions is None or _folded(region) in self.regions) and (
+            self.tiers is None or _folded(tier) in self.tiers
         )
+
+
+def _folded(value: str | None) -> str | None:
+    return value.casefold() if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)

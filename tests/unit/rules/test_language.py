@@ -276,6 +276,8 @@ class TestThresholdsAndOverrides:
             ("SH", None, 15, False),
             ("SZ", "diamond", 45, True),
             (None, "diamond", 55, False),
+            ("nj", None, 15, True),  # whatever the case: nj in events or NJ in the file
+            (None, "Diamond", 45, True),
         ],
     )
     def test_threshold_per_region_and_tier(
