@@ -40,6 +40,8 @@ class PipelineResult:
     """Next offset per topic, so a continued run reads on rather than replaying."""
     shadow: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """Shadow rules' moments by (rule id, outcome, reason), as `BatchResult.shadow`."""
+    suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Live rules' moments the gates dropped, by (moment type, reason)."""
 
 
 def to_records(
@@ -91,6 +93,7 @@ def run_pipeline(
         live = ((sub, st, p) for sub, st, p in states if st is not None)
         swept = detector.sweep(live, _constant(mark), now)
         out.shadow.update(swept.shadow)
+        out.suppressed.update(swept.suppressed)
         _collect(out, swept.tasks, seen)
         out.store.save(swept.changes)
 
@@ -101,6 +104,7 @@ def run_pipeline(
         batch = detector.process(batch_records, out.store.load, now)
         out.dead_letters.extend(batch.dead_letters)
         out.shadow.update(batch.shadow)
+        out.suppressed.update(batch.suppressed)
         _collect(out, batch.tasks, seen)
         out.store.save(batch.changes)
         out.watermark = max(out.watermark, *batch.watermarks.values(), 0)

@@ -87,6 +87,11 @@ def summary(result: PipelineResult, rules: RuleSet | None = None) -> list[str]:
     lines = [f"{len(result.tasks)} task(s)"]
     for rule, n in Counter(t.moment.rule_id for t in result.tasks).most_common():
         lines.append(f"  {rule}: {n}")
+    if result.suppressed:
+        held = sum(result.suppressed.values())
+        lines.append(f"{held} moment(s) dropped by the gates, no task:")
+        for (moment_type, reason), n in sorted(result.suppressed.items()):
+            lines.append(f"  {moment_type}: {n} {reason}")
     shadows = [r.id for r in rules.shadows] if rules is not None else []
     if shadows:
         counted = by_rule(result.shadow)

@@ -119,3 +119,36 @@ def test_rules_test_reads_csv_and_takes_a_date_for_until(
     assert "1 task(s)" in out
     assert main([*args[:-1], "2026-11-03T00:00:00"]) == 2
     assert "add an offset" in capsys.readouterr().err
+
+
+def test_rules_test_counts_what_the_gates_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(
+        "gating: {quiet_hours: []}\n"
+        "rules:\n"
+        "  - id: data_use\n"
+        "    description: any data use\n"
+        "    on: [usage]\n"
+        "    condition: {field: kind, eq: data}\n"
+        "    task: {family: anomaly, type: data_use, channel: sms, priority: 3, action: a,\n"
+        "           ttl: 24h, cooldown: 7d, description: data}\n"
+    )
+    events = write_events(
+        tmp_path / "events.jsonl",
+        [
+            {
+                "type": "usage",
+                "event_id": f"u{n}",
+                "subscriber_id": "13800138001",
+                "occurred_at": f"2026-11-0{n}T10:00:00+08:00",
+                "kind": "data",
+            }
+            for n in (2, 3, 4)
+        ],
+    )
+    assert main(["rules", "test", str(rules_file), "--events", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert "1 task(s)" in out
+    assert "2 moment(s) dropped by the gates, no task:\n  data_use: 2 cooldown" in out
