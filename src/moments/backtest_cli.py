@@ -216,6 +216,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
         return 1
     print_report(report, Console())
+    if result.dead_letters:
+        console.print(
+            f"{sum(result.dead_letters.values()):,} event(s) refused as a worker would refuse "
+            "them; `moments events check FILE` names each line and what is wrong with it"
+        )
     console.print(
         f"{result.events:,} events in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "
         f"{len(result.reported):,} tasks reported; wrote {OUTPUTS} to {args.out}/"

@@ -248,7 +248,7 @@ def sections(
                 ["first event", s["first_event"]],
                 ["last event", s["last_event"]],
                 ["still waiting at the end", s["waiting_at_end"]],
-                ["dead letters", sum(s["dead_letters"].values())],
+                ["dead letters", _dead_letters(s["dead_letters"])],
                 ["events/s", s["events_per_second"]],
                 [
                     "state per subscriber, bytes (mean / p99 / max)",
@@ -367,6 +367,14 @@ def _capacity_peaks(
         ["region", "channel", "limit", "peak", "peak day", "days over", "refused"],
         out,
     )
+
+
+def _dead_letters(by_reason: Mapping[str, int]) -> str:
+    """`3 (invalid_event 2, invalid_json 1)`, or `0`."""
+    total = sum(by_reason.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{r} {n}" for r, n in sorted(by_reason.items())) + ")"
 
 
 def print_report(report: Mapping[str, Any], console: Console) -> None:

@@ -440,6 +440,18 @@ class TestCommand:
         assert "comparison" in report
         assert "Capacity needed vs configured" in capsys.readouterr().out
 
+    def test_refused_events_are_counted_by_reason_and_the_way_to_see_them_named(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        history = write_history(tmp_path / "h.jsonl")
+        with history.open("a") as file:
+            file.write('{"type": "usage", "event_id": "bad", "subscriber_id": "x"}\n')
+        code = main(["backtest", "--events", str(history), "--out", str(tmp_path / "out")])
+        assert code == 0
+        out, err = capsys.readouterr()
+        assert "1 (invalid_event 1)" in out
+        assert "moments events check FILE" in err.replace("\n", " ")
+
     def test_bad_date_names_the_fix(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
