@@ -410,7 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"moments: {exc}", file=sys.stderr)
         return 2
     except RulesError as exc:
-        print(f"moments: rules refused:\n{exc}", file=sys.stderr)
+        from rules.calendar import CalendarError
+
+        what = "holiday calendar" if isinstance(exc, CalendarError) else "rules"
+        print(f"moments: {what} refused:\n{exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -152,3 +152,14 @@ def test_rules_test_counts_what_the_gates_dropped(
     out = capsys.readouterr().out
     assert "1 task(s)" in out
     assert "2 moment(s) dropped by the gates, no task:\n  data_use: 2 cooldown" in out
+
+
+def test_a_bad_calendar_file_is_refused_as_a_calendar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calendar = tmp_path / "calendar.yaml"
+    calendar.write_text("enable: [easter]\n")
+    assert main(["calendar", "export", "--years", "2026", "--from", str(calendar)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("moments: holiday calendar refused:\n")
+    assert f"{calendar}:1:10: enable: unknown holiday 'easter'" in err
