@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, cast
@@ -162,20 +163,42 @@ class BatchConsumer(faust_aiokafka.Consumer):
             )
 
     async def wait_empty(self) -> None:
-        """On revocation or shutdown: drop what is queued, finish the batch in flight,
-        commit it; within `LAST_COMMIT_S`, so a broker that is gone cannot hold a
-        shutdown past the orchestrator's grace period (uncommitted events are read again,
-        and their tasks are not sent twice)."""
+        """On revocation or shutdown: drop what is queued, let the agents finish the events
+        they hold and the batch loop its batch, commit; within `LAST_COMMIT_S` in all, so
+        neither an agent that cannot finish nor a broker that is gone holds a shutdown
+        past the orchestrator's grace period (uncommitted events are read again, and their
+        tasks are not sent twice)."""
         self.invalidate()
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self._agents_done(), LAST_COMMIT_S)
+        except TimeoutError:
+            log.warning(
+                "an agent still held an event after %g s (the outcomes agent waits until the "
+                "worker has started: Redis or Kafka not up yet, see moments_dependency_up); "
+                "going on without it: the event is read again",
+                LAST_COMMIT_S,
+            )
         await within(
-            self._finish_and_commit(),
-            LAST_COMMIT_S,
+            self._batch_committed(),
+            max(1.0, LAST_COMMIT_S - (time.monotonic() - started)),
             "the last commit",
             "the events since the last commit will be read again",
         )
 
-    async def _finish_and_commit(self) -> None:
-        await super().wait_empty()
+    async def _agents_done(self) -> None:
+        """Faust's own `wait_empty`, which waits for the events its agents hold, cannot be
+        bounded: its wait for an acknowledgement swallows the cancellation `wait_for`
+        sends, so an agent that never finished (the outcomes agent waiting for Redis) held
+        a stopping worker for ever, deaf to SIGTERM. This one can be cancelled."""
+        while True:
+            self._clean_unacked_messages()
+            if not self._unacked_messages:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _batch_committed(self) -> None:
+        await self.commit_and_end_transactions()  # what the agents acknowledged
         await self.idle.wait()
         await self.commit_processed()
 
