@@ -208,12 +208,14 @@ def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None
     return None
 
 
-async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> dict[str, int] | None:
+async def check_kafka(
+    settings: Settings, timeout_s: float = 10.0, report: bool = True
+) -> dict[str, int] | None:
     """Log in to the first bootstrap server and ask for metadata.
 
     The partition count of every topic when it worked, None when the server could not be
-    reached (left to the retries); raises `ConfigError` when the security settings are
-    what is wrong.
+    reached (logged, left to the retries; with `report` false, ConnectionError instead);
+    raises `ConfigError` when the security settings are what is wrong.
     """
     from aiokafka.cluster import ClusterMetadata
     from aiokafka.conn import create_conn
@@ -240,6 +242,10 @@ async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> dict[str, 
                 continue
             if problem is not None:
                 raise ConfigError(problem) from None
+            if not report:
+                raise ConnectionError(
+                    f"no answer from {settings.kafka_bootstrap}: {exc!r}"
+                ) from exc
             log.warning("Kafka %s not reachable yet: %r", settings.kafka_bootstrap, exc)
             return None
     try:

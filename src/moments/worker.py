@@ -9,7 +9,7 @@ import sys
 from moments import statezip
 from moments.app import build, topic_types
 from moments.buildinfo import build_labels
-from moments.connections import preflight
+from moments.connections import check_kafka, preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
 from moments.health import Health
@@ -20,7 +20,8 @@ from moments.settings import Settings
 from moments.stateview import changelog_topic
 from moments.statezip import StateFormatError
 from rules.catalog import load_rules
-from sinks.metrics import Metrics
+from sinks.metrics import Dependency, Metrics
+from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,38 @@ def check_partition_layout(settings: Settings, counts: dict[str, int] | None) ->
         )
 
 
+async def wait_for_kafka(settings: Settings, metrics: Metrics, health: Health) -> dict[str, int]:
+    """The partition counts, once the broker answers. A worker started before its broker
+    (or while it is away) waits for it with back-off, in `moments_dependency_up` and the
+    log and on /readyz, instead of crashing on Faust's first connection."""
+    reason = (
+        f"waiting for Kafka at {settings.kafka_bootstrap} (moments_dependency_up is 0; check "
+        "the broker and MOMENTS_KAFKA_BOOTSTRAP)"
+    )
+    health.ready_when(lambda: reason)
+
+    async def reach() -> dict[str, int]:
+        counts = await check_kafka(settings, report=False)
+        return counts if counts is not None else {}
+
+    async def beat() -> None:
+        while True:
+            health.beat()
+            await asyncio.sleep(1.0)
+
+    beating = asyncio.create_task(beat())
+    try:
+        return await with_retry(
+            reach, Dependency.KAFKA, metrics, "starting the worker", max_delay=KAFKA_WAIT_MAX_S
+        )
+    finally:
+        beating.cancel()
+
+
+KAFKA_WAIT_MAX_S = 15.0
+"""Longest pause between two tries of a broker that does not answer at start-up."""
+
+
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
     if settings.log_format == "json":
@@ -69,9 +102,6 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
         statezip.check()  # a broken installation stops here, before any input is read
     except StateFormatError as exc:
         raise ConfigError(str(exc)) from exc
-    # Wrong credentials stop here, with the variable to fix; so do partition counts that
-    # cannot hold the state.
-    check_partition_layout(settings, asyncio.run(preflight(settings)))
     metrics = Metrics()
     metrics.build_info.labels(**build_labels()).set(1)
     health = Health(settings.health_stall_seconds)
@@ -84,6 +114,12 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
             settings.metrics_port,
             auth,
         )
+    # Wrong credentials stop here, with the variable to fix; so do partition counts that
+    # cannot hold the state. A broker that does not answer yet is waited for.
+    counts = asyncio.run(preflight(settings))
+    if counts is None:
+        counts = asyncio.run(wait_for_kafka(settings, metrics, health))
+    check_partition_layout(settings, counts)
     advice = standby_advice(settings)
     if advice:
         log.warning("%s", advice)

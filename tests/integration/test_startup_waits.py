@@ -1,0 +1,105 @@
+"""A worker started before its dependencies: it waits for a broker that does not answer
+yet (it crashed on Faust's first connection), and it still stops on SIGTERM while it
+waits for Redis with an outcome record in hand (Faust waited for the outcomes agent,
+blocked on the runtime, and the worker ignored SIGINT and SIGTERM until kill -9)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moments.embedded import free_port
+from moments.sample import daytime_zone
+from moments.settings import Settings
+
+from .conftest import MakeSettings, WorkerProcess
+from .fault_tools import TansuProxy, first_roamings
+from .kafka_io import metric_value, produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nobody there
+    await topics_for(settings)
+    outcome = {
+        "task_id": "t-1",
+        "subscriber_id": "13800138001",
+        "status": "accepted",
+        "occurred_at": "2026-12-05T09:00:00+08:00",
+    }
+    await produce(settings, [("task_outcomes", "13800138001", outcome)])
+    worker = start_worker(settings)
+    # Joined (the rebalance timeout) and the outcome fetched by then; Redis still away.
+    await asyncio.sleep(settings.rebalance_timeout + 8)
+    assert worker.proc.poll() is None, worker.log()[-2000:]
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    for _ in range(90):  # 45 s
+        if worker.proc.poll() is not None:
+            break
+        await asyncio.sleep(0.5)
+    assert worker.proc.poll() is not None, (
+        "still running 45 s after SIGTERM:\n" + worker.log()[-3000:]
+    )
+    assert "an agent still held an event after 10 s" in worker.log()
+
+
+async def test_a_worker_started_before_its_broker_waits_for_it(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    direct = make_settings()
+    await topics_for(direct)
+    proxy = TansuProxy(kafka_bootstrap, tmp_path / "proxy")  # not started: nothing answers
+    address = f"127.0.0.1:{proxy._requested_port}"  # where it will listen
+    port = free_port()
+    worker = start_worker(make_settings(kafka_bootstrap=address, metrics_port=port))
+    try:
+        for _ in range(120):  # until /readyz says why it waits
+            ready = _get(port, "/readyz")
+            if ready is not None and "waiting for Kafka" in ready[1]:
+                break
+            await asyncio.sleep(0.25)
+        assert ready == (
+            503,
+            f"fail: waiting for Kafka at {address} (moments_dependency_up is 0; "
+            "check the broker and MOMENTS_KAFKA_BOOTSTRAP)\n",
+        ), worker.log()[-2000:]
+        assert await metric_value(port, "moments_dependency_up", {"dependency": "kafka"}) == 0
+        await asyncio.sleep(5)
+        assert worker.proc.poll() is None, worker.log()[-3000:]  # it used to exit 1 at once
+        assert _get(port, "/livez")[0] == 200  # type: ignore[index]
+
+        proxy.start()
+        roamings = first_roamings(0, 2, daytime_zone(dt.datetime.now(dt.UTC)))
+        await produce(direct, roamings)
+        await read_topic(direct, "tasks", count=2, wait_s=90)
+        assert "kafka is back after" in worker.log()
+    finally:
+        proxy.stop()
+
+
+def _get(port: int, path: str) -> tuple[int, str] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:
+        return None
