@@ -568,11 +568,11 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
 def _cmd_tasks_tail(args: argparse.Namespace) -> int:
     import asyncio
 
-    from moments.connections import check_kafka
+    from moments.connections import require_kafka
     from moments.tail import tail_tasks
 
     settings = _settings()
-    asyncio.run(check_kafka(settings))  # wrong credentials: a message naming the variable
+    require_kafka(settings)  # unreachable or refused: a message naming the variable
     asyncio.run(
         tail_tasks(
             settings,
@@ -595,13 +595,13 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
     import asyncio
 
     from moments.ack import AckError, ack_task
-    from moments.connections import check_kafka, check_redis
+    from moments.connections import require_kafka, require_redis
     from moments.models import OutcomeStatus
 
     settings = _settings()
-    asyncio.run(check_kafka(settings))  # wrong credentials: a message naming the variable
-    if args.subscriber is None:  # the subscriber is looked up in the Redis ledger
-        asyncio.run(check_redis(settings))
+    require_kafka(settings)  # unreachable or refused: a message naming the variable
+    if args.subscriber is None:
+        require_redis(settings, "the task's subscriber is looked up in its ledger")
     try:
         outcome = asyncio.run(
             ack_task(

@@ -341,6 +341,25 @@ async def preflight(settings: Settings) -> dict[str, int] | None:
     return counts
 
 
+def require_kafka(settings: Settings) -> None:
+    """For a one-off command, which has nothing to wait for: stop with the fix
+    (`ConfigError`) when Kafka cannot be reached or refuses us."""
+    if asyncio.run(check_kafka(settings)) is None:
+        raise ConfigError(
+            f"Kafka {settings.kafka_bootstrap} is not reachable; start it or set "
+            "MOMENTS_KAFKA_BOOTSTRAP"
+        )
+
+
+def require_redis(settings: Settings, why: str) -> None:
+    """As `require_kafka`, for Redis; `why` says what the command keeps there."""
+    if not asyncio.run(check_redis(settings)):
+        raise ConfigError(
+            f"Redis {redacted_url(settings.redis_url)} is not reachable ({why}); start it or "
+            "set MOMENTS_REDIS_URL"
+        )
+
+
 def redacted_url(url: str) -> str:
     """The URL with any password replaced by `****`."""
     parts = urlsplit(url)

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 
 from moments.deadletters import DeadLetterEntry, Selection, Summary, entry_document, parse_time
-from moments.exceptions import ConfigError
 from moments.models import EventType
 from moments.records import RejectReason
 from moments.settings import Settings
@@ -191,20 +190,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _require(settings: Settings, redis: bool) -> None:
-    """Stop with the fix when Kafka (or Redis) cannot be reached or refuses us: a one-off
-    command has nothing to wait for."""
-    from moments.connections import check_kafka, check_redis, redacted_url
+    from moments.connections import require_kafka, require_redis
 
-    if asyncio.run(check_kafka(settings)) is None:
-        raise ConfigError(
-            f"Kafka {settings.kafka_bootstrap} is not reachable; start it or set "
-            "MOMENTS_KAFKA_BOOTSTRAP"
-        )
-    if redis and not asyncio.run(check_redis(settings)):
-        raise ConfigError(
-            f"Redis {redacted_url(settings.redis_url)} is not reachable (a replay remembers "
-            "there what it sent); start it or set MOMENTS_REDIS_URL"
-        )
+    require_kafka(settings)
+    if redis:
+        require_redis(settings, "a replay remembers there what it sent")
 
 
 def _filtered(args: argparse.Namespace) -> bool:

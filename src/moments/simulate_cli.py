@@ -88,7 +88,7 @@ def stats_table(stats: SimStats, elapsed_rate: float | None = None) -> Table:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from moments.connections import check_kafka
+    from moments.connections import require_kafka
     from moments.exceptions import ConfigError
     from moments.settings import load_settings
 
@@ -105,7 +105,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         console.print(f"wrote {sum(stats.events.values()):,} events to {args.to_file}")
         return 0
     settings = load_settings()
-    asyncio.run(check_kafka(settings))  # wrong credentials: a message naming the variable
+    require_kafka(settings)  # unreachable or refused: a message naming the variable
     with Live(stats_table(SimStats()), console=console, refresh_per_second=4) as live:
 
         def show(stats: SimStats) -> None:

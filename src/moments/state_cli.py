@@ -63,9 +63,11 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from moments.connections import require_kafka
     from moments.settings import load_settings
 
     settings = load_settings()
+    require_kafka(settings)
     console = Console(stderr=True)
     topic = changelog_topic(settings)
     bar = ReadBar(console, topic)

@@ -1,0 +1,33 @@
+"""Every command that talks to Kafka stops with the fix when nothing answers at
+MOMENTS_KAFKA_BOOTSTRAP (tasks tail/ack, state show and simulate ended in tracebacks)."""
+
+from __future__ import annotations
+
+import pytest
+
+from moments.cli import main
+from moments.embedded import free_port
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tasks", "tail"],
+        ["tasks", "ack", "t-1", "--status", "accepted", "--subscriber", "13800138001"],
+        ["state", "show", "13800138001"],
+        ["simulate", "--subscribers", "10", "--rate", "1", "--duration", "1"],
+        ["deadletter", "show"],
+        ["deadletter", "replay", "--dry-run"],
+    ],
+)
+def test_a_command_against_a_broker_that_is_not_there_says_what_to_do(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", address)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"moments: Kafka {address} is not reachable; start it or set MOMENTS_KAFKA_BOOTSTRAP" in err
+    )
+    assert "Traceback" not in err
