@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.parser import text_string_to_metric_families
 
+from moments.exceptions import ConfigError
 from moments.health import Health
 from moments.settings import Settings
 
@@ -100,13 +101,20 @@ def serve_metrics(
     app = metrics_app(settings, registry)
     if health is not None:
         app = with_health(app, health)
-    server = make_server(
-        settings.metrics_host,
-        settings.metrics_port,
-        app,
-        Server,
-        handler_class=_SilentHandler,
-    )
+    try:
+        server = make_server(
+            settings.metrics_host,
+            settings.metrics_port,
+            app,
+            Server,
+            handler_class=_SilentHandler,
+        )
+    except OSError as exc:  # taken port, foreign address, unknown host name
+        raise ConfigError(
+            f"cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port}: "
+            f"{exc.strerror or exc}; set MOMENTS_METRICS_PORT to a free port (0 turns "
+            "/metrics off) or MOMENTS_METRICS_HOST to an address of this machine"
+        ) from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from moments.embedded import free_port
+from moments.exceptions import ConfigError
 from moments.metrics_server import scrape, serve_metrics
 from moments.settings import load_settings
 
@@ -101,3 +103,20 @@ def test_scrape_sums_the_named_samples_with_the_labels_asked_for(
     assert scrape(secured_port, "moments_probe_total", auth=login) == 1
     with pytest.raises(OSError, match="401"):
         scrape(secured_port, "moments_events_total")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.9.9.9", "no-such-host.invalid"])
+def test_a_port_or_address_it_cannot_bind_names_the_variables(
+    registry: CollectorRegistry, host: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = load_settings(metrics_host=host, metrics_port=port)
+        with pytest.raises(ConfigError) as refused:
+            serve_metrics(settings, registry)
+    message = str(refused.value)
+    assert message.startswith(f"cannot serve /metrics on {host}:{port}: ")
+    assert "MOMENTS_METRICS_PORT" in message
+    assert "MOMENTS_METRICS_HOST" in message
