@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -678,12 +679,15 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     import json
 
     from moments.config_view import effective_config, format_lines
+    from moments.settings import unknown_variables
 
     lines = effective_config(_settings())
     if args.json:
         print(json.dumps([dataclasses.asdict(line) for line in lines], indent=2))
     else:
         print(format_lines(lines))
+    for warning in unknown_variables(os.environ):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

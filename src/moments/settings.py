@@ -6,7 +6,9 @@ a bad value stops start-up with the variable's name and what to write instead.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,10 +33,24 @@ from moments.exceptions import ConfigError
 _BOOTSTRAP_HELP = "write host:port[,host:port], e.g. 127.0.0.1:9092"
 
 
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+"""What Kafka accepts as a topic name (its legal characters and length)."""
+
+
+def _topic_name(value: str) -> str:
+    if not TOPIC_NAME.fullmatch(value):
+        raise ValueError(
+            "not a Kafka topic name: letters, digits, '.', '_' and '-' only, 1 to 249 of them"
+        )
+    return value
+
+
 class Topics(BaseModel):
     """Topic names before the prefix; set with e.g. `MOMENTS_TOPICS__TOPUP=billing.topup`."""
 
     model_config = ConfigDict(frozen=True)
+
+    _names = field_validator("*")(_topic_name)
 
     topup: str = "telecom.topup"
     roaming: str = "telecom.roaming"
@@ -289,6 +305,23 @@ class Settings(BaseSettings):
         return 0 if self.store == "memory" else 1
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each `MOMENTS_*` variable that sets nothing (pydantic ignores it, so a
+    misspelt name would silently leave the default in force), with the closest name."""
+    known = {f"MOMENTS_{name.upper()}" for name in Settings.model_fields}
+    known |= {f"MOMENTS_TOPICS__{name.upper()}" for name in Topics.model_fields}
+    known |= {f"{name}_FILE" for name in known}
+    lines = []
+    for variable in sorted(environ):
+        if not variable.startswith("MOMENTS_") or variable in known:
+            continue
+        names = sorted(k.removeprefix("MOMENTS_") for k in known)
+        close = difflib.get_close_matches(variable.removeprefix("MOMENTS_"), names, n=1)
+        hint = f"did you mean MOMENTS_{close[0]}?" if close else "`moments config show` lists them"
+        lines.append(f"{variable} is not a setting and is ignored; {hint}")
+    return lines
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a `ConfigError`
     that names each `MOMENTS_*` variable and what is wrong with it."""
@@ -308,7 +341,8 @@ def load_settings(**overrides: object) -> Settings:
                 from moments.connections import redacted_url
 
                 shown = repr(redacted_url(str(err.get("input"))))
-            lines.append(f"MOMENTS_{loc}: {err['msg']} (got {shown})")
+            message = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"MOMENTS_{loc}: {message} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as exc:  # a nested section (MOMENTS_TOPICS) that is not JSON
         match = re.search(r'field "(\w+)"', str(exc))

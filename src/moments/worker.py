@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 from moments import statezip
@@ -16,7 +17,7 @@ from moments.health import Health
 from moments.logformat import use_json_logs
 from moments.metrics_server import serve_metrics
 from moments.partitioning import layout_problems
-from moments.settings import Settings
+from moments.settings import Settings, unknown_variables
 from moments.stateview import changelog_topic
 from moments.statezip import StateFormatError
 from rules.catalog import load_rules
@@ -97,6 +98,8 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
     if settings.log_format == "json":
         use_json_logs()  # the lines before Faust's own logging setup too
+    for warning in unknown_variables(os.environ):
+        log.warning("%s", warning)
     rules = load_rules(settings.rules)
     try:
         statezip.check()  # a broken installation stops here, before any input is read

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from moments.cli import main
 from moments.exceptions import ConfigError
-from moments.settings import load_settings
+from moments.settings import load_settings, unknown_variables
 
 
 def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,3 +42,46 @@ def test_one_topic_is_renamed_with_the_nested_variable(monkeypatch: pytest.Monke
     settings = load_settings()
     assert settings.topic("topup") == "staging.billing.topup"
     assert settings.topic("usage") == "staging.telecom.usage"
+
+
+@pytest.mark.parametrize("name", ["", "bad topic!", "x" * 250, "billing/topup"])
+def test_a_topic_name_kafka_would_refuse_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Such a topic was accepted, the worker logged Faust's error and never read it."""
+    monkeypatch.setenv("MOMENTS_TOPICS__TOPUP", name)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert (
+        "MOMENTS_TOPICS__TOPUP: not a Kafka topic name: letters, digits, '.', '_' and '-' "
+        "only, 1 to 249 of them"
+    ) in str(err.value)
+
+
+def test_variables_that_set_nothing_are_named_with_the_closest_setting() -> None:
+    environ = {
+        "MOMENTS_KAFKA_BOOTSTRAPS": "x",
+        "MOMENTS_TOPICS__TOPUPS": "x",
+        "MOMENTS_FOO": "1",
+        "MOMENTS_KAFKA_SASL_PASSWORD_FILE": "/run/secrets/kafka",  # known: a secret file
+        "MOMENTS_TOPICS__USAGE": "x",
+        "PATH": "/usr/bin",
+    }
+    assert unknown_variables(environ) == [
+        "MOMENTS_FOO is not a setting and is ignored; `moments config show` lists them",
+        "MOMENTS_KAFKA_BOOTSTRAPS is not a setting and is ignored; did you mean "
+        "MOMENTS_KAFKA_BOOTSTRAP?",
+        "MOMENTS_TOPICS__TOPUPS is not a setting and is ignored; did you mean "
+        "MOMENTS_TOPICS__TOPUP?",
+    ]
+
+
+def test_config_show_warns_of_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MOMENTS_LOG_LEVL", "DEBUG")
+    assert main(["config", "show"]) == 0
+    assert (
+        "warning: MOMENTS_LOG_LEVL is not a setting and is ignored; did you mean "
+        "MOMENTS_LOG_LEVEL?" in capsys.readouterr().err
+    )
