@@ -403,10 +403,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # kafka-python (the readiness probe) logs each connection it makes at INFO: ~20 lines
     # in the middle of `moments run` and `moments bench` output. Its warnings still show.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_level = aiokafka_log.level
+    if handler is not _cmd_worker:  # a tool's output, not aiokafka's "Updating subscribed"
+        aiokafka_log.setLevel(logging.WARNING)
     install_pii_masking()  # subscriber numbers masked in every log line (MOMENTS_LOG_PII)
     install_log_throttle()  # a broker outage: each client error once per 30 s, with a count
     try:
         return handler(args)
+    except BrokenPipeError:  # `moments ... | head`: the reader has seen enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
     except ConfigError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2
@@ -418,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        aiokafka_log.setLevel(aiokafka_level)  # main() called again (tests) starts afresh
 
 
 def show_subcommands(args: argparse.Namespace) -> int:

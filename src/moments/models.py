@@ -21,8 +21,9 @@ from pydantic import (
     field_validator,
 )
 
+SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
 SubscriberId = Annotated[
-    str, StringConstraints(pattern=r"^[0-9]{5,20}$"), Field(description="MSISDN, 5-20 digits")
+    str, StringConstraints(pattern=SUBSCRIBER_PATTERN), Field(description="MSISDN, 5-20 digits")
 ]
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Region = Annotated[str, StringConstraints(min_length=1, max_length=32)]

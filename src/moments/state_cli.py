@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 import orjson
 from rich.console import Console
 
+from moments.exceptions import ConfigError
+from moments.models import SUBSCRIBER_PATTERN
 from moments.stateview import changelog_topic, latest_records, readable
 from moments.statezip import StateFormatError
 from moments.topicread import ReadBar
@@ -67,6 +70,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from moments.settings import load_settings
 
     settings = load_settings()
+    odd = [sub for sub in args.subscribers if not re.fullmatch(SUBSCRIBER_PATTERN, sub)]
+    if odd:
+        raise ConfigError(f"not a subscriber id: {', '.join(odd)}; give the MSISDN, 5 to 20 digits")
     require_kafka(settings)
     console = Console(stderr=True)
     topic = changelog_topic(settings)
