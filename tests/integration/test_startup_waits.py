@@ -91,6 +91,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
         await produce(direct, roamings)
         await read_topic(direct, "tasks", count=2, wait_s=90)
         assert "kafka is back after" in worker.log()
+        worker.stop()  # before the proxy: a worker cut off takes its bounded waits to stop
     finally:
         proxy.stop()
 
