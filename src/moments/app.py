@@ -379,7 +379,7 @@ def not_ready(app: MomentsApp, runtime: Runtime) -> str | None:
     """Why this worker cannot take its share of the events now, or None (/readyz). Read
     from the metrics thread: flags only."""
     if not runtime.ready.is_set():
-        return "starting: producer, output topics and Redis (moments_dependency_up says which)"
+        return f"{runtime.starting}; moments_dependency_up and the log say why it waits"
     if app.rebalancing_count == 0:  # the generation id cannot tell: Tansu's first is 0
         return "joining the consumer group"
     if getattr(app, "rebalancing", False):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Sequence
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from moments.connections import kafka_client_kwargs, redis_client
+from moments.connections import kafka_client_kwargs, redacted_url, redis_client
 from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
@@ -67,6 +67,8 @@ class Runtime:
         self.metrics = metrics
         self.detector = detector
         self.ready = asyncio.Event()
+        self.starting = "starting"
+        """What `start` waits for now (for /readyz)."""
         self._producer: AIOKafkaProducer | None = None
         self._redis: Redis | None = None
         self.tasks: TaskSink | None = None
@@ -118,11 +120,13 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
+        self.starting = f"starting the producer (Kafka {s.kafka_bootstrap})"
         producer = await with_retry(
             lambda: start_producer(s), Dependency.KAFKA, self.metrics, "starting the producer"
         )
         self._producer = producer
         outputs = {s.topic(n): s.partitions for n in ("tasks", "deadletter", "task_outcomes")}
+        self.starting = f"creating the output topics (Kafka {s.kafka_bootstrap})"
         await with_retry(
             lambda: ensure_topics(s.kafka_bootstrap, outputs, client_kwargs=kafka_client_kwargs(s)),
             Dependency.KAFKA,
@@ -130,6 +134,7 @@ class Runtime:
             "creating output topics",
         )
         redis = redis_client(s)
+        self.starting = f"connecting to Redis ({redacted_url(s.redis_url)})"
         await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
         self._redis = redis
         ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)

@@ -100,7 +100,15 @@ async def test_readyz_turns_ok_once_a_worker_has_joined_and_livez_stays_ok(
     waiting = [body for status, body in answers if status == 503]
     assert waiting, answers
     assert all(
-        body.startswith(("fail: starting", "fail: joining", "fail: the consumer group"))
+        body.startswith(
+            (
+                "fail: starting",
+                "fail: creating the output topics",
+                "fail: connecting to Redis",
+                "fail: joining",
+                "fail: the consumer group",
+            )
+        )
         for body in waiting
     ), waiting
     assert _get(port, "/metrics") == (401, "authentication required\n")

@@ -33,7 +33,9 @@ async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
     topics_for: Callable[[Settings], Any],
     start_worker: Callable[[Settings], WorkerProcess],
 ) -> None:
-    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nobody there
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nobody there
+    port = free_port()
+    settings = make_settings(redis_url=redis_url, metrics_port=port)
     await topics_for(settings)
     outcome = {
         "task_id": "t-1",
@@ -46,6 +48,11 @@ async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
     # Joined (the rebalance timeout) and the outcome fetched by then; Redis still away.
     await asyncio.sleep(settings.rebalance_timeout + 8)
     assert worker.proc.poll() is None, worker.log()[-2000:]
+    assert _get(port, "/readyz") == (
+        503,
+        f"fail: connecting to Redis ({redis_url}); moments_dependency_up and the log say why "
+        "it waits\n",
+    )
     os.killpg(worker.proc.pid, signal.SIGTERM)
     for _ in range(90):  # 45 s
         if worker.proc.poll() is not None:

@@ -75,7 +75,7 @@ class TestReadiness:
     @pytest.mark.parametrize(
         ("started", "rebalances", "rebalancing", "recovering", "expected"),
         [
-            (False, 0, False, False, "starting"),
+            (False, 0, False, False, "connecting to Redis (redis://r:6379/0); "),
             (True, 0, False, False, "joining the consumer group"),
             (True, 0, True, False, "joining the consumer group"),
             (True, 1, True, False, "the consumer group is rebalancing"),
@@ -91,7 +91,10 @@ class TestReadiness:
         recovering: bool,
         expected: str | None,
     ) -> None:
-        runtime = SimpleNamespace(ready=SimpleNamespace(is_set=lambda: started))
+        runtime = SimpleNamespace(
+            ready=SimpleNamespace(is_set=lambda: started),
+            starting="connecting to Redis (redis://r:6379/0)",
+        )
         app = SimpleNamespace(
             rebalancing_count=rebalances, rebalancing=rebalancing, in_recovery=recovering
         )
