@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -137,7 +138,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if not summary.total:
         console.print("no dead letters" + (" match" if _filtered(args) else ""))
         return 0
-    Console().print(_table(f"{summary.total:,} dead letters", summary))
+    _stdout().print(_table(f"{summary.total:,} dead letters", summary))
     return 0
 
 
@@ -166,7 +167,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             "Redis: run the same command again to go on"
         )
         return 1
-    out = Console()
+    out = _stdout()
     verb = "would be sent back" if args.dry_run else "sent back"
     if report.replayed.total:
         out.print(_table(f"{report.replayed.total:,} {verb} to their topics", report.replayed))
@@ -195,6 +196,12 @@ def _require(settings: Settings, redis: bool) -> None:
     require_kafka(settings)
     if redis:
         require_redis(settings, "a replay remembers there what it sent")
+
+
+def _stdout() -> Console:
+    """Tables for a terminal as wide as it is; piped (a log, `kubectl exec` without a
+    terminal), wide enough that topic and reason are never cut to `telecom.to…`."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _filtered(args: argparse.Namespace) -> bool:

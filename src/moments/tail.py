@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import sys
 from typing import Any, TextIO
 
@@ -21,9 +22,16 @@ from moments.taskboard import TaskBoard, merged_types
 def format_task(task: dict[str, Any]) -> str:
     """One line a person reads at a glance; the subscriber id is masked."""
     moment = task.get("moment", {})
-    when = str(task.get("triggered_at", ""))[:19].replace("T", " ")
+    triggered = _time(task.get("triggered_at"))
+    when = _shown(triggered) if triggered else str(task.get("triggered_at", ""))
     deferred = task.get("deferred")
-    later = f"  deferred until {deferred['until']} ({deferred['reason']})" if deferred else ""
+    later = ""
+    if deferred:
+        until = _time(deferred.get("until"))
+        if until is not None and triggered is not None:  # both in the moment's offset
+            until = until.astimezone(triggered.tzinfo)
+        shown = _shown(until) if until is not None else deferred.get("until")
+        later = f"  deferred until {shown} ({deferred['reason']})"
     related = merged_types(task)
     merged = f"  + {', '.join(related)} (merged)" if related else ""
     return (
@@ -32,6 +40,19 @@ def format_task(task: dict[str, Any]) -> str:
         f"{task.get('channel')}:{task.get('action')}  {moment.get('description', '')}"
         f"{merged}  [{task.get('task_id', '')}]{later}"
     )
+
+
+def _time(value: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _shown(when: dt.datetime) -> str:
+    """`2026-12-05 08:30:44+08:00`: to the second, with the offset it was written in."""
+    text = when.strftime("%Y-%m-%d %H:%M:%S%z")
+    return text[:-2] + ":" + text[-2:] if when.tzinfo is not None else text
 
 
 STOP_S = 5.0

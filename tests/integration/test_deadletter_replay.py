@@ -84,6 +84,7 @@ async def test_show_and_replay_send_back_once_what_this_version_accepts(
     assert "5 dead letters" in shown.stdout
     assert "invalid_event" in shown.stdout
     assert "elsewhere.telecom.topup" in shown.stdout
+    assert settings.topic("usage") in shown.stdout  # piped: never cut to 80 columns
     lines = _cli(settings, "show", "--json", "--topic", "usage").stdout.splitlines()
     assert [orjson.loads(line)["value"] for line in lines] == [accepted["usage"].decode()]
 

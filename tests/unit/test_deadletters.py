@@ -170,3 +170,26 @@ def test_a_replay_cut_off_says_how_to_go_on(
     err = capsys.readouterr().err
     assert "replay stopped: ConnectionError: Connection reset by peer" in err
     assert "run the same command again" in err
+
+
+def test_tables_piped_keep_topic_and_reason_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped, rich drew 80 columns and cut the topic to `telecom.to…`."""
+    from rich.table import Table
+
+    from moments.deadletter_cli import _stdout
+
+    table = Table()
+    for name in ("topic", "reason", "count", "first (UTC)", "last (UTC)", "error of the first"):
+        table.add_column(name)
+    table.add_row(
+        "staging.telecom.topup",
+        "invalid_event",
+        "12",
+        "2026-12-05 01:00",
+        "2026-12-05 01:59",
+        "amount: Input should be greater than 0; occurred_at: Input should be a valid datetime",
+    )
+    _stdout().print(table)
+    out = capsys.readouterr().out
+    assert "staging.telecom.topup" in out
+    assert "invalid_event" in out

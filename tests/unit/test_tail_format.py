@@ -1,0 +1,29 @@
+"""A task line of `moments tasks tail` and `moments run`: times to the second with their
+offset, a deferral in the moment's offset (it mixed +08:00 without the offset and UTC)."""
+
+from __future__ import annotations
+
+from moments.tail import format_task
+
+TASK = {
+    "task_id": "t-1",
+    "subscriber_id": "13800138001",
+    "priority": 3,
+    "channel": "sms",
+    "action": "roaming_welcome",
+    "triggered_at": "2026-12-05T08:30:44.123+08:00",
+    "moment": {"type": "first_international_roaming", "description": "Welcome to JP"},
+    "deferred": {"reason": "quiet_hours", "until": "2026-12-05T00:50:59.016384Z"},
+}
+
+
+def test_times_carry_their_offset_and_a_deferral_reads_in_the_moments_offset() -> None:
+    line = format_task(TASK)
+    assert line.startswith("2026-12-05 08:30:44+08:00  P3  first_international_roaming")
+    assert line.endswith("[t-1]  deferred until 2026-12-05 08:50:59+08:00 (quiet_hours)")
+    assert "138****8001" in line
+
+
+def test_an_unreadable_time_is_shown_as_written() -> None:
+    line = format_task({**TASK, "triggered_at": "soon", "deferred": None})
+    assert line.startswith("soon  P3")
