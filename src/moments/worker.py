@@ -62,6 +62,10 @@ def check_partition_layout(settings: Settings, counts: dict[str, int] | None) ->
         )
 
 
+KAFKA_WAIT_MAX_S = 15.0
+"""Longest pause between two tries of a broker that does not answer at start-up."""
+
+
 async def wait_for_kafka(settings: Settings, metrics: Metrics, health: Health) -> dict[str, int]:
     """The partition counts, once the broker answers. A worker started before its broker
     (or while it is away) waits for it with back-off, in `moments_dependency_up` and the
@@ -88,10 +92,6 @@ async def wait_for_kafka(settings: Settings, metrics: Metrics, health: Health) -
         )
     finally:
         beating.cancel()
-
-
-KAFKA_WAIT_MAX_S = 15.0
-"""Longest pause between two tries of a broker that does not answer at start-up."""
 
 
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
