@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -163,3 +165,15 @@ async def wait_for_metric(
             return value
         await asyncio.sleep(0.3)
     raise AssertionError(f"{name}{labels} stayed at {value} < {at_least} for {wait_s}s")
+
+
+def http_get(port: int, path: str) -> tuple[int, str] | None:
+    """Status and body of a local worker's `path` (a probe, say), or None while nothing
+    listens on `port` yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:
+        return None

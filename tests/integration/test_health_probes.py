@@ -8,8 +8,6 @@ import asyncio
 import datetime as dt
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
 from .fault_tools import first_roamings
-from .kafka_io import produce, read_topic
+from .kafka_io import http_get, produce, read_topic
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,26 +44,15 @@ async def exit_code(command: list[str]) -> int:
     return await proc.wait()
 
 
-def _get(port: int, path: str) -> tuple[int, str] | None:
-    """Status and body, or None while nothing listens yet."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return None
-
-
 async def wait_ready(port: int, worker: WorkerProcess) -> list[tuple[int, str]]:
     """/readyz of a starting worker, polled until 200 (asserting /livez stays 200)."""
     answers: list[tuple[int, str]] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        ready = _get(port, "/readyz")
+        ready = http_get(port, "/readyz")
         if ready is not None:
             answers.append(ready)
-            live = _get(port, "/livez")
+            live = http_get(port, "/livez")
             assert live is not None
             assert live[0] == 200, (live, worker.log()[-2000:])
             if ready[0] == 200:
@@ -91,7 +78,7 @@ async def test_readyz_turns_ok_once_a_worker_has_joined_and_livez_stays_ok(
     healthcheck = compose_healthcheck(port)
     worker = start_worker(settings)
     for _ in range(600):  # until the port answers
-        if _get(port, "/readyz") is not None:
+        if http_get(port, "/readyz") is not None:
             break
         await asyncio.sleep(0.1)
     assert await exit_code(healthcheck) == 1  # the join alone takes the rebalance timeout
@@ -111,7 +98,7 @@ async def test_readyz_turns_ok_once_a_worker_has_joined_and_livez_stays_ok(
         )
         for body in waiting
     ), waiting
-    assert _get(port, "/metrics") == (401, "authentication required\n")
+    assert http_get(port, "/metrics") == (401, "authentication required\n")
     assert await exit_code(healthcheck) == 0
 
     other_port = free_port()
@@ -123,7 +110,7 @@ async def test_readyz_turns_ok_once_a_worker_has_joined_and_livez_stays_ok(
     await produce(settings, roamings)
     await read_topic(settings, "tasks", count=2, wait_s=60)  # ready meant working
     await wait_ready(port, worker)  # back after the second worker's rebalance
-    assert _get(other_port, "/readyz") == READY
-    live = _get(port, "/livez")
+    assert http_get(other_port, "/readyz") == READY
+    live = http_get(port, "/livez")
     assert live is not None
     assert live[1].startswith("ok: event loop ran"), live  # the heartbeat timer runs

@@ -9,8 +9,6 @@ import asyncio
 import datetime as dt
 import os
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
 from .fault_tools import TansuProxy, first_roamings
-from .kafka_io import metric_value, produce, read_topic
+from .kafka_io import http_get, metric_value, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +46,7 @@ async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
     # Joined (the rebalance timeout) and the outcome fetched by then; Redis still away.
     await asyncio.sleep(settings.rebalance_timeout + 8)
     assert worker.proc.poll() is None, worker.log()[-2000:]
-    assert _get(port, "/readyz") == (
+    assert http_get(port, "/readyz") == (
         503,
         f"fail: connecting to Redis ({redis_url}); moments_dependency_up and the log say why "
         "it waits\n",
@@ -79,7 +77,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
     worker = start_worker(make_settings(kafka_bootstrap=address, metrics_port=port))
     try:
         for _ in range(120):  # until /readyz says why it waits
-            ready = _get(port, "/readyz")
+            ready = http_get(port, "/readyz")
             if ready is not None and "waiting for Kafka" in ready[1]:
                 break
             await asyncio.sleep(0.25)
@@ -91,7 +89,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
         assert await metric_value(port, "moments_dependency_up", {"dependency": "kafka"}) == 0
         await asyncio.sleep(5)
         assert worker.proc.poll() is None, worker.log()[-3000:]  # it used to exit 1 at once
-        assert _get(port, "/livez")[0] == 200  # type: ignore[index]
+        assert http_get(port, "/livez")[0] == 200  # type: ignore[index]
 
         proxy.start()
         roamings = first_roamings(0, 2, daytime_zone(dt.datetime.now(dt.UTC)))
@@ -101,13 +99,3 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
         worker.stop()  # before the proxy: a worker cut off takes its bounded waits to stop
     finally:
         proxy.stop()
-
-
-def _get(port: int, path: str) -> tuple[int, str] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return None
