@@ -122,7 +122,7 @@ class UniqueNames:
     """
 
     def __init__(self) -> None:
-        self.prefix = f"t{uuid4().hex[:10]}."
+        self.prefix = f"t{uuid4().hex[:10]}a."  # a hex letter last: never read as an MSISDN
 
     def __call__(self, suffix: str = "") -> str:
         return f"{self.prefix}{suffix}" if suffix else self.prefix.rstrip(".")
