@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 
 from moments import statezip
 from moments.app import build, topic_types
@@ -64,6 +65,8 @@ def check_partition_layout(settings: Settings, counts: dict[str, int] | None) ->
 
 KAFKA_WAIT_MAX_S = 15.0
 """Longest pause between two tries of a broker that does not answer at start-up."""
+KAFKA_WAIT_LOG_S = 60.0
+"""How often the wait says it still waits (the retries log only their 1st, 10th, 100th)."""
 
 
 async def wait_for_kafka(settings: Settings, metrics: Metrics, health: Health) -> dict[str, int]:
@@ -81,9 +84,18 @@ async def wait_for_kafka(settings: Settings, metrics: Metrics, health: Health) -
         return counts if counts is not None else {}
 
     async def beat() -> None:
+        started = last_said = time.monotonic()
         while True:
             health.beat()
             await asyncio.sleep(1.0)
+            if time.monotonic() - last_said >= KAFKA_WAIT_LOG_S:
+                last_said = time.monotonic()
+                log.warning(
+                    "still waiting for Kafka at %s after %.0f s; check the broker and "
+                    "MOMENTS_KAFKA_BOOTSTRAP",
+                    settings.kafka_bootstrap,
+                    last_said - started,
+                )
 
     beating = asyncio.create_task(beat())
     try:
