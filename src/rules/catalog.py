@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from importlib import resources
@@ -34,16 +34,7 @@ from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.routing import Keys, Routes, route, text_keys
 from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series, SeriesGroup
-from rules.spec import (
-    CONDITION_KINDS,
-    PERIOD_OF,
-    AllCond,
-    AnyCond,
-    NotCond,
-    OccasionCond,
-    RulesFile,
-    RuleSpec,
-)
+from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import placeholders, unfilled
 
@@ -236,22 +227,6 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
     return RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
 
 
-def _occasions(
-    condition: Any, loc: tuple[str | int, ...]
-) -> Iterator[tuple[tuple[str | int, ...], OccasionCond]]:
-    """Every `occasion:` condition inside `condition`, with where it is."""
-    if isinstance(condition, OccasionCond):
-        yield loc, condition
-    elif isinstance(condition, AllCond):
-        for i, part in enumerate(condition.all):
-            yield from _occasions(part, (*loc, "all", i))
-    elif isinstance(condition, AnyCond):
-        for i, part in enumerate(condition.any):
-            yield from _occasions(part, (*loc, "any", i))
-    elif isinstance(condition, NotCond):
-        yield from _occasions(condition.not_, (*loc, "not"))
-
-
 def _check_holiday_keys(
     files: Sequence[_File], special: SpecialDays | None, problems: list[RuleProblem]
 ) -> None:
@@ -261,8 +236,10 @@ def _check_holiday_keys(
     in_force = [*calendar.package_keys, *(e.key for e in calendar.entries)]
     for file in files:
         for index, spec in enumerate(file.parsed.rules):
-            for loc, occasion in _occasions(spec.condition, ("rules", index, "condition")):
-                for i, key in enumerate(occasion.holidays or ()):
+            for loc, node in sp.walk_at(spec.condition, ("rules", index, "condition")):
+                if not isinstance(node, sp.OccasionCond):
+                    continue
+                for i, key in enumerate(node.holidays or ()):
                     if key not in in_force:
                         off = " (the calendar file turns it off)" if key in KNOWN_BY_KEY else ""
                         file.problem(

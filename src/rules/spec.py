@@ -220,12 +220,24 @@ _CLASSES: dict[str, type[BaseModel]] = {
 
 def walk(node: Any) -> Iterator[Any]:
     """A condition and every condition inside it, depth first."""
-    yield node
-    if isinstance(node, AllCond | AnyCond):
-        for child in node.all if isinstance(node, AllCond) else node.any:
-            yield from walk(child)
+    for _, found in walk_at(node):
+        yield found
+
+
+def walk_at(
+    node: Any, loc: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """As `walk`, each condition with its place under `loc` (the keys and indexes of the
+    rules file: `all`, 0, ...), for an error that points at it."""
+    yield loc, node
+    if isinstance(node, AllCond):
+        for i, child in enumerate(node.all):
+            yield from walk_at(child, (*loc, "all", i))
+    elif isinstance(node, AnyCond):
+        for i, child in enumerate(node.any):
+            yield from walk_at(child, (*loc, "any", i))
     elif isinstance(node, NotCond):
-        yield from walk(node.not_)
+        yield from walk_at(node.not_, (*loc, "not"))
 
 
 AllCond.model_rebuild()
