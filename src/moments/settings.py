@@ -311,11 +311,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     known = {f"MOMENTS_{name.upper()}" for name in Settings.model_fields}
     known |= {f"MOMENTS_TOPICS__{name.upper()}" for name in Topics.model_fields}
     known |= {f"{name}_FILE" for name in known}
+    names = sorted(k.removeprefix("MOMENTS_") for k in known)
     lines = []
     for variable in sorted(environ):
         if not variable.startswith("MOMENTS_") or variable in known:
             continue
-        names = sorted(k.removeprefix("MOMENTS_") for k in known)
         close = difflib.get_close_matches(variable.removeprefix("MOMENTS_"), names, n=1)
         hint = f"did you mean MOMENTS_{close[0]}?" if close else "`moments config show` lists them"
         lines.append(f"{variable} is not a setting and is ignored; {hint}")
