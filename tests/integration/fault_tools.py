@@ -25,8 +25,11 @@ class TansuProxy(TansuBroker):
     name: ClassVar[str] = "tansu-proxy"
 
     def __init__(self, origin: str, workdir: Path) -> None:
-        super().__init__(workdir, port=free_port())
+        port = free_port()
+        super().__init__(workdir, port=port)
         self.origin = origin
+        self.address = f"{HOST}:{port}"
+        """Where it listens once started (`bootstrap` needs it running)."""
 
     def _command(self, port: int, workdir: Path) -> list[str]:
         url = f"tcp://{HOST}:{port}"

@@ -72,7 +72,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
     direct = make_settings()
     await topics_for(direct)
     proxy = TansuProxy(kafka_bootstrap, tmp_path / "proxy")  # not started: nothing answers
-    address = f"127.0.0.1:{proxy._requested_port}"  # where it will listen
+    address = proxy.address
     port = free_port()
     worker = start_worker(make_settings(kafka_bootstrap=address, metrics_port=port))
     try:
