@@ -16,18 +16,12 @@ from moments.health import Health
 from moments.metrics_server import serve_metrics
 from moments.settings import load_settings
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from .fakes import Clock
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(100.0)
 
 
 class TestLiveness:

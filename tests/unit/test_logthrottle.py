@@ -8,13 +8,7 @@ import pytest
 
 from moments.logthrottle import THROTTLED_LOGGERS, RepeatThrottle, install_log_throttle
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .fakes import Clock
 
 
 @pytest.fixture

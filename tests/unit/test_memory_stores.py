@@ -9,17 +9,11 @@ import datetime as dt
 from moments.models import TopUpEvent
 from sinks.memory import MemoryDeferrals, MemoryLedger, memory_stores
 
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from .fakes import Clock
 
 
 async def test_ledger_entry_expires_on_the_clock_and_the_id_can_be_claimed_again() -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     ledger = MemoryLedger(clock, ttl_seconds=60)
     assert await ledger.claim([("t1", b"{}")]) == [True]
     assert await ledger.claim([("t1", b"{}")]) == [False]
@@ -33,7 +27,7 @@ async def test_ledger_entry_expires_on_the_clock_and_the_id_can_be_claimed_again
 
 
 async def test_open_merge_group_closes_after_the_window() -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     stores = memory_stores(clock)
     ledger, deferral = stores.ledger, stores.deferral
     await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
@@ -46,7 +40,7 @@ async def test_open_merge_group_closes_after_the_window() -> None:
 
 
 async def test_release_takes_due_tasks_in_time_order_and_honours_a_repark() -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     ledger = MemoryLedger(clock, ttl_seconds=86400)
     deferral = MemoryDeferrals(ledger)
     await ledger.claim([("x", b"X"), ("y", b"Y"), ("z", b"Z")])
@@ -63,7 +57,7 @@ async def test_release_takes_due_tasks_in_time_order_and_honours_a_repark() -> N
 
 
 async def test_contacts_slide_and_declines_and_facts_expire() -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     stores = memory_stores(clock)
     book = stores.contacts
     assert await book.take("s", "t1", clock.now, 100, 1) is None

@@ -23,6 +23,8 @@ from moments.store import DictStateStore
 from rules.catalog import RuleSet
 from sinks.metrics import Metrics
 
+from .fakes import Clock
+
 SUBSCRIBERS = [f"1380000{n:04d}".encode() for n in range(400)]
 
 
@@ -33,14 +35,6 @@ def record(topic: str, key: bytes | None, partition: int) -> RawRecord:
 def crc32_partition(key: bytes, partitions: int) -> int:
     """librdkafka's default partitioner (consistent_random) for a keyed record."""
     return zlib.crc32(key) % partitions
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class TestPartitionOf:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from moments.records import RawRecord
 from moments.rewind import HOLD_LIMIT_S, RewindGuard
 
+from .fakes import Clock
+
 T = "telecom.roaming"
 
 
@@ -62,14 +64,6 @@ def test_only_the_first_record_after_an_assignment_is_checked() -> None:
     assert (offsets(keep), seeks) == ([5], {})
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_silent_partition_is_sought_back_and_early_records_wait_for_the_re_read() -> None:
     guard = RewindGuard()
     seen = (T, 0)
@@ -89,7 +83,7 @@ def test_silent_partitions_without_a_committed_offset_are_left_alone() -> None:
 
 
 def test_a_hold_that_is_never_released_gives_up_after_the_limit() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     guard = RewindGuard(clock)
     guard.silent([(T, 0)], lambda tp: 4)  # offset 4 was compacted away: the re-read starts at 6
     assert guard.filter([rec(6)], lambda tp: 4)[0] == []
