@@ -69,22 +69,34 @@ def metrics_app(settings: Settings, registry: CollectorRegistry) -> WSGIApp:
 
 
 HEALTH_PATHS = ("/livez", "/readyz")
+METRICS_PATH = "/metrics"
 
 
-def with_health(app: WSGIApp, health: Health) -> WSGIApp:
-    """`app`, with /livez and /readyz answered first: 200 or 503 and one line saying why.
-    They need no login (a probe sends none, and they tell nothing about subscribers)."""
+def _plain(start_response: Callable[..., Any], status: str, text: str) -> Iterable[bytes]:
+    start_response(
+        status, [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+    )
+    return [text.encode()]
+
+
+def routed(app: WSGIApp, health: Health | None) -> WSGIApp:
+    """`app` on /metrics only, with /livez and /readyz from `health` when given: 200 or 503
+    and one line saying why, with no login (a probe sends none, and they tell nothing about
+    subscribers). Any other path is 404 naming the paths served, so that a scrape or probe
+    configured with a wrong path fails instead of reading the metrics as its answer."""
+    served = (METRICS_PATH, *(HEALTH_PATHS if health is not None else ()))
 
     def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path not in HEALTH_PATHS:
+        if path == METRICS_PATH:
             return app(environ, start_response)
-        verdict = health.live() if path == "/livez" else health.ready()
-        start_response(
-            "200 OK" if verdict.ok else "503 Service Unavailable",
-            [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+        if health is not None and path in HEALTH_PATHS:
+            verdict = health.live() if path == "/livez" else health.ready()
+            status = "200 OK" if verdict.ok else "503 Service Unavailable"
+            return _plain(start_response, status, verdict.text())
+        return _plain(
+            start_response, "404 Not Found", f"not found: {path}; served: {', '.join(served)}\n"
         )
-        return [verdict.text().encode()]
 
     return route
 
@@ -98,9 +110,7 @@ def serve_metrics(
     class Server(ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in settings.metrics_host else socket.AF_INET
 
-    app = metrics_app(settings, registry)
-    if health is not None:
-        app = with_health(app, health)
+    app = routed(metrics_app(settings, registry), health)
     try:
         server = make_server(
             settings.metrics_host,

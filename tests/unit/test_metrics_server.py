@@ -13,12 +13,13 @@ from prometheus_client import CollectorRegistry, Counter
 
 from moments.embedded import free_port
 from moments.exceptions import ConfigError
+from moments.health import Health
 from moments.metrics_server import scrape, serve_metrics
 from moments.settings import load_settings
 
 
-def _get(port: int, header: str | None) -> tuple[int, str, dict[str, str]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+def _get(port: int, header: str | None, path: str = "/metrics") -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if header is not None:
         request.add_header("Authorization", header)
     try:
@@ -89,6 +90,34 @@ class TestBasicAuth:
             server.server_close()
         assert status == 200
         assert "moments_probe_total" in body
+
+
+@pytest.mark.parametrize("with_health", [True, False])
+def test_only_the_served_paths_answer_and_others_are_404_naming_them(
+    registry: CollectorRegistry, with_health: bool
+) -> None:
+    """A scrape or probe set up with a wrong path must fail, not read the metrics."""
+    port = free_port()
+    health = Health(stall_after_s=60) if with_health else None
+    server = serve_metrics(
+        load_settings(metrics_host="127.0.0.1", metrics_port=port), registry, health
+    )
+    try:
+        answers = {path: _get(port, None, path)[:2] for path in ("/", "/metric", "/livez")}
+        metrics = _get(port, None, "/metrics?name[]=moments_probe_total")
+    finally:
+        server.shutdown()
+        server.server_close()
+    served = "/metrics, /livez, /readyz" if with_health else "/metrics"
+    assert answers["/"] == (404, f"not found: /; served: {served}\n")
+    assert answers["/metric"] == (404, f"not found: /metric; served: {served}\n")
+    if with_health:
+        assert answers["/livez"][0] == 200
+        assert answers["/livez"][1].startswith("ok: starting (")
+    else:
+        assert answers["/livez"][0] == 404
+    assert metrics[0] == 200
+    assert "moments_probe_total 1.0" in metrics[1]
 
 
 def test_scrape_sums_the_named_samples_with_the_labels_asked_for(
