@@ -232,6 +232,17 @@ class Settings(BaseSettings):
             raise ValueError("; ".join(problems))
         return self
 
+    @field_validator("log_level", "kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        """`info`, `sasl_ssl`, `scram-sha-256` mean what their upper case does."""
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("store", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap(cls, value: str) -> str:

@@ -44,6 +44,36 @@ def test_one_topic_is_renamed_with_the_nested_variable(monkeypatch: pytest.Monke
     assert settings.topic("usage") == "staging.telecom.usage"
 
 
+@pytest.mark.parametrize(
+    ("variable", "given", "field", "meant"),
+    [
+        ("MOMENTS_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        ("MOMENTS_LOG_LEVEL", "Warning", "log_level", "WARNING"),
+        ("MOMENTS_LOG_FORMAT", "JSON", "log_format", "json"),
+        ("MOMENTS_STORE", "RocksDB", "store", "rocksdb"),
+        ("MOMENTS_KAFKA_SECURITY_PROTOCOL", "sasl_ssl", "kafka_security_protocol", "SASL_SSL"),
+        ("MOMENTS_KAFKA_SASL_MECHANISM", "scram-sha-512", "kafka_sasl_mechanism", "SCRAM-SHA-512"),
+    ],
+)
+def test_choices_are_read_whatever_their_case(
+    monkeypatch: pytest.MonkeyPatch, variable: str, given: str, field: str, meant: str
+) -> None:
+    if field.startswith("kafka_s"):  # SASL, which needs its login
+        monkeypatch.setenv("MOMENTS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+        monkeypatch.setenv("MOMENTS_KAFKA_SASL_USERNAME", "moments")
+        monkeypatch.setenv("MOMENTS_KAFKA_SASL_PASSWORD", "secret")
+    monkeypatch.setenv(variable, given)
+    assert getattr(load_settings(), field) == meant
+
+
+def test_a_choice_that_is_none_of_them_is_still_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOMENTS_LOG_LEVEL", "verbose")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "MOMENTS_LOG_LEVEL" in str(err.value)
+    assert "'DEBUG', 'INFO', 'WARNING' or 'ERROR'" in str(err.value)
+
+
 @pytest.mark.parametrize("name", ["", "bad topic!", "x" * 250, "billing/topup"])
 def test_a_topic_name_kafka_would_refuse_stops_start_up(
     monkeypatch: pytest.MonkeyPatch, name: str
