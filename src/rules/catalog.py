@@ -222,6 +222,16 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
         gating, gating_from = file.parsed.gating, f"{file.name}:{file.at(('gating',))[0]}"
     special = _special_days(files, problems)
     _check_holiday_keys(files, special, problems)
+    if not rules and not problems:
+        problems.extend(
+            RuleProblem(
+                file.name,
+                *file.at(("rules",) if "rules" in file.doc else ()),
+                "no rules in this rule set: it would detect nothing; write at least one "
+                "(`mode: shadow` keeps a rule from making tasks)",
+            )
+            for file in files[:1]
+        )
     if problems:
         raise RulesError(problems)
     return RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
@@ -330,8 +340,17 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problems.append(RuleProblem(name, line, col, f"YAML syntax: {exc.problem}"))
         return None
-    if doc is None:
-        doc = CommentedMap()
+    if doc is None or doc == {}:
+        problems.append(
+            RuleProblem(
+                name,
+                1,
+                1,
+                "empty file (a half-written one?): write its rules:, series:, gating: or "
+                "special_days:, or remove it",
+            )
+        )
+        return None
     tagged = _tagged(doc)
     if tagged is not None:
         tag, (line, col) = tagged

@@ -93,6 +93,17 @@ class TestReloader:
         assert [len(r) for r in installed] == [1]
         assert recorded == [("error", None), ("ok", 1)]
 
+    def test_a_file_emptied_by_a_half_done_write_keeps_the_rules_in_force(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        reloader, installed, recorded = self.make(path)
+        path.write_text("")
+        assert reloader.check() == "error"
+        assert installed == []
+        assert recorded == [("error", None)]
+
     def test_sighup_reloads_even_when_nothing_changed(self, tmp_path: Path) -> None:
         path = tmp_path / "r.yaml"
         path.write_text(GOOD)

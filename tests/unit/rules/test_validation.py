@@ -131,6 +131,20 @@ class TestRefused:
         assert found.startswith("r.yaml:5:5: YAML tag !!python/object/apply:os.system is")
         assert "not allowed; rules files hold plain data" in found
 
+    @pytest.mark.parametrize("text", ["", "\n", "# all commented out\n", "{}\n"])
+    def test_an_empty_file(self, text: str) -> None:
+        """What a half-written file looks like: it would have switched detection off."""
+        assert problems(text) == [
+            "r.yaml:1:1: empty file (a half-written one?): write its rules:, series:, "
+            "gating: or special_days:, or remove it"
+        ]
+
+    def test_a_rule_set_with_no_rules(self) -> None:
+        assert problems("series:\n  s: {on: [usage]}\nrules: []\n") == [
+            "r.yaml:3:1: no rules in this rule set: it would detect nothing; write at least "
+            "one (`mode: shadow` keeps a rule from making tasks)"
+        ]
+
     def test_every_problem_is_reported_not_just_the_first(self) -> None:
         text = rule("    on: [usage]\n    condition: {field: nope}\n") + (
             "  - id: r2\n    description: d\n    on: [roaming]\n    when: {kind: voice}\n"
@@ -157,6 +171,14 @@ class TestCommand:
             rule("    on: [usage]\n    condition: {series: s, gte: 2}\n")
         )
         assert len(load_rules(tmp_path)) == 1
+
+    def test_a_file_of_a_folder_may_hold_no_rules(self, tmp_path: Path) -> None:
+        (tmp_path / "gating.yaml").write_text("gating:\n  quiet_hours: ['22:00-07:00']\n")
+        (tmp_path / "rules.yaml").write_text(rule("    on: [usage]\n"))
+        catalog = load_rules(tmp_path)
+        assert len(catalog) == 1
+        assert catalog.gating is not None
+        assert catalog.gating.quiet_hours == ("22:00-07:00",)
 
 
 def test_a_description_placeholder_nobody_fills_is_refused() -> None:
