@@ -25,7 +25,8 @@ def json_formatter() -> logging.Formatter:
 
 
 def faust_logging_config() -> dict[str, Any]:
-    """Faust's `logging_config`: its console handler, with the JSON formatter."""
+    """Faust's `logging_config`: its console handler, with the JSON formatter, on stderr
+    like the text log and the records written before Faust's set-up."""
     return {
         "version": 1,
         "merge": True,  # into mode's own configuration: levels and root as Faust sets them
@@ -34,7 +35,7 @@ def faust_logging_config() -> dict[str, Any]:
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
-                "stream": "ext://sys.stdout",
+                "stream": "ext://sys.stderr",
             }
         },
     }

@@ -147,16 +147,18 @@ def security_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """`python -m moments worker` as a child process, its output in a log file."""
+    """`python -m moments worker` as a child process, its output in a log file (its
+    stdout in `stdout_path` instead, when given)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, stdout_path: Path | None = None) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
+        self._stdout = stdout_path.open("ab") if stdout_path is not None else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moments", "worker"],
             env=settings_env(settings),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=self._stdout or self._log,
+            stderr=self._log if self._stdout else subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -175,6 +177,8 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+        if self._stdout is not None:
+            self._stdout.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

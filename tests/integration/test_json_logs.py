@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,16 +25,20 @@ pytestmark = pytest.mark.integration
 async def test_a_worker_logs_one_json_object_per_line(
     make_settings: MakeSettings,
     topics_for: Callable[[Settings], Any],
-    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
 ) -> None:
     settings = make_settings(metrics_port=free_port(), log_format="json")
     await topics_for(settings)
-    worker = start_worker(settings)
-    roamings = first_roamings(0, 3, daytime_zone(dt.datetime.now(dt.UTC)))
-    await produce(settings, roamings)
-    await read_topic(settings, "tasks", count=3, wait_s=60)
-    worker.stop()
+    stdout = tmp_path / "stdout"
+    worker = WorkerProcess(settings, tmp_path / "stderr", stdout_path=stdout)
+    try:
+        roamings = first_roamings(0, 3, daytime_zone(dt.datetime.now(dt.UTC)))
+        await produce(settings, roamings)
+        await read_topic(settings, "tasks", count=3, wait_s=60)
+    finally:
+        worker.stop()
     text = worker.log()
+    assert stdout.read_text() == ""  # the whole log on stderr, as the text log is
     lines = [line for line in text.splitlines() if line.strip()]
     records = [orjson.loads(line) for line in lines]  # fails on any line that is not JSON
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records), lines[:5]
