@@ -10,8 +10,9 @@ the Redis ledger either way; idempotence only removes broker-side duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -65,7 +66,8 @@ async def start_producer(
     if wanted is False:
         return await _started(factory(enable_idempotence=False, **kwargs))
     try:
-        producer = await _started(factory(enable_idempotence=True, **kwargs))
+        with _quiet_producer_id_error():
+            producer = await _started(factory(enable_idempotence=True, **kwargs))
     except NO_IDEMPOTENCE as exc:
         if wanted:
             raise ConfigError(
@@ -83,6 +85,23 @@ async def start_producer(
         return await _started(factory(enable_idempotence=False, **kwargs))
     log.info("idempotent producer on")
     return producer
+
+
+@contextlib.contextmanager
+def _quiet_producer_id_error() -> Iterator[None]:
+    """Without aiokafka's ERROR line for a refused producer id: the warning or error that
+    follows says what it means and what to do; alone, it read as a fault at every start
+    on Tansu."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unexpected error during InitProducerIdRequest")
+
+    sender = logging.getLogger("aiokafka.producer.sender")
+    sender.addFilter(keep)
+    try:
+        yield
+    finally:
+        sender.removeFilter(keep)
 
 
 async def _started(producer: AIOKafkaProducer) -> AIOKafkaProducer:
