@@ -134,8 +134,11 @@ def _run(
         finally:
             _stop_process(worker)  # first, whatever the task viewer is still doing
             _close_loop(loop)
-    if code == 0:
-        shutil.rmtree(workdir, ignore_errors=True)
+    if code == 0:  # the broker's and Redis's files go; the worker's log it printed stays
+        for path in workdir.iterdir():
+            if path.name != "worker.log":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        console.print(f"the worker's log is kept: {workdir / 'worker.log'}")
     else:
         console.print(f"logs kept in {workdir}")
     return code

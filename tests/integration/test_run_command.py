@@ -71,12 +71,16 @@ def start_run(tmp_path: Path, port: int, *args: str, stdout: int) -> subprocess.
 
 
 def assert_left_nothing(children: set[int], tmp_path: Path) -> None:
-    """Every process `moments run` started is gone (within 10 s), and so are its files."""
+    """Every process `moments run` started is gone (within 10 s), and so are its files but
+    the worker's log, whose path it printed at the start."""
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in children if alive(pid)], "processes left behind"
-    assert not list(tmp_path.iterdir()), "files left behind in the temporary directory"
+    left = [p.relative_to(tmp_path) for p in tmp_path.rglob("*")]
+    assert len(left) == 2, left  # moments-run-XXXX/ and its worker.log
+    (log,) = tmp_path.glob("moments-run-*/worker.log")
+    assert "INFO moments.worker: " in log.read_text()
 
 
 def interruptible() -> None:
