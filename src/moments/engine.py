@@ -20,6 +20,7 @@ from moments.models import (
     EventType,
     InputEvent,
     ProfileEvent,
+    QuietHours,
     RoamingEvent,
     ServiceTask,
 )
@@ -430,11 +431,7 @@ class Detector:
         if decision.action == "defer":
             reason = decision.reason or "deferred"
             until = decision.until or expires  # a suspended line: at most until expiry
-            if reason == "suspended":  # dispatch judges quiet hours again on reactivation
-                zone, quiet = quiet_hours_kept(spec.channel.value, view, policy)
-                deferred = Deferral(reason=reason, until=until, zone=zone, quiet_hours=quiet)
-            else:
-                deferred = Deferral(reason=reason, until=until)
+            deferred = Deferral(reason=reason, until=until)
             deliver_after = decision.deliver_after
             result.deferred[reason] += 1
         region = event.region if event is not None and event.region else None
@@ -453,10 +450,24 @@ class Detector:
             risk=risk,
             deliver_after=deliver_after,
             deferred=deferred,
+            quiet_hours=_quiet_hours(*quiet_hours_kept(spec.channel.value, view, policy)),
         )
         if policy.counts(task.channel.value):
             state.add_contact(int(task.deliver_after.timestamp()))
         result.tasks.append(task)
+
+
+def _quiet_hours(zone: str | None, windows: list[str]) -> QuietHours | None:
+    """What a task carries so that dispatch can judge its quiet hours again whenever it
+    sends it later than gating decided (it knows neither the policy nor the customer)."""
+    if zone is None or not windows:
+        return None
+    return _quiet_hours_of(zone, tuple(windows))
+
+
+@lru_cache(maxsize=1024)
+def _quiet_hours_of(zone: str, windows: tuple[str, ...]) -> QuietHours:
+    return QuietHours(zone=zone, windows=list(windows))
 
 
 @lru_cache(maxsize=4096)

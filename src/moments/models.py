@@ -191,21 +191,19 @@ class Deferral(BaseModel):
 
     reason: str
     until: AwareDatetime
-    # Both left out of the JSON when empty: only a task waiting for a suspended line has them.
-    zone: str | None = Field(
-        default=None,
-        exclude_if=lambda v: v is None,
-        max_length=64,
-        description="Waiting for a suspended line: the zone (IANA name, or a UTC offset "
-        "such as +08:00) whose wall clock the quiet hours are read in when the line is "
-        "active again",
+
+
+class QuietHours(BaseModel):
+    """The customer's quiet hours that hold back a task: the windows, read on the wall
+    clock of a zone (theirs, or the visited place's while roaming)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    zone: str = Field(
+        max_length=64, description="IANA name, or a UTC offset such as +08:00 (roaming)"
     )
-    quiet_hours: list[str] = Field(
-        default_factory=list,
-        exclude_if=lambda v: not v,
-        max_length=16,
-        description="Waiting for a suspended line: the quiet hours (HH:MM-HH:MM) that still "
-        "hold back the task once the line is active again",
+    windows: list[str] = Field(
+        min_length=1, max_length=16, description="HH:MM-HH:MM local windows, default and own"
     )
 
 
@@ -263,6 +261,12 @@ class ServiceTask(BaseModel):
     expires_at: AwareDatetime
     evidence: list[str] = Field(description="Event ids that led to the task")
     deferred: Deferral | None = None
+    quiet_hours: QuietHours | None = Field(
+        default=None,
+        description="The customer's quiet hours, when they hold back the task's channel: "
+        "the detector publishes no task inside them (judged again whenever a task was held "
+        "back); a consumer that schedules the contact later should keep out of them too",
+    )
     related: list[RelatedMoment] | None = Field(
         default=None,
         description="Other moments of the subscriber merged into this task, with their evidence",

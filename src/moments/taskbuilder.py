@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from moments.models import Deferral, InputEvent, Moment, RiskScore, ServiceTask
+from moments.models import Deferral, InputEvent, Moment, QuietHours, RiskScore, ServiceTask
 from moments.state import SubscriberState
 from rules.base import Fired
 from rules.rule import CompiledRule
@@ -37,11 +37,12 @@ def build_task(
     risk: RiskScore | None = None,
     deliver_after: dt.datetime | None = None,
     deferred: Deferral | None = None,
+    quiet_hours: QuietHours | None = None,
 ) -> ServiceTask:
     """The task for a firing; the description may name the event's fields and the params.
 
-    The engine passes the priority raised by the risk score, the score, and what gating
-    decided, so the task is built (and validated) once."""
+    The engine passes the priority raised by the risk score, the score, what gating
+    decided and the quiet hours it judged, so the task is built (and validated) once."""
     spec = rule.task
     profile = state.profile
     context = fired.params
@@ -54,6 +55,8 @@ def build_task(
         extra["risk"] = risk
     if deferred is not None:
         extra["deferred"] = deferred
+    if quiet_hours is not None:
+        extra["quiet_hours"] = quiet_hours
     return ServiceTask(
         task_id=task_id(subscriber_id, rule.id, fired.occurrence),
         subscriber_id=subscriber_id,

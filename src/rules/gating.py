@@ -25,11 +25,15 @@ A send or defer always has `now <= deliver_after < expires_at`.
 
 Waiting for reactivation: a task on a suspended line that may wait comes back as
 `defer`, reason `suspended`, `until=None`, and `deliver_after` the earliest instant the
-other gates would allow. Its deferral carries the zone and quiet hours used here
-(`quiet_hours_kept`), since dispatch has neither the policy nor the customer: dispatch
-holds the task until a profile update sets the line active (which makes it due at
-once), then judges those quiet hours at that moment (`open_after_quiet`), waits for
-their end and applies the contact cap and capacity; it drops the task at `expires_at`.
+other gates would allow. Dispatch holds it until a profile update sets the line active
+(which makes it due at once); it drops the task at `expires_at`.
+
+Quiet hours again at dispatch: every task on a channel quiet hours hold carries them
+(`quiet_hours_kept`: the zone and windows used here), since dispatch has neither the
+policy nor the customer. Whatever holds a task after gating (the merge window, the
+contact cap, capacity, a retry's wait, a suspended line, a crash) may bring it to
+dispatch at another hour, so dispatch judges them again when it would publish it
+(`open_after_quiet`), and waits for their end or drops the task as expired.
 """
 
 from __future__ import annotations
@@ -339,9 +343,9 @@ def gate(task: GateInput, subscriber: SubscriberView, policy: GatingPolicy) -> G
 def quiet_hours_kept(
     channel: str, subscriber: SubscriberView, policy: GatingPolicy
 ) -> tuple[str | None, list[str]]:
-    """What a task waiting for a suspended line carries, so dispatch can judge quiet
-    hours again when the line is active (it knows neither the policy nor the customer):
-    the zone's label and the windows, or (None, []) when the channel has no quiet hours."""
+    """What a task carries so that dispatch can judge its quiet hours again when it would
+    publish it (it knows neither the policy nor the customer): the zone's label and the
+    windows, or (None, []) when the channel has no quiet hours."""
     if channel not in policy.quiet_hours_channels:
         return None, []
     tz = local_zone(subscriber, policy)
@@ -377,11 +381,17 @@ def open_after_quiet(
     when none are kept; None when they cover the whole day)."""
     if zone is None or not windows:
         return instant
-    tz = zone_of_label(zone)
-    parsed = tuple(w for w in (lenient_window(text) for text in windows) if w is not None)
+    tz, parsed = _kept(zone, tuple(windows))
     if tz is None or not parsed:
         return instant
     return next_open_instant(instant, parsed, tz)
+
+
+@functools.lru_cache(maxsize=1024)
+def _kept(zone: str, windows: tuple[str, ...]) -> tuple[dt.tzinfo | None, tuple[QuietWindow, ...]]:
+    """Kept quiet hours read back, once per zone and windows (dispatch judges every task)."""
+    parsed = tuple(w for w in (lenient_window(text) for text in windows) if w is not None)
+    return zone_of_label(zone), parsed
 
 
 def describe(policy: GatingPolicy) -> list[str]:

@@ -4,8 +4,9 @@ when they may be delivered, within capacity and the contact policy.
 Every task the ledger lets us own goes through one decision (`_decide`), whether it is
 fresh from a batch, released from the deferral queue or re-driven after a crash:
 declined-rule suppression, expiry and relevance -> merge into a waiting task of the
-same subscriber -> wait (deferral queue) while `deliver_after` is in the future or the
-channel holds for the merge window -> contact cap -> capacity and overflow -> publish.
+same subscriber -> wait (deferral queue) while `deliver_after` is in the future, the line
+is suspended, the task's quiet hours cover the hour or the channel holds for the merge
+window -> contact cap -> capacity and overflow -> publish.
 Each step is idempotent per task id, so a retry after a Redis error, a re-drive after a
 crash or a second worker racing never sends a task twice or loses it.
 """
@@ -429,7 +430,7 @@ class TaskSink:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
                 count = not (c.fresh and c.deferral_counted)
                 w.park(task, task.deliver_after.timestamp(), reason, count)
-            elif self._suspended(task, now, facts, w):
+            elif self._suspended(task, now, facts, w) or self._quiet(task, now, w):
                 pass
             elif c.fresh and task.channel in self.policy.merge.hold_channels:
                 w.park(task, now + window, "merge_window")
@@ -504,7 +505,11 @@ class TaskSink:
         # A suspended line keeps gating's reason and bound: the poll time is not news.
         keep_gating = p.reason == "suspended" and task.deferred is not None
         if not keep_gating and (task.deferred is None or task.deferred.until < until):
-            task = task.model_copy(update={"deferred": Deferral(reason=p.reason, until=until)})
+            # Published when due: `deliver_after` says so, as `deferred.until` does.
+            update = {"deferred": Deferral(reason=p.reason, until=until)}
+            task = task.model_copy(
+                update={**update, "deliver_after": max(task.deliver_after, until)}
+            )
         window = self.policy.merge.window.total_seconds()
         payload = self._payloads.unless_stored(task)
         waits = p.reason == "suspended"
@@ -571,28 +576,37 @@ class TaskSink:
     ) -> bool:
         """Gating deferred this task for a suspended line: it waits (checked again every
         `SUSPENDED_POLL_S`) until a profile update says the line is active, or expires.
-        Once active, the quiet hours the task carries hold it back again (gating judged
-        them when the task was made, not now)."""
+        Once active, it goes on like any task held back (`_quiet` first)."""
         deferred = task.deferred
         if deferred is None or deferred.reason != "suspended":
             return False
         if reactivated(task, facts[task.subscriber_id]):
-            at = dt.datetime.fromtimestamp(now, dt.UTC)
-            opens = open_after_quiet(at, deferred.zone, deferred.quiet_hours)
-            if opens is not None and opens <= at:
-                return False
-            if opens is not None and opens < task.expires_at:
-                w.park(task, opens.timestamp(), "quiet_hours")
-            else:  # quiet until it expires, as gating says of a task it makes
-                self._suppressed(task, SuppressReason.EXPIRED.value)
-                w.drops.append((task.task_id, SuppressReason.EXPIRED.value))
-            return True
+            return False
         again = now + SUSPENDED_POLL_S
         if again < task.expires_at.timestamp():
             w.park(task, again, "suspended", count=False)
         else:
             self._suppressed(task, "suspended")
             w.drops.append((task.task_id, "suspended"))
+        return True
+
+    def _quiet(self, task: ServiceTask, now: float, w: _Writes) -> bool:
+        """`now` is inside the quiet hours the task carries: it waits for their end, or is
+        dropped as expired when they outlast it. Gating judged them when it made the task;
+        whatever held it since (merge window, contact cap, capacity, a retry's wait, a
+        suspended line, a crash) may bring it here at another hour."""
+        quiet = task.quiet_hours
+        if quiet is None:
+            return False
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        opens = open_after_quiet(at, quiet.zone, quiet.windows)
+        if opens is not None and opens <= at:
+            return False
+        if opens is not None and opens < task.expires_at:
+            w.park(task, opens.timestamp(), "quiet_hours")
+        else:  # quiet until it expires, as gating says of a task it makes
+            self._suppressed(task, SuppressReason.EXPIRED.value)
+            w.drops.append((task.task_id, SuppressReason.EXPIRED.value))
         return True
 
     async def _send(self, tasks: list[ServiceTask]) -> None:

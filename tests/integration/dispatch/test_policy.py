@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from moments.embedded import RedisServer, free_port
-from moments.models import Channel, ProfileEvent, RoamingEvent, TopUpEvent
+from moments.models import Channel, ProfileEvent, QuietHours, RoamingEvent, TopUpEvent
+from sinks.capacity import next_day_start
 from sinks.policy import DispatchPolicy
 
 from .conftest import (
@@ -184,13 +185,13 @@ class TestDeferral:
     ) -> None:
         """Gating judged the quiet hours when it made the task; the task carries them, and
         dispatch judges them again when the line is active: it waits for the window to
-        end, or is dropped as expired when the window outlasts it."""
+        end (and says so), or is dropped as expired when the window outlasts it."""
         w = make_worker()
         soon = NOW + HOUR
         check = soon + dt.timedelta(seconds=901)  # the poll after reactivation
         start = (check - HOUR).strftime("%H:%M")
         end = (check + 2 * HOUR).strftime("%H:%M")
-        quiet = {"zone": "+00:00", "quiet_hours": [f"{start}-{end}"]}
+        quiet = QuietHours(zone="+00:00", windows=[f"{start}-{end}"])
         waits = task("q1", sub="13200000001", deliver_after=soon, deferred="suspended")
         lapses = task(
             "q2",
@@ -199,10 +200,7 @@ class TestDeferral:
             deferred="suspended",
             expires_at=check + HOUR,
         )
-        for t in (waits, lapses):
-            assert t.deferred is not None
-            w.sink.add(t.model_copy(update={"deferred": t.deferred.model_copy(update=quiet)}))
-        await w.sink.flush()
+        await w.send(*(t.model_copy(update={"quiet_hours": quiet}) for t in (waits, lapses)))
         assert await w.sink.release_due(now=soon.timestamp() + 1) == 2  # still suspended
         await w.sink.facts.record(
             [
@@ -225,6 +223,12 @@ class TestDeferral:
         assert await w.sink.release_due(now=opens.timestamp() + 1) == 1
         [out] = await published(w.settings, 1)
         assert out["task_id"] == "q1"
+        assert out["deferred"]["reason"] == "quiet_hours"
+        assert instant(out["deferred"]["until"]) == instant(out["deliver_after"]) == opens
+
+
+def instant(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
 
 
 def _dedup() -> dict[str, str]:
@@ -362,6 +366,107 @@ class TestContactAndMerge:
         assert due >= NOW.timestamp() + 86400 - 5
         suppressed = {"moment_type": "b", "reason": "contact_cap"}
         assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
+
+
+def quiet_around(due: dt.datetime) -> QuietHours:
+    """Daily quiet hours (UTC) from 20 minutes before `due` to two hours after it."""
+    start, end = due - dt.timedelta(minutes=20), due + 2 * HOUR
+    return QuietHours(zone="+00:00", windows=[f"{start:%H:%M}-{end:%H:%M}"])
+
+
+def quiet_end(due: dt.datetime) -> dt.datetime:
+    return (due + 2 * HOUR).replace(second=0, microsecond=0)
+
+
+class TestQuietHoursWhenHeld:
+    """Gating judged a task's quiet hours when it was made; whatever held it afterwards
+    (the merge window, the contact cap, capacity, a retry's wait) may bring it up at
+    another hour, and dispatch judges them again then: it waits for their end."""
+
+    async def held_then_quiet(
+        self, w: Any, task_id: str, due: dt.datetime, before: list[str] | None = None
+    ) -> None:
+        """The task waits until about `due`; released then, it finds its quiet hours and
+        waits for their end; released then, it goes out, saying why it waited. `before`:
+        the tasks published already."""
+        before = before or []
+        parked = await w.sink.deferral.due_at(task_id)
+        assert parked is not None
+        assert abs(parked - due.timestamp()) < 5, (parked, due)
+        assert await w.sink.release_due(now=parked + 1) == 1
+        assert await w.ledger.state(task_id) == "deferred"
+        end = quiet_end(due)
+        assert await w.sink.deferral.due_at(task_id) == end.timestamp()
+        assert w.sample("moments_tasks_deferred_total", reason="quiet_hours") == 1
+        assert ids(await published(w.settings, len(before))) == before
+        assert await w.sink.release_due(now=end.timestamp() + 1) == 1
+        [out] = [t for t in await published(w.settings, len(before) + 1) if t["task_id"] == task_id]
+        assert out["deferred"]["reason"] == "quiet_hours"
+        assert instant(out["deliver_after"]) == end
+        assert await w.ledger.state(task_id) == "sent"
+
+    async def test_after_the_merge_window(self, make_worker: MakeWorker) -> None:
+        w = make_worker()  # calls held 30 minutes
+        due = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+        call = task("w1", sub="13100000001", channel=Channel.OUTBOUND_CALL)
+        await w.send(call.model_copy(update={"quiet_hours": quiet_around(due)}))
+        await self.held_then_quiet(w, "w1", due)
+
+    async def test_after_the_contact_cap(self, make_worker: MakeWorker) -> None:
+        w = make_worker(
+            DispatchPolicy.model_validate({"contact": {"max_contacts": 1, "period": "2h"}})
+        )
+        sub = "13100000002"
+        await w.send(task("k1", sub=sub))
+        due = dt.datetime.now(dt.UTC) + 2 * HOUR
+        capped = task("k2", sub=sub, moment_type="b")
+        await w.send(capped.model_copy(update={"quiet_hours": quiet_around(due)}))
+        await self.held_then_quiet(w, "k2", due, before=["k1"])
+
+    async def test_after_capacity_defers_it_to_the_next_day(self, make_worker: MakeWorker) -> None:
+        release = (dt.datetime.now(dt.UTC) + 3 * HOUR).replace(second=0, microsecond=0)
+        policy = DispatchPolicy.model_validate(
+            {
+                "timezone": "UTC",
+                "next_day_at": f"{release:%H:%M}",
+                "capacity": {"*": {"manager": 1}},
+                "reserved_share": 0,
+                "overflow": {"*": {"policy": "defer"}},
+                "merge": NO_HOLD,
+            }
+        )
+        w = make_worker(policy)
+        await w.send(task("c1", sub="13100000003", channel=Channel.MANAGER))
+        due = next_day_start(dt.datetime.now(dt.UTC), policy.zone, policy.next_day_at)
+        over = task("c2", sub="13100000004", channel=Channel.MANAGER)
+        await w.send(over.model_copy(update={"quiet_hours": quiet_around(due)}))
+        await self.held_then_quiet(w, "c2", due, before=["c1"])
+
+    async def test_after_a_retry_s_wait(self, make_worker: MakeWorker) -> None:
+        w = make_worker()
+        due = (dt.datetime.now(dt.UTC) + HOUR).replace(microsecond=0)
+        retry = task("r1", sub="13100000005", deliver_after=due, deferred="unreachable_retry")
+        await w.send(retry.model_copy(update={"quiet_hours": quiet_around(due)}))
+        await self.held_then_quiet(w, "r1", due)
+
+    async def test_quiet_hours_that_outlast_it_drop_it_as_expired(
+        self, make_worker: MakeWorker
+    ) -> None:
+        w = make_worker()
+        due = (dt.datetime.now(dt.UTC) + HOUR).replace(microsecond=0)
+        retry = task(
+            "x1",
+            sub="13100000006",
+            deliver_after=due,
+            deferred="unreachable_retry",
+            expires_at=due + HOUR,
+        )
+        await w.send(retry.model_copy(update={"quiet_hours": quiet_around(due)}))
+        assert await w.sink.release_due(now=due.timestamp() + 1) == 1
+        assert await w.ledger.state("x1") == "dropped"
+        labels = {"moment_type": "first_international_roaming", "reason": "expired"}
+        assert w.sample("moments_tasks_suppressed_total", **labels) == 1
+        assert await published(w.settings, 0) == []
 
 
 class TestOneFlush:

@@ -3,8 +3,10 @@ when it should, with the values that made it fire, and stays quiet when it shoul
 
 from __future__ import annotations
 
+from importlib import resources
+
 from moments.models import EventType
-from rules.catalog import load_rules
+from rules.catalog import DEFAULT_CATALOG, load_rules, load_texts
 
 from .helpers import SHANGHAI, SUB, at, ev, run, types, usage
 
@@ -269,6 +271,34 @@ class TestDoNotDisturb:
         tasks = only(run(CATALOG, events).tasks, "service_failure")
         assert [t.deferred for t in tasks] == [None]
 
+    def test_every_task_carries_the_quiet_hours_it_was_judged_by(self) -> None:
+        """So that dispatch can judge them again when it sends the task later than now
+        (merge window, contact cap, capacity, a retry): the visited place's zone while
+        roaming, the catalog's windows and the customer's own."""
+        trip = {"country": "GB", "roaming_type": "international", "timezone": "Europe/London"}
+        events = [
+            ev(PROFILE, at("2026-11-01"), quiet_hours=["12:00-13:00"]),
+            ev(EventType.ROAMING, at("2026-11-02", "20:00"), **trip),
+            usage(at("2026-11-02", "22:30"), kind="service_failure", service_code="VOLTE"),
+        ]
+        (task,) = only(run(CATALOG, events).tasks, "service_failure")
+        assert task.quiet_hours is not None
+        assert task.quiet_hours.zone == "Europe/London"
+        assert task.quiet_hours.windows == [
+            *(str(w) for w in CATALOG.gating.windows),
+            "12:00-13:00",
+        ]
+
+    def test_a_channel_quiet_hours_do_not_hold_carries_none(self) -> None:
+        text = (resources.files("rules") / "catalog" / DEFAULT_CATALOG).read_text()
+        held = "quiet_hours_channels: [sms, outbound_call, manager, app_push]"
+        assert held in text
+        rules = load_texts([("c.yaml", text.replace(held, "quiet_hours_channels: [sms]"))])
+        events = [usage(at("2026-11-02", "10:00"), kind="service_failure", service_code="5G")]
+        (task,) = run(rules, events).tasks
+        assert task.channel != "sms"
+        assert task.quiet_hours is None
+
     def test_opt_out_of_the_channel_suppresses(self) -> None:
         events = [
             ev(PROFILE, at("2026-11-01"), opt_out=["sms"]),
@@ -325,7 +355,8 @@ class TestDoNotDisturb:
         # gating used (the catalog's own for this customer, who set none).
         catalog_windows = [str(w) for w in CATALOG.gating.windows]
         assert tasks[0].channel in CATALOG.gating.quiet_hours_channels
-        assert (tasks[0].deferred.zone, tasks[0].deferred.quiet_hours) == (
+        assert tasks[0].quiet_hours is not None
+        assert (tasks[0].quiet_hours.zone, tasks[0].quiet_hours.windows) == (
             CATALOG.gating.zone.key,
             catalog_windows,
         )
