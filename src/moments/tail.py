@@ -117,17 +117,17 @@ async def tail_tasks(
                 screen = stack.enter_context(Live(board.render(), console=console))
             while exit_after is None or printed < exit_after:
                 batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        if record.value is None:
-                            continue
-                        task = orjson.loads(record.value)
-                        if board is not None:
-                            board.add(task)
-                        else:
-                            line = record.value.decode() if json_lines else format_task(task)
-                            print(line, file=stream, flush=True)
-                        printed += 1
+                values = [r.value for rs in batches.values() for r in rs if r.value is not None]
+                if exit_after is not None:  # a fetch may bring more than are left to print
+                    values = values[: exit_after - printed]
+                for value in values:
+                    task = orjson.loads(value)
+                    if board is not None:
+                        board.add(task)
+                    else:
+                        line = value.decode() if json_lines else format_task(task)
+                        print(line, file=stream, flush=True)
+                    printed += 1
                 if board is not None and screen is not None and batches:
                     screen.update(board.render())
     finally:

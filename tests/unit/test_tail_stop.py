@@ -1,11 +1,15 @@
 """The task viewer's Kafka consumer closes within a bound: a close the broker never
-answers must not keep Ctrl-C of `moments run` from stopping the worker."""
+answers must not keep Ctrl-C of `moments run` from stopping the worker. `--exit-after N`
+stops at N tasks, however many a fetch brought."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 
 from moments import tail
@@ -47,3 +51,29 @@ async def test_a_close_that_never_ends_is_given_up(monkeypatch: pytest.MonkeyPat
     printed = await asyncio.wait_for(tail.tail_tasks(Settings(), exit_after=0), 10)
     assert printed == 0
     assert StuckOnStop.stopped
+
+
+class FiveInOneFetch(StuckOnStop):
+    """A topic whose five tasks all come in the first fetch."""
+
+    async def stop(self) -> None:
+        pass
+
+    async def seek_to_beginning(self, *partitions: Any) -> None:
+        pass
+
+    async def getmany(self, timeout_ms: int) -> dict[str, list[Any]]:
+        records = [SimpleNamespace(value=orjson.dumps({"task_id": f"t{n}"})) for n in range(5)]
+        return {"tp": records}
+
+
+async def test_exit_after_stops_at_that_many_tasks_within_one_fetch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tail, "AIOKafkaConsumer", FiveInOneFetch)
+    out = io.StringIO()
+    printed = await tail.tail_tasks(
+        Settings(), json_lines=True, from_beginning=True, exit_after=3, out=out
+    )
+    assert printed == 3
+    assert out.getvalue().splitlines() == [f'{{"task_id":"t{n}"}}' for n in range(3)]
