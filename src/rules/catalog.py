@@ -113,9 +113,6 @@ class RuleSet:
         rules = [replace(r, shadow=False, _cache={}) if r.shadow else r for r in self.rules]
         return RuleSet.of(rules, self.sources, self.series, self.gating, self.special)
 
-    def for_event(self, event_type: EventType) -> tuple[CompiledRule, ...]:
-        return self.by_event_type.get(event_type, ())
-
     @cached_property
     def tags_by_moment_type(self) -> Mapping[str, tuple[str, ...]]:
         """Moment type -> the state tags of the live rules making it (to read `fired` by

@@ -1,23 +1,12 @@
-"""The sink protocol: `add()` items as a batch is processed, `flush()` makes them durable."""
+"""What the sinks need of a Kafka producer, and how they send a batch of records."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
-
-T = TypeVar("T")
-T_contra = TypeVar("T_contra", contravariant=True)
+from typing import Any, Protocol
 
 Headers = Sequence[tuple[str, bytes]]
-
-
-class Sink(Protocol[T_contra]):
-    def add(self, item: T_contra) -> None: ...
-
-    async def flush(self) -> None:
-        """Return only when everything added is durable (or raise)."""
-        ...
 
 
 class Producer(Protocol):
@@ -94,18 +83,3 @@ async def _send_closed(producer: BatchProducer, batch: Any, topic: str, partitio
     to it, and every batch of the worker waited so before its changelog was durable)."""
     batch.close()
     return await producer.send_batch(batch, topic, partition=partition)
-
-
-class RecordingSink(Generic[T]):
-    """Keeps what was added and flushed; the sink tests and `run_pipeline` use."""
-
-    def __init__(self) -> None:
-        self.pending: list[T] = []
-        self.flushed: list[T] = []
-
-    def add(self, item: T) -> None:
-        self.pending.append(item)
-
-    async def flush(self) -> None:
-        self.flushed.extend(self.pending)
-        self.pending.clear()
