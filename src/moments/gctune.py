@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 GEN0_THRESHOLD = 10_000
 """Allocations between young collections (CPython's default is 700)."""
@@ -71,15 +71,16 @@ class PauseTimer:
     holds (prometheus_client's), so the callback itself only appends to a deque: no
     lock, no metric call."""
 
-    def __init__(self, keep: int = 10_000) -> None:
+    def __init__(self, keep: int = 10_000, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
         self._started = 0.0
         self._pauses: deque[tuple[int, float]] = deque(maxlen=keep)
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._started = time.perf_counter()
+            self._started = self._clock()
         else:
-            self._pauses.append((info["generation"], time.perf_counter() - self._started))
+            self._pauses.append((info["generation"], self._clock() - self._started))
 
     def install(self) -> None:
         if self not in gc.callbacks:

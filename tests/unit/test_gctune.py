@@ -83,3 +83,14 @@ def test_each_collection_is_timed_and_drained_once() -> None:
     assert [g for g, _ in pauses if g > 0] == [1, 2]  # an automatic young one may come too
     assert all(seconds >= 0 for _, seconds in pauses)
     assert list(timer.drain()) == []
+
+
+def test_a_pause_is_the_time_from_its_start_to_its_stop() -> None:
+    ticks = iter([10.0, 10.25, 20.0, 20.004])
+    timer = PauseTimer(keep=1, clock=lambda: next(ticks))
+    timer("start", {"generation": 2})
+    timer("stop", {"generation": 2})
+    assert list(timer.drain()) == [(2, 0.25)]
+    timer("start", {"generation": 0})
+    timer("stop", {"generation": 0})
+    assert [(g, round(s, 6)) for g, s in timer.drain()] == [(0, 0.004)]

@@ -308,6 +308,13 @@ class TestAbsenceAndPeriods:
         )
         assert len(more.tasks) == 2
 
+    def test_absence_of_a_subscriber_never_seen_on_its_sources_is_no_moment(self) -> None:
+        """Seen only on the profile topic: nothing has stopped, every daily close says so."""
+        body = "    on: [usage]\n    evaluate: daily\n    condition: {absence: 3d}\n"
+        events = [ev(EventType.PROFILE, at("2026-11-02", "10:00"), tier="gold")]
+        result = run(rules_from(one_rule(body)), events, until=at("2026-11-20"))
+        assert result.tasks == []
+
     def test_a_close_rule_fires_once_per_window(self) -> None:
         series = "  calls: {on: [usage], when: {kind: voice}, period: day}\n"
         body = "    on: [usage]\n    evaluate: daily\n    condition: {series: calls, gte: 2}\n"
