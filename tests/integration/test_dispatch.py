@@ -106,6 +106,7 @@ class TestTaskSink:
         assert [orjson.loads(r.value)["task_id"] for r in records] == ["t-crash"]
         assert await harness.ledger.state("t-crash") == "sent"
         assert await harness.tasks.redrive(older_than=0) == 0
+        assert harness.sample("moments_tasks_redriven_total") == 1
 
 
 class TestDeadLetterSink:

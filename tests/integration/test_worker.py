@@ -124,6 +124,12 @@ class TestFirstInternationalRoaming:
             assert headers["__dlq.errors.exception.message"]
             assert letter.key == LI.encode()
 
+        # r2 delivered twice: applied once, the second counted as a replay.
+        assert await metric_value(port, "moments_events_replayed_total") == 1
+        # Every record of the roaming topic went through a timed batch, bad ones included.
+        assert await metric_value(port, "moments_batch_records_sum") == 9
+        assert await metric_value(port, "moments_processing_seconds_count") >= 1
+
         # Where a batch's time went, by step (facts: the profile and roamings are facts).
         for stage in ("detect", "facts", "dispatch", "state", "changelog"):
             count = await metric_value(port, "moments_batch_stage_seconds_count", {"stage": stage})

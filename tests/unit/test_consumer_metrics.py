@@ -49,6 +49,9 @@ class TestLagSampler:
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 20
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="1") == 50
         assert sample(registry, "moments_consumer_end_offset", topic="in.usage", partition="0")
+        committed = "moments_consumer_committed_offset"
+        assert sample(registry, committed, topic="in.usage", partition="0") == 100
+        assert sample(registry, committed, topic="in.usage", partition="1") == 0  # none yet
         assert sample(registry, "moments_consumer_assigned_partitions") == 2
         sampler.update({b: 60}, {b: 60})  # partition 0 moved to another worker
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") is None

@@ -62,6 +62,7 @@ class TestDeferral:
         due = later.timestamp() + 1
         released = await asyncio.gather(a.sink.release_due(now=due), b.sink.release_due(now=due))
         assert sorted(released) == [0, 1]
+        assert sum(w.sample("moments_tasks_released_total") for w in (a, b)) == 1
         [out] = await published(a.settings, 1)
         assert out["task_id"] == "d1"
         assert out["deferred"]["reason"] == "quiet_hours"
@@ -282,6 +283,14 @@ class TestCapacity:
             w.sample("moments_tasks_suppressed_total", moment_type="gone", reason="capacity") == 1
         )
         assert w.sample("moments_tasks_deferred_total", reason="capacity") == 1
+        overflow = {
+            ("fb", "fallback"): 1,
+            ("later", "defer"): 1,
+            ("gone", "drop"): 1,
+        }
+        for (moment_type, policy), count in overflow.items():
+            labels = {"moment_type": moment_type, "policy": policy}
+            assert w.sample("moments_tasks_overflow_total", **labels) == count
 
     async def test_share_reserved_for_priorities_one_and_two(self, make_worker: MakeWorker) -> None:
         policy = DispatchPolicy.model_validate(
@@ -321,6 +330,9 @@ class TestContactAndMerge:
         )
         await w.send(task("m3", sub="13500000002"))  # someone else: not merged
         assert await w.ledger.state("m2") == "merged"
+        merged_total = "moments_tasks_merged_total"
+        assert w.sample(merged_total, moment_type="competitor_hotline_call") == 1
+        assert w.sample(merged_total, moment_type="first_international_roaming") == 0
         assert await w.sink.release_due(now=later.timestamp() + 1) == 1
         out = await published(w.settings, 2)
         [merged] = [t for t in out if t["subscriber_id"] == sub]
