@@ -3,23 +3,8 @@
 Read from the YAML file named by `MOMENTS_DISPATCH_POLICY` (see docs/architecture.md,
 "Dispatch policy"); without a file the defaults below apply: no capacity limits, no
 contact cap, a 30 minute merge window in which a subscriber's calls (outbound calls and
-phone-manager tasks) are held so that their moments become one call.
-
-```yaml
-timezone: Asia/Shanghai          # the capacity day and "next day" are local days here
-capacity:                        # tasks per region, channel and day; "*" = any other region
-  NJ: {manager: 400, outbound_call: 2000}
-  "*": {manager: 100}
-reserved_share: 0.2              # the last 20% of each limit only for priorities 1-2
-overflow:                        # per rule id; "*" = every other rule
-  low_balance: {policy: fallback, channel: sms}
-  "*": {policy: defer}           # defer | drop | fallback
-next_day_at: "09:00"             # a task deferred to the next day is released then
-contact: {max_contacts: 3, period: 7d}
-merge: {window: 30m, hold_channels: [outbound_call, manager]}   # the default
-relevance: {low_balance: topped_up, first_international_roaming: came_home}
-outcomes: {declined_suppress: 30d, unreachable_retry_after: 2h, max_retries: 2}
-```
+phone-manager tasks) are held so that their moments become one call. The page has an
+example of every field (a test loads it).
 """
 
 from __future__ import annotations

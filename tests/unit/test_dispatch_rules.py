@@ -4,6 +4,7 @@ relevance checks and retries."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -52,6 +53,23 @@ class TestPolicyFile:
         assert policy.limit("NJ", Channel.MANAGER) is None
         assert policy.merge.window == dt.timedelta(minutes=30)
         assert policy.overflow_for("any").policy is OverflowPolicy.DEFER
+
+    def test_the_example_in_the_architecture_page_loads_as_written(self, tmp_path: Path) -> None:
+        page = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+        section = page[page.index("### Dispatch policy") : page.index("## Risk score")]
+        (example,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+        path = tmp_path / "policy.yaml"
+        path.write_text(example)
+        policy = load_policy(path)
+        assert policy.limit("NJ", Channel.MANAGER) == 400
+        assert policy.limit("SH", Channel.MANAGER) == 100  # "*"
+        assert policy.limit("SH", Channel.OUTBOUND_CALL) is None
+        low = policy.overflow_for("low_balance")
+        assert (low.policy, low.channel) == (OverflowPolicy.FALLBACK, Channel.SMS)
+        assert policy.overflow_for("any").policy is OverflowPolicy.DEFER
+        assert policy.next_day_at == dt.time(9, 0)
+        assert policy.contact.max_contacts == 3
+        assert policy.outcomes.max_retries == 2
 
     def test_region_limits_fall_back_to_star(self, tmp_path: Path) -> None:
         path = tmp_path / "policy.yaml"
