@@ -1,0 +1,112 @@
+"""The example consumer of docs/consuming-tasks.md, run as written against a real broker:
+it acts once on a task delivered twice, not on an expired one, tells the customer of a
+merged task's every moment, and its outcomes are ones the worker reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moments.models import (
+    Channel,
+    Family,
+    Moment,
+    OutcomeStatus,
+    RelatedMoment,
+    ServiceTask,
+    TaskOutcome,
+)
+from moments.settings import Settings
+from sinks.dispatch import task_bytes
+
+from .conftest import MakeSettings
+from .kafka_io import produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "consuming-tasks.md"
+NOW = dt.datetime.now(dt.UTC)
+
+
+def example() -> str:
+    (code,) = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), re.S)
+    return str(code)
+
+
+def moment(kind: str) -> Moment:
+    return Moment(
+        family=Family.ANOMALY, type=kind, rule_id=kind, rule_version=1, description=f"{kind}!"
+    )
+
+
+def task(task_id: str, sub: str, kind: str, **update: Any) -> ServiceTask:
+    made = ServiceTask(
+        task_id=task_id,
+        subscriber_id=sub,
+        moment=moment(kind),
+        priority=2,
+        channel=Channel.OUTBOUND_CALL,
+        action="call",
+        triggered_at=NOW - dt.timedelta(minutes=5),
+        created_at=NOW,
+        deliver_after=NOW,
+        expires_at=NOW + dt.timedelta(hours=12),
+        evidence=[f"ev-{task_id}"],
+    )
+    return made.model_copy(update=update)
+
+
+async def test_the_example_consumer_acts_once_in_time_and_reports(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = make_settings()
+    await topics_for(settings)
+    failure = task("t-failure", "13800138001", "service_failure")
+    merged = task(
+        "t-merged",
+        "13800138002",
+        "complaint",
+        related=[
+            RelatedMoment(
+                task_id="t-recovery",
+                moment=moment("service_recovery"),
+                priority=3,
+                channel=Channel.SMS,
+                action="sms",
+                triggered_at=NOW,
+                evidence=["ev-r"],
+            )
+        ],
+    )
+    lapsed = task("t-lapsed", "13800138003", "low_balance", expires_at=NOW)
+    records = [failure, failure, lapsed, merged]  # the first twice: a re-drive
+    await produce(settings, [("tasks", t.subscriber_id, task_bytes(t)) for t in records])
+
+    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    namespace: dict[str, Any] = {"__name__": "consumer_example"}
+    exec(compile(example(), str(PAGE), "exec"), namespace)  # noqa: S102 (the page's own code)
+    namespace["TASKS"] = settings.topic("tasks")
+    namespace["OUTCOMES"] = settings.topic("task_outcomes")
+    await namespace["consume"](stop_after=len(records), rebalance_timeout_ms=3000)
+
+    acted = sorted(capsys.readouterr().out.splitlines())  # two partitions: either first
+    assert acted == [
+        "outbound_call | t-failure | service_failure!",
+        "outbound_call | t-merged | complaint! | service_recovery!",
+    ]
+    outcomes = [
+        TaskOutcome.model_validate_json(r.value)
+        for r in await read_topic(settings, "task_outcomes", count=2, wait_s=20, settle=1)
+    ]
+    assert sorted((o.task_id, o.status) for o in outcomes) == [
+        ("t-failure", OutcomeStatus.DONE_NO_CHANGE),
+        ("t-merged", OutcomeStatus.DONE_NO_CHANGE),
+    ]
