@@ -154,7 +154,7 @@ class Detector:
             elif changes[sub].partition != partition:
                 changes[sub] = StateChange(state, partition)
             source = SOURCE_CODES[event_type]
-            if not state.apply_once(source, record.offset, decoded.event_id):
+            if not state.apply_once(source, partition, record.offset, decoded.event_id):
                 result.replayed += 1
                 continue
             if isinstance(decoded, ProfileEvent):

@@ -3,8 +3,8 @@ zstd against a trained dictionary (moments.statezip).
 
 One record per subscriber (not one table entry per metric) keeps changelog
 writes to one per subscriber per batch. Replays are harmless: every update is
-guarded by the last applied offset per source topic and by a short ring of
-recent event ids, so at-least-once input never double-applies an event.
+guarded by the last applied offset per source topic and partition and by a short ring
+of recent event ids per source, so at-least-once input never double-applies an event.
 
 Windowed aggregates live here too, as fixed rings (`series`), rather than in
 Faust windowed tables, which do not expire after a rebalance and can be lost on
@@ -26,7 +26,8 @@ MAX_OPEN = 16
 MAX_CONTACTS = 16
 """Contacts remembered for the frequency cap."""
 RECENT_EVENT_IDS = 8
-"""How many recent event-id digests a subscriber keeps to drop re-delivered events."""
+"""How many recent event-id digests a subscriber keeps per source to drop events
+delivered again."""
 
 
 def event_digest(event_id: str) -> str:
@@ -41,9 +42,13 @@ class SubscriberState:
     first_seen: dict[str, int] = field(default_factory=dict)
     """First-time keys (`<rule tag>:<value>`) -> event time (epoch seconds) last seen."""
     offsets: dict[str, int] = field(default_factory=dict)
-    """Source (event type code) -> highest offset applied; guards replays after a crash."""
-    recent: list[str] = field(default_factory=list)
-    """Digests of the latest event ids, newest last; guards re-delivered events."""
+    """Source (event type code) and partition (`u3`) -> highest offset applied; guards
+    re-reads after a crash. Per partition: an event produced to another partition than
+    its key's has offsets of its own, which say nothing of the right partition's."""
+    recent: dict[str, list[str]] = field(default_factory=dict)
+    """Source -> digests of its latest event ids, newest last; guards events delivered
+    again. Per source: ids are unique per upstream system, not across them, and a burst
+    of usage events must not push a complaint's id out."""
     profile: dict[str, Any] = field(default_factory=dict)
     """Profile fields as last sent on the profile topic (JSON-ready values)."""
     series: dict[str, list[float]] = field(default_factory=dict)
@@ -67,19 +72,24 @@ class SubscriberState:
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
 
-    def apply_once(self, source: str, offset: int | None, event_id: str) -> bool:
-        """Mark the event applied; False when it was applied before (same offset replayed,
-        or the same id delivered again), and then nothing changes."""
-        if offset is not None and offset <= self.offsets.get(source, -1):
+    def apply_once(self, source: str, partition: int, offset: int | None, event_id: str) -> bool:
+        """Mark the event applied; False when it was applied before (its partition's
+        offset re-read, or the same id delivered again on its source), and then nothing
+        changes."""
+        place = f"{source}{partition}"
+        if offset is not None and offset <= self.offsets.get(place, -1):
             return False
         digest = event_digest(event_id)
-        if digest in self.recent:
+        ring = self.recent.get(source)
+        if ring is None:
+            self.recent[source] = ring = []
+        elif digest in ring:
             return False
         if offset is not None:
-            self.offsets[source] = offset
-        self.recent.append(digest)
-        if len(self.recent) > RECENT_EVENT_IDS:
-            del self.recent[: len(self.recent) - RECENT_EVENT_IDS]
+            self.offsets[place] = offset
+        ring.append(digest)
+        if len(ring) > RECENT_EVENT_IDS:
+            del ring[0]
         return True
 
     def add_contact(self, at: int) -> None:
@@ -127,7 +137,7 @@ class SubscriberState:
         return cls(
             first_seen=doc.get("f", {}),
             offsets=doc.get("o", {}),
-            recent=doc.get("r", []),
+            recent=_rings(doc.get("r")),
             profile=doc.get("p", {}),
             series=doc.get("s", {}),
             last=doc.get("l", {}),
@@ -140,3 +150,9 @@ class SubscriberState:
             watermark=doc.get("w", 0),
             special_day=doc.get("d", 0),
         )
+
+
+def _rings(stored: Any) -> dict[str, list[str]]:
+    """The recent-id rings of a record; a record written before they were kept per source
+    (one list) gives none: ids seen before an upgrade are not guarded after it."""
+    return stored if isinstance(stored, dict) else {}

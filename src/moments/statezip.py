@@ -95,7 +95,7 @@ def pack(json: bytes) -> bytes:
 def check() -> None:
     """Fail at start-up, not at the first batch, when this installation cannot write and
     read records (the dictionary file missing from the package)."""
-    sample = b'{"o":{},"r":[]}'
+    sample = b'{"o":{},"r":{}}'
     try:
         if unpack(pack(sample)) != sample:
             raise StateFormatError("a record did not read back as written")

@@ -29,8 +29,14 @@ epochs = st.integers(min_value=0, max_value=2**40)
 states = st.builds(
     SubscriberState,
     first_seen=st.dictionaries(texts, epochs, max_size=6),
-    offsets=st.dictionaries(st.sampled_from("purtc"), epochs, max_size=5),
-    recent=st.lists(st.text(alphabet="0123456789abcdef", min_size=12, max_size=12), max_size=8),
+    offsets=st.dictionaries(
+        st.builds("{}{}".format, st.sampled_from("purtc"), st.integers(0, 63)), epochs, max_size=5
+    ),
+    recent=st.dictionaries(
+        st.sampled_from("purtc"),
+        st.lists(st.text(alphabet="0123456789abcdef", min_size=12, max_size=12), max_size=8),
+        max_size=5,
+    ),
     profile=st.dictionaries(texts, st.one_of(texts, st.lists(texts, max_size=2)), max_size=5),
     series=st.dictionaries(
         texts, st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=9), max_size=4
@@ -60,7 +66,9 @@ def test_a_record_written_before_compression_is_still_read(state: SubscriberStat
 
 
 def test_a_record_of_an_unknown_dictionary_is_refused_with_what_to_do() -> None:
-    samples = [SubscriberState(watermark=i, recent=[f"{i:012x}"]).to_json() for i in range(400)]
+    samples = [
+        SubscriberState(watermark=i, recent={"u": [f"{i:012x}"]}).to_json() for i in range(400)
+    ]
     other = zstandard.train_dictionary(1024, samples, dict_id=999)
     stored = zstandard.ZstdCompressor(dict_data=other, write_dict_id=True).compress(samples[0])
     with pytest.raises(StateFormatError, match=r"dictionary 999.*run the version that wrote it"):

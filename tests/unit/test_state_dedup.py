@@ -1,0 +1,100 @@
+"""An event is applied once: a re-read (its partition's offset again) and a re-delivery
+(its id again on its source) are dropped; nothing else is. Found by an upstream
+producer's review: a misplaced event, an id used by two upstream systems and a re-sent
+complaint behind a burst of usage each lost or doubled an event."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from moments.models import EventType
+from moments.pipeline import run_pipeline
+from moments.records import RawRecord
+from moments.state import RECENT_EVENT_IDS, SubscriberState
+from moments.statezip import pack
+
+from .rules.helpers import SUB, WELCOME, at, rules_from
+
+USAGE, COMPLAINT, TOPUP, ROAMING = "u", "c", "t", "r"
+
+
+def test_a_re_read_offset_is_dropped_per_partition() -> None:
+    state = SubscriberState()
+    assert state.apply_once(ROAMING, 1, 25, "misplaced")  # off its key's partition
+    assert state.apply_once(ROAMING, 3, 0, "right")  # the key's partition, offset 0
+    assert not state.apply_once(ROAMING, 3, 0, "right")  # re-read after a crash
+    assert not state.apply_once(ROAMING, 1, 25, "misplaced")
+    assert state.offsets == {"r1": 25, "r3": 0}
+
+
+def test_ids_are_unique_per_source_not_across_them() -> None:
+    state = SubscriberState()
+    assert state.apply_once(TOPUP, 0, 3, "5001")  # billing's 5001
+    assert state.apply_once(ROAMING, 0, 7, "5001")  # the network's 5001: another event
+    assert not state.apply_once(ROAMING, 0, 8, "5001")  # re-sent by the network
+
+
+def test_a_re_sent_complaint_is_dropped_behind_a_burst_of_usage() -> None:
+    state = SubscriberState()
+    assert state.apply_once(COMPLAINT, 0, 0, "CMP-8")
+    for n in range(3 * RECENT_EVENT_IDS):
+        assert state.apply_once(USAGE, 0, n, f"use-{n}")
+    assert not state.apply_once(COMPLAINT, 0, 1, "CMP-8")  # an outbox re-publish
+    assert len(state.recent[USAGE]) == RECENT_EVENT_IDS  # each ring stays bounded
+    assert state.apply_once(USAGE, 0, 99, "use-0")  # out of its ring: taken as new
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("ucrtp"), st.integers(0, 3), st.integers(0, 9)),
+        min_size=1,
+        max_size=40,
+        unique=True,
+    )
+)
+def test_every_event_once_however_often_and_wherever_re_read(
+    events: list[tuple[str, int, int]],
+) -> None:
+    """Distinct events (source, partition, id), each at the next offset of its partition:
+    all applied, and reading the whole stream again applies none."""
+    state = SubscriberState()
+    next_offset: dict[tuple[str, int], int] = {}
+    stream = []
+    for source, partition, n in events:
+        offset = next_offset.get((source, partition), 0)
+        next_offset[(source, partition)] = offset + 1
+        stream.append((source, partition, offset, f"{source}{partition}-{n}"))
+    assert all(state.apply_once(*e) for e in stream)
+    assert not any(state.apply_once(*e) for e in stream)
+
+
+def test_a_record_with_the_old_single_ring_still_loads() -> None:
+    old = pack(orjson.dumps({"o": {"u": 4}, "r": ["0123456789ab"], "w": 7}))
+    state = SubscriberState.from_bytes(old)
+    assert state.recent == {}
+    assert state.watermark == 7
+
+
+def test_through_the_engine_a_misplaced_event_hides_no_later_one() -> None:
+    """The roaming event for this subscriber went to partition 1 at offset 25; the next,
+    correctly placed on partition 3 at offset 0, is a first arrival of its own."""
+
+    def roaming(partition: int, offset: int, event_id: str, country: str, hour: str) -> RawRecord:
+        value = {
+            "event_id": event_id,
+            "subscriber_id": SUB,
+            "occurred_at": at("2026-11-02", hour),
+            "country": country,
+            "roaming_type": "international",
+        }
+        return RawRecord(
+            EventType.ROAMING.value, partition, offset, SUB.encode(), orjson.dumps(value)
+        )
+
+    rules = rules_from("rules:" + WELCOME)
+    result = run_pipeline(
+        [roaming(1, 25, "n-1", "JP", "10:00"), roaming(3, 0, "n-2", "FR", "11:00")], rules
+    )
+    assert sorted(t.moment.params["country"] for t in result.tasks) == ["FR", "JP"]
