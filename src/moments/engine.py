@@ -157,13 +157,17 @@ class Detector:
             if not state.apply_once(source, partition, record.offset, decoded.event_id):
                 result.replayed += 1
                 continue
-            if isinstance(decoded, ProfileEvent):
-                apply_profile(state, decoded)
             at = int(decoded.occurred_at.timestamp())
             if at > horizon:
                 result.future += 1
                 continue
-            if at < state.watermark - lateness:
+            if isinstance(decoded, ProfileEvent):
+                if not profile_update(state, decoded, at, lateness):
+                    result.late += 1
+                    continue
+                if at < state.watermark - lateness:  # applied; its rules' time is past
+                    continue
+            elif at < state.watermark - lateness:
                 result.late += 1
                 continue
             if at > marks.get(partition, 0):
@@ -544,6 +548,20 @@ def subscriber_view(state: SubscriberState) -> SubscriberView:
         open_complaints=len(state.complaints),
         contact_times=tuple(state.contacts),
     )
+
+
+def profile_update(state: SubscriberState, event: ProfileEvent, at: int, lateness: int) -> bool:
+    """Apply a profile update unless a newer one was applied (an old snapshot sent again
+    must not undo it); False when it is stale. Unlike other events, an update older
+    than the lateness is still applied: an opt-out or a suspension holds however late
+    the CRM sends it."""
+    source = SOURCE_CODES[EventType.PROFILE]
+    if at < state.seen.get(source, 0):
+        return False
+    apply_profile(state, event)
+    if at < state.watermark - lateness:  # not through `apply`, which notes it otherwise
+        state.seen[source] = at
+    return True
 
 
 def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:

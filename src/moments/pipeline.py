@@ -42,6 +42,9 @@ class PipelineResult:
     """Shadow rules' moments by (rule id, outcome, reason), as `BatchResult.shadow`."""
     suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Live rules' moments the gates dropped, by (moment type, reason)."""
+    late: int = 0
+    future: int = 0
+    """Events not applied: older than the lateness allows, or dated in the future."""
 
 
 def to_records(
@@ -105,6 +108,8 @@ def run_pipeline(
         out.dead_letters.extend(batch.dead_letters)
         out.shadow.update(batch.shadow)
         out.suppressed.update(batch.suppressed)
+        out.late += batch.late
+        out.future += batch.future
         _collect(out, batch.tasks, seen)
         out.store.save(batch.changes)
         out.watermark = max(out.watermark, *batch.watermarks.values(), 0)

@@ -1,0 +1,58 @@
+"""A profile update is state, not a measurement: it holds however late it comes (an
+opt-out must), unless a newer update was applied already (an old snapshot sent again
+must not undo it); one dated in the future is not applied. Found by an upstream
+producer's review: an old CRM snapshot closed a line and a future one suspended it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from moments.models import EventType
+from moments.pipeline import run_pipeline
+
+from .rules.helpers import WELCOME, at, ev, rules_from, run
+
+RULES = rules_from("rules:" + WELCOME)
+PROFILE, ROAMING = EventType.PROFILE, EventType.ROAMING
+
+
+def arrival(day: str, country: str, time: str = "12:00") -> tuple[EventType, dict[str, str]]:
+    return ev(ROAMING, at(day, time), country=country, roaming_type="international")
+
+
+def test_an_old_snapshot_sent_again_undoes_nothing() -> None:
+    events = [
+        ev(PROFILE, at("2026-11-02", "09:00"), status="active", opt_out=[]),
+        ev(PROFILE, at("2025-06-01"), status="closed", opt_out=["sms"]),  # replayed snapshot
+        arrival("2026-11-02", "JP"),
+    ]
+    result = run(RULES, events)
+    assert [t.moment.params["country"] for t in result.tasks] == ["JP"]
+    state = result.store.load(str(events[0][1]["subscriber_id"]))
+    assert state is not None
+    assert (state.profile["status"], state.profile["opt_out"]) == ("active", [])
+    assert result.late == 1
+
+
+def test_an_opt_out_sent_late_still_holds() -> None:
+    """The CRM feed hours behind the network's: older than the lateness allows for other
+    events, yet newer than any profile update applied."""
+    events = [
+        arrival("2026-11-02", "JP", "15:00"),
+        ev(PROFILE, at("2026-11-02", "10:00"), opt_out=["sms"]),  # 5 h behind
+        arrival("2026-11-02", "TH", "15:30"),
+    ]
+    result = run(RULES, events)
+    assert [t.moment.params["country"] for t in result.tasks] == ["JP"]  # TH: opted out
+    assert result.late == 0
+
+
+def test_a_profile_dated_in_the_future_is_not_applied() -> None:
+    now = dt.datetime(2026, 11, 2, 4, 0, tzinfo=dt.UTC)  # 12:00 in Shanghai
+    events = [
+        ev(PROFILE, "2027-01-01T00:00:00+08:00", status="suspended"),
+        arrival("2026-11-02", "JP", "11:59"),
+    ]
+    result = run_pipeline(events, RULES, now=now)
+    assert [(t.moment.params["country"], t.deferred) for t in result.tasks] == [("JP", None)]
+    assert result.future == 1
