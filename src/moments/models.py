@@ -7,12 +7,15 @@ classes by `moments schemas export` and a test fails when it drifts.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+import zoneinfo
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -32,6 +35,27 @@ QuietWindow = Annotated[
     str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
 ]
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+
+
+@functools.lru_cache(maxsize=1024)
+def _iana_zone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name!r} is not an IANA time zone name (tzdata); write e.g. Asia/Shanghai "
+            "or Europe/London"
+        ) from None
+    return name
+
+
+IanaZone = Annotated[
+    str,
+    StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"),
+    AfterValidator(_iana_zone),
+]
+"""A time zone by its IANA name (a name tzdata does not know would put quiet hours and
+local days in Asia/Shanghai's time, unnoticed)."""
 
 
 class EventType(StrEnum):
@@ -83,9 +107,7 @@ class RoamingEvent(_Event):
     roaming_type: Literal["international", "domestic"]
     operator: Annotated[str, StringConstraints(max_length=64)] | None = None
     utc_offset_minutes: int | None = Field(default=None, ge=-14 * 60, le=14 * 60)
-    timezone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
-        default=None, description="IANA zone of the visited place"
-    )
+    timezone: IanaZone | None = Field(default=None, description="IANA zone of the visited place")
 
 
 class ComplaintEvent(_Event):
@@ -128,7 +150,7 @@ class ProfileEvent(_Event):
     contract_end: dt.date | None = None
     tier: Annotated[str, StringConstraints(max_length=16)] | None = None
     star_level: int | None = Field(default=None, ge=1, le=7)
-    timezone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+    timezone: IanaZone | None = Field(
         default=None, description="IANA zone; Asia/Shanghai when never set"
     )
     quiet_hours: list[QuietWindow] | None = Field(

@@ -90,6 +90,22 @@ def test_wrong_values_are_refused_with_the_field_named(
         model.model_validate({**VALID[event_type], field: bad})
 
 
+@pytest.mark.parametrize("bad", ["America/New_Yrok", "Tokyo", "CST", "UTC+8", "+08:00", "../x"])
+@pytest.mark.parametrize("model", [ProfileEvent, RoamingEvent])
+def test_a_time_zone_tzdata_does_not_know_is_refused(model: type[Any], bad: str) -> None:
+    """It was kept, and quiet hours were judged in Asia/Shanghai's time instead."""
+    event_type = next(t for t, m in EVENT_MODELS.items() if m is model)
+    with pytest.raises(ValidationError, match="timezone") as refused:
+        model.model_validate({**VALID[event_type], "timezone": bad})
+    assert "write e.g. Asia/Shanghai" in str(refused.value) or "pattern" in str(refused.value)
+
+
+@pytest.mark.parametrize("good", ["America/New_York", "Europe/London", "UTC", "Etc/GMT-8"])
+def test_iana_names_are_taken(good: str) -> None:
+    event = ProfileEvent.model_validate({**VALID[EventType.PROFILE], "timezone": good})
+    assert event.timezone == good
+
+
 def test_a_naive_timestamp_is_refused() -> None:
     with pytest.raises(ValidationError, match="occurred_at"):
         RoamingEvent.model_validate(
