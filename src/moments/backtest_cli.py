@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from moments.exceptions import ConfigError
+from moments.records import OUT_OF_TIME
 
 if TYPE_CHECKING:
     from moments.backtest import Published
@@ -216,10 +217,18 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
         return 1
     print_report(report, Console())
-    if result.dead_letters:
+    out_of_time = sum(n for reason, n in result.dead_letters.items() if reason in OUT_OF_TIME)
+    refused = sum(result.dead_letters.values()) - out_of_time
+    if refused:
         console.print(
-            f"{sum(result.dead_letters.values()):,} event(s) refused as a worker would refuse "
-            "them; `moments events check FILE` names each line and what is wrong with it"
+            f"{refused:,} event(s) refused as a worker would refuse them; `moments events "
+            "check FILE` names each line and what is wrong with it"
+        )
+    if out_of_time:
+        console.print(
+            f"{out_of_time:,} event(s) not applied, as on the stream: older than their "
+            "subscriber's latest by more than the lateness (1 h), or an old profile snapshot "
+            "(the history is out of order)"
         )
     console.print(
         f"{result.events:,} events in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "

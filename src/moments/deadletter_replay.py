@@ -26,8 +26,10 @@ from redis.asyncio import Redis
 from moments.app import topic_types as input_topic_types
 from moments.connections import redis_client
 from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
+from moments.engine import MAX_FUTURE
+from moments.models import InputEvent
 from moments.producer import start_producer
-from moments.records import DeadLetter
+from moments.records import DeadLetter, RejectReason
 from moments.settings import Settings
 from moments.topicread import Progress, TopicReader, topic_consumer
 from sinks.base import Headers, Producer, produce_all
@@ -117,6 +119,9 @@ async def replay(
                 if isinstance(verdict, DeadLetter | str):
                     report.still_rejected.add(_as_rejected_now(entry, verdict))
                     continue
+                if (why := still_out_of_time(entry, verdict)) is not None:
+                    report.still_rejected.add(replace(entry, message=why))
+                    continue
                 accepted.append(entry)
                 if verdict is not None and verdict.occurred_at.timestamp() < old_before:
                     old.add(entry.coordinates)
@@ -135,6 +140,21 @@ async def replay(
         with contextlib.suppress(Exception):
             await redis.aclose()
     return report
+
+
+def still_out_of_time(entry: DeadLetterEntry, event: InputEvent | None) -> str | None:
+    """Why a record refused for its time would be refused again, or None: a late event
+    only comes later when sent back; a future one is taken once its time has come."""
+    if entry.reason == RejectReason.LATE.value:
+        return "late, and later still if sent back: not replayed"
+    ahead = MAX_FUTURE.total_seconds()
+    if (
+        entry.reason == RejectReason.FUTURE.value
+        and event is not None
+        and event.occurred_at.timestamp() > time.time() + ahead
+    ):
+        return "still dated ahead of the clock: replay it once its time has come"
+    return None
 
 
 def _as_rejected_now(entry: DeadLetterEntry, verdict: DeadLetter | str) -> DeadLetterEntry:

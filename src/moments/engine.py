@@ -24,7 +24,7 @@ from moments.models import (
     RoamingEvent,
     ServiceTask,
 )
-from moments.records import DeadLetter, RawRecord
+from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.risk import RiskSignals, scored
 from moments.sources import SOURCE_CODES
 from moments.state import MAX_OPEN, SubscriberState
@@ -160,15 +160,18 @@ class Detector:
             at = int(decoded.occurred_at.timestamp())
             if at > horizon:
                 result.future += 1
+                result.dead_letters.append(too_far_ahead(record, event_type, at, horizon - ahead))
                 continue
             if isinstance(decoded, ProfileEvent):
                 if not profile_update(state, decoded, at, lateness):
                     result.late += 1
+                    result.dead_letters.append(stale_profile(record, at, state))
                     continue
                 if at < state.watermark - lateness:  # applied; its rules' time is past
                     continue
             elif at < state.watermark - lateness:
                 result.late += 1
+                result.dead_letters.append(too_late(record, event_type, at, state, lateness))
                 continue
             if at > marks.get(partition, 0):
                 marks[partition] = at
@@ -547,6 +550,49 @@ def subscriber_view(state: SubscriberState) -> SubscriberView:
         opt_out=frozenset(profile.get("opt_out") or ()),
         open_complaints=len(state.complaints),
         contact_times=tuple(state.contacts),
+    )
+
+
+def _when(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def too_far_ahead(record: RawRecord, event_type: EventType, at: int, now: int) -> DeadLetter:
+    return DeadLetter(
+        record,
+        event_type.value,
+        RejectReason.FUTURE,
+        "OutOfTime",
+        f"occurred_at {_when(at)} is {at - now} s ahead of the worker's clock ({_when(now)}; "
+        f"at most {int(MAX_FUTURE.total_seconds())} s): not applied. Check the producer's "
+        "clock and offset (local time written with Z?)",
+    )
+
+
+def too_late(
+    record: RawRecord, event_type: EventType, at: int, state: SubscriberState, lateness: int
+) -> DeadLetter:
+    return DeadLetter(
+        record,
+        event_type.value,
+        RejectReason.LATE,
+        "OutOfTime",
+        f"occurred_at {_when(at)} is {state.watermark - at} s older than this subscriber's "
+        f"latest event ({_when(state.watermark)}; MOMENTS_LATENESS_SECONDS={lateness}): not "
+        "applied, its windows are closed. A feed this far behind the others needs a larger "
+        "lateness",
+    )
+
+
+def stale_profile(record: RawRecord, at: int, state: SubscriberState) -> DeadLetter:
+    newer = state.seen[SOURCE_CODES[EventType.PROFILE]]
+    return DeadLetter(
+        record,
+        EventType.PROFILE.value,
+        RejectReason.LATE,
+        "OutOfTime",
+        f"occurred_at {_when(at)} is older than the profile update applied already "
+        f"({_when(newer)}): not applied (an old snapshot sent again?)",
     )
 
 

@@ -27,6 +27,12 @@ class RejectReason(StrEnum):
     KEY_MISMATCH = "key_mismatch"
     EMPTY_VALUE = "empty_value"
     TOO_LARGE = "too_large"
+    LATE = "late"  # valid, but older than its subscriber's latest event by over the lateness
+    FUTURE = "future"  # valid, but dated ahead of the worker's clock: a producer's clock
+
+
+OUT_OF_TIME = frozenset({RejectReason.LATE.value, RejectReason.FUTURE.value})
+"""Reasons of valid events that were not applied for their time, not their form."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from moments.embedded import RedisServer, free_port
@@ -205,8 +206,8 @@ class TestPoisonAtASteadyRate:
 
 class TestClockJumps:
     """A source whose clock jumps days ahead, and events from long ago: counted in
-    moments_events_out_of_time_total and not applied; later normal events of the same
-    subscriber detect as if the bad ones had never come."""
+    moments_events_out_of_time_total, not applied, and in the dead-letter topic; later
+    normal events of the same subscriber detect as if the bad ones had never come."""
 
     async def test_events_far_in_the_future_or_past_leave_state_unharmed(
         self,
@@ -262,4 +263,12 @@ class TestClockJumps:
         assert await metric_value(port, out_of_time, {"kind": "future"}) == 2
         assert await metric_value(port, out_of_time, {"kind": "late"}) == 2
         assert await metric_value(port, "moments_tasks_suppressed_total") == 0  # state, not ledger
+        # Each went to the dead-letter topic, its bytes kept, saying why it was not applied.
+        dead = await read_topic(settings, "deadletter", count=4, wait_s=30, settle=1)
+        reasons = {
+            orjson.loads(d.value)["event_id"]: dict(d.headers)["__dlq.errors.reason"].decode()
+            for d in dead
+            if d.value is not None
+        }
+        assert reasons == {"c2": "future", "c3": "future", "c4": "late", "c5": "late"}
         worker.stop()

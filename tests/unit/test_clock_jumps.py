@@ -1,15 +1,19 @@
 """A source clock that jumps ahead by hours: the event is refused as a clock error
 (counted `future`), so the correct events after it are not made late. Jumps of days
-and years: tests/integration/test_faults.py::TestClockJumps.
+and years: tests/integration/test_faults.py::TestClockJumps. An event not applied for
+its time goes to the dead-letter topic, saying how far off it was and what to check:
+it was only counted, and a producer could not find which events had vanished.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from moments.models import EventType
 from moments.pipeline import run_pipeline
+from moments.records import RejectReason
 
-from .rules.helpers import rules_from, usage
+from .rules.helpers import at, ev, rules_from, usage
 
 THREE_A_DAY = """
 series:
@@ -32,3 +36,37 @@ def test_an_event_hours_ahead_does_not_make_the_correct_ones_late() -> None:
     correct = [usage("2026-11-02T12:00:00+08:00", kind="data") for _ in range(3)]
     result = run_pipeline(correct, rules, now=now, result=result)
     assert len(result.tasks) == 1  # three correct events on Nov 2: the rule fires
+
+
+def test_events_not_applied_for_their_time_are_dead_letters_saying_why() -> None:
+    rules = rules_from(THREE_A_DAY)
+    now = dt.datetime(2026, 11, 2, 4, 0, tzinfo=dt.UTC)  # 12:00 in Shanghai
+    events = [
+        usage(at("2026-11-02", "11:50"), kind="data"),
+        usage(at("2026-11-02", "14:00"), kind="data"),  # 2 h ahead: the source's clock
+        usage(at("2026-11-02", "10:30"), kind="data"),  # 80 min behind the first
+        ev(EventType.PROFILE, at("2026-11-02", "11:00"), tier="gold"),
+        ev(EventType.PROFILE, at("2026-11-01", "11:00"), tier="silver"),  # an old snapshot
+    ]
+    result = run_pipeline(events, rules, now=now)
+    assert (result.future, result.late) == (1, 2)
+    letters = [(d.event_type, d.reason, d.message) for d in result.dead_letters]
+    assert [(t, r) for t, r, _ in letters] == [
+        ("usage", RejectReason.FUTURE),
+        ("usage", RejectReason.LATE),
+        ("profile", RejectReason.LATE),
+    ]
+    assert letters[0][2] == (
+        "occurred_at 2026-11-02T06:00:00Z is 7200 s ahead of the worker's clock "
+        "(2026-11-02T04:00:00Z; at most 900 s): not applied. Check the producer's clock and "
+        "offset (local time written with Z?)"
+    )
+    assert letters[1][2].startswith(
+        "occurred_at 2026-11-02T02:30:00Z is 4800 s older than this subscriber's latest event "
+        "(2026-11-02T03:50:00Z; MOMENTS_LATENESS_SECONDS=3600): not applied"
+    )
+    assert letters[2][2] == (
+        "occurred_at 2026-11-01T03:00:00Z is older than the profile update applied already "
+        "(2026-11-02T03:00:00Z): not applied (an old snapshot sent again?)"
+    )
+    assert [r.offset for r in (d.record for d in result.dead_letters)] == [1, 2, 1]

@@ -9,6 +9,7 @@ import datetime as dt
 import orjson
 import pytest
 
+from moments.deadletter_replay import still_out_of_time
 from moments.deadletters import (
     NOT_AN_INPUT,
     UNKNOWN,
@@ -193,3 +194,20 @@ def test_tables_piped_keep_topic_and_reason_whole(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "staging.telecom.topup" in out
     assert "invalid_event" in out
+
+
+def test_a_replay_sends_back_a_future_event_once_its_time_came_and_never_a_late_one() -> None:
+    now = dt.datetime.now(dt.UTC)
+
+    def topup(when: dt.datetime) -> TopUpEvent:
+        return TopUpEvent(
+            event_id="t", subscriber_id=SUB, occurred_at=when, amount=50, channel="app"
+        )
+
+    late = _entry(b"{}", RejectReason.LATE)
+    assert still_out_of_time(late, topup(now)) == "late, and later still if sent back: not replayed"
+    future = _entry(b"{}", RejectReason.FUTURE)
+    ahead = still_out_of_time(future, topup(now + dt.timedelta(hours=2)))
+    assert ahead == "still dated ahead of the clock: replay it once its time has come"
+    assert still_out_of_time(future, topup(now - dt.timedelta(minutes=1))) is None
+    assert still_out_of_time(_entry(b"{", RejectReason.INVALID_JSON), topup(now)) is None
