@@ -41,8 +41,9 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             f"{len(value)} bytes; events are limited to {MAX_MESSAGE_BYTES}",
         )
     try:
-        # The model's validator straight from the bytes (what model_validate_json calls).
-        event = EVENT_MODELS[event_type].__pydantic_validator__.validate_json(value)
+        # The model's validator straight from the bytes (what model_validate_json calls),
+        # strict: a number is no time and text no number, as in the published schemas.
+        event = EVENT_MODELS[event_type].__pydantic_validator__.validate_json(value, strict=True)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if errors and errors[0]["type"] == "json_invalid":

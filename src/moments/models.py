@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -30,7 +31,40 @@ SubscriberId = Annotated[
 ]
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Region = Annotated[str, StringConstraints(min_length=1, max_length=32)]
-Money = Annotated[Decimal, Field(description="Yuan (CNY), JSON number or string")]
+_RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+Money = Annotated[
+    Decimal,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number"}, {"type": "string", "pattern": _DECIMAL}],
+            "description": "Yuan (CNY), JSON number or decimal string",
+        }
+    ),
+]
+_POSITIVE = r"^(?=.*[1-9])[0-9]+(\.[0-9]+)?$"
+PositiveMoney = Annotated[
+    Decimal,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _POSITIVE},
+            ],
+            "description": "Yuan (CNY) above 0, JSON number or decimal string",
+        }
+    ),
+    Field(gt=0),
+]
+Instant = Annotated[AwareDatetime, Field(json_schema_extra={"pattern": _RFC3339.pattern})]
+"""An instant as the contract writes it: RFC 3339 with an offset (not a Unix time, not
+`+0800`, not a space for the T). Records are decoded in strict mode (`decoding.decode`):
+no number is read as a time, nor text as a number, as in the schemas."""
+Day = Annotated[dt.date, Field(json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})]
 QuietWindow = Annotated[
     str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
 ]
@@ -84,14 +118,14 @@ class _Event(BaseModel):
 
     event_id: EventId
     subscriber_id: SubscriberId
-    occurred_at: AwareDatetime = Field(description="Event time, RFC 3339 with an offset")
+    occurred_at: Instant = Field(description="Event time, RFC 3339 with an offset")
     region: Region | None = Field(default=None, description="City code such as NJ")
 
 
 class TopUpEvent(_Event):
     """A prepaid top-up (billing)."""
 
-    amount: Money = Field(gt=0)
+    amount: PositiveMoney
     balance_after: Money | None = None
     channel: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
         description="app, bank, card, store, auto, ..."
@@ -146,8 +180,8 @@ class ProfileEvent(_Event):
         ]
         | None
     ) = Field(default=None, description="MM-DD or YYYY-MM-DD")
-    joined_on: dt.date | None = None
-    contract_end: dt.date | None = None
+    joined_on: Day | None = None
+    contract_end: Day | None = None
     tier: Annotated[str, StringConstraints(max_length=16)] | None = None
     star_level: int | None = Field(default=None, ge=1, le=7)
     timezone: IanaZone | None = Field(

@@ -24,6 +24,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 from ruamel.yaml import YAML
 
+from moments.decoding import decode
+from moments.models import EVENT_MODELS, EventType
+from moments.records import DeadLetter, RawRecord
 from moments.schemas import (
     ASYNCAPI_FILE,
     DLQ_HEADER_PREFIX,
@@ -332,6 +335,39 @@ def test_json_schema_rejects_invalid_value(
     with pytest.raises(ValidationError):
         MODEL_OF_FILE[name].model_validate(value)
     assert list(_validator(name).iter_errors(value)), f"{name} accepted a value with {why}"
+
+
+# What producers sent in a review, where the schemas and the worker disagreed (the worker
+# read numbers as times and text as numbers; the schemas took any text for money).
+AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
+    (EventType.TOPUP, {}, True),
+    (EventType.TOPUP, {"occurred_at": 1764900000}, False),
+    (EventType.TOPUP, {"occurred_at": "2026-11-22T21:47:13"}, False),
+    (EventType.TOPUP, {"amount": "49.90"}, True),
+    *((EventType.TOPUP, {"amount": bad}, False) for bad in ("fifty", "-5", "0", "NaN", "1,000")),
+    (EventType.TOPUP, {"balance_after": "-3.50"}, True),
+    (EventType.COMPLAINT, {"severity": "1"}, False),
+    (EventType.PROFILE, {"star_level": "5"}, False),
+    (EventType.PROFILE, {"joined_on": "2020-01-01T00:00:00"}, False),
+    (EventType.PROFILE, {"joined_on": "2020-01-01", "timezone": "Europe/London"}, True),
+    (EventType.USAGE, {"quantity": "1000"}, False),
+    (EventType.ROAMING, {"utc_offset_minutes": "540"}, False),
+    (EventType.ROAMING, {"timezone": "+09:00"}, False),
+]
+
+
+@pytest.mark.parametrize(("event_type", "change", "valid"), AGREE)
+def test_the_schema_and_the_worker_agree(
+    event_type: EventType, change: dict[str, Any], valid: bool
+) -> None:
+    model = EVENT_MODELS[event_type]
+    name = FILE_OF_MODEL[model.__name__]
+    value = {**_example(model.__name__), **change}
+    schema_ok = not list(_validator(name).iter_errors(value))
+    record = RawRecord("t", 0, 0, value["subscriber_id"].encode(), json.dumps(value).encode())
+    decoded = decode(record, event_type)
+    worker_ok = not isinstance(decoded, DeadLetter)
+    assert (schema_ok, worker_ok) == (valid, valid), decoded
 
 
 # --- AsyncAPI --------------------------------------------------------------------------
