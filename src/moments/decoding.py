@@ -63,13 +63,15 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             "MissingKey",
             "produce with the subscriber id as the record key",
         )
-    if key.decode("utf-8", "replace") != event.subscriber_id:
+    text = key.decode("utf-8", "replace")
+    if text != event.subscriber_id:
         return _reject(
             record,
             event_type,
             RejectReason.KEY_MISMATCH,
             "KeyMismatch",
-            "record key differs from subscriber_id; key by subscriber_id",
+            f"record key {text[:40]!r} differs from subscriber_id {event.subscriber_id!r}; key "
+            "by subscriber_id, exactly (UTF-8, no prefix, no spaces)",
         )
     return event  # type: ignore[no-any-return]
 

@@ -89,6 +89,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if missing:
         err.print(f"no such file: {', '.join(missing)}", markup=False)
         return 2
+    if tables := [f for f in args.files if f.removesuffix(".gz").endswith(".csv")]:
+        err.print(
+            f"{', '.join(tables)}: events check reads what a producer sends, one JSON "
+            "payload per line (.jsonl, .gz); a CSV export is read by `moments backtest` and "
+            "`moments rules test`",
+            markup=False,
+        )
+        return 2
     event_type = EventType(args.type) if args.type else None
     tally = CheckTally()
     shown = 0

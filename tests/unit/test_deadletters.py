@@ -135,6 +135,13 @@ def test_revalidation_is_the_workers_decode() -> None:
     mismatch = revalidate(_entry(_topup(), key=b"13900139000"), TOPICS)
     assert isinstance(mismatch, DeadLetter)
     assert mismatch.reason is RejectReason.KEY_MISMATCH
+    assert mismatch.message == (
+        f"record key '13900139000' differs from subscriber_id '{SUB}'; key by subscriber_id, "
+        "exactly (UTF-8, no prefix, no spaces)"
+    )
+    stray = revalidate(_entry(_topup(), key=f"{SUB}\n".encode()), TOPICS)  # a newline
+    assert isinstance(stray, DeadLetter)
+    assert stray.message.startswith(f"record key '{SUB}\\n' differs")
     # A topic that is no input of this configuration (another prefix, a rename).
     assert revalidate(_entry(_topup(), topic="old.telecom.topup"), TOPICS) == NOT_AN_INPUT
 

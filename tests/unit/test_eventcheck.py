@@ -127,3 +127,15 @@ class TestCommand:
         out, err = capsys.readouterr()
         assert out == ""
         assert f"no such file: {tmp_path / 'nope.jsonl'}" in err.replace("\n", "")
+
+    def test_a_csv_export_is_pointed_to_the_commands_that_read_it(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Each CSV row was refused as invalid JSON, which told the producer nothing."""
+        table = tmp_path / "topups.csv"
+        table.write_text("type,event_id,subscriber_id\ntopup,e1,13800138001\n")
+        assert main(["events", "check", str(table)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert "one JSON payload per line" in err.replace("\n", " ")
+        assert "`moments backtest`" in err.replace("\n", " ")
