@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from moments.models import EventType
 from moments.pipeline import run_pipeline
 from moments.records import RawRecord
-from moments.state import RECENT_EVENT_IDS, SubscriberState
+from moments.state import RECENT_EVENT_IDS, RECENT_EVENT_IDS_ELSE, SubscriberState
 from moments.statezip import pack
 
 from .rules.helpers import SUB, WELCOME, at, rules_from
@@ -39,11 +39,16 @@ def test_ids_are_unique_per_source_not_across_them() -> None:
 def test_a_re_sent_complaint_is_dropped_behind_a_burst_of_usage() -> None:
     state = SubscriberState()
     assert state.apply_once(COMPLAINT, 0, 0, "CMP-8")
-    for n in range(3 * RECENT_EVENT_IDS):
+    usage_ring = RECENT_EVENT_IDS[USAGE]
+    for n in range(3 * usage_ring):
         assert state.apply_once(USAGE, 0, n, f"use-{n}")
     assert not state.apply_once(COMPLAINT, 0, 1, "CMP-8")  # an outbox re-publish
-    assert len(state.recent[USAGE]) == RECENT_EVENT_IDS  # each ring stays bounded
+    assert len(state.recent[USAGE]) == usage_ring  # each ring stays bounded
     assert state.apply_once(USAGE, 0, 99, "use-0")  # out of its ring: taken as new
+    for n in range(2, 2 + RECENT_EVENT_IDS_ELSE):  # newer complaints push CMP-8 out
+        assert state.apply_once(COMPLAINT, 0, n, f"CMP-{n + 10}")
+    assert len(state.recent[COMPLAINT]) == RECENT_EVENT_IDS_ELSE
+    assert state.apply_once(COMPLAINT, 0, 9, "CMP-8")
 
 
 @given(
