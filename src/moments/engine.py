@@ -602,7 +602,8 @@ def profile_update(state: SubscriberState, event: ProfileEvent, at: int, latenes
     than the lateness is still applied: an opt-out or a suspension holds however late
     the CRM sends it."""
     source = SOURCE_CODES[EventType.PROFILE]
-    if at < state.seen.get(source, 0):
+    newest = state.seen.get(source)
+    if newest is not None and at < newest:
         return False
     apply_profile(state, event)
     if at < state.watermark - lateness:  # not through `apply`, which notes it otherwise

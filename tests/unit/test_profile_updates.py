@@ -56,3 +56,11 @@ def test_a_profile_dated_in_the_future_is_not_applied() -> None:
     result = run_pipeline(events, RULES, now=now)
     assert [(t.moment.params["country"], t.deferred) for t in result.tasks] == [("JP", None)]
     assert result.future == 1
+
+
+def test_a_first_profile_dated_before_1970_is_applied_not_a_crash() -> None:
+    events = [ev(PROFILE, "1969-07-20T20:17:00+00:00", tier="gold")]
+    result = run(RULES, events)
+    state = result.store.load(str(events[0][1]["subscriber_id"]))
+    assert state is not None
+    assert state.profile["tier"] == "gold"
