@@ -227,8 +227,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if out_of_time:
         console.print(
             f"{out_of_time:,} event(s) not applied, as on the stream: older than their "
-            "subscriber's latest by more than the lateness (1 h), or an old profile snapshot "
-            "(the history is out of order)"
+            "subscriber's latest of their topic by more than the lateness (1 h), or an old "
+            "profile snapshot (the history is out of order)"
         )
     console.print(
         f"{result.events:,} events in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "

@@ -148,7 +148,8 @@ class Settings(BaseSettings):
     )
     lateness_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] = Field(
         default=3600,
-        description="Out-of-order events this much older than a subscriber's latest still count",
+        description="Out-of-order events this much older than a subscriber's latest of the same "
+        "topic still count",
     )
     idle_after_seconds: Annotated[float, Field(gt=0)] = Field(
         default=60.0,

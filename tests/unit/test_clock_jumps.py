@@ -12,6 +12,7 @@ import datetime as dt
 from moments.models import EventType
 from moments.pipeline import run_pipeline
 from moments.records import RejectReason
+from rules.catalog import load_rules
 
 from .rules.helpers import at, ev, rules_from, usage
 
@@ -61,12 +62,27 @@ def test_events_not_applied_for_their_time_are_dead_letters_saying_why() -> None
         "(2026-11-02T04:00:00Z; at most 900 s): not applied. Check the producer's clock and "
         "offset (local time written with Z?)"
     )
-    assert letters[1][2].startswith(
-        "occurred_at 2026-11-02T02:30:00Z is 4800 s older than this subscriber's latest event "
-        "(2026-11-02T03:50:00Z; MOMENTS_LATENESS_SECONDS=3600): not applied"
+    assert letters[1][2] == (
+        "occurred_at 2026-11-02T02:30:00Z is 4800 s older than this subscriber's latest usage "
+        "event (2026-11-02T03:50:00Z; MOMENTS_LATENESS_SECONDS=3600): not applied. Its "
+        "producer sent it out of order"
     )
     assert letters[2][2] == (
         "occurred_at 2026-11-01T03:00:00Z is older than the profile update applied already "
         "(2026-11-02T03:00:00Z): not applied (an old snapshot sent again?)"
     )
     assert [r.offset for r in (d.record for d in result.dead_letters)] == [1, 2, 1]
+
+
+def test_a_topic_read_hours_behind_another_is_not_late() -> None:
+    """Topics are read side by side: after an outage one may be read hours ahead of
+    another. Lateness is within a topic, so the slower topic's events still count (they
+    were late against the faster one's: 7% of a soak's events)."""
+    now = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)  # 16:00 in Shanghai
+    events = [
+        usage(at("2026-11-02", "15:00"), kind="data"),  # the usage topic, read first
+        ev(EventType.TOPUP, at("2026-11-02", "12:00"), amount=50, channel="bank"),
+    ]
+    result = run_pipeline(events, load_rules(), now=now)
+    assert (result.late, result.dead_letters) == (0, [])
+    assert "first_topup" in [t.moment.type for t in result.tasks]
