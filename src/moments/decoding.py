@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
 
-from moments.models import EVENT_MODELS, EventType, InputEvent
+from moments.models import EVENT_MODELS, SUBSCRIBER_PATTERN, EventType, InputEvent
 from moments.records import DeadLetter, RawRecord, RejectReason
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Larger values are refused: no event in the contract comes near it."""
+_SUBSCRIBER = re.compile(SUBSCRIBER_PATTERN.encode())
+_BOM = b"\xef\xbb\xbf"
 
 
 def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter | None:
@@ -23,6 +27,15 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
                     RejectReason.MISSING_KEY,
                     "MissingKey",
                     "a profile tombstone needs the subscriber id as its key",
+                )
+            if not _SUBSCRIBER.fullmatch(record.key):
+                return _reject(
+                    record,
+                    event_type,
+                    RejectReason.KEY_MISMATCH,
+                    "KeyMismatch",
+                    f"a profile tombstone keyed {record.key[:40]!r} forgets nobody: key it by "
+                    "the subscriber id (5-20 digits, UTF-8)",
                 )
             return None
         return _reject(
@@ -39,6 +52,14 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             RejectReason.TOO_LARGE,
             "TooLarge",
             f"{len(value)} bytes; events are limited to {MAX_MESSAGE_BYTES}",
+        )
+    if value.startswith(_BOM):
+        return _reject(
+            record,
+            event_type,
+            RejectReason.INVALID_JSON,
+            "JSONDecodeError",
+            "the value starts with a UTF-8 byte-order mark (EF BB BF): send the JSON without one",
         )
     try:
         # The model's validator straight from the bytes (what model_validate_json calls),

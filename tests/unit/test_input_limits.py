@@ -196,3 +196,30 @@ class TestNonFiniteNumbers:
         event = decode(_record(_usage(quantity=1e300, charge="12.50")), EventType.USAGE)
         assert isinstance(event, UsageEvent)
         assert event.quantity == 1e300
+
+
+class TestProducerMistakes:
+    """What an upstream review sent, refused with what to fix."""
+
+    def test_a_byte_order_mark_is_named(self) -> None:
+        result = decode(_record(b"\xef\xbb\xbf" + _usage()), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_JSON
+        assert result.message == (
+            "the value starts with a UTF-8 byte-order mark (EF BB BF): send the JSON without one"
+        )
+
+    @pytest.mark.parametrize("key", [b"abc", b"+8613800138001", SUB.encode() + b"\n"])
+    def test_a_tombstone_keyed_by_no_subscriber_id_is_refused(self, key: bytes) -> None:
+        """It was taken, and forgot nobody: the producer never learnt why."""
+        record = RawRecord("telecom.profile", 0, 3, key, None)
+        result = decode(record, EventType.PROFILE)
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.KEY_MISMATCH
+        assert "forgets nobody: key it by the subscriber id" in result.message
+
+    def test_a_tombstone_keyed_by_a_subscriber_id_forgets_them(self) -> None:
+        assert (
+            decode(RawRecord("telecom.profile", 0, 3, SUB.encode(), None), EventType.PROFILE)
+            is None
+        )
