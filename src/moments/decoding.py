@@ -74,6 +74,8 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in errors[:5]
         )
+        if (other := _reads_as(value, event_type)) is not None:
+            detail += f" (it reads as a {other} event: sent to the wrong topic?)"
         return _reject(record, event_type, RejectReason.INVALID_EVENT, "ValidationError", detail)
     key = record.key
     if key is None:
@@ -95,6 +97,21 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             "by subscriber_id, exactly (UTF-8, no prefix, no spaces)",
         )
     return event  # type: ignore[no-any-return]
+
+
+def _reads_as(value: bytes, refused_as: EventType) -> str | None:
+    """The one other event type this value is valid as, if any (the profile left out: all
+    its fields are optional, so nearly anything is one). Only on the refusal path."""
+    fits = []
+    for event_type, model in EVENT_MODELS.items():
+        if event_type in (refused_as, EventType.PROFILE):
+            continue
+        try:
+            model.__pydantic_validator__.validate_json(value, strict=True)
+        except ValidationError:
+            continue
+        fits.append(event_type.value)
+    return fits[0] if len(fits) == 1 else None
 
 
 def _reject(

@@ -223,3 +223,22 @@ class TestProducerMistakes:
             decode(RawRecord("telecom.profile", 0, 3, SUB.encode(), None), EventType.PROFILE)
             is None
         )
+
+    def test_an_event_on_the_wrong_topic_is_named(self) -> None:
+        topup = orjson.dumps(
+            {
+                "event_id": "t1",
+                "subscriber_id": SUB,
+                "occurred_at": "2026-11-22T09:30:00+08:00",
+                "amount": 50,
+                "channel": "app",
+            }
+        )
+        result = decode(_record(topup), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.message == (
+            "kind: Field required (it reads as a topup event: sent to the wrong topic?)"
+        )
+        plain = decode(_record(_usage(kind="fax")), EventType.USAGE)
+        assert isinstance(plain, DeadLetter)
+        assert "wrong topic" not in plain.message
