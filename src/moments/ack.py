@@ -3,7 +3,9 @@ consumer would after acting on a task."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -36,12 +38,21 @@ def build_outcome(
     )
 
 
-async def subscriber_of(settings: Settings, task_id: str) -> str:
+RECORDED_WITHIN_S = 3.0
+"""A task is recorded as sent a moment after it is published: one seen on the topic this
+very moment is waited for this long before it is called unknown."""
+
+
+async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORDED_WITHIN_S) -> str:
     """The subscriber of a task sent within its expiry, from the ledger's copy."""
     redis = redis_client(settings)
+    deadline = time.monotonic() + wait_s
     try:
         ledger = TaskLedger(redis, f"moments:{settings.app_id}:", settings.ledger_ttl_seconds)
-        body = await redis.get(ledger.body_key(task_id))
+        while not (body := await redis.get(ledger.body_key(task_id))):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await redis.aclose()
     if not body:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from moments.ack import write_outcome
+from moments.ack import subscriber_of, write_outcome
 from moments.models import Channel, OutcomeStatus, TaskOutcome
 from moments.outcomes import handle_outcomes, retry_id
 from moments.records import RawRecord
@@ -147,6 +147,21 @@ class TestAckCommand:
             OutcomeStatus.DONE_NO_CHANGE,
             "called, all fine",
         )
+
+    async def test_a_task_recorded_just_after_the_ack_asks_is_found(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """A task is on the topic a moment before it is recorded as sent; an ack that
+        quick waits for the record (it said "unknown or expired")."""
+        w = make_worker()
+
+        async def send_later() -> None:
+            await asyncio.sleep(0.5)
+            await w.send(task("a2", sub="13200000008"))
+
+        sender = asyncio.create_task(send_later())
+        assert await subscriber_of(w.settings, "a2") == "13200000008"
+        await sender
 
     async def test_unknown_task_names_the_fix(self, make_worker: Callable[..., Worker]) -> None:
         w = make_worker()
