@@ -426,11 +426,11 @@ class TaskSink:
         window = self.policy.merge.window.total_seconds()
         contacting: list[ServiceTask] = []
         for c, task in routes:
+            gated = c.fresh and c.deferral_counted  # the engine's gates judged it just now
             if task.deliver_after.timestamp() > now:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
-                count = not (c.fresh and c.deferral_counted)
-                w.park(task, task.deliver_after.timestamp(), reason, count)
-            elif self._suspended(task, now, facts, w) or self._quiet(task, now, w):
+                w.park(task, task.deliver_after.timestamp(), reason, count=not gated)
+            elif self._suspended(task, now, facts, w) or (not gated and self._quiet(task, now, w)):
                 pass
             elif c.fresh and task.channel in self.policy.merge.hold_channels:
                 w.park(task, now + window, "merge_window")
