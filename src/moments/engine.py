@@ -164,7 +164,7 @@ class Detector:
                 result.dead_letters.append(too_far_ahead(record, event_type, at, horizon - ahead))
                 continue
             if isinstance(decoded, ProfileEvent):
-                if not profile_update(state, decoded, at, lateness):
+                if not profile_update(state, decoded, at):
                     result.late += 1
                     result.dead_letters.append(stale_profile(record, at, state))
                     continue
@@ -600,7 +600,7 @@ def stale_profile(record: RawRecord, at: int, state: SubscriberState) -> DeadLet
     )
 
 
-def profile_update(state: SubscriberState, event: ProfileEvent, at: int, lateness: int) -> bool:
+def profile_update(state: SubscriberState, event: ProfileEvent, at: int) -> bool:
     """Apply a profile update unless a newer one was applied (an old snapshot sent again
     must not undo it); False when it is stale. Unlike other events, an update older
     than the lateness is still applied: an opt-out or a suspension holds however late
@@ -610,8 +610,7 @@ def profile_update(state: SubscriberState, event: ProfileEvent, at: int, latenes
     if newest is not None and at < newest:
         return False
     apply_profile(state, event)
-    if at < state.watermark - lateness:  # not through `apply`, which notes it otherwise
-        state.seen[source] = at
+    state.seen[source] = at
     return True
 
 
