@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -72,12 +73,30 @@ class _PortTakenError(Exception):
     """The child could not bind its port (lost the race for a free port)."""
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (another process may take it)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago (another process may take it),
+    chosen below the kernel's ephemeral range: every client connection of a running
+    system takes its local port from that range, and one took a port handed out here
+    before the worker meant to listen on it could bind it (a test's /metrics in CI)."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    for _ in range(50):
+        port = random.randrange(max(1024, low // 2), low)  # noqa: S311 (not a secret)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 # --------------------------------------------------------------------------- #

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from moments.embedded import free_port, parse_proc_net_tcp, split_host_port
+from moments.embedded import EPHEMERAL_RANGE, free_port, parse_proc_net_tcp, split_host_port
 
 
 def test_free_port_is_bindable() -> None:
@@ -14,6 +14,12 @@ def test_free_port_is_bindable() -> None:
     assert 1024 <= port <= 65535
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_free_ports_are_outside_the_range_client_connections_take_theirs_from() -> None:
+    low, high = map(int, EPHEMERAL_RANGE.read_text().split())
+    ports = [free_port() for _ in range(50)]
+    assert all(1024 <= port < low for port in ports), (low, high, ports)
 
 
 @pytest.mark.parametrize(
