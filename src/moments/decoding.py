@@ -63,8 +63,9 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
         )
     try:
         # The model's validator straight from the bytes (what model_validate_json calls),
-        # strict: a number is no time and text no number, as in the published schemas.
-        event = EVENT_MODELS[event_type].__pydantic_validator__.validate_json(value, strict=True)
+        # strict (the models' config): a number is no time and text no number, as in the
+        # published schemas.
+        event = EVENT_MODELS[event_type].__pydantic_validator__.validate_json(value)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if errors and errors[0]["type"] == "json_invalid":
@@ -107,7 +108,7 @@ def _reads_as(value: bytes, refused_as: EventType) -> str | None:
         if event_type in (refused_as, EventType.PROFILE):
             continue
         try:
-            model.__pydantic_validator__.validate_json(value, strict=True)
+            model.__pydantic_validator__.validate_json(value)
         except ValidationError:
             continue
         fits.append(event_type.value)

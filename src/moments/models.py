@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
 import zoneinfo
 from decimal import Decimal
 from enum import StrEnum
@@ -20,10 +19,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetPydanticSchema,
     StringConstraints,
     WithJsonSchema,
     field_validator,
 )
+from pydantic.config import JsonDict
+from pydantic_core import CoreSchema
+from pydantic_core import core_schema as cs
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
 SubscriberId = Annotated[
@@ -36,38 +39,116 @@ _RFC3339 = (
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 _DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+# Calendar days as patterns, exact to the leap year, so that the schemas refuse the
+# days the worker refuses (02-30, 2023-02-29) with any JSON Schema validator, format
+# assertions on or off.
+_MM_DD = (
+    r"(0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])"
+    r"|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    r"|02-(0[1-9]|1[0-9]|2[0-8])"
+)
+_LEAP_YEAR = r"[0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00"
+_DATE = rf"([0-9]{{4}}-({_MM_DD})|({_LEAP_YEAR})-02-29)"
+_BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29)$"
+
+
+# What pydantic's own parsers take in JSON is wider than the published schemas: `+0800`,
+# a space for the T, a Unix time in a string, `1e3` as money; and narrower: 1.0 is an
+# integer to JSON Schema. The types below read JSON exactly as the schemas do (the text
+# must match the schema's pattern, then pydantic parses it), in pydantic-core, so the
+# check costs next to nothing; built in code, they take what pydantic takes.
+
+
+def _json_reads(json: CoreSchema, python: CoreSchema, json_schema: JsonDict) -> Any:
+    return (
+        GetPydanticSchema(lambda _tp, _handler: cs.json_or_python_schema(json, python)),
+        WithJsonSchema(json_schema),
+    )
+
+
+def _text_then(pattern: str, parsed: CoreSchema) -> CoreSchema:
+    return cs.chain_schema([cs.str_schema(pattern=pattern, strict=True), parsed])
+
+
+def _money(**bounds: Any) -> CoreSchema:
+    parsed = cs.decimal_schema(strict=False, allow_inf_nan=False)
+    amount = cs.union_schema(
+        [
+            _text_then(_DECIMAL, parsed),
+            cs.chain_schema([cs.int_schema(strict=True), parsed]),
+            cs.chain_schema([cs.float_schema(strict=True, allow_inf_nan=False), parsed]),
+        ],
+        custom_error_type="money_type",
+        custom_error_message='Input should be a JSON number or a decimal string like "49.90" '
+        "(no exponent, no thousands separator)",
+    )
+    return cs.chain_schema([amount, cs.decimal_schema(**bounds)]) if bounds else amount
+
+
+def _integer(ge: int, le: int) -> Any:
+    number = cs.union_schema(
+        [cs.int_schema(strict=True), cs.float_schema(strict=True, allow_inf_nan=False)],
+        custom_error_type="integer_type",
+        custom_error_message="Input should be a valid integer",
+    )
+    bounded = cs.int_schema(strict=False, ge=ge, le=le)  # 1.0 -> 1; 1.5 refused
+    return _json_reads(
+        cs.chain_schema([number, bounded]),
+        bounded,
+        {"type": "integer", "minimum": ge, "maximum": le},
+    )
+
+
 Money = Annotated[
     Decimal,
-    WithJsonSchema(
+    *_json_reads(
+        _money(),
+        cs.decimal_schema(strict=False, allow_inf_nan=False),
         {
             "anyOf": [{"type": "number"}, {"type": "string", "pattern": _DECIMAL}],
             "description": "Yuan (CNY), JSON number or decimal string",
-        }
+        },
     ),
 ]
 _POSITIVE = r"^(?=.*[1-9])[0-9]+(\.[0-9]+)?$"
 PositiveMoney = Annotated[
     Decimal,
-    WithJsonSchema(
+    *_json_reads(
+        _money(gt=0),
+        cs.decimal_schema(strict=False, allow_inf_nan=False, gt=0),
         {
             "anyOf": [
                 {"type": "number", "exclusiveMinimum": 0},
                 {"type": "string", "pattern": _POSITIVE},
             ],
             "description": "Yuan (CNY) above 0, JSON number or decimal string",
-        }
+        },
     ),
-    Field(gt=0),
 ]
-Instant = Annotated[AwareDatetime, Field(json_schema_extra={"pattern": _RFC3339})]
+_AWARE = cs.datetime_schema(strict=False, tz_constraint="aware")
+Instant = Annotated[
+    dt.datetime,
+    *_json_reads(
+        _text_then(_RFC3339, _AWARE),
+        _AWARE,
+        {"type": "string", "format": "date-time", "pattern": _RFC3339},
+    ),
+]
 """An instant as the contract writes it: RFC 3339 with an offset (not a Unix time, not
-`+0800`, not a space for the T). Records are decoded in strict mode (`decoding.decode`):
+`+0800`, not a space for the T). Events are decoded strictly (their models' config):
 no number is read as a time, nor text as a number, as in the schemas."""
-Day = Annotated[dt.date, Field(json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})]
+_DAY = cs.date_schema(strict=False)
+Day = Annotated[
+    dt.date,
+    *_json_reads(
+        _text_then(f"^{_DATE}$", _DAY),
+        _DAY,
+        {"type": "string", "format": "date", "pattern": f"^{_DATE}$"},
+    ),
+]
 QuietWindow = Annotated[
     str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
 ]
-_MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -113,7 +194,7 @@ class Channel(StrEnum):
 class _Event(BaseModel):
     # Unknown extra fields are kept (model_extra) but never interpreted. Infinity and NaN
     # (JSON's 1e400) are refused: they cannot be stored and would poison the record.
-    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False, strict=True)
 
     event_id: EventId
     subscriber_id: SubscriberId
@@ -139,7 +220,7 @@ class RoamingEvent(_Event):
     )
     roaming_type: Literal["international", "domestic"]
     operator: Annotated[str, StringConstraints(max_length=64)] | None = None
-    utc_offset_minutes: int | None = Field(default=None, ge=-14 * 60, le=14 * 60)
+    utc_offset_minutes: Annotated[int, *_integer(-14 * 60, 14 * 60)] | None = None
     timezone: IanaZone | None = Field(default=None, description="IANA zone of the visited place")
 
 
@@ -148,7 +229,7 @@ class ComplaintEvent(_Event):
 
     complaint_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     category: Literal["network", "billing", "service", "product", "other"]
-    severity: int = Field(ge=1, le=3, description="1 highest to 3")
+    severity: Annotated[int, *_integer(1, 3)] = Field(description="1 highest to 3")
     status: Literal["opened", "updated", "resolved"]
 
 
@@ -172,17 +253,13 @@ class UsageEvent(_Event):
 class ProfileEvent(_Event):
     """A change to the subscriber's profile (CRM); absent fields are left as they were."""
 
-    birthday: (
-        Annotated[
-            str,
-            StringConstraints(pattern=r"^([0-9]{4}-)?(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"),
-        ]
-        | None
-    ) = Field(default=None, description="MM-DD or YYYY-MM-DD")
+    birthday: Annotated[str, StringConstraints(pattern=_BIRTHDAY)] | None = Field(
+        default=None, description="MM-DD or YYYY-MM-DD (02-29 in leap years only)"
+    )
     joined_on: Day | None = None
     contract_end: Day | None = None
     tier: Annotated[str, StringConstraints(max_length=16)] | None = None
-    star_level: int | None = Field(default=None, ge=1, le=7)
+    star_level: Annotated[int, *_integer(1, 7)] | None = None
     timezone: IanaZone | None = Field(
         default=None, description="IANA zone; Asia/Shanghai when never set"
     )
@@ -196,15 +273,8 @@ class ProfileEvent(_Event):
     @field_validator("birthday")
     @classmethod
     def _birthday(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        text = value[5:] if len(value) == 10 else value
-        if len(value) == 10:
-            dt.date.fromisoformat(value)  # raises a clear ValueError on a bad date
-        if not _MONTH_DAY.match(text):
-            raise ValueError("birthday must be MM-DD or YYYY-MM-DD, e.g. 07-14")
-        dt.date(2000, int(text[:2]), int(text[3:]))  # 02-30 is no day; 02-29 is (leap year)
-        return text
+        # The pattern took only real days; the rules read the month and day alone.
+        return value[5:] if value is not None and len(value) == 10 else value
 
 
 InputEvent = TopUpEvent | RoamingEvent | ComplaintEvent | UsageEvent | ProfileEvent
@@ -355,6 +425,6 @@ class TaskOutcome(BaseModel):
     task_id: str = Field(min_length=1, max_length=128)
     subscriber_id: SubscriberId
     status: OutcomeStatus
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     agent_id: str | None = Field(default=None, max_length=128)
     note: str | None = Field(default=None, max_length=2000)

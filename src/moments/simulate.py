@@ -364,8 +364,9 @@ class EventGenerator:
 
 
 def validate(event: SimEvent) -> None:
-    """Raise pydantic's ValidationError when the event does not fit the contract's model."""
-    EVENT_MODELS[event.event_type].model_validate(event.value)
+    """Raise pydantic's ValidationError when the event does not fit the contract's model
+    (read from its JSON, as the worker reads it)."""
+    EVENT_MODELS[event.event_type].model_validate_json(orjson.dumps(event.value))
 
 
 def simulate(
