@@ -28,7 +28,7 @@ from moments.backtest_state import BacktestState
 from moments.engine import BatchResult, Detector
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, InputEvent, ServiceTask
-from moments.records import RawRecord
+from moments.records import OUT_OF_TIME, RawRecord
 from moments.runtime import record_batch
 from moments.store import StateStore
 from rules.catalog import RuleSet
@@ -89,6 +89,9 @@ class CollectingProducer:
         return done
 
 
+REFUSALS_KEPT = 100
+
+
 @dataclass
 class BacktestResult:
     published: list[Published] = field(default_factory=list)
@@ -97,6 +100,9 @@ class BacktestResult:
     policy: DispatchPolicy = field(default_factory=DispatchPolicy)
     events: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
+    """What was wrong with the events refused as malformed (`TYPE: message`, the
+    worker's words), the first `REFUSALS_KEPT` kinds of message."""
     waiting_at_end: int = 0
     ledger: dict[str, str] = field(default_factory=dict)
     """Every task id the sink claimed, with its final state (sent, deferred, merged,
@@ -279,8 +285,13 @@ class Backtest:
         task by task in trigger order: the stream's batches span milliseconds, so a task
         is decided at its own time, knowing only the facts of events up to then (a top-up
         a minute later must not cancel a low-balance task the stream sent already)."""
+        refusals = self.result.refusals
         for dl in result.dead_letters:
             self.result.dead_letters[dl.reason.value] += 1
+            if dl.reason not in OUT_OF_TIME:
+                said = f"{dl.event_type}: {dl.message}"
+                if said in refusals or len(refusals) < REFUSALS_KEPT:
+                    refusals[said] += 1
         started = time.perf_counter()
         if result.forgotten:  # as the stream: before the batch's facts
             await self.sink.forget(result.forgotten, [r.id for r in self.detector.rules.rules])

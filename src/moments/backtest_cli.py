@@ -31,6 +31,8 @@ EXAMPLES = """
 """
 
 OUTPUTS = "tasks.jsonl, report.json, report.md, tasks_per_day.png and report.html"
+REFUSED_SHARE_WARN = 0.01
+"""Above this share of refused events the backtest's figures are in doubt: said in yellow."""
 
 
 def add_backtest_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
@@ -220,10 +222,16 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     out_of_time = sum(n for reason, n in result.dead_letters.items() if reason in OUT_OF_TIME)
     refused = sum(result.dead_letters.values()) - out_of_time
     if refused:
+        share = refused / max(result.events, 1)
+        style = "bold yellow" if share > REFUSED_SHARE_WARN else ""
         console.print(
-            f"{refused:,} event(s) refused as a worker would refuse them; `moments events "
-            "check FILE` names each line and what is wrong with it"
+            f"{refused:,} event(s) ({share:.1%}) refused as a worker would refuse them; "
+            "`moments events check FILE` names each line and what is wrong with it. "
+            "Most often:",
+            style=style,
         )
+        for said, n in result.refusals.most_common(3):
+            console.print(f"  {n:,} x {said}", style=style, markup=False, highlight=False)
     if out_of_time:
         console.print(
             f"{out_of_time:,} event(s) not applied, as on the stream: older than their "

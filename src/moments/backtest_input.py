@@ -3,7 +3,8 @@
 A JSON line is an event with its `type` (topup, roaming, complaint, usage, profile)
 beside its fields, as `moments simulate --to-file` writes it. A CSV file has a header
 row naming the fields, `type` among them (or given by `default_type`); empty cells are
-left out and cells holding JSON arrays or objects are parsed. Each event becomes the
+left out, cells holding JSON arrays or objects are parsed, and so are numbers in the
+columns the contract types as numbers (`severity`, `quantity`, ...). Each event becomes the
 value a producer would have written (without `type`), with its event time for ordering.
 """
 
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
 import orjson
+from pydantic import BaseModel
 
-from moments.models import EventType
+from moments.models import EVENT_MODELS, EventType
 from moments.rulecheck import TYPES, EventFileError, event_type_of, json_objects
 
 
@@ -57,12 +59,28 @@ def _key(sub: Any) -> bytes:
     return str(sub).encode() if sub is not None else b""
 
 
-def _cell(text: str) -> Any:
-    if text[:1] in "[{":
+def _numeric_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields the contract types as JSON numbers only (a count, a quantity): a CSV
+    cell is text, which the worker refuses for them, as the schemas do. Money takes a
+    number or a decimal string, so its text stays text."""
+    numeric = set()
+    for name, spec in model.model_json_schema()["properties"].items():
+        types = {s.get("type") for s in [spec, *spec.get("anyOf", [])]}
+        if types & {"integer", "number"} and "string" not in types:
+            numeric.add(name)
+    return frozenset(numeric)
+
+
+NUMERIC_FIELDS = {t: _numeric_fields(model) for t, model in EVENT_MODELS.items()}
+
+
+def _cell(text: str, numeric: bool) -> Any:
+    if text[:1] in "[{" or numeric:
         try:
-            return orjson.loads(text)
+            value = orjson.loads(text)
         except orjson.JSONDecodeError:
-            return text
+            return text  # the worker's refusal names the field
+        return value if not numeric or type(value) in (int, float) else text
     return text
 
 
@@ -121,7 +139,10 @@ class EventFile:
         if "type" not in reader.fieldnames and self.default_type is None:
             raise EventFileError(f"{self.path}:1: add a `type` column (one of {TYPES})")
         for row in reader:
-            doc = {k: _cell(v) for k, v in row.items() if k and v not in (None, "")}
+            kind = row.get("type")
+            event_type = _TYPES.get(kind) if kind else self.default_type
+            numeric = NUMERIC_FIELDS[event_type] if event_type else frozenset()
+            doc = {k: _cell(v, k in numeric) for k, v in row.items() if k and v not in (None, "")}
             yield _event(doc, f"{self.path}:{reader.line_num}", self.default_type)
 
 
