@@ -160,7 +160,14 @@ def merge_tasks(carrier_id: str, tasks: Sequence[ServiceTask]) -> ServiceTask:
         return tasks[0]
     ordered = sorted(tasks, key=_rank)
     top = ordered[0]
-    related = [r for t in ordered[1:] for r in related_of(t)] + list(top.related or [])
+    # Once per moment: a group released again (capacity, contact cap) holds the carrier
+    # as merged before *and* the members it merged, which it lists already.
+    seen = {top.task_id}
+    related = []
+    for r in [r for t in ordered[1:] for r in related_of(t)] + list(top.related or []):
+        if r.task_id not in seen:
+            seen.add(r.task_id)
+            related.append(r)
     return top.model_copy(
         update={
             "task_id": carrier_id,

@@ -587,3 +587,70 @@ def test_the_indexed_sweep_and_kept_records_change_no_result(tmp_path: Path) -> 
     assert list(kept.records) == list(reference.data)
     for sub, raw in reference.data.items():
         assert unmarked(kept.records[sub]) == unmarked(SubscriberState.from_bytes(raw)), sub
+
+
+def test_a_group_deferred_again_lists_each_merged_moment_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A's hotline call waits in the merge window, its first top-up joins it; the day's
+    one manager slot is B's, the next day's C's, so A's group is deferred twice. Its
+    task listed the top-up three times (the carrier as merged before, and the members
+    it had merged); an analyst review found it."""
+    policy = tmp_path / "cap1.yaml"
+    policy.write_text(
+        "timezone: Asia/Shanghai\ncapacity: {'*': {manager: 1}}\nreserved_share: 0\n"
+        "overflow: {'*': {policy: defer}}\nnext_day_at: '09:00'\n"
+        "merge: {window: 30m, hold_channels: [manager]}\n"
+    )
+
+    def profile(sub: str, at: str) -> dict[str, Any]:
+        return {
+            "type": "profile",
+            "event_id": f"p{sub}",
+            "subscriber_id": sub,
+            "occurred_at": at,
+            "region": "NJ",
+            "tier": "gold",
+            "status": "active",
+        }
+
+    def hotline(sub: str, at: str) -> dict[str, Any]:
+        return {
+            "type": "usage",
+            "event_id": f"u{sub}",
+            "subscriber_id": sub,
+            "occurred_at": at,
+            "region": "NJ",
+            "kind": "voice",
+            "quantity": 60,
+            "counterparty": "10010",
+        }
+
+    a, b, c = "13800000010", "13800000011", "13800000012"
+    docs = [
+        profile(a, "2026-11-02T08:00:00+08:00"),
+        profile(b, "2026-11-02T08:00:01+08:00"),
+        profile(c, "2026-11-02T08:00:02+08:00"),
+        hotline(b, "2026-11-02T09:50:00+08:00"),
+        hotline(a, "2026-11-02T10:00:00+08:00"),
+        {
+            "type": "topup",
+            "event_id": "a2",
+            "subscriber_id": a,
+            "occurred_at": "2026-11-02T10:10:00+08:00",
+            "region": "NJ",
+            "amount": 50,
+            "channel": "app",
+            "balance_after": 80,
+        },
+        hotline(c, "2026-11-03T08:10:00+08:00"),
+    ]
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    out = tmp_path / "out"
+    args = ["--policy", str(policy), "--to", "2026-11-05", "--out", str(out)]
+    assert main(["backtest", "--events", str(history), *args]) == 0
+    tasks = [orjson.loads(line) for line in (out / "tasks.jsonl").read_bytes().splitlines()]
+    (of_a,) = [t for t in tasks if t["subscriber_id"] == a]
+    assert of_a["deliver_after"] == "2026-11-04T01:00:00Z"  # deferred twice, as set up
+    assert [r["moment"]["rule_id"] for r in of_a["related"]] == ["first_topup_channel"]
