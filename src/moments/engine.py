@@ -409,7 +409,6 @@ class Detector:
                 else:
                     result.suppressed[(spec.moment_type, "cooldown")] += 1
                 return
-            state.fired[rule.tag] = at
         triggered = (
             event.occurred_at if event is not None else dt.datetime.fromtimestamp(at, dt.UTC)
         )
@@ -430,6 +429,11 @@ class Detector:
         )
         view = subscriber_view(state)
         decision = gate(gate_input, view, policy)
+        if spec.cooldown is not None and decision.action != "suppress":
+            # Only a moment that makes a task starts the cooldown: one the gates dropped
+            # (a complaint being handled, a closed line) or that lapsed did not reach
+            # the customer, and the next must not wait for it.
+            state.fired[rule.tag] = at
         if shadow is not None:
             outcome = {"suppress": "suppressed", "defer": "deferred"}.get(decision.action, "task")
             why = "" if outcome == "task" else str(decision.reason or decision.action)

@@ -333,6 +333,23 @@ class TestDoNotDisturb:
         ]
         assert "competitor_hotline_call" in types(run(CATALOG, resolved).tasks)
 
+    def test_a_call_the_open_complaint_held_back_starts_no_cooldown(self) -> None:
+        # The hotline call during the complaint made no task; the calls after it was
+        # resolved must not wait out a 14-day cooldown for it (analyst review).
+        complaint = {"complaint_id": "c1", "category": "network", "severity": 3}
+        events = [
+            ev(EventType.COMPLAINT, at("2026-11-02", "10:00"), status="opened", **complaint),
+            usage(at("2026-11-02", "10:30"), kind="voice", counterparty="10010"),
+            ev(EventType.COMPLAINT, at("2026-11-02", "11:00"), status="resolved", **complaint),
+            usage(at("2026-11-03", "10:00"), kind="voice", counterparty="10010"),
+            usage(at("2026-11-06", "10:00"), kind="voice", counterparty="10000"),
+        ]
+        result = run(CATALOG, events)
+        calls = only(result.tasks, "competitor_hotline_call")
+        assert [t.triggered_at.date().isoformat() for t in calls] == ["2026-11-03"]
+        assert result.suppressed["competitor_hotline_call", "complaint_open"] == 1
+        assert result.suppressed["competitor_hotline_call", "cooldown"] == 1  # the 11-06 one
+
     def test_frequency_cap_of_three_a_week(self) -> None:
         events = [
             usage(at(f"2026-11-0{d}"), kind="service_failure", service_code=f"S{d}")
