@@ -182,10 +182,16 @@ class Backtest:
         self.stores = memory_stores(self.clock, LEDGER_TTL_S)
         self.producer = CollectingProducer(self.clock)
         self.metrics = Metrics()
-        self.sink = TaskSink(
-            self.producer, TASKS_TOPIC, self.stores, self.metrics, self.policy, self.clock
-        )
         self.detector = Detector(rules, {t.value: t for t in EventType})
+        self.sink = TaskSink(
+            self.producer,
+            TASKS_TOPIC,
+            self.stores,
+            self.metrics,
+            self.policy,
+            self.clock,
+            frequency_cap=lambda: self.detector.rules.gating.frequency_cap,
+        )
         self.state: StateStore = BacktestState()
         """Replaceable by another store (a test's `DictStateStore`): then every record
         is swept every hour, as on the stream."""

@@ -467,8 +467,6 @@ class Detector:
             deferred=deferred,
             quiet_hours=_quiet_hours(*quiet_hours_kept(spec.channel.value, view, policy)),
         )
-        if policy.counts(task.channel.value):
-            state.add_contact(int(task.deliver_after.timestamp()))
         result.tasks.append(task)
 
 
@@ -557,7 +555,6 @@ def subscriber_view(state: SubscriberState) -> SubscriberView:
         status=profile.get("status"),
         opt_out=frozenset(profile.get("opt_out") or ()),
         open_complaints=len(state.complaints),
-        contact_times=tuple(state.contacts),
     )
 
 

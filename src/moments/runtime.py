@@ -139,8 +139,14 @@ class Runtime:
         self._redis = redis
         ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)
         policy = load_policy(s.dispatch_policy)
+        detector = self.detector
         self.tasks = TaskSink(
-            producer, s.topic("tasks"), redis_stores(ledger), self.metrics, policy
+            producer,
+            s.topic("tasks"),
+            redis_stores(ledger),
+            self.metrics,
+            policy,
+            frequency_cap=lambda: detector.rules.gating.frequency_cap,
         )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))

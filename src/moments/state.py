@@ -23,8 +23,6 @@ from moments.statezip import pack, unpack
 
 MAX_OPEN = 16
 """Open complaints remembered; more is as good as many."""
-MAX_CONTACTS = 16
-"""Contacts remembered for the frequency cap."""
 RECENT_EVENT_IDS = {"u": 8}
 """How many recent event-id digests a subscriber keeps per source to drop events
 delivered again: 8 of the frequent usage events, `RECENT_EVENT_IDS_ELSE` of each other
@@ -69,8 +67,6 @@ class SubscriberState:
     """While abroad: the visited place's zone (`z`) and/or UTC offset minutes (`o`)."""
     complaints: list[str] = field(default_factory=list)
     """Ids of complaints opened and not yet resolved (newest last, at most MAX_OPEN)."""
-    contacts: list[int] = field(default_factory=list)
-    """When tasks on capped channels went to the subscriber (epoch seconds, newest last)."""
     special_day: int = 0
     """Ordinal of the local day whose special days were last looked at (0: never)."""
     watermark: int = 0
@@ -95,11 +91,6 @@ class SubscriberState:
         if len(ring) > RECENT_EVENT_IDS.get(source, RECENT_EVENT_IDS_ELSE):
             del ring[0]
         return True
-
-    def add_contact(self, at: int) -> None:
-        self.contacts.append(at)
-        self.contacts.sort()
-        del self.contacts[:-MAX_CONTACTS]
 
     def to_bytes(self) -> bytes:
         """The record as stored: its JSON, compressed (see moments.statezip)."""
@@ -126,8 +117,6 @@ class SubscriberState:
             doc["g"] = self.roaming
         if self.complaints:
             doc["k"] = self.complaints
-        if self.contacts:
-            doc["t"] = self.contacts
         if self.watermark:
             doc["w"] = self.watermark
         if self.special_day:
@@ -150,7 +139,6 @@ class SubscriberState:
             closed=doc.get("c", {}),
             roaming=doc.get("g", {}),
             complaints=doc.get("k", []),
-            contacts=doc.get("t", []),
             watermark=doc.get("w", 0),
             special_day=doc.get("d", 0),
         )

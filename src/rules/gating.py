@@ -13,13 +13,14 @@ The gates, in the order they are applied (the first that suppresses wins):
 4. **complaint_open**: an open complaint blocks the purposes in
    `open_complaint_blocks` (sales by default, never service): suppress.
 5. **suspended** line: per purpose, `wait` (defer with `until=None`) or `suppress`.
-6. **frequency_cap**: on a counted channel, at most `max_contacts` per `period`;
-   defer until enough of the oldest contacts leave the period, or suppress when
-   that is not before `expires_at`.
-7. **quiet_hours**: never deliver inside the default windows or the customer's own,
+6. **quiet_hours**: never deliver inside the default windows or the customer's own,
    in the customer's local time (the visited place's while roaming); defer to the
    end of the covering windows, chained when they touch or overlap. A task whose
    quiet hours outlast it is suppressed as `expired`.
+
+The policy's `frequency_cap` is not a gate here: dispatch applies it where a task is
+sent (`sinks.dispatch`), counting the contacts made, not the moments found (a merged
+group is one contact; a task dropped after gating none).
 
 A send or defer always has `now <= deliver_after < expires_at`.
 
@@ -222,9 +223,6 @@ class SubscriberView:
     """`active`, `suspended` or `closed`; None (unknown) counts as active."""
     opt_out: frozenset[str] = frozenset()
     open_complaints: int = 0
-    contact_times: tuple[int, ...] = ()
-    """When tasks on counted channels went to this subscriber, as epoch seconds (the state
-    record's own form: no datetime is made for each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,30 +269,6 @@ def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[Qui
     return policy.windows + tuple(window for window in own if window is not None)
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_SECOND = dt.timedelta(seconds=1)
-
-
-def cap_frees_at(
-    contacts: Sequence[int], now: dt.datetime, cap: FrequencyCap
-) -> dt.datetime | None:
-    """When a new contact fits under the cap (None: it fits now). Contacts are epoch
-    seconds, each taken as that UTC instant.
-
-    A contact counts while it is less than `period` old; one later than `now` (a task
-    already scheduled) counts too. With `n >= max` counted contacts, the `n - max + 1`
-    oldest must leave the period, so the new one may go at `sorted[n - max] + period`.
-    For a whole second `c` and an instant `t`, `c > t` exactly when `c > floor(t)`, so
-    contacts are compared as ints and only the answer becomes a datetime.
-    """
-    since = (now - cap.span - _EPOCH) // _SECOND
-    counted = [c for c in contacts if c > since]
-    if len(counted) < cap.max_contacts:
-        return None
-    counted.sort()
-    return dt.datetime.fromtimestamp(counted[len(counted) - cap.max_contacts], dt.UTC) + cap.span
-
-
 def _suppress(reason: Reason, now: dt.datetime, until: dt.datetime | None = None) -> GateDecision:
     return GateDecision("suppress", now, reason, until)
 
@@ -316,14 +290,6 @@ def gate(task: GateInput, subscriber: SubscriberView, policy: GatingPolicy) -> G
 
     earliest: dt.datetime = now
     reason: Reason | None = None
-    cap = policy.frequency_cap
-    if cap is not None and task.channel in cap.channels:
-        frees_at = cap_frees_at(subscriber.contact_times, now, cap)
-        if frees_at is not None:
-            if frees_at >= task.expires_at:
-                return _suppress("frequency_cap", now, frees_at)
-            earliest, reason = frees_at, "frequency_cap"
-
     if task.channel in policy.quiet_hours_channels:
         windows = quiet_windows(subscriber, policy)
         opens = next_open_instant(earliest, windows, local_zone(subscriber, policy))

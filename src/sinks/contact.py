@@ -40,18 +40,20 @@ return {0, tostring(tonumber(oldest[2]) + tonumber(S[1]))}
 class Contact:
     taken: bool
     free_at: float | None = None  # epoch seconds when the next contact is allowed
+    reason: str = "contact_cap"
+    """Which cap refused it: `contact_cap` (dispatch policy) or `frequency_cap` (rules)."""
 
 
 class RedisContactBook:
     """A sorted set per subscriber, task id scored by contact time; one Lua step."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, name: str = "contacts") -> None:
         self.redis = redis
-        self.prefix = prefix
+        self.prefix = f"{prefix}{name}:"
         self._take = BatchScript(redis, _CONTACT, keys=1, args=2)
 
     def key(self, subscriber_id: str) -> str:
-        return f"{self.prefix}contacts:{subscriber_id}"
+        return f"{self.prefix}{subscriber_id}"
 
     async def take(
         self, subscriber_id: str, task_id: str, now: float, period_s: float, max_contacts: int
@@ -87,9 +89,12 @@ class RedisContactBook:
 class ContactLimiter:
     """The contact policy over whichever `ContactBook` the sink was given."""
 
-    def __init__(self, book: ContactBook, policy: ContactPolicy) -> None:
+    def __init__(
+        self, book: ContactBook, policy: ContactPolicy, reason: str = "contact_cap"
+    ) -> None:
         self.book = book
         self.policy = policy
+        self.reason = reason
 
     async def take(self, task_id: str, subscriber_id: str, now: float) -> Contact:
         if self.policy.max_contacts <= 0:
@@ -101,7 +106,7 @@ class ContactLimiter:
             self.policy.period.total_seconds(),
             self.policy.max_contacts,
         )
-        return Contact(True) if free_at is None else Contact(False, free_at)
+        return Contact(True) if free_at is None else Contact(False, free_at, self.reason)
 
     async def give_back(self, task_id: str, subscriber_id: str) -> None:
         """Undo `take` for a task that was not sent after all (capacity)."""
@@ -121,7 +126,7 @@ class ContactLimiter:
             self.policy.period.total_seconds(),
             self.policy.max_contacts,
         )
-        return [Contact(True) if f is None else Contact(False, f) for f in frees]
+        return [Contact(True) if f is None else Contact(False, f, self.reason) for f in frees]
 
     async def give_back_many(self, items: Sequence[tuple[str, str]]) -> None:
         """`give_back` for each (task id, subscriber id), with one store call."""

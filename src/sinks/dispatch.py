@@ -26,12 +26,12 @@ import orjson
 from pydantic import ValidationError
 
 from moments.models import Deferral, InputEvent, ProfileEvent, ServiceTask
-from rules.gating import open_after_quiet
+from rules.gating import FrequencyCap, open_after_quiet
 from sinks.base import Headers, Producer, produce_all
 from sinks.capacity import CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, merge_tasks
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
-from sinks.policy import DispatchPolicy, OverflowPolicy
+from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
 from sinks.retry import with_retry
 from sinks.stores import Clock, DispatchStores, Parking
@@ -151,6 +151,7 @@ class TaskSink:
         metrics: Metrics,
         policy: DispatchPolicy | None = None,
         clock: Clock = time.time,
+        frequency_cap: Callable[[], FrequencyCap | None] = lambda: None,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -162,6 +163,9 @@ class TaskSink:
         self.deferral = stores.deferral
         self.capacity = CapacityLimiter(stores.slots, self.policy)
         self.contacts = ContactLimiter(stores.contacts, self.policy.contact)
+        self.frequency_cap = frequency_cap
+        """The rule set's frequency cap, as it is now (rules are reloaded)."""
+        self._frequency: tuple[FrequencyCap | None, ContactLimiter | None] = (None, None)
         self.facts = stores.facts
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
@@ -219,6 +223,7 @@ class TaskSink:
             await asyncio.gather(
                 self.facts.forget(subs, at),
                 self.stores.contacts.forget(subs),
+                self.stores.frequency.forget(subs),
                 self.declines.forget(subs, rule_ids),
                 self.deferral.forget(subs),
             )
@@ -437,19 +442,14 @@ class TaskSink:
             else:
                 contacting.append(task)
         capacity: list[ServiceTask] = []
-        items = [(t.task_id, t.subscriber_id, now) for t in contacting]
-        if self.contacts.capped and items:
-            contacts = await self._redis(lambda: self.contacts.take_many(items), "contact policy")
-        else:
-            contacts = [Contact(True) for _ in items]
-        for task, contact in zip(contacting, contacts, strict=True):
+        for task, contact in zip(contacting, await self._contacts(contacting, now, w), strict=True):
             if contact.taken:
                 capacity.append(task)
             elif contact.free_at is not None and contact.free_at < task.expires_at.timestamp():
-                w.park(task, contact.free_at, "contact_cap")
+                w.park(task, contact.free_at, contact.reason)
             else:
-                self._suppressed(task, "contact_cap")
-                w.drops.append((task.task_id, "contact_cap"))
+                self._suppressed(task, contact.reason)
+                w.drops.append((task.task_id, contact.reason))
         to_send: list[ServiceTask] = []
         for task, sendable in zip(
             capacity, await self._within_capacity(capacity, now), strict=True
@@ -465,6 +465,45 @@ class TaskSink:
                 w.drops.append((task.task_id, SuppressReason.CAPACITY.value))
         await self._write(w)
         return to_send, bool(w.parks)
+
+    def _frequency_limiter(self) -> ContactLimiter | None:
+        cap = self.frequency_cap()
+        if cap is None:
+            return None
+        if self._frequency[0] is not cap:
+            policy = ContactPolicy(max_contacts=cap.max_contacts, period=cap.span)
+            limiter = ContactLimiter(self.stores.frequency, policy, "frequency_cap")
+            self._frequency = (cap, limiter)
+        return self._frequency[1]
+
+    async def _contacts(
+        self, tasks: Sequence[ServiceTask], now: float, w: _Writes
+    ) -> list[Contact]:
+        """A contact for each task about to be sent, or why not and when one frees: first
+        the rule set's frequency cap (its counted channels), then the dispatch policy's
+        contact cap (every channel). Both count contacts made here, where a task is sent:
+        a merged group is one contact, and a task not sent after all (capacity) gives its
+        contacts back (`_write`)."""
+        out = [Contact(True) for _ in tasks]
+        cap = self.frequency_cap()
+        frequency = self._frequency_limiter()
+        if frequency is not None and cap is not None:
+            counted = [i for i, t in enumerate(tasks) if t.channel in cap.channels]
+            items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in counted]
+            if items:
+                taken = await self._redis(lambda: frequency.take_many(items), "frequency cap")
+                for i, contact in zip(counted, taken, strict=True):
+                    out[i] = contact
+        if self.contacts.capped:
+            open_ = [i for i, c in enumerate(out) if c.taken]
+            items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in open_]
+            if items:
+                taken = await self._redis(lambda: self.contacts.take_many(items), "contact policy")
+                for i, contact in zip(open_, taken, strict=True):
+                    if not contact.taken:  # its frequency contact, if it took one, goes back
+                        w.given_back.append((tasks[i].task_id, tasks[i].subscriber_id))
+                    out[i] = contact
+        return out
 
     async def _join(
         self, routes: list[tuple[Candidate, ServiceTask]]
@@ -486,6 +525,10 @@ class TaskSink:
         """A wave's last step: contacts given back, then tasks parked, then dropped."""
         if w.given_back:
             await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
+            frequency = self._frequency_limiter()
+            if frequency is not None:
+                given = w.given_back
+                await self._redis(lambda: frequency.give_back_many(given), "frequency cap")
         if w.parks:
             parking = [self._parking(p) for p in w.parks]
             items = [item for item, _ in parking]

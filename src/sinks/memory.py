@@ -385,4 +385,5 @@ def memory_stores(clock: Clock = time.time, ttl_seconds: int = 400 * 86400) -> D
         contacts=MemoryContactBook(),
         facts=MemoryFacts(clock),
         declines=MemoryDeclines(clock),
+        frequency=MemoryContactBook(),
     )

@@ -213,8 +213,11 @@ class DispatchStores:
     deferral: Deferrals
     slots: Slots
     contacts: ContactBook
+    """Contacts for the dispatch policy's contact cap (every channel)."""
     facts: Facts
     declines: Declines
+    frequency: ContactBook
+    """Contacts for the rule set's frequency cap (its counted channels only)."""
 
 
 def redis_stores(ledger: TaskLedger) -> DispatchStores:
@@ -233,4 +236,5 @@ def redis_stores(ledger: TaskLedger) -> DispatchStores:
         contacts=RedisContactBook(redis, prefix),
         facts=FactsStore(redis, prefix),
         declines=RedisDeclines(redis, prefix),
+        frequency=RedisContactBook(redis, prefix, "frequency"),
     )

@@ -654,3 +654,50 @@ def test_a_group_deferred_again_lists_each_merged_moment_once(
     (of_a,) = [t for t in tasks if t["subscriber_id"] == a]
     assert of_a["deliver_after"] == "2026-11-04T01:00:00Z"  # deferred twice, as set up
     assert [r["moment"]["rule_id"] for r in of_a["related"]] == ["first_topup_channel"]
+
+
+def test_the_frequency_cap_counts_the_contacts_made_not_the_moments_found(
+    tmp_path: Path,
+) -> None:
+    """A complaint, a service failure and a competitor-hotline call within minutes are one
+    manager call (merged); the catalog's cap (3 a week) counted three contacts for them
+    and dropped the first top-up's SMS and the low-balance reminder of the days after
+    (analyst review). Then a fourth contact in the week is over the cap."""
+    sub = "13800000003"
+
+    def doc(type_: str, n: str, at: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "type": type_,
+            "event_id": n,
+            "subscriber_id": sub,
+            "occurred_at": f"2026-11-0{at}+08:00",
+            "region": "NJ",
+            **fields,
+        }
+
+    complaint = {"complaint_id": "C1", "category": "network", "severity": 2}
+    docs = [
+        doc("profile", "p1", "2T08:30:00", tier="standard", status="active"),
+        doc("complaint", "c1", "2T10:00:00", status="opened", **complaint),
+        doc("usage", "u1", "2T10:05:00", kind="service_failure", service_code="VOLTE"),
+        doc("complaint", "c2", "2T10:08:00", status="resolved", **complaint),
+        doc("usage", "u2", "2T10:10:00", kind="voice", quantity=60, counterparty="10010"),
+        doc("topup", "t1", "4T10:00:00", amount=50, channel="app", balance_after=60),
+        doc("usage", "u3", "5T10:00:00", kind="data", quantity=1000, charge=56, balance_after=4),
+        doc("usage", "u4", "6T10:00:00", kind="service_failure", service_code="SMS"),
+    ]
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    out = tmp_path / "out"
+    assert (
+        main(["backtest", "--events", str(history), "--to", "2026-11-08", "--out", str(out)]) == 0
+    )
+    tasks = [orjson.loads(line) for line in (out / "tasks.jsonl").read_bytes().splitlines()]
+    assert [t["moment"]["type"] for t in tasks] == [
+        "competitor_hotline_call",  # with the complaint and the service failure
+        "first_topup",
+        "low_balance",
+    ]
+    assert len(tasks[0]["related"]) == 2
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["suppressed"] == {"frequency_cap": 1}  # the service failure of 11-06

@@ -17,12 +17,10 @@ from ruamel.yaml import YAML
 
 from moments.models import Channel
 from rules.gating import (
-    FrequencyCap,
     GateDecision,
     GateInput,
     GatingPolicy,
     SubscriberView,
-    cap_frees_at,
     describe,
     gate,
     local_zone,
@@ -372,53 +370,6 @@ class TestQuietHoursKeptForReactivation:
         assert open_after_quiet(now, None, []) == now
 
 
-class TestFrequencyCap:
-    """At most 3 contacts per 7 days on counted channels, across all rules."""
-
-    def contacts(self, now: dt.datetime, *days_ago: float) -> tuple[int, ...]:
-        return tuple(int((now - dt.timedelta(days=d)).timestamp()) for d in days_ago)
-
-    def test_under_the_cap_it_is_sent(self) -> None:
-        now = at(2026, 11, 23, 10, 0)
-        subscriber = SubscriberView(contact_times=self.contacts(now, 1, 2, 8))
-        assert gate(task(now), subscriber, POLICY).action == "send"
-
-    def test_at_the_cap_it_waits_for_the_oldest_to_age_out(self) -> None:
-        now = at(2026, 11, 23, 10, 0)
-        subscriber = SubscriberView(contact_times=self.contacts(now, 0.5, 1, 6.9))
-        decision = gate(task(now, ttl=dt.timedelta(days=2)), subscriber, POLICY)
-        frees = now + dt.timedelta(days=0.1)
-        assert decision == GateDecision("defer", frees, "frequency_cap", frees)
-
-    def test_when_the_cap_outlasts_the_task_it_is_suppressed(self) -> None:
-        now = at(2026, 11, 23, 10, 0)
-        subscriber = SubscriberView(contact_times=self.contacts(now, 0.5, 1, 2))
-        decision = gate(task(now), subscriber, POLICY)
-        assert decision == GateDecision(
-            "suppress", now, "frequency_cap", now + dt.timedelta(days=5)
-        )
-
-    def test_after_the_cap_quiet_hours_still_apply(self) -> None:
-        now = at(2026, 11, 23, 20, 0)
-        subscriber = SubscriberView(contact_times=self.contacts(now, 1, 2, 6.95))
-        decision = gate(task(now), subscriber, POLICY)
-        assert decision == GateDecision(
-            "defer", at(2026, 11, 24, 8, 0), "quiet_hours", at(2026, 11, 24, 8, 0)
-        )
-
-    def test_uncounted_channels_are_not_capped(self) -> None:
-        now = at(2026, 11, 23, 10, 0)
-        subscriber = SubscriberView(contact_times=self.contacts(now, 0.1, 0.2, 0.3, 0.4))
-        assert gate(task(now, channel="app_push"), subscriber, POLICY).action == "send"
-
-    def test_five_contacts_need_three_to_age_out(self) -> None:
-        now = at(2026, 11, 23, 10, 0)
-        cap = POLICY.frequency_cap
-        assert cap is not None
-        contacts = self.contacts(now, 6, 5, 4, 3, 2)
-        assert cap_frees_at(contacts, now, cap) == now + dt.timedelta(days=3)
-
-
 # ---- properties ------------------------------------------------------------------------
 
 ZONES = ["Asia/Shanghai", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]
@@ -467,10 +418,6 @@ def cases(draw: st.DrawFn) -> tuple[GateInput, SubscriberView, GatingPolicy]:
         status=draw(st.sampled_from([None, "active", "active", "active", "suspended", "closed"])),
         opt_out=frozenset(draw(st.sets(st.sampled_from(list(Channel)), max_size=1))),
         open_complaints=draw(st.sampled_from([0, 0, 0, 1, 2])),
-        contact_times=tuple(
-            int((now + dt.timedelta(minutes=m)).timestamp())
-            for m in draw(st.lists(st.integers(-10 * 24 * 60, 60), max_size=6))
-        ),
     )
     default_windows = draw(st.lists(windows, max_size=2))
     assume(not covers_whole_day(parse_window(f"{hhmm(s)}-{hhmm(e)}") for s, e in default_windows))
@@ -546,24 +493,5 @@ class TestProperties:
             assert decision.action == "suppress"
         if gate_input.now >= gate_input.expires_at:
             assert (decision.action, decision.reason) == ("suppress", "expired")
-        cap = policy.frequency_cap
-        if decision.action != "suppress" and cap is not None and policy.counts(gate_input.channel):
-            counted = [
-                c
-                for c in subscriber.contact_times
-                if c > (decision.deliver_after - cap.span).timestamp()
-            ]
-            assert len(counted) < cap.max_contacts
         if decision.action == "defer" and decision.until is not None:
             assert decision.until == decision.deliver_after
-
-
-class TestContactsAsEpochSeconds:
-    """Contacts are the state record's epoch seconds, judged as the UTC instants they are."""
-
-    def test_a_contact_within_a_second_of_the_period_start_is_judged_exactly(self) -> None:
-        now = dt.datetime(2026, 11, 23, 10, 0, 0, 500_000, tzinfo=UTC)
-        cap = FrequencyCap(max_contacts=1, period="1d")
-        aged = int((now - dt.timedelta(days=1)).timestamp())  # half a second too old
-        assert cap_frees_at([aged], now, cap) is None
-        assert cap_frees_at([aged + 1], now, cap) == dt.datetime(2026, 11, 23, 10, 0, 1, tzinfo=UTC)

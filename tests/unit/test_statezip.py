@@ -41,7 +41,6 @@ states = st.builds(
     series=st.dictionaries(
         texts, st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=9), max_size=4
     ),
-    contacts=st.lists(epochs, max_size=4),
     watermark=epochs,
     special_day=st.integers(min_value=0, max_value=800_000),
 )

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from moments.models import Channel, Deferral, Family, Moment, ServiceTask
 from moments.settings import Settings
+from rules.gating import FrequencyCap
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
 from sinks.memory import memory_stores
@@ -76,11 +77,19 @@ class Worker:
         producer: AIOKafkaProducer,
         stores: DispatchStores,
         policy: DispatchPolicy,
+        frequency_cap: FrequencyCap | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.ledger: Ledger = stores.ledger
-        self.sink = TaskSink(producer, settings.topic("tasks"), stores, self.metrics, policy)
+        self.sink = TaskSink(
+            producer,
+            settings.topic("tasks"),
+            stores,
+            self.metrics,
+            policy,
+            frequency_cap=lambda: frequency_cap,
+        )
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -123,14 +132,18 @@ def make_worker(
     settings, producer, clients = stack
     shared = memory_stores()
 
-    def make(policy: DispatchPolicy | None = None, url: str | None = None) -> Worker:
+    def make(
+        policy: DispatchPolicy | None = None,
+        url: str | None = None,
+        frequency_cap: FrequencyCap | None = None,
+    ) -> Worker:
         if store_kind == "memory":
             stores = shared
         else:
             client = Redis.from_url(url or redis_url, socket_timeout=2, socket_connect_timeout=2)
             clients.append(client)
             stores = redis_stores(TaskLedger(client, f"moments:{settings.app_id}:", 864000))
-        return Worker(settings, producer, stores, policy or DispatchPolicy())
+        return Worker(settings, producer, stores, policy or DispatchPolicy(), frequency_cap)
 
     return make
 

@@ -9,6 +9,7 @@ import datetime as dt
 import pytest
 
 from moments.models import Channel, RoamingEvent
+from rules.gating import FrequencyCap
 from sinks.policy import DispatchPolicy
 
 from .conftest import HOUR, NOW, MakeWorker, published, task
@@ -22,7 +23,9 @@ CAP = {"contact": {"max_contacts": 1, "period": "7d"}, "merge": {"hold_channels"
 async def test_a_forgotten_subscribers_waiting_task_is_dropped_and_its_traces_erased(
     make_worker: MakeWorker,
 ) -> None:
-    w = make_worker(DispatchPolicy.model_validate(CAP))
+    # Both caps of one a week: the dispatch policy's and the rule set's.
+    week = FrequencyCap(max_contacts=1, period="7d", channels=(Channel.SMS,))
+    w = make_worker(DispatchPolicy.model_validate(CAP), frequency_cap=week)
     later = NOW + HOUR
     await w.send(
         task("sent", SUB, deliver_after=NOW),  # takes SUB's one contact of the week
@@ -58,7 +61,7 @@ async def test_a_forgotten_subscribers_waiting_task_is_dropped_and_its_traces_er
     assert w.sample("moments_tasks_suppressed_total", **forgotten) == 1
 
     # The subscriber comes back: a task made now goes out, its contact history empty
-    # (with the old one, the cap of one a week would hold it back).
+    # (with the old one, either cap of one a week would hold it back).
     back = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     await w.send(task("back", SUB, triggered=back, deliver_after=back - dt.timedelta(seconds=1)))
     assert await w.ledger.state("back") == "sent"

@@ -12,6 +12,7 @@ import pytest
 
 from moments.embedded import RedisServer, free_port
 from moments.models import Channel, ProfileEvent, QuietHours, RoamingEvent, TopUpEvent
+from rules.gating import FrequencyCap
 from sinks.capacity import next_day_start
 from sinks.policy import DispatchPolicy
 
@@ -378,6 +379,65 @@ class TestContactAndMerge:
         assert due >= NOW.timestamp() + 86400 - 5
         suppressed = {"moment_type": "b", "reason": "contact_cap"}
         assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
+
+
+class TestFrequencyCap:
+    """The rule set's cap (`gating.frequency_cap`) counts the contacts dispatch makes: a
+    merged group is one, a task refused later gives its back. (It was a gate of the
+    engine, counting every task made: merged, dropped and refused ones too, so customers
+    lost low-balance reminders and complaint calls for a week; an analyst review.)"""
+
+    CAP = FrequencyCap(max_contacts=1, period="1d", channels=(Channel.SMS, Channel.MANAGER))
+
+    async def test_over_the_cap_a_task_waits_or_is_dropped(self, make_worker: MakeWorker) -> None:
+        w = make_worker(DispatchPolicy.model_validate({"merge": NO_HOLD}), frequency_cap=self.CAP)
+        sub = "13400000011"
+        await w.send(task("f1", sub=sub))
+        await w.send(task("f2", sub=sub, moment_type="b", expires_at=NOW + HOUR))  # cannot wait
+        await w.send(task("f3", sub=sub, moment_type="c", channel=Channel.APP_PUSH))  # uncounted
+        await w.send(task("f4", sub=sub, moment_type="d"))  # waits until the day is over
+        states = [await w.ledger.state(i) for i in ("f1", "f2", "f3", "f4")]
+        assert states == ["sent", "dropped", "sent", "deferred"]
+        due = await w.sink.deferral.due_at("f4")
+        assert due is not None
+        assert due >= NOW.timestamp() + 86400 - 5
+        suppressed = {"moment_type": "b", "reason": "frequency_cap"}
+        assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
+        assert w.sample("moments_tasks_deferred_total", reason="frequency_cap") == 1
+        contact_cap = {"moment_type": "b", "reason": "contact_cap"}  # the other cap's reason
+        assert w.sample("moments_tasks_suppressed_total", **contact_cap) == 0
+
+    async def test_a_merged_group_is_one_contact(self, make_worker: MakeWorker) -> None:
+        w = make_worker(DispatchPolicy.model_validate({"merge": NO_HOLD}), frequency_cap=self.CAP)
+        sub = "13400000012"
+        later = NOW + HOUR
+        await w.send(task("g1", sub=sub, deliver_after=later, deferred="quiet_hours"))
+        await w.send(task("g2", sub=sub, moment_type="b", deliver_after=later))  # joins g1
+        await w.send(task("g3", sub=sub, moment_type="c", deliver_after=later))  # joins g1
+        assert [await w.ledger.state(i) for i in ("g2", "g3")] == ["merged", "merged"]
+        assert await w.sink.release_due(now=later.timestamp() + 1) == 1
+        [out] = await published(w.settings, 1)
+        assert [r["task_id"] for r in out["related"]] == ["g2", "g3"]
+        assert await w.ledger.state("g1") == "sent"
+
+    async def test_a_task_capacity_refused_gives_its_contact_back(
+        self, make_worker: MakeWorker
+    ) -> None:
+        policy = DispatchPolicy.model_validate(
+            {
+                "capacity": {"*": {"manager": 1}},
+                "reserved_share": 0,
+                "overflow": {"*": {"policy": "drop"}},
+                "merge": NO_HOLD,
+            }
+        )
+        w = make_worker(policy, frequency_cap=self.CAP)
+        sub = "13400000013"
+        await w.send(task("r0", sub="13400000014", channel=Channel.MANAGER))  # the only slot
+        await w.send(task("r1", sub=sub, channel=Channel.MANAGER))  # took a contact, no slot
+        await w.send(task("r2", sub=sub, moment_type="b"))  # the contact is free again
+        states = [await w.ledger.state(i) for i in ("r0", "r1", "r2")]
+        assert states == ["sent", "dropped", "sent"]
 
 
 def quiet_around(due: dt.datetime) -> QuietHours:

@@ -350,14 +350,6 @@ class TestDoNotDisturb:
         assert result.suppressed["competitor_hotline_call", "complaint_open"] == 1
         assert result.suppressed["competitor_hotline_call", "cooldown"] == 1  # the 11-06 one
 
-    def test_frequency_cap_of_three_a_week(self) -> None:
-        events = [
-            usage(at(f"2026-11-0{d}"), kind="service_failure", service_code=f"S{d}")
-            for d in range(2, 6)
-        ]
-        tasks = only(run(CATALOG, events).tasks, "service_failure")
-        assert len(tasks) == 3  # the fourth would wait past its 12 h: dropped
-
     def test_suspended_line_service_waits_sales_dropped(self) -> None:
         events = [
             ev(PROFILE, at("2026-11-01"), status="suspended"),
