@@ -332,6 +332,9 @@ def _changed(key: str) -> Condition:
     return check
 
 
+_NONE_WHEN_EMPTY = frozenset({"avg", "max"})
+
+
 def _baseline(series: Series, node: s.BaselineCond) -> Callable[[Env], float | None]:
     agg, windows, floor, measure = node.agg, node.windows, node.min_baseline, node.measure
     name = node.baseline
@@ -342,11 +345,23 @@ def _baseline(series: Series, node: s.BaselineCond) -> Callable[[Env], float | N
         first = series.history_from(ring)
         if first is None or first > index - windows:
             return None  # not enough of the subscriber's own past yet
-        past = [series.aggregate(ring, w, agg) for w in range(index - windows, index)]
+        earlier = range(index - windows, index)
+        past = [series.aggregate(ring, w, agg) for w in earlier]
         current = series.aggregate(ring, index, agg)
         if current is None or any(p is None for p in past):
             return None
-        base = sum(p for p in past if p is not None) / windows
+        if agg in _NONE_WHEN_EMPTY:
+            # The average or peak of a window with no events is no value, not 0: the
+            # baseline is over the windows that had any ("the usual top-up", not
+            # "the usual daily top-up", which `sum` gives, a quiet day counting 0).
+            had = [
+                p for w, p in zip(earlier, past, strict=True) if series.aggregate(ring, w, "count")
+            ]
+            if not had:
+                return None
+            base = sum(p for p in had if p is not None) / len(had)
+        else:
+            base = sum(p for p in past if p is not None) / windows
         env.out[name] = current
         env.out[f"{name}_baseline"] = round(base, 4)
         if base <= 0 or base < floor:

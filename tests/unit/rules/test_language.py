@@ -254,6 +254,31 @@ class TestBaseline:
         assert fired(text, self.history(100, 100, 51)) == 0
         assert fired(text, self.history(40, 40, 0)) == 0  # baseline under min_baseline
 
+    def test_an_average_is_over_the_windows_that_had_events(self) -> None:
+        # "More than 3 times the usual top-up": top-ups of 50 on the 1st and 60 on the
+        # 4th. Summed per day, the quiet 2nd and 3rd count 0 and the usual *daily* top-up
+        # is 16.67 (it fires); averaged, they have no value and the usual top-up is 50
+        # (it does not). `avg` counted them as 0 too (analyst review).
+        series = "  topup_day: {on: [topup], field: amount, period: day}\n"
+
+        def rule(agg: str) -> str:
+            return one_rule(
+                "    on: [topup]\n"
+                f"    condition: {{baseline: topup_day, windows: 3, agg: {agg}, gt: 3}}\n",
+                series,
+            )
+
+        def topup(day: str, amount: int) -> tuple[EventType, dict[str, object]]:
+            return ev(EventType.TOPUP, at(day), amount=amount, channel="app")
+
+        topups = [topup("2026-11-01", 50), topup("2026-11-04", 60)]
+        assert fired(rule("sum"), topups) == 1
+        assert fired(rule("avg"), topups) == 0
+        assert fired(rule("avg"), [*topups[:1], topup("2026-11-04", 151)]) == 1
+        assert fired(rule("max"), [*topups[:1], topup("2026-11-04", 151)]) == 1
+        # No event in any earlier window: no usual amount to compare with.
+        assert fired(rule("avg"), [topup("2026-11-01", 50), topup("2026-11-08", 500)]) == 0
+
 
 class TestThresholdsAndOverrides:
     BODY = (
