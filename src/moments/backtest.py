@@ -89,6 +89,22 @@ class CollectingProducer:
         return done
 
 
+def settling_period(rules: RuleSet) -> tuple[float, str]:
+    """The longest span a task of these rules holds back later ones for (a cooldown, the
+    frequency cap's period), in seconds, and what it is: a warm-up shorter than it
+    leaves the first report days with caps and cooldowns a longer history would have
+    filled, and with first-time moments it would have spent."""
+    spans = [
+        (r.task.cooldown.total_seconds(), f"{r.id}'s cooldown")
+        for r in rules.rules
+        if r.task.cooldown
+    ]
+    cap = rules.gating.frequency_cap
+    if cap is not None:
+        spans.append((cap.span.total_seconds(), "the frequency cap's period"))
+    return max(spans, default=(0.0, "nothing"))
+
+
 REFUSALS_KEPT = 100
 
 
@@ -118,9 +134,11 @@ class BacktestResult:
     """Each subscriber's record at the end, as the stream would store it (bytes, sorted):
     capacity planning for the state table and its changelog."""
     report_from: float | None = None
-    """Events before this built state and went through dispatch (a warm-up: first-time
-    rules and baselines need history) but are not reported."""
+    """Events before this built the engine's state (a warm-up: first-time rules and
+    baselines need history); their tasks were not dispatched, nor reported."""
     warmup_events: int = 0
+    warmup_tasks: int = 0
+    """Tasks the warm-up's events made, left undispatched."""
     warmup_counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(
         default_factory=dict
     )
@@ -303,6 +321,12 @@ class Backtest:
             await self.sink.forget(result.forgotten, [r.id for r in self.detector.rules.rules])
         facts = sorted(result.facts, key=_occurred)
         done = 0
+        if self._warming:
+            # The warm-up builds what the engine knows; its tasks are not dispatched.
+            # First-time rules fire there for every subscriber the history shows first,
+            # and those tasks would fill the report period's contact caps and capacity.
+            self.result.warmup_tasks += len(result.tasks)
+            result.tasks.clear()
         for task in sorted(result.tasks, key=_triggered):
             at = task.triggered_at.timestamp()
             done = await self._facts_until(facts, done, at)

@@ -70,6 +70,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         "summary": {
             "events": result.events - result.warmup_events,
             "warmup_events": result.warmup_events,
+            "warmup_tasks": result.warmup_tasks,
             "report_from": _iso(result.report_from, zone),
             "tasks": len(result.reported),
             "first_event": _iso(result.first_event, zone),
@@ -237,13 +238,17 @@ def sections(
     the daily capacity rows, are summed up per value (the files have them in full)."""
     out: list[tuple[str, list[str], list[list[Any]]]] = []
     s = report["summary"]
+    ran = [[name, value] for name, value in report.get("run", {}).items() if value is not None]
     out.append(
         (
             "Summary",
             ["figure", "value"],
             [
+                *ran,
+                ["report from", s["report_from"] or "the first event"],
                 ["events reported", s["events"]],
                 ["warm-up events (before --from)", s["warmup_events"]],
+                ["warm-up tasks (made, not dispatched)", s.get("warmup_tasks", 0)],
                 ["tasks published", s["tasks"]],
                 ["first event", s["first_event"]],
                 ["last event", s["last_event"]],

@@ -249,7 +249,9 @@ class TestReportNumbers:
         assert report["summary"]["tasks"] == len(day2)
         assert report["suppressed"] == {}  # the capacity drops were on day 1
         assert {r["day"] for r in report["capacity"]} == {DAY2.isoformat()}
-        assert len(result.published) == sum(expected_from_scenario()["sent"].values())
+        # Day 1's tasks were made but not dispatched: they take no capacity, no contact.
+        assert report["summary"]["warmup_tasks"] == len(SCENARIO) - len(day2)
+        assert len(result.published) == len(day2)
 
     def test_outputs_render(self, tmp_path: Path) -> None:
         result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"))
@@ -701,3 +703,25 @@ def test_the_frequency_cap_counts_the_contacts_made_not_the_moments_found(
     assert len(tasks[0]["related"]) == 2
     report = orjson.loads((out / "report.json").read_bytes())
     assert report["suppressed"] == {"frequency_cap": 1}  # the service failure of 11-06
+
+
+def test_a_warm_up_shorter_than_the_caps_and_cooldowns_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's recipe warmed up two days against a 7-day cap and 14-day cooldowns;
+    the first days of its report were mostly first-time moments (analyst review)."""
+    history = write_history(tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    args = ["--events", str(history), "--from", DAY2.isoformat(), "--out", str(out)]
+    assert main(["backtest", *args]) == 0  # the default catalog: cooldowns of 14 days
+    said = " ".join(capsys.readouterr().err.split())
+    assert "The warm-up before --from is 0.6 days, shorter than" in said
+    assert "cooldown (14 days)" in said
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["run"]["--to"] is None
+    assert report["run"]["rules"] == "the default catalog"
+    assert report["summary"]["report_from"].startswith(DAY2.isoformat())
+    capsys.readouterr()
+    rules = write_rules(tmp_path / "r.yaml")  # no cooldown, no cap: nothing to settle
+    assert main(["backtest", *args, "--rules", str(rules)]) == 0
+    assert "warm-up before --from" not in capsys.readouterr().err
