@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                   moments rules test my-rules.yaml --events usage.jsonl.gz --profiles crm.jsonl
                   moments rules test rules/ --events events.jsonl --until 2026-12-01T00:00:00+08:00
                   moments rules test rules/ --events events.jsonl --shadow-as-live
+                  moments rules test my-rules.yaml --events cases.jsonl \\
+                      --expect big_topup=1 --expect low_balance=0    # exit 1 otherwise
                 """,
         _cmd_rules_test,
     )
@@ -196,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="let event time run on to this time (closes windows): RFC 3339, or a date "
         "(midnight in Asia/Shanghai)",
+    )
+    r.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="RULE=N",
+        help="the rule must make exactly N tasks (repeat per rule); with any --expect, an "
+        "event refused fails too, unless refused=N allows it; exit 1 when not as expected",
     )
     r.add_argument("--json", action="store_true", help="print tasks as JSON lines")
     r.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
@@ -523,11 +533,23 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from moments.backtest_cli import parse_when
-    from moments.rulecheck import EventFileError, check_rules, describe_task, summary
+    from moments.rulecheck import (
+        EventFileError,
+        check_expectations,
+        check_rules,
+        describe_task,
+        parse_expectation,
+        summary,
+    )
     from rules.catalog import load_rules
     from rules.windows import DEFAULT_TIMEZONE
 
     until = parse_when(args.until, ZoneInfo(DEFAULT_TIMEZONE), "--until")
+    try:
+        expected = dict(parse_expectation(text) for text in args.expect)
+    except ValueError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 2
     rules = load_rules(args.path)
     if args.shadow_as_live:
         rules = rules.with_shadows_live()
@@ -542,8 +564,15 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         else:
             print(describe_task(task, mask=not args.show_ids))
     if not args.json:
-        print("\n".join(summary(result, rules)))
-    return 0
+        print("\n".join(summary(result, rules, until)))
+    if not expected:
+        return 0
+    wrong = check_expectations(result, rules, expected)
+    for line in wrong:
+        print(f"FAILED {line}", file=sys.stderr)
+    if not wrong:
+        print(f"as expected: {', '.join(f'{k}={v}' for k, v in expected.items())}", file=sys.stderr)
+    return 1 if wrong else 0
 
 
 def _cmd_calendar_export(args: argparse.Namespace) -> int:

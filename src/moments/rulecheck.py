@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from moments.exceptions import MomentsError
-from moments.models import EventType, ServiceTask
+from moments.models import EventType, Family, ServiceTask
 from moments.pii import mask_msisdn
 from moments.pipeline import PipelineResult, run_pipeline
 from moments.records import RawRecord
@@ -83,7 +83,7 @@ def describe_task(task: ServiceTask, mask: bool = True) -> str:
     )
 
 
-def summary(result: PipelineResult, rules: RuleSet | None = None) -> list[str]:
+def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = None) -> list[str]:
     lines = [f"{len(result.tasks)} task(s)"]
     for rule, n in Counter(t.moment.rule_id for t in result.tasks).most_common():
         lines.append(f"  {rule}: {n}")
@@ -99,8 +99,63 @@ def summary(result: PipelineResult, rules: RuleSet | None = None) -> list[str]:
         for rule_id in shadows:
             found = counted.get(rule_id)
             lines.append(f"  {rule_id}: {found.describe() if found else 'no moment'}")
+    special = [r.id for r in rules.rules if r.task.family is Family.SPECIAL_DAY] if rules else []
+    made = {t.moment.rule_id for t in result.tasks}
+    if until is None and special and not made & set(special):
+        lines.append(
+            f"no task of the special-day rule(s) {', '.join(special)}: a special day is looked "
+            "at when event time passes its hour (09:00 local by default); pass --until with "
+            "a time after it to let event time run on past the last event"
+        )
     if result.dead_letters:
         lines.append(f"{len(result.dead_letters)} event(s) refused:")
         for dl in result.dead_letters[:20]:
             lines.append(f"  {dl.event_type} #{dl.record.offset + 1}: {dl.message}")
     return lines
+
+
+REFUSED = "refused"
+"""The name `--expect` gives the count of refused events."""
+
+
+def parse_expectation(text: str) -> tuple[str, int]:
+    """`RULE=N` (or `refused=N`) as given to `rules test --expect`."""
+    name, sep, count = text.partition("=")
+    if not sep or not name or not count.isdigit():
+        raise ValueError(
+            f"--expect {text!r}: write RULE_ID=COUNT, e.g. --expect low_balance=2 "
+            f"(or {REFUSED}=0 for the events refused)"
+        )
+    return name, int(count)
+
+
+def check_expectations(
+    result: PipelineResult, rules: RuleSet, expected: dict[str, int]
+) -> list[str]:
+    """What `rules test --expect` found wrong, one line each (none: all as expected).
+    With any expectation, refused events are wrong unless `refused=N` says how many."""
+    known = {r.id for r in rules.rules}
+    got = Counter(t.moment.rule_id for t in result.tasks)
+    wrong = []
+    for name, count in expected.items():
+        if name == REFUSED:
+            continue
+        if name not in known:
+            wrong.append(f"{name}: no such rule in these rules (known: {', '.join(sorted(known))})")
+        elif got[name] != count:
+            said = f"{name}: expected {count} task(s), got {got[name]}"
+            wrong.append(said + _held(result, name, rules))
+    refused = len(result.dead_letters)
+    if refused != expected.get(REFUSED, 0):
+        allowed = expected.get(REFUSED, 0)
+        wrong.append(f"{REFUSED}: expected {allowed} event(s) refused, got {refused}")
+    return wrong
+
+
+def _held(result: PipelineResult, rule_id: str, rules: RuleSet) -> str:
+    """What the gates did with the rule's moments (by its moment type), if anything."""
+    moment_type = next(r.task.moment_type for r in rules.rules if r.id == rule_id)
+    held = sorted((why, n) for (t, why), n in result.suppressed.items() if t == moment_type)
+    if not held:
+        return ""
+    return " (the gates dropped " + ", ".join(f"{n} as {why}" for why, n in held) + ")"

@@ -163,3 +163,61 @@ def test_a_bad_calendar_file_is_refused_as_a_calendar(
     err = capsys.readouterr().err
     assert err.startswith("moments: holiday calendar refused:\n")
     assert f"{calendar}:1:10: enable: unknown holiday 'easter'" in err
+
+
+def _low_balance_events(tmp_path: Path) -> Path:
+    usage = {"type": "usage", "occurred_at": "2026-11-02T10:00:00+08:00", "kind": "data"}
+    return write_events(
+        tmp_path / "cases.jsonl",
+        [
+            {**usage, "event_id": "u1", "subscriber_id": "13800138001", "balance_after": 5},
+            {**usage, "event_id": "u2", "subscriber_id": "13900139002", "balance_after": 50},
+        ],
+    )
+
+
+def test_rules_test_holds_the_rules_to_what_is_expected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analyst's test of a rule can fail: --expect RULE=N, exit 1 otherwise (it
+    printed 0 tasks and exited 0 whatever the rules did; analyst review)."""
+    args = ["rules", "test", str(DEFAULT), "--events", str(_low_balance_events(tmp_path))]
+    assert main([*args, "--expect", "low_balance=1", "--expect", "first_topup_channel=0"]) == 0
+    assert "as expected: low_balance=1, first_topup_channel=0" in capsys.readouterr().err
+    assert main([*args, "--expect", "low_balance=2"]) == 1
+    assert "FAILED low_balance: expected 2 task(s), got 1" in capsys.readouterr().err
+    assert main([*args, "--expect", "low_balanse=1"]) == 1
+    assert "FAILED low_balanse: no such rule in these rules (known: " in capsys.readouterr().err
+    assert main([*args, "--expect", "low_balance"]) == 2
+    assert "write RULE_ID=COUNT" in capsys.readouterr().err
+
+
+def test_an_expectation_fails_on_a_refused_event_unless_it_allows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = _low_balance_events(tmp_path)
+    with events.open("a") as file:
+        file.write('{"type": "usage", "event_id": "bad", "subscriber_id": "x"}\n')
+    args = ["rules", "test", str(DEFAULT), "--events", str(events), "--expect", "low_balance=1"]
+    assert main(args) == 1
+    assert "FAILED refused: expected 0 event(s) refused, got 1" in capsys.readouterr().err
+    assert main([*args, "--expect", "refused=1"]) == 0
+    assert main(args[:-2]) == 0  # no expectation: a report, as before
+
+
+def test_rules_test_says_why_a_special_day_made_no_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = {
+        "type": "profile",
+        "event_id": "p1",
+        "subscriber_id": "13800138001",
+        "occurred_at": "2026-11-01T08:00:00+08:00",
+        "birthday": "11-02",
+    }
+    events = write_events(tmp_path / "p.jsonl", [profile])
+    args = ["rules", "test", str(DEFAULT), "--events", str(events)]
+    assert main(args) == 0
+    assert "pass --until with a time after it" in capsys.readouterr().out
+    assert main([*args, "--until", "2026-11-03", "--expect", "birthday_greeting=1"]) == 0
+    assert "pass --until" not in capsys.readouterr().out
