@@ -135,10 +135,11 @@ class BacktestResult:
     capacity planning for the state table and its changelog."""
     report_from: float | None = None
     """Events before this built the engine's state (a warm-up: first-time rules and
-    baselines need history); their tasks were not dispatched, nor reported."""
+    baselines need history); their tasks were not reported, and not dispatched unless
+    in the caps' period before it (`Backtest.dispatch_from`)."""
     warmup_events: int = 0
     warmup_tasks: int = 0
-    """Tasks the warm-up's events made, left undispatched."""
+    """Tasks the warm-up made before its last caps' period, left undispatched."""
     warmup_counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(
         default_factory=dict
     )
@@ -220,6 +221,20 @@ class Backtest:
         self.result = BacktestResult(self.producer.sent, self.metrics, self._slots(), self.policy)
         self.result.report_from = report_from
         self._warming = report_from is not None
+        self.dispatch_from = (
+            report_from - self.contacts_span(rules) if report_from is not None else None
+        )
+        """Warm-up tasks before this are not dispatched; from it on they are (not
+        reported), so the report begins with the contacts of the caps' period before."""
+
+    def contacts_span(self, rules: RuleSet) -> float:
+        """How far back contacts still count at the report's start: the longer of the
+        rules' frequency cap and the dispatch policy's contact cap (0: neither)."""
+        cap = rules.gating.frequency_cap
+        spans = [cap.span.total_seconds() if cap is not None else 0.0]
+        if self.policy.contact.max_contacts > 0:
+            spans.append(self.policy.contact.period.total_seconds())
+        return max(spans)
 
     def _slots(self) -> MemorySlots:
         slots = self.stores.slots
@@ -321,12 +336,16 @@ class Backtest:
             await self.sink.forget(result.forgotten, [r.id for r in self.detector.rules.rules])
         facts = sorted(result.facts, key=_occurred)
         done = 0
-        if self._warming:
-            # The warm-up builds what the engine knows; its tasks are not dispatched.
-            # First-time rules fire there for every subscriber the history shows first,
-            # and those tasks would fill the report period's contact caps and capacity.
-            self.result.warmup_tasks += len(result.tasks)
-            result.tasks.clear()
+        if self._warming and self.dispatch_from is not None:
+            # The warm-up builds what the engine knows; only its last caps' period
+            # dispatches (the contacts the report begins with). First-time rules fire
+            # early in a history for every subscriber it shows first: dispatched, those
+            # tasks would fill the caps of the first report days.
+            start = self.dispatch_from
+            early = [t for t in result.tasks if t.triggered_at.timestamp() < start]
+            if early:
+                self.result.warmup_tasks += len(early)
+                result.tasks[:] = [t for t in result.tasks if t.triggered_at.timestamp() >= start]
         for task in sorted(result.tasks, key=_triggered):
             at = task.triggered_at.timestamp()
             done = await self._facts_until(facts, done, at)

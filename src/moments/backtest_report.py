@@ -248,7 +248,10 @@ def sections(
                 ["report from", s["report_from"] or "the first event"],
                 ["events reported", s["events"]],
                 ["warm-up events (before --from)", s["warmup_events"]],
-                ["warm-up tasks (made, not dispatched)", s.get("warmup_tasks", 0)],
+                [
+                    "warm-up tasks not dispatched (before the caps' period)",
+                    s.get("warmup_tasks", 0),
+                ],
                 ["tasks published", s["tasks"]],
                 ["first event", s["first_event"]],
                 ["last event", s["last_event"]],

@@ -725,3 +725,33 @@ def test_a_warm_up_shorter_than_the_caps_and_cooldowns_is_named(
     rules = write_rules(tmp_path / "r.yaml")  # no cooldown, no cap: nothing to settle
     assert main(["backtest", *args, "--rules", str(rules)]) == 0
     assert "warm-up before --from" not in capsys.readouterr().err
+
+
+def test_the_warm_up_dispatches_only_in_its_last_caps_period(tmp_path: Path) -> None:
+    """A cap of one SMS a week; small top-ups on days 0, 6 and 12; the report from
+    day 10. Day 0's task is before the caps' period (day 3 on): made, not dispatched, so
+    it does not hold back day 6's, which is dispatched (not reported) and holds back
+    day 12's. Dispatching the whole warm-up, day 0's contact dropped day 6's and let day
+    12's through; dispatching none of it let day 12's through too."""
+    rules = tmp_path / "r.yaml"
+    rules.write_text(
+        (RULES % {"big": BIG, "priority": 3, "extra": ""}).replace(
+            "frequency_cap: null", "frequency_cap: {max_contacts: 1, period: 7d, channels: [sms]}"
+        )
+    )
+    sub = "13900000007"
+    days = [DAY1 + dt.timedelta(days=d) for d in (0, 6, 12)]
+    history = tmp_path / "h.jsonl"
+    docs = [TopUp(sub, "SH", day, 0, 20).event(n) for n, day in enumerate(days)]
+    history.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    start = dt.datetime.combine(DAY1 + dt.timedelta(days=10), dt.time(0), SHANGHAI)
+    bt = Backtest(load_rules(rules), DispatchPolicy(), report_from=start.timestamp())
+    result = asyncio.run(bt.run(EventFile(history)))
+    assert result.warmup_tasks == 1  # day 0's
+    sent_on = [dt.datetime.fromtimestamp(p.at, SHANGHAI).date() for p in result.published]
+    assert sent_on == [days[1]]  # day 6's, in the warm-up: not reported
+    report = build_report(result)
+    assert report["summary"]["tasks"] == 0
+    # Day 12's waits until day 6's contact is a week old (its ttl is 3 days).
+    assert report["deferred"] == {"frequency_cap": 1}
+    assert result.waiting_at_end == 1
