@@ -110,6 +110,16 @@ class TestAnomaly:
         events = [usage(at("2026-11-02"), kind="data", balance_after=15, region="SH")]
         assert types(run(CATALOG, events).tasks) == ["low_balance"]
 
+    def test_a_gold_customer_in_sh_keeps_the_gold_threshold(self) -> None:
+        # The SH override came after the tier's, so gold customers in SH got 20, not 30
+        # (analyst review).
+        events = [
+            ev(PROFILE, at("2026-11-02", "09:00"), tier="gold"),
+            usage(at("2026-11-02"), kind="data", balance_after=25, region="SH"),
+        ]
+        (task,) = only(run(CATALOG, events).tasks, "low_balance")
+        assert task.moment.params["balance_after_lt"] == 30
+
     def test_service_failure(self) -> None:
         events = [usage(at("2026-11-02"), kind="service_failure", service_code="VOLTE")]
         assert types(run(CATALOG, events).tasks) == ["service_failure"]
