@@ -76,21 +76,35 @@ class SubscriberState:
         """Mark the event applied; False when it was applied before (its partition's
         offset re-read, or the same id delivered again on its source), and then nothing
         changes."""
-        place = f"{source}{partition}"
-        if offset is not None and offset <= self.offsets.get(place, -1):
-            return False
         digest = event_digest(event_id)
+        if self.is_replay(source, partition, offset, digest):
+            return False
+        self.applied(source, partition, offset, digest)
+        return True
+
+    def is_replay(self, source: str, partition: int, offset: int | None, digest: str) -> bool:
+        """True when the event was read before: its partition's offset, or its id
+        (`event_digest`) among the source's recent ones."""
+        if offset is not None and offset <= self.offsets.get(f"{source}{partition}", -1):
+            return True
+        ring = self.recent.get(source)
+        return ring is not None and digest in ring
+
+    def applied(self, source: str, partition: int, offset: int | None, digest: str | None) -> None:
+        """Note the event's offset as read and, with a digest, its id as applied. An
+        event refused for its time (a dead letter `future` or `late`) notes only its
+        offset: its replay once due, or a corrected re-send, has the same id and must
+        still be applied."""
+        if offset is not None:
+            self.offsets[f"{source}{partition}"] = offset
+        if digest is None:
+            return
         ring = self.recent.get(source)
         if ring is None:
             self.recent[source] = ring = []
-        elif digest in ring:
-            return False
-        if offset is not None:
-            self.offsets[place] = offset
         ring.append(digest)
         if len(ring) > RECENT_EVENT_IDS.get(source, RECENT_EVENT_IDS_ELSE):
             del ring[0]
-        return True
 
     def to_bytes(self) -> bytes:
         """The record as stored: its JSON, compressed (see moments.statezip)."""

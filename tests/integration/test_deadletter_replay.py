@@ -4,6 +4,7 @@ once, bytes unchanged; the others left; a worker takes what came back."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import subprocess
 import sys
@@ -195,3 +196,34 @@ async def test_a_replay_says_which_events_may_come_too_late(
     assert dry.returncode == 0, dry.stderr
     assert "1 would be sent back" in dry.stdout
     assert "1 of them happened more than MOMENTS_LATENESS_SECONDS (3,600 s) ago" in dry.stdout
+
+
+async def test_a_future_event_sent_back_once_due_is_applied(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    """The worker dead-letters an event dated ahead of its clock; once its time came,
+    `replay --reason future` sends it back and the worker applies it. It noted the
+    refused event's id as applied and skipped the replay as a duplicate, silently
+    (SRE drill: 0 of 5 such roamings made their task)."""
+    port = free_port()
+    settings = make_settings(metrics_port=port, lateness_seconds=5)  # ahead: at most 5 s
+    await topics_for(settings)
+    worker = start_worker(settings)
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=25)  # the worker reads it before
+    roaming = {"event_id": "r-ahead", "subscriber_id": LI, "occurred_at": due.isoformat()}
+    value = orjson.dumps(roaming | {"country": "JP", "roaming_type": "international"})
+    producer = await start_producer(settings)
+    try:
+        await producer.send_and_wait(settings.topic("roaming"), value, key=LI.encode())
+    finally:
+        await producer.stop()
+    rejected = {"reason": "future", "event_type": "roaming"}
+    await wait_for_metric(port, "moments_events_rejected_total", rejected, 1)
+    await asyncio.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+    replayed = _cli(settings, "replay", "--reason", "future")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 sent back" in replayed.stdout
+    await wait_for_metric(port, "moments_detected_total", {}, 1)  # quiet hours may hold it
+    assert await metric_value(port, "moments_events_replayed_total") == 0, worker.log()[-3000:]

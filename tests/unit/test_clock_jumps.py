@@ -86,3 +86,38 @@ def test_a_topic_read_hours_behind_another_is_not_late() -> None:
     result = run_pipeline(events, load_rules(), now=now)
     assert (result.late, result.dead_letters) == (0, [])
     assert "first_topup" in [t.moment.type for t in result.tasks]
+
+
+def test_an_event_refused_for_its_time_is_applied_when_it_comes_again() -> None:
+    """A `future` dead letter sent back once due (`deadletter replay`), and a `late`
+    one re-sent with its time corrected, carry the same event id: they are applied then.
+    The refused event's id was noted as applied, so both were skipped as replays, and
+    nothing said so (SRE drill)."""
+    voice = """
+  - id: v
+    description: a voice call
+    on: [usage]
+    condition: {field: kind, eq: voice}
+    task: {family: anomaly, type: call, channel: sms, priority: 3, action: a, ttl: 30d,
+           description: d}
+"""
+    rules = rules_from(THREE_A_DAY + voice)
+    noon = dt.datetime(2026, 11, 2, 4, 0, tzinfo=dt.UTC)  # 12:00 in Shanghai
+    ahead = usage(at("2026-11-02", "14:00"), kind="data")
+    result = run_pipeline([ahead], rules, now=noon)
+    assert [d.reason for d in result.dead_letters] == [RejectReason.FUTURE]
+    two = [usage(at("2026-11-02", "12:00"), kind="data") for _ in range(2)]
+    result = run_pipeline(two, rules, now=noon, result=result)
+    assert result.tasks == []
+    # 14:00 came: the same record again, at a new offset
+    later = dt.datetime(2026, 11, 2, 6, 30, tzinfo=dt.UTC)
+    result = run_pipeline([ahead], rules, now=later, result=result)
+    assert [t.moment.type for t in result.tasks] == ["t"]  # the third event of the day
+    # A late one, corrected by its producer and sent again with the same id
+    late = usage(at("2026-11-02", "11:00"), kind="voice")
+    result = run_pipeline([late], rules, now=later, result=result)
+    assert [d.reason for d in result.dead_letters] == [RejectReason.FUTURE, RejectReason.LATE]
+    corrected = (late[0], {**late[1], "occurred_at": at("2026-11-02", "14:20")})
+    result = run_pipeline([corrected], rules, now=later, result=result)
+    assert "call" in [t.moment.type for t in result.tasks]  # applied at last
+    assert len(result.dead_letters) == 2
