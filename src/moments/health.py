@@ -12,9 +12,15 @@ back-off by design, and a restart would not bring either back.
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 NotReady = Callable[[], str | None]
 """Why the worker cannot work now (a short phrase), or None when it can."""
@@ -41,11 +47,31 @@ class Health:
         self._last_beat = clock()
         self._beaten = False
         self._not_ready: NotReady = lambda: "starting"
+        self._loop_thread: int | None = None
+        self._stall_logged = False
 
     def beat(self) -> None:
         """Called by the event loop, once a second."""
         self._last_beat = self._clock()
         self._beaten = True
+        self._loop_thread = threading.get_ident()
+        self._stall_logged = False
+
+    def stalled_for(self) -> float:
+        """Seconds since the event loop last ran (read at scrape time, from the metrics
+        thread: it grows while the loop is stuck, when nothing the loop updates does)."""
+        return max(0.0, self._clock() - self._last_beat)
+
+    def _log_stall(self, age: float) -> None:
+        """Once per stall: where the event loop is stuck, as its thread's stack. A
+        thread dump from outside (py-spy) needs ptrace, which a locked-down pod lacks,
+        and the restart that follows the failed probe loses the evidence."""
+        if self._stall_logged:
+            return
+        self._stall_logged = True
+        frame = sys._current_frames().get(self._loop_thread or -1)
+        where = "".join(traceback.format_stack(frame)) if frame is not None else "(not found)\n"
+        log.error("the event loop has not run for %.0f s; it is here:\n%s", age, where.rstrip())
 
     def ready_when(self, not_ready: NotReady) -> None:
         """Install the app's readiness check (called from the metrics thread: it should
@@ -55,11 +81,12 @@ class Health:
     def live(self) -> Verdict:
         age = self._clock() - self._last_beat
         if age > self.stall_after_s:
+            self._log_stall(age)
             return Verdict(
                 False,
                 f"the event loop has not run for {age:.0f} s (limit "
-                f"MOMENTS_HEALTH_STALL_SECONDS={self.stall_after_s:g}); a thread dump "
-                "(py-spy dump --pid PID) shows where it is stuck",
+                f"MOMENTS_HEALTH_STALL_SECONDS={self.stall_after_s:g}); the worker's log "
+                "has the stack it is stuck in",
             )
         if not self._beaten:
             return Verdict(True, f"starting ({age:.1f} s)")

@@ -115,6 +115,7 @@ class Runtime:
 
     def _record_reload(self, result: str, count: int | None) -> None:
         self.metrics.rules_reload.labels(result).inc()
+        self.metrics.rules_refused.set(1 if result == "error" else 0)
         if count is not None:
             self.metrics.rules_loaded.set(count)
 

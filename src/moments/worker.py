@@ -120,6 +120,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     metrics = Metrics()
     metrics.build_info.labels(**build_labels()).set(1)
     health = Health(settings.health_stall_seconds)
+    metrics.loop_stalled.set_function(health.stalled_for)
     if settings.metrics_port:
         serve_metrics(settings, metrics.registry, health)
         auth = " (basic auth)" if settings.metrics_username else ""

@@ -213,6 +213,10 @@ class DeferralQueue:
     async def waiting(self) -> int:
         return int(await self.redis.zcard(self.key))
 
+    async def earliest_due(self) -> float | None:
+        first = await self.redis.zrange(self.key, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
     async def due_at(self, task_id: str) -> float | None:
         score: float | None = await self.redis.zscore(self.key, task_id)
         return score

@@ -323,7 +323,15 @@ class TaskSink:
             await self._update_waiting()
 
     async def _update_waiting(self) -> None:
-        self.metrics.waiting.set(await self._redis(self.deferral.waiting, "counting waiting"))
+        async def look() -> tuple[int, float | None]:
+            waiting, due = await asyncio.gather(
+                self.deferral.waiting(), self.deferral.earliest_due()
+            )
+            return waiting, due
+
+        waiting, due = await self._redis(look, "counting waiting")
+        self.metrics.waiting.set(waiting)
+        self.metrics.earliest_due.set(due or 0)
 
     def _suppressed(self, task: ServiceTask, reason: str) -> None:
         self.metrics.suppressed.labels(task.moment.type, reason).inc()

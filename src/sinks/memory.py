@@ -260,6 +260,9 @@ class MemoryDeferrals:
     async def waiting(self) -> int:
         return len(self.scores)
 
+    async def earliest_due(self) -> float | None:
+        return self.next_due()
+
     async def due_at(self, task_id: str) -> float | None:
         return self.scores.get(task_id)
 

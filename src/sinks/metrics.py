@@ -79,6 +79,12 @@ class Metrics:
         self.waiting = Gauge(
             "moments_tasks_waiting", "Tasks waiting in the deferral queue", registry=r
         )
+        self.earliest_due = Gauge(
+            "moments_tasks_earliest_due_timestamp_seconds",
+            "When the first task waiting in the deferral queue is due (0: none waits); "
+            "long past means releases are not happening",
+            registry=r,
+        )
         self.event_to_task = Histogram(
             "moments_event_to_task_seconds",
             "Event time to task publish",
@@ -135,6 +141,20 @@ class Metrics:
         )
         self.rules_reload = Counter(
             "moments_rules_reload", "Rule reload attempts", ["result"], registry=r
+        )
+        for result in ("ok", "error"):  # from 0: the first refusal is a rise
+            self.rules_reload.labels(result)
+        self.loop_stalled = Gauge(
+            "moments_event_loop_stalled_seconds",
+            "Seconds since the worker's event loop last ran, read at scrape time: it grows "
+            "while the loop is stuck (every other series then stands still)",
+            registry=r,
+        )
+        self.rules_refused = Gauge(
+            "moments_rules_refused",
+            "1 while the rules file on disk is refused (the rules in force stay, but a "
+            "restart with that file exits)",
+            registry=r,
         )
         self.replayed = Counter(
             "moments_events_replayed",

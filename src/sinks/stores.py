@@ -129,6 +129,10 @@ class Deferrals(Protocol):
 
     async def waiting(self) -> int: ...
 
+    async def earliest_due(self) -> float | None:
+        """When the first waiting task is due (epoch seconds); None when none waits."""
+        ...
+
     async def due_at(self, task_id: str) -> float | None: ...
 
     async def forget(self, subscriber_ids: Sequence[str]) -> None:

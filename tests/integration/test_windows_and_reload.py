@@ -15,7 +15,7 @@ from moments.sample import daytime_zone
 from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
-from .kafka_io import produce, read_topic, values, wait_for_metric
+from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,8 +86,11 @@ async def test_a_broken_rules_file_is_refused_and_a_good_one_swapped_in(
     worker = start_worker(settings)
     await wait_for_metric(port, "moments_rules_loaded", {}, 1, wait_s=60)
 
+    assert await metric_value(port, "moments_rules_reload_total", {"result": "error"}) == 0
+    assert await metric_value(port, "moments_rules_refused") == 0
     rules.write_text("rules:\n  - id: [broken\n")
     await wait_for_metric(port, "moments_rules_reload_total", {"result": "error"}, 1, wait_s=30)
+    assert await metric_value(port, "moments_rules_refused") == 1  # MomentsRulesRefused
     await produce(settings, [roaming("r1", "JP")])
     first = values(await read_topic(settings, "tasks", count=1, wait_s=60))
     assert [t["moment"]["type"] for t in first] == ["old_welcome"]  # the old rules stayed
@@ -95,6 +98,7 @@ async def test_a_broken_rules_file_is_refused_and_a_good_one_swapped_in(
 
     rules.write_text(RULE.format(id="new", type="new_welcome"))
     await wait_for_metric(port, "moments_rules_reload_total", {"result": "ok"}, 1, wait_s=30)
+    assert await metric_value(port, "moments_rules_refused") == 0
     await produce(settings, [roaming("r2", "TH")])
     records = await read_topic(settings, "tasks", count=2, wait_s=60, settle=2)
     assert [t["moment"]["type"] for t in values(records)] == ["old_welcome", "new_welcome"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -46,9 +48,41 @@ class TestLiveness:
         assert not verdict.ok
         assert "31 s" in verdict.detail
         assert "MOMENTS_HEALTH_STALL_SECONDS" in verdict.detail
-        assert "py-spy dump" in verdict.detail
+        assert "the worker's log has the stack it is stuck in" in verdict.detail
         health.beat()
         assert health.live().ok
+
+    def test_a_stuck_loop_s_stack_is_logged_once_per_stall(
+        self, clock: Clock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """py-spy needs ptrace, which the pod does not allow, and the restart after the
+        failed probe loses the evidence (SRE drill): the metrics thread logs where the
+        event loop's thread is stuck."""
+        health = Health(30, clock)
+        release, beaten = threading.Event(), threading.Event()
+
+        def stuck_in_a_call_that_never_returns() -> None:
+            health.beat()
+            beaten.set()
+            release.wait(10)
+
+        loop = threading.Thread(target=stuck_in_a_call_that_never_returns)
+        loop.start()
+        try:
+            assert beaten.wait(5)
+            clock.now += 45
+            assert health.stalled_for() == 45
+            with caplog.at_level(logging.ERROR, logger="moments.health"):
+                assert not health.live().ok
+                assert not health.ready().ok
+        finally:
+            release.set()
+            loop.join()
+        (record,) = caplog.records  # once for the stall, not per probe
+        assert "the event loop has not run for 45 s" in record.getMessage()
+        assert "in stuck_in_a_call_that_never_returns" in record.getMessage()
+        health.beat()
+        assert health.stalled_for() == 0.0
 
 
 class TestReadiness:

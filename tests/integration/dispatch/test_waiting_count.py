@@ -42,7 +42,10 @@ async def test_waiting_is_counted_when_the_queue_changes_only(
     await w.send(task("later", sub="13300000003", deliver_after=later, deferred="quiet_hours"))
     assert counted == 1
     assert w.sample("moments_tasks_waiting") == 1
+    # When the first waiting task is due: MomentsDeferredTasksOverdue compares it with now.
+    assert w.sample("moments_tasks_earliest_due_timestamp_seconds") == later.timestamp()
 
     assert await w.sink.release_due(now=(later + HOUR / 60).timestamp()) == 1
     assert counted == 2
     assert w.sample("moments_tasks_waiting") == 0
+    assert w.sample("moments_tasks_earliest_due_timestamp_seconds") == 0

@@ -20,13 +20,15 @@ needs_promtool = pytest.mark.skipif(
 ALERTS = {
     "MomentsConsumerLagGrowing",
     "MomentsDeadLetterSpike",
-    "MomentsNoTasksWhileEventsFlow",
-    "MomentsDeferralQueueGrowing",
+    "MomentsNothingDetectedWhileEventsFlow",
+    "MomentsDeferredTasksOverdue",
+    "MomentsRulesRefused",
     "MomentsEventsMisplaced",
     "MomentsRulesDiffer",
     "MomentsDependencyDown",
     "MomentsDependencyErrors",
     "MomentsWorkerDown",
+    "MomentsWorkerStalled",
 }
 
 
