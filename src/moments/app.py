@@ -236,7 +236,13 @@ def register_agents(
                         break
                     await runtime.handle(records[start : start + size], store)
                 if fetch.epoch == consumer.epoch:
+                    # Faust's own check that each partition's stream processes reads when
+                    # one last did; this loop bypasses its streams, and without it Faust
+                    # logged "Stream has not started processing" (20 lines per partition
+                    # every 7 s) whenever a stall outlasted five minutes of uptime.
+                    inbound, now = app.monitor.stream_inbound_time, time.monotonic()
                     for tp, batch in fetch.records:
+                        inbound[tp] = now
                         if (tp.topic, tp.partition) not in seeks:
                             consumer.processed[tp] = batch[-1].offset + 1
                     if time.monotonic() - last_commit >= COMMIT_EVERY_S:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 
 from moments.records import DeadLetter
 from sinks.base import Headers, Producer, produce_all
@@ -50,15 +51,19 @@ class DeadLetterSink:
             self.metrics,
             "sending dead letters",
         )
+        by_reason: Counter[str] = Counter()
         for dl in batch:
             self.metrics.rejected.labels(dl.event_type, dl.reason.value).inc()
-            # The bytes stay in the topic (under Kafka ACLs); the log gets no subscriber data.
-            log.info(
-                "dead letter: %s %s[%d]@%d: %s",
-                dl.reason.value,
-                dl.record.topic,
-                dl.record.partition,
-                dl.record.offset,
-                dl.error_class,
-            )
+            by_reason[dl.reason.value] += 1
+        # One line a batch, and at most one every 30 s (moments.logthrottle): a producer
+        # sending garbage made a line per record. The bytes stay in the topic (under Kafka
+        # ACLs; `moments deadletter show`); the log gets no subscriber data.
+        first = batch[0].record
+        log.info(
+            "dead letters: %s (the first %s[%d]@%d); moments deadletter show lists them",
+            ", ".join(f"{n} {reason}" for reason, n in by_reason.most_common()),
+            first.topic,
+            first.partition,
+            first.offset,
+        )
         self._pending = []

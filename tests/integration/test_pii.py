@@ -200,7 +200,7 @@ class TestNoSubscriberDataOutside:
 
         await asyncio.sleep(1)  # the dead-letter log lines follow the produce acknowledgement
         log_text = worker.log()
-        assert log_text.count("dead letter:") == 6, log_text[-3000:]
+        assert "dead letters: " in log_text, log_text[-3000:]  # a line per batch
         assert "key_mismatch" in log_text
         assert "rules reload refused" in log_text
         assert "no retry for" in log_text

@@ -61,3 +61,27 @@ def test_installing_twice_adds_one_filter() -> None:
     for name in THROTTLED_LOGGERS:
         throttles = [f for f in logging.getLogger(name).filters if isinstance(f, RepeatThrottle)]
         assert len(throttles) == 1
+
+
+async def test_dead_letters_are_one_line_a_batch_and_no_subscriber_data(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A producer sending garbage made a log line per record (20,000 in an SRE drill)."""
+    from moments.backtest import CollectingProducer, EventTime
+    from moments.records import DeadLetter, RawRecord, RejectReason
+    from sinks.deadletter import DeadLetterSink
+    from sinks.metrics import Metrics
+
+    sink = DeadLetterSink(CollectingProducer(EventTime()), "moments.deadletter", Metrics())
+    for offset in range(5):
+        record = RawRecord("telecom.usage", 2, 40 + offset, b"13800138001", b"{")
+        reason = RejectReason.INVALID_JSON if offset else RejectReason.KEY_MISMATCH
+        sink.add(DeadLetter(record, "usage", reason, "E", "13800138001 is wrong"))
+    with caplog.at_level(logging.INFO, logger="sinks.deadletter"):
+        await sink.flush()
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "sinks.deadletter"]
+    assert line == (
+        "dead letters: 4 invalid_json, 1 key_mismatch (the first telecom.usage[2]@40); "
+        "moments deadletter show lists them"
+    )
+    assert "sinks.deadletter" in THROTTLED_LOGGERS
