@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -152,17 +153,20 @@ class LagSampler:
         self.update(ends, committed)
 
     def broker_failed(self, exc: BaseException) -> None:
-        """A sample the broker did not answer: counted, logged once per outage."""
+        """A sample the broker did not answer: counted, logged once per outage, and the
+        lag unknown (NaN) until it answers: the last value stood still and read 0 through
+        an outage while thousands of events waited."""
         self._failures += 1
         if self.health is not None:
             self.health.dependency_errors.labels(Dependency.KAFKA.value).inc()
             self.health.dependency_up.labels(Dependency.KAFKA.value).set(0)
+        for labels in self._shown:
+            self.metrics.lag.labels(*labels).set(math.nan)
         if self._failures == 1:
             log.warning(
-                "kafka did not answer the lag sample (%s: %s); the consumer reconnects by "
+                "kafka did not answer the lag sample (%s); the consumer reconnects by "
                 "itself; if this lasts, check the broker and MOMENTS_KAFKA_BOOTSTRAP",
-                type(exc).__name__,
-                exc,
+                _said(exc, self.timeout),
             )
 
     def broker_answered(self) -> None:
@@ -232,3 +236,12 @@ def install(
 
     app.timer(interval=interval, name="moments.sample_consumer_lag")(sample_consumer_lag)
     return metrics
+
+
+def _said(exc: BaseException, timeout: float) -> str:
+    """An error for the log: a timeout's text is empty ("TimeoutError: " told nothing)."""
+    if str(exc):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    return type(exc).__name__

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from moments.deadletters import DeadLetterEntry, Selection, Summary, entry_document, parse_time
 from moments.models import EventType
+from moments.pii import mask_quoted_numbers
 from moments.records import RejectReason
 from moments.settings import Settings
 from moments.topicread import ReadBar
@@ -226,7 +227,7 @@ def _table(title: str, summary: Summary) -> Table:
             f"{group.count:,}",
             _minute(group.first),
             _minute(group.last),
-            group.example,
+            mask_quoted_numbers(group.example),  # --json has them whole
         )
     return table
 

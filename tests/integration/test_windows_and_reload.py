@@ -15,7 +15,7 @@ from moments.sample import daytime_zone
 from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
-from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
+from .kafka_io import metric_value, metrics_text, produce, read_topic, values, wait_for_metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -88,6 +88,7 @@ async def test_a_broken_rules_file_is_refused_and_a_good_one_swapped_in(
 
     assert await metric_value(port, "moments_rules_reload_total", {"result": "error"}) == 0
     assert await metric_value(port, "moments_rules_refused") == 0
+    assert "_created" not in await metrics_text(port)  # half the exposition, read by nothing
     rules.write_text("rules:\n  - id: [broken\n")
     await wait_for_metric(port, "moments_rules_reload_total", {"result": "error"}, 1, wait_s=30)
     assert await metric_value(port, "moments_rules_refused") == 1  # MomentsRulesRefused

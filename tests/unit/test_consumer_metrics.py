@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -125,6 +127,31 @@ class TestBrokerProbe:
         assert sample(registry, "moments_dependency_errors_total", **kafka) == 2
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 3
         assert sample(registry, "moments_dependency_errors_total", dependency="redis") == 0
+
+    async def test_the_lag_is_unknown_while_the_broker_does_not_answer(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """It stood at its last value: 0 through an outage while 3,000 events waited (SRE
+        drill). And a timeout says so: its text is empty ("TimeoutError: ")."""
+        registry = CollectorRegistry()
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"], timeout=0.05)
+        lag = {"topic": "in.usage", "partition": "0"}
+
+        async def answers() -> dict[TP, int]:
+            return {TP("in.usage", 0): 1}
+
+        async def hangs() -> dict[TP, int]:
+            await asyncio.sleep(10)
+            return {}
+
+        await sampler.sample(self.consumer(answers))
+        assert sample(registry, "moments_consumer_lag", **lag) == 0
+        with caplog.at_level(logging.WARNING, logger="moments.consumer_metrics"):
+            await sampler.sample(self.consumer(hangs))
+        assert math.isnan(sample(registry, "moments_consumer_lag", **lag) or 0.0)
+        assert "kafka did not answer the lag sample (no answer within 0.05 s)" in caplog.text
+        await sampler.sample(self.consumer(answers))
+        assert sample(registry, "moments_consumer_lag", **lag) == 0
 
 
 class TestCommitTiming:

@@ -218,3 +218,27 @@ def test_a_replay_sends_back_a_future_event_once_its_time_came_and_never_a_late_
     assert ahead == "still dated ahead of the clock: replay it once its time has come"
     assert still_out_of_time(future, topup(now - dt.timedelta(minutes=1))) is None
     assert still_out_of_time(_entry(b"{", RejectReason.INVALID_JSON), topup(now)) is None
+
+
+def test_the_table_masks_the_subscriber_numbers_an_error_quotes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tasks tail` masks them and only --json holds subscriber data (SRE drill: the
+    key-mismatch error of `deadletter show` printed two numbers whole)."""
+    from moments.deadletter_cli import _stdout, _table
+
+    summary = Summary()
+    message = "record key '13000000000' differs from subscriber_id '15100000049'; key by it"
+    letter = DeadLetter(
+        RawRecord("p.telecom.topup", 0, 1, b"13000000000", b"{}"),
+        "topup",
+        RejectReason.KEY_MISMATCH,
+        "KeyMismatch",
+        message,
+    )
+    summary.add(parse_entry(0, 1, b"13000000000", b"{}", dead_letter_headers(letter, AT)))
+    _stdout().print(_table("dead letters", summary))
+    out = capsys.readouterr().out
+    assert "record key '130****0000' differs from subscriber_id '151****0049'" in out
+    assert "13000000000" not in out
+    assert "15100000049" not in out
