@@ -19,6 +19,7 @@ needs_promtool = pytest.mark.skipif(
 
 ALERTS = {
     "MomentsConsumerLagGrowing",
+    "MomentsPartitionNotProgressing",
     "MomentsDeadLetterSpike",
     "MomentsNothingDetectedWhileEventsFlow",
     "MomentsDeferredTasksOverdue",
