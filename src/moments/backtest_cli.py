@@ -228,6 +228,17 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
         return 1
     print_report(report, Console())
+    if result.events == 0:
+        console.print(
+            "No event was read: the files are empty, or every event is from --to on.",
+            style="bold yellow",
+        )
+    elif start is not None and result.events == result.warmup_events:
+        last = report["summary"]["last_event"]
+        console.print(
+            f"Every event is before --from (the last at {last}): nothing to report.",
+            style="bold yellow",
+        )
     if start is not None and result.first_event is not None:
         warm = start.timestamp() - result.first_event
         settle, what = settling_period(rules)

@@ -349,7 +349,10 @@ def _per_value(
     for v in values:
         daily = [counts.get((d, v), 0) for d in days]
         peak = max(range(len(days)), key=lambda i: daily[i])
-        rows.append([v, sum(daily), round(sum(daily) / len(days)), daily[peak], days[peak]])
+        mean = sum(daily) / len(days)  # 0.3, not 0, for 2 tasks in 6 days
+        rows.append(
+            [v, sum(daily), round(mean, 1) if mean < 10 else round(mean), daily[peak], days[peak]]
+        )
     rows.sort(key=lambda r: -int(r[1]))
     title = f"Tasks by {dim.replace('_', ' ')} ({len(days)} day(s); per day in report.md)"
     return title, [dim.replace("_", " "), "total", "mean/day", "peak/day", "peak day"], rows
@@ -382,7 +385,7 @@ def _dead_letters(by_reason: Mapping[str, int]) -> str:
     total = sum(by_reason.values())
     if not total:
         return "0"
-    return f"{total} (" + ", ".join(f"{r} {n}" for r, n in sorted(by_reason.items())) + ")"
+    return f"{total:,} (" + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason.items())) + ")"
 
 
 def print_report(report: Mapping[str, Any], console: Console) -> None:

@@ -755,3 +755,31 @@ def test_the_warm_up_dispatches_only_in_its_last_caps_period(tmp_path: Path) -> 
     # Day 12's waits until day 6's contact is a week old (its ttl is 3 days).
     assert report["deferred"] == {"frequency_cap": 1}
     assert result.waiting_at_end == 1
+
+
+def test_a_period_that_misses_the_history_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It reported 0 tasks and nothing else (analyst review)."""
+    history = write_history(tmp_path / "h.jsonl")
+    args = ["backtest", "--events", str(history), "--out", str(tmp_path / "out")]
+    assert main([*args, "--from", "2027-01-01"]) == 0
+    assert "Every event is before --from (the last at 2026-11-11" in capsys.readouterr().err
+    assert main([*args, "--to", "2026-11-01"]) == 0
+    assert "No event was read" in capsys.readouterr().err
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "No event was read" not in err
+    assert "Every event is before" not in err
+
+
+def test_small_figures_read_as_they_are() -> None:
+    """Two tasks in six days read as 0 a day, and 59741 dead letters without separators
+    (analyst review)."""
+    from moments.backtest_report import _dead_letters, _per_value
+
+    days = [f"2026-12-0{d}" for d in range(1, 7)]
+    counts = {("2026-12-02", "birthday"): 2, **{(d, "low_balance"): 70 for d in days}}
+    _, _, rows = _per_value("moment_type", days, ["birthday", "low_balance"], counts)
+    assert [(r[0], r[2]) for r in rows] == [("low_balance", 70), ("birthday", 0.3)]
+    assert _dead_letters({"invalid_event": 59741}) == "59,741 (invalid_event 59,741)"
