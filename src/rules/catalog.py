@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -689,11 +690,32 @@ def _unknown_field(field_name: str, on: Sequence[EventType], fields: set[str]) -
     return f"{field_name!r} is not a field of {kinds} events; known: {', '.join(sorted(fields))}"
 
 
+@cache
+def _field_names() -> tuple[str, ...]:
+    """Every key a rules file may hold, for "did you mean" (operators included)."""
+    from pydantic import BaseModel
+
+    names: set[str] = set()
+    for model in vars(sp).values():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names.update(f.alias or name for name, f in model.model_fields.items())
+    names.update(GatingPolicy.model_fields)
+    return tuple(sorted(names))
+
+
 def _message(err: Any, path: Sequence[str | int]) -> str:
     loc = ".".join(str(p) for p in path)
     msg = str(err["msg"])
     if err["type"] == "extra_forbidden":
-        return f"unknown field {loc!r}; check the spelling against docs/rules.md"
+        key = str(path[-1]) if path else loc
+        close = difflib.get_close_matches(key, _field_names(), n=1, cutoff=0.75)
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+        elif any(p in ("condition", "when", "all", "any", "not") for p in path):
+            hint = f"a test is one of {', '.join(sorted(OPERATORS))} (docs/rules.md)"
+        else:
+            hint = "check the spelling against docs/rules.md"
+        return f"unknown field {loc!r}; {hint}"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
     return f"{loc}: {msg}"

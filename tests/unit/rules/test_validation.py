@@ -41,6 +41,18 @@ class TestRefused:
             "r.yaml:5:5: unknown field 'rules.0.colour'; check the spelling against docs/rules.md"
         ]
 
+    def test_a_misspelt_key_gets_the_one_meant_and_a_misnamed_test_the_tests(self) -> None:
+        # "unknown field" alone, with no suggestion or list (analyst review)
+        (found,) = problems(rule("    on: [usage]\n    conditon: {field: kind, eq: voice}\n"))
+        assert found == "r.yaml:5:5: unknown field 'rules.0.conditon'; did you mean 'condition'?"
+        (found,) = problems(
+            rule("    on: [usage]\n    condition: {field: quantity, greater_than: 3}\n")
+        )
+        assert found.endswith(
+            "unknown field 'rules.0.condition.greater_than'; a test is one of eq, gt, gte, in, "
+            "lt, lte, ne, not_in, prefix (docs/rules.md)"
+        )
+
     def test_wrong_type(self) -> None:
         text = rule("    on: [usage]\n", GOOD_TASK.replace("priority: 2", "priority: high"))
         (found,) = problems(text)
