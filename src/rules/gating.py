@@ -176,10 +176,6 @@ class GatingPolicy(_Strict):
     def zone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.timezone)
 
-    def counts(self, channel: str) -> bool:
-        """True when a task on this channel counts towards (and is held by) the cap."""
-        return self.frequency_cap is not None and channel in self.frequency_cap.channels
-
 
 def _aware(name: str, value: dt.datetime) -> None:
     if value.tzinfo is None or value.utcoffset() is None:

@@ -165,7 +165,7 @@ class TaskSink:
         self.contacts = ContactLimiter(stores.contacts, self.policy.contact)
         self.frequency_cap = frequency_cap
         """The rule set's frequency cap, as it is now (rules are reloaded)."""
-        self._frequency: tuple[FrequencyCap | None, ContactLimiter | None] = (None, None)
+        self._frequency: tuple[FrequencyCap, ContactLimiter] | None = None
         self.facts = stores.facts
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
@@ -474,15 +474,15 @@ class TaskSink:
         await self._write(w)
         return to_send, bool(w.parks)
 
-    def _frequency_limiter(self) -> ContactLimiter | None:
+    def _frequency_limiter(self) -> tuple[FrequencyCap, ContactLimiter] | None:
+        """The rule set's cap now, and a limiter over the frequency book for it."""
         cap = self.frequency_cap()
         if cap is None:
             return None
-        if self._frequency[0] is not cap:
+        if self._frequency is None or self._frequency[0] is not cap:
             policy = ContactPolicy(max_contacts=cap.max_contacts, period=cap.span)
-            limiter = ContactLimiter(self.stores.frequency, policy, "frequency_cap")
-            self._frequency = (cap, limiter)
-        return self._frequency[1]
+            self._frequency = (cap, ContactLimiter(self.stores.frequency, policy, "frequency_cap"))
+        return self._frequency
 
     async def _contacts(
         self, tasks: Sequence[ServiceTask], now: float, w: _Writes
@@ -493,9 +493,9 @@ class TaskSink:
         a merged group is one contact, and a task not sent after all (capacity) gives its
         contacts back (`_write`)."""
         out = [Contact(True) for _ in tasks]
-        cap = self.frequency_cap()
-        frequency = self._frequency_limiter()
-        if frequency is not None and cap is not None:
+        capped = self._frequency_limiter()
+        if capped is not None:
+            cap, frequency = capped
             counted = [i for i, t in enumerate(tasks) if t.channel in cap.channels]
             items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in counted]
             if items:
@@ -533,9 +533,9 @@ class TaskSink:
         """A wave's last step: contacts given back, then tasks parked, then dropped."""
         if w.given_back:
             await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
-            frequency = self._frequency_limiter()
-            if frequency is not None:
-                given = w.given_back
+            capped = self._frequency_limiter()
+            if capped is not None:
+                frequency, given = capped[1], w.given_back
                 await self._redis(lambda: frequency.give_back_many(given), "frequency cap")
         if w.parks:
             parking = [self._parking(p) for p in w.parks]
