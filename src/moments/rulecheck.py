@@ -154,7 +154,10 @@ def check_expectations(
 
 def _held(result: PipelineResult, rule_id: str, rules: RuleSet) -> str:
     """What the gates did with the rule's moments (by its moment type), if anything."""
-    moment_type = next(r.task.moment_type for r in rules.rules if r.id == rule_id)
+    rule = next(r for r in rules.rules if r.id == rule_id)
+    if rule.shadow:
+        return " (it is in mode: shadow, which makes no task; add --shadow-as-live)"
+    moment_type = rule.task.moment_type
     held = sorted((why, n) for (t, why), n in result.suppressed.items() if t == moment_type)
     if not held:
         return ""

@@ -145,3 +145,16 @@ def test_the_wall_clock_expiry_of_a_shadow_moment_is_counted() -> None:
     batch = detector.process(records, DictStateStore().load, now)
     assert batch.shadow == Counter({("call_trial", "suppressed", "expired"): 1})
     assert batch.suppressed == Counter({("roaming_welcome", "expired"): 1})
+
+
+def test_an_expectation_of_a_shadow_rule_says_it_makes_no_task() -> None:
+    from moments.rulecheck import check_expectations
+
+    rules = rules_from(RULES)
+    result = run(rules, [_roam("2026-12-01", "10:00", "JP")])
+    (wrong,) = check_expectations(result, rules, {"call_trial": 1})
+    assert wrong == (
+        "call_trial: expected 1 task(s), got 0 (it is in mode: shadow, which makes no task; "
+        "add --shadow-as-live)"
+    )
+    assert check_expectations(result, rules, {"call_trial": 0, "welcome": 1}) == []
