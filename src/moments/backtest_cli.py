@@ -138,7 +138,13 @@ def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from moments.backtest import BacktestResult, run_backtest, settling_period
     from moments.backtest_input import EventFile, FileEvent, merged, progress_of
-    from moments.backtest_report import build_report, compare, print_report
+    from moments.backtest_report import (
+        build_report,
+        compare,
+        compare_moments,
+        moment_figures,
+        print_report,
+    )
     from moments.models import EventType
     from moments.rulecheck import EventFileError
     from rules.catalog import load_rules
@@ -222,6 +228,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             [p.payload for p in base.reported], [p.payload for p in result.reported]
         )
         report["comparison"] = comparison.as_dict()
+        report["comparison"]["per_moment_type"] = compare_moments(
+            moment_figures(base), moment_figures(result)
+        )
     try:
         _write(args.out, report, result.reported, base.reported if base else None)
     except OSError as exc:

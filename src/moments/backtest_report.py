@@ -181,6 +181,39 @@ class Comparison:
         }
 
 
+def moment_figures(result: BacktestResult) -> dict[str, dict[str, int]]:
+    """Per moment type over the reported period: moments `detected`, `suppressed` (by the
+    gates or dispatch) and `published` (leading a task or merged into one). A rule whose
+    moments all stop at the gates makes no task, and a comparison of tasks alone showed
+    it as nothing at all."""
+    out: dict[str, dict[str, int]] = {}
+
+    def row(moment_type: str) -> dict[str, int]:
+        return out.setdefault(moment_type, {"detected": 0, "suppressed": 0, "published": 0})
+
+    for labels, value in result.counter("moments_detected"):
+        row(labels["moment_type"])["detected"] += int(value)
+    for labels, value in result.counter("moments_tasks_suppressed"):
+        row(labels["moment_type"])["suppressed"] += int(value)
+    for task in result.tasks():  # a moment merged into another's task was published too
+        for moment in [task["moment"], *(r["moment"] for r in task.get("related") or ())]:
+            row(str(moment["type"]))["published"] += 1
+    return out
+
+
+def compare_moments(
+    baseline: Mapping[str, Mapping[str, int]], candidate: Mapping[str, Mapping[str, int]]
+) -> list[dict[str, Any]]:
+    """Each moment type's figures in both runs, `[baseline, candidate]`, changed ones only."""
+    rows = []
+    for moment_type in sorted(set(baseline) | set(candidate)):
+        old, new = baseline.get(moment_type, {}), candidate.get(moment_type, {})
+        pair = {k: [old.get(k, 0), new.get(k, 0)] for k in ("detected", "suppressed", "published")}
+        if any(b != c for b, c in pair.values()):
+            rows.append({"moment_type": moment_type, **pair})
+    return rows
+
+
 CHANGE_IGNORES = ("created_at",)
 """Not a change: when the task object was built (the same instant in both runs anyway)."""
 
@@ -339,7 +372,25 @@ def sections(
                 + [["total", c["totals"]["added"], c["totals"]["removed"], c["totals"]["changed"]]],
             )
         )
+        if c.get("per_moment_type"):
+            out.append(
+                (
+                    "Moments by type, baseline -> candidate (the changed ones)",
+                    ["moment type", "detected", "suppressed", "published"],
+                    [
+                        [
+                            r["moment_type"],
+                            *(_arrow(r[k]) for k in ("detected", "suppressed", "published")),
+                        ]
+                        for r in c["per_moment_type"]
+                    ],
+                )
+            )
     return out
+
+
+def _arrow(pair: Sequence[int]) -> str:
+    return f"{pair[0]:,}" if pair[0] == pair[1] else f"{pair[0]:,} -> {pair[1]:,}"
 
 
 def _per_value(

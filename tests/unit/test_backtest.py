@@ -783,3 +783,34 @@ def test_small_figures_read_as_they_are() -> None:
     _, _, rows = _per_value("moment_type", days, ["birthday", "low_balance"], counts)
     assert [(r[0], r[2]) for r in rows] == [("low_balance", 70), ("birthday", 0.3)]
     assert _dead_letters({"invalid_event": 59741}) == "59,741 (invalid_event 59,741)"
+
+
+def test_a_comparison_counts_the_moments_that_made_no_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analyst's new rule made 761 moments, every one stopped by the gates, and the
+    comparison read `total 0 0 0` (it compared published tasks only)."""
+    gated = """
+  - id: thanks_once
+    description: A thank-you on every top-up, once a month
+    on: [topup]
+    condition: {field: amount, gte: 1}
+    task: {family: anomaly, type: thanks, channel: app_push, priority: 5, action: thanks,
+           ttl: 3d, cooldown: 30d, description: "Thanks"}
+"""
+    base = write_rules(tmp_path / "base.yaml")
+    candidate = write_rules(tmp_path / "new.yaml", extra=gated)
+    history = write_history(tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    args = ["--events", str(history), "--rules", str(candidate), "--out", str(out)]
+    assert main(["backtest", *args, "--baseline-rules", str(base)]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    (row,) = report["comparison"]["per_moment_type"]
+    # 13900000001 tops up three times: one thank-you, two held back by the cooldown
+    assert row == {
+        "moment_type": "thanks",
+        "detected": [0, len(SCENARIO)],
+        "suppressed": [0, 2],
+        "published": [0, len(SCENARIO) - 2],
+    }
+    assert "Moments by type, baseline -> candidate" in capsys.readouterr().out
