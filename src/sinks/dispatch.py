@@ -101,9 +101,15 @@ class _Writes:
     given_back: list[tuple[str, str]] = field(default_factory=list)  # (task id, subscriber)
     parks: list[_Park] = field(default_factory=list)
     drops: list[tuple[str, str]] = field(default_factory=list)  # (task id, reason)
+    drops_expire: dict[str, float] = field(default_factory=dict)
+    """When each dropped task would have expired: its ledger entry need not outlive it."""
 
     def park(self, task: ServiceTask, release_at: float, reason: str, count: bool = True) -> None:
         self.parks.append(_Park(task, release_at, reason, count))
+
+    def drop(self, task_id: str, reason: str, expires_at: dt.datetime) -> None:
+        self.drops.append((task_id, reason))
+        self.drops_expire[task_id] = expires_at.timestamp()
 
 
 def waves(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
@@ -434,7 +440,7 @@ class TaskSink:
             if kept:
                 routes.append((c, merge_tasks(c.carrier_id, kept)))
             else:
-                w.drops.append((c.carrier_id, last_reason))
+                w.drop(c.carrier_id, last_reason, max(t.expires_at for t in c.tasks))
         routes = await self._join(routes)
         window = self.policy.merge.window.total_seconds()
         contacting: list[ServiceTask] = []
@@ -457,7 +463,7 @@ class TaskSink:
                 w.park(task, contact.free_at, contact.reason)
             else:
                 self._suppressed(task, contact.reason)
-                w.drops.append((task.task_id, contact.reason))
+                w.drop(task.task_id, contact.reason, task.expires_at)
         to_send: list[ServiceTask] = []
         for task, sendable in zip(
             capacity, await self._within_capacity(capacity, now), strict=True
@@ -470,7 +476,7 @@ class TaskSink:
                 w.park(task, sendable, "capacity")
             else:
                 self._suppressed(task, SuppressReason.CAPACITY.value)
-                w.drops.append((task.task_id, SuppressReason.CAPACITY.value))
+                w.drop(task.task_id, SuppressReason.CAPACITY.value, task.expires_at)
         await self._write(w)
         return to_send, bool(w.parks)
 
@@ -547,7 +553,7 @@ class TaskSink:
                 if ok and p.count:
                     self.metrics.deferred.labels(p.reason).inc()
         if w.drops:
-            await self._redis(lambda: self.ledger.drop_many(w.drops), "dropping")
+            await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
 
     def _parking(self, p: _Park) -> tuple[Parking, ServiceTask]:
         """The park call for `p`, and the task (maybe re-deferred) it parks."""
@@ -638,7 +644,7 @@ class TaskSink:
             w.park(task, again, "suspended", count=False)
         else:
             self._suppressed(task, "suspended")
-            w.drops.append((task.task_id, "suspended"))
+            w.drop(task.task_id, "suspended", task.expires_at)
         return True
 
     def _quiet(self, task: ServiceTask, now: float, w: _Writes) -> bool:
@@ -657,7 +663,7 @@ class TaskSink:
             w.park(task, opens.timestamp(), "quiet_hours")
         else:  # quiet until it expires, as gating says of a task it makes
             self._suppressed(task, SuppressReason.EXPIRED.value)
-            w.drops.append((task.task_id, SuppressReason.EXPIRED.value))
+            w.drop(task.task_id, SuppressReason.EXPIRED.value, task.expires_at)
         return True
 
     async def _send(self, tasks: list[ServiceTask]) -> None:

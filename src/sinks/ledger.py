@@ -66,12 +66,32 @@ _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
   redis.call('SET', K[1], A[1], 'XX', 'KEEPTTL')
+  if A[5] ~= '' then
+    local ttl = redis.call('TTL', K[1])
+    if ttl < 0 or ttl > tonumber(A[5]) then redis.call('EXPIRE', K[1], A[5]) end
+  end
 end
 redis.call('ZREM', SK[1], A[2])
 redis.call('DEL', K[2])
 if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 return 1
 """
+
+
+DROPPED_KEPT_S = 86400
+"""How long a dropped task's entry outlives the task's `expires_at`. It guards against the
+task being made again (events read again after a crash) until then; after it, a task
+made again is expired and dropped once more. Kept the ledger's whole TTL (400 days) it
+cost Redis ~150 bytes for each of the many tasks the caps and capacity drop."""
+
+
+Settle = tuple[str, bytes, bytes, int, int | None]
+"""A settle call: task id, final value, body, seconds to keep the body, and seconds to
+keep the entry (None: its TTL as it is)."""
+
+
+def _seconds_left(until: float | None, now: float) -> int | None:
+    return None if until is None else max(1, int(until + DROPPED_KEPT_S - now))
 
 
 def as_bytes(value: Any) -> bytes:
@@ -102,7 +122,7 @@ class TaskLedger:
         self.pending_key = f"{prefix}pending"
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=3, args=4)
+        self._settle = BatchScript(redis, _SETTLE, keys=3, args=5)
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -137,27 +157,39 @@ class TaskLedger:
         items = []
         for task_id in task_ids:
             body, keep = bodies.get(task_id, (b"", 0))
-            items.append((task_id, SENT + meta.get(task_id, b""), body, max(1, keep)))
+            items.append((task_id, SENT + meta.get(task_id, b""), body, max(1, keep), None))
         await self._settle_many(items)
 
     async def drop(self, task_id: str, reason: str) -> None:
         """The owner decided not to send this task (expired, cancelled, capacity...)."""
         await self.drop_many([(task_id, reason)])
 
-    async def drop_many(self, items: Sequence[tuple[str, str]]) -> None:
-        """`drop` for each (task id, reason), in one call."""
-        await self._settle_many([(i, DROPPED + reason.encode(), b"", 1) for i, reason in items])
+    async def drop_many(
+        self, items: Sequence[tuple[str, str]], keep_until: Mapping[str, float] | None = None
+    ) -> None:
+        """`drop` for each (task id, reason), in one call. `keep_until` (epoch seconds per
+        task id): its entry need not outlive this (see `DROPPED_KEPT_S`)."""
+        now, until = time.time(), keep_until or {}
+        await self._settle_many(
+            [
+                (i, DROPPED + reason.encode(), b"", 1, _seconds_left(until.get(i), now))
+                for i, reason in items
+            ]
+        )
 
-    async def _settle_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> None:
-        """(task id, final value, body to keep or b"", seconds to keep it) each."""
+    async def _settle_many(
+        self, items: Sequence[tuple[str, bytes, bytes, int, int | None]]
+    ) -> None:
+        """(task id, final value, body to keep or b"", seconds to keep it, seconds to keep
+        the entry or None for as it is) each."""
         if not items:
             return
         calls = [
             (
                 (self.key(i), self.group_key(i), self.body_key(i)),
-                (value, i, body, keep),
+                (value, i, body, keep, "" if entry_keep is None else entry_keep),
             )
-            for i, value, body, keep in items
+            for i, value, body, keep, entry_keep in items
         ]
         await self._settle.run(calls, shared_keys=(self.pending_key,))
 

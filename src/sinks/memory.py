@@ -15,7 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from moments.models import InputEvent
-from sinks.ledger import DEFERRED, DROPPED, MERGED, PENDING, SENT, sent_meta_of, state_of
+from sinks.ledger import (
+    DEFERRED,
+    DROPPED,
+    DROPPED_KEPT_S,
+    MERGED,
+    PENDING,
+    SENT,
+    sent_meta_of,
+    state_of,
+)
 from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of
 from sinks.stores import Clock, DispatchStores, Parking, Released, SlotKey
 
@@ -89,9 +98,15 @@ class MemoryLedger:
     async def drop(self, task_id: str, reason: str) -> None:
         self._settle(task_id, DROPPED + reason.encode())
 
-    async def drop_many(self, items: Sequence[tuple[str, str]]) -> None:
+    async def drop_many(
+        self, items: Sequence[tuple[str, str]], keep_until: Mapping[str, float] | None = None
+    ) -> None:
         for task_id, reason in items:
             await self.drop(task_id, reason)
+            until = (keep_until or {}).get(task_id)
+            entry = self.entries.get(task_id)
+            if until is not None and entry is not None:
+                entry.expires_at = min(entry.expires_at, until + DROPPED_KEPT_S)
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         now = self.clock()

@@ -72,8 +72,11 @@ class Ledger(Protocol):
 
     async def drop(self, task_id: str, reason: str) -> None: ...
 
-    async def drop_many(self, items: Sequence[tuple[str, str]]) -> None:
-        """`drop` for each (task id, reason), in one round trip."""
+    async def drop_many(
+        self, items: Sequence[tuple[str, str]], keep_until: Mapping[str, float] | None = None
+    ) -> None:
+        """`drop` for each (task id, reason), in one round trip; `keep_until` (epoch
+        seconds per task id, its expiry): the entry need not be kept much longer."""
         ...
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]: ...

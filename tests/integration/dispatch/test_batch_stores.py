@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio import Redis
 
 from moments.models import Channel, RoamingEvent, TopUpEvent
-from sinks.ledger import TaskLedger
-from sinks.memory import memory_stores
+from sinks.ledger import DROPPED_KEPT_S, TaskLedger
+from sinks.memory import MemoryLedger, memory_stores
 from sinks.relevance import SubscriberFacts
 from sinks.stores import DispatchStores, Parking, SlotKey, redis_stores
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(params=["redis", "memory"])
 async def stores(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[DispatchStores]:
     if request.param == "memory":
-        yield memory_stores()
+        yield memory_stores(ttl_seconds=3600)  # as the Redis ledger below
         return
     client = Redis.from_url(redis_url)
     yield redis_stores(TaskLedger(client, f"test:{uuid4().hex[:8]}:", 3600))
@@ -182,6 +182,31 @@ class TestDeferrals:
         assert await ledger.get("a") == b"Xexpired"
         assert await ledger.get("missing") is None
         assert await ledger.pending_count() == 1
+
+    async def test_a_dropped_task_is_kept_a_day_past_its_expiry_not_the_ledger_s_ttl(
+        self, stores: DispatchStores
+    ) -> None:
+        """Every task the caps or capacity drop held a ledger entry for 400 days (the
+        frequency cap, applied by dispatch since, drops thousands a week per 5,000
+        subscribers); after its expiry a task made again is dropped as expired anyway."""
+        ledger = stores.ledger
+        await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
+        expired_long_ago = time.time() - DROPPED_KEPT_S + 100
+        expires_later = time.time() + 86400
+        await ledger.drop_many(
+            [("a", "capacity"), ("b", "frequency_cap"), ("c", "capacity")],
+            {"a": expired_long_ago, "b": expires_later},
+        )
+        assert [await ledger.state(t) for t in "abc"] == ["dropped"] * 3
+
+        if isinstance(ledger, MemoryLedger):
+            left = {t: ledger.entries[t].expires_at - time.time() for t in "abc"}
+        else:
+            assert isinstance(ledger, TaskLedger)
+            left = {t: float(await ledger.redis.ttl(ledger.key(t))) for t in "abc"}
+        assert 90 <= left["a"] <= 101  # shortened to a day past its expiry
+        assert 3590 <= left["b"] <= 3600  # the ledger's TTL (an hour here) is shorter: kept
+        assert 3590 <= left["c"] <= 3600  # no expiry given: as it was
 
 
 class TestSlotsAndContacts:
