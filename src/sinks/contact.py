@@ -21,14 +21,16 @@ from sinks.luabatch import BatchScript
 from sinks.policy import ContactPolicy
 from sinks.stores import ContactBook
 
-# K: zset; A: task id, now; S: period, max (sinks.luabatch).
-# Returns {taken 0/1, epoch when a slot frees}.
+# K: zset; A: task id, now, '1' to look only; S: period, max (sinks.luabatch).
+# Returns {taken (or would be) 0/1, epoch when a slot frees}.
 _CONTACT = """
 redis.call('ZREMRANGEBYSCORE', K[1], '-inf', tonumber(A[2]) - tonumber(S[1]))
 if redis.call('ZSCORE', K[1], A[1]) then return {1, '0'} end
 if redis.call('ZCARD', K[1]) < tonumber(S[2]) then
-  redis.call('ZADD', K[1], A[2], A[1])
-  redis.call('EXPIRE', K[1], math.ceil(tonumber(S[1])))
+  if A[3] ~= '1' then
+    redis.call('ZADD', K[1], A[2], A[1])
+    redis.call('EXPIRE', K[1], math.ceil(tonumber(S[1])))
+  end
   return {1, '0'}
 end
 local oldest = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
@@ -50,7 +52,7 @@ class RedisContactBook:
     def __init__(self, redis: Redis, prefix: str, name: str = "contacts") -> None:
         self.redis = redis
         self.prefix = f"{prefix}{name}:"
-        self._take = BatchScript(redis, _CONTACT, keys=1, args=2)
+        self._take = BatchScript(redis, _CONTACT, keys=1, args=3)
 
     def key(self, subscriber_id: str) -> str:
         return f"{self.prefix}{subscriber_id}"
@@ -64,10 +66,16 @@ class RedisContactBook:
         await self.redis.zrem(self.key(subscriber_id), task_id)
 
     async def take_many(
-        self, items: Sequence[tuple[str, str, float]], period_s: float, max_contacts: int
+        self,
+        items: Sequence[tuple[str, str, float]],
+        period_s: float,
+        max_contacts: int,
+        look: bool = False,
     ) -> list[float | None]:
-        """`take` for each (subscriber id, task id, now), in one call, in this order."""
-        calls = [((self.key(sub),), (task_id, now)) for sub, task_id, now in items]
+        """`take` for each (subscriber id, task id, now), in one call, in this order;
+        `look`: only say whether each would be taken, taking nothing."""
+        flag = "1" if look else "0"
+        calls = [((self.key(sub),), (task_id, now, flag)) for sub, task_id, now in items]
         replies = await self._take.run(calls, shared=(period_s, max_contacts)) if calls else []
         return [None if taken else float(free_at) for taken, free_at in replies]
 
@@ -117,14 +125,18 @@ class ContactLimiter:
     def capped(self) -> bool:
         return self.policy.max_contacts > 0
 
-    async def take_many(self, items: Sequence[tuple[str, str, float]]) -> list[Contact]:
-        """`take` for each (task id, subscriber id, now), with one store call."""
+    async def take_many(
+        self, items: Sequence[tuple[str, str, float]], look: bool = False
+    ) -> list[Contact]:
+        """`take` for each (task id, subscriber id, now), with one store call; `look`:
+        whether each would be taken, taking nothing."""
         if not self.capped or not items:
             return [Contact(True) for _ in items]
         frees = await self.book.take_many(
             [(sub, task_id, now) for task_id, sub, now in items],
             self.policy.period.total_seconds(),
             self.policy.max_contacts,
+            look,
         )
         return [Contact(True) if f is None else Contact(False, f, self.reason) for f in frees]
 

@@ -443,10 +443,16 @@ class TaskSink:
                 w.drop(c.carrier_id, last_reason, max(t.expires_at for t in c.tasks))
         routes = await self._join(routes)
         window = self.policy.merge.window.total_seconds()
+        doomed = await self._capped_until_expiry(
+            [t for c, t in routes if c.fresh and t.deliver_after.timestamp() > now], now
+        )
         contacting: list[ServiceTask] = []
         for c, task in routes:
             gated = c.fresh and c.deferral_counted  # the engine's gates judged it just now
-            if task.deliver_after.timestamp() > now:
+            if task.task_id in doomed:
+                self._suppressed(task, "frequency_cap")
+                w.drop(task.task_id, "frequency_cap", task.expires_at)
+            elif task.deliver_after.timestamp() > now:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
                 w.park(task, task.deliver_after.timestamp(), reason, count=not gated)
             elif self._suspended(task, now, facts, w) or (not gated and self._quiet(task, now, w)):
@@ -489,6 +495,29 @@ class TaskSink:
             policy = ContactPolicy(max_contacts=cap.max_contacts, period=cap.span)
             self._frequency = (cap, ContactLimiter(self.stores.frequency, policy, "frequency_cap"))
         return self._frequency
+
+    async def _capped_until_expiry(self, tasks: Sequence[ServiceTask], now: float) -> set[str]:
+        """The ids of fresh tasks about to wait (quiet hours) whose subscriber's frequency
+        cap is full now and frees only after they expire: when released they would be
+        dropped (contacts only add up until the oldest age out), so they are now, without
+        parking and releasing them (they were most of the tasks parked for quiet hours in
+        a simulated week once the cap moved to dispatch). Nothing is taken."""
+        capped = self._frequency_limiter()
+        if capped is None or not tasks:
+            return set()
+        cap, frequency = capped
+        counted = [t for t in tasks if t.channel in cap.channels]
+        items = [(t.task_id, t.subscriber_id, now) for t in counted]
+        if not items:
+            return set()
+        looks = await self._redis(lambda: frequency.take_many(items, look=True), "frequency cap")
+        return {
+            t.task_id
+            for t, look in zip(counted, looks, strict=True)
+            if not look.taken
+            and look.free_at is not None
+            and look.free_at >= t.expires_at.timestamp()
+        }
 
     async def _contacts(
         self, tasks: Sequence[ServiceTask], now: float, w: _Writes

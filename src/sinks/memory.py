@@ -308,7 +308,13 @@ class MemoryContactBook:
     contacts: dict[str, dict[str, float]] = field(default_factory=dict)
 
     async def take(
-        self, subscriber_id: str, task_id: str, now: float, period_s: float, max_contacts: int
+        self,
+        subscriber_id: str,
+        task_id: str,
+        now: float,
+        period_s: float,
+        max_contacts: int,
+        look: bool = False,
     ) -> float | None:
         book = self.contacts.setdefault(subscriber_id, {})
         for old in [t for t, at in book.items() if at <= now - period_s]:
@@ -316,7 +322,8 @@ class MemoryContactBook:
         if task_id in book:
             return None
         if len(book) < max_contacts:
-            book[task_id] = now
+            if not look:
+                book[task_id] = now
             return None
         oldest = min(book.values())
         return oldest + period_s
@@ -325,9 +332,13 @@ class MemoryContactBook:
         self.contacts.get(subscriber_id, {}).pop(task_id, None)
 
     async def take_many(
-        self, items: Sequence[tuple[str, str, float]], period_s: float, max_contacts: int
+        self,
+        items: Sequence[tuple[str, str, float]],
+        period_s: float,
+        max_contacts: int,
+        look: bool = False,
     ) -> list[float | None]:
-        return [await self.take(s, t, now, period_s, max_contacts) for s, t, now in items]
+        return [await self.take(s, t, now, period_s, max_contacts, look) for s, t, now in items]
 
     async def give_back_many(self, items: Sequence[tuple[str, str]]) -> None:
         for subscriber_id, task_id in items:

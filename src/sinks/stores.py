@@ -168,9 +168,14 @@ class ContactBook(Protocol):
     async def give_back(self, subscriber_id: str, task_id: str) -> None: ...
 
     async def take_many(
-        self, items: Sequence[tuple[str, str, float]], period_s: float, max_contacts: int
+        self,
+        items: Sequence[tuple[str, str, float]],
+        period_s: float,
+        max_contacts: int,
+        look: bool = False,
     ) -> list[float | None]:
-        """`take` for each (subscriber id, task id, now), in order, in one round trip."""
+        """`take` for each (subscriber id, task id, now), in order, in one round trip;
+        `look`: say what `take` would, taking nothing."""
         ...
 
     async def give_back_many(self, items: Sequence[tuple[str, str]]) -> None:

@@ -407,6 +407,27 @@ class TestFrequencyCap:
         contact_cap = {"moment_type": "b", "reason": "contact_cap"}  # the other cap's reason
         assert w.sample("moments_tasks_suppressed_total", **contact_cap) == 0
 
+    async def test_a_task_that_would_wait_past_its_expiry_is_dropped_at_once(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Held by quiet hours while the cap is full until after it expires: released, it
+        would be dropped; it is now, and a later moment does not merge into it (to be
+        dropped with it) but waits on its own."""
+        w = make_worker(DispatchPolicy.model_validate({"merge": NO_HOLD}), frequency_cap=self.CAP)
+        sub = "13400000015"
+        later = NOW + HOUR
+        await w.send(task("d1", sub=sub))  # the day's one contact
+        doomed = task("d2", sub=sub, moment_type="b", deliver_after=later, deferred="quiet_hours")
+        await w.send(doomed.model_copy(update={"expires_at": NOW + 2 * HOUR}))
+        assert await w.ledger.state("d2") == "dropped"
+        assert (
+            w.sample("moments_tasks_suppressed_total", moment_type="b", reason="frequency_cap") == 1
+        )
+        await w.send(
+            task("d3", sub=sub, moment_type="c", deliver_after=later, deferred="quiet_hours")
+        )
+        assert await w.ledger.state("d3") == "deferred"  # waits on its own (3 days to go)
+
     async def test_a_merged_group_is_one_contact(self, make_worker: MakeWorker) -> None:
         w = make_worker(DispatchPolicy.model_validate({"merge": NO_HOLD}), frequency_cap=self.CAP)
         sub = "13400000012"
