@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from moments.app import topic_types as input_topic_types
 from moments.connections import redis_client
 from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
-from moments.engine import MAX_FUTURE
+from moments.engine import allowed_ahead
 from moments.models import InputEvent
 from moments.producer import start_producer
 from moments.records import DeadLetter, RejectReason
@@ -119,7 +119,8 @@ async def replay(
                 if isinstance(verdict, DeadLetter | str):
                     report.still_rejected.add(_as_rejected_now(entry, verdict))
                     continue
-                if (why := still_out_of_time(entry, verdict)) is not None:
+                why = still_out_of_time(entry, verdict, settings.lateness_seconds)
+                if why is not None:
                     report.still_rejected.add(replace(entry, message=why))
                     continue
                 accepted.append(entry)
@@ -142,12 +143,15 @@ async def replay(
     return report
 
 
-def still_out_of_time(entry: DeadLetterEntry, event: InputEvent | None) -> str | None:
+def still_out_of_time(
+    entry: DeadLetterEntry, event: InputEvent | None, lateness_s: int
+) -> str | None:
     """Why a record refused for its time would be refused again, or None: a late event
-    only comes later when sent back; a future one is taken once its time has come."""
+    only comes later when sent back; a future one is taken once its time has come (as
+    far ahead as the worker allows: `allowed_ahead`, which the lateness can shorten)."""
     if entry.reason == RejectReason.LATE.value:
         return "late, and later still if sent back: not replayed"
-    ahead = MAX_FUTURE.total_seconds()
+    ahead = allowed_ahead(lateness_s)
     if (
         entry.reason == RejectReason.FUTURE.value
         and event is not None

@@ -45,6 +45,13 @@ MAX_FUTURE = dt.timedelta(minutes=15)
 """Events further than this ahead of the wall clock (or than the lateness, if shorter)
 are refused as a clock error. An accepted event then moves the subscriber's event time
 ahead by at most the lateness, so it can never make the correct events after it late."""
+
+
+def allowed_ahead(lateness_s: int) -> int:
+    """How far ahead of the wall clock an event may be dated (seconds), for a lateness."""
+    return min(int(MAX_FUTURE.total_seconds()), lateness_s)
+
+
 CLOSE_CATCH_UP = 7
 """Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
 
@@ -124,7 +131,7 @@ class Detector:
         states: dict[str, SubscriberState] = {}
         changes = result.changes
         ctx = EvalContext(now=now)
-        ahead = min(int(MAX_FUTURE.total_seconds()), self.lateness)
+        ahead = allowed_ahead(self.lateness)
         horizon = int(now.timestamp()) + ahead if now is not None else 2**62
         marks = result.watermarks
         topic_types = self.topic_types
@@ -166,7 +173,8 @@ class Detector:
             if at > horizon:
                 state.applied(source, partition, offset, None)
                 result.future += 1
-                result.dead_letters.append(too_far_ahead(record, event_type, at, horizon - ahead))
+                dead = too_far_ahead(record, event_type, at, horizon - ahead, ahead)
+                result.dead_letters.append(dead)
                 continue
             if isinstance(decoded, ProfileEvent):
                 if not profile_update(state, decoded, at):
@@ -572,14 +580,16 @@ def _when(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def too_far_ahead(record: RawRecord, event_type: EventType, at: int, now: int) -> DeadLetter:
+def too_far_ahead(
+    record: RawRecord, event_type: EventType, at: int, now: int, limit: int
+) -> DeadLetter:
     return DeadLetter(
         record,
         event_type.value,
         RejectReason.FUTURE,
         "OutOfTime",
         f"occurred_at {_when(at)} is {at - now} s ahead of the worker's clock ({_when(now)}; "
-        f"at most {int(MAX_FUTURE.total_seconds())} s): not applied. Check the producer's "
+        f"at most {limit} s): not applied. Check the producer's "
         "clock and offset (local time written with Z?)",
     )
 

@@ -211,13 +211,20 @@ def test_a_replay_sends_back_a_future_event_once_its_time_came_and_never_a_late_
             event_id="t", subscriber_id=SUB, occurred_at=when, amount=50, channel="app"
         )
 
+    hour = 3600
     late = _entry(b"{}", RejectReason.LATE)
-    assert still_out_of_time(late, topup(now)) == "late, and later still if sent back: not replayed"
+    said = still_out_of_time(late, topup(now), hour)
+    assert said == "late, and later still if sent back: not replayed"
     future = _entry(b"{}", RejectReason.FUTURE)
-    ahead = still_out_of_time(future, topup(now + dt.timedelta(hours=2)))
+    ahead = still_out_of_time(future, topup(now + dt.timedelta(hours=2)), hour)
     assert ahead == "still dated ahead of the clock: replay it once its time has come"
-    assert still_out_of_time(future, topup(now - dt.timedelta(minutes=1))) is None
-    assert still_out_of_time(_entry(b"{", RejectReason.INVALID_JSON), topup(now)) is None
+    assert still_out_of_time(future, topup(now - dt.timedelta(minutes=1)), hour) is None
+    assert still_out_of_time(_entry(b"{", RejectReason.INVALID_JSON), topup(now), hour) is None
+    # With a lateness of 5 s the worker takes events at most 5 s ahead, not 15 minutes:
+    # sent back 20 s early, one was refused again as future (SRE re-check).
+    soon = topup(now + dt.timedelta(seconds=20))
+    assert still_out_of_time(future, soon, hour) is None
+    assert still_out_of_time(future, soon, 5) is not None
 
 
 def test_the_table_masks_the_subscriber_numbers_an_error_quotes(
