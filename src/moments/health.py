@@ -59,8 +59,13 @@ class Health:
 
     def stalled_for(self) -> float:
         """Seconds since the event loop last ran (read at scrape time, from the metrics
-        thread: it grows while the loop is stuck, when nothing the loop updates does)."""
-        return max(0.0, self._clock() - self._last_beat)
+        thread: it grows while the loop is stuck, when nothing the loop updates does).
+        Past the stall limit it logs where the loop is stuck, as `live` does: where
+        nothing probes /livez (systemd, docker compose), Prometheus' scrape still does."""
+        age = max(0.0, self._clock() - self._last_beat)
+        if age > self.stall_after_s:
+            self._log_stall(age)
+        return age
 
     def _log_stall(self, age: float) -> None:
         """Once per stall: where the event loop is stuck, as its thread's stack. A

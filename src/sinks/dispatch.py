@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BODY_GRACE_S = 86400
 SUSPENDED_POLL_S = 900.0
+RELEASE_BATCHES_PER_TICK = 20
 
 
 def task_bytes(task: ServiceTask) -> bytes:
@@ -254,8 +255,12 @@ class TaskSink:
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose
         time came, and send again the tasks whose publish was never settled (a crash);
-        returns how many were re-driven."""
-        await self.release_due()
+        returns how many were re-driven. A full batch of releases asks for the next, up to
+        `RELEASE_BATCHES_PER_TICK` (at one batch a tick, a night's queue all due at 08:00
+        left at 50 tasks/s per worker: 200,000 tasks took over an hour)."""
+        for _ in range(RELEASE_BATCHES_PER_TICK):
+            if await self.release_due() < self.policy.release_batch:
+                break
         stale = await self._redis(
             lambda: self.ledger.claim_stale(older_than), "reading pending tasks"
         )

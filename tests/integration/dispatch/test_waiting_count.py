@@ -3,6 +3,8 @@ queue: a batch of tasks sent at once costs no extra store call for it."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from collections.abc import Callable
 
 import pytest
@@ -49,3 +51,25 @@ async def test_waiting_is_counted_when_the_queue_changes_only(
     assert counted == 2
     assert w.sample("moments_tasks_waiting") == 0
     assert w.sample("moments_tasks_earliest_due_timestamp_seconds") == 0
+
+
+async def test_a_tick_releases_batch_after_batch_while_they_come_full(
+    make_worker: Callable[..., Worker],
+) -> None:
+    """One batch a tick (500 by default, every 10 s) left a night's queue, all due at
+    08:00, at 50 tasks/s a worker (SRE re-check: 200,000 tasks took over an hour)."""
+    policy = DispatchPolicy.model_validate({"merge": {"hold_channels": []}, "release_batch": 2})
+    w = make_worker(policy)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    subs = [f"133000001{n:02d}" for n in range(7)]
+    await w.send(
+        *(
+            task(f"n{n}", sub=s, deliver_after=soon, deferred="quiet_hours")
+            for n, s in enumerate(subs)
+        )
+    )
+    assert w.sample("moments_tasks_waiting") == 7
+    await asyncio.sleep(1.5)
+    await w.sink.redrive(older_than=3600)  # the timer's tick
+    assert w.sample("moments_tasks_waiting") == 0
+    assert w.sample("moments_tasks_released_total") == 7
