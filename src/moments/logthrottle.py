@@ -20,7 +20,6 @@ THROTTLED_LOGGERS = (
     "aiokafka.consumer.fetcher",
     "aiokafka.consumer.group_coordinator",
     "aiokafka.producer.sender",
-    "sinks.deadletter",  # a line per batch of dead letters: a producer sending garbage
 )
 """aiokafka's loggers that repeat an error on every retry (a logger's filters do not
 apply to its children, so each is named)."""

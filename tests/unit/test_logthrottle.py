@@ -63,25 +63,38 @@ def test_installing_twice_adds_one_filter() -> None:
         assert len(throttles) == 1
 
 
-async def test_dead_letters_are_one_line_a_batch_and_no_subscriber_data(
+async def test_dead_letters_are_a_line_every_30_s_with_every_count_and_no_subscriber_data(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A producer sending garbage made a log line per record (20,000 in an SRE drill)."""
+    """A producer sending garbage made a log line per record (20,000 in an SRE drill);
+    then a line per batch throttled by template, whose "[N more like this]" counted lines
+    (738 of 10,010 records shown) and hid other reasons (SRE re-check)."""
     from moments.backtest import CollectingProducer, EventTime
     from moments.records import DeadLetter, RawRecord, RejectReason
     from sinks.deadletter import DeadLetterSink
     from sinks.metrics import Metrics
 
-    sink = DeadLetterSink(CollectingProducer(EventTime()), "moments.deadletter", Metrics())
-    for offset in range(5):
-        record = RawRecord("telecom.usage", 2, 40 + offset, b"13800138001", b"{")
-        reason = RejectReason.INVALID_JSON if offset else RejectReason.KEY_MISMATCH
-        sink.add(DeadLetter(record, "usage", reason, "E", "13800138001 is wrong"))
-    with caplog.at_level(logging.INFO, logger="sinks.deadletter"):
+    clock = Clock(0.0)
+    sink = DeadLetterSink(CollectingProducer(EventTime()), "dlq", Metrics(), clock)
+
+    async def batch(reasons: list[RejectReason], offset: int) -> None:
+        for n, reason in enumerate(reasons):
+            record = RawRecord("telecom.usage", 2, offset + n, b"13800138001", b"{")
+            sink.add(DeadLetter(record, "usage", reason, "E", "13800138001 is wrong"))
         await sink.flush()
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "sinks.deadletter"]
-    assert line == (
+
+    with caplog.at_level(logging.INFO, logger="sinks.deadletter"):
+        await batch([RejectReason.KEY_MISMATCH] + [RejectReason.INVALID_JSON] * 4, 40)
+        clock.now += 10
+        await batch([RejectReason.INVALID_JSON] * 700, 100)
+        await batch([RejectReason.FUTURE] * 3, 900)
+        clock.now += 25
+        await batch([RejectReason.INVALID_JSON] * 2, 950)
+    lines = [r.getMessage() for r in caplog.records if r.name == "sinks.deadletter"]
+    assert lines == [
         "dead letters: 4 invalid_json, 1 key_mismatch (the first telecom.usage[2]@40); "
-        "moments deadletter show lists them"
-    )
-    assert "sinks.deadletter" in THROTTLED_LOGGERS
+        "moments deadletter show lists them",
+        "dead letters: 702 invalid_json, 3 future (the first telecom.usage[2]@100); "
+        "moments deadletter show lists them",
+    ]
+    assert "13800138001" not in " ".join(lines)
