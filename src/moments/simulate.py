@@ -50,6 +50,13 @@ COUNTRY_ZONES = {
 }
 COMPETITOR_HOTLINES = ("10010", "10000")
 QUIET_HOURS = (["22:00-08:00"], ["23:00-07:30"], ["21:30-08:30", "12:30-13:30"])
+CONTRACT_SHARE = 0.4
+"""Subscribers on a contract, ending within the next two years (contract-expiry rules)."""
+OPT_OUTS = ((None, 0.92), ("outbound_call", 0.05), ("sms", 0.03))
+SUSPEND_SHARE = 0.05
+"""Profile updates that suspend an active line (arrears)."""
+REACTIVATE_SHARE = 0.5
+"""Profile updates that reactivate a suspended line (topped up)."""
 USAGE_KINDS = (
     ("voice", 0.40),
     ("data", 0.35),
@@ -104,6 +111,9 @@ class Profile:
     joined_on: dt.date
     imei: str
     balance: Decimal
+    contract_end: dt.date | None = None
+    opt_out: str | None = None
+    status: str = "active"
     visited: set[str] = field(default_factory=set)
     complaints: int = 0
 
@@ -160,6 +170,12 @@ def make_profiles(count: int, rng: random.Random, today: dt.date) -> list[Profil
                 joined_on=today - dt.timedelta(days=rng.randrange(30, 15 * 365)),
                 imei=_imei(rng),
                 balance=Decimal(rng.randrange(5000, 30000)) / 100,
+                contract_end=(
+                    today + dt.timedelta(days=rng.randrange(730))
+                    if rng.random() < CONTRACT_SHARE
+                    else None
+                ),
+                opt_out=rng.choices([c for c, _ in OPT_OUTS], [w for _, w in OPT_OUTS])[0],
             )
         )
     return profiles
@@ -228,6 +244,11 @@ class EventGenerator:
 
     def _profile_event(self, profile: Profile, at: dt.datetime, full: bool) -> SimEvent:
         if full:
+            extra: dict[str, Any] = {}
+            if profile.contract_end is not None:
+                extra["contract_end"] = profile.contract_end.isoformat()
+            if profile.opt_out is not None:
+                extra["opt_out"] = [profile.opt_out]
             return self._event(
                 EventType.PROFILE,
                 profile,
@@ -237,8 +258,13 @@ class EventGenerator:
                 tier=profile.tier,
                 timezone=profile.timezone,
                 quiet_hours=profile.quiet_hours,
-                status="active",
+                status=profile.status,
+                **extra,
             )
+        suspended = profile.status == "suspended"
+        if self.rng.random() < (REACTIVATE_SHARE if suspended else SUSPEND_SHARE):
+            profile.status = "active" if suspended else "suspended"
+            return self._event(EventType.PROFILE, profile, at, status=profile.status)
         profile.tier = _choose(self.rng, TIERS)
         return self._event(EventType.PROFILE, profile, at, tier=profile.tier)
 

@@ -51,6 +51,22 @@ class TestProfiles:
             assert p.quiet_hours
             assert p.joined_on < START.date()
 
+    def test_contracts_opt_outs_and_suspended_lines_occur(self) -> None:
+        """A simulated history had none, so contract-expiry rules never fired in a
+        backtest of one, nor opt-outs or suspended lines held anything (analyst review)."""
+        events = take(simulate(1000, 100, seed=7, start=START), 60_000)
+        profiles = [e.value for e in events if e.event_type is EventType.PROFILE]
+        first = profiles[:1000]
+        with_contract = [p for p in first if "contract_end" in p]
+        assert 300 < len(with_contract) < 500  # 40%
+        assert all(dt.date.fromisoformat(p["contract_end"]) >= START.date() for p in with_contract)
+        assert 40 < sum(1 for p in first if p.get("opt_out")) < 130  # 8%
+        updates = [p.get("status") for p in profiles[1000:] if "status" in p]
+        assert "suspended" in updates
+        assert "active" in updates  # and back
+        result = run_pipeline([(e.event_type, e.value) for e in events], load_rules())
+        assert "contract_expiry_near" in {t.moment.type for t in result.tasks}
+
 
 class TestEventGenerator:
     def test_same_seed_same_stream_other_seed_other_stream(self) -> None:
