@@ -342,8 +342,9 @@ def sections(
     )
     out.append(
         (
-            "Merged into another task",
-            ["moment type", "tasks"],
+            "Merged: moments that joined a subscriber's waiting task (the group's highest "
+            "priority leads the task it makes, the others are in its `related`)",
+            ["moment type of the one that joined", "tasks"],
             [[k, v] for k, v in report["merged"].items()],
         )
     )
