@@ -250,7 +250,7 @@ class TaskSink:
                 lambda: self.deferral.wake(lines, now), "waking tasks of reactivated lines"
             )
             if woken:
-                log.info("%d task(s) of reactivated line(s) due now", woken)
+                log.debug("%d task(s) of reactivated line(s) due now", woken)
 
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose
