@@ -30,6 +30,7 @@ ALERTS = {
     "MomentsDependencyErrors",
     "MomentsWorkerDown",
     "MomentsWorkerStalled",
+    "MomentsWorkerRestarting",
 }
 
 
