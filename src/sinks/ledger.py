@@ -177,11 +177,7 @@ class TaskLedger:
             ]
         )
 
-    async def _settle_many(
-        self, items: Sequence[tuple[str, bytes, bytes, int, int | None]]
-    ) -> None:
-        """(task id, final value, body to keep or b"", seconds to keep it, seconds to keep
-        the entry or None for as it is) each."""
+    async def _settle_many(self, items: Sequence[Settle]) -> None:
         if not items:
             return
         calls = [

@@ -102,10 +102,11 @@ class MemoryLedger:
         self, items: Sequence[tuple[str, str]], keep_until: Mapping[str, float] | None = None
     ) -> None:
         for task_id, reason in items:
+            entry = self._live(self.entries, task_id)
+            settles = entry is not None and entry.value.startswith(PENDING)
             await self.drop(task_id, reason)
             until = (keep_until or {}).get(task_id)
-            entry = self.entries.get(task_id)
-            if until is not None and entry is not None:
+            if settles and until is not None and entry is not None:  # as the Redis script
                 entry.expires_at = min(entry.expires_at, until + DROPPED_KEPT_S)
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
