@@ -63,8 +63,8 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
         )
     try:
         # The model's validator straight from the bytes (what model_validate_json calls),
-        # strict (the models' config): a number is no time and text no number, as in the
-        # published schemas.
+        # read as the published schemas read it: a number is no time and text no number
+        # (models.Instant, Money, _integer, Strict).
         event = EVENT_MODELS[event_type].__pydantic_validator__.validate_json(value)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)

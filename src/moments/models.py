@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetPydanticSchema,
+    Strict,
     StringConstraints,
     WithJsonSchema,
     field_validator,
@@ -135,8 +136,8 @@ Instant = Annotated[
     ),
 ]
 """An instant as the contract writes it: RFC 3339 with an offset (not a Unix time, not
-`+0800`, not a space for the T). Events are decoded strictly (their models' config):
-no number is read as a time, nor text as a number, as in the schemas."""
+`+0800`, not a space for the T). JSON is read as the schemas read it, field by field
+(see `_Event`): no number is taken for a time, nor text for a number."""
 _DAY = cs.date_schema(strict=False)
 Day = Annotated[
     dt.date,
@@ -194,7 +195,10 @@ class Channel(StrEnum):
 class _Event(BaseModel):
     # Unknown extra fields are kept (model_extra) but never interpreted. Infinity and NaN
     # (JSON's 1e400) are refused: they cannot be stored and would poison the record.
-    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False, strict=True)
+    # Lax, so that code may build events from plain values ("sms" for a channel); what
+    # JSON may hold is held to the schemas field by field (Instant, Money, _integer, and
+    # `Strict()` where a number must not be text).
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     event_id: EventId
     subscriber_id: SubscriberId
@@ -237,7 +241,7 @@ class UsageEvent(_Event):
     """A usage or service record (network, billing, CRM)."""
 
     kind: Literal["voice", "sms", "data", "bill_query", "service_order", "service_failure"]
-    quantity: float | None = Field(
+    quantity: Annotated[float, Strict()] | None = Field(
         default=None, ge=0, description="voice seconds, sms count or data bytes"
     )
     charge: Money = Decimal(0)
