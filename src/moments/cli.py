@@ -472,6 +472,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_rules_validate(args: argparse.Namespace) -> int:
     from rules.catalog import load_rules
+    from rules.lint import warnings
 
     failed = False
     for path in args.paths:
@@ -483,6 +484,8 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
                 print(problem)
             continue
         print(f"{path}: {len(rules)} rule(s) OK")
+        for warning in warnings(rules):
+            print(f"{path}: warning: {warning}")
     return 1 if failed else 0
 
 

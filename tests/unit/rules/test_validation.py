@@ -304,3 +304,23 @@ rules:
         "r.yaml:6:17: rules.0.condition.occasion: Input should be 'birthday', "
         "'join_anniversary', 'contract_expiry' or 'holiday'"
     ]
+
+
+def test_validate_warns_of_a_tier_no_contract_profile_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tier: [glod]` loaded and matched nobody, silently (analyst review): a warning, not
+    a refusal, since an operator may use tiers of its own."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        rule(
+            "    on: [usage]\n    condition: {field: balance_after, lt: $t}\n"
+            "    params: {t: 10}\n    overrides:\n      - tier: [glod, Diamond]\n"
+            "        params: {t: 30}\n"
+        )
+    )
+    assert main(["rules", "validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: r1: overrides[0] tier 'glod' is none of the contract's tiers" in out
+    assert "did you mean 'gold'?" in out
+    assert "'diamond'" not in out.split("warning")[-1]  # Diamond is one, whatever the case
