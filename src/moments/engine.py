@@ -428,7 +428,9 @@ class Detector:
                     result.suppressed[(spec.moment_type, "cooldown")] += 1
                 return
         triggered = (
-            event.occurred_at if event is not None else dt.datetime.fromtimestamp(at, dt.UTC)
+            event.occurred_at
+            if event is not None  # else a sweep's moment, in the subscriber's local time
+            else dt.datetime.fromtimestamp(at, zone(state.profile.get("timezone")))
         )
         now = ctx.now if ctx.now is not None else triggered
         expires = triggered + spec.ttl

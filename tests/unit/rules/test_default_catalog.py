@@ -232,6 +232,10 @@ class TestSpecialDays:
         (task,) = only(later.tasks, "birthday")
         assert task.triggered_at.astimezone(SHANGHAI).hour == 9
         assert task.moment.family.value == "special_day"
+        # In the customer's offset, as an event's moment is (it was UTC, `Z`, beside
+        # the +08:00 of every other task; analyst review)
+        assert task.triggered_at.isoformat().endswith("+08:00")
+        assert task.expires_at.isoformat().endswith("+08:00")
 
     def test_a_birthday_set_later_that_day_still_counts(self) -> None:
         events = [
