@@ -253,18 +253,6 @@ def register_agents(
         if runtime.ready.is_set() and consumer.idle.is_set():
             await consumer.commit_processed()
 
-    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
-    async def streams_alive() -> None:
-        """Faust checks that each assigned partition's stream processed within five
-        minutes; this batch loop bypasses its streams, so Faust logged "Stream has not
-        started processing ... increase stream_processing_timeout" (about 20 lines every
-        7 s) through any stall that long, Redis down included, with advice that does not
-        apply. The loop's own health is /livez and moments_event_loop_stalled_seconds;
-        while this timer runs, the loop does."""
-        inbound, now = app.monitor.stream_inbound_time, time.monotonic()
-        for tp in app.consumer.assignment():
-            inbound[tp] = now
-
     pauses = PauseTimer()  # installed once start-up is done, reported every second
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped

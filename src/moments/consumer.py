@@ -64,6 +64,19 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = cast("BatchConsumer", self.consumer).fetch_wait_ms
         return consumer
 
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        """Faust's periodic check of a partition's path: for a hot topic only its fetch
+        part. Its stream and commit parts read a Faust stream's bookkeeping, which the
+        batch loop does not keep; during any stall over five minutes (Redis down, say)
+        they logged "Stream has not started processing" or "Has not committed" (about
+        20 ERROR lines every 7 s, 367 in a 7-minute Redis outage) with advice to raise
+        Faust timeouts. The loop's own health: /livez, moments_event_loop_stalled_seconds,
+        MomentsPartitionNotProgressing. Other topics (task outcomes) keep Faust's check."""
+        if tp.topic in cast("BatchConsumer", self.consumer).hot_topics:
+            self._verify_aiokafka_event_path(now, tp)
+            return
+        super().verify_event_path(now, tp)
+
     async def on_thread_stop(self) -> None:
         """Faust's stop of the Kafka consumer, bounded, and not undone by aiokafka's
         CancelledError from a fetch cut off while closing (aio-libs/aiokafka#647): raised

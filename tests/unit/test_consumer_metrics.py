@@ -179,3 +179,30 @@ class TestRebalanceSensor:
         sensor.on_rebalance_start(app=None)
         assert sample(registry, "moments_consumer_rebalances_total") == 2
         assert sample(registry, "moments_consumer_rebalance_seconds_count") == 1
+
+
+def test_faust_checks_only_the_fetch_path_of_the_batch_loops_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust's stream and commit checks read a Faust stream's bookkeeping, which the
+    batch loop does not keep: through a Redis outage over five minutes they logged 367
+    "Has not committed" ERROR lines with advice to raise Faust timeouts (SRE drill). For
+    the input topics only the fetch check runs; other topics keep Faust's whole check."""
+    from types import SimpleNamespace
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from moments.consumer import BatchConsumerThread
+
+    checked: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        faust_aiokafka.AIOKafkaConsumerThread,
+        "verify_event_path",
+        lambda self, now, tp: checked.append(("faust", tp.topic)),
+    )
+    thread = object.__new__(BatchConsumerThread)
+    thread.consumer = SimpleNamespace(hot_topics=frozenset({"telecom.usage"}))  # type: ignore[assignment]
+    thread._verify_aiokafka_event_path = lambda now, tp: checked.append(("fetch", tp.topic))  # type: ignore[method-assign]
+    thread.verify_event_path(1.0, TP("telecom.usage", 0))
+    thread.verify_event_path(1.0, TP("moments.task-outcomes", 0))
+    assert checked == [("fetch", "telecom.usage"), ("faust", "moments.task-outcomes")]
