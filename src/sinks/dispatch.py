@@ -507,22 +507,30 @@ class TaskSink:
         dropped (contacts only add up until the oldest age out), so they are now, without
         parking and releasing them (they were most of the tasks parked for quiet hours in
         a simulated week once the cap moved to dispatch). Nothing is taken."""
-        capped = self._frequency_limiter()
-        if capped is None or not tasks:
-            return set()
-        cap, frequency = capped
-        counted = [t for t in tasks if t.channel in cap.channels]
-        items = [(t.task_id, t.subscriber_id, now) for t in counted]
-        if not items:
-            return set()
-        looks = await self._redis(lambda: frequency.take_many(items, look=True), "frequency cap")
+        looks = await self._frequency_contacts(tasks, now, look=True)
         return {
-            t.task_id
-            for t, look in zip(counted, looks, strict=True)
+            tasks[i].task_id
+            for i, look in looks.items()
             if not look.taken
             and look.free_at is not None
-            and look.free_at >= t.expires_at.timestamp()
+            and look.free_at >= tasks[i].expires_at.timestamp()
         }
+
+    async def _frequency_contacts(
+        self, tasks: Sequence[ServiceTask], now: float, look: bool = False
+    ) -> dict[int, Contact]:
+        """The rule set's frequency cap for the tasks on its counted channels, by index:
+        a contact taken (`look`: whether it would be, taking nothing) or when one frees."""
+        capped = self._frequency_limiter()
+        if capped is None:
+            return {}
+        cap, frequency = capped
+        counted = [i for i, t in enumerate(tasks) if t.channel in cap.channels]
+        items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in counted]
+        if not items:
+            return {}
+        got = await self._redis(lambda: frequency.take_many(items, look), "frequency cap")
+        return dict(zip(counted, got, strict=True))
 
     async def _contacts(
         self, tasks: Sequence[ServiceTask], now: float, w: _Writes
@@ -533,15 +541,8 @@ class TaskSink:
         a merged group is one contact, and a task not sent after all (capacity) gives its
         contacts back (`_write`)."""
         out = [Contact(True) for _ in tasks]
-        capped = self._frequency_limiter()
-        if capped is not None:
-            cap, frequency = capped
-            counted = [i for i, t in enumerate(tasks) if t.channel in cap.channels]
-            items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in counted]
-            if items:
-                taken = await self._redis(lambda: frequency.take_many(items), "frequency cap")
-                for i, contact in zip(counted, taken, strict=True):
-                    out[i] = contact
+        for i, contact in (await self._frequency_contacts(tasks, now)).items():
+            out[i] = contact
         if self.contacts.capped:
             open_ = [i for i, c in enumerate(out) if c.taken]
             items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in open_]
