@@ -168,33 +168,28 @@ class Detector:
                 result.replayed += 1
                 continue
             at = int(decoded.occurred_at.timestamp())
-            # An event refused for its time notes its offset, not its id: sent back once
-            # due (`deadletter replay`) or again corrected, it is applied then.
+            refused: DeadLetter | None = None
             if at > horizon:
-                state.applied(source, partition, offset, None)
                 result.future += 1
-                dead = too_far_ahead(record, event_type, at, horizon - ahead, ahead)
-                result.dead_letters.append(dead)
-                continue
-            if isinstance(decoded, ProfileEvent):
+                refused = too_far_ahead(record, event_type, at, horizon - ahead, ahead)
+            elif isinstance(decoded, ProfileEvent):
                 if not profile_update(state, decoded, at):
-                    state.applied(source, partition, offset, None)
                     result.late += 1
-                    result.dead_letters.append(stale_profile(record, at, state))
-                    continue
-                state.applied(source, partition, offset, digest)
-                if at < state.watermark - lateness:  # applied; its rules' time is past
-                    continue
+                    refused = stale_profile(record, at, state)
             elif at < state.seen.get(source, at) - lateness:
                 # Late against its own topic only: topics are read side by side, and one
                 # far ahead of another (a backlog read after an outage) is no lateness of
                 # the other's events (it made 7% of a soak's events late).
-                state.applied(source, partition, offset, None)
                 result.late += 1
-                result.dead_letters.append(too_late(record, event_type, at, state, lateness))
+                refused = too_late(record, event_type, at, state, lateness)
+            # An event refused for its time notes its offset, not its id: sent back once
+            # due (`deadletter replay`) or again corrected, it is applied then.
+            state.applied(source, partition, offset, None if refused else digest)
+            if refused is not None:
+                result.dead_letters.append(refused)
                 continue
-            else:
-                state.applied(source, partition, offset, digest)
+            if isinstance(decoded, ProfileEvent) and at < state.watermark - lateness:
+                continue  # applied; its rules' time is past
             if at > marks.get(partition, 0):
                 marks[partition] = at
             self.apply(sub, decoded, event_type, state, at, ctx, result)
