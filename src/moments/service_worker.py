@@ -22,3 +22,9 @@ class ServiceWorker(faust.Worker):
         super().on_setup_root_logger(logger, level)
         if level:
             logger.setLevel(level)
+
+    def _on_sigusr2(self) -> None:
+        """Every thread's stack to stderr, as SIGUSR1 gives: Faust's worker starts pdb on
+        SIGUSR2, which stops a worker started from a terminal in the debugger with its
+        partitions held (no heartbeat, no progress) until someone types `c`."""
+        self._on_sigusr1()

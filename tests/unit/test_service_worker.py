@@ -39,3 +39,41 @@ def test_the_root_logger_stays_at_the_level_without_a_spinner(level: str, expect
 def test_faust_own_worker_puts_it_at_debug_at_warn() -> None:
     """Why the class exists: a Faust upgrade that stops doing this makes it unneeded."""
     assert probe("faust", "warn") == ["DEBUG", "SpinnerHandler,StreamHandler"]
+
+
+SIGNAL_PROBE = """
+import asyncio, os, pdb, signal, sys, faust
+from moments.service_worker import ServiceWorker
+cls = ServiceWorker if sys.argv[1] == "ours" else faust.Worker
+
+def no_debugger(*args, **kwargs):
+    print("DEBUGGER", file=sys.__stderr__)
+
+pdb.set_trace = no_debugger
+app = faust.App("probe", broker="kafka://127.0.0.1:1", web_enabled=False, autodiscover=False)
+worker = cls(app, loglevel="warn", quiet=True, stderr=sys.__stderr__)
+worker.install_signal_handlers()
+
+async def signalled():
+    os.kill(os.getpid(), signal.SIGUSR2)
+    await asyncio.sleep(0.3)
+
+worker.loop.run_until_complete(signalled())
+"""
+
+
+@pytest.mark.parametrize(
+    ("worker", "expected"), [("ours", "THREAD MainThread"), ("faust", "DEBUGGER")]
+)
+def test_sigusr2_writes_the_stacks_instead_of_starting_the_debugger(
+    worker: str, expected: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_PROBE, worker],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert expected in done.stderr
+    assert ("DEBUGGER" in done.stderr) == (worker == "faust")
