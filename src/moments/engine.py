@@ -7,10 +7,12 @@ in-memory pipeline and the tests all drive this same code.
 from __future__ import annotations
 
 import datetime as dt
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from moments.decoding import decode
@@ -101,6 +103,10 @@ class BatchResult:
     (a top-up cancels a low-balance task, coming home a roaming welcome)."""
     forgotten: list[str] = field(default_factory=list)
     """Subscribers a profile tombstone erased: the dispatch stores forget them too."""
+    failures: list[Exception] = field(default_factory=list)
+    """What failed while applying an event (a fault of the detector or the rules, not of
+    the event): each such event is a dead letter `detector_error`; the runtime logs these
+    with their traceback."""
     shadow: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """Shadow rules' moments by (rule id, outcome, reason): outcome `task` (one would be
     made now), `deferred` or `suppressed`, as the gates decided; none made a task."""
@@ -167,32 +173,38 @@ class Detector:
             if state.is_replay(source, partition, offset, digest):
                 result.replayed += 1
                 continue
-            at = int(decoded.occurred_at.timestamp())
-            refused: DeadLetter | None = None
-            if at > horizon:
-                result.future += 1
-                refused = too_far_ahead(record, event_type, at, horizon - ahead, ahead)
-            elif isinstance(decoded, ProfileEvent):
-                if not profile_update(state, decoded, at):
+            made = len(result.tasks), len(result.facts)
+            try:
+                at = int(decoded.occurred_at.timestamp())
+                refused: DeadLetter | None = None
+                if at > horizon:
+                    result.future += 1
+                    refused = too_far_ahead(record, event_type, at, horizon - ahead, ahead)
+                elif isinstance(decoded, ProfileEvent):
+                    if not profile_update(state, decoded, at):
+                        result.late += 1
+                        refused = stale_profile(record, at, state)
+                elif at < state.seen.get(source, at) - lateness:
+                    # Late against its own topic only: topics are read side by side, and
+                    # one far ahead of another (a backlog read after an outage) is no
+                    # lateness of the other's events (it made 7% of a soak's events late).
                     result.late += 1
-                    refused = stale_profile(record, at, state)
-            elif at < state.seen.get(source, at) - lateness:
-                # Late against its own topic only: topics are read side by side, and one
-                # far ahead of another (a backlog read after an outage) is no lateness of
-                # the other's events (it made 7% of a soak's events late).
-                result.late += 1
-                refused = too_late(record, event_type, at, state, lateness)
-            # An event refused for its time notes its offset, not its id: sent back once
-            # due (`deadletter replay`) or again corrected, it is applied then.
+                    refused = too_late(record, event_type, at, state, lateness)
+                if refused is None and not (
+                    isinstance(decoded, ProfileEvent) and at < state.watermark - lateness
+                ):  # (a profile that old is applied; its rules' time is past)
+                    if at > marks.get(partition, 0):
+                        marks[partition] = at
+                    self.apply(sub, decoded, event_type, state, at, ctx, result)
+            except Exception as exc:  # one record must not stop the stream
+                del result.tasks[made[0] :], result.facts[made[1] :]
+                result.failures.append(exc)
+                refused = failed(record, event_type, exc)
+            # An event refused for its time (or failed) notes its offset, not its id: sent
+            # back once due (`deadletter replay`) or again corrected, it is applied then.
             state.applied(source, partition, offset, None if refused else digest)
             if refused is not None:
                 result.dead_letters.append(refused)
-                continue
-            if isinstance(decoded, ProfileEvent) and at < state.watermark - lateness:
-                continue  # applied; its rules' time is past
-            if at > marks.get(partition, 0):
-                marks[partition] = at
-            self.apply(sub, decoded, event_type, state, at, ctx, result)
         for event_type, n in counts.items():
             result.events[event_type.value] += n
         if erased:
@@ -337,9 +349,16 @@ class Detector:
             at = watermark(partition)
             if at is None:
                 continue
-            tz = zone(state.profile.get("timezone"))
-            closed = self.close_windows(sub, state, at, tz, ctx, result)
-            if self.special_days(sub, state, at, tz, ctx, result) or closed:
+            made = len(result.tasks)
+            try:
+                tz = zone(state.profile.get("timezone"))
+                closed = self.close_windows(sub, state, at, tz, ctx, result)
+                changed = self.special_days(sub, state, at, tz, ctx, result) or closed
+            except Exception as exc:  # nor one record the sweep
+                del result.tasks[made:]
+                result.failures.append(exc)
+                continue  # its record is not written; the next sweep tries it again
+            if changed:
                 result.changes[sub] = StateChange(state, partition)
         return result
 
@@ -603,6 +622,20 @@ def too_late(
         f"occurred_at {_when(at)} is {latest - at} s older than this subscriber's latest "
         f"{event_type.value} event ({_when(latest)}; MOMENTS_LATENESS_SECONDS={lateness}): "
         "not applied. Its producer sent it out of order",
+    )
+
+
+def failed(record: RawRecord, event_type: EventType, exc: Exception) -> DeadLetter:
+    frame = traceback.extract_tb(exc.__traceback__)[-1:]
+    where = f" at {Path(frame[0].filename).name}:{frame[0].lineno}" if frame else ""
+    return DeadLetter(
+        record,
+        event_type.value,
+        RejectReason.DETECTOR_ERROR,
+        type(exc).__name__,
+        f"{type(exc).__name__}{where} while applying the event: a fault of the detector or "
+        "its rules, not of the event (the log has the traceback). Report it; once fixed, "
+        "`moments deadletter replay --reason detector_error` applies it",
     )
 
 

@@ -29,6 +29,7 @@ class RejectReason(StrEnum):
     TOO_LARGE = "too_large"
     LATE = "late"  # valid, but older than its subscriber's latest event by over the lateness
     FUTURE = "future"  # valid, but dated ahead of the worker's clock: a producer's clock
+    DETECTOR_ERROR = "detector_error"  # valid, but applying it failed: a fault of ours
 
 
 OUT_OF_TIME = frozenset({RejectReason.LATE.value, RejectReason.FUTURE.value})

@@ -24,6 +24,7 @@ from moments.connections import kafka_client_kwargs, redacted_url, redis_client
 from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
+from moments.logthrottle import RepeatThrottle
 from moments.models import OutcomeStatus
 from moments.outcomes import handle_outcomes
 from moments.partitioning import PartitionCheck
@@ -53,6 +54,22 @@ a bound, a broker that is gone holds the stop for the producer's request timeout
 on top of the last commits, past Kubernetes' 60 s grace period."""
 
 log = logging.getLogger(__name__)
+failures_log = logging.getLogger("moments.detector_errors")
+failures_log.addFilter(RepeatThrottle())
+
+
+def log_failures(failures: Sequence[Exception]) -> None:
+    """A batch's failures to apply an event or sweep a record, with the first one's
+    traceback: once per 30 s (RepeatThrottle), as a rule's fault fails every event it
+    sees; the events are dead letters `detector_error`, counted in the metrics."""
+    first = failures[0]
+    failures_log.error(
+        "applying an event or sweeping a record failed (%d in this batch; the events are "
+        "dead letters 'detector_error', a swept record is tried again): a fault of the "
+        "detector or its rules; report this traceback",
+        len(failures),
+        exc_info=(type(first), first, first.__traceback__),
+    )
 
 
 class RuntimeStoppedError(RuntimeError):
@@ -294,6 +311,8 @@ class Runtime:
             await self.tasks.record_facts(result.facts)
             stage.labels("facts").observe(time.perf_counter() - started)
             started = time.perf_counter()
+        if result.failures:
+            log_failures(result.failures)
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
         for task in result.tasks:

@@ -11,6 +11,9 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from moments.models import EventType
+from moments.records import RejectReason
+
 LATENCY_BUCKETS = (
     *(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75),
     *(1, 2.5, 5, 10, 30, 60, 300, 3600),
@@ -48,6 +51,8 @@ class Metrics:
             ["event_type", "reason"],
             registry=r,
         )
+        for event_type in EventType:  # at 0 from the start: the first one is an increase
+            self.rejected.labels(event_type.value, RejectReason.DETECTOR_ERROR.value)
         self.detected = Counter(
             "moments_detected",
             "Moments that fired, before gating",

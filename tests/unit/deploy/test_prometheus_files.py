@@ -21,6 +21,7 @@ ALERTS = {
     "MomentsConsumerLagGrowing",
     "MomentsPartitionNotProgressing",
     "MomentsDeadLetterSpike",
+    "MomentsDetectorErrors",
     "MomentsNothingDetectedWhileEventsFlow",
     "MomentsDeferredTasksOverdue",
     "MomentsRulesRefused",
