@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 import sys
 from typing import Any, TextIO
 
@@ -34,12 +35,22 @@ def format_task(task: dict[str, Any]) -> str:
         later = f"  deferred until {shown} ({deferred['reason']})"
     related = merged_types(task)
     merged = f"  + {', '.join(related)} (merged)" if related else ""
-    return (
+    return _printable(
         f"{when}  P{task.get('priority')}  {moment.get('type', '?'):<32} "
         f"{mask_msisdn(str(task.get('subscriber_id', '')))}  "
         f"{task.get('channel')}:{task.get('action')}  {moment.get('description', '')}"
         f"{merged}  [{task.get('task_id', '')}]{later}"
     )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(line: str) -> str:
+    """Control characters as escapes: a record on the task topic (anyone who may write
+    to it) must not move the cursor, clear the screen or set the clipboard of whoever
+    follows the topic in a terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
 
 
 def _time(value: Any) -> dt.datetime | None:

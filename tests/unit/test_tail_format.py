@@ -27,3 +27,12 @@ def test_times_carry_their_offset_and_a_deferral_reads_in_the_moments_offset() -
 def test_an_unreadable_time_is_shown_as_written() -> None:
     line = format_task({**TASK, "triggered_at": "soon", "deferred": None})
     assert line.startswith("soon  P3")
+
+
+def test_control_characters_are_shown_escaped_not_sent_to_the_terminal() -> None:
+    """A record anyone may write to the task topic: an OSC 52 sequence set the reader's
+    clipboard, `ESC [2J` cleared the screen (security review)."""
+    moment = {"type": "x", "description": "Welcome\x1b]52;c;ZXZpbA==\x07 to\r\nJP\x9b2J"}
+    line = format_task({**TASK, "moment": moment, "deferred": None})
+    assert "Welcome\\x1b]52;c;ZXZpbA==\\x07 to\\x0d\\x0aJP\\x9b2J" in line
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in line)
