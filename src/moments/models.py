@@ -33,13 +33,18 @@ SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
 SubscriberId = Annotated[
     str, StringConstraints(pattern=SUBSCRIBER_PATTERN), Field(description="MSISDN, 5-20 digits")
 ]
-EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Region = Annotated[str, StringConstraints(min_length=1, max_length=32)]
-_RFC3339 = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
-)
-_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+_TEXT = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""No control characters: text from events reaches task descriptions (an SMS), logs and
+terminals (`moments tasks tail`), where a newline or an escape sequence is an injection."""
+
+
+def text(max_length: int, min_length: int = 0) -> StringConstraints:
+    """A string of an event: bounded, no control characters."""
+    return StringConstraints(min_length=min_length, max_length=max_length, pattern=_TEXT)
+
+
+EventId = Annotated[str, text(128, min_length=1)]
+Region = Annotated[str, text(32, min_length=1)]
 # Calendar days as patterns, exact to the leap year, so that the schemas refuse the
 # days the worker refuses (02-30, 2023-02-29) with any JSON Schema validator, format
 # assertions on or off.
@@ -51,6 +56,21 @@ _MM_DD = (
 _LEAP_YEAR = r"[0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00"
 _DATE = rf"([0-9]{{4}}-({_MM_DD})|({_LEAP_YEAR})-02-29)"
 _BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29)$"
+# An instant's day: the years 1970-2099 (a year-1 or year-9999 time broke the local-day
+# arithmetic: the worker crashed at each restart; producer review), exact to the leap year.
+_EVENT_DAY = (
+    rf"(19[7-9][0-9]|20[0-9]{{2}})-({_MM_DD})"
+    r"|(19(7[26]|8[048]|9[26])|20(0[048]|[2468][048]|[13579][26]))-02-29"
+)
+_RFC3339 = (
+    rf"^({_EVENT_DAY})[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+MONEY_DIGITS = 9
+"""Money below a billion yuan either way: an amount of 400 digits made the spend series
+infinite, stored as null, and the worker crashed on the subscriber's next event."""
+_DECIMAL = rf"^-?[0-9]{{1,{MONEY_DIGITS}}}(\.[0-9]+)?$"
+_MONEY_LIMIT = 10**MONEY_DIGITS
 
 
 # What pydantic's own parsers take in JSON is wider than the published schemas: `+0800`,
@@ -73,6 +93,7 @@ def _text_then(pattern: str, parsed: CoreSchema) -> CoreSchema:
 
 def _money(**bounds: Any) -> CoreSchema:
     parsed = cs.decimal_schema(strict=False, allow_inf_nan=False)
+    bounds = {"gt": -_MONEY_LIMIT, "lt": _MONEY_LIMIT} | bounds
     amount = cs.union_schema(
         [
             _text_then(_DECIMAL, parsed),
@@ -83,7 +104,7 @@ def _money(**bounds: Any) -> CoreSchema:
         custom_error_message='Input should be a JSON number or a decimal string like "49.90" '
         "(no exponent, no thousands separator)",
     )
-    return cs.chain_schema([amount, cs.decimal_schema(**bounds)]) if bounds else amount
+    return cs.chain_schema([amount, cs.decimal_schema(**bounds)])
 
 
 def _integer(ge: int, le: int) -> Any:
@@ -104,29 +125,43 @@ Money = Annotated[
     Decimal,
     *_json_reads(
         _money(),
-        cs.decimal_schema(strict=False, allow_inf_nan=False),
+        cs.decimal_schema(strict=False, allow_inf_nan=False, gt=-_MONEY_LIMIT, lt=_MONEY_LIMIT),
         {
-            "anyOf": [{"type": "number"}, {"type": "string", "pattern": _DECIMAL}],
-            "description": "Yuan (CNY), JSON number or decimal string",
+            "anyOf": [
+                {
+                    "type": "number",
+                    "exclusiveMinimum": -_MONEY_LIMIT,
+                    "exclusiveMaximum": _MONEY_LIMIT,
+                },
+                {"type": "string", "pattern": _DECIMAL},
+            ],
+            "description": "Yuan (CNY) below a billion either way, JSON number or decimal string",
         },
     ),
 ]
-_POSITIVE = r"^(?=.*[1-9])[0-9]+(\.[0-9]+)?$"
+_POSITIVE = rf"^(?=.*[1-9])[0-9]{{1,{MONEY_DIGITS}}}(\.[0-9]+)?$"
 PositiveMoney = Annotated[
     Decimal,
     *_json_reads(
         _money(gt=0),
-        cs.decimal_schema(strict=False, allow_inf_nan=False, gt=0),
+        cs.decimal_schema(strict=False, allow_inf_nan=False, gt=0, lt=_MONEY_LIMIT),
         {
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": _MONEY_LIMIT},
                 {"type": "string", "pattern": _POSITIVE},
             ],
-            "description": "Yuan (CNY) above 0, JSON number or decimal string",
+            "description": "Yuan (CNY) above 0 and below a billion, JSON number or decimal string",
         },
     ),
 ]
-_AWARE = cs.datetime_schema(strict=False, tz_constraint="aware")
+# Every instant a pattern of `_RFC3339` can name, any offset; code-built ones are held
+# to the same span.
+_AWARE = cs.datetime_schema(
+    strict=False,
+    tz_constraint="aware",
+    ge=dt.datetime(1969, 12, 31, tzinfo=dt.UTC),
+    lt=dt.datetime(2100, 1, 2, tzinfo=dt.UTC),
+)
 Instant = Annotated[
     dt.datetime,
     *_json_reads(
@@ -211,7 +246,7 @@ class TopUpEvent(_Event):
 
     amount: PositiveMoney
     balance_after: Money | None = None
-    channel: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
+    channel: Annotated[str, text(32, min_length=1)] = Field(
         description="app, bank, card, store, auto, ..."
     )
 
@@ -223,7 +258,7 @@ class RoamingEvent(_Event):
         description="ISO 3166-1 alpha-2"
     )
     roaming_type: Literal["international", "domestic"]
-    operator: Annotated[str, StringConstraints(max_length=64)] | None = None
+    operator: Annotated[str, text(64)] | None = None
     utc_offset_minutes: Annotated[int, *_integer(-14 * 60, 14 * 60)] | None = None
     timezone: IanaZone | None = Field(default=None, description="IANA zone of the visited place")
 
@@ -231,7 +266,7 @@ class RoamingEvent(_Event):
 class ComplaintEvent(_Event):
     """A complaint ticket change (customer service)."""
 
-    complaint_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    complaint_id: Annotated[str, text(64, min_length=1)]
     category: Literal["network", "billing", "service", "product", "other"]
     severity: Annotated[int, *_integer(1, 3)] = Field(description="1 highest to 3")
     status: Literal["opened", "updated", "resolved"]
@@ -242,15 +277,15 @@ class UsageEvent(_Event):
 
     kind: Literal["voice", "sms", "data", "bill_query", "service_order", "service_failure"]
     quantity: Annotated[float, Strict()] | None = Field(
-        default=None, ge=0, description="voice seconds, sms count or data bytes"
+        default=None, ge=0, le=1e15, description="voice seconds, sms count or data bytes"
     )
     charge: Money = Decimal(0)
     balance_after: Money | None = None
-    counterparty: Annotated[str, StringConstraints(max_length=32)] | None = None
+    counterparty: Annotated[str, text(32)] | None = None
     direction: Literal["in", "out"] | None = Field(
         default=None, description="Voice and SMS: incoming or outgoing"
     )
-    service_code: Annotated[str, StringConstraints(max_length=64)] | None = None
+    service_code: Annotated[str, text(64)] | None = None
     imei: Annotated[str, StringConstraints(pattern=r"^[0-9]{14,16}$")] | None = None
 
 
@@ -262,17 +297,19 @@ class ProfileEvent(_Event):
     )
     joined_on: Day | None = None
     contract_end: Day | None = None
-    tier: Annotated[str, StringConstraints(max_length=16)] | None = None
+    tier: Annotated[str, text(16)] | None = None
     star_level: Annotated[int, *_integer(1, 7)] | None = None
     timezone: IanaZone | None = Field(
         default=None, description="IANA zone; Asia/Shanghai when never set"
     )
     quiet_hours: list[QuietWindow] | None = Field(
-        default=None, description="HH:MM-HH:MM local windows"
+        default=None, max_length=8, description="HH:MM-HH:MM local windows"
     )
     status: Literal["active", "suspended", "closed"] | None = None
-    opt_out: list[Channel] | None = Field(default=None, description="Channels not to use")
-    manager_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    opt_out: list[Channel] | None = Field(
+        default=None, max_length=8, description="Channels not to use"
+    )
+    manager_id: Annotated[str, text(64)] | None = None
 
     @field_validator("birthday")
     @classmethod

@@ -125,6 +125,7 @@ class GatingPolicy(_Strict):
     )
     quiet_hours: tuple[WindowText, ...] = Field(
         default=("21:00-08:00",),
+        max_length=8,  # with the customer's own 8 at most, a task carries 16
         description="Default quiet windows, HH:MM-HH:MM local time; the customer's own add to them",
     )
     quiet_hours_channels: tuple[Channel, ...] = Field(

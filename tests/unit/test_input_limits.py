@@ -192,10 +192,99 @@ class TestNonFiniteNumbers:
         assert result.reason is RejectReason.INVALID_EVENT
         assert field in result.message
 
-    def test_a_large_finite_number_is_accepted(self) -> None:
-        event = decode(_record(_usage(quantity=1e300, charge="12.50")), EventType.USAGE)
+    def test_the_largest_numbers_are_accepted(self) -> None:
+        event = decode(
+            _record(_usage(quantity=1e15, charge="-999999999.99", balance_after=999999999.99)),
+            EventType.USAGE,
+        )
         assert isinstance(event, UsageEvent)
-        assert event.quantity == 1e300
+        assert event.quantity == 1e15
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("quantity", 1e300),  # finite, but a few make the series infinite
+            ("quantity", 1.5e15),
+            ("charge", "9" * 400),
+            ("charge", "-1000000000"),
+            ("charge", 1e9),
+            ("balance_after", "1000000000.00"),
+        ],
+    )
+    def test_beyond_the_contract_is_an_invalid_event(self, field: str, value: object) -> None:
+        """400 digits of charge passed and made the spend series infinite, stored as null:
+        the worker crashed on the subscriber's next event, at each restart (security
+        review)."""
+        result = decode(_record(_usage(**{field: value})), EventType.USAGE)
+        assert isinstance(result, DeadLetter), result
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert field in result.message
+
+    def test_a_top_up_of_a_billion_is_an_invalid_event(self) -> None:
+        value = orjson.dumps(
+            {
+                "event_id": "t1",
+                "subscriber_id": SUB,
+                "occurred_at": "2026-11-22T09:30:00+08:00",
+                "amount": "1" + "0" * 9,
+                "channel": "app",
+            }
+        )
+        result = decode(RawRecord("telecom.topup", 0, 1, SUB.encode(), value), EventType.TOPUP)
+        assert isinstance(result, DeadLetter)
+        assert "amount" in result.message
+
+
+class TestEventText:
+    """Text from events reaches SMS descriptions, logs and terminals: a control character
+    in it is refused (security review: a top-up channel "app\\r\\nWIN: http://x.io" went
+    into a customer's SMS text)."""
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("service_code", "VIP\nReply YES to 10086"),
+            ("counterparty", "10086\x07"),
+            ("event_id", "e1\r\n[CRITICAL] forged"),
+            ("region", "NJ\x1b[2J"),
+            ("service_code", "x\x7f"),
+        ],
+    )
+    def test_a_control_character_is_an_invalid_event(self, field: str, value: str) -> None:
+        result = decode(_record(_usage(**{field: value})), EventType.USAGE)
+        assert isinstance(result, DeadLetter), result
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert field in result.message
+
+    def test_other_text_is_taken(self) -> None:
+        event = decode(
+            _record(_usage(service_code="5G 套餐 · plus", region="南京")), EventType.USAGE
+        )
+        assert isinstance(event, UsageEvent)
+        assert event.service_code == "5G 套餐 · plus"
+
+
+class TestLists:
+    def test_more_than_eight_quiet_hours_windows_is_an_invalid_event(self) -> None:
+        """20 windows passed and made a task's quiet hours longer than its model takes:
+        the worker crashed at each restart (security review)."""
+        windows = [f"{h:02d}:00-{h:02d}:01" for h in range(9)]
+        value = orjson.dumps(
+            {
+                "event_id": "p1",
+                "subscriber_id": SUB,
+                "occurred_at": "2026-11-22T09:30:00+08:00",
+                "quiet_hours": windows,
+            }
+        )
+        result = decode(RawRecord("crm.profile", 0, 1, SUB.encode(), value), EventType.PROFILE)
+        assert isinstance(result, DeadLetter)
+        assert "quiet_hours" in result.message
+        value = value.replace(b',"08:00-08:01"', b"")
+        assert not isinstance(
+            decode(RawRecord("crm.profile", 0, 1, SUB.encode(), value), EventType.PROFILE),
+            DeadLetter,
+        )
 
 
 class TestProducerMistakes:

@@ -58,8 +58,8 @@ def test_a_profile_dated_in_the_future_is_not_applied() -> None:
     assert result.future == 1
 
 
-def test_a_first_profile_dated_before_1970_is_applied_not_a_crash() -> None:
-    events = [ev(PROFILE, "1969-07-20T20:17:00+00:00", tier="gold")]
+def test_a_first_profile_dated_before_1970_utc_is_applied_not_a_crash() -> None:
+    events = [ev(PROFILE, "1970-01-01T05:00:00+08:00", tier="gold")]  # a negative time
     result = run(RULES, events)
     state = result.store.load(str(events[0][1]["subscriber_id"]))
     assert state is not None

@@ -372,6 +372,33 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
     (EventType.PROFILE, {"birthday": "2000-02-29"}, True),
     *((EventType.PROFILE, {"birthday": bad}, False) for bad in ("1990-02-30", "2023-02-29")),
     (EventType.PROFILE, {"joined_on": "2023-02-29"}, False),
+    # A producer review: times the schema let through and the worker refused, or that
+    # crashed it (year 1 and 9999); money and lists beyond what the state can hold.
+    *(
+        (EventType.TOPUP, {"occurred_at": bad}, False)
+        for bad in (
+            "2026-13-45T10:00:00+08:00",
+            "2026-11-22T24:00:00+08:00",
+            "2026-11-22T23:59:60+08:00",
+            "2026-11-22T10:00:00+99:99",
+            "2026-02-29T10:00:00+08:00",
+            "0001-01-01T00:00:00+08:00",
+            "9999-12-31T23:59:59-14:00",
+            "1969-12-31T23:59:59Z",
+        )
+    ),
+    (EventType.TOPUP, {"occurred_at": "2028-02-29T10:00:00+08:00"}, True),
+    (EventType.TOPUP, {"occurred_at": "1970-01-01T05:00:00+08:00"}, True),
+    (EventType.TOPUP, {"occurred_at": "2099-12-31T23:59:59-14:00"}, True),
+    (EventType.TOPUP, {"amount": "999999999.99"}, True),
+    *((EventType.TOPUP, {"amount": bad}, False) for bad in ("1000000000", 1e9, "9" * 400)),
+    (EventType.TOPUP, {"balance_after": "-999999999"}, True),
+    (EventType.TOPUP, {"balance_after": -1e9}, False),
+    (EventType.TOPUP, {"channel": "app\r\nWIN: http://x.io"}, False),
+    (EventType.USAGE, {"quantity": 1e15}, True),
+    (EventType.USAGE, {"quantity": 1e300}, False),
+    (EventType.PROFILE, {"quiet_hours": ["22:00-07:00"] * 8}, True),
+    (EventType.PROFILE, {"quiet_hours": ["22:00-07:00"] * 9}, False),
 ]
 
 
