@@ -1,7 +1,8 @@
 """Capacity per region, channel and local day, with a share reserved for priorities 1-2.
 
 Limits come from the dispatch policy (`capacity:` in the YAML file named by
-`MOMENTS_DISPATCH_POLICY`). On the stream each (region, channel, day) is a Redis set of
+`MOMENTS_DISPATCH_POLICY`): a region's own, or the `"*"` pool all the regions it does not
+list share. On the stream each (region or `*`, channel, day) is a Redis set of
 the task ids that took a slot (`moments:<app>:cap:<region>:<channel>:<YYYY-MM-DD>`, kept
 2 days): taking a slot is idempotent per task id, so a re-driven or retried task never
 counts twice, and the check and the add are one Lua script, so workers never over-book.
@@ -63,6 +64,8 @@ def next_day_start(at: dt.datetime, zone: ZoneInfo, start: dt.time) -> dt.dateti
 class Slot:
     taken: bool
     left: int | None  # None: unlimited
+    pool: str | None = None
+    """The region whose slots it was (`"*"`: every region the policy does not list)."""
 
 
 class RedisSlots:
@@ -98,13 +101,7 @@ class CapacityLimiter:
         self, task_id: str, region: str | None, channel: Channel, priority: int, at: dt.datetime
     ) -> Slot:
         """Take a slot for the task on `at`'s local day; `taken` False when full."""
-        limit = self.policy.limit(region, channel)
-        if limit is None:
-            return Slot(True, None)
-        key = SlotKey(region, channel, local_day(at, self.policy.zone))
-        allowed = allowed_for(limit, self.policy.reserved_share, priority)
-        taken, used = await self.slots.take(key, task_id, allowed)
-        return Slot(taken, max(0, limit - used))
+        return (await self.take_many([(task_id, region, channel, priority)], at))[0]
 
     async def take_many(
         self, requests: Sequence[tuple[str, str | None, Channel, int]], at: dt.datetime
@@ -113,22 +110,22 @@ class CapacityLimiter:
         store call for all the limited ones."""
         slots: list[Slot | None] = []
         calls: list[tuple[SlotKey, str, int]] = []
-        limits: list[int] = []
+        pools: list[tuple[str, int]] = []
         day = local_day(at, self.policy.zone)
         for task_id, region, channel, priority in requests:
-            limit = self.policy.limit(region, channel)
-            if limit is None:
+            pool = self.policy.pool(region, channel)
+            if pool is None:
                 slots.append(Slot(True, None))
                 continue
             slots.append(None)
-            allowed = allowed_for(limit, self.policy.reserved_share, priority)
-            calls.append((SlotKey(region, channel, day), task_id, allowed))
-            limits.append(limit)
-        taken = iter(zip(await self.slots.take_many(calls) if calls else [], limits, strict=True))
+            allowed = allowed_for(pool[1], self.policy.reserved_share, priority)
+            calls.append((SlotKey(pool[0], channel, day), task_id, allowed))
+            pools.append(pool)
+        taken = iter(zip(await self.slots.take_many(calls) if calls else [], pools, strict=True))
         out: list[Slot] = []
         for slot in slots:
             if slot is None:
-                (ok, used), limit = next(taken)
-                slot = Slot(ok, max(0, limit - used))
+                (ok, used), (name, limit) = next(taken)
+                slot = Slot(ok, max(0, limit - used), name)
             out.append(slot)
         return out

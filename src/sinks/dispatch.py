@@ -660,8 +660,8 @@ class TaskSink:
         return slot.taken
 
     def _capacity_left(self, task: ServiceTask, slot: Slot) -> None:
-        if slot.left is not None:
-            self.dm.capacity_left.labels(task.region or "*", task.channel.value).set(slot.left)
+        if slot.left is not None and slot.pool is not None:  # the policy's regions only
+            self.dm.capacity_left.labels(slot.pool, task.channel.value).set(slot.left)
 
     def _suspended(
         self, task: ServiceTask, now: float, facts: dict[str, SubscriberFacts], w: _Writes

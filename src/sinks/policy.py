@@ -137,10 +137,18 @@ class DispatchPolicy(_Frozen):
 
     def limit(self, region: str | None, channel: Channel) -> int | None:
         """Tasks per day for this region and channel; None when unlimited."""
+        pool = self.pool(region, channel)
+        return None if pool is None else pool[1]
+
+    def pool(self, region: str | None, channel: Channel) -> tuple[str, int] | None:
+        """Whose slots a task of this region and channel takes: its region's own when the
+        policy lists it for the channel, else the one `"*"` pool every other region shares
+        (not a pool per region: their number, hence the contacts a day and the counters,
+        would grow with whatever regions the events name); None when unlimited."""
         for key in (region or ANY, ANY):
             limits = self.capacity.get(key)
             if limits is not None and channel in limits:
-                return limits[channel]
+                return key, limits[channel]
         return None
 
     def overflow_for(self, rule_id: str) -> Overflow:

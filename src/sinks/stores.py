@@ -49,7 +49,8 @@ class Parking:
 
 @dataclass(frozen=True)
 class SlotKey:
-    """One capacity counter: a region (None: any), a channel and a local day."""
+    """One capacity counter: a region the policy lists, or `"*"` for all the others, a
+    channel and a local day."""
 
     region: str | None
     channel: Channel

@@ -13,9 +13,10 @@ import pytest
 from moments.exceptions import ConfigError
 from moments.models import Channel, Family, Moment, RoamingEvent, ServiceTask, TopUpEvent
 from moments.outcomes import retry_id, retry_task
-from sinks.capacity import allowed_for, next_day_start
+from sinks.capacity import CapacityLimiter, allowed_for, next_day_start
 from sinks.contact import merge_tasks
-from sinks.policy import OverflowPolicy, load_policy
+from sinks.memory import MemorySlots
+from sinks.policy import DispatchPolicy, OverflowPolicy, load_policy
 from sinks.relevance import SubscriberFacts, came_home, facts_of, topped_up
 
 T0 = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
@@ -85,6 +86,31 @@ class TestPolicyFile:
         assert policy.limit(None, Channel.APP_PUSH) is None
         assert policy.overflow_for("low_balance").channel is Channel.SMS
         assert policy.contact.period == dt.timedelta(days=3)
+
+    async def test_the_regions_not_listed_share_one_pool(self) -> None:
+        """A pool per unlisted region let each region an event named (a typo, 'nj' beside
+        'NJ') make its own day of calls and its own series of capacity_left (SRE and
+        security reviews)."""
+        policy = DispatchPolicy.model_validate(
+            {"capacity": {"NJ": {"manager": 1}, "*": {"manager": 2}}}
+        )
+        limiter = CapacityLimiter(MemorySlots(), policy)
+        at = dt.datetime(2026, 11, 2, 4, tzinfo=dt.UTC)
+        requests = [
+            (f"t{i}", region, Channel.MANAGER, 1)
+            for i, region in enumerate(["SZ", "nj", "NJ", "WX", None, "NJ"])
+        ]
+        slots = await limiter.take_many(requests, at)
+        assert [(s.taken, s.left, s.pool) for s in slots] == [
+            (True, 1, "*"),
+            (True, 0, "*"),
+            (True, 0, "NJ"),
+            (False, 0, "*"),
+            (False, 0, "*"),
+            (False, 0, "NJ"),
+        ]
+        again = await limiter.take("t0", "SZ", Channel.MANAGER, 1, at)  # its slot still
+        assert (again.taken, again.left, again.pool) == (True, 0, "*")
 
     @pytest.mark.parametrize(
         ("text", "expected"),
