@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moments.backtest import BacktestResult
+from moments.models import Channel
 
 DIMENSIONS = ("family", "moment_type", "region", "channel")
 NO_REGION = "(none)"
@@ -129,7 +130,8 @@ def capacity_rows(
             "configured": result.policy.limit(key.region, key.channel),
         }
     for (day, region, channel), n in sent.items():
-        if (day, region, channel) not in rows:
+        limited = result.policy.pool(None if region == NO_REGION else region, Channel(channel))
+        if limited is None and (day, region, channel) not in rows:  # (else in its pool's row)
             rows[(day, region, channel)] = {"needed": n, "taken": n, "configured": None}
     return [{"day": d, "region": r, "channel": c, **v} for (d, r, c), v in sorted(rows.items())]
 

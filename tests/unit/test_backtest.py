@@ -208,6 +208,18 @@ class TestReportNumbers:
             ["sent"] * sum(want["sent"].values()) + ["dropped"] * want["dropped"]
         )
 
+    def test_the_regions_not_listed_are_one_row_of_the_star_pool(self, tmp_path: Path) -> None:
+        policy = capacity_policy().model_copy(
+            update={"capacity": {"NJ": {"manager": NJ_MANAGER_LIMIT}, "*": {"manager": 1}}}
+        )
+        result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"), policy)
+        capacity = {
+            (r["day"], r["region"], r["channel"]): r for r in build_report(result)["capacity"]
+        }
+        pool = capacity[(DAY1.isoformat(), "*", "manager")]
+        assert (pool["needed"], pool["taken"], pool["configured"]) == (1, 1, 1)  # SH's call
+        assert (DAY1.isoformat(), "SH", "manager") not in capacity  # not "unlimited" beside it
+
     def test_a_task_waits_for_capacity_and_goes_the_next_morning(self, tmp_path: Path) -> None:
         """Overflow `defer`: the third and fourth NJ calls wait for 09:00 the next day and
         go then, on that day's capacity; the day-2 call at 10:00 then finds no room."""
