@@ -96,6 +96,14 @@ class FrequencyCap(_Strict):
         min_length=1,
         description="Channels whose tasks count towards the cap and are capped",
     )
+    exempt_priority: int = Field(
+        default=2,
+        ge=0,
+        le=5,
+        description="Tasks of priority 1 to this (1 highest) go even when the cap is full, "
+        "and count; 0: none (courtesy SMS used up a week's cap and a complaint callback "
+        "was dropped)",
+    )
 
     @field_validator("period")
     @classmethod

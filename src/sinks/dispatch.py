@@ -41,6 +41,8 @@ T = TypeVar("T")
 _BODY_GRACE_S = 86400
 SUSPENDED_POLL_S = 900.0
 RELEASE_BATCHES_PER_TICK = 20
+UNCAPPED = 2**31
+"""The contact count of a limiter that only counts: a frequency cap's exempt priorities."""
 
 
 def task_bytes(task: ServiceTask) -> bytes:
@@ -172,7 +174,7 @@ class TaskSink:
         self.contacts = ContactLimiter(stores.contacts, self.policy.contact)
         self.frequency_cap = frequency_cap
         """The rule set's frequency cap, as it is now (rules are reloaded)."""
-        self._frequency: tuple[FrequencyCap, ContactLimiter] | None = None
+        self._frequency: tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None = None
         self.facts = stores.facts
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
@@ -491,14 +493,21 @@ class TaskSink:
         await self._write(w)
         return to_send, bool(w.parks)
 
-    def _frequency_limiter(self) -> tuple[FrequencyCap, ContactLimiter] | None:
-        """The rule set's cap now, and a limiter over the frequency book for it."""
+    def _frequency_limiter(self) -> tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None:
+        """The rule set's cap now, a limiter over the frequency book for it, and one that
+        only counts (for its exempt priorities)."""
         cap = self.frequency_cap()
         if cap is None:
             return None
         if self._frequency is None or self._frequency[0] is not cap:
-            policy = ContactPolicy(max_contacts=cap.max_contacts, period=cap.span)
-            self._frequency = (cap, ContactLimiter(self.stores.frequency, policy, "frequency_cap"))
+            book, span = self.stores.frequency, cap.span
+            policy = ContactPolicy(max_contacts=cap.max_contacts, period=span)
+            counts = ContactPolicy(max_contacts=UNCAPPED, period=span)
+            self._frequency = (
+                cap,
+                ContactLimiter(book, policy, "frequency_cap"),
+                ContactLimiter(book, counts, "frequency_cap"),
+            )
         return self._frequency
 
     async def _capped_until_expiry(self, tasks: Sequence[ServiceTask], now: float) -> set[str]:
@@ -524,13 +533,21 @@ class TaskSink:
         capped = self._frequency_limiter()
         if capped is None:
             return {}
-        cap, frequency = capped
+        cap, frequency, counter = capped
+        out: dict[int, Contact] = {}
         counted = [i for i, t in enumerate(tasks) if t.channel in cap.channels]
-        items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in counted]
-        if not items:
-            return {}
-        got = await self._redis(lambda: frequency.take_many(items, look), "frequency cap")
-        return dict(zip(counted, got, strict=True))
+        for limiter, group in (
+            (frequency, [i for i in counted if tasks[i].priority > cap.exempt_priority]),
+            (counter, [i for i in counted if tasks[i].priority <= cap.exempt_priority]),
+        ):
+            if not group or (look and limiter is counter):  # exempt: always taken
+                continue
+            items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in group]
+            got = await self._redis(
+                functools.partial(limiter.take_many, items, look), "frequency cap"
+            )
+            out.update(zip(group, got, strict=True))
+        return out
 
     async def _contacts(
         self, tasks: Sequence[ServiceTask], now: float, w: _Writes
@@ -576,7 +593,7 @@ class TaskSink:
             await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
             capped = self._frequency_limiter()
             if capped is not None:
-                frequency, given = capped[1], w.given_back
+                frequency, given = capped[1], w.given_back  # (either limiter's book)
                 await self._redis(lambda: frequency.give_back_many(given), "frequency cap")
         if w.parks:
             parking = [self._parking(p) for p in w.parks]
