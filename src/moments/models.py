@@ -384,6 +384,11 @@ class RelatedMoment(BaseModel):
     channel: Channel
     action: str
     triggered_at: AwareDatetime
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="When this moment lapses (the task's `expires_at` is the latest of its "
+        "moments'): a contact after it should leave this one out",
+    )
     evidence: list[str]
 
 

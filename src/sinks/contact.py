@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from moments.models import RelatedMoment, ServiceTask
+from moments.models import Channel, RelatedMoment, ServiceTask
 from sinks.luabatch import BatchScript
 from sinks.policy import ContactPolicy
 from sinks.stores import ContactBook
@@ -146,8 +146,13 @@ class ContactLimiter:
             await self.book.give_back_many([(sub, task_id) for task_id, sub in items])
 
 
-def _rank(task: ServiceTask) -> tuple[int, dt.datetime, str]:
-    return (task.priority, task.triggered_at, task.task_id)
+_PERSONAL = {Channel.MANAGER: 0, Channel.OUTBOUND_CALL: 1, Channel.SMS: 2, Channel.APP_PUSH: 3}
+"""Which channel leads a merged task: a person can tell the customer everything an SMS
+would, not the other way round."""
+
+
+def _rank(task: ServiceTask) -> tuple[int, int, dt.datetime, str]:
+    return (_PERSONAL[task.channel], task.priority, task.triggered_at, task.task_id)
 
 
 def related_of(task: ServiceTask) -> list[RelatedMoment]:
@@ -159,6 +164,7 @@ def related_of(task: ServiceTask) -> list[RelatedMoment]:
         channel=task.channel,
         action=task.action,
         triggered_at=task.triggered_at,
+        expires_at=task.expires_at,
         evidence=task.evidence,
     )
     return [own, *(task.related or [])]
@@ -168,9 +174,13 @@ def merge_tasks(carrier_id: str, tasks: Sequence[ServiceTask]) -> ServiceTask:
     """One task for several moments of one subscriber.
 
     It keeps the id of the task that waited (`carrier_id`, the ledger entry that is
-    published), takes moment, priority, channel and action from the highest-priority
-    task (earliest on a tie), delivers no earlier than any of them wanted and expires
-    with the last of them, and lists the other moments with their evidence."""
+    published) and its deferral, takes moment, channel and action from the task on the
+    most personal channel (a manager, a call, an SMS, a push; then the highest priority,
+    the earliest), the highest priority of them all, delivers no earlier than any of
+    them wanted and expires with the last of them, and lists the other moments with
+    their evidence and expiry. Leading by priority alone turned a held complaint callback
+    into an SMS when an older SMS moment of the same priority joined it: no one made the
+    call (dispatch review)."""
     if not tasks:
         raise ValueError("merge_tasks needs at least one task")
     if len(tasks) == 1:
@@ -185,11 +195,14 @@ def merge_tasks(carrier_id: str, tasks: Sequence[ServiceTask]) -> ServiceTask:
         if r.task_id not in seen:
             seen.add(r.task_id)
             related.append(r)
+    carrier = next((t for t in tasks if t.task_id == carrier_id), top)
     return top.model_copy(
         update={
             "task_id": carrier_id,
+            "priority": min(t.priority for t in tasks),
             "deliver_after": max(t.deliver_after for t in tasks),
             "expires_at": max(t.expires_at for t in tasks),
+            "deferred": carrier.deferred or next((t.deferred for t in ordered if t.deferred), None),
             "evidence": top.evidence,
             "related": related,
         }

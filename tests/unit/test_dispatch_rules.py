@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from moments.exceptions import ConfigError
-from moments.models import Channel, Family, Moment, RoamingEvent, ServiceTask, TopUpEvent
+from moments.models import Channel, Deferral, Family, Moment, RoamingEvent, ServiceTask, TopUpEvent
 from moments.outcomes import retry_id, retry_task
 from sinks.capacity import CapacityLimiter, allowed_for, next_day_start
 from sinks.contact import merge_tasks
@@ -163,6 +163,32 @@ class TestMerge:
         again = merge_tasks("a", [first, make("c", priority=1)])
         assert again.moment.type == "type_c"
         assert sorted(r.task_id for r in again.related or []) == ["a", "b"]
+
+    def test_a_held_call_is_never_turned_into_an_sms(self) -> None:
+        """A severity-1 complaint call waited for the merge window; a low-balance SMS of the
+        same priority, triggered earlier, joined it and led: the task went out as an SMS
+        and no one made the call (dispatch review)."""
+        call = make("call", priority=2, minutes=5, channel=Channel.OUTBOUND_CALL)
+        call = call.model_copy(
+            update={
+                "deferred": Deferral(reason="merge_window", until=T0 + dt.timedelta(minutes=35))
+            }
+        )
+        sms = make("sms", priority=2, channel=Channel.SMS, action="quick_topup")
+        push = make("push", priority=1, minutes=1, channel=Channel.APP_PUSH)
+        merged = merge_tasks("call", [call, sms, push])
+        assert (merged.task_id, merged.channel, merged.moment.type) == (
+            "call",
+            Channel.OUTBOUND_CALL,
+            "type_call",
+        )
+        assert merged.priority == 1  # the highest of them all
+        assert merged.deferred == call.deferred  # the group waited
+        assert [(r.task_id, r.expires_at) for r in merged.related or []] == [
+            ("sms", sms.expires_at),
+            ("push", push.expires_at),
+        ]
+        assert merged.expires_at == call.expires_at  # the latest
 
 
 class TestRelevance:
