@@ -419,6 +419,8 @@ def asyncapi_document() -> dict[str, Any]:
                     "Telecom events in, deduplicated service tasks out. Operations are from "
                     "the detector's point of view. Values are UTF-8 JSON objects and keys "
                     "the subscriber id as UTF-8 bytes, except on the dead-letter topic. "
+                    "Record batches may be uncompressed or compressed with gzip, snappy, "
+                    "lz4 or zstd (the producer's or the topic's compression.type). "
                     "Generated from moments.models by `moments schemas export`; do not edit."
                 ),
                 "license": {"name": "Apache-2.0"},
