@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from moments.decoding import decode
+from moments.decoding import MAX_MESSAGE_BYTES, decode
 from moments.models import EventType, InputEvent
-from moments.records import DeadLetter, RawRecord
+from moments.records import DeadLetter, RawRecord, RejectReason
 
 UNKNOWN = "unknown"
 """A header the record lacks (written by another tool, or by hand)."""
@@ -39,6 +39,10 @@ class DeadLetterEntry:
     rejected_at: dt.datetime | None
     key: bytes | None
     value: bytes | None
+    original_size: int | None = None
+    """Bytes of the original value when `value` is not all of it (a `too_large` record
+    cut to its first 64 KiB, or a dead letter sent with an empty value as refused for
+    its size); None when `value` is the original."""
 
     @property
     def coordinates(self) -> str:
@@ -82,6 +86,7 @@ def parse_entry(
         rejected_at=rejected_at,
         key=key,
         value=value,
+        original_size=number("original.size"),
     )
 
 
@@ -175,6 +180,8 @@ def revalidate(
     event_type = topic_types.get(entry.origin_topic)
     if event_type is None:
         return NOT_AN_INPUT
+    if entry.original_size is not None:
+        return _cut(entry, event_type)
     record = RawRecord(
         entry.origin_topic,
         entry.origin_partition or 0,
@@ -183,6 +190,32 @@ def revalidate(
         entry.value,
     )
     return decode(record, event_type)
+
+
+def _cut(entry: DeadLetterEntry, event_type: EventType) -> DeadLetter:
+    """What a dead letter that is not the whole record is: never replayed (part of an
+    event could read as a whole one); the producer sends it again."""
+    size = entry.original_size or 0
+    held = len(entry.value or b"")
+    reason = RejectReason.TOO_LARGE if size > MAX_MESSAGE_BYTES else _reason(entry.reason)
+    record = RawRecord(
+        entry.origin_topic, entry.origin_partition or 0, entry.origin_offset or 0, entry.key, None
+    )
+    return DeadLetter(
+        record,
+        event_type.value,
+        reason,
+        "Truncated",
+        f"the dead letter holds {held:,} of the record's {size:,} bytes: not replayed; "
+        "the producer sends the event again",
+    )
+
+
+def _reason(text: str) -> RejectReason:
+    try:
+        return RejectReason(text)
+    except ValueError:
+        return RejectReason.INVALID_EVENT
 
 
 def entry_document(entry: DeadLetterEntry) -> dict[str, Any]:
@@ -200,6 +233,8 @@ def entry_document(entry: DeadLetterEntry) -> dict[str, Any]:
         "key": entry.key.decode("utf-8", "replace") if entry.key is not None else None,
         "value": None,
     }
+    if entry.original_size is not None:
+        doc["original_size"] = entry.original_size
     if entry.value is not None:
         try:
             doc["value"] = entry.value.decode("utf-8")

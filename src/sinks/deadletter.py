@@ -1,31 +1,126 @@
-"""Dead letters: the original bytes, unchanged, with their origin in KIP-1034 style headers."""
+"""Dead letters: the original bytes, unchanged, with their origin in KIP-1034 style headers.
+
+A value over the input limit (`too_large`) is the one exception: its dead letter carries
+the first `MAX_MESSAGE_BYTES` and the original size. Whole, it could be over what the
+producer or the broker takes (a 1 MB record the broker accepted came back refused with
+our headers added), and a refusal for size is permanent: retried, it stopped every
+partition of the worker for good."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from moments.decoding import MAX_MESSAGE_BYTES
 from moments.records import DeadLetter, RawRecord
-from sinks.base import Headers, Producer, produce_all
+from sinks.base import Headers, Producer
 from sinks.metrics import Dependency, Metrics
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
 
+DLQ_PREFIX = "__dlq.errors."
+ORIGINAL_SIZE = f"{DLQ_PREFIX}original.size"
+"""Bytes of the original value, on a dead letter whose value is not all of it."""
+
+Message = tuple[str, bytes | None, bytes | None, Headers | None]
+
 
 def dead_letter_headers(dl: DeadLetter, now: dt.datetime) -> list[tuple[str, bytes]]:
-    return [
-        ("__dlq.errors.topic", dl.record.topic.encode()),
-        ("__dlq.errors.partition", str(dl.record.partition).encode()),
-        ("__dlq.errors.offset", str(dl.record.offset).encode()),
-        ("__dlq.errors.exception.class.name", dl.error_class.encode()),
-        ("__dlq.errors.exception.message", dl.message.encode()[:4096]),
-        ("__dlq.errors.reason", dl.reason.value.encode()),
-        ("__dlq.errors.timestamp", now.isoformat().encode()),
+    headers = [
+        (f"{DLQ_PREFIX}topic", dl.record.topic.encode()),
+        (f"{DLQ_PREFIX}partition", str(dl.record.partition).encode()),
+        (f"{DLQ_PREFIX}offset", str(dl.record.offset).encode()),
+        (f"{DLQ_PREFIX}exception.class.name", dl.error_class.encode()),
+        (f"{DLQ_PREFIX}exception.message", dl.message.encode()[:4096]),
+        (f"{DLQ_PREFIX}reason", dl.reason.value.encode()),
+        (f"{DLQ_PREFIX}timestamp", now.isoformat().encode()),
     ]
+    value = dl.record.value
+    if value is not None and len(value) > MAX_MESSAGE_BYTES:
+        headers.append((ORIGINAL_SIZE, str(len(value)).encode()))
+    return headers
+
+
+def dead_letter_value(dl: DeadLetter) -> bytes | None:
+    """The original value, cut to its first `MAX_MESSAGE_BYTES` when longer (`too_large`:
+    enough to see what it is and who sent it; `ORIGINAL_SIZE` says how long it was)."""
+    value = dl.record.value
+    if value is not None and len(value) > MAX_MESSAGE_BYTES:
+        return value[:MAX_MESSAGE_BYTES]
+    return value
+
+
+def dead_letter_message(topic: str, dl: DeadLetter, now: dt.datetime) -> Message:
+    return (topic, dl.record.key, dead_letter_value(dl), dead_letter_headers(dl, now))
+
+
+def without_value(topic: str, dl: DeadLetter, now: dt.datetime, refused: int) -> Message:
+    """The dead letter sent instead of one refused for its size (`refused` bytes, over
+    the producer's or the dead-letter topic's limit): its headers say where the record
+    came from and why, its value is empty (never null: a null is a profile tombstone),
+    and its message says what was dropped."""
+    value = dl.record.value
+    said = (
+        f"{dl.message} [the dead letter, {refused:,} bytes, was refused as too large: sent "
+        "with an empty value; the record is in its topic at the offset above, as long as "
+        "the topic keeps it]"
+    )
+    headers = dead_letter_headers(_with_message(dl, said), now)
+    headers = [(k, v) for k, v in headers if k != ORIGINAL_SIZE]
+    headers.append((ORIGINAL_SIZE, str(len(value) if value is not None else 0).encode()))
+    return (topic, dl.record.key, b"", headers)
+
+
+def _with_message(dl: DeadLetter, message: str) -> DeadLetter:
+    return DeadLetter(dl.record, dl.event_type, dl.reason, dl.error_class, message)
+
+
+def message_size(message: Message) -> int:
+    """About what a record weighs on the wire: key, value and headers (for a log line)."""
+    _, key, value, headers = message
+    return (
+        len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
+    )
+
+
+def _size_errors() -> tuple[type[BaseException], ...]:
+    """Refusals of a record for its size: the producer's own check (`max_request_size`)
+    and the broker's (`max.message.bytes`, `message.max.bytes`). Sending it again gets
+    the same answer."""
+    from aiokafka.errors import (
+        MessageSizeTooLargeError,
+        RecordListTooLargeError,
+        RecordTooLargeError,
+    )
+
+    return (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+
+
+async def send_refusing_size(producer: Producer, messages: Sequence[Message]) -> list[int]:
+    """Send every message and await every acknowledgement; returns the indexes of those
+    refused for their size. Any other error is raised (the caller retries the batch)."""
+    too_large = _size_errors()
+    refused: list[int] = []
+    sent: list[tuple[int, asyncio.Future[object]]] = []
+    for n, (topic, key, value, headers) in enumerate(messages):
+        try:
+            future = await producer.send(topic, value=value, key=key, headers=headers)
+        except too_large:
+            refused.append(n)
+            continue
+        sent.append((n, asyncio.ensure_future(future)))
+    results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+    for (n, _), result in zip(sent, results, strict=True):
+        if isinstance(result, too_large):
+            refused.append(n)
+        elif isinstance(result, BaseException):
+            raise result
+    return sorted(refused)
 
 
 SAY_EVERY_S = 30.0
@@ -60,16 +155,10 @@ class DeadLetterSink:
             return
         now = dt.datetime.now(dt.UTC)
         batch = self._pending
-        messages: list[tuple[str, bytes | None, bytes | None, Headers | None]] = [
-            (self.topic, dl.record.key, dl.record.value, dead_letter_headers(dl, now))
-            for dl in batch
-        ]
-        await with_retry(
-            lambda: produce_all(self.producer, messages),
-            Dependency.KAFKA,
-            self.metrics,
-            "sending dead letters",
-        )
+        messages = [dead_letter_message(self.topic, dl, now) for dl in batch]
+        refused = await self._send(messages, "sending dead letters")
+        if refused:
+            await self._send_without_value([(batch[n], messages[n]) for n in refused], now)
         for dl in batch:
             self.metrics.rejected.labels(dl.event_type, dl.reason.value).inc()
             self._unsaid[dl.reason.value] += 1
@@ -77,6 +166,43 @@ class DeadLetterSink:
             self._first = batch[0].record
         self._say()
         self._pending = []
+
+    async def _send(self, messages: Sequence[Message], what: str) -> list[int]:
+        return await with_retry(
+            lambda: send_refusing_size(self.producer, messages),
+            Dependency.KAFKA,
+            self.metrics,
+            what,
+        )
+
+    async def _send_without_value(
+        self, refused: Sequence[tuple[DeadLetter, Message]], now: dt.datetime
+    ) -> None:
+        """Dead letters refused for their size go again with an empty value, once: a
+        size refusal never gets better, and retried it held every partition. One line
+        per batch says so (a topic whose limit refuses them all would refuse thousands)."""
+        again = [without_value(self.topic, dl, now, message_size(m)) for dl, m in refused]
+        lost = set(await self._send(again, "sending dead letters without their value"))
+        for n in range(len(refused)):
+            outcome = "not_sent" if n in lost else "sent_without_value"
+            self.metrics.deadletters_oversize.labels(outcome).inc()
+        dl, message = refused[0]
+        log.error(
+            "%d dead letter(s) refused as too large (the first: %s[%d]@%d, %s, %s bytes): "
+            "%d sent again with an empty value, %d not written (only in their input topic). "
+            "A dead letter holds at most %s bytes of value plus the record's key and "
+            "headers: check max.message.bytes of %s",
+            len(refused),
+            dl.record.topic,
+            dl.record.partition,
+            dl.record.offset,
+            dl.reason.value,
+            f"{message_size(message):,}",  # digit groups: the log masks 7-digit runs
+            len(refused) - len(lost),
+            len(lost),
+            f"{MAX_MESSAGE_BYTES:,}",
+            self.topic,
+        )
 
     def _say(self) -> None:
         """At most one line every `SAY_EVERY_S`, with every dead letter since the last by

@@ -161,6 +161,13 @@ class Metrics:
             "restart with that file exits)",
             registry=r,
         )
+        self.deadletters_oversize = Counter(
+            "moments_deadletters_oversize",
+            "Dead letters refused by the producer or the broker for their size: "
+            "sent_without_value (sent again with an empty value) or not_sent",
+            ["outcome"],
+            registry=r,
+        )
         self.replayed = Counter(
             "moments_events_replayed",
             "Events skipped because they were applied before "

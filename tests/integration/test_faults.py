@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from moments.decoding import MAX_MESSAGE_BYTES
 from moments.embedded import RedisServer, free_port
 from moments.sample import daytime_zone
 from moments.settings import Settings
@@ -32,6 +33,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WAVE = 100
 GRACE_S = 45.0
 """Kubernetes gives a worker 60 s after SIGTERM (deploy/k8s); we stop well before."""
+
+
+def as_dead_letter(value: bytes | None) -> bytes | None:
+    """What the dead letter of a record with this value holds."""
+    return value[:MAX_MESSAGE_BYTES] if value is not None else None
 
 
 def assert_one_task_each(tasks: list[dict[str, Any]], expected: int, log: str) -> None:
@@ -194,11 +200,15 @@ class TestPoisonAtASteadyRate:
         dead = await read_topic(settings, "deadletter", count=len(poison), wait_s=60, settle=3)
         reasons = Counter(dict(d.headers)["__dlq.errors.reason"].decode() for d in dead)
         assert reasons == Counter(reason for reason, _ in poison)
-        assert Counter(d.value for d in dead) == Counter(raw_value(r) for _, r in poison)
+        # Bytes unchanged, but a too_large value: its first 64 KiB, and its size.
+        expected = Counter(as_dead_letter(raw_value(r)) for _, r in poison)
+        assert Counter(d.value for d in dead) == expected
         for letter in dead:
             headers = dict(letter.headers)
             assert headers["__dlq.errors.topic"].decode() == settings.topic("roaming")
             assert headers["__dlq.errors.exception.message"]
+            if headers["__dlq.errors.reason"] == b"too_large":
+                assert int(headers["__dlq.errors.original.size"]) > MAX_MESSAGE_BYTES
         assert await metric_value(port, "moments_events_rejected_total") == len(poison)
         assert await metric_value(port, "moments_events_total") == len(records)
         worker.stop()

@@ -21,9 +21,10 @@ from moments.deadletters import (
     parse_time,
     revalidate,
 )
+from moments.decoding import MAX_MESSAGE_BYTES, decode
 from moments.models import EventType, TopUpEvent
 from moments.records import DeadLetter, RawRecord, RejectReason
-from sinks.deadletter import dead_letter_headers
+from sinks.deadletter import dead_letter_headers, dead_letter_message
 
 TOPICS = {f"p.telecom.{t.value}": t for t in EventType}
 AT = dt.datetime(2026, 12, 4, 10, 30, tzinfo=dt.UTC)
@@ -249,3 +250,25 @@ def test_the_table_masks_the_subscriber_numbers_an_error_quotes(
     assert "record key '130****0000' differs from subscriber_id '151****0049'" in out
     assert "13000000000" not in out
     assert "15100000049" not in out
+
+
+def test_a_cut_dead_letter_is_never_replayed() -> None:
+    """A `too_large` record's dead letter holds its first 64 KiB: a valid event padded
+    past the limit reads as a valid event once cut, and a replay would have sent it."""
+    padded = _topup() + b" " * (MAX_MESSAGE_BYTES + 100)
+    letter = DeadLetter(
+        RawRecord("p.telecom.topup", 1, 42, SUB.encode(), padded),
+        "topup",
+        RejectReason.TOO_LARGE,
+        "TooLarge",
+        "too big",
+    )
+    _, key, value, headers = dead_letter_message("dlq", letter, AT)
+    entry = parse_entry(0, 7, key, value, headers or ())
+    assert entry.original_size == len(padded)
+    assert isinstance(decode(letter.record, EventType.TOPUP), DeadLetter)  # whole: refused
+    again = revalidate(entry, TOPICS)
+    assert isinstance(again, DeadLetter)
+    assert again.reason is RejectReason.TOO_LARGE
+    assert again.message.startswith(f"the dead letter holds 65,536 of the record's {len(padded):,}")
+    assert entry_document(entry)["original_size"] == len(padded)

@@ -1,0 +1,131 @@
+"""The dead-letter sink (sinks.deadletter): what a dead letter carries, and that one the
+producer or the broker refuses for its size is sent once more without its value, never
+retried for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+from moments.decoding import MAX_MESSAGE_BYTES
+from moments.records import DeadLetter, RawRecord, RejectReason
+from sinks.base import Headers
+from sinks.deadletter import (
+    ORIGINAL_SIZE,
+    DeadLetterSink,
+    dead_letter_headers,
+    dead_letter_message,
+)
+from sinks.metrics import Metrics
+
+AT = dt.datetime(2026, 12, 4, 10, 30, tzinfo=dt.UTC)
+SUB = b"13800138000"
+BIG = b'{"note": "' + b"x" * 1_048_000 + b'"}'
+"""A value the broker took (under its 1 MiB default) that the worker refuses."""
+
+
+def _letter(value: bytes | None, reason: RejectReason = RejectReason.TOO_LARGE) -> DeadLetter:
+    record = RawRecord("telecom.topup", 3, 1842, SUB, value, 1_764_900_000_000)
+    return DeadLetter(record, "topup", reason, "TooLarge", "too big")
+
+
+class RefusingProducer:
+    """Takes records up to `limit` bytes of value; refuses larger ones as aiokafka does:
+    at `send` (its `max_request_size` check) or, `by_broker`, in the acknowledgement.
+    `fail_first` transient errors come before anything goes through."""
+
+    def __init__(self, limit: int, *, by_broker: bool = False, fail_first: int = 0) -> None:
+        self.limit = limit
+        self.by_broker = by_broker
+        self.fail_first = fail_first
+        self.sent: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail_first:
+            self.fail_first -= 1
+            done.set_exception(KafkaConnectionError("broker gone"))
+            return done
+        if len(value or b"") > self.limit:
+            error = MessageSizeTooLargeError(f"The message is {len(value or b'')} bytes")
+            if not self.by_broker:
+                raise error
+            done.set_exception(error)
+            return done
+        self.sent.append((key, value, dict(headers or ())))
+        done.set_result(None)
+        return done
+
+
+class TestWhatADeadLetterCarries:
+    def test_a_too_large_value_is_cut_to_the_input_limit_with_its_size(self) -> None:
+        _, key, value, headers = dead_letter_message("dlq", _letter(BIG), AT)
+        assert key == SUB
+        assert value == BIG[:MAX_MESSAGE_BYTES]
+        assert dict(headers or ())[ORIGINAL_SIZE] == str(len(BIG)).encode()
+
+    def test_any_other_value_is_unchanged_and_says_no_size(self) -> None:
+        small = b'{"event_id": 1}'
+        _, _, value, headers = dead_letter_message("dlq", _letter(small), AT)
+        assert value == small
+        assert ORIGINAL_SIZE not in dict(headers or ())
+        assert ORIGINAL_SIZE not in dict(dead_letter_headers(_letter(None), AT))
+
+
+class TestARefusalForSizeIsPermanent:
+    """A dead letter refused for its size was retried with back-off for ever, as if Kafka
+    were down: every partition stopped (producer-team review)."""
+
+    @pytest.mark.parametrize("by_broker", [False, True], ids=["producer", "broker"])
+    async def test_it_is_sent_again_with_an_empty_value_once(self, by_broker: bool) -> None:
+        producer = RefusingProducer(limit=1000, by_broker=by_broker)
+        metrics = Metrics()
+        sink = DeadLetterSink(producer, "dlq", metrics)
+        sink.add(_letter(b'{"a": "' + b"y" * 5000 + b'"}', RejectReason.INVALID_EVENT))
+        sink.add(_letter(b"{", RejectReason.INVALID_JSON))
+        await asyncio.wait_for(sink.flush(), 5)
+        by_value = {value: headers for _, value, headers in producer.sent}
+        assert set(by_value) == {b"", b"{"}
+        emptied = by_value[b""]
+        assert emptied["__dlq.errors.reason"] == b"invalid_event"
+        assert emptied[ORIGINAL_SIZE] == b"5009"
+        assert b"was refused as too large" in emptied["__dlq.errors.exception.message"]
+        assert ORIGINAL_SIZE not in by_value[b"{"]
+        oversize = metrics.deadletters_oversize
+        assert oversize.labels("sent_without_value")._value.get() == 1
+        assert metrics.rejected.labels("topup", "invalid_event")._value.get() == 1
+
+    async def test_refused_even_so_it_is_counted_and_the_batch_goes_on(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        producer = RefusingProducer(limit=-1)  # refuses an empty value too
+        metrics = Metrics()
+        sink = DeadLetterSink(producer, "dlq", metrics)
+        sink.add(_letter(BIG))
+        await asyncio.wait_for(sink.flush(), 5)
+        assert producer.sent == []
+        assert metrics.deadletters_oversize.labels("not_sent")._value.get() == 1
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "1,048,012 bytes" not in said  # the sink never tried the whole value
+        assert "telecom.topup[3]@1842" in said
+        assert "max.message.bytes of dlq" in said
+
+    async def test_a_connection_error_is_still_retried(self) -> None:
+        producer = RefusingProducer(limit=10**7, fail_first=1)
+        sink = DeadLetterSink(producer, "dlq", Metrics())
+        sink.add(_letter(b"{", RejectReason.INVALID_JSON))
+        await asyncio.wait_for(sink.flush(), 5)
+        assert [value for _, value, _ in producer.sent] == [b"{"]
