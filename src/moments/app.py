@@ -26,7 +26,7 @@ from moments.gctune import FULL_COLLECTION_EVERY_S, PauseTimer, collect_frozen, 
 from moments.health import Health
 from moments.logformat import faust_logging_config
 from moments.models import EventType
-from moments.records import RawRecord
+from moments.records import Header, RawRecord
 from moments.restore import PreloadingTable
 from moments.rewind import RewindGuard
 from moments.runtime import Runtime, RuntimeStoppedError
@@ -203,7 +203,15 @@ def register_agents(
         async for batch in stream.take_events(OUTCOME_BATCH, within=1.0):
             await runtime.ready.wait()
             records = [
-                RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                RawRecord(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.key,
+                    e.value,
+                    _timestamp_ms(e.message.timestamp),
+                    _headers(e.message.headers),
+                )
                 for e in batch
             ]
             await runtime.handle_outcomes(records)
@@ -221,7 +229,9 @@ def register_agents(
             try:
                 follow_generation()
                 records = [
-                    RawRecord(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp)
+                    RawRecord(
+                        tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp, r.headers
+                    )
                     for tp, batch in fetch.records
                     for r in batch
                 ]
@@ -373,6 +383,19 @@ def register_agents(
 
     app.on_before_shutdown.connect(stop_runtime)
     return detect
+
+
+def _timestamp_ms(seconds: float | None) -> int | None:
+    """A Faust message's timestamp (seconds) as Kafka's milliseconds."""
+    return round(seconds * 1000) if seconds is not None else None
+
+
+def _headers(headers: Any) -> tuple[Header, ...]:
+    """A Faust message's headers, a list of pairs or a mapping, as pairs."""
+    if not headers:
+        return ()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return tuple((str(k), v) for k, v in pairs)
 
 
 def not_ready(app: MomentsApp, runtime: Runtime) -> str | None:

@@ -4,7 +4,7 @@ the current code accepts (`moments deadletter show` and `replay`).
 When the rejection was ours (a validation a later version relaxes) the events are not
 lost: their bytes wait in the dead-letter topic. A replay re-validates each one with the
 worker's own `decode`, sends the ones that pass to their original topic with their
-original key and value (a `moments.replayed-from` header says where from), and leaves
+original key, value and headers (a `moments.replayed-from` header says where from), and leaves
 the ones that would be rejected again where they are, counted by reason.
 
 A dead letter is replayed once: after the broker acknowledged a batch, its dead-letter
@@ -29,7 +29,7 @@ from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry
 from moments.engine import allowed_ahead
 from moments.models import InputEvent
 from moments.producer import start_producer
-from moments.records import DeadLetter, RejectReason
+from moments.records import DeadLetter, Header, RejectReason
 from moments.settings import Settings
 from moments.topicread import Progress, TopicReader, topic_consumer
 from sinks.base import Headers, Producer, produce_all
@@ -192,15 +192,16 @@ async def _not_replayed(
 async def _send(producer: Producer, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:
     source = settings.topic("deadletter")
     messages: list[tuple[str, bytes | None, bytes | None, Headers | None]] = [
-        (
-            e.origin_topic,
-            e.key,
-            e.value,
-            [(REPLAYED_HEADER, f"{source}:{e.coordinates}".encode())],
-        )
-        for e in entries
+        (e.origin_topic, e.key, e.value, replay_headers(e, source)) for e in entries
     ]
     await produce_all(producer, messages)
+
+
+def replay_headers(entry: DeadLetterEntry, source: str) -> list[Header]:
+    """The original record's headers, and where it is replayed from (an earlier
+    `REPLAYED_HEADER` replaced: a record refused again and replayed again says the last)."""
+    kept = [(k, v) for k, v in entry.headers if k != REPLAYED_HEADER]
+    return [*kept, (REPLAYED_HEADER, f"{source}:{entry.coordinates}".encode())]
 
 
 async def _remember(redis: Redis, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:

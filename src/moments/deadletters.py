@@ -1,8 +1,8 @@
 """Dead letters read back: what was rejected, why, and which of them the current code
 would accept (the replay's question).
 
-A record in the dead-letter topic is the rejected record's key and value, unchanged, with
-its origin and reason in `__dlq.errors.*` headers (moments.sinks.deadletter). Here those
+A record in the dead-letter topic is the rejected record's key, value and headers,
+unchanged, with its origin and reason in `__dlq.errors.*` headers (sinks.deadletter). Here those
 are parsed into `DeadLetterEntry`, chosen with `Selection` and counted with `Summary`:
 plain code, no broker, so the CLI (moments.deadletter_cli) only wires it to Kafka.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from moments.decoding import MAX_MESSAGE_BYTES, decode
 from moments.models import EventType, InputEvent
-from moments.records import DeadLetter, RawRecord, RejectReason
+from moments.records import DeadLetter, Header, RawRecord, RejectReason
 
 UNKNOWN = "unknown"
 """A header the record lacks (written by another tool, or by hand)."""
@@ -43,6 +43,10 @@ class DeadLetterEntry:
     """Bytes of the original value when `value` is not all of it (a `too_large` record
     cut to its first 64 KiB, or a dead letter sent with an empty value as refused for
     its size); None when `value` is the original."""
+    original_timestamp: dt.datetime | None = None
+    """The original record's Kafka timestamp, where the dead letter says it."""
+    headers: tuple[Header, ...] = ()
+    """The original record's own headers (not the `__dlq.*` ones): a replay restores them."""
 
     @property
     def coordinates(self) -> str:
@@ -55,12 +59,18 @@ def parse_entry(
     offset: int,
     key: bytes | None,
     value: bytes | None,
-    headers: Iterable[tuple[str, bytes]],
+    headers: Iterable[Header],
     timestamp_ms: int | None = None,
 ) -> DeadLetterEntry:
     """An entry from a dead-letter record's parts. Missing or unreadable headers become
     `unknown` / None, never an error: a record put there by hand is still shown."""
-    found = {name: raw.decode("utf-8", "replace") for name, raw in headers}
+    found: dict[str, str] = {}
+    original: list[Header] = []
+    for name, raw in headers:
+        if name.startswith("__dlq."):
+            found[name] = (raw or b"").decode("utf-8", "replace")
+        else:
+            original.append((name, raw))
 
     def text(name: str) -> str:
         return found.get(f"__dlq.errors.{name}") or UNKNOWN
@@ -87,6 +97,8 @@ def parse_entry(
         key=key,
         value=value,
         original_size=number("original.size"),
+        original_timestamp=parse_time(found.get("__dlq.errors.original.timestamp", "")),
+        headers=tuple(original),
     )
 
 
@@ -235,6 +247,13 @@ def entry_document(entry: DeadLetterEntry) -> dict[str, Any]:
     }
     if entry.original_size is not None:
         doc["original_size"] = entry.original_size
+    if entry.original_timestamp is not None:
+        doc["original_timestamp"] = entry.original_timestamp.isoformat()
+    if entry.headers:
+        doc["headers"] = [
+            [name, raw.decode("utf-8", "replace") if raw is not None else None]
+            for name, raw in entry.headers
+        ]
     if entry.value is not None:
         try:
             doc["value"] = entry.value.decode("utf-8")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+Header = tuple[str, bytes | None]
+"""A Kafka record header: a name and a value, which Kafka allows to be null."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +20,8 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    headers: Sequence[Header] = ()
+    """The record's own headers, as read: a dead letter carries them on."""
 
 
 class RejectReason(StrEnum):
@@ -30,6 +36,33 @@ class RejectReason(StrEnum):
     LATE = "late"  # valid, but older than its subscriber's latest event by over the lateness
     FUTURE = "future"  # valid, but dated ahead of the worker's clock: a producer's clock
     DETECTOR_ERROR = "detector_error"  # valid, but applying it failed: a fault of ours
+
+
+REASONS_EXPLAINED: dict[RejectReason, str] = {
+    RejectReason.INVALID_JSON: "the value is not UTF-8 JSON (a byte-order mark included): "
+    "fix the serializer and send the event again",
+    RejectReason.INVALID_EVENT: "JSON, but not an event of its topic's type (a field missing, "
+    "of the wrong type or out of range; the message names them): fix the event against "
+    "schemas/ (`moments events check` tries it offline) and send it again",
+    RejectReason.MISSING_KEY: "no record key: key every record by its subscriber_id and send "
+    "it again",
+    RejectReason.KEY_MISMATCH: "the record key is not the value's subscriber_id (or, for a "
+    "profile tombstone, no subscriber id at all): key by subscriber_id exactly (UTF-8 "
+    "digits) and send it again",
+    RejectReason.EMPTY_VALUE: "a null value (a tombstone) on a topic that takes none: only "
+    "telecom.profile does (a task outcome may not be empty either): send the event, or "
+    "nothing",
+    RejectReason.TOO_LARGE: "the value is over 64 KiB (the dead letter holds its first 64 "
+    "KiB and __dlq.errors.original.size): send the event without what made it large",
+    RejectReason.LATE: "valid, but older than its subscriber's latest event of the same topic "
+    "by more than MOMENTS_LATENESS_SECONDS (or an old profile snapshot): send in order; "
+    "it is never replayed",
+    RejectReason.FUTURE: "valid, but dated ahead of the worker's clock by more than 15 minutes "
+    "(or the lateness, if shorter): fix the producer's clock or zone (local time written "
+    "with Z); `moments deadletter replay` sends it back once due",
+}
+"""What each reason means and what the producer should do: the AsyncAPI document's
+DeadLetter message lists them (a test wants one for every reason)."""
 
 
 OUT_OF_TIME = frozenset({RejectReason.LATE.value, RejectReason.FUTURE.value})

@@ -31,6 +31,7 @@ from moments.models import (
     TopUpEvent,
     UsageEvent,
 )
+from moments.records import REASONS_EXPLAINED, RejectReason
 from moments.settings import Topics
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -229,11 +230,13 @@ def _message(model_name: str, summary: str, *, description: str | None = None) -
 def _dead_letter_message() -> dict[str, Any]:
     p = DLQ_HEADER_PREFIX
     digits = "^[0-9]+$"
+    reasons = "\n".join(f"- `{r.value}`: {text}" for r, text in REASONS_EXPLAINED.items())
     headers = {
         "type": "object",
         "description": (
-            "Where the record came from and why it was rejected, in KIP-1034 style. "
-            "Kafka header values are bytes; these are UTF-8 strings."
+            "Where the record came from and why it was rejected, in KIP-1034 style, after "
+            "the original record's own headers (kept as they were, except any named "
+            "`__dlq.*`). Kafka header values are bytes; these are UTF-8 strings."
         ),
         "required": [
             f"{p}topic",
@@ -241,6 +244,7 @@ def _dead_letter_message() -> dict[str, Any]:
             f"{p}offset",
             f"{p}exception.class.name",
             f"{p}exception.message",
+            f"{p}reason",
             f"{p}timestamp",
         ],
         "properties": {
@@ -257,18 +261,39 @@ def _dead_letter_message() -> dict[str, Any]:
             },
             f"{p}exception.class.name": {
                 "type": "string",
-                "description": "Fully qualified class of the error, e.g. "
-                "pydantic_core._pydantic_core.ValidationError",
+                "description": "Short name of the error, for people: ValidationError, "
+                "JSONDecodeError, MissingKey, KeyMismatch, EmptyValue, TooLarge, OutOfTime. "
+                "Programs read the reason",
             },
             f"{p}exception.message": {
                 "type": "string",
-                "description": "The reason: what is wrong with the record (invalid JSON, "
-                "missing field, wrong type, ...)",
+                "maxLength": 4096,
+                "description": "What is wrong with the record, in words: the fields and what "
+                "they should be, by how much a time is off",
+            },
+            f"{p}reason": {
+                "type": "string",
+                "enum": [r.value for r in RejectReason],
+                "description": "Why, as a code (the label of "
+                "moments_events_rejected_total); each is described on the message",
             },
             f"{p}timestamp": {
                 "type": "string",
                 "format": "date-time",
                 "description": "When the record was dead-lettered, RFC 3339 with an offset",
+            },
+            f"{p}original.timestamp": {
+                "type": "string",
+                "format": "date-time",
+                "description": "The original record's Kafka timestamp, RFC 3339 in UTC to the "
+                "millisecond (absent when the worker had none)",
+            },
+            f"{p}original.size": {
+                "type": "string",
+                "pattern": digits,
+                "description": "Bytes of the original value, present only when the dead "
+                "letter's value is not all of it: a too_large value cut to its first 64 KiB, "
+                "or an empty value when the broker refused the dead letter for its size",
             },
         },
         "additionalProperties": True,
@@ -281,15 +306,19 @@ def _dead_letter_message() -> dict[str, Any]:
         "title": "DeadLetter",
         "summary": "A record the detector could not accept, with its origin and the reason.",
         "description": (
-            "Written for a value that is not valid JSON, lacks a required field or has a "
-            "wrong type; the worker goes on. Key and value are the original bytes, unchanged."
+            "Written for an input record the worker refuses; the worker goes on. Key, value "
+            "and headers are the original ones, unchanged (a value over 64 KiB is cut), with "
+            "the origin and the reason added as `__dlq.errors.*` headers. "
+            "The reasons (`__dlq.errors.reason`), what each means and what the producer "
+            f"should do:\n{reasons}"
         ),
         "contentType": "application/octet-stream",
         "headers": headers,
         "payload": {
             "type": ["string", "null"],
             "format": "binary",
-            "description": "The original value bytes, unchanged (null if the original was null)",
+            "description": "The original value bytes, unchanged (null if the original was "
+            "null; its first 64 KiB if it was larger)",
         },
         "bindings": {
             "kafka": {
@@ -305,13 +334,16 @@ def _dead_letter_message() -> dict[str, Any]:
             {
                 "name": "DeadLetter-example",
                 "headers": {
+                    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                     f"{p}topic": "telecom.topup",
                     f"{p}partition": "3",
                     f"{p}offset": "1842",
-                    f"{p}exception.class.name": "pydantic_core._pydantic_core.ValidationError",
-                    f"{p}exception.message": "1 validation error for TopUpEvent\n"
-                    "subscriber_id: String should match pattern '^[0-9]{5,20}$'",
-                    f"{p}timestamp": "2026-11-22T09:30:01+08:00",
+                    f"{p}exception.class.name": "ValidationError",
+                    f"{p}exception.message": "subscriber_id: String should match pattern "
+                    "'^[0-9]{5,20}$'",
+                    f"{p}reason": RejectReason.INVALID_EVENT.value,
+                    f"{p}timestamp": "2026-11-22T09:30:01.250000+00:00",
+                    f"{p}original.timestamp": "2026-11-22T01:30:00.412+00:00",
                 },
                 "payload": original,
             }

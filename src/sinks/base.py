@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]
+"""Kafka record headers: a header's value may be null."""
 
 
 class Producer(Protocol):

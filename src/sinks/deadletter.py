@@ -1,5 +1,8 @@
 """Dead letters: the original bytes, unchanged, with their origin in KIP-1034 style headers.
 
+A dead letter carries the original record's headers too (a producer's trace ids), then
+ours: an original header named `__dlq.*` is left out, so that ours are the only ones.
+
 A value over the input limit (`too_large`) is the one exception: its dead letter carries
 the first `MAX_MESSAGE_BYTES` and the original size. Whole, it could be over what the
 producer or the broker takes (a 1 MB record the broker accepted came back refused with
@@ -26,6 +29,10 @@ log = logging.getLogger(__name__)
 DLQ_PREFIX = "__dlq.errors."
 ORIGINAL_SIZE = f"{DLQ_PREFIX}original.size"
 """Bytes of the original value, on a dead letter whose value is not all of it."""
+ORIGINAL_TIMESTAMP = f"{DLQ_PREFIX}original.timestamp"
+"""The original record's Kafka timestamp (the dead letter's own is when it was written)."""
+OURS = "__dlq."
+"""Headers of this prefix are the dead-letter topic's own, never copied from a record."""
 
 Message = tuple[str, bytes | None, bytes | None, Headers | None]
 
@@ -40,10 +47,23 @@ def dead_letter_headers(dl: DeadLetter, now: dt.datetime) -> list[tuple[str, byt
         (f"{DLQ_PREFIX}reason", dl.reason.value.encode()),
         (f"{DLQ_PREFIX}timestamp", now.isoformat().encode()),
     ]
+    if dl.record.timestamp_ms is not None:
+        headers.append((ORIGINAL_TIMESTAMP, kafka_time(dl.record.timestamp_ms).encode()))
     value = dl.record.value
     if value is not None and len(value) > MAX_MESSAGE_BYTES:
         headers.append((ORIGINAL_SIZE, str(len(value)).encode()))
     return headers
+
+
+def kafka_time(timestamp_ms: int) -> str:
+    """A Kafka timestamp as RFC 3339 in UTC, to the millisecond (exact)."""
+    when = dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC)
+    return when.isoformat(timespec="milliseconds")
+
+
+def original_headers(dl: DeadLetter) -> list[tuple[str, bytes | None]]:
+    """The record's own headers, less any named `__dlq.*` (ours, from nobody else)."""
+    return [(k, v) for k, v in dl.record.headers if not k.startswith(OURS)]
 
 
 def dead_letter_value(dl: DeadLetter) -> bytes | None:
@@ -56,14 +76,18 @@ def dead_letter_value(dl: DeadLetter) -> bytes | None:
 
 
 def dead_letter_message(topic: str, dl: DeadLetter, now: dt.datetime) -> Message:
-    return (topic, dl.record.key, dead_letter_value(dl), dead_letter_headers(dl, now))
+    """The dead letter of `dl`: its key, its value (cut if over the limit), the record's
+    own headers, then ours."""
+    headers = [*original_headers(dl), *dead_letter_headers(dl, now)]
+    return (topic, dl.record.key, dead_letter_value(dl), headers)
 
 
 def without_value(topic: str, dl: DeadLetter, now: dt.datetime, refused: int) -> Message:
     """The dead letter sent instead of one refused for its size (`refused` bytes, over
     the producer's or the dead-letter topic's limit): its headers say where the record
-    came from and why, its value is empty (never null: a null is a profile tombstone),
-    and its message says what was dropped."""
+    came from and why, its value is empty (never null: a null is a profile tombstone)
+    and the record's own headers are left out (they may be what weighs); its message
+    says what was dropped."""
     value = dl.record.value
     said = (
         f"{dl.message} [the dead letter, {refused:,} bytes, was refused as too large: sent "

@@ -206,7 +206,9 @@ async def test_a_future_event_sent_back_once_due_is_applied(
     """The worker dead-letters an event dated ahead of its clock; once its time came,
     `replay --reason future` sends it back and the worker applies it. It noted the
     refused event's id as applied and skipped the replay as a duplicate, silently
-    (SRE drill: 0 of 5 such roamings made their task)."""
+    (SRE drill: 0 of 5 such roamings made their task). The dead letter carries the
+    record's headers (less a forged `__dlq.*` one) and timestamp, and the replay sends
+    the headers back: both were dropped (producer-team review)."""
     port = free_port()
     settings = make_settings(metrics_port=port, lateness_seconds=5)  # ahead: at most 5 s
     await topics_for(settings)
@@ -214,16 +216,34 @@ async def test_a_future_event_sent_back_once_due_is_applied(
     due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=25)  # the worker reads it before
     roaming = {"event_id": "r-ahead", "subscriber_id": LI, "occurred_at": due.isoformat()}
     value = orjson.dumps(roaming | {"country": "JP", "roaming_type": "international"})
+    headers = [("traceparent", b"00-4bf92f35-01"), ("__dlq.errors.reason", b"forged")]
+    sent_at = 1_764_900_000_412
     producer = await start_producer(settings)
     try:
-        await producer.send_and_wait(settings.topic("roaming"), value, key=LI.encode())
+        await producer.send_and_wait(
+            settings.topic("roaming"),
+            value,
+            key=LI.encode(),
+            headers=headers,
+            timestamp_ms=sent_at,
+        )
     finally:
         await producer.stop()
     rejected = {"reason": "future", "event_type": "roaming"}
     await wait_for_metric(port, "moments_events_rejected_total", rejected, 1)
+    (letter,) = await read_topic(settings, "deadletter", 1, wait_s=20)
+    assert letter.value == value
+    assert [(k, v) for k, v in letter.headers if not k.startswith("__dlq.")] == headers[:1]
+    found = dict(letter.headers)
+    assert found["__dlq.errors.reason"] == b"future"
+    assert found["__dlq.errors.original.timestamp"] == b"2025-12-05T02:00:00.412+00:00"
     await asyncio.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
     replayed = _cli(settings, "replay", "--reason", "future")
     assert replayed.returncode == 0, replayed.stderr
     assert "1 sent back" in replayed.stdout
     await wait_for_metric(port, "moments_detected_total", {}, 1)  # quiet hours may hold it
     assert await metric_value(port, "moments_events_replayed_total") == 0, worker.log()[-3000:]
+    _, again = await read_topic(settings, "roaming", 2, wait_s=20)
+    assert again.value == value
+    assert [k for k, _ in again.headers] == ["traceparent", REPLAYED_HEADER]
+    assert again.headers[0] == headers[0]

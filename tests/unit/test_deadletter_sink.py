@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from moments.records import DeadLetter, RawRecord, RejectReason
 from sinks.base import Headers
 from sinks.deadletter import (
     ORIGINAL_SIZE,
+    ORIGINAL_TIMESTAMP,
     DeadLetterSink,
     dead_letter_headers,
     dead_letter_message,
@@ -129,3 +131,47 @@ class TestARefusalForSizeIsPermanent:
         sink.add(_letter(b"{", RejectReason.INVALID_JSON))
         await asyncio.wait_for(sink.flush(), 5)
         assert [value for _, value, _ in producer.sent] == [b"{"]
+
+
+class TestTheOriginalRecordTravels:
+    """The dead letter kept neither the record's headers (a producer's trace id) nor its
+    timestamp, and a replay sent the event back without them (producer-team review)."""
+
+    def _with_headers(self, *headers: tuple[str, bytes | None]) -> DeadLetter:
+        record = RawRecord("telecom.topup", 3, 1842, SUB, b"{", 1_764_900_000_412, headers)
+        return DeadLetter(record, "topup", RejectReason.INVALID_JSON, "JSONDecodeError", "x")
+
+    def test_its_headers_come_first_and_none_named_like_ours(self) -> None:
+        dl = self._with_headers(
+            ("traceparent", b"00-abc-01"),
+            ("__dlq.errors.reason", b"late"),  # forged, or a dead letter sent back by hand
+            ("empty", None),
+        )
+        _, _, _, headers = dead_letter_message("dlq", dl, AT)
+        pairs = list(headers or ())
+        assert pairs[:2] == [("traceparent", b"00-abc-01"), ("empty", None)]
+        assert [v for k, v in pairs if k == "__dlq.errors.reason"] == [b"invalid_json"]
+        assert len([k for k, _ in pairs if k.startswith("__dlq.")]) == 8
+
+    def test_its_timestamp_is_kept_to_the_millisecond(self) -> None:
+        headers = dict(dead_letter_headers(self._with_headers(), AT))
+        assert headers[ORIGINAL_TIMESTAMP] == b"2025-12-05T02:00:00.412+00:00"
+        no_time = DeadLetter(
+            RawRecord("t", 0, 1, None, b"{"), "topup", RejectReason.INVALID_JSON, "E", "m"
+        )
+        assert ORIGINAL_TIMESTAMP not in dict(dead_letter_headers(no_time, AT))
+
+    async def test_sent_without_its_value_it_leaves_its_headers_too(self) -> None:
+        producer = RefusingProducer(limit=10)
+        sink = DeadLetterSink(producer, "dlq", Metrics())
+        big = self._with_headers(("traceparent", b"00-abc-01"))
+        sink.add(DeadLetter(replace(big.record, value=b"{" * 100), *_rest(big)))
+        await asyncio.wait_for(sink.flush(), 5)
+        ((_, value, headers),) = producer.sent
+        assert value == b""
+        assert "traceparent" not in headers
+        assert headers[ORIGINAL_TIMESTAMP] == b"2025-12-05T02:00:00.412+00:00"
+
+
+def _rest(dl: DeadLetter) -> tuple[str, RejectReason, str, str]:
+    return (dl.event_type, dl.reason, dl.error_class, dl.message)

@@ -9,7 +9,7 @@ import datetime as dt
 import orjson
 import pytest
 
-from moments.deadletter_replay import still_out_of_time
+from moments.deadletter_replay import REPLAYED_HEADER, replay_headers, still_out_of_time
 from moments.deadletters import (
     NOT_AN_INPUT,
     UNKNOWN,
@@ -272,3 +272,29 @@ def test_a_cut_dead_letter_is_never_replayed() -> None:
     assert again.reason is RejectReason.TOO_LARGE
     assert again.message.startswith(f"the dead letter holds 65,536 of the record's {len(padded):,}")
     assert entry_document(entry)["original_size"] == len(padded)
+
+
+def test_the_original_headers_and_time_are_read_back_and_a_replay_restores_them() -> None:
+    record = RawRecord(
+        "p.telecom.topup",
+        1,
+        42,
+        SUB.encode(),
+        _topup(),
+        1_764_900_000_412,
+        (("traceparent", b"00-abc-01"), (REPLAYED_HEADER, b"dlq:0:3"), ("null", None)),
+    )
+    letter = DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then")
+    _, key, value, headers = dead_letter_message("dlq", letter, AT)
+    entry = parse_entry(0, 7, key, value, headers or ())
+    assert entry.headers == record.headers
+    assert entry.original_timestamp == dt.datetime(2025, 12, 5, 2, 0, 0, 412000, tzinfo=dt.UTC)
+    assert (entry.reason, entry.rejected_at) == ("invalid_event", AT)
+    assert replay_headers(entry, "dlq") == [
+        ("traceparent", b"00-abc-01"),
+        ("null", None),
+        (REPLAYED_HEADER, b"dlq:0:7"),  # the last replay's, not the first's
+    ]
+    doc = entry_document(entry)
+    assert doc["headers"][0] == ["traceparent", "00-abc-01"]
+    assert doc["original_timestamp"] == "2025-12-05T02:00:00.412000+00:00"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -27,7 +28,7 @@ from ruamel.yaml import YAML
 from moments.decoding import decode
 from moments.models import EVENT_MODELS, EventType
 from moments.outcomes import decode_outcome
-from moments.records import DeadLetter, RawRecord
+from moments.records import REASONS_EXPLAINED, DeadLetter, RawRecord, RejectReason
 from moments.schemas import (
     ASYNCAPI_FILE,
     DLQ_HEADER_PREFIX,
@@ -574,10 +575,12 @@ def test_asyncapi_dead_letter_headers() -> None:
             "offset",
             "exception.class.name",
             "exception.message",
+            "reason",
             "timestamp",
         )
     }
-    assert set(headers["properties"]) == expected
+    optional = {f"{DLQ_HEADER_PREFIX}original.{name}" for name in ("timestamp", "size")}
+    assert set(headers["properties"]) == expected | optional
     assert set(headers["required"]) == expected
     assert message["contentType"] == "application/octet-stream"
     example = message["examples"][0]
@@ -610,3 +613,33 @@ def test_asyncapi_payloads_are_the_json_schemas() -> None:
         assert not list(Draft202012Validator(file_schema).iter_errors(payload)), name
         broken = _with(payload, subscriber_id="not-digits")
         assert list(embedded.iter_errors(broken)), name
+
+
+def test_asyncapi_dead_letters_list_every_reason_the_worker_writes() -> None:
+    """The header's enum and the message's list are the enum's: a reason added to
+    `RejectReason` needs one line in `REASONS_EXPLAINED` (this test says which)."""
+    message = asyncapi_document()["components"]["messages"]["DeadLetter"]
+    enum = message["headers"]["properties"][f"{DLQ_HEADER_PREFIX}reason"]["enum"]
+    assert enum == [r.value for r in RejectReason]
+    missing = [r.value for r in RejectReason if r not in REASONS_EXPLAINED]
+    assert not missing, f"add a line for {missing} to moments.records.REASONS_EXPLAINED"
+    for reason, text in REASONS_EXPLAINED.items():
+        assert f"- `{reason.value}`: {text}" in message["description"]
+
+
+def test_asyncapi_dead_letter_class_names_are_the_ones_written() -> None:
+    """It said "fully qualified" with pydantic's module path; the worker writes short
+    names (producer-team review)."""
+    header = asyncapi_document()["components"]["messages"]["DeadLetter"]["headers"]
+    described = header["properties"][f"{DLQ_HEADER_PREFIX}exception.class.name"]["description"]
+    source = "".join(
+        (Path(__file__).parents[2] / "src" / "moments" / name).read_text()
+        for name in ("decoding.py", "engine.py", "outcomes.py")
+    )
+    # The error class is the argument after the reason: `RejectReason.X, "Name"`.
+    written = set(re.findall(r'RejectReason\.[A-Z_]+,\s+"([A-Za-z]+)"', source))
+    written |= {"ValidationError"}  # outcomes: type(exc).__name__
+    assert {"KeyMismatch", "OutOfTime", "TooLarge"} <= written
+    for name in written:
+        assert name in described, name
+    assert "pydantic_core" not in json.dumps(header)
