@@ -60,6 +60,9 @@ REASONS_EXPLAINED: dict[RejectReason, str] = {
     RejectReason.FUTURE: "valid, but dated ahead of the worker's clock by more than 15 minutes "
     "(or the lateness, if shorter): fix the producer's clock or zone (local time written "
     "with Z); `moments deadletter replay` sends it back once due",
+    RejectReason.DETECTOR_ERROR: "valid, but applying it failed: a fault of the detector or "
+    "its rules, not of the event (MomentsDetectorErrors; the worker log has the traceback); "
+    "nothing for the producer to do: the operators replay it once fixed",
 }
 """What each reason means and what the producer should do: the AsyncAPI document's
 DeadLetter message lists them (a test wants one for every reason)."""
