@@ -65,15 +65,16 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
     def verify_event_path(self, now: float, tp: TP) -> None:
-        """Faust's periodic check of a partition's path: for a hot topic only its fetch
-        part. Its stream and commit parts read a Faust stream's bookkeeping, which the
-        batch loop does not keep; during any stall over five minutes (Redis down, say)
-        they logged "Stream has not started processing" or "Has not committed" (about
-        20 ERROR lines every 7 s, 367 in a 7-minute Redis outage) with advice to raise
-        Faust timeouts. The loop's own health: /livez, moments_event_loop_stalled_seconds,
-        MomentsPartitionNotProgressing. Other topics (task outcomes) keep Faust's check."""
+        """Faust's periodic check of a partition's path, for the topics of Faust's own
+        streams only (task outcomes). Its stream and commit parts read a Faust stream's
+        bookkeeping, which the batch loop does not keep: during any stall over five
+        minutes (Redis down, say) they logged "Stream has not started processing" or
+        "Has not committed" (367 ERROR lines in a 7-minute Redis outage) with advice to
+        raise Faust timeouts. Its fetch part cannot fire with aiokafka 0.14: it takes the
+        partition's last fetch (wall-clock ms) from the monotonic clock, a time always in
+        the future (SRE drill). The batch loop's health is ours: /livez,
+        moments_event_loop_stalled_seconds, MomentsPartitionNotProgressing."""
         if tp.topic in cast("BatchConsumer", self.consumer).hot_topics:
-            self._verify_aiokafka_event_path(now, tp)
             return
         super().verify_event_path(now, tp)
 

@@ -181,13 +181,14 @@ class TestRebalanceSensor:
         assert sample(registry, "moments_consumer_rebalance_seconds_count") == 1
 
 
-def test_faust_checks_only_the_fetch_path_of_the_batch_loops_partitions(
+def test_faust_checks_only_the_paths_of_its_own_streams(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Faust's stream and commit checks read a Faust stream's bookkeeping, which the
     batch loop does not keep: through a Redis outage over five minutes they logged 367
-    "Has not committed" ERROR lines with advice to raise Faust timeouts (SRE drill). For
-    the input topics only the fetch check runs; other topics keep Faust's whole check."""
+    "Has not committed" ERROR lines with advice to raise Faust timeouts (SRE drill). The
+    input topics get none of it (its fetch part cannot fire: the test below); other
+    topics keep Faust's whole check."""
     from types import SimpleNamespace
 
     from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -205,4 +206,33 @@ def test_faust_checks_only_the_fetch_path_of_the_batch_loops_partitions(
     thread._verify_aiokafka_event_path = lambda now, tp: checked.append(("fetch", tp.topic))  # type: ignore[method-assign]
     thread.verify_event_path(1.0, TP("telecom.usage", 0))
     thread.verify_event_path(1.0, TP("moments.task-outcomes", 0))
-    assert checked == [("fetch", "telecom.usage"), ("faust", "moments.task-outcomes")]
+    assert checked == [("faust", "moments.task-outcomes")]
+
+
+def test_faust_fetch_check_cannot_see_a_fetch_ten_minutes_old() -> None:
+    """Why the batch loop's partitions need no fetch check of Faust's: it compares the
+    monotonic clock with aiokafka's wall-clock time of the last fetch (SRE drill). If a
+    Faust or aiokafka upgrade makes it see a stalled fetch, this fails: reconsider
+    `BatchConsumerThread.verify_event_path`."""
+    import time
+    from types import SimpleNamespace
+    from unittest.mock import Mock
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    last_fetch_ms = int(1000 * time.time()) - 600_000  # as aiokafka's fetcher sets it
+    assignment = SimpleNamespace(
+        active=True, state_value=lambda tp: SimpleNamespace(timestamp=last_fetch_ms)
+    )
+    kafka = SimpleNamespace(
+        _fetcher=SimpleNamespace(
+            _subscriptions=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        )
+    )
+    thread = object.__new__(faust_aiokafka.AIOKafkaConsumerThread)
+    thread._ensure_consumer = lambda: kafka  # type: ignore[method-assign]
+    thread.time_started = time.monotonic() - 3600
+    thread.tp_fetch_request_timeout_secs = 300.0
+    thread.log = Mock()  # type: ignore[misc]
+    assert thread._verify_aiokafka_event_path(time.monotonic(), TP("telecom.usage", 0)) is False
+    thread.log.error.assert_not_called()
