@@ -2,7 +2,8 @@
 
 For upstream teams: each line of a file is one record value, checked by the worker's own
 `moments.decoding.decode` (so the verdict is the worker's, reason and message included),
-keyed by its `subscriber_id` as a producer keyed by subscriber id would send it. The
+keyed by its `subscriber_id` as a producer keyed by subscriber id would send it, and held
+to the worker's clock check (an event dated over 15 minutes ahead of now is `future`). The
 event type comes from `--type` or from the line's `type` field (as `moments simulate
 --to-file` writes it); a worker ignores that field, like any unknown one.
 """
@@ -17,6 +18,7 @@ from typing import NamedTuple
 import orjson
 
 from moments.decoding import decode
+from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import EventType
 from moments.records import DeadLetter, RawRecord
 
@@ -54,15 +56,20 @@ class CheckTally:
         return sum(self.refused.values())
 
 
-def check_lines(lines: Iterable[bytes], event_type: EventType | None) -> Iterator[LineVerdict]:
-    """A verdict for each non-blank line, numbered from 1 (blank lines count)."""
+def check_lines(
+    lines: Iterable[bytes], event_type: EventType | None, now: float | None = None
+) -> Iterator[LineVerdict]:
+    """A verdict for each non-blank line, numbered from 1 (blank lines count); with
+    `now` (epoch seconds), an event dated further ahead than a worker takes is `future`."""
     for number, raw in enumerate(lines, 1):
         value = raw.strip()
         if value:
-            yield check_value(number, value, event_type)
+            yield check_value(number, value, event_type, now)
 
 
-def check_value(number: int, value: bytes, event_type: EventType | None) -> LineVerdict:
+def check_value(
+    number: int, value: bytes, event_type: EventType | None, now: float | None = None
+) -> LineVerdict:
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -89,7 +96,15 @@ def check_value(number: int, value: bytes, event_type: EventType | None) -> Line
             )
     sub = doc.get("subscriber_id")
     key = str(sub).encode() if sub is not None else None
-    result = decode(RawRecord(event_type.value, 0, number, key, value), event_type)
+    record = RawRecord(event_type.value, 0, number, key, value)
+    result = decode(record, event_type)
+    if result is not None and not isinstance(result, DeadLetter) and now is not None:
+        at, ahead = (
+            int(result.occurred_at.timestamp()),
+            allowed_ahead(int(LATENESS.total_seconds())),
+        )
+        if at > now + ahead:  # as the worker's clock check (moments.engine)
+            result = too_far_ahead(record, event_type, at, int(now), ahead)
     if isinstance(result, DeadLetter):
         return LineVerdict(
             number, event_type.value, result.reason.value, result.error_class, result.message

@@ -4,8 +4,10 @@ produce them, before they do (moments.eventcheck)."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gzip
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ CHECK_EXAMPLES = """
     moments events check --type usage billing-sample.jsonl     # one payload per line
     moments events check events.jsonl.gz                       # lines with a "type" field
     kcat -C -b broker:9092 -t telecom.topup -e | moments events check --type topup -
+    moments events check --now 2026-11-22T10:00:00+08:00 replayed-day.jsonl   # that day's clock
     moments events check --type roaming --json sample.jsonl | jq -r .message
 """
 PROGRESS_EVERY = 20_000
@@ -58,6 +61,14 @@ def add_events_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPar
         help='the event type of every line (default: each line\'s "type" field)',
     )
     check.add_argument(
+        "--now",
+        type=_instant,
+        default=None,
+        metavar="TIME",
+        help="the clock a worker would read them by, RFC 3339 (default: now); an event "
+        "dated over 15 minutes ahead of it is refused as `future`",
+    )
+    check.add_argument(
         "--json", action="store_true", help="one JSON object per refused line, on stdout"
     )
     check.add_argument(
@@ -67,6 +78,18 @@ def add_events_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPar
         metavar="N",
         help="refused lines printed (text output; all are counted; default 50)",
     )
+
+
+def _instant(text: str) -> dt.datetime:
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write an RFC 3339 time, e.g. 2026-11-22T10:00:00+08:00"
+        ) from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an offset, e.g. +08:00 or Z")
+    return at
 
 
 @contextmanager
@@ -98,6 +121,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         )
         return 2
     event_type = EventType(args.type) if args.type else None
+    now = args.now.timestamp() if args.now is not None else time.time()
     tally = CheckTally()
     shown = 0
     # Lines on stdout (for grep and jq), the count of lines checked on stderr. When both
@@ -117,7 +141,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     with progress:
         for name in args.files:
             with _lines(name) as lines:
-                for verdict in check_lines(lines, event_type):
+                for verdict in check_lines(lines, event_type, now):
                     tally.add(verdict)
                     if verdict.reason is not None and (args.json or shown < args.max_shown):
                         shown += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import sys
@@ -54,6 +55,30 @@ class TestVerdicts:
         assert "kind: Field required" in as_usage.message
         (untyped,) = check_lines([line(type=None)], EventType.TOPUP)
         assert untyped.reason is None
+
+    def test_an_event_ahead_of_the_clock_is_future_as_for_a_worker(self) -> None:
+        """The check took a 2030 time and local time written with Z; a worker refused
+        both as `future` (producer review)."""
+        now = dt.datetime.fromisoformat("2026-11-22T09:30:00+08:00").timestamp()
+        lines = [
+            line(occurred_at="2026-11-22T09:44:00+08:00"),  # 14 min ahead: taken
+            line(occurred_at="2026-11-22T09:30:00Z"),  # local time written with Z
+            line(occurred_at="2030-01-01T00:00:00+08:00"),
+        ]
+        verdicts = list(check_lines(lines, None, now))
+        assert [v.reason for v in verdicts] == [None, "future", "future"]
+        assert verdicts[1].message.startswith("occurred_at 2026-11-22T09:30:00Z is 28800 s ahead")
+        assert "local time written with Z?" in verdicts[1].message
+        assert [v.reason for v in check_lines(lines, None)] == [None, None, None]  # no clock
+
+    def test_the_cli_reads_by_the_clock_it_is_given(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "day.jsonl"
+        path.write_bytes(line(occurred_at="2026-11-22T18:00:00+08:00") + b"\n")
+        assert main(["events", "check", str(path)]) == 0  # by the wall clock: long past
+        assert main(["events", "check", "--now", "2026-11-22T09:30:00+08:00", str(path)]) == 1
+        assert ": future (topup): occurred_at" in capsys.readouterr().out
 
     def test_without_a_type_it_says_how_to_give_one(self) -> None:
         missing, unknown = check_lines([line(type=None), line(type="topups")], None)
