@@ -32,6 +32,7 @@ from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
 from rules.exceptions import RuleProblem, RulesError
+from rules.yamllimits import beyond_limits, too_large
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
@@ -228,6 +229,9 @@ def parse_calendar(name: str, text: str) -> HolidayCalendar:
 
     Raises `CalendarError` listing every problem as `file:line:column: message`."""
     problems: list[RuleProblem] = []
+    refused = beyond_limits(name, text)
+    if refused is not None:
+        raise CalendarError([refused])
     yaml = YAML(typ="rt")
     yaml.Constructor = _TextDates
     try:
@@ -261,6 +265,9 @@ def load_calendar(path: Path | None = None) -> HolidayCalendar:
     if path is None:
         return HolidayCalendar.default()
     try:
+        oversize = too_large(str(path), path.stat().st_size)
+        if oversize is not None:
+            raise CalendarError([oversize])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CalendarError(

@@ -38,6 +38,7 @@ from rules.series import Series, SeriesGroup
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import placeholders, unfilled
+from rules.yamllimits import beyond_limits, too_large
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -169,7 +170,12 @@ def load_rules(path: Path | None = None) -> RuleSet:
             texts = [(str(default_path), default_path.read_text(encoding="utf-8"))]
     else:
         try:
-            texts = [(str(p), p.read_text(encoding="utf-8")) for p in rule_files(path)]
+            files = rule_files(path)
+            # Sizes first: a file far over the limit is refused without being read.
+            oversize = [p for p in (too_large(str(f), f.stat().st_size) for f in files) if p]
+            if oversize:
+                raise RulesError(oversize)
+            texts = [(str(p), p.read_text(encoding="utf-8")) for p in files]
         except OSError as exc:
             raise RulesError(
                 [RuleProblem(str(path), 1, 1, f"cannot read: {exc.strerror}")]
@@ -184,6 +190,10 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
     that a rules file names (`special_days: {calendar: ...}`) may sit among them, as it
     does in a rules folder: it is loaded as that calendar, not as rules."""
     problems: list[RuleProblem] = []
+    # Before any loading: the loaders recurse and follow aliases (rules.yamllimits).
+    refused = {name: p for name, text in texts if (p := beyond_limits(name, text)) is not None}
+    problems.extend(refused.values())
+    texts = [(name, text) for name, text in texts if name not in refused]
     calendars = _calendars_named(texts)
     texts = [(name, text) for name, text in texts if _resolved(name) not in calendars]
     files = [f for f in (_parse(name, text, problems) for name, text in texts) if f is not None]

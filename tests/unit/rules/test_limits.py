@@ -1,0 +1,137 @@
+"""A hostile or runaway rules file is refused quickly, with its file, line and the fix,
+before the loader recurses into it or expands its aliases."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from moments.cli import main
+from rules import yamllimits
+from rules.calendar import CalendarError, parse_calendar
+from rules.catalog import load_rules, load_texts
+from rules.exceptions import RulesError
+
+DEEP = "rules: " + "[" * 5000 + "]" * 5000
+"""The review's file: every worker watching it crashed with RecursionError."""
+
+LAUGHS = "lol0: &l0 [a,a,a,a,a,a,a,a,a,a]\n" + "".join(
+    f"lol{i}: &l{i} [{','.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 8)
+)
+"""The review's "billion laughs": ~400 bytes standing for 10 million values."""
+
+RULE = """\
+rules:
+  - id: r
+    description: d
+    on: [usage]
+    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a, description: d}
+"""
+
+
+def refused(text: str, name: str = "r.yaml") -> list[str]:
+    started = time.monotonic()
+    with pytest.raises(RulesError) as err:
+        load_texts([(name, text)])
+    assert time.monotonic() - started < 5, "refusing took longer than a worker can wait"
+    return [str(p) for p in err.value.problems]
+
+
+class TestRefusedBeforeLoading:
+    def test_nesting_thousands_deep_is_refused_where_it_passes_the_limit(self) -> None:
+        assert refused(DEEP) == [
+            "r.yaml:1:71: nested more than 64 levels deep (the default catalog nests 7); "
+            "check the brackets and the indentation here"
+        ]
+
+    def test_an_alias_bomb_is_refused_at_its_first_anchor(self) -> None:
+        assert refused(LAUGHS) == [
+            "r.yaml:1:7: YAML anchor &l0 is not allowed; rules files hold plain data: write "
+            "the value out in full where it is used (anchors and aliases, `<<:` merges "
+            "included, are refused)"
+        ]
+
+    def test_a_merge_key_is_refused_at_its_alias(self) -> None:
+        """An anchor is refused where it stands; its alias too (an anchor-less alias is a
+        syntax error, so a merge needs both: the first one found is reported)."""
+        text = RULE + "series:\n  s: {on: [usage]}\n  t:\n    <<: *base\n"
+        (found,) = refused(text)
+        assert found.startswith("r.yaml:9:9: YAML alias *base is not allowed")
+
+    def test_a_file_over_1_mib_is_refused_naming_the_limit(self) -> None:
+        text = RULE + "#" * yamllimits.MAX_FILE_BYTES
+        (found,) = refused(text)
+        assert found == (
+            f"r.yaml:1:1: file is {len(text):,} bytes, over the limit of 1,048,576 (1 MiB); "
+            "split the rules into several files of a rules folder"
+        )
+
+    def test_a_file_over_1_mib_on_disk_is_refused_unread(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        big = tmp_path / "big.yaml"
+        big.write_text(RULE + "#" * yamllimits.MAX_FILE_BYTES)
+
+        def no_read(*_: object, **__: object) -> str:
+            raise AssertionError("an oversize file was read")
+
+        monkeypatch.setattr(Path, "read_text", no_read)
+        with pytest.raises(RulesError) as err:
+            load_rules(tmp_path)
+        (problem,) = err.value.problems
+        assert (problem.file, problem.line) == (str(big), 1)
+        assert "over the limit of 1,048,576 (1 MiB)" in problem.message
+
+    def test_too_many_values_are_refused_at_the_first_past_the_limit(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(yamllimits, "MAX_NODES", 10)
+        (found,) = refused("rules: [" + "a, " * 20 + "]\n")
+        assert found == (
+            "r.yaml:1:30: more than 10 YAML values in one file (the default catalog holds "
+            "under 1,000); split the rules into several files of a rules folder"
+        )
+
+    def test_the_default_catalog_is_well_within_the_limits(self) -> None:
+        text = (Path(yamllimits.__file__).parent / "catalog" / "default.yaml").read_text()
+        assert yamllimits.beyond_limits("default.yaml", text) is None
+        assert len(text.encode()) < yamllimits.MAX_FILE_BYTES / 50
+
+    def test_a_yaml_syntax_error_is_left_to_the_loader_and_its_position(self) -> None:
+        assert refused("rules:\n  - id: [unclosed\n")[0].startswith("r.yaml:3:1: YAML syntax")
+
+    def test_a_calendar_file_is_held_to_the_same_limits(self) -> None:
+        with pytest.raises(CalendarError) as err:
+            parse_calendar("op.yaml", "holidays: " + "[" * 5000 + "]" * 5000)
+        assert str(err.value).startswith("op.yaml:1:74: nested more than 64 levels deep")
+
+
+class TestCommand:
+    @pytest.mark.parametrize(
+        ("text", "expected"), [(DEEP, ":1:71: nested"), (LAUGHS, ":1:7: YAML")]
+    )
+    def test_validate_refuses_with_the_position_not_a_traceback(
+        self, text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        assert main(["rules", "validate", str(path)]) == 1
+        assert capsys.readouterr().out.startswith(f"{path}{expected}")
+
+    def test_a_worker_started_on_a_deep_file_stops_with_the_message(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Before any connection: start-up loads the rules first."""
+        path = tmp_path / "deep.yaml"
+        path.write_text(DEEP)
+        monkeypatch.chdir(tmp_path)  # no .env of the developer's
+        monkeypatch.setenv("MOMENTS_RULES", str(path))
+        assert main(["worker"]) == 1
+        err = capsys.readouterr().err
+        assert f"moments: rules refused:\n{path}:1:71: nested more than 64 levels" in err
+        assert "Traceback" not in err
