@@ -64,6 +64,15 @@ class Reloader:
             log.error("rules reload refused (the rules in force stay):\n%s", exc)
             self.record("error", None)
             return "error"
+        except Exception:  # a loader bug must not stop the worker: the rules in force stay
+            log.exception(
+                "rules reload of %s failed unexpectedly (the rules in force stay): a bug in "
+                "moments; report it with this traceback and the file (`moments rules "
+                "validate` reads it the same way)",
+                self.path or "the packaged catalog",
+            )
+            self.record("error", None)
+            return "error"
         self.install(rules)
         log.info("rules reloaded: %d rule(s) from %s", len(rules), self.path or "the catalog")
         self.record("ok", len(rules))

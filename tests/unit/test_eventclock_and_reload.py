@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from moments.eventclock import EventClock
 from moments.reload import Reloader
@@ -119,3 +122,40 @@ class TestReloader:
         reloader.request()
         assert reloader.check() == "ok"
         assert len(installed[0]) == len(load_rules())
+
+    def test_a_file_the_loader_chokes_on_keeps_the_rules_in_force(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Any exception while loading is a refusal, logged with its traceback and counted:
+        a RecursionError from a deep file crashed the worker."""
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+
+        def choke(_: Path | None) -> RuleSet:
+            raise RecursionError("maximum recursion depth exceeded")
+
+        installed: list[RuleSet] = []
+        recorded: list[tuple[str, int | None]] = []
+        reloader = Reloader(path, installed.append, lambda r, n: recorded.append((r, n)), choke)
+        path.write_text(GOOD + "\n")
+        with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() == "error"
+        assert installed == []
+        assert recorded == [("error", None)]
+        (record,) = caplog.records
+        assert "the rules in force stay" in record.getMessage()
+        assert record.exc_info is not None
+        assert record.exc_info[0] is RecursionError
+
+    def test_a_deeply_nested_file_is_refused_and_named(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        reloader, installed, recorded = self.make(path)
+        path.write_text("rules: " + "[" * 5000 + "]" * 5000)
+        with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() == "error"
+        assert installed == []
+        assert recorded == [("error", None)]
+        assert f"{path}:1:71: nested more than 64 levels deep" in caplog.text
