@@ -366,17 +366,21 @@ def register_agents(
         @app.timer(interval=settings.rules_reload_seconds)  # type: ignore[untyped-decorator]
         async def reload_rules() -> None:
             """A changed rules file (or SIGHUP) swaps the rules in between batches."""
-            runtime.reloader.check()
+            await runtime.reloader.check_off_loop()
 
     @app.timer(interval=max(1.0, settings.pending_redrive_seconds / 3))  # type: ignore[untyped-decorator]
     async def redrive_pending() -> None:
         if runtime.ready.is_set():
             await runtime.redrive()
 
+    reloading: set[asyncio.Task[str | None]] = set()  # held until done (asyncio keeps weak refs)
+
     def reload_on_signal() -> None:
         log.info("SIGHUP: reloading the rules")
         runtime.reloader.request()
-        runtime.reloader.check()
+        task = asyncio.get_running_loop().create_task(runtime.reloader.check_off_loop())
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
 
     async def stop_runtime(*_: Any, **__: Any) -> None:
         await runtime.stop()

@@ -3,6 +3,7 @@ refused with its problems and the rules in force stay."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class Reloader:
     load: Callable[[Path | None], RuleSet] = load_rules
     last: Signature = field(default=())
     requested: bool = False
+    loading: bool = False
 
     def __post_init__(self) -> None:
         self.last = signature(self.path)
@@ -51,19 +53,43 @@ class Reloader:
         """Reload at the next check whatever the files say (SIGHUP)."""
         self.requested = True
 
-    def check(self) -> str | None:
-        """Reload when asked or when a file changed: "ok", "error", or None (no change)."""
+    def due(self) -> bool:
+        """Whether to load now (asked, or a file changed); the change counts as seen."""
         current = signature(self.path)
         if not self.requested and current == self.last:
-            return None
+            return False
         self.requested = False
         self.last = current
+        return True
+
+    def check(self) -> str | None:
+        """Reload when asked or when a file changed: "ok", "error", or None (no change)."""
+        if not self.due():
+            return None
+        return self._finish(self._load())
+
+    async def check_off_loop(self) -> str | None:
+        """`check`, loading in a thread: a large file takes seconds to parse, which would
+        hold the event loop (batches, heartbeats, /livez). The rules are installed here, on
+        the loop. A call while a load runs returns None; that load looks again when it
+        ends, so a SIGHUP meanwhile is not lost."""
+        if self.loading:
+            return None
+        self.loading = True
         try:
-            rules = self.load(self.path)
+            result = None
+            while self.due():
+                result = self._finish(await asyncio.to_thread(self._load))
+            return result
+        finally:
+            self.loading = False
+
+    def _load(self) -> RuleSet | None:
+        """The rules, or None when refused (logged). Touches nothing shared: runs in a thread."""
+        try:
+            return self.load(self.path)
         except RulesError as exc:
             log.error("rules reload refused (the rules in force stay):\n%s", exc)
-            self.record("error", None)
-            return "error"
         except Exception:  # a loader bug must not stop the worker: the rules in force stay
             log.exception(
                 "rules reload of %s failed unexpectedly (the rules in force stay): a bug in "
@@ -71,6 +97,10 @@ class Reloader:
                 "validate` reads it the same way)",
                 self.path or "the packaged catalog",
             )
+        return None
+
+    def _finish(self, rules: RuleSet | None) -> str:
+        if rules is None:
             self.record("error", None)
             return "error"
         self.install(rules)

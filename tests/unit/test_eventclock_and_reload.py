@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,68 @@ class TestReloader:
         assert installed == []
         assert recorded == [("error", None)]
         assert f"{path}:1:71: nested more than 64 levels deep" in caplog.text
+
+
+class TestReloadOffTheLoop:
+    """The worker's timer and SIGHUP load in a thread and install on the event loop."""
+
+    async def test_the_loop_runs_while_a_file_loads_and_the_rules_go_in_on_it(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        loaded_in: list[threading.Thread] = []
+        installed_in: list[threading.Thread] = []
+        loop, started, release = asyncio.get_running_loop(), asyncio.Event(), threading.Event()
+
+        def slow_load(where: Path | None) -> RuleSet:
+            loaded_in.append(threading.current_thread())
+            loop.call_soon_threadsafe(started.set)
+            release.wait(5)
+            return load_rules(where)
+
+        reloader = Reloader(
+            path,
+            lambda _: installed_in.append(threading.current_thread()),
+            lambda r, n: None,
+            slow_load,
+        )
+        path.write_text(GOOD + "\n")
+        check = asyncio.create_task(reloader.check_off_loop())
+        await asyncio.wait_for(started.wait(), 5)  # the loop goes on while the file loads
+        assert await reloader.check_off_loop() is None  # one load at a time
+        release.set()
+        assert await check == "ok"
+        assert loaded_in[0] is not threading.current_thread()
+        assert installed_in == [threading.current_thread()]
+
+    async def test_a_request_during_a_load_is_served_when_it_ends(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        loop, started, release = asyncio.get_running_loop(), asyncio.Event(), threading.Event()
+
+        def slow_load(where: Path | None) -> RuleSet:
+            loop.call_soon_threadsafe(started.set)
+            release.wait(5)
+            return load_rules(where)
+
+        recorded: list[tuple[str, int | None]] = []
+        reloader = Reloader(path, lambda _: None, lambda r, n: recorded.append((r, n)), slow_load)
+        reloader.request()
+        check = asyncio.create_task(reloader.check_off_loop())
+        await asyncio.wait_for(started.wait(), 5)
+        reloader.request()  # SIGHUP while the first load runs
+        release.set()
+        assert await check == "ok"
+        assert recorded == [("ok", 1), ("ok", 1)]
+
+    async def test_a_refusal_off_the_loop_keeps_the_rules_in_force(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        installed: list[RuleSet] = []
+        recorded: list[tuple[str, int | None]] = []
+        reloader = Reloader(path, installed.append, lambda r, n: recorded.append((r, n)))
+        path.write_text("rules: " + "[" * 5000 + "]" * 5000)
+        assert await reloader.check_off_loop() == "error"
+        assert installed == []
+        assert recorded == [("error", None)]
