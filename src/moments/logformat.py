@@ -10,18 +10,37 @@ all go through the same formatter, after the PII masking of `moments.logmask`.
 from __future__ import annotations
 
 import logging
+from types import TracebackType
 from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+from moments.logmask import clean_text
 
 FIELDS = "%(levelname)s %(name)s %(process)d %(message)s"
 RENAMED = {"levelname": "level", "name": "logger", "exc_info": "exception"}
 
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+class CleanJsonFormatter(JsonFormatter):
+    """python-json-logger formats a record's traceback afresh from `exc_info`, never
+    reading the `exc_text` that `moments.logmask` cleaned: the traceback (its message,
+    its source lines) showed subscriber numbers and passwords in clear. Cleaned here as
+    the text log's is; the stack of `stack_info=True` too."""
+
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802 - logging's name
+        return clean_text(str(super().formatException(ei)))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return clean_text(str(super().formatStack(stack_info)))
+
 
 def json_formatter() -> logging.Formatter:
     """One JSON object per record: level, logger, process, message, the exception's
-    traceback as one string when there is one, and the time (ISO 8601, UTC)."""
-    from pythonjsonlogger.json import JsonFormatter
-
-    return JsonFormatter(FIELDS, rename_fields=RENAMED, timestamp="time")
+    traceback as one string when there is one, and the time (ISO 8601, UTC); numbers
+    and secrets masked everywhere, as in the text log."""
+    return CleanJsonFormatter(FIELDS, rename_fields=RENAMED, timestamp="time")
 
 
 def faust_logging_config() -> dict[str, Any]:

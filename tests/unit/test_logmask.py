@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
+from moments.logformat import json_formatter
 from moments.logmask import install_pii_masking, mask_text
 from moments.models import UsageEvent
 from moments.settings import load_settings
@@ -164,3 +167,49 @@ class TestSecrets:
             kafka_sasl_password="kafka-pw",
         )
         assert sorted(settings.secret_values()) == ["kafka-pw", "metrics-pw", "url-pw"]
+
+
+class TestJsonLines:
+    """MOMENTS_LOG_FORMAT=json cleans a traceback and a stack as the text log does
+    (python-json-logger formatted the traceback afresh, numbers and passwords in clear)."""
+
+    def lines(self, formatter: logging.Formatter, log: Callable[[logging.Logger], None]) -> str:
+        out = io.StringIO()
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(formatter)
+        logger = logging.getLogger("moments.test.json")
+        logger.addHandler(handler)
+        try:
+            log(logger)
+        finally:
+            logger.removeHandler(handler)
+        return out.getvalue()
+
+    @staticmethod
+    def log_exception(logger: logging.Logger) -> None:
+        try:
+            raise ValueError(f"subscriber {SUB!r} password S3cretPass")
+        except ValueError:
+            logger.exception("reload failed")
+
+    def test_a_traceback_is_cleaned_in_the_json_line_as_in_the_text_line(
+        self, masking: None
+    ) -> None:
+        install_pii_masking(True, ["S3cretPass"])
+        text = self.lines(logging.Formatter(), self.log_exception)
+        (line,) = self.lines(json_formatter(), self.log_exception).splitlines()
+        exception = orjson.loads(line)["exception"]
+        for shown in (text, exception):
+            assert "ValueError: subscriber '138****8001' password ****" in shown
+            assert SUB not in shown
+            assert "S3cretPass" not in shown
+
+    def test_a_stack_is_cleaned_in_the_json_line(self, masking: None) -> None:
+        install_pii_masking(True, ["S3cretPass"])
+
+        def log_stack(logger: logging.Logger) -> None:
+            logger.warning("where", stack_info=True)  # 13800138001 S3cretPass
+
+        (line,) = self.lines(json_formatter(), log_stack).splitlines()
+        stack = orjson.loads(line)["stack_info"]
+        assert "# 138****8001 ****" in stack
