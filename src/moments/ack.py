@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from moments.connections import kafka_client_kwargs, redis_client
 from moments.models import OutcomeStatus, TaskOutcome
+from moments.redisurl import redacted_url
 from moments.settings import Settings
 from sinks.ledger import TaskLedger
 
@@ -57,7 +58,7 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
         await redis.aclose()
     if not body:
         raise AckError(
-            f"task {task_id} is unknown or expired in {settings.redis_url} "
+            f"task {task_id} is unknown or expired in {redacted_url(settings.redis_url)} "
             f"(app id {settings.app_id}); pass --subscriber MSISDN to ack it anyway"
         )
     return str(orjson.loads(body)["subscriber_id"])

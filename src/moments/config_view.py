@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from moments.connections import redacted_url
+from moments.redisurl import redacted_url
 from moments.secret_files import file_variable
 from moments.settings import Settings
 

@@ -16,7 +16,9 @@ import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from moments import redisurl
 from moments.exceptions import ConfigError
+from moments.redisurl import redacted_url
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -76,12 +78,13 @@ def security_problems(settings: Settings) -> list[str]:
             "MOMENTS_KAFKA_SSL_CERTFILE and MOMENTS_KAFKA_SSL_KEYFILE go together; set both or none"
         )
     url = urlsplit(settings.redis_url)
-    if (url.username or url.password) and (
+    if any(redisurl.login(settings.redis_url)) and (
         settings.redis_username or settings.redis_password is not None
     ):
         problems.append(
-            "MOMENTS_REDIS_URL carries credentials and MOMENTS_REDIS_USERNAME/PASSWORD are set "
-            "too; keep them in MOMENTS_REDIS_PASSWORD(_FILE) only"
+            "MOMENTS_REDIS_URL carries credentials (user:password@ or ?username=/?password=) "
+            "and MOMENTS_REDIS_USERNAME/PASSWORD are set too; keep them in "
+            "MOMENTS_REDIS_USERNAME and MOMENTS_REDIS_PASSWORD(_FILE) only"
         )
     if settings.redis_ssl_cafile is not None and url.scheme != "rediss":
         problems.append(
@@ -295,7 +298,7 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
 
     where = f"Redis {redacted_url(settings.redis_url)}"
     if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError):
-        user = settings.redis_username or urlsplit(settings.redis_url).username or "default"
+        user = settings.redis_username or redisurl.login(settings.redis_url)[0] or "default"
         return (
             f"{where} refused the login of user {user!r} ({exc}); check MOMENTS_REDIS_USERNAME "
             "and MOMENTS_REDIS_PASSWORD (or MOMENTS_REDIS_PASSWORD_FILE)"
@@ -358,14 +361,3 @@ def require_redis(settings: Settings, why: str) -> None:
             f"Redis {redacted_url(settings.redis_url)} is not reachable ({why}); start it or "
             "set MOMENTS_REDIS_URL"
         )
-
-
-def redacted_url(url: str) -> str:
-    """The URL with any password replaced by `****`."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return parts._replace(netloc=f"{user}:****@{host}{port}").geturl()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Sequence
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from moments.connections import kafka_client_kwargs, redacted_url, redis_client
+from moments.connections import kafka_client_kwargs, redis_client
 from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
@@ -30,6 +30,7 @@ from moments.outcomes import handle_outcomes
 from moments.partitioning import PartitionCheck
 from moments.producer import start_producer
 from moments.records import RawRecord
+from moments.redisurl import redacted_url
 from moments.reload import Reloader
 from moments.settings import Settings
 from moments.shutdown import within

@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from moments import redisurl
 from moments.exceptions import ConfigError
 
 _BOOTSTRAP_HELP = "write host:port[,host:port], e.g. 127.0.0.1:9092"
@@ -277,9 +278,8 @@ class Settings(BaseSettings):
         return value
 
     def secret_values(self) -> list[str]:
-        """Every password set (SecretStr fields and one in MOMENTS_REDIS_URL), for log redaction."""
-        from urllib.parse import urlsplit
-
+        """Every password set (SecretStr fields, and in MOMENTS_REDIS_URL's user part or
+        query, as written and decoded), for log redaction."""
         values = [
             value.get_secret_value()
             for value in (
@@ -290,9 +290,7 @@ class Settings(BaseSettings):
             )
             if value is not None
         ]
-        url_password = urlsplit(self.redis_url).password
-        if url_password:
-            values.append(url_password)
+        values += redisurl.passwords(self.redis_url)
         return [v for v in values if v]
 
     def topic(self, name: str) -> str:
@@ -350,9 +348,7 @@ def load_settings(**overrides: object) -> Settings:
             if "PASSWORD" in loc:
                 shown = "**********"
             elif loc == "REDIS_URL":
-                from moments.connections import redacted_url
-
-                shown = repr(redacted_url(str(err.get("input"))))
+                shown = repr(redisurl.redacted_url(str(err.get("input"))))
             message = str(err["msg"]).removeprefix("Value error, ")
             lines.append(f"MOMENTS_{loc}: {message} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

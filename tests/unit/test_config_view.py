@@ -64,3 +64,13 @@ class TestEffectiveConfig:
         assert "MOMENTS_METRICS_PASSWORD" in out
         assert "redis-secret" not in out
         assert "metrics-secret" not in out
+
+    def test_a_password_in_the_redis_urls_query_is_masked(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("MOMENTS_REDIS_URL", "redis://127.0.0.1:1/0?password=S3cretPW")
+        assert main(["config", "show"]) == 0
+        assert main(["config", "show", "--json"]) == 0
+        out = capsys.readouterr().out
+        assert "redis://127.0.0.1:1/0?password=****" in out
+        assert "S3cretPW" not in out

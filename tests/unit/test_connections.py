@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import trustme
 
 from moments.connections import (
+    check_redis,
     describe_kafka_failure,
     faust_broker_credentials,
     kafka_client_kwargs,
@@ -17,6 +19,7 @@ from moments.connections import (
     redis_client,
 )
 from moments.exceptions import ConfigError
+from moments.redisurl import login
 from moments.settings import load_settings
 
 
@@ -121,6 +124,14 @@ class TestRefusedAtLoad:
                 {"redis_url": "redis://:pw@localhost:6379/0", "redis_password": "pw"},
                 "MOMENTS_REDIS_PASSWORD",
             ),
+            (
+                {"redis_url": "redis://localhost:6379/0?password=pw", "redis_password": "pw"},
+                "MOMENTS_REDIS_PASSWORD",
+            ),
+            (
+                {"redis_url": "redis://localhost:6379/0?username=u", "redis_username": "u"},
+                "MOMENTS_REDIS_USERNAME",
+            ),
             ({"redis_ssl_cafile": Path(__file__)}, "rediss://"),
             ({"metrics_username": "prom"}, "MOMENTS_METRICS_PASSWORD"),
             ({"kafka_sasl_mechanism": "GSSAPI"}, "MOMENTS_KAFKA_SASL_MECHANISM"),
@@ -198,6 +209,63 @@ class TestRedisClient:
     def test_redacted_url(self) -> None:
         assert redacted_url("redis://u:p%40ss@h:6379/0") == "redis://u:****@h:6379/0"
         assert redacted_url("redis://h:6379/0") == "redis://h:6379/0"
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("redis://127.0.0.1:1/0?password=S3cretPW", "redis://127.0.0.1:1/0?password=****"),
+            (
+                "rediss://u:pw@h:6380/0?db=1&password=a%2Bb+c&username=bob",
+                "rediss://u:****@h:6380/0?db=1&password=****&username=bob",
+            ),
+            ("redis://:pw@[::1]:6379/0", "redis://:****@[::1]:6379/0"),
+            (
+                "unix:///run/redis.sock?password=pw&db=2",
+                "unix:///run/redis.sock?password=****&db=2",
+            ),
+            ("redis://h:6379/0?pass%77ord=pw", "redis://h:6379/0?pass%77ord=****"),
+        ],
+    )
+    def test_a_password_in_the_query_is_redacted_too(self, url: str, shown: str) -> None:
+        """redis-py logs in with `?password=` as with `user:password@`."""
+        assert redacted_url(url) == shown
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "redis://127.0.0.1:1/0?password=S3cretPW",
+            "redis://u:p%40ss@h:6379/0?password=query-pw&username=q",
+            "redis://h/0?username=bob&password=a%2Bb+c",
+            "redis://:only-pw@h/0",
+            "redis://h:6379/0",
+        ],
+    )
+    def test_the_login_read_from_the_url_is_redis_pys(self, url: str) -> None:
+        from redis.connection import parse_url
+
+        parsed = parse_url(url)
+        assert login(url) == (parsed.get("username"), parsed.get("password"))
+
+    async def test_the_client_logs_in_with_the_querys_password(self) -> None:
+        """Why the query must be redacted: the client does use it."""
+        client = redis_client(load_settings(redis_url="redis://h:6379/0?password=S3cretPW"))
+        try:
+            assert client.connection_pool.connection_kwargs["password"] == "S3cretPW"
+        finally:
+            await client.aclose()
+
+    def test_every_form_of_a_url_password_is_a_secret_to_redact(self) -> None:
+        settings = load_settings(redis_url="redis://u:p%40ss@h:6379/0?password=a%2Bb+c")
+        assert sorted(settings.secret_values()) == sorted(["p%40ss", "p@ss", "a%2Bb+c", "a+b c"])
+
+    async def test_an_unreachable_redis_is_logged_without_the_password(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        settings = load_settings(redis_url="redis://127.0.0.1:1/0?password=S3cretPW")
+        with caplog.at_level(logging.WARNING, "moments.connections"):
+            assert await check_redis(settings, timeout_s=1) is False
+        assert "Redis redis://127.0.0.1:1/0?password=**** not reachable yet" in caplog.text
+        assert "S3cretPW" not in caplog.text
 
 
 class TestWiring:
