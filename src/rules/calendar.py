@@ -371,7 +371,10 @@ def _position(doc: Any, loc: Sequence[str | int], at_key: bool = False) -> tuple
         if isinstance(node, CommentedMap) and part in node:
             child = node[part]
             nested = isinstance(child, CommentedMap | CommentedSeq)
-            pos = node.lc.key(part) if nested or at_key else node.lc.value(part)
+            try:
+                pos = node.lc.key(part) if nested or at_key else node.lc.value(part)
+            except KeyError:  # merged in with `<<:`: no position of its own
+                break
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
             child = node[part]
             pos = node.lc.item(part)

@@ -396,6 +396,16 @@ _PLAIN_TAGS = frozenset(
 )
 
 
+def _key_at(node: CommentedMap, key: Any) -> tuple[int, int] | None:
+    """Line and column (0-based) of `key` in `node`; None for a key merged in with `<<:`,
+    which ruamel keeps no position of."""
+    try:
+        line, col = node.lc.key(key)
+    except KeyError:
+        return None
+    return line, col
+
+
 def _tagged(node: Any, where: tuple[int, int] = (1, 1)) -> tuple[str, tuple[int, int]] | None:
     """The first explicit YAML tag in the document, with its position."""
     tag = getattr(node, "tag", None)
@@ -404,8 +414,8 @@ def _tagged(node: Any, where: tuple[int, int] = (1, 1)) -> tuple[str, tuple[int,
         return str(value).replace("tag:yaml.org,2002:", "!!"), where
     if isinstance(node, CommentedMap):
         for key in node:
-            line, col = node.lc.key(key)
-            found = _tagged(node[key], (line + 1, col + 1))
+            pos = _key_at(node, key)
+            found = _tagged(node[key], (pos[0] + 1, pos[1] + 1) if pos else where)
             if found:
                 return found
     elif isinstance(node, CommentedSeq):
@@ -736,7 +746,9 @@ def _position(doc: Any, loc: Sequence[str | int]) -> tuple[int, int]:
     node, line, col = doc, 1, 1
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
-            pos = node.lc.key(part)
+            pos = _key_at(node, part)
+            if pos is None:  # merged in: the map's own position
+                break
             line, col = pos[0] + 1, pos[1] + 1
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):

@@ -4,10 +4,14 @@ Loading is recursive and alias-following: a file nested thousands of levels deep
 `RecursionError`, and a few hundred bytes of anchors and aliases ("billion laughs") stand
 for millions of values that the checks after loading walk one by one. Both would stop a
 worker's event loop, so such a file is refused here, from YAML's event stream (read
-without recursion and without expanding aliases), before anything is built from it.
+without recursion; an alias counted as what its anchor stands for, not expanded), before
+anything is built from it. Anchors and aliases themselves are allowed: a rules file may
+share a task block between rules.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -43,51 +47,75 @@ def too_large(name: str, size: int) -> RuleProblem | None:
 
 
 def beyond_limits(name: str, text: str) -> RuleProblem | None:
-    """The first reason `text` must not be loaded (too large, an anchor or alias, nested
-    too deep, too many values), with its position; None when it may be loaded. A YAML
-    syntax error is left to the loader, which reports it with its position."""
+    """The first reason `text` must not be loaded (too large, nested too deep, too many
+    values, an alias inside the value it names), with its position; None when it may be
+    loaded. An alias counts as the values and levels its anchor stands for, each time it
+    is used: that is what the loaded document holds, and what the checks after loading
+    walk. A YAML syntax error is left to the loader, which reports it with its position."""
     problem = too_large(name, len(text.encode("utf-8")))
     if problem is not None:
         return problem
-    depth = nodes = 0
+    nodes = 0
+    enclosing: list[_Open] = []
+    anchored: dict[str, tuple[int, int]] = {}  # anchor -> (values, levels) it stands for
     try:
         for event in YAML(typ="rt").parse(text):
             if isinstance(event, CollectionEndEvent):
-                depth -= 1
+                done = enclosing.pop()
+                if done.anchor is not None:
+                    anchored[done.anchor] = (nodes - done.nodes_before, done.levels)
+                if enclosing:
+                    enclosing[-1].levels = max(enclosing[-1].levels, done.levels + 1)
                 continue
             if not isinstance(event, NodeEvent):
                 continue
             mark = event.start_mark
             line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-            if isinstance(event, AliasEvent) or event.anchor is not None:
-                sign = "alias *" if isinstance(event, AliasEvent) else "anchor &"
-                return RuleProblem(
-                    name,
-                    line,
-                    col,
-                    f"YAML {sign}{event.anchor} is not allowed; rules files hold plain data: "
-                    "write the value out in full where it is used (anchors and aliases, "
-                    "`<<:` merges included, are refused)",
-                )
-            nodes += 1
+            values, levels = 1, 0
+            if isinstance(event, AliasEvent):
+                if any(o.anchor == event.anchor for o in enclosing):
+                    return RuleProblem(
+                        name,
+                        line,
+                        col,
+                        f"YAML alias *{event.anchor} is inside the value it names "
+                        f"(&{event.anchor}), which would never end; write the value out",
+                    )
+                values, levels = anchored.get(str(event.anchor), (1, 0))
+            elif isinstance(event, CollectionStartEvent):
+                enclosing.append(_Open(event.anchor, nodes))
+            elif event.anchor is not None:
+                anchored[event.anchor] = (1, 0)
+            nodes += values
             if nodes > MAX_NODES:
                 return RuleProblem(
                     name,
                     line,
                     col,
-                    f"more than {MAX_NODES:,} YAML values in one file (the default catalog "
-                    "holds under 1,000); split the rules into several files of a rules folder",
+                    f"more than {MAX_NODES:,} YAML values in one file, each alias counting "
+                    "as the values it stands for (the default catalog holds under 1,000); "
+                    "split the rules into several files of a rules folder",
                 )
-            if isinstance(event, CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    return RuleProblem(
-                        name,
-                        line,
-                        col,
-                        f"nested more than {MAX_DEPTH} levels deep (the default catalog "
-                        "nests 7); check the brackets and the indentation here",
-                    )
+            if len(enclosing) + levels > MAX_DEPTH:
+                expanded = f" once *{event.anchor} is expanded" if levels else ""
+                return RuleProblem(
+                    name,
+                    line,
+                    col,
+                    f"nested more than {MAX_DEPTH} levels deep{expanded} (the default catalog "
+                    "nests 7); check the brackets and the indentation here",
+                )
+            if levels and enclosing:
+                enclosing[-1].levels = max(enclosing[-1].levels, levels + 1)
     except YAMLError:
         return None
     return None
+
+
+@dataclass
+class _Open:
+    """A map or list being read: its anchor, the values before it, the levels in it."""
+
+    anchor: str | None
+    nodes_before: int
+    levels: int = 1

@@ -46,19 +46,52 @@ class TestRefusedBeforeLoading:
             "check the brackets and the indentation here"
         ]
 
-    def test_an_alias_bomb_is_refused_at_its_first_anchor(self) -> None:
+    def test_an_alias_bomb_is_refused_where_its_aliases_pass_the_limit(self) -> None:
+        """Counted, not expanded: lol4 would stand for 111,111 values."""
         assert refused(LAUGHS) == [
-            "r.yaml:1:7: YAML anchor &l0 is not allowed; rules files hold plain data: write "
-            "the value out in full where it is used (anchors and aliases, `<<:` merges "
-            "included, are refused)"
+            "r.yaml:5:24: more than 50,000 YAML values in one file, each alias counting as "
+            "the values it stands for (the default catalog holds under 1,000); split the "
+            "rules into several files of a rules folder"
         ]
 
-    def test_a_merge_key_is_refused_at_its_alias(self) -> None:
-        """An anchor is refused where it stands; its alias too (an anchor-less alias is a
-        syntax error, so a merge needs both: the first one found is reported)."""
-        text = RULE + "series:\n  s: {on: [usage]}\n  t:\n    <<: *base\n"
-        (found,) = refused(text)
-        assert found.startswith("r.yaml:9:9: YAML alias *base is not allowed")
+    def test_an_alias_inside_the_value_it_names_is_refused(self) -> None:
+        """The loader would build a value that contains itself, and walking it recurses."""
+        (found,) = refused(RULE + "series:\n  s: &s {on: [usage], when: {x: *s}}\n")
+        assert found == (
+            "r.yaml:7:33: YAML alias *s is inside the value it names (&s), which would never "
+            "end; write the value out"
+        )
+
+    def test_an_alias_counts_its_levels_where_it_is_used(self) -> None:
+        deep = "[" * 40 + "]" * 40
+        (found,) = refused(f"a: &d {deep}\nb: " + "[" * 30 + "*d" + "]" * 30 + "\n")
+        assert found.startswith("r.yaml:2:34: nested more than 64 levels deep once *d is expanded")
+
+    def test_anchors_aliases_and_merges_within_the_limits_load(self) -> None:
+        """Sharing a task block between rules is plain YAML, and stays allowed."""
+        text = (
+            "rules:\n"
+            "  - id: a\n    description: d\n    on: [usage]\n"
+            "    task: &t {family: anomaly, type: t, channel: sms, priority: 3, action: a, "
+            "description: d}\n"
+            "  - id: b\n    description: d\n    on: [usage]\n    task: *t\n"
+            "  - id: c\n    description: d\n    on: [usage]\n    task: {<<: *t, priority: 1}\n"
+        )
+        rules = load_texts([("r.yaml", text)])
+        assert [r.task.priority for r in rules.rules] == [3, 3, 1]
+
+    def test_an_error_in_a_merged_key_is_reported_not_a_crash(self) -> None:
+        """ruamel keeps no position of a key merged in with `<<:` (a KeyError before)."""
+        text = (
+            "rules:\n"
+            "  - id: a\n    description: d\n    on: [usage]\n"
+            "    task: &t {family: anomaly, type: t, channel: fax, priority: 3, action: a, "
+            "description: d}\n"
+            "  - id: c\n    description: d\n    on: [usage]\n    task: {<<: *t, priority: 1}\n"
+        )
+        found = refused(text)
+        assert [f.split(": ")[1] for f in found] == ["rules.0.task.channel", "rules.1.task.channel"]
+        assert found[1].startswith("r.yaml:9:5: ")  # the task that merges it
 
     def test_a_file_over_1_mib_is_refused_naming_the_limit(self) -> None:
         text = RULE + "#" * yamllimits.MAX_FILE_BYTES
@@ -90,8 +123,9 @@ class TestRefusedBeforeLoading:
         monkeypatch.setattr(yamllimits, "MAX_NODES", 10)
         (found,) = refused("rules: [" + "a, " * 20 + "]\n")
         assert found == (
-            "r.yaml:1:30: more than 10 YAML values in one file (the default catalog holds "
-            "under 1,000); split the rules into several files of a rules folder"
+            "r.yaml:1:30: more than 10 YAML values in one file, each alias counting as the "
+            "values it stands for (the default catalog holds under 1,000); split the rules "
+            "into several files of a rules folder"
         )
 
     def test_the_default_catalog_is_well_within_the_limits(self) -> None:
@@ -110,7 +144,7 @@ class TestRefusedBeforeLoading:
 
 class TestCommand:
     @pytest.mark.parametrize(
-        ("text", "expected"), [(DEEP, ":1:71: nested"), (LAUGHS, ":1:7: YAML")]
+        ("text", "expected"), [(DEEP, ":1:71: nested"), (LAUGHS, ":5:24: more than 50,000")]
     )
     def test_validate_refuses_with_the_position_not_a_traceback(
         self, text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
