@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import time
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from moments.connections import kafka_client_kwargs, redis_client
-from moments.models import OutcomeStatus, TaskOutcome
+from moments.models import TASK_ID_PATTERN, OutcomeStatus, TaskOutcome
 from moments.redisurl import redacted_url
 from moments.settings import Settings
 from sinks.ledger import TaskLedger
@@ -37,6 +38,17 @@ def build_outcome(
         agent_id=agent_id,
         note=note,
     )
+
+
+def check_task_id(task_id: str) -> str:
+    """The id as given, when it has the form of the detector's task ids (the worker
+    refuses an outcome with another as a dead letter)."""
+    if re.fullmatch(TASK_ID_PATTERN, task_id) is None:
+        raise AckError(
+            f"{task_id!r} is not a task id (32 lowercase hex characters); copy the "
+            "task's task_id from moments.tasks (moments tasks tail --json)"
+        )
+    return task_id
 
 
 RECORDED_WITHIN_S = 3.0
@@ -88,6 +100,7 @@ async def ack_task(
     note: str | None = None,
     agent_id: str | None = None,
 ) -> TaskOutcome:
+    check_task_id(task_id)
     sub = subscriber_id or await subscriber_of(settings, task_id)
     outcome = build_outcome(task_id, sub, status, note, agent_id)
     await write_outcome(settings, outcome)

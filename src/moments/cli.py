@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                 """,
         _cmd_tasks_ack,
     )
-    a.add_argument("task_id", metavar="TASK_ID", help="the task's task_id")
+    a.add_argument("task_id", metavar="TASK_ID", type=_task_id, help="the task's task_id")
     a.add_argument(
         "--status",
         required=True,
@@ -671,6 +671,15 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: write a whole number of 1 or more")
     return value
+
+
+def _task_id(text: str) -> str:
+    from moments.ack import AckError, check_task_id
+
+    try:
+        return check_task_id(text)
+    except AckError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 MIN_BENCH_EVENTS = 50_000

@@ -412,12 +412,19 @@ class RiskScore(BaseModel):
     priority_raised_by: int = Field(default=0, ge=0, description="Levels the score added")
 
 
+TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
+"""Every task id the detector makes: a 16-byte blake2b digest in lowercase hex."""
+
+
 class ServiceTask(BaseModel):
     """A work order on `moments.tasks` for SMS, outbound call, manager or app push."""
 
     model_config = ConfigDict(frozen=True)
 
-    task_id: str = Field(description="Deterministic: same moment occurrence, same id")
+    task_id: str = Field(
+        description="Deterministic: same moment occurrence, same id",
+        json_schema_extra={"pattern": TASK_ID_PATTERN},
+    )
     subscriber_id: SubscriberId
     region: str | None = None
     tier: str | None = None
@@ -447,7 +454,9 @@ class ServiceTask(BaseModel):
         default=0, ge=0, description="0 for the first delivery; n for the n-th retry"
     )
     retry_of: str | None = Field(
-        default=None, description="The task id this task retries (after `unreachable`)"
+        default=None,
+        description="The task id this task retries (after `unreachable`)",
+        json_schema_extra={"pattern": TASK_ID_PATTERN},
     )
 
 
@@ -468,7 +477,10 @@ class TaskOutcome(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    task_id: str = Field(min_length=1, max_length=128)
+    # maxLength too: `$` in Python's re (jsonschema's) also matches before a final \n
+    task_id: str = Field(
+        pattern=TASK_ID_PATTERN, max_length=32, description="The task's task_id, as published"
+    )
     subscriber_id: SubscriberId
     status: OutcomeStatus
     occurred_at: Instant

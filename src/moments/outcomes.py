@@ -11,6 +11,9 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
 - `unreachable`: a retry with a deterministic id (so a re-read outcome re-queues
   nothing new) waits `outcomes.unreachable_retry_after` in the deferral queue, unless
   it would be later than the task's expiry or `outcomes.max_retries` is reached.
+
+A `task_id` that is not one the detector makes (32 lowercase hex) is an `invalid_event`
+dead letter, so what the log quotes of an outcome is a hex id, never its free text.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
@@ -67,10 +71,22 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
             if any(e["type"] == "json_invalid" for e in errors)
             else RejectReason.INVALID_EVENT
         )
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in errors[:5]
-        )
+        detail = "; ".join(_problem(e) for e in errors[:5])
         return DeadLetter(record, EVENT_TYPE, reason, type(exc).__name__, detail[:500])
+
+
+NOT_A_TASK_ID = (
+    "not a task id of this detector (32 lowercase hex characters); "
+    "copy the task's task_id as published on moments.tasks"
+)
+
+
+def _problem(error: ErrorDetails) -> str:
+    """`field: message` for one validation error, the fix named for a bad task id."""
+    where = ".".join(str(p) for p in error["loc"]) or "value"
+    if where == "task_id" and error["type"] in ("string_pattern_mismatch", "string_too_long"):
+        return f"task_id: {NOT_A_TASK_ID}"
+    return f"{where}: {error['msg']}"
 
 
 def retry_id(root_task_id: str, attempt: int) -> str:
@@ -165,7 +181,7 @@ async def _retry_for(sink: TaskSink, outcome: TaskOutcome, now: dt.datetime) -> 
         "reading a sent task",
     )
     if not body:
-        log.info("no retry for %s: its payload is gone (expired or unknown)", outcome.task_id)
+        log.info("no retry for %r: its payload is gone (expired or unknown)", outcome.task_id)
         return None
     task = ServiceTask.model_validate_json(body)
     policy = sink.policy.outcomes

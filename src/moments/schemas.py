@@ -116,7 +116,7 @@ EXAMPLES: Final[dict[str, Any]] = {
         "manager_id": "mgr-0042",
     },
     "ServiceTask": {
-        "task_id": "t-6f1c0e2a9b7d4c35",
+        "task_id": "90bd947c9fdac044a8b53075800c7701",
         "subscriber_id": _SUBSCRIBER,
         "region": "NJ",
         "tier": "gold",
@@ -140,7 +140,7 @@ EXAMPLES: Final[dict[str, Any]] = {
         "deferred": {"reason": "quiet_hours", "until": "2026-11-22T08:00:00+09:00"},
     },
     "TaskOutcome": {
-        "task_id": "t-6f1c0e2a9b7d4c35",
+        "task_id": "90bd947c9fdac044a8b53075800c7701",
         "subscriber_id": _SUBSCRIBER,
         "status": "accepted",
         "occurred_at": "2026-11-22T09:15:00+08:00",

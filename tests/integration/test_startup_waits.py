@@ -36,7 +36,7 @@ async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
     settings = make_settings(redis_url=redis_url, metrics_port=port)
     await topics_for(settings)
     outcome = {
-        "task_id": "t-1",
+        "task_id": "90bd947c9fdac044a8b53075800c7701",
         "subscriber_id": "13800138001",
         "status": "accepted",
         "occurred_at": "2026-12-05T09:00:00+08:00",

@@ -13,7 +13,7 @@ from moments.embedded import free_port
     "command",
     [
         ["tasks", "tail"],
-        ["tasks", "ack", "t-1", "--status", "accepted", "--subscriber", "13800138001"],
+        ["tasks", "ack", "0" * 32, "--status", "accepted", "--subscriber", "13800138001"],
         ["state", "show", "13800138001"],
         ["simulate", "--subscribers", "10", "--rate", "1", "--duration", "1"],
         ["deadletter", "show"],

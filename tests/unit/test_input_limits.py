@@ -69,6 +69,9 @@ class TestFieldLengths:
         assert value not in result.message  # the reason never copies the input
 
 
+TASK = "90bd947c9fdac044a8b53075800c7701"  # the form of every task id the detector makes
+
+
 class TestOutcomes:
     """Outcomes from dispatch consumers get the same limits as events."""
 
@@ -78,7 +81,7 @@ class TestOutcomes:
     def test_an_outcome_over_the_limit_is_a_dead_letter_without_parsing(self) -> None:
         from moments.outcomes import decode_outcome
 
-        value = orjson.dumps({"task_id": "t1", "note": "x" * MAX_MESSAGE_BYTES})
+        value = orjson.dumps({"task_id": TASK, "note": "x" * MAX_MESSAGE_BYTES})
         result = decode_outcome(self._record(value))
         assert isinstance(result, DeadLetter)
         assert result.reason is RejectReason.TOO_LARGE
@@ -86,7 +89,7 @@ class TestOutcomes:
     def test_an_invalid_outcome_names_the_fields_not_their_values(self) -> None:
         from moments.outcomes import decode_outcome
 
-        value = orjson.dumps({"task_id": "t1", "subscriber_id": "97531x", "status": "gone"})
+        value = orjson.dumps({"task_id": TASK, "subscriber_id": "97531x", "status": "gone"})
         result = decode_outcome(self._record(value))
         assert isinstance(result, DeadLetter)
         assert result.reason is RejectReason.INVALID_EVENT
@@ -101,7 +104,7 @@ class TestOutcomes:
         from moments.outcomes import decode_outcome
 
         ok = {
-            "task_id": "t1",
+            "task_id": TASK,
             "subscriber_id": SUB,
             "status": "declined",
             "occurred_at": "2026-12-03T10:00:00Z",
@@ -113,6 +116,39 @@ class TestOutcomes:
         assert isinstance(result, DeadLetter)
         assert result.reason is RejectReason.INVALID_EVENT
         assert f"{field}:" in result.message
+
+    @pytest.mark.parametrize(
+        "task_id",
+        [
+            "abc\n[2026-12-05 07:50:00,000] [1] [CRITICAL] FORGED: ledger wiped",
+            TASK + "\n",
+            TASK.upper(),
+            TASK[:-1],
+            TASK + "0",
+            "t1",
+        ],
+    )
+    def test_a_task_id_the_detector_never_makes_is_refused_naming_the_fix(
+        self, task_id: str
+    ) -> None:
+        """Only a 32-hex id is taken, so a log line quoting one cannot hold a forged line."""
+        from moments.outcomes import decode_outcome
+
+        value = {
+            "task_id": task_id,
+            "subscriber_id": SUB,
+            "status": "unreachable",
+            "occurred_at": "2026-12-05T07:50:00Z",
+        }
+        result = decode_outcome(self._record(orjson.dumps(value)))
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert result.message.startswith("task_id: not a task id of this detector")
+        assert "copy the task's task_id as published on moments.tasks" in result.message
+        assert "FORGED" not in result.message
+        assert not isinstance(
+            decode_outcome(self._record(orjson.dumps(value | {"task_id": TASK}))), DeadLetter
+        )
 
 
 class TestRulesFilesHoldData:

@@ -201,7 +201,7 @@ def test_service_task_refuses_out_of_contract_values(field: str, bad: object) ->
 def test_task_outcome_statuses() -> None:
     outcome = TaskOutcome.model_validate(
         {
-            "task_id": "t-1",
+            "task_id": "90bd947c9fdac044a8b53075800c7701",
             "subscriber_id": "13800138001",
             "status": "unreachable",
             "occurred_at": "2026-11-22T10:00:00+08:00",

@@ -135,7 +135,7 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
     (
         "service-task.schema.json",
         {
-            "task_id": "t-0001",
+            "task_id": "6f1c0e2a9b7d4c35a1e0b2c3d4e5f607",
             "subscriber_id": "13912345678",
             "moment": {
                 "family": "anomaly",
@@ -159,7 +159,7 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
     (
         "task-outcome.schema.json",
         {
-            "task_id": "t-0001",
+            "task_id": "6f1c0e2a9b7d4c35a1e0b2c3d4e5f607",
             "subscriber_id": "13912345678",
             "status": "unreachable",
             "occurred_at": "2026-11-22T10:00:00+08:00",
@@ -245,6 +245,21 @@ BAD: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         "task-outcome.schema.json",
         "subscriber_id is a number",
         lambda: _with(_example("TaskOutcome"), subscriber_id=13800138000),
+    ),
+    (
+        "task-outcome.schema.json",
+        "a line break in task_id",
+        lambda: _with(_example("TaskOutcome"), task_id="abc\n[x] [CRITICAL] forged"),
+    ),
+    (
+        "task-outcome.schema.json",
+        "a line break after task_id",
+        lambda: _with(_example("TaskOutcome"), task_id=EXAMPLES["TaskOutcome"]["task_id"] + "\n"),
+    ),
+    (
+        "task-outcome.schema.json",
+        "task_id not 32 lowercase hex",
+        lambda: _with(_example("TaskOutcome"), task_id=EXAMPLES["TaskOutcome"]["task_id"].upper()),
     ),
 ]
 
@@ -337,6 +352,17 @@ def test_json_schema_rejects_invalid_value(
     with pytest.raises(ValidationError):
         MODEL_OF_FILE[name].model_validate_json(json.dumps(value))
     assert list(_validator(name).iter_errors(value)), f"{name} accepted a value with {why}"
+
+
+@pytest.mark.parametrize("field", ["task_id", "retry_of"])
+def test_the_task_schema_describes_task_ids_as_the_detector_makes_them(field: str) -> None:
+    """32 lowercase hex (a blake2b digest): a consumer's validator may rely on it. The
+    model does not check it, as the detector makes every task it serialises."""
+    validator = _validator("service-task.schema.json")
+    made = "90bd947c9fdac044a8b53075800c7701"
+    assert not list(validator.iter_errors(_with(_example("ServiceTask"), **{field: made})))
+    for other in ("t-0001", made.upper(), made + "0"):
+        assert list(validator.iter_errors(_with(_example("ServiceTask"), **{field: other})))
 
 
 # What producers sent in a review, where the schemas and the worker disagreed (the worker

@@ -4,6 +4,7 @@ ack` are read back from the topic and change what the dispatch sink does next.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,6 +32,14 @@ from .conftest import (
 pytestmark = pytest.mark.integration
 
 
+def tid(name: str) -> str:
+    """A task id of the form the detector makes (32 lowercase hex), named for the test."""
+    return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+
+
+X1, X2, X3, U1, A1, A2 = (tid(n) for n in ("x1", "x2", "x3", "u1", "a1", "a2"))
+
+
 async def outcomes_from_topic(settings: Settings, count: int) -> list[RawRecord]:
     records = await read_topic(settings, "task_outcomes", count=count, wait_s=20)
     return [RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
@@ -48,18 +57,18 @@ class TestOutcomes:
     ) -> None:
         w = make_worker()
         sub = "13200000001"
-        await w.send(task("x1", sub=sub, moment_type="low_balance"))
-        await write_outcome(w.settings, outcome("x1", sub, OutcomeStatus.DECLINED))
+        await w.send(task(X1, sub=sub, moment_type="low_balance"))
+        await write_outcome(w.settings, outcome(X1, sub, OutcomeStatus.DECLINED))
         result = await handle_outcomes(await outcomes_from_topic(w.settings, 1), w.sink)
         assert (result.handled, result.declined) == (1, 1)
         labels = {"moment_type": "low_balance", "status": "declined"}
         assert w.sample("moments_task_outcomes_total", **labels) == 1
         # Later moments: same rule and subscriber suppressed; another subscriber is not.
         await w.send(
-            task("x2", sub=sub, moment_type="low_balance"),
-            task("x3", sub="13200000002", moment_type="low_balance"),
+            task(X2, sub=sub, moment_type="low_balance"),
+            task(X3, sub="13200000002", moment_type="low_balance"),
         )
-        assert [await w.ledger.state(i) for i in ("x2", "x3")] == ["dropped", "sent"]
+        assert [await w.ledger.state(i) for i in (X2, X3)] == ["dropped", "sent"]
         suppressed = {"moment_type": "low_balance", "reason": "declined"}
         assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
 
@@ -76,15 +85,15 @@ class TestOutcomes:
             )
         )
         sub = "13200000003"
-        await w.send(task("u1", sub=sub, channel=Channel.OUTBOUND_CALL))
-        unreachable = outcome("u1", sub, OutcomeStatus.UNREACHABLE)
+        await w.send(task(U1, sub=sub, channel=Channel.OUTBOUND_CALL))
+        unreachable = outcome(U1, sub, OutcomeStatus.UNREACHABLE)
         raw = RawRecord("outcomes", 0, 0, sub.encode(), unreachable.model_dump_json().encode())
         # The retry is due `unreachable_retry_after` from the later of the outcome and
         # the clock: the clock is pinned to NOW, which was read when this module was
         # imported (a minute or more before this test in a long run).
         first = await handle_outcomes([raw], w.sink, now=NOW)
         again = await handle_outcomes([raw], w.sink, now=NOW)  # the same outcome read twice
-        retry = retry_id("u1", 1)
+        retry = retry_id(U1, 1)
         assert first.retries == again.retries == [retry]
         assert await w.ledger.state(retry) == "deferred"
         assert w.sample("moments_tasks_deferred_total", reason="unreachable_retry") == 1
@@ -92,8 +101,8 @@ class TestOutcomes:
         assert await w.sink.release_due(now=(NOW + 2 * HOUR + HOUR / 60).timestamp()) == 1
         out = await published(w.settings, 2)
         assert [(t["task_id"], t["attempt"], t.get("retry_of")) for t in out] == [
-            ("u1", 0, None),
-            (retry, 1, "u1"),
+            (U1, 0, None),
+            (retry, 1, U1),
         ]
         # The retry unreachable too: max_retries reached, nothing more is queued.
         record = RawRecord(
@@ -118,7 +127,7 @@ class TestAckCommand:
 
     async def test_ack_writes_an_outcome(self, make_worker: Callable[..., Worker]) -> None:
         w = make_worker()
-        await w.send(task("a1", sub="13200000009"))
+        await w.send(task(A1, sub="13200000009"))
         proc = await asyncio.to_thread(
             subprocess.run,
             [
@@ -127,7 +136,7 @@ class TestAckCommand:
                 "moments",
                 "tasks",
                 "ack",
-                "a1",
+                A1,
                 "--status",
                 "done_no_change",
                 "--note",
@@ -143,7 +152,7 @@ class TestAckCommand:
         assert record.key == b"13200000009"
         written: dict[str, Any] = TaskOutcome.model_validate_json(record.value or b"").model_dump()
         assert (written["task_id"], written["status"], written["note"]) == (
-            "a1",
+            A1,
             OutcomeStatus.DONE_NO_CHANGE,
             "called, all fine",
         )
@@ -157,17 +166,17 @@ class TestAckCommand:
 
         async def send_later() -> None:
             await asyncio.sleep(0.5)
-            await w.send(task("a2", sub="13200000008"))
+            await w.send(task(A2, sub="13200000008"))
 
         sender = asyncio.create_task(send_later())
-        assert await subscriber_of(w.settings, "a2") == "13200000008"
+        assert await subscriber_of(w.settings, A2) == "13200000008"
         await sender
 
     async def test_unknown_task_names_the_fix(self, make_worker: Callable[..., Worker]) -> None:
         w = make_worker()
         proc = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "moments", "tasks", "ack", "nope", "--status", "accepted"],
+            [sys.executable, "-m", "moments", "tasks", "ack", tid("nope"), "--status", "accepted"],
             env=settings_env(w.settings),
             capture_output=True,
             text=True,
