@@ -5,15 +5,21 @@
 it returns only when everything it decided is durable in Redis (and retries are
 parked), so committing the batch's offsets afterwards is safe. Per outcome:
 - `moments_task_outcomes_total{moment_type,status}`: the moment type is read from the
-  ledger entry the sink wrote when it published the task (`unknown` once forgotten);
+  task's payload, or once it is gone from the ledger entry the sink wrote when it
+  published the task (`unknown` once that is gone too);
 - `declined`: the same rule is not sent to that subscriber for
   `outcomes.declined_suppress` (a Redis key read at dispatch);
 - `unreachable`: a retry with a deterministic id (so a re-read outcome re-queues
   nothing new) waits `outcomes.unreachable_retry_after` in the deferral queue, unless
   it would be later than the task's expiry or `outcomes.max_retries` is reached.
 
-A `task_id` that is not one the detector makes (32 lowercase hex) is an `invalid_event`
-dead letter, so what the log quotes of an outcome is a hex id, never its free text.
+Both act on the task as the ledger keeps it (its payload, until a day after it
+expires): its subscriber, never the one the outcome names, so a known task id and
+another number cannot suppress a rule for someone else. An outcome whose subscriber
+is not its task's is a dead letter (`subscriber_mismatch`), whatever its status; one
+whose task's payload is gone is counted and changes nothing. A `task_id` that is not
+one the detector makes (32 lowercase hex) is an `invalid_event` dead letter, so what
+is logged of an outcome is a hex id, never its free text.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from sinks.retry import with_retry
 log = logging.getLogger(__name__)
 EVENT_TYPE = "task_outcome"
 UNKNOWN = "unknown"
+_ACTS = {OutcomeStatus.DECLINED: "decline", OutcomeStatus.UNREACHABLE: "retry"}
 
 
 @dataclass
@@ -89,6 +96,19 @@ def _problem(error: ErrorDetails) -> str:
     return f"{where}: {error['msg']}"
 
 
+def subscriber_mismatch(record: RawRecord, outcome: TaskOutcome) -> DeadLetter:
+    """The dead letter of an outcome naming another subscriber than its task's (the
+    message names neither number)."""
+    return DeadLetter(
+        record,
+        EVENT_TYPE,
+        RejectReason.SUBSCRIBER_MISMATCH,
+        "SubscriberMismatch",
+        f"subscriber_id is not the subscriber of task {outcome.task_id}; write the "
+        "subscriber_id published with the task on moments.tasks",
+    )
+
+
 def retry_id(root_task_id: str, attempt: int) -> str:
     """The id of the n-th retry of a task: the same outcome re-read makes the same id."""
     digest = hashlib.blake2b(f"{root_task_id}|retry|{attempt}".encode(), digest_size=16)
@@ -136,15 +156,33 @@ async def handle_outcomes(
             result.dead_letters.append(decoded)
             continue
         outcome = decoded
-        meta = await _sent_meta(sink, outcome.task_id)
-        moment_type = str(meta.get("moment_type") or UNKNOWN)
+        task = await _sent_task(sink, outcome.task_id)
+        if task is not None and task.subscriber_id != outcome.subscriber_id:
+            result.dead_letters.append(subscriber_mismatch(record, outcome))
+            continue
+        if task is not None:
+            moment_type = task.moment.type
+        else:
+            moment_type = str(
+                (await _sent_meta(sink, outcome.task_id)).get("moment_type") or UNKNOWN
+            )
         metrics.outcomes.labels(moment_type, outcome.status.value).inc()
         result.handled += 1
-        if outcome.status is OutcomeStatus.DECLINED and meta.get("rule_id"):
-            await _decline(sink, outcome.subscriber_id, str(meta["rule_id"]))
+        if task is None:
+            if outcome.status in _ACTS:
+                log.info(
+                    "no %s for %r: its payload is gone (expired or unknown)",
+                    _ACTS[outcome.status],
+                    outcome.task_id,
+                )
+        elif outcome.status is OutcomeStatus.DECLINED:
+            await _decline(sink, task.subscriber_id, task.moment.rule_id)
             result.declined += 1
         elif outcome.status is OutcomeStatus.UNREACHABLE:
-            retry = await _retry_for(sink, outcome, at)
+            policy = sink.policy.outcomes
+            retry = retry_task(
+                task, outcome.occurred_at, at, policy.unreachable_retry_after, policy.max_retries
+            )
             if retry is not None:
                 retries.append(retry)
                 result.retries.append(retry.task_id)
@@ -163,6 +201,28 @@ async def _sent_meta(sink: TaskSink, task_id: str) -> dict[str, object]:
     return meta if isinstance(meta, dict) else {}
 
 
+async def _sent_task(sink: TaskSink, task_id: str) -> ServiceTask | None:
+    """The task as it was sent, while the ledger keeps its payload (None when gone, or
+    unreadable: an outcome is then counted and applied to nobody)."""
+    body = await with_retry(
+        lambda: sink.ledger.body(task_id),
+        Dependency.REDIS,
+        sink.metrics,
+        "reading a sent task",
+    )
+    if not body:
+        return None
+    try:
+        return ServiceTask.model_validate_json(body)
+    except ValidationError as exc:
+        log.warning(
+            "task %r: its stored payload is not a task this version reads (%d errors)",
+            task_id,
+            exc.error_count(),
+        )
+        return None
+
+
 async def _decline(sink: TaskSink, subscriber_id: str, rule_id: str) -> None:
     seconds = sink.policy.outcomes.declined_suppress.total_seconds()
     await with_retry(
@@ -170,21 +230,4 @@ async def _decline(sink: TaskSink, subscriber_id: str, rule_id: str) -> None:
         Dependency.REDIS,
         sink.metrics,
         "recording a decline",
-    )
-
-
-async def _retry_for(sink: TaskSink, outcome: TaskOutcome, now: dt.datetime) -> ServiceTask | None:
-    body = await with_retry(
-        lambda: sink.ledger.body(outcome.task_id),
-        Dependency.REDIS,
-        sink.metrics,
-        "reading a sent task",
-    )
-    if not body:
-        log.info("no retry for %r: its payload is gone (expired or unknown)", outcome.task_id)
-        return None
-    task = ServiceTask.model_validate_json(body)
-    policy = sink.policy.outcomes
-    return retry_task(
-        task, outcome.occurred_at, now, policy.unreachable_retry_after, policy.max_retries
     )

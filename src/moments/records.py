@@ -36,6 +36,7 @@ class RejectReason(StrEnum):
     LATE = "late"  # valid, but older than its subscriber's latest event by over the lateness
     FUTURE = "future"  # valid, but dated ahead of the worker's clock: a producer's clock
     DETECTOR_ERROR = "detector_error"  # valid, but applying it failed: a fault of ours
+    SUBSCRIBER_MISMATCH = "subscriber_mismatch"  # an outcome whose subscriber is not its task's
 
 
 REASONS_EXPLAINED: dict[RejectReason, str] = {
@@ -63,6 +64,9 @@ REASONS_EXPLAINED: dict[RejectReason, str] = {
     RejectReason.DETECTOR_ERROR: "valid, but applying it failed: a fault of the detector or "
     "its rules, not of the event (MomentsDetectorErrors; the worker log has the traceback); "
     "nothing for the producer to do: the operators replay it once fixed",
+    RejectReason.SUBSCRIBER_MISMATCH: "a task outcome naming another subscriber than its "
+    "task's: write the subscriber_id published with the task on moments.tasks (outcomes are "
+    "not replayed)",
 }
 """What each reason means and what the producer should do: the AsyncAPI document's
 DeadLetter message lists them (a test wants one for every reason)."""

@@ -262,8 +262,8 @@ def _dead_letter_message() -> dict[str, Any]:
             f"{p}exception.class.name": {
                 "type": "string",
                 "description": "Short name of the error, for people: ValidationError, "
-                "JSONDecodeError, MissingKey, KeyMismatch, EmptyValue, TooLarge, OutOfTime. "
-                "Programs read the reason",
+                "JSONDecodeError, MissingKey, KeyMismatch, EmptyValue, TooLarge, OutOfTime, "
+                "SubscriberMismatch. Programs read the reason",
             },
             f"{p}exception.message": {
                 "type": "string",

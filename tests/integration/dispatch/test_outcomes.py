@@ -15,8 +15,9 @@ import pytest
 from moments.ack import subscriber_of, write_outcome
 from moments.models import Channel, OutcomeStatus, TaskOutcome
 from moments.outcomes import handle_outcomes, retry_id
-from moments.records import RawRecord
+from moments.records import RawRecord, RejectReason
 from moments.settings import Settings
+from sinks.ledger import TaskLedger
 from sinks.policy import DispatchPolicy
 from tests.integration.conftest import settings_env
 from tests.integration.kafka_io import read_topic
@@ -47,6 +48,12 @@ async def outcomes_from_topic(settings: Settings, count: int) -> list[RawRecord]
 
 def outcome(task_id: str, sub: str, status: OutcomeStatus) -> TaskOutcome:
     return TaskOutcome(task_id=task_id, subscriber_id=sub, status=status, occurred_at=NOW)
+
+
+def record_of(task_id: str, sub: str, status: OutcomeStatus) -> RawRecord:
+    """The outcome's record as the worker reads it, keyed by the subscriber it names."""
+    value = outcome(task_id, sub, status).model_dump_json().encode()
+    return RawRecord("outcomes", 0, 0, sub.encode(), value)
 
 
 class TestOutcomes:
@@ -113,6 +120,67 @@ class TestOutcomes:
             outcome(retry, sub, OutcomeStatus.UNREACHABLE).model_dump_json().encode(),
         )
         assert (await handle_outcomes([record], w.sink, now=NOW)).retries == []
+
+    @pytest.mark.parametrize(
+        "status", [OutcomeStatus.DECLINED, OutcomeStatus.UNREACHABLE, OutcomeStatus.ACCEPTED]
+    )
+    async def test_an_outcome_naming_another_subscriber_is_a_dead_letter(
+        self, make_worker: Callable[..., Worker], status: OutcomeStatus
+    ) -> None:
+        """A known task id with someone else's number changes nothing for either of them:
+        no decline for the number named, no retry, not counted as the task's outcome."""
+        w = make_worker()
+        owner, other = "13200000011", "13200000012"
+        await w.send(task(tid("m1"), sub=owner, moment_type="low_balance"))
+        result = await handle_outcomes([record_of(tid("m1"), other, status)], w.sink, now=NOW)
+        await w.send(
+            task(tid("m2"), sub=owner, moment_type="low_balance"),
+            task(tid("m3"), sub=other, moment_type="low_balance"),
+        )
+        assert [await w.ledger.state(tid(i)) for i in ("m2", "m3")] == ["sent", "sent"]
+        assert (result.handled, result.declined, result.retries) == (0, 0, [])
+        [dead] = result.dead_letters
+        assert dead.reason is RejectReason.SUBSCRIBER_MISMATCH
+        assert dead.message == (
+            f"subscriber_id is not the subscriber of task {tid('m1')}; write the "
+            "subscriber_id published with the task on moments.tasks"
+        )
+        labels = {"moment_type": "low_balance", "status": status.value}
+        assert w.sample("moments_task_outcomes_total", **labels) == 0
+
+    async def test_a_decline_applies_to_the_subscriber_stored_with_the_task(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """The rule is suppressed for the task's subscriber, read from the task's payload."""
+        w = make_worker()
+        sub = "13200000013"
+        await w.send(task(tid("d1"), sub=sub, moment_type="low_balance"))
+        result = await handle_outcomes(
+            [record_of(tid("d1"), sub, OutcomeStatus.DECLINED)], w.sink, now=NOW
+        )
+        assert (result.handled, result.declined, result.dead_letters) == (1, 1, [])
+        assert await w.sink.declines.suppressed(sub, "low_balance")
+
+    @pytest.mark.redis_only
+    @pytest.mark.parametrize("named", ["13200000014", "13200000015"])
+    async def test_a_decline_whose_task_payload_is_gone_is_counted_not_applied(
+        self, make_worker: Callable[..., Worker], named: str
+    ) -> None:
+        """Once the payload has gone (a day after the task expired), nothing says whose the
+        task was: the decline is counted and suppresses nothing, for the task's subscriber
+        (13200000014) or another one."""
+        w = make_worker()
+        await w.send(task(tid("g1"), sub="13200000014", moment_type="low_balance"))
+        ledger = w.ledger
+        assert isinstance(ledger, TaskLedger)
+        assert await ledger.redis.delete(ledger.body_key(tid("g1"))) == 1
+        result = await handle_outcomes(
+            [record_of(tid("g1"), named, OutcomeStatus.DECLINED)], w.sink, now=NOW
+        )
+        assert (result.handled, result.declined, result.dead_letters) == (1, 0, [])
+        labels = {"moment_type": "low_balance", "status": "declined"}
+        assert w.sample("moments_task_outcomes_total", **labels) == 1
+        assert not await w.sink.declines.suppressed(named, "low_balance")
 
     async def test_bad_outcome_is_a_dead_letter(self, make_worker: Callable[..., Worker]) -> None:
         w = make_worker()
