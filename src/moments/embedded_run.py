@@ -17,13 +17,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
 from moments.app import INPUT_TOPICS
-from moments.embedded import RedisServer, TansuBroker, death_signal_preexec, ensure_topics
+from moments.embedded import (
+    HOST,
+    RedisServer,
+    TansuBroker,
+    death_signal_preexec,
+    ensure_topics,
+)
 from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.sample import sample_stream
@@ -47,6 +54,18 @@ def all_topics(settings: Settings) -> tuple[dict[str, int], list[str]]:
     names = [t.value for t in INPUT_TOPICS] + ["tasks", "task_outcomes", "deadletter"]
     topics = {settings.topic(n): settings.partitions for n in names}
     return topics, [settings.topic("profile")]
+
+
+def worker_env(
+    environ: Mapping[str, str], user: Settings, stack: Mapping[str, str]
+) -> dict[str, str]:
+    """The worker's environment: the caller's with the embedded stack's settings, and
+    /metrics on 127.0.0.1 like the broker and Redis unless the user chose its host (the
+    worker's own default, every interface, is for a container's pod IP)."""
+    env = {**environ, **stack}
+    if "metrics_host" not in user.model_fields_set:
+        env["MOMENTS_METRICS_HOST"] = HOST
+    return env
 
 
 def run_embedded(
@@ -77,15 +96,16 @@ def _run(
             broker = stack.enter_context(TansuBroker(workdir / "tansu"))
             redis = stack.enter_context(RedisServer(workdir / "redis"))
         console.print(f"[green]broker[/] {broker.bootstrap}   [green]redis[/] {redis.url}")
-        port = metrics_port if metrics_port is not None else load_settings().metrics_port
-        env = {
-            **os.environ,
+        user = load_settings()
+        port = metrics_port if metrics_port is not None else user.metrics_port
+        stack_env = {
             "MOMENTS_KAFKA_BOOTSTRAP": broker.bootstrap,
             "MOMENTS_REDIS_URL": redis.url,
             "MOMENTS_REBALANCE_TIMEOUT": str(REBALANCE_SECONDS),
             "MOMENTS_DATA_DIR": str(workdir / "data"),
             "MOMENTS_METRICS_PORT": str(port),
         }
+        env = worker_env(os.environ, user, stack_env)
         if not os.environ.get("MOMENTS_DISPATCH_POLICY"):
             demo = workdir / "dispatch-policy.yaml"
             demo.write_text(DEMO_POLICY)

@@ -47,6 +47,20 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def listen_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port`, in the hex of /proc/net/tcp[6]
+    (`0100007F` is 127.0.0.1, `00000000` every interface)."""
+    found: set[str] = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        path = Path(name)
+        for line in path.read_text().splitlines()[1:] if path.exists() else []:
+            fields = line.split()
+            address, _, hex_port = fields[1].rpartition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text()
@@ -158,6 +172,8 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         assert b"moments_tasks_published_total" in metrics
+        # As printed and documented: 127.0.0.1 only, not the worker's every interface.
+        assert listen_addresses(port) == {"0100007F"}
 
         children = descendants(proc.pid)
         assert len(children) >= 3, "expected the worker, Tansu and redis-server"
