@@ -59,6 +59,17 @@ def published(service: dict[str, Any]) -> dict[int, int]:
     return out
 
 
+def test_every_published_port_is_on_the_hosts_loopback_only(compose: dict[str, Any]) -> None:
+    """Redis without a password, plaintext Kafka, anonymous Grafana and /metrics without a
+    login: "6379:6379" would publish them on every interface of the host."""
+    for name, service in compose.items():
+        for mapping in service.get("ports", []):
+            assert isinstance(mapping, str), f"{name}: {mapping!r} (write HOST_IP:HOST:CONTAINER)"
+            assert mapping.split(":")[0] == "127.0.0.1", f"{name}: {mapping} not on 127.0.0.1"
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "inside the network" not in text, "published ports are on the host, not inside"
+
+
 def test_the_services_are_the_documented_ones(compose: dict[str, Any]) -> None:
     assert set(compose) == SERVICES
     assert compose["kafka"]["image"].startswith("apache/kafka:")
