@@ -8,10 +8,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from ruamel.yaml import YAML
 
+from moments.connections import security_problems
 from moments.metrics_server import HEALTH_PATHS
 from moments.settings import Settings, load_settings
 from rules.catalog import load_rules
@@ -60,10 +62,16 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
         monkeypatch.delenv(key)
     for key, value in one("ConfigMap", "moments-config")["data"].items():
         monkeypatch.setenv(key, str(value))
-    secret = YAML(typ="safe").load((K8S / "secret.example.yaml").read_text())
-    monkeypatch.setenv("MOMENTS_REDIS_URL", secret["stringData"]["url"])
-    monkeypatch.setenv("MOMENTS_RULES", str(tmp_path))
-    (tmp_path / "rules.yaml").write_text(one("ConfigMap", "moments-rules")["data"]["rules.yaml"])
+    secret = YAML(typ="safe").load((K8S / "secret.example.yaml").read_text())["stringData"]
+    monkeypatch.setenv("MOMENTS_REDIS_URL", secret["url"])
+    monkeypatch.setenv("MOMENTS_REDIS_USERNAME", secret["username"])
+    (tmp_path / "redis-password").write_text(secret["password"] + "\n")  # as a file holds it
+    monkeypatch.setenv("MOMENTS_REDIS_PASSWORD_FILE", str(tmp_path / "redis-password"))
+    monkeypatch.setenv("MOMENTS_RULES", str(tmp_path / "rules"))
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(
+        one("ConfigMap", "moments-rules")["data"]["rules.yaml"]
+    )
     return load_settings()
 
 
@@ -80,7 +88,7 @@ def test_moments_variables_are_settings_fields_with_valid_values(
 ) -> None:
     fields = {f"MOMENTS_{f.upper()}" for f in Settings.model_fields}
     names = set(one("ConfigMap", "moments-config")["data"]) | {e["name"] for e in worker["env"]}
-    unknown = {n for n in names if n.split("__")[0] not in fields}
+    unknown = {n for n in names if n.split("__")[0].removesuffix("_FILE") not in fields}
     assert not unknown, f"not settings fields (ignored silently): {unknown}"
     assert worker["envFrom"][0]["configMapRef"]["name"] == "moments-config"
     assert settings.store == "rocksdb", "state on the volume needs the RocksDB store"
@@ -174,3 +182,44 @@ def test_service_servicemonitor_and_networkpolicy_select_the_workers(
 def test_the_prometheusrule_holds_exactly_the_alert_rules_of_deploy_prometheus() -> None:
     alerts = YAML(typ="safe").load((K8S.parent / "prometheus" / "alerts.yml").read_text())
     assert one("PrometheusRule")["spec"]["groups"] == alerts["groups"]
+
+
+def test_the_pod_gets_no_service_account_token() -> None:
+    """The worker never calls the Kubernetes API (no client in its dependencies): a token
+    in the pod would only serve whoever gets into it."""
+    pod = one("StatefulSet")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
+
+
+def test_redis_credentials_stay_out_of_the_url_and_the_password_is_a_file(
+    worker: dict[str, Any], settings: Settings
+) -> None:
+    """As docs/security.md advises: the Secret's URL holds no credentials (the worker
+    refuses one with a password beside MOMENTS_REDIS_PASSWORD), and the password reaches
+    the worker as a mounted file, not an environment variable."""
+    text = (K8S / "secret.example.yaml").read_text()
+    secret = YAML(typ="safe").load(text)["stringData"]
+    assert urlsplit(secret["url"]).password is None
+    assert urlsplit(secret["url"]).username is None
+    assert "@" not in text, "a URL with credentials in the example's instructions"
+    assert security_problems(settings) == []
+    assert settings.redis_password is not None
+    assert settings.redis_password.get_secret_value() == secret["password"]
+
+    env = {e["name"]: e for e in worker["env"]}
+    assert "MOMENTS_REDIS_PASSWORD" not in env
+    assert env["MOMENTS_REDIS_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+        "name": "moments-redis",
+        "key": "username",
+        "optional": True,
+    }
+    password_file = Path(env["MOMENTS_REDIS_PASSWORD_FILE"]["value"])
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    volumes = {v["name"]: v for v in one("StatefulSet")["spec"]["template"]["spec"]["volumes"]}
+    (name,) = [n for n, m in mounts.items() if m["mountPath"] == str(password_file.parent)]
+    assert mounts[name]["readOnly"] is True
+    mounted = volumes[name]["secret"]
+    assert mounted["secretName"] == env["MOMENTS_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"]
+    assert mounted["items"] == [{"key": "password", "path": password_file.name}]
+    assert mounted["defaultMode"] == 0o440  # the worker's group (fsGroup) reads it, no one else
