@@ -109,6 +109,14 @@ def subscriber_mismatch(record: RawRecord, outcome: TaskOutcome) -> DeadLetter:
     )
 
 
+def declined_rules(task: ServiceTask) -> list[str]:
+    """The rules a `declined` suppresses: the task's and, for a merged task, those of its
+    related moments (the customer turned the whole contact down; only the leading rule
+    was suppressed, and the next moment of the others called them again)."""
+    rules = [task.moment.rule_id, *(r.moment.rule_id for r in task.related or [])]
+    return list(dict.fromkeys(rules))
+
+
 def retry_id(root_task_id: str, attempt: int) -> str:
     """The id of the n-th retry of a task: the same outcome re-read makes the same id."""
     digest = hashlib.blake2b(f"{root_task_id}|retry|{attempt}".encode(), digest_size=16)
@@ -176,7 +184,8 @@ async def handle_outcomes(
                     outcome.task_id,
                 )
         elif outcome.status is OutcomeStatus.DECLINED:
-            await _decline(sink, task.subscriber_id, task.moment.rule_id)
+            for rule_id in declined_rules(task):
+                await _decline(sink, task.subscriber_id, rule_id)
             result.declined += 1
         elif outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes

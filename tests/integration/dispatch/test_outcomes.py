@@ -79,6 +79,31 @@ class TestOutcomes:
         suppressed = {"moment_type": "low_balance", "reason": "declined"}
         assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
 
+    async def test_declining_a_merged_task_suppresses_each_of_its_rules(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """Only the leading rule was suppressed (dispatch review)."""
+        w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+        sub = "13200000005"
+        later = NOW + HOUR
+        await w.send(
+            task(
+                A1, sub=sub, moment_type="low_balance", deliver_after=later, deferred="quiet_hours"
+            )
+        )
+        await w.send(task(A2, sub=sub, moment_type="complaint", deliver_after=later))  # joins
+        assert await w.sink.release_due(now=later.timestamp() + 1) == 1
+        [sent] = await published(w.settings, 1)
+        rules = [sent["moment"]["rule_id"], *(r["moment"]["rule_id"] for r in sent["related"])]
+        assert sorted(rules) == ["complaint", "low_balance"]
+        result = await handle_outcomes([record_of(A1, sub, OutcomeStatus.DECLINED)], w.sink)
+        assert result.declined == 1
+        await w.send(
+            task(X2, sub=sub, moment_type="low_balance"),
+            task(X3, sub=sub, moment_type="complaint"),
+        )
+        assert [await w.ledger.state(i) for i in (X2, X3)] == ["dropped", "dropped"]
+
     async def test_unreachable_queues_one_retry_within_expiry(
         self, make_worker: Callable[..., Worker]
     ) -> None:
