@@ -96,14 +96,21 @@ class FrequencyCap(_Strict):
         min_length=1,
         description="Channels whose tasks count towards the cap and are capped",
     )
-    exempt_priority: int = Field(
-        default=2,
+    reserved: int = Field(
+        default=0,
         ge=0,
-        le=5,
-        description="Tasks of priority 1 to this (1 highest) go even when the cap is full, "
-        "and count; 0: none (courtesy SMS used up a week's cap and a complaint callback "
-        "was dropped)",
+        description="Contacts of max_contacts that only priorities 1-2 may take (courtesy "
+        "SMS used up a week's cap and a complaint callback was dropped)",
     )
+
+    @model_validator(mode="after")
+    def _room_left(self) -> FrequencyCap:
+        if self.reserved >= self.max_contacts:
+            raise ValueError(
+                f"reserved {self.reserved} leaves priorities 3-5 no contact of max_contacts "
+                f"{self.max_contacts}; reserve fewer, e.g. {self.max_contacts - 1}"
+            )
+        return self
 
     @field_validator("period")
     @classmethod

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from moments.models import Deferral, InputEvent, ProfileEvent, ServiceTask
 from rules.gating import FrequencyCap, open_after_quiet
 from sinks.base import Headers, Producer, produce_all
-from sinks.capacity import CapacityLimiter, Slot, next_day_start
+from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, merge_tasks
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
@@ -41,8 +41,6 @@ T = TypeVar("T")
 _BODY_GRACE_S = 86400
 SUSPENDED_POLL_S = 900.0
 RELEASE_BATCHES_PER_TICK = 20
-UNCAPPED = 2**31
-"""The contact count of a limiter that only counts: a frequency cap's exempt priorities."""
 
 
 def task_bytes(task: ServiceTask) -> bytes:
@@ -494,19 +492,19 @@ class TaskSink:
         return to_send, bool(w.parks)
 
     def _frequency_limiter(self) -> tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None:
-        """The rule set's cap now, a limiter over the frequency book for it, and one that
-        only counts (for its exempt priorities)."""
+        """The rule set's cap now, and limiters over the frequency book for it: one for
+        priorities 1-2 (the whole cap), one for the others (the cap less its reserve)."""
         cap = self.frequency_cap()
         if cap is None:
             return None
         if self._frequency is None or self._frequency[0] is not cap:
             book, span = self.stores.frequency, cap.span
-            policy = ContactPolicy(max_contacts=cap.max_contacts, period=span)
-            counts = ContactPolicy(max_contacts=UNCAPPED, period=span)
+            high = ContactPolicy(max_contacts=cap.max_contacts, period=span)
+            low = ContactPolicy(max_contacts=cap.max_contacts - cap.reserved, period=span)
             self._frequency = (
                 cap,
-                ContactLimiter(book, policy, "frequency_cap"),
-                ContactLimiter(book, counts, "frequency_cap"),
+                ContactLimiter(book, high, "frequency_cap"),
+                ContactLimiter(book, low, "frequency_cap"),
             )
         return self._frequency
 
@@ -533,14 +531,14 @@ class TaskSink:
         capped = self._frequency_limiter()
         if capped is None:
             return {}
-        cap, frequency, counter = capped
+        cap, high, low = capped
         out: dict[int, Contact] = {}
         counted = [i for i, t in enumerate(tasks) if t.channel in cap.channels]
         for limiter, group in (
-            (frequency, [i for i in counted if tasks[i].priority > cap.exempt_priority]),
-            (counter, [i for i in counted if tasks[i].priority <= cap.exempt_priority]),
+            (high, [i for i in counted if tasks[i].priority <= HIGH_PRIORITY]),
+            (low, [i for i in counted if tasks[i].priority > HIGH_PRIORITY]),
         ):
-            if not group or (look and limiter is counter):  # exempt: always taken
+            if not group:
                 continue
             items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in group]
             got = await self._redis(
@@ -593,7 +591,7 @@ class TaskSink:
             await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
             capped = self._frequency_limiter()
             if capped is not None:
-                frequency, given = capped[1], w.given_back  # (either limiter's book)
+                frequency, given = capped[1], w.given_back  # (both limiters' book)
                 await self._redis(lambda: frequency.give_back_many(given), "frequency cap")
         if w.parks:
             parking = [self._parking(p) for p in w.parks]

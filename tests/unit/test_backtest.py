@@ -676,8 +676,7 @@ def test_the_frequency_cap_counts_the_contacts_made_not_the_moments_found(
     """A complaint, a service failure and a competitor-hotline call within minutes are one
     manager call (merged); the catalog's cap (3 a week) counted three contacts for them
     and dropped the first top-up's SMS and the low-balance reminder of the days after
-    (analyst review). Then a fourth contact in the week goes only for its priority: the
-    service failure's call (priority 2) is exempt from the cap."""
+    (analyst review). Then a fourth contact in the week is over the cap."""
     sub = "13800000003"
 
     def doc(type_: str, n: str, at: str, **fields: Any) -> dict[str, Any]:
@@ -712,12 +711,10 @@ def test_the_frequency_cap_counts_the_contacts_made_not_the_moments_found(
         "competitor_hotline_call",  # with the complaint and the service failure
         "first_topup",
         "low_balance",
-        "service_failure",  # the fourth contact of the week: priority 2, exempt
     ]
     assert len(tasks[0]["related"]) == 2
-    assert tasks[3]["priority"] == 2
     report = orjson.loads((out / "report.json").read_bytes())
-    assert report["suppressed"] == {}
+    assert report["suppressed"] == {"frequency_cap": 1}  # the service failure of 11-06
 
 
 def test_a_warm_up_shorter_than_the_caps_and_cooldowns_is_named(

@@ -72,6 +72,13 @@ def at(
 class TestPolicy:
     """`GatingPolicy` is the `gating:` section; it refuses what cannot work and says why."""
 
+    def test_a_reserve_must_leave_room_for_the_other_priorities(self) -> None:
+        with pytest.raises(ValidationError, match="reserved 3 leaves priorities 3-5 no contact"):
+            GatingPolicy.model_validate({"frequency_cap": {"max_contacts": 3, "reserved": 3}})
+        policy = GatingPolicy.model_validate({"frequency_cap": {"max_contacts": 3, "reserved": 2}})
+        assert policy.frequency_cap is not None
+        assert policy.frequency_cap.reserved == 2
+
     def test_defaults(self) -> None:
         assert POLICY.quiet_hours == ("21:00-08:00",)
         assert POLICY.frequency_cap is not None

@@ -31,7 +31,7 @@ GATES = """
 gating:
   quiet_hours: ["21:00-08:00"]
   quiet_hours_channels: [sms, outbound_call, manager]
-  frequency_cap: {max_contacts: 1, period: 7d, channels: [outbound_call], exempt_priority: 0}
+  frequency_cap: {max_contacts: 1, period: 7d, channels: [outbound_call]}
 """
 COMPLAINT_CALL = """
   - id: complaint_call
