@@ -182,6 +182,11 @@ class TaskSink:
     def add(self, item: ServiceTask) -> None:
         self._pending.append(item)
 
+    def _last_send(self, task: ServiceTask) -> float:
+        """The latest time the task may be published: `min_time_left` before it expires
+        (a task sent with a minute to live reached its consumer expired)."""
+        return task.expires_at.timestamp() - self.policy.min_time_left.total_seconds()
+
     async def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         return await with_retry(call, Dependency.REDIS, self.metrics, what)
 
@@ -401,7 +406,7 @@ class TaskSink:
         facts: dict[str, SubscriberFacts],
     ) -> str | None:
         """None when the task is still worth sending, else why not."""
-        if task.expires_at.timestamp() <= now:
+        if now > self._last_send(task):
             return SuppressReason.EXPIRED.value
         if is_forgotten(task, facts.get(task.subscriber_id)):
             return "forgotten"
@@ -470,7 +475,7 @@ class TaskSink:
         for task, contact in zip(contacting, await self._contacts(contacting, now, w), strict=True):
             if contact.taken:
                 capacity.append(task)
-            elif contact.free_at is not None and contact.free_at < task.expires_at.timestamp():
+            elif contact.free_at is not None and contact.free_at <= self._last_send(task):
                 w.park(task, contact.free_at, contact.reason)
             else:
                 self._suppressed(task, contact.reason)
@@ -520,7 +525,7 @@ class TaskSink:
             for i, look in looks.items()
             if not look.taken
             and look.free_at is not None
-            and look.free_at >= tasks[i].expires_at.timestamp()
+            and look.free_at > self._last_send(tasks[i])
         }
 
     async def _frequency_contacts(
@@ -664,7 +669,7 @@ class TaskSink:
         if overflow.policy is OverflowPolicy.DROP:
             return None
         later = next_day_start(at, self.policy.zone, self.policy.next_day_at)
-        return later.timestamp() if later < task.expires_at else None
+        return later.timestamp() if later.timestamp() <= self._last_send(task) else None
 
     async def _take(self, task: ServiceTask, at: dt.datetime) -> bool:
         slot = await self._redis(
@@ -690,7 +695,7 @@ class TaskSink:
         if reactivated(task, facts[task.subscriber_id]):
             return False
         again = now + SUSPENDED_POLL_S
-        if again < task.expires_at.timestamp():
+        if again <= self._last_send(task):
             w.park(task, again, "suspended", count=False)
         else:
             self._suppressed(task, "suspended")
@@ -709,7 +714,7 @@ class TaskSink:
         opens = open_after_quiet(at, quiet.zone, quiet.windows)
         if opens is not None and opens <= at:
             return False
-        if opens is not None and opens < task.expires_at:
+        if opens is not None and opens.timestamp() <= self._last_send(task):
             w.park(task, opens.timestamp(), "quiet_hours")
         else:  # quiet until it expires, as gating says of a task it makes
             self._suppressed(task, SuppressReason.EXPIRED.value)

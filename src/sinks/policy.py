@@ -112,6 +112,13 @@ class DispatchPolicy(_Frozen):
     )
     outcomes: OutcomePolicy = OutcomePolicy()
     release_batch: int = Field(default=500, ge=1, description="most tasks released per timer tick")
+    min_time_left: Duration = Field(
+        default=dt.timedelta(minutes=5),
+        description="a task with less than this left before its expires_at is not published "
+        "(suppressed as expired): no consumer could act on it in time",
+    )
+
+    _min_time_left = field_validator("min_time_left", mode="before")(_duration)
 
     @field_validator("timezone")
     @classmethod

@@ -71,6 +71,7 @@ class TestPolicyFile:
         assert policy.next_day_at == dt.time(9, 0)
         assert policy.contact.max_contacts == 3
         assert policy.outcomes.max_retries == 2
+        assert policy.min_time_left == dt.timedelta(minutes=5)
 
     def test_region_limits_fall_back_to_star(self, tmp_path: Path) -> None:
         path = tmp_path / "policy.yaml"

@@ -381,6 +381,32 @@ class TestContactAndMerge:
         assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
 
 
+class TestTimeLeft:
+    async def test_a_task_with_less_than_min_time_left_is_not_published(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """A moment found late (its event a day old, the task's TTL a day) went out with a
+        minute to live and reached its consumer expired (dispatch review)."""
+        w = make_worker(DispatchPolicy.model_validate({"merge": NO_HOLD}))
+        soon = NOW + dt.timedelta(minutes=4)
+        await w.send(task("m1", sub="13400000031", expires_at=soon))
+        await w.send(task("m2", sub="13400000032", expires_at=soon + dt.timedelta(minutes=2)))
+        assert [await w.ledger.state(i) for i in ("m1", "m2")] == ["dropped", "sent"]
+        expired = {"moment_type": "first_international_roaming", "reason": "expired"}
+        assert w.sample("moments_tasks_suppressed_total", **expired) == 1
+
+    async def test_a_wait_that_ends_too_close_to_the_expiry_drops_the_task(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Released with three minutes to live, it is dropped, not published."""
+        w = make_worker(DispatchPolicy.model_validate({"merge": NO_HOLD}))
+        opens = NOW + HOUR
+        held = task("m3", sub="13400000033", deliver_after=opens, deferred="quiet_hours")
+        await w.send(held.model_copy(update={"expires_at": opens + dt.timedelta(minutes=3)}))
+        await w.sink.release_due(now=opens.timestamp() + 1)
+        assert await w.ledger.state("m3") == "dropped"
+
+
 class TestFrequencyCap:
     """The rule set's cap (`gating.frequency_cap`) counts the contacts dispatch makes: a
     merged group is one, a task refused later gives its back. (It was a gate of the
