@@ -79,7 +79,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
         return _reject(record, event_type, RejectReason.INVALID_EVENT, "ValidationError", detail)
     key = record.key
-    if key is None:
+    if not key:  # None, or empty: a key the producer did not set (as for a tombstone)
         return _reject(
             record,
             event_type,

@@ -326,6 +326,15 @@ class TestLists:
 class TestProducerMistakes:
     """What an upstream review sent, refused with what to fix."""
 
+    @pytest.mark.parametrize("key", [None, b""])
+    def test_no_key_or_an_empty_one_is_missing_key(self, key: bytes | None) -> None:
+        """An empty key read `key_mismatch: record key '' differs ...` on an event and
+        `missing_key` on a tombstone (producer review)."""
+        result = decode(_record(_usage(), key=key), EventType.USAGE)  # type: ignore[arg-type]
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.MISSING_KEY
+        assert result.message == "produce with the subscriber id as the record key"
+
     def test_a_byte_order_mark_is_named(self) -> None:
         result = decode(_record(b"\xef\xbb\xbf" + _usage()), EventType.USAGE)
         assert isinstance(result, DeadLetter)
