@@ -399,6 +399,17 @@ def asyncapi_document() -> dict[str, Any]:
         "examples": [{"name": "ProfileTombstone-example", "payload": None}],
     }
     messages["DeadLetter"] = _dead_letter_message()
+    messages["ServiceTask"]["headers"] = {
+        "type": "object",
+        "properties": {
+            "content-type": {
+                "type": "string",
+                "const": "application/json",
+                "description": "On every task record, as written by the detector",
+            }
+        },
+    }
+    messages["ServiceTask"]["examples"][0]["headers"] = {"content-type": "application/json"}
 
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
