@@ -55,9 +55,17 @@ def test_the_dashboard_provider_loads_json_files_from_a_folder() -> None:
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
-def test_panels_have_description_unit_thresholds_and_the_fixed_datasource(path: Path) -> None:
-    uid = datasource_uid()
+def test_panels_have_description_unit_thresholds_and_the_datasource_variable(
+    path: Path,
+) -> None:
+    """Every query reads the dashboard's `datasource` variable, whose default is the
+    provisioned Prometheus: a fixed uid broke every panel of the dashboard imported into
+    a Grafana whose Prometheus has another (SRE review)."""
     dashboard = json.loads(path.read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+    assert (variable["type"], variable["query"]) == ("datasource", "prometheus")
+    assert variable["current"]["value"] == datasource_uid()
+    uid = "${datasource}"
     assert dashboard["uid"]
     for panel in panels(path):
         title = panel["title"]
