@@ -139,18 +139,22 @@ class LagSampler:
         m.assigned_partitions.set(len(ends))
 
     async def sample(self, consumer: Any) -> None:
-        """One sample from a Faust consumer (its committed offsets are Faust's own view)."""
+        """One sample from a Faust consumer (its committed offsets are Faust's own view).
+        A worker with no input partition (more workers than partitions) asks for one
+        partition's end all the same: it is how the broker's absence shows on it too (its
+        `dependency_up{kafka}` stood at 1 through an outage)."""
         assigned = [tp for tp in consumer.assignment() if tp.topic in self.topics]
+        probe = assigned or ([TP(min(self.topics), 0)] if self.topics else [])
         ends: Mapping[TP, int | None] = {}
-        if assigned:
+        if probe:
             try:
-                ends = await asyncio.wait_for(consumer.highwaters(*assigned), self.timeout)
+                ends = await asyncio.wait_for(consumer.highwaters(*probe), self.timeout)
             except Exception as exc:  # a broker hiccup must not stop the timer
                 self.broker_failed(exc)
                 return
             self.broker_answered()
         committed: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
-        self.update(ends, committed)
+        self.update(ends if assigned else {}, committed)
 
     def broker_failed(self, exc: BaseException) -> None:
         """A sample the broker did not answer: counted, logged once per outage, and the

@@ -128,6 +128,36 @@ class TestBrokerProbe:
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 3
         assert sample(registry, "moments_dependency_errors_total", dependency="redis") == 0
 
+    async def test_a_worker_with_no_partition_still_notices_the_broker_gone(self) -> None:
+        """More workers than partitions: one without any sampled nothing, and its
+        dependency_up{kafka} stood at 1 through an outage (SRE review)."""
+        registry = CollectorRegistry()
+        health = Metrics(registry)
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"], health=health, timeout=0.05)
+        asked: list[tuple[TP, ...]] = []
+        answer: list[BaseException | None] = [KafkaConnectionError("connection refused")]
+
+        class IdleConsumer:
+            _committed_offset: Mapping[TP, int] = {}
+
+            def assignment(self) -> set[TP]:
+                return set()
+
+            async def highwaters(self, *tps: TP) -> dict[TP, int]:
+                asked.append(tps)
+                if answer[0] is not None:
+                    raise answer[0]
+                return dict.fromkeys(tps, 9)
+
+        await sampler.sample(IdleConsumer())
+        assert sample(registry, "moments_dependency_up", dependency="kafka") == 0
+        answer[0] = None
+        await sampler.sample(IdleConsumer())
+        assert sample(registry, "moments_dependency_up", dependency="kafka") == 1
+        assert asked == [(TP("in.usage", 0),)] * 2
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") is None
+        assert sample(registry, "moments_consumer_assigned_partitions") == 0
+
     async def test_the_lag_is_unknown_while_the_broker_does_not_answer(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
