@@ -90,7 +90,10 @@ class Reloader:
             return self.load(self.path)
         except RulesError as exc:
             log.error("rules reload refused (the rules in force stay):\n%s", exc)
-        except Exception:  # a loader bug must not stop the worker: the rules in force stay
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # a loader bug must not stop the worker: the rules in force
+            # stay (pyo3's PanicException, from a Rust extension out of memory, is no Exception)
             log.exception(
                 "rules reload of %s failed unexpectedly (the rules in force stay): a bug in "
                 "moments; report it with this traceback and the file (`moments rules "

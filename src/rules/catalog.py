@@ -263,7 +263,7 @@ def _check_holiday_keys(
                         file.problem(
                             problems,
                             (*loc, "holidays", i),
-                            f"holiday {key!r} is not in the calendar in force{off}; known "
+                            f"holiday {key[:40]!r} is not in the calendar in force{off}; known "
                             f"ones: {', '.join(sorted(in_force))} (moments calendar export "
                             "lists their dates)",
                         )

@@ -31,6 +31,10 @@ MAX_DEPTH = 64
 MAX_NODES = 50_000
 """Values (scalars, maps, lists): some 1,100 rules like the default catalog's 21, which with
 its series hold 910. Bounds the time a worker spends on a file before refusing it."""
+MAX_TEXT = 2 * MAX_FILE_BYTES
+"""Characters of all the text values, each alias counting as the text it stands for: an
+alias of a 100,000-character value used 5,000 times (a 120 KB file) took 2 GB and froze
+the worker's event loop for a minute while it loaded."""
 
 
 def too_large(name: str, size: int) -> RuleProblem | None:
@@ -55,15 +59,19 @@ def beyond_limits(name: str, text: str) -> RuleProblem | None:
     problem = too_large(name, len(text.encode("utf-8")))
     if problem is not None:
         return problem
-    nodes = 0
+    nodes = chars = 0
     enclosing: list[_Open] = []
-    anchored: dict[str, tuple[int, int]] = {}  # anchor -> (values, levels) it stands for
+    anchored: dict[str, tuple[int, int, int]] = {}  # anchor -> (values, levels, characters)
     try:
         for event in YAML(typ="rt").parse(text):
             if isinstance(event, CollectionEndEvent):
                 done = enclosing.pop()
                 if done.anchor is not None:
-                    anchored[done.anchor] = (nodes - done.nodes_before, done.levels)
+                    anchored[done.anchor] = (
+                        nodes - done.nodes_before,
+                        done.levels,
+                        chars - done.chars_before,
+                    )
                 if enclosing:
                     enclosing[-1].levels = max(enclosing[-1].levels, done.levels + 1)
                 continue
@@ -71,7 +79,7 @@ def beyond_limits(name: str, text: str) -> RuleProblem | None:
                 continue
             mark = event.start_mark
             line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-            values, levels = 1, 0
+            values, levels, size = 1, 0, len(getattr(event, "value", None) or "")
             if isinstance(event, AliasEvent):
                 if any(o.anchor == event.anchor for o in enclosing):
                     return RuleProblem(
@@ -81,12 +89,22 @@ def beyond_limits(name: str, text: str) -> RuleProblem | None:
                         f"YAML alias *{event.anchor} is inside the value it names "
                         f"(&{event.anchor}), which would never end; write the value out",
                     )
-                values, levels = anchored.get(str(event.anchor), (1, 0))
+                values, levels, size = anchored.get(str(event.anchor), (1, 0, 0))
             elif isinstance(event, CollectionStartEvent):
-                enclosing.append(_Open(event.anchor, nodes))
+                enclosing.append(_Open(event.anchor, nodes, chars))
             elif event.anchor is not None:
-                anchored[event.anchor] = (1, 0)
+                anchored[event.anchor] = (1, 0, size)
             nodes += values
+            chars += size
+            if chars > MAX_TEXT:
+                return RuleProblem(
+                    name,
+                    line,
+                    col,
+                    f"more than {MAX_TEXT:,} characters of text in one file, each alias "
+                    "counting as the text it stands for; write shorter values, or split the "
+                    "rules into several files of a rules folder",
+                )
             if nodes > MAX_NODES:
                 return RuleProblem(
                     name,
@@ -118,4 +136,5 @@ class _Open:
 
     anchor: str | None
     nodes_before: int
+    chars_before: int
     levels: int = 1
