@@ -33,9 +33,16 @@ SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
 SubscriberId = Annotated[
     str, StringConstraints(pattern=SUBSCRIBER_PATTERN), Field(description="MSISDN, 5-20 digits")
 ]
-_TEXT = r"^[^\x00-\x1f\x7f-\x9f]*$"
-"""No control characters: text from events reaches task descriptions (an SMS), logs and
-terminals (`moments tasks tail`), where a newline or an escape sequence is an injection."""
+INVISIBLE = (
+    r"\x00-\x1f\x7f-\x9f"  # control characters
+    r"\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+    r"\ufff9-\ufffb"  # format characters (bidi overrides, zero-width), line separators
+)
+"""What text from events must not hold, as a regex character range: it reaches task
+descriptions (an SMS), logs and terminals (`moments tasks tail`), where a newline or an
+escape sequence is an injection and a right-to-left override shows `ppa.evil` for
+`live.app`."""
+_TEXT = rf"^[^{INVISIBLE}]*$"
 
 
 def text(max_length: int, min_length: int = 0) -> StringConstraints:

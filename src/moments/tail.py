@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 
 from moments.connections import kafka_client_kwargs
+from moments.models import INVISIBLE
 from moments.pii import mask_msisdn
 from moments.settings import Settings
 from moments.taskboard import TaskBoard, merged_types
@@ -43,14 +44,18 @@ def format_task(task: dict[str, Any]) -> str:
     )
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(f"[{INVISIBLE}]")
 
 
 def _printable(line: str) -> str:
-    """Control characters as escapes: a record on the task topic (anyone who may write
-    to it) must not move the cursor, clear the screen or set the clipboard of whoever
-    follows the topic in a terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
+    """Control and format characters as escapes: a record on the task topic (anyone who
+    may write to it) must not move the cursor, clear the screen, set the clipboard or
+    reverse the text of whoever follows the topic in a terminal."""
+    return _CONTROL.sub(lambda m: _escape(ord(m.group())), line)
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _time(value: Any) -> dt.datetime | None:

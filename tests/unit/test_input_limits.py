@@ -284,6 +284,13 @@ class TestEventText:
             ("event_id", "e1\r\n[CRITICAL] forged"),
             ("region", "NJ\x1b[2J"),
             ("service_code", "x\x7f"),
+            # format characters and separators (security re-check)
+            ("service_code", "\u202eppa.evil"),
+            ("counterparty", "10086\u2028x"),
+            ("region", "N\u200bJ"),
+            ("event_id", "\ufeffe1"),
+            ("service_code", "VIP\u2066x\u2069"),
+            ("service_code", "soft\u00adhyphen"),
         ],
     )
     def test_a_control_character_is_an_invalid_event(self, field: str, value: str) -> None:

@@ -36,3 +36,9 @@ def test_control_characters_are_shown_escaped_not_sent_to_the_terminal() -> None
     line = format_task({**TASK, "moment": moment, "deferred": None})
     assert "Welcome\\x1b]52;c;ZXZpbA==\\x07 to\\x0d\\x0aJP\\x9b2J" in line
     assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in line)
+
+
+def test_a_right_to_left_override_is_shown_escaped() -> None:
+    moment = {"type": "x", "description": "Pay at \u202eppa.evil\u2028now\u200b"}
+    line = format_task({**TASK, "moment": moment, "deferred": None})
+    assert "Pay at \\u202eppa.evil\\u2028now\\u200b" in line
