@@ -76,7 +76,10 @@ _RFC3339 = (
 MONEY_DIGITS = 9
 """Money below a billion yuan either way: an amount of 400 digits made the spend series
 infinite, stored as null, and the worker crashed on the subscriber's next event."""
-_DECIMAL = rf"^-?[0-9]{{1,{MONEY_DIGITS}}}(\.[0-9]+)?$"
+MONEY_PLACES = 4
+"""Decimal places of money: a decimal string with more is refused (20,000 places reached a
+customer's SMS), a JSON number is rounded to them (0.1 + 0.2 is 0.30000000000000004)."""
+_DECIMAL = rf"^-?[0-9]{{1,{MONEY_DIGITS}}}(\.[0-9]{{1,{MONEY_PLACES}}})?$"
 _MONEY_LIMIT = 10**MONEY_DIGITS
 
 
@@ -98,6 +101,12 @@ def _text_then(pattern: str, parsed: CoreSchema) -> CoreSchema:
     return cs.chain_schema([cs.str_schema(pattern=pattern, strict=True), parsed])
 
 
+def _rounded(amount: float) -> Decimal:
+    """A JSON number as money: to `MONEY_PLACES` places (1e-300 showed as "1E-300 yuan"),
+    and -0 as 0."""
+    return Decimal(repr(round(amount, MONEY_PLACES) + 0.0))
+
+
 def _money(**bounds: Any) -> CoreSchema:
     parsed = cs.decimal_schema(strict=False, allow_inf_nan=False)
     bounds = {"gt": -_MONEY_LIMIT, "lt": _MONEY_LIMIT} | bounds
@@ -105,8 +114,14 @@ def _money(**bounds: Any) -> CoreSchema:
         [
             _text_then(_DECIMAL, parsed),
             cs.chain_schema([cs.int_schema(strict=True), parsed]),
-            cs.chain_schema([cs.float_schema(strict=True, allow_inf_nan=False), parsed]),
+            cs.chain_schema(
+                [
+                    cs.float_schema(strict=True, allow_inf_nan=False),
+                    cs.no_info_plain_validator_function(_rounded),
+                ]
+            ),
         ],
+        mode="left_to_right",  # an integer is no float (12, not 12.0, in a description)
         custom_error_type="money_type",
         custom_error_message='Input should be a JSON number or a decimal string like "49.90" '
         "(no exponent, no thousands separator)",
@@ -142,11 +157,12 @@ Money = Annotated[
                 },
                 {"type": "string", "pattern": _DECIMAL},
             ],
-            "description": "Yuan (CNY) below a billion either way, JSON number or decimal string",
+            "description": "Yuan (CNY) below a billion either way, JSON number (rounded to 4 "
+            "decimal places) or decimal string (at most 4 places)",
         },
     ),
 ]
-_POSITIVE = rf"^(?=.*[1-9])[0-9]{{1,{MONEY_DIGITS}}}(\.[0-9]+)?$"
+_POSITIVE = rf"^(?=.*[1-9])[0-9]{{1,{MONEY_DIGITS}}}(\.[0-9]{{1,{MONEY_PLACES}}})?$"
 PositiveMoney = Annotated[
     Decimal,
     *_json_reads(
@@ -157,7 +173,8 @@ PositiveMoney = Annotated[
                 {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": _MONEY_LIMIT},
                 {"type": "string", "pattern": _POSITIVE},
             ],
-            "description": "Yuan (CNY) above 0 and below a billion, JSON number or decimal string",
+            "description": "Yuan (CNY) above 0 and below a billion, JSON number (rounded to 4 "
+            "decimal places) or decimal string (at most 4 places)",
         },
     ),
 ]

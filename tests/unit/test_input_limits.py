@@ -256,6 +256,30 @@ class TestNonFiniteNumbers:
         assert result.reason is RejectReason.INVALID_EVENT
         assert field in result.message
 
+    @pytest.mark.parametrize(
+        ("raw", "taken"),
+        [
+            (b"12", "12"),
+            (b"49.9", "49.9"),
+            (b'"49.9000"', "49.9000"),
+            (b"0.30000000000000004", "0.3"),  # float arithmetic upstream
+            (b"1e-300", "0.0"),  # showed as "1E-300 yuan" in an SMS
+            (b"-0.0", "0.0"),
+        ],
+    )
+    def test_money_is_read_to_four_places(self, raw: bytes, taken: str) -> None:
+        value = _usage().replace(b'"kind"', b'"balance_after":' + raw + b',"kind"')
+        event = decode(_record(value), EventType.USAGE)
+        assert isinstance(event, UsageEvent), event
+        assert str(event.balance_after) == taken
+
+    def test_a_decimal_string_with_more_than_four_places_is_an_invalid_event(self) -> None:
+        """20,000 places of balance went into a customer's SMS (security re-check)."""
+        for text in ("5.33333", "5." + "3" * 20_000):
+            result = decode(_record(_usage(balance_after=text)), EventType.USAGE)
+            assert isinstance(result, DeadLetter)
+            assert "balance_after" in result.message
+
     def test_a_top_up_of_a_billion_is_an_invalid_event(self) -> None:
         value = orjson.dumps(
             {

@@ -420,6 +420,8 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
     (EventType.TOPUP, {"amount": "999999999.99"}, True),
     *((EventType.TOPUP, {"amount": bad}, False) for bad in ("1000000000", 1e9, "9" * 400)),
     (EventType.TOPUP, {"balance_after": "-999999999"}, True),
+    (EventType.TOPUP, {"balance_after": "4.8125"}, True),
+    (EventType.TOPUP, {"balance_after": "4.81255"}, False),
     (EventType.TOPUP, {"balance_after": -1e9}, False),
     (EventType.TOPUP, {"channel": "app\r\nWIN: http://x.io"}, False),
     (EventType.TOPUP, {"channel": "\u202eppa.evil"}, False),
