@@ -114,6 +114,24 @@ class TestPolicyFile:
         assert (again.taken, again.left, again.pool) == (True, 0, "*")
 
     @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            (b"capacity: " + b"[" * 5000 + b"]" * 5000, "nested more than 64 levels deep"),
+            (b'timezone: "\xff"\n', "cannot read the dispatch policy (UnicodeDecodeError"),
+        ],
+    )
+    def test_a_file_that_cannot_be_read_is_refused_not_a_crash(
+        self, tmp_path: Path, raw: bytes, expected: str
+    ) -> None:
+        """5,000 brackets crashed start-up with a RecursionError traceback (security
+        re-check)."""
+        path = tmp_path / "policy.yaml"
+        path.write_bytes(raw)
+        with pytest.raises(ConfigError, match=re.escape(expected)) as err:
+            load_policy(path)
+        assert str(path) in str(err.value)
+
+    @pytest.mark.parametrize(
         ("text", "expected"),
         [
             ("overflow: {x: {policy: fallback}}", "needs a channel"),
