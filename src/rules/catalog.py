@@ -38,7 +38,7 @@ from rules.series import Series, SeriesGroup
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import placeholders, unfilled
-from rules.yamllimits import beyond_limits, too_large
+from rules.yamllimits import beyond_limits, read_utf8, too_large, unreadable
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -175,7 +175,7 @@ def load_rules(path: Path | None = None) -> RuleSet:
             oversize = [p for p in (too_large(str(f), f.stat().st_size) for f in files) if p]
             if oversize:
                 raise RulesError(oversize)
-            texts = [(str(p), p.read_text(encoding="utf-8")) for p in files]
+            texts = [(str(p), read_utf8(p)) for p in files]
         except OSError as exc:
             raise RulesError(
                 [RuleProblem(str(path), 1, 1, f"cannot read: {exc.strerror}")]
@@ -347,6 +347,9 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problems.append(RuleProblem(name, line, col, f"YAML syntax: {exc.problem}"))
+        return None
+    except YAMLError as exc:  # a character YAML does not allow (ReaderError), and the like
+        problems.append(unreadable(name, text, exc))
         return None
     if doc is None or doc == {}:
         problems.append(

@@ -12,6 +12,7 @@ share a task block between rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -22,7 +23,7 @@ from ruamel.yaml.events import (
     NodeEvent,
 )
 
-from rules.exceptions import RuleProblem
+from rules.exceptions import RuleProblem, RulesError
 
 MAX_FILE_BYTES = 1024 * 1024
 """The default catalog is 12 KiB; the cap on values binds first for files like it."""
@@ -138,3 +139,34 @@ class _Open:
     nodes_before: int
     chars_before: int
     levels: int = 1
+
+
+def read_utf8(path: Path) -> str:
+    """A rules or calendar file's text; one that is not UTF-8 is refused at the first byte
+    that is not (it ended `rules validate` and the worker's start in a traceback)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RulesError(
+            [
+                RuleProblem(
+                    str(path),
+                    line,
+                    col,
+                    f"byte {data[exc.start]:#04x} is not UTF-8: save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+
+def unreadable(name: str, text: str, exc: Exception) -> RuleProblem:
+    """A YAML error with no mark (a character YAML does not allow: ReaderError), at the
+    position it names."""
+    at = getattr(exc, "position", 0) or 0
+    line = text.count("\n", 0, at) + 1
+    col = at - (text.rfind("\n", 0, at) + 1) + 1
+    said = " ".join(str(exc).split("\n")[0].split())  # without "in <unicode string>"
+    return RuleProblem(name, line, col, f"YAML: {said}")

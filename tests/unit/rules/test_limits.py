@@ -9,7 +9,7 @@ import pytest
 
 from moments.cli import main
 from rules import yamllimits
-from rules.calendar import CalendarError, parse_calendar
+from rules.calendar import CalendarError, load_calendar, parse_calendar
 from rules.catalog import load_rules, load_texts
 from rules.exceptions import RulesError
 
@@ -168,6 +168,31 @@ class TestCommand:
         path.write_text(text)
         assert main(["rules", "validate", str(path)]) == 1
         assert capsys.readouterr().out.startswith(f"{path}{expected}")
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            (
+                b"rules:\n  - id: a\x01b\n",
+                ":2:10: YAML: unacceptable character #x0001: special characters are not allowed",
+            ),
+            (b"\xff\xferules: []\n", ":1:1: byte 0xff is not UTF-8: save the file as UTF-8"),
+            (b"rules: []\n# caf\xe9\n", ":2:6: byte 0xe9 is not UTF-8: save the file as UTF-8"),
+        ],
+    )
+    def test_a_file_yaml_or_utf_8_cannot_read_is_refused_with_its_position(
+        self, raw: bytes, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A control character or a byte that is not UTF-8 ended validation, and a
+        worker's start, in a traceback (security re-check)."""
+        path = tmp_path / "bad.yaml"
+        path.write_bytes(raw)
+        assert main(["rules", "validate", str(path)]) == 1
+        assert capsys.readouterr().out.splitlines()[0] == f"{path}{expected}"
+        calendar = tmp_path / "calendar.yaml"
+        calendar.write_bytes(raw)
+        with pytest.raises(RulesError, match=r"YAML|not UTF-8"):
+            load_calendar(calendar)
 
     def test_a_worker_started_on_a_deep_file_stops_with_the_message(
         self,
