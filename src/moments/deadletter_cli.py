@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from moments.deadletters import DeadLetterEntry, Selection, Summary, entry_document, parse_time
 from moments.models import EventType
@@ -221,13 +222,13 @@ def _table(title: str, summary: Summary) -> Table:
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for (topic, reason), group in summary.groups.items():
-        table.add_row(
-            topic,
-            reason,
+        table.add_row(  # Text, not markup: a producer's key "[link=...]" made a hyperlink
+            Text(topic),
+            Text(reason),
             f"{group.count:,}",
             _minute(group.first),
             _minute(group.last),
-            mask_quoted_numbers(group.example),  # --json has them whole
+            Text(mask_quoted_numbers(group.example)),  # --json has them whole
         )
     return table
 

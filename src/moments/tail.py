@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import re
 import sys
 from typing import Any, TextIO
@@ -19,6 +20,8 @@ from moments.models import INVISIBLE
 from moments.pii import mask_msisdn
 from moments.settings import Settings
 from moments.taskboard import TaskBoard, merged_types
+
+log = logging.getLogger(__name__)
 
 
 def format_task(task: dict[str, Any]) -> str:
@@ -54,8 +57,34 @@ def _printable(line: str) -> str:
     return _CONTROL.sub(lambda m: _escape(ord(m.group())), line)
 
 
+def _json_printable(value: bytes) -> str:
+    """A task's JSON with the characters `_printable` escapes as JSON escapes (`\\u202e`),
+    so that it stays the same JSON for jq."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", value.decode())
+
+
 def _escape(code: int) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _task_or_none(value: bytes) -> dict[str, Any] | None:
+    """The task in a record, or None for one that is not (not JSON, not an object, a
+    field of the wrong shape): `format_task` and the board read these fields."""
+    try:
+        task = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(task, dict):
+        return None
+    if not isinstance(task.get("moment", {}), dict) or not isinstance(
+        task.get("deferred") or {}, dict
+    ):
+        return None
+    try:
+        format_task(task)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return task
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -126,6 +155,7 @@ async def tail_tasks(
         if ready is not None:
             ready.set()
         board = TaskBoard() if live else None
+        unreadable = 0
         with contextlib.ExitStack() as stack:
             screen = None
             if board is not None:
@@ -137,11 +167,16 @@ async def tail_tasks(
                 if exit_after is not None:  # a fetch may bring more than are left to print
                     values = values[: exit_after - printed]
                 for value in values:
-                    task = orjson.loads(value)
+                    task = _task_or_none(value)
+                    if task is None:  # anyone may write to the topic: skip, say so once
+                        if not unreadable:
+                            log.warning("a record of the task topic is no task: skipped")
+                        unreadable += 1
+                        continue
                     if board is not None:
                         board.add(task)
                     else:
-                        line = value.decode() if json_lines else format_task(task)
+                        line = _json_printable(value) if json_lines else format_task(task)
                         print(line, file=stream, flush=True)
                     printed += 1
                 if board is not None and screen is not None and batches:

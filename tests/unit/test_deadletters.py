@@ -298,3 +298,25 @@ def test_the_original_headers_and_time_are_read_back_and_a_replay_restores_them(
     doc = entry_document(entry)
     assert doc["headers"][0] == ["traceparent", "00-abc-01"]
     assert doc["original_timestamp"] == "2025-12-05T02:00:00.412000+00:00"
+
+
+def test_the_summary_table_shows_a_producers_text_as_text_not_markup() -> None:
+    """A key "[link=http://ev.il]PAY[/link]" quoted in a message made a clickable link in
+    `deadletter show` (security re-check)."""
+    import io
+
+    from rich.console import Console
+
+    from moments.deadletter_cli import _table
+    from moments.deadletters import Group, Summary
+
+    summary = Summary()
+    summary.groups[("telecom.topup", "key_mismatch")] = Group(
+        count=1, example="record key '[blink][link=http://ev.il]PAY[/link]' differs"
+    )
+    out = io.StringIO()
+    Console(file=out, width=300, force_terminal=True).print(_table("dead letters", summary))
+    text = out.getvalue()
+    assert "[blink][link=http://ev.il]PAY[/link]" in text
+    assert "\x1b]8;" not in text  # no hyperlink
+    assert "\x1b[5m" not in text  # no blink

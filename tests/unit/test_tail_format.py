@@ -3,7 +3,10 @@ offset, a deferral in the moment's offset (it mixed +08:00 without the offset an
 
 from __future__ import annotations
 
-from moments.tail import format_task
+import orjson
+import pytest
+
+from moments.tail import _json_printable, _task_or_none, format_task
 
 TASK = {
     "task_id": "t-1",
@@ -42,3 +45,26 @@ def test_a_right_to_left_override_is_shown_escaped() -> None:
     moment = {"type": "x", "description": "Pay at \u202eppa.evil\u2028now\u200b"}
     line = format_task({**TASK, "moment": moment, "deferred": None})
     assert "Pay at \\u202eppa.evil\\u2028now\\u200b" in line
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\x1b]52;c;ZXZpbA==\x07 not json",
+        b"[]",
+        b"1",
+        b'{"moment": "x"}',
+        b'{"deferred": {"until": 5}}',
+    ],
+)
+def test_a_record_that_is_no_task_is_skipped(value: bytes) -> None:
+    """Each of these ended `tasks tail` in every mode (security re-check)."""
+    assert _task_or_none(value) is None
+
+
+def test_json_lines_keep_their_json_with_invisible_characters_escaped() -> None:
+    value = orjson.dumps({**TASK, "moment": {"type": "x", "description": "a\u202eb\x85c"}})
+    line = _json_printable(value)
+    assert "\u202e" not in line
+    assert "\x85" not in line
+    assert orjson.loads(line)["moment"]["description"] == "a\u202eb\x85c"
