@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from moments.exceptions import ConfigError
-from moments.records import RawRecord
+from moments.records import DeadLetter, RawRecord, RejectReason
 
 KEY_CACHE = 1 << 18
 """Keys whose partition is remembered (about 25 MB at most): murmur2 in Python costs
@@ -104,6 +104,39 @@ class PartitionCheck:
             self._held.update(out)
             self._warn(example)
         return out
+
+    def misplaced_tombstones(
+        self, records: Sequence[RawRecord], topic: str
+    ) -> tuple[list[RawRecord], list[DeadLetter]]:
+        """The batch less the tombstones of `topic` (profiles) that sit on another
+        partition than their key's, and those as dead letters: an event there is applied
+        all the same, but a tombstone there would erase nothing where the subscriber's
+        state is (security re-check), and a dead letter can be replayed to the right one."""
+        refused: list[DeadLetter] = []
+        kept: list[RawRecord] = []
+        for record in records:
+            key = record.key
+            if (
+                record.value is None
+                and record.topic == topic
+                and key
+                and key.isdigit()
+                and (expected := self.expected(key)) != record.partition
+            ):
+                refused.append(
+                    DeadLetter(
+                        record,
+                        "profile",
+                        RejectReason.MISPLACED,
+                        "Misplaced",
+                        f"a profile tombstone on partition {record.partition}, where its key "
+                        f"names {expected}: nothing was erased; produce it with the default "
+                        "partitioner (murmur2), or `moments deadletter replay` it",
+                    )
+                )
+            else:
+                kept.append(record)
+        return (kept, refused) if refused else (list(records), refused)
 
     def _warn(self, example: tuple[str, int, int]) -> None:
         now = self.clock()

@@ -36,6 +36,7 @@ class RejectReason(StrEnum):
     LATE = "late"  # valid, but older than its subscriber's latest event by over the lateness
     FUTURE = "future"  # valid, but dated ahead of the worker's clock: a producer's clock
     DETECTOR_ERROR = "detector_error"  # valid, but applying it failed: a fault of ours
+    MISPLACED = "misplaced"  # a profile tombstone on another partition than its key's
     SUBSCRIBER_MISMATCH = "subscriber_mismatch"  # an outcome whose subscriber is not its task's
 
 
@@ -61,6 +62,10 @@ REASONS_EXPLAINED: dict[RejectReason, str] = {
     RejectReason.FUTURE: "valid, but dated ahead of the worker's clock by more than 15 minutes "
     "(or the lateness, if shorter): fix the producer's clock or zone (local time written "
     "with Z); `moments deadletter replay` sends it back once due",
+    RejectReason.MISPLACED: "a profile tombstone on another partition than the one its key "
+    "names (murmur2, Kafka's default partitioner): the subscriber's state is not there, so "
+    "nothing was erased; produce with the default partitioner (librdkafka: "
+    "partitioner=murmur2_random); `moments deadletter replay` sends it where it belongs",
     RejectReason.DETECTOR_ERROR: "valid, but applying it failed: a fault of the detector or "
     "its rules, not of the event (MomentsDetectorErrors; the worker log has the traceback); "
     "nothing for the producer to do: the operators replay it once fixed",

@@ -25,7 +25,7 @@ from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
 from moments.logthrottle import RepeatThrottle
-from moments.models import OutcomeStatus
+from moments.models import EventType, OutcomeStatus
 from moments.outcomes import handle_outcomes
 from moments.partitioning import PartitionCheck
 from moments.producer import start_producer
@@ -209,7 +209,13 @@ class Runtime:
             now = dt.datetime.now(dt.UTC)
             for topic, n in self.placement.check(records).items():
                 self.metrics.misplaced.labels(self.detector.topic_types[topic].value).inc(n)
+            records, misplaced = self.placement.misplaced_tombstones(
+                records, self.settings.topic("profile")
+            )
             result = self.detector.process(records, store.load, now)
+            if misplaced:
+                result.dead_letters.extend(misplaced)
+                result.events[EventType.PROFILE.value] += len(misplaced)
             self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
             self.clock.observe(result.watermarks, time.time())
             await self._publish(result, store)

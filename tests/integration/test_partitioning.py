@@ -87,3 +87,37 @@ async def test_a_worker_configured_for_fewer_partitions_than_its_input_refuses_t
     assert done.returncode == 2, done.stderr[-3000:]
     assert "the input topics have 4 partitions and MOMENTS_PARTITIONS is 2" in done.stderr
     assert "set MOMENTS_PARTITIONS=4" in done.stderr
+
+
+async def test_a_tombstone_off_its_key_partition_is_a_dead_letter_and_erases_nothing(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    """It went to the changelog of its own partition, so the subscriber's record on the
+    right one stayed, and came back after a restart (security re-check)."""
+    port = free_port()
+    settings = make_settings(metrics_port=port)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    sub = "13812345678"
+    right = partition_of(sub.encode(), settings.partitions)
+
+    def wrong_partition(key: bytes, every: list[int], available: list[int]) -> int:
+        return (right + 1) % len(every)
+
+    profile = {
+        "event_id": "p1",
+        "subscriber_id": sub,
+        "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
+        "tier": "gold",
+    }
+    await produce(settings, [("profile", sub, profile)])
+    await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1)
+    await produce(settings, [("profile", sub, None)], partitioner=wrong_partition)
+    rejected = {"event_type": "profile", "reason": "misplaced"}
+    await wait_for_metric(port, "moments_events_rejected_total", rejected, 1)
+    [letter] = await read_topic(settings, "deadletter", count=1, wait_s=30, settle=1)
+    assert letter.value is None or letter.value == b""
+    assert dict(letter.headers)["__dlq.errors.reason"] == b"misplaced"
+    worker.stop()

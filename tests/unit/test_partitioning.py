@@ -168,3 +168,30 @@ class TestPartitionsAddedWhileRunning:
         with pytest.raises(PartitionCountError, match="partition 3, beyond"):
             await runtime.handle([RawRecord(topic, 3, 0, b"13800000001", value)], store)
         assert store.data == {}
+
+
+class TestMisplacedTombstones:
+    """A profile tombstone on another partition than its key's erased nothing where the
+    subscriber's state was (security re-check): it is a dead letter `misplaced`, which
+    `deadletter replay` sends where it belongs. Events there are applied as before."""
+
+    def test_only_the_misplaced_tombstones_of_the_profile_topic_are_refused(self) -> None:
+        check = PartitionCheck(4)
+        key = b"13812345678"
+        right = partition_of(key, 4)
+        wrong = (right + 1) % 4
+        records = [
+            RawRecord("telecom.profile", wrong, 1, key, None),  # refused
+            RawRecord("telecom.profile", right, 2, key, None),  # erases
+            RawRecord("telecom.profile", wrong, 3, key, b"{}"),  # an event: applied
+            RawRecord("telecom.usage", wrong, 4, key, None),  # empty_value, not ours
+            RawRecord("telecom.profile", wrong, 5, b"abc", None),  # key_mismatch, not ours
+        ]
+        kept, refused = check.misplaced_tombstones(records, "telecom.profile")
+        assert [r.offset for r in kept] == [2, 3, 4, 5]
+        [letter] = refused
+        assert (letter.record.offset, letter.reason.value) == (1, "misplaced")
+        assert letter.message.startswith(
+            f"a profile tombstone on partition {wrong}, where its key names {right}: nothing "
+            "was erased"
+        )
