@@ -22,6 +22,7 @@ from typing import IO, Any, NamedTuple, cast
 import orjson
 from pydantic import BaseModel
 
+from moments.decoding import MAX_MESSAGE_BYTES
 from moments.models import EVENT_MODELS, EventType
 from moments.rulecheck import TYPES, EventFileError, event_type_of, json_objects
 
@@ -40,11 +41,21 @@ class FileEvent(NamedTuple):
 _TYPES = {t.value: t for t in EventType}
 
 
+_SPAN = (
+    dt.datetime(1969, 12, 31, tzinfo=dt.UTC).timestamp(),
+    dt.datetime(2100, 1, 2, tzinfo=dt.UTC).timestamp(),
+)
+"""The instants an event may name (moments.models.Instant): a time outside them is read
+as unreadable, as the detector refuses the event (a year-9999 time made the report's
+span a year 10000 and ended the backtest in a ValueError)."""
+
+
 def _epoch(value: Any) -> float:
     try:
-        return dt.datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
+        at = dt.datetime.fromisoformat(str(value)).timestamp()
+    except (ValueError, OverflowError):
         return 0.0
+    return at if _SPAN[0] <= at < _SPAN[1] else 0.0
 
 
 def _event(doc: dict[str, Any], where: str, default_type: EventType | None) -> FileEvent:
@@ -132,18 +143,34 @@ class EventFile:
             yield FileEvent(_epoch(doc.get("occurred_at")), event_type, key, orjson.dumps(doc))
 
     def _csv(self, lines: IO[bytes]) -> Iterator[FileEvent]:
-        text = io.TextIOWrapper(lines, encoding="utf-8", newline="")
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which made the
+        # first column "\ufefftype" and the file "without a type column".
+        text = io.TextIOWrapper(lines, encoding="utf-8-sig", newline="")
+        csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_MESSAGE_BYTES))
         reader = csv.DictReader(text)
-        if reader.fieldnames is None:
-            return
-        if "type" not in reader.fieldnames and self.default_type is None:
-            raise EventFileError(f"{self.path}:1: add a `type` column (one of {TYPES})")
-        for row in reader:
-            kind = row.get("type")
-            event_type = _TYPES.get(kind) if kind else self.default_type
-            numeric = NUMERIC_FIELDS[event_type] if event_type else frozenset()
-            doc = {k: _cell(v, k in numeric) for k, v in row.items() if k and v not in (None, "")}
-            yield _event(doc, f"{self.path}:{reader.line_num}", self.default_type)
+        try:
+            if reader.fieldnames is None:
+                return
+            if "type" not in reader.fieldnames and self.default_type is None:
+                raise EventFileError(f"{self.path}:1: add a `type` column (one of {TYPES})")
+            for row in reader:
+                kind = row.get("type")
+                event_type = _TYPES.get(kind) if kind else self.default_type
+                numeric = NUMERIC_FIELDS[event_type] if event_type else frozenset()
+                doc = {
+                    k: _cell(v, k in numeric) for k, v in row.items() if k and v not in (None, "")
+                }
+                yield _event(doc, f"{self.path}:{reader.line_num}", self.default_type)
+        except csv.Error as exc:  # tracebacks before
+            raise EventFileError(
+                f"{self.path}:{reader.line_num + 1}: cannot read this CSV line ({exc}); "
+                "keep cells under 128 KiB"
+            ) from None
+        except UnicodeDecodeError:
+            raise EventFileError(
+                f"{self.path}: not UTF-8 text (near line {reader.line_num + 1}); save the CSV "
+                "as UTF-8"
+            ) from None
 
 
 def merged(files: Iterable[EventFile]) -> Iterator[FileEvent]:

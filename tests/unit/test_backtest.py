@@ -392,6 +392,34 @@ class TestInput:
         result = run(write_rules(tmp_path / "r.yaml"), path)
         assert result.dead_letters == {"invalid_event": 1}  # the severity of "high" alone
 
+    def test_what_a_worker_refuses_or_a_spreadsheet_writes_is_read_not_a_crash(
+        self, tmp_path: Path
+    ) -> None:
+        """Security re-check: a year-9999 time ended the backtest in its report (the span
+        was a year 10000); Excel's byte-order mark read as 'add a type column'; a cell
+        over 128 KiB or a byte that is not UTF-8 was a csv traceback."""
+        far = tmp_path / "far.jsonl"
+        docs = [SCENARIO[0].event(0), SCENARIO[1].event(1)]
+        docs[1]["occurred_at"] = "9999-12-31T23:59:59-23:59"
+        far.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+        result = run(write_rules(tmp_path / "r.yaml"), far)
+        assert result.dead_letters == {"invalid_event": 1}
+        build_report(result)  # the span of the events it read
+        bom = tmp_path / "bom.csv"
+        bom.write_bytes(
+            b"\xef\xbb\xbftype,event_id,subscriber_id,occurred_at,amount,channel\n"
+            b"topup,t1,13800000031,2026-11-02T10:00:00+08:00,50,app\n"
+        )
+        assert [e.event_type.value for e in EventFile(bom)] == ["topup"]
+        for name, raw, said in (
+            ("wide.csv", b"type,note\ntopup," + b"x" * 200_000 + b"\n", "2: cannot read"),
+            ("latin.csv", b"type,channel\ntopup,caf\xe9\n", " not UTF-8 text"),
+        ):
+            path = tmp_path / name
+            path.write_bytes(raw)
+            with pytest.raises(EventFileError, match=f"{name}:{said}"):
+                list(EventFile(path))
+
     def test_files_merge_in_event_time(self, tmp_path: Path) -> None:
         a = tmp_path / "a.jsonl"
         b = tmp_path / "b.jsonl"
