@@ -138,14 +138,12 @@ class Detector:
         changes = result.changes
         ctx = EvalContext(now=now)
         ahead = allowed_ahead(self.lateness)
-        wall = int(now.timestamp()) if now is not None else None
-        horizon = wall + ahead if wall is not None else 2**62
+        horizon = int(now.timestamp()) + ahead if now is not None else 2**62
         marks = result.watermarks
         topic_types = self.topic_types
         lateness = self.lateness
         counts: dict[EventType, int] = {}
         erased: dict[str, tuple[int, int]] = {}  # tombstoned -> tasks, facts made by then
-        fresh: set[str] = set()  # subscribers first seen in this batch
         for record in records:
             event_type = topic_types[record.topic]
             counts[event_type] = counts.get(event_type, 0) + 1
@@ -164,11 +162,7 @@ class Detector:
             state = states.get(sub)
             if state is None:
                 loaded = None if sub in changes else load(sub)
-                if loaded is None:
-                    state = SubscriberState()
-                    fresh.add(sub)
-                else:
-                    state = loaded
+                state = loaded if loaded is not None else SubscriberState()
                 states[sub] = state
                 changes[sub] = StateChange(state, partition)
             elif changes[sub].partition != partition:
@@ -201,13 +195,6 @@ class Detector:
                 ):  # (a profile that old is applied; its rules' time is past)
                     if at > marks.get(partition, 0):
                         marks[partition] = at
-                    if (
-                        wall is not None
-                        and at < wall - lateness
-                        and sub in fresh
-                        and not state.watched_from
-                    ):  # first seen (in this batch) through a backfill
-                        state.watched_from = wall
                     self.apply(sub, decoded, event_type, state, at, ctx, result)
             except Exception as exc:  # one record must not stop the stream
                 del result.tasks[made[0] :], result.facts[made[1] :]

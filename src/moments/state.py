@@ -71,10 +71,6 @@ class SubscriberState:
     """Ordinal of the local day whose special days were last looked at (0: never)."""
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
-    watched_from: int = 0
-    """When the stream first saw a subscriber whose first event was already older than
-    the lateness (a backfill; epoch seconds of the worker's clock, 0 otherwise): absence
-    is judged from then, as nothing is known of the time between."""
 
     def apply_once(self, source: str, partition: int, offset: int | None, event_id: str) -> bool:
         """Mark the event applied; False when it was applied before (its partition's
@@ -139,8 +135,6 @@ class SubscriberState:
             doc["w"] = self.watermark
         if self.special_day:
             doc["d"] = self.special_day
-        if self.watched_from:
-            doc["a"] = self.watched_from
         return orjson.dumps(doc)
 
     @classmethod
@@ -161,7 +155,6 @@ class SubscriberState:
             complaints=doc.get("k", []),
             watermark=doc.get("w", 0),
             special_day=doc.get("d", 0),
-            watched_from=doc.get("a", 0),
         )
 
 

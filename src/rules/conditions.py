@@ -411,9 +411,7 @@ def _absence(duration: dt.timedelta, sources: Sequence[str]) -> Condition:
         if not seen:
             return False  # never active: nothing to have stopped
         last = max(seen)
-        # Silence is judged from the last event, or from when the stream first saw a
-        # subscriber known only through older events (a backfill made an absence task).
-        silent = env.at - max(last, env.state.watched_from)
+        silent = env.at - last
         env.out["silent_days"] = round(silent / 86400, 1)
         env.out["last_seen"] = dt.datetime.fromtimestamp(last, dt.UTC).isoformat()
         if silent < seconds:

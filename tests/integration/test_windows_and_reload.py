@@ -52,41 +52,24 @@ def roaming(event_id: str, country: str) -> tuple[str, str, dict[str, Any]]:
     return ("roaming", LI, value)
 
 
-DAY_CLOSE = """
-series:
-  data_days: {on: [usage], when: {kind: data}, period: day}
-rules:
-  - id: data_day
-    description: a day without data use, judged when the day closes
-    on: [usage]
-    evaluate: daily
-    condition: {series: data_days, lt: 1}
-    task: {family: anomaly, type: data_day, channel: sms, priority: 3, action: a,
-           ttl: 30d, description: "no data for a day"}
-"""
-
-
-async def test_a_silent_subscribers_days_are_closed_by_the_wall_clock(
+async def test_a_silent_subscriber_gets_the_absence_task_from_the_wall_clock(
     make_settings: MakeSettings,
     topics_for: Callable[[Settings], Any],
     start_worker: Callable[[Settings], WorkerProcess],
-    tmp_path: Path,
 ) -> None:
-    """No more events: only the quiet partition's wall clock closes the days since. (It
-    used an absence rule: a subscriber first seen through an 8-day-old event is now judged
-    silent only from then, as a producer review asked; a day-close rule shows the clock.)"""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(DAY_CLOSE)
-    settings = make_settings(metrics_port=free_port(), idle_after_seconds=1.0, rules=rules)
+    settings = make_settings(metrics_port=free_port(), idle_after_seconds=1.0)
     await topics_for(settings)
     worker = start_worker(settings)
     last_seen = ago(days=8)
     usage = {"event_id": "u1", "subscriber_id": LI, "occurred_at": last_seen, "kind": "data"}
     home = {"event_id": "p1", "subscriber_id": LI, "occurred_at": last_seen, "timezone": DAYTIME}
     await produce(settings, [("profile", LI, home), ("usage", LI, usage)])
+    # No more events: only the quiet partition's wall clock can close the days since.
     records = await read_topic(settings, "tasks", count=1, wait_s=60, settle=3)
-    types = {t["moment"]["type"] for t in values(records)}
-    assert types == {"data_day"}, worker.log()[-3000:]  # a day with no data, since closed
+    tasks = values(records)
+    assert [t["moment"]["type"] for t in tasks] == ["no_activity"], worker.log()[-3000:]
+    assert tasks[0]["moment"]["params"]["silent_days"] >= 7
+    assert tasks[0]["evidence"] == []
 
 
 async def test_a_broken_rules_file_is_refused_and_a_good_one_swapped_in(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from moments.models import EventType
-from moments.pipeline import run_pipeline
 
-from .helpers import SUB, at, ev, rules_from, run, types, usage
+from .helpers import at, ev, rules_from, run, types, usage
 
 TASK = """
     task:
@@ -342,26 +339,6 @@ class TestAbsenceAndPeriods:
         events = [ev(EventType.PROFILE, at("2026-11-02", "10:00"), tier="gold")]
         result = run(rules_from(one_rule(body)), events, until=at("2026-11-20"))
         assert result.tasks == []
-
-    def test_a_subscriber_first_seen_through_a_backfill_is_silent_from_then(self) -> None:
-        """A first event ten days old on the stream made a 'no activity' task at the next
-        sweep, with no evidence (producer review): the silence before the worker first
-        saw the subscriber is unknown. From then on, a silence counts as any."""
-        body = "    on: [usage]\n    evaluate: daily\n    condition: {absence: 3d}\n"
-        rules = rules_from(one_rule(body, description="quiet {silent_days} days"))
-        now = dt.datetime.fromisoformat(at("2026-11-12", "10:00"))
-        profile = ev(EventType.PROFILE, at("2026-11-02", "09:00"), tier="gold")  # first
-        old = [profile, usage(at("2026-11-02", "10:00"), kind="data")]
-        early = run_pipeline(old, rules, now=now, until=now + dt.timedelta(days=1))
-        assert early.tasks == []
-        later = run_pipeline(old, rules, now=now, until=now + dt.timedelta(days=4))
-        assert [t.moment.description for t in later.tasks] == ["quiet 3.6 days"]
-        state = later.store.load(SUB)
-        assert state is not None
-        assert state.watched_from == int(now.timestamp())
-        # A subscriber the stream saw live has no such mark (nothing more to store).
-        live = run_pipeline([usage(at("2026-11-12", "09:30"), kind="data")], rules, now=now)
-        assert live.store.load(SUB).watched_from == 0  # type: ignore[union-attr]
 
     def test_a_close_rule_fires_once_per_window(self) -> None:
         series = "  calls: {on: [usage], when: {kind: voice}, period: day}\n"
