@@ -32,7 +32,7 @@ from moments.producer import start_producer
 from moments.records import DeadLetter, Header, RejectReason
 from moments.settings import Settings
 from moments.topicread import Progress, TopicReader, topic_consumer
-from sinks.base import Headers, Producer, produce_all
+from sinks.base import Message, Producer, produce_all
 
 REPLAYED_HEADER = "moments.replayed-from"
 """On a replayed record: `<dead-letter topic>:<partition>:<offset>` it came from."""
@@ -191,7 +191,7 @@ async def _not_replayed(
 
 async def _send(producer: Producer, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:
     source = settings.topic("deadletter")
-    messages: list[tuple[str, bytes | None, bytes | None, Headers | None]] = [
+    messages: list[Message] = [
         (e.origin_topic, e.key, e.value, replay_headers(e, source)) for e in entries
     ]
     await produce_all(producer, messages)

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers: a header's value may be null."""
+Message = tuple[str, bytes | None, bytes | None, Headers | None]
+"""A record to send: topic, key, value, headers."""
 
 
 class Producer(Protocol):
@@ -32,9 +34,7 @@ class BatchProducer(Protocol):
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Awaitable[Any]: ...
 
 
-async def produce_all(
-    producer: Producer, messages: Sequence[tuple[str, bytes | None, bytes | None, Headers | None]]
-) -> None:
+async def produce_all(producer: Producer, messages: Sequence[Message]) -> None:
     """Send every (topic, key, value, headers) and wait for all acknowledgements."""
     futures = [
         await producer.send(topic, value=value, key=key, headers=headers)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.records import DeadLetter, RawRecord
-from sinks.base import Headers, Producer
+from sinks.base import Message, Producer
 from sinks.metrics import Dependency, Metrics
 from sinks.retry import with_retry
 
@@ -33,8 +33,6 @@ ORIGINAL_TIMESTAMP = f"{DLQ_PREFIX}original.timestamp"
 """The original record's Kafka timestamp (the dead letter's own is when it was written)."""
 OURS = "__dlq."
 """Headers of this prefix are the dead-letter topic's own, never copied from a record."""
-
-Message = tuple[str, bytes | None, bytes | None, Headers | None]
 
 
 def dead_letter_headers(dl: DeadLetter, now: dt.datetime) -> list[tuple[str, bytes]]:

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from moments.models import Deferral, InputEvent, ProfileEvent, ServiceTask
 from rules.gating import FrequencyCap, open_after_quiet
-from sinks.base import Headers, Producer, produce_all
+from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, merge_tasks
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
@@ -726,7 +726,7 @@ class TaskSink:
             return
         headers: Headers = [("content-type", b"application/json")]
         payloads = {t.task_id: self._payloads.of(t) for t in tasks}
-        messages: list[tuple[str, bytes | None, bytes | None, Headers | None]] = [
+        messages: list[Message] = [
             (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers) for t in tasks
         ]
         await with_retry(
