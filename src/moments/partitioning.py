@@ -109,7 +109,8 @@ class PartitionCheck:
         self, records: Sequence[RawRecord], topic: str
     ) -> tuple[list[RawRecord], list[DeadLetter]]:
         """The batch less the tombstones of `topic` (profiles) that sit on another
-        partition than their key's, and those as dead letters: an event there is applied
+        partition than their key's, and those as dead letters (the runtime asks only when
+        `check` found misplaced records of `topic`): an event there is applied
         all the same, but a tombstone there would erase nothing where the subscriber's
         state is (security re-check), and a dead letter can be replayed to the right one."""
         refused: list[DeadLetter] = []
@@ -136,7 +137,7 @@ class PartitionCheck:
                 )
             else:
                 kept.append(record)
-        return (kept, refused) if refused else (list(records), refused)
+        return kept, refused
 
     def _warn(self, example: tuple[str, int, int]) -> None:
         now = self.clock()

@@ -29,7 +29,7 @@ from moments.models import EventType, OutcomeStatus
 from moments.outcomes import handle_outcomes
 from moments.partitioning import PartitionCheck
 from moments.producer import start_producer
-from moments.records import RawRecord
+from moments.records import DeadLetter, RawRecord
 from moments.redisurl import redacted_url
 from moments.reload import Reloader
 from moments.settings import Settings
@@ -207,11 +207,12 @@ class Runtime:
         async with self._state_lock:
             started = time.perf_counter()
             now = dt.datetime.now(dt.UTC)
-            for topic, n in self.placement.check(records).items():
+            off = self.placement.check(records)
+            for topic, n in off.items():
                 self.metrics.misplaced.labels(self.detector.topic_types[topic].value).inc(n)
-            records, misplaced = self.placement.misplaced_tombstones(
-                records, self.settings.topic("profile")
-            )
+            misplaced: list[DeadLetter] = []
+            if (profiles := self.settings.topic("profile")) in off:  # rare: look for tombstones
+                records, misplaced = self.placement.misplaced_tombstones(records, profiles)
             result = self.detector.process(records, store.load, now)
             if misplaced:
                 result.dead_letters.extend(misplaced)
