@@ -67,24 +67,14 @@ def _escape(code: int) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def _task_or_none(value: bytes) -> dict[str, Any] | None:
-    """The task in a record, or None for one that is not (not JSON, not an object, a
-    field of the wrong shape): `format_task` and the board read these fields."""
+def _read_task(value: bytes) -> tuple[dict[str, Any], str] | None:
+    """The task in a record and its line, or None for a record that is no task (not
+    JSON, not an object, a field of the wrong shape: the line and the board read them)."""
     try:
         task = orjson.loads(value)
-    except orjson.JSONDecodeError:
+        return task, format_task(task)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
-    if not isinstance(task, dict):
-        return None
-    if not isinstance(task.get("moment", {}), dict) or not isinstance(
-        task.get("deferred") or {}, dict
-    ):
-        return None
-    try:
-        format_task(task)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return task
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -167,17 +157,19 @@ async def tail_tasks(
                 if exit_after is not None:  # a fetch may bring more than are left to print
                     values = values[: exit_after - printed]
                 for value in values:
-                    task = _task_or_none(value)
-                    if task is None:  # anyone may write to the topic: skip, say so once
+                    read = _read_task(value)
+                    if read is None:  # anyone may write to the topic: skip, say so once
                         if not unreadable:
                             log.warning("a record of the task topic is no task: skipped")
                         unreadable += 1
                         continue
+                    task, line = read
                     if board is not None:
                         board.add(task)
                     else:
-                        line = _json_printable(value) if json_lines else format_task(task)
-                        print(line, file=stream, flush=True)
+                        print(
+                            _json_printable(value) if json_lines else line, file=stream, flush=True
+                        )
                     printed += 1
                 if board is not None and screen is not None and batches:
                     screen.update(board.render())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from moments.tail import _json_printable, _task_or_none, format_task
+from moments.tail import _json_printable, _read_task, format_task
 
 TASK = {
     "task_id": "t-1",
@@ -59,7 +59,7 @@ def test_a_right_to_left_override_is_shown_escaped() -> None:
 )
 def test_a_record_that_is_no_task_is_skipped(value: bytes) -> None:
     """Each of these ended `tasks tail` in every mode (security re-check)."""
-    assert _task_or_none(value) is None
+    assert _read_task(value) is None
 
 
 def test_json_lines_keep_their_json_with_invisible_characters_escaped() -> None:
