@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import YAMLError
 
 from rules.exceptions import RuleProblem, RulesError
-from rules.yamllimits import beyond_limits, read_utf8, too_large, unreadable
+from rules.yamllimits import beyond_limits, read_utf8, too_large, yaml_problem
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
@@ -236,12 +236,8 @@ def parse_calendar(name: str, text: str) -> HolidayCalendar:
     yaml.Constructor = _TextDates
     try:
         doc = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise CalendarError([RuleProblem(name, line, col, f"YAML syntax: {exc.problem}")]) from exc
-    except YAMLError as exc:  # a character YAML does not allow (ReaderError), and the like
-        raise CalendarError([unreadable(name, text, exc)]) from None
+    except YAMLError as exc:
+        raise CalendarError([yaml_problem(name, text, exc)]) from None
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):

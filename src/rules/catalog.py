@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import YAMLError
 
 from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
@@ -38,7 +38,7 @@ from rules.series import Series, SeriesGroup
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import placeholders, unfilled
-from rules.yamllimits import beyond_limits, read_utf8, too_large, unreadable
+from rules.yamllimits import beyond_limits, read_utf8, too_large, yaml_problem
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -343,13 +343,8 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
     yaml = YAML(typ="rt")
     try:
         doc = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problems.append(RuleProblem(name, line, col, f"YAML syntax: {exc.problem}"))
-        return None
-    except YAMLError as exc:  # a character YAML does not allow (ReaderError), and the like
-        problems.append(unreadable(name, text, exc))
+    except YAMLError as exc:
+        problems.append(yaml_problem(name, text, exc))
         return None
     if doc is None or doc == {}:
         problems.append(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import (
     AliasEvent,
     CollectionEndEvent,
@@ -162,9 +162,13 @@ def read_utf8(path: Path) -> str:
         ) from None
 
 
-def unreadable(name: str, text: str, exc: Exception) -> RuleProblem:
-    """A YAML error with no mark (a character YAML does not allow: ReaderError), at the
-    position it names."""
+def yaml_problem(name: str, text: str, exc: YAMLError) -> RuleProblem:
+    """A YAML error as a problem at its position: a syntax error at its mark, a character
+    YAML does not allow (ReaderError, no mark) at the position it names."""
+    if isinstance(exc, MarkedYAMLError):
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return RuleProblem(name, line, col, f"YAML syntax: {exc.problem}")
     at = getattr(exc, "position", 0) or 0
     line = text.count("\n", 0, at) + 1
     col = at - (text.rfind("\n", 0, at) + 1) + 1
