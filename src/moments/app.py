@@ -36,6 +36,7 @@ from moments.stateview import STATE_TABLE
 from moments.store import FaustTableStore
 from rules.catalog import RuleSet
 from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy
 
 log = logging.getLogger(__name__)
 
@@ -417,11 +418,17 @@ def not_ready(app: MomentsApp, runtime: Runtime) -> str | None:
 
 
 def build(
-    settings: Settings, rules: RuleSet, metrics: Metrics, health: Health | None = None
+    settings: Settings,
+    rules: RuleSet,
+    metrics: Metrics,
+    health: Health | None = None,
+    policy: DispatchPolicy | None = None,
 ) -> tuple[MomentsApp, Runtime]:
-    """A ready-to-run app and its runtime, from settings and loaded rules."""
+    """A ready-to-run app and its runtime, from settings, loaded rules and the dispatch
+    policy (read from `settings` when not given)."""
     app = create_app(settings)
     lateness = dt.timedelta(seconds=settings.lateness_seconds)
-    runtime = Runtime(settings, metrics, Detector(rules, topic_types(settings), lateness))
+    detector = Detector(rules, topic_types(settings), lateness)
+    runtime = Runtime(settings, metrics, detector, policy)
     register_agents(app, settings, runtime, health)
     return app, runtime

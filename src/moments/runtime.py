@@ -42,7 +42,7 @@ from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
 from sinks.metrics import Dependency, Metrics
-from sinks.policy import load_policy
+from sinks.policy import DispatchPolicy, load_policy
 from sinks.retry import with_retry
 from sinks.stores import redis_stores
 
@@ -80,8 +80,16 @@ class RuntimeStoppedError(RuntimeError):
 
 
 class Runtime:
-    def __init__(self, settings: Settings, metrics: Metrics, detector: Detector) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        detector: Detector,
+        policy: DispatchPolicy | None = None,
+    ) -> None:
         self.settings = settings
+        self.policy = load_policy(settings.dispatch_policy) if policy is None else policy
+        """Read before any connection is tried: a bad file stops the start at once."""
         self.metrics = metrics
         self.detector = detector
         self.ready = asyncio.Event()
@@ -157,14 +165,13 @@ class Runtime:
         await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
         self._redis = redis
         ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)
-        policy = load_policy(s.dispatch_policy)
         detector = self.detector
         self.tasks = TaskSink(
             producer,
             s.topic("tasks"),
             redis_stores(ledger),
             self.metrics,
-            policy,
+            self.policy,
             frequency_cap=lambda: detector.rules.gating.frequency_cap,
         )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)

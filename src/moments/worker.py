@@ -25,6 +25,7 @@ from moments.stateview import changelog_topic
 from moments.statezip import StateFormatError
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
+from sinks.policy import load_policy
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,14 @@ async def wait_for_kafka(settings: Settings, metrics: Metrics, health: Health) -
 
 
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
-    """Load rules (refusing a bad file before anything starts), serve /metrics, run Faust."""
+    """Load rules and the dispatch policy (refusing a bad file before anything starts),
+    serve /metrics, run Faust."""
     if settings.log_format == "json":
         use_json_logs()  # the lines before Faust's own logging setup too
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
     rules = load_rules(settings.rules)
+    policy = load_policy(settings.dispatch_policy)
     try:
         statezip.check()  # a broken installation stops here, before any input is read
     except StateFormatError as exc:
@@ -145,7 +148,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     if advice:
         log.warning("%s", advice)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app, _runtime = build(settings, rules, metrics, health)
+    app, _runtime = build(settings, rules, metrics, health, policy)
     # Lag per partition, commit latency, rebalances, broker reachability
     # (see moments.consumer_metrics).
     install_consumer_metrics(app, metrics.registry, topic_types(settings), health=metrics)

@@ -147,6 +147,28 @@ class TestPolicyFile:
             load_policy(path)
         assert str(path) in str(err.value)
 
+    def test_a_worker_with_a_bad_file_stops_before_waiting_for_kafka(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """The policy was read only once Kafka and Redis answered: with the broker down, a
+        worker waited for it and only then said the file was wrong."""
+        from moments.cli import main
+        from moments.embedded import free_port
+
+        path = tmp_path / "policy.yaml"
+        path.write_text("merge: {window: soon}\n")
+        monkeypatch.chdir(tmp_path)  # no .env of the developer's
+        monkeypatch.setenv("MOMENTS_DISPATCH_POLICY", str(path))
+        monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # nobody
+        monkeypatch.setenv("MOMENTS_METRICS_PORT", "0")
+        assert main(["worker"]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: merge.window" in err
+        assert "Traceback" not in err
+
 
 class TestCapacityArithmetic:
     """Priorities 1-2 may use the reserved share; 'next day' is a local wall-clock day."""
