@@ -32,7 +32,7 @@ from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import YAMLError
 
 from rules.exceptions import RuleProblem, RulesError
-from rules.yamllimits import beyond_limits, read_utf8, too_large, yaml_problem
+from rules.yamllimits import beyond_limits, read_limited, yaml_problem
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
@@ -263,10 +263,7 @@ def load_calendar(path: Path | None = None) -> HolidayCalendar:
     if path is None:
         return HolidayCalendar.default()
     try:
-        oversize = too_large(str(path), path.stat().st_size)
-        if oversize is not None:
-            raise CalendarError([oversize])
-        text = read_utf8(path)
+        text = read_limited(path)
     except RulesError as exc:
         raise CalendarError(exc.problems) from None
     except OSError as exc:

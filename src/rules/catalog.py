@@ -38,7 +38,7 @@ from rules.series import Series, SeriesGroup
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import placeholders, unfilled
-from rules.yamllimits import beyond_limits, read_utf8, too_large, yaml_problem
+from rules.yamllimits import Budget, beyond_limits, read_limited, yaml_problem
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -171,15 +171,18 @@ def load_rules(path: Path | None = None) -> RuleSet:
     else:
         try:
             files = rule_files(path)
-            # Sizes first: a file far over the limit is refused without being read.
-            oversize = [p for p in (too_large(str(f), f.stat().st_size) for f in files) if p]
-            if oversize:
-                raise RulesError(oversize)
-            texts = [(str(p), read_utf8(p)) for p in files]
+            texts, refused = [], []
+            for file in files:
+                try:
+                    texts.append((str(file), read_limited(file)))
+                except RulesError as exc:
+                    refused.extend(exc.problems)
         except OSError as exc:
             raise RulesError(
                 [RuleProblem(str(path), 1, 1, f"cannot read: {exc.strerror}")]
             ) from exc
+        if refused:
+            raise RulesError(refused)
         if not texts:
             raise RulesError([RuleProblem(str(path), 1, 1, "no .yaml rules files in this folder")])
     return load_texts(texts)
@@ -191,7 +194,10 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
     does in a rules folder: it is loaded as that calendar, not as rules."""
     problems: list[RuleProblem] = []
     # Before any loading: the loaders recurse and follow aliases (rules.yamllimits).
-    refused = {name: p for name, text in texts if (p := beyond_limits(name, text)) is not None}
+    budget = Budget()  # the files of a folder count towards one total too
+    refused = {
+        name: p for name, text in texts if (p := beyond_limits(name, text, budget)) is not None
+    }
     problems.extend(refused.values())
     texts = [(name, text) for name, text in texts if name not in refused]
     calendars = _calendars_named(texts)

@@ -11,7 +11,8 @@ share a task block between rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -36,6 +37,20 @@ MAX_TEXT = 2 * MAX_FILE_BYTES
 """Characters of all the text values, each alias counting as the text it stands for: an
 alias of a 100,000-character value used 5,000 times (a 120 KB file) took 2 GB and froze
 the worker's event loop for a minute while it loaded."""
+FOLDER_FACTOR = 4
+"""The files of one rules folder together hold at most this many times one file's values and
+text: twenty files near the limits of one took 114 s of CPU to validate, and a worker
+reloading them runs that beside its batches."""
+
+
+@dataclass
+class Budget:
+    """Values and characters counted so far over the files of one load (a rules folder)."""
+
+    nodes: int = 0
+    chars: int = 0
+    files: list[str] = field(default_factory=list)
+    """The files counted, in order."""
 
 
 def too_large(name: str, size: int) -> RuleProblem | None:
@@ -51,16 +66,24 @@ def too_large(name: str, size: int) -> RuleProblem | None:
     )
 
 
-def beyond_limits(name: str, text: str) -> RuleProblem | None:
+def beyond_limits(name: str, text: str, budget: Budget | None = None) -> RuleProblem | None:
     """The first reason `text` must not be loaded (too large, nested too deep, too many
     values, an alias inside the value it names), with its position; None when it may be
     loaded. An alias counts as the values and levels its anchor stands for, each time it
     is used: that is what the loaded document holds, and what the checks after loading
-    walk. A YAML syntax error is left to the loader, which reports it with its position."""
+    walk. A YAML syntax error is left to the loader, which reports it with its position.
+
+    With a `budget`, the file's values and text also count towards the folder's totals
+    (`FOLDER_FACTOR` times one file's), and are added to it when the file is within them."""
     problem = too_large(name, len(text.encode("utf-8")))
     if problem is not None:
         return problem
-    nodes = chars = 0
+    budget = budget or Budget()
+    nodes, chars = budget.nodes, budget.chars
+    max_nodes, max_text = MAX_NODES, MAX_TEXT
+    if budget.files:
+        max_nodes, max_text = FOLDER_FACTOR * MAX_NODES, FOLDER_FACTOR * MAX_TEXT
+    file_nodes_start, file_chars_start = nodes, chars
     enclosing: list[_Open] = []
     anchored: dict[str, tuple[int, int, int]] = {}  # anchor -> (values, levels, characters)
     try:
@@ -97,7 +120,7 @@ def beyond_limits(name: str, text: str) -> RuleProblem | None:
                 anchored[event.anchor] = (1, 0, size)
             nodes += values
             chars += size
-            if chars > MAX_TEXT:
+            if chars - file_chars_start > MAX_TEXT:
                 return RuleProblem(
                     name,
                     line,
@@ -106,7 +129,7 @@ def beyond_limits(name: str, text: str) -> RuleProblem | None:
                     "counting as the text it stands for; write shorter values, or split the "
                     "rules into several files of a rules folder",
                 )
-            if nodes > MAX_NODES:
+            if nodes - file_nodes_start > MAX_NODES:
                 return RuleProblem(
                     name,
                     line,
@@ -114,6 +137,15 @@ def beyond_limits(name: str, text: str) -> RuleProblem | None:
                     f"more than {MAX_NODES:,} YAML values in one file, each alias counting "
                     "as the values it stands for (the default catalog holds under 1,000); "
                     "split the rules into several files of a rules folder",
+                )
+            if chars > max_text or nodes > max_nodes:
+                return RuleProblem(
+                    name,
+                    line,
+                    col,
+                    f"this file and the {len(budget.files)} before it in the folder hold more "
+                    f"than {max_nodes:,} YAML values or {max_text:,} characters of text "
+                    "together, the most a worker loads; remove the rules no longer in use",
                 )
             if len(enclosing) + levels > MAX_DEPTH:
                 expanded = f" once *{event.anchor} is expanded" if levels else ""
@@ -128,6 +160,8 @@ def beyond_limits(name: str, text: str) -> RuleProblem | None:
                 enclosing[-1].levels = max(enclosing[-1].levels, levels + 1)
     except YAMLError:
         return None
+    budget.nodes, budget.chars = nodes, chars
+    budget.files.append(Path(name).name)
     return None
 
 
@@ -141,10 +175,25 @@ class _Open:
     levels: int = 1
 
 
-def read_utf8(path: Path) -> str:
-    """A rules or calendar file's text; one that is not UTF-8 is refused at the first byte
-    that is not (it ended `rules validate` and the worker's start in a traceback)."""
-    data = path.read_bytes()
+def read_limited(path: Path) -> str:
+    """A rules, calendar or policy file's text, read only when it can be: a file over
+    `MAX_FILE_BYTES` is refused without being read, so is one that is not a regular file
+    (a FIFO blocked the reader until something wrote to it; /dev/zero, of size 0 to `stat`,
+    filled the memory), and one that is not UTF-8 at the first byte that is not (it ended
+    `rules validate` and the worker's start in a traceback). Raises `RulesError`; an
+    `OSError` (no such file, no permission) is the caller's to word."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise RulesError(
+            [RuleProblem(str(path), 1, 1, "not a regular file; name a YAML file or a folder")]
+        )
+    problem = too_large(str(path), info.st_size)
+    if problem is None:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # not more, should it have grown since
+        problem = too_large(str(path), len(data))
+    if problem is not None:
+        raise RulesError([problem])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

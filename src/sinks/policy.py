@@ -170,16 +170,18 @@ def load_policy(path: Path | None) -> DispatchPolicy:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
-    from rules.yamllimits import beyond_limits, too_large
+    from rules.exceptions import RulesError
+    from rules.yamllimits import beyond_limits, read_limited
 
     try:
-        problem = too_large(str(path), path.stat().st_size)
-        text = path.read_text(encoding="utf-8") if problem is None else ""
-        problem = problem or beyond_limits(str(path), text)
+        text = read_limited(path)
+        problem = beyond_limits(str(path), text)
         if problem is not None:  # nested thousands deep, it crashed start-up (RecursionError)
             raise ConfigError(f"invalid dispatch policy: {problem}")
         data: Any = YAML(typ="safe").load(text)
-    except (OSError, YAMLError, UnicodeDecodeError, ValueError) as exc:
+    except RulesError as exc:
+        raise ConfigError(f"invalid dispatch policy: {exc}") from None
+    except (OSError, YAMLError, ValueError) as exc:
         raise ConfigError(
             f"{path}: cannot read the dispatch policy ({type(exc).__name__}: {exc}); write "
             "it as UTF-8 YAML (docs/architecture.md, 'Dispatch policy')"

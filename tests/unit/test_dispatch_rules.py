@@ -117,7 +117,7 @@ class TestPolicyFile:
         ("raw", "expected"),
         [
             (b"capacity: " + b"[" * 5000 + b"]" * 5000, "nested more than 64 levels deep"),
-            (b'timezone: "\xff"\n', "cannot read the dispatch policy (UnicodeDecodeError"),
+            (b'timezone: "\xff"\n', ":1:12: byte 0xff is not UTF-8: save the file as UTF-8"),
         ],
     )
     def test_a_file_that_cannot_be_read_is_refused_not_a_crash(

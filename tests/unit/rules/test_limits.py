@@ -3,15 +3,18 @@ before the loader recurses into it or expands its aliases."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from moments.cli import main
+from moments.exceptions import ConfigError
 from rules import yamllimits
 from rules.calendar import CalendarError, load_calendar, parse_calendar
 from rules.catalog import load_rules, load_texts
 from rules.exceptions import RulesError
+from sinks.policy import load_policy
 
 DEEP = "rules: " + "[" * 5000 + "]" * 5000
 """The review's file: every worker watching it crashed with RecursionError."""
@@ -125,12 +128,58 @@ class TestRefusedBeforeLoading:
         def no_read(*_: object, **__: object) -> str:
             raise AssertionError("an oversize file was read")
 
+        monkeypatch.setattr(Path, "open", no_read)
         monkeypatch.setattr(Path, "read_text", no_read)
+        monkeypatch.setattr(Path, "read_bytes", no_read)
         with pytest.raises(RulesError) as err:
             load_rules(tmp_path)
         (problem,) = err.value.problems
         assert (problem.file, problem.line) == (str(big), 1)
         assert "over the limit of 1,048,576 (1 MiB)" in problem.message
+
+    @pytest.mark.timeout(20)
+    @pytest.mark.parametrize("kind", ["fifo", "device"])
+    def test_a_path_that_is_not_a_regular_file_is_refused_unread(
+        self, kind: str, tmp_path: Path
+    ) -> None:
+        """A FIFO blocked the reader until something wrote to it; /dev/zero, whose size
+        `stat` gives as 0, was read until the memory ran out (security re-check, left then).
+        Rules, calendar and dispatch policy files are all read the same way."""
+        if kind == "fifo":
+            path = tmp_path / "rules.yaml"
+            os.mkfifo(path)
+        else:
+            path = Path("/dev/zero")
+        with pytest.raises(RulesError) as err:
+            load_rules(path)
+        assert [str(p) for p in err.value.problems] == [
+            f"{path}:1:1: not a regular file; name a YAML file or a folder"
+        ]
+        with pytest.raises(CalendarError, match="not a regular file"):
+            load_calendar(path)
+        with pytest.raises(ConfigError, match=f"{path}:1:1: not a regular file"):
+            load_policy(path)
+
+    def test_the_files_of_a_folder_have_a_total_beside_each_ones_limit(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Twenty files each near the limits took 114 s of CPU to validate (security
+        re-check, left then): a folder holds at most FOLDER_FACTOR files' worth."""
+        monkeypatch.setattr(yamllimits, "MAX_NODES", 30)
+        monkeypatch.setattr(yamllimits, "FOLDER_FACTOR", 2)
+        for n in range(3):  # 25 values each: within one file's 30, but not three in 60
+            (tmp_path / f"{n}.yaml").write_text(RULE.replace("- id: r", f"- id: r{n}"))
+        with pytest.raises(RulesError) as err:
+            load_rules(tmp_path)
+        (problem,) = err.value.problems
+        assert problem.file == str(tmp_path / "2.yaml")
+        assert problem.message == (
+            "this file and the 2 before it in the folder hold more than 60 YAML values or "
+            "4,194,304 characters of text together, the most a worker loads; remove the "
+            "rules no longer in use"
+        )
+        (tmp_path / "2.yaml").unlink()
+        assert [r.id for r in load_rules(tmp_path).rules] == ["r0", "r1"]
 
     def test_too_many_values_are_refused_at_the_first_past_the_limit(
         self, monkeypatch: pytest.MonkeyPatch
