@@ -176,7 +176,9 @@ class DeadLetterSink:
         if not self._pending:
             return
         now = dt.datetime.now(dt.UTC)
-        batch = self._pending
+        # Taken before any await: the batch loop and the outcomes agent share the sink,
+        # and a letter either adds while this waits belongs to the next flush.
+        batch, self._pending = self._pending, []
         messages = [dead_letter_message(self.topic, dl, now) for dl in batch]
         refused = await self._send(messages, "sending dead letters")
         if refused:
@@ -187,7 +189,6 @@ class DeadLetterSink:
         if self._first is None:
             self._first = batch[0].record
         self._say()
-        self._pending = []
 
     async def _send(self, messages: Sequence[Message], what: str) -> list[int]:
         return await with_retry(

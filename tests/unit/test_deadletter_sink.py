@@ -175,3 +175,44 @@ class TestTheOriginalRecordTravels:
 
 def _rest(dl: DeadLetter) -> tuple[str, RejectReason, str, str]:
     return (dl.event_type, dl.reason, dl.error_class, dl.message)
+
+
+class HeldProducer(RefusingProducer):
+    """Holds every acknowledgement until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(limit=1 << 20)
+        self.release = asyncio.Event()
+
+    async def send(self, topic: str, value: bytes | None = None, **kw: Any) -> Awaitable[Any]:
+        done = await super().send(topic, value, **kw)
+        release = self.release
+
+        async def acknowledged() -> None:
+            await release.wait()
+            await done
+
+        return asyncio.ensure_future(acknowledged())
+
+
+async def test_a_letter_added_while_a_flush_waits_is_sent_and_counted_once() -> None:
+    """The batch loop and the outcomes agent share the sink: a flush kept its list while it
+    awaited, so a letter added meanwhile was counted by it unsent, and sent and counted
+    again by the next flush; with no next flush it was lost (code review)."""
+    producer = HeldProducer()
+    metrics = Metrics()
+    sink = DeadLetterSink(producer, "dlq", metrics)
+    first = _letter(b"{", RejectReason.INVALID_JSON)
+    second = DeadLetter(replace(first.record, offset=1843), *_rest(first))
+    sink.add(first)
+    flushing = asyncio.ensure_future(sink.flush())
+    await asyncio.sleep(0)  # the first flush now waits for its acknowledgement
+    sink.add(second)
+    later = asyncio.ensure_future(sink.flush())
+    await asyncio.sleep(0)
+    producer.release.set()
+    await asyncio.wait_for(asyncio.gather(flushing, later), 5)
+    offsets = [h["__dlq.errors.offset"] for _, _, h in producer.sent]
+    assert sorted(offsets) == [b"1842", b"1843"]
+    rejected = metrics.rejected.labels("topup", "invalid_json")._value.get()
+    assert rejected == 2
