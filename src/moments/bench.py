@@ -36,13 +36,13 @@ from moments.embedded import (
     RedisServer,
     TansuBroker,
     death_signal_preexec,
-    ensure_topics,
     free_port,
 )
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
 from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.settings import Settings, load_settings
+from moments.topics import ensure_topics
 
 MIX: tuple[tuple[EventType, float], ...] = (
     (EventType.USAGE, 0.85),

@@ -12,7 +12,6 @@ Tansu keeps everything in memory: a restart loses all topics and offsets.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import ctypes
@@ -27,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,7 +42,6 @@ __all__ = [
     "KafkaProbe",
     "RedisServer",
     "TansuBroker",
-    "ensure_topics",
     "free_port",
     "probe_kafka",
 ]
@@ -51,7 +49,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-_TOPIC_ALREADY_EXISTS = 36
 _PR_SET_PDEATHSIG = 1
 # Environment variables Tansu reads as defaults for its flags; dropped so a
 # stray value in the caller's environment cannot change the embedded broker.
@@ -619,111 +616,3 @@ class RedisServer(_ManagedServer):
         finally:
             client.close()
         return int(info.get("process_id", -1)) == pid
-
-
-# --------------------------------------------------------------------------- #
-# Topics                                                                        #
-# --------------------------------------------------------------------------- #
-
-
-async def ensure_topics(
-    bootstrap: str,
-    topics: Mapping[str, int],
-    compacted: Iterable[str] = (),
-    *,
-    timeout_s: float = 30.0,
-    strict: bool = False,
-    client_kwargs: Mapping[str, Any] | None = None,
-) -> None:
-    """Create `topics` (name -> partition count), replication factor 1.
-
-    `client_kwargs` are extra admin-client arguments (security: see moments.connections).
-
-    Topics named in `compacted` get `cleanup.policy=compact`. A topic that already
-    exists is left as it is; if its partition count differs from the one asked
-    for, a warning is logged (or `EmbeddedError` raised with `strict=True`).
-    Tansu, like Kafka with `auto.create.topics.enable`, creates a topic with a
-    default partition count (4 in Tansu) as soon as a client asks for its
-    metadata, so call this before any producer or consumer touches the topics.
-    Returns when every topic is visible in the metadata.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError
-
-    wanted = dict(topics)
-    compact = set(compacted)
-    if unknown := compact - wanted.keys():
-        raise ValueError(f"compacted topics not in topics: {sorted(unknown)}")
-    if bad := {name: n for name, n in wanted.items() if n < 1}:
-        raise ValueError(f"partition counts must be >= 1: {bad}")
-    if not wanted:
-        return
-
-    timeout_ms = int(timeout_s * 1000)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="moments-ensure-topics",
-        request_timeout_ms=timeout_ms,
-        **dict(client_kwargs or {}),
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            await admin.start()
-            new_topics = [
-                NewTopic(
-                    name,
-                    partitions,
-                    1,
-                    topic_configs={"cleanup.policy": "compact"} if name in compact else {},
-                )
-                for name, partitions in wanted.items()
-            ]
-            response = await admin.create_topics(new_topics, timeout_ms=timeout_ms)
-            existing: set[str] = set()
-            failures: list[str] = []
-            for entry in response.topic_errors:
-                name, code = entry[0], entry[1]
-                message = entry[2] if len(entry) > 2 else None
-                if code == _TOPIC_ALREADY_EXISTS:
-                    existing.add(name)
-                elif code != 0:
-                    failures.append(f"{name}: error {code} {message or ''}".rstrip())
-            if failures:
-                raise EmbeddedError("could not create topics: " + "; ".join(failures))
-            actual = await _wait_for_topics(admin, list(wanted))
-    except TimeoutError as exc:
-        raise EmbeddedError(
-            f"topics {sorted(wanted)} not ready on {bootstrap} within {timeout_s:.0f}s"
-        ) from exc
-    except KafkaError as exc:
-        raise EmbeddedError(f"could not create topics on {bootstrap}: {exc!r}") from exc
-    finally:
-        await admin.close()
-
-    mismatched = {
-        name: (wanted[name], actual[name]) for name in existing if actual.get(name) != wanted[name]
-    }
-    if mismatched:
-        detail = ", ".join(f"{n}: asked {w}, has {a}" for n, (w, a) in sorted(mismatched.items()))
-        if strict:
-            raise EmbeddedError(f"existing topics have other partition counts: {detail}")
-        log.warning("existing topics have other partition counts: %s", detail)
-
-
-async def _wait_for_topics(admin: Any, names: list[str]) -> dict[str, int]:
-    """Poll metadata until all `names` have partitions; name -> partition count."""
-    from aiokafka.protocol.metadata import MetadataRequest
-
-    delay = 0.02
-    while True:
-        # allow_auto_topic_creation=False: never create a topic by looking at it.
-        request = MetadataRequest(names, allow_auto_topic_creation=False)
-        response = await admin._send_request(request)
-        counts: dict[str, int] = {}
-        for topic in response.to_object()["topics"]:
-            if topic["error_code"] == 0 and topic["partitions"]:
-                counts[topic["topic"]] = len(topic["partitions"])
-        if all(name in counts for name in names):
-            return counts
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)

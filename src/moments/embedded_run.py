@@ -29,13 +29,13 @@ from moments.embedded import (
     RedisServer,
     TansuBroker,
     death_signal_preexec,
-    ensure_topics,
 )
 from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.sample import sample_stream
 from moments.settings import Settings, load_settings
 from moments.tail import STOP_S, tail_tasks
+from moments.topics import ensure_topics
 
 DEMO_POLICY = """\
 # Written by `moments run`: the defaults, but calls wait 10 s for the subscriber's other

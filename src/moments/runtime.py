@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from moments.connections import kafka_client_kwargs, redis_client
-from moments.embedded import ensure_topics
 from moments.engine import BatchResult, Detector
 from moments.eventclock import EventClock
 from moments.logthrottle import RepeatThrottle
@@ -35,6 +34,7 @@ from moments.reload import Reloader
 from moments.settings import Settings
 from moments.shutdown import within
 from moments.store import StateStore
+from moments.topics import ensure_topics
 from rules.catalog import RuleSet
 from rules.changes import compare_rules
 from sinks.base import produce_to_partitions
@@ -155,7 +155,12 @@ class Runtime:
         outputs = {s.topic(n): s.partitions for n in ("tasks", "deadletter", "task_outcomes")}
         self.starting = f"creating the output topics (Kafka {s.kafka_bootstrap})"
         await with_retry(
-            lambda: ensure_topics(s.kafka_bootstrap, outputs, client_kwargs=kafka_client_kwargs(s)),
+            lambda: ensure_topics(
+                s.kafka_bootstrap,
+                outputs,
+                replication_factor=s.replication_factor,
+                client_kwargs=kafka_client_kwargs(s),
+            ),
             Dependency.KAFKA,
             self.metrics,
             "creating output topics",

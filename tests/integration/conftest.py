@@ -15,9 +15,10 @@ from uuid import uuid4
 import pytest
 
 from moments.connections import kafka_client_kwargs
-from moments.embedded import ensure_topics, free_port
+from moments.embedded import free_port
 from moments.embedded_run import all_topics
 from moments.settings import Settings, load_settings
+from moments.topics import ensure_topics
 
 MakeSettings = Callable[..., Settings]
 

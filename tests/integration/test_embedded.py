@@ -14,18 +14,16 @@ import pytest
 import redis
 import redis.asyncio as aredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from moments import embedded
 from moments.embedded import (
     EmbeddedError,
     RedisServer,
     TansuBroker,
-    ensure_topics,
     free_port,
     probe_kafka,
 )
+from moments.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +49,6 @@ def _port_refuses(port: int) -> bool:
             return False
     except OSError:
         return True
-
-
-async def _partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topics = await admin.describe_topics(names)
-    finally:
-        await admin.close()
-    return {t["topic"]: len(t["partitions"]) for t in topics if t["error_code"] == 0}
 
 
 async def test_produce_and_consume_roundtrip(
@@ -93,57 +81,6 @@ async def test_produce_and_consume_roundtrip(
     records = batch.get(tp, [])
     assert [(r.key, r.value, r.offset) for r in records] == [(b"k1", b"hello", 0)]
     assert list(records[0].headers) == [("origin", b"test")]
-
-
-async def test_ensure_topics_partitions_and_idempotent(
-    kafka_bootstrap: str, unique_name: UniqueNames, caplog: pytest.LogCaptureFixture
-) -> None:
-    wanted = {unique_name("one"): 1, unique_name("three"): 3, unique_name("state"): 2}
-    compacted = [unique_name("state")]
-
-    await ensure_topics(kafka_bootstrap, wanted, compacted)
-    assert await _partition_counts(kafka_bootstrap, list(wanted)) == wanted
-
-    # Again, unchanged: no error, no warning, nothing changes.
-    caplog.clear()
-    await ensure_topics(kafka_bootstrap, wanted, compacted)
-    assert await _partition_counts(kafka_bootstrap, list(wanted)) == wanted
-    assert "partition counts" not in caplog.text
-
-    # Asking for another count of an existing topic: warning, or error when strict.
-    other = {unique_name("three"): 5}
-    await ensure_topics(kafka_bootstrap, other)
-    assert "asked 5, has 3" in caplog.text
-    with pytest.raises(EmbeddedError, match="asked 5, has 3"):
-        await ensure_topics(kafka_bootstrap, other, strict=True)
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, unique_name("state"))]
-        )
-    finally:
-        await admin.close()
-    ((_, _, _, _, entries),) = response.resources
-    configs = {entry[0]: entry[1] for entry in entries}
-    assert configs.get("cleanup.policy") == "compact"
-
-
-async def test_ensure_topics_rejects_bad_arguments(kafka_bootstrap: str) -> None:
-    with pytest.raises(ValueError, match="not in topics"):
-        await ensure_topics(kafka_bootstrap, {"a": 1}, compacted=["b"])
-    with pytest.raises(ValueError, match=">= 1"):
-        await ensure_topics(kafka_bootstrap, {"a": 0})
-    await ensure_topics(kafka_bootstrap, {})  # nothing to do, no connection needed
-
-
-async def test_ensure_topics_unreachable_broker_fails_fast() -> None:
-    port = free_port()
-    started = time.monotonic()
-    with pytest.raises(EmbeddedError, match=f"127.0.0.1:{port}"):
-        await ensure_topics(f"127.0.0.1:{port}", {"x": 1}, timeout_s=3)
-    assert time.monotonic() - started < 10
 
 
 def test_probe_kafka_answers(kafka_bootstrap: str) -> None:

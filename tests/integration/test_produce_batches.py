@@ -10,7 +10,7 @@ from uuid import uuid4
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from moments.embedded import ensure_topics
+from moments.topics import ensure_topics
 from sinks.base import produce_to_partitions
 
 pytestmark = pytest.mark.integration

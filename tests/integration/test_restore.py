@@ -16,10 +16,11 @@ from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
 from moments.connections import kafka_client_kwargs
-from moments.embedded import ensure_topics, free_port
+from moments.embedded import free_port
 from moments.partitioning import partition_of
 from moments.restore import read_changelog
 from moments.settings import Settings
+from moments.topics import ensure_topics
 from sinks.base import produce_to_partitions
 
 from .conftest import WorkerProcess

@@ -122,10 +122,10 @@ async def test_a_record_in_the_tail_of_a_written_batch_is_found(
 ) -> None:
     """A worker writes a batch's changelog records together; Tansu reports the partition's
     end as the batch's first offset plus one, and a reader stopping there missed the rest."""
-    from moments.embedded import ensure_topics
     from moments.producer import start_producer
     from moments.state import SubscriberState
     from moments.stateview import changelog_topic
+    from moments.topics import ensure_topics
     from sinks.base import produce_to_partitions
 
     settings = make_settings()

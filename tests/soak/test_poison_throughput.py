@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
 from moments.bench import bench_events, detector_consume
-from moments.embedded import ensure_topics
 from moments.embedded_run import all_topics
 from moments.models import EventType
 from moments.settings import Settings
+from moments.topics import ensure_topics
 from tests.integration.conftest import MakeSettings
 from tests.integration.kafka_io import read_topic
 

@@ -16,8 +16,8 @@ import pytest
 from rich.console import Console
 
 from moments.bench import Measurement, detector_consume, produce, scale_out_consume
-from moments.embedded import ensure_topics
 from moments.embedded_run import all_topics
+from moments.topics import ensure_topics
 from tests.integration.conftest import MakeSettings
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration, pytest.mark.slow]
