@@ -222,11 +222,13 @@ async def check_kafka(
     """
     from aiokafka.cluster import ClusterMetadata
     from aiokafka.conn import create_conn
+    from aiokafka.errors import KafkaConnectionError
     from aiokafka.protocol.metadata import MetadataRequest
 
     host, _, port = settings.bootstrap_servers[0].rpartition(":")
     kwargs = kafka_client_kwargs(settings)
     for attempt in range(_CONNECT_ATTEMPTS):
+        again = attempt + 1 < _CONNECT_ATTEMPTS
         try:
             async with asyncio.timeout(timeout_s):
                 conn = await create_conn(
@@ -236,41 +238,57 @@ async def check_kafka(
                     request_timeout_ms=int(timeout_s * 1000),
                     **kwargs,
                 )
-            break
         except Exception as exc:  # classified below; the rest is retried
             problem = describe_kafka_failure(settings, exc)
-            if problem is not None and "closed" in problem and attempt + 1 < _CONNECT_ATTEMPTS:
+            if problem is not None and "closed" in problem and again:
                 # A hang-up may be a broker restarting: only the same answer twice is ours.
                 await asyncio.sleep(_RECONNECT_PAUSE_S)
                 continue
             if problem is not None:
                 raise ConfigError(problem) from None
-            if not report:
-                raise ConnectionError(
-                    f"no answer from {settings.kafka_bootstrap}: {exc!r}"
-                ) from exc
-            log.warning("Kafka %s not reachable yet: %r", settings.kafka_bootstrap, exc)
+            _unreachable(settings, exc, report)
             return None
-    try:
-        async with asyncio.timeout(timeout_s):
-            metadata = await conn.send(MetadataRequest([], allow_auto_topic_creation=False))
-    except Exception as exc:  # classified below; the rest is retried
-        if settings.kafka_security_protocol not in SASL_PROTOCOLS:
-            raise ConfigError(
-                f"Kafka {settings.kafka_bootstrap} answered ApiVersions but closed the connection "
-                f"on Metadata ({type(exc).__name__}): it probably requires authentication; set "
-                "MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT) and "
-                "MOMENTS_KAFKA_SASL_USERNAME/PASSWORD"
-            ) from None
-        raise ConfigError(
-            f"Kafka {settings.kafka_bootstrap} closed the connection after the SASL login "
-            f"({type(exc).__name__}); {_CREDENTIALS_HELP}"
-        ) from None
-    finally:
-        conn.close()
+        try:
+            async with asyncio.timeout(timeout_s):
+                metadata = await conn.send(MetadataRequest([], allow_auto_topic_creation=False))
+            break
+        except KafkaConnectionError as exc:
+            # A broker that wants a login answers ApiVersions, then hangs up on Metadata;
+            # so may one restarting: only the same answer twice is ours.
+            if again:
+                await asyncio.sleep(_RECONNECT_PAUSE_S)
+                continue
+            raise ConfigError(_closed_on_metadata(settings, exc)) from None
+        except Exception as exc:  # no answer in time: the retries' to cure
+            _unreachable(settings, exc, report)
+            return None
+        finally:
+            conn.close()
     cluster = ClusterMetadata()
     cluster.update_metadata(metadata)
     return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
+
+
+def _unreachable(settings: Settings, exc: BaseException, report: bool) -> None:
+    """See `check_kafka`: None and a warning, or ConnectionError without `report`."""
+    if not report:
+        raise ConnectionError(f"no answer from {settings.kafka_bootstrap}: {exc!r}") from exc
+    log.warning("Kafka %s not reachable yet: %r", settings.kafka_bootstrap, exc)
+    return
+
+
+def _closed_on_metadata(settings: Settings, exc: BaseException) -> str:
+    if settings.kafka_security_protocol not in SASL_PROTOCOLS:
+        return (
+            f"Kafka {settings.kafka_bootstrap} answered ApiVersions but closed the connection "
+            f"on Metadata twice ({type(exc).__name__}): it probably requires authentication; "
+            "set MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT) and "
+            "MOMENTS_KAFKA_SASL_USERNAME/PASSWORD"
+        )
+    return (
+        f"Kafka {settings.kafka_bootstrap} closed the connection after the SASL login "
+        f"({type(exc).__name__}); {_CREDENTIALS_HELP}"
+    )
 
 
 # --------------------------------------------------------------------------- #

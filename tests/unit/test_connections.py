@@ -11,6 +11,7 @@ import pytest
 import trustme
 
 from moments.connections import (
+    check_kafka,
     check_redis,
     describe_kafka_failure,
     faust_broker_credentials,
@@ -184,6 +185,57 @@ class TestKafkaHangUps:
         settings = load_settings(kafka_bootstrap="127.0.0.1:9093", kafka_security_protocol="SSL")
         refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 9093)")
         assert describe_kafka_failure(settings, refused) is None
+
+
+class TestMetadataAfterConnecting:
+    """The preflight connected (ApiVersions answered); then Metadata failed."""
+
+    class Conn:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        async def send(self, _: object) -> object:
+            raise self.error
+
+        def close(self) -> None:
+            pass
+
+    def _check(
+        self, error: Exception, monkeypatch: pytest.MonkeyPatch
+    ) -> tuple[dict[str, int] | None, list[TestMetadataAfterConnecting.Conn]]:
+        import asyncio
+
+        import aiokafka.conn
+
+        from moments import connections
+
+        made: list[TestMetadataAfterConnecting.Conn] = []
+
+        async def create_conn(*_: object, **__: object) -> TestMetadataAfterConnecting.Conn:
+            made.append(self.Conn(error))
+            return made[-1]
+
+        monkeypatch.setattr(aiokafka.conn, "create_conn", create_conn)
+        monkeypatch.setattr(connections, "_RECONNECT_PAUSE_S", 0)
+        settings = load_settings(kafka_bootstrap="127.0.0.1:9092")
+        return asyncio.run(check_kafka(settings, timeout_s=1)), made
+
+    def test_a_request_timing_out_is_left_to_the_retries(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """It was a ConfigError saying the broker wants a login: a slow or restarting broker
+        stopped the worker with the wrong advice (code review)."""
+        from aiokafka.errors import RequestTimedOutError
+
+        assert self._check(RequestTimedOutError(), monkeypatch)[0] is None
+        assert "not reachable yet" in caplog.text
+
+    def test_a_hang_up_twice_says_it_wants_a_login(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        with pytest.raises(ConfigError, match="closed the connection on Metadata twice") as err:
+            self._check(KafkaConnectionError("Connection at 127.0.0.1:9092 closed"), monkeypatch)
+        assert "MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in str(err.value)
 
 
 class TestRedisClient:
