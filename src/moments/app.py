@@ -26,7 +26,7 @@ from moments.gctune import FULL_COLLECTION_EVERY_S, PauseTimer, collect_frozen, 
 from moments.health import Health
 from moments.logformat import faust_logging_config
 from moments.models import EventType
-from moments.records import Header, RawRecord
+from moments.records import Header, RawRecord, next_offsets
 from moments.restore import PreloadingTable
 from moments.rewind import RewindGuard
 from moments.runtime import Runtime, RuntimeStoppedError
@@ -247,9 +247,8 @@ def register_agents(
                         break
                     await runtime.handle(records[start : start + size], store)
                 if fetch.epoch == consumer.epoch:
-                    for tp, batch in fetch.records:
-                        if (tp.topic, tp.partition) not in seeks:
-                            consumer.processed[tp] = batch[-1].offset + 1
+                    for (topic, partition), offset in next_offsets(records).items():
+                        consumer.processed[TP(topic, partition)] = offset
                     if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                         await consumer.commit_processed()
                         last_commit = time.monotonic()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -22,6 +22,19 @@ class RawRecord:
     timestamp_ms: int | None = None
     headers: Sequence[Header] = ()
     """The record's own headers, as read: a dead letter carries them on."""
+
+
+def next_offsets(records: Iterable[RawRecord]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset after the last of `records` read there: what may be
+    committed once they are processed and their outputs durable. Of the records processed,
+    not of those fetched: a fetch's records the rewind guard holds back are read again, and
+    committing past them would lose them in a crash before the re-read."""
+    found: dict[tuple[str, int], int] = {}
+    for record in records:
+        tp = (record.topic, record.partition)
+        if record.offset >= found.get(tp, 0):
+            found[tp] = record.offset + 1
+    return found
 
 
 class RejectReason(StrEnum):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moments.records import RawRecord
+from moments.records import RawRecord, next_offsets
 from moments.rewind import HOLD_LIMIT_S, RewindGuard
 
 from .fakes import Clock
@@ -89,3 +89,20 @@ def test_a_hold_that_is_never_released_gives_up_after_the_limit() -> None:
     assert guard.filter([rec(6)], lambda tp: 4)[0] == []
     clock.now += HOLD_LIMIT_S
     assert offsets(guard.filter([rec(6)], lambda tp: 4)[0]) == [6]
+
+
+def test_the_offsets_marked_processed_never_pass_a_held_record() -> None:
+    """The batch loop marked each fetched partition processed up to its last record
+    fetched, held ones included: after a seek back to 100, a fetch of 109-120 made before
+    it was held, yet 121 was committed, and a crash before the re-read lost 100-120 (code
+    review). Marked from the records kept, a partition whose records were all held is
+    not marked, and the re-read marks it."""
+    guard = RewindGuard()
+    committed = {(T, 0): 100, (T, 1): 7}
+    keep, seeks = guard.filter([rec(108), rec(7, partition=1)], committed.get)
+    assert seeks == {(T, 0): 100}
+    assert next_offsets(keep) == {(T, 1): 8}
+    keep, _ = guard.filter([rec(o) for o in range(109, 121)] + [rec(8, 1)], committed.get)
+    assert next_offsets(keep) == {(T, 1): 9}
+    keep, _ = guard.filter([rec(o) for o in range(100, 121)], committed.get)
+    assert next_offsets(keep) == {(T, 0): 121}
