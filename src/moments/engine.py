@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import traceback
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,31 @@ class StateChange:
 
 
 @dataclass(slots=True)
+class _Rebuilds:
+    """What putting states back after failures in a batch needs; made at its first."""
+
+    records: Sequence[RawRecord]
+    positions: dict[bytes | None, list[int]] = field(default_factory=dict)
+    """Each record key's indexes in the batch."""
+    last: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    """Subscriber -> the index of their last failed record and their state once its
+    offset was noted."""
+
+    def __post_init__(self) -> None:
+        for n, record in enumerate(self.records):
+            self.positions.setdefault(record.key, []).append(n)
+
+    def theirs(self, sub: str, before: int) -> tuple[list[RawRecord], bytes | None]:
+        """The subscriber's records since their last failure up to index `before`, and
+        their state after that failure (None: none in this batch)."""
+        last = self.last.get(sub)
+        start = 0 if last is None else last[0] + 1
+        mine = self.positions.get(sub.encode(), [])
+        found = mine[bisect_left(mine, start) : bisect_left(mine, before)]
+        return [self.records[n] for n in found], None if last is None else last[1]
+
+
+@dataclass(slots=True)
 class BatchResult:
     tasks: list[ServiceTask] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -144,7 +170,8 @@ class Detector:
         lateness = self.lateness
         counts: dict[EventType, int] = {}
         erased: dict[str, tuple[int, int]] = {}  # tombstoned -> tasks, facts made by then
-        for record in records:
+        rebuilds: _Rebuilds | None = None
+        for index, record in enumerate(records):
             event_type = topic_types[record.topic]
             counts[event_type] = counts.get(event_type, 0) + 1
             decoded = decode(record, event_type)
@@ -200,16 +227,54 @@ class Detector:
                 del result.tasks[made[0] :], result.facts[made[1] :]
                 result.failures.append(exc)
                 refused = failed(record, event_type, exc)
+                # Half-applied (series folded, times moved): its replay once fixed would
+                # count it twice. The state goes back to what it was before the event.
+                rebuilds = rebuilds or _Rebuilds(records)
+                state = states[sub] = self._state_before(sub, index, rebuilds, load, now)
+                changes[sub] = StateChange(state, partition)
             # An event refused for its time (or failed) notes its offset, not its id: sent
             # back once due (`deadletter replay`) or again corrected, it is applied then.
             state.applied(source, partition, offset, None if refused else digest)
             if refused is not None:
                 result.dead_letters.append(refused)
+                if rebuilds is not None and rebuilds.last.get(sub, (-1, b""))[0] == index:
+                    rebuilds.last[sub] = (index, state.to_json())  # with its offset noted
         for event_type, n in counts.items():
             result.events[event_type.value] += n
         if erased:
             forget(erased, result)
         return result
+
+    def _state_before(
+        self,
+        sub: str,
+        index: int,
+        rebuilds: _Rebuilds,
+        load: StateLoader,
+        now: dt.datetime | None,
+    ) -> SubscriberState:
+        """The subscriber's state as the batch's records before `index` (which failed) left
+        it: their records processed again, from the state as saved or as their last failure
+        in the batch left it (their tasks were made already; these are dropped). Each
+        failure processes again only the records since the one before, so a subscriber
+        whose every event fails costs the batch twice over, not its square.
+
+        `load` gives the saved state again when called a second time in a batch (the stores'
+        cache lends a record to one batch); a store that hands out its live objects (the
+        backtest's) gives the state as changed, the failed event's part included, and the
+        earlier records are then replays that change nothing."""
+        theirs, saved = rebuilds.theirs(sub, index)
+        base: StateLoader = load
+        if saved is not None:
+            base = lambda _: SubscriberState.from_bytes(saved)  # noqa: E731
+        again = self.process(theirs, base, now)
+        change = again.changes.get(sub)
+        if change is not None:
+            state = change.state if change.state is not None else SubscriberState()
+        else:
+            state = base(sub) or SubscriberState()
+        rebuilds.last[sub] = (index, b"")
+        return state
 
     def apply(
         self,

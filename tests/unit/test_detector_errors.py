@@ -15,8 +15,8 @@ import pytest
 
 from moments.engine import Detector
 from moments.models import EventType
-from moments.pipeline import run_pipeline
-from moments.records import RejectReason
+from moments.pipeline import run_pipeline, to_records
+from moments.records import RawRecord, RejectReason
 from moments.runtime import log_failures
 
 from .rules.helpers import at, ev, rules_from
@@ -75,6 +75,98 @@ def test_once_fixed_the_replayed_event_is_applied(monkeypatch: pytest.MonkeyPatc
     assert [d.reason for d in result.dead_letters] == [RejectReason.DETECTOR_ERROR]
     result = run_pipeline([failed], rules, now=NOW, result=result)  # replayed: a new offset
     assert [t.subscriber_id for t in result.tasks] == [BROKEN]
+
+
+SPEND = """
+series:
+  topup_day: {on: [topup], field: amount, period: day}
+rules:
+  - id: big_day
+    description: a day of top-ups over 100
+    on: [topup]
+    condition: {series: topup_day, agg: sum, last: 1, gte: 100}
+    task: {family: anomaly, type: big_day, channel: sms, priority: 3, action: a,
+           ttl: 30d, description: d}
+"""
+
+
+def _topped_up_today(result: Any, sub: str) -> float:
+    """The day's sum of top-ups (the only series: its tag is a digest of its definition)."""
+    state = result.store.load(sub)
+    assert state is not None
+    rings = list(state.series.values())
+    return float(rings[0][2]) if rings else 0.0
+
+
+@pytest.fixture
+def amounts_of_13_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every top-up of 13 fails once applied: its amount is folded into the day's series,
+    then a rule raises."""
+    apply = Detector.apply
+
+    def failing(self: Detector, sub: str, event: Any, *args: Any) -> None:
+        apply(self, sub, event, *args)
+        if getattr(event, "amount", None) == 13:
+            raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(Detector, "apply", failing)
+
+
+EVENING = NOW + dt.timedelta(hours=10)
+
+
+def _topups(sub: str, amounts: list[float]) -> list[tuple[EventType, dict[str, Any]]]:
+    return [
+        ev(EventType.TOPUP, at("2026-11-02", f"1{n}:00"), sub=sub, amount=a, channel="app")
+        for n, a in enumerate(amounts)
+    ]
+
+
+def test_the_state_is_left_as_before_the_event_that_failed(
+    amounts_of_13_fail: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It kept what the event had changed before the fault (its amount in the day's sum),
+    so its replay once fixed counted it twice (code review)."""
+    rules = rules_from(SPEND)
+    other = _topups("13800000001", [13])
+    events = _topups(BROKEN, [20, 13, 30])
+    result = run_pipeline(events[:1] + other + events[1:], rules, now=EVENING)
+    assert [d.record.offset for d in result.dead_letters] == [1, 2]
+    assert {d.reason for d in result.dead_letters} == {RejectReason.DETECTOR_ERROR}
+    assert _topped_up_today(result, BROKEN) == 50  # 20 + 30, not the 13
+    assert _topped_up_today(result, "13800000001") == 0
+    assert not result.tasks
+    monkeypatch.undo()  # fixed; the failed event is replayed
+    result = run_pipeline([events[1]], rules, now=EVENING, result=result)
+    assert _topped_up_today(result, BROKEN) == 63
+    assert [t.subscriber_id for t in result.tasks] == []  # 63 < 100, counted once
+
+
+@pytest.mark.usefixtures("amounts_of_13_fail")
+def test_every_event_of_a_subscriber_failing_leaves_the_saved_state_and_the_offsets() -> None:
+    rules = rules_from(SPEND)
+    first = run_pipeline(_topups(BROKEN, [40]), rules, now=NOW)
+    result = run_pipeline(
+        _topups(BROKEN, [13] * 6) + _topups("13800000001", [70]), rules, now=NOW, result=first
+    )
+    assert len(result.dead_letters) == 6
+    assert _topped_up_today(result, BROKEN) == 40
+    state = result.store.load(BROKEN)
+    assert state is not None
+    assert state.offsets == {"t0": 6}  # each failed one noted
+    assert _topped_up_today(result, "13800000001") == 70
+
+
+@pytest.mark.usefixtures("amounts_of_13_fail")
+def test_a_failure_after_a_tombstone_starts_from_the_empty_state() -> None:
+    rules = rules_from(SPEND)
+    first = run_pipeline(_topups(BROKEN, [40]), rules, now=EVENING)
+    tombstone = RawRecord("profile", 0, 9, BROKEN.encode(), None)
+    records = to_records(_topups(BROKEN, [5]), None, first.offsets)
+    later = to_records(_topups(BROKEN, [13]), None, first.offsets)
+    result = run_pipeline([tombstone, *records, *later], rules, now=EVENING, result=first)
+    assert [d.reason for d in result.dead_letters] == [RejectReason.DETECTOR_ERROR]
+    assert _topped_up_today(result, BROKEN) == 5
 
 
 def test_a_record_the_sweep_fails_on_is_left_and_the_others_are_swept(
