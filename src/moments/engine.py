@@ -217,12 +217,16 @@ class Detector:
                     # lateness of the other's events (it made 7% of a soak's events late).
                     result.late += 1
                     refused = too_late(record, event_type, at, state, lateness)
-                if refused is None and not (
-                    isinstance(decoded, ProfileEvent) and at < state.watermark - lateness
-                ):  # (a profile that old is applied; its rules' time is past)
-                    if at > marks.get(partition, 0):
-                        marks[partition] = at
-                    self.apply(sub, decoded, event_type, state, at, ctx, result)
+                if refused is None:
+                    if isinstance(decoded, ProfileEvent) and at < state.watermark - lateness:
+                        # A profile that old is applied, but its rules' time is past; dispatch
+                        # still learns of it (a task held for a suspended line is released
+                        # when the line is active again).
+                        result.facts.append(decoded)
+                    else:
+                        if at > marks.get(partition, 0):
+                            marks[partition] = at
+                        self.apply(sub, decoded, event_type, state, at, ctx, result)
             except Exception as exc:  # one record must not stop the stream
                 del result.tasks[made[0] :], result.facts[made[1] :]
                 result.failures.append(exc)
