@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from moments.models import RiskPart, RiskScore, ServiceTask
+from moments.models import RiskPart, RiskScore
 
 RAISE_TWO_AT = 60.0
 RAISE_ONE_AT = 30.0
@@ -73,16 +73,10 @@ def raise_by(score: float) -> int:
     return 0
 
 
-def risk_score(signals: RiskSignals) -> RiskScore:
-    parts = _parts(signals)
-    score = round(min(100.0, sum(p.points for p in parts)), 2)
-    return RiskScore(score=score, parts=parts, priority_raised_by=raise_by(score))
-
-
 @functools.lru_cache(maxsize=4096)
 def scored(signals: RiskSignals, priority: int) -> tuple[int, RiskScore]:
     """A task's priority raised by the rule, and its score showing the levels it actually
-    rose (priority 1 stays 1).
+    rose (priority 1 stays 1): the one way a score is made (the engine's `_emit`).
 
     Cached: a pure function of a few small values that repeat across subscribers (most
     have no risk signal at all), and the score is a frozen model that tasks may share."""
@@ -90,9 +84,3 @@ def scored(signals: RiskSignals, priority: int) -> tuple[int, RiskScore]:
     score = round(min(100.0, sum(p.points for p in parts)), 2)
     raised = max(1, priority - raise_by(score))
     return raised, RiskScore(score=score, parts=parts, priority_raised_by=priority - raised)
-
-
-def apply_risk(task: ServiceTask, signals: RiskSignals) -> ServiceTask:
-    """The task with its risk score shown and its priority raised by the rule."""
-    priority, risk = scored(signals, task.priority)
-    return task.model_copy(update={"risk": risk, "priority": priority})

@@ -1,4 +1,5 @@
-"""The churn-risk score: parts add up, each capped, and the priority rule."""
+"""The churn-risk score: parts add up, each capped, and the priority rule, through
+`scored`, the one path the engine takes."""
 
 from __future__ import annotations
 
@@ -9,46 +10,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.engine import Detector
-from moments.models import Channel, Family, Moment, ServiceTask
-from moments.risk import RiskSignals, apply_risk, raise_by, risk_score, scored
+from moments.models import EventType, RiskScore
+from moments.risk import RiskSignals, raise_by, scored
 from moments.state import SubscriberState
 
-from .rules.helpers import rules_from
+from .rules.helpers import NO_GATES, at, ev, rules_from, run, usage
 
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
 
-def make_task(priority: int) -> ServiceTask:
-    return ServiceTask(
-        task_id="t",
-        subscriber_id="13800138001",
-        moment=Moment(
-            family=Family.ANOMALY,
-            type="competitor_hotline_call",
-            rule_id="competitor_hotline_call",
-            rule_version=1,
-            description="d",
-        ),
-        priority=priority,
-        channel=Channel.MANAGER,
-        action="retention_call",
-        triggered_at=NOW,
-        created_at=NOW,
-        deliver_after=NOW,
-        expires_at=NOW + dt.timedelta(days=1),
-        evidence=["e"],
-    )
+def score_of(signals: RiskSignals) -> RiskScore:
+    """The score the engine puts on a task (of priority 5, so any raise shows)."""
+    return scored(signals, 5)[1]
 
 
 class TestRiskScore:
     """The score is the sum of its parts, each part capped; unknown signals add nothing."""
 
     def test_no_signal_no_risk(self) -> None:
-        risk = risk_score(RiskSignals())
-        assert (risk.score, risk.parts, risk.priority_raised_by) == (0, [], 0)
+        assert scored(RiskSignals(), 4) == (4, RiskScore(score=0, parts=[], priority_raised_by=0))
 
     def test_each_part_is_shown_with_its_value_and_points(self) -> None:
-        risk = risk_score(
+        risk = score_of(
             RiskSignals(
                 competitor_hotline_calls=1,
                 spend_drop=0.3,
@@ -68,7 +51,7 @@ class TestRiskScore:
         assert risk.score == 53
 
     def test_caps_keep_the_score_within_100(self) -> None:
-        risk = risk_score(
+        risk = score_of(
             RiskSignals(
                 competitor_hotline_calls=9,
                 spend_drop=1.0,
@@ -81,7 +64,7 @@ class TestRiskScore:
         assert max(p.points for p in risk.parts) == 30
 
     def test_small_spend_drop_and_far_contract_end_are_not_signals(self) -> None:
-        risk = risk_score(RiskSignals(spend_drop=0.05, contract_days_left=200, tenure_days=4000))
+        risk = score_of(RiskSignals(spend_drop=0.05, contract_days_left=200, tenure_days=4000))
         assert risk.parts == []
 
 
@@ -92,24 +75,53 @@ class TestPriorityRule:
     def test_thresholds(self, score: float, levels: int) -> None:
         assert raise_by(score) == levels
 
-    def test_apply_raises_priority_and_shows_the_score(self) -> None:
-        task = apply_risk(make_task(4), RiskSignals(competitor_hotline_calls=2, spend_drop=0.6))
-        assert task.priority == 3
-        assert task.risk is not None
-        assert (task.risk.score, task.risk.priority_raised_by) == (55, 1)
+    def test_the_score_raises_priority_and_says_by_how_much(self) -> None:
+        priority, risk = scored(RiskSignals(competitor_hotline_calls=2, spend_drop=0.6), 4)
+        assert (priority, risk.score, risk.priority_raised_by) == (3, 55, 1)
         signals = RiskSignals(competitor_hotline_calls=2, complaints=2, contract_days_left=10)
-        high = apply_risk(make_task(4), signals)
-        assert high.priority == 2
-        assert high.risk is not None
-        assert (high.risk.score, high.risk.priority_raised_by) == (65, 2)
+        priority, risk = scored(signals, 4)
+        assert (priority, risk.score, risk.priority_raised_by) == (2, 65, 2)
 
     def test_priority_one_stays_one_and_records_what_was_really_raised(self) -> None:
-        task = apply_risk(
-            make_task(2), RiskSignals(competitor_hotline_calls=2, complaints=2, spend_drop=0.5)
-        )
-        assert task.priority == 1
-        assert task.risk is not None
-        assert (task.risk.score, task.risk.priority_raised_by) == (75, 1)
+        signals = RiskSignals(competitor_hotline_calls=2, complaints=2, spend_drop=0.5)
+        priority, risk = scored(signals, 2)
+        assert (priority, risk.score, risk.priority_raised_by) == (1, 75, 1)
+
+
+OWN_HOTLINE = (
+    NO_GATES
+    + """
+rules:
+  - id: own_hotline
+    description: A call to our own hotline
+    on: [usage]
+    when: {kind: voice}
+    condition: {field: counterparty, in: [10086]}
+    task: {family: anomaly, type: own_hotline_call, channel: sms, priority: 4,
+           action: callback, ttl: 72h, description: "Called us"}
+"""
+)
+
+
+def test_the_detector_puts_the_score_on_the_task_and_raises_its_priority() -> None:
+    """The engine's path: signals from the record, `scored`, the task built with both."""
+    events = [
+        ev(EventType.PROFILE, at("2026-11-01"), contract_end="2026-11-20", joined_on="2026-06-01"),
+        ev(
+            EventType.COMPLAINT,
+            at("2026-11-02"),
+            complaint_id="c1",
+            category="network",
+            severity=2,
+            status="opened",
+        ),
+        usage(at("2026-11-05"), kind="voice", counterparty="10086", quantity=60.0),
+    ]
+    (task,) = run(rules_from(OWN_HOTLINE), events).tasks
+    assert task.risk is not None
+    points = {p.signal: (p.value, p.points) for p in task.risk.parts}
+    assert points == {"complaints": (1, 10), "contract_expiry": (15, 15), "tenure": (157, 10)}
+    assert (task.risk.score, task.risk.priority_raised_by, task.priority) == (35, 1, 3)
 
 
 class TestDetectorSignals:
