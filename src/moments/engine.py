@@ -28,7 +28,7 @@ from moments.models import (
     ServiceTask,
 )
 from moments.records import DeadLetter, RawRecord, RejectReason
-from moments.risk import RiskSignals, scored
+from moments.risk import RiskSignals, scored, spend_drop
 from moments.sources import SOURCE_CODES
 from moments.state import MAX_OPEN, SubscriberState, event_digest
 from moments.taskbuilder import build_task
@@ -61,7 +61,8 @@ CLOSE_CATCH_UP = 7
 COMPETITOR_HOTLINE = "competitor_hotline_call"
 """The moment type whose recent firing counts as a churn-risk signal."""
 SPEND_SERIES = "spend_month"
-"""The series whose drop against its 3-window average counts as a churn-risk signal."""
+"""The series whose last closed window's drop against the 3 before counts as a churn-risk
+signal (moments.risk.spend_drop)."""
 RISK_LOOKBACK_S = 30 * 86400
 
 CHECKED_DAY = "checked"
@@ -464,19 +465,12 @@ class Detector:
             if at - fired.get(tag, -(10**12)) <= RISK_LOOKBACK_S
         )
         today = local_date(at, zone(state.profile.get("timezone")))
-        drop = None
         spend = self.rules.series.get(SPEND_SERIES)
-        ring = state.series.get(spend.tag) if spend is not None else None
-        if spend is not None and ring is not None:
-            index = window_index(spend.period, today)
-            first = spend.history_from(ring)
-            if first is not None and first <= index - 3:
-                window = [spend.aggregate(ring, w, "sum") for w in range(index - 3, index + 1)]
-                *past, current = window
-                if current is not None and None not in past:
-                    base = sum(p for p in past if p is not None) / 3
-                    if base > 0:
-                        drop = round(max(0.0, (base - current) / base), 3)
+        drop = (
+            spend_drop(spend, state.series.get(spend.tag), window_index(spend.period, today))
+            if spend is not None
+            else None
+        )
         return RiskSignals(
             competitor_hotline_calls=hotline,
             spend_drop=drop,

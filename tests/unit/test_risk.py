@@ -88,8 +88,14 @@ class TestPriorityRule:
         assert (priority, risk.score, risk.priority_raised_by) == (1, 75, 1)
 
 
+SPEND_MONTH = """
+series:
+  spend_month: {on: [usage], field: charge, period: month, keep: 5}
+"""
+"""The series the spend signal reads (the catalog's, kept for its baseline rules)."""
 OWN_HOTLINE = (
     NO_GATES
+    + SPEND_MONTH
     + """
 rules:
   - id: own_hotline
@@ -122,6 +128,51 @@ def test_the_detector_puts_the_score_on_the_task_and_raises_its_priority() -> No
     points = {p.signal: (p.value, p.points) for p in task.risk.parts}
     assert points == {"complaints": (1, 10), "contract_expiry": (15, 15), "tenure": (157, 10)}
     assert (task.risk.score, task.risk.priority_raised_by, task.priority) == (35, 1, 3)
+
+
+def _spend(*monthly: tuple[str, str]) -> list[tuple[EventType, dict[str, object]]]:
+    return [usage(at(day), kind="data", charge=charge) for day, charge in monthly]
+
+
+def _call(day: str) -> tuple[EventType, dict[str, object]]:
+    return usage(at(day, "18:00"), kind="voice", counterparty="10086", quantity=60.0)
+
+
+class TestSpendDrop:
+    """The last closed month against the 3 before it: a month just begun is no drop."""
+
+    def test_a_steady_customer_early_in_the_month_is_no_risk(self) -> None:
+        """100 a month, then 1.0 on the 1st: the current month against whole ones read
+        as a 0.99 drop, 25 points on every steady customer's tasks in the month's first
+        days."""
+        events = _spend(
+            ("2026-07-10", "100"), ("2026-08-10", "100"), ("2026-09-10", "100"),
+            ("2026-10-10", "100"), ("2026-11-01", "1.0"),
+        )  # fmt: skip
+        (task,) = run(rules_from(OWN_HOTLINE), [*events, _call("2026-11-01")]).tasks
+        assert task.risk is not None
+        assert (task.risk.parts, task.priority) == ([], 4)
+
+    def test_a_closed_month_below_the_three_before_is_a_drop(self) -> None:
+        events = _spend(
+            ("2026-07-10", "100"), ("2026-08-10", "100"), ("2026-09-10", "100"),
+            ("2026-10-10", "70"),
+        )  # fmt: skip
+        (task,) = run(rules_from(OWN_HOTLINE), [*events, _call("2026-11-02")]).tasks
+        assert task.risk is not None
+        assert [(p.signal, p.value, p.points) for p in task.risk.parts] == [("spend_drop", 0.3, 15)]
+
+    def test_a_month_without_spend_is_a_full_drop(self) -> None:
+        events = _spend(("2026-06-10", "90"), ("2026-07-10", "90"), ("2026-08-10", "90"))
+        (task,) = run(rules_from(OWN_HOTLINE), [*events, _call("2026-10-03")]).tasks
+        assert task.risk is not None
+        assert [(p.signal, p.value, p.points) for p in task.risk.parts] == [("spend_drop", 1.0, 25)]
+
+    def test_without_three_months_before_the_closed_one_there_is_no_signal(self) -> None:
+        events = _spend(("2026-08-10", "100"), ("2026-09-10", "100"), ("2026-10-10", "10"))
+        (task,) = run(rules_from(OWN_HOTLINE), [*events, _call("2026-11-02")]).tasks
+        assert task.risk is not None
+        assert task.risk.parts == []
 
 
 class TestDetectorSignals:
