@@ -28,7 +28,7 @@ from moments.models import (
     ServiceTask,
 )
 from moments.records import DeadLetter, RawRecord, RejectReason
-from moments.risk import RiskSignals, scored, spend_drop
+from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, spend_drop
 from moments.sources import SOURCE_CODES
 from moments.state import MAX_OPEN, SubscriberState, event_digest
 from moments.taskbuilder import build_task
@@ -59,11 +59,12 @@ CLOSE_CATCH_UP = 7
 """Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
 
 COMPETITOR_HOTLINE = "competitor_hotline_call"
-"""The moment type whose recent firing counts as a churn-risk signal."""
+"""The moment type whose live rules say what a call to a competitor's hotline is: each
+event that fires one counts as a call (moments.risk.note_hotline_call), whether or not
+it makes a task."""
 SPEND_SERIES = "spend_month"
 """The series whose last closed window's drop against the 3 before counts as a churn-risk
 signal (moments.risk.spend_drop)."""
-RISK_LOOKBACK_S = 30 * 86400
 
 CHECKED_DAY = "checked"
 """Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
@@ -321,11 +322,17 @@ class Detector:
                 ring = series.fold(rings.get(series.tag), index, amount)
                 if ring is not None:
                     rings[series.tag] = ring
+        counted = False
         for rule in rules.routes[event_type].candidates(event):
             if not rule.when(event):
                 continue
             fired = rule.check(event, state, at, tz)
             if fired is not None:
+                if not counted and rule.tag in rules.tags_by_moment_type.get(
+                    COMPETITOR_HOTLINE, ()
+                ):  # before the task is scored: this call is one of the last 30 days'
+                    counted = True
+                    note_hotline_call(rings, local_day.toordinal())
                 self._emit(rule, fired, sub, event, state, at, ctx, result)
         if event_type is EventType.PROFILE:
             # A birthday or contract end set later in the day still counts that day.
@@ -458,12 +465,6 @@ class Detector:
 
     def risk_signals(self, state: SubscriberState, at: int) -> RiskSignals:
         """The churn-risk signals the record holds (see moments.risk)."""
-        fired = state.fired
-        hotline = sum(
-            1
-            for tag in self.rules.tags_by_moment_type.get(COMPETITOR_HOTLINE, ())
-            if at - fired.get(tag, -(10**12)) <= RISK_LOOKBACK_S
-        )
         today = local_date(at, zone(state.profile.get("timezone")))
         spend = self.rules.series.get(SPEND_SERIES)
         drop = (
@@ -472,7 +473,7 @@ class Detector:
             else None
         )
         return RiskSignals(
-            competitor_hotline_calls=hotline,
+            competitor_hotline_calls=hotline_calls(state.series, today.toordinal()),
             spend_drop=drop,
             complaints=len(state.complaints),
             contract_days_left=_days_between(today, state.profile.get("contract_end")),

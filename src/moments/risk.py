@@ -5,7 +5,7 @@ Each signal adds points up to its own cap, so the score is the sum of visible pa
 
 | signal | points | cap |
 |---|---|---|
-| calls to a competitor's hotline (last 30 days) | 15 per call | 30 |
+| calls to a competitor's hotline (last 30 local days) | 15 per call | 30 |
 | spend drop, the last closed month against the 3 before (fraction) | 50 x drop, from 10% | 25 |
 | complaints (last 90 days) | 10 per complaint | 20 |
 | contract ends within 30 / 90 days | 15 / 8 | 15 |
@@ -21,7 +21,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from moments.models import RiskPart, RiskScore
+from moments.models import EventType, RiskPart, RiskScore
+from rules.predicates import always
 from rules.series import Ring, Series
 
 RAISE_TWO_AT = 60.0
@@ -32,11 +33,48 @@ RAISE_ONE_AT = 30.0
 class RiskSignals:
     """What the detector knows of a subscriber; None where it does not know."""
 
-    competitor_hotline_calls: int = 0
+    competitor_hotline_calls: int = 0  # hotline_calls()
     spend_drop: float | None = None  # 0.4 = last month 40% below the baseline (spend_drop())
     complaints: int = 0
     contract_days_left: int | None = None
     tenure_days: int | None = None
+
+
+HOTLINE_DAYS = 30
+HOTLINE_CALLS = Series(
+    name="competitor_hotline_calls",
+    tag="hotline",
+    event_types=frozenset({EventType.USAGE}),
+    when=always,
+    field=None,
+    period="day",
+    keep=HOTLINE_DAYS,
+)
+"""Calls to a competitor's hotline per local day, for 30 days: a counting ring in the
+subscriber's `series` under `hotline` (catalog series' tags are hex, so never that).
+At most 32 numbers, 3 after one call, and only for subscribers who made one; a list of
+the calls' times would grow with them."""
+
+
+def note_hotline_call(series: dict[str, Ring], day: int) -> None:
+    """Count one call to a competitor's hotline on local day `day` (an ordinal)."""
+    ring = HOTLINE_CALLS.fold(series.get(HOTLINE_CALLS.tag), day, 1.0)
+    if ring is not None:  # None: a day older than the ring keeps, out of the count anyway
+        series[HOTLINE_CALLS.tag] = ring
+
+
+def hotline_calls(series: dict[str, Ring], day: int) -> int:
+    """Calls to a competitor's hotline in the 30 local days ending on `day`, that day's
+    included."""
+    ring = series.get(HOTLINE_CALLS.tag)
+    if not ring:
+        return 0
+    total = 0.0
+    for window in range(day - HOTLINE_DAYS + 1, day + 1):
+        found = HOTLINE_CALLS.window(ring, window)
+        if found is not None:  # a day the ring no longer keeps had no call it counts
+            total += found[0]
+    return int(total)
 
 
 BASELINE_MONTHS = 3

@@ -54,7 +54,8 @@ class SubscriberState:
     profile: dict[str, Any] = field(default_factory=dict)
     """Profile fields as last sent on the profile topic (JSON-ready values)."""
     series: dict[str, list[float]] = field(default_factory=dict)
-    """Series tag -> ring: [newest window index, then each window's slots, newest first]."""
+    """Series tag -> ring: [newest window index, then each window's slots, newest first];
+    and `hotline`: calls to a competitor's hotline per day (moments.risk.HOTLINE_CALLS)."""
     last: dict[str, str] = field(default_factory=dict)
     """Rule tag -> last value of a `changed` field (e.g. the IMEI)."""
     fired: dict[str, int] = field(default_factory=dict)

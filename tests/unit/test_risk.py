@@ -10,11 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.engine import Detector
-from moments.models import EventType, RiskScore
-from moments.risk import RiskSignals, raise_by, scored
+from moments.models import EventType, RiskScore, ServiceTask
+from moments.risk import RiskSignals, hotline_calls, note_hotline_call, raise_by, scored
 from moments.state import SubscriberState
+from moments.statezip import pack
+from rules.catalog import load_rules
 
-from .rules.helpers import NO_GATES, at, ev, rules_from, run, usage
+from .rules.helpers import NO_GATES, SUB, at, ev, rules_from, run, usage
 
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
@@ -175,28 +177,91 @@ class TestSpendDrop:
         assert task.risk.parts == []
 
 
-class TestDetectorSignals:
-    """The detector counts the competitor-hotline moments fired in the last 30 days,
-    whichever rules make them."""
+def _hotline(day: str, number: str = "10010") -> tuple[EventType, dict[str, object]]:
+    return usage(at(day, "11:00"), kind="voice", counterparty=number, quantity=60.0)
 
-    def test_hotline_calls_count_every_rule_of_that_moment_type(self) -> None:
+
+def _calls(task: ServiceTask) -> tuple[float, float] | None:
+    """The hotline part of a task's score: (calls, points)."""
+    assert task.risk is not None
+    found = [(p.value, p.points) for p in task.risk.parts if p.signal == "competitor_hotline_calls"]
+    return found[0] if found else None
+
+
+class TestHotlineCalls:
+    """Calls to a competitor's hotline in the last 30 local days, this one included: each
+    event that fires a live rule of that moment type is one call, whether or not it made
+    a task (a cooldown, the gates)."""
+
+    def test_three_calls_in_20_days_are_three_calls(self) -> None:
+        """The catalog's rule has a 14-day cooldown: counting the rules that fired in 30
+        days gave 1 at the third call (and none at the first), so the 2-call cap of 30
+        points was never reached."""
+        calls = [_hotline(day) for day in ("2026-11-01", "2026-11-10", "2026-11-20")]
+        result = run(load_rules(), calls)
+        assert result.suppressed == {("competitor_hotline_call", "cooldown"): 1}
+        assert [(t.triggered_at.day, _calls(t)) for t in result.tasks] == [
+            (1, (1, 15)),
+            (20, (3, 30)),
+        ]
+
+    def test_a_call_firing_two_hotline_rules_is_one_call_and_other_moments_none(self) -> None:
         rules = rules_from(HOTLINE_RULES)
         by_id = {rule.id: rule for rule in rules.rules}
         assert rules.tags_by_moment_type["competitor_hotline_call"] == (
             by_id["hotline_a"].tag,
             by_id["hotline_b"].tag,
         )
+        result = run(rules, [_hotline("2026-11-01"), _hotline("2026-11-02", "10086")])
+        assert [(t.moment.rule_id, _calls(t)) for t in result.tasks] == [
+            ("hotline_a", (1, 15)),
+            ("hotline_b", (1, 15)),
+            ("other", (1, 15)),  # its own call is to us, not a competitor
+        ]
+
+    def test_a_call_counts_for_30_local_days(self) -> None:
+        rules = rules_from(HOTLINE_RULES)
+        calls = [_hotline("2026-10-02"), _hotline("2026-10-22", "10000")]
+        state = run(rules, calls).store.load(SUB)
+        assert state is not None
         detector = Detector(rules, {})
-        at = int(NOW.timestamp())
-        state = SubscriberState()
-        state.fired = {
-            by_id["hotline_a"].tag: at - 86400,
-            by_id["hotline_b"].tag: at - 30 * 86400,  # just inside the 30 days
-            by_id["other"].tag: at,  # another moment type: not a hotline call
-        }
-        assert detector.risk_signals(state, at).competitor_hotline_calls == 2
-        state.fired[by_id["hotline_b"].tag] -= 1
-        assert detector.risk_signals(state, at).competitor_hotline_calls == 1
+
+        def counted(day: str) -> int:
+            when = int(dt.datetime.fromisoformat(at(day, "23:59")).timestamp())
+            return detector.risk_signals(state, when).competitor_hotline_calls
+
+        days = ("2026-10-31", "2026-11-01", "2026-11-20", "2026-11-21")
+        assert [counted(day) for day in days] == [2, 1, 1, 0]
+
+    def test_the_count_is_a_ring_of_30_days_whatever_the_calls(self) -> None:
+        series: dict[str, list[float]] = {}
+        for day in (100, 101, 101, 129):
+            note_hotline_call(series, day)
+        assert [hotline_calls(series, d) for d in (129, 130, 131, 159)] == [4, 3, 1, 0]
+        for day in range(200, 300):
+            note_hotline_call(series, day)
+        assert hotline_calls(series, 299) == 30
+        assert len(series["hotline"]) == 2 + 30  # newest day, first day, one count a day
+
+    def test_the_count_reads_back_from_the_record_and_an_older_record_still_loads(
+        self,
+    ) -> None:
+        rules = load_rules()
+        calls = [_hotline(day) for day in ("2026-11-01", "2026-11-10", "2026-11-20")]
+        state = run(rules, calls).store.load(SUB)
+        assert state is not None
+        stored = SubscriberState.from_bytes(state.to_bytes())
+        assert stored == state
+        when = int(dt.datetime.fromisoformat(at("2026-11-20")).timestamp())
+        assert Detector(rules, {}).risk_signals(stored, when).competitor_hotline_calls == 3
+        # As written before calls were counted: the hotline rule's task mark, no ring.
+        tag = rules.tags_by_moment_type["competitor_hotline_call"][0]
+        older = pack(
+            b'{"o":{"u0":2},"r":{"u":["0a1b2c3d4e"]},"x":{"%s":%d}}' % (tag.encode(), when)
+        )
+        loaded = SubscriberState.from_bytes(older)
+        assert (loaded.fired, loaded.series) == ({tag: when}, {})
+        assert Detector(rules, {}).risk_signals(loaded, when).competitor_hotline_calls == 0
 
 
 HOTLINE_RULES = """
@@ -219,7 +284,7 @@ rules:
     description: Another competitor's hotline
     on: [usage]
     when: {kind: voice}
-    condition: {field: counterparty, in: [10000]}
+    condition: {field: counterparty, in: [10000, 10010]}
     task: *hotline
   - id: other
     description: Our own hotline
