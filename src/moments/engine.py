@@ -475,7 +475,7 @@ class Detector:
         return RiskSignals(
             competitor_hotline_calls=hotline_calls(state.series, today.toordinal()),
             spend_drop=drop,
-            complaints=len(state.complaints),
+            open_complaints=len(state.complaints),
             contract_days_left=_days_between(today, state.profile.get("contract_end")),
             tenure_days=_days_since(today, state.profile.get("joined_on")),
         )

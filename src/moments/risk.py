@@ -3,13 +3,13 @@
 Each signal adds points up to its own cap, so the score is the sum of visible parts
 (shown on the task as `risk.parts`):
 
-| signal | points | cap |
-|---|---|---|
-| calls to a competitor's hotline (last 30 local days) | 15 per call | 30 |
-| spend drop, the last closed month against the 3 before (fraction) | 50 x drop, from 10% | 25 |
-| complaints (last 90 days) | 10 per complaint | 20 |
-| contract ends within 30 / 90 days | 15 / 8 | 15 |
-| tenure under 1 / 2 years | 10 / 5 | 10 |
+| signal (as shown) | value | points | cap |
+|---|---|---|---|
+| competitor_hotline_calls | calls to a competitor's hotline, last 30 local days | 15 each | 30 |
+| spend_drop | the last closed month below the 3 before (fraction) | 50 x drop, from 0.1 | 25 |
+| complaints | open complaints: not yet resolved, of any age | 10 each | 20 |
+| contract_expiry | days to the contract's end, within 30 / 90 | 15 / 8 | 15 |
+| tenure | days since joining, under 1 / 2 years | 10 / 5 | 10 |
 
 Priority rule: a score of 60 or more raises the task's priority by two levels, 30 or
 more by one; priority 1 stays 1. The operator ranks who gets a manager's call first by
@@ -35,7 +35,10 @@ class RiskSignals:
 
     competitor_hotline_calls: int = 0  # hotline_calls()
     spend_drop: float | None = None  # 0.4 = last month 40% below the baseline (spend_drop())
-    complaints: int = 0
+    open_complaints: int = 0
+    """Complaints opened and not yet resolved, however old (what gating also counts): a
+    customer still waiting on a complaint is the one most likely to leave. Complaints
+    already resolved, however recent, are not counted (the record does not keep them)."""
     contract_days_left: int | None = None
     tenure_days: int | None = None
 
@@ -117,10 +120,9 @@ def _parts(s: RiskSignals) -> list[RiskPart]:
         parts.append(
             RiskPart(signal="spend_drop", value=s.spend_drop, points=min(25.0, 50.0 * s.spend_drop))
         )
-    if s.complaints > 0:
-        parts.append(
-            RiskPart(signal="complaints", value=s.complaints, points=min(20.0, 10.0 * s.complaints))
-        )
+    if s.open_complaints > 0:
+        points = min(20.0, 10.0 * s.open_complaints)
+        parts.append(RiskPart(signal="complaints", value=s.open_complaints, points=points))
     if s.contract_days_left is not None and 0 <= s.contract_days_left <= 90:
         points = 15.0 if s.contract_days_left <= 30 else 8.0
         parts.append(RiskPart(signal="contract_expiry", value=s.contract_days_left, points=points))

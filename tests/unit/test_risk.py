@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moments import risk
 from moments.engine import Detector
 from moments.models import EventType, RiskScore, ServiceTask
 from moments.risk import RiskSignals, hotline_calls, note_hotline_call, raise_by, scored
@@ -37,7 +38,7 @@ class TestRiskScore:
             RiskSignals(
                 competitor_hotline_calls=1,
                 spend_drop=0.3,
-                complaints=1,
+                open_complaints=1,
                 contract_days_left=60,
                 tenure_days=500,
             )
@@ -57,7 +58,7 @@ class TestRiskScore:
             RiskSignals(
                 competitor_hotline_calls=9,
                 spend_drop=1.0,
-                complaints=7,
+                open_complaints=7,
                 contract_days_left=3,
                 tenure_days=30,
             )
@@ -68,6 +69,21 @@ class TestRiskScore:
     def test_small_spend_drop_and_far_contract_end_are_not_signals(self) -> None:
         risk = score_of(RiskSignals(spend_drop=0.05, contract_days_left=200, tenure_days=4000))
         assert risk.parts == []
+
+    def test_the_modules_table_names_the_parts_the_score_shows_in_their_order(self) -> None:
+        """The table is what people read of the score (the review found it said
+        "complaints (last 90 days)" of what is the open ones)."""
+        assert risk.__doc__ is not None
+        rows = [line for line in risk.__doc__.splitlines() if line.startswith("| ")]
+        named = [row.split("|")[1].strip() for row in rows[1:]]
+        every = RiskSignals(
+            competitor_hotline_calls=1,
+            spend_drop=0.5,
+            open_complaints=1,
+            contract_days_left=10,
+            tenure_days=10,
+        )
+        assert named == [p.signal for p in score_of(every).parts]
 
 
 class TestPriorityRule:
@@ -80,12 +96,12 @@ class TestPriorityRule:
     def test_the_score_raises_priority_and_says_by_how_much(self) -> None:
         priority, risk = scored(RiskSignals(competitor_hotline_calls=2, spend_drop=0.6), 4)
         assert (priority, risk.score, risk.priority_raised_by) == (3, 55, 1)
-        signals = RiskSignals(competitor_hotline_calls=2, complaints=2, contract_days_left=10)
+        signals = RiskSignals(competitor_hotline_calls=2, open_complaints=2, contract_days_left=10)
         priority, risk = scored(signals, 4)
         assert (priority, risk.score, risk.priority_raised_by) == (2, 65, 2)
 
     def test_priority_one_stays_one_and_records_what_was_really_raised(self) -> None:
-        signals = RiskSignals(competitor_hotline_calls=2, complaints=2, spend_drop=0.5)
+        signals = RiskSignals(competitor_hotline_calls=2, open_complaints=2, spend_drop=0.5)
         priority, risk = scored(signals, 2)
         assert (priority, risk.score, risk.priority_raised_by) == (1, 75, 1)
 
@@ -130,6 +146,36 @@ def test_the_detector_puts_the_score_on_the_task_and_raises_its_priority() -> No
     points = {p.signal: (p.value, p.points) for p in task.risk.parts}
     assert points == {"complaints": (1, 10), "contract_expiry": (15, 15), "tenure": (157, 10)}
     assert (task.risk.score, task.risk.priority_raised_by, task.priority) == (35, 1, 3)
+
+
+def _complaint(day: str, complaint_id: str, status: str) -> tuple[EventType, dict[str, object]]:
+    return ev(
+        EventType.COMPLAINT,
+        at(day),
+        complaint_id=complaint_id,
+        category="billing",
+        severity=2,
+        status=status,
+    )
+
+
+def test_complaints_are_the_open_ones_however_old() -> None:
+    """Opened five months ago and still open: counted. Opened and resolved within the
+    month: not (the record keeps no resolved complaint)."""
+    events = [
+        _complaint("2026-06-01", "old-open", "opened"),
+        _complaint("2026-10-20", "recent", "opened"),
+        _complaint("2026-10-25", "recent", "resolved"),
+        _hotline("2026-11-05", "10086"),
+    ]
+    result = run(rules_from(OWN_HOTLINE), events)
+    state = result.store.load(SUB)
+    assert state is not None
+    when = int(dt.datetime.fromisoformat(at("2026-11-05")).timestamp())
+    assert Detector(rules_from(OWN_HOTLINE), {}).risk_signals(state, when).open_complaints == 1
+    (task,) = result.tasks
+    assert task.risk is not None
+    assert [(p.signal, p.value, p.points) for p in task.risk.parts] == [("complaints", 1, 10)]
 
 
 def _spend(*monthly: tuple[str, str]) -> list[tuple[EventType, dict[str, object]]]:
@@ -307,7 +353,7 @@ signals = st.builds(
     RiskSignals,
     competitor_hotline_calls=st.integers(0, 4),
     spend_drop=st.none() | st.sampled_from([0.0, -0.0, 0.1, 0.35, 1.0]),
-    complaints=st.integers(0, 3),
+    open_complaints=st.integers(0, 3),
     contract_days_left=st.none() | st.integers(-5, 100),
     tenure_days=st.none() | st.integers(0, 800),
 )
