@@ -7,8 +7,6 @@ classes by `moments schemas export` and a test fails when it drifts.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import zoneinfo
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -28,6 +26,8 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic_core import CoreSchema
 from pydantic_core import core_schema as cs
+
+from moments.zones import check_zone
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
 SubscriberId = Annotated[
@@ -211,22 +211,10 @@ QuietWindow = Annotated[
 ]
 
 
-@functools.lru_cache(maxsize=1024)
-def _iana_zone(name: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"{name!r} is not an IANA time zone name (tzdata); write e.g. Asia/Shanghai "
-            "or Europe/London"
-        ) from None
-    return name
-
-
 IanaZone = Annotated[
     str,
     StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"),
-    AfterValidator(_iana_zone),
+    AfterValidator(check_zone),
 ]
 """A time zone by its IANA name (a name tzdata does not know would put quiet hours and
 local days in Asia/Shanghai's time, unnoticed)."""

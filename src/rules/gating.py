@@ -49,6 +49,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from moments.models import Channel
+from moments.zones import DEFAULT_TIMEZONE, check_zone
 from rules.durations import parse_duration
 from rules.quiet_hours import (
     QuietWindow,
@@ -135,7 +136,7 @@ class GatingPolicy(_Strict):
     """The `gating:` section of a rules file: do-not-disturb for every rule's tasks."""
 
     timezone: str = Field(
-        default="Asia/Shanghai",
+        default=DEFAULT_TIMEZONE,
         description="IANA zone for subscribers whose profile has none (or an unknown one)",
     )
     quiet_hours: tuple[WindowText, ...] = Field(
@@ -155,16 +156,7 @@ class GatingPolicy(_Strict):
     )
     suspended: SuspendedPolicy = Field(default_factory=SuspendedPolicy)
 
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"{value!r} is not an IANA time zone; write one such as Asia/Shanghai"
-            ) from None
-        return value
+    _timezone = field_validator("timezone")(check_zone)
 
     @field_validator("quiet_hours")
     @classmethod

@@ -13,12 +13,13 @@ import datetime as dt
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moments.exceptions import ConfigError
 from moments.models import Channel
+from moments.zones import DEFAULT_TIMEZONE, check_zone
 from rules.durations import parse_duration
 
 ANY = "*"
@@ -97,7 +98,7 @@ class OutcomePolicy(_Frozen):
 
 
 class DispatchPolicy(_Frozen):
-    timezone: str = "Asia/Shanghai"
+    timezone: str = DEFAULT_TIMEZONE
     capacity: dict[str, dict[Channel, int]] = Field(default_factory=dict)
     reserved_share: float = Field(default=0.2, ge=0, le=1)
     overflow: dict[str, Overflow] = Field(default_factory=dict)
@@ -120,14 +121,7 @@ class DispatchPolicy(_Frozen):
 
     _min_time_left = field_validator("min_time_left", mode="before")(_duration)
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is no IANA time zone; write e.g. Asia/Shanghai") from None
-        return value
+    _zone = field_validator("timezone")(check_zone)
 
     @field_validator("capacity")
     @classmethod

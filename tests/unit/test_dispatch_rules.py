@@ -138,6 +138,7 @@ class TestPolicyFile:
             ("capacity: {NJ: {manager: -1}}", "capacity NJ.manager"),
             ("merge: {window: soon}", "merge.window"),
             ("timezone: Mars/Base", "IANA"),
+            ("timezone: America", "'America' is not an IANA time zone"),  # IsADirectoryError
         ],
     )
     def test_errors_name_the_field(self, tmp_path: Path, text: str, expected: str) -> None:

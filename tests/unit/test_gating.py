@@ -103,6 +103,7 @@ class TestPolicy:
                 "quiet_hours cover the whole day",
             ),
             ({"timezone": "Mars/Olympus"}, ("timezone",), "write one such as Asia/Shanghai"),
+            ({"timezone": "America"}, ("timezone",), "'America' is not an IANA time zone"),
             (
                 {"frequency_cap": {"period": "week"}},
                 ("frequency_cap", "period"),

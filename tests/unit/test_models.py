@@ -10,6 +10,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from moments.decoding import decode
 from moments.engine import apply_profile
 from moments.models import (
     EVENT_MODELS,
@@ -24,6 +25,7 @@ from moments.models import (
     TopUpEvent,
     UsageEvent,
 )
+from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.state import SubscriberState
 
 BASE = {
@@ -90,14 +92,34 @@ def test_wrong_values_are_refused_with_the_field_named(
         model.model_validate({**VALID[event_type], field: bad})
 
 
-@pytest.mark.parametrize("bad", ["America/New_Yrok", "Tokyo", "CST", "UTC+8", "+08:00", "../x"])
+@pytest.mark.parametrize(
+    "bad", ["America/New_Yrok", "Tokyo", "CST", "UTC+8", "+08:00", "../x", "America", "Etc"]
+)
 @pytest.mark.parametrize("model", [ProfileEvent, RoamingEvent])
 def test_a_time_zone_tzdata_does_not_know_is_refused(model: type[Any], bad: str) -> None:
-    """It was kept, and quiet hours were judged in Asia/Shanghai's time instead."""
+    """It was kept, and quiet hours were judged in Asia/Shanghai's time instead. A folder
+    of tzdata (America) raised IsADirectoryError out of the validation."""
     event_type = next(t for t, m in EVENT_MODELS.items() if m is model)
     with pytest.raises(ValidationError, match="timezone") as refused:
         model.model_validate({**VALID[event_type], "timezone": bad})
-    assert "write e.g. Asia/Shanghai" in str(refused.value) or "pattern" in str(refused.value)
+    assert "write one such as Asia/Shanghai" in str(refused.value) or "pattern" in str(
+        refused.value
+    )
+
+
+@pytest.mark.parametrize("event_type", [EventType.PROFILE, EventType.ROAMING])
+def test_a_tzdata_folder_as_a_zone_is_a_dead_letter_not_a_failed_batch(
+    event_type: EventType,
+) -> None:
+    """`decode` let the IsADirectoryError out, so the detector's whole batch failed on
+    one record."""
+    value = orjson.dumps({**VALID[event_type], "timezone": "America"})
+    letter = decode(
+        RawRecord(f"telecom.{event_type.value}", 0, 7, b"13800138001", value), event_type
+    )
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason is RejectReason.INVALID_EVENT
+    assert "'America' is not an IANA time zone" in letter.message
 
 
 @pytest.mark.parametrize("good", ["America/New_York", "Europe/London", "UTC", "Etc/GMT-8"])
