@@ -544,8 +544,8 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         parse_expectation,
         summary,
     )
+    from moments.zones import DEFAULT_TIMEZONE
     from rules.catalog import load_rules
-    from rules.windows import DEFAULT_TIMEZONE
 
     until = parse_when(args.until, ZoneInfo(DEFAULT_TIMEZONE), "--until")
     try:

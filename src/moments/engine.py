@@ -32,12 +32,13 @@ from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, 
 from moments.sources import SOURCE_CODES
 from moments.state import MAX_OPEN, SubscriberState, event_digest
 from moments.taskbuilder import build_task
+from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
 from rules.gating import GateInput, SubscriberView, gate, quiet_hours_kept
 from rules.rule import CompiledRule
-from rules.special_days import due_now, evaluation_instant, special_days_due
-from rules.windows import local_date, window_end, window_index, zone
+from rules.special_days import due_now, evaluation_instant_in, special_days_due
+from rules.windows import local_date, window_end, window_index
 
 StateLoader = Callable[[str], SubscriberState | None]
 
@@ -156,6 +157,11 @@ class Detector:
     def swap_rules(self, rules: RuleSet) -> None:
         """Install new rules; the caller does it between batches."""
         self.rules = rules
+
+    def zone_of(self, state: SubscriberState) -> dt.tzinfo:
+        """The subscriber's zone: their profile's, else the rules' `gating.timezone`. Days,
+        weeks and months, special days and quiet hours are all judged in it."""
+        return subscriber_zone(state.profile.get("timezone"), self.rules.gating.zone)
 
     def process(
         self, records: Sequence[RawRecord], load: StateLoader, now: dt.datetime | None
@@ -296,7 +302,7 @@ class Detector:
         track(event, state)
         if event_type is not EventType.USAGE and event_type is not EventType.COMPLAINT:
             result.facts.append(event)
-        tz = zone(state.profile.get("timezone"))
+        tz = self.zone_of(state)
         local_day = local_date(at, tz)
         rules = self.rules
         if rules.by_period and state.closed.get(CHECKED_DAY) != local_day.toordinal():
@@ -356,7 +362,12 @@ class Detector:
         last = dt.date.fromordinal(state.special_day) if state.special_day else None
         instant = dt.datetime.fromtimestamp(at, dt.UTC)
         day = due_now(
-            state.profile, last, instant, special.local_hour, profile_changed=profile_changed
+            state.profile,
+            last,
+            instant,
+            special.local_hour,
+            profile_changed=profile_changed,
+            default_zone=self.rules.gating.zone,
         )
         if day is None:
             return False
@@ -428,7 +439,7 @@ class Detector:
                 continue
             made = len(result.tasks)
             try:
-                tz = zone(state.profile.get("timezone"))
+                tz = self.zone_of(state)
                 closed = self.close_windows(sub, state, at, tz, ctx, result)
                 changed = self.special_days(sub, state, at, tz, ctx, result) or closed
             except Exception as exc:  # nor one record the sweep
@@ -451,21 +462,18 @@ class Detector:
         special = self.rules.special
         if not self.rules.by_period and not special.rules:
             return float("inf")
-        name = state.profile.get("timezone")
-        tz = zone(name)
+        tz = self.zone_of(state)
         ordinal = local_date(at, tz).toordinal()
         if state.closed.get(CHECKED_DAY) != ordinal:
             return at
-        day_end, look = _day_marks(
-            name if isinstance(name, str) else None, ordinal, special.local_hour
-        )
+        day_end, look = _day_marks(tz, ordinal, special.local_hour)
         if special.rules and state.special_day < ordinal:
             return min(day_end, look)
         return day_end
 
     def risk_signals(self, state: SubscriberState, at: int) -> RiskSignals:
         """The churn-risk signals the record holds (see moments.risk)."""
-        today = local_date(at, zone(state.profile.get("timezone")))
+        today = local_date(at, self.zone_of(state))
         spend = self.rules.series.get(SPEND_SERIES)
         drop = (
             spend_drop(spend, state.series.get(spend.tag), window_index(spend.period, today))
@@ -508,7 +516,7 @@ class Detector:
         triggered = (
             event.occurred_at
             if event is not None  # else a sweep's moment, in the subscriber's local time
-            else dt.datetime.fromtimestamp(at, zone(state.profile.get("timezone")))
+            else dt.datetime.fromtimestamp(at, self.zone_of(state))
         )
         now = ctx.now if ctx.now is not None else triggered
         expires = triggered + spec.ttl
@@ -582,11 +590,11 @@ def _quiet_hours_of(zone: str, windows: tuple[str, ...]) -> QuietHours:
 
 
 @lru_cache(maxsize=4096)
-def _day_marks(timezone: str | None, ordinal: int, local_hour: int) -> tuple[float, float]:
+def _day_marks(tz: dt.tzinfo, ordinal: int, local_hour: int) -> tuple[float, float]:
     """(end of local day `ordinal`, its special-day look) as epoch seconds, in a zone."""
     day = dt.date.fromordinal(ordinal)
-    look = evaluation_instant(timezone, day, local_hour).timestamp()
-    return window_end("day", ordinal, zone(timezone)), look
+    look = evaluation_instant_in(tz, day, local_hour).timestamp()
+    return window_end("day", ordinal, tz), look
 
 
 def _days_between(today: dt.date, iso: Any) -> int | None:

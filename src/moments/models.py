@@ -217,7 +217,7 @@ IanaZone = Annotated[
     AfterValidator(check_zone),
 ]
 """A time zone by its IANA name (a name tzdata does not know would put quiet hours and
-local days in Asia/Shanghai's time, unnoticed)."""
+local days in the default zone's time, unnoticed)."""
 
 
 class EventType(StrEnum):
@@ -312,7 +312,9 @@ class ProfileEvent(_Event):
     tier: Annotated[str, text(16)] | None = None
     star_level: Annotated[int, *_integer(1, 7)] | None = None
     timezone: IanaZone | None = Field(
-        default=None, description="IANA zone; Asia/Shanghai when never set"
+        default=None,
+        description="IANA zone; when never set, the rules' gating.timezone "
+        "(Asia/Shanghai by default)",
     )
     quiet_hours: list[QuietWindow] | None = Field(
         default=None, max_length=8, description="HH:MM-HH:MM local windows"

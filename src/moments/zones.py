@@ -1,4 +1,12 @@
-"""Time zones: the one check of an IANA zone name.
+"""Time zones: the one check of an IANA zone name and the one choice of a subscriber's zone.
+
+A subscriber's local time (their days, weeks and months, the hour of their special
+days, their quiet hours) is in their profile's zone when it names one tzdata knows,
+else in the configured default, the rules' `gating.timezone`, itself `DEFAULT_TIMEZONE`
+when the rules leave it out. Everything that needs a subscriber's zone asks
+`subscriber_zone`, so the parts of the detector cannot drift apart again (windows and
+special days once closed days at Shanghai's midnight while quiet hours were in the
+configured zone).
 
 Zones are `ZoneInfo` objects, which the standard library caches per name: looking one
 up per event costs a dictionary look-up, not a new object.
@@ -6,11 +14,14 @@ up per event costs a dictionary look-up, not a new object.
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 """The default zone when a configuration names none (rules' gating, dispatch policy)."""
+DEFAULT_ZONE = ZoneInfo(DEFAULT_TIMEZONE)
+"""For helpers called without a configured zone (the engine always passes the rules')."""
 
 
 @lru_cache(maxsize=1024)
@@ -33,3 +44,12 @@ def check_zone(name: str) -> str:
             f"{name!r} is not an IANA time zone; write one such as Asia/Shanghai or Europe/London"
         )
     return name
+
+
+def subscriber_zone(name: object, default: dt.tzinfo) -> dt.tzinfo:
+    """A subscriber's zone: their profile's `timezone` (`name`) when it is a known IANA
+    name, else `default`, the configured one (`RuleSet.gating.zone`). A missing, unknown
+    or malformed stored name never stops the engine."""
+    if isinstance(name, str) and (zone := known_zone(name)) is not None:
+        return zone
+    return default

@@ -37,7 +37,8 @@ def explain(rules: RuleSet, rule_id: str | None = None) -> list[str]:
         if special.rules:
             paragraphs.append(
                 f"Special days are looked at once a day at {special.local_hour:02d}:00 in "
-                "each subscriber's time zone, and again on a profile update later that day; "
+                f"each subscriber's time zone ({rules.gating.timezone} when the profile names "
+                "none), and again on a profile update later that day; "
                 f"contract expiry is due {special.config.lead_days} days ahead; holidays: "
                 + ", ".join(special.calendar.keys())
                 + "."

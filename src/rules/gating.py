@@ -49,7 +49,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from moments.models import Channel
-from moments.zones import DEFAULT_TIMEZONE, check_zone
+from moments.zones import DEFAULT_TIMEZONE, check_zone, known_zone, subscriber_zone
 from rules.durations import parse_duration
 from rules.quiet_hours import (
     QuietWindow,
@@ -137,7 +137,8 @@ class GatingPolicy(_Strict):
 
     timezone: str = Field(
         default=DEFAULT_TIMEZONE,
-        description="IANA zone for subscribers whose profile has none (or an unknown one)",
+        description="IANA zone of subscribers whose profile has none (or an unknown one): "
+        "their days, weeks and months, special days and quiet hours",
     )
     quiet_hours: tuple[WindowText, ...] = Field(
         default=("21:00-08:00",),
@@ -182,6 +183,7 @@ class GatingPolicy(_Strict):
 
     @functools.cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
+        """`timezone`: the default of `moments.zones.subscriber_zone` for the engine."""
         return zoneinfo.ZoneInfo(self.timezone)
 
 
@@ -241,28 +243,19 @@ class GateDecision:
     the cap or by quiet hours: when the task could have gone out."""
 
 
-@functools.lru_cache(maxsize=512)
-def _zone(name: str) -> zoneinfo.ZoneInfo | None:
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return None
-
-
 def local_zone(subscriber: SubscriberView, policy: GatingPolicy) -> dt.tzinfo:
     """The customer's local time: the visited place's while roaming, else the profile's.
 
-    Order: roaming zone, roaming UTC offset, profile zone, the policy's default. An
-    unknown zone name is skipped (profile data must not stop the engine).
+    Order: roaming zone, roaming UTC offset, then the subscriber's zone as everywhere
+    else (`subscriber_zone`: the profile's, else the policy's default). An unknown zone
+    name is skipped (profile data must not stop the engine).
     """
-    if subscriber.roaming_timezone and (zone := _zone(subscriber.roaming_timezone)):
+    if subscriber.roaming_timezone and (zone := known_zone(subscriber.roaming_timezone)):
         return zone
     offset = subscriber.roaming_utc_offset_minutes
     if offset is not None and -24 * 60 < offset < 24 * 60:
         return dt.timezone(dt.timedelta(minutes=offset))
-    if subscriber.timezone and (zone := _zone(subscriber.timezone)):
-        return zone
-    return policy.zone
+    return subscriber_zone(subscriber.timezone, policy.zone)
 
 
 def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[QuietWindow, ...]:
@@ -341,7 +334,7 @@ def zone_of_label(label: str) -> dt.tzinfo | None:
             return None
         sign = -1 if label[0] == "-" else 1
         return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
-    return _zone(label)
+    return known_zone(label)
 
 
 def open_after_quiet(

@@ -15,8 +15,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from moments.zones import DEFAULT_ZONE, subscriber_zone
 from rules.calendar import HolidayCalendar, month_day_in
-from rules.windows import zone
 
 OccasionKind = Literal["birthday", "join_anniversary", "contract_expiry", "holiday"]
 ALL_KINDS: frozenset[OccasionKind] = frozenset(get_args(OccasionKind))
@@ -173,11 +173,6 @@ def _date(value: Any) -> dt.date | None:
 # --- when to evaluate ---------------------------------------------------------------------
 
 
-def _tz(name: Any) -> dt.tzinfo:
-    """The zone by IANA name; Asia/Shanghai for a missing, unknown or malformed one."""
-    return zone(name if isinstance(name, str) else None)
-
-
 def _aware(instant: dt.datetime, what: str) -> None:
     if instant.utcoffset() is None:
         raise ValueError(f"{what} must be time-zone aware; pass e.g. datetime.now(UTC)")
@@ -188,20 +183,34 @@ def _check_hour(local_hour: int) -> None:
         raise ValueError(f"local_hour={local_hour}: give an hour from 0 to 23, e.g. 9")
 
 
-def local_day_at(timezone: str | None, utc: dt.datetime) -> dt.date:
-    """The local calendar day in `timezone` (Asia/Shanghai if unknown) at an aware instant."""
+def local_day_at(
+    timezone: str | None, utc: dt.datetime, *, default_zone: dt.tzinfo = DEFAULT_ZONE
+) -> dt.date:
+    """The local calendar day at an aware instant in `timezone`, a profile's zone, or in
+    `default_zone`, the configured one, when that is missing or unknown."""
     _aware(utc, "utc")
-    return utc.astimezone(_tz(timezone)).date()
+    return utc.astimezone(subscriber_zone(timezone, default_zone)).date()
 
 
-def evaluation_instant(timezone: str | None, local_day: dt.date, local_hour: int) -> dt.datetime:
-    """The UTC instant a local day's evaluation is due: `local_hour`:00 on that day.
+def evaluation_instant(
+    timezone: str | None,
+    local_day: dt.date,
+    local_hour: int,
+    *,
+    default_zone: dt.tzinfo = DEFAULT_ZONE,
+) -> dt.datetime:
+    """The UTC instant a local day's evaluation is due: `local_hour`:00 on that day, in
+    `timezone` (`default_zone` when it is missing or unknown).
 
     When the clock is set back and the hour happens twice, the first one. When the
     clock jumps over it (a DST gap, or a whole skipped day), the first valid instant
     after it: the moment the clock lands after the jump."""
+    return evaluation_instant_in(subscriber_zone(timezone, default_zone), local_day, local_hour)
+
+
+def evaluation_instant_in(tz: dt.tzinfo, local_day: dt.date, local_hour: int) -> dt.datetime:
+    """`evaluation_instant` in a zone already chosen (the engine's, per subscriber)."""
     _check_hour(local_hour)
-    tz = _tz(timezone)
     wall = dt.datetime(local_day.year, local_day.month, local_day.day, local_hour)
     first = wall.replace(tzinfo=tz, fold=0).astimezone(dt.UTC)
     if first.astimezone(tz).replace(tzinfo=None) == wall:
@@ -221,14 +230,20 @@ def evaluation_instant(timezone: str | None, local_day: dt.date, local_hour: int
 
 
 def next_evaluation(
-    timezone: str | None, after_utc: dt.datetime, local_hour: int = DEFAULT_LOCAL_HOUR
+    timezone: str | None,
+    after_utc: dt.datetime,
+    local_hour: int = DEFAULT_LOCAL_HOUR,
+    *,
+    default_zone: dt.tzinfo = DEFAULT_ZONE,
 ) -> dt.datetime:
     """The first daily evaluation instant (see `evaluation_instant`) strictly after `after_utc`,
     in UTC: when to wake up for this subscriber next."""
     _aware(after_utc, "after_utc")
-    day = local_day_at(timezone, after_utc)
+    day = local_day_at(timezone, after_utc, default_zone=default_zone)
     for offset in range(-1, 3):
-        instant = evaluation_instant(timezone, day + dt.timedelta(days=offset), local_hour)
+        instant = evaluation_instant(
+            timezone, day + dt.timedelta(days=offset), local_hour, default_zone=default_zone
+        )
         if instant > after_utc:
             return instant
     raise AssertionError("unreachable: some day within two days has its evaluation ahead")
@@ -241,15 +256,16 @@ def due_now(
     local_hour: int = DEFAULT_LOCAL_HOUR,
     *,
     profile_changed: bool = False,
+    default_zone: dt.tzinfo = DEFAULT_ZONE,
 ) -> dt.date | None:
     """The local day to evaluate now for this subscriber, or None when nothing is due.
 
     Call it on every timer tick (with `profile_changed=False`) and on every profile
     update (with `profile_changed=True`), with the local day of the subscriber's last
     evaluation (None if never). `now_utc` is the tick's clock or the update's event time.
-    It answers the subscriber's local day (in `profile["timezone"]`, Asia/Shanghai if
-    unset or unknown) when that day's evaluation instant (`local_hour`, see
-    `evaluation_instant`) has passed and either
+    It answers the subscriber's local day (in `profile["timezone"]`, else `default_zone`:
+    the engine passes the rules' `gating.timezone`) when that day's evaluation instant
+    (`local_hour`, see `evaluation_instant`) has passed and either
 
     - the subscriber was not yet evaluated for that day (the daily evaluation, also
       late after a worker outage or for a subscriber first seen after the hour), or
@@ -263,8 +279,8 @@ def due_now(
     on; re-evaluating a day is harmless because occurrences are deduplicated."""
     _aware(now_utc, "now_utc")
     timezone = profile.get("timezone")
-    today = local_day_at(timezone, now_utc)
-    if now_utc < evaluation_instant(timezone, today, local_hour):
+    today = local_day_at(timezone, now_utc, default_zone=default_zone)
+    if now_utc < evaluation_instant(timezone, today, local_hour, default_zone=default_zone):
         return None
     if last_evaluated_local_day is None or last_evaluated_local_day < today:
         return today

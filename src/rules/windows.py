@@ -2,26 +2,13 @@
 
 A window is an integer index (days since 0001-01-01, weeks starting on Monday,
 months since year 0) so state stores one small number, and `window_end` turns an
-index back into the instant the window closes.
+index back into the instant the window closes. The zone is the caller's:
+`moments.zones.subscriber_zone` chooses it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-DEFAULT_TIMEZONE = "Asia/Shanghai"
-"""The subscriber's zone when the profile never set one (or set an unknown one)."""
-
-
-@lru_cache(maxsize=512)
-def zone(name: str | None) -> dt.tzinfo:
-    """The zone by IANA name, falling back to Asia/Shanghai for None or an unknown name."""
-    try:
-        return ZoneInfo(name or DEFAULT_TIMEZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIMEZONE)
 
 
 def local_date(at: float, tz: dt.tzinfo) -> dt.date:

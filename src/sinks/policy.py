@@ -98,7 +98,11 @@ class OutcomePolicy(_Frozen):
 
 
 class DispatchPolicy(_Frozen):
-    timezone: str = DEFAULT_TIMEZONE
+    timezone: str = Field(
+        default=DEFAULT_TIMEZONE,
+        description="the operator's zone: the day a capacity counts and next_day_at's next "
+        "day; customers' local time is the rules' gating.timezone (docs/gating.md)",
+    )
     capacity: dict[str, dict[Channel, int]] = Field(default_factory=dict)
     reserved_share: float = Field(default=0.2, ge=0, le=1)
     overflow: dict[str, Overflow] = Field(default_factory=dict)

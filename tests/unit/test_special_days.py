@@ -438,6 +438,17 @@ class TestDueNow:
         assert due_now(profile, None, utc(2026, 11, 23, 0, 59)) is None
         assert due_now(profile, None, utc(2026, 11, 23, 1)) == D(2026, 11, 23)
 
+    @pytest.mark.parametrize("profile", [{}, {"timezone": "Nowhere/Atlantis"}, {"timezone": 8}])
+    def test_unknown_or_missing_zone_is_the_configured_one(self, profile: dict[str, Any]) -> None:
+        london = ZoneInfo("Europe/London")  # on UTC in November
+        assert due_now(profile, None, utc(2026, 11, 23, 8, 59), default_zone=london) is None
+        assert due_now(profile, None, utc(2026, 11, 23, 9), default_zone=london) == D(2026, 11, 23)
+
+    def test_the_profile_s_zone_wins_over_the_configured_one(self) -> None:
+        london = ZoneInfo("Europe/London")
+        now = utc(2026, 11, 23, 1)  # 09:00 in Shanghai, 01:00 in London
+        assert due_now(SHANGHAI_PROFILE, None, now, default_zone=london) == D(2026, 11, 23)
+
     def test_in_a_dst_gap(self) -> None:
         berlin = {"timezone": "Europe/Berlin"}
         assert due_now(berlin, None, utc(2026, 3, 29, 0, 59, 59), 2) is None

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.models import EventType
+from moments.zones import DEFAULT_ZONE, subscriber_zone
 from rules.predicates import always
 from rules.series import Series
-from rules.windows import local_date, window_end, window_index, window_label, zone
+from rules.windows import local_date, window_end, window_index, window_label
 
 from .helpers import at, ev, rules_from, run, usage
 
@@ -57,7 +59,7 @@ class TestRing:
 
 class TestWindows:
     def test_dst_days_are_23_and_25_hours_long(self) -> None:
-        berlin = zone("Europe/Berlin")
+        berlin = ZoneInfo("Europe/Berlin")
         spring = window_index("day", dt.date(2026, 3, 29))
         autumn = window_index("day", dt.date(2026, 10, 25))
         assert (
@@ -67,10 +69,15 @@ class TestWindows:
             window_end("day", autumn, berlin) - window_end("day", autumn - 1, berlin) == 25 * 3600
         )
 
-    def test_unknown_zone_falls_back_to_shanghai(self) -> None:
-        assert zone("Mars/Olympus") is zone("Asia/Shanghai")
+    def test_an_unknown_or_missing_zone_is_the_configured_default(self) -> None:
+        london = ZoneInfo("Europe/London")
+        assert subscriber_zone("Mars/Olympus", london) is london
+        assert subscriber_zone("America", london) is london  # a folder of tzdata
+        assert subscriber_zone(8, london) is london
+        assert subscriber_zone("Asia/Tokyo", london) is ZoneInfo("Asia/Tokyo")
         instant = dt.datetime(2026, 11, 2, 17, 0, tzinfo=dt.UTC).timestamp()
-        assert local_date(instant, zone(None)) == dt.date(2026, 11, 3)
+        assert local_date(instant, subscriber_zone(None, london)) == dt.date(2026, 11, 2)
+        assert local_date(instant, subscriber_zone(None, DEFAULT_ZONE)) == dt.date(2026, 11, 3)
 
     def test_labels(self) -> None:
         day = dt.date(2026, 11, 23)
