@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--until",
         default=None,
         help="let event time run on to this time (closes windows): RFC 3339, or a date "
-        "(midnight in Asia/Shanghai)",
+        "(midnight in the rules' gating.timezone, Asia/Shanghai by default)",
     )
     r.add_argument(
         "--expect",
@@ -533,8 +533,6 @@ def _cmd_rules_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules_test(args: argparse.Namespace) -> int:
-    from zoneinfo import ZoneInfo
-
     from moments.backtest_cli import parse_when
     from moments.rulecheck import (
         EventFileError,
@@ -544,16 +542,16 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         parse_expectation,
         summary,
     )
-    from moments.zones import DEFAULT_TIMEZONE
     from rules.catalog import load_rules
 
-    until = parse_when(args.until, ZoneInfo(DEFAULT_TIMEZONE), "--until")
     try:
         expected = dict(parse_expectation(text) for text in args.expect)
     except ValueError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2
     rules = load_rules(args.path)
+    # A date is midnight where the rules count the days of profile-less subscribers.
+    until = parse_when(args.until, rules.gating.zone, "--until")
     if args.shadow_as_live:
         rules = rules.with_shadows_live()
     try:

@@ -121,6 +121,34 @@ def test_rules_test_reads_csv_and_takes_a_date_for_until(
     assert "add an offset" in capsys.readouterr().err
 
 
+def test_rules_test_takes_a_date_for_until_as_midnight_in_the_rules_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was midnight in Asia/Shanghai whatever the rules' gating.timezone: with
+    Europe/London, event time stopped at 16:00 in London, before the day closed."""
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(
+        "gating: {timezone: Europe/London, quiet_hours: [], frequency_cap: null}\n"
+        "series:\n  calls: {on: [usage], period: day}\n"
+        "rules:\n  - id: busy_day\n    description: Two events in a day\n"
+        "    on: [usage]\n    evaluate: daily\n    condition: {series: calls, gte: 2}\n"
+        "    task: {family: anomaly, type: busy_day, channel: sms, priority: 3, action: a,\n"
+        "           ttl: 30d, description: busy}\n"
+    )
+    usage = {"type": "usage", "subscriber_id": "13800138001", "kind": "data"}
+    events = write_events(
+        tmp_path / "events.jsonl",
+        [
+            {**usage, "event_id": "u1", "occurred_at": "2026-11-02T10:00:00+00:00"},
+            {**usage, "event_id": "u2", "occurred_at": "2026-11-02T11:00:00+00:00"},
+        ],
+    )
+    args = ["rules", "test", str(rules_file), "--events", str(events), "--json"]
+    assert main([*args, "--until", "2026-11-03"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert orjson.loads(line)["triggered_at"] == "2026-11-03T00:00:00Z"
+
+
 def test_rules_test_counts_what_the_gates_dropped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
