@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import pytest
 
@@ -36,11 +35,10 @@ async def test_a_stuck_last_flush_is_given_up_with_a_warning(
     producer = _StuckProducer()
     runtime._producer = producer  # type: ignore[assignment]
     runtime.ready.set()
-    started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="moments.shutdown"):
-        await runtime.stop()
+        # Not a timing: a stop that waited for the producer would hang for an hour.
+        await asyncio.wait_for(runtime.stop(), 60)
     assert producer.stopping
-    assert time.monotonic() - started < 2
     assert not runtime.ready.is_set()
     assert "did not take the records in flight within 0.2 s" in caplog.text
     assert "MOMENTS_KAFKA_BOOTSTRAP" in caplog.text
