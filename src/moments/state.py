@@ -73,16 +73,6 @@ class SubscriberState:
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
 
-    def apply_once(self, source: str, partition: int, offset: int | None, event_id: str) -> bool:
-        """Mark the event applied; False when it was applied before (its partition's
-        offset re-read, or the same id delivered again on its source), and then nothing
-        changes."""
-        digest = event_digest(event_id)
-        if self.is_replay(source, partition, offset, digest):
-            return False
-        self.applied(source, partition, offset, digest)
-        return True
-
     def is_replay(self, source: str, partition: int, offset: int | None, digest: str) -> bool:
         """True when the event was read before: its partition's offset, or its id
         (`event_digest`) among the source's recent ones."""
