@@ -225,15 +225,17 @@ async def check_kafka(
     from aiokafka.errors import KafkaConnectionError
     from aiokafka.protocol.metadata import MetadataRequest
 
-    host, _, port = settings.bootstrap_servers[0].rpartition(":")
+    from moments.settings import split_host_port
+
+    host, port = split_host_port(settings.bootstrap_servers[0])
     kwargs = kafka_client_kwargs(settings)
     for attempt in range(_CONNECT_ATTEMPTS):
         again = attempt + 1 < _CONNECT_ATTEMPTS
         try:
             async with asyncio.timeout(timeout_s):
                 conn = await create_conn(
-                    host.strip("[]"),
-                    int(port),
+                    host,
+                    port,
                     client_id=f"{settings.app_id}-preflight",
                     request_timeout_ms=int(timeout_s * 1000),
                     **kwargs,

@@ -110,15 +110,6 @@ class KafkaProbe:
     brokers: list[tuple[int, str, int]]
 
 
-def split_host_port(address: str) -> tuple[str, int]:
-    """`"host:port"` -> `("host", port)`; the first entry of a comma-separated list."""
-    first = address.split(",")[0].strip()
-    host, sep, port = first.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"expected host:port, got {address!r}")
-    return host.strip("[]"), int(port)
-
-
 def probe_kafka(bootstrap: str, timeout: float = 2.0) -> KafkaProbe:
     """Ask a broker which brokers it advertises (kafka-python's admin client: ApiVersions,
     then Metadata), synchronously, for readiness checks.

@@ -63,6 +63,15 @@ class Topics(BaseModel):
     deadletter: str = "moments.deadletter"
 
 
+def split_host_port(server: str) -> tuple[str, int]:
+    """`"host:port"` (an IPv6 host in brackets) -> `("host", port)`; ValueError if it is not
+    one, or the port is out of range."""
+    host, sep, port = server.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {server!r}")
+    return host.strip("[]"), int(port)
+
+
 class Settings(BaseSettings):
     """Effective configuration of a worker or CLI command."""
 
@@ -249,9 +258,10 @@ class Settings(BaseSettings):
     @classmethod
     def _bootstrap(cls, value: str) -> str:
         for server in value.split(","):
-            host, sep, port = server.strip().rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{server!r} is not host:port; {_BOOTSTRAP_HELP}")
+            try:
+                split_host_port(server)
+            except ValueError:
+                raise ValueError(f"{server!r} is not host:port; {_BOOTSTRAP_HELP}") from None
         return value
 
     @field_validator("redis_url")

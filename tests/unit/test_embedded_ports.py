@@ -1,4 +1,4 @@
-"""Pure helpers of moments.embedded: /proc parsing, host:port."""
+"""Pure helpers: /proc parsing (moments.embedded), host:port (moments.settings)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from moments.embedded import EPHEMERAL_RANGE, free_port, parse_proc_net_tcp, split_host_port
+from moments.embedded import EPHEMERAL_RANGE, free_port, parse_proc_net_tcp
+from moments.settings import split_host_port
 
 
 def test_free_port_is_bindable() -> None:
@@ -26,7 +27,7 @@ def test_free_ports_are_outside_the_range_client_connections_take_theirs_from() 
     ("address", "expected"),
     [
         ("127.0.0.1:9092", ("127.0.0.1", 9092)),
-        ("a:1,b:2", ("a", 1)),
+        (" a:1 ", ("a", 1)),
         ("[::1]:9092", ("::1", 9092)),
     ],
 )
@@ -34,7 +35,7 @@ def test_split_host_port(address: str, expected: tuple[str, int]) -> None:
     assert split_host_port(address) == expected
 
 
-@pytest.mark.parametrize("address", ["", "host", ":9092", "host:port"])
+@pytest.mark.parametrize("address", ["", "host", ":9092", "host:port", "host:0", "host:65536"])
 def test_split_host_port_rejects(address: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         split_host_port(address)
