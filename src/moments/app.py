@@ -1,7 +1,11 @@
-"""The Faust layer: an app factory and the agent that wires input topics to the engine.
+"""The Faust layer: an app factory, and the agents and tasks that wire topics to the runtime.
 
-Nothing here decides anything: the agent turns Faust events into `RawRecord`s,
-hands each batch to `Runtime.handle` and lets Faust ack the offsets afterwards.
+The input topics' agent only subscribes them (so Faust co-partitions them with the state
+table): their records come whole fetches at a time from `moments.consumer` to the
+`process_batches` task, which turns them into `RawRecord`s, hands each batch to
+`Runtime.handle` and marks their offsets processed once its outputs are durable; those
+are committed by `BatchConsumer.commit_processed`, not by Faust's acks. Task outcomes go
+through a plain Faust agent. What is decided is decided in the runtime and the engine.
 """
 
 from __future__ import annotations

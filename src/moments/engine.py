@@ -118,7 +118,9 @@ class BatchResult:
     replayed: int = 0
     """Events skipped because this subscriber had applied them already."""
     suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """Moments that made no task, by (moment type, reason): expired, cooldown."""
+    """Moments that made no task, by (moment type, reason): `cooldown`, `expired`, a gate's
+    reason (quiet hours past the task's life, opt-out, an open complaint...) and
+    `forgotten` (a tombstone later in the batch)."""
     late: int = 0
     """Events older than the subscriber's latest of their topic minus the lateness (not applied)."""
     future: int = 0

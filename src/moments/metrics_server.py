@@ -17,15 +17,23 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
-from wsgiref.simple_server import WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from moments.exceptions import ConfigError
 from moments.health import Health
 from moments.settings import Settings
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access-log line per scrape on stderr (prometheus_client's own is private)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 REALM = "moments metrics"
@@ -117,7 +125,7 @@ def serve_metrics(
             settings.metrics_port,
             app,
             Server,
-            handler_class=_SilentHandler,
+            handler_class=_QuietHandler,
         )
     except OSError as exc:  # taken port, foreign address, unknown host name
         raise ConfigError(
