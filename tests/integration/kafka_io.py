@@ -97,6 +97,22 @@ async def read_topic(
     return out
 
 
+async def wait_committed(port: int, topic: str, total: int, wait_s: float = 60.0) -> None:
+    """Until a worker says (`moments_consumer_committed_offset`, sampled every few seconds)
+    that it committed `total` records of `topic`, summed over its partitions: their
+    batches' tasks and state changelog were durable before, which is the point a crash
+    test means to kill it at."""
+    labels = {"topic": topic}
+    deadline = time.monotonic() + wait_s
+    done = 0.0
+    while time.monotonic() < deadline:
+        done = await metric_value(port, "moments_consumer_committed_offset", labels)
+        if done >= total:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the worker on :{port} committed {done:.0f} of {total} on {topic}")
+
+
 def values(records: Iterable[ConsumerRecord[bytes, bytes]]) -> list[dict[str, object]]:
     return [orjson.loads(r.value) for r in records if r.value is not None]
 

@@ -18,7 +18,7 @@ from moments.sample import daytime_zone
 from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
-from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
+from .kafka_io import metric_value, produce, read_topic, values, wait_committed, wait_for_metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -162,7 +162,8 @@ class TestCrashAndRestart:
         first = start_worker(settings)
         await produce(settings, [roaming("r1", LI, "JP"), roaming("r2", WANG, "FR")])
         assert len(await read_topic(settings, "tasks", count=2, wait_s=90)) == 2
-        await asyncio.sleep(3)  # let the state changelog leave the producer buffer
+        # Committed: the state changelog was written before.
+        await wait_committed(first_port, settings.topic("roaming"), 2)
         first.kill()
 
         await produce(
@@ -225,12 +226,13 @@ class TestRocksDBStore:
     ) -> tuple[WorkerProcess, int]:
         """A worker makes LI's JP task and is killed; another (with `second` settings)
         starts and gets JP again and KR: (the second worker, its metrics port)."""
-        settings = make_settings(metrics_port=free_port(), store="rocksdb")
+        first_port = free_port()
+        settings = make_settings(metrics_port=first_port, store="rocksdb")
         await topics_for(settings)
         first = start_worker(settings)
         await produce(settings, [roaming("r1", LI, "JP")])
         assert len(await read_topic(settings, "tasks", count=1, wait_s=90)) == 1
-        await asyncio.sleep(3)  # the changelog and the offsets are written
+        await wait_committed(first_port, settings.topic("roaming"), 1)  # changelog before
         first.kill()
         assert list(settings.data_dir.rglob("*.sst")) or list(settings.data_dir.rglob("*.log")), (
             "no RocksDB files in the data dir"
