@@ -22,6 +22,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
+from moments.batchloop import COMMIT_EVERY_S, BatchLoop
 from moments.codec import register_codecs
 from moments.connections import faust_broker_credentials, kafka_client_kwargs
 from moments.consumer import FETCH_MAX_WAIT_MS, BatchConsumer, BatchTransport
@@ -30,7 +31,7 @@ from moments.gctune import FULL_COLLECTION_EVERY_S, PauseTimer, collect_frozen, 
 from moments.health import Health
 from moments.logformat import faust_logging_config
 from moments.models import EventType
-from moments.records import Header, RawRecord, next_offsets
+from moments.records import Header, RawRecord
 from moments.restore import PreloadingTable
 from moments.rewind import RewindGuard
 from moments.runtime import Runtime, RuntimeStoppedError
@@ -51,8 +52,6 @@ INPUT_TOPICS: tuple[EventType, ...] = (
     EventType.USAGE,
     EventType.PROFILE,
 )
-COMMIT_EVERY_S = 1.0
-"""Input offsets are committed at most this often (each batch's outputs are durable first)."""
 OUTCOME_BATCH = 500
 SWEEP_EVERY_S = 5.0
 """How often partitions are checked for event time having moved into a new hour."""
@@ -182,7 +181,7 @@ def register_agents(
             watch.update(generation=app.consumer_generation_id, since=time.monotonic(), swept=False)
             guard.reset()
 
-    async def seek_back(seeks: dict[tuple[str, int], int], why: str) -> None:
+    async def seek_back(seeks: Mapping[tuple[str, int], int], why: str) -> None:
         for (topic, partition), offset in seeks.items():
             log.warning("%s[%d]: %s; reading again from offset %d", topic, partition, why, offset)
             await app.consumer.seek(TP(topic, partition), offset)
@@ -224,40 +223,20 @@ def register_agents(
     @app.task  # type: ignore[untyped-decorator]
     async def process_batches() -> None:
         await runtime.ready.wait()
-        consumer = cast(BatchConsumer, app.consumer)
-        last_commit = time.monotonic()
-        while True:
-            fetch = await consumer.take(settings.batch_size)
-            if fetch.epoch != consumer.epoch:
-                continue
-            consumer.idle.clear()
-            try:
-                follow_generation()
-                records = [
-                    RawRecord(
-                        tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp, r.headers
-                    )
-                    for tp, batch in fetch.records
-                    for r in batch
-                ]
-                records, seeks = guard.filter(records, committed)
-                await seek_back(seeks, "the first record after the rebalance skips past the commit")
-                # At most `batch_size` events a batch; a revocation or a seek (a new
-                # epoch) stops the rest, read again from the commit, so it never waits
-                # for more than one batch.
-                size, epoch = settings.batch_size, consumer.epoch
-                for start in range(0, len(records), size):
-                    if consumer.epoch != epoch:
-                        break
-                    await runtime.handle(records[start : start + size], store)
-                if fetch.epoch == consumer.epoch:
-                    for (topic, partition), offset in next_offsets(records).items():
-                        consumer.processed[TP(topic, partition)] = offset
-                    if time.monotonic() - last_commit >= COMMIT_EVERY_S:
-                        await consumer.commit_processed()
-                        last_commit = time.monotonic()
-            finally:
-                consumer.idle.set()
+
+        async def seek(seeks: Mapping[tuple[str, int], int]) -> None:
+            await seek_back(seeks, "the first record after the rebalance skips past the commit")
+
+        loop = BatchLoop(
+            cast(BatchConsumer, app.consumer),
+            lambda records: runtime.handle(records, store),
+            guard,
+            committed,
+            seek,
+            settings.batch_size,
+            on_fetch=follow_generation,
+        )
+        await loop.run()
 
     @app.timer(interval=COMMIT_EVERY_S)  # type: ignore[untyped-decorator]
     async def commit_durable() -> None:

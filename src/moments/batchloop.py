@@ -1,0 +1,103 @@
+"""The worker's batch loop: the input topics' fetches, taken whole from the consumer
+(`moments.consumer`), into batches for the runtime, and the offsets marked processed
+once a batch's outputs are durable.
+
+Kept out of the Faust wiring (`moments.app`) so it can be tested without a broker: the
+consumer is anything with the few members `BatchSource` names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from faust.types import TP
+
+from moments.consumer import Fetch
+from moments.records import RawRecord, next_offsets
+from moments.rewind import CommittedOffset, RewindGuard, TopicPartition
+
+COMMIT_EVERY_S = 1.0
+"""At most one offset commit a second from the loop (a timer commits when it is idle)."""
+
+
+class BatchSource(Protocol):
+    """What the loop needs of `moments.consumer.BatchConsumer`."""
+
+    epoch: int
+    idle: asyncio.Event
+    processed: dict[TP, int]
+
+    async def take(self, max_records: int) -> Fetch: ...
+
+    async def commit_processed(self) -> None: ...
+
+
+Seek = Callable[[Mapping[TopicPartition, int]], Awaitable[None]]
+"""Seeks partitions back to offsets (and says why in the log)."""
+
+
+class BatchLoop:
+    def __init__(
+        self,
+        source: BatchSource,
+        handle: Callable[[Sequence[RawRecord]], Awaitable[Any]],
+        guard: RewindGuard,
+        committed: CommittedOffset,
+        seek: Seek,
+        batch_size: int,
+        on_fetch: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.handle = handle
+        self.guard = guard
+        self.committed = committed
+        self.seek = seek
+        self.batch_size = batch_size
+        self.on_fetch = on_fetch
+        """Called before each fetch is looked at (the app follows the group's generation)."""
+        self.clock = clock
+        self._last_commit = clock()
+
+    async def run(self) -> None:
+        while True:
+            await self.step()
+
+    async def step(self) -> None:
+        """Take the next fetch and process it: records the rewind guard holds back are left
+        for the re-read, the rest go in batches of at most `batch_size`; a seek or a
+        revocation meanwhile (a new epoch) stops it, the rest read again from the commit.
+        Offsets are marked from the records processed, and committed at most once a
+        `COMMIT_EVERY_S`."""
+        source = self.source
+        fetch = await source.take(self.batch_size)
+        if fetch.epoch != source.epoch:
+            return
+        source.idle.clear()
+        try:
+            self.on_fetch()
+            records = [
+                RawRecord(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp, r.headers)
+                for tp, batch in fetch.records
+                for r in batch
+            ]
+            records, seeks = self.guard.filter(records, self.committed)
+            if seeks:
+                await self.seek(seeks)
+            size, epoch = self.batch_size, source.epoch
+            for start in range(0, len(records), size):
+                if source.epoch != epoch:
+                    break
+                await self.handle(records[start : start + size])
+            if fetch.epoch != source.epoch:
+                return
+            for (topic, partition), offset in next_offsets(records).items():
+                source.processed[TP(topic, partition)] = offset
+            if self.clock() - self._last_commit >= COMMIT_EVERY_S:
+                await source.commit_processed()
+                self._last_commit = self.clock()
+        finally:
+            source.idle.set()
