@@ -117,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser(
         sub,
+        "check",
+        "Check what a worker checks before it starts, with its settings and credentials: "
+        "rules, dispatch policy, Kafka (login, topics, idempotent producer), Redis. Joins no "
+        "consumer group. Exit 0 when nothing failed, 2 otherwise.",
+        """
+                  moments check
+                  kubectl exec moments-worker-0 -- moments check
+                  docker compose exec worker moments check
+                  MOMENTS_REDIS_URL=redis://redis-2:6379/0 moments check
+                """,
+        _cmd_check,
+    )
+    p.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="seconds per connection (10)"
+    )
+
+    p = _parser(
+        sub,
         "rules",
         "Rules tooling.",
         """
@@ -457,6 +475,27 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     extra = [a for a in args.faust_args if a != "--"]
     run_worker(_settings(), extra)
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from moments.check import Verdict, run_checks
+
+    findings = asyncio.run(run_checks(_settings(), args.timeout))
+    table = Table(show_header=True, header_style="bold")
+    for column in ("step", "", "detail"):
+        table.add_column(column)
+    style = {Verdict.OK: "green", Verdict.WARN: "yellow", Verdict.FAIL: "bold red"}
+    for f in findings:
+        verdict = Text(f.verdict.value, style=style[f.verdict])
+        table.add_row(Text(f.step), verdict, Text(f.detail))  # Text: no markup from a message
+    Console().print(table)
+    return 2 if any(f.verdict is Verdict.FAIL for f in findings) else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -339,8 +339,9 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
     return None
 
 
-async def check_redis(settings: Settings, timeout_s: float = 5.0) -> bool:
-    """PING Redis with the configured credentials; like `check_kafka`."""
+async def check_redis(settings: Settings, timeout_s: float = 5.0, report: bool = True) -> bool:
+    """PING Redis with the configured credentials; like `check_kafka` (with `report`
+    false, ConnectionError instead of a warning and False)."""
     from redis.exceptions import RedisError
 
     client = redis_client(settings, timeout_s)
@@ -350,7 +351,10 @@ async def check_redis(settings: Settings, timeout_s: float = 5.0) -> bool:
         problem = describe_redis_failure(settings, exc)
         if problem is not None:
             raise ConfigError(problem) from None
-        log.warning("Redis %s not reachable yet: %r", redacted_url(settings.redis_url), exc)
+        where = redacted_url(settings.redis_url)
+        if not report:
+            raise ConnectionError(f"no answer from {where}: {exc!r}") from None
+        log.warning("Redis %s not reachable yet: %r", where, exc)
         return False
     finally:
         await client.aclose()

@@ -70,11 +70,7 @@ async def start_producer(
             producer = await _started(factory(enable_idempotence=True, **kwargs))
     except NO_IDEMPOTENCE as exc:
         if wanted:
-            raise ConfigError(
-                f"Kafka {settings.kafka_bootstrap} refused an idempotent producer "
-                f"({type(exc).__name__}: {exc}); unset MOMENTS_IDEMPOTENT_PRODUCER (auto) or "
-                "set it to false for this broker"
-            ) from None
+            raise ConfigError(refused_message(settings, f"{type(exc).__name__}: {exc}")) from None
         log.warning(
             "idempotent producer off: Kafka %s refused a producer id (%s); tasks are still "
             "deduplicated by the Redis ledger. Set MOMENTS_IDEMPOTENT_PRODUCER=false to skip "
@@ -85,6 +81,30 @@ async def start_producer(
         return await _started(factory(enable_idempotence=False, **kwargs))
     log.info("idempotent producer on")
     return producer
+
+
+async def idempotence_refused(
+    settings: Settings, factory: ProducerFactory = AIOKafkaProducer
+) -> str | None:
+    """Why the broker refuses an idempotent producer (`"UnknownError: ..."`), None when it
+    grants one. Connection errors propagate. Start-up and `moments check` ask it when
+    MOMENTS_IDEMPOTENT_PRODUCER is true, before Faust starts: refused inside the worker,
+    it crashed the worker after it had joined the group, and every restart made the
+    group rebalance twice (ops review)."""
+    try:
+        with _quiet_producer_id_error():
+            producer = await _started(factory(enable_idempotence=True, **producer_kwargs(settings)))
+    except NO_IDEMPOTENCE as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await producer.stop()
+    return None
+
+
+def refused_message(settings: Settings, why: str) -> str:
+    return (
+        f"Kafka {settings.kafka_bootstrap} refused an idempotent producer ({why}); unset "
+        "MOMENTS_IDEMPOTENT_PRODUCER (auto) or set it to false for this broker"
+    )
 
 
 @contextlib.contextmanager

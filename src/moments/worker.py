@@ -20,6 +20,7 @@ from moments.health import Health
 from moments.logformat import use_json_logs
 from moments.metrics_server import serve_metrics
 from moments.partitioning import layout_problems
+from moments.producer import idempotence_refused, refused_message
 from moments.settings import Settings, unknown_variables
 from moments.stateview import changelog_topic
 from moments.statezip import StateFormatError
@@ -144,6 +145,8 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     if counts is None:
         counts = asyncio.run(wait_for_kafka(settings, metrics, health))
     check_partition_layout(settings, counts)
+    if settings.idempotent_producer and (why := asyncio.run(idempotence_refused(settings))):
+        raise ConfigError(refused_message(settings, why))
     advice = standby_advice(settings)
     if advice:
         log.warning("%s", advice)

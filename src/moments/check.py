@@ -1,0 +1,160 @@
+"""`moments check`: what a worker checks before it starts, run on demand with the
+worker's own settings and credentials, each step's answer in a table.
+
+For on-call: from a worker's pod or host (the image has no redis-cli or Kafka tools),
+"can this worker reach Kafka and Redis with what it is given, and would it load its
+rules and dispatch policy?", without starting a worker that joins the consumer group
+(which makes the group rebalance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import Enum
+
+from moments.exceptions import ConfigError, MomentsError
+from moments.settings import Settings
+
+PRODUCER_START_S = 30.0
+
+
+class Verdict(Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Finding:
+    step: str
+    verdict: Verdict
+    detail: str
+
+
+async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Finding]:
+    """Every step, in order; a step that needs Kafka is skipped when Kafka failed."""
+    found = [_rules(settings), _policy(settings), _state_format()]
+    kafka, counts = await _kafka(settings, timeout_s)
+    found.append(kafka)
+    if kafka.verdict is not Verdict.FAIL:
+        found.extend(_topics(settings, counts))
+        found.append(await _idempotence(settings))
+    found.append(await _redis(settings, timeout_s))
+    return found
+
+
+def _rules(settings: Settings) -> Finding:
+    from rules.catalog import load_rules
+    from rules.exceptions import RulesError
+
+    where = str(settings.rules) if settings.rules else "the packaged catalog"
+    try:
+        rules = load_rules(settings.rules)
+    except RulesError as exc:
+        shown = [str(p) for p in exc.problems[:5]]
+        more = len(exc.problems) - len(shown)
+        return Finding(
+            "rules",
+            Verdict.FAIL,
+            "\n".join(shown + ([f"... and {more} more"] if more > 0 else [])),
+        )
+    return Finding("rules", Verdict.OK, f"{len(rules)} rule(s) from {where}")
+
+
+def _policy(settings: Settings) -> Finding:
+    from sinks.policy import load_policy
+
+    try:
+        load_policy(settings.dispatch_policy)
+    except ConfigError as exc:
+        return Finding("dispatch policy", Verdict.FAIL, str(exc))
+    where = settings.dispatch_policy or "the defaults (MOMENTS_DISPATCH_POLICY unset)"
+    return Finding("dispatch policy", Verdict.OK, f"{where}")
+
+
+def _state_format() -> Finding:
+    from moments import statezip
+
+    try:
+        statezip.check()
+    except statezip.StateFormatError as exc:
+        return Finding("state format", Verdict.FAIL, str(exc))
+    return Finding("state format", Verdict.OK, "the record dictionary is installed")
+
+
+async def _kafka(settings: Settings, timeout_s: float) -> tuple[Finding, dict[str, int]]:
+    from moments.connections import check_kafka
+
+    step = f"Kafka {settings.kafka_bootstrap}"
+    try:
+        counts = await check_kafka(settings, timeout_s, report=False)
+    except ConfigError as exc:
+        return Finding(step, Verdict.FAIL, str(exc)), {}
+    except ConnectionError as exc:
+        detail = f"{exc}; start it, or set MOMENTS_KAFKA_BOOTSTRAP to where it listens"
+        return Finding(step, Verdict.FAIL, detail), {}
+    counts = counts or {}
+    login = f" as {settings.kafka_sasl_username}" if settings.kafka_sasl_username else ""
+    detail = f"answered{login} ({settings.kafka_security_protocol}); {len(counts)} topic(s)"
+    return Finding(step, Verdict.OK, detail), counts
+
+
+def _topics(settings: Settings, counts: dict[str, int]) -> list[Finding]:
+    from moments.app import topic_types
+    from moments.partitioning import layout_problems
+    from moments.stateview import changelog_topic
+
+    inputs = list(topic_types(settings))
+    problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
+    if problems:
+        return [Finding("topics", Verdict.FAIL, "; ".join(problems))]
+    missing = [t for t in inputs if t not in counts]
+    if missing:
+        detail = (
+            f"{', '.join(missing)} do not exist yet: create them with MOMENTS_PARTITIONS "
+            f"({settings.partitions}) partitions before producers write to them"
+        )
+        return [Finding("topics", Verdict.WARN, detail)]
+    return [Finding("topics", Verdict.OK, f"{len(inputs)} input topic(s) partitioned alike")]
+
+
+async def _idempotence(settings: Settings) -> Finding:
+    from moments.producer import idempotence_refused, refused_message
+
+    step = "idempotent producer"
+    wanted = settings.idempotent_producer is not False
+    try:
+        why = await asyncio.wait_for(idempotence_refused(settings), PRODUCER_START_S)
+    except (ConnectionError, TimeoutError, MomentsError) as exc:
+        return Finding(step, Verdict.FAIL, f"could not start a producer: {exc}")
+    except Exception as exc:  # aiokafka's errors: a broker that answered, then did not
+        return Finding(step, Verdict.FAIL, f"could not start a producer: {exc!r}")
+    if why is None:
+        off = " (MOMENTS_IDEMPOTENT_PRODUCER=false keeps it off)"
+        return Finding(step, Verdict.OK, "granted by the broker" + off * (not wanted))
+    if settings.idempotent_producer:
+        return Finding(step, Verdict.FAIL, refused_message(settings, why))
+    return Finding(
+        step,
+        Verdict.OK,
+        (
+            f"refused by the broker ({why}): the worker goes without it; tasks are deduplicated "
+            "by the Redis ledger either way"
+        ),
+    )
+
+
+async def _redis(settings: Settings, timeout_s: float) -> Finding:
+    from moments.connections import check_redis
+    from moments.redisurl import redacted_url
+
+    step = f"Redis {redacted_url(settings.redis_url)}"
+    try:
+        await check_redis(settings, timeout_s, report=False)
+    except ConfigError as exc:
+        return Finding(step, Verdict.FAIL, str(exc))
+    except ConnectionError as exc:
+        detail = f"{exc}; start it, or set MOMENTS_REDIS_URL to where it listens"
+        return Finding(step, Verdict.FAIL, detail)
+    return Finding(step, Verdict.OK, "PONG with the configured credentials")

@@ -1,0 +1,98 @@
+"""`moments check` on the session broker and Redis, and a worker that must not join the
+group with settings the broker refuses (ops review)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moments.settings import Settings
+
+from .conftest import MakeSettings, WorkerProcess, settings_env
+
+pytestmark = pytest.mark.integration
+
+
+def check(settings: Settings) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "moments", "check", "--timeout", "5"],
+        env={**settings_env(settings), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def rows(output: str) -> dict[str, tuple[str, str]]:
+    """step -> (verdict, detail) from the table; a detail's further lines joined to it."""
+    found: dict[str, tuple[str, str]] = {}
+    last = None
+    for line in output.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) != 3:
+            continue
+        if cells[1] in ("ok", "warn", "FAIL"):
+            last = cells[0].split(" ")[0]
+            found[last] = (cells[1], cells[2])
+        elif last is not None and not cells[0] and not cells[1]:
+            verdict, detail = found[last]
+            found[last] = (verdict, f"{detail} {cells[2]}")
+    return found
+
+
+async def test_everything_answers(make_settings: MakeSettings, topics_for: object) -> None:
+    settings = make_settings()
+    await topics_for(settings)  # type: ignore[operator]
+    code, out = check(settings)
+    assert code == 0, out
+    table = rows(out)
+    assert list(table) == [
+        "rules",
+        "dispatch",
+        "state",
+        "Kafka",
+        "topics",
+        "idempotent",
+        "Redis",
+    ], out
+    assert all(verdict == "ok" for verdict, _ in table.values()), out
+    assert "refused by the broker" in table["idempotent"][1]  # Tansu gives no producer id
+
+
+def test_what_fails_is_named_with_its_fix(make_settings: MakeSettings, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("merge: {window: 30x}\n")
+    settings = make_settings(
+        dispatch_policy=policy,
+        idempotent_producer=True,
+        redis_url="redis://127.0.0.1:1/0",
+    )
+    code, out = check(settings)
+    assert code == 2, out
+    table = rows(out)
+    assert table["dispatch"][0] == "FAIL"
+    assert "merge.window" in table["dispatch"][1]
+    assert table["idempotent"][0] == "FAIL"
+    assert "set it to false for this broker" in table["idempotent"][1]
+    assert table["Redis"][0] == "FAIL"
+    assert "MOMENTS_REDIS_URL" in table["Redis"][1]
+    assert table["Kafka"][0] == "ok"
+
+
+def test_a_worker_told_to_be_idempotent_stops_before_joining_the_group(
+    make_settings: MakeSettings, start_worker: object
+) -> None:
+    """It crashed inside Faust once it had joined the group (rc 1, Faust's crash banner),
+    and every restart made the healthy workers rebalance twice."""
+    worker: WorkerProcess = start_worker(make_settings(idempotent_producer=True))  # type: ignore[operator]
+    code = worker.proc.wait(timeout=120)
+    log = worker.log()
+    assert code == 2, log[-3000:]
+    assert "refused an idempotent producer" in log
+    assert "Joined group" not in log
