@@ -25,12 +25,15 @@ from rules.conditions import (
     Scope,
     compile_condition,
     event_fields,
+    numeric_params,
     produced_names,
     required_fields,
 )
+from rules.contract import event_values, refusal, when_tests
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.gating import GatingPolicy
+from rules.operators import number, number_hint
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.routing import Keys, Routes, route, text_keys
 from rules.rule import CompiledRule, Override, state_tag
@@ -575,11 +578,34 @@ def _when(
                     f"unknown operator {bad[0]!r}; use one of " + ", ".join(sorted(OPERATORS)),
                 )
                 continue
+        if _outside_contract(field_name, test, on, problem):
+            continue
         try:
             tests.append(field_test(field_name, test))
         except (ArithmeticError, ValueError, TypeError) as exc:
             problem((field_name,), f"bad test for {field_name!r}: {exc}")
     return all_of(tests)
+
+
+def _outside_contract(
+    field_name: str,
+    test: Any,
+    on: Sequence[EventType],
+    problem: Callable[[tuple[str | int, ...], str], None],
+) -> bool:
+    """Report each value of a `when:` test that the contract never gives the field
+    (`status: open`: complaints are opened, updated or resolved); True if any."""
+    allowed = event_values(tuple(on), field_name)
+    if allowed is None:
+        return False
+    what = f"{field_name} of {', '.join(t.value for t in on)} events"
+    refused = False
+    for loc, kind, value in when_tests(test):
+        said = refusal(what, kind, value, allowed)
+        if said is not None:
+            problem((field_name, *loc), said)
+            refused = True
+    return refused
 
 
 def _build(
@@ -626,9 +652,12 @@ def _build(
         profile_fields=set(ProfileEvent.model_fields)
         - {"event_id", "subscriber_id", "occurred_at"},
         special_day=special_day,
+        event_types=tuple(spec.on),
+        overrides=tuple(o.params for o in spec.overrides),
     )
     condition = None
     if spec.condition is not None:
+        _check_numeric_params(spec.condition, scope, problem)
         condition = compile_condition(spec.condition, scope, ("condition",), problem)
         # Fields the condition cannot do without: an event lacking one is skipped cheaply.
         when = all_of([when, *(_present(name) for name in required_fields(spec.condition))])
@@ -685,6 +714,21 @@ def _build(
         shadow=spec.mode == "shadow",
         spec=spec,
     )
+
+
+def _check_numeric_params(
+    condition: Any, scope: Scope, problem: Callable[[tuple[str | int, ...], str], None]
+) -> None:
+    """`gte: three` is refused; so is `gte: $count` with `count: three` (or an override's
+    `-80%`): either way the comparison is false for every event."""
+    for name, op in numeric_params(condition).items():
+        for loc, value in scope.param_values(name):
+            if number(value) is None:
+                problem(
+                    loc,
+                    f"param {name!r} is compared with {op} (as ${name}), so it must be a "
+                    f"number; got {value!r}: {number_hint(value)}",
+                )
 
 
 def _has_absence(node: Any) -> bool:

@@ -9,13 +9,14 @@ fires, so `all`/`any` evaluate every child rather than stopping early.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from moments.models import EventType
 from rules import spec as s
 from rules.base import Condition, Env
+from rules.contract import event_values, profile_values, refusal, tested
 from rules.durations import parse_duration
 from rules.operators import (
     NUMERIC_OPS,
@@ -24,6 +25,7 @@ from rules.operators import (
     member,
     members_of,
     number,
+    number_hint,
     prefixes_of,
     same,
     starts_with,
@@ -49,6 +51,18 @@ class Scope:
     profile_fields: set[str]
     special_day: bool = False
     """True for `evaluate: special_day` rules (occasions are known, no event)."""
+    event_types: tuple[EventType, ...] = ()
+    overrides: tuple[Mapping[str, Any], ...] = ()
+    """The params of each override, in order (a `$param` has a value in each)."""
+
+    def param_values(self, name: str) -> Iterator[tuple[Path, Any]]:
+        """Where param `name` is given a value in the rule (params, then each override
+        that sets it) and that value."""
+        if name in self.params:
+            yield ("params", name), self.params[name]
+        for i, override in enumerate(self.overrides):
+            if name in override:
+                yield ("overrides", i, "params", name), override[name]
 
 
 def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Condition:
@@ -70,6 +84,15 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         _needs_event(scope, path, report, "field")
         _known_field(node.field, scope, (*path, "field"), report)
         name = node.field
+        on = ", ".join(t.value for t in scope.event_types)
+        _contract_values(
+            f"{name} of {on} events",
+            event_values(scope.event_types, name),
+            node,
+            scope,
+            path,
+            report,
+        )
         return _compare(name, lambda env: getattr(env.event, name, None), node, scope, path, report)
     if isinstance(node, s.ProfileCond):
         if node.profile not in scope.profile_fields:
@@ -79,6 +102,8 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
                 + ", ".join(sorted(scope.profile_fields)),
             )
         pname = node.profile
+        allowed = profile_values(pname)
+        _contract_values(f"profile {pname}", allowed, node, scope, path, report)
         return _compare(
             f"profile_{pname}", lambda env: env.state.profile.get(pname), node, scope, path, report
         )
@@ -169,6 +194,38 @@ def _series(name: str, scope: Scope, path: Path, report: Report) -> Series | Non
     return found
 
 
+def _contract_values(
+    what: str,
+    allowed: tuple[str, ...] | None,
+    node: s.Operators,
+    scope: Scope,
+    path: Path,
+    report: Report,
+) -> None:
+    """Refuse a value (written, or a `$param`'s in params and each override) that the
+    contract never gives the field: `eq: open` for a complaint's status matched nothing."""
+    if allowed is None:
+        return
+    for op, raw in node.given().items():
+        for loc, kind, value in tested(op, raw):
+            for where, found in _values_of(op, value, scope, (*path, op, *loc)):
+                said = refusal(what, kind, found, allowed)
+                if said is not None:
+                    report(where, said)
+
+
+def _values_of(op: str, value: Any, scope: Scope, where: Path) -> Iterator[tuple[Path, Any]]:
+    """The value as written, or each value a `$param` holds (`in: $x` holds a
+    comma-separated list), with where it is written."""
+    if not (isinstance(value, str) and value.startswith("$")):
+        yield where, value
+        return
+    for at, held in scope.param_values(value[1:]):
+        parts = str(held).split(",") if op in ("in", "not_in") else [held]
+        for part in parts:
+            yield at, part
+
+
 def _param(value: Any, scope: Scope, path: Path, report: Report) -> Callable[[Env], Any]:
     """A constant, or `$name` read from the rule's params (overridden per region/tier)."""
     if isinstance(value, str) and value.startswith("$"):
@@ -195,7 +252,7 @@ def _compare(
         where = (*path, op)
         if op in NUMERIC_OPS:
             if isinstance(raw, str) and not raw.startswith("$") and number(raw) is None:
-                report(where, f"{op} needs a number or $param, got {raw!r}")
+                report(where, f"{op} needs a number or $param, got {raw!r}: {number_hint(raw)}")
             limits.append((f"{label}_{op}", _param(raw, scope, where, report), bound_test(op)))
         elif op in ("in", "not_in"):
             tests.append(_membership(op == "in", _members(raw, scope, where, report)))
@@ -420,6 +477,19 @@ def _absence(duration: dt.timedelta, sources: Sequence[str]) -> Condition:
         return True
 
     return check
+
+
+def numeric_params(node: Any) -> dict[str, str]:
+    """The params a condition compares as numbers (`gte: $count`), each with the first
+    operator that does: such a param must hold a number in params and in every override,
+    or the comparison is false for every event (the rule never fires)."""
+    found: dict[str, str] = {}
+    for child in s.walk(node):
+        if isinstance(child, s.Operators):
+            for op, raw in child.given().items():
+                if op in NUMERIC_OPS and isinstance(raw, str) and raw.startswith("$"):
+                    found.setdefault(raw[1:], op)
+    return found
 
 
 def event_fields(event_types: Sequence[EventType]) -> set[str]:

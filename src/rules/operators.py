@@ -28,6 +28,15 @@ def number(value: Any) -> float | None:
         return None
 
 
+def number_hint(value: Any) -> str:
+    """What to write instead of `value` where a number is needed: `-80%` is -0.8."""
+    text = str(value).strip()
+    percent = number(text[:-1]) if text.endswith("%") else None
+    if percent is not None:
+        return f"write {percent / 100:g} for {text} (a fraction: % is not read)"
+    return "write a number, e.g. 3 or -0.8 (no words, units or %)"
+
+
 def same(value: Any, expected: Any) -> bool:
     """Equality: numeric when the value is a number and the expected value reads as one
     (an event's 10.0 equals a rule's 10 or "10"), else as text."""
