@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache, cached_property, partial
+from functools import cached_property, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from rules.contract import event_values, refusal, when_tests
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.gating import GatingPolicy
+from rules.hints import unknown_key
 from rules.operators import number, number_hint
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.routing import Keys, Routes, route, text_keys
@@ -758,34 +758,20 @@ def _unknown_field(field_name: str, on: Sequence[EventType], fields: set[str]) -
     return f"{field_name!r} is not a field of {kinds} events; known: {', '.join(sorted(fields))}"
 
 
-@cache
-def _field_names() -> tuple[str, ...]:
-    """Every key a rules file may hold, for "did you mean" (operators included)."""
-    from pydantic import BaseModel
-
-    names: set[str] = set()
-    for model in vars(sp).values():
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            names.update(f.alias or name for name, f in model.model_fields.items())
-    names.update(GatingPolicy.model_fields)
-    return tuple(sorted(names))
-
-
 def _message(err: Any, path: Sequence[str | int]) -> str:
     loc = ".".join(str(p) for p in path)
     msg = str(err["msg"])
     if err["type"] == "extra_forbidden":
-        key = str(path[-1]) if path else loc
-        close = difflib.get_close_matches(key, _field_names(), n=1, cutoff=0.75)
-        if close:
-            hint = f"did you mean {close[0]!r}?"
-        elif any(p in ("condition", "when", "all", "any", "not") for p in path):
-            hint = f"a test is one of {', '.join(sorted(OPERATORS))} (docs/rules.md)"
-        else:
-            hint = "check the spelling against docs/rules.md"
-        return f"unknown field {loc!r}; {hint}"
+        raw = err["loc"]
+        kind = str(raw[-2]) if len(raw) > 1 and raw[-2] in CONDITION_KINDS else None
+        return f"unknown field {loc!r}; {unknown_key(path, kind)}"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
+    scalar = err.get("input")
+    if err["type"] in ("list_type", "tuple_type") and isinstance(scalar, str | int | float):
+        key = str(path[-1]) if path else loc
+        item = f'"{scalar}"' if isinstance(scalar, str) and set(scalar) & set(":#,[]{}") else scalar
+        return f"{loc}: Input should be a list: write {key}: [{item}] (a list, even of one)"
     return f"{loc}: {msg}"
 
 

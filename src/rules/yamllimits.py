@@ -25,6 +25,7 @@ from ruamel.yaml.events import (
 )
 
 from rules.exceptions import RuleProblem, RulesError
+from rules.yamlhints import yaml_hint
 
 MAX_FILE_BYTES = 1024 * 1024
 """The default catalog is 12 KiB; the cap on values binds first for files like it."""
@@ -217,7 +218,9 @@ def yaml_problem(name: str, text: str, exc: YAMLError) -> RuleProblem:
     if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return RuleProblem(name, line, col, f"YAML syntax: {exc.problem}")
+        hint = yaml_hint(exc, text)
+        said = f"YAML syntax: {exc.problem}" + (f"; {hint}" if hint else "")
+        return RuleProblem(name, line, col, said)
     at = getattr(exc, "position", 0) or 0
     line = text.count("\n", 0, at) + 1
     col = at - (text.rfind("\n", 0, at) + 1) + 1

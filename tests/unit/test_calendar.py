@@ -277,7 +277,8 @@ class TestRefusedFile:
 
     def test_yaml_syntax(self) -> None:
         assert problems("holidays: [unclosed\n") == [
-            "op.yaml:2:1: YAML syntax: expected ',' or ']', but got '<stream end>'"
+            "op.yaml:2:1: YAML syntax: expected ',' or ']', but got '<stream end>'; the [ or "
+            "{ opened on line 1 is not closed where it should be"
         ]
 
     def test_not_a_mapping(self) -> None:

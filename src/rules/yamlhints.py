@@ -1,0 +1,64 @@
+"""What to look at for the YAML syntax errors rules files most often have: the parser's
+words (`mapping values are not allowed here`) name what it met, not the mistake, which
+is mostly a line indented unlike its neighbours, sometimes the line above the one it
+points at (analyst review)."""
+
+from __future__ import annotations
+
+from ruamel.yaml.error import MarkedYAMLError
+
+
+def yaml_hint(exc: MarkedYAMLError, text: str) -> str | None:
+    """A hint for a common syntax error, naming the lines to check; None for others."""
+    mark, context = exc.problem_mark, exc.context_mark
+    if mark is None:
+        return None
+    problem = str(exc.problem or "")
+    lines = text.splitlines()
+    line = mark.line  # 0-based
+    if problem.startswith("mapping values are not allowed"):
+        return _mapping_values(lines, line, mark.column)
+    if problem.startswith("found character '\\t'"):
+        return f"YAML indents with spaces only: replace the tab on line {line + 1} with spaces"
+    if problem.startswith("expected <block end>"):
+        opened = f", in the block from line {context.line + 1}" if context is not None else ""
+        return (
+            f"check the indentation of line {line + 1} against the lines above it{opened}: the "
+            "keys of one map line up, and so do the '- ' items of one list; a map inside "
+            "another goes under a key ending in ':', indented further"
+        )
+    if problem.startswith("could not find expected ':'") and context is not None:
+        return (
+            f"line {context.line + 1} holds a key with no ': ' after it: write a space after "
+            "the colon, `on: [usage]` not `on:[usage]`, or check its indentation"
+        )
+    if problem.startswith("found unexpected end of stream") and context is not None:
+        return f"the quote opened on line {context.line + 1} is never closed"
+    if problem.startswith("expected ',' or") and context is not None:
+        return f"the [ or {{ opened on line {context.line + 1} is not closed where it should be"
+    if problem.startswith("found duplicate key"):
+        return "a key may appear once in a map; a second rule starts with its own '- '"
+    return None
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _mapping_values(lines: list[str], line: int, column: int) -> str:
+    """`key: value` where YAML takes no key: a value holding ': ', or a line read as the
+    rest of the value on the line above (indented further than that `key: value`)."""
+    here = lines[line] if line < len(lines) else ""
+    if ": " in here[:column].strip() or here[:column].rstrip().endswith(":"):
+        return "a value holding ': ' must be quoted, e.g. description: \"Note: text\""
+    above = line - 1
+    while above >= 0 and (not lines[above].strip() or lines[above].lstrip().startswith("#")):
+        above -= 1
+    if above < 0:
+        return "check the indentation of this line, or quote a value holding ': '"
+    return (
+        f"YAML read line {line + 1} as more of the value on line {above + 1}, which is "
+        f"indented less, {_indent(lines[above])} spaces against {_indent(here)}: keys of one "
+        f"map line up, so check the indentation of lines {above + 1} and {line + 1}, or quote "
+        "a value holding ': '"
+    )

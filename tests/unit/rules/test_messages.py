@@ -1,0 +1,118 @@
+"""Messages that say where a key belongs, how to write a list, and which lines to check
+for a YAML syntax error (analyst review: `did you mean 'cooldown'?` for `cooldown`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rules.catalog import load_texts
+from rules.exceptions import RulesError
+
+RULE = """\
+rules:
+  - id: r1
+    description: d
+    on: [complaint]
+    condition: {field: severity, lte: 2}
+    task:
+      family: anomaly
+      type: t
+      channel: manager
+      priority: 1
+      action: a
+      ttl: 48h
+      cooldown: 30d
+      description: d
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(RulesError) as err:
+        load_texts([("r.yaml", text)])
+    return [str(p) for p in err.value.problems]
+
+
+class TestKeyOutOfPlace:
+    def test_a_task_key_level_with_the_rule_says_it_belongs_under_task(self) -> None:
+        text = RULE.replace("      cooldown: 30d\n", "") + "    cooldown: 30d\n"
+        assert problems(text) == [
+            "r.yaml:14:5: unknown field 'rules.0.cooldown'; 'cooldown' is no key of a rule: it "
+            "belongs in the rule's task:, indented under it; move it there"
+        ]
+
+    def test_when_under_condition_says_it_belongs_to_the_rule(self) -> None:
+        text = RULE.replace(
+            "    condition: {field: severity, lte: 2}\n",
+            "    condition:\n      field: severity\n      lte: 2\n      when: {status: opened}\n",
+        )
+        assert problems(text) == [
+            "r.yaml:8:7: unknown field 'rules.0.condition.when'; 'when' is no key of a "
+            "condition: it belongs in a rule, level with its id: and on:; move it there"
+        ]
+
+    def test_a_test_another_kind_of_condition_takes_names_what_this_one_takes(self) -> None:
+        text = RULE.replace("{field: severity, lte: 2}", "{first_time: category, gte: 2}")
+        (found,) = problems(text)
+        assert found.endswith(
+            "unknown field 'rules.0.condition.gte'; a first_time: condition takes no 'gte' "
+            "(it takes first_time, lookback)"
+        )
+
+    def test_a_misspelt_key_of_another_place_says_which(self) -> None:
+        text = RULE.replace("      cooldown: 30d\n", "") + "    cooldwn: 30d\n"
+        (found,) = problems(text)
+        assert found.endswith(
+            "unknown field 'rules.0.cooldwn'; did you mean 'cooldown'? (it belongs in the "
+            "rule's task:, indented under it)"
+        )
+
+    def test_a_gating_key_at_the_top_level(self) -> None:
+        (found,) = problems("timezone: Europe/London\n" + RULE)
+        assert found == (
+            "r.yaml:1:1: unknown field 'timezone'; 'timezone' is no key of the top level of "
+            "the file: it belongs in gating:; move it there"
+        )
+
+
+def test_a_single_value_for_a_list_says_how_to_write_the_list() -> None:
+    assert problems(RULE.replace("on: [complaint]", "on: complaint")) == [
+        "r.yaml:4:5: rules.0.on: Input should be a list: write on: [complaint] (a list, even "
+        "of one)"
+    ]
+    (found,) = problems('gating: {quiet_hours: "21:00-08:00"}\n' + RULE)
+    assert found.endswith('write quiet_hours: ["21:00-08:00"] (a list, even of one)')
+
+
+class TestYamlSyntax:
+    def test_a_key_indented_less_names_the_line_above_the_one_the_parser_stopped_at(
+        self,
+    ) -> None:
+        text = RULE.replace("      cooldown: 30d", "    cooldown: 30d")
+        assert problems(text) == [
+            "r.yaml:14:18: YAML syntax: mapping values are not allowed here; YAML read line 14 "
+            "as more of the value on line 13, which is indented less, 4 spaces against 6: keys "
+            "of one map line up, so check the indentation of lines 13 and 14, or quote a "
+            "value holding ': '"
+        ]
+
+    def test_a_colon_in_a_value(self) -> None:
+        (found,) = problems(RULE.replace("description: d\n    on", "description: Note: d\n    on"))
+        assert found == (
+            "r.yaml:3:22: YAML syntax: mapping values are not allowed here; a value holding "
+            "': ' must be quoted, e.g. description: \"Note: text\""
+        )
+
+    def test_a_key_indented_more(self) -> None:
+        (found,) = problems(RULE.replace("    task:", "      task:"))
+        assert found.startswith(
+            "r.yaml:6:7: YAML syntax: expected <block end>, but found '<block mapping start>'; "
+            "check the indentation of line 6 against the lines above it, in the block from "
+            "line 2:"
+        )
+
+    def test_a_tab(self) -> None:
+        (found,) = problems(RULE.replace("      priority: 1", "\tpriority: 1"))
+        assert found == (
+            "r.yaml:10:1: YAML syntax: found character '\\t' that cannot start any token; YAML "
+            "indents with spaces only: replace the tab on line 10 with spaces"
+        )
