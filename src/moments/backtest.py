@@ -265,6 +265,12 @@ class Backtest:
                     await self._step(batch)
                     batch = []
                 await self._end_warmup()
+            if at and int(at) // SWEEP_BUCKET_S > self.swept_bucket:
+                # The hours this event enters begin with their sweeps, before it is applied.
+                if batch:
+                    await self._step(batch)
+                    batch = []
+                await self._sweep_through(at)
             if not batch:
                 batch_start = at
             elif len(batch) >= batch_size or at - batch_start >= tick_s:
@@ -299,9 +305,11 @@ class Backtest:
         return out
 
     async def _end_warmup(self) -> None:
-        """The report period begins: event time moves on to it, counters are noted."""
+        """The report period begins: the warm-up's last hours are swept, event time moves
+        on to it, counters are noted."""
         self._warming = False
         if self.report_from is not None:
+            await self._sweep_through(self.report_from - 1)
             await self._advance(self.report_from)
         self.result.warmup_events = self.result.events
         self.result.snapshot_counters()
@@ -313,11 +321,23 @@ class Backtest:
         await self._dispatch(result)
         if result.watermarks:
             await self._advance(max(result.watermarks.values()))
-        bucket = int(self.clock.now) // SWEEP_BUCKET_S
-        if bucket > self.swept_bucket:
-            if self.swept_bucket >= 0:
-                await self._sweep(int(self.clock.now))
-            self.swept_bucket = bucket
+
+    async def _sweep_through(self, at: float) -> None:
+        """The sweeps that begin each hour after the last one swept, up to the hour of
+        `at`, each at the hour's start (as `moments rules test` does): run before any
+        event of that hour is applied, so that what a sweep finds (a special day's look at
+        09:00, a window's close) does not depend on whether other events came between.
+        Swept after the event that entered the hour, a 15:00 top-up counted in the 09:00
+        look when nothing came between, and the task was dated 15:00."""
+        last = int(at) // SWEEP_BUCKET_S
+        if self.swept_bucket < 0:
+            self.swept_bucket = last  # nothing read yet: nothing to sweep
+            return
+        for hour in range(self.swept_bucket + 1, last + 1):
+            mark = hour * SWEEP_BUCKET_S
+            await self._advance(mark)
+            await self._sweep(mark)
+            self.swept_bucket = hour
 
     async def _dispatch(self, result: BatchResult) -> None:
         """What the stream's runtime does with a batch (facts, then tasks, then state),

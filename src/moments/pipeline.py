@@ -8,6 +8,7 @@ and the stream's dispatch sink itself, see moments.backtest).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -91,19 +92,40 @@ def run_pipeline(
     detector = Detector(rules, {t.value: t for t in EventType})
     seen = {t.task_id for t in out.tasks}
 
-    def sweep(mark: int) -> None:
+    def sweep(mark: int) -> float:
+        """Sweep every record to `mark`; the next time a record is due (inf: never)."""
         states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
-        live = ((sub, st, p) for sub, st, p in states if st is not None)
+        live = [(sub, st, p) for sub, st, p in states if st is not None]
         swept = detector.sweep(live, _constant(mark), now)
         out.shadow.update(swept.shadow)
         out.suppressed.update(swept.suppressed)
         _collect(out, swept.tasks, seen)
         out.store.save(swept.changes)
+        return min((detector.next_sweep(st, mark) for _, st, _ in live), default=math.inf)
 
-    # As on the stream: whenever event time enters a new hour, a sweep closes the windows
-    # of silent subscribers and looks at special days (an absence, a birthday at 09:00).
+    def sweep_hours(first: int, last: int) -> None:
+        """The sweeps at the start of each hour from `first` to `last` (hour numbers),
+        those at which a record is due (`Detector.next_sweep`; at the others a sweep
+        changes nothing, so they are skipped)."""
+        if not rules.by_period and not rules.special.rules:
+            return
+        hour = first
+        while hour <= last:
+            due = sweep(hour * SWEEP_BUCKET_S)
+            hour = max(hour + 1, math.ceil(due / SWEEP_BUCKET_S)) if due < math.inf else last + 1
+
+    # As on the stream, each hour of event time begins with a sweep that closes the
+    # windows of silent subscribers and looks at special days (an absence, a birthday at
+    # 09:00). It runs before any event of that hour (or a later one) is applied: a sweep
+    # run after the first event of a new hour saw that event (a 15:00 top-up counted in
+    # the 09:00 look when nothing came between) and was dated at it, so what `rules test`
+    # found depended on other subscribers' events.
     swept_bucket = out.watermark // SWEEP_BUCKET_S if out.watermark else -1
-    for batch_records in _hourly_batches(records, batch_size):
+    for hour, batch_records in _hourly_batches(records, batch_size):
+        if hour > swept_bucket:
+            if swept_bucket >= 0:
+                sweep_hours(swept_bucket + 1, hour)
+            swept_bucket = hour
         batch = detector.process(batch_records, out.store.load, now)
         out.dead_letters.extend(batch.dead_letters)
         out.shadow.update(batch.shadow)
@@ -113,11 +135,6 @@ def run_pipeline(
         _collect(out, batch.tasks, seen)
         out.store.save(batch.changes)
         out.watermark = max(out.watermark, *batch.watermarks.values(), 0)
-        bucket = out.watermark // SWEEP_BUCKET_S
-        if bucket > swept_bucket:
-            if swept_bucket >= 0:
-                sweep(out.watermark)
-            swept_bucket = bucket
     if until is not None:
         # As the stream's timer does: sweep every hour of event time up to `until`.
         end = int(until.timestamp())
@@ -133,22 +150,23 @@ def run_pipeline(
     return out
 
 
-def _hourly_batches(records: list[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+def _hourly_batches(records: list[RawRecord], size: int) -> Iterator[tuple[int, list[RawRecord]]]:
     """`records` in batches of at most `size`, a new one whenever a record's event time
-    enters a later hour than the batch's first (the stream's batches span milliseconds)."""
+    enters a later hour than the batch's first (the stream's batches span milliseconds),
+    each with that hour (epoch hours; -1 when no record before it had a readable time)."""
     batch: list[RawRecord] = []
     bucket = -1
     for record in records:
         at = _event_time(record)
         hour = int(at) // SWEEP_BUCKET_S if at is not None else bucket
         if batch and (len(batch) >= size or hour > bucket):
-            yield batch
+            yield bucket, batch
             batch = []
         if not batch:
             bucket = hour
         batch.append(record)
     if batch:
-        yield batch
+        yield bucket, batch
 
 
 def _event_time(record: RawRecord) -> float | None:

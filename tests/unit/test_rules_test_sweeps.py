@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import orjson
+import pytest
 
 from moments.backtest import run_backtest
 from moments.backtest_input import EventFile, merged
@@ -84,3 +85,98 @@ def test_rules_test_finds_what_the_backtest_finds_at_the_same_times(tmp_path: Pa
     )
     assert published == found
     assert {t.task_id for t in tested.tasks} == {t["task_id"] for t in backtested.tasks()}
+
+
+FESTIVE = """
+gating: {quiet_hours: [], frequency_cap: null}
+series:
+  topups_day: {on: [topup], period: day}
+rules:
+  - id: festive_topup
+    description: A top-up on the birthday, looked at 09:00
+    on: [profile]
+    evaluate: special_day
+    condition:
+      all:
+        - {occasion: birthday}
+        - {series: topups_day, agg: count, gte: 1}
+    task: {family: special_day, type: festive_topup, channel: sms, priority: 4,
+           action: a, ttl: 12h, description: "Thank you"}
+"""
+EARLY, LATE, FILLER = "13800000001", "13800000002", "13900000009"
+BIRTHDAY = dt.datetime(2026, 12, 10, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
+def birthday_case(path: Path, dense: bool) -> Path:
+    """Both have their birthday on 12-10 and top up that day, EARLY at 07:30, LATE at
+    15:00; `dense` adds another subscriber's SMS every 30 minutes of the day (analyst
+    review: cases/birthday-topup.jsonl and birthday-topup-dense.jsonl)."""
+    events: list[dict[str, object]] = [
+        {
+            "type": "profile",
+            "event_id": f"p{sub}",
+            "subscriber_id": sub,
+            "occurred_at": (BIRTHDAY - dt.timedelta(days=9)).isoformat(),
+            "birthday": "12-10",
+        }
+        for sub in (EARLY, LATE)
+    ]
+    for sub, hours in ((EARLY, 7.5), (LATE, 15.0)):
+        events.append(
+            {
+                "type": "topup",
+                "event_id": f"t{sub}",
+                "subscriber_id": sub,
+                "occurred_at": (BIRTHDAY + dt.timedelta(hours=hours)).isoformat(),
+                "amount": "50",
+                "channel": "app",
+            }
+        )
+    if dense:
+        events += [usage(FILLER, BIRTHDAY + dt.timedelta(minutes=30 * n), n) for n in range(48)]
+    events.sort(key=lambda e: str(e["occurred_at"]))
+    path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_the_hours_sweep_runs_before_the_events_that_enter_it(tmp_path: Path, dense: bool) -> None:
+    """The 09:00 look ran only when the next event came, after applying it: alone in the
+    file, LATE's 15:00 top-up counted for the 09:00 look and both tasks were dated 15:00;
+    with another subscriber's traffic, neither. Whatever else is in the file, the look is
+    at 09:00 and sees the top-ups before it, in `rules test` and the backtest alike."""
+    events = birthday_case(tmp_path / "events.jsonl", dense)
+    rules = load_texts([(str(tmp_path / "rules.yaml"), FESTIVE)])
+    nine = BIRTHDAY + dt.timedelta(hours=9)
+    backtested = run_backtest(rules, merged([EventFile(events, None)]))
+    published = [(t["subscriber_id"], t["triggered_at"]) for t in backtested.tasks()]
+    assert published == [(EARLY, nine.isoformat())]
+    tested = check_rules(rules, events)
+    assert [(t.subscriber_id, t.triggered_at) for t in tested.tasks] == [(EARLY, nine)]
+    assert {t.task_id for t in tested.tasks} == {t["task_id"] for t in backtested.tasks()}
+
+
+def test_a_special_day_between_two_events_days_apart_is_looked_at_on_its_day(
+    tmp_path: Path,
+) -> None:
+    """Event time that jumps days ahead sweeps each hour it passes that has something
+    due (in `rules test` only those: the others change nothing), not only the hour it
+    lands in: a birthday on a day no event fell on was never looked at."""
+    events = tmp_path / "events.jsonl"
+    profile = {
+        "type": "profile",
+        "event_id": "p1",
+        "subscriber_id": EARLY,
+        "occurred_at": (BIRTHDAY - dt.timedelta(days=9)).isoformat(),
+        "birthday": "12-10",
+    }
+    later = usage(FILLER, BIRTHDAY + dt.timedelta(days=3), 0)
+    events.write_bytes(orjson.dumps(profile) + b"\n" + orjson.dumps(later) + b"\n")
+    rules = load_texts([(str(tmp_path / "rules.yaml"), RULES)])
+    nine = BIRTHDAY + dt.timedelta(hours=9)
+    tested = check_rules(rules, events)
+    assert [(t.moment.rule_id, t.triggered_at) for t in tested.tasks] == [
+        ("birthday_greeting", nine)
+    ]
+    backtested = run_backtest(rules, merged([EventFile(events, None)]))
+    assert [t["triggered_at"] for t in backtested.tasks()] == [nine.isoformat()]
