@@ -136,7 +136,7 @@ def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from moments.backtest import BacktestResult, run_backtest, settling_period
+    from moments.backtest import BacktestResult, run_backtest
     from moments.backtest_input import EventFile, FileEvent, merged, progress_of
     from moments.backtest_report import (
         build_report,
@@ -144,6 +144,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         compare_moments,
         moment_figures,
         print_report,
+        report_warnings,
     )
     from moments.models import EventType
     from moments.rulecheck import EventFileError
@@ -214,6 +215,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
     report = build_report(result, top=args.top)
+    report["warnings"] = report_warnings(result, rules)
     report["run"] = {
         "events": ", ".join(str(p) for p in args.events),
         "profiles": str(args.profiles) if args.profiles is not None else None,
@@ -237,29 +239,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
         return 1
     print_report(report, Console())
-    if result.events == 0:
-        console.print(
-            "No event was read: the files are empty, or every event is from --to on.",
-            style="bold yellow",
-        )
-    elif start is not None and result.events == result.warmup_events:
-        last = report["summary"]["last_event"]
-        console.print(
-            f"Every event is before --from (the last at {last}): nothing to report.",
-            style="bold yellow",
-        )
-    if start is not None and result.first_event is not None:
-        warm = start.timestamp() - result.first_event
-        settle, what = settling_period(rules)
-        if warm < settle:
-            console.print(
-                f"The warm-up before --from is {warm / 86400:.1f} days, shorter than "
-                f"{what} ({settle / 86400:.0f} days): the first days of the report count "
-                "first-time moments and free contacts a longer history would have used up. "
-                f"Start --from at least {settle / 86400:.0f} days after the first event "
-                "(simulate a longer history if need be).",
-                style="bold yellow",
-            )
+    for warning in report["warnings"]:
+        console.print(warning, style="bold yellow")
     out_of_time = sum(n for reason, n in result.dead_letters.items() if reason in OUT_OF_TIME)
     refused = sum(result.dead_letters.values()) - out_of_time
     if refused:

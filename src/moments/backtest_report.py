@@ -23,8 +23,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from moments.backtest import BacktestResult
+from moments.backtest import BacktestResult, settling_period
 from moments.models import Channel
+from rules.catalog import RuleSet
 
 DIMENSIONS = ("family", "moment_type", "region", "channel")
 NO_REGION = "(none)"
@@ -103,6 +104,31 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         "top_rules": [{"rule_id": r, "tasks": n} for r, n in rules.most_common(top)],
         "shadow": sorted(shadow, key=lambda r: (r["rule_id"], r["outcome"], r["reason"])),
     }
+
+
+def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
+    """What keeps the report's figures from meaning what they seem: said in the terminal
+    and at the top of report.md and report.html (and in report.json), the files that are
+    shared (the warm-up's was said in the terminal only)."""
+    out: list[str] = []
+    start = result.report_from
+    if result.events == 0:
+        out.append("No event was read: the files are empty, or every event is from --to on.")
+    elif start is not None and result.events == result.warmup_events:
+        last = _iso(result.last_event, result.policy.zone)
+        out.append(f"Every event is before --from (the last at {last}): nothing to report.")
+    if start is not None and result.first_event is not None:
+        warm = start - result.first_event
+        settle, what = settling_period(rules)
+        if warm < settle:
+            out.append(
+                f"The warm-up before --from is {warm / 86400:.1f} days, shorter than "
+                f"{what} ({settle / 86400:.0f} days): the first days of the report count "
+                "first-time moments and free contacts a longer history would have used up. "
+                f"Start --from at least {settle / 86400:.0f} days after the first event "
+                "(simulate a longer history if need be)."
+            )
+    return out
 
 
 def capacity_rows(
@@ -449,6 +475,7 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
 
 def markdown(report: Mapping[str, Any]) -> str:
     parts = ["# Backtest report", ""]
+    parts += [f"> **Warning:** {warning}\n" for warning in report.get("warnings", ())]
     for title, headers, rows in sections(report):
         parts += [f"## {title}", "", "| " + " | ".join(headers) + " |"]
         parts.append("|" + "|".join("---" for _ in headers) + "|")
@@ -490,8 +517,12 @@ def html_page(report: Mapping[str, Any], png: bytes) -> str:
     image = base64.b64encode(png).decode()
     body = [
         "<h1>Backtest report</h1>",
-        f'<img alt="Tasks per day by family" src="data:image/png;base64,{image}">',
     ]
+    body += [
+        f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>'
+        for w in report.get("warnings", ())
+    ]
+    body.append(f'<img alt="Tasks per day by family" src="data:image/png;base64,{image}">')
     for title, headers, rows in sections(report):
         body.append(f"<h2>{html.escape(title)}</h2><table><thead><tr>")
         body += [f"<th>{html.escape(h)}</th>" for h in headers]
@@ -505,6 +536,7 @@ def html_page(report: Mapping[str, Any], png: bytes) -> str:
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
         "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+        ".warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em}"
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
+import html
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -761,10 +762,20 @@ def test_a_warm_up_shorter_than_the_caps_and_cooldowns_is_named(
     assert report["run"]["--to"] is None
     assert report["run"]["rules"] == "the default catalog"
     assert report["summary"]["report_from"].startswith(DAY2.isoformat())
+    # In the files that are shared too, not only in the terminal (analyst review).
+    (warning,) = report["warnings"]
+    assert warning.startswith("The warm-up before --from is 0.6 days, shorter than")
+    assert warning in said
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith(f"# Backtest report\n\n> **Warning:** {warning}\n")
+    page = (out / "report.html").read_text()
+    assert f'<p class="warning"><strong>Warning:</strong> {html.escape(warning)}</p>' in page
     capsys.readouterr()
     rules = write_rules(tmp_path / "r.yaml")  # no cooldown, no cap: nothing to settle
     assert main(["backtest", *args, "--rules", str(rules)]) == 0
     assert "warm-up before --from" not in capsys.readouterr().err
+    assert orjson.loads((out / "report.json").read_bytes())["warnings"] == []
+    assert "Warning" not in (out / "report.md").read_text()
 
 
 def test_the_warm_up_dispatches_only_in_its_last_caps_period(tmp_path: Path) -> None:
