@@ -150,14 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
         rules_sub,
         "validate",
         "Exit 0 when every rules file is valid; otherwise print "
-        "file:line:column: message for each error and exit 1.",
+        "file:line:column: message for each error and exit 1. Each PATH (a file, or a "
+        "folder: one catalog) is a catalog of its own, as MOMENTS_RULES takes one; with "
+        "several, what they would break as one catalog (a rule id in two of them) is a "
+        "warning, and an error with --together.",
         """
                   moments rules validate my-rules.yaml
                   moments rules validate rules/      # every .yaml in the folder
+                  moments rules validate --together gating.yaml retention.yaml
                 """,
         _cmd_rules_validate,
     )
     v.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    v.add_argument(
+        "--together",
+        action="store_true",
+        help="check the paths as one catalog, as if their files were in one rules folder "
+        "(a file of gating: alone has no rules, and is not checked alone)",
+    )
     x = _parser(
         rules_sub,
         "explain",
@@ -166,16 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
         """
                   moments rules explain
                   moments rules explain low_balance
+                  moments rules explain my-rules.yaml             # as validate and test take it
+                  moments rules explain my-rules/ bill_spike
                   moments rules explain --rules my-rules/ bill_spike
                 """,
         _cmd_rules_explain,
     )
-    x.add_argument("rule_id", nargs="?", metavar="RULE_ID", help="only this rule")
+    x.add_argument(
+        "targets",
+        nargs="*",
+        metavar="[PATH] [RULE_ID]",
+        help="a rules file or folder (a name ending in .yaml or .yml, holding a /, or that "
+        "exists), and/or only this rule",
+    )
     x.add_argument(
         "--rules",
         type=Path,
         default=None,
-        help="rules file or folder (default: MOMENTS_RULES or the packaged catalog)",
+        help="rules file or folder, as PATH (default: MOMENTS_RULES or the packaged catalog)",
     )
     d = _parser(
         rules_sub,
@@ -204,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                   moments rules test rules/ --events events.jsonl --until 2026-12-01T00:00:00+08:00
                   moments rules test rules/ --events events.jsonl --shadow-as-live
                   moments rules test my-rules.yaml --events cases.jsonl \\
-                      --expect big_topup=1 --expect low_balance=0    # exit 1 otherwise
+                      --expect low_balance=2 --expect refused=0    # exit 1 otherwise
                 """,
         _cmd_rules_test,
     )
@@ -510,9 +528,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules_validate(args: argparse.Namespace) -> int:
-    from rules.catalog import load_rules
+    from rules.catalog import load_rules, load_together
     from rules.lint import warnings
 
+    if args.together:
+        return _validate_together(args.paths)
     failed = False
     for path in args.paths:
         try:
@@ -525,24 +545,84 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
         print(f"{path}: {len(rules)} rule(s) OK")
         for warning in warnings(rules):
             print(f"{path}: warning: {warning}")
-    return 1 if failed else 0
+    if failed or len(args.paths) < 2:
+        return 1 if failed else 0
+    # Each was checked alone; what they would break in one rules folder is said too
+    # (a rule id in two files passed, unnoticed: analyst review).
+    try:
+        load_together(args.paths)
+    except RulesError as exc:
+        print(
+            f"note: each PATH is a catalog of its own (MOMENTS_RULES takes one); as one "
+            f"catalog, in one rules folder, they would be refused ({len(exc.problems)} "
+            f"problem(s), the first: {exc.problems[0]}); `--together` checks them as one"
+        )
+    return 0
+
+
+def _validate_together(paths: Sequence[Path]) -> int:
+    from rules.catalog import load_together
+    from rules.lint import warnings
+
+    try:
+        rules = load_together(paths)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    named = " ".join(str(p) for p in paths)
+    print(f"{named}: {len(rules)} rule(s) OK as one catalog")
+    for warning in warnings(rules):
+        print(f"{named}: warning: {warning}")
+    return 0
 
 
 def _cmd_rules_explain(args: argparse.Namespace) -> int:
     from rules.catalog import load_rules
     from rules.explain import explain
 
-    path = args.rules if args.rules is not None else _settings().rules
     try:
-        paragraphs = explain(load_rules(path), args.rule_id)
+        given, rule_id = _explain_targets(args.targets, args.rules)
+    except ValueError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 2
+    path = given if given is not None else _settings().rules
+    rules = load_rules(path)
+    try:
+        paragraphs = explain(rules, rule_id)
     except KeyError:
+        where = path or "the packaged catalog"
+        known = ", ".join(sorted(r.id for r in rules.rules))
         print(
-            f"moments: no rule {args.rule_id!r}; `moments rules explain` lists them all",
+            f"moments: no rule {rule_id!r} in {where} (known: {known}); `moments rules "
+            "explain PATH` lists them all",
             file=sys.stderr,
         )
         return 1
     print("\n\n".join(paragraphs))
     return 0
+
+
+def _explain_targets(targets: Sequence[str], rules: Path | None) -> tuple[Path | None, str | None]:
+    """`rules explain [PATH] [RULE_ID]`: the rules path and rule id among `targets` (a
+    path, as `rules validate` and `rules test` take it, answered "no rule 'my.yaml'").
+    Raises ValueError for two paths or two ids."""
+    path, rule_id = rules, None
+    for target in targets:
+        if _looks_like_path(target):
+            if path is not None:
+                raise ValueError(f"give one rules file or folder (got {path} and {target})")
+            path = Path(target)
+        elif rule_id is not None:
+            raise ValueError(f"explain one rule, or all (got {rule_id} and {target})")
+        else:
+            rule_id = target
+    return path, rule_id
+
+
+def _looks_like_path(text: str) -> bool:
+    """A rules file or folder rather than a rule id (ids are lower case, with no /)."""
+    return text.endswith((".yaml", ".yml")) or "/" in text or os.sep in text or Path(text).exists()
 
 
 def _cmd_rules_diff(args: argparse.Namespace) -> int:

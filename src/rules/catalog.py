@@ -170,25 +170,42 @@ def load_rules(path: Path | None = None) -> RuleSet:
     if path is None:
         ref = resources.files("rules") / "catalog" / DEFAULT_CATALOG
         with resources.as_file(ref) as default_path:
-            texts = [(str(default_path), default_path.read_text(encoding="utf-8"))]
-    else:
+            return load_texts([(str(default_path), default_path.read_text(encoding="utf-8"))])
+    return load_texts(_read(path))
+
+
+def load_together(paths: Sequence[Path]) -> RuleSet:
+    """Load rules files and folders as one catalog, as if their files were in one rules
+    folder (`moments rules validate --together`). Raises `RulesError` as `load_rules`."""
+    texts: list[tuple[str, str]] = []
+    problems: list[RuleProblem] = []
+    for path in paths:
         try:
-            files = rule_files(path)
-            texts, refused = [], []
-            for file in files:
-                try:
-                    texts.append((str(file), read_limited(file)))
-                except RulesError as exc:
-                    refused.extend(exc.problems)
-        except OSError as exc:
-            raise RulesError(
-                [RuleProblem(str(path), 1, 1, f"cannot read: {exc.strerror}")]
-            ) from exc
-        if refused:
-            raise RulesError(refused)
-        if not texts:
-            raise RulesError([RuleProblem(str(path), 1, 1, "no .yaml rules files in this folder")])
+            texts += _read(path)
+        except RulesError as exc:
+            problems += exc.problems
+    if problems:
+        raise RulesError(problems)
     return load_texts(texts)
+
+
+def _read(path: Path) -> list[tuple[str, str]]:
+    """The (name, text) of a rules file, or of each .yaml file of a folder."""
+    try:
+        files = rule_files(path)
+        texts, refused = [], []
+        for file in files:
+            try:
+                texts.append((str(file), read_limited(file)))
+            except RulesError as exc:
+                refused.extend(exc.problems)
+    except OSError as exc:
+        raise RulesError([RuleProblem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from exc
+    if refused:
+        raise RulesError(refused)
+    if not texts:
+        raise RulesError([RuleProblem(str(path), 1, 1, "no .yaml rules files in this folder")])
+    return texts
 
 
 def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
@@ -240,12 +257,20 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
     special = _special_days(files, problems)
     _check_holiday_keys(files, special, problems)
     if not rules and not problems:
+        part = not any("rules" in f.doc for f in files)  # gating.yaml, series.yaml
         problems.extend(
             RuleProblem(
                 file.name,
                 *file.at(("rules",) if "rules" in file.doc else ()),
                 "no rules in this rule set: it would detect nothing; write at least one "
-                "(`mode: shadow` keeps a rule from making tasks)",
+                "(`mode: shadow` keeps a rule from making tasks)"
+                + (
+                    "; a file of gating:, series: or special_days: alone is one file of a "
+                    "rules folder: check the folder, or the files together "
+                    "(moments rules validate --together gating.yaml my-rules.yaml)"
+                    if part
+                    else ""
+                ),
             )
             for file in files[:1]
         )

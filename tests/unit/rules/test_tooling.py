@@ -30,6 +30,28 @@ def test_explain_every_default_rule(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "explain", "no_such_rule"]) == 1
 
 
+def test_explain_takes_the_rules_as_validate_and_test_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`explain my.yaml` answered "no rule '/tmp/my.yaml'" (analyst review)."""
+    path = tmp_path / "my.yaml"
+    path.write_text(
+        "rules:\n  - id: mine\n    description: Mine\n    on: [usage]\n"
+        "    task: {family: anomaly, type: t, channel: sms, priority: 2, action: a,\n"
+        "           description: d}\n"
+    )
+    for args in ([str(path)], [str(path), "mine"], ["--rules", str(path), "mine"]):
+        assert main(["rules", "explain", *args]) == 0
+        assert capsys.readouterr().out.startswith("mine (version 1): Mine")
+    assert main(["rules", "explain", str(path), "low_balance"]) == 1
+    assert capsys.readouterr().err == (
+        f"moments: no rule 'low_balance' in {path} (known: mine); `moments rules explain "
+        "PATH` lists them all\n"
+    )
+    assert main(["rules", "explain", str(path), str(path)]) == 2
+    assert "give one rules file or folder" in capsys.readouterr().err
+
+
 def write_events(path: Path, events: list[dict[str, object]]) -> Path:
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
     return path

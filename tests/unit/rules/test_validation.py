@@ -192,6 +192,37 @@ class TestCommand:
         assert catalog.gating is not None
         assert catalog.gating.quiet_hours == ("22:00-07:00",)
 
+    def test_several_paths_are_catalogs_of_their_own_and_what_breaks_as_one_is_said(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`validate a.yaml b.yaml` passed a rule id in both, unnoticed (analyst review):
+        a note says so, and `--together` refuses it as a folder would."""
+        a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+        a.write_text(rule("    on: [usage]\n"))
+        b.write_text(rule("    on: [topup]\n"))
+        assert main(["rules", "validate", str(a), str(b)]) == 0
+        out = capsys.readouterr().out
+        assert f"{b}: 1 rule(s) OK" in out
+        assert "as one catalog, in one rules folder, they would be refused (1 problem(s), " in out
+        assert f"the first: {b}:2:5: duplicate rule id 'r1' (first in {a}:2)" in out
+        assert main(["rules", "validate", "--together", str(a), str(b)]) == 1
+        assert capsys.readouterr().out.startswith(f"{b}:2:5: duplicate rule id 'r1'")
+        b.write_text(rule("    on: [topup]\n").replace("id: r1", "id: r2"))
+        assert main(["rules", "validate", str(a), str(b)]) == 0
+        assert "note:" not in capsys.readouterr().out
+
+    def test_together_a_file_of_gating_alone_is_checked_with_the_rules(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        gating = tmp_path / "gating.yaml"
+        gating.write_text("gating:\n  quiet_hours: ['22:00-07:00']\n")
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(rule("    on: [usage]\n"))
+        assert main(["rules", "validate", str(gating)]) == 1
+        assert "one file of a rules folder" in capsys.readouterr().out
+        assert main(["rules", "validate", "--together", str(gating), str(rules)]) == 0
+        assert capsys.readouterr().out == f"{gating} {rules}: 1 rule(s) OK as one catalog\n"
+
 
 def test_a_description_placeholder_nobody_fills_is_refused() -> None:
     text = rule(
