@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from moments.cli import main
 from rules.catalog import load_texts
+from rules.exceptions import RulesError
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "rules.md"
 EXAMPLES = re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
@@ -27,3 +30,55 @@ def test_example_loads(index: int) -> None:
     assert len(rules) >= 1
     if "gating:" in text:
         assert rules.gating.quiet_hours != ("21:00-08:00",)  # the section was read
+
+
+def test_the_gating_example_alone_is_refused_saying_it_is_a_file_of_a_folder() -> None:
+    """The page said each block is a complete rules file; validated alone, the
+    gating.yaml one said only "no rules in this rule set" (analyst review)."""
+    (gating,) = [e for e in EXAMPLES if "rules:" not in e]
+    with pytest.raises(RulesError) as err:
+        load_texts([("gating.yaml", gating)])
+    assert "one file of a rules folder: check the folder, or the files together" in str(err.value)
+    assert "but the `gating.yaml` one" in DOC.read_text(encoding="utf-8")
+
+
+def test_a_profile_condition_names_its_value_profile_field() -> None:
+    """`{profile_tier}` is what the page now says a profile condition puts on the task."""
+    (example,) = [e for e in EXAMPLES if "{profile_tier}" in e]
+    rules = load_texts([("example", example)])
+    (rule,) = [r for r in rules.special.rules if r.id == "lunar_festivals_gold"]
+    assert "{profile_tier}" in rule.task.description
+
+
+def test_the_expect_example_runs_as_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The `--expect` example named a rule the page does not have (big_topup): it is the
+    page's low_balance rule now, and says what running it says."""
+    text = DOC.read_text(encoding="utf-8")
+    found = re.search(
+        r"```\n(moments rules test low-balance\.yaml [^\n]*)\n(FAILED [^\n]*)\n```", text
+    )
+    assert found is not None
+    command, said = found.groups()
+    (low_balance,) = [e for e in EXAMPLES if "id: low_balance" in e]
+    (tmp_path / "low-balance.yaml").write_text(low_balance)
+    (tmp_path / "cases").mkdir()
+    usage = {"type": "usage", "subscriber_id": "13800138001", "kind": "data", "charge": 1}
+    (tmp_path / "cases" / "low-balance.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    **usage,
+                    "event_id": f"u{day}",
+                    "balance_after": 5,
+                    "occurred_at": f"2026-11-0{day}T12:00:00+08:00",
+                }
+            )
+            + "\n"
+            for day in (2, 3)
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(command.split()[1:]) == 1
+    assert capsys.readouterr().err.splitlines() == [said]
