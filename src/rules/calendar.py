@@ -33,6 +33,7 @@ from ruamel.yaml.error import YAMLError
 
 from rules.exceptions import RuleProblem, RulesError
 from rules.yamllimits import beyond_limits, read_limited, yaml_problem
+from rules.yamlpos import position
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
@@ -250,7 +251,7 @@ def parse_calendar(name: str, text: str) -> HolidayCalendar:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
             at_key = err["type"] == "extra_forbidden"
-            problems.append(RuleProblem(name, *_position(doc, loc, at_key), _message(err, loc)))
+            problems.append(RuleProblem(name, *position(doc, loc, at_key), _message(err, loc)))
         raise CalendarError(problems) from None
     _check(parsed, doc, name, problems)
     if problems:
@@ -297,7 +298,7 @@ def _check(parsed: CalendarFile, doc: Any, name: str, problems: list[RuleProblem
     """Cross-field checks pydantic cannot make: keys that exist, keys used once, one day a year."""
 
     def problem(loc: tuple[str | int, ...], message: str) -> None:
-        problems.append(RuleProblem(name, *_position(doc, loc), message))
+        problems.append(RuleProblem(name, *position(doc, loc), message))
 
     known = ", ".join(sorted(KNOWN_BY_KEY))
     for field in ("enable", "disable"):
@@ -313,7 +314,7 @@ def _check(parsed: CalendarFile, doc: Any, name: str, problems: list[RuleProblem
             problem(
                 (*where, "key"),
                 f"holiday key {entry.key!r} is used twice (first at line "
-                f"{_position(doc, ('holidays', seen[entry.key]))[0]}); give each its own key "
+                f"{position(doc, ('holidays', seen[entry.key]))[0]}); give each its own key "
                 "or list all its dates in one entry",
             )
         seen.setdefault(entry.key, i)
@@ -358,28 +359,6 @@ def _message(err: Any, loc: Sequence[str | int]) -> str:
     if "dates" in loc:
         return f"{where}: write dates as YYYY-MM-DD, e.g. 2026-05-17"
     return f"{where}: {err['msg']}"
-
-
-def _position(doc: Any, loc: Sequence[str | int], at_key: bool = False) -> tuple[int, int]:
-    """Line and column (1-based) of the deepest node of `loc` present in the document: of a
-    scalar value itself, of the key holding a mapping or list (or any value if `at_key`)."""
-    node, line, col = doc, 1, 1
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            child = node[part]
-            nested = isinstance(child, CommentedMap | CommentedSeq)
-            try:
-                pos = node.lc.key(part) if nested or at_key else node.lc.value(part)
-            except KeyError:  # merged in with `<<:`: no position of its own
-                break
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            child = node[part]
-            pos = node.lc.item(part)
-        else:
-            break
-        line, col = pos[0] + 1, pos[1] + 1
-        node = child
-    return line, col
 
 
 # --- export -------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import placeholders, unfilled
 from rules.yamllimits import Budget, beyond_limits, read_limited, yaml_problem
+from rules.yamlpos import key_at, position
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -365,7 +366,7 @@ class _File:
     parsed: RulesFile
 
     def at(self, loc: Sequence[str | int]) -> tuple[int, int]:
-        return _position(self.doc, loc)
+        return position(self.doc, loc, at_key=True)
 
     def problem(self, problems: list[RuleProblem], loc: Sequence[str | int], message: str) -> None:
         problems.append(RuleProblem(self.name, *self.at(loc), message))
@@ -417,7 +418,7 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
     except ValidationError as exc:
         for err in _one_per_place(exc.errors()):
             loc = _data_loc(err["loc"])
-            line, col = _position(doc, loc)
+            line, col = position(doc, loc, at_key=True)
             problems.append(RuleProblem(name, line, col, _message(err, loc)))
         return None
     return _File(name, doc, parsed)
@@ -428,16 +429,6 @@ _PLAIN_TAGS = frozenset(
 )
 
 
-def _key_at(node: CommentedMap, key: Any) -> tuple[int, int] | None:
-    """Line and column (0-based) of `key` in `node`; None for a key merged in with `<<:`,
-    which ruamel keeps no position of."""
-    try:
-        line, col = node.lc.key(key)
-    except KeyError:
-        return None
-    return line, col
-
-
 def _tagged(node: Any, where: tuple[int, int] = (1, 1)) -> tuple[str, tuple[int, int]] | None:
     """The first explicit YAML tag in the document, with its position."""
     tag = getattr(node, "tag", None)
@@ -446,7 +437,7 @@ def _tagged(node: Any, where: tuple[int, int] = (1, 1)) -> tuple[str, tuple[int,
         return str(value).replace("tag:yaml.org,2002:", "!!"), where
     if isinstance(node, CommentedMap):
         for key in node:
-            pos = _key_at(node, key)
+            pos = key_at(node, key)
             found = _tagged(node[key], (pos[0] + 1, pos[1] + 1) if pos else where)
             if found:
                 return found
@@ -798,22 +789,3 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         item = f'"{scalar}"' if isinstance(scalar, str) and set(scalar) & set(":#,[]{}") else scalar
         return f"{loc}: Input should be a list: write {key}: [{item}] (a list, even of one)"
     return f"{loc}: {msg}"
-
-
-def _position(doc: Any, loc: Sequence[str | int]) -> tuple[int, int]:
-    """Best line and column (1-based) for a pydantic error location in a ruamel document."""
-    node, line, col = doc, 1, 1
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            pos = _key_at(node, part)
-            if pos is None:  # merged in: the map's own position
-                break
-            line, col = pos[0] + 1, pos[1] + 1
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            pos = node.lc.item(part)
-            line, col = pos[0] + 1, pos[1] + 1
-            node = node[part]
-        else:
-            break
-    return line, col

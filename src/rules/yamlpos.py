@@ -1,0 +1,47 @@
+"""Where a node of a loaded rules or calendar file is: the line and column that errors
+found after loading (pydantic's, our checks') point at."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+
+def key_at(node: CommentedMap, key: Any) -> tuple[int, int] | None:
+    """Line and column (0-based) of `key` in `node`; None for a key merged in with `<<:`,
+    which ruamel keeps no position of."""
+    try:
+        line, col = node.lc.key(key)
+    except KeyError:
+        return None
+    return line, col
+
+
+def position(doc: Any, loc: Sequence[str | int], at_key: bool = False) -> tuple[int, int]:
+    """Line and column (1-based) of the deepest node of `loc` (a pydantic error location)
+    present in the document: of a scalar value itself, of the key holding a mapping or a
+    list (of the key whatever the value with `at_key`). A key merged in with `<<:` has no
+    position of its own: the map holding it is given."""
+    node, line, col = doc, 1, 1
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            child = node[part]
+            if at_key or isinstance(child, CommentedMap | CommentedSeq):
+                pos = key_at(node, part)
+            else:
+                try:
+                    pos = node.lc.value(part)
+                except KeyError:
+                    pos = None
+            if pos is None:
+                break
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            child = node[part]
+            pos = node.lc.item(part)
+        else:
+            break
+        line, col = pos[0] + 1, pos[1] + 1
+        node = child
+    return line, col
