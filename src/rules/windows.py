@@ -38,14 +38,3 @@ def window_end(period: str, index: int, tz: dt.tzinfo) -> float:
     """The instant (epoch seconds) a window closes: local midnight starting the next one."""
     day = window_start_day(period, index + 1)
     return dt.datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
-
-
-def window_label(period: str, index: int) -> str:
-    """A readable name: 2026-11-23, 2026-W48, 2026-11."""
-    day = window_start_day(period, index)
-    if period == "day":
-        return day.isoformat()
-    if period == "week":
-        year, week, _ = day.isocalendar()
-        return f"{year}-W{week:02d}"
-    return f"{day.year}-{day.month:02d}"

@@ -12,7 +12,7 @@ from moments.models import EventType
 from moments.zones import DEFAULT_ZONE, subscriber_zone
 from rules.predicates import always
 from rules.series import Series
-from rules.windows import local_date, window_end, window_index, window_label
+from rules.windows import local_date, window_end, window_index
 
 from .helpers import at, ev, rules_from, run, usage
 
@@ -78,12 +78,6 @@ class TestWindows:
         instant = dt.datetime(2026, 11, 2, 17, 0, tzinfo=dt.UTC).timestamp()
         assert local_date(instant, subscriber_zone(None, london)) == dt.date(2026, 11, 2)
         assert local_date(instant, subscriber_zone(None, DEFAULT_ZONE)) == dt.date(2026, 11, 3)
-
-    def test_labels(self) -> None:
-        day = dt.date(2026, 11, 23)
-        assert window_label("day", window_index("day", day)) == "2026-11-23"
-        assert window_label("week", window_index("week", day)) == "2026-W48"
-        assert window_label("month", window_index("month", day)) == "2026-11"
 
 
 COUNT_DAY = """
