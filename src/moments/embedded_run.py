@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from moments.embedded import (
     TansuBroker,
     death_signal_preexec,
 )
+from moments.exceptions import ConfigError
 from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.sample import sample_stream
@@ -68,13 +70,38 @@ def worker_env(
     return env
 
 
+def check_metrics_port(user: Settings, port: int) -> None:
+    """Refuse a /metrics port the worker could not bind, before anything starts: the
+    worker found out itself, after the broker, Redis and the whole sample stream."""
+    if port == 0:  # /metrics off
+        return
+    host_set = "metrics_host" in user.model_fields_set
+    host = user.metrics_host if host_set else HOST  # as `worker_env` has the worker serve it
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the worker's server binds: a port left in TIME_WAIT is no obstacle.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            other_host = " or MOMENTS_METRICS_HOST to an address of this machine"
+            raise ConfigError(
+                f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}; pass a free "
+                "port with --metrics-port PORT (it defaults to MOMENTS_METRICS_PORT; 0 turns "
+                f"/metrics off){other_host if host_set else ''}"
+            ) from None
+
+
 def run_embedded(
     json_lines: bool, play_sample: bool, metrics_port: int | None, exit_after: int | None
 ) -> int:
+    user = load_settings()
+    port = metrics_port if metrics_port is not None else user.metrics_port
+    check_metrics_port(user, port)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="moments-run-"))
     try:
-        return _run(workdir, json_lines, play_sample, metrics_port, exit_after)
+        return _run(workdir, user, port, json_lines, play_sample, exit_after)
     except KeyboardInterrupt:  # while starting: what had started is stopped by now
         shutil.rmtree(workdir, ignore_errors=True)
         return 130
@@ -84,9 +111,10 @@ def run_embedded(
 
 def _run(
     workdir: Path,
+    user: Settings,
+    port: int,
     json_lines: bool,
     play_sample: bool,
-    metrics_port: int | None,
     exit_after: int | None,
 ) -> int:
     console = Console(stderr=True)
@@ -96,8 +124,6 @@ def _run(
             broker = stack.enter_context(TansuBroker(workdir / "tansu"))
             redis = stack.enter_context(RedisServer(workdir / "redis"))
         console.print(f"[green]broker[/] {broker.bootstrap}   [green]redis[/] {redis.url}")
-        user = load_settings()
-        port = metrics_port if metrics_port is not None else user.metrics_port
         stack_env = {
             "MOMENTS_KAFKA_BOOTSTRAP": broker.bootstrap,
             "MOMENTS_REDIS_URL": redis.url,
@@ -185,7 +211,7 @@ async def _follow(
     started = time.monotonic()
     while not tail.done():
         if worker.poll() is not None:
-            tail.cancel()
+            await _cancel(tail)
             console.print(
                 f"[red]the worker exited with code {worker.returncode}[/]; "
                 f"its log ({log_path}) ends with:"
@@ -194,11 +220,19 @@ async def _follow(
             return 1
         await asyncio.sleep(0.2)
         if exit_after is not None and time.monotonic() - started > 120:
-            tail.cancel()
+            await _cancel(tail)
             console.print(f"[red]no {exit_after} task(s) within 120 s[/]; see {log_path}")
             return 1
     await tail
     return 0
+
+
+async def _cancel(task: asyncio.Task[int]) -> None:
+    """Cancel the task viewer and wait for it: its own clean-up closes its Kafka consumer
+    (left to the loop's close, it was cut short: "Unclosed AIOKafkaConsumer")."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _play_sample(settings: Settings, console: Console) -> None:

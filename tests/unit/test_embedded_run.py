@@ -1,13 +1,25 @@
-"""`moments run` starts its worker with the embedded stack's settings."""
+"""`moments run` starts its worker with the embedded stack's settings, and refuses a
+/metrics port it cannot use before it starts anything."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
+from moments import embedded_run
+from moments.cli import main
+from moments.embedded import free_port
 from moments.embedded_run import worker_env
-from moments.settings import load_settings
+from moments.settings import Settings, load_settings
 
 STACK = {"MOMENTS_KAFKA_BOOTSTRAP": "127.0.0.1:40123", "MOMENTS_METRICS_PORT": "9308"}
 
@@ -38,3 +50,72 @@ class TestWorkerEnv:
         monkeypatch.setenv("MOMENTS_METRICS_HOST_FILE", str(tmp_path / "host"))
         env = worker_env({}, load_settings(), STACK)
         assert "MOMENTS_METRICS_HOST" not in env
+
+
+class TestMetricsPortTaken:
+    """A /metrics port that cannot be bound stops `moments run` before anything starts
+    (the worker found out after the broker, Redis and the whole sample stream had run)."""
+
+    @pytest.fixture(autouse=True)
+    def _nothing_starts(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch.chdir(tmp_path)  # no .env
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        for name in ("MOMENTS_METRICS_HOST", "MOMENTS_METRICS_HOST_FILE", "MOMENTS_METRICS_PORT"):
+            monkeypatch.delenv(name, raising=False)
+
+        def no_broker(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the broker was started")
+
+        monkeypatch.setattr(embedded_run, "TansuBroker", no_broker)
+
+    def test_a_taken_port_exits_2_naming_the_flag_and_the_variable(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        port = free_port()
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+            assert main(["run", "--metrics-port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"moments: cannot serve /metrics on 127.0.0.1:{port}: ")
+        assert "--metrics-port" in err
+        assert "MOMENTS_METRICS_PORT" in err
+        assert list(tmp_path.iterdir()) == []  # no work folder left behind
+
+    def test_an_address_not_of_this_machine_names_the_host_variable(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("MOMENTS_METRICS_HOST", "192.0.2.1")  # TEST-NET-1: nobody's
+        assert main(["run", "--metrics-port", str(free_port())]) == 2
+        assert "MOMENTS_METRICS_HOST to an address of this machine" in capsys.readouterr().err
+
+
+def test_the_task_viewer_is_closed_when_the_worker_exits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its Kafka consumer closes before `moments run` reports the exit: left to the loop's
+    close, it was cut short ("ERROR asyncio: Unclosed AIOKafkaConsumer")."""
+    closed: list[bool] = []
+
+    async def viewer(settings: Settings, **kwargs: Any) -> int:
+        kwargs["ready"].set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # a clean-up that awaits, as the consumer's stop does
+            closed.append(True)
+        return 0
+
+    monkeypatch.setattr(embedded_run, "tail_tasks", viewer)
+    worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    worker.wait()
+    log = tmp_path / "worker.log"
+    log.write_text("moments: the reason\n")
+    console = Console(file=io.StringIO())
+    loop = asyncio.new_event_loop()
+    try:
+        follow = embedded_run._follow(Settings(), worker, log, console, False, False, None)
+        assert loop.run_until_complete(follow) == 1
+        assert closed == [True]
+    finally:
+        embedded_run._close_loop(loop)
