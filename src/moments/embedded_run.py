@@ -3,7 +3,8 @@
 Starts Tansu and redis-server on free ports, creates the topics, starts a worker
 process, plays the sample stream, prints each task as it arrives and serves
 /metrics. Ctrl-C, SIGTERM (systemd, `docker stop`, a CI timeout) or `--exit-after N`
-stops every process it started and removes its files.
+stops every process it started and removes its files; the exit code is 130 after
+Ctrl-C, as for any interrupted command, and 0 after SIGTERM or --exit-after.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ merge: {window: 10s, hold_channels: [outbound_call, manager]}
 """
 
 PROFILES_WAIT_S = 60.0
+
+FAILED = 1
+"""The exit code when something did not work; the work folder is kept for its logs."""
 
 REBALANCE_SECONDS = 3.0
 """Tansu completes a group join only after the whole rebalance timeout: keep it short here."""
@@ -102,9 +106,9 @@ def run_embedded(
     workdir = Path(tempfile.mkdtemp(prefix="moments-run-"))
     try:
         return _run(workdir, user, port, json_lines, play_sample, exit_after)
-    except KeyboardInterrupt:  # while starting: what had started is stopped by now
+    except KeyboardInterrupt as stop:  # while starting: what had started is stopped by now
         shutil.rmtree(workdir, ignore_errors=True)
-        return 130
+        return stop_code(stop)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -165,7 +169,7 @@ def _run(
         if port:
             console.print(f"[green]metrics[/] http://127.0.0.1:{port}/metrics")
         console.print("tasks appear below as they are published; Ctrl-C stops everything\n")
-        code = 1
+        code = FAILED
         # Not asyncio.run: its clean-up waits without a bound for every task and executor
         # thread before returning, so a viewer slow to close could keep the worker running.
         loop = asyncio.new_event_loop()
@@ -174,13 +178,13 @@ def _run(
             code = loop.run_until_complete(
                 _follow(settings, worker, log_path, console, json_lines, play_sample, exit_after)
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             console.print("\nstopping worker, redis-server and Tansu...")
-            code = 0
+            code = stop_code(stop)
         finally:
             _stop_process(worker)  # first, whatever the task viewer is still doing
             _close_loop(loop)
-    if code == 0:  # the broker's and Redis's files go; the worker's log it printed stays
+    if code != FAILED:  # the broker's and Redis's files go; the worker's log it printed stays
         for path in workdir.iterdir():
             if path.name != "worker.log":
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -217,12 +221,12 @@ async def _follow(
                 f"its log ({log_path}) ends with:"
             )
             console.print(_last_lines(log_path))
-            return 1
+            return FAILED
         await asyncio.sleep(0.2)
         if exit_after is not None and time.monotonic() - started > 120:
             await _cancel(tail)
             console.print(f"[red]no {exit_after} task(s) within 120 s[/]; see {log_path}")
-            return 1
+            return FAILED
     await tail
     return 0
 
@@ -309,11 +313,22 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()  # does not wait for executor threads
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the same clean stop."""
+
+
+def stop_code(stop: KeyboardInterrupt) -> int:
+    """The exit code of a stop: 130 after Ctrl-C (128 + SIGINT, as shells report an
+    interrupted command), 0 after SIGTERM, the stop systemd and `docker stop` ask for
+    (systemd counts anything else as a failure)."""
+    return 0 if isinstance(stop, Terminated) else 130
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM takes Ctrl-C's way out: the same clean stop, nothing left behind. (A SIGINT
     that the launching shell set to be ignored, as `cmd &` in a script does, stays ignored,
     as the convention wants.)"""
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 
@@ -37,3 +38,12 @@ def test_close_loop_waits_for_a_stubborn_task_only_up_to_stop_s(
     assert not tasks[0].done()
     assert tasks[1].cancelled()
     assert loop.is_closed()
+
+
+def test_ctrl_c_exits_130_and_sigterm_0() -> None:
+    """130 for Ctrl-C, as the README's exit codes say (it was 0); SIGTERM, which systemd
+    and `docker stop` send to stop it, is a stop asked for: 0."""
+    with pytest.raises(KeyboardInterrupt) as sigterm:
+        embedded_run._interrupt(signal.SIGTERM, None)
+    assert embedded_run.stop_code(sigterm.value) == 0
+    assert embedded_run.stop_code(KeyboardInterrupt()) == 130
