@@ -12,22 +12,28 @@ what the detector found.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from moments.models import EVENT_MODELS, EventType
 from moments.settings import Settings
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
+
+    from sinks.metrics import Metrics
 
 REGIONS = ("NJ", "SZ", "SH", "BJ", "GZ", "HZ", "CD", "WH")
 TIERS = (("standard", 0.55), ("silver", 0.25), ("gold", 0.15), ("diamond", 0.05))
@@ -134,10 +140,21 @@ class SimEvent:
 
 @dataclass(slots=True)
 class SimStats:
-    """What a run produced, by event type and by planted moment."""
+    """What a run produced, by event type and by planted moment, and what it waits for."""
 
     events: Counter[str] = field(default_factory=Counter)
     planted: Counter[str] = field(default_factory=Counter)
+    waiting_since: float | None = None
+    """`time.monotonic()` when the events in flight were sent, until the broker took them."""
+    last_error: str | None = None
+    """Why the broker did not take them the last time, while they are retried."""
+
+    def waiting_for_kafka(self, now: float, after_s: float = 5.0) -> str | None:
+        """What the run waits for, once the broker has not acknowledged for `after_s`."""
+        if self.waiting_since is None or now - self.waiting_since < after_s:
+            return None
+        why = f"; retrying after {self.last_error}" if self.last_error else ""
+        return f"waiting {now - self.waiting_since:.0f} s for Kafka to take the events{why}"
 
     def add(self, event: SimEvent) -> None:
         self.events[event.event_type.value] += 1
@@ -433,18 +450,32 @@ def write_jsonl(path: Path, events: Iterator[SimEvent], count: int) -> SimStats:
     return stats
 
 
+SEND_BATCH = 1000
+"""Events sent before waiting for the broker's acknowledgement of them all."""
+STOP_S = 5.0
+"""Longest the producer's close may take: past it, what it still holds is dropped."""
+
+
 async def produce_stream(
     settings: Settings,
     events: Iterator[SimEvent],
     rate: float,
     count: int | None,
-    progress: Any = None,
+    progress: Callable[[SimStats], None] | None = None,
+    stats: SimStats | None = None,
 ) -> SimStats:
     """Produce events keyed by subscriber to the input topics, paced to `rate` per second;
-    `count` None runs until cancelled. `progress(stats)` is called about 10 times a second."""
+    `count` None runs until cancelled. `progress(stats)` is called about 10 times a second
+    while events go out; `stats`, when given, is the one filled in (for a display of its
+    own, which also shows `stats.waiting_for_kafka`).
+
+    Events the broker does not take (an outage: requests time out) are sent again with
+    back-off, as the workers retry (`sinks.retry.with_retry`, which logs each retry), until
+    it does; the ones held meanwhile then go out at once, so event time catches up."""
     from aiokafka import AIOKafkaProducer
 
     from moments.connections import kafka_client_kwargs
+    from sinks.metrics import Metrics
 
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -453,36 +484,86 @@ async def produce_stream(
         **kafka_client_kwargs(settings),  # TLS / SASL as the workers connect
     )
     await producer.start()
-    stats = SimStats()
+    stats = stats if stats is not None else SimStats()
+    delivery = _Delivery(producer, settings, stats, Metrics())
     started = time.monotonic()
     shown = 0.0
-    pending: list[asyncio.Future[Any]] = []
     try:
         for n, event in enumerate(events):
             if count is not None and n >= count:
                 break
             ahead = n / rate - (time.monotonic() - started)
             if ahead > 0:
-                await asyncio.gather(*pending)
-                pending.clear()
+                await delivery.flush()
                 await asyncio.sleep(ahead)
-            pending.append(
-                await producer.send(
-                    settings.topic(event.event_type.value),
-                    value=orjson.dumps(event.value),
-                    key=event.key.encode(),
-                )
-            )
+            delivery.batch.append(event)
             stats.add(event)
-            if len(pending) >= 1000:
-                await asyncio.gather(*pending)
-                pending.clear()
+            if len(delivery.batch) >= SEND_BATCH:
+                await delivery.flush()
             if progress is not None and time.monotonic() - shown >= 0.1:
                 progress(stats)
                 shown = time.monotonic()
-        await asyncio.gather(*pending)
+        await delivery.flush()
     finally:
-        await producer.stop()
+        # Bounded: stopped during an outage (Ctrl-C), it waited out the request timeout
+        # for batches that would be lost anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(producer.stop(), STOP_S)
     if progress is not None:
         progress(stats)
     return stats
+
+
+class _Delivery:
+    """Events to send, sent as a batch; what the broker did not take is sent again."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, settings: Settings, stats: SimStats, metrics: Metrics
+    ) -> None:
+        self.producer = producer
+        self.settings = settings
+        self.stats = stats
+        self.metrics = metrics
+        self.batch: list[SimEvent] = []
+
+    async def flush(self) -> None:
+        """Send the batch and wait until the broker has taken all of it, retrying."""
+        from sinks.metrics import Dependency
+        from sinks.retry import with_retry
+
+        if not self.batch:
+            return
+        self.stats.waiting_since = time.monotonic()
+        try:
+            await with_retry(self._attempt, Dependency.KAFKA, self.metrics, "producing events")
+        finally:
+            self.stats.waiting_since = None
+            self.stats.last_error = None
+
+    async def _attempt(self) -> None:
+        """One try: the events the broker does not take stay in the batch, and the first
+        error is raised (for `with_retry` to back off and call again)."""
+        futures = []
+        error: BaseException | None = None
+        for event in self.batch:
+            try:  # the producer's buffer full, or no metadata: it raises after its timeout
+                futures.append(await self._send(event))
+            except Exception as exc:  # with_retry decides which ones are retried
+                error = exc
+                break
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [n for n, result in enumerate(results) if isinstance(result, BaseException)]
+        self.batch = [self.batch[n] for n in failed] + self.batch[len(futures) :]
+        if error is None and failed:
+            error = cast(BaseException, results[failed[0]])
+        if error is not None:
+            self.stats.last_error = f"{type(error).__name__}: {error}"
+            raise error
+
+    async def _send(self, event: SimEvent) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self.producer.send(
+            self.settings.topic(event.event_type.value),
+            value=orjson.dumps(event.value),
+            key=event.key.encode(),
+        )
+        return future

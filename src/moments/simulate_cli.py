@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from moments.simulate import SimStats, limit, produce_stream, simulate, write_jsonl
+from moments.simulate import SimEvent, SimStats, limit, produce_stream, simulate, write_jsonl
+
+if TYPE_CHECKING:
+    from moments.settings import Settings
 
 EXAMPLES = """
     moments simulate --subscribers 1000 --rate 200               # until Ctrl-C
@@ -87,6 +95,57 @@ def stats_table(stats: SimStats, elapsed_rate: float | None = None) -> Table:
     return table
 
 
+def live_view(stats: SimStats, now: float) -> RenderableType:
+    """The table, and below it what the run waits for (a broker outage) if anything."""
+    waiting = stats.waiting_for_kafka(now)
+    if waiting is None:
+        return stats_table(stats)
+    return Group(stats_table(stats), Text(waiting, style="yellow"))
+
+
+PROGRESS_EVERY_S = 10.0
+"""How often a run whose output is no terminal (a container's log) prints a line."""
+
+LIVE_EVERY_S = 0.25
+"""How often the table in a terminal is redrawn."""
+
+
+def progress_line(stats: SimStats, elapsed_s: float, now: float) -> str:
+    """One line for a log: what was sent so far, at what rate, and what the run waits for."""
+    sent = sum(stats.events.values())
+    rate = sent / elapsed_s if elapsed_s > 0 else 0.0
+    line = (
+        f"simulate: {sent:,} events sent in {elapsed_s:.0f} s ({rate:,.0f}/s), "
+        f"{sum(stats.planted.values()):,} planted moments"
+    )
+    waiting = stats.waiting_for_kafka(now)
+    return f"{line}; {waiting}" if waiting else line
+
+
+async def _produce(
+    settings: Settings,
+    events: Iterator[SimEvent],
+    rate: float,
+    count: int | None,
+    stats: SimStats,
+    report: Callable[[], None],
+    every_s: float,
+) -> SimStats:
+    """`produce_stream`, calling `report()` every `every_s` whatever it does (a broker
+    outage holds it in a retry, and that is what the display must show)."""
+
+    async def reporting() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            report()
+
+    reporter = asyncio.create_task(reporting())
+    try:
+        return await produce_stream(settings, events, rate, count, stats=stats)
+    finally:
+        reporter.cancel()
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from moments.connections import require_kafka
     from moments.exceptions import ConfigError
@@ -106,11 +165,66 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     settings = load_settings()
     require_kafka(settings)  # unreachable or refused: a message naming the variable
-    with Live(stats_table(SimStats()), console=console, refresh_per_second=4) as live:
-
-        def show(stats: SimStats) -> None:
-            live.update(stats_table(stats))
-
-        stats = asyncio.run(produce_stream(settings, iter(events), args.rate, count, show))
+    stats = SimStats()
+    if console.is_terminal:
+        _produce_live(console, settings, iter(events), args.rate, count, stats)
+    else:
+        _produce_logged(settings, iter(events), args.rate, count, stats)
+        console.print(stats_table(stats))
     console.print(f"produced {sum(stats.events.values()):,} events to {settings.kafka_bootstrap}")
     return 0
+
+
+def _produce_live(
+    console: Console,
+    settings: Settings,
+    events: Iterator[SimEvent],
+    rate: float,
+    count: int | None,
+    stats: SimStats,
+) -> None:
+    """In a terminal: a table redrawn in place, with what the run waits for."""
+    live = Live(stats_table(stats), console=console, auto_refresh=False)
+    with live, _logs_above_the_table():
+
+        def show() -> None:
+            live.update(live_view(stats, time.monotonic()), refresh=True)
+
+        asyncio.run(_produce(settings, events, rate, count, stats, show, LIVE_EVERY_S))
+        show()
+
+
+def _produce_logged(
+    settings: Settings, events: Iterator[SimEvent], rate: float, count: int | None, stats: SimStats
+) -> None:
+    """Not in a terminal (`docker compose logs`): a progress line every PROGRESS_EVERY_S
+    (a live table is drawn only once it ends, so the log stayed empty for the whole run)."""
+    started = time.monotonic()
+
+    def say() -> None:
+        now = time.monotonic()
+        print(progress_line(stats, now - started, now), file=sys.stderr, flush=True)
+
+    asyncio.run(_produce(settings, events, rate, count, stats, say, PROGRESS_EVERY_S))
+
+
+@contextlib.contextmanager
+def _logs_above_the_table() -> Iterator[None]:
+    """While a live table redirects stderr, log lines (a retry's warning) go through it
+    and print above the table: the log handlers keep the stderr they were made with, on
+    which the table's redraw wrote over them."""
+    redirected = sys.stderr
+    moved: dict[logging.StreamHandler[Any], Any] = {
+        h: h.stream
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler)
+        and h.stream is sys.__stderr__
+        and redirected is not sys.__stderr__  # else no live table, nothing to go around
+    }
+    for handler in moved:
+        handler.setStream(redirected)
+    try:
+        yield
+    finally:
+        for handler, stream in moved.items():
+            handler.setStream(stream)
