@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,9 @@ import pytest
 from ruamel.yaml import YAML
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "prometheus"
+OPERATIONS = DEPLOY.parents[1] / "docs" / "operations.md"
+RUNBOOK = "https://github.com/<org>/moments/blob/main/docs/operations.md#"
+"""The base of every runbook_url, which docs/operations.md tells the operator to set."""
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
@@ -79,3 +83,45 @@ class TestAlertFiles:
         targets = jobs["moments-worker"]["static_configs"][0]["targets"]
         assert all(t.endswith(":9308") for t in targets)
         assert 'job="moments-worker"' in (DEPLOY / "alerts.yml").read_text()
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings (`### MomentsWorkerDown` is
+    `#momentsworkerdown`), leaving code blocks out."""
+    anchors: set[str] = set()
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif line.startswith("#") and not fenced:
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+class TestRunbookLinks:
+    """On-call found 6 of 14 descriptions that did not point to the runbook, which says
+    each one does, and no runbook_url for Alertmanager or Grafana to link."""
+
+    @pytest.fixture
+    def anchors(self) -> set[str]:
+        return heading_anchors(OPERATIONS.read_text())
+
+    def test_every_alert_has_a_runbook_url_and_a_description_that_points_to_it(
+        self, anchors: set[str]
+    ) -> None:
+        rules = YAML(typ="safe").load((DEPLOY / "alerts.yml").read_text())
+        for rule in (r for g in rules["groups"] for r in g["rules"]):
+            name, annotations = rule["alert"], rule["annotations"]
+            anchor = name.lower()
+            assert anchor in anchors, f"docs/operations.md has no heading `### {name}`"
+            assert annotations.get("runbook_url") == RUNBOOK + anchor, name
+            assert annotations["description"].endswith(f" Runbook: docs/operations.md#{anchor}."), (
+                name
+            )
+
+    def test_every_link_into_operations_md_names_a_heading(self, anchors: set[str]) -> None:
+        text = (DEPLOY / "alerts.yml").read_text()
+        links = set(re.findall(r"docs/operations\.md#([\w-]+)", text))
+        assert {"scaling", "misplaced-events"} < links
+        assert links <= anchors
