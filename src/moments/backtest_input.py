@@ -24,7 +24,13 @@ from pydantic import BaseModel
 
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.models import EVENT_MODELS, EventType
-from moments.rulecheck import TYPES, EventFileError, event_type_of, json_objects
+from moments.rulecheck import (
+    TYPES,
+    EventFileError,
+    MissingEventTypeError,
+    event_type_of,
+    json_objects,
+)
 
 
 class FileEvent(NamedTuple):
@@ -152,7 +158,7 @@ class EventFile:
             if reader.fieldnames is None:
                 return
             if "type" not in reader.fieldnames and self.default_type is None:
-                raise EventFileError(f"{self.path}:1: add a `type` column (one of {TYPES})")
+                raise MissingEventTypeError(f"{self.path}:1: add a `type` column (one of {TYPES})")
             for row in reader:
                 kind = row.get("type")
                 event_type = _TYPES.get(kind) if kind else self.default_type

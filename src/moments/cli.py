@@ -18,7 +18,7 @@ from moments.settings import Settings, load_settings
 from rules.exceptions import RulesError
 
 if TYPE_CHECKING:
-    from moments.models import OutcomeStatus
+    from moments.models import EventType, OutcomeStatus
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -215,9 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Run rules over events from a file, offline (no broker, no Redis), and print "
         "each task with the values that made it fire. Lines are JSON events with a "
         '"type" (topup, roaming, complaint, usage, profile), or CSV with a type column; '
-        ".gz files are read too.",
+        "--type gives the type of lines without one (records of one topic). .gz files "
+        "are read too.",
         """
                   moments rules test rules/ --events events.jsonl
+                  kcat -C -b kafka-1:9092 -t telecom.usage -o -1000 -e -q > usage-sample.jsonl
+                  moments rules test rules/ --events usage-sample.jsonl --type usage
                   moments rules test my-rules.yaml --events usage.jsonl.gz --profiles crm.jsonl
                   moments rules test rules/ --events events.jsonl --until 2026-12-01T00:00:00+08:00
                   moments rules test rules/ --events events.jsonl --shadow-as-live
@@ -228,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("path", type=Path, metavar="PATH", help="rules file or folder")
     r.add_argument("--events", type=Path, required=True, help="events: JSON lines or CSV (.gz too)")
+    r.add_argument(
+        "--type",
+        choices=[t.value for t in _event_types()],
+        default=None,
+        help='the event type of lines without a "type" field, e.g. records dumped from one '
+        "input topic (default: each line needs one)",
+    )
     r.add_argument("--profiles", type=Path, default=None, help="profile events: JSON lines or CSV")
     r.add_argument(
         "--until",
@@ -653,8 +663,10 @@ def _cmd_rules_diff(args: argparse.Namespace) -> int:
 
 def _cmd_rules_test(args: argparse.Namespace) -> int:
     from moments.backtest_cli import parse_when
+    from moments.models import EventType
     from moments.rulecheck import (
         EventFileError,
+        MissingEventTypeError,
         check_expectations,
         check_rules,
         describe_task,
@@ -674,9 +686,13 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
     if args.shadow_as_live:
         rules = rules.with_shadows_live()
     try:
-        result = check_rules(rules, args.events, args.profiles, until)
+        event_type = EventType(args.type) if args.type else None
+        result = check_rules(rules, args.events, args.profiles, until, event_type)
     except (EventFileError, OSError) as exc:
-        print(f"moments: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, MissingEventTypeError) and args.type is None:
+            hint = ", or give --type TYPE for the lines without one (records of one topic)"
+        print(f"moments: {exc}{hint}", file=sys.stderr)
         return 1
     for task in result.tasks:
         if args.json:
@@ -743,6 +759,12 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _event_types() -> list[EventType]:
+    from moments.models import EventType
+
+    return list(EventType)
 
 
 def _outcome_statuses() -> list[OutcomeStatus]:

@@ -28,6 +28,10 @@ class EventFileError(MomentsError):
     """A line of an events file that cannot be read; names the file and line."""
 
 
+class MissingEventTypeError(EventFileError):
+    """A line with no event type, and none given for the file."""
+
+
 def json_objects(lines: Iterable[str | bytes], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank JSON line; a line that is not a JSON
     object raises `EventFileError` naming the file and line."""
@@ -49,17 +53,22 @@ def event_type_of(doc: dict[str, Any], where: str, default_type: EventType | Non
     try:
         return EventType(str(kind))
     except ValueError:
-        raise EventFileError(f'{where}: add "type": one of {TYPES} (got {kind!r})') from None
+        raise MissingEventTypeError(f'{where}: add "type": one of {TYPES} (got {kind!r})') from None
 
 
 def check_rules(
-    rules: RuleSet, events: Path, profiles: Path | None = None, until: Any = None
+    rules: RuleSet,
+    events: Path,
+    profiles: Path | None = None,
+    until: Any = None,
+    event_type: EventType | None = None,
 ) -> PipelineResult:
     """The rules over event files (JSON lines or CSV, .gz too, read as the backtest reads
-    them), in event-time order."""
+    them), in event-time order; `event_type` is that of the lines of `events` without a
+    `type` (a topic's records carry none)."""
     from moments.backtest_input import EventFile, merged
 
-    files = [EventFile(events)]
+    files = [EventFile(events, event_type)]
     if profiles is not None:
         files.insert(0, EventFile(profiles, EventType.PROFILE))
     offsets: dict[str, int] = {}
