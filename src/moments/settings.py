@@ -258,6 +258,13 @@ class Settings(BaseSettings):
     @classmethod
     def _bootstrap(cls, value: str) -> str:
         for server in value.split(","):
+            scheme, sep, rest = server.strip().partition("://")
+            if sep:  # passed as host "http", port 39092, and waited for ever on the name
+                bare = rest.split("/")[0]
+                raise ValueError(
+                    f"no scheme ({scheme}://) in Kafka bootstrap servers: write the bare "
+                    f"host:port, {bare} (the protocol is MOMENTS_KAFKA_SECURITY_PROTOCOL)"
+                )
             try:
                 split_host_port(server)
             except ValueError:

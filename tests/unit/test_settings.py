@@ -27,6 +27,28 @@ def test_a_bad_bootstrap_names_the_variable_and_the_form(monkeypatch: pytest.Mon
     assert "host:port" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "bare"),
+    [
+        ("http://127.0.0.1:39092", "127.0.0.1:39092"),
+        ("kafka-1:9092,PLAINTEXT://kafka-2:9092/", "kafka-2:9092"),
+        ("SASL_SSL://[::1]:9093", "[::1]:9093"),
+    ],
+)
+def test_a_bootstrap_with_a_scheme_is_refused_with_the_bare_form(
+    monkeypatch: pytest.MonkeyPatch, value: str, bare: str
+) -> None:
+    """`http://127.0.0.1:39092` passed (host "http://127.0.0.1") and the worker waited for
+    ever on a name that does not resolve, while a bare `kafka-1` was refused."""
+    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "MOMENTS_KAFKA_BOOTSTRAP" in message
+    assert "no scheme" in message
+    assert f"write the bare host:port, {bare} " in message
+
+
 def test_a_topics_section_that_is_not_json_says_how_to_set_one_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
