@@ -776,9 +776,12 @@ def _outcome_statuses() -> list[OutcomeStatus]:
 def _cmd_tasks_ack(args: argparse.Namespace) -> int:
     import asyncio
 
+    import orjson
+
     from moments.ack import AckError, ack_task
     from moments.connections import require_kafka, require_redis
     from moments.models import OutcomeStatus
+    from moments.pii import mask_msisdn
 
     settings = _settings()
     require_kafka(settings)  # unreachable or refused: a message naming the variable
@@ -798,7 +801,12 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
     except AckError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
-    print(outcome.model_dump_json(exclude_none=True))
+    # What was written, as a receipt: the subscriber masked as in the logs (unless
+    # MOMENTS_LOG_PII), since a terminal's scrollback and a ticket are no place for it.
+    shown = outcome.model_dump(mode="json", exclude_none=True)
+    if not settings.log_pii:
+        shown["subscriber_id"] = mask_msisdn(outcome.subscriber_id)
+    print(orjson.dumps(shown).decode())
     return 0
 
 

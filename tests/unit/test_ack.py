@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
-from moments.ack import AckError, ack_task
+from moments.ack import AckError, ack_task, build_outcome
 from moments.cli import main
-from moments.models import OutcomeStatus
+from moments.models import OutcomeStatus, TaskOutcome
 from moments.settings import Settings
 
 
@@ -31,3 +32,42 @@ class TestTaskIdForm:
                     Settings(), "abc\n[CRITICAL] forged", OutcomeStatus.DECLINED, "13800138001"
                 )
             )
+
+
+class TestReceipt:
+    """The outcome is echoed with the subscriber masked as the logs mask it (it printed
+    the whole number into the terminal), unless MOMENTS_LOG_PII."""
+
+    @pytest.fixture(autouse=True)
+    def _no_broker(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        async def written(
+            settings: Settings,
+            task_id: str,
+            status: OutcomeStatus,
+            subscriber_id: str | None = None,
+            note: str | None = None,
+            agent_id: str | None = None,
+        ) -> TaskOutcome:
+            return build_outcome(task_id, "13800138001", status, note, agent_id)
+
+        monkeypatch.setattr("moments.ack.ack_task", written)
+        monkeypatch.setattr("moments.connections.require_kafka", lambda settings: None)
+        monkeypatch.delenv("MOMENTS_LOG_PII", raising=False)
+
+    def ack(self, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+        argv = ["tasks", "ack", "0" * 32, "--status", "accepted", "--subscriber", "13800138001"]
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        shown: dict[str, str] = orjson.loads(out)
+        return shown
+
+    def test_the_subscriber_is_masked(self, capsys: pytest.CaptureFixture[str]) -> None:
+        shown = self.ack(capsys)
+        assert shown["subscriber_id"] == "138****8001"
+        assert (shown["task_id"], shown["status"]) == ("0" * 32, "accepted")
+
+    def test_log_pii_shows_it_whole(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("MOMENTS_LOG_PII", "true")
+        assert self.ack(capsys)["subscriber_id"] == "13800138001"
