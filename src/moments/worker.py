@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -110,11 +111,21 @@ async def wait_for_kafka(settings: Settings, metrics: Metrics, health: Health) -
         beating.cancel()
 
 
+def _sighup_while_starting(signum: int, frame: object) -> None:
+    log.warning(
+        "SIGHUP while the worker starts: the rules it loads are those on disk now; once it "
+        "is ready (/readyz), SIGHUP reloads them"
+    )
+
+
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules and the dispatch policy (refusing a bad file before anything starts),
     serve /metrics, run Faust."""
     if settings.log_format == "json":
         use_json_logs()  # the lines before Faust's own logging setup too
+    # Until the runtime installs its reload handler: SIGHUP's default ends the process,
+    # and `systemctl reload` during a start (a broker awaited) killed the worker.
+    signal.signal(signal.SIGHUP, _sighup_while_starting)
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
     rules = load_rules(settings.rules)

@@ -1,9 +1,11 @@
-"""The worker's root logger stays at the configured level (moments.service_worker)."""
+"""The worker process: its root logger stays at the configured level
+(moments.service_worker), and signals do what operations.md says."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +79,45 @@ def test_sigusr2_writes_the_stacks_instead_of_starting_the_debugger(
     )
     assert expected in done.stderr
     assert ("DEBUGGER" in done.stderr) == (worker == "faust")
+
+
+def test_sighup_while_the_worker_waits_for_kafka_does_not_end_it(tmp_path: Path) -> None:
+    """Before its reload handler was installed, SIGHUP's default ended the worker (exit
+    129, no log line): `systemctl reload` during a start killed it (ops review)."""
+    import os
+    import signal
+    import time
+
+    from moments.embedded import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    env |= {
+        "MOMENTS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",  # nobody: it waits
+        "MOMENTS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MOMENTS_METRICS_PORT": "0",
+        "MOMENTS_DATA_DIR": str(tmp_path / "data"),
+    }
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moments", "worker"],
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "not reachable yet" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)  # a poll for the log line, not a timing
+            assert "not reachable yet" in log.read_text(), log.read_text()[-2000:]
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while "SIGHUP while the worker starts" not in log.read_text():
+                assert proc.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.2)
+            assert proc.poll() is None
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
