@@ -155,6 +155,12 @@ def _rank(task: ServiceTask) -> tuple[int, int, dt.datetime, str]:
     return (_PERSONAL[task.channel], task.priority, task.triggered_at, task.task_id)
 
 
+def lead_of(tasks: Sequence[ServiceTask]) -> ServiceTask:
+    """The task that leads them merged: on the most personal channel, then the highest
+    priority, the earliest."""
+    return min(tasks, key=_rank)
+
+
 def related_of(task: ServiceTask) -> list[RelatedMoment]:
     """The task itself, and what was already merged into it, as related moments."""
     own = RelatedMoment(

@@ -29,12 +29,12 @@ from moments.models import Deferral, InputEvent, ProfileEvent, ServiceTask
 from rules.gating import FrequencyCap, open_after_quiet
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
-from sinks.contact import Contact, ContactLimiter, merge_tasks
+from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
 from sinks.retry import with_retry
-from sinks.stores import Clock, DispatchStores, Parking
+from sinks.stores import Clock, DispatchStores, Leave, Parking
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,9 +87,31 @@ def sent_meta(task: ServiceTask) -> bytes:
     return orjson.dumps({"rule_id": task.moment.rule_id, "moment_type": task.moment.type})
 
 
+@dataclass
+class _Route:
+    """A candidate's moments still worth sending, the ledger entry they go out (or wait)
+    as, and the task they make.
+
+    `moments` holds one task with the id `carrier_id` (the entry's own payload, `slot`)
+    and the ones merged into it (their payloads in its group): parked again, the entry
+    keeps its own payload, not the merged task, so that each moment is judged on its
+    own at every release and one that is dropped leaves the group for good."""
+
+    c: Candidate
+    carrier_id: str
+    moments: list[ServiceTask]
+    task: ServiceTask
+
+    @property
+    def slot(self) -> ServiceTask:
+        return next(t for t in self.moments if t.task_id == self.carrier_id)
+
+
 @dataclass(frozen=True)
 class _Park:
     task: ServiceTask
+    slot: ServiceTask
+    """What the entry keeps while it waits (see `_Route`): `task` itself unless merged."""
     release_at: float
     reason: str
     count: bool
@@ -105,12 +127,23 @@ class _Writes:
     drops_expire: dict[str, float] = field(default_factory=dict)
     """When each dropped task would have expired: its ledger entry need not outlive it."""
 
-    def park(self, task: ServiceTask, release_at: float, reason: str, count: bool = True) -> None:
-        self.parks.append(_Park(task, release_at, reason, count))
+    def park(self, r: _Route, release_at: float, reason: str, count: bool = True) -> None:
+        self.parks.append(_Park(r.task, r.slot, release_at, reason, count))
 
     def drop(self, task_id: str, reason: str, expires_at: dt.datetime) -> None:
         self.drops.append((task_id, reason))
         self.drops_expire[task_id] = expires_at.timestamp()
+
+
+def _without_related(tasks: list[ServiceTask], gone: set[str]) -> list[ServiceTask]:
+    """The tasks with the moments `gone` out of their `related`: a group parked by an
+    earlier version kept the merged task, which lists its members."""
+    return [
+        t.model_copy(update={"related": [r for r in t.related if r.task_id not in gone]})
+        if t.related and any(r.task_id in gone for r in t.related)
+        else t
+        for t in tasks
+    ]
 
 
 def waves(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
@@ -143,6 +176,9 @@ class Candidate:
     fresh: bool = False  # straight from a batch (may join or open a merge group)
     deferral_counted: bool = False  # the engine counted its gating deferral already
     reasons: list[str] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    """The stored bytes of `tasks` (released or re-driven): a merged one leaves its group
+    by them."""
 
 
 class TaskSink:
@@ -302,7 +338,8 @@ class TaskSink:
         """The stored task and its merged members; None (logged, left pending for the
         next re-drive) when a payload no longer fits the model."""
         try:
-            return Candidate(task_id, [ServiceTask.model_validate_json(p) for p in payloads])
+            tasks = [ServiceTask.model_validate_json(p) for p in payloads]
+            return Candidate(task_id, tasks, payloads=list(payloads))
         except ValidationError as exc:
             log.error(
                 "task %s: stored payload does not fit ServiceTask (%s); it stays pending "
@@ -436,65 +473,107 @@ class TaskSink:
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
         w = _Writes()
-        routes: list[tuple[Candidate, ServiceTask]] = []
-        for c in wave:
-            kept: list[ServiceTask] = []
-            last_reason = SuppressReason.EXPIRED.value
-            for t in c.tasks:
-                reason = self._keep(t, now, declined, facts)
-                if reason is None:
-                    kept.append(t)
-                else:
-                    self._suppressed(t, reason)
-                    last_reason = reason
-            if kept:
-                routes.append((c, merge_tasks(c.carrier_id, kept)))
-            else:
-                w.drop(c.carrier_id, last_reason, max(t.expires_at for t in c.tasks))
+        routes = await self._kept(wave, now, declined, facts, w)
         routes = await self._join(routes)
         window = self.policy.merge.window.total_seconds()
         doomed = await self._capped_until_expiry(
-            [t for c, t in routes if c.fresh and t.deliver_after.timestamp() > now], now
+            [r.task for r in routes if r.c.fresh and r.task.deliver_after.timestamp() > now], now
         )
-        contacting: list[ServiceTask] = []
-        for c, task in routes:
-            gated = c.fresh and c.deferral_counted  # the engine's gates judged it just now
+        contacting: list[_Route] = []
+        for r in routes:
+            task = r.task
+            gated = r.c.fresh and r.c.deferral_counted  # the engine's gates judged it just now
             if task.task_id in doomed:
                 self._suppressed(task, "frequency_cap")
                 w.drop(task.task_id, "frequency_cap", task.expires_at)
             elif task.deliver_after.timestamp() > now:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
-                w.park(task, task.deliver_after.timestamp(), reason, count=not gated)
-            elif self._suspended(task, now, facts, w) or (not gated and self._quiet(task, now, w)):
+                w.park(r, task.deliver_after.timestamp(), reason, count=not gated)
+            elif self._suspended(r, now, facts, w) or (not gated and self._quiet(r, now, w)):
                 pass
-            elif c.fresh and task.channel in self.policy.merge.hold_channels:
-                w.park(task, now + window, "merge_window")
+            elif r.c.fresh and task.channel in self.policy.merge.hold_channels:
+                w.park(r, now + window, "merge_window")
             else:
-                contacting.append(task)
-        capacity: list[ServiceTask] = []
-        for task, contact in zip(contacting, await self._contacts(contacting, now, w), strict=True):
+                contacting.append(r)
+        capacity: list[_Route] = []
+        tasks = [r.task for r in contacting]
+        for r, contact in zip(contacting, await self._contacts(tasks, now, w), strict=True):
+            task = r.task
             if contact.taken:
-                capacity.append(task)
+                capacity.append(r)
             elif contact.free_at is not None and contact.free_at <= self._last_send(task):
-                w.park(task, contact.free_at, contact.reason)
+                w.park(r, contact.free_at, contact.reason)
             else:
                 self._suppressed(task, contact.reason)
                 w.drop(task.task_id, contact.reason, task.expires_at)
         to_send: list[ServiceTask] = []
-        for task, sendable in zip(
-            capacity, await self._within_capacity(capacity, now), strict=True
-        ):
+        tasks = [r.task for r in capacity]
+        for r, sendable in zip(capacity, await self._within_capacity(tasks, now), strict=True):
+            task = r.task
             if isinstance(sendable, ServiceTask):
                 to_send.append(sendable)
                 continue
             w.given_back.append((task.task_id, task.subscriber_id))
             if isinstance(sendable, float):
-                w.park(task, sendable, "capacity")
+                w.park(r, sendable, "capacity")
             else:
                 self._suppressed(task, SuppressReason.CAPACITY.value)
                 w.drop(task.task_id, SuppressReason.CAPACITY.value, task.expires_at)
         await self._write(w)
         return to_send, bool(w.parks)
+
+    async def _kept(
+        self,
+        wave: Sequence[Candidate],
+        now: float,
+        declined: set[tuple[str, str]],
+        facts: dict[str, SubscriberFacts],
+        w: _Writes,
+    ) -> list[_Route]:
+        """The moments of each candidate still worth sending (`_keep`), as routes. Each one
+        that is not is counted once and leaves for good: a merged one its carrier's group
+        (its entry `X<reason>`), the carrier's own its entry (dropped), the others then
+        going on as a group of their own under their lead's id. Kept in the group, an
+        expired moment was counted again at every release (every 15 minutes while a
+        suspended line held the group) and could still lead the task sent.
+        Returns the routes whose moments are where the route says."""
+        routes: list[_Route] = []
+        leaves: list[Leave] = []
+        for c in wave:
+            raw = dict(zip((t.task_id for t in c.tasks), c.payloads, strict=False))
+            kept: list[ServiceTask] = []
+            own: tuple[ServiceTask, str] | None = None
+            for t in c.tasks:
+                reason = self._keep(t, now, declined, facts)
+                if reason is None:
+                    kept.append(t)
+                    continue
+                self._suppressed(t, reason)
+                if t.task_id == c.carrier_id:
+                    own = (t, reason)
+                else:
+                    until = t.expires_at.timestamp()
+                    leaves.append(
+                        Leave(c.carrier_id, t.task_id, raw[t.task_id], reason, keep_until=until)
+                    )
+            if own is None:
+                gone = {t.task_id for t in c.tasks} - {t.task_id for t in kept}
+                kept = _without_related(kept, gone) if gone else kept
+                routes.append(_Route(c, c.carrier_id, kept, merge_tasks(c.carrier_id, kept)))
+                continue
+            w.drop(c.carrier_id, own[1], own[0].expires_at)
+            if kept:
+                lead = lead_of(kept).task_id
+                leaves += [Leave(c.carrier_id, t.task_id, raw[t.task_id], to=lead) for t in kept]
+                routes.append(_Route(c, lead, kept, merge_tasks(lead, kept)))
+        if not leaves:
+            return routes
+        left = await self._redis(lambda: self.ledger.leave_many(leaves), "leaving merge groups")
+        leads = zip(leaves, left, strict=True)
+        lost = {i.task_id for i, ok in leads if not ok and i.to == i.task_id}
+        for carrier in lost:  # not merged there any more: another worker has it
+            log.warning("task %s: no longer merged where its group said; left alone", carrier)
+        return [r for r in routes if r.carrier_id not in lost]
 
     def _frequency_limiter(self) -> tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None:
         """The rule set's cap now, and limiters over the frequency book for it: one for
@@ -574,12 +653,10 @@ class TaskSink:
                     out[i] = contact
         return out
 
-    async def _join(
-        self, routes: list[tuple[Candidate, ServiceTask]]
-    ) -> list[tuple[Candidate, ServiceTask]]:
+    async def _join(self, routes: list[_Route]) -> list[_Route]:
         """Merge each fresh task into its subscriber's waiting task, if one is open; the
         routes left (the tasks that did not join)."""
-        fresh = [task for c, task in routes if c.fresh]
+        fresh = [r.task for r in routes if r.c.fresh]
         if not fresh:
             return routes
         items = [(t.task_id, t.subscriber_id, self._payloads.unless_stored(t)) for t in fresh]
@@ -588,7 +665,7 @@ class TaskSink:
         for task in fresh:
             if task.task_id in joined:
                 self.dm.merged.labels(task.moment.type).inc()
-        return [(c, t) for c, t in routes if t.task_id not in joined]
+        return [r for r in routes if r.task.task_id not in joined]
 
     async def _write(self, w: _Writes) -> None:
         """A wave's last step: contacts given back, then tasks parked, then dropped."""
@@ -602,31 +679,32 @@ class TaskSink:
             parking = [self._parking(p) for p in w.parks]
             items = [item for item, _ in parking]
             parked = await self._redis(lambda: self.deferral.park_many(items), "deferring a task")
-            for p, (_, task), ok in zip(w.parks, parking, parked, strict=True):
+            for p, (_, slot), ok in zip(w.parks, parking, parked, strict=True):
                 if ok:
-                    self._payloads.stored(task)
+                    self._payloads.stored(slot)
                 if ok and p.count:
                     self.metrics.deferred.labels(p.reason).inc()
         if w.drops:
             await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
 
     def _parking(self, p: _Park) -> tuple[Parking, ServiceTask]:
-        """The park call for `p`, and the task (maybe re-deferred) it parks."""
-        task = p.task
+        """The park call for `p`, and the payload (the slot, maybe re-deferred) it parks."""
+        task, slot = p.task, p.slot
         until = dt.datetime.fromtimestamp(p.release_at, dt.UTC)
         # A suspended line keeps gating's reason and bound: the poll time is not news.
         keep_gating = p.reason == "suspended" and task.deferred is not None
         if not keep_gating and (task.deferred is None or task.deferred.until < until):
-            # Published when due: `deliver_after` says so, as `deferred.until` does.
+            # Published when due: `deliver_after` says so, as `deferred.until` does (the
+            # slot's deferral is the merged task's, `merge_tasks`).
             update = {"deferred": Deferral(reason=p.reason, until=until)}
-            task = task.model_copy(
-                update={**update, "deliver_after": max(task.deliver_after, until)}
+            slot = slot.model_copy(
+                update={**update, "deliver_after": max(slot.deliver_after, until)}
             )
         window = self.policy.merge.window.total_seconds()
-        payload = self._payloads.unless_stored(task)
+        payload = self._payloads.unless_stored(slot)
         waits = p.reason == "suspended"
-        parking = Parking(task.task_id, task.subscriber_id, payload, p.release_at, window, waits)
-        return parking, task
+        parking = Parking(slot.task_id, slot.subscriber_id, payload, p.release_at, window, waits)
+        return parking, slot
 
     async def _within_capacity(
         self, tasks: Sequence[ServiceTask], now: float
@@ -684,11 +762,12 @@ class TaskSink:
             self.dm.capacity_left.labels(slot.pool, task.channel.value).set(slot.left)
 
     def _suspended(
-        self, task: ServiceTask, now: float, facts: dict[str, SubscriberFacts], w: _Writes
+        self, r: _Route, now: float, facts: dict[str, SubscriberFacts], w: _Writes
     ) -> bool:
         """Gating deferred this task for a suspended line: it waits (checked again every
         `SUSPENDED_POLL_S`) until a profile update says the line is active, or expires.
         Once active, it goes on like any task held back (`_quiet` first)."""
+        task = r.task
         deferred = task.deferred
         if deferred is None or deferred.reason != "suspended":
             return False
@@ -696,17 +775,18 @@ class TaskSink:
             return False
         again = now + SUSPENDED_POLL_S
         if again <= self._last_send(task):
-            w.park(task, again, "suspended", count=False)
+            w.park(r, again, "suspended", count=False)
         else:
             self._suppressed(task, "suspended")
             w.drop(task.task_id, "suspended", task.expires_at)
         return True
 
-    def _quiet(self, task: ServiceTask, now: float, w: _Writes) -> bool:
+    def _quiet(self, r: _Route, now: float, w: _Writes) -> bool:
         """`now` is inside the quiet hours the task carries: it waits for their end, or is
         dropped as expired when they outlast it. Gating judged them when it made the task;
         whatever held it since (merge window, contact cap, capacity, a retry's wait, a
         suspended line, a crash) may bring it here at another hour."""
+        task = r.task
         quiet = task.quiet_hours
         if quiet is None:
             return False
@@ -715,7 +795,7 @@ class TaskSink:
         if opens is not None and opens <= at:
             return False
         if opens is not None and opens.timestamp() <= self._last_send(task):
-            w.park(task, opens.timestamp(), "quiet_hours")
+            w.park(r, opens.timestamp(), "quiet_hours")
         else:  # quiet until it expires, as gating says of a task it makes
             self._suppressed(task, SuppressReason.EXPIRED.value)
             w.drop(task.task_id, SuppressReason.EXPIRED.value, task.expires_at)

@@ -20,6 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from sinks.luabatch import BatchScript
+from sinks.stores import Leave
 
 PENDING = b"P"
 DEFERRED = b"D"
@@ -77,6 +78,30 @@ if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 return 1
 """
 
+# A merged moment out of its carrier's group. K: task, carrier's group, group it moves
+# to; A: carrier id, id, payload, 'X' (dropped) / 'P' (carries the others) / 'M' (joins
+# A[5]), reason or new carrier, seconds to keep a dropped entry ('' as it is);
+# S: now, ttl; SK: pending
+_LEAVE = """
+if redis.call('GET', K[1]) ~= 'M' .. A[1] then return 0 end
+redis.call('LREM', K[2], 0, A[3])
+if A[4] == 'X' then
+  redis.call('SET', K[1], 'X' .. A[5], 'XX', 'KEEPTTL')
+  if A[6] ~= '' then
+    local ttl = redis.call('TTL', K[1])
+    if ttl < 0 or ttl > tonumber(A[6]) then redis.call('EXPIRE', K[1], A[6]) end
+  end
+elseif A[4] == 'P' then
+  redis.call('SET', K[1], 'P' .. A[3], 'XX', 'KEEPTTL')
+  redis.call('ZADD', SK[1], S[1], A[2])
+else
+  redis.call('SET', K[1], 'M' .. A[5], 'XX', 'KEEPTTL')
+  redis.call('RPUSH', K[3], A[3])
+  redis.call('EXPIRE', K[3], S[2])
+end
+return 1
+"""
+
 
 DROPPED_KEPT_S = 86400
 """How long a dropped task's entry outlives the task's `expires_at`. It guards against the
@@ -123,6 +148,7 @@ class TaskLedger:
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=3, args=5)
+        self._leave = BatchScript(redis, _LEAVE, keys=3, args=6)
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -176,6 +202,25 @@ class TaskLedger:
                 for i, reason in items
             ]
         )
+
+    async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
+        """See `sinks.stores.Ledger.leave_many`."""
+        if not items:
+            return []
+        now = time.time()
+        calls = []
+        for i in items:
+            if i.dropped is not None:
+                keep = _seconds_left(i.keep_until, now)
+                mode, value, kept = "X", i.dropped, "" if keep is None else keep
+            else:
+                to = i.to or i.task_id
+                mode, value, kept = ("P" if to == i.task_id else "M"), to, ""
+            group = self.group_key(i.carrier_id)
+            keys = (self.key(i.task_id), group, self.group_key(value) if mode == "M" else group)
+            calls.append((keys, (i.carrier_id, i.task_id, i.payload, mode, value, kept)))
+        done = await self._leave.run(calls, (now, self.ttl), (self.pending_key,))
+        return [bool(ok) for ok in done]
 
     async def _settle_many(self, items: Sequence[Settle]) -> None:
         if not items:

@@ -26,7 +26,7 @@ from sinks.ledger import (
     state_of,
 )
 from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of
-from sinks.stores import Clock, DispatchStores, Parking, Released, SlotKey
+from sinks.stores import Clock, DispatchStores, Leave, Parking, Released, SlotKey
 
 
 @dataclass
@@ -108,6 +108,30 @@ class MemoryLedger:
             until = (keep_until or {}).get(task_id)
             if settles and until is not None and entry is not None:  # as the Redis script
                 entry.expires_at = min(entry.expires_at, until + DROPPED_KEPT_S)
+
+    async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
+        out = []
+        for i in items:
+            entry = self._live(self.entries, i.task_id)
+            if entry is None or entry.value != MERGED + i.carrier_id.encode():
+                out.append(False)
+                continue
+            if self._live(self.groups, i.carrier_id) is not None:
+                members = self.group_members.get(i.carrier_id, [])
+                members[:] = [m for m in members if m != i.payload]
+            to = i.to or i.task_id
+            if i.dropped is not None:
+                entry.value = DROPPED + i.dropped.encode()
+                if i.keep_until is not None:
+                    entry.expires_at = min(entry.expires_at, i.keep_until + DROPPED_KEPT_S)
+            elif to == i.task_id:
+                entry.value = PENDING + i.payload
+                self.pending[i.task_id] = self.clock()
+            else:
+                entry.value = MERGED + to.encode()
+                self.add_to_group(to, i.payload)
+            out.append(True)
+        return out
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         now = self.clock()

@@ -48,6 +48,22 @@ class Parking:
 
 
 @dataclass(frozen=True)
+class Leave:
+    """A moment leaving the merge group of the waiting task it joined (`Ledger.leave_many`):
+    dropped (`dropped`: the reason), or moved to `to`: its own id when it now carries
+    the others (its entry becomes pending, as a claim's), else the carrier it joins."""
+
+    carrier_id: str
+    task_id: str
+    payload: bytes
+    """The bytes the group holds for it (what it joined with)."""
+    dropped: str | None = None
+    to: str | None = None
+    keep_until: float | None = None
+    """Dropped: when it would have expired (its entry need not outlive that by much)."""
+
+
+@dataclass(frozen=True)
 class SlotKey:
     """One capacity counter: a region the policy lists, or `"*"` for all the others, a
     channel and a local day."""
@@ -78,6 +94,13 @@ class Ledger(Protocol):
     ) -> None:
         """`drop` for each (task id, reason), in one round trip; `keep_until` (epoch
         seconds per task id, its expiry): the entry need not be kept much longer."""
+        ...
+
+    async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
+        """Each item's moment out of its carrier's group, in one round trip: its payload
+        leaves `group:<carrier>` and its entry (`M<carrier>`) becomes `X<reason>`, `P`
+        with its payload (in `pending`) or `M<to>` (its payload in `group:<to>`). False
+        where the entry was not merged into that carrier (any more)."""
         ...
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]: ...

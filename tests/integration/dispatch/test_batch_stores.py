@@ -15,7 +15,7 @@ from moments.models import Channel, RoamingEvent, TopUpEvent
 from sinks.ledger import DROPPED_KEPT_S, TaskLedger
 from sinks.memory import MemoryLedger, memory_stores
 from sinks.relevance import SubscriberFacts
-from sinks.stores import DispatchStores, Parking, SlotKey, redis_stores
+from sinks.stores import DispatchStores, Leave, Parking, SlotKey, redis_stores
 
 pytestmark = pytest.mark.integration
 
@@ -207,6 +207,31 @@ class TestDeferrals:
         assert 90 <= left["a"] <= 101  # shortened to a day past its expiry
         assert 3590 <= left["b"] <= 3600  # the ledger's TTL (an hour here) is shorter: kept
         assert 3590 <= left["c"] <= 3600  # no expiry given: as it was
+
+
+class TestLeave:
+    """`leave_many`: a merged moment out of its carrier's group, dropped or moved; once."""
+
+    async def test_dropped_carrying_or_joining_another(self, stores: DispatchStores) -> None:
+        ledger, deferral = stores.ledger, stores.deferral
+        await ledger.claim([(t, t.upper().encode()) for t in "abcd"])
+        assert await deferral.park("a", "s1", b"", time.time() + 600, 600)
+        assert await deferral.join_many([(t, "s1", b"") for t in "bcd"]) == ["a"] * 3
+        assert await ledger.group("a") == [b"B", b"C", b"D"]
+        leaves = [
+            Leave("a", "b", b"B", dropped="expired", keep_until=time.time()),
+            Leave("a", "c", b"C", to="c"),
+            Leave("a", "d", b"D", to="c"),
+            Leave("a", "x", b"X", dropped="expired"),  # never merged
+        ]
+        assert await ledger.leave_many(leaves) == [True, True, True, False]
+        assert await ledger.leave_many(leaves) == [False] * 4  # done: not again
+        assert await ledger.leave_many([]) == []
+        assert await ledger.group("a") == []
+        assert await ledger.group("c") == [b"D"]
+        assert [await ledger.get(t) for t in "bcd"] == [b"Xexpired", b"PC", b"Mc"]
+        assert await ledger.pending_count() == 1  # c, to be decided as a carrier
+        assert await ledger.claim_stale(-1) == [("c", b"C")]
 
 
 class TestSlotsAndContacts:
