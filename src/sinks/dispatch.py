@@ -146,6 +146,14 @@ def _without_related(tasks: list[ServiceTask], gone: set[str]) -> list[ServiceTa
     ]
 
 
+def _released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
+    """A task held for a suspended line, released at `at`: it says so."""
+    if task.deferred is None or task.deferred.reason != "suspended":
+        return task
+    released = {"deferred": Deferral(reason="suspended", until=at)}
+    return task.model_copy(update={**released, "deliver_after": max(task.deliver_after, at)})
+
+
 def waves(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
     """The candidates in runs of consecutive ones of distinct subscribers.
 
@@ -766,12 +774,18 @@ class TaskSink:
     ) -> bool:
         """Gating deferred this task for a suspended line: it waits (checked again every
         `SUSPENDED_POLL_S`) until a profile update says the line is active, or expires.
-        Once active, it goes on like any task held back (`_quiet` first)."""
+        Once active, it goes on like any task held back (`_quiet` first), released now:
+        gating gave it `deliver_after` the time it could have gone had the line been
+        active and `deferred.until` its expiry, and it was published saying so hours
+        later (a `deliver_after` inside its quiet hours, an `until` after it went)."""
         task = r.task
         deferred = task.deferred
         if deferred is None or deferred.reason != "suspended":
             return False
         if reactivated(task, facts[task.subscriber_id]):
+            at = dt.datetime.fromtimestamp(now, dt.UTC)
+            r.moments = [_released(m, at) for m in r.moments]
+            r.task = merge_tasks(r.carrier_id, r.moments)
             return False
         again = now + SUSPENDED_POLL_S
         if again <= self._last_send(task):
