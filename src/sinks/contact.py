@@ -37,6 +37,15 @@ local oldest = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
 return {0, tostring(tonumber(oldest[2]) + tonumber(S[1]))}
 """
 
+# K: zset; A: from id, to id. The contact `from` made, as `to`'s (same time).
+_MOVE = """
+local at = redis.call('ZSCORE', K[1], A[1])
+if not at then return 0 end
+redis.call('ZADD', K[1], at, A[2])
+redis.call('ZREM', K[1], A[1])
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class Contact:
@@ -53,6 +62,7 @@ class RedisContactBook:
         self.redis = redis
         self.prefix = f"{prefix}{name}:"
         self._take = BatchScript(redis, _CONTACT, keys=1, args=3)
+        self._move = BatchScript(redis, _MOVE, keys=1, args=2)
 
     def key(self, subscriber_id: str) -> str:
         return f"{self.prefix}{subscriber_id}"
@@ -87,6 +97,13 @@ class RedisContactBook:
         for subscriber_id, task_id in items:
             pipe.zrem(self.key(subscriber_id), task_id)
         await pipe.execute()
+
+    async def move_many(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """For each (subscriber id, task id, other task id): the contact the task took, if
+        any, becomes the other's, at the same time; in one call."""
+        calls = [((self.key(sub),), (old, new)) for sub, old, new in items]
+        if calls:
+            await self._move.run(calls)
 
     async def forget(self, subscriber_ids: Sequence[str]) -> None:
         """Erase the subscribers' contact history."""
@@ -144,6 +161,12 @@ class ContactLimiter:
         """`give_back` for each (task id, subscriber id), with one store call."""
         if self.capped and items:
             await self.book.give_back_many([(sub, task_id) for task_id, sub in items])
+
+    async def move_many(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """For each (task id, other task id, subscriber id): the contact the task took is
+        the other's (part of a merged group sent under another id), with one store call."""
+        if self.capped and items:
+            await self.book.move_many([(sub, old, new) for old, new, sub in items])
 
 
 _PERSONAL = {Channel.MANAGER: 0, Channel.OUTBOUND_CALL: 1, Channel.SMS: 2, Channel.APP_PUSH: 3}

@@ -25,7 +25,7 @@ from typing import TypeVar
 import orjson
 from pydantic import ValidationError
 
-from moments.models import Deferral, InputEvent, ProfileEvent, ServiceTask
+from moments.models import Channel, Deferral, InputEvent, ProfileEvent, ServiceTask
 from rules.gating import FrequencyCap, open_after_quiet
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
@@ -107,6 +107,27 @@ class _Route:
         return next(t for t in self.moments if t.task_id == self.carrier_id)
 
 
+@dataclass
+class _Fit:
+    """What capacity makes of a route's moments: those `sent` now as one task (on the
+    channel that had room), those that `wait` together for the next day (`later`), and
+    those dropped."""
+
+    sent: ServiceTask | None = None
+    send: list[ServiceTask] = field(default_factory=list)
+    wait: list[ServiceTask] = field(default_factory=list)
+    dropped: list[ServiceTask] = field(default_factory=list)
+    later: float = 0.0
+
+
+def part_id(carrier_id: str, moments: Sequence[ServiceTask]) -> str:
+    """The ledger entry a part of a merged group goes out or waits as: the carrier's when
+    its own moment is in it, else the id of the part's lead."""
+    if any(m.task_id == carrier_id for m in moments):
+        return carrier_id
+    return lead_of(moments).task_id
+
+
 @dataclass(frozen=True)
 class _Park:
     task: ServiceTask
@@ -122,6 +143,8 @@ class _Writes:
     """What a wave's decisions leave to write, in `_write`'s order."""
 
     given_back: list[tuple[str, str]] = field(default_factory=list)  # (task id, subscriber)
+    moved: list[tuple[str, str, str]] = field(default_factory=list)
+    """Contacts taken as one task, made by another (task id, other's, subscriber)."""
     parks: list[_Park] = field(default_factory=list)
     drops: list[tuple[str, str]] = field(default_factory=list)  # (task id, reason)
     drops_expire: dict[str, float] = field(default_factory=dict)
@@ -515,20 +538,70 @@ class TaskSink:
                 self._suppressed(task, contact.reason)
                 w.drop(task.task_id, contact.reason, task.expires_at)
         to_send: list[ServiceTask] = []
-        tasks = [r.task for r in capacity]
-        for r, sendable in zip(capacity, await self._within_capacity(tasks, now), strict=True):
-            task = r.task
-            if isinstance(sendable, ServiceTask):
-                to_send.append(sendable)
-                continue
-            w.given_back.append((task.task_id, task.subscriber_id))
-            if isinstance(sendable, float):
-                w.park(r, sendable, "capacity")
-            else:
-                self._suppressed(task, SuppressReason.CAPACITY.value)
-                w.drop(task.task_id, SuppressReason.CAPACITY.value, task.expires_at)
+        leaves: list[Leave] = []
+        for r, fit in zip(capacity, await self._within_capacity(capacity, now), strict=True):
+            if fit.sent is not None:
+                to_send.append(fit.sent)
+            leaves += self._split(r, fit, w)
+        lost = await self._leave(leaves)
+        if lost:
+            to_send = [t for t in to_send if t.task_id not in lost]
+            w.parks = [p for p in w.parks if p.slot.task_id not in lost]
         await self._write(w)
         return to_send, bool(w.parks)
+
+    def _split(self, r: _Route, fit: _Fit, w: _Writes) -> list[Leave]:
+        """The writes for what capacity made of a route (`_fit`), and the merged moments
+        that leave its group for another entry or for good. Each part goes as `part_id`
+        says; the contact the route took is the sent part's, or given back; a moment
+        dropped is counted as its own rule's."""
+        carrier, sub = r.carrier_id, r.task.subscriber_id
+        for m in fit.dropped:
+            self._suppressed(m, SuppressReason.CAPACITY.value)
+        to: dict[str, str] = {}
+        if fit.sent is None:
+            w.given_back.append((carrier, sub))
+        else:
+            to |= dict.fromkeys((m.task_id for m in fit.send), fit.sent.task_id)
+            if fit.sent.task_id != carrier:
+                w.moved.append((carrier, fit.sent.task_id, sub))
+        if fit.wait:
+            waiting = part_id(carrier, fit.wait)
+            to |= dict.fromkeys((m.task_id for m in fit.wait), waiting)
+            w.park(
+                _Route(r.c, waiting, fit.wait, merge_tasks(waiting, fit.wait)),
+                fit.later,
+                "capacity",
+            )
+        raw = dict(zip((t.task_id for t in r.c.tasks), r.c.payloads, strict=False))
+        leaves = [
+            Leave(carrier, m.task_id, raw[m.task_id], to=to[m.task_id])
+            for m in fit.send + fit.wait
+            if to[m.task_id] != carrier
+        ]
+        for m in fit.dropped:
+            if m.task_id == carrier:
+                w.drop(carrier, SuppressReason.CAPACITY.value, m.expires_at)
+            else:
+                until = m.expires_at.timestamp()
+                leaves.append(
+                    Leave(carrier, m.task_id, raw[m.task_id], "capacity", keep_until=until)
+                )
+        return leaves
+
+    async def _leave(self, leaves: Sequence[Leave]) -> set[str]:
+        """Move merged moments out of their groups (`Ledger.leave_many`); returns the ids
+        of the new carriers that were not merged where their group said (a second worker
+        has them: they are left alone)."""
+        if not leaves:
+            return set()
+        left = await self._redis(lambda: self.ledger.leave_many(leaves), "leaving merge groups")
+        lost = {
+            i.task_id for i, ok in zip(leaves, left, strict=True) if not ok and i.to == i.task_id
+        }
+        for task_id in lost:
+            log.warning("task %s: no longer merged where its group said; left alone", task_id)
+        return lost
 
     async def _kept(
         self,
@@ -574,13 +647,7 @@ class TaskSink:
                 lead = lead_of(kept).task_id
                 leaves += [Leave(c.carrier_id, t.task_id, raw[t.task_id], to=lead) for t in kept]
                 routes.append(_Route(c, lead, kept, merge_tasks(lead, kept)))
-        if not leaves:
-            return routes
-        left = await self._redis(lambda: self.ledger.leave_many(leaves), "leaving merge groups")
-        leads = zip(leaves, left, strict=True)
-        lost = {i.task_id for i, ok in leads if not ok and i.to == i.task_id}
-        for carrier in lost:  # not merged there any more: another worker has it
-            log.warning("task %s: no longer merged where its group said; left alone", carrier)
+        lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
 
     def _frequency_limiter(self) -> tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None:
@@ -676,13 +743,20 @@ class TaskSink:
         return [r for r in routes if r.task.task_id not in joined]
 
     async def _write(self, w: _Writes) -> None:
-        """A wave's last step: contacts given back, then tasks parked, then dropped."""
+        """A wave's last step: contacts given back or moved, then tasks parked, then
+        dropped."""
         if w.given_back:
             await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
             capped = self._frequency_limiter()
             if capped is not None:
                 frequency, given = capped[1], w.given_back  # (both limiters' book)
                 await self._redis(lambda: frequency.give_back_many(given), "frequency cap")
+        if w.moved:
+            await self._redis(lambda: self.contacts.move_many(w.moved), "contact policy")
+            capped = self._frequency_limiter()
+            if capped is not None:
+                frequency, moved = capped[1], w.moved
+                await self._redis(lambda: frequency.move_many(moved), "frequency cap")
         if w.parks:
             parking = [self._parking(p) for p in w.parks]
             items = [item for item, _ in parking]
@@ -714,48 +788,70 @@ class TaskSink:
         parking = Parking(slot.task_id, slot.subscriber_id, payload, p.release_at, window, waits)
         return parking, slot
 
-    async def _within_capacity(
-        self, tasks: Sequence[ServiceTask], now: float
-    ) -> list[ServiceTask | float | None]:
-        """For each task: the task to send (maybe on its fallback channel), or when to try
-        again (next day), or None to drop it, by the rule's overflow policy.
+    async def _within_capacity(self, routes: Sequence[_Route], now: float) -> list[_Fit]:
+        """What capacity makes of each route (`_fit`).
 
-        Slots are taken in the tasks' order, one store call for a run of tasks; a run ends
-        after a task whose rule falls back to another channel, as its second take must come
-        before the next task's first."""
+        Slots are taken in the routes' order, one store call for a run of routes; a run
+        ends after a merged group or a task whose rule falls back to another channel, as
+        their second take must come before the next route's first."""
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        out: list[ServiceTask | float | None] = []
+        out: list[_Fit] = []
         start = 0
-        while start < len(tasks):
+        while start < len(routes):
             end = start
-            while end < len(tasks) - 1 and not self._falls_back(tasks[end]):
+            while end < len(routes) - 1 and not self._takes_again(routes[end]):
                 end += 1
-            run = tasks[start : end + 1]
+            run = [r.task for r in routes[start : end + 1]]
             requests = [(t.task_id, t.region, t.channel, t.priority) for t in run]
             take = functools.partial(self.capacity.take_many, requests, at)
             slots = await self._redis(take, "taking capacity")
-            for task, slot in zip(run, slots, strict=True):
-                self._capacity_left(task, slot)
-                out.append(task if slot.taken else await self._overflow(task, at))
+            for r, slot in zip(routes[start : end + 1], slots, strict=True):
+                self._capacity_left(r.task, slot)
+                out.append(
+                    _Fit(sent=r.task, send=r.moments) if slot.taken else await self._fit(r, at)
+                )
             start = end + 1
         return out
 
-    def _falls_back(self, task: ServiceTask) -> bool:
-        overflow = self.policy.overflow_for(task.moment.rule_id)
-        return overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None
+    def _takes_again(self, r: _Route) -> bool:
+        overflow = self.policy.overflow_for(r.task.moment.rule_id)
+        falls_back = overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None
+        return falls_back or len(r.moments) > 1
 
-    async def _overflow(self, task: ServiceTask, at: dt.datetime) -> ServiceTask | float | None:
-        """A task its channel had no slot for: by the rule's overflow policy."""
-        overflow = self.policy.overflow_for(task.moment.rule_id)
-        self.dm.overflow.labels(task.moment.type, overflow.policy.value).inc()
-        if overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None:
-            fallback = task.model_copy(update={"channel": overflow.channel})
-            if await self._take(fallback, at):
-                return fallback
-        if overflow.policy is OverflowPolicy.DROP:
-            return None
-        later = next_day_start(at, self.policy.zone, self.policy.next_day_at)
-        return later.timestamp() if later.timestamp() <= self._last_send(task) else None
+    async def _fit(self, r: _Route, at: dt.datetime) -> _Fit:
+        """A route its channel had no slot for. The moments on that channel take their own
+        rule's overflow: `fallback` keeps one in the group on the other channel (if not
+        refused already), `defer` waits for the next day, `drop` (or a wait past its
+        expiry) drops it; the others, led by the most personal channel left, try again.
+        A merged group was refused as a whole for its lead's channel, under its lead's
+        rule: a full manager pool dropped the complaint callbacks that had joined manager
+        tasks, their own fallback to SMS unused, counted as the manager rule's."""
+        later = next_day_start(at, self.policy.zone, self.policy.next_day_at).timestamp()
+        fit = _Fit(later=later)
+        own = {m.task_id: m for m in r.moments}
+        send, refused = list(r.moments), set[Channel]()
+        channel = r.task.channel
+        while True:
+            refused.add(channel)
+            for m in [m for m in send if m.channel == channel]:
+                send.remove(m)
+                overflow = self.policy.overflow_for(m.moment.rule_id)
+                if m is own[m.task_id]:  # its own channel refused (once a moment)
+                    self.dm.overflow.labels(m.moment.type, overflow.policy.value).inc()
+                other = overflow.channel if overflow.policy is OverflowPolicy.FALLBACK else None
+                if other is not None and other not in refused:
+                    send.append(m.model_copy(update={"channel": other}))
+                elif overflow.policy is not OverflowPolicy.DROP and later <= self._last_send(m):
+                    fit.wait.append(own[m.task_id])
+                else:
+                    fit.dropped.append(own[m.task_id])
+            if not send:
+                return fit
+            task = merge_tasks(part_id(r.carrier_id, send), send)
+            if await self._take(task, at):
+                fit.sent, fit.send = task, send
+                return fit
+            channel = task.channel
 
     async def _take(self, task: ServiceTask, at: dt.datetime) -> bool:
         slot = await self._redis(

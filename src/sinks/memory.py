@@ -369,6 +369,12 @@ class MemoryContactBook:
         for subscriber_id, task_id in items:
             await self.give_back(subscriber_id, task_id)
 
+    async def move_many(self, items: Sequence[tuple[str, str, str]]) -> None:
+        for subscriber_id, old, new in items:
+            book = self.contacts.get(subscriber_id, {})
+            if old in book:
+                book[new] = book.pop(old)
+
     async def forget(self, subscriber_ids: Sequence[str]) -> None:
         for subscriber_id in subscriber_ids:
             self.contacts.pop(subscriber_id, None)

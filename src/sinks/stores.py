@@ -206,6 +206,11 @@ class ContactBook(Protocol):
         """`give_back` for each (subscriber id, task id), in one round trip."""
         ...
 
+    async def move_many(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """For each (subscriber id, task id, other task id): the contact the task took, if
+        any, becomes the other's, at the same time; in one round trip."""
+        ...
+
     async def forget(self, subscriber_ids: Sequence[str]) -> None:
         """Erase these subscribers' contact history."""
         ...

@@ -636,12 +636,13 @@ def test_a_group_deferred_again_lists_each_merged_moment_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A's hotline call waits in the merge window, its first top-up joins it; the day's
-    one manager slot is B's, the next day's C's, so A's group is deferred twice. Its
-    task listed the top-up three times (the carrier as merged before, and the members
-    it had merged); an analyst review found it."""
+    one manager slot is B's, the next day's C's, and no SMS may go (the top-up's own
+    channel: else it goes alone, not refused with the call), so A's group is deferred
+    twice. Its task listed the top-up three times (the carrier as merged before, and
+    the members it had merged); an analyst review found it."""
     policy = tmp_path / "cap1.yaml"
     policy.write_text(
-        "timezone: Asia/Shanghai\ncapacity: {'*': {manager: 1}}\nreserved_share: 0\n"
+        "timezone: Asia/Shanghai\ncapacity: {'*': {manager: 1, sms: 0}}\nreserved_share: 0\n"
         "overflow: {'*': {policy: defer}}\nnext_day_at: '09:00'\n"
         "merge: {window: 30m, hold_channels: [manager]}\n"
     )

@@ -263,3 +263,15 @@ class TestSlotsAndContacts:
         assert await book.take_many([("s1", "t3", now)], 100, 1) == [None]
         await book.give_back_many([])
         assert await book.take_many([], 100, 1) == []
+
+    async def test_a_contact_moved_to_another_task_keeps_its_time(
+        self, stores: DispatchStores
+    ) -> None:
+        book = stores.contacts
+        now = float(int(time.time()))
+        assert await book.take_many([("s1", "t1", now - 40)], 100, 1) == [None]
+        await book.move_many([("s1", "t1", "t2"), ("s1", "t9", "t8"), ("s2", "t1", "t3")])
+        await book.move_many([])
+        assert await book.take_many([("s1", "t2", now)], 100, 1, look=True) == [None]
+        assert await book.take_many([("s1", "t1", now)], 100, 1) == [now + 60]  # t2's time
+        assert await book.take_many([("s2", "t3", now)], 100, 1) == [None]  # none to move

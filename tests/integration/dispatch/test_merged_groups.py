@@ -1,13 +1,17 @@
 """Merged groups over time: a moment of a waiting group that is dropped is counted once
-and leaves the group; the others go on without it. On Redis and in memory alike."""
+and leaves the group, the others go on without it; capacity refusing a group's channel
+refuses the moments on it, not the group. On Redis and in memory alike."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
-from moments.models import Channel, ProfileEvent
+from moments.models import Channel, Deferral, ProfileEvent
+from sinks.capacity import next_day_start
+from sinks.policy import DispatchPolicy
 
 from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
 
@@ -97,3 +101,102 @@ class TestDroppedWhileWaiting:
         assert out["related"] is None
         assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "sent"]
         assert suppressed(w, "complaint") == 1
+
+
+def refusing_managers(**overflow: Any) -> DispatchPolicy:
+    """One manager task and one call a day in NJ; a contact a day per subscriber."""
+    return DispatchPolicy.model_validate(
+        {
+            "capacity": {"NJ": {"manager": 1, "outbound_call": 1}},
+            "reserved_share": 0,
+            "overflow": {"complaint": {"policy": "fallback", "channel": "sms"}, **overflow},
+            "contact": {"max_contacts": 1, "period": "1d"},
+            "merge": {"hold_channels": []},
+        }
+    )
+
+
+async def manager_task_joined_by_a_callback(w: Worker, *fill: Channel) -> dt.datetime:
+    """A manager task waiting for quiet hours to end (`m1`), a complaint callback merged
+    into it (`c2`); other subscribers' tasks due at the same time take the day's slots
+    of the channels `fill` first. Returns when they are released."""
+    later = NOW + HOUR
+    for n, channel in enumerate(fill):  # ids before m1's: released first
+        filler = task(f"a{n}", sub=f"1390000020{n}", channel=channel, deliver_after=later)
+        await w.send(
+            filler.model_copy(update={"deferred": Deferral(reason="quiet_hours", until=later)})
+        )
+    manager = task(
+        "m1",
+        sub=SUB,
+        moment_type="third_complaint_30d",
+        priority=1,
+        channel=Channel.MANAGER,
+        deliver_after=later,
+        deferred="quiet_hours",
+    )
+    callback = task(
+        "c2", sub=SUB, moment_type="complaint", priority=2, channel=Channel.OUTBOUND_CALL
+    )
+    await w.send(manager)
+    await w.send(callback)
+    assert [await w.ledger.state(i) for i in ("m1", "c2")] == ["deferred", "merged"]
+    at = later + dt.timedelta(seconds=1)
+    assert await w.sink.release_due(now=at.timestamp()) == 1 + len(fill)
+    return at
+
+
+def counted(w: Worker, name: str, **labels: str) -> float:
+    return w.sample(f"moments_tasks_{name}_total", **labels)
+
+
+class TestCapacityRefusesAGroup:
+    """Capacity refuses a merged group for its lead's channel: each moment on that
+    channel takes its own rule's overflow, the others go on, led by the next most
+    personal channel. (The whole group was refused with its lead: complaint callbacks
+    merged into manager tasks were dropped with them when the manager pool was full, their
+    own fallback to SMS unused, counted as the manager rule's; analyst review.)"""
+
+    async def test_the_callback_is_made_and_the_manager_task_waits_for_the_next_day(
+        self, make_worker: MakeWorker
+    ) -> None:
+        policy = refusing_managers(**{"*": {"policy": "defer"}})
+        w = make_worker(policy)
+        at = await manager_task_joined_by_a_callback(w, Channel.MANAGER)
+        out = {t["task_id"]: t for t in await published(w.settings, 2)}
+        assert sorted(out) == ["a0", "c2"]
+        call = out["c2"]
+        assert (call["channel"], call["moment"]["type"], call["related"]) == (
+            "outbound_call",
+            "complaint",
+            None,
+        )
+        assert [await w.ledger.state(i) for i in ("m1", "c2")] == ["deferred", "sent"]
+        day = next_day_start(at, policy.zone, policy.next_day_at)
+        assert await w.sink.deferral.due_at("m1") == day.timestamp()
+        assert await w.ledger.group("m1") == []
+        assert counted(w, "overflow", moment_type="third_complaint_30d", policy="defer") == 1
+        assert counted(w, "overflow", moment_type="complaint", policy="fallback") == 0
+        assert counted(w, "deferred", reason="capacity") == 1
+        # The contact the group took is the call's: the manager task takes its own.
+        contacts, now = w.sink.stores.contacts, at.timestamp()
+        assert await contacts.take_many([(SUB, "c2", now)], 86400, 1, look=True) == [None]
+        [refused] = await contacts.take_many([(SUB, "m1", now)], 86400, 1, look=True)
+        assert refused is not None
+
+    async def test_the_callback_falls_back_to_sms_and_the_manager_task_is_dropped(
+        self, make_worker: MakeWorker
+    ) -> None:
+        w = make_worker(refusing_managers(**{"*": {"policy": "drop"}}))
+        await manager_task_joined_by_a_callback(w, Channel.MANAGER, Channel.OUTBOUND_CALL)
+        out = {t["task_id"]: t for t in await published(w.settings, 3)}
+        assert sorted(out) == ["a0", "a1", "c2"]
+        assert (out["c2"]["channel"], out["c2"]["moment"]["type"]) == ("sms", "complaint")
+        assert [await w.ledger.state(i) for i in ("m1", "c2")] == ["dropped", "sent"]
+        capacity = {"reason": "capacity"}
+        assert counted(w, "suppressed", moment_type="third_complaint_30d", **capacity) == 1
+        assert counted(w, "suppressed", moment_type="complaint", **capacity) == 0
+        assert counted(w, "overflow", moment_type="third_complaint_30d", policy="drop") == 1
+        assert counted(w, "overflow", moment_type="complaint", policy="fallback") == 1
+        published_sms = {"moment_type": "complaint", "channel": "sms"}
+        assert w.sample("moments_tasks_published_total", **published_sms) == 1
