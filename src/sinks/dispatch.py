@@ -177,6 +177,19 @@ def _released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
     return task.model_copy(update={**released, "deliver_after": max(task.deliver_after, at)})
 
 
+def _waited(task: ServiceTask, group: ServiceTask) -> ServiceTask:
+    """`task`, part of a merged group that goes on under its own id, with the group's
+    deferral: what it waited for is what the group did (its own payload says only what
+    gating wrote when it joined: a `deliver_after` hours before, a suspended line)."""
+    if group.deferred is None:
+        return task
+    waited = {
+        "deferred": group.deferred,
+        "deliver_after": max(task.deliver_after, group.deliver_after),
+    }
+    return task.model_copy(update=waited)
+
+
 def waves(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
     """The candidates in runs of consecutive ones of distinct subscribers.
 
@@ -644,9 +657,12 @@ class TaskSink:
                 continue
             w.drop(c.carrier_id, own[1], own[0].expires_at)
             if kept:
-                lead = lead_of(kept).task_id
-                leaves += [Leave(c.carrier_id, t.task_id, raw[t.task_id], to=lead) for t in kept]
-                routes.append(_Route(c, lead, kept, merge_tasks(lead, kept)))
+                lead = lead_of(kept)
+                leaves += [
+                    Leave(c.carrier_id, t.task_id, raw[t.task_id], to=lead.task_id) for t in kept
+                ]
+                kept = [_waited(t, own[0]) if t is lead else t for t in kept]
+                routes.append(_Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept)))
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
 
@@ -848,6 +864,8 @@ class TaskSink:
             if not send:
                 return fit
             task = merge_tasks(part_id(r.carrier_id, send), send)
+            if task.task_id != r.carrier_id:
+                task = _waited(task, r.task)
             if await self._take(task, at):
                 fit.sent, fit.send = task, send
                 return fit

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from moments.models import Channel, Deferral, ProfileEvent
+from moments.models import Channel, Deferral, ProfileEvent, QuietHours
 from sinks.capacity import next_day_start
 from sinks.policy import DispatchPolicy
 
@@ -102,6 +102,24 @@ class TestDroppedWhileWaiting:
         assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "sent"]
         assert suppressed(w, "complaint") == 1
 
+    async def test_the_moment_that_goes_on_says_what_the_group_waited_for(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The waiting task lapses when its quiet hours end; the moment that joined it
+        goes out then, under its own id: its `deliver_after` and `deferred` are the
+        group's (it said it could go at the time it joined, inside the quiet hours)."""
+        w = make_worker()
+        opens = NOW + HOUR
+        waits = task("g1", sub=SUB, deliver_after=opens, deferred="quiet_hours")
+        await w.send(waits.model_copy(update={"expires_at": opens + dt.timedelta(minutes=3)}))
+        await w.send(task("g2", sub=SUB, moment_type="low_balance"))
+        assert await w.ledger.state("g2") == "merged"
+        assert await w.sink.release_due(now=opens.timestamp() + 1) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["deferred"]["reason"]) == ("g2", "quiet_hours")
+        assert instant(out["deliver_after"]) == instant(out["deferred"]["until"]) == opens
+        assert suppressed(w, "first_international_roaming") == 1
+
 
 def refusing_managers(**overflow: Any) -> DispatchPolicy:
     """One manager task and one call a day in NJ; a contact a day per subscriber."""
@@ -144,6 +162,10 @@ async def manager_task_joined_by_a_callback(w: Worker, *fill: Channel) -> dt.dat
     at = later + dt.timedelta(seconds=1)
     assert await w.sink.release_due(now=at.timestamp()) == 1 + len(fill)
     return at
+
+
+def instant(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
 
 
 def counted(w: Worker, name: str, **labels: str) -> float:
@@ -200,3 +222,53 @@ class TestCapacityRefusesAGroup:
         assert counted(w, "overflow", moment_type="complaint", policy="fallback") == 1
         published_sms = {"moment_type": "complaint", "channel": "sms"}
         assert w.sample("moments_tasks_published_total", **published_sms) == 1
+
+    async def test_a_callback_sent_on_its_own_says_when_the_group_went(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The group waited for a suspended line, then (active again at night) for the
+        end of the quiet hours; the callback goes out without the manager task, under its
+        own id: it says what the group waited for and until when, not what gating wrote
+        in its own payload when it joined."""
+        w = make_worker(refusing_managers(**{"*": {"policy": "defer"}}))
+        soon = NOW + HOUR
+        check = soon + POLL  # the look after reactivation
+        start, end = (check - HOUR).strftime("%H:%M"), (check + 2 * HOUR).strftime("%H:%M")
+        quiet = {"quiet_hours": QuietHours(zone="+00:00", windows=[f"{start}-{end}"])}
+        manager = task(
+            "m1",
+            sub=SUB,
+            moment_type="third_complaint_30d",
+            priority=1,
+            channel=Channel.MANAGER,
+            deliver_after=soon,
+            deferred="suspended",
+        )
+        callback = task(
+            "c2",
+            sub=SUB,
+            moment_type="complaint",
+            priority=2,
+            channel=Channel.OUTBOUND_CALL,
+            deliver_after=soon,
+            deferred="suspended",
+        )
+        for t in (manager, callback):
+            w.sink.add(t.model_copy(update=quiet))
+            await w.sink.flush()
+        assert await w.ledger.state("c2") == "merged"
+        assert await w.sink.release_due(now=soon.timestamp() + 1) == 1  # still suspended
+        await reactivate(w, soon + dt.timedelta(minutes=5))
+        assert await w.sink.release_due(now=check.timestamp()) == 1  # waits for the quiet hours
+        opens = dt.datetime.combine((check + 2 * HOUR).date(), dt.time.fromisoformat(end), dt.UTC)
+        assert await w.sink.deferral.due_at("m1") == opens.timestamp()
+        for n, channel in enumerate((Channel.MANAGER, Channel.OUTBOUND_CALL)):  # the day's slots
+            filler = task(f"a{n}", sub=f"1390000030{n}", channel=channel, deliver_after=opens)
+            await w.send(
+                filler.model_copy(update={"deliver_after": opens - dt.timedelta(minutes=1)})
+            )
+        assert await w.sink.release_due(now=opens.timestamp() + 1) == 3
+        [sms] = [t for t in await published(w.settings, 3) if t["task_id"] == "c2"]
+        assert (sms["channel"], sms["deferred"]["reason"]) == ("sms", "quiet_hours")
+        assert instant(sms["deliver_after"]) == instant(sms["deferred"]["until"]) == opens
+        assert await w.ledger.state("m1") == "deferred"  # the manager task waits a day
