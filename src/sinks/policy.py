@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from moments.exceptions import ConfigError
 from moments.models import Channel
@@ -31,7 +39,11 @@ def _duration(value: object) -> dt.timedelta:
     return parse_duration(str(value))
 
 
-Duration = Annotated[dt.timedelta, Field(description="e.g. 30m, 2h, 7d")]
+Duration = Annotated[
+    dt.timedelta, BeforeValidator(_duration), Field(description="e.g. 30m, 2h, 7d")
+]
+"""A span written as in rules files (`30m`, `2h`, `7d`): every field of this type reads it
+(a field that needed its own validator read `7d` as an error where one was forgotten)."""
 
 
 class _Frozen(BaseModel):
@@ -65,8 +77,6 @@ class ContactPolicy(_Frozen):
     max_contacts: int = Field(default=0, ge=0)
     period: Duration = dt.timedelta(days=7)
 
-    _period = field_validator("period", mode="before")(_duration)
-
 
 class MergePolicy(_Frozen):
     """Moments of one subscriber within `window` become one task.
@@ -81,8 +91,6 @@ class MergePolicy(_Frozen):
     window: Duration = dt.timedelta(minutes=30)
     hold_channels: frozenset[Channel] = frozenset({Channel.OUTBOUND_CALL, Channel.MANAGER})
 
-    _window = field_validator("window", mode="before")(_duration)
-
 
 class RelevanceCheckName(StrEnum):
     TOPPED_UP = "topped_up"
@@ -93,8 +101,6 @@ class OutcomePolicy(_Frozen):
     declined_suppress: Duration = dt.timedelta(days=30)
     unreachable_retry_after: Duration = dt.timedelta(hours=2)
     max_retries: int = Field(default=2, ge=0, le=10)
-
-    _d = field_validator("declined_suppress", "unreachable_retry_after", mode="before")(_duration)
 
 
 class DispatchPolicy(_Frozen):
@@ -122,8 +128,6 @@ class DispatchPolicy(_Frozen):
         description="a task with less than this left before its expires_at is not published "
         "(suppressed as expired): no consumer could act on it in time",
     )
-
-    _min_time_left = field_validator("min_time_left", mode="before")(_duration)
 
     _zone = field_validator("timezone")(check_zone)
 

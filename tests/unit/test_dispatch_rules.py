@@ -131,6 +131,18 @@ class TestPolicyFile:
             load_policy(path)
         assert str(path) in str(err.value)
 
+    def test_every_span_is_written_as_in_rules_files(self, tmp_path: Path) -> None:
+        path = tmp_path / "policy.yaml"
+        path.write_text(
+            "merge: {window: 45m}\nmin_time_left: 10m\n"
+            "outcomes: {declined_suppress: 14d, unreachable_retry_after: 3h}\n"
+        )
+        policy = load_policy(path)
+        assert policy.merge.window == dt.timedelta(minutes=45)
+        assert policy.min_time_left == dt.timedelta(minutes=10)
+        assert policy.outcomes.declined_suppress == dt.timedelta(days=14)
+        assert policy.outcomes.unreachable_retry_after == dt.timedelta(hours=3)
+
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
