@@ -6,7 +6,8 @@ it returns only when everything it decided is durable in Redis (and retries are
 parked), so committing the batch's offsets afterwards is safe. Per outcome:
 - `moments_task_outcomes_total{moment_type,status}`: the moment type is read from the
   task's payload, or once it is gone from the ledger entry the sink wrote when it
-  published the task (`unknown` once that is gone too);
+  published the task (`unknown` once that is gone too); a status is counted once per
+  task, however often it is read;
 - `declined`: the same rule is not sent to that subscriber for
   `outcomes.declined_suppress` (a Redis key read at dispatch);
 - `unreachable`: a retry with a deterministic id (so a re-read outcome re-queues
@@ -174,7 +175,8 @@ async def handle_outcomes(
             moment_type = str(
                 (await _sent_meta(sink, outcome.task_id)).get("moment_type") or UNKNOWN
             )
-        metrics.outcomes.labels(moment_type, outcome.status.value).inc()
+        if await _first(sink, outcome):
+            metrics.outcomes.labels(moment_type, outcome.status.value).inc()
         result.handled += 1
         if task is None:
             if outcome.status in _ACTS:
@@ -197,6 +199,18 @@ async def handle_outcomes(
                 result.retries.append(retry.task_id)
     await sink.dispatch(retries)
     return result
+
+
+async def _first(sink: TaskSink, outcome: TaskOutcome) -> bool:
+    """Whether this status is new for the task: an outcome read again (a restart before
+    its offset was committed) or sent twice is counted once; what it does is idempotent
+    (a decline sets the same key, a retry has a deterministic id)."""
+    return await with_retry(
+        lambda: sink.ledger.first_outcome(outcome.task_id, outcome.status.value),
+        Dependency.REDIS,
+        sink.metrics,
+        "noting an outcome",
+    )
 
 
 async def _sent_meta(sink: TaskSink, task_id: str) -> dict[str, object]:

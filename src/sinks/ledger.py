@@ -269,6 +269,10 @@ class TaskLedger:
         value: bytes | str | None = await self.redis.get(self.body_key(task_id))
         return value.encode() if isinstance(value, str) else value
 
+    async def first_outcome(self, task_id: str, status: str) -> bool:
+        key = f"{self.prefix}outcome:{task_id}:{status}"
+        return bool(await self.redis.set(key, b"1", nx=True, ex=self.ttl))
+
     async def pending_count(self) -> int:
         return int(await self.redis.zcard(self.pending_key))
 

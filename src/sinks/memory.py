@@ -46,6 +46,7 @@ class MemoryLedger:
         self.groups: dict[str, _Entry] = {}  # value unused; members in group_members
         self.group_members: dict[str, list[bytes]] = {}
         self.bodies: dict[str, _Entry] = {}
+        self.outcomes: dict[str, _Entry] = {}
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -178,6 +179,13 @@ class MemoryLedger:
     async def body(self, task_id: str) -> bytes | None:
         entry = self._live(self.bodies, task_id)
         return None if entry is None else entry.value
+
+    async def first_outcome(self, task_id: str, status: str) -> bool:
+        key = f"{task_id}:{status}"
+        if self._live(self.outcomes, key) is not None:
+            return False
+        self.outcomes[key] = _Entry(b"1", self.clock() + self.ttl)
+        return True
 
 
 class MemoryDeferrals:

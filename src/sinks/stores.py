@@ -121,6 +121,11 @@ class Ledger(Protocol):
 
     async def body(self, task_id: str) -> bytes | None: ...
 
+    async def first_outcome(self, task_id: str, status: str) -> bool:
+        """Note that `status` was reported for the task; False when it was before (the
+        outcome read again after a restart, or sent twice): counted once."""
+        ...
+
 
 class Deferrals(Protocol):
     """Waiting tasks by release time, and each subscriber's open merge group.

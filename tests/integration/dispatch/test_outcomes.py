@@ -79,6 +79,24 @@ class TestOutcomes:
         suppressed = {"moment_type": "low_balance", "reason": "declined"}
         assert w.sample("moments_tasks_suppressed_total", **suppressed) == 1
 
+    async def test_an_outcome_read_again_is_counted_once(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """Read again after a restart (its offset not yet committed), an outcome was counted
+        again in moments_task_outcomes_total (code review)."""
+        w = make_worker()
+        sub = "13200000001"
+        await w.send(task(X1, sub=sub, moment_type="low_balance"))
+        records = [record_of(X1, sub, OutcomeStatus.DONE_NO_CHANGE)]
+        await handle_outcomes(records, w.sink)
+        await handle_outcomes(records, w.sink)  # the same record read again
+        labels = {"moment_type": "low_balance", "status": "done_no_change"}
+        assert w.sample("moments_task_outcomes_total", **labels) == 1
+        accepted = [record_of(X1, sub, OutcomeStatus.ACCEPTED)]
+        await handle_outcomes(accepted, w.sink)  # another status of the task: counted
+        labels["status"] = "accepted"
+        assert w.sample("moments_task_outcomes_total", **labels) == 1
+
     async def test_declining_a_merged_task_suppresses_each_of_its_rules(
         self, make_worker: Callable[..., Worker]
     ) -> None:
