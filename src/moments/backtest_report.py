@@ -134,8 +134,10 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
 def capacity_rows(
     result: BacktestResult, sent: Mapping[tuple[str, str, str], int]
 ) -> list[dict[str, Any]]:
-    """Per local day, region and channel: tasks that wanted a slot (`needed`), got one
-    (`taken`), the configured limit (None: unlimited, where `needed` is what was sent)."""
+    """Per local day, region and channel: tasks that wanted a slot (`needed`), those asking
+    for the first time (`new`: a task refused and deferred asks again the next day, so
+    `needed` counts it on both), those that got one (`taken`), the configured limit (None:
+    unlimited, where `needed` is what was sent)."""
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     slots = result.slots
     zone = result.policy.zone
@@ -144,21 +146,26 @@ def capacity_rows(
         if result.report_from is None
         else dt.datetime.fromtimestamp(result.report_from, zone).date()
     )
-    for key in set(slots.used) | set(slots.refused):
+    asked: dict[tuple[str | None, Channel], set[str]] = {}  # ids that asked on a day before
+    for key in sorted(set(slots.used) | set(slots.refused), key=lambda k: k.day):
+        used = slots.used.get(key, set())
+        wanting = used | slots.refused.get(key, set())
+        before = asked.setdefault((key.region, key.channel), set())
+        new = len(wanting - before)
+        before |= wanting
         if first is not None and key.day < first:
             continue
-        used = slots.used.get(key, set())
-        refused = slots.refused.get(key, set())
         region = key.region or NO_REGION
         rows[(key.day.isoformat(), region, key.channel.value)] = {
-            "needed": len(used | refused),
+            "needed": len(wanting),
+            "new": new,
             "taken": len(used),
             "configured": result.policy.limit(key.region, key.channel),
         }
     for (day, region, channel), n in sent.items():
         limited = result.policy.pool(None if region == NO_REGION else region, Channel(channel))
         if limited is None and (day, region, channel) not in rows:  # (else in its pool's row)
-            rows[(day, region, channel)] = {"needed": n, "taken": n, "configured": None}
+            rows[(day, region, channel)] = {"needed": n, "new": n, "taken": n, "configured": None}
     return [{"day": d, "region": r, "channel": c, **v} for (d, r, c), v in sorted(rows.items())]
 
 
@@ -342,7 +349,7 @@ def sections(
         ]
         out.append((f"Tasks per day by {dim.replace('_', ' ')}", ["day", *values, "total"], rows))
     cap = [
-        [r["day"], r["region"], r["channel"], r["needed"], r["taken"], r["configured"]]
+        [r["day"], r["region"], r["channel"], r["needed"], r["new"], r["taken"], r["configured"]]
         for r in report["capacity"]
     ]
     if terminal:
@@ -351,7 +358,7 @@ def sections(
         out.append(
             (
                 "Capacity needed vs configured",
-                ["day", "region", "channel", "needed", "taken", "configured"],
+                ["day", "region", "channel", "needed", "new", "taken", "configured"],
                 cap,
             )
         )
@@ -441,8 +448,9 @@ def _per_value(
 def _capacity_peaks(
     rows: Iterable[Mapping[str, Any]],
 ) -> tuple[str, list[str], list[list[Any]]]:
-    """Per region and channel: the busiest day's need against the limit, and how many
-    days needed more than it."""
+    """Per region and channel: the busiest day's need against the limit, how many days
+    needed more than it, the tasks that asked (each once, on its first day) and the
+    refusals (a task refused on two days is two: decisions, not tasks)."""
     by: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in rows:
         by.setdefault((str(r["region"]), str(r["channel"])), []).append(r)
@@ -452,10 +460,11 @@ def _capacity_peaks(
         limit = peak["configured"]
         over = sum(1 for r in days if limit is not None and r["needed"] > limit)
         refused = sum(int(r["needed"]) - int(r["taken"]) for r in days)
-        out.append([region, channel, limit, peak["needed"], peak["day"], over, refused])
+        new = sum(int(r["new"]) for r in days)
+        out.append([region, channel, limit, peak["needed"], peak["day"], over, new, refused])
     return (
         "Capacity needed vs configured (busiest day; every day in report.md)",
-        ["region", "channel", "limit", "peak", "peak day", "days over", "refused"],
+        ["region", "channel", "limit", "peak", "peak day", "days over", "tasks", "refusals"],
         out,
     )
 

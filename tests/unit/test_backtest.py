@@ -246,6 +246,9 @@ class TestReportNumbers:
         assert result.ledger[_task_of(result, "13900000001", DAY2)] == "deferred"
         day2 = {(r["region"], r["channel"]): r for r in report["capacity"] if r["day"] == str(DAY2)}
         assert day2[("NJ", "manager")]["taken"] == NJ_MANAGER_LIMIT
+        # Day 2's need holds the two calls deferred from day 1, asking again: only the
+        # day-2 call is new demand (the analyst read "needed" as new tasks).
+        assert (day2[("NJ", "manager")]["needed"], day2[("NJ", "manager")]["new"]) == (3, 1)
 
     def test_events_before_from_warm_up_but_are_not_reported(self, tmp_path: Path) -> None:
         start = dt.datetime.combine(DAY2, dt.time(0), SHANGHAI)
@@ -277,7 +280,7 @@ class TestReportNumbers:
         assert "https://" not in page
         assert "<h2>Capacity needed vs configured</h2>" in page
         md = markdown(report)
-        assert f"| {DAY1.isoformat()} | NJ | manager | 4 | 2 | 2 |" in md
+        assert f"| {DAY1.isoformat()} | NJ | manager | 4 | 4 | 2 | 2 |" in md
 
     def test_a_shadow_rule_is_reported_and_makes_no_task(self, tmp_path: Path) -> None:
         shadow = LEGACY.replace(
