@@ -348,8 +348,10 @@ def register_agents(
 
         @app.timer(interval=settings.rules_reload_seconds)  # type: ignore[untyped-decorator]
         async def reload_rules() -> None:
-            """A changed rules file (or SIGHUP) swaps the rules in between batches."""
+            """A changed rules or dispatch policy file (or SIGHUP) is swapped in between
+            batches."""
             await runtime.reloader.check_off_loop()
+            await runtime.policy_reloader.check_off_loop()
 
     @app.timer(interval=max(1.0, settings.pending_redrive_seconds / 3))  # type: ignore[untyped-decorator]
     async def redrive_pending() -> None:
@@ -359,11 +361,12 @@ def register_agents(
     reloading: set[asyncio.Task[str | None]] = set()  # held until done (asyncio keeps weak refs)
 
     def reload_on_signal() -> None:
-        log.info("SIGHUP: reloading the rules")
-        runtime.reloader.request()
-        task = asyncio.get_running_loop().create_task(runtime.reloader.check_off_loop())
-        reloading.add(task)
-        task.add_done_callback(reloading.discard)
+        log.info("SIGHUP: reloading the rules and the dispatch policy")
+        for reloader in (runtime.reloader, runtime.policy_reloader):
+            reloader.request()
+            task = asyncio.get_running_loop().create_task(reloader.check_off_loop())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
 
     async def stop_runtime(*_: Any, **__: Any) -> None:
         await runtime.stop()

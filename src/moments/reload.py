@@ -1,5 +1,5 @@
-"""Hot reload of the rules: a changed file (or SIGHUP) loads them again; a bad file is
-refused with its problems and the rules in force stay."""
+"""Hot reload of the rules and the dispatch policy: a changed file (or SIGHUP) loads it
+again; a bad file is refused with its problems and what is in force stays."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
+from moments.exceptions import ConfigError
 from rules.catalog import RuleSet, load_rules, rule_files
 from rules.exceptions import RulesError
+from sinks.policy import DispatchPolicy, load_policy
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +39,20 @@ def signature(path: Path | None) -> Signature:
 
 
 @dataclass
-class Reloader:
-    """Checks for a change and loads; the caller installs the new rules between batches."""
+class FileReloader(Generic[T]):
+    """Checks for a change and loads; the caller installs what was loaded between batches."""
 
     path: Path | None
-    install: Callable[[RuleSet], None]
+    install: Callable[[T], None]
     record: Callable[[str, int | None], None]
-    """Called with the result ("ok" or "error") and the number of rules now in force."""
-    load: Callable[[Path | None], RuleSet] = load_rules
+    """Called with the result ("ok" or "error") and, for rules, how many are in force."""
+    load: Callable[[Path | None], T]
+    what: str
+    """What is reloaded, as the log says it ("rules", "dispatch policy")."""
+    refused: tuple[type[Exception], ...]
+    """The loader's errors that refuse a file (said as they are, without a traceback)."""
+    describe: Callable[[T], tuple[str, int | None]]
+    """What was loaded, for the log, and the count `record` gets."""
     last: Signature = field(default=())
     requested: bool = False
     loading: bool = False
@@ -84,29 +95,58 @@ class Reloader:
         finally:
             self.loading = False
 
-    def _load(self) -> RuleSet | None:
-        """The rules, or None when refused (logged). Touches nothing shared: runs in a thread."""
+    def _load(self) -> T | None:
+        """What the file holds, or None when refused (logged). Touches nothing shared: runs
+        in a thread."""
         try:
             return self.load(self.path)
-        except RulesError as exc:
-            log.error("rules reload refused (the rules in force stay):\n%s", exc)
+        except self.refused as exc:
+            log.error("%s reload refused (the %s in force stays):\n%s", self.what, self.what, exc)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:  # a loader bug must not stop the worker: the rules in force
             # stay (pyo3's PanicException, from a Rust extension out of memory, is no Exception)
             log.exception(
-                "rules reload of %s failed unexpectedly (the rules in force stay): a bug in "
-                "moments; report it with this traceback and the file (`moments rules "
-                "validate` reads it the same way)",
-                self.path or "the packaged catalog",
+                "%s reload of %s failed unexpectedly (the %s in force stays): a bug in "
+                "moments; report it with this traceback and the file (`moments check` reads "
+                "it the same way)",
+                self.what,
+                self.path or "the packaged default",
+                self.what,
             )
         return None
 
-    def _finish(self, rules: RuleSet | None) -> str:
-        if rules is None:
+    def _finish(self, loaded: T | None) -> str:
+        if loaded is None:
             self.record("error", None)
             return "error"
-        self.install(rules)
-        log.info("rules reloaded: %d rule(s) from %s", len(rules), self.path or "the catalog")
-        self.record("ok", len(rules))
+        self.install(loaded)
+        said, count = self.describe(loaded)
+        log.info("%s reloaded: %s from %s", self.what, said, self.path or "the packaged default")
+        self.record("ok", count)
         return "ok"
+
+
+@dataclass
+class Reloader(FileReloader[RuleSet]):
+    """The rules file or folder (MOMENTS_RULES)."""
+
+    load: Callable[[Path | None], RuleSet] = load_rules
+    what: str = "rules"
+    refused: tuple[type[Exception], ...] = (RulesError,)
+    describe: Callable[[RuleSet], tuple[str, int | None]] = field(
+        default=lambda rules: (f"{len(rules)} rule(s)", len(rules))
+    )
+
+
+@dataclass
+class PolicyReloader(FileReloader[DispatchPolicy]):
+    """The dispatch policy file (MOMENTS_DISPATCH_POLICY): capacity, merge window, contact
+    caps and overflow change without a restart."""
+
+    load: Callable[[Path | None], DispatchPolicy] = load_policy
+    what: str = "dispatch policy"
+    refused: tuple[type[Exception], ...] = (ConfigError,)
+    describe: Callable[[DispatchPolicy], tuple[str, int | None]] = field(
+        default=lambda _: ("the new one in force", None)
+    )

@@ -30,7 +30,7 @@ from moments.partitioning import PartitionCheck
 from moments.producer import start_producer
 from moments.records import DeadLetter, RawRecord
 from moments.redisurl import redacted_url
-from moments.reload import Reloader
+from moments.reload import PolicyReloader, Reloader
 from moments.settings import Settings
 from moments.shutdown import within
 from moments.store import StateStore
@@ -102,6 +102,9 @@ class Runtime:
         self.clock = EventClock(settings.lateness_seconds, settings.idle_after_seconds)
         self.placement = PartitionCheck(settings.partitions)
         self.reloader = Reloader(settings.rules, self.install_rules, self._record_reload)
+        self.policy_reloader = PolicyReloader(
+            settings.dispatch_policy, self.install_policy, self._record_policy_reload
+        )
         # The batch loop and the window sweep both read and write subscriber state.
         self._state_lock = asyncio.Lock()
         self._counted: set[int] = set()
@@ -120,6 +123,15 @@ class Runtime:
         self.detector.swap_rules(rules)
         self._declare_outcomes(rules)
         self._report_rules(rules)
+
+    def install_policy(self, policy: DispatchPolicy) -> None:
+        """Swap the dispatch policy in; called from the event loop."""
+        self.policy = policy
+        if self.tasks is not None:
+            self.tasks.use_policy(policy)
+
+    def _record_policy_reload(self, result: str, _: int | None) -> None:
+        self.metrics.policy_refused.set(1 if result == "error" else 0)
 
     def _report_rules(self, rules: RuleSet) -> None:
         """`moments_rule_info`: the rules in force now, and only those."""

@@ -262,6 +262,13 @@ class TaskSink:
     def add(self, item: ServiceTask) -> None:
         self._pending.append(item)
 
+    def use_policy(self, policy: DispatchPolicy) -> None:
+        """Dispatch by `policy` from now on (a reload of its file): the limiters read their
+        limits from it; their counters stay in the stores."""
+        self.policy = policy
+        self.capacity = CapacityLimiter(self.stores.slots, policy)
+        self.contacts = ContactLimiter(self.stores.contacts, policy.contact)
+
     def _last_send(self, task: ServiceTask) -> float:
         """The latest time the task may be published: `min_time_left` before it expires
         (a task sent with a minute to live reached its consumer expired)."""

@@ -161,6 +161,12 @@ class Metrics:
             "restart with that file exits)",
             registry=r,
         )
+        self.policy_refused = Gauge(
+            "moments_dispatch_policy_refused",
+            "1 while the dispatch policy file on disk is refused (the policy in force stays, "
+            "but a restart with that file exits)",
+            registry=r,
+        )
         self.deadletters_oversize = Counter(
             "moments_deadletters_oversize",
             "Dead letters refused by the producer or the broker for their size: "

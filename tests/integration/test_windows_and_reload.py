@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,3 +126,31 @@ async def test_sighup_reloads_when_polling_is_off(
     await produce(settings, [roaming("r1", "JP")])
     records = await read_topic(settings, "tasks", count=1, wait_s=60, settle=1)
     assert [t["moment"]["type"] for t in values(records)] == ["new_welcome"]
+
+
+async def test_a_broken_dispatch_policy_is_refused_and_a_good_one_swapped_in(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Read at start-up only, a broken policy file showed at the next rollout, as a worker
+    that would not start (ops review)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("merge: {window: 30m}\n")
+    port = free_port()
+    settings = make_settings(metrics_port=port, dispatch_policy=policy, rules_reload_seconds=0.5)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    await wait_for_metric(port, "moments_rules_loaded", {}, 1, wait_s=60)
+    assert await metric_value(port, "moments_dispatch_policy_refused") == 0
+    policy.write_text("merge: {window: 30x}\n")
+    await wait_for_metric(port, "moments_dispatch_policy_refused", {}, 1, wait_s=30)
+    assert "dispatch policy reload refused" in worker.log()
+    assert "merge.window" in worker.log()
+    policy.write_text("merge: {window: 10m}\n")
+    deadline = time.monotonic() + 30
+    while await metric_value(port, "moments_dispatch_policy_refused") != 0:
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        await asyncio.sleep(0.5)
+    assert "dispatch policy reloaded" in worker.log()

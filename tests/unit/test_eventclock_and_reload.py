@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from moments.eventclock import EventClock
+from moments.models import Channel
 from moments.reload import Reloader
 from rules.catalog import RuleSet, load_rules
 
@@ -226,3 +227,39 @@ class TestReloadOffTheLoop:
         assert await reloader.check_off_loop() == "error"
         assert installed == []
         assert recorded == [("error", None)]
+
+
+class TestPolicyReloader:
+    """The dispatch policy file is reloaded as the rules are (it was read at start only:
+    on-call could not change a capacity without a restart, nor see a broken file before
+    the next rollout; ops review)."""
+
+    def test_a_bad_policy_is_refused_and_a_fixed_one_put_in_force(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from moments.engine import Detector
+        from moments.reload import PolicyReloader
+        from moments.runtime import Runtime
+        from moments.settings import load_settings
+        from sinks.dispatch import TaskSink
+        from sinks.memory import memory_stores
+        from sinks.metrics import Metrics
+
+        path = tmp_path / "policy.yaml"
+        path.write_text("capacity: {NJ: {manager: 5}}\n")
+        metrics = Metrics()
+        runtime = Runtime(load_settings(dispatch_policy=path), metrics, Detector.__new__(Detector))
+        sink = TaskSink(None, "tasks", memory_stores(lambda: 0.0), metrics, runtime.policy)  # type: ignore[arg-type]
+        runtime.tasks = sink
+        reloader = runtime.policy_reloader
+        assert isinstance(reloader, PolicyReloader)
+        path.write_text("capacity: {NJ: {manager: -1}}\n")
+        assert reloader.check() == "error"
+        assert metrics.policy_refused._value.get() == 1
+        assert sink.policy.capacity["NJ"][Channel.MANAGER] == 5  # the one in force stays
+        assert "dispatch policy reload refused" in caplog.text
+        path.write_text("capacity: {NJ: {manager: 8}}\n")
+        assert reloader.check() == "ok"
+        assert metrics.policy_refused._value.get() == 0
+        assert sink.policy.capacity["NJ"][Channel.MANAGER] == 8
+        assert sink.capacity.policy is sink.policy  # the limiter reads the new limits

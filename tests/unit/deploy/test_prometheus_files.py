@@ -29,6 +29,7 @@ ALERTS = {
     "MomentsNothingDetectedWhileEventsFlow",
     "MomentsDeferredTasksOverdue",
     "MomentsRulesRefused",
+    "MomentsDispatchPolicyRefused",
     "MomentsEventsMisplaced",
     "MomentsRulesDiffer",
     "MomentsDependencyDown",
