@@ -219,7 +219,6 @@ class Candidate:
     tasks: list[ServiceTask]
     fresh: bool = False  # straight from a batch (may join or open a merge group)
     deferral_counted: bool = False  # the engine counted its gating deferral already
-    reasons: list[str] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     """The stored bytes of `tasks` (released or re-driven): a merged one leaves its group
     by them."""
