@@ -74,13 +74,25 @@ def worker_env(
     return env
 
 
+def served_host(user: Settings) -> str:
+    """Where the worker serves /metrics (see `worker_env`)."""
+    return user.metrics_host if "metrics_host" in user.model_fields_set else HOST
+
+
+def metrics_url(host: str, port: int) -> str:
+    """A URL for /metrics served on `host`: an any-address host is reached on loopback."""
+    # Not a bind: the any-addresses only map to the loopback one a browser can open.
+    shown = {"0.0.0.0": HOST, "": HOST, "::": "::1"}.get(host, host)  # noqa: S104
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/metrics"
+
+
 def check_metrics_port(user: Settings, port: int) -> None:
     """Refuse a /metrics port the worker could not bind, before anything starts: the
     worker found out itself, after the broker, Redis and the whole sample stream."""
     if port == 0:  # /metrics off
         return
     host_set = "metrics_host" in user.model_fields_set
-    host = user.metrics_host if host_set else HOST  # as `worker_env` has the worker serve it
+    host = served_host(user)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # As the worker's server binds: a port left in TIME_WAIT is no obstacle.
@@ -167,7 +179,7 @@ def _run(
         stack.callback(_stop_process, worker)
         console.print(f"[green]worker[/] pid {worker.pid}, log {log_path}")
         if port:
-            console.print(f"[green]metrics[/] http://127.0.0.1:{port}/metrics")
+            console.print(f"[green]metrics[/] {metrics_url(served_host(user), port)}")
         console.print("tasks appear below as they are published; Ctrl-C stops everything\n")
         code = FAILED
         # Not asyncio.run: its clean-up waits without a bound for every task and executor

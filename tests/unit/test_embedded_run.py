@@ -18,7 +18,7 @@ from rich.console import Console
 from moments import embedded_run
 from moments.cli import main
 from moments.embedded import free_port
-from moments.embedded_run import worker_env
+from moments.embedded_run import metrics_url, worker_env
 from moments.settings import Settings, load_settings
 
 STACK = {"MOMENTS_KAFKA_BOOTSTRAP": "127.0.0.1:40123", "MOMENTS_METRICS_PORT": "9308"}
@@ -119,3 +119,18 @@ def test_the_task_viewer_is_closed_when_the_worker_exits(
         assert closed == [True]
     finally:
         embedded_run._close_loop(loop)
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:9308/metrics"),
+        ("0.0.0.0", "http://127.0.0.1:9308/metrics"),  # noqa: S104 - a URL, no bind
+        ("10.1.2.3", "http://10.1.2.3:9308/metrics"),
+        ("::", "http://[::1]:9308/metrics"),
+        ("fe80::1", "http://[fe80::1]:9308/metrics"),
+    ],
+)
+def test_the_metrics_url_printed_is_where_the_worker_serves(host: str, url: str) -> None:
+    """`moments run` printed 127.0.0.1 whatever MOMENTS_METRICS_HOST said (ops review)."""
+    assert metrics_url(host, 9308) == url
