@@ -12,9 +12,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from moments.exceptions import ConfigError, MomentsError
 from moments.settings import Settings
+
+if TYPE_CHECKING:
+    from rules.catalog import RuleSet
+    from sinks.policy import DispatchPolicy
 
 PRODUCER_START_S = 30.0
 
@@ -34,7 +39,14 @@ class Finding:
 
 async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Finding]:
     """Every step, in order; a step that needs Kafka is skipped when Kafka failed."""
-    found = [_rules(settings), _policy(settings), _state_format()]
+    rules, rules_loaded = _rules(settings)
+    policy, policy_loaded = _policy(settings)
+    found = [rules, policy]
+    if rules_loaded is not None and policy_loaded is not None:
+        said = zones_differ(rules_loaded.gating.timezone, policy_loaded.timezone)
+        if said is not None:
+            found.append(Finding("time zones", Verdict.WARN, said))
+    found.append(_state_format())
     kafka, counts = await _kafka(settings, timeout_s)
     found.append(kafka)
     if kafka.verdict is not Verdict.FAIL:
@@ -44,7 +56,19 @@ async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Findin
     return found
 
 
-def _rules(settings: Settings) -> Finding:
+def zones_differ(customers: str, operator: str) -> str | None:
+    """Said when the rules' `gating.timezone` and the dispatch policy's `timezone` differ:
+    a deliberate choice only where the operator's day is not its customers'."""
+    if customers == operator:
+        return None
+    return (
+        f"customers' days and quiet hours are judged in {customers} (the rules' "
+        f"gating.timezone), capacity days in {operator} (the dispatch policy's timezone); "
+        "set both alike unless the operator's day is not its customers' (docs/gating.md)"
+    )
+
+
+def _rules(settings: Settings) -> tuple[Finding, RuleSet | None]:
     from rules.catalog import load_rules
     from rules.exceptions import RulesError
 
@@ -54,23 +78,20 @@ def _rules(settings: Settings) -> Finding:
     except RulesError as exc:
         shown = [str(p) for p in exc.problems[:5]]
         more = len(exc.problems) - len(shown)
-        return Finding(
-            "rules",
-            Verdict.FAIL,
-            "\n".join(shown + ([f"... and {more} more"] if more > 0 else [])),
-        )
-    return Finding("rules", Verdict.OK, f"{len(rules)} rule(s) from {where}")
+        detail = "\n".join(shown + ([f"... and {more} more"] if more > 0 else []))
+        return Finding("rules", Verdict.FAIL, detail), None
+    return Finding("rules", Verdict.OK, f"{len(rules)} rule(s) from {where}"), rules
 
 
-def _policy(settings: Settings) -> Finding:
+def _policy(settings: Settings) -> tuple[Finding, DispatchPolicy | None]:
     from sinks.policy import load_policy
 
     try:
-        load_policy(settings.dispatch_policy)
+        policy = load_policy(settings.dispatch_policy)
     except ConfigError as exc:
-        return Finding("dispatch policy", Verdict.FAIL, str(exc))
+        return Finding("dispatch policy", Verdict.FAIL, str(exc)), None
     where = settings.dispatch_policy or "the defaults (MOMENTS_DISPATCH_POLICY unset)"
-    return Finding("dispatch policy", Verdict.OK, f"{where}")
+    return Finding("dispatch policy", Verdict.OK, f"{where}"), policy
 
 
 def _state_format() -> Finding:

@@ -14,6 +14,7 @@ from prometheus_client import disable_created_metrics
 from moments import statezip
 from moments.app import build, topic_types
 from moments.buildinfo import build_labels
+from moments.check import zones_differ
 from moments.connections import check_kafka, preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
@@ -130,6 +131,8 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
         log.warning("%s", warning)
     rules = load_rules(settings.rules)
     policy = load_policy(settings.dispatch_policy)
+    if (said := zones_differ(rules.gating.timezone, policy.timezone)) is not None:
+        log.warning("%s", said)
     try:
         statezip.check()  # a broken installation stops here, before any input is read
     except StateFormatError as exc:

@@ -96,3 +96,15 @@ def test_a_worker_told_to_be_idempotent_stops_before_joining_the_group(
     assert code == 2, log[-3000:]
     assert "refused an idempotent producer" in log
     assert "Joined group" not in log
+
+
+def test_zones_that_differ_are_a_warning(make_settings: MakeSettings, tmp_path: Path) -> None:
+    """gating.timezone (customers' days) and the policy's timezone (capacity days) may
+    differ only on purpose: a deployment setting one of them had no word of it."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("timezone: Europe/London\n")
+    _, out = check(make_settings(dispatch_policy=policy))  # the exit code: Redis's, Kafka's
+    verdict, detail = rows(out)["time"]
+    assert verdict == "warn", out
+    assert "Asia/Shanghai (the rules' gating.timezone)" in detail
+    assert "Europe/London (the dispatch policy's timezone)" in detail
