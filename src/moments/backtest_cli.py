@@ -37,6 +37,8 @@ REFUSED_SHARE_WARN = 0.01
 
 def add_backtest_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
     """Register `backtest` with the CLI's `_parser` helper (keeps cli.py's edit to one line)."""
+    from moments.models import EventType
+
     p = make_parser(
         sub,
         "backtest",
@@ -54,6 +56,14 @@ def add_backtest_command(sub: Any, make_parser: Callable[..., argparse.ArgumentP
         required=True,
         metavar="FILE",
         help="JSON lines or CSV with a `type` per event (.gz too), each in event-time order",
+    )
+    p.add_argument(
+        "--type",
+        dest="event_type",
+        choices=[t.value for t in EventType if t is not EventType.PROFILE],
+        default=None,
+        help='the event type of lines without a "type" field, e.g. records dumped from one '
+        "input topic (as `rules test --type`)",
     )
     p.add_argument(
         "--rules",
@@ -181,7 +191,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                 yield event
 
     def run(label: str, rule_set: Any) -> BacktestResult:
-        files = [EventFile(p) for p in args.events]
+        default = EventType(args.event_type) if args.event_type else None
+        files = [EventFile(p, default) for p in args.events]
         if args.profiles is not None:
             files.insert(0, EventFile(args.profiles, EventType.PROFILE))
         read = progress_of(files)

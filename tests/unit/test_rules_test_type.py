@@ -77,3 +77,13 @@ def test_the_nothing_detected_runbook_runs_as_written(
     for command in commands:
         assert main(command[1:]) == 0, (command, capsys.readouterr())
     assert "task(s)" in capsys.readouterr().out
+
+
+def test_the_backtest_takes_type_too(tmp_path: Path) -> None:
+    """The same sample backtested: without --type it is refused, with it read."""
+    sample = tmp_path / "usage-sample.jsonl"
+    topic_sample(sample)
+    argv = ["backtest", "--events", str(sample), "--out", str(tmp_path / "out")]
+    assert main(argv) != 0
+    assert main([*argv, "--type", "usage"]) == 0
+    assert (tmp_path / "out" / "report.json").is_file()
