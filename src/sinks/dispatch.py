@@ -190,6 +190,16 @@ def _waited(task: ServiceTask, group: ServiceTask) -> ServiceTask:
     return task.model_copy(update=waited)
 
 
+def _opens(task: ServiceTask, at: dt.datetime) -> dt.datetime | None:
+    """When the task's quiet hours let it go, from `at`: `at` itself when they do not hold
+    now (or it has none), None when they never open."""
+    quiet = task.quiet_hours
+    if quiet is None:
+        return at
+    opens = open_after_quiet(at, quiet.zone, quiet.windows)
+    return None if opens is None else max(opens, at)
+
+
 def waves(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
     """The candidates in runs of consecutive ones of distinct subscribers.
 
@@ -919,20 +929,27 @@ class TaskSink:
         """`now` is inside the quiet hours the task carries: it waits for their end, or is
         dropped as expired when they outlast it. Gating judged them when it made the task;
         whatever held it since (merge window, contact cap, capacity, a retry's wait, a
-        suspended line, a crash) may bring it here at another hour."""
+        suspended line, a crash) may bring it here at another hour.
+
+        A merged task also waits while any of its moments' quiet hours hold, when they end
+        before it must go: capacity may send a moment on its own channel (its lead's
+        refused), and such a moment went out inside its own quiet hours when only the
+        lead's were judged (an SMS at 08:18 in Shanghai, its group led by a call made in
+        Tokyo; dispatch re-check)."""
         task = r.task
-        quiet = task.quiet_hours
-        if quiet is None:
-            return False
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        opens = open_after_quiet(at, quiet.zone, quiet.windows)
-        if opens is not None and opens <= at:
-            return False
-        if opens is not None and opens.timestamp() <= self._last_send(task):
-            w.park(r, opens.timestamp(), "quiet_hours")
-        else:  # quiet until it expires, as gating says of a task it makes
+        last = self._last_send(task)
+        lead = _opens(task, at)
+        if lead is None or lead.timestamp() > last:  # quiet until it expires, as gating says
             self._suppressed(task, SuppressReason.EXPIRED.value)
             w.drop(task.task_id, SuppressReason.EXPIRED.value, task.expires_at)
+            return True
+        until = max(
+            [lead, *(o for m in r.moments if (o := _opens(m, at)) and o.timestamp() <= last)]
+        )
+        if until <= at:
+            return False
+        w.park(r, until.timestamp(), "quiet_hours")
         return True
 
     async def _send(self, tasks: list[ServiceTask]) -> None:

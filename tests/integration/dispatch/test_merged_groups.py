@@ -272,3 +272,52 @@ class TestCapacityRefusesAGroup:
         assert (sms["channel"], sms["deferred"]["reason"]) == ("sms", "quiet_hours")
         assert instant(sms["deliver_after"]) == instant(sms["deferred"]["until"]) == opens
         assert await w.ledger.state("m1") == "deferred"  # the manager task waits a day
+
+
+class TestQuietHoursOfAGroup:
+    async def test_a_moment_that_may_go_alone_keeps_its_own_quiet_hours(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The group was judged by its lead's quiet hours only: led by a call made while
+        roaming (quiet hours in another zone, over), its SMS moment went out alone when
+        capacity refused the call, inside its own quiet hours (08:18 in Shanghai; dispatch
+        re-check). Now the group waits until every moment's quiet hours are over."""
+        policy = DispatchPolicy.model_validate(
+            {
+                "capacity": {"NJ": {"outbound_call": 0}},
+                "reserved_share": 0,
+                "overflow": {"*": {"policy": "drop"}},
+                "merge": {"hold_channels": []},
+            }
+        )
+        w = make_worker(policy)
+        look = NOW + dt.timedelta(minutes=30)
+
+        def window(a: dt.datetime, b: dt.datetime) -> QuietHours:
+            return QuietHours(zone="+00:00", windows=[f"{a:%H:%M}-{b:%H:%M}"])
+
+        ends = NOW + 2 * HOUR
+        sms = task(
+            "q1", sub=SUB, moment_type="first_service_order", deferred="suspended", expires_at=ends
+        ).model_copy(update={"quiet_hours": window(look - HOUR, look + HOUR)})
+        call = task(
+            "q2",
+            sub=SUB,
+            moment_type="service_failure",
+            channel=Channel.OUTBOUND_CALL,
+            priority=2,
+            deferred="suspended",
+            expires_at=ends,
+        ).model_copy(update={"quiet_hours": window(look - 3 * HOUR, look - HOUR)})
+        for t in (sms, call):
+            w.sink.add(t)
+            await w.sink.flush()
+        assert [await w.ledger.state(i) for i in ("q1", "q2")] == ["deferred", "merged"]
+        await reactivate(w, look)
+        await w.sink.release_due(now=look.timestamp())
+        assert await w.ledger.state("q1") == "deferred"  # waits for its moments' hours
+        opens = (look + HOUR).replace(second=0)  # the SMS moment's window ends (HH:MM)
+        assert await w.sink.deferral.due_at("q1") == opens.timestamp()
+        await w.sink.release_due(now=opens.timestamp())
+        (sent,) = await published(w.settings, 1)
+        assert (sent["task_id"], sent["channel"]) == ("q1", "sms")
