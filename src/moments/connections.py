@@ -107,17 +107,40 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """A verifying TLS context (system CAs, or MOMENTS_KAFKA_SSL_CAFILE), or None without TLS."""
     if settings.kafka_security_protocol not in TLS_PROTOCOLS:
         return None
-    context = ssl.create_default_context(
-        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-    )
+    cafile = settings.kafka_ssl_cafile
+    try:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"MOMENTS_KAFKA_SSL_CAFILE {cafile}: no CA certificate could be read from it "
+            f"({_tls_reason(exc)}); point it at the PEM file of the CA that signed the "
+            "broker's certificate"
+        ) from None
     if settings.kafka_ssl_certfile is not None and settings.kafka_ssl_keyfile is not None:
         key_password = settings.kafka_ssl_key_password
-        context.load_cert_chain(
-            str(settings.kafka_ssl_certfile),
-            str(settings.kafka_ssl_keyfile),
-            password=key_password.get_secret_value() if key_password else None,
-        )
+        secret = key_password.get_secret_value() if key_password else ""
+        try:
+            # A callable, never None: with None, OpenSSL asks for an encrypted key's pass
+            # phrase on the terminal, and `kubectl exec -it ... moments check` hung there.
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile),
+                password=lambda: secret,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"MOMENTS_KAFKA_SSL_CERTFILE {settings.kafka_ssl_certfile} and "
+                f"MOMENTS_KAFKA_SSL_KEYFILE {settings.kafka_ssl_keyfile}: {_tls_reason(exc)}; "
+                "give the client certificate and its own private key, both PEM, and "
+                "MOMENTS_KAFKA_SSL_KEY_PASSWORD when the key is encrypted"
+            ) from None
     return context
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    return str(getattr(exc, "strerror", None) or exc)
 
 
 def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
@@ -214,21 +237,48 @@ def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None
 async def check_kafka(
     settings: Settings, timeout_s: float = 10.0, report: bool = True
 ) -> dict[str, int] | None:
-    """Log in to the first bootstrap server and ask for metadata.
+    """Log in to a bootstrap server (each in turn, until one answers) and ask for metadata.
 
     The partition count of every topic when it worked, None when the server could not be
     reached (logged, left to the retries; with `report` false, ConnectionError instead);
     raises `ConfigError` when the security settings are what is wrong.
     """
     from aiokafka.cluster import ClusterMetadata
+
+    kwargs = kafka_client_kwargs(settings)
+    unreachable: BaseException | None = None
+    # Each server in turn, as the clients do: a worker restarted while the first of a
+    # cluster's brokers was down waited for it for ever (re-check).
+    for server in settings.bootstrap_servers:
+        try:
+            metadata = await _metadata(settings, server, kwargs, timeout_s)
+        except _NoAnswerError as exc:
+            unreachable = exc.__cause__ or exc
+            continue
+        cluster = ClusterMetadata()
+        cluster.update_metadata(metadata)
+        return {t: len(cluster.partitions_for_topic(t) or ()) for t in cluster.topics()}
+    assert unreachable is not None  # a bootstrap list is never empty (settings)
+    _unreachable(settings, unreachable, report)
+    return None
+
+
+class _NoAnswerError(Exception):
+    """A bootstrap server did not answer (its cause says how): the next is tried."""
+
+
+async def _metadata(
+    settings: Settings, server: str, kwargs: dict[str, Any], timeout_s: float
+) -> Any:
+    """Log in to one bootstrap server and ask for metadata; `ConfigError` when the
+    security settings are what is wrong, `_NoAnswerError` when it does not answer."""
     from aiokafka.conn import create_conn
     from aiokafka.errors import KafkaConnectionError
     from aiokafka.protocol.metadata import MetadataRequest
 
     from moments.settings import split_host_port
 
-    host, port = split_host_port(settings.bootstrap_servers[0])
-    kwargs = kafka_client_kwargs(settings)
+    host, port = split_host_port(server)
     for attempt in range(_CONNECT_ATTEMPTS):
         again = attempt + 1 < _CONNECT_ATTEMPTS
         try:
@@ -248,12 +298,10 @@ async def check_kafka(
                 continue
             if problem is not None:
                 raise ConfigError(problem) from None
-            _unreachable(settings, exc, report)
-            return None
+            raise _NoAnswerError(server) from exc
         try:
             async with asyncio.timeout(timeout_s):
-                metadata = await conn.send(MetadataRequest([], allow_auto_topic_creation=False))
-            break
+                return await conn.send(MetadataRequest([], allow_auto_topic_creation=False))
         except KafkaConnectionError as exc:
             # A broker that wants a login answers ApiVersions, then hangs up on Metadata;
             # so may one restarting: only the same answer twice is ours.
@@ -262,13 +310,10 @@ async def check_kafka(
                 continue
             raise ConfigError(_closed_on_metadata(settings, exc)) from None
         except Exception as exc:  # no answer in time: the retries' to cure
-            _unreachable(settings, exc, report)
-            return None
+            raise _NoAnswerError(server) from exc
         finally:
             conn.close()
-    cluster = ClusterMetadata()
-    cluster.update_metadata(metadata)
-    return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _unreachable(settings: Settings, exc: BaseException, report: bool) -> None:

@@ -108,3 +108,15 @@ def test_zones_that_differ_are_a_warning(make_settings: MakeSettings, tmp_path: 
     assert verdict == "warn", out
     assert "Asia/Shanghai (the rules' gating.timezone)" in detail
     assert "Europe/London (the dispatch policy's timezone)" in detail
+
+
+def test_a_first_bootstrap_server_down_leaves_the_others(make_settings: MakeSettings) -> None:
+    """Only the first server was tried: a worker restarted while the first of a cluster's
+    brokers was down waited for it for ever, and `moments check` said Kafka failed
+    (re-check)."""
+    from moments.embedded import free_port
+
+    live = make_settings().kafka_bootstrap
+    code, out = check(make_settings(kafka_bootstrap=f"127.0.0.1:{free_port()},{live}"))
+    assert code == 0, out
+    assert rows(out)["Kafka"][0] == "ok"

@@ -90,9 +90,10 @@ class TestKafkaArguments:
         assert isinstance(creds, faust.SSLCredentials)
         assert creds.context is not None
 
-    def test_a_wrong_key_for_the_certificate_is_an_ssl_error(
+    def test_a_wrong_key_for_the_certificate_is_refused_with_the_fix(
         self, pki: dict[str, Path], tmp_path: Path
     ) -> None:
+        """It was an ssl.SSLError traceback from `moments check` and the worker (re-check)."""
         other = trustme.CA().issue_cert("someone-else")
         other.private_key_pem.write_to_path(str(tmp_path / "other.pem"))
         settings = load_settings(
@@ -100,8 +101,44 @@ class TestKafkaArguments:
             kafka_ssl_certfile=pki["cert"],
             kafka_ssl_keyfile=tmp_path / "other.pem",
         )
-        with pytest.raises(ssl.SSLError):
+        with pytest.raises(ConfigError, match=r"MOMENTS_KAFKA_SSL_KEYFILE .*its own private key"):
             kafka_client_kwargs(settings)
+
+    def test_a_ca_file_that_is_no_certificate_is_refused_with_the_fix(self, tmp_path: Path) -> None:
+        ca = tmp_path / "ca.pem"
+        ca.write_text("not a certificate\n")
+        settings = load_settings(kafka_security_protocol="SSL", kafka_ssl_cafile=ca)
+        with pytest.raises(ConfigError, match=r"MOMENTS_KAFKA_SSL_CAFILE .*PEM file of the CA"):
+            kafka_client_kwargs(settings)
+
+    def test_an_encrypted_key_without_its_password_is_refused_not_asked_for(
+        self, pki: dict[str, Path], tmp_path: Path
+    ) -> None:
+        """OpenSSL asked for the pass phrase on the terminal: `kubectl exec -it ...
+        moments check` hung there (re-check)."""
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_pem_private_key(pki["key"].read_bytes(), password=None)
+        locked = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+        (tmp_path / "locked.pem").write_bytes(locked)
+        settings = load_settings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_certfile=pki["cert"],
+            kafka_ssl_keyfile=tmp_path / "locked.pem",
+        )
+        with pytest.raises(ConfigError, match="MOMENTS_KAFKA_SSL_KEY_PASSWORD"):
+            kafka_client_kwargs(settings)
+        unlocked = load_settings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_certfile=pki["cert"],
+            kafka_ssl_keyfile=tmp_path / "locked.pem",
+            kafka_ssl_key_password="secret",
+        )
+        assert kafka_client_kwargs(unlocked)["ssl_context"] is not None
 
 
 class TestRefusedAtLoad:
