@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_check,
     )
     p.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="seconds per connection (10)"
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds per connection (10; a producer's start may take twice that)",
     )
 
     p = _parser(
@@ -484,6 +488,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         aiokafka_log.setLevel(aiokafka_level)  # main() called again (tests) starts afresh
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (`inf` hung `moments check`; 0 and `nan`
+    gave a verdict about a broker nobody had asked)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds above 0 and below 3600")
+    return value
 
 
 def show_subcommands(args: argparse.Namespace) -> int:

@@ -119,6 +119,31 @@ def _sighup_while_starting(signum: int, frame: object) -> None:
     )
 
 
+IDEMPOTENCE_CHECK_S = 30.0
+"""Longest the start-up waits for a producer id (MOMENTS_IDEMPOTENT_PRODUCER=true)."""
+
+
+def require_idempotence(settings: Settings) -> None:
+    """Stop (`ConfigError`) unless the broker grants an idempotent producer; bounded: a
+    broker whose advertised address accepts connections and never answers held the
+    start for ever, its health probes silent (re-check)."""
+    log.info("checking that Kafka grants an idempotent producer (MOMENTS_IDEMPOTENT_PRODUCER)")
+
+    async def bounded() -> str | None:
+        return await asyncio.wait_for(idempotence_refused(settings), IDEMPOTENCE_CHECK_S)
+
+    try:
+        why = asyncio.run(bounded())
+    except TimeoutError:
+        raise ConfigError(
+            f"Kafka {settings.kafka_bootstrap} answered, but no producer started within "
+            f"{IDEMPOTENCE_CHECK_S:.0f} s: check the brokers' advertised listeners (they must "
+            "be reachable from here), or unset MOMENTS_IDEMPOTENT_PRODUCER"
+        ) from None
+    if why is not None:
+        raise ConfigError(refused_message(settings, why))
+
+
 def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules and the dispatch policy (refusing a bad file before anything starts),
     serve /metrics, run Faust."""
@@ -159,8 +184,8 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     if counts is None:
         counts = asyncio.run(wait_for_kafka(settings, metrics, health))
     check_partition_layout(settings, counts)
-    if settings.idempotent_producer and (why := asyncio.run(idempotence_refused(settings))):
-        raise ConfigError(refused_message(settings, why))
+    if settings.idempotent_producer:
+        require_idempotence(settings)
     advice = standby_advice(settings)
     if advice:
         log.warning("%s", advice)

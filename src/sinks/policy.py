@@ -188,8 +188,14 @@ def load_policy(path: Path | None) -> DispatchPolicy:
             f"{path}: cannot read the dispatch policy ({type(exc).__name__}: {exc}); write "
             "it as UTF-8 YAML (docs/architecture.md, 'Dispatch policy')"
         ) from None
+    if data is None:  # empty, or comments only: what a half-written file looks like
+        raise ConfigError(
+            f"{path}: the dispatch policy is empty, which would put the defaults in force (no "
+            "capacity limits): write the policy, `{}` for the defaults on purpose, or unset "
+            "MOMENTS_DISPATCH_POLICY"
+        )
     try:
-        return DispatchPolicy.model_validate(data or {})
+        return DispatchPolicy.model_validate(data)
     except ValidationError as exc:
         lines = [
             f"{path}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()

@@ -131,6 +131,19 @@ class TestPolicyFile:
             load_policy(path)
         assert str(path) in str(err.value)
 
+    @pytest.mark.parametrize("text", ["", "# capacity: {NJ: {manager: 5}}\n"])
+    def test_an_empty_file_is_refused_and_braces_are_the_defaults(
+        self, text: str, tmp_path: Path
+    ) -> None:
+        """Empty (half-written, on a reload) it put the defaults in force: every capacity
+        limit lifted (re-check)."""
+        path = tmp_path / "policy.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match="the dispatch policy is empty"):
+            load_policy(path)
+        path.write_text("{}\n")
+        assert load_policy(path) == DispatchPolicy()
+
     def test_every_span_is_written_as_in_rules_files(self, tmp_path: Path) -> None:
         path = tmp_path / "policy.yaml"
         path.write_text(
