@@ -23,6 +23,7 @@ from moments.logformat import use_json_logs
 from moments.metrics_server import serve_metrics
 from moments.partitioning import layout_problems
 from moments.producer import idempotence_refused, refused_message
+from moments.reload import signature
 from moments.settings import Settings, unknown_variables
 from moments.stateview import changelog_topic
 from moments.statezip import StateFormatError
@@ -112,10 +113,14 @@ async def wait_for_kafka(settings: Settings, metrics: Metrics, health: Health) -
         beating.cancel()
 
 
+_hup_while_starting: list[bool] = []
+
+
 def _sighup_while_starting(signum: int, frame: object) -> None:
+    _hup_while_starting.append(True)
     log.warning(
-        "SIGHUP while the worker starts: the rules it loads are those on disk now; once it "
-        "is ready (/readyz), SIGHUP reloads them"
+        "SIGHUP while the worker starts: the rules and the dispatch policy are read again "
+        "once it is ready"
     )
 
 
@@ -154,6 +159,9 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     signal.signal(signal.SIGHUP, _sighup_while_starting)
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
+    # The files as they are when read: a change while the worker waits for Kafka (which
+    # may be long) is then seen by the first reload check, not taken as already loaded.
+    as_read = signature(settings.rules), signature(settings.dispatch_policy)
     rules = load_rules(settings.rules)
     policy = load_policy(settings.dispatch_policy)
     if (said := zones_differ(rules.gating.timezone, policy.timezone)) is not None:
@@ -190,7 +198,11 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     if advice:
         log.warning("%s", advice)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app, _runtime = build(settings, rules, metrics, health, policy)
+    app, runtime = build(settings, rules, metrics, health, policy)
+    runtime.reloader.last, runtime.policy_reloader.last = as_read
+    if _hup_while_starting:
+        runtime.reloader.request()
+        runtime.policy_reloader.request()
     # Lag per partition, commit latency, rebalances, broker reachability
     # (see moments.consumer_metrics).
     install_consumer_metrics(app, metrics.registry, topic_types(settings), health=metrics)

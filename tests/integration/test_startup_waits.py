@@ -21,7 +21,7 @@ from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
 from .fault_tools import TansuProxy, first_roamings
-from .kafka_io import http_get, metric_value, produce, read_topic
+from .kafka_io import http_get, metric_value, produce, read_topic, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -97,5 +97,41 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
         await read_topic(direct, "tasks", count=2, wait_s=90)
         assert "kafka is back after" in worker.log()
         worker.stop()  # before the proxy: a worker cut off takes its bounded waits to stop
+    finally:
+        proxy.stop()
+
+
+async def test_a_rules_change_while_it_waits_for_kafka_is_loaded_once_it_starts(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """The reload check took the files' state once the worker had started: a file changed
+    while it waited for the broker counted as loaded, and the old rules stayed in force
+    (re-check)."""
+    from tests.integration.test_windows_and_reload import RULE
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULE.format(id="before", type="t_before"))
+    await topics_for(make_settings())
+    proxy = TansuProxy(kafka_bootstrap, tmp_path / "proxy")  # not started: nothing answers
+    port = free_port()
+    settings = make_settings(
+        kafka_bootstrap=proxy.address, metrics_port=port, rules=rules, rules_reload_seconds=0.5
+    )
+    worker = start_worker(settings)
+    try:
+        for _ in range(120):  # until it waits for Kafka, the rules read
+            ready = http_get(port, "/readyz")
+            if ready is not None and "waiting for Kafka" in ready[1]:
+                break
+            await asyncio.sleep(0.25)
+        rules.write_text(RULE.format(id="after", type="t_after"))
+        proxy.start()
+        labels = {"rule_id": "after", "version": "1", "mode": "live"}
+        assert await wait_for_metric(port, "moments_rule_info", labels, 1, wait_s=90) == 1
+        worker.stop()
     finally:
         proxy.stop()
