@@ -277,6 +277,9 @@ class TaskSink:
         self.policy = policy
         self.capacity = CapacityLimiter(self.stores.slots, policy)
         self.contacts = ContactLimiter(self.stores.contacts, policy.contact)
+        # A pool the policy no longer has kept its last figure for ever, and a raised one
+        # its old figure until its next task: each is set again by its next task.
+        self.dm.capacity_left.clear()
 
     def _last_send(self, task: ServiceTask) -> float:
         """The latest time the task may be published: `min_time_left` before it expires

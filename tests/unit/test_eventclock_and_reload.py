@@ -263,3 +263,17 @@ class TestPolicyReloader:
         assert metrics.policy_refused._value.get() == 0
         assert sink.policy.capacity["NJ"][Channel.MANAGER] == 8
         assert sink.capacity.policy is sink.policy  # the limiter reads the new limits
+
+    def test_a_new_policy_leaves_no_capacity_figure_of_the_old_one(self) -> None:
+        from sinks.dispatch import TaskSink
+        from sinks.memory import memory_stores
+        from sinks.metrics import Metrics
+        from sinks.policy import DispatchPolicy
+
+        metrics = Metrics()
+        sink = TaskSink(None, "tasks", memory_stores(lambda: 0.0), metrics)  # type: ignore[arg-type]
+        sink.dm.capacity_left.labels("NJ", "manager").set(3)
+        labels = {"region": "NJ", "channel": "manager"}
+        assert metrics.registry.get_sample_value("moments_capacity_left", labels) == 3
+        sink.use_policy(DispatchPolicy())
+        assert metrics.registry.get_sample_value("moments_capacity_left", labels) is None
