@@ -244,7 +244,7 @@ class Detector:
                 # Half-applied (series folded, times moved): its replay once fixed would
                 # count it twice. The state goes back to what it was before the event.
                 rebuilds = rebuilds or _Rebuilds(records)
-                state = states[sub] = self._state_before(sub, index, rebuilds, load, now)
+                state = states[sub] = self._state_before(sub, index, rebuilds, load, now, result)
                 changes[sub] = StateChange(state, partition)
             # An event refused for its time (or failed) notes its offset, not its id: sent
             # back once due (`deadletter replay`) or again corrected, it is applied then.
@@ -266,6 +266,7 @@ class Detector:
         rebuilds: _Rebuilds,
         load: StateLoader,
         now: dt.datetime | None,
+        result: BatchResult,
     ) -> SubscriberState:
         """The subscriber's state as the batch's records before `index` (which failed) left
         it: their records processed again, from the state as saved or as their last failure
@@ -282,6 +283,9 @@ class Detector:
         if saved is not None:
             base = lambda _: SubscriberState.from_bytes(saved)  # noqa: E731
         again = self.process(theirs, base, now)
+        # An earlier record that fails only when applied again (a fault that depends on
+        # more than the event) is lost from the state: it is said with the batch's faults.
+        result.failures.extend(again.failures)
         change = again.changes.get(sub)
         if change is not None:
             state = change.state if change.state is not None else SubscriberState()

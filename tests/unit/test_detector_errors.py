@@ -222,3 +222,26 @@ def _failure() -> Exception:
     except RuntimeError as exc:
         return exc
     raise AssertionError("unreachable")
+
+
+def test_a_record_that_fails_only_when_applied_again_is_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its effect is lost from the rebuilt state: it was lost silently (re-check)."""
+    from moments.store import DictStateStore
+
+    apply = Detector.apply
+    seen: set[str] = set()
+
+    def second_time_fails(self: Detector, sub: str, event: Any, *args: Any) -> None:
+        if event.event_id in seen and getattr(event, "amount", None) == 20:
+            raise RuntimeError("only the second time")
+        seen.add(event.event_id)
+        apply(self, sub, event, *args)
+        if getattr(event, "amount", None) == 13:
+            raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(Detector, "apply", second_time_fails)
+    detector = Detector(rules_from(SPEND), {t.value: t for t in EventType})
+    batch = detector.process(to_records(_topups(BROKEN, [20, 13])), DictStateStore().load, EVENING)
+    assert sorted(type(f).__name__ for f in batch.failures) == ["RuntimeError", "ZeroDivisionError"]
