@@ -128,6 +128,13 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
                 f"Start --from at least {settle / 86400:.0f} days after the first event "
                 "(simulate a longer history if need be)."
             )
+    if failed := result.dead_letters.get("detector_error", 0):
+        out.append(
+            f"{failed:,} event(s) failed in the detector (dead letters `detector_error`: a "
+            "bug of moments; report it). The backtest keeps the part of each such event "
+            "applied before the fault, where a worker undoes it, so its figures for those "
+            "subscribers may differ from the stream's."
+        )
     return out
 
 
