@@ -343,7 +343,11 @@ def _closed_on_metadata(settings: Settings, exc: BaseException) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def redis_client(settings: Settings, timeout: float = 5.0) -> Redis:
+REDIS_TIMEOUT_S = 5.0
+"""The workers' Redis client's socket timeouts."""
+
+
+def redis_client(settings: Settings, timeout: float = REDIS_TIMEOUT_S) -> Redis:
     """`redis.asyncio.Redis` for MOMENTS_REDIS_URL with the username, password and CA settings."""
     from redis.asyncio import Redis
 
@@ -384,14 +388,20 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
     return None
 
 
-async def check_redis(settings: Settings, timeout_s: float = 5.0, report: bool = True) -> bool:
+async def check_redis(
+    settings: Settings, timeout_s: float = REDIS_TIMEOUT_S, report: bool = True
+) -> bool:
     """PING Redis with the configured credentials; like `check_kafka` (with `report`
     false, ConnectionError instead of a warning and False)."""
     from redis.exceptions import RedisError
 
     client = redis_client(settings, timeout_s)
     try:
-        await client.ping()
+        # Bounded as a whole: each command of the connection's handshake (HELLO, AUTH,
+        # CLIENT SETINFO) waits up to the socket timeout, and a Redis that answered each
+        # just in time passed a 10 s check after 28 s (re-check).
+        async with asyncio.timeout(timeout_s):
+            await client.ping()
     except (RedisError, OSError) as exc:
         problem = describe_redis_failure(settings, exc)
         if problem is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from pathlib import Path
 
@@ -273,6 +274,32 @@ class TestMetadataAfterConnecting:
         with pytest.raises(ConfigError, match="closed the connection on Metadata twice") as err:
             self._check(KafkaConnectionError("Connection at 127.0.0.1:9092 closed"), monkeypatch)
         assert "MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in str(err.value)
+
+
+class TestSlowRedis:
+    async def test_a_redis_slower_than_the_bound_is_no_answer(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each handshake command waited its own socket timeout: a Redis answering each just
+        in time passed a 10 s check after 28 s, and the worker then failed (re-check)."""
+        import asyncio
+
+        from moments import connections
+
+        class Slow:
+            async def ping(self) -> bool:
+                await asyncio.sleep(30)
+                return True
+
+            async def aclose(self) -> None:
+                pass
+
+        monkeypatch.setattr(connections, "redis_client", lambda *_: Slow())
+        settings = load_settings(redis_url="redis://127.0.0.1:6390/0")
+        with pytest.raises(
+            ConnectionError, match=re.escape("no answer from redis://127.0.0.1:6390/0")
+        ):
+            await asyncio.wait_for(check_redis(settings, 0.2, report=False), 10)
 
 
 class TestRedisClient:
