@@ -149,6 +149,8 @@ class _Writes:
     drops: list[tuple[str, str]] = field(default_factory=list)  # (task id, reason)
     drops_expire: dict[str, float] = field(default_factory=dict)
     """When each dropped task would have expired: its ledger entry need not outlive it."""
+    leaving: list[Leave] = field(default_factory=list)
+    """Merged moments of a group dropped whole: each leaves it, dropped."""
 
     def park(self, r: _Route, release_at: float, reason: str, count: bool = True) -> None:
         self.parks.append(_Park(r.task, r.slot, release_at, reason, count))
@@ -547,8 +549,7 @@ class TaskSink:
             task = r.task
             gated = r.c.fresh and r.c.deferral_counted  # the engine's gates judged it just now
             if task.task_id in doomed:
-                self._suppressed(task, "frequency_cap")
-                w.drop(task.task_id, "frequency_cap", task.expires_at)
+                self._drop_route(r, "frequency_cap", w)
             elif task.deliver_after.timestamp() > now:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
                 w.park(r, task.deliver_after.timestamp(), reason, count=not gated)
@@ -567,10 +568,9 @@ class TaskSink:
             elif contact.free_at is not None and contact.free_at <= self._last_send(task):
                 w.park(r, contact.free_at, contact.reason)
             else:
-                self._suppressed(task, contact.reason)
-                w.drop(task.task_id, contact.reason, task.expires_at)
+                self._drop_route(r, contact.reason, w)
         to_send: list[ServiceTask] = []
-        leaves: list[Leave] = []
+        leaves: list[Leave] = w.leaving
         for r, fit in zip(capacity, await self._within_capacity(capacity, now), strict=True):
             if fit.sent is not None:
                 to_send.append(fit.sent)
@@ -581,6 +581,22 @@ class TaskSink:
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
         await self._write(w)
         return to_send, bool(w.parks)
+
+    def _drop_route(self, r: _Route, reason: str, w: _Writes) -> None:
+        """Drop a route whole: each of its moments counted once, under its own type; the
+        carrier's entry dropped, each merged moment leaving its group dropped. Counted
+        once under the lead's type, the others stayed merged, uncounted, for the ledger's
+        life (499 moments in a simulated week; dispatch re-check)."""
+        carrier = r.carrier_id
+        raw = dict(zip((t.task_id for t in r.c.tasks), r.c.payloads, strict=False))
+        for m in r.moments:
+            self._suppressed(m, reason)
+            if m.task_id != carrier and m.task_id in raw:
+                until = m.expires_at.timestamp()
+                w.leaving.append(
+                    Leave(carrier, m.task_id, raw[m.task_id], reason, keep_until=until)
+                )
+        w.drop(carrier, reason, r.task.expires_at)
 
     def _split(self, r: _Route, fit: _Fit, w: _Writes) -> list[Leave]:
         """The writes for what capacity made of a route (`_fit`), and the merged moments
@@ -924,8 +940,7 @@ class TaskSink:
         if again <= self._last_send(task):
             w.park(r, again, "suspended", count=False)
         else:
-            self._suppressed(task, "suspended")
-            w.drop(task.task_id, "suspended", task.expires_at)
+            self._drop_route(r, "suspended", w)
         return True
 
     def _quiet(self, r: _Route, now: float, w: _Writes) -> bool:
@@ -944,8 +959,7 @@ class TaskSink:
         last = self._last_send(task)
         lead = _opens(task, at)
         if lead is None or lead.timestamp() > last:  # quiet until it expires, as gating says
-            self._suppressed(task, SuppressReason.EXPIRED.value)
-            w.drop(task.task_id, SuppressReason.EXPIRED.value, task.expires_at)
+            self._drop_route(r, SuppressReason.EXPIRED.value, w)
             return True
         until = max(
             [lead, *(o for m in r.moments if (o := _opens(m, at)) and o.timestamp() <= last)]

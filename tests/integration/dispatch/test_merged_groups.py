@@ -79,6 +79,24 @@ class TestDroppedWhileWaiting:
         assert (out["task_id"], out["moment"]["type"], out["related"]) == ("g1", "complaint", None)
         assert suppressed(w, "low_balance") == 1
 
+    async def test_a_group_whose_line_stays_suspended_drops_each_moment_once(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Dropped whole (here: its line still suspended when it must go), a group was
+        counted once under its lead's type and its other moments stayed `merged` for the
+        ledger's life, uncounted (499 moments in a simulated week; dispatch re-check). The
+        same drop serves the contact and frequency caps and quiet hours outlasting it."""
+        w = make_worker()
+        await held_for_a_suspended_line(w, NOW + 2 * HOUR, NOW + 2 * HOUR)
+        for _ in range(20):  # looked at every 15 minutes until it lapses
+            due = await w.sink.deferral.due_at("g1")
+            if due is None:
+                break
+            await w.sink.release_due(now=float(due))
+        assert suppressed(w, "complaint", "suspended") == 1
+        assert suppressed(w, "low_balance", "suspended") == 1
+        assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "dropped"]
+
     async def test_when_the_waiting_task_expires_the_merged_one_goes_on_under_its_own_id(
         self, make_worker: MakeWorker
     ) -> None:
