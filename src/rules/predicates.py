@@ -42,6 +42,10 @@ def _operator(field_name: str, op: str, arg: Any) -> Predicate:
     def get(e: InputEvent) -> Any:
         return getattr(e, field_name, None)
 
+    if op in ("in", "not_in") and not isinstance(arg, list):
+        # A word here was taken as its letters (`in: data`: d, a, t) and matched nothing.
+        raise ValueError(f"{op} needs a list, got {arg!r}: write {op}: [{arg}]")
+
     if op == "in":
         members = members_of(arg)
         return lambda e: member(get(e), members)

@@ -131,3 +131,14 @@ class TestContractValues:
         )
         assert loads(rule(body)) == 1
         assert loads(rule("    on: [usage]\n    condition: {field: direction, eq: null}\n")) == 1
+
+
+class TestOneWordForAList:
+    @pytest.mark.parametrize(("op", "value"), [("in", "data"), ("not_in", "hotline")])
+    def test_a_word_where_when_wants_a_list_is_refused(self, op: str, value: str) -> None:
+        """Taken as its letters (`in: data`: d, a, t), it matched nothing, and the file
+        loaded (conditions refuse it; rules helper)."""
+        field = "kind" if value == "data" else "counterparty"
+        (found,) = problems(rule(f"    on: [usage]\n    when: {{{field}: {{{op}: {value}}}}}\n"))
+        assert found.endswith(f"{op} needs a list, got '{value}': write {op}: [{value}]")
+        assert loads(rule(f"    on: [usage]\n    when: {{{field}: {{{op}: [{value}]}}}}\n")) == 1
