@@ -235,6 +235,10 @@ class Candidate:
     """The stored bytes of `tasks` (released or re-driven): a merged one leaves its group
     by them."""
 
+    def stored(self) -> dict[str, bytes]:
+        """Each task's stored bytes by its id (none for a fresh candidate)."""
+        return dict(zip((t.task_id for t in self.tasks), self.payloads, strict=False))
+
 
 class TaskSink:
     """`stores`: Redis on the stream (`redis_stores`), memory in a backtest
@@ -588,7 +592,7 @@ class TaskSink:
         once under the lead's type, the others stayed merged, uncounted, for the ledger's
         life (499 moments in a simulated week; dispatch re-check)."""
         carrier = r.carrier_id
-        raw = dict(zip((t.task_id for t in r.c.tasks), r.c.payloads, strict=False))
+        raw = r.c.stored()
         for m in r.moments:
             self._suppressed(m, reason)
             if m.task_id != carrier and m.task_id in raw:
@@ -621,7 +625,7 @@ class TaskSink:
                 fit.later,
                 "capacity",
             )
-        raw = dict(zip((t.task_id for t in r.c.tasks), r.c.payloads, strict=False))
+        raw = r.c.stored()
         leaves = [
             Leave(carrier, m.task_id, raw[m.task_id], to=to[m.task_id])
             for m in fit.send + fit.wait
@@ -669,7 +673,7 @@ class TaskSink:
         routes: list[_Route] = []
         leaves: list[Leave] = []
         for c in wave:
-            raw = dict(zip((t.task_id for t in c.tasks), c.payloads, strict=False))
+            raw = c.stored()
             kept: list[ServiceTask] = []
             own: tuple[ServiceTask, str] | None = None
             for t in c.tasks:
