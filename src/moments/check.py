@@ -121,21 +121,15 @@ async def _kafka(settings: Settings, timeout_s: float) -> tuple[Finding, dict[st
 
 def _topics(settings: Settings, counts: dict[str, int]) -> list[Finding]:
     from moments.app import topic_types
-    from moments.partitioning import layout_problems
-    from moments.stateview import changelog_topic
+    from moments.worker import partition_layout
 
-    inputs = list(topic_types(settings))
-    problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
-    if problems:
-        return [Finding("topics", Verdict.FAIL, "; ".join(problems))]
-    missing = [t for t in inputs if t not in counts]
-    if missing:
-        detail = (
-            f"{', '.join(missing)} do not exist yet: create them with MOMENTS_PARTITIONS "
-            f"({settings.partitions}) partitions before producers write to them"
-        )
-        return [Finding("topics", Verdict.WARN, detail)]
-    return [Finding("topics", Verdict.OK, f"{len(inputs)} input topic(s) partitioned alike")]
+    problem, warning = partition_layout(settings, counts)
+    if problem is not None:
+        return [Finding("topics", Verdict.FAIL, problem)]
+    if warning is not None:
+        return [Finding("topics", Verdict.WARN, warning)]
+    inputs = len(topic_types(settings))
+    return [Finding("topics", Verdict.OK, f"{inputs} input topic(s) partitioned alike")]
 
 
 async def _idempotence(settings: Settings, within_s: float) -> Finding:

@@ -56,18 +56,28 @@ def check_partition_layout(settings: Settings, counts: dict[str, int] | None) ->
     count crashed on the first changelog write of a partition the changelog lacks."""
     if counts is None:
         return
+    problem, warning = partition_layout(settings, counts)
+    if problem is not None:
+        raise ConfigError(problem)
+    if warning is not None:
+        log.warning("%s", warning)
+
+
+def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | None, str | None]:
+    """What keeps the topics' partition counts from holding the state (a start refuses
+    it), and a warning about input topics that do not exist yet; `moments check` says
+    the same."""
     inputs = list(topic_types(settings))
     problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
     if problems:
-        raise ConfigError("; ".join(problems))
+        return "; ".join(problems), None
     if missing := [t for t in inputs if t not in counts]:
-        log.warning(
-            "input topic(s) %s do not exist yet: create them with MOMENTS_PARTITIONS (%d) "
-            "partitions before producers write to them (a broker that creates topics on "
-            "first use gives them its own default count)",
-            ", ".join(missing),
-            settings.partitions,
+        return None, (
+            f"input topic(s) {', '.join(missing)} do not exist yet: create them with "
+            f"MOMENTS_PARTITIONS ({settings.partitions}) partitions before producers write to "
+            "them (a broker that creates topics on first use gives them its own default count)"
         )
+    return None, None
 
 
 KAFKA_WAIT_MAX_S = 15.0
