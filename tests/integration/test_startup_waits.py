@@ -62,6 +62,18 @@ async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
     assert "an agent still held an event after 10 s" in worker.log()
 
 
+async def waiting_for_kafka(port: int) -> tuple[int, str] | None:
+    """A worker's /readyz answer once it says it waits for Kafka (or the last one, after
+    30 s)."""
+    ready = None
+    for _ in range(120):
+        ready = http_get(port, "/readyz")
+        if ready is not None and "waiting for Kafka" in ready[1]:
+            break
+        await asyncio.sleep(0.25)
+    return ready
+
+
 async def test_a_worker_started_before_its_broker_waits_for_it(
     make_settings: MakeSettings,
     topics_for: Callable[[Settings], Any],
@@ -76,11 +88,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
     port = free_port()
     worker = start_worker(make_settings(kafka_bootstrap=address, metrics_port=port))
     try:
-        for _ in range(120):  # until /readyz says why it waits
-            ready = http_get(port, "/readyz")
-            if ready is not None and "waiting for Kafka" in ready[1]:
-                break
-            await asyncio.sleep(0.25)
+        ready = await waiting_for_kafka(port)
         assert ready == (
             503,
             f"fail: waiting for Kafka at {address} (moments_dependency_up is 0; "
@@ -123,11 +131,7 @@ async def test_a_rules_change_while_it_waits_for_kafka_is_loaded_once_it_starts(
     )
     worker = start_worker(settings)
     try:
-        for _ in range(120):  # until it waits for Kafka, the rules read
-            ready = http_get(port, "/readyz")
-            if ready is not None and "waiting for Kafka" in ready[1]:
-                break
-            await asyncio.sleep(0.25)
+        await waiting_for_kafka(port)  # the rules read by then
         rules.write_text(RULE.format(id="after", type="t_after"))
         proxy.start()
         labels = {"rule_id": "after", "version": "1", "mode": "live"}
