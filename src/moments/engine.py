@@ -211,6 +211,7 @@ class Detector:
                 result.replayed += 1
                 continue
             made = len(result.tasks), len(result.facts)
+            failed_here = False
             try:
                 at = int(decoded.occurred_at.timestamp())
                 refused: DeadLetter | None = None
@@ -244,6 +245,7 @@ class Detector:
                 # Half-applied (series folded, times moved): its replay once fixed would
                 # count it twice. The state goes back to what it was before the event.
                 rebuilds = rebuilds or _Rebuilds(records)
+                failed_here = True
                 state = states[sub] = self._state_before(sub, index, rebuilds, load, now, result)
                 changes[sub] = StateChange(state, partition)
             # An event refused for its time (or failed) notes its offset, not its id: sent
@@ -251,7 +253,7 @@ class Detector:
             state.applied(source, partition, offset, None if refused else digest)
             if refused is not None:
                 result.dead_letters.append(refused)
-                if rebuilds is not None and rebuilds.last.get(sub, (-1, b""))[0] == index:
+                if failed_here and rebuilds is not None:
                     rebuilds.last[sub] = (index, state.to_json())  # with its offset noted
         for event_type, n in counts.items():
             result.events[event_type.value] += n
@@ -291,7 +293,6 @@ class Detector:
             state = change.state if change.state is not None else SubscriberState()
         else:
             state = base(sub) or SubscriberState()
-        rebuilds.last[sub] = (index, b"")
         return state
 
     def apply(
