@@ -438,7 +438,9 @@ class TestTimeLeft:
         """A moment found late (its event a day old, the task's TTL a day) went out with a
         minute to live and reached its consumer expired (dispatch review)."""
         w = make_worker(DispatchPolicy.model_validate({"merge": NO_HOLD}))
-        soon = NOW + dt.timedelta(minutes=4)
+        # From the wall clock the sink reads, not the module's NOW: imported minutes
+        # before the test ran (a full CI run), the 6-minute task had under 5 left too.
+        soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=4)
         await w.send(task("m1", sub="13400000031", expires_at=soon))
         await w.send(task("m2", sub="13400000032", expires_at=soon + dt.timedelta(minutes=2)))
         assert [await w.ledger.state(i) for i in ("m1", "m2")] == ["dropped", "sent"]
