@@ -18,13 +18,13 @@ from moments.settings import Settings, load_settings
 from rules.exceptions import RulesError
 
 if TYPE_CHECKING:
-    from moments.models import EventType, OutcomeStatus
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: Subparsers,
     name: str,
     help_: str,
     examples: str,
@@ -69,369 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    p = _parser(
-        sub,
-        "run",
-        "Run everything on this machine: Tansu broker, redis-server, a "
-        "worker and a sample stream; print tasks as they arrive; Ctrl-C (or SIGTERM) stops "
-        "it all.",
-        """
-                  moments run
-                  moments run --json               # tasks as JSON lines
-                  moments run --no-sample          # wait for your own events instead
-                  moments run --metrics-port 9400
-                """,
-        _cmd_run,
-    )
-    p.add_argument("--json", action="store_true", help="print each task as one JSON line")
-    p.add_argument("--no-sample", action="store_true", help="do not play the sample stream")
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        help="port of /metrics (default MOMENTS_METRICS_PORT or 9308)",
-    )
-    p.add_argument(
-        "--exit-after",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stop after N tasks were printed (for scripts and tests)",
-    )
-
-    p = _parser(
-        sub,
-        "worker",
-        "Start one detector worker. Arguments after -- go to Faust's worker command.",
-        """
-                  MOMENTS_KAFKA_BOOTSTRAP=kafka1:9092 MOMENTS_REDIS_URL=redis://redis:6379/0 \\
-                    moments worker
-                  moments worker -- --loglevel debug
-                  MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL MOMENTS_KAFKA_SASL_USERNAME=svc \\
-                    MOMENTS_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka moments worker
-                """,
-        _cmd_worker,
-    )
-    p.add_argument("faust_args", nargs=argparse.REMAINDER, help="options for `faust worker`")
-
-    p = _parser(
-        sub,
-        "check",
-        "Check what a worker checks before it starts, with its settings and credentials: "
-        "rules, dispatch policy, Kafka (login, topics, idempotent producer), Redis. Joins no "
-        "consumer group. Exit 0 when nothing failed, 2 otherwise.",
-        """
-                  moments check
-                  kubectl exec moments-worker-0 -- moments check
-                  docker compose exec worker moments check
-                  MOMENTS_REDIS_URL=redis://redis-2:6379/0 moments check
-                """,
-        _cmd_check,
-    )
-    p.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=10.0,
-        metavar="S",
-        help="seconds per connection (10; a producer's start may take twice that)",
-    )
-
-    p = _parser(
-        sub,
-        "rules",
-        "Rules tooling.",
-        """
-                  moments rules validate rules/default.yaml my-rules/
-                  moments rules explain low_balance
-                  moments rules test my-rules/ --events events.jsonl
-                  moments rules diff rules/ new-rules/
-                """,
-        show_subcommands,
-    )
-    rules_sub = p.add_subparsers(title="rules commands", metavar="COMMAND")
-    v = _parser(
-        rules_sub,
-        "validate",
-        "Exit 0 when every rules file is valid; otherwise print "
-        "file:line:column: message for each error and exit 1. Each PATH (a file, or a "
-        "folder: one catalog) is a catalog of its own, as MOMENTS_RULES takes one; with "
-        "several, what they would break as one catalog (a rule id in two of them) is a "
-        "warning, and an error with --together.",
-        """
-                  moments rules validate my-rules.yaml
-                  moments rules validate rules/      # every .yaml in the folder
-                  moments rules validate --together gating.yaml retention.yaml
-                """,
-        _cmd_rules_validate,
-    )
-    v.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    v.add_argument(
-        "--together",
-        action="store_true",
-        help="check the paths as one catalog, as if their files were in one rules folder "
-        "(a file of gating: alone has no rules, and is not checked alone)",
-    )
-    x = _parser(
-        rules_sub,
-        "explain",
-        "Print each rule (or one) in plain words: what it looks at, when it fires, "
-        "its thresholds per region and tier, and the task it creates.",
-        """
-                  moments rules explain
-                  moments rules explain low_balance
-                  moments rules explain my-rules.yaml             # as validate and test take it
-                  moments rules explain my-rules/ bill_spike
-                  moments rules explain --rules my-rules/ bill_spike
-                """,
-        _cmd_rules_explain,
-    )
-    x.add_argument(
-        "targets",
-        nargs="*",
-        metavar="[PATH] [RULE_ID]",
-        help="a rules file or folder (a name ending in .yaml or .yml, holding a /, or that "
-        "exists), and/or only this rule",
-    )
-    x.add_argument(
-        "--rules",
-        type=Path,
-        default=None,
-        help="rules file or folder, as PATH (default: MOMENTS_RULES or the packaged catalog)",
-    )
-    d = _parser(
-        rules_sub,
-        "diff",
-        "Say what a new rules file or folder changes against the one in force: rules "
-        "added, removed and changed (with their versions, and those changed without a new "
-        "version), and catalog sections changed. Exit 0; nothing is loaded anywhere.",
-        """
-                  moments rules diff rules/ new-rules/
-                  moments rules diff src/rules/catalog/default.yaml my-rules.yaml
-                """,
-        _cmd_rules_diff,
-    )
-    d.add_argument("old", type=Path, metavar="OLD", help="the rules in force")
-    d.add_argument("new", type=Path, metavar="NEW", help="the rules to compare")
-    r = _parser(
-        rules_sub,
-        "test",
-        "Run rules over events from a file, offline (no broker, no Redis), and print "
-        "each task with the values that made it fire. Lines are JSON events with a "
-        '"type" (topup, roaming, complaint, usage, profile), or CSV with a type column; '
-        "--type gives the type of lines without one (records of one topic). .gz files "
-        "are read too.",
-        """
-                  moments rules test rules/ --events events.jsonl
-                  kcat -C -b kafka-1:9092 -t telecom.usage -o -1000 -e -q > usage-sample.jsonl
-                  moments rules test rules/ --events usage-sample.jsonl --type usage
-                  moments rules test my-rules.yaml --events usage.jsonl.gz --profiles crm.jsonl
-                  moments rules test rules/ --events events.jsonl --until 2026-12-01T00:00:00+08:00
-                  moments rules test rules/ --events events.jsonl --shadow-as-live
-                  moments rules test my-rules.yaml --events cases.jsonl \\
-                      --expect low_balance=2 --expect refused=0    # exit 1 otherwise
-                """,
-        _cmd_rules_test,
-    )
-    r.add_argument("path", type=Path, metavar="PATH", help="rules file or folder")
-    r.add_argument("--events", type=Path, required=True, help="events: JSON lines or CSV (.gz too)")
-    r.add_argument(
-        "--type",
-        choices=[t.value for t in _event_types()],
-        default=None,
-        help='the event type of lines without a "type" field, e.g. records dumped from one '
-        "input topic (default: each line needs one)",
-    )
-    r.add_argument("--profiles", type=Path, default=None, help="profile events: JSON lines or CSV")
-    r.add_argument(
-        "--until",
-        default=None,
-        help="let event time run on to this time (closes windows): RFC 3339, or a date "
-        "(midnight in the rules' gating.timezone, Asia/Shanghai by default)",
-    )
-    r.add_argument(
-        "--expect",
-        action="append",
-        default=[],
-        metavar="RULE=N",
-        help="the rule must make exactly N tasks (repeat per rule); with any --expect, an "
-        "event refused fails too, unless refused=N allows it; exit 1 when not as expected",
-    )
-    r.add_argument("--json", action="store_true", help="print tasks as JSON lines")
-    r.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
-    r.add_argument(
-        "--shadow-as-live",
-        action="store_true",
-        help="run rules in mode: shadow as live ones, to see each task they would make "
-        "(by default they are counted in the summary only, as on the stream)",
-    )
-
-    p = _parser(
-        sub,
-        "calendar",
-        "The holiday calendar special-day rules use.",
-        """
-                  moments calendar export --years 2026-2028
-                """,
-        show_subcommands,
-    )
-    calendar_sub = p.add_subparsers(title="calendar commands", metavar="COMMAND")
-    c = _parser(
-        calendar_sub,
-        "export",
-        "Print (or write) the effective holiday calendar for some years as an operator "
-        "calendar file: China's greeting days, lunar festivals included, or those of --from.",
-        """
-                  moments calendar export --years 2026-2028
-                  moments calendar export --years 2027 --from my-calendar.yaml --out holidays.yaml
-                """,
-        _cmd_calendar_export,
-    )
-    c.add_argument("--years", required=True, help="YYYY or YYYY-YYYY")
-    c.add_argument(
-        "--from", dest="source", type=Path, default=None, help="an operator calendar file"
-    )
-    c.add_argument("--out", type=Path, default=None, help="write to this file instead of printing")
-
-    p = _parser(
-        sub,
-        "schemas",
-        "JSON Schema and AsyncAPI documents of the contract.",
-        """
-                  moments schemas export
-                  moments schemas export --check    # exit 1 when schemas/ is stale
-                """,
-        show_subcommands,
-    )
-    schemas_sub = p.add_subparsers(title="schemas commands", metavar="COMMAND")
-    e = _parser(
-        schemas_sub,
-        "export",
-        "Write schemas/ from the pydantic models.",
-        """
-                  moments schemas export --out schemas/
-                  moments schemas export --check
-                """,
-        _cmd_schemas_export,
-    )
-    e.add_argument("--out", type=Path, default=Path("schemas"), help="folder (default schemas/)")
-    e.add_argument("--check", action="store_true", help="only check; exit 1 when stale")
-
-    p = _parser(
-        sub,
-        "tasks",
-        "Reference dispatch consumer tools.",
-        """
-                  moments tasks tail
-                  moments tasks tail --json --from-beginning
-                  moments tasks ack TASK_ID --status done_no_change
-                """,
-        show_subcommands,
-    )
-    tasks_sub = p.add_subparsers(title="tasks commands", metavar="COMMAND")
-    t = _parser(
-        tasks_sub,
-        "tail",
-        "Follow the dispatch topic: a live table of the latest tasks in a terminal, "
-        "else one line (or JSON line) per task.",
-        """
-                  moments tasks tail
-                  moments tasks tail --lines --from-beginning
-                  moments tasks tail --json | jq .moment.type
-                """,
-        _cmd_tasks_tail,
-    )
-    t.add_argument("--json", action="store_true", help="one JSON line per task")
-    t.add_argument("--lines", action="store_true", help="one readable line per task, no table")
-    t.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
-    t.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
-    a = _parser(
-        tasks_sub,
-        "ack",
-        "Write an outcome for a task to moments.task-outcomes, as a dispatch consumer does "
-        "after acting on it. The subscriber is looked up in Redis unless given.",
-        """
-                  moments tasks ack 3f2a9c... --status done_no_change
-                  moments tasks ack 3f2a9c... --status declined --note "not interested"
-                  moments tasks ack 3f2a9c... --status unreachable --subscriber 13800138001
-                """,
-        _cmd_tasks_ack,
-    )
-    a.add_argument("task_id", metavar="TASK_ID", type=_task_id, help="the task's task_id")
-    a.add_argument(
-        "--status",
-        required=True,
-        choices=[s.value for s in _outcome_statuses()],
-        help="what happened",
-    )
-    a.add_argument("--note", default=None, help="free text for the record")
-    a.add_argument("--agent", default=None, help="who acted (agent id)")
-    a.add_argument("--subscriber", default=None, metavar="MSISDN", help="skip the lookup in Redis")
-
-    b = _parser(
-        sub,
-        "bench",
-        "Measure the detector against a raw aiokafka consumer on the same events, in one "
-        "run, and print both rates and their ratio (embedded broker and Redis unless "
-        "MOMENTS_KAFKA_BOOTSTRAP / MOMENTS_REDIS_URL are set).",
-        """
-                  moments bench                          # 200k events, 20k subscribers
-                  moments bench --events 50000 --subscribers 5000
-                  moments bench --rules-only                 # rule cost and state size only
-                  moments bench --partitions 8 --workers 2   # and two workers against one
-                  moments bench --offered 8000           # latency at 8,000 events/s
-                  MOMENTS_RULES=my-rules/ moments bench  # the cost of your own catalog
-                """,
-        _cmd_bench,
-    )
-    b.add_argument("--events", type=int, default=200_000, help="events to produce")
-    b.add_argument("--subscribers", type=int, default=20_000, help="distinct subscribers")
-    b.add_argument("--partitions", type=int, default=4, help="partitions per topic")
-    b.add_argument(
-        "--workers",
-        type=_at_least_one,
-        default=1,
-        help="with 2 or more, also run that many workers together on the same events and "
-        "print their rate against one worker's (needs as many partitions)",
-    )
-    b.add_argument(
-        "--rules-only",
-        action="store_true",
-        help="only the in-process part: rule cost per event and state bytes (no broker)",
-    )
-    b.add_argument(
-        "--offered",
-        type=_positive_rate,
-        default=None,
-        metavar="EVENTS_PER_S",
-        help="load at which latency is measured (default: half the measured rate); a fixed "
-        "rate compares two versions or machines at the same load",
-    )
-
-    p = _parser(
-        sub,
-        "config",
-        "Configuration tools.",
-        """
-                  moments config show
-                """,
-        show_subcommands,
-    )
-    config_sub = p.add_subparsers(title="config commands", metavar="COMMAND")
-    c = _parser(
-        config_sub,
-        "show",
-        "Print every setting with its effective value and where it came from "
-        "(environment, a *_FILE file, .env, or default); secrets are masked.",
-        """
-                  moments config show
-                  MOMENTS_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka moments config show
-                  moments config show --json | jq '.[] | select(.source != "default")'
-                """,
-        _cmd_config_show,
-    )
-    c.add_argument("--json", action="store_true", help="a JSON list of {variable, value, source}")
-
+    for add_command in (
+        _add_run_command,
+        _add_worker_command,
+        _add_check_command,
+        _add_rules_command,
+        _add_calendar_command,
+        _add_schemas_command,
+        _add_tasks_command,
+        _add_bench_command,
+        _add_config_command,
+    ):
+        add_command(sub)
     from moments.simulate_cli import add_simulate_command
 
     add_simulate_command(sub, _parser)
@@ -513,12 +162,53 @@ def _settings() -> Settings:
     return settings
 
 
+def _add_worker_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "worker",
+        "Start one detector worker. Arguments after -- go to Faust's worker command.",
+        """
+                  MOMENTS_KAFKA_BOOTSTRAP=kafka1:9092 MOMENTS_REDIS_URL=redis://redis:6379/0 \\
+                    moments worker
+                  moments worker -- --loglevel debug
+                  MOMENTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL MOMENTS_KAFKA_SASL_USERNAME=svc \\
+                    MOMENTS_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka moments worker
+                """,
+        _cmd_worker,
+    )
+    p.add_argument("faust_args", nargs=argparse.REMAINDER, help="options for `faust worker`")
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from moments.worker import run_worker
 
     extra = [a for a in args.faust_args if a != "--"]
     run_worker(_settings(), extra)
     return 0
+
+
+def _add_check_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "check",
+        "Check what a worker checks before it starts, with its settings and credentials: "
+        "rules, dispatch policy, Kafka (login, topics, idempotent producer), Redis. Joins no "
+        "consumer group. Exit 0 when nothing failed, 2 otherwise.",
+        """
+                  moments check
+                  kubectl exec moments-worker-0 -- moments check
+                  docker compose exec worker moments check
+                  MOMENTS_REDIS_URL=redis://redis-2:6379/0 moments check
+                """,
+        _cmd_check,
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds per connection (10; a producer's start may take twice that)",
+    )
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -542,6 +232,38 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 2 if any(f.verdict is Verdict.FAIL for f in findings) else 0
 
 
+def _add_run_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "run",
+        "Run everything on this machine: Tansu broker, redis-server, a "
+        "worker and a sample stream; print tasks as they arrive; Ctrl-C (or SIGTERM) stops "
+        "it all.",
+        """
+                  moments run
+                  moments run --json               # tasks as JSON lines
+                  moments run --no-sample          # wait for your own events instead
+                  moments run --metrics-port 9400
+                """,
+        _cmd_run,
+    )
+    p.add_argument("--json", action="store_true", help="print each task as one JSON line")
+    p.add_argument("--no-sample", action="store_true", help="do not play the sample stream")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of /metrics (default MOMENTS_METRICS_PORT or 9308)",
+    )
+    p.add_argument(
+        "--exit-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N tasks were printed (for scripts and tests)",
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from moments.embedded_run import run_embedded
 
@@ -550,6 +272,51 @@ def _cmd_run(args: argparse.Namespace) -> int:
         play_sample=not args.no_sample,
         metrics_port=args.metrics_port,
         exit_after=args.exit_after,
+    )
+
+
+def _add_rules_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "rules",
+        "Rules tooling.",
+        """
+                  moments rules validate rules/default.yaml my-rules/
+                  moments rules explain low_balance
+                  moments rules test my-rules/ --events events.jsonl
+                  moments rules diff rules/ new-rules/
+                """,
+        show_subcommands,
+    )
+    rules_sub = p.add_subparsers(title="rules commands", metavar="COMMAND")
+    _add_rules_validate(rules_sub)
+    _add_rules_explain(rules_sub)
+    _add_rules_diff(rules_sub)
+    _add_rules_test(rules_sub)
+
+
+def _add_rules_validate(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "validate",
+        "Exit 0 when every rules file is valid; otherwise print "
+        "file:line:column: message for each error and exit 1. Each PATH (a file, or a "
+        "folder: one catalog) is a catalog of its own, as MOMENTS_RULES takes one; with "
+        "several, what they would break as one catalog (a rule id in two of them) is a "
+        "warning, and an error with --together.",
+        """
+                  moments rules validate my-rules.yaml
+                  moments rules validate rules/      # every .yaml in the folder
+                  moments rules validate --together gating.yaml retention.yaml
+                """,
+        _cmd_rules_validate,
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument(
+        "--together",
+        action="store_true",
+        help="check the paths as one catalog, as if their files were in one rules folder "
+        "(a file of gating: alone has no rules, and is not checked alone)",
     )
 
 
@@ -603,6 +370,36 @@ def _validate_together(paths: Sequence[Path]) -> int:
     return 0
 
 
+def _add_rules_explain(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "explain",
+        "Print each rule (or one) in plain words: what it looks at, when it fires, "
+        "its thresholds per region and tier, and the task it creates.",
+        """
+                  moments rules explain
+                  moments rules explain low_balance
+                  moments rules explain my-rules.yaml             # as validate and test take it
+                  moments rules explain my-rules/ bill_spike
+                  moments rules explain --rules my-rules/ bill_spike
+                """,
+        _cmd_rules_explain,
+    )
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="[PATH] [RULE_ID]",
+        help="a rules file or folder (a name ending in .yaml or .yml, holding a /, or that "
+        "exists), and/or only this rule",
+    )
+    p.add_argument(
+        "--rules",
+        type=Path,
+        default=None,
+        help="rules file or folder, as PATH (default: MOMENTS_RULES or the packaged catalog)",
+    )
+
+
 def _cmd_rules_explain(args: argparse.Namespace) -> int:
     from rules.catalog import load_rules
     from rules.explain import explain
@@ -651,6 +448,23 @@ def _looks_like_path(text: str) -> bool:
     return text.endswith((".yaml", ".yml")) or "/" in text or os.sep in text or Path(text).exists()
 
 
+def _add_rules_diff(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "diff",
+        "Say what a new rules file or folder changes against the one in force: rules "
+        "added, removed and changed (with their versions, and those changed without a new "
+        "version), and catalog sections changed. Exit 0; nothing is loaded anywhere.",
+        """
+                  moments rules diff rules/ new-rules/
+                  moments rules diff src/rules/catalog/default.yaml my-rules.yaml
+                """,
+        _cmd_rules_diff,
+    )
+    p.add_argument("old", type=Path, metavar="OLD", help="the rules in force")
+    p.add_argument("new", type=Path, metavar="NEW", help="the rules to compare")
+
+
 def _cmd_rules_diff(args: argparse.Namespace) -> int:
     from rules.catalog import load_rules
     from rules.changes import compare_rules
@@ -675,6 +489,63 @@ def _cmd_rules_diff(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _add_rules_test(sub: Subparsers) -> None:
+    from moments.models import EventType
+
+    p = _parser(
+        sub,
+        "test",
+        "Run rules over events from a file, offline (no broker, no Redis), and print "
+        "each task with the values that made it fire. Lines are JSON events with a "
+        '"type" (topup, roaming, complaint, usage, profile), or CSV with a type column; '
+        "--type gives the type of lines without one (records of one topic). .gz files "
+        "are read too.",
+        """
+                  moments rules test rules/ --events events.jsonl
+                  kcat -C -b kafka-1:9092 -t telecom.usage -o -1000 -e -q > usage-sample.jsonl
+                  moments rules test rules/ --events usage-sample.jsonl --type usage
+                  moments rules test my-rules.yaml --events usage.jsonl.gz --profiles crm.jsonl
+                  moments rules test rules/ --events events.jsonl --until 2026-12-01T00:00:00+08:00
+                  moments rules test rules/ --events events.jsonl --shadow-as-live
+                  moments rules test my-rules.yaml --events cases.jsonl \\
+                      --expect low_balance=2 --expect refused=0    # exit 1 otherwise
+                """,
+        _cmd_rules_test,
+    )
+    p.add_argument("path", type=Path, metavar="PATH", help="rules file or folder")
+    p.add_argument("--events", type=Path, required=True, help="events: JSON lines or CSV (.gz too)")
+    p.add_argument(
+        "--type",
+        choices=[t.value for t in EventType],
+        default=None,
+        help='the event type of lines without a "type" field, e.g. records dumped from one '
+        "input topic (default: each line needs one)",
+    )
+    p.add_argument("--profiles", type=Path, default=None, help="profile events: JSON lines or CSV")
+    p.add_argument(
+        "--until",
+        default=None,
+        help="let event time run on to this time (closes windows): RFC 3339, or a date "
+        "(midnight in the rules' gating.timezone, Asia/Shanghai by default)",
+    )
+    p.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="RULE=N",
+        help="the rule must make exactly N tasks (repeat per rule); with any --expect, an "
+        "event refused fails too, unless refused=N allows it; exit 1 when not as expected",
+    )
+    p.add_argument("--json", action="store_true", help="print tasks as JSON lines")
+    p.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
+    p.add_argument(
+        "--shadow-as-live",
+        action="store_true",
+        help="run rules in mode: shadow as live ones, to see each task they would make "
+        "(by default they are counted in the summary only, as on the stream)",
+    )
 
 
 def _cmd_rules_test(args: argparse.Namespace) -> int:
@@ -727,6 +598,39 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
     return 1 if wrong else 0
 
 
+def _add_calendar_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "calendar",
+        "The holiday calendar special-day rules use.",
+        """
+                  moments calendar export --years 2026-2028
+                """,
+        show_subcommands,
+    )
+    calendar_sub = p.add_subparsers(title="calendar commands", metavar="COMMAND")
+    _add_calendar_export(calendar_sub)
+
+
+def _add_calendar_export(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "export",
+        "Print (or write) the effective holiday calendar for some years as an operator "
+        "calendar file: China's greeting days, lunar festivals included, or those of --from.",
+        """
+                  moments calendar export --years 2026-2028
+                  moments calendar export --years 2027 --from my-calendar.yaml --out holidays.yaml
+                """,
+        _cmd_calendar_export,
+    )
+    p.add_argument("--years", required=True, help="YYYY or YYYY-YYYY")
+    p.add_argument(
+        "--from", dest="source", type=Path, default=None, help="an operator calendar file"
+    )
+    p.add_argument("--out", type=Path, default=None, help="write to this file instead of printing")
+
+
 def _cmd_calendar_export(args: argparse.Namespace) -> int:
     from rules.calendar import export_calendar, load_calendar, parse_years
 
@@ -744,6 +648,36 @@ def _cmd_calendar_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_schemas_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "schemas",
+        "JSON Schema and AsyncAPI documents of the contract.",
+        """
+                  moments schemas export
+                  moments schemas export --check    # exit 1 when schemas/ is stale
+                """,
+        show_subcommands,
+    )
+    schemas_sub = p.add_subparsers(title="schemas commands", metavar="COMMAND")
+    _add_schemas_export(schemas_sub)
+
+
+def _add_schemas_export(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "export",
+        "Write schemas/ from the pydantic models.",
+        """
+                  moments schemas export --out schemas/
+                  moments schemas export --check
+                """,
+        _cmd_schemas_export,
+    )
+    p.add_argument("--out", type=Path, default=Path("schemas"), help="folder (default schemas/)")
+    p.add_argument("--check", action="store_true", help="only check; exit 1 when stale")
+
+
 def _cmd_schemas_export(args: argparse.Namespace) -> int:
     from moments.schemas import check_schemas, export_schemas
 
@@ -755,6 +689,42 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
     for path in export_schemas(args.out):
         print(f"wrote {path}")
     return 0
+
+
+def _add_tasks_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "tasks",
+        "Reference dispatch consumer tools.",
+        """
+                  moments tasks tail
+                  moments tasks tail --json --from-beginning
+                  moments tasks ack TASK_ID --status done_no_change
+                """,
+        show_subcommands,
+    )
+    tasks_sub = p.add_subparsers(title="tasks commands", metavar="COMMAND")
+    _add_tasks_tail(tasks_sub)
+    _add_tasks_ack(tasks_sub)
+
+
+def _add_tasks_tail(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "tail",
+        "Follow the dispatch topic: a live table of the latest tasks in a terminal, "
+        "else one line (or JSON line) per task.",
+        """
+                  moments tasks tail
+                  moments tasks tail --lines --from-beginning
+                  moments tasks tail --json | jq .moment.type
+                """,
+        _cmd_tasks_tail,
+    )
+    p.add_argument("--json", action="store_true", help="one JSON line per task")
+    p.add_argument("--lines", action="store_true", help="one readable line per task, no table")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
+    p.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
 
 
 def _cmd_tasks_tail(args: argparse.Namespace) -> int:
@@ -777,16 +747,31 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _event_types() -> list[EventType]:
-    from moments.models import EventType
-
-    return list(EventType)
-
-
-def _outcome_statuses() -> list[OutcomeStatus]:
+def _add_tasks_ack(sub: Subparsers) -> None:
     from moments.models import OutcomeStatus
 
-    return list(OutcomeStatus)
+    p = _parser(
+        sub,
+        "ack",
+        "Write an outcome for a task to moments.task-outcomes, as a dispatch consumer does "
+        "after acting on it. The subscriber is looked up in Redis unless given.",
+        """
+                  moments tasks ack 3f2a9c... --status done_no_change
+                  moments tasks ack 3f2a9c... --status declined --note "not interested"
+                  moments tasks ack 3f2a9c... --status unreachable --subscriber 13800138001
+                """,
+        _cmd_tasks_ack,
+    )
+    p.add_argument("task_id", metavar="TASK_ID", type=_task_id, help="the task's task_id")
+    p.add_argument(
+        "--status",
+        required=True,
+        choices=[s.value for s in OutcomeStatus],
+        help="what happened",
+    )
+    p.add_argument("--note", default=None, help="free text for the record")
+    p.add_argument("--agent", default=None, help="who acted (agent id)")
+    p.add_argument("--subscriber", default=None, metavar="MSISDN", help="skip the lookup in Redis")
 
 
 def _cmd_tasks_ack(args: argparse.Namespace) -> int:
@@ -860,6 +845,48 @@ def _positive_rate(text: str) -> float:
     return rate
 
 
+def _add_bench_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "bench",
+        "Measure the detector against a raw aiokafka consumer on the same events, in one "
+        "run, and print both rates and their ratio (embedded broker and Redis unless "
+        "MOMENTS_KAFKA_BOOTSTRAP / MOMENTS_REDIS_URL are set).",
+        """
+                  moments bench                          # 200k events, 20k subscribers
+                  moments bench --events 50000 --subscribers 5000
+                  moments bench --rules-only                 # rule cost and state size only
+                  moments bench --partitions 8 --workers 2   # and two workers against one
+                  moments bench --offered 8000           # latency at 8,000 events/s
+                  MOMENTS_RULES=my-rules/ moments bench  # the cost of your own catalog
+                """,
+        _cmd_bench,
+    )
+    p.add_argument("--events", type=int, default=200_000, help="events to produce")
+    p.add_argument("--subscribers", type=int, default=20_000, help="distinct subscribers")
+    p.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    p.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=1,
+        help="with 2 or more, also run that many workers together on the same events and "
+        "print their rate against one worker's (needs as many partitions)",
+    )
+    p.add_argument(
+        "--rules-only",
+        action="store_true",
+        help="only the in-process part: rule cost per event and state bytes (no broker)",
+    )
+    p.add_argument(
+        "--offered",
+        type=_positive_rate,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="load at which latency is measured (default: half the measured rate); a fixed "
+        "rate compares two versions or machines at the same load",
+    )
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from moments.bench import run_bench
 
@@ -886,6 +913,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         workers=args.workers,
         offered=args.offered,
     )
+
+
+def _add_config_command(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "config",
+        "Configuration tools.",
+        """
+                  moments config show
+                """,
+        show_subcommands,
+    )
+    config_sub = p.add_subparsers(title="config commands", metavar="COMMAND")
+    _add_config_show(config_sub)
+
+
+def _add_config_show(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "show",
+        "Print every setting with its effective value and where it came from "
+        "(environment, a *_FILE file, .env, or default); secrets are masked.",
+        """
+                  moments config show
+                  MOMENTS_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka moments config show
+                  moments config show --json | jq '.[] | select(.source != "default")'
+                """,
+        _cmd_config_show,
+    )
+    p.add_argument("--json", action="store_true", help="a JSON list of {variable, value, source}")
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
