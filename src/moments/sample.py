@@ -6,6 +6,7 @@ Times are relative to `now`, so the tasks are fresh (not expired) whenever it is
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,20 +54,35 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
 
     The sample subscribers live where it is daytime now (see `daytime_zone`)."""
     base = (now or dt.datetime.now(SHANGHAI)).astimezone(SHANGHAI).replace(microsecond=0)
-    home = daytime_zone(base)
 
     def at(minutes: int) -> str:
         return (base - dt.timedelta(minutes=minutes)).isoformat()
 
-    def event(event_type: EventType, sub: str, note: str, **fields: Any) -> SampleRecord:
-        value = orjson.dumps({"subscriber_id": sub, **fields})
-        return SampleRecord(event_type, sub.encode(), value, note)
-
-    li, wang, zhao, chen = "13800138001", "13900139002", "13700137003", "13600136004"
     return [
-        event(
+        *_profiles(at, daytime_zone(base)),
+        *_usage_moments(at),
+        *_roaming_moments(at),
+        *_complaints(at),
+        *_dead_letters(at),
+    ]
+
+
+LI, WANG, ZHAO, CHEN = "13800138001", "13900139002", "13700137003", "13600136004"
+Minutes = Callable[[int], str]
+"""The sample's clock: the RFC 3339 time so many minutes before now."""
+
+
+def _event(event_type: EventType, sub: str, note: str, **fields: Any) -> SampleRecord:
+    value = orjson.dumps({"subscriber_id": sub, **fields})
+    return SampleRecord(event_type, sub.encode(), value, note)
+
+
+def _profiles(at: Minutes, home: str) -> list[SampleRecord]:
+    """The four subscribers' profiles, an hour back, in the daytime zone `home`."""
+    return [
+        _event(
             EventType.PROFILE,
-            li,
+            LI,
             "profile: tier and manager for the tasks",
             event_id="crm-1",
             occurred_at=at(60),
@@ -76,9 +92,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             birthday="07-14",
             timezone=home,
         ),
-        event(
+        _event(
             EventType.PROFILE,
-            wang,
+            WANG,
             "profile",
             event_id="crm-2",
             occurred_at=at(60),
@@ -87,27 +103,34 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             manager_id="m-042",
             timezone=home,
         ),
-        event(
+        _event(
             EventType.PROFILE,
-            zhao,
+            ZHAO,
             "profile",
             event_id="crm-3",
             occurred_at=at(60),
             region="NJ",
             timezone=home,
         ),
-        event(
+        _event(
             EventType.PROFILE,
-            chen,
+            CHEN,
             "profile",
             event_id="crm-4",
             occurred_at=at(60),
             region="SZ",
             timezone=home,
         ),
-        event(
+    ]
+
+
+def _usage_moments(at: Minutes) -> list[SampleRecord]:
+    """A top-up and usage records: first_topup, handset_change, competitor_hotline_call,
+    low_balance, service_failure."""
+    return [
+        _event(
             EventType.TOPUP,
-            li,
+            LI,
             "first top-up through the app -> first_topup",
             event_id="bill-1",
             occurred_at=at(30),
@@ -116,9 +139,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             balance_after="62.40",
             channel="app",
         ),
-        event(
+        _event(
             EventType.USAGE,
-            zhao,
+            ZHAO,
             "a call; the first IMEI seen is the baseline -> nothing",
             event_id="net-1",
             occurred_at=at(25),
@@ -128,9 +151,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             charge="0.30",
             imei="356938035643809",
         ),
-        event(
+        _event(
             EventType.USAGE,
-            zhao,
+            ZHAO,
             "a new handset -> handset_change",
             event_id="net-3",
             occurred_at=at(24),
@@ -140,9 +163,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             charge="0.10",
             imei="490154203237518",
         ),
-        event(
+        _event(
             EventType.USAGE,
-            zhao,
+            ZHAO,
             "a call to a competitor's hotline -> competitor_hotline_call",
             event_id="net-4",
             occurred_at=at(23),
@@ -152,9 +175,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             counterparty="10010",
             direction="out",
         ),
-        event(
+        _event(
             EventType.USAGE,
-            wang,
+            WANG,
             "balance 4.80 after a charge -> low_balance",
             event_id="net-5",
             occurred_at=at(22),
@@ -164,9 +187,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             charge="1.20",
             balance_after="4.80",
         ),
-        event(
+        _event(
             EventType.USAGE,
-            chen,
+            CHEN,
             "VoLTE could not be used -> service_failure",
             event_id="net-6",
             occurred_at=at(21),
@@ -174,9 +197,16 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             kind="service_failure",
             service_code="VOLTE",
         ),
-        event(
+    ]
+
+
+def _roaming_moments(at: Minutes) -> list[SampleRecord]:
+    """Roaming: two first_international_roaming, and three that make nothing (a repeat, a
+    duplicate delivery, domestic)."""
+    return [
+        _event(
             EventType.ROAMING,
-            li,
+            LI,
             "first roaming in Japan -> first_international_roaming",
             event_id="roam-1",
             occurred_at=at(20),
@@ -185,9 +215,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             roaming_type="international",
             operator="NTT DOCOMO",
         ),
-        event(
+        _event(
             EventType.ROAMING,
-            li,
+            LI,
             "Japan again -> nothing",
             event_id="roam-2",
             occurred_at=at(10),
@@ -195,9 +225,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             country="JP",
             roaming_type="international",
         ),
-        event(
+        _event(
             EventType.ROAMING,
-            li,
+            LI,
             "same event delivered twice -> nothing",
             event_id="roam-2",
             occurred_at=at(10),
@@ -205,9 +235,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             country="JP",
             roaming_type="international",
         ),
-        event(
+        _event(
             EventType.ROAMING,
-            wang,
+            WANG,
             "first roaming in Thailand -> first_international_roaming",
             event_id="roam-3",
             occurred_at=at(5),
@@ -215,9 +245,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             country="TH",
             roaming_type="international",
         ),
-        event(
+        _event(
             EventType.ROAMING,
-            zhao,
+            ZHAO,
             "domestic roaming -> nothing",
             event_id="roam-4",
             occurred_at=at(5),
@@ -225,9 +255,15 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             country="CN",
             roaming_type="domestic",
         ),
-        event(
+    ]
+
+
+def _complaints(at: Minutes) -> list[SampleRecord]:
+    """Two complaints, the second merged into the call of its subscriber's VoLTE failure."""
+    return [
+        _event(
             EventType.COMPLAINT,
-            wang,
+            WANG,
             "a network complaint -> complaint",
             event_id="cs-1",
             occurred_at=at(3),
@@ -237,9 +273,9 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             severity=2,
             status="opened",
         ),
-        event(
+        _event(
             EventType.COMPLAINT,
-            chen,
+            CHEN,
             f"a complaint minutes after the VoLTE failure -> complaint{MERGED}",
             event_id="cs-2",
             occurred_at=at(2),
@@ -249,15 +285,21 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
             severity=2,
             status="opened",
         ),
+    ]
+
+
+def _dead_letters(at: Minutes) -> list[SampleRecord]:
+    """Two records a worker refuses: not JSON, and a top-up without its amount."""
+    return [
         SampleRecord(
             EventType.USAGE,
-            zhao.encode(),
+            ZHAO.encode(),
             b'{"event_id": "net-2", "kind": ',
             "not JSON -> dead letter",
         ),
-        event(
+        _event(
             EventType.TOPUP,
-            zhao,
+            ZHAO,
             "amount missing -> dead letter",
             event_id="bill-2",
             occurred_at=at(1),
