@@ -258,7 +258,6 @@ class _ManagedServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._log_path: Path | None = None
-        self._paused = False
         self.startup_seconds: float | None = None
 
     # -- to be provided by subclasses ------------------------------------- #
@@ -346,20 +345,6 @@ class _ManagedServer:
             self._workdir = None
             self._own_workdir = False
 
-    def pause(self) -> None:
-        """Freeze the server (SIGSTOP to its process group): connections hang, nothing answers."""
-        if self._proc is None:
-            raise EmbeddedError(f"{self.name} is not running")
-        self._signal_group(self._proc, signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        """Undo `pause()` (SIGCONT)."""
-        if self._proc is None:
-            raise EmbeddedError(f"{self.name} is not running")
-        self._signal_group(self._proc, signal.SIGCONT)
-        self._paused = False
-
     def __enter__(self) -> Self:
         return self.start()
 
@@ -403,7 +388,6 @@ class _ManagedServer:
             )
         self._proc = proc
         self._port = port
-        self._paused = False
         with _LIVE_LOCK:
             _LIVE.add(self)
 
@@ -466,7 +450,6 @@ class _ManagedServer:
                 self._signal_group(proc, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(5.0)
-        self._paused = False
 
 
 class TansuBroker(_ManagedServer):

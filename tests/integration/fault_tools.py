@@ -1,4 +1,5 @@
-"""What the fault tests break things with: a Kafka proxy that can be cut, event streams.
+"""What the fault tests break things with: a Kafka proxy that can be cut, a server that
+can be frozen, event streams.
 
 `TansuProxy` runs `tansu proxy` (shipped in the same binary as the broker) between
 a worker and the broker on a fixed port, so stopping it cuts every connection the
@@ -8,13 +9,15 @@ worker has and starting it again restores the same address.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
 
-from moments.embedded import HOST, TansuBroker, free_port, probe_kafka
+from moments.embedded import HOST, RedisServer, TansuBroker, free_port, probe_kafka
 
 Record = tuple[str, str | None, bytes | dict[str, Any] | None]
 
@@ -50,6 +53,16 @@ class TansuProxy(TansuBroker):
         # never pass here.
         probe_kafka(f"{HOST}:{port}", timeout=1.0)
         return self._proc is not None and self._proc.poll() is None
+
+
+def freeze(server: RedisServer | TansuBroker) -> None:
+    """Stop the server's process group (SIGSTOP): connections hang, nothing answers."""
+    os.killpg(server.pid, signal.SIGSTOP)
+
+
+def thaw(server: RedisServer | TansuBroker) -> None:
+    """Undo `freeze` (SIGCONT)."""
+    os.killpg(server.pid, signal.SIGCONT)
 
 
 def first_roamings(start: int, count: int, zone: str, prefix: str = "f") -> list[Record]:

@@ -24,6 +24,7 @@ from moments.embedded import (
     probe_kafka,
 )
 from moments.topics import ensure_topics
+from tests.integration.fault_tools import freeze, thaw
 
 pytestmark = pytest.mark.integration
 
@@ -195,24 +196,24 @@ def test_tansu_exit_before_ready_shows_log(tmp_path: Path) -> None:
     assert not broker.running
 
 
-def test_redis_server_lifecycle_pause_resume(tmp_path: Path) -> None:
+def test_redis_server_lifecycle_frozen_and_thawed(tmp_path: Path) -> None:
     with RedisServer(tmp_path) as server:
         pid, port = server.pid, server.port
         assert server.url == f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(server.url, socket_timeout=0.5)
         try:
             assert client.ping()
-            server.pause()
+            freeze(server)
             with pytest.raises(redis.TimeoutError):
                 client.get("x")
-            server.resume()
+            thaw(server)
             client = redis.Redis.from_url(server.url, socket_timeout=2)
             assert client.ping()
             assert client.config_get("save") == {"save": ""}
             assert client.config_get("appendonly") == {"appendonly": "no"}
         finally:
             client.close()
-        server.pause()  # stop() must still end a paused server
+        freeze(server)  # stop() must still end a frozen server
     assert _pid_gone(pid)
     assert _port_refuses(port)
 
