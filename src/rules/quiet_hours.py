@@ -102,12 +102,6 @@ def local_wall(instant: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
     return instant.astimezone(tz).replace(tzinfo=None, fold=0)
 
 
-def is_quiet(instant: dt.datetime, windows: Sequence[QuietWindow], tz: dt.tzinfo) -> bool:
-    """True when the instant's local wall-clock time lies in any window."""
-    wall = local_wall(instant, tz).time()
-    return any(window.contains(wall) for window in windows)
-
-
 def first_instant_showing(wall: dt.datetime, tz: dt.tzinfo, not_before: dt.datetime) -> dt.datetime:
     """The first instant at or after `not_before` whose local clock shows `wall` or later.
 
