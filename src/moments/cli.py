@@ -41,6 +41,12 @@ def _parser(
     return p
 
 
+def _group(sub: Subparsers, name: str, help_: str, examples: str) -> Subparsers:
+    """A command of subcommands (`moments NAME COMMAND`): alone, it prints its help."""
+    p = _parser(sub, name, help_, examples, show_subcommands)
+    return p.add_subparsers(title=f"{name} commands", metavar="COMMAND")
+
+
 def version_line() -> str:
     """`moments --version`: this package and what it runs on (what a bug report needs)."""
     import platform
@@ -276,7 +282,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_rules_command(sub: Subparsers) -> None:
-    p = _parser(
+    rules_sub = _group(
         sub,
         "rules",
         "Rules tooling.",
@@ -286,9 +292,7 @@ def _add_rules_command(sub: Subparsers) -> None:
                   moments rules test my-rules/ --events events.jsonl
                   moments rules diff rules/ new-rules/
                 """,
-        show_subcommands,
     )
-    rules_sub = p.add_subparsers(title="rules commands", metavar="COMMAND")
     _add_rules_validate(rules_sub)
     _add_rules_explain(rules_sub)
     _add_rules_diff(rules_sub)
@@ -599,16 +603,14 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
 
 
 def _add_calendar_command(sub: Subparsers) -> None:
-    p = _parser(
+    calendar_sub = _group(
         sub,
         "calendar",
         "The holiday calendar special-day rules use.",
         """
                   moments calendar export --years 2026-2028
                 """,
-        show_subcommands,
     )
-    calendar_sub = p.add_subparsers(title="calendar commands", metavar="COMMAND")
     _add_calendar_export(calendar_sub)
 
 
@@ -649,7 +651,7 @@ def _cmd_calendar_export(args: argparse.Namespace) -> int:
 
 
 def _add_schemas_command(sub: Subparsers) -> None:
-    p = _parser(
+    schemas_sub = _group(
         sub,
         "schemas",
         "JSON Schema and AsyncAPI documents of the contract.",
@@ -657,9 +659,7 @@ def _add_schemas_command(sub: Subparsers) -> None:
                   moments schemas export
                   moments schemas export --check    # exit 1 when schemas/ is stale
                 """,
-        show_subcommands,
     )
-    schemas_sub = p.add_subparsers(title="schemas commands", metavar="COMMAND")
     _add_schemas_export(schemas_sub)
 
 
@@ -692,7 +692,7 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
 
 
 def _add_tasks_command(sub: Subparsers) -> None:
-    p = _parser(
+    tasks_sub = _group(
         sub,
         "tasks",
         "Reference dispatch consumer tools.",
@@ -701,9 +701,7 @@ def _add_tasks_command(sub: Subparsers) -> None:
                   moments tasks tail --json --from-beginning
                   moments tasks ack TASK_ID --status done_no_change
                 """,
-        show_subcommands,
     )
-    tasks_sub = p.add_subparsers(title="tasks commands", metavar="COMMAND")
     _add_tasks_tail(tasks_sub)
     _add_tasks_ack(tasks_sub)
 
@@ -916,16 +914,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_config_command(sub: Subparsers) -> None:
-    p = _parser(
+    config_sub = _group(
         sub,
         "config",
         "Configuration tools.",
         """
                   moments config show
                 """,
-        show_subcommands,
     )
-    config_sub = p.add_subparsers(title="config commands", metavar="COMMAND")
     _add_config_show(config_sub)
 
 
