@@ -25,7 +25,7 @@ import orjson
 
 from moments.backtest_input import FileEvent
 from moments.backtest_state import BacktestState
-from moments.engine import BatchResult, Detector
+from moments.engine import BatchResult, Detector, give_back_cooldowns
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, InputEvent, ServiceTask
 from moments.records import OUT_OF_TIME, RawRecord
@@ -366,15 +366,17 @@ class Backtest:
             if early:
                 self.result.warmup_tasks += len(early)
                 result.tasks[:] = [t for t in result.tasks if t.triggered_at.timestamp() >= start]
+        dropped: set[str] = set()
         for task in sorted(result.tasks, key=_triggered):
             at = task.triggered_at.timestamp()
             done = await self._facts_until(facts, done, at)
             await self._advance(at)
             self.sink.add(task)
-            await self.sink.flush()
+            dropped |= await self.sink.flush()
         await self._facts_until(facts, done, float("inf"))
         self.result.spent["dispatch"] += time.perf_counter() - started
         started = time.perf_counter()
+        give_back_cooldowns(result, dropped)
         self.state.save(result.changes)
         self.result.spent["state"] += time.perf_counter() - started
         record_batch(self.metrics, result)

@@ -10,7 +10,7 @@ import datetime as dt
 import traceback
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -106,6 +106,17 @@ class _Rebuilds:
         return [self.records[n] for n in found], None if last is None else last[1]
 
 
+@dataclass(frozen=True, slots=True)
+class CooldownMark:
+    """Where a task started its rule's cooldown: the subscriber's `fired[tag]` set to `at`
+    (the moment's event time), and what it held before (None: nothing)."""
+
+    subscriber: str
+    tag: str
+    at: int
+    before: int | None
+
+
 @dataclass(slots=True)
 class BatchResult:
     tasks: list[ServiceTask] = field(default_factory=list)
@@ -141,6 +152,9 @@ class BatchResult:
     shadow: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """Shadow rules' moments by (rule id, outcome, reason): outcome `task` (one would be
     made now), `deferred` or `suppressed`, as the gates decided; none made a task."""
+    cooldowns: dict[str, CooldownMark] = field(default_factory=dict)
+    """Task id -> the cooldown mark it set, in the order made: what `give_back_cooldowns`
+    puts back when dispatch drops the task."""
 
 
 class Detector:
@@ -239,7 +253,8 @@ class Detector:
                             marks[partition] = at
                         self.apply(sub, decoded, event_type, state, at, ctx, result)
             except Exception as exc:  # one record must not stop the stream
-                del result.tasks[made[0] :], result.facts[made[1] :]
+                _unmake(result, made[0])
+                del result.facts[made[1] :]
                 result.failures.append(exc)
                 refused = failed(record, event_type, exc)
                 # Half-applied (series folded, times moved): its replay once fixed would
@@ -450,7 +465,7 @@ class Detector:
                 closed = self.close_windows(sub, state, at, tz, ctx, result)
                 changed = self.special_days(sub, state, at, tz, ctx, result) or closed
             except Exception as exc:  # nor one record the sweep
-                del result.tasks[made:]
+                _unmake(result, made)
                 result.failures.append(exc)
                 continue  # its record is not written; the next sweep tries it again
             if changed:
@@ -542,10 +557,12 @@ class Detector:
         )
         view = subscriber_view(state)
         decision = gate(gate_input, view, policy)
+        before = state.fired.get(rule.tag)
         if spec.cooldown is not None and decision.action != "suppress":
             # Only a moment that makes a task starts the cooldown: one the gates dropped
             # (a complaint being handled, a closed line) or that lapsed did not reach
-            # the customer, and the next must not wait for it.
+            # the customer, and the next must not wait for it. Dispatch may still drop
+            # the task: then `give_back_cooldowns` puts `before` back.
             state.fired[rule.tag] = at
         if shadow is not None:
             outcome = {"suppress": "suppressed", "defer": "deferred"}.get(decision.action, "task")
@@ -581,6 +598,44 @@ class Detector:
             quiet_hours=_quiet_hours(*quiet_hours_kept(spec.channel.value, view, policy)),
         )
         result.tasks.append(task)
+        if spec.cooldown is not None:
+            result.cooldowns[task.task_id] = CooldownMark(sub, rule.tag, at, before)
+
+
+def _unmake(result: BatchResult, made: int) -> None:
+    """Take back the tasks from index `made` on (their event or sweep failed), and their
+    cooldown marks (the state they were set in is rebuilt, or not written)."""
+    for task in result.tasks[made:]:
+        result.cooldowns.pop(task.task_id, None)
+    del result.tasks[made:]
+
+
+def give_back_cooldowns(result: BatchResult, dropped: Collection[str]) -> int:
+    """Put back the cooldown marks of the batch's tasks that dispatch dropped (`dropped`:
+    task ids; capacity, a contact or frequency cap, expired...), so that the
+    subscriber's next moment of the rule can make a task: a dropped task never reached
+    the customer (61 subscribers who complained again got no call for 30 days). Called
+    before the states are written, so the changelog, the backtest and a replay agree.
+
+    A mark is put back only while it is still that task's, latest first, so that of two
+    tasks of a rule in one batch either, or both, can be dropped. Returns how many were
+    put back."""
+    given = 0
+    if not dropped:
+        return given
+    for task_id, mark in reversed(result.cooldowns.items()):
+        if task_id not in dropped:
+            continue
+        change = result.changes.get(mark.subscriber)
+        state = change.state if change is not None else None
+        if state is None or state.fired.get(mark.tag) != mark.at:
+            continue  # forgotten since, or a later task's mark
+        if mark.before is None:
+            del state.fired[mark.tag]
+        else:
+            state.fired[mark.tag] = mark.before
+        given += 1
+    return given
 
 
 def _quiet_hours(zone: str | None, windows: list[str]) -> QuietHours | None:
@@ -626,6 +681,7 @@ def forget(erased: Mapping[str, tuple[int, int]], result: BatchResult) -> None:
         mark = erased.get(task.subscriber_id)
         if mark is not None and n < mark[0]:
             result.suppressed[(task.moment.type, "forgotten")] += 1
+            result.cooldowns.pop(task.task_id, None)
         else:
             kept.append(task)
     result.tasks = kept

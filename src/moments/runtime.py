@@ -5,7 +5,9 @@ dead letters and tasks are acknowledged by the broker (and tasks confirmed in
 the ledger) *before* the subscriber state is written, and the source offsets
 are committed after both. A crash anywhere re-reads the batch: a re-detected
 moment has the same task id and the ledger stops it; an event already in the
-state is skipped by its offset.
+state is skipped by its offset. The cooldowns of the tasks dispatch dropped are given
+back in the state before it is written; after a crash the ledger still says which
+tasks were dropped, so the state written then is the same.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from moments.connections import kafka_client_kwargs, redis_client
-from moments.engine import BatchResult, Detector
+from moments.engine import BatchResult, Detector, give_back_cooldowns
 from moments.eventclock import EventClock
 from moments.logthrottle import RepeatThrottle
 from moments.models import EventType, OutcomeStatus
@@ -350,7 +352,10 @@ class Runtime:
         for task in result.tasks:
             self.tasks.add(task)
         await self.dead_letters.flush()
-        await self.tasks.flush()
+        dropped = await self.tasks.flush()
+        # Before the state is written: a crash then reads the batch again, and the ledger
+        # says again which of its tasks were dropped.
+        give_back_cooldowns(result, dropped)
         stage.labels("dispatch").observe(time.perf_counter() - started)
         started = time.perf_counter()
         changelog = store.save(result.changes)

@@ -30,6 +30,7 @@ from rules.gating import FrequencyCap, open_after_quiet
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
+from sinks.ledger import state_of
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
@@ -295,25 +296,30 @@ class TaskSink:
     async def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         return await with_retry(call, Dependency.REDIS, self.metrics, what)
 
-    async def flush(self) -> None:
+    async def flush(self) -> set[str]:
         """Claim every added task, then publish, park, merge or drop the ones we own;
-        duplicates are counted, not sent. Returns when all of it is durable."""
+        duplicates are counted, not sent. Returns when all of it is durable, with the
+        ids of the added tasks the ledger now holds as dropped (ours or, read again after
+        a crash, dropped before): their cooldowns are given back
+        (`moments.engine.give_back_cooldowns`)."""
         if not self._pending:
-            return
+            return set()
         batch, self._pending = self._pending, []
-        await self.dispatch(batch, from_engine=True)
+        return await self.dispatch(batch, from_engine=True)
 
-    async def dispatch(self, batch: Sequence[ServiceTask], from_engine: bool = False) -> None:
+    async def dispatch(self, batch: Sequence[ServiceTask], from_engine: bool = False) -> set[str]:
         """`flush` for tasks not added: other callers (outcome retries) use this, so they
         never take tasks another agent added and has not flushed yet. `from_engine`: the
-        engine counted the gating deferrals in `moments_tasks_deferred_total` already."""
+        engine counted the gating deferrals in `moments_tasks_deferred_total` already,
+        and the ids dropped are returned (else none)."""
         if not batch:
-            return
+            return set()
         unique = list({t.task_id: t for t in batch}.values())
         payloads = [(t.task_id, self._payloads.of(t)) for t in unique]
         try:
             owned = await self._redis(lambda: self.ledger.claim(payloads), "claiming task ids")
             candidates: list[Candidate] = []
+            known: list[str] = []
             for task, mine in zip(unique, owned, strict=True):
                 if mine:
                     self._payloads.stored(task)
@@ -322,9 +328,23 @@ class TaskSink:
                     )
                 else:
                     self._suppressed(task, SuppressReason.DEDUP.value)
-            await self._decide(candidates)
+                    known.append(task.task_id)
+            dropped = await self._decide(candidates)
+            if not from_engine:
+                return set()
+            if known:
+                dropped |= await self._dropped_before(known)
+            return dropped & {t.task_id for t in unique}
         finally:
             self._payloads.clear()
+
+    async def _dropped_before(self, task_ids: Sequence[str]) -> set[str]:
+        """Those of `task_ids` the ledger holds as dropped. The engine makes a task again
+        when its events are read again (a crash before their state was written): that
+        state never had the cooldown given back, so a task dropped the first time gives
+        it back again."""
+        values = await self._redis(lambda: self.ledger.get_many(task_ids), "reading task ids")
+        return {i for i, v in zip(task_ids, values, strict=True) if state_of(v) == "dropped"}
 
     async def forget(self, subscriber_ids: Sequence[str], rule_ids: Sequence[str]) -> None:
         """Profile tombstones: erase what the stores keep of these subscribers (facts,
@@ -419,13 +439,15 @@ class TaskSink:
             )
             return None
 
-    async def _decide(self, candidates: Sequence[Candidate], now: float | None = None) -> None:
-        """Route every candidate (`_route_wave`), then publish the ones to send together.
+    async def _decide(self, candidates: Sequence[Candidate], now: float | None = None) -> set[str]:
+        """Route every candidate (`_route_wave`), then publish the ones to send together;
+        returns the ids of the ledger entries dropped.
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
+        dropped: set[str] = set()
         if not candidates:
-            return
+            return dropped
         at = self.clock() if now is None else now
         # Fresh tasks that park nothing leave the deferral queue as it was: its count (a
         # Redis call) is read again only when this decision took from it or added to it,
@@ -435,14 +457,16 @@ class TaskSink:
             declined, facts = await self._read_for(candidates, at)
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
-                sendable, parked = await self._route_wave(wave, at, declined, facts)
+                sendable, parked, gone = await self._route_wave(wave, at, declined, facts)
                 to_send += sendable
+                dropped |= gone
                 queue_changed = queue_changed or parked
             await self._send(to_send)
         finally:
             self._payloads.clear()
         if queue_changed:
             await self._update_waiting()
+        return dropped
 
     async def _update_waiting(self) -> None:
         async def look() -> tuple[int, float | None]:
@@ -531,10 +555,10 @@ class TaskSink:
         now: float,
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
-    ) -> tuple[list[ServiceTask], bool]:
+    ) -> tuple[list[ServiceTask], bool, set[str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
-        call per step for all of them; returns the tasks to send, and whether any was
-        parked.
+        call per step for all of them; returns the tasks to send, whether any was
+        parked, and the ids of the entries dropped.
 
         No two candidates of a wave have the same subscriber, so the per-subscriber steps
         (merge, park, contact cap) of one never see another's; capacity, shared by all,
@@ -584,7 +608,7 @@ class TaskSink:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
         await self._write(w)
-        return to_send, bool(w.parks)
+        return to_send, bool(w.parks), {task_id for task_id, _ in w.drops}
 
     def _drop_route(self, r: _Route, reason: str, w: _Writes) -> None:
         """Drop a route whole: each of its moments counted once, under its own type; the

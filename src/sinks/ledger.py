@@ -251,6 +251,15 @@ class TaskLedger:
         value: bytes | str | None = await self.redis.get(self.key(task_id))
         return value.encode() if isinstance(value, str) else value
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """`get` for each task id, in one pipeline."""
+        if not task_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.get(self.key(task_id))
+        return [None if v is None else as_bytes(v) for v in await pipe.execute()]
+
     async def group(self, task_id: str) -> list[bytes]:
         """Payloads merged into `task_id` while it waited."""
         return (await self.group_many([task_id]))[0]

@@ -152,6 +152,9 @@ class MemoryLedger:
         entry = self._live(self.entries, task_id)
         return None if entry is None else entry.value
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(task_id) for task_id in task_ids]
+
     async def group(self, task_id: str) -> list[bytes]:
         if self._live(self.groups, task_id) is None:
             return []

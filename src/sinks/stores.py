@@ -107,6 +107,10 @@ class Ledger(Protocol):
 
     async def get(self, task_id: str) -> bytes | None: ...
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """`get` for each task id, in one round trip."""
+        ...
+
     async def group(self, task_id: str) -> list[bytes]: ...
 
     async def group_many(self, task_ids: Sequence[str]) -> list[list[bytes]]:

@@ -893,3 +893,27 @@ def test_events_the_detector_failed_on_are_a_warning(
     report = orjson.loads((out / "report.json").read_bytes())
     (warning,) = report["warnings"]
     assert warning.startswith(f"{len(SCENARIO):,} event(s) failed in the detector")
+
+
+def test_a_call_capacity_dropped_leaves_the_next_moment_its_task(tmp_path: Path) -> None:
+    """NJ has one manager call a day, taken by A at 10:00; B's at 10:05 is dropped (its
+    rule drops on overflow). B's next big top-up, two days later, makes a task: the
+    dropped one had started the 30-day cooldown, and the retention backtest showed 61
+    subscribers who complained again and got no call for 30 days (`cooldown`)."""
+    rules = write_rules(tmp_path / "r.yaml")
+    with_cooldown = "ttl: 3d, cooldown: 30d, description"  # big_topup's, the first
+    rules.write_text(rules.read_text().replace("ttl: 3d, description", with_cooldown, 1))
+    a, b = "13900000001", "13900000002"
+    later = dt.date(2026, 11, 12)
+    history = [
+        TopUp(a, "NJ", DAY1, 0, 150),
+        TopUp(b, "NJ", DAY1, 5, 150),  # no room left: dropped
+        TopUp(b, "NJ", later, 0, 150),  # a new day's room
+    ]
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(t.event(n)) + b"\n" for n, t in enumerate(history)))
+    policy = capacity_policy().model_copy(update={"capacity": {"NJ": {"manager": 1}}})
+    result = run(rules, path, policy)
+    calls = [(t["subscriber_id"], t["triggered_at"][:10]) for t in result.tasks()]
+    assert sorted(calls) == [(a, "2026-11-10"), (b, "2026-11-12")]
+    assert build_report(result)["suppressed"] == {"capacity": 1}
