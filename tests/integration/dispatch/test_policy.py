@@ -46,6 +46,35 @@ class TestDuplicatesAndRaces:
         assert sent == 5
 
 
+class TestDroppedTasksAreSaid:
+    """`flush` returns the ids of its tasks the ledger holds as dropped: the engine gives
+    their cooldowns back. Made again after a crash (their state not written), a task the
+    ledger stops says dropped again, so the state then written gives it back too."""
+
+    async def test_dropped_not_sent_and_again_after_a_replay(self, make_worker: MakeWorker) -> None:
+        no_sms_in_nj = {"capacity": {"NJ": {"sms": 0}}, "reserved_share": 0}
+        w = make_worker(
+            DispatchPolicy.model_validate(
+                {
+                    **no_sms_in_nj,
+                    "overflow": {"*": {"policy": "drop"}},
+                    "merge": {"hold_channels": []},
+                }
+            )
+        )
+        batch = [task("g1"), task("g2", sub="13800138002", region="SH")]
+
+        async def flush() -> set[str]:
+            for t in batch:
+                w.sink.add(t)
+            return await w.sink.flush()
+
+        first = await flush()
+        assert first == {"g1"}
+        assert await flush() == {"g1"}  # the replay: both stopped by the ledger
+        assert ids(await published(w.settings, 1)) == ["g2"]
+
+
 class TestDeferral:
     """A task not yet deliverable waits in Redis and is released once, by any worker."""
 
