@@ -27,7 +27,7 @@ from moments.models import (
     RoamingEvent,
     ServiceTask,
 )
-from moments.records import DeadLetter, RawRecord, RejectReason
+from moments.records import DeadLetter, RawRecord, RejectReason, SuppressReason
 from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, spend_drop
 from moments.sources import SOURCE_CODES
 from moments.state import MAX_OPEN, SubscriberState, event_digest
@@ -128,7 +128,7 @@ class BatchResult:
     """Moments fired, by (family, moment type)."""
     replayed: int = 0
     """Events skipped because this subscriber had applied them already."""
-    suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    suppressed: Counter[tuple[str, SuppressReason]] = field(default_factory=Counter)
     """Moments that made no task, by (moment type, reason): `cooldown`, `expired`, a gate's
     reason (quiet hours past the task's life, opt-out, an open complaint...) and
     `forgotten` (a tombstone later in the batch)."""
@@ -531,9 +531,9 @@ class Detector:
             last = state.fired.get(rule.tag)
             if last is not None and 0 <= at - last < spec.cooldown.total_seconds():
                 if shadow is not None:
-                    shadow[(rule.id, "suppressed", "cooldown")] += 1
+                    shadow[(rule.id, "suppressed", SuppressReason.COOLDOWN)] += 1
                 else:
-                    result.suppressed[(spec.moment_type, "cooldown")] += 1
+                    result.suppressed[(spec.moment_type, SuppressReason.COOLDOWN)] += 1
                 return
         triggered = (
             event.occurred_at
@@ -544,9 +544,9 @@ class Detector:
         expires = triggered + spec.ttl
         if expires <= now:
             if shadow is not None:
-                shadow[(rule.id, "suppressed", "expired")] += 1
+                shadow[(rule.id, "suppressed", SuppressReason.EXPIRED)] += 1
             else:
-                result.suppressed[(spec.moment_type, "expired")] += 1
+                result.suppressed[(spec.moment_type, SuppressReason.EXPIRED)] += 1
             return
         # Everything the task shows is decided first, so it is built (and validated) once.
         priority, risk = scored(self.risk_signals(state, at), spec.priority)
@@ -570,7 +570,8 @@ class Detector:
             shadow[(rule.id, outcome, why)] += 1
             return
         if decision.action == "suppress":
-            result.suppressed[(spec.moment_type, decision.reason or "gated")] += 1
+            assert decision.reason is not None  # gating always says why it suppresses
+            result.suppressed[(spec.moment_type, SuppressReason(decision.reason))] += 1
             return
         deferred = None
         if decision.action == "defer":
@@ -680,7 +681,7 @@ def forget(erased: Mapping[str, tuple[int, int]], result: BatchResult) -> None:
     for n, task in enumerate(result.tasks):
         mark = erased.get(task.subscriber_id)
         if mark is not None and n < mark[0]:
-            result.suppressed[(task.moment.type, "forgotten")] += 1
+            result.suppressed[(task.moment.type, SuppressReason.FORGOTTEN)] += 1
             result.cooldowns.pop(task.task_id, None)
         else:
             kept.append(task)

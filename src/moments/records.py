@@ -37,6 +37,31 @@ def next_offsets(records: Iterable[RawRecord]) -> dict[tuple[str, int], int]:
     return found
 
 
+class SuppressReason(StrEnum):
+    """Why a task was not published: the `reason` label of `moments_tasks_suppressed_total`
+    (a metric label: keep it short). The contract names dedup, cooldown, opt-out, capacity
+    and expired; the others are documented in docs/operations.md. Gating's suppress
+    reasons (`rules.gating.Reason`) are members under the same names."""
+
+    # the engine, before a task is made
+    COOLDOWN = "cooldown"
+    EXPIRED = "expired"  # by gating, or while waiting in dispatch
+    FORGOTTEN = "forgotten"  # a profile tombstone erased the subscriber
+    # gating
+    OPT_OUT = "opt_out"
+    COMPLAINT_OPEN = "complaint_open"
+    CLOSED = "closed"
+    SUSPENDED = "suspended"
+    # the dispatch sink
+    DEDUP = "dedup"
+    CAPACITY = "capacity"
+    CONTACT_CAP = "contact_cap"
+    FREQUENCY_CAP = "frequency_cap"
+    DECLINED = "declined"
+    TOPPED_UP = "topped_up"  # relevance checks
+    CAME_HOME = "came_home"
+
+
 class RejectReason(StrEnum):
     """Why an input record went to the dead-letter topic (a metric label: keep it short)."""
 

@@ -384,10 +384,10 @@ def record_batch(m: Metrics, result: BatchResult) -> None:
         m.events.labels(event_type).inc(n)
     for (family, moment_type), n in result.detected.items():
         m.detected.labels(family, moment_type).inc(n)
-    for (moment_type, reason), n in result.suppressed.items():
-        m.suppressed.labels(moment_type, reason).inc(n)
-    for (rule_id, outcome, reason), n in result.shadow.items():
-        m.shadow.labels(rule_id, outcome, reason).inc(n)
+    for (moment_type, suppressed), n in result.suppressed.items():
+        m.suppressed.labels(moment_type, suppressed.value).inc(n)
+    for (rule_id, outcome, why), n in result.shadow.items():
+        m.shadow.labels(rule_id, outcome, why).inc(n)
     if result.replayed:
         m.replayed.inc(result.replayed)
     for reason, n in result.deferred.items():

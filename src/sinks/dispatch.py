@@ -26,12 +26,13 @@ import orjson
 from pydantic import ValidationError
 
 from moments.models import Channel, Deferral, InputEvent, ProfileEvent, ServiceTask
+from moments.records import SuppressReason
 from rules.gating import FrequencyCap, open_after_quiet
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.ledger import state_of
-from sinks.metrics import Dependency, DispatchMetrics, Metrics, SuppressReason
+from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
 from sinks.retry import with_retry
@@ -327,7 +328,7 @@ class TaskSink:
                         Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
                     )
                 else:
-                    self._suppressed(task, SuppressReason.DEDUP.value)
+                    self._suppressed(task, SuppressReason.DEDUP)
                     known.append(task.task_id)
             dropped = await self._decide(candidates)
             if not from_engine:
@@ -479,8 +480,8 @@ class TaskSink:
         self.metrics.waiting.set(waiting)
         self.metrics.earliest_due.set(due or 0)
 
-    def _suppressed(self, task: ServiceTask, reason: str) -> None:
-        self.metrics.suppressed.labels(task.moment.type, reason).inc()
+    def _suppressed(self, task: ServiceTask, reason: SuppressReason) -> None:
+        self.metrics.suppressed.labels(task.moment.type, reason.value).inc()
 
     async def _read_for(
         self, candidates: Sequence[Candidate], at: float
@@ -534,14 +535,14 @@ class TaskSink:
         now: float,
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
-    ) -> str | None:
+    ) -> SuppressReason | None:
         """None when the task is still worth sending, else why not."""
         if now > self._last_send(task):
-            return SuppressReason.EXPIRED.value
+            return SuppressReason.EXPIRED
         if is_forgotten(task, facts.get(task.subscriber_id)):
-            return "forgotten"
+            return SuppressReason.FORGOTTEN
         if (task.subscriber_id, task.moment.rule_id) in declined:
-            return "declined"
+            return SuppressReason.DECLINED
         check = check_for(self.policy.relevance, task)
         if check is not None:
             verdict = check(task, facts[task.subscriber_id])
@@ -577,7 +578,7 @@ class TaskSink:
             task = r.task
             gated = r.c.fresh and r.c.deferral_counted  # the engine's gates judged it just now
             if task.task_id in doomed:
-                self._drop_route(r, "frequency_cap", w)
+                self._drop_route(r, SuppressReason.FREQUENCY_CAP, w)
             elif task.deliver_after.timestamp() > now:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
                 w.park(r, task.deliver_after.timestamp(), reason, count=not gated)
@@ -596,7 +597,7 @@ class TaskSink:
             elif contact.free_at is not None and contact.free_at <= self._last_send(task):
                 w.park(r, contact.free_at, contact.reason)
             else:
-                self._drop_route(r, contact.reason, w)
+                self._drop_route(r, SuppressReason(contact.reason), w)
         to_send: list[ServiceTask] = []
         leaves: list[Leave] = w.leaving
         for r, fit in zip(capacity, await self._within_capacity(capacity, now), strict=True):
@@ -610,7 +611,7 @@ class TaskSink:
         await self._write(w)
         return to_send, bool(w.parks), {task_id for task_id, _ in w.drops}
 
-    def _drop_route(self, r: _Route, reason: str, w: _Writes) -> None:
+    def _drop_route(self, r: _Route, reason: SuppressReason, w: _Writes) -> None:
         """Drop a route whole: each of its moments counted once, under its own type; the
         carrier's entry dropped, each merged moment leaving its group dropped. Counted
         once under the lead's type, the others stayed merged, uncounted, for the ledger's
@@ -633,7 +634,7 @@ class TaskSink:
         dropped is counted as its own rule's."""
         carrier, sub = r.carrier_id, r.task.subscriber_id
         for m in fit.dropped:
-            self._suppressed(m, SuppressReason.CAPACITY.value)
+            self._suppressed(m, SuppressReason.CAPACITY)
         to: dict[str, str] = {}
         if fit.sent is None:
             w.given_back.append((carrier, sub))
@@ -657,7 +658,7 @@ class TaskSink:
         ]
         for m in fit.dropped:
             if m.task_id == carrier:
-                w.drop(carrier, SuppressReason.CAPACITY.value, m.expires_at)
+                w.drop(carrier, SuppressReason.CAPACITY, m.expires_at)
             else:
                 until = m.expires_at.timestamp()
                 leaves.append(
@@ -699,7 +700,7 @@ class TaskSink:
         for c in wave:
             raw = c.stored()
             kept: list[ServiceTask] = []
-            own: tuple[ServiceTask, str] | None = None
+            own: tuple[ServiceTask, SuppressReason] | None = None
             for t in c.tasks:
                 reason = self._keep(t, now, declined, facts)
                 if reason is None:
@@ -968,7 +969,7 @@ class TaskSink:
         if again <= self._last_send(task):
             w.park(r, again, "suspended", count=False)
         else:
-            self._drop_route(r, "suspended", w)
+            self._drop_route(r, SuppressReason.SUSPENDED, w)
         return True
 
     def _quiet(self, r: _Route, now: float, w: _Writes) -> bool:
@@ -987,7 +988,7 @@ class TaskSink:
         last = self._last_send(task)
         lead = _opens(task, at)
         if lead is None or lead.timestamp() > last:  # quiet until it expires, as gating says
-            self._drop_route(r, SuppressReason.EXPIRED.value, w)
+            self._drop_route(r, SuppressReason.EXPIRED, w)
             return True
         until = max(
             [lead, *(o for m in r.moments if (o := _opens(m, at)) and o.timestamp() <= last)]

@@ -23,21 +23,16 @@ read by histogram_quantile could only say "somewhere up to twice the goal"."""
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
-class SuppressReason(StrEnum):
-    DEDUP = "dedup"
-    COOLDOWN = "cooldown"
-    OPT_OUT = "opt_out"
-    CAPACITY = "capacity"
-    EXPIRED = "expired"
-
-
 class Dependency(StrEnum):
     REDIS = "redis"
     KAFKA = "kafka"
 
 
 class Metrics:
-    """Named recording methods over the contract's metrics."""
+    """The contract's metrics and the project's own, as prometheus_client collectors on
+    one registry: callers record on them directly (`metrics.published.labels(...).inc()`).
+    Label values of a closed set come from an enum: `RejectReason`, `SuppressReason`,
+    `Dependency`."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()

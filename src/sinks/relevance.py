@@ -25,6 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from moments.models import InputEvent, ProfileEvent, RoamingEvent, ServiceTask, TopUpEvent
+from moments.records import SuppressReason
 from sinks.luabatch import BatchScript
 from sinks.policy import RelevanceCheckName
 
@@ -64,7 +65,8 @@ def is_forgotten(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
 @dataclass(frozen=True)
 class Verdict:
     keep: bool
-    reason: str = ""
+    reason: SuppressReason | None = None
+    """Why not, when not kept."""
 
 
 KEEP = Verdict(True)
@@ -78,7 +80,7 @@ def _after(at: float | None, moment: dt.datetime) -> bool:
 def topped_up(task: ServiceTask, facts: SubscriberFacts) -> Verdict:
     """A low-balance task is pointless once the customer topped up after it fired."""
     if _after(facts.topup_at, task.triggered_at):
-        return Verdict(False, "topped_up")
+        return Verdict(False, SuppressReason.TOPPED_UP)
     return KEEP
 
 
@@ -86,7 +88,7 @@ def came_home(task: ServiceTask, facts: SubscriberFacts) -> Verdict:
     """A roaming welcome is pointless once the customer was seen at home after it fired
     (and not abroad again since)."""
     if _after(facts.home_at, task.triggered_at) and (facts.abroad_at or 0) < (facts.home_at or 0):
-        return Verdict(False, "came_home")
+        return Verdict(False, SuppressReason.CAME_HOME)
     return KEEP
 
 

@@ -121,3 +121,37 @@ def test_the_changelog_lists_every_metric_beyond_the_contract() -> None:
     DispatchMetrics.of(Metrics(registry))
     ConsumerMetrics(registry)
     assert listed == set(collectors(registry)) - set(CONTRACT)
+
+
+class TestSuppressReasons:
+    """The `reason` of moments_tasks_suppressed_total is a `SuppressReason`: one list that
+    the contract's reasons, gating's and the operations guide's are all in."""
+
+    def test_the_contracts_reasons_are_members(self) -> None:
+        from moments.records import SuppressReason
+
+        contract = {"dedup", "cooldown", "opt_out", "capacity", "expired"}
+        assert contract <= set(SuppressReason)
+
+    def test_every_reason_gating_suppresses_for_is_a_member(self) -> None:
+        """Gating (src/rules) names its reasons itself; all but quiet hours (which only
+        defer) can suppress, and the engine counts them as they are."""
+        from typing import get_args
+
+        from moments.records import SuppressReason
+        from rules.gating import Reason
+
+        assert set(get_args(Reason)) - {"quiet_hours"} <= set(SuppressReason)
+
+    def test_the_operations_guide_names_each_one(self) -> None:
+        import re
+        from pathlib import Path
+
+        from moments.records import SuppressReason
+
+        text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+        row = next(
+            line for line in text.splitlines() if line.startswith("| `moments_tasks_suppressed_")
+        )
+        described = row.rsplit("|", 2)[1]
+        assert set(re.findall(r"`([a-z_]+)`", described)) == set(SuppressReason)
