@@ -546,26 +546,23 @@ def produced_names(node: Any, on_event: bool) -> set[str]:
         label = f"{node.share}_share"
         return {label, *(f"{label}_{op}" for op in node.given() if op in NUMERIC_OPS)}
     if isinstance(node, s.FirstTimeCond):
-        return {node.first_time, "lookback_days", "previous_at"}
+        # With a lookback also how long it is and, when seen before it, when.
+        return {node.first_time, *(("lookback_days", "previous_at") if node.lookback else ())}
     if isinstance(node, s.ChangedCond):
         return {node.changed, f"previous_{node.changed}"}
     if isinstance(node, s.AbsenceCond):
         return {"silent_days", "last_seen"}
     if isinstance(node, s.OccasionCond):
-        return set(OCCASION_PARAMS)
+        kinds = [node.occasion] if isinstance(node.occasion, str) else node.occasion
+        return {name for kind in kinds for name in OCCASION_PARAMS[kind]}
     return set()
 
 
-OCCASION_PARAMS = (
-    "birthday",
-    "years",
-    "joined_on",
-    "contract_end",
-    "days_left",
-    "holiday",
-    "name",
-    "local_name",
-    "date",
-    "also",
-)
-"""What the special days put on a task (see rules.special_days)."""
+OCCASION_PARAMS: dict[str, tuple[str, ...]] = {
+    "birthday": ("birthday",),
+    "join_anniversary": ("years", "joined_on"),
+    "contract_expiry": ("contract_end", "days_left"),
+    "holiday": ("holiday", "name", "local_name", "date", "also"),
+}
+"""What each special day puts on a task (see rules.special_days; `also` only when
+other holidays fall on the same day)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from rules import spec as s
 from rules.catalog import RuleSet
+from rules.conditions import produced_names
 from rules.gating import describe
 from rules.rule import CompiledRule
 
@@ -81,6 +82,13 @@ def explain_rule(rule: CompiledRule) -> str:
         f"priority {t.priority}, action {t.action}, worthless after {t.ttl}{once} "
         f"({t.purpose} contact)."
     )
+    names = produced_names(spec.condition, rule.period is None) if spec.condition else set()
+    if names:
+        lines.append(
+            "  Its task's params (what a description or a consumer's template may use): "
+            + ", ".join(sorted(names))
+            + "."
+        )
     if rule.shadow:
         lines.append(
             "  In shadow mode: runs and is counted (moments_shadow_moments_total), makes no task."

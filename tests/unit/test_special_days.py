@@ -508,3 +508,13 @@ class TestTheDailyFlow:
             profile, again, CONFIG, CALENDAR, fired={o.occurrence for o in first}
         )
         assert [o.occurrence for o in second] == ["birthday:2026"]
+
+
+def test_each_occasion_puts_the_params_validation_and_explain_know() -> None:
+    from rules.conditions import OCCASION_PARAMS
+
+    profile = {"birthday": "10-01", "joined_on": "2020-10-01", "contract_end": "2026-10-05"}
+    found = due(profile, D(2026, 10, 1))  # National Day too, with its also-ran holidays
+    assert {o.kind for o in found} == set(OCCASION_PARAMS)
+    for occasion in found:
+        assert set(occasion.params) <= set(OCCASION_PARAMS[occasion.kind]), occasion.kind

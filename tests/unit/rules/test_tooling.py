@@ -271,3 +271,33 @@ def test_rules_test_says_why_a_special_day_made_no_task(
     assert "pass --until with a time after it" in capsys.readouterr().out
     assert main([*args, "--until", "2026-11-03", "--expect", "birthday_greeting=1"]) == 0
     assert "pass --until" not in capsys.readouterr().out
+
+
+def _listed_params(rule_id: str) -> set[str]:
+    (text,) = explain(load_rules(), rule_id)
+    marker = "Its task's params (what a description or a consumer's template may use): "
+    (line,) = [line for line in text.splitlines() if marker in line]
+    return set(line.split(marker)[1].rstrip(".").split(", "))
+
+
+def test_explain_lists_the_params_a_task_carries() -> None:
+    """Consumers building templates had no list of an action's params but the YAML
+    (dispatch consumer review)."""
+    assert _listed_params("low_balance") == {"balance_after", "balance_after_lt"}
+    assert _listed_params("birthday_greeting") == {"birthday"}  # not every occasion's
+    assert "lookback_days" not in _listed_params("first_topup_channel")  # no lookback
+    assert "lookback_days" in _listed_params("first_bill_query_60d")
+
+
+def test_the_sample_streams_tasks_carry_only_params_explain_lists() -> None:
+    from moments.pipeline import run_pipeline
+    from moments.records import RawRecord
+    from moments.sample import sample_stream
+
+    records = [
+        RawRecord(r.event_type.value, 0, n, r.key, r.value) for n, r in enumerate(sample_stream())
+    ]
+    tasks = run_pipeline(records, load_rules()).tasks
+    assert len({t.moment.rule_id for t in tasks}) >= 5
+    for task in tasks:
+        assert set(task.moment.params) <= _listed_params(task.moment.rule_id), task.moment.rule_id
