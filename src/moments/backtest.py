@@ -210,6 +210,7 @@ class Backtest:
             self.policy,
             self.clock,
             frequency_cap=lambda: self.detector.rules.gating.frequency_cap,
+            task_ttl=lambda rule_id, version: self.detector.rules.task_ttl(rule_id, version),
         )
         self.state: StateStore = BacktestState()
         """Replaceable by another store (a test's `DictStateStore`): then every record

@@ -192,6 +192,7 @@ class Runtime:
             self.metrics,
             self.policy,
             frequency_cap=lambda: detector.rules.gating.frequency_cap,
+            task_ttl=lambda rule_id, version: detector.rules.task_ttl(rule_id, version),
         )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))

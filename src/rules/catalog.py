@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -129,6 +130,13 @@ class RuleSet:
                 continue
             found.setdefault(rule.task.moment_type, []).append(rule.tag)
         return {moment_type: tuple(tags) for moment_type, tags in found.items()}
+
+    def task_ttl(self, rule_id: str, version: int) -> dt.timedelta | None:
+        """The ttl of the tasks this version of the rule makes; None when the rules have
+        another version of it, or none."""
+        return next(
+            (r.task.ttl for r in self.rules if r.id == rule_id and r.version == version), None
+        )
 
     def __len__(self) -> int:
         return len(self.rules)

@@ -32,6 +32,7 @@ from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.ledger import state_of
+from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
@@ -162,17 +163,6 @@ class _Writes:
         self.drops_expire[task_id] = expires_at.timestamp()
 
 
-def _without_related(tasks: list[ServiceTask], gone: set[str]) -> list[ServiceTask]:
-    """The tasks with the moments `gone` out of their `related`: a group parked by an
-    earlier version kept the merged task, which lists its members."""
-    return [
-        t.model_copy(update={"related": [r for r in t.related if r.task_id not in gone]})
-        if t.related and any(r.task_id in gone for r in t.related)
-        else t
-        for t in tasks
-    ]
-
-
 def _released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
     """A task held for a suspended line, released at `at`: it says so."""
     if task.deferred is None or task.deferred.reason != "suspended":
@@ -236,6 +226,9 @@ class Candidate:
     payloads: list[bytes] = field(default_factory=list)
     """The stored bytes of `tasks` (released or re-driven): a merged one leaves its group
     by them."""
+    lost_own: bool = False
+    """Parked by an earlier version, its entry holds only a copy of another moment of the
+    group (`sinks.legacy.Rebuilt`): the entry goes, the others go on without it."""
 
     def stored(self) -> dict[str, bytes]:
         """Each task's stored bytes by its id (none for a fresh candidate)."""
@@ -256,6 +249,7 @@ class TaskSink:
         policy: DispatchPolicy | None = None,
         clock: Clock = time.time,
         frequency_cap: Callable[[], FrequencyCap | None] = lambda: None,
+        task_ttl: TaskTtl = no_ttl,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -269,6 +263,9 @@ class TaskSink:
         self.contacts = ContactLimiter(stores.contacts, self.policy.contact)
         self.frequency_cap = frequency_cap
         """The rule set's frequency cap, as it is now (rules are reloaded)."""
+        self.task_ttl = task_ttl
+        """A rule's task ttl (rules loaded now): a group an earlier version parked
+        (`sinks.legacy`) may need it for its carrier's expiry."""
         self._frequency: tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None = None
         self.facts = stores.facts
         self.declines = stores.declines
@@ -423,13 +420,13 @@ class TaskSink:
             await self._update_waiting()
         return len(due)
 
-    @staticmethod
-    def _candidate(task_id: str, payloads: Sequence[bytes]) -> Candidate | None:
+    def _candidate(self, task_id: str, payloads: Sequence[bytes]) -> Candidate | None:
         """The stored task and its merged members; None (logged, left pending for the
-        next re-drive) when a payload no longer fits the model."""
+        next re-drive) when a payload no longer fits the model. A carrier parked by an
+        earlier version as the merged task is read back as its own moment
+        (`sinks.legacy`)."""
         try:
             tasks = [ServiceTask.model_validate_json(p) for p in payloads]
-            return Candidate(task_id, tasks, payloads=list(payloads))
         except ValidationError as exc:
             log.error(
                 "task %s: stored payload does not fit ServiceTask (%s); it stays pending "
@@ -439,6 +436,23 @@ class TaskSink:
                 exc.errors()[0]["msg"] if exc.errors() else exc,
             )
             return None
+        c = Candidate(task_id, tasks, payloads=list(payloads))
+        rebuilt = own_moment(task_id, tasks[0], tasks[1:], self.task_ttl)
+        if rebuilt is not None:
+            if rebuilt.own is None:
+                log.error(
+                    "task %s: parked by an earlier version as a merged task that no longer "
+                    "holds its own moment (a copy of %s's is left): its entry is dropped, "
+                    "the moments merged into it go on without it",
+                    task_id,
+                    tasks[0].moment.type,
+                )
+                c.lost_own = True
+            else:
+                log.info("task %s: merge group parked by an earlier version, read back", task_id)
+                c.tasks[0] = rebuilt.own
+                c.payloads[0] = task_bytes(rebuilt.own)
+        return c
 
     async def _decide(self, candidates: Sequence[Candidate], now: float | None = None) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
@@ -700,8 +714,11 @@ class TaskSink:
         for c in wave:
             raw = c.stored()
             kept: list[ServiceTask] = []
-            own: tuple[ServiceTask, SuppressReason] | None = None
+            own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
             for t in c.tasks:
+                if c.lost_own and t.task_id == c.carrier_id:
+                    own = (t, "lost")  # not a moment of its own: not counted
+                    continue
                 reason = self._keep(t, now, declined, facts)
                 if reason is None:
                     kept.append(t)
@@ -715,8 +732,6 @@ class TaskSink:
                         Leave(c.carrier_id, t.task_id, raw[t.task_id], reason, keep_until=until)
                     )
             if own is None:
-                gone = {t.task_id for t in c.tasks} - {t.task_id for t in kept}
-                kept = _without_related(kept, gone) if gone else kept
                 routes.append(_Route(c, c.carrier_id, kept, merge_tasks(c.carrier_id, kept)))
                 continue
             w.drop(c.carrier_id, own[1], own[0].expires_at)

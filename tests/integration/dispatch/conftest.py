@@ -20,6 +20,7 @@ from moments.settings import Settings
 from rules.gating import FrequencyCap
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
+from sinks.legacy import TaskTtl, no_ttl
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
@@ -78,6 +79,7 @@ class Worker:
         stores: DispatchStores,
         policy: DispatchPolicy,
         frequency_cap: FrequencyCap | None = None,
+        task_ttl: TaskTtl = no_ttl,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -89,6 +91,7 @@ class Worker:
             self.metrics,
             policy,
             frequency_cap=lambda: frequency_cap,
+            task_ttl=task_ttl,
         )
 
     def sample(self, name: str, **labels: str) -> float:
@@ -136,6 +139,7 @@ def make_worker(
         policy: DispatchPolicy | None = None,
         url: str | None = None,
         frequency_cap: FrequencyCap | None = None,
+        task_ttl: TaskTtl = no_ttl,
     ) -> Worker:
         if store_kind == "memory":
             stores = shared
@@ -143,7 +147,8 @@ def make_worker(
             client = Redis.from_url(url or redis_url, socket_timeout=2, socket_connect_timeout=2)
             clients.append(client)
             stores = redis_stores(TaskLedger(client, f"moments:{settings.app_id}:", 864000))
-        return Worker(settings, producer, stores, policy or DispatchPolicy(), frequency_cap)
+        policy = policy or DispatchPolicy()
+        return Worker(settings, producer, stores, policy, frequency_cap, task_ttl)
 
     return make
 
