@@ -184,6 +184,12 @@ def _waited(task: ServiceTask, group: ServiceTask) -> ServiceTask:
     return task.model_copy(update=waited)
 
 
+def _carries(moment: ServiceTask, to: str, group: ServiceTask) -> bytes:
+    """What a moment's entry holds when it leaves its group to carry a part of it (`to`
+    its own id): itself with the group's deferral (`_waited`); b"" otherwise."""
+    return task_bytes(_waited(moment, group)) if to == moment.task_id else b""
+
+
 def _opens(task: ServiceTask, at: dt.datetime) -> dt.datetime | None:
     """When the task's quiet hours let it go, from `at`: `at` itself when they do not hold
     now (or it has none), None when they never open."""
@@ -666,9 +672,10 @@ class TaskSink:
             )
         raw = r.c.stored()
         leaves = [
-            Leave(carrier, m.task_id, raw[m.task_id], to=to[m.task_id])
+            Leave(carrier, m.task_id, raw[m.task_id], to=to[m.task_id], carries=carries)
             for m in fit.send + fit.wait
             if to[m.task_id] != carrier
+            for carries in [_carries(m, to[m.task_id], r.task)]
         ]
         for m in fit.dropped:
             if m.task_id == carrier:
@@ -737,10 +744,17 @@ class TaskSink:
             w.drop(c.carrier_id, own[1], own[0].expires_at)
             if kept:
                 lead = lead_of(kept)
-                leaves += [
-                    Leave(c.carrier_id, t.task_id, raw[t.task_id], to=lead.task_id) for t in kept
-                ]
                 kept = [_waited(t, own[0]) if t is lead else t for t in kept]
+                leaves += [
+                    Leave(
+                        c.carrier_id,
+                        t.task_id,
+                        raw[t.task_id],
+                        to=lead.task_id,
+                        carries=task_bytes(t) if t.task_id == lead.task_id else b"",
+                    )
+                    for t in kept
+                ]
                 routes.append(_Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept)))
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]

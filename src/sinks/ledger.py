@@ -80,8 +80,8 @@ return 1
 
 # A merged moment out of its carrier's group. K: task, carrier's group, group it moves
 # to; A: carrier id, id, payload, 'X' (dropped) / 'P' (carries the others) / 'M' (joins
-# A[5]), reason or new carrier, seconds to keep a dropped entry ('' as it is);
-# S: now, ttl; SK: pending
+# A[5]), reason or new carrier, seconds to keep a dropped entry ('' as it is), the
+# pending payload ('' the one it joined with); S: now, ttl; SK: pending
 _LEAVE = """
 if redis.call('GET', K[1]) ~= 'M' .. A[1] then return 0 end
 redis.call('LREM', K[2], 0, A[3])
@@ -92,7 +92,9 @@ if A[4] == 'X' then
     if ttl < 0 or ttl > tonumber(A[6]) then redis.call('EXPIRE', K[1], A[6]) end
   end
 elseif A[4] == 'P' then
-  redis.call('SET', K[1], 'P' .. A[3], 'XX', 'KEEPTTL')
+  local carries = A[3]
+  if A[7] ~= '' then carries = A[7] end
+  redis.call('SET', K[1], 'P' .. carries, 'XX', 'KEEPTTL')
   redis.call('ZADD', SK[1], S[1], A[2])
 else
   redis.call('SET', K[1], 'M' .. A[5], 'XX', 'KEEPTTL')
@@ -148,7 +150,7 @@ class TaskLedger:
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=3, args=5)
-        self._leave = BatchScript(redis, _LEAVE, keys=3, args=6)
+        self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -218,7 +220,7 @@ class TaskLedger:
                 mode, value, kept = ("P" if to == i.task_id else "M"), to, ""
             group = self.group_key(i.carrier_id)
             keys = (self.key(i.task_id), group, self.group_key(value) if mode == "M" else group)
-            calls.append((keys, (i.carrier_id, i.task_id, i.payload, mode, value, kept)))
+            calls.append((keys, (i.carrier_id, i.task_id, i.payload, mode, value, kept, i.carries)))
         done = await self._leave.run(calls, (now, self.ttl), (self.pending_key,))
         return [bool(ok) for ok in done]
 

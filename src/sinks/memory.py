@@ -126,7 +126,7 @@ class MemoryLedger:
                 if i.keep_until is not None:
                     entry.expires_at = min(entry.expires_at, i.keep_until + DROPPED_KEPT_S)
             elif to == i.task_id:
-                entry.value = PENDING + i.payload
+                entry.value = PENDING + (i.carries or i.payload)
                 self.pending[i.task_id] = self.clock()
             else:
                 entry.value = MERGED + to.encode()

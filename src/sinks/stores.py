@@ -61,6 +61,10 @@ class Leave:
     to: str | None = None
     keep_until: float | None = None
     """Dropped: when it would have expired (its entry need not outlive that by much)."""
+    carries: bytes = b""
+    """Moved to its own id: the payload its pending entry holds (b"": `payload`), the
+    group's deferral written in, so that a crash before the part is parked or sent
+    leaves the re-drive what the group waited for, not what gating wrote when it joined."""
 
 
 @dataclass(frozen=True)
