@@ -13,6 +13,10 @@ the carrier's own moment exists only in a `related` list and is lost or sent twi
 own payloads (still in its group), so a rolling upgrade over parked groups needs no
 migration step: a group is rebuilt when it is released or re-driven, and parked again
 in the current form.
+
+0.1.0 is not released: this serves deployments of its pre-release builds. Remove it once
+none can still hold such a group (a release after 0.1.0; a parked group lives at most
+its moments' ttl, days).
 """
 
 from __future__ import annotations
