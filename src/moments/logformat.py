@@ -15,7 +15,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from moments.logmask import clean_text
+from moments.logmask import clean_data, clean_text
 
 FIELDS = "%(levelname)s %(name)s %(process)d %(message)s"
 RENAMED = {"levelname": "level", "name": "logger", "exc_info": "exception"}
@@ -27,7 +27,24 @@ class CleanJsonFormatter(JsonFormatter):
     """python-json-logger formats a record's traceback afresh from `exc_info`, never
     reading the `exc_text` that `moments.logmask` cleaned: the traceback (its message,
     its source lines) showed subscriber numbers and passwords in clear. Cleaned here as
-    the text log's is; the stack of `stack_info=True` too."""
+    the text log's is; the stack of `stack_info=True` too.
+
+    A dict logged as the message is merged into the line as fields and `extra=` values
+    are copied as they are, neither through the message the record masks: they showed
+    numbers and passwords in clear. Every field is cleaned here (`logmask.clean_data`)."""
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        cleaned = {
+            clean_data(key): value
+            if key == "process" and value == record.process  # a pid may have 7 digits
+            else clean_data(value, key)
+            for key, value in log_data.items()
+        }
+        log_data.clear()
+        log_data.update(cleaned)
 
     def formatException(self, ei: ExcInfo) -> str:  # noqa: N802 - logging's name
         return clean_text(str(super().formatException(ei)))

@@ -28,6 +28,8 @@ SaslAuthenticate request (for PLAIN: the user name and password in clear).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 import re
 import threading
@@ -99,6 +101,53 @@ def clean_text(text: str) -> str:
     """What a log line may show: secrets redacted, subscriber ids masked (unless turned off)."""
     text = redact_secrets(text, _state["secrets"])
     return mask_text(text) if _state["mask"] else text
+
+
+_ID_STRING = re.compile(r"\d{5,20}")
+_MAX_DEPTH = 20
+"""Deeper than this a structured value is cleaned as its repr (which also stops at cycles)."""
+
+
+def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
+    """A structured log value (a dict logged as the message, an `extra=`) cleaned as a
+    message is, at any depth: strings and keys as text (a string of 5 to 20 digits as a
+    quoted one), whole numbers an id's length masked as they would be in text, any value
+    under an id field name masked whatever its length, and other objects (bytes,
+    exceptions, models) by their text. JSON's own types stay what they are otherwise, so
+    a count is still a number."""
+    if _state["mask"] and field in ID_FIELDS and isinstance(value, str | int | bytes):
+        number = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        return mask_msisdn(number)
+    if value is None or isinstance(value, bool | float | datetime.date | datetime.time):
+        return value
+    if isinstance(value, int):
+        text = str(value)
+        cleaned = clean_text(text)
+        return value if cleaned == text else cleaned
+    if isinstance(value, str):
+        if _state["mask"] and _ID_STRING.fullmatch(value):  # quoted in a message: masked
+            return mask_msisdn(value)
+        return clean_text(value)
+    if depth >= _MAX_DEPTH:
+        return clean_text(repr(value))
+    if isinstance(value, dict):
+        return {_clean_key(k): clean_data(v, k, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [clean_data(v, None, depth + 1) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return clean_text(repr(bytes(value)))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return clean_data(dataclasses.asdict(value), None, depth + 1)
+    if callable(getattr(value, "model_dump", None)):  # a pydantic model
+        return clean_data(value.model_dump(mode="json"), None, depth + 1)
+    if isinstance(value, BaseException):
+        return clean_text(f"{type(value).__name__}: {value}")
+    return clean_text(str(value))
+
+
+def _clean_key(key: Any) -> Any:
+    cleaned = clean_data(key) if isinstance(key, str | int) else clean_text(str(key))
+    return key if cleaned == key else cleaned
 
 
 def _mask_extra(record: logging.LogRecord) -> None:

@@ -213,3 +213,52 @@ class TestJsonLines:
         (line,) = self.lines(json_formatter(), log_stack).splitlines()
         stack = orjson.loads(line)["stack_info"]
         assert "# 138****8001 ****" in stack
+
+    def test_a_dict_logged_as_the_message_is_cleaned(self, masking: None) -> None:
+        """python-json-logger merges a dict message into the line as fields, never asking
+        the record for its (masked) message: numbers and passwords went out in clear."""
+        install_pii_masking(True, ["S3cretPass"])
+
+        def log_dict(logger: logging.Logger) -> None:
+            logger.warning({"subscriber_id": SHORT5, "note": f"call {SUB} with S3cretPass", SUB: 3})
+
+        (line,) = self.lines(json_formatter(), log_dict).splitlines()
+        assert orjson.loads(line)["subscriber_id"] == "*****"
+        assert orjson.loads(line)["note"] == "call 138****8001 with ****"
+        assert orjson.loads(line)["138****8001"] == 3
+        for clear in (SUB, SHORT5, "S3cretPass"):
+            assert clear not in line
+
+    def test_nested_extras_are_cleaned_and_counts_stay_numbers(self, masking: None) -> None:
+        """`extra=` values were copied into the line as they were: only a top-level id
+        field was masked, a task's subscriber inside a dict, a key as bytes or an id
+        passed as an int showed in clear."""
+
+        def log_extras(logger: logging.Logger) -> None:
+            logger.warning(
+                "task",
+                extra={
+                    "task": {"msisdn": int(SUB), "ids": [SHORT6], "count": 12},
+                    "key": SUB.encode(),
+                    "offset": 4242,
+                },
+            )
+
+        (line,) = self.lines(json_formatter(), log_extras).splitlines()
+        fields = orjson.loads(line)
+        assert fields["task"] == {"msisdn": "138****8001", "ids": ["******"], "count": 12}
+        assert fields["key"] == "b'138****8001'"
+        assert fields["offset"] == 4242
+        assert isinstance(fields["process"], int)
+        for clear in (SUB, SHORT6):
+            assert clear not in line
+
+    def test_log_pii_leaves_structured_values_but_not_passwords(self, masking: None) -> None:
+        install_pii_masking(False, ["S3cretPass"])
+
+        def log_dict(logger: logging.Logger) -> None:
+            logger.warning({"subscriber_id": SUB, "url": "redis://:S3cretPass@redis:6379"})
+
+        fields = orjson.loads(self.lines(json_formatter(), log_dict))
+        assert fields["subscriber_id"] == SUB
+        assert fields["url"] == "redis://:****@redis:6379"
