@@ -95,6 +95,14 @@ def security_problems(settings: Settings) -> list[str]:
         problems.append(
             "MOMENTS_METRICS_USERNAME and MOMENTS_METRICS_PASSWORD go together; set both or none"
         )
+    elif settings.metrics_password is not None and not (
+        settings.metrics_username and settings.metrics_password.get_secret_value()
+    ):
+        # An empty user served /metrics with no login at all, an empty password took "u:".
+        problems.append(
+            "MOMENTS_METRICS_USERNAME and MOMENTS_METRICS_PASSWORD (or its _FILE) are set but "
+            "one is empty; give both a value, or unset both to serve /metrics without a login"
+        )
     return problems
 
 

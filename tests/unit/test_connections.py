@@ -173,6 +173,9 @@ class TestRefusedAtLoad:
             ),
             ({"redis_ssl_cafile": Path(__file__)}, "rediss://"),
             ({"metrics_username": "prom"}, "MOMENTS_METRICS_PASSWORD"),
+            # an empty user turned the login off: /metrics was open, password set or not
+            ({"metrics_username": "", "metrics_password": "pw"}, "MOMENTS_METRICS_USERNAME"),
+            ({"metrics_username": "prom", "metrics_password": ""}, "MOMENTS_METRICS_PASSWORD"),
             ({"kafka_sasl_mechanism": "GSSAPI"}, "MOMENTS_KAFKA_SASL_MECHANISM"),
         ],
     )
