@@ -29,10 +29,25 @@ def _environ_upper() -> dict[str, str]:
     return {k.upper(): v for k, v in os.environ.items()}
 
 
+MAX_SECRET_BYTES = 64 * 1024
+"""A password, a URL or a path is far shorter; a PEM bundle is no setting's value."""
+
+
 def read_secret_file(variable: str, path: str) -> str:
-    """The file's text without its trailing line break; a `ConfigError` naming `variable`."""
+    """The file's text without its trailing line break; a `ConfigError` naming `variable`.
+    Read up to `MAX_SECRET_BYTES`, so that a wrong path (/dev/zero, a log file) is refused
+    rather than read into memory until the process dies (a pipe, as `<(vault read ...)`
+    gives, is still read)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_SECRET_BYTES + 1)
+        if len(data) > MAX_SECRET_BYTES:
+            raise ConfigError(
+                f"invalid configuration:\n  {variable}: {path} holds more than "
+                f"{MAX_SECRET_BYTES:,} bytes, which is no setting's value; point it at the "
+                "file that holds only the value"
+            )
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(

@@ -59,3 +59,15 @@ class TestFileVariables:
         with pytest.raises(ConfigError) as err:
             load_settings()
         assert "MOMENTS_REDIS_PASSWORD and MOMENTS_REDIS_PASSWORD_FILE" in str(err.value)
+
+    def test_a_file_larger_than_any_value_is_refused_unread(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Read whole, /dev/zero as a password file ended in a MemoryError; a log file
+        given by mistake became the password."""
+        (tmp_path / "worker.log").write_bytes(b"x" * (1024 * 1024))
+        monkeypatch.setenv("MOMENTS_REDIS_PASSWORD_FILE", str(tmp_path / "worker.log"))
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert "MOMENTS_REDIS_PASSWORD_FILE" in str(err.value)
+        assert "65,536 bytes" in str(err.value)
