@@ -21,6 +21,9 @@ Record attributes passed with `extra=` under those field names are masked as
 well, whatever their length. Masks look like `139****1234` (`mask_msisdn`).
 `MOMENTS_LOG_PII=true` turns masking off for debugging.
 
+Logging's own report of a handler that failed on a record (on stderr: the record's format
+string and arguments, its exception) is cleaned too (`print_error_report`).
+
 Secrets are redacted whatever `MOMENTS_LOG_PII` says: the configured passwords
 wherever they appear, and the SASL payload aiokafka logs at DEBUG with each
 SaslAuthenticate request (for PLAIN: the user name and password in clear).
@@ -28,11 +31,15 @@ SaslAuthenticate request (for PLAIN: the user name and password in clear).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import io
 import logging
 import re
+import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from moments.pii import mask_msisdn
@@ -61,6 +68,7 @@ REDACTED = "****"
 
 _FORMATTER = logging.Formatter()
 _lock = threading.Lock()
+_report_lock = threading.Lock()
 _state: dict[str, Any] = {"installed": False, "mask": True, "secrets": ()}
 
 
@@ -202,4 +210,27 @@ def install_pii_masking(mask: bool = True, secrets: tuple[str, ...] | list[str] 
             return record
 
         logging.setLogRecordFactory(factory)
+        report = logging.Handler.handleError
+
+        def handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
+            print_error_report(report, self, record)
+
+        logging.Handler.handleError = handle_error  # type: ignore[method-assign]
         _state["installed"] = True
+
+
+def print_error_report(
+    report: Callable[[logging.Handler, logging.LogRecord], None],
+    handler: logging.Handler,
+    record: logging.LogRecord,
+) -> None:
+    """Logging's report of a handler that failed on a record (a format string its
+    arguments do not fit, a closed stream), cleaned: it prints the record's format string
+    and arguments as they are, the exception the record carried and the call stack's
+    source lines to stderr, past the masking of the formatted message."""
+    buffer = io.StringIO()
+    with _report_lock, contextlib.redirect_stderr(buffer):
+        report(handler, record)
+    if text := buffer.getvalue():
+        with contextlib.suppress(OSError, ValueError):  # stderr closed: say nothing, as logging
+            sys.stderr.write(clean_text(text))

@@ -262,3 +262,25 @@ class TestJsonLines:
         fields = orjson.loads(self.lines(json_formatter(), log_dict))
         assert fields["subscriber_id"] == SUB
         assert fields["url"] == "redis://:****@redis:6379"
+
+
+def test_logging_s_report_of_a_record_a_handler_failed_on_is_cleaned(
+    masking: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A format string its arguments do not fit (a library's mistake): logging reports it
+    on stderr with the arguments as they were, the number and the password in clear."""
+    install_pii_masking(True, ["S3cretPass"])
+    logger = logging.getLogger("moments.test.report")
+    logger.propagate = False  # pytest's own handler fails the test on such a record
+    handler = logging.StreamHandler(io.StringIO())
+    logger.addHandler(handler)
+    try:
+        logger.warning("sent %d to %s", SUB, "S3cretPass")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    report = capsys.readouterr().err
+    assert "--- Logging error ---" in report
+    assert "Arguments: ('138****8001', '****')" in report
+    assert SUB not in report
+    assert "S3cretPass" not in report
