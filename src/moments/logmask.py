@@ -22,7 +22,8 @@ well, whatever their length. Masks look like `139****1234` (`mask_msisdn`).
 `MOMENTS_LOG_PII=true` turns masking off for debugging.
 
 Logging's own report of a handler that failed on a record (on stderr: the record's format
-string and arguments, its exception) is cleaned too (`print_error_report`).
+string and arguments, its exception) is cleaned too (`print_error_report`), and so is
+the traceback Python prints of an uncaught exception (in the main thread or another).
 
 Secrets are redacted whatever `MOMENTS_LOG_PII` says: the configured passwords
 wherever they appear, and the SASL payload aiokafka logs at DEBUG with each
@@ -40,6 +41,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from moments.pii import mask_msisdn
@@ -216,7 +218,32 @@ def install_pii_masking(mask: bool = True, secrets: tuple[str, ...] | list[str] 
             print_error_report(report, self, record)
 
         logging.Handler.handleError = handle_error  # type: ignore[method-assign]
+        # A command's uncaught exception: Python prints its traceback to stderr itself.
+        if sys.excepthook is sys.__excepthook__:
+            sys.excepthook = _clean_excepthook
+        if threading.excepthook is threading.__excepthook__:
+            threading.excepthook = _clean_thread_excepthook
         _state["installed"] = True
+
+
+def _clean_excepthook(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    _cleaned_stderr(lambda: sys.__excepthook__(kind, exc, tb))
+
+
+def _clean_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    _cleaned_stderr(lambda: threading.__excepthook__(args))
+
+
+def _cleaned_stderr(write: Callable[[], object]) -> None:
+    """What `write` prints to stderr, cleaned (secrets redacted, numbers masked)."""
+    buffer = io.StringIO()
+    with _report_lock, contextlib.redirect_stderr(buffer):
+        write()
+    if text := buffer.getvalue():
+        with contextlib.suppress(OSError, ValueError):  # stderr closed: say nothing, as Python
+            sys.stderr.write(clean_text(text))
 
 
 def print_error_report(
@@ -228,9 +255,4 @@ def print_error_report(
     arguments do not fit, a closed stream), cleaned: it prints the record's format string
     and arguments as they are, the exception the record carried and the call stack's
     source lines to stderr, past the masking of the formatted message."""
-    buffer = io.StringIO()
-    with _report_lock, contextlib.redirect_stderr(buffer):
-        report(handler, record)
-    if text := buffer.getvalue():
-        with contextlib.suppress(OSError, ValueError):  # stderr closed: say nothing, as logging
-            sys.stderr.write(clean_text(text))
+    _cleaned_stderr(lambda: report(handler, record))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from collections.abc import Callable, Iterator
 
 import orjson
@@ -284,3 +285,18 @@ def test_logging_s_report_of_a_record_a_handler_failed_on_is_cleaned(
     assert "Arguments: ('138****8001', '****')" in report
     assert SUB not in report
     assert "S3cretPass" not in report
+
+
+def test_the_traceback_of_an_uncaught_exception_is_cleaned(
+    masking: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command that fails unexpectedly: Python prints the traceback itself, not through
+    logging, and it showed the number and the password in clear."""
+    install_pii_masking(True, ["S3cretPass"])
+    try:
+        raise RuntimeError(f"lookup of {SUB} with S3cretPass failed")
+    except RuntimeError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    report = capsys.readouterr().err
+    assert "RuntimeError: lookup of 138****8001 with **** failed" in report
+    assert SUB not in report
