@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -287,11 +288,20 @@ def _write(
     from moments.backtest_report import chart_png, html_page, markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tasks.jsonl").write_bytes(b"".join(p.payload + b"\n" for p in tasks))
+    _write_private(out / "tasks.jsonl", b"".join(p.payload + b"\n" for p in tasks))
     if baseline is not None:
-        (out / "baseline-tasks.jsonl").write_bytes(b"".join(p.payload + b"\n" for p in baseline))
+        _write_private(out / "baseline-tasks.jsonl", b"".join(p.payload + b"\n" for p in baseline))
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     (out / "report.md").write_text(markdown(report))
     png = chart_png(report)
     (out / "tasks_per_day.png").write_bytes(png)
     (out / "report.html").write_text(html_page(report, png))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """`data` in a file only its owner reads: the tasks name subscribers, and under the
+    usual umask (022) every user of a shared analysis machine could read them."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as file:
+        os.fchmod(file.fileno(), 0o600)  # a file left by an earlier run keeps its mode
+        file.write(data)

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import gzip
 import html
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -511,6 +512,10 @@ class TestCommand:
         assert len(tasks) == report["summary"]["tasks"] == len(day1) - 2  # two over capacity
         assert "comparison" in report
         assert "Capacity needed vs configured" in capsys.readouterr().out
+        # The task files name subscribers: the owner's only, whatever the umask; the report
+        # files, which get shared, hold figures
+        for name in ("tasks.jsonl", "baseline-tasks.jsonl"):
+            assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
 
     def test_refused_events_are_counted_by_reason_and_the_way_to_see_them_named(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
