@@ -207,7 +207,9 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     advice = standby_advice(settings)
     if advice:
         log.warning("%s", advice)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Its owner's only: with MOMENTS_STORE=rocksdb it holds profiles and states (security
+    # review). A directory that exists keeps the mode its operator gave it.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     app, runtime = build(settings, rules, metrics, health, policy)
     runtime.reloader.last, runtime.policy_reloader.last = as_read
     if _hup_while_starting:

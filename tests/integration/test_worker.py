@@ -237,6 +237,7 @@ class TestRocksDBStore:
         assert list(settings.data_dir.rglob("*.sst")) or list(settings.data_dir.rglob("*.log")), (
             "no RocksDB files in the data dir"
         )
+        assert settings.data_dir.stat().st_mode & 0o777 == 0o700  # profiles: owner only
         port = free_port()
         worker = start_worker(make_settings(metrics_port=port, store="rocksdb", **second))
         await produce(settings, [roaming("r2", LI, "JP"), roaming("r3", LI, "KR")])
