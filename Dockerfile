@@ -9,10 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MOMENTS_METRICS_PORT=9308
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
 # The rocksdb extra: the RocksDB table store (MOMENTS_STORE=rocksdb) keeps state on the volume.
-RUN pip install ".[rocksdb]" \
+# constraints.txt: the versions the test suite ran with, not whatever is newest that day.
+RUN pip install -c constraints.txt ".[rocksdb]" \
     && useradd --system --uid 10001 --home-dir /var/lib/moments --create-home moments
 
 USER moments

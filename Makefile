@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # (--dist loadfile), so a module's servers start once. PYTEST_WORKERS=0 runs it serially.
 PYTEST_WORKERS ?= 4
 
-.PHONY: run test soak lint typecheck pytest schemas clean help redis-server prometheus stunnel
+.PHONY: run test soak lint typecheck pytest schemas clean help lock redis-server prometheus stunnel
 
 help:
 	@echo "make run    - detector on an embedded broker + Redis, with a sample stream"
@@ -20,12 +20,13 @@ help:
 	@echo "make soak   - long fault runs and throughput figures (~12 min; not in make test)"
 	@echo "make schemas- regenerate schemas/ from the models"
 	@echo "make clean  - remove the virtualenv and caches"
+	@echo "make lock   - resolve pyproject.toml afresh into constraints.txt (then make test)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 redis-server:
@@ -92,3 +93,14 @@ schemas: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# The newest versions pyproject.toml admits, resolved in a throw-away virtualenv.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo '# Every package moments and its dev tools install, at the versions tested together'; \
+	  echo "# (pip's constraints: \`pip install -c constraints.txt ...\`; the Makefile and the image use"; \
+	  echo '# it). Regenerate after changing pyproject.toml'"'"'s dependencies: make lock'; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .lock-venv
