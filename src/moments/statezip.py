@@ -22,6 +22,8 @@ from importlib import resources
 
 import zstandard
 
+from moments.logmask import mask_text
+
 CURRENT_DICTIONARY = 1
 """The id of the dictionary new records are written with (`state-dict-<id>.zstd`)."""
 KNOWN_DICTIONARIES = (1,)
@@ -112,7 +114,9 @@ def unpack(stored: bytes) -> bytes:
         return stored
     if stored[:4] != ZSTD_MAGIC:
         raise StateFormatError(
-            f"not a subscriber record (starts with {stored[:8]!r}): the state table or its "
+            # The first bytes as text, numbers masked: they may be a subscriber's.
+            f"not a subscriber record (starts with {mask_text(repr(stored[:8]))}): the state "
+            "table or its "
             "changelog holds bytes another program wrote; check MOMENTS_APP_ID"
         )
     try:

@@ -82,6 +82,14 @@ def test_bytes_that_are_no_record_are_refused_clearly(stored: bytes) -> None:
         unpack(stored)
 
 
+def test_what_a_refused_record_starts_with_is_said_with_its_numbers_masked() -> None:
+    """`moments state decode '["13800138001"]'` printed six of the number's digits."""
+    with pytest.raises(StateFormatError) as refused:
+        unpack(b'["13800138001"]')
+    assert "138001" not in str(refused.value)
+    assert "starts with b'[\"" in str(refused.value)
+
+
 def test_a_simulated_days_records_are_within_the_state_goal(tmp_path: Path) -> None:
     """Records of subscribers with a day of events behind them (about 70 each), not the
     handful a benchmark gives: in plain JSON they were about twice the goal."""
