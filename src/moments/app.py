@@ -37,7 +37,7 @@ from moments.rewind import RewindGuard
 from moments.runtime import Runtime, RuntimeStoppedError
 from moments.service_worker import ServiceWorker
 from moments.settings import Settings
-from moments.stateview import STATE_TABLE
+from moments.stateview import STATE_TABLE, returns_topic
 from moments.store import FaustTableStore
 from rules.catalog import RuleSet
 from sinks.metrics import Metrics
@@ -65,6 +65,12 @@ that moment held the timer for aiokafka's 90 s and then crashed the worker."""
 def topic_types(settings: Settings) -> dict[str, EventType]:
     """Full input topic name -> the event type it carries."""
     return {settings.topic(t.value): t for t in INPUT_TOPICS}
+
+
+def batch_topics(settings: Settings) -> list[str]:
+    """The topics the batch loop reads: the input topics and the internal topic of
+    cooldown returns (moments.cooldowns), all co-partitioned with the state table."""
+    return [*topic_types(settings), returns_topic(settings)]
 
 
 class MomentsApp(faust.App):
@@ -143,9 +149,9 @@ def register_agents(
     store = FaustTableStore(
         table, source_topic=settings.topic(EventType.ROAMING.value), partitions=settings.partitions
     )
-    app.hot_topics = frozenset(topic_types(settings))
+    app.hot_topics = frozenset(batch_topics(settings))
     source = app.topic(
-        *topic_types(settings),
+        *batch_topics(settings),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -153,7 +159,7 @@ def register_agents(
 
     # concurrency=1: with more, Faust can commit past an event still in flight (faust#606).
     guard = RewindGuard()
-    inputs = set(topic_types(settings))
+    inputs = set(batch_topics(settings))
     watch = {"generation": -1, "since": 0.0, "swept": True}
 
     earliest: dict[tuple[str, int], int] = {}
@@ -413,7 +419,7 @@ def build(
     policy (read from `settings` when not given)."""
     app = create_app(settings)
     lateness = dt.timedelta(seconds=settings.lateness_seconds)
-    detector = Detector(rules, topic_types(settings), lateness)
+    detector = Detector(rules, topic_types(settings), lateness, returns_topic(settings))
     runtime = Runtime(settings, metrics, detector, policy)
     register_agents(app, settings, runtime, health)
     return app, runtime

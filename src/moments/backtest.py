@@ -33,12 +33,15 @@ from moments.runtime import record_batch
 from moments.store import StateStore
 from rules.catalog import RuleSet
 from sinks.base import Headers
+from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
 from sinks.memory import MemoryDeferrals, MemoryLedger, MemorySlots, memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
 
 TASKS_TOPIC = "moments.tasks"
+RETURNS_TOPIC = "cooldown-returns"
+"""The backtest's stand-in for the worker's internal topic of cooldown returns."""
 TICK_S = 60.0
 """Event time per detector slice. Decisions do not wait for the slice's end (each task
 is decided at its trigger time), so this only trades batch overhead for memory."""
@@ -201,7 +204,10 @@ class Backtest:
         self.stores = memory_stores(self.clock, LEDGER_TTL_S)
         self.producer = CollectingProducer(self.clock)
         self.metrics = Metrics()
-        self.detector = Detector(rules, {t.value: t for t in EventType})
+        self.detector = Detector(
+            rules, {t.value: t for t in EventType}, returns_topic=RETURNS_TOPIC
+        )
+        self.returns = CollectedCooldownReturns(self.detector.cooled_rules)
         self.sink = TaskSink(
             self.producer,
             TASKS_TOPIC,
@@ -211,6 +217,7 @@ class Backtest:
             self.clock,
             frequency_cap=lambda: self.detector.rules.gating.frequency_cap,
             task_ttl=lambda rule_id, version: self.detector.rules.task_ttl(rule_id, version),
+            returns=self.returns,
         )
         self.state: StateStore = BacktestState()
         """Replaceable by another store (a test's `DictStateStore`): then every record
@@ -295,6 +302,7 @@ class Backtest:
             await self._end_warmup()
         if until is not None:
             await self._run_on(until)
+        self._give_back()
         if progress is not None:
             progress(out.events)
         out.waiting_at_end = await self.stores.deferral.waiting()
@@ -316,6 +324,7 @@ class Backtest:
         self.result.snapshot_counters()
 
     async def _step(self, records: list[RawRecord]) -> None:
+        self._give_back()
         started = time.perf_counter()
         result = self.detector.process(records, self.state.load, None)
         self.result.spent["engine"] += time.perf_counter() - started
@@ -405,7 +414,28 @@ class Backtest:
                 break  # nothing was due after all (cannot happen; never spin)
         self.clock.advance(to)
 
+    def _give_back(self) -> None:
+        """The cooldowns of the tasks dropped at release since the last slice (dispatch's
+        cooldown returns, moments.cooldowns), applied before the next slice or sweep, so
+        in event-time order: the releases happened at or before the event time reached.
+        As on the stream, through the engine, as records of the returns topic."""
+        taken = self.returns.take()
+        if not taken:
+            return
+        started = time.perf_counter()
+        offset = self.offsets[RETURNS_TOPIC]
+        self.offsets[RETURNS_TOPIC] = offset + len(taken)
+        records = [
+            RawRecord(RETURNS_TOPIC, 0, offset + n, r.key, r.to_bytes())
+            for n, r in enumerate(taken)
+        ]
+        result = self.detector.process(records, self.state.load, None)
+        self.state.save(result.changes)
+        record_batch(self.metrics, result)
+        self.result.spent["state"] += time.perf_counter() - started
+
     async def _sweep(self, mark: int) -> None:
+        self._give_back()
         started = time.perf_counter()
         state = self.state
         records = state.due(self.detector, mark) if isinstance(state, BacktestState) else None

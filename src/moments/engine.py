@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from moments.cooldowns import CooldownReturn, MalformedReturnError, give_back_returned
 from moments.decoding import decode
 from moments.models import (
     ComplaintEvent,
@@ -155,6 +156,9 @@ class BatchResult:
     cooldowns: dict[str, CooldownMark] = field(default_factory=dict)
     """Task id -> the cooldown mark it set, in the order made: what `give_back_cooldowns`
     puts back when dispatch drops the task."""
+    returns: Counter[str] = field(default_factory=Counter)
+    """Cooldown returns read (moments.cooldowns) by result: `given_back` (the mark removed),
+    `stale` (a later mark, none, or no record), `malformed`."""
 
 
 class Detector:
@@ -165,14 +169,22 @@ class Detector:
         rules: RuleSet,
         topic_types: Mapping[str, EventType],
         lateness: dt.timedelta = LATENESS,
+        returns_topic: str | None = None,
     ) -> None:
         self.rules = rules
         self.topic_types = dict(topic_types)
         self.lateness = int(lateness.total_seconds())
+        self.returns_topic = returns_topic
+        """The topic of cooldown returns (moments.cooldowns), read with the events."""
 
     def swap_rules(self, rules: RuleSet) -> None:
         """Install new rules; the caller does it between batches."""
         self.rules = rules
+
+    def cooled_rules(self) -> frozenset[str]:
+        """The ids of the rules in force that have a cooldown: only their dropped tasks
+        return one (moments.cooldowns)."""
+        return frozenset(r.id for r in self.rules.rules if r.task.cooldown is not None)
 
     def zone_of(self, state: SubscriberState) -> dt.tzinfo:
         """The subscriber's zone: their profile's, else the rules' `gating.timezone`. Days,
@@ -195,7 +207,11 @@ class Detector:
         counts: dict[EventType, int] = {}
         erased: dict[str, tuple[int, int]] = {}  # tombstoned -> tasks, facts made by then
         rebuilds: _Rebuilds | None = None
+        returns_topic = self.returns_topic
         for index, record in enumerate(records):
+            if record.topic == returns_topic:
+                self._returned(record, states, load, result)
+                continue
             event_type = topic_types[record.topic]
             counts[event_type] = counts.get(event_type, 0) + 1
             decoded = decode(record, event_type)
@@ -275,6 +291,33 @@ class Detector:
         if erased:
             forget(erased, result)
         return result
+
+    def _returned(
+        self,
+        record: RawRecord,
+        states: dict[str, SubscriberState],
+        load: StateLoader,
+        result: BatchResult,
+    ) -> None:
+        """Apply a cooldown return (`give_back_returned`) in its place among the
+        subscriber's events. Its record is written only when the mark was removed; a
+        subscriber with no record (forgotten, or never seen here) gets none."""
+        try:
+            returned = CooldownReturn.from_bytes(record.value)
+        except MalformedReturnError:
+            result.returns["malformed"] += 1
+            return
+        sub = returned.subscriber_id
+        changes = result.changes
+        change = changes.get(sub)
+        state = change.state if change is not None else load(sub)
+        if state is None or not give_back_returned(state, returned):
+            result.returns["stale"] += 1
+            return
+        result.returns["given_back"] += 1
+        if change is None:
+            states[sub] = state
+            changes[sub] = StateChange(state, record.partition)
 
     def _state_before(
         self,

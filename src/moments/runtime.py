@@ -35,11 +35,13 @@ from moments.redisurl import redacted_url
 from moments.reload import PolicyReloader, Reloader
 from moments.settings import Settings
 from moments.shutdown import within
+from moments.stateview import returns_topic
 from moments.store import StateStore
 from moments.topics import ensure_topics
 from rules.catalog import RuleSet
 from rules.changes import compare_rules
 from sinks.base import produce_to_partitions
+from sinks.cooldowns import KafkaCooldownReturns
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
@@ -185,6 +187,9 @@ class Runtime:
         self._redis = redis
         ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)
         detector = self.detector
+        returns = KafkaCooldownReturns(
+            producer, returns_topic(s), s.partitions, detector.cooled_rules, self.metrics
+        )
         self.tasks = TaskSink(
             producer,
             s.topic("tasks"),
@@ -193,6 +198,7 @@ class Runtime:
             self.policy,
             frequency_cap=lambda: detector.rules.gating.frequency_cap,
             task_ttl=lambda rule_id, version: detector.rules.task_ttl(rule_id, version),
+            returns=returns,
         )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))
@@ -391,6 +397,8 @@ def record_batch(m: Metrics, result: BatchResult) -> None:
         m.shadow.labels(rule_id, outcome, why).inc(n)
     if result.replayed:
         m.replayed.inc(result.replayed)
+    for outcome, n in result.returns.items():
+        m.cooldown_returns.labels(outcome).inc(n)
     for reason, n in result.deferred.items():
         m.deferred.labels(reason).inc(n)
     if result.late:

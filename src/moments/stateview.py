@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from moments.cooldowns import RETURNS_TOPIC_SUFFIX
 from moments.partitioning import partition_of
 from moments.settings import Settings
 from moments.state import SubscriberState
@@ -23,6 +24,12 @@ STATE_TABLE = "subscribers"
 
 def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-{STATE_TABLE}-changelog"
+
+
+def returns_topic(settings: Settings) -> str:
+    """The internal topic of cooldown returns (moments.cooldowns), read with the input
+    topics and co-partitioned with them: `<app id>-cooldown-returns`."""
+    return f"{settings.app_id}-{RETURNS_TOPIC_SUFFIX}"
 
 
 class Stored(NamedTuple):

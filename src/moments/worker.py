@@ -15,7 +15,7 @@ from moments import statezip
 from moments.app import build, topic_types
 from moments.buildinfo import build_labels
 from moments.check import zones_differ
-from moments.connections import check_kafka, preflight
+from moments.connections import check_kafka, kafka_client_kwargs, preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
 from moments.health import Health
@@ -25,8 +25,9 @@ from moments.partitioning import layout_problems
 from moments.producer import idempotence_refused, refused_message
 from moments.reload import signature
 from moments.settings import Settings, unknown_variables
-from moments.stateview import changelog_topic
+from moments.stateview import changelog_topic, returns_topic
 from moments.statezip import StateFormatError
+from moments.topics import ensure_topics
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
 from sinks.policy import load_policy
@@ -69,6 +70,13 @@ def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | 
     the same."""
     inputs = list(topic_types(settings))
     problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
+    returns = returns_topic(settings)
+    if (held := counts.get(returns)) is not None and held != settings.partitions:
+        problems.append(
+            f"the internal topic {returns} has {held} partitions and MOMENTS_PARTITIONS is "
+            f"{settings.partitions}: it must be co-partitioned with the input; delete it "
+            "(it holds only cooldown returns not yet applied) and start again"
+        )
     if problems:
         return "; ".join(problems), None
     if missing := [t for t in inputs if t not in counts]:
@@ -78,6 +86,25 @@ def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | 
             "them (a broker that creates topics on first use gives them its own default count)"
         )
     return None, None
+
+
+async def ensure_returns_topic(settings: Settings, metrics: Metrics) -> None:
+    """Create the internal topic of cooldown returns (moments.cooldowns) before Faust
+    subscribes it: a broker that creates topics on first use would give it its own
+    default partition count, not the input's."""
+    topics = {returns_topic(settings): settings.partitions}
+    await with_retry(
+        lambda: ensure_topics(
+            settings.kafka_bootstrap,
+            topics,
+            replication_factor=settings.replication_factor,
+            client_kwargs=kafka_client_kwargs(settings),
+        ),
+        Dependency.KAFKA,
+        metrics,
+        "creating the cooldown returns topic",
+        max_delay=KAFKA_WAIT_MAX_S,
+    )
 
 
 KAFKA_WAIT_MAX_S = 15.0
@@ -202,6 +229,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     if counts is None:
         counts = asyncio.run(wait_for_kafka(settings, metrics, health))
     check_partition_layout(settings, counts)
+    asyncio.run(ensure_returns_topic(settings, metrics))
     if settings.idempotent_producer:
         require_idempotence(settings)
     advice = standby_advice(settings)

@@ -25,12 +25,14 @@ from typing import TypeVar
 import orjson
 from pydantic import ValidationError
 
+from moments.cooldowns import CooldownReturn
 from moments.models import Channel, Deferral, InputEvent, ProfileEvent, ServiceTask
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap, open_after_quiet
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
+from sinks.cooldowns import CooldownReturns
 from sinks.ledger import state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
@@ -154,6 +156,8 @@ class _Writes:
     """When each dropped task would have expired: its ledger entry need not outlive it."""
     leaving: list[Leave] = field(default_factory=list)
     """Merged moments of a group dropped whole: each leaves it, dropped."""
+    returned: list[CooldownReturn] = field(default_factory=list)
+    """The cooldowns of the moments dropped after they waited (`TaskSink._gone`)."""
 
     def park(self, r: _Route, release_at: float, reason: str, count: bool = True) -> None:
         self.parks.append(_Park(r.task, r.slot, release_at, reason, count))
@@ -256,6 +260,7 @@ class TaskSink:
         clock: Clock = time.time,
         frequency_cap: Callable[[], FrequencyCap | None] = lambda: None,
         task_ttl: TaskTtl = no_ttl,
+        returns: CooldownReturns | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -272,6 +277,8 @@ class TaskSink:
         self.task_ttl = task_ttl
         """A rule's task ttl (rules loaded now): a group an earlier version parked
         (`sinks.legacy`) may need it for its carrier's expiry."""
+        self.returns = returns
+        """Where the cooldowns of tasks dropped after they waited go (moments.cooldowns)."""
         self._frequency: tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None = None
         self.facts = stores.facts
         self.declines = stores.declines
@@ -503,6 +510,25 @@ class TaskSink:
     def _suppressed(self, task: ServiceTask, reason: SuppressReason) -> None:
         self.metrics.suppressed.labels(task.moment.type, reason.value).inc()
 
+    def _gone(self, c: Candidate, m: ServiceTask, reason: SuppressReason, w: _Writes) -> None:
+        """A moment dropped for good: counted, and, unless it is fresh from the engine's
+        batch (which gives its cooldown back itself: `give_back_cooldowns`), a retry (its
+        first delivery went out) or forgotten, its rule's cooldown returned
+        (`_give_back`, before the drop is written)."""
+        self._suppressed(m, reason)
+        from_batch = c.fresh and c.deferral_counted
+        forgotten = reason is SuppressReason.FORGOTTEN
+        if self.returns is not None and not from_batch and m.attempt == 0 and not forgotten:
+            w.returned.append(CooldownReturn.of(m))
+
+    async def _give_back(self, w: _Writes) -> None:
+        """Send the cooldown returns noted so far, durably, before the drops are written:
+        a crash in between leaves the task pending, decided again later, and a return sent
+        twice is harmless (moments.cooldowns). The other way round, a crash lost it."""
+        if w.returned and self.returns is not None:
+            returned, w.returned = w.returned, []
+            await self.returns.send(returned)
+
     async def _read_for(
         self, candidates: Sequence[Candidate], at: float
     ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts]]:
@@ -624,6 +650,7 @@ class TaskSink:
             if fit.sent is not None:
                 to_send.append(fit.sent)
             leaves += self._split(r, fit, w)
+        await self._give_back(w)
         lost = await self._leave(leaves)
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
@@ -639,7 +666,7 @@ class TaskSink:
         carrier = r.carrier_id
         raw = r.c.stored()
         for m in r.moments:
-            self._suppressed(m, reason)
+            self._gone(r.c, m, reason, w)
             if m.task_id != carrier and m.task_id in raw:
                 until = m.expires_at.timestamp()
                 w.leaving.append(
@@ -654,7 +681,7 @@ class TaskSink:
         dropped is counted as its own rule's."""
         carrier, sub = r.carrier_id, r.task.subscriber_id
         for m in fit.dropped:
-            self._suppressed(m, SuppressReason.CAPACITY)
+            self._gone(r.c, m, SuppressReason.CAPACITY, w)
         to: dict[str, str] = {}
         if fit.sent is None:
             w.given_back.append((carrier, sub))
@@ -730,7 +757,7 @@ class TaskSink:
                 if reason is None:
                     kept.append(t)
                     continue
-                self._suppressed(t, reason)
+                self._gone(c, t, reason, w)
                 if t.task_id == c.carrier_id:
                     own = (t, reason)
                 else:
@@ -756,6 +783,7 @@ class TaskSink:
                     for t in kept
                 ]
                 routes.append(_Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept)))
+        await self._give_back(w)
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
 

@@ -175,6 +175,13 @@ class Metrics:
             "(re-read after a restart, or delivered twice)",
             registry=r,
         )
+        self.cooldown_returns = Counter(
+            "moments_cooldown_returns",
+            "Cooldowns of tasks dropped after waiting, as the engine applied them: "
+            "given_back (the mark removed), stale (a later task's mark, or none), malformed",
+            ["result"],
+            registry=r,
+        )
         self.out_of_time = Counter(
             "moments_events_out_of_time",
             "Events not applied: later than the allowed lateness, or dated in the future",

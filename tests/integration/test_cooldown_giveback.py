@@ -18,7 +18,7 @@ from moments.embedded import free_port
 from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
-from .kafka_io import metric_value, produce
+from .kafka_io import metric_value, produce, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +98,39 @@ async def test_a_task_dropped_for_capacity_leaves_the_next_moment_its_task(
     await produce(settings, [topup(2, now - dt.timedelta(minutes=1))])
     got = await until_counted(port, 2)
     assert got == {"capacity": 2, "cooldown": 0}, worker.log()[-3000:]
+
+
+HELD_POLICY = """
+capacity: {"*": {sms: 0}}
+reserved_share: 0
+overflow: {big_topup: {policy: drop}}
+merge: {window: 2s, hold_channels: [sms]}
+"""
+
+
+async def test_a_task_dropped_when_released_gives_it_back_too(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """The SMS waits for the merge window, and the release timer drops it (no capacity)
+    outside any batch: its cooldown return, read by the batch loop from
+    `<app id>-cooldown-returns` (which the worker creates), removes the mark, and the
+    next top-up makes a task again (it waited and was dropped too). Before, it was held
+    back by the cooldown for 30 days."""
+    rules, policy = tmp_path / "rules.yaml", tmp_path / "policy.yaml"
+    rules.write_text(RULES)
+    policy.write_text(HELD_POLICY)
+    port = free_port()
+    settings = make_settings(metrics_port=port, rules=rules, dispatch_policy=policy)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    given = {"result": "given_back"}
+    await produce(settings, [topup(1, now - dt.timedelta(minutes=10))])
+    await wait_for_metric(port, "moments_cooldown_returns_total", given, 1, wait_s=90)
+    await produce(settings, [topup(2, now - dt.timedelta(minutes=1))])
+    got = await until_counted(port, 2)
+    assert got == {"capacity": 2, "cooldown": 0}, worker.log()[-3000:]
+    assert await wait_for_metric(port, "moments_cooldown_returns_total", given, 2) == 2

@@ -1,0 +1,97 @@
+"""Cooldown returns: a task that waited and was dropped when it came up again gives its
+rule's cooldown back.
+
+The engine starts a rule's cooldown when a moment makes a task (`fired[tag]` = the
+moment's event time, `Detector._emit`). A task dispatch drops in the batch that made it
+gives the mark back there (`engine.give_back_cooldowns`). A task that waits (quiet hours,
+a suspended line, the merge window, capacity's next day, a contact cap) is decided again
+by the release timer, outside any batch and without the subscriber's record, which only
+the batches of the subscriber's partition write. When the timer drops it, dispatch sends
+a `CooldownReturn` (subscriber, rule, mark) to an internal topic keyed by subscriber and
+co-partitioned with the input topics; the batch loop reads it with the subscriber's
+events and the engine applies it (`give_back_returned`) to the record it writes, so the
+return is in the changelog and its offset committed with the batch's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from moments.models import ServiceTask
+from moments.state import SubscriberState
+from rules.rule import state_tag
+
+RETURNS_TOPIC_SUFFIX = "cooldown-returns"
+"""The internal topic is `<app id>-cooldown-returns`, beside the state's changelog."""
+
+
+class MalformedReturnError(ValueError):
+    """A record on the returns topic that is not a cooldown return."""
+
+
+@dataclass(frozen=True, slots=True)
+class CooldownReturn:
+    """The cooldown a dropped task started: the subscriber's `fired[state_tag(rule_id)]`
+    was set to `mark` (the moment's event time, epoch seconds) when the task was made."""
+
+    subscriber_id: str
+    rule_id: str
+    mark: int
+    task_id: str
+    """Which task: for people reading the topic; the engine does not need it."""
+
+    @classmethod
+    def of(cls, task: ServiceTask) -> CooldownReturn:
+        """The return of a dropped task: the engine set the mark to its moment's event time
+        in whole seconds (`int(occurred_at.timestamp())`, which is `triggered_at`)."""
+        mark = int(task.triggered_at.timestamp())
+        return cls(task.subscriber_id, task.moment.rule_id, mark, task.task_id)
+
+    @property
+    def key(self) -> bytes:
+        return self.subscriber_id.encode()
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "subscriber_id": self.subscriber_id,
+                "rule_id": self.rule_id,
+                "mark": self.mark,
+                "task_id": self.task_id,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, value: bytes | None) -> CooldownReturn:
+        try:
+            doc = orjson.loads(value or b"")
+            made = cls(
+                str(doc["subscriber_id"]),
+                str(doc["rule_id"]),
+                int(doc["mark"]),
+                str(doc["task_id"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise MalformedReturnError(
+                f"not a cooldown return ({type(exc).__name__}: {exc}); only the worker "
+                "writes this topic"
+            ) from exc
+        return made
+
+
+def give_back_returned(state: SubscriberState, returned: CooldownReturn) -> bool:
+    """Remove the rule's cooldown mark from the subscriber's record if it is still the one
+    the dropped task set; returns whether it was removed.
+
+    A later task's mark stays (`fired` holds only the latest). The mark from before the
+    task is not put back, and need not be: the task was made, so that earlier mark held
+    back nothing at or after `mark` (a moment dated before a mark is never held back by
+    it); removing the mark is the same for every later moment. Applying a return twice
+    (read again after a crash) does nothing the second time."""
+    tag = state_tag(returned.rule_id)
+    if state.fired.get(tag) != returned.mark:
+        return False
+    del state.fired[tag]
+    return True

@@ -1,0 +1,82 @@
+"""Where dispatch sends the cooldown returns of the tasks it drops after they waited
+(moments.cooldowns): the worker's internal topic, or a list the backtest applies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
+
+from moments.cooldowns import CooldownReturn
+from moments.partitioning import partition_of
+from sinks.base import Producer
+from sinks.metrics import Dependency, Metrics
+from sinks.retry import with_retry
+
+CooledRules = Callable[[], Collection[str]]
+"""The ids of the rules in force that have a cooldown (rules are reloaded): only their
+tasks' returns are sent. Asked only when there are returns to send."""
+
+
+class CooldownReturns(Protocol):
+    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+        """Send the returns of rules with a cooldown; returns once they are durable."""
+        ...
+
+
+class KafkaCooldownReturns:
+    """The worker's: each return to the partition of its subscriber on the internal topic
+    (murmur2 of the key, as the input topics, with the same partition count), acknowledged
+    before dispatch writes the drops to the ledger. A crash in between decides the task
+    again later and sends its return again, which the engine then finds stale."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        partitions: int,
+        cooled: CooledRules,
+        metrics: Metrics,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.partitions = partitions
+        self.cooled = cooled
+        self.metrics = metrics
+
+    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+        cooled = self.cooled()
+        wanted = [r for r in returns if r.rule_id in cooled]
+        if not wanted:
+            return
+
+        async def produce() -> None:
+            futures = [
+                await self.producer.send(
+                    self.topic,
+                    value=r.to_bytes(),
+                    key=r.key,
+                    partition=partition_of(r.key, self.partitions),
+                )
+                for r in wanted
+            ]
+            for future in futures:
+                await future
+
+        await with_retry(produce, Dependency.KAFKA, self.metrics, "returning cooldowns")
+
+
+class CollectedCooldownReturns:
+    """The backtest's: kept until it applies them to its state (`take`), before the
+    next slice of events."""
+
+    def __init__(self, cooled: CooledRules) -> None:
+        self.cooled = cooled
+        self.pending: list[CooldownReturn] = []
+
+    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+        cooled = self.cooled()
+        self.pending.extend(r for r in returns if r.rule_id in cooled)
+
+    def take(self) -> list[CooldownReturn]:
+        taken, self.pending = self.pending, []
+        return taken

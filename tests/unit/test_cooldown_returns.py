@@ -1,0 +1,360 @@
+"""A task that waits and is dropped when the release timer decides it again gives its
+rule's cooldown back too (moments.cooldowns): dispatch sends a return, which the engine
+applies to the subscriber's record among their events. The retention analyst's case:
+with docs/backtest-policy.yaml every manager task waits first (merge window), so a
+complaint callback dropped at release held its 30-day cooldown, and the customer who
+complained again got no call for a month."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from ruamel.yaml import YAML
+
+from moments.backtest import Backtest, CollectingProducer, EventTime
+from moments.backtest_input import EventFile
+from moments.cooldowns import CooldownReturn, give_back_returned
+from moments.engine import BatchResult, Detector
+from moments.models import EventType, ServiceTask
+from moments.pipeline import to_records
+from moments.records import RawRecord
+from moments.state import SubscriberState
+from moments.store import DictStateStore
+from rules.catalog import RuleSet
+from rules.rule import state_tag
+from sinks.cooldowns import CollectedCooldownReturns
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy
+from tests.unit.rules.helpers import rules_from
+
+RETURNS = "returns"
+SUB = "13800138001"
+RULES = """
+gating: {quiet_hours: [], frequency_cap: null}
+rules:
+  - id: callback
+    description: A complaint was opened
+    on: [complaint]
+    when: {status: opened}
+    condition: {field: severity, lte: 3}
+    task: {family: anomaly, type: complaint, channel: %s, priority: 2,
+           action: complaint_callback, ttl: 24h, cooldown: 30d, description: "Call back"}
+  - id: thanks
+    description: A top-up
+    on: [topup]
+    condition: {field: amount, gte: 1}
+    task: {family: anomaly, type: thanks, channel: sms, priority: 5,
+           action: thanks, ttl: 20m, cooldown: 7d, description: "Thanks"}
+"""
+TAG = state_tag("callback")
+DAY1, DAY1_LATER, DAY3 = (
+    "2026-11-02T10:00:00+08:00",
+    "2026-11-02T10:10:00+08:00",
+    "2026-11-05T10:00:00+08:00",
+)
+
+
+def rules(channel: str = "manager") -> RuleSet:
+    return rules_from(RULES % channel)
+
+
+def epoch(when: str) -> int:
+    return int(dt.datetime.fromisoformat(when).timestamp())
+
+
+def complaint(n: int, when: str, sub: str = SUB) -> tuple[EventType, Any]:
+    return EventType.COMPLAINT, {
+        "event_id": f"c{n}",
+        "subscriber_id": sub,
+        "occurred_at": when,
+        "region": "NJ",
+        "complaint_id": f"k{n}",
+        "category": "network",
+        "severity": 2,
+        "status": "opened",
+    }
+
+
+def topup(n: int, when: str, sub: str = SUB) -> tuple[EventType, Any]:
+    return EventType.TOPUP, {
+        "event_id": f"t{n}",
+        "subscriber_id": sub,
+        "occurred_at": when,
+        "region": "NJ",
+        "amount": 10,
+        "channel": "app",
+    }
+
+
+class Engine:
+    """The detector with a returns topic, over a dict store, one batch at a time."""
+
+    def __init__(self, ruleset: RuleSet | None = None) -> None:
+        self.detector = Detector(
+            ruleset or rules(), {t.value: t for t in EventType}, returns_topic=RETURNS
+        )
+        self.store = DictStateStore()
+        self.offsets: dict[str, int] = {}
+
+    def returned(self, *returns: CooldownReturn) -> list[RawRecord]:
+        offset = self.offsets.get(RETURNS, 0)
+        self.offsets[RETURNS] = offset + len(returns)
+        return [
+            RawRecord(RETURNS, 0, offset + n, r.key, r.to_bytes()) for n, r in enumerate(returns)
+        ]
+
+    def batch(self, *items: tuple[EventType, Any] | list[RawRecord]) -> BatchResult:
+        records: list[RawRecord] = []
+        for item in items:
+            records += item if isinstance(item, list) else to_records([item], None, self.offsets)
+        result = self.detector.process(records, self.store.load, None)
+        self.store.save(result.changes)
+        return result
+
+    def fired(self) -> dict[str, int]:
+        state = self.store.load(SUB)
+        return {} if state is None else dict(state.fired)
+
+
+def back(task: ServiceTask) -> CooldownReturn:
+    return CooldownReturn.of(task)
+
+
+class TestTheEngineApplies:
+    def test_a_return_removes_the_mark_and_the_next_complaint_makes_a_task(self) -> None:
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        assert engine.fired() == {TAG: epoch(DAY1)}
+        result = engine.batch(engine.returned(back(task)))
+        assert result.returns == {"given_back": 1}
+        assert engine.fired() == {}
+        again = engine.batch(complaint(2, DAY3))
+        assert len(again.tasks) == 1
+        assert again.suppressed == {}
+
+    def test_in_its_place_among_the_events_of_one_batch(self) -> None:
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        result = engine.batch(engine.returned(back(task)), complaint(2, DAY3))
+        assert len(result.tasks) == 1
+        assert engine.fired() == {TAG: epoch(DAY3)}
+
+    def test_a_later_tasks_mark_stays(self) -> None:
+        """The first task was given back in its batch (or by an earlier return), and a
+        later complaint made a task: the first's return, late, leaves that mark."""
+        engine = Engine()
+        (first,) = engine.batch(complaint(1, DAY1)).tasks
+        engine.batch(engine.returned(back(first)))
+        (second,) = engine.batch(complaint(2, DAY3)).tasks
+        result = engine.batch(engine.returned(back(first)))
+        assert result.returns == {"stale": 1}
+        assert result.changes == {}  # nothing written
+        assert engine.fired() == {TAG: epoch(DAY3)}
+        assert second.triggered_at.timestamp() == epoch(DAY3)
+
+    def test_read_again_after_a_crash_it_changes_nothing(self) -> None:
+        """The batch that applied it wrote the state; a crash before its offsets were
+        committed reads it again: the mark is gone already (or a later task's)."""
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        records = engine.returned(back(task))
+        assert engine.batch(records).returns == {"given_back": 1}
+        again = engine.batch(records)
+        assert again.returns == {"stale": 1}
+        assert again.changes == {}
+        assert engine.fired() == {}
+
+    def test_a_subscriber_without_a_record_gets_none(self) -> None:
+        """Forgotten since (a profile tombstone), or never seen by this store: the return
+        makes no record."""
+        engine = Engine()
+        (task,) = Engine().batch(complaint(1, DAY1)).tasks
+        result = engine.batch(engine.returned(back(task)))
+        assert result.returns == {"stale": 1}
+        assert result.changes == {}
+        assert engine.store.load(SUB) is None
+
+    def test_after_a_tombstone_in_the_same_batch_nothing_comes_back(self) -> None:
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        tombstone = to_records([(EventType.PROFILE, None)], SUB, engine.offsets)
+        result = engine.batch(tombstone, engine.returned(back(task)))
+        assert result.returns == {"stale": 1}
+        assert engine.store.load(SUB) is None
+
+    def test_a_malformed_record_is_counted_and_skipped(self) -> None:
+        engine = Engine()
+        engine.batch(complaint(1, DAY1))
+        bad = [RawRecord(RETURNS, 0, 0, SUB.encode(), b'{"subscriber_id": "1"}')]
+        result = engine.batch(bad, complaint(2, DAY3))
+        assert result.returns == {"malformed": 1}
+        assert result.suppressed == {("complaint", "cooldown"): 1}
+
+    def test_give_back_returned_is_the_mark_check(self) -> None:
+        state = SubscriberState()
+        returned = CooldownReturn(SUB, "callback", 100, "t")
+        state.fired[TAG] = 200
+        assert not give_back_returned(state, returned)
+        assert state.fired == {TAG: 200}
+        state.fired[TAG] = 100
+        assert give_back_returned(state, returned)
+        assert state.fired == {}
+
+    def test_the_record_round_trips(self) -> None:
+        returned = CooldownReturn(SUB, "callback", 1_700_000_000, "abc")
+        assert CooldownReturn.from_bytes(returned.to_bytes()) == returned
+        assert returned.key == SUB.encode()
+
+
+POLICY = Path(__file__).parents[2] / "docs" / "backtest-policy.yaml"
+
+
+def analyst_policy(**changes: Any) -> DispatchPolicy:
+    """docs/backtest-policy.yaml (manager held 30 minutes for merging, every rule deferred
+    to the next day on overflow) with no manager capacity at all."""
+    doc = YAML(typ="safe").load(POLICY.read_text())
+    doc["capacity"] = {"*": {"manager": 0}, "NJ": {"manager": 0}}
+    doc.update(changes)
+    return DispatchPolicy.model_validate(doc)
+
+
+class Sink:
+    """The sink over memory stores in event time, with collected returns."""
+
+    def __init__(self, policy: DispatchPolicy, at: str) -> None:
+        self.clock = EventTime(epoch(at))
+        self.returns = CollectedCooldownReturns(lambda: {"callback", "thanks"})
+        self.sink = TaskSink(
+            CollectingProducer(self.clock),
+            "moments.tasks",
+            memory_stores(self.clock),
+            Metrics(),
+            policy,
+            self.clock,
+            returns=self.returns,
+        )
+
+    def run(self, *steps: Any) -> None:
+        async def go() -> None:
+            for step in steps:
+                await step
+
+        asyncio.run(go())
+
+    async def flush(self, *tasks: ServiceTask) -> set[str]:
+        for task in tasks:
+            self.sink.add(task)
+        return await self.sink.flush()
+
+    async def release_at(self, when: float) -> int:
+        self.clock.advance(when)
+        return await self.sink.release_due()
+
+
+def made(*events: tuple[EventType, Any], channel: str = "manager") -> list[ServiceTask]:
+    return Engine(rules(channel)).batch(*events).tasks
+
+
+class TestDispatchReturns:
+    def test_a_call_held_for_merging_and_dropped_at_release(self) -> None:
+        (task,) = made(complaint(1, DAY1))
+        sink = Sink(analyst_policy(overflow={"*": {"policy": "drop"}}), DAY1)
+        dropped: set[str] = set()
+
+        async def go() -> None:
+            dropped.update(await sink.flush(task))
+            assert sink.returns.pending == []  # it waits: nothing yet
+            assert await sink.release_at(epoch(DAY1) + 1800) == 1
+
+        sink.run(go())
+        assert dropped == set()  # not in its batch: the return gives it back
+        assert sink.returns.take() == [CooldownReturn(SUB, "callback", epoch(DAY1), task.task_id)]
+
+    def test_deferred_to_the_next_day_and_dropped_when_it_expires(self) -> None:
+        (task,) = made(complaint(1, DAY1))
+        sink = Sink(analyst_policy(), DAY1)
+        released = [epoch(DAY1) + 1800, epoch("2026-11-03T09:00:00+08:00")]
+
+        async def go() -> None:
+            await sink.flush(task)
+            for at in released:
+                assert await sink.release_at(at) == 1
+
+        sink.run(go())
+        assert [r.task_id for r in sink.returns.take()] == [task.task_id]
+
+    def test_a_merged_moment_dropped_at_release_returns_its_own(self) -> None:
+        """A top-up's SMS (20 minutes to live) joined the waiting callback; at release
+        the SMS has expired (leaving the group) and the callback finds no room: each
+        returns its own rule's mark."""
+        call, sms = made(complaint(1, DAY1), topup(2, DAY1_LATER))
+        sink = Sink(analyst_policy(overflow={"*": {"policy": "drop"}}), DAY1)
+
+        async def go() -> None:
+            await sink.flush(call)
+            sink.clock.advance(epoch(DAY1_LATER))
+            await sink.flush(sms)
+            assert await sink.release_at(epoch(DAY1) + 1800) == 1
+
+        sink.run(go())
+        got = sorted((r.rule_id, r.mark, r.task_id) for r in sink.returns.take())
+        assert got == [
+            ("callback", epoch(DAY1), call.task_id),
+            ("thanks", epoch(DAY1_LATER), sms.task_id),
+        ]
+
+    def test_a_task_dropped_in_its_own_batch_sends_none(self) -> None:
+        """`give_back_cooldowns` puts that one back in the batch's own state."""
+        (task,) = made(complaint(1, DAY1))
+        sink = Sink(
+            analyst_policy(overflow={"*": {"policy": "drop"}}, merge={"hold_channels": []}), DAY1
+        )
+        got: set[str] = set()
+
+        async def go() -> None:
+            got.update(await sink.flush(task))
+
+        sink.run(go())
+        assert got == {task.task_id}
+        assert sink.returns.pending == []
+
+    def test_a_retry_dropped_sends_none(self) -> None:
+        """Its first delivery went out: the cooldown it started stays."""
+        (task,) = made(complaint(1, DAY1))
+        retry = task.model_copy(update={"attempt": 1, "retry_of": task.task_id})
+        sink = Sink(
+            analyst_policy(overflow={"*": {"policy": "drop"}}, merge={"hold_channels": []}), DAY1
+        )
+        sink.run(sink.sink.dispatch([retry]))
+        assert sink.returns.pending == []
+
+
+def write(path: Path, events: list[tuple[EventType, Any]]) -> Path:
+    docs = [{"type": t.value, **e} for t, e in events]
+    path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    return path
+
+
+@pytest.mark.parametrize("overflow", ["defer", "drop"])
+def test_backtest_the_second_complaint_gets_its_call(tmp_path: Path, overflow: str) -> None:
+    """docs/backtest-policy.yaml with no manager room: the first callback waits 30
+    minutes for merging, then (defer) for the next day, and is dropped when it comes up
+    (refused again, or expiring); or (drop) is dropped when it comes up. The customer's
+    complaint three days later makes a task, not a cooldown."""
+    history = write(tmp_path / "h.jsonl", [complaint(1, DAY1), complaint(2, DAY3)])
+    policy = analyst_policy(overflow={"*": {"policy": overflow}})
+    bt = Backtest(rules(), policy)
+    until = epoch(DAY3) + 2 * 86400  # the second one waits and is decided too
+    result = asyncio.run(bt.run(EventFile(history), until=until))
+    suppressed = {labels["reason"]: n for labels, n in result.counter("moments_tasks_suppressed")}
+    assert suppressed == {"capacity": 2}
+    returns = {labels["result"]: n for labels, n in result.counter("moments_cooldown_returns")}
+    assert returns == {"given_back": 2}
+    assert result.published == []
