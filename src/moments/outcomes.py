@@ -12,7 +12,12 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
   `outcomes.declined_suppress` (a Redis key read at dispatch);
 - `unreachable`: a retry with a deterministic id (so a re-read outcome re-queues
   nothing new) waits `outcomes.unreachable_retry_after` in the deferral queue, unless
-  it would be later than the task's expiry or `outcomes.max_retries` is reached.
+  it would be later than the task's expiry or `outcomes.max_retries` is reached;
+- `unreachable` and `failed`: the attempt reached no one, so the contact the task took
+  goes back to the frequency cap and the contact cap (they count contacts really made;
+  the unanswered call held its week's contact and its own retry was dropped
+  `frequency_cap`). Giving back removes the task's own id from the subscriber's
+  contacts, so an outcome read again gives back nothing more.
 
 Both act on the task as the ledger keeps it (its payload, until a day after it
 expires): its subscriber, never the one the outcome names, so a known task id and
@@ -26,6 +31,7 @@ is logged of an outcome is a hex id, never its free text.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -45,7 +51,13 @@ from sinks.retry import with_retry
 log = logging.getLogger(__name__)
 EVENT_TYPE = "task_outcome"
 UNKNOWN = "unknown"
-_ACTS = {OutcomeStatus.DECLINED: "decline", OutcomeStatus.UNREACHABLE: "retry"}
+_ACTS = {
+    OutcomeStatus.DECLINED: "decline",
+    OutcomeStatus.UNREACHABLE: "retry",
+    OutcomeStatus.FAILED: "contact given back",
+}
+REACHED_NO_ONE = frozenset({OutcomeStatus.UNREACHABLE, OutcomeStatus.FAILED})
+"""Outcomes of an attempt that made no contact: the task's contact is given back."""
 
 
 @dataclass
@@ -157,6 +169,7 @@ async def handle_outcomes(
     dead-letter sink."""
     result = OutcomeResult()
     retries: list[ServiceTask] = []
+    given_back: list[tuple[str, str]] = []
     metrics = sink.metrics
     at = now or dt.datetime.now(dt.UTC)
     for record in records:
@@ -185,11 +198,14 @@ async def handle_outcomes(
                     _ACTS[outcome.status],
                     outcome.task_id,
                 )
-        elif outcome.status is OutcomeStatus.DECLINED:
+            continue
+        if outcome.status is OutcomeStatus.DECLINED:
             for rule_id in declined_rules(task):
                 await _decline(sink, task.subscriber_id, rule_id)
             result.declined += 1
-        elif outcome.status is OutcomeStatus.UNREACHABLE:
+        if outcome.status in REACHED_NO_ONE:
+            given_back.append((task.subscriber_id, task.task_id))
+        if outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes
             retry = retry_task(
                 task, outcome.occurred_at, at, policy.unreachable_retry_after, policy.max_retries
@@ -197,8 +213,26 @@ async def handle_outcomes(
             if retry is not None:
                 retries.append(retry)
                 result.retries.append(retry.task_id)
+    await _give_back(sink, given_back)
     await sink.dispatch(retries)
     return result
+
+
+async def _give_back(sink: TaskSink, items: Sequence[tuple[str, str]]) -> None:
+    """The contacts these (subscriber id, task id) took, back to both caps' books (a book
+    whose cap is off, or that the task's channel does not count, holds no such id)."""
+    if not items:
+        return
+    for book, what in (
+        (sink.stores.frequency, "frequency cap"),
+        (sink.stores.contacts, "contact policy"),
+    ):
+        await with_retry(
+            functools.partial(book.give_back_many, items),
+            Dependency.REDIS,
+            sink.metrics,
+            f"giving a contact back ({what})",
+        )
 
 
 async def _first(sink: TaskSink, outcome: TaskOutcome) -> bool:

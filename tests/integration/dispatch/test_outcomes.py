@@ -17,6 +17,7 @@ from moments.models import Channel, OutcomeStatus, TaskOutcome
 from moments.outcomes import handle_outcomes, retry_id
 from moments.records import RawRecord, RejectReason
 from moments.settings import Settings
+from rules.gating import FrequencyCap
 from sinks.ledger import TaskLedger
 from sinks.policy import DispatchPolicy
 from tests.integration.conftest import settings_env
@@ -230,6 +231,79 @@ class TestOutcomes:
         result = await handle_outcomes([RawRecord("o", 0, 0, b"1", b"{not json")], w.sink)
         assert result.handled == 0
         assert [d.reason.value for d in result.dead_letters] == ["invalid_json"]
+
+
+WEEK_CAP = FrequencyCap(max_contacts=3, period="7d")
+"""The default catalog's cap: 3 contacts a week on calls, manager tasks and SMS."""
+
+
+def capped(cap: str, **outcomes: Any) -> tuple[DispatchPolicy, FrequencyCap | None]:
+    """A policy sending every task when due, with the rule set's frequency cap or the
+    dispatch policy's contact cap at 3 a week."""
+    policy: dict[str, Any] = {"merge": {"hold_channels": []}, "outcomes": outcomes}
+    if cap == "contact_cap":
+        policy["contact"] = {"max_contacts": 3, "period": "7d"}
+    return DispatchPolicy.model_validate(policy), WEEK_CAP if cap == "frequency_cap" else None
+
+
+@pytest.mark.parametrize("cap", ["frequency_cap", "contact_cap"])
+class TestAnAttemptThatReachedNoOneGivesItsContactBack:
+    """Caps count contacts really made: an `unreachable` or `failed` attempt gives back
+    the contact its task took. (Two SMS and an unanswered call filled a week's cap of 3,
+    and the call's retry was dropped `frequency_cap` without a word to the dialer;
+    dispatch consumer review.)"""
+
+    async def test_the_retry_of_an_unreachable_call_is_made(
+        self, make_worker: Callable[..., Worker], cap: str
+    ) -> None:
+        policy, frequency = capped(cap, unreachable_retry_after="2h", max_retries=1)
+        w = make_worker(policy, frequency_cap=frequency)
+        sub = "13200000021"
+        call = tid("c1")
+        await w.send(
+            task(tid("s1"), sub=sub, moment_type="a"),
+            task(tid("s2"), sub=sub, moment_type="b"),
+            task(call, sub=sub, moment_type="c", channel=Channel.OUTBOUND_CALL),
+        )
+        assert await w.ledger.state(call) == "sent"
+        record = record_of(call, sub, OutcomeStatus.UNREACHABLE)
+        for _ in range(2):  # read again after a restart: the same one contact back
+            assert (await handle_outcomes([record], w.sink, now=NOW)).retries == [retry_id(call, 1)]
+        assert await w.sink.release_due(now=(NOW + 2 * HOUR + HOUR / 60).timestamp()) == 1
+        assert await w.ledger.state(retry_id(call, 1)) == "sent"
+        assert w.sample("moments_tasks_suppressed_total", moment_type="c", reason=cap) == 0
+
+    async def test_a_failed_attempt_frees_its_contact_once(
+        self, make_worker: Callable[..., Worker], cap: str
+    ) -> None:
+        policy, frequency = capped(cap)
+        w = make_worker(policy, frequency_cap=frequency)
+        sub = "13200000022"
+        first = [tid(f"f{i}") for i in range(3)]
+        await w.send(*(task(i, sub=sub, moment_type=i) for i in first))
+        record = record_of(first[0], sub, OutcomeStatus.FAILED)
+        await handle_outcomes([record, record], w.sink, now=NOW)
+        await handle_outcomes([record], w.sink, now=NOW)
+        later = [tid("f3"), tid("f4")]
+        await w.send(*(task(i, sub=sub, moment_type=i) for i in later))
+        # (over the cap, a task that cannot wait a week is dropped)
+        assert [await w.ledger.state(i) for i in later] == ["sent", "dropped"]
+        assert w.sample("moments_tasks_suppressed_total", moment_type=later[1], reason=cap) == 1
+
+    async def test_a_reached_customer_keeps_the_contact(
+        self, make_worker: Callable[..., Worker], cap: str
+    ) -> None:
+        policy, frequency = capped(cap)
+        w = make_worker(policy, frequency_cap=frequency)
+        sub = "13200000023"
+        first = [tid(f"k{i}") for i in range(3)]
+        await w.send(*(task(i, sub=sub, moment_type=i) for i in first))
+        await handle_outcomes(
+            [record_of(first[0], sub, OutcomeStatus.DONE_NO_CHANGE)], w.sink, now=NOW
+        )
+        await w.send(task(tid("k3"), sub=sub, moment_type="k3"))
+        assert await w.ledger.state(tid("k3")) == "dropped"
+        assert w.sample("moments_tasks_suppressed_total", moment_type="k3", reason=cap) == 1
 
 
 @pytest.mark.redis_only
