@@ -11,8 +11,9 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
 - `declined`: the same rule is not sent to that subscriber for
   `outcomes.declined_suppress` (a Redis key read at dispatch);
 - `unreachable`: a retry with a deterministic id (so a re-read outcome re-queues
-  nothing new) waits `outcomes.unreachable_retry_after` in the deferral queue, unless
-  it would be later than the task's expiry or `outcomes.max_retries` is reached;
+  nothing new) waits `outcomes.unreachable_retry_after` from when the outcome is read
+  (the worker's clock, not the consumer's) in the deferral queue, unless it would be
+  later than the task's expiry or `outcomes.max_retries` is reached;
 - `unreachable` and `failed`: the attempt reached no one, so the contact the task took
   goes back to the frequency cap and the contact cap (they count contacts really made;
   the unanswered call held its week's contact and its own retry was dropped
@@ -25,7 +26,10 @@ another number cannot suppress a rule for someone else. An outcome whose subscri
 is not its task's is a dead letter (`subscriber_mismatch`), whatever its status; one
 whose task's payload is gone is counted and changes nothing. A `task_id` that is not
 one the detector makes (32 lowercase hex) is an `invalid_event` dead letter, so what
-is logged of an outcome is a hex id, never its free text.
+is logged of an outcome is a hex id, never its free text. An outcome dated further ahead
+of the worker's clock than an input event may be (`moments.engine.allowed_ahead`) is a
+`future` dead letter: local time written with `Z` queued a retry 10 hours out, and a
+`2099` outcome was counted.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from moments.decoding import MAX_MESSAGE_BYTES
+from moments.engine import LATENESS, allowed_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import DeadLetter, RawRecord, RejectReason
 from sinks.dispatch import TaskSink
@@ -122,6 +127,23 @@ def subscriber_mismatch(record: RawRecord, outcome: TaskOutcome) -> DeadLetter:
     )
 
 
+def too_far_ahead(
+    record: RawRecord, outcome: TaskOutcome, now: dt.datetime, ahead_s: int
+) -> DeadLetter:
+    """The dead letter of an outcome dated ahead of the worker's clock by over `ahead_s`."""
+    ahead = int((outcome.occurred_at - now).total_seconds())
+    return DeadLetter(
+        record,
+        EVENT_TYPE,
+        RejectReason.FUTURE,
+        "OutOfTime",
+        f"occurred_at {outcome.occurred_at.isoformat()} is {ahead} s ahead of the worker's "
+        f"clock ({now.isoformat(timespec='seconds')}; at most {ahead_s} s): not applied. "
+        "Check the consumer's clock and offset (local time written with Z?) and send the "
+        "outcome again with the time it happened",
+    )
+
+
 def declined_rules(task: ServiceTask) -> list[str]:
     """The rules a `declined` suppresses: the task's and, for a merged task, those of its
     related moments (the customer turned the whole contact down; only the leading rule
@@ -137,16 +159,13 @@ def retry_id(root_task_id: str, attempt: int) -> str:
 
 
 def retry_task(
-    task: ServiceTask,
-    outcome_at: dt.datetime,
-    now: dt.datetime,
-    after: dt.timedelta,
-    max_retries: int,
+    task: ServiceTask, now: dt.datetime, after: dt.timedelta, max_retries: int
 ) -> ServiceTask | None:
-    """The retry of an unreachable task, or None when it has had its retries or would
-    come after its expiry."""
+    """The retry of an unreachable task, `after` from `now` (when the outcome is read: the
+    outcome's own time is the consumer's clock, and one ahead pushed the retry out), or
+    None when it has had its retries or would come after its expiry."""
     attempt = task.attempt + 1
-    at = max(now, outcome_at) + after
+    at = now + after
     if attempt > max_retries or at >= task.expires_at:
         return None
     root = task.retry_of or task.task_id
@@ -163,10 +182,14 @@ def retry_task(
 
 
 async def handle_outcomes(
-    records: Sequence[RawRecord], sink: TaskSink, now: dt.datetime | None = None
+    records: Sequence[RawRecord],
+    sink: TaskSink,
+    now: dt.datetime | None = None,
+    ahead_s: int = allowed_ahead(int(LATENESS.total_seconds())),
 ) -> OutcomeResult:
     """Count, suppress and retry per outcome; dead letters are returned for the caller's
-    dead-letter sink."""
+    dead-letter sink. `ahead_s`: how far ahead of `now` an outcome may be dated (as an
+    input event: `allowed_ahead(MOMENTS_LATENESS_SECONDS)`)."""
     result = OutcomeResult()
     retries: list[ServiceTask] = []
     given_back: list[tuple[str, str]] = []
@@ -178,6 +201,9 @@ async def handle_outcomes(
             result.dead_letters.append(decoded)
             continue
         outcome = decoded
+        if outcome.occurred_at > at + dt.timedelta(seconds=ahead_s):
+            result.dead_letters.append(too_far_ahead(record, outcome, at, ahead_s))
+            continue
         task = await _sent_task(sink, outcome.task_id)
         if task is not None and task.subscriber_id != outcome.subscriber_id:
             result.dead_letters.append(subscriber_mismatch(record, outcome))
@@ -207,9 +233,7 @@ async def handle_outcomes(
             given_back.append((task.subscriber_id, task.task_id))
         if outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes
-            retry = retry_task(
-                task, outcome.occurred_at, at, policy.unreachable_retry_after, policy.max_retries
-            )
+            retry = retry_task(task, at, policy.unreachable_retry_after, policy.max_retries)
             if retry is not None:
                 retries.append(retry)
                 result.retries.append(retry.task_id)

@@ -99,7 +99,8 @@ REASONS_EXPLAINED: dict[RejectReason, str] = {
     "it is never replayed",
     RejectReason.FUTURE: "valid, but dated ahead of the worker's clock by more than 15 minutes "
     "(or the lateness, if shorter): fix the producer's clock or zone (local time written "
-    "with Z); `moments deadletter replay` sends it back once due",
+    "with Z); `moments deadletter replay` sends an event back once due (a task outcome "
+    "is not replayed: send it again with the time it happened)",
     RejectReason.MISPLACED: "a profile tombstone on another partition than the one its key "
     "names (murmur2, Kafka's default partitioner): the subscriber's state is not there, so "
     "nothing was erased; produce with the default partitioner (librdkafka: "

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from moments.connections import kafka_client_kwargs, redis_client
-from moments.engine import BatchResult, Detector, give_back_cooldowns
+from moments.engine import BatchResult, Detector, allowed_ahead, give_back_cooldowns
 from moments.eventclock import EventClock
 from moments.logthrottle import RepeatThrottle
 from moments.models import EventType, OutcomeStatus
@@ -262,7 +262,8 @@ class Runtime:
         subscriber a while, `unreachable` queues a retry (see moments.outcomes)."""
         if self.tasks is None or self.dead_letters is None:
             raise RuntimeError("the runtime is not started")
-        result = await handle_outcomes(records, self.tasks)
+        ahead = allowed_ahead(self.settings.lateness_seconds)
+        result = await handle_outcomes(records, self.tasks, ahead_s=ahead)
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
         await self.dead_letters.flush()

@@ -297,12 +297,12 @@ class TestRetry:
     def test_retry_and_its_limits(self) -> None:
         task = make("u")
         hour = dt.timedelta(hours=1)
-        retry = retry_task(task, T0, T0, hour, max_retries=2)
+        retry = retry_task(task, T0, hour, max_retries=2)
         assert retry is not None
         assert (retry.task_id, retry.attempt, retry.retry_of) == (retry_id("u", 1), 1, "u")
         assert retry.deliver_after == T0 + hour
-        second = retry_task(retry, T0, T0, hour, max_retries=2)
+        second = retry_task(retry, T0, hour, max_retries=2)
         assert second is not None
         assert (second.task_id, second.retry_of) == (retry_id("u", 2), "u")
-        assert retry_task(second, T0, T0, hour, max_retries=2) is None
-        assert retry_task(task, T0, T0, dt.timedelta(hours=7), max_retries=2) is None
+        assert retry_task(second, T0, hour, max_retries=2) is None
+        assert retry_task(task, T0, dt.timedelta(hours=7), max_retries=2) is None

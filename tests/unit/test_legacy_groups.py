@@ -78,7 +78,7 @@ def test_a_retry_of_a_merged_task_is_its_own_payload() -> None:
     the group it waits as, so it is read as it is."""
     manager = task("m1", "third_complaint_30d", Channel.MANAGER, 48 * HOUR, priority=1)
     sent = merge_tasks("m1", [manager, task("c2", "complaint", Channel.OUTBOUND_CALL, 48 * HOUR)])
-    retry = retry_task(sent, T0 + HOUR, T0 + HOUR, dt.timedelta(hours=2), 3)
+    retry = retry_task(sent, T0 + HOUR, dt.timedelta(hours=2), 3)
     assert retry is not None
     assert retry.related
     joined = task("s4", "low_balance", Channel.SMS, 48 * HOUR)

@@ -4,6 +4,7 @@ ack` are read back from the topic and change what the dispatch sink does next.""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import subprocess
 import sys
@@ -139,9 +140,9 @@ class TestOutcomes:
         await w.send(task(U1, sub=sub, channel=Channel.OUTBOUND_CALL))
         unreachable = outcome(U1, sub, OutcomeStatus.UNREACHABLE)
         raw = RawRecord("outcomes", 0, 0, sub.encode(), unreachable.model_dump_json().encode())
-        # The retry is due `unreachable_retry_after` from the later of the outcome and
-        # the clock: the clock is pinned to NOW, which was read when this module was
-        # imported (a minute or more before this test in a long run).
+        # The retry is due `unreachable_retry_after` from the worker's clock, pinned to
+        # NOW, which was read when this module was imported (a minute or more before
+        # this test in a long run).
         first = await handle_outcomes([raw], w.sink, now=NOW)
         again = await handle_outcomes([raw], w.sink, now=NOW)  # the same outcome read twice
         retry = retry_id(U1, 1)
@@ -231,6 +232,67 @@ class TestOutcomes:
         result = await handle_outcomes([RawRecord("o", 0, 0, b"1", b"{not json")], w.sink)
         assert result.handled == 0
         assert [d.reason.value for d in result.dead_letters] == ["invalid_json"]
+
+
+class TestAnOutcomeIsCheckedAgainstTheClock:
+    """An outcome's `occurred_at` is the consumer's clock: dated ahead of the worker's by
+    more than an input event may be, it is a `future` dead letter, and a retry's time is
+    the worker's. (Local time written with Z queued a retry 10 hours out; a 2099 outcome
+    was counted; dispatch consumer review.)"""
+
+    @pytest.mark.parametrize(
+        "occurred_at",
+        [NOW + 8 * HOUR, dt.datetime(2099, 1, 1, tzinfo=dt.UTC)],
+        ids=["local-time-as-Z", "2099"],
+    )
+    async def test_an_outcome_dated_ahead_is_a_dead_letter(
+        self, make_worker: Callable[..., Worker], occurred_at: dt.datetime
+    ) -> None:
+        w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+        sub = "13200000031"
+        await w.send(task(tid("t1"), sub=sub, moment_type="low_balance"))
+        ahead = outcome(tid("t1"), sub, OutcomeStatus.UNREACHABLE).model_copy(
+            update={"occurred_at": occurred_at}
+        )
+        record = RawRecord("outcomes", 0, 0, sub.encode(), ahead.model_dump_json().encode())
+        result = await handle_outcomes([record], w.sink, now=NOW)
+        assert (result.handled, result.retries) == (0, [])
+        [dead] = result.dead_letters
+        assert dead.reason is RejectReason.FUTURE
+        assert "ahead of the worker's clock" in dead.message
+        assert "at most 900 s" in dead.message
+        labels = {"moment_type": "low_balance", "status": "unreachable"}
+        assert w.sample("moments_task_outcomes_total", **labels) == 0
+
+    async def test_the_tolerance_is_the_one_input_events_have(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """`ahead_s` is what the worker passes: `allowed_ahead(MOMENTS_LATENESS_SECONDS)`."""
+        w = make_worker()
+        sub = "13200000032"
+        await w.send(task(tid("t2"), sub=sub))
+        record = record_of(tid("t2"), sub, OutcomeStatus.ACCEPTED)
+        result = await handle_outcomes([record], w.sink, now=NOW - HOUR / 6, ahead_s=60)
+        assert [d.reason for d in result.dead_letters] == [RejectReason.FUTURE]
+        assert (await handle_outcomes([record], w.sink, now=NOW - HOUR / 6)).handled == 1
+
+    async def test_a_retry_waits_from_the_workers_clock(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """Ten minutes ahead is within the tolerance: taken, and its retry is due two hours
+        after the worker read it, not two hours after the time it names."""
+        policy = {"merge": {"hold_channels": []}, "outcomes": {"unreachable_retry_after": "2h"}}
+        w = make_worker(DispatchPolicy.model_validate(policy))
+        sub = "13200000033"
+        call = tid("t3")
+        await w.send(task(call, sub=sub, channel=Channel.OUTBOUND_CALL))
+        ahead = outcome(call, sub, OutcomeStatus.UNREACHABLE).model_copy(
+            update={"occurred_at": NOW + HOUR / 6}
+        )
+        record = RawRecord("outcomes", 0, 0, sub.encode(), ahead.model_dump_json().encode())
+        result = await handle_outcomes([record], w.sink, now=NOW)
+        assert result.retries == [retry_id(call, 1)]
+        assert await w.sink.deferral.due_at(retry_id(call, 1)) == (NOW + 2 * HOUR).timestamp()
 
 
 WEEK_CAP = FrequencyCap(max_contacts=3, period="7d")
