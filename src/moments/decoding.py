@@ -78,26 +78,34 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
         if (other := _reads_as(value, event_type)) is not None:
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
         return _reject(record, event_type, RejectReason.INVALID_EVENT, "ValidationError", detail)
+    refused = key_problem(record, event.subscriber_id, event_type.value)
+    return event if refused is None else refused
+
+
+def key_problem(record: RawRecord, subscriber_id: str, kind: str) -> DeadLetter | None:
+    """The dead letter of a record not keyed by the subscriber id its value names (a
+    subscriber's records must share a partition, in order), or None. `kind`: the dead
+    letter's event type (an input event's, or `task_outcome`)."""
     key = record.key
     if not key:  # None, or empty: a key the producer did not set (as for a tombstone)
-        return _reject(
+        return DeadLetter(
             record,
-            event_type,
+            kind,
             RejectReason.MISSING_KEY,
             "MissingKey",
             "produce with the subscriber id as the record key",
         )
     text = key.decode("utf-8", "replace")
-    if text != event.subscriber_id:
-        return _reject(
+    if text != subscriber_id:
+        return DeadLetter(
             record,
-            event_type,
+            kind,
             RejectReason.KEY_MISMATCH,
             "KeyMismatch",
-            f"record key {text[:40]!r} differs from subscriber_id {event.subscriber_id!r}; key "
+            f"record key {text[:40]!r} differs from subscriber_id {subscriber_id!r}; key "
             "by subscriber_id, exactly (UTF-8, no prefix, no spaces)",
         )
-    return event  # type: ignore[no-any-return]
+    return None
 
 
 def _reads_as(value: bytes, refused_as: EventType) -> str | None:

@@ -24,7 +24,10 @@ Both act on the task as the ledger keeps it (its payload, until a day after it
 expires): its subscriber, never the one the outcome names, so a known task id and
 another number cannot suppress a rule for someone else. An outcome whose subscriber
 is not its task's is a dead letter (`subscriber_mismatch`), whatever its status; one
-whose task's payload is gone is counted and changes nothing. A `task_id` that is not
+whose task's payload is gone is counted and changes nothing, and one whose task id the
+ledger never had (it keeps every id it claimed for `MOMENTS_LEDGER_TTL_SECONDS`, 400
+days: a task is claimed before it is published) is a dead letter (`unknown_task`;
+counted `moment_type="unknown"`, it told the consumer nothing). A `task_id` that is not
 one the detector makes (32 lowercase hex) is an `invalid_event` dead letter, so what
 is logged of an outcome is a hex id, never its free text. An outcome dated further ahead
 of the worker's clock than an input event may be (`moments.engine.allowed_ahead`) is a
@@ -45,11 +48,12 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from moments.decoding import MAX_MESSAGE_BYTES
+from moments.decoding import MAX_MESSAGE_BYTES, key_problem
 from moments.engine import LATENESS, allowed_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import DeadLetter, RawRecord, RejectReason
 from sinks.dispatch import TaskSink
+from sinks.ledger import sent_meta_of
 from sinks.metrics import Dependency
 from sinks.retry import with_retry
 
@@ -75,8 +79,10 @@ class OutcomeResult:
 
 
 def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
-    """The outcome, or a dead letter: empty, over `MAX_MESSAGE_BYTES` (not parsed), or
-    invalid (the reason names the fields, never their values)."""
+    """The outcome, or a dead letter: empty, over `MAX_MESSAGE_BYTES` (not parsed),
+    invalid (the reason names the fields, never their values), or not keyed by its
+    subscriber id (`missing_key`, `key_mismatch`, as an input event: a subscriber's
+    outcomes belong on one partition, in order)."""
     if not record.value:
         return DeadLetter(record, EVENT_TYPE, RejectReason.EMPTY_VALUE, "EmptyValue", "no value")
     if len(record.value) > MAX_MESSAGE_BYTES:
@@ -88,7 +94,7 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
             f"{len(record.value)} bytes; outcomes are limited to {MAX_MESSAGE_BYTES}",
         )
     try:
-        return TaskOutcome.model_validate_json(record.value)
+        outcome = TaskOutcome.model_validate_json(record.value)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         reason = (
@@ -98,6 +104,7 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
         )
         detail = "; ".join(_problem(e) for e in errors[:5])
         return DeadLetter(record, EVENT_TYPE, reason, type(exc).__name__, detail[:500])
+    return key_problem(record, outcome.subscriber_id, EVENT_TYPE) or outcome
 
 
 NOT_A_TASK_ID = (
@@ -141,6 +148,21 @@ def too_far_ahead(
         f"clock ({now.isoformat(timespec='seconds')}; at most {ahead_s} s): not applied. "
         "Check the consumer's clock and offset (local time written with Z?) and send the "
         "outcome again with the time it happened",
+    )
+
+
+def unknown_task(record: RawRecord, outcome: TaskOutcome, ledger_ttl_s: int) -> DeadLetter:
+    """The dead letter of an outcome for a task id the ledger has no entry for: every task
+    published is claimed there first and its entry kept `ledger_ttl_s` (400 days by
+    default), so it is no task of this detector (another app id's, a test's, made up)."""
+    return DeadLetter(
+        record,
+        EVENT_TYPE,
+        RejectReason.UNKNOWN_TASK,
+        "UnknownTask",
+        f"task {outcome.task_id} was never published by this detector (its ledger keeps "
+        f"every task id for {ledger_ttl_s // 86400} days): copy task_id from the task on "
+        "moments.tasks of the detector (MOMENTS_APP_ID) whose outcomes topic this is",
     )
 
 
@@ -211,9 +233,11 @@ async def handle_outcomes(
         if task is not None:
             moment_type = task.moment.type
         else:
-            moment_type = str(
-                (await _sent_meta(sink, outcome.task_id)).get("moment_type") or UNKNOWN
-            )
+            entry = await _entry(sink, outcome.task_id)
+            if entry is None:
+                result.dead_letters.append(unknown_task(record, outcome, sink.ledger.ttl))
+                continue
+            moment_type = str(_meta(sent_meta_of(entry)).get("moment_type") or UNKNOWN)
         if await _first(sink, outcome):
             metrics.outcomes.labels(moment_type, outcome.status.value).inc()
         result.handled += 1
@@ -271,13 +295,17 @@ async def _first(sink: TaskSink, outcome: TaskOutcome) -> bool:
     )
 
 
-async def _sent_meta(sink: TaskSink, task_id: str) -> dict[str, object]:
-    raw = await with_retry(
-        lambda: sink.ledger.sent_meta(task_id),
+async def _entry(sink: TaskSink, task_id: str) -> bytes | None:
+    """The task's ledger entry (None: never claimed, or forgotten after the ledger's TTL)."""
+    return await with_retry(
+        lambda: sink.ledger.get(task_id),
         Dependency.REDIS,
         sink.metrics,
-        "reading a task's moment type",
+        "reading a task's ledger entry",
     )
+
+
+def _meta(raw: bytes | None) -> dict[str, object]:
     meta = orjson.loads(raw) if raw else {}
     return meta if isinstance(meta, dict) else {}
 

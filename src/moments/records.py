@@ -76,6 +76,7 @@ class RejectReason(StrEnum):
     DETECTOR_ERROR = "detector_error"  # valid, but applying it failed: a fault of ours
     MISPLACED = "misplaced"  # a profile tombstone on another partition than its key's
     SUBSCRIBER_MISMATCH = "subscriber_mismatch"  # an outcome whose subscriber is not its task's
+    UNKNOWN_TASK = "unknown_task"  # an outcome for a task id the ledger never had
 
 
 REASONS_EXPLAINED: dict[RejectReason, str] = {
@@ -111,6 +112,9 @@ REASONS_EXPLAINED: dict[RejectReason, str] = {
     RejectReason.SUBSCRIBER_MISMATCH: "a task outcome naming another subscriber than its "
     "task's: write the subscriber_id published with the task on moments.tasks (outcomes are "
     "not replayed)",
+    RejectReason.UNKNOWN_TASK: "a task outcome for a task id this detector never published "
+    "(its ledger keeps every id for MOMENTS_LEDGER_TTL_SECONDS): copy task_id from the "
+    "task on moments.tasks of the same MOMENTS_APP_ID (outcomes are not replayed)",
 }
 """What each reason means and what the producer should do: the AsyncAPI document's
 DeadLetter message lists them (a test wants one for every reason)."""

@@ -263,7 +263,7 @@ def _dead_letter_message() -> dict[str, Any]:
                 "type": "string",
                 "description": "Short name of the error, for people: ValidationError, "
                 "JSONDecodeError, MissingKey, KeyMismatch, EmptyValue, TooLarge, OutOfTime, "
-                "SubscriberMismatch. Programs read the reason",
+                "SubscriberMismatch, UnknownTask. Programs read the reason",
             },
             f"{p}exception.message": {
                 "type": "string",

@@ -168,7 +168,8 @@ class TestNoSubscriberDataOutside:
         assert set(task_of) == {LI, WANG, SHORT5, SHORT6}
 
         # Outcomes: a decline, an unreachable (a retry is queued), one for a task the
-        # ledger does not know, and bytes that are not an outcome (a dead letter).
+        # ledger does not know (an `unknown_task` dead letter), and bytes that are not an
+        # outcome (a dead letter).
         await ack_task(settings, task_of[SHORT5], OutcomeStatus.DECLINED, note="not now")
         await ack_task(settings, task_of[SHORT6], OutcomeStatus.UNREACHABLE)
         unknown = build_outcome("0" * 32, SHORT6, OutcomeStatus.UNREACHABLE)
@@ -185,10 +186,12 @@ class TestNoSubscriberDataOutside:
         rules.write_text(ANY_HOUR_RULES.replace("Welcome to", "Welcome again to"))
         await _wait_sample(port, "moments_rules_reload_total", {"result": "ok"})
 
-        dead = await read_topic(settings, "deadletter", count=6, wait_s=30)
-        assert len(dead) == 6
+        dead = await read_topic(settings, "deadletter", count=7, wait_s=30)
+        assert len(dead) == 7
         assert any(LI.encode() in d.value for d in dead if d.value)  # the topic keeps the data
         assert any(SHORT6.encode() in d.value for d in dead if d.value)
+        reasons = {dict(d.headers).get("__dlq.errors.reason") for d in dead}
+        assert b"unknown_task" in reasons
 
         status, _ = _scrape(port, None)
         assert status == 401
@@ -203,7 +206,6 @@ class TestNoSubscriberDataOutside:
         assert "dead letters: " in log_text, log_text[-3000:]  # a line per batch
         assert "key_mismatch" in log_text
         assert "rules reload refused" in log_text
-        assert "no retry for" in log_text
         for number in PERSONAL:
             assert not leaks(number, exposition), f"{number} on /metrics"
         assert METRICS_PASSWORD not in log_text

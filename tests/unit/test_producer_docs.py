@@ -28,6 +28,6 @@ def test_the_figures_are_the_codes() -> None:
 
 
 def test_every_reason_of_an_input_event_is_named() -> None:
-    outcomes_only = {RejectReason.SUBSCRIBER_MISMATCH}  # docs/consuming-tasks.md
+    outcomes_only = {RejectReason.SUBSCRIBER_MISMATCH, RejectReason.UNKNOWN_TASK}  # consuming-tasks
     for reason in set(RejectReason) - outcomes_only:
         assert f"`{reason.value}`" in PAGE

@@ -464,7 +464,8 @@ def test_the_outcome_schema_and_the_worker_agree_on_times(
 ) -> None:
     value = {**_example("TaskOutcome"), "occurred_at": occurred_at}
     schema_ok = not list(_validator("task-outcome.schema.json").iter_errors(value))
-    record = RawRecord("t", 0, 0, None, json.dumps(value).encode())
+    key = value["subscriber_id"].encode()
+    record = RawRecord("t", 0, 0, key, json.dumps(value).encode())
     worker_ok = not isinstance(decode_outcome(record), DeadLetter)
     assert (schema_ok, worker_ok) == (valid, valid)
 

@@ -227,6 +227,28 @@ class TestOutcomes:
         assert w.sample("moments_task_outcomes_total", **labels) == 1
         assert not await w.sink.declines.suppressed(named, "low_balance")
 
+    @pytest.mark.parametrize("status", [OutcomeStatus.ACCEPTED, OutcomeStatus.UNREACHABLE])
+    async def test_an_outcome_for_a_task_never_published_is_a_dead_letter(
+        self, make_worker: Callable[..., Worker], status: OutcomeStatus
+    ) -> None:
+        """Every task is claimed in the ledger before it is published, and its entry is kept
+        for the ledger's TTL: no entry is no task of ours (it was counted
+        `moment_type="unknown"`, and the consumer never heard; dispatch consumer review).
+        A task whose payload is gone but whose entry is kept is counted (above)."""
+        w = make_worker()
+        sub = "13200000016"
+        result = await handle_outcomes([record_of(tid("never"), sub, status)], w.sink, now=NOW)
+        assert (result.handled, result.retries) == (0, [])
+        [dead] = result.dead_letters
+        assert dead.reason is RejectReason.UNKNOWN_TASK
+        assert dead.message.startswith(f"task {tid('never')} was never published by this")
+        assert dead.message.endswith(
+            "copy task_id from the task on moments.tasks of the detector (MOMENTS_APP_ID) "
+            "whose outcomes topic this is"
+        )
+        labels = {"moment_type": "unknown", "status": status.value}
+        assert w.sample("moments_task_outcomes_total", **labels) == 0
+
     async def test_bad_outcome_is_a_dead_letter(self, make_worker: Callable[..., Worker]) -> None:
         w = make_worker()
         result = await handle_outcomes([RawRecord("o", 0, 0, b"1", b"{not json")], w.sink)
