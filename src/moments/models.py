@@ -364,13 +364,40 @@ class Moment(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+DEFERRAL_REASONS: dict[str, str] = {
+    "quiet_hours": "the customer's quiet hours (their zone, or the visited place's while "
+    "roaming) held it; published when they ended",
+    "suspended": "the line was suspended; published once it is active again (`until`: "
+    "at most the task's expiry)",
+    "merge_window": "a call or manager task held for the merge window (30 minutes by "
+    "default) so that the subscriber's other moments join it (`related`)",
+    "frequency_cap": "the rule set's frequency cap (3 contacts a week on calls, manager "
+    "tasks and SMS by default) was full; published when a contact freed up",
+    "contact_cap": "the dispatch policy's contact cap was full; published when a contact freed up",
+    "capacity": "its region's and channel's capacity for the day was used up and its "
+    "rule's overflow is `defer`; published on the next local day",
+    "unreachable_retry": "a retry (`attempt` >= 1, `retry_of`) after an `unreachable` "
+    "outcome, waiting `outcomes.unreachable_retry_after` (2 hours by default)",
+    "deliver_after": "its moment was dated ahead of the detector's clock (within the "
+    "15 minutes an event may be): published at its `deliver_after`",
+}
+"""Every `Deferral.reason` the detector writes (engine gating, the dispatch sink, outcome
+retries), and what it means to a consumer: the schema and docs/consuming-tasks.md list
+them (a test holds both to the code)."""
+
+
 class Deferral(BaseModel):
-    """Why and until when do-not-disturb moved a task."""
+    """Why and until when a task was held back before it was published (quiet hours, a
+    suspended line, the merge window, a cap, capacity, a retry's wait); a task that waited
+    for several reasons in turn carries the last."""
 
     model_config = ConfigDict(frozen=True)
 
-    reason: str
-    until: AwareDatetime
+    reason: str = Field(
+        description="Why it waited: "
+        + "; ".join(f"`{name}`: {meaning}" for name, meaning in DEFERRAL_REASONS.items())
+    )
+    until: AwareDatetime = Field(description="Until when it was to wait")
 
 
 class QuietHours(BaseModel):
