@@ -526,4 +526,9 @@ class TaskOutcome(BaseModel):
     status: OutcomeStatus
     occurred_at: Instant
     agent_id: str | None = Field(default=None, max_length=128)
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(
+        default=None,
+        description="Free text for people (the detector acts on none of it). One over "
+        "2,000 characters is cut to 2,000, ending ` [cut from N characters]`: the outcome "
+        "is taken (a long note made it a dead letter, and outcomes are not replayed)",
+    )

@@ -104,7 +104,29 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
         )
         detail = "; ".join(_problem(e) for e in errors[:5])
         return DeadLetter(record, EVENT_TYPE, reason, type(exc).__name__, detail[:500])
-    return key_problem(record, outcome.subscriber_id, EVENT_TYPE) or outcome
+    return key_problem(record, outcome.subscriber_id, EVENT_TYPE) or with_note_cut(outcome)
+
+
+NOTE_MAX_CHARS = 2000
+"""The longest note kept; the rest of a longer one is cut, not refused."""
+
+
+def with_note_cut(outcome: TaskOutcome) -> TaskOutcome:
+    """The outcome with a note over `NOTE_MAX_CHARS` cut to them, ending in a marker that
+    says how long it was (logged: the task id and the lengths, never the text). A long
+    note made the whole outcome a dead letter, and outcomes are not replayed: a decline
+    or an unanswered call was lost for a remark."""
+    note = outcome.note
+    if note is None or len(note) <= NOTE_MAX_CHARS:
+        return outcome
+    marker = f" [cut from {len(note):,} characters]"
+    log.info(
+        "outcome of task %s: its note of %d characters is cut to %d",
+        outcome.task_id,
+        len(note),
+        NOTE_MAX_CHARS,
+    )
+    return outcome.model_copy(update={"note": note[: NOTE_MAX_CHARS - len(marker)] + marker})
 
 
 NOT_A_TASK_ID = (

@@ -3,6 +3,7 @@ and why, before anything is read from the ledger."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -47,3 +48,29 @@ class TestRecordKey:
         assert isinstance(dead, DeadLetter)
         assert dead.reason is RejectReason.KEY_MISMATCH
         assert dead.message.endswith("key by subscriber_id, exactly (UTF-8, no prefix, no spaces)")
+
+
+class TestNote:
+    """A note over 2,000 characters made the whole outcome a dead letter, and outcomes are
+    not replayed: the decline or the unanswered call it reported was lost for a remark
+    (dispatch consumer review). It is cut, and the outcome taken."""
+
+    def test_a_note_of_2000_characters_is_kept_whole(self) -> None:
+        outcome = decode_outcome(record(OUTCOME | {"note": "n" * 2000}))
+        assert isinstance(outcome, TaskOutcome)
+        assert outcome.note == "n" * 2000
+
+    def test_a_longer_note_is_cut_with_a_marker_and_a_log_line(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, "moments.outcomes")
+        outcome = decode_outcome(record(OUTCOME | {"status": "declined", "note": "n" * 5000}))
+        assert isinstance(outcome, TaskOutcome)
+        assert outcome.status == "declined"
+        assert outcome.note is not None
+        assert len(outcome.note) == 2000
+        assert outcome.note.endswith("n [cut from 5,000 characters]")
+        assert f"outcome of task {TASK}: its note of 5000 characters is cut to 2000" in (
+            caplog.text
+        )
+        assert "nnn" not in caplog.text  # the note itself is never logged
