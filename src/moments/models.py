@@ -22,6 +22,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.config import JsonDict
 from pydantic_core import CoreSchema
@@ -499,6 +500,24 @@ class ServiceTask(BaseModel):
         description="The task id this task retries (after `unreachable`)",
         json_schema_extra={"pattern": TASK_ID_PATTERN},
     )
+    moment_id: str | None = Field(
+        default=None,
+        description="The leading moment's own id: the task id it would have had alone. "
+        "`task_id` for a task of one moment; for a merged task the leading moment's (while "
+        "`task_id` is the group's, which may be that of a moment in `related`), so "
+        "`moment_id` and the `related` task ids name each moment once; a retry keeps its "
+        "original's. Set on every task the detector makes (read one without it as "
+        "`task_id`)",
+        json_schema_extra={"pattern": TASK_ID_PATTERN},
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_moment(cls, data: Any) -> Any:
+        """A task made of one moment is that moment's (also one stored before the field)."""
+        if isinstance(data, dict) and data.get("moment_id") is None and "task_id" in data:
+            return {**data, "moment_id": data["task_id"]}
+        return data
 
 
 class OutcomeStatus(StrEnum):

@@ -185,9 +185,10 @@ def lead_of(tasks: Sequence[ServiceTask]) -> ServiceTask:
 
 
 def related_of(task: ServiceTask) -> list[RelatedMoment]:
-    """The task itself, and what was already merged into it, as related moments."""
+    """The task's leading moment, under its own id (`moment_id`: a merged task's id is its
+    group's), and what was already merged into it, as related moments."""
     own = RelatedMoment(
-        task_id=task.task_id,
+        task_id=task.moment_id or task.task_id,
         moment=task.moment,
         priority=task.priority,
         channel=task.channel,
@@ -207,7 +208,9 @@ def merge_tasks(carrier_id: str, tasks: Sequence[ServiceTask]) -> ServiceTask:
     most personal channel (a manager, a call, an SMS, a push; then the highest priority,
     the earliest), the highest priority of them all, delivers no earlier than any of
     them wanted and expires with the last of them, and lists the other moments with
-    their evidence and expiry. Leading by priority alone turned a held complaint callback
+    their evidence and expiry. Its `moment_id` is the leading moment's own (the carrier's
+    id named the lead's moment while the carrier's own moment was in `related` under the
+    same id; dispatch consumer review). Leading by priority alone turned a held complaint callback
     into an SMS when an older SMS moment of the same priority joined it: no one made the
     call (dispatch review)."""
     if not tasks:
@@ -218,7 +221,7 @@ def merge_tasks(carrier_id: str, tasks: Sequence[ServiceTask]) -> ServiceTask:
     top = ordered[0]
     # Once per moment: a group released again (capacity, contact cap) holds the carrier
     # as merged before *and* the members it merged, which it lists already.
-    seen = {top.task_id}
+    seen = {top.moment_id or top.task_id}
     related = []
     for r in [r for t in ordered[1:] for r in related_of(t)] + list(top.related or []):
         if r.task_id not in seen:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from moments.exceptions import ConfigError
@@ -231,6 +232,36 @@ class TestMerge:
         assert again.moment.type == "type_c"
         assert sorted(r.task_id for r in again.related or []) == ["a", "b"]
 
+    def test_each_moment_of_a_merged_task_has_its_own_id(self) -> None:
+        """The task's id is the carrier's, whose own moment is in `related` under that id,
+        while the leading moment's own id appeared nowhere: a consumer de-duplicating per
+        moment saw a collision (dispatch consumer review). `moment_id` is the lead's."""
+        merged = merge_tasks("a", [make("a", priority=4), make("b", priority=1)])
+        assert (merged.task_id, merged.moment_id, merged.moment.type) == ("a", "b", "type_b")
+        ids = [merged.moment_id, *(r.task_id for r in merged.related or [])]
+        assert ids == ["b", "a"]
+        assert [r.moment.type for r in merged.related or []] == ["type_a"]
+
+    def test_a_task_of_one_moment_is_its_own_moment(self) -> None:
+        """Also a task stored or published before `moment_id` existed, read back."""
+        assert make("a").moment_id == "a"
+        old = make("a").model_dump(mode="json", exclude={"moment_id"})
+        assert ServiceTask.model_validate_json(orjson.dumps(old)).moment_id == "a"
+
+    def test_merged_again_under_another_lead_each_moment_keeps_its_id(self) -> None:
+        """The carrier, led by another moment before, was listed under its own id with the
+        lead's moment, and its own moment was then left out as a repeat."""
+        first = merge_tasks("a", [make("a", priority=3), make("b", priority=2)])
+        again = merge_tasks("a", [first, make("c", priority=1)])
+        assert (again.task_id, again.moment_id) == ("a", "c")
+        related = sorted((r.task_id, r.moment.type) for r in again.related or [])
+        assert related == [("a", "type_a"), ("b", "type_b")]
+        # Leading again, it keeps its lead, and the carrier's own moment is not dropped.
+        kept = merge_tasks("a", [first, make("c", priority=4)])
+        assert (kept.task_id, kept.moment_id) == ("a", "b")
+        related = sorted((r.task_id, r.moment.type) for r in kept.related or [])
+        assert related == [("a", "type_a"), ("c", "type_c")]
+
     def test_a_held_call_is_never_turned_into_an_sms(self) -> None:
         """A severity-1 complaint call waited for the merge window; a low-balance SMS of the
         same priority, triggered earlier, joined it and led: the task went out as an SMS
@@ -306,3 +337,9 @@ class TestRetry:
         assert (second.task_id, second.retry_of) == (retry_id("u", 2), "u")
         assert retry_task(second, T0, hour, max_retries=2) is None
         assert retry_task(task, T0, dt.timedelta(hours=7), max_retries=2) is None
+
+    def test_a_retry_is_of_the_same_moment(self) -> None:
+        merged = merge_tasks("a", [make("a", priority=4), make("b", priority=1)])
+        retry = retry_task(merged, T0, dt.timedelta(hours=1), max_retries=2)
+        assert retry is not None
+        assert (retry.retry_of, retry.moment_id) == ("a", "b")

@@ -88,7 +88,9 @@ def test_a_retry_of_a_merged_task_is_its_own_payload() -> None:
 def test_parked_twice_under_another_lead_the_own_moment_is_gone() -> None:
     sms = task("s1", "low_balance", Channel.SMS, 48 * HOUR)
     lead = task("c2", "complaint", Channel.OUTBOUND_CALL, 48 * HOUR, priority=2)
-    twice = merge_tasks("s1", [merge_tasks("s1", [sms, lead]), lead])
+    # As the earlier version stored it: no moment_id, read back as its task id.
+    once = merge_tasks("s1", [sms, lead])
+    twice = merge_tasks("s1", [once.model_copy(update={"moment_id": "s1"}), lead])
     rebuilt = own_moment("s1", twice, [lead])
     assert rebuilt is not None
     assert rebuilt.own is None

@@ -46,13 +46,18 @@ async def parked_as_merged(
     assert await deferral.join_many(joins) == [carrier.task_id] * len(members)
     for _ in range(reparks):
         [due] = await deferral.release(release_at, 10)
-        tasks = [ServiceTask.model_validate_json(p) for p in [due.payload, *due.members]]
+        # The earlier version's tasks had no moment_id (a payload's is read as its id).
+        tasks = [
+            ServiceTask.model_validate_json(p).model_copy(update={"moment_id": None})
+            for p in [due.payload, *due.members]
+        ]
         merged = merge_tasks(carrier.task_id, tasks)
         until = dt.datetime.fromtimestamp(release_at, dt.UTC)
         merged = merged.model_copy(
             update={
                 "deferred": Deferral(reason="capacity", until=until),
                 "deliver_after": max(merged.deliver_after, until),
+                "moment_id": None,
             }
         )
         parking = Parking(carrier.task_id, SUB, task_bytes(merged), release_at, WINDOW_S)
