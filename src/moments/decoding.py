@@ -5,8 +5,16 @@ from __future__ import annotations
 import re
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-from moments.models import EVENT_MODELS, SUBSCRIBER_PATTERN, EventType, InputEvent
+from moments.models import (
+    EVENT_MODELS,
+    SUBSCRIBER_PATTERN,
+    TIME_PATTERN,
+    EventType,
+    InputEvent,
+    time_fix,
+)
 from moments.records import DeadLetter, RawRecord, RejectReason
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -67,13 +75,13 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
         # (models.Instant, Money, _integer, Strict).
         event = EVENT_MODELS[event_type].__pydantic_validator__.validate_json(value)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
+        errors = exc.errors(include_url=False)
         if errors and errors[0]["type"] == "json_invalid":
             return _reject(
                 record, event_type, RejectReason.INVALID_JSON, "JSONDecodeError", errors[0]["msg"]
             )
         detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in errors[:5]
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {problem(e)}" for e in errors[:5]
         )
         if (other := _reads_as(value, event_type)) is not None:
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
@@ -106,6 +114,17 @@ def key_problem(record: RawRecord, subscriber_id: str, kind: str) -> DeadLetter 
             "by subscriber_id, exactly (UTF-8, no prefix, no spaces)",
         )
     return None
+
+
+def problem(error: ErrorDetails) -> str:
+    """A validation error's message, naming the fix for a time that does not match the
+    pattern (the message was the 337-character pattern). The input is looked at, never
+    quoted: a dead letter's reason names fields, not their values."""
+    pattern = (error.get("ctx") or {}).get("pattern")
+    if error["type"] == "string_pattern_mismatch" and pattern == TIME_PATTERN:
+        value = error.get("input")
+        return time_fix(value) if isinstance(value, str) else error["msg"]
+    return error["msg"]
 
 
 def _reads_as(value: bytes, refused_as: EventType) -> str | None:

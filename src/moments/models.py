@@ -7,6 +7,7 @@ classes by `moments schemas export` and a test fails when it drifts.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -74,6 +75,33 @@ _RFC3339 = (
     rf"^({_EVENT_DAY})[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
     r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
+TIME_PATTERN = _RFC3339
+"""What an instant's text must match (`Instant`)."""
+TIME_EXAMPLE = "2026-12-05T13:10:00+08:00"
+_DAY_AND_HOUR = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}"
+_NO_OFFSET = re.compile(_DAY_AND_HOUR + r":[0-9]{2}(\.[0-9]+)?$")
+_NO_SECONDS = re.compile(_DAY_AND_HOUR + r"([Zz]|[+-][0-9:]+)?$")
+_SPACED = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:")
+_BARE_OFFSET = re.compile(r"[0-9][+-][0-9]{4}$")
+
+
+def time_fix(text: str) -> str:
+    """What to change in a time that is not `TIME_PATTERN`, for a dead letter's reason (the
+    pattern itself, 337 characters, was the reason). Never quotes the text."""
+    if _NO_OFFSET.match(text):
+        return f"add a UTC offset, e.g. {TIME_EXAMPLE}"
+    if _NO_SECONDS.match(text):
+        return f"write the seconds (and a UTC offset), e.g. {TIME_EXAMPLE}"
+    if _SPACED.match(text):
+        return f"write a T between the date and the time, e.g. {TIME_EXAMPLE}"
+    if _BARE_OFFSET.search(text):
+        return f"write the UTC offset with a colon (+08:00, not +0800), e.g. {TIME_EXAMPLE}"
+    return (
+        f"write an RFC 3339 time with a UTC offset, e.g. {TIME_EXAMPLE} (a real day in "
+        "1970-2099, hours 00-23)"
+    )
+
+
 MONEY_DIGITS = 9
 """Money below a billion yuan either way: an amount of 400 digits made the spend series
 infinite, stored as null, and the worker crashed on the subscriber's next event."""

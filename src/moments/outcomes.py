@@ -48,7 +48,7 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from moments.decoding import MAX_MESSAGE_BYTES, key_problem
+from moments.decoding import MAX_MESSAGE_BYTES, key_problem, problem
 from moments.engine import LATENESS, allowed_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import DeadLetter, RawRecord, RejectReason
@@ -96,7 +96,7 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
     try:
         outcome = TaskOutcome.model_validate_json(record.value)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
+        errors = exc.errors(include_url=False)
         reason = (
             RejectReason.INVALID_JSON
             if any(e["type"] == "json_invalid" for e in errors)
@@ -140,7 +140,7 @@ def _problem(error: ErrorDetails) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "value"
     if where == "task_id" and error["type"] in ("string_pattern_mismatch", "string_too_long"):
         return f"task_id: {NOT_A_TASK_ID}"
-    return f"{where}: {error['msg']}"
+    return f"{where}: {problem(error)}"
 
 
 def subscriber_mismatch(record: RawRecord, outcome: TaskOutcome) -> DeadLetter:

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from moments.models import TaskOutcome
+from moments.decoding import decode
+from moments.models import EventType, TaskOutcome
 from moments.outcomes import decode_outcome
 from moments.records import DeadLetter, RawRecord, RejectReason
 
@@ -74,3 +75,41 @@ class TestNote:
             caplog.text
         )
         assert "nnn" not in caplog.text  # the note itself is never logged
+
+
+class TestTimeMessages:
+    """A time the contract does not take is refused naming the fix: the reason was the
+    337-character pattern (dispatch consumer review). The value is never quoted."""
+
+    @pytest.mark.parametrize(
+        ("occurred_at", "fix"),
+        [
+            ("2026-11-22T09:30:00", "add a UTC offset, e.g. 2026-12-05T13:10:00+08:00"),
+            ("2026-11-22T09:30:00.473436", "add a UTC offset, e.g. 2026-12-05T13:10:00+08:00"),
+            ("2026-12-05T13:10Z", "write the seconds (and a UTC offset), e.g. "),
+            ("2026-12-05 13:10:00+00:00", "write a T between the date and the time, e.g. "),
+            ("2026-12-05T13:10:00+0800", "write the UTC offset with a colon (+08:00, not "),
+            ("2126-12-05T13:10:00Z", "write an RFC 3339 time with a UTC offset, e.g. "),
+        ],
+    )
+    def test_a_time_that_does_not_fit_names_the_fix(self, occurred_at: str, fix: str) -> None:
+        dead = decode_outcome(record(OUTCOME | {"occurred_at": occurred_at}))
+        assert isinstance(dead, DeadLetter)
+        assert dead.reason is RejectReason.INVALID_EVENT
+        assert dead.message.startswith(f"occurred_at: {fix}")
+        assert len(dead.message) < 150
+        assert occurred_at not in dead.message
+
+    def test_an_events_time_names_the_fix_too(self) -> None:
+        value = {
+            "event_id": "t1",
+            "subscriber_id": SUB,
+            "occurred_at": "2026-12-05T13:10:00",
+            "amount": 50,
+            "channel": "app",
+        }
+        dead = decode(
+            RawRecord("telecom.topup", 0, 1, SUB.encode(), orjson.dumps(value)), EventType.TOPUP
+        )
+        assert isinstance(dead, DeadLetter)
+        assert dead.message == "occurred_at: add a UTC offset, e.g. 2026-12-05T13:10:00+08:00"
