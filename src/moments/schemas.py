@@ -12,17 +12,21 @@ writes them with `export_schemas()` and `--check` uses `check_schemas()`.
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import functools
 import io
 import json
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import orjson
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from ruamel.yaml import YAML
 
 from moments.models import (
     ComplaintEvent,
+    EventType,
     ProfileEvent,
     RoamingEvent,
     ServiceTask,
@@ -60,7 +64,8 @@ DLQ_HEADER_PREFIX: Final = "__dlq.errors."
 
 _SUBSCRIBER = "13800138000"
 
-# One realistic value per message, used as AsyncAPI message examples (and by tests).
+# One realistic value per input message, used as AsyncAPI message examples (and by tests);
+# the ServiceTask's is made from them by the code (`example_task`).
 EXAMPLES: Final[dict[str, Any]] = {
     "TopUpEvent": {
         "event_id": "bss-topup-20261122-000123",
@@ -115,30 +120,6 @@ EXAMPLES: Final[dict[str, Any]] = {
         "opt_out": ["outbound_call"],
         "manager_id": "mgr-0042",
     },
-    "ServiceTask": {
-        "task_id": "90bd947c9fdac044a8b53075800c7701",
-        "subscriber_id": _SUBSCRIBER,
-        "region": "NJ",
-        "tier": "gold",
-        "manager_id": "mgr-0042",
-        "moment": {
-            "family": "first_time",
-            "type": "first_international_roaming",
-            "rule_id": "first_international_roaming",
-            "rule_version": 1,
-            "description": "First international roaming registration (JP)",
-            "params": {"country": "JP"},
-        },
-        "priority": 2,
-        "channel": "sms",
-        "action": "roaming_welcome_pack",
-        "triggered_at": "2026-11-22T07:05:00+09:00",
-        "created_at": "2026-11-22T07:05:01+09:00",
-        "deliver_after": "2026-11-22T08:00:00+09:00",
-        "expires_at": "2026-11-23T07:05:00+09:00",
-        "evidence": ["vlr-reg-88412"],
-        "deferred": {"reason": "quiet_hours", "until": "2026-11-22T08:00:00+09:00"},
-    },
     "TaskOutcome": {
         "task_id": "90bd947c9fdac044a8b53075800c7701",
         "subscriber_id": _SUBSCRIBER,
@@ -148,6 +129,33 @@ EXAMPLES: Final[dict[str, Any]] = {
         "note": "Bought the Japan 7-day data pack",
     },
 }
+
+
+@functools.cache
+def example_task() -> dict[str, Any]:
+    """The ServiceTask example: the task the packaged catalog makes of the profile and
+    roaming examples (a first international roaming in quiet hours), as the sink publishes
+    it. Made by the code, so it cannot drift from real tasks: the hand-written one lacked
+    `attempt`, `quiet_hours`, `related`, `retry_of` and `risk` and wrote times no task has
+    (dispatch consumer review)."""
+    from moments.pipeline import run_pipeline
+    from rules.catalog import load_rules
+    from sinks.dispatch import task_bytes
+
+    roaming = EXAMPLES["RoamingEvent"]
+    # The worker reads the event a second after it happened, on its UTC clock.
+    now = dt.datetime.fromisoformat(roaming["occurred_at"]).astimezone(dt.UTC)
+    events = [(EventType.PROFILE, EXAMPLES["ProfileEvent"]), (EventType.ROAMING, roaming)]
+    result = run_pipeline(events, load_rules(), now=now + dt.timedelta(seconds=1))
+    [task] = [t for t in result.tasks if t.moment.type == "first_international_roaming"]
+    made: dict[str, Any] = orjson.loads(task_bytes(task))
+    return made
+
+
+def example(model_name: str) -> Any:
+    """The example value of a message (a copy)."""
+    value = example_task() if model_name == "ServiceTask" else EXAMPLES[model_name]
+    return copy.deepcopy(value)
 
 
 def _topic_env(field: str) -> str:
@@ -220,7 +228,7 @@ def _message(model_name: str, summary: str, *, description: str | None = None) -
         "contentType": "application/json",
         "payload": {"$ref": f"#/components/schemas/{model_name}"},
         "bindings": {"kafka": {"key": _subscriber_key(), "bindingVersion": KAFKA_BINDING_VERSION}},
-        "examples": [{"name": f"{model_name}-example", "payload": EXAMPLES[model_name]}],
+        "examples": [{"name": f"{model_name}-example", "payload": example(model_name)}],
     }
     if description:
         message["description"] = description
