@@ -7,12 +7,14 @@ import asyncio
 import datetime as dt
 import re
 import time
+from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from moments.connections import kafka_client_kwargs, redis_client
 from moments.models import TASK_ID_PATTERN, OutcomeStatus, TaskOutcome
+from moments.pii import mask_msisdn
 from moments.redisurl import redacted_url
 from moments.settings import Settings
 from sinks.ledger import TaskLedger
@@ -76,6 +78,47 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
     return str(orjson.loads(body)["subscriber_id"])
 
 
+async def check_subscriber(settings: Settings, task_id: str, given: str) -> str | None:
+    """Refuse (`AckError`) a `--subscriber` that is not the task's, while the ledger keeps
+    the task: the worker would make the outcome a `subscriber_mismatch` dead letter, and
+    the command said nothing (dispatch consumer review). Returns a warning when the ledger
+    cannot tell (the task gone, or Redis unreachable), None when the subscriber is the
+    task's."""
+    from redis import exceptions as rx
+
+    where = f"{redacted_url(settings.redis_url)} (app id {settings.app_id})"
+    redis = redis_client(settings)
+    try:
+        ledger = TaskLedger(redis, f"moments:{settings.app_id}:", settings.ledger_ttl_seconds)
+        body = await redis.get(ledger.body_key(task_id))
+        known = body is not None or bool(await redis.exists(ledger.key(task_id)))
+    except (rx.RedisError, OSError) as exc:
+        return (
+            f"could not check task {task_id}'s subscriber in {where}: {type(exc).__name__}; "
+            "written as given (the worker refuses it as subscriber_mismatch if it is not the "
+            "task's)"
+        )
+    finally:
+        await redis.aclose()
+    if body is None:
+        if known:
+            return None  # expired: the worker counts it and can check nothing
+        return (
+            f"task {task_id} is not in the ledger in {where}: the worker refuses an outcome "
+            "for a task it never published (unknown_task); check the task id and "
+            "MOMENTS_APP_ID"
+        )
+    stored = str(orjson.loads(body)["subscriber_id"])
+    if stored != given:
+        shown = (lambda n: n) if settings.log_pii else mask_msisdn
+        raise AckError(
+            f"task {task_id} is subscriber {shown(stored)}'s, not {shown(given)}'s: the worker "
+            "would refuse this outcome (subscriber_mismatch); leave out --subscriber (the "
+            "task's is looked up) or pass the task's"
+        )
+    return None
+
+
 async def write_outcome(settings: Settings, outcome: TaskOutcome) -> None:
     """Produce the outcome keyed by subscriber and wait for the broker's ack."""
     producer = AIOKafkaProducer(
@@ -99,8 +142,14 @@ async def ack_task(
     subscriber_id: str | None = None,
     note: str | None = None,
     agent_id: str | None = None,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> TaskOutcome:
+    """Write the outcome of a task; `warn` is told what could not be checked."""
     check_task_id(task_id)
+    if subscriber_id is not None:
+        warning = await check_subscriber(settings, task_id, subscriber_id)
+        if warning is not None:
+            warn(warning)
     sub = subscriber_id or await subscriber_of(settings, task_id)
     outcome = build_outcome(task_id, sub, status, note, agent_id)
     await write_outcome(settings, outcome)

@@ -769,7 +769,13 @@ def _add_tasks_ack(sub: Subparsers) -> None:
     )
     p.add_argument("--note", default=None, help="free text for the record")
     p.add_argument("--agent", default=None, help="who acted (agent id)")
-    p.add_argument("--subscriber", default=None, metavar="MSISDN", help="skip the lookup in Redis")
+    p.add_argument(
+        "--subscriber",
+        default=None,
+        metavar="MSISDN",
+        help="the task's subscriber, for a task Redis no longer holds (refused if Redis "
+        "holds the task under another)",
+    )
 
 
 def _cmd_tasks_ack(args: argparse.Namespace) -> int:
@@ -795,6 +801,7 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
                 subscriber_id=args.subscriber,
                 note=args.note,
                 agent_id=args.agent,
+                warn=lambda text: print(f"moments: warning: {text}", file=sys.stderr),
             )
         )
     except AckError as exc:

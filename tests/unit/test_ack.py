@@ -7,8 +7,9 @@ import asyncio
 import orjson
 import pytest
 
-from moments.ack import AckError, ack_task, build_outcome
+from moments.ack import AckError, ack_task, build_outcome, check_subscriber
 from moments.cli import main
+from moments.embedded import free_port
 from moments.models import OutcomeStatus, TaskOutcome
 from moments.settings import Settings
 
@@ -47,6 +48,7 @@ class TestReceipt:
             subscriber_id: str | None = None,
             note: str | None = None,
             agent_id: str | None = None,
+            warn: object = None,
         ) -> TaskOutcome:
             return build_outcome(task_id, "13800138001", status, note, agent_id)
 
@@ -71,3 +73,16 @@ class TestReceipt:
     ) -> None:
         monkeypatch.setenv("MOMENTS_LOG_PII", "true")
         assert self.ack(capsys)["subscriber_id"] == "13800138001"
+
+
+class TestSubscriberCheck:
+    """`--subscriber` is checked against the task's while the ledger keeps it (tests/
+    integration/dispatch/test_outcomes.py); when the ledger cannot be read the outcome is
+    written with a warning."""
+
+    def test_an_unreachable_redis_is_a_warning(self) -> None:
+        settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        warning = asyncio.run(check_subscriber(settings, "0" * 32, "13800138001"))
+        assert warning is not None
+        assert warning.startswith(f"could not check task {'0' * 32}'s subscriber in redis://")
+        assert "subscriber_mismatch" in warning

@@ -426,6 +426,46 @@ class TestAckCommand:
             "called, all fine",
         )
 
+    def ack(self, settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "moments", "tasks", "ack", *args],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    async def test_another_subscriber_than_the_tasks_is_refused(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """It exited 0, and the worker made the outcome a `subscriber_mismatch` dead letter
+        (dispatch consumer review)."""
+        w = make_worker()
+        await w.send(task(tid("k1"), sub="13200000041"))
+        args = [tid("k1"), "--status", "accepted", "--subscriber", "13200000042"]
+        proc = await asyncio.to_thread(self.ack, w.settings, *args)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip() == (
+            f"moments: task {tid('k1')} is subscriber 132****0041's, not 132****0042's: the "
+            "worker would refuse this outcome (subscriber_mismatch); leave out --subscriber "
+            "(the task's is looked up) or pass the task's"
+        )
+        ok = await asyncio.to_thread(
+            self.ack, w.settings, tid("k1"), "--status", "accepted", "--subscriber", "13200000041"
+        )
+        assert (ok.returncode, ok.stderr) == (0, "")
+
+    async def test_a_task_the_ledger_never_had_is_a_warning(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        w = make_worker()
+        args = [tid("k2"), "--status", "accepted", "--subscriber", "13200000043"]
+        proc = await asyncio.to_thread(self.ack, w.settings, *args)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.startswith(f"moments: warning: task {tid('k2')} is not in the ledger")
+        assert "(unknown_task)" in proc.stderr
+
     async def test_a_task_recorded_just_after_the_ack_asks_is_found(
         self, make_worker: Callable[..., Worker]
     ) -> None:
