@@ -1,0 +1,163 @@
+"""The operator's working hours per channel (`hours:` in the dispatch policy), and the first
+instant a task may be acted on.
+
+A channel's hours are daily `HH:MM-HH:MM` windows on the operator's wall clock
+(`DispatchPolicy.timezone`), half-open like quiet hours: `09:00-21:00` is open from 09:00
+up to, not including, 21:00. A window may cross midnight (`20:00-02:00`: open until 02:00
+the next morning); a shift that runs past midnight is a real timetable, and reading it
+as an error would leave no way to write it. A channel is closed outside the union of its
+windows, and that closed part is itself a set of daily windows (`ChannelHours.closed`),
+so when a channel opens is `next_open_instant` over them: the DST-aware walk that ends
+quiet hours, not a second one.
+
+`first_allowed` finds the first instant several such constraints all allow (the
+channel's hours, the customer's quiet hours in another zone): each says when it next
+allows from a given instant, and the candidate moves to the latest of their answers
+until they agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from rules.quiet_hours import QuietWindow, next_open_instant, parse_window
+
+_DAY_MINUTES = 24 * 60
+_FIX = "write the hours the channel is worked, HH:MM-HH:MM such as 09:00-21:00"
+MAX_ROUNDS = 16
+"""Candidate openings `first_allowed` tries: two sets of daily windows agree within a few
+(each round moves the candidate to an opening of one of them)."""
+
+Opening = Callable[[dt.datetime], dt.datetime | None]
+"""A constraint: the first instant at or after the given one that it allows (None: none)."""
+
+
+def _minute(at: dt.time) -> int:
+    return at.hour * 60 + at.minute
+
+
+def _time(minute: int) -> dt.time:
+    return dt.time(minute // 60 % 24, minute % 60)
+
+
+def covered_minutes(windows: Iterable[QuietWindow]) -> list[bool]:
+    """For each minute of the day, whether a window covers it."""
+    covered = [False] * _DAY_MINUTES
+    for window in windows:
+        start, end = _minute(window.start), _minute(window.end)
+        span = range(start, end) if end > start else [*range(start, _DAY_MINUTES), *range(end)]
+        for minute in span:
+            covered[minute] = True
+    return covered
+
+
+def complement(windows: Sequence[QuietWindow]) -> tuple[QuietWindow, ...]:
+    """The daily windows no window of `windows` covers, each a maximal span (one crossing
+    midnight when the gap does); () when they cover the whole day. `windows` must cover
+    at least a minute."""
+    covered = covered_minutes(windows)
+    if all(covered):
+        return ()
+    first = covered.index(True)  # a gap never starts before it: spans wrap around it
+    out: list[QuietWindow] = []
+    start: int | None = None
+    for step in range(1, _DAY_MINUTES + 1):
+        minute = (first + step) % _DAY_MINUTES
+        if not covered[minute] and start is None:
+            start = minute
+        elif covered[minute] and start is not None:
+            out.append(QuietWindow(_time(start), _time(minute)))
+            start = None
+    return tuple(sorted(out, key=lambda w: w.start))
+
+
+@dataclass(frozen=True)
+class ChannelHours:
+    """When a channel is worked: `open` as written, `closed` the rest of the day."""
+
+    open: tuple[QuietWindow, ...]
+    closed: tuple[QuietWindow, ...]
+
+    def opens(self, instant: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+        """The first instant at or after `instant` inside an open window (in UTC)."""
+        if not self.closed:
+            return instant.astimezone(dt.UTC)
+        found = next_open_instant(instant, self.closed, tz)
+        if found is None:  # parse_hours refuses hours that leave nothing open
+            raise ValueError(f"channel hours {self} are never open")
+        return found
+
+    def is_open(self, instant: dt.datetime, tz: dt.tzinfo) -> bool:
+        return self.opens(instant, tz) <= instant
+
+    def __str__(self) -> str:
+        return ", ".join(str(w) for w in self.open)
+
+
+def _window(text: str) -> QuietWindow:
+    """One open window; the fix said as for working hours, not quiet hours."""
+    try:
+        window = parse_window(text)
+    except ValueError as exc:
+        if "the same" not in str(exc):
+            raise ValueError(f"{str(exc).split(';')[0]}; {_FIX}") from None
+        raise ValueError(
+            f"{text}: start and end are the same, so the window is empty or the whole day; "
+            f"{_FIX}, or remove the channel from hours to have it open all day"
+        ) from None
+    return window
+
+
+def hours_text(value: object) -> tuple[str, ...]:
+    """A channel's hours as written (one window, or a list of them), checked and
+    normalised to `HH:MM-HH:MM`; ValueError naming the fix."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"{value!r}: {_FIX}, or a list of them such as [09:00-12:00, 13:00-18:00]")
+    if not texts:
+        raise ValueError(
+            f"no window, so the channel would never be worked; {_FIX}, or remove the channel "
+            "from hours to have it open all day"
+        )
+    windows = [_window(t) for t in texts]
+    if not complement(windows):
+        raise ValueError(
+            f"{', '.join(str(w) for w in windows)} cover the whole day; remove the channel "
+            "from hours (a channel not listed is open all day)"
+        )
+    return tuple(str(w) for w in windows)
+
+
+@functools.lru_cache(maxsize=64)
+def channel_hours(texts: tuple[str, ...]) -> ChannelHours:
+    """`hours_text`'s windows as `ChannelHours` (cached: dispatch asks for every task)."""
+    windows = tuple(parse_window(t) for t in texts)
+    return ChannelHours(windows, complement(windows))
+
+
+def first_allowed(
+    at: dt.datetime, openings: Sequence[Opening], rounds: int = MAX_ROUNDS
+) -> dt.datetime | None:
+    """The first instant at or after `at` that every constraint allows; None when one never
+    allows again.
+
+    Each round asks every constraint from the candidate and moves it to the latest answer:
+    no earlier instant is allowed by all (the one that answered later allows none before
+    its answer), so the candidate only moves forward, and stops where all agree. After
+    `rounds` without agreement it is returned as it is: no earlier instant is allowed, so
+    a caller that waits until then and asks again loses nothing."""
+    candidate = at
+    for _ in range(rounds):
+        latest = candidate
+        for opening in openings:
+            found = opening(candidate)
+            if found is None:
+                return None
+            latest = max(latest, found)
+        if latest == candidate:
+            return candidate
+        candidate = latest
+    return candidate
