@@ -61,7 +61,8 @@ def zones_differ(customers: str, operator: str) -> str | None:
         return None
     return (
         f"customers' days and quiet hours are judged in {customers} (the rules' "
-        f"gating.timezone), capacity days in {operator} (the dispatch policy's timezone); "
+        f"gating.timezone), capacity days and channel hours in {operator} (the dispatch "
+        "policy's timezone); "
         "set both alike unless the operator's day is not its customers' (docs/gating.md)"
     )
 
@@ -89,7 +90,7 @@ def _policy(settings: Settings) -> tuple[Finding, DispatchPolicy | None]:
     except ConfigError as exc:
         return Finding("dispatch policy", Verdict.FAIL, str(exc)), None
     where = settings.dispatch_policy or "the defaults (MOMENTS_DISPATCH_POLICY unset)"
-    return Finding("dispatch policy", Verdict.OK, f"{where}"), policy
+    return Finding("dispatch policy", Verdict.OK, f"{where}; {policy.describe_hours()}"), policy
 
 
 def _state_format() -> Finding:

@@ -5,8 +5,9 @@ Every task the ledger lets us own goes through one decision (`_decide`), whether
 fresh from a batch, released from the deferral queue or re-driven after a crash:
 declined-rule suppression, expiry and relevance -> merge into a waiting task of the
 same subscriber -> wait (deferral queue) while `deliver_after` is in the future, the line
-is suspended, the task's quiet hours cover the hour or the channel holds for the merge
-window -> contact cap -> capacity and overflow -> publish.
+is suspended, the task's quiet hours cover the hour, its channel is not worked now
+(`hours:`, `sinks.hours`) or the channel holds for the merge window -> contact cap ->
+capacity and overflow -> publish.
 Each step is idempotent per task id, so a retry after a Redis error, a re-drive after a
 crash or a second worker racing never sends a task twice or loses it.
 """
@@ -33,6 +34,7 @@ from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, next_day_start
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
+from sinks.hours import Opening, first_allowed
 from sinks.ledger import state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
@@ -628,7 +630,11 @@ class TaskSink:
             elif task.deliver_after.timestamp() > now:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
                 w.park(r, task.deliver_after.timestamp(), reason, count=not gated)
-            elif self._suspended(r, now, facts, w) or (not gated and self._quiet(r, now, w)):
+            elif (
+                self._suspended(r, now, facts, w)
+                or (not gated and self._quiet(r, now, w))
+                or self._off_hours(r, now, w)
+            ):
                 pass
             elif r.c.fresh and task.channel in self.policy.merge.hold_channels:
                 w.park(r, now + window, "merge_window")
@@ -754,6 +760,8 @@ class TaskSink:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
                 reason = self._keep(t, now, declined, facts)
+                if reason is None:
+                    t, reason = self._worked(t, now)
                 if reason is None:
                     kept.append(t)
                     continue
@@ -1053,6 +1061,68 @@ class TaskSink:
         if until <= at:
             return False
         w.park(r, until.timestamp(), "quiet_hours")
+        return True
+
+    def _opening(
+        self, task: ServiceTask, at: dt.datetime, quiet: Sequence[Opening]
+    ) -> dt.datetime | None:
+        """When the task's channel is worked (`hours:`) and the `quiet` hours allow, from
+        `at`; None when never. A channel not listed: `at`."""
+        hours = self.policy.hours_for(task.channel)
+        if hours is None:
+            return at
+        zone = self.policy.zone
+        return first_allowed(at, [lambda t: hours.opens(t, zone), *quiet])
+
+    def _worked(self, task: ServiceTask, now: float) -> tuple[ServiceTask, SuppressReason | None]:
+        """The task, or on its rule's fallback channel (`overflow:`) when its own is not
+        worked, its quiet hours allowing, before it must go and the fallback's is;
+        expired when neither is. Judged per moment, before merging and waiting, so a call
+        made at 00:30 that expires at 08:00 is an SMS now rather than dropped at 09:00."""
+        if not self.policy.hours:
+            return task, None
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        quiet = [functools.partial(_opens, task)]
+        opens = self._opening(task, at, quiet)
+        if opens is not None and opens.timestamp() <= self._last_send(task):
+            return task, None
+        overflow = self.policy.overflow_for(task.moment.rule_id)
+        if overflow.policy is OverflowPolicy.FALLBACK and overflow.channel not in (
+            None,
+            task.channel,
+        ):
+            other = task.model_copy(update={"channel": overflow.channel})
+            opens = self._opening(other, at, quiet)
+            if opens is not None and opens.timestamp() <= self._last_send(other):
+                return other, None
+        return task, SuppressReason.EXPIRED
+
+    def _off_hours(self, r: _Route, now: float, w: _Writes) -> bool:
+        """The task's channel is not worked now (`hours:`): it waits for the first instant
+        its channel is worked and its moments' quiet hours allow (as `_quiet` judges them),
+        or is dropped as expired when that comes too late (`_worked` let each moment
+        through, so only a group whose moments' hours do not meet in time)."""
+        task = r.task
+        if self.policy.hours_for(task.channel) is None:
+            return False
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        last = self._last_send(task)
+
+        def member(m: ServiceTask) -> Opening:
+            def opens(instant: dt.datetime) -> dt.datetime:
+                o = _opens(m, instant)
+                return o if o is not None and o.timestamp() <= last else instant
+
+            return opens
+
+        quiet: list[Opening] = [functools.partial(_opens, task), *map(member, r.moments)]
+        opens = self._opening(task, at, quiet)
+        if opens is not None and opens <= at:
+            return False
+        if opens is None or opens.timestamp() > last:
+            self._drop_route(r, SuppressReason.EXPIRED, w)
+        else:
+            w.park(r, opens.timestamp(), "channel_hours")
         return True
 
     async def _send(self, tasks: list[ServiceTask]) -> None:

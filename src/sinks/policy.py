@@ -1,4 +1,5 @@
-"""The dispatch policy: capacity, overflow, contact cap, merge window, relevance, outcomes.
+"""The dispatch policy: capacity, overflow, contact cap, merge window, relevance, outcomes,
+channel hours.
 
 Read from the YAML file named by `MOMENTS_DISPATCH_POLICY` (see docs/architecture.md,
 "Dispatch policy"); without a file the defaults below apply: no capacity limits, no
@@ -29,6 +30,7 @@ from moments.exceptions import ConfigError
 from moments.models import Channel
 from moments.zones import DEFAULT_TIMEZONE, check_zone
 from rules.durations import parse_duration
+from sinks.hours import ChannelHours, channel_hours, hours_text
 
 ANY = "*"
 
@@ -92,6 +94,14 @@ class MergePolicy(_Frozen):
     hold_channels: frozenset[Channel] = frozenset({Channel.OUTBOUND_CALL, Channel.MANAGER})
 
 
+HoursText = Annotated[
+    tuple[str, ...],
+    BeforeValidator(hours_text),
+    Field(description="HH:MM-HH:MM, or a list of them, on the operator's wall clock"),
+]
+"""A channel's working hours as written (one window or a list), checked and normalised."""
+
+
 class RelevanceCheckName(StrEnum):
     TOPPED_UP = "topped_up"
     CAME_HOME = "came_home"
@@ -128,6 +138,12 @@ class DispatchPolicy(_Frozen):
         description="a task with less than this left before its expires_at is not published "
         "(suppressed as expired): no consumer could act on it in time",
     )
+    hours: dict[Channel, HoursText] = Field(
+        default_factory=dict,
+        description="when each channel is worked, in `timezone` (e.g. outbound_call: "
+        "09:00-21:00); a task waits for its channel's hours; a channel not listed is open "
+        "all day",
+    )
 
     _zone = field_validator("timezone")(check_zone)
 
@@ -159,6 +175,20 @@ class DispatchPolicy(_Frozen):
             if limits is not None and channel in limits:
                 return key, limits[channel]
         return None
+
+    def hours_for(self, channel: Channel) -> ChannelHours | None:
+        """When the channel is worked; None when it is open all day."""
+        texts = self.hours.get(channel)
+        return None if texts is None else channel_hours(texts)
+
+    def describe_hours(self) -> str:
+        """The channel hours in plain words (`moments check`, the reload log)."""
+        if not self.hours:
+            return "every channel worked all day"
+        worked = "; ".join(
+            f"{channel.value} {channel_hours(texts)}" for channel, texts in self.hours.items()
+        )
+        return f"channels worked {worked} ({self.timezone}), any other all day"
 
     def overflow_for(self, rule_id: str) -> Overflow:
         return self.overflow.get(rule_id) or self.overflow.get(ANY) or Overflow()

@@ -922,3 +922,36 @@ def test_a_call_capacity_dropped_leaves_the_next_moment_its_task(tmp_path: Path)
     calls = [(t["subscriber_id"], t["triggered_at"][:10]) for t in result.tasks()]
     assert sorted(calls) == [(a, "2026-11-10"), (b, "2026-11-12")]
     assert build_report(result)["suppressed"] == {"capacity": 1}
+
+
+def test_a_manager_task_made_at_night_waits_for_the_managers_hours(tmp_path: Path) -> None:
+    """A big top-up at 00:30 makes a manager task; the managers work 09:00-12:00 and
+    13:00-18:00 in Shanghai. The backtest's sink is the stream's: it is published at
+    09:00, and the report's deferred table says why. One at 12:10 waits for 13:00."""
+    sub, other = "13900000011", "13900000012"
+    history = tmp_path / "h.jsonl"
+    docs = [
+        TopUp(sub, "NJ", DAY1, -570, 150).event(1),  # 00:30
+        TopUp(other, "NJ", DAY1, 130, 150).event(2),  # 12:10
+    ]
+    history.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    policy = DispatchPolicy.model_validate(
+        {
+            "timezone": "Asia/Shanghai",
+            "hours": {"manager": ["09:00-12:00", "13:00-18:00"]},
+            "merge": {"hold_channels": []},
+        }
+    )
+    bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), policy)
+    at = dt.datetime.combine
+    result = asyncio.run(
+        bt.run(EventFile(history), until=at(DAY2, dt.time(0), SHANGHAI).timestamp())
+    )
+    sent = {orjson.loads(p.payload)["subscriber_id"]: p.at for p in result.published}
+    assert sent == {
+        sub: at(DAY1, dt.time(9), SHANGHAI).timestamp(),
+        other: at(DAY1, dt.time(13), SHANGHAI).timestamp(),
+    }
+    report = build_report(result)
+    assert report["deferred"] == {"channel_hours": 2}
+    assert "| channel_hours | 2 |" in markdown(report)

@@ -6,13 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from moments.exceptions import ConfigError
+from moments.models import Channel
 from rules.quiet_hours import covers_whole_day, next_open_instant
 from sinks.hours import channel_hours, complement, first_allowed, hours_text
+from sinks.policy import DispatchPolicy, load_policy
 from tests.unit.test_quiet_hours import as_windows, instants, quiet_by_hand, zones
 
 UTC = dt.UTC
@@ -59,6 +63,37 @@ class TestFormat:
     def test_refused_with_the_fix(self, value: object, says: str) -> None:
         with pytest.raises(ValueError, match=re.escape(says)):
             hours_text(value)
+
+    def test_the_policy_file_names_the_channel_and_the_fix(self, tmp_path: Path) -> None:
+        path = tmp_path / "policy.yaml"
+        path.write_text("hours:\n  outbound_call: 09:00-09:00\n  fax: 09:00-18:00\n")
+        with pytest.raises(ConfigError) as err:
+            load_policy(path)
+        said = str(err.value)
+        assert f"{path}: hours.outbound_call: Value error, 09:00-09:00: start and end" in said
+        assert "remove the channel from hours to have it open all day" in said
+        assert f"{path}: hours.fax.[key]: Input should be 'sms'" in said
+
+    def test_moments_check_says_them_in_words(self, tmp_path: Path) -> None:
+        from moments.check import _policy
+        from moments.settings import Settings
+
+        path = tmp_path / "policy.yaml"
+        path.write_text("hours: {outbound_call: 9:00-21:00, manager: [09:00-12:00, 13:00-18:00]}\n")
+        finding, _ = _policy(Settings(dispatch_policy=path))
+        assert finding.detail == (
+            f"{path}; channels worked outbound_call 09:00-21:00; manager 09:00-12:00, "
+            "13:00-18:00 (Asia/Shanghai), any other all day"
+        )
+
+    def test_a_channel_not_listed_is_open_all_day(self) -> None:
+        policy = DispatchPolicy.model_validate(
+            {"hours": {"outbound_call": "09:00-21:00", "manager": ["09:00-12:00", "13:00-18:00"]}}
+        )
+        assert policy.hours_for(Channel.SMS) is None
+        manager = policy.hours_for(Channel.MANAGER)
+        assert manager is not None
+        assert [str(w) for w in manager.closed] == ["12:00-13:00", "18:00-09:00"]
 
 
 class TestComplement:

@@ -1,0 +1,109 @@
+"""Channel hours (`hours:` in the dispatch policy) over Redis and the memory stores: a call
+made while the call centre is closed is published when it opens (and the customer's
+quiet hours allow), one that would expire first falls back or is dropped."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from moments.models import Channel, QuietHours
+from sinks.policy import DispatchPolicy
+
+from .conftest import HOUR, NOW, MakeWorker, ids, published, task
+
+pytestmark = pytest.mark.integration
+
+# The centre opens two hours from now (to the minute) and works eight hours: the sink's
+# clock (the wall clock) finds it closed.
+OPENS = (NOW + 2 * HOUR + dt.timedelta(minutes=1)).replace(second=0)
+CLOSES = OPENS + 8 * HOUR
+CALL = Channel.OUTBOUND_CALL
+
+
+def hours_policy(**more: Any) -> DispatchPolicy:
+    return DispatchPolicy.model_validate(
+        {
+            "timezone": "UTC",
+            "hours": {"outbound_call": f"{OPENS:%H:%M}-{CLOSES:%H:%M}"},
+            **more,
+        }
+    )
+
+
+def instant(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+class TestClosedChannel:
+    async def test_a_call_made_at_night_is_published_when_the_centre_opens(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Its subscriber's second call, minutes later, joins it: one call at the opening."""
+        w = make_worker(hours_policy())
+        sub = "13700000001"
+        first = task("n1", sub=sub, moment_type="callback", channel=CALL)
+        second = task(
+            "n2",
+            sub=sub,
+            moment_type="offer",
+            channel=CALL,
+            triggered=NOW + dt.timedelta(minutes=3),
+            deliver_after=NOW + dt.timedelta(minutes=3),
+        )
+        await w.send(first, second)
+        assert [await w.ledger.state(i) for i in ("n1", "n2")] == ["deferred", "merged"]
+        assert await w.sink.deferral.due_at("n1") == OPENS.timestamp()
+        assert w.sample("moments_tasks_deferred_total", reason="channel_hours") == 1
+        assert await w.sink.release_due(now=OPENS.timestamp() - 1) == 0
+        assert await w.sink.release_due(now=OPENS.timestamp()) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"]) == ("n1", "outbound_call")
+        assert [r["task_id"] for r in out["related"]] == ["n2"]
+        assert out["deferred"]["reason"] == "channel_hours"
+        assert instant(out["deferred"]["until"]) == instant(out["deliver_after"]) == OPENS
+        assert await w.ledger.state("n1") == "sent"
+
+    async def test_it_waits_until_the_customers_quiet_hours_allow_too(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The customer (UTC+05:00) is quiet from an hour before the opening to three
+        hours after it: the first instant both allow is the end of their quiet hours."""
+        w = make_worker(hours_policy())
+        local = dt.timezone(dt.timedelta(hours=5))
+        start = (OPENS - HOUR).astimezone(local)
+        end = (OPENS + 3 * HOUR).astimezone(local)
+        quiet = QuietHours(zone="+05:00", windows=[f"{start:%H:%M}-{end:%H:%M}"])
+        call = task("q1", sub="13700000002", channel=CALL).model_copy(update={"quiet_hours": quiet})
+        await w.send(call)
+        both = OPENS + 3 * HOUR
+        assert await w.sink.deferral.due_at("q1") == both.timestamp()
+        assert await w.sink.release_due(now=both.timestamp()) == 1
+        [out] = await published(w.settings, 1)
+        assert out["deferred"]["reason"] == "channel_hours"
+        assert instant(out["deliver_after"]) == both
+
+    async def test_one_that_expires_before_the_opening_falls_back_or_is_dropped_once(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """`callback` falls back to SMS (not held by hours): an SMS now. `offer` has no
+        fallback: dropped as expired, counted once, never published."""
+        w = make_worker(
+            hours_policy(overflow={"callback": {"policy": "fallback", "channel": "sms"}})
+        )
+        soon = NOW + HOUR
+        falls_back = task(
+            "f1", sub="13700000003", moment_type="callback", channel=CALL, expires_at=soon
+        )
+        dropped = task("d1", sub="13700000004", moment_type="offer", channel=CALL, expires_at=soon)
+        await w.send(falls_back, dropped)
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"]) == ("f1", "sms")
+        assert await w.ledger.state("d1") == "dropped"
+        assert await w.sink.release_due(now=OPENS.timestamp()) == 0
+        expired = {"moment_type": "offer", "reason": "expired"}
+        assert w.sample("moments_tasks_suppressed_total", **expired) == 1
+        assert w.sample("moments_tasks_deferred_total", reason="channel_hours") == 0
+        assert ids(await published(w.settings, 1)) == ["f1"]
