@@ -90,9 +90,6 @@ class ChannelHours:
             raise ValueError(f"channel hours {self} are never open")
         return found
 
-    def is_open(self, instant: dt.datetime, tz: dt.tzinfo) -> bool:
-        return self.opens(instant, tz) <= instant
-
     def __str__(self) -> str:
         return ", ".join(str(w) for w in self.open)
 

@@ -46,8 +46,10 @@ class TestFormat:
     def test_a_window_may_cross_midnight(self) -> None:
         hours = channel_hours(hours_text("20:00-02:00"))
         assert [str(w) for w in hours.closed] == ["02:00-20:00"]
-        assert hours.is_open(dt.datetime(2026, 11, 24, 1, 59, tzinfo=SHANGHAI), SHANGHAI)
-        assert not hours.is_open(dt.datetime(2026, 11, 24, 2, 0, tzinfo=SHANGHAI), SHANGHAI)
+        late = dt.datetime(2026, 11, 24, 1, 59, tzinfo=SHANGHAI)
+        assert hours.opens(late, SHANGHAI) == late  # open: now
+        two = dt.datetime(2026, 11, 24, 2, 0, tzinfo=SHANGHAI)
+        assert hours.opens(two, SHANGHAI) == dt.datetime(2026, 11, 24, 20, tzinfo=SHANGHAI)
 
     @pytest.mark.parametrize(
         ("value", "says"),
