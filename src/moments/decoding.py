@@ -22,11 +22,33 @@ MAX_MESSAGE_BYTES = 64 * 1024
 _SUBSCRIBER = re.compile(SUBSCRIBER_PATTERN.encode())
 _BOM = b"\xef\xbb\xbf"
 
+TOMBSTONE = "tombstone"
+"""A deletion as Kafka means it: a null value, which compaction removes with its key."""
+DELETION_FORMS = (TOMBSTONE, "json_null", "empty")
+
+
+def deletion_form(value: bytes | None) -> str | None:
+    """How a profile record asks to forget its subscriber, if it does: a null value
+    (`tombstone`), the 4 bytes `null` (`json_null`: kafka-python's JSON value_serializer
+    given None writes them) or no bytes at all (`empty`). A profile update is an object, so
+    the other two can mean nothing but a deletion; an erasure request is applied, not
+    dead-lettered (compaction keeps such a record, and its key, as the latest value)."""
+    if value is None:
+        return TOMBSTONE
+    if len(value) > 8:
+        return None
+    stripped = value.strip()
+    if not stripped:
+        return "empty"
+    return "json_null" if stripped == b"null" else None
+
 
 def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter | None:
-    """Validate one record. None means a profile tombstone (forget the subscriber)."""
+    """Validate one record. None means a profile deletion (forget the subscriber): a
+    tombstone, JSON null or an empty value (`deletion_form`)."""
     value = record.value
-    if value is None:
+    form = deletion_form(value)
+    if value is None or form is not None:
         if event_type is EventType.PROFILE:
             if not record.key:
                 return _reject(
@@ -51,7 +73,8 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             event_type,
             RejectReason.EMPTY_VALUE,
             "EmptyValue",
-            "null value; only telecom.profile accepts tombstones",
+            ("null value" if value is None else f"an empty value ({value[:8]!r})")
+            + "; only telecom.profile accepts deletions (tombstones): send the event, or nothing",
         )
     if len(value) > MAX_MESSAGE_BYTES:
         return _reject(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from moments.cooldowns import CooldownReturn, MalformedReturnError, give_back_returned
-from moments.decoding import decode
+from moments.decoding import TOMBSTONE, decode, deletion_form
 from moments.models import (
     ComplaintEvent,
     Deferral,
@@ -146,6 +146,9 @@ class BatchResult:
     (a top-up cancels a low-balance task, coming home a roaming welcome)."""
     forgotten: list[str] = field(default_factory=list)
     """Subscribers a profile tombstone erased: the dispatch stores forget them too."""
+    deletions: Counter[str] = field(default_factory=Counter)
+    """Profile deletions applied, by their form on the wire (`decoding.deletion_form`):
+    `tombstone`, or `json_null` and `empty`, which compaction does not remove."""
     failures: list[Exception] = field(default_factory=list)
     """What failed while applying an event (a fault of the detector or the rules, not of
     the event): each such event is a dead letter `detector_error`; the runtime logs these
@@ -218,7 +221,8 @@ class Detector:
             if isinstance(decoded, DeadLetter):
                 result.dead_letters.append(decoded)
                 continue
-            if decoded is None:  # profile tombstone: forget the subscriber, state included
+            if decoded is None:  # profile deletion: forget the subscriber, state included
+                result.deletions[deletion_form(record.value) or TOMBSTONE] += 1
                 sub = (record.key or b"").decode("utf-8", "replace")
                 states.pop(sub, None)
                 changes[sub] = StateChange(None, record.partition)

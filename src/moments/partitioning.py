@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from moments.decoding import deletion_form
 from moments.exceptions import ConfigError
 from moments.records import DeadLetter, RawRecord, RejectReason
 
@@ -118,8 +119,8 @@ class PartitionCheck:
         for record in records:
             key = record.key
             if (
-                record.value is None
-                and record.topic == topic
+                record.topic == topic
+                and deletion_form(record.value) is not None
                 and key
                 and key.isdigit()
                 and (expected := self.expected(key)) != record.partition

@@ -90,9 +90,9 @@ REASONS_EXPLAINED: dict[RejectReason, str] = {
     RejectReason.KEY_MISMATCH: "the record key is not the value's subscriber_id (or, for a "
     "profile tombstone, no subscriber id at all): key by subscriber_id exactly (UTF-8 "
     "digits) and send it again",
-    RejectReason.EMPTY_VALUE: "a null value (a tombstone) on a topic that takes none: only "
-    "telecom.profile does (a task outcome may not be empty either): send the event, or "
-    "nothing",
+    RejectReason.EMPTY_VALUE: "a null value (a tombstone), JSON null or no bytes on a topic "
+    "that takes no deletions: only telecom.profile does (a task outcome may not be empty "
+    "either): send the event, or nothing",
     RejectReason.TOO_LARGE: "the value is over 64 KiB (the dead letter holds its first 64 "
     "KiB and __dlq.errors.original.size): send the event without what made it large",
     RejectReason.LATE: "valid, but older than its subscriber's latest event of the same topic "

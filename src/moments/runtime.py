@@ -17,12 +17,13 @@ import datetime as dt
 import itertools
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from moments.connections import kafka_client_kwargs, redis_client
+from moments.decoding import TOMBSTONE
 from moments.engine import BatchResult, Detector, allowed_ahead, give_back_cooldowns
 from moments.eventclock import EventClock
 from moments.logthrottle import RepeatThrottle
@@ -349,6 +350,7 @@ class Runtime:
         if result.forgotten:  # before the batch's facts: events after a tombstone are new
             rule_ids = [r.id for r in self.detector.rules.rules]
             await self.tasks.forget(result.forgotten, rule_ids)
+            warn_odd_deletions(result.deletions)
         if result.facts:
             await self.tasks.record_facts(result.facts)
             stage.labels("facts").observe(time.perf_counter() - started)
@@ -386,6 +388,20 @@ class Runtime:
         record_batch(self.metrics, result)
 
 
+def warn_odd_deletions(deletions: Mapping[str, int]) -> None:
+    """Say so when profile deletions came as JSON null or an empty value: applied, but a
+    compacted topic keeps those records, key and all, where a null value goes."""
+    odd = ", ".join(f"{n} as {form}" for form, n in sorted(deletions.items()) if form != TOMBSTONE)
+    if odd:
+        log.warning(
+            "profile deletions sent without a null value (%s): the subscribers are forgotten, "
+            "but compaction keeps such records with their keys; the producer should send a "
+            "null value (kafka-python: a value_serializer that passes None through; "
+            "docs/producing-events.md, 'Deleting a subscriber')",
+            odd,
+        )
+
+
 def record_batch(m: Metrics, result: BatchResult) -> None:
     """A batch's counts into the metrics (the backtest's report reads the same counters)."""
     for event_type, n in result.events.items():
@@ -400,6 +416,8 @@ def record_batch(m: Metrics, result: BatchResult) -> None:
         m.replayed.inc(result.replayed)
     for outcome, n in result.returns.items():
         m.cooldown_returns.labels(outcome).inc(n)
+    for form, n in result.deletions.items():
+        m.profile_deletions.labels(form).inc(n)
     for reason, n in result.deferred.items():
         m.deferred.labels(reason).inc(n)
     if result.late:

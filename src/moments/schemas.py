@@ -402,9 +402,23 @@ def asyncapi_document() -> dict[str, Any]:
         "title": "ProfileTombstone",
         "summary": "A null value (tombstone): forget the subscriber: their state, what the "
         "dispatch stores keep of them, and their tasks not yet sent (docs/security.md).",
+        "description": "On the wire: a record keyed by the subscriber id with **no value** "
+        "(a Kafka null: Java `new ProducerRecord<>(topic, id, null)`, librdkafka a NULL "
+        "payload, kafka-python `value=None` with no value_serializer or one that returns None "
+        "for None). Not the JSON text `null`: a JSON serializer given None writes those 4 "
+        "bytes. The worker erases the subscriber for those too, and for an empty value "
+        "(counted in moments_profile_deletions_total{kind}), but compaction keeps such a "
+        "record and its key as the subscriber's latest; a null value it removes.",
         "payload": {"type": "null"},
         "bindings": {"kafka": {"key": _subscriber_key(), "bindingVersion": KAFKA_BINDING_VERSION}},
-        "examples": [{"name": "ProfileTombstone-example", "payload": None}],
+        "examples": [
+            {
+                "name": "ProfileTombstone-example",
+                "summary": "Key 13800138001 and a null record value: no bytes at all, not the "
+                "JSON text null",
+                "payload": None,
+            }
+        ],
     }
     messages["DeadLetter"] = _dead_letter_message()
     messages["ServiceTask"]["headers"] = {

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from moments.decoding import DELETION_FORMS
 from moments.models import EventType
 from moments.records import RejectReason
 
@@ -175,6 +176,14 @@ class Metrics:
             "(re-read after a restart, or delivered twice)",
             registry=r,
         )
+        self.profile_deletions = Counter(
+            "moments_profile_deletions",
+            "Profile deletions applied (subscribers forgotten), by form on the wire: "
+            "tombstone (a null value), json_null or empty (erased all the same, but kept "
+            "by compaction with their key: fix the producer's serializer)",
+            ["kind"],
+            registry=r,
+        )
         self.cooldown_returns = Counter(
             "moments_cooldown_returns",
             "Cooldowns of tasks dropped after waiting, as the engine applied them: "
@@ -230,6 +239,8 @@ class Metrics:
             self.dependency_up.labels(dep.value).set(1)
             # A zero series from the start, so rate() and alerts see 0 rather than nothing.
             self.dependency_errors.labels(dep.value)
+        for form in DELETION_FORMS:
+            self.profile_deletions.labels(form)
 
 
 class DispatchMetrics:
