@@ -849,10 +849,18 @@ def profile_update(state: SubscriberState, event: ProfileEvent, at: int) -> bool
 
 
 def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
-    """An update changes only the fields it carries."""
+    """An update changes only the fields it carries; a null is not carried. A serializer
+    that writes every unset field as null (Jackson, pydantic, Go) lifted opt-outs, quiet
+    hours and suspensions on each partial update, and `opt_out: null` an SMS opt-out:
+    clearing is explicit (`opt_out: []`, `quiet_hours: []`, `status: "active"`,
+    `manager_id: ""` for no manager)."""
     # Declared fields only: unknown extras must not grow the subscriber's record.
     fields = set(ProfileEvent.model_fields) - _PROFILE_BASE_FIELDS
-    carried = event.model_dump(mode="json", exclude_unset=True, include=fields)
+    carried = event.model_dump(mode="json", exclude_unset=True, exclude_none=True, include=fields)
     if event.region is not None:
         carried["region"] = event.region
-    state.profile.update(carried)
+    profile = state.profile
+    if carried.get("manager_id") == "":
+        del carried["manager_id"]
+        profile.pop("manager_id", None)
+    profile.update(carried)

@@ -330,29 +330,51 @@ class UsageEvent(_Event):
     imei: Annotated[str, StringConstraints(pattern=r"^[0-9]{14,16}$")] | None = None
 
 
+_KEPT = "; null or absent: unchanged"
+
+
 class ProfileEvent(_Event):
-    """A change to the subscriber's profile (CRM); absent fields are left as they were."""
+    """A change to the subscriber's profile (CRM): a field absent or null is left as it
+    was (a serializer writing unset fields as null clears nothing); each field's
+    description says how to clear it, where clearing means something."""
 
     birthday: Annotated[str, StringConstraints(pattern=_BIRTHDAY)] | None = Field(
-        default=None, description="MM-DD or YYYY-MM-DD (02-29 in leap years only)"
+        default=None, description="MM-DD or YYYY-MM-DD (02-29 in leap years only)" + _KEPT
     )
-    joined_on: Day | None = None
-    contract_end: Day | None = None
-    tier: Annotated[str, text(16)] | None = None
-    star_level: Annotated[int, *_integer(1, 7)] | None = None
+    joined_on: Day | None = Field(default=None, description="YYYY-MM-DD" + _KEPT)
+    contract_end: Day | None = Field(default=None, description="YYYY-MM-DD" + _KEPT)
+    tier: Annotated[str, text(16)] | None = Field(
+        default=None, description="diamond, gold, silver, standard, ..." + _KEPT
+    )
+    star_level: Annotated[int, *_integer(1, 7)] | None = Field(
+        default=None, description="1 to 7" + _KEPT
+    )
     timezone: IanaZone | None = Field(
         default=None,
         description="IANA zone; when never set, the rules' gating.timezone "
-        "(Asia/Shanghai by default)",
+        "(Asia/Shanghai by default)" + _KEPT,
     )
     quiet_hours: list[QuietWindow] | None = Field(
-        default=None, max_length=8, description="HH:MM-HH:MM local windows"
+        default=None,
+        max_length=8,
+        description="HH:MM-HH:MM local windows, besides the rules' default ones; [] clears "
+        "them" + _KEPT,
     )
-    status: Literal["active", "suspended", "closed"] | None = None
+    status: Literal["active", "suspended", "closed"] | None = Field(
+        default=None,
+        description="suspended holds or suppresses tasks (the rules' gating.suspended), "
+        "closed suppresses them; active lifts either" + _KEPT,
+    )
     opt_out: list[Channel] | None = Field(
-        default=None, max_length=8, description="Channels not to use"
+        default=None,
+        max_length=8,
+        description="Channels not to use, the whole list (it replaces the one before); [] "
+        "clears it" + _KEPT,
     )
-    manager_id: Annotated[str, text(64)] | None = None
+    manager_id: Annotated[str, text(64)] | None = Field(
+        default=None,
+        description='Assigned phone manager; "" for none (unassigned)' + _KEPT,
+    )
 
     @field_validator("birthday")
     @classmethod

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from moments.models import EventType
+from moments.models import EventType, ProfileEvent
 from moments.pipeline import run_pipeline
 
 from .rules.helpers import WELCOME, at, ev, rules_from, run
@@ -64,3 +64,50 @@ def test_a_first_profile_dated_before_1970_utc_is_applied_not_a_crash() -> None:
     state = result.store.load(str(events[0][1]["subscriber_id"]))
     assert state is not None
     assert state.profile["tier"] == "gold"
+
+
+class TestNullIsNotCarried:
+    """A null field leaves the profile as it was; clearing is explicit. Found by upstream
+    producers: `opt_out: null` lifted an SMS opt-out, `status: null` a suspension, and a
+    serializer writing every unset field as null wiped all three on a tier change."""
+
+    ALL_NULL = dict.fromkeys(set(ProfileEvent.model_fields) - {"event_id", "subscriber_id"})
+    del ALL_NULL["occurred_at"]
+
+    def profile_after(self, *updates: dict[str, object]) -> dict[str, object]:
+        events = [ev(PROFILE, at("2026-11-02", f"09:0{n}"), **u) for n, u in enumerate(updates)]
+        state = run(RULES, events).store.load(str(events[0][1]["subscriber_id"]))
+        assert state is not None
+        return state.profile
+
+    def test_a_serializer_writing_every_unset_field_as_null_clears_nothing(self) -> None:
+        kept = {
+            "opt_out": ["sms"],
+            "status": "suspended",
+            "quiet_hours": ["12:00-14:00"],
+            "manager_id": "mgr-7",
+            "timezone": "Europe/London",
+            "contract_end": "2027-01-31",
+        }
+        profile = self.profile_after(kept, self.ALL_NULL | {"tier": "gold"})
+        assert profile == kept | {"tier": "gold"}
+
+    def test_a_null_opt_out_or_status_lifts_neither(self) -> None:
+        events = [
+            ev(PROFILE, at("2026-11-02", "09:00"), opt_out=["sms"], status="suspended"),
+            ev(PROFILE, at("2026-11-02", "09:30"), opt_out=None, status=None),
+            arrival("2026-11-02", "JP"),
+        ]
+        assert run(RULES, events).tasks == []  # the welcome SMS: opted out
+
+    def test_clearing_is_explicit(self) -> None:
+        profile = self.profile_after(
+            {
+                "opt_out": ["sms"],
+                "quiet_hours": ["12:00-14:00"],
+                "manager_id": "m",
+                "status": "closed",
+            },
+            {"opt_out": [], "quiet_hours": [], "manager_id": "", "status": "active"},
+        )
+        assert profile == {"opt_out": [], "quiet_hours": [], "status": "active"}
