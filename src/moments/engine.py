@@ -133,6 +133,10 @@ class BatchResult:
     """Moments that made no task, by (moment type, reason): `cooldown`, `expired`, a gate's
     reason (quiet hours past the task's life, opt-out, an open complaint...) and
     `forgotten` (a tombstone later in the batch)."""
+    out_of_order: Counter[str] = field(default_factory=Counter)
+    """Events applied though older than their subscriber's newest of the same topic and not
+    among its recent ids, by event type: late events, or events re-sent after the ring
+    forgot them (applied twice); see `SubscriberState.applied`."""
     late: int = 0
     """Events older than the subscriber's latest of their topic minus the lateness (not applied)."""
     future: int = 0
@@ -246,8 +250,10 @@ class Detector:
                 continue
             made = len(result.tasks), len(result.facts)
             failed_here = False
+            behind = False
             try:
                 at = int(decoded.occurred_at.timestamp())
+                behind = at < state.seen.get(source, at)
                 refused: DeadLetter | None = None
                 if at > horizon:
                     result.future += 1
@@ -285,7 +291,9 @@ class Detector:
                 changes[sub] = StateChange(state, partition)
             # An event refused for its time (or failed) notes its offset, not its id: sent
             # back once due (`deadletter replay`) or again corrected, it is applied then.
-            state.applied(source, partition, offset, None if refused else digest)
+            state.applied(source, partition, offset, None if refused else digest, behind)
+            if behind and refused is None:
+                result.out_of_order[event_type.value] += 1
             if refused is not None:
                 result.dead_letters.append(refused)
                 if failed_here and rebuilds is not None:

@@ -420,6 +420,8 @@ def record_batch(m: Metrics, result: BatchResult) -> None:
         m.profile_deletions.labels(form).inc(n)
     for reason, n in result.deferred.items():
         m.deferred.labels(reason).inc(n)
+    for event_type, n in result.out_of_order.items():
+        m.out_of_order.labels(event_type).inc(n)
     if result.late:
         m.out_of_time.labels("late").inc(result.late)
     if result.future:

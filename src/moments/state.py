@@ -81,11 +81,26 @@ class SubscriberState:
         ring = self.recent.get(source)
         return ring is not None and digest in ring
 
-    def applied(self, source: str, partition: int, offset: int | None, digest: str | None) -> None:
+    def applied(
+        self,
+        source: str,
+        partition: int,
+        offset: int | None,
+        digest: str | None,
+        behind: bool = False,
+    ) -> None:
         """Note the event's offset as read and, with a digest, its id as applied. An
         event refused for its time (a dead letter `future` or `late`) notes only its
         offset: its replay once due, or a corrected re-send, has the same id and must
-        still be applied."""
+        still be applied.
+
+        `behind`: the event is older than the source's newest one applied (and was not
+        among the recent ids). Its id goes to the old end of the ring, and only while the
+        ring has room: it evicts no newer id. Appended, a re-sent batch longer than the
+        ring evicted, with each of its oldest events, the id the next re-sent one would
+        have matched, and every event of the batch was applied twice; now only those
+        older than the ring's ids are. A late event's own re-send is then caught only by
+        its offset (a re-read), not by its id."""
         if offset is not None:
             self.offsets[f"{source}{partition}"] = offset
         if digest is None:
@@ -93,8 +108,13 @@ class SubscriberState:
         ring = self.recent.get(source)
         if ring is None:
             self.recent[source] = ring = []
+        size = RECENT_EVENT_IDS.get(source, RECENT_EVENT_IDS_ELSE)
+        if behind:
+            if len(ring) < size:
+                ring.insert(0, digest)
+            return
         ring.append(digest)
-        if len(ring) > RECENT_EVENT_IDS.get(source, RECENT_EVENT_IDS_ELSE):
+        if len(ring) > size:
             del ring[0]
 
     def to_bytes(self) -> bytes:

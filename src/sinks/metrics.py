@@ -197,6 +197,14 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.out_of_order = Counter(
+            "moments_events_out_of_order",
+            "Events applied though older than their subscriber's newest of the same topic "
+            "and not among its recent event ids: late events, or a producer's re-sent "
+            "events older than the ids remembered (applied twice)",
+            ["event_type"],
+            registry=r,
+        )
         self.misplaced = Counter(
             "moments_events_misplaced",
             "Events on another partition than murmur2 of their key names: a producer with "

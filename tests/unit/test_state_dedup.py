@@ -6,11 +6,13 @@ complaint behind a burst of usage each lost or doubled an event."""
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from moments.engine import Detector
 from moments.models import EventType
-from moments.pipeline import run_pipeline
+from moments.pipeline import run_pipeline, to_records
 from moments.records import RawRecord
 from moments.state import (
     RECENT_EVENT_IDS,
@@ -19,6 +21,7 @@ from moments.state import (
     event_digest,
 )
 from moments.statezip import pack
+from moments.store import DictStateStore
 
 from .rules.helpers import SUB, WELCOME, at, rules_from
 
@@ -118,3 +121,52 @@ def test_through_the_engine_a_misplaced_event_hides_no_later_one() -> None:
         [roaming(1, 25, "n-1", "JP", "10:00"), roaming(3, 0, "n-2", "FR", "11:00")], rules
     )
     assert sorted(t.moment.params["country"] for t in result.tasks) == ["FR", "JP"]
+
+
+class TestALongRetry:
+    """A producer re-sending more of a subscriber's events than the ring remembers: each
+    re-sent event older than the ring's, applied again, evicted the id the next one would
+    have matched, and all of them were applied twice (12 re-sent CDRs: spend doubled).
+    Now only those older than the ring's ids are, counted as out of order."""
+
+    def detector(self) -> Detector:
+        return Detector(rules_from("rules:" + WELCOME), {t.value: t for t in EventType})
+
+    def cdrs(self, first: int, last: int) -> list[tuple[EventType, dict[str, object]]]:
+        return [
+            (
+                EventType.USAGE,
+                {
+                    "event_id": f"cdr-{n}",
+                    "subscriber_id": SUB,
+                    "occurred_at": at("2026-11-02", f"10:{n:02d}"),
+                    "kind": "data",
+                    "quantity": 1000,
+                    "charge": 10,
+                },
+            )
+            for n in range(first, last)
+        ]
+
+    @pytest.mark.parametrize("resent", [9, 12, 30])
+    def test_a_retry_of_n_events_applies_again_only_the_n_minus_ring_oldest(
+        self, resent: int
+    ) -> None:
+        detector, store, offsets = self.detector(), DictStateStore(), {}
+        events = self.cdrs(0, resent)
+        batch = detector.process(to_records(events, offsets=offsets), store.load, None)
+        store.save(batch.changes)
+        assert batch.replayed == 0
+        again = detector.process(to_records(events, offsets=offsets), store.load, None)
+        ring = RECENT_EVENT_IDS[USAGE]
+        assert again.replayed == ring
+        assert again.out_of_order == {"usage": resent - ring}
+
+    def test_a_late_event_is_applied_and_counted_and_takes_no_newer_ids_place(self) -> None:
+        detector, store, offsets = self.detector(), DictStateStore(), {}
+        events = self.cdrs(10, 18)
+        store.save(detector.process(to_records(events, offsets=offsets), store.load, None).changes)
+        late = self.cdrs(5, 6)  # 5 minutes older than the newest, within the lateness
+        batch = detector.process(to_records(late + events, offsets=offsets), store.load, None)
+        assert batch.replayed == len(events)  # every newer id still remembered
+        assert batch.out_of_order == {"usage": 1}
