@@ -19,6 +19,7 @@ from typing import Any
 from moments.cooldowns import CooldownReturn, MalformedReturnError, give_back_returned
 from moments.decoding import TOMBSTONE, decode, deletion_form
 from moments.models import (
+    Channel,
     ComplaintEvent,
     Deferral,
     EventType,
@@ -27,6 +28,7 @@ from moments.models import (
     QuietHours,
     RoamingEvent,
     ServiceTask,
+    unknown_opt_outs,
 )
 from moments.records import DeadLetter, RawRecord, RejectReason, SuppressReason
 from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, spend_drop
@@ -133,6 +135,9 @@ class BatchResult:
     """Moments that made no task, by (moment type, reason): `cooldown`, `expired`, a gate's
     reason (quiet hours past the task's life, opt-out, an open complaint...) and
     `forgotten` (a tombstone later in the batch)."""
+    unknown_opt_outs: Counter[str] = field(default_factory=Counter)
+    """Opt-out channels of applied profile updates that moments does not send on (`email`),
+    ignored: by name, for the runtime's count and its one log line per name."""
     out_of_order: Counter[str] = field(default_factory=Counter)
     """Events applied though older than their subscriber's newest of the same topic and not
     among its recent ids, by event type: late events, or events re-sent after the ring
@@ -291,6 +296,8 @@ class Detector:
                 changes[sub] = StateChange(state, partition)
             # An event refused for its time (or failed) notes its offset, not its id: sent
             # back once due (`deadletter replay`) or again corrected, it is applied then.
+            if refused is None and isinstance(decoded, ProfileEvent):
+                result.unknown_opt_outs.update(unknown_opt_outs(decoded))
             state.applied(source, partition, offset, None if refused else digest, behind)
             if behind and refused is None:
                 result.out_of_order[event_type.value] += 1
@@ -868,6 +875,8 @@ def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
     if event.region is not None:
         carried["region"] = event.region
     profile = state.profile
+    if event.opt_out is not None:  # only the channels moments sends on (unknown_opt_outs)
+        carried["opt_out"] = [c.value for c in event.opt_out if isinstance(c, Channel)]
     if carried.get("manager_id") == "":
         del carried["manager_id"]
         profile.pop("manager_id", None)

@@ -333,6 +333,24 @@ class UsageEvent(_Event):
 _KEPT = "; null or absent: unchanged"
 
 
+def _no_known_channel(value: str) -> str:
+    """An opt-out channel moments does not know is ignored, but one that reads as a known
+    one written otherwise (`SMS`, ` sms`) would be an opt-out lost: refused, naming it."""
+    known = value.strip().casefold().replace("-", "_").replace(" ", "_")
+    if known in Channel.__members__.values():
+        raise ValueError(f"write {known!r} exactly (lowercase, as the contract spells it)")
+    return value
+
+
+OptOutChannel = Annotated[
+    Channel | Annotated[str, text(32, min_length=1), AfterValidator(_no_known_channel)],
+    Field(union_mode="left_to_right"),
+]
+"""A channel of `opt_out`: one moments sends on, or another (`email`), kept by the model
+and ignored when the profile is applied (`unknown_opt_outs`): a channel moments does not
+send on cannot concern it, and refusing the profile for it lost the SMS opt-out beside it."""
+
+
 class ProfileEvent(_Event):
     """A change to the subscriber's profile (CRM): a field absent or null is left as it
     was (a serializer writing unset fields as null clears nothing); each field's
@@ -365,11 +383,12 @@ class ProfileEvent(_Event):
         description="suspended holds or suppresses tasks (the rules' gating.suspended), "
         "closed suppresses them; active lifts either" + _KEPT,
     )
-    opt_out: list[Channel] | None = Field(
+    opt_out: list[OptOutChannel] | None = Field(
         default=None,
         max_length=8,
-        description="Channels not to use, the whole list (it replaces the one before); [] "
-        "clears it" + _KEPT,
+        description="Channels not to use (sms, outbound_call, manager, app_push; others, "
+        "such as email, are ignored and counted), the whole list (it replaces the one "
+        "before); [] clears it" + _KEPT,
     )
     manager_id: Annotated[str, text(64)] | None = Field(
         default=None,
@@ -381,6 +400,11 @@ class ProfileEvent(_Event):
     def _birthday(cls, value: str | None) -> str | None:
         # The pattern took only real days; the rules read the month and day alone.
         return value[5:] if value is not None and len(value) == 10 else value
+
+
+def unknown_opt_outs(event: ProfileEvent) -> list[str]:
+    """The entries of the event's `opt_out` that are no channel moments sends on."""
+    return [c for c in event.opt_out or () if not isinstance(c, Channel)]
 
 
 InputEvent = TopUpEvent | RoamingEvent | ComplaintEvent | UsageEvent | ProfileEvent

@@ -106,6 +106,7 @@ class Runtime:
         self.dead_letters: DeadLetterSink | None = None
         self.clock = EventClock(settings.lateness_seconds, settings.idle_after_seconds)
         self.placement = PartitionCheck(settings.partitions)
+        self._unknown_channels = UnknownChannels()
         self.reloader = Reloader(settings.rules, self.install_rules, self._record_reload)
         self.policy_reloader = PolicyReloader(
             settings.dispatch_policy, self.install_policy, self._record_policy_reload
@@ -351,6 +352,8 @@ class Runtime:
             rule_ids = [r.id for r in self.detector.rules.rules]
             await self.tasks.forget(result.forgotten, rule_ids)
             warn_odd_deletions(result.deletions)
+        if result.unknown_opt_outs:
+            self._unknown_channels.warn(result.unknown_opt_outs)
         if result.facts:
             await self.tasks.record_facts(result.facts)
             stage.labels("facts").observe(time.perf_counter() - started)
@@ -388,6 +391,27 @@ class Runtime:
         record_batch(self.metrics, result)
 
 
+class UnknownChannels:
+    """Logs each opt-out channel name moments does not send on once per worker (at most
+    `LIMIT` names: they come from producers), so an upstream team can see what is ignored."""
+
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def warn(self, names: Mapping[str, int]) -> None:
+        new = sorted(n for n in names if n not in self.said)[: self.LIMIT - len(self.said)]
+        if new:
+            self.said.update(new)
+            log.warning(
+                "profile updates opt out of channels moments does not send on: %s; ignored, "
+                "the rest of each profile applied (moments_profile_unknown_opt_outs_total; "
+                "each name is said once)",
+                ", ".join(repr(n) for n in new),
+            )
+
+
 def warn_odd_deletions(deletions: Mapping[str, int]) -> None:
     """Say so when profile deletions came as JSON null or an empty value: applied, but a
     compacted topic keeps those records, key and all, where a null value goes."""
@@ -416,6 +440,8 @@ def record_batch(m: Metrics, result: BatchResult) -> None:
         m.replayed.inc(result.replayed)
     for outcome, n in result.returns.items():
         m.cooldown_returns.labels(outcome).inc(n)
+    if result.unknown_opt_outs:
+        m.unknown_opt_outs.inc(result.unknown_opt_outs.total())
     for form, n in result.deletions.items():
         m.profile_deletions.labels(form).inc(n)
     for reason, n in result.deferred.items():

@@ -184,6 +184,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.unknown_opt_outs = Counter(
+            "moments_profile_unknown_opt_outs",
+            "Opt-out channels of profile updates that moments does not send on (email): "
+            "ignored, the rest of the profile applied; each name is logged once per worker",
+            registry=r,
+        )
         self.cooldown_returns = Counter(
             "moments_cooldown_returns",
             "Cooldowns of tasks dropped after waiting, as the engine applied them: "

@@ -80,7 +80,7 @@ def test_every_event_type_needs_the_common_fields(event_type: EventType, missing
         (UsageEvent, "kind", "fax"),
         (UsageEvent, "imei", "12ab"),
         (ProfileEvent, "quiet_hours", ["22:00-24:00"]),
-        (ProfileEvent, "opt_out", ["pigeon"]),
+        (ProfileEvent, "opt_out", ["SMS"]),  # an opt-out lost if ignored
         (ProfileEvent, "star_level", 8),
     ],
 )

@@ -6,11 +6,18 @@ producer's review: an old CRM snapshot closed a line and a future one suspended 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
+import pytest
+from pydantic import ValidationError
+
+from moments.engine import Detector
 from moments.models import EventType, ProfileEvent
-from moments.pipeline import run_pipeline
+from moments.pipeline import run_pipeline, to_records
+from moments.runtime import UnknownChannels
+from moments.store import DictStateStore
 
-from .rules.helpers import WELCOME, at, ev, rules_from, run
+from .rules.helpers import SUB, WELCOME, at, ev, rules_from, run
 
 RULES = rules_from("rules:" + WELCOME)
 PROFILE, ROAMING = EventType.PROFILE, EventType.ROAMING
@@ -111,3 +118,40 @@ class TestNullIsNotCarried:
             {"opt_out": [], "quiet_hours": [], "manager_id": "", "status": "active"},
         )
         assert profile == {"opt_out": [], "quiet_hours": [], "status": "active"}
+
+
+class TestUnknownOptOutChannels:
+    """A channel moments does not send on cannot concern it: ignored, counted and said
+    once; the profile applies. Found by an upstream producer: `["sms", "email"]` was a dead
+    letter, and the SMS opt-out beside `email` was lost."""
+
+    def test_the_known_channels_hold_and_the_unknown_are_counted(self) -> None:
+        detector = Detector(RULES, {t.value: t for t in EventType})
+        events = [
+            ev(PROFILE, at("2026-11-02", "09:00"), opt_out=["sms", "email", "wechat", "email"]),
+            arrival("2026-11-02", "JP"),
+        ]
+        batch = detector.process(to_records(events), DictStateStore().load, None)
+        assert batch.dead_letters == []
+        assert batch.tasks == []  # the welcome SMS: opted out
+        assert batch.changes[SUB].state is not None
+        assert batch.changes[SUB].state.profile["opt_out"] == ["sms"]
+        assert batch.unknown_opt_outs == {"email": 2, "wechat": 1}
+
+    def test_a_known_channel_written_otherwise_is_refused_naming_it(self) -> None:
+        with pytest.raises(ValidationError, match="write 'sms' exactly"):
+            ProfileEvent.model_validate(
+                {"event_id": "p", "subscriber_id": SUB, "occurred_at": at("2026-11-02")}
+                | {"opt_out": ["email", "SMS "]}
+            )
+
+    def test_each_unknown_name_is_logged_once(self, caplog: pytest.LogCaptureFixture) -> None:
+        said = UnknownChannels()
+        with caplog.at_level(logging.WARNING, logger="moments.runtime"):
+            said.warn({"email": 3})
+            said.warn({"email": 1, "wechat": 1})
+            said.warn({"wechat": 5})
+        assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+            "profile updates opt out of channels moments does not send on: 'email'",
+            "profile updates opt out of channels moments does not send on: 'wechat'",
+        ]
