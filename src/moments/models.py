@@ -158,18 +158,33 @@ def _money(**bounds: Any) -> CoreSchema:
     return cs.chain_schema([amount, cs.decimal_schema(**bounds)])
 
 
-def _integer(ge: int, le: int) -> Any:
+def _integer(ge: int, le: int, multiple_of: int | None = None) -> Any:
     number = cs.union_schema(
         [cs.int_schema(strict=True), cs.float_schema(strict=True, allow_inf_nan=False)],
         custom_error_type="integer_type",
         custom_error_message="Input should be a valid integer",
     )
     bounded = cs.int_schema(strict=False, ge=ge, le=le)  # 1.0 -> 1; 1.5 refused
-    return _json_reads(
-        cs.chain_schema([number, bounded]),
-        bounded,
-        {"type": "integer", "minimum": ge, "maximum": le},
-    )
+    json_schema: JsonDict = {"type": "integer", "minimum": ge, "maximum": le}
+    if multiple_of is not None:  # checked by a validator of the type's own, naming the fix
+        json_schema["multipleOf"] = multiple_of
+    return _json_reads(cs.chain_schema([number, bounded]), bounded, json_schema)
+
+
+def _utc_offset(minutes: int) -> int:
+    """Real UTC offsets are whole quarter hours: 8 is hours written as minutes (UTC+8 read
+    as 8 minutes put quiet hours abroad 8 hours off)."""
+    if minutes % 15:
+        hint = f"; minutes: {minutes * 60} for UTC{minutes:+d}" if -12 <= minutes <= 14 else ""
+        raise ValueError(
+            f"a UTC offset in minutes, a multiple of 15 from -720 to 840 (-12 h to +14 h){hint}"
+        )
+    return minutes
+
+
+UtcOffsetMinutes = Annotated[
+    int, *_integer(-12 * 60, 14 * 60, multiple_of=15), AfterValidator(_utc_offset)
+]
 
 
 Money = Annotated[
@@ -300,7 +315,9 @@ class RoamingEvent(_Event):
     )
     roaming_type: Literal["international", "domestic"]
     operator: Annotated[str, text(64)] | None = None
-    utc_offset_minutes: Annotated[int, *_integer(-14 * 60, 14 * 60)] | None = None
+    utc_offset_minutes: UtcOffsetMinutes | None = Field(
+        default=None, description="The visited place's UTC offset in minutes: 480 for UTC+8"
+    )
     timezone: IanaZone | None = Field(default=None, description="IANA zone of the visited place")
 
 

@@ -232,3 +232,8 @@ def test_task_outcome_statuses() -> None:
     assert outcome.status is OutcomeStatus.UNREACHABLE
     with pytest.raises(ValidationError, match="status"):
         TaskOutcome.model_validate({**outcome.model_dump(mode="json"), "status": "maybe"})
+
+
+def test_a_utc_offset_in_hours_is_refused_naming_the_minutes() -> None:
+    with pytest.raises(ValidationError, match=r"minutes: 480 for UTC\+8"):
+        RoamingEvent.model_validate({**VALID[EventType.ROAMING], "utc_offset_minutes": 8})

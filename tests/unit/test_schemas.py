@@ -434,6 +434,9 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
     (EventType.USAGE, {"quantity": 1e300}, False),
     (EventType.PROFILE, {"quiet_hours": ["22:00-07:00"] * 8}, True),
     (EventType.PROFILE, {"quiet_hours": ["22:00-07:00"] * 9}, False),
+    # A producer's: hours written as minutes put quiet hours abroad hours off.
+    *((EventType.ROAMING, {"utc_offset_minutes": ok}, True) for ok in (480, -570, 345, 840)),
+    *((EventType.ROAMING, {"utc_offset_minutes": bad}, False) for bad in (8, -5, 100, -840)),
 ]
 
 

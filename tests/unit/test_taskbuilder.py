@@ -73,7 +73,7 @@ def payloads(event_type: EventType) -> st.SearchStrategy[dict[str, Any]]:
         EventType.ROAMING: {
             "country": st.sampled_from(["JP", "FR"]),
             "roaming_type": st.sampled_from(["international", "domestic"]),
-            "utc_offset_minutes": st.none() | st.integers(-600, 600),
+            "utc_offset_minutes": st.none() | st.integers(-40, 40).map(lambda q: q * 15),
             "timezone": st.sampled_from([None, "Asia/Tokyo", "Europe/Paris", "UTC"]),
         },
         EventType.COMPLAINT: {
