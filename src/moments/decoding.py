@@ -101,7 +101,11 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
         errors = exc.errors(include_url=False)
         if errors and errors[0]["type"] == "json_invalid":
             return _reject(
-                record, event_type, RejectReason.INVALID_JSON, "JSONDecodeError", errors[0]["msg"]
+                record,
+                event_type,
+                RejectReason.INVALID_JSON,
+                "JSONDecodeError",
+                _not_json(value) or errors[0]["msg"],
             )
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {problem(e)}" for e in errors[:5]
@@ -148,6 +152,26 @@ def problem(error: ErrorDetails) -> str:
         value = error.get("input")
         return time_fix(value) if isinstance(value, str) else error["msg"]
     return error["msg"]
+
+
+def _not_json(value: bytes) -> str | None:
+    """What a value that is no JSON is instead, where it says what to send: a Confluent
+    wire-format frame, or text in another encoding than UTF-8 (the parser's own message,
+    "expected value" or "invalid unicode code point", named no fix)."""
+    if len(value) > 5 and value[0] == 0 and value[5:6] in (b"{", b"["):
+        return (
+            "the value starts with a Confluent Schema Registry header (magic byte 0 and a "
+            "4-byte schema id): send plain UTF-8 JSON (a StringSerializer or a JSON "
+            "serializer without the registry)"
+        )
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"the value is not UTF-8 (byte {exc.start}: {value[exc.start : exc.start + 1]!r}; "
+            "GBK, Latin-1 or UTF-16?): encode the JSON text as UTF-8"
+        )
+    return None
 
 
 def _reads_as(value: bytes, refused_as: EventType) -> str | None:

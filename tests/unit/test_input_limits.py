@@ -406,3 +406,26 @@ class TestProducerMistakes:
         plain = decode(_record(_usage(kind="fax")), EventType.USAGE)
         assert isinstance(plain, DeadLetter)
         assert "wrong topic" not in plain.message
+
+
+class TestNotJsonSaysWhatToSend:
+    """Found by an upstream producer: GBK or Latin-1 text read "invalid unicode code point"
+    and a Confluent wire-format frame "expected value", neither naming the fix."""
+
+    TEXT = '{"event_id":"u1","subscriber_id":"%s","occurred_at":"2026-11-22T09:30:00+08:00",'
+    TEXT += '"kind":"voice","service_code":"%s"}'
+
+    @pytest.mark.parametrize(("code", "encoding"), [("支付宝", "gbk"), ("café", "latin-1")])
+    def test_text_in_another_encoding_is_said_not_utf8(self, code: str, encoding: str) -> None:
+        value = (self.TEXT % (SUB, code)).encode(encoding)
+        result = decode(_record(value), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_JSON
+        assert "not UTF-8" in result.message
+        assert "encode the JSON text as UTF-8" in result.message
+
+    def test_a_confluent_frame_is_named(self) -> None:
+        value = b"\x00\x00\x00\x00\x07" + (self.TEXT % (SUB, "x")).encode()
+        result = decode(_record(value), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert "Confluent Schema Registry header" in result.message
