@@ -10,6 +10,7 @@ from pydantic_core import ErrorDetails
 from moments.models import (
     EVENT_MODELS,
     SUBSCRIBER_PATTERN,
+    TIME_EXAMPLE,
     TIME_PATTERN,
     EventType,
     InputEvent,
@@ -148,10 +149,32 @@ def problem(error: ErrorDetails) -> str:
     pattern (the message was the 337-character pattern). The input is looked at, never
     quoted: a dead letter's reason names fields, not their values."""
     pattern = (error.get("ctx") or {}).get("pattern")
+    value = error.get("input")
     if error["type"] == "string_pattern_mismatch" and pattern == TIME_PATTERN:
-        value = error.get("input")
         return time_fix(value) if isinstance(value, str) else error["msg"]
+    if error["type"] == "string_pattern_mismatch" and pattern == SUBSCRIBER_PATTERN:
+        return (
+            "write the subscriber number as 5 to 20 digits only, as in the record's key: no "
+            "'+', spaces or dashes (e.g. 13800138001)"
+        )
+    if error["type"] == "string_type" and error["loc"][-1:] == ("subscriber_id",):
+        return 'write the subscriber number as a JSON string ("13800138001"), not a number'
+
+    if error["type"] == "string_type" and _epoch(value):
+        return (
+            "a time is text, not an epoch number (seconds or milliseconds): write it in "
+            f"RFC 3339 with a UTC offset, e.g. {TIME_EXAMPLE}"
+        )
     return error["msg"]
+
+
+def _epoch(value: object) -> bool:
+    """Whether a number reads as Unix time in seconds or milliseconds (2001 to 2286)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (1e9 <= value < 1e10 or 1e12 <= value < 1e13)
+    )
 
 
 def _not_json(value: bytes) -> str | None:

@@ -530,7 +530,7 @@ class TestCommand:
         said = " ".join(err.split())
         assert "moments events check FILE" in said
         # ... and what was wrong, in the worker's words, most frequent first
-        assert "Most often: 1 x usage: subscriber_id: String should match pattern" in said
+        assert "Most often: 1 x usage: subscriber_id: write the subscriber number" in said
 
     def test_bad_date_names_the_fix(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -46,7 +46,7 @@ class TestVerdicts:
     def test_a_number_as_subscriber_id_is_refused_as_by_a_worker(self) -> None:
         (verdict,) = check_lines([line(subscriber_id=13800000001)], None)
         assert verdict.reason == "invalid_event"
-        assert verdict.message.startswith("subscriber_id: Input should be a valid string")
+        assert verdict.message.startswith("subscriber_id: write the subscriber number as a JSON")
 
     def test_type_from_the_option_wins_and_the_type_field_is_ignored(self) -> None:
         (as_usage,) = check_lines([line()], EventType.USAGE)

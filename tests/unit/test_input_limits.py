@@ -429,3 +429,29 @@ class TestNotJsonSaysWhatToSend:
         result = decode(_record(value), EventType.USAGE)
         assert isinstance(result, DeadLetter)
         assert "Confluent Schema Registry header" in result.message
+
+
+class TestFieldMessagesNameTheFix:
+    """Found by an upstream producer: a millisecond epoch read "Input should be a valid
+    string", a number with +86 a bare pattern, and the subscriber as a JSON number the
+    same: none said what to send."""
+
+    @pytest.mark.parametrize("epoch", [1764904200, 1764904200123, 1764904200.5])
+    def test_an_epoch_time_is_said_to_be_one(self, epoch: float) -> None:
+        result = decode(_record(_usage(occurred_at=epoch)), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.message.startswith("occurred_at: a time is text, not an epoch number")
+        assert str(int(epoch)) not in result.message
+
+    @pytest.mark.parametrize("written", ["+8613800138001", "138-0013-8001", "138 0013 8001"])
+    def test_a_subscriber_number_with_signs_says_digits_only(self, written: str) -> None:
+        result = decode(_record(_usage(subscriber_id=written)), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert "subscriber_id: write the subscriber number as 5 to 20 digits only" in (
+            result.message
+        )
+
+    def test_a_subscriber_number_as_a_json_number_says_write_a_string(self) -> None:
+        result = decode(_record(_usage(subscriber_id=int(SUB))), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert "subscriber_id: write the subscriber number as a JSON string" in result.message
