@@ -172,17 +172,7 @@ class Runtime:
         self._producer = producer
         outputs = {s.topic(n): s.partitions for n in ("tasks", "deadletter", "task_outcomes")}
         self.starting = f"creating the output topics (Kafka {s.kafka_bootstrap})"
-        await with_retry(
-            lambda: ensure_topics(
-                s.kafka_bootstrap,
-                outputs,
-                replication_factor=s.replication_factor,
-                client_kwargs=kafka_client_kwargs(s),
-            ),
-            Dependency.KAFKA,
-            self.metrics,
-            "creating output topics",
-        )
+        await create_topics(s, outputs, self.metrics, "creating output topics")
         redis = redis_client(s)
         self.starting = f"connecting to Redis ({redacted_url(s.redis_url)})"
         await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
@@ -424,6 +414,29 @@ def warn_odd_deletions(deletions: Mapping[str, int]) -> None:
             "docs/producing-events.md, 'Deleting a subscriber')",
             odd,
         )
+
+
+async def create_topics(
+    settings: Settings,
+    topics: dict[str, int],
+    metrics: Metrics,
+    what: str,
+    max_delay: float = 5.0,
+) -> None:
+    """`ensure_topics` with the settings' replication factor and credentials, retried
+    with back-off while Kafka cannot be reached (counted in the metrics as `what`)."""
+    await with_retry(
+        lambda: ensure_topics(
+            settings.kafka_bootstrap,
+            topics,
+            replication_factor=settings.replication_factor,
+            client_kwargs=kafka_client_kwargs(settings),
+        ),
+        Dependency.KAFKA,
+        metrics,
+        what,
+        max_delay=max_delay,
+    )
 
 
 def record_batch(m: Metrics, result: BatchResult) -> None:

@@ -15,7 +15,7 @@ from moments import statezip
 from moments.app import build, topic_types
 from moments.buildinfo import build_labels
 from moments.check import zones_differ
-from moments.connections import check_kafka, kafka_client_kwargs, preflight
+from moments.connections import check_kafka, preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
 from moments.health import Health
@@ -24,10 +24,10 @@ from moments.metrics_server import serve_metrics
 from moments.partitioning import layout_problems
 from moments.producer import idempotence_refused, refused_message
 from moments.reload import signature
+from moments.runtime import create_topics
 from moments.settings import Settings, unknown_variables
 from moments.stateview import changelog_topic, returns_topic
 from moments.statezip import StateFormatError
-from moments.topics import ensure_topics
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
 from sinks.policy import load_policy
@@ -93,18 +93,8 @@ async def ensure_returns_topic(settings: Settings, metrics: Metrics) -> None:
     subscribes it: a broker that creates topics on first use would give it its own
     default partition count, not the input's."""
     topics = {returns_topic(settings): settings.partitions}
-    await with_retry(
-        lambda: ensure_topics(
-            settings.kafka_bootstrap,
-            topics,
-            replication_factor=settings.replication_factor,
-            client_kwargs=kafka_client_kwargs(settings),
-        ),
-        Dependency.KAFKA,
-        metrics,
-        "creating the cooldown returns topic",
-        max_delay=KAFKA_WAIT_MAX_S,
-    )
+    what = "creating the cooldown returns topic"
+    await create_topics(settings, topics, metrics, what, max_delay=KAFKA_WAIT_MAX_S)
 
 
 KAFKA_WAIT_MAX_S = 15.0
