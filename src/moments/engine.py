@@ -298,7 +298,7 @@ class Detector:
             # back once due (`deadletter replay`) or again corrected, it is applied then.
             if refused is None and isinstance(decoded, ProfileEvent):
                 result.unknown_opt_outs.update(unknown_opt_outs(decoded))
-            state.applied(source, partition, offset, None if refused else digest, behind)
+            state.applied(source, partition, offset, None if refused else digest)
             if behind and refused is None:
                 result.out_of_order[event_type.value] += 1
             if refused is not None:

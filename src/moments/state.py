@@ -81,26 +81,19 @@ class SubscriberState:
         ring = self.recent.get(source)
         return ring is not None and digest in ring
 
-    def applied(
-        self,
-        source: str,
-        partition: int,
-        offset: int | None,
-        digest: str | None,
-        behind: bool = False,
-    ) -> None:
+    def applied(self, source: str, partition: int, offset: int | None, digest: str | None) -> None:
         """Note the event's offset as read and, with a digest, its id as applied. An
         event refused for its time (a dead letter `future` or `late`) notes only its
         offset: its replay once due, or a corrected re-send, has the same id and must
         still be applied.
 
-        `behind`: the event is older than the source's newest one applied (and was not
-        among the recent ids). Its id goes to the old end of the ring, and only while the
-        ring has room: it evicts no newer id. Appended, a re-sent batch longer than the
-        ring evicted, with each of its oldest events, the id the next re-sent one would
-        have matched, and every event of the batch was applied twice; now only those
-        older than the ring's ids are. A late event's own re-send is then caught only by
-        its offset (a re-read), not by its id."""
+        Every id applied goes to the new end of the ring, out-of-order ones too: a
+        producer's retry within the ring's size of arrivals is caught whatever the order.
+        The price is a re-send of more events than the ring holds: each re-sent event the
+        ring forgot is applied again and pushes out the id of the next, so the whole
+        re-send is applied again (docs/producing-events.md, "Sending again"; counted in
+        `moments_events_out_of_order_total`). Putting such ids at the old end stopped
+        that, but then a late event's own retry was applied twice (re-check review)."""
         if offset is not None:
             self.offsets[f"{source}{partition}"] = offset
         if digest is None:
@@ -108,13 +101,8 @@ class SubscriberState:
         ring = self.recent.get(source)
         if ring is None:
             self.recent[source] = ring = []
-        size = RECENT_EVENT_IDS.get(source, RECENT_EVENT_IDS_ELSE)
-        if behind:
-            if len(ring) < size:
-                ring.insert(0, digest)
-            return
         ring.append(digest)
-        if len(ring) > size:
+        if len(ring) > RECENT_EVENT_IDS.get(source, RECENT_EVENT_IDS_ELSE):
             del ring[0]
 
     def to_bytes(self) -> bytes:
