@@ -11,6 +11,7 @@ from moments.models import (
     EVENT_MODELS,
     SUBSCRIBER_PATTERN,
     TIME_EXAMPLE,
+    TIME_FIELDS,
     TIME_PATTERN,
     EventType,
     InputEvent,
@@ -160,12 +161,17 @@ def problem(error: ErrorDetails) -> str:
     if error["type"] == "string_type" and error["loc"][-1:] == ("subscriber_id",):
         return 'write the subscriber number as a JSON string ("13800138001"), not a number'
 
-    if error["type"] == "string_type" and _epoch(value):
+    if error["type"] == "string_type" and error["loc"][-1:] in _TIMES and _epoch(value):
         return (
             "a time is text, not an epoch number (seconds or milliseconds): write it in "
             f"RFC 3339 with a UTC offset, e.g. {TIME_EXAMPLE}"
         )
     return error["msg"]
+
+
+_TIMES = {(name,) for name in TIME_FIELDS}
+"""The fields an epoch number is taken for a time in: another text field sent as a number
+in the same range (an event_id 1764904200) is no time."""
 
 
 def _epoch(value: object) -> bool:

@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -644,3 +644,18 @@ class TaskOutcome(BaseModel):
         "2,000 characters is cut to 2,000, ending ` [cut from N characters]`: the outcome "
         "is taken (a long note made it a dead letter, and outcomes are not replayed)",
     )
+
+
+def _instant_fields(*models: type[BaseModel]) -> frozenset[str]:
+    """The names of the models' fields typed `Instant`."""
+    marks = get_args(Instant)[1:]
+    return frozenset(
+        name
+        for model in models
+        for name, spec in model.model_fields.items()
+        if all(any(m is mark for m in spec.metadata) for mark in marks)
+    )
+
+
+TIME_FIELDS = _instant_fields(*EVENT_MODELS.values(), TaskOutcome)
+"""The fields holding an instant (`Instant`), of the input events and the task outcome."""

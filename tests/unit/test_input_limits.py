@@ -455,3 +455,14 @@ class TestFieldMessagesNameTheFix:
         result = decode(_record(_usage(subscriber_id=int(SUB))), EventType.USAGE)
         assert isinstance(result, DeadLetter)
         assert "subscriber_id: write the subscriber number as a JSON string" in result.message
+
+    @pytest.mark.parametrize("field", ["event_id", "region"])
+    def test_another_field_sent_as_an_epoch_sized_number_is_not_called_a_time(
+        self, field: str
+    ) -> None:
+        """An event_id 1764904200 (a numeric id sent as a JSON number) read "a time is
+        text, not an epoch number": the producer was told to write it in RFC 3339."""
+        result = decode(_record(_usage(**{field: 1764904200})), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.message.startswith(f"{field}: Input should be a valid string")
+        assert "epoch" not in result.message
