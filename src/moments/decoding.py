@@ -109,9 +109,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
                 "JSONDecodeError",
                 _not_json(value) or errors[0]["msg"],
             )
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {problem(e)}" for e in errors[:5]
-        )
+        detail = "; ".join(f"{where}: {said}" for where, said in _said(errors)[:5])
         if (other := _reads_as(value, event_type)) is not None:
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
         return _reject(record, event_type, RejectReason.INVALID_EVENT, "ValidationError", detail)
@@ -143,6 +141,20 @@ def key_problem(record: RawRecord, subscriber_id: str, kind: str) -> DeadLetter 
             "by subscriber_id, exactly (UTF-8, no prefix, no spaces)",
         )
     return None
+
+
+def _said(errors: list[ErrorDetails]) -> list[tuple[str, str]]:
+    """(field, message) per error, a union's branches told once: pydantic names each branch
+    in the location (`opt_out.0.str-enum[Channel]`, `...function-after[...]`), and an
+    opt-out refused read as two errors in its internals' words. The branch that says why
+    (a `ValueError` of ours) is kept, the others dropped."""
+    said: dict[str, str] = {}
+    for error in errors:
+        where = ".".join(str(p) for p in error["loc"] if "[" not in str(p)) or "value"
+        if where not in said or error["type"] == "value_error":
+            message = problem(error)
+            said[where] = message.removeprefix("Value error, ")
+    return list(said.items())
 
 
 def problem(error: ErrorDetails) -> str:

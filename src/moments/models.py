@@ -350,12 +350,47 @@ class UsageEvent(_Event):
 _KEPT = "; null or absent: unchanged"
 
 
+_CHANNEL_WORDS = frozenset(
+    [
+        "sms",
+        "text",
+        "texts",
+        "message",
+        "call",
+        "calls",
+        "phone",
+        "voice",
+        "dial",
+        "dialer",
+        "outbound",
+        "telemarketing",
+        "manager",
+        "managers",
+        "agent",
+        "push",
+        "app",
+        "apps",
+        "notification",
+        "notifications",
+    ]
+)
+"""Words that name one of moments' channels in other terms (`call`, `push`, `in-app`)."""
+
+
 def _no_known_channel(value: str) -> str:
     """An opt-out channel moments does not know is ignored, but one that reads as a known
-    one written otherwise (`SMS`, ` sms`) would be an opt-out lost: refused, naming it."""
+    one written otherwise (`SMS`, ` sms`) or in other words (`call`, `push`, `text`)
+    would be an opt-out lost: refused, naming the contract's channels (re-check review:
+    `["call"]` was ignored, and the customer still got calls)."""
     known = value.strip().casefold().replace("-", "_").replace(" ", "_")
     if known in Channel.__members__.values():
         raise ValueError(f"write {known!r} exactly (lowercase, as the contract spells it)")
+    if _CHANNEL_WORDS & set(re.split(r"[^a-z]+", value.casefold())):
+        raise ValueError(
+            "reads as one of moments' channels: write it as the contract spells them, "
+            "sms, outbound_call, manager or app_push (other channels, such as email, are "
+            "ignored)"
+        )
     return value
 
 

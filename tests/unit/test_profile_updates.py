@@ -8,12 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
+from moments.decoding import decode
 from moments.engine import Detector
 from moments.models import EventType, ProfileEvent
 from moments.pipeline import run_pipeline, to_records
+from moments.records import DeadLetter, RawRecord
 from moments.runtime import UnknownChannels
 from moments.store import DictStateStore
 
@@ -144,6 +147,33 @@ class TestUnknownOptOutChannels:
                 {"event_id": "p", "subscriber_id": SUB, "occurred_at": at("2026-11-02")}
                 | {"opt_out": ["email", "SMS "]}
             )
+
+    @pytest.mark.parametrize("written", ["call", "phone", "push", "text", "in-app", "Voice"])
+    def test_a_channel_in_other_words_is_a_dead_letter_saying_how_to_write_it(
+        self, written: str
+    ) -> None:
+        """`["call"]` was ignored as a channel moments does not send on, and the customer
+        who opted out of calls still got them (re-check review); the refusal read as two
+        errors in pydantic's words."""
+        value = {"event_id": "p", "subscriber_id": SUB, "occurred_at": at("2026-11-02")}
+        record = RawRecord(
+            "telecom.profile", 0, 1, SUB.encode(), orjson.dumps(value | {"opt_out": [written]})
+        )
+        dead = decode(record, EventType.PROFILE)
+        assert isinstance(dead, DeadLetter)
+        assert dead.message == (
+            "opt_out.0: reads as one of moments' channels: write it as the contract spells "
+            "them, sms, outbound_call, manager or app_push (other channels, such as email, "
+            "are ignored)"
+        )
+
+    def test_other_channels_are_not_taken_for_ours(self) -> None:
+        for other in ("email", "wechat", "whatsapp", "post", "letter"):
+            event = ProfileEvent.model_validate(
+                {"event_id": "p", "subscriber_id": SUB, "occurred_at": at("2026-11-02")}
+                | {"opt_out": [other]}
+            )
+            assert event.opt_out == [other]
 
     def test_each_unknown_name_is_logged_once(self, caplog: pytest.LogCaptureFixture) -> None:
         said = UnknownChannels()
