@@ -27,12 +27,14 @@ is not its task's is a dead letter (`subscriber_mismatch`), whatever its status;
 whose task's payload is gone is counted and changes nothing, and one whose task id the
 ledger never had (it keeps every id it claimed for `MOMENTS_LEDGER_TTL_SECONDS`, 400
 days: a task is claimed before it is published) is a dead letter (`unknown_task`;
-counted `moment_type="unknown"`, it told the consumer nothing). A `task_id` that is not
-one the detector makes (32 lowercase hex) is an `invalid_event` dead letter, so what
-is logged of an outcome is a hex id, never its free text. An outcome dated further ahead
-of the worker's clock than an input event may be (`moments.engine.allowed_ahead`) is a
-`future` dead letter: local time written with `Z` queued a retry 10 hours out, and a
-`2099` outcome was counted.
+counted `moment_type="unknown"`, it told the consumer nothing), as is one for a moment
+merged into another task (its entry `M<carrier>`: a `moment_id` or a `related` task id,
+never published under its own id; its decline was taken and acted on nothing). A
+`task_id` that is not one the detector makes (32 lowercase hex) is an `invalid_event`
+dead letter, so what is logged of an outcome is a hex id, never its free text. An
+outcome dated further ahead of the worker's clock than an input event may be
+(`moments.engine.allowed_ahead`) is a `future` dead letter: local time written with `Z`
+queued a retry 10 hours out, and a `2099` outcome was counted.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from moments.engine import LATENESS, allowed_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import DeadLetter, RawRecord, RejectReason
 from sinks.dispatch import TaskSink
-from sinks.ledger import sent_meta_of
+from sinks.ledger import sent_meta_of, state_of
 from sinks.metrics import Dependency
 from sinks.retry import with_retry
 
@@ -188,6 +190,21 @@ def unknown_task(record: RawRecord, outcome: TaskOutcome, ledger_ttl_s: int) -> 
     )
 
 
+def merged_task(record: RawRecord, outcome: TaskOutcome, carrier_id: str) -> DeadLetter:
+    """The dead letter of an outcome for a moment that went out merged into another task:
+    its id names the moment (a task's `moment_id`, or one in `related`), never a task the
+    consumer was sent, so its decline, retry or contact would act on nothing."""
+    return DeadLetter(
+        record,
+        EVENT_TYPE,
+        RejectReason.UNKNOWN_TASK,
+        "UnknownTask",
+        f"task {outcome.task_id} was merged into task {carrier_id} and never published "
+        f"under its own id (it is a moment_id or a related task_id): report the outcome "
+        f"for task_id {carrier_id}, the task as published",
+    )
+
+
 def declined_rules(task: ServiceTask) -> list[str]:
     """The rules a `declined` suppresses: the task's and, for a merged task, those of its
     related moments (the customer turned the whole contact down; only the leading rule
@@ -258,6 +275,10 @@ async def handle_outcomes(
             entry = await _entry(sink, outcome.task_id)
             if entry is None:
                 result.dead_letters.append(unknown_task(record, outcome, sink.ledger.ttl))
+                continue
+            if state_of(entry) == "merged":
+                carrier = entry[1:].decode(errors="replace")
+                result.dead_letters.append(merged_task(record, outcome, carrier))
                 continue
             moment_type = str(_meta(sent_meta_of(entry)).get("moment_type") or UNKNOWN)
         if await _first(sink, outcome):

@@ -249,6 +249,33 @@ class TestOutcomes:
         labels = {"moment_type": "unknown", "status": status.value}
         assert w.sample("moments_task_outcomes_total", **labels) == 0
 
+    async def test_an_outcome_for_a_merged_moments_own_id_names_the_task_to_report(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """A call joined a waiting SMS: the task went out as the SMS's id, led by the call,
+        whose own id is the task's `moment_id`. A decline reported for that id was taken,
+        counted `moment_type="unknown"`, and suppressed nothing (recheck)."""
+        w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+        sub = "13200000017"
+        later = NOW + HOUR
+        waiting = task(
+            A1, sub=sub, moment_type="low_balance", deliver_after=later, deferred="quiet_hours"
+        )
+        await w.send(waiting)
+        call = task(A2, sub=sub, moment_type="complaint", channel=Channel.OUTBOUND_CALL)
+        await w.send(call.model_copy(update={"deliver_after": later}))  # joins
+        assert await w.sink.release_due(now=later.timestamp() + 1) == 1
+        [sent] = await published(w.settings, 1)
+        assert (sent["task_id"], sent["moment_id"]) == (A1, A2)
+        record = record_of(A2, sub, OutcomeStatus.DECLINED)
+        result = await handle_outcomes([record], w.sink, now=later)
+        assert (result.handled, result.declined) == (0, 0)
+        [dead] = result.dead_letters
+        assert dead.reason is RejectReason.UNKNOWN_TASK
+        assert dead.message.endswith(f"report the outcome for task_id {A1}, the task as published")
+        labels = {"moment_type": "unknown", "status": "declined"}
+        assert w.sample("moments_task_outcomes_total", **labels) == 0
+
     async def test_bad_outcome_is_a_dead_letter(self, make_worker: Callable[..., Worker]) -> None:
         w = make_worker()
         result = await handle_outcomes([RawRecord("o", 0, 0, b"1", b"{not json")], w.sink)
