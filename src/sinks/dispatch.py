@@ -125,6 +125,9 @@ class _Fit:
     wait: list[ServiceTask] = field(default_factory=list)
     dropped: list[ServiceTask] = field(default_factory=list)
     later: float = 0.0
+    why: str = "capacity"
+    """Why `wait` waits: `capacity` (the next day), or `channel_hours` (the part left
+    to send is on a channel not worked now: it waits for the opening)."""
 
 
 def part_id(carrier_id: str, moments: Sequence[ServiceTask]) -> str:
@@ -701,7 +704,7 @@ class TaskSink:
             w.park(
                 _Route(r.c, waiting, fit.wait, merge_tasks(waiting, fit.wait)),
                 fit.later,
-                "capacity",
+                fit.why,
             )
         raw = r.c.stored()
         leaves = [
@@ -995,6 +998,18 @@ class TaskSink:
             task = merge_tasks(part_id(r.carrier_id, send), send)
             if task.task_id != r.carrier_id:
                 task = _waited(task, r.task)
+            opens = self._opening(task, at, [])
+            if opens is None or opens > at:
+                # Its channel is not worked now (`hours:`): the part waits for the opening
+                # (with what waits for the next day, judged again then), or, when that
+                # comes too late, its channel is refused like a full one.
+                if opens is not None and opens.timestamp() <= self._last_send(task):
+                    fit.wait += [own[m.task_id] for m in send]
+                    if opens.timestamp() < fit.later:
+                        fit.later, fit.why = opens.timestamp(), "channel_hours"
+                    return fit
+                channel = task.channel
+                continue
             if await self._take(task, at):
                 fit.sent, fit.send = task, send
                 return fit

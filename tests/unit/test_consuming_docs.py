@@ -75,6 +75,8 @@ def deferral_reasons_in_code() -> set[str]:
         found |= literals(args) - {"reason"}
     # w.park(r, ..., reason): the task's own deferral or this default
     found |= set(re.findall(r'reason = task\.deferred\.reason if .* else "([a-z_]+)"', dispatch))
+    # w.park(..., fit.why): capacity's next day, or a part's channel hours
+    found |= set(re.findall(r'why: str = "([a-z_]+)"', dispatch))
     # w.park(r, contact.free_at, contact.reason): the limiters' reasons
     found |= set(re.findall(r'reason: str = "([a-z_]+)"', contact))
     for args in call_args(dispatch, "ContactLimiter"):
