@@ -187,9 +187,16 @@ def register_agents(
             watch.update(generation=app.consumer_generation_id, since=time.monotonic(), swept=False)
             guard.reset()
 
+    returns = returns_topic(settings)
+
     async def seek_back(seeks: Mapping[tuple[str, int], int], why: str) -> None:
         for (topic, partition), offset in seeks.items():
-            log.warning("%s[%d]: %s; reading again from offset %d", topic, partition, why, offset)
+            # Cooldown returns are rare: their partitions are silent after nearly every
+            # rebalance, and a warning for each was noise (re-check review).
+            level = logging.INFO if topic == returns else logging.WARNING
+            log.log(
+                level, "%s[%d]: %s; reading again from offset %d", topic, partition, why, offset
+            )
             await app.consumer.seek(TP(topic, partition), offset)
 
     # The agent only subscribes the input topics (and lets Faust's assignor co-partition
