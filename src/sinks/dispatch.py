@@ -517,13 +517,13 @@ class TaskSink:
 
     def _gone(self, c: Candidate, m: ServiceTask, reason: SuppressReason, w: _Writes) -> None:
         """A moment dropped for good: counted, and, unless it is fresh from the engine's
-        batch (which gives its cooldown back itself: `give_back_cooldowns`), a retry (its
-        first delivery went out) or forgotten, its rule's cooldown returned
-        (`_give_back`, before the drop is written)."""
+        batch (which gives its cooldown back itself: `give_back_cooldowns`) or forgotten,
+        its rule's cooldown returned (`_give_back`, before the drop is written). A retry's
+        too: retries follow only `unreachable`, so a dropped one reached no one either."""
         self._suppressed(m, reason)
         from_batch = c.fresh and c.deferral_counted
         forgotten = reason is SuppressReason.FORGOTTEN
-        if self.returns is not None and not from_batch and m.attempt == 0 and not forgotten:
+        if self.returns is not None and not from_batch and not forgotten:
             w.returned.append(CooldownReturn.of(m))
 
     async def _give_back(self, w: _Writes) -> None:

@@ -325,15 +325,17 @@ class TestDispatchReturns:
         assert got == {task.task_id}
         assert sink.returns.pending == []
 
-    def test_a_retry_dropped_sends_none(self) -> None:
-        """Its first delivery went out: the cooldown it started stays."""
+    def test_a_retry_dropped_returns_its_cooldown(self) -> None:
+        """A retry exists only after `unreachable`: the first attempt reached no one (its
+        contact is given back too), so when the retry is dropped as well the customer was
+        never contacted, and the cooldown goes back (re-check review: it stayed)."""
         (task,) = made(complaint(1, DAY1))
         retry = task.model_copy(update={"attempt": 1, "retry_of": task.task_id})
         sink = Sink(
             analyst_policy(overflow={"*": {"policy": "drop"}}, merge={"hold_channels": []}), DAY1
         )
         sink.run(sink.sink.dispatch([retry]))
-        assert sink.returns.pending == []
+        assert [r.mark for r in sink.returns.pending] == [int(task.triggered_at.timestamp())]
 
 
 def write(path: Path, events: list[tuple[EventType, Any]]) -> Path:
