@@ -17,7 +17,7 @@ from moments.models import TASK_ID_PATTERN, OutcomeStatus, TaskOutcome
 from moments.pii import mask_msisdn
 from moments.redisurl import redacted_url
 from moments.settings import Settings
-from sinks.ledger import TaskLedger
+from sinks.ledger import TaskLedger, state_of
 
 
 class AckError(Exception):
@@ -65,6 +65,7 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
     try:
         ledger = TaskLedger(redis, f"moments:{settings.app_id}:", settings.ledger_ttl_seconds)
         while not (body := await redis.get(ledger.body_key(task_id))):
+            _refuse_merged(task_id, await ledger.get(task_id))
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.1)
@@ -76,6 +77,19 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
             f"(app id {settings.app_id}); pass --subscriber MSISDN to ack it anyway"
         )
     return str(orjson.loads(body)["subscriber_id"])
+
+
+def _refuse_merged(task_id: str, entry: bytes | None) -> None:
+    """`AckError` naming the published task when `task_id` is a moment merged into it (a
+    `moment_id` or a `related` id): the worker refuses an outcome for it (recheck review:
+    the command wrote it with no word)."""
+    if entry is not None and state_of(entry) == "merged":
+        carrier = entry[1:].decode(errors="replace")
+        raise AckError(
+            f"task {task_id} is a moment merged into task {carrier}, the one published: ack "
+            f"{carrier} (the worker refuses an outcome for a merged moment's own id as "
+            "unknown_task)"
+        )
 
 
 async def check_subscriber(settings: Settings, task_id: str, given: str) -> str | None:
@@ -91,7 +105,8 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
     try:
         ledger = TaskLedger(redis, f"moments:{settings.app_id}:", settings.ledger_ttl_seconds)
         body = await redis.get(ledger.body_key(task_id))
-        known = body is not None or bool(await redis.exists(ledger.key(task_id)))
+        entry = None if body is not None else await ledger.get(task_id)
+        known = body is not None or entry is not None
     except (rx.RedisError, OSError) as exc:
         return (
             f"could not check task {task_id}'s subscriber in {where}: {type(exc).__name__}; "
@@ -101,6 +116,7 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
     finally:
         await redis.aclose()
     if body is None:
+        _refuse_merged(task_id, entry)
         if known:
             return None  # expired: the worker counts it and can check nothing
         return (

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from moments.ack import subscriber_of, write_outcome
+from moments.ack import AckError, check_subscriber, subscriber_of, write_outcome
 from moments.models import Channel, OutcomeStatus, TaskOutcome
 from moments.outcomes import handle_outcomes, retry_id
 from moments.records import RawRecord, RejectReason
@@ -275,6 +275,11 @@ class TestOutcomes:
         assert dead.message.endswith(f"report the outcome for task_id {A1}, the task as published")
         labels = {"moment_type": "unknown", "status": "declined"}
         assert w.sample("moments_task_outcomes_total", **labels) == 0
+        # `moments tasks ack` refuses that id too, naming the task to ack
+        if isinstance(w.ledger, TaskLedger):  # the command reads Redis
+            for check in (subscriber_of(w.settings, A2), check_subscriber(w.settings, A2, sub)):
+                with pytest.raises(AckError, match=f"merged into task {A1}, the one published"):
+                    await check
 
     async def test_bad_outcome_is_a_dead_letter(self, make_worker: Callable[..., Worker]) -> None:
         w = make_worker()
