@@ -88,16 +88,21 @@ async def ensure_topics(
     try:
         async with asyncio.timeout(timeout_s):
             await admin.start()
-            response = await admin.create_topics(requests, timeout_ms=timeout_ms)
-            existing: set[str] = set()
+            # Only what is missing is asked for: a managed cluster's service account may
+            # not create topics, and Kafka refuses a CreateTopics it may not make
+            # (TOPIC_AUTHORIZATION_FAILED) even for a topic that exists.
+            existing = set(await _counts(admin, list(wanted)))
+            missing = [r for r in requests if r.name not in existing]
             failures: list[str] = []
-            for entry in response.topic_errors:
-                name, code = entry[0], entry[1]
-                message = entry[2] if len(entry) > 2 else None
-                if code == _TOPIC_ALREADY_EXISTS:
-                    existing.add(name)
-                elif code != 0:
-                    failures.append(f"{name}: error {code} {message or ''}".rstrip())
+            if missing:
+                response = await admin.create_topics(missing, timeout_ms=timeout_ms)
+                for entry in response.topic_errors:
+                    name, code = entry[0], entry[1]
+                    message = entry[2] if len(entry) > 2 else None
+                    if code == _TOPIC_ALREADY_EXISTS:
+                        existing.add(name)
+                    elif code != 0:
+                        failures.append(f"{name}: error {code} {message or ''}".rstrip())
             if failures:
                 raise TopicsError("could not create topics: " + "; ".join(failures))
             actual = await _wait_for_topics(admin, list(wanted))
@@ -120,19 +125,25 @@ async def ensure_topics(
         log.warning("existing topics have other partition counts: %s", detail)
 
 
-async def _wait_for_topics(admin: Any, names: list[str]) -> dict[str, int]:
-    """Poll metadata until all `names` have partitions; name -> partition count."""
+async def _counts(admin: Any, names: list[str]) -> dict[str, int]:
+    """The partition counts of those of `names` that exist, from one Metadata request."""
     from aiokafka.protocol.metadata import MetadataRequest
 
+    # allow_auto_topic_creation=False: never create a topic by looking at it.
+    request = MetadataRequest(names, allow_auto_topic_creation=False)
+    response = await admin._send_request(request)
+    counts: dict[str, int] = {}
+    for topic in response.to_object()["topics"]:
+        if topic["error_code"] == 0 and topic["partitions"]:
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts
+
+
+async def _wait_for_topics(admin: Any, names: list[str]) -> dict[str, int]:
+    """Poll metadata until all `names` have partitions; name -> partition count."""
     delay = 0.02
     while True:
-        # allow_auto_topic_creation=False: never create a topic by looking at it.
-        request = MetadataRequest(names, allow_auto_topic_creation=False)
-        response = await admin._send_request(request)
-        counts: dict[str, int] = {}
-        for topic in response.to_object()["topics"]:
-            if topic["error_code"] == 0 and topic["partitions"]:
-                counts[topic["topic"]] = len(topic["partitions"])
+        counts = await _counts(admin, names)
         if all(name in counts for name in names):
             return counts
         await asyncio.sleep(delay)

@@ -4,6 +4,7 @@ topic or an unreachable broker gives (moments.topics)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -61,6 +62,29 @@ async def test_ensure_topics_partitions_and_idempotent(
     ((_, _, _, _, entries),) = response.resources
     configs = {entry[0]: entry[1] for entry in entries}
     assert configs.get("cleanup.policy") == "compact"
+
+
+async def test_topics_that_exist_are_not_asked_for(
+    kafka_bootstrap: str, unique_name: UniqueNames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A managed cluster's service account may not create topics, and Kafka refuses a
+    CreateTopics it may not make (TOPIC_AUTHORIZATION_FAILED) even for a topic that
+    exists: a worker whose topics an operator made stopped at start (re-check review)."""
+    made, new = {unique_name("made"): 2}, unique_name("new")
+    await ensure_topics(kafka_bootstrap, made)
+    asked: list[list[str]] = []
+    create = AIOKafkaAdminClient.create_topics
+
+    async def spy(self: AIOKafkaAdminClient, topics: list[Any], **kw: Any) -> Any:
+        asked.append([t.name for t in topics])
+        return await create(self, topics, **kw)
+
+    monkeypatch.setattr(AIOKafkaAdminClient, "create_topics", spy)
+    await ensure_topics(kafka_bootstrap, made)
+    assert asked == []
+    await ensure_topics(kafka_bootstrap, {**made, new: 1})
+    assert asked == [[new]]
+    assert await _partition_counts(kafka_bootstrap, [*made, new]) == {**made, new: 1}
 
 
 async def test_ensure_topics_rejects_bad_arguments(kafka_bootstrap: str) -> None:
