@@ -785,6 +785,7 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
 
     from moments.ack import AckError, ack_task
     from moments.connections import require_kafka, require_redis
+    from moments.logmask import mask_text
     from moments.models import OutcomeStatus
     from moments.pii import mask_msisdn
 
@@ -812,6 +813,8 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
     shown = outcome.model_dump(mode="json", exclude_none=True)
     if not settings.log_pii:
         shown["subscriber_id"] = mask_msisdn(outcome.subscriber_id)
+        if outcome.note:  # free text: a called number in it is masked as in the logs
+            shown["note"] = mask_text(outcome.note)
     print(orjson.dumps(shown).decode())
     return 0
 

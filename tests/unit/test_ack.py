@@ -56,9 +56,9 @@ class TestReceipt:
         monkeypatch.setattr("moments.connections.require_kafka", lambda settings: None)
         monkeypatch.delenv("MOMENTS_LOG_PII", raising=False)
 
-    def ack(self, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    def ack(self, capsys: pytest.CaptureFixture[str], *more: str) -> dict[str, str]:
         argv = ["tasks", "ack", "0" * 32, "--status", "accepted", "--subscriber", "13800138001"]
-        assert main(argv) == 0
+        assert main([*argv, *more]) == 0
         out = capsys.readouterr().out
         shown: dict[str, str] = orjson.loads(out)
         return shown
@@ -67,6 +67,11 @@ class TestReceipt:
         shown = self.ack(capsys)
         assert shown["subscriber_id"] == "138****8001"
         assert (shown["task_id"], shown["status"]) == ("0" * 32, "accepted")
+
+    def test_a_number_in_the_note_is_masked(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The receipt echoed the note whole (security review)."""
+        shown = self.ack(capsys, "--note", "called back on 13912341234, fine")
+        assert shown["note"] == "called back on 139****1234, fine"
 
     def test_log_pii_shows_it_whole(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
