@@ -12,6 +12,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - a quoted string of 5 to 20 digits (`'97531'`, `"subscriber_id":"97531"`);
 - 5 to 20 digits right after a field name that holds one (`subscriber_id=97531`,
   `msisdn: 97531`, also `counterparty` and `imei`);
+- a number written in groups as people write phone numbers (`138-0013-8001`,
+  `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code);
 - anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
   id, a topic prefix) or a decimal fraction: the net for an MSISDN, IMEI or called
   number in free text. Numbers of 7 digits and more (offsets, byte sizes) are masked too,
@@ -54,6 +56,7 @@ _TEXT = re.compile(
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
     | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
     | (?P<key>(?:subscriber_id|msisdn|counterparty|imei)\W{1,4})(?P<value>\d{5,20})(?!\d)
+    | (?<![\w.+])(?P<spaced>\+?(?:\d{1,3}[ -])?\d{3}[ -]\d{4}[ -]\d{4})(?!\w|\.\d)  # 138-0013-8001
     | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,20})(?![0-9A-Fa-f])          # free text
     """,
     re.VERBOSE,
@@ -85,6 +88,8 @@ def _mask_match(match: re.Match[str]) -> str:
         return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
     if match.group("value") is not None:
         return match.group("key") + mask_msisdn(match.group("value"))
+    if match.group("spaced") is not None:  # a number written in groups: masked as one
+        return mask_msisdn("".join(c for c in match.group("spaced") if c.isdigit()))
     return mask_msisdn(match.group(0))
 
 

@@ -77,10 +77,26 @@ class TestMaskText:
             f"task {TASK_ID} published",
             "topic='t8094743d2f.telecom.usage' partition=1",
             "2026-12-03 16:55:13,922 INFO took 12345 ms",
+            "a card 4111 1111 1111 1111, uuid f47ac10b-58cc-4372-a567-0e02b2c3d479",
+            "brokers 10.0.0.1:9092,10.0.0.2:9092 version 0.15.3",
         ],
     )
     def test_ordinary_numbers_stay_readable(self, text: str) -> None:
         assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("call 138-0013-8001 now", "call 138****8001 now"),
+            ("call 138 0013 8001 now", "call 138****8001 now"),
+            ("from +86 138 0013 8001.", "from 861******8001."),
+            ("from 86-138-0013-8001", "from 861******8001"),
+        ],
+    )
+    def test_a_number_written_in_groups(self, text: str, expected: str) -> None:
+        """A producer's `+86 138 0013 8001` in a dead letter or a log line was shown whole
+        (re-check review)."""
+        assert mask_text(text) == expected
 
 
 class TestRecords:
