@@ -57,8 +57,10 @@ def build_task(
         extra["deferred"] = deferred
     if quiet_hours is not None:
         extra["quiet_hours"] = quiet_hours
+    made = task_id(subscriber_id, rule.id, fired.occurrence)
     return ServiceTask(
-        task_id=task_id(subscriber_id, rule.id, fired.occurrence),
+        task_id=made,
+        moment_id=made,  # one moment: its own (given, the model's fallback copies no dict)
         subscriber_id=subscriber_id,
         region=region or profile.get("region"),
         tier=profile.get("tier"),
