@@ -794,12 +794,12 @@ def _when(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def too_far_ahead(
-    record: RawRecord, event_type: EventType, at: int, now: int, limit: int
-) -> DeadLetter:
+def too_far_ahead(record: RawRecord, kind: str, at: int, now: int, limit: int) -> DeadLetter:
+    """The `future` dead letter of a record (an event, or an outcome: `kind`) dated `at`,
+    over `limit` seconds ahead of the worker's clock `now`."""
     return DeadLetter(
         record,
-        event_type.value,
+        str(kind),
         RejectReason.FUTURE,
         "OutOfTime",
         f"occurred_at {_when(at)} is {at - now} s ahead of the worker's clock ({_when(now)}; "

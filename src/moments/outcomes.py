@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from moments.decoding import MAX_MESSAGE_BYTES, key_problem, problem
-from moments.engine import LATENESS, allowed_ahead
+from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import DeadLetter, RawRecord, RejectReason
 from sinks.dispatch import TaskSink
@@ -158,23 +158,6 @@ def subscriber_mismatch(record: RawRecord, outcome: TaskOutcome) -> DeadLetter:
     )
 
 
-def too_far_ahead(
-    record: RawRecord, outcome: TaskOutcome, now: dt.datetime, ahead_s: int
-) -> DeadLetter:
-    """The dead letter of an outcome dated ahead of the worker's clock by over `ahead_s`."""
-    ahead = int((outcome.occurred_at - now).total_seconds())
-    return DeadLetter(
-        record,
-        EVENT_TYPE,
-        RejectReason.FUTURE,
-        "OutOfTime",
-        f"occurred_at {outcome.occurred_at.isoformat()} is {ahead} s ahead of the worker's "
-        f"clock ({now.isoformat(timespec='seconds')}; at most {ahead_s} s): not applied. "
-        "Check the consumer's clock and offset (local time written with Z?) and send the "
-        "outcome again with the time it happened",
-    )
-
-
 def unknown_task(record: RawRecord, outcome: TaskOutcome, ledger_ttl_s: int) -> DeadLetter:
     """The dead letter of an outcome for a task id the ledger has no entry for: every task
     published is claimed there first and its entry kept `ledger_ttl_s` (400 days by
@@ -263,7 +246,8 @@ async def handle_outcomes(
             continue
         outcome = decoded
         if outcome.occurred_at > at + dt.timedelta(seconds=ahead_s):
-            result.dead_letters.append(too_far_ahead(record, outcome, at, ahead_s))
+            dated, clock = int(outcome.occurred_at.timestamp()), int(at.timestamp())
+            result.dead_letters.append(too_far_ahead(record, EVENT_TYPE, dated, clock, ahead_s))
             continue
         task = await _sent_task(sink, outcome.task_id)
         if task is not None and task.subscriber_id != outcome.subscriber_id:
