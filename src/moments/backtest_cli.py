@@ -300,8 +300,17 @@ def _write(
 
 def _write_private(path: Path, data: bytes) -> None:
     """`data` in a file only its owner reads: the tasks name subscribers, and under the
-    usual umask (022) every user of a shared analysis machine could read them."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    usual umask (022) every user of a shared analysis machine could read them. A symbolic
+    link in its place is refused, not followed: on a shared machine it could send the
+    tasks to a file someone else chose."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if path.is_symlink():
+            raise OSError(
+                exc.errno, f"{path} is a symbolic link; remove it or choose another --out"
+            ) from exc
+        raise
     with open(fd, "wb") as file:
         os.fchmod(file.fileno(), 0o600)  # a file left by an earlier run keeps its mode
         file.write(data)

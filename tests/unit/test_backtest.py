@@ -517,6 +517,20 @@ class TestCommand:
         for name in ("tasks.jsonl", "baseline-tasks.jsonl"):
             assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
 
+    def test_a_symbolic_link_in_place_of_the_task_file_is_refused_not_followed(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        out = tmp_path / "out"
+        out.mkdir()
+        elsewhere = tmp_path / "elsewhere.txt"
+        elsewhere.write_text("theirs\n")
+        (out / "tasks.jsonl").symlink_to(elsewhere)
+        args = ["backtest", "--events", str(write_history(tmp_path / "h.jsonl"))]
+        code = main([*args, "--rules", str(write_rules(tmp_path / "r.yaml")), "--out", str(out)])
+        assert code == 1
+        assert elsewhere.read_text() == "theirs\n"
+        assert "tasks.jsonl is a symbolic link; remove it" in capsys.readouterr().err
+
     def test_refused_events_are_counted_by_reason_and_the_way_to_see_them_named(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
