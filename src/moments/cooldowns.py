@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import orjson
 
 from moments.models import ServiceTask
-from moments.state import SubscriberState
+from moments.state import SubscriberState, mark_id
 from rules.rule import state_tag
 
 RETURNS_TOPIC_SUFFIX = "cooldown-returns"
@@ -34,44 +34,58 @@ class MalformedReturnError(ValueError):
 @dataclass(frozen=True, slots=True)
 class CooldownReturn:
     """The cooldown a dropped task started: the subscriber's `fired[state_tag(rule_id)]`
-    was set to `mark` (the moment's event time, epoch seconds) when the task was made."""
+    was set to `mark` (the moment's event time, epoch seconds) when the task was made,
+    and `fired_by` to its id (`mark_id`)."""
 
     subscriber_id: str
     rule_id: str
     mark: int
     task_id: str
-    """Which task: for people reading the topic; the engine does not need it."""
+    """The task dropped: its ledger entry, read before the return is sent again."""
+    moment_id: str | None = None
+    """The task that set the mark, when it is not `task_id`: a retry's original
+    (`ServiceTask.moment_id`)."""
 
     @classmethod
     def of(cls, task: ServiceTask) -> CooldownReturn:
         """The return of a dropped task: the engine set the mark to its moment's event time
-        in whole seconds (`int(occurred_at.timestamp())`, which is `triggered_at`)."""
+        in whole seconds (`int(occurred_at.timestamp())`, which is `triggered_at`), and
+        named it by the task it made (a retry's original, its `moment_id`)."""
         mark = int(task.triggered_at.timestamp())
-        return cls(task.subscriber_id, task.moment.rule_id, mark, task.task_id)
+        moment = task.moment_id if task.moment_id not in (None, task.task_id) else None
+        return cls(task.subscriber_id, task.moment.rule_id, mark, task.task_id, moment)
+
+    @property
+    def marked_by(self) -> str:
+        """The `fired_by` of the mark this return removes."""
+        return mark_id(self.moment_id or self.task_id)
 
     @property
     def key(self) -> bytes:
         return self.subscriber_id.encode()
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "subscriber_id": self.subscriber_id,
-                "rule_id": self.rule_id,
-                "mark": self.mark,
-                "task_id": self.task_id,
-            }
-        )
+        doc: dict[str, str | int] = {
+            "subscriber_id": self.subscriber_id,
+            "rule_id": self.rule_id,
+            "mark": self.mark,
+            "task_id": self.task_id,
+        }
+        if self.moment_id is not None:
+            doc["moment_id"] = self.moment_id
+        return orjson.dumps(doc)
 
     @classmethod
     def from_bytes(cls, value: bytes | None) -> CooldownReturn:
         try:
             doc = orjson.loads(value or b"")
+            moment = doc.get("moment_id")
             made = cls(
                 str(doc["subscriber_id"]),
                 str(doc["rule_id"]),
                 int(doc["mark"]),
                 str(doc["task_id"]),
+                None if moment is None else str(moment),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise MalformedReturnError(
@@ -81,17 +95,31 @@ class CooldownReturn:
         return made
 
 
+def holds_mark(state: SubscriberState, tag: str, at: int, by: str) -> bool:
+    """Whether the rule's cooldown mark is the one the task `by` (`mark_id`) set at `at`.
+
+    Its time alone does not say: marks are kept to the second, and once a mark was given
+    back a later moment of the rule in the same second sets the same time (a return read
+    again after a crash removed that task's mark). A mark set before `fired_by` was kept
+    is told by its time only."""
+    if state.fired.get(tag) != at:
+        return False
+    held = state.fired_by.get(tag)
+    return held is None or held == by
+
+
 def give_back_returned(state: SubscriberState, returned: CooldownReturn) -> bool:
     """Remove the rule's cooldown mark from the subscriber's record if it is still the one
-    the dropped task set; returns whether it was removed.
+    the dropped task set (`holds_mark`); returns whether it was removed.
 
     A later task's mark stays (`fired` holds only the latest). The mark from before the
     task is not put back, and need not be: the task was made, so that earlier mark held
     back nothing at or after `mark` (a moment dated before a mark is never held back by
     it); removing the mark is the same for every later moment. Applying a return twice
-    (read again after a crash) does nothing the second time."""
+    (read again after a crash, or sent again) does nothing the second time."""
     tag = state_tag(returned.rule_id)
-    if state.fired.get(tag) != returned.mark:
+    if not holds_mark(state, tag, returned.mark, returned.marked_by):
         return False
     del state.fired[tag]
+    state.fired_by.pop(tag, None)
     return True

@@ -16,7 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from moments.cooldowns import CooldownReturn, MalformedReturnError, give_back_returned
+from moments.cooldowns import (
+    CooldownReturn,
+    MalformedReturnError,
+    give_back_returned,
+    holds_mark,
+)
 from moments.decoding import TOMBSTONE, decode, deletion_form
 from moments.models import (
     Channel,
@@ -33,7 +38,7 @@ from moments.models import (
 from moments.records import DeadLetter, RawRecord, RejectReason, SuppressReason
 from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, spend_drop
 from moments.sources import SOURCE_CODES
-from moments.state import MAX_OPEN, SubscriberState, event_digest
+from moments.state import MAX_OPEN, SubscriberState, event_digest, mark_id
 from moments.taskbuilder import build_task
 from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
@@ -112,12 +117,15 @@ class _Rebuilds:
 @dataclass(frozen=True, slots=True)
 class CooldownMark:
     """Where a task started its rule's cooldown: the subscriber's `fired[tag]` set to `at`
-    (the moment's event time), and what it held before (None: nothing)."""
+    (the moment's event time) by the task `by` (`fired_by`, `mark_id`), and what both held
+    before (None: nothing)."""
 
     subscriber: str
     tag: str
     at: int
     before: int | None
+    by: str
+    before_by: str | None
 
 
 @dataclass(slots=True)
@@ -620,12 +628,15 @@ class Detector:
         view = subscriber_view(state)
         decision = gate(gate_input, view, policy)
         before = state.fired.get(rule.tag)
+        before_by = state.fired_by.get(rule.tag)
         if spec.cooldown is not None and decision.action != "suppress":
             # Only a moment that makes a task starts the cooldown: one the gates dropped
             # (a complaint being handled, a closed line) or that lapsed did not reach
             # the customer, and the next must not wait for it. Dispatch may still drop
-            # the task: then `give_back_cooldowns` puts `before` back.
+            # the task: then `give_back_cooldowns` puts `before` back. The task sets
+            # `fired_by` once it is made (a shadow rule's mark is no task's).
             state.fired[rule.tag] = at
+            state.fired_by.pop(rule.tag, None)
         if shadow is not None:
             outcome = {"suppress": "suppressed", "defer": "deferred"}.get(decision.action, "task")
             why = "" if outcome == "task" else str(decision.reason or decision.action)
@@ -662,7 +673,8 @@ class Detector:
         )
         result.tasks.append(task)
         if spec.cooldown is not None:
-            result.cooldowns[task.task_id] = CooldownMark(sub, rule.tag, at, before)
+            by = state.fired_by[rule.tag] = mark_id(task.task_id)
+            result.cooldowns[task.task_id] = CooldownMark(sub, rule.tag, at, before, by, before_by)
 
 
 def _unmake(result: BatchResult, made: int) -> None:
@@ -680,9 +692,9 @@ def give_back_cooldowns(result: BatchResult, dropped: Collection[str]) -> int:
     the customer (61 subscribers who complained again got no call for 30 days). Called
     before the states are written, so the changelog, the backtest and a replay agree.
 
-    A mark is put back only while it is still that task's, latest first, so that of two
-    tasks of a rule in one batch either, or both, can be dropped. Returns how many were
-    put back."""
+    A mark is put back only while it is still that task's (its time and `fired_by`),
+    latest first, so that of two tasks of a rule in one batch either, or both, can be
+    dropped. Returns how many were put back."""
     given = 0
     if not dropped:
         return given
@@ -691,12 +703,16 @@ def give_back_cooldowns(result: BatchResult, dropped: Collection[str]) -> int:
             continue
         change = result.changes.get(mark.subscriber)
         state = change.state if change is not None else None
-        if state is None or state.fired.get(mark.tag) != mark.at:
+        if state is None or not holds_mark(state, mark.tag, mark.at, mark.by):
             continue  # forgotten since, or a later task's mark
         if mark.before is None:
             del state.fired[mark.tag]
         else:
             state.fired[mark.tag] = mark.before
+        if mark.before_by is None:
+            state.fired_by.pop(mark.tag, None)
+        else:
+            state.fired_by[mark.tag] = mark.before_by
         given += 1
     return given
 

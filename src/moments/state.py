@@ -37,6 +37,16 @@ def event_digest(event_id: str) -> str:
     return hashlib.blake2b(event_id.encode(), digest_size=5).hexdigest()
 
 
+MARK_ID_CHARS = 8
+"""A cooldown mark names its task by this many hex characters of the task id: the
+marks it must tell apart are one subscriber's, of one rule, in one second."""
+
+
+def mark_id(task_id: str) -> str:
+    """What `SubscriberState.fired_by` holds for a task (ids are blake2b hex digests)."""
+    return task_id[:MARK_ID_CHARS]
+
+
 @dataclass(slots=True)
 class SubscriberState:
     """Everything the detector remembers about one subscriber."""
@@ -60,6 +70,11 @@ class SubscriberState:
     """Rule tag -> last value of a `changed` field (e.g. the IMEI)."""
     fired: dict[str, int] = field(default_factory=dict)
     """Rule tag -> event time it last created a task (cooldowns)."""
+    fired_by: dict[str, str] = field(default_factory=dict)
+    """Rule tag -> which task set `fired[tag]` (`mark_id` of its task id): a cooldown
+    given back removes the mark only while it is that task's (moments.cooldowns). Marks
+    are kept to the second, and a later task of the rule may set the same second. Absent
+    for a mark set before it was kept, or by a shadow rule (no task)."""
     seen: dict[str, int] = field(default_factory=dict)
     """Source code -> latest event time seen (absence)."""
     closed: dict[str, int] = field(default_factory=dict)
@@ -122,6 +137,8 @@ class SubscriberState:
             doc["l"] = self.last
         if self.fired:
             doc["x"] = self.fired
+        if self.fired_by:
+            doc["y"] = self.fired_by
         if self.seen:
             doc["n"] = self.seen
         if self.closed:
@@ -148,6 +165,7 @@ class SubscriberState:
             series=doc.get("s", {}),
             last=doc.get("l", {}),
             fired=doc.get("x", {}),
+            fired_by=doc.get("y", {}),
             seen=doc.get("n", {}),
             closed=doc.get("c", {}),
             roaming=doc.get("g", {}),

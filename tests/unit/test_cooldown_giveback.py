@@ -14,8 +14,10 @@ from moments.engine import BatchResult, Detector, give_back_cooldowns
 from moments.models import EventType, ServiceTask
 from moments.pipeline import to_records
 from moments.records import RawRecord
+from moments.state import mark_id
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
+from rules.rule import state_tag
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
@@ -33,6 +35,9 @@ rules:
     task: {family: anomaly, type: big_topup, channel: outbound_call, priority: 3,
            action: call, ttl: 3d, cooldown: %s, description: "Top-up of {amount}"}
 """
+
+
+TAG = state_tag("big_topup")
 
 
 def rules(cooldown: str = "30d") -> RuleSet:
@@ -115,6 +120,20 @@ class TestGiveBack:
         engine.store.save(later.changes)
         (tag,) = engine.fired()
         assert engine.fired() == {tag: epoch(DAY1)}
+
+    def test_the_mark_before_comes_back_with_the_task_that_set_it(self) -> None:
+        """`fired_by` goes back with `fired`: a return of the first task, read later,
+        still finds its mark (moments.cooldowns.holds_mark)."""
+        engine = Engine(rules())
+        first = engine.batch(topup(1, DAY1))
+        engine.store.save(first.changes)
+        later = engine.batch(topup(2, DAY40))
+        (task,) = later.tasks
+        state = later.changes[SUB].state
+        assert state is not None
+        assert state.fired_by == {TAG: mark_id(task.task_id)}
+        give_back_cooldowns(later, {task.task_id})
+        assert state.fired_by == {TAG: mark_id(first.tasks[0].task_id)}
 
     def test_two_tasks_of_a_rule_in_one_batch_each_give_back_only_their_own(self) -> None:
         """Cooldown 1h, moments 2h apart in one batch: the second's `before` is the first's

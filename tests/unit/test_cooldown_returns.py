@@ -21,9 +21,10 @@ from moments.backtest_input import EventFile
 from moments.cooldowns import CooldownReturn, give_back_returned
 from moments.engine import BatchResult, Detector
 from moments.models import EventType, ServiceTask
+from moments.outcomes import retry_task
 from moments.pipeline import to_records
 from moments.records import RawRecord
-from moments.state import SubscriberState
+from moments.state import SubscriberState, mark_id
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
 from rules.rule import state_tag
@@ -171,6 +172,44 @@ class TestTheEngineApplies:
         assert again.changes == {}
         assert engine.fired() == {}
 
+    def test_read_again_it_leaves_a_later_tasks_mark_of_the_same_second(self) -> None:
+        """Marks are kept to the second. The return removed the first complaint's mark and
+        a second complaint of the same second made a task; the worker died before the
+        batch's offsets were committed, and the batch is read again: the return, applied
+        again, removed the second task's mark (its complaint is a replay, not applied
+        again), and a complaint three days later made a third task inside the cooldown."""
+        engine = Engine()
+        (first,) = engine.batch(complaint(1, DAY1)).tasks
+        records = engine.returned(back(first)) + to_records(
+            [complaint(2, DAY1)], None, engine.offsets
+        )
+        (second,) = engine.batch(records).tasks
+        assert second.task_id != first.task_id
+        assert engine.fired() == {TAG: epoch(DAY1)}
+        again = engine.batch(records)
+        assert (again.returns, again.replayed, again.tasks) == ({"stale": 1}, 1, [])
+        assert engine.fired() == {TAG: epoch(DAY1)}
+        third = engine.batch(complaint(3, DAY3))
+        assert (third.tasks, third.suppressed) == ([], {("complaint", "cooldown"): 1})
+
+    def test_a_dropped_retry_gives_back_its_originals_mark(self) -> None:
+        """A retry has an id of its own; the mark is its original's (`moment_id`)."""
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        retry = retry_task(task, task.triggered_at, dt.timedelta(hours=2), max_retries=2)
+        assert retry is not None
+        assert retry.task_id != task.task_id
+        returned = CooldownReturn.from_bytes(back(retry).to_bytes())
+        assert (returned.task_id, returned.moment_id) == (retry.task_id, task.task_id)
+        assert engine.batch(engine.returned(returned)).returns == {"given_back": 1}
+        assert engine.fired() == {}
+
+    def test_a_mark_from_before_fired_by_was_kept_is_told_by_its_time(self) -> None:
+        """A record written by an earlier version has no `fired_by`."""
+        state = SubscriberState(fired={TAG: 100})
+        assert give_back_returned(state, CooldownReturn(SUB, "callback", 100, "t"))
+        assert state.fired == {}
+
     def test_a_subscriber_without_a_record_gets_none(self) -> None:
         """Forgotten since (a profile tombstone), or never seen by this store: the return
         makes no record."""
@@ -199,18 +238,24 @@ class TestTheEngineApplies:
 
     def test_give_back_returned_is_the_mark_check(self) -> None:
         state = SubscriberState()
-        returned = CooldownReturn(SUB, "callback", 100, "t")
+        returned = CooldownReturn(SUB, "callback", 100, "t" * 32)
         state.fired[TAG] = 200
+        state.fired_by[TAG] = mark_id("t" * 32)
         assert not give_back_returned(state, returned)
         assert state.fired == {TAG: 200}
         state.fired[TAG] = 100
+        state.fired_by[TAG] = mark_id("u" * 32)  # another task's, the same second
+        assert not give_back_returned(state, returned)
+        state.fired_by[TAG] = mark_id("t" * 32)
         assert give_back_returned(state, returned)
-        assert state.fired == {}
+        assert (state.fired, state.fired_by) == ({}, {})
 
     def test_the_record_round_trips(self) -> None:
         returned = CooldownReturn(SUB, "callback", 1_700_000_000, "abc")
         assert CooldownReturn.from_bytes(returned.to_bytes()) == returned
         assert returned.key == SUB.encode()
+        retried = CooldownReturn(SUB, "callback", 1_700_000_000, "abc", "def")
+        assert CooldownReturn.from_bytes(retried.to_bytes()) == retried
 
 
 POLICY = Path(__file__).parents[2] / "docs" / "backtest-policy.yaml"
