@@ -2,15 +2,19 @@
 rule's cooldown back.
 
 The engine starts a rule's cooldown when a moment makes a task (`fired[tag]` = the
-moment's event time, `Detector._emit`). A task dispatch drops in the batch that made it
-gives the mark back there (`engine.give_back_cooldowns`). A task that waits (quiet hours,
-a suspended line, the merge window, capacity's next day, a contact cap) is decided again
-by the release timer, outside any batch and without the subscriber's record, which only
-the batches of the subscriber's partition write. When the timer drops it, dispatch sends
-a `CooldownReturn` (subscriber, rule, mark) to an internal topic keyed by subscriber and
-co-partitioned with the input topics; the batch loop reads it with the subscriber's
-events and the engine applies it (`give_back_returned`) to the record it writes, so the
-return is in the changelog and its offset committed with the batch's.
+moment's event time and `fired_by[tag]` = the task, `Detector._emit`). A task dispatch
+drops in the batch that made it gives the mark back there (`engine.give_back_cooldowns`).
+A task that waits (quiet hours, a suspended line, the merge window, capacity's next day,
+a contact cap) is decided again by the release timer, outside any batch and without the
+subscriber's record, which only the batches of the subscriber's partition write. When
+the timer drops it, dispatch sends a `CooldownReturn` (subscriber, rule, mark, task) to
+an internal topic keyed by subscriber and co-partitioned with the input topics, once the
+drop is written (owed in the ledger until then: `TaskSink._owe`, `_return`); the batch
+loop reads it with the subscriber's events and the engine applies it
+(`give_back_returned`) to the record it writes, so the return is in the changelog and
+its offset committed with the batch's. A dropped task's return is sent at least once
+and a published task's never; applying it is exact and idempotent, so its cooldown is
+given back once.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ tasks' returns are sent. Asked only when there are returns to send."""
 
 
 class CooldownReturns(Protocol):
+    def wanted(self, returns: Sequence[CooldownReturn]) -> list[CooldownReturn]:
+        """Those of `returns` whose rules have a cooldown now: the ones dispatch owes."""
+        ...
+
     async def send(self, returns: Sequence[CooldownReturn]) -> None:
         """Send the returns of rules with a cooldown; returns once they are durable."""
         ...
@@ -25,9 +29,10 @@ class CooldownReturns(Protocol):
 
 class KafkaCooldownReturns:
     """The worker's: each return to the partition of its subscriber on the internal topic
-    (murmur2 of the key, as the input topics, with the same partition count), acknowledged
-    before dispatch writes the drops to the ledger. A crash in between decides the task
-    again later and sends its return again, which the engine then finds stale."""
+    (murmur2 of the key, as the input topics, with the same partition count), sent once
+    dispatch has written the drops to the ledger (owed there from before the drops to
+    after the acknowledgement: a worker that dies in between leaves it to any worker's
+    re-drive timer, `TaskSink._resend_returns`; one sent twice the engine finds stale)."""
 
     def __init__(
         self,
@@ -43,9 +48,12 @@ class KafkaCooldownReturns:
         self.cooled = cooled
         self.metrics = metrics
 
-    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+    def wanted(self, returns: Sequence[CooldownReturn]) -> list[CooldownReturn]:
         cooled = self.cooled()
-        wanted = [r for r in returns if r.rule_id in cooled]
+        return [r for r in returns if r.rule_id in cooled]
+
+    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+        wanted = self.wanted(returns)
         if not wanted:
             return
 
@@ -73,9 +81,12 @@ class CollectedCooldownReturns:
         self.cooled = cooled
         self.pending: list[CooldownReturn] = []
 
-    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+    def wanted(self, returns: Sequence[CooldownReturn]) -> list[CooldownReturn]:
         cooled = self.cooled()
-        self.pending.extend(r for r in returns if r.rule_id in cooled)
+        return [r for r in returns if r.rule_id in cooled]
+
+    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+        self.pending.extend(self.wanted(returns))
 
     def take(self) -> list[CooldownReturn]:
         taken, self.pending = self.pending, []

@@ -162,7 +162,10 @@ class _Writes:
     leaving: list[Leave] = field(default_factory=list)
     """Merged moments of a group dropped whole: each leaves it, dropped."""
     returned: list[CooldownReturn] = field(default_factory=list)
-    """The cooldowns of the moments dropped after they waited (`TaskSink._gone`)."""
+    """The cooldowns of the moments dropped after they waited (`TaskSink._gone`), not
+    yet owed in the ledger (`TaskSink._owe`)."""
+    owed: list[CooldownReturn] = field(default_factory=list)
+    """Those owed: sent once their drops are written (`TaskSink._return`)."""
 
     def park(self, r: _Route, release_at: float, reason: str, count: bool = True) -> None:
         self.parks.append(_Park(r.task, r.slot, release_at, reason, count))
@@ -422,6 +425,7 @@ class TaskSink:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
             await self._decide(candidates)
+        await self._resend_returns(older_than)
         return len(candidates)
 
     async def release_due(self, now: float | None = None) -> int:
@@ -518,21 +522,94 @@ class TaskSink:
     def _gone(self, c: Candidate, m: ServiceTask, reason: SuppressReason, w: _Writes) -> None:
         """A moment dropped for good: counted, and, unless it is fresh from the engine's
         batch (which gives its cooldown back itself: `give_back_cooldowns`) or forgotten,
-        its rule's cooldown returned (`_give_back`, before the drop is written). A retry's
-        too: retries follow only `unreachable`, so a dropped one reached no one either."""
+        its rule's cooldown returned (`_owe` before the drop is written, `_return` after).
+        A retry's too: retries follow only `unreachable`, so a dropped one reached no one
+        either."""
         self._suppressed(m, reason)
         from_batch = c.fresh and c.deferral_counted
         forgotten = reason is SuppressReason.FORGOTTEN
         if self.returns is not None and not from_batch and not forgotten:
             w.returned.append(CooldownReturn.of(m))
 
-    async def _give_back(self, w: _Writes) -> None:
-        """Send the cooldown returns noted so far, durably, before the drops are written:
-        a crash in between leaves the task pending, decided again later, and a return sent
-        twice is harmless (moments.cooldowns). The other way round, a crash lost it."""
-        if w.returned and self.returns is not None:
-            returned, w.returned = w.returned, []
-            await self.returns.send(returned)
+    async def _owe(self, w: _Writes) -> None:
+        """Note in the ledger the cooldown returns noted so far (of rules with a cooldown),
+        before their drops are written: a worker that dies after writing a drop leaves its
+        return owed, and any worker's timer sends it (`_resend_returns`)."""
+        if not w.returned or self.returns is None:
+            return
+        owed = self.returns.wanted(w.returned)
+        w.returned = []
+        if owed:
+            items = [(r.task_id, r.to_bytes()) for r in owed]
+            await self._redis(lambda: self.ledger.owe_returns(items), "noting cooldown returns")
+            w.owed += owed
+
+    async def _return(self, owed: Sequence[CooldownReturn]) -> None:
+        """Send the returns owed whose tasks the ledger now holds as dropped, and settle
+        them. Only after the drop is durable: sent before, a worker that died before
+        writing the drop left the task pending, and the re-drive could publish it with its
+        cooldown given back, so a second task came inside the cooldown."""
+        if not owed:
+            return
+        ids = [r.task_id for r in owed]
+        values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
+        await self._send_returns(owed, values)
+
+    async def _send_returns(
+        self, owed: Sequence[CooldownReturn], values: Sequence[bytes | None]
+    ) -> int:
+        """Send the returns of the tasks `values` (their ledger entries) say are dropped,
+        durably, then settle those and the ones whose task was sent or is gone; a task
+        still pending, waiting or merged (its drop never written) keeps its return owed
+        until it is decided. A crash before the settle sends a return again: the engine
+        applies it once (moments.cooldowns). Returns how many were sent."""
+        assert self.returns is not None
+        states = [state_of(v) for v in values]
+        dropped = [r for r, st in zip(owed, states, strict=True) if st == "dropped"]
+        settled = [
+            r.task_id for r, st in zip(owed, states, strict=True) if st in ("dropped", "sent", None)
+        ]
+        if dropped:
+            await self.returns.send(dropped)
+        if settled:
+            await self._redis(
+                lambda: self.ledger.settle_returns(settled), "settling cooldown returns"
+            )
+        return len(dropped)
+
+    async def _resend_returns(self, older_than: float) -> int:
+        """The timer's: the returns owed longer than the grace period, whose worker died
+        between the drop and the send (or before the drop: then they wait for their task's
+        decision, or go when it is sent). Returns how many were sent."""
+        if self.returns is None:
+            return 0
+        owed = await self._redis(
+            lambda: self.ledger.owed_returns(older_than), "reading cooldown returns owed"
+        )
+        if not owed:
+            return 0
+        returns: list[CooldownReturn] = []
+        malformed: list[str] = []
+        for task_id, record in owed:
+            try:
+                returns.append(CooldownReturn.from_bytes(record))
+            except ValueError as exc:
+                log.error("task %s: cooldown return owed is not one (%s); left out", task_id, exc)
+                malformed.append(task_id)
+        if malformed:
+            await self._redis(
+                lambda: self.ledger.settle_returns(malformed), "settling cooldown returns"
+            )
+        ids = [r.task_id for r in returns]
+        values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
+        sent = await self._send_returns(returns, values)
+        if sent:
+            log.warning(
+                "sent %d cooldown return(s) of dropped tasks that their worker did not "
+                "(it stopped between the drop and the send)",
+                sent,
+            )
+        return sent
 
     async def _read_for(
         self, candidates: Sequence[Candidate], at: float
@@ -659,12 +736,13 @@ class TaskSink:
             if fit.sent is not None:
                 to_send.append(fit.sent)
             leaves += self._split(r, fit, w)
-        await self._give_back(w)
+        await self._owe(w)
         lost = await self._leave(leaves)
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
         await self._write(w)
+        await self._return(w.owed)
         return to_send, bool(w.parks), {task_id for task_id, _ in w.drops}
 
     def _drop_route(self, r: _Route, reason: SuppressReason, w: _Writes) -> None:
@@ -794,7 +872,7 @@ class TaskSink:
                     for t in kept
                 ]
                 routes.append(_Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept)))
-        await self._give_back(w)
+        await self._owe(w)
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
 

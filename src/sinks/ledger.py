@@ -9,6 +9,10 @@ Protocol per task id (see docs/architecture.md, "Exactly once out" and "Deferral
 A crash while an entry is `P` leaves it in the pending index with its payload; any
 worker re-drives entries older than a grace period (claimed atomically) through the
 same decision, with the same task id.
+
+The cooldown returns of moments dropped after they waited (moments.cooldowns) are owed
+here (`returns`, `returns:records`) from before their drops are written until they are
+sent, so that one is sent only for a task dropped, and at least once.
 """
 
 from __future__ import annotations
@@ -105,6 +109,26 @@ return 1
 """
 
 
+# Returns owed for longer than the cutoff, each re-scored now so that one worker at a time
+# sends it again. K: returns (by time owed), records; A: cutoff, now, limit. Flat
+# [id, record, ...]; an id whose record is gone leaves the index.
+_OWED = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+for _, id in ipairs(ids) do
+  local record = redis.call('HGET', KEYS[2], id)
+  if record then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    table.insert(out, id)
+    table.insert(out, record)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+
 DROPPED_KEPT_S = 86400
 """How long a dropped task's entry outlives the task's `expires_at`. It guards against the
 task being made again (events read again after a crash) until then; after it, a task
@@ -147,10 +171,15 @@ class TaskLedger:
         self.prefix = prefix
         self.ttl = ttl_seconds
         self.pending_key = f"{prefix}pending"
+        self.returns_key = f"{prefix}returns"
+        """Cooldown returns owed: task id -> when (moments.cooldowns, `owe_returns`)."""
+        self.return_records_key = f"{prefix}returns:records"
+        """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=3, args=5)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
+        self._owed = redis.register_script(_OWED)
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -248,6 +277,32 @@ class TaskLedger:
         calls = [((self.key(i),), (i,)) for i in task_ids]
         values = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
         return [(i, as_bytes(v)[1:]) for i, v in zip(task_ids, values, strict=True) if v]
+
+    async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """See `sinks.stores.Ledger.owe_returns`: the record and its time, in one step."""
+        if not items:
+            return
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.return_records_key, mapping=dict(items))
+        pipe.zadd(self.returns_key, {task_id: now for task_id, _ in items})
+        await pipe.execute()
+
+    async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
+        """See `sinks.stores.Ledger.owed_returns`."""
+        now = time.time()
+        keys = [self.returns_key, self.return_records_key]
+        flat: list[Any] = await self._owed(keys=keys, args=[now - older_than, now, limit])
+        return [(as_bytes(flat[n]).decode(), as_bytes(flat[n + 1])) for n in range(0, len(flat), 2)]
+
+    async def settle_returns(self, task_ids: Sequence[str]) -> None:
+        """See `sinks.stores.Ledger.settle_returns`."""
+        if not task_ids:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.returns_key, *task_ids)
+        pipe.hdel(self.return_records_key, *task_ids)
+        await pipe.execute()
 
     async def get(self, task_id: str) -> bytes | None:
         value: bytes | str | None = await self.redis.get(self.key(task_id))

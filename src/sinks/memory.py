@@ -47,6 +47,8 @@ class MemoryLedger:
         self.group_members: dict[str, list[bytes]] = {}
         self.bodies: dict[str, _Entry] = {}
         self.outcomes: dict[str, _Entry] = {}
+        self.owed: dict[str, float] = {}  # cooldown returns owed: task id -> when
+        self.owed_records: dict[str, bytes] = {}
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -147,6 +149,25 @@ class MemoryLedger:
                 continue
             claimed.append((task_id, value[1:]))
         return claimed
+
+    async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
+        now = self.clock()
+        for task_id, record in items:
+            self.owed[task_id] = now
+            self.owed_records[task_id] = record
+
+    async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
+        now = self.clock()
+        cutoff = now - older_than
+        due = sorted((at, task_id) for task_id, at in self.owed.items() if at <= cutoff)
+        for _, task_id in due[:limit]:
+            self.owed[task_id] = now
+        return [(task_id, self.owed_records[task_id]) for _, task_id in due[:limit]]
+
+    async def settle_returns(self, task_ids: Sequence[str]) -> None:
+        for task_id in task_ids:
+            self.owed.pop(task_id, None)
+            self.owed_records.pop(task_id, None)
 
     async def get(self, task_id: str) -> bytes | None:
         entry = self._live(self.entries, task_id)

@@ -109,6 +109,22 @@ class Ledger(Protocol):
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]: ...
 
+    async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Note the cooldown returns (task id, record) of moments about to be dropped, in one
+        round trip, before their drops are written; each stays owed until
+        `settle_returns` (moments.cooldowns, `TaskSink._return`)."""
+        ...
+
+    async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
+        """The returns owed for longer than `older_than` seconds (their sender died, or
+        their drop was never written), each taken for another `older_than` (as
+        `claim_stale`)."""
+        ...
+
+    async def settle_returns(self, task_ids: Sequence[str]) -> None:
+        """The returns of these tasks are owed no more (sent, or their task not dropped)."""
+        ...
+
     async def get(self, task_id: str) -> bytes | None: ...
 
     async def get_many(self, task_ids: Sequence[str]) -> list[bytes | None]:

@@ -8,9 +8,11 @@ complained again got no call for a month."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -33,8 +35,10 @@ from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores
 from tests.unit.rules.helpers import rules_from
 
+T = TypeVar("T")
 RETURNS = "returns"
 SUB = "13800138001"
 RULES = """
@@ -293,6 +297,9 @@ class Sink:
 
         asyncio.run(go())
 
+    def run_value(self, step: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run(step)
+
     async def flush(self, *tasks: ServiceTask) -> set[str]:
         for task in tasks:
             self.sink.add(task)
@@ -405,3 +412,138 @@ def test_backtest_the_second_complaint_gets_its_call(tmp_path: Path, overflow: s
     returns = {labels["result"]: n for labels, n in result.counter("moments_cooldown_returns")}
     assert returns == {"given_back": 2}
     assert result.published == []
+
+
+ROOM = {"*": {"manager": 5}, "NJ": {"manager": 5}}
+"""A manager pool raised after the crash: the re-drive finds room."""
+
+
+class CrashError(Exception):
+    """The worker dies here."""
+
+
+def dying(stores: DispatchStores, method: str) -> DispatchStores:
+    """`stores` whose ledger's `method` raises: the writes before it are made, none after."""
+    real = stores.ledger
+
+    class Dies:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise CrashError(method)
+
+    broken = Dies()
+    broken.__dict__[method] = dies
+    return dataclasses.replace(stores, ledger=broken)
+
+
+class FailingReturns(CollectedCooldownReturns):
+    """The broker takes nothing: the worker dies sending the returns."""
+
+    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+        raise CrashError("returns.send")
+
+
+class TestCrashWindows:
+    """A worker dies between the steps of a drop at release; another's re-drive timer
+    finishes the decision. Whatever happens to the task, a dropped one gives its
+    cooldown back once, a published one keeps it (the engine applies what was sent)."""
+
+    @staticmethod
+    def worker(sink: Sink, stores: DispatchStores, policy: DispatchPolicy) -> TaskSink:
+        return TaskSink(
+            CollectingProducer(sink.clock),
+            "moments.tasks",
+            stores,
+            Metrics(),
+            policy,
+            sink.clock,
+            returns=sink.returns,
+        )
+
+    def test_died_before_the_drop_was_written_and_published_after_all(self) -> None:
+        """The callback waited for the merge window and had no room when released: its
+        worker died before the drop was written. The manager pool was raised meanwhile,
+        and the re-drive published it. The return was sent before the drop, the engine
+        removed the mark, and the complaint three days later made a second call inside
+        the 30-day cooldown."""
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
+        sink = Sink(policy, DAY1)
+        stores = sink.sink.stores
+        sink.run(sink.flush(task))
+        died = self.worker(sink, dying(stores, "drop_many"), policy)
+        sink.clock.advance(epoch(DAY1) + 1800)
+        with pytest.raises(CrashError):
+            sink.run(died.release_due())
+        engine.batch(engine.returned(*sink.returns.take()))
+        fresh = self.worker(sink, stores, analyst_policy(capacity=ROOM))
+        assert sink.run_value(fresh.redrive(older_than=0)) == 1
+        assert sink.run_value(stores.ledger.state(task.task_id)) == "sent"
+        engine.batch(engine.returned(*sink.returns.take()))
+        assert engine.fired() == {TAG: epoch(DAY1)}
+        later = engine.batch(complaint(2, DAY3))
+        assert (later.tasks, later.suppressed) == ([], {("complaint", "cooldown"): 1})
+        assert sink.run_value(stores.ledger.owed_returns(0)) == []
+
+    def test_died_before_the_drop_was_written_and_dropped_again(self) -> None:
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
+        sink = Sink(policy, DAY1)
+        stores = sink.sink.stores
+        sink.run(sink.flush(task))
+        died = self.worker(sink, dying(stores, "drop_many"), policy)
+        sink.clock.advance(epoch(DAY1) + 1800)
+        with pytest.raises(CrashError):
+            sink.run(died.release_due())
+        assert sink.returns.pending == []
+        fresh = self.worker(sink, stores, policy)
+        assert sink.run_value(fresh.redrive(older_than=0)) == 1
+        assert sink.run_value(stores.ledger.state(task.task_id)) == "dropped"
+        result = engine.batch(engine.returned(*sink.returns.take()))
+        assert result.returns == {"given_back": 1}
+        assert len(engine.batch(complaint(2, DAY3)).tasks) == 1
+
+    def test_died_after_the_drop_before_the_return_was_sent(self) -> None:
+        """The drop is durable and the return owed: the next worker's timer sends it."""
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
+        sink = Sink(policy, DAY1)
+        stores = sink.sink.stores
+        sink.run(sink.flush(task))
+        died = self.worker(sink, stores, policy)
+        died.returns = FailingReturns(lambda: {"callback"})
+        sink.clock.advance(epoch(DAY1) + 1800)
+        with pytest.raises(CrashError):
+            sink.run(died.release_due())
+        assert sink.run_value(stores.ledger.state(task.task_id)) == "dropped"
+        fresh = self.worker(sink, stores, policy)
+        sink.run(fresh.redrive(older_than=0))
+        assert [r.task_id for r in sink.returns.pending] == [task.task_id]
+        assert engine.batch(engine.returned(*sink.returns.take())).returns == {"given_back": 1}
+        assert sink.run_value(stores.ledger.owed_returns(0)) == []
+        sink.run(fresh.redrive(older_than=0))
+        assert sink.returns.pending == []  # settled: sent once
+
+    def test_died_after_the_send_before_the_settle_it_is_given_back_once(self) -> None:
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
+        sink = Sink(policy, DAY1)
+        stores = sink.sink.stores
+        sink.run(sink.flush(task))
+        died = self.worker(sink, dying(stores, "settle_returns"), policy)
+        sink.clock.advance(epoch(DAY1) + 1800)
+        with pytest.raises(CrashError):
+            sink.run(died.release_due())
+        fresh = self.worker(sink, stores, policy)
+        sink.run(fresh.redrive(older_than=0))
+        sent = sink.returns.take()
+        assert [r.task_id for r in sent] == [task.task_id] * 2
+        result = engine.batch(engine.returned(*sent))
+        assert result.returns == {"given_back": 1, "stale": 1}
+        assert sink.run_value(stores.ledger.owed_returns(0)) == []

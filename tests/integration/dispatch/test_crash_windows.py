@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from moments.cooldowns import CooldownReturn
+from moments.models import ServiceTask
+from sinks.cooldowns import CollectedCooldownReturns
+from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
 
 from .conftest import HOUR, NOW, MakeWorker, published, task
@@ -67,3 +72,77 @@ class TestSplitGroupAfterACrash:
         assert (out["task_id"], out["deferred"]["reason"]) == ("g2", "quiet_hours")
         assert dt.datetime.fromisoformat(out["deliver_after"]) == opens
         assert await w.ledger.state("g2") == "sent"
+
+
+FULL = DispatchPolicy.model_validate(
+    {"capacity": {"*": {"sms": 0}}, "reserved_share": 0, "overflow": {"*": {"policy": "drop"}}}
+)
+"""No SMS room: a task released is dropped, and its rule's cooldown returned."""
+RULE = "first_international_roaming"
+
+
+def waiting(task_id: str) -> ServiceTask:
+    """A task made an hour ago that waited for quiet hours to end half an hour ago: its
+    release (at NOW, the wall clock's) leaves it pending as of now, for a re-drive."""
+    made = NOW - HOUR
+    opens = NOW - HOUR / 2
+    return task(task_id, sub=SUB, triggered=made, deliver_after=opens, deferred="quiet_hours")
+
+
+class RefusedReturns(CollectedCooldownReturns):
+    """The worker dies sending the returns."""
+
+    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+        raise CrashError("returns.send")
+
+
+class TestCooldownReturnsAfterACrash:
+    """A task dropped when released returns its rule's cooldown only once the drop is
+    durable; what the dying worker owed, another worker's timer sends
+    (moments.cooldowns, `TaskSink._resend_returns`)."""
+
+    async def test_died_before_the_drop_was_written_and_published_after_all(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The return went out before the drop: the re-drive, finding room, published the
+        task with its cooldown given back."""
+        w = make_worker(FULL)
+        w.sink.clock = lambda: (NOW - HOUR).timestamp()
+        await w.send(waiting("r1"))
+        returns = CollectedCooldownReturns(lambda: {RULE})
+        dying = make_worker(FULL)
+        dying.sink.returns = returns
+        dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "drop_many")
+        dying.sink.ledger = stores.ledger
+        with pytest.raises(CrashError):
+            await dying.sink.release_due(now=NOW.timestamp())
+        assert returns.pending == []
+        assert await w.ledger.state("r1") == "pending"
+        fresh = make_worker()  # room now
+        fresh.sink.returns = returns
+        assert await fresh.sink.redrive(older_than=0) == 1
+        [out] = await published(w.settings, 1)
+        assert out["task_id"] == "r1"
+        assert await w.ledger.state("r1") == "sent"
+        assert returns.pending == []
+        assert await w.ledger.owed_returns(0) == []
+
+    async def test_died_after_the_drop_the_next_worker_sends_it_once(
+        self, make_worker: MakeWorker
+    ) -> None:
+        w = make_worker(FULL)
+        w.sink.clock = lambda: (NOW - HOUR).timestamp()
+        await w.send(waiting("r2"))
+        dying = make_worker(FULL)
+        dying.sink.returns = RefusedReturns(lambda: {RULE})
+        with pytest.raises(CrashError):
+            await dying.sink.release_due(now=NOW.timestamp())
+        assert await w.ledger.state("r2") == "dropped"
+        returns = CollectedCooldownReturns(lambda: {RULE})
+        fresh = make_worker(FULL)
+        fresh.sink.returns = returns
+        await fresh.sink.redrive(older_than=0)
+        assert [(r.task_id, r.rule_id) for r in returns.take()] == [("r2", RULE)]
+        await fresh.sink.redrive(older_than=0)
+        assert returns.pending == []
+        assert await w.ledger.owed_returns(0) == []
