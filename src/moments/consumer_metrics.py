@@ -1,11 +1,13 @@
-"""Kafka consumer figures for ops: lag per input partition, offset-commit latency, rebalances.
+"""Kafka consumer figures for ops: lag per partition read, offset-commit latency, rebalances.
 
 Faust's own Prometheus sensor has no lag metric and reports milliseconds in its
 own namespace; these are `moments_*` metrics in seconds on the worker's registry.
 
 - Lag = end offset (highwater) minus the group's committed offset, per assigned
-  input partition, sampled by a timer (`LagSampler.sample`: one ListOffsets
-  request per sample, no per-record work).
+  partition of the input topics and of the internal topic of cooldown returns (the
+  batch loop reads both; a returns partition it stopped reading shows as lag like an
+  input one), sampled by a timer (`LagSampler.sample`: one ListOffsets request per
+  sample, no per-record work).
 - Commit latency: every offset commit goes through Faust's
   `Consumer._commit_offsets` (Faust's own commits and the batch loop's
   `commit_processed`), so `time_commits` wraps that one method on the consumer.
@@ -16,8 +18,8 @@ own namespace; these are `moments_*` metrics in seconds on the worker's registry
   `moments_dependency_errors_total{dependency="kafka"}` and sets
   `moments_dependency_up{dependency="kafka"}` to 0; the next good one sets it to 1.
 
-`install(app, registry, topics, health=metrics)` wires them onto an app; `moments.worker`
-calls it.
+`install(app, registry, topics, health=metrics, internal=[returns topic])` wires them onto
+an app; `moments.worker` calls it.
 """
 
 from __future__ import annotations
@@ -50,19 +52,20 @@ class ConsumerMetrics:
         r = registry
         self.lag = Gauge(
             "moments_consumer_lag",
-            "Records not yet committed: end offset minus committed offset, per input partition",
+            "Records not yet committed: end offset minus committed offset, per partition read "
+            "(input topics and the cooldown returns topic)",
             ["topic", "partition"],
             registry=r,
         )
         self.end_offset = Gauge(
             "moments_consumer_end_offset",
-            "End offset (highwater) of an assigned input partition",
+            "End offset (highwater) of an assigned partition read",
             ["topic", "partition"],
             registry=r,
         )
         self.committed_offset = Gauge(
             "moments_consumer_committed_offset",
-            "Committed offset of the consumer group on an assigned input partition",
+            "Committed offset of the consumer group on an assigned partition read",
             ["topic", "partition"],
             registry=r,
         )
@@ -103,7 +106,9 @@ def partition_lag(end_offset: int | None, committed: int | None) -> int | None:
 
 
 class LagSampler:
-    """Reads end and committed offsets of the assigned input partitions into the gauges."""
+    """Reads end and committed offsets of the assigned partitions of `topics` (the input)
+    and `internal` (the cooldown returns) into the gauges; only the input partitions
+    count in `moments_consumer_assigned_partitions`."""
 
     def __init__(
         self,
@@ -111,9 +116,11 @@ class LagSampler:
         topics: Iterable[str],
         health: Metrics | None = None,
         timeout: float = LAG_INTERVAL_S,
+        internal: Iterable[str] = (),
     ) -> None:
         self.metrics = metrics
         self.topics = frozenset(topics)
+        self.internal = frozenset(internal)
         self.health = health
         self.timeout = timeout
         self._shown: set[tuple[str, str]] = set()
@@ -136,14 +143,15 @@ class LagSampler:
             for gauge in (m.lag, m.end_offset, m.committed_offset):
                 gauge.remove(*labels)
         self._shown = shown
-        m.assigned_partitions.set(len(ends))
+        m.assigned_partitions.set(sum(1 for tp in ends if tp.topic not in self.internal))
 
     async def sample(self, consumer: Any) -> None:
         """One sample from a Faust consumer (its committed offsets are Faust's own view).
         A worker with no input partition (more workers than partitions) asks for one
         partition's end all the same: it is how the broker's absence shows on it too (its
         `dependency_up{kafka}` stood at 1 through an outage)."""
-        assigned = [tp for tp in consumer.assignment() if tp.topic in self.topics]
+        read = self.topics | self.internal
+        assigned = [tp for tp in consumer.assignment() if tp.topic in read]
         probe = assigned or ([TP(min(self.topics), 0)] if self.topics else [])
         ends: Mapping[TP, int | None] = {}
         if probe:
@@ -221,13 +229,15 @@ def install(
     topics: Iterable[str],
     interval: float = LAG_INTERVAL_S,
     health: Metrics | None = None,
+    internal: Iterable[str] = (),
 ) -> ConsumerMetrics:
     """Register the consumer figures on a Faust app: sensor, commit timing, lag timer.
 
-    With `health`, a failed lag sample counts as a Kafka dependency error there."""
+    With `health`, a failed lag sample counts as a Kafka dependency error there.
+    `internal`: topics the app reads besides the input (their lag is sampled too)."""
     metrics = ConsumerMetrics(registry)
     # A sample slower than 80% of the interval counts as failed (no overlapping timer).
-    sampler = LagSampler(metrics, topics, health=health, timeout=interval * 0.8)
+    sampler = LagSampler(metrics, topics, health=health, timeout=interval * 0.8, internal=internal)
     app.sensors.add(RebalanceSensor(metrics))
     wrapped: list[Any] = []
 

@@ -233,9 +233,15 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     if _hup_while_starting:
         runtime.reloader.request()
         runtime.policy_reloader.request()
-    # Lag per partition, commit latency, rebalances, broker reachability
-    # (see moments.consumer_metrics).
-    install_consumer_metrics(app, metrics.registry, topic_types(settings), health=metrics)
+    # Lag per partition (the input's and the cooldown returns'), commit latency,
+    # rebalances, broker reachability (see moments.consumer_metrics).
+    install_consumer_metrics(
+        app,
+        metrics.registry,
+        topic_types(settings),
+        health=metrics,
+        internal=[returns_topic(settings)],
+    )
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         level = FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level.lower())
         faust_args = ["--loglevel", level, *faust_args]

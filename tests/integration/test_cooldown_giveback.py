@@ -16,9 +16,10 @@ import pytest
 
 from moments.embedded import free_port
 from moments.settings import Settings
+from moments.stateview import returns_topic
 
 from .conftest import MakeSettings, WorkerProcess
-from .kafka_io import metric_value, produce, wait_for_metric
+from .kafka_io import metric_value, produce, wait_committed, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +135,9 @@ async def test_a_task_dropped_when_released_gives_it_back_too(
     got = await until_counted(port, 2)
     assert got == {"capacity": 2, "cooldown": 0}, worker.log()[-3000:]
     assert await wait_for_metric(port, "moments_cooldown_returns_total", given, 2) == 2
+    # The returns topic's partitions are in the consumer figures as the input's are: a
+    # batch loop that stopped reading them shows as lag (MomentsPartitionNotProgressing).
+    returns = returns_topic(settings)
+    await wait_committed(port, returns, 2)
+    assert await metric_value(port, "moments_consumer_lag", {"topic": returns}) == 0
+    assert await metric_value(port, "moments_consumer_end_offset", {"topic": returns}) == 2

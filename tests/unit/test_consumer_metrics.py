@@ -81,6 +81,30 @@ class TestLagSampler:
             sample(registry, "moments_consumer_lag", topic=changelog.topic, partition="0") is None
         )
 
+    async def test_the_cooldown_returns_topic_is_sampled_not_counted_as_input(self) -> None:
+        """The batch loop reads the internal topic of cooldown returns with the input: a
+        partition of it that it stopped reading shows as lag like an input partition
+        (it had no series, so nobody saw), but it is no input partition."""
+        registry = CollectorRegistry()
+        returns = "moments-cooldown-returns"
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"], internal=[returns])
+        usage, returned = TP("in.usage", 0), TP(returns, 0)
+
+        class FakeConsumer:
+            _committed_offset: Mapping[TP, int] = {usage: 10, returned: 1}
+
+            def assignment(self) -> set[TP]:
+                return {usage, returned}
+
+            async def highwaters(self, *tps: TP) -> dict[TP, int]:
+                assert set(tps) == {usage, returned}
+                return {usage: 10, returned: 4}
+
+        await sampler.sample(FakeConsumer())
+        assert sample(registry, "moments_consumer_lag", topic=returns, partition="0") == 3
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 0
+        assert sample(registry, "moments_consumer_assigned_partitions") == 1
+
 
 class TestBrokerProbe:
     """A lag sample the broker does not answer is a Kafka dependency error; the next good
