@@ -559,13 +559,14 @@ class TaskSink:
         self, owed: Sequence[CooldownReturn], values: Sequence[bytes | None]
     ) -> int:
         """Send the returns of the tasks `values` (their ledger entries) say are dropped,
-        durably, then settle those and the ones whose task was sent or is gone; a task
-        still pending, waiting or merged (its drop never written) keeps its return owed
-        until it is decided. A crash before the settle sends a return again: the engine
-        applies it once (moments.cooldowns). Returns how many were sent."""
+        or whose entry is gone (a dropped one is kept a day past its expiry; a sent one
+        the ledger's whole TTL), durably, then settle those and the ones whose task was
+        sent; a task still pending, waiting or merged (its drop never written) keeps its
+        return owed until it is decided. A crash before the settle sends a return again:
+        the engine applies it once (moments.cooldowns). Returns how many were sent."""
         assert self.returns is not None
         states = [state_of(v) for v in values]
-        dropped = [r for r, st in zip(owed, states, strict=True) if st == "dropped"]
+        dropped = [r for r, st in zip(owed, states, strict=True) if st in ("dropped", None)]
         settled = [
             r.task_id for r, st in zip(owed, states, strict=True) if st in ("dropped", "sent", None)
         ]

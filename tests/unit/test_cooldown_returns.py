@@ -547,3 +547,22 @@ class TestCrashWindows:
         result = engine.batch(engine.returned(*sent))
         assert result.returns == {"given_back": 1, "stale": 1}
         assert sink.run_value(stores.ledger.owed_returns(0)) == []
+
+    def test_owed_longer_than_its_dropped_entry_is_kept_it_is_sent(self) -> None:
+        """The broker was away for days after the worker died: the dropped entry expired
+        (a day past the task), and the return still goes (a sent entry outlives it)."""
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
+        sink = Sink(policy, DAY1)
+        stores = sink.sink.stores
+        sink.run(sink.flush(task))
+        died = self.worker(sink, stores, policy)
+        died.returns = FailingReturns(lambda: {"callback"})
+        sink.clock.advance(epoch(DAY1) + 1800)
+        with pytest.raises(CrashError):
+            sink.run(died.release_due())
+        sink.clock.advance(epoch(DAY3) + 86400)
+        assert sink.run_value(stores.ledger.state(task.task_id)) is None
+        sink.run(self.worker(sink, stores, policy).redrive(older_than=0))
+        assert engine.batch(engine.returned(*sink.returns.take())).returns == {"given_back": 1}
