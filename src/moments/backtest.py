@@ -326,7 +326,9 @@ class Backtest:
     async def _step(self, records: list[RawRecord]) -> None:
         self._give_back()
         started = time.perf_counter()
-        result = self.detector.process(records, self.state.load, None)
+        # As the stream: the erasures of subscribers with no record, then the batch.
+        erased = await self.sink.erasures(self.detector.unrecorded(records, self.state.has))
+        result = self.detector.process(records, self.state.load, None, erased)
         self.result.spent["engine"] += time.perf_counter() - started
         await self._dispatch(result)
         if result.watermarks:
@@ -363,7 +365,8 @@ class Backtest:
                     refusals[said] += 1
         started = time.perf_counter()
         if result.forgotten:  # as the stream: before the batch's facts
-            await self.sink.forget(result.forgotten, [r.id for r in self.detector.rules.rules])
+            rule_ids = [r.id for r in self.detector.rules.rules]
+            await self.sink.forget(result.forgotten, rule_ids, result.erased_at)
         facts = sorted(result.facts, key=_occurred)
         done = 0
         if self._warming and self.dispatch_from is not None:

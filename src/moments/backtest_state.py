@@ -88,6 +88,9 @@ class BacktestState:
     def load(self, subscriber_id: str) -> SubscriberState | None:
         return self.records.get(subscriber_id)
 
+    def has(self, subscriber_id: str) -> bool:
+        return subscriber_id in self.records
+
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         records = self.records
         touch = self.index.touch

@@ -21,7 +21,8 @@ from moments.records import DeadLetter, RawRecord, RejectReason
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Larger values are refused: no event in the contract comes near it."""
-_SUBSCRIBER = re.compile(SUBSCRIBER_PATTERN.encode())
+SUBSCRIBER_KEY = re.compile(SUBSCRIBER_PATTERN.encode())
+"""A record key that is a subscriber id (UTF-8 bytes)."""
 _BOM = b"\xef\xbb\xbf"
 
 TOMBSTONE = "tombstone"
@@ -60,7 +61,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
                     "MissingKey",
                     "a profile tombstone needs the subscriber id as its key",
                 )
-            if not _SUBSCRIBER.fullmatch(record.key):
+            if not SUBSCRIBER_KEY.fullmatch(record.key):
                 return _reject(
                     record,
                     event_type,

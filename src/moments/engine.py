@@ -22,7 +22,7 @@ from moments.cooldowns import (
     give_back_returned,
     holds_mark,
 )
-from moments.decoding import TOMBSTONE, decode, deletion_form
+from moments.decoding import SUBSCRIBER_KEY, TOMBSTONE, decode, deletion_form
 from moments.models import (
     Channel,
     ComplaintEvent,
@@ -38,7 +38,7 @@ from moments.models import (
 from moments.records import DeadLetter, RawRecord, RejectReason, SuppressReason
 from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, spend_drop
 from moments.sources import SOURCE_CODES
-from moments.state import MAX_OPEN, SubscriberState, event_digest, mark_id
+from moments.state import ERASED_KEPT_S, MAX_OPEN, SubscriberState, event_digest, mark_id
 from moments.taskbuilder import build_task
 from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
@@ -163,6 +163,14 @@ class BatchResult:
     (a top-up cancels a low-balance task, coming home a roaming welcome)."""
     forgotten: list[str] = field(default_factory=list)
     """Subscribers a profile tombstone erased: the dispatch stores forget them too."""
+    erased_at: dict[str, float] = field(default_factory=dict)
+    """Subscriber -> when this batch's tombstone erased them (`erasure_time`): a
+    later batch passes it back as `erased` when the stores keep no `forgotten` mark (the
+    pipeline)."""
+    erased_events: Counter[str] = field(default_factory=Counter)
+    """Events of erased subscribers dated at or before their erasure and read after it (a
+    topic read behind the profile topic), by event type: dropped, not dead-lettered (the
+    payload is the erased subscriber's data)."""
     deletions: Counter[str] = field(default_factory=Counter)
     """Profile deletions applied, by their form on the wire (`decoding.deletion_form`):
     `tombstone`, or `json_null` and `empty`, which compaction does not remove."""
@@ -197,6 +205,14 @@ class Detector:
         self.returns_topic = returns_topic
         """The topic of cooldown returns (moments.cooldowns), read with the events."""
 
+    def unrecorded(self, records: Sequence[RawRecord], has: Callable[[str], bool]) -> list[str]:
+        """The subscribers keyed in `records` (input topics) that have no record (`has`
+        says which do): only those can be erased subscribers whose events are read late,
+        so only their erasures are looked up (`TaskSink.erasures`) for `process`."""
+        keys = {r.key for r in records if r.key and r.topic != self.returns_topic}
+        subs = (k.decode("utf-8", "replace") for k in keys if SUBSCRIBER_KEY.fullmatch(k))
+        return [sub for sub in subs if not has(sub)]
+
     def swap_rules(self, rules: RuleSet) -> None:
         """Install new rules; the caller does it between batches."""
         self.rules = rules
@@ -212,10 +228,20 @@ class Detector:
         return subscriber_zone(state.profile.get("timezone"), self.rules.gating.zone)
 
     def process(
-        self, records: Sequence[RawRecord], load: StateLoader, now: dt.datetime | None
+        self,
+        records: Sequence[RawRecord],
+        load: StateLoader,
+        now: dt.datetime | None,
+        erased: Mapping[str, float] | None = None,
     ) -> BatchResult:
-        """`now` is the wall clock; None replays history with event time as the clock."""
+        """`now` is the wall clock; None replays history with event time as the clock.
+
+        `erased`: when the batch's subscribers that have no record were erased by a profile
+        tombstone, if they were (the dispatch stores' `forgotten` mark: `TaskSink.erasures`).
+        Their events dated at or before it are dropped (`erased_events`), and a record
+        begun by a later one remembers it (`SubscriberState.erased`)."""
         result = BatchResult()
+        known_erased = erased or {}
         states: dict[str, SubscriberState] = {}
         changes = result.changes
         ctx = EvalContext(now=now)
@@ -225,7 +251,7 @@ class Detector:
         topic_types = self.topic_types
         lateness = self.lateness
         counts: dict[EventType, int] = {}
-        erased: dict[str, tuple[int, int]] = {}  # tombstoned -> tasks, facts made by then
+        erasures: dict[str, tuple[int, int]] = {}  # tombstoned -> tasks, facts made by then
         rebuilds: _Rebuilds | None = None
         returns_topic = self.returns_topic
         for index, record in enumerate(records):
@@ -241,20 +267,34 @@ class Detector:
             if decoded is None:  # profile deletion: forget the subscriber, state included
                 result.deletions[deletion_form(record.value) or TOMBSTONE] += 1
                 sub = (record.key or b"").decode("utf-8", "replace")
-                states.pop(sub, None)
+                gone = states.pop(sub, None)
+                if gone is None and now is None and sub not in changes:
+                    gone = load(sub)  # a replay may need its latest event time
                 changes[sub] = StateChange(None, record.partition)
-                erased[sub] = (len(result.tasks), len(result.facts))
+                erasures[sub] = (len(result.tasks), len(result.facts))
+                result.erased_at[sub] = erasure_time(record, now, marks, gone)
                 continue
             sub = decoded.subscriber_id
             partition = record.partition
+            at = int(decoded.occurred_at.timestamp())
             state = states.get(sub)
             if state is None:
                 loaded = None if sub in changes else load(sub)
-                state = loaded if loaded is not None else SubscriberState()
-                states[sub] = state
+                if loaded is None:
+                    # No record: erased earlier in this batch, or before (the stores' mark)?
+                    when = result.erased_at.get(sub) if sub in changes else known_erased.get(sub)
+                    mark = int(when) if when is not None else 0
+                    if mark and at <= mark:
+                        result.erased_events[event_type.value] += 1
+                        continue
+                    loaded = SubscriberState(erased=mark)
+                state = states[sub] = loaded
                 changes[sub] = StateChange(state, partition)
             elif changes[sub].partition != partition:
                 changes[sub] = StateChange(state, partition)
+            if state.erased and state.erased_by(at):
+                result.erased_events[event_type.value] += 1
+                continue
             source = SOURCE_CODES[event_type]
             offset = record.offset
             digest = event_digest(decoded.event_id)
@@ -265,7 +305,6 @@ class Detector:
             failed_here = False
             behind = False
             try:
-                at = int(decoded.occurred_at.timestamp())
                 behind = at < state.seen.get(source, at)
                 refused: DeadLetter | None = None
                 if at > horizon:
@@ -300,7 +339,9 @@ class Detector:
                 # count it twice. The state goes back to what it was before the event.
                 rebuilds = rebuilds or _Rebuilds(records)
                 failed_here = True
-                state = states[sub] = self._state_before(sub, index, rebuilds, load, now, result)
+                state = states[sub] = self._state_before(
+                    sub, index, rebuilds, load, now, result, erased
+                )
                 changes[sub] = StateChange(state, partition)
             # An event refused for its time (or failed) notes its offset, not its id: sent
             # back once due (`deadletter replay`) or again corrected, it is applied then.
@@ -315,8 +356,8 @@ class Detector:
                     rebuilds.last[sub] = (index, state.to_json())  # with its offset noted
         for event_type, n in counts.items():
             result.events[event_type.value] += n
-        if erased:
-            forget(erased, result)
+        if erasures:
+            forget(erasures, result)
         return result
 
     def _returned(
@@ -354,6 +395,7 @@ class Detector:
         load: StateLoader,
         now: dt.datetime | None,
         result: BatchResult,
+        erased: Mapping[str, float] | None,
     ) -> SubscriberState:
         """The subscriber's state as the batch's records before `index` (which failed) left
         it: their records processed again, from the state as saved or as their last failure
@@ -369,7 +411,7 @@ class Detector:
         base: StateLoader = load
         if saved is not None:
             base = lambda _: SubscriberState.from_bytes(saved)  # noqa: E731
-        again = self.process(theirs, base, now)
+        again = self.process(theirs, base, now, erased)
         # An earlier record that fails only when applied again (a fault that depends on
         # more than the event) is lost from the state: it is said with the batch's faults.
         result.failures.extend(again.failures)
@@ -404,6 +446,8 @@ class Detector:
             state.seen[source] = at
         if at > state.watermark:
             state.watermark = at
+            if state.erased and at - state.erased > ERASED_KEPT_S:
+                state.erased = 0  # no event that old comes any more
         groups = rules.series_routes[event_type].candidates(event)
         indexes: dict[str, int] = {}
         rings = state.series
@@ -748,6 +792,25 @@ def _days_between(today: dt.date, iso: Any) -> int | None:
 def _days_since(today: dt.date, iso: Any) -> int | None:
     days = _days_between(today, iso)
     return -days if days is not None else None
+
+
+def erasure_time(
+    record: RawRecord,
+    now: dt.datetime | None,
+    marks: Mapping[int, int],
+    gone: SubscriberState | None,
+) -> float:
+    """When a tombstone erased its subscriber: its own time, the record's Kafka timestamp
+    (the CRM's CreateTime, or the broker's LogAppendTime), but no later than the worker's
+    clock (a producer's clock ahead must not swallow a new subscriber's events); without
+    one, when the worker read it. In a replay with no timestamp: the latest event time
+    read by then (the batch's, or the erased record's)."""
+    stamp = record.timestamp_ms / 1000 if record.timestamp_ms and record.timestamp_ms > 0 else None
+    if now is not None:
+        return min(stamp, now.timestamp()) if stamp is not None else now.timestamp()
+    if stamp is not None:
+        return stamp
+    return float(max(max(marks.values(), default=0), gone.watermark if gone is not None else 0))
 
 
 def forget(erased: Mapping[str, tuple[int, int]], result: BatchResult) -> None:

@@ -46,6 +46,11 @@ class PipelineResult:
     late: int = 0
     future: int = 0
     """Events not applied: older than the lateness allows, or dated in the future."""
+    erased: dict[str, float] = field(default_factory=dict)
+    """Subscriber -> when a tombstone erased them: the dispatch stores' `forgotten` mark
+    of the stream, so that their events dated before it and read later are dropped."""
+    erased_events: Counter[str] = field(default_factory=Counter)
+    """Such events, by event type (`BatchResult.erased_events`)."""
 
 
 def to_records(
@@ -126,7 +131,9 @@ def run_pipeline(
             if swept_bucket >= 0:
                 sweep_hours(swept_bucket + 1, hour)
             swept_bucket = hour
-        batch = detector.process(batch_records, out.store.load, now)
+        batch = detector.process(batch_records, out.store.load, now, out.erased)
+        out.erased.update(batch.erased_at)
+        out.erased_events.update(batch.erased_events)
         out.dead_letters.extend(batch.dead_letters)
         out.shadow.update(batch.shadow)
         out.suppressed.update(batch.suppressed)

@@ -238,7 +238,8 @@ class Runtime:
             misplaced: list[DeadLetter] = []
             if (profiles := self.settings.topic("profile")) in off:  # rare: look for tombstones
                 records, misplaced = self.placement.misplaced_tombstones(records, profiles)
-            result = self.detector.process(records, store.load, now)
+            erased = await self.erasures(records, store)
+            result = self.detector.process(records, store.load, now, erased)
             if misplaced:
                 result.dead_letters.extend(misplaced)
                 result.events[EventType.PROFILE.value] += len(misplaced)
@@ -248,6 +249,14 @@ class Runtime:
             self.metrics.processing.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(records))
             return result
+
+    async def erasures(self, records: Sequence[RawRecord], store: StateStore) -> dict[str, float]:
+        """When the batch's subscribers that have no record were erased, if they were: a
+        late event of theirs dated before it is dropped (`Detector.process`). One Redis
+        round trip, and only for a batch with subscribers new to the store."""
+        if self.tasks is None:
+            raise RuntimeError("the runtime is not started")
+        return await self.tasks.erasures(self.detector.unrecorded(records, store.has))
 
     async def handle_outcomes(self, records: Sequence[RawRecord]) -> None:
         """Outcomes from dispatch consumers: counted, `declined` suppresses the rule for the
@@ -340,7 +349,7 @@ class Runtime:
         started = time.perf_counter()
         if result.forgotten:  # before the batch's facts: events after a tombstone are new
             rule_ids = [r.id for r in self.detector.rules.rules]
-            await self.tasks.forget(result.forgotten, rule_ids)
+            await self.tasks.forget(result.forgotten, rule_ids, result.erased_at)
             warn_odd_deletions(result.deletions)
         if result.unknown_opt_outs:
             self._unknown_channels.warn(result.unknown_opt_outs)
@@ -457,6 +466,8 @@ def record_batch(m: Metrics, result: BatchResult) -> None:
         m.unknown_opt_outs.inc(result.unknown_opt_outs.total())
     for form, n in result.deletions.items():
         m.profile_deletions.labels(form).inc(n)
+    for event_type, n in result.erased_events.items():
+        m.erased_events.labels(event_type).inc(n)
     for reason, n in result.deferred.items():
         m.deferred.labels(reason).inc(n)
     for event_type, n in result.out_of_order.items():

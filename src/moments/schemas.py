@@ -408,7 +408,10 @@ def asyncapi_document() -> dict[str, Any]:
         "for None). Not the JSON text `null`: a JSON serializer given None writes those 4 "
         "bytes. The worker erases the subscriber for those too, and for an empty value "
         "(counted in moments_profile_deletions_total{kind}), but compaction keeps such a "
-        "record and its key as the subscriber's latest; a null value it removes.",
+        "record and its key as the subscriber's latest; a null value it removes. The "
+        "record's Kafka timestamp is when the subscriber was erased (at most the worker's "
+        "clock): their events of any topic dated at or before it and read after it are "
+        "dropped (moments_events_forgotten_total), not dead-lettered.",
         "payload": {"type": "null"},
         "bindings": {"kafka": {"key": _subscriber_key(), "bindingVersion": KAFKA_BINDING_VERSION}},
         "examples": [

@@ -29,6 +29,10 @@ delivered again: 8 of the frequent usage events, `RECENT_EVENT_IDS_ELSE` of each
 source. Digests hardly compress: rings of 8 for every source took a simulated week's
 records from 350 to 526 bytes a subscriber on average; these sizes, to 432."""
 RECENT_EVENT_IDS_ELSE = 2
+ERASED_KEPT_S = 90 * 86400
+"""How long a record started after a profile tombstone remembers the erasure (`erased`),
+in event time: as long as the dispatch stores keep the `forgotten` mark
+(sinks.relevance.FACTS_TTL_S)."""
 
 
 def event_digest(event_id: str) -> str:
@@ -87,6 +91,15 @@ class SubscriberState:
     """Ordinal of the local day whose special days were last looked at (0: never)."""
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
+    erased: int = 0
+    """When a profile tombstone erased the subscriber before this record began (epoch
+    seconds; 0: none known): an event dated at or before it is the erased subscriber's,
+    read late, and is dropped. Forgotten once the record's event time is `ERASED_KEPT_S` past it."""
+
+    def erased_by(self, at: int) -> bool:
+        """True when an event dated `at` came before the erasure this record began after."""
+        erased = self.erased
+        return erased != 0 and at <= erased and self.watermark - erased <= ERASED_KEPT_S
 
     def is_replay(self, source: str, partition: int, offset: int | None, digest: str) -> bool:
         """True when the event was read before: its partition's offset, or its id
@@ -151,6 +164,8 @@ class SubscriberState:
             doc["w"] = self.watermark
         if self.special_day:
             doc["d"] = self.special_day
+        if self.erased:
+            doc["e"] = self.erased
         return orjson.dumps(doc)
 
     @classmethod
@@ -172,6 +187,7 @@ class SubscriberState:
             complaints=doc.get("k", []),
             watermark=doc.get("w", 0),
             special_day=doc.get("d", 0),
+            erased=doc.get("e", 0),
         )
 
 

@@ -32,6 +32,10 @@ class StateStore(Protocol):
 
     def load(self, subscriber_id: str) -> SubscriberState | None: ...
 
+    def has(self, subscriber_id: str) -> bool:
+        """Whether the subscriber has a record (without lending it, as `load` does)."""
+        ...
+
     def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
         """Apply the changes locally; return what the changelog must receive (may be [])."""
         ...
@@ -61,6 +65,9 @@ class DictStateStore:
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
         return self.cache.take(subscriber_id, self.data.get(subscriber_id))
+
+    def has(self, subscriber_id: str) -> bool:
+        return subscriber_id in self.data
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         """Each subscriber's record as it is when yielded (the keys are a snapshot)."""
@@ -122,6 +129,9 @@ class FaustTableStore:
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
         return self.cache.take(subscriber_id, self.table.data.get(subscriber_id.encode()))
+
+    def has(self, subscriber_id: str) -> bool:
+        return subscriber_id.encode() in self.table.data
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         """Subscribers of the given partitions (the table may hold standby copies of others),

@@ -19,7 +19,7 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -365,11 +365,18 @@ class TaskSink:
         values = await self._redis(lambda: self.ledger.get_many(task_ids), "reading task ids")
         return {i for i, v in zip(task_ids, values, strict=True) if state_of(v) == "dropped"}
 
-    async def forget(self, subscriber_ids: Sequence[str], rule_ids: Sequence[str]) -> None:
+    async def forget(
+        self,
+        subscriber_ids: Sequence[str],
+        rule_ids: Sequence[str],
+        erased_at: Mapping[str, float] | None = None,
+    ) -> None:
         """Profile tombstones: erase what the stores keep of these subscribers (facts,
         contacts, declines of `rule_ids`, open merge group, suspended-line index) and mark
         them forgotten now, so a task of theirs made before, still waiting or pending, is
-        dropped when it comes up (`is_forgotten`) instead of reaching them."""
+        dropped when it comes up (`is_forgotten`) instead of reaching them; and erased at
+        `erased_at` (the tombstones' own times, `BatchResult.erased_at`; now when not
+        given), so their events dated before it and read later are dropped (`erasures`)."""
         if not subscriber_ids:
             return
         subs = list(dict.fromkeys(subscriber_ids))
@@ -377,7 +384,7 @@ class TaskSink:
 
         async def erase() -> None:
             await asyncio.gather(
-                self.facts.forget(subs, at),
+                self.facts.forget(subs, at, erased_at),
                 self.stores.contacts.forget(subs),
                 self.stores.frequency.forget(subs),
                 self.declines.forget(subs, rule_ids),
@@ -385,6 +392,19 @@ class TaskSink:
             )
 
         await self._redis(erase, "forgetting subscribers")
+
+    async def erasures(self, subscriber_ids: Sequence[str]) -> dict[str, float]:
+        """When each of these subscribers was erased, for those a tombstone erased in the
+        last 90 days (the `forgotten` mark): one round trip, for the batch's subscribers
+        that have no record (`Detector.unrecorded`)."""
+        if not subscriber_ids:
+            return {}
+        got = await self._redis(lambda: self.facts.get_many(subscriber_ids), "reading erasures")
+        return {
+            sub: when
+            for sub, facts in zip(subscriber_ids, got, strict=True)
+            if (when := facts.erasure) is not None
+        }
 
     async def record_facts(self, events: Sequence[InputEvent]) -> None:
         """Record the facts a waiting task is checked against, and make the tasks of lines

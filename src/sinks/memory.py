@@ -441,10 +441,13 @@ class MemoryFacts:
     async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
         return [await self.get(s) for s in subscriber_ids]
 
-    async def forget(self, subscriber_ids: Sequence[str], at: float) -> None:
+    async def forget(
+        self, subscriber_ids: Sequence[str], at: float, erased: Mapping[str, float] | None = None
+    ) -> None:
         expires = self.clock() + FACTS_TTL_S
         for subscriber_id in subscriber_ids:
-            self.facts[subscriber_id] = ({"forgotten": at}, expires)
+            when = (erased or {}).get(subscriber_id, at)
+            self.facts[subscriber_id] = ({"forgotten": at, "erased": when}, expires)
 
 
 class MemoryDeclines:

@@ -184,6 +184,14 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.erased_events = Counter(
+            "moments_events_forgotten",
+            "Events of subscribers a profile tombstone erased, dated before the erasure and "
+            "read after it (a topic read behind the profile topic): dropped, not applied "
+            "and not dead-lettered (their payload is the erased subscriber's data)",
+            ["event_type"],
+            registry=r,
+        )
         self.unknown_opt_outs = Counter(
             "moments_profile_unknown_opt_outs",
             "Opt-out channels of profile updates that moments does not send on (email): "

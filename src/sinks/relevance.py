@@ -9,8 +9,11 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
 - `active`: epoch seconds of the latest profile update saying the line is active
   (a task deferred while the line was suspended waits for it);
 - `forgotten`: when a profile tombstone erased the subscriber (the wall clock, or event
-  time in a backtest); the hash then holds nothing else, and a task made before it is
-  dropped when it comes up for a decision (`is_forgotten`).
+  time in a backtest); the hash then holds nothing else but `erased`, and a task made
+  before it is dropped when it comes up for a decision (`is_forgotten`);
+- `erased`: the tombstone's own time (`moments.engine.erasure_time`): an event dated at or
+  before it, read later (a topic read behind the profile topic), is the erased
+  subscriber's and is dropped (`TaskSink.erasures`, `Detector.process`).
 Only newer times overwrite older ones, so replays and late events are harmless.
 """
 
@@ -51,6 +54,14 @@ class SubscriberFacts:
     abroad_at: float | None = None
     active_at: float | None = None
     forgotten_at: float | None = None
+    erased_at: float | None = None
+    """The tombstone's own time; marks written before it was kept have only
+    `forgotten_at`."""
+
+    @property
+    def erasure(self) -> float | None:
+        """When the subscriber was erased, as the events' time goes (None: never)."""
+        return self.erased_at if self.erased_at is not None else self.forgotten_at
 
 
 def is_forgotten(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
@@ -161,14 +172,20 @@ class FactsStore:
         raws: list[dict[Any, Any]] = await pipe.execute()
         return [_facts(raw) for raw in raws]
 
-    async def forget(self, subscriber_ids: Sequence[str], at: float) -> None:
-        """Erase the subscribers' facts, leaving only when they were forgotten. Not a
-        MULTI (the ACL user has no @transaction): a retry after a partial run redoes it."""
+    async def forget(
+        self, subscriber_ids: Sequence[str], at: float, erased: Mapping[str, float] | None = None
+    ) -> None:
+        """Erase the subscribers' facts, leaving only when they were forgotten (`at`) and
+        erased (`erased`, by subscriber; `at` when not given). Not a MULTI (the ACL user
+        has no @transaction): a retry after a partial run redoes it."""
         pipe = self.redis.pipeline(transaction=False)
         for subscriber_id in subscriber_ids:
             key = self.key(subscriber_id)
             pipe.delete(key)
-            pipe.hset(key, "forgotten", at)
+            pipe.hset(
+                key,
+                mapping={"forgotten": at, "erased": (erased or {}).get(subscriber_id, at)},
+            )
             pipe.expire(key, FACTS_TTL_S)
         await pipe.execute()
 
@@ -185,6 +202,7 @@ def facts_from(values: Mapping[str, float]) -> SubscriberFacts:
         values.get("abroad"),
         values.get("active"),
         values.get("forgotten"),
+        values.get("erased"),
     )
 
 

@@ -256,8 +256,11 @@ class Facts(Protocol):
         """`get` for each subscriber, in one round trip."""
         ...
 
-    async def forget(self, subscriber_ids: Sequence[str], at: float) -> None:
-        """Erase these subscribers' facts, keeping only `forgotten` = `at`."""
+    async def forget(
+        self, subscriber_ids: Sequence[str], at: float, erased: Mapping[str, float] | None = None
+    ) -> None:
+        """Erase these subscribers' facts, keeping only `forgotten` = `at` and `erased` (the
+        tombstone's own time, by subscriber; `at` when not given)."""
         ...
 
 

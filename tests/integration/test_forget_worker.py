@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -60,7 +61,7 @@ async def test_a_tombstone_erases_the_subscriber_and_drops_their_waiting_call(
         # Counted once the batch is done, the forget included.
         await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1)
         facts = await redis.hgetall(f"{prefix}facts:{SUB}")
-        assert list(facts) == [b"forgotten"], worker.log()[-3000:]
+        assert set(facts) == {b"forgotten", b"erased"}, worker.log()[-3000:]
         assert not await redis.exists(f"{prefix}open:{SUB}")
 
         # The window ends: whichever worker releases the call drops it.
@@ -80,3 +81,62 @@ async def test_a_tombstone_erases_the_subscriber_and_drops_their_waiting_call(
     finally:
         await redis.aclose()
     assert await read_topic(settings, "tasks", 1, wait_s=3) == []
+
+
+SMS_RULES = """
+gating: {quiet_hours: [], frequency_cap: null}
+rules:
+  - id: roaming_sms
+    description: A text on the first arrival in a country
+    on: [roaming]
+    when: {roaming_type: international}
+    condition: {first_time: country}
+    task: {family: first_time, type: roaming_sms, channel: sms, priority: 3,
+           action: welcome, ttl: 24h, description: "Welcome to {country}"}
+"""
+
+
+def _roaming(event_id: str, when: dt.datetime, country: str) -> dict[str, object]:
+    return {
+        "event_id": event_id,
+        "subscriber_id": SUB,
+        "occurred_at": when.isoformat(),
+        "country": country,
+        "roaming_type": "international",
+    }
+
+
+async def test_events_from_before_the_tombstone_read_after_it_reach_no_one(
+    worker_on_rules: RulesWorker,
+) -> None:
+    """The roaming topic read behind the profile topic: its events dated before the
+    tombstone are dropped (counted, no dead letter, no record), in the next batch as in
+    a later one once a new subscriber's event began a record; the new subscriber's own
+    event makes its task."""
+    settings, worker = await worker_on_rules(SMS_RULES)
+    port = settings.metrics_port
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+    await produce(settings, [("profile", SUB, None)])  # its Kafka timestamp: now
+    await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1)
+    await produce(settings, [("roaming", SUB, _roaming("r-jp", before, "JP"))])
+    forgotten = {"event_type": "roaming"}
+    await wait_for_metric(port, "moments_events_forgotten_total", forgotten, 1)
+
+    after = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    await produce(settings, [("roaming", SUB, _roaming("r-kr", after, "KR"))])
+    await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 2)
+    late = before + dt.timedelta(minutes=1)
+    await produce(settings, [("roaming", SUB, _roaming("r-de", late, "DE"))])
+    assert await wait_for_metric(port, "moments_events_forgotten_total", forgotten, 2) == 2
+
+    tasks = await read_topic(settings, "tasks", 2, wait_s=5, settle=1)
+    countries = [orjson.loads(r.value)["moment"]["params"]["country"] for r in tasks]
+    assert countries == ["KR"], worker.log()[-3000:]
+    assert await read_topic(settings, "deadletter", 1, wait_s=2) == []
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        facts = await redis.hgetall(f"moments:{settings.app_id}:facts:{SUB}")
+    finally:
+        await redis.aclose()
+    assert set(facts) == {b"forgotten", b"erased", b"abroad"}  # abroad: KR's, the new one's
+    assert float(facts[b"abroad"]) == after.timestamp()

@@ -161,7 +161,11 @@ def test_every_event_of_a_subscriber_failing_leaves_the_saved_state_and_the_offs
 def test_a_failure_after_a_tombstone_starts_from_the_empty_state() -> None:
     rules = rules_from(SPEND)
     first = run_pipeline(_topups(BROKEN, [40]), rules, now=EVENING)
-    tombstone = RawRecord("profile", 0, 9, BROKEN.encode(), None)
+    # Erased at 09:00 (the tombstone's Kafka timestamp): the top-ups after it, dated
+    # 10:00, are a new subscriber's (dated before the erasure, they would be dropped).
+    erased = dt.datetime.fromisoformat(at("2026-11-02", "09:00"))
+    ms = int(erased.timestamp() * 1000)
+    tombstone = RawRecord("profile", 0, 9, BROKEN.encode(), None, ms)
     records = to_records(_topups(BROKEN, [5]), None, first.offsets)
     later = to_records(_topups(BROKEN, [13]), None, first.offsets)
     result = run_pipeline([tombstone, *records, *later], rules, now=EVENING, result=first)

@@ -4,11 +4,17 @@ dispatch stores to forget (moments.engine.forget)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
+import orjson
+
+from moments.backtest import Backtest
+from moments.backtest_input import FileEvent
 from moments.engine import Detector
 from moments.models import Channel, EventType, Family, Moment, RoamingEvent, ServiceTask
-from moments.pipeline import to_records
+from moments.pipeline import run_pipeline, to_records
+from moments.records import RawRecord
 from moments.store import DictStateStore
 from sinks.relevance import SubscriberFacts, is_forgotten
 from tests.unit.rules.helpers import NO_GATES, WELCOME, at, ev, rules_from
@@ -88,3 +94,120 @@ def test_a_task_made_before_the_forget_is_forgotten_and_one_made_after_is_not() 
     # A retry is made anew (created now) for a moment from before: its moment decides.
     assert is_forgotten(_task(after, before, "t0"), facts)
     assert not is_forgotten(_task(after, after, "t0"), facts)
+
+
+def _countries(tasks: list[ServiceTask]) -> list[tuple[str, object]]:
+    return [(t.subscriber_id, t.moment.params["country"]) for t in tasks]
+
+
+def test_an_event_dated_before_the_erasure_and_read_after_it_is_dropped() -> None:
+    """Topics are read side by side: a roaming record of LI's from before the tombstone,
+    on a topic read behind the profile topic, must not start a new record, nor make a
+    task for the erased subscriber; one dated after the tombstone is a new subscriber's,
+    and that new record drops a later-read event from before the erasure too."""
+    rules = rules_from(RULES)
+    first = run_pipeline([_roam(LI, "10:00", "JP")], rules)
+    first = run_pipeline(
+        to_records([(EventType.PROFILE, None)], key=LI, offsets=first.offsets), rules, result=first
+    )
+    assert _countries(first.tasks) == [(LI, "JP")]
+    assert first.store.load(LI) is None
+
+    out = run_pipeline([_roam(LI, "09:59", "KR")], rules, result=first)  # read late
+    assert _countries(out.tasks) == [(LI, "JP")]
+    assert out.store.load(LI) is None, "no record begun by the erased subscriber's event"
+    out = run_pipeline([_roam(LI, "10:05", "FR"), _roam(WANG, "09:58", "KR")], rules, result=out)
+    assert _countries(out.tasks) == [(LI, "JP"), (LI, "FR"), (WANG, "KR")]
+    out = run_pipeline([_roam(LI, "09:58", "DE")], rules, result=out)  # later still
+    assert _countries(out.tasks) == [(LI, "JP"), (LI, "FR"), (WANG, "KR")]
+    assert out.erased_events == {"roaming": 2}
+    assert out.dead_letters == [], "their payload is the erased subscriber's: no dead letter"
+
+
+def _tombstone(stamp: dt.datetime | None) -> RawRecord:
+    ms = int(stamp.timestamp() * 1000) if stamp is not None else None
+    return RawRecord(EventType.PROFILE.value, 0, 0, LI.encode(), None, ms)
+
+
+def _roaming_record(offset: int, when: dt.datetime, country: str) -> RawRecord:
+    _, value = ev(
+        EventType.ROAMING, when.isoformat(), LI, country=country, roaming_type="international"
+    )
+    return RawRecord(EventType.ROAMING.value, 0, offset, LI.encode(), orjson.dumps(value))
+
+
+def test_the_erasure_is_the_tombstones_own_time_and_never_ahead_of_the_clock() -> None:
+    """The tombstone's Kafka timestamp says when the CRM erased the subscriber: an event
+    after it is a new subscriber's even if the worker reads the tombstone later. Without
+    a timestamp, or with one ahead of the worker's clock, the worker's clock decides."""
+    detector = Detector(rules_from(RULES), {t.value: t for t in EventType})
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    erased = now - dt.timedelta(hours=1)
+    for stamp, when in ((erased, erased), (None, now), (now + dt.timedelta(hours=1), now)):
+        records = [
+            _tombstone(stamp),
+            _roaming_record(0, when - dt.timedelta(seconds=1), "JP"),
+            _roaming_record(1, when + dt.timedelta(seconds=1), "KR"),
+        ]
+        batch = detector.process(records, DictStateStore().load, now)
+        assert batch.erased_at == {LI: when.timestamp()}
+        assert _countries(batch.tasks) == [(LI, "KR")], stamp
+        assert batch.erased_events == {"roaming": 1}
+        state = batch.changes[LI].state
+        assert state is not None
+        assert state.erased == int(when.timestamp())
+
+
+def test_an_erasure_known_to_the_stores_drops_the_subscribers_earlier_events() -> None:
+    """`erased` (the stores' mark, for subscribers with no record) is what a later batch
+    knows of a tombstone; once the record begun after it is 90 days of event time past
+    the erasure, the record forgets it (the lateness refuses what is that old)."""
+    detector = Detector(rules_from(RULES), {t.value: t for t in EventType})
+    gone = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    store = DictStateStore()
+    assert detector.unrecorded([_roaming_record(0, gone, "JP")], store.has) == [LI]
+    records = [
+        _roaming_record(0, gone, "JP"),
+        _roaming_record(1, gone + dt.timedelta(minutes=1), "KR"),
+    ]
+    batch = detector.process(records, store.load, None, {LI: gone.timestamp()})
+    assert _countries(batch.tasks) == [(LI, "KR")]
+    store.save(batch.changes)
+    assert detector.unrecorded(records, store.has) == []
+    late = gone + dt.timedelta(days=91)
+    batch = detector.process([_roaming_record(2, late, "FR")], store.load, None)
+    store.save(batch.changes)
+    state = store.load(LI)
+    assert state is not None
+    assert state.erased == 0
+    # An event that old is refused as late against the record's own roaming anyway.
+    batch = detector.process([_roaming_record(3, gone, "DE")], store.load, None)
+    assert (batch.tasks, batch.late, batch.erased_events) == ([], 1, {})
+
+
+def test_the_backtest_drops_them_as_the_stream_does() -> None:
+    """One record a batch: each late event meets the erasure as the stream's next batch
+    does, through the dispatch stores' mark (`TaskSink.erasures`)."""
+
+    def line(sub: str, time: str, country: str) -> FileEvent:
+        when = at("2026-12-01", time)
+        _, doc = _roam(sub, time, country)
+        return FileEvent(
+            dt.datetime.fromisoformat(when).timestamp(),
+            EventType.ROAMING,
+            sub.encode(),
+            orjson.dumps(doc),
+        )
+
+    tombstone = FileEvent(line(LI, "10:00", "-").at, EventType.PROFILE, LI.encode(), None)  # type: ignore[arg-type]
+    history = [
+        line(LI, "10:00", "JP"),
+        tombstone,
+        line(LI, "09:59", "KR"),  # read after the tombstone, from before it
+        line(LI, "10:05", "FR"),  # a new subscriber's
+        line(LI, "09:58", "DE"),  # from before it, read after the new record began
+    ]
+    bt = Backtest(rules_from(RULES), batch_size=1)
+    out = asyncio.run(bt.run(history))
+    assert [t["moment"]["params"]["country"] for t in out.tasks()] == ["JP", "FR"]
+    assert out.counter("moments_events_forgotten") == [({"event_type": "roaming"}, 2.0)]
