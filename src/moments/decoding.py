@@ -171,6 +171,10 @@ def problem(error: ErrorDetails) -> str:
             "write the subscriber number as 5 to 20 digits only, as in the record's key: no "
             "'+', spaces or dashes (e.g. 13800138001)"
         )
+    if error["type"] == "string_pattern_mismatch" and error["loc"]:
+        day_fix = _DAYS.get(str(error["loc"][0]))
+        if day_fix is not None:
+            return day_fix
     if error["type"] == "string_type" and error["loc"][-1:] == ("subscriber_id",):
         return 'write the subscriber number as a JSON string ("13800138001"), not a number'
 
@@ -182,6 +186,14 @@ def problem(error: ErrorDetails) -> str:
     return error["msg"]
 
 
+_DAY_FIX = 'write a real day as YYYY-MM-DD (e.g. 2027-01-31), or "" to clear it'
+_DAYS = {
+    "joined_on": _DAY_FIX,
+    "contract_end": _DAY_FIX,
+    "birthday": "write a real day as MM-DD or YYYY-MM-DD (e.g. 05-17; 02-29 only in a "
+    'leap year), or "" to clear it',
+}
+"""A profile's days: what to write instead of the pattern (hundreds of characters)."""
 _TIMES = {(name,) for name in TIME_FIELDS}
 """The fields an epoch number is taken for a time in: another text field sent as a number
 in the same range (an event_id 1764904200) is no time."""

@@ -946,8 +946,8 @@ def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
     """An update changes only the fields it carries; a null is not carried. A serializer
     that writes every unset field as null (Jackson, pydantic, Go) lifted opt-outs, quiet
     hours and suspensions on each partial update, and `opt_out: null` an SMS opt-out:
-    clearing is explicit (`opt_out: []`, `quiet_hours: []`, `status: "active"`,
-    `manager_id: ""` for no manager)."""
+    clearing is explicit (`opt_out: []`, `quiet_hours: []`, `status: "active"`, and ""
+    for the text, date and zone fields: the models read a blank value as "")."""
     # Declared fields only: unknown extras must not grow the subscriber's record.
     fields = set(ProfileEvent.model_fields) - _PROFILE_BASE_FIELDS
     carried = event.model_dump(mode="json", exclude_unset=True, exclude_none=True, include=fields)
@@ -956,7 +956,7 @@ def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
     profile = state.profile
     if event.opt_out is not None:  # only the channels moments sends on (unknown_opt_outs)
         carried["opt_out"] = [c.value for c in event.opt_out if isinstance(c, Channel)]
-    if carried.get("manager_id") == "":
-        del carried["manager_id"]
-        profile.pop("manager_id", None)
+    for name in [k for k, v in carried.items() if v == ""]:
+        del carried[name]
+        profile.pop(name, None)
     profile.update(carried)

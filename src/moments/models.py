@@ -64,7 +64,8 @@ _MM_DD = (
 )
 _LEAP_YEAR = r"[0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00"
 _DATE = rf"([0-9]{{4}}-({_MM_DD})|({_LEAP_YEAR})-02-29)"
-_BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29)$"
+_BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29|\s*)$"
+"""A birthday, or a blank (spaces only, or none): "" clears it."""
 # An instant's day: the years 1970-2099 (a year-1 or year-9999 time broke the local-day
 # arithmetic: the worker crashed at each restart; producer review), exact to the leap year.
 _EVENT_DAY = (
@@ -348,6 +349,23 @@ class UsageEvent(_Event):
 
 
 _KEPT = "; null or absent: unchanged"
+_CLEARS = '; "" (or spaces only) clears it'
+_STRIPPED = "; spaces around it are not part of it"
+
+
+def _stripped(value: str) -> str:
+    """Padding (CRM exports of CHAR columns, a stray space) is no part of a value, and a
+    value of spaces only is none: "" (`apply_profile` clears the field)."""
+    return value.strip()
+
+
+Blank = Annotated[
+    str,
+    StringConstraints(max_length=64, pattern=r"^\s*$"),
+    AfterValidator(lambda _: ""),
+]
+"""A profile field's "none": "" or spaces only, read as "" (`apply_profile` clears the
+field). For the fields whose value is not free text (dates, a zone)."""
 
 
 _CHANNEL_WORDS = frozenset(
@@ -408,21 +426,25 @@ class ProfileEvent(_Event):
     was (a serializer writing unset fields as null clears nothing); each field's
     description says how to clear it, where clearing means something."""
 
-    birthday: Annotated[str, StringConstraints(pattern=_BIRTHDAY)] | None = Field(
-        default=None, description="MM-DD or YYYY-MM-DD (02-29 in leap years only)" + _KEPT
+    birthday: Annotated[str, StringConstraints(max_length=64, pattern=_BIRTHDAY)] | None = Field(
+        default=None,
+        description="MM-DD or YYYY-MM-DD (02-29 in leap years only)" + _CLEARS + _KEPT,
     )
-    joined_on: Day | None = Field(default=None, description="YYYY-MM-DD" + _KEPT)
-    contract_end: Day | None = Field(default=None, description="YYYY-MM-DD" + _KEPT)
-    tier: Annotated[str, text(16)] | None = Field(
-        default=None, description="diamond, gold, silver, standard, ..." + _KEPT
+    joined_on: Day | Blank | None = Field(default=None, description="YYYY-MM-DD" + _CLEARS + _KEPT)
+    contract_end: Day | Blank | None = Field(
+        default=None, description="YYYY-MM-DD" + _CLEARS + _KEPT
+    )
+    tier: Annotated[str, text(16), AfterValidator(_stripped)] | None = Field(
+        default=None,
+        description="diamond, gold, silver, standard, ..." + _STRIPPED + _CLEARS + _KEPT,
     )
     star_level: Annotated[int, *_integer(1, 7)] | None = Field(
         default=None, description="1 to 7" + _KEPT
     )
-    timezone: IanaZone | None = Field(
+    timezone: IanaZone | Blank | None = Field(
         default=None,
-        description="IANA zone; when never set, the rules' gating.timezone "
-        "(Asia/Shanghai by default)" + _KEPT,
+        description="IANA zone; when never set or cleared, the rules' gating.timezone "
+        "(Asia/Shanghai by default)" + _CLEARS + _KEPT,
     )
     quiet_hours: list[QuietWindow] | None = Field(
         default=None,
@@ -442,16 +464,22 @@ class ProfileEvent(_Event):
         "such as email, are ignored and counted), the whole list (it replaces the one "
         "before); [] clears it" + _KEPT,
     )
-    manager_id: Annotated[str, text(64)] | None = Field(
+    manager_id: Annotated[str, text(64), AfterValidator(_stripped)] | None = Field(
         default=None,
-        description='Assigned phone manager; "" for none (unassigned)' + _KEPT,
+        description='Assigned phone manager; "" (or spaces only) for none (unassigned)'
+        + _STRIPPED
+        + _KEPT,
     )
 
     @field_validator("birthday")
     @classmethod
     def _birthday(cls, value: str | None) -> str | None:
-        # The pattern took only real days; the rules read the month and day alone.
-        return value[5:] if value is not None and len(value) == 10 else value
+        # The pattern took only real days (or a blank: ""); the rules read the month and
+        # day alone.
+        if value is None:
+            return None
+        value = value.strip()
+        return value[5:] if len(value) == 10 else value
 
 
 def unknown_opt_outs(event: ProfileEvent) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import ClassVar
 
 import orjson
 import pytest
@@ -121,6 +122,93 @@ class TestNullIsNotCarried:
             {"opt_out": [], "quiet_hours": [], "manager_id": "", "status": "active"},
         )
         assert profile == {"opt_out": [], "quiet_hours": [], "status": "active"}
+
+
+class TestBlankValues:
+    """CRM exports pad text columns (CHAR(n)) and write an unset one as spaces: a blank
+    value is "none", as "" is, never a value of spaces. `tier: "  "` was stored and every
+    task carried it; `manager_id: " "` routed manager tasks to a manager named " "."""
+
+    SET: ClassVar[dict[str, str]] = {"tier": "gold", "manager_id": "mgr-7"}
+
+    def profile_after(self, *updates: dict[str, object]) -> dict[str, object]:
+        return TestNullIsNotCarried().profile_after(*updates)
+
+    @pytest.mark.parametrize("blank", ["", " ", "   ", "\u3000"])
+    def test_a_blank_tier_or_manager_clears_it(self, blank: str) -> None:
+        profile = self.profile_after(self.SET, {"tier": blank, "manager_id": blank})
+        assert profile == {}
+
+    def test_padding_around_a_value_is_not_part_of_it(self) -> None:
+        profile = self.profile_after({"tier": "gold  ", "manager_id": " mgr-7 "})
+        assert profile == self.SET
+
+    def test_no_task_carries_a_blank_manager(self) -> None:
+        events = [
+            ev(PROFILE, at("2026-11-02", "09:00"), **self.SET),
+            ev(PROFILE, at("2026-11-02", "09:30"), tier=" ", manager_id="   "),
+            arrival("2026-11-02", "JP"),
+        ]
+        (task,) = run(RULES, events).tasks
+        assert (task.tier, task.manager_id) == (None, None)
+
+
+class TestClearingDatesAndZone:
+    """A CRM that removes a wrong birthday, join date, contract end or zone says so with
+    "" (or spaces), as for manager_id; null or absent still leaves the field as it was.
+    They could not be cleared at all: a wrong birthday greeted the customer every year."""
+
+    SET: ClassVar[dict[str, str]] = {
+        "birthday": "05-17",
+        "joined_on": "2020-03-01",
+        "contract_end": "2027-01-31",
+        "timezone": "Europe/London",
+    }
+
+    def profile_after(self, *updates: dict[str, object]) -> dict[str, object]:
+        return TestNullIsNotCarried().profile_after(*updates)
+
+    @pytest.mark.parametrize("blank", ["", "  "])
+    def test_a_blank_value_clears_each(self, blank: str) -> None:
+        for name in self.SET:
+            profile = self.profile_after(self.SET, {name: blank})
+            assert profile == {k: v for k, v in self.SET.items() if k != name}, name
+
+    def test_null_still_leaves_them(self) -> None:
+        assert self.profile_after(self.SET, dict.fromkeys(self.SET)) == self.SET
+
+    def test_a_cleared_birthday_makes_no_birthday_task(self) -> None:
+        rules = rules_from(
+            """
+gating: {quiet_hours: [], frequency_cap: null}
+rules:
+  - id: birthday
+    description: A birthday greeting
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: birthday}
+    task: {family: special_day, type: birthday, channel: sms, priority: 4,
+           action: greet, ttl: 12h, description: "Happy birthday"}
+"""
+        )
+        events = [
+            ev(PROFILE, at("2026-05-10", "09:00"), birthday="05-17"),
+            ev(PROFILE, at("2026-05-11", "09:00"), birthday=""),
+        ]
+        result = run_pipeline(events, rules, until=dt.datetime(2026, 5, 18, tzinfo=dt.UTC))
+        assert result.tasks == []
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [("joined_on", "2020-02-30"), ("timezone", "Mars/Olympus"), ("birthday", "5/17")],
+    )
+    def test_a_wrong_value_is_still_refused(self, name: str, value: str) -> None:
+        record = to_records([ev(PROFILE, at("2026-11-02"), **{name: value})])[0]
+        refused = decode(record, PROFILE)
+        assert isinstance(refused, DeadLetter)
+        assert refused.message.startswith(name), refused.message
+        if name != "timezone":  # a day names how to write one, not its 300-character pattern
+            assert refused.message.endswith('or "" to clear it'), refused.message
 
 
 class TestUnknownOptOutChannels:
