@@ -78,6 +78,9 @@ class OutcomeResult:
     retries: list[str] = field(default_factory=list)
     """Ids of the retry tasks queued for `unreachable` outcomes."""
     declined: int = 0
+    forgotten: int = 0
+    """Outcomes of tasks made before a tombstone erased their subscriber: counted, and
+    acting on nothing (no decline, retry or contact given back)."""
 
 
 def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
@@ -237,6 +240,7 @@ async def handle_outcomes(
     result = OutcomeResult()
     retries: list[ServiceTask] = []
     given_back: list[tuple[str, str]] = []
+    acting: list[tuple[TaskOutcome, ServiceTask]] = []
     metrics = sink.metrics
     at = now or dt.datetime.now(dt.UTC)
     for record in records:
@@ -276,6 +280,16 @@ async def handle_outcomes(
                     outcome.task_id,
                 )
             continue
+        if outcome.status in _ACTS:
+            acting.append((outcome, task))
+    # A task made before its subscriber was erased: a decline would write their number
+    # into Redis again for 30 days (and hold the rule from the number's next holder), a
+    # retry would queue their payload again. One read of the marks for the batch.
+    erased = await sink.forgotten_tasks([task for _, task in acting])
+    for outcome, task in acting:
+        if task.task_id in erased:
+            result.forgotten += 1
+            continue
         if outcome.status is OutcomeStatus.DECLINED:
             for rule_id in declined_rules(task):
                 await _decline(sink, task.subscriber_id, rule_id)
@@ -288,6 +302,11 @@ async def handle_outcomes(
             if retry is not None:
                 retries.append(retry)
                 result.retries.append(retry.task_id)
+    if result.forgotten:
+        log.info(
+            "%d outcome(s) of tasks of erased subscribers: counted, acted on nothing",
+            result.forgotten,
+        )
     await _give_back(sink, given_back)
     await sink.dispatch(retries)
     return result

@@ -406,6 +406,16 @@ class TaskSink:
             if (when := facts.erasure) is not None
         }
 
+    async def forgotten_tasks(self, tasks: Sequence[ServiceTask]) -> set[str]:
+        """The ids of those of `tasks` made before a tombstone erased their subscriber
+        (`is_forgotten`): what an outcome reported for them must not act on."""
+        if not tasks:
+            return set()
+        subs = list(dict.fromkeys(t.subscriber_id for t in tasks))
+        got = await self._redis(lambda: self.facts.get_many(subs), "reading erasures")
+        facts = dict(zip(subs, got, strict=True))
+        return {t.task_id for t in tasks if is_forgotten(t, facts[t.subscriber_id])}
+
     async def record_facts(self, events: Sequence[InputEvent]) -> None:
         """Record the facts a waiting task is checked against, and make the tasks of lines
         these events reactivate due now (not at their next 15-minute look)."""

@@ -5,10 +5,13 @@ reaching them; a task made after it (the subscriber came back) goes as usual."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import pytest
 
-from moments.models import Channel, RoamingEvent
+from moments.models import Channel, OutcomeStatus, RoamingEvent, TaskOutcome
+from moments.outcomes import handle_outcomes
+from moments.records import RawRecord
 from rules.gating import FrequencyCap
 from sinks.policy import DispatchPolicy
 
@@ -85,3 +88,45 @@ async def test_a_fresh_merge_after_a_forget_opens_its_own_task(make_worker: Make
     [out] = await published(w.settings, 1)
     assert out["task_id"] == "new"
     assert await w.ledger.state("held") == "dropped"
+
+
+async def test_an_outcome_of_a_task_made_before_the_forget_acts_on_nothing(
+    make_worker: MakeWorker,
+) -> None:
+    """A decline or an unanswered call reported after the tombstone, for a task sent
+    before it: a decline wrote the erased number into Redis again for 30 days (and held
+    the rule from the number's next holder), an unreachable queued a retry with their
+    payload. Both are counted and act on nothing."""
+    w = make_worker(
+        DispatchPolicy.model_validate(
+            {"merge": {"hold_channels": []}, "outcomes": {"unreachable_retry_after": "1h"}}
+        )
+    )
+    sms = hashlib.blake2b(b"sms", digest_size=16).hexdigest()
+    call = hashlib.blake2b(b"call", digest_size=16).hexdigest()
+    soon = dt.datetime.now(dt.UTC)
+    await w.send(
+        task(sms, SUB, triggered=soon, deliver_after=soon),
+        task(call, SUB, channel=Channel.OUTBOUND_CALL, triggered=soon, deliver_after=soon),
+    )
+    assert [await w.ledger.state(i) for i in (sms, call)] == ["sent", "sent"]
+    await w.sink.forget([SUB], ["first_international_roaming"])
+
+    records = [
+        RawRecord(
+            "outcomes",
+            0,
+            n,
+            SUB.encode(),
+            TaskOutcome(task_id=task_id, subscriber_id=SUB, status=status, occurred_at=soon)
+            .model_dump_json()
+            .encode(),
+        )
+        for n, (task_id, status) in enumerate(
+            [(sms, OutcomeStatus.DECLINED), (call, OutcomeStatus.UNREACHABLE)]
+        )
+    ]
+    result = await handle_outcomes(records, w.sink)
+    assert not await w.sink.declines.suppressed(SUB, "first_international_roaming")
+    assert await w.sink.deferral.waiting() == 0
+    assert (result.handled, result.forgotten, result.declined, result.retries) == (2, 2, 0, [])
