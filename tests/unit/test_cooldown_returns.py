@@ -462,18 +462,25 @@ class TestCrashWindows:
             returns=sink.returns,
         )
 
+    @staticmethod
+    def waiting_callback() -> tuple[Engine, ServiceTask, DispatchPolicy, Sink]:
+        """A complaint callback waiting for the merge window, under a policy that drops
+        what has no room when it is released (the manager pool is empty)."""
+        engine = Engine()
+        (task,) = engine.batch(complaint(1, DAY1)).tasks
+        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
+        sink = Sink(policy, DAY1)
+        sink.run(sink.flush(task))
+        return engine, task, policy, sink
+
     def test_died_before_the_drop_was_written_and_published_after_all(self) -> None:
         """The callback waited for the merge window and had no room when released: its
         worker died before the drop was written. The manager pool was raised meanwhile,
         and the re-drive published it. The return was sent before the drop, the engine
         removed the mark, and the complaint three days later made a second call inside
         the 30-day cooldown."""
-        engine = Engine()
-        (task,) = engine.batch(complaint(1, DAY1)).tasks
-        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
-        sink = Sink(policy, DAY1)
+        engine, task, policy, sink = self.waiting_callback()
         stores = sink.sink.stores
-        sink.run(sink.flush(task))
         died = self.worker(sink, dying(stores, "drop_many"), policy)
         sink.clock.advance(epoch(DAY1) + 1800)
         with pytest.raises(CrashError):
@@ -489,12 +496,8 @@ class TestCrashWindows:
         assert sink.run_value(stores.ledger.owed_returns(0)) == []
 
     def test_died_before_the_drop_was_written_and_dropped_again(self) -> None:
-        engine = Engine()
-        (task,) = engine.batch(complaint(1, DAY1)).tasks
-        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
-        sink = Sink(policy, DAY1)
+        engine, task, policy, sink = self.waiting_callback()
         stores = sink.sink.stores
-        sink.run(sink.flush(task))
         died = self.worker(sink, dying(stores, "drop_many"), policy)
         sink.clock.advance(epoch(DAY1) + 1800)
         with pytest.raises(CrashError):
@@ -509,12 +512,8 @@ class TestCrashWindows:
 
     def test_died_after_the_drop_before_the_return_was_sent(self) -> None:
         """The drop is durable and the return owed: the next worker's timer sends it."""
-        engine = Engine()
-        (task,) = engine.batch(complaint(1, DAY1)).tasks
-        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
-        sink = Sink(policy, DAY1)
+        engine, task, policy, sink = self.waiting_callback()
         stores = sink.sink.stores
-        sink.run(sink.flush(task))
         died = self.worker(sink, stores, policy)
         died.returns = FailingReturns(lambda: {"callback"})
         sink.clock.advance(epoch(DAY1) + 1800)
@@ -530,12 +529,8 @@ class TestCrashWindows:
         assert sink.returns.pending == []  # settled: sent once
 
     def test_died_after_the_send_before_the_settle_it_is_given_back_once(self) -> None:
-        engine = Engine()
-        (task,) = engine.batch(complaint(1, DAY1)).tasks
-        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
-        sink = Sink(policy, DAY1)
+        engine, task, policy, sink = self.waiting_callback()
         stores = sink.sink.stores
-        sink.run(sink.flush(task))
         died = self.worker(sink, dying(stores, "settle_returns"), policy)
         sink.clock.advance(epoch(DAY1) + 1800)
         with pytest.raises(CrashError):
@@ -551,12 +546,8 @@ class TestCrashWindows:
     def test_owed_longer_than_its_dropped_entry_is_kept_it_is_sent(self) -> None:
         """The broker was away for days after the worker died: the dropped entry expired
         (a day past the task), and the return still goes (a sent entry outlives it)."""
-        engine = Engine()
-        (task,) = engine.batch(complaint(1, DAY1)).tasks
-        policy = analyst_policy(overflow={"*": {"policy": "drop"}})
-        sink = Sink(policy, DAY1)
+        engine, task, policy, sink = self.waiting_callback()
         stores = sink.sink.stores
-        sink.run(sink.flush(task))
         died = self.worker(sink, stores, policy)
         died.returns = FailingReturns(lambda: {"callback"})
         sink.clock.advance(epoch(DAY1) + 1800)
