@@ -862,6 +862,7 @@ def subscriber_view(state: SubscriberState) -> SubscriberView:
         timezone=profile.get("timezone"),
         roaming_timezone=state.roaming.get("z"),
         roaming_utc_offset_minutes=state.roaming.get("o"),
+        roaming_country=state.roaming.get("c"),
         quiet_hours=tuple(profile.get("quiet_hours") or ()),
         status=profile.get("status"),
         opt_out=frozenset(profile.get("opt_out") or ()),

@@ -53,3 +53,53 @@ def subscriber_zone(name: object, default: dt.tzinfo) -> dt.tzinfo:
     if isinstance(name, str) and (zone := known_zone(name)) is not None:
         return zone
     return default
+
+
+COUNTRY_CHECK_FROM = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+"""Where `country_zone` starts comparing a country's clocks (a fixed instant: gating has
+no clock of its own). It compares them weekly over the following year, both sides of
+every daylight-saving change."""
+
+
+@lru_cache(maxsize=512)
+def country_zone(country: str) -> ZoneInfo | None:
+    """The visited place's zone when a roaming record names only its country: the
+    country's one zone in tzdata's `zone.tab`, or the first of them when all its zones
+    keep the same clock (Germany's two, Argentina's twelve). None for a country whose
+    clocks differ (the United States, Russia, Australia, Spain with the Canaries): the
+    record must say where, with `timezone` or `utc_offset_minutes`."""
+    zones = [z for name in _country_zones().get(country.upper(), ()) if (z := known_zone(name))]
+    if not zones:
+        return None
+    first = zones[0]
+    for week in range(53):
+        at = COUNTRY_CHECK_FROM + dt.timedelta(weeks=week)
+        offset = at.astimezone(first).utcoffset()
+        if any(at.astimezone(zone).utcoffset() != offset for zone in zones[1:]):
+            return None
+    return first
+
+
+@lru_cache(maxsize=1)
+def _country_zones() -> dict[str, tuple[str, ...]]:
+    """ISO 3166 code -> its zones, in `zone.tab`'s order, from the tzdata package (a
+    dependency) or, failing that, the system's tzdata; empty when neither has the table."""
+    text = ""
+    try:
+        from importlib.resources import files
+
+        text = files("tzdata.zoneinfo").joinpath("zone.tab").read_text(encoding="utf-8")
+    except (ImportError, OSError):
+        try:
+            with open("/usr/share/zoneinfo/zone.tab", encoding="utf-8") as table:
+                text = table.read()
+        except OSError:
+            pass
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        if len(cols) >= 3:
+            found.setdefault(cols[0], []).append(cols[2])
+    return {code: tuple(names) for code, names in found.items()}

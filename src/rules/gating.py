@@ -49,7 +49,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from moments.models import Channel
-from moments.zones import DEFAULT_TIMEZONE, check_zone, known_zone, subscriber_zone
+from moments.zones import (
+    DEFAULT_TIMEZONE,
+    check_zone,
+    country_zone,
+    known_zone,
+    subscriber_zone,
+)
 from rules.durations import parse_duration
 from rules.quiet_hours import (
     QuietWindow,
@@ -223,6 +229,9 @@ class SubscriberView:
     """The visited place's IANA zone while roaming abroad; wins over everything else."""
     roaming_utc_offset_minutes: int | None = None
     """The visited place's UTC offset when only that is known; wins over the profile zone."""
+    roaming_country: str | None = None
+    """The visited country when the roaming record said neither: its zone when it has one
+    clock (`moments.zones.country_zone`), else the profile's as at home."""
     quiet_hours: tuple[str, ...] = ()
     """The customer's own HH:MM-HH:MM windows; they add to the policy's."""
     status: str | None = None
@@ -246,15 +255,18 @@ class GateDecision:
 def local_zone(subscriber: SubscriberView, policy: GatingPolicy) -> dt.tzinfo:
     """The customer's local time: the visited place's while roaming, else the profile's.
 
-    Order: roaming zone, roaming UTC offset, then the subscriber's zone as everywhere
-    else (`subscriber_zone`: the profile's, else the policy's default). An unknown zone
-    name is skipped (profile data must not stop the engine).
+    Order: roaming zone, roaming UTC offset, the visited country's zone when it keeps
+    one clock (France, Japan; not the United States), then the subscriber's zone as
+    everywhere else (`subscriber_zone`: the profile's, else the policy's default). An
+    unknown zone name is skipped (profile data must not stop the engine).
     """
     if subscriber.roaming_timezone and (zone := known_zone(subscriber.roaming_timezone)):
         return zone
     offset = subscriber.roaming_utc_offset_minutes
     if offset is not None and -24 * 60 < offset < 24 * 60:
         return dt.timezone(dt.timedelta(minutes=offset))
+    if subscriber.roaming_country and (zone := country_zone(subscriber.roaming_country)):
+        return zone
     return subscriber_zone(subscriber.timezone, policy.zone)
 
 

@@ -222,6 +222,31 @@ class TestQuietHours:
         decision = gate(task(now), subscriber, POLICY)
         assert decision.deliver_after == dt.datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 
+    def test_roaming_with_only_the_country_known_uses_its_one_zone(self) -> None:
+        """A roaming record from the visited network names the country, rarely a zone: a
+        welcome SMS at 08:30 in Shanghai (01:30 in Paris) waited for Shanghai's morning only
+        and woke the customer."""
+        now = at(2026, 12, 1, 8, 30)
+        subscriber = SubscriberView(timezone="Asia/Shanghai", roaming_country="FR")
+        decision = gate(task(now), subscriber, POLICY)
+        assert decision.action == "defer"
+        assert decision.deliver_after == at(2026, 12, 1, 8, 0, tz=zoneinfo.ZoneInfo("Europe/Paris"))
+        assert quiet_hours_kept("sms", subscriber, POLICY)[0] == "Europe/Paris"
+
+    @pytest.mark.parametrize("country", ["US", "RU", "AU", "ES", "ZZ"])
+    def test_a_country_of_several_clocks_or_unknown_keeps_the_profile_zone(
+        self, country: str
+    ) -> None:
+        """No one zone can stand for them: the producer must send the zone or the offset."""
+        subscriber = SubscriberView(timezone="Europe/Berlin", roaming_country=country)
+        assert local_zone(subscriber, POLICY) == BERLIN
+
+    def test_the_zone_or_offset_of_the_record_wins_over_the_country(self) -> None:
+        subscriber = SubscriberView(roaming_country="FR", roaming_utc_offset_minutes=-300)
+        assert local_zone(subscriber, POLICY).utcoffset(None) == dt.timedelta(hours=-5)
+        zoned = SubscriberView(roaming_country="FR", roaming_timezone="Europe/Berlin")
+        assert local_zone(zoned, POLICY) == BERLIN
+
     def test_an_unknown_zone_falls_back_to_the_policy_zone(self) -> None:
         subscriber = SubscriberView(timezone="Nowhere/Land", roaming_timezone="Also/Nowhere")
         assert local_zone(subscriber, POLICY) == SHANGHAI

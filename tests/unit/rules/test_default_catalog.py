@@ -289,6 +289,22 @@ class TestDoNotDisturb:
         tasks = only(run(CATALOG, events).tasks, "service_failure")
         assert [t.deferred for t in tasks] == [None]
 
+    def test_quiet_hours_follow_a_visited_country_named_only(self) -> None:
+        """The visited network names the country; the record carries no zone: a welcome at
+        08:30 in Shanghai is 01:30 in Paris, and waits for 08:00 there."""
+        events = [
+            ev(
+                EventType.ROAMING,
+                at("2026-12-01", "08:30"),
+                country="FR",
+                roaming_type="international",
+            )
+        ]
+        (task,) = only(run(CATALOG, events).tasks, "first_international_roaming")
+        assert task.deferred is not None
+        assert task.deferred.reason == "quiet_hours"
+        assert task.deliver_after == dt.datetime(2026, 12, 1, 7, 0, tzinfo=dt.UTC)
+
     def test_every_task_carries_the_quiet_hours_it_was_judged_by(self) -> None:
         """So that dispatch can judge them again when it sends the task later than now
         (merge window, contact cap, capacity, a retry): the visited place's zone while
