@@ -371,7 +371,16 @@ def _forget_oldest(seen: dict[str, int], prefix: str, window: float | None) -> N
         del seen[k]
 
 
+IDENTITY: dict[str, Callable[[str], str]] = {"imei": lambda imei: imei[:14]}
+"""What of a field's value `changed:` compares, where more than the text differs: an
+IMEI's first 14 digits name the handset (type and serial number); the 15th is a check
+digit some systems leave out, and an IMEISV's last two are the software version, which
+every system update changes."""
+
+
 def _changed(key: str) -> Condition:
+    identity = IDENTITY.get(key)
+
     def check(env: Env) -> bool:
         value = getattr(env.event, key, None)
         if value is None:
@@ -382,6 +391,8 @@ def _changed(key: str) -> Condition:
         env.out[key] = value
         if previous is None or previous == value:
             return False  # the first value ever seen is a baseline, not a change
+        if identity is not None and identity(previous) == identity(value):
+            return False  # the same thing written another way
         env.out[f"previous_{key}"] = previous
         env.occurrence = f"{value}@{env.at}"
         return True

@@ -54,6 +54,22 @@ class TestFirstTime:
         assert len(tasks) == 1
         assert tasks[0].moment.params == {"imei": b, "previous_imei": a}
 
+    def test_the_same_handset_written_another_way_is_no_change(self) -> None:
+        """One handset, reported by one system as its IMEI (15 digits), by another as its
+        IMEISV (14 digits and a 2-digit software version, which an OS update changes), or
+        without the check digit: a "new handset" SMS each time was a false moment."""
+        imei, imeisv, bare = "356938035643809", "3569380356438012", "35693803564380"
+        other = "490154203237518"
+        events = [
+            usage(at("2026-11-02"), kind="data", imei=imei),
+            usage(at("2026-11-03"), kind="data", imei=imeisv),
+            usage(at("2026-11-04"), kind="data", imei="3569380356438013"),  # OS update
+            usage(at("2026-11-05"), kind="data", imei=bare),
+            usage(at("2026-11-20"), kind="data", imei=other),
+        ]
+        tasks = only(run(CATALOG, events).tasks, "handset_change")
+        assert [t.moment.params for t in tasks] == [{"imei": other, "previous_imei": bare}]
+
     def test_bill_query_first_in_60_days(self) -> None:
         events = [
             usage(at("2026-08-01"), kind="bill_query"),
