@@ -61,7 +61,7 @@ def sample_stream(now: dt.datetime | None = None) -> list[SampleRecord]:
     return [
         *_profiles(at, daytime_zone(base)),
         *_usage_moments(at),
-        *_roaming_moments(at),
+        *_roaming_moments(at, base),
         *_complaints(at),
         *_dead_letters(at),
     ]
@@ -200,30 +200,57 @@ def _usage_moments(at: Minutes) -> list[SampleRecord]:
     ]
 
 
-def _roaming_moments(at: Minutes) -> list[SampleRecord]:
+VISITS = (
+    ("JP", "Japan", "Asia/Tokyo"),
+    ("TH", "Thailand", "Asia/Bangkok"),
+    ("IN", "India", "Asia/Kolkata"),
+    ("AE", "the Emirates", "Asia/Dubai"),
+    ("DE", "Germany", "Europe/Berlin"),
+    ("GB", "Britain", "Europe/London"),
+    ("AR", "Argentina", "America/Argentina/Buenos_Aires"),
+    ("US", "New York", "America/New_York"),
+    ("MX", "Mexico", "America/Mexico_City"),
+    ("US", "California", "America/Los_Angeles"),
+    ("NZ", "New Zealand", "Pacific/Auckland"),
+)
+"""Places the sample's travellers may be: quiet hours follow the visited place's clock."""
+
+
+def daytime_visits(now: dt.datetime) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
+    """Two places of `VISITS` in different countries where it is now between 10:00 and
+    18:00, so the sample's roaming welcomes are not held back by quiet hours abroad."""
+    day = [v for v in VISITS if 10 <= now.astimezone(ZoneInfo(v[2])).hour < 18]
+    first = day[0]
+    return first, next(v for v in day if v[0] != first[0])
+
+
+def _roaming_moments(at: Minutes, now: dt.datetime) -> list[SampleRecord]:
     """Roaming: two first_international_roaming, and three that make nothing (a repeat, a
-    duplicate delivery, domestic)."""
+    duplicate delivery, domestic). The records say where (country and zone), as a
+    producer should."""
+    (country, name, zone), (country2, name2, zone2) = daytime_visits(now)
     return [
         _event(
             EventType.ROAMING,
             LI,
-            "first roaming in Japan -> first_international_roaming",
+            f"first roaming in {name} -> first_international_roaming",
             event_id="roam-1",
             occurred_at=at(20),
             region="NJ",
-            country="JP",
+            country=country,
             roaming_type="international",
-            operator="NTT DOCOMO",
+            timezone=zone,
         ),
         _event(
             EventType.ROAMING,
             LI,
-            "Japan again -> nothing",
+            f"{name} again -> nothing",
             event_id="roam-2",
             occurred_at=at(10),
             region="NJ",
-            country="JP",
+            country=country,
             roaming_type="international",
+            timezone=zone,
         ),
         _event(
             EventType.ROAMING,
@@ -232,18 +259,20 @@ def _roaming_moments(at: Minutes) -> list[SampleRecord]:
             event_id="roam-2",
             occurred_at=at(10),
             region="NJ",
-            country="JP",
+            country=country,
             roaming_type="international",
+            timezone=zone,
         ),
         _event(
             EventType.ROAMING,
             WANG,
-            "first roaming in Thailand -> first_international_roaming",
+            f"first roaming in {name2} -> first_international_roaming",
             event_id="roam-3",
             occurred_at=at(5),
             region="SZ",
-            country="TH",
+            country=country2,
             roaming_type="international",
+            timezone=zone2,
         ),
         _event(
             EventType.ROAMING,
