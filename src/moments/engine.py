@@ -836,7 +836,10 @@ def forget(erased: Mapping[str, tuple[int, int]], result: BatchResult) -> None:
 
 
 def track(event: InputEvent, state: SubscriberState) -> None:
-    """Keep what do-not-disturb needs: where the subscriber roams, open complaints."""
+    """Keep what do-not-disturb needs: where the subscriber roams, open complaints; and
+    the region their events name (a profile's is kept with the profile)."""
+    if event.region and not isinstance(event, ProfileEvent):
+        state.region = event.region
     if isinstance(event, RoamingEvent):
         if event.roaming_type == "international":
             state.roaming = {

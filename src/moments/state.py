@@ -89,6 +89,9 @@ class SubscriberState:
     """Ids of complaints opened and not yet resolved (newest last, at most MAX_OPEN)."""
     special_day: int = 0
     """Ordinal of the local day whose special days were last looked at (0: never)."""
+    region: str = ""
+    """The region (city) the subscriber's latest event named: their region for rules with
+    no event (close-time, special days) and on tasks when the profile names none."""
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
     erased: int = 0
@@ -166,6 +169,8 @@ class SubscriberState:
             doc["d"] = self.special_day
         if self.erased:
             doc["e"] = self.erased
+        if self.region:
+            doc["a"] = self.region
         return orjson.dumps(doc)
 
     @classmethod
@@ -188,6 +193,7 @@ class SubscriberState:
             watermark=doc.get("w", 0),
             special_day=doc.get("d", 0),
             erased=doc.get("e", 0),
+            region=doc.get("a", ""),
         )
 
 

@@ -62,7 +62,7 @@ def build_task(
         task_id=made,
         moment_id=made,  # one moment: its own (given, the model's fallback copies no dict)
         subscriber_id=subscriber_id,
-        region=region or profile.get("region"),
+        region=region or profile.get("region") or state.region or None,
         tier=profile.get("tier"),
         manager_id=profile.get("manager_id"),
         moment=moment_of(rule, fill(spec.description, context), fired.params),

@@ -93,7 +93,13 @@ class CompiledRule:
     ) -> Fired | None:
         """Evaluate at one instant; the occurrence defaults to the event, or the window closed."""
         profile = state.profile
-        region = event.region if event is not None and event.region else profile.get("region")
+        # An event's own region; with none (a close-time or special-day rule, an event
+        # that names none), the profile's, else the one the subscriber's events named.
+        region = (
+            event.region
+            if event is not None and event.region
+            else profile.get("region") or state.region or None
+        )
         tier = profile.get("tier")
         params = self.params_for(region, tier)
         env = Env(event, state, params, at, tz, self.tag, closing, {}, None, occasion)

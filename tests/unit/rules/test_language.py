@@ -315,6 +315,32 @@ class TestThresholdsAndOverrides:
         events.append(usage(at("2026-11-02"), kind="data", balance_after=balance, **extra))
         assert fired(one_rule(self.BODY), events) == int(fires)
 
+    def test_a_close_time_rule_takes_the_city_its_events_name(self) -> None:
+        """A monthly rule has no event: the city is the profile's, else the one the
+        subscriber's events named. A CRM feed without `region` left every SH customer
+        on the default threshold, and their task with no region (analyst review)."""
+        body = (
+            "    on: [usage]\n    evaluate: monthly\n"
+            "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
+            "    params: {ratio: 0.5}\n"
+            "    overrides:\n      - region: SH\n        params: {ratio: 0.7}\n"
+        )
+        text = one_rule(body, TestBaseline.SERIES)
+
+        def history(region: str) -> list:  # type: ignore[type-arg]
+            months = [(8, 100), (9, 100), (10, 100), (11, 60), (12, 1)]
+            return [
+                usage(at(f"2026-{m:02d}-10"), kind="data", charge=c, region=region)
+                for m, c in months
+            ]
+
+        (task,) = run(rules_from(text), history("SH")).tasks
+        assert task.region == "SH"
+        assert task.moment.params["spend_ratio_lte"] == 0.7
+        assert fired(text, history("NJ")) == 0  # 0.6 is no fall to half
+        crm = ev(EventType.PROFILE, at("2026-08-01"), region="NJ")
+        assert fired(text, [crm, *history("SH")]) == 0  # the profile's city comes first
+
 
 class TestAbsenceAndPeriods:
     def test_absence_fires_once_per_silence(self) -> None:
