@@ -508,11 +508,16 @@ class Detector:
         if day is None:
             return False
         state.special_day = day.toordinal()
+        # A greeting is for its day: one made late (a birthday learned at 22:00, a worker
+        # back in the evening) must not reach the customer the next morning.
+        after = day + dt.timedelta(days=1)
+        day_end = dt.datetime(after.year, after.month, after.day, tzinfo=tz)
         for occasion in special_days_due(state.profile, day, special.config, special.calendar):
+            latest = day_end if occasion.kind in GREETINGS else None
             for rule in special.rules:
                 fired = rule.check(None, state, at, tz, occasion=occasion)
                 if fired is not None:
-                    self._emit(rule, fired, sub, None, state, at, ctx, result)
+                    self._emit(rule, fired, sub, None, state, at, ctx, result, latest=latest)
         return True
 
     def close_windows(
@@ -634,7 +639,9 @@ class Detector:
         at: int,
         ctx: EvalContext,
         result: BatchResult,
+        latest: dt.datetime | None = None,
     ) -> None:
+        """Gate a firing and make its task; `latest` ends the task sooner than its ttl."""
         spec = rule.task
         # A shadow rule takes the same path up to the gates' decision, counted apart from
         # the live figures, and stops before a task: it sends nothing and takes no contact.
@@ -656,6 +663,8 @@ class Detector:
         )
         now = ctx.now if ctx.now is not None else triggered
         expires = triggered + spec.ttl
+        if latest is not None and latest < expires:
+            expires = latest
         if expires <= now:
             if shadow is not None:
                 shadow[(rule.id, "suppressed", SuppressReason.EXPIRED)] += 1
@@ -714,6 +723,7 @@ class Detector:
             deliver_after=deliver_after,
             deferred=deferred,
             quiet_hours=_quiet_hours(*quiet_hours_kept(spec.channel.value, view, policy)),
+            expires_at=expires,
         )
         result.tasks.append(task)
         if spec.cooldown is not None:
@@ -833,6 +843,11 @@ def forget(erased: Mapping[str, tuple[int, int]], result: BatchResult) -> None:
         if (mark := erased.get(e.subscriber_id)) is None or n >= mark[1]
     ]
     result.forgotten.extend(erased)
+
+
+GREETINGS = frozenset({"birthday", "join_anniversary", "holiday"})
+"""Special days whose task is worth nothing after the day: greetings, not a contract's
+end (a renewal offer is still worth making the day after it is due)."""
 
 
 def track(event: InputEvent, state: SubscriberState) -> None:

@@ -38,11 +38,13 @@ def build_task(
     deliver_after: dt.datetime | None = None,
     deferred: Deferral | None = None,
     quiet_hours: QuietHours | None = None,
+    expires_at: dt.datetime | None = None,
 ) -> ServiceTask:
     """The task for a firing; the description may name the event's fields and the params.
 
     The engine passes the priority raised by the risk score, the score, what gating
-    decided and the quiet hours it judged, so the task is built (and validated) once."""
+    decided, the quiet hours it judged and the expiry (when sooner than the rule's
+    `ttl`), so the task is built (and validated) once."""
     spec = rule.task
     profile = state.profile
     context = fired.params
@@ -72,7 +74,7 @@ def build_task(
         triggered_at=triggered,
         created_at=now,
         deliver_after=max(now, triggered) if deliver_after is None else deliver_after,
-        expires_at=triggered + spec.ttl,
+        expires_at=triggered + spec.ttl if expires_at is None else expires_at,
         evidence=evidence,
         **extra,
     )

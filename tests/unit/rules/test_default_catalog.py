@@ -265,6 +265,25 @@ class TestSpecialDays:
         tasks = only(run(CATALOG, events).tasks, "birthday")
         assert len(tasks) == 1
 
+    def test_a_greeting_is_over_with_its_day(self) -> None:
+        """A birthday learned at 22:00 on the day is not greeted the next morning (quiet
+        hours held it to 08:00, inside its 12 h); one learned at 15:00 ends at midnight,
+        not at 03:00 the next day; a contract's end is not a greeting and keeps its ttl."""
+        late, day = "13800138002", "13800138003"
+        events = [
+            usage(at("2026-11-02"), kind="data"),
+            ev(PROFILE, at("2026-11-03", "15:00"), sub=day, birthday="11-03"),
+            ev(PROFILE, at("2026-11-03", "22:00"), sub=late, birthday="11-03"),
+            ev(PROFILE, at("2026-11-03", "22:00"), contract_end="2026-11-20"),
+        ]
+        result = run(CATALOG, events, until=at("2026-11-04", "12:00"))
+        (task,) = only(result.tasks, "birthday")
+        assert task.subscriber_id == day
+        assert task.expires_at == dt.datetime(2026, 11, 4, tzinfo=SHANGHAI)
+        assert result.suppressed[("birthday", "expired")] == 1
+        (renewal,) = only(result.tasks, "contract_expiry_near")
+        assert renewal.expires_at - renewal.triggered_at == dt.timedelta(days=7)
+
     def test_join_anniversary_counts_years(self) -> None:
         events = [ev(PROFILE, at("2026-11-01"), joined_on="2019-11-05")]
         (task,) = only(run(CATALOG, events, until=at("2026-11-06")).tasks, "join_anniversary")
