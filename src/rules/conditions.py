@@ -411,8 +411,12 @@ def _baseline(series: Series, node: s.BaselineCond) -> Callable[[Env], float | N
         ring = env.state.series.get(series.tag)
         index = env.window(series.period)
         first = series.history_from(ring)
-        if first is None or first > index - windows:
-            return None  # not enough of the subscriber's own past yet
+        if first is None or first > index - windows - (agg not in _NONE_WHEN_EMPTY):
+            # Not enough of the subscriber's own past yet. For a sum or a count, the window
+            # their history began in is no part of it: they joined, or the detector
+            # started, part-way into it (a month begun on the 25th made a usual spend of
+            # 74 out of 100s, and 150 "twice the usual"). An average or a peak of it is fine.
+            return None
         earlier = range(index - windows, index)
         past = [series.aggregate(ring, w, agg) for w in earlier]
         current = series.aggregate(ring, index, agg)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from importlib import resources
 
+import pytest
+
 from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import to_records
@@ -154,7 +156,8 @@ class TestAnomaly:
         assert tasks[0].channel.value == "manager"
 
     def test_bill_spike_at_the_monthly_close(self) -> None:
-        events = [
+        events = [usage(at("2026-06-25"), kind="data", charge=5)]  # history began in June
+        events += [
             usage(at(f"2026-{m:02d}-10"), kind="data", charge=c)
             for m, c in ((7, 50), (8, 60), (9, 40), (10, 160))
         ]
@@ -166,6 +169,27 @@ class TestAnomaly:
         assert params["spend_month_baseline"] == 50
         assert params["spend_month_ratio"] == 3.2
 
+    def test_the_month_history_began_in_is_no_usual_month(self) -> None:
+        """A customer who joined (or a detector that started) on 25 August: August's week
+        of spend is no usual month. Counted as one, 100 a month looked like 74, and 150 in
+        November "twice the usual": a false bill-spike SMS."""
+        events = [
+            usage(at(day), kind="data", charge=c)
+            for day, c in (
+                ("2026-08-25", 22),
+                ("2026-09-10", 100),
+                ("2026-10-10", 100),
+                ("2026-11-10", 150),
+                ("2026-12-01", 1),  # closes November
+            )
+        ]
+        assert only(run(CATALOG, events).tasks, "bill_spike") == []
+        events += [usage(at("2027-01-10"), kind="data", charge=300)]
+        events += [usage(at("2027-02-01"), kind="data", charge=1)]  # closes January
+        (task,) = only(run(CATALOG, events).tasks, "bill_spike")
+        # October to December, full months: 100, 150 and the 1 that closed November.
+        assert task.moment.params["spend_month_baseline"] == pytest.approx(251 / 3, abs=0.01)
+
     def test_no_spike_without_three_months_of_history(self) -> None:
         events = [
             usage(at("2026-09-10"), kind="data", charge=10),
@@ -175,7 +199,10 @@ class TestAnomaly:
         assert only(run(CATALOG, events).tasks, "bill_spike") == []
 
     def test_bill_drop_and_stacked_spend_and_call_drop(self) -> None:
-        events = []
+        events = [  # the history began in June
+            usage(at("2026-06-25"), kind="data", charge=20),
+            usage(at("2026-06-25"), kind="voice", quantity=600),
+        ]
         for month, charge, seconds in (
             (7, 100, 3600),
             (8, 110, 3000),
@@ -190,10 +217,17 @@ class TestAnomaly:
         assert len(only(tasks, "spend_and_call_time_drop")) == 1
 
     def test_falling_call_volume_when_the_subscriber_goes_quiet(self) -> None:
-        # Four weeks of ~1h of calls (Mondays 2026-10-05 .. 2026-10-26), then one short call.
+        # Four weeks of ~1h of calls (Mondays 2026-10-05 .. 2026-10-26) after the week the
+        # history began in, then one short call.
         events = [
-            usage(at(day), kind="voice", quantity=3600, direction="out")
-            for day in ("2026-10-05", "2026-10-12", "2026-10-19", "2026-10-26")
+            usage(at(day), kind="voice", quantity=q, direction="out")
+            for day, q in (
+                ("2026-10-03", 900),
+                ("2026-10-05", 3600),
+                ("2026-10-12", 3600),
+                ("2026-10-19", 3600),
+                ("2026-10-26", 3600),
+            )
         ]
         events.append(usage(at("2026-11-02"), kind="voice", quantity=300, direction="out"))
         # No more events: the watermark reaching the next week closes the quiet one.

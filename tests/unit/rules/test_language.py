@@ -229,7 +229,9 @@ class TestBaseline:
     SERIES = "  spend: {on: [usage], field: charge, period: month}\n"
 
     def history(self, *charges: float) -> list:  # type: ignore[type-arg]
-        events = [
+        """Monthly charges from January, after a December 2025 the history began in."""
+        events = [usage(at("2025-12-20"), kind="data", charge=charges[0] / 3)]
+        events += [
             usage(at(f"2026-{m + 1:02d}-15"), kind="data", charge=c) for m, c in enumerate(charges)
         ]
         return [*events, usage(at(f"2026-{len(charges) + 1:02d}-02"), kind="data")]
@@ -271,11 +273,12 @@ class TestBaseline:
         def topup(day: str, amount: int) -> tuple[EventType, dict[str, object]]:
             return ev(EventType.TOPUP, at(day), amount=amount, channel="app")
 
-        topups = [topup("2026-11-01", 50), topup("2026-11-04", 60)]
+        # The 31st is the day the history began in: no usual day for a sum.
+        topups = [topup("2026-10-31", 50), topup("2026-11-01", 50), topup("2026-11-04", 60)]
         assert fired(rule("sum"), topups) == 1
         assert fired(rule("avg"), topups) == 0
-        assert fired(rule("avg"), [*topups[:1], topup("2026-11-04", 151)]) == 1
-        assert fired(rule("max"), [*topups[:1], topup("2026-11-04", 151)]) == 1
+        assert fired(rule("avg"), [*topups[:2], topup("2026-11-04", 151)]) == 1
+        assert fired(rule("max"), [*topups[:2], topup("2026-11-04", 151)]) == 1
         # No event in any earlier window: no usual amount to compare with.
         assert fired(rule("avg"), [topup("2026-11-01", 50), topup("2026-11-08", 500)]) == 0
 
@@ -328,7 +331,7 @@ class TestThresholdsAndOverrides:
         text = one_rule(body, TestBaseline.SERIES)
 
         def history(region: str) -> list:  # type: ignore[type-arg]
-            months = [(8, 100), (9, 100), (10, 100), (11, 60), (12, 1)]
+            months = [(7, 30), (8, 100), (9, 100), (10, 100), (11, 60), (12, 1)]
             return [
                 usage(at(f"2026-{m:02d}-10"), kind="data", charge=c, region=region)
                 for m, c in months
