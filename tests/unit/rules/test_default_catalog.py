@@ -155,6 +155,13 @@ class TestAnomaly:
         assert [t.moment.params["counterparty"] for t in tasks] == ["10010"]
         assert tasks[0].channel.value == "manager"
 
+    def test_every_competitor_network_hotline_counts(self) -> None:
+        """China Unicom, China Telecom and China Broadnet (10099, a mobile network since
+        2022): a call to any of their hotlines is the churn signal."""
+        for number in ("10010", "10011", "10000", "10001", "10099"):
+            events = [usage(at("2026-11-03"), kind="voice", quantity=60, counterparty=number)]
+            assert types(run(CATALOG, events).tasks) == ["competitor_hotline_call"], number
+
     def test_bill_spike_at_the_monthly_close(self) -> None:
         events = [usage(at("2026-06-25"), kind="data", charge=5)]  # history began in June
         events += [
