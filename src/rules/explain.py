@@ -163,9 +163,14 @@ def _cond(node: Any, spec: s.RuleSpec) -> str:
             if node.min_baseline
             else ""
         )
+        history = (
+            " (never the window the subscriber's history began in, a partial one)"
+            if node.agg in ("sum", "count")
+            else ""
+        )
         return (
-            f"{node.baseline} ({node.agg}): {measure} the {node.windows} windows before "
-            f"{_ops(node, spec)}{floor}"
+            f"{node.baseline} ({node.agg}): {measure} the {node.windows} windows before"
+            f"{history} {_ops(node, spec)}{floor}"
         )
     if isinstance(node, s.ShareCond):
         return (
