@@ -23,7 +23,7 @@ import pytest
 
 import rules
 from moments.embedded import free_port
-from moments.sample import daytime_zone
+from moments.sample import daytime_visits, daytime_zone
 from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess
@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CATALOG = Path(rules.__file__).parent / "catalog" / "default.yaml"
 TTL = dt.timedelta(days=45)
+GREETINGS = ("birthday", "join_anniversary", "holiday_greeting")
 
 Record = tuple[str, str, dict[str, Any]]
 
@@ -99,9 +100,12 @@ def build(now: dt.datetime) -> Scenarios:
     sc = Scenarios(now)
     soon = sc.ago(minutes=30)
     # ---- first-time
-    s = sc.subscriber({"first_international_roaming": {"country": "JP"}})
-    sc.add("roaming", s, sc.ago(minutes=40), country="JP", roaming_type="international")
-    sc.add("roaming", s, soon, country="JP", roaming_type="international")
+    # Abroad where it is daytime: quiet hours follow the visited country's clock.
+    (country, _, zone), _ = daytime_visits(sc.now)
+    trip = {"country": country, "roaming_type": "international", "timezone": zone}
+    s = sc.subscriber({"first_international_roaming": {"country": country}})
+    sc.add("roaming", s, sc.ago(minutes=40), **trip)
+    sc.add("roaming", s, soon, **trip)
     s = sc.subscriber({})  # domestic roaming: nothing
     sc.add("roaming", s, soon, country="CN", roaming_type="domestic")
     s = sc.subscriber({"first_service_order": {"service_code": "5G-100"}})
@@ -139,19 +143,26 @@ def build(now: dt.datetime) -> Scenarios:
     s = sc.subscriber({"competitor_hotline_call": {"counterparty": "10010"}})
     sc.add("usage", s, soon, kind="voice", quantity=120, counterparty="10010")
     # ---- anomaly at window closes (the event "now" closes last month or week)
+    # Each history begins a window earlier, part-way: that one is no baseline window.
     s = sc.subscriber({"bill_spike": {"spend_month": 160, "spend_month_baseline": 50}})
-    for back, charge in ((4, 50), (3, 60), (2, 40), (1, 160)):
+    for back, charge in ((5, 10), (4, 50), (3, 60), (2, 40), (1, 160)):
         sc.add("usage", s, sc.month_start(back), kind="data", charge=charge)
     sc.add("usage", s, soon, kind="data", charge=1)
     s = sc.subscriber({"bill_drop": {"spend_month": 30, "spend_month_baseline": 100}})
-    for back, charge in ((4, 100), (3, 110), (2, 90), (1, 30)):
+    for back, charge in ((5, 20), (4, 100), (3, 110), (2, 90), (1, 30)):
         sc.add("usage", s, sc.month_start(back), kind="data", charge=charge)
     sc.add("usage", s, soon, kind="data")
     # Weekly windows over a monthly history may also see falling call volume, by calendar.
     s = sc.subscriber(
         {"bill_drop": {}, "spend_and_call_time_drop": {}}, maybe=("falling_call_volume",)
     )
-    for back, charge, seconds in ((4, 100, 3600), (3, 110, 3000), (2, 90, 3300), (1, 30, 600)):
+    for back, charge, seconds in (
+        (5, 20, 600),
+        (4, 100, 3600),
+        (3, 110, 3000),
+        (2, 90, 3300),
+        (1, 30, 600),
+    ):
         sc.add("usage", s, sc.month_start(back), kind="data", charge=charge)
         sc.add(
             "usage", s, sc.month_start(back) + dt.timedelta(hours=1), kind="voice", quantity=seconds
@@ -160,11 +171,13 @@ def build(now: dt.datetime) -> Scenarios:
     s = sc.subscriber(
         {"falling_call_volume": {"call_seconds_week": 300, "call_seconds_week_baseline": 3600}}
     )
+    sc.add("usage", s, sc.week_monday(6), kind="voice", quantity=600)
     for back in (5, 4, 3, 2):
         sc.add("usage", s, sc.week_monday(back), kind="voice", quantity=3600)
     sc.add("usage", s, sc.week_monday(1), kind="voice", quantity=300)
     sc.add("usage", s, soon, kind="data")
     s = sc.subscriber({"falling_call_frequency": {"calls_week": 2}, "falling_call_volume": {}})
+    sc.add("usage", s, sc.week_monday(6), kind="voice", quantity=60)
     for back in (5, 4, 3, 2):
         for i in range(12):
             sc.add(
@@ -273,7 +286,11 @@ async def test_every_default_rule_fires_through_the_real_stack(
                     actual = float(actual)
                 assert actual == value, (moment_type, key, task)
             triggered = dt.datetime.fromisoformat(task["triggered_at"])
-            assert dt.datetime.fromisoformat(task["expires_at"]) == triggered + TTL
+            expires = triggered + TTL
+            if moment_type in GREETINGS:  # over with its local day
+                local = triggered.astimezone(ZoneInfo(sc.zone)).date() + dt.timedelta(days=1)
+                expires = dt.datetime(local.year, local.month, local.day, tzinfo=ZoneInfo(sc.zone))
+            assert dt.datetime.fromisoformat(task["expires_at"]) == expires
             assert dt.datetime.fromisoformat(task["deliver_after"]) >= triggered
             assert task["moment"]["family"] in ("first_time", "anomaly", "special_day")
     # Nothing else: every task not of a `maybe` type was expected and counted above (a
