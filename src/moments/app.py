@@ -29,6 +29,7 @@ from moments.consumer import FETCH_MAX_WAIT_MS, BatchConsumer, BatchTransport
 from moments.engine import Detector
 from moments.gctune import FULL_COLLECTION_EVERY_S, PauseTimer, collect_frozen, tune_gc
 from moments.health import Health
+from moments.livefrom import parse_live_from
 from moments.logformat import faust_logging_config
 from moments.models import EventType
 from moments.records import Header, RawRecord
@@ -41,7 +42,7 @@ from moments.stateview import STATE_TABLE, returns_topic
 from moments.store import FaustTableStore
 from rules.catalog import RuleSet
 from sinks.metrics import Metrics
-from sinks.policy import DispatchPolicy
+from sinks.policy import DispatchPolicy, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -415,6 +416,14 @@ def not_ready(app: MomentsApp, runtime: Runtime) -> str | None:
     return None
 
 
+def live_from_of(settings: Settings, policy: DispatchPolicy) -> dt.datetime | None:
+    """`MOMENTS_LIVE_FROM` as an instant: a date is midnight in the dispatch policy's time
+    zone, as the backtest's dates are."""
+    if settings.live_from is None:
+        return None
+    return parse_live_from(settings.live_from, policy.zone)
+
+
 def build(
     settings: Settings,
     rules: RuleSet,
@@ -426,7 +435,12 @@ def build(
     policy (read from `settings` when not given)."""
     app = create_app(settings)
     lateness = dt.timedelta(seconds=settings.lateness_seconds)
-    detector = Detector(rules, topic_types(settings), lateness, returns_topic(settings))
+    if policy is None:
+        policy = load_policy(settings.dispatch_policy)
+    live_from = live_from_of(settings, policy)
+    detector = Detector(
+        rules, topic_types(settings), lateness, returns_topic(settings), live_from=live_from
+    )
     runtime = Runtime(settings, metrics, detector, policy)
     register_agents(app, settings, runtime, health)
     return app, runtime

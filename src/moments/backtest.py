@@ -197,6 +197,7 @@ class Backtest:
         tick_s: float = TICK_S,
         batch_size: int = BATCH_SIZE,
         report_from: float | None = None,
+        live_from: dt.datetime | None = None,
     ) -> None:
         self.policy = policy or DispatchPolicy()
         self.report_from = report_from
@@ -205,7 +206,7 @@ class Backtest:
         self.producer = CollectingProducer(self.clock)
         self.metrics = Metrics()
         self.detector = Detector(
-            rules, {t.value: t for t in EventType}, returns_topic=RETURNS_TOPIC
+            rules, {t.value: t for t in EventType}, returns_topic=RETURNS_TOPIC, live_from=live_from
         )
         self.returns = CollectedCooldownReturns(self.detector.cooled_rules)
         self.sink = TaskSink(
@@ -475,11 +476,13 @@ def run_backtest(
     until: dt.datetime | None = None,
     tick_s: float = TICK_S,
     report_from: dt.datetime | None = None,
+    live_from: dt.datetime | None = None,
 ) -> BacktestResult:
     """Replay `events` (in event-time order) through `rules` and the dispatch `policy`;
     events before `report_from` are a warm-up, events after `until` should be left out
-    by the caller (event time runs on to `until`)."""
+    by the caller (event time runs on to `until`). Moments dated before `live_from` make
+    no task, as a worker's with `MOMENTS_LIVE_FROM`: a rehearsal of the cut-over."""
     start = report_from.timestamp() if report_from is not None else None
-    bt = Backtest(rules, policy, tick_s=tick_s, report_from=start)
+    bt = Backtest(rules, policy, tick_s=tick_s, report_from=start, live_from=live_from)
     end = until.timestamp() if until is not None else None
     return asyncio.run(bt.run(events, progress, end))

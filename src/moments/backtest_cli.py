@@ -29,6 +29,7 @@ EXAMPLES = """
         --from 2026-12-01 --to 2026-12-08
     moments backtest --events week.jsonl.gz --rules new-rules/ --baseline-rules rules/
     moments backtest --events week.jsonl.gz --rules trial-rules/ --shadow-as-live
+    moments backtest --events weeks.jsonl.gz --live-from 2026-12-20   # a cut-over, 14 days' warm-up
 """
 
 OUTPUTS = "tasks.jsonl, report.json, report.md, tasks_per_day.png and report.html"
@@ -88,6 +89,15 @@ def add_backtest_command(sub: Any, make_parser: Callable[..., argparse.ArgumentP
         help="report from this on (YYYY-MM-DD in the policy's time zone, or RFC 3339); "
         "earlier events are a warm-up: they build state (first-time values, baselines) and "
         "go through dispatch, but are not reported",
+    )
+    p.add_argument(
+        "--live-from",
+        dest="live_from",
+        default=None,
+        metavar="DATE",
+        help="rehearse a cut-over with MOMENTS_LIVE_FROM set to DATE: moments dated before "
+        "it make no task (every rule as in mode: shadow, counted) and build the state; "
+        "unlike --from, nothing before it is dispatched",
     )
     p.add_argument(
         "--to",
@@ -171,6 +181,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     policy = load_policy(policy_path)
     start = parse_when(args.start, policy.zone, "--from")
     end = parse_when(args.end, policy.zone, "--to")
+    live_from = parse_when(args.live_from, policy.zone, "--live-from")
     if start is not None and end is not None and end <= start:
         raise ConfigError("--to must be after --from")
     rules = load_rules(args.rules)
@@ -215,7 +226,13 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                     bar.update(task, completed=read()[0], events=n)
 
             result = run_backtest(
-                rule_set, events(files), policy, show, until=end, report_from=start
+                rule_set,
+                events(files),
+                policy,
+                show,
+                until=end,
+                report_from=start,
+                live_from=live_from,
             )
             bar.update(task, completed=read()[1], events=result.events)
         return result
@@ -235,6 +252,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         "baseline rules": str(args.baseline_rules) if args.baseline_rules else None,
         "dispatch policy": str(policy_path or "the built-in default"),
         "--to": args.end,
+        "--live-from": args.live_from,
         "shadow rules": "as live" if args.shadow_as_live else None,
     }
     if base is not None:

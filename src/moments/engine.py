@@ -192,18 +192,26 @@ class BatchResult:
 class Detector:
     """Evaluates the rules over batches; holds no state of its own between batches."""
 
+    live_from: dt.datetime | None = None
+    """Moments dated before this make no task: every rule is a shadow rule for them
+    (`MOMENTS_LIVE_FROM`, moments.livefrom); None: live from the start."""
+    _live_at: int = -(2**62)
+
     def __init__(
         self,
         rules: RuleSet,
         topic_types: Mapping[str, EventType],
         lateness: dt.timedelta = LATENESS,
         returns_topic: str | None = None,
+        live_from: dt.datetime | None = None,
     ) -> None:
         self.rules = rules
         self.topic_types = dict(topic_types)
         self.lateness = int(lateness.total_seconds())
         self.returns_topic = returns_topic
         """The topic of cooldown returns (moments.cooldowns), read with the events."""
+        self.live_from = live_from
+        self._live_at = int(live_from.timestamp()) if live_from is not None else -(2**62)
 
     def unrecorded(self, records: Sequence[RawRecord], has: Callable[[str], bool]) -> list[str]:
         """The subscribers keyed in `records` (input topics) that have no record (`has`
@@ -645,7 +653,8 @@ class Detector:
         spec = rule.task
         # A shadow rule takes the same path up to the gates' decision, counted apart from
         # the live figures, and stops before a task: it sends nothing and takes no contact.
-        shadow = result.shadow if rule.shadow else None
+        # Before the go-live instant every rule is one, judged by the moment's event time.
+        shadow = result.shadow if rule.shadow or at < self._live_at else None
         if shadow is None:
             result.detected[(spec.family.value, spec.moment_type)] += 1
         if spec.cooldown is not None:

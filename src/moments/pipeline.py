@@ -81,6 +81,7 @@ def run_pipeline(
     batch_size: int = 5000,
     result: PipelineResult | None = None,
     until: dt.datetime | None = None,
+    live_from: dt.datetime | None = None,
 ) -> PipelineResult:
     """Run events through the detector in batches; tasks deduplicated by id, as on the stream.
 
@@ -88,13 +89,14 @@ def run_pipeline(
     event time as the clock, as if each event were read when it happened.
     Pass the `result` of an earlier run to continue with its state and ledger. `until`
     lets event time run on to that instant after the last event (as the stream's
-    watermark does), closing windows for subscribers who went silent."""
+    watermark does), closing windows for subscribers who went silent. Moments dated before
+    `live_from` make no task (`MOMENTS_LIVE_FROM`): they are counted in `shadow`."""
     items: list[Input | RawRecord] = list(events)
     out = result if result is not None else PipelineResult()
     records = [r for r in items if isinstance(r, RawRecord)]
     if len(records) != len(items):
         records = to_records((i for i in items if not isinstance(i, RawRecord)), None, out.offsets)
-    detector = Detector(rules, {t.value: t for t in EventType})
+    detector = Detector(rules, {t.value: t for t in EventType}, live_from=live_from)
     seen = {t.task_id for t in out.tasks}
 
     def sweep(mark: int) -> float:

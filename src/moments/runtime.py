@@ -115,6 +115,16 @@ class Runtime:
         self._state_lock = asyncio.Lock()
         self._counted: set[int] = set()
         """Partitions the state gauges report."""
+        live_from = detector.live_from
+        self._warming = live_from is not None
+        """Until a batch's events reach MOMENTS_LIVE_FROM: said once when they do."""
+        metrics.live_from.set(live_from.timestamp() if live_from is not None else 0)
+        if live_from is not None:
+            log.info(
+                "MOMENTS_LIVE_FROM %s: moments dated before it make no task (every rule "
+                "counted as a shadow rule, moments_shadow_moments_total); from it on, live",
+                live_from.isoformat(),
+            )
 
     def install_rules(self, rules: RuleSet) -> None:
         """Swap the rules in; called from the event loop, so never inside a batch."""
@@ -388,6 +398,15 @@ class Runtime:
 
     def record(self, result: BatchResult) -> None:
         record_batch(self.metrics, result)
+        if self._warming and self.detector.live_from is not None and result.watermarks:
+            newest = max(result.watermarks.values())
+            if newest >= self.detector.live_from.timestamp():
+                self._warming = False
+                log.info(
+                    "live: events dated from MOMENTS_LIVE_FROM %s on are read; their "
+                    "moments make tasks",
+                    self.detector.live_from.isoformat(),
+                )
 
 
 class UnknownChannels:

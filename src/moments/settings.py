@@ -179,6 +179,12 @@ class Settings(BaseSettings):
         description="YAML file of the dispatch policy (capacity, overflow, contact cap, merge "
         "window, outcomes); built-in defaults when unset",
     )
+    live_from: str | None = Field(
+        default=None,
+        description="Going live with no history: moments dated before this (a date, midnight "
+        "in the dispatch policy's time zone, or RFC 3339 with its offset) make no task, every "
+        "rule runs as in mode: shadow; unset: live at once (docs/operations.md, Going live)",
+    )
 
     # -- security (issue 9); see docs/security.md ------------------------------------ #
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -270,6 +276,13 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{server!r} is not host:port; {_BOOTSTRAP_HELP}") from None
         return value
+
+    @field_validator("live_from")
+    @classmethod
+    def _live_from(cls, value: str | None) -> str | None:
+        from moments.livefrom import check_live_from
+
+        return check_live_from(value)
 
     @field_validator("redis_url")
     @classmethod

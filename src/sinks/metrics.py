@@ -126,6 +126,12 @@ class Metrics:
             registry=r,
         )
         self.rules_loaded = Gauge("moments_rules_loaded", "Rules in force", registry=r)
+        self.live_from = Gauge(
+            "moments_live_from_timestamp_seconds",
+            "MOMENTS_LIVE_FROM as epoch seconds (0: unset): moments dated before it make no "
+            "task, every rule counted as a shadow rule (moments_shadow_moments_total)",
+            registry=r,
+        )
         self.build_info = Gauge(
             "moments_build_info",
             "1, labelled with the versions this worker runs (moments, Python, Faust, "

@@ -1,0 +1,154 @@
+"""Going live with no history (`MOMENTS_LIVE_FROM`, the backtest's `--live-from`): every
+rule is a shadow rule for moments dated before the instant, by their own event time; the
+state they build carries over, so going live makes no burst of first-time tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from moments.app import live_from_of
+from moments.backtest import Backtest
+from moments.backtest_input import EventFile
+from moments.engine import Detector
+from moments.livefrom import parse_live_from
+from moments.models import EventType
+from moments.pipeline import run_pipeline, to_records
+from moments.settings import Settings
+from moments.store import DictStateStore
+from sinks.policy import DispatchPolicy
+
+from .helpers import NO_GATES, SUB, WELCOME, at, ev, rules_from, types
+
+OTHER = "13900139002"
+ROAMING = {"roaming_type": "international"}
+SILENCE = """
+  - id: silent
+    description: No usage for 3 days
+    on: [usage]
+    evaluate: daily
+    condition: {absence: 3d}
+    task: {family: anomaly, type: silent, channel: sms, priority: 3, action: nudge,
+           ttl: 3d, cooldown: 5d, description: "Silent"}
+"""
+"""With a cooldown, as the default catalog's `no_activity` (14 days): a silence judged in
+the warm-up starts it, so the daily closes after the instant do not judge it again."""
+RULES = NO_GATES + "rules:" + WELCOME + SILENCE
+LIVE = dt.datetime.fromisoformat(at("2026-12-10", "00:00"))
+
+
+def _roam(day: str, country: str, sub: str = SUB) -> tuple[EventType, dict[str, object]]:
+    return ev(EventType.ROAMING, at(day, "10:00"), sub, country=country, **ROAMING)
+
+
+def _use(day: str, sub: str = SUB) -> tuple[EventType, dict[str, object]]:
+    return ev(EventType.USAGE, at(day, "10:00"), sub, kind="data", quantity=1000)
+
+
+def test_moments_before_it_make_no_task_and_are_counted_as_shadow() -> None:
+    result = run_pipeline([_roam("2026-12-01", "JP")], rules_from(RULES), live_from=LIVE)
+    assert result.tasks == []
+    assert result.shadow == Counter({("welcome", "task", ""): 1})
+    # Without the setting the same history makes the task: the case above is its doing.
+    assert types(run_pipeline([_roam("2026-12-01", "JP")], rules_from(RULES)).tasks) == [
+        "roaming_welcome"
+    ]
+
+
+def test_after_it_what_the_warm_up_saw_is_not_first_again_and_the_rest_is_live() -> None:
+    events = [
+        _roam("2026-12-01", "JP"),  # the warm-up: Japan seen
+        _roam("2026-12-11", "JP"),  # live: not a first any more
+        _roam("2026-12-11", "KR"),  # live: a real first
+        _roam("2026-12-12", "JP", OTHER),  # live: a subscriber new to the system
+    ]
+    result = run_pipeline(events, rules_from(RULES), live_from=LIVE)
+    made = sorted((t.subscriber_id, t.moment.params["country"]) for t in result.tasks)
+    assert made == [(SUB, "KR"), (OTHER, "JP")]
+    assert result.shadow == Counter({("welcome", "task", ""): 1})
+
+
+def test_a_silence_closed_before_it_is_shadow_and_one_after_it_is_live() -> None:
+    events = [_use("2026-12-01"), _use("2026-12-04", OTHER)]
+    until = dt.datetime.fromisoformat(at("2026-12-09", "12:00"))
+    warm = run_pipeline(events, rules_from(RULES), live_from=LIVE, until=until)
+    assert warm.tasks == []
+    assert warm.shadow[("silent", "task", "")] == 2
+    # The same silences, live from the start, make two tasks.
+    cold = run_pipeline(events, rules_from(RULES), until=until)
+    assert types(cold.tasks) == ["silent", "silent"]
+    # A silence that ends after the instant is live: used on the 8th, silent by the 12th;
+    # the other's, judged in the warm-up, is not judged again.
+    later = run_pipeline(
+        [_use("2026-12-08")],
+        rules_from(RULES),
+        live_from=LIVE,
+        until=dt.datetime.fromisoformat(at("2026-12-12", "12:00")),
+        result=warm,
+    )
+    assert [t.subscriber_id for t in later.tasks] == [SUB]
+
+
+def test_the_detector_judges_the_moments_event_time_not_the_wall_clock() -> None:
+    """A history read after the instant (a topic's retention read by a new consumer
+    group) is still a warm-up: the instant is in event time, as in a backtest."""
+    read_late = dt.datetime.fromisoformat(at("2026-12-10", "10:05"))
+    detector = Detector(rules_from(RULES), {t.value: t for t in EventType}, live_from=LIVE)
+    store = DictStateStore()
+    offsets: dict[str, int] = {}
+    old = detector.process(
+        to_records([_roam("2026-12-09", "JP")], None, offsets), store.load, read_late
+    )
+    assert old.tasks == []
+    assert sum(old.shadow.values()) == 1
+    store.save(old.changes)
+    later = dt.datetime.fromisoformat(at("2026-12-11", "10:05"))
+    new = detector.process(
+        to_records([_roam("2026-12-11", "KR")], None, offsets), store.load, later
+    )
+    assert types(new.tasks) == ["roaming_welcome"]
+
+
+def test_the_backtest_rehearses_the_cut_over_through_dispatch(tmp_path: Path) -> None:
+    events = [_roam("2026-12-01", "JP"), _roam("2026-12-11", "JP"), _roam("2026-12-11", "KR")]
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(b"".join(orjson.dumps({"type": t.value, **v}) + b"\n" for t, v in events))
+    result = asyncio.run(Backtest(rules_from(RULES), live_from=LIVE).run(EventFile(history)))
+    sent = [orjson.loads(p.payload)["moment"]["params"]["country"] for p in result.published]
+    assert sent == ["KR"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-20", "2026-12-20T00:00:00+08:00"),
+        ("2026-12-20T08:30:00+00:00", "2026-12-20T16:30:00+08:00"),
+        (" 2026-12-20T08:30+08:00 ", "2026-12-20T08:30:00+08:00"),
+    ],
+)
+def test_a_date_is_midnight_in_the_dispatch_policys_zone(text: str, expected: str) -> None:
+    settings = Settings(live_from=text)
+    assert live_from_of(settings, DispatchPolicy()) == dt.datetime.fromisoformat(expected)
+
+
+def test_unset_is_live_at_once() -> None:
+    assert live_from_of(Settings(), DispatchPolicy()) is None
+    assert Settings(live_from="").live_from is None
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [("2026-12-20T08:00:00", "add its offset"), ("20 Dec", "write a date"), ("2026-13-01", "")],
+)
+def test_a_bad_value_is_refused_naming_what_to_write(text: str, said: str) -> None:
+    with pytest.raises(ValidationError, match="live_from") as raised:
+        Settings(live_from=text)
+    assert said in str(raised.value)
+    with pytest.raises(ValueError, match="2026-12-20"):
+        parse_live_from(text, dt.UTC)
