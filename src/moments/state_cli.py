@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from rich.console import Console
 
+from moments.connections import kafka_client_kwargs
 from moments.exceptions import ConfigError
 from moments.models import SUBSCRIBER_PATTERN
 from moments.stateview import changelog_topic, latest_records, readable
@@ -23,6 +24,12 @@ SHOW_EXAMPLES = """
     moments state show 13800138000                 # the record, field by field
     moments state show 13800138000 13900139000 --json | jq .record.first_seen
 """
+SEED_EXAMPLES = """
+    moments state seed --events billing-2026.jsonl.gz usage-2026.csv.gz --profiles crm.jsonl \\
+        --to 2027-01-15 --dry-run                  # counts and record sizes, nothing written
+    moments state seed --events billing-2026.jsonl.gz --profiles crm.jsonl --to 2027-01-15
+    MOMENTS_LIVE_FROM=2027-01-15 moments worker    # then start the workers
+"""
 DECODE_EXAMPLES = """
     kcat -C -t moments-subscribers-changelog -p 3 -o -1 -c 1 -D '' > record.bin
     moments state decode record.bin
@@ -31,14 +38,15 @@ DECODE_EXAMPLES = """
 
 
 def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """Register `state show` and `state decode` with the CLI's `_parser` helper."""
+    """Register `state show`, `state seed` and `state decode` with the CLI's `_parser`
+    helper."""
     from moments.cli import show_subcommands
 
     state = make_parser(
         sub,
         "state",
         "Subscriber records as the workers store them (compressed), made readable.",
-        SHOW_EXAMPLES + DECODE_EXAMPLES,
+        SHOW_EXAMPLES + SEED_EXAMPLES + DECODE_EXAMPLES,
         show_subcommands,
     )
     actions = state.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
@@ -54,6 +62,67 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
     show.add_argument("subscribers", nargs="+", metavar="SUBSCRIBER", help="subscriber id")
     show.add_argument(
         "--json", action="store_true", help="one JSON line per subscriber: {subscriber_id, record}"
+    )
+    seed = make_parser(
+        actions,
+        "seed",
+        "Build every subscriber's record from history (the backtest's engine in event time, "
+        "every moment in shadow: no task) and write the records to the state changelog of "
+        "MOMENTS_APP_ID, so that workers started afterwards know everyone. Refuses while "
+        "workers of the app are in their consumer group, and when the changelog holds "
+        "records already (--replace). Input as `moments backtest` reads it.",
+        SEED_EXAMPLES,
+        _cmd_seed,
+    )
+    seed.add_argument(
+        "--events",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="history: JSON lines or CSV (gzip too), each event with its type, each file in "
+        "event-time order",
+    )
+    seed.add_argument(
+        "--profiles",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="profile events (no `type` needed), applied before the events",
+    )
+    seed.add_argument(
+        "--rules",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the rules the workers will run (default: MOMENTS_RULES, else the packaged catalog)",
+    )
+    seed.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="DISPATCH_POLICY.yaml",
+        help="its time zone reads the dates (default: MOMENTS_DISPATCH_POLICY)",
+    )
+    seed.add_argument(
+        "--to",
+        dest="end",
+        default=None,
+        metavar="DATE",
+        help="the end of the history: events from here on are left out and event time runs "
+        "on to it; the first event the input topics hold should not be earlier (a date in "
+        "the dispatch policy's zone, or RFC 3339)",
+    )
+    seed.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the records and print the counts and sizes; no broker needed, nothing written",
+    )
+    seed.add_argument(
+        "--replace",
+        action="store_true",
+        help="write even though the changelog holds records (a seed run again): the seeded "
+        "subscribers' records replace theirs",
     )
     decode = make_parser(
         actions,
@@ -105,6 +174,127 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 "was deleted by a profile tombstone); check the id and MOMENTS_APP_ID"
             )
     return 1 if missing else 0
+
+
+def _cmd_seed(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from moments.backtest_cli import parse_when
+    from moments.backtest_input import EventFile, FileEvent, merged, progress_of
+    from moments.connections import require_kafka
+    from moments.models import EventType
+    from moments.rulecheck import EventFileError
+    from moments.seed import (
+        build_states,
+        changelog_records,
+        describe,
+        live_group,
+        refusal,
+        write_records,
+    )
+    from moments.settings import load_settings
+    from moments.topics import ensure_topics
+    from rules.catalog import load_rules
+    from sinks.policy import load_policy
+
+    settings = load_settings()
+    policy = load_policy(args.policy if args.policy is not None else settings.dispatch_policy)
+    end = parse_when(args.end, policy.zone, "--to")
+    rules = load_rules(args.rules if args.rules is not None else settings.rules)
+    console = Console(stderr=True)
+    topic = changelog_topic(settings)
+
+    def may_write() -> None:
+        """Refuse before hours of reading, and again just before writing."""
+        group = asyncio.run(live_group(settings))
+        if group.live:
+            raise ConfigError(refusal(group, settings))
+        held = asyncio.run(changelog_records(settings, topic))
+        if held and not args.replace:
+            raise ConfigError(
+                f"{topic} holds {held:,} record(s) already: workers ran, or a seed did. "
+                "Seeding a new app id (MOMENTS_APP_ID) is the clean way; --replace writes "
+                "the seeded subscribers' records over theirs"
+            )
+
+    if not args.dry_run:
+        require_kafka(settings)
+        may_write()
+    files = [EventFile(p) for p in args.events]
+    if args.profiles is not None:
+        files.insert(0, EventFile(args.profiles, EventType.PROFILE))
+    read = progress_of(files)
+    hi = end.timestamp() if end is not None else float("inf")
+
+    def events() -> Iterator[FileEvent]:
+        rest = files
+        if args.profiles is not None:
+            yield from files[0]
+            rest = files[1:]
+        for event in merged(rest):
+            if event.at < hi:
+                yield event
+
+    columns = (
+        TextColumn("[bold]history"),
+        BarColumn(),
+        TextColumn("{task.fields[events]:>12,} events"),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("history", total=read()[1], events=0)
+            last = [0.0]
+
+            def show(n: int) -> None:
+                now = time.monotonic()
+                if now - last[0] >= 0.2:
+                    last[0] = now
+                    bar.update(task, completed=read()[0], events=n)
+
+            seeded = build_states(rules, events(), policy, end, show)
+            bar.update(task, completed=read()[1], events=seeded.events)
+    except (EventFileError, OSError) as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 1
+    table = Table("figure", "value", title=f"state seed for {topic}")
+    for name, value in describe(seeded, settings.partitions).items():
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
+    Console().print(table)
+    if args.dry_run or not seeded.records:
+        console.print("dry run: nothing written" if args.dry_run else "no record to write")
+        return 0
+    asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap,
+            {topic: settings.partitions},
+            [topic],
+            replication_factor=settings.replication_factor,
+            strict=True,
+            client_kwargs=kafka_client_kwargs(settings),
+        )
+    )
+    may_write()
+    records = [
+        (partition, key, value)
+        for partition, items in seeded.by_partition(settings.partitions).items()
+        for key, value in items
+    ]
+    with Progress(
+        TextColumn(f"[bold]writing {topic}"), BarColumn(), TimeRemainingColumn(), console=console
+    ) as bar:
+        task = bar.add_task("write", total=len(records))
+        written = asyncio.run(
+            write_records(settings, topic, records, lambda n: bar.update(task, completed=n))
+        )
+    console.print(
+        f"{written:,} record(s) written to {topic}; start the workers (with MOMENTS_LIVE_FROM "
+        "at the history's end if events before it may still be read): they restore them"
+    )
+    return 0
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:

@@ -112,6 +112,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env["MOMENTS_DISPATCH_POLICY"] = str(settings.dispatch_policy)
     if settings.standby_replicas is not None:
         env["MOMENTS_STANDBY_REPLICAS"] = str(settings.standby_replicas)
+    if settings.live_from is not None:
+        env["MOMENTS_LIVE_FROM"] = settings.live_from
     if settings.idempotent_producer is not None:
         env["MOMENTS_IDEMPOTENT_PRODUCER"] = str(settings.idempotent_producer).lower()
     env.update(security_env(settings))

@@ -1,0 +1,226 @@
+"""Seeding the state from history (`moments state seed`): the workers go live knowing everyone.
+
+The history (the warehouse's billing and CRM events) goes through the backtest's engine in
+event time (`moments.backtest.Backtest`: the stream's `Detector`), with every moment before
+the history's end in shadow (`Detector(live_from=...)`, as `MOMENTS_LIVE_FROM`): the
+records are built, no task is made. Each subscriber's record is then written to the state
+table's changelog (`<app id>-subscribers-changelog`) as the runtime writes it: key the
+subscriber id, value `SubscriberState.to_bytes()`, on the partition murmur2 of the key
+names, which is where the worker's table takes it from (the runtime writes each record
+to its source event's partition, murmur2 of the key for a producer that keys as the
+contract asks). A worker started afterwards restores them (moments.restore) like its own.
+
+The records carry no input offsets: the history's positions in a file are no offsets of
+the input topics, and a worker would skip every live event up to them as read already.
+
+Seeding under a running worker would be overwritten by it, or overwrite its newer
+records: `live_group` asks the broker for the members of the workers' consumer group
+(DescribeGroups; Tansu answers it too), and the command refuses while there are any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from moments.backtest import Backtest, Progress
+from moments.backtest_input import FileEvent
+from moments.exceptions import ConfigError
+from moments.partitioning import partition_of
+from moments.settings import Settings
+from rules.catalog import RuleSet
+from sinks.policy import DispatchPolicy
+
+NEVER = dt.datetime.max.replace(tzinfo=dt.UTC)
+"""The go-live instant of a seed run: no moment of the history makes a task."""
+WRITE_CHUNK = 5000
+"""Records produced and awaited at once."""
+GROUP_ID_NOT_FOUND = 69
+LIVE_STATES = frozenset({"Stable", "PreparingRebalance", "CompletingRebalance", "AwaitingSync"})
+
+
+@dataclass
+class Seeded:
+    """What a history built: each subscriber's record as stored, and the counts."""
+
+    records: dict[str, bytes] = field(default_factory=dict)
+    events: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    moments: int = 0
+    """Moments the rules found in the history (shadow: none made a task)."""
+    first_event: float | None = None
+    last_event: float | None = None
+
+    def by_partition(self, partitions: int) -> dict[int, list[tuple[bytes, bytes]]]:
+        """The records as (key, value) per changelog partition: murmur2 of the key."""
+        out: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
+        for sub, value in self.records.items():
+            key = sub.encode()
+            out[partition_of(key, partitions)].append((key, value))
+        return out
+
+    def sizes(self) -> list[int]:
+        return sorted(len(v) for v in self.records.values())
+
+
+def build_states(
+    rules: RuleSet,
+    events: Iterable[FileEvent],
+    policy: DispatchPolicy | None = None,
+    until: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> Seeded:
+    """Run `events` (event-time order) through the backtest's engine with no task made, and
+    return each subscriber's record as a worker would store it, without input offsets.
+    `until`: event time runs on to it after the last event (windows close, silences are
+    judged), as the backtest's `--to`."""
+    backtest = Backtest(rules, policy, live_from=NEVER)
+    end = until.timestamp() if until is not None else None
+    result = asyncio.run(backtest.run(events, progress, end))
+    seeded = Seeded(
+        events=result.events,
+        dead_letters=result.dead_letters,
+        first_event=result.first_event,
+        last_event=result.last_event,
+    )
+    seeded.moments = int(
+        sum(
+            sample.value
+            for metric in result.metrics.shadow.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+    )
+    for sub, state, _ in backtest.state.items([0]):
+        state.offsets.clear()  # a file's positions are no offsets of the input topics
+        seeded.records[sub] = state.to_bytes()
+    return seeded
+
+
+@dataclass(frozen=True)
+class Group:
+    """The workers' consumer group as the broker describes it."""
+
+    state: str
+    members: int
+
+    @property
+    def live(self) -> bool:
+        return self.members > 0 or self.state in LIVE_STATES
+
+
+async def live_group(settings: Settings) -> Group:
+    """The consumer group `MOMENTS_APP_ID` (the workers'), by DescribeGroups."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from moments.connections import kafka_client_kwargs
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.app_id}-state-seed",
+        **kafka_client_kwargs(settings),
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([settings.app_id])
+    finally:
+        await admin.close()
+    for response in described:
+        for error_code, group_id, state, _, _, members in response.groups:
+            if group_id == settings.app_id:
+                if error_code == GROUP_ID_NOT_FOUND:
+                    return Group("Dead", 0)
+                if error_code != 0:
+                    raise ConfigError(
+                        f"the broker did not describe the consumer group {group_id!r} (error "
+                        f"{error_code}): seeding needs to know that no worker runs"
+                    )
+                return Group(state or "Dead", len(members))
+    return Group("Dead", 0)
+
+
+async def changelog_records(settings: Settings, topic: str) -> int:
+    """How many records the changelog holds (end minus start offsets, every partition)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from moments.connections import kafka_client_kwargs
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        client_id=f"{settings.app_id}-state-seed",
+        **kafka_client_kwargs(settings),
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            return 0
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()
+
+
+async def write_records(
+    settings: Settings,
+    topic: str,
+    records: Sequence[tuple[int, bytes, bytes]],
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Produce (partition, key, value) to the changelog, in chunks each awaited; returns
+    how many were acknowledged."""
+    from moments.producer import start_producer
+    from sinks.base import produce_to_partitions
+
+    producer = await start_producer(settings)
+    written = 0
+    try:
+        for start in range(0, len(records), WRITE_CHUNK):
+            chunk = records[start : start + WRITE_CHUNK]
+            await produce_to_partitions(producer, topic, chunk)
+            written += len(chunk)
+            if progress is not None:
+                progress(written)
+    finally:
+        await producer.stop()
+    return written
+
+
+def refusal(group: Group, settings: Settings) -> str:
+    """Why seeding must wait for the workers, and how to stop them."""
+    return (
+        f"{group.members} member(s) in the consumer group {settings.app_id!r} (state "
+        f"{group.state}): workers of MOMENTS_APP_ID={settings.app_id} are running, and a "
+        "seed under them would be overwritten by their writes or overwrite their newer "
+        "records. Stop every worker first (kubectl -n moments scale statefulset/"
+        "moments-worker --replicas=0; docker compose stop detector-1 detector-2; "
+        "systemctl stop moments-worker), wait for the group to empty (its session "
+        "timeout), then seed again"
+    )
+
+
+def describe(seeded: Seeded, partitions: int) -> dict[str, Any]:
+    """The counts `--dry-run` prints and the command says before it writes."""
+    sizes = seeded.sizes()
+    per = {p: len(items) for p, items in seeded.by_partition(partitions).items()}
+    return {
+        "events": seeded.events,
+        "dead letters": sum(seeded.dead_letters.values()),
+        "moments (shadow, no task)": seeded.moments,
+        "subscribers": len(seeded.records),
+        "record bytes (mean / p99 / max)": (
+            f"{sum(sizes) / len(sizes):.0f} / {sizes[min(len(sizes) - 1, len(sizes) * 99 // 100)]}"
+            f" / {sizes[-1]}"
+            if sizes
+            else "-"
+        ),
+        "changelog bytes": sum(sizes),
+        "records per partition": ", ".join(f"{p}: {n}" for p, n in sorted(per.items())),
+    }

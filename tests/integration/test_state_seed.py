@@ -1,0 +1,94 @@
+"""`moments state seed` against a real broker and a real worker: the history's records go to
+the state changelog, a worker started afterwards restores them and knows the seeded
+subscribers (their first time is not first again), a new subscriber still gets their
+first-time task, and a seed is refused while a worker is in the consumer group."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from moments.embedded import free_port
+from moments.settings import Settings
+
+from .conftest import MakeSettings, WorkerProcess, settings_env
+from .kafka_io import produce, read_topic, values, wait_for_metric
+from .test_worker import roaming
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LI, WANG = "13800138001", "13900139002"
+
+
+def _history(path: Path) -> Path:
+    """Li was in Japan a month ago, as the warehouse knows."""
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    event = {
+        "type": "roaming",
+        "event_id": "dwh-1",
+        "subscriber_id": LI,
+        "occurred_at": when.replace(microsecond=0).isoformat(),
+        "country": "JP",
+        "roaming_type": "international",
+    }
+    path.write_bytes(orjson.dumps(event) + b"\n")
+    return path
+
+
+def _seed(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "moments", "state", "seed", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_a_worker_started_after_a_seed_knows_the_seeded_subscribers(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    any_hour_rules: Path,
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    settings = make_settings(metrics_port=port, rules=any_hour_rules)
+    await topics_for(settings)
+    history = _history(tmp_path / "history.jsonl")
+
+    dry = _seed(settings, "--events", str(history), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: nothing written" in dry.stderr
+
+    seeded = _seed(settings, "--events", str(history))
+    assert seeded.returncode == 0, seeded.stderr
+    assert "1 record(s) written" in seeded.stderr
+
+    # Run again: the changelog holds records, and it says how to go on.
+    again = _seed(settings, "--events", str(history))
+    assert again.returncode == 2
+    assert "--replace" in again.stderr
+
+    worker = start_worker(settings)
+    await produce(settings, [roaming("r1", LI, "JP"), roaming("r2", WANG, "JP")])
+    tasks = values(await read_topic(settings, "tasks", count=1, wait_s=90, settle=5))
+    # Japan is not first for Li (the seed said so); it is for Wang, new to everyone.
+    assert [(t["subscriber_id"], t["moment"]["params"]["country"]) for t in tasks] == [
+        (WANG, "JP")
+    ], worker.log()[-3000:]
+    assert await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 2)
+
+    # A worker is in the group: a seed now is refused, naming how to stop the workers.
+    refused = _seed(settings, "--events", str(history), "--replace")
+    assert refused.returncode == 2
+    assert "consumer group" in refused.stderr
+    assert "Stop every worker first" in refused.stderr
