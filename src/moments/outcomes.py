@@ -11,9 +11,11 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
 - `declined`: the same rule is not sent to that subscriber for
   `outcomes.declined_suppress` (a Redis key read at dispatch);
 - `unreachable`: a retry with a deterministic id (so a re-read outcome re-queues
-  nothing new) waits `outcomes.unreachable_retry_after` from when the outcome is read
-  (the worker's clock, not the consumer's) in the deferral queue, unless it would be
-  later than the task's expiry or `outcomes.max_retries` is reached;
+  nothing new) waits `outcomes.unreachable_retry_after` from the outcome's
+  `occurred_at` (from when it is read when that is earlier: the consumer's clock may be
+  ahead; at once when an outcome read late has waited that long already) in the
+  deferral queue, unless it would be later than the task's expiry or
+  `outcomes.max_retries` is reached;
 - `unreachable` and `failed`: the attempt reached no one, so the contact the task took
   goes back to the frequency cap and the contact cap (they count contacts really made;
   the unanswered call held its week's contact and its own retry was dropped
@@ -206,13 +208,24 @@ def retry_id(root_task_id: str, attempt: int) -> str:
 
 
 def retry_task(
-    task: ServiceTask, now: dt.datetime, after: dt.timedelta, max_retries: int
+    task: ServiceTask,
+    now: dt.datetime,
+    after: dt.timedelta,
+    max_retries: int,
+    occurred_at: dt.datetime | None = None,
 ) -> ServiceTask | None:
-    """The retry of an unreachable task, `after` from `now` (when the outcome is read: the
-    outcome's own time is the consumer's clock, and one ahead pushed the retry out), or
-    None when it has had its retries or would come after its expiry."""
+    """The retry of an unreachable task, `after` from the attempt (`occurred_at`, the
+    outcome's own time) but never before `now` (when the outcome is read), or None when it
+    has had its retries or would come after its expiry.
+
+    The outcome's time counts only when it is not ahead of `now`: it is the consumer's
+    clock, and one ahead pushed the retry out. Counted from `now` always, an outcome read
+    late (consumer or worker lag, a backlog after an outage) had its retry wait the lag
+    on top of `after`: read 90 minutes late, a 2-hour retry came 3.5 hours after the
+    unanswered call."""
     attempt = task.attempt + 1
-    at = now + after
+    since = now if occurred_at is None else min(occurred_at, now)
+    at = max(since + after, now)
     if attempt > max_retries or at >= task.expires_at:
         return None
     root = task.retry_of or task.task_id
@@ -298,7 +311,9 @@ async def handle_outcomes(
             given_back.append((task.subscriber_id, task.task_id))
         if outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes
-            retry = retry_task(task, at, policy.unreachable_retry_after, policy.max_retries)
+            retry = retry_task(
+                task, at, policy.unreachable_retry_after, policy.max_retries, outcome.occurred_at
+            )
             if retry is not None:
                 retries.append(retry)
                 result.retries.append(retry.task_id)

@@ -348,6 +348,37 @@ class TestAnOutcomeIsCheckedAgainstTheClock:
         assert result.retries == [retry_id(call, 1)]
         assert await w.sink.deferral.due_at(retry_id(call, 1)) == (NOW + 2 * HOUR).timestamp()
 
+    @pytest.mark.parametrize(
+        ("late", "due_in"),
+        [(HOUR + HOUR / 2, HOUR / 2), (3 * HOUR, dt.timedelta(0))],
+        ids=["read-90-min-late", "read-after-the-wait"],
+    )
+    async def test_a_retry_of_an_outcome_read_late_counts_from_the_attempt(
+        self, make_worker: Callable[..., Worker], late: dt.timedelta, due_in: dt.timedelta
+    ) -> None:
+        """The unanswered call was at `NOW - late`, its outcome read at NOW (consumer lag,
+        a backlog): the 2-hour retry is due two hours after the call, at once when that
+        has passed, not two hours after the outcome was read."""
+        policy = {"merge": {"hold_channels": []}, "outcomes": {"unreachable_retry_after": "2h"}}
+        w = make_worker(DispatchPolicy.model_validate(policy))
+        sub = "13200000034"
+        call = tid(f"t4-{late}")
+        await w.send(task(call, sub=sub, channel=Channel.OUTBOUND_CALL))
+        behind = outcome(call, sub, OutcomeStatus.UNREACHABLE).model_copy(
+            update={"occurred_at": NOW - late}
+        )
+        record = RawRecord("outcomes", 0, 0, sub.encode(), behind.model_dump_json().encode())
+        result = await handle_outcomes([record], w.sink, now=NOW)
+        retry = retry_id(call, 1)
+        assert result.retries == [retry]
+        if due_in:
+            assert await w.sink.deferral.due_at(retry) == (NOW + due_in).timestamp()
+        else:
+            assert await w.ledger.state(retry) == "sent"
+            [_, out] = await published(w.settings, 2)
+            assert out["task_id"] == retry
+            assert dt.datetime.fromisoformat(out["deliver_after"]) == NOW
+
 
 WEEK_CAP = FrequencyCap(max_contacts=3, period="7d")
 """The default catalog's cap: 3 contacts a week on calls, manager tasks and SMS."""
