@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
-from moments.models import Channel
+from moments.models import Channel, ServiceTask
 from sinks.luabatch import BatchScript
 from sinks.policy import ANY, DispatchPolicy
 from sinks.stores import SlotKey, Slots
@@ -48,6 +48,24 @@ def allowed_for(limit: int, reserved_share: float, priority: int) -> int:
     if priority <= HIGH_PRIORITY:
         return limit
     return limit - math.ceil(limit * reserved_share)
+
+
+def claim_order(tasks: Sequence[ServiceTask]) -> tuple[int, float, dt.datetime, str]:
+    """Which of several tasks released together takes capacity first: the highest
+    priority (the one the reserved share serves, raised already by a high churn risk),
+    then the highest risk score, then the oldest moment (`tasks`: a task and the moments
+    merged into it, ranked by their best).
+
+    A night's calls held for the centre's opening (`channel_hours`) or deferred to
+    `next_day_at` all come due at once and went out in task-id order (the queue's order
+    for one release time): with the morning's slots short, low-priority courtesy calls
+    took them before a complaint callback."""
+    return (
+        min(t.priority for t in tasks),
+        -max((t.risk.score if t.risk is not None else 0.0) for t in tasks),
+        min(t.triggered_at for t in tasks),
+        tasks[0].task_id,
+    )
 
 
 def local_day(at: dt.datetime, zone: ZoneInfo) -> dt.date:

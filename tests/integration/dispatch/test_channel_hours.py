@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from moments.models import Channel, QuietHours
+from moments.models import Channel, QuietHours, RiskScore
 from sinks.policy import DispatchPolicy
 
 from .conftest import HOUR, NOW, MakeWorker, ids, published, task
@@ -107,3 +107,33 @@ class TestClosedChannel:
         assert w.sample("moments_tasks_suppressed_total", **expired) == 1
         assert w.sample("moments_tasks_deferred_total", reason="channel_hours") == 0
         assert ids(await published(w.settings, 1)) == ["f1"]
+
+
+class TestTheOpeningRanksTheNightsCalls:
+    async def test_the_slots_go_by_priority_then_risk_not_by_task_id(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Three calls held for the opening, two slots that day (no reserved share): the
+        complaint callback (priority 1) and the priority-3 call of the customer at higher
+        churn risk go; the other priority-3 call, first by task id, waits for the next
+        day. The queue released them in task-id order, and the first two took the slots.
+        Released two at a time (`release_batch`), the batches of one tick are ranked
+        together."""
+        policy = hours_policy(
+            capacity={"NJ": {"outbound_call": 2}}, reserved_share=0, release_batch=2
+        )
+        w = make_worker(policy)
+        risky = RiskScore(score=40, parts=[])
+        calls = [
+            task("a1", sub="13700000011", moment_type="offer", channel=CALL),
+            task("b1", sub="13700000012", moment_type="offer", channel=CALL).model_copy(
+                update={"risk": risky}
+            ),
+            task("c1", sub="13700000013", moment_type="offer", channel=CALL),
+            task("d1", sub="13700000014", moment_type="callback", channel=CALL, priority=1),
+        ]
+        await w.send(*calls)
+        assert [await w.sink.deferral.due_at(t.task_id) for t in calls] == [OPENS.timestamp()] * 4
+        assert await w.sink.release_due(now=OPENS.timestamp()) == 4
+        assert ids(await published(w.settings, 2)) == ["b1", "d1"]
+        assert [await w.ledger.state(i) for i in ("a1", "c1")] == ["deferred", "deferred"]

@@ -160,7 +160,15 @@ class TestLedByTheCarrier:
         w = make_worker(policy)
         at = NOW + HOUR
         await parked_as_merged(w.sink.stores, manager("m1"), [call("c2")], at.timestamp())
-        filler = task("a0", sub="13900000499", channel=Channel.MANAGER, deliver_after=at)
+        # As urgent and older: it takes the day's slot first (`claim_order`).
+        filler = task(
+            "a0",
+            sub="13900000499",
+            channel=Channel.MANAGER,
+            priority=1,
+            triggered=NOW - HOUR,
+            deliver_after=at,
+        )
         await w.send(filler.model_copy(update={"deliver_after": at - dt.timedelta(minutes=1)}))
         assert await w.sink.release_due(now=at.timestamp()) == 2
         next_day = await w.sink.deferral.due_at("m1")

@@ -157,8 +157,15 @@ async def manager_task_joined_by_a_callback(w: Worker, *fill: Channel) -> dt.dat
     into it (`c2`); other subscribers' tasks due at the same time take the day's slots
     of the channels `fill` first. Returns when they are released."""
     later = NOW + HOUR
-    for n, channel in enumerate(fill):  # ids before m1's: released first
-        filler = task(f"a{n}", sub=f"1390000020{n}", channel=channel, deliver_after=later)
+    for n, channel in enumerate(fill):  # as urgent and older than m1: ranked first
+        filler = task(
+            f"a{n}",
+            sub=f"1390000020{n}",
+            channel=channel,
+            priority=1,
+            triggered=NOW - HOUR,
+            deliver_after=later,
+        )
         await w.send(
             filler.model_copy(update={"deferred": Deferral(reason="quiet_hours", until=later)})
         )
@@ -281,7 +288,14 @@ class TestCapacityRefusesAGroup:
         opens = dt.datetime.combine((check + 2 * HOUR).date(), dt.time.fromisoformat(end), dt.UTC)
         assert await w.sink.deferral.due_at("m1") == opens.timestamp()
         for n, channel in enumerate((Channel.MANAGER, Channel.OUTBOUND_CALL)):  # the day's slots
-            filler = task(f"a{n}", sub=f"1390000030{n}", channel=channel, deliver_after=opens)
+            filler = task(
+                f"a{n}",
+                sub=f"1390000030{n}",
+                channel=channel,
+                priority=1,  # as urgent and older than m1: ranked first (`claim_order`)
+                triggered=NOW - HOUR,
+                deliver_after=opens,
+            )
             await w.send(
                 filler.model_copy(update={"deliver_after": opens - dt.timedelta(minutes=1)})
             )
