@@ -6,6 +6,9 @@ Keys (prefix `moments:<app>:`):
   lives exactly as long as the dedup mark and a replay still finds the task;
 - `open:<subscriber>`: the id of the subscriber's waiting task that later moments within
   the merge window join (`group:<id>` lists their payloads; their own entries say `M<id>`).
+- `line:<subscriber>`: the tasks waiting for the subscriber's suspended line;
+- `hours`: the ids of the tasks waiting for their channel's hours (`channel_hours`), made
+  due at once when a reloaded policy changes the hours (`wake_hours`).
 
 Every transition is one Lua script, so a crash never leaves a task in two places or in
 none, and two workers releasing at once each get different tasks. Release moves a task
@@ -26,7 +29,8 @@ from sinks.luabatch import BatchScript
 from sinks.stores import Parking, Released
 
 # K: task, open, line; A: id, payload ('' keeps the one stored), release_at, window_ms,
-# '1' when it waits for a suspended line; S: task prefix, ttl; SK: pending, deferred
+# '1' when it waits for a suspended line, '1' when for its channel's hours; S: task prefix,
+# ttl; SK: pending, deferred, hours
 _PARK = """
 local v = redis.call('GET', K[1])
 if not v then return 0 end
@@ -48,7 +52,25 @@ if A[5] == '1' then
   redis.call('SADD', K[3], A[1])
   redis.call('EXPIRE', K[3], S[2])
 end
+if A[6] == '1' then
+  redis.call('SADD', SK[3], A[1])
+else
+  redis.call('SREM', SK[3], A[1])
+end
 return 1
+"""
+
+# KEYS: hours, deferred; ARGV: now. Every task waiting for its channel's hours, due now.
+_WAKE_HOURS = """
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local score = redis.call('ZSCORE', KEYS[2], id)
+  if score and tonumber(score) > tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    n = n + 1
+  end
+end
+return n
 """
 
 # K: line; S: now; SK: deferred. The line's waiting tasks still in the queue, due now.
@@ -86,13 +108,14 @@ redis.call('ZREM', SK[1], A[1])
 return carrier
 """
 
-# KEYS: deferred, pending; ARGV: now, limit, task prefix, group prefix
+# KEYS: deferred, pending, hours; ARGV: now, limit, task prefix, group prefix
 # Returns {id, payload, {member payloads}} for each task moved from D to P.
 _RELEASE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
+  redis.call('SREM', KEYS[3], id)
   local key = ARGV[3] .. id
   local v = redis.call('GET', key)
   if v and string.sub(v, 1, 1) == 'D' then
@@ -112,7 +135,10 @@ class DeferralQueue:
         self.ledger = ledger
         self.prefix = ledger.prefix
         self.key = f"{ledger.prefix}deferred"
-        self._park = BatchScript(redis, _PARK, keys=3, args=5)
+        self.hours_key = f"{ledger.prefix}hours"
+        """The ids of the tasks in the queue waiting for their channel's hours."""
+        self._park = BatchScript(redis, _PARK, keys=3, args=6)
+        self._wake_hours = redis.register_script(_WAKE_HOURS)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
         self._join = BatchScript(redis, _JOIN, keys=2, args=2)
         self._release = redis.register_script(_RELEASE)
@@ -163,11 +189,12 @@ class DeferralQueue:
                     item.release_at,
                     max(1, int(item.merge_window_s * 1000)),
                     "1" if item.waits_for_line else "",
+                    "1" if item.waits_for_hours else "",
                 ),
             )
             for item in items
         ]
-        shared_keys = (self.ledger.pending_key, self.key)
+        shared_keys = (self.ledger.pending_key, self.key, self.hours_key)
         shared = (f"{self.prefix}task:", self.ledger.ttl)
         parked = await self._park.run(calls, shared, shared_keys)
         return [bool(ok) for ok in parked]
@@ -198,11 +225,18 @@ class DeferralQueue:
             return 0
         return sum(int(n) for n in await self._wake.run(calls, (now,), (self.key,)))
 
+    async def wake_hours(self, now: float) -> int:
+        """Every task waiting for its channel's hours due now (a reloaded policy's hours:
+        they are judged again at release). One script over the whole index: a policy
+        reload is rare, and a night's calls are a few hundred thousand ids at most."""
+        woken = await self._wake_hours(keys=[self.hours_key, self.key], args=[now])
+        return int(woken)
+
     async def release(self, now: float | None = None, limit: int = 500) -> list[Released]:
         """Take the tasks due by `now`; each goes to exactly one caller."""
         at = time.time() if now is None else now
         raw: Sequence[Any] = await self._release(
-            keys=[self.key, self.ledger.pending_key],
+            keys=[self.key, self.ledger.pending_key, self.hours_key],
             args=[at, limit, f"{self.prefix}task:", f"{self.prefix}group:"],
         )
         return [

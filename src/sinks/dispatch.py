@@ -183,6 +183,19 @@ def _released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
     return task.model_copy(update={**released, "deliver_after": max(task.deliver_after, at)})
 
 
+def _rehoured(task: ServiceTask, at: dt.datetime) -> ServiceTask:
+    """A task parked for its channel's hours, released before the opening it was given (a
+    reloaded policy's hours woke it, `TaskSink.use_policy`): that `deliver_after` was
+    dispatch's own wait, not gating's (which had passed when it was parked), so it is
+    judged again now, by the hours and the quiet hours in force, instead of parked for the
+    old opening again."""
+    deferred = task.deferred
+    if deferred is None or deferred.reason != "channel_hours" or task.deliver_after <= at:
+        return task
+    update = {"deferred": Deferral(reason="channel_hours", until=at), "deliver_after": at}
+    return task.model_copy(update=update)
+
+
 def _waited(task: ServiceTask, group: ServiceTask) -> ServiceTask:
     """`task`, part of a merged group that goes on under its own id, with the group's
     deferral: what it waited for is what the group did (its own payload says only what
@@ -293,13 +306,22 @@ class TaskSink:
         self.dm = DispatchMetrics.of(metrics)
         self._pending: list[ServiceTask] = []
         self._payloads = Payloads()
+        self._hours_changed = False
+        """The policy's channel hours changed since the last release (`use_policy`)."""
 
     def add(self, item: ServiceTask) -> None:
         self._pending.append(item)
 
     def use_policy(self, policy: DispatchPolicy) -> None:
         """Dispatch by `policy` from now on (a reload of its file): the limiters read their
-        limits from it; their counters stay in the stores."""
+        limits from it; their counters stay in the stores. When it changes the channel
+        hours (or the zone they are read in), the next release first makes every task
+        waiting for its channel's hours due (`Deferrals.wake_hours`), to be judged by the
+        new ones: parked for the old opening, a call waited past an earlier one, and one
+        for a channel no longer listed waited at all. (A later opening needs no wake: a
+        task released before it is parked again.)"""
+        if (policy.hours, policy.timezone) != (self.policy.hours, self.policy.timezone):
+            self._hours_changed = True
         self.policy = policy
         self.capacity = CapacityLimiter(self.stores.slots, policy)
         self.contacts = ContactLimiter(self.stores.contacts, policy.contact)
@@ -462,6 +484,12 @@ class TaskSink:
         over an hour), and the batches are ranked together: the queue orders tasks due at
         the same time by id."""
         now = self.clock() if now is None else now
+        if self._hours_changed:
+            woken = await self._redis(
+                lambda: self.deferral.wake_hours(now), "waking tasks waiting for channel hours"
+            )
+            self._hours_changed = False
+            log.info("channel hours changed: %d waiting task(s) judged again now", woken)
         due: list[Released] = []
         for _ in range(RELEASE_BATCHES_PER_TICK):
             batch = await self._redis(
@@ -872,11 +900,12 @@ class TaskSink:
         Returns the routes whose moments are where the route says."""
         routes: list[_Route] = []
         leaves: list[Leave] = []
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
         for c in wave:
             raw = c.stored()
             kept: list[ServiceTask] = []
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
-            for t in c.tasks:
+            for t in c.tasks if c.fresh else [_rehoured(t, at) for t in c.tasks]:
                 if c.lost_own and t.task_id == c.carrier_id:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
@@ -1050,8 +1079,10 @@ class TaskSink:
             )
         window = self.policy.merge.window.total_seconds()
         payload = self._payloads.unless_stored(slot)
-        waits = p.reason == "suspended"
-        parking = Parking(slot.task_id, slot.subscriber_id, payload, p.release_at, window, waits)
+        line, hours = p.reason == "suspended", p.reason == "channel_hours"
+        parking = Parking(
+            slot.task_id, slot.subscriber_id, payload, p.release_at, window, line, hours
+        )
         return parking, slot
 
     async def _within_capacity(self, routes: Sequence[_Route], now: float) -> list[_Fit]:

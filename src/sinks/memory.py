@@ -221,6 +221,7 @@ class MemoryDeferrals:
         self._heap: list[tuple[float, str]] = []
         self.open: dict[str, tuple[str, float]] = {}  # subscriber -> (carrier, expires at)
         self.lines: dict[str, set[str]] = {}  # subscriber -> tasks its suspended line holds
+        self.hours: set[str] = set()  # tasks waiting for their channel's hours
 
     def _open_carrier(self, subscriber_id: str) -> str | None:
         item = self.open.get(subscriber_id)
@@ -264,6 +265,10 @@ class MemoryDeferrals:
             )
             if ok and i.waits_for_line:
                 self.lines.setdefault(i.subscriber_id, set()).add(i.task_id)
+            if ok and i.waits_for_hours:
+                self.hours.add(i.task_id)
+            elif ok:
+                self.hours.discard(i.task_id)
             out.append(ok)
         return out
 
@@ -276,6 +281,16 @@ class MemoryDeferrals:
                     self.scores[task_id] = now
                     heapq.heappush(self._heap, (now, task_id))
                     woken += 1
+        return woken
+
+    async def wake_hours(self, now: float) -> int:
+        woken = 0
+        for task_id in sorted(self.hours):
+            score = self.scores.get(task_id)
+            if score is not None and score > now:
+                self.scores[task_id] = now
+                heapq.heappush(self._heap, (now, task_id))
+                woken += 1
         return woken
 
     async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
@@ -312,6 +327,7 @@ class MemoryDeferrals:
             if self.scores.get(task_id) != score:
                 continue  # re-parked later or released already: a stale heap entry
             del self.scores[task_id]
+            self.hours.discard(task_id)
             taken += 1
             value = await self.ledger.get(task_id)
             if value is None or not value.startswith(DEFERRED):

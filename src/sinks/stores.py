@@ -45,6 +45,9 @@ class Parking:
     waits_for_line: bool = False
     """Waiting for a suspended line: indexed by subscriber, so `wake` finds it when the
     line is active again."""
+    waits_for_hours: bool = False
+    """Waiting for its channel's hours (`channel_hours`): indexed, so `wake_hours` finds it
+    when a reloaded policy changes the hours."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,11 @@ class Deferrals(Protocol):
     async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:
         """Make the tasks these subscribers' suspended lines held (`waits_for_line`) due
         now, so the next release decides them; returns how many."""
+        ...
+
+    async def wake_hours(self, now: float) -> int:
+        """Make every task waiting for its channel's hours (`waits_for_hours`) due now, so
+        the next release judges it by the hours in force; returns how many."""
         ...
 
     async def waiting(self) -> int: ...

@@ -137,3 +137,46 @@ class TestTheOpeningRanksTheNightsCalls:
         assert await w.sink.release_due(now=OPENS.timestamp()) == 4
         assert ids(await published(w.settings, 2)) == ["b1", "d1"]
         assert [await w.ledger.state(i) for i in ("a1", "c1")] == ["deferred", "deferred"]
+
+
+class TestAReloadedPolicy:
+    @pytest.mark.parametrize("hours", ["earlier", "none"])
+    async def test_calls_parked_for_the_old_opening_are_judged_by_the_new_hours(
+        self, make_worker: MakeWorker, hours: str
+    ) -> None:
+        """The centre now opens an hour before the policy was reloaded (or the channel is
+        no longer listed: worked all day): the call parked for the old opening goes at
+        the next release, not at the old opening. It stayed parked for it."""
+        w = make_worker(hours_policy())
+        call = task("h1", sub="13700000021", channel=CALL)
+        await w.send(call)
+        assert await w.sink.deferral.due_at("h1") == OPENS.timestamp()
+        at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        opened = (at - HOUR).replace(second=0)
+        new = {"outbound_call": f"{opened:%H:%M}-{opened + 10 * HOUR:%H:%M}"}
+        w.sink.use_policy(
+            DispatchPolicy.model_validate(
+                {"timezone": "UTC", "hours": new if hours == "earlier" else {}}
+            )
+        )
+        assert await w.sink.release_due(now=at.timestamp()) == 1
+        [out] = await published(w.settings, 1)
+        assert out["task_id"] == "h1"
+        assert out["deferred"]["reason"] == "channel_hours"
+        assert instant(out["deferred"]["until"]) == instant(out["deliver_after"]) == at
+        assert await w.ledger.state("h1") == "sent"
+
+    async def test_a_later_opening_parks_them_again_for_it(self, make_worker: MakeWorker) -> None:
+        w = make_worker(hours_policy())
+        await w.send(task("h2", sub="13700000022", channel=CALL))
+        later = OPENS + HOUR
+        w.sink.use_policy(
+            DispatchPolicy.model_validate(
+                {"timezone": "UTC", "hours": {"outbound_call": f"{later:%H:%M}-{CLOSES:%H:%M}"}}
+            )
+        )
+        assert await w.sink.release_due(now=OPENS.timestamp()) == 1
+        assert await w.sink.deferral.due_at("h2") == later.timestamp()
+        assert await w.sink.release_due(now=later.timestamp()) == 1
+        [out] = await published(w.settings, 1)
+        assert instant(out["deliver_after"]) == later
