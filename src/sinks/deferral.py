@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from sinks.ledger import TaskLedger, as_bytes
 from sinks.luabatch import BatchScript
-from sinks.stores import Parking, Released
+from sinks.stores import Joining, Parking, Released
 
 # K: task, open, line; A: id, payload ('' keeps the one stored), release_at, window_ms,
 # '1' when it waits for a suspended line, '1' when for its channel's hours; S: task prefix,
@@ -88,9 +88,10 @@ end
 return n
 """
 
-# K: task, open; A: id, payload ('' takes the one claimed); S: task prefix, group prefix,
-# ttl; SK: pending. The carrier's id when the task joined (or had joined) a waiting
-# task, else false.
+# K: task, open; A: id, payload ('' takes the one claimed), due from, due by when it waits
+# for its channel's hours ('': no bound); S: task prefix, group prefix, ttl; SK: pending,
+# deferred, hours. The carrier's id when the task joined (or had joined) a waiting task,
+# else false.
 _JOIN = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'M' then return string.sub(v, 2) end
@@ -99,6 +100,14 @@ local carrier = redis.call('GET', K[2])
 if not carrier or carrier == A[1] then return false end
 local cv = redis.call('GET', S[1] .. carrier)
 if not cv or string.sub(cv, 1, 1) ~= 'D' then return false end
+if A[3] ~= '' or A[4] ~= '' then
+  local due = tonumber(redis.call('ZSCORE', SK[2], carrier))
+  if not due then return false end
+  if A[3] ~= '' and due < tonumber(A[3]) then return false end
+  if A[4] ~= '' and due > tonumber(A[4]) and redis.call('SISMEMBER', SK[3], carrier) == 1 then
+    return false
+  end
+end
 local payload = A[2]
 if payload == '' then payload = string.sub(v, 2) end
 redis.call('RPUSH', S[2] .. carrier, payload)
@@ -129,6 +138,10 @@ return out
 """
 
 
+def _bound(at: float | None) -> str:
+    return "" if at is None else repr(at)
+
+
 class DeferralQueue:
     def __init__(self, redis: Redis, ledger: TaskLedger) -> None:
         self.redis = redis
@@ -140,7 +153,7 @@ class DeferralQueue:
         self._park = BatchScript(redis, _PARK, keys=3, args=6)
         self._wake_hours = redis.register_script(_WAKE_HOURS)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
-        self._join = BatchScript(redis, _JOIN, keys=2, args=2)
+        self._join = BatchScript(redis, _JOIN, keys=2, args=4)
         self._release = redis.register_script(_RELEASE)
 
     def open_key(self, subscriber_id: str) -> str:
@@ -199,24 +212,22 @@ class DeferralQueue:
         parked = await self._park.run(calls, shared, shared_keys)
         return [bool(ok) for ok in parked]
 
-    async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None:
-        """Merge an owned task into the subscriber's waiting task, if one is open;
-        returns that task's id (the same on a repeated call), else None."""
-        return (await self.join_many([(task_id, subscriber_id, payload)]))[0]
-
-    async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
-        """`join` for each (task id, subscriber id, payload), in one call."""
+    async def join_many(self, items: Sequence[Joining]) -> list[str | None]:
+        """Merge each owned task into its subscriber's waiting task, if one is open and due
+        within the item's bounds (`Joining`); that task's id (the same on a repeated
+        call), else None; in one call."""
         if not items:
             return []
         calls = [
             (
-                (self.ledger.key(task_id), self.open_key(subscriber)),
-                (task_id, payload),
+                (self.ledger.key(i.task_id), self.open_key(i.subscriber_id)),
+                (i.task_id, i.payload, _bound(i.due_from), _bound(i.hours_by)),
             )
-            for task_id, subscriber, payload in items
+            for i in items
         ]
         shared = (f"{self.prefix}task:", f"{self.prefix}group:", self.ledger.ttl)
-        carriers = await self._join.run(calls, shared, (self.ledger.pending_key,))
+        shared_keys = (self.ledger.pending_key, self.key, self.hours_key)
+        carriers = await self._join.run(calls, shared, shared_keys)
         return [None if c is None else as_bytes(c).decode() for c in carriers]
 
     async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:

@@ -41,7 +41,7 @@ from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
 from sinks.retry import with_retry
-from sinks.stores import Clock, DispatchStores, Leave, Parking, Released
+from sinks.stores import Clock, DispatchStores, Joining, Leave, Parking, Released
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -764,7 +764,7 @@ class TaskSink:
         harmlessly, as a retried single step did."""
         w = _Writes()
         routes = await self._kept(wave, now, declined, facts, w)
-        routes = await self._join(routes)
+        routes = await self._join(routes, now)
         window = self.policy.merge.window.total_seconds()
         doomed = await self._capped_until_expiry(
             [r.task for r in routes if r.c.fresh and r.task.deliver_after.timestamp() > now], now
@@ -1023,19 +1023,51 @@ class TaskSink:
                     out[i] = contact
         return out
 
-    async def _join(self, routes: list[_Route]) -> list[_Route]:
-        """Merge each fresh task into its subscriber's waiting task, if one is open; the
-        routes left (the tasks that did not join)."""
+    async def _join(self, routes: list[_Route], now: float) -> list[_Route]:
+        """Merge each fresh task into its subscriber's waiting task, if one is open and the
+        merge holds neither much longer than alone (`_join_bounds`); the routes left (the
+        tasks that did not join)."""
         fresh = [r.task for r in routes if r.c.fresh]
         if not fresh:
             return routes
-        items = [(t.task_id, t.subscriber_id, self._payloads.unless_stored(t)) for t in fresh]
+        items = [
+            Joining(t.task_id, t.subscriber_id, self._payloads.unless_stored(t), *bounds)
+            for t in fresh
+            for bounds in [self._join_bounds(t, now)]
+        ]
         carriers = await self._redis(lambda: self.deferral.join_many(items), "merging")
         joined = {t.task_id for t, carrier in zip(fresh, carriers, strict=True) if carrier}
         for task in fresh:
             if task.task_id in joined:
                 self.dm.merged.labels(task.moment.type).inc()
         return [r for r in routes if r.task.task_id not in joined]
+
+    def _join_bounds(self, task: ServiceTask, now: float) -> tuple[float | None, float | None]:
+        """Which waiting task a fresh task may join (`Joining`), by when it could go itself
+        (`at`: its `deliver_after`, its channel's hours, its quiet hours): one due at most a
+        merge window before `at` (joined, it would hold that one's moments until `at`),
+        and one waiting for its channel's hours at most a window after `at`, unless the
+        task's channel is held for merging anyway (`merge.hold_channels`). No bound for a
+        task waiting for its suspended line, or one that never goes (dropped when it comes
+        up, joined or not).
+
+        Unbounded, an SMS due now joined the customer's call held two hours for the call
+        centre's opening and went out in the call, then; and a call made at night joined
+        the SMS waiting for the end of quiet hours at 08:00 and held it until the centre
+        opened. The other waits (quiet hours, the caps, a suspended line) are the
+        customer's, so they hold the task alone as well: it still joins those."""
+        if task.deferred is not None and task.deferred.reason == "suspended":
+            return None, None
+        at = dt.datetime.fromtimestamp(max(now, task.deliver_after.timestamp()), dt.UTC)
+        opens = _opens(task, at)
+        if opens is not None:
+            opens = self._opening(task, opens, [functools.partial(_opens, task)])
+        if opens is None:
+            return None, None
+        window = self.policy.merge.window.total_seconds()
+        earliest = opens.timestamp()
+        held = task.channel in self.policy.merge.hold_channels
+        return earliest - window, None if held else earliest + window
 
     async def _write(self, w: _Writes) -> None:
         """A wave's last step: contacts given back or moved, then tasks parked, then

@@ -26,7 +26,7 @@ from sinks.ledger import (
     state_of,
 )
 from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of
-from sinks.stores import Clock, DispatchStores, Leave, Parking, Released, SlotKey
+from sinks.stores import Clock, DispatchStores, Joining, Leave, Parking, Released, SlotKey
 
 
 @dataclass
@@ -293,15 +293,16 @@ class MemoryDeferrals:
                 woken += 1
         return woken
 
-    async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
-        return [await self.join(t, s, p) for t, s, p in items]
+    async def join_many(self, items: Sequence[Joining]) -> list[str | None]:
+        return [await self.join(i) for i in items]
 
     async def forget(self, subscriber_ids: Sequence[str]) -> None:
         for subscriber_id in subscriber_ids:
             self.open.pop(subscriber_id, None)
             self.lines.pop(subscriber_id, None)
 
-    async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None:
+    async def join(self, item: Joining) -> str | None:
+        task_id, subscriber_id, payload = item.task_id, item.subscriber_id, item.payload
         value = await self.ledger.get(task_id)
         if value is not None and value.startswith(MERGED):
             return value[1:].decode()
@@ -313,6 +314,14 @@ class MemoryDeferrals:
         carried = await self.ledger.get(carrier)
         if carried is None or not carried.startswith(DEFERRED):
             return None
+        due = self.scores.get(carrier)
+        if item.due_from is not None or item.hours_by is not None:
+            if due is None:
+                return None
+            if item.due_from is not None and due < item.due_from:
+                return None
+            if item.hours_by is not None and due > item.hours_by and carrier in self.hours:
+                return None
         self.ledger.add_to_group(carrier, payload or value[1:])
         self.ledger.set_keep_ttl(task_id, MERGED + carrier.encode())
         self.ledger.pending.pop(task_id, None)

@@ -51,6 +51,20 @@ class Parking:
 
 
 @dataclass(frozen=True)
+class Joining:
+    """One `Deferrals.join_many` item: the task joins its subscriber's waiting task only
+    if that one is due (its release time, epoch seconds) at or after `due_from`, and, when
+    it waits for its channel's hours (`Parking.waits_for_hours`), at or before
+    `hours_by` (None: no bound)."""
+
+    task_id: str
+    subscriber_id: str
+    payload: bytes
+    due_from: float | None = None
+    hours_by: float | None = None
+
+
+@dataclass(frozen=True)
 class Leave:
     """A moment leaving the merge group of the waiting task it joined (`Ledger.leave_many`):
     dropped (`dropped`: the reason), or moved to `to`: its own id when it now carries
@@ -169,14 +183,14 @@ class Deferrals(Protocol):
         merge_window_s: float,
     ) -> bool: ...
 
-    async def join(self, task_id: str, subscriber_id: str, payload: bytes) -> str | None: ...
-
     async def park_many(self, items: Sequence[Parking]) -> list[bool]:
         """`park` for each item, in order, in one round trip."""
         ...
 
-    async def join_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
-        """`join` for each (task id, subscriber id, payload), in order, in one round trip."""
+    async def join_many(self, items: Sequence[Joining]) -> list[str | None]:
+        """Merge each owned task into its subscriber's waiting task, if one is open and due
+        within the item's bounds (`Joining`): that task's id (the same on a repeated call),
+        else None; in order, in one round trip."""
         ...
 
     async def release(self, now: float, limit: int = 500) -> list[Released]: ...

@@ -15,7 +15,7 @@ from moments.models import Channel, RoamingEvent, TopUpEvent
 from sinks.ledger import DROPPED_KEPT_S, TaskLedger
 from sinks.memory import MemoryLedger, memory_stores
 from sinks.relevance import SubscriberFacts
-from sinks.stores import DispatchStores, Leave, Parking, SlotKey, redis_stores
+from sinks.stores import DispatchStores, Joining, Leave, Parking, SlotKey, redis_stores
 
 pytestmark = pytest.mark.integration
 
@@ -100,10 +100,15 @@ class TestDeferrals:
             ]
         )
         assert parked == [True, True, False]
-        joined = await deferral.join_many([("b", "s1", b"B"), ("d", "s2", b"D"), ("e", "s4", b"E")])
+        joined = await deferral.join_many(
+            [Joining("b", "s1", b"B"), Joining("d", "s2", b"D"), Joining("e", "s4", b"E")]
+        )
         assert joined == ["a", "c", None]
         # repeated (a retried pipeline): the same answers, no second copy
-        assert await deferral.join_many([("b", "s1", b"B"), ("d", "s2", b"D")]) == ["a", "c"]
+        assert await deferral.join_many([Joining("b", "s1", b"B"), Joining("d", "s2", b"D")]) == [
+            "a",
+            "c",
+        ]
         assert await ledger.group("a") == [b"B"]
         assert [await ledger.state(t) for t in "abcde"] == [
             "deferred",
@@ -114,6 +119,31 @@ class TestDeferrals:
         ]
         assert await deferral.park_many([]) == []
         assert await deferral.join_many([]) == []
+
+    async def test_a_join_is_bounded_by_when_the_waiting_task_is_due(
+        self, stores: DispatchStores
+    ) -> None:
+        """`due_from` bounds every waiting task; `hours_by` only one waiting for its
+        channel's hours (`waits_for_hours`)."""
+        ledger, deferral = stores.ledger, stores.deferral
+        release = time.time() + 3600
+        await ledger.claim([(t, t.encode()) for t in ("a", "b", "c", "d", "e", "f", "g")])
+        assert await deferral.park_many(
+            [
+                Parking("a", "s1", b"", release, 1800, waits_for_hours=True),
+                Parking("b", "s2", b"", release, 1800),  # quiet hours, a cap: the customer's
+            ]
+        ) == [True, True]
+        joined = await deferral.join_many(
+            [
+                Joining("c", "s1", b"", hours_by=release - 1),  # would wait for the hours
+                Joining("d", "s2", b"", hours_by=release - 1),  # waits as the other would
+                Joining("e", "s2", b"", due_from=release + 1),  # would hold it later
+            ]
+        )
+        assert joined == [None, "b", None]
+        both = [Joining("f", "s1", b"", release, release), Joining("g", "s2", b"", release)]
+        assert await deferral.join_many(both) == ["a", "b"]
 
     async def test_an_empty_payload_means_the_one_the_ledger_holds(
         self, stores: DispatchStores
@@ -126,7 +156,7 @@ class TestDeferrals:
         ) == [True, True]
         assert await ledger.get("a") == b"DA"  # the claimed payload, now waiting
         assert await ledger.get("c") == b"DC2"  # a payload that changed replaces it
-        assert await deferral.join_many([("b", "s1", b"")]) == ["a"]
+        assert await deferral.join_many([Joining("b", "s1", b"")]) == ["a"]
         assert await ledger.group("a") == [b"B"]  # the claimed payload joined the group
         assert await deferral.park_many([Parking("a", "s1", b"", release + 60, 1800)]) == [True]
         assert await ledger.get("a") == b"DA"  # parked again: still the payload it had
@@ -159,7 +189,10 @@ class TestDeferrals:
         release = time.time() + 3600
         await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C"), ("x", b"X")])
         await deferral.park_many([Parking("a", "s1", b"", release, 1800)])
-        assert await deferral.join_many([("b", "s1", b""), ("c", "s1", b"C2")]) == ["a", "a"]
+        assert await deferral.join_many([Joining("b", "s1", b""), Joining("c", "s1", b"C2")]) == [
+            "a",
+            "a",
+        ]
         assert await ledger.group_many(["a", "x", "missing"]) == [[b"B", b"C2"], [], []]
         assert await ledger.group_many([]) == []
 
@@ -216,7 +249,7 @@ class TestLeave:
         ledger, deferral = stores.ledger, stores.deferral
         await ledger.claim([(t, t.upper().encode()) for t in "abcd"])
         assert await deferral.park("a", "s1", b"", time.time() + 600, 600)
-        assert await deferral.join_many([(t, "s1", b"") for t in "bcd"]) == ["a"] * 3
+        assert await deferral.join_many([Joining(t, "s1", b"") for t in "bcd"]) == ["a"] * 3
         assert await ledger.group("a") == [b"B", b"C", b"D"]
         leaves = [
             Leave("a", "b", b"B", dropped="expired", keep_until=time.time()),

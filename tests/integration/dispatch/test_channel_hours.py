@@ -180,3 +180,59 @@ class TestAReloadedPolicy:
         assert await w.sink.release_due(now=later.timestamp()) == 1
         [out] = await published(w.settings, 1)
         assert instant(out["deliver_after"]) == later
+
+
+class TestAnSmsBesideAHeldCall:
+    async def test_an_sms_due_now_goes_now_not_in_the_call_held_for_the_opening(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The customer's call waits two hours for the centre; their low-balance SMS, due
+        now, goes now on its own. It joined the call and waited for the opening with it."""
+        w = make_worker(hours_policy())
+        sub = "13700000031"
+        call = task("m1", sub=sub, moment_type="callback", channel=CALL)
+        sms = task("m2", sub=sub, moment_type="low_balance")
+        await w.send(call)
+        await w.send(sms)
+        assert [await w.ledger.state(i) for i in ("m1", "m2")] == ["deferred", "sent"]
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"], out["deferred"]) == ("m2", "sms", None)
+        assert await w.sink.release_due(now=OPENS.timestamp()) == 1
+        called = [t for t in await published(w.settings, 2) if t["task_id"] == "m1"]
+        assert [(t["channel"], t["related"]) for t in called] == [("outbound_call", None)]
+
+    async def test_a_call_made_at_night_does_not_hold_the_sms_waiting_for_quiet_hours(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The SMS waits an hour for the customer's quiet hours to end; the call made now
+        could go only at the opening, two hours away: it waits on its own, and the SMS
+        goes when the quiet hours end. The call joined the SMS, and the group, led by
+        the call, waited for the opening."""
+        w = make_worker(hours_policy())
+        sub = "13700000033"
+        quiet_end = NOW + HOUR
+        sms = task(
+            "m5",
+            sub=sub,
+            moment_type="low_balance",
+            deliver_after=quiet_end,
+            deferred="quiet_hours",
+        )
+        await w.send(sms)
+        await w.send(task("m6", sub=sub, moment_type="callback", channel=CALL))
+        assert [await w.ledger.state(i) for i in ("m5", "m6")] == ["deferred", "deferred"]
+        assert await w.sink.release_due(now=quiet_end.timestamp()) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"], out["related"]) == ("m5", "sms", None)
+        assert await w.sink.deferral.due_at("m6") == OPENS.timestamp()
+
+    async def test_an_sms_still_rides_along_in_a_call_held_for_the_merge_window(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Within the window the call is held for merging, the SMS moment joins it (one
+        contact: the call tells the customer both)."""
+        w = make_worker(DispatchPolicy.model_validate({"merge": {"window": "30m"}}))
+        sub = "13700000032"
+        await w.send(task("m3", sub=sub, moment_type="callback", channel=CALL))
+        await w.send(task("m4", sub=sub, moment_type="low_balance"))
+        assert [await w.ledger.state(i) for i in ("m3", "m4")] == ["deferred", "merged"]

@@ -17,7 +17,7 @@ from moments.models import Channel, Deferral, ServiceTask
 from sinks.contact import merge_tasks
 from sinks.dispatch import task_bytes
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores, Parking
+from sinks.stores import DispatchStores, Joining, Parking
 
 from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
 
@@ -42,7 +42,7 @@ async def parked_as_merged(
     assert all(claimed)
     parking = Parking(carrier.task_id, SUB, b"", release_at, WINDOW_S)
     assert await deferral.park_many([parking]) == [True]
-    joins = [(m.task_id, SUB, b"") for m in members]
+    joins = [Joining(m.task_id, SUB, b"") for m in members]
     assert await deferral.join_many(joins) == [carrier.task_id] * len(members)
     for _ in range(reparks):
         [due] = await deferral.release(release_at, 10)
