@@ -43,7 +43,7 @@ from moments.taskbuilder import build_task
 from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
-from rules.gating import GateInput, SubscriberView, gate, quiet_hours_kept
+from rules.gating import GateInput, SubscriberView, gate, quiet_hours_carried
 from rules.rule import CompiledRule
 from rules.special_days import due_now, evaluation_instant_in, special_days_due
 from rules.windows import local_date, window_end, window_index
@@ -731,7 +731,7 @@ class Detector:
             risk=risk,
             deliver_after=deliver_after,
             deferred=deferred,
-            quiet_hours=_quiet_hours(*quiet_hours_kept(spec.channel.value, view, policy)),
+            quiet_hours=_quiet_hours(*quiet_hours_carried(view, policy)),
             expires_at=expires,
         )
         result.tasks.append(task)
@@ -780,17 +780,22 @@ def give_back_cooldowns(result: BatchResult, dropped: Collection[str]) -> int:
     return given
 
 
-def _quiet_hours(zone: str | None, windows: list[str]) -> QuietHours | None:
+def _quiet_hours(
+    zone: str | None, windows: list[str], channels: tuple[Channel, ...]
+) -> QuietHours | None:
     """What a task carries so that dispatch can judge its quiet hours again whenever it
-    sends it later than gating decided (it knows neither the policy nor the customer)."""
+    sends it later than gating decided, or on another channel (it knows neither the
+    policy nor the customer)."""
     if zone is None or not windows:
         return None
-    return _quiet_hours_of(zone, tuple(windows))
+    return _quiet_hours_of(zone, tuple(windows), channels)
 
 
 @lru_cache(maxsize=1024)
-def _quiet_hours_of(zone: str, windows: tuple[str, ...]) -> QuietHours:
-    return QuietHours(zone=zone, windows=list(windows))
+def _quiet_hours_of(
+    zone: str, windows: tuple[str, ...], channels: tuple[Channel, ...]
+) -> QuietHours:
+    return QuietHours(zone=zone, windows=list(windows), channels=list(channels))
 
 
 @lru_cache(maxsize=4096)

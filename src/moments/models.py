@@ -569,6 +569,15 @@ class QuietHours(BaseModel):
     windows: list[str] = Field(
         min_length=1, max_length=16, description="HH:MM-HH:MM local windows, default and own"
     )
+    channels: list[Channel] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,  # a published task's quiet hours: {zone, windows}
+        max_length=4,
+        description="The channels they hold back (the rules' gating.quiet_hours_channels), "
+        "kept while a task waits so that one moved to another channel (a fallback) is judged "
+        "by that channel's; absent: the task's own channel. Not published: a published task "
+        "carries quiet_hours only when they hold back its channel",
+    )
 
 
 class RelatedMoment(BaseModel):

@@ -140,7 +140,7 @@ def example_task() -> dict[str, Any]:
     (dispatch consumer review)."""
     from moments.pipeline import run_pipeline
     from rules.catalog import load_rules
-    from sinks.dispatch import task_bytes
+    from sinks.dispatch import published, task_bytes
 
     roaming = EXAMPLES["RoamingEvent"]
     # The worker reads the event a second after it happened, on its UTC clock.
@@ -148,7 +148,7 @@ def example_task() -> dict[str, Any]:
     events = [(EventType.PROFILE, EXAMPLES["ProfileEvent"]), (EventType.ROAMING, roaming)]
     result = run_pipeline(events, load_rules(), now=now + dt.timedelta(seconds=1))
     [task] = [t for t in result.tasks if t.moment.type == "first_international_roaming"]
-    made: dict[str, Any] = orjson.loads(task_bytes(task))
+    made: dict[str, Any] = orjson.loads(task_bytes(published(task)))
     return made
 
 

@@ -29,9 +29,10 @@ Waiting for reactivation: a task on a suspended line that may wait comes back as
 other gates would allow. Dispatch holds it until a profile update sets the line active
 (which makes it due at once); it drops the task at `expires_at`.
 
-Quiet hours again at dispatch: every task on a channel quiet hours hold carries them
-(`quiet_hours_kept`: the zone and windows used here), since dispatch has neither the
-policy nor the customer. Whatever holds a task after gating (the merge window, the
+Quiet hours again at dispatch: every task carries them while they hold any channel
+(`quiet_hours_carried`: the zone and windows used here, and the channels they hold, so a
+task dispatch moves to another channel is judged by that one's), since dispatch has
+neither the policy nor the customer. Whatever holds a task after gating (the merge window, the
 contact cap, capacity, a retry's wait, a suspended line, a crash) may bring it to
 dispatch at another hour, so dispatch judges them again when it would publish it
 (`open_after_quiet`), and waits for their end or drops the task as expired.
@@ -325,6 +326,21 @@ def quiet_hours_kept(
         return None, []
     tz = local_zone(subscriber, policy)
     return zone_label(tz), [str(w) for w in quiet_windows(subscriber, policy)]
+
+
+def quiet_hours_carried(
+    subscriber: SubscriberView, policy: GatingPolicy
+) -> tuple[str | None, list[str], tuple[Channel, ...]]:
+    """What a task carries so that dispatch can judge quiet hours again, on whatever
+    channel it sends the task: the zone's label, the windows and the channels they hold,
+    whenever they hold any ((None, [], ()) otherwise). A task on a channel they do not hold
+    carries them too: dispatch may move it to one they do (a rule's fallback), and an SMS
+    falling back from an exempt push went out at 03:00, judged by nothing."""
+    if not policy.quiet_hours_channels:
+        return None, [], ()
+    tz = local_zone(subscriber, policy)
+    windows = [str(w) for w in quiet_windows(subscriber, policy)]
+    return zone_label(tz), windows, tuple(policy.quiet_hours_channels)
 
 
 def zone_label(tz: dt.tzinfo) -> str:

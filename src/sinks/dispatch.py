@@ -108,6 +108,9 @@ class _Route:
     carrier_id: str
     moments: list[ServiceTask]
     task: ServiceTask
+    moved: bool = False
+    """A moment of it is on another channel than it was made for (its rule's fallback,
+    `TaskSink._worked`): gating's judgment of its quiet hours was for the other one."""
 
     @property
     def slot(self) -> ServiceTask:
@@ -126,8 +129,9 @@ class _Fit:
     dropped: list[ServiceTask] = field(default_factory=list)
     later: float = 0.0
     why: str = "capacity"
-    """Why `wait` waits: `capacity` (the next day), or `channel_hours` (the part left
-    to send is on a channel not worked now: it waits for the opening)."""
+    """Why `wait` waits: `capacity` (the next day), `channel_hours` (the part left to send
+    is on a channel not worked now: it waits for the opening) or `quiet_hours` (the
+    quiet hours of that channel hold a moment moved to it)."""
 
 
 def part_id(carrier_id: str, moments: Sequence[ServiceTask]) -> str:
@@ -215,11 +219,29 @@ def _carries(moment: ServiceTask, to: str, group: ServiceTask) -> bytes:
     return task_bytes(_waited(moment, group)) if to == moment.task_id else b""
 
 
+def _holds(task: ServiceTask) -> bool:
+    """The quiet hours the task carries hold back its channel now: the channel they list
+    (the rules' `quiet_hours_channels`, which a task moved to a fallback channel is judged
+    by), or, for a task made before they were listed, any it is on."""
+    quiet = task.quiet_hours
+    return quiet is not None and (quiet.channels is None or task.channel in quiet.channels)
+
+
+def published(task: ServiceTask) -> ServiceTask:
+    """The task as consumers get it: `quiet_hours` only when they hold back its channel,
+    as the contract says, without the channels they hold (dispatch's own)."""
+    quiet = task.quiet_hours
+    if quiet is None or quiet.channels is None:
+        return task
+    shown = quiet.model_copy(update={"channels": None}) if _holds(task) else None
+    return task.model_copy(update={"quiet_hours": shown})
+
+
 def _opens(task: ServiceTask, at: dt.datetime) -> dt.datetime | None:
     """When the task's quiet hours let it go, from `at`: `at` itself when they do not hold
-    now (or it has none), None when they never open."""
+    now (or it has none, or they do not hold its channel), None when they never open."""
     quiet = task.quiet_hours
-    if quiet is None:
+    if quiet is None or not _holds(task):
         return at
     opens = open_after_quiet(at, quiet.zone, quiet.windows)
     return None if opens is None else max(opens, at)
@@ -772,7 +794,8 @@ class TaskSink:
         contacting: list[_Route] = []
         for r in routes:
             task = r.task
-            gated = r.c.fresh and r.c.deferral_counted  # the engine's gates judged it just now
+            # The engine's gates judged it just now, on the channel it was made for.
+            gated = r.c.fresh and r.c.deferral_counted and not r.moved
             if task.task_id in doomed:
                 self._drop_route(r, SuppressReason.FREQUENCY_CAP, w)
             elif task.deliver_after.timestamp() > now:
@@ -904,6 +927,7 @@ class TaskSink:
         for c in wave:
             raw = c.stored()
             kept: list[ServiceTask] = []
+            moved = False
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
             for t in c.tasks if c.fresh else [_rehoured(t, at) for t in c.tasks]:
                 if c.lost_own and t.task_id == c.carrier_id:
@@ -911,7 +935,9 @@ class TaskSink:
                     continue
                 reason = self._keep(t, now, declined, facts)
                 if reason is None:
+                    made_for = t.channel
                     t, reason = self._worked(t, now)
+                    moved = moved or t.channel != made_for
                 if reason is None:
                     kept.append(t)
                     continue
@@ -924,7 +950,8 @@ class TaskSink:
                         Leave(c.carrier_id, t.task_id, raw[t.task_id], reason, keep_until=until)
                     )
             if own is None:
-                routes.append(_Route(c, c.carrier_id, kept, merge_tasks(c.carrier_id, kept)))
+                task = merge_tasks(c.carrier_id, kept)
+                routes.append(_Route(c, c.carrier_id, kept, task, moved))
                 continue
             w.drop(c.carrier_id, own[1], own[0].expires_at)
             if kept:
@@ -940,7 +967,7 @@ class TaskSink:
                     )
                     for t in kept
                 ]
-                routes.append(_Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept)))
+                routes.append(_Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept), moved))
         await self._owe(w)
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
@@ -1179,15 +1206,22 @@ class TaskSink:
             task = merge_tasks(part_id(r.carrier_id, send), send)
             if task.task_id != r.carrier_id:
                 task = _waited(task, r.task)
-            opens = self._opening(task, at, [])
+            quiet = [
+                functools.partial(_opens, m) for m in send if m.channel != own[m.task_id].channel
+            ]
+            opens = self._opening(task, at, quiet)
             if opens is None or opens > at:
-                # Its channel is not worked now (`hours:`): the part waits for the opening
-                # (with what waits for the next day, judged again then), or, when that
-                # comes too late, its channel is refused like a full one.
+                # Its channel is not worked now (`hours:`), or the quiet hours of a moment
+                # moved to it hold it (they were judged for the channel it was made for):
+                # the part waits for both (with what waits for the next day, judged again
+                # then), or, when that comes too late, its channel is refused like a full
+                # one.
                 if opens is not None and opens.timestamp() <= self._last_send(task):
                     fit.wait += [own[m.task_id] for m in send]
                     if opens.timestamp() < fit.later:
-                        fit.later, fit.why = opens.timestamp(), "channel_hours"
+                        worked = self._opening(task, at, []) == at
+                        fit.later = opens.timestamp()
+                        fit.why = "quiet_hours" if worked else "channel_hours"
                     return fit
                 channel = task.channel
                 continue
@@ -1263,10 +1297,10 @@ class TaskSink:
         self, task: ServiceTask, at: dt.datetime, quiet: Sequence[Opening]
     ) -> dt.datetime | None:
         """When the task's channel is worked (`hours:`) and the `quiet` hours allow, from
-        `at`; None when never. A channel not listed: `at`."""
+        `at`; None when never. A channel not listed is worked all day."""
         hours = self.policy.hours_for(task.channel)
         if hours is None:
-            return at
+            return first_allowed(at, quiet) if quiet else at
         zone = self.policy.zone
         return first_allowed(at, [lambda t: hours.opens(t, zone), *quiet])
 
@@ -1288,7 +1322,7 @@ class TaskSink:
             task.channel,
         ):
             other = task.model_copy(update={"channel": overflow.channel})
-            opens = self._opening(other, at, quiet)
+            opens = self._opening(other, at, [functools.partial(_opens, other)])
             if opens is not None and opens.timestamp() <= self._last_send(other):
                 return other, None
         return task, SuppressReason.EXPIRED
@@ -1325,6 +1359,7 @@ class TaskSink:
         if not tasks:
             return
         headers: Headers = [("content-type", b"application/json")]
+        tasks = [published(t) for t in tasks]
         payloads = {t.task_id: self._payloads.of(t) for t in tasks}
         messages: list[Message] = [
             (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers) for t in tasks

@@ -236,3 +236,63 @@ class TestAnSmsBesideAHeldCall:
         await w.send(task("m3", sub=sub, moment_type="callback", channel=CALL))
         await w.send(task("m4", sub=sub, moment_type="low_balance"))
         assert [await w.ledger.state(i) for i in ("m3", "m4")] == ["deferred", "merged"]
+
+
+def quiet_now(*channels: Channel) -> QuietHours:
+    """The customer's quiet hours from an hour ago to two hours from now (UTC), holding
+    back `channels` (the rules' `quiet_hours_channels`)."""
+    start, end = NOW - HOUR, NOW + 2 * HOUR
+    return QuietHours(zone="UTC", windows=[f"{start:%H:%M}-{end:%H:%M}"], channels=list(channels))
+
+
+class TestAFallbackIsJudgedByItsOwnChannel:
+    """A moment moved to its rule's fallback channel is judged by that channel's quiet
+    hours, not the ones of the channel it was made for."""
+
+    async def test_a_push_falling_back_to_sms_waits_for_the_sms_quiet_hours(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Pushes are exempt from quiet hours, SMS not: the push pool is full, the moment
+        falls back to SMS, which waits for the end of the customer's quiet hours. It went
+        out at once, inside them."""
+        w = make_worker(
+            DispatchPolicy.model_validate(
+                {
+                    "capacity": {"*": {"app_push": 0}},
+                    "overflow": {"nudge": {"policy": "fallback", "channel": "sms"}},
+                }
+            )
+        )
+        quiet = quiet_now(Channel.SMS, CALL, Channel.MANAGER)
+        push = task("p1", sub="13700000041", moment_type="nudge", channel=Channel.APP_PUSH)
+        w.sink.add(push.model_copy(update={"quiet_hours": quiet}))  # gated: sent now
+        await w.sink.flush()
+        end = instant(f"{(NOW + 2 * HOUR):%Y-%m-%dT%H:%M}:00+00:00")
+        assert await w.ledger.state("p1") == "deferred"
+        assert await w.sink.deferral.due_at("p1") == end.timestamp()
+        assert await w.sink.release_due(now=end.timestamp()) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["channel"], out["deferred"]["reason"]) == ("sms", "quiet_hours")
+        assert out["quiet_hours"] == {"zone": "UTC", "windows": quiet.windows}
+
+    async def test_a_call_falling_back_to_an_sms_exempt_from_quiet_hours_goes_now(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The call cannot wait for the centre's opening (it expires first) and falls back
+        to SMS, which quiet hours do not hold here: the SMS goes now, carrying no quiet
+        hours. It went out with the call's, telling the consumer to keep out of hours
+        that do not hold SMS."""
+        w = make_worker(
+            hours_policy(overflow={"callback": {"policy": "fallback", "channel": "sms"}})
+        )
+        call = task(
+            "f2",
+            sub="13700000042",
+            moment_type="callback",
+            channel=CALL,
+            expires_at=NOW + HOUR,
+        ).model_copy(update={"quiet_hours": quiet_now(CALL, Channel.MANAGER)})
+        w.sink.add(call)
+        await w.sink.flush()
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"], out["quiet_hours"]) == ("f2", "sms", None)

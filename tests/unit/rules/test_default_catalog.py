@@ -9,10 +9,11 @@ from importlib import resources
 import pytest
 
 from moments.engine import Detector
-from moments.models import EventType
+from moments.models import Channel, EventType
 from moments.pipeline import to_records
 from moments.store import DictStateStore
 from rules.catalog import DEFAULT_CATALOG, load_rules, load_texts
+from sinks.dispatch import published
 
 from .helpers import SHANGHAI, SUB, at, ev, run, types, usage
 
@@ -399,7 +400,9 @@ class TestDoNotDisturb:
             "12:00-13:00",
         ]
 
-    def test_a_channel_quiet_hours_do_not_hold_carries_none(self) -> None:
+    def test_a_channel_quiet_hours_do_not_hold_is_published_without_them(self) -> None:
+        """The task carries them, naming the channels they hold, for dispatch (it may fall
+        back to SMS); published on its own channel, it carries none."""
         text = (resources.files("rules") / "catalog" / DEFAULT_CATALOG).read_text()
         held = "quiet_hours_channels: [sms, outbound_call, manager, app_push]"
         assert held in text
@@ -407,7 +410,12 @@ class TestDoNotDisturb:
         events = [usage(at("2026-11-02", "10:00"), kind="service_failure", service_code="5G")]
         (task,) = run(rules, events).tasks
         assert task.channel != "sms"
-        assert task.quiet_hours is None
+        assert task.quiet_hours is not None
+        assert task.quiet_hours.channels == ["sms"]
+        assert published(task).quiet_hours is None
+        as_sms = published(task.model_copy(update={"channel": Channel.SMS})).quiet_hours
+        assert as_sms is not None
+        assert (as_sms.windows, as_sms.channels) == (task.quiet_hours.windows, None)
 
     def test_opt_out_of_the_channel_suppresses(self) -> None:
         events = [
