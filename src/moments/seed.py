@@ -13,6 +13,11 @@ contract asks). A worker started afterwards restores them (moments.restore) like
 The records carry no input offsets: the history's positions in a file are no offsets of
 the input topics, and a worker would skip every live event up to them as read already.
 
+A subscriber a profile tombstone erased (the dispatch stores' `forgotten` mark of the last
+90 days, `erased_subscribers`) gets no record: the warehouse's history may still hold
+their events (its own erasure comes later), and a record written for them would bring
+the erased person's data back into the state, or hand it to the number's next holder.
+
 Seeding under a running worker would be overwritten by it, or overwrite its newer
 records: `live_group` asks the broker for the members of the workers' consumer group
 (DescribeGroups; Tansu answers it too), and the command refuses while there are any.
@@ -39,6 +44,8 @@ NEVER = dt.datetime.max.replace(tzinfo=dt.UTC)
 """The go-live instant of a seed run: no moment of the history makes a task."""
 WRITE_CHUNK = 5000
 """Records produced and awaited at once."""
+READ_CHUNK = 5000
+"""Subscribers whose erasure marks are read in one Redis round trip."""
 GROUP_ID_NOT_FOUND = 69
 LIVE_STATES = frozenset({"Stable", "PreparingRebalance", "CompletingRebalance", "AwaitingSync"})
 
@@ -54,6 +61,16 @@ class Seeded:
     """Moments the rules found in the history (shadow: none made a task)."""
     first_event: float | None = None
     last_event: float | None = None
+    erased: int | None = None
+    """Subscribers left out because a profile tombstone erased them (`leave_out`); None:
+    not looked up (a dry run)."""
+
+    def leave_out(self, erased: Iterable[str]) -> None:
+        """Drop the records of subscribers a profile tombstone erased: the history still
+        holds their events, and the record would be the erased person's (or, for a number
+        given to someone since, theirs mixed with their predecessor's)."""
+        gone = [sub for sub in erased if self.records.pop(sub, None) is not None]
+        self.erased = (self.erased or 0) + len(gone)
 
     def by_partition(self, partitions: int) -> dict[int, list[tuple[bytes, bytes]]]:
         """The records as (key, value) per changelog partition: murmur2 of the key."""
@@ -99,6 +116,26 @@ def build_states(
         state.offsets.clear()  # a file's positions are no offsets of the input topics
         seeded.records[sub] = state.to_bytes()
     return seeded
+
+
+async def erased_subscribers(settings: Settings, subscriber_ids: Sequence[str]) -> set[str]:
+    """Those of `subscriber_ids` the dispatch stores hold an erasure mark for (a profile
+    tombstone in the last 90 days, `sinks.relevance`: `forgotten`/`erased`), read in
+    chunks of READ_CHUNK (one pipeline each)."""
+    from moments.connections import redis_client
+    from sinks.relevance import FactsStore
+
+    redis = redis_client(settings)
+    try:
+        facts = FactsStore(redis, f"moments:{settings.app_id}:")
+        found: set[str] = set()
+        for start in range(0, len(subscriber_ids), READ_CHUNK):
+            chunk = subscriber_ids[start : start + READ_CHUNK]
+            got = await facts.get_many(chunk)
+            found.update(s for s, f in zip(chunk, got, strict=True) if f.erasure is not None)
+        return found
+    finally:
+        await redis.aclose()
 
 
 @dataclass(frozen=True)
@@ -215,6 +252,9 @@ def describe(seeded: Seeded, partitions: int) -> dict[str, Any]:
         "dead letters": sum(seeded.dead_letters.values()),
         "moments (shadow, no task)": seeded.moments,
         "subscribers": len(seeded.records),
+        "erased subscribers left out": "not looked up (dry run)"
+        if seeded.erased is None
+        else seeded.erased,
         "record bytes (mean / p99 / max)": (
             f"{sum(sizes) / len(sizes):.0f} / {sizes[min(len(sizes) - 1, len(sizes) * 99 // 100)]}"
             f" / {sizes[-1]}"

@@ -184,13 +184,14 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
     from moments.backtest_cli import parse_when
     from moments.backtest_input import EventFile, FileEvent, merged, progress_of
-    from moments.connections import require_kafka
+    from moments.connections import require_kafka, require_redis
     from moments.models import EventType
     from moments.rulecheck import EventFileError
     from moments.seed import (
         build_states,
         changelog_records,
         describe,
+        erased_subscribers,
         live_group,
         refusal,
         write_records,
@@ -222,6 +223,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
     if not args.dry_run:
         require_kafka(settings)
+        require_redis(settings, "the erasures of the last 90 days, whose records are left out")
         may_write()
     files = [EventFile(p) for p in args.events]
     if args.profiles is not None:
@@ -260,6 +262,8 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
+    if not args.dry_run:  # the erased stay erased, whatever the warehouse still holds
+        seeded.leave_out(asyncio.run(erased_subscribers(settings, list(seeded.records))))
     table = Table("figure", "value", title=f"state seed for {topic}")
     for name, value in describe(seeded, settings.partitions).items():
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))

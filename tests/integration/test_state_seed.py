@@ -53,6 +53,23 @@ def _seed(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _shown(settings: Settings, *subs: str) -> dict[str, Any]:
+    """`moments state show --json`: each subscriber's record in the changelog, or None."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "moments", "state", "show", *subs, "--json"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode in (0, 1), shown.stderr
+    return {
+        line["subscriber_id"]: line["record"]
+        for line in map(orjson.loads, shown.stdout.splitlines())
+    }
+
+
 async def test_a_worker_started_after_a_seed_knows_the_seeded_subscribers(
     make_settings: MakeSettings,
     topics_for: Callable[[Settings], Any],
@@ -92,3 +109,45 @@ async def test_a_worker_started_after_a_seed_knows_the_seeded_subscribers(
     assert refused.returncode == 2
     assert "consumer group" in refused.stderr
     assert "Stop every worker first" in refused.stderr
+
+
+async def test_a_subscriber_erased_in_the_last_90_days_gets_no_seeded_record(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    tmp_path: Path,
+) -> None:
+    """The warehouse erases later than the stream: its history still holds Li, whom a
+    profile tombstone erased last week (the dispatch stores' mark). Seeded, Li's record
+    came back into the state, the erased person's data (and, for a number given to
+    someone since, their first-times and baselines in the new holder's record)."""
+    from moments.connections import redis_client
+    from sinks.relevance import FactsStore
+
+    settings = make_settings(metrics_port=free_port())
+    await topics_for(settings)
+    history = tmp_path / "history.jsonl"
+    when = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).replace(microsecond=0)
+    history.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {"type": "roaming", "event_id": f"dwh-{sub}", "subscriber_id": sub,
+                 "occurred_at": when.isoformat(), "country": "JP",
+                 "roaming_type": "international"}
+            ) + b"\n"
+            for sub in (LI, WANG)
+        )
+    )  # fmt: skip
+    redis = redis_client(settings)
+    try:
+        erased = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).timestamp()
+        await FactsStore(redis, f"moments:{settings.app_id}:").forget([LI], erased)
+    finally:
+        await redis.aclose()
+
+    seeded = _seed(settings, "--events", str(history))
+    assert seeded.returncode == 0, seeded.stderr
+    assert "1 record(s) written" in seeded.stderr, seeded.stderr
+    assert "erased subscribers left out" in seeded.stdout
+    records = _shown(settings, LI, WANG)
+    assert records[LI] is None, "the erased subscriber's record is not written"
+    assert records[WANG] is not None
