@@ -53,7 +53,10 @@ def text(max_length: int, min_length: int = 0) -> StringConstraints:
 
 
 EventId = Annotated[str, text(128, min_length=1)]
-Region = Annotated[str, text(32, min_length=1)]
+Region = Annotated[str, text(32, min_length=1), AfterValidator(str.strip)]
+"""A city code, taken without the spaces around it (a padded CHAR column's `"SH  "` is SH,
+which the rules' region overrides name); spaces only are none: "" (an event's is
+ignored, a profile's clears the region)."""
 # Calendar days as patterns, exact to the leap year, so that the schemas refuse the
 # days the worker refuses (02-30, 2023-02-29) with any JSON Schema validator, format
 # assertions on or off.
@@ -463,6 +466,11 @@ class ProfileEvent(_Event):
         description="Channels not to use (sms, outbound_call, manager, app_push; others, "
         "such as email, are ignored and counted), the whole list (it replaces the one "
         "before); [] clears it" + _KEPT,
+    )
+    region: Region | Blank | None = Field(
+        default=None,
+        description="City code such as NJ" + _STRIPPED + _CLEARS + " (the region the "
+        "subscriber's events name applies)" + _KEPT,
     )
     manager_id: Annotated[str, text(64), AfterValidator(_stripped)] | None = Field(
         default=None,

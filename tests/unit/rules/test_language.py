@@ -344,6 +344,35 @@ class TestThresholdsAndOverrides:
         crm = ev(EventType.PROFILE, at("2026-08-01"), region="NJ")
         assert fired(text, [crm, *history("SH")]) == 0  # the profile's city comes first
 
+    def test_a_padded_or_blank_region_is_the_city_or_none(self) -> None:
+        """CRM exports pad CHAR columns: the profile's `"SH  "` is SH, and a blank one
+        (`"    "`, U+3000) names no city, so the events' city applies. Kept as sent,
+        "SH  " matched no override, and a blank region stood first and hid the city the
+        events named: the SH threshold never applied (re-check of the region fallback)."""
+        body = (
+            "    on: [usage]\n    evaluate: monthly\n"
+            "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
+            "    params: {ratio: 0.5}\n"
+            "    overrides:\n      - region: SH\n        params: {ratio: 0.7}\n"
+        )
+        text = one_rule(body, TestBaseline.SERIES)
+        months = [(7, 30), (8, 100), (9, 100), (10, 100), (11, 60), (12, 1)]
+
+        def history(region: str | None, *crm: str) -> list:  # type: ignore[type-arg]
+            named = {"region": region} if region else {}
+            profiles = [ev(EventType.PROFILE, at("2026-07-01"), region=r) for r in crm]
+            return profiles + [
+                usage(at(f"2026-{m:02d}-10"), kind="data", charge=c, **named) for m, c in months
+            ]
+
+        (task,) = run(rules_from(text), history(None, "SH  ")).tasks
+        assert task.region == "SH"
+        assert task.moment.params["spend_ratio_lte"] == 0.7
+        for crm in (("    ",), ("\u3000",), ("NJ", " ")):  # blank: none, or cleared
+            (task,) = run(rules_from(text), history("SH", *crm)).tasks
+            assert task.region == "SH", crm
+        assert fired(text, history(" SH ")) == 1
+
 
 class TestAbsenceAndPeriods:
     def test_absence_fires_once_per_silence(self) -> None:
