@@ -184,7 +184,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
     from moments.backtest_cli import parse_when
     from moments.backtest_input import EventFile, FileEvent, merged, progress_of
-    from moments.connections import require_kafka, require_redis
+    from moments.connections import check_kafka, require_kafka, require_redis
     from moments.models import EventType
     from moments.rulecheck import EventFileError
     from moments.seed import (
@@ -198,6 +198,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     )
     from moments.settings import load_settings
     from moments.topics import ensure_topics
+    from moments.worker import partition_layout
     from rules.catalog import load_rules
     from sinks.policy import load_policy
 
@@ -213,6 +214,12 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         group = asyncio.run(live_group(settings))
         if group.live:
             raise ConfigError(refusal(group, settings))
+        # The topics' partitions as a worker's start checks them: a layout it refuses
+        # would take a changelog no worker can use (written where no event arrives).
+        counts = asyncio.run(check_kafka(settings))
+        problem = partition_layout(settings, counts)[0] if counts is not None else None
+        if problem is not None:
+            raise ConfigError(f"{problem}; the workers would refuse to start: nothing seeded")
         held = asyncio.run(changelog_records(settings, topic))
         if held and not args.replace:
             raise ConfigError(

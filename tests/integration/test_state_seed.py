@@ -151,3 +151,21 @@ async def test_a_subscriber_erased_in_the_last_90_days_gets_no_seeded_record(
     records = _shown(settings, LI, WANG)
     assert records[LI] is None, "the erased subscriber's record is not written"
     assert records[WANG] is not None
+
+
+async def test_a_seed_the_workers_could_not_start_on_is_refused_before_it_writes(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    tmp_path: Path,
+) -> None:
+    """The input topics have 2 partitions, MOMENTS_PARTITIONS says 3 (the changelog, made
+    by the seed, has 3): a worker refuses that layout at start, and the seed wrote a
+    changelog no worker could use, on partitions its events never arrive on (a new app
+    id was then the only way out). It is refused before the history is read."""
+    settings = make_settings(metrics_port=free_port())
+    await topics_for(settings)  # 2 partitions each
+    three = settings.model_copy(update={"partitions": 3})
+    seeded = _seed(three, "--events", str(_history(tmp_path / "history.jsonl")))
+    assert seeded.returncode == 2, seeded.stderr
+    assert "MOMENTS_PARTITIONS=2" in seeded.stderr
+    assert "written" not in seeded.stderr
