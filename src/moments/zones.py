@@ -61,14 +61,23 @@ no clock of its own). It compares them weekly over the following year, both side
 every daylight-saving change."""
 
 
+COUNTRY_ALIASES = {"XK": "RS", "UK": "GB", "EL": "GR"}
+"""Codes roaming feeds send that `zone.tab` lacks, to a country on the same clock:
+Kosovo's `XK` (user-assigned, its networks' code; Central European Time, as Serbia),
+and the EU's `UK` and `EL` for the United Kingdom and Greece."""
+
+
 @lru_cache(maxsize=512)
 def country_zone(country: str) -> ZoneInfo | None:
     """The visited place's zone when a roaming record names only its country: the
     country's one zone in tzdata's `zone.tab`, or the first of them when all its zones
     keep the same clock (Germany's two, Argentina's twelve). None for a country whose
     clocks differ (the United States, Russia, Australia, Spain with the Canaries): the
-    record must say where, with `timezone` or `utc_offset_minutes`."""
-    zones = [z for name in _country_zones().get(country.upper(), ()) if (z := known_zone(name))]
+    record must say where, with `timezone` or `utc_offset_minutes`. A few codes outside
+    `zone.tab` are read as `COUNTRY_ALIASES` says."""
+    code = country.upper()
+    code = COUNTRY_ALIASES.get(code, code)
+    zones = [z for name in _country_zones().get(code, ()) if (z := known_zone(name))]
     if not zones:
         return None
     first = zones[0]

@@ -241,6 +241,17 @@ class TestQuietHours:
         subscriber = SubscriberView(timezone="Europe/Berlin", roaming_country=country)
         assert local_zone(subscriber, POLICY) == BERLIN
 
+    @pytest.mark.parametrize(
+        ("country", "zone"),
+        [("XK", "Europe/Belgrade"), ("UK", "Europe/London"), ("EL", "Europe/Athens")],
+    )
+    def test_codes_outside_zone_tab_that_roaming_feeds_send(self, country: str, zone: str) -> None:
+        """Kosovo's `XK` (its networks' code, not in ISO 3166 nor zone.tab) and the EU's
+        `UK` and `EL` for the United Kingdom and Greece: each one clock, and they fell
+        to the home clock, 7 hours off Pristina's, London's or Athens's."""
+        subscriber = SubscriberView(timezone="Asia/Shanghai", roaming_country=country)
+        assert local_zone(subscriber, POLICY) == zoneinfo.ZoneInfo(zone)
+
     def test_the_zone_or_offset_of_the_record_wins_over_the_country(self) -> None:
         subscriber = SubscriberView(roaming_country="FR", roaming_utc_offset_minutes=-300)
         assert local_zone(subscriber, POLICY).utcoffset(None) == dt.timedelta(hours=-5)
