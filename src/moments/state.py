@@ -90,8 +90,10 @@ class SubscriberState:
     special_day: int = 0
     """Ordinal of the local day whose special days were last looked at (0: never)."""
     region: str = ""
-    """The region (city) the subscriber's latest event named: their region for rules with
-    no event (close-time, special days) and on tasks when the profile names none."""
+    """The region (city) the subscriber's latest event named, kept while the profile names
+    none: their region for rules with no event (close-time, special days) and on tasks.
+    ("" while the profile names one; a profile region cleared later leaves none until an
+    event names one again.)"""
     watermark: int = 0
     """Latest event time applied (epoch seconds); older than it minus lateness is late."""
     erased: int = 0
