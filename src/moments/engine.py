@@ -518,8 +518,9 @@ class Detector:
         state.special_day = day.toordinal()
         # A greeting is for its day: one made late (a birthday learned at 22:00, a worker
         # back in the evening) must not reach the customer the next morning.
-        after = day + dt.timedelta(days=1)
-        day_end = dt.datetime(after.year, after.month, after.day, tzinfo=tz)
+        # Its end as the day's window ends, as a real local time: where the clocks skip
+        # midnight (Santiago), 00:00 does not exist and compared unequal to its instant.
+        day_end = dt.datetime.fromtimestamp(window_end("day", day.toordinal(), tz), tz)
         for occasion in special_days_due(state.profile, day, special.config, special.calendar):
             latest = day_end if occasion.kind in GREETINGS else None
             for rule in special.rules:

@@ -326,6 +326,18 @@ class TestSpecialDays:
         (renewal,) = only(result.tasks, "contract_expiry_near")
         assert renewal.expires_at - renewal.triggered_at == dt.timedelta(days=7)
 
+    def test_a_greeting_ends_where_the_clocks_skip_midnight(self) -> None:
+        """Santiago skips 2026-09-06 00:00 (to 01:00): a birthday learned at 20:00 on the
+        5th ends with its day at 04:00 UTC, written 01:00-03:00. It was the local 00:00
+        that does not exist, which Python compares unequal to its own instant (PEP 495),
+        while its hash is the instant's (re-check; no gates, so the task is made)."""
+        rules = load_texts([("t.yaml", "gating: {quiet_hours: [], frequency_cap: null}\n"
+                             "rules:\n" + _catalog_rule("birthday_greeting"))])  # fmt: skip
+        learned = "2026-09-05T20:00:00-04:00"
+        profile = ev(PROFILE, learned, timezone="America/Santiago", birthday="09-05")
+        (task,) = run(rules, [profile], until="2026-09-07T00:00:00+00:00").tasks
+        assert task.expires_at == dt.datetime(2026, 9, 6, 4, tzinfo=dt.UTC)
+
     def test_join_anniversary_counts_years(self) -> None:
         events = [ev(PROFILE, at("2026-11-01"), joined_on="2019-11-05")]
         (task,) = only(run(CATALOG, events, until=at("2026-11-06")).tasks, "join_anniversary")
@@ -520,3 +532,11 @@ def test_churn_risk_raises_priority_and_shows_its_parts() -> None:
     assert parts == {"complaints": 10.0, "contract_expiry": 15.0, "tenure": 10.0}
     assert task.risk.score == 35.0
     assert task.priority == 1  # the rule says 2; 30 points or more raise it one level
+
+
+def _catalog_rule(rule_id: str) -> str:
+    """One rule of the default catalog, as the YAML text of a rules list entry."""
+    text = (resources.files("rules") / "catalog" / DEFAULT_CATALOG).read_text()
+    start = text.index(f"  - id: {rule_id}\n")
+    end = text.find("\n  - id: ", start + 1)
+    return text[start : end + 1 if end != -1 else len(text)]
