@@ -211,3 +211,45 @@ def test_the_backtest_drops_them_as_the_stream_does() -> None:
     out = asyncio.run(bt.run(history))
     assert [t["moment"]["params"]["country"] for t in out.tasks()] == ["JP", "FR"]
     assert out.counter("moments_events_forgotten") == [({"event_type": "roaming"}, 2.0)]
+
+
+def test_a_tombstone_dated_before_1970_or_at_0_is_erased_at_the_workers_clock() -> None:
+    """Kafka's -1 (no timestamp) and any time at or before the epoch are no time: the
+    worker's clock stands for it, as for a tombstone without one (re-check)."""
+    detector = Detector(rules_from(RULES), {t.value: t for t in EventType})
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    for ms in (-1, -86_400_000, 0):
+        tombstone = RawRecord(EventType.PROFILE.value, 0, 0, LI.encode(), None, ms)
+        late = _roaming_record(0, now - dt.timedelta(minutes=5), "JP")
+        batch = detector.process([tombstone, late], DictStateStore().load, now)
+        assert batch.erased_at == {LI: now.timestamp()}, ms
+        assert (batch.tasks, batch.erased_events) == ([], {"roaming": 1}), ms
+
+
+def test_a_subscriber_erased_twice_is_erased_at_the_second_tombstone() -> None:
+    """Li erased, the number's next holder roams, and is erased too: what was read late of
+    either is dropped, whichever holder it was, and the next holder after them is new."""
+    detector = Detector(rules_from(RULES), {t.value: t for t in EventType})
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    first, second = now - dt.timedelta(hours=2), now - dt.timedelta(hours=1)
+    store = DictStateStore()
+    records = [
+        _tombstone(first),
+        _roaming_record(0, first + dt.timedelta(minutes=10), "JP"),  # the next holder
+        _tombstone(second),
+        _roaming_record(1, first + dt.timedelta(minutes=20), "KR"),  # theirs, read late
+        _roaming_record(2, first - dt.timedelta(minutes=20), "FR"),  # Li's, read late
+    ]
+    batch = detector.process(records, store.load, now)
+    store.save(batch.changes)
+    assert _countries(batch.tasks) == []  # the JP task was taken back by the tombstone
+    assert batch.erased_at == {LI: second.timestamp()}
+    assert batch.erased_events == {"roaming": 2}
+    assert store.load(LI) is None
+    # A later batch knows the second erasure from the stores' mark.
+    late = [_roaming_record(3, second - dt.timedelta(minutes=1), "DE")]
+    again = detector.process(late, store.load, now, {LI: second.timestamp()})
+    assert (again.tasks, again.erased_events) == ([], {"roaming": 1})
+    new = [_roaming_record(4, second + dt.timedelta(minutes=1), "DE")]
+    fresh = detector.process(new, store.load, now, {LI: second.timestamp()})
+    assert _countries(fresh.tasks) == [(LI, "DE")]

@@ -79,6 +79,8 @@ def test_every_event_type_needs_the_common_fields(event_type: EventType, missing
         (ComplaintEvent, "severity", 4),
         (UsageEvent, "kind", "fax"),
         (UsageEvent, "imei", "12ab"),
+        (UsageEvent, "imei", "3512345678901"),  # 13 digits: no handset's (re-check)
+        (RoamingEvent, "country", "fr"),  # ISO 3166 alpha-2 is upper case (re-check)
         (ProfileEvent, "quiet_hours", ["22:00-24:00"]),
         (ProfileEvent, "opt_out", ["SMS"]),  # an opt-out lost if ignored
         (ProfileEvent, "star_level", 8),

@@ -245,6 +245,20 @@ class TestBaseline:
         assert fired(text, self.history(100, 100, 100, 150)) == 1
         assert fired(text, self.history(100, 100, 100, 149)) == 0
 
+    def test_one_window_of_baseline_needs_the_one_after_the_history_began(self) -> None:
+        """`windows: 1` (re-check): the month before is the baseline only when it is not
+        the month the history began in; then it compares as any other."""
+        body = (
+            "    on: [usage]\n    evaluate: monthly\n"
+            "    condition: {baseline: spend, windows: 1, gte: 1.5}\n"
+        )
+        text = one_rule(body, self.SERIES)
+        # December 2025 (begun on the 20th), January 100, February 150.
+        assert fired(text, self.history(100, 150)) == 1
+        assert fired(text, self.history(100, 149)) == 0
+        # January alone against the 20th-31st of December: no baseline.
+        assert fired(text, self.history(300)) == 0
+
     def test_change_measure_and_minimum_baseline(self) -> None:
         body = (
             "    on: [usage]\n    evaluate: monthly\n"
@@ -359,6 +373,25 @@ class TestThresholdsAndOverrides:
         alone = run(rules_from(text), [used]).store.load(SUB)
         assert alone is not None
         assert alone.region == "SH"
+
+    def test_a_close_time_rule_takes_the_city_of_the_latest_event(self) -> None:
+        """The region changes between events (re-check): the month's close takes the
+        city the latest event named, the task carries it."""
+        body = (
+            "    on: [usage]\n    evaluate: monthly\n"
+            "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
+            "    params: {ratio: 0.5}\n"
+            "    overrides:\n      - region: SH\n        params: {ratio: 0.7}\n"
+        )
+        text = one_rule(body, TestBaseline.SERIES)
+        months = [(7, 30, "NJ"), (8, 100, "NJ"), (9, 100, "NJ"), (10, 100, "NJ"), (11, 60, "SH")]
+        events = [
+            usage(at(f"2026-{m:02d}-10"), kind="data", charge=c, region=r) for m, c, r in months
+        ]
+        (task,) = run(rules_from(text), [*events, usage(at("2026-12-01"), kind="data")]).tasks
+        assert (task.region, task.moment.params["spend_ratio_lte"]) == ("SH", 0.7)
+        back = usage(at("2026-11-30"), kind="data", region="NJ")
+        assert fired(text, [*events, back, usage(at("2026-12-01"), kind="data")]) == 0
 
     def test_a_padded_or_blank_region_is_the_city_or_none(self) -> None:
         """CRM exports pad CHAR columns: the profile's `"SH  "` is SH, and a blank one

@@ -152,3 +152,35 @@ def test_a_bad_value_is_refused_naming_what_to_write(text: str, said: str) -> No
     assert said in str(raised.value)
     with pytest.raises(ValueError, match="2026-12-20"):
         parse_live_from(text, dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        ("Europe/London", "2026-12-20T00:00:00+00:00"),
+        ("America/Santiago", "2026-09-06T01:00:00-03:00"),  # midnight skipped: 01:00
+    ],
+)
+def test_a_date_in_another_policy_zone_is_that_zones_midnight(zone: str, expected: str) -> None:
+    """Re-check: the date is the policy's midnight, also where the clocks skip it."""
+    day = expected[:10] if zone == "Europe/London" else "2026-09-06"
+    settings = Settings(live_from=day)
+    got = live_from_of(settings, DispatchPolicy(timezone=zone))
+    assert got is not None
+    assert got.timestamp() == dt.datetime.fromisoformat(expected).timestamp()
+
+
+def test_a_window_closing_at_the_instant_is_live_and_one_before_it_shadow() -> None:
+    """Close-time rules are dated at their window's end: a month ending at the go-live
+    instant is live (its whole history was the warm-up's), one ending a moment before
+    is shadow, whenever the sweep that closes it runs (re-check: the sweep boundary)."""
+    rules = rules_from(NO_GATES + "rules:" + SILENCE)
+    events = [_use("2026-12-01")]
+    until = dt.datetime.fromisoformat(at("2026-12-06", "12:00"))
+    # The 3-day silence is judged at the daily close of Dec 5 00:00 (the end of Dec 4).
+    judged = dt.datetime.fromisoformat(at("2026-12-05", "00:00"))
+    at_it = run_pipeline(events, rules, live_from=judged, until=until)
+    assert types(at_it.tasks) == ["silent"]
+    after = run_pipeline(events, rules, live_from=judged + dt.timedelta(seconds=1), until=until)
+    assert after.tasks == []
+    assert after.shadow[("silent", "task", "")] == 1
