@@ -43,7 +43,7 @@ from moments.taskbuilder import build_task
 from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
-from rules.gating import GateInput, SubscriberView, gate, quiet_hours_carried
+from rules.gating import GateInput, GatingPolicy, SubscriberView, gate, quiet_hours_carried
 from rules.rule import CompiledRule
 from rules.special_days import due_now, evaluation_instant_in, special_days_due
 from rules.windows import local_date, window_end, window_index
@@ -688,7 +688,7 @@ class Detector:
         gate_input = GateInput(
             spec.channel.value, priority, spec.purpose, triggered, expires, deliver_after
         )
-        view = subscriber_view(state)
+        view = subscriber_view(state, at, policy)
         decision = gate(gate_input, view, policy)
         before = state.fired.get(rule.tag)
         before_by = state.fired_by.get(rule.tag)
@@ -889,14 +889,31 @@ def track(event: InputEvent, state: SubscriberState) -> None:
             del ids[:-MAX_OPEN]
 
 
-def subscriber_view(state: SubscriberState) -> SubscriberView:
-    """What the gates need to know of a subscriber, from the profile and the record."""
+def abroad(state: SubscriberState, at: int, lapse: int | None) -> dict[str, Any]:
+    """Where the subscriber roams at event time `at` (`SubscriberState.roaming`), or {}
+    at home: after a record of the return, or once `lapse` seconds (`gating.
+    roaming_lapses_after`; None: never) passed since their latest roaming record. Roaming
+    producers do not always send the return, and a week in New York kept quiet hours on
+    its clock for months. The network sends a record on each registration abroad (arrival,
+    a new network or area), so the latest one dates the trip's latest sign of life; its
+    time is the roaming source's `seen` (records written before the lapse have it too)."""
+    roaming = state.roaming
+    if not roaming or lapse is None:
+        return roaming
+    latest = state.seen.get(SOURCE_CODES[EventType.ROAMING], 0)
+    return roaming if at - latest < lapse else {}
+
+
+def subscriber_view(state: SubscriberState, at: int, policy: GatingPolicy) -> SubscriberView:
+    """What the gates need to know of a subscriber at event time `at`, from the profile
+    and the record."""
     profile = state.profile
+    roaming = abroad(state, at, policy.roaming_lapse)
     return SubscriberView(
         timezone=profile.get("timezone"),
-        roaming_timezone=state.roaming.get("z"),
-        roaming_utc_offset_minutes=state.roaming.get("o"),
-        roaming_country=state.roaming.get("c"),
+        roaming_timezone=roaming.get("z"),
+        roaming_utc_offset_minutes=roaming.get("o"),
+        roaming_country=roaming.get("c"),
         quiet_hours=tuple(profile.get("quiet_hours") or ()),
         status=profile.get("status"),
         opt_out=frozenset(profile.get("opt_out") or ()),

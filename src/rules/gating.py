@@ -47,7 +47,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from moments.models import Channel
 from moments.zones import (
@@ -132,6 +140,15 @@ class FrequencyCap(_Strict):
         return parse_duration(self.period)
 
 
+def _positive_duration(value: str | None, info: ValidationInfo) -> str | None:
+    """A duration longer than zero, or None (never)."""
+    if value is not None and parse_duration(value) <= dt.timedelta(0):
+        raise ValueError(
+            f"{info.field_name} {value!r} must be longer than zero, e.g. 14d; null for never"
+        )
+    return value
+
+
 class SuspendedPolicy(_Strict):
     """What a task for a suspended line does, per purpose: wait for reactivation or drop."""
 
@@ -163,8 +180,14 @@ class GatingPolicy(_Strict):
         default=("sales",), description="Purposes an open complaint blocks"
     )
     suspended: SuspendedPolicy = Field(default_factory=SuspendedPolicy)
+    roaming_lapses_after: str | None = Field(
+        default="14d",
+        description="A trip with no roaming record for this long is over: quiet hours go "
+        "back to the customer's own clock (null: only a record of the return ends it)",
+    )
 
     _timezone = field_validator("timezone")(check_zone)
+    _roaming_lapses_after = field_validator("roaming_lapses_after")(_positive_duration)
 
     @field_validator("quiet_hours")
     @classmethod
@@ -189,9 +212,18 @@ class GatingPolicy(_Strict):
         return tuple(parse_window(text) for text in self.quiet_hours)
 
     @functools.cached_property
+    def roaming_lapse(self) -> int | None:
+        """`roaming_lapses_after` in seconds (None: never)."""
+        return _seconds(self.roaming_lapses_after)
+
+    @functools.cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
         """`timezone`: the default of `moments.zones.subscriber_zone` for the engine."""
         return zoneinfo.ZoneInfo(self.timezone)
+
+
+def _seconds(duration: str | None) -> int | None:
+    return int(parse_duration(duration).total_seconds()) if duration is not None else None
 
 
 def _aware(name: str, value: dt.datetime) -> None:
@@ -399,6 +431,14 @@ def describe(policy: GatingPolicy) -> list[str]:
         lines.append(
             f"No default quiet hours; the customer's own windows hold back {channels} tasks, "
             f"in local time ({policy.timezone} when unknown)."
+        )
+    if policy.roaming_lapses_after is None:
+        lines.append("A trip abroad lasts until a roaming record says the customer is home.")
+    else:
+        lines.append(
+            f"A trip abroad is over {policy.roaming_lapses_after} after its latest roaming "
+            "record, or at a record of the return: quiet hours are then on the customer's own "
+            "clock."
         )
     cap = policy.frequency_cap
     if cap is None:

@@ -123,6 +123,16 @@ class TestPolicy:
             ({"suspended": {"sales": "later"}}, ("suspended", "sales"), "'wait' or 'suppress'"),
             ({"open_complaint_blocks": ["sales", "sales"]}, (), "lists a value twice"),
             ({"quite_hours": ["21:00-08:00"]}, ("quite_hours",), "Extra inputs"),
+            (
+                {"roaming_lapses_after": "fortnight"},
+                ("roaming_lapses_after",),
+                "'fortnight' is not a duration; write a number and a unit",
+            ),
+            (
+                {"roaming_lapses_after": "0d"},
+                ("roaming_lapses_after",),
+                "roaming_lapses_after '0d' must be longer than zero, e.g. 14d; null for never",
+            ),
         ],
     )
     def test_a_bad_section_names_the_field_and_the_fix(
@@ -137,6 +147,13 @@ class TestPolicy:
     def test_windows_are_normalised(self) -> None:
         policy = GatingPolicy.model_validate({"quiet_hours": [" 7:00-9:30"]})
         assert policy.quiet_hours == ("07:00-09:30",)
+
+    def test_a_trip_lapses_after_14_days_unless_told_otherwise(self) -> None:
+        assert (POLICY.roaming_lapses_after, POLICY.roaming_lapse) == ("14d", 14 * 86400)
+        policy = GatingPolicy.model_validate({"roaming_lapses_after": "6w"})
+        assert policy.roaming_lapse == 42 * 86400
+        never = GatingPolicy.model_validate({"roaming_lapses_after": None})
+        assert never.roaming_lapse is None
 
     def test_the_cap_can_be_switched_off(self) -> None:
         policy = GatingPolicy.model_validate({"frequency_cap": None})
@@ -163,15 +180,21 @@ class TestDescribe:
         assert "An open complaint drops sales tasks; service tasks still go out." in text
         assert "On a suspended line, service tasks wait for reactivation" in text
         assert "On a suspended line, sales tasks are dropped." in text
+        assert "A trip abroad is over 14d after its latest roaming record" in text
 
     def test_a_policy_without_cap_quiet_hours_or_complaint_blocks(self) -> None:
         policy = GatingPolicy(
-            quiet_hours=(), frequency_cap=None, open_complaint_blocks=(), quiet_hours_channels=()
+            quiet_hours=(),
+            frequency_cap=None,
+            open_complaint_blocks=(),
+            quiet_hours_channels=(),
+            roaming_lapses_after=None,
         )
         text = "\n".join(describe(policy))
         assert "No default quiet hours" in text
         assert "No frequency cap." in text
         assert "An open complaint blocks no task." in text
+        assert "A trip abroad lasts until a roaming record says the customer is home." in text
 
 
 class TestQuietHours:

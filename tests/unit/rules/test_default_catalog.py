@@ -394,6 +394,42 @@ class TestDoNotDisturb:
         assert task.deferred.reason == "quiet_hours"
         assert task.deliver_after == dt.datetime(2026, 12, 1, 7, 0, tzinfo=dt.UTC)
 
+    def test_a_trip_with_no_roaming_record_for_two_weeks_is_over(self) -> None:
+        """A week in New York, no record of the return (domain review): five months on, a
+        call at 22:30 in Shanghai went out at once, judged on New York's clock (09:30
+        there). The trip lapses 14 days after its latest roaming record: the call waits for
+        08:00 in Shanghai and carries Shanghai's clock for dispatch."""
+        trip = {"country": "US", "roaming_type": "international", "timezone": "America/New_York"}
+        events = [
+            ev(EventType.ROAMING, at("2026-06-01", "09:00"), **trip),
+            usage(at("2026-11-02", "22:30"), kind="service_failure", service_code="VOLTE"),
+        ]
+        (task,) = only(run(CATALOG, events).tasks, "service_failure")
+        assert task.deferred is not None
+        assert task.deferred.reason == "quiet_hours"
+        assert task.deliver_after.astimezone(SHANGHAI).isoformat() == "2026-11-03T08:00:00+08:00"
+        assert task.quiet_hours is not None
+        assert task.quiet_hours.zone == "Asia/Shanghai"
+
+    def test_a_trip_lasts_while_roaming_records_come(self) -> None:
+        """Each roaming record abroad (a new network or country, the phone switched on
+        again) starts the 14 days again: a month in New York with a record every 10 days
+        is still New York's clock, where 22:30 in Shanghai is 09:30; 14 days after the last
+        record it is Shanghai's again."""
+        trip = {"country": "US", "roaming_type": "international", "timezone": "America/New_York"}
+        records = [
+            ev(EventType.ROAMING, at(day, "09:00"), **trip)
+            for day in ("2026-10-01", "2026-10-11", "2026-10-21")
+        ]
+        within = usage(at("2026-11-03", "22:30"), kind="service_failure", service_code="VOLTE")
+        after = usage(at("2026-11-05", "22:30"), kind="service_failure", service_code="5G")
+        tasks = only(run(CATALOG, [*records, within, after]).tasks, "service_failure")
+        assert [t.deferred.reason if t.deferred else None for t in tasks] == [None, "quiet_hours"]
+        assert [t.quiet_hours.zone if t.quiet_hours else None for t in tasks] == [
+            "America/New_York",
+            "Asia/Shanghai",
+        ]
+
     def test_every_task_carries_the_quiet_hours_it_was_judged_by(self) -> None:
         """So that dispatch can judge them again when it sends the task later than now
         (merge window, contact cap, capacity, a retry): the visited place's zone while

@@ -157,6 +157,12 @@ class TestRefused:
             "one (`mode: shadow` keeps a rule from making tasks)"
         ]
 
+    def test_a_bad_lapse_of_trips_names_its_line(self) -> None:
+        text = "gating:\n  quiet_hours: ['22:00-07:00']\n  roaming_lapses_after: 2 weeks\n"
+        (found,) = problems(text + rule("    on: [usage]\n"))
+        assert found.startswith("r.yaml:3:3: gating.roaming_lapses_after: ")
+        assert "'2 weeks' is not a duration; write a number and a unit, e.g. 30m" in found
+
     def test_every_problem_is_reported_not_just_the_first(self) -> None:
         text = rule("    on: [usage]\n    condition: {field: nope}\n") + (
             "  - id: r2\n    description: d\n    on: [roaming]\n    when: {kind: voice}\n"
