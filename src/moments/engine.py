@@ -441,7 +441,7 @@ class Detector:
         result: BatchResult,
     ) -> None:
         """Fold one new event into the state and evaluate the rules it can fire."""
-        track(event, state)
+        track(event, state, at, self.rules.gating.open_complaint_lapse)
         if event_type is not EventType.USAGE and event_type is not EventType.COMPLAINT:
             result.facts.append(event)
         tz = self.zone_of(state)
@@ -633,7 +633,7 @@ class Detector:
         return RiskSignals(
             competitor_hotline_calls=hotline_calls(state.series, today.toordinal()),
             spend_drop=drop,
-            open_complaints=len(state.complaints),
+            open_complaints=open_complaints(state, at, self.rules.gating.open_complaint_lapse),
             contract_days_left=_days_between(today, state.profile.get("contract_end")),
             tenure_days=_days_since(today, state.profile.get("joined_on")),
         )
@@ -865,10 +865,11 @@ GREETINGS = frozenset({"birthday", "join_anniversary", "holiday"})
 end (a renewal offer is still worth making the day after it is due)."""
 
 
-def track(event: InputEvent, state: SubscriberState) -> None:
-    """Keep what do-not-disturb needs: where the subscriber roams, open complaints; and
-    the region their events name while the profile names none (a profile's is kept with
-    the profile, and comes first: a copy of it would cost every record ~9 bytes)."""
+def track(event: InputEvent, state: SubscriberState, at: int, complaint_lapse: int | None) -> None:
+    """Keep what do-not-disturb needs: where the subscriber roams, open complaints (with
+    the time of their latest record; those lapsed by `at` are forgotten); and the region
+    their events name while the profile names none (a profile's is kept with the profile,
+    and comes first: a copy of it would cost every record ~9 bytes)."""
     if event.region and not isinstance(event, ProfileEvent):
         state.region = "" if state.profile.get("region") else event.region
     if isinstance(event, RoamingEvent):
@@ -881,12 +882,26 @@ def track(event: InputEvent, state: SubscriberState) -> None:
         else:
             state.roaming = {}
     elif isinstance(event, ComplaintEvent):
-        ids = state.complaints
-        if event.complaint_id in ids:
-            ids.remove(event.complaint_id)
+        complaints = state.complaints
+        before = complaints.pop(event.complaint_id, None)
         if event.status != "resolved":
-            ids.append(event.complaint_id)
-            del ids[:-MAX_OPEN]
+            complaints[event.complaint_id] = max(at, before or 0)
+            while len(complaints) > MAX_OPEN:
+                del complaints[next(iter(complaints))]
+    if state.complaints and complaint_lapse is not None:
+        for lapsed in [c for c, t in state.complaints.items() if at - t >= complaint_lapse]:
+            del state.complaints[lapsed]
+
+
+def open_complaints(state: SubscriberState, at: int, lapse: int | None) -> int:
+    """The subscriber's complaints still being handled at event time `at`: opened, not
+    resolved, and with a record (opened or updated) within `lapse` seconds
+    (`gating.open_complaint_lapses_after`; None: however old). Customer-service systems
+    lose resolutions, and a complaint opened ten months before still held back a
+    retention call and counted in the churn-risk score."""
+    if lapse is None:
+        return len(state.complaints)
+    return sum(1 for t in state.complaints.values() if at - t < lapse)
 
 
 def abroad(state: SubscriberState, at: int, lapse: int | None) -> dict[str, Any]:
@@ -917,7 +932,7 @@ def subscriber_view(state: SubscriberState, at: int, policy: GatingPolicy) -> Su
         quiet_hours=tuple(profile.get("quiet_hours") or ()),
         status=profile.get("status"),
         opt_out=frozenset(profile.get("opt_out") or ()),
-        open_complaints=len(state.complaints),
+        open_complaints=open_complaints(state, at, policy.open_complaint_lapse),
     )
 
 

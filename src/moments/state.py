@@ -85,8 +85,10 @@ class SubscriberState:
     """Period -> the first window not yet closed (window-close evaluation)."""
     roaming: dict[str, Any] = field(default_factory=dict)
     """While abroad: the visited place's zone (`z`) and/or UTC offset minutes (`o`)."""
-    complaints: list[str] = field(default_factory=list)
-    """Ids of complaints opened and not yet resolved (newest last, at most MAX_OPEN)."""
+    complaints: dict[str, int] = field(default_factory=dict)
+    """Complaints opened and not yet resolved: id -> event time of its latest record
+    (opened or updated), the latest last, at most MAX_OPEN. Written before the times were
+    kept, a list of ids: each then dates from the subscriber's latest complaint record."""
     special_day: int = 0
     """Ordinal of the local day whose special days were last looked at (0: never)."""
     region: str = ""
@@ -191,7 +193,7 @@ class SubscriberState:
             seen=doc.get("n", {}),
             closed=doc.get("c", {}),
             roaming=doc.get("g", {}),
-            complaints=doc.get("k", []),
+            complaints=_complaints(doc.get("k"), doc.get("n")),
             watermark=doc.get("w", 0),
             special_day=doc.get("d", 0),
             erased=doc.get("e", 0),
@@ -203,3 +205,15 @@ def _rings(stored: Any) -> dict[str, list[str]]:
     """The recent-id rings of a record; a record written before they were kept per source
     (one list) gives none: ids seen before an upgrade are not guarded after it."""
     return stored if isinstance(stored, dict) else {}
+
+
+def _complaints(stored: Any, seen: Any) -> dict[str, int]:
+    """The open complaints of a record; one written before their times were kept (a list of
+    ids) dates each from the subscriber's latest complaint record, the latest it can be:
+    none lapses sooner than it should."""
+    if isinstance(stored, dict):
+        return stored
+    if not stored:
+        return {}
+    latest = seen.get("c", 0) if isinstance(seen, dict) else 0
+    return dict.fromkeys(stored, latest)

@@ -186,8 +186,17 @@ class GatingPolicy(_Strict):
         "back to the customer's own clock (null: only a record of the return ends it)",
     )
 
+    open_complaint_lapses_after: str | None = Field(
+        default="30d",
+        description="An open complaint with no record (opened, updated) for this long is no "
+        "longer counted as being handled: it blocks nothing and adds no risk (null: until "
+        "resolved)",
+    )
+
     _timezone = field_validator("timezone")(check_zone)
-    _roaming_lapses_after = field_validator("roaming_lapses_after")(_positive_duration)
+    _lapses = field_validator("roaming_lapses_after", "open_complaint_lapses_after")(
+        _positive_duration
+    )
 
     @field_validator("quiet_hours")
     @classmethod
@@ -215,6 +224,11 @@ class GatingPolicy(_Strict):
     def roaming_lapse(self) -> int | None:
         """`roaming_lapses_after` in seconds (None: never)."""
         return _seconds(self.roaming_lapses_after)
+
+    @functools.cached_property
+    def open_complaint_lapse(self) -> int | None:
+        """`open_complaint_lapses_after` in seconds (None: never)."""
+        return _seconds(self.open_complaint_lapses_after)
 
     @functools.cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -456,6 +470,14 @@ def describe(policy: GatingPolicy) -> list[str]:
         lines.append(f"An open complaint drops {', '.join(blocked)} tasks{tail}.")
     else:
         lines.append("An open complaint blocks no task.")
+    lapse = policy.open_complaint_lapses_after
+    if lapse is None:
+        lines.append("A complaint counts as open until it is resolved.")
+    else:
+        lines.append(
+            f"A complaint with no record (opened, updated) for {lapse} no longer counts as "
+            "open: it blocks nothing and adds no churn risk."
+        )
     for purpose in ("service", "sales"):
         if getattr(policy.suspended, purpose) == "wait":
             lines.append(

@@ -133,6 +133,16 @@ class TestPolicy:
                 ("roaming_lapses_after",),
                 "roaming_lapses_after '0d' must be longer than zero, e.g. 14d; null for never",
             ),
+            (
+                {"open_complaint_lapses_after": "-1d"},
+                ("open_complaint_lapses_after",),
+                "'-1d' is not a duration",
+            ),
+            (
+                {"open_complaint_lapses_after": "0h"},
+                ("open_complaint_lapses_after",),
+                "open_complaint_lapses_after '0h' must be longer than zero",
+            ),
         ],
     )
     def test_a_bad_section_names_the_field_and_the_fix(
@@ -154,6 +164,12 @@ class TestPolicy:
         assert policy.roaming_lapse == 42 * 86400
         never = GatingPolicy.model_validate({"roaming_lapses_after": None})
         assert never.roaming_lapse is None
+
+    def test_an_open_complaint_lapses_after_30_days_unless_told_otherwise(self) -> None:
+        assert POLICY.open_complaint_lapses_after == "30d"
+        assert POLICY.open_complaint_lapse == 30 * 86400
+        never = GatingPolicy.model_validate({"open_complaint_lapses_after": None})
+        assert never.open_complaint_lapse is None
 
     def test_the_cap_can_be_switched_off(self) -> None:
         policy = GatingPolicy.model_validate({"frequency_cap": None})
@@ -181,6 +197,7 @@ class TestDescribe:
         assert "On a suspended line, service tasks wait for reactivation" in text
         assert "On a suspended line, sales tasks are dropped." in text
         assert "A trip abroad is over 14d after its latest roaming record" in text
+        assert "A complaint with no record (opened, updated) for 30d no longer counts" in text
 
     def test_a_policy_without_cap_quiet_hours_or_complaint_blocks(self) -> None:
         policy = GatingPolicy(
@@ -189,12 +206,14 @@ class TestDescribe:
             open_complaint_blocks=(),
             quiet_hours_channels=(),
             roaming_lapses_after=None,
+            open_complaint_lapses_after=None,
         )
         text = "\n".join(describe(policy))
         assert "No default quiet hours" in text
         assert "No frequency cap." in text
         assert "An open complaint blocks no task." in text
         assert "A trip abroad lasts until a roaming record says the customer is home." in text
+        assert "A complaint counts as open until it is resolved." in text
 
 
 class TestQuietHours:

@@ -159,23 +159,37 @@ def _complaint(day: str, complaint_id: str, status: str) -> tuple[EventType, dic
     )
 
 
-def test_complaints_are_the_open_ones_however_old() -> None:
-    """Opened five months ago and still open: counted. Opened and resolved within the
-    month: not (the record keeps no resolved complaint)."""
+def test_complaints_are_the_open_ones_with_a_record_in_30_days() -> None:
+    """Opened five months ago and updated within the month: counted. Opened five months
+    ago and heard of no more (a resolution customer service lost): not, unless the rules
+    say `open_complaint_lapses_after: null`. Opened and resolved within the month: not
+    (the record keeps no resolved complaint)."""
     events = [
         _complaint("2026-06-01", "old-open", "opened"),
+        _complaint("2026-06-02", "old-updated", "opened"),
         _complaint("2026-10-20", "recent", "opened"),
         _complaint("2026-10-25", "recent", "resolved"),
+        _complaint("2026-10-28", "old-updated", "updated"),
         _hotline("2026-11-05", "10086"),
     ]
-    result = run(rules_from(OWN_HOTLINE), events)
-    state = result.store.load(SUB)
-    assert state is not None
     when = int(dt.datetime.fromisoformat(at("2026-11-05")).timestamp())
-    assert Detector(rules_from(OWN_HOTLINE), {}).risk_signals(state, when).open_complaints == 1
-    (task,) = result.tasks
-    assert task.risk is not None
-    assert [(p.signal, p.value, p.points) for p in task.risk.parts] == [("complaints", 1, 10)]
+    found = {}
+    for lapse in ("30d", "null"):
+        rules = rules_from(
+            OWN_HOTLINE.replace("gating: {", f"gating: {{open_complaint_lapses_after: {lapse}, ")
+        )
+        result = run(rules, events)
+        state = result.store.load(SUB)
+        assert state is not None
+        (task,) = result.tasks
+        assert task.risk is not None
+        found[lapse] = (
+            Detector(rules, {}).risk_signals(state, when).open_complaints,
+            [(p.signal, p.value, p.points) for p in task.risk.parts],
+            list(state.complaints),
+        )
+    assert found["30d"] == (1, [("complaints", 1, 10)], ["old-updated"])
+    assert found["null"] == (2, [("complaints", 2, 20)], ["old-open", "old-updated"])
 
 
 def _spend(*monthly: tuple[str, str]) -> list[tuple[EventType, dict[str, object]]]:

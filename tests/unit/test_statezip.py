@@ -43,6 +43,7 @@ states = st.builds(
     ),
     watermark=epochs,
     special_day=st.integers(min_value=0, max_value=800_000),
+    complaints=st.dictionaries(texts, epochs, max_size=3),
 )
 
 
@@ -62,6 +63,18 @@ def test_a_record_written_before_compression_is_still_read(state: SubscriberStat
     plain = state.to_json()
     assert plain[:1] == b"{"
     assert SubscriberState.from_bytes(plain) == state
+
+
+def test_open_complaints_written_before_their_times_date_from_the_latest_complaint() -> None:
+    """A record from before the times were kept lists ids: each still loads, dated at the
+    subscriber's latest complaint record (the latest it can be: none lapses too soon), and
+    is written back with its time."""
+    older = b'{"o":{"c0":4},"r":{},"n":{"c":1764900000,"u":1765000000},"k":["c1","c2"]}'
+    for stored in (older, statezip.pack(older)):
+        state = SubscriberState.from_bytes(stored)
+        assert state.complaints == {"c1": 1764900000, "c2": 1764900000}
+        assert SubscriberState.from_bytes(state.to_bytes()) == state
+    assert SubscriberState.from_bytes(b'{"o":{},"r":{},"k":["c1"]}').complaints == {"c1": 0}
 
 
 def test_a_record_of_an_unknown_dictionary_is_refused_with_what_to_do() -> None:

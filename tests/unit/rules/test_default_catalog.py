@@ -499,6 +499,22 @@ class TestDoNotDisturb:
         ]
         assert "competitor_hotline_call" in types(run(CATALOG, resolved).tasks)
 
+    def test_a_complaint_with_no_news_for_30_days_no_longer_blocks(self) -> None:
+        """Customer service lost the resolution of a complaint opened ten months ago, and
+        it still held back a retention call (domain review). An open complaint counts 30
+        days after its latest record (opened or updated); one updated since still does."""
+        complaint = {"complaint_id": "c1", "category": "network", "severity": 3}
+        opened = ev(EventType.COMPLAINT, at("2026-01-10", "10:00"), status="opened", **complaint)
+        call = usage(at("2026-11-02", "11:00"), kind="voice", counterparty="10010")
+        result = run(CATALOG, [opened, call])
+        (task,) = only(result.tasks, "competitor_hotline_call")
+        assert task.risk is not None
+        assert "complaints" not in {p.signal for p in task.risk.parts}
+        updated = ev(EventType.COMPLAINT, at("2026-10-20", "10:00"), status="updated", **complaint)
+        result = run(CATALOG, [opened, updated, call])
+        assert only(result.tasks, "competitor_hotline_call") == []
+        assert result.suppressed["competitor_hotline_call", "complaint_open"] == 1
+
     def test_a_call_the_open_complaint_held_back_starts_no_cooldown(self) -> None:
         # The hotline call during the complaint made no task; the calls after it was
         # resolved must not wait out a 14-day cooldown for it (analyst review).
