@@ -869,18 +869,14 @@ def track(event: InputEvent, state: SubscriberState, at: int, complaint_lapse: i
     """Keep what do-not-disturb needs: where the subscriber roams, open complaints (with
     the time of their latest record; those lapsed by `at` are forgotten); and the region
     their events name while the profile names none (a profile's is kept with the profile,
-    and comes first: a copy of it would cost every record ~9 bytes)."""
+    and comes first: a copy of it would cost every record ~9 bytes). Called before `seen`
+    takes the event's time: a roaming record older than the latest one applied (two feeds
+    out of order, within the lateness) says where the customer was, not where they are."""
     if event.region and not isinstance(event, ProfileEvent):
         state.region = "" if state.profile.get("region") else event.region
     if isinstance(event, RoamingEvent):
-        if event.roaming_type == "international":
-            state.roaming = {
-                k: v
-                for k, v in (("z", event.timezone), ("o", event.utc_offset_minutes))
-                if v is not None
-            } or {"c": event.country}
-        else:
-            state.roaming = {}
+        if at >= state.seen.get(SOURCE_CODES[EventType.ROAMING], at):
+            state.roaming = visited(event)
     elif isinstance(event, ComplaintEvent):
         complaints = state.complaints
         before = complaints.pop(event.complaint_id, None)
@@ -891,6 +887,16 @@ def track(event: InputEvent, state: SubscriberState, at: int, complaint_lapse: i
     if state.complaints and complaint_lapse is not None:
         for lapsed in [c for c, t in state.complaints.items() if at - t >= complaint_lapse]:
             del state.complaints[lapsed]
+
+
+def visited(event: RoamingEvent) -> dict[str, Any]:
+    """What `SubscriberState.roaming` keeps of a roaming record: the visited place's zone
+    and/or UTC offset, else its country; {} at home (a domestic record)."""
+    if event.roaming_type != "international":
+        return {}
+    return {
+        k: v for k, v in (("z", event.timezone), ("o", event.utc_offset_minutes)) if v is not None
+    } or {"c": event.country}
 
 
 def open_complaints(state: SubscriberState, at: int, lapse: int | None) -> int:

@@ -430,6 +430,22 @@ class TestDoNotDisturb:
             "Asia/Shanghai",
         ]
 
+    def test_a_roaming_record_read_after_a_newer_one_does_not_move_the_customer(self) -> None:
+        """Roaming records of two feeds (registrations, usage abroad) come out of order
+        within the lateness: the record of the return home at 20:00, then one dated 19:30
+        of the trip before. The newer one says where the customer is: at 22:30 quiet hours
+        are Shanghai's (a call went out, judged on New York's clock, for 14 more days)."""
+        trip = {"country": "US", "roaming_type": "international", "timezone": "America/New_York"}
+        events = [
+            ev(EventType.ROAMING, at("2026-10-25", "09:00"), **trip),
+            ev(EventType.ROAMING, at("2026-11-02", "20:00"), country="CN", roaming_type="domestic"),
+            ev(EventType.ROAMING, at("2026-11-02", "19:30"), **trip),
+            usage(at("2026-11-02", "22:30"), kind="service_failure", service_code="VOLTE"),
+        ]
+        (task,) = only(run(CATALOG, events).tasks, "service_failure")
+        assert task.deferred is not None
+        assert task.deliver_after.astimezone(SHANGHAI).isoformat() == "2026-11-03T08:00:00+08:00"
+
     def test_every_task_carries_the_quiet_hours_it_was_judged_by(self) -> None:
         """So that dispatch can judge them again when it sends the task later than now
         (merge window, contact cap, capacity, a retry): the visited place's zone while
