@@ -10,11 +10,13 @@ The gates, in the order they are applied (the first that suppresses wins):
 1. **expired**: `now` is at or past `expires_at`: suppress.
 2. **closed** line: suppress.
 3. **opt_out**: the subscriber opted out of the task's channel: suppress.
-4. **complaint_open**: an open complaint blocks the purposes in
-   `open_complaint_blocks` (sales by default, never service): suppress.
+4. **complaint_open**: an open complaint (with a record within
+   `open_complaint_lapses_after`) blocks the purposes in `open_complaint_blocks` (sales
+   by default, never service): suppress.
 5. **suspended** line: per purpose, `wait` (defer with `until=None`) or `suppress`.
 6. **quiet_hours**: never deliver inside the default windows or the customer's own,
-   in the customer's local time (the visited place's while roaming); defer to the
+   in the customer's local time (the visited place's while roaming, until the trip
+   lapses after `roaming_lapses_after` with no roaming record); defer to the
    end of the covering windows, chained when they touch or overlap. A task whose
    quiet hours outlast it is suppressed as `expired`.
 
@@ -185,7 +187,6 @@ class GatingPolicy(_Strict):
         description="A trip with no roaming record for this long is over: quiet hours go "
         "back to the customer's own clock (null: only a record of the return ends it)",
     )
-
     open_complaint_lapses_after: str | None = Field(
         default="30d",
         description="An open complaint with no record (opened, updated) for this long is no "
@@ -273,7 +274,9 @@ class SubscriberView:
     timezone: str | None = None
     """The profile's IANA zone."""
     roaming_timezone: str | None = None
-    """The visited place's IANA zone while roaming abroad; wins over everything else."""
+    """The visited place's IANA zone while roaming abroad; wins over everything else. The
+    roaming fields are None once the trip lapsed (`roaming_lapses_after`, the engine's
+    `abroad`)."""
     roaming_utc_offset_minutes: int | None = None
     """The visited place's UTC offset when only that is known; wins over the profile zone."""
     roaming_country: str | None = None
@@ -285,6 +288,7 @@ class SubscriberView:
     """`active`, `suspended` or `closed`; None (unknown) counts as active."""
     opt_out: frozenset[str] = frozenset()
     open_complaints: int = 0
+    """Complaints still being handled: lapsed ones (`open_complaint_lapses_after`) left out."""
 
 
 @dataclass(frozen=True, slots=True)
