@@ -1359,8 +1359,7 @@ class TaskSink:
         if not tasks:
             return
         headers: Headers = [("content-type", b"application/json")]
-        tasks = [published(t) for t in tasks]
-        payloads = {t.task_id: self._payloads.of(t) for t in tasks}
+        payloads = {t.task_id: self._payloads.of(published(t)) for t in tasks}
         messages: list[Message] = [
             (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers) for t in tasks
         ]
@@ -1373,9 +1372,13 @@ class TaskSink:
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         ids = [t.task_id for t in tasks]
         meta = {t.task_id: sent_meta(t) for t in tasks}
+        # The body an outcome's retry is made from keeps what dispatch judges it by (the
+        # channels its quiet hours hold, `published` leaves them out): made from the
+        # published task, a retry of a call exempt from quiet hours carried none, and
+        # falling back to SMS it went out inside them.
         bodies = {
             t.task_id: (
-                payloads[t.task_id],
+                self._payloads.of(t),
                 int((t.expires_at - now).total_seconds()) + _BODY_GRACE_S,
             )
             for t in tasks

@@ -5,11 +5,14 @@ quiet hours allow), one that would expire first falls back or is dropped."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Any
 
 import pytest
 
-from moments.models import Channel, QuietHours, RiskScore
+from moments.models import Channel, OutcomeStatus, QuietHours, RiskScore, TaskOutcome
+from moments.outcomes import handle_outcomes
+from moments.records import RawRecord
 from sinks.policy import DispatchPolicy
 
 from .conftest import HOUR, NOW, MakeWorker, ids, published, task
@@ -296,3 +299,49 @@ class TestAFallbackIsJudgedByItsOwnChannel:
         await w.sink.flush()
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["channel"], out["quiet_hours"]) == ("f2", "sms", None)
+
+    async def test_a_retry_falling_back_to_sms_waits_for_the_sms_quiet_hours(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Calls are exempt from quiet hours, SMS not. The call goes now and is
+        unreachable; its retry, due now, finds the centre closed until after the call
+        expires and falls back to SMS, which waits for the end of the customer's quiet
+        hours. The retry is made from the published task, which carried no quiet hours
+        (they do not hold a call): the SMS went out at once, inside them."""
+        more: dict[str, Any] = {
+            "merge": {"hold_channels": []},
+            "overflow": {"callback": {"policy": "fallback", "channel": "sms"}},
+            "outcomes": {"unreachable_retry_after": "1h"},
+        }
+        w = make_worker(DispatchPolicy.model_validate(more))
+        sub = "13700000043"
+        quiet = quiet_now(Channel.SMS, Channel.MANAGER, Channel.APP_PUSH)
+        u9 = hashlib.blake2b(b"u9", digest_size=16).hexdigest()  # a task id as made
+        call = task(
+            u9, sub=sub, moment_type="callback", channel=CALL, expires_at=NOW + 3 * HOUR
+        ).model_copy(update={"quiet_hours": quiet})
+        w.sink.add(call)
+        await w.sink.flush()
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"], out["quiet_hours"]) == (u9, "outbound_call", None)
+        # The centre now opens only after the call expires.
+        opens = (NOW + 4 * HOUR).replace(second=0)
+        hours = {"outbound_call": f"{opens:%H:%M}-{opens + 8 * HOUR:%H:%M}"}
+        w.sink.use_policy(
+            DispatchPolicy.model_validate({**more, "timezone": "UTC", "hours": hours})
+        )
+        unreachable = TaskOutcome(
+            task_id=u9,
+            subscriber_id=sub,
+            status=OutcomeStatus.UNREACHABLE,
+            occurred_at=NOW - HOUR,
+        )
+        record = RawRecord("outcomes", 0, 0, sub.encode(), unreachable.model_dump_json().encode())
+        result = await handle_outcomes([record], w.sink, now=NOW)
+        [retry_id] = result.retries
+        assert await w.ledger.state(retry_id) == "deferred"
+        end = instant(f"{(NOW + 2 * HOUR):%Y-%m-%dT%H:%M}:00+00:00")
+        assert await w.sink.deferral.due_at(retry_id) == end.timestamp()
+        assert await w.sink.release_due(now=end.timestamp()) == 1
+        sent = [t for t in await published(w.settings, 2) if t["task_id"] == retry_id]
+        assert [(t["channel"], t["deferred"]["reason"]) for t in sent] == [("sms", "quiet_hours")]
