@@ -1059,8 +1059,10 @@ class TaskSink:
             return routes
         items = [
             Joining(t.task_id, t.subscriber_id, self._payloads.unless_stored(t), *bounds)
-            for t in fresh
-            for bounds in [self._join_bounds(t, now)]
+            for r in routes
+            if r.c.fresh
+            for t in [r.task]
+            for bounds in [self._join_bounds(t, now, r.c.deferral_counted and not r.moved)]
         ]
         carriers = await self._redis(lambda: self.deferral.join_many(items), "merging")
         joined = {t.task_id for t, carrier in zip(fresh, carriers, strict=True) if carrier}
@@ -1069,14 +1071,20 @@ class TaskSink:
                 self.dm.merged.labels(task.moment.type).inc()
         return [r for r in routes if r.task.task_id not in joined]
 
-    def _join_bounds(self, task: ServiceTask, now: float) -> tuple[float | None, float | None]:
+    def _join_bounds(
+        self, task: ServiceTask, now: float, gated: bool
+    ) -> tuple[float | None, float | None]:
         """Which waiting task a fresh task may join (`Joining`), by when it could go itself
         (`at`: its `deliver_after`, its channel's hours, its quiet hours): one due at most a
         merge window before `at` (joined, it would hold that one's moments until `at`),
         and one waiting for its channel's hours at most a window after `at`, unless the
         task's channel is held for merging anyway (`merge.hold_channels`). No bound for a
         task waiting for its suspended line, or one that never goes (dropped when it comes
-        up, joined or not).
+        up, joined or not). The quiet hours of a task the engine's gates judged just now
+        (`gated`) allow its `deliver_after`, as `_route_wave` takes them to: walked again
+        for every fresh task, they cost a quarter of dispatch's CPU per task more
+        (benchmarks/dispatch_cpu.py), for the few tasks whose subscriber has a waiting
+        task.
 
         Unbounded, an SMS due now joined the customer's call held two hours for the call
         centre's opening and went out in the call, then; and a call made at night joined
@@ -1086,9 +1094,7 @@ class TaskSink:
         if task.deferred is not None and task.deferred.reason == "suspended":
             return None, None
         at = dt.datetime.fromtimestamp(max(now, task.deliver_after.timestamp()), dt.UTC)
-        opens = _opens(task, at)
-        if opens is not None:
-            opens = self._opening(task, opens, [functools.partial(_opens, task)])
+        opens = self._opening(task, at, [] if gated else [functools.partial(_opens, task)])
         if opens is None:
             return None, None
         window = self.policy.merge.window.total_seconds()
