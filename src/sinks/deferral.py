@@ -8,7 +8,9 @@ Keys (prefix `moments:<app>:`):
   the merge window join (`group:<id>` lists their payloads; their own entries say `M<id>`).
 - `line:<subscriber>`: the tasks waiting for the subscriber's suspended line;
 - `hours`: the ids of the tasks waiting for their channel's hours (`channel_hours`), made
-  due at once when a reloaded policy changes the hours (`wake_hours`).
+  due at once when a reloaded policy changes the hours (`wake_hours`);
+- `capped`: the ids of the tasks waiting for the subscriber's contact or frequency cap,
+  which a fresh task joins however long they wait (`Joining`).
 
 Every transition is one Lua script, so a crash never leaves a task in two places or in
 none, and two workers releasing at once each get different tasks. Release moves a task
@@ -29,8 +31,9 @@ from sinks.luabatch import BatchScript
 from sinks.stores import Joining, Parking, Released
 
 # K: task, open, line; A: id, payload ('' keeps the one stored), release_at, window_ms,
-# '1' when it waits for a suspended line, '1' when for its channel's hours; S: task prefix,
-# ttl; SK: pending, deferred, hours
+# what it waits for: 'l' a suspended line, 'h' its channel's hours, 'c' the subscriber's
+# caps (one argument: each costs the client ~2.5 µs to pack); S: task prefix, ttl; SK:
+# pending, deferred, hours, capped
 _PARK = """
 local v = redis.call('GET', K[1])
 if not v then return 0 end
@@ -48,14 +51,19 @@ if carrier then
   open = cv and string.sub(cv, 1, 1) == 'D'
 end
 if not open then redis.call('SET', K[2], A[1], 'PX', A[4]) end
-if A[5] == '1' then
+if string.find(A[5], 'l', 1, true) then
   redis.call('SADD', K[3], A[1])
   redis.call('EXPIRE', K[3], S[2])
 end
-if A[6] == '1' then
+if string.find(A[5], 'h', 1, true) then
   redis.call('SADD', SK[3], A[1])
 else
   redis.call('SREM', SK[3], A[1])
+end
+if string.find(A[5], 'c', 1, true) then
+  redis.call('SADD', SK[4], A[1])
+else
+  redis.call('SREM', SK[4], A[1])
 end
 return 1
 """
@@ -88,10 +96,10 @@ end
 return n
 """
 
-# K: task, open; A: id, payload ('' takes the one claimed), due from, due by when it waits
-# for its channel's hours ('': no bound); S: task prefix, group prefix, ttl; SK: pending,
-# deferred, hours. The carrier's id when the task joined (or had joined) a waiting task,
-# else false.
+# K: task, open; A: id, payload ('' takes the one claimed), due from, due by unless it
+# waits for the subscriber's caps ('': no bound); S: task prefix, group prefix, ttl; SK:
+# pending, deferred, capped. The carrier's id when the task joined (or had joined) a
+# waiting task, else false.
 _JOIN = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'M' then return string.sub(v, 2) end
@@ -104,7 +112,7 @@ if A[3] ~= '' or A[4] ~= '' then
   local due = tonumber(redis.call('ZSCORE', SK[2], carrier))
   if not due then return false end
   if A[3] ~= '' and due < tonumber(A[3]) then return false end
-  if A[4] ~= '' and due > tonumber(A[4]) and redis.call('SISMEMBER', SK[3], carrier) == 1 then
+  if A[4] ~= '' and due > tonumber(A[4]) and redis.call('SISMEMBER', SK[3], carrier) == 0 then
     return false
   end
 end
@@ -117,7 +125,7 @@ redis.call('ZREM', SK[1], A[1])
 return carrier
 """
 
-# KEYS: deferred, pending, hours; ARGV: now, limit, task prefix, group prefix
+# KEYS: deferred, pending, hours, capped; ARGV: now, limit, task prefix, group prefix
 # Returns {id, payload, {member payloads}} for each task moved from D to P.
 _RELEASE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -125,6 +133,7 @@ local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('SREM', KEYS[3], id)
+  redis.call('SREM', KEYS[4], id)
   local key = ARGV[3] .. id
   local v = redis.call('GET', key)
   if v and string.sub(v, 1, 1) == 'D' then
@@ -150,7 +159,9 @@ class DeferralQueue:
         self.key = f"{ledger.prefix}deferred"
         self.hours_key = f"{ledger.prefix}hours"
         """The ids of the tasks in the queue waiting for their channel's hours."""
-        self._park = BatchScript(redis, _PARK, keys=3, args=6)
+        self.capped_key = f"{ledger.prefix}capped"
+        """The ids of the tasks in the queue waiting for the subscriber's caps."""
+        self._park = BatchScript(redis, _PARK, keys=3, args=5)
         self._wake_hours = redis.register_script(_WAKE_HOURS)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
         self._join = BatchScript(redis, _JOIN, keys=2, args=4)
@@ -201,13 +212,14 @@ class DeferralQueue:
                     item.payload,
                     item.release_at,
                     max(1, int(item.merge_window_s * 1000)),
-                    "1" if item.waits_for_line else "",
-                    "1" if item.waits_for_hours else "",
+                    "l" * item.waits_for_line
+                    + "h" * item.waits_for_hours
+                    + "c" * item.waits_for_cap,
                 ),
             )
             for item in items
         ]
-        shared_keys = (self.ledger.pending_key, self.key, self.hours_key)
+        shared_keys = (self.ledger.pending_key, self.key, self.hours_key, self.capped_key)
         shared = (f"{self.prefix}task:", self.ledger.ttl)
         parked = await self._park.run(calls, shared, shared_keys)
         return [bool(ok) for ok in parked]
@@ -221,12 +233,12 @@ class DeferralQueue:
         calls = [
             (
                 (self.ledger.key(i.task_id), self.open_key(i.subscriber_id)),
-                (i.task_id, i.payload, _bound(i.due_from), _bound(i.hours_by)),
+                (i.task_id, i.payload, _bound(i.due_from), _bound(i.due_by)),
             )
             for i in items
         ]
         shared = (f"{self.prefix}task:", f"{self.prefix}group:", self.ledger.ttl)
-        shared_keys = (self.ledger.pending_key, self.key, self.hours_key)
+        shared_keys = (self.ledger.pending_key, self.key, self.capped_key)
         carriers = await self._join.run(calls, shared, shared_keys)
         return [None if c is None else as_bytes(c).decode() for c in carriers]
 
@@ -247,7 +259,7 @@ class DeferralQueue:
         """Take the tasks due by `now`; each goes to exactly one caller."""
         at = time.time() if now is None else now
         raw: Sequence[Any] = await self._release(
-            keys=[self.key, self.ledger.pending_key, self.hours_key],
+            keys=[self.key, self.ledger.pending_key, self.hours_key, self.capped_key],
             args=[at, limit, f"{self.prefix}task:", f"{self.prefix}group:"],
         )
         return [

@@ -1077,20 +1077,24 @@ class TaskSink:
         """Which waiting task a fresh task may join (`Joining`), by when it could go itself
         (`at`: its `deliver_after`, its channel's hours, its quiet hours): one due at most a
         merge window before `at` (joined, it would hold that one's moments until `at`),
-        and one waiting for its channel's hours at most a window after `at`, unless the
-        task's channel is held for merging anyway (`merge.hold_channels`). No bound for a
-        task waiting for its suspended line, or one that never goes (dropped when it comes
-        up, joined or not). The quiet hours of a task the engine's gates judged just now
-        (`gated`) allow its `deliver_after`, as `_route_wave` takes them to: walked again
-        for every fresh task, they cost a quarter of dispatch's CPU per task more
-        (benchmarks/dispatch_cpu.py), for the few tasks whose subscriber has a waiting
-        task.
+        and one due at most a window after `at`, unless that one waits for the
+        subscriber's contact or frequency cap (`Parking.waits_for_cap`: the cap holds the
+        task alone as well) or the task's channel is held for merging anyway
+        (`merge.hold_channels`). No bound for a task waiting for its suspended line, or
+        one that never goes (dropped when it comes up, joined or not). The quiet hours of
+        a task the engine's gates judged just now (`gated`) allow its `deliver_after`, as
+        `_route_wave` takes them to: walked again for every fresh task, they cost an
+        eighth of dispatch's CPU per task (benchmarks/dispatch_cpu.py), for the few tasks
+        whose subscriber has a waiting task.
 
         Unbounded, an SMS due now joined the customer's call held two hours for the call
         centre's opening and went out in the call, then; and a call made at night joined
         the SMS waiting for the end of quiet hours at 08:00 and held it until the centre
-        opened. The other waits (quiet hours, the caps, a suspended line) are the
-        customer's, so they hold the task alone as well: it still joins those."""
+        opened. Bounded only for a task waiting for its channel's hours, an SMS due now
+        joined the call the full call pool had put off to the next day (`next_day_at`),
+        or an unreachable call's retry, and waited for it: a low-balance SMS held 18
+        hours. A task waiting for quiet hours is joined by one whose own quiet hours end
+        then (`at`)."""
         if task.deferred is not None and task.deferred.reason == "suspended":
             return None, None
         at = dt.datetime.fromtimestamp(max(now, task.deliver_after.timestamp()), dt.UTC)
@@ -1145,8 +1149,9 @@ class TaskSink:
         window = self.policy.merge.window.total_seconds()
         payload = self._payloads.unless_stored(slot)
         line, hours = p.reason == "suspended", p.reason == "channel_hours"
+        capped = p.reason in ("contact_cap", "frequency_cap")
         parking = Parking(
-            slot.task_id, slot.subscriber_id, payload, p.release_at, window, line, hours
+            slot.task_id, slot.subscriber_id, payload, p.release_at, window, line, hours, capped
         )
         return parking, slot
 

@@ -222,6 +222,7 @@ class MemoryDeferrals:
         self.open: dict[str, tuple[str, float]] = {}  # subscriber -> (carrier, expires at)
         self.lines: dict[str, set[str]] = {}  # subscriber -> tasks its suspended line holds
         self.hours: set[str] = set()  # tasks waiting for their channel's hours
+        self.capped: set[str] = set()  # tasks waiting for the subscriber's caps
 
     def _open_carrier(self, subscriber_id: str) -> str | None:
         item = self.open.get(subscriber_id)
@@ -269,6 +270,10 @@ class MemoryDeferrals:
                 self.hours.add(i.task_id)
             elif ok:
                 self.hours.discard(i.task_id)
+            if ok and i.waits_for_cap:
+                self.capped.add(i.task_id)
+            elif ok:
+                self.capped.discard(i.task_id)
             out.append(ok)
         return out
 
@@ -315,12 +320,12 @@ class MemoryDeferrals:
         if carried is None or not carried.startswith(DEFERRED):
             return None
         due = self.scores.get(carrier)
-        if item.due_from is not None or item.hours_by is not None:
+        if item.due_from is not None or item.due_by is not None:
             if due is None:
                 return None
             if item.due_from is not None and due < item.due_from:
                 return None
-            if item.hours_by is not None and due > item.hours_by and carrier in self.hours:
+            if item.due_by is not None and due > item.due_by and carrier not in self.capped:
                 return None
         self.ledger.add_to_group(carrier, payload or value[1:])
         self.ledger.set_keep_ttl(task_id, MERGED + carrier.encode())
@@ -337,6 +342,7 @@ class MemoryDeferrals:
                 continue  # re-parked later or released already: a stale heap entry
             del self.scores[task_id]
             self.hours.discard(task_id)
+            self.capped.discard(task_id)
             taken += 1
             value = await self.ledger.get(task_id)
             if value is None or not value.startswith(DEFERRED):

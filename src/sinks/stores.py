@@ -48,20 +48,24 @@ class Parking:
     waits_for_hours: bool = False
     """Waiting for its channel's hours (`channel_hours`): indexed, so `wake_hours` finds it
     when a reloaded policy changes the hours."""
+    waits_for_cap: bool = False
+    """Waiting for the subscriber's contact or frequency cap: indexed, so that a fresh
+    task joins it however long it waits (`Joining.due_by` does not bound it), as the
+    cap would hold that task alone as well."""
 
 
 @dataclass(frozen=True)
 class Joining:
     """One `Deferrals.join_many` item: the task joins its subscriber's waiting task only
-    if that one is due (its release time, epoch seconds) at or after `due_from`, and, when
-    it waits for its channel's hours (`Parking.waits_for_hours`), at or before
-    `hours_by` (None: no bound)."""
+    if that one is due (its release time, epoch seconds) at or after `due_from`, and,
+    unless it waits for the subscriber's caps (`Parking.waits_for_cap`), at or before
+    `due_by` (None: no bound)."""
 
     task_id: str
     subscriber_id: str
     payload: bytes
     due_from: float | None = None
-    hours_by: float | None = None
+    due_by: float | None = None
 
 
 @dataclass(frozen=True)

@@ -123,27 +123,34 @@ class TestDeferrals:
     async def test_a_join_is_bounded_by_when_the_waiting_task_is_due(
         self, stores: DispatchStores
     ) -> None:
-        """`due_from` bounds every waiting task; `hours_by` only one waiting for its
-        channel's hours (`waits_for_hours`)."""
+        """`due_from` bounds every waiting task; `due_by` every one but those waiting for
+        the subscriber's caps (`waits_for_cap`)."""
         ledger, deferral = stores.ledger, stores.deferral
         release = time.time() + 3600
-        await ledger.claim([(t, t.encode()) for t in ("a", "b", "c", "d", "e", "f", "g")])
+        ids = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
+        await ledger.claim([(t, t.encode()) for t in ids])
         assert await deferral.park_many(
             [
                 Parking("a", "s1", b"", release, 1800, waits_for_hours=True),
-                Parking("b", "s2", b"", release, 1800),  # quiet hours, a cap: the customer's
+                Parking("b", "s2", b"", release, 1800, waits_for_cap=True),  # the customer's
+                Parking("h", "s3", b"", release, 1800),  # capacity, a retry: its channel's
             ]
-        ) == [True, True]
+        ) == [True, True, True]
         joined = await deferral.join_many(
             [
-                Joining("c", "s1", b"", hours_by=release - 1),  # would wait for the hours
-                Joining("d", "s2", b"", hours_by=release - 1),  # waits as the other would
+                Joining("c", "s1", b"", due_by=release - 1),  # would wait for the hours
+                Joining("d", "s2", b"", due_by=release - 1),  # waits as the other would
                 Joining("e", "s2", b"", due_from=release + 1),  # would hold it later
+                Joining("i", "s3", b"", due_by=release - 1),  # would wait for the other
             ]
         )
-        assert joined == [None, "b", None]
+        assert joined == [None, "b", None, None]
         both = [Joining("f", "s1", b"", release, release), Joining("g", "s2", b"", release)]
         assert await deferral.join_many(both) == ["a", "b"]
+        # Parked again for something else, it is bounded.
+        await ledger.claim([("j", b"j")])
+        assert await deferral.park_many([Parking("b", "s2", b"", release, 1800)]) == [True]
+        assert await deferral.join_many([Joining("j", "s2", b"", due_by=release - 1)]) == [None]
 
     async def test_an_empty_payload_means_the_one_the_ledger_holds(
         self, stores: DispatchStores

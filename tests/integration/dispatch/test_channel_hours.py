@@ -204,6 +204,55 @@ class TestAnSmsBesideAHeldCall:
         called = [t for t in await published(w.settings, 2) if t["task_id"] == "m1"]
         assert [(t["channel"], t["related"]) for t in called] == [("outbound_call", None)]
 
+    async def test_an_sms_due_now_goes_now_not_in_the_call_waiting_for_tomorrows_capacity(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The call pool is full today: the customer's call waits for tomorrow's
+        (`next_day_at`); their low-balance SMS, due now, goes now on its own. It joined the
+        call and waited until the next day with it."""
+        policy = {"capacity": {"*": {"outbound_call": 0}}, "merge": {"hold_channels": []}}
+        w = make_worker(DispatchPolicy.model_validate(policy))
+        sub = "13700000034"
+        await w.send(task("m7", sub=sub, moment_type="callback", channel=CALL))
+        assert await w.ledger.state("m7") == "deferred"
+        await w.send(task("m8", sub=sub, moment_type="low_balance"))
+        assert [await w.ledger.state(i) for i in ("m7", "m8")] == ["deferred", "sent"]
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"], out["related"]) == ("m8", "sms", None)
+
+    async def test_a_call_still_joins_the_call_waiting_for_tomorrows_capacity(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """A second call moment of the customer (calls are held for merging) goes in the
+        first one tomorrow: one call, not two."""
+        w = make_worker(DispatchPolicy.model_validate({"capacity": {"*": {"outbound_call": 0}}}))
+        sub = "13700000035"
+        await w.send(task("m9", sub=sub, moment_type="callback", channel=CALL))
+        held = (NOW + dt.timedelta(minutes=31)).timestamp()  # the merge window's end
+        assert await w.sink.release_due(now=held) == 1
+        assert (await w.sink.deferral.due_at("m9") or 0) > held + 3 * HOUR.total_seconds()
+        await w.send(task("m10", sub=sub, moment_type="offer", channel=CALL))
+        assert [await w.ledger.state(i) for i in ("m9", "m10")] == ["deferred", "merged"]
+
+    async def test_a_moment_still_joins_the_task_waiting_for_the_contact_cap(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The customer had their contact of the day: their next SMS waits for the cap to
+        free a day later, and the moment after it, due now, joins it (the cap would hold
+        it alone as well): one contact then, not two."""
+        policy = {"contact": {"max_contacts": 1, "period": "1d"}, "merge": {"hold_channels": []}}
+        w = make_worker(DispatchPolicy.model_validate(policy))
+        sub = "13700000036"
+        await w.send(task("k1", sub=sub))
+        await w.send(task("k2", sub=sub, moment_type="low_balance"))
+        assert await w.ledger.state("k2") == "deferred"
+        await w.send(task("k3", sub=sub, moment_type="bill_spike"))
+        assert [await w.ledger.state(i) for i in ("k1", "k2", "k3")] == [
+            "sent",
+            "deferred",
+            "merged",
+        ]
+
     async def test_a_call_made_at_night_does_not_hold_the_sms_waiting_for_quiet_hours(
         self, make_worker: MakeWorker
     ) -> None:

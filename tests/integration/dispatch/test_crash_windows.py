@@ -51,12 +51,17 @@ class TestSplitGroupAfterACrash:
         """The waiting task lapses when its quiet hours end; the moment that joined it goes
         on under its own id. The worker dies after it left the group (pending, its own
         id), before the waiting task's drop was written: the re-drive published it with
-        its payload as it joined (no deferral, `deliver_after` inside the quiet hours)."""
+        its payload as it joined (its own deferral, ten minutes shorter than the group's)."""
         w = make_worker()
         opens = NOW + HOUR
         waits = task("g1", sub=SUB, deliver_after=opens, deferred="quiet_hours")
         await w.send(waits.model_copy(update={"expires_at": opens + dt.timedelta(minutes=3)}))
-        await w.send(task("g2", sub=SUB, moment_type="low_balance"))
+        own = opens - dt.timedelta(minutes=10)
+        await w.send(
+            task(
+                "g2", sub=SUB, moment_type="low_balance", deliver_after=own, deferred="quiet_hours"
+            )
+        )
         assert await w.ledger.state("g2") == "merged"
         dying = make_worker()
         dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "drop_many")

@@ -125,12 +125,17 @@ class TestDroppedWhileWaiting:
     ) -> None:
         """The waiting task lapses when its quiet hours end; the moment that joined it
         goes out then, under its own id: its `deliver_after` and `deferred` are the
-        group's (it said it could go at the time it joined, inside the quiet hours)."""
+        group's (it said it could go ten minutes before: a window its quiet hours, one
+        of another zone, left it when it joined)."""
         w = make_worker()
         opens = NOW + HOUR
         waits = task("g1", sub=SUB, deliver_after=opens, deferred="quiet_hours")
         await w.send(waits.model_copy(update={"expires_at": opens + dt.timedelta(minutes=3)}))
-        await w.send(task("g2", sub=SUB, moment_type="low_balance"))
+        own = opens - dt.timedelta(minutes=10)
+        joins = task("g2", sub=SUB, moment_type="low_balance", deliver_after=own)
+        await w.send(
+            joins.model_copy(update={"deferred": Deferral(reason="quiet_hours", until=own)})
+        )
         assert await w.ledger.state("g2") == "merged"
         assert await w.sink.release_due(now=opens.timestamp() + 1) == 1
         [out] = await published(w.settings, 1)
@@ -178,8 +183,17 @@ async def manager_task_joined_by_a_callback(w: Worker, *fill: Channel) -> dt.dat
         deliver_after=later,
         deferred="quiet_hours",
     )
+    # The customer's quiet hours hold the callback too (ending ten minutes earlier: judged
+    # on the clock of where they roam now): it joins the manager task.
+    own = later - dt.timedelta(minutes=10)
     callback = task(
-        "c2", sub=SUB, moment_type="complaint", priority=2, channel=Channel.OUTBOUND_CALL
+        "c2",
+        sub=SUB,
+        moment_type="complaint",
+        priority=2,
+        channel=Channel.OUTBOUND_CALL,
+        deliver_after=own,
+        deferred="quiet_hours",
     )
     await w.send(manager)
     await w.send(callback)

@@ -166,6 +166,32 @@ class TestOutcomes:
         )
         assert (await handle_outcomes([record], w.sink, now=NOW)).retries == []
 
+    async def test_an_sms_due_now_does_not_wait_in_the_retry_of_an_unanswered_call(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """The retry waits two hours for the customer to answer again; their low-balance
+        SMS, due now, goes now. It joined the retry, waited the two hours and went out
+        in a call, to a customer who had not answered one."""
+        w = make_worker(
+            DispatchPolicy.model_validate(
+                {"outcomes": {"unreachable_retry_after": "2h"}, "merge": {"hold_channels": []}}
+            )
+        )
+        sub = "13200000009"
+        await w.send(task(U1, sub=sub, channel=Channel.OUTBOUND_CALL))
+        result = await handle_outcomes(
+            [record_of(U1, sub, OutcomeStatus.UNREACHABLE)], w.sink, now=NOW
+        )
+        [retry] = result.retries
+        assert await w.ledger.state(retry) == "deferred"
+        await w.send(task(X1, sub=sub, moment_type="low_balance"))
+        assert [await w.ledger.state(i) for i in (retry, X1)] == ["deferred", "sent"]
+        out = await published(w.settings, 2)
+        assert [(t["task_id"], t["channel"]) for t in out] == [
+            (U1, "outbound_call"),
+            (X1, "sms"),
+        ]
+
     @pytest.mark.parametrize(
         "status", [OutcomeStatus.DECLINED, OutcomeStatus.UNREACHABLE, OutcomeStatus.ACCEPTED]
     )
