@@ -507,10 +507,16 @@ class TaskSink:
         the same time by id."""
         now = self.clock() if now is None else now
         if self._hours_changed:
-            woken = await self._redis(
-                lambda: self.deferral.wake_hours(now), "waking tasks waiting for channel hours"
-            )
+            # Cleared before the wake, not after: a reload landing while it runs, once a
+            # task was parked by the hours it replaces, must wake again at the next tick.
             self._hours_changed = False
+            try:
+                woken = await self._redis(
+                    lambda: self.deferral.wake_hours(now), "waking tasks waiting for channel hours"
+                )
+            except BaseException:
+                self._hours_changed = True
+                raise
             log.info("channel hours changed: %d waiting task(s) judged again now", woken)
         due: list[Released] = []
         for _ in range(RELEASE_BATCHES_PER_TICK):

@@ -184,6 +184,35 @@ class TestAReloadedPolicy:
         [out] = await published(w.settings, 1)
         assert instant(out["deliver_after"]) == later
 
+    async def test_a_reload_landing_while_the_tasks_are_woken_wakes_them_again(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """A second reload comes while the first one's wake runs, after a call was parked
+        for the hours of the first: the next release judges that call by the second
+        one's. The wake's end cleared the second reload's mark, and the call waited for
+        the first one's opening though the centre was now open."""
+        w = make_worker(hours_policy())
+        sink = w.sink
+        later = OPENS + HOUR
+        first = {"outbound_call": f"{later:%H:%M}-{CLOSES:%H:%M}"}
+        sink.use_policy(DispatchPolicy.model_validate({"timezone": "UTC", "hours": first}))
+        wake_hours = sink.deferral.wake_hours
+
+        async def wake_and_reload(now: float) -> int:
+            woken = await wake_hours(now)
+            await w.send(task("h4", sub="13700000024", channel=CALL))  # parked by `first`
+            sink.use_policy(DispatchPolicy.model_validate({"timezone": "UTC", "hours": {}}))
+            return woken
+
+        sink.deferral.wake_hours = wake_and_reload  # type: ignore[method-assign]
+        at = dt.datetime.now(dt.UTC).timestamp()
+        assert await sink.release_due(now=at) == 0
+        assert await sink.deferral.due_at("h4") == later.timestamp()
+        sink.deferral.wake_hours = wake_hours  # type: ignore[method-assign]
+        assert await sink.release_due(now=at) == 1
+        [out] = await published(w.settings, 1)
+        assert out["task_id"] == "h4"
+
 
 class TestAnSmsBesideAHeldCall:
     async def test_an_sms_due_now_goes_now_not_in_the_call_held_for_the_opening(
