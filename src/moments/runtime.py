@@ -159,12 +159,14 @@ class Runtime:
     def _declare_outcomes(self, rules: RuleSet) -> None:
         """Outcome series start at 0 for every moment type (and a shadow rule's would-be
         tasks at 0), so the first is a rise that `rate()` and `increase()` see, not a
-        series appearing at 1."""
+        series appearing at 1. With MOMENTS_LIVE_FROM set every rule is a shadow rule
+        for the moments before it, so every rule's would-be tasks are declared."""
         for moment_type in {r.task.moment_type for r in rules.rules}:
             for status in OutcomeStatus:
                 self.metrics.outcomes.labels(moment_type, status.value)
+        every = self.detector.live_from is not None
         for rule in rules.rules:
-            if rule.shadow:
+            if rule.shadow or every:
                 self.metrics.shadow.labels(rule.id, "task", "")
 
     def _record_reload(self, result: str, count: int | None) -> None:

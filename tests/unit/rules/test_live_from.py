@@ -20,11 +20,13 @@ from moments.engine import Detector
 from moments.livefrom import parse_live_from
 from moments.models import EventType
 from moments.pipeline import run_pipeline, to_records
-from moments.settings import Settings
+from moments.runtime import Runtime
+from moments.settings import Settings, load_settings
 from moments.store import DictStateStore
+from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
 
-from .helpers import NO_GATES, SUB, WELCOME, at, ev, rules_from, types
+from .helpers import CALL_TRIAL, NO_GATES, SUB, WELCOME, at, ev, rules_from, types
 
 OTHER = "13900139002"
 ROAMING = {"roaming_type": "international"}
@@ -184,3 +186,26 @@ def test_a_window_closing_at_the_instant_is_live_and_one_before_it_shadow() -> N
     after = run_pipeline(events, rules, live_from=judged + dt.timedelta(seconds=1), until=until)
     assert after.tasks == []
     assert after.shadow[("silent", "task", "")] == 1
+
+
+def _declared(live_from: dt.datetime | None) -> set[str]:
+    """The rules whose `moments_shadow_moments_total{outcome="task"}` a worker declares
+    at 0 when its rules load (here, on a reload)."""
+    metrics = Metrics()
+    rules = rules_from(RULES + CALL_TRIAL)
+    runtime = Runtime(load_settings(), metrics, Detector(rules, {}, live_from=live_from))
+    runtime.install_rules(rules)
+    return {
+        s.labels["rule_id"]
+        for family in metrics.registry.collect()
+        if family.name == "moments_shadow_moments"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["outcome"] == "task" and s.value == 0
+    }
+
+
+def test_before_it_every_rules_would_be_tasks_are_declared_at_0() -> None:
+    """The dashboard's shadow panel and rate() need each series before its first moment:
+    during the warm-up every rule is a shadow rule, not only those in `mode: shadow`."""
+    assert _declared(LIVE) == {"welcome", "silent", "call_trial"}
+    assert _declared(None) == {"call_trial"}
