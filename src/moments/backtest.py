@@ -92,18 +92,19 @@ class CollectingProducer:
         return done
 
 
-def settling_period(rules: RuleSet) -> tuple[float, str]:
+def settling_period(rules: RuleSet, contacts: bool = True) -> tuple[float, str]:
     """The longest span a task of these rules holds back later ones for (a cooldown, the
     frequency cap's period), in seconds, and what it is: a warm-up shorter than it
     leaves the first report days with caps and cooldowns a longer history would have
-    filled, and with first-time moments it would have spent."""
+    filled, and with first-time moments it would have spent. `contacts=False` leaves the
+    cap out: a cut-over's warm-up (`--live-from`) takes no contact, however long."""
     spans = [
         (r.task.cooldown.total_seconds(), f"{r.id}'s cooldown")
         for r in rules.rules
         if r.task.cooldown
     ]
     cap = rules.gating.frequency_cap
-    if cap is not None:
+    if cap is not None and contacts:
         spans.append((cap.span.total_seconds(), "the frequency cap's period"))
     return max(spans, default=(0.0, "nothing"))
 
@@ -140,6 +141,8 @@ class BacktestResult:
     """Events before this built the engine's state (a warm-up: first-time rules and
     baselines need history); their tasks were not reported, and not dispatched unless
     in the caps' period before it (`Backtest.dispatch_from`)."""
+    live_from: float | None = None
+    """`--live-from` (epoch seconds): the rehearsed cut-over; moments before it made no task."""
     warmup_events: int = 0
     warmup_tasks: int = 0
     """Tasks the warm-up made before its last caps' period, left undispatched."""
@@ -229,6 +232,7 @@ class Backtest:
         self.swept_bucket = -1
         self.result = BacktestResult(self.producer.sent, self.metrics, self._slots(), self.policy)
         self.result.report_from = report_from
+        self.result.live_from = live_from.timestamp() if live_from is not None else None
         self._warming = report_from is not None
         self.dispatch_from = (
             report_from - self.contacts_span(rules) if report_from is not None else None

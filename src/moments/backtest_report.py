@@ -128,6 +128,8 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
                 f"Start --from at least {settle / 86400:.0f} days after the first event "
                 "(simulate a longer history if need be)."
             )
+    elif result.live_from is not None and result.first_event is not None:
+        out.extend(_cut_over_warning(result.live_from - result.first_event, rules))
     if failed := result.dead_letters.get("detector_error", 0):
         out.append(
             f"{failed:,} event(s) failed in the detector (dead letters `detector_error`: a "
@@ -136,6 +138,30 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
             "subscribers may differ from the stream's."
         )
     return out
+
+
+def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:
+    """With `--live-from` (and no `--from`): a warm-up shorter than the rules' settling
+    period is what the rehearsal is about, not a fault of the report, so it is said as
+    what going live after that warm-up would send. The frequency cap's period is left
+    out: the warm-up takes no contact, so contact counters start empty however long."""
+    settle, what = settling_period(rules, contacts=False)
+    if warm >= settle:
+        return []
+    if warm <= 0:
+        return [
+            "--live-from is at or before the first event: there is no warm-up, and every "
+            "moment is live. This rehearses a cold start: the first days' tasks are the "
+            "first-time moments a start with no history would send."
+        ]
+    return [
+        f"The warm-up before --live-from is {warm / 86400:.1f} days, shorter than {what} "
+        f"({settle / 86400:.0f} days). The tasks of the first live days are the prediction "
+        "for going live after this warm-up, not an artefact of the report: they include "
+        "first-time moments and cooldowns a longer warm-up would have seen. Rehearse a "
+        f"--live-from at least {settle / 86400:.0f} days after the first event to see a "
+        "longer one (seed the state from history where it is longer)."
+    ]
 
 
 def capacity_rows(

@@ -18,14 +18,23 @@ import pytest
 
 from moments.backtest import Backtest, BacktestResult
 from moments.backtest_input import EventFile, FileEvent, merged
-from moments.backtest_report import build_report, chart_png, compare, html_page, markdown
+from moments.backtest_report import (
+    build_report,
+    chart_png,
+    compare,
+    html_page,
+    markdown,
+    report_warnings,
+)
 from moments.backtest_state import BacktestState
 from moments.cli import main
 from moments.models import Channel, EventType
 from moments.rulecheck import EventFileError
 from moments.taskbuilder import task_id
-from rules.catalog import load_rules
+from rules.catalog import load_rules, load_texts
 from sinks.policy import DispatchPolicy
+
+from .rules.helpers import WELCOME
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 DAY1 = dt.date(2026, 11, 10)
@@ -969,3 +978,37 @@ def test_a_manager_task_made_at_night_waits_for_the_managers_hours(tmp_path: Pat
     report = build_report(result)
     assert report["deferred"] == {"channel_hours": 2}
     assert "| channel_hours | 2 |" in markdown(report)
+
+
+def test_a_cut_over_after_a_short_warm_up_is_said_as_the_prediction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --live-from and no --from, the warm-up before the cut-over is measured
+    against the cooldowns: a short one is the rehearsal's point (its burst is what going
+    live then would send), and nothing was said of it."""
+    history = write_history(tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    args = ["--events", str(history), "--live-from", DAY2.isoformat(), "--out", str(out)]
+    assert main(["backtest", *args]) == 0  # the default catalog: cooldowns of 14 days
+    said = " ".join(capsys.readouterr().err.split())
+    (warning,) = orjson.loads((out / "report.json").read_bytes())["warnings"]
+    assert warning.startswith("The warm-up before --live-from is 0.6 days, shorter than")
+    assert "cooldown (14 days)" in warning
+    assert "prediction for going live after this warm-up" in warning
+    assert warning in said
+    assert "--from" not in warning.replace("--live-from", "")
+    capsys.readouterr()
+    early = ["--live-from", DAY1.isoformat()]  # before the first event: no warm-up
+    assert main(["backtest", *args, *early]) == 0
+    (cold,) = orjson.loads((out / "report.json").read_bytes())["warnings"]
+    assert cold.startswith("--live-from is at or before the first event")
+
+
+def test_a_cut_overs_warm_up_is_not_measured_against_the_frequency_cap(tmp_path: Path) -> None:
+    """The warm-up takes no contact, however long: only cooldowns settle in it."""
+    capped = "gating: {frequency_cap: {max_contacts: 1, period: 30d}}\n"
+    rules = load_texts([("r.yaml", capped + "rules:" + WELCOME)])
+    result = BacktestResult(events=1, first_event=0.0, live_from=86400.0)
+    assert report_warnings(result, rules) == []
+    result.report_from, result.live_from = 86400.0, None  # --from: the cap counts
+    assert "the frequency cap's period" in report_warnings(result, rules)[0]
