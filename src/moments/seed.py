@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from moments.backtest import Backtest, Progress
 from moments.backtest_input import FileEvent
+from moments.backtest_state import BacktestState
 from moments.exceptions import ConfigError
 from moments.partitioning import partition_of
 from moments.settings import Settings
@@ -112,10 +113,47 @@ def build_states(
             if sample.name.endswith("_total")
         )
     )
-    for sub, state, _ in backtest.state.items([0]):
+    states = backtest.state
+    assert isinstance(states, BacktestState)
+    objects = states.records
+    for sub in list(objects):
+        # Each record's object goes as its bytes come: both sets whole at once were the
+        # run's peak (the objects take ten times the bytes).
+        state = objects.pop(sub)
         state.offsets.clear()  # a file's positions are no offsets of the input topics
         seeded.records[sub] = state.to_bytes()
     return seeded
+
+
+def parse_partitions(text: str, count: int) -> frozenset[int]:
+    """`--partitions`: changelog partitions as `0,3` or `0-5` (or both, `0-2,7`), each
+    below `count` (MOMENTS_PARTITIONS); ValueError saying what to write otherwise."""
+    chosen: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last or first)
+        except ValueError:
+            raise ValueError(
+                f"--partitions {text!r}: write partition numbers and ranges, e.g. 0-3 or 0,2,5"
+            ) from None
+        if not 0 <= low <= high < count:
+            raise ValueError(
+                f"--partitions {text!r}: partitions are 0 to {count - 1} "
+                f"(MOMENTS_PARTITIONS={count}), a range low to high"
+            )
+        chosen.update(range(low, high + 1))
+    return frozenset(chosen)
+
+
+def of_partitions(
+    events: Iterable[FileEvent], count: int, chosen: Collection[int]
+) -> Iterator[FileEvent]:
+    """The events of subscribers whose records go to the `chosen` changelog partitions
+    (murmur2 of the key, of `count`): a seed in parts holds only theirs in memory."""
+    for event in events:
+        if partition_of(event.key, count) in chosen:
+            yield event
 
 
 async def erased_subscribers(settings: Settings, subscriber_ids: Sequence[str]) -> set[str]:
@@ -180,8 +218,11 @@ async def live_group(settings: Settings) -> Group:
     return Group("Dead", 0)
 
 
-async def changelog_records(settings: Settings, topic: str) -> int:
-    """How many records the changelog holds (end minus start offsets, every partition)."""
+async def changelog_records(
+    settings: Settings, topic: str, chosen: Collection[int] | None = None
+) -> int:
+    """How many records the changelog holds (end minus start offsets), in the `chosen`
+    partitions (None: every one): a seed in parts writes each part's partitions once."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from moments.connections import kafka_client_kwargs
@@ -195,7 +236,8 @@ async def changelog_records(settings: Settings, topic: str) -> int:
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        held = consumer.partitions_for_topic(topic) or ()
+        tps = [TopicPartition(topic, p) for p in held if chosen is None or p in chosen]
         if not tps:
             return 0
         ends = await consumer.end_offsets(tps)
@@ -243,10 +285,17 @@ def refusal(group: Group, settings: Settings) -> str:
     )
 
 
-def describe(seeded: Seeded, partitions: int) -> dict[str, Any]:
-    """The counts `--dry-run` prints and the command says before it writes."""
+def describe(
+    seeded: Seeded, partitions: int, chosen: Collection[int] | None = None
+) -> dict[str, Any]:
+    """The counts `--dry-run` prints and the command says before it writes (of the
+    `chosen` partitions' subscribers only, with `--partitions`)."""
     sizes = seeded.sizes()
-    per = {p: len(items) for p, items in seeded.by_partition(partitions).items()}
+    per = {
+        p: len(items)
+        for p, items in seeded.by_partition(partitions).items()
+        if chosen is None or p in chosen
+    }
     return {
         "events": seeded.events,
         "dead letters": sum(seeded.dead_letters.values()),

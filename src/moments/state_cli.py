@@ -28,6 +28,8 @@ SEED_EXAMPLES = """
     moments state seed --events billing-2026.jsonl.gz usage-2026.csv.gz --profiles crm.jsonl \\
         --to 2027-01-15 --dry-run                  # counts and record sizes, nothing written
     moments state seed --events billing-2026.jsonl.gz --profiles crm.jsonl --to 2027-01-15
+    moments state seed --events billing-2026.jsonl.gz --profiles crm.jsonl --to 2027-01-15 \
+        --partitions 0-3                           # a part: millions do not fit one run
     MOMENTS_LIVE_FROM=2027-01-15 moments worker    # then start the workers
 """
 DECODE_EXAMPLES = """
@@ -119,6 +121,14 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
         help="build the records and print the counts and sizes; no broker needed, nothing written",
     )
     seed.add_argument(
+        "--partitions",
+        default=None,
+        metavar="LIST",
+        help="seed only the subscribers of these changelog partitions (0-3, or 0,2,5; of "
+        "MOMENTS_PARTITIONS), so that a seed too big for one machine's memory runs in parts, "
+        "one after another or side by side; each part refuses only records of its own",
+    )
+    seed.add_argument(
         "--replace",
         action="store_true",
         help="write even though the changelog holds records (a seed run again): the seeded "
@@ -193,6 +203,8 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         describe,
         erased_subscribers,
         live_group,
+        of_partitions,
+        parse_partitions,
         refusal,
         write_records,
     )
@@ -208,6 +220,19 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules if args.rules is not None else settings.rules)
     console = Console(stderr=True)
     topic = changelog_topic(settings)
+    try:
+        chosen = (
+            parse_partitions(args.partitions, settings.partitions)
+            if args.partitions is not None
+            else None
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if chosen is not None and end is None:
+        raise ConfigError(
+            "--partitions needs --to: every part must run event time on to the same end, "
+            "or each part's records close the windows of its own last event only"
+        )
 
     def may_write() -> None:
         """Refuse before hours of reading, and again just before writing."""
@@ -220,10 +245,11 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         problem = partition_layout(settings, counts)[0] if counts is not None else None
         if problem is not None:
             raise ConfigError(f"{problem}; the workers would refuse to start: nothing seeded")
-        held = asyncio.run(changelog_records(settings, topic))
+        held = asyncio.run(changelog_records(settings, topic, chosen))
         if held and not args.replace:
+            where = "" if chosen is None else " in the partitions of --partitions"
             raise ConfigError(
-                f"{topic} holds {held:,} record(s) already: workers ran, or a seed did. "
+                f"{topic} holds {held:,} record(s){where} already: workers ran, or a seed did. "
                 "Seeding a new app id (MOMENTS_APP_ID) is the clean way; --replace writes "
                 "the seeded subscribers' records over theirs"
             )
@@ -238,7 +264,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     read = progress_of(files)
     hi = end.timestamp() if end is not None else float("inf")
 
-    def events() -> Iterator[FileEvent]:
+    def history() -> Iterator[FileEvent]:
         rest = files
         if args.profiles is not None:
             yield from files[0]
@@ -246,6 +272,11 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         for event in merged(rest):
             if event.at < hi:
                 yield event
+
+    def events() -> Iterator[FileEvent]:
+        if chosen is None:
+            return history()
+        return of_partitions(history(), settings.partitions, chosen)
 
     columns = (
         TextColumn("[bold]history"),
@@ -272,7 +303,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     if not args.dry_run:  # the erased stay erased, whatever the warehouse still holds
         seeded.leave_out(asyncio.run(erased_subscribers(settings, list(seeded.records))))
     table = Table("figure", "value", title=f"state seed for {topic}")
-    for name, value in describe(seeded, settings.partitions).items():
+    for name, value in describe(seeded, settings.partitions, chosen).items():
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     Console().print(table)
     if args.dry_run or not seeded.records:

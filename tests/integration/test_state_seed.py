@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from moments.embedded import free_port
+from moments.partitioning import partition_of
 from moments.settings import Settings
 
 from .conftest import MakeSettings, WorkerProcess, settings_env
@@ -169,3 +170,42 @@ async def test_a_seed_the_workers_could_not_start_on_is_refused_before_it_writes
     assert seeded.returncode == 2, seeded.stderr
     assert "MOMENTS_PARTITIONS=2" in seeded.stderr
     assert "written" not in seeded.stderr
+
+
+async def test_a_seed_in_parts_writes_each_part_beside_the_others(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    tmp_path: Path,
+) -> None:
+    """Millions of subscribers do not fit one run's memory: `--partitions` seeds those
+    of some changelog partitions. A part refuses only records in its own partitions, so
+    the second is written beside the first, and the first run again is refused."""
+    settings = make_settings(metrics_port=free_port())
+    await topics_for(settings)  # 2 partitions: Li's is 1, Wang's 0
+    history = tmp_path / "history.jsonl"
+    when = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).replace(microsecond=0)
+    history.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {"type": "roaming", "event_id": f"dwh-{sub}", "subscriber_id": sub,
+                 "occurred_at": when.isoformat(), "country": "JP",
+                 "roaming_type": "international"}
+            ) + b"\n"
+            for sub in (LI, WANG)
+        )
+    )  # fmt: skip
+    to = ["--to", (when + dt.timedelta(days=1)).isoformat()]
+    li, wang = (str(partition_of(sub.encode(), settings.partitions)) for sub in (LI, WANG))
+    assert li != wang
+    first = _seed(settings, "--events", str(history), *to, "--partitions", li)
+    assert first.returncode == 0, first.stderr
+    assert "1 record(s) written" in first.stderr
+    second = _seed(settings, "--events", str(history), *to, "--partitions", wang)
+    assert second.returncode == 0, second.stderr
+    assert "1 record(s) written" in second.stderr
+    again = _seed(settings, "--events", str(history), *to, "--partitions", li)
+    assert again.returncode == 2
+    assert "1 record(s) in the partitions of --partitions already" in again.stderr
+    records = _shown(settings, LI, WANG)
+    assert records[LI] is not None
+    assert records[WANG] is not None

@@ -4,14 +4,16 @@ when the workers' consumer group counts as running."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import orjson
 import pytest
 
 from moments.backtest_input import EventFile
+from moments.cli import main
 from moments.partitioning import partition_of
-from moments.seed import Group, build_states, describe
+from moments.seed import Group, build_states, describe, of_partitions, parse_partitions
 from moments.state import SubscriberState
 from rules.catalog import load_rules
 
@@ -50,6 +52,53 @@ def test_each_record_goes_where_murmur2_of_its_key_puts_it(tmp_path: Path) -> No
                 assert partition == partition_of(key, partitions)
                 assert value == seeded.records[key.decode()]
         assert describe(seeded, partitions)["subscribers"] == 2
+
+
+def test_a_seed_in_parts_builds_the_records_of_a_whole_one(tmp_path: Path) -> None:
+    """A province's millions do not fit one run's memory: each part holds the subscribers
+    of some changelog partitions only, and the parts together are the whole."""
+    history = tmp_path / "h.jsonl"
+    end = dt.datetime.fromisoformat("2026-11-05T00:00:00+08:00")  # `--to`: the same event time
+    whole = build_states(load_rules(None), _history(history), until=end)
+    parts = [
+        build_states(load_rules(None), of_partitions(EventFile(history), 4, {p}), until=end)
+        for p in range(4)
+    ]
+    li, wang = (partition_of(sub.encode(), 4) for sub in (LI, WANG))
+    assert li != wang  # (murmur2: 3 and 0)
+    assert [sorted(p.records) for p in parts] == [
+        [sub for sub, at in ((LI, li), (WANG, wang)) if at == p] for p in range(4)
+    ]
+    assert {k: v for p in parts for k, v in p.records.items()} == whole.records
+    assert describe(parts[li], 4, {li})["records per partition"] == f"{li}: 1"
+
+
+def test_a_dry_run_in_parts_counts_its_partitions_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = str(_history(tmp_path / "h.jsonl").path)
+    args = ["state", "seed", "--events", history, "--dry-run", "--partitions", "2-3"]
+    assert main(args) == 2
+    assert "--partitions needs --to" in capsys.readouterr().err
+    assert main([*args, "--to", "2026-11-05"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "subscribers │ 1 │" in said  # Li's partition is 3, Wang's 0
+    assert "2: 0, 3: 1" in said
+
+
+@pytest.mark.parametrize(
+    ("text", "chosen"), [("0", {0}), ("1-3", {1, 2, 3}), (" 0, 2-3 ", {0, 2, 3}), ("3,3", {3})]
+)
+def test_partitions_are_numbers_and_ranges(text: str, chosen: set[int]) -> None:
+    assert parse_partitions(text, 4) == chosen
+
+
+@pytest.mark.parametrize(
+    ("text", "said"), [("4", "partitions are 0 to 3"), ("3-1", "0 to 3"), ("a", "e.g. 0-3")]
+)
+def test_partitions_beyond_the_setting_are_refused(text: str, said: str) -> None:
+    with pytest.raises(ValueError, match=said):
+        parse_partitions(text, 4)
 
 
 @pytest.mark.parametrize(
