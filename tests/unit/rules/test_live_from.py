@@ -209,3 +209,29 @@ def test_before_it_every_rules_would_be_tasks_are_declared_at_0() -> None:
     during the warm-up every rule is a shadow rule, not only those in `mode: shadow`."""
     assert _declared(LIVE) == {"welcome", "silent", "call_trial"}
     assert _declared(None) == {"call_trial"}
+
+
+RENEWAL = """
+  - id: renewal
+    description: The contract ends within 30 days
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: contract_expiry}
+    task: {family: special_day, type: renewal, channel: manager, priority: 2,
+           action: renewal_offer, ttl: 7d, description: "Renewal"}
+"""
+"""As the catalog's `contract_expiry_near`: no cooldown, due on each day of the lead."""
+
+
+def test_a_contract_still_ending_at_the_instant_gets_its_renewal_offer_once() -> None:
+    """docs/operations.md (Going live): a situation still true at the date is judged
+    again and makes its task then, once: the warm-up contacted nobody, and a renewal
+    offer held back for good would lose the customer the operator is trying to keep."""
+    rules = rules_from(NO_GATES + "rules:" + RENEWAL)
+    profile = ev(EventType.PROFILE, at("2026-12-01", "10:00"), contract_end="2026-12-20")
+    until = dt.datetime.fromisoformat(at("2026-12-14", "12:00"))
+    result = run_pipeline([profile], rules, live_from=LIVE, until=until)
+    assert result.shadow[("renewal", "task", "")] == 9  # Dec 1 to 9, in the warm-up
+    (task,) = result.tasks  # Dec 10 to 14 judge one occurrence: one task
+    assert task.triggered_at >= LIVE
+    assert task.triggered_at.date() == dt.date(2026, 12, 10)
