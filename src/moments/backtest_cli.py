@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from moments.records import OUT_OF_TIME
 
 if TYPE_CHECKING:
     from moments.backtest import Published
+    from moments.backtest_input import EventFile
 
 EXAMPLES = """
     moments simulate --subscribers 2000 --rate 2 --duration 604800 --seed 1 --to-file week.jsonl.gz
@@ -158,7 +160,7 @@ def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from moments.backtest import BacktestResult, run_backtest
-    from moments.backtest_input import EventFile, FileEvent, merged, progress_of
+    from moments.backtest_input import EventFile, history
     from moments.backtest_report import (
         build_report,
         compare,
@@ -193,48 +195,23 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     tune_gc()  # as the worker does: start-up objects frozen, fewer young collections
 
-    def events(files: list[EventFile]) -> Iterator[FileEvent]:
-        hi = end.timestamp() if end is not None else float("inf")
-        if args.profiles is not None:
-            yield from files[0]
-            files = files[1:]
-        for event in merged(files):
-            if event.at < hi:
-                yield event
-
     def run(label: str, rule_set: Any) -> BacktestResult:
         default = EventType(args.event_type) if args.event_type else None
         files = [EventFile(p, default) for p in args.events]
         if args.profiles is not None:
             files.insert(0, EventFile(args.profiles, EventType.PROFILE))
-        read = progress_of(files)
-        columns = (
-            TextColumn(f"[bold]{label}"),
-            BarColumn(),
-            TextColumn("{task.fields[events]:>12,} events"),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task(label, total=read()[1], events=0)
-            last = [0.0]
-
-            def show(n: int) -> None:
-                now = time.monotonic()
-                if now - last[0] >= 0.2:
-                    last[0] = now
-                    bar.update(task, completed=read()[0], events=n)
-
+        hi = end.timestamp() if end is not None else float("inf")
+        with file_bar(console, label, files) as bar:
             result = run_backtest(
                 rule_set,
-                events(files),
+                history(files, args.profiles is not None, hi),
                 policy,
-                show,
+                bar.show,
                 until=end,
                 report_from=start,
                 live_from=live_from,
             )
-            bar.update(task, completed=read()[1], events=result.events)
+            bar.done(result.events)
         return result
 
     try:
@@ -295,6 +272,43 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         f"{len(result.reported):,} tasks reported; wrote {OUTPUTS} to {args.out}/"
     )
     return 0
+
+
+class FileBar:
+    """A progress bar over the bytes of history files read (`progress_of`), with the
+    events read so far; `show` is the engine's progress callback (drawn at most 5 times a
+    second)."""
+
+    def __init__(self, progress: Progress, label: str, files: list[EventFile]) -> None:
+        from moments.backtest_input import progress_of
+
+        self.progress = progress
+        self.read = progress_of(files)
+        self.task = progress.add_task(label, total=self.read()[1], events=0)
+        self.last = 0.0
+
+    def show(self, events: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= 0.2:
+            self.last = now
+            self.progress.update(self.task, completed=self.read()[0], events=events)
+
+    def done(self, events: int) -> None:
+        self.progress.update(self.task, completed=self.read()[1], events=events)
+
+
+@contextmanager
+def file_bar(console: Console, label: str, files: list[EventFile]) -> Iterator[FileBar]:
+    """The bar of `moments backtest` and `moments state seed` while they read history."""
+    columns = (
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("{task.fields[events]:>12,} events"),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        yield FileBar(progress, label, files)
 
 
 def _write(

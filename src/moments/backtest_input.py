@@ -189,6 +189,21 @@ def _at(event: FileEvent) -> float:
     return event.at
 
 
+def history(
+    files: list[EventFile], profiles_first: bool, until: float = float("inf")
+) -> Iterator[FileEvent]:
+    """The events of `files` in event-time order, those dated before `until`; with
+    `profiles_first`, the first file (the CRM snapshot of `--profiles`) whole before the
+    others, as the subscribers' profiles are when the history begins."""
+    rest = files
+    if profiles_first:
+        yield from files[0]
+        rest = files[1:]
+    for event in merged(rest):
+        if event.at < until:
+            yield event
+
+
 def progress_of(files: list[EventFile]) -> Callable[[], tuple[int, int]]:
     """(bytes read, bytes in all files)."""
     total = sum(f.size for f in files)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,13 +187,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
-    import time
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from moments.backtest_cli import parse_when
-    from moments.backtest_input import EventFile, FileEvent, merged, progress_of
+    from moments.backtest_cli import file_bar, parse_when
+    from moments.backtest_input import EventFile, history
     from moments.connections import check_kafka, require_kafka, require_redis
     from moments.models import EventType
     from moments.rulecheck import EventFileError
@@ -261,42 +259,14 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     files = [EventFile(p) for p in args.events]
     if args.profiles is not None:
         files.insert(0, EventFile(args.profiles, EventType.PROFILE))
-    read = progress_of(files)
     hi = end.timestamp() if end is not None else float("inf")
-
-    def history() -> Iterator[FileEvent]:
-        rest = files
-        if args.profiles is not None:
-            yield from files[0]
-            rest = files[1:]
-        for event in merged(rest):
-            if event.at < hi:
-                yield event
-
-    def events() -> Iterator[FileEvent]:
-        if chosen is None:
-            return history()
-        return of_partitions(history(), settings.partitions, chosen)
-
-    columns = (
-        TextColumn("[bold]history"),
-        BarColumn(),
-        TextColumn("{task.fields[events]:>12,} events"),
-        TimeRemainingColumn(),
-    )
+    events = history(files, args.profiles is not None, hi)
+    if chosen is not None:
+        events = of_partitions(events, settings.partitions, chosen)
     try:
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("history", total=read()[1], events=0)
-            last = [0.0]
-
-            def show(n: int) -> None:
-                now = time.monotonic()
-                if now - last[0] >= 0.2:
-                    last[0] = now
-                    bar.update(task, completed=read()[0], events=n)
-
-            seeded = build_states(rules, events(), policy, end, show)
-            bar.update(task, completed=read()[1], events=seeded.events)
+        with file_bar(console, "history", files) as bar:
+            seeded = build_states(rules, events, policy, end, bar.show)
+            bar.done(seeded.events)
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
@@ -327,10 +297,10 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     ]
     with Progress(
         TextColumn(f"[bold]writing {topic}"), BarColumn(), TimeRemainingColumn(), console=console
-    ) as bar:
-        task = bar.add_task("write", total=len(records))
+    ) as writing:
+        task = writing.add_task("write", total=len(records))
         written = asyncio.run(
-            write_records(settings, topic, records, lambda n: bar.update(task, completed=n))
+            write_records(settings, topic, records, lambda n: writing.update(task, completed=n))
         )
     console.print(
         f"{written:,} record(s) written to {topic}; start the workers (with MOMENTS_LIVE_FROM "
