@@ -63,7 +63,7 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
     redis = redis_client(settings)
     deadline = time.monotonic() + wait_s
     try:
-        ledger = TaskLedger(redis, f"moments:{settings.app_id}:", settings.ledger_ttl_seconds)
+        ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
         while not (body := await redis.get(ledger.body_key(task_id))):
             _refuse_merged(task_id, await ledger.get(task_id))
             if time.monotonic() >= deadline:
@@ -103,7 +103,7 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
     where = f"{redacted_url(settings.redis_url)} (app id {settings.app_id})"
     redis = redis_client(settings)
     try:
-        ledger = TaskLedger(redis, f"moments:{settings.app_id}:", settings.ledger_ttl_seconds)
+        ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
         body = await redis.get(ledger.body_key(task_id))
         entry = None if body is not None else await ledger.get(task_id)
         known = body is not None or entry is not None

@@ -40,7 +40,7 @@ REPLAYED_HEADER = "moments.replayed-from"
 
 def replayed_key(settings: Settings, partition: int) -> str:
     """The Redis set of offsets of one dead-letter partition already replayed."""
-    return f"moments:{settings.app_id}:deadletter-replayed:{partition}"
+    return f"{settings.redis_prefix}deadletter-replayed:{partition}"
 
 
 async def dead_letters(

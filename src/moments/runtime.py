@@ -189,7 +189,7 @@ class Runtime:
         self.starting = f"connecting to Redis ({redacted_url(s.redis_url)})"
         await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
         self._redis = redis
-        ledger = TaskLedger(redis, f"moments:{s.app_id}:", s.ledger_ttl_seconds)
+        ledger = TaskLedger(redis, s.redis_prefix, s.ledger_ttl_seconds)
         detector = self.detector
         returns = KafkaCooldownReturns(
             producer, returns_topic(s), s.partitions, detector.cooled_rules, self.metrics

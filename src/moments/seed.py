@@ -165,7 +165,7 @@ async def erased_subscribers(settings: Settings, subscriber_ids: Sequence[str]) 
 
     redis = redis_client(settings)
     try:
-        facts = FactsStore(redis, f"moments:{settings.app_id}:")
+        facts = FactsStore(redis, settings.redis_prefix)
         found: set[str] = set()
         for start in range(0, len(subscriber_ids), READ_CHUNK):
             chunk = subscriber_ids[start : start + READ_CHUNK]

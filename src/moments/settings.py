@@ -332,6 +332,12 @@ class Settings(BaseSettings):
         return [s.strip() for s in self.kafka_bootstrap.split(",")]
 
     @property
+    def redis_prefix(self) -> str:
+        """Where the app's keys live in Redis (`moments:<app id>:`): the ledger, the
+        deferral queue, the facts and the counters of the workers and the commands."""
+        return f"moments:{self.app_id}:"
+
+    @property
     def standby_copies(self) -> int:
         """`standby_replicas`, or when unset what the store makes worth keeping.
 
