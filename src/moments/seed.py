@@ -222,29 +222,22 @@ async def changelog_records(
     settings: Settings, topic: str, chosen: Collection[int] | None = None
 ) -> int:
     """How many records the changelog holds (end minus start offsets), in the `chosen`
-    partitions (None: every one): a seed in parts writes each part's partitions once."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    partitions (None: every one): a seed in parts writes each part's partitions once. A
+    changelog that does not exist yet holds none."""
+    from aiokafka import TopicPartition
 
-    from moments.connections import kafka_client_kwargs
+    from moments.topicread import topic_consumer
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        client_id=f"{settings.app_id}-state-seed",
-        **kafka_client_kwargs(settings),
-    )
-    await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        held = consumer.partitions_for_topic(topic) or ()
-        tps = [TopicPartition(topic, p) for p in held if chosen is None or p in chosen]
-        if not tps:
-            return 0
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        return sum(ends[tp] - starts[tp] for tp in tps)
-    finally:
-        await consumer.stop()
+        async with topic_consumer(settings, topic, "state-seed", "") as (consumer, held):
+            tps = [TopicPartition(topic, p) for p in held if chosen is None or p in chosen]
+            if not tps:
+                return 0
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.beginning_offsets(tps)
+            return sum(ends[tp] - starts[tp] for tp in tps)
+    except ConfigError:  # topic_consumer's refusal of a topic that does not exist
+        return 0
 
 
 async def write_records(
