@@ -463,6 +463,14 @@ class TestCrashWindows:
         )
 
     @staticmethod
+    def crash_at_release(sink: Sink, died: TaskSink) -> None:
+        """Half an hour on, the merge window over: the dying worker releases the callback
+        and stops at the step its stores (or returns) fail at."""
+        sink.clock.advance(epoch(DAY1) + 1800)
+        with pytest.raises(CrashError):
+            sink.run(died.release_due())
+
+    @staticmethod
     def waiting_callback() -> tuple[Engine, ServiceTask, DispatchPolicy, Sink]:
         """A complaint callback waiting for the merge window, under a policy that drops
         what has no room when it is released (the manager pool is empty)."""
@@ -482,9 +490,7 @@ class TestCrashWindows:
         engine, task, policy, sink = self.waiting_callback()
         stores = sink.sink.stores
         died = self.worker(sink, dying(stores, "drop_many"), policy)
-        sink.clock.advance(epoch(DAY1) + 1800)
-        with pytest.raises(CrashError):
-            sink.run(died.release_due())
+        self.crash_at_release(sink, died)
         engine.batch(engine.returned(*sink.returns.take()))
         fresh = self.worker(sink, stores, analyst_policy(capacity=ROOM))
         assert sink.run_value(fresh.redrive(older_than=0)) == 1
@@ -499,9 +505,7 @@ class TestCrashWindows:
         engine, task, policy, sink = self.waiting_callback()
         stores = sink.sink.stores
         died = self.worker(sink, dying(stores, "drop_many"), policy)
-        sink.clock.advance(epoch(DAY1) + 1800)
-        with pytest.raises(CrashError):
-            sink.run(died.release_due())
+        self.crash_at_release(sink, died)
         assert sink.returns.pending == []
         fresh = self.worker(sink, stores, policy)
         assert sink.run_value(fresh.redrive(older_than=0)) == 1
@@ -516,9 +520,7 @@ class TestCrashWindows:
         stores = sink.sink.stores
         died = self.worker(sink, stores, policy)
         died.returns = FailingReturns(lambda: {"callback"})
-        sink.clock.advance(epoch(DAY1) + 1800)
-        with pytest.raises(CrashError):
-            sink.run(died.release_due())
+        self.crash_at_release(sink, died)
         assert sink.run_value(stores.ledger.state(task.task_id)) == "dropped"
         fresh = self.worker(sink, stores, policy)
         sink.run(fresh.redrive(older_than=0))
@@ -532,9 +534,7 @@ class TestCrashWindows:
         engine, task, policy, sink = self.waiting_callback()
         stores = sink.sink.stores
         died = self.worker(sink, dying(stores, "settle_returns"), policy)
-        sink.clock.advance(epoch(DAY1) + 1800)
-        with pytest.raises(CrashError):
-            sink.run(died.release_due())
+        self.crash_at_release(sink, died)
         fresh = self.worker(sink, stores, policy)
         sink.run(fresh.redrive(older_than=0))
         sent = sink.returns.take()
@@ -550,9 +550,7 @@ class TestCrashWindows:
         stores = sink.sink.stores
         died = self.worker(sink, stores, policy)
         died.returns = FailingReturns(lambda: {"callback"})
-        sink.clock.advance(epoch(DAY1) + 1800)
-        with pytest.raises(CrashError):
-            sink.run(died.release_due())
+        self.crash_at_release(sink, died)
         sink.clock.advance(epoch(DAY3) + 86400)
         assert sink.run_value(stores.ledger.state(task.task_id)) is None
         sink.run(self.worker(sink, stores, policy).redrive(older_than=0))
