@@ -28,18 +28,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LI, WANG = "13800138001", "13900139002"
 
 
-def _history(path: Path) -> Path:
-    """Li was in Japan a month ago, as the warehouse knows."""
-    when = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
-    event = {
-        "type": "roaming",
-        "event_id": "dwh-1",
-        "subscriber_id": LI,
-        "occurred_at": when.replace(microsecond=0).isoformat(),
-        "country": "JP",
-        "roaming_type": "international",
-    }
-    path.write_bytes(orjson.dumps(event) + b"\n")
+def _history(
+    path: Path, subscribers: tuple[str, ...] = (LI,), when: dt.datetime | None = None
+) -> Path:
+    """The subscribers were in Japan (a month ago unless `when`), as the warehouse knows."""
+    at = when or dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    path.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {
+                    "type": "roaming",
+                    "event_id": f"dwh-{sub}",
+                    "subscriber_id": sub,
+                    "occurred_at": at.replace(microsecond=0).isoformat(),
+                    "country": "JP",
+                    "roaming_type": "international",
+                }
+            )
+            + b"\n"
+            for sub in subscribers
+        )
+    )
     return path
 
 
@@ -126,22 +135,11 @@ async def test_a_subscriber_erased_in_the_last_90_days_gets_no_seeded_record(
 
     settings = make_settings(metrics_port=free_port())
     await topics_for(settings)
-    history = tmp_path / "history.jsonl"
-    when = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).replace(microsecond=0)
-    history.write_bytes(
-        b"".join(
-            orjson.dumps(
-                {"type": "roaming", "event_id": f"dwh-{sub}", "subscriber_id": sub,
-                 "occurred_at": when.isoformat(), "country": "JP",
-                 "roaming_type": "international"}
-            ) + b"\n"
-            for sub in (LI, WANG)
-        )
-    )  # fmt: skip
+    history = _history(tmp_path / "history.jsonl", (LI, WANG))
     redis = redis_client(settings)
     try:
         erased = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).timestamp()
-        await FactsStore(redis, f"moments:{settings.app_id}:").forget([LI], erased)
+        await FactsStore(redis, settings.redis_prefix).forget([LI], erased)
     finally:
         await redis.aclose()
 
@@ -182,18 +180,8 @@ async def test_a_seed_in_parts_writes_each_part_beside_the_others(
     the second is written beside the first, and the first run again is refused."""
     settings = make_settings(metrics_port=free_port())
     await topics_for(settings)  # 2 partitions: Li's is 1, Wang's 0
-    history = tmp_path / "history.jsonl"
     when = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).replace(microsecond=0)
-    history.write_bytes(
-        b"".join(
-            orjson.dumps(
-                {"type": "roaming", "event_id": f"dwh-{sub}", "subscriber_id": sub,
-                 "occurred_at": when.isoformat(), "country": "JP",
-                 "roaming_type": "international"}
-            ) + b"\n"
-            for sub in (LI, WANG)
-        )
-    )  # fmt: skip
+    history = _history(tmp_path / "history.jsonl", (LI, WANG), when)
     to = ["--to", (when + dt.timedelta(days=1)).isoformat()]
     li, wang = (str(partition_of(sub.encode(), settings.partitions)) for sub in (LI, WANG))
     assert li != wang
