@@ -27,7 +27,17 @@ class CooldownReturns(Protocol):
         ...
 
 
-class KafkaCooldownReturns:
+class _OfCooledRules:
+    """`wanted` for both senders: the returns whose rules have a cooldown now."""
+
+    cooled: CooledRules
+
+    def wanted(self, returns: Sequence[CooldownReturn]) -> list[CooldownReturn]:
+        cooled = self.cooled()
+        return [r for r in returns if r.rule_id in cooled]
+
+
+class KafkaCooldownReturns(_OfCooledRules):
     """The worker's: each return to the partition of its subscriber on the internal topic
     (murmur2 of the key, as the input topics, with the same partition count), sent once
     dispatch has written the drops to the ledger (owed there from before the drops to
@@ -47,10 +57,6 @@ class KafkaCooldownReturns:
         self.partitions = partitions
         self.cooled = cooled
         self.metrics = metrics
-
-    def wanted(self, returns: Sequence[CooldownReturn]) -> list[CooldownReturn]:
-        cooled = self.cooled()
-        return [r for r in returns if r.rule_id in cooled]
 
     async def send(self, returns: Sequence[CooldownReturn]) -> None:
         wanted = self.wanted(returns)
@@ -73,17 +79,13 @@ class KafkaCooldownReturns:
         await with_retry(produce, Dependency.KAFKA, self.metrics, "returning cooldowns")
 
 
-class CollectedCooldownReturns:
+class CollectedCooldownReturns(_OfCooledRules):
     """The backtest's: kept until it applies them to its state (`take`), before the
     next slice of events."""
 
     def __init__(self, cooled: CooledRules) -> None:
         self.cooled = cooled
         self.pending: list[CooldownReturn] = []
-
-    def wanted(self, returns: Sequence[CooldownReturn]) -> list[CooldownReturn]:
-        cooled = self.cooled()
-        return [r for r in returns if r.rule_id in cooled]
 
     async def send(self, returns: Sequence[CooldownReturn]) -> None:
         self.pending.extend(self.wanted(returns))
