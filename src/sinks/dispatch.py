@@ -169,7 +169,7 @@ class _Writes:
     """The cooldowns of the moments dropped after they waited (`TaskSink._gone`), not
     yet owed in the ledger (`TaskSink._owe`)."""
     owed: list[CooldownReturn] = field(default_factory=list)
-    """Those owed: sent once their drops are written (`TaskSink._return`)."""
+    """Those owed: sent once their drops are written (`TaskSink._send_returns`)."""
 
     def park(self, r: _Route, release_at: float, reason: str, count: bool = True) -> None:
         self.parks.append(_Park(r.task, r.slot, release_at, reason, count))
@@ -617,7 +617,7 @@ class TaskSink:
     def _gone(self, c: Candidate, m: ServiceTask, reason: SuppressReason, w: _Writes) -> None:
         """A moment dropped for good: counted, and, unless it is fresh from the engine's
         batch (which gives its cooldown back itself: `give_back_cooldowns`) or forgotten,
-        its rule's cooldown returned (`_owe` before the drop is written, `_return` after).
+        its rule's cooldown returned (`_owe` before the drop is written, `_send_returns` after).
         A retry's too: retries follow only `unreachable`, so a dropped one reached no one
         either."""
         self._suppressed(m, reason)
@@ -639,27 +639,21 @@ class TaskSink:
             await self._redis(lambda: self.ledger.owe_returns(items), "noting cooldown returns")
             w.owed += owed
 
-    async def _return(self, owed: Sequence[CooldownReturn]) -> None:
-        """Send the returns owed whose tasks the ledger now holds as dropped, and settle
-        them. Only after the drop is durable: sent before, a worker that died before
-        writing the drop left the task pending, and the re-drive could publish it with its
-        cooldown given back, so a second task came inside the cooldown."""
+    async def _send_returns(self, owed: Sequence[CooldownReturn]) -> int:
+        """Send the returns of the tasks their ledger entries say are dropped, or whose
+        entry is gone (a dropped one is kept a day past its expiry; a sent one the ledger's
+        whole TTL), durably, then settle those and the ones whose task was sent; a task
+        still pending, waiting or merged (its drop never written) keeps its return owed
+        until it is decided. Only after the drop is durable: sent before, a worker that
+        died before writing the drop left the task pending, and the re-drive could publish
+        it with its cooldown given back (a second task inside the cooldown). A crash before
+        the settle sends a return again: the engine applies it once (moments.cooldowns).
+        Returns how many were sent."""
         if not owed:
-            return
+            return 0
+        assert self.returns is not None  # only owed when there is where to send them
         ids = [r.task_id for r in owed]
         values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
-        await self._send_returns(owed, values)
-
-    async def _send_returns(
-        self, owed: Sequence[CooldownReturn], values: Sequence[bytes | None]
-    ) -> int:
-        """Send the returns of the tasks `values` (their ledger entries) say are dropped,
-        or whose entry is gone (a dropped one is kept a day past its expiry; a sent one
-        the ledger's whole TTL), durably, then settle those and the ones whose task was
-        sent; a task still pending, waiting or merged (its drop never written) keeps its
-        return owed until it is decided. A crash before the settle sends a return again:
-        the engine applies it once (moments.cooldowns). Returns how many were sent."""
-        assert self.returns is not None
         states = [state_of(v) for v in values]
         dropped = [r for r, st in zip(owed, states, strict=True) if st in ("dropped", None)]
         settled = [
@@ -696,9 +690,7 @@ class TaskSink:
             await self._redis(
                 lambda: self.ledger.settle_returns(malformed), "settling cooldown returns"
             )
-        ids = [r.task_id for r in returns]
-        values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
-        sent = await self._send_returns(returns, values)
+        sent = await self._send_returns(returns)
         if sent:
             log.warning(
                 "sent %d cooldown return(s) of dropped tasks that their worker did not "
@@ -839,7 +831,7 @@ class TaskSink:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
         await self._write(w)
-        await self._return(w.owed)
+        await self._send_returns(w.owed)
         return to_send, bool(w.parks), {task_id for task_id, _ in w.drops}
 
     def _drop_route(self, r: _Route, reason: SuppressReason, w: _Writes) -> None:

@@ -133,7 +133,7 @@ class Ledger(Protocol):
     async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Note the cooldown returns (task id, record) of moments about to be dropped, in one
         round trip, before their drops are written; each stays owed until
-        `settle_returns` (moments.cooldowns, `TaskSink._return`)."""
+        `settle_returns` (moments.cooldowns, `TaskSink._send_returns`)."""
         ...
 
     async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
