@@ -356,12 +356,6 @@ _CLEARS = '; "" (or spaces only) clears it'
 _STRIPPED = "; spaces around it are not part of it"
 
 
-def _stripped(value: str) -> str:
-    """Padding (CRM exports of CHAR columns, a stray space) is no part of a value, and a
-    value of spaces only is none: "" (`apply_profile` clears the field)."""
-    return value.strip()
-
-
 Blank = Annotated[
     str,
     StringConstraints(max_length=64, pattern=r"^\s*$"),
@@ -437,7 +431,7 @@ class ProfileEvent(_Event):
     contract_end: Day | Blank | None = Field(
         default=None, description="YYYY-MM-DD" + _CLEARS + _KEPT
     )
-    tier: Annotated[str, text(16), AfterValidator(_stripped)] | None = Field(
+    tier: Annotated[str, text(16), AfterValidator(str.strip)] | None = Field(
         default=None,
         description="diamond, gold, silver, standard, ..." + _STRIPPED + _CLEARS + _KEPT,
     )
@@ -472,7 +466,7 @@ class ProfileEvent(_Event):
         description="City code such as NJ" + _STRIPPED + _CLEARS + " (the region the "
         "subscriber's events name applies)" + _KEPT,
     )
-    manager_id: Annotated[str, text(64), AfterValidator(_stripped)] | None = Field(
+    manager_id: Annotated[str, text(64), AfterValidator(str.strip)] | None = Field(
         default=None,
         description='Assigned phone manager; "" (or spaces only) for none (unassigned)'
         + _STRIPPED
