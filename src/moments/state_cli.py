@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from rich.console import Console
@@ -23,6 +23,7 @@ from moments.topicread import ReadBar
 SHOW_EXAMPLES = """
     moments state show 13800138000                 # the record, field by field
     moments state show 13800138000 13900139000 --json | jq .record.first_seen
+    moments state show - < ids.txt                 # ids from stdin, out of shell history and ps
 """
 SEED_EXAMPLES = """
     moments state seed --events billing-2026.jsonl.gz usage-2026.csv.gz --profiles crm.jsonl \\
@@ -61,7 +62,13 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
         SHOW_EXAMPLES,
         _cmd_show,
     )
-    show.add_argument("subscribers", nargs="+", metavar="SUBSCRIBER", help="subscriber id")
+    show.add_argument(
+        "subscribers",
+        nargs="+",
+        metavar="SUBSCRIBER",
+        help="subscriber id; `-` reads ids from stdin, one a line or separated by spaces, so "
+        "the numbers stay out of the shell's history and the process list",
+    )
     show.add_argument(
         "--json", action="store_true", help="one JSON line per subscriber: {subscriber_id, record}"
     )
@@ -144,12 +151,27 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
     decode.add_argument("file", metavar="FILE", help="the record's bytes; - for standard input")
 
 
+def subscribers_given(args: list[str], stdin: TextIO) -> list[str]:
+    """The ids on the command line, with `-` replaced by those read from stdin (in order,
+    each once): a subscriber number typed as an argument lands in the shell's history and
+    in every `ps` listing on the host."""
+    out: dict[str, None] = {}
+    for arg in args:
+        out.update(dict.fromkeys(stdin.read().split() if arg == "-" else [arg]))
+    if not out:
+        raise ConfigError(
+            "no subscriber id on stdin: give one a line, e.g. `moments state show - < ids.txt`"
+        )
+    return list(out)
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from moments.connections import require_kafka
     from moments.settings import load_settings
 
     settings = load_settings()
-    odd = [sub for sub in args.subscribers if not re.fullmatch(SUBSCRIBER_PATTERN, sub)]
+    subscribers = subscribers_given(args.subscribers, sys.stdin)
+    odd = [sub for sub in subscribers if not re.fullmatch(SUBSCRIBER_PATTERN, sub)]
     if odd:
         raise ConfigError(f"not a subscriber id: {', '.join(odd)}; give the MSISDN, 5 to 20 digits")
     require_kafka(settings)
@@ -157,7 +179,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     topic = changelog_topic(settings)
     bar = ReadBar(console, topic)
     with bar.progress:
-        found = asyncio.run(latest_records(settings, args.subscribers, bar))
+        found = asyncio.run(latest_records(settings, subscribers, bar))
     missing = 0
     for sub, stored in found.items():
         record = readable(stored.value) if stored is not None else None

@@ -3,6 +3,7 @@ bytes that are no record get a message, not a traceback."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 
 from moments.cli import main
 from moments.state import SubscriberState
+from moments.state_cli import subscribers_given
 
 STATE = SubscriberState(watermark=1_796_400_000, profile={"tier": "gold"}, fired={"ab12": 5})
 
@@ -46,3 +48,20 @@ def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "examples:" in out
     assert "moments state show 13800138000" in out
+
+
+def test_show_reads_ids_from_stdin_in_order_each_once() -> None:
+    stdin = io.StringIO("13800138000\n13900139000 13800138000\n\n")
+    given = subscribers_given(["13700137000", "-"], stdin)
+    assert given == ["13700137000", "13800138000", "13900139000"]
+
+
+def test_show_checks_ids_from_stdin_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("13800138000\nnot-a-number\n"))
+    assert main(["state", "show", "-"]) != 0
+    assert "not a subscriber id: not-a-number" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["state", "show", "-"]) != 0
+    assert "no subscriber id on stdin" in capsys.readouterr().err
