@@ -44,9 +44,16 @@ from moments.taskbuilder import build_task
 from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
-from rules.gating import GateInput, GatingPolicy, SubscriberView, gate, quiet_hours_carried
+from rules.gating import (
+    GateInput,
+    GatingPolicy,
+    SubscriberView,
+    gate,
+    quiet_hours_carried,
+    roaming_zone,
+)
 from rules.rule import CompiledRule
-from rules.special_days import due_now, evaluation_instant_in, special_days_due
+from rules.special_days import due_now_in, evaluation_instant_in, special_days_due
 from rules.windows import local_date, window_end, window_index
 
 StateLoader = Callable[[str], SubscriberState | None]
@@ -506,14 +513,10 @@ class Detector:
             return False
         last = dt.date.fromordinal(state.special_day) if state.special_day else None
         instant = dt.datetime.fromtimestamp(at, dt.UTC)
-        day = due_now(
-            state.profile,
-            last,
-            instant,
-            special.local_hour,
-            profile_changed=profile_changed,
-            default_zone=self.rules.gating.zone,
-        )
+        # On the clock where the customer is: a birthday due at 09:00 in Shanghai is the
+        # evening before it in New York.
+        where = special_zone(state, at, self.rules.gating) or tz
+        day = due_now_in(where, last, instant, special.local_hour, profile_changed)
         if day is None:
             return False
         state.special_day = day.toordinal()
@@ -521,7 +524,7 @@ class Detector:
         # back in the evening) must not reach the customer the next morning.
         # Its end as the day's window ends, as a real local time: where the clocks skip
         # midnight (Santiago), 00:00 does not exist and compared unequal to its instant.
-        day_end = dt.datetime.fromtimestamp(window_end("day", day.toordinal(), tz), tz)
+        day_end = dt.datetime.fromtimestamp(window_end("day", day.toordinal(), where), where)
         for occasion in special_days_due(state.profile, day, special.config, special.calendar):
             latest = day_end if occasion.kind in GREETINGS else None
             for rule in special.rules:
@@ -618,9 +621,22 @@ class Detector:
         if state.closed.get(CHECKED_DAY) != ordinal:
             return at
         day_end, look = _day_marks(tz, ordinal, special.local_hour)
-        if special.rules and state.special_day < ordinal:
-            return min(day_end, look)
-        return day_end
+        if not special.rules:
+            return day_end
+        where = special_zone(state, at, self.rules.gating)
+        if where is None or where == tz:
+            return min(day_end, look) if state.special_day < ordinal else day_end
+        # Abroad: special days are on the visited clock (its midnight starts the day whose
+        # look is due at its hour) until the trip lapses and home's clock is back.
+        there = local_date(at, where).toordinal()
+        there_end, there_look = _day_marks(where, there, special.local_hour)
+        soonest = min(day_end, there_end)
+        if state.special_day < there:
+            soonest = min(soonest, there_look)
+        lapse = self.rules.gating.roaming_lapse
+        if lapse is not None:
+            soonest = min(soonest, state.seen.get(SOURCE_CODES[EventType.ROAMING], 0) + lapse)
+        return soonest
 
     def risk_signals(self, state: SubscriberState, at: int) -> RiskSignals:
         """The churn-risk signals the record holds (see moments.risk)."""
@@ -926,6 +942,18 @@ def abroad(state: SubscriberState, at: int, lapse: int | None) -> dict[str, Any]
         return roaming
     latest = state.seen.get(SOURCE_CODES[EventType.ROAMING], 0)
     return roaming if at - latest < lapse else {}
+
+
+def special_zone(state: SubscriberState, at: int, policy: GatingPolicy) -> dt.tzinfo | None:
+    """The visited place's clock while the customer roams abroad at event time `at` (the
+    one quiet hours use: `rules.gating.roaming_zone`), or None at home and in a country of
+    several clocks the roaming record named alone (then the profile's zone, as for quiet
+    hours). Special days are judged on it: which local date it is, when the day's look is
+    due and when a greeting expires."""
+    roaming = abroad(state, at, policy.roaming_lapse)
+    if not roaming:
+        return None
+    return roaming_zone(roaming.get("z"), roaming.get("o"), roaming.get("c"))
 
 
 def subscriber_view(state: SubscriberState, at: int, policy: GatingPolicy) -> SubscriberView:

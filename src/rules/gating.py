@@ -311,14 +311,28 @@ def local_zone(subscriber: SubscriberView, policy: GatingPolicy) -> dt.tzinfo:
     everywhere else (`subscriber_zone`: the profile's, else the policy's default). An
     unknown zone name is skipped (profile data must not stop the engine).
     """
-    if subscriber.roaming_timezone and (zone := known_zone(subscriber.roaming_timezone)):
+    visited = roaming_zone(
+        subscriber.roaming_timezone,
+        subscriber.roaming_utc_offset_minutes,
+        subscriber.roaming_country,
+    )
+    return visited or subscriber_zone(subscriber.timezone, policy.zone)
+
+
+def roaming_zone(
+    timezone: str | None, utc_offset_minutes: int | None, country: str | None
+) -> dt.tzinfo | None:
+    """The visited place's clock, from what the latest roaming record said: its zone, else
+    its UTC offset, else its country's zone when the country keeps one clock; None when
+    none of them tells (at home, or in a country of several clocks named alone). Quiet
+    hours and special days both ask it, so a customer abroad has one local time."""
+    if timezone and (zone := known_zone(timezone)):
         return zone
-    offset = subscriber.roaming_utc_offset_minutes
-    if offset is not None and -24 * 60 < offset < 24 * 60:
-        return dt.timezone(dt.timedelta(minutes=offset))
-    if subscriber.roaming_country and (zone := country_zone(subscriber.roaming_country)):
+    if utc_offset_minutes is not None and -24 * 60 < utc_offset_minutes < 24 * 60:
+        return dt.timezone(dt.timedelta(minutes=utc_offset_minutes))
+    if country and (zone := country_zone(country)):
         return zone
-    return subscriber_zone(subscriber.timezone, policy.zone)
+    return None
 
 
 def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[QuietWindow, ...]:

@@ -277,10 +277,22 @@ def due_now(
     evaluated day is ahead of today there) it answers None, so no day is evaluated twice.
     Store the answer as the new `last_evaluated_local_day` once the occasions are handed
     on; re-evaluating a day is harmless because occurrences are deduplicated."""
+    zone = subscriber_zone(profile.get("timezone"), default_zone)
+    return due_now_in(zone, last_evaluated_local_day, now_utc, local_hour, profile_changed)
+
+
+def due_now_in(
+    zone: dt.tzinfo,
+    last_evaluated_local_day: dt.date | None,
+    now_utc: dt.datetime,
+    local_hour: int = DEFAULT_LOCAL_HOUR,
+    profile_changed: bool = False,
+) -> dt.date | None:
+    """`due_now` on a clock already chosen: the engine's, the customer's where they are
+    (the visited place's while roaming abroad, see `moments.engine.special_zone`)."""
     _aware(now_utc, "now_utc")
-    timezone = profile.get("timezone")
-    today = local_day_at(timezone, now_utc, default_zone=default_zone)
-    if now_utc < evaluation_instant(timezone, today, local_hour, default_zone=default_zone):
+    today = now_utc.astimezone(zone).date()
+    if now_utc < evaluation_instant_in(zone, today, local_hour):
         return None
     if last_evaluated_local_day is None or last_evaluated_local_day < today:
         return today
