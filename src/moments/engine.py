@@ -449,7 +449,7 @@ class Detector:
         result: BatchResult,
     ) -> None:
         """Fold one new event into the state and evaluate the rules it can fire."""
-        track(event, state, at, self.rules.gating.open_complaint_lapse)
+        track(event, state, at, self.rules.gating.open_complaint_lapse, self.lateness)
         if event_type is not EventType.USAGE and event_type is not EventType.COMPLAINT:
             result.facts.append(event)
         tz = self.zone_of(state)
@@ -882,30 +882,59 @@ GREETINGS = frozenset({"birthday", "join_anniversary", "holiday"})
 end (a renewal offer is still worth making the day after it is due)."""
 
 
-def track(event: InputEvent, state: SubscriberState, at: int, complaint_lapse: int | None) -> None:
+def track(
+    event: InputEvent,
+    state: SubscriberState,
+    at: int,
+    complaint_lapse: int | None,
+    lateness: int = int(LATENESS.total_seconds()),
+) -> None:
     """Keep what do-not-disturb needs: where the subscriber roams, open complaints (with
     the time of their latest record; those lapsed by `at` are forgotten); and the region
     their events name while the profile names none (a profile's is kept with the profile,
     and comes first: a copy of it would cost every record ~9 bytes). Called before `seen`
     takes the event's time: a roaming record older than the latest one applied (two feeds
-    out of order, within the lateness) says where the customer was, not where they are."""
+    out of order, within the lateness) says where the customer was, not where they are.
+
+    A resolved complaint stays as its resolution's time, negated, while a record older
+    than it could still be applied (`lateness` seconds, the detector's: an older one is a
+    late dead letter): an `opened` or `updated` record dated before the resolution, read
+    after it (CRM systems send them late), leaves it resolved; a newer one reopens it."""
     if event.region and not isinstance(event, ProfileEvent):
         state.region = "" if state.profile.get("region") else event.region
+    complaint_source = SOURCE_CODES[EventType.COMPLAINT]
     if isinstance(event, RoamingEvent):
         if at >= state.seen.get(SOURCE_CODES[EventType.ROAMING], at):
             state.roaming = visited(event)
     elif isinstance(event, ComplaintEvent):
         complaints = state.complaints
-        before = complaints.pop(event.complaint_id, None)
-        if event.status != "resolved":
-            complaints[event.complaint_id] = max(at, before or 0)
-            while len(complaints) > MAX_OPEN:
-                del complaints[next(iter(complaints))]
-    # Lapsed complaints leave the record (they count nowhere: `open_complaints`), looked
-    # for on any event but usage, the 85% whose scan showed in the backtest's profile.
-    if state.complaints and complaint_lapse is not None and not isinstance(event, UsageEvent):
-        for lapsed in [c for c, t in state.complaints.items() if at - t >= complaint_lapse]:
-            del state.complaints[lapsed]
+        key = event.complaint_id
+        before = complaints.pop(key, None)
+        resolved = -before if before is not None and before < 0 else None
+        if event.status == "resolved":
+            complaints[key] = -max(at, resolved or 0)
+        elif resolved is not None and at <= resolved:
+            complaints[key] = -resolved  # a record from before the resolution, read late
+        else:
+            complaints[key] = max(at, before or 0)
+        while len(complaints) > MAX_OPEN:  # resolutions go first, then the oldest opened
+            oldest = next((c for c, t in complaints.items() if t < 0), None)
+            del complaints[oldest if oldest is not None else next(iter(complaints))]
+    # Lapsed complaints leave the record (they count nowhere: `open_complaints`), and so
+    # do resolutions no record can be applied before any more, looked for on any event
+    # but usage, the 85% whose scan showed in the backtest's profile.
+    if state.complaints and not isinstance(event, UsageEvent):
+        oldest_applied = max(state.seen.get(complaint_source, 0), at) - lateness
+        if not isinstance(event, ComplaintEvent):
+            oldest_applied = state.seen.get(complaint_source, 0) - lateness
+        gone = [
+            c
+            for c, t in state.complaints.items()
+            if (t < 0 and -t < oldest_applied)
+            or (complaint_lapse is not None and at - abs(t) >= complaint_lapse)
+        ]
+        for c in gone:
+            del state.complaints[c]
 
 
 def visited(event: RoamingEvent) -> dict[str, Any]:
@@ -925,8 +954,8 @@ def open_complaints(state: SubscriberState, at: int, lapse: int | None) -> int:
     lose resolutions, and a complaint opened ten months before still held back a
     retention call and counted in the churn-risk score."""
     if lapse is None:
-        return len(state.complaints)
-    return sum(1 for t in state.complaints.values() if at - t < lapse)
+        return sum(1 for t in state.complaints.values() if t >= 0)
+    return sum(1 for t in state.complaints.values() if t >= 0 and at - t < lapse)
 
 
 def abroad(state: SubscriberState, at: int, lapse: int | None) -> dict[str, Any]:

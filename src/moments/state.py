@@ -22,7 +22,7 @@ import orjson
 from moments.statezip import pack, unpack
 
 MAX_OPEN = 16
-"""Open complaints remembered; more is as good as many."""
+"""Complaints remembered (open ones and recent resolutions); more is as good as many."""
 RECENT_EVENT_IDS = {"u": 8}
 """How many recent event-id digests a subscriber keeps per source to drop events
 delivered again: 8 of the frequent usage events, `RECENT_EVENT_IDS_ELSE` of each other
@@ -87,8 +87,11 @@ class SubscriberState:
     """While abroad: the visited place's zone (`z`) and/or UTC offset minutes (`o`)."""
     complaints: dict[str, int] = field(default_factory=dict)
     """Complaints opened and not yet resolved: id -> event time of its latest record
-    (opened or updated), the latest last, at most MAX_OPEN. Written before the times were
-    kept, a list of ids: each then dates from the subscriber's latest complaint record."""
+    (opened or updated), the latest last, at most MAX_OPEN. A resolved one is kept as its
+    resolution's time negated, only while a late record older than it could still be
+    applied (the lateness): such a record must not reopen it (moments.engine.track).
+    Written before the times were kept, a list of ids: each then dates from the
+    subscriber's latest complaint record."""
     special_day: int = 0
     """Ordinal of the local day whose special days were last looked at (0: never)."""
     region: str = ""
