@@ -86,7 +86,8 @@ BASELINE_MONTHS = 3
 def spend_drop(spend: Series, ring: Ring | None, current: int) -> float | None:
     """How far the last closed month's spend (window `current - 1`) fell below the
     average of the 3 months before it: 0.4 is 40% below, 0 when it did not fall; None
-    without those 4 months of the subscriber's own history or with no spend before.
+    without those 4 months of the subscriber's own history (after the partial month it
+    began in) or with no spend before.
 
     The closed month, not the current one pro-rated: a month's spend does not accrue
     evenly (the plan's fee is charged on one day, usage comes in bursts), so a part of a
@@ -94,10 +95,16 @@ def spend_drop(spend: Series, ring: Ring | None, current: int) -> float | None:
     steady customer look at risk early in a month (1.0 spent on the 1st of 100 a month:
     a 0.99 drop, 25 points). The closed month is what the retention team can stand
     behind, and what the catalog's bill_drop judges too; a fall shows from the 1st of
-    the next month."""
+    the next month.
+
+    The month the subscriber's history began in is no part of the baseline, as for the
+    rules' sum and count baselines (rules.conditions): they joined, or the detector
+    started, part-way into it, and a history begun on the 25th made that month's spend
+    look small and the drop smaller than it was. So 3 whole months must come before the
+    closed one."""
     closed = current - 1
     first = spend.history_from(ring)
-    if first is None or first > closed - BASELINE_MONTHS:
+    if first is None or first >= closed - BASELINE_MONTHS:
         return None
     last = spend.aggregate(ring, closed, "sum")
     before = spend.aggregate(ring, closed - 1, "sum", last=BASELINE_MONTHS)

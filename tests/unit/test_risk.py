@@ -217,18 +217,38 @@ class TestSpendDrop:
 
     def test_a_closed_month_below_the_three_before_is_a_drop(self) -> None:
         events = _spend(
-            ("2026-07-10", "100"), ("2026-08-10", "100"), ("2026-09-10", "100"),
-            ("2026-10-10", "70"),
+            ("2026-06-10", "100"), ("2026-07-10", "100"), ("2026-08-10", "100"),
+            ("2026-09-10", "100"), ("2026-10-10", "70"),
         )  # fmt: skip
         (task,) = run(rules_from(OWN_HOTLINE), [*events, _call("2026-11-02")]).tasks
         assert task.risk is not None
         assert [(p.signal, p.value, p.points) for p in task.risk.parts] == [("spend_drop", 0.3, 15)]
 
     def test_a_month_without_spend_is_a_full_drop(self) -> None:
-        events = _spend(("2026-06-10", "90"), ("2026-07-10", "90"), ("2026-08-10", "90"))
+        events = _spend(
+            ("2026-05-10", "90"), ("2026-06-10", "90"), ("2026-07-10", "90"), ("2026-08-10", "90")
+        )
         (task,) = run(rules_from(OWN_HOTLINE), [*events, _call("2026-10-03")]).tasks
         assert task.risk is not None
         assert [(p.signal, p.value, p.points) for p in task.risk.parts] == [("spend_drop", 1.0, 25)]
+
+    def test_the_partial_first_month_is_no_part_of_the_baseline(self) -> None:
+        """History begun on 07-25 (20 spent that month, 100 a month after): July in the
+        baseline made it 73.3 and October's 60 a 0.18 drop (9 points) instead of 0.4."""
+        events = _spend(
+            ("2026-07-25", "20"), ("2026-08-10", "100"), ("2026-09-10", "100"),
+            ("2026-10-10", "60"),
+        )  # fmt: skip
+        (task,) = run(rules_from(OWN_HOTLINE), [*events, _call("2026-11-02")]).tasks
+        assert task.risk is not None
+        assert task.risk.parts == []  # not yet 3 whole months before October
+        more = _spend(
+            ("2026-07-25", "20"), ("2026-08-10", "100"), ("2026-09-10", "100"),
+            ("2026-10-10", "100"), ("2026-11-10", "60"),
+        )  # fmt: skip
+        (task,) = run(rules_from(OWN_HOTLINE), [*more, _call("2026-12-02")]).tasks
+        assert task.risk is not None
+        assert [(p.signal, p.value, p.points) for p in task.risk.parts] == [("spend_drop", 0.4, 20)]
 
     def test_without_three_months_before_the_closed_one_there_is_no_signal(self) -> None:
         events = _spend(("2026-08-10", "100"), ("2026-09-10", "100"), ("2026-10-10", "10"))
