@@ -570,10 +570,32 @@ class Detector:
                         continue
                     fired = rule.check(None, state, end, tz, closing=index)
                     if fired is not None:
-                        self._emit(rule, fired, sub, None, state, end, ctx, result)
+                        again = rule.judges_silence and self._judged_before(
+                            rule, fired, state, period, index, tz
+                        )
+                        self._emit(rule, fired, sub, None, state, end, ctx, result, again=again)
             state.closed[period] = current
             closed_any = True
         return closed_any
+
+    def _judged_before(
+        self,
+        rule: CompiledRule,
+        fired: Fired,
+        state: SubscriberState,
+        period: str,
+        index: int,
+        tz: dt.tzinfo,
+    ) -> bool:
+        """True when a silence rule firing at the close of window `index` fired on the
+        same occurrence (the same silence) at the previous window's close, live: the
+        silence is judged again every day it lasts (a task is still made once its
+        cooldown ends), but it is one moment, counted once in `moments_detected_total`."""
+        before = int(window_end(period, index - 1, tz))
+        if before < self._live_at:
+            return False  # judged in shadow then: the first live judgement counts it
+        again = rule.check(None, state, before, tz, closing=index - 1)
+        return again is not None and again.occurrence == fired.occurrence
 
     def sweep(
         self,
@@ -666,19 +688,24 @@ class Detector:
         ctx: EvalContext,
         result: BatchResult,
         latest: dt.datetime | None = None,
+        again: bool = False,
     ) -> None:
-        """Gate a firing and make its task; `latest` ends the task sooner than its ttl."""
+        """Gate a firing and make its task; `latest` ends the task sooner than its ttl.
+        `again`: a moment judged again (a silence on its next day, `_judged_before`),
+        counted already: neither detected nor held by its cooldown once more."""
         spec = rule.task
         # A shadow rule takes the same path up to the gates' decision, counted apart from
         # the live figures, and stops before a task: it sends nothing and takes no contact.
         # Before the go-live instant every rule is one, judged by the moment's event time.
         shadow = result.shadow if rule.shadow or at < self._live_at else None
-        if shadow is None:
+        if shadow is None and not again:
             result.detected[(spec.family.value, spec.moment_type)] += 1
         if spec.cooldown is not None:
             last = state.fired.get(rule.tag)
             if last is not None and 0 <= at - last < spec.cooldown.total_seconds():
-                if shadow is not None:
+                if again:
+                    pass
+                elif shadow is not None:
                     shadow[(rule.id, "suppressed", SuppressReason.COOLDOWN)] += 1
                 else:
                     result.suppressed[(spec.moment_type, SuppressReason.COOLDOWN)] += 1

@@ -43,6 +43,9 @@ class PipelineResult:
     """Shadow rules' moments by (rule id, outcome, reason), as `BatchResult.shadow`."""
     suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Live rules' moments the gates dropped, by (moment type, reason)."""
+    detected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Live rules' moments that fired, before gating, by (family, moment type): what
+    `moments_detected_total` counts."""
     late: int = 0
     future: int = 0
     """Events not applied: older than the lateness allows, or dated in the future."""
@@ -106,6 +109,7 @@ def run_pipeline(
         swept = detector.sweep(live, _constant(mark), now)
         out.shadow.update(swept.shadow)
         out.suppressed.update(swept.suppressed)
+        out.detected.update(swept.detected)
         _collect(out, swept.tasks, seen)
         out.store.save(swept.changes)
         return min((detector.next_sweep(st, mark) for _, st, _ in live), default=math.inf)
@@ -139,6 +143,7 @@ def run_pipeline(
         out.dead_letters.extend(batch.dead_letters)
         out.shadow.update(batch.shadow)
         out.suppressed.update(batch.suppressed)
+        out.detected.update(batch.detected)
         out.late += batch.late
         out.future += batch.future
         _collect(out, batch.tasks, seen)

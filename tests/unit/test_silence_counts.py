@@ -1,0 +1,62 @@
+"""A silence is one moment: `moments_detected_total` ("moments that fired, before
+gating") counts it once, however many days it is judged again.
+
+An absence rule is judged at every daily close while the silence lasts, and each
+re-judgement counted a detection (and, inside the cooldown, a cooldown suppression):
+64 "detections" for 4 tasks in 35 days. The re-judgements still make the task the
+silence is owed when a cooldown ends."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from moments.models import EventType
+
+from .rules.helpers import at, ev, rules_from, run
+
+RULES = """
+gating: {quiet_hours: [], frequency_cap: null}
+rules:
+  - id: no_activity
+    description: No usage and no top-up for 7 days
+    on: [usage, topup]
+    evaluate: daily
+    condition: {absence: 7d}
+    task: {family: anomaly, type: no_activity, channel: sms, priority: 3,
+           action: reactivation_offer, ttl: 3d, cooldown: 14d,
+           description: "No activity for {silent_days} days"}
+"""
+KEY = ("anomaly", "no_activity")
+COOLDOWN = ("no_activity", "cooldown")
+
+
+def use(day: str) -> tuple[EventType, dict[str, object]]:
+    return ev(EventType.USAGE, at(day, "10:00"), kind="data", quantity=1000)
+
+
+def test_a_35_day_silence_is_one_detection() -> None:
+    result = run(rules_from(RULES), [use("2026-11-01")], until=at("2026-12-06", "12:00"))
+    assert result.detected[KEY] == 1
+    assert result.suppressed[COOLDOWN] == 0
+    assert [t.triggered_at.date() for t in result.tasks] == [dt.date(2026, 11, 9)]
+
+
+def test_a_silence_inside_the_cooldown_is_counted_once_and_makes_its_task_after_it() -> None:
+    """The first silence's task on 11-09 starts 14 days of cooldown; the customer is back
+    on 11-10 and silent again: that silence is due on 11-18, held by the cooldown (one
+    detection, one cooldown suppression), and makes its task once the cooldown is over
+    (11-23, 14 days after the first)."""
+    events = [use("2026-11-01"), use("2026-11-10")]
+    result = run(rules_from(RULES), events, until=at("2026-11-28", "12:00"))
+    assert result.detected[KEY] == 2
+    assert result.suppressed[COOLDOWN] == 1
+    made = [(t.triggered_at.date(), t.moment.params["silent_days"]) for t in result.tasks]
+    assert [day for day, _ in made] == [dt.date(2026, 11, 9), dt.date(2026, 11, 23)]
+    assert made[1][1] >= 12  # the second silence's task, made after the cooldown
+
+
+def test_each_silence_is_its_own_moment() -> None:
+    events = [use("2026-11-01"), use("2026-11-30")]
+    result = run(rules_from(RULES), events, until=at("2026-12-09", "12:00"))
+    assert result.detected[KEY] == 2
+    assert len(result.tasks) == 2
