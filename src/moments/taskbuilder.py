@@ -13,7 +13,7 @@ from moments.models import Deferral, InputEvent, Moment, QuietHours, RiskScore, 
 from moments.state import SubscriberState
 from rules.base import Fired
 from rules.rule import CompiledRule
-from rules.templates import PLACEHOLDER, fill
+from rules.templates import fill, placeholders
 
 
 def task_id(subscriber_id: str, rule_id: str, occurrence: str) -> str:
@@ -127,7 +127,7 @@ def _new_moment(rule: CompiledRule, description: str, params: dict[str, Any]) ->
 @functools.lru_cache(maxsize=1024)
 def _placeholders(template: str) -> frozenset[str]:
     """The names a description template shows (rules are few, so their templates too)."""
-    return frozenset(PLACEHOLDER.findall(template))
+    return frozenset(placeholders(template))
 
 
 def shown_fields(event: InputEvent, names: frozenset[str]) -> dict[str, Any]:

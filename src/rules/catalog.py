@@ -25,9 +25,11 @@ from rules.conditions import (
     Scope,
     compile_condition,
     event_fields,
+    number_fields,
     numeric_params,
     produced_names,
     required_fields,
+    text_names,
 )
 from rules.contract import event_values, refusal, when_tests
 from rules.durations import parse_duration
@@ -41,7 +43,7 @@ from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series, SeriesGroup
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
-from rules.templates import placeholders, unfilled
+from rules.templates import EXAMPLES, formats, placeholders, spec_problem, unfilled
 from rules.yamllimits import Budget, beyond_limits, read_limited, yaml_problem
 from rules.yamlpos import key_at, position
 
@@ -695,9 +697,11 @@ def _build(
     for odd in unfilled(spec.task.description):
         problem(
             ("task", "description"),
-            f"{odd} is not a placeholder (only {{name}} is filled: no format, attribute, "
-            "index or position) and would be sent as written; write {name} alone",
+            f"{odd} is not a placeholder (only {{name}} and {{name:format}} are filled: no "
+            "attribute, index, position, conversion or nested field) and would be sent as "
+            "written; write {name}, or a number's format, " + EXAMPLES,
         )
+    _check_formats(spec, names, period is None and not special_day, problem)
     unknown = [m for m in placeholders(spec.task.description) if m not in names]
     if unknown:
         problem(
@@ -738,6 +742,31 @@ def _build(
         shadow=spec.mode == "shadow",
         spec=spec,
     )
+
+
+def _check_formats(
+    spec: RuleSpec,
+    names: set[str],
+    on_event: bool,
+    problem: Callable[[tuple[str | int, ...], str], None],
+) -> None:
+    """`{spend:.2f}` is checked when the file loads: a spec outside the subset `fill`
+    applies, or one on a param that may hold text (`{country:.2f}`), is refused."""
+    numbers = number_fields(EVENT_MODELS[t] for t in spec.on)
+    profile_numbers = {f"profile_{n}" for n in number_fields([ProfileEvent])}
+    number_field = (numbers | profile_numbers).__contains__
+    texts = text_names(spec.condition, number_field) if spec.condition is not None else set()
+    if on_event:
+        texts |= event_fields(spec.on) - numbers
+    for name, fmt in formats(spec.task.description):
+        said = spec_problem(fmt)
+        if said is None and name in names and name in texts:
+            said = (
+                f"{name!r} may hold text (a name, a date, a code), and a format applies to "
+                f"numbers only; write {{{name}}}"
+            )
+        if said is not None:
+            problem(("task", "description"), f"{{{name}:{fmt}}}: {said}")
 
 
 def _check_numeric_params(

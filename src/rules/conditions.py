@@ -9,9 +9,13 @@ fires, so `all`/`any` evaluate every child rather than stopping early.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel
 
 from moments.models import EventType
 from rules import spec as s
@@ -515,6 +519,24 @@ def event_fields(event_types: Sequence[EventType]) -> set[str]:
     return set.intersection(*sets) if sets else set()
 
 
+def number_fields(models: Iterable[type[BaseModel]]) -> set[str]:
+    """The fields that hold a number (int, float or Decimal; optional or not) in every one
+    of `models`: the money, counts and levels of events and profiles."""
+    found = [{n for n, f in m.model_fields.items() if _holds_number(f.annotation)} for m in models]
+    return set.intersection(*found) if found else set()
+
+
+def _holds_number(annotation: Any) -> bool:
+    """True when every value of the type is a number: `Decimal`, `int | None`,
+    `Annotated[float, ...]`; not `bool`, text, dates or a mix."""
+    if get_origin(annotation) is Annotated:
+        return _holds_number(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        kinds = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(kinds) and all(_holds_number(a) for a in kinds)
+    return annotation in (int, float, Decimal)
+
+
 def required_fields(node: Any) -> set[str]:
     """Event fields without which the condition is false (so the rule may skip the event)."""
     if isinstance(node, s.AllCond):
@@ -573,6 +595,37 @@ def produced_names(node: Any, on_event: bool) -> set[str]:
     return set()
 
 
+def text_names(node: Any, number_field: Callable[[str], bool]) -> set[str]:
+    """Params of `produced_names` that may hold text rather than a number (a format spec
+    such as `.2f` cannot apply to them). `number_field` says whether a field of the event,
+    or `profile_<field>` of the profile, always holds a number."""
+    if isinstance(node, s.AllCond | s.AnyCond):
+        out: set[str] = set()
+        for child in node.all if isinstance(node, s.AllCond) else node.any:
+            out |= text_names(child, number_field)
+        return out
+    if isinstance(node, s.NotCond):
+        return text_names(node.not_, number_field)
+    if isinstance(node, s.FieldCond | s.ProfileCond | s.FirstTimeCond):
+        if isinstance(node, s.FieldCond):
+            label = node.field
+        elif isinstance(node, s.ProfileCond):
+            label = f"profile_{node.profile}"
+        else:
+            label = node.first_time
+        # A threshold (`<label>_gte`) is a number: load checks refuse any other.
+        text = set() if number_field(label) else {label}
+        return text | {"previous_at"} if isinstance(node, s.FirstTimeCond) else text
+    if isinstance(node, s.ChangedCond):
+        return {node.changed, f"previous_{node.changed}"}  # compared, and kept, as text
+    if isinstance(node, s.AbsenceCond):
+        return {"last_seen"}
+    if isinstance(node, s.OccasionCond):
+        kinds = [node.occasion] if isinstance(node.occasion, str) else node.occasion
+        return {name for kind in kinds for name in OCCASION_PARAMS[kind]} - OCCASION_NUMBERS
+    return set()  # series, baselines and shares are numbers
+
+
 OCCASION_PARAMS: dict[str, tuple[str, ...]] = {
     "birthday": ("birthday",),
     "join_anniversary": ("years", "joined_on"),
@@ -581,3 +634,5 @@ OCCASION_PARAMS: dict[str, tuple[str, ...]] = {
 }
 """What each special day puts on a task (see rules.special_days; `also` only when
 other holidays fall on the same day)."""
+OCCASION_NUMBERS = frozenset({"years", "days_left"})
+"""The params of special days that are numbers (the rest are dates, keys and names)."""

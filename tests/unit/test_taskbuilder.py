@@ -7,6 +7,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,31 @@ class TestFill:
 
     def test_odd_placeholders_stay_as_written(self) -> None:
         assert fill("{a} {1a} {a.b} {{a}} {}", {"a": None}) == "None {1a} {a.b} {None} {}"
+
+    @pytest.mark.parametrize(
+        ("template", "value", "shown"),
+        [
+            ("{a:.2f}", Decimal("49.9"), "49.90"),
+            ("{a:,.0f}", Decimal("12345.67"), "12,346"),
+            ("{a:,.2f}", "12345.6", "12,345.60"),  # money from the event's JSON dump is text
+            ("{a:.0%}", 0.853, "85%"),
+            ("{a:+.0%}", -0.3456, "-35%"),
+            ("{a:,}", 1000.0, "1,000"),  # a whole float without ".0", as {a} shows it
+            ("{a:,}", 2, "2"),
+            ("{a:.1f}", 3, "3.0"),
+            ("{a:}", 2.0, "2"),  # an empty format is a bare placeholder
+            ("{a:.2f}", "JP", "JP"),  # text is shown as {a} shows it, never an error
+            ("{a:.2f}", None, "None"),
+            ("{a:.2f}", True, "True"),
+            ("{a:.2f}", Decimal("1e40"), "1E+40"),  # no formatting to any length
+            ("{a:>99999999}", 1, "{a:>99999999}"),  # refused at load; left as written
+            ("{a:.99999999f}", 1, "{a:.99999999f}"),
+            ("{b:.2f}", 1, "{b:.2f}"),  # unknown: left as written, as {b}
+        ],
+    )
+    def test_number_formats(self, template: str, value: Any, shown: str) -> None:
+        """`{name:spec}` formats numbers with the small safe subset templates allow."""
+        assert fill(template, {"a": value}) == shown
 
 
 def payloads(event_type: EventType) -> st.SearchStrategy[dict[str, Any]]:

@@ -11,6 +11,9 @@ import pytest
 from moments.cli import main
 from rules.catalog import load_texts
 from rules.exceptions import RulesError
+from rules.templates import fill
+
+from .helpers import at, rules_from, run, usage
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "rules.md"
 EXAMPLES = re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
@@ -82,3 +85,42 @@ def test_the_expect_example_runs_as_shown(
     monkeypatch.chdir(tmp_path)
     assert main(command.split()[1:]) == 1
     assert capsys.readouterr().err.splitlines() == [said]
+
+
+class TestNumbersInADescription:
+    """The section "Numbers in a description" shows what a format makes and what is refused:
+    both are what the code does."""
+
+    SECTION = DOC.read_text(encoding="utf-8").split("### Numbers in a description")[1]
+    SECTION = SECTION.split("\n### ")[0]
+
+    def test_each_row_of_the_table_shows_what_fill_makes(self) -> None:
+        rows = re.findall(r"\| `(\{\w+:[^`]*\})` \| ([-0-9.]+) \| `([^`]*)` \|", self.SECTION)
+        assert len(rows) == 4
+        for template, value, shown in rows:
+            name = template[1:].split(":")[0]
+            assert fill(template, {name: float(value)}) == shown
+
+    def test_the_example_rule_formats_its_task(self) -> None:
+        (example,) = [e for e in EXAMPLES if "id: bill_spike_formatted" in e]
+        events = [
+            usage(at(day), kind="data", charge=charge)
+            for day, charge in [
+                ("2026-08-25", 10),  # the month the history begins in is no part of it
+                ("2026-09-10", 100),
+                ("2026-10-10", 100),
+                ("2026-11-10", 100),
+                ("2026-12-10", 1234.5),
+            ]
+        ]
+        (task,) = run(rules_from(example), events, until="2027-01-01T01:00:00+08:00").tasks
+        assert task.moment.description == "Spend 1,234.50 yuan, 1234% of the usual 100.00"
+
+    def test_the_refusal_shown_is_what_validation_says(self) -> None:
+        said = re.search(r"```\n(rules\.yaml:\d+:\d+: \{country:\.2f\}[^\n]*)\n```", self.SECTION)
+        assert said is not None
+        (example,) = [e for e in EXAMPLES if "id: first_international_roaming" in e]
+        text = example.replace('"Welcome to {country}:', '"Welcome to {country:.2f}:')
+        with pytest.raises(RulesError) as err:
+            load_texts([("rules.yaml", text)])
+        assert [str(p) for p in err.value.problems] == [said.group(1)]

@@ -475,3 +475,19 @@ class TestCooldownAndTemplates:
         )
         (task,) = run(rules_from(text), [usage(at("2026-11-02"), kind="data", charge=3)]).tasks
         assert task.moment.description == "charge 3 over 1"  # a whole number without .0
+
+    def test_number_formats_in_a_description(self) -> None:
+        """`{name:spec}` formats a number (analysts asked for money with two decimals,
+        thousands separators and percentages); a bare `{name}` shows it as before."""
+        text = one_rule(
+            "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+            description="{charge:,.2f} over {charge_gt:.1f}, balance {balance_after:,.0f} "
+            "({balance_after}), {quantity:+.0%} {charge}",
+        )
+        event = usage(
+            at("2026-11-02"), kind="data", charge=1234.5, balance_after=12345.67, quantity=0.25
+        )
+        (task,) = run(rules_from(text), [event]).tasks
+        assert (
+            task.moment.description == "1,234.50 over 1.0, balance 12,346 (12345.67), +25% 1234.5"
+        )

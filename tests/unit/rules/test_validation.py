@@ -289,7 +289,8 @@ rules:
 
 
 @pytest.mark.parametrize(
-    "odd", ["{charge:.2f}", "{charge.__class__}", "{0}", "{}", "{charge!r}", "{region[0]}"]
+    "odd",
+    ["{charge.__class__}", "{0}", "{}", "{charge!r}", "{region[0]}", "{charge:{charge_gt}}"],
 )
 def test_braces_that_are_no_placeholder_are_refused_not_sent_as_written(odd: str) -> None:
     text = rule(
@@ -298,9 +299,89 @@ def test_braces_that_are_no_placeholder_are_refused_not_sent_as_written(odd: str
     )
     (found,) = problems(text)
     assert found == (
-        f"r.yaml:12:7: {odd} is not a placeholder (only {{name}} is filled: no format, "
-        "attribute, index or position) and would be sent as written; write {name} alone"
+        f"r.yaml:12:7: {odd} is not a placeholder (only {{name}} and {{name:format}} are "
+        "filled: no attribute, index, position, conversion or nested field) and would be sent "
+        "as written; write {name}, or a number's format, e.g. {x:.2f}, {x:,.0f}, {x:.0%}"
     )
+
+
+class TestFormats:
+    """A number format in a description is checked when the file loads, at its line."""
+
+    def task(self, description: str) -> str:
+        return GOOD_TASK.replace("description: low", f"description: '{description}'")
+
+    @pytest.mark.parametrize(
+        "description",
+        [
+            "{charge:.2f} {charge_gt:,.0f} {charge:.0%} {charge:+.1%} {charge:,} {charge:_.2f}",
+            "{balance_after:.2f} {quantity:,.0f}",  # the event's fields that are numbers
+            "{charge:}",  # an empty format is a bare placeholder
+        ],
+    )
+    def test_formats_of_numbers_load(self, description: str) -> None:
+        text = rule(
+            "    on: [usage]\n    condition: {field: charge, gt: 1}\n", self.task(description)
+        )
+        load_texts([("r.yaml", text)])
+
+    @pytest.mark.parametrize(
+        ("fmt", "said"),
+        [
+            (">10", "format ':>10' is not filled (no alignment or width: a text message is not"),
+            ("d", "format ':d' is not filled: for a whole number write :,.0f or :.0f"),
+            (".2", "format ':.2' gives decimals but no type; write :.2f for a number or :.2% "),
+            (".40f", "format ':.40f' asks for 40 decimals; at most 6"),
+            ("x", "format ':x' is not filled (no type 'x': only f and %): a format is an optional"),
+            ("s", "format ':s' is not filled (no type 's': only f and %)"),
+        ],
+    )
+    def test_a_format_outside_the_subset_is_refused(self, fmt: str, said: str) -> None:
+        text = rule(
+            "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+            self.task(f"spent {{charge:{fmt}}}"),
+        )
+        (found,) = problems(text)
+        assert found.startswith(f"r.yaml:12:7: {{charge:{fmt}}}: {said}")
+
+    @pytest.mark.parametrize(
+        ("body", "name"),
+        [
+            ("    on: [roaming]\n    condition: {first_time: country}\n", "country"),
+            ("    on: [usage]\n    condition: {changed: imei}\n", "previous_imei"),
+            ("    on: [usage]\n    condition: {field: charge, gt: 1}\n", "counterparty"),
+            ("    on: [usage]\n    condition: {profile: tier, eq: gold}\n", "profile_tier"),
+            (
+                "    on: [usage]\n    evaluate: daily\n    condition: {absence: 7d}\n",
+                "last_seen",
+            ),
+        ],
+    )
+    def test_a_format_on_a_param_holding_text_is_refused(self, body: str, name: str) -> None:
+        (found,) = problems(rule(body, self.task(f"{{{name}:.2f}}")))
+        line = 10 + body.count("\n")  # the description's
+        assert found == (
+            f"r.yaml:{line}:7: {{{name}:.2f}}: {name!r} may hold text (a name, a date, a code), "
+            f"and a format applies to numbers only; write {{{name}}}"
+        )
+
+    def test_numbers_of_profiles_and_special_days_take_a_format(self) -> None:
+        text = """\
+rules:
+  - id: r1
+    description: d
+    on: [profile]
+    evaluate: special_day
+    condition:
+      all:
+        - {occasion: contract_expiry}
+        - {profile: star_level, gte: 5}
+    task: {family: special_day, type: expiry, channel: sms, priority: 3, action: a,
+           description: "{days_left:.0f} days, level {profile_star_level:.0f}"}
+"""
+        assert len(load_texts([("r.yaml", text)])) == 1
+        (found,) = problems(text.replace("{days_left:.0f}", "{contract_end:.0f}"))
+        assert "{contract_end:.0f}: 'contract_end' may hold text" in found
 
 
 @pytest.mark.parametrize(
