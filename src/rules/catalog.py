@@ -42,7 +42,7 @@ from rules.routing import Keys, Routes, route, text_keys
 from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series, SeriesGroup
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
-from rules.special_days import DEFAULT_LOCAL_HOUR, SpecialDayConfig
+from rules.special_days import DEFAULT_LEAD_DAYS, DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import EXAMPLES, formats, placeholders, spec_problem, unfilled
 from rules.yamllimits import Budget, beyond_limits, read_limited, yaml_problem
 from rules.yamlpos import key_at, position
@@ -149,6 +149,10 @@ class SpecialDays:
     rules: tuple[CompiledRule, ...] = ()
     local_hour: int = DEFAULT_LOCAL_HOUR
     config: SpecialDayConfig = field(default_factory=SpecialDayConfig)
+    """What to look for: its `lead_days` is the widest of the catalog's and its rules'."""
+    lead_days: int = DEFAULT_LEAD_DAYS
+    """How early a contract expiry is due for a rule with no `lead_days` of its own
+    (`special_days.lead_days`)."""
     calendar: HolidayCalendar = field(default_factory=HolidayCalendar.default)
 
 
@@ -235,6 +239,8 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
     texts = [(name, text) for name, text in texts if _resolved(name) not in calendars]
     files = [f for f in (_parse(name, text, problems) for name, text in texts) if f is not None]
     series = _compile_series(files, problems)
+    special = _special_days(files, problems)
+    lead = special.lead_days if special is not None else DEFAULT_LEAD_DAYS
     rules: list[CompiledRule] = []
     seen: dict[str, str] = {}
     for file in files:
@@ -249,7 +255,7 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
                 )
                 continue
             seen[spec.id] = f"{file.name}:{where[0]}"
-            rule = _build(spec, file, index, series, problems)
+            rule = _build(spec, file, index, series, problems, lead)
             if rule is not None:
                 rules.append(rule)
     gating: GatingPolicy | None = None
@@ -265,7 +271,6 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
             )
             continue
         gating, gating_from = file.parsed.gating, f"{file.name}:{file.at(('gating',))[0]}"
-    special = _special_days(files, problems)
     _check_holiday_keys(files, special, problems)
     if not rules and not problems:
         part = not any("rules" in f.doc for f in files)  # gating.yaml, series.yaml
@@ -287,7 +292,23 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
         )
     if problems:
         raise RulesError(problems)
+    special = _widest_lead(special, rules)
     return RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
+
+
+def _widest_lead(special: SpecialDays | None, rules: Sequence[CompiledRule]) -> SpecialDays | None:
+    """Special days looked for with the widest contract-expiry lead of the rules (each
+    rule's `occasion:` condition waits for its own, rules.conditions._occasion)."""
+    leads = [
+        node.lead_days
+        for rule in rules
+        for node in sp.walk(rule.spec.condition)
+        if isinstance(node, sp.OccasionCond) and node.lead_days is not None
+    ]
+    found = special if special is not None else SpecialDays()
+    if not leads or max(leads) <= found.config.lead_days:
+        return special
+    return replace(found, config=replace(found.config, lead_days=max(leads)))
 
 
 def _check_holiday_keys(
@@ -358,6 +379,7 @@ def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> Specia
     return SpecialDays(
         local_hour=spec.local_hour,
         config=SpecialDayConfig(lead_days=spec.lead_days),
+        lead_days=spec.lead_days,
         calendar=calendar,
     )
 
@@ -640,6 +662,7 @@ def _build(
     index: int,
     series: Mapping[str, Series],
     problems: list[RuleProblem],
+    lead_days: int = DEFAULT_LEAD_DAYS,
 ) -> CompiledRule | None:
     before = len(problems)
 
@@ -680,6 +703,7 @@ def _build(
         special_day=special_day,
         event_types=tuple(spec.on),
         overrides=tuple(o.params for o in spec.overrides),
+        lead_days=lead_days,
     )
     condition = None
     if spec.condition is not None:

@@ -35,6 +35,7 @@ from rules.operators import (
     starts_with,
 )
 from rules.series import Series
+from rules.special_days import DEFAULT_LEAD_DAYS
 
 Path = tuple[str | int, ...]
 Report = Callable[[Path, str], None]
@@ -58,6 +59,9 @@ class Scope:
     event_types: tuple[EventType, ...] = ()
     overrides: tuple[Mapping[str, Any], ...] = ()
     """The params of each override, in order (a `$param` has a value in each)."""
+    lead_days: int = DEFAULT_LEAD_DAYS
+    """How early a contract expiry is due for a rule that gives no `lead_days` of its own
+    (the catalog's `special_days.lead_days`)."""
 
     def param_values(self, name: str) -> Iterator[tuple[Path, Any]]:
         """Where param `name` is given a value in the rule (params, then each override
@@ -148,7 +152,14 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
                 "evaluate: special_day",
             )
         kinds = frozenset([node.occasion] if isinstance(node.occasion, str) else node.occasion)
-        return _occasion(kinds, frozenset(node.holidays) if node.holidays else None)
+        if node.lead_days is not None and "contract_expiry" not in kinds:
+            report(
+                (*path, "lead_days"),
+                "lead_days is how early a contract_expiry is due, and this condition has no "
+                "contract_expiry occasion: remove lead_days, or add contract_expiry",
+            )
+        lead = node.lead_days if node.lead_days is not None else scope.lead_days
+        return _occasion(kinds, frozenset(node.holidays) if node.holidays else None, lead)
     if isinstance(node, s.AbsenceCond):
         if scope.period is None:
             report(
@@ -461,10 +472,17 @@ def _share(part: Series, whole: Series, node: s.ShareCond) -> Callable[[Env], fl
     return value
 
 
-def _occasion(kinds: frozenset[str], holidays: frozenset[str] | None) -> Condition:
+def _occasion(kinds: frozenset[str], holidays: frozenset[str] | None, lead: int) -> Condition:
+    """`lead`: the days before a contract's end its expiry is due for this rule. The
+    engine lists a contract expiry from the widest lead of the catalog's rules on, so
+    that a rule with a shorter one waits for its own day (from then until the end date,
+    as the catalog's lead did: a day missed is caught up)."""
+
     def check(env: Env) -> bool:
         occasion = env.occasion
         if occasion is None or occasion.kind not in kinds:
+            return False
+        if occasion.kind == "contract_expiry" and occasion.params.get("days_left", 0) > lead:
             return False
         if (
             holidays is not None

@@ -40,9 +40,8 @@ def explain(rules: RuleSet, rule_id: str | None = None) -> list[str]:
                 f"Special days are looked at once a day at {special.local_hour:02d}:00 in "
                 f"each subscriber's time zone ({rules.gating.timezone} when the profile names "
                 "none), and again on a profile update later that day; "
-                f"contract expiry is due {special.config.lead_days} days ahead; holidays: "
-                + ", ".join(special.calendar.keys())
-                + "."
+                f"contract expiry is due {special.lead_days} days ahead (unless a rule gives "
+                "its own lead_days); holidays: " + ", ".join(special.calendar.keys()) + "."
             )
     return paragraphs
 
@@ -180,6 +179,8 @@ def _cond(node: Any, spec: s.RuleSpec) -> str:
     if isinstance(node, s.OccasionCond):
         kinds = [node.occasion] if isinstance(node.occasion, str) else list(node.occasion)
         only = f" ({', '.join(node.holidays)})" if node.holidays else ""
+        if node.lead_days is not None:
+            only += f" (from {node.lead_days} days before the contract ends)"
         return "it is the subscriber's " + " or ".join(k.replace("_", " ") for k in kinds) + only
     if isinstance(node, s.AbsenceCond):
         sources = " or ".join(t.value for t in spec.on)

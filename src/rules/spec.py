@@ -140,6 +140,13 @@ class OccasionCond(_Strict):
     holidays: list[str] | None = Field(
         default=None, description="Only these holiday keys (e.g. spring_festival); default all"
     )
+    lead_days: int | None = Field(
+        default=None,
+        ge=0,
+        le=366,
+        description="contract_expiry: due this many days before contract_end; default: "
+        "special_days.lead_days",
+    )
 
 
 class AllCond(_Strict):

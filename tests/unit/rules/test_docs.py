@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from moments.cli import main
+from moments.models import EventType
 from rules.catalog import load_texts
 from rules.exceptions import RulesError
 from rules.templates import fill
 
-from .helpers import at, rules_from, run, usage
+from .helpers import NO_GATES, at, rules_from, run, usage
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "rules.md"
 EXAMPLES = re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
@@ -124,3 +125,25 @@ class TestNumbersInADescription:
         with pytest.raises(RulesError) as err:
             load_texts([("rules.yaml", text)])
         assert [str(p) for p in err.value.problems] == [said.group(1)]
+
+
+def test_the_contract_expiry_example_calls_at_its_own_lead() -> None:
+    """The special-days example: an SMS 30 days ahead (special_days.lead_days), a manager's
+    call 7 days ahead (the rule's own lead_days), each once, with ids of their own."""
+    (example,) = [e for e in EXAMPLES if "id: renewal_call" in e]
+    assert "lead_days: 30" in example
+    profile = (
+        EventType.PROFILE,
+        {
+            "event_id": "p1",
+            "subscriber_id": "13800138001",
+            "occurred_at": at("2026-11-01"),
+            "contract_end": "2026-12-20",
+        },
+    )
+    rules = load_texts([("rules.yaml", NO_GATES + example)])
+    tasks = run(rules, [profile], until=at("2026-12-21")).tasks
+    days = {t.moment.rule_id: t.triggered_at.date().isoformat() for t in tasks}
+    renewals = {k: v for k, v in days.items() if k.startswith("renewal")}
+    assert renewals == {"renewal_sms": "2026-11-20", "renewal_call": "2026-12-13"}
+    assert len({t.task_id for t in tasks}) == len(tasks)

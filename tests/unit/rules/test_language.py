@@ -6,7 +6,7 @@ import pytest
 
 from moments.models import EventType
 
-from .helpers import SUB, at, ev, rules_from, run, types, usage
+from .helpers import NO_GATES, SUB, at, ev, rules_from, run, types, usage
 
 TASK = """
     task:
@@ -491,3 +491,66 @@ class TestCooldownAndTemplates:
         assert (
             task.moment.description == "1,234.50 over 1.0, balance 12,346 (12345.67), +25% 1234.5"
         )
+
+
+class TestContractExpiryLeads:
+    """A contract-expiry rule may give its own `lead_days` (an SMS 30 days ahead, a
+    manager's call 7 days ahead); the catalog's `special_days.lead_days` stays the default."""
+
+    @staticmethod
+    def rules(lead: str, call_lead: str = "lead_days: 7") -> str:
+        return (
+            NO_GATES
+            + f"special_days: {{{lead}}}\n"
+            + "rules:\n"
+            + "".join(
+                f"""
+  - id: {rule_id}
+    description: The contract ends soon
+    on: [profile]
+    evaluate: special_day
+    condition: {{occasion: contract_expiry{(", " + own) if own else ""}}}
+    task: {{family: special_day, type: renewal, channel: {channel}, priority: 2,
+           action: renewal_offer, ttl: 7d, description: "{{days_left}} days left"}}
+"""
+                for rule_id, channel, own in (
+                    ("renewal_sms", "sms", ""),
+                    ("renewal_call", "manager", call_lead),
+                )
+            )
+        )
+
+    @staticmethod
+    def tasks(text: str, known: str = "2026-11-01") -> dict[str, list[tuple[str, str]]]:
+        profile = ev(EventType.PROFILE, at(known, "10:00"), contract_end="2026-12-20")
+        result = run(rules_from(text), [profile], until=at("2026-12-21"))
+        found: dict[str, list[tuple[str, str]]] = {}
+        for task in result.tasks:
+            day = task.triggered_at.date().isoformat()
+            found.setdefault(task.moment.rule_id, []).append((day, task.task_id))
+        return found
+
+    def test_each_rule_is_due_at_its_own_lead(self) -> None:
+        found = self.tasks(self.rules("lead_days: 30"))
+        assert [day for day, _ in found["renewal_sms"]] == ["2026-11-20"]  # the catalog's 30
+        assert [day for day, _ in found["renewal_call"]] == ["2026-12-13"]  # its own 7
+        assert found["renewal_sms"][0][1] != found["renewal_call"][0][1]
+        assert found == self.tasks(self.rules("lead_days: 30"))  # the same ids again
+
+    def test_a_rule_may_look_further_ahead_than_the_catalog(self) -> None:
+        found = self.tasks(self.rules("lead_days: 7", call_lead="lead_days: 40"))
+        assert [day for day, _ in found["renewal_sms"]] == ["2026-12-13"]
+        assert [day for day, _ in found["renewal_call"]] == ["2026-11-10"]
+        no_section = self.rules("", call_lead="lead_days: 45").replace("special_days: {}\n", "")
+        found = self.tasks(no_section)  # the default 30 days, and the rule's 45
+        assert [day for day, _ in found["renewal_sms"]] == ["2026-11-20"]
+        assert [day for day, _ in found["renewal_call"]] == ["2026-11-05"]
+
+    def test_a_contract_learned_late_is_caught_up_by_each_rule(self) -> None:
+        found = self.tasks(self.rules("lead_days: 30"), known="2026-12-18")
+        assert [day for day, _ in found["renewal_sms"]] == ["2026-12-18"]
+        assert [day for day, _ in found["renewal_call"]] == ["2026-12-18"]
+
+    def test_without_a_lead_of_its_own_a_rule_keeps_the_catalogs(self) -> None:
+        found = self.tasks(self.rules("lead_days: 30", call_lead=""))
+        assert [day for day, _ in found["renewal_call"]] == ["2026-11-20"]

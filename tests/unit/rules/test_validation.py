@@ -442,3 +442,33 @@ def test_validate_warns_of_a_tier_no_contract_profile_has(
     assert "warning: r1: overrides[0] tier 'glod' is none of the contract's tiers" in out
     assert "did you mean 'gold'?" in out
     assert "'diamond'" not in out.split("warning")[-1]  # Diamond is one, whatever the case
+
+
+class TestContractExpiryLead:
+    TEXT = """\
+rules:
+  - id: r1
+    description: d
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: OCCASION, lead_days: LEAD}
+    task: {family: special_day, type: t, channel: sms, priority: 3, action: a,
+           description: d}
+"""
+
+    def test_a_lead_of_a_rule_with_no_contract_expiry_is_refused(self) -> None:
+        text = self.TEXT.replace("OCCASION", "birthday").replace("LEAD", "7")
+        assert problems(text) == [
+            "r.yaml:6:37: lead_days is how early a contract_expiry is due, and this condition "
+            "has no contract_expiry occasion: remove lead_days, or add contract_expiry"
+        ]
+
+    @pytest.mark.parametrize("lead", ["-1", "400", "a week"])
+    def test_a_lead_that_is_no_number_of_days_is_refused(self, lead: str) -> None:
+        text = self.TEXT.replace("OCCASION", "contract_expiry").replace("LEAD", lead)
+        (found,) = problems(text)
+        assert found.startswith("r.yaml:6:44: rules.0.condition.lead_days: Input should be ")
+
+    def test_a_lead_with_contract_expiry_among_the_occasions_loads(self) -> None:
+        text = self.TEXT.replace("OCCASION", "[birthday, contract_expiry]").replace("LEAD", "0")
+        assert len(load_texts([("r.yaml", text)])) == 1
