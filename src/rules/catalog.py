@@ -558,7 +558,7 @@ def _compile_series(files: Sequence[_File], problems: list[RuleProblem]) -> dict
                     file.problem(
                         problems, (*loc, "field"), _unknown_field(spec.field, spec.on, fields)
                     )
-                elif not _numeric_field(spec.on, spec.field):
+                elif spec.field not in number_fields(EVENT_MODELS[t] for t in spec.on):
                     file.problem(
                         problems,
                         (*loc, "field"),
@@ -597,14 +597,6 @@ def _at(
     message: str,
 ) -> None:
     file.problem(problems, (*prefix, *loc), message)
-
-
-def _numeric_field(on: Sequence[EventType], name: str) -> bool:
-    for event_type in on:
-        annotation = str(EVENT_MODELS[event_type].model_fields[name].annotation)
-        if not any(t in annotation for t in ("Decimal", "float", "int")):
-            return False
-    return True
 
 
 def _when(

@@ -472,3 +472,16 @@ rules:
     def test_a_lead_with_contract_expiry_among_the_occasions_loads(self) -> None:
         text = self.TEXT.replace("OCCASION", "[birthday, contract_expiry]").replace("LEAD", "0")
         assert len(load_texts([("r.yaml", text)])) == 1
+
+
+@pytest.mark.parametrize("field", ["counterparty", "imei", "region"])
+def test_a_series_cannot_sum_a_text_field(field: str) -> None:
+    """A field of text passed as a number: its type's name holds "int" (StringConstraints),
+    which the check looked for in the text of the annotation."""
+    text = f"series:\n  s: {{on: [usage], field: {field}}}\n" + rule(
+        "    on: [usage]\n    condition: {series: s, gte: 1}\n"
+    )
+    assert problems(text) == [
+        f"r.yaml:2:20: {field!r} is not a number; sum a numeric field, or leave field out to "
+        "count events"
+    ]
