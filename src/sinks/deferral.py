@@ -7,8 +7,13 @@ Keys (prefix `moments:<app>:`):
 - `open:<subscriber>`: the id of the subscriber's waiting task that later moments within
   the merge window join (`group:<id>` lists their payloads; their own entries say `M<id>`).
 - `line:<subscriber>`: the tasks waiting for the subscriber's suspended line;
-- `hours`: the ids of the tasks waiting for their channel's hours (`channel_hours`), made
-  due at once when a reloaded policy changes the hours (`wake_hours`);
+- `hours`: the ids of the tasks waiting for their channel's hours (`channel_hours`), and
+  `nextday`: those deferred by capacity to the next day (`capacity`), both made due at
+  once (`rejudge`) when a worker runs a policy whose zone, hours or `next_day_at`
+  (`DispatchPolicy.timetable`) are not those `judged` says they were parked by;
+- `judged`: that timetable (`*` when workers of two timetables parked; `?`, or absent
+  while the queue is not empty, when an earlier version parked without it: then the
+  tasks it parked are looked for once, by their payload).
 - `capped`: the ids of the tasks waiting for the subscriber's contact or frequency cap,
   which a fresh task joins however long they wait (`Joining`).
 
@@ -21,7 +26,7 @@ pending entry the ledger's re-drive sends later.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,8 +37,8 @@ from sinks.stores import Joining, Parking, Released
 
 # K: task, open, line; A: id, payload ('' keeps the one stored), release_at, window_ms,
 # what it waits for: 'l' a suspended line, 'h' its channel's hours, 'c' the subscriber's
-# caps (one argument: each costs the client ~2.5 µs to pack); S: task prefix, ttl; SK:
-# pending, deferred, hours, capped
+# caps, 'n' the next day (one argument: each costs the client ~2.5 µs to pack); S: task
+# prefix, ttl, the parker's timetable; SK: pending, deferred, hours, capped, nextday, judged
 _PARK = """
 local v = redis.call('GET', K[1])
 if not v then return 0 end
@@ -65,21 +70,62 @@ if string.find(A[5], 'c', 1, true) then
 else
   redis.call('SREM', SK[4], A[1])
 end
+if string.find(A[5], 'n', 1, true) then
+  redis.call('SADD', SK[5], A[1])
+else
+  redis.call('SREM', SK[5], A[1])
+end
+local judged = redis.call('GET', SK[6])
+if not judged then
+  if redis.call('ZCARD', SK[2]) <= 1 then judged = S[3] else judged = '?' end
+  redis.call('SET', SK[6], judged)
+end
+if judged ~= S[3] and (string.find(A[5], 'h', 1, true) or string.find(A[5], 'n', 1, true)) then
+  redis.call('SET', SK[6], '*')
+end
 return 1
 """
 
-# KEYS: hours, deferred; ARGV: now. Every task waiting for its channel's hours, due now.
-_WAKE_HOURS = """
+# KEYS: judged, deferred, hours, nextday; ARGV: now, timetable. Unless `judged` is the
+# timetable: every task waiting for its channel's hours or the next day due now, and
+# `judged` the timetable.
+_REJUDGE = """
+if redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local n = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local score = redis.call('ZSCORE', KEYS[2], id)
-  if score and tonumber(score) > tonumber(ARGV[1]) then
-    redis.call('ZADD', KEYS[2], ARGV[1], id)
-    n = n + 1
+for k = 3, 4 do
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[k])) do
+    local score = redis.call('ZSCORE', KEYS[2], id)
+    if score and tonumber(score) > tonumber(ARGV[1]) then
+      redis.call('ZADD', KEYS[2], ARGV[1], id)
+      n = n + 1
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return n
+"""
+
+# KEYS: deferred; ARGV: now, task prefix, ids... Those of the ids still waiting whose
+# payload says they wait for their channel's hours or the next day (`Deferral.reason` as
+# orjson writes the model), due now; how many.
+_WAKE_UNINDEXED = """
+local n = 0
+for i = 3, #ARGV do
+  local v = redis.call('GET', ARGV[2] .. ARGV[i])
+  if v and string.sub(v, 1, 1) == 'D' and (
+    string.find(v, '"reason":"channel_hours"', 1, true)
+    or string.find(v, '"reason":"capacity"', 1, true)
+  ) then
+    local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if score and tonumber(score) > tonumber(ARGV[1]) then
+      redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+      n = n + 1
+    end
   end
 end
 return n
 """
+_SCAN_COUNT = 1000
 
 # K: line; S: now; SK: deferred. The line's waiting tasks still in the queue, due now.
 _WAKE = """
@@ -125,8 +171,8 @@ redis.call('ZREM', SK[1], A[1])
 return carrier
 """
 
-# KEYS: deferred, pending, hours, capped; ARGV: now, limit, task prefix, group prefix
-# Returns {id, payload, {member payloads}} for each task moved from D to P.
+# KEYS: deferred, pending, hours, capped, nextday; ARGV: now, limit, task prefix, group
+# prefix. Returns {id, payload, {member payloads}} for each task moved from D to P.
 _RELEASE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
@@ -134,6 +180,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('SREM', KEYS[3], id)
   redis.call('SREM', KEYS[4], id)
+  redis.call('SREM', KEYS[5], id)
   local key = ARGV[3] .. id
   local v = redis.call('GET', key)
   if v and string.sub(v, 1, 1) == 'D' then
@@ -161,8 +208,13 @@ class DeferralQueue:
         """The ids of the tasks in the queue waiting for their channel's hours."""
         self.capped_key = f"{ledger.prefix}capped"
         """The ids of the tasks in the queue waiting for the subscriber's caps."""
+        self.next_day_key = f"{ledger.prefix}nextday"
+        """The ids of the tasks in the queue deferred by capacity to the next day."""
+        self.judged_key = f"{ledger.prefix}judged"
+        """The timetable the tasks in `hours` and `nextday` were parked by."""
         self._park = BatchScript(redis, _PARK, keys=3, args=5)
-        self._wake_hours = redis.register_script(_WAKE_HOURS)
+        self._rejudge = redis.register_script(_REJUDGE)
+        self._wake_unindexed_script = redis.register_script(_WAKE_UNINDEXED)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
         self._join = BatchScript(redis, _JOIN, keys=2, args=4)
         self._release = redis.register_script(_RELEASE)
@@ -196,8 +248,9 @@ class DeferralQueue:
         item = Parking(task_id, subscriber_id, payload, release_at, merge_window_s)
         return (await self.park_many([item]))[0]
 
-    async def park_many(self, items: Sequence[Parking]) -> list[bool]:
-        """`park` for each item, in one call."""
+    async def park_many(self, items: Sequence[Parking], timetable: str = "") -> list[bool]:
+        """`park` for each item, in one call; `timetable`: the one (`DispatchPolicy.timetable`)
+        their release times were computed by ('' unknown: the next `rejudge` wakes them)."""
         if not items:
             return []
         calls = [
@@ -214,13 +267,21 @@ class DeferralQueue:
                     max(1, int(item.merge_window_s * 1000)),
                     "l" * item.waits_for_line
                     + "h" * item.waits_for_hours
-                    + "c" * item.waits_for_cap,
+                    + "c" * item.waits_for_cap
+                    + "n" * item.waits_for_next_day,
                 ),
             )
             for item in items
         ]
-        shared_keys = (self.ledger.pending_key, self.key, self.hours_key, self.capped_key)
-        shared = (f"{self.prefix}task:", self.ledger.ttl)
+        shared_keys = (
+            self.ledger.pending_key,
+            self.key,
+            self.hours_key,
+            self.capped_key,
+            self.next_day_key,
+            self.judged_key,
+        )
+        shared = (f"{self.prefix}task:", self.ledger.ttl, timetable)
         parked = await self._park.run(calls, shared, shared_keys)
         return [bool(ok) for ok in parked]
 
@@ -248,18 +309,54 @@ class DeferralQueue:
             return 0
         return sum(int(n) for n in await self._wake.run(calls, (now,), (self.key,)))
 
-    async def wake_hours(self, now: float) -> int:
-        """Every task waiting for its channel's hours due now (a reloaded policy's hours:
-        they are judged again at release). One script over the whole index: a policy
-        reload is rare, and a night's calls are a few hundred thousand ids at most."""
-        woken = await self._wake_hours(keys=[self.hours_key, self.key], args=[now])
-        return int(woken)
+    async def rejudge(self, timetable: str, now: float) -> int:
+        """See `sinks.stores.Deferrals.rejudge`. One script over both indexes (a policy
+        change or a worker's start is rare, and a night's calls are a few hundred thousand
+        ids at most); the first time (no `judged`), the whole queue is read once for the
+        tasks an earlier version parked without them (`_wake_unindexed`)."""
+        raw = await self.redis.get(self.judged_key)
+        judged = None if raw is None else as_bytes(raw).decode()
+        if judged == timetable:
+            return 0
+        woken = await self._wake_unindexed(now) if judged in (None, "?") else 0
+        keys = [self.judged_key, self.key, self.hours_key, self.next_day_key]
+        return woken + int(await self._rejudge(keys=keys, args=[now, timetable]))
+
+    async def _wake_unindexed(self, now: float) -> int:
+        """Make due now the waiting tasks whose payload says they wait for their channel's
+        hours or the next day (`_WAKE_UNINDEXED`): parked before `hours` and `nextday` were
+        kept, they are in neither. ZSCAN returns every task in the queue throughout (a
+        score changed meanwhile does not hide one). Two round trips per 1,000 waiting
+        tasks, once (nothing on a queue that is empty); the payloads stay in Redis."""
+        woken = 0
+        prefix = f"{self.prefix}task:"
+        async for chunk in self._scan_chunks():
+            woken += int(
+                await self._wake_unindexed_script(keys=[self.key], args=[now, prefix, *chunk])
+            )
+        return woken
+
+    async def _scan_chunks(self) -> AsyncIterator[list[str]]:
+        cursor: int = 0
+        while True:
+            cursor, pairs = await self.redis.zscan(self.key, cursor, count=_SCAN_COUNT)
+            ids = [as_bytes(member).decode() for member, _ in pairs]
+            if ids:
+                yield ids
+            if cursor == 0:
+                return
 
     async def release(self, now: float | None = None, limit: int = 500) -> list[Released]:
         """Take the tasks due by `now`; each goes to exactly one caller."""
         at = time.time() if now is None else now
         raw: Sequence[Any] = await self._release(
-            keys=[self.key, self.ledger.pending_key, self.hours_key, self.capped_key],
+            keys=[
+                self.key,
+                self.ledger.pending_key,
+                self.hours_key,
+                self.capped_key,
+                self.next_day_key,
+            ],
             args=[at, limit, f"{self.prefix}task:", f"{self.prefix}group:"],
         )
         return [

@@ -31,7 +31,14 @@ from moments.models import Channel, Deferral, InputEvent, ProfileEvent, ServiceT
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap, open_after_quiet
 from sinks.base import Headers, Message, Producer, produce_all
-from sinks.capacity import HIGH_PRIORITY, CapacityLimiter, Slot, claim_order, next_day_start
+from sinks.capacity import (
+    HIGH_PRIORITY,
+    CapacityLimiter,
+    Slot,
+    claim_order,
+    local_day,
+    next_day_start,
+)
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
 from sinks.hours import Opening, first_allowed
@@ -170,6 +177,8 @@ class _Writes:
     yet owed in the ledger (`TaskSink._owe`)."""
     owed: list[CooldownReturn] = field(default_factory=list)
     """Those owed: sent once their drops are written (`TaskSink._send_returns`)."""
+    timetable: str = ""
+    """The policy's timetable the wave's release times are computed by (`park_many`)."""
 
     def park(self, r: _Route, release_at: float, reason: str, count: bool = True) -> None:
         self.parks.append(_Park(r.task, r.slot, release_at, reason, count))
@@ -185,19 +194,6 @@ def _released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
         return task
     released = {"deferred": Deferral(reason="suspended", until=at)}
     return task.model_copy(update={**released, "deliver_after": max(task.deliver_after, at)})
-
-
-def _rehoured(task: ServiceTask, at: dt.datetime) -> ServiceTask:
-    """A task parked for its channel's hours, released before the opening it was given (a
-    reloaded policy's hours woke it, `TaskSink.use_policy`): that `deliver_after` was
-    dispatch's own wait, not gating's (which had passed when it was parked), so it is
-    judged again now, by the hours and the quiet hours in force, instead of parked for the
-    old opening again."""
-    deferred = task.deferred
-    if deferred is None or deferred.reason != "channel_hours" or task.deliver_after <= at:
-        return task
-    update = {"deferred": Deferral(reason="channel_hours", until=at), "deliver_after": at}
-    return task.model_copy(update=update)
 
 
 def _waited(task: ServiceTask, group: ServiceTask) -> ServiceTask:
@@ -328,8 +324,10 @@ class TaskSink:
         self.dm = DispatchMetrics.of(metrics)
         self._pending: list[ServiceTask] = []
         self._payloads = Payloads()
-        self._hours_changed = False
-        """The policy's channel hours changed since the last release (`use_policy`)."""
+        self._timetable = self.policy.timetable()
+        self._judged: str | None = None
+        """The timetable the deferral queue was last found or made judged by
+        (`Deferrals.rejudge`); None until this sink's first release."""
 
     def add(self, item: ServiceTask) -> None:
         self._pending.append(item)
@@ -337,19 +335,48 @@ class TaskSink:
     def use_policy(self, policy: DispatchPolicy) -> None:
         """Dispatch by `policy` from now on (a reload of its file): the limiters read their
         limits from it; their counters stay in the stores. When it changes the channel
-        hours (or the zone they are read in), the next release first makes every task
-        waiting for its channel's hours due (`Deferrals.wake_hours`), to be judged by the
-        new ones: parked for the old opening, a call waited past an earlier one, and one
-        for a channel no longer listed waited at all. (A later opening needs no wake: a
-        task released before it is parked again.)"""
-        if (policy.hours, policy.timezone) != (self.policy.hours, self.policy.timezone):
-            self._hours_changed = True
+        hours, `next_day_at` or the zone they are read in (`DispatchPolicy.timetable`),
+        the next release first judges the tasks waiting for them again
+        (`release_due`)."""
         self.policy = policy
+        self._timetable = policy.timetable()
         self.capacity = CapacityLimiter(self.stores.slots, policy)
         self.contacts = ContactLimiter(self.stores.contacts, policy.contact)
         # A pool the policy no longer has kept its last figure for ever, and a raised one
         # its old figure until its next task: each is set again by its next task.
         self.dm.capacity_left.clear()
+
+    def _rejudged(self, task: ServiceTask, at: dt.datetime) -> ServiceTask:
+        """A released task that dispatch parked for its channel's hours or the next day,
+        judged by the policy in force (`Deferrals.rejudge` woke it when the hours,
+        `next_day_at` or zone are not those it was parked by). Its `deliver_after` was
+        dispatch's own wait, not gating's (which had passed when it was parked):
+
+        - for its channel's hours, released before the opening it was given, it is judged
+          again now, by the hours and the quiet hours in force, instead of parked for the
+          old opening again;
+        - deferred by capacity, it goes at the `next_day_at` in force on the local day it
+          was deferred to, or now when that has come (or would come too late for it).
+          Parked for 09:00 and `next_day_at` now 07:00, it waited until 09:00; now 11:00,
+          it went at 09:00."""
+        deferred = task.deferred
+        if deferred is None:
+            return task
+        until = at
+        if deferred.reason == "capacity":
+            zone = self.policy.zone
+            day = local_day(task.deliver_after, zone)
+            moved = dt.datetime.combine(day, self.policy.next_day_at, tzinfo=zone)
+            if moved == task.deliver_after:
+                return task
+            if moved > at and moved.timestamp() <= self._last_send(task):
+                until = moved
+            elif task.deliver_after <= at:
+                return task
+        elif deferred.reason != "channel_hours" or task.deliver_after <= at:
+            return task
+        update = {"deferred": Deferral(reason=deferred.reason, until=until), "deliver_after": until}
+        return task.model_copy(update=update)
 
     def _last_send(self, task: ServiceTask) -> float:
         """The latest time the task may be published: `min_time_left` before it expires
@@ -506,18 +533,27 @@ class TaskSink:
         over an hour), and the batches are ranked together: the queue orders tasks due at
         the same time by id."""
         now = self.clock() if now is None else now
-        if self._hours_changed:
-            # Cleared before the wake, not after: a reload landing while it runs, once a
-            # task was parked by the hours it replaces, must wake again at the next tick.
-            self._hours_changed = False
-            try:
-                woken = await self._redis(
-                    lambda: self.deferral.wake_hours(now), "waking tasks waiting for channel hours"
+        timetable = self._timetable
+        if self._judged != timetable:
+            # The first release of this sink, or its policy's hours, `next_day_at` or zone
+            # changed: the tasks waiting for them are made due now (`Deferrals.rejudge`)
+            # unless the queue says they were parked by these already, and each is judged
+            # by the policy in force (`_rejudged`). The mark is kept in the store, so a
+            # worker restarted with another policy finds that it changed (in this
+            # process's memory only, a restart woke nothing). Set to the timetable the
+            # wake was for, not the one in force after it: a reload landing while it runs
+            # wakes again at the next tick.
+            woken = await self._redis(
+                lambda: self.deferral.rejudge(timetable, now),
+                "judging tasks waiting for channel hours or the next day again",
+            )
+            self._judged = timetable
+            if woken:
+                log.info(
+                    "the policy's channel hours, next_day_at or timezone are not those the "
+                    "waiting tasks were parked by: %d waiting task(s) judged again now",
+                    woken,
                 )
-            except BaseException:
-                self._hours_changed = True
-                raise
-            log.info("channel hours changed: %d waiting task(s) judged again now", woken)
         due: list[Released] = []
         for _ in range(RELEASE_BATCHES_PER_TICK):
             batch = await self._redis(
@@ -782,7 +818,7 @@ class TaskSink:
         is taken in the candidates' order (`_within_capacity`). Each call is idempotent per
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
-        w = _Writes()
+        w = _Writes(timetable=self._timetable)
         routes = await self._kept(wave, now, declined, facts, w)
         routes = await self._join(routes, now)
         window = self.policy.merge.window.total_seconds()
@@ -927,7 +963,7 @@ class TaskSink:
             kept: list[ServiceTask] = []
             moved = False
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
-            for t in c.tasks if c.fresh else [_rehoured(t, at) for t in c.tasks]:
+            for t in c.tasks if c.fresh else [self._rejudged(t, at) for t in c.tasks]:
                 if c.lost_own and t.task_id == c.carrier_id:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
@@ -1122,7 +1158,10 @@ class TaskSink:
         if w.parks:
             parking = [self._parking(p) for p in w.parks]
             items = [item for item, _ in parking]
-            parked = await self._redis(lambda: self.deferral.park_many(items), "deferring a task")
+            timetable = w.timetable
+            parked = await self._redis(
+                lambda: self.deferral.park_many(items, timetable), "deferring a task"
+            )
             for p, (_, slot), ok in zip(w.parks, parking, parked, strict=True):
                 if ok:
                     self._payloads.stored(slot)
@@ -1148,8 +1187,17 @@ class TaskSink:
         payload = self._payloads.unless_stored(slot)
         line, hours = p.reason == "suspended", p.reason == "channel_hours"
         capped = p.reason in ("contact_cap", "frequency_cap")
+        next_day = p.reason == "capacity"
         parking = Parking(
-            slot.task_id, slot.subscriber_id, payload, p.release_at, window, line, hours, capped
+            slot.task_id,
+            slot.subscriber_id,
+            payload,
+            p.release_at,
+            window,
+            line,
+            hours,
+            capped,
+            next_day,
         )
         return parking, slot
 

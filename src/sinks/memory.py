@@ -223,6 +223,8 @@ class MemoryDeferrals:
         self.lines: dict[str, set[str]] = {}  # subscriber -> tasks its suspended line holds
         self.hours: set[str] = set()  # tasks waiting for their channel's hours
         self.capped: set[str] = set()  # tasks waiting for the subscriber's caps
+        self.next_day: set[str] = set()  # tasks deferred by capacity to the next day
+        self.judged: str | None = None  # the timetable they were parked by ('*': several)
 
     def _open_carrier(self, subscriber_id: str) -> str | None:
         item = self.open.get(subscriber_id)
@@ -258,7 +260,7 @@ class MemoryDeferrals:
             self.open[subscriber_id] = (task_id, self.ledger.clock() + window_ms / 1000)
         return True
 
-    async def park_many(self, items: Sequence[Parking]) -> list[bool]:
+    async def park_many(self, items: Sequence[Parking], timetable: str = "") -> list[bool]:
         out = []
         for i in items:
             ok = await self.park(
@@ -274,6 +276,15 @@ class MemoryDeferrals:
                 self.capped.add(i.task_id)
             elif ok:
                 self.capped.discard(i.task_id)
+            if ok and i.waits_for_next_day:
+                self.next_day.add(i.task_id)
+            elif ok:
+                self.next_day.discard(i.task_id)
+            if ok and self.judged is None:
+                self.judged = timetable  # a fresh queue's first task
+            indexed = i.waits_for_hours or i.waits_for_next_day
+            if ok and indexed and self.judged != timetable:
+                self.judged = "*"
             out.append(ok)
         return out
 
@@ -288,9 +299,14 @@ class MemoryDeferrals:
                     woken += 1
         return woken
 
-    async def wake_hours(self, now: float) -> int:
+    async def rejudge(self, timetable: str, now: float) -> int:
+        """As the Redis script; nothing here was parked by an earlier version (the stores
+        live as long as the process), so there is no unindexed task to look for."""
+        if self.judged == timetable:
+            return 0
+        self.judged = timetable
         woken = 0
-        for task_id in sorted(self.hours):
+        for task_id in sorted(self.hours | self.next_day):
             score = self.scores.get(task_id)
             if score is not None and score > now:
                 self.scores[task_id] = now
@@ -343,6 +359,7 @@ class MemoryDeferrals:
             del self.scores[task_id]
             self.hours.discard(task_id)
             self.capped.discard(task_id)
+            self.next_day.discard(task_id)
             taken += 1
             value = await self.ledger.get(task_id)
             if value is None or not value.startswith(DEFERRED):

@@ -11,11 +11,13 @@ example of every field (a test loads it).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -190,6 +192,20 @@ class DispatchPolicy(_Frozen):
             f"{channel.value} {channel_hours(texts)}" for channel, texts in self.hours.items()
         )
         return f"channels worked {worked} ({self.timezone}), any other all day"
+
+    def timetable(self) -> str:
+        """A digest of what a parked task's release time was computed from when it waits
+        for its channel's hours or for the next day (`channel_hours`, `capacity`): the
+        zone, the hours and `next_day_at`. The deferral queue keeps the one its waiting
+        tasks were judged by (`Deferrals.rejudge`), so that a worker started or reloaded
+        with another one judges them again."""
+        doc = {
+            "timezone": self.timezone,
+            "next_day_at": self.next_day_at.isoformat(),
+            "hours": {channel.value: list(texts) for channel, texts in self.hours.items()},
+        }
+        raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
     def overflow_for(self, rule_id: str) -> Overflow:
         return self.overflow.get(rule_id) or self.overflow.get(ANY) or Overflow()

@@ -46,12 +46,16 @@ class Parking:
     """Waiting for a suspended line: indexed by subscriber, so `wake` finds it when the
     line is active again."""
     waits_for_hours: bool = False
-    """Waiting for its channel's hours (`channel_hours`): indexed, so `wake_hours` finds it
-    when a reloaded policy changes the hours."""
+    """Waiting for its channel's hours (`channel_hours`): indexed, so `rejudge` finds it
+    when a worker runs a policy whose hours differ from those it was parked by."""
     waits_for_cap: bool = False
     """Waiting for the subscriber's contact or frequency cap: indexed, so that a fresh
     task joins it however long it waits (`Joining.due_by` does not bound it), as the
     cap would hold that task alone as well."""
+    waits_for_next_day: bool = False
+    """Deferred by capacity to the next day (`capacity`): indexed, so `rejudge` finds it
+    when a worker runs a policy whose `next_day_at` or zone differ from those it was
+    parked by."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,12 @@ class Deferrals(Protocol):
         merge_window_s: float,
     ) -> bool: ...
 
-    async def park_many(self, items: Sequence[Parking]) -> list[bool]:
-        """`park` for each item, in order, in one round trip."""
+    async def park_many(self, items: Sequence[Parking], timetable: str = "") -> list[bool]:
+        """`park` for each item, in order, in one round trip. `timetable`: the policy's
+        (`DispatchPolicy.timetable`) their release times were computed by; parking one
+        that waits for its channel's hours or the next day by another one than the
+        store's mark (`rejudge`) marks it mixed ('': unknown), so the next `rejudge`
+        wakes them all."""
         ...
 
     async def join_many(self, items: Sequence[Joining]) -> list[str | None]:
@@ -204,9 +212,13 @@ class Deferrals(Protocol):
         now, so the next release decides them; returns how many."""
         ...
 
-    async def wake_hours(self, now: float) -> int:
-        """Make every task waiting for its channel's hours (`waits_for_hours`) due now, so
-        the next release judges it by the hours in force; returns how many."""
+    async def rejudge(self, timetable: str, now: float) -> int:
+        """Unless the waiting tasks were parked by `timetable` (the store's mark, kept with
+        the queue: a restarted worker finds it), make every task waiting for its channel's
+        hours (`waits_for_hours`) or the next day (`waits_for_next_day`) due now, so the
+        next release judges it by the policy in force, and mark the store judged by
+        `timetable`; returns how many. Without a mark (a queue an earlier version
+        parked), also the tasks it parked for those reasons without indexing them."""
         ...
 
     async def waiting(self) -> int: ...

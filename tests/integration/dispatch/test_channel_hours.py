@@ -13,6 +13,7 @@ import pytest
 from moments.models import Channel, OutcomeStatus, QuietHours, RiskScore, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
+from sinks.deferral import DeferralQueue
 from sinks.policy import DispatchPolicy
 
 from .conftest import HOUR, NOW, MakeWorker, ids, published, task
@@ -196,22 +197,172 @@ class TestAReloadedPolicy:
         later = OPENS + HOUR
         first = {"outbound_call": f"{later:%H:%M}-{CLOSES:%H:%M}"}
         sink.use_policy(DispatchPolicy.model_validate({"timezone": "UTC", "hours": first}))
-        wake_hours = sink.deferral.wake_hours
+        rejudge = sink.deferral.rejudge
 
-        async def wake_and_reload(now: float) -> int:
-            woken = await wake_hours(now)
+        async def wake_and_reload(timetable: str, now: float) -> int:
+            woken = await rejudge(timetable, now)
             await w.send(task("h4", sub="13700000024", channel=CALL))  # parked by `first`
             sink.use_policy(DispatchPolicy.model_validate({"timezone": "UTC", "hours": {}}))
             return woken
 
-        sink.deferral.wake_hours = wake_and_reload  # type: ignore[method-assign]
+        sink.deferral.rejudge = wake_and_reload  # type: ignore[method-assign]
         at = dt.datetime.now(dt.UTC).timestamp()
         assert await sink.release_due(now=at) == 0
         assert await sink.deferral.due_at("h4") == later.timestamp()
-        sink.deferral.wake_hours = wake_hours  # type: ignore[method-assign]
+        sink.deferral.rejudge = rejudge  # type: ignore[method-assign]
         assert await sink.release_due(now=at) == 1
         [out] = await published(w.settings, 1)
         assert out["task_id"] == "h4"
+
+
+def earlier_hours() -> dict[str, str]:
+    """The centre opened an hour before the wall clock's now."""
+    opened = (dt.datetime.now(dt.UTC) - HOUR).replace(second=0, microsecond=0)
+    return {"outbound_call": f"{opened:%H:%M}-{opened + 10 * HOUR:%H:%M}"}
+
+
+class TestARestartedWorker:
+    """The timetable the waiting tasks were parked by is kept with the queue
+    (`Deferrals.rejudge`): a worker started with other hours judges them again. The mark
+    lived in the reloading worker's memory: one restarted with the new file woke nothing,
+    and the calls waited for the old opening though the centre was open."""
+
+    async def test_started_with_other_hours_it_judges_the_waiting_calls_by_them(
+        self, make_worker: MakeWorker
+    ) -> None:
+        before = make_worker(hours_policy())
+        at = dt.datetime.now(dt.UTC).timestamp()
+        assert await before.sink.release_due(now=at) == 0  # the queue marked with its hours
+        await before.send(task("h5", sub="13700000025", channel=CALL))
+        assert await before.sink.deferral.due_at("h5") == OPENS.timestamp()
+        assert await before.sink.release_due(now=at) == 0
+        after = make_worker(
+            DispatchPolicy.model_validate({"timezone": "UTC", "hours": earlier_hours()})
+        )
+        assert await after.sink.release_due(now=at) == 1
+        [out] = await published(after.settings, 1)
+        assert (out["task_id"], out["deferred"]["reason"]) == ("h5", "channel_hours")
+        assert await after.ledger.state("h5") == "sent"
+
+    async def test_started_with_the_same_hours_it_leaves_them_waiting(
+        self, make_worker: MakeWorker
+    ) -> None:
+        before = make_worker(hours_policy())
+        at = dt.datetime.now(dt.UTC).timestamp()
+        assert await before.sink.release_due(now=at) == 0
+        await before.send(task("h6", sub="13700000026", channel=CALL))
+        after = make_worker(hours_policy(capacity={"NJ": {"sms": 10}}))  # not the hours
+        assert await after.sink.release_due(now=at) == 0
+        assert await after.sink.deferral.due_at("h6") == OPENS.timestamp()
+
+    async def test_a_worker_of_the_old_hours_parking_after_the_new_ones_marks_them_mixed(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """During a rolling restart a worker still on the old file parks a call after one
+        on the new file judged the queue: the next worker started on the new file judges
+        it again (its mark is no longer the new hours')."""
+        new = DispatchPolicy.model_validate({"timezone": "UTC", "hours": earlier_hours()})
+        at = dt.datetime.now(dt.UTC).timestamp()
+        assert await make_worker(new).sink.release_due(now=at) == 0
+        old = make_worker(hours_policy())
+        await old.send(task("h7", sub="13700000027", channel=CALL))
+        assert await old.sink.deferral.due_at("h7") == OPENS.timestamp()
+        assert await make_worker(new).sink.release_due(now=at) == 1
+        [out] = await published(old.settings, 1)
+        assert out["task_id"] == "h7"
+
+    @pytest.mark.redis_only
+    async def test_a_call_parked_before_the_index_is_judged_by_the_new_hours(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """An earlier version parked calls for their channel's hours (and next-day
+        deferrals) without indexing them: the first start with a mark-less queue finds
+        them by their payload."""
+        before = make_worker(hours_policy())
+        await before.send(task("h8", sub="13700000028", channel=CALL))
+        queue = before.sink.deferral
+        assert isinstance(queue, DeferralQueue)
+        # As an earlier version parked it: in no index, and no mark.
+        await queue.redis.srem(queue.hours_key, "h8")
+        await queue.redis.delete(f"{queue.prefix}judged")
+        after = make_worker(
+            DispatchPolicy.model_validate({"timezone": "UTC", "hours": earlier_hours()})
+        )
+        at = dt.datetime.now(dt.UTC).timestamp()
+        assert await after.sink.release_due(now=at) == 1
+        [out] = await published(after.settings, 1)
+        assert out["task_id"] == "h8"
+
+
+def next_day_policy(at: str, **more: Any) -> DispatchPolicy:
+    """One SMS a day in NJ, the rest deferred to the next day at `at` (UTC)."""
+    policy = {
+        "timezone": "UTC",
+        "capacity": {"NJ": {"sms": 1}},
+        "reserved_share": 0,
+        "next_day_at": at,
+        **more,
+    }
+    return DispatchPolicy.model_validate(policy)
+
+
+class TestAnotherNextDayAt:
+    """A task capacity deferred to the next day goes at the `next_day_at` of the policy in
+    force, whether the worker reloaded it or was started with it. It went at the time of
+    the policy it was parked by: a reload from 09:00 to 07:00 left it two hours late, one
+    to 11:00 sent it at 09:00."""
+
+    @staticmethod
+    async def deferred_to_nine(make_worker: MakeWorker) -> Any:
+        w = make_worker(next_day_policy("09:00"))
+        await w.send(task("d1", sub="13700000041"), task("d2", sub="13700000042"))
+        assert ids(await published(w.settings, 1)) == ["d1"]
+        day = (NOW + dt.timedelta(days=1)).date()
+        nine = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
+        assert await w.sink.deferral.due_at("d2") == nine.timestamp()
+        assert await w.ledger.state("d2") == "deferred"
+        return w, nine
+
+    @staticmethod
+    def with_policy(w: Any, make_worker: MakeWorker, policy: DispatchPolicy, how: str) -> Any:
+        if how == "reload":
+            w.sink.use_policy(policy)
+            return w
+        return make_worker(policy)
+
+    @pytest.mark.parametrize("how", ["reload", "restart"])
+    async def test_an_earlier_one_releases_it_then(self, make_worker: MakeWorker, how: str) -> None:
+        w, nine = await self.deferred_to_nine(make_worker)
+        w = self.with_policy(w, make_worker, next_day_policy("07:00"), how)
+        seven = nine - 2 * HOUR
+        assert await w.sink.release_due(now=seven.timestamp() - 60) == 1  # woken, parked again
+        assert await w.sink.deferral.due_at("d2") == seven.timestamp()
+        assert await w.sink.release_due(now=seven.timestamp()) == 1
+        out = [t for t in await published(w.settings, 2) if t["task_id"] == "d2"]
+        assert [t["deferred"]["reason"] for t in out] == ["capacity"]
+        assert instant(out[0]["deliver_after"]) == instant(out[0]["deferred"]["until"]) == seven
+        assert await w.ledger.state("d2") == "sent"
+
+    @pytest.mark.parametrize("how", ["reload", "restart"])
+    async def test_a_later_one_holds_it_until_then(self, make_worker: MakeWorker, how: str) -> None:
+        w, nine = await self.deferred_to_nine(make_worker)
+        w = self.with_policy(w, make_worker, next_day_policy("11:00"), how)
+        eleven = nine + 2 * HOUR
+        assert await w.sink.release_due(now=nine.timestamp()) == 1
+        assert await w.ledger.state("d2") == "deferred"
+        assert await w.sink.deferral.due_at("d2") == eleven.timestamp()
+        assert await w.sink.release_due(now=eleven.timestamp()) == 1
+        out = [t for t in await published(w.settings, 2) if t["task_id"] == "d2"]
+        assert [instant(t["deliver_after"]) for t in out] == [eleven]
+
+    async def test_one_that_came_already_releases_it_now(self, make_worker: MakeWorker) -> None:
+        """Reloaded at 08:30 to 08:00: it goes at 08:30, not the day after."""
+        w, nine = await self.deferred_to_nine(make_worker)
+        w.sink.use_policy(next_day_policy("08:00"))
+        half_past = nine - dt.timedelta(minutes=30)
+        assert await w.sink.release_due(now=half_past.timestamp()) == 1
+        out = [t for t in await published(w.settings, 2) if t["task_id"] == "d2"]
+        assert [instant(t["deliver_after"]) for t in out] == [half_past]
 
 
 class TestAnSmsBesideAHeldCall:
