@@ -49,6 +49,10 @@ class CooldownReturn:
     moment_id: str | None = None
     """The task that set the mark, when it is not `task_id`: a retry's original
     (`ServiceTask.moment_id`)."""
+    carrier_id: str | None = None
+    """The dropped task that carried this moment in its `related` (the retry of a merged
+    task), when it is not `task_id` (then the moment's own task id, which set the mark):
+    that task's ledger entry says whether it was dropped."""
 
     @classmethod
     def of(cls, task: ServiceTask) -> CooldownReturn:
@@ -58,6 +62,38 @@ class CooldownReturn:
         mark = int(task.triggered_at.timestamp())
         moment = task.moment_id if task.moment_id not in (None, task.task_id) else None
         return cls(task.subscriber_id, task.moment.rule_id, mark, task.task_id, moment)
+
+    @classmethod
+    def all_of(cls, task: ServiceTask) -> list[CooldownReturn]:
+        """The returns of a dropped task and of each moment it carries in `related`: each
+        moment's own task set its rule's mark, at its event time (`triggered_at`). Only a
+        retry of a merged task carries them when dispatch drops it (a waiting group's
+        moments are dropped each on its own): its lead's alone, the merged moments'
+        cooldowns stayed taken though the customer was never reached."""
+        own = cls.of(task)
+        related = [
+            cls(
+                task.subscriber_id,
+                r.moment.rule_id,
+                int(r.triggered_at.timestamp()),
+                r.task_id,
+                carrier_id=task.task_id,
+            )
+            for r in task.related or []
+            if r.task_id != (task.moment_id or task.task_id)  # the lead: `own`
+        ]
+        return [own, *related]
+
+    @property
+    def entry(self) -> str:
+        """The ledger entry of the task dropped (`carrier_id`, or `task_id`)."""
+        return self.carrier_id or self.task_id
+
+    @property
+    def owed_key(self) -> str:
+        """Its key among the returns owed (`Ledger.owe_returns`): `task_id`, or for a moment
+        carried by another task that task's id and its own (a task owes one per moment)."""
+        return self.task_id if self.carrier_id is None else f"{self.carrier_id}:{self.task_id}"
 
     @property
     def marked_by(self) -> str:
@@ -77,19 +113,22 @@ class CooldownReturn:
         }
         if self.moment_id is not None:
             doc["moment_id"] = self.moment_id
+        if self.carrier_id is not None:
+            doc["carrier_id"] = self.carrier_id
         return orjson.dumps(doc)
 
     @classmethod
     def from_bytes(cls, value: bytes | None) -> CooldownReturn:
         try:
             doc = orjson.loads(value or b"")
-            moment = doc.get("moment_id")
+            moment, carrier = doc.get("moment_id"), doc.get("carrier_id")
             made = cls(
                 str(doc["subscriber_id"]),
                 str(doc["rule_id"]),
                 int(doc["mark"]),
                 str(doc["task_id"]),
                 None if moment is None else str(moment),
+                None if carrier is None else str(carrier),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise MalformedReturnError(

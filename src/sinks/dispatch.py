@@ -660,7 +660,7 @@ class TaskSink:
         from_batch = c.fresh and c.deferral_counted
         forgotten = reason is SuppressReason.FORGOTTEN
         if self.returns is not None and not from_batch and not forgotten:
-            w.returned.append(CooldownReturn.of(m))
+            w.returned += CooldownReturn.all_of(m)
 
     async def _owe(self, w: _Writes) -> None:
         """Note in the ledger the cooldown returns noted so far (of rules with a cooldown),
@@ -671,7 +671,7 @@ class TaskSink:
         owed = self.returns.wanted(w.returned)
         w.returned = []
         if owed:
-            items = [(r.task_id, r.to_bytes()) for r in owed]
+            items = [(r.owed_key, r.to_bytes()) for r in owed]
             await self._redis(lambda: self.ledger.owe_returns(items), "noting cooldown returns")
             w.owed += owed
 
@@ -688,13 +688,11 @@ class TaskSink:
         if not owed:
             return 0
         assert self.returns is not None  # only owed when there is where to send them
-        ids = [r.task_id for r in owed]
+        ids = list(dict.fromkeys(r.entry for r in owed))
         values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
-        states = [state_of(v) for v in values]
-        dropped = [r for r, st in zip(owed, states, strict=True) if st in ("dropped", None)]
-        settled = [
-            r.task_id for r, st in zip(owed, states, strict=True) if st in ("dropped", "sent", None)
-        ]
+        state = {i: state_of(v) for i, v in zip(ids, values, strict=True)}
+        dropped = [r for r in owed if state[r.entry] in ("dropped", None)]
+        settled = [r.owed_key for r in owed if state[r.entry] in ("dropped", "sent", None)]
         if dropped:
             await self.returns.send(dropped)
         if settled:

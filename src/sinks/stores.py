@@ -135,9 +135,11 @@ class Ledger(Protocol):
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]: ...
 
     async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Note the cooldown returns (task id, record) of moments about to be dropped, in one
+        """Note the cooldown returns (key, record) of moments about to be dropped, in one
         round trip, before their drops are written; each stays owed until
-        `settle_returns` (moments.cooldowns, `TaskSink._send_returns`)."""
+        `settle_returns` (moments.cooldowns, `TaskSink._send_returns`). The key is the
+        return's `owed_key`: its task's id, or, for a moment that task carried in
+        `related`, that and the moment's own (one task may owe several)."""
         ...
 
     async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
@@ -147,7 +149,7 @@ class Ledger(Protocol):
         ...
 
     async def settle_returns(self, task_ids: Sequence[str]) -> None:
-        """The returns of these tasks are owed no more (sent, or their task not dropped)."""
+        """The returns under these keys are owed no more (sent, or their task not dropped)."""
         ...
 
     async def get(self, task_id: str) -> bytes | None: ...

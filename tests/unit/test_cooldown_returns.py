@@ -30,6 +30,7 @@ from moments.state import SubscriberState, mark_id
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
 from rules.rule import state_tag
+from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
@@ -314,6 +315,16 @@ def made(*events: tuple[EventType, Any], channel: str = "manager") -> list[Servi
     return Engine(rules(channel)).batch(*events).tasks
 
 
+def merged_retry(*tasks: ServiceTask) -> ServiceTask:
+    """The retry of the task `tasks` were merged into (published, then `unreachable`),
+    due at once."""
+    merged = merge_tasks(tasks[0].task_id, tasks)
+    retry = retry_task(merged, merged.triggered_at, dt.timedelta(0), max_retries=2)
+    assert retry is not None
+    assert [r.task_id for r in retry.related or []] == [t.task_id for t in tasks[1:]]
+    return retry
+
+
 class TestDispatchReturns:
     def test_a_call_held_for_merging_and_dropped_at_release(self) -> None:
         (task,) = made(complaint(1, DAY1))
@@ -388,6 +399,27 @@ class TestDispatchReturns:
         )
         sink.run(sink.sink.dispatch([retry]))
         assert [r.mark for r in sink.returns.pending] == [int(task.triggered_at.timestamp())]
+
+    def test_a_merged_tasks_retry_dropped_returns_every_moments_cooldown(self) -> None:
+        """The unanswered call carried the top-up's moment (`related`): its retry, dropped,
+        gives back both rules' cooldowns, each the mark its own task set. Only the
+        lead's came back: the customer never reached stayed in the `thanks` rule's
+        7-day cooldown."""
+        engine = Engine()
+        call, sms = engine.batch(complaint(1, DAY1), topup(2, DAY1_LATER)).tasks
+        retry = merged_retry(call, sms)
+        sink = Sink(
+            analyst_policy(overflow={"*": {"policy": "drop"}}, merge={"hold_channels": []}), DAY1
+        )
+        sink.run(sink.sink.dispatch([retry]))
+        returns = sink.returns.take()
+        assert sorted((r.rule_id, r.mark) for r in returns) == [
+            ("callback", epoch(DAY1)),
+            ("thanks", epoch(DAY1_LATER)),
+        ]
+        assert engine.batch(engine.returned(*returns)).returns == {"given_back": 2}
+        assert engine.fired() == {}
+        assert sink.run_value(sink.sink.stores.ledger.owed_returns(0)) == []
 
 
 def write(path: Path, events: list[tuple[EventType, Any]]) -> Path:
@@ -529,6 +561,27 @@ class TestCrashWindows:
         assert sink.run_value(stores.ledger.owed_returns(0)) == []
         sink.run(fresh.redrive(older_than=0))
         assert sink.returns.pending == []  # settled: sent once
+
+    def test_a_merged_tasks_retry_owes_each_moments_return_until_it_is_sent(self) -> None:
+        """Each moment's return is owed under its own key (one under the retry's id held
+        one of them): the next worker's timer sends them all, once."""
+        engine = Engine()
+        call, sms = engine.batch(complaint(1, DAY1), topup(2, DAY1_LATER)).tasks
+        policy = analyst_policy(overflow={"*": {"policy": "drop"}}, merge={"hold_channels": []})
+        sink = Sink(policy, DAY1)
+        stores = sink.sink.stores
+        died = self.worker(sink, stores, policy)
+        died.returns = FailingReturns(lambda: {"callback", "thanks"})
+        with pytest.raises(CrashError):
+            sink.run(died.dispatch([merged_retry(call, sms)]))
+        assert len(sink.run_value(stores.ledger.owed_returns(0))) == 2
+        fresh = self.worker(sink, stores, policy)
+        sink.clock.advance(epoch(DAY1) + 60)
+        sink.run(fresh.redrive(older_than=0))
+        returns = sink.returns.take()
+        assert sorted(r.rule_id for r in returns) == ["callback", "thanks"]
+        assert engine.batch(engine.returned(*returns)).returns == {"given_back": 2}
+        assert sink.run_value(stores.ledger.owed_returns(0)) == []
 
     def test_died_after_the_send_before_the_settle_it_is_given_back_once(self) -> None:
         engine, task, policy, sink = self.waiting_callback()

@@ -13,6 +13,7 @@ import pytest
 
 from moments.cooldowns import CooldownReturn
 from moments.models import ServiceTask
+from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
@@ -151,3 +152,34 @@ class TestCooldownReturnsAfterACrash:
         await fresh.sink.redrive(older_than=0)
         assert returns.pending == []
         assert await w.ledger.owed_returns(0) == []
+
+    async def test_a_merged_tasks_retry_owes_a_return_for_each_moment(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The retry of an unanswered task that carried a second moment (`related`) is
+        dropped (no room); the worker dies sending the returns. Both moments' returns are
+        owed, each under its own key, and the next worker's timer sends both, once. Only
+        the lead's was made, and one owed under the retry's id could hold no second."""
+        lead = task("m1", sub=SUB, triggered=NOW - HOUR)
+        other = task("m2", sub=SUB, moment_type="low_balance", triggered=NOW - HOUR / 2)
+        merged = merge_tasks("m1", [lead, other])
+        retry = merged.model_copy(update={"task_id": "m1r", "attempt": 1, "retry_of": "m1"})
+        rules = {RULE, "low_balance"}
+        dying = make_worker(FULL)
+        dying.sink.returns = RefusedReturns(lambda: rules)
+        with pytest.raises(CrashError):
+            await dying.sink.dispatch([retry])
+        assert await dying.ledger.state("m1r") == "dropped"
+        assert len(await dying.ledger.owed_returns(0)) == 2
+        returns = CollectedCooldownReturns(lambda: rules)
+        fresh = make_worker(FULL)
+        fresh.sink.returns = returns
+        await fresh.sink.redrive(older_than=0)
+        got = sorted((r.rule_id, r.mark, r.entry) for r in returns.take())
+        assert got == [
+            ("first_international_roaming", int(lead.triggered_at.timestamp()), "m1r"),
+            ("low_balance", int(other.triggered_at.timestamp()), "m1r"),
+        ]
+        await fresh.sink.redrive(older_than=0)
+        assert returns.pending == []
+        assert await dying.ledger.owed_returns(0) == []
