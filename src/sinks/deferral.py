@@ -80,9 +80,8 @@ if not judged then
   if redis.call('ZCARD', SK[2]) <= 1 then judged = S[3] else judged = '?' end
   redis.call('SET', SK[6], judged)
 end
-if judged ~= S[3] and (string.find(A[5], 'h', 1, true) or string.find(A[5], 'n', 1, true)) then
-  redis.call('SET', SK[6], '*')
-end
+local indexed = string.find(A[5], 'h', 1, true) or string.find(A[5], 'n', 1, true)
+if indexed and judged ~= S[3] and judged ~= '?' then redis.call('SET', SK[6], '*') end
 return 1
 """
 

@@ -293,6 +293,27 @@ class TestARestartedWorker:
         [out] = await published(after.settings, 1)
         assert out["task_id"] == "h8"
 
+    @pytest.mark.redis_only
+    async def test_calls_parked_after_the_upgrade_keep_the_old_ones_looked_for(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The upgraded worker parks calls on the earlier version's queue before its first
+        release: the mark says so (`?`), and the first release still finds the call the
+        earlier version parked unindexed."""
+        w = make_worker(hours_policy())
+        await w.send(task("h9", sub="13700000029", channel=CALL))
+        queue = w.sink.deferral
+        assert isinstance(queue, DeferralQueue)
+        await queue.redis.srem(queue.hours_key, "h9")
+        await queue.redis.delete(f"{queue.prefix}judged")
+        await w.send(task("h10", sub="13700000030", channel=CALL))
+        await w.send(task("h11", sub="13700000031", channel=CALL))
+        after = make_worker(
+            DispatchPolicy.model_validate({"timezone": "UTC", "hours": earlier_hours()})
+        )
+        assert await after.sink.release_due(now=dt.datetime.now(dt.UTC).timestamp()) == 3
+        assert ids(await published(after.settings, 3)) == ["h10", "h11", "h9"]
+
 
 def next_day_policy(at: str, **more: Any) -> DispatchPolicy:
     """One SMS a day in NJ, the rest deferred to the next day at `at` (UTC)."""
