@@ -282,7 +282,7 @@ async def handle_outcomes(
                 result.dead_letters.append(merged_task(record, outcome, carrier))
                 continue
             moment_type = str(_meta(sent_meta_of(entry)).get("moment_type") or UNKNOWN)
-        if await _first(sink, outcome):
+        if await _first(sink, outcome, None if task is None else task.channel.value):
             metrics.outcomes.labels(moment_type, outcome.status.value).inc()
         result.handled += 1
         if task is None:
@@ -344,12 +344,14 @@ async def _give_back(sink: TaskSink, items: Sequence[tuple[str, str]]) -> None:
         )
 
 
-async def _first(sink: TaskSink, outcome: TaskOutcome) -> bool:
+async def _first(sink: TaskSink, outcome: TaskOutcome, channel: str | None) -> bool:
     """Whether this status is new for the task: an outcome read again (a restart before
     its offset was committed) or sent twice is counted once; what it does is idempotent
-    (a decline sets the same key, a retry has a deterministic id)."""
+    (a decline sets the same key, a retry has a deterministic id). Any outcome answers
+    the task: it leaves the unanswered index (of `channel`, the task's; of every channel
+    when its payload is gone), in the same round trip."""
     return await with_retry(
-        lambda: sink.ledger.first_outcome(outcome.task_id, outcome.status.value),
+        lambda: sink.ledger.first_outcome(outcome.task_id, outcome.status.value, channel),
         Dependency.REDIS,
         sink.metrics,
         "noting an outcome",

@@ -27,7 +27,7 @@ from moments.decoding import TOMBSTONE
 from moments.engine import BatchResult, Detector, allowed_ahead, give_back_cooldowns
 from moments.eventclock import EventClock
 from moments.logthrottle import RepeatThrottle
-from moments.models import EventType, OutcomeStatus
+from moments.models import Channel, EventType, OutcomeStatus
 from moments.outcomes import handle_outcomes
 from moments.partitioning import PartitionCheck
 from moments.producer import start_producer
@@ -164,6 +164,8 @@ class Runtime:
         for moment_type in {r.task.moment_type for r in rules.rules}:
             for status in OutcomeStatus:
                 self.metrics.outcomes.labels(moment_type, status.value)
+            for channel in Channel:  # a fallback or an overflow may send it on any
+                self.metrics.unanswered_expired.labels(channel.value, moment_type)
         every = self.detector.live_from is not None
         for rule in rules.rules:
             if rule.shadow or every:

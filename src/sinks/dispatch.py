@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -42,7 +43,7 @@ from sinks.capacity import (
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
 from sinks.hours import Opening, first_allowed
-from sinks.ledger import state_of
+from sinks.ledger import sent_meta_of, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
@@ -96,9 +97,12 @@ class Payloads:
         self._stored.clear()
 
 
-def sent_meta(task: ServiceTask) -> bytes:
-    """What the ledger keeps of a sent task for outcomes: rule and moment type."""
-    return orjson.dumps({"rule_id": task.moment.rule_id, "moment_type": task.moment.type})
+def sent_meta(task: ServiceTask, sent_at: float) -> bytes:
+    """What the ledger keeps of a sent task for outcomes: rule and moment type, and when
+    it was published (epoch seconds, for `moments tasks pending`)."""
+    return orjson.dumps(
+        {"rule_id": task.moment.rule_id, "moment_type": task.moment.type, "sent_at": int(sent_at)}
+    )
 
 
 @dataclass
@@ -282,6 +286,16 @@ class Candidate:
     def stored(self) -> dict[str, bytes]:
         """Each task's stored bytes by its id (none for a fresh candidate)."""
         return dict(zip((t.task_id for t in self.tasks), self.payloads, strict=False))
+
+
+def _meta_of(entry: bytes | None) -> dict[str, object]:
+    """The meta a sent entry (`S<meta>`) holds; {} for another entry or none."""
+    raw = sent_meta_of(entry)
+    try:
+        meta = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 class TaskSink:
@@ -523,7 +537,34 @@ class TaskSink:
             self.metrics.pending_redriven.inc(len(candidates))
             await self._decide(candidates)
         await self._resend_returns(older_than)
+        await self.expire_unanswered()
         return len(candidates)
+
+    async def expire_unanswered(self, now: float | None = None) -> int:
+        """Count and forget the published tasks that expired with no outcome, the outcome
+        grace (`outcomes.outcome_grace`) past (`moments_tasks_unanswered_expired_total`),
+        and set `moments_tasks_unanswered` by channel; returns how many expired. A
+        consumer that stopped acting on a channel shows here first."""
+        now = self.clock() if now is None else now
+        before = now - self.policy.outcomes.outcome_grace.total_seconds()
+        gone = await self._redis(
+            lambda: self.ledger.expire_unanswered(before), "expiring unanswered tasks"
+        )
+        for u, entry in gone:
+            moment_type = _meta_of(entry).get("moment_type") or "unknown"
+            self.metrics.unanswered_expired.labels(u.channel, str(moment_type)).inc()
+        if gone:
+            by_channel = sorted(Counter(u.channel for u, _ in gone).items())
+            log.info(
+                "%d published task(s) expired with no outcome (%s): check those channels' "
+                "dispatch consumers (`moments tasks pending --channel C`)",
+                len(gone),
+                ", ".join(f"{c} {n}" for c, n in by_channel),
+            )
+        counts = await self._redis(self.ledger.unanswered, "counting unanswered tasks")
+        for channel, n in counts.items():
+            self.metrics.unanswered.labels(channel).set(n)
+        return len(gone)
 
     async def release_due(self, now: float | None = None) -> int:
         """Take the deferred tasks due by `now` (default: the clock) and send (or drop) them,
@@ -1426,7 +1467,10 @@ class TaskSink:
         )
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         ids = [t.task_id for t in tasks]
-        meta = {t.task_id: sent_meta(t) for t in tasks}
+        meta = {t.task_id: sent_meta(t, now.timestamp()) for t in tasks}
+        # Each task awaits its outcome until it expires (and the grace after: see
+        # `expire_unanswered`): one ZADD in the confirm's script.
+        awaiting = {t.task_id: (t.channel.value, t.expires_at.timestamp()) for t in tasks}
         # The body an outcome's retry is made from keeps what dispatch judges it by (the
         # channels its quiet hours hold, `published` leaves them out): made from the
         # published task, a retry of a call exempt from quiet hours carried none, and
@@ -1439,7 +1483,7 @@ class TaskSink:
             for t in tasks
         }
         await self._redis(
-            lambda: self.ledger.confirm(ids, meta, bodies), "confirming published tasks"
+            lambda: self.ledger.confirm(ids, meta, bodies, awaiting), "confirming published tasks"
         )
         for task in tasks:
             self.metrics.published.labels(task.moment.type, task.channel.value).inc()

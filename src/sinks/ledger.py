@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from sinks.luabatch import BatchScript
-from sinks.stores import Leave
+from sinks.stores import CHANNELS, Leave
 
 PENDING = b"P"
 DEFERRED = b"D"
@@ -66,7 +67,11 @@ return v
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
-# K: task, group, body; A: final value, id, body ('' for none), seconds to keep it; SK: pending
+# K: task, group, body, unanswered index of the task's channel; A: final value, id, body
+# ('' for none), seconds to keep it, seconds to keep the entry ('' as it is), when the
+# task expires ('' for none: not sent); SK: pending. A sent task enters the unanswered
+# index (one ZADD) only as it leaves P, so a confirm repeated after its outcome came
+# back does not put it back.
 _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
@@ -75,6 +80,7 @@ if v and string.sub(v, 1, 1) == 'P' then
     local ttl = redis.call('TTL', K[1])
     if ttl < 0 or ttl > tonumber(A[5]) then redis.call('EXPIRE', K[1], A[5]) end
   end
+  if A[6] ~= '' then redis.call('ZADD', K[4], A[6], A[2]) end
 end
 redis.call('ZREM', SK[1], A[2])
 redis.call('DEL', K[2])
@@ -136,9 +142,20 @@ made again is expired and dropped once more. Kept the ledger's whole TTL (400 da
 cost Redis ~150 bytes for each of the many tasks the caps and capacity drop."""
 
 
-Settle = tuple[str, bytes, bytes, int, int | None]
-"""A settle call: task id, final value, body, seconds to keep the body, and seconds to
-keep the entry (None: its TTL as it is)."""
+Settle = tuple[str, bytes, bytes, int, int | None, tuple[str, float] | None]
+"""A settle call: task id, final value, body, seconds to keep the body, seconds to
+keep the entry (None: its TTL as it is), and for a sent task its channel and expiry
+(epoch seconds), for the unanswered index (None: not sent)."""
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """A published task no outcome came back for (yet): `TaskLedger.unanswered_key`."""
+
+    task_id: str
+    channel: str
+    expires_at: float
+    """Epoch seconds: the task's `expires_at`."""
 
 
 def _seconds_left(until: float | None, now: float) -> int | None:
@@ -177,7 +194,7 @@ class TaskLedger:
         """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=3, args=5)
+        self._settle = BatchScript(redis, _SETTLE, keys=4, args=6)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._owed = redis.register_script(_OWED)
 
@@ -187,6 +204,12 @@ class TaskLedger:
     def group_key(self, task_id: str) -> str:
         """The payloads of tasks merged into this (waiting) task."""
         return f"{self.prefix}group:{task_id}"
+
+    def unanswered_key(self, channel: str) -> str:
+        """Published tasks of `channel` no outcome came back for: task id -> its expiry
+        (epoch seconds). An entry leaves at the task's first outcome (`first_outcome`),
+        or is taken by `expire_unanswered` once its expiry and the grace are past."""
+        return f"{self.prefix}unanswered:{channel}"
 
     def body_key(self, task_id: str) -> str:
         """A sent task's payload, kept until it expires (for outcome retries)."""
@@ -205,16 +228,20 @@ class TaskLedger:
         task_ids: Sequence[str],
         meta: Mapping[str, bytes] | None = None,
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
+        awaiting: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
         """Record that these tasks were acknowledged by the broker.
 
         `meta` (small, kept as long as the ledger entry) and `bodies` (payload and
-        seconds to keep it) are what outcomes need later."""
-        meta, bodies = meta or {}, bodies or {}
-        items = []
+        seconds to keep it) are what outcomes need later; `awaiting` (channel and expiry,
+        epoch seconds, per task id): the tasks enter the unanswered index until their
+        first outcome (one ZADD each, in the same script)."""
+        meta, bodies, awaiting = meta or {}, bodies or {}, awaiting or {}
+        items: list[Settle] = []
         for task_id in task_ids:
             body, keep = bodies.get(task_id, (b"", 0))
-            items.append((task_id, SENT + meta.get(task_id, b""), body, max(1, keep), None))
+            value = SENT + meta.get(task_id, b"")
+            items.append((task_id, value, body, max(1, keep), None, awaiting.get(task_id)))
         await self._settle_many(items)
 
     async def drop(self, task_id: str, reason: str) -> None:
@@ -229,7 +256,7 @@ class TaskLedger:
         now, until = time.time(), keep_until or {}
         await self._settle_many(
             [
-                (i, DROPPED + reason.encode(), b"", 1, _seconds_left(until.get(i), now))
+                (i, DROPPED + reason.encode(), b"", 1, _seconds_left(until.get(i), now), None)
                 for i, reason in items
             ]
         )
@@ -258,10 +285,22 @@ class TaskLedger:
             return
         calls = [
             (
-                (self.key(i), self.group_key(i), self.body_key(i)),
-                (value, i, body, keep, "" if entry_keep is None else entry_keep),
+                (
+                    self.key(i),
+                    self.group_key(i),
+                    self.body_key(i),
+                    self.pending_key if sent is None else self.unanswered_key(sent[0]),
+                ),
+                (
+                    value,
+                    i,
+                    body,
+                    keep,
+                    "" if entry_keep is None else entry_keep,
+                    "" if sent is None else repr(sent[1]),
+                ),
             )
-            for i, value, body, keep, entry_keep in items
+            for i, value, body, keep, entry_keep, sent in items
         ]
         await self._settle.run(calls, shared_keys=(self.pending_key,))
 
@@ -335,9 +374,67 @@ class TaskLedger:
         value: bytes | str | None = await self.redis.get(self.body_key(task_id))
         return value.encode() if isinstance(value, str) else value
 
-    async def first_outcome(self, task_id: str, status: str) -> bool:
+    async def first_outcome(self, task_id: str, status: str, channel: str | None = None) -> bool:
+        """See `sinks.stores.Ledger.first_outcome`; the task leaves the unanswered index
+        (of `channel`, or of every channel when it is not known) in the same round trip."""
         key = f"{self.prefix}outcome:{task_id}:{status}"
-        return bool(await self.redis.set(key, b"1", nx=True, ex=self.ttl))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(key, b"1", nx=True, ex=self.ttl)
+        for c in CHANNELS if channel is None else (channel,):
+            pipe.zrem(self.unanswered_key(c), task_id)
+        replies = await pipe.execute()
+        return bool(replies[0])
+
+    async def unanswered(self) -> dict[str, int]:
+        """How many published tasks of each channel have had no outcome (yet)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for c in CHANNELS:
+            pipe.zcard(self.unanswered_key(c))
+        return dict(zip(CHANNELS, (int(n) for n in await pipe.execute()), strict=True))
+
+    async def list_unanswered(self, channels: Sequence[str] = CHANNELS) -> list[Unanswered]:
+        """Every published task of these channels with no outcome yet, soonest expiry
+        first (for `moments tasks pending`: not the worker's path)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for c in channels:
+            pipe.zrange(self.unanswered_key(c), 0, -1, withscores=True)
+        found = [
+            Unanswered(as_bytes(i).decode(), c, float(score))
+            for c, members in zip(channels, await pipe.execute(), strict=True)
+            for i, score in members
+        ]
+        return sorted(found, key=lambda u: (u.expires_at, u.task_id))
+
+    async def expire_unanswered(
+        self, expired_before: float, limit: int = 500
+    ) -> list[tuple[Unanswered, bytes | None]]:
+        """Take the unanswered tasks that expired before `expired_before` (epoch seconds:
+        now less the grace an outcome still has), at most `limit` per channel, with their
+        ledger entries (`S<meta>`: the moment type). Two round trips when any expired, one
+        otherwise; safe on every worker at once: a task is returned to the worker whose
+        ZREM removed it, so it is counted once."""
+        pipe = self.redis.pipeline(transaction=False)
+        for c in CHANNELS:
+            pipe.zrangebyscore(
+                self.unanswered_key(c), "-inf", expired_before, start=0, num=limit, withscores=True
+            )
+        due = [
+            Unanswered(as_bytes(i).decode(), c, float(score))
+            for c, members in zip(CHANNELS, await pipe.execute(), strict=True)
+            for i, score in members
+        ]
+        if not due:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for u in due:
+            pipe.zrem(self.unanswered_key(u.channel), u.task_id)
+            pipe.get(self.key(u.task_id))
+        replies = await pipe.execute()
+        return [
+            (u, None if entry is None else as_bytes(entry))
+            for u, removed, entry in zip(due, replies[::2], replies[1::2], strict=True)
+            if removed
+        ]
 
     async def pending_count(self) -> int:
         return int(await self.redis.zcard(self.pending_key))

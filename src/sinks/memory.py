@@ -22,11 +22,21 @@ from sinks.ledger import (
     MERGED,
     PENDING,
     SENT,
+    Unanswered,
     sent_meta_of,
     state_of,
 )
 from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of
-from sinks.stores import Clock, DispatchStores, Joining, Leave, Parking, Released, SlotKey
+from sinks.stores import (
+    CHANNELS,
+    Clock,
+    DispatchStores,
+    Joining,
+    Leave,
+    Parking,
+    Released,
+    SlotKey,
+)
 
 
 @dataclass
@@ -49,6 +59,8 @@ class MemoryLedger:
         self.outcomes: dict[str, _Entry] = {}
         self.owed: dict[str, float] = {}  # cooldown returns owed: task id -> when
         self.owed_records: dict[str, bytes] = {}
+        self.awaiting: dict[str, dict[str, float]] = {c: {} for c in CHANNELS}
+        """The unanswered index: channel -> task id -> expiry (epoch seconds)."""
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -90,10 +102,16 @@ class MemoryLedger:
         task_ids: Sequence[str],
         meta: Mapping[str, bytes] | None = None,
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
+        awaiting: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
         now = self.clock()
         for task_id in task_ids:
+            entry = self._live(self.entries, task_id)
+            settles = entry is not None and entry.value.startswith(PENDING)
             self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
+            if settles and awaiting and task_id in awaiting:  # as the Redis script
+                channel, expires_at = awaiting[task_id]
+                self.awaiting.setdefault(channel, {})[task_id] = expires_at
             if bodies and task_id in bodies:
                 body, keep = bodies[task_id]
                 self.bodies[task_id] = _Entry(body, now + max(1, keep))
@@ -204,12 +222,37 @@ class MemoryLedger:
         entry = self._live(self.bodies, task_id)
         return None if entry is None else entry.value
 
-    async def first_outcome(self, task_id: str, status: str) -> bool:
+    async def first_outcome(self, task_id: str, status: str, channel: str | None = None) -> bool:
+        for c in CHANNELS if channel is None else (channel,):
+            self.awaiting.get(c, {}).pop(task_id, None)
         key = f"{task_id}:{status}"
         if self._live(self.outcomes, key) is not None:
             return False
         self.outcomes[key] = _Entry(b"1", self.clock() + self.ttl)
         return True
+
+    async def unanswered(self) -> dict[str, int]:
+        return {c: len(self.awaiting.get(c, {})) for c in CHANNELS}
+
+    async def list_unanswered(self, channels: Sequence[str] = CHANNELS) -> list[Unanswered]:
+        found = [
+            Unanswered(task_id, c, at)
+            for c in channels
+            for task_id, at in self.awaiting.get(c, {}).items()
+        ]
+        return sorted(found, key=lambda u: (u.expires_at, u.task_id))
+
+    async def expire_unanswered(
+        self, expired_before: float, limit: int = 500
+    ) -> list[tuple[Unanswered, bytes | None]]:
+        taken: list[tuple[Unanswered, bytes | None]] = []
+        for c in CHANNELS:
+            index = self.awaiting.get(c, {})
+            due = sorted((at, i) for i, at in index.items() if at <= expired_before)[:limit]
+            for at, task_id in due:
+                del index[task_id]
+                taken.append((Unanswered(task_id, c, at), await self.get(task_id)))
+        return taken
 
 
 class MemoryDeferrals:

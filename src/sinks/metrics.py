@@ -12,7 +12,7 @@ from enum import StrEnum
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from moments.decoding import DELETION_FORMS
-from moments.models import EventType
+from moments.models import Channel, EventType
 from moments.records import RejectReason
 
 LATENCY_BUCKETS = (
@@ -125,6 +125,22 @@ class Metrics:
             ["moment_type", "status"],
             registry=r,
         )
+        self.unanswered = Gauge(
+            "moments_tasks_unanswered",
+            "Published tasks no outcome came back for yet, by channel (read from Redis at "
+            "each re-drive tick: every worker shows the same figure, so take max())",
+            ["channel"],
+            registry=r,
+        )
+        self.unanswered_expired = Counter(
+            "moments_tasks_unanswered_expired",
+            "Published tasks that expired (and then the outcome grace passed) with no "
+            "outcome at all: the channel's dispatch consumer did not report back",
+            ["channel", "moment_type"],
+            registry=r,
+        )
+        for channel in Channel:  # at 0 from the start
+            self.unanswered.labels(channel.value).set(0)
         self.rules_loaded = Gauge("moments_rules_loaded", "Rules in force", registry=r)
         self.live_from = Gauge(
             "moments_live_from_timestamp_seconds",

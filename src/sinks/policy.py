@@ -114,6 +114,12 @@ class OutcomePolicy(_Frozen):
     declined_suppress: Duration = dt.timedelta(days=30)
     unreachable_retry_after: Duration = dt.timedelta(hours=2)
     max_retries: int = Field(default=2, ge=0, le=10)
+    outcome_grace: Duration = Field(
+        default=dt.timedelta(hours=1),
+        description="how long after a published task's expires_at an outcome is still "
+        "awaited; then, with none, it is counted in "
+        "moments_tasks_unanswered_expired_total and forgotten",
+    )
 
 
 class DispatchPolicy(_Frozen):

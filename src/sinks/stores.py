@@ -18,7 +18,10 @@ from moments.models import Channel, InputEvent
 from sinks.relevance import SubscriberFacts
 
 if TYPE_CHECKING:
-    from sinks.ledger import TaskLedger
+    from sinks.ledger import TaskLedger, Unanswered
+
+CHANNELS = tuple(c.value for c in Channel)
+"""Every channel's name, in the enum's order."""
 
 Clock = Callable[[], float]
 """Epoch seconds: `time.time` on the stream, event time in a backtest."""
@@ -114,7 +117,12 @@ class Ledger(Protocol):
         task_ids: Sequence[str],
         meta: Mapping[str, bytes] | None = None,
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
-    ) -> None: ...
+        awaiting: Mapping[str, tuple[str, float]] | None = None,
+    ) -> None:
+        """Sent: `meta` kept with the entry, `bodies` (payload, seconds) for outcomes, and
+        `awaiting` (channel, expiry in epoch seconds) puts each task in the unanswered
+        index until its first outcome, in the same round trip."""
+        ...
 
     async def drop(self, task_id: str, reason: str) -> None: ...
 
@@ -172,9 +180,26 @@ class Ledger(Protocol):
 
     async def body(self, task_id: str) -> bytes | None: ...
 
-    async def first_outcome(self, task_id: str, status: str) -> bool:
+    async def first_outcome(self, task_id: str, status: str, channel: str | None = None) -> bool:
         """Note that `status` was reported for the task; False when it was before (the
-        outcome read again after a restart, or sent twice): counted once."""
+        outcome read again after a restart, or sent twice): counted once. The task leaves
+        the unanswered index (of `channel`; of every channel when None), in the same
+        round trip."""
+        ...
+
+    async def unanswered(self) -> dict[str, int]:
+        """Published tasks with no outcome yet, by channel (every channel, 0 included)."""
+        ...
+
+    async def list_unanswered(self, channels: Sequence[str] = CHANNELS) -> list[Unanswered]:
+        """Those tasks of `channels`, soonest expiry first."""
+        ...
+
+    async def expire_unanswered(
+        self, expired_before: float, limit: int = 500
+    ) -> list[tuple[Unanswered, bytes | None]]:
+        """Take the unanswered tasks whose expiry is before `expired_before`, at most
+        `limit` per channel, each with its ledger entry; each is taken by one caller."""
         ...
 
 

@@ -1,0 +1,125 @@
+"""Published tasks no outcome came back for, over the real broker and Redis (and the
+in-memory stores): tasks published, some answered through moments.task-outcomes, the
+gauge `moments_tasks_unanswered{channel}` and the counter
+`moments_tasks_unanswered_expired_total{channel,moment_type}` moving, and the Redis
+index bounded (an entry leaves at its outcome or once expired and counted)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from moments.ack import write_outcome
+from moments.models import Channel, OutcomeStatus, TaskOutcome
+from moments.outcomes import handle_outcomes
+from moments.records import RawRecord
+from sinks.ledger import TaskLedger
+from sinks.policy import DispatchPolicy, MergePolicy
+from tests.integration.kafka_io import read_topic
+
+from .conftest import NOW, Worker, published, task
+
+pytestmark = pytest.mark.integration
+
+GO_NOW = DispatchPolicy(merge=MergePolicy(hold_channels=[]))
+"""Calls are not held for the merge window: every task is published at once."""
+GRACE_S = 3600.0
+
+
+def tid(name: str) -> str:
+    return hashlib.blake2b(f"unanswered-{name}".encode(), digest_size=16).hexdigest()
+
+
+S1, S2, S3, C1 = (tid(n) for n in ("s1", "s2", "s3", "c1"))
+SUB = "13300000001"
+EXPIRES = NOW + dt.timedelta(hours=2)
+
+
+def expired_total(w: Worker, channel: str, moment_type: str) -> float:
+    return w.sample(
+        "moments_tasks_unanswered_expired_total", channel=channel, moment_type=moment_type
+    )
+
+
+class TestUnanswered:
+    async def test_answered_tasks_leave_and_the_others_expire_counted(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        w = make_worker(GO_NOW)
+        await w.send(
+            task(S1, sub=SUB, moment_type="low_balance", expires_at=EXPIRES),
+            task(S2, sub=SUB, moment_type="low_balance", expires_at=EXPIRES),
+            task(S3, sub=SUB, moment_type="first_international_roaming", expires_at=EXPIRES),
+            task(C1, sub=SUB, channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"),
+        )
+        assert len(await published(w.settings, 4)) == 4
+        await w.sink.expire_unanswered()
+        assert w.sample("moments_tasks_unanswered", channel="sms") == 3
+        assert w.sample("moments_tasks_unanswered", channel="outbound_call") == 1
+
+        # The SMS gateway answers two of its three, through the outcomes topic.
+        for task_id, status in ((S1, OutcomeStatus.DONE_NO_CHANGE), (S3, OutcomeStatus.FAILED)):
+            await write_outcome(
+                w.settings,
+                TaskOutcome(task_id=task_id, subscriber_id=SUB, status=status, occurred_at=NOW),
+            )
+        records = await read_topic(w.settings, "task_outcomes", count=2, wait_s=20)
+        raw = [RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+        assert (await handle_outcomes(raw, w.sink)).handled == 2
+        assert await w.sink.expire_unanswered() == 0
+        assert w.sample("moments_tasks_unanswered", channel="sms") == 1
+
+        # Past the SMS's expiry and the grace: S2 is counted, under its channel and type;
+        # the call (3 days to live) still waits.
+        after = EXPIRES.timestamp() + GRACE_S + 1
+        assert await w.sink.expire_unanswered(now=after) == 1
+        assert expired_total(w, "sms", "low_balance") == 1
+        assert expired_total(w, "sms", "first_international_roaming") == 0
+        assert w.sample("moments_tasks_unanswered", channel="sms") == 0
+        assert w.sample("moments_tasks_unanswered", channel="outbound_call") == 1
+        assert [u.task_id for u in await w.ledger.list_unanswered()] == [C1]
+        assert await w.sink.expire_unanswered(now=after) == 0
+        assert expired_total(w, "sms", "low_balance") == 1
+
+    @pytest.mark.redis_only
+    async def test_workers_sweeping_at_once_count_each_task_once(
+        self, make_worker: Callable[..., Worker], redis_url: str
+    ) -> None:
+        workers = [make_worker(GO_NOW) for _ in range(3)]
+        ids = [tid(f"many-{n}") for n in range(40)]
+        await workers[0].send(
+            *(task(i, sub=f"1330000{n:04d}", expires_at=EXPIRES) for n, i in enumerate(ids))
+        )
+        after = EXPIRES.timestamp() + GRACE_S + 1
+        counts = await asyncio.gather(*(w.sink.expire_unanswered(now=after) for w in workers))
+        assert sum(counts) == 40
+        assert sum(expired_total(w, "sms", "first_international_roaming") for w in workers) == 40
+        ledger = workers[0].ledger
+        assert isinstance(ledger, TaskLedger)
+        client = Redis.from_url(redis_url)
+        try:
+            assert await client.exists(ledger.unanswered_key("sms")) == 0  # nothing left
+        finally:
+            await client.aclose()
+
+    @pytest.mark.redis_only
+    async def test_a_confirm_repeated_after_the_outcome_does_not_put_the_task_back(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """A retried confirm (its first reply lost) after the outcome was read: the entry
+        is `S` already, and the script adds to the index only as it leaves `P`."""
+        ledger = make_worker().ledger
+        task_id = tid("repeated")
+        awaiting = {task_id: ("sms", time.time() + 60)}
+        assert await ledger.claim([(task_id, b"{}")]) == [True]
+        await ledger.confirm([task_id], awaiting=awaiting)
+        assert (await ledger.unanswered())["sms"] == 1
+        assert await ledger.first_outcome(task_id, "done_no_change", "sms")
+        await ledger.confirm([task_id], awaiting=awaiting)
+        assert (await ledger.unanswered())["sms"] == 0

@@ -1,0 +1,154 @@
+"""Published tasks no outcome came back for (sinks.dispatch `TaskSink.expire_unanswered`),
+on the in-memory stores the backtest uses: the gauge by channel, an outcome taking a task
+out, and the tasks that expire unanswered counted by channel and moment type once the
+outcome grace is past. The Redis stores run the same scenario in
+tests/integration/dispatch/test_unanswered.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import orjson
+
+from moments.backtest import CollectingProducer, EventTime
+from moments.models import Channel, Family, Moment, OutcomeStatus, ServiceTask, TaskOutcome
+from moments.outcomes import handle_outcomes
+from moments.records import RawRecord
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy, MergePolicy
+
+START = dt.datetime(2026, 12, 5, 2, 0, tzinfo=dt.UTC)
+HOUR = 3600.0
+SUB = "13800138001"
+SMS_1, SMS_2, CALL = "a" * 32, "b" * 32, "c" * 32
+
+
+def task(task_id: str, channel: Channel, moment_type: str, expires_h: float) -> ServiceTask:
+    return ServiceTask(
+        task_id=task_id,
+        subscriber_id=SUB,
+        region="NJ",
+        moment=Moment(
+            family=Family.ANOMALY,
+            type=moment_type,
+            rule_id=moment_type,
+            rule_version=1,
+            description=f"{moment_type} moment",
+        ),
+        priority=3,
+        channel=channel,
+        action="act",
+        triggered_at=START,
+        created_at=START,
+        deliver_after=START,
+        expires_at=START + dt.timedelta(hours=expires_h),
+        evidence=[f"ev-{task_id}"],
+    )
+
+
+def outcome_record(task_id: str, status: OutcomeStatus, at: dt.datetime) -> RawRecord:
+    value = TaskOutcome(task_id=task_id, subscriber_id=SUB, status=status, occurred_at=at)
+    return RawRecord("moments.task-outcomes", 0, 0, SUB.encode(), value.model_dump_json().encode())
+
+
+class Scenario:
+    def __init__(self) -> None:
+        self.clock = EventTime(START.timestamp())
+        self.metrics = Metrics()
+        self.producer = CollectingProducer(self.clock)
+        self.sink = TaskSink(
+            self.producer,
+            "moments.tasks",
+            memory_stores(self.clock),
+            self.metrics,
+            DispatchPolicy(merge=MergePolicy(hold_channels=[])),  # every task goes now
+            self.clock,
+        )
+
+    def at(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+
+    def gauge(self, channel: str) -> float | None:
+        return self.metrics.registry.get_sample_value(
+            "moments_tasks_unanswered", {"channel": channel}
+        )
+
+    def expired(self, channel: str, moment_type: str) -> float:
+        labels = {"channel": channel, "moment_type": moment_type}
+        found = self.metrics.registry.get_sample_value(
+            "moments_tasks_unanswered_expired_total", labels
+        )
+        return found or 0.0
+
+
+async def test_the_gauge_starts_at_zero_for_every_channel() -> None:
+    s = Scenario()
+    assert {c.value: s.gauge(c.value) for c in Channel} == {c.value: 0.0 for c in Channel}
+
+
+async def test_published_tasks_wait_for_an_outcome_and_expire_unanswered_after_the_grace() -> None:
+    s = Scenario()
+    await s.sink.dispatch(
+        [
+            task(SMS_1, Channel.SMS, "low_balance", expires_h=2),
+            task(SMS_2, Channel.SMS, "low_balance", expires_h=2),
+            task(CALL, Channel.OUTBOUND_CALL, "bill_shock", expires_h=4),
+        ]
+    )
+    assert len(s.producer.sent) == 3
+    assert await s.sink.expire_unanswered() == 0
+    assert (s.gauge("sms"), s.gauge("outbound_call"), s.gauge("manager")) == (2, 1, 0)
+    meta = orjson.loads((await s.sink.ledger.sent_meta(SMS_1)) or b"{}")
+    assert meta["sent_at"] == int(START.timestamp())
+
+    # Any outcome answers a task, even one that changes nothing (in_progress).
+    await handle_outcomes([outcome_record(SMS_1, OutcomeStatus.IN_PROGRESS, s.at())], s.sink)
+    await s.sink.expire_unanswered()
+    assert (s.gauge("sms"), s.gauge("outbound_call")) == (1, 1)
+
+    # Expired, but within the grace (1 hour by default): an outcome may still come.
+    s.clock.advance(START.timestamp() + 2 * HOUR + HOUR - 1)
+    assert await s.sink.expire_unanswered() == 0
+    assert s.gauge("sms") == 1
+    s.clock.advance(START.timestamp() + 3 * HOUR + 1)
+    assert await s.sink.expire_unanswered() == 1
+    assert s.expired("sms", "low_balance") == 1
+    assert s.expired("outbound_call", "bill_shock") == 0
+    assert (s.gauge("sms"), s.gauge("outbound_call")) == (0, 1)
+
+    # The call is answered late, after its expiry but within the grace: not counted.
+    s.clock.advance(START.timestamp() + 4 * HOUR + 30 * 60)
+    await handle_outcomes([outcome_record(CALL, OutcomeStatus.FAILED, s.at())], s.sink)
+    s.clock.advance(START.timestamp() + 10 * HOUR)
+    assert await s.sink.expire_unanswered() == 0
+    assert s.expired("outbound_call", "bill_shock") == 0
+    assert s.gauge("outbound_call") == 0
+    # Counted once: a later tick finds nothing more.
+    assert await s.sink.expire_unanswered() == 0
+    assert s.expired("sms", "low_balance") == 1
+
+
+async def test_the_grace_is_the_policys() -> None:
+    s = Scenario()
+    s.sink.use_policy(
+        DispatchPolicy.model_validate(
+            {"merge": {"hold_channels": []}, "outcomes": {"outcome_grace": "10m"}}
+        )
+    )
+    await s.sink.dispatch([task(SMS_1, Channel.SMS, "low_balance", expires_h=1)])
+    s.clock.advance(START.timestamp() + HOUR + 11 * 60)
+    assert await s.sink.expire_unanswered() == 1
+    assert s.expired("sms", "low_balance") == 1
+
+
+async def test_the_timer_tick_sets_the_gauge() -> None:
+    """`redrive` (the worker's timer, every worker) expires and counts as well."""
+    s = Scenario()
+    await s.sink.dispatch([task(SMS_1, Channel.SMS, "low_balance", expires_h=1)])
+    await s.sink.redrive(30)
+    assert s.gauge("sms") == 1
+    s.clock.advance(START.timestamp() + 3 * HOUR)
+    await s.sink.redrive(30)
+    assert (s.gauge("sms"), s.expired("sms", "low_balance")) == (0, 1)
