@@ -700,10 +700,12 @@ def _add_tasks_command(sub: Subparsers) -> None:
                   moments tasks tail
                   moments tasks tail --json --from-beginning
                   moments tasks ack TASK_ID --status done_no_change
+                  moments tasks pending --channel sms --older-than 2h
                 """,
     )
     _add_tasks_tail(tasks_sub)
     _add_tasks_ack(tasks_sub)
+    _add_tasks_pending(tasks_sub)
 
 
 def _add_tasks_tail(sub: Subparsers) -> None:
@@ -816,6 +818,83 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
         if outcome.note:  # free text: a called number in it is masked as in the logs
             shown["note"] = mask_text(outcome.note)
     print(orjson.dumps(shown).decode())
+    return 0
+
+
+def _add_tasks_pending(sub: Subparsers) -> None:
+    from moments.models import Channel
+
+    p = _parser(
+        sub,
+        "pending",
+        "List the published tasks no outcome came back for yet (read from Redis, "
+        "MOMENTS_REDIS_URL, for MOMENTS_APP_ID): task id, channel, moment type, the "
+        "subscriber masked, age since published and expiry, soonest expiry first. A task "
+        "leaves the list at its first outcome, or an hour (outcomes.outcome_grace) after "
+        "it expired, counted in moments_tasks_unanswered_expired_total.",
+        """
+                  moments tasks pending
+                  moments tasks pending --channel outbound_call --older-than 2h
+                  moments tasks pending --json | jq -r .task_id
+                """,
+        _cmd_tasks_pending,
+    )
+    p.add_argument(
+        "--channel",
+        action="append",
+        choices=[c.value for c in Channel],
+        help="only this channel's tasks (repeat for several)",
+    )
+    p.add_argument(
+        "--older-than",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="only tasks published at least this long ago: 30m, 2h, 1d",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON line per task")
+
+
+def _duration(text: str) -> float:
+    from rules.durations import parse_duration
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cmd_tasks_pending(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    import orjson
+
+    from moments.connections import redis_client, require_redis
+    from moments.pending import PendingTask, pending_tasks, summary
+    from sinks.ledger import TaskLedger
+    from sinks.stores import CHANNELS
+
+    settings = _settings()
+    require_redis(settings, "the ledger of published tasks is kept there")
+    now = time.time()
+
+    async def read() -> list[PendingTask]:
+        redis = redis_client(settings)
+        try:
+            ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
+            return await pending_tasks(ledger, now, args.channel or CHANNELS, args.older_than)
+        finally:
+            await redis.aclose()
+
+    found = asyncio.run(read())
+    for task in found:
+        if args.json:
+            print(orjson.dumps(task.as_json(now)).decode())
+        else:
+            print(task.as_line(now))
+    if not args.json:
+        print(summary(found, now), file=sys.stderr)
     return 0
 
 

@@ -152,3 +152,37 @@ async def test_the_timer_tick_sets_the_gauge() -> None:
     s.clock.advance(START.timestamp() + 3 * HOUR)
     await s.sink.redrive(30)
     assert (s.gauge("sms"), s.expired("sms", "low_balance")) == (0, 1)
+
+
+class TestPendingLines:
+    """`moments tasks pending`'s lines (moments.pending): the subscriber masked, age and
+    expiry readable."""
+
+    def test_a_line_says_age_and_time_left_and_masks_the_subscriber(self) -> None:
+        from moments.pending import PendingTask
+
+        now = START.timestamp()
+        t = PendingTask(SMS_1, "sms", "low_balance", "138****8001", now - 7500, now + 90)
+        line = t.as_line(now)
+        assert line.startswith(f"{SMS_1}  sms ")
+        assert "138****8001" in line
+        assert "age  2h05m" in line
+        assert "expires in 1m (2026-12-05T02:01:30Z)" in line
+        assert "expired 1h00m ago" in t.as_line(now + 3690)
+        row = t.as_json(now)
+        assert (row["age_seconds"], row["expired"]) == (7500, False)
+        assert row["published_at"] == "2026-12-04T23:55:00Z"
+
+    def test_the_summary_counts_by_channel(self) -> None:
+        from moments.pending import PendingTask, summary
+
+        now = START.timestamp()
+        tasks = [
+            PendingTask(SMS_1, "sms", "low_balance", "?", None, now - 1),
+            PendingTask(SMS_2, "sms", "low_balance", "?", None, now + 1),
+            PendingTask(CALL, "outbound_call", "bill_shock", "?", None, now + 1),
+        ]
+        assert summary(tasks, now).startswith(
+            "3 task(s) waiting for an outcome (outbound_call 1, sms 2); 1 past their expiry"
+        )
+        assert "age      ?" in tasks[0].as_line(now)

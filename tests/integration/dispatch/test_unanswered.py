@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -21,6 +24,7 @@ from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from sinks.ledger import TaskLedger
 from sinks.policy import DispatchPolicy, MergePolicy
+from tests.integration.conftest import settings_env
 from tests.integration.kafka_io import read_topic
 
 from .conftest import NOW, Worker, published, task
@@ -123,3 +127,58 @@ class TestUnanswered:
         assert await ledger.first_outcome(task_id, "done_no_change", "sms")
         await ledger.confirm([task_id], awaiting=awaiting)
         assert (await ledger.unanswered())["sms"] == 0
+
+
+def pending_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "moments", "tasks", "pending", *args],
+        env=settings_env(w.settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.redis_only
+class TestPendingCommand:
+    """`moments tasks pending` lists what the index holds, the subscriber masked."""
+
+    async def test_lists_the_unanswered_tasks_by_channel_and_age(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        w = make_worker(GO_NOW)
+        p1, p2, p3 = tid("p1"), tid("p2"), tid("p3")
+        await w.send(
+            task(p1, sub="13800138001", moment_type="low_balance", expires_at=EXPIRES),
+            task(p2, sub="13800138002", moment_type="low_balance", expires_at=EXPIRES),
+            task(p3, sub="13800138003", channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"),
+        )
+        assert await w.ledger.first_outcome(p2, "accepted", "sms")
+
+        proc = await asyncio.to_thread(pending_command, w, "--json")
+        assert proc.returncode == 0, proc.stderr
+        rows = [orjson.loads(line) for line in proc.stdout.splitlines()]
+        assert [(r["task_id"], r["channel"], r["moment_type"]) for r in rows] == [
+            (p1, "sms", "low_balance"),  # soonest expiry first
+            (p3, "outbound_call", "bill_shock"),
+        ]
+        assert rows[0]["subscriber_id"] == "138****8001"
+        assert "13800138001" not in proc.stdout
+        assert 0 <= rows[0]["age_seconds"] < 120
+        assert rows[0]["expires_at"] == EXPIRES.isoformat().replace("+00:00", "Z")
+
+        proc = await asyncio.to_thread(pending_command, w, "--channel", "outbound_call")
+        assert proc.returncode == 0, proc.stderr
+        assert p3 in proc.stdout
+        assert p1 not in proc.stdout
+        assert "138****8003" in proc.stdout
+        assert "1 task(s) waiting for an outcome (outbound_call 1)" in proc.stderr
+
+        proc = await asyncio.to_thread(pending_command, w, "--older-than", "2h")
+        assert (proc.returncode, proc.stdout) == (0, "")
+        assert "no published task is waiting for an outcome" in proc.stderr
+
+        proc = await asyncio.to_thread(pending_command, w, "--older-than", "2 hours")
+        assert proc.returncode == 2
+        assert "write a number and a unit, e.g. 30m, 24h, 60d" in proc.stderr
