@@ -26,6 +26,8 @@ OVERVIEW_METRICS = {
     "moments_rules_reload_total",
     "moments_capacity_left",
     "moments_task_outcomes_total",
+    "moments_tasks_unanswered",
+    "moments_tasks_unanswered_expired_total",
     "moments_events_misplaced_total",
 }
 """What the issue asks the overview to show."""

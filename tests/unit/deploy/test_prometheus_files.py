@@ -28,6 +28,7 @@ ALERTS = {
     "MomentsDetectorErrors",
     "MomentsNothingDetectedWhileEventsFlow",
     "MomentsDeferredTasksOverdue",
+    "MomentsTasksExpireUnanswered",
     "MomentsRulesRefused",
     "MomentsDispatchPolicyRefused",
     "MomentsEventsMisplaced",
