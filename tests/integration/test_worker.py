@@ -213,6 +213,58 @@ class TestOutcomes:
         value = await wait_for_metric(port, "moments_task_outcomes_total", labels, 1, wait_s=60)
         assert value == 1, worker.log()[-3000:]
 
+    async def test_unanswered_tasks_are_gauged_and_expire_counted_by_the_worker(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+    ) -> None:
+        """Two tasks published, one answered: the gauge the worker's timer sets goes 2, 1;
+        the other's expiry moved into the past (as hours would), the timer counts it as
+        expired unanswered and the gauge goes to 0."""
+        from redis.asyncio import Redis
+
+        from moments.ack import ack_task
+        from moments.models import OutcomeStatus
+        from sinks.ledger import TaskLedger
+
+        port = free_port()
+        settings = make_settings(metrics_port=port)  # re-drive tick every second
+        await topics_for(settings)
+        worker = start_worker(settings)
+        await produce(settings, [roaming("r1", LI, "JP"), roaming("r2", WANG, "KR")])
+        tasks = values(await read_topic(settings, "tasks", count=2, wait_s=90))
+        by_sub = {str(t["subscriber_id"]): str(t["task_id"]) for t in tasks}
+        sms = {"channel": "sms"}
+
+        async def gauge_reaches(expected: float) -> float:
+            deadline, value = time.monotonic() + 30, -1.0
+            while time.monotonic() < deadline:
+                value = await metric_value(port, "moments_tasks_unanswered", sms)
+                if value == expected:
+                    break
+                await asyncio.sleep(0.3)
+            return value
+
+        assert await gauge_reaches(2) == 2, worker.log()[-3000:]
+        await ack_task(settings, by_sub[LI], OutcomeStatus.DONE_NO_CHANGE)
+        assert await gauge_reaches(1) == 1, worker.log()[-3000:]
+
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
+            # Expired 2 hours ago: past the default grace (1 hour).
+            await redis.zadd(ledger.unanswered_key("sms"), {by_sub[WANG]: time.time() - 7200})
+        finally:
+            await redis.aclose()
+        labels = {"channel": "sms", "moment_type": "first_international_roaming"}
+        expired = await wait_for_metric(
+            port, "moments_tasks_unanswered_expired_total", labels, 1, wait_s=30
+        )
+        assert expired == 1, worker.log()[-3000:]
+        assert await gauge_reaches(0) == 0
+        assert "1 published task(s) expired with no outcome (sms 1)" in worker.log()
+
 
 class TestRocksDBStore:
     """MOMENTS_STORE=rocksdb: state on local disk, restored after a kill -9."""
