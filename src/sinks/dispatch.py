@@ -374,7 +374,10 @@ class TaskSink:
           Parked for 09:00 and `next_day_at` now 07:00, it waited until 09:00; now 11:00,
           it went at 09:00."""
         deferred = task.deferred
-        if deferred is None:
+        if deferred is None or task.deliver_after <= at:
+            # Released when it was due, not woken: what it waited for is over (a task a
+            # version before `nextday` parked by capacity to another time than
+            # `next_day_at`, released on time, was parked again until that hour).
             return task
         until = at
         if deferred.reason == "capacity":
@@ -385,9 +388,7 @@ class TaskSink:
                 return task
             if moved > at and moved.timestamp() <= self._last_send(task):
                 until = moved
-            elif task.deliver_after <= at:
-                return task
-        elif deferred.reason != "channel_hours" or task.deliver_after <= at:
+        elif deferred.reason != "channel_hours":
             return task
         update = {"deferred": Deferral(reason=deferred.reason, until=until), "deliver_after": until}
         return task.model_copy(update=update)
