@@ -926,7 +926,10 @@ def track(
     A resolved complaint stays as its resolution's time, negated, while a record older
     than it could still be applied (`lateness` seconds, the detector's: an older one is a
     late dead letter): an `opened` or `updated` record dated before the resolution, read
-    after it (CRM systems send them late), leaves it resolved; a newer one reopens it."""
+    after it (CRM systems send them late), leaves it resolved; a newer one reopens it. And
+    a resolution dated before the complaint's latest record, read after it (the customer
+    called again after it was resolved), leaves it open: the latest record in event time
+    decides, whichever feed was read first."""
     if event.region and not isinstance(event, ProfileEvent):
         state.region = "" if state.profile.get("region") else event.region
     complaint_source = SOURCE_CODES[EventType.COMPLAINT]
@@ -938,7 +941,9 @@ def track(
         key = event.complaint_id
         before = complaints.pop(key, None)
         resolved = -before if before is not None and before < 0 else None
-        if event.status == "resolved":
+        if event.status == "resolved" and before is not None and at < before:
+            complaints[key] = before  # a resolution older than a record read before it
+        elif event.status == "resolved":
             complaints[key] = -max(at, resolved or 0)
         elif resolved is not None and at <= resolved:
             complaints[key] = -resolved  # a record from before the resolution, read late

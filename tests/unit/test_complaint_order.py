@@ -145,3 +145,27 @@ class TestTheRecord:
         _apply(state, self.T + 300, "resolved")
         _apply(state, self.T + 400, "updated")
         assert state.complaints == {"c1": -(self.T + 600)}
+
+
+class TestLateResolution:
+    """A resolution read after a newer record of the same complaint (the customer called
+    again after it was resolved) is older news: the complaint stays open, as it is when
+    the records are read in the order they happened (`test_a_record_after_the_resolution_
+    reopens_it`). The outcome must not depend on which feed was read first."""
+
+    def test_a_resolution_older_than_the_latest_record_read_last_leaves_it_open(self) -> None:
+        events = [
+            complaint(at("2026-11-02", "10:00"), "opened"),
+            complaint(at("2026-11-02", "10:50"), "updated"),  # the customer called again
+            complaint(at("2026-11-02", "10:30"), "resolved"),  # sent late, read last
+            hotline(at("2026-11-03", "11:00")),
+        ]
+        assert retention_tasks(events) == ["blocked"]
+
+    def test_a_resolution_newer_than_the_latest_record_resolves_it(self) -> None:
+        state = SubscriberState()
+        track(_event(1000, "opened"), state, 1000, None)
+        track(_event(3000, "resolved"), state, 3000, None)
+        assert open_complaints(state, 3000, None) == 0
+        track(_event(2000, "resolved"), state, 2000, None)  # an older resolution, late
+        assert open_complaints(state, 3000, None) == 0
