@@ -563,15 +563,21 @@ class Detector:
                 continue
             if current <= first_open:
                 continue
-            for index in range(max(first_open, current - CLOSE_CATCH_UP), current):
+            start = max(first_open, current - CLOSE_CATCH_UP)
+            for index in range(start, current):
                 end = int(window_end(period, index, tz))
+                # The window before was judged, here or at an earlier close, unless the
+                # catch-up skipped it (a record not swept for more than CLOSE_CATCH_UP).
+                judged = index > start or start == first_open
                 for rule in rules:
                     if active and rule.judges_silence:
                         continue
                     fired = rule.check(None, state, end, tz, closing=index)
                     if fired is not None:
-                        again = rule.judges_silence and self._judged_before(
-                            rule, fired, state, period, index, tz
+                        again = (
+                            rule.judges_silence
+                            and judged
+                            and self._judged_before(rule, fired, state, period, index, tz)
                         )
                         self._emit(rule, fired, sub, None, state, end, ctx, result, again=again)
             state.closed[period] = current

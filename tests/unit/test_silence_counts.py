@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from moments.engine import Detector
 from moments.models import EventType
+from moments.pipeline import to_records
 
-from .rules.helpers import at, ev, rules_from, run
+from .rules.helpers import SUB, at, ev, rules_from, run
 
 RULES = """
 gating: {quiet_hours: [], frequency_cap: null}
@@ -60,3 +62,17 @@ def test_each_silence_is_its_own_moment() -> None:
     result = run(rules_from(RULES), events, until=at("2026-12-09", "12:00"))
     assert result.detected[KEY] == 2
     assert len(result.tasks) == 2
+
+
+def test_a_silence_first_judged_after_a_catch_up_gap_is_counted() -> None:
+    """A record not swept for more than `CLOSE_CATCH_UP` days (a worker down for ten)
+    has its last days judged, the first of them with the day before it never judged: the
+    silence was counted nowhere, yet its task was made (tasks published, none detected)."""
+    detector = Detector(rules_from(RULES), {t.value: t for t in EventType})
+    first = detector.process(to_records([use("2026-11-01")]), lambda _: None, None)
+    state = first.changes[SUB].state
+    assert state is not None
+    mark = int(dt.datetime.fromisoformat(at("2026-11-20", "01:00")).timestamp())
+    swept = detector.sweep([(SUB, state, 0)], lambda _: mark, None)
+    assert [t.moment.type for t in swept.tasks] == ["no_activity"]
+    assert swept.detected[KEY] == 1
