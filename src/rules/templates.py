@@ -71,6 +71,9 @@ def _formatted(value: Any, spec: str) -> str:
     if isinstance(number, float) and number.is_integer() and not spec.endswith(("f", "%")):
         number = int(number)  # `{x:,}` of 1000.0 is 1,000, as `{x}` shows 1000
     try:
+        if isinstance(number, Decimal) and "_" in spec:
+            # Decimal knows only the ',' separator, and refused '_': money was shown unformatted.
+            return format(number, spec.replace("_", ",")).replace(",", "_")
         return format(number, spec)
     except (ValueError, TypeError, OverflowError):  # pragma: no cover - specs are checked
         return _shown(value)

@@ -61,6 +61,10 @@ class TestFill:
             ("{a:+.0%}", -0.3456, "-35%"),
             ("{a:,}", 1000.0, "1,000"),  # a whole float without ".0", as {a} shows it
             ("{a:,}", 2, "2"),
+            ("{a:_.2f}", Decimal("1234.5"), "1_234.50"),  # money is a Decimal
+            ("{a:_.0f}", "12345.6", "12_346"),
+            ("{a:_}", Decimal("1234567"), "1_234_567"),
+            ("{a:_.0%}", 123.45, "12_345%"),
             ("{a:.1f}", 3, "3.0"),
             ("{a:}", 2.0, "2"),  # an empty format is a bare placeholder
             ("{a:.2f}", "JP", "JP"),  # text is shown as {a} shows it, never an error
