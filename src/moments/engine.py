@@ -456,7 +456,7 @@ class Detector:
         local_day = local_date(at, tz)
         rules = self.rules
         if rules.by_period and state.closed.get(CHECKED_DAY) != local_day.toordinal():
-            self.close_windows(sub, state, at, tz, ctx, result, local_day, active=True)
+            self.close_windows(sub, state, at, tz, ctx, result, local_day, active=event_type)
         source = SOURCE_CODES[event_type]
         if at > state.seen.get(source, 0):
             state.seen[source] = at
@@ -542,12 +542,15 @@ class Detector:
         ctx: EvalContext,
         result: BatchResult,
         day: dt.date | None = None,
-        active: bool = False,
+        active: EventType | None = None,
     ) -> bool:
         """Evaluate the close-time rules of every window that ended by `at`; True if any did.
 
-        `active`: an event of the subscriber's is closing them, so a silence has just
-        ended and rules that judge a silence are not worth a task any more."""
+        `active`: the type of the subscriber's event closing them. It ends the silence of
+        a rule that judges one on that type, whose task is not worth sending any more;
+        a silence on other types goes on, and is judged now as a sweep would (skipped, it
+        was judged first at the next day's close, which took it for a re-judgement and
+        counted no detection)."""
         closed_any = False
         day = day if day is not None else local_date(at, tz)
         ordinal = day.toordinal()
@@ -570,7 +573,7 @@ class Detector:
                 # catch-up skipped it (a record not swept for more than CLOSE_CATCH_UP).
                 judged = index > start or start == first_open
                 for rule in rules:
-                    if active and rule.judges_silence:
+                    if rule.judges_silence and active in rule.event_types:
                         continue
                     fired = rule.check(None, state, end, tz, closing=index)
                     if fired is not None:

@@ -9,6 +9,7 @@ silence is owed when a cooldown ends."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from moments.engine import Detector
 from moments.models import EventType
@@ -76,3 +77,32 @@ def test_a_silence_first_judged_after_a_catch_up_gap_is_counted() -> None:
     swept = detector.sweep([(SUB, state, 0)], lambda _: mark, None)
     assert [t.moment.type for t in swept.tasks] == ["no_activity"]
     assert swept.detected[KEY] == 1
+
+
+def test_a_silence_on_usage_goes_on_through_a_complaint() -> None:
+    """A complaint is no usage: when it is the event that closes the day (before the
+    hourly sweep came to the record, as on the stream), a silence on usage goes on and
+    is judged then. It was skipped as if any event ended it, and the next day's sweep took
+    the silence for one judged before: the task was made, the detection never counted."""
+    rules = rules_from(RULES.replace("[usage, topup]", "[usage]").replace("7d", "3d"))
+    detector = Detector(rules, {t.value: t for t in EventType})
+    store: dict[str, Any] = {}
+
+    def process(*events: tuple[EventType, dict[str, object]]) -> Any:
+        result = detector.process(to_records(list(events)), store.get, None)
+        store.update({sub: change.state for sub, change in result.changes.items()})
+        return result
+
+    complaint = ev(
+        EventType.COMPLAINT,
+        at("2026-11-05", "08:00"),
+        complaint_id="c1",
+        category="billing",
+        severity=2,
+        status="opened",
+    )
+    results = [process(use("2026-11-01")), process(complaint)]
+    mark = int(dt.datetime.fromisoformat(at("2026-11-06", "01:00")).timestamp())
+    results.append(detector.sweep([(SUB, store[SUB], 0)], lambda _p: mark, None))
+    assert sum(r.detected[KEY] for r in results) == 1
+    assert len([t for r in results for t in r.tasks]) == 1
