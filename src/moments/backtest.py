@@ -31,7 +31,9 @@ from moments.models import EventType, InputEvent, ServiceTask
 from moments.records import OUT_OF_TIME, RawRecord
 from moments.runtime import record_batch
 from moments.store import StateStore
+from rules import spec as sp
 from rules.catalog import RuleSet
+from rules.durations import parse_duration
 from sinks.base import Headers
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
@@ -96,15 +98,27 @@ def settling_period(rules: RuleSet, contacts: bool = True) -> tuple[float, str]:
     """The longest span a task of these rules holds back later ones for (a cooldown, the
     frequency cap's period), in seconds, and what it is: a warm-up shorter than it
     leaves the first report days with caps and cooldowns a longer history would have
-    filled, and with first-time moments it would have spent. `contacts=False` leaves the
-    cap out: a cut-over's warm-up (`--live-from`) takes no contact, however long."""
+    filled, and with first-time moments it would have spent.
+
+    `contacts=False`, a cut-over's warm-up (`--live-from`): every moment in it is a
+    shadow one, which takes no contact and whose cooldown holds no live moment back, so
+    neither counts; what it settles is what the rules remember, the longest first-time
+    look-back (a value seen in it, not before, is not first again)."""
+    if not contacts:
+        looks = [
+            (parse_duration(node.lookback).total_seconds(), f"{r.id}'s first-time look-back")
+            for r in rules.rules
+            for node in sp.walk(r.spec.condition)
+            if isinstance(node, sp.FirstTimeCond) and node.lookback
+        ]
+        return max(looks, default=(0.0, "nothing"))
     spans = [
         (r.task.cooldown.total_seconds(), f"{r.id}'s cooldown")
         for r in rules.rules
         if r.task.cooldown
     ]
     cap = rules.gating.frequency_cap
-    if cap is not None and contacts:
+    if cap is not None:
         spans.append((cap.span.total_seconds(), "the frequency cap's period"))
     return max(spans, default=(0.0, "nothing"))
 

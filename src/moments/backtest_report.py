@@ -142,9 +142,9 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
 
 def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:
     """With `--live-from` (and no `--from`): a warm-up shorter than the rules' settling
-    period is what the rehearsal is about, not a fault of the report, so it is said as
-    what going live after that warm-up would send. The frequency cap's period is left
-    out: the warm-up takes no contact, so contact counters start empty however long."""
+    period (their longest first-time look-back: the warm-up takes no contact and its
+    cooldowns hold no live moment) is what the rehearsal is about, not a fault of the
+    report, so it is said as what going live after that warm-up would send."""
     settle, what = settling_period(rules, contacts=False)
     if warm >= settle:
         return []
@@ -158,7 +158,7 @@ def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:
         f"The warm-up before --live-from is {warm / 86400:.1f} days, shorter than {what} "
         f"({settle / 86400:.0f} days). The tasks of the first live days are the prediction "
         "for going live after this warm-up, not an artefact of the report: they include "
-        "first-time moments and cooldowns a longer warm-up would have seen. Rehearse a "
+        "first-time moments a longer warm-up would have seen. Rehearse a "
         f"--live-from at least {settle / 86400:.0f} days after the first event to see a "
         "longer one (seed the state from history where it is longer)."
     ]

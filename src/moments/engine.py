@@ -39,7 +39,14 @@ from moments.models import (
 from moments.records import DeadLetter, RawRecord, RejectReason, SuppressReason
 from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, spend_drop
 from moments.sources import SOURCE_CODES
-from moments.state import ERASED_KEPT_S, MAX_OPEN, SubscriberState, event_digest, mark_id
+from moments.state import (
+    ERASED_KEPT_S,
+    MAX_OPEN,
+    SHADOW_MARK,
+    SubscriberState,
+    event_digest,
+    mark_id,
+)
 from moments.taskbuilder import build_task
 from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
@@ -711,7 +718,15 @@ class Detector:
             result.detected[(spec.family.value, spec.moment_type)] += 1
         if spec.cooldown is not None:
             last = state.fired.get(rule.tag)
-            if last is not None and 0 <= at - last < spec.cooldown.total_seconds():
+            if (
+                last is not None
+                and 0 <= at - last < spec.cooldown.total_seconds()
+                # A shadow judgement's mark holds back shadow ones only: a cooldown spaces
+                # contacts, and the trial (or the warm-up before MOMENTS_LIVE_FROM)
+                # contacted nobody, so a customer still silent at the date, or low on
+                # balance again the day after a shadow moment, gets the live task.
+                and (shadow is not None or state.fired_by.get(rule.tag) != SHADOW_MARK)
+            ):
                 if again:
                     pass
                 elif shadow is not None:
@@ -752,7 +767,10 @@ class Detector:
             # the task: then `give_back_cooldowns` puts `before` back. The task sets
             # `fired_by` once it is made (a shadow rule's mark is no task's).
             state.fired[rule.tag] = at
-            state.fired_by.pop(rule.tag, None)
+            if shadow is not None:
+                state.fired_by[rule.tag] = SHADOW_MARK
+            else:
+                state.fired_by.pop(rule.tag, None)
         if shadow is not None:
             outcome = {"suppress": "suppressed", "defer": "deferred"}.get(decision.action, "task")
             why = "" if outcome == "task" else str(decision.reason or decision.action)

@@ -51,6 +51,13 @@ def mark_id(task_id: str) -> str:
     return task_id[:MARK_ID_CHARS]
 
 
+SHADOW_MARK = "s"
+"""What `SubscriberState.fired_by` holds for a mark a shadow judgement set (a rule in
+`mode: shadow`, or any rule before `MOMENTS_LIVE_FROM`): no hex digest, so no task's. It
+holds the rule's shadow judgements back, as the live rule would be; a live judgement
+passes it: nobody was contacted."""
+
+
 @dataclass(slots=True)
 class SubscriberState:
     """Everything the detector remembers about one subscriber."""

@@ -786,7 +786,7 @@ def test_a_warm_up_shorter_than_the_caps_and_cooldowns_is_named(
     history = write_history(tmp_path / "h.jsonl")
     out = tmp_path / "out"
     args = ["--events", str(history), "--from", DAY2.isoformat(), "--out", str(out)]
-    assert main(["backtest", *args]) == 0  # the default catalog: cooldowns of 14 days
+    assert main(["backtest", *args]) == 0  # the default catalog: a 60-day look-back
     said = " ".join(capsys.readouterr().err.split())
     assert "The warm-up before --from is 0.6 days, shorter than" in said
     assert "cooldown (14 days)" in said
@@ -984,16 +984,17 @@ def test_a_cut_over_after_a_short_warm_up_is_said_as_the_prediction(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With --live-from and no --from, the warm-up before the cut-over is measured
-    against the cooldowns: a short one is the rehearsal's point (its burst is what going
+    against the rules' longest first-time look-back (the warm-up's cooldowns hold no live
+    moment, and it takes no contact): a short one is the rehearsal's point (its burst is what going
     live then would send), and nothing was said of it."""
     history = write_history(tmp_path / "h.jsonl")
     out = tmp_path / "out"
     args = ["--events", str(history), "--live-from", DAY2.isoformat(), "--out", str(out)]
-    assert main(["backtest", *args]) == 0  # the default catalog: cooldowns of 14 days
+    assert main(["backtest", *args]) == 0  # the default catalog: a 60-day look-back
     said = " ".join(capsys.readouterr().err.split())
     (warning,) = orjson.loads((out / "report.json").read_bytes())["warnings"]
     assert warning.startswith("The warm-up before --live-from is 0.6 days, shorter than")
-    assert "cooldown (14 days)" in warning
+    assert "first-time look-back (60 days)" in warning
     assert "prediction for going live after this warm-up" in warning
     assert warning in said
     assert "--from" not in warning.replace("--live-from", "")

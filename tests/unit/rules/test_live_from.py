@@ -39,8 +39,9 @@ SILENCE = """
     task: {family: anomaly, type: silent, channel: sms, priority: 3, action: nudge,
            ttl: 3d, cooldown: 5d, description: "Silent"}
 """
-"""With a cooldown, as the default catalog's `no_activity` (14 days): a silence judged in
-the warm-up starts it, so the daily closes after the instant do not judge it again."""
+"""With a cooldown, as the default catalog's `no_activity` (14 days). A silence judged in
+the warm-up sets the rule's mark as a shadow judgement's: it holds back the warm-up's
+later judgements, not the first live one (the warm-up contacted nobody)."""
 RULES = NO_GATES + "rules:" + WELCOME + SILENCE
 LIVE = dt.datetime.fromisoformat(at("2026-12-10", "00:00"))
 
@@ -85,8 +86,9 @@ def test_a_silence_closed_before_it_is_shadow_and_one_after_it_is_live() -> None
     # The same silences, live from the start, make two tasks.
     cold = run_pipeline(events, rules_from(RULES), until=until)
     assert types(cold.tasks) == ["silent", "silent"]
-    # A silence that ends after the instant is live: used on the 8th, silent by the 12th;
-    # the other's, judged in the warm-up, is not judged again.
+    # A silence that ends after the instant is live: used on the 8th, silent by the 12th.
+    # The other's, judged in the warm-up and still going, makes its task at the first
+    # live judgement (the close of the 9th), once: the warm-up's mark holds no live one.
     later = run_pipeline(
         [_use("2026-12-08")],
         rules_from(RULES),
@@ -94,7 +96,8 @@ def test_a_silence_closed_before_it_is_shadow_and_one_after_it_is_live() -> None
         until=dt.datetime.fromisoformat(at("2026-12-12", "12:00")),
         result=warm,
     )
-    assert [t.subscriber_id for t in later.tasks] == [SUB]
+    made = [(t.subscriber_id, t.triggered_at) for t in later.tasks]
+    assert made == [(OTHER, LIVE), (SUB, dt.datetime.fromisoformat(at("2026-12-12", "00:00")))]
 
 
 def test_the_detector_judges_the_moments_event_time_not_the_wall_clock() -> None:
@@ -184,8 +187,11 @@ def test_a_window_closing_at_the_instant_is_live_and_one_before_it_shadow() -> N
     at_it = run_pipeline(events, rules, live_from=judged, until=until)
     assert types(at_it.tasks) == ["silent"]
     after = run_pipeline(events, rules, live_from=judged + dt.timedelta(seconds=1), until=until)
-    assert after.tasks == []
     assert after.shadow[("silent", "task", "")] == 1
+    # The silence goes on: the next close, live, makes its task (the shadow judgement's
+    # mark holds back no live one).
+    next_close = judged + dt.timedelta(days=1)
+    assert [t.triggered_at for t in after.tasks] == [next_close]
 
 
 def _declared(live_from: dt.datetime | None) -> set[str]:

@@ -112,6 +112,24 @@ def test_going_live_keeps_what_the_shadow_rule_learnt() -> None:
     assert "roaming_call" in types(fresh.tasks)
 
 
+def test_the_trials_cooldown_holds_the_trial_not_the_rule_gone_live() -> None:
+    """The trial's judgement of Japan set the rule's 30-day mark: its own next moment,
+    Korea, counted as held by the cooldown, as the live rule would have been. Gone live a
+    week later, France is called about: the trial called nobody, and the mark held the
+    first live moments of a whole cooldown back."""
+    rules = rules_from(RULES)
+    trial = run(rules, [_roam("2026-12-01", "10:00", "JP"), _roam("2026-12-02", "10:00", "KR")])
+    assert trial.shadow[("call_trial", "suppressed", "cooldown")] == 1
+    later = run(
+        rules.with_shadows_live(),
+        [_roam("2026-12-08", "10:00", "FR"), _roam("2026-12-09", "10:00", "DE")],
+        result=trial,
+    )
+    calls = [t.moment.params["country"] for t in later.tasks if t.moment.type == "roaming_call"]
+    assert calls == ["FR"]  # Germany, a day later, is held by France's live cooldown
+    assert later.suppressed[("roaming_call", "cooldown")] == 1
+
+
 def test_shadow_rules_are_left_out_of_the_fired_tags_by_moment_type() -> None:
     rules = rules_from(RULES)
     assert "roaming_call" not in rules.tags_by_moment_type
