@@ -67,11 +67,13 @@ return v
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
-# K: task, group, body, unanswered index of the task's channel; A: final value, id, body
-# ('' for none), seconds to keep it, seconds to keep the entry ('' as it is), when the
-# task expires ('' for none: not sent); SK: pending. A sent task enters the unanswered
-# index (one ZADD) only as it leaves P, so a confirm repeated after its outcome came
-# back does not put it back.
+# K: task, group, body, unanswered index of the task's channel, answered mark; A: final
+# value, id, body ('' for none), seconds to keep it, seconds to keep the entry ('' as it
+# is), when the task expires ('' for none: not sent); SK: pending. A sent task enters the
+# unanswered index (one ZADD) only as it leaves P, so a confirm repeated after its
+# outcome came back does not put it back, and only when no outcome came back while it
+# was P (`answered:<id>`, `first_outcome`: published, then the worker died before the
+# confirm, or the consumer answered first), so a re-drive's confirm does not either.
 _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
@@ -80,12 +82,26 @@ if v and string.sub(v, 1, 1) == 'P' then
     local ttl = redis.call('TTL', K[1])
     if ttl < 0 or ttl > tonumber(A[5]) then redis.call('EXPIRE', K[1], A[5]) end
   end
-  if A[6] ~= '' then redis.call('ZADD', K[4], A[6], A[2]) end
+  local answered = redis.call('DEL', K[5]) == 1
+  if A[6] ~= '' and not answered then redis.call('ZADD', K[4], A[6], A[2]) end
 end
 redis.call('ZREM', SK[1], A[2])
 redis.call('DEL', K[2])
 if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 return 1
+"""
+
+# An outcome of a task whose body is not there (expired, or its confirm not written yet).
+# KEYS: outcome mark, task, answered mark, the unanswered index of every channel; ARGV:
+# ttl, id. Whether the status is new; a task still pending (published, not confirmed) is
+# marked answered, so its confirm leaves it out of the index (`_SETTLE`).
+_FIRST_OUTCOME_UNKNOWN = """
+local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+local v = redis.call('GET', KEYS[2])
+if v and string.sub(v, 1, 1) == 'P' then redis.call('SET', KEYS[3], '1', 'EX', ARGV[1]) end
+for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
+if first then return 1 end
+return 0
 """
 
 # A merged moment out of its carrier's group. K: task, carrier's group, group it moves
@@ -194,7 +210,8 @@ class TaskLedger:
         """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=4, args=6)
+        self._settle = BatchScript(redis, _SETTLE, keys=5, args=6)
+        self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._owed = redis.register_script(_OWED)
 
@@ -210,6 +227,12 @@ class TaskLedger:
         (epoch seconds). An entry leaves at the task's first outcome (`first_outcome`),
         or is taken by `expire_unanswered` once its expiry and the grace are past."""
         return f"{self.prefix}unanswered:{channel}"
+
+    def answered_key(self, task_id: str) -> str:
+        """Set while the task's entry is pending when an outcome for it came back (it was
+        published, its confirm not written yet): its confirm leaves it out of the
+        unanswered index (`first_outcome`); taken as the entry leaves pending."""
+        return f"{self.prefix}answered:{task_id}"
 
     def body_key(self, task_id: str) -> str:
         """A sent task's payload, kept until it expires (for outcome retries)."""
@@ -290,6 +313,7 @@ class TaskLedger:
                     self.group_key(i),
                     self.body_key(i),
                     self.pending_key if sent is None else self.unanswered_key(sent[0]),
+                    self.answered_key(i),
                 ),
                 (
                     value,
@@ -376,12 +400,18 @@ class TaskLedger:
 
     async def first_outcome(self, task_id: str, status: str, channel: str | None = None) -> bool:
         """See `sinks.stores.Ledger.first_outcome`; the task leaves the unanswered index
-        (of `channel`, or of every channel when it is not known) in the same round trip."""
+        (of `channel`, or of every channel when it is not known) in the same round trip.
+        Not known, the call is a script that also marks a pending task answered
+        (`_FIRST_OUTCOME_UNKNOWN`); known, the task was confirmed already (its body is
+        kept by the confirm): a pipeline."""
         key = f"{self.prefix}outcome:{task_id}:{status}"
+        if channel is None:  # its body gone, or not kept yet: the entry says which
+            keys = [key, self.key(task_id), self.answered_key(task_id)]
+            keys += [self.unanswered_key(c) for c in CHANNELS]
+            return bool(await self._first_unknown(keys=keys, args=[self.ttl, task_id]))
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(key, b"1", nx=True, ex=self.ttl)
-        for c in CHANNELS if channel is None else (channel,):
-            pipe.zrem(self.unanswered_key(c), task_id)
+        pipe.zrem(self.unanswered_key(channel), task_id)
         replies = await pipe.execute()
         return bool(replies[0])
 

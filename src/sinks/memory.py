@@ -61,6 +61,8 @@ class MemoryLedger:
         self.owed_records: dict[str, bytes] = {}
         self.awaiting: dict[str, dict[str, float]] = {c: {} for c in CHANNELS}
         """The unanswered index: channel -> task id -> expiry (epoch seconds)."""
+        self.answered: set[str] = set()
+        """Pending tasks an outcome came back for before their confirm (`answered:<id>`)."""
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -89,13 +91,18 @@ class MemoryLedger:
             owned.append(True)
         return owned
 
-    def _settle(self, task_id: str, value: bytes) -> None:
+    def _settle(self, task_id: str, value: bytes) -> bool:
+        """As the Redis script; whether an outcome came back while the entry was pending."""
         entry = self._live(self.entries, task_id)
+        answered = False
         if entry is not None and entry.value.startswith(PENDING):
             entry.value = value
+            answered = task_id in self.answered
+            self.answered.discard(task_id)
         self.pending.pop(task_id, None)
         self.groups.pop(task_id, None)
         self.group_members.pop(task_id, None)
+        return answered
 
     async def confirm(
         self,
@@ -108,8 +115,8 @@ class MemoryLedger:
         for task_id in task_ids:
             entry = self._live(self.entries, task_id)
             settles = entry is not None and entry.value.startswith(PENDING)
-            self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
-            if settles and awaiting and task_id in awaiting:  # as the Redis script
+            answered = self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
+            if settles and not answered and awaiting and task_id in awaiting:  # as Redis
                 channel, expires_at = awaiting[task_id]
                 self.awaiting.setdefault(channel, {})[task_id] = expires_at
             if bodies and task_id in bodies:
@@ -225,6 +232,9 @@ class MemoryLedger:
     async def first_outcome(self, task_id: str, status: str, channel: str | None = None) -> bool:
         for c in CHANNELS if channel is None else (channel,):
             self.awaiting.get(c, {}).pop(task_id, None)
+        entry = self._live(self.entries, task_id)
+        if channel is None and entry is not None and entry.value.startswith(PENDING):
+            self.answered.add(task_id)
         key = f"{task_id}:{status}"
         if self._live(self.outcomes, key) is not None:
             return False

@@ -184,7 +184,9 @@ class Ledger(Protocol):
         """Note that `status` was reported for the task; False when it was before (the
         outcome read again after a restart, or sent twice): counted once. The task leaves
         the unanswered index (of `channel`; of every channel when None), in the same
-        round trip."""
+        round trip; when None and the task is still pending (published, its confirm not
+        written yet: the consumer answered first, or a re-drive sends it again), its
+        confirm leaves it out of the index."""
         ...
 
     async def unanswered(self) -> dict[str, int]:

@@ -28,6 +28,7 @@ from tests.integration.conftest import settings_env
 from tests.integration.kafka_io import read_topic
 
 from .conftest import NOW, Worker, published, task
+from .test_crash_windows import CrashError, crashing
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +128,39 @@ class TestUnanswered:
         assert await ledger.first_outcome(task_id, "done_no_change", "sms")
         await ledger.confirm([task_id], awaiting=awaiting)
         assert (await ledger.unanswered())["sms"] == 0
+
+    async def test_an_outcome_read_before_the_confirm_leaves_the_task_answered(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """The worker died between the broker's ack and the confirm; the consumer answered
+        the task it got before a fresh worker's re-drive sent it again (same id) and
+        confirmed it. The outcome came first: the task is answered, neither listed as
+        awaiting one nor counted as expired unanswered (the confirm put it in the index
+        after its outcome, and it was counted against a consumer that had answered)."""
+        w = make_worker(GO_NOW)
+        early = tid("answered-early")
+        dying = make_worker(GO_NOW)
+        dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "confirm")
+        dying.sink.ledger = stores.ledger
+        with pytest.raises(CrashError):
+            await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
+        assert len(await published(w.settings, 1)) == 1
+        assert await w.ledger.state(early) == "pending"
+
+        outcome = TaskOutcome(
+            task_id=early, subscriber_id=SUB, status=OutcomeStatus.DONE_NO_CHANGE, occurred_at=NOW
+        )
+        record = RawRecord("outcomes", 0, 0, SUB.encode(), outcome.model_dump_json().encode())
+        assert (await handle_outcomes([record], w.sink)).handled == 1
+
+        fresh = make_worker(GO_NOW)
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state(early) == "sent"
+        assert (await w.ledger.unanswered())["sms"] == 0
+        assert await w.ledger.list_unanswered() == []
+        after = EXPIRES.timestamp() + GRACE_S + 1
+        assert await w.sink.expire_unanswered(now=after) == 0
+        assert expired_total(w, "sms", "low_balance") == 0
 
 
 def pending_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
