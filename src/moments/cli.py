@@ -852,7 +852,24 @@ def _add_tasks_pending(sub: Subparsers) -> None:
         metavar="DURATION",
         help="only tasks published at least this long ago: 30m, 2h, 1d",
     )
+    p.add_argument(
+        "--limit",
+        type=_at_least_zero,
+        default=1000,
+        metavar="N",
+        help="list the N tasks that expire soonest (default 1000; 0: all, read a page at a time)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON line per task")
+
+
+def _at_least_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: write a whole number, 0 for all")
+    return value
 
 
 def _duration(text: str) -> float:
@@ -879,22 +896,26 @@ def _cmd_tasks_pending(args: argparse.Namespace) -> int:
     require_redis(settings, "the ledger of published tasks is kept there")
     now = time.time()
 
-    async def read() -> list[PendingTask]:
+    channels = args.channel or CHANNELS
+
+    async def read() -> tuple[list[PendingTask], int]:
         redis = redis_client(settings)
         try:
             ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
-            return await pending_tasks(ledger, now, args.channel or CHANNELS, args.older_than)
+            found = await pending_tasks(ledger, now, channels, args.older_than, args.limit)
+            held = await ledger.unanswered()
+            return found, sum(held[c] for c in channels)
         finally:
             await redis.aclose()
 
-    found = asyncio.run(read())
+    found, held = asyncio.run(read())
     for task in found:
         if args.json:
             print(orjson.dumps(task.as_json(now)).decode())
         else:
             print(task.as_line(now))
-    if not args.json:
-        print(summary(found, now), file=sys.stderr)
+    if not args.json or (args.limit and len(found) == args.limit):  # cut: say so
+        print(summary(found, now, args.limit, held), file=sys.stderr)
     return 0
 
 

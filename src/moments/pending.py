@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from moments.pii import mask_msisdn
-from sinks.ledger import TaskLedger, sent_meta_of
+from sinks.ledger import TaskLedger, Unanswered, sent_meta_of
 from sinks.stores import CHANNELS
 
 UNKNOWN = "?"
@@ -73,41 +73,70 @@ def span(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+LIMIT = 1000
+"""The tasks listed unless told (`--limit`): the soonest to expire."""
+PAGE = 500
+"""Index entries read per round trip (their ledger entries and bodies come with them)."""
+
+
 async def pending_tasks(
     ledger: TaskLedger,
     now: float,
     channels: Sequence[str] = CHANNELS,
     older_than_s: float = 0.0,
+    limit: int = LIMIT,
 ) -> list[PendingTask]:
-    """The unanswered tasks of `channels` published at least `older_than_s` ago, soonest
-    expiry first, each with its moment type and published time (the ledger entry's
-    meta) and its subscriber (the body the ledger keeps until the task expires and a
-    day), in one round trip after the index's."""
-    found = await ledger.list_unanswered(channels)
-    if not found:
+    """The `limit` (0: all) unanswered tasks of `channels` published at least
+    `older_than_s` ago that expire soonest, each with its moment type and published time
+    (the ledger entry's meta) and its subscriber (the body the ledger keeps until the
+    task expires and a day). Each channel's index is read a page at a time (`PAGE`
+    entries, then their entries and bodies in one pipeline), until `limit` are found:
+    the index is largest when a consumer stopped answering, and one read of it all
+    blocked Redis and took the command gigabytes. A task answered while the pages are
+    read may shift the next page by one (a listing, not a count)."""
+    found: list[PendingTask] = []
+    for channel in channels:
+        start, kept = 0, 0
+        while not limit or kept < limit:
+            page = await ledger.unanswered_page(channel, start, PAGE)
+            start += len(page)
+            for task in await _described(ledger, page):
+                age = task.age_s(now)
+                if older_than_s and (age is None or age < older_than_s):
+                    continue
+                found.append(task)
+                kept += 1
+            if len(page) < PAGE:
+                break
+    found.sort(key=lambda t: (t.expires_at, t.task_id))
+    return found[:limit] if limit else found
+
+
+async def _described(ledger: TaskLedger, page: Sequence[Unanswered]) -> list[PendingTask]:
+    """The page's tasks with their ledger entries' meta and bodies' subscriber, in one
+    round trip."""
+    if not page:
         return []
     pipe = ledger.redis.pipeline(transaction=False)
-    for u in found:
+    for u in page:
         pipe.get(ledger.key(u.task_id))
         pipe.get(ledger.body_key(u.task_id))
     replies = await pipe.execute()
     out: list[PendingTask] = []
-    for u, entry, body in zip(found, replies[::2], replies[1::2], strict=True):
+    for u, entry, body in zip(page, replies[::2], replies[1::2], strict=True):
         meta = _json(sent_meta_of(None if entry is None else _bytes(entry)))
         task = _json(None if body is None else _bytes(body))
         sent_at = meta.get("sent_at")
-        pending = PendingTask(
-            task_id=u.task_id,
-            channel=u.channel,
-            moment_type=str(meta.get("moment_type") or UNKNOWN),
-            subscriber=mask_msisdn(str(task.get("subscriber_id") or "")) or UNKNOWN,
-            sent_at=float(sent_at) if isinstance(sent_at, int | float) else None,
-            expires_at=u.expires_at,
+        out.append(
+            PendingTask(
+                task_id=u.task_id,
+                channel=u.channel,
+                moment_type=str(meta.get("moment_type") or UNKNOWN),
+                subscriber=mask_msisdn(str(task.get("subscriber_id") or "")) or UNKNOWN,
+                sent_at=float(sent_at) if isinstance(sent_at, int | float) else None,
+                expires_at=u.expires_at,
+            )
         )
-        age = pending.age_s(now)
-        if older_than_s and (age is None or age < older_than_s):
-            continue
-        out.append(pending)
     return out
 
 
@@ -125,8 +154,9 @@ def _json(raw: bytes | None) -> dict[str, object]:
     return found if isinstance(found, dict) else {}
 
 
-def summary(tasks: Sequence[PendingTask], now: float) -> str:
-    """The closing line: how many, by channel, and how many are past their expiry."""
+def summary(tasks: Sequence[PendingTask], now: float, limit: int = 0, held: int = 0) -> str:
+    """The closing line: how many, by channel, and how many are past their expiry; when
+    `limit` cut the list, how many the index holds (`held`, of the channels asked)."""
     if not tasks:
         return "no published task is waiting for an outcome"
     by_channel: dict[str, int] = {}
@@ -134,7 +164,13 @@ def summary(tasks: Sequence[PendingTask], now: float) -> str:
         by_channel[t.channel] = by_channel.get(t.channel, 0) + 1
     expired = sum(1 for t in tasks if t.expires_at <= now)
     counts = ", ".join(f"{c} {n}" for c, n in sorted(by_channel.items()))
+    listed = f"{len(tasks)} task(s) waiting for an outcome"
+    if limit and len(tasks) == limit:
+        listed = (
+            f"the first {len(tasks)} of {held} waiting for an outcome, soonest expiry first "
+            "(--limit 0 lists all)"
+        )
     return (
-        f"{len(tasks)} task(s) waiting for an outcome ({counts}); {expired} past their "
+        f"{listed} ({counts}); {expired} past their "
         "expiry, counted as expired unanswered once the outcome grace has passed"
     )

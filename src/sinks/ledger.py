@@ -424,7 +424,8 @@ class TaskLedger:
 
     async def list_unanswered(self, channels: Sequence[str] = CHANNELS) -> list[Unanswered]:
         """Every published task of these channels with no outcome yet, soonest expiry
-        first (for `moments tasks pending`: not the worker's path)."""
+        first, in one read of each index (`moments tasks pending` reads pages instead:
+        `unanswered_page`)."""
         pipe = self.redis.pipeline(transaction=False)
         for c in channels:
             pipe.zrange(self.unanswered_key(c), 0, -1, withscores=True)
@@ -434,6 +435,15 @@ class TaskLedger:
             for i, score in members
         ]
         return sorted(found, key=lambda u: (u.expires_at, u.task_id))
+
+    async def unanswered_page(self, channel: str, start: int, count: int) -> list[Unanswered]:
+        """`count` of the channel's unanswered tasks from the `start`-th by expiry (for
+        `moments tasks pending`, which reads the index a page at a time: one ZRANGE of
+        it all blocked Redis for 0.2 s per 100,000 tasks)."""
+        members: Any = await self.redis.zrange(
+            self.unanswered_key(channel), start, start + count - 1, withscores=True
+        )
+        return [Unanswered(as_bytes(i).decode(), channel, float(score)) for i, score in members]
 
     async def expire_unanswered(
         self, expired_before: float, limit: int = 500
