@@ -68,6 +68,25 @@ def claim_order(tasks: Sequence[ServiceTask]) -> tuple[int, float, dt.datetime, 
     )
 
 
+_RISK_STEPS = 10_000  # risk scores (0-100) to the hundredth
+_SECONDS = 2**33  # triggered_at to the second, up to the year 2242
+
+
+def rank_score(tasks: Sequence[ServiceTask]) -> float:
+    """`claim_order` as one number, lower first, for the deferral queue's `due` set
+    (`Deferrals.release` hands out the highest ranked of everything due): the priority,
+    then the risk score to the hundredth, then the oldest moment to the second; ties go
+    by task id (a sorted set orders equal scores by member). Exact as a double (under
+    2**53), and above any epoch second (priority >= 1), so a task parked without one (by
+    an earlier version) ranks by its due time, before every ranked one. Within a
+    release the sink sorts by `claim_order` itself, so the rounding only matters between
+    tasks released in different calls."""
+    priority, risk, triggered, _ = claim_order(tasks)
+    steps = round(min(max(100.0 + risk, 0.0), 100.0) * _RISK_STEPS / 100)
+    second = min(max(int(triggered.timestamp()), 0), _SECONDS - 1)
+    return float((min(max(priority, 1), 7) * (_RISK_STEPS + 1) + steps) * _SECONDS + second)
+
+
 def local_day(at: dt.datetime, zone: ZoneInfo) -> dt.date:
     return at.astimezone(zone).date()
 

@@ -1,7 +1,17 @@
 """The deferral queue: tasks that may not be delivered yet wait in Redis, by `deliver_after`.
 
 Keys (prefix `moments:<app>:`):
-- `deferred`: sorted set, task id scored by the epoch second it may be released;
+- `deferred`: sorted set, task id scored by the epoch second it may be released, or, once
+  due and ranked (in `due`), by -1 minus that second: a task counts as waiting, and says
+  when it was due, until it is released, and the next release's scan for what came due
+  (scores 0 to now) skips the ones ranked already;
+- `rank`: hash, each waiting task's rank (`Parking.rank`, lower first; absent for a task
+  an earlier version parked, which ranks by its due time, before every ranked one),
+  until it is due;
+- `due`: sorted set, the tasks due, scored by rank: a release moves what came due from
+  `deferred` (in chunks, so a night's queue due at once never blocks Redis for long)
+  and takes the top of `due`, so capacity goes by rank across everything due, not
+  per release batch in due-time and id order;
 - `task:<id>` (the ledger entry) holds `D<payload>` while the task waits, so the payload
   lives exactly as long as the dedup mark and a replay still finds the task;
 - `open:<subscriber>`: the id of the subscriber's waiting task that later moments within
@@ -37,8 +47,9 @@ from sinks.stores import Joining, Parking, Released
 
 # K: task, open, line; A: id, payload ('' keeps the one stored), release_at, window_ms,
 # what it waits for: 'l' a suspended line, 'h' its channel's hours, 'c' the subscriber's
-# caps, 'n' the next day (one argument: each costs the client ~2.5 µs to pack); S: task
-# prefix, ttl, the parker's timetable; SK: pending, deferred, hours, capped, nextday, judged
+# caps, 'n' the next day (one argument: each costs the client ~2.5 µs to pack), rank ('':
+# none); S: task prefix, ttl, the parker's timetable; SK: pending, deferred, hours, capped,
+# nextday, judged, due, rank
 _PARK = """
 local v = redis.call('GET', K[1])
 if not v then return 0 end
@@ -49,6 +60,12 @@ if payload == '' then payload = string.sub(v, 2) end
 redis.call('SET', K[1], 'D' .. payload, 'XX', 'KEEPTTL')
 redis.call('ZREM', SK[1], A[1])
 redis.call('ZADD', SK[2], A[3], A[1])
+redis.call('ZREM', SK[7], A[1])
+if A[6] == '' then
+  redis.call('HDEL', SK[8], A[1])
+else
+  redis.call('HSET', SK[8], A[1], A[6])
+end
 local carrier = redis.call('GET', K[2])
 local open = false
 if carrier then
@@ -142,9 +159,10 @@ return n
 """
 
 # K: task, open; A: id, payload ('' takes the one claimed), due from, due by unless it
-# waits for the subscriber's caps ('': no bound); S: task prefix, group prefix, ttl; SK:
-# pending, deferred, capped. The carrier's id when the task joined (or had joined) a
-# waiting task, else false.
+# waits for the subscriber's caps ('': no bound), rank ('': none); S: task prefix, group
+# prefix, ttl; SK: pending, deferred, capped, due, rank. The carrier's id when the task
+# joined (or had joined) a waiting task, else false; the carrier ranks by the better of
+# its rank and the task's, in `rank` or, due already, in `due`.
 _JOIN = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'M' then return string.sub(v, 2) end
@@ -156,6 +174,7 @@ if not cv or string.sub(cv, 1, 1) ~= 'D' then return false end
 if A[3] ~= '' or A[4] ~= '' then
   local due = tonumber(redis.call('ZSCORE', SK[2], carrier))
   if not due then return false end
+  if due < 0 then due = -1 - due end
   if A[3] ~= '' and due < tonumber(A[3]) then return false end
   if A[4] ~= '' and due > tonumber(A[4]) and redis.call('SISMEMBER', SK[3], carrier) == 0 then
     return false
@@ -167,34 +186,73 @@ redis.call('RPUSH', S[2] .. carrier, payload)
 redis.call('EXPIRE', S[2] .. carrier, S[3])
 redis.call('SET', K[1], 'M' .. carrier, 'XX', 'KEEPTTL')
 redis.call('ZREM', SK[1], A[1])
+if A[5] ~= '' then
+  local ranked = redis.call('ZSCORE', SK[4], carrier)
+  if ranked then
+    if tonumber(A[5]) < tonumber(ranked) then redis.call('ZADD', SK[4], A[5], carrier) end
+  else
+    ranked = redis.call('HGET', SK[5], carrier)
+    if ranked and tonumber(A[5]) < tonumber(ranked) then
+      redis.call('HSET', SK[5], carrier, A[5])
+    end
+  end
+end
 return carrier
 """
 
-# KEYS: deferred, pending, hours, capped, nextday; ARGV: now, limit, task prefix, group
-# prefix. Returns {id, payload, {member payloads}} for each task moved from D to P.
+# KEYS: deferred, pending, hours, capped, nextday, due, rank; ARGV: now, limit, task
+# prefix, group prefix, most tasks to rank. Ranks up to that many of the tasks come due
+# (into `due` by their rank, their due time without one; their `deferred` score -1 minus their due
+# time); {0} when there may be more to rank (call again), else {1, released}: for each
+# of the `limit` highest ranked in `due` moved from D to P, {id, payload, {member
+# payloads}}. One in `due` whose `deferred` score is not a ranked one (parked again by
+# an earlier version) only leaves `due`: it waits, and is ranked again when due.
 _RELEASE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local moving = redis.call(
+  'ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[5]
+)
+for i = 1, #moving, 2 do
+  local id = moving[i]
+  local rank = redis.call('HGET', KEYS[7], id) or moving[i + 1]
+  redis.call('HDEL', KEYS[7], id)
+  redis.call('ZADD', KEYS[6], rank, id)
+  redis.call('ZADD', KEYS[1], -1 - tonumber(moving[i + 1]), id)
+end
+if #moving >= 2 * tonumber(ARGV[5]) then return {0} end
+local ids = redis.call('ZRANGE', KEYS[6], 0, tonumber(ARGV[2]) - 1)
 local out = {}
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('SREM', KEYS[3], id)
-  redis.call('SREM', KEYS[4], id)
-  redis.call('SREM', KEYS[5], id)
-  local key = ARGV[3] .. id
-  local v = redis.call('GET', key)
-  if v and string.sub(v, 1, 1) == 'D' then
-    local payload = string.sub(v, 2)
-    redis.call('SET', key, 'P' .. payload, 'XX', 'KEEPTTL')
-    redis.call('ZADD', KEYS[2], ARGV[1], id)
-    table.insert(out, {id, payload, redis.call('LRANGE', ARGV[4] .. id, 0, -1)})
+  redis.call('ZREM', KEYS[6], id)
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) < 0 then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('SREM', KEYS[3], id)
+    redis.call('SREM', KEYS[4], id)
+    redis.call('SREM', KEYS[5], id)
+    local key = ARGV[3] .. id
+    local v = redis.call('GET', key)
+    if v and string.sub(v, 1, 1) == 'D' then
+      local payload = string.sub(v, 2)
+      redis.call('SET', key, 'P' .. payload, 'XX', 'KEEPTTL')
+      redis.call('ZADD', KEYS[2], ARGV[1], id)
+      table.insert(out, {id, payload, redis.call('LRANGE', ARGV[4] .. id, 0, -1)})
+    end
   end
 end
-return out
+return {1, out}
 """
+_RANK_CHUNK = 5000
+"""Most tasks one release call ranks: a night's 200,000 calls due at once are ranked in
+40 calls of a few milliseconds each, not one that blocks Redis."""
 
 
 def _bound(at: float | None) -> str:
     return "" if at is None else repr(at)
+
+
+def _due(score: float) -> float:
+    """A `deferred` score as the time the task is due (a ranked one's is -1 minus it)."""
+    return -1 - score if score < 0 else score
 
 
 class DeferralQueue:
@@ -211,11 +269,15 @@ class DeferralQueue:
         """The ids of the tasks in the queue deferred by capacity to the next day."""
         self.judged_key = f"{ledger.prefix}judged"
         """The timetable the tasks in `hours` and `nextday` were parked by."""
-        self._park = BatchScript(redis, _PARK, keys=3, args=5)
+        self.due_key = f"{ledger.prefix}due"
+        """The tasks due, not released yet, by rank."""
+        self.rank_key = f"{ledger.prefix}rank"
+        """Each waiting task's rank, until it is due."""
+        self._park = BatchScript(redis, _PARK, keys=3, args=6)
         self._rejudge = redis.register_script(_REJUDGE)
         self._wake_unindexed_script = redis.register_script(_WAKE_UNINDEXED)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
-        self._join = BatchScript(redis, _JOIN, keys=2, args=4)
+        self._join = BatchScript(redis, _JOIN, keys=2, args=5)
         self._release = redis.register_script(_RELEASE)
 
     def open_key(self, subscriber_id: str) -> str:
@@ -262,12 +324,13 @@ class DeferralQueue:
                 (
                     item.task_id,
                     item.payload,
-                    item.release_at,
+                    max(0.0, item.release_at),
                     max(1, int(item.merge_window_s * 1000)),
                     "l" * item.waits_for_line
                     + "h" * item.waits_for_hours
                     + "c" * item.waits_for_cap
                     + "n" * item.waits_for_next_day,
+                    _bound(item.rank),
                 ),
             )
             for item in items
@@ -279,6 +342,8 @@ class DeferralQueue:
             self.capped_key,
             self.next_day_key,
             self.judged_key,
+            self.due_key,
+            self.rank_key,
         )
         shared = (f"{self.prefix}task:", self.ledger.ttl, timetable)
         parked = await self._park.run(calls, shared, shared_keys)
@@ -293,12 +358,18 @@ class DeferralQueue:
         calls = [
             (
                 (self.ledger.key(i.task_id), self.open_key(i.subscriber_id)),
-                (i.task_id, i.payload, _bound(i.due_from), _bound(i.due_by)),
+                (i.task_id, i.payload, _bound(i.due_from), _bound(i.due_by), _bound(i.rank)),
             )
             for i in items
         ]
         shared = (f"{self.prefix}task:", f"{self.prefix}group:", self.ledger.ttl)
-        shared_keys = (self.ledger.pending_key, self.key, self.capped_key)
+        shared_keys = (
+            self.ledger.pending_key,
+            self.key,
+            self.capped_key,
+            self.due_key,
+            self.rank_key,
+        )
         carriers = await self._join.run(calls, shared, shared_keys)
         return [None if c is None else as_bytes(c).decode() for c in carriers]
 
@@ -346,18 +417,30 @@ class DeferralQueue:
                 return
 
     async def release(self, now: float | None = None, limit: int = 500) -> list[Released]:
-        """Take the tasks due by `now`; each goes to exactly one caller."""
+        """See `sinks.stores.Deferrals.release`: what came due is ranked first, a chunk a
+        call (`_RELEASE`), then the top of `due` is taken."""
         at = time.time() if now is None else now
-        raw: Sequence[Any] = await self._release(
-            keys=[
-                self.key,
-                self.ledger.pending_key,
-                self.hours_key,
-                self.capped_key,
-                self.next_day_key,
-            ],
-            args=[at, limit, f"{self.prefix}task:", f"{self.prefix}group:"],
-        )
+        keys = [
+            self.key,
+            self.ledger.pending_key,
+            self.hours_key,
+            self.capped_key,
+            self.next_day_key,
+            self.due_key,
+            self.rank_key,
+        ]
+        args: list[str | float] = [
+            at,
+            limit,
+            f"{self.prefix}task:",
+            f"{self.prefix}group:",
+            _RANK_CHUNK,
+        ]
+        while True:
+            reply: Sequence[Any] = await self._release(keys=keys, args=args)
+            if int(reply[0]):
+                break
+        raw: Sequence[Any] = reply[1]
         return [
             Released(as_bytes(item[0]).decode(), as_bytes(item[1]), [as_bytes(m) for m in item[2]])
             for item in raw
@@ -367,9 +450,15 @@ class DeferralQueue:
         return int(await self.redis.zcard(self.key))
 
     async def earliest_due(self) -> float | None:
-        first = await self.redis.zrange(self.key, 0, 0, withscores=True)
-        return float(first[0][1]) if first else None
+        """The first to come due, or, when some are due and not released yet (ranked, in
+        `due`), the first of those (the highest score below 0)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.key, 0, "+inf", start=0, num=1, withscores=True)
+            pipe.zrevrangebyscore(self.key, "(0", "-inf", start=0, num=1, withscores=True)
+            waiting, ranked = await pipe.execute()
+        found = [_due(float(score)) for _, score in [*waiting, *ranked]]
+        return min(found) if found else None
 
     async def due_at(self, task_id: str) -> float | None:
         score: float | None = await self.redis.zscore(self.key, task_id)
-        return score
+        return None if score is None else _due(score)

@@ -39,6 +39,7 @@ from sinks.capacity import (
     claim_order,
     local_day,
     next_day_start,
+    rank_score,
 )
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
@@ -161,6 +162,8 @@ class _Park:
     release_at: float
     reason: str
     count: bool
+    rank: float
+    """Its moments' `rank_score`: where it stands for capacity once due."""
 
 
 @dataclass
@@ -185,7 +188,8 @@ class _Writes:
     """The policy's timetable the wave's release times are computed by (`park_many`)."""
 
     def park(self, r: _Route, release_at: float, reason: str, count: bool = True) -> None:
-        self.parks.append(_Park(r.task, r.slot, release_at, reason, count))
+        rank = rank_score(r.moments)
+        self.parks.append(_Park(r.task, r.slot, release_at, reason, count, rank))
 
     def drop(self, task_id: str, reason: str, expires_at: dt.datetime) -> None:
         self.drops.append((task_id, reason))
@@ -572,8 +576,11 @@ class TaskSink:
         ranked for capacity (`claim_order`), not in the queue's order. A full batch of
         releases asks for the next, up to `RELEASE_BATCHES_PER_TICK` (at one batch a tick,
         a night's queue all due at 08:00 left at 50 tasks/s per worker: 200,000 tasks took
-        over an hour), and the batches are ranked together: the queue orders tasks due at
-        the same time by id."""
+        over an hour). The store hands out the highest ranked of everything due
+        (`Parking.rank`, `Deferrals.release`), so a tick's batches are the top of the whole
+        queue, not its first part by due time and id (a priority-5 call first by id took
+        a region's slots before a complaint callback later in the queue); they are sorted
+        by `claim_order` again here, as ranks are rounded."""
         now = self.clock() if now is None else now
         timetable = self._timetable
         if self._judged != timetable:
@@ -1132,7 +1139,13 @@ class TaskSink:
         if not fresh:
             return routes
         items = [
-            Joining(t.task_id, t.subscriber_id, self._payloads.unless_stored(t), *bounds)
+            Joining(
+                t.task_id,
+                t.subscriber_id,
+                self._payloads.unless_stored(t),
+                *bounds,
+                rank_score(r.moments),
+            )
             for r in routes
             if r.c.fresh
             for t in [r.task]
@@ -1238,6 +1251,7 @@ class TaskSink:
             hours,
             capped,
             next_day,
+            p.rank,
         )
         return parking, slot
 

@@ -266,7 +266,11 @@ class MemoryLedger:
 
 
 class MemoryDeferrals:
-    """The `deferred` sorted set (a dict and a heap) and each subscriber's `open` group."""
+    """The `deferred` sorted set (a dict and a heap), the tasks due by rank (`due`, a dict
+    and a heap, with `moved`: their due times) and each subscriber's `open` group.
+
+    As in Redis, a task stays in `scores` (waiting, with its due time) until released;
+    once due it is ranked (`ranks` to `due`), and releases take the top of `due`."""
 
     def __init__(self, ledger: MemoryLedger) -> None:
         self.ledger = ledger
@@ -278,6 +282,10 @@ class MemoryDeferrals:
         self.capped: set[str] = set()  # tasks waiting for the subscriber's caps
         self.next_day: set[str] = set()  # tasks deferred by capacity to the next day
         self.judged: str | None = None  # the timetable they were parked by ('*': several)
+        self.ranks: dict[str, float] = {}  # waiting tasks' ranks, until due
+        self.due: dict[str, float] = {}  # tasks due, not released, by rank
+        self._due_heap: list[tuple[float, str]] = []
+        self._moved: list[tuple[float, str]] = []  # (due time, id) of those in `due`
 
     def _open_carrier(self, subscriber_id: str) -> str | None:
         item = self.open.get(subscriber_id)
@@ -301,8 +309,11 @@ class MemoryDeferrals:
             return False
         self.ledger.set_keep_ttl(task_id, DEFERRED + (payload or value[1:]))
         self.ledger.pending.pop(task_id, None)
+        release_at = max(0.0, release_at)
         self.scores[task_id] = release_at
         heapq.heappush(self._heap, (release_at, task_id))
+        self.due.pop(task_id, None)
+        self.ranks.pop(task_id, None)
         carrier = self._open_carrier(subscriber_id)
         is_open = False
         if carrier is not None:
@@ -319,6 +330,8 @@ class MemoryDeferrals:
             ok = await self.park(
                 i.task_id, i.subscriber_id, i.payload, i.release_at, i.merge_window_s
             )
+            if ok and i.rank is not None:
+                self.ranks[i.task_id] = i.rank
             if ok and i.waits_for_line:
                 self.lines.setdefault(i.subscriber_id, set()).add(i.task_id)
             if ok and i.waits_for_hours:
@@ -399,16 +412,32 @@ class MemoryDeferrals:
         self.ledger.add_to_group(carrier, payload or value[1:])
         self.ledger.set_keep_ttl(task_id, MERGED + carrier.encode())
         self.ledger.pending.pop(task_id, None)
+        rank = item.rank
+        if rank is not None and carrier in self.due:
+            if rank < self.due[carrier]:
+                self.due[carrier] = rank
+                heapq.heappush(self._due_heap, (rank, carrier))
+        elif rank is not None and rank < self.ranks.get(carrier, -math.inf):
+            self.ranks[carrier] = rank
         return carrier
 
     async def release(self, now: float, limit: int = 500) -> list[Released]:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            score, task_id = heapq.heappop(heap)
+            if self.scores.get(task_id) != score or task_id in self.due:
+                continue  # re-parked later, released or ranked already: a stale heap entry
+            rank = self.due[task_id] = self.ranks.pop(task_id, score)
+            heapq.heappush(self._due_heap, (rank, task_id))
+            heapq.heappush(self._moved, (score, task_id))
         out: list[Released] = []
         taken = 0
-        heap = self._heap
-        while heap and taken < limit and heap[0][0] <= now:
-            score, task_id = heapq.heappop(heap)
-            if self.scores.get(task_id) != score:
-                continue  # re-parked later or released already: a stale heap entry
+        ranked = self._due_heap
+        while ranked and taken < limit:
+            rank, task_id = heapq.heappop(ranked)
+            if self.due.get(task_id) != rank:
+                continue  # ranked higher since, parked again or released: stale
+            del self.due[task_id]
             del self.scores[task_id]
             self.hours.discard(task_id)
             self.capped.discard(task_id)
@@ -424,11 +453,18 @@ class MemoryDeferrals:
         return out
 
     def next_due(self) -> float | None:
-        """The earliest release time waiting (the backtest steps its clock to it)."""
+        """The earliest release time waiting (the backtest steps its clock to it), the
+        tasks due and not released yet (in `due`) included."""
+        moved = self._moved
+        while moved and (
+            moved[0][1] not in self.due or self.scores.get(moved[0][1]) != moved[0][0]
+        ):
+            heapq.heappop(moved)
         heap = self._heap
-        while heap and self.scores.get(heap[0][1]) != heap[0][0]:
+        while heap and (self.scores.get(heap[0][1]) != heap[0][0] or heap[0][1] in self.due):
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        found = [h[0][0] for h in (moved, heap) if h]
+        return min(found) if found else None
 
     async def waiting(self) -> int:
         return len(self.scores)

@@ -59,6 +59,10 @@ class Parking:
     """Deferred by capacity to the next day (`capacity`): indexed, so `rejudge` finds it
     when a worker runs a policy whose `next_day_at` or zone differ from those it was
     parked by."""
+    rank: float | None = None
+    """Where it stands for capacity once due (`sinks.capacity.rank_score` of its moments,
+    lower first): `release` hands out the highest ranked of everything due. None ranks
+    it by its due time, before every ranked task (as a task an earlier version parked)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class Joining:
     payload: bytes
     due_from: float | None = None
     due_by: float | None = None
+    rank: float | None = None
+    """Its own rank (`Parking.rank`): joined, the waiting task ranks by the better of
+    its own and this one (a complaint callback merged into a courtesy call goes first)."""
 
 
 @dataclass(frozen=True)
@@ -234,7 +241,12 @@ class Deferrals(Protocol):
         else None; in order, in one round trip."""
         ...
 
-    async def release(self, now: float, limit: int = 500) -> list[Released]: ...
+    async def release(self, now: float, limit: int = 500) -> list[Released]:
+        """Take up to `limit` of the tasks due by `now`, the highest ranked
+        (`Parking.rank`, then task id) of all of them, not the first by due time: a
+        night's calls all due at the opening take the morning's slots by rank whatever
+        part of the queue they are in. Each task goes to exactly one caller."""
+        ...
 
     async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:
         """Make the tasks these subscribers' suspended lines held (`waits_for_line`) due

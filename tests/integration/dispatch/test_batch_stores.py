@@ -315,3 +315,64 @@ class TestSlotsAndContacts:
         assert await book.take_many([("s1", "t2", now)], 100, 1, look=True) == [None]
         assert await book.take_many([("s1", "t1", now)], 100, 1) == [now + 60]  # t2's time
         assert await book.take_many([("s2", "t3", now)], 100, 1) == [None]  # none to move
+
+
+class TestReleaseByRank:
+    """`release` hands out the highest ranked of everything due (`Parking.rank`), whatever
+    the due times and ids, and counts a task due but not released yet as waiting."""
+
+    async def test_a_join_ranks_the_waiting_task_by_its_best_moment(
+        self, stores: DispatchStores
+    ) -> None:
+        """`a` (rank 5) would go after `b` (rank 3); `c` (rank 1) joins `a` while it waits,
+        and `e` (rank 2) joins `d` once it is due but not released: the queue released
+        by the ranks they were parked with."""
+        ledger, deferral = stores.ledger, stores.deferral
+        now = time.time()
+        await ledger.claim([(t, t.upper().encode()) for t in "abcdef"])
+        parks = [
+            Parking("a", "s1", b"", now - 30, 1800, rank=5.0),
+            Parking("b", "s2", b"", now - 60, 1800, rank=3.0),
+            Parking("d", "s3", b"", now - 10, 1800, rank=4.0),
+        ]
+        assert await deferral.park_many(parks) == [True, True, True]
+        assert await deferral.join_many([Joining("c", "s1", b"", rank=1.0)]) == ["a"]
+        [first] = await deferral.release(now, limit=1)
+        assert (first.task_id, first.members) == ("a", [b"C"])
+        # `b` and `d` are due, ranked and not released: still waiting, due when they were
+        assert await deferral.waiting() == 2
+        assert await deferral.due_at("d") == now - 10
+        assert await deferral.earliest_due() == now - 60
+        assert await deferral.join_many([Joining("e", "s3", b"", rank=2.0)]) == ["d"]
+        assert [r.task_id for r in await deferral.release(now, limit=1)] == ["d"]
+        assert [r.task_id for r in await deferral.release(now)] == ["b"]
+        assert await deferral.waiting() == 0
+        assert await deferral.earliest_due() is None
+
+    async def test_the_top_of_everything_due_whatever_the_due_time_and_id(
+        self, stores: DispatchStores
+    ) -> None:
+        """Unranked tasks (parked by an earlier version) go first, by due time, then the
+        ranked by rank, ties by id; one parked again after it was due waits for its new
+        time."""
+        ledger, deferral = stores.ledger, stores.deferral
+        now = time.time()
+        ids = [f"t{n:04d}" for n in range(1200)]
+        await ledger.claim([(i, b"X") for i in ids])
+        ranks = {i: 1e14 + 1200 - n for n, i in enumerate(ids)}  # the last id ranks first
+        parks = [
+            Parking(i, f"s{i}", b"", now - n % 7, 1800, rank=ranks[i]) for n, i in enumerate(ids)
+        ]
+        parks[5] = Parking(ids[5], "s", b"", now - 3, 1800)  # no rank
+        parks[9] = Parking(ids[9], "s", b"", now - 5, 1800)  # no rank, due before
+        assert all(await deferral.park_many(parks))
+        released = await deferral.release(now, limit=10)
+        assert [r.task_id for r in released] == [ids[9], ids[5], *ids[-1:-9:-1]]
+        # Parked again (a worker's decision), `t1190` is due later, not ranked now.
+        await deferral.park_many([Parking("t1190", "s", b"", now + 60, 1800, rank=0.5)])
+        nxt = await deferral.release(now, limit=3)
+        assert [r.task_id for r in nxt] == ["t1191", "t1189", "t1188"]
+        assert await deferral.due_at("t1190") == now + 60
+        rest = await deferral.release(now, limit=5000)
+        assert len(rest) == 1200 - 13 - 1  # all but t1190
+        assert await deferral.waiting() == 1

@@ -143,6 +143,38 @@ class TestTheOpeningRanksTheNightsCalls:
         assert [await w.ledger.state(i) for i in ("a1", "c1")] == ["deferred", "deferred"]
 
 
+class TestTheOpeningRanksTheWholeQueue:
+    async def test_the_slots_go_to_the_highest_ranked_of_everything_due(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """30,000 calls held for the opening, 100 slots: the 100 highest ranked (50
+        complaint callbacks, priority 1, and 50 priority-3 calls of customers at high churn
+        risk) take them, though they are last by task id. A tick releases 10,000 (20
+        batches of 500): the queue's first 10,000 by due time and id took the slots, the
+        callbacks waited for the next day. The tick still releases 10,000, and the rest
+        still wait."""
+        policy = hours_policy(capacity={"NJ": {"outbound_call": 100}}, reserved_share=0)
+        w = make_worker(policy)
+        risky = RiskScore(score=80, parts=[])
+        calls = []
+        for n in range(30_000):
+            call = task(f"t{n:05d}", sub=f"137{n:08d}", moment_type="offer", channel=CALL)
+            if n >= 29_950:
+                call = call.model_copy(update={"priority": 1})
+            elif n >= 29_900:
+                call = call.model_copy(update={"risk": risky})
+            elif n % 2:
+                call = call.model_copy(update={"priority": 5})
+            calls.append(call)
+        await w.send(*calls)
+        assert await w.sink.deferral.waiting() == 30_000
+        assert await w.sink.release_due(now=OPENS.timestamp()) == 10_000
+        top = sorted(t.task_id for t in calls[-100:])
+        assert ids(await published(w.settings, 100)) == top
+        assert w.sample("moments_tasks_deferred_total", reason="capacity") == 9_900
+        assert await w.sink.deferral.waiting() == 29_900
+
+
 class TestAReloadedPolicy:
     @pytest.mark.parametrize("hours", ["earlier", "none"])
     async def test_calls_parked_for_the_old_opening_are_judged_by_the_new_hours(
