@@ -52,7 +52,7 @@ async def with_retry(
     fatal = _not_retryable()
     delay = first_delay
     attempt = 0
-    up = metrics.dependency_up.labels(dependency.value)
+    up = metrics.up_of[dependency]
     while True:
         try:
             value = await call()
