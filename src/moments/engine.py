@@ -766,11 +766,15 @@ class Detector:
             # the customer, and the next must not wait for it. Dispatch may still drop
             # the task: then `give_back_cooldowns` puts `before` back. The task sets
             # `fired_by` once it is made (a shadow rule's mark is no task's).
-            state.fired[rule.tag] = at
-            if shadow is not None:
-                state.fired_by[rule.tag] = SHADOW_MARK
-            else:
+            if shadow is None:
+                state.fired[rule.tag] = at
                 state.fired_by.pop(rule.tag, None)
+            elif before is None or at >= before or before_by == SHADOW_MARK:
+                state.fired[rule.tag] = at
+                state.fired_by[rule.tag] = SHADOW_MARK
+            # else a shadow moment dated before a live task's mark (a warm-up event read
+            # late, after the instant): its shadow mark would hold no live moment back,
+            # and the live task's holds every later one; the live mark stays.
         if shadow is not None:
             outcome = {"suppress": "suppressed", "defer": "deferred"}.get(decision.action, "task")
             why = "" if outcome == "task" else str(decision.reason or decision.action)

@@ -100,6 +100,26 @@ def test_a_silence_closed_before_it_is_shadow_and_one_after_it_is_live() -> None
     assert made == [(OTHER, LIVE), (SUB, dt.datetime.fromisoformat(at("2026-12-12", "00:00")))]
 
 
+CALL = CALL_TRIAL.replace("    mode: shadow\n", "")
+"""`CALL_TRIAL` live: a call on a first arrival, with a 30-day cooldown."""
+
+
+def test_a_late_warm_up_moment_leaves_a_live_tasks_cooldown_in_place() -> None:
+    """Japan, just after the instant, made a call and its 30-day mark. Kenya, dated
+    before the instant and read after (within the lateness), is a shadow judgement:
+    it must not replace the live mark with its own shadow one, which holds no live
+    moment back, so France two hours later was called about again."""
+    events = [
+        ev(EventType.ROAMING, at("2026-12-10", "00:20"), country="JP", **ROAMING),
+        ev(EventType.ROAMING, at("2026-12-09", "23:50"), country="KE", **ROAMING),
+        ev(EventType.ROAMING, at("2026-12-10", "02:00"), country="FR", **ROAMING),
+    ]
+    result = run_pipeline(events, rules_from(NO_GATES + "rules:" + CALL), live_from=LIVE)
+    assert [t.moment.params["country"] for t in result.tasks] == ["JP"]
+    assert result.shadow[("call_trial", "task", "")] == 1
+    assert result.suppressed[("roaming_call", "cooldown")] == 1
+
+
 def test_the_detector_judges_the_moments_event_time_not_the_wall_clock() -> None:
     """A history read after the instant (a topic's retention read by a new consumer
     group) is still a warm-up: the instant is in event time, as in a backtest."""
