@@ -87,6 +87,32 @@ def rank_score(tasks: Sequence[ServiceTask]) -> float:
     return float((min(max(priority, 1), 7) * (_RISK_STEPS + 1) + steps) * _SECONDS + second)
 
 
+RANK_SECONDS = _SECONDS
+RANK_RISKS = _RISK_STEPS + 1
+"""A rank is (priority * RANK_RISKS + risk steps) * RANK_SECONDS + second."""
+RANKED = RANK_RISKS * RANK_SECONDS
+"""The lowest rank `rank_score` gives (priority 1, risk 100, the epoch); below it, a due
+time (a task an earlier version parked without a rank)."""
+
+
+def merged_rank(a: float, b: float) -> float:
+    """The rank of two waiting tasks' moments merged (`Joining.rank` into the carrier's),
+    as `rank_score` gives for them all: their best priority, their highest risk and their
+    oldest moment, each of its own, not the better of the two ranks (a priority-1
+    callback at 23:00 joining a call of risk 60 made at 21:00 ranks as priority 1, risk
+    60, 21:00, as `claim_order` ranks the group once released). Either not a rank (a due
+    time): the lower. The deferral queue's join script (`sinks.deferral`) does the same
+    in Lua; exact, as all the parts are integers under 2**53."""
+    if a < RANKED or b < RANKED:
+        return min(a, b)
+    steps_a, second_a = divmod(int(a), RANK_SECONDS)
+    steps_b, second_b = divmod(int(b), RANK_SECONDS)
+    priority_a, risk_a = divmod(steps_a, RANK_RISKS)
+    priority_b, risk_b = divmod(steps_b, RANK_RISKS)
+    steps = min(priority_a, priority_b) * RANK_RISKS + min(risk_a, risk_b)
+    return float(steps * RANK_SECONDS + min(second_a, second_b))
+
+
 def local_day(at: dt.datetime, zone: ZoneInfo) -> dt.date:
     return at.astimezone(zone).date()
 

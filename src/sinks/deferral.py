@@ -41,6 +41,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from sinks.capacity import RANK_RISKS, RANK_SECONDS, RANKED
 from sinks.ledger import TaskLedger, as_bytes
 from sinks.luabatch import BatchScript
 from sinks.stores import Joining, Parking, Released
@@ -161,9 +162,19 @@ return n
 # K: task, open; A: id, payload ('' takes the one claimed), due from, due by unless it
 # waits for the subscriber's caps ('': no bound), rank ('': none); S: task prefix, group
 # prefix, ttl; SK: pending, deferred, capped, due, rank. The carrier's id when the task
-# joined (or had joined) a waiting task, else false; the carrier ranks by the better of
-# its rank and the task's, in `rank` or, due already, in `due`.
+# joined (or had joined) a waiting task, else false; the carrier ranks as its moments and
+# the task's together (`sinks.capacity.merged_rank`: the best priority, the highest risk,
+# the oldest moment, each of its own), in `rank` or, due already, in `due`.
 _JOIN = """
+local function merged(a, b)
+  local ranked, seconds, risks = @RANK_LAYOUT@
+  if a < ranked or b < ranked then return math.min(a, b) end
+  local sa, sb = a % seconds, b % seconds
+  local ka, kb = (a - sa) / seconds, (b - sb) / seconds
+  local ra, rb = ka % risks, kb % risks
+  local pa, pb = (ka - ra) / risks, (kb - rb) / risks
+  return (math.min(pa, pb) * risks + math.min(ra, rb)) * seconds + math.min(sa, sb)
+end
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'M' then return string.sub(v, 2) end
 if not v or string.sub(v, 1, 1) ~= 'P' then return false end
@@ -189,16 +200,22 @@ redis.call('ZREM', SK[1], A[1])
 if A[5] ~= '' then
   local ranked = redis.call('ZSCORE', SK[4], carrier)
   if ranked then
-    if tonumber(A[5]) < tonumber(ranked) then redis.call('ZADD', SK[4], A[5], carrier) end
+    local rank = merged(tonumber(A[5]), tonumber(ranked))
+    if rank < tonumber(ranked) then
+      redis.call('ZADD', SK[4], string.format('%.17g', rank), carrier)
+    end
   else
     ranked = redis.call('HGET', SK[5], carrier)
-    if ranked and tonumber(A[5]) < tonumber(ranked) then
-      redis.call('HSET', SK[5], carrier, A[5])
+    if ranked then
+      local rank = merged(tonumber(A[5]), tonumber(ranked))
+      if rank < tonumber(ranked) then
+        redis.call('HSET', SK[5], carrier, string.format('%.17g', rank))
+      end
     end
   end
 end
 return carrier
-"""
+""".replace("@RANK_LAYOUT@", f"{RANKED}, {RANK_SECONDS}, {RANK_RISKS}")
 
 # KEYS: deferred, pending, hours, capped, nextday, due, rank; ARGV: now, limit, task
 # prefix, group prefix, most tasks to rank. Ranks up to that many of the tasks come due

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from moments.models import InputEvent
+from sinks.capacity import merged_rank
 from sinks.ledger import (
     DEFERRED,
     DROPPED,
@@ -414,11 +415,12 @@ class MemoryDeferrals:
         self.ledger.pending.pop(task_id, None)
         rank = item.rank
         if rank is not None and carrier in self.due:
+            rank = merged_rank(rank, self.due[carrier])
             if rank < self.due[carrier]:
                 self.due[carrier] = rank
                 heapq.heappush(self._due_heap, (rank, carrier))
-        elif rank is not None and rank < self.ranks.get(carrier, -math.inf):
-            self.ranks[carrier] = rank
+        elif rank is not None and carrier in self.ranks:
+            self.ranks[carrier] = merged_rank(rank, self.ranks[carrier])
         return carrier
 
     async def release(self, now: float, limit: int = 500) -> list[Released]:

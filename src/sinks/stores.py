@@ -78,8 +78,10 @@ class Joining:
     due_from: float | None = None
     due_by: float | None = None
     rank: float | None = None
-    """Its own rank (`Parking.rank`): joined, the waiting task ranks by the better of
-    its own and this one (a complaint callback merged into a courtesy call goes first)."""
+    """Its own rank (`Parking.rank`): joined, the waiting task ranks as all their moments
+    (`sinks.capacity.merged_rank`: the best priority, highest risk and oldest moment of
+    either), as `claim_order` ranks the group once released (a complaint callback
+    merged into a courtesy call goes first, and by the call's age)."""
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,15 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from moments.models import Channel, RoamingEvent, TopUpEvent
+from moments.models import Channel, RiskScore, RoamingEvent, TopUpEvent
+from sinks.capacity import claim_order, rank_score
+from sinks.deferral import DeferralQueue
 from sinks.ledger import DROPPED_KEPT_S, TaskLedger
-from sinks.memory import MemoryLedger, memory_stores
+from sinks.memory import MemoryDeferrals, MemoryLedger, memory_stores
 from sinks.relevance import SubscriberFacts
 from sinks.stores import DispatchStores, Joining, Leave, Parking, SlotKey, redis_stores
+
+from .conftest import HOUR, NOW, task
 
 pytestmark = pytest.mark.integration
 
@@ -376,3 +380,77 @@ class TestReleaseByRank:
         rest = await deferral.release(now, limit=5000)
         assert len(rest) == 1200 - 13 - 1  # all but t1190
         assert await deferral.waiting() == 1
+
+    @pytest.mark.parametrize("due", [False, True], ids=["waiting", "due"])
+    async def test_a_join_ranks_the_merged_group_as_claim_order_does(
+        self, stores: DispatchStores, due: bool
+    ) -> None:
+        """A courtesy call `a` (priority 3, 21:00) waits for the opening; the customer's
+        complaint callback `j` (priority 1, 23:00) joins it. Released, the group is ranked
+        by `claim_order` of its moments: priority 1 (the callback's), the highest risk
+        (the call's 60), the oldest moment (the call's 21:00), so it goes before `y`,
+        another customer's callback (priority 1, risk 60, 22:00). Ranked by the better of
+        the two ranks, it was the callback's own (priority 1, risk 0, 23:00), after `y`,
+        and when the morning's slots ran out between two releases, `y` took the last."""
+        ledger, deferral = stores.ledger, stores.deferral
+        now = time.time()
+        night = NOW.replace(hour=21, minute=0) - dt.timedelta(days=1)
+        risky = RiskScore(score=60, parts=[])
+        a = task("a", "13800000001", priority=3, triggered=night).model_copy(update={"risk": risky})
+        j = task("j", "13800000001", priority=1, triggered=night + 2 * HOUR)
+        y = task("y", "13800000002", priority=1, triggered=night + HOUR).model_copy(
+            update={"risk": risky}
+        )
+        first = task("f", "13800000003", priority=1, triggered=night).model_copy(
+            update={"risk": RiskScore(score=100, parts=[])}
+        )
+        assert claim_order([a, j]) < claim_order([y])
+        await ledger.claim([(t, t.upper().encode()) for t in "ajyf"])
+        release_at = now - 60 if due else now + 60
+        parks = [
+            Parking(t.task_id, t.subscriber_id, b"", at, 1800, rank=rank_score([t]))
+            for t, at in ((a, release_at), (y, release_at), (first, now - 60))
+        ]
+        assert await deferral.park_many(parks) == [True, True, True]
+        # `f` goes; `a` and `y` wait, or, due, are ranked and not released
+        assert [r.task_id for r in await deferral.release(now, limit=1)] == ["f"]
+        joining = Joining("j", j.subscriber_id, b"", rank=rank_score([j]))
+        assert await deferral.join_many([joining]) == ["a"]
+        released = await deferral.release(now + 120, limit=1)
+        assert [(r.task_id, r.members) for r in released] == [("a", [b"J"])]
+
+    async def test_a_joined_rank_is_that_of_all_the_moments(self, stores: DispatchStores) -> None:
+        """The join script's rank of the merged moments (Lua) is `rank_score` of them all,
+        exactly, for every pair of priority, risk and age, whichever joins which."""
+        ledger, deferral = stores.ledger, stores.deferral
+        now = time.time()
+        night = NOW - dt.timedelta(days=1)
+        kinds = [
+            task(f"k{n}", priority=p, triggered=night + h * HOUR).model_copy(
+                update={"risk": None if r is None else RiskScore(score=r, parts=[])}
+            )
+            for n, (p, r, h) in enumerate(
+                (p, r, h) for p in (1, 5) for r in (None, 0.01, 99.99) for h in (0, 2)
+            )
+        ]
+        pairs = [(a, b) for a in kinds for b in kinds]
+        subs = [f"1380000{n:04d}" for n in range(len(pairs))]
+        await ledger.claim([(f"c{n}", b"C") for n in range(len(pairs))])
+        await ledger.claim([(f"j{n}", b"J") for n in range(len(pairs))])
+        parks = [
+            Parking(f"c{n}", subs[n], b"", now + 60, 1800, rank=rank_score([a]))
+            for n, (a, _) in enumerate(pairs)
+        ]
+        assert all(await deferral.park_many(parks))
+        joins = [
+            Joining(f"j{n}", subs[n], b"", rank=rank_score([b])) for n, (_, b) in enumerate(pairs)
+        ]
+        assert await deferral.join_many(joins) == [f"c{n}" for n in range(len(pairs))]
+        want = {f"c{n}": rank_score([a, b]) for n, (a, b) in enumerate(pairs)}
+        if isinstance(deferral, DeferralQueue):
+            stored = await deferral.redis.hgetall(deferral.rank_key)
+            got = {k.decode(): float(v) for k, v in stored.items()}
+        else:
+            assert isinstance(deferral, MemoryDeferrals)
+            got = deferral.ranks
+        assert got == want
