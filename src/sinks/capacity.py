@@ -81,7 +81,12 @@ def rank_score(tasks: Sequence[ServiceTask]) -> float:
     an earlier version) ranks by its due time, before every ranked one. Within a
     release the sink sorts by `claim_order` itself, so the rounding only matters between
     tasks released in different calls."""
-    priority, risk, triggered, _ = claim_order(tasks)
+    if len(tasks) == 1:  # nearly every call (each fresh task's join): no claim_order
+        task = tasks[0]
+        priority, triggered = task.priority, task.triggered_at
+        risk = -task.risk.score if task.risk is not None else -0.0
+    else:
+        priority, risk, triggered, _ = claim_order(tasks)
     steps = round(min(max(100.0 + risk, 0.0), 100.0) * _RISK_STEPS / 100)
     second = min(max(int(triggered.timestamp()), 0), _SECONDS - 1)
     return float((min(max(priority, 1), 7) * (_RISK_STEPS + 1) + steps) * _SECONDS + second)
