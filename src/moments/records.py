@@ -67,6 +67,7 @@ class RejectReason(StrEnum):
 
     INVALID_JSON = "invalid_json"
     INVALID_EVENT = "invalid_event"
+    DUPLICATE_KEY = "duplicate_key"  # a field that says who, when or which event, twice
     MISSING_KEY = "missing_key"
     KEY_MISMATCH = "key_mismatch"
     EMPTY_VALUE = "empty_value"
@@ -85,6 +86,11 @@ REASONS_EXPLAINED: dict[RejectReason, str] = {
     RejectReason.INVALID_EVENT: "JSON, but not an event of its topic's type (a field missing, "
     "of the wrong type or out of range; the message names them): fix the event against "
     "schemas/ (`moments events check` tries it offline) and send it again",
+    RejectReason.DUPLICATE_KEY: "JSON whose object names a field that says who, when or "
+    "which event (subscriber_id, occurred_at, event_id, a complaint's complaint_id) twice: "
+    "which one is meant is unknown (a parser keeps either), so it is not guessed: fix the "
+    "producer's template or framing (two events run together?) and send each event once, "
+    "each field once",
     RejectReason.MISSING_KEY: "no record key: key every record by its subscriber_id and send "
     "it again",
     RejectReason.KEY_MISMATCH: "the record key is not the value's subscriber_id (or, for a "

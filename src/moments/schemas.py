@@ -270,8 +270,8 @@ def _dead_letter_message() -> dict[str, Any]:
             f"{p}exception.class.name": {
                 "type": "string",
                 "description": "Short name of the error, for people: ValidationError, "
-                "JSONDecodeError, MissingKey, KeyMismatch, EmptyValue, TooLarge, OutOfTime, "
-                "SubscriberMismatch, UnknownTask. Programs read the reason",
+                "JSONDecodeError, DuplicateKey, MissingKey, KeyMismatch, EmptyValue, TooLarge, "
+                "OutOfTime, SubscriberMismatch, UnknownTask. Programs read the reason",
             },
             f"{p}exception.message": {
                 "type": "string",

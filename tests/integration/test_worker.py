@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from moments.embedded import free_port
@@ -75,6 +76,10 @@ class TestFirstInternationalRoaming:
         await produce(settings, [("profile", LI, profile)])
         # Topics are not ordered with each other: let the profile land before the roaming.
         await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1)
+        # WANG's roaming with LI's number written after his own, keyed by the last (as the
+        # parser read it): it was taken as LI's first roaming in France.
+        twice = f',"subscriber_id":"{LI}"}}'.encode()
+        merged = orjson.dumps(roaming("bad-4", WANG, "FR")[2])[:-1] + twice
         await produce(
             settings,
             [
@@ -84,6 +89,7 @@ class TestFirstInternationalRoaming:
                 ("roaming", LI, b'{"event_id": "bad-1", '),  # not JSON
                 ("roaming", LI, {"event_id": "bad-2", "subscriber_id": LI}),  # fields missing
                 roaming("bad-3", LI, "Japan"),  # wrong country format
+                ("roaming", LI, merged),  # subscriber_id twice
                 roaming("r3", LI, "KR"),  # after the bad ones: the worker went on
                 roaming("r4", WANG, "JP"),  # JP is first for another subscriber
             ],
@@ -112,10 +118,10 @@ class TestFirstInternationalRoaming:
             r.key.decode() == v["subscriber_id"] for r, v in zip(records, tasks, strict=True)
         )
 
-        dead = await read_topic(settings, "deadletter", count=3, wait_s=30, settle=1)
-        assert len(dead) == 3
+        dead = await read_topic(settings, "deadletter", count=4, wait_s=30, settle=1)
+        assert len(dead) == 4
         reasons = sorted(dict(d.headers)["__dlq.errors.reason"].decode() for d in dead)
-        assert reasons == ["invalid_event", "invalid_event", "invalid_json"]
+        assert reasons == ["duplicate_key", "invalid_event", "invalid_event", "invalid_json"]
         assert b'{"event_id": "bad-1", ' in {d.value for d in dead}  # bytes kept as they were
         for letter in dead:
             headers = dict(letter.headers)
@@ -127,7 +133,7 @@ class TestFirstInternationalRoaming:
         # r2 delivered twice: applied once, the second counted as a replay.
         assert await metric_value(port, "moments_events_replayed_total") == 1
         # Every record of the roaming topic went through a timed batch, bad ones included.
-        assert await metric_value(port, "moments_batch_records_sum") == 9
+        assert await metric_value(port, "moments_batch_records_sum") == 10
         assert await metric_value(port, "moments_processing_seconds_count") >= 1
 
         # Where a batch's time went, by step (facts: the profile and roamings are facts).

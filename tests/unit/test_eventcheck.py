@@ -98,6 +98,14 @@ class TestVerdicts:
         (verdict,) = check_lines([line(note="x" * 70_000)], None)
         assert verdict.reason == "too_large"
 
+    def test_a_subscriber_named_twice_is_duplicate_key_as_for_a_worker(self) -> None:
+        """The check keyed the line by the last subscriber_id (as orjson reads it) and took
+        it, as a worker did: the event of whichever subscriber the template wrote last."""
+        twice = line()[:-1] + b',"subscriber_id":"13900000002"}'
+        (verdict,) = check_lines([twice], None)
+        assert verdict.reason == "duplicate_key"
+        assert verdict.message.startswith('"subscriber_id" appears twice in the event')
+
 
 class TestCommand:
     @pytest.fixture
