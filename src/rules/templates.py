@@ -157,6 +157,11 @@ def spec_problem(spec: str) -> str | None:
 def _what_is_off(spec: str) -> str:
     if any(c in spec for c in "<>^="):
         return "no alignment or width: a text message is not a table"
-    if spec[-1:].isalpha():
+    if spec[-1:].isalpha() and spec[-1] != "f":
         return f"no type {spec[-1]!r}: only f and %"
+    head = spec.split(".", 1)[0]
+    if any(c.isdigit() for c in head):
+        return "no width or zero padding: a text message is not a table"
+    if "," in head and "_" in head:
+        return "one thousands separator, , or _, not both"
     return "not in the subset moments fills"

@@ -334,6 +334,11 @@ class TestFormats:
             (".40f", "format ':.40f' asks for 40 decimals; at most 6"),
             ("x", "format ':x' is not filled (no type 'x': only f and %): a format is an optional"),
             ("s", "format ':s' is not filled (no type 's': only f and %)"),
+            # a right type in a spec off for another reason is not called a wrong type
+            ("08.2f", "format ':08.2f' is not filled (no width or zero padding: a text"),
+            ("10,.0%", "format ':10,.0%' is not filled (no width or zero padding: a text"),
+            (",_.2f", "format ':,_.2f' is not filled (one thousands separator, , or _, not"),
+            ("+-.1f", "format ':+-.1f' is not filled (not in the subset moments fills)"),
         ],
     )
     def test_a_format_outside_the_subset_is_refused(self, fmt: str, said: str) -> None:
