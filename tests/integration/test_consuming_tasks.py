@@ -1,6 +1,8 @@
 """The example consumer of docs/consuming-tasks.md, run as written against a real broker:
-it acts once on a task delivered twice, not on an expired one, tells the customer of a
-merged task's every moment, and its outcomes are ones the worker reads."""
+it acts once on a task delivered twice, not on an expired one (which it answers
+`failed`: the detector expects an outcome for every task, docs "When nothing comes
+back"), tells the customer of a merged task's every moment, and its outcomes are ones
+the worker reads."""
 
 from __future__ import annotations
 
@@ -116,8 +118,14 @@ async def test_the_example_consumer_acts_once_in_time_and_reports(
     )
     outcomes = [
         TaskOutcome.model_validate_json(r.value)
-        for r in await read_topic(settings, "task_outcomes", count=2, wait_s=20, settle=1)
+        for r in await read_topic(settings, "task_outcomes", count=3, wait_s=20, settle=1)
     ]
     assert sorted((o.task_id, o.status) for o in outcomes) == sorted(
-        [(FAILURE, OutcomeStatus.DONE_NO_CHANGE), (MERGED, OutcomeStatus.DONE_NO_CHANGE)]
+        [
+            (FAILURE, OutcomeStatus.DONE_NO_CHANGE),
+            (MERGED, OutcomeStatus.DONE_NO_CHANGE),
+            (LAPSED, OutcomeStatus.FAILED),  # read too late: answered, not left unanswered
+        ]
     )
+    notes = {o.task_id: o.note for o in outcomes}
+    assert notes == {FAILURE: None, MERGED: None, LAPSED: "read after expires_at, not acted on"}
