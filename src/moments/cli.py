@@ -915,7 +915,7 @@ def _cmd_tasks_pending(args: argparse.Namespace) -> int:
         else:
             print(task.as_line(now))
     if not args.json or (args.limit and len(found) == args.limit):  # cut: say so
-        print(summary(found, now, args.limit, held), file=sys.stderr)
+        print(summary(found, now, args.limit, held, args.older_than), file=sys.stderr)
     return 0
 
 

@@ -154,10 +154,24 @@ def _json(raw: bytes | None) -> dict[str, object]:
     return found if isinstance(found, dict) else {}
 
 
-def summary(tasks: Sequence[PendingTask], now: float, limit: int = 0, held: int = 0) -> str:
+def summary(
+    tasks: Sequence[PendingTask],
+    now: float,
+    limit: int = 0,
+    held: int = 0,
+    older_than_s: float = 0.0,
+) -> str:
     """The closing line: how many, by channel, and how many are past their expiry; when
-    `limit` cut the list, how many the index holds (`held`, of the channels asked)."""
+    `limit` cut the list, how many the index holds (`held`, of the channels asked). With
+    none listed because `older_than_s` left them out, how many wait all the same: the
+    runbook's `--older-than 2h` must not read as a consumer that answers everything."""
     if not tasks:
+        if older_than_s and held:
+            return (
+                f"no task published {span(older_than_s)} ago or earlier is waiting "
+                f"for an outcome; {held} younger (or of unknown age) are: run without "
+                "--older-than to list them"
+            )
         return "no published task is waiting for an outcome"
     by_channel: dict[str, int] = {}
     for t in tasks:

@@ -186,3 +186,19 @@ class TestPendingLines:
             "3 task(s) waiting for an outcome (outbound_call 1, sms 2); 1 past their expiry"
         )
         assert "age      ?" in tasks[0].as_line(now)
+
+    def test_none_old_enough_is_not_none_waiting(self) -> None:
+        """The runbook's `--older-than 2h` with only younger tasks waiting said "no
+        published task is waiting for an outcome", as if the consumer answered all."""
+        from moments.pending import summary
+
+        now = START.timestamp()
+        said = summary([], now, 1000, held=3, older_than_s=7200)
+        assert said == (
+            "no task published 2h00m ago or earlier is waiting for an outcome; 3 younger "
+            "(or of unknown age) are: run without --older-than to list them"
+        )
+        assert summary([], now, 1000, held=0, older_than_s=7200) == (
+            "no published task is waiting for an outcome"
+        )
+        assert summary([], now, 1000, held=3) == "no published task is waiting for an outcome"

@@ -212,7 +212,9 @@ class TestPendingCommand:
 
         proc = await asyncio.to_thread(pending_command, w, "--older-than", "2h")
         assert (proc.returncode, proc.stdout) == (0, "")
-        assert "no published task is waiting for an outcome" in proc.stderr
+        assert "no task published 2h00m ago or earlier is waiting for an outcome; 2 younger" in (
+            proc.stderr
+        )
 
         proc = await asyncio.to_thread(pending_command, w, "--older-than", "2 hours")
         assert proc.returncode == 2
