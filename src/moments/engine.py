@@ -720,7 +720,10 @@ class Detector:
             last = state.fired.get(rule.tag)
             if (
                 last is not None
-                and 0 <= at - last < spec.cooldown.total_seconds()
+                # Either side of the mark: a moment dated before the task that set it, read
+                # after it (feeds read side by side, within the lateness), is as close to
+                # that contact; it made a second one, and moved the mark back.
+                and abs(at - last) < spec.cooldown.total_seconds()
                 # A shadow judgement's mark holds back shadow ones only: a cooldown spaces
                 # contacts, and the trial (or the warm-up before MOMENTS_LIVE_FROM)
                 # contacted nobody, so a customer still silent at the date, or low on

@@ -468,6 +468,23 @@ class TestCooldownAndTemplates:
         ]
         assert fired(text, events) == 2
 
+    def test_a_moment_read_after_a_later_one_is_held_by_its_cooldown(self) -> None:
+        """Feeds are read side by side: a moment dated 10:00 read after one dated 10:30 (within
+        the lateness) is as close to that contact as a moment after it. It was not held
+        (only later moments were), made a second contact within the cooldown, and moved
+        the mark back to 10:00, shortening the hold of the 10:30 task."""
+        text = one_rule("    on: [usage]\n    condition: {field: kind, eq: data}\n").replace(
+            "ttl: 30d", "ttl: 30d\n      cooldown: 2d"
+        )
+        events = [
+            usage(at("2026-11-02", "10:30"), kind="data"),
+            usage(at("2026-11-02", "10:00"), kind="data"),  # read late
+            usage(at("2026-11-04", "10:15"), kind="data"),  # 2 days after 10:00, not 10:30
+            usage(at("2026-11-04", "10:45"), kind="data"),
+        ]
+        made = run(rules_from(text), events).tasks
+        assert [t.triggered_at.strftime("%d %H:%M") for t in made] == ["02 10:30", "04 10:45"]
+
     def test_description_is_filled_from_the_values_only(self) -> None:
         text = one_rule(
             "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
