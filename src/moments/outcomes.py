@@ -52,7 +52,13 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from moments.decoding import MAX_MESSAGE_BYTES, key_problem, problem
+from moments.decoding import (
+    MAX_MESSAGE_BYTES,
+    duplicate_message,
+    duplicated_name,
+    key_problem,
+    problem,
+)
 from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import DeadLetter, RawRecord, RejectReason
@@ -85,6 +91,12 @@ class OutcomeResult:
     acting on nothing (no decline, retry or contact given back)."""
 
 
+OUTCOME_IDENTITY = ("task_id", "subscriber_id", "status")
+"""Which task, whose and what happened: an outcome naming one twice is refused
+(`duplicate_key`), not read as its last one (a second `task_id` acted on another task)."""
+_QUOTED = tuple(f'"{name}"'.encode() for name in OUTCOME_IDENTITY)
+
+
 def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
     """The outcome, or a dead letter: empty, over `MAX_MESSAGE_BYTES` (not parsed),
     invalid (the reason names the fields, never their values), or not keyed by its
@@ -99,6 +111,14 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
             RejectReason.TOO_LARGE,
             "TooLarge",
             f"{len(record.value)} bytes; outcomes are limited to {MAX_MESSAGE_BYTES}",
+        )
+    if (twice := duplicated_name(record.value, OUTCOME_IDENTITY, _QUOTED)) is not None:
+        return DeadLetter(
+            record,
+            EVENT_TYPE,
+            RejectReason.DUPLICATE_KEY,
+            "DuplicateKey",
+            duplicate_message(twice, "outcome"),
         )
     try:
         outcome = TaskOutcome.model_validate_json(record.value)

@@ -466,3 +466,39 @@ class TestFieldMessagesNameTheFix:
         assert isinstance(result, DeadLetter)
         assert result.message.startswith(f"{field}: Input should be a valid string")
         assert "epoch" not in result.message
+
+
+class TestOutcomeDuplicateKeys:
+    """An outcome naming its task, subscriber or status twice is refused: the parser kept
+    the last, so a consumer's template bug acted on another task than the one meant (a
+    decline on the wrong task kept the wrong rule from the customer for 30 days)."""
+
+    def test_a_second_task_id_is_a_dead_letter_naming_it(self) -> None:
+        from moments.outcomes import decode_outcome
+
+        value = (
+            b'{"task_id": "' + TASK.encode() + b'", "subscriber_id": "' + SUB.encode() + b'", '
+            b'"status": "declined", "occurred_at": "2026-12-03T10:00:00Z", '
+            b'"task_id": "0' + TASK[1:].encode() + b'"}'
+        )
+        result = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), value))
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.DUPLICATE_KEY
+        assert '"task_id" appears twice in the outcome' in result.message
+        assert TASK not in result.message
+
+    def test_a_name_inside_the_note_is_no_duplicate(self) -> None:
+        from moments.outcomes import decode_outcome
+
+        value = orjson.dumps(
+            {
+                "task_id": TASK,
+                "subscriber_id": SUB,
+                "status": "done_no_change",
+                "occurred_at": "2026-12-03T10:00:00Z",
+                "note": 'customer said "task_id" twice',
+            }
+        )
+        result = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), value))
+        assert not isinstance(result, DeadLetter)
+        assert result.task_id == TASK
