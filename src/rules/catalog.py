@@ -827,6 +827,28 @@ def _unknown_field(field_name: str, on: Sequence[EventType], fields: set[str]) -
     return f"{field_name!r} is not a field of {kinds} events; known: {', '.join(sorted(fields))}"
 
 
+NUMBER_HINTS = {
+    "lead_days": "a whole number of days from 0 to 366, e.g. 7 (no unit: not 7d)",
+    "windows": "a whole number of windows from 1 to 12, e.g. 3",
+    "local_hour": "an hour of the day from 0 to 23, e.g. 9",
+    "priority": "a whole number from 1 (highest) to 5",
+    "max_contacts": "a whole number from 1 to 1000, e.g. 2",
+}
+"""What a number field of a rules file takes, said after pydantic's words when a value is
+refused (`lead_days: 7d` read "Input should be a valid integer" and no more)."""
+_NUMBER_ERRORS = frozenset(
+    {
+        "int_parsing",
+        "int_type",
+        "int_from_float",
+        "greater_than_equal",
+        "greater_than",
+        "less_than_equal",
+        "less_than",
+    }
+)
+
+
 def _message(err: Any, path: Sequence[str | int]) -> str:
     loc = ".".join(str(p) for p in path)
     msg = str(err["msg"])
@@ -841,4 +863,7 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         key = str(path[-1]) if path else loc
         item = f'"{scalar}"' if isinstance(scalar, str) and set(scalar) & set(":#,[]{}") else scalar
         return f"{loc}: Input should be a list: write {key}: [{item}] (a list, even of one)"
+    hint = NUMBER_HINTS.get(str(path[-1])) if path else None
+    if hint is not None and err["type"] in _NUMBER_ERRORS:
+        return f"{loc}: {msg}; write {hint}"
     return f"{loc}: {msg}"

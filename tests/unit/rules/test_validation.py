@@ -468,11 +468,17 @@ rules:
             "has no contract_expiry occasion: remove lead_days, or add contract_expiry"
         ]
 
-    @pytest.mark.parametrize("lead", ["-1", "400", "a week"])
+    @pytest.mark.parametrize("lead", ["-1", "400", "a week", "7d"])
     def test_a_lead_that_is_no_number_of_days_is_refused(self, lead: str) -> None:
+        """Naming what to write: pydantic's words alone ("Input should be a valid
+        integer") left an analyst who wrote `7d`, as every other duration is written,
+        guessing."""
         text = self.TEXT.replace("OCCASION", "contract_expiry").replace("LEAD", lead)
         (found,) = problems(text)
         assert found.startswith("r.yaml:6:44: rules.0.condition.lead_days: Input should be ")
+        assert found.endswith(
+            "; write a whole number of days from 0 to 366, e.g. 7 (no unit: not 7d)"
+        )
 
     def test_a_lead_with_contract_expiry_among_the_occasions_loads(self) -> None:
         text = self.TEXT.replace("OCCASION", "[birthday, contract_expiry]").replace("LEAD", "0")
