@@ -44,7 +44,7 @@ from sinks.capacity import (
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
 from sinks.hours import Opening, first_allowed
-from sinks.ledger import sent_meta_of, state_of
+from sinks.ledger import Unanswered, sent_meta_of, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
@@ -57,6 +57,9 @@ T = TypeVar("T")
 _BODY_GRACE_S = 86400
 SUSPENDED_POLL_S = 900.0
 RELEASE_BATCHES_PER_TICK = 20
+EXPIRE_BATCH = 500
+"""Unanswered tasks a call counts as expired, per channel (`expire_unanswered`)."""
+EXPIRE_BATCHES_PER_TICK = 20
 
 
 def task_bytes(task: ServiceTask) -> bytes:
@@ -552,9 +555,19 @@ class TaskSink:
         consumer that stopped acting on a channel shows here first."""
         now = self.clock() if now is None else now
         before = now - self.policy.outcomes.outcome_grace.total_seconds()
-        gone = await self._redis(
-            lambda: self.ledger.expire_unanswered(before), "expiring unanswered tasks"
-        )
+        gone: list[tuple[Unanswered, bytes | None]] = []
+        for _ in range(EXPIRE_BATCHES_PER_TICK):
+            # A call takes at most EXPIRE_BATCH a channel: after a consumer's outage the
+            # index holds many more expired, and one call a tick (every worker reading the
+            # same lowest ones) counted them over hours, the alert waiting on the count.
+            batch = await self._redis(
+                lambda: self.ledger.expire_unanswered(before, EXPIRE_BATCH),
+                "expiring unanswered tasks",
+            )
+            gone += batch
+            taken = Counter(u.channel for u, _ in batch)
+            if not taken or max(taken.values()) < EXPIRE_BATCH:
+                break
         for u, entry in gone:
             moment_type = _meta_of(entry).get("moment_type") or "unknown"
             self.metrics.unanswered_expired.labels(u.channel, str(moment_type)).inc()

@@ -202,3 +202,16 @@ class TestPendingLines:
             "no published task is waiting for an outcome"
         )
         assert summary([], now, 1000, held=3) == "no published task is waiting for an outcome"
+
+
+async def test_a_backlog_of_expired_tasks_is_counted_in_one_tick() -> None:
+    """After a consumer's outage thousands expire at once: a tick counted 500 a channel,
+    so the count (and the alert on it) trailed the backlog by hours."""
+    s = Scenario()
+    many = [task(f"{n:032x}", Channel.SMS, "low_balance", expires_h=1) for n in range(1, 1301)]
+    await s.sink.dispatch(many)
+    assert len(s.producer.sent) == 1300
+    s.clock.advance(START.timestamp() + 3 * HOUR)  # expired, and the hour's grace past
+    assert await s.sink.expire_unanswered() == 1300
+    assert s.expired("sms", "low_balance") == 1300
+    assert s.gauge("sms") == 0
