@@ -48,7 +48,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -63,7 +62,7 @@ from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import DeadLetter, RawRecord, RejectReason
 from sinks.dispatch import TaskSink
-from sinks.ledger import sent_meta_of, state_of
+from sinks.ledger import sent_meta_fields, state_of
 from sinks.metrics import Dependency
 from sinks.retry import with_retry
 
@@ -301,7 +300,7 @@ async def handle_outcomes(
                 carrier = entry[1:].decode(errors="replace")
                 result.dead_letters.append(merged_task(record, outcome, carrier))
                 continue
-            moment_type = str(_meta(sent_meta_of(entry)).get("moment_type") or UNKNOWN)
+            moment_type = str(sent_meta_fields(entry).get("moment_type") or UNKNOWN)
         if await _first(sink, outcome, None if task is None else task.channel.value):
             metrics.outcomes.labels(moment_type, outcome.status.value).inc()
         result.handled += 1
@@ -386,11 +385,6 @@ async def _entry(sink: TaskSink, task_id: str) -> bytes | None:
         sink.metrics,
         "reading a task's ledger entry",
     )
-
-
-def _meta(raw: bytes | None) -> dict[str, object]:
-    meta = orjson.loads(raw) if raw else {}
-    return meta if isinstance(meta, dict) else {}
 
 
 async def _sent_task(sink: TaskSink, task_id: str) -> ServiceTask | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from moments.pii import mask_msisdn
-from sinks.ledger import TaskLedger, Unanswered, sent_meta_of
+from sinks.ledger import TaskLedger, Unanswered, sent_meta_fields
 from sinks.stores import CHANNELS
 
 UNKNOWN = "?"
@@ -124,7 +124,7 @@ async def _described(ledger: TaskLedger, page: Sequence[Unanswered]) -> list[Pen
     replies = await pipe.execute()
     out: list[PendingTask] = []
     for u, entry, body in zip(page, replies[::2], replies[1::2], strict=True):
-        meta = _json(sent_meta_of(None if entry is None else _bytes(entry)))
+        meta = sent_meta_fields(None if entry is None else _bytes(entry))
         task = _json(None if body is None else _bytes(body))
         sent_at = meta.get("sent_at")
         out.append(

@@ -44,7 +44,7 @@ from sinks.capacity import (
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
 from sinks.hours import Opening, first_allowed
-from sinks.ledger import Unanswered, sent_meta_of, state_of
+from sinks.ledger import Unanswered, sent_meta_fields, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
@@ -293,16 +293,6 @@ class Candidate:
     def stored(self) -> dict[str, bytes]:
         """Each task's stored bytes by its id (none for a fresh candidate)."""
         return dict(zip((t.task_id for t in self.tasks), self.payloads, strict=False))
-
-
-def _meta_of(entry: bytes | None) -> dict[str, object]:
-    """The meta a sent entry (`S<meta>`) holds; {} for another entry or none."""
-    raw = sent_meta_of(entry)
-    try:
-        meta = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 class TaskSink:
@@ -569,7 +559,7 @@ class TaskSink:
             if not taken or max(taken.values()) < EXPIRE_BATCH:
                 break
         for u, entry in gone:
-            moment_type = _meta_of(entry).get("moment_type") or "unknown"
+            moment_type = sent_meta_fields(entry).get("moment_type") or "unknown"
             self.metrics.unanswered_expired.labels(u.channel, str(moment_type)).inc()
         if gone:
             by_channel = sorted(Counter(u.channel for u, _ in gone).items())

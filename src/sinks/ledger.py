@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from sinks.luabatch import BatchScript
@@ -196,6 +197,17 @@ def sent_meta_of(value: bytes | None) -> bytes | None:
     if value is None or not value.startswith(SENT):
         return None
     return value[1:]
+
+
+def sent_meta_fields(value: bytes | None) -> dict[str, object]:
+    """`sent_meta_of` read (rule and moment type, when it was sent); {} for an entry that
+    is not `sent`, holds none or holds no JSON object."""
+    raw = sent_meta_of(value)
+    try:
+        meta = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 class TaskLedger:
