@@ -103,29 +103,44 @@ if indexed and judged ~= S[3] and judged ~= '?' then redis.call('SET', SK[6], '*
 return 1
 """
 
+# The task `id` waiting in `deferred` for later than `now`, due now; 1 when it was moved,
+# 0 when it is due already (a ranked one's score is negative) or not waiting. Every wake
+# (a reactivated line, a changed timetable, an earlier version's tasks) goes through it.
+_DUE_NOW = """
+local function due_now(deferred, id, now)
+  local score = redis.call('ZSCORE', deferred, id)
+  if score and tonumber(score) > tonumber(now) then
+    redis.call('ZADD', deferred, now, id)
+    return 1
+  end
+  return 0
+end
+"""
+
 # KEYS: judged, deferred, hours, nextday; ARGV: now, timetable. Unless `judged` is the
 # timetable: every task waiting for its channel's hours or the next day due now, and
 # `judged` the timetable.
-_REJUDGE = """
+_REJUDGE = (
+    _DUE_NOW
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local n = 0
 for k = 3, 4 do
   for _, id in ipairs(redis.call('SMEMBERS', KEYS[k])) do
-    local score = redis.call('ZSCORE', KEYS[2], id)
-    if score and tonumber(score) > tonumber(ARGV[1]) then
-      redis.call('ZADD', KEYS[2], ARGV[1], id)
-      n = n + 1
-    end
+    n = n + due_now(KEYS[2], id, ARGV[1])
   end
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return n
 """
+)
 
 # KEYS: deferred; ARGV: now, task prefix, ids... Those of the ids still waiting whose
 # payload says they wait for their channel's hours or the next day (`Deferral.reason` as
 # orjson writes the model), due now; how many.
-_WAKE_UNINDEXED = """
+_WAKE_UNINDEXED = (
+    _DUE_NOW
+    + """
 local n = 0
 for i = 3, #ARGV do
   local v = redis.call('GET', ARGV[2] .. ARGV[i])
@@ -133,31 +148,27 @@ for i = 3, #ARGV do
     string.find(v, '"reason":"channel_hours"', 1, true)
     or string.find(v, '"reason":"capacity"', 1, true)
   ) then
-    local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-    if score and tonumber(score) > tonumber(ARGV[1]) then
-      redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-      n = n + 1
-    end
+    n = n + due_now(KEYS[1], ARGV[i], ARGV[1])
   end
 end
 return n
 """
+)
 _SCAN_COUNT = 1000
 
 # K: line; S: now; SK: deferred. The line's waiting tasks still in the queue, due now.
-_WAKE = """
+_WAKE = (
+    _DUE_NOW
+    + """
 local ids = redis.call('SMEMBERS', K[1])
 redis.call('DEL', K[1])
 local n = 0
 for _, id in ipairs(ids) do
-  local score = redis.call('ZSCORE', SK[1], id)
-  if score and tonumber(score) > tonumber(S[1]) then
-    redis.call('ZADD', SK[1], S[1], id)
-    n = n + 1
-  end
+  n = n + due_now(SK[1], id, S[1])
 end
 return n
 """
+)
 
 # K: task, open; A: id, payload ('' takes the one claimed), due from, due by unless it
 # waits for the subscriber's caps ('': no bound), rank ('': none); S: task prefix, group
