@@ -94,24 +94,11 @@ class CollectingProducer:
         return done
 
 
-def settling_period(rules: RuleSet, contacts: bool = True) -> tuple[float, str]:
+def settling_period(rules: RuleSet) -> tuple[float, str]:
     """The longest span a task of these rules holds back later ones for (a cooldown, the
     frequency cap's period), in seconds, and what it is: a warm-up shorter than it
     leaves the first report days with caps and cooldowns a longer history would have
-    filled, and with first-time moments it would have spent.
-
-    `contacts=False`, a cut-over's warm-up (`--live-from`): every moment in it is a
-    shadow one, which takes no contact and whose cooldown holds no live moment back, so
-    neither counts; what it settles is what the rules remember, the longest first-time
-    look-back (a value seen in it, not before, is not first again)."""
-    if not contacts:
-        looks = [
-            (parse_duration(node.lookback).total_seconds(), f"{r.id}'s first-time look-back")
-            for r in rules.rules
-            for node in sp.walk(r.spec.condition)
-            if isinstance(node, sp.FirstTimeCond) and node.lookback
-        ]
-        return max(looks, default=(0.0, "nothing"))
+    filled, and with first-time moments it would have spent."""
     spans = [
         (r.task.cooldown.total_seconds(), f"{r.id}'s cooldown")
         for r in rules.rules
@@ -121,6 +108,20 @@ def settling_period(rules: RuleSet, contacts: bool = True) -> tuple[float, str]:
     if cap is not None:
         spans.append((cap.span.total_seconds(), "the frequency cap's period"))
     return max(spans, default=(0.0, "nothing"))
+
+
+def longest_look_back(rules: RuleSet) -> tuple[float, str]:
+    """The rules' longest first-time look-back, in seconds, and whose: what a cut-over's
+    warm-up (`--live-from`) settles. Its moments are all shadow ones, which take no
+    contact and whose cooldowns hold no live moment back, so neither counts; a value seen
+    in it, not before, is not first again."""
+    looks = [
+        (parse_duration(node.lookback).total_seconds(), f"{r.id}'s first-time look-back")
+        for r in rules.rules
+        for node in sp.walk(r.spec.condition)
+        if isinstance(node, sp.FirstTimeCond) and node.lookback
+    ]
+    return max(looks, default=(0.0, "nothing"))
 
 
 REFUSALS_KEPT = 100
@@ -392,9 +393,7 @@ class Backtest:
         if result.forgotten:  # as the stream: before the batch's facts
             rule_ids = [r.id for r in self.detector.rules.rules]
             await self.sink.forget(result.forgotten, rule_ids, result.erased_at)
-        # Each fact's time once (the sort and the recording both need it); a stable sort
-        # on it, as before.
-        facts = sorted(((_occurred(f), f) for f in result.facts), key=_first)
+        facts = sorted(result.facts, key=_occurred)
         done = 0
         if self._warming and self.dispatch_from is not None:
             # The warm-up builds what the engine knows; only its last caps' period
@@ -421,29 +420,17 @@ class Backtest:
         self.result.spent["state"] += time.perf_counter() - started
         record_batch(self.metrics, result)
 
-    async def _facts_until(
-        self, facts: list[tuple[float, InputEvent]], start: int, until: float
-    ) -> int:
+    async def _facts_until(self, facts: list[InputEvent], start: int, until: float) -> int:
         """Record the facts from `start` dated up to `until`, each at its own time, so a
         task released in between sees only the facts before its release; returns where
-        it stopped. Event time moves through `_advance` only when a waiting task is due
-        by the fact; else it just moves (nothing to release).
-
-        One call a fact: the clock of the call dates the facts' expiry and the waking of
-        a reactivated line's tasks, and facts seldom share a clock reading (none did in
-        a week of `moments simulate`), so recording several at once would date them
+        it stopped. One call a fact: the clock of the call dates the facts' expiry and the
+        waking of a reactivated line's tasks, and facts seldom share a clock reading (none
+        did in a week of `moments simulate`), so recording several at once would date them
         otherwise."""
-        i, n = start, len(facts)
-        clock = self.clock
-        deferral = self._deferrals
-        record = self.sink.record_facts
-        while i < n and (at := facts[i][0]) <= until:
-            due = deferral.next_due()
-            if due is not None and due <= at:
-                await self._advance(at)
-            elif at > clock.now:
-                clock.now = at
-            await record(facts[i][1:])
+        i = start
+        while i < len(facts) and (at := facts[i].occurred_at.timestamp()) <= until:
+            await self._advance(at)
+            await self.sink.record_facts(facts[i : i + 1])
             i += 1
         return i
 
@@ -502,10 +489,6 @@ class Backtest:
 
 def _occurred(event: InputEvent) -> float:
     return event.occurred_at.timestamp()
-
-
-def _first(item: tuple[float, InputEvent]) -> float:
-    return item[0]
 
 
 def _triggered(task: ServiceTask) -> float:

@@ -23,7 +23,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from moments.backtest import BacktestResult, settling_period
+from moments.backtest import BacktestResult, longest_look_back, settling_period
 from moments.models import Channel
 from rules.catalog import RuleSet
 
@@ -145,7 +145,7 @@ def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:
     period (their longest first-time look-back: the warm-up takes no contact and its
     cooldowns hold no live moment) is what the rehearsal is about, not a fault of the
     report, so it is said as what going live after that warm-up would send."""
-    settle, what = settling_period(rules, contacts=False)
+    settle, what = longest_look_back(rules)
     if warm >= settle:
         return []
     if warm <= 0:

@@ -1,5 +1,5 @@
 """`moments tasks pending`: published tasks no outcome came back for yet, read from the
-ledger's unanswered index in Redis (`sinks.ledger.TaskLedger.list_unanswered`).
+ledger's unanswered index in Redis (`sinks.ledger.TaskLedger.unanswered_page`).
 
 Plain reads and formatting; the CLI only wires. The subscriber is masked as
 `moments tasks tail` masks it (`138****8001`): the list goes to a terminal or a ticket.
