@@ -730,9 +730,9 @@ class Detector:
                 # balance again the day after a shadow moment, gets the live task.
                 and (shadow is not None or state.fired_by.get(rule.tag) != SHADOW_MARK)
             ):
-                if again:
-                    pass
-                elif shadow is not None:
+                if again:  # counted at its first judgement
+                    return
+                if shadow is not None:
                     shadow[(rule.id, "suppressed", SuppressReason.COOLDOWN)] += 1
                 else:
                     result.suppressed[(spec.moment_type, SuppressReason.COOLDOWN)] += 1
@@ -990,9 +990,10 @@ def track(
     # do resolutions no record can be applied before any more, looked for on any event
     # but usage, the 85% whose scan showed in the backtest's profile.
     if state.complaints and not isinstance(event, UsageEvent):
-        oldest_applied = max(state.seen.get(complaint_source, 0), at) - lateness
-        if not isinstance(event, ComplaintEvent):
-            oldest_applied = state.seen.get(complaint_source, 0) - lateness
+        latest = state.seen.get(complaint_source, 0)
+        if isinstance(event, ComplaintEvent):
+            latest = max(latest, at)  # `seen` takes this record's time after `track`
+        oldest_applied = latest - lateness
         gone = [
             c
             for c, t in state.complaints.items()
