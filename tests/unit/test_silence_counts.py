@@ -15,20 +15,9 @@ from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import to_records
 
-from .rules.helpers import SUB, at, ev, rules_from, run
+from .rules.helpers import NO_ACTIVITY, NO_GATES, SUB, at, ev, rules_from, run
 
-RULES = """
-gating: {quiet_hours: [], frequency_cap: null}
-rules:
-  - id: no_activity
-    description: No usage and no top-up for 7 days
-    on: [usage, topup]
-    evaluate: daily
-    condition: {absence: 7d}
-    task: {family: anomaly, type: no_activity, channel: sms, priority: 3,
-           action: reactivation_offer, ttl: 3d, cooldown: 14d,
-           description: "No activity for {silent_days} days"}
-"""
+RULES = NO_GATES + "rules:" + NO_ACTIVITY
 KEY = ("anomaly", "no_activity")
 COOLDOWN = ("no_activity", "cooldown")
 

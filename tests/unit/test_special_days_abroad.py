@@ -15,22 +15,9 @@ from moments.models import EventType
 from moments.sources import SOURCE_CODES
 from moments.state import SubscriberState
 
-from .rules.helpers import ev, rules_from, run
+from .rules.helpers import BIRTHDAY, NO_GATES, ev, rules_from, run
 
-RULES = """
-gating:
-  quiet_hours: []
-  frequency_cap: null
-special_days: {local_hour: 9}
-rules:
-  - id: birthday_greeting
-    description: Birthday greeting at 09:00 local time
-    on: [profile]
-    evaluate: special_day
-    condition: {occasion: birthday}
-    task: {family: special_day, type: birthday, channel: sms, priority: 4,
-           action: birthday_greeting, ttl: 12h, description: "Happy birthday!"}
-"""
+RULES = NO_GATES + "special_days: {local_hour: 9}\nrules:" + BIRTHDAY
 PROFILE = ev(
     EventType.PROFILE, "2026-11-20T12:00:00+08:00", timezone="Asia/Shanghai", birthday="12-10"
 )

@@ -34,6 +34,27 @@ CALL_TRIAL = """
            action: call, ttl: 24h, cooldown: 30d, description: "Call about {country}"}
 """
 """The same moment as `WELCOME`, a call, in shadow mode."""
+NO_ACTIVITY = """
+  - id: no_activity
+    description: No usage and no top-up for 7 days
+    on: [usage, topup]
+    evaluate: daily
+    condition: {absence: 7d}
+    task: {family: anomaly, type: no_activity, channel: sms, priority: 3,
+           action: reactivation_offer, ttl: 3d, cooldown: 14d,
+           description: "No activity for {silent_days} days"}
+"""
+"""A rule list entry: the default catalog's silence, a reactivation offer after 7 days."""
+BIRTHDAY = """
+  - id: birthday_greeting
+    description: Birthday greeting at 09:00 local time
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: birthday}
+    task: {family: special_day, type: birthday, channel: sms, priority: 4,
+           action: birthday_greeting, ttl: 12h, description: "Happy birthday!"}
+"""
+"""A rule list entry: an SMS greeting on the customer's birthday."""
 SUB = "13800138001"
 _ids = itertools.count()
 
