@@ -298,6 +298,13 @@ class TestBaseline:
 
 
 class TestThresholdsAndOverrides:
+    MONTHLY_BY_CITY = (
+        "    on: [usage]\n    evaluate: monthly\n"
+        "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
+        "    params: {ratio: 0.5}\n"
+        "    overrides:\n      - region: SH\n        params: {ratio: 0.7}\n"
+    )
+    """A monthly fall to half (0.7 of it in SH): close-time rules by the subscriber's city."""
     BODY = (
         "    on: [topup, usage]\n"
         "    condition: {field: balance_after, lt: $threshold}\n"
@@ -336,13 +343,7 @@ class TestThresholdsAndOverrides:
         """A monthly rule has no event: the city is the profile's, else the one the
         subscriber's events named. A CRM feed without `region` left every SH customer
         on the default threshold, and their task with no region (analyst review)."""
-        body = (
-            "    on: [usage]\n    evaluate: monthly\n"
-            "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
-            "    params: {ratio: 0.5}\n"
-            "    overrides:\n      - region: SH\n        params: {ratio: 0.7}\n"
-        )
-        text = one_rule(body, TestBaseline.SERIES)
+        text = one_rule(self.MONTHLY_BY_CITY, TestBaseline.SERIES)
 
         def history(region: str) -> list:  # type: ignore[type-arg]
             months = [(7, 30), (8, 100), (9, 100), (10, 100), (11, 60), (12, 1)]
@@ -377,13 +378,7 @@ class TestThresholdsAndOverrides:
     def test_a_close_time_rule_takes_the_city_of_the_latest_event(self) -> None:
         """The region changes between events (re-check): the month's close takes the
         city the latest event named, the task carries it."""
-        body = (
-            "    on: [usage]\n    evaluate: monthly\n"
-            "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
-            "    params: {ratio: 0.5}\n"
-            "    overrides:\n      - region: SH\n        params: {ratio: 0.7}\n"
-        )
-        text = one_rule(body, TestBaseline.SERIES)
+        text = one_rule(self.MONTHLY_BY_CITY, TestBaseline.SERIES)
         months = [(7, 30, "NJ"), (8, 100, "NJ"), (9, 100, "NJ"), (10, 100, "NJ"), (11, 60, "SH")]
         events = [
             usage(at(f"2026-{m:02d}-10"), kind="data", charge=c, region=r) for m, c, r in months
@@ -398,13 +393,7 @@ class TestThresholdsAndOverrides:
         (`"    "`, U+3000) names no city, so the events' city applies. Kept as sent,
         "SH  " matched no override, and a blank region stood first and hid the city the
         events named: the SH threshold never applied (re-check of the region fallback)."""
-        body = (
-            "    on: [usage]\n    evaluate: monthly\n"
-            "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
-            "    params: {ratio: 0.5}\n"
-            "    overrides:\n      - region: SH\n        params: {ratio: 0.7}\n"
-        )
-        text = one_rule(body, TestBaseline.SERIES)
+        text = one_rule(self.MONTHLY_BY_CITY, TestBaseline.SERIES)
         months = [(7, 30), (8, 100), (9, 100), (10, 100), (11, 60), (12, 1)]
 
         def history(region: str | None, *crm: str) -> list:  # type: ignore[type-arg]
