@@ -217,11 +217,16 @@ def _said(errors: list[ErrorDetails]) -> list[tuple[str, str]]:
     (a `ValueError` of ours) is kept, the others dropped."""
     said: dict[str, str] = {}
     for error in errors:
-        where = ".".join(str(p) for p in error["loc"] if "[" not in str(p)) or "value"
+        where = ".".join(str(p) for p in error["loc"] if not _branch(str(p))) or "value"
         if where not in said or error["type"] == "value_error":
             message = problem(error)
             said[where] = message.removeprefix("Value error, ")
     return list(said.items())
+
+
+def _branch(part: str) -> bool:
+    """Whether a location part names a union's branch, not a field."""
+    return "[" in part or part == "constrained-str"
 
 
 def problem(error: ErrorDetails) -> str:

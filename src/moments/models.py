@@ -67,7 +67,12 @@ _MM_DD = (
 )
 _LEAP_YEAR = r"[0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00"
 _DATE = rf"([0-9]{{4}}-({_MM_DD})|({_LEAP_YEAR})-02-29)"
-_BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29|\s*)$"
+BLANK_SPACE = r"[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""What a blank is made of, spelled out: Unicode's White_Space, which pydantic's `\\s`
+means. `\\s` itself differs by regex engine: Python's (the `jsonschema` package's) also
+takes the separators U+001C-U+001F, so a "blank" day of them passed the schema and was a
+dead letter."""
+_BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29)$"
 """A birthday, or a blank (spaces only, or none): "" clears it."""
 # An instant's day: the years 1970-2099 (a year-1 or year-9999 time broke the local-day
 # arithmetic: the worker crashed at each restart; producer review), exact to the leap year.
@@ -134,15 +139,32 @@ def _text_then(pattern: str, parsed: CoreSchema) -> CoreSchema:
     return cs.chain_schema([cs.str_schema(pattern=pattern, strict=True), parsed])
 
 
-def _rounded(amount: float) -> Decimal:
-    """A JSON number as money: to `MONEY_PLACES` places (1e-300 showed as "1E-300 yuan"),
-    and -0 as 0."""
-    return Decimal(repr(round(amount, MONEY_PLACES) + 0.0))
+_CENT = Decimal(1).scaleb(-MONEY_PLACES)
+"""The least money above 0: 0.0001 yuan."""
+MONEY_MAX = _MONEY_LIMIT - _CENT
+"""The most money, 999999999.9999: a JSON number is held to it (and to -MONEY_MAX, or to
+`_CENT` where money is positive) before it is rounded, so that rounding cannot carry one
+the schema took past the bound (999999999.99999 rounded to a billion; 1e-300, a positive
+amount, to 0: both were dead letters of values the schema accepts)."""
+
+
+def _exact(amount: float) -> Decimal:
+    """A JSON number as the decimal it reads as, -0 as 0 (rounded after the bounds)."""
+    return Decimal(repr(amount + 0.0))
+
+
+def _rounded(amount: Decimal) -> Decimal:
+    """Money to `MONEY_PLACES` places (1e-300 showed as "1E-300 yuan"; 0.1 + 0.2 is
+    0.30000000000000004). Only a JSON number has more (a decimal string is held to them)."""
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent >= -MONEY_PLACES:
+        return amount
+    return Decimal(repr(round(float(amount), MONEY_PLACES) + 0.0))
 
 
 def _money(**bounds: Any) -> CoreSchema:
     parsed = cs.decimal_schema(strict=False, allow_inf_nan=False)
-    bounds = {"gt": -_MONEY_LIMIT, "lt": _MONEY_LIMIT} | bounds
+    bounds = {"ge": -MONEY_MAX, "le": MONEY_MAX} | bounds
     amount = cs.union_schema(
         [
             _text_then(_DECIMAL, parsed),
@@ -150,7 +172,7 @@ def _money(**bounds: Any) -> CoreSchema:
             cs.chain_schema(
                 [
                     cs.float_schema(strict=True, allow_inf_nan=False),
-                    cs.no_info_plain_validator_function(_rounded),
+                    cs.no_info_plain_validator_function(_exact),
                 ]
             ),
         ],
@@ -159,7 +181,11 @@ def _money(**bounds: Any) -> CoreSchema:
         custom_error_message='Input should be a JSON number or a decimal string like "49.90" '
         "(no exponent, no thousands separator)",
     )
-    return cs.chain_schema([amount, cs.decimal_schema(**bounds)])
+    # A positive amount of 0 is told "greater than 0", one of 0.00001 the least there is.
+    least = [cs.decimal_schema(ge=_CENT)] if bounds.get("gt") == 0 else []
+    return cs.chain_schema(
+        [amount, cs.decimal_schema(**bounds), *least, cs.no_info_plain_validator_function(_rounded)]
+    )
 
 
 def _integer(ge: int, le: int, multiple_of: int | None = None) -> Any:
@@ -195,18 +221,14 @@ Money = Annotated[
     Decimal,
     *_json_reads(
         _money(),
-        cs.decimal_schema(strict=False, allow_inf_nan=False, gt=-_MONEY_LIMIT, lt=_MONEY_LIMIT),
+        cs.decimal_schema(strict=False, allow_inf_nan=False, ge=-MONEY_MAX, le=MONEY_MAX),
         {
             "anyOf": [
-                {
-                    "type": "number",
-                    "exclusiveMinimum": -_MONEY_LIMIT,
-                    "exclusiveMaximum": _MONEY_LIMIT,
-                },
+                {"type": "number", "minimum": -float(MONEY_MAX), "maximum": float(MONEY_MAX)},
                 {"type": "string", "pattern": _DECIMAL},
             ],
-            "description": "Yuan (CNY) below a billion either way, JSON number (rounded to 4 "
-            "decimal places) or decimal string (at most 4 places)",
+            "description": "Yuan (CNY) below a billion either way (at most 999999999.9999), "
+            "JSON number (rounded to 4 decimal places) or decimal string (at most 4 places)",
         },
     ),
 ]
@@ -215,14 +237,14 @@ PositiveMoney = Annotated[
     Decimal,
     *_json_reads(
         _money(gt=0),
-        cs.decimal_schema(strict=False, allow_inf_nan=False, gt=0, lt=_MONEY_LIMIT),
+        cs.decimal_schema(strict=False, allow_inf_nan=False, ge=_CENT, le=MONEY_MAX),
         {
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": _MONEY_LIMIT},
+                {"type": "number", "minimum": float(_CENT), "maximum": float(MONEY_MAX)},
                 {"type": "string", "pattern": _POSITIVE},
             ],
-            "description": "Yuan (CNY) above 0 and below a billion, JSON number (rounded to 4 "
-            "decimal places) or decimal string (at most 4 places)",
+            "description": "Yuan (CNY) from 0.0001 to 999999999.9999, JSON number (rounded to "
+            "4 decimal places) or decimal string (at most 4 places)",
         },
     ),
 ]
@@ -358,7 +380,7 @@ _STRIPPED = "; spaces around it are not part of it"
 
 Blank = Annotated[
     str,
-    StringConstraints(max_length=64, pattern=r"^\s*$"),
+    StringConstraints(max_length=64, pattern=rf"^{BLANK_SPACE}*$"),
     AfterValidator(lambda _: ""),
 ]
 """A profile field's "none": "" or spaces only, read as "" (`apply_profile` clears the
@@ -423,7 +445,7 @@ class ProfileEvent(_Event):
     was (a serializer writing unset fields as null clears nothing); each field's
     description says how to clear it, where clearing means something."""
 
-    birthday: Annotated[str, StringConstraints(max_length=64, pattern=_BIRTHDAY)] | None = Field(
+    birthday: Annotated[str, StringConstraints(pattern=_BIRTHDAY)] | Blank | None = Field(
         default=None,
         description="MM-DD or YYYY-MM-DD (02-29 in leap years only)" + _CLEARS + _KEPT,
     )

@@ -25,6 +25,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from ruamel.yaml import YAML
 
 from moments.models import (
+    BLANK_SPACE,
     ComplaintEvent,
     EventType,
     ProfileEvent,
@@ -186,11 +187,35 @@ def _dump_yaml(value: Any) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+FINAL_NEWLINE: Final = {"type": "string", "pattern": "\n$"}
+"""Refused beside every anchored pattern (`"not"`): Python's `re`, which the `jsonschema`
+package searches patterns with, lets `$` match before a final newline, so
+`"13800138000\n"` or a time ending in one passed the schemas and was a dead letter (the
+worker's engine and ECMA-262's, the dialect's own, match `$` at the very end only). Said
+with a second pattern, not a lookahead: every regex engine reads this one alike."""
+
+
+def _no_final_newline(node: Any) -> Any:
+    """The schema with `FINAL_NEWLINE` refused beside each pattern anchored with `$`."""
+    if isinstance(node, list):
+        return [_no_final_newline(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _no_final_newline(value) for key, value in node.items()}
+    pattern = out.get("pattern")
+    # A blank may end with a newline: `$` before it or after it is all one.
+    if isinstance(pattern, str) and pattern.endswith("$") and BLANK_SPACE not in pattern:
+        if "not" in out:
+            raise ValueError(f"a pattern beside a `not`: {pattern}")
+        out["not"] = dict(FINAL_NEWLINE)
+    return out
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name -> self-contained JSON Schema 2020-12 document of one type."""
     out: dict[str, dict[str, Any]] = {}
     for name, (model, mode) in SCHEMA_FILES.items():
-        schema = model.model_json_schema(mode=mode)  # refs are `#/$defs/...`
+        schema = _no_final_newline(model.model_json_schema(mode=mode))  # refs: `#/$defs/...`
         if not schema.get("description"):
             raise ValueError(f"{model.__name__} needs a docstring: it is the schema description")
         schema["$schema"] = JSON_SCHEMA_DIALECT
@@ -205,7 +230,7 @@ def _component_schemas() -> dict[str, Any]:
         [(model, mode) for model, mode in SCHEMA_FILES.values()],
         ref_template="#/components/schemas/{model}",
     )
-    defs: dict[str, Any] = copy.deepcopy(top["$defs"])
+    defs: dict[str, Any] = _no_final_newline(top["$defs"])
     return defs
 
 
@@ -215,7 +240,7 @@ _KAFKA_KEY_DESCRIPTION = (
 
 
 def _subscriber_key() -> dict[str, Any]:
-    key = dict(TypeAdapter(SubscriberId).json_schema())
+    key: dict[str, Any] = _no_final_newline(TypeAdapter(SubscriberId).json_schema())
     key["description"] = _KAFKA_KEY_DESCRIPTION
     return key
 

@@ -437,6 +437,20 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
     # A producer's: hours written as minutes put quiet hours abroad hours off.
     *((EventType.ROAMING, {"utc_offset_minutes": ok}, True) for ok in (480, -570, 345, 840)),
     *((EventType.ROAMING, {"utc_offset_minutes": bad}, False) for bad in (8, -5, 100, -840)),
+    # Found by generating values from the schemas (hypothesis-jsonschema, a one-off run):
+    # JSON numbers the schema took and rounding carried past the bounds; Python's `\s`
+    # and `$` (the jsonschema package's) read otherwise.
+    *((EventType.TOPUP, {"amount": bad}, False) for bad in (5e-324, 0.00004, 999999999.99999)),
+    (EventType.TOPUP, {"amount": 0.0001}, True),
+    (EventType.TOPUP, {"balance_after": -999999999.99999}, False),
+    (EventType.TOPUP, {"balance_after": -999999999.9999}, True),
+    *((EventType.PROFILE, {day: "\u001f"}, False) for day in ("contract_end", "birthday")),
+    *((EventType.PROFILE, {day: " \u3000\n"}, True) for day in ("joined_on", "birthday")),
+    (EventType.TOPUP, {"occurred_at": "2026-11-22T21:47:13+08:00\n"}, False),
+    (EventType.TOPUP, {"subscriber_id": "13800138000\n"}, False),
+    (EventType.TOPUP, {"channel": "app\n"}, False),
+    (EventType.PROFILE, {"birthday": "07-14\n"}, False),
+    (EventType.USAGE, {"imei": "356938035643809\n"}, False),
 ]
 
 
