@@ -296,7 +296,20 @@ def _not_json(value: bytes) -> str | None:
             f"the value is not UTF-8 (byte {exc.start}: {value[exc.start : exc.start + 1]!r}; "
             "GBK, Latin-1 or UTF-16?): encode the JSON text as UTF-8"
         )
+    if _LONE_SURROGATE.search(value):
+        return (
+            "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
+            "pair: text cut in the middle of an emoji?): cut text at whole characters"
+        )
     return None
+
+
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+"""A `\\uD83D` escape without its low half, or a low half alone (the parser's message,
+"unexpected end of hex escape", named no fix)."""
 
 
 def _reads_as(value: bytes, refused_as: EventType) -> str | None:

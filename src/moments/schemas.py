@@ -26,6 +26,7 @@ from ruamel.yaml import YAML
 
 from moments.models import (
     BLANK_SPACE,
+    INVISIBLE,
     ComplaintEvent,
     EventType,
     ProfileEvent,
@@ -195,13 +196,29 @@ worker's engine and ECMA-262's, the dialect's own, match `$` at the very end onl
 with a second pattern, not a lookahead: every regex engine reads this one alike."""
 
 
+LONE_SURROGATES: Final = r"\ud800-\udfff"
+"""Added to the characters text must not hold (`moments.models.INVISIBLE`), in the schemas
+only: the worker's JSON parser refuses a lone UTF-16 surrogate escape (`"\\ud83d"`, half
+an emoji, as JavaScript writes a string cut in the middle of one) and pydantic's regex
+engine cannot name one. `jsonschema` (Python) and ECMA-262 with the `u` flag read the
+range as lone surrogates only; an ECMA-262 engine without it would also refuse the
+characters beyond U+FFFF."""
+
+
+def _no_lone_surrogates(pattern: str) -> str:
+    return pattern.replace(INVISIBLE, INVISIBLE + LONE_SURROGATES)
+
+
 def _no_final_newline(node: Any) -> Any:
-    """The schema with `FINAL_NEWLINE` refused beside each pattern anchored with `$`."""
+    """The schema with `FINAL_NEWLINE` refused beside each pattern anchored with `$`, and
+    `LONE_SURROGATES` beside the characters text must not hold."""
     if isinstance(node, list):
         return [_no_final_newline(item) for item in node]
     if not isinstance(node, dict):
         return node
     out = {key: _no_final_newline(value) for key, value in node.items()}
+    if isinstance(out.get("pattern"), str):
+        out["pattern"] = _no_lone_surrogates(out["pattern"])
     pattern = out.get("pattern")
     # A blank may end with a newline: `$` before it or after it is all one.
     if isinstance(pattern, str) and pattern.endswith("$") and BLANK_SPACE not in pattern:

@@ -451,6 +451,12 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
     (EventType.TOPUP, {"channel": "app\n"}, False),
     (EventType.PROFILE, {"birthday": "07-14\n"}, False),
     (EventType.USAGE, {"imei": "356938035643809\n"}, False),
+    # Found by mutating the examples (test_schema_fuzz.py): a lone UTF-16 surrogate escape,
+    # half an emoji as JavaScript writes a string cut in one, passed the text patterns.
+    *((EventType.TOPUP, {"channel": "app \ud83d" + c}, False) for c in ("", "x")),
+    (EventType.COMPLAINT, {"region": "NJ\udc00"}, False),
+    (EventType.PROFILE, {"opt_out": ["email\udfff"]}, False),
+    (EventType.TOPUP, {"channel": "app \U0001f600"}, True),
 ]
 
 
