@@ -312,6 +312,33 @@ _LONE_SURROGATE = re.compile(
 "unexpected end of hex escape", named no fix)."""
 
 
+def whole_characters(value: bytes) -> bytes | None:
+    """The JSON value with each lone surrogate escape (`_LONE_SURROGATE`) in its strings
+    and names read as U+FFFD, the replacement character; None when it has none or is no
+    JSON even so. For free text that a lone surrogate should not cost its message (a
+    task outcome's note: outcomes are not replayed); the parser refuses them."""
+    if not _LONE_SURROGATE.search(value):
+        return None
+    try:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    return json.dumps(_replaced(parsed), ensure_ascii=False).encode("utf-8")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replaced(value: object) -> object:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replaced(item) for item in value]
+    if isinstance(value, dict):
+        return {_replaced(k): _replaced(v) for k, v in value.items()}
+    return value
+
+
 def _reads_as(value: bytes, refused_as: EventType) -> str | None:
     """The one other event type this value is valid as, if any (the profile left out: all
     its fields are optional, so nearly anything is one). Only on the refusal path."""

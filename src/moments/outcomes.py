@@ -57,6 +57,7 @@ from moments.decoding import (
     duplicated_name,
     key_problem,
     problem,
+    whole_characters,
 )
 from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
@@ -121,16 +122,30 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
         )
     try:
         outcome = TaskOutcome.model_validate_json(record.value)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        reason = (
-            RejectReason.INVALID_JSON
-            if any(e["type"] == "json_invalid" for e in errors)
-            else RejectReason.INVALID_EVENT
-        )
-        detail = "; ".join(_problem(e) for e in errors[:5])
-        return DeadLetter(record, EVENT_TYPE, reason, type(exc).__name__, detail[:500])
+    except ValidationError as first:
+        # A lone surrogate in free text (a note cut in the middle of an emoji) must not
+        # cost the outcome: the schema takes it there; where a pattern refuses it (the
+        # task id), its replacement is refused too.
+        repaired = whole_characters(record.value)
+        if repaired is None:
+            return _invalid(record, first)
+        try:
+            outcome = TaskOutcome.model_validate_json(repaired)
+        except ValidationError as exc:
+            return _invalid(record, exc)
     return key_problem(record, outcome.subscriber_id, EVENT_TYPE) or with_note_cut(outcome)
+
+
+def _invalid(record: RawRecord, exc: ValidationError) -> DeadLetter:
+    """The dead letter of an outcome the model refused: the fields, never their values."""
+    errors = exc.errors(include_url=False)
+    reason = (
+        RejectReason.INVALID_JSON
+        if any(e["type"] == "json_invalid" for e in errors)
+        else RejectReason.INVALID_EVENT
+    )
+    detail = "; ".join(_problem(e) for e in errors[:5])
+    return DeadLetter(record, EVENT_TYPE, reason, type(exc).__name__, detail[:500])
 
 
 NOTE_MAX_CHARS = 2000

@@ -496,6 +496,33 @@ def test_the_outcome_schema_and_the_worker_agree_on_times(
     assert (schema_ok, worker_ok) == (valid, valid)
 
 
+@pytest.mark.parametrize(
+    ("change", "valid"),
+    [
+        ({"note": "Called back \U0001f600"}, True),
+        ({"note": "Customer said \ud83d"}, True),  # a note cut in the middle of an emoji
+        ({"agent_id": "agent-\udc00"}, True),
+        ({"x_ui": {"draft": ["\ud800"]}}, True),
+        ({"task_id": "90bd947c9fdac044a8b53075800c770\ud800"}, False),
+    ],
+)
+def test_the_outcome_schema_and_the_worker_agree_on_lone_surrogates(
+    change: dict[str, Any], valid: bool
+) -> None:
+    """Where the schema takes any text, a lone surrogate escape (as JavaScript writes a
+    string cut in an emoji) does not cost the outcome: it reads as U+FFFD. The worker's
+    parser refused the whole outcome, and outcomes are not replayed."""
+    value = {**_example("TaskOutcome"), **change}
+    schema_ok = not list(_validator("task-outcome.schema.json").iter_errors(value))
+    key = value["subscriber_id"].encode()
+    decoded = decode_outcome(RawRecord("t", 0, 0, key, json.dumps(value).encode()))
+    assert (schema_ok, not isinstance(decoded, DeadLetter)) == (valid, valid), decoded
+    if valid:
+        assert not isinstance(decoded, DeadLetter)
+        text = json.dumps(decoded.model_dump(mode="json"), ensure_ascii=False)
+        assert all(not "\ud800" <= c <= "\udfff" for c in text)
+
+
 # --- AsyncAPI --------------------------------------------------------------------------
 
 
