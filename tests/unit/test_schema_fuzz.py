@@ -27,7 +27,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from moments.decoding import decode
-from moments.models import EVENT_MODELS, EventType
+from moments.models import EVENT_MODELS, EventType, TaskOutcome
+from moments.outcomes import decode_outcome
 from moments.pipeline import run_pipeline
 from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.schemas import SCHEMA_FILES, example
@@ -38,7 +39,7 @@ from sinks.dispatch import published, task_bytes
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 FILE_OF_MODEL = {model.__name__: name for name, (model, _) in SCHEMA_FILES.items()}
 FUZZ = settings(
-    max_examples=150,
+    max_examples=120,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -202,6 +203,31 @@ def test_a_mutated_event_has_one_verdict(mutated: tuple[EventType, dict[str, Any
     schema_ok, decoded = _verdicts(event_type, value)
     worker_ok = not isinstance(decoded, DeadLetter)
     assert schema_ok == worker_ok, (how, value, decoded)
+
+
+@st.composite
+def _mutated_outcome(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    value: dict[str, Any] = example("TaskOutcome")
+    how = draw(st.sampled_from(["replace", "replace", "replace", "drop", "add"]))
+    field = draw(st.sampled_from(sorted(TaskOutcome.model_fields)))
+    if how == "drop":
+        value.pop(field, None)
+    else:
+        field = field if how == "replace" else draw(st.text(max_size=8))
+        value[field] = draw(_awkward())
+    return value, f"{how} {field!r}"
+
+
+@settings(FUZZ, max_examples=40)
+@given(_mutated_outcome())
+def test_a_mutated_outcome_has_one_verdict(mutated: tuple[dict[str, Any], str]) -> None:
+    value, how = mutated
+    schema_ok = _validator("task-outcome.schema.json").is_valid(value)
+    subscriber = value.get("subscriber_id")
+    key = subscriber if isinstance(subscriber, str) else example("TaskOutcome")["subscriber_id"]
+    record = RawRecord("t", 0, 0, key.encode("utf-8", "surrogatepass"), json.dumps(value).encode())
+    decoded = decode_outcome(record)
+    assert schema_ok == (not isinstance(decoded, DeadLetter)), (how, value, decoded)
 
 
 def test_an_unknown_field_with_a_lone_surrogate_is_refused_naming_it() -> None:
