@@ -72,11 +72,18 @@ def hotline_calls(series: dict[str, Ring], day: int) -> int:
     ring = series.get(HOTLINE_CALLS.tag)
     if not ring:
         return 0
+    # Day `w` is slot `newest - w` (newest first); days after the newest and days the
+    # ring no longer keeps had no call it counts, and trailing empty slots are not stored.
+    # Summed oldest first, as `HOTLINE_CALLS.window` read them day by day: one slice
+    # instead of 30 look-ups, on every task (the churn-risk score).
+    newest = int(ring[0])
+    low = max(newest - day, 0)
+    high = min(newest - day + HOTLINE_DAYS, HOTLINE_CALLS.keep)
+    if high <= low:
+        return 0
     total = 0.0
-    for window in range(day - HOTLINE_DAYS + 1, day + 1):
-        found = HOTLINE_CALLS.window(ring, window)
-        if found is not None:  # a day the ring no longer keeps had no call it counts
-            total += found[0]
+    for calls in reversed(ring[2 + low : 2 + high]):
+        total += calls
     return int(total)
 
 

@@ -406,3 +406,32 @@ class TestScoredCache:
             fresh = scored.__wrapped__(risk_signals, priority)
             assert scored(risk_signals, priority) == fresh
             assert scored(risk_signals, priority)[1].model_dump_json() == fresh[1].model_dump_json()
+
+
+def _hotline_calls_day_by_day(series: dict[str, list[float]], day: int) -> int:
+    """What `hotline_calls` counts, read one day at a time through the series' `window`."""
+    ring = series.get(risk.HOTLINE_CALLS.tag)
+    if not ring:
+        return 0
+    total = 0.0
+    for window in range(day - risk.HOTLINE_DAYS + 1, day + 1):
+        found = risk.HOTLINE_CALLS.window(ring, window)
+        if found is not None:
+            total += found[0]
+    return int(total)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    newest=st.integers(1000, 1100),
+    first_back=st.integers(0, 40),
+    slots=st.lists(st.integers(0, 5).map(float), max_size=32),
+    day=st.integers(950, 1150),
+)
+def test_hotline_calls_reads_the_ring_as_the_days_one_by_one(
+    newest: int, first_back: int, slots: list[float], day: int
+) -> None:
+    """The slice `hotline_calls` sums is the days `window` would read one by one: days after
+    the ring's newest, days it no longer keeps and trailing slots it does not store."""
+    series = {risk.HOTLINE_CALLS.tag: [float(newest), float(newest - first_back), *slots]}
+    assert hotline_calls(series, day) == _hotline_calls_day_by_day(series, day)
