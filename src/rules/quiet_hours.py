@@ -52,7 +52,15 @@ class QuietWindow:
         return dt.datetime.combine(day, self.end)
 
     def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+        return _window_text(self.start, self.end)
+
+
+@functools.lru_cache(maxsize=1024)
+def _window_text(start: dt.time, end: dt.time) -> str:
+    """`HH:MM-HH:MM`. Cached: every task carries its quiet windows as text
+    (`rules.gating.quiet_hours_carried`), and formatting two times was a tenth of
+    building one."""
+    return f"{start:%H:%M}-{end:%H:%M}"
 
 
 def parse_window(text: str) -> QuietWindow:
