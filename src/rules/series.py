@@ -55,7 +55,10 @@ class Series:
             if self.field:
                 if len(ring) < 5:
                     ring.extend([0.0] * (5 - len(ring)))
-                ring[2] = round(ring[2] + amount, 4)
+                total = ring[2] + amount
+                # A whole number rounds to itself (seconds, units): round() to 4 places
+                # formats the number and reads it back, the fold's dearest step.
+                ring[2] = total if type(total) is float and total.is_integer() else round(total, 4)
                 ring[3] += 1
                 if amount > ring[4]:
                     ring[4] = amount
@@ -83,7 +86,8 @@ class Series:
         if width == 1:
             ring[base] += 1
         else:
-            ring[base] = round(ring[base] + amount, 4)
+            total = ring[base] + amount
+            ring[base] = total if type(total) is float and total.is_integer() else round(total, 4)
             ring[base + 1] += 1
             if amount > ring[base + 2]:
                 ring[base + 2] = amount

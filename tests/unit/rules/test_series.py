@@ -180,3 +180,36 @@ rules:
         assert len(kept) == MAX_FIRST_SEEN
         assert any(k.endswith(":S39") for k in kept)  # the newest stay
         assert not any(k.endswith(":S0") for k in kept)  # the oldest went
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 8),
+            st.one_of(
+                st.integers(-(10**6), 10**6).map(float),
+                st.floats(-1e6, 1e6, allow_nan=False),
+                st.sampled_from([0.1, 0.3, 0.7, 1e17, -0.0, 2.0**53 + 2]),
+            ),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_window_sum_is_rounded_to_4_places_at_every_fold(items: list[tuple[int, float]]) -> None:
+    """Whole and fractional amounts alike: each fold leaves the window's sum at
+    `round(sum before + amount, 4)`, the same float (a whole sum is kept as it is)."""
+    s = series(keep=4)
+    ring = None
+    for day, amount in items:
+        before = s.window(ring, day)
+        folded = s.fold(ring, day, amount)
+        if folded is None:
+            continue
+        ring = folded
+        assert before is not None
+        got = s.window(ring, day)
+        assert got is not None
+        expected = round(before[0] + amount, 4)
+        assert repr(got[0]) == repr(expected)
