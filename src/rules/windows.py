@@ -12,8 +12,42 @@ import datetime as dt
 
 
 def local_date(at: float, tz: dt.tzinfo) -> dt.date:
-    """The local calendar day of an instant (epoch seconds)."""
-    return dt.datetime.fromtimestamp(at, tz).date()
+    """The local calendar day of an instant (epoch seconds).
+
+    Looked up per zone and UTC hour: the detector asks it for every event, and events come
+    in time order, so most fall in an hour asked about already. An hour whose start and end
+    show the same day at the same UTC offset shows that day throughout (a zone changes its
+    offset at most once an hour, as `rules.quiet_hours.offset_changes` has it); any other
+    hour (the one ending at local midnight, a daylight-saving change) is worked out per
+    instant, as is an instant the cache cannot place."""
+    key = (tz, at // 3600)  # nan and inf are never found, and fromtimestamp says why
+    day = _HOURS.get(key, _UNKNOWN)
+    if day is _UNKNOWN:
+        if len(_HOURS) >= _MAX_HOURS:
+            _HOURS.clear()
+        day = _HOURS[key] = _whole_hour_date(key[1] * 3600, tz)
+    if day is None:
+        return dt.datetime.fromtimestamp(at, tz).date()
+    return day  # type: ignore[return-value]
+
+
+_UNKNOWN = object()
+_MAX_HOURS = 4096
+"""(zone, hour) pairs remembered: a few days of a few zones."""
+_HOURS: dict[tuple[dt.tzinfo, float], object] = {}
+
+
+def _whole_hour_date(start: float, tz: dt.tzinfo) -> dt.date | None:
+    """The local day every instant of `[start, start + 3600]` shows, or None when it is not
+    one day at one offset (or the hour is out of the clock's range)."""
+    try:
+        first = dt.datetime.fromtimestamp(start, tz)
+        last = dt.datetime.fromtimestamp(start + 3600, tz)
+    except (ValueError, OverflowError, OSError):
+        return None
+    if first.date() != last.date() or first.utcoffset() != last.utcoffset():
+        return None
+    return first.date()
 
 
 def window_index(period: str, day: dt.date) -> int:

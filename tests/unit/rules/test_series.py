@@ -213,3 +213,35 @@ def test_a_window_sum_is_rounded_to_4_places_at_every_fold(items: list[tuple[int
         assert got is not None
         expected = round(before[0] + amount, 4)
         assert repr(got[0]) == repr(expected)
+
+
+_ZONES = [
+    ZoneInfo(name)
+    for name in (
+        "Asia/Shanghai",
+        "America/New_York",  # daylight saving at 02:00
+        "America/Sao_Paulo",  # daylight saving at midnight (before 2019): a day began at 01:00
+        "America/Havana",  # the same, at 00:00 -> 01:00 and back
+        "Australia/Lord_Howe",  # half an hour of daylight saving
+        "Asia/Kathmandu",  # +05:45
+        "Pacific/Apia",  # skipped 2011-12-30
+    )
+] + [dt.timezone(dt.timedelta(minutes=m)) for m in (-570, 0, 345)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(_ZONES),
+    st.one_of(
+        st.integers(1_230_000_000, 1_900_000_000),
+        st.floats(-2e9, 4e9, allow_nan=False),
+    ),
+    st.lists(st.integers(-7200, 7200), max_size=5),
+)
+def test_local_date_is_the_day_the_local_clock_shows(
+    tz: dt.tzinfo, at: float, nearby: list[int]
+) -> None:
+    """Looked up per hour or not, the day of every instant is the one `fromtimestamp`
+    shows: around midnight, daylight-saving changes and days a zone skipped."""
+    for instant in (at, *(at + d for d in nearby)):
+        assert local_date(instant, tz) == dt.datetime.fromtimestamp(instant, tz).date()
