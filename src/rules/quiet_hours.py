@@ -206,6 +206,11 @@ def next_open_instant(
         for start, opens in spans:
             if start <= current < opens:
                 return opens
+    opened = _open.get(key)
+    if opened is not None:
+        for start, until in opened:
+            if start <= current < until:
+                return current
     found = _walk(current, key[0], tz)
     if found is not None and found > current:
         if spans is None:
@@ -214,7 +219,42 @@ def next_open_instant(
             spans = _spans[key] = []
         spans.insert(0, (current, found))
         del spans[_SPANS_PER_KEY:]
+    elif found == current and key[0]:
+        closes = _open_until(current, key[0], tz)
+        if closes is not None and closes > current:
+            if opened is None:
+                if len(_open) >= _MAX_KEYS:
+                    _open.clear()
+                opened = _open[key] = []
+            opened.insert(0, (current, closes))
+            del opened[_SPANS_PER_KEY:]
     return found
+
+
+_open: dict[tuple[tuple[QuietWindow, ...], dt.tzinfo], list[tuple[dt.datetime, dt.datetime]]] = {}
+"""Open spans remembered per (windows, zone), as `_spans` the quiet ones: most tasks are
+made in the day, when the walk finds the instant open at once and used to run every time."""
+
+
+def _open_until(
+    current: dt.datetime, windows: Sequence[QuietWindow], tz: dt.tzinfo
+) -> dt.datetime | None:
+    """For an instant outside every window: an instant up to which every instant is too
+    (None: none found). From an open wall-clock time the clock enters a window only at a
+    window's start, so up to the next start the wall clock shows (or the clocks jump past)
+    all is open, as long as the clock runs forward: the span stops where it goes back."""
+    wall = local_wall(current, tz)
+    day = wall.date()
+    starts = []
+    for window in windows:
+        start = dt.datetime.combine(day, window.start)
+        starts.append(start if start > wall else start + _DAY)
+    try:
+        until = first_instant_showing(min(starts), tz, current)
+    except ValueError:
+        return None
+    fall_back = first_fall_back(current, until, tz)
+    return until if fall_back is None else min(until, fall_back)
 
 
 def _walk(

@@ -338,6 +338,7 @@ class TestRememberedSpans:
         tz = zoneinfo.ZoneInfo(name)
         windows = as_windows(pairs)
         quiet_hours._spans.clear()
+        quiet_hours._open.clear()
         queries = [
             base + dt.timedelta(seconds=shift, microseconds=micros)
             for shift in (sorted(shifts) if in_order else shifts)
@@ -350,9 +351,27 @@ class TestRememberedSpans:
             opens = next_open_instant(at.astimezone(tz), windows, tz)
             assert opens == expected
             assert opens is None or opens.tzinfo is UTC
+            tick = dt.timedelta(microseconds=1)
             if opens is not None and opens > at:  # a span was walked: ask at its edges too
-                tick = dt.timedelta(microseconds=1)
                 queries[:0] = [at - tick, opens - tick, opens, opens + tick]
+            elif opens is not None:  # open: ask at the edges of the open span remembered
+                spans = quiet_hours._open.get((tuple(windows), tz), [])
+                until = next((u for s, u in spans if s <= opens < u), None)
+                if until is not None:
+                    queries[:0] = [until - tick, until, until + tick]
+
+    def test_a_query_inside_an_open_span_is_answered_without_walking(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        windows = [parse_window("21:00-08:00"), parse_window("12:00-13:00")]
+        quiet_hours._open.clear()
+        morning = dt.datetime(2026, 11, 23, 9, 0, tzinfo=BERLIN)
+        assert next_open_instant(morning, windows, BERLIN) == morning
+        monkeypatch.setattr(quiet_hours, "_walk", None)  # a walk would now fail
+        later = dt.datetime(2026, 11, 23, 11, 59, 59, tzinfo=BERLIN)
+        assert next_open_instant(later, windows, BERLIN) == later
+        with pytest.raises(TypeError):  # noon is quiet: past the span, the walk is asked
+            next_open_instant(dt.datetime(2026, 11, 23, 12, 0, tzinfo=BERLIN), windows, BERLIN)
 
     def test_a_query_inside_a_walked_span_is_answered_without_walking(
         self, monkeypatch: pytest.MonkeyPatch
