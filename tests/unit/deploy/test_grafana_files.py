@@ -4,6 +4,7 @@ description, a unit, thresholds) and uses the provisioned datasource by uid."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,26 @@ def test_the_overview_shows_what_the_issue_asks_for() -> None:
     assert "histogram_quantile(0.5," in exprs
     assert "histogram_quantile(0.99," in exprs
     assert 'status="accepted"' in exprs
+
+
+def test_every_worker_metric_an_alert_reads_is_on_the_overview() -> None:
+    """The on-call paged by an alert finds the series it fired on in a panel: the drill
+    of 2026-12-05 found no panel for the refused rules and dispatch policy files, the
+    event loop's stall, the first waiting task's due time or the committed offsets
+    (MomentsRulesRefused, MomentsDispatchPolicyRefused, MomentsWorkerStalled,
+    MomentsDeferredTasksOverdue, MomentsPartitionNotProgressing)."""
+    alerts = load_yaml(GRAFANA.parent / "prometheus" / "alerts.yml")
+    read = {
+        name
+        for group in alerts["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"\bmoments_[a-z_]+", rule["expr"])
+    }
+    assert "moments_consumer_lag" in read  # the pattern finds the alerts' metrics
+    exprs = " ".join(
+        t["expr"]
+        for p in panels(GRAFANA / "dashboards" / "moments-overview.json")
+        for t in p["targets"]
+    )
+    shown = set(re.findall(r"\bmoments_[a-z_]+", exprs))
+    assert read - shown == set(), "alerts read these, no overview panel shows them"
