@@ -101,18 +101,17 @@ class FileReloader(Generic[T]):
         try:
             return self.load(self.path)
         except self.refused as exc:
-            log.error("%s reload refused (the %s in force stays):\n%s", self.what, self.what, exc)
+            log.error("%s reload refused (what is in force stays):\n%s", self.what, exc)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:  # a loader bug must not stop the worker: the rules in force
             # stay (pyo3's PanicException, from a Rust extension out of memory, is no Exception)
             log.exception(
-                "%s reload of %s failed unexpectedly (the %s in force stays): a bug in "
+                "%s reload of %s failed unexpectedly (what is in force stays): a bug in "
                 "moments; report it with this traceback and the file (`moments check` reads "
                 "it the same way)",
                 self.what,
                 self.path or "the packaged default",
-                self.what,
             )
         return None
 
