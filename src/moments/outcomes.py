@@ -61,14 +61,14 @@ from moments.decoding import (
 )
 from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
-from moments.records import DeadLetter, RawRecord, RejectReason
+from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectReason
 from sinks.dispatch import TaskSink
 from sinks.ledger import sent_meta_fields, state_of
 from sinks.metrics import Dependency
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
-EVENT_TYPE = "task_outcome"
+EVENT_TYPE = OUTCOME_EVENT_TYPE
 UNKNOWN = "unknown"
 _ACTS = {
     OutcomeStatus.DECLINED: "decline",

@@ -80,6 +80,16 @@ class RejectReason(StrEnum):
     UNKNOWN_TASK = "unknown_task"  # an outcome for a task id the ledger never had
 
 
+OUTCOME_EVENT_TYPE = "task_outcome"
+"""The `event_type` label and dead-letter header of a refused task outcome."""
+OUTCOME_ONLY_REASONS = frozenset({RejectReason.SUBSCRIBER_MISMATCH, RejectReason.UNKNOWN_TASK})
+"""Reasons only a task outcome is refused for."""
+INPUT_ONLY_REASONS = frozenset(
+    {RejectReason.LATE, RejectReason.FUTURE, RejectReason.DETECTOR_ERROR, RejectReason.MISPLACED}
+)
+"""Reasons only an input event is refused for (the detector's judgements of it)."""
+
+
 REASONS_EXPLAINED: dict[RejectReason, str] = {
     RejectReason.INVALID_JSON: "the value is not UTF-8 JSON (a byte-order mark included): "
     "fix the serializer and send the event again",

@@ -13,7 +13,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from moments.decoding import DELETION_FORMS
 from moments.models import Channel, EventType
-from moments.records import RejectReason
+from moments.records import (
+    INPUT_ONLY_REASONS,
+    OUTCOME_EVENT_TYPE,
+    OUTCOME_ONLY_REASONS,
+    RejectReason,
+)
 
 LATENCY_BUCKETS = (
     *(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75),
@@ -47,8 +52,16 @@ class Metrics:
             ["event_type", "reason"],
             registry=r,
         )
-        for event_type in EventType:  # at 0 from the start: the first one is an increase
-            self.rejected.labels(event_type.value, RejectReason.DETECTOR_ERROR.value)
+        # At 0 from the start, every reason a record of each kind can be refused for: a
+        # series born at its first dead letter has no sample before it, so `rate()` (and
+        # MomentsDeadLetterSpike) missed that first batch (31 records in the ops drill).
+        for event_type in EventType:
+            for reason in RejectReason:
+                if reason not in OUTCOME_ONLY_REASONS:
+                    self.rejected.labels(event_type.value, reason.value)
+        for reason in RejectReason:
+            if reason not in INPUT_ONLY_REASONS:
+                self.rejected.labels(OUTCOME_EVENT_TYPE, reason.value)
         self.detected = Counter(
             "moments_detected",
             "Moments that fired, before gating",

@@ -155,3 +155,28 @@ class TestSuppressReasons:
         )
         described = row.rsplit("|", 2)[1]
         assert set(re.findall(r"`([a-z_]+)`", described)) == set(SuppressReason)
+
+
+def test_every_dead_letter_series_is_at_zero_before_the_first() -> None:
+    """A series born at its first dead letter has no sample before it, so `rate()` and
+    MomentsDeadLetterSpike missed that first batch (the ops drill's first 31 records of a
+    renamed field); only `detector_error` started at 0."""
+    from moments.records import OUTCOME_EVENT_TYPE
+
+    registry = CollectorRegistry()
+    Metrics(registry)
+    samples = {
+        (s.labels["event_type"], s.labels["reason"]): s.value
+        for metric in registry.collect()
+        if metric.name == "moments_events_rejected"
+        for s in metric.samples
+        if s.name == "moments_events_rejected_total"
+    }
+    for event_type in ("topup", "roaming", "complaint", "usage", "profile"):
+        for reason in ("invalid_json", "invalid_event", "late", "future", "too_large"):
+            assert samples[(event_type, reason)] == 0.0
+    assert samples[("profile", "misplaced")] == 0.0
+    for reason in ("invalid_json", "unknown_task", "subscriber_mismatch", "duplicate_key"):
+        assert samples[(OUTCOME_EVENT_TYPE, reason)] == 0.0
+    assert (OUTCOME_EVENT_TYPE, "late") not in samples
+    assert ("usage", "unknown_task") not in samples
