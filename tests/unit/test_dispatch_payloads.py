@@ -1,11 +1,15 @@
-"""sinks.dispatch.Payloads: a task's JSON made once, and sent only when the ledger lacks it."""
+"""sinks.dispatch.Payloads: a task's JSON made once, and sent only when the ledger lacks it;
+`Decoded`: stored payloads read back once."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+from pydantic import ValidationError
+
 from moments.models import Channel, Deferral, Family, Moment, ServiceTask
-from sinks.dispatch import Payloads, task_bytes
+from sinks.dispatch import Decoded, Payloads, task_bytes
 
 NOW = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
 
@@ -48,3 +52,31 @@ def test_only_the_object_the_ledger_holds_goes_as_empty() -> None:
     assert payloads.unless_stored(merged) == task_bytes(merged)  # changed: sent in full
     payloads.clear()
     assert payloads.unless_stored(task) == task_bytes(task)
+
+
+def test_a_stored_payload_is_read_back_once_and_its_json_made_once() -> None:
+    decoded = Decoded(size=2)
+    stored = task_bytes(a_task())
+    task = decoded.task(stored)
+    assert task == ServiceTask.model_validate_json(stored)
+    assert decoded.task(bytes(stored)) is task  # equal bytes, not the same object
+    assert decoded.own(task) == stored
+    assert decoded.own(task) is decoded.own(task)
+    payloads = Payloads(decoded)
+    assert payloads.of(task) is decoded.own(task)
+    other = task.model_copy(update={"priority": 1})
+    assert decoded.own(other) == task_bytes(other)  # not kept: made each time
+
+
+def test_read_back_tasks_are_bounded_oldest_first() -> None:
+    decoded = Decoded(size=2)
+    payloads = [task_bytes(a_task().model_copy(update={"task_id": f"t{i}"})) for i in range(3)]
+    first, second, _ = (decoded.task(p) for p in payloads)
+    assert decoded.task(payloads[1]) is second
+    assert decoded.task(payloads[0]) is not first  # evicted by the third, read again
+    assert decoded.task(payloads[0]) == first
+
+
+def test_an_unknown_payload_fails_as_the_model_does() -> None:
+    with pytest.raises(ValidationError):
+        Decoded().task(b'{"task_id": "t1"}')
