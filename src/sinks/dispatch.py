@@ -450,8 +450,10 @@ class TaskSink:
         (a task sent with a minute to live reached its consumer expired)."""
         return task.expires_at.timestamp() - self.policy.min_time_left.total_seconds()
 
-    async def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        return await with_retry(call, Dependency.REDIS, self.metrics, what)
+    def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]:
+        # The retrying coroutine itself, not one awaiting it: a frame less on each of
+        # the ~5 store calls a decision makes.
+        return with_retry(call, Dependency.REDIS, self.metrics, what)
 
     async def flush(self) -> set[str]:
         """Claim every added task, then publish, park, merge or drop the ones we own;
@@ -886,7 +888,10 @@ class TaskSink:
                 return []
             return await self._redis(lambda: self.facts.get_many(subscribers), "reading facts")
 
-        flags, got = await asyncio.gather(declines(), facts_of())
+        if pairs and subscribers:
+            flags, got = await asyncio.gather(declines(), facts_of())
+        else:  # one read or none: no tasks to schedule (most of a backtest's decisions)
+            flags, got = await declines(), await facts_of()
         declined = {pair for pair, flag in zip(pairs, flags, strict=True) if flag}
         return declined, dict(zip(subscribers, got, strict=True))
 
