@@ -481,12 +481,21 @@ class DeferralQueue:
     async def earliest_due(self) -> float | None:
         """The first to come due, or, when some are due and not released yet (ranked, in
         `due`), the first of those (the highest score below 0)."""
+        return (await self._look(count=False))[1]
+
+    async def waiting_and_due(self) -> tuple[int, float | None]:
+        return await self._look(count=True)
+
+    async def _look(self, count: bool) -> tuple[int, float | None]:
+        """How many wait (when `count`; else 0) and `earliest_due`: one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(self.key, 0, "+inf", start=0, num=1, withscores=True)
             pipe.zrevrangebyscore(self.key, "(0", "-inf", start=0, num=1, withscores=True)
-            waiting, ranked = await pipe.execute()
+            if count:
+                pipe.zcard(self.key)
+            waiting, ranked, *size = await pipe.execute()
         found = [_due(float(score)) for _, score in [*waiting, *ranked]]
-        return min(found) if found else None
+        return int(size[0]) if size else 0, min(found) if found else None
 
     async def due_at(self, task_id: str) -> float | None:
         score: float | None = await self.redis.zscore(self.key, task_id)

@@ -750,13 +750,7 @@ class TaskSink:
         return dropped
 
     async def _update_waiting(self) -> None:
-        async def look() -> tuple[int, float | None]:
-            waiting, due = await asyncio.gather(
-                self.deferral.waiting(), self.deferral.earliest_due()
-            )
-            return waiting, due
-
-        waiting, due = await self._redis(look, "counting waiting")
+        waiting, due = await self._redis(self.deferral.waiting_and_due, "counting waiting")
         self.metrics.waiting.set(waiting)
         self.metrics.earliest_due.set(due or 0)
 

@@ -474,6 +474,9 @@ class MemoryDeferrals:
     async def earliest_due(self) -> float | None:
         return self.next_due()
 
+    async def waiting_and_due(self) -> tuple[int, float | None]:
+        return len(self.scores), self.next_due()
+
     async def due_at(self, task_id: str) -> float | None:
         return self.scores.get(task_id)
 

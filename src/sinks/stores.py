@@ -270,6 +270,11 @@ class Deferrals(Protocol):
         """When the first waiting task is due (epoch seconds); None when none waits."""
         ...
 
+    async def waiting_and_due(self) -> tuple[int, float | None]:
+        """`waiting` and `earliest_due` in one call (the sink's gauges, after each
+        decision that took from the queue or added to it)."""
+        ...
+
     async def due_at(self, task_id: str) -> float | None: ...
 
     async def forget(self, subscriber_ids: Sequence[str]) -> None:

@@ -56,6 +56,7 @@ async def test_release_takes_due_tasks_in_time_order_and_honours_a_repark() -> N
     assert await ledger.state("y") == "pending"  # a crash now would be re-driven
     assert await deferral.waiting() == 1
     assert deferral.next_due() == clock.now + 100
+    assert await deferral.waiting_and_due() == (1, clock.now + 100)
 
 
 async def test_contacts_slide_and_declines_and_facts_expire() -> None:

@@ -347,11 +347,13 @@ class TestReleaseByRank:
         assert await deferral.waiting() == 2
         assert await deferral.due_at("d") == now - 10
         assert await deferral.earliest_due() == now - 60
+        assert await deferral.waiting_and_due() == (2, now - 60)
         assert await deferral.join_many([Joining("e", "s3", b"", rank=2.0)]) == ["d"]
         assert [r.task_id for r in await deferral.release(now, limit=1)] == ["d"]
         assert [r.task_id for r in await deferral.release(now)] == ["b"]
         assert await deferral.waiting() == 0
         assert await deferral.earliest_due() is None
+        assert await deferral.waiting_and_due() == (0, None)
 
     async def test_the_top_of_everything_due_whatever_the_due_time_and_id(
         self, stores: DispatchStores

@@ -21,14 +21,14 @@ async def test_waiting_is_counted_when_the_queue_changes_only(
 ) -> None:
     w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
     counted = 0
-    count_waiting = w.sink.deferral.waiting
+    count_waiting = w.sink.deferral.waiting_and_due
 
-    async def counting() -> int:
+    async def counting() -> tuple[int, float | None]:
         nonlocal counted
         counted += 1
         return await count_waiting()
 
-    w.sink.deferral.waiting = counting  # type: ignore[method-assign]
+    w.sink.deferral.waiting_and_due = counting  # type: ignore[method-assign]
     await w.send(task("now1", sub="13300000001"), task("now2", sub="13300000002"))
     assert counted == 0  # both sent at once: the queue is as it was
     assert (
