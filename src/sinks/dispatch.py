@@ -66,9 +66,11 @@ def task_bytes(task: ServiceTask) -> bytes:
     return orjson.dumps(task.model_dump(mode="json"))
 
 
-DECODED_MAX = 8192
-"""Stored payloads a sink keeps read back (`Decoded`): more than the tasks a release
-timer's tick takes (`release_batch` x `RELEASE_BATCHES_PER_TICK`, 2,000 by default)."""
+DECODED_MAX = 1024
+"""Stored payloads a sink keeps read back (`Decoded`), ~15 kB each (the task's objects
+and its JSON). In a two-day backtest of 2,000 subscribers 1,024 caught 77% of the reads
+(256: 75%, 8,192: 78%): the tasks read again and again are the few a suspended line or
+a cap holds, every 15 minutes."""
 
 
 class Decoded:
