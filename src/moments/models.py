@@ -164,7 +164,8 @@ def _rounded(amount: Decimal) -> Decimal:
 
 def _money(**bounds: Any) -> CoreSchema:
     parsed = cs.decimal_schema(strict=False, allow_inf_nan=False)
-    bounds = {"ge": -MONEY_MAX, "le": MONEY_MAX} | bounds
+    # Money above 0 has no lower bound but 0: -1e10 was told ">= -999999999.9999".
+    bounds = {"le": MONEY_MAX} | ({} if "gt" in bounds else {"ge": -MONEY_MAX}) | bounds
     amount = cs.union_schema(
         [
             _text_then(_DECIMAL, parsed),

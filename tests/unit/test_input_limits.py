@@ -502,3 +502,16 @@ class TestOutcomeDuplicateKeys:
         result = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), value))
         assert not isinstance(result, DeadLetter)
         assert result.task_id == TASK
+
+
+@pytest.mark.parametrize("amount", [b"-5", b"-1e10", b"-1000000000", b'"-0.5"', b"0"])
+def test_a_top_up_at_or_below_zero_is_told_above_zero(amount: bytes) -> None:
+    """A positive amount far below zero was told "greater than or equal to
+    -999999999.9999", the bound of money that may be negative: -5 then reads as the fix."""
+    value = (
+        b'{"event_id":"t1","subscriber_id":"' + SUB.encode() + b'",'
+        b'"occurred_at":"2026-11-22T09:30:00+08:00","channel":"app","amount":' + amount + b"}"
+    )
+    result = decode(RawRecord("telecom.topup", 0, 1, SUB.encode(), value), EventType.TOPUP)
+    assert isinstance(result, DeadLetter), result
+    assert result.message == "amount: Input should be greater than 0"
