@@ -314,16 +314,16 @@ _LONE_SURROGATE = re.compile(
 
 def whole_characters(value: bytes) -> bytes | None:
     """The JSON value with each lone surrogate escape (`_LONE_SURROGATE`) in its strings
-    and names read as U+FFFD, the replacement character; None when it has none or is no
-    JSON even so. For free text that a lone surrogate should not cost its message (a
-    task outcome's note: outcomes are not replayed); the parser refuses them."""
+    and names read as U+FFFD, the replacement character; None when it has none, is no
+    JSON even so, or nests too deep to walk (the parser refuses that too). For free text
+    that a lone surrogate should not cost its message (a task outcome's note: outcomes
+    are not replayed); the parser refuses them."""
     if not _LONE_SURROGATE.search(value):
         return None
-    try:
-        parsed = json.loads(value)
+    try:  # RecursionError: an unknown field nested deeper than `_replaced` walks
+        return json.dumps(_replaced(json.loads(value)), ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
         return None
-    return json.dumps(_replaced(parsed), ensure_ascii=False).encode("utf-8")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -113,3 +113,17 @@ class TestTimeMessages:
         )
         assert isinstance(dead, DeadLetter)
         assert dead.message == "occurred_at: add a UTC offset, e.g. 2026-12-05T13:10:00+08:00"
+
+
+@pytest.mark.parametrize("depth", [300, 900])
+def test_a_lone_surrogate_beside_deep_nesting_is_a_dead_letter(depth: int) -> None:
+    """A note's lone surrogate is read again as U+FFFD; an unknown field nested hundreds
+    deep beside it raised RecursionError out of decode_outcome (and the outcomes agent's
+    batch), where without the surrogate it is an `invalid_json` dead letter (the
+    parser's nesting limit)."""
+    nested = b'{"a":' * depth + b"1" + b"}" * depth
+    value = orjson.dumps({**OUTCOME, "note": "cut"})[:-1] + b',"x":' + nested + b"}"
+    value = value.replace(b'"cut"', b'"cut \\ud83d"')
+    decoded = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), value))
+    assert isinstance(decoded, DeadLetter)
+    assert decoded.reason is RejectReason.INVALID_JSON
