@@ -296,7 +296,7 @@ def _not_json(value: bytes) -> str | None:
             f"the value is not UTF-8 (byte {exc.start}: {value[exc.start : exc.start + 1]!r}; "
             "GBK, Latin-1 or UTF-16?): encode the JSON text as UTF-8"
         )
-    if _LONE_SURROGATE.search(value):
+    if _lone_surrogate(value):
         return (
             "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
             "pair: text cut in the middle of an emoji?): cut text at whole characters"
@@ -304,21 +304,40 @@ def _not_json(value: bytes) -> str | None:
     return None
 
 
-_LONE_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
-    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
-"""A `\\uD83D` escape without its low half, or a low half alone (the parser's message,
-"unexpected end of hex escape", named no fix)."""
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+"""A JSON escape, a `\\uXXXX` one with its code unit: read one after another, so that an
+escaped backslash before `u` (`"\\\\ud83d"`, text) is no surrogate escape."""
+
+
+def _lone_surrogate(value: bytes) -> bool:
+    """Whether a `\\uD83D` escape stands without its low half right after it, or a low
+    half without its high one (the parser's message, "unexpected end of hex escape",
+    named no fix). Only on the refusal path."""
+    if b"\\u" not in value:
+        return False
+    pending = -1  # where the escape after a high half must start to be its low half
+    for escape in _ESCAPE.finditer(value):
+        unit = escape[1]
+        code = int(unit, 16) if unit is not None else -1
+        low = 0xDC00 <= code <= 0xDFFF
+        if pending >= 0:
+            if not (low and escape.start() == pending):
+                return True
+            pending = -1
+        elif 0xD800 <= code <= 0xDBFF:
+            pending = escape.end()
+        elif low:
+            return True
+    return pending >= 0
 
 
 def whole_characters(value: bytes) -> bytes | None:
-    """The JSON value with each lone surrogate escape (`_LONE_SURROGATE`) in its strings
+    """The JSON value with each lone surrogate escape (`_lone_surrogate`) in its strings
     and names read as U+FFFD, the replacement character; None when it has none, is no
     JSON even so, or nests too deep to walk (the parser refuses that too). For free text
     that a lone surrogate should not cost its message (a task outcome's note: outcomes
     are not replayed); the parser refuses them."""
-    if not _LONE_SURROGATE.search(value):
+    if not _lone_surrogate(value):
         return None
     try:  # RecursionError: an unknown field nested deeper than `_replaced` walks
         return json.dumps(_replaced(json.loads(value)), ensure_ascii=False).encode("utf-8")

@@ -515,3 +515,33 @@ def test_a_top_up_at_or_below_zero_is_told_above_zero(amount: bytes) -> None:
     result = decode(RawRecord("telecom.topup", 0, 1, SUB.encode(), value), EventType.TOPUP)
     assert isinstance(result, DeadLetter), result
     assert result.message == "amount: Input should be greater than 0"
+
+
+_TOPUP = (
+    '{"event_id":"t1","subscriber_id":"' + SUB + '","occurred_at":"2026-11-22T09:30:00+08:00",'
+    '"amount":5,"channel":"%s"%s}'
+)
+
+
+@pytest.mark.parametrize(
+    ("channel", "after", "lone"),
+    [
+        (r"app \ud83d", "", True),
+        (r"app \ude00", "", True),
+        (r"app \\\ud83d", "", True),  # an escaped backslash, then half an emoji
+        (r"app \ud83d\\ude00", "", True),
+        # A backslash escaped before `u` is text, not a surrogate: the value is no JSON
+        # for its trailing comma, and cutting text would not fix it.
+        (r"app \\ud83d", ",", False),
+        (r"app \\\\ud83d", ",", False),
+        (r"app \ud83d\ude00", ",", False),
+    ],
+)
+def test_a_lone_surrogate_is_named_only_where_there_is_one(
+    channel: str, after: str, lone: bool
+) -> None:
+    value = (_TOPUP % (channel, after)).encode()
+    result = decode(_record(value), EventType.TOPUP)
+    assert isinstance(result, DeadLetter), result
+    assert result.reason is RejectReason.INVALID_JSON
+    assert ("lone UTF-16 surrogate" in result.message) is lone, result.message
