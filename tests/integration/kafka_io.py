@@ -140,12 +140,6 @@ def _sum(text: str, name: str, labels: dict[str, str] | None) -> float:
     return sum(_matching(text, name, labels))
 
 
-def _last(text: str, name: str, labels: dict[str, str] | None) -> float:
-    """The last matching sample (0 when none): what `wait_for_metric` has always read."""
-    found = _matching(text, name, labels)
-    return found[-1] if found else 0.0
-
-
 async def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
     """Sum of the samples of `name` matching `labels` on a worker's /metrics."""
     return _sum(await metrics_text(port), name, labels)
@@ -167,7 +161,9 @@ async def served_line(port: int, line: str, wait_s: float = 60.0) -> bool:
 async def wait_for_metric(
     port: int, name: str, labels: dict[str, str], at_least: float, wait_s: float = 60.0
 ) -> float:
-    """Poll a worker's /metrics until the sample reaches `at_least`; return its value."""
+    """Poll a worker's /metrics until the sum of the samples matching `labels` reaches
+    `at_least`; return it. The sum, not the last one: series start at 0 (every event type's
+    `moments_events_total`, every rule's `moments_detected_total`), so `{}` matches many."""
     deadline = time.monotonic() + wait_s
     value = 0.0
     while time.monotonic() < deadline:
@@ -176,7 +172,7 @@ async def wait_for_metric(
         except OSError:
             await asyncio.sleep(0.3)
             continue
-        value = _last(text, name, labels)
+        value = _sum(text, name, labels)
         if value >= at_least:
             return value
         await asyncio.sleep(0.3)
