@@ -157,15 +157,22 @@ class Runtime:
             info.labels(rule.id, str(rule.version), "shadow" if rule.shadow else "live").set(1)
 
     def _declare_outcomes(self, rules: RuleSet) -> None:
-        """Outcome series start at 0 for every moment type (and a shadow rule's would-be
-        tasks at 0), so the first is a rise that `rate()` and `increase()` see, not a
-        series appearing at 1. With MOMENTS_LIVE_FROM set every rule is a shadow rule
-        for the moments before it, so every rule's would-be tasks are declared."""
+        """Outcome, detection and publish series start at 0 for every moment type (and a
+        shadow rule's would-be tasks at 0), so the first is a rise that `rate()` and
+        `increase()` see, not a series appearing at 1. With MOMENTS_LIVE_FROM set every
+        rule is a shadow rule for the moments before it, so every rule's would-be tasks
+        are declared."""
         for moment_type in {r.task.moment_type for r in rules.rules}:
             for status in OutcomeStatus:
                 self.metrics.outcomes.labels(moment_type, status.value)
             for channel in Channel:  # a fallback or an overflow may send it on any
                 self.metrics.unanswered_expired.labels(channel.value, moment_type)
+                # MomentsTasksExpireUnanswered's denominator
+                self.metrics.published.labels(moment_type, channel.value)
+        # MomentsNothingDetectedWhileEventsFlow: a night's rare moments, each the first of
+        # its type since the start, read as none detected.
+        for family, moment_type in {(r.task.family.value, r.task.moment_type) for r in rules.rules}:
+            self.metrics.detected.labels(family, moment_type)
         every = self.detector.live_from is not None
         for rule in rules.rules:
             if rule.shadow or every:

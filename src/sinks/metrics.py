@@ -46,6 +46,8 @@ class Metrics:
         self.events = Counter(
             "moments_events_total", "Input events consumed", ["event_type"], registry=r
         )
+        for event_type in EventType:  # MomentsDeadLetterSpike's denominator: from 0 too
+            self.events.labels(event_type.value)
         self.rejected = Counter(
             "moments_events_rejected",
             "Input records sent to the dead-letter topic",

@@ -180,3 +180,20 @@ def test_every_dead_letter_series_is_at_zero_before_the_first() -> None:
         assert samples[(OUTCOME_EVENT_TYPE, reason)] == 0.0
     assert (OUTCOME_EVENT_TYPE, "late") not in samples
     assert ("usage", "unknown_task") not in samples
+
+
+def test_every_event_type_is_counted_from_0() -> None:
+    """`moments_events_total` is MomentsDeadLetterSpike's denominator (and the "events
+    flow" of MomentsNothingDetectedWhileEventsFlow): born at a type's first batch, that
+    batch was missing from `rate()` while its dead letters, at 0 from the start, were in:
+    the share refused read high after every worker start."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    samples = {
+        s.labels["event_type"]: s.value
+        for metric in registry.collect()
+        if metric.name == "moments_events"
+        for s in metric.samples
+        if s.name == "moments_events_total"
+    }
+    assert samples == dict.fromkeys(("topup", "roaming", "complaint", "usage", "profile"), 0.0)

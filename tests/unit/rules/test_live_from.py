@@ -18,7 +18,7 @@ from moments.backtest import Backtest
 from moments.backtest_input import EventFile
 from moments.engine import Detector
 from moments.livefrom import parse_live_from
-from moments.models import EventType
+from moments.models import Channel, EventType
 from moments.pipeline import run_pipeline, to_records
 from moments.runtime import Runtime
 from moments.settings import Settings, load_settings
@@ -263,3 +263,27 @@ def test_a_contract_still_ending_at_the_instant_gets_its_renewal_offer_once() ->
     (task,) = result.tasks  # Dec 10 to 14 judge one occurrence: one task
     assert task.triggered_at >= LIVE
     assert task.triggered_at.date() == dt.date(2026, 12, 10)
+
+
+def test_each_rules_detections_and_tasks_are_declared_at_0() -> None:
+    """MomentsNothingDetectedWhileEventsFlow reads `increase(moments_detected_total)` and
+    MomentsTasksExpireUnanswered `increase(moments_tasks_published_total)`: a series born
+    at its first moment or task hid that one from them (a night of rare moments, each the
+    first of its type since the worker started, read as none detected)."""
+    metrics = Metrics()
+    rules = rules_from(RULES + CALL_TRIAL)
+    runtime = Runtime(load_settings(), metrics, Detector(rules, {}))
+    runtime.install_rules(rules)
+    declared = {
+        (family.name, tuple(sorted(s.labels.items())))
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name.endswith("_total") and s.value == 0
+    }
+    for rule in rules.rules:
+        spec = rule.task
+        detected = (("family", spec.family.value), ("moment_type", spec.moment_type))
+        assert ("moments_detected", detected) in declared
+        for channel in Channel:
+            published = (("channel", channel.value), ("moment_type", spec.moment_type))
+            assert ("moments_tasks_published", published) in declared
