@@ -85,9 +85,10 @@ OUTCOME_EVENT_TYPE = "task_outcome"
 OUTCOME_ONLY_REASONS = frozenset({RejectReason.SUBSCRIBER_MISMATCH, RejectReason.UNKNOWN_TASK})
 """Reasons only a task outcome is refused for."""
 INPUT_ONLY_REASONS = frozenset(
-    {RejectReason.LATE, RejectReason.FUTURE, RejectReason.DETECTOR_ERROR, RejectReason.MISPLACED}
+    {RejectReason.LATE, RejectReason.DETECTOR_ERROR, RejectReason.MISPLACED}
 )
-"""Reasons only an input event is refused for (the detector's judgements of it)."""
+"""Reasons only an input event is refused for (the detector's judgements of it). Not
+`future`: an outcome dated too far ahead is refused as one too."""
 
 
 REASONS_EXPLAINED: dict[RejectReason, str] = {

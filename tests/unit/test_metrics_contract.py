@@ -176,7 +176,13 @@ def test_every_dead_letter_series_is_at_zero_before_the_first() -> None:
         for reason in ("invalid_json", "invalid_event", "late", "future", "too_large"):
             assert samples[(event_type, reason)] == 0.0
     assert samples[("profile", "misplaced")] == 0.0
-    for reason in ("invalid_json", "unknown_task", "subscriber_mismatch", "duplicate_key"):
+    for reason in (
+        "invalid_json",
+        "unknown_task",
+        "subscriber_mismatch",
+        "duplicate_key",
+        "future",
+    ):
         assert samples[(OUTCOME_EVENT_TYPE, reason)] == 0.0
     assert (OUTCOME_EVENT_TYPE, "late") not in samples
     assert ("usage", "unknown_task") not in samples
@@ -197,3 +203,44 @@ def test_every_event_type_is_counted_from_0() -> None:
         if s.name == "moments_events_total"
     }
     assert samples == dict.fromkeys(("topup", "roaming", "complaint", "usage", "profile"), 0.0)
+
+
+async def test_an_outcome_dated_ahead_is_refused_on_a_series_at_0() -> None:
+    """An outcome dated too far ahead is a dead letter `future` of `task_outcome`; that
+    series was left out as input-only, so it was born at its first dead letter."""
+    import datetime as dt
+
+    from moments.backtest import CollectingProducer, EventTime
+    from moments.models import OutcomeStatus, TaskOutcome
+    from moments.outcomes import handle_outcomes
+    from moments.records import RawRecord
+    from sinks.dispatch import TaskSink
+    from sinks.memory import memory_stores
+    from sinks.policy import DispatchPolicy
+
+    now = dt.datetime(2026, 12, 5, 2, 0, tzinfo=dt.UTC)
+    clock = EventTime(now.timestamp())
+    metrics = Metrics()
+    before = {
+        (s.labels["event_type"], s.labels["reason"])
+        for metric in metrics.registry.collect()
+        if metric.name == "moments_events_rejected"
+        for s in metric.samples
+        if s.name == "moments_events_rejected_total"
+    }
+    sink = TaskSink(
+        CollectingProducer(clock), "moments.tasks", memory_stores(clock), metrics,
+        DispatchPolicy(), clock,
+    )  # fmt: skip
+    ahead = TaskOutcome(
+        task_id="a" * 32,
+        subscriber_id="13800138001",
+        status=OutcomeStatus.DECLINED,
+        occurred_at=now + dt.timedelta(days=1),
+    )
+    value = ahead.model_dump_json().encode()
+    record = RawRecord("moments.task-outcomes", 0, 0, b"13800138001", value)
+    result = await handle_outcomes([record], sink, now=now)
+    [letter] = result.dead_letters
+    assert letter.reason.value == "future"
+    assert (letter.event_type, letter.reason.value) in before
