@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from moments.models import (
     EVENT_MODELS,
+    MONEY_DIGITS,
+    MONEY_MAX,
+    MONEY_PLACES,
     SUBSCRIBER_PATTERN,
     TIME_EXAMPLE,
     TIME_FIELDS,
@@ -246,6 +250,10 @@ def problem(error: ErrorDetails) -> str:
         day_fix = _DAYS.get(str(error["loc"][0]))
         if day_fix is not None:
             return day_fix
+    if error["type"] == "money_type" and isinstance(value, str):
+        fix = _money_fix(value)
+        if fix is not None:
+            return fix
     if error["type"] == "string_type" and error["loc"][-1:] == ("subscriber_id",):
         return 'write the subscriber number as a JSON string ("13800138001"), not a number'
 
@@ -255,6 +263,26 @@ def problem(error: ErrorDetails) -> str:
             f"RFC 3339 with a UTC offset, e.g. {TIME_EXAMPLE}"
         )
     return error["msg"]
+
+
+_PLAIN_DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?")
+
+
+def _money_fix(text: str) -> str | None:
+    """What to write instead of a decimal string that is money but for its size: more
+    places or digits than money has (a DECIMAL(18,6) column as text, "49.900000", was told
+    to be "a decimal string like 49.90")."""
+    found = _PLAIN_DECIMAL.fullmatch(text)
+    if found is None:
+        return None
+    if abs(Decimal(text)) > MONEY_MAX:
+        return f"money is below a billion yuan either way (at most {MONEY_MAX})"
+    if len(found[1]) > MONEY_DIGITS:
+        return f"write at most {MONEY_DIGITS} digits before the point (no leading zeros)"
+    return (
+        f"a decimal string has at most {MONEY_PLACES} decimal places (49.90, not "
+        f"49.900000): round it, or send a JSON number (rounded to {MONEY_PLACES} places)"
+    )
 
 
 _DAY_FIX = 'write a real day as YYYY-MM-DD (e.g. 2027-01-31), or "" to clear it'

@@ -545,3 +545,22 @@ def test_a_lone_surrogate_is_named_only_where_there_is_one(
     assert isinstance(result, DeadLetter), result
     assert result.reason is RejectReason.INVALID_JSON
     assert ("lone UTF-16 surrogate" in result.message) is lone, result.message
+
+
+@pytest.mark.parametrize(
+    ("text", "fix"),
+    [
+        ("49.900000", "at most 4 decimal places"),  # a DECIMAL(18,6) column as text
+        ("5.33333", "at most 4 decimal places"),
+        ("1000000000", "below a billion"),
+        ("-1000000000.00", "below a billion"),
+        ("0000000049.90", "at most 9 digits before the point"),
+    ],
+)
+def test_a_decimal_string_out_of_form_names_the_fix(text: str, fix: str) -> None:
+    """A decimal string with more places, or more digits, than money has was told to be "a
+    JSON number or a decimal string like "49.90"", which it is."""
+    result = decode(_record(_usage(charge=text)), EventType.USAGE)
+    assert isinstance(result, DeadLetter), result
+    assert result.message.startswith("charge: "), result.message
+    assert fix in result.message, result.message
