@@ -184,7 +184,9 @@ _SPANS_PER_KEY = 8
 """Quiet spans remembered per (windows, zone): a few nights, for streams slightly out of order."""
 _MAX_KEYS = 4096
 """(windows, zone) pairs remembered; customers' own windows and zones make more of them."""
-_spans: dict[tuple[tuple[QuietWindow, ...], dt.tzinfo], list[tuple[dt.datetime, dt.datetime]]] = {}
+_Key = tuple[tuple[QuietWindow, ...], dt.tzinfo]
+"""The windows and the zone a span holds for."""
+_spans: dict[_Key, list[tuple[dt.datetime, dt.datetime]]] = {}
 
 
 def next_open_instant(
@@ -213,25 +215,31 @@ def next_open_instant(
                 return current
     found = _walk(current, key[0], tz)
     if found is not None and found > current:
-        if spans is None:
-            if len(_spans) >= _MAX_KEYS:
-                _spans.clear()
-            spans = _spans[key] = []
-        spans.insert(0, (current, found))
-        del spans[_SPANS_PER_KEY:]
+        _remember(_spans, key, (current, found))
     elif found == current and key[0]:
         closes = _open_until(current, key[0], tz)
         if closes is not None and closes > current:
-            if opened is None:
-                if len(_open) >= _MAX_KEYS:
-                    _open.clear()
-                opened = _open[key] = []
-            opened.insert(0, (current, closes))
-            del opened[_SPANS_PER_KEY:]
+            _remember(_open, key, (current, closes))
     return found
 
 
-_open: dict[tuple[tuple[QuietWindow, ...], dt.tzinfo], list[tuple[dt.datetime, dt.datetime]]] = {}
+def _remember(
+    cache: dict[_Key, list[tuple[dt.datetime, dt.datetime]]],
+    key: _Key,
+    span: tuple[dt.datetime, dt.datetime],
+) -> None:
+    """Keep `span` first among the key's (the latest asked is the likeliest next), at
+    most `_SPANS_PER_KEY` of them and `_MAX_KEYS` keys (all dropped when full)."""
+    spans = cache.get(key)
+    if spans is None:
+        if len(cache) >= _MAX_KEYS:
+            cache.clear()
+        spans = cache[key] = []
+    spans.insert(0, span)
+    del spans[_SPANS_PER_KEY:]
+
+
+_open: dict[_Key, list[tuple[dt.datetime, dt.datetime]]] = {}
 """Open spans remembered per (windows, zone), as `_spans` the quiet ones: most tasks are
 made in the day, when the walk finds the instant open at once and used to run every time."""
 
