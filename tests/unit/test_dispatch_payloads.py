@@ -9,7 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from moments.models import Channel, Deferral, Family, Moment, ServiceTask
-from sinks.dispatch import Decoded, Payloads, task_bytes
+from sinks.dispatch import Decoded, Payloads, TaskSink, task_bytes
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy
 
 NOW = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
 
@@ -80,3 +83,20 @@ def test_read_back_tasks_are_bounded_oldest_first() -> None:
 def test_an_unknown_payload_fails_as_the_model_does() -> None:
     with pytest.raises(ValidationError):
         Decoded().task(b'{"task_id": "t1"}')
+
+
+def test_a_group_holding_the_same_payload_twice_reads_back_a_task_apiece() -> None:
+    """Moments are told apart by identity (`_fit`, `_kept`): one object served twice in a
+    group would be one moment, even when the bytes were read back (and kept) before."""
+    sink = TaskSink(None, "tasks", memory_stores(), Metrics(), DispatchPolicy())  # type: ignore[arg-type]
+    carrier = task_bytes(a_task())
+    member = task_bytes(a_task().model_copy(update={"task_id": "t2", "moment_id": "t2"}))
+    once = sink._candidate("t1", [carrier, member])
+    assert once is not None
+    twice = sink._candidate("t1", [carrier, member, member])
+    assert twice is not None
+    assert len({id(t) for t in twice.tasks}) == 3
+    assert [t.task_id for t in twice.tasks] == ["t1", "t2", "t2"]
+    again = sink._candidate("t1", [carrier, member])  # the cache still serves the pair
+    assert again is not None
+    assert [id(t) for t in again.tasks] == [id(t) for t in once.tasks]
