@@ -1,0 +1,64 @@
+"""A store call that fails once in the middle of a decision is made again (`with_retry`),
+and the decision ends as it does without the failure: the waiting group of
+test_merged_groups, released again and again (its payloads read back from `Decoded`),
+with each store call it makes failing the first time. On Redis and in memory alike."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .conftest import HOUR, NOW, MakeWorker, Worker, published
+from .test_merged_groups import POLL, held_for_a_suspended_line, polls, reactivate, suppressed
+
+pytestmark = pytest.mark.integration
+
+STORE_CALLS = {
+    "deferral": ("release", "park_many", "join_many", "waiting_and_due"),
+    "ledger": ("claim", "leave_many", "drop_many", "confirm", "get_many"),
+    "facts": ("get_many",),
+    "declines": ("suppressed_many",),
+}
+
+
+def fail_once(w: Worker) -> list[str]:
+    """Make each of the sink's `STORE_CALLS` raise a Redis connection error the first
+    time; returns the names of those that did (filled in as they fail)."""
+    failed: list[str] = []
+    for store_name, names in STORE_CALLS.items():
+        store = getattr(w.sink, store_name)
+        for name in names:
+            real: Callable[..., Awaitable[Any]] = getattr(store, name)
+
+            async def failing(
+                *args: Any, _real: Any = real, _name: str = f"{store_name}.{name}"
+            ) -> Any:
+                if _name not in failed:  # raised where the reply is awaited, as Redis does
+                    failed.append(_name)
+                    raise RedisConnectionError(f"{_name}: cut")
+                return await _real(*args)
+
+            setattr(store, name, failing)
+    return failed
+
+
+async def test_a_store_call_failing_once_mid_decision_changes_nothing(
+    make_worker: MakeWorker,
+) -> None:
+    w = make_worker()
+    await held_for_a_suspended_line(w, NOW + 2 * HOUR, NOW + 48 * HOUR)
+    failed = fail_once(w)
+    last = await polls(w, NOW + 4 * HOUR)
+    assert suppressed(w, "complaint") == 1
+    assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "deferred"]
+    await reactivate(w, last)
+    assert await w.sink.release_due(now=(last + POLL).timestamp()) == 1
+    [out] = await published(w.settings, 1)
+    assert (out["task_id"], out["moment"]["type"], out["related"]) == ("g2", "low_balance", None)
+    assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "sent"]
+    assert suppressed(w, "complaint") == 1
+    assert {"deferral.release", "deferral.park_many", "deferral.waiting_and_due"} <= set(failed)
+    assert w.sample("moments_dependency_errors_total", dependency="redis") == len(failed)
