@@ -60,6 +60,22 @@ def suppressed(w: Worker, moment_type: str, reason: str = "expired") -> float:
     return w.sample("moments_tasks_suppressed_total", moment_type=moment_type, reason=reason)
 
 
+async def the_member_goes_on(w: Worker) -> None:
+    """The group of `held_for_a_suspended_line`, the call's moment expiring in 2 h and the
+    SMS's in 48: the call is dropped as expired (counted once), and when the line is
+    active again the SMS moment goes out alone under its own id."""
+    last = await polls(w, NOW + 4 * HOUR)
+    assert suppressed(w, "complaint") == 1
+    assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "deferred"]
+    await reactivate(w, last)
+    assert await w.sink.release_due(now=(last + POLL).timestamp()) == 1
+    [out] = await published(w.settings, 1)
+    assert (out["task_id"], out["moment"]["type"], out["channel"]) == ("g2", "low_balance", "sms")
+    assert out["related"] is None
+    assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "sent"]
+    assert suppressed(w, "complaint") == 1
+
+
 class TestDroppedWhileWaiting:
     async def test_an_expired_member_is_counted_once_and_leaves_the_group(
         self, make_worker: MakeWorker
@@ -105,20 +121,7 @@ class TestDroppedWhileWaiting:
         the task when the line was active again."""
         w = make_worker()
         await held_for_a_suspended_line(w, NOW + 2 * HOUR, NOW + 48 * HOUR)
-        last = await polls(w, NOW + 4 * HOUR)
-        assert suppressed(w, "complaint") == 1
-        assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "deferred"]
-        await reactivate(w, last)
-        assert await w.sink.release_due(now=(last + POLL).timestamp()) == 1
-        [out] = await published(w.settings, 1)
-        assert (out["task_id"], out["moment"]["type"], out["channel"]) == (
-            "g2",
-            "low_balance",
-            "sms",
-        )
-        assert out["related"] is None
-        assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "sent"]
-        assert suppressed(w, "complaint") == 1
+        await the_member_goes_on(w)
 
     async def test_the_moment_that_goes_on_says_what_the_group_waited_for(
         self, make_worker: MakeWorker

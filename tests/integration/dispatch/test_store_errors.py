@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .conftest import HOUR, NOW, MakeWorker, Worker, published
-from .test_merged_groups import POLL, held_for_a_suspended_line, polls, reactivate, suppressed
+from .conftest import HOUR, NOW, MakeWorker, Worker
+from .test_merged_groups import held_for_a_suspended_line, the_member_goes_on
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +51,6 @@ async def test_a_store_call_failing_once_mid_decision_changes_nothing(
     w = make_worker()
     await held_for_a_suspended_line(w, NOW + 2 * HOUR, NOW + 48 * HOUR)
     failed = fail_once(w)
-    last = await polls(w, NOW + 4 * HOUR)
-    assert suppressed(w, "complaint") == 1
-    assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "deferred"]
-    await reactivate(w, last)
-    assert await w.sink.release_due(now=(last + POLL).timestamp()) == 1
-    [out] = await published(w.settings, 1)
-    assert (out["task_id"], out["moment"]["type"], out["related"]) == ("g2", "low_balance", None)
-    assert [await w.ledger.state(i) for i in ("g1", "g2")] == ["dropped", "sent"]
-    assert suppressed(w, "complaint") == 1
+    await the_member_goes_on(w)
     assert {"deferral.release", "deferral.park_many", "deferral.waiting_and_due"} <= set(failed)
     assert w.sample("moments_dependency_errors_total", dependency="redis") == len(failed)
