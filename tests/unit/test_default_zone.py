@@ -18,10 +18,11 @@ from moments.models import EventType
 from moments.state import SubscriberState
 from rules.explain import explain
 
-from .rules.helpers import ev, rules_from, run
+from .rules.helpers import BIRTHDAY, ev, rules_from, run
 
 LONDON = ZoneInfo("Europe/London")
-RULES = """
+RULES = (
+    """
 gating:
   timezone: Europe/London
   quiet_hours: ["21:00-08:00"]
@@ -37,15 +38,9 @@ rules:
     evaluate: daily
     condition: {series: calls, gte: 2}
     task: {family: anomaly, type: busy_day, channel: app_push, priority: 3,
-           action: a, ttl: 30d, description: "busy"}
-  - id: birthday_greeting
-    description: Birthday greeting at 09:00 local time
-    on: [profile]
-    evaluate: special_day
-    condition: {occasion: birthday}
-    task: {family: special_day, type: birthday, channel: sms, priority: 4,
-           action: birthday_greeting, ttl: 12h, description: "Happy birthday!"}
-"""
+           action: a, ttl: 30d, description: "busy"}"""
+    + BIRTHDAY
+)
 # 23:30 and 00:30 in Shanghai (two days there), 15:30 and 16:30 in London (one day).
 CALLS = ("2026-11-02T15:30:00+00:00", "2026-11-02T16:30:00+00:00")
 LONDON_MIDNIGHT = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)  # London is on UTC in November

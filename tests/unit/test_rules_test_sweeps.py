@@ -14,26 +14,12 @@ from moments.backtest_input import EventFile, merged
 from moments.rulecheck import check_rules
 from rules.catalog import load_texts
 
-RULES = """
-gating: {quiet_hours: []}
-special_days: {local_hour: 9}
-rules:
-  - id: no_activity
-    description: No usage and no top-up for 7 days
-    on: [usage, topup]
-    evaluate: daily
-    condition: {absence: 7d}
-    task: {family: anomaly, type: no_activity, channel: sms, priority: 3,
-           action: reactivation_offer, ttl: 3d, cooldown: 14d,
-           description: "No activity for {silent_days} days"}
-  - id: birthday_greeting
-    description: Birthday greeting at 09:00 local time
-    on: [profile]
-    evaluate: special_day
-    condition: {occasion: birthday}
-    task: {family: special_day, type: birthday, channel: sms, priority: 4,
-           action: birthday_greeting, ttl: 12h, description: "Happy birthday!"}
-"""
+from .rules.helpers import BIRTHDAY, NO_ACTIVITY
+
+RULES = f"""
+gating: {{quiet_hours: []}}
+special_days: {{local_hour: 9}}
+rules:{NO_ACTIVITY}{BIRTHDAY}"""
 START = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 SILENT, BUSY = "13800000001", "13800000002"
 
