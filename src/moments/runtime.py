@@ -137,7 +137,7 @@ class Runtime:
                 ", ".join(changes.same_version),
             )
         self.detector.swap_rules(rules)
-        self._declare_outcomes(rules)
+        self._declare_series(rules)
         self._report_rules(rules)
 
     def install_policy(self, policy: DispatchPolicy) -> None:
@@ -156,7 +156,7 @@ class Runtime:
         for rule in rules.rules:
             info.labels(rule.id, str(rule.version), "shadow" if rule.shadow else "live").set(1)
 
-    def _declare_outcomes(self, rules: RuleSet) -> None:
+    def _declare_series(self, rules: RuleSet) -> None:
         """Outcome, detection and publish series start at 0 for every moment type (and a
         shadow rule's would-be tasks at 0), so the first is a rise that `rate()` and
         `increase()` see, not a series appearing at 1. With MOMENTS_LIVE_FROM set every
@@ -215,7 +215,7 @@ class Runtime:
         )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))
-        self._declare_outcomes(self.detector.rules)
+        self._declare_series(self.detector.rules)
         self._report_rules(self.detector.rules)
         for event_type in self.detector.topic_types.values():  # at 0: an alert sees the rise
             self.metrics.misplaced.labels(event_type.value)

@@ -209,14 +209,14 @@ def _no_lone_surrogates(pattern: str) -> str:
     return pattern.replace(INVISIBLE, INVISIBLE + LONE_SURROGATES)
 
 
-def _no_final_newline(node: Any) -> Any:
+def _portable_patterns(node: Any) -> Any:
     """The schema with `FINAL_NEWLINE` refused beside each pattern anchored with `$`, and
     `LONE_SURROGATES` beside the characters text must not hold."""
     if isinstance(node, list):
-        return [_no_final_newline(item) for item in node]
+        return [_portable_patterns(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _no_final_newline(value) for key, value in node.items()}
+    out = {key: _portable_patterns(value) for key, value in node.items()}
     if isinstance(out.get("pattern"), str):
         out["pattern"] = _no_lone_surrogates(out["pattern"])
     pattern = out.get("pattern")
@@ -232,7 +232,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     """File name -> self-contained JSON Schema 2020-12 document of one type."""
     out: dict[str, dict[str, Any]] = {}
     for name, (model, mode) in SCHEMA_FILES.items():
-        schema = _no_final_newline(model.model_json_schema(mode=mode))  # refs: `#/$defs/...`
+        schema = _portable_patterns(model.model_json_schema(mode=mode))  # refs: `#/$defs/...`
         if not schema.get("description"):
             raise ValueError(f"{model.__name__} needs a docstring: it is the schema description")
         schema["$schema"] = JSON_SCHEMA_DIALECT
@@ -247,7 +247,7 @@ def _component_schemas() -> dict[str, Any]:
         [(model, mode) for model, mode in SCHEMA_FILES.values()],
         ref_template="#/components/schemas/{model}",
     )
-    defs: dict[str, Any] = _no_final_newline(top["$defs"])
+    defs: dict[str, Any] = _portable_patterns(top["$defs"])
     return defs
 
 
@@ -257,7 +257,7 @@ _KAFKA_KEY_DESCRIPTION = (
 
 
 def _subscriber_key() -> dict[str, Any]:
-    key: dict[str, Any] = _no_final_newline(TypeAdapter(SubscriberId).json_schema())
+    key: dict[str, Any] = _portable_patterns(TypeAdapter(SubscriberId).json_schema())
     key["description"] = _KAFKA_KEY_DESCRIPTION
     return key
 
