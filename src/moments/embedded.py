@@ -246,9 +246,13 @@ class _ManagedServer:
         workdir: str | os.PathLike[str] | None = None,
         *,
         port: int | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        extra_args: Iterable[str] = (),
         start_timeout: float = 20.0,
         port_attempts: int = 5,
     ) -> None:
+        self._binary = Path(binary) if binary is not None else None
+        self.extra_args = list(extra_args)
         self._requested_port = port
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._workdir: Path | None = None
@@ -461,22 +465,6 @@ class TansuBroker(_ManagedServer):
 
     name: ClassVar[str] = "tansu"
 
-    def __init__(
-        self,
-        workdir: str | os.PathLike[str] | None = None,
-        *,
-        port: int | None = None,
-        binary: str | os.PathLike[str] | None = None,
-        extra_args: Iterable[str] = (),
-        start_timeout: float = 20.0,
-        port_attempts: int = 5,
-    ) -> None:
-        super().__init__(
-            workdir, port=port, start_timeout=start_timeout, port_attempts=port_attempts
-        )
-        self._binary = Path(binary) if binary is not None else None
-        self.extra_args = list(extra_args)
-
     @property
     def binary(self) -> Path:
         if self._binary is None:
@@ -527,22 +515,6 @@ class RedisServer(_ManagedServer):
     """A throw-away `redis-server` (no persistence) on a free 127.0.0.1 port."""
 
     name: ClassVar[str] = "redis"
-
-    def __init__(
-        self,
-        workdir: str | os.PathLike[str] | None = None,
-        *,
-        port: int | None = None,
-        binary: str | os.PathLike[str] | None = None,
-        extra_args: Iterable[str] = (),
-        start_timeout: float = 20.0,
-        port_attempts: int = 5,
-    ) -> None:
-        super().__init__(
-            workdir, port=port, start_timeout=start_timeout, port_attempts=port_attempts
-        )
-        self._binary = Path(binary) if binary is not None else None
-        self.extra_args = list(extra_args)
 
     @property
     def binary(self) -> Path:
