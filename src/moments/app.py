@@ -79,6 +79,9 @@ class MomentsApp(faust.App):
 
     hot_topics: frozenset[str] = frozenset()
     fetch_wait_ms: int = FETCH_MAX_WAIT_MS
+    stop_grace_s: float | None = None
+    """How long a stop asked by SIGTERM or SIGINT may take before the process ends
+    (moments.stopdeadline, started by `ServiceWorker`); None: no deadline."""
 
     def _new_transport(self) -> BatchTransport:
         return BatchTransport(self.conf.broker_consumer, self)
@@ -114,6 +117,7 @@ def create_app(settings: Settings) -> MomentsApp:
         logging_config=faust_logging_config() if settings.log_format == "json" else None,
     )
     app.fetch_wait_ms = settings.fetch_wait_ms
+    app.stop_grace_s = settings.stop_grace_seconds
     return app
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import faust
+
+from moments.stopdeadline import StopDeadline
 
 
 class ServiceWorker(faust.Worker):
@@ -22,6 +25,14 @@ class ServiceWorker(faust.Worker):
         super().on_setup_root_logger(logger, level)
         if level:
             logger.setLevel(level)
+
+    def install_signal_handlers(self) -> None:
+        """Faust's handlers, then the stop deadline (moments.stopdeadline): they run on the
+        event loop, and a stuck loop never ran them, so SIGTERM left the worker running."""
+        super().install_signal_handlers()
+        grace: float | None = getattr(self.app, "stop_grace_s", None)
+        if grace is not None and sys.platform != "win32":
+            StopDeadline(grace).start(self.loop)
 
     def _on_sigusr2(self) -> None:
         """Every thread's stack to stderr, as SIGUSR1 gives: Faust's worker starts pdb on

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         description="/livez fails once the event loop has not run for this long (a blocked "
         "or deadlocked worker); /readyz and /livez are served beside /metrics",
     )
+    stop_grace_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=50.0,
+        description="A worker still running this long after SIGTERM or SIGINT (its event loop "
+        "stuck) logs where the loop is and exits with code 70; keep it below the "
+        "orchestrator's grace period (Kubernetes: terminationGracePeriodSeconds, 60)",
+    )
     app_id: str = Field(
         default="moments",
         min_length=1,

@@ -155,13 +155,22 @@ class WorkerProcess:
     """`python -m moments worker` as a child process, its output in a log file (its
     stdout in `stdout_path` instead, when given)."""
 
-    def __init__(self, settings: Settings, log_path: Path, stdout_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        stdout_path: Path | None = None,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`command` runs instead of `python -m moments worker` (a worker with a fault
+        put in first, say); `env` adds to the settings' variables."""
         self.log_path = log_path
         self._log = log_path.open("ab")
         self._stdout = stdout_path.open("ab") if stdout_path is not None else None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moments", "worker"],
-            env=settings_env(settings),
+            command or [sys.executable, "-m", "moments", "worker"],
+            env={**settings_env(settings), **(env or {})},
             stdout=self._stdout or self._log,
             stderr=self._log if self._stdout else subprocess.STDOUT,
             start_new_session=True,

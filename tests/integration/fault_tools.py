@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -167,3 +168,65 @@ def raw_value(record: Record) -> bytes | None:
     """The bytes `kafka_io.produce` sends for a record's value."""
     value = record[2]
     return orjson.dumps(value) if isinstance(value, dict) else value
+
+
+STALL_MARK = "test: stalling the event loop"
+
+_STALLING_WORKER = """
+import os, sys, time
+from pathlib import Path
+
+from moments import engine, runtime
+from moments.cli import main
+
+key = os.environ["TEST_STALL_KEY"].encode()
+once = Path(os.environ["TEST_STALL_ONCE"])
+
+
+def stall_here(records):
+    if not once.exists() and any(r.key == key for r in records):
+        once.touch()
+        print(os.environ["TEST_STALL_MARK"], file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
+if os.environ["TEST_STALL_AT"] == "detect":
+    process = engine.Detector.process
+
+    def stuck_rule_evaluation(self, records, *args, **kwargs):
+        stall_here(records)
+        return process(self, records, *args, **kwargs)
+
+    engine.Detector.process = stuck_rule_evaluation
+else:
+    handle = runtime.Runtime.handle
+
+    async def stuck_after_durable(self, records, store):
+        result = await handle(self, records, store)
+        stall_here(records)
+        return result
+
+    runtime.Runtime.handle = stuck_after_durable
+sys.exit(main(["worker"]))
+"""
+
+
+def stalling_worker(key: str, at: str, workdir: Path) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a worker whose event loop blocks (`time.sleep`, an
+    hour) once, in the batch holding a record keyed `key`: `at` "detect" in the rules'
+    evaluation, before anything of the batch is durable; "durable" once its tasks and
+    state are durable, before its offsets are committed. A file in `workdir` says it
+    blocked, so a second worker with the same command does not. The worker prints
+    `STALL_MARK` to stderr when it blocks; its script is a file, so the stacks it logs
+    show the blocking line."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / "stalling_worker.py"
+    script.write_text(_STALLING_WORKER)
+    once = workdir / "stalled-once"
+    env = {
+        "TEST_STALL_KEY": key,
+        "TEST_STALL_AT": at,
+        "TEST_STALL_ONCE": str(once),
+        "TEST_STALL_MARK": STALL_MARK,
+    }
+    return [sys.executable, str(script)], env
