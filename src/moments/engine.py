@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from moments.cooldowns import (
     CooldownReturn,
@@ -52,9 +52,11 @@ from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
 from rules.gating import (
+    Deferring,
     GateInput,
     GatingPolicy,
     SubscriberView,
+    Suppressing,
     gate,
     quiet_hours_carried,
     roaming_zone,
@@ -94,6 +96,19 @@ CHECKED_DAY = "checked"
 """Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
 
 _PROFILE_BASE_FIELDS = frozenset({"event_id", "subscriber_id", "occurred_at"})
+
+SHADOW_REASONS: Mapping[str, tuple[str, ...]] = {
+    "suppressed": tuple(
+        dict.fromkeys(
+            SuppressReason(r).value
+            for r in (SuppressReason.COOLDOWN, SuppressReason.EXPIRED, *get_args(Suppressing))
+        )
+    ),
+    "deferred": get_args(Deferring),
+}
+"""Outcome -> the reasons a shadow judgement can be counted under besides `task`
+(`moments_shadow_moments_total`): the engine's cooldown and expiry, then the gates'. A
+shadow task stops before dispatch, so no dispatch reason; the runtime declares each at 0."""
 
 
 @dataclass(slots=True)

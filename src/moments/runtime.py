@@ -24,7 +24,13 @@ from redis.asyncio import Redis
 
 from moments.connections import kafka_client_kwargs, redis_client
 from moments.decoding import TOMBSTONE
-from moments.engine import BatchResult, Detector, allowed_ahead, give_back_cooldowns
+from moments.engine import (
+    SHADOW_REASONS,
+    BatchResult,
+    Detector,
+    allowed_ahead,
+    give_back_cooldowns,
+)
 from moments.eventclock import EventClock
 from moments.logthrottle import RepeatThrottle
 from moments.models import Channel, EventType, OutcomeStatus
@@ -158,10 +164,10 @@ class Runtime:
 
     def _declare_series(self, rules: RuleSet) -> None:
         """Outcome, detection and publish series start at 0 for every moment type (and a
-        shadow rule's would-be tasks at 0), so the first is a rise that `rate()` and
+        shadow rule's would-be tasks, and its judgements deferred or suppressed for each
+        reason of `SHADOW_REASONS`, at 0), so the first is a rise that `rate()` and
         `increase()` see, not a series appearing at 1. With MOMENTS_LIVE_FROM set every
-        rule is a shadow rule for the moments before it, so every rule's would-be tasks
-        are declared."""
+        rule is a shadow rule for the moments before it, so every rule's are declared."""
         for moment_type in {r.task.moment_type for r in rules.rules}:
             for status in OutcomeStatus:
                 self.metrics.outcomes.labels(moment_type, status.value)
@@ -177,6 +183,9 @@ class Runtime:
         for rule in rules.rules:
             if rule.shadow or every:
                 self.metrics.shadow.labels(rule.id, "task", "")
+                for outcome, reasons in SHADOW_REASONS.items():
+                    for reason in reasons:
+                        self.metrics.shadow.labels(rule.id, outcome, reason)
 
     def _record_reload(self, result: str, count: int | None) -> None:
         self.metrics.rules_reload.labels(result).inc()

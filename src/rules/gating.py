@@ -78,15 +78,11 @@ from rules.quiet_hours import (
 
 Purpose = Literal["service", "sales"]
 Action = Literal["send", "defer", "suppress"]
-Reason = Literal[
-    "quiet_hours",
-    "suspended",
-    "opt_out",
-    "frequency_cap",
-    "complaint_open",
-    "closed",
-    "expired",
-]
+Suppressing = Literal["expired", "closed", "opt_out", "complaint_open", "suspended"]
+"""What `gate` suppresses a task for (a closed set: metrics declare each at 0)."""
+Deferring = Literal["quiet_hours", "suspended"]
+"""What `gate` defers a task for."""
+Reason = Literal[Suppressing, Deferring, "frequency_cap"]
 OnSuspended = Literal["wait", "suppress"]
 
 ALL_CHANNELS: tuple[Channel, ...] = tuple(Channel)
@@ -343,7 +339,9 @@ def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[Qui
     return policy.windows + tuple(window for window in own if window is not None)
 
 
-def _suppress(reason: Reason, now: dt.datetime, until: dt.datetime | None = None) -> GateDecision:
+def _suppress(
+    reason: Suppressing, now: dt.datetime, until: dt.datetime | None = None
+) -> GateDecision:
     return GateDecision("suppress", now, reason, until)
 
 
@@ -363,7 +361,7 @@ def gate(task: GateInput, subscriber: SubscriberView, policy: GatingPolicy) -> G
         return _suppress("suspended", now)
 
     earliest: dt.datetime = now
-    reason: Reason | None = None
+    reason: Deferring | None = None
     if task.channel in policy.quiet_hours_channels:
         windows = quiet_windows(subscriber, policy)
         opens = next_open_instant(earliest, windows, local_zone(subscriber, policy))

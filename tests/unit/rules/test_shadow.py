@@ -17,10 +17,13 @@ from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import to_records
 from moments.rulecheck import summary
+from moments.runtime import Runtime
+from moments.settings import load_settings
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
 from rules.exceptions import RulesError
 from rules.explain import explain_rule
+from sinks.metrics import Metrics
 
 from .helpers import CALL_TRIAL, SUB, WELCOME, at, ev, rules_from, run, types
 
@@ -176,3 +179,60 @@ def test_an_expectation_of_a_shadow_rule_says_it_makes_no_task() -> None:
         "add --shadow-as-live)"
     )
     assert check_expectations(result, rules, {"call_trial": 0, "welcome": 1}) == []
+
+
+def _declared_at_0(rules: RuleSet) -> set[tuple[str, str, str]]:
+    """The `moments_shadow_moments_total` series a worker serves at 0 once `rules` load."""
+    metrics = Metrics()
+    runtime = Runtime(load_settings(), metrics, Detector(rules, {}))
+    runtime.install_rules(rules)
+    return {
+        (s.labels["rule_id"], s.labels["outcome"], s.labels["reason"])
+        for family in metrics.registry.collect()
+        if family.name == "moments_shadow_moments"
+        for s in family.samples
+        if s.name.endswith("_total") and s.value == 0
+    }
+
+
+def test_a_shadow_rules_deferred_and_suppressed_series_start_at_0() -> None:
+    """Each reason the gates (and the cooldown and expiry before them) can give a shadow
+    judgement is served at 0 from the start: a series born at its first increment was
+    invisible to `rate()` and `increase()` (the dashboard's shadow panel missed a trial's
+    first quiet-hours deferral). Dispatch's reasons never reach a shadow rule."""
+    suppressed = ("cooldown", "expired", "closed", "opt_out", "complaint_open", "suspended")
+    expected = {
+        ("call_trial", "task", ""),
+        *(("call_trial", "suppressed", reason) for reason in suppressed),
+        ("call_trial", "deferred", "quiet_hours"),
+        ("call_trial", "deferred", "suspended"),
+    }
+    assert _declared_at_0(rules_from(RULES)) == expected  # only the shadow rule's
+
+
+def test_what_a_shadow_rule_is_counted_under_was_declared() -> None:
+    """The declared set holds what the engine counts: judgements suppressed by the
+    cooldown, the subscriber's opt-out and a closed line, and deferred by quiet hours and
+    a suspended line."""
+    profile = "2026-11-30"
+    events = [
+        _roam("2026-12-01", "10:00", "JP"),  # task
+        _roam("2026-12-02", "10:00", "KR"),  # cooldown
+        _roam("2026-12-01", "23:30", "JP", OTHER),  # quiet hours
+        ev(EventType.PROFILE, at(profile, "09:00"), "13900139003", opt_out=["outbound_call"]),
+        _roam("2026-12-01", "10:00", "JP", "13900139003"),  # opt-out
+        ev(EventType.PROFILE, at(profile, "09:00"), "13900139004", status="closed"),
+        _roam("2026-12-01", "10:00", "JP", "13900139004"),  # closed
+        ev(EventType.PROFILE, at(profile, "09:00"), "13900139005", status="suspended"),
+        _roam("2026-12-01", "10:00", "JP", "13900139005"),  # suspended: waits
+    ]
+    counted = set(run(rules_from(RULES), events).shadow)
+    assert {(outcome, reason) for _, outcome, reason in counted} == {
+        ("task", ""),
+        ("suppressed", "cooldown"),
+        ("deferred", "quiet_hours"),
+        ("suppressed", "opt_out"),
+        ("suppressed", "closed"),
+        ("deferred", "suspended"),
+    }
+    assert counted <= _declared_at_0(rules_from(RULES))
