@@ -169,6 +169,8 @@ class BatchResult:
     """Moments fired, by (family, moment type)."""
     replayed: int = 0
     """Events skipped because this subscriber had applied them already."""
+    replays: list[RawRecord] = field(default_factory=list)
+    """Their records (the runtime leaves them out of the misplaced count)."""
     suppressed: Counter[tuple[str, SuppressReason]] = field(default_factory=Counter)
     """Moments that made no task, by (moment type, reason): `cooldown`, `expired`, a gate's
     reason (quiet hours past the task's life, opt-out, an open complaint...) and
@@ -338,6 +340,7 @@ class Detector:
             digest = event_digest(decoded.event_id)
             if state.is_replay(source, partition, offset, digest):
                 result.replayed += 1
+                result.replays.append(record)
                 continue
             made = len(result.tasks), len(result.facts)
             failed_here = False

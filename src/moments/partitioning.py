@@ -106,6 +106,15 @@ class PartitionCheck:
             self._warn(example)
         return out
 
+    def misplaced(self, records: Iterable[RawRecord]) -> Counter[str]:
+        """Topic -> keyed records on a partition their key does not hash to; unlike
+        `check`, it neither warns nor refuses."""
+        return Counter(
+            record.topic
+            for record in records
+            if record.key is not None and self.expected(record.key) != record.partition
+        )
+
     def misplaced_tombstones(
         self, records: Sequence[RawRecord], topic: str
     ) -> tuple[list[RawRecord], list[DeadLetter]]:

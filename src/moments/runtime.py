@@ -17,6 +17,7 @@ import datetime as dt
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -263,8 +264,6 @@ class Runtime:
             started = time.perf_counter()
             now = dt.datetime.now(dt.UTC)
             off = self.placement.check(records)
-            for topic, n in off.items():
-                self.metrics.misplaced.labels(self.detector.topic_types[topic].value).inc(n)
             misplaced: list[DeadLetter] = []
             if (profiles := self.settings.topic("profile")) in off:  # rare: look for tombstones
                 records, misplaced = self.placement.misplaced_tombstones(records, profiles)
@@ -276,9 +275,24 @@ class Runtime:
             self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
             self.clock.observe(result.watermarks, time.time())
             await self._publish(result, store)
+            if off:
+                self.count_misplaced(off, result)
             self.metrics.processing.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(records))
             return result
+
+    def count_misplaced(self, off: Counter[str], result: BatchResult) -> None:
+        """The batch's misplaced records into `moments_events_misplaced_total` once its
+        output is durable, less those skipped as already applied: a worker that ends
+        without its last commit counted none of a batch it did not finish, and its
+        successor, reading the rest again, does not count them twice (that made one burst
+        of misplaced events fire MomentsEventsMisplaced when the restart came a few
+        minutes after it). A record refused for its bytes is counted at each read, as
+        its dead letter is sent again."""
+        if result.replays:
+            off = off - self.placement.misplaced(result.replays)
+        for topic, n in off.items():
+            self.metrics.misplaced.labels(self.detector.topic_types[topic].value).inc(n)
 
     async def erasures(self, records: Sequence[RawRecord], store: StateStore) -> dict[str, float]:
         """When the batch's subscribers that have no record were erased, if they were: a

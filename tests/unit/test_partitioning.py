@@ -195,3 +195,59 @@ class TestMisplacedTombstones:
             f"a profile tombstone on partition {wrong}, where its key names {right}: nothing "
             "was erased"
         )
+
+
+class TestMisplacedCountedOnce:
+    """`moments_events_misplaced_total` counts each misplaced event once, when its batch
+    is durable: read again after a restart without the last commit and skipped as already
+    applied, it is not counted again (a restart a few minutes after a one-off burst made
+    MomentsEventsMisplaced fire, docs/operations.md "Counters after a restart")."""
+
+    async def test_events_skipped_as_already_applied_are_not_counted_again(self) -> None:
+        settings = load_settings(partitions=2)
+        topic = settings.topic("usage")
+        detector = Detector(RuleSet.of([]), {topic: EventType.USAGE})
+        metrics = Metrics()
+        runtime = Runtime(settings, metrics, detector)
+        store = DictStateStore()
+        key = b"13800000001"
+        wrong = 1 - partition_of(key, 2)
+        records = [RawRecord(topic, wrong, n, key, usage(f"u{n}", "13800000001")) for n in range(3)]
+        off = runtime.placement.check(records)
+        assert off == {topic: 3}
+        first = detector.process(records, store.load, None)
+        store.save(first.changes)
+        runtime.count_misplaced(off, first)
+        again = detector.process(records, store.load, None)  # read again after a restart
+        assert again.replays == records
+        runtime.count_misplaced(runtime.placement.check(records), again)
+        assert misplaced(metrics) == 3
+
+    async def test_a_record_refused_for_its_bytes_is_counted_at_each_read(self) -> None:
+        """No state remembers it: its dead letter is sent again too."""
+        settings = load_settings(partitions=2)
+        topic = settings.topic("usage")
+        detector = Detector(RuleSet.of([]), {topic: EventType.USAGE})
+        metrics = Metrics()
+        runtime = Runtime(settings, metrics, detector)
+        store = DictStateStore()
+        key = b"13800000001"
+        records = [RawRecord(topic, 1 - partition_of(key, 2), 0, key, b'{"event_id": ')]
+        for _ in range(2):
+            result = detector.process(records, store.load, None)
+            store.save(result.changes)
+            assert result.replays == []
+            runtime.count_misplaced(runtime.placement.check(records), result)
+        assert misplaced(metrics) == 2
+
+
+def misplaced(metrics: Metrics) -> float | None:
+    labels = {"event_type": "usage"}
+    return metrics.registry.get_sample_value("moments_events_misplaced_total", labels)
+
+
+def usage(event_id: str, subscriber: str) -> bytes:
+    return (
+        f'{{"event_id": "{event_id}", "subscriber_id": "{subscriber}", "kind": "data", '
+        '"occurred_at": "2026-11-23T10:00:00+08:00"}'
+    ).encode()
