@@ -31,7 +31,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +48,8 @@ holds (a write to a full stderr pipe) must not hold the exit too."""
 class StopDeadline:
     """Ends the process `grace_s` after the first SIGTERM or SIGINT if it still runs."""
 
-    def __init__(
-        self,
-        grace_s: float,
-        setting: str = "MOMENTS_STOP_GRACE_SECONDS",
-        exit_process: Callable[[int], Any] = os._exit,
-    ) -> None:
+    def __init__(self, grace_s: float) -> None:
         self.grace_s = grace_s
-        self.setting = setting
-        self._exit = exit_process
         self._read, self._write = socket.socketpair()
         self._write.setblocking(False)  # set_wakeup_fd requires it
         self._forward: int | None = None
@@ -119,17 +111,17 @@ class StopDeadline:
         said = threading.Thread(target=self._say, name="moments-stop-overdue", daemon=True)
         said.start()
         said.join(SAY_WAIT_S)
-        self._exit(STOP_OVERDUE_EXIT)
+        os._exit(STOP_OVERDUE_EXIT)
 
     def _say(self) -> None:
         signum, at = self._asked or (signal.SIGTERM, time.monotonic())
         log.error(
-            "%s came %.0f s ago and the worker has not stopped (%s=%g): exiting with "
-            "code %d without the last commit; the next worker reads the uncommitted events "
-            "again and the ledger sends none of their tasks twice. %s",
+            "%s came %.0f s ago and the worker has not stopped "
+            "(MOMENTS_STOP_GRACE_SECONDS=%g): exiting with code %d without the last commit; "
+            "the next worker reads the uncommitted events again and the ledger sends none "
+            "of their tasks twice. %s",
             signum.name,
             time.monotonic() - at,
-            self.setting,
             self.grace_s,
             STOP_OVERDUE_EXIT,
             where(self._loop_thread),
