@@ -171,6 +171,9 @@ class BatchResult:
     """Events skipped because this subscriber had applied them already."""
     replays: list[RawRecord] = field(default_factory=list)
     """Their records (the runtime leaves them out of the misplaced count)."""
+    misplaced: Counter[str] = field(default_factory=Counter)
+    """Records on another partition than their key's, by event type, less the replays
+    (set by the runtime, `moments.partitioning`)."""
     suppressed: Counter[tuple[str, SuppressReason]] = field(default_factory=Counter)
     """Moments that made no task, by (moment type, reason): `cooldown`, `expired`, a gate's
     reason (quiet hours past the task's life, opt-out, an open complaint...) and

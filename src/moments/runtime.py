@@ -269,30 +269,31 @@ class Runtime:
                 records, misplaced = self.placement.misplaced_tombstones(records, profiles)
             erased = await self.erasures(records, store)
             result = self.detector.process(records, store.load, now, erased)
+            if off:
+                result.misplaced = self.misplaced_events(off, result)
             if misplaced:
                 result.dead_letters.extend(misplaced)
                 result.events[EventType.PROFILE.value] += len(misplaced)
             self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
             self.clock.observe(result.watermarks, time.time())
             await self._publish(result, store)
-            if off:
-                self.count_misplaced(off, result)
             self.metrics.processing.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(records))
             return result
 
-    def count_misplaced(self, off: Counter[str], result: BatchResult) -> None:
-        """The batch's misplaced records into `moments_events_misplaced_total` once its
-        output is durable, less those skipped as already applied: a worker that ends
-        without its last commit counted none of a batch it did not finish, and its
-        successor, reading the rest again, does not count them twice (that made one burst
-        of misplaced events fire MomentsEventsMisplaced when the restart came a few
-        minutes after it). A record refused for its bytes is counted at each read, as
-        its dead letter is sent again."""
+    def misplaced_events(self, off: Counter[str], result: BatchResult) -> Counter[str]:
+        """The batch's misplaced records (`off`, by topic) by event type, less those the
+        detector skipped as already applied: counted with the batch's other counts once
+        its output is durable (`record_batch`), a worker that ends without its last
+        commit counted none of a batch it did not finish, and its successor, reading the
+        rest again, does not count them twice (which made one burst of misplaced events
+        fire MomentsEventsMisplaced when the restart came a few minutes after it). A
+        record refused for its bytes is counted at each read, as its dead letter is sent
+        again."""
         if result.replays:
             off = off - self.placement.misplaced(result.replays)
-        for topic, n in off.items():
-            self.metrics.misplaced.labels(self.detector.topic_types[topic].value).inc(n)
+        types = self.detector.topic_types
+        return Counter({types[topic].value: n for topic, n in off.items()})
 
     async def erasures(self, records: Sequence[RawRecord], store: StateStore) -> dict[str, float]:
         """When the batch's subscribers that have no record were erased, if they were: a
@@ -503,6 +504,8 @@ async def create_topics(
 
 def record_batch(m: Metrics, result: BatchResult) -> None:
     """A batch's counts into the metrics (the backtest's report reads the same counters)."""
+    for event_type, n in result.misplaced.items():  # before the events they are among
+        m.misplaced.labels(event_type).inc(n)
     for event_type, n in result.events.items():
         m.events.labels(event_type).inc(n)
     for (family, moment_type), n in result.detected.items():

@@ -17,7 +17,7 @@ from moments.partitioning import (
     partition_of,
 )
 from moments.records import RawRecord
-from moments.runtime import Runtime
+from moments.runtime import Runtime, record_batch
 from moments.settings import load_settings
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
@@ -26,6 +26,7 @@ from sinks.metrics import Metrics
 from .fakes import Clock
 
 SUBSCRIBERS = [f"1380000{n:04d}".encode() for n in range(400)]
+MISPLACED = "moments_events_misplaced_total"
 
 
 def record(topic: str, key: bytes | None, partition: int) -> RawRecord:
@@ -217,11 +218,15 @@ class TestMisplacedCountedOnce:
         assert off == {topic: 3}
         first = detector.process(records, store.load, None)
         store.save(first.changes)
-        runtime.count_misplaced(off, first)
+        first.misplaced = runtime.misplaced_events(off, first)  # as `Runtime.handle` does
+        record_batch(metrics, first)
         again = detector.process(records, store.load, None)  # read again after a restart
         assert again.replays == records
-        runtime.count_misplaced(runtime.placement.check(records), again)
-        assert misplaced(metrics) == 3
+        again.misplaced = runtime.misplaced_events(runtime.placement.check(records), again)
+        record_batch(metrics, again)
+        labels = {"event_type": "usage"}
+        assert metrics.registry.get_sample_value(MISPLACED, labels) == 3
+        assert metrics.registry.get_sample_value("moments_events_total", labels) == 6
 
     async def test_a_record_refused_for_its_bytes_is_counted_at_each_read(self) -> None:
         """No state remembers it: its dead letter is sent again too."""
@@ -237,13 +242,10 @@ class TestMisplacedCountedOnce:
             result = detector.process(records, store.load, None)
             store.save(result.changes)
             assert result.replays == []
-            runtime.count_misplaced(runtime.placement.check(records), result)
-        assert misplaced(metrics) == 2
-
-
-def misplaced(metrics: Metrics) -> float | None:
-    labels = {"event_type": "usage"}
-    return metrics.registry.get_sample_value("moments_events_misplaced_total", labels)
+            result.misplaced = runtime.misplaced_events(runtime.placement.check(records), result)
+            record_batch(metrics, result)
+        labels = {"event_type": "usage"}
+        assert metrics.registry.get_sample_value(MISPLACED, labels) == 2
 
 
 def usage(event_id: str, subscriber: str) -> bytes:
