@@ -53,6 +53,12 @@ FAILED = 1
 
 REBALANCE_SECONDS = 3.0
 """Tansu completes a group join only after the whole rebalance timeout: keep it short here."""
+WORKER_STOP_WAIT_S = 15.0
+"""How long a stop waits for the worker after SIGTERM before SIGKILL."""
+WORKER_STOP_GRACE_S = 10.0
+"""The worker's MOMENTS_STOP_GRACE_SECONDS unless the user set it: below
+`WORKER_STOP_WAIT_S`, so a worker whose event loop is stuck writes where it is to its log
+before the SIGKILL."""
 
 
 def all_topics(settings: Settings) -> tuple[dict[str, int], list[str]]:
@@ -67,10 +73,13 @@ def worker_env(
 ) -> dict[str, str]:
     """The worker's environment: the caller's with the embedded stack's settings, and
     /metrics on 127.0.0.1 like the broker and Redis unless the user chose its host (the
-    worker's own default, every interface, is for a container's pod IP)."""
+    worker's own default, every interface, is for a container's pod IP); its stop grace
+    below the wait before SIGKILL (`WORKER_STOP_GRACE_S`) unless the user chose one."""
     env = {**environ, **stack}
     if "metrics_host" not in user.model_fields_set:
         env["MOMENTS_METRICS_HOST"] = HOST
+    if "stop_grace_seconds" not in user.model_fields_set:
+        env["MOMENTS_STOP_GRACE_SECONDS"] = f"{WORKER_STOP_GRACE_S:g}"
     return env
 
 
@@ -349,7 +358,7 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=15)
+        proc.wait(timeout=WORKER_STOP_WAIT_S)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -18,7 +18,12 @@ from rich.console import Console
 from moments import embedded_run
 from moments.cli import main
 from moments.embedded import free_port
-from moments.embedded_run import metrics_url, worker_env
+from moments.embedded_run import (
+    WORKER_STOP_GRACE_S,
+    WORKER_STOP_WAIT_S,
+    metrics_url,
+    worker_env,
+)
 from moments.settings import Settings, load_settings
 
 STACK = {"MOMENTS_KAFKA_BOOTSTRAP": "127.0.0.1:40123", "MOMENTS_METRICS_PORT": "9308"}
@@ -30,12 +35,30 @@ class TestWorkerEnv:
     @pytest.fixture(autouse=True)
     def _no_settings(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.chdir(tmp_path)  # no .env
-        for name in ("MOMENTS_METRICS_HOST", "MOMENTS_METRICS_HOST_FILE"):
+        for name in (
+            "MOMENTS_METRICS_HOST",
+            "MOMENTS_METRICS_HOST_FILE",
+            "MOMENTS_STOP_GRACE_SECONDS",
+        ):
             monkeypatch.delenv(name, raising=False)
 
     def test_metrics_listen_on_loopback_by_default(self) -> None:
         env = worker_env({"PATH": "/bin"}, load_settings(), STACK)
-        assert env == {"PATH": "/bin", **STACK, "MOMENTS_METRICS_HOST": "127.0.0.1"}
+        assert env == {
+            "PATH": "/bin",
+            **STACK,
+            "MOMENTS_METRICS_HOST": "127.0.0.1",
+            "MOMENTS_STOP_GRACE_SECONDS": "10",
+        }
+
+    def test_a_stuck_worker_ends_itself_before_the_sigkill_of_a_stop(self) -> None:
+        """Its stop deadline comes before `moments run`'s SIGKILL, so the worker's log says
+        where its event loop was stuck; a grace the user set stands."""
+        assert WORKER_STOP_GRACE_S < WORKER_STOP_WAIT_S
+        env = worker_env({}, load_settings(), STACK)
+        assert float(env["MOMENTS_STOP_GRACE_SECONDS"]) == WORKER_STOP_GRACE_S
+        user = load_settings(stop_grace_seconds=30)
+        assert "MOMENTS_STOP_GRACE_SECONDS" not in worker_env({}, user, STACK)
 
     def test_a_host_the_user_set_is_kept(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("MOMENTS_METRICS_HOST", "0.0.0.0")  # noqa: S104 - deliberately
