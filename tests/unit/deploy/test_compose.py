@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,21 @@ def test_a_detector_is_healthy_once_its_readyz_says_so_and_the_simulator_waits_f
     check = " ".join(compose[name]["healthcheck"]["test"])
     assert f"http://127.0.0.1:{port}/readyz" in check
     assert compose["simulator"]["depends_on"]["detector-1"] == {"condition": "service_healthy"}
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as "60s" or "1m30s" in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert duration, "empty duration"
+    assert parts is not None, f"duration {duration!r}"
+    return int(parts[1] or 0) * 60 + int(parts[2] or 0)
+
+
+def test_docker_waits_for_a_stuck_worker_to_end_itself(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker stuck at SIGTERM logs where its loop is and exits after
+    MOMENTS_STOP_GRACE_SECONDS; Docker's default of 10 s before SIGKILL cut that short."""
+    for name in DETECTORS:
+        grace = settings_from(moments_env(compose[name]), monkeypatch).stop_grace_seconds
+        assert seconds(str(compose[name].get("stop_grace_period", "10s"))) > grace, name
