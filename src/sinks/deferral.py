@@ -16,7 +16,11 @@ Keys (prefix `moments:<app>:`):
   lives exactly as long as the dedup mark and a replay still finds the task;
 - `open:<subscriber>`: the id of the subscriber's waiting task that later moments within
   the merge window join (`group:<id>` lists their payloads; their own entries say `M<id>`).
-- `line:<subscriber>`: the tasks waiting for the subscriber's suspended line;
+- `line:<subscriber>`: the tasks waiting for the subscriber's suspended line, made due
+  at once by the profile update that reactivates it (`wake`, after its fact is written
+  to `facts:<subscriber>`); a task parked for the line when that fact says the line was
+  active after the task's moment is due at once instead (`Parking.active_after`: its
+  decision read the facts before the reactivation, and the wake came before this park);
 - `hours`: the ids of the tasks waiting for their channel's hours (`channel_hours`), and
   `nextday`: those deferred by capacity to the next day (`capacity`), both made due at
   once (`rejudge`) when a worker runs a policy whose zone, hours or `next_day_at`
@@ -46,11 +50,12 @@ from sinks.ledger import TaskLedger, as_bytes
 from sinks.luabatch import BatchScript
 from sinks.stores import Joining, Parking, Released
 
-# K: task, open, line; A: id, payload ('' keeps the one stored), release_at, window_ms,
-# what it waits for: 'l' a suspended line, 'h' its channel's hours, 'c' the subscriber's
-# caps, 'n' the next day (one argument: each costs the client ~2.5 µs to pack), rank ('':
-# none); S: task prefix, ttl, the parker's timetable; SK: pending, deferred, hours, capped,
-# nextday, judged, due, rank
+# K: task, open, line, the subscriber's facts (sinks.relevance); A: id, payload (''
+# keeps the one stored), release_at, window_ms, what it waits for: 'l' a suspended line,
+# 'h' its channel's hours, 'c' the subscriber's caps, 'n' the next day (one argument:
+# each costs the client ~2.5 µs to pack), rank ('': none), active after ('': not looked
+# at) and woken at (`Parking.active_after`, `woken_at`); S: task prefix, ttl, the
+# parker's timetable; SK: pending, deferred, hours, capped, nextday, judged, due, rank
 _PARK = """
 local v = redis.call('GET', K[1])
 if not v then return 0 end
@@ -58,9 +63,14 @@ local state = string.sub(v, 1, 1)
 if state ~= 'P' and state ~= 'D' then return 0 end
 local payload = A[2]
 if payload == '' then payload = string.sub(v, 2) end
+local release_at = A[3]
+if A[7] ~= '' then
+  local active = redis.call('HGET', K[4], 'active')
+  if active and tonumber(active) > tonumber(A[7]) then release_at = A[8] end
+end
 redis.call('SET', K[1], 'D' .. payload, 'XX', 'KEEPTTL')
 redis.call('ZREM', SK[1], A[1])
-redis.call('ZADD', SK[2], A[3], A[1])
+redis.call('ZADD', SK[2], release_at, A[1])
 redis.call('ZREM', SK[7], A[1])
 if A[6] == '' then
   redis.call('HDEL', SK[8], A[1])
@@ -302,7 +312,7 @@ class DeferralQueue:
         """The tasks due, not released yet, by rank."""
         self.rank_key = f"{ledger.prefix}rank"
         """Each waiting task's rank, until it is due."""
-        self._park = BatchScript(redis, _PARK, keys=3, args=6)
+        self._park = BatchScript(redis, _PARK, keys=4, args=8)
         self._rejudge = redis.register_script(_REJUDGE)
         self._wake_unindexed_script = redis.register_script(_WAKE_UNINDEXED)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
@@ -315,6 +325,11 @@ class DeferralQueue:
     def line_key(self, subscriber_id: str) -> str:
         """The tasks waiting for this subscriber's suspended line to be active again."""
         return f"{self.prefix}line:{subscriber_id}"
+
+    def facts_key(self, subscriber_id: str) -> str:
+        """The subscriber's facts (`sinks.relevance.FactsStore.key`): a park for the line
+        reads `active` there (`Parking.active_after`)."""
+        return f"{self.prefix}facts:{subscriber_id}"
 
     async def forget(self, subscriber_ids: Sequence[str]) -> None:
         """Erase the subscribers' open merge group and suspended-line index. Their waiting
@@ -349,6 +364,7 @@ class DeferralQueue:
                     self.ledger.key(item.task_id),
                     self.open_key(item.subscriber_id),
                     self.line_key(item.subscriber_id),
+                    self.facts_key(item.subscriber_id),
                 ),
                 (
                     item.task_id,
@@ -360,6 +376,8 @@ class DeferralQueue:
                     + "c" * item.waits_for_cap
                     + "n" * item.waits_for_next_day,
                     _bound(item.rank),
+                    _bound(item.active_after if item.waits_for_line else None),
+                    _bound(item.woken_at) if item.waits_for_line else "",
                 ),
             )
             for item in items

@@ -55,7 +55,18 @@ from sinks.stores import Clock, DispatchStores, Joining, Leave, Parking, Release
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BODY_GRACE_S = 86400
-SUSPENDED_POLL_S = 900.0
+SUSPENDED_POLL_S = 3600.0
+"""How often a task waiting for its suspended line is looked at: a safety net only. The
+profile update that reactivates the line wakes its tasks (`record_facts`), and a task
+whose decision read the facts before that update and is parked after the wake is due at
+once by its park (`Parking.active_after`). The look finds what no wake reaches: a task
+an earlier version parked without the line's index (`line:<id>`), or a wake lost with
+Redis's last writes in a failover. Every 15 minutes, the looks were 70% of a simulated
+week's releases; hourly, such a task is at most an hour late."""
+SUSPENDED_LAST_LOOK_S = 60.0
+"""The last look at a task whose line stays suspended is this long before it must go
+(`_last_send`), where it is dropped (`suppressed{reason="suspended"}`): released a few
+timer ticks late (10 s each by default), it is still judged before it is expired."""
 RELEASE_BATCHES_PER_TICK = 20
 EXPIRE_BATCH = 500
 """Unanswered tasks a call counts as expired, per channel (`expire_unanswered`)."""
@@ -223,6 +234,9 @@ class _Park:
     count: bool
     rank: float
     """Its moments' `rank_score`: where it stands for capacity once due."""
+    look: bool = False
+    """Waiting for its suspended line until its next look (`_suspended`), not for a
+    `deliver_after` gating gave it."""
 
 
 @dataclass
@@ -245,10 +259,14 @@ class _Writes:
     """Those owed: sent once their drops are written (`TaskSink._send_returns`)."""
     timetable: str = ""
     """The policy's timetable the wave's release times are computed by (`park_many`)."""
+    now: float = 0.0
+    """The wave's decision time."""
 
-    def park(self, r: _Route, release_at: float, reason: str, count: bool = True) -> None:
+    def park(
+        self, r: _Route, release_at: float, reason: str, count: bool = True, look: bool = False
+    ) -> None:
         rank = rank_score(r.moments)
-        self.parks.append(_Park(r.task, r.slot, release_at, reason, count, rank))
+        self.parks.append(_Park(r.task, r.slot, release_at, reason, count, rank, look))
 
     def drop(self, task_id: str, reason: str, expires_at: dt.datetime) -> None:
         self.drops.append((task_id, reason))
@@ -928,7 +946,7 @@ class TaskSink:
         is taken in the candidates' order (`_within_capacity`). Each call is idempotent per
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
-        w = _Writes(timetable=self._timetable)
+        w = _Writes(timetable=self._timetable, now=now)
         routes = await self._kept(wave, now, declined, facts, w)
         routes = await self._join(routes, now)
         window = self.policy.merge.window.total_seconds()
@@ -1272,7 +1290,7 @@ class TaskSink:
                 frequency, moved = capped[1], w.moved
                 await self._redis(lambda: frequency.move_many(moved), "frequency cap")
         if w.parks:
-            parking = [self._parking(p) for p in w.parks]
+            parking = [self._parking(p, w.now) for p in w.parks]
             items = [item for item, _ in parking]
             timetable = w.timetable
             parked = await self._redis(
@@ -1286,8 +1304,13 @@ class TaskSink:
         if w.drops:
             await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
 
-    def _parking(self, p: _Park) -> tuple[Parking, ServiceTask]:
-        """The park call for `p`, and the payload (the slot, maybe re-deferred) it parks."""
+    def _parking(self, p: _Park, now: float) -> tuple[Parking, ServiceTask]:
+        """The park call for `p` decided at `now`, and the payload (the slot, maybe
+        re-deferred) it parks. A task waiting for its suspended line until its next look
+        (`_Park.look`) is due at once if the facts say the line is active when it is
+        parked (`Parking.active_after`), and keeps the subscriber's merge group open
+        until that look (when it is parked again), at least for the window: so it was,
+        re-opened at every 15-minute look."""
         task, slot = p.task, p.slot
         until = dt.datetime.fromtimestamp(p.release_at, dt.UTC)
         # A suspended line keeps gating's reason and bound: the poll time is not news.
@@ -1304,6 +1327,8 @@ class TaskSink:
         line, hours = p.reason == "suspended", p.reason == "channel_hours"
         capped = p.reason in ("contact_cap", "frequency_cap")
         next_day = p.reason == "capacity"
+        if p.look:
+            window = max(window, p.release_at - now)
         parking = Parking(
             slot.task_id,
             slot.subscriber_id,
@@ -1315,6 +1340,9 @@ class TaskSink:
             capped,
             next_day,
             p.rank,
+            # what `reactivated` compares (the route's task, as `_suspended` judged it)
+            task.triggered_at.timestamp() if p.look else None,
+            now,
         )
         return parking, slot
 
@@ -1419,8 +1447,10 @@ class TaskSink:
     def _suspended(
         self, r: _Route, now: float, facts: dict[str, SubscriberFacts], w: _Writes
     ) -> bool:
-        """Gating deferred this task for a suspended line: it waits (checked again every
-        `SUSPENDED_POLL_S`) until a profile update says the line is active, or expires.
+        """Gating deferred this task for a suspended line: it waits until a profile update
+        says the line is active (which wakes it; looked at again every `SUSPENDED_POLL_S`
+        as well), or is dropped at its last look, `SUSPENDED_LAST_LOOK_S` before it must
+        go.
         Once active, it goes on like any task held back (`_quiet` first), released now:
         gating gave it `deliver_after` the time it could have gone had the line been
         active and `deferred.until` its expiry, and it was published saying so hours
@@ -1434,9 +1464,9 @@ class TaskSink:
             r.moments = [_released(m, at) for m in r.moments]
             r.task = merge_tasks(r.carrier_id, r.moments)
             return False
-        again = now + SUSPENDED_POLL_S
-        if again <= self._last_send(task):
-            w.park(r, again, "suspended", count=False)
+        again = min(now + SUSPENDED_POLL_S, self._last_send(task) - SUSPENDED_LAST_LOOK_S)
+        if again > now:
+            w.park(r, again, "suspended", count=False, look=True)
         else:
             self._drop_route(r, SuppressReason.SUSPENDED, w)
         return True

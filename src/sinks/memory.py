@@ -273,8 +273,10 @@ class MemoryDeferrals:
     As in Redis, a task stays in `scores` (waiting, with its due time) until released;
     once due it is ranked (`ranks` to `due`), and releases take the top of `due`."""
 
-    def __init__(self, ledger: MemoryLedger) -> None:
+    def __init__(self, ledger: MemoryLedger, facts: MemoryFacts | None = None) -> None:
         self.ledger = ledger
+        self.facts = facts
+        """The subscribers' facts a park for a suspended line reads (`Parking.active_after`)."""
         self.scores: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self.open: dict[str, tuple[str, float]] = {}  # subscriber -> (carrier, expires at)
@@ -328,8 +330,13 @@ class MemoryDeferrals:
     async def park_many(self, items: Sequence[Parking], timetable: str = "") -> list[bool]:
         out = []
         for i in items:
+            release_at = i.release_at
+            if i.waits_for_line and i.active_after is not None and self.facts is not None:
+                active = self.facts.active_at(i.subscriber_id)
+                if active is not None and active > i.active_after:
+                    release_at = i.woken_at  # woken before this park: as the Redis script
             ok = await self.park(
-                i.task_id, i.subscriber_id, i.payload, i.release_at, i.merge_window_s
+                i.task_id, i.subscriber_id, i.payload, release_at, i.merge_window_s
             )
             if ok and i.rank is not None:
                 self.ranks[i.task_id] = i.rank
@@ -580,6 +587,10 @@ class MemoryFacts:
     async def get(self, subscriber_id: str) -> SubscriberFacts:
         return facts_from(self._live(subscriber_id))
 
+    def active_at(self, subscriber_id: str) -> float | None:
+        """The `active` fact (a park reads it, as the Redis script does with HGET)."""
+        return self._live(subscriber_id).get("active")
+
     async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
         return [await self.get(s) for s in subscriber_ids]
 
@@ -615,12 +626,13 @@ class MemoryDeclines:
 def memory_stores(clock: Clock = time.time, ttl_seconds: int = 400 * 86400) -> DispatchStores:
     """Fresh in-memory stores whose keys expire on `clock`."""
     ledger = MemoryLedger(clock, ttl_seconds)
+    facts = MemoryFacts(clock)
     return DispatchStores(
         ledger=ledger,
-        deferral=MemoryDeferrals(ledger),
+        deferral=MemoryDeferrals(ledger, facts),
         slots=MemorySlots(),
         contacts=MemoryContactBook(),
-        facts=MemoryFacts(clock),
+        facts=facts,
         declines=MemoryDeclines(clock),
         frequency=MemoryContactBook(),
     )

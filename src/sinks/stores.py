@@ -63,6 +63,15 @@ class Parking:
     """Where it stands for capacity once due (`sinks.capacity.rank_score` of its moments,
     lower first): `release` hands out the highest ranked of everything due. None ranks
     it by its due time, before every ranked task (as a task an earlier version parked)."""
+    active_after: float | None = None
+    """Waiting for a suspended line: the subscriber's facts (`Facts`) saying the line was
+    active after this time (epoch seconds; `sinks.relevance.reactivated`: the task's
+    `triggered_at`) when it is parked make it due at `woken_at` instead of
+    `release_at`. The park and `wake` are each atomic, and a reactivation records the
+    fact before it wakes: a park that comes after the wake (its decision read the facts
+    before the reactivation) sees the fact, and one before is found by the wake."""
+    woken_at: float = 0.0
+    """When such a task is due if the facts say its line is active (the decision's now)."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +261,10 @@ class Deferrals(Protocol):
 
     async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:
         """Make the tasks these subscribers' suspended lines held (`waits_for_line`) due
-        now, so the next release decides them; returns how many."""
+        now, so the next release decides them; returns how many. Called after the facts
+        saying the lines are active are recorded: a task released and parked again
+        meanwhile, by a decision that read the facts before them, is due at once by its
+        park (`Parking.active_after`)."""
         ...
 
     async def rejudge(self, timetable: str, now: float) -> int:

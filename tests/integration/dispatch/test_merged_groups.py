@@ -11,13 +11,14 @@ import pytest
 
 from moments.models import Channel, Deferral, ProfileEvent, QuietHours
 from sinks.capacity import next_day_start
+from sinks.dispatch import SUSPENDED_POLL_S
 from sinks.policy import DispatchPolicy
 
 from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
 
 pytestmark = pytest.mark.integration
 
-POLL = dt.timedelta(seconds=901)  # a suspended line's task is looked at every 15 minutes
+POLL = dt.timedelta(seconds=SUSPENDED_POLL_S + 1)  # a suspended line's task's next look
 SUB = "13900000101"
 
 
@@ -51,9 +52,14 @@ async def polls(w: Worker, until: dt.datetime) -> dt.datetime:
     return at
 
 
-async def reactivate(w: Worker, at: dt.datetime) -> None:
+async def reactivate(w: Worker, at: dt.datetime, wake: bool = False) -> None:
+    """The facts say the line is active from `at`: found at the group's next look, or,
+    `wake`, as the profile update does it, made due now."""
     active = ProfileEvent(event_id="p-g", subscriber_id=SUB, occurred_at=at, status="active")
-    await w.sink.facts.record([active])
+    if wake:
+        await w.sink.record_facts([active])
+    else:
+        await w.sink.facts.record([active])
 
 
 def suppressed(w: Worker, moment_type: str, reason: str = "expired") -> float:
@@ -362,7 +368,7 @@ class TestQuietHoursOfAGroup:
             w.sink.add(t)
             await w.sink.flush()
         assert [await w.ledger.state(i) for i in ("q1", "q2")] == ["deferred", "merged"]
-        await reactivate(w, look)
+        await reactivate(w, look, wake=True)  # before its next look
         await w.sink.release_due(now=look.timestamp())
         assert await w.ledger.state("q1") == "deferred"  # waits for its moments' hours
         opens = (look + HOUR).replace(second=0)  # the SMS moment's window ends (HH:MM)

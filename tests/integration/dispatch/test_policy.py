@@ -14,7 +14,9 @@ from moments.embedded import RedisServer, free_port
 from moments.models import Channel, Deferral, ProfileEvent, QuietHours, RoamingEvent, TopUpEvent
 from rules.gating import FrequencyCap
 from sinks.capacity import next_day_start
+from sinks.dispatch import SUSPENDED_LAST_LOOK_S, SUSPENDED_POLL_S
 from sinks.policy import DispatchPolicy
+from tests.unit.fakes import ReactivatedMeanwhile
 
 from .conftest import (
     HOUR,
@@ -26,6 +28,9 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.integration
+LOOK = dt.timedelta(seconds=1 + SUSPENDED_POLL_S)
+"""The next look at a task a release at `soon + 1 s` parks for its suspended line."""
+_SUPPRESSED = "moments_tasks_suppressed_total"
 
 
 class TestDuplicatesAndRaces:
@@ -174,7 +179,18 @@ class TestDeferral:
         await w.sink.flush()  # from the engine: it counted the deferrals itself
         assert w.sample("moments_tasks_deferred_total", reason="suspended") == 0
         assert await w.sink.release_due(now=soon.timestamp() + 1) == 2
+        assert [await w.ledger.state(i) for i in ("s1", "s2")] == ["deferred", "deferred"]
+        # s2 must go 5 minutes before it expires (`min_time_left`): looked at a last time a
+        # minute before that, it is dropped, its line still suspended
+        last = soon + dt.timedelta(minutes=5, seconds=-SUSPENDED_LAST_LOOK_S)
+        assert await w.sink.deferral.due_at("s2") == last.timestamp()
+        assert await w.sink.release_due(now=last.timestamp()) == 1
         assert [await w.ledger.state(i) for i in ("s1", "s2")] == ["deferred", "dropped"]
+        assert (
+            w.sample(_SUPPRESSED, moment_type="first_international_roaming", reason="suspended")
+            == 1
+        )
+        # the facts say s1's line is active, and no wake came: its next look finds it
         await w.sink.facts.record(
             [
                 ProfileEvent(
@@ -185,7 +201,7 @@ class TestDeferral:
                 )
             ]
         )
-        assert await w.sink.release_due(now=soon.timestamp() + 901) == 1
+        assert await w.sink.release_due(now=(soon + LOOK).timestamp()) == 1
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["deferred"]["reason"]) == ("s1", "suspended")
 
@@ -211,6 +227,36 @@ class TestDeferral:
         [out] = await published(w.settings, 1)
         assert out["task_id"] == "r1"
 
+    async def test_a_reactivation_while_a_release_decides_the_task_wakes_it_all_the_same(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The race the wake alone left open: a release reads the facts (suspended), a
+        second worker records the profile update reactivating the line and runs its wake
+        (the task is being decided: nothing to wake), then the release parks the task
+        until its next look, which was 15 minutes late, or an hour with hourly looks. The
+        park reads the line's `active` fact in the same script and makes it due now."""
+        w, other = make_worker(), make_worker()
+        sub = "13300000002"
+        w.sink.add(task("r2", sub=sub, deferred="suspended"))
+        await w.sink.flush()  # from the engine; still suspended: parked until its next look
+        look = await w.sink.deferral.due_at("r2")
+        assert look is not None
+        update = ProfileEvent(
+            event_id="p-r2",
+            subscriber_id=sub,
+            occurred_at=dt.datetime.fromtimestamp(look, dt.UTC),
+            status="active",
+        )
+        meanwhile = ReactivatedMeanwhile(w.sink.facts, other.sink, update)
+        w.sink.facts = meanwhile  # type: ignore[assignment]
+        assert await w.sink.release_due(now=look) == 1
+        assert meanwhile.woken == [1]
+        assert await w.ledger.state("r2") == "deferred"
+        assert await w.sink.deferral.due_at("r2") == look
+        assert await w.sink.release_due(now=look) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["deferred"]["reason"]) == ("r2", "suspended")
+
     async def test_a_line_active_again_inside_its_quiet_hours_waits_for_them_to_end(
         self, make_worker: MakeWorker
     ) -> None:
@@ -219,7 +265,7 @@ class TestDeferral:
         end (and says so), or is dropped as expired when the window outlasts it."""
         w = make_worker()
         soon = NOW + HOUR
-        check = soon + dt.timedelta(seconds=901)  # the poll after reactivation
+        check = soon + LOOK  # the look after reactivation (no wake here)
         start = (check - HOUR).strftime("%H:%M")
         end = (check + 2 * HOUR).strftime("%H:%M")
         quiet = QuietHours(zone="+00:00", windows=[f"{start}-{end}"])
@@ -268,7 +314,7 @@ class TestDeferral:
         w = make_worker()
         soon = NOW + HOUR
         expires = soon + 24 * HOUR
-        check = soon + dt.timedelta(seconds=901)  # the look after reactivation
+        check = soon + LOOK  # the look after reactivation (no wake here)
         start, end = (check - HOUR).strftime("%H:%M"), (check + 2 * HOUR).strftime("%H:%M")
         quiet = QuietHours(zone="+00:00", windows=[f"{start}-{end}"])
         subs = {"a1": "13200000011", "q1": "13200000012"}

@@ -1,0 +1,123 @@
+"""A task waiting for its suspended line goes when the profile update reactivating the
+line comes, not at its next look (`SUSPENDED_POLL_S`, a safety net), even when that update
+lands while a release decides the task: the decision read the facts before it and parks
+the task again after the update's wake ran. On the memory stores the backtest uses;
+tests/integration/dispatch/test_policy.py runs the race on Redis too."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from moments.backtest import CollectingProducer
+from moments.models import Channel, Deferral, Family, Moment, ProfileEvent, ServiceTask
+from sinks.dispatch import SUSPENDED_LAST_LOOK_S, SUSPENDED_POLL_S, TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores
+
+from .fakes import Clock, ReactivatedMeanwhile
+
+NOW = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
+SUB = "13300000001"
+
+
+def held(expires_in: dt.timedelta = dt.timedelta(days=3)) -> ServiceTask:
+    """A service task gating deferred for the subscriber's suspended line."""
+    return ServiceTask(
+        task_id="r1",
+        subscriber_id=SUB,
+        moment=Moment(
+            family=Family.FIRST_TIME, type="m", rule_id="m", rule_version=1, description="d"
+        ),
+        priority=3,
+        channel=Channel.SMS,
+        action="act",
+        triggered_at=NOW,
+        created_at=NOW,
+        deliver_after=NOW,
+        expires_at=NOW + expires_in,
+        evidence=["e1"],
+        deferred=Deferral(reason="suspended", until=NOW + expires_in),
+    )
+
+
+def active(at: float) -> ProfileEvent:
+    when = dt.datetime.fromtimestamp(at, dt.UTC)
+    return ProfileEvent(event_id=f"p-{at}", subscriber_id=SUB, occurred_at=when, status="active")
+
+
+class Worker:
+    """One worker's sink on the shared stores, deciding at `clock`."""
+
+    def __init__(self, stores: DispatchStores, clock: Clock) -> None:
+        self.producer = CollectingProducer(clock)  # type: ignore[arg-type]
+        self.metrics = Metrics()
+        self.sink = TaskSink(
+            self.producer, "tasks", stores, self.metrics, DispatchPolicy(), clock=clock
+        )
+
+    def sent(self) -> list[bytes]:
+        return [p.payload for p in self.producer.sent]
+
+    def suppressed(self, reason: str) -> float:
+        labels = {"moment_type": "m", "reason": reason}
+        return self.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) or 0
+
+
+async def test_a_reactivation_during_the_release_that_parks_the_task_again_wakes_it() -> None:
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w, other = Worker(stores, clock), Worker(stores, clock)
+    w.sink.add(held())
+    await w.sink.flush()  # the line is suspended: parked until its next look
+    look = await stores.deferral.due_at("r1")
+    assert look == NOW.timestamp() + SUSPENDED_POLL_S
+    clock.now = look
+    meanwhile = ReactivatedMeanwhile(stores.facts, other.sink, active(look))
+    w.sink.facts = meanwhile  # type: ignore[assignment]
+    assert await w.sink.release_due() == 1  # read "suspended", parked again after the wake
+    assert meanwhile.woken == [1]
+    assert await stores.ledger.state("r1") == "deferred"
+    # Before: parked until the look after (15 minutes, or an hour, late); now due at once.
+    assert await stores.deferral.due_at("r1") == look
+    assert await w.sink.release_due() == 1
+    assert len(w.sent()) == 1
+    assert await stores.ledger.state("r1") == "sent"
+
+
+async def test_a_reactivation_after_the_last_hourly_look_still_sends_the_task() -> None:
+    """Looked at hourly, a task was dropped at the last look an hour before it had to
+    go, and a reactivation in that hour found nothing; its last look is a minute before."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    w.sink.add(held(expires_in=dt.timedelta(minutes=90)))
+    await w.sink.flush()
+    clock.now = NOW.timestamp() + SUSPENDED_POLL_S
+    assert await w.sink.release_due() == 1  # still suspended
+    last = (NOW + dt.timedelta(minutes=85)).timestamp() - SUSPENDED_LAST_LOOK_S
+    assert await stores.deferral.due_at("r1") == last
+    clock.now = (NOW + dt.timedelta(minutes=80)).timestamp()
+    await w.sink.record_facts([active(clock.now)])
+    assert await w.sink.release_due() == 1
+    assert len(w.sent()) == 1
+
+
+async def test_a_line_that_stays_suspended_drops_its_task_at_the_last_look_counted() -> None:
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    w.sink.add(held(expires_in=dt.timedelta(hours=3)))
+    await w.sink.flush()
+    looks = []
+    while (due := await stores.deferral.due_at("r1")) is not None:
+        clock.now = due + 5  # a timer tick late
+        looks.append(due - NOW.timestamp())
+        assert await w.sink.release_due() == 1
+    last = 3 * 3600 - 300 - SUSPENDED_LAST_LOOK_S  # `min_time_left` (5 min) before expiry
+    assert looks == [SUSPENDED_POLL_S, 2 * SUSPENDED_POLL_S + 5, last]  # each from the last
+    assert await stores.ledger.state("r1") == "dropped"
+    assert w.suppressed("suspended") == 1
+    assert w.suppressed("expired") == 0
+    assert w.sent() == []
