@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -125,6 +125,17 @@ class Decoded:
             payload = task_bytes(task)
             self._own[id(task)] = (task, payload)
         return payload
+
+    def forget(self, subscriber_ids: Collection[str]) -> int:
+        """Let go of the kept tasks of these subscribers (a profile tombstone erased them:
+        their data stayed in memory until evicted, for hours on a quiet worker); returns
+        how many. A scan of the kept tasks: tombstones are rare, and an index by
+        subscriber would cost every read."""
+        subs = set(subscriber_ids)
+        gone = [payload for payload, task in self._tasks.items() if task.subscriber_id in subs]
+        for payload in gone:
+            del self._own[id(self._tasks.pop(payload))]
+        return len(gone)
 
     def clear(self) -> None:
         self._tasks.clear()
@@ -532,7 +543,8 @@ class TaskSink:
         erased_at: Mapping[str, float] | None = None,
     ) -> None:
         """Profile tombstones: erase what the stores keep of these subscribers (facts,
-        contacts, declines of `rule_ids`, open merge group, suspended-line index) and mark
+        contacts, declines of `rule_ids`, open merge group, suspended-line index) and
+        this sink keeps (their tasks read back, `Decoded`), and mark
         them forgotten now, so a task of theirs made before, still waiting or pending, is
         dropped when it comes up (`is_forgotten`) instead of reaching them; and erased at
         `erased_at` (the tombstones' own times, `BatchResult.erased_at`; now when not
@@ -541,6 +553,7 @@ class TaskSink:
             return
         subs = list(dict.fromkeys(subscriber_ids))
         at = self.clock()
+        self._decoded.forget(subs)
 
         async def erase() -> None:
             await asyncio.gather(
@@ -786,6 +799,8 @@ class TaskSink:
         self._suppressed(m, reason)
         from_batch = c.fresh and c.deferral_counted
         forgotten = reason is SuppressReason.FORGOTTEN
+        if forgotten:  # read back (and kept) once more to be dropped: let it go
+            self._decoded.forget([m.subscriber_id])
         if self.returns is not None and not from_batch and not forgotten:
             w.returned += CooldownReturn.all_of(m)
 

@@ -8,11 +8,14 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
+from moments.backtest import CollectingProducer
 from moments.models import Channel, Deferral, Family, Moment, ServiceTask
 from sinks.dispatch import Decoded, Payloads, TaskSink, task_bytes
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
+
+from .fakes import Clock
 
 NOW = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
 
@@ -100,3 +103,53 @@ def test_a_group_holding_the_same_payload_twice_reads_back_a_task_apiece() -> No
     again = sink._candidate("t1", [carrier, member])  # the cache still serves the pair
     assert again is not None
     assert [id(t) for t in again.tasks] == [id(t) for t in once.tasks]
+
+
+def kept(decoded: Decoded) -> list[str]:
+    """The subscribers whose tasks the cache holds, one per entry."""
+    return sorted(t.subscriber_id for t in decoded._tasks.values())
+
+
+def test_forgetting_subscribers_lets_go_of_their_tasks_only() -> None:
+    decoded = Decoded(size=8)
+    theirs = [a_task().model_copy(update={"task_id": f"t{i}"}) for i in range(2)]
+    other = a_task().model_copy(update={"task_id": "o1", "subscriber_id": "13900139002"})
+    for t in [*theirs, other]:
+        decoded.own(decoded.task(task_bytes(t)))
+    assert kept(decoded) == ["13800138001", "13800138001", "13900139002"]
+    assert decoded.forget(["13800138001", "13700137003"]) == 2
+    assert kept(decoded) == ["13900139002"]
+    assert decoded.own(decoded.task(task_bytes(other))) == task_bytes(other)  # still kept
+    again = decoded.task(task_bytes(theirs[0]))  # read back anew, as a fresh entry
+    assert again == theirs[0]
+    assert decoded.own(again) == task_bytes(theirs[0])
+
+
+async def test_an_erased_subscribers_waiting_task_leaves_the_sinks_memory() -> None:
+    """The cache of tasks read back kept an erased subscriber's task (~15 kB of their
+    data) until 1,024 others pushed it out: on a quiet worker, for hours. Erased, it
+    goes at once, and again when the task is read back to be dropped as forgotten."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    sink = TaskSink(
+        CollectingProducer(clock),  # type: ignore[arg-type]
+        "tasks",
+        stores,
+        Metrics(),
+        DispatchPolicy(),
+        clock=clock,
+    )
+    waits = a_task().model_copy(
+        update={"deferred": Deferral(reason="suspended", until=NOW + dt.timedelta(days=1))}
+    )
+    sink.add(waits)
+    await sink.flush()  # its line suspended: it waits
+    clock.now = await stores.deferral.due_at("t1") or 0
+    assert await sink.release_due() == 1  # looked at: read back, kept
+    assert kept(sink._decoded) == ["13800138001"]
+    await sink.forget(["13800138001"], [])
+    assert kept(sink._decoded) == []
+    clock.now = await stores.deferral.due_at("t1") or 0
+    assert await sink.release_due() == 1
+    assert await stores.ledger.state("t1") == "dropped"
+    assert kept(sink._decoded) == []
