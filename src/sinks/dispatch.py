@@ -81,13 +81,13 @@ DECODED_MAX = 1024
 """Stored payloads a sink keeps read back (`Decoded`), ~15 kB each (the task's objects
 and its JSON). In a two-day backtest of 2,000 subscribers 1,024 caught 77% of the reads
 (256: 75%, 8,192: 78%): the tasks read again and again are the few a suspended line or
-a cap holds, every 15 minutes."""
+a cap holds (a suspended line's were looked at every 15 minutes then, hourly now)."""
 
 
 class Decoded:
     """The stored payloads read back as tasks, by their bytes, and each task's own JSON
     once made: the deferral queue hands the same payloads back at every release (a
-    suspended line's task every 15 minutes), and validating each again, then serialising
+    suspended line's task every hour), and validating each again, then serialising
     it again to park it, cost a tenth of the backtest's dispatch.
 
     A hit is the task `ServiceTask.model_validate_json` made of those very bytes before:
@@ -591,7 +591,9 @@ class TaskSink:
 
     async def record_facts(self, events: Sequence[InputEvent]) -> None:
         """Record the facts a waiting task is checked against, and make the tasks of lines
-        these events reactivate due now (not at their next 15-minute look)."""
+        these events reactivate due now (not at their next look, `SUSPENDED_POLL_S`), after
+        the facts: a release parking one of them meanwhile sees the fact
+        (`Parking.active_after`)."""
         await self._redis(lambda: self.facts.record(events), "recording facts")
         lines = [
             e.subscriber_id for e in events if isinstance(e, ProfileEvent) and e.status == "active"
