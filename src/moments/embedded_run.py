@@ -83,6 +83,12 @@ def worker_env(
     return env
 
 
+def other_shells(bootstrap: str, redis_url: str) -> str:
+    """The line that points another shell's commands at this run's broker and Redis: on
+    free ports, not the defaults `moments tasks tail` and the rest would try."""
+    return f"export MOMENTS_KAFKA_BOOTSTRAP={bootstrap} MOMENTS_REDIS_URL={redis_url}"
+
+
 def served_host(user: Settings) -> str:
     """Where the worker serves /metrics (see `worker_env`)."""
     return user.metrics_host if "metrics_host" in user.model_fields_set else HOST
@@ -149,6 +155,14 @@ def _run(
             broker = stack.enter_context(TansuBroker(workdir / "tansu"))
             redis = stack.enter_context(RedisServer(workdir / "redis"))
         console.print(f"[green]broker[/] {broker.bootstrap}   [green]redis[/] {redis.url}")
+        console.print(
+            "[dim]in another shell, for moments tasks tail, tasks pending, tasks ack, "
+            "deadletter show or a consumer of your own:[/]"
+        )
+        # Never wrapped: it is copied and pasted whole.
+        console.print(
+            other_shells(broker.bootstrap, redis.url), soft_wrap=True, markup=False, highlight=False
+        )
         stack_env = {
             "MOMENTS_KAFKA_BOOTSTRAP": broker.bootstrap,
             "MOMENTS_REDIS_URL": redis.url,

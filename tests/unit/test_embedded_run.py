@@ -157,3 +157,26 @@ def test_the_task_viewer_is_closed_when_the_worker_exits(
 def test_the_metrics_url_printed_is_where_the_worker_serves(host: str, url: str) -> None:
     """`moments run` printed 127.0.0.1 whatever MOMENTS_METRICS_HOST said (ops review)."""
     assert metrics_url(host, 9308) == url
+
+
+def test_the_line_for_other_shells_points_them_at_this_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`moments tasks tail` or a consumer in another shell tried 127.0.0.1:9092, not the
+    run's broker on its free port, and the run printed no way to point them at it (new
+    user's walk): the line it prints now, pasted into a shell, does."""
+    monkeypatch.chdir(tmp_path)  # no .env
+    line = embedded_run.other_shells("127.0.0.1:40123", "redis://127.0.0.1:40124/0")
+    shell = subprocess.run(
+        ["/bin/sh", "-c", f"{line} && /usr/bin/env"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={},
+    )
+    exported = dict(v.split("=", 1) for v in shell.stdout.splitlines() if v.startswith("MOMENTS_"))
+    for name, value in exported.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.kafka_bootstrap == "127.0.0.1:40123"
+    assert settings.redis_url == "redis://127.0.0.1:40124/0"
