@@ -236,6 +236,12 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         data: Any = YAML(typ="safe").load(text)
     except RulesError as exc:
         raise ConfigError(f"invalid dispatch policy: {exc}") from None
+    except FileNotFoundError:  # "write it as UTF-8 YAML" sent a user to rewrite a file
+        where = "" if path.is_absolute() else f", read from {Path.cwd()}"
+        raise ConfigError(
+            f"{path}: no such dispatch policy file{where}; give its path (--policy, "
+            "MOMENTS_DISPATCH_POLICY), or leave it out for the defaults"
+        ) from None
     except (OSError, YAMLError, ValueError) as exc:
         raise ConfigError(
             f"{path}: cannot read the dispatch policy ({type(exc).__name__}: {exc}); write "

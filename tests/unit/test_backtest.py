@@ -581,6 +581,20 @@ def test_the_documented_example_policy_loads() -> None:
     assert policy.limit("SH", Channel.MANAGER) == 2
 
 
+def test_a_policy_path_that_is_not_there_is_named_as_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's recipe run outside the clone: `--policy docs/backtest-policy.yaml` was
+    refused with "write it as UTF-8 YAML", as if the file were broken (new user's walk)."""
+    monkeypatch.chdir(tmp_path)
+    history = write_history(tmp_path / "h.jsonl")
+    args = ["--events", str(history), "--policy", "docs/backtest-policy.yaml"]
+    assert main(["backtest", *args, "--out", str(tmp_path / "out")]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"docs/backtest-policy.yaml: no such dispatch policy file, read from {tmp_path}" in said
+    assert "UTF-8" not in said
+
+
 def test_a_waiting_task_is_released_before_later_facts_are_known(tmp_path: Path) -> None:
     """A big top-up at 07:00 waits for the end of quiet hours (08:00); the customer tops
     up again at 08:00:30. The stream released the task at 08:00, before that top-up,
