@@ -62,19 +62,30 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
     """The subscriber of a task sent within its expiry, from the ledger's copy."""
     redis = redis_client(settings)
     deadline = time.monotonic() + wait_s
+    entry: bytes | None = None
     try:
         ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
         while not (body := await redis.get(ledger.body_key(task_id))):
-            _refuse_merged(task_id, await ledger.get(task_id))
+            entry = await ledger.get(task_id)
+            _refuse_merged(task_id, entry)
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.1)
     finally:
         await redis.aclose()
     if not body:
+        where = f"{redacted_url(settings.redis_url)} (app id {settings.app_id})"
+        if entry is None:  # --subscriber would only make it an unknown_task dead letter
+            raise AckError(
+                f"task {task_id} is not in the ledger in {where}: this detector never "
+                "published it, and the worker would refuse its outcome (unknown_task); "
+                "check the task id (moments tasks pending lists those waiting for one) and "
+                "that MOMENTS_APP_ID and MOMENTS_REDIS_URL are the detector's"
+            )
         raise AckError(
-            f"task {task_id} is unknown or expired in {redacted_url(settings.redis_url)} "
-            f"(app id {settings.app_id}); pass --subscriber MSISDN to ack it anyway"
+            f"task {task_id} expired: {where} no longer keeps its payload (a day after its "
+            "expires_at), so its subscriber is unknown here; pass --subscriber MSISDN to ack "
+            "it anyway (counted, it changes nothing)"
         )
     return str(orjson.loads(body)["subscriber_id"])
 

@@ -581,4 +581,21 @@ class TestAckCommand:
             timeout=60,
         )
         assert proc.returncode == 1
-        assert "--subscriber" in proc.stderr
+        # --subscriber would only make it an unknown_task dead letter (new user's walk)
+        assert f"task {tid('nope')} is not in the ledger" in proc.stderr
+        assert "never published it" in proc.stderr
+        assert "--subscriber" not in proc.stderr
+
+    async def test_a_task_whose_payload_expired_names_subscriber_as_the_fix(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """The ledger keeps a task id 400 days, its payload (with the subscriber) a day
+        past its expiry: after that, --subscriber is the way to ack it."""
+        w = make_worker()
+        assert isinstance(w.ledger, TaskLedger)  # the class is redis_only
+        await w.send(task(A2, sub="13200000009"))
+        assert await subscriber_of(w.settings, A2) == "13200000009"
+        await w.ledger.redis.delete(w.ledger.body_key(A2))  # what its expiry does
+        with pytest.raises(AckError, match=f"task {A2} expired: ") as refused:
+            await subscriber_of(w.settings, A2, wait_s=0)
+        assert "pass --subscriber MSISDN to ack it anyway" in str(refused.value)
