@@ -440,13 +440,29 @@ def open_output(path: Path) -> IO[bytes]:
     return path.open("wb")
 
 
-def write_jsonl(path: Path, events: Iterator[SimEvent], count: int) -> SimStats:
-    """Write `count` events as JSON lines (the `moments rules test` format)."""
+PROGRESS_EVERY = 10_000
+"""Events written between two calls of `write_jsonl`'s `progress`."""
+
+
+def write_jsonl(
+    path: Path,
+    events: Iterator[SimEvent],
+    count: int,
+    progress: Callable[[int], None] | None = None,
+) -> SimStats:
+    """Write `count` events as JSON lines (the `moments rules test` format);
+    `progress(written)` is told every `PROGRESS_EVERY` events and at the end."""
     stats = SimStats()
+    written = 0
     with open_output(path) as out:
         for _, event in zip(range(count), events, strict=False):
             out.write(event.to_json_line() + b"\n")
             stats.add(event)
+            written += 1
+            if progress is not None and written % PROGRESS_EVERY == 0:
+                progress(written)
+    if progress is not None:
+        progress(written)
     return stats
 
 

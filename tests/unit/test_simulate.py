@@ -169,6 +169,21 @@ class TestOutputs:
         assert Counter(d["type"] for d in docs) == stats.events
         assert {d["type"] for d in docs} <= {t.value for t in EventType}
 
+    def test_writing_a_file_reports_its_progress(self, tmp_path: Path) -> None:
+        """Three weeks of 2,000 subscribers took over a minute to write with nothing on
+        the screen (new user's walk): `progress` is told the events written."""
+        told: list[int] = []
+        events = iter(simulate(20, 10, seed=2, start=START))
+        write_jsonl(tmp_path / "e.jsonl", events, 25_000, told.append)
+        assert told == [10_000, 20_000, 25_000]
+
+    def test_cli_shows_a_bar_while_it_writes_a_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        argv = ["simulate", "--subscribers", "5", "--rate", "10", "--seed", "1"]
+        assert main([*argv, "--duration", "2", "--to-file", str(tmp_path / "o.jsonl")]) == 0
+        assert "25/25 events" in capsys.readouterr().err
+
     def test_cli_writes_the_file_and_refuses_to_file_without_a_duration(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
