@@ -117,7 +117,8 @@ async def replay(
                     continue
                 verdict = revalidate(entry, topic_types)
                 if isinstance(verdict, DeadLetter | str):
-                    report.still_rejected.add(_as_rejected_now(entry, verdict))
+                    outcomes = settings.topic("task_outcomes")
+                    report.still_rejected.add(_as_rejected_now(entry, verdict, outcomes))
                     continue
                 why = still_out_of_time(entry, verdict, settings.lateness_seconds)
                 if why is not None:
@@ -161,15 +162,28 @@ def still_out_of_time(
     return None
 
 
-def _as_rejected_now(entry: DeadLetterEntry, verdict: DeadLetter | str) -> DeadLetterEntry:
+def not_an_input_message(origin_topic: str, outcomes_topic: str) -> str:
+    """Why a dead letter of a topic no worker reads events from stays where it is."""
+    if origin_topic == outcomes_topic:  # "not an input topic of this configuration" read
+        # as a setting to fix, where the consumer is the one to send it again
+        return (
+            f"{origin_topic}: task outcomes are not replayed; the dispatch consumer sends "
+            "the outcome again, fixed (docs/consuming-tasks.md, 'What the detector checks')"
+        )
+    return (
+        f"{origin_topic} is not an input topic of this configuration (a topic renamed "
+        "since? check MOMENTS_TOPIC_PREFIX and MOMENTS_TOPICS__*)"
+    )
+
+
+def _as_rejected_now(
+    entry: DeadLetterEntry, verdict: DeadLetter | str, outcomes_topic: str
+) -> DeadLetterEntry:
     """The entry with the reason and message the current code gives."""
     if isinstance(verdict, DeadLetter):
         return replace(entry, reason=verdict.reason.value, message=verdict.message)
-    return replace(
-        entry,
-        reason=verdict,
-        message=f"{entry.origin_topic} is not an input topic of this configuration",
-    )
+    message = not_an_input_message(entry.origin_topic, outcomes_topic)
+    return replace(entry, reason=verdict, message=message)
 
 
 async def _not_replayed(

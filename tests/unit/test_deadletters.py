@@ -9,7 +9,12 @@ import datetime as dt
 import orjson
 import pytest
 
-from moments.deadletter_replay import REPLAYED_HEADER, replay_headers, still_out_of_time
+from moments.deadletter_replay import (
+    REPLAYED_HEADER,
+    not_an_input_message,
+    replay_headers,
+    still_out_of_time,
+)
 from moments.deadletters import (
     NOT_AN_INPUT,
     UNKNOWN,
@@ -145,6 +150,18 @@ def test_revalidation_is_the_workers_decode() -> None:
     assert stray.message.startswith(f"record key '{SUB}\\n' differs")
     # A topic that is no input of this configuration (another prefix, a rename).
     assert revalidate(_entry(_topup(), topic="old.telecom.topup"), TOPICS) == NOT_AN_INPUT
+
+
+def test_an_outcome_left_in_place_says_the_consumer_sends_it_again() -> None:
+    """`replay --dry-run` listed an `unknown_task` outcome as "moments.task-outcomes is
+    not an input topic of this configuration", a setting to fix, where outcomes are not
+    replayed at all (new user's walk)."""
+    outcomes = "moments.task-outcomes"
+    said = not_an_input_message(outcomes, outcomes)
+    assert said.startswith(f"{outcomes}: task outcomes are not replayed; the dispatch consumer")
+    other = not_an_input_message("old.telecom.topup", outcomes)
+    assert other.startswith("old.telecom.topup is not an input topic of this configuration")
+    assert "MOMENTS_TOPIC_PREFIX" in other
 
 
 def test_the_json_document_keeps_the_bytes() -> None:
