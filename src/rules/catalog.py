@@ -214,6 +214,10 @@ def _read(path: Path) -> list[tuple[str, str]]:
                 texts.append((str(file), read_limited(file)))
             except RulesError as exc:
                 refused.extend(exc.problems)
+    except FileNotFoundError as exc:  # a recipe's path copied from another directory
+        where = "" if path.is_absolute() else f" (a path from {Path.cwd()})"
+        problem = f"cannot read: no such rules file or folder{where}; check the path"
+        raise RulesError([RuleProblem(str(path), 1, 1, problem)]) from exc
     except OSError as exc:
         raise RulesError([RuleProblem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from exc
     if refused:

@@ -108,6 +108,19 @@ def test_rules_test_names_the_bad_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert f'{events}:1: add "type": one of topup' in capsys.readouterr().err
 
 
+def test_a_rules_path_that_is_not_there_says_so_and_from_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moments rules test rules/ ...` of a recipe said "rules:1:1: cannot read: No such
+    file or directory" (new user's walk): it names the directory the path was read from."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["rules", "validate", "rules/"]) == 1
+    said = capsys.readouterr()
+    assert f"rules:1:1: cannot read: no such rules file or folder (a path from {tmp_path})" in (
+        said.out + said.err
+    )
+
+
 def test_the_shipped_calendar_file_is_what_export_writes(tmp_path: Path) -> None:
     shipped = DEFAULT.parent.parent / "calendars" / "holidays-2026-2028.yaml"
     out = tmp_path / "h.yaml"
