@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from moments.eventcheck import CheckTally, LineVerdict, check_lines
+from moments.eventcheck import NO_TYPE, CheckTally, LineVerdict, check_lines
 from moments.models import EventType
 
 CHECK_EXAMPLES = """
@@ -179,9 +179,16 @@ def _print_tally(err: Console, tally: CheckTally, shown: int) -> None:
             ", ".join(f"{r}: {n:,}" for r, n in sorted(reasons.items())),
         )
     err.print(table)
-    if refused:
+    untyped = sum(n for (_, reason), n in tally.refused.items() if reason == NO_TYPE)
+    if refused > untyped:
         err.print(
             "A worker would send these lines to the dead-letter topic with the reason "
             "shown. Each event type's fields: schemas/<type>-event.schema.json (JSON Schema).",
+            markup=False,
+        )
+    if untyped:  # a worker knows the type from its topic: these were not checked at all
+        err.print(
+            f"{untyped:,} line(s) with no event type were not checked: give --type (topup, "
+            'roaming, complaint, usage, profile), the topic they go to, or a "type" field.',
             markup=False,
         )

@@ -129,6 +129,19 @@ class TestCommand:
         assert "4 line(s) checked, 2 refused" in err
         assert "schemas/<type>-event.schema.json" in err
 
+    def test_lines_with_no_type_are_said_to_be_unchecked_not_dead_letters(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A producer's payloads checked without --type were summed up as "a worker would
+        send these lines to the dead-letter topic": a worker reads the type from the topic
+        and might take them all (new user's walk)."""
+        path = tmp_path / "payloads.jsonl"
+        path.write_bytes(line(type=None) + b"\n")
+        assert main(["events", "check", str(path)]) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert "dead-letter topic" not in err
+        assert "1 line(s) with no event type were not checked: give --type" in err
+
     def test_json_output_and_a_cap_on_the_lines_shown(
         self, events: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
