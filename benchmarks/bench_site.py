@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 Summary = Callable[[Path, float, float], str]
@@ -18,7 +18,11 @@ Summary = Callable[[Path, float, float], str]
 
 
 def run_bench_with_site(
-    site_code: str, tmp: Path, offered: int, env_extra: dict[str, str]
+    site_code: str,
+    tmp: Path,
+    offered: int,
+    env_extra: dict[str, str],
+    bench_args: Sequence[str] = (),
 ) -> float:
     """Runs the bench, echoing its output; returns the wall time (epoch seconds) at which
     it printed the latency line. Exits with a message when the bench fails."""
@@ -28,7 +32,7 @@ def run_bench_with_site(
     env = dict(os.environ, **env_extra)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     moments = Path(sys.executable).with_name("moments")
-    command = [str(moments), "bench", "--offered", str(offered)]
+    command = [str(moments), "bench", "--offered", str(offered), *bench_args]
     end = None
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as bench:
         assert bench.stdout is not None
@@ -50,10 +54,19 @@ def main(
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--offered", type=int, default=offered, help="events/s, latency phase")
     parser.add_argument("--last", type=float, default=last, help="seconds before the latency")
+    parser.add_argument("--events", type=int, help="events to produce (the bench's default)")
+    parser.add_argument("--subscribers", type=int, help="distinct subscribers (ditto)")
     args = parser.parse_args()
+    bench_args = [
+        f"--{name}={value}"
+        for name, value in (("events", args.events), ("subscribers", args.subscribers))
+        if value is not None
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp, "logs")
         logs.mkdir()
-        end = run_bench_with_site(site_code, Path(tmp), args.offered, {log_dir_variable: str(logs)})
+        end = run_bench_with_site(
+            site_code, Path(tmp), args.offered, {log_dir_variable: str(logs)}, bench_args
+        )
         for path in sorted(logs.iterdir()):
             print(summary(path, end, args.last))
