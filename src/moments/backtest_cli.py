@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from moments.exceptions import ConfigError
+from moments.progresslines import ProgressLines
 from moments.records import OUT_OF_TIME
 
 if TYPE_CHECKING:
@@ -284,31 +285,65 @@ class FileBar:
 
         self.progress = progress
         self.read = progress_of(files)
-        self.task = progress.add_task(label, total=self.read()[1], events=0)
-        self.last = 0.0
+        self.task = progress.add_task(label, total=self.read()[1], events=0, rate=0.0)
+        self.started = self.last = time.monotonic()
 
     def show(self, events: int) -> None:
         now = time.monotonic()
         if now - self.last >= 0.2:
             self.last = now
-            self.progress.update(self.task, completed=self.read()[0], events=events)
+            self.progress.update(
+                self.task, completed=self.read()[0], events=events, rate=self._rate(events, now)
+            )
 
     def done(self, events: int) -> None:
-        self.progress.update(self.task, completed=self.read()[1], events=events)
+        rate = self._rate(events, time.monotonic())
+        self.progress.update(self.task, completed=self.read()[1], events=events, rate=rate)
+
+    def _rate(self, events: int, now: float) -> float:
+        """Events a second: the bytes a second of a gzip file read like a wrong unit."""
+        return events / (now - self.started) if now > self.started else 0.0
+
+
+class FileLines:
+    """`FileBar` for a log (the output is no terminal): a line every few seconds."""
+
+    def __init__(self, lines: ProgressLines, files: list[EventFile]) -> None:
+        from moments.backtest_input import progress_of
+
+        self.lines = lines
+        self.read = progress_of(files)
+
+    def show(self, events: int) -> None:
+        done, total = self.read()
+        self.lines.update(events, done / total if total else None)
+
+    def done(self, events: int) -> None:
+        self.lines.finish(events)
 
 
 @contextmanager
-def file_bar(console: Console, label: str, files: list[EventFile]) -> Iterator[FileBar]:
-    """The bar of `moments backtest` and `moments state seed` while they read history."""
+def file_bar(console: Console, label: str, files: list[EventFile]) -> Iterator[FileBar | FileLines]:
+    """The bar of `moments backtest` and `moments state seed` while they read history;
+    lines in a log instead, where a bar is drawn only once it ends."""
+    if not console.is_terminal:
+        yield FileLines(ProgressLines(label, lambda text: say(console, text)), files)
+        return
     columns = (
         TextColumn(f"[bold]{label}"),
         BarColumn(),
         TextColumn("{task.fields[events]:>12,} events"),
-        TransferSpeedColumn(),
+        TextColumn("{task.fields[rate]:>8,.0f}/s"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
         yield FileBar(progress, label, files)
+
+
+def say(console: Console, text: str) -> None:
+    """A progress line to a console that is no terminal, written at once (no markup, no
+    wrapping: a log keeps it whole)."""
+    print(text, file=console.file, flush=True)
 
 
 def _write(

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from moments.progresslines import PROGRESS_EVERY_S
 from moments.simulate import SimEvent, SimStats, limit, produce_stream, simulate, write_jsonl
 
 if TYPE_CHECKING:
@@ -103,9 +104,6 @@ def live_view(stats: SimStats, now: float) -> RenderableType:
     return Group(stats_table(stats), Text(waiting, style="yellow"))
 
 
-PROGRESS_EVERY_S = 10.0
-"""How often a run whose output is no terminal (a container's log) prints a line."""
-
 LIVE_EVERY_S = 0.25
 """How often the table in a terminal is redrawn."""
 
@@ -177,7 +175,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _write_file(console: Console, path: Path, events: Iterator[SimEvent], count: int) -> SimStats:
     """`write_jsonl` with a bar: three weeks of 2,000 subscribers took over a minute
-    with nothing on the screen."""
+    with nothing on the screen. Lines in a log instead (`ProgressLines`)."""
+    if not console.is_terminal:
+        from moments.backtest_cli import say
+        from moments.progresslines import ProgressLines
+
+        lines = ProgressLines("simulate", lambda text: say(console, text))
+        stats = write_jsonl(path, events, count, lambda n: lines.update(n, n / count))
+        lines.finish(sum(stats.events.values()))
+        return stats
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

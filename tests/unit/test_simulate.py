@@ -177,12 +177,14 @@ class TestOutputs:
         write_jsonl(tmp_path / "e.jsonl", events, 25_000, told.append)
         assert told == [10_000, 20_000, 25_000]
 
-    def test_cli_shows_a_bar_while_it_writes_a_file(
+    def test_cli_says_how_far_it_is_while_it_writes_a_file(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """Captured, stderr is no terminal: progress lines (moments.progresslines), the
+        last with every event written."""
         argv = ["simulate", "--subscribers", "5", "--rate", "10", "--seed", "1"]
         assert main([*argv, "--duration", "2", "--to-file", str(tmp_path / "o.jsonl")]) == 0
-        assert "25/25 events" in capsys.readouterr().err
+        assert "simulate: 25 events in " in capsys.readouterr().err
 
     def test_cli_writes_the_file_and_refuses_to_file_without_a_duration(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
