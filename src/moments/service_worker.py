@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import faust
 
 from moments.stopdeadline import StopDeadline
+
+_early_sigterm: list[bool] = []
+
+
+def note_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM's handler from Faust's start until its worker handles the signal (a short
+    while: its logging set-up): noted, then acted on by `ServiceWorker`. The default would
+    end a plain process at once, mid-start, and be ignored by PID 1 in a container."""
+    _early_sigterm.append(True)
 
 
 class ServiceWorker(faust.Worker):
@@ -28,11 +38,19 @@ class ServiceWorker(faust.Worker):
 
     def install_signal_handlers(self) -> None:
         """Faust's handlers, then the stop deadline (moments.stopdeadline): they run on the
-        event loop, and a stuck loop never ran them, so SIGTERM left the worker running."""
+        event loop, and a stuck loop never ran them, so SIGTERM left the worker running.
+        A SIGTERM noted while Faust started (`note_sigterm`) is acted on now."""
         super().install_signal_handlers()
         grace: float | None = getattr(self.app, "stop_grace_s", None)
+        deadline = None
         if grace is not None and sys.platform != "win32":
-            StopDeadline(grace).start(self.loop)
+            deadline = StopDeadline(grace)
+            deadline.start(self.loop)
+        if _early_sigterm:
+            _early_sigterm.clear()
+            if deadline is not None:
+                deadline.asked(signal.SIGTERM)
+            self._on_sigterm()
 
     def _on_sigusr2(self) -> None:
         """Every thread's stack to stderr, as SIGUSR1 gives: Faust's worker starts pdb on

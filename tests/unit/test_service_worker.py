@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +124,110 @@ def test_sighup_while_the_worker_waits_for_kafka_does_not_end_it(tmp_path: Path)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def _worker_env(tmp_path: Path) -> dict[str, str]:
+    from moments.embedded import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    return env | {
+        "MOMENTS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",  # nobody: it waits
+        "MOMENTS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MOMENTS_METRICS_PORT": "0",
+        "MOMENTS_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+def _first_pid_in_namespace() -> list[str] | None:
+    """`unshare` arguments that run a command as PID 1 of a new PID namespace, as the
+    image's `ENTRYPOINT ["moments"]` runs in a container; None where that is not allowed."""
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    probe = subprocess.run(
+        [unshare, "--pid", "--fork", "sh", "-c", 'test "$$" = 1'],
+        capture_output=True,
+        timeout=30,
+    )
+    return [unshare, "--pid", "--fork"] if probe.returncode == 0 else None
+
+
+@pytest.mark.parametrize("pid_one", [False, True], ids=["process", "container-pid-1"])
+def test_sigterm_while_the_worker_waits_for_kafka_ends_it(tmp_path: Path, pid_one: bool) -> None:
+    """Before Faust's worker handles SIGTERM (the worker waits for its broker, say), the
+    signal had its default action. In a container the worker is PID 1 (the image's
+    ENTRYPOINT, no init), and the kernel drops a signal PID 1 has no handler for:
+    `docker stop` and Kubernetes waited their whole grace period (60 s) for a worker that
+    had read nothing yet, then killed it. It now ends at once, with exit code 0 and a log
+    line, as a process or as PID 1."""
+    prefix: list[str] = []
+    if pid_one:
+        found = _first_pid_in_namespace()
+        if found is None:
+            pytest.skip("no unshare --pid here (needs CAP_SYS_ADMIN)")
+        prefix = found
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "moments", "worker"],
+            env=_worker_env(tmp_path),
+            stdout=out,
+            stderr=out,
+            cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "not reachable yet" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)  # a poll for the log line, not a timing
+            assert "not reachable yet" in log.read_text(), log.read_text()[-2000:]
+            target = proc.pid
+            if pid_one:  # the worker is unshare's child
+                children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+                target = int(children.split()[0])
+            os.kill(target, signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pytest.fail("still running 30 s after SIGTERM:\n" + log.read_text()[-2000:])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                if pid_one:
+                    os.kill(target, signal.SIGKILL)
+                proc.wait(timeout=30)
+    assert code == 0, log.read_text()[-2000:]
+    assert "SIGTERM while the worker starts" in log.read_text()
+
+
+EARLY_SIGTERM_PROBE = """
+import os, signal, sys, time, faust
+from moments.service_worker import ServiceWorker, note_sigterm
+
+# As `run_worker` leaves it for Faust's start; the signal comes before Faust handles it.
+signal.signal(signal.SIGTERM, note_sigterm)
+os.kill(os.getpid(), signal.SIGTERM)
+app = faust.App("probe", broker="kafka://127.0.0.1:1", web_enabled=False, autodiscover=False)
+app.stop_grace_s = 0.5
+worker = ServiceWorker(app, loglevel="warn", quiet=True, stderr=sys.__stderr__)
+worker.install_signal_handlers()
+said = "STOP SCHEDULED" if worker._signal_stop_future else "NO STOP"
+print(said, file=sys.__stderr__, flush=True)
+time.sleep(30)  # the loop never runs: only the stop deadline ends this
+"""
+
+
+def test_a_sigterm_while_faust_starts_stops_the_worker_once_it_handles_signals() -> None:
+    """Between `run_worker` and Faust's worker installing its handlers (its logging
+    set-up), a SIGTERM is noted; the worker then stops as for one that came after, and
+    the stop deadline counts from it."""
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY_SIGTERM_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "STOP SCHEDULED" in done.stderr, done.stderr
+    assert done.returncode == 70, done.stderr
+    assert "SIGTERM came " in done.stderr
