@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from moments.engine import Detector
 from moments.models import EventType
@@ -16,11 +18,14 @@ from moments.partitioning import (
     layout_problems,
     partition_of,
 )
-from moments.records import RawRecord
+from moments.records import RawRecord, RejectReason
 from moments.runtime import Runtime, record_batch
 from moments.settings import load_settings
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
+from sinks.deadletter import DeadLetterSink
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 
 from .fakes import Clock
@@ -253,3 +258,75 @@ def usage(event_id: str, subscriber: str) -> bytes:
         f'{{"event_id": "{event_id}", "subscriber_id": "{subscriber}", "kind": "data", '
         '"occurred_at": "2026-11-23T10:00:00+08:00"}'
     ).encode()
+
+
+class _Producer:
+    """Takes every record (dead letters one by one, changelog batches) and acknowledges it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None]] = []
+
+    async def send(self, topic: str, value: bytes | None = None, **_: object) -> object:
+        self.sent.append((topic, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(1 << 20, 0)
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> object:
+        self.sent.append((topic, None))
+        return asyncio.sleep(0)
+
+
+def roaming(event_id: str, subscriber: str) -> bytes:
+    return (
+        f'{{"event_id": "{event_id}", "subscriber_id": "{subscriber}", "country": "FR", '
+        '"roaming_type": "international", "occurred_at": "2026-11-23T10:00:00+08:00"}'
+    ).encode()
+
+
+async def test_a_batch_read_again_in_part_counts_only_its_new_misplaced_events() -> None:
+    """Through `Runtime.handle`, as the batch loop calls it: two event types, events on
+    their key's partition among the misplaced ones, a batch read again in part (after a
+    restart without the last commit) with new events and a misplaced profile tombstone
+    among those already applied. Each misplaced event is counted once, under its own
+    event type; the tombstone (a dead letter, no state remembers it) at each read."""
+    settings = load_settings(partitions=2)
+    usage_topic, roaming_topic = settings.topic("usage"), settings.topic("roaming")
+    profile_topic = settings.topic("profile")
+    types = {usage_topic: EventType.USAGE, roaming_topic: EventType.ROAMING}
+    detector = Detector(RuleSet.of([]), {**types, profile_topic: EventType.PROFILE})
+    metrics = Metrics()
+    runtime = Runtime(settings, metrics, detector)
+    producer = _Producer()
+    runtime._producer = producer  # type: ignore[assignment]
+    runtime.tasks = TaskSink(None, "tasks", memory_stores(lambda: 0.0), metrics)  # type: ignore[arg-type]
+    runtime.dead_letters = DeadLetterSink(producer, "dlq", metrics)  # type: ignore[arg-type]
+    store = DictStateStore()
+    a, b = "13800000001", "13800000002"
+    off_a, off_b = 1 - partition_of(a.encode(), 2), 1 - partition_of(b.encode(), 2)
+    right_b = partition_of(b.encode(), 2)
+    first = [
+        RawRecord(usage_topic, off_a, 0, a.encode(), usage("u0", a)),
+        RawRecord(usage_topic, off_a, 1, a.encode(), usage("u1", a)),
+        RawRecord(roaming_topic, off_b, 0, b.encode(), roaming("r0", b)),
+        RawRecord(usage_topic, right_b, 0, b.encode(), usage("u2", b)),
+    ]
+    await runtime.handle(first, store)
+    again = [
+        first[1],  # applied: read again
+        RawRecord(usage_topic, off_a, 2, a.encode(), usage("u3", a)),  # new
+        first[2],  # applied
+        RawRecord(profile_topic, off_b, 0, b.encode(), None),  # a tombstone off its partition
+        first[3],  # applied, on its partition
+    ]
+    result = await runtime.handle(again, store)
+    assert result.replayed == 3
+    assert [letter.reason for letter in result.dead_letters] == [RejectReason.MISPLACED]
+
+    def count(event_type: str) -> float | None:
+        return metrics.registry.get_sample_value(MISPLACED, {"event_type": event_type})
+
+    assert (count("usage"), count("roaming"), count("profile")) == (3, 1, 1)
