@@ -70,3 +70,36 @@ def test_a_stuck_loop_ends_after_the_grace_saying_where_it_is(signame: str) -> N
     assert f"{signame} came " in done.stderr
     assert "has not stopped (MOMENTS_STOP_GRACE_SECONDS=0.5): exiting with code 70" in done.stderr
     assert "The event loop is in stuck_in_a_batch (<string>:" in done.stderr
+
+
+LOCKED_LOG_PROBE = """
+import asyncio, logging, os, signal, sys, time
+from moments.stopdeadline import StopDeadline
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)
+    StopDeadline(0.5).start(loop)
+    os.kill(os.getpid(), signal.SIGTERM)
+    # The loop is stuck inside the log handler (a write to a full stderr pipe, say),
+    # holding its lock: the deadline's own line cannot be written.
+    logging.getLogger().handlers[0].acquire()
+    print("HOLDING THE LOG LOCK", file=sys.__stderr__, flush=True)
+    time.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_a_loop_stuck_holding_the_log_handler_lock_still_ends() -> None:
+    """The exit waits for its log line only `SAY_WAIT_S`: a handler whose lock the stuck
+    thread holds must not hold the exit too (the process would run until SIGKILL)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOCKED_LOG_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert "HOLDING THE LOG LOCK" in done.stderr
+    assert done.returncode == STOP_OVERDUE_EXIT, done.stderr
+    assert "has not stopped" not in done.stderr  # the line never got through
