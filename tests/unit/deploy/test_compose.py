@@ -180,3 +180,10 @@ def test_docker_waits_for_a_stuck_worker_to_end_itself(
     for name in DETECTORS:
         grace = settings_from(moments_env(compose[name]), monkeypatch).stop_grace_seconds
         assert seconds(str(compose[name].get("stop_grace_period", "10s"))) > grace, name
+
+
+def test_the_simulator_stops_on_docker_stop(compose: dict[str, Any]) -> None:
+    """As PID 1 (the image's ENTRYPOINT) a process without a SIGTERM handler ignores the
+    signal; the worker handles it itself (moments.worker), `moments simulate` needs an
+    init."""
+    assert compose["simulator"].get("init") is True
