@@ -54,7 +54,7 @@ FAILED = 1
 REBALANCE_SECONDS = 3.0
 """Tansu completes a group join only after the whole rebalance timeout: keep it short here."""
 WORKER_STOP_WAIT_S = 15.0
-"""How long a stop waits for the worker after SIGTERM before SIGKILL."""
+"""How long a stop waits for the worker after SIGTERM before SIGKILL (`stop_wait`)."""
 WORKER_STOP_GRACE_S = 10.0
 """The worker's MOMENTS_STOP_GRACE_SECONDS unless the user set it: below
 `WORKER_STOP_WAIT_S`, so a worker whose event loop is stuck writes where it is to its log
@@ -81,6 +81,15 @@ def worker_env(
     if "stop_grace_seconds" not in user.model_fields_set:
         env["MOMENTS_STOP_GRACE_SECONDS"] = f"{WORKER_STOP_GRACE_S:g}"
     return env
+
+
+def stop_wait(user: Settings) -> float:
+    """How long a stop waits for the worker before SIGKILL: `WORKER_STOP_WAIT_S`, or a few
+    seconds past a longer stop grace the user set, so the worker's own deadline (and its
+    log line saying where its loop was stuck) comes first."""
+    if "stop_grace_seconds" not in user.model_fields_set:
+        return WORKER_STOP_WAIT_S
+    return max(WORKER_STOP_WAIT_S, user.stop_grace_seconds + 5.0)
 
 
 def other_shells(bootstrap: str, redis_url: str) -> str:
@@ -199,7 +208,8 @@ def _run(
             # Like the broker and Redis: gone with us even when we are killed outright.
             preexec_fn=death_signal_preexec(),
         )
-        stack.callback(_stop_process, worker)
+        wait_s = stop_wait(user)
+        stack.callback(_stop_process, worker, wait_s)
         console.print(f"[green]worker[/] pid {worker.pid}, log {log_path}")
         if port:
             console.print(f"[green]metrics[/] {metrics_url(served_host(user), port)}")
@@ -217,7 +227,7 @@ def _run(
             console.print("\nstopping worker, redis-server and Tansu...")
             code = stop_code(stop)
         finally:
-            _stop_process(worker)  # first, whatever the task viewer is still doing
+            _stop_process(worker, wait_s)  # first, whatever the task viewer is still doing
             _close_loop(loop)
     if code != FAILED:  # the broker's and Redis's files go; the worker's log it printed stays
         for path in workdir.iterdir():
@@ -366,13 +376,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+def _stop_process(proc: subprocess.Popen[bytes], wait_s: float = WORKER_STOP_WAIT_S) -> None:
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=WORKER_STOP_WAIT_S)
+        proc.wait(timeout=wait_s)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

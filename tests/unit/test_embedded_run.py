@@ -22,6 +22,7 @@ from moments.embedded_run import (
     WORKER_STOP_GRACE_S,
     WORKER_STOP_WAIT_S,
     metrics_url,
+    stop_wait,
     worker_env,
 )
 from moments.settings import Settings, load_settings
@@ -59,6 +60,12 @@ class TestWorkerEnv:
         assert float(env["MOMENTS_STOP_GRACE_SECONDS"]) == WORKER_STOP_GRACE_S
         user = load_settings(stop_grace_seconds=30)
         assert "MOMENTS_STOP_GRACE_SECONDS" not in worker_env({}, user, STACK)
+
+    def test_a_stop_waits_past_a_longer_grace_the_user_set(self) -> None:
+        """Else the SIGKILL came at 15 s, before the worker's own deadline and its log line."""
+        assert stop_wait(load_settings()) == WORKER_STOP_WAIT_S
+        assert stop_wait(load_settings(stop_grace_seconds=5)) == WORKER_STOP_WAIT_S
+        assert stop_wait(load_settings(stop_grace_seconds=30)) > 30
 
     def test_a_host_the_user_set_is_kept(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("MOMENTS_METRICS_HOST", "0.0.0.0")  # noqa: S104 - deliberately
