@@ -198,6 +198,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             max(1.0, LAST_COMMIT_S - (time.monotonic() - started)),
             "the last commit",
             "the events since the last commit will be read again",
+            self.idle.is_set,
         )
 
     async def _agents_done(self) -> None:
