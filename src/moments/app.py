@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import faust
@@ -79,6 +79,9 @@ class MomentsApp(faust.App):
 
     hot_topics: frozenset[str] = frozenset()
     fetch_wait_ms: int = FETCH_MAX_WAIT_MS
+    state_settled: Callable[[], Awaitable[None]] | None = None
+    """Set by `register_agents` (`Runtime.settled`): what a revocation waits for besides
+    the batch in flight (a window sweep's chunk)."""
     stop_grace_s: float | None = None
     """How long a stop asked by SIGTERM or SIGINT may take before the process ends
     (moments.stopdeadline, started by `ServiceWorker`); None: no deadline."""
@@ -90,6 +93,8 @@ class MomentsApp(faust.App):
         consumer = cast(BatchConsumer, super()._new_consumer())
         consumer.hot_topics = self.hot_topics
         consumer.fetch_wait_ms = self.fetch_wait_ms
+        if self.state_settled is not None:
+            consumer.state_settled = self.state_settled
         return consumer
 
 
@@ -155,6 +160,7 @@ def register_agents(
         table, source_topic=settings.topic(EventType.ROAMING.value), partitions=settings.partitions
     )
     app.hot_topics = frozenset(batch_topics(settings))
+    app.state_settled = runtime.settled
     source = app.topic(
         *batch_topics(settings),
         key_serializer="raw",
@@ -352,10 +358,15 @@ def register_agents(
         if runtime.ready.is_set() and not getattr(app, "rebalancing", False):
             partitions = assigned_partitions()
             runtime.forget(partitions)
+            generation = app.consumer_generation_id
 
             def still_ours() -> bool:
+                # The generation too: a rebalance that took a partition away and gave it
+                # back meanwhile (restored from the changelog) leaves it held again.
+                if getattr(app, "rebalancing", False) or app.consumer_generation_id != generation:
+                    return False
                 held = assigned_partitions()
-                return not getattr(app, "rebalancing", False) and all(p in held for p in partitions)
+                return all(p in held for p in partitions)
 
             try:
                 await runtime.sweep(store, partitions, still_ours)

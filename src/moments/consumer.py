@@ -11,8 +11,8 @@ ack tracking.
 
 Rebalances: a seek to the committed offsets (recovery) or a revocation
 invalidates whatever is queued (`epoch`), and a revocation waits for the batch in
-flight before Faust moves on, so a partition's state writes are done before
-another worker restores them.
+flight and a window sweep's chunk (`state_settled`) before Faust moves on, so a
+partition's state writes are done before another worker restores them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -41,6 +42,10 @@ class Fetch:
 
     epoch: int
     records: list[tuple[TP, list[Any]]]
+
+
+async def _nothing_held() -> None:
+    """`BatchConsumer.state_settled` until the app sets it."""
 
 
 def _count(fetch: Fetch) -> int:
@@ -113,6 +118,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Hot partition -> next offset to read, once the batch before it is durable."""
         self._waiting: Counter[TP] = Counter()
         """Partitions with records fetched and not yet taken by the batch loop."""
+        self.state_settled: Callable[[], Awaitable[None]] = _nothing_held
+        """Set by the app (`Runtime.settled`): returns once no batch or window sweep chunk
+        holds the state. The sweep runs on a timer, beside the batch loop: a revocation
+        that waited for the loop alone let a chunk's changelog write land after the
+        partition's next owner had restored it, or even after that owner's own writes."""
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -178,7 +188,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def wait_empty(self) -> None:
         """On revocation or shutdown: drop what is queued, let the agents finish the events
-        they hold and the batch loop its batch, commit; within `LAST_COMMIT_S` in all, so
+        they hold and the batch loop its batch, commit, let a window sweep finish the chunk
+        it holds (its records written before another worker restores the partitions);
+        within `LAST_COMMIT_S` in all (at least a second each for the last two), so
         neither an agent that cannot finish nor a broker that is gone holds a shutdown
         past the orchestrator's grace period (uncommitted events are read again, and their
         tasks are not sent twice)."""
@@ -200,6 +212,21 @@ class BatchConsumer(faust_aiokafka.Consumer):
             "the events since the last commit will be read again",
             self.idle.is_set,
         )
+        await self._sweep_settled(max(1.0, LAST_COMMIT_S - (time.monotonic() - started)))
+
+    async def _sweep_settled(self, seconds: float) -> None:
+        """Wait for a window sweep's chunk in flight (`state_settled`), up to `seconds`.
+        One still waiting then (on Redis, say) sends no more records once it goes on: the
+        sweep checks that its partitions are still held (`Runtime._publish`)."""
+        try:
+            await asyncio.wait_for(self.state_settled(), seconds)
+        except TimeoutError:
+            log.warning(
+                "a window sweep still held the state after %g s (Redis or Kafka slow or "
+                "gone: see moments_dependency_up); going on: it sends no more records of "
+                "these partitions, their next owner sweeps them again",
+                seconds,
+            )
 
     async def _agents_done(self) -> None:
         """Faust's own `wait_empty`, which waits for the events its agents hold, cannot be

@@ -329,8 +329,11 @@ class Runtime:
         table (seconds with tens of thousands of subscribers). Each record is read when
         its chunk runs, so a batch in between is never overwritten; closing a window is
         idempotent, so a subscriber a batch already brought up to date is left as is.
-        When `still_ours()` turns false (a rebalance took partitions away) the sweep stops
-        without writing another record; the next owner's sweep does the rest."""
+        When `still_ours()` turns false (a rebalance began, or took partitions away) the
+        sweep stops; a chunk in flight then writes no record either (`_publish`): the next
+        owner restored the partitions without it and sweeps them again, making the same
+        task ids, which the ledger stops. A revocation waits for the chunk in flight
+        (`settled`), so one whose records are being written finishes first."""
         async with self._state_lock:
             due = self.clock.due(partitions, time.time())
         if not due:
@@ -347,9 +350,11 @@ class Runtime:
                 if chunk:
                     now = dt.datetime.now(dt.UTC)
                     result = self.detector.sweep(chunk, due.get, now)
-                    await self._publish(result, store)
+                    written = await self._publish(result, store, still_ours)
                     made += len(result.tasks)
                     swept += len(chunk)
+                    if not written:  # the partitions went meanwhile: not marked swept
+                        return made
             if len(chunk) < SWEEP_CHUNK:
                 break
             await asyncio.sleep(0)  # let a waiting batch take the lock
@@ -386,8 +391,25 @@ class Runtime:
             self.metrics.state_bytes.remove(str(partition))
             self._counted.discard(partition)
 
-    async def _publish(self, result: BatchResult, store: StateStore) -> None:
-        """Dead letters and tasks acknowledged, then the state and its changelog."""
+    async def settled(self) -> None:
+        """Returns once no batch or sweep chunk holds the state: a revocation waits for it
+        (`BatchConsumer.wait_empty`), so a chunk's changelog write is acknowledged before
+        its partitions' next owner restores them, not landing after that owner's writes."""
+        async with self._state_lock:
+            pass
+
+    async def _publish(
+        self, result: BatchResult, store: StateStore, owned: Callable[[], bool] | None = None
+    ) -> bool:
+        """Dead letters and tasks acknowledged, then the state and its changelog; False
+        when `owned` kept the state from being written.
+
+        `owned` (a window sweep's): while false, the records are not written. A sweep
+        chunk's tasks may wait on Redis past a revocation's bounded wait; its records,
+        read before it, written then, would land in the changelog after those of the
+        partition's new owner and undo them at its next restore (a cooldown mark, an
+        applied event). Not written, the tasks' ledger entries stand: whoever sweeps the
+        records next makes the same ids, stopped as duplicates, and the same marks."""
         if self.tasks is None or self.dead_letters is None:
             raise RuntimeError("the runtime is not started")
         stage = self.metrics.stage
@@ -414,22 +436,37 @@ class Runtime:
         # says again which of its tasks were dropped.
         give_back_cooldowns(result, dropped)
         stage.labels("dispatch").observe(time.perf_counter() - started)
+        if owned is not None and not owned():
+            log.info(
+                "window sweep: a rebalance began while %d record(s) were swept; not written "
+                "(their next owner sweeps them again)",
+                len(result.changes),
+            )
+            self.record(result)
+            return False
         started = time.perf_counter()
         changelog = store.save(result.changes)
         stage.labels("state").observe(time.perf_counter() - started)
         if changelog:
             started = time.perf_counter()
-            written = await with_retry(
-                lambda: produce_to_partitions(
+
+            async def write() -> dict[int, int] | None:
+                if owned is not None and not owned():
+                    return None  # retried past a revocation's wait: see above
+                return await produce_to_partitions(
                     self._require_producer(), store.changelog_topic, changelog
-                ),
-                Dependency.KAFKA,
-                self.metrics,
-                "writing the state changelog",
+                )
+
+            written = await with_retry(
+                write, Dependency.KAFKA, self.metrics, "writing the state changelog"
             )
-            store.persisted(written)
             stage.labels("changelog").observe(time.perf_counter() - started)
+            if written is None:
+                self.record(result)
+                return False
+            store.persisted(written)
         self.record(result)
+        return True
 
     def record(self, result: BatchResult) -> None:
         record_batch(self.metrics, result)

@@ -49,10 +49,11 @@ class _Recorder:
         self.store = store
         self.chunks: list[BatchResult] = []
 
-    async def publish(self, result: BatchResult, _store: object) -> None:
+    async def publish(self, result: BatchResult, _store: object, _owned: object = None) -> bool:
         self.store.save(result.changes)
         self.chunks.append(result)
         await asyncio.sleep(0)
+        return True
 
 
 def _runtime(store: DictStateStore) -> tuple[Runtime, _Recorder]:
