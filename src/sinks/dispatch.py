@@ -245,9 +245,10 @@ class _Park:
     count: bool
     rank: float
     """Its moments' `rank_score`: where it stands for capacity once due."""
-    look: bool = False
+    line_since: float | None = None
     """Waiting for its suspended line until its next look (`_suspended`), not for a
-    `deliver_after` gating gave it."""
+    `deliver_after` gating gave it: the line is active again once the facts say so after
+    this time (`_line_held_since`)."""
 
 
 @dataclass
@@ -274,14 +275,36 @@ class _Writes:
     """The wave's decision time."""
 
     def park(
-        self, r: _Route, release_at: float, reason: str, count: bool = True, look: bool = False
+        self,
+        r: _Route,
+        release_at: float,
+        reason: str,
+        count: bool = True,
+        line_since: float | None = None,
     ) -> None:
         rank = rank_score(r.moments)
-        self.parks.append(_Park(r.task, r.slot, release_at, reason, count, rank, look))
+        self.parks.append(_Park(r.task, r.slot, release_at, reason, count, rank, line_since))
 
     def drop(self, task_id: str, reason: str, expires_at: dt.datetime) -> None:
         self.drops.append((task_id, reason))
         self.drops_expire[task_id] = expires_at.timestamp()
+
+
+def _line_held_since(r: _Route) -> dt.datetime:
+    """The latest trigger among the route's moments gating held for the suspended line
+    (the merged task's own when none says so): the line is active again once a profile
+    update says so after it. Not the merged task's trigger, its lead's: the stream records
+    a batch's facts (a reactivation waking the held task) before it dispatches the
+    batch's tasks, so a moment made after the reactivation joins the woken task, and
+    leading it (a higher priority), it made the group wait for the line again until
+    that moment expired. And a moment held for a line suspended again after the
+    reactivation, joined to the woken task, keeps the group waiting."""
+    held = [
+        m.triggered_at
+        for m in r.moments
+        if m.deferred is not None and m.deferred.reason == "suspended"
+    ]
+    return max(held, default=r.task.triggered_at)
 
 
 def _released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
@@ -1324,7 +1347,7 @@ class TaskSink:
     def _parking(self, p: _Park, now: float) -> tuple[Parking, ServiceTask]:
         """The park call for `p` decided at `now`, and the payload (the slot, maybe
         re-deferred) it parks. A task waiting for its suspended line until its next look
-        (`_Park.look`) is due at once if the facts say the line is active when it is
+        (`_Park.line_since`) is due at once if the facts say the line is active when it is
         parked (`Parking.active_after`), and keeps the subscriber's merge group open
         until that look (when it is parked again), at least for the window: so it was,
         re-opened at every 15-minute look."""
@@ -1344,7 +1367,7 @@ class TaskSink:
         line, hours = p.reason == "suspended", p.reason == "channel_hours"
         capped = p.reason in ("contact_cap", "frequency_cap")
         next_day = p.reason == "capacity"
-        if p.look:
+        if p.line_since is not None:
             window = max(window, p.release_at - now)
         parking = Parking(
             slot.task_id,
@@ -1357,8 +1380,7 @@ class TaskSink:
             capped,
             next_day,
             p.rank,
-            # what `reactivated` compares (the route's task, as `_suspended` judged it)
-            task.triggered_at.timestamp() if p.look else None,
+            p.line_since,  # what `_suspended` compared the facts with
             now,
         )
         return parking, slot
@@ -1476,14 +1498,15 @@ class TaskSink:
         deferred = task.deferred
         if deferred is None or deferred.reason != "suspended":
             return False
-        if reactivated(task, facts[task.subscriber_id]):
+        since = _line_held_since(r)
+        if reactivated(since, facts[task.subscriber_id]):
             at = dt.datetime.fromtimestamp(now, dt.UTC)
             r.moments = [_released(m, at) for m in r.moments]
             r.task = merge_tasks(r.carrier_id, r.moments)
             return False
         again = min(now + SUSPENDED_POLL_S, self._last_send(task) - SUSPENDED_LAST_LOOK_S)
         if again > now:
-            w.park(r, again, "suspended", count=False, look=True)
+            w.park(r, again, "suspended", count=False, line_since=since.timestamp())
         else:
             self._drop_route(r, SuppressReason.SUSPENDED, w)
         return True

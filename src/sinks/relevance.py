@@ -130,9 +130,10 @@ def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[
     return []
 
 
-def reactivated(task: ServiceTask, facts: SubscriberFacts) -> bool:
-    """A task gating deferred for a suspended line may go once the line is active again."""
-    return _after(facts.active_at, task.triggered_at)
+def reactivated(held_since: dt.datetime, facts: SubscriberFacts) -> bool:
+    """A task gating deferred for a suspended line, its moments held since `held_since`
+    (the latest of their triggers), may go once the line is active again after that."""
+    return _after(facts.active_at, held_since)
 
 
 class FactsStore:

@@ -65,8 +65,8 @@ class Parking:
     it by its due time, before every ranked task (as a task an earlier version parked)."""
     active_after: float | None = None
     """Waiting for a suspended line: the subscriber's facts (`Facts`) saying the line was
-    active after this time (epoch seconds; `sinks.relevance.reactivated`: the task's
-    `triggered_at`) when it is parked make it due at `woken_at` instead of
+    active after this time (epoch seconds; `sinks.relevance.reactivated`: the latest
+    trigger of the moments held for the line) when it is parked make it due at `woken_at` instead of
     `release_at`. The park and `wake` are each atomic, and a reactivation records the
     fact before it wakes: a park that comes after the wake (its decision read the facts
     before the reactivation) sees the fact, and one before is found by the wake."""

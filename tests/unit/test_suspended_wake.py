@@ -121,3 +121,68 @@ async def test_a_line_that_stays_suspended_drops_its_task_at_the_last_look_count
     assert w.suppressed("suspended") == 1
     assert w.suppressed("expired") == 0
     assert w.sent() == []
+
+
+def fresh_after(at: float, priority: int = 1) -> ServiceTask:
+    """A moment the engine made at `at` for the line it knows active again: not held."""
+    when = dt.datetime.fromtimestamp(at, dt.UTC)
+    return held().model_copy(
+        update={
+            "task_id": "f1",
+            "moment": held().moment.model_copy(update={"type": "f", "rule_id": "f"}),
+            "priority": priority,
+            "triggered_at": when,
+            "created_at": when,
+            "deliver_after": when,
+            "expires_at": when + dt.timedelta(days=1),
+            "deferred": None,
+        }
+    )
+
+
+async def test_a_moment_made_after_the_reactivation_joining_the_woken_task_lets_it_go() -> None:
+    """The stream records a batch's facts (the reactivation wakes the held task: due now,
+    still waiting) before it dispatches the batch's tasks: a moment the same batch made
+    (a top-up's) joins the woken task. Led by that moment (a higher priority), the group
+    was judged by the lead's trigger, after the reactivation: not reactivated, both
+    waited for the next look, and were dropped as suspended at the last one."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    w.sink.add(held())
+    await w.sink.flush()
+    clock.now = NOW.timestamp() + 600
+    await w.sink.record_facts([active(clock.now)])  # the batch's facts: r1 due now
+    clock.now += 1
+    w.sink.add(fresh_after(clock.now))
+    await w.sink.flush()  # the batch's tasks
+    assert await stores.ledger.state("f1") == "merged"
+    assert await w.sink.release_due() == 1
+    assert len(w.sent()) == 1
+    assert await stores.ledger.state("r1") == "sent"
+
+
+async def test_a_moment_held_for_the_line_suspended_again_keeps_the_woken_task_waiting() -> None:
+    """The reverse: woken, the task is joined by a moment gating held because the line
+    was suspended again after the reactivation. Judged by its lead (the older task), the
+    group went out to the line suspended again; judged by the latest held moment, it
+    waits for the next reactivation."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    w.sink.add(held())
+    await w.sink.flush()
+    clock.now = NOW.timestamp() + 600
+    await w.sink.record_facts([active(clock.now)])
+    clock.now += 2  # suspended again (no fact), then a moment the line holds
+    again = fresh_after(clock.now, priority=3)
+    w.sink.add(again.model_copy(update={"deferred": held().deferred}))
+    await w.sink.flush()
+    assert await stores.ledger.state("f1") == "merged"
+    assert await w.sink.release_due() == 1
+    assert w.sent() == []
+    assert await stores.ledger.state("r1") == "deferred"
+    clock.now += 60
+    await w.sink.record_facts([active(clock.now)])
+    assert await w.sink.release_due() == 1
+    assert len(w.sent()) == 1
