@@ -18,8 +18,8 @@ Keys (prefix `moments:<app>:`):
   the merge window join (`group:<id>` lists their payloads; their own entries say `M<id>`).
 - `line:<subscriber>`: the tasks waiting for the subscriber's suspended line, made due
   at once by the profile update that reactivates it (`wake`, after its fact is written
-  to `facts:<subscriber>`); a task parked for the line when that fact says the line was
-  active after the task's moment is due at once instead (`Parking.active_after`: its
+  to `facts:<subscriber>`); a task parked for the line when the facts say the line is
+  active (`sinks.relevance.line_active`) is due at once instead (`Parking.active_after`: its
   decision read the facts before the reactivation, and the wake came before this park);
 - `hours`: the ids of the tasks waiting for their channel's hours (`channel_hours`), and
   `nextday`: those deferred by capacity to the next day (`capacity`), both made due at
@@ -65,8 +65,13 @@ local payload = A[2]
 if payload == '' then payload = string.sub(v, 2) end
 local release_at = A[3]
 if A[7] ~= '' then
-  local active = redis.call('HGET', K[4], 'active')
-  if active and tonumber(active) > tonumber(A[7]) then release_at = A[8] end
+  local line = redis.call('HMGET', K[4], 'active', 'suspended')
+  if line[1] then
+    local active = tonumber(line[1])
+    if active > tonumber(A[7]) or (line[2] and active > tonumber(line[2])) then
+      release_at = A[8]
+    end
+  end
 end
 redis.call('SET', K[1], 'D' .. payload, 'XX', 'KEEPTTL')
 redis.call('ZREM', SK[1], A[1])

@@ -27,7 +27,7 @@ from sinks.ledger import (
     sent_meta_of,
     state_of,
 )
-from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of
+from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of, line_active
 from sinks.stores import (
     CHANNELS,
     Clock,
@@ -331,10 +331,14 @@ class MemoryDeferrals:
         out = []
         for i in items:
             release_at = i.release_at
-            if i.waits_for_line and i.active_after is not None and self.facts is not None:
-                active = self.facts.active_at(i.subscriber_id)
-                if active is not None and active > i.active_after:
-                    release_at = i.woken_at  # woken before this park: as the Redis script
+            since, facts = i.active_after, self.facts
+            if (
+                i.waits_for_line
+                and since is not None
+                and facts is not None
+                and line_active(since, *facts.line(i.subscriber_id))
+            ):
+                release_at = i.woken_at  # woken before this park: as the Redis script
             ok = await self.park(
                 i.task_id, i.subscriber_id, i.payload, release_at, i.merge_window_s
             )
@@ -587,9 +591,11 @@ class MemoryFacts:
     async def get(self, subscriber_id: str) -> SubscriberFacts:
         return facts_from(self._live(subscriber_id))
 
-    def active_at(self, subscriber_id: str) -> float | None:
-        """The `active` fact (a park reads it, as the Redis script does with HGET)."""
-        return self._live(subscriber_id).get("active")
+    def line(self, subscriber_id: str) -> tuple[float | None, float | None]:
+        """The `active` and `suspended` facts (a park reads them, as the Redis script
+        does with HMGET)."""
+        live = self._live(subscriber_id)
+        return live.get("active"), live.get("suspended")
 
     async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
         return [await self.get(s) for s in subscriber_ids]

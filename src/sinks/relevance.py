@@ -8,6 +8,8 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
 - `abroad`: epoch seconds of the latest sighting abroad;
 - `active`: epoch seconds of the latest profile update saying the line is active
   (a task deferred while the line was suspended waits for it);
+- `suspended`: epoch seconds of the latest one saying it is suspended (`reactivated`:
+  an `active` after it says the line is active, however late it was read);
 - `forgotten`: when a profile tombstone erased the subscriber (the wall clock, or event
   time in a backtest); the hash then holds nothing else but `erased`, and a task made
   before it is dropped when it comes up for a decision (`is_forgotten`);
@@ -57,6 +59,9 @@ class SubscriberFacts:
     erased_at: float | None = None
     """The tombstone's own time; marks written before it was kept have only
     `forgotten_at`."""
+    suspended_at: float | None = None
+    """The latest profile update saying the line is suspended (None before it was kept,
+    or never)."""
 
     @property
     def erasure(self) -> float | None:
@@ -125,15 +130,28 @@ def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[
     if isinstance(event, RoamingEvent):
         home = event.roaming_type == "domestic" or event.country == home_country
         return [("home" if home else "abroad", at)]
-    if isinstance(event, ProfileEvent) and event.status == "active":
-        return [("active", at)]
+    if isinstance(event, ProfileEvent) and event.status in ("active", "suspended"):
+        return [(event.status, at)]
     return []
 
 
 def reactivated(held_since: dt.datetime, facts: SubscriberFacts) -> bool:
     """A task gating deferred for a suspended line, its moments held since `held_since`
-    (the latest of their triggers), may go once the line is active again after that."""
-    return _after(facts.active_at, held_since)
+    (the latest of their triggers), may go once the line is active again (`line_active`)."""
+    return line_active(held_since.timestamp(), facts.active_at, facts.suspended_at)
+
+
+def line_active(held_since: float, active: float | None, suspended: float | None) -> bool:
+    """The facts say the line is active again for moments held since `held_since`: a
+    profile update said active after it, or the latest update said active (after the
+    latest suspension). Topics are read side by side, so a moment from another topic
+    read ahead of the profile topic is held for the line the engine still knew
+    suspended, though the update reactivating it, read next, is dated before the moment:
+    compared with the moment only, it never came. The park script compares the same
+    (`sinks.deferral._PARK`)."""
+    if active is None:
+        return False
+    return active > held_since or (suspended is not None and active > suspended)
 
 
 class FactsStore:
@@ -204,6 +222,7 @@ def facts_from(values: Mapping[str, float]) -> SubscriberFacts:
         values.get("active"),
         values.get("forgotten"),
         values.get("erased"),
+        values.get("suspended"),
     )
 
 

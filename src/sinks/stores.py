@@ -64,12 +64,13 @@ class Parking:
     lower first): `release` hands out the highest ranked of everything due. None ranks
     it by its due time, before every ranked task (as a task an earlier version parked)."""
     active_after: float | None = None
-    """Waiting for a suspended line: the subscriber's facts (`Facts`) saying the line was
-    active after this time (epoch seconds; `sinks.relevance.reactivated`: the latest
-    trigger of the moments held for the line) when it is parked make it due at `woken_at` instead of
-    `release_at`. The park and `wake` are each atomic, and a reactivation records the
-    fact before it wakes: a park that comes after the wake (its decision read the facts
-    before the reactivation) sees the fact, and one before is found by the wake."""
+    """Waiting for a suspended line: the subscriber's facts (`Facts`) saying the line is
+    active for moments held since this time (epoch seconds; the latest trigger of the
+    moments held for the line; `sinks.relevance.line_active`) when it is parked make it
+    due at `woken_at` instead of `release_at`. The park and `wake` are each atomic, and
+    a reactivation records the fact before it wakes: a park that comes after the wake
+    (its decision read the facts before the reactivation) sees the fact, and one before
+    is found by the wake."""
     woken_at: float = 0.0
     """When such a task is due if the facts say its line is active (the decision's now)."""
 

@@ -186,3 +186,51 @@ async def test_a_moment_held_for_the_line_suspended_again_keeps_the_woken_task_w
     await w.sink.record_facts([active(clock.now)])
     assert await w.sink.release_due() == 1
     assert len(w.sent()) == 1
+
+
+async def test_a_reactivation_read_late_dated_before_the_held_moment_sends_it() -> None:
+    """Topics are read side by side: a moment made from an event of another topic read
+    ahead of the profile topic is held for the line the engine still knows suspended,
+    though the update reactivating it, read next, is dated before the moment. Compared
+    with the moment's trigger only, that update was never after it: the task waited
+    for its looks and was dropped as suspended at the last. The line's last status
+    (active after its suspension) says it is active."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    suspended = ProfileEvent(
+        event_id="p-s",
+        subscriber_id=SUB,
+        occurred_at=NOW - dt.timedelta(hours=2),
+        status="suspended",
+    )
+    await w.sink.record_facts([suspended])
+    w.sink.add(held())
+    await w.sink.flush()
+    clock.now = NOW.timestamp() + 600
+    await w.sink.record_facts([active(NOW.timestamp() - 60)])  # read now, dated before
+    assert await w.sink.release_due() == 1
+    assert len(w.sent()) == 1
+    assert await stores.ledger.state("r1") == "sent"
+
+
+async def test_a_line_suspended_again_after_an_old_reactivation_keeps_the_task() -> None:
+    """Its last status decides: reactivated, then suspended again before the moment,
+    the line holds the task."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    await w.sink.record_facts([active(NOW.timestamp() - 7200)])
+    again = ProfileEvent(
+        event_id="p-s2",
+        subscriber_id=SUB,
+        occurred_at=NOW - dt.timedelta(hours=1),
+        status="suspended",
+    )
+    await w.sink.record_facts([again])
+    w.sink.add(held())
+    await w.sink.flush()
+    clock.now = NOW.timestamp() + SUSPENDED_POLL_S
+    assert await w.sink.release_due() == 1
+    assert w.sent() == []
+    assert await stores.ledger.state("r1") == "deferred"

@@ -4,6 +4,7 @@ answers what the single call would, item by item and in order, empty input inclu
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import AsyncIterator
 from uuid import uuid4
@@ -11,12 +12,12 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from moments.models import Channel, RiskScore, RoamingEvent, TopUpEvent
+from moments.models import Channel, ProfileEvent, RiskScore, RoamingEvent, TopUpEvent
 from sinks.capacity import claim_order, rank_score
 from sinks.deferral import DeferralQueue
 from sinks.ledger import DROPPED_KEPT_S, TaskLedger
 from sinks.memory import MemoryDeferrals, MemoryLedger, memory_stores
-from sinks.relevance import SubscriberFacts
+from sinks.relevance import SubscriberFacts, line_active
 from sinks.stores import DispatchStores, Joining, Leave, Parking, SlotKey, redis_stores
 
 from .conftest import HOUR, NOW, task
@@ -194,6 +195,61 @@ class TestDeferrals:
         assert sorted(r.task_id for r in released) == ["a", "d"]
         assert await deferral.wake(["s2"], later + 1) == 0  # its own time came first
         assert await deferral.wake([], now) == 0
+
+    async def test_a_park_for_a_line_reads_its_last_status_to_the_last_digit(
+        self, stores: DispatchStores
+    ) -> None:
+        """A park for a suspended line (`Parking.active_after`) is due at once exactly
+        when `line_active` says so of the facts (active after the moments held, or after
+        the last suspension), on both stores: the times with microseconds, equal, a
+        double apart, missing."""
+        ledger, deferral, facts = stores.ledger, stores.deferral, stores.facts
+        now = time.time()
+        look = now + 3600
+        base = dt.datetime.fromtimestamp(int(now) - 86400, dt.UTC) + dt.timedelta(
+            microseconds=123457
+        )
+        t = base.timestamp()
+        t_60 = (base - dt.timedelta(seconds=60)).timestamp()
+        before, after = math.nextafter(t, -math.inf), math.nextafter(t, math.inf)
+        cases: list[tuple[str, float | None, float | None, float]] = [
+            # (subscriber, active, suspended, held since)
+            ("13900000001", t, None, before),  # active a double after the moment
+            ("13900000002", t, None, t),  # at the moment: not after it
+            ("13900000003", t, None, after),
+            ("13900000004", t, t_60, t + 60),  # dated before the moment, after the suspension
+            ("13900000005", t, t, t + 60),  # suspended at the same time: not after it
+            ("13900000006", t_60, t, t + 60),  # suspended again since
+            ("13900000007", None, t, t_60),  # never active
+            ("13900000008", None, None, t),  # no facts
+        ]
+        events: list[ProfileEvent] = []
+        for sub, active, suspended, _ in cases:
+            for status, at in (("active", active), ("suspended", suspended)):
+                if at is not None:
+                    when = dt.datetime.fromtimestamp(at, dt.UTC)
+                    assert when.timestamp() == at  # the datetime holds the double
+                    events.append(
+                        ProfileEvent(
+                            event_id=f"{sub}-{status}",
+                            subscriber_id=sub,
+                            occurred_at=when,
+                            status=status,  # type: ignore[arg-type]
+                        )
+                    )
+        await facts.record(events)
+        ids = [sub for sub, *_ in cases]
+        await ledger.claim([(i, i.encode()) for i in ids])
+        items = [
+            Parking(
+                sub, sub, b"", look, 1800, waits_for_line=True, active_after=since, woken_at=now
+            )
+            for sub, _, _, since in cases
+        ]
+        assert await deferral.park_many(items) == [True] * len(cases)
+        expected = [now if line_active(since, a, s) else look for _, a, s, since in cases]
+        assert expected == [now, look, look, now, look, look, look, look]
+        assert [await deferral.due_at(i) for i in ids] == expected
 
     async def test_group_many_is_group_per_task(self, stores: DispatchStores) -> None:
         ledger, deferral = stores.ledger, stores.deferral

@@ -257,6 +257,37 @@ class TestDeferral:
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["deferred"]["reason"]) == ("r2", "suspended")
 
+    async def test_a_reactivation_read_late_and_dated_before_the_task_wakes_it_mid_release(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The same race, the update dated before the task's moment (the profile topic
+        read behind the moment's): the park script reads the line's last status
+        (`active` after `suspended`), as the decision would have."""
+        w, other = make_worker(), make_worker()
+        sub = "13300000003"
+        suspended = ProfileEvent(
+            event_id="p-s3", subscriber_id=sub, occurred_at=NOW - 2 * HOUR, status="suspended"
+        )
+        await w.sink.record_facts([suspended])
+        w.sink.add(task("r3", sub=sub, deferred="suspended"))
+        await w.sink.flush()
+        look = await w.sink.deferral.due_at("r3")
+        assert look is not None
+        update = ProfileEvent(
+            event_id="p-r3",
+            subscriber_id=sub,
+            occurred_at=NOW - dt.timedelta(minutes=1),
+            status="active",
+        )
+        meanwhile = ReactivatedMeanwhile(w.sink.facts, other.sink, update)
+        w.sink.facts = meanwhile  # type: ignore[assignment]
+        assert await w.sink.release_due(now=look) == 1
+        assert meanwhile.woken == [1]
+        assert await w.sink.deferral.due_at("r3") == look
+        assert await w.sink.release_due(now=look) == 1
+        [out] = await published(w.settings, 1)
+        assert out["task_id"] == "r3"
+
     async def test_a_line_active_again_inside_its_quiet_hours_waits_for_them_to_end(
         self, make_worker: MakeWorker
     ) -> None:
