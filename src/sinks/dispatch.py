@@ -290,21 +290,26 @@ class _Writes:
         self.drops_expire[task_id] = expires_at.timestamp()
 
 
-def _line_held_since(r: _Route) -> dt.datetime:
+def _line_held_since(r: _Route) -> dt.datetime | None:
     """The latest trigger among the route's moments gating held for the suspended line
-    (the merged task's own when none says so): the line is active again once a profile
-    update says so after it. Not the merged task's trigger, its lead's: the stream records
-    a batch's facts (a reactivation waking the held task) before it dispatches the
-    batch's tasks, so a moment made after the reactivation joins the woken task, and
-    leading it (a higher priority), it made the group wait for the line again until
-    that moment expired. And a moment held for a line suspended again after the
-    reactivation, joined to the woken task, keeps the group waiting."""
+    (None: none was): the line is active again once the facts say so for it
+    (`sinks.relevance.line_active`).
+
+    Any moment, not only the merged task's deferral (its carrier's): a moment held for
+    the line joins whatever group of the subscriber is open (`_join_bounds`), and
+    joined to a call held for the merge window, it went out with the call to the
+    suspended line. The latest held one, not the merged task's trigger (its lead's): the
+    stream records a batch's facts (a reactivation waking the held task) before it
+    dispatches the batch's tasks, so a moment made after the reactivation joins the
+    woken task, and leading it (a higher priority), it made the group wait for the line
+    again until that moment expired; and a moment held for a line suspended again after
+    the reactivation, joined to the woken task, keeps the group waiting."""
     held = [
         m.triggered_at
         for m in r.moments
         if m.deferred is not None and m.deferred.reason == "suspended"
     ]
-    return max(held, default=r.task.triggered_at)
+    return max(held, default=None)
 
 
 def _released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
@@ -1486,7 +1491,8 @@ class TaskSink:
     def _suspended(
         self, r: _Route, now: float, facts: dict[str, SubscriberFacts], w: _Writes
     ) -> bool:
-        """Gating deferred this task for a suspended line: it waits until a profile update
+        """Gating deferred a moment of this task for a suspended line (`_line_held_since`,
+        whatever the merged task's deferral): it waits until a profile update
         says the line is active (which wakes it; looked at again every `SUSPENDED_POLL_S`
         as well), or is dropped at its last look, `SUSPENDED_LAST_LOOK_S` before it must
         go.
@@ -1495,10 +1501,9 @@ class TaskSink:
         active and `deferred.until` its expiry, and it was published saying so hours
         later (a `deliver_after` inside its quiet hours, an `until` after it went)."""
         task = r.task
-        deferred = task.deferred
-        if deferred is None or deferred.reason != "suspended":
-            return False
         since = _line_held_since(r)
+        if since is None:
+            return False
         if reactivated(since, facts[task.subscriber_id]):
             at = dt.datetime.fromtimestamp(now, dt.UTC)
             r.moments = [_released(m, at) for m in r.moments]

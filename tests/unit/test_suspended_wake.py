@@ -234,3 +234,37 @@ async def test_a_line_suspended_again_after_an_old_reactivation_keeps_the_task()
     assert await w.sink.release_due() == 1
     assert w.sent() == []
     assert await stores.ledger.state("r1") == "deferred"
+
+
+async def test_a_moment_held_for_the_line_joined_to_another_waiting_task_keeps_it() -> None:
+    """A call held for the merge window (its line active) is joined by a moment gating
+    held for the line suspended since: led by the call, the group carried the call's
+    deferral and went out to the suspended line when the window ended."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    call = fresh_after(clock.now, priority=3).model_copy(
+        update={"task_id": "c1", "channel": Channel.OUTBOUND_CALL}
+    )
+    w.sink.add(call)
+    await w.sink.flush()  # held for the merge window
+    assert await stores.ledger.state("c1") == "deferred"
+    clock.now += 60
+    suspended = ProfileEvent(
+        event_id="p-s",
+        subscriber_id=SUB,
+        occurred_at=NOW + dt.timedelta(seconds=30),
+        status="suspended",
+    )
+    await w.sink.record_facts([suspended])
+    w.sink.add(held().model_copy(update={"triggered_at": NOW + dt.timedelta(seconds=60)}))
+    await w.sink.flush()
+    assert await stores.ledger.state("r1") == "merged"
+    clock.now = await stores.deferral.due_at("c1") or 0
+    assert await w.sink.release_due() == 1
+    assert w.sent() == []
+    assert await stores.ledger.state("c1") == "deferred"
+    clock.now += 60
+    await w.sink.record_facts([active(clock.now)])
+    assert await w.sink.release_due() == 1
+    assert len(w.sent()) == 1
