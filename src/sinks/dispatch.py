@@ -1505,9 +1505,13 @@ class TaskSink:
         if since is None:
             return False
         if reactivated(since, facts[task.subscriber_id]):
-            at = dt.datetime.fromtimestamp(now, dt.UTC)
-            r.moments = [_released(m, at) for m in r.moments]
-            r.task = merge_tasks(r.carrier_id, r.moments)
+            if task.deferred is not None and task.deferred.reason == "suspended":
+                # The group waited for the line, and says it went now. One that waited
+                # for something else (a moment released from the line before, its
+                # payload in the group still gating's) keeps what it says.
+                at = dt.datetime.fromtimestamp(now, dt.UTC)
+                r.moments = [_released(m, at) for m in r.moments]
+                r.task = merge_tasks(r.carrier_id, r.moments)
             return False
         again = min(now + SUSPENDED_POLL_S, self._last_send(task) - SUSPENDED_LAST_LOOK_S)
         if again > now:
