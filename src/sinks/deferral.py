@@ -88,7 +88,10 @@ if carrier then
   local cv = redis.call('GET', S[1] .. carrier)
   open = cv and string.sub(cv, 1, 1) == 'D'
 end
-if not open then redis.call('SET', K[2], A[1], 'PX', A[4]) end
+-- a look at a suspended line's task opens its own group again (`Parking.active_after`)
+if (not open) or (A[7] ~= '' and carrier == A[1]) then
+  redis.call('SET', K[2], A[1], 'PX', A[4])
+end
 if string.find(A[5], 'l', 1, true) then
   redis.call('SADD', K[3], A[1])
   redis.call('EXPIRE', K[3], S[2])

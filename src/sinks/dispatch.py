@@ -1373,7 +1373,8 @@ class TaskSink:
         capped = p.reason in ("contact_cap", "frequency_cap")
         next_day = p.reason == "capacity"
         if p.line_since is not None:
-            window = max(window, p.release_at - now)
+            # open until the release that parks it again, a few ticks after the look
+            window = max(window, p.release_at - now + SUSPENDED_LAST_LOOK_S)
         parking = Parking(
             slot.task_id,
             slot.subscriber_id,

@@ -306,7 +306,10 @@ class MemoryDeferrals:
         payload: bytes,
         release_at: float,
         merge_window_s: float,
+        look: bool = False,
     ) -> bool:
+        """See `sinks.deferral.DeferralQueue.park`; `look`: a look at a suspended line's
+        task, which opens its own group again (`Parking.active_after`)."""
         value = await self.ledger.get(task_id)
         if value is None or value[:1] not in (PENDING, DEFERRED):
             return False
@@ -322,7 +325,7 @@ class MemoryDeferrals:
         if carrier is not None:
             carried = await self.ledger.get(carrier)
             is_open = carried is not None and carried.startswith(DEFERRED)
-        if not is_open:
+        if not is_open or (look and carrier == task_id):
             window_ms = max(1, int(merge_window_s * 1000))
             self.open[subscriber_id] = (task_id, self.ledger.clock() + window_ms / 1000)
         return True
@@ -339,8 +342,9 @@ class MemoryDeferrals:
                 and line_active(since, *facts.line(i.subscriber_id))
             ):
                 release_at = i.woken_at  # woken before this park: as the Redis script
+            look = i.waits_for_line and i.active_after is not None
             ok = await self.park(
-                i.task_id, i.subscriber_id, i.payload, release_at, i.merge_window_s
+                i.task_id, i.subscriber_id, i.payload, release_at, i.merge_window_s, look
             )
             if ok and i.rank is not None:
                 self.ranks[i.task_id] = i.rank

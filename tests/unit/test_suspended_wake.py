@@ -268,3 +268,34 @@ async def test_a_moment_held_for_the_line_joined_to_another_waiting_task_keeps_i
     await w.sink.record_facts([active(clock.now)])
     assert await w.sink.release_due() == 1
     assert len(w.sent()) == 1
+
+
+async def test_a_moment_held_for_the_line_a_tick_after_the_look_joins_the_waiting_task() -> None:
+    """A look opened the merge group until the next look exactly, and the release that
+    parks the task again comes a timer tick or more after it: a moment held for the
+    line in between found no group open and waited alone, and the reactivation sent
+    the subscriber two tasks (the 15-minute looks opened it for 30 minutes)."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    w.sink.add(held())
+    await w.sink.flush()
+    look = await stores.deferral.due_at("r1") or 0
+    clock.now = look + 5  # the release timer's tick, late by 5 s
+    w.sink.add(
+        held().model_copy(update={"task_id": "r2", "triggered_at": NOW + dt.timedelta(hours=1)})
+    )
+    await w.sink.flush()
+    assert await stores.ledger.state("r2") == "merged"
+    assert await w.sink.release_due() == 1
+    clock.now += 600  # still in the group the look opened again
+    w.sink.add(
+        held().model_copy(
+            update={"task_id": "r3", "triggered_at": NOW + dt.timedelta(seconds=4200)}
+        )
+    )
+    await w.sink.flush()
+    assert await stores.ledger.state("r3") == "merged"
+    await w.sink.record_facts([active(clock.now)])
+    assert await w.sink.release_due() == 1
+    assert len(w.sent()) == 1
