@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, cast
 
 import faust
@@ -253,12 +253,13 @@ def register_agents(
 
         loop = BatchLoop(
             cast(BatchConsumer, app.consumer),
-            lambda records: runtime.handle(records, store),
+            lambda records, owned: runtime.handle(records, store, owned),
             guard,
             committed,
             seek,
             settings.batch_size,
             on_fetch=follow_generation,
+            ownership=ownership,
         )
         await loop.run()
 
@@ -352,24 +353,29 @@ def register_agents(
     def assigned_partitions() -> list[int]:
         return sorted({tp.partition for tp in app.consumer.assignment() if tp.topic in inputs})
 
+    def ownership(partitions: Collection[int]) -> Callable[[], bool]:
+        """What a batch or a window sweep asks before writing the state of `partitions`:
+        no rebalance began since, and they are still held in the same generation."""
+        generation = app.consumer_generation_id
+
+        def still_ours() -> bool:
+            # The generation too: a rebalance that took a partition away and gave it
+            # back meanwhile (restored from the changelog) leaves it held again.
+            if getattr(app, "rebalancing", False) or app.consumer_generation_id != generation:
+                return False
+            held = assigned_partitions()
+            return all(p in held for p in partitions)
+
+        return still_ours
+
     @app.timer(interval=SWEEP_EVERY_S)  # type: ignore[untyped-decorator]
     async def close_windows() -> None:
         """Close finished windows of silent subscribers as event time moves on."""
         if runtime.ready.is_set() and not getattr(app, "rebalancing", False):
             partitions = assigned_partitions()
             runtime.forget(partitions)
-            generation = app.consumer_generation_id
-
-            def still_ours() -> bool:
-                # The generation too: a rebalance that took a partition away and gave it
-                # back meanwhile (restored from the changelog) leaves it held again.
-                if getattr(app, "rebalancing", False) or app.consumer_generation_id != generation:
-                    return False
-                held = assigned_partitions()
-                return all(p in held for p in partitions)
-
             try:
-                await runtime.sweep(store, partitions, still_ours)
+                await runtime.sweep(store, partitions, ownership(partitions))
             except RuntimeStoppedError:  # shutting down mid-sweep: the next owner sweeps again
                 log.info("window sweep stopped: the worker is shutting down")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from faust.types import TP
@@ -38,17 +38,30 @@ class BatchSource(Protocol):
 Seek = Callable[[Mapping[TopicPartition, int]], Awaitable[None]]
 """Seeks partitions back to offsets (and says why in the log)."""
 
+Owned = Callable[[], bool]
+"""True while the worker still holds a batch's partitions in the consumer generation it
+began in (see `Ownership`)."""
+
+Ownership = Callable[[Collection[int]], Owned]
+"""Called as a fetch's batches begin with their partitions: what tells, later, whether they
+are still held (the app's: no rebalance began, the same generation, still assigned)."""
+
+
+def _always_owned(_: Collection[int]) -> Owned:
+    return lambda: True
+
 
 class BatchLoop:
     def __init__(
         self,
         source: BatchSource,
-        handle: Callable[[Sequence[RawRecord]], Awaitable[Any]],
+        handle: Callable[[Sequence[RawRecord], Owned], Awaitable[Any]],
         guard: RewindGuard,
         committed: CommittedOffset,
         seek: Seek,
         batch_size: int,
         on_fetch: Callable[[], None] = lambda: None,
+        ownership: Ownership = _always_owned,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
@@ -59,6 +72,7 @@ class BatchLoop:
         self.batch_size = batch_size
         self.on_fetch = on_fetch
         """Called before each fetch is looked at (the app follows the group's generation)."""
+        self.ownership = ownership
         self.clock = clock
         self._last_commit = clock()
 
@@ -70,6 +84,9 @@ class BatchLoop:
         """Take the next fetch and process it: records the rewind guard holds back are left
         for the re-read, the rest go in batches of at most `batch_size`; a seek or a
         revocation meanwhile (a new epoch) stops it, the rest read again from the commit.
+        So does a rebalance that began meanwhile (`ownership`): a batch still waiting then
+        (on Redis, past the revocation's bounded wait) writes no state (`Runtime.handle`),
+        and its offsets are not marked: the partitions' next owner reads its events again.
         Offsets are marked from the records processed, and committed at most once a
         `COMMIT_EVERY_S`."""
         source = self.source
@@ -88,11 +105,12 @@ class BatchLoop:
             if seeks:
                 await self.seek(seeks)
             size, epoch = self.batch_size, source.epoch
+            owned = self.ownership({tp.partition for tp, _ in fetch.records})
             for start in range(0, len(records), size):
-                if source.epoch != epoch:
+                if source.epoch != epoch or not owned():
                     break
-                await self.handle(records[start : start + size])
-            if fetch.epoch != source.epoch:
+                await self.handle(records[start : start + size], owned)
+            if fetch.epoch != source.epoch or not owned():
                 return
             for (topic, partition), offset in next_offsets(records).items():
                 source.processed[TP(topic, partition)] = offset

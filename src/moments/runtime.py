@@ -258,8 +258,18 @@ class Runtime:
             return 0
         return await self.tasks.redrive(self.settings.pending_redrive_seconds)
 
-    async def handle(self, records: Sequence[RawRecord], store: StateStore) -> BatchResult:
-        """Process one batch end to end; returns only when its outputs are durable."""
+    async def handle(
+        self,
+        records: Sequence[RawRecord],
+        store: StateStore,
+        owned: Callable[[], bool] | None = None,
+    ) -> BatchResult:
+        """Process one batch end to end; returns only when its outputs are durable.
+
+        `owned` (the batch loop's): when it turned false while the batch's tasks were sent
+        (a rebalance began: the batch waited on Redis past the revocation's bounded wait),
+        the state is not written (`_publish`) nor the batch counted: the partitions' next
+        owner reads its events again, and counts them."""
         async with self._state_lock:
             started = time.perf_counter()
             now = dt.datetime.now(dt.UTC)
@@ -276,7 +286,8 @@ class Runtime:
                 result.events[EventType.PROFILE.value] += len(misplaced)
             self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
             self.clock.observe(result.watermarks, time.time())
-            await self._publish(result, store)
+            if await self._publish(result, store, owned, "batch"):
+                self.record(result)
             self.metrics.processing.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(records))
             return result
@@ -350,7 +361,8 @@ class Runtime:
                 if chunk:
                     now = dt.datetime.now(dt.UTC)
                     result = self.detector.sweep(chunk, due.get, now)
-                    written = await self._publish(result, store, still_ours)
+                    written = await self._publish(result, store, still_ours, "window sweep")
+                    self.record(result)
                     made += len(result.tasks)
                     swept += len(chunk)
                     if not written:  # the partitions went meanwhile: not marked swept
@@ -399,17 +411,23 @@ class Runtime:
             pass
 
     async def _publish(
-        self, result: BatchResult, store: StateStore, owned: Callable[[], bool] | None = None
+        self,
+        result: BatchResult,
+        store: StateStore,
+        owned: Callable[[], bool] | None = None,
+        what: str = "batch",
     ) -> bool:
         """Dead letters and tasks acknowledged, then the state and its changelog; False
-        when `owned` kept the state from being written.
+        when `owned` kept the state from being written. The caller counts `result`.
 
-        `owned` (a window sweep's): while false, the records are not written. A sweep
-        chunk's tasks may wait on Redis past a revocation's bounded wait; its records,
-        read before it, written then, would land in the changelog after those of the
-        partition's new owner and undo them at its next restore (a cooldown mark, an
-        applied event). Not written, the tasks' ledger entries stand: whoever sweeps the
-        records next makes the same ids, stopped as duplicates, and the same marks."""
+        `owned` (a batch's or a window sweep chunk's, `what`): while false, the records
+        are not written. The tasks may wait on Redis past a revocation's bounded wait; the
+        records, read before it, written then, would land in the changelog after those of
+        the partition's new owner and undo them at its next restore (a cooldown mark, an
+        applied event). Not written, the tasks' ledger entries stand: whoever processes
+        the events or sweeps the records next makes the same ids, stopped as duplicates,
+        and the same marks. Checked once before the state is written, and before each
+        retry of its changelog write."""
         if self.tasks is None or self.dead_letters is None:
             raise RuntimeError("the runtime is not started")
         stage = self.metrics.stage
@@ -437,12 +455,7 @@ class Runtime:
         give_back_cooldowns(result, dropped)
         stage.labels("dispatch").observe(time.perf_counter() - started)
         if owned is not None and not owned():
-            log.info(
-                "window sweep: a rebalance began while %d record(s) were swept; not written "
-                "(their next owner sweeps them again)",
-                len(result.changes),
-            )
-            self.record(result)
+            _not_written(what, result)
             return False
         started = time.perf_counter()
         changelog = store.save(result.changes)
@@ -462,10 +475,9 @@ class Runtime:
             )
             stage.labels("changelog").observe(time.perf_counter() - started)
             if written is None:
-                self.record(result)
+                _not_written(what, result)
                 return False
             store.persisted(written)
-        self.record(result)
         return True
 
     def record(self, result: BatchResult) -> None:
@@ -536,6 +548,17 @@ async def create_topics(
         metrics,
         what,
         max_delay=max_delay,
+    )
+
+
+def _not_written(what: str, result: BatchResult) -> None:
+    again = "sweeps them" if what == "window sweep" else "reads their events"
+    log.info(
+        "%s: a rebalance began while its tasks were sent; its %d state record(s) not "
+        "written (their partitions' next owner %s again)",
+        what,
+        len(result.changes),
+        again,
     )
 
 

@@ -65,7 +65,7 @@ class Harness:
             clock=self.clock,
         )
 
-    async def handle(self, records: Sequence[RawRecord]) -> None:
+    async def handle(self, records: Sequence[RawRecord], _owned: object = None) -> None:
         self.handled.append([(r.partition, r.offset) for r in records])
 
     async def seek(self, seeks: Mapping[TopicPartition, int]) -> None:
@@ -103,7 +103,7 @@ async def test_a_partition_sought_back_is_not_marked_until_its_re_read() -> None
 async def test_a_new_epoch_during_a_fetch_stops_it_unmarked() -> None:
     h = Harness([fetch((0, [0, 1, 2, 3, 4, 5]))], {(T, 0): 0})
 
-    async def revoked_after_first(records: Sequence[RawRecord]) -> None:
+    async def revoked_after_first(records: Sequence[RawRecord], _owned: object) -> None:
         h.handled.append([(r.partition, r.offset) for r in records])
         h.source.epoch += 1  # a revocation while the first batch was handled
 

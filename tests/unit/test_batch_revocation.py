@@ -1,0 +1,222 @@
+"""An input batch and a revocation (a consumer-group rebalance taking partitions away).
+
+A batch whose tasks wait on Redis past the revocation's bounded wait
+(`BatchConsumer.wait_empty`) goes on after the partitions are handed over. Its records,
+read before, must not be written then: the next owner restored the partitions and writes
+its own records, and a stale one landing after them would undo them at its next restore
+(a cooldown mark lost, applied events forgotten). Nor may its offsets be marked processed:
+the next owner reads its events again (the ledger stops their tasks twice). So the batch
+loop asks, per batch, whether the partitions are still held in the generation the batch
+began in (`BatchLoop.ownership`, the app's `ownership`), and `Runtime._publish` writes no
+state when they are not.
+
+Unit-level, with fakes for the consumer, the task sink and the changelog (as
+tests/unit/test_sweep_revocation.py): the order of the writes is recorded, not timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from faust.types import TP
+
+from moments import runtime as runtime_module
+from moments.batchloop import BatchLoop
+from moments.consumer import Fetch
+from moments.engine import Detector
+from moments.models import EventType, ServiceTask
+from moments.partitioning import partition_of
+from moments.pipeline import to_records
+from moments.records import RawRecord
+from moments.rewind import RewindGuard
+from moments.runtime import Runtime
+from moments.settings import load_settings
+from sinks.metrics import Metrics
+
+from .rules.helpers import ev, rules_from
+from .test_sweep_revocation import _Changelog, _DeadLetters, _LoggedStore
+
+RULES = """
+gating: {quiet_hours: [], frequency_cap: null}
+rules:
+  - id: big_topup
+    description: A large top-up
+    on: [topup]
+    condition: {field: amount, gte: 100}
+    task: {family: anomaly, type: big_topup, channel: sms, priority: 3, action: a, ttl: 3d,
+           cooldown: 30d, description: d}
+"""
+SUBSCRIBERS = 4
+
+
+class _HeldTasks:
+    """The task sink, its flush held until `release` (Redis slow, or gone a while)."""
+
+    def __init__(self) -> None:
+        self.added: list[ServiceTask] = []
+        self.flushing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def add(self, task: ServiceTask) -> None:
+        self.added.append(task)
+
+    async def flush(self) -> set[str]:
+        self.flushing.set()
+        await self.release.wait()
+        return set()
+
+    async def erasures(self, _: Sequence[str]) -> dict[str, float]:
+        return {}
+
+    async def record_facts(self, _: object) -> None:
+        pass
+
+
+@dataclass
+class _Rec:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class _Source:
+    """What the batch loop needs of the consumer: one fetch, the offsets it marks."""
+
+    fetch: Fetch
+    epoch: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    processed: dict[TP, int] = field(default_factory=dict)
+
+    async def take(self, max_records: int) -> Fetch:
+        return self.fetch
+
+    async def commit_processed(self) -> None:
+        pass
+
+
+class _Group:
+    """The app's view of the group, as `ownership` in moments.app reads it."""
+
+    def __init__(self) -> None:
+        self.rebalancing = False
+        self.generation = 1
+        self.assigned = {0}
+
+    def ownership(self, partitions: Collection[int]) -> Callable[[], bool]:
+        generation = self.generation
+
+        def still_ours() -> bool:
+            if self.rebalancing or self.generation != generation:
+                return False
+            return all(p in self.assigned for p in partitions)
+
+        return still_ours
+
+
+def _records() -> list[RawRecord]:
+    """Top-ups of subscribers partition 0 holds (as the producer partitions them)."""
+    partitions = load_settings().partitions
+    subs = (f"1380000{i:04d}" for i in range(1000))
+    ours = [s for s in subs if partition_of(s.encode(), partitions) == 0][:SUBSCRIBERS]
+    when = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).isoformat()  # live, not late
+    events = [
+        ev(EventType.TOPUP, when, sub=sub, region="NJ", amount=150, channel="app") for sub in ours
+    ]
+    return to_records(events)
+
+
+def _setup(
+    monkeypatch: pytest.MonkeyPatch, order: list[str]
+) -> tuple[Runtime, _HeldTasks, _Changelog, _LoggedStore, _Group, BatchLoop, _Source]:
+    detector = Detector(rules_from(RULES), {t.value: t for t in EventType})
+    runtime = Runtime(load_settings(), Metrics(), detector)
+    tasks = _HeldTasks()
+    runtime.tasks = tasks  # type: ignore[assignment]
+    runtime.dead_letters = _DeadLetters()  # type: ignore[assignment]
+    runtime._producer = object()  # type: ignore[assignment]
+    changelog = _Changelog(order, hold=False)
+    monkeypatch.setattr(runtime_module, "produce_to_partitions", changelog)
+    store = _LoggedStore()
+    records = _records()
+    tp = TP(records[0].topic, 0)
+    fetch = Fetch(0, [(tp, [_Rec(r.offset, r.key, r.value, r.timestamp_ms) for r in records])])
+    source = _Source(fetch)
+    group = _Group()
+
+    async def handle(batch: Sequence[RawRecord], owned: Callable[[], bool]) -> None:
+        await runtime.handle(batch, store, owned)  # as the app wires it
+
+    loop = BatchLoop(
+        source,
+        handle,
+        RewindGuard(),
+        lambda _: None,
+        _no_seek,
+        batch_size=100,
+        ownership=group.ownership,
+    )
+    return runtime, tasks, changelog, store, group, loop, source
+
+
+async def _no_seek(_: object) -> None:
+    pass
+
+
+class TestBatchAndRevocation:
+    async def test_a_batch_whose_partitions_went_while_its_tasks_were_sent_writes_nothing(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Its tasks are in the ledger; its records are neither in the local store nor in
+        the changelog after the next owner's, and its offsets are not marked processed."""
+        order: list[str] = []
+        runtime, tasks, changelog, store, group, loop, source = _setup(monkeypatch, order)
+        step = asyncio.create_task(loop.step())
+        await asyncio.wait_for(tasks.flushing.wait(), 60)  # Redis slow: the tasks wait
+        # The revocation's bounded wait ran out; the group moved on and the partition's
+        # next owner restored it and wrote its own records.
+        group.rebalancing = True
+        group.generation += 1
+        group.assigned = set()
+        order.append("next owner's records")
+        tasks.release.set()
+        await asyncio.wait_for(step, 60)
+        assert len(tasks.added) == SUBSCRIBERS  # the tasks went out (the ledger)
+        assert order == ["next owner's records"]
+        assert changelog.records == []
+        assert store.data == {}
+        assert source.processed == {}
+        assert runtime.metrics.events.labels(EventType.TOPUP.value)._value.get() == 0
+
+    async def test_a_batch_given_back_in_a_new_generation_writes_nothing(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Held again after the rebalance, the partition was sought back to its commit:
+        the batch's events are read again, not written twice."""
+        order: list[str] = []
+        _, tasks, changelog, store, group, loop, source = _setup(monkeypatch, order)
+        step = asyncio.create_task(loop.step())
+        await asyncio.wait_for(tasks.flushing.wait(), 60)
+        group.generation += 1
+        tasks.release.set()
+        await asyncio.wait_for(step, 60)
+        assert (changelog.records, store.data, source.processed) == ([], {}, {})
+
+    async def test_a_batch_still_ours_writes_its_records_and_marks_its_offsets(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        order: list[str] = []
+        runtime, tasks, changelog, store, _, loop, source = _setup(monkeypatch, order)
+        tasks.release.set()
+        await loop.step()
+        assert order == ["changelog written"]
+        assert sorted(k for _, k, _ in changelog.records) == sorted(s.encode() for s in store.data)
+        assert len(store.data) == len(tasks.added) == SUBSCRIBERS
+        assert source.processed == {TP(EventType.TOPUP.value, 0): SUBSCRIBERS}
+        assert runtime.metrics.events.labels(EventType.TOPUP.value)._value.get() == SUBSCRIBERS
