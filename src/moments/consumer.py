@@ -216,15 +216,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _sweep_settled(self, seconds: float) -> None:
         """Wait for a window sweep's chunk in flight (`state_settled`), up to `seconds`.
-        One still waiting then (on Redis, say) sends no more records once it goes on: the
-        sweep checks that its partitions are still held (`Runtime._publish`)."""
+        One still waiting then (on Redis, say), or a batch the last commit's wait gave up
+        on, sends no more records once it goes on: both check that their partitions are
+        still held (`Runtime._publish`)."""
         try:
             await asyncio.wait_for(self.state_settled(), seconds)
         except TimeoutError:
             log.warning(
-                "a window sweep still held the state after %g s (Redis or Kafka slow or "
-                "gone: see moments_dependency_up); going on: it sends no more records of "
-                "these partitions, their next owner sweeps them again",
+                "a batch or a window sweep still held the state after %g s (Redis or Kafka "
+                "slow or gone: see moments_dependency_up); going on: it writes no more "
+                "records of these partitions, their next owner reads or sweeps them again",
                 seconds,
             )
 
