@@ -49,7 +49,9 @@ class _Recorder:
         self.store = store
         self.chunks: list[BatchResult] = []
 
-    async def publish(self, result: BatchResult, _store: object, _owned: object = None) -> bool:
+    async def publish(
+        self, result: BatchResult, _store: object, _owned: object = None, _what: str = ""
+    ) -> bool:
         self.store.save(result.changes)
         self.chunks.append(result)
         await asyncio.sleep(0)
