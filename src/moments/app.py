@@ -354,19 +354,7 @@ def register_agents(
         return sorted({tp.partition for tp in app.consumer.assignment() if tp.topic in inputs})
 
     def ownership(partitions: Collection[int]) -> Callable[[], bool]:
-        """What a batch or a window sweep asks before writing the state of `partitions`:
-        no rebalance began since, and they are still held in the same generation."""
-        generation = app.consumer_generation_id
-
-        def still_ours() -> bool:
-            # The generation too: a rebalance that took a partition away and gave it
-            # back meanwhile (restored from the changelog) leaves it held again.
-            if getattr(app, "rebalancing", False) or app.consumer_generation_id != generation:
-                return False
-            held = assigned_partitions()
-            return all(p in held for p in partitions)
-
-        return still_ours
+        return group_ownership(app, assigned_partitions, partitions)
 
     @app.timer(interval=SWEEP_EVERY_S)  # type: ignore[untyped-decorator]
     async def close_windows() -> None:
@@ -421,6 +409,31 @@ def _headers(headers: Any) -> tuple[Header, ...]:
         return ()
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return tuple((str(k), v) for k, v in pairs)
+
+
+def group_ownership(
+    app: Any, assigned: Callable[[], Collection[int]], partitions: Collection[int]
+) -> Callable[[], bool]:
+    """What a batch or a window sweep asks before writing the state of `partitions`
+    (`BatchLoop.ownership`, `Runtime.sweep`): no rebalance began since it was called, and
+    they are still held in the same consumer generation.
+
+    A rebalance is told by Faust's count of them, not by its `rebalancing` flag: the flag
+    stays up a little after the flow resumes (`_resume_streams` awaits the fetcher's start
+    before `on_rebalance_end` on the first rebalance), and a batch begun then would never
+    have been ours: its offsets not marked, and the batches after it committing past its
+    events."""
+    generation, began = app.consumer_generation_id, app.rebalancing_count
+
+    def still_ours() -> bool:
+        # The generation too: a rebalance that took a partition away and gave it back
+        # meanwhile (restored from the changelog) leaves it held again.
+        if app.rebalancing_count != began or app.consumer_generation_id != generation:
+            return False
+        held = assigned()
+        return all(p in held for p in partitions)
+
+    return still_ours
 
 
 def not_ready(app: MomentsApp, runtime: Runtime) -> str | None:

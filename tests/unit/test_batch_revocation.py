@@ -7,7 +7,7 @@ its own records, and a stale one landing after them would undo them at its next 
 (a cooldown mark lost, applied events forgotten). Nor may its offsets be marked processed:
 the next owner reads its events again (the ledger stops their tasks twice). So the batch
 loop asks, per batch, whether the partitions are still held in the generation the batch
-began in (`BatchLoop.ownership`, the app's `ownership`), and `Runtime._publish` writes no
+began in (`BatchLoop.ownership`, the app's `group_ownership`), and `Runtime._publish` writes no
 state when they are not.
 
 Unit-level, with fakes for the consumer, the task sink and the changelog (as
@@ -20,11 +20,13 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 from faust.types import TP
 
 from moments import runtime as runtime_module
+from moments.app import group_ownership
 from moments.batchloop import BatchLoop
 from moments.consumer import Fetch
 from moments.engine import Detector
@@ -220,3 +222,43 @@ class TestBatchAndRevocation:
         assert len(store.data) == len(tasks.added) == SUBSCRIBERS
         assert source.processed == {TP(EventType.TOPUP.value, 0): SUBSCRIBERS}
         assert runtime.metrics.events.labels(EventType.TOPUP.value)._value.get() == SUBSCRIBERS
+
+
+class TestGroupOwnership:
+    """The app's check (`group_ownership`) on a stand-in for the Faust app."""
+
+    def _app(self) -> SimpleNamespace:
+        return SimpleNamespace(consumer_generation_id=3, rebalancing_count=2, rebalancing=False)
+
+    def test_held_while_no_rebalance_began_and_the_partitions_stay(self) -> None:
+        app = self._app()
+        assigned = [0, 1]
+        owned = group_ownership(app, lambda: assigned, {0})
+        assert owned()
+        assigned.remove(0)
+        assert not owned()
+
+    def test_a_rebalance_that_began_since_ends_it_even_before_a_new_generation(self) -> None:
+        app = self._app()
+        owned = group_ownership(app, lambda: [0], {0})
+        app.rebalancing, app.rebalancing_count = True, 3  # Faust's on_rebalance_start
+        assert not owned()
+        app.rebalancing = False  # given back in the same generation id (Tansu's first is 0)
+        assert not owned()
+
+    def test_a_new_generation_ends_it(self) -> None:
+        app = self._app()
+        owned = group_ownership(app, lambda: [0], {0})
+        app.consumer_generation_id = 4
+        assert not owned()
+
+    def test_a_batch_begun_as_the_rebalance_ends_is_ours(self) -> None:
+        """Faust lowers its `rebalancing` flag after the flow resumed: a batch begun before
+        that is held (the flag alone would keep it unwritten and its offsets unmarked,
+        and the next batches would commit past its events)."""
+        app = self._app()
+        app.rebalancing = True
+        owned = group_ownership(app, lambda: [0], {0})
+        assert owned()
+        app.rebalancing = False
+        assert owned()
