@@ -30,7 +30,7 @@ from moments.app import group_ownership
 from moments.batchloop import BatchLoop
 from moments.consumer import Fetch
 from moments.engine import Detector
-from moments.models import EventType, ServiceTask
+from moments.models import EventType
 from moments.partitioning import partition_of
 from moments.pipeline import to_records
 from moments.records import RawRecord
@@ -40,7 +40,7 @@ from moments.settings import load_settings
 from sinks.metrics import Metrics
 
 from .rules.helpers import ev, rules_from
-from .test_sweep_revocation import _Changelog, _DeadLetters, _LoggedStore
+from .test_sweep_revocation import _Changelog, _DeadLetters, _HeldTasks, _LoggedStore
 
 RULES = """
 gating: {quiet_hours: [], frequency_cap: null}
@@ -53,29 +53,6 @@ rules:
            cooldown: 30d, description: d}
 """
 SUBSCRIBERS = 4
-
-
-class _HeldTasks:
-    """The task sink, its flush held until `release` (Redis slow, or gone a while)."""
-
-    def __init__(self) -> None:
-        self.added: list[ServiceTask] = []
-        self.flushing = asyncio.Event()
-        self.release = asyncio.Event()
-
-    def add(self, task: ServiceTask) -> None:
-        self.added.append(task)
-
-    async def flush(self) -> set[str]:
-        self.flushing.set()
-        await self.release.wait()
-        return set()
-
-    async def erasures(self, _: Sequence[str]) -> dict[str, float]:
-        return {}
-
-    async def record_facts(self, _: object) -> None:
-        pass
 
 
 @dataclass

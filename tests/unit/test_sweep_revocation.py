@@ -81,6 +81,12 @@ class _HeldTasks:
         await self.release.wait()
         return set()
 
+    async def erasures(self, _: Sequence[str]) -> dict[str, float]:
+        return {}
+
+    async def record_facts(self, _: object) -> None:
+        pass
+
 
 class _DeadLetters:
     def add(self, _: object) -> None:
