@@ -201,8 +201,8 @@ if os.environ["TEST_STALL_AT"] == "detect":
 else:
     handle = runtime.Runtime.handle
 
-    async def stuck_after_durable(self, records, store):
-        result = await handle(self, records, store)
+    async def stuck_after_durable(self, records, *args, **kwargs):
+        result = await handle(self, records, *args, **kwargs)
         stall_here(records)
         return result
 
