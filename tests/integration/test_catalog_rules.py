@@ -44,6 +44,9 @@ class Scenarios:
     def __init__(self, now: dt.datetime) -> None:
         self.zone = daytime_zone(now)
         self.now = now.astimezone(ZoneInfo(self.zone)).replace(microsecond=0)
+        self.abroad: dict[str, str] = {}
+        """Subscriber -> the zone of the trip they are on: the holiday greeting goes on
+        the local date where the subscriber is."""
         self.profiles: list[Record] = []
         self.events: list[Record] = []
         self.expected: dict[str, dict[str, dict[str, Any]]] = {}
@@ -104,6 +107,7 @@ def build(now: dt.datetime) -> Scenarios:
     (country, _, zone), _ = daytime_visits(sc.now)
     trip = {"country": country, "roaming_type": "international", "timezone": zone}
     s = sc.subscriber({"first_international_roaming": {"country": country}})
+    sc.abroad[s] = zone
     sc.add("roaming", s, sc.ago(minutes=40), **trip)
     sc.add("roaming", s, soon, **trip)
     s = sc.subscriber({})  # domestic roaming: nothing
@@ -220,19 +224,37 @@ def build(now: dt.datetime) -> Scenarios:
 
 def catalog_for(tmp_path: Path, sc: Scenarios) -> Path:
     """The packaged catalog with 45-day ttls, a calendar where today is a holiday and a
-    cap of 10 contacts a week."""
+    cap of 10 contacts a week. Today in every zone of the scenarios: abroad, the greeting
+    goes on the local date there, which is another day at some hours of the run (the
+    roamer got none at 01:00 UTC: `holiday_key`)."""
     text = CATALOG.read_text(encoding="utf-8")
     text = re.sub(r"ttl: \w+", "ttl: 45d", text)
     text = text.replace("max_contacts: 3,", "max_contacts: 10,")
     text = text.replace("  lead_days: 30\n", "  lead_days: 30\n  calendar: today.yaml\n")
-    (tmp_path / "today.yaml").write_text(
-        "holidays:\n  - key: test_day\n    name: Test Day\n    local_name: 测试日\n"
-        f"    dates: [{sc.now.date().isoformat()}]\n",
-        encoding="utf-8",
-    )
+    (tmp_path / "today.yaml").write_text(holiday_calendar(sc), encoding="utf-8")
     path = tmp_path / "catalog.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def holiday_key(sc: Scenarios, sub: str) -> str:
+    """The test holiday a subscriber is greeted for: today where they are, which abroad is
+    another date at some hours of the run (one key a date: a holiday greets once a year)."""
+    here = sc.now.date()
+    there = sc.now.astimezone(ZoneInfo(sc.abroad.get(sub, sc.zone))).date()
+    return "test_day" if there == here else f"test_day_{there:%m%d}"
+
+
+def holiday_calendar(sc: Scenarios) -> str:
+    """The calendar: today in the home zone, and in each trip's zone where that is
+    another date."""
+    days = {"test_day": sc.now.date()}
+    for sub, zone in sc.abroad.items():
+        days[holiday_key(sc, sub)] = sc.now.astimezone(ZoneInfo(zone)).date()
+    return "holidays:\n" + "".join(
+        f"  - key: {key}\n    name: Test Day\n    local_name: 测试日\n    dates: [{day}]\n"
+        for key, day in days.items()
+    )
 
 
 async def test_every_default_rule_fires_through_the_real_stack(
@@ -242,8 +264,8 @@ async def test_every_default_rule_fires_through_the_real_stack(
     tmp_path: Path,
 ) -> None:
     sc = build(dt.datetime.now(dt.UTC))
-    for expect in sc.expected.values():
-        expect.setdefault("holiday_greeting", {"holiday": "test_day"})
+    for sub, expect in sc.expected.items():
+        expect.setdefault("holiday_greeting", {"holiday": holiday_key(sc, sub)})
     port = free_port()
     # Calls go out when due, not held 30 min for the merge window (tests/integration/
     # dispatch covers merging): each rule's task is checked on its own.
@@ -287,9 +309,10 @@ async def test_every_default_rule_fires_through_the_real_stack(
                 assert actual == value, (moment_type, key, task)
             triggered = dt.datetime.fromisoformat(task["triggered_at"])
             expires = triggered + TTL
-            if moment_type in GREETINGS:  # over with its local day
-                local = triggered.astimezone(ZoneInfo(sc.zone)).date() + dt.timedelta(days=1)
-                expires = dt.datetime(local.year, local.month, local.day, tzinfo=ZoneInfo(sc.zone))
+            if moment_type in GREETINGS:  # over with its local day, where the subscriber is
+                zone = ZoneInfo(sc.abroad.get(sub, sc.zone))
+                local = triggered.astimezone(zone).date() + dt.timedelta(days=1)
+                expires = dt.datetime(local.year, local.month, local.day, tzinfo=zone)
             assert dt.datetime.fromisoformat(task["expires_at"]) == expires
             assert dt.datetime.fromisoformat(task["deliver_after"]) >= triggered
             assert task["moment"]["family"] in ("first_time", "anomaly", "special_day")
