@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,48 +86,6 @@ def test_sigusr2_writes_the_stacks_instead_of_starting_the_debugger(
     assert ("DEBUGGER" in done.stderr) == (worker == "faust")
 
 
-def test_sighup_while_the_worker_waits_for_kafka_does_not_end_it(tmp_path: Path) -> None:
-    """Before its reload handler was installed, SIGHUP's default ended the worker (exit
-    129, no log line): `systemctl reload` during a start killed it (ops review)."""
-    import os
-    import signal
-    import time
-
-    from moments.embedded import free_port
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
-    env |= {
-        "MOMENTS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",  # nobody: it waits
-        "MOMENTS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "MOMENTS_METRICS_PORT": "0",
-        "MOMENTS_DATA_DIR": str(tmp_path / "data"),
-    }
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moments", "worker"],
-            env=env,
-            stdout=out,
-            stderr=out,
-            cwd=tmp_path,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while "not reachable yet" not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.2)  # a poll for the log line, not a timing
-            assert "not reachable yet" in log.read_text(), log.read_text()[-2000:]
-            proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 30
-            while "SIGHUP while the worker starts" not in log.read_text():
-                assert proc.poll() is None, log.read_text()[-2000:]
-                assert time.monotonic() < deadline, log.read_text()[-2000:]
-                time.sleep(0.2)
-            assert proc.poll() is None
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
 def _worker_env(tmp_path: Path) -> dict[str, str]:
     from moments.embedded import free_port
 
@@ -136,6 +96,46 @@ def _worker_env(tmp_path: Path) -> dict[str, str]:
         "MOMENTS_METRICS_PORT": "0",
         "MOMENTS_DATA_DIR": str(tmp_path / "data"),
     }
+
+
+@contextmanager
+def _waiting_worker(
+    tmp_path: Path, prefix: Sequence[str] = ()
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A worker (run under `prefix`) waiting for a broker that is not there: once its log
+    says so, the process and its log. Killed at the end if it still runs."""
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "moments", "worker"],
+            env=_worker_env(tmp_path),
+            stdout=out,
+            stderr=out,
+            cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "not reachable yet" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)  # a poll for the log line, not a timing
+            assert "not reachable yet" in log.read_text(), log.read_text()[-2000:]
+            yield proc, log
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+def test_sighup_while_the_worker_waits_for_kafka_does_not_end_it(tmp_path: Path) -> None:
+    """Before its reload handler was installed, SIGHUP's default ended the worker (exit
+    129, no log line): `systemctl reload` during a start killed it (ops review)."""
+    with _waiting_worker(tmp_path) as (proc, log):
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "SIGHUP while the worker starts" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert proc.poll() is None
 
 
 def _first_pid_in_namespace() -> list[str] | None:
@@ -168,35 +168,20 @@ def test_sigterm_while_the_worker_waits_for_kafka_ends_it(tmp_path: Path, pid_on
         if found is None:
             pytest.skip("no unshare --pid here (needs CAP_SYS_ADMIN)")
         prefix = found
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "moments", "worker"],
-            env=_worker_env(tmp_path),
-            stdout=out,
-            stderr=out,
-            cwd=tmp_path,
-        )
+    with _waiting_worker(tmp_path, prefix) as (proc, log):
+        target = proc.pid
+        if pid_one:  # the worker is unshare's child
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+            target = int(children.split()[0])
         try:
-            deadline = time.monotonic() + 60
-            while "not reachable yet" not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.2)  # a poll for the log line, not a timing
-            assert "not reachable yet" in log.read_text(), log.read_text()[-2000:]
-            target = proc.pid
-            if pid_one:  # the worker is unshare's child
-                children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
-                target = int(children.split()[0])
             os.kill(target, signal.SIGTERM)
             try:
                 code = proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pytest.fail("still running 30 s after SIGTERM:\n" + log.read_text()[-2000:])
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                if pid_one:
-                    os.kill(target, signal.SIGKILL)
-                proc.wait(timeout=30)
+            if proc.poll() is None and pid_one:
+                os.kill(target, signal.SIGKILL)
     assert code == 0, log.read_text()[-2000:]
     assert "SIGTERM while the worker starts" in log.read_text()
 
