@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from moments.exceptions import ConfigError
-from moments.progresslines import ProgressLines
+from moments.progresslines import ProgressLines, to_console
 from moments.records import OUT_OF_TIME
 
 if TYPE_CHECKING:
@@ -327,7 +327,7 @@ def file_bar(console: Console, label: str, files: list[EventFile]) -> Iterator[F
     """The bar of `moments backtest` and `moments state seed` while they read history;
     lines in a log instead, where a bar is drawn only once it ends."""
     if not console.is_terminal:
-        yield FileLines(ProgressLines(label, lambda text: say(console, text)), files)
+        yield FileLines(to_console(label, console), files)
         return
     columns = (
         TextColumn(f"[bold]{label}"),
@@ -338,12 +338,6 @@ def file_bar(console: Console, label: str, files: list[EventFile]) -> Iterator[F
     )
     with Progress(*columns, console=console, transient=False) as progress:
         yield FileBar(progress, label, files)
-
-
-def say(console: Console, text: str) -> None:
-    """A progress line to a console that is no terminal, written at once (no markup, no
-    wrapping: a log keeps it whole)."""
-    print(text, file=console.file, flush=True)
 
 
 def _write(

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 PROGRESS_EVERY_S = 10.0
 """How often a command whose output is no terminal says how far it is."""
@@ -55,3 +59,9 @@ class ProgressLines:
             left = elapsed * (1 - fraction) / fraction
             text += f", {fraction:.0%} done, about {_duration(left)} left"
         return text
+
+
+def to_console(label: str, console: Console) -> ProgressLines:
+    """`ProgressLines` written to a console that is no terminal, each line at once and
+    whole (no markup, no wrapping: a log keeps it as it is)."""
+    return ProgressLines(label, lambda text: print(text, file=console.file, flush=True))

@@ -177,10 +177,9 @@ def _write_file(console: Console, path: Path, events: Iterator[SimEvent], count:
     """`write_jsonl` with a bar: three weeks of 2,000 subscribers took over a minute
     with nothing on the screen. Lines in a log instead (`ProgressLines`)."""
     if not console.is_terminal:
-        from moments.backtest_cli import say
-        from moments.progresslines import ProgressLines
+        from moments.progresslines import to_console
 
-        lines = ProgressLines("simulate", lambda text: say(console, text))
+        lines = to_console("simulate", console)
         stats = write_jsonl(path, events, count, lambda n: lines.update(n, n / count))
         lines.finish(sum(stats.events.values()))
         return stats
