@@ -552,13 +552,11 @@ async def create_topics(
 
 
 def _not_written(what: str, result: BatchResult) -> None:
-    again = "sweeps them" if what == "window sweep" else "reads their events"
     log.info(
         "%s: a rebalance began while its tasks were sent; its %d state record(s) not "
-        "written (their partitions' next owner %s again)",
+        "written (their partitions' next owner reads or sweeps them again)",
         what,
         len(result.changes),
-        again,
     )
 
 
