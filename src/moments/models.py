@@ -169,6 +169,30 @@ def _number(least: float) -> Callable[[float], Decimal]:
     return read
 
 
+def _some_nonzero(digits: int) -> str:
+    """1 to `digits` digits, one of them not 0, as a pattern without look-ahead (which
+    pydantic-core's Rust regex lacks): the zeros before the first other digit, then the
+    rest."""
+    return "|".join(f"0{{{zeros}}}[1-9][0-9]{{0,{digits - 1 - zeros}}}" for zeros in range(digits))
+
+
+_PLACES = rf"(\.[0-9]{{1,{MONEY_PLACES}}})?"
+_SIGNED_DECIMAL = (
+    rf"^([0-9]{{1,{MONEY_DIGITS}}}{_PLACES}"
+    rf"|-({_some_nonzero(MONEY_DIGITS)}){_PLACES}"
+    rf"|-0{{1,{MONEY_DIGITS}}}\.({_some_nonzero(MONEY_PLACES)}))$"
+)
+"""What `_DECIMAL` matches but a negative zero, which `_NEGATIVE_ZERO` matches."""
+_NEGATIVE_ZERO = rf"^-0{{1,{MONEY_DIGITS}}}(\.0{{1,{MONEY_PLACES}}})?$"
+
+
+def _unsigned_zero(amount: Decimal) -> Decimal:
+    """-0 money as 0, with its places: "-0.00" (a billing system's rounded -0.001) read
+    "Balance -0.00 yuan" in a customer's SMS. A JSON number -0.0 is a float, made 0 by
+    `_number`; only a decimal string (or a Python value) can carry the sign to here."""
+    return amount.copy_abs() if amount.is_zero() else amount
+
+
 def _money(**bounds: Any) -> CoreSchema:
     parsed = cs.decimal_schema(strict=False, allow_inf_nan=False)
     # Money above 0 has no lower bound but 0: -1e10 was told ">= -999999999.9999".
@@ -176,7 +200,7 @@ def _money(**bounds: Any) -> CoreSchema:
     positive = bounds.get("gt") == 0
     amount = cs.union_schema(
         [
-            _text_then(_DECIMAL, parsed),
+            _text_then(_SIGNED_DECIMAL, parsed),
             cs.chain_schema([cs.int_schema(strict=True), parsed]),
             cs.chain_schema(
                 [
@@ -185,6 +209,12 @@ def _money(**bounds: Any) -> CoreSchema:
                         _number(float(_CENT) if positive else -float(MONEY_MAX))
                     ),
                 ]
+            ),
+            # Last, so that only a negative zero tries it (a failed branch costs an error
+            # object: first, it made every amount 0.15 µs slower) and calls Python.
+            _text_then(
+                _NEGATIVE_ZERO,
+                cs.chain_schema([parsed, cs.no_info_plain_validator_function(_unsigned_zero)]),
             ),
         ],
         mode="left_to_right",  # an integer is no float (12, not 12.0, in a description)
@@ -230,7 +260,12 @@ Money = Annotated[
     Decimal,
     *_json_reads(
         _money(),
-        cs.decimal_schema(strict=False, allow_inf_nan=False, ge=-MONEY_MAX, le=MONEY_MAX),
+        cs.chain_schema(
+            [
+                cs.decimal_schema(strict=False, allow_inf_nan=False, ge=-MONEY_MAX, le=MONEY_MAX),
+                cs.no_info_plain_validator_function(_unsigned_zero),
+            ]
+        ),
         {
             "anyOf": [
                 {"type": "number", "minimum": -float(MONEY_MAX), "maximum": float(MONEY_MAX)},

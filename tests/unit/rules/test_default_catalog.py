@@ -129,6 +129,16 @@ class TestAnomaly:
         assert [t.moment.params["balance_after"] for t in tasks] == [8, 25]
         assert [t.moment.params["balance_after_lt"] for t in tasks] == [10, 30]
 
+    def test_a_balance_of_negative_zero_reads_as_zero_in_the_task(self) -> None:
+        """ "-0.00" from a billing system (a rounded -0.001) gave "Balance -0.00 yuan"."""
+        events = [usage(at("2026-11-02"), kind="data", balance_after="-0.00")]
+        (task,) = only(run(CATALOG, events).tasks, "low_balance")
+        assert task.moment.description.startswith("Balance 0.00 yuan is below 10")
+        assert published(task).model_dump(mode="json")["moment"]["params"] == {
+            "balance_after": "0.00",
+            "balance_after_lt": 10,
+        }
+
     def test_low_balance_region_override(self) -> None:
         events = [usage(at("2026-11-02"), kind="data", balance_after=15, region="SH")]
         assert types(run(CATALOG, events).tasks) == ["low_balance"]
