@@ -768,7 +768,12 @@ class OutcomeStatus(StrEnum):
 class TaskOutcome(BaseModel):
     """Written by dispatch consumers to `moments.task-outcomes`."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # A consumer's own fields are taken and dropped, not kept (the schema still allows
+    # them): the detector reads none, and one holding NaN or Infinity (no JSON, but the
+    # parser takes them) would be written as null by any later dump of the outcome.
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, json_schema_extra={"additionalProperties": True}
+    )
 
     # maxLength too: `$` in Python's re (jsonschema's) also matches before a final \n
     task_id: str = Field(

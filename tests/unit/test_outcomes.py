@@ -3,11 +3,14 @@ and why, before anything is read from the ledger."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
 from moments.decoding import decode
 from moments.models import EventType, TaskOutcome
@@ -127,3 +130,47 @@ def test_a_lone_surrogate_beside_deep_nesting_is_a_dead_letter(depth: int) -> No
     decoded = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), value))
     assert isinstance(decoded, DeadLetter)
     assert decoded.reason is RejectReason.INVALID_JSON
+
+
+class TestUnknownFields:
+    """NaN and Infinity are no JSON, but the parsers take them (pydantic's, Python's
+    `json`): in a field of the contract they are refused, in a field of the consumer's own
+    they are kept out of the way, as in an input event. An outcome is not replayed: a
+    decline is not lost for a field the detector does not read."""
+
+    SCHEMA = Path(__file__).parents[2] / "schemas" / "task-outcome.schema.json"
+    ODD = (b"NaN", b"Infinity", b"-Infinity", b'{"gauge": [1, NaN]}')
+
+    @staticmethod
+    def _with_own_field(value: bytes) -> bytes:
+        return (
+            orjson.dumps({**OUTCOME, "status": "declined"})[:-1] + b', "x_score": ' + value + b"}"
+        )
+
+    @pytest.mark.parametrize("value", ODD)
+    def test_the_outcome_is_taken_and_the_field_not_kept(self, value: bytes) -> None:
+        raw = self._with_own_field(value)
+        outcome = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), raw))
+        assert isinstance(outcome, TaskOutcome)
+        assert outcome.status == "declined"
+        # Not kept: nothing of it can be written again (a dump wrote NaN as null).
+        assert not outcome.model_extra
+        assert "x_score" not in outcome.model_dump_json()
+        # The schema says the same of the value as read (Python's json reads NaN).
+        validator = Draft202012Validator(json.loads(self.SCHEMA.read_text(encoding="utf-8")))
+        assert validator.is_valid(json.loads(raw))
+
+    @pytest.mark.parametrize("value", ODD)
+    def test_an_input_event_takes_it_too(self, value: bytes) -> None:
+        event = {"event_id": "t1", "subscriber_id": SUB, "occurred_at": OUTCOME["occurred_at"]}
+        raw = orjson.dumps({**event, "amount": 50, "channel": "app"})[:-1] + b',"x":' + value + b"}"
+        decoded = decode(RawRecord("telecom.topup", 0, 1, SUB.encode(), raw), EventType.TOPUP)
+        assert not isinstance(decoded, DeadLetter)
+
+    @pytest.mark.parametrize("value", [b"NaN", b"Infinity"])
+    def test_in_a_field_of_the_contract_it_is_refused(self, value: bytes) -> None:
+        raw = orjson.dumps(OUTCOME)[:-1].replace(b'"status":"done_no_change"', b'"status":' + value)
+        dead = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), raw + b"}"))
+        assert isinstance(dead, DeadLetter)
+        assert dead.reason is RejectReason.INVALID_EVENT
+        assert dead.message.startswith("status: ")
