@@ -341,10 +341,11 @@ class Runtime:
         its chunk runs, so a batch in between is never overwritten; closing a window is
         idempotent, so a subscriber a batch already brought up to date is left as is.
         When `still_ours()` turns false (a rebalance began, or took partitions away) the
-        sweep stops; a chunk in flight then writes no record either (`_publish`): the next
-        owner restored the partitions without it and sweeps them again, making the same
-        task ids, which the ledger stops. A revocation waits for the chunk in flight
-        (`settled`), so one whose records are being written finishes first."""
+        sweep stops; a chunk in flight then writes no record either (`_publish`), nor is it
+        counted: the next owner restored the partitions without it and sweeps them again,
+        making the same task ids, which the ledger stops, and counting their moments. A
+        revocation waits for the chunk in flight (`settled`), so one whose records are
+        being written finishes first."""
         async with self._state_lock:
             due = self.clock.due(partitions, time.time())
         if not due:
@@ -362,11 +363,13 @@ class Runtime:
                     now = dt.datetime.now(dt.UTC)
                     result = self.detector.sweep(chunk, due.get, now)
                     written = await self._publish(result, store, still_ours, "window sweep")
-                    self.record(result)
                     made += len(result.tasks)
                     swept += len(chunk)
                     if not written:  # the partitions went meanwhile: not marked swept
+                        # Nor counted, as a batch not written: the next owner sweeps the
+                        # records again and counts their moments (once, for the group).
                         return made
+                    self.record(result)
             if len(chunk) < SWEEP_CHUNK:
                 break
             await asyncio.sleep(0)  # let a waiting batch take the lock

@@ -202,6 +202,31 @@ class TestSweepAndRevocation:
         assert store.data == before
         assert runtime.clock.due([0], time.time()) != {}  # not marked swept
 
+    async def test_the_moments_of_a_chunk_not_written_are_counted_by_the_next_owner_only(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`moments_detected_total` counts each moment once (the contract: "moments that
+        fired"), as for a batch not written. The old owner counted the chunk's moments,
+        and the next owner, sweeping the same records again, counted them a second time
+        (its tasks stopped by the ledger, the counter summed over the workers doubled)."""
+        store = _store()
+        old, tasks, _ = _runtime(monkeypatch, [], hold_changelog=False)
+        tasks.release.clear()
+        held = {"ours": True}
+        sweep = asyncio.create_task(old.sweep(store, [0], lambda: held["ours"]))
+        await asyncio.wait_for(tasks.flushing.wait(), 60)
+        held["ours"] = False
+        tasks.release.set()
+        assert await sweep == SUBSCRIBERS
+        new, _, _ = _runtime(monkeypatch, [], hold_changelog=False)
+        assert await new.sweep(store, [0], lambda: True) == SUBSCRIBERS  # ids the ledger stops
+        labels = {"family": "anomaly", "moment_type": "busy_day"}
+        counted = [
+            r.metrics.registry.get_sample_value("moments_detected_total", labels) or 0
+            for r in (old, new)
+        ]
+        assert counted == [0, SUBSCRIBERS]
+
     async def test_a_chunk_still_ours_writes_its_records(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
