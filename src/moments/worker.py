@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -177,6 +178,26 @@ def require_idempotence(settings: Settings) -> None:
         raise ConfigError(refused_message(settings, why))
 
 
+def _stacks_while_starting(signum: int, frame: object) -> None:
+    """SIGUSR1 or SIGUSR2 before Faust's worker handles them: every thread's stack to
+    stderr, as they give once it does (`ServiceWorker`), and the start goes on. Their
+    default ended the worker: an operator asking one slow to start where it waits (its
+    broker, a topic) killed it. Written by `faulthandler`, straight to the file
+    descriptor: safe whatever the interrupted code was writing."""
+    log.warning(
+        "%s while the worker starts: every thread's stack follows on stderr; the worker goes on",
+        signal.Signals(signum).name,
+    )
+    try:
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # a stderr without a file descriptor
+        log.warning("no stack written: stderr has no file descriptor")
+
+
+STACK_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+"""The signals that write the stacks (`_stacks_while_starting`, then Faust's worker)."""
+
+
 def _sigterm_while_starting(signum: int, frame: object) -> None:
     """SIGTERM before Faust runs: nothing is read or held yet, so the worker just ends,
     with code 0 as after a clean stop. Left at its default, the signal did the same in a
@@ -191,12 +212,17 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     """Load rules and the dispatch policy (refusing a bad file before anything starts),
     serve /metrics, run Faust. SIGTERM ends the start at any point
     (`_sigterm_while_starting`); once Faust starts, until its worker handles the signal,
-    one is noted and then acted on (`service_worker.note_sigterm`)."""
+    one is noted and then acted on (`service_worker.note_sigterm`). SIGUSR1 and SIGUSR2
+    write the stacks throughout (`_stacks_while_starting` until Faust's worker takes
+    them over)."""
     previous = signal.signal(signal.SIGTERM, _sigterm_while_starting)
+    stacks = {signum: signal.signal(signum, _stacks_while_starting) for signum in STACK_SIGNALS}
     try:
         app = _prepare(settings, faust_args)
     except BaseException:
         signal.signal(signal.SIGTERM, previous)  # a caller in-process (tests) as it was
+        for signum, handler in stacks.items():
+            signal.signal(signum, handler)
         raise
     signal.signal(signal.SIGTERM, note_sigterm)
     app.main()

@@ -138,6 +138,26 @@ def test_sighup_while_the_worker_waits_for_kafka_does_not_end_it(tmp_path: Path)
         assert proc.poll() is None
 
 
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2], ids=["USR1", "USR2"])
+def test_sigusr_while_the_worker_waits_for_kafka_writes_the_stacks_and_goes_on(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Before Faust's worker handles SIGUSR1 and SIGUSR2 (each writes every thread's
+    stack), their default ended the worker (exit -10, -12, no log line): an operator
+    asking a worker slow to start where it waits killed it. Now it writes the stacks, as
+    it does once Faust runs, and waits on."""
+    with _waiting_worker(tmp_path) as (proc, log):
+        proc.send_signal(signum)
+        deadline = time.monotonic() + 30
+        said = f"{signum.name} while the worker starts"
+        while said not in log.read_text() or "most recent call first" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert " in _prepare" in log.read_text()  # the start-up's frames, the wait's caller
+        assert proc.poll() is None, log.read_text()[-2000:]
+
+
 def _first_pid_in_namespace() -> list[str] | None:
     """`unshare` arguments that run a command as PID 1 of a new PID namespace, as the
     image's `ENTRYPOINT ["moments"]` runs in a container; None where that is not allowed."""
