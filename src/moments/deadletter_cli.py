@@ -187,6 +187,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
     if report.already:
         out.print(f"{report.already:,} replayed before, skipped (--again sends them anyway)")
+    if report.copies:
+        out.print(
+            f"{report.copies:,} more dead letter(s) of a record met before (the same topic, "
+            "partition and offset: a worker read it again), skipped: each record goes back once"
+        )
     if report.not_selected and _filtered(args):
         out.print(f"{report.not_selected:,} not selected by the options")
     return 0

@@ -11,7 +11,8 @@ A dead letter is replayed once: after the broker acknowledged a batch, its dead-
 coordinates go into a Redis set, and a later replay skips them (`again` overrides). The
 detector's own guard against a re-delivered event keeps only the latest few event ids
 per subscriber, so it could not stop a second replay a day later from counting the same
-top-up twice.
+top-up twice. For the same reason an original record dead-lettered twice (read again by
+a worker) is sent back once (`FirstCopies`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,48 @@ class ReplayReport:
     """Of the replayed, events dated before now minus MOMENTS_LATENESS_SECONDS: a worker
     applies one only if its subscriber sent nothing newer by more than that since."""
     not_selected: int = 0
+    copies: int = 0
+    """Accepted, but another dead letter of the same original record (its topic,
+    partition and offset) came before in the run: not sent, remembered as replayed."""
+
+
+Origin = tuple[str, int, int]
+"""The original record's topic, partition and offset (`__dlq.errors.*`)."""
+
+
+class FirstCopies:
+    """Each original record once. A worker that reads a record again (it ended without
+    its last commit, or a rebalance kept a batch from being written) dead-letters it
+    again: the same bytes, other coordinates in the dead-letter topic. Both were sent
+    back, and the detector's guard against a re-delivered event (the latest 2 event ids
+    of a subscriber's top-ups) missed the second copy of a subscriber's third."""
+
+    def __init__(self) -> None:
+        self._seen: set[Origin] = set()
+
+    def split(
+        self, entries: Sequence[DeadLetterEntry]
+    ) -> tuple[list[DeadLetterEntry], list[DeadLetterEntry]]:
+        """(the entries whose original comes first here, the later copies). A dead letter
+        without its origin's partition and offset (written by another tool) is its own."""
+        first: list[DeadLetterEntry] = []
+        copies: list[DeadLetterEntry] = []
+        for entry in entries:
+            origin = origin_of(entry)
+            if origin is None:
+                first.append(entry)
+            elif origin in self._seen:
+                copies.append(entry)
+            else:
+                self._seen.add(origin)
+                first.append(entry)
+        return first, copies
+
+
+def origin_of(entry: DeadLetterEntry) -> Origin | None:
+    if entry.origin_partition is None or entry.origin_offset is None:
+        return None
+    return (entry.origin_topic, entry.origin_partition, entry.origin_offset)
 
 
 async def replay(
@@ -106,6 +149,7 @@ async def replay(
     topic_types = input_topic_types(settings)  # what a worker reads, as it reads it
     old_before = time.time() - settings.lateness_seconds
     old: set[str] = set()  # accepted events of the batch older than the lateness
+    originals = FirstCopies()
     redis = redis_client(settings)
     producer = None if dry_run else await start_producer(settings)
     try:
@@ -127,11 +171,17 @@ async def replay(
                 accepted.append(entry)
                 if verdict is not None and verdict.occurred_at.timestamp() < old_before:
                     old.add(entry.coordinates)
+            # A copy of an original met before (sent now or in an earlier replay) is not
+            # sent, even with `again`; it is remembered with the entries sent, so that a
+            # later replay selecting it alone (`--since`) skips it too.
+            accepted, copies = originals.split(accepted)
+            report.copies += len(copies)
             fresh = accepted if again else await _not_replayed(redis, settings, accepted)
             report.already += len(accepted) - len(fresh)
             if fresh and producer is not None:
                 await _send(producer, settings, fresh)
-                await _remember(redis, settings, fresh)
+            if (fresh or copies) and producer is not None:
+                await _remember(redis, settings, [*fresh, *copies])
             for entry in fresh:
                 report.replayed.add(entry)
                 report.older_than_lateness += entry.coordinates in old

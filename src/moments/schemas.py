@@ -359,6 +359,11 @@ def _dead_letter_message() -> dict[str, Any]:
             "Written for an input record the worker refuses; the worker goes on. Key, value "
             "and headers are the original ones, unchanged (a value over 64 KiB is cut), with "
             "the origin and the reason added as `__dlq.errors.*` headers. "
+            "A record may be dead-lettered more than once: a worker that ends without its "
+            "last commit (or loses its partitions in the middle of a batch) reads it again "
+            "and refuses it again, the same bytes in a new dead letter. `__dlq.errors.topic`, "
+            "`__dlq.errors.partition` and `__dlq.errors.offset` name the original record: "
+            "a consumer that must act once per record deduplicates by the three. "
             "The reasons (`__dlq.errors.reason`), what each means and what the producer "
             f"should do:\n{reasons}"
         ),

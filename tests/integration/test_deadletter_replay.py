@@ -247,3 +247,37 @@ async def test_a_future_event_sent_back_once_due_is_applied(
     assert again.value == value
     assert [k for k, _ in again.headers] == ["traceparent", REPLAYED_HEADER]
     assert again.headers[0] == headers[0]
+
+
+async def test_a_record_dead_lettered_twice_goes_back_once(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Any]
+) -> None:
+    """A worker that reads records again (it ended without its last commit) dead-letters
+    them again: three top-ups of one subscriber, twice each. All six were sent back, and
+    the worker's guard against a re-delivered event (its latest 2 top-up ids) let the
+    first one's copy through: applied twice. Each goes back once, as `show` and the
+    headers (`__dlq.errors.topic`, `partition`, `offset`) tell a consumer to do too; the
+    copies are remembered, so that a later replay of them alone sends nothing."""
+    settings = make_settings()
+    await topics_for(settings)
+    topup = settings.topic("topup")
+    values = [_event(f"t-{n}", LI, amount="50", channel="app") for n in range(3)]
+    records = [RawRecord(topup, 0, 20 + n, LI.encode(), v) for n, v in enumerate(values)]
+    producer = await start_producer(settings)
+    between = []
+    try:
+        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
+        for _ in range(2):  # read, refused; read again after a restart, refused again
+            between.append(dt.datetime.now(dt.UTC))
+            for record in records:
+                sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
+            await sink.flush()
+    finally:
+        await producer.stop()
+    report = await replay(settings, Selection())
+    assert report.replayed.total == 3
+    sent = await read_topic(settings, "topup", 6, wait_s=10, settle=1.0)
+    assert [r.value for r in sent] == values
+    assert report.copies == 3
+    copies_only = await replay(settings, Selection(since=between[1]))
+    assert (copies_only.replayed.total, copies_only.already, copies_only.not_selected) == (0, 3, 3)

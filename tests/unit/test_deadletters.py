@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from dataclasses import replace
 
 import orjson
 import pytest
 
 from moments.deadletter_replay import (
     REPLAYED_HEADER,
+    FirstCopies,
     not_an_input_message,
     replay_headers,
     still_out_of_time,
@@ -337,3 +339,17 @@ def test_the_summary_table_shows_a_producers_text_as_text_not_markup() -> None:
     assert "[blink][link=http://ev.il]PAY[/link]" in text
     assert "\x1b]8;" not in text  # no hyperlink
     assert "\x1b[5m" not in text  # no blink
+
+
+def test_each_original_record_is_replayed_once_across_batches() -> None:
+    """Copies (the same origin topic, partition and offset, dead-lettered again by a
+    worker that read the record twice) are told apart from the first, in and across the
+    replay's batches; a dead letter without its origin's coordinates is its own."""
+    first = _entry(_topup(), offset=7)
+    copy = _entry(_topup(), offset=9)  # the same original (topic, partition 1, offset 42)
+    other = replace(first, offset=8, origin_offset=43)
+    unknown = replace(first, offset=10, origin_partition=None, origin_offset=None)
+    originals = FirstCopies()
+    assert originals.split([first, other]) == ([first, other], [])
+    assert originals.split([copy, unknown, unknown]) == ([unknown, unknown], [copy])
+    assert originals.split([replace(other, origin_topic="p.telecom.usage")])[1] == []
