@@ -144,6 +144,9 @@ class BacktestResult:
     dropped, pending)."""
     first_event: float | None = None
     last_event: float | None = None
+    clock_end: float | None = None
+    """Where event time stopped: `--to`, else the last event (a report's last day ends
+    there)."""
     seconds: float = 0.0
     spent: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Seconds by part: `engine` (detection), `sweep` (finding the records due and
@@ -328,6 +331,7 @@ class Backtest:
             await self._end_warmup()
         if until is not None:
             await self._run_on(until)
+        out.clock_end = until if until is not None else out.last_event
         self._give_back()
         if progress is not None:
             progress(out.events)

@@ -249,6 +249,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     print_report(report, Console())
     for warning in report["warnings"]:
         console.print(warning, style="bold yellow")
+    for note in report["notes"]:
+        console.print(note)
     out_of_time = sum(n for reason, n in result.dead_letters.items() if reason in OUT_OF_TIME)
     refused = sum(result.dead_letters.values()) - out_of_time
     if refused:

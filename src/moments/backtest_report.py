@@ -103,7 +103,60 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         "merged": dict(sorted(merged.items())),
         "top_rules": [{"rule_id": r, "tasks": n} for r, n in rules.most_common(top)],
         "shadow": sorted(shadow, key=lambda r: (r["rule_id"], r["outcome"], r["reason"])),
+        "partial_days": (partial := partial_days(result)),
+        "notes": partial_days_note(partial, result.waiting_at_end),
     }
+
+
+WHOLE_DAY_SLACK_S = 3600.0
+"""A report day the history misses less than this of, at either end, counts as whole."""
+
+
+def partial_days(result: BacktestResult) -> dict[str, str]:
+    """The report's first and last local days when the history covers them in part:
+    `{"2026-12-08": "to 10:05"}`. The report begins at `--from` or the first event,
+    whichever is later, and ends where event time stopped (`--to`, else the last event)."""
+    zone = result.policy.zone
+    starts = [t for t in (result.report_from, result.first_event) if t is not None]
+    end = result.clock_end
+    if not starts or end is None or end <= max(starts):
+        return {}
+    first = dt.datetime.fromtimestamp(max(starts), zone)
+    last = dt.datetime.fromtimestamp(end, zone)
+    out: dict[str, str] = {}
+    if first.timestamp() - _midnight(first.date(), zone) > WHOLE_DAY_SLACK_S:
+        out[first.date().isoformat()] = f"from {first:%H:%M}"
+    begun = end - _midnight(last.date(), zone)  # 0: it stopped at midnight, the day before whole
+    if begun > 0 and _midnight(last.date() + dt.timedelta(days=1), zone) - end > WHOLE_DAY_SLACK_S:
+        day = last.date().isoformat()
+        out[day] = f"{out[day]} to {last:%H:%M}" if day in out else f"to {last:%H:%M}"
+    return out
+
+
+def _midnight(day: dt.date, zone: ZoneInfo) -> float:
+    return dt.datetime.combine(day, dt.time(0), zone).timestamp()
+
+
+def partial_days_note(partial: Mapping[str, str], waiting_at_end: int) -> list[str]:
+    """What the per-day figures of a day covered in part are: one note, or none."""
+    if not partial:
+        return []
+    days = ", ".join(f"{day} {span}" for day, span in partial.items())
+    text = (
+        f"The history covers part of a day: {days}. "
+        + ("That day's figures" if len(partial) == 1 else "Those days' figures")
+        + " (tasks, capacity needed) count only those hours, and the means per day count "
+        + ("it" if len(partial) == 1 else "each")
+        + " as a whole day."
+    )
+    last, span = list(partial.items())[-1]
+    if span.startswith("to") or " to " in span:
+        waiting = f" ({waiting_at_end:,} task(s) still waited at the end)" if waiting_at_end else ""
+        text += (
+            f" Event time stopped at {span.split('to ')[-1]} on {last}{waiting}: leave that day "
+            f"out with --to {last}, or give it a whole day of events."
+        )
+    return [text]
 
 
 def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
@@ -367,14 +420,15 @@ def sections(
             ],
         )
     )
+    partial: Mapping[str, str] = report.get("partial_days", {})
     for dim in DIMENSIONS:
         days, values, counts = pivot(report["tasks_per_day"][dim], dim)
         if terminal and dim != "family":
-            out.append(_per_value(dim, days, values, counts))
+            out.append(_per_value(dim, days, values, counts, partial))
             continue
         rows = [
             [
-                d,
+                day_label(d, partial),
                 *(counts.get((d, v), 0) for v in values),
                 sum(counts.get((d, v), 0) for v in values),
             ]
@@ -382,7 +436,15 @@ def sections(
         ]
         out.append((f"Tasks per day by {dim.replace('_', ' ')}", ["day", *values, "total"], rows))
     cap = [
-        [r["day"], r["region"], r["channel"], r["needed"], r["new"], r["taken"], r["configured"]]
+        [
+            day_label(r["day"], partial),
+            r["region"],
+            r["channel"],
+            r["needed"],
+            r["new"],
+            r["taken"],
+            r["configured"],
+        ]
         for r in report["capacity"]
     ]
     if terminal:
@@ -462,19 +524,37 @@ def _arrow(pair: Sequence[int]) -> str:
     return f"{pair[0]:,}" if pair[0] == pair[1] else f"{pair[0]:,} -> {pair[1]:,}"
 
 
+def day_label(day: str, partial: Mapping[str, str]) -> str:
+    """`2026-12-08 (to 10:05)` for a day the history covers in part, else the day."""
+    return f"{day} ({partial[day]})" if day in partial else day
+
+
 def _per_value(
-    dim: str, days: list[str], values: list[str], counts: Mapping[tuple[str, str], int]
+    dim: str,
+    days: list[str],
+    values: list[str],
+    counts: Mapping[tuple[str, str], int],
+    partial: Mapping[str, str] | None = None,
 ) -> tuple[str, list[str], list[list[Any]]]:
+    partial = partial or {}
     rows: list[list[Any]] = []
     for v in values:
         daily = [counts.get((d, v), 0) for d in days]
         peak = max(range(len(days)), key=lambda i: daily[i])
         mean = sum(daily) / len(days)  # 0.3, not 0, for 2 tasks in 6 days
         rows.append(
-            [v, sum(daily), round(mean, 1) if mean < 10 else round(mean), daily[peak], days[peak]]
+            [
+                v,
+                sum(daily),
+                round(mean, 1) if mean < 10 else round(mean),
+                daily[peak],
+                day_label(days[peak], partial),
+            ]
         )
     rows.sort(key=lambda r: -int(r[1]))
-    title = f"Tasks by {dim.replace('_', ' ')} ({len(days)} day(s); per day in report.md)"
+    inpart = sum(1 for d in days if d in partial)
+    part = f", {inpart} of them in part" if inpart else ""
+    title = f"Tasks by {dim.replace('_', ' ')} ({len(days)} day(s){part}; per day in report.md)"
     return title, [dim.replace("_", " "), "total", "mean/day", "peak/day", "peak day"], rows
 
 
@@ -518,6 +598,7 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
 def markdown(report: Mapping[str, Any]) -> str:
     parts = ["# Backtest report", ""]
     parts += [f"> **Warning:** {warning}\n" for warning in report.get("warnings", ())]
+    parts += [f"> **Note:** {note}\n" for note in report.get("notes", ())]
     for title, headers, rows in sections(report):
         parts += [f"## {title}", "", "| " + " | ".join(headers) + " |"]
         parts.append("|" + "|".join("---" for _ in headers) + "|")
@@ -542,7 +623,8 @@ def chart_png(report: Mapping[str, Any]) -> bytes:
         heights = [counts.get((d, family), 0) for d in days]
         ax.bar(xs, heights, bottom=bottom, label=family)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    ax.set_xticks(xs, days)
+    partial = report.get("partial_days", {})
+    ax.set_xticks(xs, [day_label(d, partial).replace(" (", "\n(") for d in days])
     ax.set_title("Tasks per day by family")
     ax.set_ylabel("tasks")
     ax.tick_params(axis="x", labelrotation=45)
@@ -564,6 +646,10 @@ def html_page(report: Mapping[str, Any], png: bytes) -> str:
         f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>'
         for w in report.get("warnings", ())
     ]
+    body += [
+        f'<p class="note"><strong>Note:</strong> {html.escape(n)}</p>'
+        for n in report.get("notes", ())
+    ]
     body.append(f'<img alt="Tasks per day by family" src="data:image/png;base64,{image}">')
     for title, headers, rows in sections(report):
         body.append(f"<h2>{html.escape(title)}</h2><table><thead><tr>")
@@ -579,6 +665,7 @@ def html_page(report: Mapping[str, Any], png: bytes) -> str:
         "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
         ".warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em}"
+        ".note{background:#eef4fb;border:1px solid #9bb8d9;padding:.5em .8em}"
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -290,7 +290,8 @@ class TestReportNumbers:
         assert "https://" not in page
         assert "<h2>Capacity needed vs configured</h2>" in page
         md = markdown(report)
-        assert f"| {DAY1.isoformat()} | NJ | manager | 4 | 4 | 2 | 2 |" in md
+        # The history begins at 10:00 on day 1: the day is marked as covered in part.
+        assert f"| {DAY1.isoformat()} (from 10:00) | NJ | manager | 4 | 4 | 2 | 2 |" in md
 
     def test_a_shadow_rule_is_reported_and_makes_no_task(self, tmp_path: Path) -> None:
         shadow = LEGACY.replace(
@@ -1027,3 +1028,40 @@ def test_a_cut_overs_warm_up_is_not_measured_against_the_frequency_cap(tmp_path:
     assert report_warnings(result, rules) == []
     result.report_from, result.live_from = 86400.0, None  # --from: the cap counts
     assert "the frequency cap's period" in report_warnings(result, rules)[0]
+
+
+def test_a_day_the_history_covers_in_part_is_said_and_marked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two simulated days starting at 09:37 and ending at 10:05 two days later, reported
+    from the second: its last day held 8 tasks against 145 the day before, drawn as a
+    whole day, and its mean per day counted it as one (analyst walk). SCENARIO's events
+    begin at 10:00 on day 1 and end at 10:00 on day 2."""
+    rules = write_rules(tmp_path / "r.yaml")
+    history = write_history(tmp_path / "h.jsonl")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("merge: {hold_channels: []}\n")  # day 2's call goes at 10:00
+    out = tmp_path / "out"
+    args = ["backtest", "--events", str(history), "--rules", str(rules), "--out", str(out)]
+    args += ["--policy", str(policy)]
+    assert main(args) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["partial_days"] == {DAY1.isoformat(): "from 10:00", DAY2.isoformat(): "to 10:00"}
+    (note,) = report["notes"]
+    assert f"{DAY1.isoformat()} from 10:00" in note
+    assert f"{DAY2.isoformat()} to 10:00" in note
+    assert f"--to {DAY2.isoformat()}" in note  # how to leave the partial last day out
+    assert note in said
+    md = (out / "report.md").read_text()
+    assert f"> **Note:** {note}" in md
+    assert f"| {DAY2.isoformat()} (to 10:00) | 1 | 0 | 1 |" in md  # the per-day rows
+    assert f"<strong>Note:</strong> {html.escape(note)}" in (out / "report.html").read_text()
+    # Event time run on to the end of day 2 (--to the next midnight): day 2 is whole.
+    assert main([*args, "--to", (DAY2 + dt.timedelta(days=1)).isoformat()]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["partial_days"] == {DAY1.isoformat(): "from 10:00"}
+    # Reported from day 2 (a warm-up on day 1), up to 10:00 of it.
+    assert main([*args, "--from", DAY2.isoformat()]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["partial_days"] == {DAY2.isoformat(): "to 10:00"}
