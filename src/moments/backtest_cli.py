@@ -233,9 +233,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         "--live-from": args.live_from,
         "shadow rules": "as live" if args.shadow_as_live else None,
     }
-    if base is not None:
+    if base is not None and baseline is not None:
         comparison = compare(
-            [p.payload for p in base.reported], [p.payload for p in result.reported]
+            [p.payload for p in base.reported],
+            [p.payload for p in result.reported],
+            (baseline, rules),
         )
         report["comparison"] = comparison.as_dict()
         report["comparison"]["per_moment_type"] = compare_moments(

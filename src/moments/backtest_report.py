@@ -282,6 +282,10 @@ class RuleDiff:
 @dataclass
 class Comparison:
     per_rule: dict[str, RuleDiff] = field(default_factory=dict)
+    presence: dict[str, str] = field(default_factory=dict)
+    """Rule id -> `new` (the candidate's only; `new, shadow` for one in shadow),
+    `removed` (the baseline's only) or `in both`, for every rule of either catalog: a
+    new rule that made no task is listed too, with zeros (one in both, only if changed)."""
 
     def totals(self) -> RuleDiff:
         out = RuleDiff()
@@ -296,7 +300,13 @@ class Comparison:
         return {
             "totals": {"added": t.added, "removed": t.removed, "changed": t.changed},
             "per_rule": [
-                {"rule_id": r, "added": d.added, "removed": d.removed, "changed": d.changed}
+                {
+                    "rule_id": r,
+                    "added": d.added,
+                    "removed": d.removed,
+                    "changed": d.changed,
+                    **({"rule": self.presence[r]} if r in self.presence else {}),
+                }
                 for r, d in sorted(self.per_rule.items())
             ],
         }
@@ -339,11 +349,25 @@ CHANGE_IGNORES = ("created_at",)
 """Not a change: when the task object was built (the same instant in both runs anyway)."""
 
 
-def compare(baseline: Sequence[bytes], candidate: Sequence[bytes]) -> Comparison:
-    """Tasks the candidate rules add, remove or change (same id, other content), per rule."""
+def compare(
+    baseline: Sequence[bytes],
+    candidate: Sequence[bytes],
+    rule_sets: tuple[RuleSet, RuleSet] | None = None,
+) -> Comparison:
+    """Tasks the candidate rules add, remove or change (same id, other content), per rule;
+    with the two catalogs (`rule_sets`: baseline, candidate), a rule only in one is
+    listed even with no task, and said so."""
     old = {t["task_id"]: t for t in map(orjson.loads, baseline)}
     new = {t["task_id"]: t for t in map(orjson.loads, candidate)}
     out = Comparison()
+    if rule_sets is not None:
+        in_baseline = {r.id for r in rule_sets[0].rules}
+        for rule in rule_sets[1].rules:
+            label = "in both" if rule.id in in_baseline else "new, shadow" if rule.shadow else "new"
+            out.presence[rule.id] = label
+        gone = in_baseline - set(out.presence)
+        out.presence.update(dict.fromkeys(sorted(gone), "removed"))
+        out.per_rule.update({r: RuleDiff() for r, p in out.presence.items() if p != "in both"})
 
     def diff(task: Mapping[str, Any]) -> RuleDiff:
         return out.per_rule.setdefault(str(task["moment"]["rule_id"]), RuleDiff())
@@ -499,7 +523,7 @@ def sections(
             (
                 "Compared with the baseline rules",
                 ["rule", "added", "removed", "changed"],
-                [[r["rule_id"], r["added"], r["removed"], r["changed"]] for r in c["per_rule"]]
+                [[_rule_label(r), r["added"], r["removed"], r["changed"]] for r in c["per_rule"]]
                 + [["total", c["totals"]["added"], c["totals"]["removed"], c["totals"]["changed"]]],
             )
         )
@@ -518,6 +542,12 @@ def sections(
                 )
             )
     return out
+
+
+def _rule_label(row: Mapping[str, Any]) -> str:
+    """`big_topup (new)`, `legacy (removed)`; a rule in both catalogs by its id alone."""
+    presence = row.get("rule", "in both")
+    return str(row["rule_id"]) if presence == "in both" else f"{row['rule_id']} ({presence})"
 
 
 def _arrow(pair: Sequence[int]) -> str:

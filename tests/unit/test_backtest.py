@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import gzip
 import html
+import re
 import stat
 from collections import Counter
 from dataclasses import dataclass
@@ -1065,3 +1066,34 @@ def test_a_day_the_history_covers_in_part_is_said_and_marked(
     assert main([*args, "--from", DAY2.isoformat()]) == 0
     report = orjson.loads((out / "report.json").read_bytes())
     assert report["partial_days"] == {DAY2.isoformat(): "to 10:00"}
+
+
+def test_a_comparison_lists_the_rules_added_and_removed_that_made_no_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analyst's three new rules: one fired (its tasks merged into others'), one
+    needed more history, one was in shadow; the comparison listed none of them, so it
+    could not tell a rule that made nothing from one that was not loaded (analyst walk)."""
+    quiet = LEGACY.replace("legacy_roaming", "roaming_welcome")  # no roaming in the history
+    shadow = LEGACY.replace("legacy_roaming", "roaming_trial").replace(
+        "description: Any roaming record", "mode: shadow\n    description: Any roaming record"
+    )
+    base = write_rules(tmp_path / "base.yaml", extra=LEGACY)
+    candidate = write_rules(tmp_path / "new.yaml", extra=quiet + shadow)
+    history = write_history(tmp_path / "h.jsonl")  # top-ups only: no roaming rule fires
+    out = tmp_path / "out"
+    args = ["--events", str(history), "--rules", str(candidate), "--out", str(out)]
+    assert main(["backtest", *args, "--baseline-rules", str(base)]) == 0
+    per_rule = {
+        r["rule_id"]: r
+        for r in orjson.loads((out / "report.json").read_bytes())["comparison"]["per_rule"]
+    }
+    zero = {"added": 0, "removed": 0, "changed": 0}
+    assert per_rule["roaming_welcome"] == {"rule_id": "roaming_welcome", **zero, "rule": "new"}
+    assert per_rule["roaming_trial"] == {"rule_id": "roaming_trial", **zero, "rule": "new, shadow"}
+    assert per_rule["legacy_roaming"] == {"rule_id": "legacy_roaming", **zero, "rule": "removed"}
+    assert "big_topup" not in per_rule  # in both, its tasks the same
+    terminal = capsys.readouterr().out
+    assert re.search(r"roaming_welcome \(new\)\s+│\s+0 │\s+0 │\s+0 │", terminal)
+    assert "roaming_trial (new, shadow)" in terminal
+    assert "legacy_roaming (removed)" in terminal
