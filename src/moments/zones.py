@@ -15,8 +15,9 @@ up per event costs a dictionary look-up, not a new object.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 """The default zone when a configuration names none (rules' gating, dispatch policy)."""
@@ -37,13 +38,44 @@ def known_zone(name: str) -> ZoneInfo | None:
 
 
 def check_zone(name: str) -> str:
-    """`name` if it is an IANA zone name; else ValueError saying what to write (for the
-    validators of the rules, the dispatch policy and the events)."""
+    """`name` if it is an IANA zone name; else ValueError saying what to write, the
+    closest name first (for the validators of the rules, the dispatch policy and the
+    events)."""
     if known_zone(name) is None:
-        raise ValueError(
-            f"{name!r} is not an IANA time zone; write one such as Asia/Shanghai or Europe/London"
+        close = closest_zone(name)
+        fix = (
+            f"did you mean {close!r}?"
+            if close
+            else "write one such as Asia/Shanghai or Europe/London"
         )
+        raise ValueError(f"{name!r} is not an IANA time zone; {fix}")
     return name
+
+
+ZONE_ALIASES = {"beijing": "Asia/Shanghai", "china": "Asia/Shanghai"}
+"""Names people write for China's one zone, which tzdata files under Shanghai."""
+
+
+@lru_cache(maxsize=256)
+def closest_zone(name: str) -> str | None:
+    """The IANA name `name` most likely meant (`asia/shanghai`, `Asia/HongKong`,
+    `Europe/Londn`, `Beijing`), or None. Cached: a producer repeating one bad name costs
+    one search."""
+    text = name.strip()[:64]
+    if alias := ZONE_ALIASES.get(text.lower()):
+        return alias
+    names = _zone_names()
+    by_lower = {n.lower(): n for n in names}
+    spaced = text.replace(" ", "_").lower()
+    if spaced in by_lower:
+        return by_lower[spaced]
+    close = difflib.get_close_matches(spaced, list(by_lower), n=1, cutoff=0.8)
+    return by_lower[close[0]] if close else None
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> tuple[str, ...]:
+    return tuple(sorted(available_timezones()))
 
 
 def subscriber_zone(name: object, default: dt.tzinfo) -> dt.tzinfo:

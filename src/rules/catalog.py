@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -330,13 +331,21 @@ def _check_holiday_keys(
                 for i, key in enumerate(node.holidays or ()):
                     if key not in in_force:
                         off = " (the calendar file turns it off)" if key in KNOWN_BY_KEY else ""
+                        close = "" if off else _closest_holiday(key, in_force)
                         file.problem(
                             problems,
                             (*loc, "holidays", i),
-                            f"holiday {key[:40]!r} is not in the calendar in force{off}; known "
-                            f"ones: {', '.join(sorted(in_force))} (moments calendar export "
-                            "lists their dates)",
+                            f"holiday {key[:40]!r} is not in the calendar in force{off}; "
+                            f"{close}known ones: {', '.join(sorted(in_force))} (moments "
+                            "calendar export lists their dates)",
                         )
+
+
+def _closest_holiday(key: str, in_force: Sequence[str]) -> str:
+    """`did you mean 'mid_autumn'? ` for `midautumn`, `new_years_day`; else empty."""
+    squeezed = {k.replace("_", ""): k for k in in_force}
+    close = difflib.get_close_matches(key.replace("_", "").lower(), list(squeezed), n=1, cutoff=0.6)
+    return f"did you mean {squeezed[close[0]]!r}? " if close else ""
 
 
 def _resolved(name: str) -> Path:

@@ -260,10 +260,23 @@ rules:
     def test_a_misspelt_key_is_refused_where_it_stands(self) -> None:
         (found,) = problems(self.FESTIVALS)
         assert found.startswith(
-            "r.yaml:8:59: holiday 'mid_autum' is not in the calendar in force; known ones: "
+            "r.yaml:8:59: holiday 'mid_autum' is not in the calendar in force; did you mean "
+            "'mid_autumn'? known ones: "
         )
         assert "mid_autumn" in found
         assert "moments calendar export" in found
+
+    @pytest.mark.parametrize(
+        ("written", "meant"),
+        [("mid_autum", "mid_autumn"), ("midautumn", "mid_autumn"), ("new_years_day", "new_year")],
+    )
+    def test_a_misspelt_key_names_the_closest(self, written: str, meant: str) -> None:
+        """Every other misspelt name of a rules file had its `did you mean` (analyst
+        walk: `new_years_day`, `midautumn`)."""
+        (found,) = problems(self.FESTIVALS.replace("mid_autum]", f"{written}]"))
+        assert f"holiday {written!r} is not in the calendar in force; did you mean {meant!r}?" in (
+            found
+        )
 
     def test_a_key_the_operators_calendar_turns_off_is_refused_saying_so(
         self, tmp_path: Path
