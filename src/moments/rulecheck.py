@@ -6,6 +6,7 @@ broker, no Redis.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -94,8 +95,13 @@ def describe_task(task: ServiceTask, mask: bool = True) -> str:
 
 def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = None) -> list[str]:
     lines = [f"{len(result.tasks)} task(s)"]
-    for rule, n in Counter(t.moment.rule_id for t in result.tasks).most_common():
+    made = Counter(t.moment.rule_id for t in result.tasks)
+    for rule, n in made.most_common():
         lines.append(f"  {rule}: {n}")
+    # A live rule that made nothing is listed too: else it reads as one never loaded.
+    lines += [
+        f"  {r.id}: 0" for r in (rules.rules if rules else ()) if not r.shadow and r.id not in made
+    ]
     if result.suppressed:
         held = sum(result.suppressed.values())
         lines.append(f"{held} moment(s) dropped by the gates, no task:")
@@ -109,12 +115,13 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
             found = counted.get(rule_id)
             lines.append(f"  {rule_id}: {found.describe() if found else 'no moment'}")
     special = [r.id for r in rules.rules if r.task.family is Family.SPECIAL_DAY] if rules else []
-    made = {t.moment.rule_id for t in result.tasks}
-    if until is None and special and not made & set(special):
+    if rules is not None and until is None and special and not set(made) & set(special):
+        ran = dt.datetime.fromtimestamp(result.watermark, rules.gating.zone)
         lines.append(
-            f"no task of the special-day rule(s) {', '.join(special)}: a special day is looked "
-            "at when event time passes its hour (09:00 local by default); pass --until with "
-            "a time after it to let event time run on past the last event"
+            f"no task of the special-day rule(s) {', '.join(special)}: event time ran to "
+            f"{ran:%Y-%m-%d %H:%M} ({rules.gating.timezone}), and a special day is looked at "
+            f"when it passes {rules.special.local_hour:02d}:00 local: no occasion of theirs "
+            "was due on the days it passed; pass --until with a later time to look at more days"
         )
     if result.dead_letters:
         lines.append(f"{len(result.dead_letters)} event(s) refused:")

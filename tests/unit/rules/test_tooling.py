@@ -281,7 +281,9 @@ def test_rules_test_says_why_a_special_day_made_no_task(
     events = write_events(tmp_path / "p.jsonl", [profile])
     args = ["rules", "test", str(DEFAULT), "--events", str(events)]
     assert main(args) == 0
-    assert "pass --until with a time after it" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "event time ran to 2026-11-01 08:00 (Asia/Shanghai)" in said  # before 09:00
+    assert "pass --until with a later time" in said
     assert main([*args, "--until", "2026-11-03", "--expect", "birthday_greeting=1"]) == 0
     assert "pass --until" not in capsys.readouterr().out
 
@@ -314,3 +316,42 @@ def test_the_sample_streams_tasks_carry_only_params_explain_lists() -> None:
     assert len({t.moment.rule_id for t in tasks}) >= 5
     for task in tasks:
         assert set(task.moment.params) <= _listed_params(task.moment.rule_id), task.moment.rule_id
+
+
+def test_rules_test_lists_each_live_rule_that_made_no_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three new rules over two simulated days: the summary listed the one that fired and
+    was silent on the others, so a rule that made nothing looked like one never loaded;
+    and it told a special-day rule that had been looked at twice, on days that were no
+    holiday, to pass --until as if it had not (analyst walk)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - id: low\n    description: Low\n    on: [usage]\n"
+        "    condition: {field: balance_after, lt: 30}\n"
+        "    task: {family: anomaly, type: low, channel: sms, priority: 2, action: a,\n"
+        "           ttl: 1d, description: low}\n"
+        "  - id: never\n    description: Never\n    on: [usage]\n"
+        "    condition: {field: balance_after, lt: 0}\n"
+        "    task: {family: anomaly, type: never, channel: sms, priority: 2, action: a,\n"
+        "           ttl: 1d, description: never}\n"
+        "  - id: new_year\n    description: New year\n    on: [profile]\n"
+        "    evaluate: special_day\n    condition: {occasion: holiday, holidays: [new_year]}\n"
+        "    task: {family: special_day, type: ny, channel: sms, priority: 4, action: a,\n"
+        "           ttl: 12h, description: ny}\n"
+    )
+    usage = {"type": "usage", "subscriber_id": "13800138001", "kind": "data", "balance_after": 25}
+    events = write_events(
+        tmp_path / "events.jsonl",
+        [
+            {**usage, "event_id": "u1", "occurred_at": "2026-12-06T10:00:00+08:00"},
+            {**usage, "event_id": "u2", "occurred_at": "2026-12-08T10:00:00+08:00"},
+        ],
+    )
+    assert main(["rules", "test", str(path), "--events", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert "2 task(s)\n  low: 2\n  never: 0\n  new_year: 0\n" in out
+    (note,) = [line for line in out.splitlines() if line.startswith("no task of the special-day")]
+    assert "event time ran to 2026-12-08 10:00" in note
+    assert "pass --until with a later time" in note
