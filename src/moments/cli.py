@@ -229,7 +229,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     findings = asyncio.run(run_checks(_settings(), args.timeout))
     table = Table(show_header=True, header_style="bold")
     for column in ("step", "", "detail"):
-        table.add_column(column)
+        # fold: a long word (a rules file's path:line:column) goes on over lines, not cut
+        table.add_column(column, overflow="fold")
     style = {Verdict.OK: "green", Verdict.WARN: "yellow", Verdict.FAIL: "bold red"}
     for f in findings:
         verdict = Text(f.verdict.value, style=style[f.verdict])

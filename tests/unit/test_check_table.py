@@ -1,0 +1,35 @@
+"""`moments check` prints its findings whole in a narrow terminal."""
+
+from __future__ import annotations
+
+import pytest
+
+import moments.check
+from moments.check import Finding, Verdict
+from moments.cli import main
+
+WHERE = "/srv/moments/rules/retention-campaigns.yaml:26:27"
+
+
+async def _findings(*_: object) -> list[Finding]:
+    return [
+        Finding("rules", Verdict.FAIL, f"{WHERE}: unknown field 'gtee'; did you mean 'gte'?"),
+        Finding("Kafka 127.0.0.1:9092", Verdict.OK, "answered"),
+    ]
+
+
+def test_a_refused_rules_files_location_is_not_cut_in_80_columns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In an 80-column terminal the rules row showed `/srv/moments/rules/r…`: the line
+    and column of the problem, what the check is for, were cut off (analyst walk)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(moments.check, "run_checks", _findings)
+    assert main(["check"]) == 2
+    out = capsys.readouterr().out
+    assert "…" not in out
+    details = "".join(
+        line.split("│")[3].strip() for line in out.splitlines() if line.count("│") == 4
+    )
+    assert WHERE in details
+    assert "did you mean 'gte'?" in " ".join(out.split())
