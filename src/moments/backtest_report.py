@@ -392,11 +392,15 @@ def _content(task: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
+    cells = [[_cell(v) for v in row] for row in rows]
+    table = Table(title=title, title_justify="left", collapse_padding=True, pad_edge=False)
     for i, h in enumerate(headers):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
+        # A value keeps its width (a header wraps instead): in 80 columns the capacity
+        # table showed `2026-12…` and `outboun…`, the day and channel cut.
+        widest = max((len(row[i]) for row in cells), default=0)
+        table.add_column(h, justify="left" if i == 0 else "right", min_width=min(widest, 24))
+    for row in cells:
+        table.add_row(*row)
     return table
 
 

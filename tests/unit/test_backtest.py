@@ -1094,6 +1094,27 @@ def test_a_comparison_lists_the_rules_added_and_removed_that_made_no_task(
     assert per_rule["legacy_roaming"] == {"rule_id": "legacy_roaming", **zero, "rule": "removed"}
     assert "big_topup" not in per_rule  # in both, its tasks the same
     terminal = capsys.readouterr().out
-    assert re.search(r"roaming_welcome \(new\)\s+│\s+0 │\s+0 │\s+0 │", terminal)
+    assert re.search(r"roaming_welcome \(new\)\s*│\s*0\s*│\s*0\s*│\s*0\s*│", terminal)
     assert "roaming_trial (new, shadow)" in terminal
     assert "legacy_roaming (removed)" in terminal
+
+
+def test_the_capacity_table_keeps_its_days_and_limits_in_80_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In an 80-column terminal the busiest days read `2026-12…`, the channels
+    `outboun…` and the limits `unlimit…` (analyst walk)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("capacity: {NJ: {manager: 2}, '*': {outbound_call: 10}}\n")
+    args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(tmp_path / "o")]
+    rules = write_rules(tmp_path / "r.yaml")
+    assert main(["backtest", *args, "--rules", str(rules), "--policy", str(policy)]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("Capacity needed vs configured") :].split("\n\n")[0]
+    table = table[: table.index("Suppressed by reason")]
+    assert "…" not in table
+    assert max(len(line) for line in table.splitlines()) <= 80
+    rows = [line for line in table.splitlines() if line.startswith("│")]
+    assert any("NJ" in r and "manager" in r and DAY1.isoformat() in r for r in rows)
+    assert any("SH" in r and "unlimited" in r for r in rows)
