@@ -162,6 +162,8 @@ class BacktestResult:
     live_from: float | None = None
     """`--live-from` (epoch seconds): the rehearsed cut-over; moments before it made no task."""
     warmup_events: int = 0
+    events_before_live_from: int = 0
+    """Events dated before `live_from`: they built the state and made no task."""
     warmup_tasks: int = 0
     """Tasks the warm-up made before its last caps' period, left undispatched."""
     warmup_counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(
@@ -296,7 +298,10 @@ class Backtest:
         offsets = self.offsets
         topics = {t: t.value for t in EventType}
         tick_s, batch_size = self.tick_s, self.batch_size
+        live_from = out.live_from
         for at, event_type, key, value in events:
+            if live_from is not None and at >= live_from:
+                out.events_before_live_from, live_from = out.events, None
             if self._warming and at >= (self.report_from or 0):
                 if batch:
                     await self._step(batch)
@@ -325,6 +330,8 @@ class Backtest:
                 if out.first_event is None:
                     out.first_event = at
                 out.last_event = at
+        if live_from is not None:  # every event was before the cut-over
+            out.events_before_live_from = out.events
         if batch:
             await self._step(batch)
         if self._warming:

@@ -72,6 +72,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         "summary": {
             "events": result.events - result.warmup_events,
             "warmup_events": result.warmup_events,
+            "events_before_live_from": result.events_before_live_from,
             "warmup_tasks": result.warmup_tasks,
             "report_from": _iso(result.report_from, zone),
             "tasks": len(result.reported),
@@ -429,11 +430,27 @@ def sections(
                 *ran,
                 ["report from", s["report_from"] or "the first event"],
                 ["events reported", s["events"]],
-                ["warm-up events (before --from)", s["warmup_events"]],
-                [
-                    "warm-up tasks not dispatched (before the caps' period)",
-                    s.get("warmup_tasks", 0),
-                ],
+                *(
+                    [
+                        ["warm-up events (before --from)", s["warmup_events"]],
+                        [
+                            "warm-up tasks not dispatched (before the caps' period)",
+                            s.get("warmup_tasks", 0),
+                        ],
+                    ]
+                    if s["report_from"] is not None
+                    else []
+                ),
+                *(
+                    [
+                        [
+                            "events before --live-from (state built, no task)",
+                            s.get("events_before_live_from", 0),
+                        ]
+                    ]
+                    if report.get("run", {}).get("--live-from")
+                    else []
+                ),
                 ["tasks published", s["tasks"]],
                 ["first event", s["first_event"]],
                 ["last event", s["last_event"]],

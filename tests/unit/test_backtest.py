@@ -1118,3 +1118,24 @@ def test_the_capacity_table_keeps_its_days_and_limits_in_80_columns(
     rows = [line for line in table.splitlines() if line.startswith("│")]
     assert any("NJ" in r and "manager" in r and DAY1.isoformat() in r for r in rows)
     assert any("SH" in r and "unlimited" in r for r in rows)
+
+
+def test_a_cut_overs_events_before_it_are_counted_in_the_summary(tmp_path: Path) -> None:
+    """With --live-from the summary said `warm-up events (before --from) 0` and nothing of
+    the events before the cut-over, which built the state and made no task (analyst walk:
+    15,523 of 52,340)."""
+    history = write_history(tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    args = ["--events", str(history), "--rules", str(write_rules(tmp_path / "r.yaml"))]
+    assert main(["backtest", *args, "--live-from", DAY2.isoformat(), "--out", str(out)]) == 0
+    summary = orjson.loads((out / "report.json").read_bytes())["summary"]
+    day1 = sum(1 for t in SCENARIO if t.day == DAY1)
+    assert summary["events_before_live_from"] == day1
+    assert summary["events"] == len(SCENARIO)  # reported: the report starts at the first
+    md = (out / "report.md").read_text()  # the terminal's rows, unwrapped
+    assert f"| events before --live-from (state built, no task) | {day1} |" in md
+    assert "warm-up events (before --from)" not in md  # no --from
+    assert main(["backtest", *args, "--from", DAY2.isoformat(), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "events before --live-from" not in md
+    assert f"| warm-up events (before --from) | {day1} |" in md
