@@ -75,11 +75,30 @@ def compare_rules(old: RuleSet, new: RuleSet) -> RuleChanges:
     # A series' tag changes with its definition (rules.series), its predicates are code.
     if {k: s.tag for k, s in old.series.items()} != {k: s.tag for k, s in new.series.items()}:
         out.others.append("series")
+        out.details["series"] = _series_changes(old, new)
     if old.gating != new.gating:
         out.others.append("gating")
         out.details["gating"] = differences(_plain(old.gating), _plain(new.gating))
     if (old.special.local_hour, old.special.config) != (new.special.local_hour, new.special.config):
         out.others.append("special days")
+    return out
+
+
+def _series_changes(old: RuleSet, new: RuleSet) -> list[str]:
+    """Per series: added, removed, or changed, with what a change costs (its tag is new,
+    so the windows stored under the old one are dropped)."""
+    out = []
+    for name in sorted(set(old.series) | set(new.series)):
+        was, now = old.series.get(name), new.series.get(name)
+        if was is None:
+            out.append(f"{name}: added")
+        elif now is None:
+            out.append(f"{name}: removed")
+        elif was.tag != now.tag:
+            out.append(
+                f"{name}: changed; the windows stored under it are dropped, so the baselines "
+                "and windows that read it start again"
+            )
     return out
 
 

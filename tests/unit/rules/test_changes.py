@@ -84,6 +84,22 @@ def test_catalog_sections_are_compared_too() -> None:
     assert compare_rules(rules_from(BASE), rules_from(weekly)).others == ["series"]
 
 
+def test_a_series_change_says_which_and_that_its_history_starts_again() -> None:
+    """`catalog sections changed: series` said nothing of which series, where gating had
+    each value; and a changed series drops the windows stored under it, so the baselines
+    that read it start again (analyst walk)."""
+    new = _edit(("period: day}", "period: week}")).replace(
+        "series:\n", "series:\n  topup_day: {on: [topup], field: amount, period: day}\n"
+    )
+    changes = compare_rules(rules_from(BASE), rules_from(new))
+    assert changes.others == ["series"]
+    assert changes.details["series"] == [
+        "spend_daily: changed; the windows stored under it are dropped, so the baselines and "
+        "windows that read it start again",
+        "topup_day: added",
+    ]
+
+
 def test_each_change_says_what_differs() -> None:
     new = _edit(
         ("threshold: 10}", "threshold: 20}"),
