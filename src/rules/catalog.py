@@ -174,8 +174,15 @@ def _group_by_filter(feeds: Sequence[Series]) -> tuple[SeriesGroup, ...]:
 
 
 def rule_files(path: Path) -> list[Path]:
+    """A rules file, or the `.yaml`/`.yml` files of a folder, hidden ones left out: an
+    editor's lock (Emacs links `.#rules.yaml` to nothing while a buffer is modified) or a
+    hidden copy is not part of the catalog."""
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        return sorted(
+            p
+            for p in path.iterdir()
+            if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
+        )
     return [path]
 
 
@@ -215,6 +222,12 @@ def _read(path: Path) -> list[tuple[str, str]]:
                 texts.append((str(file), read_limited(file)))
             except RulesError as exc:
                 refused.extend(exc.problems)
+            except FileNotFoundError:
+                if file == path:  # the path given: said below, with the directory
+                    raise
+                said = "a link to a file that is not there" if file.is_symlink() else "gone"
+                problem = f"cannot read: {said}; fix the link or remove it from the folder"
+                refused.append(RuleProblem(str(file), 1, 1, problem))
     except FileNotFoundError as exc:  # a recipe's path copied from another directory
         where = "" if path.is_absolute() else f" (a path from {Path.cwd()})"
         problem = f"cannot read: no such rules file or folder{where}; check the path"

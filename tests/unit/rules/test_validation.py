@@ -509,3 +509,35 @@ def test_a_series_cannot_sum_a_text_field(field: str) -> None:
         f"r.yaml:2:20: {field!r} is not a number; sum a numeric field, or leave field out to "
         "count events"
     ]
+
+
+class TestFolderFiles:
+    """What a rules folder holds besides its rules while an analyst edits them."""
+
+    RULE = """\
+rules:
+  - id: r1
+    description: d
+    on: [complaint]
+    task: {family: anomaly, type: t, channel: manager, priority: 1, action: a, ttl: 48h,
+           description: d}
+"""
+
+    def test_an_editors_lock_and_hidden_files_are_skipped(self, tmp_path: Path) -> None:
+        """Emacs links `.#retention.yaml` to nothing while a buffer is modified: the whole
+        folder was refused as `no such rules file or folder` (a worker starting then would
+        stop), and a hidden copy `.retention.yaml` was loaded as a second catalog file,
+        every rule a duplicate (analyst walk)."""
+        (tmp_path / "retention.yaml").write_text(self.RULE)
+        (tmp_path / ".#retention.yaml").symlink_to("analyst@host.4242:1765000000")
+        (tmp_path / ".retention.yaml").write_text(self.RULE)
+        assert [r.id for r in load_rules(tmp_path).rules] == ["r1"]
+
+    def test_a_link_to_nothing_is_named_itself(self, tmp_path: Path) -> None:
+        (tmp_path / "retention.yaml").write_text(self.RULE)
+        (tmp_path / "campaigns.yaml").symlink_to(tmp_path / "gone" / "campaigns.yaml")
+        with pytest.raises(RulesError) as err:
+            load_rules(tmp_path)
+        (found,) = [str(p) for p in err.value.problems]
+        assert found.startswith(f"{tmp_path / 'campaigns.yaml'}:1:1: cannot read: ")
+        assert "a link to a file that is not there" in found
