@@ -37,8 +37,21 @@ def yaml_hint(exc: MarkedYAMLError, text: str) -> str | None:
     if problem.startswith("expected ',' or") and context is not None:
         return f"the [ or {{ opened on line {context.line + 1} is not closed where it should be"
     if problem.startswith("found duplicate key"):
-        return "a key may appear once in a map; a second rule starts with its own '- '"
+        return _duplicate_key(problem, lines, line, mark.column)
     return None
+
+
+def _duplicate_key(problem: str, lines: list[str], line: int, column: int) -> str:
+    """Where the key was first written (the nearest line above with it at the same
+    column), and the fix: keep one, or, for a second `id`, a rule pasted without its
+    dash."""
+    key = problem.split('"')[1] if problem.count('"') >= 2 else ""
+    first = next(
+        (i for i in range(line - 1, -1, -1) if lines[i][column:].startswith(f"{key}:")), None
+    )
+    where = f", here and on line {first + 1}" if first is not None else ""
+    fix = "a second rule starts with its own '- '" if key == "id" else "keep one"
+    return f"{key!r} is written twice in one map{where}: {fix}"
 
 
 def _indent(line: str) -> int:

@@ -110,6 +110,26 @@ class TestYamlSyntax:
             "line 2:"
         )
 
+    def test_a_key_written_twice_names_both_lines(self) -> None:
+        """A task with two `priority:` lines was told "a second rule starts with its own
+        '- '", which is the fix for a rule pasted without its dash only (analyst walk)."""
+        (found,) = problems(
+            RULE.replace("      priority: 1\n", "      priority: 1\n      priority: 3\n")
+        )
+        assert found == (
+            'r.yaml:11:7: YAML syntax: found duplicate key "priority" with value "3" (original '
+            "value: \"1\"); 'priority' is written twice in one map, here and on line 10: keep one"
+        )
+
+    def test_a_rule_pasted_without_its_dash_says_so(self) -> None:
+        pasted = RULE + RULE.removeprefix("rules:\n").replace("  - id: r1", "    id: r2")
+        (found,) = problems(pasted)
+        assert found.startswith('r.yaml:15:5: YAML syntax: found duplicate key "id"')
+        assert found.endswith(
+            "'id' is written twice in one map, here and on line 2: a second rule starts with "
+            "its own '- '"
+        )
+
     def test_a_tab(self) -> None:
         (found,) = problems(RULE.replace("      priority: 1", "\tpriority: 1"))
         assert found == (
