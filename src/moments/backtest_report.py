@@ -104,6 +104,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         "merged": dict(sorted(merged.items())),
         "top_rules": [{"rule_id": r, "tasks": n} for r, n in rules.most_common(top)],
         "shadow": sorted(shadow, key=lambda r: (r["rule_id"], r["outcome"], r["reason"])),
+        "days": report_days(result, {day for day, _ in per_day["family"]}),
         "partial_days": (partial := partial_days(result)),
         "notes": partial_days_note(partial, result.waiting_at_end),
     }
@@ -132,6 +133,25 @@ def partial_days(result: BacktestResult) -> dict[str, str]:
         day = last.date().isoformat()
         out[day] = f"{out[day]} to {last:%H:%M}" if day in out else f"to {last:%H:%M}"
     return out
+
+
+def report_days(result: BacktestResult, seen: Iterable[str]) -> list[str]:
+    """Every local day of the report, from its first to where event time stopped, those
+    with no task included (the per-day tables and their means count them), and any other
+    day a task was published on."""
+    zone = result.policy.zone
+    days = set(seen)
+    starts = [t for t in (result.report_from, result.first_event) if t is not None]
+    end = result.clock_end
+    if starts and end is not None and end >= max(starts):
+        day = dt.datetime.fromtimestamp(max(starts), zone).date()
+        last = dt.datetime.fromtimestamp(end, zone).date()
+        if end == _midnight(last, zone) and last > day:  # stopped at midnight: not that day
+            last -= dt.timedelta(days=1)
+        while day <= last:
+            days.add(day.isoformat())
+            day += dt.timedelta(days=1)
+    return sorted(days)
 
 
 def _midnight(day: dt.date, zone: ZoneInfo) -> float:
@@ -261,11 +281,12 @@ def _iso(at: float | None, zone: ZoneInfo) -> str | None:
 
 
 def pivot(
-    rows: Iterable[Mapping[str, Any]], column: str
+    rows: Iterable[Mapping[str, Any]], column: str, every_day: Sequence[str] | None = None
 ) -> tuple[list[str], list[str], dict[tuple[str, str], int]]:
-    """(days, column values, counts) of per-day rows."""
+    """(days, column values, counts) of per-day rows; `every_day`: the report's days,
+    those with no task included."""
     counts = {(str(r["day"]), str(r[column])): int(r["tasks"]) for r in rows}
-    days = sorted({d for d, _ in counts})
+    days = sorted({d for d, _ in counts} | set(every_day or ()))
     values = sorted({v for _, v in counts})
     return days, values, counts
 
@@ -467,7 +488,7 @@ def sections(
     )
     partial: Mapping[str, str] = report.get("partial_days", {})
     for dim in DIMENSIONS:
-        days, values, counts = pivot(report["tasks_per_day"][dim], dim)
+        days, values, counts = pivot(report["tasks_per_day"][dim], dim, report.get("days"))
         if terminal and dim != "family":
             out.append(_per_value(dim, days, values, counts, partial))
             continue
@@ -665,7 +686,7 @@ def chart_png(report: Mapping[str, Any]) -> bytes:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    days, families, counts = pivot(report["tasks_per_day"]["family"], "family")
+    days, families, counts = pivot(report["tasks_per_day"]["family"], "family", report.get("days"))
     fig = Figure(figsize=(max(6.0, 0.5 * len(days) + 3), 4.5), dpi=100)
     ax = fig.subplots()
     xs = list(range(len(days)))

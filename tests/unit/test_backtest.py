@@ -1139,3 +1139,27 @@ def test_a_cut_overs_events_before_it_are_counted_in_the_summary(tmp_path: Path)
     md = (out / "report.md").read_text()
     assert "events before --live-from" not in md
     assert f"| warm-up events (before --from) | {day1} |" in md
+
+
+def test_a_day_with_no_task_is_a_row_of_zeros_and_counts_in_the_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rare rule's report left out the days it made nothing: the per-day tables jumped
+    from the 10th to the 12th and the mean per day was that of the days with a task
+    (analyst walk)."""
+    day3 = DAY2 + dt.timedelta(days=1)
+    history = tmp_path / "h.jsonl"
+    topups = [TopUp("13900000001", "NJ", DAY1, 0, 30), TopUp("13900000002", "NJ", day3, 0, 30)]
+    history.write_bytes(b"".join(orjson.dumps(t.event(n)) + b"\n" for n, t in enumerate(topups)))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("merge: {hold_channels: []}\n")
+    out = tmp_path / "out"
+    args = ["--events", str(history), "--rules", str(write_rules(tmp_path / "r.yaml"))]
+    assert main(["backtest", *args, "--policy", str(policy), "--out", str(out)]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["days"] == [DAY1.isoformat(), DAY2.isoformat(), day3.isoformat()]
+    md = (out / "report.md").read_text()
+    assert f"| {DAY2.isoformat()} | 0 | 0 |" in md  # first_time, total
+    terminal = " ".join(capsys.readouterr().out.split())
+    assert "(3 day(s)" in terminal
+    assert re.search(r"small_topup ?│ ?2 ?│ ?0\.7 ?│", terminal)  # 2 tasks over 3 days
