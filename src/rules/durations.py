@@ -9,11 +9,36 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+_WORDED = re.compile(r"^\s*(\d+)\s*([a-zA-Z]+)\s*$")
+_WORDS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), "s"),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), "m"),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), "h"),
+    **dict.fromkeys(("d", "day", "days"), "d"),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), "w"),
+}
+_IN_DAYS = {
+    **dict.fromkeys(("mo", "mon", "month", "months"), ("month", 30)),
+    **dict.fromkeys(("y", "yr", "yrs", "year", "years"), ("year", 365)),
+}
+
+
 def parse_duration(text: str) -> dt.timedelta:
     """Parse `<number><unit>` with unit s, m, h, d or w; raise ValueError saying what to write."""
     match = _DURATION.match(str(text))
     if not match:
-        raise ValueError(
-            f"{text!r} is not a duration; write a number and a unit, e.g. 30m, 24h, 60d"
-        )
+        raise ValueError(f"{text!r} is not a duration; {_what_to_write(str(text))}")
     return dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _what_to_write(text: str) -> str:
+    """`write 7d` for `7 days`, `write 90d (...)` for `3 months`; else the form."""
+    worded = _WORDED.match(text)
+    if worded:
+        number, word = int(worded.group(1)), worded.group(2).lower()
+        if word in _WORDS:
+            return f"write {number}{_WORDS[word]}"
+        if word in _IN_DAYS:
+            name, days = _IN_DAYS[word]
+            return f"write {number * days}d (a {name} is no unit: {days} days each)"
+    return "write a number and a unit, e.g. 30m, 24h, 60d"

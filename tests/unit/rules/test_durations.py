@@ -1,0 +1,43 @@
+"""A duration written in words is refused with the one to write (analyst walk: `3
+months`, `7days`, `12 hours` were told "write a number and a unit, e.g. 30m, 24h, 60d",
+and `3m`, the nearest to the example, is three minutes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from rules.durations import parse_duration
+
+
+@pytest.mark.parametrize(
+    ("written", "write"),
+    [
+        ("7days", "write 7d"),
+        ("7 days", "write 7d"),
+        ("1 day", "write 1d"),
+        ("12 hours", "write 12h"),
+        ("24H", "write 24h"),
+        ("30 mins", "write 30m"),
+        ("2 weeks", "write 2w"),
+        ("90 seconds", "write 90s"),
+        ("3 months", "write 90d (a month is no unit: 30 days each)"),
+        ("1 year", "write 365d (a year is no unit: 365 days each)"),
+    ],
+)
+def test_a_duration_in_words_names_the_one_to_write(written: str, write: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration(written)
+    assert str(err.value) == f"{written!r} is not a duration; {write}"
+
+
+def test_what_is_no_duration_at_all_still_shows_the_form() -> None:
+    for text in ("fortnight", "-1d", "soon", "1.5d"):
+        with pytest.raises(ValueError, match=r"write a number and a unit, e\.g\. 30m, 24h, 60d$"):
+            parse_duration(text)
+
+
+def test_the_written_forms_still_parse() -> None:
+    assert parse_duration("90d") == dt.timedelta(days=90)
+    assert parse_duration(" 2w ") == dt.timedelta(weeks=2)
