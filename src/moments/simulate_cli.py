@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 EXAMPLES = """
     moments simulate --subscribers 1000 --rate 200               # until Ctrl-C
     moments simulate --subscribers 50000 --rate 5000 --duration 600
-    moments simulate --subscribers 1000 --rate 100 --duration 3600 --to-file day.jsonl.gz
+    moments simulate --subscribers 500 --rate 0.3 --duration 2d --to-file days.jsonl.gz
     moments simulate --subscribers 100 --rate 50 --duration 10 --seed 7 --plant-rate 0.05
 """
 
@@ -46,10 +46,11 @@ def add_simulate_command(sub: Any, make_parser: Callable[..., argparse.ArgumentP
     p.add_argument("--rate", type=_positive_float, required=True, metavar="R", help="events/s")
     p.add_argument(
         "--duration",
-        type=_positive_float,
+        type=_seconds,
         default=None,
         metavar="T",
-        help="seconds of traffic after the profiles (default: until Ctrl-C; needed with --to-file)",
+        help="traffic after the profiles, in seconds or as a duration (2d, 3w) (default: "
+        "until Ctrl-C; needed with --to-file)",
     )
     p.add_argument("--seed", type=int, default=None, help="same seed, same stream")
     p.add_argument(
@@ -80,6 +81,25 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text}: write a number above 0")
     return value
+
+
+def _seconds(text: str) -> float:
+    """`3600` or a duration as rules files write it (`1h`, `2d`, `3w`), in seconds."""
+    from rules.durations import parse_duration
+
+    try:
+        return _positive_float(text)
+    except ValueError:
+        pass
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text}: write seconds (3600) or a duration (1h, 2d, 3w)"
+        ) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: write a duration above 0")
+    return seconds
 
 
 def stats_table(stats: SimStats, elapsed_rate: float | None = None) -> Table:

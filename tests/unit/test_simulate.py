@@ -186,6 +186,19 @@ class TestOutputs:
         assert main([*argv, "--duration", "2", "--to-file", str(tmp_path / "o.jsonl")]) == 0
         assert "simulate: 25 events in " in capsys.readouterr().err
 
+    def test_cli_takes_a_duration_as_the_rules_write_it(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Two days of history were `--duration 172800`, three weeks `1814400`, where
+        every other duration of the project is written `2d`, `3w` (analyst walk)."""
+        path = tmp_path / "out.jsonl"
+        argv = ["simulate", "--subscribers", "5", "--rate", "1", "--seed", "1"]
+        assert main([*argv, "--duration", "1m", "--to-file", str(path)]) == 0
+        assert len(path.read_bytes().splitlines()) == 5 + 60
+        with pytest.raises(SystemExit):
+            main([*argv, "--duration", "two days", "--to-file", str(path)])
+        assert "write seconds (3600) or a duration (1h, 2d, 3w)" in capsys.readouterr().err
+
     def test_cli_writes_the_file_and_refuses_to_file_without_a_duration(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
