@@ -99,9 +99,10 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
     for rule, n in made.most_common():
         lines.append(f"  {rule}: {n}")
     # A live rule that made nothing is listed too: else it reads as one never loaded.
-    lines += [
-        f"  {r.id}: 0" for r in (rules.rules if rules else ()) if not r.shadow and r.id not in made
-    ]
+    if rules is not None:
+        for compiled in rules.rules:
+            if not compiled.shadow and compiled.id not in made:
+                lines.append(f"  {compiled.id}: 0{_history_needed(compiled, rules)}")
     if result.suppressed:
         held = sum(result.suppressed.values())
         lines.append(f"{held} moment(s) dropped by the gates, no task:")
@@ -128,6 +129,27 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
         for dl in result.dead_letters[:20]:
             lines.append(f"  {dl.event_type} #{dl.record.offset + 1}: {dl.message}")
     return lines
+
+
+PERIODS = {"day": "days", "week": "weeks", "month": "months"}
+
+
+def _history_needed(rule: Any, rules: RuleSet) -> str:
+    """` (its baseline is 7 earlier days of topup_day: ...)` for a rule that compares with
+    the subscriber's own past, which a short test history cannot show; else empty."""
+    from rules.spec import BaselineCond, walk_at
+
+    spec = getattr(rule, "spec", None)
+    if spec is None:
+        return ""
+    for _, node in walk_at(spec.condition):
+        if isinstance(node, BaselineCond) and (series := rules.series.get(node.baseline)):
+            period = PERIODS.get(series.period, series.period)
+            return (
+                f" (its baseline is {node.windows} earlier {period} of {node.baseline}: a "
+                "subscriber with less history makes none)"
+            )
+    return ""
 
 
 REFUSED = "refused"

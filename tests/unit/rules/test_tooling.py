@@ -355,3 +355,38 @@ def test_rules_test_lists_each_live_rule_that_made_no_task(
     (note,) = [line for line in out.splitlines() if line.startswith("no task of the special-day")]
     assert "event time ran to 2026-12-08 10:00" in note
     assert "pass --until with a later time" in note
+
+
+def test_rules_test_says_a_baseline_rule_with_no_task_needs_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new anomaly rule against 7 days of the subscriber's own top-ups made nothing on
+    two simulated days, and nothing said it could not have (analyst walk)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "series:\n  topup_day: {on: [topup], field: amount, period: day}\n"
+        "rules:\n"
+        "  - id: big_topup\n    description: Big\n    on: [topup]\n"
+        "    condition: {baseline: topup_day, agg: avg, windows: 7, gte: 3}\n"
+        "    task: {family: anomaly, type: big, channel: sms, priority: 2, action: a,\n"
+        "           ttl: 1d, description: big}\n"
+    )
+    events = write_events(
+        tmp_path / "events.jsonl",
+        [
+            {
+                "type": "topup",
+                "event_id": "t1",
+                "subscriber_id": "13800138001",
+                "occurred_at": "2026-12-06T10:00:00+08:00",
+                "amount": 50,
+                "channel": "app",
+            }
+        ],
+    )
+    assert main(["rules", "test", str(path), "--events", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  big_topup: 0 (its baseline is 7 earlier days of topup_day: a subscriber with "
+        "less history makes none)\n"
+    ) in out
