@@ -288,10 +288,10 @@ def _add_rules_command(sub: Subparsers) -> None:
         "rules",
         "Rules tooling.",
         """
-                  moments rules validate rules/default.yaml my-rules/
+                  moments rules validate src/rules/catalog/default.yaml my-rules/
                   moments rules explain low_balance
                   moments rules test my-rules/ --events events.jsonl
-                  moments rules diff rules/ new-rules/
+                  moments rules diff my-rules/ new-rules/
                 """,
     )
     _add_rules_validate(rules_sub)
@@ -461,7 +461,7 @@ def _add_rules_diff(sub: Subparsers) -> None:
         "added, removed and changed (with their versions, and those changed without a new "
         "version), and catalog sections changed. Exit 0; nothing is loaded anywhere.",
         """
-                  moments rules diff rules/ new-rules/
+                  moments rules diff my-rules/ new-rules/
                   moments rules diff src/rules/catalog/default.yaml my-rules.yaml
                 """,
         _cmd_rules_diff,

@@ -475,7 +475,8 @@ def describe(policy: GatingPolicy) -> list[str]:
         lines.append("No frequency cap.")
     else:
         lines.append(
-            f"At most {cap.max_contacts} contacts per {cap.period} across all rules on "
+            f"At most {cap.max_contacts} contact{'' if cap.max_contacts == 1 else 's'} per "
+            f"{cap.period} across all rules on "
             f"{', '.join(cap.channels)}; a task over the cap waits for the oldest contact to "
             f"age out, or is dropped if it expires first."
         )

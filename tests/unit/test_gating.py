@@ -199,6 +199,15 @@ class TestDescribe:
         assert "A trip abroad is over 14d after its latest roaming record" in text
         assert "A complaint with no record (opened, updated) for 30d no longer counts" in text
 
+    def test_one_contact_is_singular(self) -> None:
+        cap = POLICY.frequency_cap
+        assert cap is not None
+        one = POLICY.model_copy(
+            update={"frequency_cap": cap.model_copy(update={"max_contacts": 1})}
+        )
+        text = "\n".join(describe(one))
+        assert "At most 1 contact per 7d across all rules" in text
+
     def test_a_policy_without_cap_quiet_hours_or_complaint_blocks(self) -> None:
         policy = GatingPolicy(
             quiet_hours=(),
