@@ -202,8 +202,8 @@ def _add_check_command(sub: Subparsers) -> None:
         "consumer group. Exit 0 when nothing failed, 2 otherwise.",
         """
                   moments check
-                  kubectl exec moments-worker-0 -- moments check
-                  docker compose exec worker moments check
+                  kubectl -n moments exec moments-worker-0 -- moments check
+                  docker compose exec detector-1 moments check
                   MOMENTS_REDIS_URL=redis://redis-2:6379/0 moments check
                 """,
         _cmd_check,

@@ -29,7 +29,7 @@ SEED_EXAMPLES = """
     moments state seed --events billing-2026.jsonl.gz usage-2026.csv.gz --profiles crm.jsonl \\
         --to 2027-01-15 --dry-run                  # counts and record sizes, nothing written
     moments state seed --events billing-2026.jsonl.gz --profiles crm.jsonl --to 2027-01-15
-    moments state seed --events billing-2026.jsonl.gz --profiles crm.jsonl --to 2027-01-15 \
+    moments state seed --events billing-2026.jsonl.gz --profiles crm.jsonl --to 2027-01-15 \\
         --partitions 0-3                           # a part: millions do not fit one run
     MOMENTS_LIVE_FROM=2027-01-15 moments worker    # then start the workers
 """

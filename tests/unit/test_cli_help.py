@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
+from ruamel.yaml import YAML
 
 from moments.buildinfo import build_labels
 from moments.cli import build_parser, main
@@ -72,3 +74,41 @@ def test_the_build_info_metric_carries_the_versions() -> None:
     expected = f'moments_build_info{{aiokafka="{version("aiokafka")}",'
     assert expected in text
     assert f'version="{version("moments")}"}} 1.0' in text
+
+
+def test_no_example_lost_its_line_break() -> None:
+    """An example continued on the next line needs `\\\\` in the Python string: a single
+    `\\` joins the two lines, and the help showed one line with a gap of spaces in it."""
+    for path, parser in commands(build_parser()):
+        for line in (parser.epilog or "").splitlines():
+            command = line.split("#", 1)[0]
+            assert not re.search(r"\S {3,}-", command), (path, line)
+
+
+def _deployment_examples() -> Iterator[tuple[str, str]]:
+    """(where, line) of every `docker compose` or `kubectl` command in a command's help
+    and in the README and docs."""
+    texts = {" ".join(path): parser.epilog or "" for path, parser in commands(build_parser())}
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        texts[page.name] = page.read_text()
+    for where, text in texts.items():
+        for match in re.finditer(r"(?:docker compose|kubectl) [^`\n|;)]*", text):
+            yield where, match.group(0)
+
+
+def test_deployment_examples_name_a_compose_service_and_the_namespace() -> None:
+    """Copied from a help text into a shell, `docker compose exec worker` failed (the
+    services are detector-1 and detector-2) and `kubectl exec moments-worker-0` looked in
+    the default namespace (the manifests use `moments`)."""
+    services = set(YAML(typ="safe").load(ROOT / "docker-compose.yml")["services"])
+    namespace = YAML(typ="safe").load(ROOT / "deploy/k8s/namespace.yaml")["metadata"]["name"]
+    checked = 0
+    for where, line in _deployment_examples():
+        words = line.split()
+        if words[:3] == ["docker", "compose", "exec"]:
+            checked += 1
+            assert words[3] in services, (where, line)
+        if words[0] == "kubectl" and {"exec", "logs", "describe", "cp", "run"} & set(words[1:4]):
+            checked += 1
+            assert f"-n {namespace}" in line, (where, line)
+    assert checked > 5
