@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> MomentsApp:
         producer_acks=-1,
         table_standby_replicas=settings.standby_copies,
         Worker=ServiceWorker,  # no terminal spinner: it put the root logger at DEBUG
-        logging_config=faust_logging_config() if settings.log_format == "json" else None,
+        logging_config=faust_logging_config(settings.log_format),
     )
     app.fetch_wait_ms = settings.fetch_wait_ms
     app.stop_grace_s = settings.stop_grace_seconds

@@ -10,9 +10,11 @@ all go through the same formatter, after the PII masking of `moments.logmask`.
 from __future__ import annotations
 
 import logging
+import sys
 from types import TracebackType
 from typing import Any
 
+from mode.utils.logging import DEFAULT_COLORS
 from pythonjsonlogger.json import JsonFormatter
 
 from moments.logmask import clean_data, clean_text
@@ -60,9 +62,32 @@ def json_formatter() -> logging.Formatter:
     return CleanJsonFormatter(FIELDS, rename_fields=RENAMED, timestamp="time")
 
 
-def faust_logging_config() -> dict[str, Any]:
-    """Faust's `logging_config`: its console handler, with the JSON formatter, on stderr
-    like the text log and the records written before Faust's set-up."""
+TEXT_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s] %(name)s: {color}%(message)s %(extra)s"
+"""Faust's (mode's) text format with the logger's name: the runbook points at loggers
+(`moments.detector_errors`, `moments.stopdeadline`) that mode's own format left out."""
+
+
+def faust_logging_config(log_format: str = "json") -> dict[str, Any]:
+    """Faust's `logging_config` for `MOMENTS_LOG_FORMAT`: `json`, its console handler with
+    the JSON formatter, on stderr like the text log and the records written before Faust's
+    set-up; `text`, mode's formatters (colours on a terminal) with the logger's name."""
+    if log_format == "text":
+        return {
+            "version": 1,
+            "merge": True,  # mode's handlers, levels and root; only the formats change
+            "formatters": {
+                "default": {
+                    "()": "mode.utils.logging.DefaultFormatter",
+                    "format": TEXT_FORMAT.format(color=""),
+                },
+                "colored": {
+                    "()": "mode.utils.logging.ExtensionFormatter",
+                    "format": TEXT_FORMAT.format(color="%(log_color)s"),
+                    "log_colors": DEFAULT_COLORS,
+                    "stream": sys.stdout,
+                },
+            },
+        }
     return {
         "version": 1,
         "merge": True,  # into mode's own configuration: levels and root as Faust sets them
