@@ -7,6 +7,7 @@ import pytest
 import moments.check
 from moments.check import Finding, Verdict
 from moments.cli import main
+from moments.settings import Settings
 
 WHERE = "/srv/moments/rules/retention-campaigns.yaml:26:27"
 
@@ -33,3 +34,30 @@ def test_a_refused_rules_files_location_is_not_cut_in_80_columns(
     )
     assert WHERE in details
     assert "did you mean 'gte'?" in " ".join(out.split())
+
+
+PATH = "/etc/moments/policies/region-jiangsu/dispatch-policy-2026-12-06-candidate.yaml"
+DETAIL = f"invalid dispatch policy: {PATH}: merge.window: 'ten' is not a duration"
+
+STEP = "Redis rediss://redis-master.redis-production.svc.cluster.local:6379/0"
+
+
+def column(out: str, index: int) -> str:
+    """One column's cells, read back as one text (wrapped lines joined, spaces dropped)."""
+    rows = [line.split("│") for line in out.splitlines() if line.count("│") == 4]
+    return "".join(row[index].strip() for row in rows).replace(" ", "")
+
+
+def test_a_long_detail_is_wrapped_not_cut(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def findings(settings: Settings, timeout_s: float = 10.0) -> list[Finding]:
+        return [Finding(STEP, Verdict.FAIL, DETAIL)]
+
+    monkeypatch.setattr(moments.check, "run_checks", findings)
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["check"]) == 2
+    out = capsys.readouterr().out
+    assert "…" not in out, out
+    assert column(out, 1) == STEP.replace(" ", ""), out
+    assert column(out, 3) == DETAIL.replace(" ", ""), out
