@@ -374,6 +374,33 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return lines
 
 
+_KINDS = {
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+}
+
+
+def _what_to_write(error_type: str, loc: tuple[int | str, ...]) -> str:
+    """The fix for a value of the wrong kind, which pydantic's message leaves out
+    ("Input should be a valid boolean, unable to interpret input"): `; write true or
+    false (default false)`, `; write a whole number, e.g. 4`; empty for other errors."""
+    kind = _KINDS.get(error_type)
+    field = Settings.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    if kind is None or field is None:
+        return ""
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return f"; write {kind}, or leave it unset"
+    if isinstance(default, bool):
+        return f"; write {kind} (default {str(default).lower()})"
+    return f"; write {kind}, e.g. {default}"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a `ConfigError`
     that names each `MOMENTS_*` variable and what is wrong with it."""
@@ -392,6 +419,7 @@ def load_settings(**overrides: object) -> Settings:
             elif loc == "REDIS_URL":
                 shown = repr(redisurl.redacted_url(str(err.get("input"))))
             message = str(err["msg"]).removeprefix("Value error, ")
+            message += _what_to_write(str(err["type"]), err["loc"])
             lines.append(f"MOMENTS_{loc}: {message} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as exc:  # a nested section (MOMENTS_TOPICS) that is not JSON

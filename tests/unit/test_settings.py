@@ -137,3 +137,27 @@ def test_config_show_warns_of_them(
         "warning: MOMENTS_LOG_LEVL is not a setting and is ignored; did you mean "
         "MOMENTS_LOG_LEVEL?" in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fix"),
+    [
+        ("MOMENTS_IDEMPOTENT_PRODUCER", "maybe", "write true or false, or leave it unset"),
+        ("MOMENTS_LOG_PII", "sometimes", "write true or false (default false)"),
+        ("MOMENTS_PARTITIONS", "eight", "write a whole number, e.g. 4"),
+        ("MOMENTS_METRICS_PORT", "9308.5", "write a whole number, e.g. 9308"),
+        ("MOMENTS_REBALANCE_TIMEOUT", "30s", "write a number, e.g. 30.0"),
+        ("MOMENTS_STANDBY_REPLICAS", "one", "write a whole number, or leave it unset"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_says_what_to_write(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fix: str
+) -> None:
+    """pydantic's "Input should be a valid boolean, unable to interpret input" named the
+    variable but not what it takes."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    line = next(line for line in str(err.value).splitlines() if variable in line)
+    assert fix in line, line
+    assert f"(got '{value}')" in line, line
