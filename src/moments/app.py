@@ -34,7 +34,7 @@ from moments.logformat import faust_logging_config
 from moments.models import EventType
 from moments.records import Header, RawRecord
 from moments.restore import PreloadingTable
-from moments.rewind import RewindGuard
+from moments.rewind import RewindGuard, silent_seek_level
 from moments.runtime import Runtime, RuntimeStoppedError
 from moments.service_worker import ServiceWorker
 from moments.settings import Settings
@@ -200,11 +200,21 @@ def register_agents(
 
     returns = returns_topic(settings)
 
-    async def seek_back(seeks: Mapping[tuple[str, int], int], why: str) -> None:
+    async def seek_back(
+        seeks: Mapping[tuple[str, int], int],
+        why: str,
+        ends: Mapping[TP, int] | None = None,
+    ) -> None:
         for (topic, partition), offset in seeks.items():
             # Cooldown returns are rare: their partitions are silent after nearly every
-            # rebalance, and a warning for each was noise (re-check review).
-            level = logging.INFO if topic == returns else logging.WARNING
+            # rebalance, and a warning for each was noise (re-check review); so is an
+            # input partition with nothing to read (`ends`: the partitions' end offsets).
+            if topic == returns:
+                level = logging.INFO
+            elif ends is None:
+                level = logging.WARNING
+            else:
+                level = silent_seek_level(offset, ends.get(TP(topic, partition)))
             log.log(
                 level, "%s[%d]: %s; reading again from offset %d", topic, partition, why, offset
             )
@@ -326,7 +336,7 @@ def register_agents(
             ]
             changelog = {TP(store.changelog_topic, p) for _, p in assigned}
             try:
-                starts, highs = await asyncio.wait_for(
+                starts, highs, ends = await asyncio.wait_for(
                     offsets_of(assigned, changelog), SILENT_PROBE_TIMEOUT_S
                 )
             except Exception as exc:  # the broker gone: try again next tick, not crash
@@ -342,13 +352,16 @@ def register_agents(
             had_state.clear()
             had_state.update(tp.partition for tp, high in highs.items() if high and high > 0)
             seeks = guard.silent(assigned, committed_or_start)
-            await seek_back(seeks, "nothing arrived since the rebalance")
+            await seek_back(seeks, "nothing arrived since the rebalance", ends)
 
     async def offsets_of(
         assigned: list[tuple[str, int]], changelog: set[TP]
-    ) -> tuple[Mapping[TP, int], Mapping[TP, int]]:
-        starts = await app.consumer.earliest_offsets(*(TP(*tp) for tp in assigned))
-        return starts, await app.consumer.highwaters(*changelog)
+    ) -> tuple[Mapping[TP, int], Mapping[TP, int], Mapping[TP, int]]:
+        """The assigned partitions' first and end offsets, the changelog's end offsets."""
+        partitions = [TP(*tp) for tp in assigned]
+        starts = await app.consumer.earliest_offsets(*partitions)
+        ends = await app.consumer.highwaters(*partitions)
+        return starts, await app.consumer.highwaters(*changelog), ends
 
     def assigned_partitions() -> list[int]:
         return sorted({tp.partition for tp in app.consumer.assignment() if tp.topic in inputs})

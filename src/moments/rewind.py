@@ -19,6 +19,7 @@ updates are guarded by offset and event id, and tasks by the ledger.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 
@@ -29,6 +30,14 @@ CommittedOffset = Callable[[TopicPartition], int | None]
 
 HOLD_LIMIT_S = 30.0
 """Give up waiting for a re-read after this long (its first offset was compacted away)."""
+
+
+def silent_seek_level(offset: int, end: int | None) -> int:
+    """How loud to log the seek of a silent partition back to `offset`: a warning when
+    records wait there (`end`, the partition's end offset, beyond it: they should have
+    arrived, and Faust may have dropped them) or the end is unknown; a note when there is
+    nothing to read, which is only a quiet partition (a rare topic at every restart)."""
+    return logging.INFO if end is not None and end <= offset else logging.WARNING
 
 
 class RewindGuard:

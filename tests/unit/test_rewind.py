@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from moments.records import RawRecord, next_offsets
-from moments.rewind import HOLD_LIMIT_S, RewindGuard
+from moments.rewind import HOLD_LIMIT_S, RewindGuard, silent_seek_level
 
 from .fakes import Clock
 
@@ -106,3 +108,21 @@ def test_the_offsets_marked_processed_never_pass_a_held_record() -> None:
     assert next_offsets(keep) == {(T, 1): 9}
     keep, _ = guard.filter([rec(o) for o in range(100, 121)], committed.get)
     assert next_offsets(keep) == {(T, 0): 121}
+
+
+class TestSilentSeekLevel:
+    """A silent partition sought back at start was a WARNING for every quiet partition
+    (`telecom.complaint[1]: nothing arrived since the rebalance; reading again from offset
+    0` at each start of `moments run`, and at each rolling restart for the partitions of a
+    rare topic): an operator could do nothing about it. It warns when records wait there,
+    which should have arrived."""
+
+    def test_records_waiting_past_the_offset_warn(self) -> None:
+        assert silent_seek_level(offset=5, end=9) == logging.WARNING
+
+    def test_nothing_to_read_there_is_only_noted(self) -> None:
+        assert silent_seek_level(offset=5, end=5) == logging.INFO
+        assert silent_seek_level(offset=0, end=0) == logging.INFO
+
+    def test_an_end_the_broker_did_not_give_warns(self) -> None:
+        assert silent_seek_level(offset=5, end=None) == logging.WARNING
