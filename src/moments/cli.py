@@ -131,18 +131,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
         return 0
     except ConfigError as exc:
-        print(f"moments: {exc}", file=sys.stderr)
+        _refused(f"moments: {exc}")
         return 2
     except RulesError as exc:
         from rules.calendar import CalendarError
 
         what = "holiday calendar" if isinstance(exc, CalendarError) else "rules"
-        print(f"moments: {what} refused:\n{exc}", file=sys.stderr)
+        _refused(f"moments: {what} refused:\n{exc}")
         return 1
     except KeyboardInterrupt:
         return 130
     finally:
         aiokafka_log.setLevel(aiokafka_level)  # main() called again (tests) starts afresh
+
+
+def _refused(message: str) -> None:
+    """Why a command stops, on stderr; one JSON record where the log is JSON
+    (`MOMENTS_LOG_FORMAT=json`, set up by a worker), which a log collector keeps as one
+    entry: as plain lines, the problem under `moments: rules refused:` was an entry of its
+    own, with neither the worker's name nor the level."""
+    from moments.logformat import CleanJsonFormatter
+
+    handlers = logging.getLogger().handlers
+    if any(isinstance(h.formatter, CleanJsonFormatter) for h in handlers):
+        logging.getLogger("moments").error("%s", message)
+    else:
+        print(message, file=sys.stderr)
 
 
 def _seconds(text: str) -> float:

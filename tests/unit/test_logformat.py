@@ -4,13 +4,18 @@ points at loggers (`moments.detector_errors`, `moments.stopdeadline`,
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from collections.abc import Iterator
 
 import pytest
 from mode.utils.logging import setup_logging
 
-from moments.logformat import faust_logging_config
+from moments.cli import main
+from moments.exceptions import ConfigError
+from moments.logformat import faust_logging_config, json_formatter
+from rules.exceptions import RuleProblem, RulesError
 
 
 @pytest.fixture
@@ -43,3 +48,61 @@ class TestTextLog:
         line = capsys.readouterr().err.strip()
         assert '"logger": "moments.stopdeadline"' in line, line
         assert '"message": "stuck"' in line, line
+
+
+@pytest.mark.usefixtures("restored_logging")
+class TestRefusedAtStart:
+    """A worker with JSON logs (the Kubernetes ConfigMap's) that stops at start wrote its
+    reason as plain lines: `moments: rules refused:` and the problem on the next line, two
+    entries in a log collector, neither JSON, the second without the first's context."""
+
+    @pytest.fixture
+    def json_log(self) -> io.StringIO:
+        """The root's one handler writes JSON, as after a worker's `use_json_logs`."""
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(json_formatter())
+        logging.getLogger().handlers[:] = [handler]
+        return stream
+
+    def test_rules_refused_is_one_json_record(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        json_log: io.StringIO,
+    ) -> None:
+        def refuse(settings: object, extra: object) -> None:
+            raise RulesError([RuleProblem("rules/default.yaml", 47, 7, "unknown channel")])
+
+        monkeypatch.setattr("moments.worker.run_worker", refuse)
+        assert main(["worker"]) == 1
+        assert capsys.readouterr().err == ""
+        lines = json_log.getvalue().strip().splitlines()
+        assert len(lines) == 1, lines
+        record = json.loads(lines[0])
+        assert record["level"] == "ERROR"
+        assert record["message"] == (
+            "moments: rules refused:\nrules/default.yaml:47:7: unknown channel"
+        )
+
+    def test_a_setting_refused_is_one_json_record(
+        self, monkeypatch: pytest.MonkeyPatch, json_log: io.StringIO
+    ) -> None:
+        def refuse(settings: object, extra: object) -> None:
+            raise ConfigError("MOMENTS_PARTITIONS: the input topics have 8 partitions")
+
+        monkeypatch.setattr("moments.worker.run_worker", refuse)
+        assert main(["worker"]) == 2
+        record = json.loads(json_log.getvalue().strip())
+        assert record["message"].startswith("moments: MOMENTS_PARTITIONS: the input"), record
+
+    def test_a_text_log_keeps_the_plain_lines(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        def refuse(settings: object, extra: object) -> None:
+            raise RulesError([RuleProblem("rules/default.yaml", 47, 7, "unknown channel")])
+
+        monkeypatch.setattr("moments.worker.run_worker", refuse)
+        assert main(["worker"]) == 1
+        err = capsys.readouterr().err
+        assert err == "moments: rules refused:\nrules/default.yaml:47:7: unknown channel\n"
