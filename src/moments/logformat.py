@@ -102,6 +102,14 @@ def faust_logging_config(log_format: str = "json") -> dict[str, Any]:
     }
 
 
+def use_text_logs() -> None:
+    """The handlers already installed (the CLI's, before Faust's own setup) write the
+    layout Faust's will, so a worker's log reads alike from its first line."""
+    formatter = logging.Formatter(TEXT_FORMAT.format(color="").removesuffix(" %(extra)s"))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+
+
 def use_json_logs() -> None:
     """The handlers already installed (before Faust's own setup) write JSON too."""
     formatter = json_formatter()

@@ -20,7 +20,7 @@ from moments.connections import check_kafka, preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
 from moments.health import Health
-from moments.logformat import use_json_logs
+from moments.logformat import use_json_logs, use_text_logs
 from moments.metrics_server import serve_metrics
 from moments.partitioning import layout_problems
 from moments.producer import idempotence_refused, refused_message
@@ -232,6 +232,8 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     """Everything before Faust runs; the app, with `sys.argv` set for its command line."""
     if settings.log_format == "json":
         use_json_logs()  # the lines before Faust's own logging setup too
+    else:
+        use_text_logs()
     # Until the runtime installs its reload handler: SIGHUP's default ends the process,
     # and `systemctl reload` during a start (a broker awaited) killed the worker.
     signal.signal(signal.SIGHUP, _sighup_while_starting)

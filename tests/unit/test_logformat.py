@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,7 @@ from mode.utils.logging import setup_logging
 
 from moments.cli import main
 from moments.exceptions import ConfigError
-from moments.logformat import faust_logging_config, json_formatter
+from moments.logformat import TEXT_FORMAT, faust_logging_config, json_formatter, use_text_logs
 from rules.exceptions import RuleProblem, RulesError
 
 
@@ -106,3 +107,29 @@ class TestRefusedAtStart:
         assert main(["worker"]) == 1
         err = capsys.readouterr().err
         assert err == "moments: rules refused:\nrules/default.yaml:47:7: unknown channel\n"
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_the_lines_before_faust_sets_up_read_like_the_rest() -> None:
+    """A worker's first lines (`metrics on ...`, a broker awaited) came through the CLI's
+    own format, `2026-12-06 01:37:29,815 INFO moments.worker: ...`, and the rest through
+    Faust's: one log, two layouts for a collector's parser. They share one now."""
+    stream = io.StringIO()
+    logging.basicConfig(stream=stream, force=True, format="%(levelname)s %(message)s")
+    use_text_logs()
+    logging.getLogger("moments.worker").warning("metrics on http://0.0.0.0:9308/metrics")
+    early = stream.getvalue().strip()
+    pattern = r"\[[-0-9 :,]+\] \[\d+\] \[(\w+)\] ([\w.]+): (.*)"
+    assert re.fullmatch(pattern, early), early
+    assert re.fullmatch(
+        pattern + " ",
+        TEXT_FORMAT.format(color="")
+        % {
+            "asctime": "2026-12-06 01:49:38,500",
+            "process": 19419,
+            "levelname": "INFO",
+            "name": "moments.runtime",
+            "message": "runtime ready",
+            "extra": "",
+        },
+    )
