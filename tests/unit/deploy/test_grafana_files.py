@@ -135,3 +135,45 @@ def test_every_worker_metric_an_alert_reads_is_on_the_overview() -> None:
     )
     shown = set(re.findall(r"\bmoments_[a-z_]+", exprs))
     assert read - shown == set(), "alerts read these, no overview panel shows them"
+
+
+SHARED_GAUGES = {
+    "moments_tasks_waiting",
+    "moments_tasks_earliest_due_timestamp_seconds",
+    "moments_tasks_unanswered",
+    "moments_capacity_left",
+}
+"""Figures every worker reads from the same Redis keys: each reports the whole figure."""
+
+
+def test_no_panel_or_alert_sums_a_figure_every_worker_reports_whole() -> None:
+    """ "Tasks deferred/s and waiting" showed `sum(moments_tasks_waiting)`: the deferral
+    queue's size as each worker reads it from Redis, added up, so four pods showed four
+    times the queue. Such gauges take `max` (or `min`), never `sum`."""
+    exprs = [t["expr"] for path in DASHBOARDS for p in panels(path) for t in p["targets"]]
+    alerts = load_yaml(GRAFANA.parent / "prometheus" / "alerts.yml")
+    exprs += [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
+    shown = {name for e in exprs for name in SHARED_GAUGES if name in e}
+    assert shown == SHARED_GAUGES  # the test looks where they are
+    for expr in exprs:
+        for name in SHARED_GAUGES:
+            summed = rf"\bsum\s*(?:by\s*\([^)]*\)\s*)?\(\s*{name}\b"
+            assert not re.search(summed, expr), expr
+
+
+def test_a_panel_that_speaks_of_an_alert_names_one_that_exists() -> None:
+    """ "Tasks deferred/s and waiting" said "the deferral alert fires when the queue stays
+    above 1000 and keeps growing", a rule replaced long before (the first waiting task
+    overdue by 15 min): an alert named in a panel is one of alerts.yml, by its name."""
+    alerts = load_yaml(GRAFANA.parent / "prometheus" / "alerts.yml")
+    names = {rule["alert"] for group in alerts["groups"] for rule in group["rules"]}
+    speaking = 0
+    for path in DASHBOARDS:
+        for p in panels(path):
+            description = p.get("description", "")
+            if re.search(r"\balert", description):
+                speaking += 1
+                named = set(re.findall(r"\bMoments[A-Z]\w+", description))
+                assert named, (p["title"], description)
+                assert named <= names, (p["title"], named - names)
+    assert speaking >= 5
