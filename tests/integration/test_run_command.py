@@ -94,7 +94,7 @@ def assert_left_nothing(children: set[int], tmp_path: Path) -> None:
     left = [p.relative_to(tmp_path) for p in tmp_path.rglob("*")]
     assert len(left) == 2, left  # moments-run-XXXX/ and its worker.log
     (log,) = tmp_path.glob("moments-run-*/worker.log")
-    assert "INFO moments.worker: " in log.read_text()
+    assert "[INFO] moments.worker: " in log.read_text()
 
 
 def interruptible() -> None:
