@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from prometheus_client import disable_created_metrics
 
@@ -228,6 +229,24 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     app.main()
 
 
+def ensure_data_dir(path: Path) -> None:
+    """`MOMENTS_DATA_DIR`, made for its owner only: with `MOMENTS_STORE=rocksdb` it holds
+    profiles and states (security review); one that exists keeps the mode its operator
+    gave it. A `ConfigError` naming the variable when it cannot be made or written (a
+    volume mounted for another user), instead of a traceback here or in RocksDB later."""
+    fix = (
+        f"point it at a directory this user (uid {os.getuid()}) may write, e.g. a volume "
+        "mounted there (Kubernetes: the pod's fsGroup)"
+    )
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"MOMENTS_DATA_DIR: cannot create {path} ({reason}); {fix}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"MOMENTS_DATA_DIR: {path} is not writable by this user; {fix}")
+
+
 def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     """Everything before Faust runs; the app, with `sys.argv` set for its command line."""
     if settings.log_format == "json":
@@ -250,6 +269,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
         statezip.check()  # a broken installation stops here, before any input is read
     except StateFormatError as exc:
         raise ConfigError(str(exc)) from exc
+    ensure_data_dir(settings.data_dir)  # before any wait for the broker
     # No `_created` series beside every counter and histogram: they nearly doubled the
     # exposition, and no dashboard or alert reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -278,9 +298,6 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     advice = standby_advice(settings)
     if advice:
         log.warning("%s", advice)
-    # Its owner's only: with MOMENTS_STORE=rocksdb it holds profiles and states (security
-    # review). A directory that exists keeps the mode its operator gave it.
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     app, runtime = build(settings, rules, metrics, health, policy)
     runtime.reloader.last, runtime.policy_reloader.last = as_read
     if _hup_while_starting:

@@ -1,0 +1,59 @@
+"""A worker's state directory (MOMENTS_DATA_DIR) that cannot be made or written stops the
+start with the variable and the fix, as any setting does: it stopped with Python's
+traceback (`FileNotFoundError: ... '/proc/x'`, exit code 1), and a volume mounted for
+another user (no fsGroup) would have failed the same way or later, in RocksDB."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from moments.exceptions import ConfigError
+from moments.worker import ensure_data_dir
+
+
+def test_a_new_directory_is_made_for_its_owner_only(tmp_path: Path) -> None:
+    target = tmp_path / "state" / "moments"
+    ensure_data_dir(target)
+    assert target.is_dir()
+    assert target.stat().st_mode & 0o777 == 0o700
+
+
+def test_one_that_exists_keeps_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "state"
+    target.mkdir(mode=0o755)
+    ensure_data_dir(target)
+    assert target.stat().st_mode & 0o777 == 0o755
+
+
+def test_one_that_cannot_be_made_names_the_variable_and_the_fix() -> None:
+    with pytest.raises(ConfigError) as err:
+        ensure_data_dir(Path("/proc/moments-state"))
+    message = str(err.value)
+    assert "MOMENTS_DATA_DIR" in message
+    assert "/proc/moments-state" in message
+    assert "point it at a directory" in message
+
+
+def test_one_not_writable_names_the_variable_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a volume mounted for another user is (root, running these tests, writes
+    anywhere: `os.access` answers as for the worker's user)."""
+    target = tmp_path / "state"
+    target.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(ConfigError) as err:
+        ensure_data_dir(target)
+    assert "MOMENTS_DATA_DIR" in str(err.value)
+    assert "not writable" in str(err.value)
+
+
+def test_a_file_in_its_place_names_the_variable(tmp_path: Path) -> None:
+    target = tmp_path / "state"
+    target.write_text("")
+    with pytest.raises(ConfigError) as err:
+        ensure_data_dir(target)
+    assert "MOMENTS_DATA_DIR" in str(err.value)
