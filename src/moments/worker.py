@@ -229,6 +229,14 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     app.main()
 
 
+def read_beside_input(settings: Settings) -> list[str]:
+    """Topics the worker reads besides the input whose lag is sampled too: the cooldown
+    returns, and the dispatch consumers' outcomes. Without the outcomes' lag, outcomes the
+    worker stopped reading looked like a consumer that stopped writing them
+    (MomentsTasksExpireUnanswered blamed the SMS gateway's team)."""
+    return [returns_topic(settings), settings.topic("task_outcomes")]
+
+
 def ensure_data_dir(path: Path) -> None:
     """`MOMENTS_DATA_DIR`, made for its owner only: with `MOMENTS_STORE=rocksdb` it holds
     profiles and states (security review); one that exists keeps the mode its operator
@@ -310,7 +318,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
         metrics.registry,
         topic_types(settings),
         health=metrics,
-        internal=[returns_topic(settings)],
+        internal=read_beside_input(settings),
     )
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         level = FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level.lower())
