@@ -120,6 +120,21 @@ def selection(args: argparse.Namespace, settings: Settings) -> Selection:
     return Selection(frozenset(args.reason), frozenset(topics), args.since, args.until)
 
 
+def unknown_topics(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """A line for each `--topic` that is neither an event type nor a topic this
+    configuration reads (a typo, another team's topic name): "no dead letters match"
+    alone read as a clean topic. Not refused: a topic renamed since keeps its dead letters
+    under its old name."""
+    kinds = [t.value for t in EventType]
+    names = [settings.topic(t) for t in kinds] + [settings.topic("task_outcomes")]
+    return [
+        f"{topic!r} is no input topic of this configuration: an event type "
+        f"({', '.join(kinds)}) or a topic name ({', '.join(names)})"
+        for topic in args.topic
+        if topic not in kinds and topic not in names
+    ]
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from moments.cli import _settings
     from moments.deadletter_replay import summarize
@@ -139,6 +154,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return 0
     if not summary.total:
         console.print("no dead letters" + (" match" if _filtered(args) else ""))
+        for hint in unknown_topics(args, settings):
+            console.print(hint)
         return 0
     _stdout().print(_table(f"{summary.total:,} dead letters", summary))
     return 0
@@ -194,6 +211,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
     if report.not_selected and _filtered(args):
         out.print(f"{report.not_selected:,} not selected by the options")
+    for hint in unknown_topics(args, settings):
+        out.print(hint)
     return 0
 
 

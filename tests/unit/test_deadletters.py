@@ -353,3 +353,40 @@ def test_each_original_record_is_replayed_once_across_batches() -> None:
     assert originals.split([first, other]) == ([first, other], [])
     assert originals.split([copy, unknown, unknown]) == ([unknown, unknown], [copy])
     assert originals.split([replace(other, origin_topic="p.telecom.usage")])[1] == []
+
+
+class TestAnUnknownTopic:
+    """`moments deadletter show --topic billing` said "no dead letters match", and the
+    on-call took the producer's topic for clean: a `--topic` that is neither an event type
+    nor a topic of this configuration is named, with what it could be."""
+
+    @staticmethod
+    def show(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+        import moments.deadletter_cli as cli_module
+        import moments.deadletter_replay as replay_module
+        from moments.cli import main
+        from moments.deadletter_replay import Summary
+
+        async def nothing(*_args: object, **_kwargs: object) -> Summary:
+            return Summary()
+
+        monkeypatch.setattr(cli_module, "_require", lambda _settings, redis: None)
+        monkeypatch.setattr(replay_module, "summarize", nothing)
+        assert main(["deadletter", "show", *args]) == 0
+
+    def test_an_unknown_topic_is_named_with_the_choices(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        self.show(monkeypatch, "--topic", "billing")
+        err = " ".join(capsys.readouterr().err.split())
+        assert "no dead letters match" in err
+        assert "'billing' is no input topic of this configuration" in err, err
+        assert "(topup, roaming," in err, err
+        assert "(telecom.topup, telecom.roaming," in err, err
+
+    def test_a_known_one_says_only_that_none_match(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        self.show(monkeypatch, "--topic", "topup", "--topic", "telecom.usage")
+        err = " ".join(capsys.readouterr().err.split())
+        assert err == "no dead letters match", err
