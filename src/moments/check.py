@@ -10,8 +10,10 @@ rules and dispatch policy?", without starting a worker that joins the consumer g
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moments.exceptions import ConfigError
@@ -45,6 +47,7 @@ async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Findin
         if said is not None:
             found.append(Finding("time zones", Verdict.WARN, said))
     found.append(_state_format())
+    found.append(data_dir_finding(settings.data_dir))
     kafka, counts = await _kafka(settings, timeout_s)
     found.append(kafka)
     if kafka.verdict is not Verdict.FAIL:
@@ -91,6 +94,26 @@ def _policy(settings: Settings) -> tuple[Finding, DispatchPolicy | None]:
         return Finding("dispatch policy", Verdict.FAIL, str(exc)), None
     where = settings.dispatch_policy or "the defaults (MOMENTS_DISPATCH_POLICY unset)"
     return Finding("dispatch policy", Verdict.OK, f"{where}; {policy.describe_hours()}"), policy
+
+
+def data_dir_finding(path: Path) -> Finding:
+    """Whether a worker could use MOMENTS_DATA_DIR (`moments.worker.ensure_data_dir`),
+    judged without creating it: the directory, or the nearest one that exists above it."""
+    step = f"data directory {path}"
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    fix = (
+        f"point MOMENTS_DATA_DIR at a directory this user (uid {os.getuid()}) may write, "
+        "e.g. a volume mounted there (Kubernetes: the pod's fsGroup)"
+    )
+    if not probe.is_dir():
+        return Finding(step, Verdict.FAIL, f"{probe} is not a directory; {fix}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return Finding(step, Verdict.FAIL, f"{probe} is not writable by this user; {fix}")
+    if probe != path:
+        return Finding(step, Verdict.OK, f"not there yet: made at start, in {probe}")
+    return Finding(step, Verdict.OK, "writable")
 
 
 def _state_format() -> Finding:

@@ -212,7 +212,8 @@ def _add_check_command(sub: Subparsers) -> None:
         sub,
         "check",
         "Check what a worker checks before it starts, with its settings and credentials: "
-        "rules, dispatch policy, Kafka (login, topics, idempotent producer), Redis. Joins no "
+        "rules, dispatch policy, data directory, Kafka (login, topics, idempotent producer), "
+        "Redis. Joins no "
         "consumer group. Exit 0 when nothing failed, 2 otherwise.",
         """
                   moments check

@@ -56,6 +56,7 @@ async def test_everything_answers(make_settings: MakeSettings, topics_for: objec
         "rules",
         "dispatch",
         "state",
+        "data",
         "Kafka",
         "topics",
         "idempotent",

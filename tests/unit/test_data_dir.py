@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from moments.check import Verdict, data_dir_finding
 from moments.exceptions import ConfigError
 from moments.worker import ensure_data_dir
 
@@ -57,3 +58,33 @@ def test_a_file_in_its_place_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         ensure_data_dir(target)
     assert "MOMENTS_DATA_DIR" in str(err.value)
+
+
+class TestCheck:
+    """`moments check` (in a pod: `kubectl -n moments exec ... moments check`) says whether
+    the worker could use MOMENTS_DATA_DIR, without creating it."""
+
+    def test_a_writable_directory_is_ok(self, tmp_path: Path) -> None:
+        finding = data_dir_finding(tmp_path)
+        assert finding.verdict is Verdict.OK, finding
+        assert str(tmp_path) in finding.step
+
+    def test_one_still_to_make_is_ok_and_not_made(self, tmp_path: Path) -> None:
+        target = tmp_path / "state" / "moments"
+        finding = data_dir_finding(target)
+        assert finding.verdict is Verdict.OK, finding
+        assert "made at start" in finding.detail
+        assert not target.exists()
+
+    def test_one_not_writable_fails_with_the_fix(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
+        finding = data_dir_finding(tmp_path)
+        assert finding.verdict is Verdict.FAIL, finding
+        assert "MOMENTS_DATA_DIR" in finding.detail
+
+    def test_a_file_in_its_place_fails(self, tmp_path: Path) -> None:
+        (tmp_path / "state").write_text("")
+        finding = data_dir_finding(tmp_path / "state" / "moments")
+        assert finding.verdict is Verdict.FAIL, finding
