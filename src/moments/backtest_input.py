@@ -64,10 +64,13 @@ def _epoch(value: Any) -> float:
     return at if _SPAN[0] <= at < _SPAN[1] else 0.0
 
 
-def _event(doc: dict[str, Any], where: str, default_type: EventType | None) -> FileEvent:
+def _event(
+    doc: dict[str, Any], where: str, default_type: EventType | None, verbatim: bytes | None = None
+) -> FileEvent:
     event_type = event_type_of(doc, where, default_type)
     key = _key(doc.get("subscriber_id"))
-    return FileEvent(_epoch(doc.get("occurred_at")), event_type, key, orjson.dumps(doc))
+    value = verbatim or orjson.dumps(doc)  # verbatim keeps `type`: a worker ignores it
+    return FileEvent(_epoch(doc.get("occurred_at")), event_type, key, value)
 
 
 def _key(sub: Any) -> bytes:
@@ -141,11 +144,11 @@ class EventFile:
 
     def _jsonl(self, lines: IO[bytes]) -> Iterator[FileEvent]:
         types = _TYPES
-        for number, doc in json_objects(lines, self.path):
+        for number, doc, verbatim in json_objects(lines, self.path):
             kind = doc.get("type")
             event_type = types.get(kind) if isinstance(kind, str) else None
-            if event_type is None:  # none, or not one of ours: the default or the error
-                yield _event(doc, f"{self.path}:{number}", self.default_type)
+            if event_type is None or verbatim:  # the default or the error; NaN as written
+                yield _event(doc, f"{self.path}:{number}", self.default_type, verbatim)
                 continue
             del doc["type"]
             key = _key(doc.get("subscriber_id"))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from typing import Any
 
 from pydantic import ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, from_json
 
 from moments.models import (
     EVENT_MODELS,
@@ -58,6 +59,15 @@ def deletion_form(value: bytes | None) -> str | None:
     if not stripped:
         return "empty"
     return "json_null" if stripped == b"null" else None
+
+
+def stream_json(value: bytes) -> Any:
+    """What the stream's parser reads in a value orjson refused, or ValueError. `decode`
+    validates with pydantic's JSON parser, which also reads NaN, Infinity and -Infinity
+    (Python's `json.dumps` and some JavaScript writers produce them): orjson refuses them,
+    and a file reader that stopped there gave a line the worker takes another verdict.
+    Nothing else orjson refuses is read (a cut line, a trailing comma, a lone surrogate)."""
+    return from_json(value)
 
 
 def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter | None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
-from moments.decoding import decode
+from moments.decoding import decode, stream_json
 from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import EventType
 from moments.records import DeadLetter, RawRecord
@@ -27,6 +27,7 @@ NO_TYPE = "no_type"
 knows the type from the topic)."""
 
 _TYPES = {t.value: t for t in EventType}
+_NOT_JSON = object()
 
 
 class LineVerdict(NamedTuple):
@@ -70,17 +71,21 @@ def check_lines(
 def check_value(
     number: int, value: bytes, event_type: EventType | None, now: float | None = None
 ) -> LineVerdict:
+    doc: Any
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError:
-        if event_type is None:  # a worker's verdict all the same: the same for every type
-            refused = decode(RawRecord("", 0, number, None, value), EventType.USAGE)
-            if isinstance(refused, DeadLetter):
-                return LineVerdict(
-                    number, "", refused.reason.value, refused.error_class, refused.message
-                )
-        doc = None  # `decode` says what is wrong with it, as a worker would
-    if not isinstance(doc, dict):
+        try:  # NaN or Infinity: the worker's parser reads them, so its key and type count
+            doc = stream_json(value)
+        except ValueError:
+            doc = _NOT_JSON
+    if doc is _NOT_JSON and event_type is None:  # a worker's verdict, the same for any type
+        refused = decode(RawRecord("", 0, number, None, value), EventType.USAGE)
+        if isinstance(refused, DeadLetter):
+            return LineVerdict(
+                number, "", refused.reason.value, refused.error_class, refused.message
+            )
+    if not isinstance(doc, dict):  # `decode` says what is wrong with it, as a worker would
         doc = {}
     if event_type is None:
         named = doc.get("type")

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from moments.decoding import stream_json
 from moments.exceptions import MomentsError
 from moments.models import EventType, Family, ServiceTask
 from moments.pii import mask_msisdn
@@ -33,19 +34,29 @@ class MissingEventTypeError(EventFileError):
     """A line with no event type, and none given for the file."""
 
 
-def json_objects(lines: Iterable[str | bytes], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank JSON line; a line that is not a JSON
-    object raises `EventFileError` naming the file and line."""
+def json_objects(
+    lines: Iterable[bytes], path: Path
+) -> Iterator[tuple[int, dict[str, Any], bytes | None]]:
+    """(line number, object, verbatim) for each non-blank JSON line; a line that is not a
+    JSON object raises `EventFileError` naming the file and line. `verbatim` is None, or
+    the line itself when only the stream's parser reads it (NaN or Infinity: `stream_json`):
+    the event's value must then be the line as written, for the detector's verdict on it
+    to be the stream's (orjson would write a NaN back as null, a valid money amount)."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        verbatim = None
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise EventFileError(f"{path}:{number}: not JSON ({exc})") from None
+            verbatim = line.strip()
+            try:
+                doc = stream_json(verbatim)
+            except ValueError:
+                raise EventFileError(f"{path}:{number}: not JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise EventFileError(f"{path}:{number}: a line must be a JSON object")
-        yield number, doc
+        yield number, doc, verbatim
 
 
 def event_type_of(doc: dict[str, Any], where: str, default_type: EventType | None) -> EventType:
