@@ -256,6 +256,8 @@ def problem(error: ErrorDetails) -> str:
             "write the subscriber number as 5 to 20 digits only, as in the record's key: no "
             "'+', spaces or dashes (e.g. 13800138001)"
         )
+    if error["type"] == "string_pattern_mismatch" and error["loc"][:1] == ("quiet_hours",):
+        return _QUIET_FIX
     if error["type"] == "string_pattern_mismatch" and error["loc"]:
         day_fix = _DAYS.get(str(error["loc"][0]))
         if day_fix is not None:
@@ -303,6 +305,13 @@ _DAYS = {
     'leap year), or "" to clear it',
 }
 """A profile's days: what to write instead of the pattern (hundreds of characters)."""
+_QUIET_FIX = (
+    "write each window as HH:MM-HH:MM on a 24-hour clock, local time, 00:00 to 23:59 "
+    "(e.g. 22:00-08:00 across midnight; midnight is 00:00, not 24:00), and send the whole "
+    "list again"
+)
+"""What to write instead of a quiet-hours window's pattern (a regex told the CRM team
+nothing about `22:00-24:00` or `10pm-8am`)."""
 _TIMES = {(name,) for name in TIME_FIELDS}
 """The fields an epoch number is taken for a time in: another text field sent as a number
 in the same range (an event_id 1764904200) is no time."""

@@ -227,11 +227,16 @@ def _money(**bounds: Any) -> CoreSchema:
     return cs.chain_schema([amount, cs.decimal_schema(**bounds), *least])
 
 
-def _integer(ge: int, le: int, multiple_of: int | None = None) -> Any:
+def _integer(ge: int, le: int, multiple_of: int | None = None, example: int | None = None) -> Any:
+    """A JSON integer from `ge` to `le`; text is refused naming the fix (a severity of "1"
+    read "Input should be a valid integer", which "1" seems to be)."""
+    shown = ge if example is None else example
     number = cs.union_schema(
         [cs.int_schema(strict=True), cs.float_schema(strict=True, allow_inf_nan=False)],
         custom_error_type="integer_type",
-        custom_error_message="Input should be a valid integer",
+        custom_error_message=(
+            f'write a JSON integer from {ge} to {le} (e.g. {shown}, not "{shown}")'
+        ),
     )
     bounded = cs.int_schema(strict=False, ge=ge, le=le)  # 1.0 -> 1; 1.5 refused
     json_schema: JsonDict = {"type": "integer", "minimum": ge, "maximum": le}
@@ -252,7 +257,7 @@ def _utc_offset(minutes: int) -> int:
 
 
 UtcOffsetMinutes = Annotated[
-    int, *_integer(-12 * 60, 14 * 60, multiple_of=15), AfterValidator(_utc_offset)
+    int, *_integer(-12 * 60, 14 * 60, multiple_of=15, example=480), AfterValidator(_utc_offset)
 ]
 
 

@@ -467,6 +467,53 @@ class TestFieldMessagesNameTheFix:
         assert result.message.startswith(f"{field}: Input should be a valid string")
         assert "epoch" not in result.message
 
+    @pytest.mark.parametrize("window", ["22:00-24:00", "10pm-8am", "22:00~08:00", "2200-0800"])
+    def test_a_quiet_hours_window_out_of_form_says_how_to_write_one(self, window: str) -> None:
+        """Found walking as a CRM producer: `22:00-24:00` read "String should match
+        pattern '^([01][0-9]|2[0-3]):...$'", a regex and no fix."""
+        profile = orjson.dumps(
+            {
+                "event_id": "p1",
+                "subscriber_id": SUB,
+                "occurred_at": "2026-11-22T09:30:00+08:00",
+                "quiet_hours": ["12:00-13:00", window],
+            }
+        )
+        result = decode(_record(profile), EventType.PROFILE)
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert result.message.startswith("quiet_hours.1: write each window as HH:MM-HH:MM")
+        assert "00:00, not 24:00" in result.message
+        assert "pattern" not in result.message
+        assert window not in result.message  # a dead letter names fields, not values
+
+    @pytest.mark.parametrize(
+        ("field", "text", "least", "most"),
+        [
+            ("severity", "1", 1, 3),
+            ("star_level", "5", 1, 7),
+        ],
+    )
+    def test_a_count_sent_as_text_says_write_a_json_integer(
+        self, field: str, text: str, least: int, most: int
+    ) -> None:
+        """Found walking as a producer: a severity of "1" (a CSV or ORM export that quotes
+        everything) read "Input should be a valid integer", and "1" looks like one."""
+        kind = EventType.COMPLAINT if field == "severity" else EventType.PROFILE
+        doc: dict[str, object] = {
+            "event_id": "c1",
+            "subscriber_id": SUB,
+            "occurred_at": "2026-11-22T09:30:00+08:00",
+            field: text,
+        }
+        if kind is EventType.COMPLAINT:
+            doc |= {"complaint_id": "C1", "category": "network", "status": "opened"}
+        result = decode(_record(orjson.dumps(doc)), kind)
+        assert isinstance(result, DeadLetter)
+        assert result.message == (
+            f'{field}: write a JSON integer from {least} to {most} (e.g. {least}, not "{least}")'
+        )
+
 
 class TestOutcomeDuplicateKeys:
     """An outcome naming its task, subscriber or status twice is refused: the parser kept
