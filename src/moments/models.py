@@ -480,8 +480,26 @@ def _no_known_channel(value: str) -> str:
     return value
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c}{c.upper()}]" for c in word)
+
+
+CHANNEL_WORDS_PATTERN = (
+    "(^|[^A-Za-z])("
+    + "|".join(_any_case(w) for w in sorted(_CHANNEL_WORDS, key=lambda w: (-len(w), w)))
+    + ")([^A-Za-z]|$)"
+)
+"""`_no_known_channel`'s refusal for the schemas: a channel word as a whole word, in any
+case (ECMA-262 patterns have no flags); `"SMS"` passed the schema and was a dead letter."""
+
 OptOutChannel = Annotated[
-    Channel | Annotated[str, text(32, min_length=1), AfterValidator(_no_known_channel)],
+    Channel
+    | Annotated[
+        str,
+        text(32, min_length=1),
+        AfterValidator(_no_known_channel),
+        Field(json_schema_extra={"allOf": [{"not": {"pattern": CHANNEL_WORDS_PATTERN}}]}),
+    ],
     Field(union_mode="left_to_right"),
 ]
 """A channel of `opt_out`: one moments sends on, or another (`email`), kept by the model

@@ -457,6 +457,16 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
     (EventType.COMPLAINT, {"region": "NJ\udc00"}, False),
     (EventType.PROFILE, {"opt_out": ["email\udfff"]}, False),
     (EventType.TOPUP, {"channel": "app \U0001f600"}, True),
+    # Found walking as a CRM producer: an opt-out the worker refuses as one of its
+    # channels written otherwise (an opt-out that would be lost) passed the schema.
+    *(
+        (EventType.PROFILE, {"opt_out": ["email", bad]}, False)
+        for bad in ("SMS", " sms", "Outbound-Call", "call", "in-app push", "Text message")
+    ),
+    *(
+        (EventType.PROFILE, {"opt_out": ok}, True)
+        for ok in (["sms", "app_push"], ["email", "wechat"], ["telephone"], ["smsc-2"], [])
+    ),
 ]
 
 
