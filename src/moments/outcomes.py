@@ -181,7 +181,26 @@ def _problem(error: ErrorDetails) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "value"
     if where == "task_id" and error["type"] in ("string_pattern_mismatch", "string_too_long"):
         return f"task_id: {NOT_A_TASK_ID}"
+    if where == "status" and error["type"] == "enum":
+        return f"status: {_status_fix(error.get('input'))}"
     return f"{where}: {problem(error)}"
+
+
+_STATUSES = ", ".join(OutcomeStatus)
+
+
+def _status_fix(written: object) -> str:
+    """What to write instead of a status outside the contract's seven: its spelling, when
+    it is one of them written otherwise (`DONE_NO_CHANGE`), else where the mapping is."""
+    if isinstance(written, str):
+        known = written.strip().casefold().replace("-", "_").replace(" ", "_")
+        if known in OutcomeStatus.__members__.values():
+            return f"write {known!r} exactly (lowercase, as the contract spells it)"
+    return (
+        f"one of {_STATUSES}: map your SMS gateway's or dialer's own statuses onto them "
+        '(docs/consuming-tasks.md, "Which status": a delivery receipt is done_no_change, '
+        "a failed delivery failed, no answer unreachable)"
+    )
 
 
 def subscriber_mismatch(record: RawRecord, outcome: TaskOutcome) -> DeadLetter:

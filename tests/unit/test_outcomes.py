@@ -174,3 +174,37 @@ class TestUnknownFields:
         assert isinstance(dead, DeadLetter)
         assert dead.reason is RejectReason.INVALID_EVENT
         assert dead.message.startswith("status: ")
+
+
+class TestStatusMessages:
+    """Found walking as an SMS gateway team: `DONE_NO_CHANGE` and the gateway's own
+    `delivered` read "Input should be 'in_progress', ... or 'failed'": the spelling or the
+    mapping (docs/consuming-tasks.md, "Which status") was left to be guessed."""
+
+    @pytest.mark.parametrize(
+        ("written", "meant"),
+        [
+            ("DONE_NO_CHANGE", "done_no_change"),
+            (" Failed", "failed"),
+            ("in-progress", "in_progress"),
+        ],
+    )
+    def test_a_status_written_otherwise_names_its_spelling(self, written: str, meant: str) -> None:
+        dead = decode_outcome(record(OUTCOME | {"status": written}))
+        assert isinstance(dead, DeadLetter)
+        assert dead.reason is RejectReason.INVALID_EVENT
+        assert (
+            dead.message
+            == f"status: write '{meant}' exactly (lowercase, as the contract spells it)"
+        )
+
+    @pytest.mark.parametrize("written", ["delivered", "DELIVRD", "expired", ""])
+    def test_another_status_points_to_the_mapping(self, written: str) -> None:
+        dead = decode_outcome(record(OUTCOME | {"status": written}))
+        assert isinstance(dead, DeadLetter)
+        assert dead.reason is RejectReason.INVALID_EVENT
+        assert dead.message.startswith(
+            "status: one of in_progress, done_no_change, done_new_alert, accepted, declined, "
+            "unreachable, failed: map"
+        )
+        assert '"Which status"' in dead.message
