@@ -1119,7 +1119,9 @@ def too_late(
         "OutOfTime",
         f"occurred_at {_when(at)} is {latest - at} s older than this subscriber's latest "
         f"{event_type.value} event ({_when(latest)}; MOMENTS_LATENESS_SECONDS={lateness}): "
-        "not applied. Its producer sent it out of order",
+        "not applied, and never replayed. Its producer sent it out of order: send each "
+        "subscriber's events of a topic in time order (history goes through moments "
+        "backtest, not the live topics)",
     )
 
 

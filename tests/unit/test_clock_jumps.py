@@ -64,8 +64,9 @@ def test_events_not_applied_for_their_time_are_dead_letters_saying_why() -> None
     )
     assert letters[1][2] == (
         "occurred_at 2026-11-02T02:30:00Z is 4800 s older than this subscriber's latest usage "
-        "event (2026-11-02T03:50:00Z; MOMENTS_LATENESS_SECONDS=3600): not applied. Its "
-        "producer sent it out of order"
+        "event (2026-11-02T03:50:00Z; MOMENTS_LATENESS_SECONDS=3600): not applied, and never "
+        "replayed. Its producer sent it out of order: send each subscriber's events of a "
+        "topic in time order (history goes through moments backtest, not the live topics)"
     )
     assert letters[2][2] == (
         "occurred_at 2026-11-01T03:00:00Z is older than the profile update applied already "
