@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from decimal import Decimal
 from typing import Any
@@ -262,6 +263,11 @@ def problem(error: ErrorDetails) -> str:
         day_fix = _DAYS.get(str(error["loc"][0]))
         if day_fix is not None:
             return day_fix
+    if error["type"] == "money_type" and isinstance(value, float) and not math.isfinite(value):
+        return (
+            "NaN and Infinity are no amounts: write a finite JSON number or a decimal string "
+            'like "49.90", or leave an optional amount out when it is unknown'
+        )
     if error["type"] == "money_type" and isinstance(value, str):
         fix = _money_fix(value)
         if fix is not None:

@@ -227,6 +227,21 @@ class TestNonFiniteNumbers:
         assert result.reason is RejectReason.INVALID_EVENT
         assert field in result.message
 
+    @pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+    @pytest.mark.parametrize("field", ["charge", "balance_after"])
+    def test_in_money_says_it_is_no_amount(self, field: str, raw: bytes) -> None:
+        """Found walking as a producer: a pandas NaN for a missing balance, written by
+        `json.dumps`, was told 'Input should be a JSON number or a decimal string', and
+        NaN reads as a number to whoever wrote it."""
+        value = _usage().replace(b'"kind"', b'"' + field.encode() + b'":' + raw + b',"kind"')
+        result = decode(_record(value), EventType.USAGE)
+        assert isinstance(result, DeadLetter), result
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert result.message == (
+            f"{field}: NaN and Infinity are no amounts: write a finite JSON number or a "
+            'decimal string like "49.90", or leave an optional amount out when it is unknown'
+        )
+
     def test_the_largest_numbers_are_accepted(self) -> None:
         event = decode(
             _record(_usage(quantity=1e15, charge="-999999999.99", balance_after=999999999.99)),
