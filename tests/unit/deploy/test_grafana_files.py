@@ -137,6 +137,13 @@ def test_every_worker_metric_an_alert_reads_is_on_the_overview() -> None:
     assert read - shown == set(), "alerts read these, no overview panel shows them"
 
 
+def every_expression() -> list[str]:
+    """The queries of every dashboard panel and every alert rule."""
+    exprs = [t["expr"] for path in DASHBOARDS for p in panels(path) for t in p["targets"]]
+    alerts = load_yaml(GRAFANA.parent / "prometheus" / "alerts.yml")
+    return exprs + [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
+
+
 SHARED_GAUGES = {
     "moments_tasks_waiting",
     "moments_tasks_earliest_due_timestamp_seconds",
@@ -150,15 +157,38 @@ def test_no_panel_or_alert_sums_a_figure_every_worker_reports_whole() -> None:
     """ "Tasks deferred/s and waiting" showed `sum(moments_tasks_waiting)`: the deferral
     queue's size as each worker reads it from Redis, added up, so four pods showed four
     times the queue. Such gauges take `max` (or `min`), never `sum`."""
-    exprs = [t["expr"] for path in DASHBOARDS for p in panels(path) for t in p["targets"]]
-    alerts = load_yaml(GRAFANA.parent / "prometheus" / "alerts.yml")
-    exprs += [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
+    exprs = every_expression()
     shown = {name for e in exprs for name in SHARED_GAUGES if name in e}
     assert shown == SHARED_GAUGES  # the test looks where they are
     for expr in exprs:
         for name in SHARED_GAUGES:
             summed = rf"\bsum\s*(?:by\s*\([^)]*\)\s*)?\(\s*{name}\b"
             assert not re.search(summed, expr), expr
+
+
+PER_PARTITION_GAUGES = ("moments_consumer_lag", "moments_consumer_committed_offset")
+"""Figures of a partition reported by the worker that holds it, and, until its next sample
+after a rebalance, by the one that held it: two series of one partition for a while."""
+
+
+ONCE_A_PARTITION = re.compile(r"max\s*by\s*\(\s*topic\s*,\s*partition\s*\)\s*\((\s*\w+\s*\()?\s*$")
+"""What comes right before such a figure: `max by (topic, partition) (`, with at most one
+function between (`deriv(`)."""
+
+
+def test_a_partitions_figure_is_taken_once_whoever_reports_it() -> None:
+    """ "Consumer lag" was `sum(moments_consumer_lag)`: for a sample after a rebalance the
+    old and the new owner both report a partition, and the total counted its lag twice.
+    Each (topic, partition) is taken once, by `max`, before any sum."""
+    exprs = every_expression()
+    seen = 0
+    for expr in exprs:
+        for name in PER_PARTITION_GAUGES:
+            for use in re.finditer(rf"\b{name}\b", expr):
+                seen += 1
+                before = expr[: use.start()]
+                assert ONCE_A_PARTITION.search(before), expr
+    assert seen >= 3  # the test looks where they are
 
 
 def test_a_panel_that_speaks_of_an_alert_names_one_that_exists() -> None:
