@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterator, Mapping
 
 from moments.engine import Detector, StateChange
 from moments.state import SubscriberState
-from moments.store import Census, ChangelogRecord
+from moments.store import NOTHING_PENDING, Census, StateWrite
 
 
 class SweepIndex:
@@ -91,7 +91,7 @@ class BacktestState:
     def has(self, subscriber_id: str) -> bool:
         return subscriber_id in self.records
 
-    def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
+    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
         records = self.records
         touch = self.index.touch
         for sub, change in changes.items():
@@ -104,10 +104,13 @@ class BacktestState:
                 self._rank[sub] = self._next_rank
                 self._next_rank += 1
             records[sub] = change.state
-        return []
+        return NOTHING_PENDING
 
-    def persisted(self, last_offsets: Mapping[int, int]) -> None:
-        pass  # no changelog
+    def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
+        pass  # no changelog: `save` applied the changes
+
+    def discard(self, write: StateWrite) -> None:
+        pass  # nothing pending
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         """Every record (the full sweep's input; `due` is the indexed one)."""

@@ -2,12 +2,13 @@
 
 Order inside a batch is what makes at-least-once in, deduplicated out:
 dead letters and tasks are acknowledged by the broker (and tasks confirmed in
-the ledger) *before* the subscriber state is written, and the source offsets
-are committed after both. A crash anywhere re-reads the batch: a re-detected
-moment has the same task id and the ledger stops it; an event already in the
-state is skipped by its offset. The cooldowns of the tasks dispatch dropped are given
-back in the state before it is written; after a crash the ledger still says which
-tasks were dropped, so the state written then is the same.
+the ledger) *before* the subscriber state is written (its changelog acknowledged,
+then the local store), and the source offsets are committed after both. A crash
+anywhere re-reads the batch: a re-detected moment has the same task id and the
+ledger stops it; an event already in the state is skipped by its offset. The
+cooldowns of the tasks dispatch dropped are given back in the state before it is
+written; after a crash the ledger still says which tasks were dropped, so the state
+written then is the same.
 """
 
 from __future__ import annotations
@@ -461,9 +462,14 @@ class Runtime:
             _not_written(what, result)
             return False
         started = time.perf_counter()
-        changelog = store.save(result.changes)
+        saved = store.save(result.changes)
         stage.labels("state").observe(time.perf_counter() - started)
+        changelog = saved.records
         if changelog:
+            # Write-ahead: the changelog acknowledges the records before the store keeps
+            # them (`FaustTableStore`); until then they are pending, and a write abandoned
+            # here, or by an error or a cancellation, is dropped: never a local record the
+            # changelog lacks.
             started = time.perf_counter()
 
             async def write() -> dict[int, int] | None:
@@ -473,14 +479,19 @@ class Runtime:
                     self._require_producer(), store.changelog_topic, changelog
                 )
 
-            written = await with_retry(
-                write, Dependency.KAFKA, self.metrics, "writing the state changelog"
-            )
+            try:
+                written = await with_retry(
+                    write, Dependency.KAFKA, self.metrics, "writing the state changelog"
+                )
+            except BaseException:
+                store.discard(saved)
+                raise
             stage.labels("changelog").observe(time.perf_counter() - started)
             if written is None:
+                store.discard(saved)
                 _not_written(what, result)
                 return False
-            store.persisted(written)
+            store.persisted(saved, written)
         return True
 
     def record(self, result: BatchResult) -> None:

@@ -16,6 +16,22 @@ ChangelogRecord = tuple[int, bytes, bytes | None]
 """(partition, key, value or None for a tombstone) to write to the state's changelog."""
 
 
+class StateWrite:
+    """One batch's (or sweep chunk's) saved changes, as `save` returns them: `records` for
+    the changelog (empty for a store without one). A store with a changelog holds the
+    changes pending until the runtime hands this back to `persisted` (the changelog
+    acknowledged them) or `discard` (the write was abandoned)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: list[ChangelogRecord]) -> None:
+        self.records = records
+
+
+NOTHING_PENDING = StateWrite([])
+"""What a store without a changelog returns: its changes are applied already."""
+
+
 class Census(NamedTuple):
     """One partition's records as `items` last went through all of them."""
 
@@ -36,17 +52,24 @@ class StateStore(Protocol):
         """Whether the subscriber has a record (without lending it, as `load` does)."""
         ...
 
-    def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
-        """Apply the changes locally; return what the changelog must receive (may be [])."""
+    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
+        """Take the changes: `load`, `has` and `items` see them from now on. A store with
+        a changelog keeps them pending (its local copy unchanged) and returns the records
+        the changelog must receive; one without applies them and returns no record."""
         ...
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         """Every subscriber held for these partitions, with its state and partition."""
         ...
 
-    def persisted(self, last_offsets: Mapping[int, int]) -> None:
-        """The changelog acknowledged every record `save` returned, up to these offsets
-        (partition -> last offset)."""
+    def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
+        """The changelog acknowledged `write`'s records, up to these offsets (partition ->
+        last offset): apply them to the local copy, then note the offsets."""
+        ...
+
+    def discard(self, write: StateWrite) -> None:
+        """`write`'s records will not reach the changelog (its partitions were reassigned,
+        or the worker stops): drop them, so a later `load` reads the local copy again."""
         ...
 
 
@@ -80,10 +103,13 @@ class DictStateStore:
                 yield sub, SubscriberState.from_bytes(raw), 0
         self.census[0] = Census(count, size)
 
-    def persisted(self, last_offsets: Mapping[int, int]) -> None:
-        pass  # no changelog
+    def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
+        pass  # no changelog: `save` applied the changes
 
-    def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
+    def discard(self, write: StateWrite) -> None:
+        pass  # nothing pending
+
+    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
         cache = self.cache
         for sub, change in changes.items():
             if change.state is None:
@@ -92,17 +118,41 @@ class DictStateStore:
             else:
                 value = self.data[sub] = change.state.to_bytes()
                 cache.keep(sub, value, change.state)
-        return []
+        return NOTHING_PENDING
+
+
+_Pending = tuple[StateWrite, int, str, bytes | None, SubscriberState | None]
+"""A change saved, not yet in the table: (its write, partition, subscriber, bytes or None
+for a tombstone, the state saved)."""
 
 
 class FaustTableStore:
-    """State in a Faust table's store; the changelog is written by the runtime, in bulk.
+    """State in a Faust table's store; the changelog is written by the runtime, in bulk,
+    before the store.
 
     Faust's own `table[key] = value` sends one changelog record per write through
     its producer buffer: a quarter of the worker's time at stream speed. Here the
-    batch's writes go to the table's store directly and come back as changelog
-    records, which the runtime produces together and awaits before the offsets
-    are committed. Faust's recovery reads the same changelog topic on restart.
+    batch's changes come back from `save` as changelog records, which the runtime
+    produces together and awaits before the offsets are committed. Faust's recovery
+    reads the same changelog topic on restart.
+
+    Write-ahead: the changelog has a record before the table's store does. `save` holds
+    the batch's changes pending (`load`, `has` and `items` read them first, so nothing
+    in this process reads an older record meanwhile); `persisted`, called once the
+    changelog acknowledged them, writes them to the store and then tells it how far the
+    changelog goes; `discard` drops an abandoned write. With RocksDB, written to disk
+    first, a worker killed while the changelog write waited on the broker kept records
+    the changelog lacked: restarted on the same volume, it judged the re-read events
+    replays and committed them, so the changelog never got their updates and the
+    partition's next owner restored the older record. Now the volume holds the older
+    record too, and the events are applied again. Killed after the acknowledgement but
+    before the store is written, the store lacks records the changelog has and its
+    persisted offset was not moved: a restart reads them from the changelog.
+
+    Writes are serialized by the runtime (its state lock holds one batch or sweep chunk
+    from its loads to `persisted` or `discard`), so one at most is pending; each pending
+    entry still names its write, so a write resolved out of turn leaves a later write's
+    entries for the same keys in place.
 
     A store may ask for the current event's partition (RocksDB does): each write
     is made with a stand-in event of the subscriber's own partition set as current.
@@ -126,12 +176,22 @@ class FaustTableStore:
         self._stand_ins: dict[int, _StandInEvent] = {}
         self.census: dict[int, Census] = {}
         self._source_topic = source_topic
+        self._pending: dict[bytes, _Pending] = {}
+        """Key -> its newest change saved and not yet persisted or discarded."""
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
+        if self._pending:
+            entry = self._pending.get(subscriber_id.encode())
+            if entry is not None:  # a copy: the state saved goes to the cache when persisted
+                value = entry[3]
+                return None if value is None else SubscriberState.from_bytes(value)
         return self.cache.take(subscriber_id, self.table.data.get(subscriber_id.encode()))
 
     def has(self, subscriber_id: str) -> bool:
-        return subscriber_id.encode() in self.table.data
+        key = subscriber_id.encode()
+        if self._pending and (entry := self._pending.get(key)) is not None:
+            return entry[3] is not None
+        return key in self.table.data
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
         """Subscribers of the given partitions (the table may hold standby copies of others),
@@ -141,6 +201,7 @@ class FaustTableStore:
         counts = dict.fromkeys(wanted, 0)
         sizes = dict.fromkeys(wanted, 0)
         for partition, keys, read in self._keys_by_partition(wanted):
+            keys, read = self._with_pending(partition, keys, read)
             for key in keys:
                 if (raw := read(key)) is not None:
                     counts[partition] += 1
@@ -148,6 +209,23 @@ class FaustTableStore:
                     yield key.decode(), SubscriberState.from_bytes(raw), partition
         for partition in wanted:
             self.census[partition] = Census(counts[partition], sizes[partition])
+
+    def _with_pending(
+        self, partition: int, keys: list[bytes], read: Callable[[bytes], bytes | None]
+    ) -> tuple[list[bytes], Callable[[bytes], bytes | None]]:
+        """`keys` plus the partition's keys pending (saved, not in the table yet), and a
+        reader that takes a pending change over the table's bytes at the time it reads."""
+        pending = self._pending
+        if pending:
+            held = set(keys)
+            keys = keys + [k for k, e in pending.items() if e[1] == partition and k not in held]
+
+        def read_now(key: bytes) -> bytes | None:
+            if pending and (entry := pending.get(key)) is not None:
+                return entry[3]
+            return read(key)
+
+        return keys, read_now
 
     def _keys_by_partition(
         self, wanted: set[int]
@@ -160,9 +238,11 @@ class FaustTableStore:
             for partition in sorted(wanted):
                 if (db := dbs.get(partition)) is not None:
                     yield partition, list(data._visible_keys(db)), db.get
+                elif self._pending:  # no database yet: its first records are pending
+                    yield partition, [], lambda _key: None
             return
-        # The memory store notes each key's partition (see `save`); a key it has no note
-        # for (none should be left) is placed by Kafka's default hash, murmur2.
+        # The memory store notes each key's partition (see `persisted`); a key it has no
+        # note for (none should be left) is placed by Kafka's default hash, murmur2.
         noted: dict[bytes, int] = getattr(data, "_key_partition", None) or {}
         grouped: dict[int, list[bytes]] = {p: [] for p in wanted}
         for key in list(data.keys()):
@@ -174,17 +254,44 @@ class FaustTableStore:
         for partition, keys in sorted(grouped.items()):
             yield partition, keys, data.get
 
-    def persisted(self, last_offsets: Mapping[int, int]) -> None:
-        """Tell the table's store how far the changelog holds what it holds, as Faust does
-        when it writes the changelog itself: RocksDB keeps the offset on disk, so a
-        restart on the same volume reads only the changelog after it (without it, every
-        record written since the store's last recovery was read again, ~10k a second)."""
+    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
+        """The changes as changelog records; held pending, the table's store unchanged
+        until `persisted`."""
+        write = StateWrite([])
+        records = write.records
+        pending = self._pending
+        for sub, change in changes.items():
+            key = sub.encode()
+            state = change.state
+            value = None if state is None else state.to_bytes()
+            records.append((change.partition, key, value))
+            pending[key] = (write, change.partition, sub, value, state)
+        return write
+
+    def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
+        """The changelog holds `write`'s records: write them to the table's store, then tell
+        the store how far the changelog holds what it holds, as Faust does when it writes
+        the changelog itself: RocksDB keeps the offset on disk, so a restart on the same
+        volume reads only the changelog after it (without it, every record written since
+        the store's last recovery was read again, ~10k a second). The offset goes last:
+        killed before it, a restart reads these records from the changelog again."""
+        self._apply(write)
         written = getattr(self.table, "written", None)  # moments.restore.PreloadingTable's
         if written is not None:
             for partition, offset in last_offsets.items():
                 written(partition, offset)
 
-    def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
+    def discard(self, write: StateWrite) -> None:
+        """`write`'s records are not in the changelog: forget them (and any cached copy),
+        so the next load reads the table's bytes."""
+        pending = self._pending
+        for _, key, _ in write.records:
+            entry = pending.get(key)
+            if entry is not None and entry[0] is write:
+                del pending[key]
+                self.cache.drop(entry[2])
+
+    def _apply(self, write: StateWrite) -> None:
         from faust.streams import _current_event
 
         data = self.table.data
@@ -193,11 +300,11 @@ class FaustTableStore:
         # keys written here are noted too, or a worker kept the state of every partition
         # it ever held (more memory after each scale-out; stale records if one came back).
         owners: dict[bytes, int] | None = getattr(data, "_key_partition", None)
+        pending = self._pending
         cache = self.cache
-        out: list[ChangelogRecord] = []
-        by_partition: dict[int, list[tuple[str, SubscriberState | None]]] = {}
-        for sub, change in changes.items():
-            by_partition.setdefault(change.partition, []).append((sub, change.state))
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for partition, key, value in write.records:
+            by_partition.setdefault(partition, []).append((key, value))
         # The stand-in event is set once per partition, not per record.
         for partition, items in by_partition.items():
             event = self._stand_ins.get(partition)
@@ -205,24 +312,24 @@ class FaustTableStore:
                 event = self._stand_ins[partition] = _StandInEvent(self._source_topic, partition)
             token = _current_event.set(weakref.ref(cast(Any, event)))
             try:
-                for sub, state in items:
-                    key = sub.encode()
-                    if state is None:
+                for key, value in items:
+                    if value is None:
                         data.pop(key, None)
-                        cache.drop(sub)
-                        out.append((partition, key, None))
                         if owners is not None:
                             owners.pop(key, None)
                     else:
-                        value = state.to_bytes()
                         data[key] = value
-                        cache.keep(sub, value, state)
-                        out.append((partition, key, value))
                         if owners is not None:
                             owners[key] = partition
+                    entry = pending.get(key)
+                    if entry is not None and entry[0] is write:  # else a later write's
+                        del pending[key]
+                        if (state := entry[4]) is None:
+                            cache.drop(entry[2])
+                        else:
+                            cache.keep(entry[2], cast(bytes, value), state)
             finally:
                 _current_event.reset(token)
-        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,13 @@ class _NotingStore(dict[bytes, bytes]):
         self._key_partition: dict[bytes, int] = {}
 
 
+def _written(store: FaustTableStore, changes: dict[str, StateChange]) -> list[Any]:
+    """Saved and acknowledged by the changelog (the runtime's `_publish`): in the table."""
+    write = store.save(changes)
+    store.persisted(write, {})
+    return write.records
+
+
 class TestFaustTableStore:
     def test_the_memory_store_learns_each_written_keys_partition(self) -> None:
         """Faust forgets the keys of given-up partitions by these notes; unnoted, a
@@ -137,9 +144,9 @@ class TestFaustTableStore:
         table = _Table()
         table.data = _NotingStore()
         store = FaustTableStore(table, "roaming", partitions=4)
-        store.save({"13000000001": StateChange(SubscriberState(watermark=5), 2)})
+        _written(store, {"13000000001": StateChange(SubscriberState(watermark=5), 2)})
         assert table.data._key_partition == {b"13000000001": 2}
-        store.save({"13000000001": StateChange(None, 2)})
+        _written(store, {"13000000001": StateChange(None, 2)})
         assert table.data._key_partition == {}
 
     def test_a_sweep_finds_records_by_their_noted_partition(self) -> None:
@@ -151,7 +158,7 @@ class TestFaustTableStore:
         sub = "13000000001"
         hashed = partition_of(sub.encode(), 4)
         elsewhere = (hashed + 1) % 4
-        store.save({sub: StateChange(SubscriberState(watermark=5), elsewhere)})
+        _written(store, {sub: StateChange(SubscriberState(watermark=5), elsewhere)})
         assert [s for s, _, _ in store.items({elsewhere})] == [sub]
         assert list(store.items({hashed})) == []
 
@@ -168,7 +175,7 @@ class TestFaustTableStore:
         subs = [str(13_000_000_000 + i) for i in range(12)]
         placed = {sub: (partition_of(sub.encode(), 4) + 1) % 4 for sub in subs}
         for sub, partition in placed.items():
-            store.save({sub: StateChange(SubscriberState(watermark=5), partition)})
+            _written(store, {sub: StateChange(SubscriberState(watermark=5), partition)})
         for partition in range(4):
             found = {(s, p) for s, _, p in store.items({partition})}
             assert found == {(s, p) for s, p in placed.items() if p == partition}
@@ -179,10 +186,10 @@ class TestFaustTableStore:
         table = _Table()
         store = FaustTableStore(table, "roaming", partitions=4)
         state = SubscriberState(watermark=5)
-        out = store.save({"13000000001": StateChange(state, 2)})
+        out = _written(store, {"13000000001": StateChange(state, 2)})
         assert out == [(2, b"13000000001", state.to_bytes())]
         assert store.load("13000000001") is state
-        store.save({"13000000001": StateChange(state, 2)})
+        _written(store, {"13000000001": StateChange(state, 2)})
         table.data[b"13000000001"] = SubscriberState(watermark=7).to_bytes()
         assert store.load("13000000001") == SubscriberState(watermark=7)
 
@@ -192,7 +199,7 @@ class TestFaustTableStore:
         subs = [str(13_000_000_000 + i) for i in range(40)]
         for sub in subs:
             partition = partition_of(sub.encode(), 4)
-            store.save({sub: StateChange(SubscriberState(watermark=len(sub)), partition)})
+            _written(store, {sub: StateChange(SubscriberState(watermark=len(sub)), partition)})
         wanted = {1, 2}
         seen = list(store.items(wanted))
         assert {p for _, _, p in seen} <= wanted
@@ -209,10 +216,10 @@ class TestFaustTableStore:
         table = _Table()
         store = FaustTableStore(table, "roaming", partitions=4)
         state = SubscriberState(watermark=5)
-        store.save({"13000000001": StateChange(state, 2)})
+        _written(store, {"13000000001": StateChange(state, 2)})
         del table.data[b"13000000001"]
         assert store.load("13000000001") is None
-        out = store.save({"13000000002": StateChange(None, 1)})
+        out = _written(store, {"13000000002": StateChange(None, 1)})
         assert out == [(1, b"13000000002", None)]
 
 

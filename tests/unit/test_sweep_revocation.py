@@ -30,7 +30,7 @@ from moments.models import EventType, ServiceTask
 from moments.pipeline import run_pipeline
 from moments.runtime import Runtime
 from moments.settings import load_settings
-from moments.store import ChangelogRecord, DictStateStore
+from moments.store import DictStateStore, StateWrite
 from sinks.metrics import Metrics
 
 from .rules.helpers import ev, rules_from
@@ -57,12 +57,14 @@ class _LoggedStore(DictStateStore):
 
     changelog_topic = "subscribers-changelog"
 
-    def save(self, changes: Mapping[str, StateChange]) -> list[ChangelogRecord]:
+    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
         super().save(changes)
-        return [
-            (0, sub.encode(), None if c.state is None else c.state.to_bytes())
-            for sub, c in changes.items()
-        ]
+        return StateWrite(
+            [
+                (0, sub.encode(), None if c.state is None else c.state.to_bytes())
+                for sub, c in changes.items()
+            ]
+        )
 
 
 class _HeldTasks:
