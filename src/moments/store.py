@@ -295,6 +295,26 @@ class FaustTableStore:
         from faust.streams import _current_event
 
         data = self.table.data
+        if getattr(data, "_dbs", None) is None:  # a store that asks no current event
+            self._apply_records(write, write.records)
+            return
+        # RocksDB picks a partition's database by the current event: a stand-in event
+        # is set once per partition, not per record.
+        by_partition: dict[int, list[ChangelogRecord]] = {}
+        for record in write.records:
+            by_partition.setdefault(record[0], []).append(record)
+        for partition, records in by_partition.items():
+            event = self._stand_ins.get(partition)
+            if event is None:
+                event = self._stand_ins[partition] = _StandInEvent(self._source_topic, partition)
+            token = _current_event.set(weakref.ref(cast(Any, event)))
+            try:
+                self._apply_records(write, records)
+            finally:
+                _current_event.reset(token)
+
+    def _apply_records(self, write: StateWrite, records: list[ChangelogRecord]) -> None:
+        data = self.table.data
         # Faust's memory store forgets, when a recovery ends, the keys of partitions this
         # worker no longer owns, by the partition it noted when it restored each key; the
         # keys written here are noted too, or a worker kept the state of every partition
@@ -302,34 +322,24 @@ class FaustTableStore:
         owners: dict[bytes, int] | None = getattr(data, "_key_partition", None)
         pending = self._pending
         cache = self.cache
-        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for partition, key, value in write.records:
-            by_partition.setdefault(partition, []).append((key, value))
-        # The stand-in event is set once per partition, not per record.
-        for partition, items in by_partition.items():
-            event = self._stand_ins.get(partition)
-            if event is None:
-                event = self._stand_ins[partition] = _StandInEvent(self._source_topic, partition)
-            token = _current_event.set(weakref.ref(cast(Any, event)))
-            try:
-                for key, value in items:
-                    if value is None:
-                        data.pop(key, None)
-                        if owners is not None:
-                            owners.pop(key, None)
-                    else:
-                        data[key] = value
-                        if owners is not None:
-                            owners[key] = partition
-                    entry = pending.get(key)
-                    if entry is not None and entry[0] is write:  # else a later write's
-                        del pending[key]
-                        if (state := entry[4]) is None:
-                            cache.drop(entry[2])
-                        else:
-                            cache.keep(entry[2], cast(bytes, value), state)
-            finally:
-                _current_event.reset(token)
+        for partition, key, value in records:
+            if value is None:
+                data.pop(key, None)
+                if owners is not None:
+                    owners.pop(key, None)
+            else:
+                data[key] = value
+                if owners is not None:
+                    owners[key] = partition
+            entry = pending.pop(key, None)
+            if entry is None:
+                continue
+            if entry[0] is not write:  # a later write's: it stays pending
+                pending[key] = entry
+            elif (state := entry[4]) is None:
+                cache.drop(entry[2])
+            else:
+                cache.keep(entry[2], cast(bytes, value), state)
 
 
 @dataclass(frozen=True, slots=True)
