@@ -321,3 +321,59 @@ def test_the_cache_changes_no_task_and_no_saved_byte(ops: list[tuple[str, Any]])
     """With failed batches and restored records in between, a cached store and one that
     parses every record again make the same tasks and end with the same bytes."""
     assert replay(ops, capacity=1000) == replay(ops, capacity=0)
+
+
+# A batch whose changelog write is given up (a rebalance, a stop): saved, then discarded.
+abandon_op_st = st.one_of(
+    op_st, st.tuples(st.just("abandon"), st.lists(event_st, min_size=1, max_size=6))
+)
+
+
+def replay_on_table(
+    ops: list[tuple[str, Any]], capacity: int
+) -> tuple[list[bytes], dict[str, bytes]]:
+    """`replay` on the stream's store: each batch's write persisted as the changelog
+    acknowledges it, an abandoned one discarded."""
+    detector = Detector(RULES, TYPES)
+    table = _Table()
+    store = FaustTableStore(table, "roaming", partitions=4, cache_capacity=capacity)
+    history: dict[str, list[bytes]] = {}
+    tasks: list[bytes] = []
+    offset = 0
+    for op, arg in ops:
+        if op == "restore":
+            sub = SUBSCRIBERS[arg]
+            if history.get(sub):
+                table.data[sub.encode()] = history[sub][0]
+            continue
+        records = []
+        for kind, who, hours, variant in arg:
+            topic = "usage" if kind == "bad" else kind
+            value = make_value(kind, SUBSCRIBERS[who], hours, variant, offset)
+            raw = orjson.dumps(value) if isinstance(value, dict) else value
+            records.append(RawRecord(topic, 0, offset, SUBSCRIBERS[who].encode(), raw))
+            offset += 1
+        result = detector.process(records, store.load, NOW)
+        if op == "fail":
+            continue
+        write = store.save(result.changes)
+        if op == "abandon":
+            store.discard(write)
+            continue
+        tasks.extend(orjson.dumps(t.model_dump(mode="json")) for t in result.tasks)
+        store.persisted(write, {})
+        for sub in result.changes:
+            if (saved_bytes := table.data.get(sub.encode())) is not None:
+                history.setdefault(sub, []).append(saved_bytes)
+    return tasks, {k.decode(): v for k, v in table.data.items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(abandon_op_st, min_size=1, max_size=14))
+def test_an_abandoned_write_leaves_what_a_failed_batch_leaves(ops: list[tuple[str, Any]]) -> None:
+    """A batch whose changelog write is given up leaves the store, cached or not, as a
+    batch that failed before its save: the same later tasks, the same bytes."""
+    as_failed = [("fail", arg) if op == "abandon" else (op, arg) for op, arg in ops]
+    expected = replay(as_failed, capacity=0)
+    assert replay_on_table(ops, capacity=1000) == expected
+    assert replay_on_table(ops, capacity=0) == expected
