@@ -463,7 +463,7 @@ class Runtime:
             return False
         started = time.perf_counter()
         saved = store.save(result.changes)
-        stage.labels("state").observe(time.perf_counter() - started)
+        state_s = time.perf_counter() - started  # and the local write after the changelog
         changelog = saved.records
         if changelog:
             # Write-ahead: the changelog acknowledges the records before the store keeps
@@ -489,9 +489,13 @@ class Runtime:
             stage.labels("changelog").observe(time.perf_counter() - started)
             if written is None:
                 store.discard(saved)
+                stage.labels("state").observe(state_s)
                 _not_written(what, result)
                 return False
+            started = time.perf_counter()
             store.persisted(saved, written)
+            state_s += time.perf_counter() - started
+        stage.labels("state").observe(state_s)
         return True
 
     def record(self, result: BatchResult) -> None:
