@@ -172,11 +172,14 @@ class TestStore:
         store = FaustTableStore(table, "roaming", partitions=4)
         write = store.save({SUB: StateChange(NEW, 2)})
         db = table.data._db_for_partition(2)
+        tp = TP(table.changelog_topic.get_topic_name(), 2)
         assert db.get(KEY) is None
+        # Acknowledged, not yet applied (a kill here): the offset has not moved either,
+        # so a restart on this volume reads the records from the changelog.
+        assert table.data.persisted_offset(tp) is None
         store.persisted(write, {2: 41})
         assert db.get(KEY) == NEW.to_bytes()
-        tp = table.changelog_topic.get_topic_name()
-        assert table.data.persisted_offset(TP(tp, 2)) == 41
+        assert table.data.persisted_offset(tp) == 41
 
 
 # ---- the runtime's order ----------------------------------------------------------------
