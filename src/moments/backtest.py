@@ -138,6 +138,10 @@ class BacktestResult:
     refusals: Counter[str] = field(default_factory=Counter)
     """What was wrong with the events refused as malformed (`TYPE: message`, the
     worker's words), the first `REFUSALS_KEPT` kinds of message."""
+    unreadable_count: int = 0
+    """Lines of the files that were no JSON object (dead-lettered as the stream would)."""
+    unreadable: list[str] = field(default_factory=list)
+    """The first of them, as `file:line` (`backtest_input.unreadable_lines`)."""
     waiting_at_end: int = 0
     ledger: dict[str, str] = field(default_factory=dict)
     """Every task id the sink claimed, with its final state (sent, deferred, merged,

@@ -161,7 +161,7 @@ def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from moments.backtest import BacktestResult, run_backtest
-    from moments.backtest_input import EventFile, history
+    from moments.backtest_input import EventFile, history, unreadable_lines, unreadable_note
     from moments.backtest_report import (
         build_report,
         compare,
@@ -213,6 +213,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                 live_from=live_from,
             )
             bar.done(result.events)
+        result.unreadable_count, result.unreadable = unreadable_lines(files)
         return result
 
     try:
@@ -266,6 +267,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         )
         for said, n in result.refusals.most_common(3):
             console.print(f"  {n:,} x {said}", style=style, markup=False, highlight=False)
+        if note := unreadable_note(result.unreadable_count, result.unreadable):
+            console.print(note, style=style, markup=False, highlight=False)
     if out_of_time:
         console.print(
             f"{out_of_time:,} event(s) not applied, as on the stream: older than their "

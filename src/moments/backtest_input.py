@@ -15,6 +15,7 @@ import datetime as dt
 import gzip
 import heapq
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
@@ -25,12 +26,16 @@ from pydantic import BaseModel
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.models import EVENT_MODELS, EventType
 from moments.rulecheck import (
+    READABLE_WITHIN,
     TYPES,
+    UNREADABLE,
     EventFileError,
     MissingEventTypeError,
     event_type_of,
     json_objects,
 )
+
+__all__ = ["READABLE_WITHIN", "EventFile", "FileEvent", "history", "merged", "unreadable_lines"]
 
 
 class FileEvent(NamedTuple):
@@ -45,6 +50,10 @@ class FileEvent(NamedTuple):
 
 
 _TYPES = {t.value: t for t in EventType}
+_NAMED_TYPE = re.compile(rb'"type"\s*:\s*"([a-z]+)"')
+"""The `type` a line that is no JSON object may still name (a line cut after it)."""
+NAMED_KEPT = 20
+"""Lines that were no JSON object named per file (all are counted)."""
 
 
 _SPAN = (
@@ -117,6 +126,9 @@ class EventFile:
         name = path.name[:-3] if path.name.endswith(".gz") else path.name
         self.is_csv = name.endswith(".csv")
         self._raw: IO[bytes] | None = None
+        self.unreadable: list[int] = []
+        """The first `NAMED_KEPT` numbers of the lines that were no JSON object."""
+        self.unreadable_count = 0
 
     @property
     def position(self) -> int:
@@ -135,9 +147,19 @@ class EventFile:
         return self._raw
 
     def __iter__(self) -> Iterator[FileEvent]:
+        self.unreadable, self.unreadable_count = [], 0
         with self._lines() as lines:
             try:
                 yield from self._csv(lines) if self.is_csv else self._jsonl(lines)
+            except gzip.BadGzipFile:
+                raise EventFileError(
+                    f"{self.path}: not gzip data: rename it without .gz if it is plain text"
+                ) from None
+            except EOFError:  # gzip's "Compressed file ended before the end-of-stream marker"
+                raise EventFileError(
+                    f"{self.path}: the gzip data ends early (a cut-off copy or export): copy "
+                    "or export it again; `gzip -dc FILE > FILE.jsonl` keeps what it holds"
+                ) from None
             finally:
                 if self._raw is not None:
                     self._raw.close()
@@ -148,11 +170,25 @@ class EventFile:
             kind = doc.get("type")
             event_type = types.get(kind) if isinstance(kind, str) else None
             if event_type is None or verbatim:  # the default or the error; NaN as written
+                if doc is UNREADABLE:
+                    yield self._unreadable(number, verbatim or b"")
+                    continue
                 yield _event(doc, f"{self.path}:{number}", self.default_type, verbatim)
                 continue
             del doc["type"]
             key = _key(doc.get("subscriber_id"))
             yield FileEvent(_epoch(doc.get("occurred_at")), event_type, key, orjson.dumps(doc))
+
+    def _unreadable(self, number: int, line: bytes) -> FileEvent:
+        """A line that is no JSON object, as the value the stream would dead-letter: on the
+        topic of the type it still names, else of the file's default type, else usage
+        (the stream's verdict on bytes that are no JSON is the same on every topic)."""
+        self.unreadable_count += 1
+        if len(self.unreadable) < NAMED_KEPT:
+            self.unreadable.append(number)
+        named = _NAMED_TYPE.search(line)
+        event_type = _TYPES.get(named.group(1).decode()) if named else None
+        return FileEvent(0.0, event_type or self.default_type or EventType.USAGE, b"", line)
 
     def _csv(self, lines: IO[bytes]) -> Iterator[FileEvent]:
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which made the
@@ -208,6 +244,27 @@ def history(
     for event in merged(rest):
         if event.at < until:
             yield event
+
+
+def unreadable_lines(files: Iterable[EventFile], kept: int = NAMED_KEPT) -> tuple[int, list[str]]:
+    """How many lines of `files` were no JSON object (each dead-lettered as the stream
+    would), and the first `kept` of them as `file:line`."""
+    count, named = 0, []
+    for f in files:
+        count += f.unreadable_count
+        named += [f"{f.path}:{n}" for n in f.unreadable]
+    return count, named[:kept]
+
+
+def unreadable_note(count: int, named: list[str]) -> str | None:
+    """The commands' line naming the lines that were no JSON object, or None."""
+    if not count:
+        return None
+    more = f" and {count - len(named):,} more" if count > len(named) else ""
+    return (
+        f"{count:,} line(s) no JSON object, refused as the stream refuses them: "
+        f"{', '.join(named)}{more}"
+    )
 
 
 def progress_of(files: list[EventFile]) -> Callable[[], tuple[int, int]]:

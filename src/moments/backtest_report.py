@@ -80,6 +80,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             "last_event": _iso(result.last_event, zone),
             "waiting_at_end": result.waiting_at_end,
             "dead_letters": dict(result.dead_letters),
+            "unreadable_lines": {"count": result.unreadable_count, "first": result.unreadable},
             "seconds": round(result.seconds, 3),
             "seconds_by_part": {
                 **{k: round(v, 3) for k, v in sorted(result.spent.items())},
@@ -477,6 +478,11 @@ def sections(
                 ["last event", s["last_event"]],
                 ["still waiting at the end", s["waiting_at_end"]],
                 ["dead letters", _dead_letters(s["dead_letters"])],
+                *(
+                    [["lines no JSON object (dead letters)", _unreadable(unreadable)]]
+                    if (unreadable := s.get("unreadable_lines", {})).get("count")
+                    else []
+                ),
                 ["events/s", s["events_per_second"]],
                 [
                     "state per subscriber, bytes (mean / p99 / max)",
@@ -660,6 +666,16 @@ def _dead_letters(by_reason: Mapping[str, int]) -> str:
     if not total:
         return "0"
     return f"{total:,} (" + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason.items())) + ")"
+
+
+def _unreadable(lines: Mapping[str, Any]) -> str:
+    """`2: a.jsonl:4, a.jsonl:9`, with `and N more` past the ones named."""
+    more = lines["count"] - len(lines["first"])
+    return (
+        f"{lines['count']:,}: "
+        + ", ".join(lines["first"])
+        + (f" and {more:,} more" if more else "")
+    )
 
 
 def print_report(report: Mapping[str, Any], console: Console) -> None:

@@ -34,6 +34,11 @@ class PipelineResult:
     tasks: list[ServiceTask] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
+    unreadable_count: int = 0
+    """Lines of the files that were no JSON object (`moments rules test`): among the
+    dead letters, as the stream would refuse them."""
+    unreadable: list[str] = field(default_factory=list)
+    """The first of them, as `file:line`."""
     store: DictStateStore = field(default_factory=DictStateStore)
     watermark: int = 0
     """Latest event time seen (epoch seconds): where a later `until` sweep starts."""

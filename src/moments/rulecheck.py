@@ -34,29 +34,84 @@ class MissingEventTypeError(EventFileError):
     """A line with no event type, and none given for the file."""
 
 
+READABLE_WITHIN = 20
+"""A JSON lines file has a JSON object among its first this many non-blank lines: one
+that has none (a CSV named .jsonl, a binary file) is refused whole, not read as that
+many dead letters."""
+
+UNREADABLE: dict[str, Any] = {}
+"""What `json_objects` yields for a line that is no JSON object (never changed)."""
+
+
 def json_objects(
     lines: Iterable[bytes], path: Path
 ) -> Iterator[tuple[int, dict[str, Any], bytes | None]]:
-    """(line number, object, verbatim) for each non-blank JSON line; a line that is not a
-    JSON object raises `EventFileError` naming the file and line. `verbatim` is None, or
-    the line itself when only the stream's parser reads it (NaN or Infinity: `stream_json`):
-    the event's value must then be the line as written, for the detector's verdict on it
-    to be the stream's (orjson would write a NaN back as null, a valid money amount)."""
-    for number, line in enumerate(lines, 1):
+    """(line number, object, verbatim) for each non-blank line. `verbatim` is None, or the
+    line itself (stripped) when the event's value must be the line as written: when only
+    the stream's parser reads it (NaN or Infinity: `stream_json`; orjson would write a NaN
+    back as null, a valid money amount), and when it is no JSON object (a cut line, a
+    trailing comma, binary junk, an array): the object is then `UNREADABLE`, and the
+    stream's `decode` dead-letters the line as it would the record (`invalid_json`...).
+    A file with no JSON object among its first `READABLE_WITHIN` non-blank lines raises
+    `EventFileError` (it is no JSON lines file)."""
+    numbered = enumerate(lines, 1)
+    held: list[tuple[int, dict[str, Any], bytes | None]] = []
+    for number, line in numbered:  # up to the first object: is it JSON lines at all?
+        if not line.strip():
+            continue
+        doc, verbatim = _object(line)
+        held.append((number, doc, verbatim))
+        if doc is not UNREADABLE:
+            yield from held
+            break
+        if len(held) >= READABLE_WITHIN:
+            raise EventFileError(_no_json_lines(path, held))
+    else:
+        if held:
+            raise EventFileError(_no_json_lines(path, held))
+        return
+    for number, line in numbered:  # the rest, as fast as orjson reads
         if not line.strip():
             continue
         verbatim = None
         try:
             doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            verbatim = line.strip()
-            try:
-                doc = stream_json(verbatim)
-            except ValueError:
-                raise EventFileError(f"{path}:{number}: not JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise EventFileError(f"{path}:{number}: a line must be a JSON object")
+        except orjson.JSONDecodeError:
+            doc, verbatim = _object(line)
+        else:
+            if type(doc) is not dict:
+                doc, verbatim = UNREADABLE, line.strip()
         yield number, doc, verbatim
+
+
+def _object(line: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """(object, verbatim) of one line, slowly: `UNREADABLE` when it is no JSON object."""
+    stripped = line.strip()
+    verbatim: bytes | None = None
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        verbatim = stripped  # NaN or Infinity, as written, if the stream's parser reads it
+        try:
+            doc = stream_json(stripped)
+        except ValueError:
+            return UNREADABLE, stripped
+    return (doc, verbatim) if type(doc) is dict else (UNREADABLE, stripped)
+
+
+def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes | None]]) -> str:
+    first = held[0][2] or b""
+    try:
+        orjson.loads(first)
+        why = "JSON, but no object"
+    except orjson.JSONDecodeError as exc:
+        why = f"not JSON: {exc}"
+    return (
+        f"{path}: none of its first {len(held)} line(s) is a JSON object (line {held[0][0]}, "
+        f"{first[:40]!r}: {why}); it is no JSON lines file: name a CSV file .csv, a gzip "
+        "file .gz, or export the events as JSON lines (`moments events check "
+        f"{path}` gives each line's verdict)"
+    )
 
 
 def event_type_of(doc: dict[str, Any], where: str, default_type: EventType | None) -> EventType:
@@ -78,7 +133,7 @@ def check_rules(
     """The rules over event files (JSON lines or CSV, .gz too, read as the backtest reads
     them), in event-time order; `event_type` is that of the lines of `events` without a
     `type` (a topic's records carry none)."""
-    from moments.backtest_input import EventFile, merged
+    from moments.backtest_input import EventFile, merged, unreadable_lines
 
     files = [EventFile(events, event_type)]
     if profiles is not None:
@@ -90,7 +145,9 @@ def check_rules(
         offset = offsets.get(topic, 0)
         offsets[topic] = offset + 1
         records.append(RawRecord(topic, 0, offset, event.key or None, event.value))
-    return run_pipeline(records, rules, now=None, until=until)
+    result = run_pipeline(records, rules, now=None, until=until)
+    result.unreadable_count, result.unreadable = unreadable_lines(files)
+    return result
 
 
 def describe_task(task: ServiceTask, mask: bool = True) -> str:
@@ -139,6 +196,10 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
         lines.append(f"{len(result.dead_letters)} event(s) refused:")
         for dl in result.dead_letters[:20]:
             lines.append(f"  {dl.event_type} #{dl.record.offset + 1}: {dl.message}")
+        from moments.backtest_input import unreadable_note
+
+        if note := unreadable_note(result.unreadable_count, result.unreadable):
+            lines.append(note)
     return lines
 
 

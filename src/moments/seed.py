@@ -58,6 +58,10 @@ class Seeded:
     records: dict[str, bytes] = field(default_factory=dict)
     events: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    unreadable_count: int = 0
+    """Lines of the files that were no JSON object: among the dead letters."""
+    unreadable: list[str] = field(default_factory=list)
+    """The first of them, as `file:line`."""
     moments: int = 0
     """Moments the rules found in the history (shadow: none made a task)."""
     first_event: float | None = None
@@ -292,6 +296,19 @@ def describe(
     return {
         "events": seeded.events,
         "dead letters": sum(seeded.dead_letters.values()),
+        **(
+            {
+                "lines no JSON object (dead letters)": f"{seeded.unreadable_count:,}: "
+                + ", ".join(seeded.unreadable)
+                + (
+                    f" and {seeded.unreadable_count - len(seeded.unreadable):,} more"
+                    if seeded.unreadable_count > len(seeded.unreadable)
+                    else ""
+                )
+            }
+            if seeded.unreadable_count
+            else {}
+        ),
         "moments (shadow, no task)": seeded.moments,
         "subscribers": len(seeded.records),
         "erased subscribers left out": "not looked up (dry run)"

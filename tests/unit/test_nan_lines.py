@@ -19,7 +19,6 @@ from moments.decoding import decode
 from moments.eventcheck import check_lines
 from moments.models import EventType
 from moments.records import DeadLetter, RawRecord
-from moments.rulecheck import EventFileError
 from rules.catalog import load_rules
 
 EVENT = (
@@ -83,13 +82,15 @@ class TestFileReaders:
             None,
         ]
 
-    def test_a_line_no_parser_reads_still_names_file_and_line(self, tmp_path: Path) -> None:
+    def test_a_line_no_parser_reads_is_dead_lettered_as_on_the_stream(self, tmp_path: Path) -> None:
         path = tmp_path / "cut.jsonl"
         path.write_text(
             '{"type": "topup", ' + LINES[3][1:] + '\n{"type": "topup", "amount": NaN,\n'
         )
-        with pytest.raises(EventFileError, match=r"cut.jsonl:2: not JSON"):
-            list(EventFile(path))
+        file = EventFile(path)
+        result = asyncio.run(Backtest(load_rules(None)).run(file))
+        assert result.dead_letters == {"invalid_json": 1}
+        assert file.unreadable == [2]
 
     def test_rules_test_reads_the_file_to_the_end(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
