@@ -3,7 +3,8 @@
 A small simulated history (the last few minutes, so the worker's wall clock and the
 backtest's event time agree on what is current) goes once through a real worker over
 Tansu and Redis and once through `moments backtest`'s code path. The task ids the
-dispatch ledger claimed, and the ones published, must be the same sets.
+dispatch ledger claimed, and the ones published, must be the same sets; a line cut off
+(a truncated export) is the same dead letter in both, and the backtest goes on past it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from rules.catalog import load_rules
 from sinks.ledger import TaskLedger
 
 from .conftest import MakeSettings, WorkerProcess
-from .kafka_io import metric_value, produce, read_topic, values
+from .kafka_io import metric_value, produce, read_topic, values, wait_for_metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,10 +62,14 @@ async def test_stream_and_backtest_make_the_same_task_ids(
             e.value["timezone"] = zone
         if "quiet_hours" in e.value:
             e.value["quiet_hours"] = [w for w in e.value["quiet_hours"] if int(w[:2]) >= 18]
+    lines = [e.to_json_line() for e in events]
+    cut = next(e for e in events if e.event_type is EventType.TOPUP).to_json_line()[:60]
+    lines.insert(len(lines) // 2, cut)
     history = tmp_path / "history.jsonl"
-    history.write_bytes(b"".join(e.to_json_line() + b"\n" for e in events))
+    history.write_bytes(b"".join(line + b"\n" for line in lines))
 
     backtest = await Backtest(load_rules(None)).run(EventFile(history))
+    assert backtest.dead_letters == {"invalid_json": 1}
     published = {str(t["task_id"]) for t in backtest.tasks()}
     assert len(published) >= 10, "the history should make a fair number of tasks"
     assert set(backtest.ledger) >= published
@@ -78,6 +83,9 @@ async def test_stream_and_backtest_make_the_same_task_ids(
         await produce(settings, [(e.event_type.value, e.key, e.value) for e in chunk])
         done += len(chunk)
         await _processed(port, done)
+    await produce(settings, [(EventType.TOPUP.value, None, cut)])
+    rejected = {"event_type": "topup", "reason": "invalid_json"}
+    assert await wait_for_metric(port, "moments_events_rejected_total", rejected, 1) == 1
     records = await read_topic(settings, "tasks", count=len(published), wait_s=60, settle=3)
     streamed = {str(t["task_id"]) for t in values(records)}
     claimed = await _ledger_states(redis_url, f"moments:{settings.app_id}:")
