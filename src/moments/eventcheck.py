@@ -79,7 +79,8 @@ def check_value(
             doc = stream_json(value)
         except ValueError:
             doc = _NOT_JSON
-    if doc is _NOT_JSON and event_type is None:  # a worker's verdict, the same for any type
+    if event_type is None and (doc is _NOT_JSON or not isinstance(doc, dict | None)):
+        # A worker's verdict, the same for any type (`null` is a profile deletion)
         refused = decode(RawRecord("", 0, number, None, value), EventType.USAGE)
         if isinstance(refused, DeadLetter):
             return LineVerdict(

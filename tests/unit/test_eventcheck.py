@@ -94,6 +94,17 @@ class TestVerdicts:
         assert typed.message.startswith("Invalid JSON")
         assert (untyped.event_type, typed.event_type) == ("", "topup")
 
+    def test_json_that_is_no_object_gets_the_workers_verdict_without_a_type(self) -> None:
+        """As the file readers (`backtest`) dead-letter it: the worker refuses an array
+        or a number on every topic; `null` is a profile deletion, so it needs its type."""
+        verdicts = list(check_lines([b"[1, 2]", b"42", b"null"], None))
+        assert [(v.event_type, v.reason) for v in verdicts] == [
+            ("", "invalid_event"),
+            ("", "invalid_event"),
+            ("", NO_TYPE),
+        ]
+        assert verdicts[0].message == "value: Input should be an object"
+
     def test_an_oversized_record_is_too_large(self) -> None:
         (verdict,) = check_lines([line(note="x" * 70_000)], None)
         assert verdict.reason == "too_large"
