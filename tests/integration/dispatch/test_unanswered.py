@@ -218,7 +218,7 @@ class TestPendingCommand:
 
         proc = await asyncio.to_thread(pending_command, w, "--older-than", "2 hours")
         assert proc.returncode == 2
-        assert "write a number and a unit, e.g. 30m, 24h, 60d" in proc.stderr
+        assert "'2 hours' is not a duration; write 2h" in proc.stderr
 
     async def test_a_huge_index_is_read_in_pages_and_shows_the_soonest_expiring(
         self, make_worker: Callable[..., Worker]
