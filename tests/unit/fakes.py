@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from aiokafka.errors import KafkaConnectionError
 
 if TYPE_CHECKING:
     from moments.models import ProfileEvent
@@ -43,3 +46,41 @@ class ReactivatedMeanwhile:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.facts, name)
+
+
+class NoDeadLetters:
+    """A runtime's dead-letter sink that takes and sends nothing."""
+
+    def add(self, _: object) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+
+class FakeChangelog:
+    """Stands in for `produce_to_partitions`: the first `fail` attempts raise, then each
+    write is held until `release` (set at once unless `hold`), kept in `records` and noted
+    in `order`; it answers each partition's offset as 40 + the records written so far."""
+
+    def __init__(self, order: list[str], fail: int = 0, hold: bool = False) -> None:
+        self.order = order
+        self.fail = fail
+        self.attempts = 0
+        self.records: list[tuple[int, bytes, bytes | None]] = []
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+        if not hold:
+            self.release.set()
+
+    async def __call__(
+        self, _producer: object, _topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
+    ) -> dict[int, int]:
+        self.attempts += 1
+        if self.attempts <= self.fail:
+            raise KafkaConnectionError("the broker is gone")
+        self.writing.set()
+        await self.release.wait()
+        self.records.extend(records)
+        self.order.append("changelog written")
+        return {p: 40 + len(self.records) for p, _, _ in records}

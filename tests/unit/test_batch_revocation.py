@@ -39,8 +39,9 @@ from moments.runtime import Runtime
 from moments.settings import load_settings
 from sinks.metrics import Metrics
 
+from .fakes import FakeChangelog, NoDeadLetters
 from .rules.helpers import ev, rules_from
-from .test_sweep_revocation import _Changelog, _DeadLetters, _HeldTasks, _LoggedStore
+from .test_sweep_revocation import _HeldTasks, _LoggedStore
 
 RULES = """
 gating: {quiet_hours: [], frequency_cap: null}
@@ -113,14 +114,14 @@ def _records() -> list[RawRecord]:
 
 def _setup(
     monkeypatch: pytest.MonkeyPatch, order: list[str]
-) -> tuple[Runtime, _HeldTasks, _Changelog, _LoggedStore, _Group, BatchLoop, _Source]:
+) -> tuple[Runtime, _HeldTasks, FakeChangelog, _LoggedStore, _Group, BatchLoop, _Source]:
     detector = Detector(rules_from(RULES), {t.value: t for t in EventType})
     runtime = Runtime(load_settings(), Metrics(), detector)
     tasks = _HeldTasks()
     runtime.tasks = tasks  # type: ignore[assignment]
-    runtime.dead_letters = _DeadLetters()  # type: ignore[assignment]
+    runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
     runtime._producer = object()  # type: ignore[assignment]
-    changelog = _Changelog(order, hold=False)
+    changelog = FakeChangelog(order, hold=False)
     monkeypatch.setattr(runtime_module, "produce_to_partitions", changelog)
     store = _LoggedStore()
     records = _records()

@@ -14,12 +14,11 @@ A fake table that logs every write to its store and its offsets stands in for Fa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
 from faust.types import TP
 
 from moments import runtime as runtime_module
@@ -32,6 +31,8 @@ from moments.state import SubscriberState
 from moments.store import DictStateStore, FaustTableStore, StateWrite
 from rules.catalog import load_rules
 from sinks.metrics import Metrics
+
+from .fakes import FakeChangelog, NoDeadLetters
 
 SUB = "13000000001"
 KEY = SUB.encode()
@@ -196,43 +197,10 @@ class _Tasks:
         pass
 
 
-class _DeadLetters:
-    def add(self, _: object) -> None:
-        pass
-
-    async def flush(self) -> None:
-        pass
-
-
-class _Changelog:
-    """Stands in for `produce_to_partitions`: `fail` attempts raise, then each write is
-    held until `release` and noted in `order`."""
-
-    def __init__(self, order: list[str], fail: int = 0, hold: bool = False) -> None:
-        self.order = order
-        self.fail = fail
-        self.attempts = 0
-        self.writing = asyncio.Event()
-        self.release = asyncio.Event()
-        if not hold:
-            self.release.set()
-
-    async def __call__(
-        self, _producer: object, _topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
-    ) -> dict[int, int]:
-        self.attempts += 1
-        if self.attempts <= self.fail:
-            raise KafkaConnectionError("the broker is gone")
-        self.writing.set()
-        await self.release.wait()
-        self.order.append("changelog written")
-        return {p: 40 + len(records) for p, _, _ in records}
-
-
-def _runtime(monkeypatch: pytest.MonkeyPatch, changelog: _Changelog) -> Runtime:
+def _runtime(monkeypatch: pytest.MonkeyPatch, changelog: FakeChangelog) -> Runtime:
     runtime = Runtime(load_settings(), Metrics(), Detector(load_rules(), {}))
     runtime.tasks = _Tasks()  # type: ignore[assignment]
-    runtime.dead_letters = _DeadLetters()  # type: ignore[assignment]
+    runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
     runtime._producer = object()  # type: ignore[assignment]
     monkeypatch.setattr(runtime_module, "produce_to_partitions", changelog)
     return runtime
@@ -248,7 +216,7 @@ class TestRuntimeOrder:
     ) -> None:
         order: list[str] = []
         store, table = _store(order)
-        runtime = _runtime(monkeypatch, _Changelog(order))
+        runtime = _runtime(monkeypatch, FakeChangelog(order))
         assert await runtime._publish(_result({SUB: StateChange(NEW, 2)}), store)
         assert order == ["changelog written", f"store {SUB}", "offset 2:41"]
         assert table.data == {KEY: NEW.to_bytes()}
@@ -261,7 +229,7 @@ class TestRuntimeOrder:
         replays."""
         order: list[str] = []
         store, table = _store(order)
-        changelog = _Changelog(order, fail=1, hold=True)
+        changelog = FakeChangelog(order, fail=1, hold=True)
         runtime = _runtime(monkeypatch, changelog)
         publish = asyncio.create_task(runtime._publish(_result({SUB: StateChange(NEW, 2)}), store))
         await asyncio.wait_for(changelog.writing.wait(), 30)
@@ -280,7 +248,7 @@ class TestRuntimeOrder:
         order: list[str] = []
         store, table = _store(order)
         held = {"ours": True}
-        changelog = _Changelog(order, fail=1)
+        changelog = FakeChangelog(order, fail=1)
         real_call = changelog.__call__
 
         async def failing_then_revoked(*args: Any) -> dict[int, int]:
@@ -308,7 +276,7 @@ class TestRuntimeOrder:
         a later batch to read, and the store is as it was."""
         order: list[str] = []
         store, table = _store(order)
-        changelog = _Changelog(order, hold=True)
+        changelog = FakeChangelog(order, hold=True)
         runtime = _runtime(monkeypatch, changelog)
         publish = asyncio.create_task(runtime._publish(_result({SUB: StateChange(NEW, 2)}), store))
         await asyncio.wait_for(changelog.writing.wait(), 30)

@@ -284,6 +284,18 @@ def make_value(kind: str, sub: str, hours: int, variant: int, n: int) -> dict[st
     return b"{not json"
 
 
+def batch_records(events: list[Any], offset: int) -> list[RawRecord]:
+    """One batch's records from `op_st`'s events, numbered from `offset`."""
+    records = []
+    for kind, who, hours, variant in events:
+        topic = "usage" if kind == "bad" else kind
+        value = make_value(kind, SUBSCRIBERS[who], hours, variant, offset)
+        raw = orjson.dumps(value) if isinstance(value, dict) else value
+        records.append(RawRecord(topic, 0, offset, SUBSCRIBERS[who].encode(), raw))
+        offset += 1
+    return records
+
+
 def replay(ops: list[tuple[str, Any]], capacity: int) -> tuple[list[bytes], dict[str, bytes]]:
     """Run the operations on a store with the given cache capacity: tasks and final bytes."""
     detector = Detector(RULES, TYPES)
@@ -297,13 +309,8 @@ def replay(ops: list[tuple[str, Any]], capacity: int) -> tuple[list[bytes], dict
             if history.get(sub):
                 store.data[sub] = history[sub][0]
             continue
-        records = []
-        for kind, who, hours, variant in arg:
-            topic = "usage" if kind == "bad" else kind
-            value = make_value(kind, SUBSCRIBERS[who], hours, variant, offset)
-            raw = orjson.dumps(value) if isinstance(value, dict) else value
-            records.append(RawRecord(topic, 0, offset, SUBSCRIBERS[who].encode(), raw))
-            offset += 1
+        records = batch_records(arg, offset)
+        offset += len(records)
         result = detector.process(records, store.load, NOW)
         if op == "fail":
             continue  # outputs never became durable: the state is not saved
@@ -346,13 +353,8 @@ def replay_on_table(
             if history.get(sub):
                 table.data[sub.encode()] = history[sub][0]
             continue
-        records = []
-        for kind, who, hours, variant in arg:
-            topic = "usage" if kind == "bad" else kind
-            value = make_value(kind, SUBSCRIBERS[who], hours, variant, offset)
-            raw = orjson.dumps(value) if isinstance(value, dict) else value
-            records.append(RawRecord(topic, 0, offset, SUBSCRIBERS[who].encode(), raw))
-            offset += 1
+        records = batch_records(arg, offset)
+        offset += len(records)
         result = detector.process(records, store.load, NOW)
         if op == "fail":
             continue

@@ -33,6 +33,7 @@ from moments.settings import load_settings
 from moments.store import DictStateStore, StateWrite
 from sinks.metrics import Metrics
 
+from .fakes import FakeChangelog, NoDeadLetters
 from .rules.helpers import ev, rules_from
 
 DAILY = """
@@ -90,36 +91,6 @@ class _HeldTasks:
         pass
 
 
-class _DeadLetters:
-    def add(self, _: object) -> None:
-        pass
-
-    async def flush(self) -> None:
-        pass
-
-
-class _Changelog:
-    """Stands in for `produce_to_partitions`: notes each write in `order`, optionally
-    held until `release`."""
-
-    def __init__(self, order: list[str], hold: bool) -> None:
-        self.order = order
-        self.records: list[tuple[int, bytes, bytes | None]] = []
-        self.writing = asyncio.Event()
-        self.release = asyncio.Event()
-        if not hold:
-            self.release.set()
-
-    async def __call__(
-        self, _producer: object, _topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
-    ) -> dict[int, int]:
-        self.writing.set()
-        await self.release.wait()
-        self.records.extend(records)
-        self.order.append("changelog written")
-        return {0: len(self.records) - 1}
-
-
 def _store() -> _LoggedStore:
     events = [
         ev(EventType.USAGE, DAY, sub=f"1380000{i:04d}", kind="data") for i in range(SUBSCRIBERS)
@@ -131,14 +102,14 @@ def _store() -> _LoggedStore:
 
 def _runtime(
     monkeypatch: pytest.MonkeyPatch, order: list[str], hold_changelog: bool
-) -> tuple[Runtime, _HeldTasks, _Changelog]:
+) -> tuple[Runtime, _HeldTasks, FakeChangelog]:
     runtime = Runtime(load_settings(), Metrics(), Detector(rules_from(DAILY), {}))
     tasks = _HeldTasks()
     tasks.release.set()
     runtime.tasks = tasks  # type: ignore[assignment]
-    runtime.dead_letters = _DeadLetters()  # type: ignore[assignment]
+    runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
     runtime._producer = object()  # type: ignore[assignment]
-    changelog = _Changelog(order, hold_changelog)
+    changelog = FakeChangelog(order, hold=hold_changelog)
     monkeypatch.setattr(runtime_module, "produce_to_partitions", changelog)
     runtime.clock.observe({0: int(NEXT_DAY.timestamp())}, time.time())
     return runtime, tasks, changelog
