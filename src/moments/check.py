@@ -101,12 +101,14 @@ def data_dir_finding(path: Path) -> Finding:
     judged without creating it: the directory, or the nearest one that exists above it."""
     step = f"data directory {path}"
     probe = path
-    while not probe.exists() and probe != probe.parent:
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
         probe = probe.parent
     fix = (
         f"point MOMENTS_DATA_DIR at a directory this user (uid {os.getuid()}) may write, "
         "e.g. a volume mounted there (Kubernetes: the pod's fsGroup)"
     )
+    if probe.is_symlink() and not probe.exists():  # mkdir stops there: "File exists"
+        return Finding(step, Verdict.FAIL, f"{probe} is a link to nothing; {fix}")
     if not probe.is_dir():
         return Finding(step, Verdict.FAIL, f"{probe} is not a directory; {fix}")
     if not os.access(probe, os.W_OK | os.X_OK):

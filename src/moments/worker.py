@@ -246,6 +246,9 @@ def ensure_data_dir(path: Path) -> None:
         f"point it at a directory this user (uid {os.getuid()}) may write, e.g. a volume "
         "mounted there (Kubernetes: the pod's fsGroup)"
     )
+    dangling = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:  # mkdir's own word for it was "File exists"
+        raise ConfigError(f"MOMENTS_DATA_DIR: {dangling} is a link to nothing; {fix}")
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:

@@ -88,3 +88,19 @@ class TestCheck:
         (tmp_path / "state").write_text("")
         finding = data_dir_finding(tmp_path / "state" / "moments")
         assert finding.verdict is Verdict.FAIL, finding
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_a_link_to_nothing_is_named_by_check_and_worker_alike(tmp_path: Path, below: bool) -> None:
+    """A volume's link left dangling (the path itself, or a folder above it): the worker
+    cannot make the directory, and `moments check` said "made at start"."""
+    link = tmp_path / "state"
+    link.symlink_to(tmp_path / "gone")
+    target = link / "moments" if below else link
+    finding = data_dir_finding(target)
+    assert finding.verdict is Verdict.FAIL, finding
+    assert "a link to nothing" in finding.detail
+    with pytest.raises(ConfigError) as err:
+        ensure_data_dir(target)
+    assert "a link to nothing" in str(err.value)
+    assert "MOMENTS_DATA_DIR" in str(err.value)
