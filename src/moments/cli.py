@@ -203,7 +203,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from moments.worker import run_worker
 
     extra = [a for a in args.faust_args if a != "--"]
-    run_worker(_settings(), extra)
+    try:
+        settings = _settings()
+    except ConfigError:
+        # Refused before the worker sets its log up: a bad value is the commonest reason
+        # a worker stops at start, and where the log is JSON it is said as one record.
+        from moments.settings import log_format_asked
+
+        if log_format_asked() == "json":
+            from moments.logformat import use_json_logs
+
+            use_json_logs()
+        raise
+    run_worker(settings, extra)
     return 0
 
 

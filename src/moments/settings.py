@@ -401,6 +401,21 @@ def _what_to_write(error_type: str, loc: tuple[int | str, ...]) -> str:
     return f"; write {kind}, e.g. {default}"
 
 
+class _LogFormatOnly(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOMENTS_", env_file=".env", extra="ignore")
+    log_format: str = "text"
+
+
+def log_format_asked() -> str:
+    """MOMENTS_LOG_FORMAT alone (lower case), read as `Settings` reads it, for a worker
+    whose settings were refused: its reason is then one JSON record where the log is
+    JSON; "text" when it cannot be read either."""
+    try:
+        return _LogFormatOnly().log_format.lower()
+    except (ValidationError, SettingsError):
+        return "text"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a `ConfigError`
     that names each `MOMENTS_*` variable and what is wrong with it."""

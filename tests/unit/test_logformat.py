@@ -97,6 +97,26 @@ class TestRefusedAtStart:
         record = json.loads(json_log.getvalue().strip())
         assert record["message"].startswith("moments: MOMENTS_PARTITIONS: the input"), record
 
+    def test_a_setting_refused_on_reading_is_json_when_the_log_is(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        restored_logging: None,
+    ) -> None:
+        """The commonest refusal, a setting's value, comes before the worker has set its
+        log up: it was plain lines for a worker whose MOMENTS_LOG_FORMAT says json."""
+        stream = io.StringIO()
+        logging.basicConfig(stream=stream, force=True, format="%(levelname)s %(message)s")
+        monkeypatch.setenv("MOMENTS_LOG_FORMAT", "JSON")
+        monkeypatch.setenv("MOMENTS_LATENESS_SECONDS", "an hour")
+        assert main(["worker"]) == 2
+        assert capsys.readouterr().err == ""
+        (line,) = stream.getvalue().strip().splitlines()
+        record = json.loads(line)
+        assert record["level"] == "ERROR"
+        assert record["message"].startswith("moments: invalid configuration:\n  ")
+        assert "MOMENTS_LATENESS_SECONDS" in record["message"]
+
     def test_a_text_log_keeps_the_plain_lines(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
