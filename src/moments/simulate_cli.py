@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -78,8 +79,8 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text}: write a number above 0")
+    if not math.isfinite(value) or value <= 0:  # inf and nan ended in a traceback
+        raise argparse.ArgumentTypeError(f"{text}: write a finite number above 0")
     return value
 
 

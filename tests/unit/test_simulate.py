@@ -199,6 +199,20 @@ class TestOutputs:
             main([*argv, "--duration", "two days", "--to-file", str(path)])
         assert "write seconds (3600) or a duration (1h, 2d, 3w)" in capsys.readouterr().err
 
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [("--duration", "inf"), ("--duration", "nan"), ("--rate", "inf"), ("--rate", "nan")],
+    )
+    def test_cli_refuses_a_number_that_is_no_amount(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+    ) -> None:
+        """`inf` and `nan` passed as numbers above 0 (nan is not <= 0) and ended in a
+        traceback (OverflowError, ValueError) once the events were counted."""
+        argv = ["simulate", "--subscribers", "5", "--rate", "1", "--duration", "10"]
+        with pytest.raises(SystemExit):
+            main([*argv, option, value, "--to-file", str(tmp_path / "o.jsonl")])
+        assert "write a finite number above 0" in capsys.readouterr().err
+
     def test_cli_writes_the_file_and_refuses_to_file_without_a_duration(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
