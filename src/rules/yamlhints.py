@@ -37,19 +37,21 @@ def yaml_hint(exc: MarkedYAMLError, text: str) -> str | None:
     if problem.startswith("expected ',' or") and context is not None:
         return f"the [ or {{ opened on line {context.line + 1} is not closed where it should be"
     if problem.startswith("found duplicate key"):
-        return _duplicate_key(problem, lines, line, mark.column)
+        start = context.line if context is not None else 0
+        return _duplicate_key(problem, lines[start:], line - start, mark.column, start)
     return None
 
 
-def _duplicate_key(problem: str, lines: list[str], line: int, column: int) -> str:
+def _duplicate_key(problem: str, lines: list[str], line: int, column: int, start: int) -> str:
     """Where the key was first written (the nearest line above with it at the same
-    column), and the fix: keep one, or, for a second `id`, a rule pasted without its
-    dash."""
+    column, in the map's own lines: `lines` from the map's first, `start`), and the fix:
+    keep one, or, for a second `id`, a rule pasted without its dash. A first written
+    otherwise (`"kind":`) is not found, rather than another rule's line named."""
     key = problem.split('"')[1] if problem.count('"') >= 2 else ""
     first = next(
         (i for i in range(line - 1, -1, -1) if lines[i][column:].startswith(f"{key}:")), None
     )
-    where = f", here and on line {first + 1}" if first is not None else ""
+    where = f", here and on line {start + first + 1}" if first is not None else ""
     fix = "a second rule starts with its own '- '" if key == "id" else "keep one"
     return f"{key!r} is written twice in one map{where}: {fix}"
 

@@ -121,6 +121,15 @@ class TestYamlSyntax:
             "value: \"1\"); 'priority' is written twice in one map, here and on line 10: keep one"
         )
 
+    def test_a_key_first_written_quoted_names_no_line_of_another_rule(self) -> None:
+        """The first `priority` of the second rule written `"priority":`: the line named
+        was the first rule's `priority:`, at the same column in another map."""
+        second = RULE.removeprefix("rules:\n").replace("id: r1", "id: r2")
+        second = second.replace("      priority: 1\n", '      "priority": 1\n      priority: 3\n')
+        (found,) = problems(RULE + second)
+        assert found.startswith('r.yaml:24:7: YAML syntax: found duplicate key "priority"')
+        assert found.endswith("'priority' is written twice in one map: keep one"), found
+
     def test_a_rule_pasted_without_its_dash_says_so(self) -> None:
         pasted = RULE + RULE.removeprefix("rules:\n").replace("  - id: r1", "    id: r2")
         (found,) = problems(pasted)
