@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import re
@@ -212,6 +213,26 @@ def load_together(paths: Sequence[Path]) -> RuleSet:
     return load_texts(texts)
 
 
+def _no_rules_files(folder: Path) -> str:
+    """Why a folder gave no rules files: one of hidden ones only is told they are left
+    out, as `ls -a` shows them."""
+    said = "no .yaml rules files in this folder"
+    with contextlib.suppress(OSError):
+        hidden = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.suffix in (".yaml", ".yml") and p.name.startswith(".")
+        )
+        if hidden:
+            shown = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
+            files = "file" if len(hidden) == 1 else "files"
+            said += (
+                f" ({len(hidden)} hidden {files} left out: {shown}; a name starting with '.' "
+                "is an editor's or a copy's, rename it to load it)"
+            )
+    return said
+
+
 def _read(path: Path) -> list[tuple[str, str]]:
     """The (name, text) of a rules file, or of each .yaml file of a folder."""
     try:
@@ -237,7 +258,7 @@ def _read(path: Path) -> list[tuple[str, str]]:
     if refused:
         raise RulesError(refused)
     if not texts:
-        raise RulesError([RuleProblem(str(path), 1, 1, "no .yaml rules files in this folder")])
+        raise RulesError([RuleProblem(str(path), 1, 1, _no_rules_files(path))])
     return texts
 
 

@@ -541,3 +541,16 @@ rules:
         (found,) = [str(p) for p in err.value.problems]
         assert found.startswith(f"{tmp_path / 'campaigns.yaml'}:1:1: cannot read: ")
         assert "a link to a file that is not there" in found
+
+    def test_a_folder_of_hidden_files_only_says_they_are_left_out(self, tmp_path: Path) -> None:
+        """A folder holding only `.default.yaml` was told it held no .yaml rules files,
+        with the file in plain sight of `ls -a`."""
+        (tmp_path / ".default.yaml").write_text(self.RULE)
+        with pytest.raises(RulesError) as err:
+            load_rules(tmp_path)
+        (found,) = [str(p) for p in err.value.problems]
+        assert found == (
+            f"{tmp_path}:1:1: no .yaml rules files in this folder (1 hidden file left out: "
+            ".default.yaml; a name starting with '.' is an editor's or a copy's, rename it "
+            "to load it)"
+        )
