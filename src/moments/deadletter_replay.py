@@ -12,7 +12,7 @@ coordinates go into a Redis set, and a later replay skips them (`again` override
 detector's own guard against a re-delivered event keeps only the latest few event ids
 per subscriber, so it could not stop a second replay a day later from counting the same
 top-up twice. For the same reason an original record dead-lettered twice (read again by
-a worker) is sent back once (`FirstCopies`).
+a worker) is sent back once (`FirstCopies` in a run, `replayed_origin_key` across runs).
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ REPLAYED_HEADER = "moments.replayed-from"
 def replayed_key(settings: Settings, partition: int) -> str:
     """The Redis set of offsets of one dead-letter partition already replayed."""
     return f"{settings.redis_prefix}deadletter-replayed:{partition}"
+
+
+def replayed_origin_key(settings: Settings, topic: str, partition: int) -> str:
+    """The Redis set of offsets of one input partition whose records went back: a copy
+    of one (`FirstCopies`) that a later replay selects alone is not sent again."""
+    return f"{settings.redis_prefix}deadletter-replayed-origin:{topic}:{partition}"
 
 
 async def dead_letters(
@@ -175,9 +181,12 @@ async def replay(
             # sent, even with `again`; it is remembered with the entries sent, so that a
             # later replay selecting it alone (`--since`) skips it too.
             accepted, copies = originals.split(accepted)
-            report.copies += len(copies)
             fresh = accepted if again else await _not_replayed(redis, settings, accepted)
             report.already += len(accepted) - len(fresh)
+            if not again:  # a copy of a record an earlier replay sent (of its first copy)
+                fresh, sent_before = await _not_sent_before(redis, settings, fresh)
+                copies += sent_before
+            report.copies += len(copies)
             if fresh and producer is not None:
                 await _send(producer, settings, fresh)
             if (fresh or copies) and producer is not None:
@@ -253,6 +262,30 @@ async def _not_replayed(
     return fresh
 
 
+async def _not_sent_before(
+    redis: Redis, settings: Settings, entries: Sequence[DeadLetterEntry]
+) -> tuple[list[DeadLetterEntry], list[DeadLetterEntry]]:
+    """(the entries whose original record no earlier replay sent, in their order; the
+    others)."""
+    by_origin: dict[tuple[str, int], list[DeadLetterEntry]] = {}
+    for entry in entries:
+        if entry.origin_partition is not None and entry.origin_offset is not None:
+            by_origin.setdefault((entry.origin_topic, entry.origin_partition), []).append(entry)
+    sent: set[str] = set()
+    for (topic, partition), group in by_origin.items():
+        seen = await redis.smismember(
+            replayed_origin_key(settings, topic, partition),
+            [str(e.origin_offset) for e in group],
+        )
+        sent.update(e.coordinates for e, done in zip(group, seen, strict=True) if done)
+    if not sent:
+        return list(entries), []
+    return (
+        [e for e in entries if e.coordinates not in sent],
+        [e for e in entries if e.coordinates in sent],
+    )
+
+
 async def _send(producer: Producer, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:
     source = settings.topic("deadletter")
     messages: list[Message] = [
@@ -269,10 +302,19 @@ def replay_headers(entry: DeadLetterEntry, source: str) -> list[Header]:
 
 
 async def _remember(redis: Redis, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:
-    """Marks the entries replayed, for as long as the task ledger remembers a task."""
+    """Marks the entries replayed, and their original records sent, for as long as the
+    task ledger remembers a task."""
     async with redis.pipeline(transaction=False) as pipe:
         for partition in {e.partition for e in entries}:
             key = replayed_key(settings, partition)
             pipe.sadd(key, *(str(e.offset) for e in entries if e.partition == partition))
+            pipe.expire(key, settings.ledger_ttl_seconds)
+        origins: dict[str, set[str]] = {}
+        for entry in entries:
+            if (origin := origin_of(entry)) is not None:
+                key = replayed_origin_key(settings, origin[0], origin[1])
+                origins.setdefault(key, set()).add(str(origin[2]))
+        for key, offsets in origins.items():
+            pipe.sadd(key, *offsets)
             pipe.expire(key, settings.ledger_ttl_seconds)
         await pipe.execute()

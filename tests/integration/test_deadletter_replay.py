@@ -281,3 +281,41 @@ async def test_a_record_dead_lettered_twice_goes_back_once(
     assert report.copies == 3
     copies_only = await replay(settings, Selection(since=between[1]))
     assert (copies_only.replayed.total, copies_only.already, copies_only.not_selected) == (0, 3, 3)
+
+
+async def test_a_copy_is_not_sent_after_its_first_went_back_in_another_replay(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Any]
+) -> None:
+    """A replay of the first copies alone (`--until` the restart), then one of the
+    copies alone (`--since` it): the second run had not met the first copies, and sent
+    every record back a second time. The originals replayed are remembered too."""
+    settings = make_settings()
+    await topics_for(settings)
+    topup = settings.topic("topup")
+    values = [_event(f"t-{n}", LI, amount="50", channel="app") for n in range(2)]
+    records = [RawRecord(topup, 0, 30 + n, LI.encode(), v) for n, v in enumerate(values)]
+    producer = await start_producer(settings)
+    between = []
+    try:
+        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
+        for _ in range(2):
+            between.append(dt.datetime.now(dt.UTC))
+            await asyncio.sleep(0.01)  # the copies' times after `between`, to the ms
+            for record in records:
+                sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
+            await sink.flush()
+            await asyncio.sleep(0.01)
+    finally:
+        await producer.stop()
+    dry = await replay(settings, Selection(until=between[1]), dry_run=True)
+    assert (dry.replayed.total, dry.copies) == (2, 0)
+    firsts = await replay(settings, Selection(until=between[1]))
+    assert (firsts.replayed.total, firsts.copies) == (2, 0)
+    copies = await replay(settings, Selection(since=between[1]), dry_run=True)
+    assert (copies.replayed.total, copies.copies, copies.not_selected) == (0, 2, 2)
+    copies = await replay(settings, Selection(since=between[1]))
+    assert (copies.replayed.total, copies.copies, copies.not_selected) == (0, 2, 2)
+    sent = await read_topic(settings, "topup", 2, wait_s=10, settle=1.0)
+    assert [r.value for r in sent] == values
+    anyway = await replay(settings, Selection(since=between[1]), again=True)
+    assert anyway.replayed.total == 2  # --again sends them anyway, as it says
