@@ -4,9 +4,9 @@ Faust's own Prometheus sensor has no lag metric and reports milliseconds in its
 own namespace; these are `moments_*` metrics in seconds on the worker's registry.
 
 - Lag = end offset (highwater) minus the group's committed offset, per assigned
-  partition of the input topics and of the internal topic of cooldown returns (the
-  batch loop reads both; a returns partition it stopped reading shows as lag like an
-  input one), sampled by a timer (`LagSampler.sample`: one ListOffsets request per
+  partition of the input topics, of the internal topic of cooldown returns and of the
+  task outcomes (the worker reads all three; a partition it stopped reading shows as lag
+  like an input one), sampled by a timer (`LagSampler.sample`: one ListOffsets request per
   sample, no per-record work).
 - Commit latency: every offset commit goes through Faust's
   `Consumer._commit_offsets` (Faust's own commits and the batch loop's
@@ -18,8 +18,8 @@ own namespace; these are `moments_*` metrics in seconds on the worker's registry
   `moments_dependency_errors_total{dependency="kafka"}` and sets
   `moments_dependency_up{dependency="kafka"}` to 0; the next good one sets it to 1.
 
-`install(app, registry, topics, health=metrics, internal=[returns topic])` wires them onto
-an app; `moments.worker` calls it.
+`install(app, registry, topics, health=metrics, internal=[returns, outcomes])` wires
+them onto an app; `moments.worker` calls it.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ConsumerMetrics:
         self.lag = Gauge(
             "moments_consumer_lag",
             "Records not yet committed: end offset minus committed offset, per partition read "
-            "(input topics and the cooldown returns topic)",
+            "(input topics, the cooldown returns topic and the task outcomes topic)",
             ["topic", "partition"],
             registry=r,
         )
@@ -107,8 +107,8 @@ def partition_lag(end_offset: int | None, committed: int | None) -> int | None:
 
 class LagSampler:
     """Reads end and committed offsets of the assigned partitions of `topics` (the input)
-    and `internal` (the cooldown returns) into the gauges; only the input partitions
-    count in `moments_consumer_assigned_partitions`."""
+    and `internal` (the cooldown returns, the task outcomes) into the gauges; only the
+    input partitions count in `moments_consumer_assigned_partitions`."""
 
     def __init__(
         self,
