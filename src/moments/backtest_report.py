@@ -174,10 +174,11 @@ def partial_days_note(partial: Mapping[str, str], waiting_at_end: int) -> list[s
     last, span = list(partial.items())[-1]
     if span.startswith("to") or " to " in span:
         waiting = f" ({waiting_at_end:,} task(s) still waited at the end)" if waiting_at_end else ""
-        text += (
-            f" Event time stopped at {span.split('to ')[-1]} on {last}{waiting}: leave that day "
-            f"out with --to {last}, or give it a whole day of events."
-        )
+        text += f" Event time stopped at {span.split('to ')[-1]} on {last}{waiting}: "
+        if span.startswith("from"):  # the report's only day: --to it would leave all out
+            text += "the history is shorter than a day; give it a whole day of events."
+        else:
+            text += f"leave that day out with --to {last}, or give it a whole day of events."
     return [text]
 
 

@@ -25,6 +25,7 @@ from moments.backtest_report import (
     compare,
     html_page,
     markdown,
+    partial_days_note,
     report_warnings,
 )
 from moments.backtest_state import BacktestState
@@ -1066,6 +1067,19 @@ def test_a_day_the_history_covers_in_part_is_said_and_marked(
     assert main([*args, "--from", DAY2.isoformat()]) == 0
     report = orjson.loads((out / "report.json").read_bytes())
     assert report["partial_days"] == {DAY2.isoformat(): "to 10:00"}
+
+
+def test_a_history_of_part_of_one_day_is_not_told_to_leave_that_day_out() -> None:
+    """Six simulated hours, 10:27 to 16:33 of one day: the note said "leave that day out
+    with --to 2026-12-06", which leaves every event out ("No event was read")."""
+    (note,) = partial_days_note({"2026-12-06": "from 10:27 to 16:33"}, waiting_at_end=19)
+    assert "--to 2026-12-06" not in note, note
+    assert "Event time stopped at 16:33 on 2026-12-06 (19 task(s) still waited at the end)" in (
+        note
+    )
+    assert note.endswith("the history is shorter than a day; give it a whole day of events.")
+    (two_days,) = partial_days_note({"2026-12-05": "from 10:00", "2026-12-06": "to 10:00"}, 0)
+    assert "leave that day out with --to 2026-12-06" in two_days
 
 
 def test_a_comparison_lists_the_rules_added_and_removed_that_made_no_task(
