@@ -183,14 +183,23 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
         for rule_id in shadows:
             found = counted.get(rule_id)
             lines.append(f"  {rule_id}: {found.describe() if found else 'no moment'}")
-    special = [r.id for r in rules.rules if r.task.family is Family.SPECIAL_DAY] if rules else []
+    # Live ones only: a shadow rule makes no task however far event time runs.
+    special = [
+        r.id
+        for r in (rules.rules if rules else ())
+        if r.task.family is Family.SPECIAL_DAY and r.id not in shadows
+    ]
     if rules is not None and until is None and special and not set(made) & set(special):
-        ran = dt.datetime.fromtimestamp(result.watermark, rules.gating.zone)
+        if result.watermark:
+            ran = dt.datetime.fromtimestamp(result.watermark, rules.gating.zone)
+            where = f"event time ran to {ran:%Y-%m-%d %H:%M} ({rules.gating.timezone})"
+        else:  # it said 1970-01-01 08:00
+            where = "no event was read, so event time did not run"
         lines.append(
-            f"no task of the special-day rule(s) {', '.join(special)}: event time ran to "
-            f"{ran:%Y-%m-%d %H:%M} ({rules.gating.timezone}), and a special day is looked at "
-            f"when it passes {rules.special.local_hour:02d}:00 local: no occasion of theirs "
-            "was due on the days it passed; pass --until with a later time to look at more days"
+            f"no task of the special-day rule(s) {', '.join(special)}: {where}, and a special "
+            f"day is looked at when it passes {rules.special.local_hour:02d}:00 local: no "
+            "occasion of theirs was due on the days it passed; pass --until with a later time "
+            "to look at more days"
         )
     if result.dead_letters:
         lines.append(f"{len(result.dead_letters)} event(s) refused:")

@@ -357,6 +357,40 @@ def test_rules_test_lists_each_live_rule_that_made_no_task(
     assert "pass --until with a later time" in note
 
 
+def test_rules_test_tells_no_special_day_note_for_a_shadow_rule_or_no_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A special-day rule in shadow makes no task however far event time runs: the note
+    advised --until for it whatever the events; with no event read it said event time
+    ran to 1970-01-01 08:00."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - id: new_year\n    description: New year\n    on: [profile]\n    mode: shadow\n"
+        "    evaluate: special_day\n    condition: {occasion: holiday, holidays: [new_year]}\n"
+        "    task: {family: special_day, type: ny, channel: sms, priority: 4, action: a,\n"
+        "           ttl: 12h, description: ny}\n"
+    )
+    profile = {
+        "type": "profile",
+        "event_id": "p1",
+        "subscriber_id": "13800138001",
+        "occurred_at": "2026-12-06T10:00:00+08:00",
+        "region": "SH",
+    }
+    events = write_events(tmp_path / "p.jsonl", [profile])
+    assert main(["rules", "test", str(path), "--events", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert "no task of the special-day" not in out, out
+    assert "1 shadow rule(s), no task made" in out
+    live = path.read_text().replace("    mode: shadow\n", "")
+    path.write_text(live)
+    empty = write_events(tmp_path / "none.jsonl", [])
+    assert main(["rules", "test", str(path), "--events", str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert "1970" not in out, out
+
+
 def test_rules_test_says_a_baseline_rule_with_no_task_needs_history(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
