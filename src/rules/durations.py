@@ -36,6 +36,11 @@ def _what_to_write(text: str) -> str:
     worded = _WORDED.match(text)
     if worded:
         number, word = int(worded.group(1)), worded.group(2).lower()
+        if worded.group(2) == "M":  # months in ISO 8601 (P3M) and spreadsheets
+            return (
+                f"write {number}m for minutes, {number * 30}d for months (a month is no "
+                "unit: 30 days each)"
+            )
         if word in _WORDS:
             return f"write {number}{_WORDS[word]}"
         if word in _IN_DAYS:

@@ -41,3 +41,14 @@ def test_what_is_no_duration_at_all_still_shows_the_form() -> None:
 def test_the_written_forms_still_parse() -> None:
     assert parse_duration("90d") == dt.timedelta(days=90)
     assert parse_duration(" 2w ") == dt.timedelta(weeks=2)
+
+
+def test_a_capital_m_is_not_told_to_be_minutes() -> None:
+    """`3M` is months in ISO 8601 (P3M) and in many a spreadsheet: it was told "write 3m",
+    three minutes, the very mistake the words' hints are there to stop."""
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration("3M")
+    assert str(err.value) == (
+        "'3M' is not a duration; write 3m for minutes, 90d for months (a month is no unit: "
+        "30 days each)"
+    )
