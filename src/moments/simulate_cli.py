@@ -94,10 +94,11 @@ def _seconds(text: str) -> float:
         pass
     try:
         seconds = parse_duration(text).total_seconds()
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text}: write seconds (3600) or a duration (1h, 2d, 3w)"
-        ) from None
+    except ValueError as exc:
+        hint = str(exc).partition("; ")[2]  # `write 2d` for `2 days`, as in a rules file
+        if not hint.startswith("write ") or hint.startswith("write a number and a unit"):
+            hint = "write seconds (3600) or a duration (1h, 2d, 3w)"
+        raise argparse.ArgumentTypeError(f"{text}: {hint}") from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text}: write a duration above 0")
     return seconds

@@ -198,6 +198,9 @@ class TestOutputs:
         with pytest.raises(SystemExit):
             main([*argv, "--duration", "two days", "--to-file", str(path)])
         assert "write seconds (3600) or a duration (1h, 2d, 3w)" in capsys.readouterr().err
+        with pytest.raises(SystemExit):  # words get the hint a rules file's duration gets
+            main([*argv, "--duration", "2 days", "--to-file", str(path)])
+        assert "--duration: 2 days: write 2d" in capsys.readouterr().err
 
     @pytest.mark.parametrize(
         ("option", "value"),
