@@ -308,8 +308,9 @@ class Comparison:
     per_rule: dict[str, RuleDiff] = field(default_factory=dict)
     presence: dict[str, str] = field(default_factory=dict)
     """Rule id -> `new` (the candidate's only; `new, shadow` for one in shadow),
-    `removed` (the baseline's only) or `in both`, for every rule of either catalog: a
-    new rule that made no task is listed too, with zeros (one in both, only if changed)."""
+    `removed` (the baseline's only), `now shadow` or `now live` (in both, its mode
+    changed) or `in both`, for every rule of either catalog: a new rule that made no task
+    is listed too, with zeros (one in both, only if changed)."""
 
     def totals(self) -> RuleDiff:
         out = RuleDiff()
@@ -385,11 +386,16 @@ def compare(
     new = {t["task_id"]: t for t in map(orjson.loads, candidate)}
     out = Comparison()
     if rule_sets is not None:
-        in_baseline = {r.id for r in rule_sets[0].rules}
+        in_baseline = {r.id: r.shadow for r in rule_sets[0].rules}
         for rule in rule_sets[1].rules:
-            label = "in both" if rule.id in in_baseline else "new, shadow" if rule.shadow else "new"
+            if rule.id not in in_baseline:
+                label = "new, shadow" if rule.shadow else "new"
+            elif rule.shadow != in_baseline[rule.id]:  # its tasks all removed, or all added
+                label = "now shadow" if rule.shadow else "now live"
+            else:
+                label = "in both"
             out.presence[rule.id] = label
-        gone = in_baseline - set(out.presence)
+        gone = set(in_baseline) - set(out.presence)
         out.presence.update(dict.fromkeys(sorted(gone), "removed"))
         out.per_rule.update({r: RuleDiff() for r, p in out.presence.items() if p != "in both"})
 

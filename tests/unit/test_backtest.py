@@ -1069,6 +1069,34 @@ def test_a_day_the_history_covers_in_part_is_said_and_marked(
     assert report["partial_days"] == {DAY2.isoformat(): "to 10:00"}
 
 
+def test_a_comparison_says_a_rule_put_in_shadow_or_taken_live(tmp_path: Path) -> None:
+    """A rule both catalogs hold, put in shadow by the candidate: every task of it read
+    as removed, with nothing to tell that from a rule that broke."""
+    base = load_rules(write_rules(tmp_path / "base.yaml"))
+    shadowed = (
+        (tmp_path / "base.yaml")
+        .read_text()
+        .replace(
+            "    description: A large top-up\n",
+            "    description: A large top-up\n    mode: shadow\n",
+        )
+    )
+    (tmp_path / "new.yaml").write_text(shadowed)
+    candidate = load_rules(tmp_path / "new.yaml")
+    task = {"task_id": "a" * 32, "moment": {"rule_id": "big_topup"}}
+    comparison = compare([orjson.dumps(task)], [], (base, candidate)).as_dict()
+    (row,) = comparison["per_rule"]
+    assert row == {
+        "rule_id": "big_topup",
+        "added": 0,
+        "removed": 1,
+        "changed": 0,
+        "rule": "now shadow",
+    }
+    back = compare([], [orjson.dumps(task)], (candidate, base)).as_dict()
+    assert back["per_rule"][0]["rule"] == "now live"
+
+
 def test_a_history_of_part_of_one_day_is_not_told_to_leave_that_day_out() -> None:
     """Six simulated hours, 10:27 to 16:33 of one day: the note said "leave that day out
     with --to 2026-12-06", which leaves every event out ("No event was read")."""
