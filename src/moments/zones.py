@@ -60,13 +60,25 @@ ZONE_ALIASES = {"beijing": "Asia/Shanghai", "china": "Asia/Shanghai"}
 def closest_zone(name: str) -> str | None:
     """The IANA name `name` most likely meant (`asia/shanghai`, `Asia/HongKong`,
     `Europe/Londn`, `Beijing`), or None. Cached: a producer repeating one bad name costs
-    one search."""
+    one search. Searched among the names of its area (`Asia/`, the closest area when it
+    is misspelt; the names without one when it has none), not all ~600: a profile with a
+    bad zone of its own (the cache missed) took 1.3 ms to refuse, 70 µs before the hint."""
     text = name.strip()[:64]
     if alias := ZONE_ALIASES.get(text.lower()):
         return alias
-    names = _zone_names()
-    by_lower = {n.lower(): n for n in names}
     spaced = text.replace(" ", "_").lower()
+    areas = _by_area()
+    if "/" not in spaced:  # `AsiaBaku`: the slash left out after an area
+        lead = next((a for a in areas if a and spaced.startswith(a) and spaced != a), None)
+        if lead is not None and spaced not in areas[""]:
+            spaced = f"{lead}/{spaced[len(lead) :]}"
+    area = spaced.partition("/")[0] if "/" in spaced else ""
+    if area not in areas:
+        near = difflib.get_close_matches(area, [a for a in areas if a], n=1, cutoff=0.5)
+        if not near:
+            return None
+        area = near[0]
+    by_lower = areas[area]
     if spaced in by_lower:
         return by_lower[spaced]
     close = difflib.get_close_matches(spaced, list(by_lower), n=1, cutoff=0.8)
@@ -74,8 +86,14 @@ def closest_zone(name: str) -> str | None:
 
 
 @lru_cache(maxsize=1)
-def _zone_names() -> tuple[str, ...]:
-    return tuple(sorted(available_timezones()))
+def _by_area() -> dict[str, dict[str, str]]:
+    """Lower-case area (`asia`; "" for a name without one) -> {lower-case name: name}."""
+    out: dict[str, dict[str, str]] = {}
+    for zone in sorted(available_timezones()):
+        lower = zone.lower()
+        area = lower.partition("/")[0] if "/" in lower else ""
+        out.setdefault(area, {})[lower] = zone
+    return out
 
 
 def subscriber_zone(name: object, default: dt.tzinfo) -> dt.tzinfo:
