@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from moments.backtest_input import EventFile
 
 EXAMPLES = """
-    moments simulate --subscribers 2000 --rate 2 --duration 604800 --seed 1 --to-file week.jsonl.gz
+    moments simulate --subscribers 2000 --rate 2 --duration 7d --seed 1 --to-file week.jsonl.gz
     moments backtest --events week.jsonl.gz --rules src/rules/catalog/default.yaml
     moments backtest --events week.jsonl.gz --rules my-rules/ --policy dispatch.yaml --out out/
     moments backtest --events usage.csv.gz topups.jsonl --profiles crm.jsonl --rules rules/ \\
