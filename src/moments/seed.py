@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moments.backtest import Backtest, Progress
-from moments.backtest_input import FileEvent
+from moments.backtest_input import EventFile, FileEvent, unreadable_lines
 from moments.backtest_state import BacktestState
 from moments.exceptions import ConfigError
 from moments.partitioning import partition_of
@@ -158,6 +158,18 @@ def of_partitions(
     for event in events:
         if partition_of(event.key, count) in chosen:
             yield event
+
+
+def unreadable_read(
+    files: Iterable[EventFile], count: int, chosen: Collection[int] | None
+) -> tuple[int, list[str]]:
+    """`unreadable_lines` of `files` that this seed read. Such a line has no key: with
+    `--partitions` (`of_partitions`) only the part holding the empty key's partition reads
+    it, as any event without a subscriber id, and counts it among its dead letters; every
+    other part said it had them too."""
+    if chosen is not None and partition_of(b"", count) not in chosen:
+        return 0, []
+    return unreadable_lines(files)
 
 
 async def erased_subscribers(settings: Settings, subscriber_ids: Sequence[str]) -> set[str]:

@@ -213,7 +213,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from moments.backtest_cli import file_bar, parse_when
-    from moments.backtest_input import EventFile, history, unreadable_lines
+    from moments.backtest_input import EventFile, history
     from moments.connections import check_kafka, require_kafka, require_redis
     from moments.models import EventType
     from moments.rulecheck import EventFileError
@@ -226,6 +226,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         of_partitions,
         parse_partitions,
         refusal,
+        unreadable_read,
         write_records,
     )
     from moments.settings import load_settings
@@ -289,7 +290,9 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         with file_bar(console, "history", files) as bar:
             seeded = build_states(rules, events, policy, end, bar.show)
             bar.done(seeded.events)
-        seeded.unreadable_count, seeded.unreadable = unreadable_lines(files)
+        seeded.unreadable_count, seeded.unreadable = unreadable_read(
+            files, settings.partitions, chosen
+        )
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1

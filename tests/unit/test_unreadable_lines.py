@@ -188,3 +188,24 @@ class TestNotJsonLines:
         path.write_bytes(b"type,subscriber_id\ntopup,13800000001\n")
         assert main(["backtest", "--events", str(path), "--out", str(tmp_path / "o")]) == 1
         assert "name a CSV file .csv" in capsys.readouterr().err
+
+
+def test_a_seed_in_parts_counts_them_in_the_part_that_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line that is no JSON object has no key: with --partitions only the part holding
+    the empty key's partition reads it (as any event without a subscriber id) and counts
+    it among its dead letters; every other part said it had those 5 dead letters too."""
+    from moments.partitioning import partition_of
+
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("MOMENTS_PARTITIONS", "4")
+    path = write(tmp_path / "h.jsonl")
+    keyless = partition_of(b"", 4)
+    others = ",".join(str(p) for p in range(4) if p != keyless)
+    for part, expected in ((str(keyless), True), (others, False)):
+        argv = ["state", "seed", "--events", str(path), "--dry-run", "--to", "2026-11-12"]
+        argv += ["--partitions", part]
+        assert main(argv) == 0
+        said = " ".join(capsys.readouterr().out.split())
+        assert ("lines no JSON object (dead letters) │ 5:" in said) is expected, (part, said)
