@@ -30,7 +30,10 @@ MAX_MESSAGE_BYTES = 64 * 1024
 """Larger values are refused: no event in the contract comes near it."""
 SUBSCRIBER_KEY = re.compile(SUBSCRIBER_PATTERN.encode())
 """A record key that is a subscriber id (UTF-8 bytes)."""
-_BOM = b"\xef\xbb\xbf"
+UTF8_BOM = b"\xef\xbb\xbf"
+"""How a file saved as "UTF-8 with BOM" (an editor's, an export's) begins: the file's, not
+its first line's; the readers of event files drop it there, as the CSV reader does
+(utf-8-sig). A record on a topic has no file: the stream refuses one starting with it."""
 
 IDENTITY_FIELDS: dict[EventType, tuple[str, ...]] = {
     event_type: ("subscriber_id", "occurred_at", "event_id")
@@ -112,7 +115,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             "TooLarge",
             f"{len(value)} bytes; events are limited to {MAX_MESSAGE_BYTES}",
         )
-    if value.startswith(_BOM):
+    if value.startswith(UTF8_BOM):
         return _reject(
             record,
             event_type,

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from moments.decoding import decode, stream_json
+from moments.decoding import UTF8_BOM, decode, stream_json
 from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import EventType
 from moments.records import DeadLetter, RawRecord
@@ -58,11 +58,18 @@ class CheckTally:
 
 
 def check_lines(
-    lines: Iterable[bytes], event_type: EventType | None, now: float | None = None
+    lines: Iterable[bytes],
+    event_type: EventType | None,
+    now: float | None = None,
+    file: bool = True,
 ) -> Iterator[LineVerdict]:
     """A verdict for each non-blank line, numbered from 1 (blank lines count); with
-    `now` (epoch seconds), an event dated further ahead than a worker takes is `future`."""
+    `now` (epoch seconds), an event dated further ahead than a worker takes is `future`.
+    A `file`'s byte-order mark is the file's, dropped as the backtest drops it; records
+    piped from a topic (`kcat ... | moments events check -`) keep theirs, refused."""
     for number, raw in enumerate(lines, 1):
+        if file and number == 1 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]
         value = raw.strip()
         if value:
             yield check_value(number, value, event_type, now)

@@ -141,7 +141,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     with progress:
         for name in args.files:
             with _lines(name) as lines:
-                for verdict in check_lines(lines, event_type, now):
+                for verdict in check_lines(lines, event_type, now, file=name != "-"):
                     tally.add(verdict)
                     if verdict.reason is not None and (args.json or shown < args.max_shown):
                         shown += 1

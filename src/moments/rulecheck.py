@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from moments.decoding import stream_json
+from moments.decoding import UTF8_BOM, stream_json
 from moments.exceptions import MomentsError
 from moments.models import EventType, Family, ServiceTask
 from moments.pii import mask_msisdn
@@ -53,10 +53,13 @@ def json_objects(
     trailing comma, binary junk, an array): the object is then `UNREADABLE`, and the
     stream's `decode` dead-letters the line as it would the record (`invalid_json`...).
     A file with no JSON object among its first `READABLE_WITHIN` non-blank lines raises
-    `EventFileError` (it is no JSON lines file)."""
+    `EventFileError` (it is no JSON lines file). A byte-order mark starting the file is
+    dropped (`UTF8_BOM`)."""
     numbered = enumerate(lines, 1)
     held: list[tuple[int, dict[str, Any], bytes | None]] = []
     for number, line in numbered:  # up to the first object: is it JSON lines at all?
+        if number == 1 and line.startswith(UTF8_BOM):
+            line = line[len(UTF8_BOM) :]
         if not line.strip():
             continue
         doc, verbatim = _object(line)

@@ -209,3 +209,29 @@ def test_a_seed_in_parts_counts_them_in_the_part_that_reads_them(
         assert main(argv) == 0
         said = " ".join(capsys.readouterr().out.split())
         assert ("lines no JSON object (dead letters) │ 5:" in said) is expected, (part, said)
+
+
+def test_a_byte_order_mark_is_the_file_s_not_its_first_event_s(tmp_path: Path) -> None:
+    """An editor or export that saves "UTF-8 with BOM" starts the file with EF BB BF: the
+    CSV reader drops it (utf-8-sig); a JSON lines file had its first event refused as no
+    JSON object, a dead letter the stream, which never sees the file, would not make.
+    `events check` judges that line as the backtest reads it."""
+    from moments.eventcheck import check_lines
+
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + topup(1) + b"\n" + topup(2) + b"\n")
+    file = EventFile(path)
+    events = list(file)
+    assert (file.unreadable_count, file.unreadable) == (0, [])
+    assert [e.key for e in events] == [b"13800000001", b"13800000002"]
+    first = RawRecord("topup", 0, 0, events[0].key, events[0].value)
+    assert not isinstance(decode(first, EventType.TOPUP), DeadLetter)
+    with path.open("rb") as lines:
+        assert [v.reason for v in check_lines(lines, None)] == [None, None]
+    with path.open("rb") as lines:  # records from a topic keep it: the worker refuses them
+        assert next(check_lines(lines, None, file=False)).reason is not None
+    # Only at the start of the file: elsewhere the bytes are the line's, as the stream's.
+    path.write_bytes(topup(1) + b"\n\xef\xbb\xbf" + topup(2) + b"\n")
+    file = EventFile(path)
+    assert len(list(file)) == 2
+    assert file.unreadable == [2]
