@@ -25,7 +25,8 @@ well, whatever their length. Masks look like `139****1234` (`mask_msisdn`).
 
 Logging's own report of a handler that failed on a record (on stderr: the record's format
 string and arguments, its exception) is cleaned too (`print_error_report`), and so is
-the traceback Python prints of an uncaught exception (in the main thread or another).
+the traceback Python prints of an uncaught exception (in the main thread or another);
+where the log is JSON, that exception is one JSON record instead (`_logged_as_json`).
 
 Secrets are redacted whatever `MOMENTS_LOG_PII` says: the configured passwords
 wherever they appear, and the SASL payload aiokafka logs at DEBUG with each
@@ -231,14 +232,52 @@ def install_pii_masking(mask: bool = True, secrets: tuple[str, ...] | list[str] 
         _state["installed"] = True
 
 
+MAIN_THREAD = "the main thread"
+
+
 def _clean_excepthook(
     kind: type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> None:
-    _cleaned_stderr(lambda: sys.__excepthook__(kind, exc, tb))
+    if not _logged_as_json(MAIN_THREAD, kind, exc, tb):
+        _cleaned_stderr(lambda: sys.__excepthook__(kind, exc, tb))
 
 
 def _clean_thread_excepthook(args: threading.ExceptHookArgs) -> None:
-    _cleaned_stderr(lambda: threading.__excepthook__(args))
+    if args.exc_type is SystemExit or args.exc_value is None:  # silent, as Python's own
+        _cleaned_stderr(lambda: threading.__excepthook__(args))
+        return
+    where = f"thread {args.thread.name}" if args.thread is not None else "a thread"
+    if not _logged_as_json(where, args.exc_type, args.exc_value, args.exc_traceback):
+        _cleaned_stderr(lambda: threading.__excepthook__(args))
+
+
+def _logged_as_json(
+    where: str, kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> bool:
+    """Where the log is JSON (`MOMENTS_LOG_FORMAT=json`: the root's handlers format with
+    `CleanJsonFormatter`), an uncaught exception as one CRITICAL record, its traceback in
+    the `exception` field: Python's plain lines were split by a log collector into one
+    entry each. False where the log is text (Python's traceback is printed then).
+
+    Handed to the root logger itself: a logger below it may have been disabled by a
+    later logging set-up (Faust's)."""
+    from moments.logformat import CleanJsonFormatter  # that module imports this one
+
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, CleanJsonFormatter) for h in root.handlers):
+        return False
+    then = "; the process stops" if where == MAIN_THREAD else ""
+    record = logging.getLogger("moments").makeRecord(
+        "moments",
+        logging.CRITICAL,
+        "",
+        0,
+        "uncaught %s in %s: %s%s",
+        (kind.__name__, where, exc, then),
+        (kind, exc, tb),
+    )
+    root.handle(record)
+    return True
 
 
 def _cleaned_stderr(write: Callable[[], object]) -> None:
