@@ -215,15 +215,21 @@ def run_worker(settings: Settings, faust_args: list[str]) -> None:
     (`_sigterm_while_starting`); once Faust starts, until its worker handles the signal,
     one is noted and then acted on (`service_worker.note_sigterm`). SIGUSR1 and SIGUSR2
     write the stacks throughout (`_stacks_while_starting` until Faust's worker takes
-    them over)."""
+    them over). SIGHUP is noted (`_sighup_while_starting`) and acted on once the runtime
+    is ready. A start that fails puts every one of these handlers back as it found them."""
+    _hup_while_starting.clear()  # a SIGHUP noted by an earlier start (in-process) is not ours
     previous = signal.signal(signal.SIGTERM, _sigterm_while_starting)
-    stacks = {signum: signal.signal(signum, _stacks_while_starting) for signum in STACK_SIGNALS}
+    others = {signum: signal.signal(signum, _stacks_while_starting) for signum in STACK_SIGNALS}
+    # Until the runtime installs its reload handler: SIGHUP's default ends the process,
+    # and `systemctl reload` during a start (a broker awaited) killed the worker.
+    others[signal.SIGHUP] = signal.signal(signal.SIGHUP, _sighup_while_starting)
     try:
         app = _prepare(settings, faust_args)
     except BaseException:
         signal.signal(signal.SIGTERM, previous)  # a caller in-process (tests) as it was
-        for signum, handler in stacks.items():
+        for signum, handler in others.items():
             signal.signal(signum, handler)
+        _hup_while_starting.clear()  # nor would its next start ask for a reload
         raise
     signal.signal(signal.SIGTERM, note_sigterm)
     app.main()
@@ -264,9 +270,6 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
         use_json_logs()  # the lines before Faust's own logging setup too
     else:
         use_text_logs()
-    # Until the runtime installs its reload handler: SIGHUP's default ends the process,
-    # and `systemctl reload` during a start (a broker awaited) killed the worker.
-    signal.signal(signal.SIGHUP, _sighup_while_starting)
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
     # The files as they are when read: a change while the worker waits for Kafka (which
