@@ -96,8 +96,9 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="TOPIC",
-        help="only records rejected from this input topic: an event type "
-        f"({', '.join(t.value for t in EventType)}) or a full topic name (repeatable)",
+        help="only records rejected from this topic: an event type "
+        f"({', '.join(t.value for t in EventType)}), a full input topic name, or the task "
+        "outcomes' topic (repeatable)",
     )
     parser.add_argument(
         "--since", type=_time, help="rejected at or after (ISO date or time; UTC unless given)"
@@ -126,12 +127,14 @@ def unknown_topics(args: argparse.Namespace, settings: Settings) -> list[str]:
     alone read as a clean topic. Not refused: a topic renamed since keeps its dead letters
     under its old name."""
     kinds = [t.value for t in EventType]
-    names = [settings.topic(t) for t in kinds] + [settings.topic("task_outcomes")]
+    inputs = [settings.topic(t) for t in kinds]
+    outcomes = settings.topic("task_outcomes")  # read too, and has dead letters; no input
     return [
-        f"{topic!r} is no input topic of this configuration: an event type "
-        f"({', '.join(kinds)}) or a topic name ({', '.join(names)})"
+        f"{topic!r} is no topic this configuration reads: an event type "
+        f"({', '.join(kinds)}), an input topic ({', '.join(inputs)}) "
+        f"or the task outcomes' ({outcomes})"
         for topic in args.topic
-        if topic not in kinds and topic not in names
+        if topic not in kinds and topic not in inputs and topic != outcomes
     ]
 
 

@@ -380,9 +380,13 @@ class TestAnUnknownTopic:
         self.show(monkeypatch, "--topic", "billing")
         err = " ".join(capsys.readouterr().err.split())
         assert "no dead letters match" in err
-        assert "'billing' is no input topic of this configuration" in err, err
-        assert "(topup, roaming," in err, err
-        assert "(telecom.topup, telecom.roaming," in err, err
+        assert "'billing' is no topic this configuration reads" in err, err
+        assert "an event type (topup, roaming," in err, err
+        inputs = err.split("an input topic (", 1)[1].split(")", 1)[0]
+        assert inputs.startswith("telecom.topup, telecom.roaming,"), err
+        # The task outcomes are read, and have dead letters, but are no input topic.
+        assert "task-outcomes" not in inputs, err
+        assert err.endswith("or the task outcomes' (moments.task-outcomes)"), err
 
     def test_a_known_one_says_only_that_none_match(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
