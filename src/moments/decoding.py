@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, from_json
 
+from moments.errortext import error_text
 from moments.models import (
     EVENT_MODELS,
     MONEY_DIGITS,
@@ -238,7 +239,7 @@ def _said(errors: list[ErrorDetails]) -> list[tuple[str, str]]:
         where = ".".join(str(p) for p in error["loc"] if not _branch(str(p))) or "value"
         if where not in said or error["type"] == "value_error":
             message = problem(error)
-            said[where] = message.removeprefix("Value error, ")
+            said[where] = message
     return list(said.items())
 
 
@@ -283,7 +284,7 @@ def problem(error: ErrorDetails) -> str:
             "a time is text, not an epoch number (seconds or milliseconds): write it in "
             f"RFC 3339 with a UTC offset, e.g. {TIME_EXAMPLE}"
         )
-    return error["msg"]
+    return error_text(error)
 
 
 _PLAIN_DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?")

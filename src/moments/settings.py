@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from moments import redisurl
+from moments.errortext import error_text
 from moments.exceptions import ConfigError
 
 _BOOTSTRAP_HELP = "write host:port[,host:port], e.g. 127.0.0.1:9092"
@@ -426,14 +427,14 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             loc = "__".join(str(p) for p in err["loc"]).upper()
             if not loc:  # a check across fields: its message names the variables
-                lines.append(str(err["msg"]).removeprefix("Value error, "))
+                lines.append(error_text(err))
                 continue
             shown = repr(err.get("input"))
             if "PASSWORD" in loc:
                 shown = "**********"
             elif loc == "REDIS_URL":
                 shown = repr(redisurl.redacted_url(str(err.get("input"))))
-            message = str(err["msg"]).removeprefix("Value error, ")
+            message = error_text(err)
             message += _what_to_write(str(err["type"]), err["loc"])
             lines.append(f"MOMENTS_{loc}: {message} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -31,6 +31,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import YAMLError
 
+from moments.errortext import error_text
 from rules.exceptions import RuleProblem, RulesError
 from rules.yamllimits import beyond_limits, read_limited, yaml_problem
 from rules.yamlpos import position
@@ -353,12 +354,12 @@ def _message(err: Any, loc: Sequence[str | int]) -> str:
     if err["type"] == "missing":
         return f"{where}: required field is missing; add it"
     if (loc and loc[-1] == "key") or (len(loc) == 2 and loc[0] in ("enable", "disable")):
-        return f"{where}: {err['msg']}; write a key in lowercase with underscores, e.g. my_day"
+        return f"{where}: {error_text(err)}; write a key in lowercase with underscores, e.g. my_day"
     if "every_year" in loc:
         return f"{where}: write the month and day as MM-DD, e.g. 05-17"
     if "dates" in loc:
         return f"{where}: write dates as YYYY-MM-DD, e.g. 2026-05-17"
-    return f"{where}: {err['msg']}"
+    return f"{where}: {error_text(err)}"
 
 
 # --- export -------------------------------------------------------------------------------

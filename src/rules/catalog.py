@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from moments.errortext import error_text
 from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
 from rules import spec as sp
@@ -898,7 +899,7 @@ _NUMBER_ERRORS = frozenset(
 
 def _message(err: Any, path: Sequence[str | int]) -> str:
     loc = ".".join(str(p) for p in path)
-    msg = str(err["msg"])
+    msg = error_text(err)
     if err["type"] == "extra_forbidden":
         raw = err["loc"]
         kind = str(raw[-2]) if len(raw) > 1 and raw[-2] in CONDITION_KINDS else None

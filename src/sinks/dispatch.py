@@ -28,6 +28,7 @@ import orjson
 from pydantic import ValidationError
 
 from moments.cooldowns import CooldownReturn
+from moments.errortext import error_text
 from moments.models import Channel, Deferral, InputEvent, ProfileEvent, ServiceTask
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap, open_after_quiet
@@ -762,7 +763,7 @@ class TaskSink:
                 "and is tried again on every re-drive: run the version that wrote it, or "
                 "inspect it with GET on its ledger key",
                 task_id,
-                exc.errors()[0]["msg"] if exc.errors() else exc,
+                error_text(exc.errors()[0]) if exc.errors() else exc,
             )
             return None
         c = Candidate(task_id, tasks, payloads=list(payloads))

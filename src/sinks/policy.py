@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from moments.errortext import error_text
 from moments.exceptions import ConfigError
 from moments.models import Channel
 from moments.zones import DEFAULT_TIMEZONE, check_zone
@@ -257,7 +258,8 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         return DispatchPolicy.model_validate(data)
     except ValidationError as exc:
         lines = [
-            f"{path}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{path}: {'.'.join(str(p) for p in err['loc'])}: {error_text(err)}"
+            for err in exc.errors()
         ]
         raise ConfigError(
             "invalid dispatch policy (see docs/architecture.md, 'Dispatch policy'):\n  "

@@ -72,7 +72,7 @@ class TestFormat:
         with pytest.raises(ConfigError) as err:
             load_policy(path)
         said = str(err.value)
-        assert f"{path}: hours.outbound_call: Value error, 09:00-09:00: start and end" in said
+        assert f"{path}: hours.outbound_call: 09:00-09:00: start and end" in said
         assert "remove the channel from hours to have it open all day" in said
         assert f"{path}: hours.fax.[key]: Input should be 'sms'" in said
 
