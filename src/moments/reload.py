@@ -1,5 +1,12 @@
 """Hot reload of the rules and the dispatch policy: a changed file (or SIGHUP) loads it
-again; a bad file is refused with its problems and what is in force stays."""
+again; a bad file is refused with its problems and what is in force stays.
+
+A change is loaded once it has settled: the same files, sizes and mtimes at two checks in
+a row. Files copied into a rules folder one at a time (scp, `cp` of several files) were
+otherwise loaded between two copies, when the catalog in between was valid: a new rule
+file copied before the gating file that caps it sent its tasks for one check. A
+Kubernetes ConfigMap (an atomic swap of the `..data` symlink) settles at once and is
+loaded one check later; SIGHUP loads at once (an operator asking)."""
 
 from __future__ import annotations
 
@@ -54,6 +61,10 @@ class FileReloader(Generic[T]):
     describe: Callable[[T], tuple[str, int | None]]
     """What was loaded, for the log, and the count `record` gets."""
     last: Signature = field(default=())
+    """The files as last loaded (or as read at start)."""
+    seen: Signature | None = None
+    """The changed files as the previous check saw them, not loaded yet: they are loaded
+    when the next check sees them the same (settled), not while a copy may be under way."""
     requested: bool = False
     loading: bool = False
 
@@ -65,16 +76,24 @@ class FileReloader(Generic[T]):
         self.requested = True
 
     def due(self) -> bool:
-        """Whether to load now (asked, or a file changed); the change counts as seen."""
+        """Whether to load now: asked, or a change seen the same by the previous check
+        (settled). A change still moving waits for the next check; once due, the files
+        count as loaded."""
         current = signature(self.path)
-        if not self.requested and current == self.last:
-            return False
+        if not self.requested:
+            if current == self.last:
+                self.seen = None  # changed and changed back: nothing to load
+                return False
+            if current != self.seen:
+                self.seen = current  # changed since the previous check: wait until settled
+                return False
         self.requested = False
-        self.last = current
+        self.last, self.seen = current, None
         return True
 
     def check(self) -> str | None:
-        """Reload when asked or when a file changed: "ok", "error", or None (no change)."""
+        """Reload when asked or when a change has settled: "ok", "error", or None (nothing
+        to load yet)."""
         if not self.due():
             return None
         return self._finish(self._load())

@@ -173,7 +173,9 @@ class Settings(BaseSettings):
         description="A partition quiet this long lets the wall clock close windows",
     )
     rules_reload_seconds: Annotated[float, Field(ge=0)] = Field(
-        default=2.0, description="How often the rules files are checked for a change (0: never)"
+        default=2.0,
+        description="How often the rules files are checked for a change (0: never); a change "
+        "is loaded once two checks in a row see it the same",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field(

@@ -92,9 +92,11 @@ class TestReloader:
         path.write_text(GOOD)
         reloader, installed, recorded = self.make(path)
         path.write_text(GOOD.replace("on: [usage]", "on: [usage]\n    colour: red"))
+        assert reloader.check() is None  # seen once: not settled yet
         assert reloader.check() == "error"
         assert installed == []
         path.write_text(GOOD + "\n")
+        assert reloader.check() is None
         assert reloader.check() == "ok"
         assert [len(r) for r in installed] == [1]
         assert recorded == [("error", None), ("ok", 1)]
@@ -106,6 +108,7 @@ class TestReloader:
         path.write_text(GOOD)
         reloader, installed, recorded = self.make(path)
         path.write_text("")
+        assert reloader.check() is None
         assert reloader.check() == "error"
         assert installed == []
         assert recorded == [("error", None)]
@@ -142,6 +145,7 @@ class TestReloader:
         reloader = Reloader(path, installed.append, lambda r, n: recorded.append((r, n)), choke)
         path.write_text(GOOD + "\n")
         with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() is None
             assert reloader.check() == "error"
         assert installed == []
         assert recorded == [("error", None)]
@@ -158,12 +162,88 @@ class TestReloader:
         reloader, installed, recorded = self.make(path)
         path.write_text("rules: " + "[" * 5000 + "]" * 5000)
         with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() is None
             assert reloader.check() == "error"
         assert installed == []
         assert recorded == [("error", None)]
         assert f"{path}:1:71: nested more than 64 levels deep" in caplog.text
         # The line on-call reads at 3 a.m. (ops drill): it said "the rules in force stays".
         assert "rules reload refused (what is in force stays):" in caplog.text
+
+
+class TestReloadSettles:
+    """A change is loaded when two checks in a row see the same files: an analyst copying
+    files into the rules folder one at a time had a check fall between two copies and the
+    catalog in between (a new rule before the gating that caps it) loaded for one check."""
+
+    def make(self, path: Path) -> tuple[Reloader, list[RuleSet]]:
+        installed: list[RuleSet] = []
+        return Reloader(path, installed.append, lambda r, n: None), installed
+
+    def test_files_copied_one_at_a_time_are_loaded_together(self, tmp_path: Path) -> None:
+        (tmp_path / "a.yaml").write_text(GOOD)
+        reloader, installed = self.make(tmp_path)
+        (tmp_path / "b.yaml").write_text(GOOD.replace("id: r", "id: r2"))
+        assert reloader.check() is None  # a check between the two copies loads nothing
+        (tmp_path / "gating.yaml").write_text("gating:\n  timezone: Europe/Paris\n")
+        assert reloader.check() is None  # changed again since: still copying
+        assert reloader.check() == "ok"
+        (rules,) = installed
+        assert sorted(r.id for r in rules.rules) == ["r", "r2"]
+        assert rules.gating.timezone == "Europe/Paris"
+        assert reloader.check() is None
+
+    def test_a_file_still_growing_is_not_loaded(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        reloader, installed = self.make(path)
+        text = GOOD.replace("id: r", "id: r2")
+        path.write_text(text[:-20])
+        assert reloader.check() is None
+        path.write_text(text)  # the rest of it: a different size
+        assert reloader.check() is None
+        assert reloader.check() == "ok"
+        assert [r.id for r in installed[0].rules] == ["r2"]
+
+    def test_a_change_undone_before_it_settled_loads_nothing(self, tmp_path: Path) -> None:
+        (tmp_path / "a.yaml").write_text(GOOD)
+        reloader, installed = self.make(tmp_path)
+        extra = tmp_path / "b.yaml"
+        extra.write_text(GOOD.replace("id: r", "id: r2"))
+        assert reloader.check() is None
+        extra.unlink()
+        assert reloader.check() is None
+        assert reloader.check() is None
+        assert installed == []
+
+    def test_sighup_loads_at_once_without_waiting_for_the_files_to_settle(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        reloader, installed = self.make(path)
+        path.write_text(GOOD.replace("id: r", "id: r2"))
+        reloader.request()
+        assert reloader.check() == "ok"
+        assert reloader.check() is None  # what SIGHUP loaded is not loaded again
+        assert [r.id for r in installed[0].rules] == ["r2"]
+
+    def test_a_configmap_update_is_loaded_one_check_later(self, tmp_path: Path) -> None:
+        """The kubelet writes a new `..<timestamp>` folder and swaps the `..data` symlink."""
+        first = tmp_path / "..2026_12_01_00_00_00.000000001"
+        first.mkdir()
+        (first / "rules.yaml").write_text(GOOD)
+        (tmp_path / "..data").symlink_to(first.name)
+        (tmp_path / "rules.yaml").symlink_to("..data/rules.yaml")
+        reloader, installed = self.make(tmp_path)
+        second = tmp_path / "..2026_12_01_00_01_00.000000002"
+        second.mkdir()
+        (second / "rules.yaml").write_text(GOOD.replace("id: r", "id: r2"))
+        (tmp_path / "..data_tmp").symlink_to(second.name)
+        (tmp_path / "..data_tmp").rename(tmp_path / "..data")  # atomic, as the kubelet does
+        assert reloader.check() is None
+        assert reloader.check() == "ok"
+        assert [r.id for r in installed[0].rules] == ["r2"]
 
 
 class TestReloadOffTheLoop:
@@ -191,6 +271,7 @@ class TestReloadOffTheLoop:
             slow_load,
         )
         path.write_text(GOOD + "\n")
+        assert await reloader.check_off_loop() is None  # not settled yet
         check = asyncio.create_task(reloader.check_off_loop())
         await asyncio.wait_for(started.wait(), 5)  # the loop goes on while the file loads
         assert await reloader.check_off_loop() is None  # one load at a time
@@ -226,6 +307,7 @@ class TestReloadOffTheLoop:
         recorded: list[tuple[str, int | None]] = []
         reloader = Reloader(path, installed.append, lambda r, n: recorded.append((r, n)))
         path.write_text("rules: " + "[" * 5000 + "]" * 5000)
+        assert await reloader.check_off_loop() is None
         assert await reloader.check_off_loop() == "error"
         assert installed == []
         assert recorded == [("error", None)]
@@ -256,11 +338,13 @@ class TestPolicyReloader:
         reloader = runtime.policy_reloader
         assert isinstance(reloader, PolicyReloader)
         path.write_text("capacity: {NJ: {manager: -1}}\n")
+        assert reloader.check() is None  # a policy file settles as a rules file does
         assert reloader.check() == "error"
         assert metrics.policy_refused._value.get() == 1
         assert sink.policy.capacity["NJ"][Channel.MANAGER] == 5  # the one in force stays
         assert "dispatch policy reload refused" in caplog.text
         path.write_text("capacity: {NJ: {manager: 8}}\n")
+        assert reloader.check() is None
         assert reloader.check() == "ok"
         assert metrics.policy_refused._value.get() == 0
         assert sink.policy.capacity["NJ"][Channel.MANAGER] == 8
