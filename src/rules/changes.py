@@ -72,8 +72,9 @@ def compare_rules(old: RuleSet, new: RuleSet) -> RuleChanges:
             notes.append("now in shadow" if rule.shadow else "now live")
         out.changed.append(f"{rule_id} ({', '.join(notes)})" if notes else rule_id)
         out.details[rule_id] = differences(_plain(was.spec), _plain(rule.spec))
-    # A series' tag changes with its definition (rules.series), its predicates are code.
-    if {k: s.tag for k, s in old.series.items()} != {k: s.tag for k, s in new.series.items()}:
+    # A series' tag changes with its definition (rules.series), its predicates are code;
+    # its `keep` (written, or what the rules need) is no part of the tag: compared too.
+    if _series_shapes(old) != _series_shapes(new):
         out.others.append("series")
         out.details["series"] = _series_changes(old, new)
     if old.gating != new.gating:
@@ -84,9 +85,13 @@ def compare_rules(old: RuleSet, new: RuleSet) -> RuleChanges:
     return out
 
 
+def _series_shapes(rules: RuleSet) -> dict[str, tuple[str, int]]:
+    return {k: (s.tag, s.keep) for k, s in rules.series.items()}
+
+
 def _series_changes(old: RuleSet, new: RuleSet) -> list[str]:
     """Per series: added, removed, or changed, with what a change costs (its tag is new,
-    so the windows stored under the old one are dropped)."""
+    so the windows stored under the old one are dropped), or how many windows it keeps."""
     out = []
     for name in sorted(set(old.series) | set(new.series)):
         was, now = old.series.get(name), new.series.get(name)
@@ -99,7 +104,23 @@ def _series_changes(old: RuleSet, new: RuleSet) -> list[str]:
                 f"{name}: changed; the windows stored under it are dropped, so the baselines "
                 "and windows that read it start again"
             )
+        elif was.keep != now.keep:
+            out.append(_keep_change(name, was.keep, now.keep, now.period))
     return out
+
+
+def _keep_change(name: str, was: int, now: int, period: str) -> str:
+    """A new `keep` leaves the stored windows under the same tag (rules.series); what the
+    rules then read of them."""
+    said = f"{name}: keeps {now} windows, was {was}; its stored windows stay"
+    if now < was:
+        return f"{said}, the {was - now} oldest no longer read (dropped as new ones come)"
+    more = now - was
+    return (
+        f"{said}, but the {more} before them were not kept: they read as empty until {more} "
+        f"more {period}{'s' if more > 1 else ''} have passed, so a baseline over them reads "
+        "low meanwhile"
+    )
 
 
 def _plain(model: Any) -> Any:

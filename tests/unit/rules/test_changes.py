@@ -100,6 +100,66 @@ def test_a_series_change_says_which_and_that_its_history_starts_again() -> None:
     ]
 
 
+def test_a_series_keep_change_is_said_and_keeps_the_stored_windows() -> None:
+    """`keep` (how many windows a series holds) is no part of its tag, so a changed keep
+    keeps the stored windows, and `rules diff` said nothing of it (analyst walk)."""
+    kept = _edit(("period: day}", "period: day, keep: 5}"))
+    longer = _edit(("period: day}", "period: day, keep: 8}"))
+    old, new = rules_from(kept), rules_from(longer)
+    assert old.series["spend_daily"].tag == new.series["spend_daily"].tag  # nothing dropped
+    raised = compare_rules(old, new)
+    assert raised.others == ["series"]
+    assert raised.details["series"] == [
+        "spend_daily: keeps 8 windows, was 5; its stored windows stay, but the 3 before "
+        "them were not kept: they read as empty until 3 more days have passed, so a "
+        "baseline over them reads low meanwhile"
+    ]
+    lowered = compare_rules(new, old)
+    assert lowered.details["series"] == [
+        "spend_daily: keeps 5 windows, was 8; its stored windows stay, the 3 oldest no "
+        "longer read (dropped as new ones come)"
+    ]
+
+
+def test_a_keep_the_rules_need_is_compared_too() -> None:
+    """Without `keep:`, a series keeps what its rules read: a baseline over more weeks
+    changes it."""
+    rule = """  - id: spend_spike
+    description: Spend twice the usual
+    on: [usage]
+    condition: {baseline: spend_weekly, windows: WINDOWS, gte: 2}
+    task: {family: anomaly, type: spend, channel: sms, priority: 3, action: a, ttl: 24h,
+           description: "Spend"}
+"""
+    base = _edit(
+        (
+            "period: day}",
+            "period: day}\n  spend_weekly: {on: [usage], field: charge, period: week}",
+        ),
+        ("rules:\n", "rules:\n" + rule),
+    )
+    old, new = rules_from(base.replace("WINDOWS", "4")), rules_from(base.replace("WINDOWS", "6"))
+    changes = compare_rules(old, new)
+    assert changes.others == ["series"]
+    (said,) = changes.details["series"]
+    assert said.startswith("spend_weekly: keeps 8 windows, was 6; its stored windows stay")
+    assert "until 2 more weeks have passed" in said
+
+
+def test_rules_diff_prints_a_keep_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(_edit(("period: day}", "period: day, keep: 5}")))
+    new.write_text(_edit(("period: day}", "period: day, keep: 4}")))
+    assert main(["rules", "diff", str(old), str(new)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "catalog sections changed: series",
+        "    spend_daily: keeps 4 windows, was 5; its stored windows stay, the 1 oldest no "
+        "longer read (dropped as new ones come)",
+    ]
+
+
 def test_each_change_says_what_differs() -> None:
     new = _edit(
         ("threshold: 10}", "threshold: 20}"),
