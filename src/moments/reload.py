@@ -27,11 +27,13 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-Signature = tuple[tuple[str, int, int], ...]
+Signature = tuple[tuple[str, int, int, int, int], ...]
 
 
 def signature(path: Path | None) -> Signature:
-    """Name, mtime and size of each rules file; follows symlinks (Kubernetes ConfigMaps)."""
+    """Name, inode, mtime, ctime and size of each rules file; follows symlinks (Kubernetes
+    ConfigMaps). The ctime too: a copy that keeps the mtime (`cp -p`, `rsync -t`) of a
+    file of the same size changed nothing else a check sees."""
     if path is None:
         return ()
     try:
@@ -39,7 +41,7 @@ def signature(path: Path | None) -> Signature:
         out = []
         for f in files:
             st = os.stat(f)
-            out.append((str(f), st.st_mtime_ns, st.st_size))
+            out.append((str(f), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size))
         return tuple(out)
     except OSError:
         return ()

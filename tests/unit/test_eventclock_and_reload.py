@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -192,6 +193,20 @@ class TestReloadSettles:
         assert sorted(r.id for r in rules.rules) == ["r", "r2"]
         assert rules.gating.timezone == "Europe/Paris"
         assert reloader.check() is None
+
+    def test_a_copy_that_keeps_the_mtime_and_size_is_seen(self, tmp_path: Path) -> None:
+        """`cp -p` (or `rsync -t`) of a file of the same size leaves its mtime as it was:
+        only the change time (ctime) says it changed."""
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD)
+        before = os.stat(path)
+        reloader, installed = self.make(path)
+        path.write_text(GOOD.replace("id: r", "id: q"))  # the same size
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert os.stat(path).st_size == before.st_size
+        assert reloader.check() is None
+        assert reloader.check() == "ok"
+        assert [r.id for r in installed[0].rules] == ["q"]
 
     def test_a_file_still_growing_is_not_loaded(self, tmp_path: Path) -> None:
         path = tmp_path / "r.yaml"
