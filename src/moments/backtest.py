@@ -142,6 +142,10 @@ class BacktestResult:
     """Lines of the files that were no JSON object (dead-lettered as the stream would)."""
     unreadable: list[str] = field(default_factory=list)
     """The first of them, as `file:line` (`backtest_input.unreadable_lines`)."""
+    untyped_count: int = 0
+    """JSON objects of the files naming no event type (and none given): left out."""
+    untyped: list[str] = field(default_factory=list)
+    """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
     waiting_at_end: int = 0
     ledger: dict[str, str] = field(default_factory=dict)
     """Every task id the sink claimed, with its final state (sent, deferred, merged,

@@ -161,7 +161,14 @@ def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from moments.backtest import BacktestResult, run_backtest
-    from moments.backtest_input import EventFile, history, unreadable_lines, unreadable_note
+    from moments.backtest_input import (
+        EventFile,
+        history,
+        unreadable_lines,
+        unreadable_note,
+        untyped_lines,
+        untyped_note,
+    )
     from moments.backtest_report import (
         build_report,
         compare,
@@ -214,6 +221,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             )
             bar.done(result.events)
         result.unreadable_count, result.unreadable = unreadable_lines(files)
+        result.untyped_count, result.untyped = untyped_lines(files)
         return result
 
     try:
@@ -269,6 +277,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             console.print(f"  {n:,} x {said}", style=style, markup=False, highlight=False)
         if note := unreadable_note(result.unreadable_count, result.unreadable):
             console.print(note, style=style, markup=False, highlight=False)
+    if note := untyped_note(result.untyped_count, result.untyped):
+        console.print(note, style="bold yellow", markup=False, highlight=False)
     if out_of_time:
         console.print(
             f"{out_of_time:,} event(s) not applied, as on the stream: older than their "

@@ -129,6 +129,13 @@ class EventFile:
         self.unreadable: list[int] = []
         """The first `NAMED_KEPT` numbers of the lines that were no JSON object."""
         self.unreadable_count = 0
+        self.untyped: list[int] = []
+        """The first `NAMED_KEPT` numbers of the JSON objects left out for naming no event
+        type (none, or an unknown one, and none given for the file)."""
+        self.untyped_count = 0
+        self._untyped_why = ""
+        """What is wrong with the first of them (the refusal of a file none of whose
+        first lines names a type)."""
 
     @property
     def position(self) -> int:
@@ -148,6 +155,7 @@ class EventFile:
 
     def __iter__(self) -> Iterator[FileEvent]:
         self.unreadable, self.unreadable_count = [], 0
+        self.untyped, self.untyped_count, self._untyped_why = [], 0, ""
         with self._lines() as lines:
             try:
                 yield from self._csv(lines) if self.is_csv else self._jsonl(lines)
@@ -165,19 +173,63 @@ class EventFile:
                     self._raw.close()
 
     def _jsonl(self, lines: IO[bytes]) -> Iterator[FileEvent]:
+        objects = json_objects(lines, self.path)
+        if self.default_type is None:
+            yield from self._head(objects)
         types = _TYPES
-        for number, doc, verbatim in json_objects(lines, self.path):
+        for number, doc, verbatim in objects:
             kind = doc.get("type")
             event_type = types.get(kind) if isinstance(kind, str) else None
-            if event_type is None or verbatim:  # the default or the error; NaN as written
-                if doc is UNREADABLE:
-                    yield self._unreadable(number, verbatim or b"")
-                    continue
-                yield _event(doc, f"{self.path}:{number}", self.default_type, verbatim)
+            if event_type is None or verbatim:  # the default or no type; NaN as written
+                if event := self._slowly(number, doc, verbatim):
+                    yield event
                 continue
             del doc["type"]
             key = _key(doc.get("subscriber_id"))
             yield FileEvent(_epoch(doc.get("occurred_at")), event_type, key, orjson.dumps(doc))
+
+    def _head(
+        self, objects: Iterator[tuple[int, dict[str, Any], bytes | None]]
+    ) -> Iterator[FileEvent]:
+        """The lines up to the first with a valid `type`, of a file read without `--type`.
+        A file none of whose first `READABLE_WITHIN` lines names a type but some are
+        objects (records of one topic, as `kcat` prints them) is refused whole: `--type`
+        is the fix; past that, a line without one is left out and counted."""
+        seen = 0
+        for seen, (number, doc, verbatim) in enumerate(objects, 1):
+            event = self._slowly(number, doc, verbatim)
+            if event is not None:
+                yield event
+                if doc is not UNREADABLE:
+                    return
+            if seen >= READABLE_WITHIN and self.untyped_count:
+                break
+        if self.untyped_count:
+            raise MissingEventTypeError(
+                f"{self._untyped_why}, or give --type TYPE for a file of one topic's records: "
+                f"none of its first {seen} line(s) names a type"
+            )
+
+    def _slowly(self, number: int, doc: dict[str, Any], verbatim: bytes | None) -> FileEvent | None:
+        """A line off the fast path: no JSON object (the stream's dead letter), a value
+        written as is (NaN), or one naming no event type (None: left out, counted)."""
+        where = f"{self.path}:{number}"
+        if doc is UNREADABLE:
+            if verbatim != b"null" or self.default_type is not None:
+                return self._unreadable(number, verbatim or b"")
+            # A profile deletion on the profile topic, a dead letter on the others: as
+            # `events check` says, the line names no type; the topic would decide.
+            why = f'{where}: null names no event type: add "type" ({TYPES})'
+        else:
+            try:
+                return _event(doc, where, self.default_type, verbatim)
+            except MissingEventTypeError as exc:
+                why = str(exc)
+        self.untyped_count += 1
+        if len(self.untyped) < NAMED_KEPT:
+            self.untyped.append(number)
+        self._untyped_why = self._untyped_why or why
+        return None
 
     def _unreadable(self, number: int, line: bytes) -> FileEvent:
         """A line that is no JSON object, as the value the stream would dead-letter: on the
@@ -254,6 +306,27 @@ def unreadable_lines(files: Iterable[EventFile], kept: int = NAMED_KEPT) -> tupl
         count += f.unreadable_count
         named += [f"{f.path}:{n}" for n in f.unreadable]
     return count, named[:kept]
+
+
+def untyped_lines(files: Iterable[EventFile], kept: int = NAMED_KEPT) -> tuple[int, list[str]]:
+    """How many JSON objects of `files` were left out for naming no event type, and the
+    first `kept` of them as `file:line`."""
+    count, named = 0, []
+    for f in files:
+        count += f.untyped_count
+        named += [f"{f.path}:{n}" for n in f.untyped]
+    return count, named[:kept]
+
+
+def untyped_note(count: int, named: list[str]) -> str | None:
+    """The commands' line naming the lines left out for naming no event type, or None."""
+    if not count:
+        return None
+    more = f" and {count - len(named):,} more" if count > len(named) else ""
+    return (
+        f'{count:,} line(s) with no event type, left out (add their "type"): '
+        f"{', '.join(named)}{more}"
+    )
 
 
 def unreadable_note(count: int, named: list[str]) -> str | None:

@@ -81,6 +81,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             "waiting_at_end": result.waiting_at_end,
             "dead_letters": dict(result.dead_letters),
             "unreadable_lines": {"count": result.unreadable_count, "first": result.unreadable},
+            "untyped_lines": {"count": result.untyped_count, "first": result.untyped},
             "seconds": round(result.seconds, 3),
             "seconds_by_part": {
                 **{k: round(v, 3) for k, v in sorted(result.spent.items())},
@@ -488,6 +489,11 @@ def sections(
                 *(
                     [["lines no JSON object (dead letters)", _unreadable(unreadable)]]
                     if (unreadable := s.get("unreadable_lines", {})).get("count")
+                    else []
+                ),
+                *(
+                    [["lines with no event type (left out)", _unreadable(untyped)]]
+                    if (untyped := s.get("untyped_lines", {})).get("count")
                     else []
                 ),
                 ["events/s", s["events_per_second"]],

@@ -609,7 +609,11 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         result = check_rules(rules, args.events, args.profiles, until, event_type)
     except (EventFileError, OSError) as exc:
         hint = ""
-        if isinstance(exc, MissingEventTypeError) and args.type is None:
+        if (
+            isinstance(exc, MissingEventTypeError)
+            and args.type is None
+            and "--type" not in str(exc)
+        ):
             hint = ", or give --type TYPE for the lines without one (records of one topic)"
         print(f"moments: {exc}{hint}", file=sys.stderr)
         return 1

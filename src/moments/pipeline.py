@@ -39,6 +39,10 @@ class PipelineResult:
     dead letters, as the stream would refuse them."""
     unreadable: list[str] = field(default_factory=list)
     """The first of them, as `file:line`."""
+    untyped_count: int = 0
+    """JSON objects of the files naming no event type (and none given): left out."""
+    untyped: list[str] = field(default_factory=list)
+    """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
     store: DictStateStore = field(default_factory=DictStateStore)
     watermark: int = 0
     """Latest event time seen (epoch seconds): where a later `until` sweep starts."""

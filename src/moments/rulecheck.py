@@ -136,7 +136,7 @@ def check_rules(
     """The rules over event files (JSON lines or CSV, .gz too, read as the backtest reads
     them), in event-time order; `event_type` is that of the lines of `events` without a
     `type` (a topic's records carry none)."""
-    from moments.backtest_input import EventFile, merged, unreadable_lines
+    from moments.backtest_input import EventFile, merged, unreadable_lines, untyped_lines
 
     files = [EventFile(events, event_type)]
     if profiles is not None:
@@ -150,6 +150,7 @@ def check_rules(
         records.append(RawRecord(topic, 0, offset, event.key or None, event.value))
     result = run_pipeline(records, rules, now=None, until=until)
     result.unreadable_count, result.unreadable = unreadable_lines(files)
+    result.untyped_count, result.untyped = untyped_lines(files)
     return result
 
 
@@ -212,6 +213,10 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
 
         if note := unreadable_note(result.unreadable_count, result.unreadable):
             lines.append(note)
+    from moments.backtest_input import untyped_note
+
+    if note := untyped_note(result.untyped_count, result.untyped):
+        lines.append(note)
     return lines
 
 

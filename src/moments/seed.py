@@ -62,6 +62,10 @@ class Seeded:
     """Lines of the files that were no JSON object: among the dead letters."""
     unreadable: list[str] = field(default_factory=list)
     """The first of them, as `file:line`."""
+    untyped_count: int = 0
+    """JSON objects of the files naming no event type (and none given): left out."""
+    untyped: list[str] = field(default_factory=list)
+    """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
     moments: int = 0
     """Moments the rules found in the history (shadow: none made a task)."""
     first_event: float | None = None
@@ -319,6 +323,19 @@ def describe(
                 )
             }
             if seeded.unreadable_count
+            else {}
+        ),
+        **(
+            {
+                "lines with no event type (left out)": f"{seeded.untyped_count:,}: "
+                + ", ".join(seeded.untyped)
+                + (
+                    f" and {seeded.untyped_count - len(seeded.untyped):,} more"
+                    if seeded.untyped_count > len(seeded.untyped)
+                    else ""
+                )
+            }
+            if seeded.untyped_count
             else {}
         ),
         "moments (shadow, no task)": seeded.moments,

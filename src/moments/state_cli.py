@@ -293,6 +293,9 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         seeded.unreadable_count, seeded.unreadable = unreadable_read(
             files, settings.partitions, chosen
         )
+        from moments.backtest_input import untyped_lines
+
+        seeded.untyped_count, seeded.untyped = untyped_lines(files)
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1

@@ -447,10 +447,16 @@ class TestInput:
         assert times == sorted(times)
         assert len(times) == len(SCENARIO)
 
-    def test_bad_line_names_file_and_line(self, tmp_path: Path) -> None:
+    def test_a_line_without_a_type_is_named_by_file_and_line(self, tmp_path: Path) -> None:
+        """Left out and named when other lines name theirs (tests/unit/test_untyped_lines.py);
+        the file is refused, naming the first, when none of its first lines does."""
         path = tmp_path / "bad.jsonl"
         path.write_text('{"type": "topup"}\n{"no type": 1}\n')
-        with pytest.raises(EventFileError, match=r"bad.jsonl:2: add \"type\""):
+        file = EventFile(path)
+        assert len(list(file)) == 1
+        assert file.untyped == [2]
+        path.write_text('{"no type": 1}\n')
+        with pytest.raises(EventFileError, match=r"bad.jsonl:1: add \"type\""):
             list(EventFile(path))
 
     def test_each_line_becomes_the_value_a_producer_writes(self, tmp_path: Path) -> None:
