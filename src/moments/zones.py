@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -42,6 +43,8 @@ def check_zone(name: str) -> str:
     closest name first (for the validators of the rules, the dispatch policy and the
     events)."""
     if known_zone(name) is None:
+        if offset := offset_refusal(name):
+            raise ValueError(offset)
         close = closest_zone(name)
         fix = (
             f"did you mean {close!r}?"
@@ -50,6 +53,43 @@ def check_zone(name: str) -> str:
         )
         raise ValueError(f"{name!r} is not an IANA time zone; {fix}")
     return name
+
+
+_OFFSET = re.compile(r"(?:(?:UTC|GMT)\s*)?([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
+"""A UTC offset written for a zone: `UTC+8`, `GMT+08:00`, `+08:00`, `UTC -0500`."""
+
+
+def offset_refusal(name: str) -> str | None:
+    """What to write instead of the UTC offset `name` is, or None when it is none (a
+    regular expression, no search among the zones: cheap enough for each refused event).
+    The place's name keeps its daylight saving; tzdata's fixed-offset zones are named
+    `Etc/GMT-8` for UTC+08:00 (POSIX's sign, the other way round) and exist for whole
+    hours from UTC-12 to UTC+14 only."""
+    written = _OFFSET.fullmatch(name.strip())
+    if written is None:
+        return None
+    sign, hours, minutes = written.groups()
+    east = -1 if sign != "+" else 1
+    offset = f"UTC{'+' if east > 0 else '-'}{int(hours):02d}:{int(minutes or 0):02d}"
+    place = "the place's zone name (Asia/Shanghai for China, Asia/Kolkata for India)"
+    head = f"{name!r} is a UTC offset, not an IANA time zone; write {place}"
+    whole = east * int(hours)
+    if minutes not in (None, "00") or not -12 <= whole <= 14:
+        return f"{head}: no fixed-offset zone is {offset}"
+    if whole == 0:
+        return f"{head}, or 'UTC'"
+    return (
+        f"{head}, or {f'Etc/GMT{-whole:+d}'!r} for a fixed {offset} (tzdata's Etc zones "
+        "have the sign inverted)"
+    )
+
+
+def refuse_offset(value: object) -> object:
+    """A validator run before a zone name's pattern, which refused `+08:00` with the
+    pattern itself: a UTC offset is refused with what to write."""
+    if isinstance(value, str) and (said := offset_refusal(value)):
+        raise ValueError(said)
+    return value
 
 
 ZONE_ALIASES = {"beijing": "Asia/Shanghai", "china": "Asia/Shanghai"}
