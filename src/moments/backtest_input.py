@@ -205,10 +205,13 @@ class EventFile:
             if seen >= READABLE_WITHIN and self.untyped_count:
                 break
         if self.untyped_count:
-            raise MissingEventTypeError(
-                f"{self._untyped_why}, or give --type TYPE for a file of one topic's records: "
-                f"none of its first {seen} line(s) names a type"
-            )
+            raise self._no_types(seen)
+
+    def _no_types(self, seen: int) -> MissingEventTypeError:
+        return MissingEventTypeError(
+            f"{self._untyped_why}, or give --type TYPE for a file of one topic's records: "
+            f"none of its first {seen} line(s) names a type"
+        )
 
     def _slowly(self, number: int, doc: dict[str, Any], verbatim: bytes | None) -> FileEvent | None:
         """A line off the fast path: no JSON object (the stream's dead letter), a value
@@ -225,11 +228,15 @@ class EventFile:
                 return _event(doc, where, self.default_type, verbatim)
             except MissingEventTypeError as exc:
                 why = str(exc)
+        self._left_out(number, why)
+        return None
+
+    def _left_out(self, number: int, why: str) -> None:
+        """Count and name a line naming no event type."""
         self.untyped_count += 1
         if len(self.untyped) < NAMED_KEPT:
             self.untyped.append(number)
         self._untyped_why = self._untyped_why or why
-        return None
 
     def _unreadable(self, number: int, line: bytes) -> FileEvent:
         """A line that is no JSON object, as the value the stream would dead-letter: on the
@@ -253,6 +260,7 @@ class EventFile:
                 return
             if "type" not in reader.fieldnames and self.default_type is None:
                 raise MissingEventTypeError(f"{self.path}:1: add a `type` column (one of {TYPES})")
+            typed = False
             for row in reader:
                 kind = row.get("type")
                 event_type = _TYPES.get(kind) if kind else self.default_type
@@ -260,7 +268,18 @@ class EventFile:
                 doc = {
                     k: _cell(v, k in numeric) for k, v in row.items() if k and v not in (None, "")
                 }
-                yield _event(doc, f"{self.path}:{reader.line_num}", self.default_type)
+                try:
+                    event = _event(doc, f"{self.path}:{reader.line_num}", self.default_type)
+                except MissingEventTypeError as exc:  # an empty or unknown `type` cell
+                    self._left_out(reader.line_num, str(exc))
+                    first = not typed and self.default_type is None  # all rows so far
+                    if first and self.untyped_count >= READABLE_WITHIN:
+                        raise self._no_types(self.untyped_count) from None
+                    continue
+                typed = True
+                yield event
+            if not typed and self.untyped_count and self.default_type is None:
+                raise self._no_types(self.untyped_count)
         except csv.Error as exc:  # tracebacks before
             raise EventFileError(
                 f"{self.path}:{reader.line_num + 1}: cannot read this CSV line ({exc}); "

@@ -142,3 +142,30 @@ def test_null_is_a_line_with_no_type_in_events_check_and_the_backtest(tmp_path: 
     events = list(EventFile(path, EventType.PROFILE))
     assert events[1].event_type is EventType.PROFILE
     assert events[1].value == b"null"
+
+
+class TestCsv:
+    HEADER = b"type,event_id,subscriber_id,occurred_at,amount,channel\n"
+
+    def row(self, n: int, kind: str = "topup") -> bytes:
+        return f"{kind},t{n},1380000000{n},2026-11-10T1{n}:00:00+08:00,50,app\n".encode()
+
+    def test_a_row_with_an_empty_or_unknown_type_is_left_out_and_named(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "h.csv"
+        rows = [self.row(1), self.row(2, ""), self.row(3, "top-up"), self.row(4)]
+        path.write_bytes(self.HEADER + b"".join(rows))
+        file = EventFile(path)
+        assert [e.key for e in file] == [b"13800000001", b"13800000004"]
+        assert (file.untyped_count, file.untyped) == (2, [3, 4])  # the header is line 1
+
+    def test_a_csv_whose_first_rows_name_no_type_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "h.csv"
+        path.write_bytes(self.HEADER + self.row(1, "") * READABLE_WITHIN + self.row(2))
+        with pytest.raises(MissingEventTypeError, match=r"h\.csv:2: add \"type\".*--type"):
+            list(EventFile(path))
+        path.write_bytes(self.HEADER + self.row(1, "") * 3)
+        with pytest.raises(MissingEventTypeError, match="none of its first 3 line"):
+            list(EventFile(path))
+        assert len(list(EventFile(path, EventType.TOPUP))) == 3
