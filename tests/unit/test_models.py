@@ -107,10 +107,12 @@ def test_a_time_zone_tzdata_does_not_know_is_refused(model: type[Any], bad: str)
     with pytest.raises(ValidationError, match="timezone") as refused:
         model.model_validate({**VALID[event_type], "timezone": bad})
     said = str(refused.value)
-    # The fix: the closest name (America/New_York for the typo), else two examples.
-    assert any(
-        fix in said for fix in ("write one such as Asia/Shanghai", "did you mean", "pattern")
-    )
+    # The fix: the closest name (America/New_York for the typo), else two examples; for
+    # a UTC offset, the place's name or the Etc zone (tests/unit/test_zone_names.py).
+    fixes = ("write one such as Asia/Shanghai", "did you mean", "pattern", "write the place's")
+    assert any(fix in said for fix in fixes)
+    if bad in ("UTC+8", "+08:00"):
+        assert "'Etc/GMT-8' for a fixed UTC+08:00" in said
 
 
 @pytest.mark.parametrize("event_type", [EventType.PROFILE, EventType.ROAMING])
