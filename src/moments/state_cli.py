@@ -93,6 +93,14 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
         "event-time order",
     )
     seed.add_argument(
+        "--type",
+        dest="event_type",
+        choices=["topup", "roaming", "complaint", "usage"],
+        default=None,
+        help='the event type of lines without a "type" field, e.g. records dumped from one '
+        "input topic (as `backtest --type`)",
+    )
+    seed.add_argument(
         "--profiles",
         type=Path,
         default=None,
@@ -279,7 +287,8 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         require_kafka(settings)
         require_redis(settings, "the erasures of the last 90 days, whose records are left out")
         may_write()
-    files = [EventFile(p) for p in args.events]
+    default = EventType(args.event_type) if args.event_type else None
+    files = [EventFile(p, default) for p in args.events]
     if args.profiles is not None:
         files.insert(0, EventFile(args.profiles, EventType.PROFILE))
     hi = end.timestamp() if end is not None else float("inf")

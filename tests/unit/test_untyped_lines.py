@@ -169,3 +169,20 @@ class TestCsv:
         with pytest.raises(MissingEventTypeError, match="none of its first 3 line"):
             list(EventFile(path))
         assert len(list(EventFile(path, EventType.TOPUP))) == 3
+
+
+def test_state_seed_takes_type_as_the_backtest_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal names `--type`, which `state seed` lacked: it now reads a topic's
+    records as the backtest and `rules test` do."""
+    path = tmp_path / "topups.jsonl"
+    path.write_bytes(
+        b"".join(topup(n)[:-1].replace(b'"type":"topup",', b"") + b"}\n" for n in (1, 2))
+    )
+    argv = ["state", "seed", "--events", str(path), "--dry-run"]
+    assert main(argv) == 1
+    assert "give --type TYPE" in capsys.readouterr().err
+    assert main([*argv, "--type", "topup"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "subscribers │ 2" in said
