@@ -17,7 +17,6 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     GetPydanticSchema,
@@ -31,7 +30,7 @@ from pydantic.config import JsonDict
 from pydantic_core import CoreSchema
 from pydantic_core import core_schema as cs
 
-from moments.zones import check_zone, refuse_offset
+from moments.zones import check_zone
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
 SubscriberId = Annotated[
@@ -335,7 +334,6 @@ IanaZone = Annotated[
     str,
     StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"),
     AfterValidator(check_zone),
-    BeforeValidator(refuse_offset),  # runs first: the pattern refuses `+08:00` blankly
 ]
 """A time zone by its IANA name (a name tzdata does not know would put quiet hours and
 local days in the default zone's time, unnoticed)."""

@@ -59,9 +59,11 @@ _OFFSET = re.compile(r"(?:(?:UTC|GMT)\s*)?([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))
 """A UTC offset written for a zone: `UTC+8`, `GMT+08:00`, `+08:00`, `UTC -0500`."""
 
 
+@lru_cache(maxsize=256)
 def offset_refusal(name: str) -> str | None:
     """What to write instead of the UTC offset `name` is, or None when it is none (a
-    regular expression, no search among the zones: cheap enough for each refused event).
+    regular expression, no search among the zones; cached, as `closest_zone`, for a
+    producer repeating one offset).
     The place's name keeps its daylight saving; tzdata's fixed-offset zones are named
     `Etc/GMT-8` for UTC+08:00 (POSIX's sign, the other way round) and exist for whole
     hours from UTC-12 to UTC+14 only."""
@@ -82,14 +84,6 @@ def offset_refusal(name: str) -> str | None:
         f"{head}, or {f'Etc/GMT{-whole:+d}'!r} for a fixed {offset} (tzdata's Etc zones "
         "have the sign inverted)"
     )
-
-
-def refuse_offset(value: object) -> object:
-    """A validator run before a zone name's pattern, which refused `+08:00` with the
-    pattern itself: a UTC offset is refused with what to write."""
-    if isinstance(value, str) and (said := offset_refusal(value)):
-        raise ValueError(said)
-    return value
 
 
 ZONE_ALIASES = {"beijing": "Asia/Shanghai", "china": "Asia/Shanghai"}
