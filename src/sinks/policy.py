@@ -28,12 +28,12 @@ from pydantic import (
     model_validator,
 )
 
-from moments.errortext import error_text
 from moments.exceptions import ConfigError
 from moments.models import Channel
 from moments.zones import DEFAULT_TIMEZONE, check_zone
 from rules.durations import parse_duration
 from sinks.hours import ChannelHours, channel_hours, hours_text
+from sinks.policyerrors import located
 
 ANY = "*"
 
@@ -129,7 +129,9 @@ class DispatchPolicy(_Frozen):
         description="the operator's zone: the day a capacity counts and next_day_at's next "
         "day; customers' local time is the rules' gating.timezone (docs/gating.md)",
     )
-    capacity: dict[str, dict[Channel, int]] = Field(default_factory=dict)
+    capacity: dict[str, dict[Channel, Annotated[int, Field(ge=0)]]] = Field(
+        default_factory=dict
+    )  # a count >= 0 on the value itself, so that an error is at its line
     reserved_share: float = Field(default=0.2, ge=0, le=1)
     overflow: dict[str, Overflow] = Field(default_factory=dict)
     next_day_at: dt.time = dt.time(9, 0)
@@ -156,15 +158,6 @@ class DispatchPolicy(_Frozen):
     )
 
     _zone = field_validator("timezone")(check_zone)
-
-    @field_validator("capacity")
-    @classmethod
-    def _limits(cls, value: dict[str, dict[Channel, int]]) -> dict[str, dict[Channel, int]]:
-        for region, limits in value.items():
-            for channel, limit in limits.items():
-                if limit < 0:
-                    raise ValueError(f"capacity {region}.{channel.value}: write a count >= 0")
-        return value
 
     @property
     def zone(self) -> ZoneInfo:
@@ -218,6 +211,18 @@ class DispatchPolicy(_Frozen):
         return self.overflow.get(rule_id) or self.overflow.get(ANY) or Overflow()
 
 
+def _with_positions(text: str) -> Any:
+    """The document again, read keeping each node's line and column, for the errors of
+    a policy already read (None if it cannot be: the errors are then at line 1)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return YAML(typ="rt").load(text)
+    except (YAMLError, ValueError):
+        return None
+
+
 def load_policy(path: Path | None) -> DispatchPolicy:
     """The policy in `path` (YAML), or the defaults; a bad file raises `ConfigError`
     naming the field and what to write."""
@@ -257,10 +262,11 @@ def load_policy(path: Path | None) -> DispatchPolicy:
     try:
         return DispatchPolicy.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"{path}: {'.'.join(str(p) for p in err['loc'])}: {error_text(err)}"
-            for err in exc.errors()
-        ]
+        doc = _with_positions(text)
+        lines = []
+        for err in exc.errors():
+            line, col, field, said = located(doc, err)
+            lines.append(f"{path}:{line}:{col}: {field}: {said}")
         raise ConfigError(
             "invalid dispatch policy (see docs/architecture.md, 'Dispatch policy'):\n  "
             + "\n  ".join(lines)

@@ -72,9 +72,9 @@ class TestFormat:
         with pytest.raises(ConfigError) as err:
             load_policy(path)
         said = str(err.value)
-        assert f"{path}: hours.outbound_call: 09:00-09:00: start and end" in said
+        assert f"{path}:2:18: hours.outbound_call: 09:00-09:00: start and end" in said
         assert "remove the channel from hours to have it open all day" in said
-        assert f"{path}: hours.fax.[key]: Input should be 'sms'" in said
+        assert f"{path}:3:3: hours.fax: 'fax' is not a channel: write one of sms," in said
 
     def test_moments_check_says_them_in_words(self, tmp_path: Path) -> None:
         from moments.check import _policy

@@ -164,7 +164,7 @@ class TestPolicyFile:
         ("text", "expected"),
         [
             ("overflow: {x: {policy: fallback}}", "needs a channel"),
-            ("capacity: {NJ: {manager: -1}}", "capacity NJ.manager"),
+            ("capacity: {NJ: {manager: -1}}", r"1:26: capacity\.NJ\.manager: -1 is too small"),
             ("merge: {window: soon}", "merge.window"),
             ("timezone: Mars/Base", "IANA"),
             ("timezone: America", "'America' is not an IANA time zone"),  # IsADirectoryError
@@ -196,7 +196,7 @@ class TestPolicyFile:
         monkeypatch.setenv("MOMENTS_METRICS_PORT", "0")
         assert main(["worker"]) == 2
         err = capsys.readouterr().err
-        assert f"{path}: merge.window" in err
+        assert f"{path}:1:17: merge.window" in err
         assert "Traceback" not in err
 
 

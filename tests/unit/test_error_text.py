@@ -51,8 +51,8 @@ def test_the_dispatch_policy_says_the_validators_words(tmp_path: Path) -> None:
         load_policy(path)
     said = str(err.value)
     assert "Value error" not in said, said
-    assert f"{path}: timezone: 'Mars/Base' is not an IANA time zone" in said, said
-    assert f"{path}: capacity: capacity default.sms: write a count >= 0" in said, said
+    assert f"{path}:1:11: timezone: 'Mars/Base' is not an IANA time zone" in said, said
+    assert f"{path}:4:10: capacity.default.sms: -1 is too small: write a number >= 0" in said
 
 
 def test_moments_check_says_a_bad_policy_without_the_prefix(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_moments_check_says_a_bad_policy_without_the_prefix(tmp_path: Path) -> N
     finding, policy = _policy(Settings(dispatch_policy=path))
     assert policy is None
     assert "Value error" not in finding.detail, finding.detail
-    assert f"{path}: hours.outbound_call: 09:00-09:00: start and end" in finding.detail
+    assert f"{path}:2:18: hours.outbound_call: 09:00-09:00: start and end" in finding.detail
 
 
 def test_a_rules_file_says_the_validators_words(tmp_path: Path) -> None:

@@ -1,0 +1,57 @@
+"""A refused dispatch policy's errors as a manager reads them: each at its line and
+column in the file, with what to write instead of pydantic's words ("unable to parse
+string as an integer", "Input should be a valid dictionary" named no fix)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from moments.errortext import error_text
+from moments.models import Channel
+from rules.yamlpos import position
+
+KEY = "[key]"
+"""The part pydantic adds to an error's location when a mapping's key is refused."""
+
+
+def _channel_key(word: object) -> str:
+    names = [c.value for c in Channel]
+    close = difflib.get_close_matches(str(word), names, n=1)
+    if close:
+        return f"{str(word)!r} is not a channel; did you mean {close[0]!r}?"
+    return f"{str(word)!r} is not a channel: write one of {', '.join(names)}"
+
+
+def message(error: Mapping[str, Any]) -> str:
+    """What is wrong with one value and what to write."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "enum" and error["loc"] and error["loc"][-1] == KEY:
+        return _channel_key(value)
+    if kind in {"int_parsing", "int_from_float", "int_type"}:
+        return f"{value!r} is not a count: write a whole number, e.g. 40"
+    if kind in {"time_parsing", "time_type"}:
+        return f'{value!r} is not a time of day: write HH:MM, e.g. "09:00"'
+    if kind == "dict_type" and value is None:
+        return "empty: write its entries under it, or remove the line for the default"
+    if kind in {"greater_than_equal", "less_than_equal"}:
+        bound, side = ("ge", ">=") if kind == "greater_than_equal" else ("le", "<=")
+        size = "small" if side == ">=" else "large"
+        limit = ctx.get(bound)
+        shown = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
+        return f"{value!r} is too {size}: write a number {side} {shown}"
+    return error_text(error)
+
+
+def located(doc: Any, error: Mapping[str, Any]) -> tuple[int, int, str, str]:
+    """Line, column (1-based), the field as written (`capacity.NJ.manager`) and the message;
+    line 1 column 1 when the document could not be read with positions."""
+    loc: Sequence[str | int] = tuple(p for p in error["loc"] if isinstance(p, str | int))
+    field = [str(p) for p in loc if p != KEY]
+    at_key = bool(loc and loc[-1] == KEY) or error.get("input", "") is None
+    try:
+        line, col = position(doc, [p for p in loc if p != KEY], at_key)
+    except (AttributeError, TypeError):  # a plain document: no positions kept
+        line, col = 1, 1
+    return line, col, ".".join(field), message(error)

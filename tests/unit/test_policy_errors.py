@@ -1,0 +1,61 @@
+"""A manager's mistakes in a dispatch policy file: each error names the file, the line,
+what is wrong and what to write (policy walk: the messages named a field path only,
+and pydantic's words, 'unable to parse string as an integer', named no fix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moments.exceptions import ConfigError
+from sinks.policy import load_policy
+
+POLICY = """\
+timezone: Asia/Shanghai
+capacity:
+  NJ: {manager: 40, outbound_call: 200}
+  SZ: {manager: forty, outbound_call: 150}
+  WX: {managers: 10}
+reserved_share: -0.2
+overflow:
+hours:
+  outbound_call: 09:00-21:00
+"""
+
+
+def _refused(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_policy(path)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        (":4:17: capacity.SZ.manager: ", "'forty' is not a count: write a whole number"),
+        (":5:8: capacity.WX.managers: ", "'managers' is not a channel; did you mean 'manager'?"),
+        (":6:17: reserved_share: ", "-0.2 is too small: write a number >= 0"),
+        (":7:1: overflow: ", "empty: write its entries under it, or remove the line"),
+    ],
+)
+def test_each_mistake_names_its_line_and_the_fix(tmp_path: Path, where: str, says: str) -> None:
+    said = _refused(tmp_path, POLICY)
+    assert f"{tmp_path / 'policy.yaml'}{where}{says}" in said
+
+
+def test_a_channel_that_is_not_one_lists_those_there_are(tmp_path: Path) -> None:
+    said = _refused(tmp_path, "capacity: {NJ: {fax: 3}}\n")
+    assert "'fax' is not a channel: write one of sms, outbound_call, manager, app_push" in said
+
+
+def test_a_fraction_of_a_task_is_not_a_count(tmp_path: Path) -> None:
+    said = _refused(tmp_path, "capacity:\n  NJ: {manager: 1.5}\n")
+    assert ":2:17: capacity.NJ.manager: 1.5 is not a count: write a whole number" in said
+
+
+def test_an_hour_past_the_day_is_not_a_time(tmp_path: Path) -> None:
+    said = _refused(tmp_path, 'next_day_at: "25:00"\n')
+    assert ":1:14: next_day_at: '25:00' is not a time of day: write HH:MM, e.g. \"09:00\"" in said
