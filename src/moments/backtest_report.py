@@ -533,7 +533,7 @@ def sections(
         for r in report["capacity"]
     ]
     if terminal:
-        out.append(_capacity_peaks(report["capacity"]))
+        out.append(_capacity_peaks(report["capacity"], partial))
     else:
         out.append(
             (
@@ -650,25 +650,30 @@ def _per_value(
 
 
 def _capacity_peaks(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Any]], partial: Mapping[str, str] | None = None
 ) -> tuple[str, list[str], list[list[Any]]]:
-    """Per region and channel: the busiest day's need against the limit, how many days
-    needed more than it, the tasks that asked (each once, on its first day) and the
-    refusals (a task refused on two days is two: decisions, not tasks)."""
+    """Per region and channel: the most tasks a day brought (`new`: what to staff for;
+    `needed` also counts each task refused before and asking again, so it grows with the
+    backlog a short capacity makes) against the limit, the days that brought more than
+    it, the tasks that asked (each once, on its first day) and the refusals (a task
+    refused on two days is two: decisions, not tasks). A day the history covers in part
+    is marked `*`: its demand is those hours' only."""
+    partial = partial or {}
     by: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in rows:
         by.setdefault((str(r["region"]), str(r["channel"])), []).append(r)
     out: list[list[Any]] = []
     for (region, channel), days in sorted(by.items()):
-        peak = max(days, key=lambda r: int(r["needed"]))
+        peak = max(days, key=lambda r: int(r["new"]))
         limit = peak["configured"]
-        over = sum(1 for r in days if limit is not None and r["needed"] > limit)
+        over = sum(1 for r in days if limit is not None and r["new"] > limit)
         refused = sum(int(r["needed"]) - int(r["taken"]) for r in days)
         new = sum(int(r["new"]) for r in days)
-        out.append([region, channel, limit, peak["needed"], peak["day"], over, new, refused])
+        day = str(peak["day"]) + ("*" if peak["day"] in partial else "")
+        out.append([region, channel, limit, peak["new"], day, over, new, refused])
     return (
-        "Capacity needed vs configured (busiest day; every day in report.md)",
-        ["region", "channel", "limit", "peak", "peak day", "days over", "tasks", "refusals"],
+        "Capacity needed vs configured (busiest day, * in part; every day in report.md)",
+        ["region", "channel", "limit", "peak new", "peak day", "over", "tasks", "refusals"],
         out,
     )
 

@@ -1211,3 +1211,30 @@ def test_a_day_with_no_task_is_a_row_of_zeros_and_counts_in_the_mean(
     terminal = " ".join(capsys.readouterr().out.split())
     assert "(3 day(s)" in terminal
     assert re.search(r"small_topup ?│ ?2 ?│ ?0\.7 ?│", terminal)  # 2 tasks over 3 days
+
+
+def test_the_capacity_summary_peaks_on_the_demand_a_day_brought() -> None:
+    """The summary's `peak` was the busiest day's `needed`, which counts again every task
+    refused the day before and deferred: the less capacity, the larger the backlog and the
+    larger the 'peak' a manager would hire for (policy walk: 40 manager tasks on a day
+    that brought 26). The peak is of `new`; a day the history covers in part is marked."""
+    from moments.backtest_report import _capacity_peaks
+
+    rows = [
+        {"day": "2026-12-06", "region": "*", "channel": "manager", "needed": 16, "new": 16,
+         "taken": 2, "configured": 2},
+        {"day": "2026-12-07", "region": "*", "channel": "manager", "needed": 40, "new": 26,
+         "taken": 2, "configured": 2},
+        {"day": "2026-12-08", "region": "*", "channel": "manager", "needed": 39, "new": 1,
+         "taken": 2, "configured": 2},
+    ]  # fmt: skip
+    title, header, out = _capacity_peaks(rows, {"2026-12-08": "to 11:51"})
+    row = dict(zip(header, out[0], strict=True))
+    assert row["peak new"] == 26
+    assert row["peak day"] == "2026-12-07"
+    assert row["over"] == 2  # 16 and 26 new a day for 2; 1 fits in it
+    assert row["tasks"] == 43
+    assert row["refusals"] == 14 + 38 + 37
+    _, _, partial = _capacity_peaks(rows[2:], {"2026-12-08": "to 11:51"})
+    assert partial[0][header.index("peak day")] == "2026-12-08*"
+    assert "* in part" in title
