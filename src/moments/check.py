@@ -93,7 +93,7 @@ def _policy(settings: Settings) -> tuple[Finding, DispatchPolicy | None]:
     except ConfigError as exc:
         return Finding("dispatch policy", Verdict.FAIL, str(exc)), None
     where = settings.dispatch_policy or "the defaults (MOMENTS_DISPATCH_POLICY unset)"
-    return Finding("dispatch policy", Verdict.OK, f"{where}; {policy.describe_hours()}"), policy
+    return Finding("dispatch policy", Verdict.OK, f"{where}; {policy.describe()}"), policy
 
 
 def data_dir_finding(path: Path) -> Finding:

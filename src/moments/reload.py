@@ -168,5 +168,5 @@ class PolicyReloader(FileReloader[DispatchPolicy]):
     what: str = "dispatch policy"
     refused: tuple[type[Exception], ...] = (ConfigError,)
     describe: Callable[[DispatchPolicy], tuple[str, int | None]] = field(
-        default=lambda policy: (f"the new one in force, {policy.describe_hours()}", None)
+        default=lambda policy: (f"the new one in force, {policy.describe()}", None)
     )

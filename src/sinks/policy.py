@@ -184,6 +184,30 @@ class DispatchPolicy(_Frozen):
         texts = self.hours.get(channel)
         return None if texts is None else channel_hours(texts)
 
+    def describe(self) -> str:
+        """The policy's limits and hours in plain words (`moments check`, the reload log):
+        what a manager who changed a capacity looks for."""
+        return f"{self.describe_capacity()}; {self.describe_hours()}"
+
+    def describe_capacity(self) -> str:
+        """Each region's limits a day, then the `"*"` pool the rest share (`pool`)."""
+        if not any(self.capacity.values()):
+            return "no capacity limit"
+
+        def limits(region: str) -> str:
+            return ", ".join(f"{c.value} {n}" for c, n in self.capacity[region].items())
+
+        parts = [f"{r} {limits(r)}" for r in self.capacity if r != ANY and self.capacity[r]]
+        if self.capacity.get(ANY):
+            parts.append(
+                "all the rest together (other regions, channels a region does not list) "
+                + limits(ANY)
+            )
+        said = "tasks a day: " + "; ".join(parts) + "; no limit otherwise"
+        if self.reserved_share:
+            said += f"; the last {self.reserved_share:.0%} of each limit kept for priorities 1-2"
+        return said
+
     def describe_hours(self) -> str:
         """The channel hours in plain words (`moments check`, the reload log)."""
         if not self.hours:

@@ -84,8 +84,8 @@ class TestFormat:
         path.write_text("hours: {outbound_call: 9:00-21:00, manager: [09:00-12:00, 13:00-18:00]}\n")
         finding, _ = _policy(Settings(dispatch_policy=path))
         assert finding.detail == (
-            f"{path}; channels worked outbound_call 09:00-21:00; manager 09:00-12:00, "
-            "13:00-18:00 (Asia/Shanghai), any other all day"
+            f"{path}; no capacity limit; channels worked outbound_call 09:00-21:00; "
+            "manager 09:00-12:00, 13:00-18:00 (Asia/Shanghai), any other all day"
         )
 
     def test_a_channel_not_listed_is_open_all_day(self) -> None:
