@@ -142,7 +142,7 @@ class FileReloader(Generic[T]):
             return "error"
         self.install(loaded)
         said, count = self.describe(loaded)
-        log.info("%s reloaded: %s from %s", self.what, said, self.path or "the packaged default")
+        log.info("%s reloaded from %s: %s", self.what, self.path or "the packaged default", said)
         self.record("ok", count)
         return "ok"
 

@@ -344,6 +344,7 @@ class TestPolicyReloader:
         from sinks.memory import memory_stores
         from sinks.metrics import Metrics
 
+        caplog.set_level(logging.INFO, "moments.reload")
         path = tmp_path / "policy.yaml"
         path.write_text("capacity: {NJ: {manager: 5}}\n")
         metrics = Metrics()
@@ -363,6 +364,10 @@ class TestPolicyReloader:
         assert reloader.check() == "ok"
         assert metrics.policy_refused._value.get() == 0
         assert sink.policy.capacity["NJ"][Channel.MANAGER] == 8
+        # the file first, then the policy in words: "... any other all day from FILE" read
+        # as hours from a file (policy walk)
+        said = f"dispatch policy reloaded from {path}: the new one in force, tasks a day: NJ"
+        assert said in caplog.text
         assert sink.capacity.policy is sink.policy  # the limiter reads the new limits
 
     def test_a_new_policy_leaves_no_capacity_figure_of_the_old_one(self) -> None:
