@@ -176,6 +176,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         moment_figures,
         print_report,
         report_warnings,
+        unused_regions,
     )
     from moments.models import EventType
     from moments.rulecheck import EventFileError
@@ -231,7 +232,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
     report = build_report(result, top=args.top)
-    report["warnings"] = report_warnings(result, rules)
+    report["warnings"] = report_warnings(result, rules) + unused_regions(
+        result.policy, report["capacity"]
+    )
     report["run"] = {
         "events": ", ".join(str(p) for p in args.events),
         "profiles": str(args.profiles) if args.profiles is not None else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import difflib
 import html
 import io
 from collections import Counter
@@ -26,6 +27,7 @@ from rich.table import Table
 from moments.backtest import BacktestResult, longest_look_back, settling_period
 from moments.models import Channel
 from rules.catalog import RuleSet
+from sinks.policy import ANY, DispatchPolicy
 
 DIMENSIONS = ("family", "moment_type", "region", "channel")
 NO_REGION = "(none)"
@@ -215,6 +217,29 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
             "subscribers may differ from the stream's."
         )
     return out
+
+
+def unused_regions(policy: DispatchPolicy, capacity: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A warning naming the regions the policy's capacity lists that no task of the report
+    asked for (`capacity` rows: a pool's, or an unlimited channel's tasks by region): a
+    typo (`nj` for NJ) or a region the history does not cover, whose limits the report
+    cannot have tried."""
+    seen = {str(r["region"]) for r in capacity}
+    unused = [r for r in policy.capacity if r != ANY and r not in seen]
+    if not unused:
+        return []
+
+    def named(region: str) -> str:
+        close = [r for r in seen if r.casefold() == region.casefold() and r != region]
+        close = close or difflib.get_close_matches(region, sorted(seen - {ANY}), n=1)
+        return f"{region} (did you mean {close[0]}?)" if close else region
+
+    return [
+        f"The dispatch policy's capacity names region(s) no task of this history came from: "
+        f"{', '.join(named(r) for r in unused)}. Their limits were never tried: regions are "
+        "matched as written, case included, so correct a typo, or backtest a history of "
+        "those regions."
+    ]
 
 
 def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:

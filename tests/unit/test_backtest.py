@@ -1238,3 +1238,25 @@ def test_the_capacity_summary_peaks_on_the_demand_a_day_brought() -> None:
     _, _, partial = _capacity_peaks(rows[2:], {"2026-12-08": "to 11:51"})
     assert partial[0][header.index("peak day")] == "2026-12-08*"
     assert "* in part" in title
+
+
+def test_a_policy_region_no_task_came_from_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A capacity for `nj` (a typo of NJ) or for a region the history does not cover
+    vanished from the report without a word: the manager read the limit as set (policy
+    walk)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("capacity: {NJ: {manager: 2}, nj: {manager: 1}, WX: {sms: 5}}\n")
+    out = tmp_path / "o"
+    args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(out)]
+    rules = write_rules(tmp_path / "r.yaml")
+    assert main(["backtest", *args, "--rules", str(rules), "--policy", str(policy)]) == 0
+    warnings = orjson.loads((out / "report.json").read_bytes())["warnings"]
+    said = [w for w in warnings if "no task" in w]
+    assert len(said) == 1, warnings
+    assert "nj (did you mean NJ?), WX" in said[0]
+    assert "regions are matched as written, case included" in said[0]
+    assert "NJ," not in said[0]
+    printed = capsys.readouterr()
+    assert "no task" in " ".join((printed.out + printed.err).split())
