@@ -108,6 +108,26 @@ def _window(text: str) -> QuietWindow:
     return window
 
 
+def _overlap(first: QuietWindow, second: QuietWindow) -> QuietWindow | None:
+    """The first span of the day both windows cover (from a minute neither starts it in),
+    or None."""
+    one, other = covered_minutes([first]), covered_minutes([second])
+    both = [a and b for a, b in zip(one, other, strict=True)]
+    starts = [m for m in range(_DAY_MINUTES) if both[m] and not both[m - 1]]
+    if not starts:  # none in common (a window is never the whole day: refused before)
+        return None
+    start = starts[0]
+    end = next(
+        (
+            m % _DAY_MINUTES
+            for m in range(start + 1, start + _DAY_MINUTES)
+            if not both[m % _DAY_MINUTES]
+        ),
+        start,
+    )
+    return QuietWindow(_time(start), _time(end))
+
+
 def hours_text(value: object) -> tuple[str, ...]:
     """A channel's hours as written (one window, or a list of them), checked and
     normalised to `HH:MM-HH:MM`; ValueError naming the fix."""
@@ -120,6 +140,14 @@ def hours_text(value: object) -> tuple[str, ...]:
             "from hours to have it open all day"
         )
     windows = [_window(t) for t in texts]
+    for i, first in enumerate(windows):
+        for second in windows[i + 1 :]:
+            shared = _overlap(first, second)
+            if shared is not None:
+                raise ValueError(
+                    f"{first} and {second} overlap ({shared}): write them as one window, or "
+                    "correct the times (a break between two: [09:00-12:00, 13:00-18:00])"
+                )
     if not complement(windows):
         raise ValueError(
             f"{', '.join(str(w) for w in windows)} cover the whole day; remove the channel "

@@ -59,10 +59,16 @@ class TestFormat:
             ("09:00-09:00", "start and end are the same"),
             ([], "no window, so the channel would never be worked"),
             (["00:00-12:00", "12:00-00:00"], "cover the whole day; remove the channel from hours"),
+            # overlapping windows: a typo of a lunch break, or a window written twice; they
+            # were taken silently (policy walk)
+            (["09:00-13:00", "12:00-18:00"], "09:00-13:00 and 12:00-18:00 overlap (12:00-13:00)"),
+            (["09:00-12:00", "09:00-12:00"], "09:00-12:00 and 09:00-12:00 overlap (09:00-12:00)"),
+            (["20:00-02:00", "01:00-03:00"], "20:00-02:00 and 01:00-03:00 overlap (01:00-02:00)"),
             (9, "9: write the hours the channel is worked, HH:MM-HH:MM such as 09:00-21:00"),
         ],
     )
     def test_refused_with_the_fix(self, value: object, says: str) -> None:
+        """Each message names the fix (an overlap: one window, or the break between)."""
         with pytest.raises(ValueError, match=re.escape(says)):
             hours_text(value)
 
