@@ -414,6 +414,7 @@ def _add_rules_explain(sub: Subparsers) -> None:
                   moments rules explain my-rules.yaml             # as validate and test take it
                   moments rules explain my-rules/ bill_spike
                   moments rules explain --rules my-rules/ bill_spike
+                  moments rules explain --policy dispatch-policy.yaml complaint_opened
                 """,
         _cmd_rules_explain,
     )
@@ -430,6 +431,15 @@ def _add_rules_explain(sub: Subparsers) -> None:
         default=None,
         help="rules file or folder, as PATH (default: MOMENTS_RULES or the packaged catalog)",
     )
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="DISPATCH_POLICY.yaml",
+        help="also say what dispatch does with each rule's task: its channel's hours, the "
+        "limits a day, what happens over them (default: MOMENTS_DISPATCH_POLICY; unset: "
+        "nothing of dispatch)",
+    )
 
 
 def _cmd_rules_explain(args: argparse.Namespace) -> int:
@@ -441,10 +451,15 @@ def _cmd_rules_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2
-    path = given if given is not None else _settings().rules
+    from sinks.policy import load_policy
+
+    settings = _settings()
+    path = given if given is not None else settings.rules
     rules = load_rules(path)
+    policy_path = args.policy or settings.dispatch_policy
+    dispatch = None if policy_path is None else load_policy(policy_path).describe_rule
     try:
-        paragraphs = explain(rules, rule_id)
+        paragraphs = explain(rules, rule_id, dispatch)
     except KeyError:
         where = path or "the packaged catalog"
         known = ", ".join(sorted(r.id for r in rules.rules))

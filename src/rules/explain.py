@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from moments.models import Channel
 from rules import spec as s
 from rules.catalog import RuleSet
 from rules.conditions import produced_names
@@ -24,13 +26,23 @@ _OPS = {
 _PERIOD_WORDS = {"day": "day", "week": "week (Monday to Sunday)", "month": "calendar month"}
 
 
-def explain(rules: RuleSet, rule_id: str | None = None) -> list[str]:
+def explain(
+    rules: RuleSet,
+    rule_id: str | None = None,
+    dispatch: Callable[[str, Channel], str] | None = None,
+) -> list[str]:
     """Paragraphs, one per rule (or only `rule_id`), then the do-not-disturb gates and
-    special days of the whole catalog; raises KeyError for an unknown id."""
+    special days of the whole catalog; raises KeyError for an unknown id. `dispatch`
+    (`DispatchPolicy.describe_rule`) adds what dispatch does with each rule's task."""
     chosen = [r for r in rules.rules if rule_id is None or r.id == rule_id]
     if rule_id is not None and not chosen:
         raise KeyError(rule_id)
     paragraphs = [explain_rule(rule) for rule in chosen]
+    if dispatch is not None:
+        paragraphs = [
+            f"{text}\n  {dispatch(rule.id, rule.spec.task.channel)}"
+            for text, rule in zip(paragraphs, chosen, strict=True)
+        ]
     if rule_id is None:
         gates = "\n".join(f"  {line}" for line in describe(rules.gating))
         paragraphs.append(f"Do-not-disturb, for every task:\n{gates}")

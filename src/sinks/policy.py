@@ -208,6 +208,33 @@ class DispatchPolicy(_Frozen):
             said += f"; the last {self.reserved_share:.0%} of each limit kept for priorities 1-2"
         return said
 
+    def describe_rule(self, rule_id: str, channel: Channel) -> str:
+        """What dispatch does with a rule's task (`moments rules explain --policy`): its
+        channel's hours, the limits a day on it and what happens over them."""
+        hours = self.hours_for(channel)
+        worked = "all day" if hours is None else f"{hours} ({self.timezone})"
+        limits = [
+            f"{'all the rest together' if region == ANY else region} {per[channel]}"
+            for region, per in sorted(self.capacity.items(), key=lambda kv: kv[0] == ANY)
+            if channel in per
+        ]
+        if not limits:
+            return f"Dispatch: {channel.value} worked {worked}; no limit a day."
+        over = self.overflow_for(rule_id)
+        if over.policy is OverflowPolicy.FALLBACK and over.channel is not None:
+            then = f"sent by {over.channel.value} instead if it has room"
+        elif over.policy is OverflowPolicy.DROP:
+            then = "not sent (suppressed: capacity)"
+        else:
+            then = (
+                f"waits for {self.next_day_at:%H:%M} the next day (dropped if it would "
+                "expire first)"
+            )
+        return (
+            f"Dispatch: {channel.value} worked {worked}; at most a day: {', '.join(limits)}; "
+            f"over that: {then}."
+        )
+
     def describe_hours(self) -> str:
         """The channel hours in plain words (`moments check`, the reload log)."""
         if not self.hours:
