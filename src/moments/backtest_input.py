@@ -16,7 +16,7 @@ import gzip
 import heapq
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
@@ -337,14 +337,18 @@ def untyped_lines(files: Iterable[EventFile], kept: int = NAMED_KEPT) -> tuple[i
     return count, named[:kept]
 
 
+def lines_named(count: int, named: Sequence[str]) -> str:
+    """`a.jsonl:4, a.jsonl:9 and 3 more`: the lines named, and how many more there were."""
+    more = f" and {count - len(named):,} more" if count > len(named) else ""
+    return f"{', '.join(named)}{more}"
+
+
 def untyped_note(count: int, named: list[str]) -> str | None:
     """The commands' line naming the lines left out for naming no event type, or None."""
     if not count:
         return None
-    more = f" and {count - len(named):,} more" if count > len(named) else ""
-    return (
-        f'{count:,} line(s) with no event type, left out (add their "type"): '
-        f"{', '.join(named)}{more}"
+    return f'{count:,} line(s) with no event type, left out (add their "type"): ' + lines_named(
+        count, named
     )
 
 
@@ -352,10 +356,8 @@ def unreadable_note(count: int, named: list[str]) -> str | None:
     """The commands' line naming the lines that were no JSON object, or None."""
     if not count:
         return None
-    more = f" and {count - len(named):,} more" if count > len(named) else ""
-    return (
-        f"{count:,} line(s) no JSON object, refused as the stream refuses them: "
-        f"{', '.join(named)}{more}"
+    return f"{count:,} line(s) no JSON object, refused as the stream refuses them: " + (
+        lines_named(count, named)
     )
 
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moments.backtest import BacktestResult, longest_look_back, settling_period
+from moments.backtest_input import lines_named
 from moments.models import Channel
 from rules.catalog import RuleSet
 from sinks.policy import ANY, DispatchPolicy
@@ -713,12 +714,7 @@ def _dead_letters(by_reason: Mapping[str, int]) -> str:
 
 def _unreadable(lines: Mapping[str, Any]) -> str:
     """`2: a.jsonl:4, a.jsonl:9`, with `and N more` past the ones named."""
-    more = lines["count"] - len(lines["first"])
-    return (
-        f"{lines['count']:,}: "
-        + ", ".join(lines["first"])
-        + (f" and {more:,} more" if more else "")
-    )
+    return f"{lines['count']:,}: " + lines_named(lines["count"], lines["first"])
 
 
 def print_report(report: Mapping[str, Any], console: Console) -> None:

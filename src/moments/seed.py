@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moments.backtest import Backtest, Progress
-from moments.backtest_input import EventFile, FileEvent, unreadable_lines
+from moments.backtest_input import EventFile, FileEvent, lines_named, unreadable_lines
 from moments.backtest_state import BacktestState
 from moments.exceptions import ConfigError
 from moments.partitioning import partition_of
@@ -315,12 +315,7 @@ def describe(
         **(
             {
                 "lines no JSON object (dead letters)": f"{seeded.unreadable_count:,}: "
-                + ", ".join(seeded.unreadable)
-                + (
-                    f" and {seeded.unreadable_count - len(seeded.unreadable):,} more"
-                    if seeded.unreadable_count > len(seeded.unreadable)
-                    else ""
-                )
+                + lines_named(seeded.unreadable_count, seeded.unreadable)
             }
             if seeded.unreadable_count
             else {}
@@ -328,12 +323,7 @@ def describe(
         **(
             {
                 "lines with no event type (left out)": f"{seeded.untyped_count:,}: "
-                + ", ".join(seeded.untyped)
-                + (
-                    f" and {seeded.untyped_count - len(seeded.untyped):,} more"
-                    if seeded.untyped_count > len(seeded.untyped)
-                    else ""
-                )
+                + lines_named(seeded.untyped_count, seeded.untyped)
             }
             if seeded.untyped_count
             else {}
