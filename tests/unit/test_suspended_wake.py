@@ -140,6 +140,20 @@ def fresh_after(at: float, priority: int = 1) -> ServiceTask:
     )
 
 
+async def held_then_sent_on_reactivation(
+    w: Worker, stores: DispatchStores, clock: Clock, task_id: str
+) -> None:
+    """The release now keeps `task_id` waiting for the line, and the next reactivation,
+    a minute later, sends it."""
+    assert await w.sink.release_due() == 1
+    assert w.sent() == []
+    assert await stores.ledger.state(task_id) == "deferred"
+    clock.now += 60
+    await w.sink.record_facts([active(clock.now)])
+    assert await w.sink.release_due() == 1
+    assert len(w.sent()) == 1
+
+
 async def test_a_moment_made_after_the_reactivation_joining_the_woken_task_lets_it_go() -> None:
     """The stream records a batch's facts (the reactivation wakes the held task: due now,
     still waiting) before it dispatches the batch's tasks: a moment the same batch made
@@ -179,13 +193,7 @@ async def test_a_moment_held_for_the_line_suspended_again_keeps_the_woken_task_w
     w.sink.add(again.model_copy(update={"deferred": held().deferred}))
     await w.sink.flush()
     assert await stores.ledger.state("f1") == "merged"
-    assert await w.sink.release_due() == 1
-    assert w.sent() == []
-    assert await stores.ledger.state("r1") == "deferred"
-    clock.now += 60
-    await w.sink.record_facts([active(clock.now)])
-    assert await w.sink.release_due() == 1
-    assert len(w.sent()) == 1
+    await held_then_sent_on_reactivation(w, stores, clock, "r1")
 
 
 async def test_a_reactivation_read_late_dated_before_the_held_moment_sends_it() -> None:
@@ -261,13 +269,7 @@ async def test_a_moment_held_for_the_line_joined_to_another_waiting_task_keeps_i
     await w.sink.flush()
     assert await stores.ledger.state("r1") == "merged"
     clock.now = await stores.deferral.due_at("c1") or 0
-    assert await w.sink.release_due() == 1
-    assert w.sent() == []
-    assert await stores.ledger.state("c1") == "deferred"
-    clock.now += 60
-    await w.sink.record_facts([active(clock.now)])
-    assert await w.sink.release_due() == 1
-    assert len(w.sent()) == 1
+    await held_then_sent_on_reactivation(w, stores, clock, "c1")
 
 
 async def test_a_moment_held_for_the_line_a_tick_after_the_look_joins_the_waiting_task() -> None:

@@ -28,17 +28,16 @@ from rules.catalog import load_rules
 CATALOG = Path(__file__).resolve().parents[2] / "src" / "rules" / "catalog" / "default.yaml"
 
 
-def topup(n: int) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "topup",
-            "event_id": f"t{n}",
-            "subscriber_id": f"1380000000{n}",
-            "occurred_at": f"2026-11-10T1{n}:00:00+08:00",
-            "amount": 50,
-            "channel": "app",
-        }
-    )
+def topup(n: int, **fields: object) -> bytes:
+    doc = {
+        "type": "topup",
+        "event_id": f"t{n}",
+        "subscriber_id": f"1380000000{n}",
+        "occurred_at": f"2026-11-10T1{n}:00:00+08:00",
+        "amount": 50,
+        "channel": "app",
+    }
+    return orjson.dumps({**doc, **fields})
 
 
 BAD = [

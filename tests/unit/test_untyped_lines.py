@@ -22,19 +22,7 @@ from moments.rulecheck import MissingEventTypeError
 from moments.seed import build_states
 from rules.catalog import load_rules
 
-CATALOG = Path(__file__).resolve().parents[2] / "src" / "rules" / "catalog" / "default.yaml"
-
-
-def topup(n: int, **fields: object) -> bytes:
-    doc = {
-        "type": "topup",
-        "event_id": f"t{n}",
-        "subscriber_id": f"1380000000{n}",
-        "occurred_at": f"2026-11-10T1{n}:00:00+08:00",
-        "amount": 50,
-        "channel": "app",
-    }
-    return orjson.dumps({**doc, **fields})
+from .test_unreadable_lines import CATALOG, topup
 
 
 def write(path: Path) -> Path:
