@@ -116,10 +116,11 @@ def _keep_change(name: str, was: int, now: int, period: str) -> str:
     if now < was:
         return f"{said}, the {was - now} oldest no longer read (dropped as new ones come)"
     more = now - was
+    periods = f"{more} more {period}{'s' if more > 1 else ''}"
     return (
-        f"{said}, but the {more} before them were not kept: they read as empty until {more} "
-        f"more {period}{'s' if more > 1 else ''} have passed, so a baseline over them reads "
-        "low meanwhile"
+        f"{said}, but the {more} before them were not kept: they count as no history, so a "
+        f"baseline over them makes none until {periods} have passed (a ring last written "
+        "before 0.1.0 reads them as empty, a low baseline, until they pass)"
     )
 
 

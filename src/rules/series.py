@@ -5,7 +5,9 @@ one before, ...]`: `newest` and `first` are window indexes (see rules.windows);
 each window has (sum, count, max) for a series over a numeric field, or (count,)
 for a counting series. Trailing empty windows are not stored. Knowing `first`
 (the first window with data) keeps a new subscriber's empty past from passing
-for a baseline of zero.
+for a baseline of zero. Once windows with data are dropped (older than `keep`), `first`
+is the window just before the oldest kept: what came before it is no history, as for a
+new subscriber, whatever `keep` later reads the ring.
 """
 
 from __future__ import annotations
@@ -74,7 +76,12 @@ class Series:
         if index > newest:
             shift = index - newest
             kept = ring[2 : 2 + width * (keep - shift)] if shift < keep else []
-            ring = [index, ring[1], *([0.0] * (width * shift) if kept else ()), *kept]
+            # History that began before the windows kept now begins at the edge of them, a
+            # window read as the partial one a history begins in: read with a larger `keep`
+            # (raised in a reload), the windows dropped here count as no history, not as
+            # empty ones that would make a baseline over them low.
+            first = ring[1] if ring[1] > index - keep else index - keep
+            ring = [index, first, *([0.0] * (width * shift) if kept else ()), *kept]
             newest = index
         pos = newest - index
         if pos >= keep:
@@ -130,5 +137,6 @@ class Series:
         return round(total / count, 4) if count else 0.0
 
     def history_from(self, ring: Ring | None) -> int | None:
-        """The first window with data, or None when the series never had any."""
+        """The first window with data, or the one just before the oldest kept once windows
+        with data were dropped (a partial window either way); None when no data ever came."""
         return int(ring[1]) if ring else None

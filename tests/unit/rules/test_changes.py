@@ -111,8 +111,9 @@ def test_a_series_keep_change_is_said_and_keeps_the_stored_windows() -> None:
     assert raised.others == ["series"]
     assert raised.details["series"] == [
         "spend_daily: keeps 8 windows, was 5; its stored windows stay, but the 3 before "
-        "them were not kept: they read as empty until 3 more days have passed, so a "
-        "baseline over them reads low meanwhile"
+        "them were not kept: they count as no history, so a baseline over them makes none "
+        "until 3 more days have passed (a ring last written before 0.1.0 reads them as "
+        "empty, a low baseline, until they pass)"
     ]
     lowered = compare_rules(new, old)
     assert lowered.details["series"] == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -9,9 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.models import EventType
+from moments.state import SubscriberState
 from moments.zones import DEFAULT_ZONE, subscriber_zone
+from rules.base import Env
+from rules.conditions import _baseline
 from rules.predicates import always
-from rules.series import Series
+from rules.series import Ring, Series
+from rules.spec import BaselineCond
 from rules.windows import local_date, window_end, window_index
 
 from .helpers import at, ev, rules_from, run, usage
@@ -55,6 +60,70 @@ class TestRing:
         assert ring == [100, 100, 1.0]
         ring = s.fold(ring, 105, 1.0)
         assert ring == [105, 100, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+class TestRaisedKeep:
+    """A ring folded with `keep` K and read with a larger one (a reload raising it, same
+    tag): the windows dropped under K are no history, never empty windows."""
+
+    @staticmethod
+    def baseline(s: Series, ring: Ring, index: int, agg: str, windows: int) -> float | None:
+        """What a `baseline:` condition over `s` averages at window `index` (None: none)."""
+        value = _baseline(s, BaselineCond(baseline="b", agg=agg, windows=windows, gt=0))
+        env = Env(None, SubscriberState(series={s.tag: ring}), {}, 0, dt.UTC, "r", index)
+        value(env)
+        found = env.out.get("b_baseline")
+        return None if found is None else float(found)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(st.tuples(st.integers(0, 40), st.integers(1, 100)), min_size=1, max_size=60),
+        st.integers(2, 6),
+        st.integers(1, 8),
+        st.data(),
+    )
+    def test_a_baseline_is_never_lower_than_the_kept_windows_make(
+        self, items: list[tuple[int, int]], keep: int, more: int, data: st.DataObject
+    ) -> None:
+        """Read with K' > K, a baseline (sum or count) is the one the windows kept make, or
+        none: never one lowered by a dropped window read as 0."""
+        s = series(keep=keep)
+        ring: Ring | None = None
+        newest = -1
+        held: dict[int, list[int]] = {}
+        for day, amount in items:
+            folded = s.fold(ring, day, float(amount))
+            newest = max(newest, day)
+            if folded is not None:
+                ring = folded
+                held.setdefault(day, []).append(amount)
+        assert ring is not None
+        raised = dataclasses.replace(s, keep=keep + more)
+        windows = data.draw(st.integers(1, min(raised.keep - 1, 12)), label="windows")  # 12 at most
+        index = newest + data.draw(st.integers(0, 2), label="after the newest")
+        agg = data.draw(st.sampled_from(["sum", "count"]), label="agg")
+        got = self.baseline(raised, ring, index, agg, windows)
+        if got is None:
+            return
+        earlier = range(index - windows, index)
+        assert all(w > newest - keep for w in earlier)  # only windows the ring kept
+        per_window = [
+            sum(held.get(w, [])) if agg == "sum" else len(held.get(w, [])) for w in earlier
+        ]
+        assert got == round(sum(per_window) / windows, 4)
+
+    def test_the_windows_dropped_read_as_no_history(self) -> None:
+        """100 a day for 10 days, kept 3: read with 8, no baseline over 7 days (5 of them
+        dropped), where it was 300 / 7 = 42.86 before, "twice the usual" at 100."""
+        s = series(keep=3)
+        ring: Ring | None = None
+        for day in range(10):
+            ring = s.fold(ring, day, 100.0)
+        assert ring is not None
+        raised = dataclasses.replace(s, keep=8)
+        assert self.baseline(raised, ring, 10, "sum", 7) is None
+        assert self.baseline(raised, ring, 10, "sum", 2) == 100.0
+        assert s.history_from(ring) == 6  # the window before the oldest kept (7)
 
 
 class TestWindows:
