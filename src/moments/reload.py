@@ -1,5 +1,6 @@
 """Hot reload of the rules and the dispatch policy: a changed file (or SIGHUP) loads it
-again; a bad file is refused with its problems and what is in force stays.
+again; a bad file is refused with its problems and what stays in force, named: the rules
+(how many, their ids and versions, from which files, loaded when) or the policy's limits.
 
 A change is loaded once it has settled: the same files, sizes and mtimes at two checks in
 a row. Files copied into a rules folder one at a time (scp, `cp` of several files) were
@@ -11,8 +12,10 @@ loaded one check later; SIGHUP loads at once (an operator asking)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +65,16 @@ class FileReloader(Generic[T]):
     """The loader's errors that refuse a file (said as they are, without a traceback)."""
     describe: Callable[[T], tuple[str, int | None]]
     """What was loaded, for the log, and the count `record` gets."""
+    current: Callable[[], T | None] = lambda: None
+    """What is in force now (the worker's rules or policy): a refusal says what stays."""
+    stays: Callable[[T], str] = str
+    """What is in force in words, for a refusal."""
     last: Signature = field(default=())
     """The files as last loaded (or as read at start)."""
+    installed: Signature = field(default=())
+    """The files of what is in force: as read at start, then as last loaded with success."""
+    installed_at: float = 0.0
+    """When what is in force was loaded (epoch seconds; at start, when this was made)."""
     seen: Signature | None = None
     """The changed files as the previous check saw them, not loaded yet: they are loaded
     when the next check sees them the same (settled), not while a copy may be under way."""
@@ -71,7 +82,20 @@ class FileReloader(Generic[T]):
     loading: bool = False
 
     def __post_init__(self) -> None:
-        self.last = signature(self.path)
+        self.last = self.installed = signature(self.path)
+        self.installed_at = time.time()
+
+    def in_force(self) -> str:
+        """What stays in force when a file is refused: `the rules from PATH (a.yaml,
+        b.yaml), loaded at ...; 12 rule(s), ...`."""
+        where = str(self.path) if self.path else "the packaged default"
+        names = [Path(f).name for f, *_ in self.installed]
+        if self.path is not None and self.path.is_dir() and names:
+            where += f" ({', '.join(names)})"
+        when = dt.datetime.fromtimestamp(self.installed_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        said = f"the {self.what} from {where}, loaded at {when}"
+        value = self.current()
+        return said if value is None else f"{said}; {self.stays(value)}"
 
     def request(self) -> None:
         """Reload at the next check whatever the files say (SIGHUP)."""
@@ -122,17 +146,23 @@ class FileReloader(Generic[T]):
         try:
             return self.load(self.path)
         except self.refused as exc:
-            log.error("%s reload refused (what is in force stays):\n%s", self.what, exc)
+            log.error(
+                "%s reload refused (what is in force stays: %s):\n%s",
+                self.what,
+                self.in_force(),
+                exc,
+            )
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:  # a loader bug must not stop the worker: the rules in force
             # stay (pyo3's PanicException, from a Rust extension out of memory, is no Exception)
             log.exception(
-                "%s reload of %s failed unexpectedly (what is in force stays): a bug in "
+                "%s reload of %s failed unexpectedly (what is in force stays: %s): a bug in "
                 "moments; report it with this traceback and the file (`moments check` reads "
                 "it the same way)",
                 self.what,
                 self.path or "the packaged default",
+                self.in_force(),
             )
         return None
 
@@ -141,6 +171,7 @@ class FileReloader(Generic[T]):
             self.record("error", None)
             return "error"
         self.install(loaded)
+        self.installed, self.installed_at = self.last, time.time()
         said, count = self.describe(loaded)
         log.info("%s reloaded from %s: %s", self.what, self.path or "the packaged default", said)
         self.record("ok", count)
@@ -157,6 +188,22 @@ class Reloader(FileReloader[RuleSet]):
     describe: Callable[[RuleSet], tuple[str, int | None]] = field(
         default=lambda rules: (f"{len(rules)} rule(s)", len(rules))
     )
+    stays: Callable[[RuleSet], str] = field(default=lambda rules: rules_in_force(rules))
+
+
+SHOWN_RULES = 10
+"""Rules a refusal names by id and version; the rest are counted (moments_rule_info)."""
+
+
+def rules_in_force(rules: RuleSet) -> str:
+    """`12 rule(s), 11 live and 1 shadow: low_balance v2, ... and 2 more`: what
+    `moments_rule_info` shows, in the log line on-call reads."""
+    shadow = sum(1 for r in rules.rules if r.shadow)
+    named = ", ".join(f"{r.id} v{r.version}" for r in rules.rules[:SHOWN_RULES])
+    more = len(rules) - SHOWN_RULES
+    return f"{len(rules)} rule(s), {len(rules) - shadow} live and {shadow} shadow: {named}" + (
+        f" and {more} more (moments_rule_info)" if more > 0 else ""
+    )
 
 
 @dataclass
@@ -170,3 +217,4 @@ class PolicyReloader(FileReloader[DispatchPolicy]):
     describe: Callable[[DispatchPolicy], tuple[str, int | None]] = field(
         default=lambda policy: (f"the new one in force, {policy.describe()}", None)
     )
+    stays: Callable[[DispatchPolicy], str] = field(default=lambda policy: policy.describe())

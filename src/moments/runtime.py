@@ -115,9 +115,17 @@ class Runtime:
         self.clock = EventClock(settings.lateness_seconds, settings.idle_after_seconds)
         self.placement = PartitionCheck(settings.partitions)
         self._unknown_channels = UnknownChannels()
-        self.reloader = Reloader(settings.rules, self.install_rules, self._record_reload)
+        self.reloader = Reloader(
+            settings.rules,
+            self.install_rules,
+            self._record_reload,
+            current=lambda: self.detector.rules,
+        )
         self.policy_reloader = PolicyReloader(
-            settings.dispatch_policy, self.install_policy, self._record_policy_reload
+            settings.dispatch_policy,
+            self.install_policy,
+            self._record_policy_reload,
+            current=lambda: self.policy,
         )
         # The batch loop and the window sweep both read and write subscriber state.
         self._state_lock = asyncio.Lock()

@@ -190,14 +190,14 @@ class Metrics:
         )
         self.rules_refused = Gauge(
             "moments_rules_refused",
-            "1 while the rules file on disk is refused (the rules in force stay, but a "
-            "restart with that file exits)",
+            "1 while the rules file on disk is refused (the rules in force stay, "
+            "moments_rule_info and the log line name them, but a restart with that file exits)",
             registry=r,
         )
         self.policy_refused = Gauge(
             "moments_dispatch_policy_refused",
             "1 while the dispatch policy file on disk is refused (the policy in force stays, "
-            "but a restart with that file exits)",
+            "the log line names its limits and hours, but a restart with that file exits)",
             registry=r,
         )
         self.deadletters_oversize = Counter(

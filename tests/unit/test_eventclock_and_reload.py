@@ -151,7 +151,7 @@ class TestReloader:
         assert installed == []
         assert recorded == [("error", None)]
         (record,) = caplog.records
-        assert "(what is in force stays)" in record.getMessage()
+        assert f"(what is in force stays: the rules from {path}, loaded at " in record.getMessage()
         assert record.exc_info is not None
         assert record.exc_info[0] is RecursionError
 
@@ -169,7 +169,62 @@ class TestReloader:
         assert recorded == [("error", None)]
         assert f"{path}:1:71: nested more than 64 levels deep" in caplog.text
         # The line on-call reads at 3 a.m. (ops drill): it said "the rules in force stays".
-        assert "rules reload refused (what is in force stays):" in caplog.text
+        assert f"rules reload refused (what is in force stays: the rules from {path}, " in (
+            caplog.text
+        )
+
+
+class TestRefusalNamesWhatStays:
+    """A refused reload said "what is in force stays" without saying what that was: on-call
+    could not tell which rules the worker kept (the ones of last week's file, or of the
+    good edit an hour ago) without reading metrics by instance."""
+
+    def test_the_rules_kept_are_named_with_their_files_and_versions(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        (tmp_path / "a.yaml").write_text(GOOD)
+        (tmp_path / "b.yaml").write_text(
+            GOOD.replace("id: r", "id: r2\n    version: 3\n    mode: shadow")
+        )
+        in_force = [load_rules(tmp_path)]
+        reloader = Reloader(
+            tmp_path, in_force.append, lambda r, n: None, current=lambda: in_force[-1]
+        )
+        (tmp_path / "c.yaml").write_text("rules: [{id: broken}]\n")
+        with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() is None
+            assert reloader.check() == "error"
+        (record,) = caplog.records
+        said = record.getMessage().splitlines()[0]
+        assert said.startswith(
+            f"rules reload refused (what is in force stays: the rules from {tmp_path} "
+            "(a.yaml, b.yaml), loaded at "
+        )
+        assert said.endswith("; 2 rule(s), 1 live and 1 shadow: r v1, r2 v3):")
+        assert "c.yaml" not in said  # the file refused is no part of what stays
+
+        # Fixed, then broken again: what stays is the fixed catalog, its three files.
+        (tmp_path / "c.yaml").write_text(GOOD.replace("id: r", "id: r3"))
+        assert reloader.check() is None
+        assert reloader.check() == "ok"
+        (tmp_path / "c.yaml").write_text("rules: [{id: broken}]\n")
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() is None
+            assert reloader.check() == "error"
+        said = caplog.records[0].getMessage().splitlines()[0]
+        assert "(a.yaml, b.yaml, c.yaml)" in said
+        assert said.endswith("; 3 rule(s), 2 live and 1 shadow: r v1, r2 v3, r3 v1):")
+
+    def test_a_large_catalog_names_its_first_rules_and_counts_the_rest(self) -> None:
+        from moments.reload import SHOWN_RULES, rules_in_force
+
+        rules = load_rules()
+        said = rules_in_force(rules)
+        first = rules.rules[0]
+        assert said.startswith(f"{len(rules)} rule(s), ")
+        assert f": {first.id} v{first.version}, " in said
+        assert said.endswith(f" and {len(rules) - SHOWN_RULES} more (moments_rule_info)")
 
 
 class TestReloadSettles:
@@ -358,7 +413,12 @@ class TestPolicyReloader:
         assert reloader.check() == "error"
         assert metrics.policy_refused._value.get() == 1
         assert sink.policy.capacity["NJ"][Channel.MANAGER] == 5  # the one in force stays
-        assert "dispatch policy reload refused" in caplog.text
+        # What stays is named: the limit a manager changed is the one to look for.
+        assert (
+            f"dispatch policy reload refused (what is in force stays: the dispatch policy "
+            f"from {path}, loaded at "
+        ) in caplog.text
+        assert "; tasks a day: NJ manager 5; no limit otherwise;" in caplog.text
         path.write_text("capacity: {NJ: {manager: 8}}\n")
         assert reloader.check() is None
         assert reloader.check() == "ok"
