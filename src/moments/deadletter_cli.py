@@ -53,9 +53,10 @@ def add_deadletter_command(sub: Any, make_parser: Callable[..., argparse.Argumen
         actions,
         "show",
         "Read the dead-letter topic of MOMENTS_KAFKA_BOOTSTRAP to its end (without a "
-        "consumer group) and count its records by input topic and reason, with the first "
-        "one's error. --json prints each record instead, key and value included: personal "
-        "data, as in the topic itself.",
+        "consumer group) and count its records by the topic they were refused from (an "
+        "input topic, or the task outcomes') and reason, with the first one's error. "
+        "--json prints each record instead, key and value included: personal data, as in "
+        "the topic itself.",
         SHOW_EXAMPLES,
         _cmd_show,
     )
@@ -67,7 +68,8 @@ def add_deadletter_command(sub: Any, make_parser: Callable[..., argparse.Argumen
         actions,
         "replay",
         "Validate the selected dead letters again with this version's checks (a worker's "
-        "own) and send the ones that pass to their input topic, key and value unchanged. "
+        "own) and send the ones that pass to their input topic, key and value unchanged "
+        "(task outcomes are not replayed: the dispatch consumer sends them again). "
         "Each is sent once: Redis (MOMENTS_REDIS_URL) remembers what was replayed. Events "
         "older than their subscriber's latest by more than MOMENTS_LATENESS_SECONDS are "
         "counted late by the workers, not applied.",

@@ -394,3 +394,20 @@ class TestAnUnknownTopic:
         self.show(monkeypatch, "--topic", "topup", "--topic", "telecom.usage")
         err = " ".join(capsys.readouterr().err.split())
         assert err == "no dead letters match", err
+
+    @pytest.mark.parametrize("action", ["show", "replay"])
+    def test_the_help_tells_the_task_outcomes_from_the_input_topics(
+        self, action: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`show` counted "by input topic" and `replay` sent "to their input topic", though
+        the task outcomes' topic is read, counted, and never replayed."""
+        from moments.cli import main
+
+        with pytest.raises(SystemExit):
+            main(["deadletter", action, "--help"])
+        said = " ".join(capsys.readouterr().out.split())
+        assert "or the task outcomes' topic (repeatable)" in said  # --topic's choices
+        if action == "show":
+            assert "by the topic they were refused from (an input topic, or the task " in said
+        else:
+            assert "(task outcomes are not replayed: the dispatch consumer sends them " in said
