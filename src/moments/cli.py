@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from moments.exceptions import ConfigError
 from moments.logmask import install_pii_masking
 from moments.logthrottle import install_log_throttle
-from moments.settings import Settings, load_settings
+from moments.settings import Settings, load_settings, log_format_asked
 from rules.exceptions import RulesError
 
 if TYPE_CHECKING:
@@ -203,19 +203,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from moments.worker import run_worker
 
     extra = [a for a in args.faust_args if a != "--"]
-    try:
-        settings = _settings()
-    except ConfigError:
-        # Refused before the worker sets its log up: a bad value is the commonest reason
-        # a worker stops at start, and where the log is JSON it is said as one record.
-        from moments.settings import log_format_asked
+    if log_format_asked() == "json":
+        # Before the settings are read, not only when they are refused: a bad value (the
+        # commonest reason a worker stops at start) and an exception nothing catches while
+        # they are read are then one JSON record each, as the rest of the worker's log.
+        from moments.logformat import use_json_logs
 
-        if log_format_asked() == "json":
-            from moments.logformat import use_json_logs
-
-            use_json_logs()
-        raise
-    run_worker(settings, extra)
+        use_json_logs()
+    run_worker(_settings(), extra)
     return 0
 
 

@@ -44,7 +44,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run_worker(tmp_path: Path, log_format: str) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    tmp_path: Path, log_format: str, script: str = SCRIPT
+) -> subprocess.CompletedProcess[str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -52,7 +54,7 @@ def run_worker(tmp_path: Path, log_format: str) -> subprocess.CompletedProcess[s
     }
     env |= {"MOMENTS_LOG_FORMAT": log_format, "MOMENTS_DATA_DIR": str(tmp_path / "data")}
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -92,3 +94,34 @@ def test_a_text_log_keeps_pythons_traceback(tmp_path: Path, log_format: str) -> 
     assert "Traceback (most recent call last):" in done.stderr
     assert done.stderr.rstrip().endswith("RuntimeError: Redis refused subscriber 138****8000")
     assert "13800138000" not in done.stderr
+
+
+READING = textwrap.dedent(
+    """
+    import sys
+    import moments.cli
+    from moments.cli import main
+
+    def unreadable():
+        raise RuntimeError("the settings could not be read for 13800138000")
+
+    moments.cli.load_settings = unreadable  # fails as the worker reads its settings
+    sys.exit(main(["worker"]))
+    """
+)
+
+
+def test_an_exception_while_the_settings_are_read_is_json_too(tmp_path: Path) -> None:
+    """Before the worker had read its settings, its log was the CLI's text one: an
+    exception then (not a refusal, which is said as one record) was Python's plain
+    lines, though MOMENTS_LOG_FORMAT said json."""
+    done = run_worker(tmp_path, "json", READING)
+    assert done.returncode == 1, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    record = json.loads(line)
+    assert record["level"] == "CRITICAL", record
+    assert record["message"] == (
+        "uncaught RuntimeError in the main thread: the settings could not be read for "
+        "138****8000; the process stops"
+    ), record
+    assert record["exception"].startswith("Traceback (most recent call last):"), record
