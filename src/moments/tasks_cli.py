@@ -1,0 +1,250 @@
+"""The `moments tasks` commands: the reference dispatch consumer's tools (tail the
+dispatch topic, ack a task, list the tasks no outcome came back for)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from moments.cli import _group, _parser, _settings
+
+if TYPE_CHECKING:
+    from moments.cli import Subparsers
+
+
+def add_tasks_command(sub: Subparsers) -> None:
+    tasks_sub = _group(
+        sub,
+        "tasks",
+        "Reference dispatch consumer tools.",
+        """
+                  moments tasks tail
+                  moments tasks tail --json --from-beginning
+                  moments tasks ack TASK_ID --status done_no_change
+                  moments tasks pending --channel sms --older-than 2h
+                """,
+    )
+    _add_tasks_tail(tasks_sub)
+    _add_tasks_ack(tasks_sub)
+    _add_tasks_pending(tasks_sub)
+
+
+def _add_tasks_tail(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "tail",
+        "Follow the dispatch topic: a live table of the latest tasks in a terminal, "
+        "else one line (or JSON line) per task.",
+        """
+                  moments tasks tail
+                  moments tasks tail --lines --from-beginning
+                  moments tasks tail --json | jq .moment.type
+                """,
+        _cmd_tasks_tail,
+    )
+    p.add_argument("--json", action="store_true", help="one JSON line per task")
+    p.add_argument("--lines", action="store_true", help="one readable line per task, no table")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
+    p.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
+
+
+def _cmd_tasks_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from moments.connections import require_kafka
+    from moments.tail import tail_tasks
+
+    settings = _settings()
+    require_kafka(settings)  # unreachable or refused: a message naming the variable
+    asyncio.run(
+        tail_tasks(
+            settings,
+            json_lines=args.json,
+            from_beginning=args.from_beginning,
+            exit_after=args.exit_after,
+            live=not args.json and not args.lines and sys.stdout.isatty(),
+        )
+    )
+    return 0
+
+
+def _add_tasks_ack(sub: Subparsers) -> None:
+    from moments.models import OutcomeStatus
+
+    p = _parser(
+        sub,
+        "ack",
+        "Write an outcome for a task to moments.task-outcomes, as a dispatch consumer does "
+        "after acting on it. The subscriber is looked up in Redis unless given.",
+        """
+                  moments tasks ack 3f2a9c... --status done_no_change
+                  moments tasks ack 3f2a9c... --status declined --note "not interested"
+                  moments tasks ack 3f2a9c... --status unreachable --subscriber 13800138001
+                """,
+        _cmd_tasks_ack,
+    )
+    p.add_argument("task_id", metavar="TASK_ID", type=_task_id, help="the task's task_id")
+    p.add_argument(
+        "--status",
+        required=True,
+        choices=[s.value for s in OutcomeStatus],
+        help="what happened",
+    )
+    p.add_argument("--note", default=None, help="free text for the record")
+    p.add_argument("--agent", default=None, help="who acted (agent id)")
+    p.add_argument(
+        "--subscriber",
+        default=None,
+        metavar="MSISDN",
+        help="the task's subscriber, for a task Redis no longer holds (refused if Redis "
+        "holds the task under another)",
+    )
+
+
+def _cmd_tasks_ack(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import orjson
+
+    from moments.ack import AckError, ack_task
+    from moments.connections import require_kafka, require_redis
+    from moments.logmask import mask_text
+    from moments.models import OutcomeStatus
+    from moments.pii import mask_msisdn
+
+    settings = _settings()
+    require_kafka(settings)  # unreachable or refused: a message naming the variable
+    if args.subscriber is None:
+        require_redis(settings, "the task's subscriber is looked up in its ledger")
+    try:
+        outcome = asyncio.run(
+            ack_task(
+                settings,
+                args.task_id,
+                OutcomeStatus(args.status),
+                subscriber_id=args.subscriber,
+                note=args.note,
+                agent_id=args.agent,
+                warn=lambda text: print(f"moments: warning: {text}", file=sys.stderr),
+            )
+        )
+    except AckError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 1
+    # What was written, as a receipt: the subscriber masked as in the logs (unless
+    # MOMENTS_LOG_PII), since a terminal's scrollback and a ticket are no place for it.
+    shown = outcome.model_dump(mode="json", exclude_none=True)
+    if not settings.log_pii:
+        shown["subscriber_id"] = mask_msisdn(outcome.subscriber_id)
+        if outcome.note:  # free text: a called number in it is masked as in the logs
+            shown["note"] = mask_text(outcome.note)
+    print(orjson.dumps(shown).decode())
+    return 0
+
+
+def _add_tasks_pending(sub: Subparsers) -> None:
+    from moments.models import Channel
+
+    p = _parser(
+        sub,
+        "pending",
+        "List the published tasks no outcome came back for yet (read from Redis, "
+        "MOMENTS_REDIS_URL, for MOMENTS_APP_ID): task id, channel, moment type, the "
+        "subscriber masked, age since published and expiry, soonest expiry first. A task "
+        "leaves the list at its first outcome, or an hour (outcomes.outcome_grace) after "
+        "it expired, counted in moments_tasks_unanswered_expired_total.",
+        """
+                  moments tasks pending
+                  moments tasks pending --channel outbound_call --older-than 2h
+                  moments tasks pending --json | jq -r .task_id
+                """,
+        _cmd_tasks_pending,
+    )
+    p.add_argument(
+        "--channel",
+        action="append",
+        choices=[c.value for c in Channel],
+        help="only this channel's tasks (repeat for several)",
+    )
+    p.add_argument(
+        "--older-than",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="only tasks published at least this long ago: 30m, 2h, 1d",
+    )
+    p.add_argument(
+        "--limit",
+        type=_at_least_zero,
+        default=1000,
+        metavar="N",
+        help="list the N tasks that expire soonest (default 1000; 0: all, read a page at a time)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON line per task")
+
+
+def _at_least_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: write a whole number, 0 for all")
+    return value
+
+
+def _duration(text: str) -> float:
+    from rules.durations import parse_duration
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cmd_tasks_pending(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    import orjson
+
+    from moments.connections import redis_client, require_redis
+    from moments.pending import PendingTask, pending_tasks, summary
+    from sinks.ledger import TaskLedger
+    from sinks.stores import CHANNELS
+
+    settings = _settings()
+    require_redis(settings, "the ledger of published tasks is kept there")
+    now = time.time()
+
+    channels = args.channel or CHANNELS
+
+    async def read() -> tuple[list[PendingTask], int]:
+        redis = redis_client(settings)
+        try:
+            ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
+            found = await pending_tasks(ledger, now, channels, args.older_than, args.limit)
+            held = await ledger.unanswered()
+            return found, sum(held[c] for c in channels)
+        finally:
+            await redis.aclose()
+
+    found, held = asyncio.run(read())
+    for task in found:
+        if args.json:
+            print(orjson.dumps(task.as_json(now)).decode())
+        else:
+            print(task.as_line(now))
+    if not args.json or (args.limit and len(found) == args.limit):  # cut: say so
+        print(summary(found, now, args.limit, held, args.older_than), file=sys.stderr)
+    return 0
+
+
+def _task_id(text: str) -> str:
+    from moments.ack import AckError, check_task_id
+
+    try:
+        return check_task_id(text)
+    except AckError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
