@@ -1,4 +1,9 @@
-"""The `moments` command line. Every subcommand has --help with examples."""
+"""The `moments` command line. Every subcommand has --help with examples.
+
+Here: the parser, `main`, the helpers every command module uses, and the small commands
+(run, worker, check, calendar, schemas, config); each bigger group has a module of its
+own (`rules_cli`, `tasks_cli`, `bench_cli`, `simulate_cli`, `backtest_cli`, `state_cli`,
+`deadletter_cli`, `events_cli`)."""
 
 from __future__ import annotations
 
