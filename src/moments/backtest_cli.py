@@ -7,22 +7,22 @@ import datetime as dt
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+from moments.cliparts import add_command
 from moments.exceptions import ConfigError
-from moments.progresslines import ProgressLines, to_console
-from moments.records import OUT_OF_TIME
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
     from moments.backtest import Published
     from moments.backtest_input import EventFile
+    from moments.cliparts import Subparsers
+    from moments.progresslines import ProgressLines
 
 EXAMPLES = """
     moments simulate --subscribers 2000 --rate 2 --duration 7d --seed 1 --to-file week.jsonl.gz
@@ -40,11 +40,10 @@ REFUSED_SHARE_WARN = 0.01
 """Above this share of refused events the backtest's figures are in doubt: said in yellow."""
 
 
-def add_backtest_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """Register `backtest` with the CLI's `_parser` helper (keeps cli.py's edit to one line)."""
+def add_backtest_command(sub: Subparsers) -> None:
     from moments.models import EventType
 
-    p = make_parser(
+    p = add_command(
         sub,
         "backtest",
         "Replay event history through rules and the dispatch policy, offline and in event "
@@ -160,6 +159,8 @@ def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from moments.backtest import BacktestResult, run_backtest
     from moments.backtest_input import (
         EventFile,
@@ -179,6 +180,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         unused_regions,
     )
     from moments.models import EventType
+    from moments.records import OUT_OF_TIME
     from moments.rulecheck import EventFileError
     from rules.catalog import load_rules
     from sinks.policy import load_policy
@@ -346,6 +348,10 @@ class FileLines:
 def file_bar(console: Console, label: str, files: list[EventFile]) -> Iterator[FileBar | FileLines]:
     """The bar of `moments backtest` and `moments state seed` while they read history;
     lines in a log instead, where a bar is drawn only once it ends."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from moments.progresslines import to_console
+
     if not console.is_terminal:
         yield FileLines(to_console(label, console), files)
         return
@@ -366,6 +372,8 @@ def _write(
     tasks: list[Published],
     baseline: list[Published] | None,
 ) -> None:
+    import orjson
+
     from moments.backtest_report import chart_png, html_page, markdown
 
     out.mkdir(parents=True, exist_ok=True)

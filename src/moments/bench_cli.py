@@ -7,10 +7,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from moments.cli import _parser
+from moments.cliparts import add_command
 
 if TYPE_CHECKING:
-    from moments.cli import Subparsers
+    from moments.cliparts import Subparsers
 
 
 def _at_least_one(text: str) -> int:
@@ -39,7 +39,7 @@ def _positive_rate(text: str) -> float:
 
 
 def add_bench_command(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "bench",
         "Measure the detector against a raw aiokafka consumer on the same events, in one "

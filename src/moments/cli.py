@@ -1,9 +1,11 @@
 """The `moments` command line. Every subcommand has --help with examples.
 
-Here: the parser, `main`, the helpers every command module uses, and the small commands
-(run, worker, check, calendar, schemas, config); each bigger group has a module of its
-own (`rules_cli`, `tasks_cli`, `bench_cli`, `simulate_cli`, `backtest_cli`, `state_cli`,
-`deadletter_cli`, `events_cli`)."""
+Here: the parser, `main`, and the small commands (run, worker, check, calendar, schemas,
+config); each bigger group has a module of its own (`rules_cli`, `tasks_cli`, `bench_cli`,
+`simulate_cli`, `backtest_cli`, `state_cli`, `deadletter_cli`, `events_cli`), built with
+the helpers of `cliparts`. A command imports what it runs with (Kafka and Redis clients,
+rich, the rule language) when it runs, not at the top of its module: the whole parser is
+built before every command (tests/unit/test_cli_startup.py)."""
 
 from __future__ import annotations
 
@@ -11,45 +13,26 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from textwrap import dedent
 from typing import TYPE_CHECKING
 
-from moments.exceptions import ConfigError
+from moments.backtest_cli import add_backtest_command
+from moments.bench_cli import add_bench_command
+from moments.cliparts import Handler, add_command, add_group, command_settings
+from moments.deadletter_cli import add_deadletter_command
+from moments.events_cli import add_events_command
+from moments.exceptions import ConfigError, MomentsError
 from moments.logmask import install_pii_masking
 from moments.logthrottle import install_log_throttle
-from moments.settings import Settings, load_settings, log_format_asked
-from rules.exceptions import RulesError
+from moments.rules_cli import add_rules_command
+from moments.simulate_cli import add_simulate_command
+from moments.state_cli import add_state_command
+from moments.tasks_cli import add_tasks_command
 
 if TYPE_CHECKING:
-    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _parser(
-    sub: Subparsers,
-    name: str,
-    help_: str,
-    examples: str,
-    handler: Handler,
-) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        name,
-        help=help_,
-        description=help_,
-        epilog="examples:\n" + dedent(examples).strip("\n"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.set_defaults(handler=handler, command_parser=p)
-    return p
-
-
-def _group(sub: Subparsers, name: str, help_: str, examples: str) -> Subparsers:
-    """A command of subcommands (`moments NAME COMMAND`): alone, it prints its help."""
-    p = _parser(sub, name, help_, examples, show_subcommands)
-    return p.add_subparsers(title=f"{name} commands", metavar="COMMAND")
+    from moments.cliparts import Subparsers
 
 
 def version_line() -> str:
@@ -80,12 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    # The command modules import this one's helpers: imported here, not at the top.
-    from moments.bench_cli import add_bench_command
-    from moments.rules_cli import add_rules_command
-    from moments.tasks_cli import add_tasks_command
-
-    for add_command in (
+    for add in (
         _add_run_command,
         _add_worker_command,
         _add_check_command,
@@ -95,23 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_tasks_command,
         add_bench_command,
         _add_config_command,
+        add_simulate_command,
+        add_backtest_command,
+        add_state_command,
+        add_deadletter_command,
+        add_events_command,
     ):
-        add_command(sub)
-    from moments.simulate_cli import add_simulate_command
-
-    add_simulate_command(sub, _parser)
-    from moments.backtest_cli import add_backtest_command
-
-    add_backtest_command(sub, _parser)
-    from moments.state_cli import add_state_command
-
-    add_state_command(sub, _parser)
-    from moments.deadletter_cli import add_deadletter_command
-
-    add_deadletter_command(sub, _parser)
-    from moments.events_cli import add_events_command
-
-    add_events_command(sub, _parser)
+        add(sub)
     return parser
 
 
@@ -143,8 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _refused(f"moments: {exc}")
         return 2
-    except RulesError as exc:
+    except MomentsError as exc:
+        # Not `except RulesError`: that import is the whole rule language (~0.2 s), paid
+        # by every command; a RulesError raised has imported it already.
         from rules.calendar import CalendarError
+        from rules.exceptions import RulesError
+
+        if not isinstance(exc, RulesError):
+            raise
 
         what = "holiday calendar" if isinstance(exc, CalendarError) else "rules"
         _refused(f"moments: {what} refused:\n{exc}")
@@ -181,19 +155,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-def show_subcommands(args: argparse.Namespace) -> int:
-    args.command_parser.print_help()
-    return 2
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    install_pii_masking(mask=not settings.log_pii, secrets=settings.secret_values())
-    return settings
-
-
 def _add_worker_command(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "worker",
         "Start one detector worker. Arguments after -- go to Faust's worker command.",
@@ -210,6 +173,7 @@ def _add_worker_command(sub: Subparsers) -> None:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from moments.settings import log_format_asked
     from moments.worker import run_worker
 
     extra = [a for a in args.faust_args if a != "--"]
@@ -220,12 +184,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         from moments.logformat import use_json_logs
 
         use_json_logs()
-    run_worker(_settings(), extra)
+    run_worker(command_settings(), extra)
     return 0
 
 
 def _add_check_command(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "check",
         "Check what a worker checks before it starts, with its settings and credentials: "
@@ -258,7 +222,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     from moments.check import Verdict, run_checks
 
-    findings = asyncio.run(run_checks(_settings(), args.timeout))
+    findings = asyncio.run(run_checks(command_settings(), args.timeout))
     table = Table(show_header=True, header_style="bold")
     for column in ("step", "", "detail"):
         # fold: a long word (a rules file's path:line:column) goes on over lines, not cut
@@ -272,7 +236,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _add_run_command(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "run",
         "Run everything on this machine: Tansu broker, redis-server, a "
@@ -315,7 +279,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_calendar_command(sub: Subparsers) -> None:
-    calendar_sub = _group(
+    calendar_sub = add_group(
         sub,
         "calendar",
         "The holiday calendar special-day rules use.",
@@ -327,7 +291,7 @@ def _add_calendar_command(sub: Subparsers) -> None:
 
 
 def _add_calendar_export(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "export",
         "Print (or write) the effective holiday calendar for some years as an operator "
@@ -363,7 +327,7 @@ def _cmd_calendar_export(args: argparse.Namespace) -> int:
 
 
 def _add_schemas_command(sub: Subparsers) -> None:
-    schemas_sub = _group(
+    schemas_sub = add_group(
         sub,
         "schemas",
         "JSON Schema and AsyncAPI documents of the contract.",
@@ -376,7 +340,7 @@ def _add_schemas_command(sub: Subparsers) -> None:
 
 
 def _add_schemas_export(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "export",
         "Write schemas/ from the pydantic models.",
@@ -404,7 +368,7 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
 
 
 def _add_config_command(sub: Subparsers) -> None:
-    config_sub = _group(
+    config_sub = add_group(
         sub,
         "config",
         "Configuration tools.",
@@ -416,7 +380,7 @@ def _add_config_command(sub: Subparsers) -> None:
 
 
 def _add_config_show(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "show",
         "Print every setting with its effective value and where it came from "
@@ -438,7 +402,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     from moments.config_view import effective_config, format_lines
     from moments.settings import unknown_variables
 
-    lines = effective_config(_settings())
+    lines = effective_config(command_settings())
     if args.json:
         print(json.dumps([dataclasses.asdict(line) for line in lines], indent=2))
     else:

@@ -4,25 +4,21 @@ current code accepts."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import sys
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-import orjson
-from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from moments.deadletters import DeadLetterEntry, Selection, Summary, entry_document, parse_time
+from moments.cliparts import add_command, command_settings, show_subcommands
 from moments.models import EventType
-from moments.pii import mask_quoted_numbers
 from moments.records import RejectReason
-from moments.settings import Settings
-from moments.topicread import ReadBar
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from moments.cliparts import Subparsers
+    from moments.deadletters import DeadLetterEntry, Selection, Summary
+    from moments.settings import Settings
 
 SHOW_EXAMPLES = """
     moments deadletter show                          # counts by topic and reason, an example each
@@ -36,11 +32,8 @@ REPLAY_EXAMPLES = """
 """
 
 
-def add_deadletter_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """Register `deadletter show` and `deadletter replay` with the CLI's `_parser` helper."""
-    from moments.cli import show_subcommands
-
-    group = make_parser(
+def add_deadletter_command(sub: Subparsers) -> None:
+    group = add_command(
         sub,
         "deadletter",
         "Rejected input records: why they were refused, and replaying them once the "
@@ -49,7 +42,7 @@ def add_deadletter_command(sub: Any, make_parser: Callable[..., argparse.Argumen
         show_subcommands,
     )
     actions = group.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
-    show = make_parser(
+    show = add_command(
         actions,
         "show",
         "Read the dead-letter topic of MOMENTS_KAFKA_BOOTSTRAP to its end (without a "
@@ -64,7 +57,7 @@ def add_deadletter_command(sub: Any, make_parser: Callable[..., argparse.Argumen
     show.add_argument(
         "--json", action="store_true", help="one JSON line per dead letter, bytes included"
     )
-    replay = make_parser(
+    replay = add_command(
         actions,
         "replay",
         "Validate the selected dead letters again with this version's checks (a worker's "
@@ -109,6 +102,8 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _time(text: str) -> dt.datetime:
+    from moments.deadletters import parse_time
+
     when = parse_time(text)
     if when is None:
         raise argparse.ArgumentTypeError(
@@ -118,6 +113,8 @@ def _time(text: str) -> dt.datetime:
 
 
 def selection(args: argparse.Namespace, settings: Settings) -> Selection:
+    from moments.deadletters import Selection
+
     kinds = {t.value for t in EventType}
     topics = {settings.topic(t) if t in kinds else t for t in args.topic}
     return Selection(frozenset(args.reason), frozenset(topics), args.since, args.until)
@@ -141,10 +138,16 @@ def unknown_topics(args: argparse.Namespace, settings: Settings) -> list[str]:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from moments.cli import _settings
-    from moments.deadletter_replay import summarize
+    import asyncio
 
-    settings = _settings()
+    import orjson
+    from rich.console import Console
+
+    from moments.deadletter_replay import summarize
+    from moments.deadletters import entry_document
+    from moments.topicread import ReadBar
+
+    settings = command_settings()
     _require(settings, redis=False)
     console = Console(stderr=True)
     bar = ReadBar(console, settings.topic("deadletter"))
@@ -167,10 +170,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from moments.cli import _settings
-    from moments.deadletter_replay import replay
+    import asyncio
 
-    settings = _settings()
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import RedisError
+    from rich.console import Console
+
+    from moments.deadletter_replay import replay
+    from moments.topicread import ReadBar
+
+    settings = command_settings()
     _require(settings, redis=True)
     console = Console(stderr=True)
     bar = ReadBar(console, settings.topic("deadletter"))
@@ -232,6 +241,8 @@ def _require(settings: Settings, redis: bool) -> None:
 def _stdout() -> Console:
     """Tables for a terminal as wide as it is; piped (a log, `kubectl exec` without a
     terminal), wide enough that topic and reason are never cut to `telecom.to…`."""
+    from rich.console import Console
+
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
@@ -240,6 +251,11 @@ def _filtered(args: argparse.Namespace) -> bool:
 
 
 def _table(title: str, summary: Summary) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    from moments.pii import mask_quoted_numbers
+
     table = Table(title=title, title_justify="left")
     for name, justify in (
         ("topic", "left"),

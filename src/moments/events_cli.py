@@ -8,18 +8,19 @@ import datetime as dt
 import gzip
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import orjson
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn
-from rich.table import Table
-
-from moments.eventcheck import NO_TYPE, CheckTally, LineVerdict, check_lines
+from moments.cliparts import add_command, show_subcommands
 from moments.models import EventType
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from moments.cliparts import Subparsers
+    from moments.eventcheck import CheckTally, LineVerdict
 
 CHECK_EXAMPLES = """
     moments events check --type usage billing-sample.jsonl     # one payload per line
@@ -31,11 +32,8 @@ CHECK_EXAMPLES = """
 PROGRESS_EVERY = 20_000
 
 
-def add_events_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """Register `events check` with the CLI's `_parser` helper."""
-    from moments.cli import show_subcommands
-
-    group = make_parser(
+def add_events_command(sub: Subparsers) -> None:
+    group = add_command(
         sub,
         "events",
         "Input events: check payloads against the contract as a worker does.",
@@ -43,7 +41,7 @@ def add_events_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPar
         show_subcommands,
     )
     actions = group.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
-    check = make_parser(
+    check = add_command(
         actions,
         "check",
         "Check each line of JSON-lines files (.gz too; - for stdin) as a worker checks a "
@@ -107,6 +105,11 @@ def _lines(name: str) -> Iterator[Iterable[bytes]]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from moments.eventcheck import CheckTally, check_lines
+
     err = Console(stderr=True)
     missing = [f for f in args.files if f != "-" and not Path(f).is_file()]
     if missing:
@@ -160,10 +163,16 @@ def _describe(name: str, verdict: LineVerdict) -> str:
 
 
 def _json(name: str, verdict: LineVerdict) -> str:
+    import orjson
+
     return orjson.dumps({"file": name, **verdict._asdict()}).decode()
 
 
 def _print_tally(err: Console, tally: CheckTally, shown: int) -> None:
+    from rich.table import Table
+
+    from moments.eventcheck import NO_TYPE
+
     total, refused = sum(tally.checked.values()), tally.refused_total
     if 0 < shown < refused:
         err.print(f"... {refused - shown:,} more refused line(s) not shown (--max-shown)")

@@ -10,15 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moments.cli import _group, _parser, _settings
-from rules.exceptions import RulesError
+from moments.cliparts import add_command, add_group, command_settings
 
 if TYPE_CHECKING:
-    from moments.cli import Subparsers
+    from moments.cliparts import Subparsers
 
 
 def add_rules_command(sub: Subparsers) -> None:
-    rules_sub = _group(
+    rules_sub = add_group(
         sub,
         "rules",
         "Rules tooling.",
@@ -36,7 +35,7 @@ def add_rules_command(sub: Subparsers) -> None:
 
 
 def _add_rules_validate(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "validate",
         "Exit 0 when every rules file is valid; otherwise print "
@@ -62,6 +61,7 @@ def _add_rules_validate(sub: Subparsers) -> None:
 
 def _cmd_rules_validate(args: argparse.Namespace) -> int:
     from rules.catalog import load_rules, load_together
+    from rules.exceptions import RulesError
     from rules.lint import warnings
 
     if args.together:
@@ -95,6 +95,7 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
 
 def _validate_together(paths: Sequence[Path]) -> int:
     from rules.catalog import load_together
+    from rules.exceptions import RulesError
     from rules.lint import warnings
 
     try:
@@ -111,7 +112,7 @@ def _validate_together(paths: Sequence[Path]) -> int:
 
 
 def _add_rules_explain(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "explain",
         "Print each rule (or one) in plain words: what it looks at, when it fires, "
@@ -161,7 +162,7 @@ def _cmd_rules_explain(args: argparse.Namespace) -> int:
         return 2
     from sinks.policy import load_policy
 
-    settings = _settings()
+    settings = command_settings()
     path = given if given is not None else settings.rules
     rules = load_rules(path)
     policy_path = args.policy or settings.dispatch_policy
@@ -204,7 +205,7 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _add_rules_diff(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "diff",
         "Say what a new rules file or folder changes against the one in force: rules "
@@ -249,7 +250,7 @@ def _cmd_rules_diff(args: argparse.Namespace) -> int:
 def _add_rules_test(sub: Subparsers) -> None:
     from moments.models import EventType
 
-    p = _parser(
+    p = add_command(
         sub,
         "test",
         "Run rules over events from a file, offline (no broker, no Redis), and print "

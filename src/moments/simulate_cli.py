@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import math
@@ -13,16 +12,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-
+from moments.cliparts import add_command
 from moments.progresslines import PROGRESS_EVERY_S
-from moments.simulate import SimEvent, SimStats, limit, produce_stream, simulate, write_jsonl
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
+    from moments.cliparts import Subparsers
     from moments.settings import Settings
+    from moments.simulate import SimEvent, SimStats
 
 EXAMPLES = """
     moments simulate --subscribers 1000 --rate 200               # until Ctrl-C
@@ -32,9 +31,8 @@ EXAMPLES = """
 """
 
 
-def add_simulate_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """Register `simulate` with the CLI's `_parser` helper (keeps cli.py's edit to one line)."""
-    p = make_parser(
+def add_simulate_command(sub: Subparsers) -> None:
+    p = add_command(
         sub,
         "simulate",
         "Produce a realistic synthetic stream (profiles first, then mostly usage, fewer "
@@ -105,6 +103,8 @@ def _seconds(text: str) -> float:
 
 
 def stats_table(stats: SimStats, elapsed_rate: float | None = None) -> Table:
+    from rich.table import Table
+
     table = Table(title="moments simulate", show_header=True)
     table.add_column("event type")
     table.add_column("events", justify="right")
@@ -120,6 +120,9 @@ def stats_table(stats: SimStats, elapsed_rate: float | None = None) -> Table:
 
 def live_view(stats: SimStats, now: float) -> RenderableType:
     """The table, and below it what the run waits for (a broker outage) if anything."""
+    from rich.console import Group
+    from rich.text import Text
+
     waiting = stats.waiting_for_kafka(now)
     if waiting is None:
         return stats_table(stats)
@@ -153,6 +156,9 @@ async def _produce(
 ) -> SimStats:
     """`produce_stream`, calling `report()` every `every_s` whatever it does (a broker
     outage holds it in a retry, and that is what the display must show)."""
+    import asyncio
+
+    from moments.simulate import produce_stream
 
     async def reporting() -> None:
         while True:
@@ -167,9 +173,12 @@ async def _produce(
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from moments.connections import require_kafka
     from moments.exceptions import ConfigError
     from moments.settings import load_settings
+    from moments.simulate import SimStats, limit, simulate
 
     if not 0 <= args.plant_rate <= 1:
         raise ConfigError("--plant-rate is a share of events: write a number from 0 to 1")
@@ -198,6 +207,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _write_file(console: Console, path: Path, events: Iterator[SimEvent], count: int) -> SimStats:
     """`write_jsonl` with a bar: three weeks of 2,000 subscribers took over a minute
     with nothing on the screen. Lines in a log instead (`ProgressLines`)."""
+    from moments.simulate import write_jsonl
+
     if not console.is_terminal:
         from moments.progresslines import to_console
 
@@ -236,6 +247,10 @@ def _produce_live(
     stats: SimStats,
 ) -> None:
     """In a terminal: a table redrawn in place, with what the run waits for."""
+    import asyncio
+
+    from rich.live import Live
+
     live = Live(stats_table(stats), console=console, auto_refresh=False)
     with live, _logs_above_the_table():
 
@@ -251,6 +266,8 @@ def _produce_logged(
 ) -> None:
     """Not in a terminal (`docker compose logs`): a progress line every PROGRESS_EVERY_S
     (a live table is drawn only once it ends, so the log stayed empty for the whole run)."""
+    import asyncio
+
     started = time.monotonic()
 
     def say() -> None:

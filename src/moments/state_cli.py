@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import orjson
-from rich.console import Console
-
-from moments.connections import kafka_client_kwargs
+from moments.cliparts import add_command, show_subcommands
 from moments.exceptions import ConfigError
-from moments.models import SUBSCRIBER_PATTERN
-from moments.stateview import changelog_topic, latest_records, readable
-from moments.statezip import StateFormatError
-from moments.topicread import ReadBar
+
+if TYPE_CHECKING:
+    from moments.cliparts import Subparsers
 
 SHOW_EXAMPLES = """
     moments state show 13800138000                 # the record, field by field
@@ -40,12 +34,8 @@ DECODE_EXAMPLES = """
 """
 
 
-def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """Register `state show`, `state seed` and `state decode` with the CLI's `_parser`
-    helper."""
-    from moments.cli import show_subcommands
-
-    state = make_parser(
+def add_state_command(sub: Subparsers) -> None:
+    state = add_command(
         sub,
         "state",
         "Subscriber records as the workers store them (compressed), made readable.",
@@ -53,7 +43,7 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
         show_subcommands,
     )
     actions = state.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
-    show = make_parser(
+    show = add_command(
         actions,
         "show",
         "Print subscribers' latest records from the state changelog of MOMENTS_APP_ID on "
@@ -72,7 +62,7 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
     show.add_argument(
         "--json", action="store_true", help="one JSON line per subscriber: {subscriber_id, record}"
     )
-    seed = make_parser(
+    seed = add_command(
         actions,
         "seed",
         "Build every subscriber's record from history (the backtest's engine in event time, "
@@ -149,7 +139,7 @@ def add_state_command(sub: Any, make_parser: Callable[..., argparse.ArgumentPars
         help="write even though the changelog holds records (a seed run again): the seeded "
         "subscribers' records replace theirs",
     )
-    decode = make_parser(
+    decode = add_command(
         actions,
         "decode",
         "Print one stored record (the bytes of a changelog value, compressed or plain JSON).",
@@ -174,8 +164,16 @@ def subscribers_given(args: list[str], stdin: TextIO) -> list[str]:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import orjson
+    from rich.console import Console
+
     from moments.connections import require_kafka
+    from moments.models import SUBSCRIBER_PATTERN
     from moments.settings import load_settings
+    from moments.stateview import changelog_topic, latest_records, readable
+    from moments.topicread import ReadBar
 
     settings = load_settings()
     subscribers = subscribers_given(args.subscribers, sys.stdin)
@@ -217,12 +215,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from moments.backtest_cli import file_bar, parse_when
     from moments.backtest_input import EventFile, history
-    from moments.connections import check_kafka, require_kafka, require_redis
+    from moments.connections import check_kafka, kafka_client_kwargs, require_kafka, require_redis
     from moments.models import EventType
     from moments.rulecheck import EventFileError
     from moments.seed import (
@@ -238,6 +239,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         write_records,
     )
     from moments.settings import load_settings
+    from moments.stateview import changelog_topic
     from moments.topics import ensure_topics
     from moments.worker import partition_layout
     from rules.catalog import load_rules
@@ -348,6 +350,11 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
+    import orjson
+
+    from moments.stateview import readable
+    from moments.statezip import StateFormatError
+
     try:
         stored = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:

@@ -7,14 +7,14 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from moments.cli import _group, _parser, _settings
+from moments.cliparts import add_command, add_group, command_settings
 
 if TYPE_CHECKING:
-    from moments.cli import Subparsers
+    from moments.cliparts import Subparsers
 
 
 def add_tasks_command(sub: Subparsers) -> None:
-    tasks_sub = _group(
+    tasks_sub = add_group(
         sub,
         "tasks",
         "Reference dispatch consumer tools.",
@@ -31,7 +31,7 @@ def add_tasks_command(sub: Subparsers) -> None:
 
 
 def _add_tasks_tail(sub: Subparsers) -> None:
-    p = _parser(
+    p = add_command(
         sub,
         "tail",
         "Follow the dispatch topic: a live table of the latest tasks in a terminal, "
@@ -55,7 +55,7 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
     from moments.connections import require_kafka
     from moments.tail import tail_tasks
 
-    settings = _settings()
+    settings = command_settings()
     require_kafka(settings)  # unreachable or refused: a message naming the variable
     asyncio.run(
         tail_tasks(
@@ -72,7 +72,7 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
 def _add_tasks_ack(sub: Subparsers) -> None:
     from moments.models import OutcomeStatus
 
-    p = _parser(
+    p = add_command(
         sub,
         "ack",
         "Write an outcome for a task to moments.task-outcomes, as a dispatch consumer does "
@@ -113,7 +113,7 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
     from moments.models import OutcomeStatus
     from moments.pii import mask_msisdn
 
-    settings = _settings()
+    settings = command_settings()
     require_kafka(settings)  # unreachable or refused: a message naming the variable
     if args.subscriber is None:
         require_redis(settings, "the task's subscriber is looked up in its ledger")
@@ -146,7 +146,7 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
 def _add_tasks_pending(sub: Subparsers) -> None:
     from moments.models import Channel
 
-    p = _parser(
+    p = add_command(
         sub,
         "pending",
         "List the published tasks no outcome came back for yet (read from Redis, "
@@ -214,7 +214,7 @@ def _cmd_tasks_pending(args: argparse.Namespace) -> int:
     from sinks.ledger import TaskLedger
     from sinks.stores import CHANNELS
 
-    settings = _settings()
+    settings = command_settings()
     require_redis(settings, "the ledger of published tasks is kept there")
     now = time.time()
 

@@ -97,7 +97,7 @@ def test_not_in_a_terminal_it_prints_progress_lines_while_it_runs(
         said_while_running.append(capsys.readouterr().err)
         return stats
 
-    monkeypatch.setattr(simulate_cli, "produce_stream", produce)
+    monkeypatch.setattr("moments.simulate.produce_stream", produce)
     monkeypatch.setattr(simulate_cli, "PROGRESS_EVERY_S", 0.0, raising=False)
     monkeypatch.setattr("moments.connections.require_kafka", lambda settings: None)
     assert main(["simulate", "--subscribers", "5", "--rate", "10", "--duration", "1"]) == 0

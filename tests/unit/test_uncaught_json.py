@@ -99,13 +99,13 @@ def test_a_text_log_keeps_pythons_traceback(tmp_path: Path, log_format: str) -> 
 READING = textwrap.dedent(
     """
     import sys
-    import moments.cli
+    import moments.settings
     from moments.cli import main
 
     def unreadable():
         raise RuntimeError("the settings could not be read for 13800138000")
 
-    moments.cli.load_settings = unreadable  # fails as the worker reads its settings
+    moments.settings.load_settings = unreadable  # fails as the worker reads its settings
     sys.exit(main(["worker"]))
     """
 )
