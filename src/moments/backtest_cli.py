@@ -41,7 +41,7 @@ REFUSED_SHARE_WARN = 0.01
 
 
 def add_backtest_command(sub: Subparsers) -> None:
-    from moments.models import EventType
+    from moments.enums import EventType
 
     p = add_command(
         sub,

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from moments.cliparts import add_command, command_settings, show_subcommands
-from moments.models import EventType
+from moments.enums import EventType
 from moments.records import RejectReason
 
 if TYPE_CHECKING:

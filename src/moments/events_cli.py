@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moments.cliparts import add_command, show_subcommands
-from moments.models import EventType
+from moments.enums import EventType
 
 if TYPE_CHECKING:
     from rich.console import Console

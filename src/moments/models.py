@@ -10,7 +10,6 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from decimal import Decimal
-from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -30,6 +29,10 @@ from pydantic.config import JsonDict
 from pydantic_core import CoreSchema
 from pydantic_core import core_schema as cs
 
+from moments.enums import Channel as Channel
+from moments.enums import EventType as EventType
+from moments.enums import Family as Family
+from moments.enums import OutcomeStatus as OutcomeStatus
 from moments.zones import check_zone
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
@@ -339,25 +342,6 @@ IanaZone = Annotated[
 local days in the default zone's time, unnoticed)."""
 
 
-class EventType(StrEnum):
-    """The kinds of input event, one per input topic."""
-
-    TOPUP = "topup"
-    ROAMING = "roaming"
-    COMPLAINT = "complaint"
-    USAGE = "usage"
-    PROFILE = "profile"
-
-
-class Channel(StrEnum):
-    """Where a task is executed."""
-
-    SMS = "sms"
-    OUTBOUND_CALL = "outbound_call"
-    MANAGER = "manager"
-    APP_PUSH = "app_push"
-
-
 class _Event(BaseModel):
     # Unknown extra fields are kept (model_extra) but never interpreted. Infinity and NaN
     # (JSON's 1e400) are refused: they cannot be stored and would poison the record.
@@ -589,14 +573,6 @@ EVENT_MODELS: dict[EventType, type[_Event]] = {
 }
 
 
-class Family(StrEnum):
-    """The families of moments that create tasks (do-not-disturb only gates them)."""
-
-    FIRST_TIME = "first_time"
-    ANOMALY = "anomaly"
-    SPECIAL_DAY = "special_day"
-
-
 class Moment(BaseModel):
     """What fired: the rule, its family and type, and the values that made it fire."""
 
@@ -774,18 +750,6 @@ class ServiceTask(BaseModel):
         if isinstance(data, dict) and data.get("moment_id") is None and "task_id" in data:
             return {**data, "moment_id": data["task_id"]}
         return data
-
-
-class OutcomeStatus(StrEnum):
-    """What the people acting on a task report back."""
-
-    IN_PROGRESS = "in_progress"
-    DONE_NO_CHANGE = "done_no_change"
-    DONE_NEW_ALERT = "done_new_alert"
-    ACCEPTED = "accepted"
-    DECLINED = "declined"
-    UNREACHABLE = "unreachable"
-    FAILED = "failed"
 
 
 class TaskOutcome(BaseModel):

@@ -248,7 +248,7 @@ def _cmd_rules_diff(args: argparse.Namespace) -> int:
 
 
 def _add_rules_test(sub: Subparsers) -> None:
-    from moments.models import EventType
+    from moments.enums import EventType
 
     p = add_command(
         sub,

@@ -70,7 +70,7 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
 
 
 def _add_tasks_ack(sub: Subparsers) -> None:
-    from moments.models import OutcomeStatus
+    from moments.enums import OutcomeStatus
 
     p = add_command(
         sub,
@@ -144,7 +144,7 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
 
 
 def _add_tasks_pending(sub: Subparsers) -> None:
-    from moments.models import Channel
+    from moments.enums import Channel
 
     p = add_command(
         sub,
