@@ -40,19 +40,13 @@ from moments.service_worker import ServiceWorker
 from moments.settings import Settings
 from moments.stateview import STATE_TABLE, returns_topic
 from moments.store import FaustTableStore
+from moments.topiclayout import topic_types
 from rules.catalog import RuleSet
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy, load_policy
 
 log = logging.getLogger(__name__)
 
-INPUT_TOPICS: tuple[EventType, ...] = (
-    EventType.TOPUP,
-    EventType.ROAMING,
-    EventType.COMPLAINT,
-    EventType.USAGE,
-    EventType.PROFILE,
-)
 OUTCOME_BATCH = 500
 SWEEP_EVERY_S = 5.0
 """How often partitions are checked for event time having moved into a new hour."""
@@ -61,11 +55,6 @@ SILENT_AFTER_S = 2.0
 SILENT_PROBE_TIMEOUT_S = 10.0
 """The silent-partition check asks the broker for offsets; unbounded, a broker gone at
 that moment held the timer for aiokafka's 90 s and then crashed the worker."""
-
-
-def topic_types(settings: Settings) -> dict[str, EventType]:
-    """Full input topic name -> the event type it carries."""
-    return {settings.topic(t.value): t for t in INPUT_TOPICS}
 
 
 def batch_topics(settings: Settings) -> list[str]:

@@ -29,7 +29,6 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from moments.app import INPUT_TOPICS
 from moments.connections import kafka_client_kwargs
 from moments.consumer_metrics import LAG_INTERVAL_S
 from moments.embedded import (
@@ -42,6 +41,7 @@ from moments.embedded_run import REBALANCE_SECONDS, all_topics
 from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.settings import Settings, load_settings
+from moments.topiclayout import INPUT_TOPICS
 from moments.topics import ensure_topics
 
 MIX: tuple[tuple[EventType, float], ...] = (

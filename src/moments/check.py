@@ -146,8 +146,7 @@ async def _kafka(settings: Settings, timeout_s: float) -> tuple[Finding, dict[st
 
 
 def _topics(settings: Settings, counts: dict[str, int]) -> list[Finding]:
-    from moments.app import topic_types
-    from moments.worker import partition_layout
+    from moments.topiclayout import partition_layout, topic_types
 
     problem, warning = partition_layout(settings, counts)
     if problem is not None:

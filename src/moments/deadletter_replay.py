@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 
 from redis.asyncio import Redis
 
-from moments.app import topic_types as input_topic_types
 from moments.connections import redis_client
 from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
 from moments.engine import allowed_ahead
@@ -32,6 +31,7 @@ from moments.models import InputEvent
 from moments.producer import start_producer
 from moments.records import DeadLetter, Header, RejectReason
 from moments.settings import Settings
+from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer
 from sinks.base import Message, Producer, produce_all
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
-from moments.app import INPUT_TOPICS
 from moments.embedded import (
     HOST,
     RedisServer,
@@ -38,6 +37,7 @@ from moments.models import EventType
 from moments.sample import sample_stream
 from moments.settings import Settings, load_settings
 from moments.tail import STOP_S, tail_tasks
+from moments.topiclayout import INPUT_TOPICS
 from moments.topics import ensure_topics
 
 DEMO_POLICY = """\

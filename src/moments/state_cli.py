@@ -240,8 +240,8 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     )
     from moments.settings import load_settings
     from moments.stateview import changelog_topic
+    from moments.topiclayout import partition_layout
     from moments.topics import ensure_topics
-    from moments.worker import partition_layout
     from rules.catalog import load_rules
     from sinks.policy import load_policy
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import disable_created_metrics
 
 from moments import statezip
-from moments.app import MomentsApp, build, topic_types
+from moments.app import MomentsApp, build
 from moments.buildinfo import build_labels
 from moments.check import zones_differ
 from moments.connections import check_kafka, preflight
@@ -23,14 +23,14 @@ from moments.exceptions import ConfigError
 from moments.health import Health
 from moments.logformat import use_json_logs, use_text_logs
 from moments.metrics_server import serve_metrics
-from moments.partitioning import layout_problems
 from moments.producer import idempotence_refused, refused_message
 from moments.reload import signature
 from moments.runtime import create_topics
 from moments.service_worker import note_sigterm
 from moments.settings import Settings, unknown_variables
-from moments.stateview import changelog_topic, returns_topic
+from moments.stateview import returns_topic
 from moments.statezip import StateFormatError
+from moments.topiclayout import partition_layout, topic_types
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
 from sinks.policy import load_policy
@@ -65,30 +65,6 @@ def check_partition_layout(settings: Settings, counts: dict[str, int] | None) ->
         raise ConfigError(problem)
     if warning is not None:
         log.warning("%s", warning)
-
-
-def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | None, str | None]:
-    """What keeps the topics' partition counts from holding the state (a start refuses
-    it), and a warning about input topics that do not exist yet; `moments check` says
-    the same."""
-    inputs = list(topic_types(settings))
-    problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
-    returns = returns_topic(settings)
-    if (held := counts.get(returns)) is not None and held != settings.partitions:
-        problems.append(
-            f"the internal topic {returns} has {held} partitions and MOMENTS_PARTITIONS is "
-            f"{settings.partitions}: it must be co-partitioned with the input; delete it "
-            "(it holds only cooldown returns not yet applied) and start again"
-        )
-    if problems:
-        return "; ".join(problems), None
-    if missing := [t for t in inputs if t not in counts]:
-        return None, (
-            f"input topic(s) {', '.join(missing)} do not exist yet: create them with "
-            f"MOMENTS_PARTITIONS ({settings.partitions}) partitions before producers write to "
-            "them (a broker that creates topics on first use gives them its own default count)"
-        )
-    return None, None
 
 
 async def ensure_returns_topic(settings: Settings, metrics: Metrics) -> None:

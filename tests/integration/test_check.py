@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,29 @@ def check(settings: Settings) -> tuple[int, str]:
         timeout=120,
     )
     return done.returncode, done.stdout + done.stderr
+
+
+FAUST_LOADED = textwrap.dedent(
+    """
+    import sys
+    from moments.cli import main
+
+    code = main(["check", "--timeout", "5"])
+    print("faust loaded:", "faust" in sys.modules, "mode" in sys.modules)
+    sys.exit(code)
+    """
+)
+
+
+def check_in_process(settings: Settings) -> subprocess.CompletedProcess[str]:
+    """`moments check`, then a last line saying whether Faust (and its `mode`) was loaded."""
+    return subprocess.run(
+        [sys.executable, "-c", FAUST_LOADED],
+        env={**settings_env(settings), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def rows(output: str) -> dict[str, tuple[str, str]]:
@@ -64,6 +88,20 @@ async def test_everything_answers(make_settings: MakeSettings, topics_for: objec
     ], out
     assert all(verdict == "ok" for verdict, _ in table.values()), out
     assert "refused by the broker" in table["idempotent"][1]  # Tansu gives no producer id
+
+
+async def test_every_step_runs_without_faust(
+    make_settings: MakeSettings, topics_for: object
+) -> None:
+    """`moments check` joins no group and runs no app: Faust (~0.6 s of CPU to import,
+    most of the check's start) was loaded for the topics' step only, through the worker's
+    module."""
+    settings = make_settings()
+    await topics_for(settings)  # type: ignore[operator]
+    done = check_in_process(settings)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "topics" in rows(done.stdout), done.stdout
+    assert done.stdout.splitlines()[-1] == "faust loaded: False False", done.stdout
 
 
 def test_what_fails_is_named_with_its_fix(make_settings: MakeSettings, tmp_path: Path) -> None:

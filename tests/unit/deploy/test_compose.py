@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from moments.app import INPUT_TOPICS
 from moments.settings import Settings, load_settings
+from moments.topiclayout import INPUT_TOPICS
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = {
