@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moments.cliparts import add_command
+from moments.cliparts import add_command, command_settings
 from moments.progresslines import PROGRESS_EVERY_S
 
 if TYPE_CHECKING:
@@ -177,7 +177,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     from moments.connections import require_kafka
     from moments.exceptions import ConfigError
-    from moments.settings import load_settings
     from moments.simulate import SimStats, limit, simulate
 
     if not 0 <= args.plant_rate <= 1:
@@ -192,7 +191,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         console.print(stats_table(stats))
         console.print(f"wrote {sum(stats.events.values()):,} events to {args.to_file}")
         return 0
-    settings = load_settings()
+    settings = command_settings()
     require_kafka(settings)  # unreachable or refused: a message naming the variable
     stats = SimStats()
     if console.is_terminal:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from moments.cliparts import add_command, show_subcommands
+from moments.cliparts import add_command, command_settings, show_subcommands
 from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -171,11 +171,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     from moments.connections import require_kafka
     from moments.models import SUBSCRIBER_PATTERN
-    from moments.settings import load_settings
     from moments.stateview import changelog_topic, latest_records, readable
     from moments.topicread import ReadBar
 
-    settings = load_settings()
+    settings = command_settings()
     subscribers = subscribers_given(args.subscribers, sys.stdin)
     odd = [sub for sub in subscribers if not re.fullmatch(SUBSCRIBER_PATTERN, sub)]
     if odd:
@@ -238,14 +237,13 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         unreadable_read,
         write_records,
     )
-    from moments.settings import load_settings
     from moments.stateview import changelog_topic
     from moments.topiclayout import partition_layout
     from moments.topics import ensure_topics
     from rules.catalog import load_rules
     from sinks.policy import load_policy
 
-    settings = load_settings()
+    settings = command_settings()
     policy = load_policy(args.policy if args.policy is not None else settings.dispatch_policy)
     end = parse_when(args.end, policy.zone, "--to")
     rules = load_rules(args.rules if args.rules is not None else settings.rules)

@@ -316,3 +316,36 @@ def test_the_traceback_of_an_uncaught_exception_is_cleaned(
     report = capsys.readouterr().err
     assert "RuntimeError: lookup of 138****8001 with **** failed" in report
     assert SUB not in report
+
+
+class TestCommandsMaskWhatTheyRead:
+    """A command that reads the settings masks their passwords (and, unless
+    MOMENTS_LOG_PII, subscriber numbers) in its log from then on: `state show`, `state
+    seed` and `simulate` read them without, so a SASL or Redis password a client logged
+    went out as written and MOMENTS_LOG_PII was ignored."""
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["state", "show", SUB],
+            ["state", "seed", "--events", "history.jsonl"],
+            ["simulate", "--subscribers", "10", "--rate", "1", "--duration", "1m"],
+        ],
+    )
+    def test_masking_gets_the_settings_secrets(
+        self, argv: list[str], monkeypatch: pytest.MonkeyPatch, masking: None
+    ) -> None:
+        from moments.cli import main
+        from moments.exceptions import ConfigError
+
+        monkeypatch.setenv("MOMENTS_REDIS_PASSWORD", "s3cret-pw")
+        monkeypatch.setenv("MOMENTS_LOG_PII", "true")
+        calls: list[tuple[bool, list[str]]] = []
+
+        def installed(mask: bool = True, secrets: tuple[str, ...] | list[str] = ()) -> None:
+            calls.append((mask, list(secrets)))
+            raise ConfigError("stopped once the settings' masking is installed")
+
+        monkeypatch.setattr("moments.logmask.install_pii_masking", installed)
+        assert main(argv) == 2
+        assert calls == [(False, ["s3cret-pw"])]
