@@ -142,7 +142,8 @@ def example_task() -> dict[str, Any]:
     (dispatch consumer review)."""
     from moments.pipeline import run_pipeline
     from rules.catalog import load_rules
-    from sinks.dispatch import published, task_bytes
+    from sinks.dispatch import published
+    from sinks.payloads import task_bytes
 
     roaming = EXAMPLES["RoamingEvent"]
     # The worker reads the event a second after it happened, on its UTC clock.

@@ -20,11 +20,10 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import orjson
 from pydantic import ValidationError
 
 from moments.cooldowns import CooldownReturn
@@ -48,6 +47,7 @@ from sinks.hours import Opening, first_allowed
 from sinks.ledger import Unanswered, sent_meta_fields, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
+from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
 from sinks.retry import with_retry
@@ -72,120 +72,6 @@ RELEASE_BATCHES_PER_TICK = 20
 EXPIRE_BATCH = 500
 """Unanswered tasks a call counts as expired, per channel (`expire_unanswered`)."""
 EXPIRE_BATCHES_PER_TICK = 20
-
-
-def task_bytes(task: ServiceTask) -> bytes:
-    return orjson.dumps(task.model_dump(mode="json"))
-
-
-DECODED_MAX = 1024
-"""Stored payloads a sink keeps read back (`Decoded`), ~15 kB each (the task's objects
-and its JSON). In a two-day backtest of 2,000 subscribers 1,024 caught 77% of the reads
-(256: 75%, 8,192: 78%): the tasks read again and again are the few a suspended line or
-a cap holds (a suspended line's were looked at every 15 minutes then, hourly now)."""
-
-
-class Decoded:
-    """The stored payloads read back as tasks, by their bytes, and each task's own JSON
-    once made: the deferral queue hands the same payloads back at every release (a
-    suspended line's task every hour), and validating each again, then serialising
-    it again to park it, cost a tenth of the backtest's dispatch.
-
-    A hit is the task `ServiceTask.model_validate_json` made of those very bytes before:
-    the model is frozen and nothing changes its lists or dicts, so one object serves
-    every release. Bounded: the oldest entries go first (`DECODED_MAX`)."""
-
-    def __init__(self, size: int = DECODED_MAX) -> None:
-        self.size = size
-        self._tasks: dict[bytes, ServiceTask] = {}
-        self._own: dict[int, tuple[ServiceTask, bytes | None]] = {}
-        """By the id of each task kept: the task (so the id is not reused while it is
-        here) and its JSON (`task_bytes`) once made."""
-
-    def task(self, payload: bytes) -> ServiceTask:
-        """The task of a stored payload (raises `ValidationError` as the model does)."""
-        task = self._tasks.get(payload)
-        if task is None:
-            task = ServiceTask.model_validate_json(payload)
-            if self.size <= 0:
-                return task
-            if len(self._tasks) >= self.size:
-                oldest = next(iter(self._tasks))
-                del self._own[id(self._tasks.pop(oldest))]
-            self._tasks[payload] = task
-            self._own[id(task)] = (task, None)
-        return task
-
-    def own(self, task: ServiceTask) -> bytes:
-        """`task_bytes(task)`, made once for a task kept here."""
-        kept = self._own.get(id(task))
-        if kept is None:
-            return task_bytes(task)
-        payload = kept[1]
-        if payload is None:
-            payload = task_bytes(task)
-            self._own[id(task)] = (task, payload)
-        return payload
-
-    def forget(self, subscriber_ids: Collection[str]) -> int:
-        """Let go of the kept tasks of these subscribers (a profile tombstone erased them:
-        their data stayed in memory until evicted, for hours on a quiet worker); returns
-        how many. A scan of the kept tasks: tombstones are rare, and an index by
-        subscriber would cost every read."""
-        subs = set(subscriber_ids)
-        gone = [payload for payload, task in self._tasks.items() if task.subscriber_id in subs]
-        for payload in gone:
-            del self._own[id(self._tasks.pop(payload))]
-        return len(gone)
-
-    def clear(self) -> None:
-        self._tasks.clear()
-        self._own.clear()
-
-
-class Payloads:
-    """Each task's JSON made once per decision, and which payload the ledger holds.
-
-    A task's bytes went out up to four times (claim, merge, park, publish), each costing
-    a serialisation and the bytes on the wire. Tasks are keyed by identity, not id: a
-    merged or re-deferred task is a new object with the same id and other bytes.
-
-    The batch loop, outcome retries and the release timer share one sink and interleave:
-    one flow's `clear` only costs another a second serialisation, and since `stored` is
-    checked by identity it never answers b"" for an object that was not stored."""
-
-    def __init__(self, decoded: Decoded | None = None) -> None:
-        self._bytes: dict[int, tuple[ServiceTask, bytes]] = {}
-        self._stored: dict[str, ServiceTask] = {}
-        self._decoded = decoded or Decoded(0)
-
-    def of(self, task: ServiceTask) -> bytes:
-        found = self._bytes.get(id(task))
-        if found is None:
-            # (holds the id's object)
-            found = self._bytes[id(task)] = (task, self._decoded.own(task))
-        return found[1]
-
-    def stored(self, task: ServiceTask) -> None:
-        """The ledger now holds this task's payload (claimed or parked by us)."""
-        self._stored[task.task_id] = task
-
-    def unless_stored(self, task: ServiceTask) -> bytes:
-        """b"" when the ledger holds exactly this task's payload (the stores then use
-        theirs), else the payload."""
-        return b"" if self._stored.get(task.task_id) is task else self.of(task)
-
-    def clear(self) -> None:
-        self._bytes.clear()
-        self._stored.clear()
-
-
-def sent_meta(task: ServiceTask, sent_at: float) -> bytes:
-    """What the ledger keeps of a sent task for outcomes: rule and moment type, and when
-    it was published (epoch seconds, for `moments tasks pending`)."""
-    return orjson.dumps(
-        {"rule_id": task.moment.rule_id, "moment_type": task.moment.type, "sent_at": int(sent_at)}
-    )
 
 
 @dataclass

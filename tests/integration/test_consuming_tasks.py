@@ -25,7 +25,7 @@ from moments.models import (
     TaskOutcome,
 )
 from moments.settings import Settings
-from sinks.dispatch import task_bytes
+from sinks.payloads import task_bytes
 
 from .conftest import MakeSettings
 from .kafka_io import produce, read_topic

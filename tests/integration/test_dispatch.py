@@ -15,9 +15,10 @@ from moments.models import Channel, Family, Moment, ServiceTask
 from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.settings import Settings
 from sinks.deadletter import DeadLetterSink
-from sinks.dispatch import TaskSink, task_bytes
+from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
 from sinks.metrics import Metrics
+from sinks.payloads import task_bytes
 from sinks.stores import redis_stores
 
 from .conftest import MakeSettings

@@ -1,4 +1,4 @@
-"""sinks.dispatch.Payloads: a task's JSON made once, and sent only when the ledger lacks it;
+"""sinks.payloads.Payloads: a task's JSON made once, and sent only when the ledger lacks it;
 `Decoded`: stored payloads read back once."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pydantic import ValidationError
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Deferral, Family, Moment, ServiceTask
-from sinks.dispatch import Decoded, Payloads, TaskSink, task_bytes
+from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
+from sinks.payloads import Decoded, Payloads, task_bytes
 from sinks.policy import DispatchPolicy
 
 from .fakes import Clock

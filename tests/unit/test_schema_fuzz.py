@@ -37,7 +37,8 @@ from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.schemas import SCHEMA_FILES, example
 from moments.zones import known_zone
 from rules.catalog import load_rules
-from sinks.dispatch import published, task_bytes
+from sinks.dispatch import published
+from sinks.payloads import task_bytes
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 FILE_OF_MODEL = {model.__name__: name for name, (model, _) in SCHEMA_FILES.items()}

@@ -15,7 +15,7 @@ import pytest
 
 from moments.models import Channel, Deferral, ServiceTask
 from sinks.contact import merge_tasks
-from sinks.dispatch import task_bytes
+from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores, Joining, Parking
 
