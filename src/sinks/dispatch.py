@@ -21,7 +21,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -51,6 +50,19 @@ from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
 from sinks.retry import with_retry
+from sinks.routes import (
+    Candidate,
+    Fit,
+    Park,
+    Route,
+    Writes,
+    carrier_bytes,
+    line_held_since,
+    part_id,
+    released,
+    waited,
+    waves,
+)
 from sinks.stores import Clock, DispatchStores, Joining, Leave, Parking, Released
 
 log = logging.getLogger(__name__)
@@ -72,158 +84,6 @@ RELEASE_BATCHES_PER_TICK = 20
 EXPIRE_BATCH = 500
 """Unanswered tasks a call counts as expired, per channel (`expire_unanswered`)."""
 EXPIRE_BATCHES_PER_TICK = 20
-
-
-@dataclass
-class _Route:
-    """A candidate's moments still worth sending, the ledger entry they go out (or wait)
-    as, and the task they make.
-
-    `moments` holds one task with the id `carrier_id` (the entry's own payload, `slot`)
-    and the ones merged into it (their payloads in its group): parked again, the entry
-    keeps its own payload, not the merged task, so that each moment is judged on its
-    own at every release and one that is dropped leaves the group for good."""
-
-    c: Candidate
-    carrier_id: str
-    moments: list[ServiceTask]
-    task: ServiceTask
-    moved: bool = False
-    """A moment of it is on another channel than it was made for (its rule's fallback,
-    `TaskSink._worked`): gating's judgment of its quiet hours was for the other one."""
-
-    @property
-    def slot(self) -> ServiceTask:
-        return next(t for t in self.moments if t.task_id == self.carrier_id)
-
-
-@dataclass
-class _Fit:
-    """What capacity makes of a route's moments: those `sent` now as one task (on the
-    channel that had room), those that `wait` together for the next day (`later`), and
-    those dropped."""
-
-    sent: ServiceTask | None = None
-    send: list[ServiceTask] = field(default_factory=list)
-    wait: list[ServiceTask] = field(default_factory=list)
-    dropped: list[ServiceTask] = field(default_factory=list)
-    later: float = 0.0
-    why: str = "capacity"
-    """Why `wait` waits: `capacity` (the next day), `channel_hours` (the part left to send
-    is on a channel not worked now: it waits for the opening) or `quiet_hours` (the
-    quiet hours of that channel hold a moment moved to it)."""
-
-
-def part_id(carrier_id: str, moments: Sequence[ServiceTask]) -> str:
-    """The ledger entry a part of a merged group goes out or waits as: the carrier's when
-    its own moment is in it, else the id of the part's lead."""
-    if any(m.task_id == carrier_id for m in moments):
-        return carrier_id
-    return lead_of(moments).task_id
-
-
-@dataclass(frozen=True)
-class _Park:
-    task: ServiceTask
-    slot: ServiceTask
-    """What the entry keeps while it waits (see `_Route`): `task` itself unless merged."""
-    release_at: float
-    reason: str
-    count: bool
-    rank: float
-    """Its moments' `rank_score`: where it stands for capacity once due."""
-    line_since: float | None = None
-    """Waiting for its suspended line until its next look (`_suspended`), not for a
-    `deliver_after` gating gave it: the line is active again once the facts say so after
-    this time (`_line_held_since`)."""
-
-
-@dataclass
-class _Writes:
-    """What a wave's decisions leave to write, in `_write`'s order."""
-
-    given_back: list[tuple[str, str]] = field(default_factory=list)  # (task id, subscriber)
-    moved: list[tuple[str, str, str]] = field(default_factory=list)
-    """Contacts taken as one task, made by another (task id, other's, subscriber)."""
-    parks: list[_Park] = field(default_factory=list)
-    drops: list[tuple[str, str]] = field(default_factory=list)  # (task id, reason)
-    drops_expire: dict[str, float] = field(default_factory=dict)
-    """When each dropped task would have expired: its ledger entry need not outlive it."""
-    leaving: list[Leave] = field(default_factory=list)
-    """Merged moments of a group dropped whole: each leaves it, dropped."""
-    returned: list[CooldownReturn] = field(default_factory=list)
-    """The cooldowns of the moments dropped after they waited (`TaskSink._gone`), not
-    yet owed in the ledger (`TaskSink._owe`)."""
-    owed: list[CooldownReturn] = field(default_factory=list)
-    """Those owed: sent once their drops are written (`TaskSink._send_returns`)."""
-    timetable: str = ""
-    """The policy's timetable the wave's release times are computed by (`park_many`)."""
-    now: float = 0.0
-    """The wave's decision time."""
-
-    def park(
-        self,
-        r: _Route,
-        release_at: float,
-        reason: str,
-        count: bool = True,
-        line_since: float | None = None,
-    ) -> None:
-        rank = rank_score(r.moments)
-        self.parks.append(_Park(r.task, r.slot, release_at, reason, count, rank, line_since))
-
-    def drop(self, task_id: str, reason: str, expires_at: dt.datetime) -> None:
-        self.drops.append((task_id, reason))
-        self.drops_expire[task_id] = expires_at.timestamp()
-
-
-def _line_held_since(r: _Route) -> dt.datetime | None:
-    """The latest trigger among the route's moments gating held for the suspended line
-    (None: none was): the line is active again once the facts say so for it
-    (`sinks.relevance.line_active`).
-
-    Any moment, not only the merged task's deferral (its carrier's): a moment held for
-    the line joins whatever group of the subscriber is open (`_join_bounds`), and
-    joined to a call held for the merge window, it went out with the call to the
-    suspended line. The latest held one, not the merged task's trigger (its lead's): the
-    stream records a batch's facts (a reactivation waking the held task) before it
-    dispatches the batch's tasks, so a moment made after the reactivation joins the
-    woken task, and leading it (a higher priority), it made the group wait for the line
-    again until that moment expired; and a moment held for a line suspended again after
-    the reactivation, joined to the woken task, keeps the group waiting."""
-    held = [
-        m.triggered_at
-        for m in r.moments
-        if m.deferred is not None and m.deferred.reason == "suspended"
-    ]
-    return max(held, default=None)
-
-
-def _released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
-    """A task held for a suspended line, released at `at`: it says so."""
-    if task.deferred is None or task.deferred.reason != "suspended":
-        return task
-    released = {"deferred": Deferral(reason="suspended", until=at)}
-    return task.model_copy(update={**released, "deliver_after": max(task.deliver_after, at)})
-
-
-def _waited(task: ServiceTask, group: ServiceTask) -> ServiceTask:
-    """`task`, part of a merged group that goes on under its own id, with the group's
-    deferral: what it waited for is what the group did (its own payload says only what
-    gating wrote when it joined: a `deliver_after` hours before, a suspended line)."""
-    if group.deferred is None:
-        return task
-    waited = {
-        "deferred": group.deferred,
-        "deliver_after": max(task.deliver_after, group.deliver_after),
-    }
-    return task.model_copy(update=waited)
-
-
-def _carries(moment: ServiceTask, to: str, group: ServiceTask) -> bytes:
-    """What a moment's entry holds when it leaves its group to carry a part of it (`to`
-    its own id): itself with the group's deferral (`_waited`); b"" otherwise."""
-    return task_bytes(_waited(moment, group)) if to == moment.task_id else b""
 
 
 def _holds(task: ServiceTask) -> bool:
@@ -252,47 +112,6 @@ def _opens(task: ServiceTask, at: dt.datetime) -> dt.datetime | None:
         return at
     opens = open_after_quiet(at, quiet.zone, quiet.windows)
     return None if opens is None else max(opens, at)
-
-
-def waves(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
-    """The candidates in runs of consecutive ones of distinct subscribers.
-
-    A wave never holds two candidates of one subscriber (the second may join the merge
-    group the first opens, or find the contact the first took), and the waves keep the
-    candidates' order, so capacity goes to the same tasks as one after another."""
-    out: list[list[Candidate]] = []
-    current: list[Candidate] = []
-    seen: set[str] = set()
-    for c in candidates:
-        subscriber = c.tasks[0].subscriber_id
-        if subscriber in seen:
-            out.append(current)
-            current, seen = [], set()
-        current.append(c)
-        seen.add(subscriber)
-    if current:
-        out.append(current)
-    return out
-
-
-@dataclass
-class Candidate:
-    """A task we own in the ledger (`carrier_id`) and the tasks merged into it."""
-
-    carrier_id: str
-    tasks: list[ServiceTask]
-    fresh: bool = False  # straight from a batch (may join or open a merge group)
-    deferral_counted: bool = False  # the engine counted its gating deferral already
-    payloads: list[bytes] = field(default_factory=list)
-    """The stored bytes of `tasks` (released or re-driven): a merged one leaves its group
-    by them."""
-    lost_own: bool = False
-    """Parked by an earlier version, its entry holds only a copy of another moment of the
-    group (`sinks.legacy.Rebuilt`): the entry goes, the others go on without it."""
-
-    def stored(self) -> dict[str, bytes]:
-        """Each task's stored bytes by its id (none for a fresh candidate)."""
-        return dict(zip((t.task_id for t in self.tasks), self.payloads, strict=False))
 
 
 class TaskSink:
@@ -707,7 +526,7 @@ class TaskSink:
     def _suppressed(self, task: ServiceTask, reason: SuppressReason) -> None:
         self.metrics.suppressed.labels(task.moment.type, reason.value).inc()
 
-    def _gone(self, c: Candidate, m: ServiceTask, reason: SuppressReason, w: _Writes) -> None:
+    def _gone(self, c: Candidate, m: ServiceTask, reason: SuppressReason, w: Writes) -> None:
         """A moment dropped for good: counted, and, unless it is fresh from the engine's
         batch (which gives its cooldown back itself: `give_back_cooldowns`) or forgotten,
         its rule's cooldown returned (`_owe` before the drop is written, `_send_returns` after).
@@ -721,7 +540,7 @@ class TaskSink:
         if self.returns is not None and not from_batch and not forgotten:
             w.returned += CooldownReturn.all_of(m)
 
-    async def _owe(self, w: _Writes) -> None:
+    async def _owe(self, w: Writes) -> None:
         """Note in the ledger the cooldown returns noted so far (of rules with a cooldown),
         before their drops are written: a worker that dies after writing a drop leaves its
         return owed, and any worker's timer sends it (`_resend_returns`)."""
@@ -878,14 +697,14 @@ class TaskSink:
         is taken in the candidates' order (`_within_capacity`). Each call is idempotent per
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
-        w = _Writes(timetable=self._timetable, now=now)
+        w = Writes(timetable=self._timetable, now=now)
         routes = await self._kept(wave, now, declined, facts, w)
         routes = await self._join(routes, now)
         window = self.policy.merge.window.total_seconds()
         doomed = await self._capped_until_expiry(
             [r.task for r in routes if r.c.fresh and r.task.deliver_after.timestamp() > now], now
         )
-        contacting: list[_Route] = []
+        contacting: list[Route] = []
         for r in routes:
             task = r.task
             # The engine's gates judged it just now, on the channel it was made for.
@@ -905,7 +724,7 @@ class TaskSink:
                 w.park(r, now + window, "merge_window")
             else:
                 contacting.append(r)
-        capacity: list[_Route] = []
+        capacity: list[Route] = []
         tasks = [r.task for r in contacting]
         for r, contact in zip(contacting, await self._contacts(tasks, now, w), strict=True):
             task = r.task
@@ -930,7 +749,7 @@ class TaskSink:
         await self._send_returns(w.owed)
         return to_send, bool(w.parks), {task_id for task_id, _ in w.drops}
 
-    def _drop_route(self, r: _Route, reason: SuppressReason, w: _Writes) -> None:
+    def _drop_route(self, r: Route, reason: SuppressReason, w: Writes) -> None:
         """Drop a route whole: each of its moments counted once, under its own type; the
         carrier's entry dropped, each merged moment leaving its group dropped. Counted
         once under the lead's type, the others stayed merged, uncounted, for the ledger's
@@ -946,7 +765,7 @@ class TaskSink:
                 )
         w.drop(carrier, reason, r.task.expires_at)
 
-    def _split(self, r: _Route, fit: _Fit, w: _Writes) -> list[Leave]:
+    def _split(self, r: Route, fit: Fit, w: Writes) -> list[Leave]:
         """The writes for what capacity made of a route (`_fit`), and the merged moments
         that leave its group for another entry or for good. Each part goes as `part_id`
         says; the contact the route took is the sent part's, or given back; a moment
@@ -965,7 +784,7 @@ class TaskSink:
             waiting = part_id(carrier, fit.wait)
             to |= dict.fromkeys((m.task_id for m in fit.wait), waiting)
             w.park(
-                _Route(r.c, waiting, fit.wait, merge_tasks(waiting, fit.wait)),
+                Route(r.c, waiting, fit.wait, merge_tasks(waiting, fit.wait)),
                 fit.later,
                 fit.why,
             )
@@ -974,7 +793,7 @@ class TaskSink:
             Leave(carrier, m.task_id, raw[m.task_id], to=to[m.task_id], carries=carries)
             for m in fit.send + fit.wait
             if to[m.task_id] != carrier
-            for carries in [_carries(m, to[m.task_id], r.task)]
+            for carries in [carrier_bytes(m, to[m.task_id], r.task)]
         ]
         for m in fit.dropped:
             if m.task_id == carrier:
@@ -1006,8 +825,8 @@ class TaskSink:
         now: float,
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
-        w: _Writes,
-    ) -> list[_Route]:
+        w: Writes,
+    ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group
         (its entry `X<reason>`), the carrier's own its entry (dropped), the others then
@@ -1015,7 +834,7 @@ class TaskSink:
         expired moment was counted again at every release (every 15 minutes while a
         suspended line held the group) and could still lead the task sent.
         Returns the routes whose moments are where the route says."""
-        routes: list[_Route] = []
+        routes: list[Route] = []
         leaves: list[Leave] = []
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         for c in wave:
@@ -1045,12 +864,12 @@ class TaskSink:
                     )
             if own is None:
                 task = merge_tasks(c.carrier_id, kept)
-                routes.append(_Route(c, c.carrier_id, kept, task, moved))
+                routes.append(Route(c, c.carrier_id, kept, task, moved))
                 continue
             w.drop(c.carrier_id, own[1], own[0].expires_at)
             if kept:
                 lead = lead_of(kept)
-                kept = [_waited(t, own[0]) if t is lead else t for t in kept]
+                kept = [waited(t, own[0]) if t is lead else t for t in kept]
                 leaves += [
                     Leave(
                         c.carrier_id,
@@ -1061,7 +880,7 @@ class TaskSink:
                     )
                     for t in kept
                 ]
-                routes.append(_Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept), moved))
+                routes.append(Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept), moved))
         await self._owe(w)
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
@@ -1122,9 +941,7 @@ class TaskSink:
             out.update(zip(group, got, strict=True))
         return out
 
-    async def _contacts(
-        self, tasks: Sequence[ServiceTask], now: float, w: _Writes
-    ) -> list[Contact]:
+    async def _contacts(self, tasks: Sequence[ServiceTask], now: float, w: Writes) -> list[Contact]:
         """A contact for each task about to be sent, or why not and when one frees: first
         the rule set's frequency cap (its counted channels), then the dispatch policy's
         contact cap (every channel). Both count contacts made here, where a task is sent:
@@ -1144,7 +961,7 @@ class TaskSink:
                     out[i] = contact
         return out
 
-    async def _join(self, routes: list[_Route], now: float) -> list[_Route]:
+    async def _join(self, routes: list[Route], now: float) -> list[Route]:
         """Merge each fresh task into its subscriber's waiting task, if one is open and the
         merge holds neither much longer than alone (`_join_bounds`); the routes left (the
         tasks that did not join)."""
@@ -1206,7 +1023,7 @@ class TaskSink:
         held = task.channel in self.policy.merge.hold_channels
         return earliest - window, None if held else earliest + window
 
-    async def _write(self, w: _Writes) -> None:
+    async def _write(self, w: Writes) -> None:
         """A wave's last step: contacts given back or moved, then tasks parked, then
         dropped."""
         if w.given_back:
@@ -1236,10 +1053,10 @@ class TaskSink:
         if w.drops:
             await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
 
-    def _parking(self, p: _Park, now: float) -> tuple[Parking, ServiceTask]:
+    def _parking(self, p: Park, now: float) -> tuple[Parking, ServiceTask]:
         """The park call for `p` decided at `now`, and the payload (the slot, maybe
         re-deferred) it parks. A task waiting for its suspended line until its next look
-        (`_Park.line_since`) is due at once if the facts say the line is active when it is
+        (`Park.line_since`) is due at once if the facts say the line is active when it is
         parked (`Parking.active_after`), and keeps the subscriber's merge group open
         until that look (when it is parked again), at least for the window: so it was,
         re-opened at every 15-minute look."""
@@ -1278,14 +1095,14 @@ class TaskSink:
         )
         return parking, slot
 
-    async def _within_capacity(self, routes: Sequence[_Route], now: float) -> list[_Fit]:
+    async def _within_capacity(self, routes: Sequence[Route], now: float) -> list[Fit]:
         """What capacity makes of each route (`_fit`).
 
         Slots are taken in the routes' order, one store call for a run of routes; a run
         ends after a merged group or a task whose rule falls back to another channel, as
         their second take must come before the next route's first."""
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        out: list[_Fit] = []
+        out: list[Fit] = []
         start = 0
         while start < len(routes):
             end = start
@@ -1298,17 +1115,17 @@ class TaskSink:
             for r, slot in zip(routes[start : end + 1], slots, strict=True):
                 self._capacity_left(r.task, slot)
                 out.append(
-                    _Fit(sent=r.task, send=r.moments) if slot.taken else await self._fit(r, at)
+                    Fit(sent=r.task, send=r.moments) if slot.taken else await self._fit(r, at)
                 )
             start = end + 1
         return out
 
-    def _takes_again(self, r: _Route) -> bool:
+    def _takes_again(self, r: Route) -> bool:
         overflow = self.policy.overflow_for(r.task.moment.rule_id)
         falls_back = overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None
         return falls_back or len(r.moments) > 1
 
-    async def _fit(self, r: _Route, at: dt.datetime) -> _Fit:
+    async def _fit(self, r: Route, at: dt.datetime) -> Fit:
         """A route its channel had no slot for. The moments on that channel take their own
         rule's overflow: `fallback` keeps one in the group on the other channel (if not
         refused already), `defer` waits for the next day, `drop` (or a wait past its
@@ -1317,7 +1134,7 @@ class TaskSink:
         rule: a full manager pool dropped the complaint callbacks that had joined manager
         tasks, their own fallback to SMS unused, counted as the manager rule's."""
         later = next_day_start(at, self.policy.zone, self.policy.next_day_at).timestamp()
-        fit = _Fit(later=later)
+        fit = Fit(later=later)
         own = {m.task_id: m for m in r.moments}
         send, refused = list(r.moments), set[Channel]()
         channel = r.task.channel
@@ -1339,7 +1156,7 @@ class TaskSink:
                 return fit
             task = merge_tasks(part_id(r.carrier_id, send), send)
             if task.task_id != r.carrier_id:
-                task = _waited(task, r.task)
+                task = waited(task, r.task)
             quiet = [
                 functools.partial(_opens, m) for m in send if m.channel != own[m.task_id].channel
             ]
@@ -1377,9 +1194,9 @@ class TaskSink:
             self.dm.capacity_left.labels(slot.pool, task.channel.value).set(slot.left)
 
     def _suspended(
-        self, r: _Route, now: float, facts: dict[str, SubscriberFacts], w: _Writes
+        self, r: Route, now: float, facts: dict[str, SubscriberFacts], w: Writes
     ) -> bool:
-        """Gating deferred a moment of this task for a suspended line (`_line_held_since`,
+        """Gating deferred a moment of this task for a suspended line (`line_held_since`,
         whatever the merged task's deferral): it waits until a profile update
         says the line is active (which wakes it; looked at again every `SUSPENDED_POLL_S`
         as well), or is dropped at its last look, `SUSPENDED_LAST_LOOK_S` before it must
@@ -1389,7 +1206,7 @@ class TaskSink:
         active and `deferred.until` its expiry, and it was published saying so hours
         later (a `deliver_after` inside its quiet hours, an `until` after it went)."""
         task = r.task
-        since = _line_held_since(r)
+        since = line_held_since(r)
         if since is None:
             return False
         if reactivated(since, facts[task.subscriber_id]):
@@ -1398,7 +1215,7 @@ class TaskSink:
                 # for something else (a moment released from the line before, its
                 # payload in the group still gating's) keeps what it says.
                 at = dt.datetime.fromtimestamp(now, dt.UTC)
-                r.moments = [_released(m, at) for m in r.moments]
+                r.moments = [released(m, at) for m in r.moments]
                 r.task = merge_tasks(r.carrier_id, r.moments)
             return False
         again = min(now + SUSPENDED_POLL_S, self._last_send(task) - SUSPENDED_LAST_LOOK_S)
@@ -1408,7 +1225,7 @@ class TaskSink:
             self._drop_route(r, SuppressReason.SUSPENDED, w)
         return True
 
-    def _quiet(self, r: _Route, now: float, w: _Writes) -> bool:
+    def _quiet(self, r: Route, now: float, w: Writes) -> bool:
         """`now` is inside the quiet hours the task carries: it waits for their end, or is
         dropped as expired when they outlast it. Gating judged them when it made the task;
         whatever held it since (merge window, contact cap, capacity, a retry's wait, a
@@ -1468,7 +1285,7 @@ class TaskSink:
                 return other, None
         return task, SuppressReason.EXPIRED
 
-    def _off_hours(self, r: _Route, now: float, w: _Writes) -> bool:
+    def _off_hours(self, r: Route, now: float, w: Writes) -> bool:
         """The task's channel is not worked now (`hours:`): it waits for the first instant
         its channel is worked and its moments' quiet hours allow (as `_quiet` judges them),
         or is dropped as expired when that comes too late (`_worked` let each moment

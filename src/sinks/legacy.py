@@ -5,7 +5,7 @@ Such a version parked a released group again as the *merged* task: the carrier's
 entry holds `merge_tasks(carrier, [carrier, *members])` (the lead's moment, channel and
 quiet hours under the carrier's id, the group's highest priority and latest expiry, the
 others in `related`), where the current version keeps the carrier's own moment there
-(`sinks.dispatch._Route`). Read as it is, the group is led by the lead's moment as long
+(`sinks.routes.Route`). Read as it is, the group is led by the lead's moment as long
 as any moment lives (an expired call led the task sent) and, when capacity splits it,
 the carrier's own moment exists only in a `related` list and is lost or sent twice.
 

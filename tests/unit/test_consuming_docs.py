@@ -63,8 +63,9 @@ def literals(text: str) -> set[str]:
 
 def deferral_reasons_in_code() -> set[str]:
     """Every reason a Deferral is built with: literal ones, and those reaching it through
-    a park (`_Writes.park`'s reason, a contact's, a gate's)."""
+    a park (`Writes.park`'s reason, a contact's, a gate's)."""
     dispatch = (SRC / "sinks" / "dispatch.py").read_text()
+    routes = (SRC / "sinks" / "routes.py").read_text()
     contact = (SRC / "sinks" / "contact.py").read_text()
     gating = (SRC / "rules" / "gating.py").read_text()
     found: set[str] = set()
@@ -76,7 +77,7 @@ def deferral_reasons_in_code() -> set[str]:
     # w.park(r, ..., reason): the task's own deferral or this default
     found |= set(re.findall(r'reason = task\.deferred\.reason if .* else "([a-z_]+)"', dispatch))
     # w.park(..., fit.why): capacity's next day, or a part's channel hours
-    found |= set(re.findall(r'why: str = "([a-z_]+)"', dispatch))
+    found |= set(re.findall(r'why: str = "([a-z_]+)"', routes))
     # w.park(r, contact.free_at, contact.reason): the limiters' reasons
     found |= set(re.findall(r'reason: str = "([a-z_]+)"', contact))
     for args in call_args(dispatch, "ContactLimiter"):
