@@ -142,7 +142,7 @@ def example_task() -> dict[str, Any]:
     (dispatch consumer review)."""
     from moments.pipeline import run_pipeline
     from rules.catalog import load_rules
-    from sinks.dispatch import published
+    from sinks.hours import published
     from sinks.payloads import task_bytes
 
     roaming = EXAMPLES["RoamingEvent"]

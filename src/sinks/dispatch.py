@@ -29,7 +29,7 @@ from moments.cooldowns import CooldownReturn
 from moments.errortext import error_text
 from moments.models import Channel, Deferral, InputEvent, ProfileEvent, ServiceTask
 from moments.records import SuppressReason
-from rules.gating import FrequencyCap, open_after_quiet
+from rules.gating import FrequencyCap
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import (
     HIGH_PRIORITY,
@@ -42,7 +42,7 @@ from sinks.capacity import (
 )
 from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
-from sinks.hours import Opening, first_allowed
+from sinks.hours import Opening, first_allowed, published, quiet_opens
 from sinks.ledger import Unanswered, sent_meta_fields, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
@@ -84,34 +84,6 @@ RELEASE_BATCHES_PER_TICK = 20
 EXPIRE_BATCH = 500
 """Unanswered tasks a call counts as expired, per channel (`expire_unanswered`)."""
 EXPIRE_BATCHES_PER_TICK = 20
-
-
-def _holds(task: ServiceTask) -> bool:
-    """The quiet hours the task carries hold back its channel now: the channel they list
-    (the rules' `quiet_hours_channels`, which a task moved to a fallback channel is judged
-    by), or, for a task made before they were listed, any it is on."""
-    quiet = task.quiet_hours
-    return quiet is not None and (quiet.channels is None or task.channel in quiet.channels)
-
-
-def published(task: ServiceTask) -> ServiceTask:
-    """The task as consumers get it: `quiet_hours` only when they hold back its channel,
-    as the contract says, without the channels they hold (dispatch's own)."""
-    quiet = task.quiet_hours
-    if quiet is None or quiet.channels is None:
-        return task
-    shown = quiet.model_copy(update={"channels": None}) if _holds(task) else None
-    return task.model_copy(update={"quiet_hours": shown})
-
-
-def _opens(task: ServiceTask, at: dt.datetime) -> dt.datetime | None:
-    """When the task's quiet hours let it go, from `at`: `at` itself when they do not hold
-    now (or it has none, or they do not hold its channel), None when they never open."""
-    quiet = task.quiet_hours
-    if quiet is None or not _holds(task):
-        return at
-    opens = open_after_quiet(at, quiet.zone, quiet.windows)
-    return None if opens is None else max(opens, at)
 
 
 class TaskSink:
@@ -1015,7 +987,7 @@ class TaskSink:
         if task.deferred is not None and task.deferred.reason == "suspended":
             return None, None
         at = dt.datetime.fromtimestamp(max(now, task.deliver_after.timestamp()), dt.UTC)
-        opens = self._opening(task, at, [] if gated else [functools.partial(_opens, task)])
+        opens = self._opening(task, at, [] if gated else [functools.partial(quiet_opens, task)])
         if opens is None:
             return None, None
         window = self.policy.merge.window.total_seconds()
@@ -1158,7 +1130,9 @@ class TaskSink:
             if task.task_id != r.carrier_id:
                 task = waited(task, r.task)
             quiet = [
-                functools.partial(_opens, m) for m in send if m.channel != own[m.task_id].channel
+                functools.partial(quiet_opens, m)
+                for m in send
+                if m.channel != own[m.task_id].channel
             ]
             opens = self._opening(task, at, quiet)
             if opens is None or opens > at:
@@ -1239,12 +1213,12 @@ class TaskSink:
         task = r.task
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         last = self._last_send(task)
-        lead = _opens(task, at)
+        lead = quiet_opens(task, at)
         if lead is None or lead.timestamp() > last:  # quiet until it expires, as gating says
             self._drop_route(r, SuppressReason.EXPIRED, w)
             return True
         until = max(
-            [lead, *(o for m in r.moments if (o := _opens(m, at)) and o.timestamp() <= last)]
+            [lead, *(o for m in r.moments if (o := quiet_opens(m, at)) and o.timestamp() <= last)]
         )
         if until <= at:
             return False
@@ -1270,7 +1244,7 @@ class TaskSink:
         if not self.policy.hours:
             return task, None
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        quiet = [functools.partial(_opens, task)]
+        quiet = [functools.partial(quiet_opens, task)]
         opens = self._opening(task, at, quiet)
         if opens is not None and opens.timestamp() <= self._last_send(task):
             return task, None
@@ -1280,7 +1254,7 @@ class TaskSink:
             task.channel,
         ):
             other = task.model_copy(update={"channel": overflow.channel})
-            opens = self._opening(other, at, [functools.partial(_opens, other)])
+            opens = self._opening(other, at, [functools.partial(quiet_opens, other)])
             if opens is not None and opens.timestamp() <= self._last_send(other):
                 return other, None
         return task, SuppressReason.EXPIRED
@@ -1298,12 +1272,12 @@ class TaskSink:
 
         def member(m: ServiceTask) -> Opening:
             def opens(instant: dt.datetime) -> dt.datetime:
-                o = _opens(m, instant)
+                o = quiet_opens(m, instant)
                 return o if o is not None and o.timestamp() <= last else instant
 
             return opens
 
-        quiet: list[Opening] = [functools.partial(_opens, task), *map(member, r.moments)]
+        quiet: list[Opening] = [functools.partial(quiet_opens, task), *map(member, r.moments)]
         opens = self._opening(task, at, quiet)
         if opens is not None and opens <= at:
             return False

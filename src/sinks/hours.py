@@ -14,6 +14,10 @@ quiet hours, not a second one.
 channel's hours, the customer's quiet hours in another zone): each says when it next
 allows from a given instant, and the candidate moves to the latest of their answers
 until they agree.
+
+A task's own quiet hours, as dispatch reads them: whether they hold back its channel
+(`quiet_holds`), when they let it go (`quiet_opens`, one such constraint), and the task as
+consumers get it, without the channels they hold (`published`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from moments.models import ServiceTask
+from rules.gating import open_after_quiet
 from rules.quiet_hours import QuietWindow, next_open_instant, parse_window
 
 _DAY_MINUTES = 24 * 60
@@ -186,3 +192,31 @@ def first_allowed(
             return candidate
         candidate = latest
     return candidate
+
+
+def quiet_holds(task: ServiceTask) -> bool:
+    """The quiet hours the task carries hold back its channel now: the channel they list
+    (the rules' `quiet_hours_channels`, which a task moved to a fallback channel is judged
+    by), or, for a task made before they were listed, any it is on."""
+    quiet = task.quiet_hours
+    return quiet is not None and (quiet.channels is None or task.channel in quiet.channels)
+
+
+def published(task: ServiceTask) -> ServiceTask:
+    """The task as consumers get it: `quiet_hours` only when they hold back its channel,
+    as the contract says, without the channels they hold (dispatch's own)."""
+    quiet = task.quiet_hours
+    if quiet is None or quiet.channels is None:
+        return task
+    shown = quiet.model_copy(update={"channels": None}) if quiet_holds(task) else None
+    return task.model_copy(update={"quiet_hours": shown})
+
+
+def quiet_opens(task: ServiceTask, at: dt.datetime) -> dt.datetime | None:
+    """When the task's quiet hours let it go, from `at`: `at` itself when they do not hold
+    now (or it has none, or they do not hold its channel), None when they never open."""
+    quiet = task.quiet_hours
+    if quiet is None or not quiet_holds(task):
+        return at
+    opens = open_after_quiet(at, quiet.zone, quiet.windows)
+    return None if opens is None else max(opens, at)

@@ -37,7 +37,7 @@ from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.schemas import SCHEMA_FILES, example
 from moments.zones import known_zone
 from rules.catalog import load_rules
-from sinks.dispatch import published
+from sinks.hours import published
 from sinks.payloads import task_bytes
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"

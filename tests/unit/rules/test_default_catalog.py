@@ -13,7 +13,7 @@ from moments.models import Channel, EventType
 from moments.pipeline import to_records
 from moments.store import DictStateStore
 from rules.catalog import DEFAULT_CATALOG, load_rules, load_texts
-from sinks.dispatch import published
+from sinks.hours import published
 
 from .helpers import SHANGHAI, SUB, at, ev, run, types, usage
 
