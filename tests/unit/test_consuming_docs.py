@@ -63,24 +63,23 @@ def literals(text: str) -> set[str]:
 
 def deferral_reasons_in_code() -> set[str]:
     """Every reason a Deferral is built with: literal ones, and those reaching it through
-    a park (`Writes.park`'s reason, a contact's, a gate's)."""
-    dispatch = (SRC / "sinks" / "dispatch.py").read_text()
-    routes = (SRC / "sinks" / "routes.py").read_text()
-    contact = (SRC / "sinks" / "contact.py").read_text()
+    a park (`Writes.park`'s reason, a contact's, a gate's). The sinks package is read as
+    one text, so that moving a method or a dataclass between its modules keeps it found."""
+    sinks = "\n".join(path.read_text() for path in sorted((SRC / "sinks").glob("*.py")))
     gating = (SRC / "rules" / "gating.py").read_text()
     found: set[str] = set()
     for path in SRC.rglob("*.py"):
         for args in call_args(path.read_text(), "Deferral"):
             found |= set(re.findall(r'^reason="([a-z_]+)"', args))
-    for args in call_args(dispatch, "w.park"):  # the reason is the third argument
+    for args in call_args(sinks, "w.park"):  # the reason is the third argument
         found |= literals(args) - {"reason"}
     # w.park(r, ..., reason): the task's own deferral or this default
-    found |= set(re.findall(r'reason = task\.deferred\.reason if .* else "([a-z_]+)"', dispatch))
+    found |= set(re.findall(r'reason = task\.deferred\.reason if .* else "([a-z_]+)"', sinks))
     # w.park(..., fit.why): capacity's next day, or a part's channel hours
-    found |= set(re.findall(r'why: str = "([a-z_]+)"', routes))
+    found |= set(re.findall(r'why: str = "([a-z_]+)"', sinks))
     # w.park(r, contact.free_at, contact.reason): the limiters' reasons
-    found |= set(re.findall(r'reason: str = "([a-z_]+)"', contact))
-    for args in call_args(dispatch, "ContactLimiter"):
+    found |= set(re.findall(r'reason: str = "([a-z_]+)"', sinks))
+    for args in call_args(sinks, "ContactLimiter"):
         found |= literals(args)
     # the engine's Deferral(reason=decision.reason): a gate's defer
     for args in call_args(gating, 'GateDecision("defer", '):
