@@ -26,10 +26,10 @@ from redis.asyncio import Redis
 
 from moments.connections import redis_client
 from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
-from moments.engine import allowed_ahead
 from moments.models import InputEvent
 from moments.producer import start_producer
 from moments.records import DeadLetter, Header, RejectReason
+from moments.refusals import allowed_ahead
 from moments.settings import Settings
 from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer

@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from moments.decoding import UTF8_BOM, decode, stream_json
-from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import EventType
 from moments.records import DeadLetter, RawRecord
+from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 
 NO_TYPE = "no_type"
 """The reason for a line whose event type is unknown (not a worker's reason: a worker
@@ -116,7 +116,7 @@ def check_value(
             int(result.occurred_at.timestamp()),
             allowed_ahead(int(LATENESS.total_seconds())),
         )
-        if at > now + ahead:  # as the worker's clock check (moments.engine)
+        if at > now + ahead:  # as the worker's clock check (moments.refusals)
             result = too_far_ahead(record, event_type, at, int(now), ahead)
     if isinstance(result, DeadLetter):
         return LineVerdict(

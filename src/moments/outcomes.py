@@ -35,7 +35,7 @@ never published under its own id; its decline was taken and acted on nothing). A
 `task_id` that is not one the detector makes (32 lowercase hex) is an `invalid_event`
 dead letter, so what is logged of an outcome is a hex id, never its free text. An
 outcome dated further ahead of the worker's clock than an input event may be
-(`moments.engine.allowed_ahead`) is a `future` dead letter: local time written with `Z`
+(`moments.refusals.allowed_ahead`) is a `future` dead letter: local time written with `Z`
 queued a retry 10 hours out, and a `2099` outcome was counted.
 """
 
@@ -59,9 +59,9 @@ from moments.decoding import (
     problem,
     whole_characters,
 )
-from moments.engine import LATENESS, allowed_ahead, too_far_ahead
 from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectReason
+from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 from sinks.dispatch import TaskSink
 from sinks.ledger import sent_meta_fields, state_of
 from sinks.metrics import Dependency

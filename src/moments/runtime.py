@@ -30,7 +30,6 @@ from moments.engine import (
     SHADOW_REASONS,
     BatchResult,
     Detector,
-    allowed_ahead,
     give_back_cooldowns,
 )
 from moments.eventclock import EventClock
@@ -41,6 +40,7 @@ from moments.partitioning import PartitionCheck
 from moments.producer import start_producer
 from moments.records import DeadLetter, RawRecord
 from moments.redisurl import redacted_url
+from moments.refusals import allowed_ahead
 from moments.reload import PolicyReloader, Reloader
 from moments.settings import Settings
 from moments.shutdown import within

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from moments.decoding import MAX_MESSAGE_BYTES
-from moments.engine import LATENESS, MAX_FUTURE
 from moments.models import MONEY_DIGITS, ProfileEvent
 from moments.records import RejectReason
+from moments.refusals import LATENESS, MAX_FUTURE
 from moments.state import RECENT_EVENT_IDS, RECENT_EVENT_IDS_ELSE
 
 PAGE = (Path(__file__).parents[2] / "docs" / "producing-events.md").read_text()

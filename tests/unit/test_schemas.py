@@ -746,7 +746,7 @@ def test_asyncapi_dead_letter_class_names_are_the_ones_written() -> None:
     described = header["properties"][f"{DLQ_HEADER_PREFIX}exception.class.name"]["description"]
     source = "".join(
         (Path(__file__).parents[2] / "src" / "moments" / name).read_text()
-        for name in ("decoding.py", "engine.py", "outcomes.py")
+        for name in ("decoding.py", "refusals.py", "outcomes.py")
     )
     # The error class is the argument after the reason: `RejectReason.X, "Name"`.
     written = set(re.findall(r'RejectReason\.[A-Z_]+,\s+"([A-Za-z]+)"', source))
