@@ -23,15 +23,12 @@ from moments.cooldowns import (
 from moments.decoding import SUBSCRIBER_KEY, TOMBSTONE, decode, deletion_form
 from moments.models import (
     Channel,
-    ComplaintEvent,
     Deferral,
     EventType,
     InputEvent,
     ProfileEvent,
     QuietHours,
-    RoamingEvent,
     ServiceTask,
-    UsageEvent,
     unknown_opt_outs,
 )
 from moments.records import DeadLetter, RawRecord, SuppressReason
@@ -47,25 +44,28 @@ from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, 
 from moments.sources import SOURCE_CODES
 from moments.state import (
     ERASED_KEPT_S,
-    MAX_OPEN,
     SHADOW_MARK,
     SubscriberState,
     event_digest,
     mark_id,
 )
 from moments.taskbuilder import build_task
+from moments.tracking import (
+    open_complaints,
+    profile_update,
+    special_zone,
+    subscriber_view,
+    track,
+)
 from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
 from rules.gating import (
     Deferring,
     GateInput,
-    GatingPolicy,
-    SubscriberView,
     Suppressing,
     gate,
     quiet_hours_carried,
-    roaming_zone,
 )
 from rules.rule import CompiledRule
 from rules.special_days import due_now_in, evaluation_instant_in, special_days_due
@@ -88,7 +88,6 @@ signal (moments.risk.spend_drop)."""
 CHECKED_DAY = "checked"
 """Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
 
-_PROFILE_BASE_FIELDS = frozenset({"event_id", "subscriber_id", "occurred_at"})
 
 SHADOW_REASONS: Mapping[str, tuple[str, ...]] = {
     "suppressed": tuple(
@@ -955,163 +954,3 @@ def forget(erased: Mapping[str, tuple[int, int]], result: BatchResult) -> None:
 GREETINGS = frozenset({"birthday", "join_anniversary", "holiday"})
 """Special days whose task is worth nothing after the day: greetings, not a contract's
 end (a renewal offer is still worth making the day after it is due)."""
-
-
-def track(
-    event: InputEvent,
-    state: SubscriberState,
-    at: int,
-    complaint_lapse: int | None,
-    lateness: int = int(LATENESS.total_seconds()),
-) -> None:
-    """Keep what do-not-disturb needs: where the subscriber roams, open complaints (with
-    the time of their latest record; those lapsed by `at` are forgotten); and the region
-    their events name while the profile names none (a profile's is kept with the profile,
-    and comes first: a copy of it would cost every record ~9 bytes). Called before `seen`
-    takes the event's time: a roaming record older than the latest one applied (two feeds
-    out of order, within the lateness) says where the customer was, not where they are.
-
-    A resolved complaint stays as its resolution's time, negated, while a record older
-    than it could still be applied (`lateness` seconds, the detector's: an older one is a
-    late dead letter): an `opened` or `updated` record dated before the resolution, read
-    after it (CRM systems send them late), leaves it resolved; a newer one reopens it. And
-    a resolution dated before the complaint's latest record, read after it (the customer
-    called again after it was resolved), leaves it open: the latest record in event time
-    decides, whichever feed was read first."""
-    if event.region and not isinstance(event, ProfileEvent):
-        state.region = "" if state.profile.get("region") else event.region
-    complaint_source = SOURCE_CODES[EventType.COMPLAINT]
-    if isinstance(event, RoamingEvent):
-        if at >= state.seen.get(SOURCE_CODES[EventType.ROAMING], at):
-            state.roaming = visited(event)
-    elif isinstance(event, ComplaintEvent):
-        complaints = state.complaints
-        key = event.complaint_id
-        before = complaints.pop(key, None)
-        resolved = -before if before is not None and before < 0 else None
-        if event.status == "resolved" and before is not None and at < before:
-            complaints[key] = before  # a resolution older than a record read before it
-        elif event.status == "resolved":
-            complaints[key] = -max(at, resolved or 0)
-        elif resolved is not None and at <= resolved:
-            complaints[key] = -resolved  # a record from before the resolution, read late
-        else:
-            complaints[key] = max(at, before or 0)
-        while len(complaints) > MAX_OPEN:  # resolutions go first, then the oldest opened
-            oldest = next((c for c, t in complaints.items() if t < 0), None)
-            del complaints[oldest if oldest is not None else next(iter(complaints))]
-    # Lapsed complaints leave the record (they count nowhere: `open_complaints`), and so
-    # do resolutions no record can be applied before any more, looked for on any event
-    # but usage, the 85% whose scan showed in the backtest's profile.
-    if state.complaints and not isinstance(event, UsageEvent):
-        latest = state.seen.get(complaint_source, 0)
-        if isinstance(event, ComplaintEvent):
-            latest = max(latest, at)  # `seen` takes this record's time after `track`
-        oldest_applied = latest - lateness
-        gone = [
-            c
-            for c, t in state.complaints.items()
-            if (t < 0 and -t < oldest_applied)
-            or (complaint_lapse is not None and at - abs(t) >= complaint_lapse)
-        ]
-        for c in gone:
-            del state.complaints[c]
-
-
-def visited(event: RoamingEvent) -> dict[str, Any]:
-    """What `SubscriberState.roaming` keeps of a roaming record: the visited place's zone
-    and/or UTC offset, else its country; {} at home (a domestic record)."""
-    if event.roaming_type != "international":
-        return {}
-    return {
-        k: v for k, v in (("z", event.timezone), ("o", event.utc_offset_minutes)) if v is not None
-    } or {"c": event.country}
-
-
-def open_complaints(state: SubscriberState, at: int, lapse: int | None) -> int:
-    """The subscriber's complaints still being handled at event time `at`: opened, not
-    resolved, and with a record (opened or updated) within `lapse` seconds
-    (`gating.open_complaint_lapses_after`; None: however old). Customer-service systems
-    lose resolutions, and a complaint opened ten months before still held back a
-    retention call and counted in the churn-risk score."""
-    if lapse is None:
-        return sum(1 for t in state.complaints.values() if t >= 0)
-    return sum(1 for t in state.complaints.values() if t >= 0 and at - t < lapse)
-
-
-def abroad(state: SubscriberState, at: int, lapse: int | None) -> dict[str, Any]:
-    """Where the subscriber roams at event time `at` (`SubscriberState.roaming`), or {}
-    at home: after a record of the return, or once `lapse` seconds (`gating.
-    roaming_lapses_after`; None: never) passed since their latest roaming record. Roaming
-    producers do not always send the return, and a week in New York kept quiet hours on
-    its clock for months. The network sends a record on each registration abroad (arrival,
-    a new network or area), so the latest one dates the trip's latest sign of life; its
-    time is the roaming source's `seen` (records written before the lapse have it too)."""
-    roaming = state.roaming
-    if not roaming or lapse is None:
-        return roaming
-    latest = state.seen.get(SOURCE_CODES[EventType.ROAMING], 0)
-    return roaming if at - latest < lapse else {}
-
-
-def special_zone(state: SubscriberState, at: int, policy: GatingPolicy) -> dt.tzinfo | None:
-    """The visited place's clock while the customer roams abroad at event time `at` (the
-    one quiet hours use: `rules.gating.roaming_zone`), or None at home and in a country of
-    several clocks the roaming record named alone (then the profile's zone, as for quiet
-    hours). Special days are judged on it: which local date it is, when the day's look is
-    due and when a greeting expires."""
-    roaming = abroad(state, at, policy.roaming_lapse)
-    if not roaming:
-        return None
-    return roaming_zone(roaming.get("z"), roaming.get("o"), roaming.get("c"))
-
-
-def subscriber_view(state: SubscriberState, at: int, policy: GatingPolicy) -> SubscriberView:
-    """What the gates need to know of a subscriber at event time `at`, from the profile
-    and the record."""
-    profile = state.profile
-    roaming = abroad(state, at, policy.roaming_lapse)
-    return SubscriberView(
-        timezone=profile.get("timezone"),
-        roaming_timezone=roaming.get("z"),
-        roaming_utc_offset_minutes=roaming.get("o"),
-        roaming_country=roaming.get("c"),
-        quiet_hours=tuple(profile.get("quiet_hours") or ()),
-        status=profile.get("status"),
-        opt_out=frozenset(profile.get("opt_out") or ()),
-        open_complaints=open_complaints(state, at, policy.open_complaint_lapse),
-    )
-
-
-def profile_update(state: SubscriberState, event: ProfileEvent, at: int) -> bool:
-    """Apply a profile update unless a newer one was applied (an old snapshot sent again
-    must not undo it); False when it is stale. Unlike other events, an update older
-    than the lateness is still applied: an opt-out or a suspension holds however late
-    the CRM sends it."""
-    source = SOURCE_CODES[EventType.PROFILE]
-    newest = state.seen.get(source)
-    if newest is not None and at < newest:
-        return False
-    apply_profile(state, event)
-    state.seen[source] = at
-    return True
-
-
-def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
-    """An update changes only the fields it carries; a null is not carried. A serializer
-    that writes every unset field as null (Jackson, pydantic, Go) lifted opt-outs, quiet
-    hours and suspensions on each partial update, and `opt_out: null` an SMS opt-out:
-    clearing is explicit (`opt_out: []`, `quiet_hours: []`, `status: "active"`, and ""
-    for the text, date and zone fields: the models read a blank value as "")."""
-    # Declared fields only: unknown extras must not grow the subscriber's record.
-    fields = set(ProfileEvent.model_fields) - _PROFILE_BASE_FIELDS
-    carried = event.model_dump(mode="json", exclude_unset=True, exclude_none=True, include=fields)
-    if event.region is not None:
-        carried["region"] = event.region
-    profile = state.profile
-    if event.opt_out is not None:  # only the channels moments sends on (unknown_opt_outs)
-        carried["opt_out"] = [c.value for c in event.opt_out if isinstance(c, Channel)]
-    for name in [k for k, v in carried.items() if v == ""]:
-        del carried[name]
-        profile.pop(name, None)
-    profile.update(carried)

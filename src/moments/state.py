@@ -96,7 +96,7 @@ class SubscriberState:
     """Complaints opened and not yet resolved: id -> event time of its latest record
     (opened or updated), the latest last, at most MAX_OPEN. A resolved one is kept as its
     resolution's time negated, only while a late record older than it could still be
-    applied (the lateness): such a record must not reopen it (moments.engine.track).
+    applied (the lateness): such a record must not reopen it (moments.tracking.track).
     Written before the times were kept, a list of ids: each then dates from the
     subscriber's latest complaint record."""
     special_day: int = 0

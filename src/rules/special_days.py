@@ -289,7 +289,7 @@ def due_now_in(
     profile_changed: bool = False,
 ) -> dt.date | None:
     """`due_now` on a clock already chosen: the engine's, the customer's where they are
-    (the visited place's while roaming abroad, see `moments.engine.special_zone`)."""
+    (the visited place's while roaming abroad, see `moments.tracking.special_zone`)."""
     _aware(now_utc, "now_utc")
     today = now_utc.astimezone(zone).date()
     if now_utc < evaluation_instant_in(zone, today, local_hour):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from moments.engine import open_complaints, track
 from moments.models import ComplaintEvent, EventType, TopUpEvent
 from moments.state import SubscriberState
+from moments.tracking import open_complaints, track
 
 from .rules.helpers import at, ev, rules_from, run
 

@@ -13,7 +13,6 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from moments.decoding import decode
-from moments.engine import apply_profile
 from moments.models import (
     EVENT_MODELS,
     Channel,
@@ -29,6 +28,7 @@ from moments.models import (
 )
 from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.state import SubscriberState
+from moments.tracking import apply_profile
 
 BASE = {
     "event_id": "e-1",
