@@ -25,7 +25,8 @@ import orjson
 
 from moments.backtest_input import FileEvent
 from moments.backtest_state import BacktestState
-from moments.engine import BatchResult, Detector, give_back_cooldowns
+from moments.batchresult import BatchResult, give_back_cooldowns
+from moments.engine import Detector
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, InputEvent, ServiceTask
 from moments.records import OUT_OF_TIME, RawRecord

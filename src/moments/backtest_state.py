@@ -21,7 +21,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Collection, Iterator, Mapping
 
-from moments.engine import Detector, StateChange
+from moments.batchresult import StateChange
+from moments.engine import Detector
 from moments.state import SubscriberState
 from moments.store import NOTHING_PENDING, Census, StateWrite
 

@@ -24,14 +24,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from moments.batchresult import SHADOW_REASONS, BatchResult, give_back_cooldowns
 from moments.connections import kafka_client_kwargs, redis_client
 from moments.decoding import TOMBSTONE
-from moments.engine import (
-    SHADOW_REASONS,
-    BatchResult,
-    Detector,
-    give_back_cooldowns,
-)
+from moments.engine import Detector
 from moments.eventclock import EventClock
 from moments.logthrottle import RepeatThrottle
 from moments.models import Channel, EventType, OutcomeStatus

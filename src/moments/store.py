@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
-from moments.engine import StateChange
+from moments.batchresult import StateChange
 from moments.partitioning import partition_of
 from moments.state import SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache

@@ -197,7 +197,7 @@ class TaskSink:
         duplicates are counted, not sent. Returns when all of it is durable, with the
         ids of the added tasks the ledger now holds as dropped (ours or, read again after
         a crash, dropped before): their cooldowns are given back
-        (`moments.engine.give_back_cooldowns`)."""
+        (`moments.batchresult.give_back_cooldowns`)."""
         if not self._pending:
             return set()
         batch, self._pending = self._pending, []

@@ -13,7 +13,7 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
 - `forgotten`: when a profile tombstone erased the subscriber (the wall clock, or event
   time in a backtest); the hash then holds nothing else but `erased`, and a task made
   before it is dropped when it comes up for a decision (`is_forgotten`);
-- `erased`: the tombstone's own time (`moments.engine.erasure_time`): an event dated at or
+- `erased`: the tombstone's own time (`moments.batchresult.erasure_time`): an event dated at or
   before it, read later (a topic read behind the profile topic), is the erased
   subscriber's and is dropped (`TaskSink.erasures`, `Detector.process`).
 Only newer times overwrite older ones, so replays and late events are harmless.

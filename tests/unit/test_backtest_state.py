@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.backtest_state import BacktestState
-from moments.engine import CHECKED_DAY, Detector, StateChange
+from moments.batchresult import StateChange
+from moments.engine import CHECKED_DAY, Detector
 from moments.models import EventType
 from moments.pipeline import to_records
 from moments.state import SubscriberState

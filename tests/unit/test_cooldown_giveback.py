@@ -1,4 +1,4 @@
-"""A task dispatch drops gives its rule's cooldown back (moments.engine.give_back_cooldowns,
+"""A task dispatch drops gives its rule's cooldown back (moments.batchresult.give_back_cooldowns,
 sinks.dispatch.TaskSink.flush): the subscriber's next moment of the rule makes a task.
 A retention backtest found 61 subscribers who complained again and got no call for 30
 days: their first task, dropped by capacity, had started the cooldown."""
@@ -10,7 +10,8 @@ import datetime as dt
 from typing import Any
 
 from moments.backtest import CollectingProducer, EventTime
-from moments.engine import BatchResult, Detector, give_back_cooldowns
+from moments.batchresult import BatchResult, give_back_cooldowns
+from moments.engine import Detector
 from moments.models import EventType, ServiceTask
 from moments.pipeline import to_records
 from moments.records import RawRecord

@@ -20,8 +20,9 @@ from ruamel.yaml import YAML
 
 from moments.backtest import Backtest, CollectingProducer, EventTime
 from moments.backtest_input import EventFile
+from moments.batchresult import BatchResult
 from moments.cooldowns import CooldownReturn, give_back_returned
-from moments.engine import BatchResult, Detector
+from moments.engine import Detector
 from moments.models import EventType, ServiceTask
 from moments.outcomes import retry_task
 from moments.pipeline import to_records

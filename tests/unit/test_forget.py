@@ -1,6 +1,6 @@
 """A profile tombstone in a batch takes back the tasks and facts the batch made of the
 subscriber's earlier events, keeps what came after it, and names the subscriber for the
-dispatch stores to forget (moments.engine.forget)."""
+dispatch stores to forget (moments.batchresult.forget)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ from faust.types import TP
 
 from moments import runtime as runtime_module
 from moments.app import create_app
-from moments.engine import BatchResult, Detector, StateChange
+from moments.batchresult import BatchResult, StateChange
+from moments.engine import Detector
 from moments.restore import PreloadingTable
 from moments.runtime import Runtime
 from moments.settings import load_settings

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.app import create_app
-from moments.engine import Detector, StateChange
+from moments.batchresult import StateChange
+from moments.engine import Detector
 from moments.models import EventType
 from moments.partitioning import partition_of
 from moments.records import RawRecord

@@ -7,7 +7,8 @@ import asyncio
 import datetime as dt
 import time
 
-from moments.engine import BatchResult, Detector
+from moments.batchresult import BatchResult
+from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import run_pipeline
 from moments.runtime import SWEEP_CHUNK, Runtime

@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from moments import runtime as runtime_module
+from moments.batchresult import StateChange
 from moments.consumer import BatchConsumer
-from moments.engine import Detector, StateChange
+from moments.engine import Detector
 from moments.models import EventType, ServiceTask
 from moments.pipeline import run_pipeline
 from moments.runtime import Runtime
