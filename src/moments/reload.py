@@ -28,6 +28,9 @@ from sinks.policy import DispatchPolicy, load_policy
 
 T = TypeVar("T")
 
+SHOWN_FILES = 10
+"""Files of a rules folder a refusal names; the rest are counted."""
+
 log = logging.getLogger(__name__)
 
 Signature = tuple[tuple[str, int, int, int, int], ...]
@@ -89,8 +92,13 @@ class FileReloader(Generic[T]):
         """What stays in force when a file is refused: `the rules from PATH (a.yaml,
         b.yaml), loaded at ...; 12 rule(s), ...`."""
         where = str(self.path) if self.path else "the packaged default"
-        names = [Path(f).name for f, *_ in self.installed]
-        if self.path is not None and self.path.is_dir() and names:
+        # A folder's files are named below it; read from what was loaded, not from the
+        # disk: a folder the worker can no longer stat (EACCES) raised out of the refusal.
+        names = [Path(f).name for f, *_ in self.installed if f != str(self.path)]
+        if len(names) > SHOWN_FILES:
+            shown = ", ".join(names[:SHOWN_FILES])
+            where += f" ({len(names)} files: {shown} and {len(names) - SHOWN_FILES} more)"
+        elif names:
             where += f" ({', '.join(names)})"
         when = dt.datetime.fromtimestamp(self.installed_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         said = f"the {self.what} from {where}, loaded at {when}"

@@ -226,6 +226,61 @@ class TestRefusalNamesWhatStays:
         assert f": {first.id} v{first.version}, " in said
         assert said.endswith(f" and {len(rules) - SHOWN_RULES} more (moments_rule_info)")
 
+    def test_a_folder_no_longer_searchable_is_refused_not_raised(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The worker runs as a user of its own (the image's `moments`): a rules folder whose
+        parent an operator makes unreadable to it gives EACCES on every stat. The load fails
+        and is logged; naming what stays must not stat the folder again, or the refusal
+        itself raised out of the reload timer and the failure was never recorded."""
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        (rules / "a.yaml").write_text(GOOD)
+        recorded: list[tuple[str, int | None]] = []
+        in_force = [load_rules(rules)]
+        reloader = Reloader(
+            rules,
+            in_force.append,
+            lambda r, n: recorded.append((r, n)),
+            current=lambda: in_force[-1],
+        )
+        real_stat = os.stat
+
+        def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+            if str(path).startswith(str(rules)):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "stat", stat)
+        with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() is None  # the files vanished from sight: not settled yet
+            assert reloader.check() == "error"
+        assert recorded == [("error", None)]
+        said = caplog.records[0].getMessage().splitlines()[0]
+        assert f"the rules from {rules} (a.yaml), loaded at " in said
+
+    def test_a_folder_of_many_files_names_its_first_ones_and_counts_the_rest(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """One file per rule (a team's layout): 200 of them made the refusal a line of
+        200 names, where the rules themselves are capped at SHOWN_RULES."""
+        from moments.reload import SHOWN_FILES
+
+        for i in range(200):
+            (tmp_path / f"r{i:03}.yaml").write_text(GOOD.replace("id: r", f"id: r{i}"))
+        in_force = [load_rules(tmp_path)]
+        reloader = Reloader(
+            tmp_path, in_force.append, lambda r, n: None, current=lambda: in_force[-1]
+        )
+        (tmp_path / "r000.yaml").write_text("rules: [{id: broken}]\n")
+        with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() is None
+            assert reloader.check() == "error"
+        said = caplog.records[0].getMessage().splitlines()[0]
+        shown = ", ".join(f"r{i:03}.yaml" for i in range(SHOWN_FILES))
+        assert f"(200 files: {shown} and {200 - SHOWN_FILES} more), loaded at " in said
+        assert f"r{SHOWN_FILES:03}.yaml" not in said
+
 
 class TestReloadSettles:
     """A change is loaded when two checks in a row see the same files: an analyst copying
