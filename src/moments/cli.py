@@ -335,9 +335,13 @@ def _cmd_calendar_export(args: argparse.Namespace) -> int:
     text = export_calendar(load_calendar(args.source), years)
     if args.out is None:
         print(text, end="")
-    else:
+        return 0
+    try:
         args.out.write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}")
+    except OSError as exc:  # a folder that does not exist, no permission: said, no traceback
+        print(f"moments: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -288,14 +288,14 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         require_redis(settings, "the erasures of the last 90 days, whose records are left out")
         may_write()
     default = EventType(args.event_type) if args.event_type else None
-    files = [EventFile(p, default) for p in args.events]
-    if args.profiles is not None:
-        files.insert(0, EventFile(args.profiles, EventType.PROFILE))
-    hi = end.timestamp() if end is not None else float("inf")
-    events = history(files, args.profiles is not None, hi)
-    if chosen is not None:
-        events = of_partitions(events, settings.partitions, chosen)
-    try:
+    try:  # a file missing is said by EventFile, as the backtest says it
+        files = [EventFile(p, default) for p in args.events]
+        if args.profiles is not None:
+            files.insert(0, EventFile(args.profiles, EventType.PROFILE))
+        hi = end.timestamp() if end is not None else float("inf")
+        events = history(files, args.profiles is not None, hi)
+        if chosen is not None:
+            events = of_partitions(events, settings.partitions, chosen)
         with file_bar(console, "history", files) as bar:
             seeded = build_states(rules, events, policy, end, bar.show)
             bar.done(seeded.events)

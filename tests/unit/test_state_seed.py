@@ -86,6 +86,21 @@ def test_a_dry_run_in_parts_counts_its_partitions_only(
     assert "2: 0, 3: 1" in said
 
 
+@pytest.mark.parametrize("which", ["--events", "--profiles"])
+def test_a_missing_events_file_is_said_not_raised(
+    which: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `backtest` and `rules test` say it: the file's name and the fix, exit 1; the seed
+    printed a traceback ending in EventFileError."""
+    history = str(_history(tmp_path / "h.jsonl").path)
+    missing = str(tmp_path / "missing.jsonl")
+    given = {"--events": history, "--profiles": None, which: missing}
+    args = ["state", "seed", "--dry-run", *(a for k, v in given.items() if v for a in (k, v))]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"moments: {missing}: no such file; pass an events file" in err
+
+
 @pytest.mark.parametrize(
     ("text", "chosen"), [("0", {0}), ("1-3", {1, 2, 3}), (" 0, 2-3 ", {0, 2, 3}), ("3,3", {3})]
 )

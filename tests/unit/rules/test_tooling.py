@@ -132,6 +132,16 @@ def test_the_shipped_calendar_file_is_what_export_writes(tmp_path: Path) -> None
     assert "2027-02-06" in out.read_text(encoding="utf-8")  # Spring Festival 2027
 
 
+def test_calendar_export_to_a_path_it_cannot_write_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder that does not exist (a typo in --out): the path and why, exit 1; it was a
+    FileNotFoundError traceback."""
+    out = tmp_path / "nowhere" / "h.yaml"
+    assert main(["calendar", "export", "--years", "2027", "--out", str(out)]) == 1
+    assert f"moments: cannot write {out}: No such file or directory" in capsys.readouterr().err
+
+
 def test_calendar_export_refuses_bad_years(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calendar", "export", "--years", "26-28"]) == 2
     assert "write YYYY or YYYY-YYYY" in capsys.readouterr().err
