@@ -112,6 +112,43 @@ class TestRaisedKeep:
         ]
         assert got == round(sum(per_window) / windows, 4)
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(st.tuples(st.integers(0, 40), st.integers(1, 100)), min_size=1, max_size=60),
+        st.integers(2, 6),
+        st.integers(0, 4),
+        st.data(),
+    )
+    def test_a_baseline_the_kept_windows_make_is_never_refused(
+        self, items: list[tuple[int, int]], keep: int, more: int, data: st.DataObject
+    ) -> None:
+        """The other half (the first property passes with no baseline at all): read with
+        K' >= K, a baseline over windows all kept, of a history begun before them, is
+        made: moving the history's start to the edge of what is kept refuses none."""
+        s = series(keep=keep)
+        ring: Ring | None = None
+        newest = -1
+        held: dict[int, list[int]] = {}
+        for day, amount in items:
+            folded = s.fold(ring, day, float(amount))
+            newest = max(newest, day)
+            if folded is not None:
+                ring = folded
+                held.setdefault(day, []).append(amount)
+        assert ring is not None
+        index = newest + data.draw(st.integers(0, 2), label="after the newest")
+        windows = data.draw(st.integers(1, keep - 1), label="windows")
+        agg = data.draw(st.sampled_from(["sum", "count"]), label="agg")
+        earlier = range(index - windows, index)
+        per_window = [
+            sum(held.get(w, [])) if agg == "sum" else len(held.get(w, [])) for w in earlier
+        ]
+        kept = index - windows > newest - keep  # every window read, the current one too
+        began_before = min(held) < index - windows
+        got = self.baseline(dataclasses.replace(s, keep=keep + more), ring, index, agg, windows)
+        if kept and began_before and sum(per_window) > 0:
+            assert got == round(sum(per_window) / windows, 4)
+
     def test_the_windows_dropped_read_as_no_history(self) -> None:
         """100 a day for 10 days, kept 3: read with 8, no baseline over 7 days (5 of them
         dropped), where it was 300 / 7 = 42.86 before, "twice the usual" at 100."""
