@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moments.cliparts import add_command
+from moments.cliparts import add_command, command_settings
 from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -188,9 +188,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     policy_path = args.policy
     if policy_path is None:
-        from moments.settings import load_settings
-
-        policy_path = load_settings().dispatch_policy
+        policy_path = command_settings().dispatch_policy
     policy = load_policy(policy_path)
     start = parse_when(args.start, policy.zone, "--from")
     end = parse_when(args.end, policy.zone, "--to")

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from moments.cliparts import command_settings
 from moments.connections import kafka_client_kwargs
 from moments.consumer_metrics import LAG_INTERVAL_S
 from moments.embedded import (
@@ -40,7 +41,7 @@ from moments.embedded import (
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
 from moments.metrics_server import scrape
 from moments.models import EventType
-from moments.settings import Settings, load_settings
+from moments.settings import Settings
 from moments.topiclayout import INPUT_TOPICS
 from moments.topics import ensure_topics
 
@@ -469,12 +470,12 @@ def run_bench(
 ) -> int:
     """`workers` > 1 adds a scale-out run: that many workers in a new group, same events.
     `offered`: the latency phase's load (None: half the measured rate)."""
-    print_rule_costs(min(count, 100_000), subscribers, load_settings().rules)
+    base = command_settings()  # its passwords masked in the log, as every command's
+    print_rule_costs(min(count, 100_000), subscribers, base.rules)
     if rules_only:
         return 0
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="moments-bench-"))
-    base = load_settings()
     with contextlib.ExitStack() as stack:
         bootstrap = os.environ.get("MOMENTS_KAFKA_BOOTSTRAP")
         redis_url = os.environ.get("MOMENTS_REDIS_URL")

@@ -321,8 +321,9 @@ def test_the_traceback_of_an_uncaught_exception_is_cleaned(
 class TestCommandsMaskWhatTheyRead:
     """A command that reads the settings masks their passwords (and, unless
     MOMENTS_LOG_PII, subscriber numbers) in its log from then on: `state show`, `state
-    seed` and `simulate` read them without, so a SASL or Redis password a client logged
-    went out as written and MOMENTS_LOG_PII was ignored."""
+    seed`, `simulate`, `backtest` (for its policy) and `bench` read them without, so a
+    Redis or Kafka password a client logged went out as written and MOMENTS_LOG_PII was
+    ignored."""
 
     @pytest.mark.parametrize(
         "argv",
@@ -330,6 +331,8 @@ class TestCommandsMaskWhatTheyRead:
             ["state", "show", SUB],
             ["state", "seed", "--events", "history.jsonl"],
             ["simulate", "--subscribers", "10", "--rate", "1", "--duration", "1m"],
+            ["backtest", "--events", "history.jsonl", "--out", "out"],
+            ["bench", "--rules-only"],
         ],
     )
     def test_masking_gets_the_settings_secrets(
