@@ -75,6 +75,22 @@ class TestRaisedKeep:
         found = env.out.get("b_baseline")
         return None if found is None else float(found)
 
+    @staticmethod
+    def folded(s: Series, items: list[tuple[int, int]]) -> tuple[Ring, int, dict[int, list[int]]]:
+        """The ring after folding `items` (day, amount) in order, the newest day, and the
+        amounts each day's window took (those the ring refused as too old left out)."""
+        ring: Ring | None = None
+        newest = -1
+        held: dict[int, list[int]] = {}
+        for day, amount in items:
+            folded = s.fold(ring, day, float(amount))
+            newest = max(newest, day)
+            if folded is not None:
+                ring = folded
+                held.setdefault(day, []).append(amount)
+        assert ring is not None
+        return ring, newest, held
+
     @settings(max_examples=300, deadline=None)
     @given(
         st.lists(st.tuples(st.integers(0, 40), st.integers(1, 100)), min_size=1, max_size=60),
@@ -88,16 +104,7 @@ class TestRaisedKeep:
         """Read with K' > K, a baseline (sum or count) is the one the windows kept make, or
         none: never one lowered by a dropped window read as 0."""
         s = series(keep=keep)
-        ring: Ring | None = None
-        newest = -1
-        held: dict[int, list[int]] = {}
-        for day, amount in items:
-            folded = s.fold(ring, day, float(amount))
-            newest = max(newest, day)
-            if folded is not None:
-                ring = folded
-                held.setdefault(day, []).append(amount)
-        assert ring is not None
+        ring, newest, held = self.folded(s, items)
         raised = dataclasses.replace(s, keep=keep + more)
         windows = data.draw(st.integers(1, min(raised.keep - 1, 12)), label="windows")  # 12 at most
         index = newest + data.draw(st.integers(0, 2), label="after the newest")
@@ -126,16 +133,7 @@ class TestRaisedKeep:
         K' >= K, a baseline over windows all kept, of a history begun before them, is
         made: moving the history's start to the edge of what is kept refuses none."""
         s = series(keep=keep)
-        ring: Ring | None = None
-        newest = -1
-        held: dict[int, list[int]] = {}
-        for day, amount in items:
-            folded = s.fold(ring, day, float(amount))
-            newest = max(newest, day)
-            if folded is not None:
-                ring = folded
-                held.setdefault(day, []).append(amount)
-        assert ring is not None
+        ring, newest, held = self.folded(s, items)
         index = newest + data.draw(st.integers(0, 2), label="after the newest")
         windows = data.draw(st.integers(1, keep - 1), label="windows")
         agg = data.draw(st.sampled_from(["sum", "count"]), label="agg")
