@@ -83,7 +83,7 @@ class BatchResult:
     late: int = 0
     """Events older than the subscriber's latest of their topic minus the lateness (not applied)."""
     future: int = 0
-    """Events dated further ahead of the wall clock than MAX_FUTURE (not applied)."""
+    """Events dated further ahead of the wall clock than refusals.MAX_FUTURE (not applied)."""
     watermarks: dict[int, int] = field(default_factory=dict)
     """Partition -> latest event time seen in this batch (epoch seconds)."""
     deferred: Counter[str] = field(default_factory=Counter)
