@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -196,6 +199,15 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    async def wait_for_log(self, pattern: str, wait_s: float = 60.0) -> None:
+        """Until a line of the log matches `pattern` (a regex); fails, with the log's end,
+        if the worker exits first or `wait_s` passes."""
+        deadline = time.monotonic() + wait_s
+        while not re.search(pattern, self.log()):
+            assert self.proc.poll() is None, f"exited before {pattern!r}: {self.log()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {pattern!r} in the log: {self.log()[-3000:]}"
+            await asyncio.sleep(0.2)
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,13 +56,6 @@ def usage(start: int, count: int) -> list[Record]:
         }
         out.append(("usage", sub, value))
     return out
-
-
-async def wait_for_log(worker: WorkerProcess, pattern: str, wait_s: float = 60.0) -> None:
-    deadline = time.monotonic() + wait_s
-    while not re.search(pattern, worker.log()):
-        assert time.monotonic() < deadline, f"no {pattern!r} in the log: {worker.log()[-3000:]}"
-        await asyncio.sleep(0.2)
 
 
 def local_records(data_dir: Path) -> dict[bytes, bytes]:
@@ -122,12 +113,10 @@ async def test_a_worker_killed_during_its_changelog_write_keeps_no_record_it_lac
 
         redis.stop()
         await produce(direct, usage(0, WAVE))
-        await wait_for_log(first, r"redis unavailable while reading erasures")
+        await first.wait_for_log(r"redis unavailable while reading erasures")
         proxy.stop()  # the changelog write will wait on the broker
         redis.start()
-        await wait_for_log(
-            first, r"redis is back after \d+ failed attempts? while reading erasures"
-        )
+        await first.wait_for_log(r"redis is back after \d+ failed attempts? while reading erasures")
         await asyncio.sleep(3)  # the batch is at its changelog write: nothing else can go on
         assert await metric_value(port, "moments_events_total", {"event_type": "usage"}) == 0
         first.kill()

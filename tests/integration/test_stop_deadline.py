@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,6 @@ UNTIL_STUCK_S = 90.0
 rebalance timeout)."""
 
 
-async def wait_for_mark(worker: WorkerProcess, mark: str) -> None:
-    deadline = time.monotonic() + UNTIL_STUCK_S
-    while mark not in worker.log():
-        assert worker.proc.poll() is None, worker.log()[-3000:]
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        await asyncio.sleep(0.2)
-
-
 async def test_sigterm_ends_a_worker_stuck_in_a_batch_and_its_successor_sends_each_task_once(
     make_settings: MakeSettings,
     topics_for: Callable[[Settings], Any],
@@ -64,7 +56,7 @@ async def test_sigterm_ends_a_worker_stuck_in_a_batch_and_its_successor_sends_ea
     stuck = WorkerProcess(settings, tmp_path / "stuck.log", command=command, env=env)
     try:
         await produce(settings, records)
-        await wait_for_mark(stuck, STALL_MARK)
+        await stuck.wait_for_log(re.escape(STALL_MARK), UNTIL_STUCK_S)
         stuck.proc.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.to_thread(stuck.proc.wait, GRACE_S + 40)
