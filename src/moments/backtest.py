@@ -111,18 +111,58 @@ def settling_period(rules: RuleSet) -> tuple[float, str]:
     return max(spans, default=(0.0, "nothing"))
 
 
-def longest_look_back(rules: RuleSet) -> tuple[float, str]:
-    """The rules' longest first-time look-back, in seconds, and whose: what a cut-over's
-    warm-up (`--live-from`) settles. Its moments are all shadow ones, which take no
-    contact and whose cooldowns hold no live moment back, so neither counts; a value seen
-    in it, not before, is not first again."""
-    looks = [
-        (parse_duration(node.lookback).total_seconds(), f"{r.id}'s first-time look-back")
-        for r in rules.rules
-        for node in sp.walk(r.spec.condition)
-        if isinstance(node, sp.FirstTimeCond) and node.lookback
-    ]
-    return max(looks, default=(0.0, "nothing"))
+PERIOD_S = {"day": 86400.0, "week": 7 * 86400.0, "month": 31 * 86400.0}
+"""A series window's longest span (a month: 31 days), for how much history fills one."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    """How far back a rule reads a subscriber's history, and what a warm-up shorter than
+    that leaves out of its first live days."""
+
+    seconds: float
+    what: str
+    leaves: str
+
+
+def longest_memory(rules: RuleSet) -> Memory:
+    """The rules' longest memory: first-time look-backs, baselines (the windows they
+    average before the current one) and series or shares over several windows (those
+    before the current one). What a cut-over's warm-up (`--live-from`) settles. Cooldowns
+    and the frequency cap do not count: its moments are all shadow ones, which take no
+    contact and whose cooldowns hold no live moment back."""
+    found = [Memory(0.0, "nothing", "")]
+    for r in rules.rules:
+        for node in sp.walk(r.spec.condition):
+            if isinstance(node, sp.FirstTimeCond) and node.lookback:
+                found.append(
+                    Memory(
+                        parse_duration(node.lookback).total_seconds(),
+                        f"{r.id}'s first-time look-back",
+                        "first-time moments a longer warm-up would have seen",
+                    )
+                )
+            elif isinstance(node, sp.BaselineCond) and node.baseline in rules.series:
+                period = rules.series[node.baseline].period
+                found.append(
+                    Memory(
+                        node.windows * PERIOD_S[period],
+                        f"{r.id}'s {node.windows}-{period} baseline of {node.baseline}",
+                        "baselines averaged over fewer windows than a longer warm-up fills",
+                    )
+                )
+            elif isinstance(node, sp.SeriesCond | sp.ShareCond) and node.last > 1:
+                name = node.series if isinstance(node, sp.SeriesCond) else node.share
+                if name in rules.series:
+                    period = rules.series[name].period
+                    found.append(
+                        Memory(
+                            (node.last - 1) * PERIOD_S[period],
+                            f"{r.id}'s {node.last}-{period} series of {name}",
+                            "series read over fewer windows than they sum",
+                        )
+                    )
+    return max(found, key=lambda m: m.seconds)
 
 
 REFUSALS_KEPT = 100

@@ -24,7 +24,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from moments.backtest import BacktestResult, longest_look_back, settling_period
+from moments.backtest import BacktestResult, longest_memory, settling_period
 from moments.backtest_input import lines_named
 from moments.models import Channel
 from rules.catalog import RuleSet
@@ -244,12 +244,13 @@ def unused_regions(policy: DispatchPolicy, capacity: Iterable[Mapping[str, Any]]
 
 
 def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:
-    """With `--live-from` (and no `--from`): a warm-up shorter than the rules' settling
-    period (their longest first-time look-back: the warm-up takes no contact and its
-    cooldowns hold no live moment) is what the rehearsal is about, not a fault of the
-    report, so it is said as what going live after that warm-up would send."""
-    settle, what = longest_look_back(rules)
-    if warm >= settle:
+    """With `--live-from` (and no `--from`): a warm-up shorter than the rules' longest
+    memory (first-time look-backs, baselines, series over several windows; not cooldowns:
+    the warm-up takes no contact and its cooldowns hold no live moment) is what the
+    rehearsal is about, not a fault of the report, so it is said as what going live after
+    that warm-up would send."""
+    memory = longest_memory(rules)
+    if warm >= memory.seconds:
         return []
     if warm <= 0:
         return [
@@ -257,13 +258,13 @@ def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:
             "moment is live. This rehearses a cold start: the first days' tasks are the "
             "first-time moments a start with no history would send."
         ]
+    days = f"{memory.seconds / 86400:.0f} days"
     return [
-        f"The warm-up before --live-from is {warm / 86400:.1f} days, shorter than {what} "
-        f"({settle / 86400:.0f} days). The tasks of the first live days are the prediction "
+        f"The warm-up before --live-from is {warm / 86400:.1f} days, shorter than "
+        f"{memory.what} ({days}). The tasks of the first live days are the prediction "
         "for going live after this warm-up, not an artefact of the report: they include "
-        "first-time moments a longer warm-up would have seen. Rehearse a "
-        f"--live-from at least {settle / 86400:.0f} days after the first event to see a "
-        "longer one (seed the state from history where it is longer)."
+        f"{memory.leaves}. Rehearse a --live-from at least {days} after the first event "
+        "to see a longer one (seed the state from history where it is longer)."
     ]
 
 

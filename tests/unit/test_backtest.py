@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from moments.backtest import Backtest, BacktestResult
+from moments.backtest import Backtest, BacktestResult, longest_memory
 from moments.backtest_input import EventFile, FileEvent, merged
 from moments.backtest_report import (
     build_report,
@@ -1007,17 +1007,19 @@ def test_a_cut_over_after_a_short_warm_up_is_said_as_the_prediction(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With --live-from and no --from, the warm-up before the cut-over is measured
-    against the rules' longest first-time look-back (the warm-up's cooldowns hold no live
-    moment, and it takes no contact): a short one is the rehearsal's point (its burst is what going
-    live then would send), and nothing was said of it."""
+    against the rules' longest memory (here the default catalog's 3-month spend baseline;
+    the warm-up's cooldowns hold no live moment, and it takes no contact): a short one is
+    the rehearsal's point (its burst is what going live then would send), and nothing was
+    said of it."""
     history = write_history(tmp_path / "h.jsonl")
     out = tmp_path / "out"
     args = ["--events", str(history), "--live-from", DAY2.isoformat(), "--out", str(out)]
-    assert main(["backtest", *args]) == 0  # the default catalog: a 60-day look-back
+    assert main(["backtest", *args]) == 0  # the default catalog: a 3-month baseline
     said = " ".join(capsys.readouterr().err.split())
     (warning,) = orjson.loads((out / "report.json").read_bytes())["warnings"]
     assert warning.startswith("The warm-up before --live-from is 0.6 days, shorter than")
-    assert "first-time look-back (60 days)" in warning
+    assert "3-month baseline of spend_month (93 days)" in warning
+    assert "baselines averaged over fewer windows" in warning
     assert "prediction for going live after this warm-up" in warning
     assert warning in said
     assert "--from" not in warning.replace("--live-from", "")
@@ -1026,6 +1028,53 @@ def test_a_cut_over_after_a_short_warm_up_is_said_as_the_prediction(
     assert main(["backtest", *args, *early]) == 0
     (cold,) = orjson.loads((out / "report.json").read_bytes())["warnings"]
     assert cold.startswith("--live-from is at or before the first event")
+
+
+SPEND_DROP = """
+  - id: spend_drop
+    description: Spend well below the usual
+    on: [usage]
+    condition: {baseline: spend_week, windows: 12, min_baseline: 20, lte: 0.5}
+    task: {family: anomaly, type: spend_drop, channel: sms, priority: 3,
+           action: review, ttl: 24h, description: "Spend fell"}
+"""
+COMPLAINTS = """
+  - id: complaints
+    description: Two complaints in ten days
+    on: [complaint]
+    condition: {series: complaints_day, agg: count, last: 10, gte: 2}
+    task: {family: anomaly, type: complaints, channel: manager, priority: 2,
+           action: call, ttl: 24h, description: "Complaints"}
+"""
+SERIES = """series:
+  spend_week: {on: [usage], field: charge, period: week}
+  complaints_day: {on: [complaint], period: day}
+"""
+
+
+@pytest.mark.parametrize(
+    ("entries", "seconds", "what"),
+    [
+        ([WELCOME], 0.0, "nothing"),
+        ([WELCOME, COMPLAINTS], 9 * 86400.0, "complaints's 10-day series of complaints_day"),
+        ([COMPLAINTS, SPEND_DROP], 84 * 86400.0, "spend_drop's 12-week baseline of spend_week"),
+    ],
+)
+def test_a_cut_overs_warm_up_is_measured_against_baselines_and_series(
+    entries: list[str], seconds: float, what: str
+) -> None:
+    """A baseline reads the windows it averages before the current one, a series over
+    several windows those before the current one: a warm-up shorter than them leaves the
+    first live days judged on less history (the warning once named first-time look-backs
+    only, while docs/operations.md said a warm-up should cover the baselines too)."""
+    rules = load_texts([("r.yaml", SERIES + "rules:" + "".join(entries))])
+    memory = longest_memory(rules)
+    assert (memory.seconds, memory.what) == (seconds, what)
+    result = BacktestResult(events=1, first_event=0.0, live_from=86400.0)
+    warnings = report_warnings(result, rules)
+    assert len(warnings) == (1 if seconds > 86400 else 0)
+    if warnings:
+        assert f"shorter than {what} ({seconds / 86400:.0f} days)" in warnings[0]
 
 
 def test_a_cut_overs_warm_up_is_not_measured_against_the_frequency_cap(tmp_path: Path) -> None:
