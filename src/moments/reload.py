@@ -201,6 +201,9 @@ class Reloader(FileReloader[RuleSet]):
 
 SHOWN_RULES = 10
 """Rules a refusal names by id and version; the rest are counted (moments_rule_info)."""
+SHOWN_REGIONS = 10
+"""Regions a refused policy's line names with their limits; the rest are counted (a
+province's policy lists dozens of cities)."""
 
 
 def rules_in_force(rules: RuleSet) -> str:
@@ -225,4 +228,6 @@ class PolicyReloader(FileReloader[DispatchPolicy]):
     describe: Callable[[DispatchPolicy], tuple[str, int | None]] = field(
         default=lambda policy: (f"the new one in force, {policy.describe()}", None)
     )
-    stays: Callable[[DispatchPolicy], str] = field(default=lambda policy: policy.describe())
+    stays: Callable[[DispatchPolicy], str] = field(
+        default=lambda policy: policy.describe(regions=SHOWN_REGIONS)
+    )

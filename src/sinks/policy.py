@@ -184,12 +184,13 @@ class DispatchPolicy(_Frozen):
         texts = self.hours.get(channel)
         return None if texts is None else channel_hours(texts)
 
-    def describe(self) -> str:
+    def describe(self, regions: int | None = None) -> str:
         """The policy's limits and hours in plain words (`moments check`, the reload log):
-        what a manager who changed a capacity looks for."""
-        return f"{self.describe_capacity()}; {self.describe_hours()}"
+        what a manager who changed a capacity looks for; `regions`: at most that many
+        regions named (a refused reload's line), the rest counted."""
+        return f"{self.describe_capacity(regions)}; {self.describe_hours()}"
 
-    def describe_capacity(self) -> str:
+    def describe_capacity(self, regions: int | None = None) -> str:
         """Each region's limits a day, then the `"*"` pool the rest share (`pool`)."""
         if not any(self.capacity.values()):
             return "no capacity limit"
@@ -198,6 +199,9 @@ class DispatchPolicy(_Frozen):
             return ", ".join(f"{c.value} {n}" for c, n in self.capacity[region].items())
 
         parts = [f"{r} {limits(r)}" for r in self.capacity if r != ANY and self.capacity[r]]
+        if regions is not None and len(parts) > regions:
+            more = len(parts) - regions
+            parts = [*parts[:regions], f"{more} more region(s) (`moments check` lists them)"]
         if self.capacity.get(ANY):
             parts.append(
                 "all the rest together (other regions, channels a region does not list) "

@@ -485,6 +485,33 @@ class TestPolicyReloader:
         assert said in caplog.text
         assert sink.capacity.policy is sink.policy  # the limiter reads the new limits
 
+    def test_a_refused_policy_names_ten_regions_and_counts_the_rest(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A province's policy lists dozens of cities: the refusal's line named every
+        one's limits (thousands of characters), where the rules' names ten."""
+        from moments.reload import PolicyReloader
+
+        caplog.set_level(logging.INFO, "moments.reload")
+        path = tmp_path / "policy.yaml"
+        regions = ", ".join(f"C{i:02}: {{manager: {i + 1}}}" for i in range(30))
+        path.write_text(f"capacity: {{{regions}}}\n")
+        from sinks.policy import load_policy
+
+        installed: list[object] = []
+        in_force = load_policy(path)
+        reloader = PolicyReloader(path, installed.append, lambda r, n: None)
+        reloader.current = lambda: in_force
+        path.write_text("capacity: {C00: {manager: -1}}\n")
+        assert reloader.check() is None
+        assert reloader.check() == "error"
+        (line,) = [r.getMessage() for r in caplog.records if "reload refused" in r.getMessage()]
+        assert "C00 manager 1; C01 manager 2;" in line
+        assert "C09 manager 10;" in line
+        assert "C10 manager" not in line
+        assert "20 more region(s) (`moments check` lists them)" in line
+        assert installed == []
+
     def test_a_new_policy_leaves_no_capacity_figure_of_the_old_one(self) -> None:
         from sinks.dispatch import TaskSink
         from sinks.memory import memory_stores
