@@ -28,13 +28,12 @@ import holidays
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import YAMLError
 
 from moments.errortext import error_text
 from rules.exceptions import RuleProblem, RulesError
 from rules.yamllimits import beyond_limits, read_limited, yaml_problem
-from rules.yamlpos import position
+from rules.yamlpos import TextDates, position
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
@@ -235,7 +234,7 @@ def parse_calendar(name: str, text: str) -> HolidayCalendar:
     if refused is not None:
         raise CalendarError([refused])
     yaml = YAML(typ="rt")
-    yaml.Constructor = _TextDates
+    yaml.Constructor = TextDates
     try:
         doc = yaml.load(text)
     except YAMLError as exc:
@@ -273,16 +272,6 @@ def load_calendar(path: Path | None = None) -> HolidayCalendar:
             [RuleProblem(str(path), 1, 1, f"cannot read: {exc.strerror}; check the path")]
         ) from exc
     return parse_calendar(str(path), text)
-
-
-class _TextDates(RoundTripConstructor):
-    """Reads YAML timestamps as text, so pydantic checks them and a bad date such as
-    2026-02-30 is reported at its position instead of failing the whole load."""
-
-
-_TextDates.add_constructor(
-    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
-)
 
 
 def _plain(node: Any) -> Any:

@@ -7,6 +7,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor, SafeConstructor
+
+
+def _text(loader: Any, node: Any) -> Any:
+    return loader.construct_scalar(node)
+
+
+class TextDates(RoundTripConstructor):
+    """Reads YAML timestamps as text, so pydantic checks them and a bad date such as
+    2026-02-30 is reported at its position instead of failing the whole load."""
+
+
+class SafeTextDates(SafeConstructor):
+    """`TextDates` for a file read as plain data (`YAML(typ="safe")`)."""
+
+
+TextDates.add_constructor("tag:yaml.org,2002:timestamp", _text)
+SafeTextDates.add_constructor("tag:yaml.org,2002:timestamp", _text)
 
 
 def key_at(node: CommentedMap, key: Any) -> tuple[int, int] | None:

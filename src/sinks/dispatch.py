@@ -1241,7 +1241,7 @@ class TaskSink:
         worked, its quiet hours allowing, before it must go and the fallback's is;
         expired when neither is. Judged per moment, before merging and waiting, so a call
         made at 00:30 that expires at 08:00 is an SMS now rather than dropped at 09:00."""
-        if not self.policy.hours:
+        if self.policy.always_worked:
             return task, None
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         quiet = [functools.partial(quiet_opens, task)]

@@ -82,22 +82,82 @@ def complement(windows: Sequence[QuietWindow]) -> tuple[QuietWindow, ...]:
 
 @dataclass(frozen=True)
 class ChannelHours:
-    """When a channel is worked: `open` as written, `closed` the rest of the day."""
+    """When a channel is worked: `open` as written (none: all day), `closed` the rest of
+    the day, and never on `days_off` (`closed_days:`, local dates in the policy's zone)."""
 
     open: tuple[QuietWindow, ...]
     closed: tuple[QuietWindow, ...]
+    days_off: frozenset[dt.date] = frozenset()
 
     def opens(self, instant: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
-        """The first instant at or after `instant` inside an open window (in UTC)."""
-        if not self.closed:
-            return instant.astimezone(dt.UTC)
-        found = next_open_instant(instant, self.closed, tz)
-        if found is None:  # parse_hours refuses hours that leave nothing open
-            raise ValueError(f"channel hours {self} are never open")
-        return found
+        """The first instant at or after `instant` inside an open window and not on a day
+        off (in UTC). Each day off found moves the search to the next local midnight, so
+        it ends within one more round than there are days off."""
+        at = instant
+        for _ in range(len(self.days_off) + 1):
+            found = (
+                at.astimezone(dt.UTC) if not self.closed else next_open_instant(at, self.closed, tz)
+            )
+            if found is None:  # parse_hours refuses hours that leave nothing open
+                break
+            day = found.astimezone(tz).date()
+            if day not in self.days_off:
+                return found
+            at = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
+        raise ValueError(f"channel hours {self} are never open")
 
     def __str__(self) -> str:
-        return ", ".join(str(w) for w in self.open)
+        said = ", ".join(str(w) for w in self.open) or "all day"
+        if self.days_off:
+            said += f" except on {days_text(self.days_off)}"
+        return said
+
+
+MAX_DAYS_OFF = 366
+"""Days a channel may be closed in all (`closed_days:`): a year of them is a typo in a
+range, not a timetable."""
+
+
+def days_off_text(value: object) -> tuple[dt.date, ...]:
+    """A channel's `closed_days:` as written (dates, `YYYY-MM-DD` or `FROM..TO` ranges, both
+    ends included), as the sorted days; ValueError naming the fix."""
+    fix = "write days as YYYY-MM-DD or a range FROM..TO, such as [2027-02-06..2027-02-13]"
+    items = value if isinstance(value, list | tuple) else [value]
+    days: set[dt.date] = set()
+    for item in items:
+        text = item.isoformat() if isinstance(item, dt.date) else item
+        if not isinstance(text, str):
+            raise ValueError(f"{item!r}: {fix}")
+        first, _, last = text.partition("..")
+        try:
+            start = dt.date.fromisoformat(first.strip())
+            end = dt.date.fromisoformat(last.strip()) if last else start
+        except ValueError:
+            raise ValueError(f"{text}: {fix}") from None
+        if end < start:
+            raise ValueError(f"{text}: the range ends before it starts; {fix}")
+        if (end - start).days >= MAX_DAYS_OFF:
+            raise ValueError(
+                f"{text}: more than {MAX_DAYS_OFF} days closed; a channel closed for good is "
+                'one given no capacity (`capacity: {"*": {CHANNEL: 0}}`)'
+            )
+        days.update(start + dt.timedelta(days=n) for n in range((end - start).days + 1))
+    if len(days) > MAX_DAYS_OFF:
+        raise ValueError(f"{len(days)} days closed, more than {MAX_DAYS_OFF}; {fix}")
+    return tuple(sorted(days))
+
+
+def days_text(days: Iterable[dt.date]) -> str:
+    """Days off as a reader wants them: consecutive days as one range."""
+    spans: list[list[dt.date]] = []
+    for day in sorted(days):
+        if spans and day - spans[-1][1] == dt.timedelta(days=1):
+            spans[-1][1] = day
+        else:
+            spans.append([day, day])
+    return ", ".join(
+        a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in spans
+    )
 
 
 def _window(text: str) -> QuietWindow:
@@ -163,10 +223,11 @@ def hours_text(value: object) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def channel_hours(texts: tuple[str, ...]) -> ChannelHours:
-    """`hours_text`'s windows as `ChannelHours` (cached: dispatch asks for every task)."""
+def channel_hours(texts: tuple[str, ...], days_off: tuple[dt.date, ...] = ()) -> ChannelHours:
+    """`hours_text`'s windows (none: all day) and `days_off_text`'s days as `ChannelHours`
+    (cached: dispatch asks for every task)."""
     windows = tuple(parse_window(t) for t in texts)
-    return ChannelHours(windows, complement(windows))
+    return ChannelHours(windows, complement(windows) if windows else (), frozenset(days_off))
 
 
 def first_allowed(

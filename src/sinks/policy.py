@@ -32,7 +32,7 @@ from moments.exceptions import ConfigError
 from moments.models import Channel
 from moments.zones import DEFAULT_TIMEZONE, check_zone
 from rules.durations import parse_duration
-from sinks.hours import ChannelHours, channel_hours, hours_text
+from sinks.hours import ChannelHours, channel_hours, days_off_text, days_text, hours_text
 from sinks.policyerrors import located
 
 ANY = "*"
@@ -106,6 +106,14 @@ HoursText = Annotated[
 """A channel's working hours as written (one window or a list), checked and normalised."""
 
 
+DaysOff = Annotated[
+    tuple[dt.date, ...],
+    BeforeValidator(days_off_text),
+    Field(description="YYYY-MM-DD, or FROM..TO, or a list of them, in the policy's timezone"),
+]
+"""A channel's days off as written (dates and ranges), checked and expanded to days."""
+
+
 class RelevanceCheckName(StrEnum):
     TOPPED_UP = "topped_up"
     CAME_HOME = "came_home"
@@ -156,8 +164,18 @@ class DispatchPolicy(_Frozen):
         "09:00-21:00); a task waits for its channel's hours; a channel not listed is open "
         "all day",
     )
+    closed_days: dict[Channel, DaysOff] = Field(
+        default_factory=dict,
+        description="days a channel is not worked at all, in `timezone` (e.g. manager: "
+        "[2027-02-06..2027-02-13]); its tasks wait for the first hour it is worked after",
+    )
 
     _zone = field_validator("timezone")(check_zone)
+
+    @property
+    def always_worked(self) -> bool:
+        """Every channel worked all day, every day: no `hours:` and no `closed_days:`."""
+        return not self.hours and not self.closed_days
 
     @property
     def zone(self) -> ZoneInfo:
@@ -180,9 +198,12 @@ class DispatchPolicy(_Frozen):
         return None
 
     def hours_for(self, channel: Channel) -> ChannelHours | None:
-        """When the channel is worked; None when it is open all day."""
+        """When the channel is worked; None when it is open all day, every day."""
         texts = self.hours.get(channel)
-        return None if texts is None else channel_hours(texts)
+        days = self.closed_days.get(channel)
+        if texts is None and not days:
+            return None
+        return channel_hours(texts or (), days or ())
 
     def describe(self, regions: int | None = None) -> str:
         """The policy's limits and hours in plain words (`moments check`, the reload log):
@@ -241,24 +262,27 @@ class DispatchPolicy(_Frozen):
 
     def describe_hours(self) -> str:
         """The channel hours in plain words (`moments check`, the reload log)."""
-        if not self.hours:
+        if self.always_worked:
             return "every channel worked all day"
-        worked = "; ".join(
-            f"{channel.value} {channel_hours(texts)}" for channel, texts in self.hours.items()
-        )
+        listed = [c for c in Channel if c in self.hours or self.closed_days.get(c)]
+        worked = "; ".join(f"{c.value} {self.hours_for(c)}" for c in listed)
         return f"channels worked {worked} ({self.timezone}), any other all day"
 
     def timetable(self) -> str:
         """A digest of what a parked task's release time was computed from when it waits
         for its channel's hours or for the next day (`channel_hours`, `capacity`): the
-        zone, the hours and `next_day_at`. The deferral queue keeps the one its waiting
-        tasks were judged by (`Deferrals.rejudge`), so that a worker started or reloaded
-        with another one judges them again."""
-        doc = {
+        zone, the hours, the days off and `next_day_at`. The deferral queue keeps the one
+        its waiting tasks were judged by (`Deferrals.rejudge`), so that a worker started
+        or reloaded with another one judges them again."""
+        doc: dict[str, Any] = {
             "timezone": self.timezone,
             "next_day_at": self.next_day_at.isoformat(),
             "hours": {channel.value: list(texts) for channel, texts in self.hours.items()},
         }
+        if self.closed_days:  # absent otherwise: a policy without them keeps its digest
+            doc["closed_days"] = {
+                channel.value: days_text(days) for channel, days in self.closed_days.items()
+            }
         raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
@@ -272,8 +296,12 @@ def _with_positions(text: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    from rules.yamlpos import TextDates
+
+    yaml = YAML(typ="rt")
+    yaml.Constructor = TextDates
     try:
-        return YAML(typ="rt").load(text)
+        return yaml.load(text)
     except (YAMLError, ValueError):
         return None
 
@@ -294,7 +322,11 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         problem = beyond_limits(str(path), text)
         if problem is not None:  # nested thousands deep, it crashed start-up (RecursionError)
             raise ConfigError(f"invalid dispatch policy: {problem}")
-        data: Any = YAML(typ="safe").load(text)
+        from rules.yamlpos import SafeTextDates
+
+        yaml = YAML(typ="safe")  # dates as text: a bad one is refused at its line
+        yaml.Constructor = SafeTextDates
+        data: Any = yaml.load(text)
     except RulesError as exc:
         raise ConfigError(f"invalid dispatch policy: {exc}") from None
     except FileNotFoundError:  # "write it as UTF-8 YAML" sent a user to rewrite a file

@@ -74,7 +74,9 @@ class TestPolicyFile:
         assert policy.outcomes.max_retries == 2
         assert policy.min_time_left == dt.timedelta(minutes=5)
         assert str(policy.hours_for(Channel.OUTBOUND_CALL)) == "09:00-21:00"
-        assert str(policy.hours_for(Channel.MANAGER)) == "09:00-12:00, 13:00-18:00"
+        assert str(policy.hours_for(Channel.MANAGER)) == (
+            "09:00-12:00, 13:00-18:00 except on 2027-02-06..2027-02-13, 2027-04-05"
+        )
         assert policy.hours_for(Channel.SMS) is None
 
     def test_region_limits_fall_back_to_star(self, tmp_path: Path) -> None:

@@ -1,0 +1,159 @@
+"""Days a channel is not worked (`closed_days:` in the dispatch policy): the call centre
+closed over Spring Festival. There was no field for it: the documented workaround was
+reloading a policy with no capacity around the day, which dropped the tasks that would
+expire before the day after, and waited for `next_day_at` even where the hours open
+earlier."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moments.exceptions import ConfigError
+from moments.models import Channel
+from sinks.hours import channel_hours, days_off_text, days_text
+from sinks.policy import DispatchPolicy, load_policy
+from tests.unit.test_channel_hours_capacity import AT, moment, published
+
+SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+D = dt.date
+
+
+def local(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=SHANGHAI)
+
+
+class TestFormat:
+    def test_dates_and_ranges_as_days(self) -> None:
+        days = days_off_text([D(2027, 2, 6), "2027-02-10..2027-02-12", "2027-02-11"])
+        assert days == (D(2027, 2, 6), D(2027, 2, 10), D(2027, 2, 11), D(2027, 2, 12))
+        assert days_off_text("2027-01-01") == (D(2027, 1, 1),)
+        assert days_text(days) == "2027-02-06, 2027-02-10..2027-02-12"
+
+    @pytest.mark.parametrize(
+        ("value", "says"),
+        [
+            ("2027-02-30", "2027-02-30: write days as YYYY-MM-DD or a range FROM..TO"),
+            ("Feb 6", "Feb 6: write days as YYYY-MM-DD"),
+            ("2027-02-13..2027-02-06", "the range ends before it starts"),
+            ("2027-01-01..2028-06-01", "more than 366 days closed; a channel closed for good"),
+            (7, "7: write days as YYYY-MM-DD"),
+        ],
+    )
+    def test_refused_with_the_fix(self, value: object, says: str) -> None:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            days_off_text(value)
+
+    def test_the_policy_file_names_where(self, tmp_path: Path) -> None:
+        path = tmp_path / "policy.yaml"
+        path.write_text("closed_days:\n  manager: [2027-02-06, 2027-02-31]\n")
+        with pytest.raises(ConfigError) as err:
+            load_policy(path)
+        assert f"{path}:2:" in str(err.value)
+        assert "2027-02-31: write days as YYYY-MM-DD" in str(err.value)
+
+    def test_said_in_words_and_in_the_timetable(self) -> None:
+        policy = DispatchPolicy.model_validate(
+            {
+                "hours": {"manager": "09:00-18:00"},
+                "closed_days": {
+                    "manager": ["2027-02-06..2027-02-08"],
+                    "outbound_call": "2027-02-07",
+                },
+            }
+        )
+        assert policy.describe_hours() == (
+            "channels worked outbound_call all day except on 2027-02-07; "
+            "manager 09:00-18:00 except on 2027-02-06..2027-02-08 (Asia/Shanghai), "
+            "any other all day"
+        )
+        plain = DispatchPolicy.model_validate({"hours": {"manager": "09:00-18:00"}})
+        # A changed day off wakes the tasks parked by the old timetable (`Deferrals.rejudge`);
+        # a policy without days off keeps the digest it had before the field existed.
+        assert policy.timetable() != plain.timetable()
+        assert (
+            plain.timetable()
+            == DispatchPolicy.model_validate(
+                {"hours": {"manager": "09:00-18:00"}, "closed_days": {}}
+            ).timetable()
+        )
+        assert not plain.always_worked
+        assert DispatchPolicy().always_worked
+        assert not DispatchPolicy.model_validate(
+            {"closed_days": {"sms": "2027-02-07"}}
+        ).always_worked
+
+
+class TestOpens:
+    def test_a_day_off_moves_to_the_first_hour_after_it(self) -> None:
+        hours = channel_hours(("09:00-18:00",), (D(2027, 2, 6), D(2027, 2, 7)))
+        assert hours.opens(local(D(2027, 2, 5), 19), SHANGHAI) == local(D(2027, 2, 8), 9)
+        assert hours.opens(local(D(2027, 2, 6), 10), SHANGHAI) == local(D(2027, 2, 8), 9)
+        assert hours.opens(local(D(2027, 2, 8), 10), SHANGHAI) == local(D(2027, 2, 8), 10)
+
+    def test_without_hours_a_day_off_ends_at_midnight(self) -> None:
+        hours = channel_hours((), (D(2027, 2, 6),))
+        assert hours.opens(local(D(2027, 2, 6), 15), SHANGHAI) == local(D(2027, 2, 7), 0)
+        assert hours.opens(local(D(2027, 2, 5), 23, 59), SHANGHAI) == local(D(2027, 2, 5), 23, 59)
+        assert str(hours) == "all day except on 2027-02-06"
+
+    @settings(deadline=None, max_examples=150)
+    @given(
+        offs=st.sets(st.integers(0, 20), max_size=12),
+        start=st.integers(0, 20 * 24 * 60),
+        worked=st.sampled_from([(), ("09:00-18:00",), ("20:00-02:00",)]),
+    )
+    def test_the_first_open_minute_not_on_a_day_off(
+        self, offs: set[int], start: int, worked: tuple[str, ...]
+    ) -> None:
+        """Against the test's own minute-by-minute walk."""
+        first = D(2027, 2, 1)
+        days = tuple(sorted(first + dt.timedelta(days=n) for n in offs))
+        hours = channel_hours(worked, days)
+        plain = channel_hours(worked, ())
+        at = local(first, 0) + dt.timedelta(minutes=start)
+        expected = at
+        while expected.date() in days or plain.opens(expected, SHANGHAI) != expected:
+            expected += dt.timedelta(minutes=1)
+        assert hours.opens(at, SHANGHAI) == expected
+
+
+def test_a_task_made_on_a_day_off_waits_for_the_first_hour_after_it() -> None:
+    """The call made on the closed day is published when the centre opens the day
+    after, at 10:00 (its hours), not dropped nor sent on the day."""
+    closed = {"outbound_call": [AT.date().isoformat()]}
+    p = DispatchPolicy.model_validate(
+        {
+            "timezone": "Asia/Shanghai",
+            "hours": {"outbound_call": "10:00-18:00"},
+            "closed_days": closed,
+            "merge": {"hold_channels": []},
+        }
+    )
+    call = moment("a", "care", Channel.OUTBOUND_CALL).model_copy(
+        update={"expires_at": AT + dt.timedelta(days=3)}
+    )
+    opens_that_day = AT.replace(hour=10)
+    next_day = (AT + dt.timedelta(days=1)).replace(hour=10, minute=0)
+    [(at, out)] = published(p, [[call]], opens_that_day, next_day)
+    assert at == next_day
+    assert out["deferred"]["reason"] == "channel_hours"
+    assert dt.datetime.fromisoformat(out["deferred"]["until"]) == next_day
+    # An SMS the same day goes at once: only the listed channel is closed.
+    [(at, out)] = published(p, [[moment("b", "welcome", Channel.SMS)]])
+    assert (at, out["channel"]) == (AT, "sms")
+
+
+def test_a_task_that_would_expire_over_the_days_off_is_dropped_as_expired() -> None:
+    closed = {"outbound_call": [f"{AT.date().isoformat()}..{(AT + dt.timedelta(days=2)).date()}"]}
+    p = DispatchPolicy.model_validate(
+        {"timezone": "Asia/Shanghai", "closed_days": closed, "merge": {"hold_channels": []}}
+    )
+    call = moment("c", "care", Channel.OUTBOUND_CALL)  # expires a day after AT
+    assert published(p, [[call]], AT + dt.timedelta(days=4)) == []
