@@ -45,11 +45,22 @@ def _fields(task: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def top_rules(led: Counter[str], joined: Counter[str], top: int) -> list[dict[str, Any]]:
+    """The rules whose moments reached most customers: the tasks each leads (`tasks`) and
+    its moments carried in another rule's task (`merged_into_others`: a call that says
+    both). Counted by tasks alone, a rule whose moments mostly joined other rules' calls
+    read as making none."""
+    published = led + joined
+    ranked = sorted(published, key=lambda r: (-published[r], r))[:top]
+    return [{"rule_id": r, "tasks": led[r], "merged_into_others": joined[r]} for r in ranked]
+
+
 def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
     """Every figure of the report, JSON-ready."""
     zone = result.policy.zone
     per_day: dict[str, Counter[tuple[str, str]]] = {d: Counter() for d in DIMENSIONS}
-    rules: Counter[str] = Counter()
+    rules: Counter[str] = Counter()  # tasks each rule's moment leads
+    joined: Counter[str] = Counter()  # each rule's moments carried in another's task
     sent: Counter[tuple[str, str, str]] = Counter()  # (day, region, channel)
     for published in result.reported:
         task = orjson.loads(published.payload)
@@ -58,6 +69,8 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         for d in DIMENSIONS:
             per_day[d][(day, f[d])] += 1
         rules[f["rule_id"]] += 1
+        for related in task.get("related") or ():
+            joined[str(related["moment"]["rule_id"])] += 1
         sent[(day, f["region"], f["channel"])] += 1
     suppressed: Counter[str] = Counter()
     suppressed_by_type: list[dict[str, Any]] = []
@@ -107,7 +120,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         ),
         "deferred": dict(sorted(deferred.items())),
         "merged": dict(sorted(merged.items())),
-        "top_rules": [{"rule_id": r, "tasks": n} for r, n in rules.most_common(top)],
+        "top_rules": top_rules(rules, joined, top),
         "shadow": sorted(shadow, key=lambda r: (r["rule_id"], r["outcome"], r["reason"])),
         "days": report_days(result, {day for day, _ in per_day["family"]}),
         "partial_days": (partial := partial_days(result)),
@@ -592,9 +605,9 @@ def sections(
     )
     out.append(
         (
-            "Top rules by volume",
-            ["rule", "tasks"],
-            [[r["rule_id"], r["tasks"]] for r in report["top_rules"]],
+            "Top rules by volume: tasks each leads, and its moments carried in another rule's task",
+            ["rule", "tasks", "merged into others"],
+            [[r["rule_id"], r["tasks"], r["merged_into_others"]] for r in report["top_rules"]],
         )
     )
     if report.get("shadow"):

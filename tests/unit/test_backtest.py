@@ -214,8 +214,8 @@ class TestReportNumbers:
         big = sum(n for (_, family, _), n in want["sent"].items() if family == "anomaly")
         small = sum(n for (_, family, _), n in want["sent"].items() if family == "first_time")
         assert report["top_rules"] == [
-            {"rule_id": "big_topup", "tasks": big},
-            {"rule_id": "small_topup", "tasks": small},
+            {"rule_id": "big_topup", "tasks": big, "merged_into_others": 0},
+            {"rule_id": "small_topup", "tasks": small, "merged_into_others": 0},
         ]
         assert sorted(result.ledger.values()) == sorted(
             ["sent"] * sum(want["sent"].values()) + ["dropped"] * want["dropped"]
@@ -752,6 +752,16 @@ def test_a_group_deferred_again_lists_each_merged_moment_once(
     (of_a,) = [t for t in tasks if t["subscriber_id"] == a]
     assert of_a["deliver_after"] == "2026-11-04T01:00:00Z"  # deferred twice, as set up
     assert [r["moment"]["rule_id"] for r in of_a["related"]] == ["first_topup_channel"]
+    # The top-up reached A in the call: "Top rules" counts it, where by tasks alone
+    # first_topup_channel read as making nothing.
+    top = {r["rule_id"]: r for r in orjson.loads((out / "report.json").read_bytes())["top_rules"]}
+    assert top["first_topup_channel"] == {
+        "rule_id": "first_topup_channel",
+        "tasks": 0,
+        "merged_into_others": 1,
+    }
+    assert top["competitor_hotline_call"]["tasks"] == 3
+    assert "| first_topup_channel | 0 | 1 |" in (out / "report.md").read_text()
 
 
 def test_the_frequency_cap_counts_the_contacts_made_not_the_moments_found(
