@@ -27,7 +27,9 @@ Keys (prefix `moments:<app>:`):
   (`DispatchPolicy.timetable`) are not those `judged` says they were parked by;
 - `judged`: that timetable (`*` when workers of two timetables parked; `?`, or absent
   while the queue is not empty, when an earlier version parked without it: then the
-  tasks it parked are looked for once, by their payload).
+  tasks it parked are looked for once, by their payload; `~<timetable>:<nonce>` while a
+  re-judge walks the indexes toward that timetable, a chunk a call, and after a crash
+  mid-walk, until the next re-judge walks again).
 - `capped`: the ids of the tasks waiting for the subscriber's contact or frequency cap,
   which a fresh task joins however long they wait (`Joining`).
 
@@ -39,6 +41,7 @@ pending entry the ledger's re-drive sends later.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -117,7 +120,10 @@ if not judged then
   redis.call('SET', SK[6], judged)
 end
 local indexed = string.find(A[5], 'h', 1, true) or string.find(A[5], 'n', 1, true)
-if indexed and judged ~= S[3] and judged ~= '?' then redis.call('SET', SK[6], '*') end
+if indexed and judged ~= S[3] and judged ~= '?'
+  and string.sub(judged, 1, #S[3] + 2) ~= '~' .. S[3] .. ':' then
+  redis.call('SET', SK[6], '*')
+end
 return 1
 """
 
@@ -135,23 +141,44 @@ local function due_now(deferred, id, now)
 end
 """
 
-# KEYS: judged, deferred, hours, nextday; ARGV: now, timetable. Unless `judged` is the
-# timetable: every task waiting for its channel's hours or the next day due now, and
-# `judged` the timetable.
+# KEYS: judged, deferred, an index (`hours` or `nextday`); ARGV: now, timetable, walk
+# (`~<timetable>:<nonce>`), SSCAN cursor, count, first (1 on the walk's first chunk),
+# last (1 on the last index). One chunk of a re-judge walk (`rejudge`). The first chunk
+# returns {0, 0, 0} when `judged` is the timetable, else sets `judged` to the walk. A
+# later one returns {cursor, 0, 0} (stop) unless `judged` is still the walk or `*` (a
+# worker of another timetable parked meanwhile: the walk goes on, its tasks due as the
+# single call made them, but it does not mark the queue): another walk started since
+# (it covers everything this one would) or one finished. Otherwise: the waiting tasks
+# of the chunk due now, {next cursor, woken, 1}; the last chunk of the last index
+# sets `judged` to the timetable if it is still the walk.
 _REJUDGE = (
     _DUE_NOW
     + """
-if redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
-local n = 0
-for k = 3, 4 do
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[k])) do
-    n = n + due_now(KEYS[2], id, ARGV[1])
-  end
+local judged = redis.call('GET', KEYS[1])
+if ARGV[6] == '1' then
+  if judged == ARGV[2] then return {'0', 0, 0} end
+  redis.call('SET', KEYS[1], ARGV[3])
+  judged = ARGV[3]
+elseif judged ~= ARGV[3] and judged ~= '*' then
+  return {ARGV[4], 0, 0}
 end
-redis.call('SET', KEYS[1], ARGV[2])
-return n
+local page = redis.call('SSCAN', KEYS[3], ARGV[4], 'COUNT', ARGV[5])
+local n = 0
+for _, id in ipairs(page[2]) do
+  n = n + due_now(KEYS[2], id, ARGV[1])
+end
+if page[1] == '0' and ARGV[7] == '1' and judged == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return {page[1], n, 1}
 """
 )
+_REJUDGE_CHUNK = 500
+"""The SSCAN count of one re-judge script call (a hint: a set's small encodings answer
+whole). One script over a night's 200,000 ids held Redis 3.4-6.6 s in the slowlog on a
+loaded 2-core machine, past redis-py's 5 s socket timeout and Redis's 5 s busy threshold
+(other clients answered BUSY), every worker's ledger calls stalled; 500 a call took at
+most 33-36 ms (docs/performance.md)."""
 
 # KEYS: deferred; ARGV: now, task prefix, ids... Those of the ids still waiting whose
 # payload says they wait for their channel's hours or the next day (`Deferral.reason` as
@@ -435,17 +462,47 @@ class DeferralQueue:
         return sum(int(n) for n in await self._wake.run(calls, (now,), (self.key,)))
 
     async def rejudge(self, timetable: str, now: float) -> int:
-        """See `sinks.stores.Deferrals.rejudge`. One script over both indexes (a policy
-        change or a worker's start is rare, and a night's calls are a few hundred thousand
-        ids at most); the first time (no `judged`), the whole queue is read once for the
-        tasks an earlier version parked without them (`_wake_unindexed`)."""
+        """See `sinks.stores.Deferrals.rejudge`. Both indexes are walked in chunks
+        (`_REJUDGE`, `_REJUDGE_CHUNK` ids a script call, SSCAN: an id indexed throughout
+        the walk is read at least once), not in one script: a night's few hundred
+        thousand ids blocked Redis, and every worker's ledger calls with it, for the
+        whole walk. While it walks, `judged` says so (`~<timetable>:<nonce>`); it becomes
+        the timetable only at the end of the walk that set it, so:
+        - a worker of this timetable parking meanwhile leaves it; one of another (a
+          rolling restart, a reload not landed yet) marks it `*` as after the single
+          call, and the walk goes on but does not mark the queue judged (the next
+          `rejudge` of any worker whose mark differs walks again);
+        - two walks at once: the later one's mark stands, the earlier stops at its next
+          chunk (the later reads everything it would); one of them marks the queue;
+        - a crash mid-walk leaves the walk's mark: the next `rejudge` walks again (the
+          tasks made due already cost one ZSCORE each).
+        The first time (no `judged`), the whole queue is read once before the walk for
+        the tasks an earlier version parked without indexing them (`_wake_unindexed`)."""
         raw = await self.redis.get(self.judged_key)
         judged = None if raw is None else as_bytes(raw).decode()
         if judged == timetable:
             return 0
         woken = await self._wake_unindexed(now) if judged in (None, "?") else 0
-        keys = [self.judged_key, self.key, self.hours_key, self.next_day_key]
-        return woken + int(await self._rejudge(keys=keys, args=[now, timetable]))
+        walk = f"~{timetable}:{secrets.token_hex(4)}"
+        indexes = (self.hours_key, self.next_day_key)
+        first = True
+        for index in indexes:
+            last = index == indexes[-1]
+            cursor: bytes | str = "0"
+            while True:
+                args: list[bytes | str | float] = [now, timetable, walk, cursor]
+                args += [_REJUDGE_CHUNK, int(first), int(last)]
+                reply: Sequence[Any] = await self._rejudge(
+                    keys=[self.judged_key, self.key, index], args=args
+                )
+                first = False
+                cursor, going = as_bytes(reply[0]), int(reply[2])
+                woken += int(reply[1])
+                if not going:
+                    return woken
+                if cursor == b"0":
+                    break
+        return woken
 
     async def _wake_unindexed(self, now: float) -> int:
         """Make due now the waiting tasks whose payload says they wait for their channel's

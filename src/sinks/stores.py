@@ -273,8 +273,11 @@ class Deferrals(Protocol):
         the queue: a restarted worker finds it), make every task waiting for its channel's
         hours (`waits_for_hours`) or the next day (`waits_for_next_day`) due now, so the
         next release judges it by the policy in force, and mark the store judged by
-        `timetable`; returns how many. Without a mark (a queue an earlier version
-        parked), also the tasks it parked for those reasons without indexing them."""
+        `timetable` once every one is (Redis walks its indexes a chunk a call: a crash
+        mid-walk leaves the mark another, and a task parked meanwhile by another
+        timetable marks the store mixed, as after the walk); returns how many. Without
+        a mark (a queue an earlier version parked), also the tasks it parked for those
+        reasons without indexing them."""
         ...
 
     async def waiting(self) -> int: ...
