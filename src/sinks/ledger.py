@@ -152,6 +152,27 @@ return out
 """
 
 
+# KEYS: the unanswered index of each channel; ARGV: expired before, limit, task prefix.
+# Per channel, up to `limit` of the lowest scored (soonest expiry) at or before the
+# cutoff, each taken out of its index with its ledger entry: {{id, expiry, entry}, ...}
+# per key (an entry gone: nil). Atomic, so workers expiring at once take disjoint sets.
+_EXPIRE = """
+local out = {}
+for k = 1, #KEYS do
+  local due = redis.call(
+    'ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2]
+  )
+  local taken = {}
+  for i = 1, #due, 2 do
+    redis.call('ZREM', KEYS[k], due[i])
+    table.insert(taken, {due[i], due[i + 1], redis.call('GET', ARGV[3] .. due[i])})
+  end
+  table.insert(out, taken)
+end
+return out
+"""
+
+
 DROPPED_KEPT_S = 86400
 """How long a dropped task's entry outlives the task's `expires_at`. It guards against the
 task being made again (events read again after a crash) until then; after it, a task
@@ -226,6 +247,7 @@ class TaskLedger:
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._owed = redis.register_script(_OWED)
+        self._expire = redis.register_script(_EXPIRE)
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -462,30 +484,21 @@ class TaskLedger:
     ) -> list[tuple[Unanswered, bytes | None]]:
         """Take the unanswered tasks that expired before `expired_before` (epoch seconds:
         now less the grace an outcome still has), at most `limit` per channel, with their
-        ledger entries (`S<meta>`: the moment type). Two round trips when any expired, one
-        otherwise; safe on every worker at once: a task is returned to the worker whose
-        ZREM removed it, so it is counted once."""
-        pipe = self.redis.pipeline(transaction=False)
-        for c in CHANNELS:
-            pipe.zrangebyscore(
-                self.unanswered_key(c), "-inf", expired_before, start=0, num=limit, withscores=True
-            )
-        due = [
-            Unanswered(as_bytes(i).decode(), c, float(score))
-            for c, members in zip(CHANNELS, await pipe.execute(), strict=True)
-            for i, score in members
-        ]
-        if not due:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for u in due:
-            pipe.zrem(self.unanswered_key(u.channel), u.task_id)
-            pipe.get(self.key(u.task_id))
-        replies = await pipe.execute()
+        ledger entries (`S<meta>`: the moment type). One script call (`_EXPIRE`): each
+        channel's lowest taken out of the index as they are read, so workers expiring at
+        once take disjoint sets and together drain a backlog faster (they read the same
+        lowest ones, and only the ZREM that removed one counted it, so a second worker
+        added nothing)."""
+        keys = [self.unanswered_key(c) for c in CHANNELS]
+        args: list[str | float] = [expired_before, limit, f"{self.prefix}task:"]
+        reply: list[Any] = await self._expire(keys=keys, args=args)
         return [
-            (u, None if entry is None else as_bytes(entry))
-            for u, removed, entry in zip(due, replies[::2], replies[1::2], strict=True)
-            if removed
+            (
+                Unanswered(as_bytes(task_id).decode(), channel, float(expires_at)),
+                None if entry is None else as_bytes(entry),
+            )
+            for channel, taken in zip(CHANNELS, reply, strict=True)
+            for task_id, expires_at, entry in taken
         ]
 
     async def pending_count(self) -> int:

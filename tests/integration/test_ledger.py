@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
 import pytest
 from redis.asyncio import Redis
 
-from sinks.ledger import TaskLedger
+from sinks.ledger import TaskLedger, Unanswered
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +72,67 @@ class TestClaimStale:
         await ledger.redis.set(ledger.key("a"), b"S")  # confirmed, index not yet cleaned
         assert await ledger.claim_stale(older_than=0) == []
         assert await ledger.pending_count() == 0
+
+
+class TestExpireUnanswered:
+    """Workers expiring a backlog of unanswered tasks at once each take their own: one
+    script takes a channel's lowest out of the index as it reads them. Read first and
+    removed after, every worker read the same lowest `limit` and only the one whose ZREM
+    won counted each: a backlog drained no faster for more workers."""
+
+    async def backlog(self, ledger: TaskLedger, channel: str, count: int) -> dict[str, float]:
+        """`count` tasks of `channel` published and unanswered, expired an hour ago and
+        after, each second another (their ledger entries hold their ids)."""
+        expiry = {f"{channel}-{n}": 1_800_000_000.0 + n for n in range(count)}
+        assert all(await ledger.claim([(i, b"{}") for i in expiry]))
+        meta = {i: i.encode() for i in expiry}
+        await ledger.confirm(
+            list(expiry), meta, awaiting={i: (channel, e) for i, e in expiry.items()}
+        )
+        return expiry
+
+    async def test_workers_at_once_take_disjoint_sets_together_all_each_once(
+        self, redis_url: str, ledger: TaskLedger
+    ) -> None:
+        sms = await self.backlog(ledger, "sms", 3000)
+        calls = await self.backlog(ledger, "outbound_call", 700)
+        cutoff = 1_800_000_000.0 + 2500  # sms-2501 on have not expired yet
+        clients = [Redis.from_url(redis_url) for _ in range(4)]
+        workers = [TaskLedger(c, ledger.prefix, ledger.ttl) for c in clients]
+        try:
+            rounds: list[list[list[tuple[Unanswered, bytes | None]]]] = []
+            while not rounds or any(rounds[-1]):
+                rounds.append(
+                    list(await asyncio.gather(*(w.expire_unanswered(cutoff, 500) for w in workers)))
+                )
+        finally:
+            for c in clients:
+                await c.aclose()
+        # The first round: each worker its own 500 of the sms backlog, not the same 500.
+        first = [[u for u, _ in taken if u.channel == "sms"] for taken in rounds[0]]
+        assert [len(f) for f in first] == [500, 500, 500, 500]
+        taken = [(u, entry) for r in rounds for worker in r for u, entry in worker]
+        ids = [u.task_id for u, _ in taken]
+        assert len(ids) == len(set(ids))  # each once
+        expected = {i: e for i, e in {**sms, **calls}.items() if e <= cutoff}
+        assert set(ids) == set(expected)  # together all that expired
+        assert all(u.expires_at == expected[u.task_id] for u, _ in taken)
+        assert all(entry == b"S" + u.task_id.encode() for u, entry in taken)
+        assert await ledger.unanswered() == {
+            "sms": 3000 - 2501,
+            "outbound_call": 0,
+            "manager": 0,
+            "app_push": 0,
+        }
+
+    async def test_an_entry_gone_comes_back_as_none_and_nothing_expired_as_empty(
+        self, ledger: TaskLedger
+    ) -> None:
+        await self.backlog(ledger, "sms", 3)
+        await ledger.redis.delete(ledger.key("sms-1"))
+        assert await ledger.expire_unanswered(1_000_000_000.0) == []
+        taken = await ledger.expire_unanswered(1_800_000_001.0, limit=5)
+        assert [(u.task_id, u.expires_at, e) for u, e in taken] == [
+            ("sms-0", 1_800_000_000.0, b"Ssms-0"),
+            ("sms-1", 1_800_000_001.0, None),
+        ]
