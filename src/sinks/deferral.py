@@ -178,7 +178,7 @@ _REJUDGE_CHUNK = 500
 whole). One script over a night's 200,000 ids held Redis 3.4-6.6 s in the slowlog on a
 loaded 2-core machine, past redis-py's 5 s socket timeout and Redis's 5 s busy threshold
 (other clients answered BUSY), every worker's ledger calls stalled; 500 a call took at
-most 33-36 ms (docs/performance.md)."""
+most 22-36 ms (docs/performance.md)."""
 
 # KEYS: deferred; ARGV: now, task prefix, ids... Those of the ids still waiting whose
 # payload says they wait for their channel's hours or the next day (`Deferral.reason` as
