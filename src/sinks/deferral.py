@@ -175,7 +175,7 @@ return {page[1], n, 1}
 )
 _REJUDGE_CHUNK = 500
 """The SSCAN count of one re-judge script call (a hint: a set's small encodings answer
-whole). One script over a night's 200,000 ids held Redis 3.4-6.6 s in the slowlog on a
+whole). One script over a night's 200,000 ids held Redis 3.4-6.7 s in the slowlog on a
 loaded 2-core machine, past redis-py's 5 s socket timeout and Redis's 5 s busy threshold
 (other clients answered BUSY), every worker's ledger calls stalled; 500 a call took at
 most 22-36 ms (docs/performance.md)."""
