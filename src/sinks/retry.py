@@ -24,9 +24,27 @@ RETRYABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutE
 def _retryable() -> tuple[type[BaseException], ...]:
     from aiokafka.errors import KafkaError
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import (
+        MasterDownError,
+        OutOfMemoryError,
+        ReadOnlyError,
+        TryAgainError,
+    )
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return (*RETRYABLE, KafkaError, RedisConnectionError, RedisTimeoutError)
+    # Replies of a Redis that is there but cannot serve now: a failover (a replica still
+    # read-only, the master down), memory full until keys expire, a cluster slot moving.
+    states = (MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError)
+    return (*RETRYABLE, KafkaError, RedisConnectionError, RedisTimeoutError, *states)
+
+
+def _busy(exc: BaseException) -> bool:
+    """Redis answers `BUSY` while another client's script runs past its busy threshold
+    (5 s by default): it will answer once that ends. redis-py has no class of its own for
+    it (a plain ResponseError), so it is told by the reply's first word."""
+    from redis.exceptions import ResponseError
+
+    return isinstance(exc, ResponseError) and str(exc).startswith("BUSY ")
 
 
 @functools.cache
@@ -56,8 +74,8 @@ async def with_retry(
     while True:
         try:
             value = await call()
-        except errors as exc:
-            if isinstance(exc, fatal):
+        except Exception as exc:
+            if isinstance(exc, fatal) or not (isinstance(exc, errors) or _busy(exc)):
                 raise
             attempt += 1
             metrics.dependency_errors.labels(dependency.value).inc()
