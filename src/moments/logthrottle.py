@@ -23,6 +23,10 @@ THROTTLED_LOGGERS = (
 )
 """aiokafka's loggers that repeat an error on every retry (a logger's filters do not
 apply to its children, so each is named)."""
+PER_NAME_LOGGERS = ("mode.timers",)
+"""Loggers whose lines are throttled per template and first argument: Faust's timers
+(mode) warn "Timer %s is overlapping" on every tick that outlasts its interval, each
+second for every timer waiting on Redis or Kafka in an outage; each timer's line stays."""
 EVERY_S = 30.0
 
 
@@ -31,15 +35,23 @@ class RepeatThrottle(logging.Filter):
     the next one let through says how many like it were held back. Templates, not the
     formatted text: "Unable connect to node with id %s" is one kind whatever the node."""
 
-    def __init__(self, every: float = EVERY_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        every: float = EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+        by_first_arg: bool = False,
+    ):
         super().__init__()
         self.every = every
         self.clock = clock
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self.by_first_arg = by_first_arg
+        self._seen: dict[tuple[str, ...], tuple[float, int]] = {}
         self._lock = threading.Lock()  # aiokafka logs from the consumer's thread too
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        key: tuple[str, ...] = (record.name, str(record.msg))
+        if self.by_first_arg and isinstance(record.args, tuple) and record.args:
+            key = (*key, str(record.args[0]))
         now = self.clock()
         with self._lock:
             last, held = self._seen.get(key, (None, 0))
@@ -54,7 +66,7 @@ class RepeatThrottle(logging.Filter):
 
 def install_log_throttle(every: float = EVERY_S) -> None:
     """Throttle the loggers that repeat an error per retry (idempotent)."""
-    for name in THROTTLED_LOGGERS:
+    for name in (*THROTTLED_LOGGERS, *PER_NAME_LOGGERS):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RepeatThrottle) for f in logger.filters):
-            logger.addFilter(RepeatThrottle(every))
+            logger.addFilter(RepeatThrottle(every, by_first_arg=name in PER_NAME_LOGGERS))

@@ -6,7 +6,12 @@ import logging
 
 import pytest
 
-from moments.logthrottle import THROTTLED_LOGGERS, RepeatThrottle, install_log_throttle
+from moments.logthrottle import (
+    PER_NAME_LOGGERS,
+    THROTTLED_LOGGERS,
+    RepeatThrottle,
+    install_log_throttle,
+)
 
 from .fakes import Clock
 
@@ -55,10 +60,33 @@ def test_different_messages_are_counted_apart(
     assert lines == ["Unable to update metadata from [1]", "Failed fetch messages from 1: gone"]
 
 
+def test_faust_timers_overlapping_in_an_outage_are_a_line_per_timer_every_30_s(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """mode's Timer warns "Timer %s is overlapping" on every tick longer than its
+    interval: each second for each 1 s timer waiting on Redis in an outage."""
+    from mode.timers import Timer
+
+    install_log_throttle()
+    caplog.set_level(logging.WARNING, "mode.timers")
+    now = [1000.0]
+    timers = [Timer(1.0, name=name, clock=lambda: now[0]) for name in ("release", "redrive")]
+    for timer in timers:
+        timer.tick()  # the first tick only starts the clock
+    for _ in range(20):  # 20 ticks of 1.5 s each: every one overlaps
+        for timer in timers:
+            timer.on_before_yield()
+            now[0] += 1.5
+            timer.tick()
+    said = [r.getMessage() for r in caplog.records if r.name == "mode.timers"]
+    assert sorted(line.split(" is ")[0] for line in said) == ["Timer redrive", "Timer release"]
+    assert min(t.overlaps for t in timers) >= 19  # each tick overlapped, one line each
+
+
 def test_installing_twice_adds_one_filter() -> None:
     install_log_throttle()
     install_log_throttle()
-    for name in THROTTLED_LOGGERS:
+    for name in (*THROTTLED_LOGGERS, *PER_NAME_LOGGERS):
         throttles = [f for f in logging.getLogger(name).filters if isinstance(f, RepeatThrottle)]
         assert len(throttles) == 1
 
