@@ -172,6 +172,15 @@ class DispatchPolicy(_Frozen):
 
     _zone = field_validator("timezone")(check_zone)
 
+    @field_validator("closed_days")
+    @classmethod
+    def _without_empty(cls, value: dict[Channel, tuple[dt.date, ...]]) -> dict[Channel, Any]:
+        """A channel with no day off (`manager: []`, the list emptied after the holiday) is
+        one not listed: kept, it made `moments check` and the reload log say "channels
+        worked  (Asia/Shanghai)" with no channel, and changed the timetable digest, which
+        woke every task waiting for hours or the next day."""
+        return {channel: days for channel, days in value.items() if days}
+
     @property
     def always_worked(self) -> bool:
         """Every channel worked all day, every day: no `hours:` and no `closed_days:`."""

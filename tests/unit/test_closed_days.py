@@ -157,3 +157,23 @@ def test_a_task_that_would_expire_over_the_days_off_is_dropped_as_expired() -> N
     )
     call = moment("c", "care", Channel.OUTBOUND_CALL)  # expires a day after AT
     assert published(p, [[call]], AT + dt.timedelta(days=4)) == []
+
+
+def test_a_channel_with_its_days_off_emptied_is_one_not_listed() -> None:
+    """`manager: []` (the list emptied after the holiday) is no day off: the policy says
+    every channel is worked all day (it said "channels worked  (Asia/Shanghai)", naming
+    none), and its timetable is the one without the field, so a reload to it wakes no
+    waiting task."""
+    emptied = DispatchPolicy.model_validate({"closed_days": {"manager": []}})
+    assert emptied.always_worked
+    assert emptied.describe_hours() == "every channel worked all day"
+    assert emptied.timetable() == DispatchPolicy().timetable()
+    hours = {"outbound_call": "09:00-21:00"}
+    both = DispatchPolicy.model_validate(
+        {"hours": hours, "closed_days": {"manager": [], "outbound_call": ["2027-02-06"]}}
+    )
+    assert both.closed_days == {Channel.OUTBOUND_CALL: (D(2027, 2, 6),)}
+    assert both.describe_hours() == (
+        "channels worked outbound_call 09:00-21:00 except on 2027-02-06 (Asia/Shanghai), "
+        "any other all day"
+    )
