@@ -204,6 +204,9 @@ SHOWN_RULES = 10
 SHOWN_REGIONS = 10
 """Regions a refused policy's line names with their limits; the rest are counted (a
 province's policy lists dozens of cities)."""
+SHOWN_DAYS_OFF = 5
+"""Runs of days off a refused policy's line names per channel (`closed_days:`); the days of
+the rest are counted (a centre closed every Sunday lists 52)."""
 
 
 def rules_in_force(rules: RuleSet) -> str:
@@ -229,5 +232,5 @@ class PolicyReloader(FileReloader[DispatchPolicy]):
         default=lambda policy: (f"the new one in force, {policy.describe()}", None)
     )
     stays: Callable[[DispatchPolicy], str] = field(
-        default=lambda policy: policy.describe(regions=SHOWN_REGIONS)
+        default=lambda policy: policy.describe(regions=SHOWN_REGIONS, days_off=SHOWN_DAYS_OFF)
     )

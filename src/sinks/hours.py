@@ -107,9 +107,14 @@ class ChannelHours:
         raise ValueError(f"channel hours {self} are never open")
 
     def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self, spans: int | None = None) -> str:
+        """The hours and days off in words; `spans`: at most that many runs of days off
+        named (`days_text`), the rest counted."""
         said = ", ".join(str(w) for w in self.open) or "all day"
         if self.days_off:
-            said += f" except on {days_text(self.days_off)}"
+            said += f" except on {days_text(self.days_off, spans)}"
         return said
 
 
@@ -147,17 +152,24 @@ def days_off_text(value: object) -> tuple[dt.date, ...]:
     return tuple(sorted(days))
 
 
-def days_text(days: Iterable[dt.date]) -> str:
-    """Days off as a reader wants them: consecutive days as one range."""
+def days_text(days: Iterable[dt.date], shown: int | None = None) -> str:
+    """Days off as a reader wants them: consecutive days as one range; `shown`: at most
+    that many ranges named, the days of the rest counted (a centre closed every Sunday
+    named 52 of them, 700 characters a channel, in a refused reload's log line)."""
     spans: list[list[dt.date]] = []
     for day in sorted(days):
         if spans and day - spans[-1][1] == dt.timedelta(days=1):
             spans[-1][1] = day
         else:
             spans.append([day, day])
-    return ", ".join(
-        a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in spans
+    named = spans if shown is None else spans[:shown]
+    said = ", ".join(
+        a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in named
     )
+    if len(named) < len(spans):
+        more = sum((b - a).days + 1 for a, b in spans[len(named) :])
+        said += f" and {more} more day(s) (`moments check` lists them)"
+    return said
 
 
 def _window(text: str) -> QuietWindow:

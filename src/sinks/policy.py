@@ -214,11 +214,12 @@ class DispatchPolicy(_Frozen):
             return None
         return channel_hours(texts or (), days or ())
 
-    def describe(self, regions: int | None = None) -> str:
+    def describe(self, regions: int | None = None, days_off: int | None = None) -> str:
         """The policy's limits and hours in plain words (`moments check`, the reload log):
         what a manager who changed a capacity looks for; `regions`: at most that many
-        regions named (a refused reload's line), the rest counted."""
-        return f"{self.describe_capacity(regions)}; {self.describe_hours()}"
+        regions named, `days_off`: at most that many runs of a channel's days off (a
+        refused reload's line), the rest counted."""
+        return f"{self.describe_capacity(regions)}; {self.describe_hours(days_off)}"
 
     def describe_capacity(self, regions: int | None = None) -> str:
         """Each region's limits a day, then the `"*"` pool the rest share (`pool`)."""
@@ -269,12 +270,16 @@ class DispatchPolicy(_Frozen):
             f"over that: {then}."
         )
 
-    def describe_hours(self) -> str:
-        """The channel hours in plain words (`moments check`, the reload log)."""
+    def describe_hours(self, days_off: int | None = None) -> str:
+        """The channel hours in plain words (`moments check`, the reload log); `days_off`:
+        at most that many runs of a channel's days off named, the rest counted."""
         if self.always_worked:
             return "every channel worked all day"
-        listed = [c for c in Channel if c in self.hours or self.closed_days.get(c)]
-        worked = "; ".join(f"{c.value} {self.hours_for(c)}" for c in listed)
+        worked = "; ".join(
+            f"{c.value} {hours.describe(days_off)}"
+            for c in Channel
+            if (hours := self.hours_for(c)) is not None
+        )
         return f"channels worked {worked} ({self.timezone}), any other all day"
 
     def timetable(self) -> str:

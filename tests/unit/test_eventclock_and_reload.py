@@ -512,6 +512,37 @@ class TestPolicyReloader:
         assert "20 more region(s) (`moments check` lists them)" in line
         assert installed == []
 
+    def test_a_refused_policy_names_five_runs_of_days_off_and_counts_the_rest(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A centre closed every Sunday lists 52 days off (`closed_days:`): the refusal's
+        line named every one, 700 characters a channel, as it had named every region."""
+        import datetime as dt
+
+        from moments.reload import PolicyReloader
+        from sinks.policy import load_policy
+
+        caplog.set_level(logging.INFO, "moments.reload")
+        path = tmp_path / "policy.yaml"
+        sundays = [dt.date(2027, 1, 3) + dt.timedelta(weeks=n) for n in range(52)]
+        days = ", ".join(d.isoformat() for d in sundays)
+        path.write_text(
+            f"closed_days: {{outbound_call: [{days}], manager: [2027-02-06..2027-02-13]}}\n"
+        )
+        in_force = load_policy(path)
+        reloader = PolicyReloader(path, lambda p: None, lambda r, n: None)
+        reloader.current = lambda: in_force
+        path.write_text("capacity: {C00: {manager: -1}}\n")
+        assert reloader.check() is None
+        assert reloader.check() == "error"
+        (line,) = [r.getMessage() for r in caplog.records if "reload refused" in r.getMessage()]
+        said = "outbound_call all day except on " + ", ".join(d.isoformat() for d in sundays[:5])
+        assert said + " and 47 more day(s) (`moments check` lists them)" in line
+        assert "manager all day except on 2027-02-06..2027-02-13 (Asia/Shanghai)" in line
+        assert sundays[5].isoformat() not in line
+        # `moments check` (the policy in words, unbounded) still names every day.
+        assert all(d.isoformat() in in_force.describe() for d in sundays)
+
     def test_a_new_policy_leaves_no_capacity_figure_of_the_old_one(self) -> None:
         from sinks.dispatch import TaskSink
         from sinks.memory import memory_stores
