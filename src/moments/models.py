@@ -598,8 +598,9 @@ DEFERRAL_REASONS: dict[str, str] = {
     "contact_cap": "the dispatch policy's contact cap was full; published when a contact freed up",
     "capacity": "its region's and channel's capacity for the day was used up and its "
     "rule's overflow is `defer`; published on the next local day",
-    "channel_hours": "its channel was not worked then (`hours:` in the dispatch policy, on "
-    "the operator's clock): a call made at 00:30 is published when the call centre opens",
+    "channel_hours": "its channel was not worked then (`hours:` or `closed_days:` in the "
+    "dispatch policy, on the operator's clock): a call made at 00:30 is published when the "
+    "call centre opens, and one made on a day it is closed the first day it opens after",
     "unreachable_retry": "a retry (`attempt` >= 1, `retry_of`) after an `unreachable` "
     "outcome, waiting `outcomes.unreachable_retry_after` (2 hours by default)",
     "deliver_after": "its moment was dated ahead of the detector's clock (within the "
