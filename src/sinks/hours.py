@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -118,6 +119,8 @@ class ChannelHours:
         return said
 
 
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+"""A day as `closed_days:` takes it: YYYY-MM-DD, nothing else `date.fromisoformat` reads."""
 MAX_DAYS_OFF = 366
 """Days a channel may be closed in all (`closed_days:`): a year of them is a typo in a
 range, not a timetable."""
@@ -133,10 +136,15 @@ def days_off_text(value: object) -> tuple[dt.date, ...]:
         text = item.isoformat() if isinstance(item, dt.date) else item
         if not isinstance(text, str):
             raise ValueError(f"{item!r}: {fix}")
-        first, _, last = text.partition("..")
+        first, dots, last = (part.strip() for part in text.partition(".."))
+        ends = [first, last] if dots else [first]
+        if not all(_ISO_DAY.fullmatch(end) for end in ends):
+            # Python's fromisoformat alone took `2027-W06` (an ISO week: its Monday only),
+            # `20270206`, and `2027-02-06..` (a range left unfinished: one day)
+            raise ValueError(f"{text}: {fix}")
         try:
-            start = dt.date.fromisoformat(first.strip())
-            end = dt.date.fromisoformat(last.strip()) if last else start
+            start = dt.date.fromisoformat(first)
+            end = dt.date.fromisoformat(last) if dots else start
         except ValueError:
             raise ValueError(f"{text}: {fix}") from None
         if end < start:

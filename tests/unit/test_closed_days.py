@@ -34,6 +34,7 @@ class TestFormat:
         days = days_off_text([D(2027, 2, 6), "2027-02-10..2027-02-12", "2027-02-11"])
         assert days == (D(2027, 2, 6), D(2027, 2, 10), D(2027, 2, 11), D(2027, 2, 12))
         assert days_off_text("2027-01-01") == (D(2027, 1, 1),)
+        assert days_off_text(" 2027-02-06 .. 2027-02-07 ") == (D(2027, 2, 6), D(2027, 2, 7))
         assert days_text(days) == "2027-02-06, 2027-02-10..2027-02-12"
 
     @pytest.mark.parametrize(
@@ -44,6 +45,13 @@ class TestFormat:
             ("2027-02-13..2027-02-06", "the range ends before it starts"),
             ("2027-01-01..2028-06-01", "more than 366 days closed; a channel closed for good"),
             (7, "7: write days as YYYY-MM-DD"),
+            # What Python's date.fromisoformat reads besides YYYY-MM-DD was taken: an ISO
+            # week closed its Monday alone, a range left unfinished one day.
+            ("2027-W06", "2027-W06: write days as YYYY-MM-DD"),
+            ("2027-W06-7", "2027-W06-7: write days as YYYY-MM-DD"),
+            ("20270206", "20270206: write days as YYYY-MM-DD"),
+            ("2027-02-06..", "2027-02-06..: write days as YYYY-MM-DD or a range FROM..TO"),
+            ("2027-02-06..2027-02-08..2027-02-10", "write days as YYYY-MM-DD or a range"),
         ],
     )
     def test_refused_with_the_fix(self, value: object, says: str) -> None:
