@@ -126,11 +126,19 @@ class Memory:
 
 
 def longest_memory(rules: RuleSet) -> Memory:
-    """The rules' longest memory: first-time look-backs, baselines (the windows they
-    average before the current one) and series or shares over several windows (those
-    before the current one). What a cut-over's warm-up (`--live-from`) settles. Cooldowns
-    and the frequency cap do not count: its moments are all shadow ones, which take no
-    contact and whose cooldowns hold no live moment back."""
+    """The rules' longest memory: first-time look-backs, baselines and series or shares.
+    What a cut-over's warm-up (`--live-from`) settles. Cooldowns and the frequency cap do
+    not count: its moments are all shadow ones, which take no contact and whose cooldowns
+    hold no live moment back.
+
+    A window condition reads the windows before the current one and the current one
+    from its start: a baseline `windows + 1` of them, a series or share `last`. Counting
+    only those before the current one said 93 days settled a 3-month baseline, true of a
+    cut-over on the 1st of a month; on the 15th the oldest month averaged began 106 days
+    before, and a 100-day warm-up, not warned of, averaged it cut short (a monthly series
+    judged at the month's close, `last: 1`, was never measured). Each window counted at
+    its longest (a month: 31 days), so a warm-up of that length is enough whatever the
+    date."""
     found = [Memory(0.0, "nothing", "")]
     for r in rules.rules:
         for node in sp.walk(r.spec.condition):
@@ -146,20 +154,21 @@ def longest_memory(rules: RuleSet) -> Memory:
                 period = rules.series[node.baseline].period
                 found.append(
                     Memory(
-                        node.windows * PERIOD_S[period],
-                        f"{r.id}'s {node.windows}-{period} baseline of {node.baseline}",
+                        (node.windows + 1) * PERIOD_S[period],
+                        f"{r.id}'s {node.windows}-{period} baseline of {node.baseline} and "
+                        f"the {period} it judges",
                         "baselines averaged over fewer windows than a longer warm-up fills",
                     )
                 )
-            elif isinstance(node, sp.SeriesCond | sp.ShareCond) and node.last > 1:
+            elif isinstance(node, sp.SeriesCond | sp.ShareCond):
                 name = node.series if isinstance(node, sp.SeriesCond) else node.share
                 if name in rules.series:
                     period = rules.series[name].period
                     found.append(
                         Memory(
-                            (node.last - 1) * PERIOD_S[period],
+                            node.last * PERIOD_S[period],
                             f"{r.id}'s {node.last}-{period} series of {name}",
-                            "series read over fewer windows than they sum",
+                            "series summed over less than the windows they read",
                         )
                     )
     return max(found, key=lambda m: m.seconds)

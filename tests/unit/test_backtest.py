@@ -1028,7 +1028,7 @@ def test_a_cut_over_after_a_short_warm_up_is_said_as_the_prediction(
     said = " ".join(capsys.readouterr().err.split())
     (warning,) = orjson.loads((out / "report.json").read_bytes())["warnings"]
     assert warning.startswith("The warm-up before --live-from is 0.6 days, shorter than")
-    assert "3-month baseline of spend_month (93 days)" in warning
+    assert "3-month baseline of spend_month and the month it judges (124 days)" in warning
     assert "baselines averaged over fewer windows" in warning
     assert "prediction for going live after this warm-up" in warning
     assert warning in said
@@ -1066,17 +1066,21 @@ SERIES = """series:
     ("entries", "seconds", "what"),
     [
         ([WELCOME], 0.0, "nothing"),
-        ([WELCOME, COMPLAINTS], 9 * 86400.0, "complaints's 10-day series of complaints_day"),
-        ([COMPLAINTS, SPEND_DROP], 84 * 86400.0, "spend_drop's 12-week baseline of spend_week"),
+        ([WELCOME, COMPLAINTS], 10 * 86400.0, "complaints's 10-day series of complaints_day"),
+        (
+            [COMPLAINTS, SPEND_DROP],
+            91 * 86400.0,
+            "spend_drop's 12-week baseline of spend_week and the week it judges",
+        ),
     ],
 )
 def test_a_cut_overs_warm_up_is_measured_against_baselines_and_series(
     entries: list[str], seconds: float, what: str
 ) -> None:
-    """A baseline reads the windows it averages before the current one, a series over
-    several windows those before the current one: a warm-up shorter than them leaves the
-    first live days judged on less history (the warning once named first-time look-backs
-    only, while docs/operations.md said a warm-up should cover the baselines too)."""
+    """A baseline reads the windows it averages and the current one, a series the windows
+    it sums, the current one too: a warm-up shorter than them leaves the first live days
+    judged on less history (the warning once named first-time look-backs only, while
+    docs/operations.md said a warm-up should cover the baselines too)."""
     rules = load_texts([("r.yaml", SERIES + "rules:" + "".join(entries))])
     memory = longest_memory(rules)
     assert (memory.seconds, memory.what) == (seconds, what)
@@ -1085,6 +1089,46 @@ def test_a_cut_overs_warm_up_is_measured_against_baselines_and_series(
     assert len(warnings) == (1 if seconds > 86400 else 0)
     if warnings:
         assert f"shorter than {what} ({seconds / 86400:.0f} days)" in warnings[0]
+
+
+MONTHLY = """
+  - id: big_month
+    description: A big month
+    on: [usage]
+    evaluate: monthly
+    condition: {series: spend_month, gte: 500}
+    task: {family: anomaly, type: big_month, channel: sms, priority: 3,
+           action: review, ttl: 24h, description: "Big month"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("rules_text", "warm_days", "live_from"),
+    [
+        # The default catalog's 3-month baseline judged at a month's close, cut over on
+        # 2027-01-15: October, the oldest month averaged, began 106 days before. A 100-day
+        # warm-up (from 2026-10-07) averaged an October without its first six days, and
+        # nothing was said: the warning counted the three months before January (93 days).
+        (None, 100, dt.date(2027, 1, 15)),
+        # A month's total judged at its close (`last: 1`): a 20-day warm-up before the
+        # 21st summed January from the 1st, nothing warned (a series of one window counted
+        # for nothing).
+        (
+            "series:\n  spend_month: {on: [usage], field: charge, period: month}\nrules:" + MONTHLY,
+            20,
+            dt.date(2027, 1, 21),
+        ),
+    ],
+)
+def test_the_window_holding_the_cut_over_counts_from_its_start(
+    rules_text: str | None, warm_days: int, live_from: dt.date
+) -> None:
+    rules = load_rules(None) if rules_text is None else load_texts([("r.yaml", rules_text)])
+    live = dt.datetime.combine(live_from, dt.time(0), SHANGHAI).timestamp()
+    first = live - warm_days * 86400
+    result = BacktestResult(events=1, first_event=first, live_from=live)
+    (warning,) = report_warnings(result, rules)
+    assert warning.startswith(f"The warm-up before --live-from is {warm_days:.1f} days")
 
 
 def test_a_cut_overs_warm_up_is_not_measured_against_the_frequency_cap(tmp_path: Path) -> None:
