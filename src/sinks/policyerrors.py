@@ -8,6 +8,8 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
 from moments.errortext import error_text
 from moments.models import Channel
 from rules.yamlpos import position
@@ -44,14 +46,38 @@ def message(error: Mapping[str, Any]) -> str:
     return error_text(error)
 
 
+def _item_named(doc: Any, loc: Sequence[str | int], said: str) -> int | None:
+    """The index of the item of the list at `loc` that `said` begins with (`13:00-25:00:
+    hour must be ...`): a list of windows or days is checked whole, so pydantic's error
+    is the list's, and a bad item on the fourth line of a block list was reported at
+    its key's line."""
+    node = doc
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            node = node[part]
+        else:
+            return None
+    if not isinstance(node, CommentedSeq):
+        return None
+    for i, item in enumerate(node):
+        if isinstance(item, str) and said.startswith(f"{item}:"):
+            return i
+    return None
+
+
 def located(doc: Any, error: Mapping[str, Any]) -> tuple[int, int, str, str]:
     """Line, column (1-based), the field as written (`capacity.NJ.manager`) and the message;
-    line 1 column 1 when the document could not be read with positions."""
+    line 1 column 1 when the document could not be read with positions. An error of a
+    whole list that names one of its items is at that item (`_item_named`)."""
     loc: Sequence[str | int] = tuple(p for p in error["loc"] if isinstance(p, str | int))
     field = [str(p) for p in loc if p != KEY]
     at_key = bool(loc and loc[-1] == KEY) or error.get("input", "") is None
+    said = message(error)
+    path = [p for p in loc if p != KEY]
+    if not at_key and (item := _item_named(doc, path, said)) is not None:
+        path.append(item)
     try:
-        line, col = position(doc, [p for p in loc if p != KEY], at_key)
+        line, col = position(doc, path, at_key)
     except (AttributeError, TypeError):  # a plain document: no positions kept
         line, col = 1, 1
-    return line, col, ".".join(field), message(error)
+    return line, col, ".".join(field), said

@@ -66,6 +66,21 @@ class TestFormat:
         assert f"{path}:2:" in str(err.value)
         assert "2027-02-31: write days as YYYY-MM-DD" in str(err.value)
 
+    def test_a_bad_item_of_a_block_list_is_refused_at_its_own_line(self, tmp_path: Path) -> None:
+        """The list is checked whole (a range is expanded, the total bounded), so pydantic's
+        error is the list's: the bad day on the fourth line was reported at the channel's
+        line, and so was a bad window of `hours:`."""
+        path = tmp_path / "policy.yaml"
+        path.write_text(
+            "hours:\n  manager:\n    - 09:00-12:00\n    - 13:00-25:00\n"
+            "closed_days:\n  sms:\n    - 2027-02-06\n    - 2027-02-06..2027-02-01\n"
+        )
+        with pytest.raises(ConfigError) as err:
+            load_policy(path)
+        said = str(err.value)
+        assert f"{path}:4:7: hours.manager: 13:00-25:00: hour must be 00-23" in said
+        assert f"{path}:8:7: closed_days.sms: 2027-02-06..2027-02-01: the range ends" in said
+
     def test_said_in_words_and_in_the_timetable(self) -> None:
         policy = DispatchPolicy.model_validate(
             {
