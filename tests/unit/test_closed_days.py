@@ -147,6 +147,28 @@ class TestOpens:
         assert hours.opens(at, SHANGHAI) == expected
 
 
+@pytest.mark.parametrize(
+    ("zone", "day_off", "worked", "opens"),
+    [
+        # The clocks skip the midnight after the day off (00:00 -> 01:00): 01:00 opens.
+        ("America/Santiago", D(2022, 9, 10), (), "2022-09-11T01:00:00-03:00"),
+        ("Asia/Beirut", D(2019, 3, 30), (), "2019-03-31T01:00:00+03:00"),
+        ("America/Havana", D(2023, 3, 11), ("20:00-02:00",), "2023-03-12T01:00:00-04:00"),
+        # They go back from 00:00 to 23:00: the day off's hour shown twice is off too.
+        ("America/Santiago", D(2023, 4, 1), (), "2023-04-02T00:00:00-04:00"),
+    ],
+)
+def test_the_day_after_opens_at_its_first_instant_where_midnight_is_skipped_or_repeated(
+    zone: str, day_off: dt.date, worked: tuple[str, ...], opens: str
+) -> None:
+    """The next local midnight is `datetime.combine` in the zone: one that does not exist
+    reads as the instant the clocks jump to, not an hour early on the day off."""
+    tz = zoneinfo.ZoneInfo(zone)
+    hours = channel_hours(worked, (day_off,))
+    noon = dt.datetime.combine(day_off, dt.time(12), tzinfo=tz)
+    assert hours.opens(noon, tz) == dt.datetime.fromisoformat(opens)
+
+
 def test_a_task_made_on_a_day_off_waits_for_the_first_hour_after_it() -> None:
     """The call made on the closed day is published when the centre opens the day
     after, at 10:00 (its hours), not dropped nor sent on the day."""
