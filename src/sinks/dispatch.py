@@ -78,8 +78,9 @@ Redis's last writes in a failover. Every 15 minutes, the looks were 70% of a sim
 week's releases; hourly, such a task is at most an hour late."""
 SUSPENDED_LAST_LOOK_S = 60.0
 """The last look at a task whose line stays suspended is this long before it must go
-(`_last_send`), where it is dropped (`suppressed{reason="suspended"}`): released a few
-timer ticks late (10 s each by default), it is still judged before it is expired."""
+(`DispatchPolicy.last_send`), where it is dropped (`suppressed{reason="suspended"}`):
+released a few timer ticks late (10 s each by default), it is still judged before it is
+expired."""
 RELEASE_BATCHES_PER_TICK = 20
 EXPIRE_BATCH = 500
 """Unanswered tasks a call counts as expired, per channel (`expire_unanswered`)."""
@@ -175,17 +176,12 @@ class TaskSink:
             moved = dt.datetime.combine(day, self.policy.next_day_at, tzinfo=zone)
             if moved == task.deliver_after:
                 return task
-            if moved > at and moved.timestamp() <= self._last_send(task):
+            if moved > at and moved.timestamp() <= self.policy.last_send(task):
                 until = moved
         elif deferred.reason != "channel_hours":
             return task
         update = {"deferred": Deferral(reason=deferred.reason, until=until), "deliver_after": until}
         return task.model_copy(update=update)
-
-    def _last_send(self, task: ServiceTask) -> float:
-        """The latest time the task may be published: `min_time_left` before it expires
-        (a task sent with a minute to live reached its consumer expired)."""
-        return task.expires_at.timestamp() - self.policy.min_time_left.total_seconds()
 
     def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]:
         # The retrying coroutine itself, not one awaiting it: a frame less on each of
@@ -640,7 +636,7 @@ class TaskSink:
         facts: dict[str, SubscriberFacts],
     ) -> SuppressReason | None:
         """None when the task is still worth sending, else why not."""
-        if now > self._last_send(task):
+        if now > self.policy.last_send(task):
             return SuppressReason.EXPIRED
         if is_forgotten(task, facts.get(task.subscriber_id)):
             return SuppressReason.FORGOTTEN
@@ -702,7 +698,7 @@ class TaskSink:
             task = r.task
             if contact.taken:
                 capacity.append(r)
-            elif contact.free_at is not None and contact.free_at <= self._last_send(task):
+            elif contact.free_at is not None and contact.free_at <= self.policy.last_send(task):
                 w.park(r, contact.free_at, contact.reason)
             else:
                 self._drop_route(r, SuppressReason(contact.reason), w)
@@ -886,7 +882,7 @@ class TaskSink:
             for i, look in looks.items()
             if not look.taken
             and look.free_at is not None
-            and look.free_at > self._last_send(tasks[i])
+            and look.free_at > self.policy.last_send(tasks[i])
         }
 
     async def _frequency_contacts(
@@ -1120,7 +1116,9 @@ class TaskSink:
                 other = overflow.channel if overflow.policy is OverflowPolicy.FALLBACK else None
                 if other is not None and other not in refused:
                     send.append(m.model_copy(update={"channel": other}))
-                elif overflow.policy is not OverflowPolicy.DROP and later <= self._last_send(m):
+                elif overflow.policy is not OverflowPolicy.DROP and later <= self.policy.last_send(
+                    m
+                ):
                     fit.wait.append(own[m.task_id])
                 else:
                     fit.dropped.append(own[m.task_id])
@@ -1141,7 +1139,7 @@ class TaskSink:
                 # the part waits for both (with what waits for the next day, judged again
                 # then), or, when that comes too late, its channel is refused like a full
                 # one.
-                if opens is not None and opens.timestamp() <= self._last_send(task):
+                if opens is not None and opens.timestamp() <= self.policy.last_send(task):
                     fit.wait += [own[m.task_id] for m in send]
                     if opens.timestamp() < fit.later:
                         worked = self._opening(task, at, []) == at
@@ -1192,7 +1190,7 @@ class TaskSink:
                 r.moments = [released(m, at) for m in r.moments]
                 r.task = merge_tasks(r.carrier_id, r.moments)
             return False
-        again = min(now + SUSPENDED_POLL_S, self._last_send(task) - SUSPENDED_LAST_LOOK_S)
+        again = min(now + SUSPENDED_POLL_S, self.policy.last_send(task) - SUSPENDED_LAST_LOOK_S)
         if again > now:
             w.park(r, again, "suspended", count=False, line_since=since.timestamp())
         else:
@@ -1212,7 +1210,7 @@ class TaskSink:
         Tokyo; dispatch re-check)."""
         task = r.task
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        last = self._last_send(task)
+        last = self.policy.last_send(task)
         lead = quiet_opens(task, at)
         if lead is None or lead.timestamp() > last:  # quiet until it expires, as gating says
             self._drop_route(r, SuppressReason.EXPIRED, w)
@@ -1246,7 +1244,7 @@ class TaskSink:
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         quiet = [functools.partial(quiet_opens, task)]
         opens = self._opening(task, at, quiet)
-        if opens is not None and opens.timestamp() <= self._last_send(task):
+        if opens is not None and opens.timestamp() <= self.policy.last_send(task):
             return task, None
         overflow = self.policy.overflow_for(task.moment.rule_id)
         if overflow.policy is OverflowPolicy.FALLBACK and overflow.channel not in (
@@ -1255,7 +1253,7 @@ class TaskSink:
         ):
             other = task.model_copy(update={"channel": overflow.channel})
             opens = self._opening(other, at, [functools.partial(quiet_opens, other)])
-            if opens is not None and opens.timestamp() <= self._last_send(other):
+            if opens is not None and opens.timestamp() <= self.policy.last_send(other):
                 return other, None
         return task, SuppressReason.EXPIRED
 
@@ -1268,7 +1266,7 @@ class TaskSink:
         if self.policy.hours_for(task.channel) is None:
             return False
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        last = self._last_send(task)
+        last = self.policy.last_send(task)
 
         def member(m: ServiceTask) -> Opening:
             def opens(instant: dt.datetime) -> dt.datetime:

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from moments.exceptions import ConfigError
-from moments.models import Channel
+from moments.models import Channel, ServiceTask
 from moments.zones import DEFAULT_TIMEZONE, check_zone
 from rules.durations import parse_duration
 from sinks.hours import ChannelHours, channel_hours, days_off_text, days_text, hours_text
@@ -299,6 +299,11 @@ class DispatchPolicy(_Frozen):
             }
         raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+    def last_send(self, task: ServiceTask) -> float:
+        """The latest time the task may be published: `min_time_left` before it expires
+        (a task sent with a minute to live reached its consumer expired)."""
+        return task.expires_at.timestamp() - self.min_time_left.total_seconds()
 
     def overflow_for(self, rule_id: str) -> Overflow:
         return self.overflow.get(rule_id) or self.overflow.get(ANY) or Overflow()
