@@ -9,7 +9,7 @@ a contact cap) is decided again by the release timer, outside any batch and with
 subscriber's record, which only the batches of the subscriber's partition write. When
 the timer drops it, dispatch sends a `CooldownReturn` (subscriber, rule, mark, task) to
 an internal topic keyed by subscriber and co-partitioned with the input topics, once the
-drop is written (owed in the ledger until then: `TaskSink._owe`, `_send_returns`); the batch
+drop is written (owed in the ledger until then: `OwedReturns.owe`, `.send`); the batch
 loop reads it with the subscriber's events and the engine applies it
 (`give_back_returned`) to the record it writes, so the return is in the changelog and
 its offset committed with the batch's. A dropped task's return is sent at least once

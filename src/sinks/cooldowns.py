@@ -42,7 +42,7 @@ class KafkaCooldownReturns(_OfCooledRules):
     (murmur2 of the key, as the input topics, with the same partition count), sent once
     dispatch has written the drops to the ledger (owed there from before the drops to
     after the acknowledgement: a worker that dies in between leaves it to any worker's
-    re-drive timer, `TaskSink._resend_returns`; one sent twice the engine finds stale)."""
+    re-drive timer, `OwedReturns.resend`; one sent twice the engine finds stale)."""
 
     def __init__(
         self,

@@ -46,6 +46,7 @@ from sinks.hours import Opening, first_allowed, published, quiet_opens
 from sinks.ledger import Unanswered, sent_meta_fields, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
+from sinks.owedreturns import OwedReturns
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
 from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
@@ -119,8 +120,7 @@ class TaskSink:
         self.task_ttl = task_ttl
         """A rule's task ttl (rules loaded now): a group an earlier version parked
         (`sinks.legacy`) may need it for its carrier's expiry."""
-        self.returns = returns
-        """Where the cooldowns of tasks dropped after they waited go (moments.cooldowns)."""
+        self._owed = OwedReturns(self.ledger, returns, self._redis)
         self._frequency: tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None = None
         self.facts = stores.facts
         self.declines = stores.declines
@@ -132,6 +132,15 @@ class TaskSink:
         self._judged: str | None = None
         """The timetable the deferral queue was last found or made judged by
         (`Deferrals.rejudge`); None until this sink's first release."""
+
+    @property
+    def returns(self) -> CooldownReturns | None:
+        """Where the cooldowns of tasks dropped after they waited go (moments.cooldowns)."""
+        return self._owed.returns
+
+    @returns.setter
+    def returns(self, returns: CooldownReturns | None) -> None:
+        self._owed.returns = returns
 
     def add(self, item: ServiceTask) -> None:
         self._pending.append(item)
@@ -328,7 +337,7 @@ class TaskSink:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
             await self._decide(candidates)
-        await self._resend_returns(older_than)
+        await self._owed.resend(older_than)
         await self.expire_unanswered()
         return len(candidates)
 
@@ -497,7 +506,7 @@ class TaskSink:
     def _gone(self, c: Candidate, m: ServiceTask, reason: SuppressReason, w: Writes) -> None:
         """A moment dropped for good: counted, and, unless it is fresh from the engine's
         batch (which gives its cooldown back itself: `give_back_cooldowns`) or forgotten,
-        its rule's cooldown returned (`_owe` before the drop is written, `_send_returns` after).
+        its rule's cooldown returned (`OwedReturns.owe` before the drop is written, `.send` after).
         A retry's too: retries follow only `unreachable`, so a dropped one reached no one
         either."""
         self._suppressed(m, reason)
@@ -507,77 +516,6 @@ class TaskSink:
             self._decoded.forget([m.subscriber_id])
         if self.returns is not None and not from_batch and not forgotten:
             w.returned += CooldownReturn.all_of(m)
-
-    async def _owe(self, w: Writes) -> None:
-        """Note in the ledger the cooldown returns noted so far (of rules with a cooldown),
-        before their drops are written: a worker that dies after writing a drop leaves its
-        return owed, and any worker's timer sends it (`_resend_returns`)."""
-        if not w.returned or self.returns is None:
-            return
-        owed = self.returns.wanted(w.returned)
-        w.returned = []
-        if owed:
-            items = [(r.owed_key, r.to_bytes()) for r in owed]
-            await self._redis(lambda: self.ledger.owe_returns(items), "noting cooldown returns")
-            w.owed += owed
-
-    async def _send_returns(self, owed: Sequence[CooldownReturn]) -> int:
-        """Send the returns of the tasks their ledger entries say are dropped, or whose
-        entry is gone (a dropped one is kept a day past its expiry; a sent one the ledger's
-        whole TTL), durably, then settle those and the ones whose task was sent; a task
-        still pending, waiting or merged (its drop never written) keeps its return owed
-        until it is decided. Only after the drop is durable: sent before, a worker that
-        died before writing the drop left the task pending, and the re-drive could publish
-        it with its cooldown given back (a second task inside the cooldown). A crash before
-        the settle sends a return again: the engine applies it once (moments.cooldowns).
-        Returns how many were sent."""
-        if not owed:
-            return 0
-        assert self.returns is not None  # only owed when there is where to send them
-        ids = list(dict.fromkeys(r.entry for r in owed))
-        values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
-        state = {i: state_of(v) for i, v in zip(ids, values, strict=True)}
-        dropped = [r for r in owed if state[r.entry] in ("dropped", None)]
-        settled = [r.owed_key for r in owed if state[r.entry] in ("dropped", "sent", None)]
-        if dropped:
-            await self.returns.send(dropped)
-        if settled:
-            await self._redis(
-                lambda: self.ledger.settle_returns(settled), "settling cooldown returns"
-            )
-        return len(dropped)
-
-    async def _resend_returns(self, older_than: float) -> int:
-        """The timer's: the returns owed longer than the grace period, whose worker died
-        between the drop and the send (or before the drop: then they wait for their task's
-        decision, or go when it is sent). Returns how many were sent."""
-        if self.returns is None:
-            return 0
-        owed = await self._redis(
-            lambda: self.ledger.owed_returns(older_than), "reading cooldown returns owed"
-        )
-        if not owed:
-            return 0
-        returns: list[CooldownReturn] = []
-        malformed: list[str] = []
-        for task_id, record in owed:
-            try:
-                returns.append(CooldownReturn.from_bytes(record))
-            except ValueError as exc:
-                log.error("task %s: cooldown return owed is not one (%s); left out", task_id, exc)
-                malformed.append(task_id)
-        if malformed:
-            await self._redis(
-                lambda: self.ledger.settle_returns(malformed), "settling cooldown returns"
-            )
-        sent = await self._send_returns(returns)
-        if sent:
-            log.warning(
-                "sent %d cooldown return(s) of dropped tasks that their worker did not "
-                "(it stopped between the drop and the send)",
-                sent,
-            )
-        return sent
 
     async def _read_for(
         self, candidates: Sequence[Candidate], at: float
@@ -708,13 +646,13 @@ class TaskSink:
             if fit.sent is not None:
                 to_send.append(fit.sent)
             leaves += self._split(r, fit, w)
-        await self._owe(w)
+        await self._owed.owe(w)
         lost = await self._leave(leaves)
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
         await self._write(w)
-        await self._send_returns(w.owed)
+        await self._owed.send(w.owed)
         return to_send, bool(w.parks), {task_id for task_id, _ in w.drops}
 
     def _drop_route(self, r: Route, reason: SuppressReason, w: Writes) -> None:
@@ -849,7 +787,7 @@ class TaskSink:
                     for t in kept
                 ]
                 routes.append(Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept), moved))
-        await self._owe(w)
+        await self._owed.owe(w)
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
 

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sinks.metrics import Dependency, Metrics
 
@@ -100,3 +100,10 @@ async def with_retry(
             )
         up.set(1)
         return value
+
+
+class Retrying(Protocol):
+    """A dependency's calls, each retried (`with_retry`) and named for the log: what the
+    sink's collaborators are given to call its stores with."""
+
+    def __call__(self, call: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]: ...

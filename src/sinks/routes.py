@@ -137,9 +137,9 @@ class Writes:
     """Merged moments of a group dropped whole: each leaves it, dropped."""
     returned: list[CooldownReturn] = field(default_factory=list)
     """The cooldowns of the moments dropped after they waited (`TaskSink._gone`), not
-    yet owed in the ledger (`TaskSink._owe`)."""
+    yet owed in the ledger (`OwedReturns.owe`)."""
     owed: list[CooldownReturn] = field(default_factory=list)
-    """Those owed: sent once their drops are written (`TaskSink._send_returns`)."""
+    """Those owed: sent once their drops are written (`OwedReturns.send`)."""
     timetable: str = ""
     """The policy's timetable the wave's release times are computed by (`park_many`)."""
     now: float = 0.0

@@ -164,7 +164,7 @@ class Ledger(Protocol):
     async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Note the cooldown returns (key, record) of moments about to be dropped, in one
         round trip, before their drops are written; each stays owed until
-        `settle_returns` (moments.cooldowns, `TaskSink._send_returns`). The key is the
+        `settle_returns` (moments.cooldowns, `OwedReturns.send`). The key is the
         return's `owed_key`: its task's id, or, for a moment that task carried in
         `related`, that and the moment's own (one task may owe several)."""
         ...

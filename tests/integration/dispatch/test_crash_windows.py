@@ -105,7 +105,7 @@ class RefusedReturns(CollectedCooldownReturns):
 class TestCooldownReturnsAfterACrash:
     """A task dropped when released returns its rule's cooldown only once the drop is
     durable; what the dying worker owed, another worker's timer sends
-    (moments.cooldowns, `TaskSink._resend_returns`)."""
+    (moments.cooldowns, `OwedReturns.resend`)."""
 
     async def test_died_before_the_drop_was_written_and_published_after_all(
         self, make_worker: MakeWorker
