@@ -32,7 +32,6 @@ from moments.records import SuppressReason
 from rules.gating import FrequencyCap
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import (
-    HIGH_PRIORITY,
     CapacityLimiter,
     Slot,
     claim_order,
@@ -40,7 +39,8 @@ from sinks.capacity import (
     next_day_start,
     rank_score,
 )
-from sinks.contact import Contact, ContactLimiter, lead_of, merge_tasks
+from sinks.caps import ContactCaps
+from sinks.contact import lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
 from sinks.hours import Opening, first_allowed, published, quiet_opens
 from sinks.ledger import Unanswered, sent_meta_fields, state_of
@@ -48,7 +48,7 @@ from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.owedreturns import OwedReturns
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
-from sinks.policy import ContactPolicy, DispatchPolicy, OverflowPolicy
+from sinks.policy import DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
 from sinks.retry import with_retry
 from sinks.routes import (
@@ -114,14 +114,13 @@ class TaskSink:
         self.ledger = stores.ledger
         self.deferral = stores.deferral
         self.capacity = CapacityLimiter(stores.slots, self.policy)
-        self.contacts = ContactLimiter(stores.contacts, self.policy.contact)
         self.frequency_cap = frequency_cap
         """The rule set's frequency cap, as it is now (rules are reloaded)."""
         self.task_ttl = task_ttl
         """A rule's task ttl (rules loaded now): a group an earlier version parked
         (`sinks.legacy`) may need it for its carrier's expiry."""
         self._owed = OwedReturns(self.ledger, returns, self._redis)
-        self._frequency: tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None = None
+        self._caps = self._caps_by(self.policy)
         self.facts = stores.facts
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
@@ -154,10 +153,16 @@ class TaskSink:
         self.policy = policy
         self._timetable = policy.timetable()
         self.capacity = CapacityLimiter(self.stores.slots, policy)
-        self.contacts = ContactLimiter(self.stores.contacts, policy.contact)
+        self._caps = self._caps_by(policy)
         # A pool the policy no longer has kept its last figure for ever, and a raised one
         # its old figure until its next task: each is set again by its next task.
         self.dm.capacity_left.clear()
+
+    def _caps_by(self, policy: DispatchPolicy) -> ContactCaps:
+        stores = self.stores
+        return ContactCaps(
+            stores.contacts, stores.frequency, policy, self.frequency_cap, self._redis
+        )
 
     def _rejudged(self, task: ServiceTask, at: dt.datetime) -> ServiceTask:
         """A released task that dispatch parked for its channel's hours or the next day,
@@ -607,7 +612,7 @@ class TaskSink:
         routes = await self._kept(wave, now, declined, facts, w)
         routes = await self._join(routes, now)
         window = self.policy.merge.window.total_seconds()
-        doomed = await self._capped_until_expiry(
+        doomed = await self._caps.capped_until_expiry(
             [r.task for r in routes if r.c.fresh and r.task.deliver_after.timestamp() > now], now
         )
         contacting: list[Route] = []
@@ -632,7 +637,7 @@ class TaskSink:
                 contacting.append(r)
         capacity: list[Route] = []
         tasks = [r.task for r in contacting]
-        for r, contact in zip(contacting, await self._contacts(tasks, now, w), strict=True):
+        for r, contact in zip(contacting, await self._caps.take(tasks, now, w), strict=True):
             task = r.task
             if contact.taken:
                 capacity.append(r)
@@ -791,82 +796,6 @@ class TaskSink:
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
 
-    def _frequency_limiter(self) -> tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None:
-        """The rule set's cap now, and limiters over the frequency book for it: one for
-        priorities 1-2 (the whole cap), one for the others (the cap less its reserve)."""
-        cap = self.frequency_cap()
-        if cap is None:
-            return None
-        if self._frequency is None or self._frequency[0] is not cap:
-            book, span = self.stores.frequency, cap.span
-            high = ContactPolicy(max_contacts=cap.max_contacts, period=span)
-            low = ContactPolicy(max_contacts=cap.max_contacts - cap.reserved, period=span)
-            self._frequency = (
-                cap,
-                ContactLimiter(book, high, "frequency_cap"),
-                ContactLimiter(book, low, "frequency_cap"),
-            )
-        return self._frequency
-
-    async def _capped_until_expiry(self, tasks: Sequence[ServiceTask], now: float) -> set[str]:
-        """The ids of fresh tasks about to wait (quiet hours) whose subscriber's frequency
-        cap is full now and frees only after they expire: when released they would be
-        dropped (contacts only add up until the oldest age out), so they are now, without
-        parking and releasing them (they were most of the tasks parked for quiet hours in
-        a simulated week once the cap moved to dispatch). Nothing is taken."""
-        looks = await self._frequency_contacts(tasks, now, look=True)
-        return {
-            tasks[i].task_id
-            for i, look in looks.items()
-            if not look.taken
-            and look.free_at is not None
-            and look.free_at > self.policy.last_send(tasks[i])
-        }
-
-    async def _frequency_contacts(
-        self, tasks: Sequence[ServiceTask], now: float, look: bool = False
-    ) -> dict[int, Contact]:
-        """The rule set's frequency cap for the tasks on its counted channels, by index:
-        a contact taken (`look`: whether it would be, taking nothing) or when one frees."""
-        capped = self._frequency_limiter()
-        if capped is None:
-            return {}
-        cap, high, low = capped
-        out: dict[int, Contact] = {}
-        counted = [i for i, t in enumerate(tasks) if t.channel in cap.channels]
-        for limiter, group in (
-            (high, [i for i in counted if tasks[i].priority <= HIGH_PRIORITY]),
-            (low, [i for i in counted if tasks[i].priority > HIGH_PRIORITY]),
-        ):
-            if not group:
-                continue
-            items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in group]
-            got = await self._redis(
-                functools.partial(limiter.take_many, items, look), "frequency cap"
-            )
-            out.update(zip(group, got, strict=True))
-        return out
-
-    async def _contacts(self, tasks: Sequence[ServiceTask], now: float, w: Writes) -> list[Contact]:
-        """A contact for each task about to be sent, or why not and when one frees: first
-        the rule set's frequency cap (its counted channels), then the dispatch policy's
-        contact cap (every channel). Both count contacts made here, where a task is sent:
-        a merged group is one contact, and a task not sent after all (capacity) gives its
-        contacts back (`_write`)."""
-        out = [Contact(True) for _ in tasks]
-        for i, contact in (await self._frequency_contacts(tasks, now)).items():
-            out[i] = contact
-        if self.contacts.capped:
-            open_ = [i for i, c in enumerate(out) if c.taken]
-            items = [(tasks[i].task_id, tasks[i].subscriber_id, now) for i in open_]
-            if items:
-                taken = await self._redis(lambda: self.contacts.take_many(items), "contact policy")
-                for i, contact in zip(open_, taken, strict=True):
-                    if not contact.taken:  # its frequency contact, if it took one, goes back
-                        w.given_back.append((tasks[i].task_id, tasks[i].subscriber_id))
-                    out[i] = contact
-        return out
-
     async def _join(self, routes: list[Route], now: float) -> list[Route]:
         """Merge each fresh task into its subscriber's waiting task, if one is open and the
         merge holds neither much longer than alone (`_join_bounds`); the routes left (the
@@ -932,18 +861,7 @@ class TaskSink:
     async def _write(self, w: Writes) -> None:
         """A wave's last step: contacts given back or moved, then tasks parked, then
         dropped."""
-        if w.given_back:
-            await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
-            capped = self._frequency_limiter()
-            if capped is not None:
-                frequency, given = capped[1], w.given_back  # (both limiters' book)
-                await self._redis(lambda: frequency.give_back_many(given), "frequency cap")
-        if w.moved:
-            await self._redis(lambda: self.contacts.move_many(w.moved), "contact policy")
-            capped = self._frequency_limiter()
-            if capped is not None:
-                frequency, moved = capped[1], w.moved
-                await self._redis(lambda: frequency.move_many(moved), "frequency cap")
+        await self._caps.write(w)
         if w.parks:
             parking = [self._parking(p, w.now) for p in w.parks]
             items = [item for item, _ in parking]
