@@ -27,21 +27,19 @@ from pydantic import ValidationError
 
 from moments.cooldowns import CooldownReturn
 from moments.errortext import error_text
-from moments.models import Channel, Deferral, InputEvent, ProfileEvent, ServiceTask
+from moments.models import Deferral, InputEvent, ProfileEvent, ServiceTask
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import (
-    CapacityLimiter,
-    Slot,
     claim_order,
     local_day,
-    next_day_start,
     rank_score,
 )
 from sinks.caps import ContactCaps
 from sinks.contact import lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
+from sinks.fitting import CapacityFitting
 from sinks.hours import Opening, first_allowed, published, quiet_opens
 from sinks.ledger import Unanswered, sent_meta_fields, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
@@ -53,13 +51,10 @@ from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivate
 from sinks.retry import with_retry
 from sinks.routes import (
     Candidate,
-    Fit,
     Park,
     Route,
     Writes,
-    carrier_bytes,
     line_held_since,
-    part_id,
     released,
     waited,
     waves,
@@ -113,17 +108,17 @@ class TaskSink:
         self.clock = clock
         self.ledger = stores.ledger
         self.deferral = stores.deferral
-        self.capacity = CapacityLimiter(stores.slots, self.policy)
         self.frequency_cap = frequency_cap
         """The rule set's frequency cap, as it is now (rules are reloaded)."""
         self.task_ttl = task_ttl
         """A rule's task ttl (rules loaded now): a group an earlier version parked
         (`sinks.legacy`) may need it for its carrier's expiry."""
         self._owed = OwedReturns(self.ledger, returns, self._redis)
-        self._caps = self._caps_by(self.policy)
         self.facts = stores.facts
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
+        self._caps = self._caps_by(self.policy)
+        self._fitting = self._fitting_by(self.policy)
         self._pending: list[ServiceTask] = []
         self._decoded = Decoded()
         self._payloads = Payloads(self._decoded)
@@ -152,7 +147,7 @@ class TaskSink:
         (`release_due`)."""
         self.policy = policy
         self._timetable = policy.timetable()
-        self.capacity = CapacityLimiter(self.stores.slots, policy)
+        self._fitting = self._fitting_by(policy)
         self._caps = self._caps_by(policy)
         # A pool the policy no longer has kept its last figure for ever, and a raised one
         # its old figure until its next task: each is set again by its next task.
@@ -162,6 +157,11 @@ class TaskSink:
         stores = self.stores
         return ContactCaps(
             stores.contacts, stores.frequency, policy, self.frequency_cap, self._redis
+        )
+
+    def _fitting_by(self, policy: DispatchPolicy) -> CapacityFitting:
+        return CapacityFitting(
+            self.stores.slots, policy, self._opening, self._gone, self.dm, self._redis
         )
 
     def _rejudged(self, task: ServiceTask, at: dt.datetime) -> ServiceTask:
@@ -442,7 +442,7 @@ class TaskSink:
             tasks = [self._decoded.task(p) for p in payloads]
             if len(tasks) > 1 and len({id(t) for t in tasks}) < len(tasks):
                 # The same bytes twice in one group: a task apiece, as moments are told
-                # apart by identity (`_fit`, `_kept`).
+                # apart by identity (`CapacityFitting.fit`, `_kept`).
                 tasks = [ServiceTask.model_validate_json(p) for p in payloads]
         except ValidationError as exc:
             log.error(
@@ -605,7 +605,7 @@ class TaskSink:
 
         No two candidates of a wave have the same subscriber, so the per-subscriber steps
         (merge, park, contact cap) of one never see another's; capacity, shared by all,
-        is taken in the candidates' order (`_within_capacity`). Each call is idempotent per
+        is taken in the candidates' order (`CapacityFitting.within`). Each call is idempotent per
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
         w = Writes(timetable=self._timetable, now=now)
@@ -647,10 +647,10 @@ class TaskSink:
                 self._drop_route(r, SuppressReason(contact.reason), w)
         to_send: list[ServiceTask] = []
         leaves: list[Leave] = w.leaving
-        for r, fit in zip(capacity, await self._within_capacity(capacity, now), strict=True):
+        for r, fit in zip(capacity, await self._fitting.within(capacity, now), strict=True):
             if fit.sent is not None:
                 to_send.append(fit.sent)
-            leaves += self._split(r, fit, w)
+            leaves += self._fitting.split(r, fit, w)
         await self._owed.owe(w)
         lost = await self._leave(leaves)
         if lost:
@@ -675,46 +675,6 @@ class TaskSink:
                     Leave(carrier, m.task_id, raw[m.task_id], reason, keep_until=until)
                 )
         w.drop(carrier, reason, r.task.expires_at)
-
-    def _split(self, r: Route, fit: Fit, w: Writes) -> list[Leave]:
-        """The writes for what capacity made of a route (`_fit`), and the merged moments
-        that leave its group for another entry or for good. Each part goes as `part_id`
-        says; the contact the route took is the sent part's, or given back; a moment
-        dropped is counted as its own rule's."""
-        carrier, sub = r.carrier_id, r.task.subscriber_id
-        for m in fit.dropped:
-            self._gone(r.c, m, SuppressReason.CAPACITY, w)
-        to: dict[str, str] = {}
-        if fit.sent is None:
-            w.given_back.append((carrier, sub))
-        else:
-            to |= dict.fromkeys((m.task_id for m in fit.send), fit.sent.task_id)
-            if fit.sent.task_id != carrier:
-                w.moved.append((carrier, fit.sent.task_id, sub))
-        if fit.wait:
-            waiting = part_id(carrier, fit.wait)
-            to |= dict.fromkeys((m.task_id for m in fit.wait), waiting)
-            w.park(
-                Route(r.c, waiting, fit.wait, merge_tasks(waiting, fit.wait)),
-                fit.later,
-                fit.why,
-            )
-        raw = r.c.stored()
-        leaves = [
-            Leave(carrier, m.task_id, raw[m.task_id], to=to[m.task_id], carries=carries)
-            for m in fit.send + fit.wait
-            if to[m.task_id] != carrier
-            for carries in [carrier_bytes(m, to[m.task_id], r.task)]
-        ]
-        for m in fit.dropped:
-            if m.task_id == carrier:
-                w.drop(carrier, SuppressReason.CAPACITY, m.expires_at)
-            else:
-                until = m.expires_at.timestamp()
-                leaves.append(
-                    Leave(carrier, m.task_id, raw[m.task_id], "capacity", keep_until=until)
-                )
-        return leaves
 
     async def _leave(self, leaves: Sequence[Leave]) -> set[str]:
         """Move merged moments out of their groups (`Ledger.leave_many`); returns the ids
@@ -918,108 +878,6 @@ class TaskSink:
             now,
         )
         return parking, slot
-
-    async def _within_capacity(self, routes: Sequence[Route], now: float) -> list[Fit]:
-        """What capacity makes of each route (`_fit`).
-
-        Slots are taken in the routes' order, one store call for a run of routes; a run
-        ends after a merged group or a task whose rule falls back to another channel, as
-        their second take must come before the next route's first."""
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        out: list[Fit] = []
-        start = 0
-        while start < len(routes):
-            end = start
-            while end < len(routes) - 1 and not self._takes_again(routes[end]):
-                end += 1
-            run = [r.task for r in routes[start : end + 1]]
-            requests = [(t.task_id, t.region, t.channel, t.priority) for t in run]
-            take = functools.partial(self.capacity.take_many, requests, at)
-            slots = await self._redis(take, "taking capacity")
-            for r, slot in zip(routes[start : end + 1], slots, strict=True):
-                self._capacity_left(r.task, slot)
-                out.append(
-                    Fit(sent=r.task, send=r.moments) if slot.taken else await self._fit(r, at)
-                )
-            start = end + 1
-        return out
-
-    def _takes_again(self, r: Route) -> bool:
-        overflow = self.policy.overflow_for(r.task.moment.rule_id)
-        falls_back = overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None
-        return falls_back or len(r.moments) > 1
-
-    async def _fit(self, r: Route, at: dt.datetime) -> Fit:
-        """A route its channel had no slot for. The moments on that channel take their own
-        rule's overflow: `fallback` keeps one in the group on the other channel (if not
-        refused already), `defer` waits for the next day, `drop` (or a wait past its
-        expiry) drops it; the others, led by the most personal channel left, try again.
-        A merged group was refused as a whole for its lead's channel, under its lead's
-        rule: a full manager pool dropped the complaint callbacks that had joined manager
-        tasks, their own fallback to SMS unused, counted as the manager rule's."""
-        later = next_day_start(at, self.policy.zone, self.policy.next_day_at).timestamp()
-        fit = Fit(later=later)
-        own = {m.task_id: m for m in r.moments}
-        send, refused = list(r.moments), set[Channel]()
-        channel = r.task.channel
-        while True:
-            refused.add(channel)
-            for m in [m for m in send if m.channel == channel]:
-                send.remove(m)
-                overflow = self.policy.overflow_for(m.moment.rule_id)
-                if m is own[m.task_id]:  # its own channel refused (once a moment)
-                    self.dm.overflow.labels(m.moment.type, overflow.policy.value).inc()
-                other = overflow.channel if overflow.policy is OverflowPolicy.FALLBACK else None
-                if other is not None and other not in refused:
-                    send.append(m.model_copy(update={"channel": other}))
-                elif overflow.policy is not OverflowPolicy.DROP and later <= self.policy.last_send(
-                    m
-                ):
-                    fit.wait.append(own[m.task_id])
-                else:
-                    fit.dropped.append(own[m.task_id])
-            if not send:
-                return fit
-            task = merge_tasks(part_id(r.carrier_id, send), send)
-            if task.task_id != r.carrier_id:
-                task = waited(task, r.task)
-            quiet = [
-                functools.partial(quiet_opens, m)
-                for m in send
-                if m.channel != own[m.task_id].channel
-            ]
-            opens = self._opening(task, at, quiet)
-            if opens is None or opens > at:
-                # Its channel is not worked now (`hours:`), or the quiet hours of a moment
-                # moved to it hold it (they were judged for the channel it was made for):
-                # the part waits for both (with what waits for the next day, judged again
-                # then), or, when that comes too late, its channel is refused like a full
-                # one.
-                if opens is not None and opens.timestamp() <= self.policy.last_send(task):
-                    fit.wait += [own[m.task_id] for m in send]
-                    if opens.timestamp() < fit.later:
-                        worked = self._opening(task, at, []) == at
-                        fit.later = opens.timestamp()
-                        fit.why = "quiet_hours" if worked else "channel_hours"
-                    return fit
-                channel = task.channel
-                continue
-            if await self._take(task, at):
-                fit.sent, fit.send = task, send
-                return fit
-            channel = task.channel
-
-    async def _take(self, task: ServiceTask, at: dt.datetime) -> bool:
-        slot = await self._redis(
-            lambda: self.capacity.take(task.task_id, task.region, task.channel, task.priority, at),
-            "taking capacity",
-        )
-        self._capacity_left(task, slot)
-        return slot.taken
-
-    def _capacity_left(self, task: ServiceTask, slot: Slot) -> None:
-        if slot.left is not None and slot.pool is not None:  # the policy's regions only
-            self.dm.capacity_left.labels(slot.pool, task.channel.value).set(slot.left)
 
     def _suspended(
         self, r: Route, now: float, facts: dict[str, SubscriberFacts], w: Writes

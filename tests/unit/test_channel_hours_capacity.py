@@ -1,7 +1,8 @@
 """Channel hours (`hours:`) and capacity: a moment that capacity moves to another channel
 (its rule's `fallback`, or the part of a merged group left when its lead's pool is full)
-waits for that channel's hours too. `TaskSink._fit` took the other channel's capacity
-and published at once: a call at 08:30 to a centre that opens at 10:00 (recheck)."""
+waits for that channel's hours too. `CapacityFitting.fit` (then `TaskSink._fit`) took the
+other channel's capacity and published at once: a call at 08:30 to a centre that opens at
+10:00 (recheck)."""
 
 from __future__ import annotations
 

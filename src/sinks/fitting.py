@@ -1,0 +1,188 @@
+"""Capacity for what a wave sends, in the wave's order, and what a route its channel has
+no room for becomes: each moment on that channel takes its own rule's overflow (docs/
+architecture.md, "Capacity")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Sequence
+
+from moments.models import Channel, ServiceTask
+from moments.records import SuppressReason
+from sinks.capacity import CapacityLimiter, Slot, next_day_start
+from sinks.contact import merge_tasks
+from sinks.hours import Opening, quiet_opens
+from sinks.metrics import DispatchMetrics
+from sinks.policy import DispatchPolicy, OverflowPolicy
+from sinks.retry import Retrying
+from sinks.routes import Candidate, Fit, Route, Writes, carrier_bytes, part_id, waited
+from sinks.stores import Leave, Slots
+
+Opens = Callable[[ServiceTask, dt.datetime, Sequence[Opening]], dt.datetime | None]
+"""When a task's channel is worked and the given quiet hours allow (`TimeGates.opening`)."""
+Gone = Callable[[Candidate, ServiceTask, SuppressReason, Writes], None]
+"""A moment dropped for good, counted (`TaskSink._gone`)."""
+
+
+class CapacityFitting:
+    """The capacity of one dispatch policy (`TaskSink.use_policy` makes one a reload), over
+    the sink's slots."""
+
+    def __init__(
+        self,
+        slots: Slots,
+        policy: DispatchPolicy,
+        opening: Opens,
+        gone: Gone,
+        dm: DispatchMetrics,
+        redis: Retrying,
+    ) -> None:
+        self.policy = policy
+        self.capacity = CapacityLimiter(slots, policy)
+        self.opening = opening
+        self.gone = gone
+        self.dm = dm
+        self._redis = redis
+
+    async def within(self, routes: Sequence[Route], now: float) -> list[Fit]:
+        """What capacity makes of each route (`fit`).
+
+        Slots are taken in the routes' order, one store call for a run of routes; a run
+        ends after a merged group or a task whose rule falls back to another channel, as
+        their second take must come before the next route's first."""
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        out: list[Fit] = []
+        start = 0
+        while start < len(routes):
+            end = start
+            while end < len(routes) - 1 and not self.takes_again(routes[end]):
+                end += 1
+            run = [r.task for r in routes[start : end + 1]]
+            requests = [(t.task_id, t.region, t.channel, t.priority) for t in run]
+            take = functools.partial(self.capacity.take_many, requests, at)
+            slots = await self._redis(take, "taking capacity")
+            for r, slot in zip(routes[start : end + 1], slots, strict=True):
+                self.capacity_left(r.task, slot)
+                out.append(
+                    Fit(sent=r.task, send=r.moments) if slot.taken else await self.fit(r, at)
+                )
+            start = end + 1
+        return out
+
+    def takes_again(self, r: Route) -> bool:
+        overflow = self.policy.overflow_for(r.task.moment.rule_id)
+        falls_back = overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None
+        return falls_back or len(r.moments) > 1
+
+    async def fit(self, r: Route, at: dt.datetime) -> Fit:
+        """A route its channel had no slot for. The moments on that channel take their own
+        rule's overflow: `fallback` keeps one in the group on the other channel (if not
+        refused already), `defer` waits for the next day, `drop` (or a wait past its
+        expiry) drops it; the others, led by the most personal channel left, try again.
+        A merged group was refused as a whole for its lead's channel, under its lead's
+        rule: a full manager pool dropped the complaint callbacks that had joined manager
+        tasks, their own fallback to SMS unused, counted as the manager rule's."""
+        later = next_day_start(at, self.policy.zone, self.policy.next_day_at).timestamp()
+        fit = Fit(later=later)
+        own = {m.task_id: m for m in r.moments}
+        send, refused = list(r.moments), set[Channel]()
+        channel = r.task.channel
+        while True:
+            refused.add(channel)
+            for m in [m for m in send if m.channel == channel]:
+                send.remove(m)
+                overflow = self.policy.overflow_for(m.moment.rule_id)
+                if m is own[m.task_id]:  # its own channel refused (once a moment)
+                    self.dm.overflow.labels(m.moment.type, overflow.policy.value).inc()
+                other = overflow.channel if overflow.policy is OverflowPolicy.FALLBACK else None
+                if other is not None and other not in refused:
+                    send.append(m.model_copy(update={"channel": other}))
+                elif overflow.policy is not OverflowPolicy.DROP and later <= self.policy.last_send(
+                    m
+                ):
+                    fit.wait.append(own[m.task_id])
+                else:
+                    fit.dropped.append(own[m.task_id])
+            if not send:
+                return fit
+            task = merge_tasks(part_id(r.carrier_id, send), send)
+            if task.task_id != r.carrier_id:
+                task = waited(task, r.task)
+            quiet = [
+                functools.partial(quiet_opens, m)
+                for m in send
+                if m.channel != own[m.task_id].channel
+            ]
+            opens = self.opening(task, at, quiet)
+            if opens is None or opens > at:
+                # Its channel is not worked now (`hours:`), or the quiet hours of a moment
+                # moved to it hold it (they were judged for the channel it was made for):
+                # the part waits for both (with what waits for the next day, judged again
+                # then), or, when that comes too late, its channel is refused like a full
+                # one.
+                if opens is not None and opens.timestamp() <= self.policy.last_send(task):
+                    fit.wait += [own[m.task_id] for m in send]
+                    if opens.timestamp() < fit.later:
+                        worked = self.opening(task, at, []) == at
+                        fit.later = opens.timestamp()
+                        fit.why = "quiet_hours" if worked else "channel_hours"
+                    return fit
+                channel = task.channel
+                continue
+            if await self.take(task, at):
+                fit.sent, fit.send = task, send
+                return fit
+            channel = task.channel
+
+    async def take(self, task: ServiceTask, at: dt.datetime) -> bool:
+        slot = await self._redis(
+            lambda: self.capacity.take(task.task_id, task.region, task.channel, task.priority, at),
+            "taking capacity",
+        )
+        self.capacity_left(task, slot)
+        return slot.taken
+
+    def capacity_left(self, task: ServiceTask, slot: Slot) -> None:
+        if slot.left is not None and slot.pool is not None:  # the policy's regions only
+            self.dm.capacity_left.labels(slot.pool, task.channel.value).set(slot.left)
+
+    def split(self, r: Route, fit: Fit, w: Writes) -> list[Leave]:
+        """The writes for what capacity made of a route (`fit`), and the merged moments
+        that leave its group for another entry or for good. Each part goes as `part_id`
+        says; the contact the route took is the sent part's, or given back; a moment
+        dropped is counted as its own rule's."""
+        carrier, sub = r.carrier_id, r.task.subscriber_id
+        for m in fit.dropped:
+            self.gone(r.c, m, SuppressReason.CAPACITY, w)
+        to: dict[str, str] = {}
+        if fit.sent is None:
+            w.given_back.append((carrier, sub))
+        else:
+            to |= dict.fromkeys((m.task_id for m in fit.send), fit.sent.task_id)
+            if fit.sent.task_id != carrier:
+                w.moved.append((carrier, fit.sent.task_id, sub))
+        if fit.wait:
+            waiting = part_id(carrier, fit.wait)
+            to |= dict.fromkeys((m.task_id for m in fit.wait), waiting)
+            w.park(
+                Route(r.c, waiting, fit.wait, merge_tasks(waiting, fit.wait)),
+                fit.later,
+                fit.why,
+            )
+        raw = r.c.stored()
+        leaves = [
+            Leave(carrier, m.task_id, raw[m.task_id], to=to[m.task_id], carries=carries)
+            for m in fit.send + fit.wait
+            if to[m.task_id] != carrier
+            for carries in [carrier_bytes(m, to[m.task_id], r.task)]
+        ]
+        for m in fit.dropped:
+            if m.task_id == carrier:
+                w.drop(carrier, SuppressReason.CAPACITY, m.expires_at)
+            else:
+                until = m.expires_at.timestamp()
+                leaves.append(
+                    Leave(carrier, m.task_id, raw[m.task_id], "capacity", keep_until=until)
+                )
+        return leaves
