@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 import time
 from collections import Counter
@@ -33,50 +32,35 @@ from rules.gating import FrequencyCap
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import (
     claim_order,
-    local_day,
     rank_score,
 )
 from sinks.caps import ContactCaps
 from sinks.contact import lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
 from sinks.fitting import CapacityFitting
-from sinks.hours import Opening, first_allowed, published, quiet_opens
+from sinks.hours import published
 from sinks.ledger import Unanswered, sent_meta_fields, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.owedreturns import OwedReturns
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
-from sinks.policy import DispatchPolicy, OverflowPolicy
-from sinks.relevance import SubscriberFacts, check_for, is_forgotten, reactivated
+from sinks.policy import DispatchPolicy
+from sinks.relevance import SubscriberFacts, check_for, is_forgotten
 from sinks.retry import with_retry
 from sinks.routes import (
     Candidate,
     Park,
     Route,
     Writes,
-    line_held_since,
-    released,
     waited,
     waves,
 )
 from sinks.stores import Clock, DispatchStores, Joining, Leave, Parking, Released
+from sinks.timegates import SUSPENDED_LAST_LOOK_S, TimeGates
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BODY_GRACE_S = 86400
-SUSPENDED_POLL_S = 3600.0
-"""How often a task waiting for its suspended line is looked at: a safety net only. The
-profile update that reactivates the line wakes its tasks (`record_facts`), and a task
-whose decision read the facts before that update and is parked after the wake is due at
-once by its park (`Parking.active_after`). The look finds what no wake reaches: a task
-an earlier version parked without the line's index (`line:<id>`), or a wake lost with
-Redis's last writes in a failover. Every 15 minutes, the looks were 70% of a simulated
-week's releases; hourly, such a task is at most an hour late."""
-SUSPENDED_LAST_LOOK_S = 60.0
-"""The last look at a task whose line stays suspended is this long before it must go
-(`DispatchPolicy.last_send`), where it is dropped (`suppressed{reason="suspended"}`):
-released a few timer ticks late (10 s each by default), it is still judged before it is
-expired."""
 RELEASE_BATCHES_PER_TICK = 20
 EXPIRE_BATCH = 500
 """Unanswered tasks a call counts as expired, per channel (`expire_unanswered`)."""
@@ -117,6 +101,7 @@ class TaskSink:
         self.facts = stores.facts
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
+        self._gates = TimeGates(self.policy, self._drop_route)
         self._caps = self._caps_by(self.policy)
         self._fitting = self._fitting_by(self.policy)
         self._pending: list[ServiceTask] = []
@@ -147,8 +132,9 @@ class TaskSink:
         (`release_due`)."""
         self.policy = policy
         self._timetable = policy.timetable()
-        self._fitting = self._fitting_by(policy)
+        self._gates = TimeGates(policy, self._drop_route)
         self._caps = self._caps_by(policy)
+        self._fitting = self._fitting_by(policy)  # asks `_gates` when channels open
         # A pool the policy no longer has kept its last figure for ever, and a raised one
         # its old figure until its next task: each is set again by its next task.
         self.dm.capacity_left.clear()
@@ -161,41 +147,8 @@ class TaskSink:
 
     def _fitting_by(self, policy: DispatchPolicy) -> CapacityFitting:
         return CapacityFitting(
-            self.stores.slots, policy, self._opening, self._gone, self.dm, self._redis
+            self.stores.slots, policy, self._gates.opening, self._gone, self.dm, self._redis
         )
-
-    def _rejudged(self, task: ServiceTask, at: dt.datetime) -> ServiceTask:
-        """A released task that dispatch parked for its channel's hours or the next day,
-        judged by the policy in force (`Deferrals.rejudge` woke it when the hours,
-        `next_day_at` or zone are not those it was parked by). Its `deliver_after` was
-        dispatch's own wait, not gating's (which had passed when it was parked):
-
-        - for its channel's hours, released before the opening it was given, it is judged
-          again now, by the hours and the quiet hours in force, instead of parked for the
-          old opening again;
-        - deferred by capacity, it goes at the `next_day_at` in force on the local day it
-          was deferred to, or now when that has come (or would come too late for it).
-          Parked for 09:00 and `next_day_at` now 07:00, it waited until 09:00; now 11:00,
-          it went at 09:00."""
-        deferred = task.deferred
-        if deferred is None or task.deliver_after <= at:
-            # Released when it was due, not woken: what it waited for is over (a task a
-            # version before `nextday` parked by capacity to another time than
-            # `next_day_at`, released on time, was parked again until that hour).
-            return task
-        until = at
-        if deferred.reason == "capacity":
-            zone = self.policy.zone
-            day = local_day(task.deliver_after, zone)
-            moved = dt.datetime.combine(day, self.policy.next_day_at, tzinfo=zone)
-            if moved == task.deliver_after:
-                return task
-            if moved > at and moved.timestamp() <= self.policy.last_send(task):
-                until = moved
-        elif deferred.reason != "channel_hours":
-            return task
-        update = {"deferred": Deferral(reason=deferred.reason, until=until), "deliver_after": until}
-        return task.model_copy(update=update)
 
     def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]:
         # The retrying coroutine itself, not one awaiting it: a frame less on each of
@@ -398,7 +351,7 @@ class TaskSink:
             # The first release of this sink, or its policy's hours, `next_day_at` or zone
             # changed: the tasks waiting for them are made due now (`Deferrals.rejudge`)
             # unless the queue says they were parked by these already, and each is judged
-            # by the policy in force (`_rejudged`). The mark is kept in the store, so a
+            # by the policy in force (`TimeGates.rejudged`). The mark is kept in the store, so a
             # worker restarted with another policy finds that it changed (in this
             # process's memory only, a restart woke nothing). Set to the timetable the
             # wake was for, not the one in force after it: a reload landing while it runs
@@ -626,9 +579,9 @@ class TaskSink:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
                 w.park(r, task.deliver_after.timestamp(), reason, count=not gated)
             elif (
-                self._suspended(r, now, facts, w)
-                or (not gated and self._quiet(r, now, w))
-                or self._off_hours(r, now, w)
+                self._gates.suspended(r, now, facts, w)
+                or (not gated and self._gates.quiet(r, now, w))
+                or self._gates.off_hours(r, now, w)
             ):
                 pass
             elif r.c.fresh and task.channel in self.policy.merge.hold_channels:
@@ -713,14 +666,14 @@ class TaskSink:
             kept: list[ServiceTask] = []
             moved = False
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
-            for t in c.tasks if c.fresh else [self._rejudged(t, at) for t in c.tasks]:
+            for t in c.tasks if c.fresh else [self._gates.rejudged(t, at) for t in c.tasks]:
                 if c.lost_own and t.task_id == c.carrier_id:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
                 reason = self._keep(t, now, declined, facts)
                 if reason is None:
                     made_for = t.channel
-                    t, reason = self._worked(t, now)
+                    t, reason = self._gates.worked(t, now)
                     moved = moved or t.channel != made_for
                 if reason is None:
                     kept.append(t)
@@ -758,7 +711,7 @@ class TaskSink:
 
     async def _join(self, routes: list[Route], now: float) -> list[Route]:
         """Merge each fresh task into its subscriber's waiting task, if one is open and the
-        merge holds neither much longer than alone (`_join_bounds`); the routes left (the
+        merge holds neither much longer than alone (`TimeGates.join_bounds`); the routes left (the
         tasks that did not join)."""
         fresh = [r.task for r in routes if r.c.fresh]
         if not fresh:
@@ -774,7 +727,7 @@ class TaskSink:
             for r in routes
             if r.c.fresh
             for t in [r.task]
-            for bounds in [self._join_bounds(t, now, r.c.deferral_counted and not r.moved)]
+            for bounds in [self._gates.join_bounds(t, now, r.c.deferral_counted and not r.moved)]
         ]
         carriers = await self._redis(lambda: self.deferral.join_many(items), "merging")
         joined = {t.task_id for t, carrier in zip(fresh, carriers, strict=True) if carrier}
@@ -782,41 +735,6 @@ class TaskSink:
             if task.task_id in joined:
                 self.dm.merged.labels(task.moment.type).inc()
         return [r for r in routes if r.task.task_id not in joined]
-
-    def _join_bounds(
-        self, task: ServiceTask, now: float, gated: bool
-    ) -> tuple[float | None, float | None]:
-        """Which waiting task a fresh task may join (`Joining`), by when it could go itself
-        (`at`: its `deliver_after`, its channel's hours, its quiet hours): one due at most a
-        merge window before `at` (joined, it would hold that one's moments until `at`),
-        and one due at most a window after `at`, unless that one waits for the
-        subscriber's contact or frequency cap (`Parking.waits_for_cap`: the cap holds the
-        task alone as well) or the task's channel is held for merging anyway
-        (`merge.hold_channels`). No bound for a task waiting for its suspended line, or
-        one that never goes (dropped when it comes up, joined or not). The quiet hours of
-        a task the engine's gates judged just now (`gated`) allow its `deliver_after`, as
-        `_route_wave` takes them to: walked again for every fresh task, they cost an
-        eighth of dispatch's CPU per task (benchmarks/dispatch_cpu.py), for the few tasks
-        whose subscriber has a waiting task.
-
-        Unbounded, an SMS due now joined the customer's call held two hours for the call
-        centre's opening and went out in the call, then; and a call made at night joined
-        the SMS waiting for the end of quiet hours at 08:00 and held it until the centre
-        opened. Bounded only for a task waiting for its channel's hours, an SMS due now
-        joined the call the full call pool had put off to the next day (`next_day_at`),
-        or an unreachable call's retry, and waited for it: a low-balance SMS held 18
-        hours. A task waiting for quiet hours is joined by one whose own quiet hours end
-        then (`at`)."""
-        if task.deferred is not None and task.deferred.reason == "suspended":
-            return None, None
-        at = dt.datetime.fromtimestamp(max(now, task.deliver_after.timestamp()), dt.UTC)
-        opens = self._opening(task, at, [] if gated else [functools.partial(quiet_opens, task)])
-        if opens is None:
-            return None, None
-        window = self.policy.merge.window.total_seconds()
-        earliest = opens.timestamp()
-        held = task.channel in self.policy.merge.hold_channels
-        return earliest - window, None if held else earliest + window
 
     async def _write(self, w: Writes) -> None:
         """A wave's last step: contacts given back or moved, then tasks parked, then
@@ -874,130 +792,10 @@ class TaskSink:
             capped,
             next_day,
             p.rank,
-            p.line_since,  # what `_suspended` compared the facts with
+            p.line_since,  # what `TimeGates.suspended` compared the facts with
             now,
         )
         return parking, slot
-
-    def _suspended(
-        self, r: Route, now: float, facts: dict[str, SubscriberFacts], w: Writes
-    ) -> bool:
-        """Gating deferred a moment of this task for a suspended line (`line_held_since`,
-        whatever the merged task's deferral): it waits until a profile update
-        says the line is active (which wakes it; looked at again every `SUSPENDED_POLL_S`
-        as well), or is dropped at its last look, `SUSPENDED_LAST_LOOK_S` before it must
-        go.
-        Once active, it goes on like any task held back (`_quiet` first), released now:
-        gating gave it `deliver_after` the time it could have gone had the line been
-        active and `deferred.until` its expiry, and it was published saying so hours
-        later (a `deliver_after` inside its quiet hours, an `until` after it went)."""
-        task = r.task
-        since = line_held_since(r)
-        if since is None:
-            return False
-        if reactivated(since, facts[task.subscriber_id]):
-            if task.deferred is not None and task.deferred.reason == "suspended":
-                # The group waited for the line, and says it went now. One that waited
-                # for something else (a moment released from the line before, its
-                # payload in the group still gating's) keeps what it says.
-                at = dt.datetime.fromtimestamp(now, dt.UTC)
-                r.moments = [released(m, at) for m in r.moments]
-                r.task = merge_tasks(r.carrier_id, r.moments)
-            return False
-        again = min(now + SUSPENDED_POLL_S, self.policy.last_send(task) - SUSPENDED_LAST_LOOK_S)
-        if again > now:
-            w.park(r, again, "suspended", count=False, line_since=since.timestamp())
-        else:
-            self._drop_route(r, SuppressReason.SUSPENDED, w)
-        return True
-
-    def _quiet(self, r: Route, now: float, w: Writes) -> bool:
-        """`now` is inside the quiet hours the task carries: it waits for their end, or is
-        dropped as expired when they outlast it. Gating judged them when it made the task;
-        whatever held it since (merge window, contact cap, capacity, a retry's wait, a
-        suspended line, a crash) may bring it here at another hour.
-
-        A merged task also waits while any of its moments' quiet hours hold, when they end
-        before it must go: capacity may send a moment on its own channel (its lead's
-        refused), and such a moment went out inside its own quiet hours when only the
-        lead's were judged (an SMS at 08:18 in Shanghai, its group led by a call made in
-        Tokyo; dispatch re-check)."""
-        task = r.task
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        last = self.policy.last_send(task)
-        lead = quiet_opens(task, at)
-        if lead is None or lead.timestamp() > last:  # quiet until it expires, as gating says
-            self._drop_route(r, SuppressReason.EXPIRED, w)
-            return True
-        until = max(
-            [lead, *(o for m in r.moments if (o := quiet_opens(m, at)) and o.timestamp() <= last)]
-        )
-        if until <= at:
-            return False
-        w.park(r, until.timestamp(), "quiet_hours")
-        return True
-
-    def _opening(
-        self, task: ServiceTask, at: dt.datetime, quiet: Sequence[Opening]
-    ) -> dt.datetime | None:
-        """When the task's channel is worked (`hours:`) and the `quiet` hours allow, from
-        `at`; None when never. A channel not listed is worked all day."""
-        hours = self.policy.hours_for(task.channel)
-        if hours is None:
-            return first_allowed(at, quiet) if quiet else at
-        zone = self.policy.zone
-        return first_allowed(at, [lambda t: hours.opens(t, zone), *quiet])
-
-    def _worked(self, task: ServiceTask, now: float) -> tuple[ServiceTask, SuppressReason | None]:
-        """The task, or on its rule's fallback channel (`overflow:`) when its own is not
-        worked, its quiet hours allowing, before it must go and the fallback's is;
-        expired when neither is. Judged per moment, before merging and waiting, so a call
-        made at 00:30 that expires at 08:00 is an SMS now rather than dropped at 09:00."""
-        if self.policy.always_worked:
-            return task, None
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        quiet = [functools.partial(quiet_opens, task)]
-        opens = self._opening(task, at, quiet)
-        if opens is not None and opens.timestamp() <= self.policy.last_send(task):
-            return task, None
-        overflow = self.policy.overflow_for(task.moment.rule_id)
-        if overflow.policy is OverflowPolicy.FALLBACK and overflow.channel not in (
-            None,
-            task.channel,
-        ):
-            other = task.model_copy(update={"channel": overflow.channel})
-            opens = self._opening(other, at, [functools.partial(quiet_opens, other)])
-            if opens is not None and opens.timestamp() <= self.policy.last_send(other):
-                return other, None
-        return task, SuppressReason.EXPIRED
-
-    def _off_hours(self, r: Route, now: float, w: Writes) -> bool:
-        """The task's channel is not worked now (`hours:`): it waits for the first instant
-        its channel is worked and its moments' quiet hours allow (as `_quiet` judges them),
-        or is dropped as expired when that comes too late (`_worked` let each moment
-        through, so only a group whose moments' hours do not meet in time)."""
-        task = r.task
-        if self.policy.hours_for(task.channel) is None:
-            return False
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        last = self.policy.last_send(task)
-
-        def member(m: ServiceTask) -> Opening:
-            def opens(instant: dt.datetime) -> dt.datetime:
-                o = quiet_opens(m, instant)
-                return o if o is not None and o.timestamp() <= last else instant
-
-            return opens
-
-        quiet: list[Opening] = [functools.partial(quiet_opens, task), *map(member, r.moments)]
-        opens = self._opening(task, at, quiet)
-        if opens is not None and opens <= at:
-            return False
-        if opens is None or opens.timestamp() > last:
-            self._drop_route(r, SuppressReason.EXPIRED, w)
-        else:
-            w.park(r, opens.timestamp(), "channel_hours")
-        return True
 
     async def _send(self, tasks: list[ServiceTask]) -> None:
         if not tasks:

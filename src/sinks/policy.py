@@ -88,7 +88,7 @@ class MergePolicy(_Frozen):
 
     A task that waits anyway (quiet hours, capacity, contact cap) collects the
     subscriber's later moments until it is released, those that would not wait much
-    longer with it than alone (`TaskSink._join_bounds`). Tasks on `hold_channels` are
+    longer with it than alone (`TimeGates.join_bounds`). Tasks on `hold_channels` are
     held for the window even when due now: by default the human channels, where
     several moments must become one call and half an hour costs little, while SMS
     and app pushes (cheap, often time-critical: a roaming welcome) go at once.

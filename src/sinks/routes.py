@@ -74,7 +74,7 @@ class Route:
     task: ServiceTask
     moved: bool = False
     """A moment of it is on another channel than it was made for (its rule's fallback,
-    `TaskSink._worked`): gating's judgment of its quiet hours was for the other one."""
+    `TimeGates.worked`): gating's judgment of its quiet hours was for the other one."""
 
     @property
     def slot(self) -> ServiceTask:
@@ -117,7 +117,7 @@ class Park:
     rank: float
     """Its moments' `rank_score`: where it stands for capacity once due."""
     line_since: float | None = None
-    """Waiting for its suspended line until its next look (`TaskSink._suspended`), not for a
+    """Waiting for its suspended line until its next look (`TimeGates.suspended`), not for a
     `deliver_after` gating gave it: the line is active again once the facts say so after
     this time (`line_held_since`)."""
 
@@ -167,7 +167,7 @@ def line_held_since(r: Route) -> dt.datetime | None:
     (`sinks.relevance.line_active`).
 
     Any moment, not only the merged task's deferral (its carrier's): a moment held for
-    the line joins whatever group of the subscriber is open (`TaskSink._join_bounds`), and
+    the line joins whatever group of the subscriber is open (`TimeGates.join_bounds`), and
     joined to a call held for the merge window, it went out with the call to the
     suspended line. The latest held one, not the merged task's trigger (its lead's): the
     stream records a batch's facts (a reactivation waking the held task) before it

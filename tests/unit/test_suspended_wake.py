@@ -10,11 +10,12 @@ import datetime as dt
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Deferral, Family, Moment, ProfileEvent, ServiceTask
-from sinks.dispatch import SUSPENDED_LAST_LOOK_S, SUSPENDED_POLL_S, TaskSink
+from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
+from sinks.timegates import SUSPENDED_LAST_LOOK_S, SUSPENDED_POLL_S
 
 from .fakes import Clock, ReactivatedMeanwhile
 

@@ -11,8 +11,8 @@ import pytest
 
 from moments.models import Channel, Deferral, ProfileEvent, QuietHours
 from sinks.capacity import next_day_start
-from sinks.dispatch import SUSPENDED_POLL_S
 from sinks.policy import DispatchPolicy
+from sinks.timegates import SUSPENDED_POLL_S
 
 from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
 

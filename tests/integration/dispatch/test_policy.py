@@ -14,8 +14,8 @@ from moments.embedded import RedisServer, free_port
 from moments.models import Channel, Deferral, ProfileEvent, QuietHours, RoamingEvent, TopUpEvent
 from rules.gating import FrequencyCap
 from sinks.capacity import next_day_start
-from sinks.dispatch import SUSPENDED_LAST_LOOK_S, SUSPENDED_POLL_S
 from sinks.policy import DispatchPolicy
+from sinks.timegates import SUSPENDED_LAST_LOOK_S, SUSPENDED_POLL_S
 from tests.unit.fakes import ReactivatedMeanwhile
 
 from .conftest import (
