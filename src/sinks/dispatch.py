@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from moments.cooldowns import CooldownReturn
 from moments.errortext import error_text
-from moments.models import Deferral, InputEvent, ProfileEvent, ServiceTask
+from moments.models import InputEvent, ProfileEvent, ServiceTask
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap
 from sinks.base import Headers, Message, Producer, produce_all
@@ -43,20 +43,20 @@ from sinks.ledger import Unanswered, sent_meta_fields, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.owedreturns import OwedReturns
+from sinks.parking import parked_slot, parking
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
 from sinks.policy import DispatchPolicy
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten
 from sinks.retry import with_retry
 from sinks.routes import (
     Candidate,
-    Park,
     Route,
     Writes,
     waited,
     waves,
 )
-from sinks.stores import Clock, DispatchStores, Joining, Leave, Parking, Released
-from sinks.timegates import SUSPENDED_LAST_LOOK_S, TimeGates
+from sinks.stores import Clock, DispatchStores, Joining, Leave, Released
+from sinks.timegates import TimeGates
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -741,61 +741,23 @@ class TaskSink:
         dropped."""
         await self._caps.write(w)
         if w.parks:
-            parking = [self._parking(p, w.now) for p in w.parks]
-            items = [item for item, _ in parking]
+            window = self.policy.merge.window.total_seconds()
+            slots = [parked_slot(p) for p in w.parks]
+            items = [
+                parking(p, slot, self._payloads.unless_stored(slot), w.now, window)
+                for p, slot in zip(w.parks, slots, strict=True)
+            ]
             timetable = w.timetable
             parked = await self._redis(
                 lambda: self.deferral.park_many(items, timetable), "deferring a task"
             )
-            for p, (_, slot), ok in zip(w.parks, parking, parked, strict=True):
+            for p, slot, ok in zip(w.parks, slots, parked, strict=True):
                 if ok:
                     self._payloads.stored(slot)
                 if ok and p.count:
                     self.metrics.deferred.labels(p.reason).inc()
         if w.drops:
             await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
-
-    def _parking(self, p: Park, now: float) -> tuple[Parking, ServiceTask]:
-        """The park call for `p` decided at `now`, and the payload (the slot, maybe
-        re-deferred) it parks. A task waiting for its suspended line until its next look
-        (`Park.line_since`) is due at once if the facts say the line is active when it is
-        parked (`Parking.active_after`), and keeps the subscriber's merge group open
-        until that look (when it is parked again), at least for the window: so it was,
-        re-opened at every 15-minute look."""
-        task, slot = p.task, p.slot
-        until = dt.datetime.fromtimestamp(p.release_at, dt.UTC)
-        # A suspended line keeps gating's reason and bound: the poll time is not news.
-        keep_gating = p.reason == "suspended" and task.deferred is not None
-        if not keep_gating and (task.deferred is None or task.deferred.until < until):
-            # Published when due: `deliver_after` says so, as `deferred.until` does (the
-            # slot's deferral is the merged task's, `merge_tasks`).
-            update = {"deferred": Deferral(reason=p.reason, until=until)}
-            slot = slot.model_copy(
-                update={**update, "deliver_after": max(slot.deliver_after, until)}
-            )
-        window = self.policy.merge.window.total_seconds()
-        payload = self._payloads.unless_stored(slot)
-        line, hours = p.reason == "suspended", p.reason == "channel_hours"
-        capped = p.reason in ("contact_cap", "frequency_cap")
-        next_day = p.reason == "capacity"
-        if p.line_since is not None:
-            # open until the release that parks it again, a few ticks after the look
-            window = max(window, p.release_at - now + SUSPENDED_LAST_LOOK_S)
-        parking = Parking(
-            slot.task_id,
-            slot.subscriber_id,
-            payload,
-            p.release_at,
-            window,
-            line,
-            hours,
-            capped,
-            next_day,
-            p.rank,
-            p.line_since,  # what `TimeGates.suspended` compared the facts with
-            now,
-        )
-        return parking, slot
 
     async def _send(self, tasks: list[ServiceTask]) -> None:
         if not tasks:
