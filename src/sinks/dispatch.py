@@ -34,11 +34,10 @@ from sinks.capacity import (
     claim_order,
     rank_score,
 )
-from sinks.caps import ContactCaps
 from sinks.contact import lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
-from sinks.fitting import CapacityFitting
 from sinks.hours import published
+from sinks.judging import Judging, judging_by
 from sinks.ledger import Unanswered, sent_meta_fields, state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
@@ -88,7 +87,6 @@ class TaskSink:
         self.topic = topic
         self.stores = stores
         self.metrics = metrics
-        self.policy = policy or DispatchPolicy()
         self.clock = clock
         self.ledger = stores.ledger
         self.deferral = stores.deferral
@@ -101,13 +99,10 @@ class TaskSink:
         self.facts = stores.facts
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)
-        self._gates = TimeGates(self.policy, self._drop_route)
-        self._caps = self._caps_by(self.policy)
-        self._fitting = self._fitting_by(self.policy)
+        self._judging = self._judging_by(policy or DispatchPolicy())
         self._pending: list[ServiceTask] = []
         self._decoded = Decoded()
         self._payloads = Payloads(self._decoded)
-        self._timetable = self.policy.timetable()
         self._judged: str | None = None
         """The timetable the deferral queue was last found or made judged by
         (`Deferrals.rejudge`); None until this sink's first release."""
@@ -125,30 +120,33 @@ class TaskSink:
         self._pending.append(item)
 
     def use_policy(self, policy: DispatchPolicy) -> None:
-        """Dispatch by `policy` from now on (a reload of its file): the limiters read their
-        limits from it; their counters stay in the stores. When it changes the channel
+        """Dispatch by `policy` from now on (a reload of its file): its helpers (`Judging`:
+        time gates, contact caps, capacity) are built from it together, and each decision
+        from now on takes them; one under way finishes on the policy it began with. Their
+        counters stay in the stores. When it changes the channel
         hours, `next_day_at` or the zone they are read in (`DispatchPolicy.timetable`),
         the next release first judges the tasks waiting for them again
         (`release_due`)."""
-        self.policy = policy
-        self._timetable = policy.timetable()
-        self._gates = TimeGates(policy, self._drop_route)
-        self._caps = self._caps_by(policy)
-        self._fitting = self._fitting_by(policy)  # asks `_gates` when channels open
+        self._judging = self._judging_by(policy)
         # A pool the policy no longer has kept its last figure for ever, and a raised one
         # its old figure until its next task: each is set again by its next task.
         self.dm.capacity_left.clear()
 
-    def _caps_by(self, policy: DispatchPolicy) -> ContactCaps:
-        stores = self.stores
-        return ContactCaps(
-            stores.contacts, stores.frequency, policy, self.frequency_cap, self._redis
+    def _judging_by(self, policy: DispatchPolicy) -> Judging:
+        return judging_by(
+            policy,
+            self.stores,
+            self.frequency_cap,
+            self._drop_route,
+            self._gone,
+            self.dm,
+            self._redis,
         )
 
-    def _fitting_by(self, policy: DispatchPolicy) -> CapacityFitting:
-        return CapacityFitting(
-            self.stores.slots, policy, self._gates.opening, self._gone, self.dm, self._redis
-        )
+    @property
+    def policy(self) -> DispatchPolicy:
+        """The policy in force: a decision under way keeps the one it began with."""
+        return self._judging.policy
 
     def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]:
         # The retrying coroutine itself, not one awaiting it: a frame less on each of
@@ -346,7 +344,7 @@ class TaskSink:
         a region's slots before a complaint callback later in the queue); they are sorted
         by `claim_order` again here, as ranks are rounded."""
         now = self.clock() if now is None else now
-        timetable = self._timetable
+        timetable = self._judging.timetable
         if self._judged != timetable:
             # The first release of this sink, or its policy's hours, `next_day_at` or zone
             # changed: the tasks waiting for them are made due now (`Deferrals.rejudge`)
@@ -439,10 +437,11 @@ class TaskSink:
         # and by the release timer, which also sees what other workers did.
         queue_changed = any(not c.fresh for c in candidates)
         try:
-            declined, facts = await self._read_for(candidates, at)
+            j = self._judging  # this decision's policy and helpers, whatever reloads meanwhile
+            declined, facts = await self._read_for(candidates, at, j.policy)
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
-                sendable, parked, gone = await self._route_wave(wave, at, declined, facts)
+                sendable, parked, gone = await self._route_wave(wave, at, declined, facts, j)
                 to_send += sendable
                 dropped |= gone
                 queue_changed = queue_changed or parked
@@ -476,7 +475,7 @@ class TaskSink:
             w.returned += CooldownReturn.all_of(m)
 
     async def _read_for(
-        self, candidates: Sequence[Candidate], at: float
+        self, candidates: Sequence[Candidate], at: float, policy: DispatchPolicy
     ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts]]:
         """The declined (subscriber, rule) pairs among the unexpired tasks, and the facts of
         the subscribers whose tasks need them (a relevance check, or a suspended line)."""
@@ -496,7 +495,7 @@ class TaskSink:
         ]
         wanted = (
             waited
-            + [t.subscriber_id for t in live if check_for(self.policy.relevance, t) is not None]
+            + [t.subscriber_id for t in live if check_for(policy.relevance, t) is not None]
             + [
                 c.tasks[0].subscriber_id
                 for c in candidates
@@ -530,15 +529,16 @@ class TaskSink:
         now: float,
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
+        policy: DispatchPolicy,
     ) -> SuppressReason | None:
         """None when the task is still worth sending, else why not."""
-        if now > self.policy.last_send(task):
+        if now > policy.last_send(task):
             return SuppressReason.EXPIRED
         if is_forgotten(task, facts.get(task.subscriber_id)):
             return SuppressReason.FORGOTTEN
         if (task.subscriber_id, task.moment.rule_id) in declined:
             return SuppressReason.DECLINED
-        check = check_for(self.policy.relevance, task)
+        check = check_for(policy.relevance, task)
         if check is not None:
             verdict = check(task, facts[task.subscriber_id])
             if not verdict.keep:
@@ -551,6 +551,7 @@ class TaskSink:
         now: float,
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
+        j: Judging,
     ) -> tuple[list[ServiceTask], bool, set[str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -561,11 +562,11 @@ class TaskSink:
         is taken in the candidates' order (`CapacityFitting.within`). Each call is idempotent per
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
-        w = Writes(timetable=self._timetable, now=now)
-        routes = await self._kept(wave, now, declined, facts, w)
-        routes = await self._join(routes, now)
-        window = self.policy.merge.window.total_seconds()
-        doomed = await self._caps.capped_until_expiry(
+        w = Writes(timetable=j.timetable, now=now)
+        routes = await self._kept(wave, now, declined, facts, w, j)
+        routes = await self._join(routes, now, j.gates)
+        window = j.policy.merge.window.total_seconds()
+        doomed = await j.caps.capped_until_expiry(
             [r.task for r in routes if r.c.fresh and r.task.deliver_after.timestamp() > now], now
         )
         contacting: list[Route] = []
@@ -579,37 +580,37 @@ class TaskSink:
                 reason = task.deferred.reason if task.deferred else "deliver_after"
                 w.park(r, task.deliver_after.timestamp(), reason, count=not gated)
             elif (
-                self._gates.suspended(r, now, facts, w)
-                or (not gated and self._gates.quiet(r, now, w))
-                or self._gates.off_hours(r, now, w)
+                j.gates.suspended(r, now, facts, w)
+                or (not gated and j.gates.quiet(r, now, w))
+                or j.gates.off_hours(r, now, w)
             ):
                 pass
-            elif r.c.fresh and task.channel in self.policy.merge.hold_channels:
+            elif r.c.fresh and task.channel in j.policy.merge.hold_channels:
                 w.park(r, now + window, "merge_window")
             else:
                 contacting.append(r)
         capacity: list[Route] = []
         tasks = [r.task for r in contacting]
-        for r, contact in zip(contacting, await self._caps.take(tasks, now, w), strict=True):
+        for r, contact in zip(contacting, await j.caps.take(tasks, now, w), strict=True):
             task = r.task
             if contact.taken:
                 capacity.append(r)
-            elif contact.free_at is not None and contact.free_at <= self.policy.last_send(task):
+            elif contact.free_at is not None and contact.free_at <= j.policy.last_send(task):
                 w.park(r, contact.free_at, contact.reason)
             else:
                 self._drop_route(r, SuppressReason(contact.reason), w)
         to_send: list[ServiceTask] = []
         leaves: list[Leave] = w.leaving
-        for r, fit in zip(capacity, await self._fitting.within(capacity, now), strict=True):
+        for r, fit in zip(capacity, await j.fitting.within(capacity, now), strict=True):
             if fit.sent is not None:
                 to_send.append(fit.sent)
-            leaves += self._fitting.split(r, fit, w)
+            leaves += j.fitting.split(r, fit, w)
         await self._owed.owe(w)
         lost = await self._leave(leaves)
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
-        await self._write(w)
+        await self._write(w, j)
         await self._owed.send(w.owed)
         return to_send, bool(w.parks), {task_id for task_id, _ in w.drops}
 
@@ -650,6 +651,7 @@ class TaskSink:
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
         w: Writes,
+        j: Judging,
     ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group
@@ -666,14 +668,14 @@ class TaskSink:
             kept: list[ServiceTask] = []
             moved = False
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
-            for t in c.tasks if c.fresh else [self._gates.rejudged(t, at) for t in c.tasks]:
+            for t in c.tasks if c.fresh else [j.gates.rejudged(t, at) for t in c.tasks]:
                 if c.lost_own and t.task_id == c.carrier_id:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
-                reason = self._keep(t, now, declined, facts)
+                reason = self._keep(t, now, declined, facts, j.policy)
                 if reason is None:
                     made_for = t.channel
-                    t, reason = self._gates.worked(t, now)
+                    t, reason = j.gates.worked(t, now)
                     moved = moved or t.channel != made_for
                 if reason is None:
                     kept.append(t)
@@ -709,7 +711,7 @@ class TaskSink:
         lost = await self._leave(leaves)
         return [r for r in routes if r.carrier_id not in lost]
 
-    async def _join(self, routes: list[Route], now: float) -> list[Route]:
+    async def _join(self, routes: list[Route], now: float, gates: TimeGates) -> list[Route]:
         """Merge each fresh task into its subscriber's waiting task, if one is open and the
         merge holds neither much longer than alone (`TimeGates.join_bounds`); the routes left (the
         tasks that did not join)."""
@@ -727,7 +729,7 @@ class TaskSink:
             for r in routes
             if r.c.fresh
             for t in [r.task]
-            for bounds in [self._gates.join_bounds(t, now, r.c.deferral_counted and not r.moved)]
+            for bounds in [gates.join_bounds(t, now, r.c.deferral_counted and not r.moved)]
         ]
         carriers = await self._redis(lambda: self.deferral.join_many(items), "merging")
         joined = {t.task_id for t, carrier in zip(fresh, carriers, strict=True) if carrier}
@@ -736,12 +738,12 @@ class TaskSink:
                 self.dm.merged.labels(task.moment.type).inc()
         return [r for r in routes if r.task.task_id not in joined]
 
-    async def _write(self, w: Writes) -> None:
+    async def _write(self, w: Writes, j: Judging) -> None:
         """A wave's last step: contacts given back or moved, then tasks parked, then
         dropped."""
-        await self._caps.write(w)
+        await j.caps.write(w)
         if w.parks:
-            window = self.policy.merge.window.total_seconds()
+            window = j.policy.merge.window.total_seconds()
             slots = [parked_slot(p) for p in w.parks]
             items = [
                 parking(p, slot, self._payloads.unless_stored(slot), w.now, window)

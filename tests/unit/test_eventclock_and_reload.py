@@ -483,7 +483,7 @@ class TestPolicyReloader:
         # as hours from a file (policy walk)
         said = f"dispatch policy reloaded from {path}: the new one in force, tasks a day: NJ"
         assert said in caplog.text
-        assert sink._fitting.capacity.policy is sink.policy  # the limiter reads the new limits
+        assert sink._judging.fitting.capacity.policy is sink.policy  # the new limits
 
     def test_a_refused_policy_names_ten_regions_and_counts_the_rest(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
