@@ -10,6 +10,11 @@ is suspended, the task's quiet hours cover the hour, its channel is not worked n
 capacity and overflow -> publish.
 Each step is idempotent per task id, so a retry after a Redis error, a re-drive after a
 crash or a second worker racing never sends a task twice or loses it.
+
+The sink claims, routes each wave and writes what it decided; the steps' judgments are
+its collaborators', built from one policy (`sinks.judging`): the time gates
+(`sinks.timegates`), the contact caps (`sinks.caps`), capacity (`sinks.fitting`); the
+park calls are `sinks.parking`'s, the cooldown returns of drops `sinks.owedreturns`'.
 """
 
 from __future__ import annotations
@@ -123,10 +128,9 @@ class TaskSink:
         """Dispatch by `policy` from now on (a reload of its file): its helpers (`Judging`:
         time gates, contact caps, capacity) are built from it together, and each decision
         from now on takes them; one under way finishes on the policy it began with. Their
-        counters stay in the stores. When it changes the channel
-        hours, `next_day_at` or the zone they are read in (`DispatchPolicy.timetable`),
-        the next release first judges the tasks waiting for them again
-        (`release_due`)."""
+        counters stay in the stores. When it changes the channel hours, `next_day_at` or
+        the zone they are read in (`DispatchPolicy.timetable`), the next release first
+        judges the tasks waiting for them again (`release_due`)."""
         self._judging = self._judging_by(policy)
         # A pool the policy no longer has kept its last figure for ever, and a raised one
         # its old figure until its next task: each is set again by its next task.
