@@ -24,6 +24,7 @@ import orjson
 from pydantic import BaseModel
 
 from moments.decoding import MAX_MESSAGE_BYTES
+from moments.eventcheck import no_type_said
 from moments.models import EVENT_MODELS, EventType
 from moments.rulecheck import (
     READABLE_WITHIN,
@@ -209,8 +210,8 @@ class EventFile:
 
     def _no_types(self, seen: int) -> MissingEventTypeError:
         return MissingEventTypeError(
-            f"{self._untyped_why}, or give --type TYPE for a file of one topic's records: "
-            f"none of its first {seen} line(s) names a type"
+            f"{self._untyped_why}; none of its first {seen} line(s) names a type (the "
+            "records of one topic, as kcat prints them?)"
         )
 
     def _slowly(self, number: int, doc: dict[str, Any], verbatim: bytes | None) -> FileEvent | None:
@@ -222,7 +223,7 @@ class EventFile:
                 return self._unreadable(number, verbatim or b"")
             # A profile deletion on the profile topic, a dead letter on the others: as
             # `events check` says, the line names no type; the topic would decide.
-            why = f'{where}: null names no event type: add "type" ({TYPES})'
+            why = f"{where}: {no_type_said(None)}"
         else:
             try:
                 return _event(doc, where, self.default_type, verbatim)

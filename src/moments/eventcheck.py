@@ -57,6 +57,14 @@ class CheckTally:
         return sum(self.refused.values())
 
 
+def no_type_said(named: object) -> str:
+    """What a line naming no event type is told (`named`: its `type` value, None when it
+    has none or is `null`): the same words in `events check` and in the history readers
+    of the backtest, `rules test` and `state seed` (`rulecheck.event_type_of`)."""
+    what = f"unknown type {named!r}" if named not in (None, "") else "no event type"
+    return f'{what}: give --type ({", ".join(_TYPES)}) or a "type" field'
+
+
 def check_lines(
     lines: Iterable[bytes],
     event_type: EventType | None,
@@ -99,14 +107,7 @@ def check_value(
         named = doc.get("type")
         event_type = _TYPES.get(named) if isinstance(named, str) else None
         if event_type is None:
-            what = f"unknown type {named!r}" if named is not None else "no event type"
-            return LineVerdict(
-                number,
-                "",
-                NO_TYPE,
-                "NoEventType",
-                f'{what}: give --type ({", ".join(_TYPES)}) or a "type" field',
-            )
+            return LineVerdict(number, "", NO_TYPE, "NoEventType", no_type_said(named))
     sub = doc.get("subscriber_id")
     key = str(sub).encode() if sub is not None else None
     record = RawRecord(event_type.value, 0, number, key, value)

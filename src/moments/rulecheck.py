@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from moments.decoding import UTF8_BOM, stream_json
+from moments.eventcheck import no_type_said
 from moments.exceptions import MomentsError
 from moments.models import EventType, Family, ServiceTask
 from moments.pii import mask_msisdn
@@ -118,12 +119,14 @@ def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes | Non
 
 
 def event_type_of(doc: dict[str, Any], where: str, default_type: EventType | None) -> EventType:
-    """The event's `type` field, removed from `doc` (or `default_type` when it has none)."""
-    kind = doc.pop("type", None) or (default_type.value if default_type else None)
+    """The event's `type` field, removed from `doc` (or `default_type` when it has none);
+    `MissingEventTypeError` in the words `events check` uses (`no_type_said`)."""
+    named = doc.pop("type", None)
+    kind = named or (default_type.value if default_type else None)
     try:
         return EventType(str(kind))
     except ValueError:
-        raise MissingEventTypeError(f'{where}: add "type": one of {TYPES} (got {kind!r})') from None
+        raise MissingEventTypeError(f"{where}: {no_type_said(named)}") from None
 
 
 def check_rules(

@@ -456,7 +456,7 @@ class TestInput:
         assert len(list(file)) == 1
         assert file.untyped == [2]
         path.write_text('{"no type": 1}\n')
-        with pytest.raises(EventFileError, match=r"bad.jsonl:1: add \"type\""):
+        with pytest.raises(EventFileError, match=r"bad.jsonl:1: no event type: give --type"):
             list(EventFile(path))
 
     def test_each_line_becomes_the_value_a_producer_writes(self, tmp_path: Path) -> None:

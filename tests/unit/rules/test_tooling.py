@@ -105,7 +105,7 @@ def test_rules_test_names_the_bad_line(tmp_path: Path, capsys: pytest.CaptureFix
     events = tmp_path / "e.jsonl"
     events.write_text('{"event_id": "x"}\n')
     assert main(["rules", "test", str(DEFAULT), "--events", str(events)]) == 1
-    assert f'{events}:1: add "type": one of topup' in capsys.readouterr().err
+    assert f"{events}:1: no event type: give --type (topup, " in capsys.readouterr().err
 
 
 def test_a_rules_path_that_is_not_there_says_so_and_from_where(
