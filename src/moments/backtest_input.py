@@ -15,6 +15,7 @@ import datetime as dt
 import gzip
 import heapq
 import io
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -43,16 +44,50 @@ class FileEvent(NamedTuple):
     """One event of a file (a tuple: one is made per event, and tuples are made fastest)."""
 
     at: float
-    """Event time, epoch seconds (0 when `occurred_at` is missing or unreadable: the
-    detector then dead-letters the event, as the stream would)."""
+    """Event time, epoch seconds: `occurred_at`, or the one a line that is no JSON object
+    still names at its top level; 0 when it is missing or unreadable (the detector then
+    dead-letters the event, as the stream would, and no window leaves it out)."""
     event_type: EventType
     key: bytes
     value: bytes
 
 
 _TYPES = {t.value: t for t in EventType}
-_NAMED_TYPE = re.compile(rb'"type"\s*:\s*"([a-z]+)"')
-"""The `type` a line that is no JSON object may still name (a line cut after it)."""
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s"{}\[\]:,]+')
+"""A JSON string, a bracket, colon or comma outside one, or a number or literal (what
+`_named` walks)."""
+
+
+def _named(line: bytes, name: str) -> str | None:
+    """The text a line that may be no JSON (cut off, a trailing comma) gives the member
+    `name` of its top-level object: a member of the same name in a nested object (a
+    device's `"type"`) is not it. None when the line names none, or not as a string."""
+    want = orjson.dumps(name)
+    depth = 0
+    key = b""
+    wanted = False
+    for token in _TOKEN.finditer(line):
+        text = token.group()
+        if wanted:  # the token after `"name":` at the top level
+            if text[:1] != b'"':
+                return None
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError:  # a lone surrogate
+                return None
+            return value if isinstance(value, str) else None
+        if text == b":":
+            wanted = depth == 1 and key == want
+        elif text in (b"{", b"["):
+            if depth == 0 and text == b"[":
+                return None  # an array: no object, no member
+            depth += 1
+        elif text in (b"}", b"]"):
+            depth -= 1
+        key = text if text[:1] == b'"' else b""
+    return None
+
+
 NAMED_KEPT = 20
 """Lines that were no JSON object named per file (all are counted)."""
 
@@ -137,6 +172,10 @@ class EventFile:
         self._untyped_why = ""
         """What is wrong with the first of them (the refusal of a file none of whose
         first lines names a type)."""
+        self.until = math.inf
+        """The end of the window read (`--to`, set by `history`): a line left out or
+        refused that is dated from then on is not counted or named, as the events it
+        holds are not replayed; one with no readable time is, whatever the window."""
 
     @property
     def position(self) -> int:
@@ -196,16 +235,18 @@ class EventFile:
         A file none of whose first `READABLE_WITHIN` lines names a type but some are
         objects (records of one topic, as `kcat` prints them) is refused whole: `--type`
         is the fix; past that, a line without one is left out and counted."""
-        seen = 0
+        seen = untyped = 0
         for seen, (number, doc, verbatim) in enumerate(objects, 1):
             event = self._slowly(number, doc, verbatim)
             if event is not None:
                 yield event
                 if doc is not UNREADABLE:
                     return
-            if seen >= READABLE_WITHIN and self.untyped_count:
+            else:
+                untyped += 1
+            if seen >= READABLE_WITHIN and untyped:
                 break
-        if self.untyped_count:
+        if untyped:
             raise self._no_types(seen)
 
     def _no_types(self, seen: int) -> MissingEventTypeError:
@@ -218,6 +259,7 @@ class EventFile:
         """A line off the fast path: no JSON object (the stream's dead letter), a value
         written as is (NaN), or one naming no event type (None: left out, counted)."""
         where = f"{self.path}:{number}"
+        at = 0.0
         if doc is UNREADABLE:
             if verbatim != b"null" or self.default_type is not None:
                 return self._unreadable(number, verbatim or b"")
@@ -229,26 +271,34 @@ class EventFile:
                 return _event(doc, where, self.default_type, verbatim)
             except MissingEventTypeError as exc:
                 why = str(exc)
-        self._left_out(number, why)
+            at = _epoch(doc.get("occurred_at"))
+        self._left_out(number, why, at)
         return None
 
-    def _left_out(self, number: int, why: str) -> None:
-        """Count and name a line naming no event type."""
+    def _left_out(self, number: int, why: str, at: float) -> None:
+        """Count and name a line naming no event type, unless dated past the window."""
+        self._untyped_why = self._untyped_why or why
+        if at >= self.until:
+            return
         self.untyped_count += 1
         if len(self.untyped) < NAMED_KEPT:
             self.untyped.append(number)
-        self._untyped_why = self._untyped_why or why
 
     def _unreadable(self, number: int, line: bytes) -> FileEvent:
         """A line that is no JSON object, as the value the stream would dead-letter: on the
-        topic of the type it still names, else of the file's default type, else usage
-        (the stream's verdict on bytes that are no JSON is the same on every topic)."""
-        self.unreadable_count += 1
-        if len(self.unreadable) < NAMED_KEPT:
-            self.unreadable.append(number)
-        named = _NAMED_TYPE.search(line)
-        event_type = _TYPES.get(named.group(1).decode()) if named else None
-        return FileEvent(0.0, event_type or self.default_type or EventType.USAGE, b"", line)
+        topic of the type its top-level object still names (not a nested object's), else
+        of the file's default type, else usage (the stream's verdict on bytes that are no
+        JSON is the same on every topic); at the time it still names, if any, so that the
+        window (`--to`) places it as the events around it. One with no readable time
+        cannot be placed: it is counted and named whatever the window (at 0, which the
+        merge of files passes on where it stands in its own file)."""
+        at = _epoch(_named(line, "occurred_at"))
+        if at < self.until:
+            self.unreadable_count += 1
+            if len(self.unreadable) < NAMED_KEPT:
+                self.unreadable.append(number)
+        event_type = _TYPES.get(_named(line, "type") or "")
+        return FileEvent(at, event_type or self.default_type or EventType.USAGE, b"", line)
 
     def _csv(self, lines: IO[bytes]) -> Iterator[FileEvent]:
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which made the
@@ -261,7 +311,7 @@ class EventFile:
                 return
             if "type" not in reader.fieldnames and self.default_type is None:
                 raise MissingEventTypeError(f"{self.path}:1: add a `type` column (one of {TYPES})")
-            typed = False
+            typed, untyped = False, 0
             for row in reader:
                 kind = row.get("type")
                 event_type = _TYPES.get(kind) if kind else self.default_type
@@ -272,15 +322,16 @@ class EventFile:
                 try:
                     event = _event(doc, f"{self.path}:{reader.line_num}", self.default_type)
                 except MissingEventTypeError as exc:  # an empty or unknown `type` cell
-                    self._left_out(reader.line_num, str(exc))
+                    self._left_out(reader.line_num, str(exc), _epoch(doc.get("occurred_at")))
+                    untyped += 1
                     first = not typed and self.default_type is None  # all rows so far
-                    if first and self.untyped_count >= READABLE_WITHIN:
-                        raise self._no_types(self.untyped_count) from None
+                    if first and untyped >= READABLE_WITHIN:
+                        raise self._no_types(untyped) from None
                     continue
                 typed = True
                 yield event
-            if not typed and self.untyped_count and self.default_type is None:
-                raise self._no_types(self.untyped_count)
+            if not typed and untyped and self.default_type is None:
+                raise self._no_types(untyped)
         except csv.Error as exc:  # tracebacks before
             raise EventFileError(
                 f"{self.path}:{reader.line_num + 1}: cannot read this CSV line ({exc}); "
@@ -313,6 +364,8 @@ def history(
     if profiles_first:
         yield from files[0]
         rest = files[1:]
+    for file in rest:
+        file.until = until
     for event in merged(rest):
         if event.at < until:
             yield event
