@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from moments.backtest_input import FileEvent
+from moments.backtest_input import Cut, FileEvent
 from moments.backtest_state import BacktestState
 from moments.batchresult import BatchResult, give_back_cooldowns
 from moments.engine import Detector
@@ -196,6 +196,8 @@ class BacktestResult:
     """JSON objects of the files naming no event type (and none given): left out."""
     untyped: list[str] = field(default_factory=list)
     """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
+    cuts: list[Cut] = field(default_factory=list)
+    """Files whose gzip data ended early: the report holds their lines up to the cut."""
     waiting_at_end: int = 0
     ledger: dict[str, str] = field(default_factory=dict)
     """Every task id the sink claimed, with its final state (sent, deferred, merged,

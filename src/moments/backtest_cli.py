@@ -164,6 +164,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from moments.backtest import BacktestResult, run_backtest
     from moments.backtest_input import (
         EventFile,
+        cuts_of,
         history,
         unreadable_lines,
         unreadable_note,
@@ -223,6 +224,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             bar.done(result.events)
         result.unreadable_count, result.unreadable = unreadable_lines(files)
         result.untyped_count, result.untyped = untyped_lines(files)
+        result.cuts = cuts_of(files)
         return result
 
     try:
@@ -232,7 +234,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
     report = build_report(result, top=args.top)
-    report["warnings"] = report_warnings(result, rules) + unused_regions(
+    # A file cut short first: every figure after its cut lacks its events.
+    report["warnings"] = [cut.said() for cut in result.cuts]
+    report["warnings"] += report_warnings(result, rules) + unused_regions(
         result.policy, report["capacity"]
     )
     report["run"] = {
@@ -261,7 +265,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
         return 1
     print_report(report, Console())
-    for warning in report["warnings"]:
+    for warning in report["warnings"][len(result.cuts) :]:  # the cuts are said last
         console.print(warning, style="bold yellow")
     for note in report["notes"]:
         console.print(note)
@@ -292,6 +296,15 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         f"{result.events:,} events in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "
         f"{len(result.reported):,} tasks reported; wrote {OUTPUTS} to {args.out}/"
     )
+    if result.cuts:  # said last, where it is seen, and the exit status says it to scripts
+        for cut in result.cuts:
+            console.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
+        console.print(
+            "The report holds the lines read before the cut: re-copy the file and run again "
+            "(or --to before the cut, for a report of what was read)",
+            style="bold red",
+        )
+        return 1
     return 0
 
 

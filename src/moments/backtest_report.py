@@ -98,6 +98,10 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             "dead_letters": dict(result.dead_letters),
             "unreadable_lines": {"count": result.unreadable_count, "first": result.unreadable},
             "untyped_lines": {"count": result.untyped_count, "first": result.untyped},
+            "files_ended_early": [
+                {"file": str(c.path), "line": c.line, "last_event": c.last_at, "why": c.why}
+                for c in result.cuts
+            ],
             "seconds": round(result.seconds, 3),
             "seconds_by_part": {
                 **{k: round(v, 3) for k, v in sorted(result.spent.items())},
@@ -536,6 +540,11 @@ def sections(
                     if (untyped := s.get("untyped_lines", {})).get("count")
                     else []
                 ),
+                *(
+                    [["files ended early (read to the line)", _ended(ended)]]
+                    if (ended := s.get("files_ended_early"))
+                    else []
+                ),
                 ["events/s", s["events_per_second"]],
                 [
                     "state per subscriber, bytes (mean / p99 / max)",
@@ -729,6 +738,11 @@ def _dead_letters(by_reason: Mapping[str, int]) -> str:
 def _unreadable(lines: Mapping[str, Any]) -> str:
     """`2: a.jsonl:4, a.jsonl:9`, with `and N more` past the ones named."""
     return f"{lines['count']:,}: " + lines_named(lines["count"], lines["first"])
+
+
+def _ended(cuts: list[Mapping[str, Any]]) -> str:
+    """`h.jsonl.gz:845 (gzip stream truncated)`, one per file cut short."""
+    return ", ".join(f"{c['file']}:{c['line']} ({c['why']})" for c in cuts)
 
 
 def print_report(report: Mapping[str, Any], console: Console) -> None:

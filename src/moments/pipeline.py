@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -21,6 +22,9 @@ from moments.models import EventType, ServiceTask
 from moments.records import DeadLetter, RawRecord
 from moments.store import DictStateStore
 from rules.catalog import RuleSet
+
+if TYPE_CHECKING:
+    from moments.backtest_input import Cut
 
 SWEEP_SPAN_S = 120 * 86400
 """An `until` further ahead than this sweeps only its last 120 days, hour by hour."""
@@ -43,6 +47,8 @@ class PipelineResult:
     """JSON objects of the files naming no event type (and none given): left out."""
     untyped: list[str] = field(default_factory=list)
     """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
+    cuts: list[Cut] = field(default_factory=list)
+    """Files whose gzip data ended early: read up to the cut (`moments rules test`)."""
     store: DictStateStore = field(default_factory=DictStateStore)
     watermark: int = 0
     """Latest event time seen (epoch seconds): where a later `until` sweep starts."""

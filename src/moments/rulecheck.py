@@ -45,7 +45,7 @@ UNREADABLE: dict[str, Any] = {}
 
 
 def json_objects(
-    lines: Iterable[bytes], path: Path
+    lines: Iterable[bytes], path: Path, counted: list[int] | None = None
 ) -> Iterator[tuple[int, dict[str, Any], bytes | None]]:
     """(line number, object, verbatim) for each non-blank line. `verbatim` is None, or the
     line itself (stripped) when the event's value must be the line as written: when only
@@ -55,8 +55,10 @@ def json_objects(
     stream's `decode` dead-letters the line as it would the record (`invalid_json`...).
     A file with no JSON object among its first `READABLE_WITHIN` non-blank lines raises
     `EventFileError` (it is no JSON lines file). A byte-order mark starting the file is
-    dropped (`UTF8_BOM`)."""
+    dropped (`UTF8_BOM`). `counted` gets the number of lines read, blank ones included,
+    once all are (where a gzip file cut short ended)."""
     numbered = enumerate(lines, 1)
+    number = 0
     held: list[tuple[int, dict[str, Any], bytes | None]] = []
     for number, line in numbered:  # up to the first object: is it JSON lines at all?
         if number == 1 and line.startswith(UTF8_BOM):
@@ -73,6 +75,8 @@ def json_objects(
     else:
         if held:
             raise EventFileError(_no_json_lines(path, held))
+        if counted is not None:
+            counted.append(number)
         return
     for number, line in numbered:  # the rest, as fast as orjson reads
         if not line.strip():
@@ -86,6 +90,8 @@ def json_objects(
             if type(doc) is not dict:
                 doc, verbatim = UNREADABLE, line.strip()
         yield number, doc, verbatim
+    if counted is not None:
+        counted.append(number)
 
 
 def _object(line: bytes) -> tuple[dict[str, Any], bytes | None]:
@@ -139,7 +145,13 @@ def check_rules(
     """The rules over event files (JSON lines or CSV, .gz too, read as the backtest reads
     them), in event-time order; `event_type` is that of the lines of `events` without a
     `type` (a topic's records carry none)."""
-    from moments.backtest_input import EventFile, merged, unreadable_lines, untyped_lines
+    from moments.backtest_input import (
+        EventFile,
+        cuts_of,
+        merged,
+        unreadable_lines,
+        untyped_lines,
+    )
 
     files = [EventFile(events, event_type)]
     if profiles is not None:
@@ -154,6 +166,7 @@ def check_rules(
     result = run_pipeline(records, rules, now=None, until=until)
     result.unreadable_count, result.unreadable = unreadable_lines(files)
     result.untyped_count, result.untyped = untyped_lines(files)
+    result.cuts = cuts_of(files)
     return result
 
 

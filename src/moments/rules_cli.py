@@ -348,11 +348,13 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
             print(describe_task(task, mask=not args.show_ids))
     if not args.json:
         print("\n".join(summary(result, rules, until)))
+    for cut in result.cuts:  # the tasks above are those of the lines before the cut
+        print(f"moments: {cut.said()}", file=sys.stderr)
     if not expected:
-        return 0
+        return 1 if result.cuts else 0
     wrong = check_expectations(result, rules, expected)
     for line in wrong:
         print(f"FAILED {line}", file=sys.stderr)
     if not wrong:
         print(f"as expected: {', '.join(f'{k}={v}' for k, v in expected.items())}", file=sys.stderr)
-    return 1 if wrong else 0
+    return 1 if wrong or result.cuts else 0

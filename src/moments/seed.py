@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moments.backtest import Backtest, Progress
-from moments.backtest_input import EventFile, FileEvent, lines_named, unreadable_lines
+from moments.backtest_input import Cut, EventFile, FileEvent, lines_named, unreadable_lines
 from moments.backtest_state import BacktestState
 from moments.exceptions import ConfigError
 from moments.partitioning import partition_of
@@ -66,6 +66,8 @@ class Seeded:
     """JSON objects of the files naming no event type (and none given): left out."""
     untyped: list[str] = field(default_factory=list)
     """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
+    cuts: list[Cut] = field(default_factory=list)
+    """Files whose gzip data ended early: nothing is written from such a history."""
     moments: int = 0
     """Moments the rules found in the history (shadow: none made a task)."""
     first_event: float | None = None

@@ -302,9 +302,10 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         seeded.unreadable_count, seeded.unreadable = unreadable_read(
             files, settings.partitions, chosen
         )
-        from moments.backtest_input import untyped_lines
+        from moments.backtest_input import cuts_of, untyped_lines
 
         seeded.untyped_count, seeded.untyped = untyped_lines(files)
+        seeded.cuts = cuts_of(files)
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
@@ -314,6 +315,13 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     for name, value in describe(seeded, settings.partitions, chosen).items():
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     Console().print(table)
+    if seeded.cuts:
+        # The records would lack each cut file's later events, and workers would start
+        # from them as if complete: the seed writes nothing, and says why.
+        for cut in seeded.cuts:
+            console.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
+        console.print("nothing written: seed from a whole copy of the history", style="bold red")
+        return 1
     if args.dry_run or not seeded.records:
         console.print("dry run: nothing written" if args.dry_run else "no record to write")
         return 0

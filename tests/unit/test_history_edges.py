@@ -1,6 +1,10 @@
 """Edges of the history readers (`backtest`, `rules test`, `state seed`) left by the
 earlier work on bad lines (tests/unit/test_unreadable_lines.py, test_untyped_lines.py):
 
+- a gzip file cut short (a copy or export that stopped) stopped the whole run: the whole
+  lines before the cut now count, the cut is said (file, line, "the file ends early:
+  gzip stream truncated", re-copy) and the command exits 1, the backtest after writing
+  its report, the seed without writing anything;
 - a line that is no JSON object was read at time 0, so `--to` never left it out, though
   it left out every other line dated after it: such a line is now placed at the time its
   top-level object still names, and one with no readable time is counted and named
@@ -13,6 +17,8 @@ earlier work on bad lines (tests/unit/test_unreadable_lines.py, test_untyped_lin
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import zlib
 from pathlib import Path
 
 import orjson
@@ -22,14 +28,183 @@ from moments.backtest_input import EventFile
 from moments.cli import main
 from moments.eventcheck import check_lines
 from moments.models import EventType
-from moments.rulecheck import MissingEventTypeError
+from moments.rulecheck import EventFileError, MissingEventTypeError
 
-from .test_unreadable_lines import topup
+from .test_unreadable_lines import CATALOG, topup
+
+TRUNCATED = "gzip stream truncated"
+
+
+def lines_of(count: int) -> bytes:
+    """`count` top-ups of distinct subscribers, a minute apart from 2026-11-10 10:00."""
+    out = []
+    for n in range(count):
+        doc = orjson.loads(topup(1))
+        doc |= {
+            "event_id": f"t{n}",
+            "subscriber_id": f"1380{n:07d}",
+            "occurred_at": f"2026-11-10T{10 + n // 60:02d}:{n % 60:02d}:00+08:00",
+        }
+        out.append(orjson.dumps(doc) + b"\n")
+    return b"".join(out)
 
 
 def said(capsys: pytest.CaptureFixture[str]) -> str:
     captured = capsys.readouterr()
     return " ".join((captured.out + captured.err).split())
+
+
+class TestCutGzip:
+    def test_the_whole_lines_before_the_cut_are_read_and_the_cut_is_named(
+        self, tmp_path: Path
+    ) -> None:
+        plain = lines_of(600)  # ~100 KB: the cut falls past the reader's first 64 KiB
+        packed = gzip.compress(plain)
+        path = tmp_path / "h.jsonl.gz"
+        for keep in (len(packed) // 3, len(packed) * 2 // 3, len(packed) - 30):
+            path.write_bytes(packed[:keep])
+            # What the cut copy still holds: zlib, given every byte left, gives it all.
+            held = zlib.decompressobj(31).decompress(packed[:keep])
+            whole = held.count(b"\n")
+            file = EventFile(path)
+            events = list(file)
+            assert len(events) == whole, keep
+            assert [e.value for e in events] == [
+                orjson.dumps({k: v for k, v in orjson.loads(line).items() if k != "type"})
+                for line in held.splitlines()[:whole]
+            ]
+            cut = file.cut
+            assert cut is not None
+            assert (cut.line, cut.partial, cut.why) == (
+                whole + 1,
+                len(held) - len(held[: held.rfind(b"\n") + 1]),
+                TRUNCATED,
+            )
+            last = orjson.loads(held.splitlines()[whole - 1])
+            assert cut.last_at == last["occurred_at"]
+            # The cut line is the copy's loss, not a record the stream refused.
+            assert (file.unreadable_count, file.untyped_count) == (0, 0)
+            assert cut.said().startswith(
+                f"{path}:{whole + 1}: the file ends early: gzip stream truncated; "
+            )
+            assert "re-copy the file" in cut.said()
+
+    def test_a_cut_between_two_lines_names_the_first_missing(self, tmp_path: Path) -> None:
+        """Two gzip members (`cat a.gz b.gz`), the second cut in its header: every line of
+        the first is read, none is partial; a blank line is a line of the count."""
+        path = tmp_path / "h.jsonl.gz"
+        path.write_bytes(gzip.compress(lines_of(3) + b"\n") + gzip.compress(lines_of(3))[:6])
+        file = EventFile(path)
+        assert len(list(file)) == 3
+        assert file.cut is not None
+        assert (file.cut.line, file.cut.partial) == (5, 0)
+
+    def test_junk_after_the_gzip_data_is_said_too(self, tmp_path: Path) -> None:
+        path = tmp_path / "h.jsonl.gz"
+        path.write_bytes(gzip.compress(lines_of(3)) + b"junk appended")
+        file = EventFile(path)
+        assert len(list(file)) == 3
+        assert file.cut is not None
+        assert file.cut.line == 4
+        assert "the gzip data cannot be read on" in file.cut.why
+
+    def test_a_whole_file_has_no_cut_and_no_gzip_is_still_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "h.jsonl.gz"
+        path.write_bytes(gzip.compress(lines_of(3)[:-1]))  # no newline at the end: whole
+        file = EventFile(path)
+        assert len(list(file)) == 3
+        assert file.cut is None
+        path.write_bytes(lines_of(3))
+        with pytest.raises(EventFileError, match=r"h\.jsonl\.gz: not gzip"):
+            list(EventFile(path))
+
+    def test_a_line_longer_than_a_block_is_read_whole(self, tmp_path: Path) -> None:
+        """A line over the reader's 64 KiB blocks (refused as too large, as the stream
+        refuses it) among others: the same events as the plain file."""
+        long_line = topup(5, note="x" * 150_000) + b"\n"
+        plain = lines_of(300) + long_line + lines_of(300)
+        (tmp_path / "h.jsonl").write_bytes(plain)
+        (tmp_path / "h.jsonl.gz").write_bytes(gzip.compress(plain))
+        unzipped = EventFile(tmp_path / "h.jsonl.gz")
+        assert list(unzipped) == list(EventFile(tmp_path / "h.jsonl"))
+        assert unzipped.cut is None
+
+    def test_a_csv_too(self, tmp_path: Path) -> None:
+        header = b"type,event_id,subscriber_id,occurred_at,amount,channel\n"
+        rows = b"".join(
+            f"topup,t{n},1380{n:07d},2026-11-10T10:{n % 60:02d}:00+08:00,50,app\n".encode()
+            for n in range(2000)
+        )
+        packed = gzip.compress(header + rows)
+        path = tmp_path / "h.csv.gz"
+        path.write_bytes(packed[: len(packed) // 2])
+        held = zlib.decompressobj(31).decompress(packed[: len(packed) // 2])
+        file = EventFile(path)
+        assert len(list(file)) == held.count(b"\n") - 1  # the header
+        assert file.cut is not None
+        assert file.cut.line == held.count(b"\n") + 1
+
+
+class TestCutGzipCommands:
+    @pytest.fixture
+    def cut(self, tmp_path: Path) -> tuple[Path, int]:
+        packed = gzip.compress(lines_of(600))
+        path = tmp_path / "h.jsonl.gz"
+        path.write_bytes(packed[: len(packed) // 2])
+        whole = zlib.decompressobj(31).decompress(packed[: len(packed) // 2]).count(b"\n")
+        return path, whole
+
+    def test_the_backtest_reports_what_it_read_then_exits_1(
+        self,
+        cut: tuple[Path, int],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("COLUMNS", "400")
+        path, whole = cut
+        out = tmp_path / "out"
+        assert main(["backtest", "--events", str(path), "--out", str(out)]) == 1
+        report = orjson.loads((out / "report.json").read_bytes())
+        assert report["summary"]["events"] == whole
+        assert report["summary"]["files_ended_early"] == [
+            {
+                "file": str(path),
+                "line": whole + 1,
+                "last_event": report["summary"]["files_ended_early"][0]["last_event"],
+                "why": TRUNCATED,
+            }
+        ]
+        assert report["warnings"][0].startswith(f"{path}:{whole + 1}: the file ends early")
+        assert "the file ends early: gzip stream truncated" in (out / "report.md").read_text()
+        text = said(capsys)
+        assert f"moments: {path}:{whole + 1}: the file ends early: gzip stream truncated" in text
+        assert "files ended early (read to the line)" in text  # the Summary table's row
+        assert f"{path}:{whole + 1} (gzip stream truncated)" in text
+        assert text.count("the file ends early") == 1  # at the end, not among the warnings too
+
+    def test_rules_test_prints_the_tasks_of_what_it_read_then_exits_1(
+        self, cut: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path, whole = cut
+        assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 1
+        captured = capsys.readouterr()
+        assert "task(s)" in captured.out
+        assert f"{path}:{whole + 1}: the file ends early: gzip stream truncated" in captured.err
+
+    def test_the_seed_counts_what_it_read_and_writes_nothing(
+        self,
+        cut: tuple[Path, int],
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("COLUMNS", "400")
+        path, whole = cut
+        assert main(["state", "seed", "--events", str(path), "--dry-run"]) == 1
+        text = said(capsys)
+        assert f"events │ {whole:,}" in text
+        assert f"{path}:{whole + 1}: the file ends early" in text
+        assert "nothing written" in text
 
 
 def test_a_nested_type_does_not_choose_the_topic_of_a_cut_line(tmp_path: Path) -> None:
