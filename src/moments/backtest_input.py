@@ -43,10 +43,12 @@ __all__ = [
     "Cut",
     "EventFile",
     "FileEvent",
+    "WholeLines",
     "cuts_of",
     "history",
     "merged",
     "unreadable_lines",
+    "unzipped",
 ]
 
 
@@ -192,7 +194,7 @@ TRUNCATED = "gzip stream truncated"
 """`Cut.why` of compressed data that ends before its end-of-stream marker."""
 
 
-class _WholeLines(io.RawIOBase):
+class WholeLines(io.RawIOBase):
     """The unzipped bytes of a gzip file, whole lines only. When the compressed data ends
     early (a cut-off copy: gzip's EOFError) or cannot be read on (damaged, junk after it),
     the whole lines before count, the cut one is kept out (no dead letter: the stream
@@ -276,6 +278,20 @@ class _WholeLines(io.RawIOBase):
         super().close()
 
 
+def unzipped(raw: IO[bytes], path: Path) -> tuple[IO[bytes], WholeLines]:
+    """The lines of the gzip file `path` opened as `raw`, and the reader that says where
+    its data ended early (`WholeLines.cut`). Lines through a BufferedReader: GzipFile's
+    own readline is Python code run once a line (2% of a backtest); this one reads the
+    gzip stream in blocks. BadGzipFile when it is no gzip at all (`not_gzip`)."""
+    whole = WholeLines(gzip.GzipFile(fileobj=raw, mode="rb"), path)
+    return cast(IO[bytes], io.BufferedReader(whole, buffer_size=1 << 16)), whole
+
+
+def not_gzip(path: Path) -> str:
+    """What a file named .gz that is no gzip from its first byte is told."""
+    return f"{path}: not gzip data: rename it without .gz if it is plain text"
+
+
 class EventFile:
     """One file, read line by line; `position` (bytes of the file on disk read so far)
     drives the progress bar, for gzip too."""
@@ -289,7 +305,7 @@ class EventFile:
         name = path.name[:-3] if path.name.endswith(".gz") else path.name
         self.is_csv = name.endswith(".csv")
         self._raw: IO[bytes] | None = None
-        self._whole: _WholeLines | None = None
+        self._whole: WholeLines | None = None
         self._lines_read = 0
         """Lines read, blank ones too, once all are (where a gzip file cut short ended)."""
         self.unreadable: list[int] = []
@@ -324,11 +340,8 @@ class EventFile:
         self._raw = self.path.open("rb")
         self._whole = None
         if self.path.suffix == ".gz":
-            # Lines through a BufferedReader: GzipFile's own readline is Python code run
-            # once a line (2% of a backtest); this one reads the gzip stream in blocks.
-            unzipped = gzip.GzipFile(fileobj=self._raw, mode="rb")
-            self._whole = _WholeLines(unzipped, self.path)
-            return cast(IO[bytes], io.BufferedReader(self._whole, buffer_size=1 << 16))
+            lines, self._whole = unzipped(self._raw, self.path)
+            return lines
         return self._raw
 
     def __iter__(self) -> Iterator[FileEvent]:
@@ -337,10 +350,8 @@ class EventFile:
         with self._lines() as lines:
             try:
                 yield from self._csv(lines) if self.is_csv else self._jsonl(lines)
-            except gzip.BadGzipFile:  # before its first line: `_WholeLines` says the rest
-                raise EventFileError(
-                    f"{self.path}: not gzip data: rename it without .gz if it is plain text"
-                ) from None
+            except gzip.BadGzipFile:  # before its first line: `WholeLines` says the rest
+                raise EventFileError(not_gzip(self.path)) from None
             finally:
                 if self._raw is not None:
                     self._raw.close()

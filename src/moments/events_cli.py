@@ -19,6 +19,7 @@ from moments.enums import EventType
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from moments.backtest_input import Cut, WholeLines
     from moments.cliparts import Subparsers
     from moments.eventcheck import CheckTally, LineVerdict
 
@@ -90,18 +91,40 @@ def _instant(text: str) -> dt.datetime:
     return at
 
 
+class _Source:
+    """The lines of one file (or stdin), counted as they are read; for a gzip file, the
+    whole lines only, and where its data ended early (`cut`), as the backtest reads it."""
+
+    def __init__(self, name: str, lines: Iterable[bytes], whole: WholeLines | None) -> None:
+        self.name = name
+        self._lines = lines
+        self._whole = whole
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for number, line in enumerate(self._lines, 1):
+            self.read = number
+            yield line
+
+    def cut(self) -> Cut | None:
+        return self._whole.cut(self.read) if self._whole is not None else None
+
+
 @contextmanager
-def _lines(name: str) -> Iterator[Iterable[bytes]]:
+def _lines(name: str) -> Iterator[_Source]:
     if name == "-":
-        yield sys.stdin.buffer
+        yield _Source(name, sys.stdin.buffer, None)
         return
     path = Path(name)
     if path.suffix == ".gz":
-        with gzip.open(path, "rb") as zipped:
-            yield zipped
+        from moments.backtest_input import unzipped
+
+        with path.open("rb") as raw:
+            lines, whole = unzipped(raw, path)
+            yield _Source(name, lines, whole)
     else:
         with path.open("rb") as file:
-            yield file
+            yield _Source(name, file, None)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -141,20 +164,32 @@ def _cmd_check(args: argparse.Namespace) -> int:
     same_terminal = sys.stdout.isatty() and err.is_terminal
     out = progress.console if same_terminal else Console(file=sys.stdout, soft_wrap=True)
     task = progress.add_task("checking")
+    cuts = []
     with progress:
         for name in args.files:
             with _lines(name) as lines:
-                for verdict in check_lines(lines, event_type, now, file=name != "-"):
-                    tally.add(verdict)
-                    if verdict.reason is not None and (args.json or shown < args.max_shown):
-                        shown += 1
-                        text = _json(name, verdict) if args.json else _describe(name, verdict)
-                        out.print(text, markup=False, highlight=False, soft_wrap=True)
-                    total = sum(tally.checked.values())
-                    if total % PROGRESS_EVERY == 0:
-                        progress.update(task, description=f"checking {name}: {total:,} lines")
+                try:
+                    verdicts = check_lines(lines, event_type, now, file=name != "-")
+                    for verdict in verdicts:
+                        tally.add(verdict)
+                        if verdict.reason is not None and (args.json or shown < args.max_shown):
+                            shown += 1
+                            said = _json(name, verdict) if args.json else _describe(name, verdict)
+                            out.print(said, markup=False, highlight=False, soft_wrap=True)
+                        total = sum(tally.checked.values())
+                        if total % PROGRESS_EVERY == 0:
+                            progress.update(task, description=f"checking {name}: {total:,} lines")
+                except gzip.BadGzipFile:  # no gzip from its first byte
+                    from moments.backtest_input import not_gzip
+
+                    err.print(not_gzip(Path(name)), markup=False)
+                    return 2
+                if (cut := lines.cut()) is not None:
+                    cuts.append(cut)
     _print_tally(err, tally, shown)
-    return 1 if tally.refused_total else 0
+    for cut in cuts:  # the lines before were checked; the rest of the file is missing
+        err.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
+    return 1 if tally.refused_total or cuts else 0
 
 
 def _describe(name: str, verdict: LineVerdict) -> str:

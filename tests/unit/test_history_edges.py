@@ -1,10 +1,10 @@
 """Edges of the history readers (`backtest`, `rules test`, `state seed`) left by the
 earlier work on bad lines (tests/unit/test_unreadable_lines.py, test_untyped_lines.py):
 
-- a gzip file cut short (a copy or export that stopped) stopped the whole run: the whole
-  lines before the cut now count, the cut is said (file, line, "the file ends early:
-  gzip stream truncated", re-copy) and the command exits 1, the backtest after writing
-  its report, the seed without writing anything;
+- a gzip file cut short (a copy or export that stopped) stopped the whole run (`events
+  check`: a traceback): the whole lines before the cut now count, the cut is said (file,
+  line, "the file ends early: gzip stream truncated", re-copy) and the command exits 1,
+  the backtest after writing its report, the seed without writing anything;
 - a line that is no JSON object was read at time 0, so `--to` never left it out, though
   it left out every other line dated after it: such a line is now placed at the time its
   top-level object still names, and one with no readable time is counted and named
@@ -191,6 +191,25 @@ class TestCutGzipCommands:
         captured = capsys.readouterr()
         assert "task(s)" in captured.out
         assert f"{path}:{whole + 1}: the file ends early: gzip stream truncated" in captured.err
+
+    def test_events_check_checks_what_it_read_then_exits_1(
+        self,
+        cut: tuple[Path, int],
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """It ended in a traceback (EOFError), and in another for a .gz that is no gzip."""
+        monkeypatch.setenv("COLUMNS", "400")  # paths unwrapped
+        path, whole = cut
+        argv = ["events", "check", "--now", "2026-12-01T00:00:00Z", str(path)]
+        assert main(argv) == 1
+        text = said(capsys)
+        assert f"{whole:,} line(s) checked, 0 refused" in text
+        assert f"moments: {path}:{whole + 1}: the file ends early: gzip stream truncated" in text
+        plain = path.with_name("plain.jsonl.gz")
+        plain.write_bytes(lines_of(2))
+        assert main(["events", "check", str(plain)]) == 2
+        assert f"{plain}: not gzip data" in said(capsys)
 
     def test_the_seed_counts_what_it_read_and_writes_nothing(
         self,
