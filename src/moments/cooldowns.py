@@ -2,8 +2,9 @@
 rule's cooldown back.
 
 The engine starts a rule's cooldown when a moment makes a task (`fired[tag]` = the
-moment's event time and `fired_by[tag]` = the task, `Detector._emit`). A task dispatch
-drops in the batch that made it gives the mark back there (`batchresult.give_back_cooldowns`).
+moment's event time and `fired_by[tag]` = the task, `moments.taskmaking.emit`). A task
+dispatch drops in the batch that made it gives the mark back there
+(`batchresult.give_back_cooldowns`).
 A task that waits (quiet hours, a suspended line, the merge window, capacity's next day,
 a contact cap) is decided again by the release timer, outside any batch and without the
 subscriber's record, which only the batches of the subscriber's partition write. When

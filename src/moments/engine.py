@@ -11,11 +11,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 from moments.batchresult import (
     BatchResult,
-    CooldownMark,
     StateChange,
     erasure_time,
     forget,
@@ -24,15 +22,12 @@ from moments.batchresult import (
 from moments.cooldowns import CooldownReturn, MalformedReturnError, give_back_returned
 from moments.decoding import SUBSCRIBER_KEY, TOMBSTONE, decode, deletion_form
 from moments.models import (
-    Channel,
-    Deferral,
     EventType,
     InputEvent,
     ProfileEvent,
-    QuietHours,
     unknown_opt_outs,
 )
-from moments.records import DeadLetter, RawRecord, SuppressReason
+from moments.records import DeadLetter, RawRecord
 from moments.refusals import (
     LATENESS,
     allowed_ahead,
@@ -41,27 +36,22 @@ from moments.refusals import (
     too_far_ahead,
     too_late,
 )
-from moments.risk import RiskSignals, hotline_calls, note_hotline_call, scored, spend_drop
+from moments.risk import note_hotline_call
 from moments.sources import SOURCE_CODES
 from moments.state import (
     ERASED_KEPT_S,
-    SHADOW_MARK,
     SubscriberState,
     event_digest,
-    mark_id,
 )
-from moments.taskbuilder import build_task
+from moments.taskmaking import emit
 from moments.tracking import (
-    open_complaints,
     profile_update,
     special_zone,
-    subscriber_view,
     track,
 )
 from moments.zones import subscriber_zone
 from rules.base import EvalContext, Fired
 from rules.catalog import RuleSet
-from rules.gating import GateInput, gate, quiet_hours_carried
 from rules.rule import CompiledRule
 from rules.special_days import due_now_in, evaluation_instant_in, special_days_due
 from rules.windows import local_date, window_end, window_index
@@ -75,9 +65,6 @@ COMPETITOR_HOTLINE = "competitor_hotline_call"
 """The moment type whose live rules say what a call to a competitor's hotline is: each
 event that fires one counts as a call (moments.risk.note_hotline_call), whether or not
 it makes a task."""
-SPEND_SERIES = "spend_month"
-"""The series whose last closed window's drop against the 3 before counts as a churn-risk
-signal (moments.risk.spend_drop)."""
 
 CHECKED_DAY = "checked"
 """Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
@@ -114,7 +101,8 @@ class Detector:
     live_from: dt.datetime | None = None
     """Moments dated before this make no task: every rule is a shadow rule for them
     (`MOMENTS_LIVE_FROM`, moments.livefrom); None: live from the start."""
-    _live_at: int = -(2**62)
+    live_at: int = -(2**62)
+    """`live_from` in epoch seconds, what each moment's event time is compared with."""
 
     def __init__(
         self,
@@ -130,7 +118,7 @@ class Detector:
         self.returns_topic = returns_topic
         """The topic of cooldown returns (moments.cooldowns), read with the events."""
         self.live_from = live_from
-        self._live_at = int(live_from.timestamp()) if live_from is not None else -(2**62)
+        self.live_at = int(live_from.timestamp()) if live_from is not None else -(2**62)
 
     def unrecorded(self, records: Sequence[RawRecord], has: Callable[[str], bool]) -> list[str]:
         """The subscribers keyed in `records` (input topics) that have no record (`has`
@@ -403,7 +391,7 @@ class Detector:
                 ):  # before the task is scored: this call is one of the last 30 days'
                     counted = True
                     note_hotline_call(rings, local_day.toordinal())
-                self._emit(rule, fired, sub, event, state, at, ctx, result)
+                emit(self, rule, fired, sub, event, state, at, ctx, result)
         if event_type is EventType.PROFILE:
             # A birthday or contract end set later in the day still counts that day.
             self.special_days(sub, state, at, tz, ctx, result, profile_changed=True)
@@ -442,7 +430,7 @@ class Detector:
             for rule in special.rules:
                 fired = rule.check(None, state, at, tz, occasion=occasion)
                 if fired is not None:
-                    self._emit(rule, fired, sub, None, state, at, ctx, result, latest=latest)
+                    emit(self, rule, fired, sub, None, state, at, ctx, result, latest=latest)
         return True
 
     def close_windows(
@@ -494,7 +482,7 @@ class Detector:
                             and judged
                             and self._judged_before(rule, fired, state, period, index, tz)
                         )
-                        self._emit(rule, fired, sub, None, state, end, ctx, result, again=again)
+                        emit(self, rule, fired, sub, None, state, end, ctx, result, again=again)
             state.closed[period] = current
             closed_any = True
         return closed_any
@@ -513,7 +501,7 @@ class Detector:
         silence is judged again every day it lasts (a task is still made once its
         cooldown ends), but it is one moment, counted once in `moments_detected_total`."""
         before = int(window_end(period, index - 1, tz))
-        if before < self._live_at:
+        if before < self.live_at:
             return False  # judged in shadow then: the first live judgement counts it
         again = rule.check(None, state, before, tz, closing=index - 1)
         return again is not None and again.occurrence == fired.occurrence
@@ -581,166 +569,6 @@ class Detector:
             soonest = min(soonest, state.seen.get(SOURCE_CODES[EventType.ROAMING], 0) + lapse)
         return soonest
 
-    def risk_signals(self, state: SubscriberState, at: int) -> RiskSignals:
-        """The churn-risk signals the record holds (see moments.risk)."""
-        today = local_date(at, self.zone_of(state))
-        spend = self.rules.series.get(SPEND_SERIES)
-        drop = (
-            spend_drop(spend, state.series.get(spend.tag), window_index(spend.period, today))
-            if spend is not None
-            else None
-        )
-        return RiskSignals(
-            competitor_hotline_calls=hotline_calls(state.series, today.toordinal()),
-            spend_drop=drop,
-            open_complaints=open_complaints(state, at, self.rules.gating.open_complaint_lapse),
-            contract_days_left=_days_between(today, state.profile.get("contract_end")),
-            tenure_days=_days_since(today, state.profile.get("joined_on")),
-        )
-
-    def _emit(
-        self,
-        rule: CompiledRule,
-        fired: Fired,
-        sub: str,
-        event: InputEvent | None,
-        state: SubscriberState,
-        at: int,
-        ctx: EvalContext,
-        result: BatchResult,
-        latest: dt.datetime | None = None,
-        again: bool = False,
-    ) -> None:
-        """Gate a firing and make its task; `latest` ends the task sooner than its ttl.
-        `again`: a moment judged again (a silence on its next day, `_judged_before`),
-        counted already: neither detected nor held by its cooldown once more."""
-        spec = rule.task
-        # A shadow rule takes the same path up to the gates' decision, counted apart from
-        # the live figures, and stops before a task: it sends nothing and takes no contact.
-        # Before the go-live instant every rule is one, judged by the moment's event time.
-        shadow = result.shadow if rule.shadow or at < self._live_at else None
-        if shadow is None and not again:
-            result.detected[(spec.family.value, spec.moment_type)] += 1
-        if spec.cooldown is not None:
-            last = state.fired.get(rule.tag)
-            if (
-                last is not None
-                # Either side of the mark: a moment dated before the task that set it, read
-                # after it (feeds read side by side, within the lateness), is as close to
-                # that contact; it made a second one, and moved the mark back.
-                and abs(at - last) < spec.cooldown.total_seconds()
-                # A shadow judgement's mark holds back shadow ones only: a cooldown spaces
-                # contacts, and the trial (or the warm-up before MOMENTS_LIVE_FROM)
-                # contacted nobody, so a customer still silent at the date, or low on
-                # balance again the day after a shadow moment, gets the live task.
-                and (shadow is not None or state.fired_by.get(rule.tag) != SHADOW_MARK)
-            ):
-                if again:  # counted at its first judgement
-                    return
-                if shadow is not None:
-                    shadow[(rule.id, "suppressed", SuppressReason.COOLDOWN)] += 1
-                else:
-                    result.suppressed[(spec.moment_type, SuppressReason.COOLDOWN)] += 1
-                return
-        triggered = (
-            event.occurred_at
-            if event is not None  # else a sweep's moment, in the subscriber's local time
-            else dt.datetime.fromtimestamp(at, self.zone_of(state))
-        )
-        now = ctx.now if ctx.now is not None else triggered
-        expires = triggered + spec.ttl
-        if latest is not None and latest < expires:
-            expires = latest
-        if expires <= now:
-            if shadow is not None:
-                shadow[(rule.id, "suppressed", SuppressReason.EXPIRED)] += 1
-            else:
-                result.suppressed[(spec.moment_type, SuppressReason.EXPIRED)] += 1
-            return
-        # Everything the task shows is decided first, so it is built (and validated) once.
-        priority, risk = scored(self.risk_signals(state, at), spec.priority)
-        deliver_after = max(now, triggered)
-        policy = self.rules.gating
-        gate_input = GateInput(
-            spec.channel.value, priority, spec.purpose, triggered, expires, deliver_after
-        )
-        view = subscriber_view(state, at, policy)
-        decision = gate(gate_input, view, policy)
-        before = state.fired.get(rule.tag)
-        before_by = state.fired_by.get(rule.tag)
-        if spec.cooldown is not None and decision.action != "suppress":
-            # Only a moment that makes a task starts the cooldown: one the gates dropped
-            # (a complaint being handled, a closed line) or that lapsed did not reach
-            # the customer, and the next must not wait for it. Dispatch may still drop
-            # the task: then `give_back_cooldowns` puts `before` back. The task sets
-            # `fired_by` once it is made (a shadow rule's mark is no task's).
-            if shadow is None:
-                state.fired[rule.tag] = at
-                state.fired_by.pop(rule.tag, None)
-            elif before is None or at >= before or before_by == SHADOW_MARK:
-                state.fired[rule.tag] = at
-                state.fired_by[rule.tag] = SHADOW_MARK
-            # else a shadow moment dated before a live task's mark (a warm-up event read
-            # late, after the instant): its shadow mark would hold no live moment back,
-            # and the live task's holds every later one; the live mark stays.
-        if shadow is not None:
-            outcome = {"suppress": "suppressed", "defer": "deferred"}.get(decision.action, "task")
-            why = "" if outcome == "task" else str(decision.reason or decision.action)
-            shadow[(rule.id, outcome, why)] += 1
-            return
-        if decision.action == "suppress":
-            assert decision.reason is not None  # gating always says why it suppresses
-            result.suppressed[(spec.moment_type, SuppressReason(decision.reason))] += 1
-            return
-        deferred = None
-        if decision.action == "defer":
-            reason = decision.reason or "deferred"
-            until = decision.until or expires  # a suspended line: at most until expiry
-            deferred = Deferral(reason=reason, until=until)
-            deliver_after = decision.deliver_after
-            result.deferred[reason] += 1
-        region = event.region if event is not None and event.region else None
-        evidence = [event.event_id] if event is not None else []
-        task = build_task(
-            rule,
-            fired,
-            sub,
-            region,
-            triggered,
-            evidence,
-            state,
-            now,
-            event,
-            priority=priority,
-            risk=risk,
-            deliver_after=deliver_after,
-            deferred=deferred,
-            quiet_hours=_quiet_hours(*quiet_hours_carried(view, policy)),
-            expires_at=expires,
-        )
-        result.tasks.append(task)
-        if spec.cooldown is not None:
-            by = state.fired_by[rule.tag] = mark_id(task.task_id)
-            result.cooldowns[task.task_id] = CooldownMark(sub, rule.tag, at, before, by, before_by)
-
-
-def _quiet_hours(
-    zone: str | None, windows: list[str], channels: tuple[Channel, ...]
-) -> QuietHours | None:
-    """What a task carries so that dispatch can judge its quiet hours again whenever it
-    sends it later than gating decided, or on another channel (it knows neither the
-    policy nor the customer)."""
-    if zone is None or not windows:
-        return None
-    return _quiet_hours_of(zone, tuple(windows), channels)
-
-
-@lru_cache(maxsize=1024)
-def _quiet_hours_of(
-    zone: str, windows: tuple[str, ...], channels: tuple[Channel, ...]
-) -> QuietHours:
-    return QuietHours(zone=zone, windows=list(windows), channels=list(channels))
-
 
 @lru_cache(maxsize=4096)
 def _day_marks(tz: dt.tzinfo, ordinal: int, local_hour: int) -> tuple[float, float]:
@@ -748,18 +576,6 @@ def _day_marks(tz: dt.tzinfo, ordinal: int, local_hour: int) -> tuple[float, flo
     day = dt.date.fromordinal(ordinal)
     look = evaluation_instant_in(tz, day, local_hour).timestamp()
     return window_end("day", ordinal, tz), look
-
-
-def _days_between(today: dt.date, iso: Any) -> int | None:
-    try:
-        return (dt.date.fromisoformat(str(iso)) - today).days if iso else None
-    except ValueError:
-        return None
-
-
-def _days_since(today: dt.date, iso: Any) -> int | None:
-    days = _days_between(today, iso)
-    return -days if days is not None else None
 
 
 GREETINGS = frozenset({"birthday", "join_anniversary", "holiday"})

@@ -158,7 +158,7 @@ def raise_by(score: float) -> int:
 @functools.lru_cache(maxsize=4096)
 def scored(signals: RiskSignals, priority: int) -> tuple[int, RiskScore]:
     """A task's priority raised by the rule, and its score showing the levels it actually
-    rose (priority 1 stays 1): the one way a score is made (the engine's `_emit`).
+    rose (priority 1 stays 1): the one way a score is made (`moments.taskmaking.emit`).
 
     Cached: a pure function of a few small values that repeat across subscribers (most
     have no risk signal at all), and the score is a frozen model that tasks may share."""

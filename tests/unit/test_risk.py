@@ -15,6 +15,7 @@ from moments.models import EventType, RiskScore, ServiceTask
 from moments.risk import RiskSignals, hotline_calls, note_hotline_call, raise_by, scored
 from moments.state import SubscriberState
 from moments.statezip import pack
+from moments.taskmaking import risk_signals
 from rules.catalog import load_rules
 
 from .rules.helpers import NO_GATES, SUB, at, ev, rules_from, run, usage
@@ -184,7 +185,7 @@ def test_complaints_are_the_open_ones_with_a_record_in_30_days() -> None:
         (task,) = result.tasks
         assert task.risk is not None
         found[lapse] = (
-            Detector(rules, {}).risk_signals(state, when).open_complaints,
+            risk_signals(Detector(rules, {}), state, when).open_complaints,
             [(p.signal, p.value, p.points) for p in task.risk.parts],
             list(state.complaints),
         )
@@ -309,7 +310,7 @@ class TestHotlineCalls:
 
         def counted(day: str) -> int:
             when = int(dt.datetime.fromisoformat(at(day, "23:59")).timestamp())
-            return detector.risk_signals(state, when).competitor_hotline_calls
+            return risk_signals(detector, state, when).competitor_hotline_calls
 
         days = ("2026-10-31", "2026-11-01", "2026-11-20", "2026-11-21")
         assert [counted(day) for day in days] == [2, 1, 1, 0]
@@ -334,7 +335,7 @@ class TestHotlineCalls:
         stored = SubscriberState.from_bytes(state.to_bytes())
         assert stored == state
         when = int(dt.datetime.fromisoformat(at("2026-11-20")).timestamp())
-        assert Detector(rules, {}).risk_signals(stored, when).competitor_hotline_calls == 3
+        assert risk_signals(Detector(rules, {}), stored, when).competitor_hotline_calls == 3
         # As written before calls were counted: the hotline rule's task mark, no ring.
         tag = rules.tags_by_moment_type["competitor_hotline_call"][0]
         older = pack(
@@ -342,7 +343,7 @@ class TestHotlineCalls:
         )
         loaded = SubscriberState.from_bytes(older)
         assert (loaded.fired, loaded.series) == ({tag: when}, {})
-        assert Detector(rules, {}).risk_signals(loaded, when).competitor_hotline_calls == 0
+        assert risk_signals(Detector(rules, {}), loaded, when).competitor_hotline_calls == 0
 
 
 HOTLINE_RULES = """
@@ -402,10 +403,10 @@ class TestScoredCache:
     def test_cached_answers_are_the_computed_ones(
         self, asked: list[tuple[RiskSignals, int]]
     ) -> None:
-        for risk_signals, priority in asked + asked:
-            fresh = scored.__wrapped__(risk_signals, priority)
-            assert scored(risk_signals, priority) == fresh
-            assert scored(risk_signals, priority)[1].model_dump_json() == fresh[1].model_dump_json()
+        for signals_in, priority in asked + asked:
+            fresh = scored.__wrapped__(signals_in, priority)
+            assert scored(signals_in, priority) == fresh
+            assert scored(signals_in, priority)[1].model_dump_json() == fresh[1].model_dump_json()
 
 
 def _hotline_calls_day_by_day(series: dict[str, list[float]], day: int) -> int:
