@@ -32,6 +32,7 @@ from moments.models import EventType, InputEvent, ServiceTask
 from moments.records import OUT_OF_TIME, RawRecord
 from moments.runtime import record_batch
 from moments.store import StateStore
+from moments.sweep import sweep
 from rules import spec as sp
 from rules.catalog import RuleSet
 from rules.durations import parse_duration
@@ -541,8 +542,8 @@ class Backtest:
         started = time.perf_counter()
         state = self.state
         records = state.due(self.detector, mark) if isinstance(state, BacktestState) else None
-        swept = self.detector.sweep(
-            state.items([0]) if records is None else records, lambda _p: mark, None
+        swept = sweep(
+            self.detector, state.items([0]) if records is None else records, lambda _p: mark, None
         )
         self.result.spent["sweep"] += time.perf_counter() - started
         await self._dispatch(swept)

@@ -11,7 +11,7 @@ spares a second look that day, which would close nothing.
 
 The stream's sweep looks at every subscriber whenever event time enters a new hour,
 though a record only needs it at its local midnight (windows close) and at the hour of
-the daily special-day look (`Detector.next_sweep`). Here each record is looked at when
+the daily special-day look (`moments.sweep.next_sweep`). Here each record is looked at when
 it is due: records saved since the last sweep are checked against the sweep's time,
 the others wait in a heap until their time. A record the sweep looked at is checked
 again at the next one (the sweep may have changed it)."""
@@ -25,10 +25,11 @@ from moments.batchresult import StateChange
 from moments.engine import Detector
 from moments.state import SubscriberState
 from moments.store import NOTHING_PENDING, Census, StateWrite
+from moments.sweep import next_sweep
 
 
 class SweepIndex:
-    """When each record is next due for the sweep (`Detector.next_sweep`).
+    """When each record is next due for the sweep (`moments.sweep.next_sweep`).
 
     `touch` every record written since the last sweep (a batch changed it, or it was
     read in anew); `due` works out their times at the sweep and takes from the heap the
@@ -56,7 +57,7 @@ class SweepIndex:
             if state is None:
                 due_at.pop(key, None)
                 continue
-            when = detector.next_sweep(state, at)
+            when = next_sweep(detector, state, at)
             if when <= at:
                 due_at.pop(key, None)
                 found.add(key)

@@ -8,66 +8,32 @@ from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-from moments.batchresult import (
-    BatchResult,
-    StateChange,
-    erasure_time,
-    forget,
-    unmake,
-)
+from moments.batchresult import BatchResult, StateChange, erasure_time, forget, unmake
 from moments.cooldowns import CooldownReturn, MalformedReturnError, give_back_returned
 from moments.decoding import SUBSCRIBER_KEY, TOMBSTONE, decode, deletion_form
-from moments.models import (
-    EventType,
-    InputEvent,
-    ProfileEvent,
-    unknown_opt_outs,
-)
+from moments.models import EventType, InputEvent, ProfileEvent, unknown_opt_outs
 from moments.records import DeadLetter, RawRecord
-from moments.refusals import (
-    LATENESS,
-    allowed_ahead,
-    failed,
-    stale_profile,
-    too_far_ahead,
-    too_late,
-)
+from moments.refusals import LATENESS, allowed_ahead, failed, stale_profile, too_far_ahead, too_late
 from moments.risk import note_hotline_call
 from moments.sources import SOURCE_CODES
-from moments.state import (
-    ERASED_KEPT_S,
-    SubscriberState,
-    event_digest,
-)
+from moments.state import ERASED_KEPT_S, SubscriberState, event_digest
+from moments.sweep import CHECKED_DAY, close_windows, special_days
 from moments.taskmaking import emit
-from moments.tracking import (
-    profile_update,
-    special_zone,
-    track,
-)
+from moments.tracking import profile_update, track
 from moments.zones import subscriber_zone
-from rules.base import EvalContext, Fired
+from rules.base import EvalContext
 from rules.catalog import RuleSet
-from rules.rule import CompiledRule
-from rules.special_days import due_now_in, evaluation_instant_in, special_days_due
-from rules.windows import local_date, window_end, window_index
+from rules.windows import local_date, window_index
 
 StateLoader = Callable[[str], SubscriberState | None]
-
-CLOSE_CATCH_UP = 7
-"""Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
 
 COMPETITOR_HOTLINE = "competitor_hotline_call"
 """The moment type whose live rules say what a call to a competitor's hotline is: each
 event that fires one counts as a call (moments.risk.note_hotline_call), whether or not
 it makes a task."""
-
-CHECKED_DAY = "checked"
-"""Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
 
 
 @dataclass(slots=True)
@@ -356,7 +322,7 @@ class Detector:
         local_day = local_date(at, tz)
         rules = self.rules
         if rules.by_period and state.closed.get(CHECKED_DAY) != local_day.toordinal():
-            self.close_windows(sub, state, at, tz, ctx, result, local_day, active=event_type)
+            close_windows(self, sub, state, at, tz, ctx, result, local_day, active=event_type)
         source = SOURCE_CODES[event_type]
         if at > state.seen.get(source, 0):
             state.seen[source] = at
@@ -394,190 +360,4 @@ class Detector:
                 emit(self, rule, fired, sub, event, state, at, ctx, result)
         if event_type is EventType.PROFILE:
             # A birthday or contract end set later in the day still counts that day.
-            self.special_days(sub, state, at, tz, ctx, result, profile_changed=True)
-
-    def special_days(
-        self,
-        sub: str,
-        state: SubscriberState,
-        at: int,
-        tz: dt.tzinfo,
-        ctx: EvalContext,
-        result: BatchResult,
-        profile_changed: bool = False,
-    ) -> bool:
-        """Look at the subscriber's special days once a day at the local hour (in event
-        time); True when it did."""
-        special = self.rules.special
-        if not special.rules:
-            return False
-        last = dt.date.fromordinal(state.special_day) if state.special_day else None
-        instant = dt.datetime.fromtimestamp(at, dt.UTC)
-        # On the clock where the customer is: a birthday due at 09:00 in Shanghai is the
-        # evening before it in New York.
-        where = special_zone(state, at, self.rules.gating) or tz
-        day = due_now_in(where, last, instant, special.local_hour, profile_changed)
-        if day is None:
-            return False
-        state.special_day = day.toordinal()
-        # A greeting is for its day: one made late (a birthday learned at 22:00, a worker
-        # back in the evening) must not reach the customer the next morning.
-        # Its end as the day's window ends, as a real local time: where the clocks skip
-        # midnight (Santiago), 00:00 does not exist and compared unequal to its instant.
-        day_end = dt.datetime.fromtimestamp(window_end("day", day.toordinal(), where), where)
-        for occasion in special_days_due(state.profile, day, special.config, special.calendar):
-            latest = day_end if occasion.kind in GREETINGS else None
-            for rule in special.rules:
-                fired = rule.check(None, state, at, tz, occasion=occasion)
-                if fired is not None:
-                    emit(self, rule, fired, sub, None, state, at, ctx, result, latest=latest)
-        return True
-
-    def close_windows(
-        self,
-        sub: str,
-        state: SubscriberState,
-        at: int,
-        tz: dt.tzinfo,
-        ctx: EvalContext,
-        result: BatchResult,
-        day: dt.date | None = None,
-        active: EventType | None = None,
-    ) -> bool:
-        """Evaluate the close-time rules of every window that ended by `at`; True if any did.
-
-        `active`: the type of the subscriber's event closing them. It ends the silence of
-        a rule that judges one on that type, whose task is not worth sending any more;
-        a silence on other types goes on, and is judged now as a sweep would (skipped, it
-        was judged first at the next day's close, which took it for a re-judgement and
-        counted no detection)."""
-        closed_any = False
-        day = day if day is not None else local_date(at, tz)
-        ordinal = day.toordinal()
-        if state.closed.get(CHECKED_DAY) == ordinal:
-            return False  # windows end at local midnights: nothing new closes within a day
-        state.closed[CHECKED_DAY] = ordinal
-        for period, rules in self.rules.by_period.items():
-            current = window_index(period, day)
-            first_open = state.closed.get(period)
-            if first_open is None:
-                state.closed[period] = current  # nothing before the first event to close
-                closed_any = True
-                continue
-            if current <= first_open:
-                continue
-            start = max(first_open, current - CLOSE_CATCH_UP)
-            for index in range(start, current):
-                end = int(window_end(period, index, tz))
-                # The window before was judged, here or at an earlier close, unless the
-                # catch-up skipped it (a record not swept for more than CLOSE_CATCH_UP).
-                judged = index > start or start == first_open
-                for rule in rules:
-                    if rule.judges_silence and active in rule.event_types:
-                        continue
-                    fired = rule.check(None, state, end, tz, closing=index)
-                    if fired is not None:
-                        again = (
-                            rule.judges_silence
-                            and judged
-                            and self._judged_before(rule, fired, state, period, index, tz)
-                        )
-                        emit(self, rule, fired, sub, None, state, end, ctx, result, again=again)
-            state.closed[period] = current
-            closed_any = True
-        return closed_any
-
-    def _judged_before(
-        self,
-        rule: CompiledRule,
-        fired: Fired,
-        state: SubscriberState,
-        period: str,
-        index: int,
-        tz: dt.tzinfo,
-    ) -> bool:
-        """True when a silence rule firing at the close of window `index` fired on the
-        same occurrence (the same silence) at the previous window's close, live: the
-        silence is judged again every day it lasts (a task is still made once its
-        cooldown ends), but it is one moment, counted once in `moments_detected_total`."""
-        before = int(window_end(period, index - 1, tz))
-        if before < self.live_at:
-            return False  # judged in shadow then: the first live judgement counts it
-        again = rule.check(None, state, before, tz, closing=index - 1)
-        return again is not None and again.occurrence == fired.occurrence
-
-    def sweep(
-        self,
-        states: Iterable[tuple[str, SubscriberState, int]],
-        watermark: Callable[[int], int | None],
-        now: dt.datetime | None,
-    ) -> BatchResult:
-        """Close the windows that ended by each partition's watermark, for subscribers who
-        went silent (an event closes them too, but a silent subscriber sends none)."""
-        result = BatchResult()
-        ctx = EvalContext(now=now)
-        if not self.rules.by_period and not self.rules.special.rules:
-            return result
-        for sub, state, partition in states:
-            at = watermark(partition)
-            if at is None:
-                continue
-            made = len(result.tasks)
-            try:
-                tz = self.zone_of(state)
-                closed = self.close_windows(sub, state, at, tz, ctx, result)
-                changed = self.special_days(sub, state, at, tz, ctx, result) or closed
-            except Exception as exc:  # nor one record the sweep
-                unmake(result, made)
-                result.failures.append(exc)
-                continue  # its record is not written; the next sweep tries it again
-            if changed:
-                result.changes[sub] = StateChange(state, partition)
-        return result
-
-    def next_sweep(self, state: SubscriberState, at: int) -> float:
-        """When `sweep` next needs this record: the first event time from `at` on at which
-        sweeping it can make a task or change more than its CHECKED_DAY marker (`at` or
-        earlier when that is now; inf when no rule is swept). Until then, with the record
-        unchanged, every sweep of it is a no-op, so a sweeper may skip it.
-
-        Closes happen only when the local day differs from CHECKED_DAY (windows end at
-        local midnights) and special days once a local day from the look's hour: within
-        the local day holding `at`, nothing is due before the next midnight or that hour."""
-        special = self.rules.special
-        if not self.rules.by_period and not special.rules:
-            return float("inf")
-        tz = self.zone_of(state)
-        ordinal = local_date(at, tz).toordinal()
-        if state.closed.get(CHECKED_DAY) != ordinal:
-            return at
-        day_end, look = _day_marks(tz, ordinal, special.local_hour)
-        if not special.rules:
-            return day_end
-        where = special_zone(state, at, self.rules.gating)
-        if where is None or where == tz:
-            return min(day_end, look) if state.special_day < ordinal else day_end
-        # Abroad: special days are on the visited clock (its midnight starts the day whose
-        # look is due at its hour) until the trip lapses and home's clock is back.
-        there = local_date(at, where).toordinal()
-        there_end, there_look = _day_marks(where, there, special.local_hour)
-        soonest = min(day_end, there_end)
-        if state.special_day < there:
-            soonest = min(soonest, there_look)
-        lapse = self.rules.gating.roaming_lapse
-        if lapse is not None:
-            soonest = min(soonest, state.seen.get(SOURCE_CODES[EventType.ROAMING], 0) + lapse)
-        return soonest
-
-
-@lru_cache(maxsize=4096)
-def _day_marks(tz: dt.tzinfo, ordinal: int, local_hour: int) -> tuple[float, float]:
-    """(end of local day `ordinal`, its special-day look) as epoch seconds, in a zone."""
-    day = dt.date.fromordinal(ordinal)
-    look = evaluation_instant_in(tz, day, local_hour).timestamp()
-    return window_end("day", ordinal, tz), look
-
-
-GREETINGS = frozenset({"birthday", "join_anniversary", "holiday"})
-"""Special days whose task is worth nothing after the day: greetings, not a contract's
-end (a renewal offer is still worth making the day after it is due)."""
+            special_days(self, sub, state, at, tz, ctx, result, profile_changed=True)

@@ -21,6 +21,7 @@ from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, ServiceTask
 from moments.records import DeadLetter, RawRecord
 from moments.store import DictStateStore
+from moments.sweep import next_sweep, sweep
 from rules.catalog import RuleSet
 
 if TYPE_CHECKING:
@@ -117,27 +118,27 @@ def run_pipeline(
     detector = Detector(rules, {t.value: t for t in EventType}, live_from=live_from)
     seen = {t.task_id for t in out.tasks}
 
-    def sweep(mark: int) -> float:
+    def sweep_to(mark: int) -> float:
         """Sweep every record to `mark`; the next time a record is due (inf: never)."""
         states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
         live = [(sub, st, p) for sub, st, p in states if st is not None]
-        swept = detector.sweep(live, _constant(mark), now)
+        swept = sweep(detector, live, _constant(mark), now)
         out.shadow.update(swept.shadow)
         out.suppressed.update(swept.suppressed)
         out.detected.update(swept.detected)
         _collect(out, swept.tasks, seen)
         out.store.save(swept.changes)
-        return min((detector.next_sweep(st, mark) for _, st, _ in live), default=math.inf)
+        return min((next_sweep(detector, st, mark) for _, st, _ in live), default=math.inf)
 
     def sweep_hours(first: int, last: int) -> None:
         """The sweeps at the start of each hour from `first` to `last` (hour numbers),
-        those at which a record is due (`Detector.next_sweep`; at the others a sweep
+        those at which a record is due (`moments.sweep.next_sweep`; at the others a sweep
         changes nothing, so they are skipped)."""
         if not rules.by_period and not rules.special.rules:
             return
         hour = first
         while hour <= last:
-            due = sweep(hour * SWEEP_BUCKET_S)
+            due = sweep_to(hour * SWEEP_BUCKET_S)
             hour = max(hour + 1, math.ceil(due / SWEEP_BUCKET_S)) if due < math.inf else last + 1
 
     # As on the stream, each hour of event time begins with a sweep that closes the
@@ -171,7 +172,7 @@ def run_pipeline(
         mark = mark - mark % SWEEP_BUCKET_S + SWEEP_BUCKET_S
         while True:
             mark = min(mark, end)
-            sweep(mark)
+            sweep_to(mark)
             if mark >= end:
                 break
             mark += SWEEP_BUCKET_S

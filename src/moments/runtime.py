@@ -42,6 +42,7 @@ from moments.settings import Settings
 from moments.shutdown import within
 from moments.stateview import returns_topic
 from moments.store import StateStore
+from moments.sweep import sweep
 from moments.topics import ensure_topics
 from rules.catalog import RuleSet
 from rules.changes import compare_rules
@@ -366,7 +367,7 @@ class Runtime:
                 chunk = list(itertools.islice(records, SWEEP_CHUNK))
                 if chunk:
                     now = dt.datetime.now(dt.UTC)
-                    result = self.detector.sweep(chunk, due.get, now)
+                    result = sweep(self.detector, chunk, due.get, now)
                     written = await self._publish(result, store, still_ours, "window sweep")
                     made += len(result.tasks)
                     swept += len(chunk)

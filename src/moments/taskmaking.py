@@ -48,9 +48,9 @@ def emit(
     again: bool = False,
 ) -> None:
     """Gate a firing and make its task; `latest` ends the task sooner than its ttl.
-    `again`: a moment judged again (a silence on its next day, the engine's
-    `_judged_before`),
-    counted already: neither detected nor held by its cooldown once more."""
+    `again`: a moment judged again (a silence on its next day, moments.sweep's
+    `_judged_before`), counted already: neither detected nor held by its cooldown once
+    more."""
     spec = rule.task
     # A shadow rule takes the same path up to the gates' decision, counted apart from
     # the live figures, and stops before a task: it sends nothing and takes no contact.

@@ -654,10 +654,10 @@ def test_the_indexed_sweep_and_kept_records_change_no_result(tmp_path: Path) -> 
     through the plain DictStateStore (bytes, every record swept every hour, as the stream
     does) must give the same tasks, ledger and records. The CHECKED_DAY marker is left out:
     a sweep sets it without saving, so where it stands depends on which records were swept."""
-    from moments.engine import CHECKED_DAY
     from moments.simulate import simulate
     from moments.state import SubscriberState
     from moments.store import DictStateStore
+    from moments.sweep import CHECKED_DAY
 
     start = dt.datetime(2026, 11, 1, tzinfo=SHANGHAI)
     stream = simulate(150, 0.02, seed=5, plant_rate=0.2, start=start)  # ~3 days

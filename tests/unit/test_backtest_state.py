@@ -1,4 +1,4 @@
-"""The backtest's indexed sweep (BacktestState.due, Detector.next_sweep) against the full
+"""The backtest's indexed sweep (BacktestState.due, moments.sweep.next_sweep) against the full
 sweep the stream does: subscribers in zones from UTC-12 to UTC+14, quarter-hour offsets
 and DST changes at midnight, events and time-zone moves in between; every sweep must make
 the same tasks in the same order and leave the same records (but for the CHECKED_DAY
@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 
 from moments.backtest_state import BacktestState
 from moments.batchresult import StateChange
-from moments.engine import CHECKED_DAY, Detector
+from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import to_records
 from moments.state import SubscriberState
+from moments.sweep import CHECKED_DAY, next_sweep, sweep
 from rules.catalog import RuleSet
 
 from .rules.helpers import rules_from
@@ -134,8 +135,8 @@ class Twin:
     def sweep(self, at: int) -> None:
         due = self.indexed.due(self.detector, at)
         self.visits += [(at, sub) for sub, _, _ in due]
-        a = self.detector.sweep(due, lambda _p: at, None)
-        b = self.detector.sweep(self.full.items([0]), lambda _p: at, None)
+        a = sweep(self.detector, due, lambda _p: at, None)
+        b = sweep(self.detector, self.full.items([0]), lambda _p: at, None)
         assert [t.model_dump() for t in a.tasks] == [t.model_dump() for t in b.tasks], at
         assert sorted(a.changes) == sorted(b.changes), at
         self.indexed.save(a.changes)
@@ -268,12 +269,12 @@ def test_a_sweep_that_closes_nothing_marks_the_day_without_saving() -> None:
     evening = int(dt.datetime(2026, 1, 11, 20, tzinfo=shanghai).timestamp())
     due = [entry for entry in store.due(detector, evening) if entry[0] == sub]
     assert due == [(sub, state, 0)]
-    result = detector.sweep(due, lambda _p: evening, None)
+    result = sweep(detector, due, lambda _p: evening, None)
     assert result.changes == {}  # the day's windows are still open
     assert result.tasks == []
     assert store.records[sub].closed[CHECKED_DAY] == today
     midnight = dt.datetime(2026, 1, 12, tzinfo=shanghai).timestamp()
-    assert detector.next_sweep(state, evening) == midnight
+    assert next_sweep(detector, state, evening) == midnight
     assert sub not in [s for s, _, _ in store.due(detector, evening + 3600)]
     assert sub not in [s for s, _, _ in store.due(detector, int(midnight) - 1)]
     assert sub in [s for s, _, _ in store.due(detector, int(midnight))]

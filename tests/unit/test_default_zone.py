@@ -16,6 +16,7 @@ from moments.backtest_input import EventFile, merged
 from moments.engine import Detector
 from moments.models import EventType
 from moments.state import SubscriberState
+from moments.sweep import next_sweep
 from rules.explain import explain
 
 from .rules.helpers import BIRTHDAY, ev, rules_from, run
@@ -90,7 +91,7 @@ class TestEngine:
         noon = int(dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC).timestamp())
         state.closed["checked"] = dt.date(2026, 11, 2).toordinal()
         state.special_day = dt.date(2026, 11, 2).toordinal()
-        assert detector.next_sweep(state, noon) == LONDON_MIDNIGHT.timestamp()
+        assert next_sweep(detector, state, noon) == LONDON_MIDNIGHT.timestamp()
 
     def test_explain_names_the_zone_of_special_days(self) -> None:
         text = "\n".join(explain(rules_from(RULES)))

@@ -18,6 +18,7 @@ from moments.models import EventType
 from moments.pipeline import run_pipeline, to_records
 from moments.records import RawRecord, RejectReason
 from moments.runtime import log_failures
+from moments.sweep import close_windows
 
 from .rules.helpers import at, ev, rules_from
 
@@ -188,14 +189,13 @@ rules:
            ttl: 30d, description: d}
 """
     )
-    close = Detector.close_windows
 
-    def failing(self: Detector, sub: str, *args: Any, **kwargs: Any) -> bool:
+    def failing(detector: Detector, sub: str, *args: Any, **kwargs: Any) -> bool:
         if sub == BROKEN:
             raise KeyError("slot")
-        return close(self, sub, *args, **kwargs)
+        return close_windows(detector, sub, *args, **kwargs)
 
-    monkeypatch.setattr(Detector, "close_windows", failing)
+    monkeypatch.setattr("moments.sweep.close_windows", failing)
     result = run_pipeline(
         [topup("13800000001", "09:00"), topup(BROKEN, "09:00")],
         rules,

@@ -14,6 +14,7 @@ from typing import Any
 from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import to_records
+from moments.sweep import sweep
 
 from .rules.helpers import NO_ACTIVITY, NO_GATES, SUB, at, ev, rules_from, run
 
@@ -63,7 +64,7 @@ def test_a_silence_first_judged_after_a_catch_up_gap_is_counted() -> None:
     state = first.changes[SUB].state
     assert state is not None
     mark = int(dt.datetime.fromisoformat(at("2026-11-20", "01:00")).timestamp())
-    swept = detector.sweep([(SUB, state, 0)], lambda _: mark, None)
+    swept = sweep(detector, [(SUB, state, 0)], lambda _: mark, None)
     assert [t.moment.type for t in swept.tasks] == ["no_activity"]
     assert swept.detected[KEY] == 1
 
@@ -92,6 +93,6 @@ def test_a_silence_on_usage_goes_on_through_a_complaint() -> None:
     )
     results = [process(use("2026-11-01")), process(complaint)]
     mark = int(dt.datetime.fromisoformat(at("2026-11-06", "01:00")).timestamp())
-    results.append(detector.sweep([(SUB, store[SUB], 0)], lambda _p: mark, None))
+    results.append(sweep(detector, [(SUB, store[SUB], 0)], lambda _p: mark, None))
     assert sum(r.detected[KEY] for r in results) == 1
     assert len([t for r in results for t in r.tasks]) == 1

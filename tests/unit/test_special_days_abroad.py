@@ -14,6 +14,7 @@ from moments.engine import Detector
 from moments.models import EventType
 from moments.sources import SOURCE_CODES
 from moments.state import SubscriberState
+from moments.sweep import next_sweep
 
 from .rules.helpers import BIRTHDAY, NO_GATES, ev, rules_from, run
 
@@ -144,6 +145,6 @@ class TestNextSweep:
         state.seen[SOURCE_CODES[EventType.ROAMING]] = at - 3600
         state.closed["checked"] = dt.date(2026, 12, 10).toordinal()
         state.special_day = dt.date(2026, 12, 9).toordinal()  # looked at 12-09 in NY
-        due = detector.next_sweep(state, at)
+        due = next_sweep(detector, state, at)
         ny_nine = dt.datetime.fromisoformat("2026-12-10T09:00:00-05:00").timestamp()
         assert at < due <= ny_nine

@@ -15,6 +15,7 @@ from moments.runtime import SWEEP_CHUNK, Runtime
 from moments.settings import load_settings
 from moments.state import SubscriberState
 from moments.store import DictStateStore
+from moments.sweep import sweep
 from sinks.metrics import Metrics
 
 from .rules.helpers import ev, rules_from
@@ -68,8 +69,11 @@ def _runtime(store: DictStateStore) -> tuple[Runtime, _Recorder]:
 
 
 async def test_batches_run_between_chunks_and_the_tasks_are_those_of_one_sweep() -> None:
-    expected = Detector(rules_from(DAILY), {}).sweep(
-        _store().items([0]), lambda _p: int(NEXT_DAY.timestamp()), None
+    expected = sweep(
+        Detector(rules_from(DAILY), {}),
+        _store().items([0]),
+        lambda _p: int(NEXT_DAY.timestamp()),
+        None,
     )
     store = _store()
     runtime, recorder = _runtime(store)
