@@ -32,10 +32,8 @@ if TYPE_CHECKING:
 CLOSE_CATCH_UP = 7
 """Most windows closed at once for one subscriber (after a long silence or a gap in the data)."""
 
-
 CHECKED_DAY = "checked"
 """Key in `SubscriberState.closed`: the local day whose closes were already evaluated."""
-
 
 GREETINGS = frozenset({"birthday", "join_anniversary", "holiday"})
 """Special days whose task is worth nothing after the day: greetings, not a contract's

@@ -1,11 +1,11 @@
 """A fired rule made into a task, or not: the gates, its rule's cooldown mark, shadow mode.
 
 `emit` is what the detector does with every firing (an event's, a window's close, a
-special day's): it counts the moment, holds it back within its rule's cooldown or once
-it lapsed, scores it with the subscriber's churn-risk signals, asks the gates, moves the
-cooldown mark and builds the task (moments.taskbuilder makes its id and description). A
-shadow rule, or any rule before the go-live instant, goes the same way up to the gates'
-decision and stops before a task.
+special day's): it counts the moment, drops it within its rule's cooldown or once its
+task would have expired, scores it with the subscriber's churn-risk signals, asks the
+gates, moves the cooldown mark and builds the task (moments.taskbuilder makes its id and
+description). A shadow rule, or any rule before the go-live instant, goes the same way up
+to the gates' decision and stops before a task.
 """
 
 from __future__ import annotations
