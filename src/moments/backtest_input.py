@@ -114,8 +114,12 @@ span a year 10000 and ended the backtest in a ValueError)."""
 
 
 def _epoch(value: Any) -> float:
+    """`occurred_at` as epoch seconds; 0 when it cannot be placed: unreadable, out of the
+    contract's span, or with no UTC offset (the stream refuses it; read in the machine's
+    own zone, `--to` placed it by where the backtest ran)."""
     try:
-        at = dt.datetime.fromisoformat(str(value)).timestamp()
+        when = dt.datetime.fromisoformat(str(value))
+        at = when.timestamp() if when.tzinfo is not None else 0.0
     except (ValueError, OverflowError):
         return 0.0
     return at if _SPAN[0] <= at < _SPAN[1] else 0.0

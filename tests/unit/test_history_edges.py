@@ -302,6 +302,29 @@ class TestWindow:
         assert events[3].at == 0.0  # line 4 names no time
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Shanghai", "America/New_York"])
+def test_a_time_with_no_offset_is_placed_nowhere_whatever_the_machines_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    """The stream refuses an `occurred_at` with no UTC offset; the file reader read it in
+    the machine's zone, so whether `--to` left it out depended on where the backtest ran
+    (a backtest in UTC and one in Shanghai counted different dead letters)."""
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        path = tmp_path / "h.jsonl"
+        naive = topup(2).replace(b'+08:00"', b'"')
+        path.write_bytes(topup(1) + b"\n" + naive + b"\n")
+        first, second = list(EventFile(path))
+        assert first.at > 0
+        assert second.at == 0.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_a_line_naming_no_type_is_told_the_words_of_events_check(tmp_path: Path) -> None:
     """`events check` said "no event type: give --type (...)"; the backtest, `rules test`
     and `state seed` said `add "type": one of ... (got None)` of the same line."""
