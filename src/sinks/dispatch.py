@@ -131,6 +131,9 @@ class TaskSink:
         counters stay in the stores. When it changes the channel hours, `next_day_at` or
         the zone they are read in (`DispatchPolicy.timetable`), the next release first
         judges the tasks waiting for them again (`release_due`)."""
+        # A decision under way finishes on the old helpers: its capacity figures are
+        # not set again after the gauge is cleared (`CapacityFitting.retire`).
+        self._judging.fitting.retire()
         self._judging = self._judging_by(policy)
         # A pool the policy no longer has kept its last figure for ever, and a raised one
         # its old figure until its next task: each is set again by its next task.
@@ -358,11 +361,17 @@ class TaskSink:
             # process's memory only, a restart woke nothing). Set to the timetable the
             # wake was for, not the one in force after it: a reload landing while it runs
             # wakes again at the next tick.
-            woken = await self._redis(
-                lambda: self.deferral.rejudge(timetable, now),
-                "judging tasks waiting for channel hours or the next day again",
-            )
+            # Noted before the walk: a decision that parks by an older timetable while it
+            # runs forgets it again (`_decide`), and the next release asks the queue.
             self._judged = timetable
+            try:
+                woken = await self._redis(
+                    lambda: self.deferral.rejudge(timetable, now),
+                    "judging tasks waiting for channel hours or the next day again",
+                )
+            except BaseException:
+                self._judged = None
+                raise
             if woken:
                 log.info(
                     "the policy's channel hours, next_day_at or timezone are not those the "
@@ -440,8 +449,8 @@ class TaskSink:
         # Redis call) is read again only when this decision took from it or added to it,
         # and by the release timer, which also sees what other workers did.
         queue_changed = any(not c.fresh for c in candidates)
+        j = self._judging  # this decision's policy and helpers, whatever reloads meanwhile
         try:
-            j = self._judging  # this decision's policy and helpers, whatever reloads meanwhile
             declined, facts = await self._read_for(candidates, at, j.policy)
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
@@ -452,6 +461,12 @@ class TaskSink:
             await self._send(to_send)
         finally:
             self._payloads.clear()
+            if queue_changed and j.timetable != self._judging.timetable:
+                # It parked by the hours of a policy reloaded since, maybe after a release
+                # judged the queue by the new ones (the queue then says `*`, parked by
+                # two): the next release asks the queue again, else its tasks waited for
+                # the old openings until the next reload or restart.
+                self._judged = None
         if queue_changed:
             await self._update_waiting()
         return dropped

@@ -44,6 +44,14 @@ class CapacityFitting:
         self.gone = gone
         self.dm = dm
         self._redis = redis
+        self._retired = False
+
+    def retire(self) -> None:
+        """Another policy is in force (`TaskSink.use_policy`, which clears the capacity
+        gauge): a decision still under way on this one takes its capacity but sets no
+        figure, else a pool the new policy has not kept it for good, and a raised one its
+        old figure until its next task."""
+        self._retired = True
 
     async def within(self, routes: Sequence[Route], now: float) -> list[Fit]:
         """What capacity makes of each route (`fit`).
@@ -144,6 +152,8 @@ class CapacityFitting:
         return slot.taken
 
     def capacity_left(self, task: ServiceTask, slot: Slot) -> None:
+        if self._retired:
+            return
         if slot.left is not None and slot.pool is not None:  # the policy's regions only
             self.dm.capacity_left.labels(slot.pool, task.channel.value).set(slot.left)
 

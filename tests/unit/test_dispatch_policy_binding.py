@@ -105,3 +105,95 @@ def test_a_reload_mid_decision_leaves_it_on_the_policy_it_began_with(
     (decided by `self.policy` at each step, its capacity step read `FULL`'s and dropped
     it); the second decision, begun under `FULL`, drops its task."""
     assert dispatched(store, method) == [["a" * 32], []]
+
+
+class During:
+    """A store whose `method` runs `meanwhile` (awaited) before it answers, once: what the
+    event loop does while a decision awaits that call."""
+
+    def __init__(self, inner: Any, method: str, meanwhile: Callable[[], Any]) -> None:
+        self._inner = inner
+        self._method = method
+        self._meanwhile: Callable[[], Any] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._inner, name)
+        if name != self._method:
+            return found
+
+        async def first_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            if self._meanwhile is not None:
+                self._meanwhile, meanwhile = None, self._meanwhile
+                await meanwhile()
+            return await found(*args, **kwargs)
+
+        return first_meanwhile
+
+
+def _sms(name: str) -> Any:
+    return task(
+        name * 32,
+        channel=Channel.SMS,
+        triggered=AT,
+        deliver_after=AT,
+        expires_at=AT + dt.timedelta(days=1),
+    )
+
+
+def test_a_decision_begun_before_a_reload_leaves_no_capacity_figure_of_the_old_policy() -> None:
+    """`use_policy` clears `moments_capacity_left`, as a pool the new policy has not is never
+    set again (and a raised one showed its old figure); a decision begun under the old
+    policy and taking its capacity after the reload set the old pool's figure again, left
+    for good."""
+    pooled = DispatchPolicy.model_validate({"capacity": {"*": {"sms": 10}}})
+    clock = EventTime(AT.timestamp())
+    producer = CollectingProducer(clock)
+    stores = memory_stores(clock)
+    metrics = Metrics()
+    sink: TaskSink | None = None
+
+    async def reload() -> None:
+        assert sink is not None
+        sink.use_policy(OPEN)  # no pools: no capacity figure at all
+
+    stores = dataclasses.replace(stores, deferral=During(stores.deferral, "join_many", reload))
+    sink = TaskSink(producer, "moments.tasks", stores, metrics, pooled, clock)
+    asyncio.run(sink.dispatch([_sms("a")]))
+    assert len(producer.sent) == 1  # taken under the policy it began with
+    samples = [s for m in metrics.registry.collect() for s in m.samples]
+    assert [s for s in samples if s.name == "moments_capacity_left"] == []
+
+
+def test_a_task_parked_by_the_old_hours_after_the_new_ones_were_judged_is_judged_again() -> None:
+    """A reload lands while a decision awaits Redis and the release timer runs meanwhile:
+    it judges the waiting tasks by the new hours (`Deferrals.rejudge`) and notes the queue
+    judged. The decision then parks its task by the old hours it began with, which marks
+    the queue as parked by two timetables; the next release asks the queue again and the
+    task is judged by the hours in force, not kept waiting for the old opening."""
+    later = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "13:00-14:00"}})
+    now_open = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "12:00-18:00"}})
+    clock = EventTime(AT.timestamp())
+    producer = CollectingProducer(clock)
+    stores = memory_stores(clock)
+    sink: TaskSink | None = None
+
+    async def reload_and_release() -> None:
+        assert sink is not None
+        sink.use_policy(now_open)
+        await sink.release_due()  # the timer's tick: judges the queue by the new hours
+
+    stores = dataclasses.replace(
+        stores, deferral=During(stores.deferral, "join_many", reload_and_release)
+    )
+    sink = TaskSink(producer, "moments.tasks", stores, Metrics(), later, clock)
+
+    async def go() -> None:
+        assert sink is not None
+        await sink.release_due()  # this sink's first release: the queue judged by `later`
+        await sink.dispatch([_sms("a")])
+        assert producer.sent == []  # decided by `later`, it begun with: parked to 13:00
+        clock.advance((AT + dt.timedelta(minutes=1)).timestamp())
+        await sink.release_due()
+
+    asyncio.run(go())
+    assert [orjson.loads(s.payload)["task_id"] for s in producer.sent] == ["a" * 32]
