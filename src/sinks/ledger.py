@@ -152,6 +152,25 @@ return out
 """
 
 
+# KEYS: returns (owed, by time), return records; ARGV: now, then id, record pairs. Each
+# record and its time in one step: a script, not MULTI (the ACL docs/security.md
+# recommends grants no @transaction).
+_OWE_RETURNS = """
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+end
+return 0
+"""
+
+# KEYS: returns, return records; ARGV: ids. Settled: out of both in one step.
+_SETTLE_RETURNS = """
+redis.call('ZREM', KEYS[1], unpack(ARGV))
+redis.call('HDEL', KEYS[2], unpack(ARGV))
+return 0
+"""
+
+
 # KEYS: the unanswered index of each channel; ARGV: expired before, limit, task prefix.
 # Per channel, up to `limit` of the lowest scored (soonest expiry) at or before the
 # cutoff, each taken out of its index with its ledger entry: {{id, expiry, entry}, ...}
@@ -171,6 +190,11 @@ for k = 1, #KEYS do
 end
 return out
 """
+
+
+_SETTLE_CHUNK = 5000
+"""Ids a settle call takes: `unpack` in a script is bounded by Lua's stack (LUAI_MAXCSTACK,
+8000 in Redis)."""
 
 
 DROPPED_KEPT_S = 86400
@@ -247,6 +271,8 @@ class TaskLedger:
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._owed = redis.register_script(_OWED)
+        self._owe = redis.register_script(_OWE_RETURNS)
+        self._settle_owed = redis.register_script(_SETTLE_RETURNS)
         self._expire = redis.register_script(_EXPIRE)
 
     def key(self, task_id: str) -> str:
@@ -379,11 +405,10 @@ class TaskLedger:
         """See `sinks.stores.Ledger.owe_returns`: the record and its time, in one step."""
         if not items:
             return
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.return_records_key, mapping=dict(items))
-        pipe.zadd(self.returns_key, {task_id: now for task_id, _ in items})
-        await pipe.execute()
+        args: list[str | bytes | float] = [time.time()]
+        for task_id, record in dict(items).items():
+            args += [task_id, record]
+        await self._owe(keys=[self.returns_key, self.return_records_key], args=args)
 
     async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         """See `sinks.stores.Ledger.owed_returns`."""
@@ -396,10 +421,9 @@ class TaskLedger:
         """See `sinks.stores.Ledger.settle_returns`."""
         if not task_ids:
             return
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zrem(self.returns_key, *task_ids)
-        pipe.hdel(self.return_records_key, *task_ids)
-        await pipe.execute()
+        keys = [self.returns_key, self.return_records_key]
+        for start in range(0, len(task_ids), _SETTLE_CHUNK):
+            await self._settle_owed(keys=keys, args=list(task_ids[start : start + _SETTLE_CHUNK]))
 
     async def get(self, task_id: str) -> bytes | None:
         value: bytes | str | None = await self.redis.get(self.key(task_id))

@@ -183,6 +183,24 @@ class TestRedisCredentials:
         finally:
             await client.aclose()
 
+    async def test_the_recommended_acl_is_enough_to_owe_and_settle_cooldown_returns(
+        self, secured_redis: SecuredRedis
+    ) -> None:
+        """What dispatch writes for a task with a cooldown dropped after it waited
+        (`sinks.owedreturns`), as the ACL user: no MULTI (@transaction is not granted)."""
+        settings = _settings(
+            redis_url=secured_redis.url, redis_username=ACL_USER, redis_password=ACL_PASSWORD
+        )
+        client = redis_client(settings)
+        ledger = TaskLedger(client, f"moments:{uuid4().hex[:8]}:", 3600)
+        try:
+            await ledger.owe_returns([("t1:low_balance", b"return-1")])
+            assert await ledger.owed_returns(older_than=-1.0) == [("t1:low_balance", b"return-1")]
+            await ledger.settle_returns(["t1:low_balance"])
+            assert await ledger.owed_returns(older_than=-1.0) == []
+        finally:
+            await client.aclose()
+
 
 class TestRedisTLS:
     """rediss:// with the server's CA connects; without it the certificate is not trusted."""
