@@ -70,7 +70,9 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             per_day[d][(day, f[d])] += 1
         rules[f["rule_id"]] += 1
         for related in task.get("related") or ():
-            joined[str(related["moment"]["rule_id"])] += 1
+            rule_id = str(related["moment"]["rule_id"])
+            if rule_id != f["rule_id"]:  # a second moment of the task's own rule: not another's
+                joined[rule_id] += 1
         sent[(day, f["region"], f["channel"])] += 1
     suppressed: Counter[str] = Counter()
     suppressed_by_type: list[dict[str, Any]] = []

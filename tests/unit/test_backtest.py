@@ -1363,3 +1363,26 @@ def test_a_policy_region_no_task_came_from_is_warned_of(
     assert "NJ," not in said[0]
     printed = capsys.readouterr()
     assert "no task" in " ".join((printed.out + printed.err).split())
+
+
+def test_top_rules_counts_a_rule_carried_in_its_own_rules_task_as_no_other_rules() -> None:
+    """`merged_into_others` is a rule's moments carried in *another* rule's task: a second
+    moment of the task's own rule (a rule with no cooldown firing again while its task
+    waited) is not one, nor added again to the rule's volume."""
+    from moments.backtest import Published
+    from sinks.contact import merge_tasks
+    from tests.integration.dispatch.conftest import task
+
+    at = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)
+    later = at + dt.timedelta(days=1)
+    own = task("a" * 32, moment_type="low_balance", triggered=at, expires_at=later)
+    again = task("b" * 32, moment_type="low_balance", triggered=at, expires_at=later)
+    other = task("c" * 32, moment_type="first_topup", priority=4, triggered=at, expires_at=later)
+    sent = merge_tasks(own.task_id, [own, again, other])
+    assert sent.moment.rule_id == "low_balance"
+    payload = sent.model_dump_json().encode()
+    report = build_report(BacktestResult(published=[Published(at.timestamp(), payload)]))
+    assert report["top_rules"] == [
+        {"rule_id": "first_topup", "tasks": 0, "merged_into_others": 1},
+        {"rule_id": "low_balance", "tasks": 1, "merged_into_others": 0},
+    ]
