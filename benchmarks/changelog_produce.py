@@ -16,8 +16,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from moments.embedded import TansuBroker, ensure_topics
+from moments.embedded import TansuBroker
 from moments.producer import MAX_BATCH_BYTES
+from moments.topics import ensure_topics
 from sinks.base import produce_to_partitions
 
 Records = list[tuple[int, bytes, bytes | None]]

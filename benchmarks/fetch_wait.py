@@ -16,7 +16,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from moments.embedded import TansuBroker, ensure_topics
+from moments.embedded import TansuBroker
+from moments.topics import ensure_topics
 
 PARTITIONS = 4
 

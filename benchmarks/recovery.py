@@ -38,11 +38,12 @@ from rich.progress import Progress
 
 from moments.bench import _cpu_seconds, produce, start_worker, stop_worker
 from moments.connections import kafka_client_kwargs
-from moments.embedded import RedisServer, TansuBroker, ensure_topics, free_port
+from moments.embedded import RedisServer, TansuBroker, free_port
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
 from moments.metrics_server import scrape
 from moments.restore import read_changelog
 from moments.settings import Settings, load_settings
+from moments.topics import ensure_topics
 
 FRESH_EVENTS = 1_000
 IDLE_CPU_S = 0.1
