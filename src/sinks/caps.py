@@ -6,7 +6,7 @@ architecture.md, "Frequency cap, then contact cap")."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from moments.models import ServiceTask
 from rules.gating import FrequencyCap
@@ -19,16 +19,20 @@ from sinks.stores import ContactBook
 
 
 class ContactCaps:
-    """The caps of one dispatch policy (`TaskSink.use_policy` makes one a reload) and the
-    rule set's frequency cap as it is now (`frequency_cap`: rules are reloaded too), over
-    the contact books (`contacts`: the policy's; `frequency`: the rule set's)."""
+    """The caps of one dispatch policy and one frequency cap of the rule set's
+    (`frequency_cap`, None: off), over the contact books (`contacts`: the policy's;
+    `frequency`: the rule set's). Both are bound: a decision takes the caps in force at
+    its start (`Judging.under`) and keeps them to its end, as a rules reload lands while
+    it awaits its stores too (one that read the cap at each step could take a contact
+    under a cap and, the cap gone meanwhile, not give it back: counted until it aged
+    out)."""
 
     def __init__(
         self,
         contacts: ContactBook,
         frequency: ContactBook,
         policy: DispatchPolicy,
-        frequency_cap: Callable[[], FrequencyCap | None],
+        frequency_cap: FrequencyCap | None,
         redis: Retrying,
     ) -> None:
         self.policy = policy
@@ -36,23 +40,21 @@ class ContactCaps:
         self.frequency = frequency
         self.frequency_cap = frequency_cap
         self._redis = redis
-        self._frequency: tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None = None
+        self._frequency = _frequency_limiters(frequency, frequency_cap)
+
+    def under(self, frequency_cap: FrequencyCap | None) -> ContactCaps:
+        """These caps with the rule set's `frequency_cap` (itself when it is the one they
+        have; the counts are the books', kept either way)."""
+        if frequency_cap is self.frequency_cap:
+            return self
+        return ContactCaps(
+            self.contacts.book, self.frequency, self.policy, frequency_cap, self._redis
+        )
 
     def frequency_limiter(self) -> tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None:
-        """The rule set's cap now, and limiters over the frequency book for it: one for
-        priorities 1-2 (the whole cap), one for the others (the cap less its reserve)."""
-        cap = self.frequency_cap()
-        if cap is None:
-            return None
-        if self._frequency is None or self._frequency[0] is not cap:
-            book, span = self.frequency, cap.span
-            high = ContactPolicy(max_contacts=cap.max_contacts, period=span)
-            low = ContactPolicy(max_contacts=cap.max_contacts - cap.reserved, period=span)
-            self._frequency = (
-                cap,
-                ContactLimiter(book, high, "frequency_cap"),
-                ContactLimiter(book, low, "frequency_cap"),
-            )
+        """The rule set's cap these caps have, and limiters over the frequency book for it:
+        one for priorities 1-2 (the whole cap), one for the others (the cap less its
+        reserve)."""
         return self._frequency
 
     async def capped_until_expiry(self, tasks: Sequence[ServiceTask], now: float) -> set[str]:
@@ -129,3 +131,19 @@ class ContactCaps:
             if capped is not None:
                 frequency, moved = capped[1], w.moved
                 await self._redis(lambda: frequency.move_many(moved), "frequency cap")
+
+
+def _frequency_limiters(
+    book: ContactBook, cap: FrequencyCap | None
+) -> tuple[FrequencyCap, ContactLimiter, ContactLimiter] | None:
+    """Limiters over the frequency `book` for `cap` (`ContactCaps.frequency_limiter`)."""
+    if cap is None:
+        return None
+    span = cap.span
+    high = ContactPolicy(max_contacts=cap.max_contacts, period=span)
+    low = ContactPolicy(max_contacts=cap.max_contacts - cap.reserved, period=span)
+    return (
+        cap,
+        ContactLimiter(book, high, "frequency_cap"),
+        ContactLimiter(book, low, "frequency_cap"),
+    )

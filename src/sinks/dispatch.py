@@ -96,7 +96,8 @@ class TaskSink:
         self.ledger = stores.ledger
         self.deferral = stores.deferral
         self.frequency_cap = frequency_cap
-        """The rule set's frequency cap, as it is now (rules are reloaded)."""
+        """The rule set's frequency cap, as it is now (rules are reloaded): a decision
+        takes the one in force at its start (`_judging_now`)."""
         self.task_ttl = task_ttl
         """A rule's task ttl (rules loaded now): a group an earlier version parked
         (`sinks.legacy`) may need it for its carrier's expiry."""
@@ -143,12 +144,18 @@ class TaskSink:
         return judging_by(
             policy,
             self.stores,
-            self.frequency_cap,
+            self.frequency_cap(),
             self._drop_route,
             self._gone,
             self.dm,
             self._redis,
         )
+
+    def _judging_now(self) -> Judging:
+        """What a decision beginning now judges by, to its end: the policy in force and the
+        rule set's frequency cap now (a rules reload since the last decision changes it)."""
+        self._judging = self._judging.under(self.frequency_cap())
+        return self._judging
 
     @property
     def policy(self) -> DispatchPolicy:
@@ -449,7 +456,9 @@ class TaskSink:
         # Redis call) is read again only when this decision took from it or added to it,
         # and by the release timer, which also sees what other workers did.
         queue_changed = any(not c.fresh for c in candidates)
-        j = self._judging  # this decision's policy and helpers, whatever reloads meanwhile
+        # This decision's policy, frequency cap and helpers, whatever reloads (of the
+        # policy or of the rules) land meanwhile.
+        j = self._judging_now()
         try:
             declined, facts = await self._read_for(candidates, at, j.policy)
             to_send: list[ServiceTask] = []
