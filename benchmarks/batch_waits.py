@@ -47,7 +47,7 @@ if "worker" in sys.argv:
             time.sleep(0.1)
         time.sleep(0.5)  # both modules done importing
         _wrap(runtime.Runtime, "handle", "whole batch")
-        _wrap(dispatch.TaskSink, "record_facts", "facts (Redis)")
+        _wrap(sys.modules["sinks.subscribers"].Subscribers, "record_facts", "facts (Redis)")
         _wrap(dispatch.TaskSink, "flush", "tasks (Redis, Kafka)")
         _wrap(runtime, "produce_to_partitions", "state changelog (Kafka)")
         out = open(os.path.join(os.environ["BATCH_WAITS_DIR"], f"steps.{os.getpid()}"), "w")

@@ -425,7 +425,9 @@ class Backtest:
         self._give_back()
         started = time.perf_counter()
         # As the stream: the erasures of subscribers with no record, then the batch.
-        erased = await self.sink.erasures(self.detector.unrecorded(records, self.state.has))
+        erased = await self.sink.subscribers.erasures(
+            self.detector.unrecorded(records, self.state.has)
+        )
         result = self.detector.process(records, self.state.load, None, erased)
         self.result.spent["engine"] += time.perf_counter() - started
         await self._dispatch(result)
@@ -464,7 +466,7 @@ class Backtest:
         started = time.perf_counter()
         if result.forgotten:  # as the stream: before the batch's facts
             rule_ids = [r.id for r in self.detector.rules.rules]
-            await self.sink.forget(result.forgotten, rule_ids, result.erased_at)
+            await self.sink.subscribers.forget(result.forgotten, rule_ids, result.erased_at)
         facts = sorted(result.facts, key=_occurred)
         done = 0
         if self._warming and self.dispatch_from is not None:
@@ -502,7 +504,7 @@ class Backtest:
         i = start
         while i < len(facts) and (at := facts[i].occurred_at.timestamp()) <= until:
             await self._advance(at)
-            await self.sink.record_facts(facts[i : i + 1])
+            await self.sink.subscribers.record_facts(facts[i : i + 1])
             i += 1
         return i
 

@@ -89,7 +89,7 @@ class Detector:
     def unrecorded(self, records: Sequence[RawRecord], has: Callable[[str], bool]) -> list[str]:
         """The subscribers keyed in `records` (input topics) that have no record (`has`
         says which do): only those can be erased subscribers whose events are read late,
-        so only their erasures are looked up (`TaskSink.erasures`) for `process`."""
+        so only their erasures are looked up (`Subscribers.erasures`) for `process`."""
         keys = {r.key for r in records if r.key and r.topic != self.returns_topic}
         subs = (k.decode("utf-8", "replace") for k in keys if SUBSCRIBER_KEY.fullmatch(k))
         return [sub for sub in subs if not has(sub)]
@@ -118,7 +118,7 @@ class Detector:
         """`now` is the wall clock; None replays history with event time as the clock.
 
         `erased`: when the batch's subscribers that have no record were erased by a profile
-        tombstone, if they were (the dispatch stores' `forgotten` mark: `TaskSink.erasures`).
+        tombstone, if they were (the dispatch stores' `forgotten` mark: `Subscribers.erasures`).
         Their events dated at or before it are dropped (`erased_events`), and a record
         begun by a later one remembers it (`SubscriberState.erased`)."""
         result = BatchResult()

@@ -351,7 +351,7 @@ async def handle_outcomes(
     # A task made before its subscriber was erased: a decline would write their number
     # into Redis again for 30 days (and hold the rule from the number's next holder), a
     # retry would queue their payload again. One read of the marks for the batch.
-    erased = await sink.forgotten_tasks([task for _, task in acting])
+    erased = await sink.subscribers.forgotten_tasks([task for _, task in acting])
     for outcome, task in acting:
         if task.task_id in erased:
             result.forgotten += 1

@@ -318,7 +318,7 @@ class Runtime:
         round trip, and only for a batch with subscribers new to the store."""
         if self.tasks is None:
             raise RuntimeError("the runtime is not started")
-        return await self.tasks.erasures(self.detector.unrecorded(records, store.has))
+        return await self.tasks.subscribers.erasures(self.detector.unrecorded(records, store.has))
 
     async def handle_outcomes(self, records: Sequence[RawRecord]) -> None:
         """Outcomes from dispatch consumers: counted, `declined` suppresses the rule for the
@@ -443,12 +443,12 @@ class Runtime:
         started = time.perf_counter()
         if result.forgotten:  # before the batch's facts: events after a tombstone are new
             rule_ids = [r.id for r in self.detector.rules.rules]
-            await self.tasks.forget(result.forgotten, rule_ids, result.erased_at)
+            await self.tasks.subscribers.forget(result.forgotten, rule_ids, result.erased_at)
             warn_odd_deletions(result.deletions)
         if result.unknown_opt_outs:
             self._unknown_channels.warn(result.unknown_opt_outs)
         if result.facts:
-            await self.tasks.record_facts(result.facts)
+            await self.tasks.subscribers.record_facts(result.facts)
             stage.labels("facts").observe(time.perf_counter() - started)
             started = time.perf_counter()
         if result.failures:

@@ -15,6 +15,9 @@ The sink claims, routes each wave and writes what it decided; the steps' judgmen
 its collaborators', built from one policy (`sinks.judging`): the time gates
 (`sinks.timegates`), the contact caps (`sinks.caps`), capacity (`sinks.fitting`); the
 park calls are `sinks.parking`'s, the cooldown returns of drops `sinks.owedreturns`'.
+Beside the decision, the sink's `subscribers` record their facts and erase them
+(`sinks.subscribers`), and its `expiry` counts the published tasks no outcome came back
+for (`sinks.expiry`).
 """
 
 from __future__ import annotations
@@ -23,15 +26,14 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from pydantic import ValidationError
 
 from moments.cooldowns import CooldownReturn
 from moments.errortext import error_text
-from moments.models import InputEvent, ProfileEvent, ServiceTask
+from moments.models import ServiceTask
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap
 from sinks.base import Headers, Message, Producer, produce_all
@@ -41,9 +43,10 @@ from sinks.capacity import (
 )
 from sinks.contact import lead_of, merge_tasks
 from sinks.cooldowns import CooldownReturns
+from sinks.expiry import UnansweredExpiry
 from sinks.hours import published
 from sinks.judging import Judging, judging_by
-from sinks.ledger import Unanswered, sent_meta_fields, state_of
+from sinks.ledger import state_of
 from sinks.legacy import TaskTtl, no_ttl, own_moment
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.owedreturns import OwedReturns
@@ -60,15 +63,13 @@ from sinks.routes import (
     waves,
 )
 from sinks.stores import Clock, DispatchStores, Joining, Leave, Released
+from sinks.subscribers import Subscribers
 from sinks.timegates import TimeGates
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BODY_GRACE_S = 86400
 RELEASE_BATCHES_PER_TICK = 20
-EXPIRE_BATCH = 500
-"""Unanswered tasks a call counts as expired, per channel (`expire_unanswered`)."""
-EXPIRE_BATCHES_PER_TICK = 20
 
 
 class TaskSink:
@@ -108,6 +109,12 @@ class TaskSink:
         self._judging = self._judging_by(policy or DispatchPolicy())
         self._pending: list[ServiceTask] = []
         self._decoded = Decoded()
+        self.subscribers = Subscribers(stores, self._decoded, clock, self._redis)
+        """Their facts recorded, and their erasure (`sinks.subscribers`)."""
+        self.expiry = UnansweredExpiry(
+            self.ledger, metrics, lambda: self.policy, clock, self._redis
+        )
+        """Published tasks that expired with no outcome (`sinks.expiry`)."""
         self._payloads = Payloads(self._decoded)
         self._judged: str | None = None
         """The timetable the deferral queue was last found or made judged by
@@ -217,76 +224,6 @@ class TaskSink:
         values = await self._redis(lambda: self.ledger.get_many(task_ids), "reading task ids")
         return {i for i, v in zip(task_ids, values, strict=True) if state_of(v) == "dropped"}
 
-    async def forget(
-        self,
-        subscriber_ids: Sequence[str],
-        rule_ids: Sequence[str],
-        erased_at: Mapping[str, float] | None = None,
-    ) -> None:
-        """Profile tombstones: erase what the stores keep of these subscribers (facts,
-        contacts, declines of `rule_ids`, open merge group, suspended-line index) and
-        this sink keeps (their tasks read back, `Decoded`), and mark
-        them forgotten now, so a task of theirs made before, still waiting or pending, is
-        dropped when it comes up (`is_forgotten`) instead of reaching them; and erased at
-        `erased_at` (the tombstones' own times, `BatchResult.erased_at`; now when not
-        given), so their events dated before it and read later are dropped (`erasures`)."""
-        if not subscriber_ids:
-            return
-        subs = list(dict.fromkeys(subscriber_ids))
-        at = self.clock()
-        self._decoded.forget(subs)
-
-        async def erase() -> None:
-            await asyncio.gather(
-                self.facts.forget(subs, at, erased_at),
-                self.stores.contacts.forget(subs),
-                self.stores.frequency.forget(subs),
-                self.declines.forget(subs, rule_ids),
-                self.deferral.forget(subs),
-            )
-
-        await self._redis(erase, "forgetting subscribers")
-
-    async def erasures(self, subscriber_ids: Sequence[str]) -> dict[str, float]:
-        """When each of these subscribers was erased, for those a tombstone erased in the
-        last 90 days (the `forgotten` mark): one round trip, for the batch's subscribers
-        that have no record (`Detector.unrecorded`)."""
-        if not subscriber_ids:
-            return {}
-        got = await self._redis(lambda: self.facts.get_many(subscriber_ids), "reading erasures")
-        return {
-            sub: when
-            for sub, facts in zip(subscriber_ids, got, strict=True)
-            if (when := facts.erasure) is not None
-        }
-
-    async def forgotten_tasks(self, tasks: Sequence[ServiceTask]) -> set[str]:
-        """The ids of those of `tasks` made before a tombstone erased their subscriber
-        (`is_forgotten`): what an outcome reported for them must not act on."""
-        if not tasks:
-            return set()
-        subs = list(dict.fromkeys(t.subscriber_id for t in tasks))
-        got = await self._redis(lambda: self.facts.get_many(subs), "reading erasures")
-        facts = dict(zip(subs, got, strict=True))
-        return {t.task_id for t in tasks if is_forgotten(t, facts[t.subscriber_id])}
-
-    async def record_facts(self, events: Sequence[InputEvent]) -> None:
-        """Record the facts a waiting task is checked against, and make the tasks of lines
-        these events reactivate due now (not at their next look, `SUSPENDED_POLL_S`), after
-        the facts: a release parking one of them meanwhile sees the fact
-        (`Parking.active_after`)."""
-        await self._redis(lambda: self.facts.record(events), "recording facts")
-        lines = [
-            e.subscriber_id for e in events if isinstance(e, ProfileEvent) and e.status == "active"
-        ]
-        if lines:
-            now = self.clock()
-            woken = await self._redis(
-                lambda: self.deferral.wake(lines, now), "waking tasks of reactivated lines"
-            )
-            if woken:
-                log.debug("%d task(s) of reactivated line(s) due now", woken)
-
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose
         time came (`release_due`), and send again the tasks whose publish was never settled
@@ -308,44 +245,8 @@ class TaskSink:
             self.metrics.pending_redriven.inc(len(candidates))
             await self._decide(candidates)
         await self._owed.resend(older_than)
-        await self.expire_unanswered()
+        await self.expiry.expire_unanswered()
         return len(candidates)
-
-    async def expire_unanswered(self, now: float | None = None) -> int:
-        """Count and forget the published tasks that expired with no outcome, the outcome
-        grace (`outcomes.outcome_grace`) past (`moments_tasks_unanswered_expired_total`),
-        and set `moments_tasks_unanswered` by channel; returns how many expired. A
-        consumer that stopped acting on a channel shows here first."""
-        now = self.clock() if now is None else now
-        before = now - self.policy.outcomes.outcome_grace.total_seconds()
-        gone: list[tuple[Unanswered, bytes | None]] = []
-        for _ in range(EXPIRE_BATCHES_PER_TICK):
-            # A call takes at most EXPIRE_BATCH a channel: after a consumer's outage the
-            # index holds many more expired, and one call a tick (every worker reading the
-            # same lowest ones) counted them over hours, the alert waiting on the count.
-            batch = await self._redis(
-                lambda: self.ledger.expire_unanswered(before, EXPIRE_BATCH),
-                "expiring unanswered tasks",
-            )
-            gone += batch
-            taken = Counter(u.channel for u, _ in batch)
-            if not taken or max(taken.values()) < EXPIRE_BATCH:
-                break
-        for u, entry in gone:
-            moment_type = sent_meta_fields(entry).get("moment_type") or "unknown"
-            self.metrics.unanswered_expired.labels(u.channel, str(moment_type)).inc()
-        if gone:
-            by_channel = sorted(Counter(u.channel for u, _ in gone).items())
-            log.info(
-                "%d published task(s) expired with no outcome (%s): check those channels' "
-                "dispatch consumers (`moments tasks pending --channel C`)",
-                len(gone),
-                ", ".join(f"{c} {n}" for c, n in by_channel),
-            )
-        counts = await self._redis(self.ledger.unanswered, "counting unanswered tasks")
-        for channel, n in counts.items():
-            self.metrics.unanswered.labels(channel).set(n)
-        return len(gone)
 
     async def release_due(self, now: float | None = None) -> int:
         """Take the deferred tasks due by `now` (default: the clock) and send (or drop) them,

@@ -15,7 +15,7 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
   before it is dropped when it comes up for a decision (`is_forgotten`);
 - `erased`: the tombstone's own time (`moments.batchresult.erasure_time`): an event dated at or
   before it, read later (a topic read behind the profile topic), is the erased
-  subscriber's and is dropped (`TaskSink.erasures`, `Detector.process`).
+  subscriber's and is dropped (`Subscribers.erasures`, `Detector.process`).
 Only newer times overwrite older ones, so replays and late events are harmless.
 """
 

@@ -40,7 +40,7 @@ class ReactivatedMeanwhile:
     async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
         got = await self.facts.get_many(subscriber_ids)
         if not self.woken:
-            await self.other.record_facts([self.update])
+            await self.other.subscribers.record_facts([self.update])
             self.woken.append(1)
         return got
 

@@ -148,7 +148,7 @@ async def test_an_erased_subscribers_waiting_task_leaves_the_sinks_memory() -> N
     clock.now = await stores.deferral.due_at("t1") or 0
     assert await sink.release_due() == 1  # looked at: read back, kept
     assert kept(sink._decoded) == ["13800138001"]
-    await sink.forget(["13800138001"], [])
+    await sink.subscribers.forget(["13800138001"], [])
     assert kept(sink._decoded) == []
     clock.now = await stores.deferral.due_at("t1") or 0
     assert await sink.release_due() == 1

@@ -187,7 +187,7 @@ def test_an_erasure_known_to_the_stores_drops_the_subscribers_earlier_events() -
 
 def test_the_backtest_drops_them_as_the_stream_does() -> None:
     """One record a batch: each late event meets the erasure as the stream's next batch
-    does, through the dispatch stores' mark (`TaskSink.erasures`)."""
+    does, through the dispatch stores' mark (`Subscribers.erasures`)."""
 
     def line(sub: str, time: str, country: str) -> FileEvent:
         when = at("2026-12-01", time)

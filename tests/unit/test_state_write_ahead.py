@@ -187,15 +187,19 @@ class TestStore:
 # ---- the runtime's order ----------------------------------------------------------------
 
 
+class _Facts:
+    async def record_facts(self, _: object) -> None:
+        pass
+
+
 class _Tasks:
+    subscribers = _Facts()
+
     def add(self, _: object) -> None:
         pass
 
     async def flush(self) -> set[str]:
         return set()
-
-    async def record_facts(self, _: object) -> None:
-        pass
 
 
 def _runtime(monkeypatch: pytest.MonkeyPatch, changelog: FakeChangelog) -> Runtime:

@@ -100,7 +100,7 @@ async def test_a_reactivation_after_the_last_hourly_look_still_sends_the_task() 
     last = (NOW + dt.timedelta(minutes=85)).timestamp() - SUSPENDED_LAST_LOOK_S
     assert await stores.deferral.due_at("r1") == last
     clock.now = (NOW + dt.timedelta(minutes=80)).timestamp()
-    await w.sink.record_facts([active(clock.now)])
+    await w.sink.subscribers.record_facts([active(clock.now)])
     assert await w.sink.release_due() == 1
     assert len(w.sent()) == 1
 
@@ -150,7 +150,7 @@ async def held_then_sent_on_reactivation(
     assert w.sent() == []
     assert await stores.ledger.state(task_id) == "deferred"
     clock.now += 60
-    await w.sink.record_facts([active(clock.now)])
+    await w.sink.subscribers.record_facts([active(clock.now)])
     assert await w.sink.release_due() == 1
     assert len(w.sent()) == 1
 
@@ -167,7 +167,7 @@ async def test_a_moment_made_after_the_reactivation_joining_the_woken_task_lets_
     w.sink.add(held())
     await w.sink.flush()
     clock.now = NOW.timestamp() + 600
-    await w.sink.record_facts([active(clock.now)])  # the batch's facts: r1 due now
+    await w.sink.subscribers.record_facts([active(clock.now)])  # the batch's facts: r1 due now
     clock.now += 1
     w.sink.add(fresh_after(clock.now))
     await w.sink.flush()  # the batch's tasks
@@ -188,7 +188,7 @@ async def test_a_moment_held_for_the_line_suspended_again_keeps_the_woken_task_w
     w.sink.add(held())
     await w.sink.flush()
     clock.now = NOW.timestamp() + 600
-    await w.sink.record_facts([active(clock.now)])
+    await w.sink.subscribers.record_facts([active(clock.now)])
     clock.now += 2  # suspended again (no fact), then a moment the line holds
     again = fresh_after(clock.now, priority=3)
     w.sink.add(again.model_copy(update={"deferred": held().deferred}))
@@ -213,11 +213,11 @@ async def test_a_reactivation_read_late_dated_before_the_held_moment_sends_it() 
         occurred_at=NOW - dt.timedelta(hours=2),
         status="suspended",
     )
-    await w.sink.record_facts([suspended])
+    await w.sink.subscribers.record_facts([suspended])
     w.sink.add(held())
     await w.sink.flush()
     clock.now = NOW.timestamp() + 600
-    await w.sink.record_facts([active(NOW.timestamp() - 60)])  # read now, dated before
+    await w.sink.subscribers.record_facts([active(NOW.timestamp() - 60)])  # read now, dated before
     assert await w.sink.release_due() == 1
     assert len(w.sent()) == 1
     assert await stores.ledger.state("r1") == "sent"
@@ -229,14 +229,14 @@ async def test_a_line_suspended_again_after_an_old_reactivation_keeps_the_task()
     clock = Clock(NOW.timestamp())
     stores = memory_stores(clock)
     w = Worker(stores, clock)
-    await w.sink.record_facts([active(NOW.timestamp() - 7200)])
+    await w.sink.subscribers.record_facts([active(NOW.timestamp() - 7200)])
     again = ProfileEvent(
         event_id="p-s2",
         subscriber_id=SUB,
         occurred_at=NOW - dt.timedelta(hours=1),
         status="suspended",
     )
-    await w.sink.record_facts([again])
+    await w.sink.subscribers.record_facts([again])
     w.sink.add(held())
     await w.sink.flush()
     clock.now = NOW.timestamp() + SUSPENDED_POLL_S
@@ -265,7 +265,7 @@ async def test_a_moment_held_for_the_line_joined_to_another_waiting_task_keeps_i
         occurred_at=NOW + dt.timedelta(seconds=30),
         status="suspended",
     )
-    await w.sink.record_facts([suspended])
+    await w.sink.subscribers.record_facts([suspended])
     w.sink.add(held().model_copy(update={"triggered_at": NOW + dt.timedelta(seconds=60)}))
     await w.sink.flush()
     assert await stores.ledger.state("r1") == "merged"
@@ -299,6 +299,6 @@ async def test_a_moment_held_for_the_line_a_tick_after_the_look_joins_the_waitin
     )
     await w.sink.flush()
     assert await stores.ledger.state("r3") == "merged"
-    await w.sink.record_facts([active(clock.now)])
+    await w.sink.subscribers.record_facts([active(clock.now)])
     assert await w.sink.release_due() == 1
     assert len(w.sent()) == 1

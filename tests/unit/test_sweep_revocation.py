@@ -76,6 +76,7 @@ class _HeldTasks:
         self.added: list[ServiceTask] = []
         self.flushing = asyncio.Event()
         self.release = asyncio.Event()
+        self.subscribers = _NoErasures()
 
     def add(self, task: ServiceTask) -> None:
         self.added.append(task)
@@ -84,6 +85,10 @@ class _HeldTasks:
         self.flushing.set()
         await self.release.wait()
         return set()
+
+
+class _NoErasures:
+    """The sink's `subscribers`: no one erased, facts kept nowhere."""
 
     async def erasures(self, _: Sequence[str]) -> dict[str, float]:
         return {}

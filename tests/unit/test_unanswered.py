@@ -1,4 +1,4 @@
-"""Published tasks no outcome came back for (sinks.dispatch `TaskSink.expire_unanswered`),
+"""Published tasks no outcome came back for (sinks.expiry `UnansweredExpiry.expire_unanswered`),
 on the in-memory stores the backtest uses: the gauge by channel, an outcome taking a task
 out, and the tasks that expire unanswered counted by channel and moment type once the
 outcome grace is past. The Redis stores run the same scenario in
@@ -98,22 +98,22 @@ async def test_published_tasks_wait_for_an_outcome_and_expire_unanswered_after_t
         ]
     )
     assert len(s.producer.sent) == 3
-    assert await s.sink.expire_unanswered() == 0
+    assert await s.sink.expiry.expire_unanswered() == 0
     assert (s.gauge("sms"), s.gauge("outbound_call"), s.gauge("manager")) == (2, 1, 0)
     meta = orjson.loads((await s.sink.ledger.sent_meta(SMS_1)) or b"{}")
     assert meta["sent_at"] == int(START.timestamp())
 
     # Any outcome answers a task, even one that changes nothing (in_progress).
     await handle_outcomes([outcome_record(SMS_1, OutcomeStatus.IN_PROGRESS, s.at())], s.sink)
-    await s.sink.expire_unanswered()
+    await s.sink.expiry.expire_unanswered()
     assert (s.gauge("sms"), s.gauge("outbound_call")) == (1, 1)
 
     # Expired, but within the grace (1 hour by default): an outcome may still come.
     s.clock.advance(START.timestamp() + 2 * HOUR + HOUR - 1)
-    assert await s.sink.expire_unanswered() == 0
+    assert await s.sink.expiry.expire_unanswered() == 0
     assert s.gauge("sms") == 1
     s.clock.advance(START.timestamp() + 3 * HOUR + 1)
-    assert await s.sink.expire_unanswered() == 1
+    assert await s.sink.expiry.expire_unanswered() == 1
     assert s.expired("sms", "low_balance") == 1
     assert s.expired("outbound_call", "bill_shock") == 0
     assert (s.gauge("sms"), s.gauge("outbound_call")) == (0, 1)
@@ -122,11 +122,11 @@ async def test_published_tasks_wait_for_an_outcome_and_expire_unanswered_after_t
     s.clock.advance(START.timestamp() + 4 * HOUR + 30 * 60)
     await handle_outcomes([outcome_record(CALL, OutcomeStatus.FAILED, s.at())], s.sink)
     s.clock.advance(START.timestamp() + 10 * HOUR)
-    assert await s.sink.expire_unanswered() == 0
+    assert await s.sink.expiry.expire_unanswered() == 0
     assert s.expired("outbound_call", "bill_shock") == 0
     assert s.gauge("outbound_call") == 0
     # Counted once: a later tick finds nothing more.
-    assert await s.sink.expire_unanswered() == 0
+    assert await s.sink.expiry.expire_unanswered() == 0
     assert s.expired("sms", "low_balance") == 1
 
 
@@ -139,7 +139,7 @@ async def test_the_grace_is_the_policys() -> None:
     )
     await s.sink.dispatch([task(SMS_1, Channel.SMS, "low_balance", expires_h=1)])
     s.clock.advance(START.timestamp() + HOUR + 11 * 60)
-    assert await s.sink.expire_unanswered() == 1
+    assert await s.sink.expiry.expire_unanswered() == 1
     assert s.expired("sms", "low_balance") == 1
 
 
@@ -212,6 +212,6 @@ async def test_a_backlog_of_expired_tasks_is_counted_in_one_tick() -> None:
     await s.sink.dispatch(many)
     assert len(s.producer.sent) == 1300
     s.clock.advance(START.timestamp() + 3 * HOUR)  # expired, and the hour's grace past
-    assert await s.sink.expire_unanswered() == 1300
+    assert await s.sink.expiry.expire_unanswered() == 1300
     assert s.expired("sms", "low_balance") == 1300
     assert s.gauge("sms") == 0

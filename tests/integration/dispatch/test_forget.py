@@ -37,7 +37,7 @@ async def test_a_forgotten_subscribers_waiting_task_is_dropped_and_its_traces_er
         task("waits", SUB, deliver_after=later, deferred="quiet_hours", channel=Channel.APP_PUSH),
         task("other", OTHER, deliver_after=later, deferred="quiet_hours"),
     )
-    await w.sink.record_facts(
+    await w.sink.subscribers.record_facts(
         [
             RoamingEvent(
                 event_id="r",
@@ -52,7 +52,7 @@ async def test_a_forgotten_subscribers_waiting_task_is_dropped_and_its_traces_er
     assert (await w.sink.facts.get(SUB)).abroad_at is not None
     assert await w.ledger.state("waits") == "deferred"
 
-    await w.sink.forget([SUB], ["first_international_roaming"])
+    await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
 
     facts = await w.sink.facts.get(SUB)
     assert facts.abroad_at is None
@@ -79,7 +79,7 @@ async def test_a_fresh_merge_after_a_forget_opens_its_own_task(make_worker: Make
     w = make_worker()  # calls are held for the merge window by default
     await w.send(task("held", SUB, channel=Channel.OUTBOUND_CALL))
     assert await w.ledger.state("held") == "deferred"
-    await w.sink.forget([SUB], [])
+    await w.sink.subscribers.forget([SUB], [])
     back = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     await w.send(task("new", SUB, channel=Channel.OUTBOUND_CALL, triggered=back))
     assert await w.ledger.state("new") == "deferred"  # waits on its own, not merged
@@ -110,7 +110,7 @@ async def test_an_outcome_of_a_task_made_before_the_forget_acts_on_nothing(
         task(call, SUB, channel=Channel.OUTBOUND_CALL, triggered=soon, deliver_after=soon),
     )
     assert [await w.ledger.state(i) for i in (sms, call)] == ["sent", "sent"]
-    await w.sink.forget([SUB], ["first_international_roaming"])
+    await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
 
     records = [
         RawRecord(

@@ -57,7 +57,7 @@ async def reactivate(w: Worker, at: dt.datetime, wake: bool = False) -> None:
     `wake`, as the profile update does it, made due now."""
     active = ProfileEvent(event_id="p-g", subscriber_id=SUB, occurred_at=at, status="active")
     if wake:
-        await w.sink.record_facts([active])
+        await w.sink.subscribers.record_facts([active])
     else:
         await w.sink.facts.record([active])
 

@@ -222,7 +222,7 @@ class TestDeferral:
             occurred_at=dt.datetime.now(dt.UTC),
             status="active",
         )
-        await w.sink.record_facts([active])
+        await w.sink.subscribers.record_facts([active])
         assert await w.sink.release_due() == 1
         [out] = await published(w.settings, 1)
         assert out["task_id"] == "r1"
@@ -268,7 +268,7 @@ class TestDeferral:
         suspended = ProfileEvent(
             event_id="p-s3", subscriber_id=sub, occurred_at=NOW - 2 * HOUR, status="suspended"
         )
-        await w.sink.record_facts([suspended])
+        await w.sink.subscribers.record_facts([suspended])
         w.sink.add(task("r3", sub=sub, deferred="suspended"))
         await w.sink.flush()
         look = await w.sink.deferral.due_at("r3")

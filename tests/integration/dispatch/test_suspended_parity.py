@@ -126,7 +126,7 @@ async def test_redis_and_memory_agree_on_suspended_lines(redis_client: Redis, se
                 status=status,  # type: ignore[arg-type]
             )
             for side in (mem, red):
-                await side.sink.record_facts([update])
+                await side.sink.subscribers.record_facts([update])
         else:
             step_s = rng.choice([1, 10, 600, 1800, 3600, 3605, 7200])
             clock.now += step_s

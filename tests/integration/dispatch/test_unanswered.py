@@ -65,7 +65,7 @@ class TestUnanswered:
             task(C1, sub=SUB, channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"),
         )
         assert len(await published(w.settings, 4)) == 4
-        await w.sink.expire_unanswered()
+        await w.sink.expiry.expire_unanswered()
         assert w.sample("moments_tasks_unanswered", channel="sms") == 3
         assert w.sample("moments_tasks_unanswered", channel="outbound_call") == 1
 
@@ -78,19 +78,19 @@ class TestUnanswered:
         records = await read_topic(w.settings, "task_outcomes", count=2, wait_s=20)
         raw = [RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
         assert (await handle_outcomes(raw, w.sink)).handled == 2
-        assert await w.sink.expire_unanswered() == 0
+        assert await w.sink.expiry.expire_unanswered() == 0
         assert w.sample("moments_tasks_unanswered", channel="sms") == 1
 
         # Past the SMS's expiry and the grace: S2 is counted, under its channel and type;
         # the call (3 days to live) still waits.
         after = EXPIRES.timestamp() + GRACE_S + 1
-        assert await w.sink.expire_unanswered(now=after) == 1
+        assert await w.sink.expiry.expire_unanswered(now=after) == 1
         assert expired_total(w, "sms", "low_balance") == 1
         assert expired_total(w, "sms", "first_international_roaming") == 0
         assert w.sample("moments_tasks_unanswered", channel="sms") == 0
         assert w.sample("moments_tasks_unanswered", channel="outbound_call") == 1
         assert [u.task_id for u in await w.ledger.list_unanswered()] == [C1]
-        assert await w.sink.expire_unanswered(now=after) == 0
+        assert await w.sink.expiry.expire_unanswered(now=after) == 0
         assert expired_total(w, "sms", "low_balance") == 1
 
     @pytest.mark.redis_only
@@ -103,7 +103,9 @@ class TestUnanswered:
             *(task(i, sub=f"1330000{n:04d}", expires_at=EXPIRES) for n, i in enumerate(ids))
         )
         after = EXPIRES.timestamp() + GRACE_S + 1
-        counts = await asyncio.gather(*(w.sink.expire_unanswered(now=after) for w in workers))
+        counts = await asyncio.gather(
+            *(w.sink.expiry.expire_unanswered(now=after) for w in workers)
+        )
         assert sum(counts) == 40
         assert sum(expired_total(w, "sms", "first_international_roaming") for w in workers) == 40
         ledger = workers[0].ledger
@@ -160,7 +162,7 @@ class TestUnanswered:
         assert (await w.ledger.unanswered())["sms"] == 0
         assert await w.ledger.list_unanswered() == []
         after = EXPIRES.timestamp() + GRACE_S + 1
-        assert await w.sink.expire_unanswered(now=after) == 0
+        assert await w.sink.expiry.expire_unanswered(now=after) == 0
         assert expired_total(w, "sms", "low_balance") == 0
 
 

@@ -1,0 +1,104 @@
+"""What dispatch keeps of subscribers besides their tasks: the facts a waiting task is
+checked against (`record_facts`), and their erasure by a profile tombstone (`forget`,
+`erasures`, `forgotten_tasks`; docs/security.md, "Forgetting a subscriber")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from moments.models import InputEvent, ProfileEvent, ServiceTask
+from sinks.payloads import Decoded
+from sinks.relevance import is_forgotten
+from sinks.retry import Retrying
+from sinks.stores import Clock, DispatchStores
+
+log = logging.getLogger("sinks.dispatch")
+
+
+class Subscribers:
+    """Over the sink's stores (facts, contacts, declines, deferral queue); `decoded`: the
+    tasks the sink read back (`Decoded`), let go of when their subscriber is forgotten;
+    `clock`: the sink's; `redis`: its retried store calls."""
+
+    def __init__(
+        self, stores: DispatchStores, decoded: Decoded, clock: Clock, redis: Retrying
+    ) -> None:
+        self.stores = stores
+        self.facts = stores.facts
+        self.declines = stores.declines
+        self.deferral = stores.deferral
+        self.clock = clock
+        self._decoded = decoded
+        self._redis = redis
+
+    async def forget(
+        self,
+        subscriber_ids: Sequence[str],
+        rule_ids: Sequence[str],
+        erased_at: Mapping[str, float] | None = None,
+    ) -> None:
+        """Profile tombstones: erase what the stores keep of these subscribers (facts,
+        contacts, declines of `rule_ids`, open merge group, suspended-line index) and
+        this sink keeps (their tasks read back, `Decoded`), and mark
+        them forgotten now, so a task of theirs made before, still waiting or pending, is
+        dropped when it comes up (`is_forgotten`) instead of reaching them; and erased at
+        `erased_at` (the tombstones' own times, `BatchResult.erased_at`; now when not
+        given), so their events dated before it and read later are dropped (`erasures`)."""
+        if not subscriber_ids:
+            return
+        subs = list(dict.fromkeys(subscriber_ids))
+        at = self.clock()
+        self._decoded.forget(subs)
+
+        async def erase() -> None:
+            await asyncio.gather(
+                self.facts.forget(subs, at, erased_at),
+                self.stores.contacts.forget(subs),
+                self.stores.frequency.forget(subs),
+                self.declines.forget(subs, rule_ids),
+                self.deferral.forget(subs),
+            )
+
+        await self._redis(erase, "forgetting subscribers")
+
+    async def erasures(self, subscriber_ids: Sequence[str]) -> dict[str, float]:
+        """When each of these subscribers was erased, for those a tombstone erased in the
+        last 90 days (the `forgotten` mark): one round trip, for the batch's subscribers
+        that have no record (`Detector.unrecorded`)."""
+        if not subscriber_ids:
+            return {}
+        got = await self._redis(lambda: self.facts.get_many(subscriber_ids), "reading erasures")
+        return {
+            sub: when
+            for sub, facts in zip(subscriber_ids, got, strict=True)
+            if (when := facts.erasure) is not None
+        }
+
+    async def forgotten_tasks(self, tasks: Sequence[ServiceTask]) -> set[str]:
+        """The ids of those of `tasks` made before a tombstone erased their subscriber
+        (`is_forgotten`): what an outcome reported for them must not act on."""
+        if not tasks:
+            return set()
+        subs = list(dict.fromkeys(t.subscriber_id for t in tasks))
+        got = await self._redis(lambda: self.facts.get_many(subs), "reading erasures")
+        facts = dict(zip(subs, got, strict=True))
+        return {t.task_id for t in tasks if is_forgotten(t, facts[t.subscriber_id])}
+
+    async def record_facts(self, events: Sequence[InputEvent]) -> None:
+        """Record the facts a waiting task is checked against, and make the tasks of lines
+        these events reactivate due now (not at their next look, `SUSPENDED_POLL_S`), after
+        the facts: a release parking one of them meanwhile sees the fact
+        (`Parking.active_after`)."""
+        await self._redis(lambda: self.facts.record(events), "recording facts")
+        lines = [
+            e.subscriber_id for e in events if isinstance(e, ProfileEvent) and e.status == "active"
+        ]
+        if lines:
+            now = self.clock()
+            woken = await self._redis(
+                lambda: self.deferral.wake(lines, now), "waking tasks of reactivated lines"
+            )
+            if woken:
+                log.debug("%d task(s) of reactivated line(s) due now", woken)
