@@ -14,7 +14,8 @@ crash or a second worker racing never sends a task twice or loses it.
 The sink claims, routes each wave and writes what it decided; the steps' judgments are
 its collaborators', built from one policy (`sinks.judging`): the time gates
 (`sinks.timegates`), the contact caps (`sinks.caps`), capacity (`sinks.fitting`); the
-park calls are `sinks.parking`'s, the cooldown returns of drops `sinks.owedreturns`'.
+park calls are `sinks.parking`'s, the cooldown returns of drops `sinks.owedreturns`', a
+task read back from the stores `sinks.readback`'s.
 Beside the decision, the sink's `subscribers` record their facts and erase them
 (`sinks.subscribers`), and its `expiry` counts the published tasks no outcome came back
 for (`sinks.expiry`).
@@ -29,10 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from pydantic import ValidationError
-
 from moments.cooldowns import CooldownReturn
-from moments.errortext import error_text
 from moments.models import ServiceTask
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap
@@ -47,12 +45,13 @@ from sinks.expiry import UnansweredExpiry
 from sinks.hours import published
 from sinks.judging import Judging, judging_by
 from sinks.ledger import state_of
-from sinks.legacy import TaskTtl, no_ttl, own_moment
+from sinks.legacy import TaskTtl, no_ttl
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.owedreturns import OwedReturns
 from sinks.parking import parked_slot, parking
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
 from sinks.policy import DispatchPolicy
+from sinks.readback import stored_candidate
 from sinks.relevance import SubscriberFacts, check_for, is_forgotten
 from sinks.retry import with_retry
 from sinks.routes import (
@@ -238,7 +237,9 @@ class TaskSink:
         )
         candidates = []
         for (task_id, payload), members in zip(stale, groups, strict=True):
-            if (c := self._candidate(task_id, [payload, *members])) is not None:
+            if (
+                c := stored_candidate(task_id, [payload, *members], self._decoded, self.task_ttl)
+            ) is not None:
                 candidates.append(c)
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
@@ -296,7 +297,10 @@ class TaskSink:
                 break
         if due:
             self.dm.released.inc(len(due))
-            loaded = [self._candidate(r.task_id, [r.payload, *r.members]) for r in due]
+            loaded = [
+                stored_candidate(r.task_id, [r.payload, *r.members], self._decoded, self.task_ttl)
+                for r in due
+            ]
             ranked = sorted(
                 (c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks)
             )
@@ -304,44 +308,6 @@ class TaskSink:
         else:
             await self._update_waiting()
         return len(due)
-
-    def _candidate(self, task_id: str, payloads: Sequence[bytes]) -> Candidate | None:
-        """The stored task and its merged members; None (logged, left pending for the
-        next re-drive) when a payload no longer fits the model. A carrier parked by an
-        earlier version as the merged task is read back as its own moment
-        (`sinks.legacy`)."""
-        try:
-            tasks = [self._decoded.task(p) for p in payloads]
-            if len(tasks) > 1 and len({id(t) for t in tasks}) < len(tasks):
-                # The same bytes twice in one group: a task apiece, as moments are told
-                # apart by identity (`CapacityFitting.fit`, `_kept`).
-                tasks = [ServiceTask.model_validate_json(p) for p in payloads]
-        except ValidationError as exc:
-            log.error(
-                "task %s: stored payload does not fit ServiceTask (%s); it stays pending "
-                "and is tried again on every re-drive: run the version that wrote it, or "
-                "inspect it with GET on its ledger key",
-                task_id,
-                error_text(exc.errors()[0]) if exc.errors() else exc,
-            )
-            return None
-        c = Candidate(task_id, tasks, payloads=list(payloads))
-        rebuilt = own_moment(task_id, tasks[0], tasks[1:], self.task_ttl)
-        if rebuilt is not None:
-            if rebuilt.own is None:
-                log.error(
-                    "task %s: parked by an earlier version as a merged task that no longer "
-                    "holds its own moment (a copy of %s's is left): its entry is dropped, "
-                    "the moments merged into it go on without it",
-                    task_id,
-                    tasks[0].moment.type,
-                )
-                c.lost_own = True
-            else:
-                log.info("task %s: merge group parked by an earlier version, read back", task_id)
-                c.tasks[0] = rebuilt.own
-                c.payloads[0] = task_bytes(rebuilt.own)
-        return c
 
     async def _decide(self, candidates: Sequence[Candidate], now: float | None = None) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;

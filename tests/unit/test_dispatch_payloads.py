@@ -11,10 +11,12 @@ from pydantic import ValidationError
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Deferral, Family, Moment, ServiceTask
 from sinks.dispatch import TaskSink
+from sinks.legacy import no_ttl
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import Decoded, Payloads, task_bytes
 from sinks.policy import DispatchPolicy
+from sinks.readback import stored_candidate
 
 from .fakes import Clock
 
@@ -90,18 +92,20 @@ def test_an_unknown_payload_fails_as_the_model_does() -> None:
 
 
 def test_a_group_holding_the_same_payload_twice_reads_back_a_task_apiece() -> None:
-    """Moments are told apart by identity (`_fit`, `_kept`): one object served twice in a
-    group would be one moment, even when the bytes were read back (and kept) before."""
-    sink = TaskSink(None, "tasks", memory_stores(), Metrics(), DispatchPolicy())  # type: ignore[arg-type]
+    """Moments are told apart by identity (`CapacityFitting.fit`, `_kept`): one object
+    served twice in a group would be one moment, even when the bytes were read back (and
+    kept) before."""
+    decoded = Decoded()  # the sink's cache of tasks read back
     carrier = task_bytes(a_task())
     member = task_bytes(a_task().model_copy(update={"task_id": "t2", "moment_id": "t2"}))
-    once = sink._candidate("t1", [carrier, member])
+    once = stored_candidate("t1", [carrier, member], decoded, no_ttl)
     assert once is not None
-    twice = sink._candidate("t1", [carrier, member, member])
+    twice = stored_candidate("t1", [carrier, member, member], decoded, no_ttl)
     assert twice is not None
     assert len({id(t) for t in twice.tasks}) == 3
     assert [t.task_id for t in twice.tasks] == ["t1", "t2", "t2"]
-    again = sink._candidate("t1", [carrier, member])  # the cache still serves the pair
+    # The cache still serves the pair.
+    again = stored_candidate("t1", [carrier, member], decoded, no_ttl)
     assert again is not None
     assert [id(t) for t in again.tasks] == [id(t) for t in once.tasks]
 
