@@ -335,6 +335,11 @@ class TaskSink:
                 dropped |= gone
                 queue_changed = queue_changed or parked
             await self._send(to_send)
+        except BaseException:
+            # A wave that failed after its parks were written never said it parked: the
+            # queue may have changed (only asked again when the timetable did, below).
+            queue_changed = True
+            raise
         finally:
             self._payloads.clear()
             if queue_changed and j.timetable != self._judging.timetable:

@@ -197,3 +197,59 @@ def test_a_task_parked_by_the_old_hours_after_the_new_ones_were_judged_is_judged
 
     asyncio.run(go())
     assert [orjson.loads(s.payload)["task_id"] for s in producer.sent] == ["a" * 32]
+
+
+class ParkedThenFailed:
+    """A deferral queue whose `park_many` writes the parks, then fails once: a decision
+    that dies after its wave's parks got through (a later write of the wave, the
+    cooldown returns' send, a reply lost and the retries cancelled)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._inner, name)
+        if name != "park_many" or self.failed:
+            return found
+
+        async def parked_then_failed(*args: Any, **kwargs: Any) -> Any:
+            await found(*args, **kwargs)
+            self.failed = True
+            raise RuntimeError("after the parks were written")
+
+        return parked_then_failed
+
+
+def test_a_decision_that_failed_after_parking_by_the_old_hours_has_them_judged_again() -> None:
+    """As above, but the decision fails in the wave that parked its task, after the park
+    was written: the wave never said it parked, and the next release, taking the queue
+    as judged by the new hours, left the task waiting for the old opening."""
+    later = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "13:00-14:00"}})
+    now_open = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "12:00-18:00"}})
+    clock = EventTime(AT.timestamp())
+    producer = CollectingProducer(clock)
+    stores = memory_stores(clock)
+    sink: TaskSink | None = None
+
+    async def reload_and_release() -> None:
+        assert sink is not None
+        sink.use_policy(now_open)
+        await sink.release_due()  # the timer's tick: judges the queue by the new hours
+
+    failing = ParkedThenFailed(stores.deferral)
+    stores = dataclasses.replace(stores, deferral=During(failing, "join_many", reload_and_release))
+    sink = TaskSink(producer, "moments.tasks", stores, Metrics(), later, clock)
+
+    async def go() -> None:
+        assert sink is not None
+        await sink.release_due()
+        with pytest.raises(RuntimeError):
+            await sink.dispatch([_sms("a")])
+        assert failing.failed
+        assert producer.sent == []  # parked by `later`, to 13:00
+        clock.advance((AT + dt.timedelta(minutes=1)).timestamp())
+        await sink.release_due()
+
+    asyncio.run(go())
+    assert [orjson.loads(s.payload)["task_id"] for s in producer.sent] == ["a" * 32]
