@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
@@ -10,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from sinks.ledger import TaskLedger, Unanswered
+from sinks.memory import MemoryLedger
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +139,43 @@ class TestExpireUnanswered:
             ("sms-0", 1_800_000_000.0, b"Ssms-0"),
             ("sms-1", 1_800_000_001.0, None),
         ]
+
+
+class TestCooldownReturns:
+    """Returns owed and settled by scripts (`_OWE_RETURNS`, `_SETTLE_RETURNS`), as the
+    in-memory twin a backtest uses: an empty list, the same key twice, records of any
+    bytes, and more ids than a script's `unpack` takes at once (`_SETTLE_CHUNK`)."""
+
+    async def test_owed_and_settled_as_the_memory_twin(self, ledger: TaskLedger) -> None:
+        twin = MemoryLedger(time.time, 3600)
+        rnd = random.Random(7)
+        odd = [b"", b"\x00", b"\xff\xfe", b"nil", b"\r\n", b"-1"]
+        odd += [rnd.randbytes(rnd.randrange(1, 64)) for _ in range(20)]
+        owes: list[list[tuple[str, bytes]]] = [
+            [],
+            [("a", b"1"), ("a", b"2"), ("b", b""), ("a", b"3")],
+            [(f"odd{i}", record) for i, record in enumerate(odd)],
+            [(f"t{i}", rnd.randbytes(8)) for i in range(20_000)],
+        ]
+        settles: list[list[str]] = [
+            [],
+            ["a", "a", "never-owed", "a"],
+            [f"odd{i}" for i in range(0, len(odd), 2)] * 2,
+            [f"t{i}" for i in range(20_000)] + [f"t{i}" for i in range(9_000)],
+        ]
+
+        async def owed(store: TaskLedger | MemoryLedger) -> list[tuple[str, bytes]]:
+            return sorted(await store.owed_returns(-1e9, limit=100_000))
+
+        for items in owes:
+            await ledger.owe_returns(items)
+            await twin.owe_returns(items)
+            assert await owed(ledger) == await owed(twin)
+        assert len(await owed(ledger)) == 2 + len(odd) + 20_000
+        for ids in settles:
+            await ledger.settle_returns(ids)
+            await twin.settle_returns(ids)
+            assert await owed(ledger) == await owed(twin)
+        left = [(f"odd{i}", odd[i]) for i in range(1, len(odd), 2)]
+        assert await owed(ledger) == sorted([("b", b""), *left])
+        assert await ledger.redis.hlen(ledger.return_records_key) == 1 + len(left)
