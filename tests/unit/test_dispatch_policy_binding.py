@@ -33,27 +33,38 @@ FULL = DispatchPolicy.model_validate(
 does."""
 
 
-class ReloadDuring:
-    """A store whose `method` installs `policy` in the sink before it answers, once: a
-    reload landing while the decision awaits that call."""
+class During:
+    """A store whose `method` runs `meanwhile` (awaited) before it answers, once: what the
+    event loop does while a decision awaits that call."""
 
-    def __init__(self, inner: Any, method: str, reload: Callable[[], None]) -> None:
+    def __init__(self, inner: Any, method: str, meanwhile: Callable[[], Any]) -> None:
         self._inner = inner
         self._method = method
-        self._reload: Callable[[], None] | None = reload
+        self._meanwhile: Callable[[], Any] | None = meanwhile
 
     def __getattr__(self, name: str) -> Any:
         found = getattr(self._inner, name)
         if name != self._method:
             return found
 
-        async def reloading(*args: Any, **kwargs: Any) -> Any:
-            if self._reload is not None:
-                self._reload, reload = None, self._reload
-                reload()
+        async def first_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            if self._meanwhile is not None:
+                self._meanwhile, meanwhile = None, self._meanwhile
+                await meanwhile()
             return await found(*args, **kwargs)
 
-        return reloading
+        return first_meanwhile
+
+
+class ReloadDuring(During):
+    """A store whose `method` installs `policy` in the sink before it answers, once: a
+    reload landing while the decision awaits that call."""
+
+    def __init__(self, inner: Any, method: str, reload: Callable[[], None]) -> None:
+        async def meanwhile() -> None:
+            reload()
+
+        super().__init__(inner, method, meanwhile)
 
 
 def dispatched(store: str, method: str) -> list[list[str]]:
@@ -105,29 +116,6 @@ def test_a_reload_mid_decision_leaves_it_on_the_policy_it_began_with(
     (decided by `self.policy` at each step, its capacity step read `FULL`'s and dropped
     it); the second decision, begun under `FULL`, drops its task."""
     assert dispatched(store, method) == [["a" * 32], []]
-
-
-class During:
-    """A store whose `method` runs `meanwhile` (awaited) before it answers, once: what the
-    event loop does while a decision awaits that call."""
-
-    def __init__(self, inner: Any, method: str, meanwhile: Callable[[], Any]) -> None:
-        self._inner = inner
-        self._method = method
-        self._meanwhile: Callable[[], Any] | None = meanwhile
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._inner, name)
-        if name != self._method:
-            return found
-
-        async def first_meanwhile(*args: Any, **kwargs: Any) -> Any:
-            if self._meanwhile is not None:
-                self._meanwhile, meanwhile = None, self._meanwhile
-                await meanwhile()
-            return await found(*args, **kwargs)
-
-        return first_meanwhile
 
 
 def _sms(name: str) -> Any:
