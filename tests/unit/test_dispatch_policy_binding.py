@@ -152,41 +152,6 @@ def test_a_decision_begun_before_a_reload_leaves_no_capacity_figure_of_the_old_p
     assert [s for s in samples if s.name == "moments_capacity_left"] == []
 
 
-def test_a_task_parked_by_the_old_hours_after_the_new_ones_were_judged_is_judged_again() -> None:
-    """A reload lands while a decision awaits Redis and the release timer runs meanwhile:
-    it judges the waiting tasks by the new hours (`Deferrals.rejudge`) and notes the queue
-    judged. The decision then parks its task by the old hours it began with, which marks
-    the queue as parked by two timetables; the next release asks the queue again and the
-    task is judged by the hours in force, not kept waiting for the old opening."""
-    later = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "13:00-14:00"}})
-    now_open = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "12:00-18:00"}})
-    clock = EventTime(AT.timestamp())
-    producer = CollectingProducer(clock)
-    stores = memory_stores(clock)
-    sink: TaskSink | None = None
-
-    async def reload_and_release() -> None:
-        assert sink is not None
-        sink.use_policy(now_open)
-        await sink.release_due()  # the timer's tick: judges the queue by the new hours
-
-    stores = dataclasses.replace(
-        stores, deferral=During(stores.deferral, "join_many", reload_and_release)
-    )
-    sink = TaskSink(producer, "moments.tasks", stores, Metrics(), later, clock)
-
-    async def go() -> None:
-        assert sink is not None
-        await sink.release_due()  # this sink's first release: the queue judged by `later`
-        await sink.dispatch([_sms("a")])
-        assert producer.sent == []  # decided by `later`, it begun with: parked to 13:00
-        clock.advance((AT + dt.timedelta(minutes=1)).timestamp())
-        await sink.release_due()
-
-    asyncio.run(go())
-    assert [orjson.loads(s.payload)["task_id"] for s in producer.sent] == ["a" * 32]
-
-
 class ParkedThenFailed:
     """A deferral queue whose `park_many` writes the parks, then fails once: a decision
     that dies after its wave's parks got through (a later write of the wave, the
@@ -209,10 +174,19 @@ class ParkedThenFailed:
         return parked_then_failed
 
 
-def test_a_decision_that_failed_after_parking_by_the_old_hours_has_them_judged_again() -> None:
-    """As above, but the decision fails in the wave that parked its task, after the park
-    was written: the wave never said it parked, and the next release, taking the queue
-    as judged by the new hours, left the task waiting for the old opening."""
+@pytest.mark.parametrize("fails", [False, True], ids=["parked", "failed after parking"])
+def test_a_task_parked_by_the_old_hours_after_the_new_ones_were_judged_is_judged_again(
+    fails: bool,
+) -> None:
+    """A reload lands while a decision awaits Redis and the release timer runs meanwhile:
+    it judges the waiting tasks by the new hours (`Deferrals.rejudge`) and notes the queue
+    judged. The decision then parks its task by the old hours it began with, which marks
+    the queue as parked by two timetables; the next release asks the queue again and the
+    task is judged by the hours in force, not kept waiting for the old opening.
+
+    `fails`: the decision fails in the wave that parked its task, after the park was
+    written: the wave never said it parked, and the next release, taking the queue as
+    judged by the new hours, left the task waiting for the old opening."""
     later = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "13:00-14:00"}})
     now_open = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "12:00-18:00"}})
     clock = EventTime(AT.timestamp())
@@ -226,16 +200,20 @@ def test_a_decision_that_failed_after_parking_by_the_old_hours_has_them_judged_a
         await sink.release_due()  # the timer's tick: judges the queue by the new hours
 
     failing = ParkedThenFailed(stores.deferral)
-    stores = dataclasses.replace(stores, deferral=During(failing, "join_many", reload_and_release))
+    deferral = failing if fails else stores.deferral
+    stores = dataclasses.replace(stores, deferral=During(deferral, "join_many", reload_and_release))
     sink = TaskSink(producer, "moments.tasks", stores, Metrics(), later, clock)
 
     async def go() -> None:
         assert sink is not None
-        await sink.release_due()
-        with pytest.raises(RuntimeError):
+        await sink.release_due()  # this sink's first release: the queue judged by `later`
+        if fails:
+            with pytest.raises(RuntimeError):
+                await sink.dispatch([_sms("a")])
+            assert failing.failed
+        else:
             await sink.dispatch([_sms("a")])
-        assert failing.failed
-        assert producer.sent == []  # parked by `later`, to 13:00
+        assert producer.sent == []  # decided by `later`, it begun with: parked to 13:00
         clock.advance((AT + dt.timedelta(minutes=1)).timestamp())
         await sink.release_due()
 
