@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,23 @@ class TestRefusalNamesWhatStays:
     could not tell which rules the worker kept (the ones of last week's file, or of the
     good edit an hour ago) without reading metrics by instance."""
 
+    @staticmethod
+    def reloader(folder: Path, record: Callable[[str, int | None], None] | None = None) -> Reloader:
+        """A reloader of `folder` whose rules in force are those loaded from it now."""
+        in_force = [load_rules(folder)]
+        return Reloader(
+            folder, in_force.append, record or (lambda r, n: None), current=lambda: in_force[-1]
+        )
+
+    @staticmethod
+    def refused(reloader: Reloader, caplog: pytest.LogCaptureFixture) -> str:
+        """The first line of the refusal the next change (two checks: it settles) logs."""
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, "moments.reload"):
+            assert reloader.check() is None
+            assert reloader.check() == "error"
+        return caplog.records[0].getMessage().splitlines()[0]
+
     def test_the_rules_kept_are_named_with_their_files_and_versions(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -186,16 +204,10 @@ class TestRefusalNamesWhatStays:
         (tmp_path / "b.yaml").write_text(
             GOOD.replace("id: r", "id: r2\n    version: 3\n    mode: shadow")
         )
-        in_force = [load_rules(tmp_path)]
-        reloader = Reloader(
-            tmp_path, in_force.append, lambda r, n: None, current=lambda: in_force[-1]
-        )
+        reloader = self.reloader(tmp_path)
         (tmp_path / "c.yaml").write_text("rules: [{id: broken}]\n")
-        with caplog.at_level(logging.ERROR, "moments.reload"):
-            assert reloader.check() is None
-            assert reloader.check() == "error"
-        (record,) = caplog.records
-        said = record.getMessage().splitlines()[0]
+        said = self.refused(reloader, caplog)
+        assert len(caplog.records) == 1
         assert said.startswith(
             f"rules reload refused (what is in force stays: the rules from {tmp_path} "
             "(a.yaml, b.yaml), loaded at "
@@ -208,11 +220,7 @@ class TestRefusalNamesWhatStays:
         assert reloader.check() is None
         assert reloader.check() == "ok"
         (tmp_path / "c.yaml").write_text("rules: [{id: broken}]\n")
-        caplog.clear()
-        with caplog.at_level(logging.ERROR, "moments.reload"):
-            assert reloader.check() is None
-            assert reloader.check() == "error"
-        said = caplog.records[0].getMessage().splitlines()[0]
+        said = self.refused(reloader, caplog)
         assert "(a.yaml, b.yaml, c.yaml)" in said
         assert said.endswith("; 3 rule(s), 2 live and 1 shadow: r v1, r2 v3, r3 v1):")
 
@@ -237,13 +245,7 @@ class TestRefusalNamesWhatStays:
         rules.mkdir()
         (rules / "a.yaml").write_text(GOOD)
         recorded: list[tuple[str, int | None]] = []
-        in_force = [load_rules(rules)]
-        reloader = Reloader(
-            rules,
-            in_force.append,
-            lambda r, n: recorded.append((r, n)),
-            current=lambda: in_force[-1],
-        )
+        reloader = self.reloader(rules, lambda r, n: recorded.append((r, n)))
         real_stat = os.stat
 
         def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
@@ -252,11 +254,8 @@ class TestRefusalNamesWhatStays:
             return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(os, "stat", stat)
-        with caplog.at_level(logging.ERROR, "moments.reload"):
-            assert reloader.check() is None  # the files vanished from sight: not settled yet
-            assert reloader.check() == "error"
+        said = self.refused(reloader, caplog)  # the files vanished from sight: settles once
         assert recorded == [("error", None)]
-        said = caplog.records[0].getMessage().splitlines()[0]
         assert f"the rules from {rules} (a.yaml), loaded at " in said
 
     def test_a_folder_of_many_files_names_its_first_ones_and_counts_the_rest(
@@ -268,15 +267,9 @@ class TestRefusalNamesWhatStays:
 
         for i in range(200):
             (tmp_path / f"r{i:03}.yaml").write_text(GOOD.replace("id: r", f"id: r{i}"))
-        in_force = [load_rules(tmp_path)]
-        reloader = Reloader(
-            tmp_path, in_force.append, lambda r, n: None, current=lambda: in_force[-1]
-        )
+        reloader = self.reloader(tmp_path)
         (tmp_path / "r000.yaml").write_text("rules: [{id: broken}]\n")
-        with caplog.at_level(logging.ERROR, "moments.reload"):
-            assert reloader.check() is None
-            assert reloader.check() == "error"
-        said = caplog.records[0].getMessage().splitlines()[0]
+        said = self.refused(reloader, caplog)
         shown = ", ".join(f"r{i:03}.yaml" for i in range(SHOWN_FILES))
         assert f"(200 files: {shown} and {200 - SHOWN_FILES} more), loaded at " in said
         assert f"r{SHOWN_FILES:03}.yaml" not in said
