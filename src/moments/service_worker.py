@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import sys
 
 import faust
+from mode.utils.logging import cry
 
+from moments.logmask import clean_text
 from moments.stopdeadline import StopDeadline
 
 _early_sigterm: list[bool] = []
@@ -57,3 +60,13 @@ class ServiceWorker(faust.Worker):
         SIGUSR2, which stops a worker started from a terminal in the debugger with its
         partitions held (no heartbeat, no progress) until someone types `c`."""
         self._on_sigusr1()
+
+    async def _cry(self) -> None:
+        """What SIGUSR1 writes (mode's `cry`: every thread's and task's stack with its
+        frames' local variables), cleaned as a log record is before it reaches stderr:
+        the locals hold the batch in hand, so subscriber numbers are masked (unless
+        MOMENTS_LOG_PII) and the configured passwords redacted."""
+        buffer = io.StringIO()
+        cry(file=buffer)
+        self.stderr.write(clean_text(buffer.getvalue()))
+        self.stderr.flush()

@@ -236,3 +236,43 @@ def test_a_sigterm_while_faust_starts_stops_the_worker_once_it_handles_signals()
     assert "STOP SCHEDULED" in done.stderr, done.stderr
     assert done.returncode == 70, done.stderr
     assert "SIGTERM came " in done.stderr
+
+
+MASKED_STACKS_PROBE = """
+import asyncio, os, signal, sys, faust
+from moments.logmask import install_pii_masking
+from moments.service_worker import ServiceWorker
+
+install_pii_masking(True, secrets=["S3cretPass"])  # as `moments worker` starts
+app = faust.App("probe", broker="kafka://127.0.0.1:1", web_enabled=False, autodiscover=False)
+worker = ServiceWorker(app, loglevel="warn", quiet=True, stderr=sys.__stderr__)
+worker.install_signal_handlers()
+
+async def holding_a_record():
+    record = b'{"subscriber_id":"13900139002","event_id":"e-1"}'  # a frame's local
+    password = "S3cretPass"
+    os.kill(os.getpid(), signal.SIGUSR1)
+    await asyncio.sleep(0.3)
+    return record, password
+
+worker.loop.run_until_complete(holding_a_record())
+"""
+
+
+def test_the_stacks_sigusr1_writes_mask_subscribers_and_redact_secrets() -> None:
+    """SIGUSR1 (and SIGUSR2) write every thread's and task's stack with its frames' local
+    variables, straight to stderr (mode's `cry`), past the masking every log record gets:
+    the dump operations.md tells on-call to take held the records of the batch in hand,
+    subscriber numbers and payloads unmasked, and any password a frame held."""
+    done = subprocess.run(
+        [sys.executable, "-c", MASKED_STACKS_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "THREAD MainThread" in done.stderr
+    assert "holding_a_record" in done.stderr  # the frame holding them was written
+    assert "139****9002" in done.stderr
+    assert "13900139002" not in done.stderr
+    assert "S3cretPass" not in done.stderr
