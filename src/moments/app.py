@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 OUTCOME_BATCH = 500
 SWEEP_EVERY_S = 5.0
 """How often partitions are checked for event time having moved into a new hour."""
+RELEASE_EVERY_MAX_S = 10.0
+"""Longest between two runs of the re-drive timer, which also releases the deferral queue
+(quiet hours, merge windows, capacity) and counts expired unanswered tasks: it runs every
+MOMENTS_PENDING_REDRIVE_SECONDS / 3 up to this, so a longer re-drive age (it re-drives
+only publishes older than that) does not hold back tasks due now."""
 SILENT_AFTER_S = 2.0
 """How long after a rebalance a silent input partition is sought back (see moments.rewind)."""
 SILENT_PROBE_TIMEOUT_S = 10.0
@@ -378,7 +383,9 @@ def register_agents(
             await runtime.reloader.check_off_loop()
             await runtime.policy_reloader.check_off_loop()
 
-    @app.timer(interval=max(1.0, settings.pending_redrive_seconds / 3))  # type: ignore[untyped-decorator]
+    release_every = min(RELEASE_EVERY_MAX_S, max(1.0, settings.pending_redrive_seconds / 3))
+
+    @app.timer(interval=release_every)  # type: ignore[untyped-decorator]
     async def redrive_pending() -> None:
         if runtime.ready.is_set():
             await runtime.redrive()
