@@ -47,6 +47,7 @@ async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Findin
         if said is not None:
             found.append(Finding("time zones", Verdict.WARN, said))
     found.append(_state_format())
+    found.append(_store(settings))
     found.append(data_dir_finding(settings.data_dir))
     kafka, counts = await _kafka(settings, timeout_s)
     found.append(kafka)
@@ -126,6 +127,19 @@ def _state_format() -> Finding:
     except statezip.StateFormatError as exc:
         return Finding("state format", Verdict.FAIL, str(exc))
     return Finding("state format", Verdict.OK, "the record dictionary is installed")
+
+
+def _store(settings: Settings) -> Finding:
+    from moments.app import store_problem
+
+    step = f"state store {settings.store}"
+    problem = store_problem(settings.store)
+    if problem is not None:
+        return Finding(step, Verdict.FAIL, problem)
+    detail = (
+        "bindings installed" if settings.store == "rocksdb" else "in memory, from the changelog"
+    )
+    return Finding(step, Verdict.OK, detail)
 
 
 async def _kafka(settings: Settings, timeout_s: float) -> tuple[Finding, dict[str, int]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import disable_created_metrics
 
 from moments import statezip
-from moments.app import MomentsApp, build
+from moments.app import MomentsApp, build, store_problem
 from moments.buildinfo import build_labels
 from moments.check import zones_differ
 from moments.connections import check_kafka, preflight
@@ -260,6 +260,8 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     except StateFormatError as exc:
         raise ConfigError(str(exc)) from exc
     ensure_data_dir(settings.data_dir)  # before any wait for the broker
+    if (problem := store_problem(settings.store)) is not None:
+        raise ConfigError(problem)
     # No `_created` series beside every counter and histogram: they nearly doubled the
     # exposition, and no dashboard or alert reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
