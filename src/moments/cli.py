@@ -419,14 +419,14 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     import json
 
     from moments.config_view import effective_config, format_lines
-    from moments.settings import unknown_variables
+    from moments.settings import dotenv_variables, unknown_variables
 
     lines = effective_config(command_settings())
     if args.json:
         print(json.dumps([dataclasses.asdict(line) for line in lines], indent=2))
     else:
         print(format_lines(lines))
-    for warning in unknown_variables(os.environ):
+    for warning in unknown_variables(os.environ, dotenv_variables()):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 

@@ -360,20 +360,35 @@ class Settings(BaseSettings):
         return 0 if self.store == "memory" else 1
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+def dotenv_variables(path: Path = Path(".env")) -> dict[str, str]:
+    """The variables a `.env` file sets (none when there is no such file), names in upper
+    case: `Settings` reads them in any case."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k.upper(): v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def unknown_variables(
+    environ: Mapping[str, str], dotenv: Mapping[str, str] | None = None
+) -> list[str]:
     """A line for each `MOMENTS_*` variable that sets nothing (pydantic ignores it, so a
-    misspelt name would silently leave the default in force), with the closest name."""
+    misspelt name would silently leave the default in force), with the closest name; of
+    the environment, and of the `.env` file's variables in `dotenv` (said as `(in .env)`)."""
     known = {f"MOMENTS_{name.upper()}" for name in Settings.model_fields}
     known |= {f"MOMENTS_TOPICS__{name.upper()}" for name in Topics.model_fields}
     known |= {f"{name}_FILE" for name in known}
     names = sorted(k.removeprefix("MOMENTS_") for k in known)
+    in_file = set(dotenv or ()) - set(environ)
     lines = []
-    for variable in sorted(environ):
+    for variable in sorted({*environ, *in_file}):
         if not variable.startswith("MOMENTS_") or variable in known:
             continue
         close = difflib.get_close_matches(variable.removeprefix("MOMENTS_"), names, n=1)
         hint = f"did you mean MOMENTS_{close[0]}?" if close else "`moments config show` lists them"
-        lines.append(f"{variable} is not a setting and is ignored; {hint}")
+        where = " (in .env)" if variable in in_file else ""
+        lines.append(f"{variable}{where} is not a setting and is ignored; {hint}")
     return lines
 
 

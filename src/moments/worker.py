@@ -27,7 +27,7 @@ from moments.producer import idempotence_refused, refused_message
 from moments.reload import signature
 from moments.runtime import create_topics
 from moments.service_worker import note_sigterm
-from moments.settings import Settings, unknown_variables
+from moments.settings import Settings, dotenv_variables, unknown_variables
 from moments.stateview import returns_topic
 from moments.statezip import StateFormatError
 from moments.topiclayout import partition_layout, topic_types
@@ -246,7 +246,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
         use_json_logs()  # the lines before Faust's own logging setup too
     else:
         use_text_logs()
-    for warning in unknown_variables(os.environ):
+    for warning in unknown_variables(os.environ, dotenv_variables()):
         log.warning("%s", warning)
     # The files as they are when read: a change while the worker waits for Kafka (which
     # may be long) is then seen by the first reload check, not taken as already loaded.

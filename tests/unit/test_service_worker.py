@@ -158,6 +158,16 @@ def test_sigusr_while_the_worker_waits_for_kafka_writes_the_stacks_and_goes_on(
         assert proc.poll() is None, log.read_text()[-2000:]
 
 
+def test_a_misspelt_variable_in_the_env_file_is_named_at_start(tmp_path: Path) -> None:
+    """As one in the environment is: `.env` in the worker's directory is read too, and a
+    typo there (`MOMENTS_LIVE_FORM`) left the default in force without a word."""
+    (tmp_path / ".env").write_text("MOMENTS_LIVE_FORM=2027-02-15\n")
+    with _waiting_worker(tmp_path) as (_, log):
+        said = log.read_text()
+    assert "MOMENTS_LIVE_FORM (in .env) is not a setting and is ignored" in said, said[-2000:]
+    assert "did you mean MOMENTS_LIVE_FROM?" in said
+
+
 def _first_pid_in_namespace() -> list[str] | None:
     """`unshare` arguments that run a command as PID 1 of a new PID namespace, as the
     image's `ENTRYPOINT ["moments"]` runs in a container; None where that is not allowed."""

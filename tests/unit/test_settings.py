@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from moments.cli import main
@@ -137,6 +139,24 @@ def test_config_show_warns_of_them(
         "warning: MOMENTS_LOG_LEVL is not a setting and is ignored; did you mean "
         "MOMENTS_LOG_LEVEL?" in capsys.readouterr().err
     )
+
+
+def test_config_show_warns_of_them_in_the_env_file_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The README says a `MOMENTS_*` variable that is no setting is named in a warning,
+    and that a `.env` file is read too; one misspelt there was ignored without a word,
+    `MOMENTS_LIVE_FORM` (operations.md: the go-live date in "its environment or `.env`")
+    leaving the workers live from their first event."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("MOMENTS_LIVE_FORM=2027-02-15\nMOMENTS_LOG_LEVEL=INFO\n")
+    assert main(["config", "show"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning: MOMENTS_LIVE_FORM (in .env) is not a setting and is ignored; did you mean "
+        "MOMENTS_LIVE_FROM?" in err
+    )
+    assert "MOMENTS_LOG_LEVEL" not in err
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
         asyncio.ensure_future(fail())
         await asyncio.sleep(0.01)
 
-    def boom(environ):
+    def boom(environ, dotenv=None):
         # Inside the worker's start, after its log is set up: a thread's exception, an
         # asyncio task's never retrieved, then the main thread's.
         thread = threading.Thread(target=lambda: 1 / 0, name="metrics-thread")

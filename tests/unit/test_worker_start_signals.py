@@ -36,7 +36,7 @@ def own_handler(signum: int, frame: object) -> None:
 def test_a_failed_start_restores_the_signal_handlers_and_forgets_a_sighup(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def sighup_then_fail(environ: object) -> list[str]:
+    def sighup_then_fail(environ: object, dotenv: object = None) -> list[str]:
         os.kill(os.getpid(), signal.SIGHUP)  # `systemctl reload` while the worker starts
         raise ConfigError("MOMENTS_RULES: no such file")
 
