@@ -23,6 +23,41 @@ def login(url: str) -> tuple[str | None, str | None]:
     return user, password
 
 
+EXAMPLE = "redis://127.0.0.1:6379/0"
+
+
+def problem(url: str) -> str | None:
+    """What in `url` redis-py cannot read, or reads otherwise than written, or None: a
+    port that is no number from 1 to 65535 (redis-py raises; port 0 it takes for 6379), no
+    host (it takes localhost), a database that is no number (a path such as `/moments`:
+    it takes database 0), no socket path for unix://. The scheme is checked before."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    db = query.get("db", [])
+    if any(not value.isdigit() for value in db):
+        return f"the database (?db={db[0]}) is no number; write e.g. {EXAMPLE}"
+    if parts.scheme == "unix":
+        if not parts.path:
+            return "no socket path after unix://; write unix:///path/to/redis.sock?db=0"
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        where = parts.netloc.rpartition("@")[2]
+        return f"the port in {where} is no number from 1 to 65535; write e.g. {EXAMPLE}"
+    if not parts.hostname:
+        return f"no host after {parts.scheme}://; write e.g. {EXAMPLE}"
+    path = unquote(parts.path).replace("/", "")  # as redis-py reads the database
+    if path and not path.isdigit():
+        return (
+            f"the path {parts.path} is no database number (Redis numbers them: 0, 1, ...); "
+            f"write e.g. {EXAMPLE} (MOMENTS_APP_ID keeps this app's keys apart)"
+        )
+    return None
+
+
 def passwords(url: str) -> list[str]:
     """Each password in `url`, as written there (percent-encoded) and decoded: a log line
     may quote either. Longest first, so that none is redacted by half."""

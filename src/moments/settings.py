@@ -300,6 +300,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must start with redis://, rediss:// or unix://, e.g. redis://127.0.0.1:6379/0"
             )
+        if (said := redisurl.problem(value)) is not None:
+            raise ValueError(said)
         return value
 
     @field_validator("rules")

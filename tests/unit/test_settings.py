@@ -141,6 +141,53 @@ def test_config_show_warns_of_them(
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "said", "fix"),
+    [
+        ("redis://redis:port/0", "port", "redis://127.0.0.1:6379/0"),
+        ("redis://redis:63790000/0", "port", "redis://127.0.0.1:6379/0"),
+        ("redis://redis:0/0", "port", "redis://127.0.0.1:6379/0"),
+        ("redis://redis:6379/moments", "database", "redis://127.0.0.1:6379/0"),
+        ("redis://redis:6379/0?db=one", "database", "redis://127.0.0.1:6379/0"),
+        ("redis:///0", "host", "redis://127.0.0.1:6379/0"),
+        ("unix://?db=0", "socket", "unix:///path/to/redis.sock"),
+    ],
+)
+def test_a_redis_url_redis_py_cannot_read_as_meant_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, url: str, said: str, fix: str
+) -> None:
+    """Only the scheme was checked: a port that is no number stopped the worker, `moments
+    check` and every Redis command with redis-py's traceback (`ValueError: Port could not
+    be cast to integer value as 'port'`, exit code 1), and a path that is no database
+    number (`/moments`), a port 0 or a missing host were ignored by redis-py without a
+    word (database 0, port 6379, localhost)."""
+    monkeypatch.setenv("MOMENTS_REDIS_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "MOMENTS_REDIS_URL" in message
+    assert said in message
+    assert f"write {fix}" in message or f"write e.g. {fix}" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://redis:6379/0",
+        "redis://redis",
+        "redis://redis:6379/",
+        "rediss://moments@redis-master.redis.svc:6379/1",
+        "redis://:pw@redis:6379/2?socket_timeout=5",
+        "redis://redis:6379/?db=3",
+        "redis://[::1]:6379/0",
+        "unix:///run/redis/redis.sock?db=2",
+    ],
+)
+def test_redis_urls_redis_py_reads_load(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("MOMENTS_REDIS_URL", url)
+    assert load_settings().redis_url == url
+
+
 def test_config_show_warns_of_them_in_the_env_file_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
