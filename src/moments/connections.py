@@ -382,7 +382,8 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
         )
     if isinstance(exc, rx.NoPermissionError):
         return (
-            f"{where}: the user may not run a command the ledger needs ({exc}); grant it "
+            f"{where}: the user may not run a command the ledger needs on its keys "
+            f"({settings.redis_prefix}*) ({exc}); grant it "
             "~moments:* +@read +@write +@scripting +ping -@dangerous (see docs/security.md)"
         )
     cause = exc.__context__ or exc.__cause__
@@ -396,11 +397,17 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
     return None
 
 
+KEYS_PROBE = "return redis.call('EXISTS', KEYS[1])"
+"""Read one key of the app's (`moments:<app id>:*`) from a script, as the ledger does: an
+ACL user allowed PING but not those keys, or not scripts, fails here, not in the worker."""
+
+
 async def check_redis(
     settings: Settings, timeout_s: float = REDIS_TIMEOUT_S, report: bool = True
 ) -> bool:
-    """PING Redis with the configured credentials; like `check_kafka` (with `report`
-    false, ConnectionError instead of a warning and False)."""
+    """PING Redis with the configured credentials, then read a key of the app's from a
+    script (`KEYS_PROBE`: nothing is written); like `check_kafka` (with `report` false,
+    ConnectionError instead of a warning and False)."""
     from redis.exceptions import RedisError
 
     client = redis_client(settings, timeout_s)
@@ -410,6 +417,7 @@ async def check_redis(
         # just in time passed a 10 s check after 28 s (re-check).
         async with asyncio.timeout(timeout_s):
             await client.ping()
+            await client.eval(KEYS_PROBE, 1, f"{settings.redis_prefix}preflight")
     except (RedisError, OSError) as exc:
         problem = describe_redis_failure(settings, exc)
         if problem is not None:

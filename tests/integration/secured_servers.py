@@ -24,11 +24,14 @@ ACL_USER, ACL_PASSWORD = "moments", "acl-pw"
 LIMITED_USER, LIMITED_PASSWORD = "reader", "reader-pw"
 LEDGER_ACL = ("~moments:*", "+@read", "+@write", "+@scripting", "+ping", "-@dangerous")
 """The narrowest rights the ledger needs, as docs/security.md recommends them."""
+ELSEWHERE_USER, ELSEWHERE_PASSWORD = "other-app", "other-pw"
+ELSEWHERE_ACL = ("~billing:*", *LEDGER_ACL[1:])
+"""The recommended rights on another key pattern than the app's (`moments:<app id>:*`)."""
 
 
 class SecuredRedis(RedisServer):
-    """redis-server with `requirepass`, an ACL user for the ledger keys, and one that may
-    only PING; optionally a TLS port as well."""
+    """redis-server with `requirepass`, an ACL user for the ledger keys, one that may only
+    PING and one with the ledger's rights on other keys; optionally a TLS port as well."""
 
     def __init__(self, workdir: Path, tls: dict[str, Path] | None = None, tls_port: int = 0):
         args = [
@@ -46,6 +49,11 @@ class SecuredRedis(RedisServer):
             "~*",
             "-@all",
             "+ping",
+            "--user",
+            ELSEWHERE_USER,
+            "on",
+            f">{ELSEWHERE_PASSWORD}",
+            *ELSEWHERE_ACL,
         ]
         if tls is not None:
             args += [

@@ -30,6 +30,8 @@ from .secured_servers import (
     ACL_PASSWORD,
     ACL_USER,
     ADMIN_PASSWORD,
+    ELSEWHERE_PASSWORD,
+    ELSEWHERE_USER,
     LIMITED_PASSWORD,
     LIMITED_USER,
     AuthenticatingTansu,
@@ -113,6 +115,28 @@ class TestRedisCredentials:
         assert named in message
         assert WRONG not in message
 
+    @pytest.mark.parametrize(
+        ("user", "password"),
+        [(LIMITED_USER, LIMITED_PASSWORD), (ELSEWHERE_USER, ELSEWHERE_PASSWORD)],
+        ids=["ping only", "rights on other keys"],
+    )
+    async def test_a_user_that_may_not_touch_the_apps_keys_fails_the_check(
+        self, secured_redis: SecuredRedis, user: str, password: str
+    ) -> None:
+        """The check (the worker's preflight, `moments check`, the Redis commands') only
+        PINGed: a user allowed PING but not the app's keys (`moments:<app id>:*`) or
+        scripts passed it, `moments check` said ok, and the worker joined the consumer
+        group and crashed on its first Redis call (NoPermissionError, exit code 1)."""
+        settings = _settings(
+            redis_url=secured_redis.url, redis_username=user, redis_password=password
+        )
+        with pytest.raises(ConfigError) as err:
+            await check_redis(settings)
+        message = str(err.value)
+        assert "grant" in message
+        assert "~moments:*" in message
+        assert password not in message
+
     async def test_user_without_the_rights_is_told_what_to_grant(
         self, secured_redis: SecuredRedis
     ) -> None:
@@ -121,7 +145,6 @@ class TestRedisCredentials:
             redis_username=LIMITED_USER,
             redis_password=LIMITED_PASSWORD,
         )
-        assert await check_redis(settings) is True  # PING is allowed
         client = redis_client(settings)
         from moments.connections import describe_redis_failure
 
