@@ -26,6 +26,7 @@ ALERTS = {
     "MomentsConsumerLagGrowing",
     "MomentsPartitionNotProgressing",
     "MomentsDeadLetterSpike",
+    "MomentsOutcomesRefused",
     "MomentsDetectorErrors",
     "MomentsNothingDetectedWhileEventsFlow",
     "MomentsDeferredTasksOverdue",
