@@ -283,8 +283,9 @@ class TaskSink:
                 raise
             if woken:
                 log.info(
-                    "the policy's channel hours, next_day_at or timezone are not those the "
-                    "waiting tasks were parked by: %d waiting task(s) judged again now",
+                    "channel hours changed (the policy's hours, closed days, next_day_at or "
+                    "timezone are not those the waiting tasks were parked by): %d waiting "
+                    "task(s) judged again now",
                     woken,
                 )
         due: list[Released] = []

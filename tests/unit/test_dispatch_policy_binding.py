@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -219,3 +220,39 @@ def test_a_task_parked_by_the_old_hours_after_the_new_ones_were_judged_is_judged
 
     asyncio.run(go())
     assert [orjson.loads(s.payload)["task_id"] for s in producer.sent] == ["a" * 32]
+
+
+def test_a_changed_timetable_says_so_in_the_words_the_operations_guide_quotes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """docs/operations.md tells ops to look for `channel hours changed (...): N waiting
+    task(s) judged again now`; the line said "the policy's channel hours, next_day_at or
+    timezone are not those ...", so a search for the quoted words found nothing, and it
+    did not name closed days, whose change wakes the waiting tasks too."""
+    later = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": "13:00-14:00"}})
+    closed = DispatchPolicy.model_validate(
+        {
+            "timezone": "UTC",
+            "hours": {"sms": "13:00-14:00"},
+            "closed_days": {"sms": [AT.date().isoformat()]},
+        }
+    )
+    clock = EventTime(AT.timestamp())
+    sink = TaskSink(
+        CollectingProducer(clock), "moments.tasks", memory_stores(clock), Metrics(), later, clock
+    )
+
+    async def go() -> None:
+        await sink.release_due()
+        await sink.dispatch([_sms("a")])  # parked to 13:00
+        sink.use_policy(closed)
+        with caplog.at_level("INFO", logger="sinks.dispatch"):
+            await sink.release_due()
+
+    asyncio.run(go())
+    [said] = [r.getMessage() for r in caplog.records if "judged again now" in r.getMessage()]
+    assert said.startswith("channel hours changed (")
+    assert "closed days" in said
+    assert said.endswith("): 1 waiting task(s) judged again now")
+    guide = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    assert "`channel hours changed (...): N waiting task(s)\njudged again now`" in guide
