@@ -366,6 +366,15 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"moments: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
+    if not stored:
+        # What kcat or a console consumer saves of a tombstone: the subscriber was erased.
+        print(
+            f"moments: {args.file} is empty: a deletion (a tombstone: the subscriber's record "
+            "was erased by a profile deletion), not a record; printed as null",
+            file=sys.stderr,
+        )
+        print("null")
+        return 0
     try:
         record = readable(stored)
     except (StateFormatError, orjson.JSONDecodeError) as exc:

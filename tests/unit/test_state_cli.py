@@ -42,6 +42,20 @@ def test_bytes_that_are_no_record_are_refused_with_a_message(
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_an_empty_value_is_said_to_be_a_deletion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tombstone saved by kcat is an empty file: it was called "not a subscriber record"
+    with exit 1, as if the changelog held another program's bytes."""
+    path = tmp_path / "tombstone.bin"
+    path.write_bytes(b"")
+    assert main(["state", "decode", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert orjson.loads(out) is None
+    assert "a deletion" in err
+    assert "not a subscriber record" not in err
+
+
 def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["state", "show", "--help"])
