@@ -38,13 +38,22 @@ def _retryable() -> tuple[type[BaseException], ...]:
     return (*RETRYABLE, KafkaError, RedisConnectionError, RedisTimeoutError, *states)
 
 
+_PIPELINE_ERROR = " of pipeline caused error: "
+"""What redis-py puts before a pipeline's first error reply (`Command # 1 (HGETALL ...)
+of pipeline caused error: BUSY ...`)."""
+
+
 def _busy(exc: BaseException) -> bool:
     """Redis answers `BUSY` while another client's script runs past its busy threshold
     (5 s by default): it will answer once that ends. redis-py has no class of its own for
-    it (a plain ResponseError), so it is told by the reply's first word."""
+    it (a plain ResponseError), so it is told by the reply's first word, after the
+    command's number when a pipeline (the stores' plain reads and deletes) raised it."""
     from redis.exceptions import ResponseError
 
-    return isinstance(exc, ResponseError) and str(exc).startswith("BUSY ")
+    if not isinstance(exc, ResponseError):
+        return False
+    reply = str(exc)
+    return reply.startswith("BUSY ") or reply.partition(_PIPELINE_ERROR)[2].startswith("BUSY ")
 
 
 @functools.cache
