@@ -183,8 +183,12 @@ class TimeGates:
         """The task, or on its rule's fallback channel (`overflow:`) when its own is not
         worked, its quiet hours allowing, before it must go and the fallback's is;
         expired when neither is. Judged per moment, before merging and waiting, so a call
-        made at 00:30 that expires at 08:00 is an SMS now rather than dropped at 09:00."""
-        if self.policy.always_worked:
+        made at 00:30 that expires at 08:00 is an SMS now rather than dropped at 09:00.
+        A channel the policy gives no hours nor days off is worked all day, whatever the
+        other channels' (`quiet` judges its quiet hours alone): asked here, its quiet hours
+        outlasting it moved it to its fallback whenever another channel had hours or a
+        day off, and dropped it as expired under a policy with none."""
+        if self.policy.always_worked or self.policy.hours_for(task.channel) is None:
             return task, None
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         quiet = [functools.partial(quiet_opens, task)]

@@ -6,6 +6,7 @@ earlier."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import zoneinfo
@@ -15,9 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moments.backtest import CollectingProducer, EventTime
 from moments.exceptions import ConfigError
-from moments.models import Channel
+from moments.models import Channel, QuietHours
+from sinks.dispatch import TaskSink
 from sinks.hours import channel_hours, days_off_text, days_text
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy, load_policy
 from tests.unit.test_channel_hours_capacity import AT, moment, published
 
@@ -222,3 +227,43 @@ def test_a_channel_with_its_days_off_emptied_is_one_not_listed() -> None:
         "channels worked outbound_call 09:00-21:00 except on 2027-02-06 (Asia/Shanghai), "
         "any other all day"
     )
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [{}, {"hours": {"manager": "09:00-18:00"}}, {"closed_days": {"manager": ["2027-02-06"]}}],
+    ids=["no hours", "manager's hours", "manager's day off"],
+)
+def test_a_channel_not_listed_is_judged_alike_whatever_the_others_hours(
+    elsewhere: dict[str, object],
+) -> None:
+    """An SMS judged at 23:00 (a retry, a release) inside quiet hours that outlast it is
+    dropped as expired, as under a policy with no hours at all: the SMS channel is worked
+    all day. With the manager's hours or a day off of theirs in February, the SMS went out
+    at once as an app push (its rule's fallback, for a channel not worked in time)."""
+    at = local(D(2026, 11, 2), 23)
+    p = DispatchPolicy.model_validate(
+        {
+            "timezone": "Asia/Shanghai",
+            "overflow": {"low_balance": {"policy": "fallback", "channel": "app_push"}},
+            **elsewhere,
+        }
+    )
+    sms = moment("q", "low_balance", Channel.SMS).model_copy(
+        update={
+            "triggered_at": at - dt.timedelta(hours=2),
+            "created_at": at - dt.timedelta(hours=2),
+            "deliver_after": at - dt.timedelta(hours=2),
+            "expires_at": local(D(2026, 11, 3), 7),
+            "quiet_hours": QuietHours(
+                zone="Asia/Shanghai", windows=["21:00-08:00"], channels=[Channel.SMS]
+            ),
+        }
+    )
+    clock = EventTime(at.timestamp())
+    producer = CollectingProducer(clock)
+    metrics = Metrics()
+    sink = TaskSink(producer, "moments.tasks", memory_stores(clock), metrics, p, clock)
+    asyncio.run(sink.dispatch([sms]))
+    assert producer.sent == []
+    assert metrics.suppressed.labels("low_balance", "expired")._value.get() == 1
