@@ -41,19 +41,23 @@ def _retryable() -> tuple[type[BaseException], ...]:
 _PIPELINE_ERROR = " of pipeline caused error: "
 """What redis-py puts before a pipeline's first error reply (`Command # 1 (HGETALL ...)
 of pipeline caused error: BUSY ...`)."""
+_NOT_NOW = ("BUSY ", "MISCONF ", "NOREPLICAS ")
+"""Replies of a Redis that will serve once its state changes, which redis-py gives no
+class of their own (a plain ResponseError): `BUSY`, another client's script running past
+the busy threshold (5 s by default); `MISCONF`, writes refused while Redis cannot persist
+(its disk full, its AOF or snapshot failing); `NOREPLICAS`, writes refused while fewer
+replicas than `min-replicas-to-write` answer."""
 
 
-def _busy(exc: BaseException) -> bool:
-    """Redis answers `BUSY` while another client's script runs past its busy threshold
-    (5 s by default): it will answer once that ends. redis-py has no class of its own for
-    it (a plain ResponseError), so it is told by the reply's first word, after the
-    command's number when a pipeline (the stores' plain reads and deletes) raised it."""
+def _not_now(exc: BaseException) -> bool:
+    """One of the `_NOT_NOW` replies, told by its first word, after the command's number
+    when a pipeline (the stores' plain reads and deletes) raised it."""
     from redis.exceptions import ResponseError
 
     if not isinstance(exc, ResponseError):
         return False
     reply = str(exc)
-    return reply.startswith("BUSY ") or reply.partition(_PIPELINE_ERROR)[2].startswith("BUSY ")
+    return (reply.partition(_PIPELINE_ERROR)[2] or reply).startswith(_NOT_NOW)
 
 
 @functools.cache
@@ -84,7 +88,7 @@ async def with_retry(
         try:
             value = await call()
         except Exception as exc:
-            if isinstance(exc, fatal) or not (isinstance(exc, errors) or _busy(exc)):
+            if isinstance(exc, fatal) or not (isinstance(exc, errors) or _not_now(exc)):
                 raise
             attempt += 1
             metrics.dependency_errors.labels(dependency.value).inc()

@@ -7,12 +7,17 @@ ResponseError for it, which went up through the batch."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+from moments.embedded import RedisServer
+from sinks.ledger import TaskLedger
 from sinks.metrics import Dependency, Metrics
 from sinks.relevance import FactsStore
 from sinks.retry import with_retry
@@ -89,3 +94,62 @@ def test_a_call_answered_busy_is_made_again_once_the_script_ends(
         spinner.join()
         admin.config_set("busy-reply-threshold", before)
         admin.close()
+
+
+@pytest.mark.parametrize("reply", ["MISCONF", "NOREPLICAS"])
+def test_a_write_refused_while_redis_may_not_write_is_made_again_once_it_may(
+    tmp_path: Path, reply: str
+) -> None:
+    """Writes refused with `MISCONF` (Redis cannot persist: its disk full, its snapshot or
+    AOF failing) or `NOREPLICAS` (fewer replicas answer than `min-replicas-to-write`) wait
+    with back-off like a Redis that is away, until the operator's fix lets them through
+    (here: after the second refusal). They went up through the batch. The ledger's claim,
+    a script, is the write."""
+    rdb = tmp_path / "rdb"
+    rdb.mkdir()
+    args = ["--save", "3600 1", "--dir", str(rdb)]
+    with RedisServer(tmp_path / "redis", extra_args=args) as server:
+        admin = redis.Redis.from_url(server.url)
+        try:
+            if reply == "MISCONF":
+                shutil.rmtree(rdb)  # the snapshot cannot be written: writes are refused
+                admin.bgsave()
+                for _ in range(200):  # a fork that fails at once: milliseconds
+                    if not admin.info("persistence")["rdb_bgsave_in_progress"]:
+                        break
+                    time.sleep(0.05)
+                assert admin.info("persistence")["rdb_last_bgsave_status"] == "err"
+                fix = {"stop-writes-on-bgsave-error": "no"}
+            else:
+                admin.config_set("min-replicas-to-write", 1)
+                fix = {"min-replicas-to-write": "0"}
+
+            async def claim() -> tuple[list[bool], list[str]]:
+                client = aioredis.Redis.from_url(server.url)
+                ledger = TaskLedger(client, "t:", 3600)
+                seen: list[str] = []
+
+                async def once() -> list[bool]:
+                    try:
+                        return await ledger.claim([("task-1", b"{}")])
+                    except Exception as exc:
+                        seen.append(str(exc).split(" ")[0])
+                        if len(seen) == 2:
+                            admin.config_set(*next(iter(fix.items())))
+                        raise
+
+                try:
+                    return await with_retry(once, Dependency.REDIS, metrics, "claiming"), seen
+                finally:
+                    await client.aclose()
+
+            metrics = Metrics()
+            owned, seen = asyncio.run(claim())
+            assert owned == [True]
+            assert seen == [reply, reply]
+            assert admin.get("t:task:task-1") == b"P{}"
+            errors = metrics.dependency_errors.labels(Dependency.REDIS.value)._value.get()
+            assert errors == 2
+        finally:
+            admin.config_set("save", "")  # it stops without the snapshot it cannot write
+            admin.close()
