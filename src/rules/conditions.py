@@ -484,12 +484,15 @@ def _occasion(kinds: frozenset[str], holidays: frozenset[str] | None, lead: int)
             return False
         if occasion.kind == "contract_expiry" and occasion.params.get("days_left", 0) > lead:
             return False
-        if (
-            holidays is not None
-            and occasion.kind == "holiday"
-            and occasion.params.get("holiday") not in holidays
-        ):
-            return False
+        if holidays is not None and occasion.kind == "holiday":
+            # The first of the day's holidays this rule greets: on a day of two (Mid-Autumn
+            # on National Day, an operator's own day on Labour Day) the second is its own.
+            occasion = next(
+                (o for o in (occasion, *occasion.others) if o.params.get("holiday") in holidays),
+                None,
+            )
+            if occasion is None:
+                return False
         env.out.update(occasion.params)
         env.occurrence = occasion.occurrence
         return True

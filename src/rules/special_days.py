@@ -10,13 +10,14 @@ the same task id and the dedup ledger sends it once.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from moments.zones import DEFAULT_ZONE, subscriber_zone
-from rules.calendar import HolidayCalendar, month_day_in
+from rules.calendar import Holiday, HolidayCalendar, month_day_in
 
 OccasionKind = Literal["birthday", "join_anniversary", "contract_expiry", "holiday"]
 ALL_KINDS: frozenset[OccasionKind] = frozenset(get_args(OccasionKind))
@@ -35,6 +36,10 @@ class Occasion:
     kind: OccasionKind
     occurrence: str
     params: dict[str, Any] = field(default_factory=dict, hash=False)
+    others: tuple[Occasion, ...] = field(default=(), hash=False, compare=False, repr=False)
+    """On a day of several holidays, the occasion of each holiday after the first (the
+    greeting goes to the first): a rule that picks some (`holidays:`) greets the first of
+    its own, which may be one of these."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,8 @@ def special_days_due(
       including `contract_end` when that day was missed (a profile that arrived late):
       the occurrence key is the same on every one of those days, so it is sent once;
     - one holiday occasion a day: if several holidays fall on it, the first in the
-      calendar's order, naming the others in `params["also"]`;
+      calendar's order, naming the others in `params["also"]` (and holding theirs in
+      `others`, for a rule that greets only some holidays);
     - a line whose status is in `config.skip_statuses` (closed) gets nothing.
 
     `fired` holds occurrence keys the caller knows were already produced for this
@@ -127,17 +133,23 @@ def special_days_due(
     if "holiday" in kinds:
         today = calendar.on(local_day)
         if today:
-            first = today[0]
-            params: dict[str, Any] = {
-                "holiday": first.key,
-                "name": first.name,
-                "local_name": first.local_name,
-                "date": first.day.isoformat(),
-            }
-            if len(today) > 1:
-                params["also"] = [h.key for h in today[1:]]
-            out.append(Occasion("holiday", f"holiday:{first.key}:{first.day.year}", params))
+            first, *rest = (_holiday_occasion(h, today) for h in today)
+            out.append(dataclasses.replace(first, others=tuple(rest)))
     return [o for o in out if o.occurrence not in fired]
+
+
+def _holiday_occasion(holiday: Holiday, today: Sequence[Holiday]) -> Occasion:
+    """The greeting of one of the day's holidays, naming the day's others in `also`."""
+    params: dict[str, Any] = {
+        "holiday": holiday.key,
+        "name": holiday.name,
+        "local_name": holiday.local_name,
+        "date": holiday.day.isoformat(),
+    }
+    also = [h.key for h in today if h is not holiday]
+    if also:
+        params["also"] = also
+    return Occasion("holiday", f"holiday:{holiday.key}:{holiday.day.year}", params)
 
 
 def _month_day(value: Any) -> tuple[int, int] | None:

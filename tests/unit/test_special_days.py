@@ -4,6 +4,7 @@ evaluation is due in the subscriber's own time zone (DST gaps and repeats includ
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moments.models import EventType
 from rules.calendar import HolidayCalendar, parse_calendar
+from rules.catalog import RuleSet, load_rules
 from rules.special_days import (
     ALL_KINDS,
     Occasion,
@@ -22,6 +25,8 @@ from rules.special_days import (
     next_evaluation,
     special_days_due,
 )
+
+from .rules.helpers import NO_GATES, ev, rules_from, run
 
 D = dt.date
 UTC = dt.UTC
@@ -518,3 +523,60 @@ def test_each_occasion_puts_the_params_validation_and_explain_know() -> None:
     assert {o.kind for o in found} == set(OCCASION_PARAMS)
     for occasion in found:
         assert set(occasion.params) <= set(OCCASION_PARAMS[occasion.kind]), occasion.kind
+
+
+class TestARuleOfSomeHolidays:
+    """A rule that greets some holidays (`holidays:`) on a day that holds two: the day's
+    greeting is its first holiday's, and a rule of the second greets that one. Such a
+    rule made nothing: one of National Day in 2020 and 2031 (Mid-Autumn on 1 October),
+    one of Labour Day every year for an operator whose own day is 1 May."""
+
+    RULES = """
+rules:
+  - id: first_rule
+    description: A manager's call on one holiday
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: holiday, holidays: [national_day]}
+    task: {family: special_day, type: holiday_call, channel: manager, priority: 4,
+           action: festival_call, ttl: 24h, description: "{name} ({local_name})"}
+  - id: second_rule
+    description: An SMS on another
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: holiday, holidays: [mid_autumn]}
+    task: {family: special_day, type: holiday_sms, channel: sms, priority: 4,
+           action: festival_sms, ttl: 24h, description: "{name} ({local_name})"}
+"""
+
+    @staticmethod
+    def greeted(rules: RuleSet, day: str) -> dict[str, dict[str, Any]]:
+        """Each rule's task params when the day's look at 09:00 Shanghai is made."""
+        events = [ev(EventType.PROFILE, f"{day}T08:00:00+08:00", birthday="12-31")]
+        result = run(rules, events, until=f"{day}T10:00:00+08:00")
+        return {t.moment.rule_id: t.moment.params for t in result.tasks}
+
+    @pytest.mark.parametrize("year", [2020, 2031])
+    def test_mid_autumn_on_national_day_greets_each_rule_its_own(self, year: int) -> None:
+        found = self.greeted(rules_from(NO_GATES + self.RULES), f"{year}-10-01")
+        assert found["first_rule"]["holiday"] == "national_day"
+        assert found["first_rule"]["name"] == "National Day"
+        assert found["first_rule"]["also"] == ["mid_autumn"]
+        assert found["second_rule"]["holiday"] == "mid_autumn"
+        assert found["second_rule"]["also"] == ["national_day"]
+
+    def test_an_operator_day_does_not_hide_the_holiday_it_falls_on(self, tmp_path: Path) -> None:
+        rules = self.RULES.replace("[national_day]", "[labour_day]").replace(
+            "[mid_autumn]", "[our_day]"
+        )
+        (tmp_path / "rules.yaml").write_text(
+            NO_GATES + "special_days: {calendar: days.yaml}\n" + rules
+        )
+        (tmp_path / "days.yaml").write_text(
+            "holidays:\n  - key: our_day\n    name: Our day\n    every_year: 05-01\n"
+        )
+        found = self.greeted(load_rules(tmp_path), "2027-05-01")
+        assert {rule: params["holiday"] for rule, params in found.items()} == {
+            "first_rule": "labour_day",
+            "second_rule": "our_day",
+        }
