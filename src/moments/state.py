@@ -79,6 +79,10 @@ class SubscriberState:
     and `hotline`: calls to a competitor's hotline per day (moments.risk.HOTLINE_CALLS)."""
     last: dict[str, str] = field(default_factory=dict)
     """Rule tag -> last value of a `changed` field (e.g. the IMEI)."""
+    last_at: dict[str, int] = field(default_factory=dict)
+    """Rule tag -> event time of `last[tag]`: a value dated before it, read late (two feeds
+    out of order, within the lateness), says what the line showed then, not what it shows
+    now. Absent for a value kept before its time was."""
     fired: dict[str, int] = field(default_factory=dict)
     """Rule tag -> event time it last created a task (cooldowns)."""
     fired_by: dict[str, str] = field(default_factory=dict)
@@ -165,6 +169,8 @@ class SubscriberState:
             doc["s"] = self.series
         if self.last:
             doc["l"] = self.last
+        if self.last_at:
+            doc["t"] = self.last_at
         if self.fired:
             doc["x"] = self.fired
         if self.fired_by:
@@ -198,6 +204,7 @@ class SubscriberState:
             profile=doc.get("p", {}),
             series=doc.get("s", {}),
             last=doc.get("l", {}),
+            last_at=doc.get("t", {}),
             fired=doc.get("x", {}),
             fired_by=doc.get("y", {}),
             seen=doc.get("n", {}),

@@ -401,8 +401,16 @@ def _changed(key: str) -> Condition:
         if value is None:
             return False
         value = str(value)
-        previous = env.state.last.get(env.tag)
-        env.state.last[env.tag] = value
+        state = env.state
+        tag = env.tag
+        if env.at < state.last_at.get(tag, env.at):
+            # Read late: a record of the old handset dated before the new one's shows what
+            # the line had then; taken as the latest, it made a "new handset" of the old
+            # one, and the next record of the new one another.
+            return False
+        previous = state.last.get(tag)
+        state.last[tag] = value
+        state.last_at[tag] = env.at
         env.out[key] = value
         if previous is None or previous == value:
             return False  # the first value ever seen is a baseline, not a change

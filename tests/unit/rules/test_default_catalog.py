@@ -73,6 +73,36 @@ class TestFirstTime:
         tasks = only(run(CATALOG, events).tasks, "handset_change")
         assert [t.moment.params for t in tasks] == [{"imei": other, "previous_imei": bare}]
 
+    def test_a_record_of_the_old_handset_read_late_is_no_change(self) -> None:
+        """Two feeds out of order within the lateness: the old handset's voice record of
+        09:55, read after the new one's data record of 10:05, is what the line had then.
+        Taken as the latest, it made a "new handset" of the old one (was the new one), and
+        the next record of the new one a third: two false moments, held by the cooldown
+        here, two more SMS for a rule with none."""
+        a, b = "356938035643809", "490154203237518"
+        events = [
+            usage(at("2026-11-02"), kind="data", imei=a),
+            usage(at("2026-11-04", "10:05"), kind="data", imei=b),
+            usage(at("2026-11-04", "09:55"), kind="voice", imei=a),  # read late
+            usage(at("2026-11-04", "10:10"), kind="data", imei=b),
+        ]
+        result = run(CATALOG, events)
+        tasks = only(result.tasks, "handset_change")
+        assert [t.moment.params for t in tasks] == [{"imei": b, "previous_imei": a}]
+        assert result.detected[("first_time", "handset_change")] == 1
+        no_cooldown = load_texts(
+            [
+                (
+                    "rules.yaml",
+                    "rules:\n  - id: handset\n    description: new handset\n"
+                    "    on: [usage]\n    condition: {changed: imei}\n"
+                    "    task: {family: first_time, type: handset_change, channel: app_push,"
+                    " priority: 4, action: setup, ttl: 72h, description: new handset}\n",
+                )
+            ]
+        )
+        assert len(run(no_cooldown, events).tasks) == 1
+
     def test_bill_query_first_in_60_days(self) -> None:
         events = [
             usage(at("2026-08-01"), kind="bill_query"),
