@@ -897,6 +897,39 @@ _NUMBER_ERRORS = frozenset(
 )
 
 
+DURATION_KEYS = frozenset(
+    {
+        "ttl",
+        "cooldown",
+        "lookback",
+        "absence",
+        "open_complaint_lapses_after",
+        "roaming_lapses_after",
+    }
+)
+"""The keys of a rules file that take a duration (`24h`, `60d`), and `gating.frequency_cap.
+period`: a bare number there (`ttl: 24`, `lookback: 60`) read "Input should be a valid
+string" and no more."""
+
+
+def _is_duration(path: Sequence[str | int]) -> bool:
+    key = path[-1] if path else None
+    return key in DURATION_KEYS or tuple(path[-2:]) == ("frequency_cap", "period")
+
+
+def _unitless(key: str | int, number: int | float) -> str:
+    """What to write for a duration given as a bare number."""
+    if isinstance(number, float) and not number.is_integer():
+        return (
+            f"{number} is no duration: write a whole number and a unit (s, m, h, d or w), "
+            "a smaller unit for a fraction (90m, not 1.5h)"
+        )
+    n = int(number)
+    if key in ("lookback", "absence"):  # a day at least
+        return f"{n} has no unit: write {n}d for {n} days"
+    return f"{n} has no unit: write {n}d for {n} days, {n}h for {n} hours (s, m, h, d or w)"
+
+
 def _message(err: Any, path: Sequence[str | int]) -> str:
     loc = ".".join(str(p) for p in path)
     msg = error_text(err)
@@ -911,6 +944,13 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         key = str(path[-1]) if path else loc
         item = f'"{scalar}"' if isinstance(scalar, str) and set(scalar) & set(":#,[]{}") else scalar
         return f"{loc}: Input should be a list: write {key}: [{item}] (a list, even of one)"
+    if (
+        err["type"] == "string_type"
+        and isinstance(scalar, int | float)
+        and not isinstance(scalar, bool)
+        and _is_duration(path)
+    ):
+        return f"{loc}: {_unitless(path[-1], scalar)}"
     hint = NUMBER_HINTS.get(str(path[-1])) if path else None
     if hint is not None and err["type"] in _NUMBER_ERRORS:
         return f"{loc}: {msg}; write {hint}"

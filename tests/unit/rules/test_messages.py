@@ -83,6 +83,38 @@ def test_a_single_value_for_a_list_says_how_to_write_the_list() -> None:
     assert found.endswith('write quiet_hours: ["21:00-08:00"] (a list, even of one)')
 
 
+class TestADurationWithNoUnit:
+    """`ttl: 24` or `lookback: 60`, a number where a duration goes, said "Input should be a
+    valid string" and no more: now what to write."""
+
+    def test_a_task_s_ttl_and_cooldown(self) -> None:
+        text = RULE.replace("ttl: 48h", "ttl: 48").replace("cooldown: 30d", "cooldown: 30")
+        assert problems(text) == [
+            "r.yaml:12:7: rules.0.task.ttl: 48 has no unit: write 48d for 48 days, 48h for "
+            "48 hours (s, m, h, d or w)",
+            "r.yaml:13:7: rules.0.task.cooldown: 30 has no unit: write 30d for 30 days, 30h "
+            "for 30 hours (s, m, h, d or w)",
+        ]
+
+    def test_a_look_back_is_days(self) -> None:
+        text = RULE.replace("{field: severity, lte: 2}", "{first_time: category, lookback: 60}")
+        assert problems(text) == [
+            "r.yaml:5:39: rules.0.condition.lookback: 60 has no unit: write 60d for 60 days"
+        ]
+
+    def test_the_gating_section_s_and_a_fraction(self) -> None:
+        gating = (
+            "gating: {roaming_lapses_after: 21, frequency_cap: {max_contacts: 2, period: 1.5}}\n"
+        )
+        found = problems(gating + RULE)
+        assert found == [
+            "r.yaml:1:69: gating.frequency_cap.period: 1.5 is no duration: write a whole "
+            "number and a unit (s, m, h, d or w), a smaller unit for a fraction (90m, not 1.5h)",
+            "r.yaml:1:10: gating.roaming_lapses_after: 21 has no unit: write 21d for 21 days, "
+            "21h for 21 hours (s, m, h, d or w)",
+        ]
+
+
 class TestYamlSyntax:
     def test_a_key_indented_less_names_the_line_above_the_one_the_parser_stopped_at(
         self,
