@@ -39,7 +39,7 @@ from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.gating import GatingPolicy
 from rules.hints import unknown_key
-from rules.operators import number, number_hint
+from rules.operators import NUMERIC_OPS, number, number_hint
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.routing import Keys, Routes, route, text_keys
 from rules.rule import CompiledRule, Override, state_tag
@@ -532,6 +532,10 @@ def _tagged(node: Any, where: tuple[int, int] = (1, 1)) -> tuple[str, tuple[int,
 
 _UNION_MEMBER = re.compile(r"^[a-z][a-z-]*\[")
 """How pydantic names the member of a union an error is about: `literal['a','b']`, `list[...]`."""
+_PLAIN_MEMBER = frozenset({"str", "int", "float", "bool"})
+"""A plain type pydantic names last for a value that fits no member of a union (`eq: [1, 2]`
+fits none of `str`, `int`, `float`, `bool`); elsewhere such a part is a key of the file (a
+param named `int`)."""
 
 
 def _one_per_place(errors: Sequence[Any]) -> list[Any]:
@@ -541,6 +545,8 @@ def _one_per_place(errors: Sequence[Any]) -> list[Any]:
     kept: dict[tuple[Any, ...], Any] = {}
     for err in errors:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_MEMBER.match(p)))
+        if len(loc) > 1 and loc[-1] in _PLAIN_MEMBER:
+            loc = loc[:-1]
         err = {**err, "loc": loc}
         before = kept.get(loc)
         names_values = err["type"] == "literal_error" and before is not None
@@ -951,6 +957,17 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         and _is_duration(path)
     ):
         return f"{loc}: {_unitless(path[-1], scalar)}"
+    op = path[-1] if path else None
+    if isinstance(scalar, list | dict) and "condition" in path:
+        if op in ("eq", "ne"):
+            one_of = "in" if op == "eq" else "not_in"
+            items = ", ".join(map(str, scalar)) if isinstance(scalar, list) else "..."
+            return (
+                f"{loc}: {op} compares with one value, not a list or map; for one of several, "
+                f"write {one_of}: [{items}]"
+            )
+        if op in NUMERIC_OPS:
+            return f"{loc}: {op} compares with one number or $param, e.g. {op}: 5"
     hint = NUMBER_HINTS.get(str(path[-1])) if path else None
     if hint is not None and err["type"] in _NUMBER_ERRORS:
         return f"{loc}: {msg}; write {hint}"

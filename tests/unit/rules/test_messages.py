@@ -115,6 +115,44 @@ class TestADurationWithNoUnit:
         ]
 
 
+class TestAComparisonWithAList:
+    """A value that fits no member of a union was said once per member, each named with
+    pydantic's tag and none with the fix: `eq: [10010, 10000]` made four lines
+    (`condition.eq.str: Input should be a valid string`, `.int`, `.float`, `.bool`), and a
+    `prefix: 1380` a second line under the one that says how to write the list."""
+
+    def test_eq_with_a_list_says_write_in(self) -> None:
+        text = RULE.replace("{field: severity, lte: 2}", "{field: severity, eq: [1, 2]}")
+        assert problems(text) == [
+            "r.yaml:5:34: rules.0.condition.eq: eq compares with one value, not a list or map; "
+            "for one of several, write in: [1, 2]"
+        ]
+
+    def test_ne_with_a_list_says_write_not_in(self) -> None:
+        text = RULE.replace("{field: severity, lte: 2}", "{all: [{field: severity, ne: [3]}]}")
+        (found,) = problems(text)
+        assert found.endswith(
+            "rules.0.condition.all.0.ne: ne compares with one value, not a "
+            "list or map; for one of several, write not_in: [3]"
+        )
+
+    def test_a_bound_with_a_list_says_one_number(self) -> None:
+        text = RULE.replace("{field: severity, lte: 2}", "{field: severity, lte: [2]}")
+        assert problems(text) == [
+            "r.yaml:5:34: rules.0.condition.lte: lte compares with one number or $param, "
+            "e.g. lte: 5"
+        ]
+
+    def test_a_single_prefix_is_said_once(self) -> None:
+        text = RULE.replace(
+            "{field: severity, lte: 2}", "{field: subscriber_id, prefix: 1380}"
+        ).replace("[complaint]", "[usage]")
+        assert problems(text) == [
+            "r.yaml:5:39: rules.0.condition.prefix: Input should be a list: write prefix: "
+            "[1380] (a list, even of one)"
+        ]
+
+
 class TestYamlSyntax:
     def test_a_key_indented_less_names_the_line_above_the_one_the_parser_stopped_at(
         self,
