@@ -25,6 +25,7 @@ from rules import spec as sp
 from rules.base import TaskSpec
 from rules.calendar import KNOWN_BY_KEY, CalendarFile, HolidayCalendar, load_calendar
 from rules.conditions import (
+    OCCASION_PARAMS,
     Scope,
     compile_condition,
     event_fields,
@@ -760,7 +761,26 @@ def _build(
     elif period is not None or special_day:
         problem(("evaluate",), f"a rule with evaluate: {spec.evaluate} needs a condition")
     if special_day and spec.condition is not None and not _has_occasion(spec.condition):
-        problem(("condition",), "a special_day rule needs an occasion: condition, e.g. birthday")
+        nested = [
+            (loc, n.occasion)
+            for loc, n in sp.walk_at(spec.condition)
+            if isinstance(n, sp.OccasionCond)
+        ]
+        if nested:  # under any: or not:, where it says nothing of which day the rule is for
+            meant: dict[str, None] = dict.fromkeys(
+                k for _, o in nested for k in ([o] if isinstance(o, str) else o)
+            )
+            if any("not" in loc for loc, _ in nested):  # every occasion but these
+                meant = dict.fromkeys(k for k in OCCASION_PARAMS if k not in meant)
+            problem(
+                ("condition",),
+                "a special_day rule's occasion: is its condition or one of all:'s, not under "
+                "any: or not:; for the days meant write occasion: [" + ", ".join(meant) + "]",
+            )
+        else:
+            problem(
+                ("condition",), "a special_day rule needs an occasion: condition, e.g. birthday"
+            )
     names = produced_names(spec.condition, period is None) if spec.condition else set()
     if period is None and not special_day:
         names |= fields

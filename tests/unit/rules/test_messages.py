@@ -153,6 +153,44 @@ class TestAComparisonWithAList:
         ]
 
 
+class TestAnOccasionUnderAnyOrNot:
+    """A special-day rule's `occasion:` under `any:` or `not:` was told "a special_day rule
+    needs an occasion: condition", which it had: now where it goes, and the list to write."""
+
+    RULE = """\
+rules:
+  - id: greet
+    description: d
+    on: [profile]
+    evaluate: special_day
+    condition: CONDITION
+    task: {family: special_day, type: t, channel: sms, priority: 4, action: a, ttl: 12h,
+           description: d}
+"""
+
+    def test_any_of_two_occasions_is_one_occasion_of_both(self) -> None:
+        text = self.RULE.replace(
+            "CONDITION", "{any: [{occasion: birthday}, {occasion: join_anniversary}]}"
+        )
+        assert problems(text) == [
+            "r.yaml:6:5: a special_day rule's occasion: is its condition or one of all:'s, not "
+            "under any: or not:; for the days meant write occasion: [birthday, join_anniversary]"
+        ]
+        fixed = self.RULE.replace("CONDITION", "{occasion: [birthday, join_anniversary]}")
+        assert load_texts([("r.yaml", fixed)]).rules[0].id == "greet"
+
+    def test_not_an_occasion_is_every_other(self) -> None:
+        text = self.RULE.replace("CONDITION", "{not: {occasion: birthday}}")
+        (found,) = problems(text)
+        assert found.endswith("write occasion: [join_anniversary, contract_expiry, holiday]")
+
+    def test_none_at_all_is_told_as_before(self) -> None:
+        text = self.RULE.replace("CONDITION", "{profile: tier, eq: gold}")
+        assert problems(text) == [
+            "r.yaml:6:5: a special_day rule needs an occasion: condition, e.g. birthday"
+        ]
+
+
 class TestYamlSyntax:
     def test_a_key_indented_less_names_the_line_above_the_one_the_parser_stopped_at(
         self,
