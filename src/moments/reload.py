@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -36,21 +36,30 @@ log = logging.getLogger(__name__)
 Signature = tuple[tuple[str, int, int, int, int], ...]
 
 
-def signature(path: Path | None) -> Signature:
-    """Name, inode, mtime, ctime and size of each rules file; follows symlinks (Kubernetes
-    ConfigMaps). The ctime too: a copy that keeps the mtime (`cp -p`, `rsync -t`) of a
-    file of the same size changed nothing else a check sees."""
+def signature(path: Path | None, also: Sequence[Path] = ()) -> Signature:
+    """Name, inode, mtime, ctime and size of each rules file, and of the files `also` names
+    (the calendar the rules read, `with_also`); follows symlinks (Kubernetes ConfigMaps).
+    The ctime too: a copy that keeps the mtime (`cp -p`, `rsync -t`) of a file of the same
+    size changed nothing else a check sees."""
     if path is None:
         return ()
     try:
         files = rule_files(path) if path.exists() else []
-        out = []
-        for f in files:
-            st = os.stat(f)
-            out.append((str(f), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size))
-        return tuple(out)
+        return with_also(tuple(_stat(f) for f in files), also)
     except OSError:
         return ()
+
+
+def with_also(files: Signature, also: Sequence[Path]) -> Signature:
+    """`files` (a `signature`) and the files of `also` it does not hold, as `signature`
+    says them (raises OSError for one that cannot be read)."""
+    held = {name for name, *_ in files}
+    return files + tuple(_stat(f) for f in dict.fromkeys(also) if str(f) not in held)
+
+
+def _stat(f: Path) -> tuple[str, int, int, int, int]:
+    st = os.stat(f)
+    return (str(f), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 @dataclass
@@ -85,8 +94,16 @@ class FileReloader(Generic[T]):
     loading: bool = False
 
     def __post_init__(self) -> None:
-        self.last = self.installed = signature(self.path)
+        self.last = self.installed = self.signature()
         self.installed_at = time.time()
+
+    def signature(self) -> Signature:
+        """The files as a check sees them (`signature`; none for the packaged default)."""
+        return signature(self.path, self.also()) if self.path is not None else ()
+
+    def also(self) -> Sequence[Path]:
+        """Files besides `path` whose change reloads it: none here."""
+        return ()
 
     def in_force(self) -> str:
         """What stays in force when a file is refused: `the rules from PATH (a.yaml,
@@ -113,7 +130,7 @@ class FileReloader(Generic[T]):
         """Whether to load now: asked, or a change seen the same by the previous check
         (settled). A change still moving waits for the next check; once due, the files
         count as loaded."""
-        current = signature(self.path)
+        current = self.signature()
         if not self.requested:
             if current == self.last:
                 self.seen = None  # changed and changed back: nothing to load
@@ -197,6 +214,14 @@ class Reloader(FileReloader[RuleSet]):
         default=lambda rules: (f"{len(rules)} rule(s)", len(rules))
     )
     stays: Callable[[RuleSet], str] = field(default=lambda rules: rules_in_force(rules))
+
+    def also(self) -> Sequence[Path]:
+        """The holiday calendar file the rules in force name (outside a rules folder, or
+        beside a rules file): an operator's change to it was never loaded (a new day of
+        theirs, no greeting) until a rules file changed or SIGHUP."""
+        rules = self.current()
+        found = rules.special.calendar_file if rules is not None else None
+        return (found,) if found is not None else ()
 
 
 SHOWN_RULES = 10

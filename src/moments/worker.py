@@ -24,7 +24,7 @@ from moments.health import Health
 from moments.logformat import use_json_logs, use_text_logs
 from moments.metrics_server import serve_metrics
 from moments.producer import idempotence_refused, refused_message
-from moments.reload import signature
+from moments.reload import signature, with_also
 from moments.runtime import create_topics
 from moments.service_worker import note_sigterm
 from moments.settings import Settings, dotenv_variables, unknown_variables
@@ -252,6 +252,11 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     # may be long) is then seen by the first reload check, not taken as already loaded.
     as_read = signature(settings.rules), signature(settings.dispatch_policy)
     rules = load_rules(settings.rules)
+    if (calendar := rules.special.calendar_file) is not None:  # read with the rules
+        try:
+            as_read = with_also(as_read[0], (calendar,)), as_read[1]
+        except OSError:
+            as_read = (), as_read[1]
     policy = load_policy(settings.dispatch_policy)
     if (said := zones_differ(rules.gating.timezone, policy.timezone)) is not None:
         log.warning("%s", said)

@@ -158,6 +158,9 @@ class SpecialDays:
     """How early a contract expiry is due for a rule with no `lead_days` of its own
     (`special_days.lead_days`)."""
     calendar: HolidayCalendar = field(default_factory=HolidayCalendar.default)
+    calendar_file: Path | None = None
+    """The operator's calendar file the rules name (`special_days: {calendar: ...}`), as
+    read: a worker reloads the rules when it changes, as when a rules file does."""
 
 
 def _rule_keys(rule: CompiledRule) -> Keys:
@@ -419,6 +422,7 @@ def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> Specia
     spec = file.parsed.special_days
     assert spec is not None
     calendar = HolidayCalendar.default()
+    path = None
     if spec.calendar is not None:
         path = Path(file.name).parent / spec.calendar
         try:
@@ -430,6 +434,7 @@ def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> Specia
         config=SpecialDayConfig(lead_days=spec.lead_days),
         lead_days=spec.lead_days,
         calendar=calendar,
+        calendar_file=path,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import threading
@@ -13,7 +14,7 @@ import pytest
 
 from moments.eventclock import EventClock
 from moments.models import Channel
-from moments.reload import Reloader
+from moments.reload import Reloader, signature, with_also
 from rules.catalog import RuleSet, load_rules
 
 HOUR = 3600
@@ -362,6 +363,51 @@ class TestReloadSettles:
         assert reloader.check() is None
         assert reloader.check() == "ok"
         assert [r.id for r in installed[0].rules] == ["r2"]
+
+
+class TestACalendarChange:
+    """The holiday calendar a rules file names (`special_days: {calendar: days.yaml}`) is
+    read with the rules, and a change to it is loaded as a rules file's is: an operator's
+    new day of their own was never loaded (no greeting) until a rules file changed or
+    SIGHUP, when the rules file was MOMENTS_RULES or the calendar sat outside its folder."""
+
+    RULES = """
+special_days: {calendar: ../days/days.yaml}
+rules:
+  - id: our_day
+    description: Greeting on the operator's own day
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: holiday, holidays: [our_day]}
+    task: {family: special_day, type: t, channel: sms, priority: 4, action: greet, ttl: 12h,
+           description: d}
+"""
+    DAYS = "holidays:\n  - key: our_day\n    name: Our day\n    every_year: {}\n"
+
+    @pytest.mark.parametrize("folder", [False, True], ids=["rules file", "rules folder"])
+    def test_a_changed_calendar_is_loaded_once_settled(self, tmp_path: Path, folder: bool) -> None:
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "days").mkdir()
+        rules_file = tmp_path / "rules" / "rules.yaml"
+        rules_file.write_text(self.RULES)
+        calendar = tmp_path / "days" / "days.yaml"
+        calendar.write_text(self.DAYS.format("05-17"))
+        path = rules_file.parent if folder else rules_file
+        installed = [load_rules(path)]
+        reloader = Reloader(
+            path, installed.append, lambda r, n: None, current=lambda: installed[-1]
+        )
+        named = installed[0].special.calendar_file
+        assert named is not None
+        assert with_also(signature(path), (named,)) == reloader.signature()  # as the worker
+        assert reloader.check() is None
+        calendar.write_text(self.DAYS.format("06-01"))
+        assert reloader.check() is None  # seen once: not settled yet
+        assert reloader.check() == "ok"
+        days = [h.day for h in installed[-1].special.calendar.in_year(2027) if h.key == "our_day"]
+        assert days == [dt.date(2027, 6, 1)]
+        assert reloader.check() is None
+        assert reloader.check() is None  # loaded once
 
 
 class TestReloadOffTheLoop:
