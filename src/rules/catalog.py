@@ -49,7 +49,7 @@ from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LEAD_DAYS, DEFAULT_LOCAL_HOUR, SpecialDayConfig
 from rules.templates import EXAMPLES, formats, placeholders, spec_problem, unfilled
 from rules.yamllimits import Budget, beyond_limits, read_limited, yaml_problem
-from rules.yamlpos import key_at, position
+from rules.yamlpos import DigitsAsWritten, key_at, position
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -462,6 +462,7 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
     # Round-trip loading keeps line numbers; it builds plain data only, and a tag that
     # would construct an object (e.g. !!python/object) is refused below.
     yaml = YAML(typ="rt")
+    yaml.Constructor = DigitsAsWritten
     try:
         doc = yaml.load(text)
     except YAMLError as exc:

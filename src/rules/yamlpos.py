@@ -3,6 +3,7 @@ found after loading (pydantic's, our checks') point at."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,25 @@ class SafeTextDates(SafeConstructor):
 
 TextDates.add_constructor("tag:yaml.org,2002:timestamp", _text)
 SafeTextDates.add_constructor("tag:yaml.org,2002:timestamp", _text)
+
+_LEADING_ZERO = re.compile(r"0[0-9]+")
+
+
+def _digits_or_int(loader: Any, node: Any) -> Any:
+    """Digits written with a leading zero as the text written (a number where the model
+    wants one: pydantic reads `09` as 9); any other integer as YAML reads it. `in:
+    [01012345, 0086]`, a Beijing landline and China's calling code, read as the numbers
+    1012345 and 86, and matched no event's `counterparty`, silently."""
+    if isinstance(node.value, str) and _LEADING_ZERO.fullmatch(node.value):
+        return node.value
+    return RoundTripConstructor.construct_yaml_int(loader, node)
+
+
+class DigitsAsWritten(RoundTripConstructor):
+    """Reads digits written with a leading zero as text (`_digits_or_int`): rules files."""
+
+
+DigitsAsWritten.add_constructor("tag:yaml.org,2002:int", _digits_or_int)
 
 
 def key_at(node: CommentedMap, key: Any) -> tuple[int, int] | None:

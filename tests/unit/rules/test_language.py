@@ -99,6 +99,38 @@ class TestFieldPredicates:
         ]
         assert fired(text, events) == 1
 
+    @pytest.mark.parametrize(
+        "test",
+        [
+            "condition: {field: counterparty, in: [01012345, 0086]}",
+            "condition: {field: counterparty, eq: 01012345}",
+            "condition: {field: counterparty, prefix: [010, 025]}",
+            "when: {counterparty: 01012345}",
+            "when: {counterparty: [0086, 01012345]}",
+        ],
+    )
+    def test_digits_with_a_leading_zero_match_as_written(self, test: str) -> None:
+        """A Beijing landline (010...) or China's calling code (0086) written unquoted was
+        read as a number, its zeros dropped (1012345, 86): the rule matched no event's
+        counterparty and loaded without a word; a `prefix:` of them was refused with
+        "Input should be a valid string" three times."""
+        text = one_rule(f"    on: [usage]\n    {test}\n")
+        assert fired(text, [usage(at("2026-11-02"), kind="voice", counterparty="01012345")]) == 1
+        assert fired(text, [usage(at("2026-11-02"), kind="voice", counterparty="1012345")]) == 0
+
+    def test_a_number_with_a_leading_zero_is_still_a_number(self) -> None:
+        """`priority: 03`, `local_hour: 09`, `gte: 05` mean what they say."""
+        rules = rules_from(
+            "special_days: {local_hour: 09}\n"
+            + one_rule("    on: [usage]\n    condition: {field: charge, gte: 05}\n").replace(
+                "priority: 3", "priority: 03"
+            )
+        )
+        assert rules.special.local_hour == 9
+        assert rules.rules[0].task.priority == 3
+        events = [usage(at("2026-11-02"), kind="data", charge=c) for c in (4.99, 5)]
+        assert len(run(rules, events).tasks) == 1
+
     def test_when_filters_before_the_condition(self) -> None:
         text = one_rule("    on: [usage]\n    when: {kind: [voice]}\n")
         events = [usage(at("2026-11-02"), kind="voice"), usage(at("2026-11-02"), kind="sms")]
