@@ -230,13 +230,13 @@ def _contract_values(
 
 
 def _values_of(op: str, value: Any, scope: Scope, where: Path) -> Iterator[tuple[Path, Any]]:
-    """The value as written, or each value a `$param` holds (`in: $x` holds a
-    comma-separated list), with where it is written."""
+    """The value as written, or each value a `$param` holds (`in: $x` and `prefix: $x`
+    hold a comma-separated list), with where it is written."""
     if not (isinstance(value, str) and value.startswith("$")):
         yield where, value
         return
     for at, held in scope.param_values(value[1:]):
-        parts = str(held).split(",") if op in ("in", "not_in") else [held]
+        parts = str(held).split(",") if op in ("in", "not_in", "prefix") else [held]
         for part in parts:
             yield at, part
 
@@ -272,7 +272,7 @@ def _compare(
         elif op in ("in", "not_in"):
             tests.append(_membership(op == "in", _members(raw, scope, where, report)))
         elif op == "prefix":
-            tests.append(_prefix(prefixes_of(raw)))
+            tests.append(_prefix(_prefixes(raw, scope, where, report)))
         else:
             tests.append(_equality(op == "eq", _param(raw, scope, where, report)))
 
@@ -334,8 +334,20 @@ def _equality(equal: bool, expected: Callable[[Env], Any]) -> Callable[[Env, Any
     return lambda env, value: same(value, expected(env)) == equal
 
 
-def _prefix(prefixes: tuple[str, ...]) -> Callable[[Env, Any], bool]:
-    return lambda env, value: starts_with(value, prefixes)
+def _prefixes(
+    raw: Any, scope: Scope, path: Path, report: Report
+) -> Callable[[Env], tuple[str, ...]]:
+    """The prefixes written, or a `$param`'s (a comma-separated list, as `in: $x`): one was
+    taken as the text `$name`, which no value starts with, and the rule never fired."""
+    if isinstance(raw, str) and raw.startswith("$"):
+        param = _param(raw, scope, path, report)
+        return lambda env: tuple(p.strip() for p in str(param(env) or "").split(",") if p.strip())
+    prefixes = prefixes_of(raw)
+    return lambda env: prefixes
+
+
+def _prefix(prefixes: Callable[[Env], tuple[str, ...]]) -> Callable[[Env, Any], bool]:
+    return lambda env, value: starts_with(value, prefixes(env))
 
 
 def _first_time(key: str, lookback: dt.timedelta | None) -> Condition:

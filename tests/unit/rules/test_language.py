@@ -330,6 +330,36 @@ class TestBaseline:
 
 
 class TestThresholdsAndOverrides:
+    def test_a_prefix_param_is_its_prefixes_per_region(self) -> None:
+        """`prefix: $ranges` was taken as the text "$ranges", which no number starts with:
+        the rule loaded, its overrides too, and never fired. It holds a comma-separated
+        list, as `in: $x` does."""
+        text = one_rule(
+            "    on: [usage]\n"
+            "    condition: {field: counterparty, prefix: $ranges}\n"
+            '    params: {ranges: "010, 021"}\n'
+            '    overrides:\n      - region: NJ\n        params: {ranges: "025"}\n'
+        )
+
+        def call(counterparty: str, region: str) -> tuple[EventType, dict[str, object]]:
+            return usage(at("2026-11-02"), kind="voice", counterparty=counterparty, region=region)
+
+        assert fired(text, [call("01012345", "BJ")]) == 1
+        assert fired(text, [call("02112345", "SH")]) == 1
+        assert fired(text, [call("02512345", "BJ")]) == 0
+        assert fired(text, [call("02512345", "NJ")]) == 1
+        assert fired(text, [call("01012345", "NJ")]) == 0
+
+    def test_a_prefix_param_not_declared_is_refused(self) -> None:
+        from rules.exceptions import RulesError
+
+        text = one_rule("    on: [usage]\n    condition: {field: counterparty, prefix: $ranges}\n")
+        with pytest.raises(RulesError) as refused:
+            rules_from(text)
+        assert [p.message for p in refused.value.problems] == [
+            "unknown param '$ranges'; declare it under params: (known: none)"
+        ]
+
     MONTHLY_BY_CITY = (
         "    on: [usage]\n    evaluate: monthly\n"
         "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
