@@ -236,7 +236,11 @@ def _values_of(op: str, value: Any, scope: Scope, where: Path) -> Iterator[tuple
         yield where, value
         return
     for at, held in scope.param_values(value[1:]):
-        parts = str(held).split(",") if op in ("in", "not_in", "prefix") else [held]
+        parts = (
+            [p.strip() for p in str(held).split(",")]
+            if op in ("in", "not_in", "prefix")
+            else [held]
+        )
         for part in parts:
             yield at, part
 
@@ -323,7 +327,8 @@ def _members(raw: Any, scope: Scope, path: Path, report: Report) -> Callable[[En
     param = _param(raw, scope, path, report)
     if not (isinstance(raw, str) and raw.startswith("$")):
         report(path, "in/not_in take a list, e.g. [10010, 10000], or a $param holding one")
-    return lambda env: members_of(str(param(env) or "").split(","))
+    # "10010, 10000": a space after a comma is no part of the value ("10000" missed).
+    return lambda env: members_of(p.strip() for p in str(param(env) or "").split(","))
 
 
 def _membership(inside: bool, members: Callable[[Env], Members]) -> Callable[[Env, Any], bool]:

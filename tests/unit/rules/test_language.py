@@ -350,6 +350,18 @@ class TestThresholdsAndOverrides:
         assert fired(text, [call("02512345", "NJ")]) == 1
         assert fired(text, [call("01012345", "NJ")]) == 0
 
+    @pytest.mark.parametrize("op", ["in", "not_in"])
+    def test_a_list_param_written_with_spaces(self, op: str) -> None:
+        """`hotlines: "10010, 10000"`: the space after a comma was part of the second
+        value, so `in: $hotlines` missed 10000 (and `not_in:` let it through)."""
+        text = one_rule(
+            f"    on: [usage]\n    condition: {{field: counterparty, {op}: $hotlines}}\n"
+            '    params: {hotlines: "10010, 10000"}\n'
+        )
+        calls = [usage(at("2026-11-02"), kind="voice", counterparty=n) for n in ("10000", "95555")]
+        assert fired(text, calls[:1]) == (op == "in")
+        assert fired(text, calls[1:]) == (op == "not_in")
+
     def test_a_prefix_param_not_declared_is_refused(self) -> None:
         from rules.exceptions import RulesError
 
