@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import difflib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from importlib import resources
@@ -613,7 +613,13 @@ def _compile_series(files: Sequence[_File], problems: list[RuleProblem]) -> dict
                 continue
             origin[name] = f"{file.name}:{file.at(loc)[0]}"
             fields = event_fields(spec.on)
-            when = _when(spec.when, spec.on, fields, partial(_at, file, problems, (*loc, "when")))
+            when = _when(
+                spec.when,
+                spec.on,
+                fields,
+                partial(_at, file, problems, (*loc, "when")),
+                series=True,
+            )
             if spec.field is not None:
                 if spec.field not in fields:
                     file.problem(
@@ -665,6 +671,7 @@ def _when(
     on: Sequence[EventType],
     fields: set[str],
     problem: Callable[[tuple[str | int, ...], str], None],
+    series: bool = False,
 ) -> Predicate:
     tests: list[Predicate] = []
     for field_name, test in when.items():
@@ -679,13 +686,36 @@ def _when(
                     f"unknown operator {bad[0]!r}; use one of " + ", ".join(sorted(OPERATORS)),
                 )
                 continue
-        if _outside_contract(field_name, test, on, problem):
+        held = list(_params_in(test))
+        for loc, value in held:
+            op = loc[0] if loc and isinstance(loc[0], str) else "eq"
+            problem(
+                (field_name, *loc),
+                f"{value}: when: compares with values written in it, not params"
+                + (
+                    " (a series has none: write the value)"
+                    if series
+                    else " (a filter is the same for every region and tier); to use a "
+                    f"param, test it in the condition: {{field: {field_name}, {op}: {value}}}"
+                ),
+            )
+        if held or _outside_contract(field_name, test, on, problem):
             continue
         try:
             tests.append(field_test(field_name, test))
         except (ArithmeticError, ValueError, TypeError) as exc:
             problem((field_name,), f"bad test for {field_name!r}: {exc}")
     return all_of(tests)
+
+
+def _params_in(test: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Each `$name` of a `when:` entry (a scalar, a list, or a map of operators), with its
+    place under the field: `kind: $k` was compared with the text "$k" and matched nothing."""
+    for op, raw in test.items() if isinstance(test, dict) else [(None, test)]:
+        where: tuple[str | int, ...] = () if op is None else (str(op),)
+        for i, value in enumerate(raw) if isinstance(raw, list) else [(None, raw)]:
+            if isinstance(value, str) and value.startswith("$"):
+                yield (*where, *(() if i is None else (i,))), value
 
 
 def _outside_contract(

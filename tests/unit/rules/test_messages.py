@@ -191,6 +191,32 @@ rules:
         ]
 
 
+class TestAParamInAFilter:
+    """A `$param` in `when:` was compared as the text "$hot": the rule loaded and matched no
+    event (a field the contract lists was told its value was never "$k", not why)."""
+
+    def test_a_rule_s_filter_says_to_test_it_in_the_condition(self) -> None:
+        text = RULE.replace(
+            "    on: [complaint]\n",
+            "    on: [complaint]\n    when: {complaint_id: {prefix: $ids}, category: [$c]}\n",
+        )
+        assert problems(text) == [
+            "r.yaml:5:27: $ids: when: compares with values written in it, not params (a filter "
+            "is the same for every region and tier); to use a param, test it in the condition: "
+            "{field: complaint_id, prefix: $ids}",
+            "r.yaml:5:53: $c: when: compares with values written in it, not params (a filter is "
+            "the same for every region and tier); to use a param, test it in the condition: "
+            "{field: category, eq: $c}",
+        ]
+
+    def test_a_series_filter_says_to_write_the_value(self) -> None:
+        series = "series:\n  s: {on: [usage], when: {counterparty: $hot}, period: day}\n"
+        assert problems(series + RULE) == [
+            "r.yaml:2:27: $hot: when: compares with values written in it, not params (a series "
+            "has none: write the value)"
+        ]
+
+
 class TestYamlSyntax:
     def test_a_key_indented_less_names_the_line_above_the_one_the_parser_stopped_at(
         self,
