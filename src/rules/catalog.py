@@ -1013,6 +1013,12 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         and _is_duration(path)
     ):
         return f"{loc}: {_unitless(path[-1], scalar)}"
+    if isinstance(scalar, list) and len(path) >= 2 and path[-2] == "params":
+        items = ", ".join(map(str, scalar))
+        return (
+            f"{loc}: a param holds one value; for in:, not_in: or prefix: write its list as "
+            f'text: {path[-1]}: "{items}"'
+        )
     op = path[-1] if path else None
     if isinstance(scalar, list | dict) and "condition" in path:
         if op in ("eq", "ne"):

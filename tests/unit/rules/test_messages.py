@@ -217,6 +217,17 @@ class TestAParamInAFilter:
         ]
 
 
+def test_a_list_param_says_to_write_it_as_text() -> None:
+    """`params: {hot: [10010, 10000]}` was told "Input should be a valid number"."""
+    text = RULE.replace(
+        "{field: severity, lte: 2}", "{field: complaint_id, in: $hot}\n    params: {hot: [a, b]}"
+    )
+    assert problems(text) == [
+        "r.yaml:6:14: rules.0.params.hot: a param holds one value; for in:, not_in: or prefix: "
+        'write its list as text: hot: "a, b"'
+    ]
+
+
 class TestYamlSyntax:
     def test_a_key_indented_less_names_the_line_above_the_one_the_parser_stopped_at(
         self,
