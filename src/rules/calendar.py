@@ -81,11 +81,14 @@ KNOWN_HOLIDAYS: tuple[KnownHoliday, ...] = (
     KnownHoliday("national_day", "National Day", "National Day", "国庆节"),
     # Off by default: New Year's Eve overlaps the Spring Festival greeting, and
     # Qingming is a day for remembering the dead, not for a marketing greeting.
+    # The last day of the 12th lunar month: always the day before the 1st of the 1st. The
+    # package lists the eve only in the years it was a day off (not 2014-2024).
     KnownHoliday(
         "lunar_new_years_eve",
-        "Chinese New Year's Eve",
+        "Chinese New Year (Spring Festival)",
         "Lunar New Year's Eve",
         "除夕",
+        offset_days=-1,
         greeting=False,
     ),
     KnownHoliday("qingming", "Tomb-Sweeping Day", "Qingming Festival", "清明节", greeting=False),

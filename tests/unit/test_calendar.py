@@ -112,6 +112,14 @@ class TestDefaultCalendar:
         assert 4 * 29 + 4 <= (dragon - spring).days <= 5 * 30 + 4
         assert 7 * 29 + 14 <= (autumn - spring).days <= 8 * 30 + 14
 
+    @pytest.mark.parametrize("year", [2008, 2014, 2019, 2024, 2025, 2031])
+    def test_new_years_eve_enabled_is_the_day_before_the_spring_festival(self, year: int) -> None:
+        """The package lists the eve only in the years it was a day off: an operator who
+        enabled it got no greeting from 2014 to 2024."""
+        calendar = HolidayCalendar(["spring_festival", "lunar_new_years_eve"])
+        (spring,) = days_of(calendar, "spring_festival", year)
+        assert days_of(calendar, "lunar_new_years_eve", year) == [spring - dt.timedelta(days=1)]
+
     @settings(max_examples=30, deadline=None)
     @given(day=st.dates(min_value=D(2008, 1, 1), max_value=D(2099, 12, 31)))
     def test_on_agrees_with_in_year(self, day: dt.date) -> None:
