@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from rules.calendar import HolidayCalendar
 from rules.catalog import RuleSet
 from rules.rule import CompiledRule
 
@@ -82,6 +83,31 @@ def compare_rules(old: RuleSet, new: RuleSet) -> RuleChanges:
         out.details["gating"] = differences(_plain(old.gating), _plain(new.gating))
     if (old.special.local_hour, old.special.config) != (new.special.local_hour, new.special.config):
         out.others.append("special days")
+    said = _holiday_changes(old.special.calendar, new.special.calendar)
+    if said:  # the calendar file's days: "no rule changed" hid a greeting moved or added
+        out.others.append("holidays")
+        out.details["holidays"] = said
+    return out
+
+
+def _holiday_changes(old: HolidayCalendar, new: HolidayCalendar) -> list[str]:
+    """Per holiday key of either calendar: added, removed, or its days changed (an entry of
+    the operator's file replacing the package's, or written anew)."""
+
+    def days(calendar: HolidayCalendar) -> dict[str, Any]:
+        own = {e.key: e for e in calendar.entries}
+        keys = calendar.keys()  # its holiday keys (a calendar is no mapping)
+        return {k: own.get(k, "the package's days") for k in keys}
+
+    before, after = days(old), days(new)
+    out = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        if key not in after:
+            out.append(f"{key}: removed")
+        elif key not in before:
+            out.append(f"{key}: added")
+        elif before[key] != after[key]:
+            out.append(f"{key}: its days changed")
     return out
 
 

@@ -12,6 +12,7 @@ from moments.cli import main
 from moments.engine import Detector
 from moments.runtime import Runtime
 from moments.settings import load_settings
+from rules.catalog import load_rules
 from rules.changes import compare_rules, differences
 from sinks.metrics import Metrics
 
@@ -159,6 +160,30 @@ def test_rules_diff_prints_a_keep_change(
         "    spend_daily: keeps 4 windows, was 5; its stored windows stay, the 1 oldest no "
         "longer read (dropped as new ones come)",
     ]
+
+
+def test_rules_diff_says_what_a_calendar_change_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two rules folders that differ only in the holiday calendar their rules name: "no
+    rule changed" hid an operator's day moved and a festival turned off."""
+    rules = BASE.replace("series:", "special_days: {calendar: days.yaml}\nseries:")
+    day = "holidays:\n  - key: our_day\n    name: Our day\n    every_year: {}\n"
+    for name, days in (
+        ("old", day.format("05-17")),
+        ("new", "disable: [new_year]\n" + day.format("06-01")),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rules.yaml").write_text(rules)
+        (tmp_path / name / "days.yaml").write_text(days)
+    assert main(["rules", "diff", str(tmp_path / "old"), str(tmp_path / "new")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "catalog sections changed: holidays",
+        "    our_day: its days changed",
+        "    new_year: removed",
+    ]
+    same = compare_rules(*(load_rules(tmp_path / "old") for _ in range(2)))
+    assert not same
 
 
 def test_each_change_says_what_differs() -> None:
