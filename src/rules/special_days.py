@@ -285,8 +285,10 @@ def due_now(
       later that day still fires that day).
 
     Before the hour it answers None, even on a profile update: the evaluation at the
-    hour will read the updated profile. After a move to a zone that is behind (the last
-    evaluated day is ahead of today there) it answers None, so no day is evaluated twice.
+    hour will read the updated profile; but an update of a day already looked at (dated
+    before the hour, read after the look) answers that day. After a move to a zone that is
+    behind (the last evaluated day is ahead of today there) it answers None, so no day is
+    evaluated twice.
     Store the answer as the new `last_evaluated_local_day` once the occasions are handed
     on; re-evaluating a day is harmless because occurrences are deduplicated."""
     zone = subscriber_zone(profile.get("timezone"), default_zone)
@@ -304,6 +306,11 @@ def due_now_in(
     (the visited place's while roaming abroad, see `moments.tracking.special_zone`)."""
     _aware(now_utc, "now_utc")
     today = now_utc.astimezone(zone).date()
+    if profile_changed and last_evaluated_local_day == today:
+        # The day was looked at already: an update dated before the hour, read after the
+        # look (a CRM feed minutes behind, within the lateness), counts that day too; it
+        # waited for a look that had passed, and the birthday went ungreeted for a year.
+        return today
     if now_utc < evaluation_instant_in(zone, today, local_hour):
         return None
     if last_evaluated_local_day is None or last_evaluated_local_day < today:

@@ -26,7 +26,7 @@ from rules.special_days import (
     special_days_due,
 )
 
-from .rules.helpers import NO_GATES, ev, rules_from, run
+from .rules.helpers import BIRTHDAY, NO_GATES, ev, rules_from, run
 
 D = dt.date
 UTC = dt.UTC
@@ -430,6 +430,27 @@ class TestDueNow:
     def test_a_profile_update_before_the_hour_waits_for_it(self) -> None:
         early = utc(2026, 11, 22, 23)  # 07:00 in Shanghai
         assert due_now(SHANGHAI_PROFILE, D(2026, 11, 22), early, profile_changed=True) is None
+
+    def test_an_update_dated_before_the_hour_read_after_the_look(self) -> None:
+        """A CRM update dated 08:50, read at 09:05 after the day's look at 09:00: it waited
+        for a look that had passed, and a birthday set in it was not greeted that year."""
+        early = utc(2026, 11, 23, 0, 50)  # 08:50 in Shanghai
+        looked = D(2026, 11, 23)
+        assert due_now(SHANGHAI_PROFILE, looked, early, profile_changed=True) == looked
+        assert due_now(SHANGHAI_PROFILE, looked, early, profile_changed=False) is None
+
+    def test_a_birthday_read_late_after_the_look_is_greeted(self) -> None:
+        """The same through the engine: another subscriber's event at 09:01 moves event time
+        past the look, and the update dated 08:50 comes after it (within the lateness)."""
+        rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
+        events = [
+            ev(EventType.PROFILE, "2026-11-23T08:00:00+08:00", tier="gold"),
+            ev(EventType.USAGE, "2026-11-23T09:01:00+08:00", sub="13900139000", kind="data"),
+            ev(EventType.PROFILE, "2026-11-23T08:50:00+08:00", birthday="11-23"),
+        ]
+        (task,) = run(rules, events).tasks
+        assert task.moment.rule_id == "birthday_greeting"
+        assert task.triggered_at.date() == D(2026, 11, 23)
 
     def test_a_move_to_a_zone_behind_does_not_repeat_a_day(self) -> None:
         now = utc(2026, 11, 23, 14)  # 22:00 on the 23rd in Shanghai, 09:00 in New York
