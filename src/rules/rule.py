@@ -44,6 +44,12 @@ def _folded(value: str | None) -> str | None:
     return value.casefold() if value is not None else None
 
 
+MAX_PARAM_SETS = 4096
+"""(region, tier) pairs whose params a rule remembers: a province's cities by its tiers, many
+times over. The region and tier are the events' and profiles' text: a producer writing a
+cell id as the region grew each rule's memory by one entry per cell, for the worker's life."""
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     id: str
@@ -79,6 +85,8 @@ class CompiledRule:
             for override in self.overrides:
                 if override.applies(region, tier):
                     merged.update(override.params)
+            if len(self._cache) >= MAX_PARAM_SETS:
+                self._cache.clear()
             found = self._cache[key] = merged
         return found
 

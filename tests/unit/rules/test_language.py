@@ -372,6 +372,17 @@ class TestThresholdsAndOverrides:
             "unknown param '$ranges'; declare it under params: (known: none)"
         ]
 
+    def test_a_rule_remembers_the_params_of_a_bounded_number_of_regions(self) -> None:
+        """Each (region, tier) seen was remembered for the worker's life: a producer writing
+        a cell id as the region grew every rule by one entry per cell."""
+        from rules.rule import MAX_PARAM_SETS
+
+        (rule,) = rules_from(one_rule(self.BODY)).rules
+        for n in range(MAX_PARAM_SETS + 10):
+            assert rule.params_for(f"cell{n}", None)["threshold"] == 10
+        assert len(rule._cache) <= MAX_PARAM_SETS
+        assert rule.params_for("nj", None)["threshold"] == 20  # as before, once cleared
+
     MONTHLY_BY_CITY = (
         "    on: [usage]\n    evaluate: monthly\n"
         "    condition: {baseline: spend, windows: 3, lte: $ratio}\n"
