@@ -678,7 +678,7 @@ OCCASION_PARAMS: dict[str, tuple[str, ...]] = {
     "contract_expiry": ("contract_end", "days_left"),
     "holiday": ("holiday", "name", "local_name", "date", "also"),
 }
-"""What each special day puts on a task (see rules.special_days; `also` only when
-other holidays fall on the same day)."""
+"""What each special day puts on a task (see rules.special_days; `also` lists the other
+holidays of the day, empty on most days)."""
 OCCASION_NUMBERS = frozenset({"years", "days_left"})
 """The params of special days that are numbers (the rest are dates, keys and names)."""

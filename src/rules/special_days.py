@@ -139,16 +139,15 @@ def special_days_due(
 
 
 def _holiday_occasion(holiday: Holiday, today: Sequence[Holiday]) -> Occasion:
-    """The greeting of one of the day's holidays, naming the day's others in `also`."""
+    """The greeting of one of the day's holidays, naming the day's others in `also` (none:
+    an empty list; a description's `{also}` is filled whatever the day)."""
     params: dict[str, Any] = {
         "holiday": holiday.key,
         "name": holiday.name,
         "local_name": holiday.local_name,
         "date": holiday.day.isoformat(),
+        "also": [h.key for h in today if h is not holiday],
     }
-    also = [h.key for h in today if h is not holiday]
-    if also:
-        params["also"] = also
     return Occasion("holiday", f"holiday:{holiday.key}:{holiday.day.year}", params)
 
 

@@ -61,6 +61,8 @@ def _shown(value: Any) -> str:
     kept as floats: "2 complaints", not "2.0")."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, list | tuple):  # a holiday's `also`: not Python's ['national_day']
+        return ", ".join(_shown(v) for v in value)
     return str(value)
 
 

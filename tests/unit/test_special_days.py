@@ -191,6 +191,7 @@ class TestHoliday:
                     "name": "Spring Festival",
                     "local_name": "春节",
                     "date": "2026-02-17",
+                    "also": [],
                 },
             )
         ]
@@ -585,6 +586,23 @@ rules:
         assert found["first_rule"]["also"] == ["mid_autumn"]
         assert found["second_rule"]["holiday"] == "mid_autumn"
         assert found["second_rule"]["also"] == ["national_day"]
+
+    def test_also_in_a_description_is_filled_every_day(self) -> None:
+        """`{also}` is a param of a holiday's task, and validation let a description name it:
+        it reached the customer as written, "{also}", on a day of one holiday, and as
+        Python's "['national_day']" on a day of two."""
+        rules = rules_from(
+            NO_GATES + "rules:\n  - id: greet\n    description: d\n    on: [profile]\n"
+            "    evaluate: special_day\n    condition: {occasion: holiday}\n"
+            "    task: {family: special_day, type: t, channel: sms, priority: 4, action: a,\n"
+            '           ttl: 12h, description: "{name}; also: {also}."}\n'
+        )
+        shown = []
+        for day in ("2027-01-01", "2020-10-01"):
+            events = [ev(EventType.PROFILE, f"{day}T08:00:00+08:00", birthday="12-31")]
+            (task,) = run(rules, events, until=f"{day}T10:00:00+08:00").tasks
+            shown.append(task.moment.description)
+        assert shown == ["New Year's Day; also: .", "Mid-Autumn Festival; also: national_day."]
 
     def test_an_operator_day_does_not_hide_the_holiday_it_falls_on(self, tmp_path: Path) -> None:
         rules = self.RULES.replace("[national_day]", "[labour_day]").replace(
