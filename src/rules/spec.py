@@ -70,7 +70,8 @@ class Operators(_Strict):
     ne: Scalar | None = None
     in_: list[Scalar] | str | None = Field(default=None, alias="in")
     not_in: list[Scalar] | str | None = None
-    prefix: list[str] | str | None = None
+    prefix: list[str | int] | str | int | None = None
+    """Texts a value starts with; digits may be written unquoted (`[1380, 1390]`)."""
     gt: float | str | None = None
     gte: float | str | None = None
     lt: float | str | None = None

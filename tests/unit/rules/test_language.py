@@ -131,6 +131,17 @@ class TestFieldPredicates:
         events = [usage(at("2026-11-02"), kind="data", charge=c) for c in (4.99, 5)]
         assert len(run(rules, events).tasks) == 1
 
+    @pytest.mark.parametrize("test", ["prefix: [1380, 1390]", "prefix: 1380", "prefix: [13800]"])
+    def test_digits_of_a_prefix_written_unquoted(self, test: str) -> None:
+        """`prefix: [1380, 1390]` was refused three times over ("Input should be a valid
+        string", at each number and at the list) with no fix; `prefix: 1380` was told to
+        write a list, which was refused in turn."""
+        text = one_rule(f"    on: [usage]\n    condition: {{field: subscriber_id, {test}}}\n")
+        assert fired(text, [usage(at("2026-11-02"), kind="data")]) == 1  # SUB is 13800138001
+        other = usage(at("2026-11-02"), kind="data")
+        other[1]["subscriber_id"] = "13900139000"
+        assert fired(text, [other]) == int("1390" in test)
+
     def test_when_filters_before_the_condition(self) -> None:
         text = one_rule("    on: [usage]\n    when: {kind: [voice]}\n")
         events = [usage(at("2026-11-02"), kind="voice"), usage(at("2026-11-02"), kind="sms")]
