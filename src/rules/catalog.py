@@ -992,6 +992,27 @@ def _unitless(key: str | int, number: int | float) -> str:
     return f"{n} has no unit: write {n}d for {n} days, {n}h for {n} hours (s, m, h, d or w)"
 
 
+_NAMES = {"id": "_.-", "type": "_"}
+"""A rule's `id` and a task's `type`, and the characters they take besides lower-case
+letters and digits: their refusal showed the pattern alone (`String should match pattern
+'^[a-z][a-z0-9_.-]*$'`), which a retention analyst does not read."""
+
+
+def _name_fix(key: str, written: str) -> str:
+    """What to write for an `id` or a `type` that is no such name: the one meant, when
+    lower case and underscores for the other characters make one."""
+    others = _NAMES[key]
+    meant = re.sub(rf"[^a-z0-9{re.escape(others)}]+", "_", written.strip().lower()).strip("_")
+    allowed = ", ".join(others)
+    said = (
+        f"{written!r} is no {key}: write lower-case letters, digits and {allowed}, "
+        "starting with a letter"
+    )
+    if meant and meant[0].isalpha() and meant != written:
+        return f"{said}, e.g. {meant!r}"
+    return said
+
+
 def _message(err: Any, path: Sequence[str | int]) -> str:
     loc = ".".join(str(p) for p in path)
     msg = error_text(err)
@@ -1019,6 +1040,8 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
             f"{loc}: a param holds one value; for in:, not_in: or prefix: write its list as "
             f'text: {path[-1]}: "{items}"'
         )
+    if err["type"] == "string_pattern_mismatch" and path and path[-1] in _NAMES:
+        return f"{loc}: {_name_fix(str(path[-1]), str(scalar))}"
     op = path[-1] if path else None
     if isinstance(scalar, list | dict) and "condition" in path:
         if op in ("eq", "ne"):

@@ -218,6 +218,21 @@ def test_a_list_param_says_to_write_it_as_text() -> None:
     ]
 
 
+def test_an_id_or_type_that_is_no_name_says_what_to_write() -> None:
+    """They showed the pattern alone, `String should match pattern '^[a-z][a-z0-9_.-]*$'`."""
+    text = RULE.replace("id: r1", "id: Low-Balance").replace("type: t", "type: Low Balance!")
+    assert problems(text) == [
+        "r.yaml:2:5: rules.0.id: 'Low-Balance' is no id: write lower-case letters, digits and "
+        "_, ., -, starting with a letter, e.g. 'low-balance'",
+        "r.yaml:8:7: rules.0.task.type: 'Low Balance!' is no type: write lower-case letters, "
+        "digits and _, starting with a letter, e.g. 'low_balance'",
+    ]
+    (found,) = problems(RULE.replace("id: r1", "id: 1st_rule"))
+    assert found.endswith(
+        "'1st_rule' is no id: write lower-case letters, digits and _, ., -, starting with a letter"
+    )
+
+
 class TestYamlSyntax:
     def test_a_key_indented_less_names_the_line_above_the_one_the_parser_stopped_at(
         self,
