@@ -17,6 +17,7 @@ a worker) is sent back once (`FirstCopies` in a run, `replayed_origin_key` acros
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,6 +27,7 @@ from redis.asyncio import Redis
 
 from moments.connections import redis_client
 from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
+from moments.decoding import deletion_form
 from moments.models import InputEvent
 from moments.producer import start_producer
 from moments.records import DeadLetter, Header, RejectReason
@@ -33,7 +35,7 @@ from moments.refusals import allowed_ahead
 from moments.settings import Settings
 from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer
-from sinks.base import Message, Producer, produce_all
+from sinks.base import Producer
 
 REPLAYED_HEADER = "moments.replayed-from"
 """On a replayed record: `<dead-letter topic>:<partition>:<offset>` it came from."""
@@ -287,11 +289,32 @@ async def _not_sent_before(
 
 
 async def _send(producer: Producer, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:
+    """Send every entry back to its topic and wait for all acknowledgements."""
     source = settings.topic("deadletter")
-    messages: list[Message] = [
-        (e.origin_topic, e.key, e.value, replay_headers(e, source)) for e in entries
+    futures = [
+        await producer.send(
+            e.origin_topic,
+            value=e.value,
+            key=e.key,
+            headers=replay_headers(e, source),
+            timestamp_ms=replay_timestamp_ms(e),
+        )
+        for e in entries
     ]
-    await produce_all(producer, messages)
+    await asyncio.gather(*futures)
+
+
+def replay_timestamp_ms(entry: DeadLetterEntry) -> int | None:
+    """The Kafka timestamp a replayed record is sent with: a profile deletion's own (the
+    time its subscriber was erased, `__dlq.errors.original.timestamp`), None for the
+    others (the producer's clock: a worker reads an event's time from its value). A
+    misplaced tombstone sent back dated by the replay, days later, moved the erasure
+    to then: the number's next holder's events of the days between, read after it,
+    were dropped as the erased person's, and their tasks waiting in the deferral queue
+    with them."""
+    if entry.original_timestamp is None or deletion_form(entry.value) is None:
+        return None
+    return round(entry.original_timestamp.timestamp() * 1000)
 
 
 def replay_headers(entry: DeadLetterEntry, source: str) -> list[Header]:

@@ -3,6 +3,7 @@ current code makes of each (moments.deadletters)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 from dataclasses import replace
@@ -13,6 +14,7 @@ import pytest
 from moments.deadletter_replay import (
     REPLAYED_HEADER,
     FirstCopies,
+    _send,
     not_an_input_message,
     replay_headers,
     still_out_of_time,
@@ -31,6 +33,7 @@ from moments.deadletters import (
 from moments.decoding import MAX_MESSAGE_BYTES, decode
 from moments.models import EventType, TopUpEvent
 from moments.records import DeadLetter, RawRecord, RejectReason
+from moments.settings import Settings
 from sinks.deadletter import dead_letter_headers, dead_letter_message
 
 TOPICS = {f"p.telecom.{t.value}": t for t in EventType}
@@ -353,6 +356,51 @@ def test_each_original_record_is_replayed_once_across_batches() -> None:
     assert originals.split([first, other]) == ([first, other], [])
     assert originals.split([copy, unknown, unknown]) == ([unknown, unknown], [copy])
     assert originals.split([replace(other, origin_topic="p.telecom.usage")])[1] == []
+
+
+class _Recording:
+    """A producer that keeps what it was asked to send, acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, int | None]] = []
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: object = None,
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, value, timestamp_ms))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+@pytest.mark.parametrize("value", [None, b"null", b""], ids=["tombstone", "json_null", "empty"])
+async def test_a_replayed_deletion_keeps_the_time_its_subscriber_was_erased(
+    value: bytes | None,
+) -> None:
+    """A profile deletion's Kafka timestamp is when its subscriber was erased
+    (docs/producing-events.md, "Deleting a subscriber"): a misplaced one sent back days
+    later went with the replay's time, so the number's next holder's events of the days
+    between, read after it, were dropped as the erased person's. An event goes with the
+    producer's time: a worker reads its time from the value."""
+    erased = 1_764_900_000_412  # 2025-12-05T02:00:00.412Z
+    profile = "p.telecom.profile"
+    tombstone = RawRecord(profile, 1, 42, SUB.encode(), value, erased)
+    letter = DeadLetter(tombstone, "profile", RejectReason.MISPLACED, "Misplaced", "p 1")
+    _, key, dead_value, headers = dead_letter_message("dlq", letter, AT)
+    deletion = parse_entry(0, 7, key, dead_value, headers or ())
+    event = RawRecord("p.telecom.topup", 1, 43, SUB.encode(), _topup(), erased)
+    refused = DeadLetter(event, "topup", RejectReason.FUTURE, "OutOfTime", "ahead")
+    _, key, dead_value, headers = dead_letter_message("dlq", refused, AT)
+    topup = parse_entry(0, 8, key, dead_value, headers or ())
+    producer = _Recording()
+    await _send(producer, Settings(), [deletion, topup])
+    assert producer.sent == [(profile, value, erased), ("p.telecom.topup", _topup(), None)]
 
 
 class TestAnUnknownTopic:
