@@ -13,7 +13,8 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
 - `unreachable`: a retry with a deterministic id (so a re-read outcome re-queues
   nothing new) waits `outcomes.unreachable_retry_after` from the outcome's
   `occurred_at` (from when it is read when that is earlier: the consumer's clock may be
-  ahead; at once when an outcome read late has waited that long already) in the
+  ahead; at once when an outcome read late has waited that long already; from the
+  task's `deliver_after` when it is dated before the task went out) in the
   deferral queue, unless it would be later than the task's expiry or
   `outcomes.max_retries` is reached;
 - `unreachable` and `failed`: the attempt reached no one, so the contact the task took
@@ -275,9 +276,14 @@ def retry_task(
     clock, and one ahead pushed the retry out. Counted from `now` always, an outcome read
     late (consumer or worker lag, a backlog after an outage) had its retry wait the lag
     on top of `after`: read 90 minutes late, a 2-hour retry came 3.5 hours after the
-    unanswered call."""
+    unanswered call.
+
+    Nor does it count from before the task was published (its `deliver_after`): no
+    attempt came before it, so an outcome dated earlier is a clock behind or an offset
+    wrong (UTC written with +08:00), and counted from its time the retry went out at
+    once, the customer called again minutes after the unanswered call."""
     attempt = task.attempt + 1
-    since = now if occurred_at is None else min(occurred_at, now)
+    since = now if occurred_at is None else min(max(occurred_at, task.deliver_after), now)
     at = max(since + after, now)
     if attempt > max_retries or at >= task.expires_at:
         return None

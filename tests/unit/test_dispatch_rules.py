@@ -343,6 +343,25 @@ class TestRetry:
         assert retry_task(second, T0, hour, max_retries=2) is None
         assert retry_task(task, T0, dt.timedelta(hours=7), max_retries=2) is None
 
+    @pytest.mark.parametrize("behind", [dt.timedelta(hours=8), dt.timedelta(minutes=1)])
+    def test_an_attempt_dated_before_the_task_went_out_waits_from_then(
+        self, behind: dt.timedelta
+    ) -> None:
+        """An unanswered call reported as made before its task was published (a dialer
+        writing UTC with +08:00: 8 hours behind) was retried at once, the customer called
+        again minutes after; no attempt precedes the task, so the wait counts from its
+        `deliver_after`, as for a call made the moment it went out."""
+        task = make("u", channel=Channel.OUTBOUND_CALL)
+        read = T0 + dt.timedelta(minutes=10)
+        hour = dt.timedelta(hours=1)
+        retry = retry_task(task, read, hour, max_retries=2, occurred_at=T0 - behind)
+        assert retry is not None
+        assert retry.deliver_after == T0 + hour
+        # An attempt dated after the task went out still counts from its own time.
+        later = retry_task(task, read, hour, max_retries=2, occurred_at=T0 + hour / 6)
+        assert later is not None
+        assert later.deliver_after == T0 + hour + hour / 6
+
     def test_a_retry_is_of_the_same_moment(self) -> None:
         merged = merge_tasks("a", [make("a", priority=4), make("b", priority=1)])
         retry = retry_task(merged, T0, dt.timedelta(hours=1), max_retries=2)

@@ -389,7 +389,16 @@ class TestAnOutcomeIsCheckedAgainstTheClock:
         w = make_worker(DispatchPolicy.model_validate(policy))
         sub = "13200000034"
         call = tid(f"t4-{late}")
-        await w.send(task(call, sub=sub, channel=Channel.OUTBOUND_CALL))
+        went_out = NOW - late - HOUR / 6  # published before the call was made
+        await w.send(
+            task(
+                call,
+                sub=sub,
+                channel=Channel.OUTBOUND_CALL,
+                triggered=went_out,
+                deliver_after=went_out,
+            )
+        )
         behind = outcome(call, sub, OutcomeStatus.UNREACHABLE).model_copy(
             update={"occurred_at": NOW - late}
         )
