@@ -118,13 +118,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             f"{len(value)} bytes; events are limited to {MAX_MESSAGE_BYTES}",
         )
     if value.startswith(UTF8_BOM):
-        return _reject(
-            record,
-            event_type,
-            RejectReason.INVALID_JSON,
-            "JSONDecodeError",
-            "the value starts with a UTF-8 byte-order mark (EF BB BF): send the JSON without one",
-        )
+        return _reject(record, event_type, RejectReason.INVALID_JSON, "JSONDecodeError", BOM_SAID)
     if (twice := duplicated_field(value, event_type)) is not None:
         return _reject(
             record,
@@ -340,6 +334,19 @@ def _epoch(value: object) -> bool:
         and not isinstance(value, bool)
         and (1e9 <= value < 1e10 or 1e12 <= value < 1e13)
     )
+
+
+BOM_SAID = "the value starts with a UTF-8 byte-order mark (EF BB BF): send the JSON without one"
+"""What a value starting with a byte-order mark is told."""
+
+
+def not_json_said(value: bytes, parsed: str) -> str:
+    """What a value the JSON parser refused is told: what it is instead where that names
+    the fix (a byte-order mark, a Confluent frame, another encoding than UTF-8, a lone
+    surrogate), else `parsed`, the parser's own message."""
+    if value.startswith(UTF8_BOM):
+        return BOM_SAID
+    return _not_json(value) or parsed
 
 
 def _not_json(value: bytes) -> str | None:

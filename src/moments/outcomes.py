@@ -57,6 +57,7 @@ from moments.decoding import (
     duplicate_message,
     duplicated_name,
     key_problem,
+    not_json_said,
     problem,
     whole_characters,
 )
@@ -138,15 +139,19 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
 
 
 def _invalid(record: RawRecord, exc: ValidationError) -> DeadLetter:
-    """The dead letter of an outcome the model refused: the fields, never their values."""
+    """The dead letter of an outcome the model refused: the fields, never their values.
+    One that is no JSON is told what it is instead, as an input event is (`not_json_said`):
+    a note in GBK was told "invalid unicode code point", a Confluent frame or a
+    byte-order mark "expected value at line 1 column 1", and outcomes are not replayed."""
     errors = exc.errors(include_url=False)
-    reason = (
-        RejectReason.INVALID_JSON
-        if any(e["type"] == "json_invalid" for e in errors)
-        else RejectReason.INVALID_EVENT
-    )
+    unparsed = next((e for e in errors if e["type"] == "json_invalid"), None)
+    if unparsed is not None:
+        said = not_json_said(record.value or b"", str(unparsed["msg"]))
+        return DeadLetter(record, EVENT_TYPE, RejectReason.INVALID_JSON, type(exc).__name__, said)
     detail = "; ".join(_problem(e) for e in errors[:5])
-    return DeadLetter(record, EVENT_TYPE, reason, type(exc).__name__, detail[:500])
+    return DeadLetter(
+        record, EVENT_TYPE, RejectReason.INVALID_EVENT, type(exc).__name__, detail[:500]
+    )
 
 
 NOTE_MAX_CHARS = 2000

@@ -132,6 +132,42 @@ def test_a_lone_surrogate_beside_deep_nesting_is_a_dead_letter(depth: int) -> No
     assert decoded.reason is RejectReason.INVALID_JSON
 
 
+class TestNotJson:
+    """An outcome that is no JSON is told what it is instead and how to send it, as an
+    input event is: a note in GBK was told "invalid unicode code point at line 1 column
+    73", a Confluent Schema Registry frame or a byte-order mark "expected value at line 1
+    column 1", and outcomes are not replayed (dispatch consumer re-check)."""
+
+    @pytest.mark.parametrize(
+        ("value", "fix"),
+        [
+            (
+                orjson.dumps(OUTCOME)[:-1] + ',"note":"客户不在"}'.encode("gbk"),
+                "not UTF-8 (byte 152: b'\\xbf'; GBK, Latin-1 or UTF-16?): encode the JSON "
+                "text as UTF-8",  # 152: the first byte of the note's text
+            ),
+            (b"\x00\x00\x00\x00\x07" + orjson.dumps(OUTCOME), "Confluent Schema Registry"),
+            (b"\xef\xbb\xbf" + orjson.dumps(OUTCOME), "byte-order mark (EF BB BF)"),
+        ],
+        ids=["gbk", "confluent", "bom"],
+    )
+    def test_it_names_the_fix_as_for_an_event(self, value: bytes, fix: str) -> None:
+        dead = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), value))
+        assert isinstance(dead, DeadLetter)
+        assert dead.reason is RejectReason.INVALID_JSON
+        assert fix in dead.message
+        event = decode(RawRecord("telecom.topup", 0, 1, SUB.encode(), value), EventType.TOPUP)
+        assert isinstance(event, DeadLetter)
+        assert dead.message == event.message  # the same words
+
+    def test_a_cut_outcome_keeps_the_parsers_words(self) -> None:
+        cut = orjson.dumps(OUTCOME)[:-9]
+        dead = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), cut))
+        assert isinstance(dead, DeadLetter)
+        assert dead.reason is RejectReason.INVALID_JSON
+        assert dead.message.startswith("Invalid JSON: EOF while parsing")
+
+
 class TestUnknownFields:
     """NaN and Infinity are no JSON, but the parsers take them (pydantic's, Python's
     `json`): in a field of the contract they are refused, in a field of the consumer's own
