@@ -140,7 +140,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
                 event_type,
                 RejectReason.INVALID_JSON,
                 "JSONDecodeError",
-                _not_json(value) or errors[0]["msg"],
+                not_json_said(value, errors[0]["msg"]),
             )
         detail = "; ".join(f"{where}: {said}" for where, said in _said(errors)[:5])
         if (other := _reads_as(value, event_type)) is not None:
@@ -249,6 +249,9 @@ def problem(error: ErrorDetails) -> str:
     quoted: a dead letter's reason names fields, not their values."""
     pattern = (error.get("ctx") or {}).get("pattern")
     value = error.get("input")
+    if error["type"] == "model_type" and not error["loc"]:
+        named = (error.get("ctx") or {}).get("class_name")
+        return _not_an_object(value, "outcome" if named == "TaskOutcome" else "event")
     if error["type"] == "string_pattern_mismatch" and pattern == TIME_PATTERN:
         return time_fix(value) if isinstance(value, str) else error["msg"]
     if error["type"] == "string_pattern_mismatch" and pattern == SUBSCRIBER_PATTERN:
@@ -346,7 +349,49 @@ def not_json_said(value: bytes, parsed: str) -> str:
     surrogate), else `parsed`, the parser's own message."""
     if value.startswith(UTF8_BOM):
         return BOM_SAID
-    return _not_json(value) or parsed
+    return _not_json(value) or _run_together(value) or parsed
+
+
+def _run_together(value: bytes) -> str | None:
+    """What a value holding a whole JSON object or array followed by another is told:
+    records batched into one (joined by newlines, or run together), which the parser
+    called "trailing characters at line 2 column 1". Only on the refusal path."""
+    try:
+        text = value.decode("utf-8")
+        _, end = json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip()))
+    except (ValueError, RecursionError):
+        return None
+    if not text[end:].lstrip().startswith(("{", "[")):
+        return None
+    return (
+        "more than one JSON value in the record (several joined by newlines, or run "
+        "together): send each as a record of its own"
+    )
+
+
+_JSON_KINDS = {list: "a JSON array", str: "a JSON string", bool: "true or false"}
+
+
+def _not_an_object(value: object, kind: str) -> str:
+    """What a value that is JSON but no object is told (it was "Input should be an
+    object", which an array of events or an event encoded twice seems to be)."""
+    if isinstance(value, list):
+        return (
+            f"a JSON array, not one {kind}: send each {kind} as a JSON object, a record of its own"
+        )
+    if isinstance(value, str):
+        try:
+            inner = json.loads(value)
+        except (ValueError, RecursionError):
+            inner = None
+        if isinstance(inner, dict | list):
+            return (
+                "a JSON string holding JSON, not an object: the JSON was encoded twice (a "
+                f"JSON serializer given text that was JSON already); send the {kind} object "
+                "itself"
+            )
+    what = _JSON_KINDS.get(type(value)) or ("null" if value is None else "a JSON number")
+    return f"{what}, not an object: send the {kind} as a JSON object"
 
 
 def _not_json(value: bytes) -> str | None:

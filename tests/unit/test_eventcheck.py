@@ -103,7 +103,7 @@ class TestVerdicts:
             ("", "invalid_event"),
             ("", NO_TYPE),
         ]
-        assert verdicts[0].message == "value: Input should be an object"
+        assert verdicts[0].message.startswith("value: a JSON array, not one event: send")
 
     def test_an_oversized_record_is_too_large(self) -> None:
         (verdict,) = check_lines([line(note="x" * 70_000)], None)
