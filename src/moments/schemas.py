@@ -24,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from ruamel.yaml import YAML
 
+from moments.decoding import decode
 from moments.models import (
     BLANK_SPACE,
     INVISIBLE,
@@ -37,7 +38,7 @@ from moments.models import (
     TopUpEvent,
     UsageEvent,
 )
-from moments.records import REASONS_EXPLAINED, RejectReason
+from moments.records import REASONS_EXPLAINED, DeadLetter, RawRecord, RejectReason
 from moments.settings import Topics
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -278,6 +279,17 @@ def _message(model_name: str, summary: str, *, description: str | None = None) -
     return message
 
 
+def _refused_example(value: str) -> DeadLetter:
+    """The dead letter a worker makes of the example's value, so that the example shows
+    the words it writes (it showed pydantic's "String should match pattern", which no
+    dead letter says)."""
+    record = RawRecord("telecom.topup", 3, 1842, b"1380013800O", value.encode())
+    refused = decode(record, EventType.TOPUP)
+    if not isinstance(refused, DeadLetter):
+        raise TypeError("the dead letter example's value must be refused")
+    return refused
+
+
 def _dead_letter_message() -> dict[str, Any]:
     p = DLQ_HEADER_PREFIX
     digits = "^[0-9]+$"
@@ -352,6 +364,7 @@ def _dead_letter_message() -> dict[str, Any]:
     original = json.dumps(
         {**EXAMPLES["TopUpEvent"], "subscriber_id": "1380013800O"}, ensure_ascii=False
     )
+    refused = _refused_example(original)
     return {
         "name": "DeadLetter",
         "title": "DeadLetter",
@@ -394,10 +407,9 @@ def _dead_letter_message() -> dict[str, Any]:
                     f"{p}topic": "telecom.topup",
                     f"{p}partition": "3",
                     f"{p}offset": "1842",
-                    f"{p}exception.class.name": "ValidationError",
-                    f"{p}exception.message": "subscriber_id: String should match pattern "
-                    "'^[0-9]{5,20}$'",
-                    f"{p}reason": RejectReason.INVALID_EVENT.value,
+                    f"{p}exception.class.name": refused.error_class,
+                    f"{p}exception.message": refused.message,
+                    f"{p}reason": refused.reason.value,
                     f"{p}timestamp": "2026-11-22T09:30:01.250000+00:00",
                     f"{p}original.timestamp": "2026-11-22T01:30:00.412+00:00",
                 },

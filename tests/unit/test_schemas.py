@@ -700,6 +700,27 @@ def test_asyncapi_dead_letter_headers() -> None:
     assert list(Draft7Validator(headers).iter_errors({**example["headers"], expected.pop(): 1}))
 
 
+def test_asyncapi_dead_letter_example_is_what_a_worker_writes_for_its_payload() -> None:
+    """The example's message was pydantic's "String should match pattern '^[0-9]{5,20}$'",
+    words no dead letter holds: a producer matching on the example, or learning from it
+    what a refusal says, read another than the worker's (producer re-check)."""
+    example = asyncapi_document()["components"]["messages"]["DeadLetter"]["examples"][0]
+    headers = example["headers"]
+    origin = f"{DLQ_HEADER_PREFIX}"
+    record = RawRecord(
+        headers[f"{origin}topic"],
+        int(headers[f"{origin}partition"]),
+        int(headers[f"{origin}offset"]),
+        json.loads(example["payload"])["subscriber_id"].encode(),
+        example["payload"].encode(),
+    )
+    refused = decode(record, EventType.TOPUP)
+    assert isinstance(refused, DeadLetter)
+    assert headers[f"{origin}exception.message"] == refused.message
+    assert headers[f"{origin}exception.class.name"] == refused.error_class
+    assert headers[f"{origin}reason"] == refused.reason.value
+
+
 def test_asyncapi_payloads_are_the_json_schemas() -> None:
     """Message examples validate both against the embedded component schema (refs into
     `#/components/schemas/` resolve) and against the standalone file."""
