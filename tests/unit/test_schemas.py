@@ -467,6 +467,12 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
         (EventType.PROFILE, {"opt_out": ok}, True)
         for ok in (["sms", "app_push"], ["email", "wechat"], ["telephone"], ["smsc-2"], [])
     ),
+    # Letters whose casefold is ASCII (a long s, a sharp s, a ligature, a Kelvin sign):
+    # the worker read them as channel words and refused the profile, the schema took it.
+    *(
+        (EventType.PROFILE, {"opt_out": ["email", odd]}, True)
+        for odd in ("\u017fms", "me\u00dfage", "noti\ufb01cation", "telemar\u212aeting")
+    ),
 ]
 
 
