@@ -1,8 +1,9 @@
 """The example consumer of docs/consuming-tasks.md, run as written against a real broker:
 it acts once on a task delivered twice, not on an expired one (which it answers
 `failed`: the detector expects an outcome for every task, docs "When nothing comes
-back"), tells the customer of a merged task's every moment, and its outcomes are ones
-the worker reads."""
+back"), tells the customer of a merged task's every moment but one that lapsed (its own
+`expires_at` passed: the page says to leave it out, and its example told it all the
+same), and its outcomes are ones the worker reads."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def tid(name: str) -> str:
     return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
 
 
-FAILURE, MERGED, RECOVERY, LAPSED = (tid(n) for n in ("failure", "merged", "recovery", "lapsed"))
+FAILURE, MERGED, RECOVERY, LAPSED, STALE = (
+    tid(n) for n in ("failure", "merged", "recovery", "lapsed", "stale")
+)
 
 
 def example() -> str:
@@ -94,8 +97,19 @@ async def test_the_example_consumer_acts_once_in_time_and_reports(
                 channel=Channel.SMS,
                 action="sms",
                 triggered_at=NOW,
+                expires_at=NOW + dt.timedelta(hours=6),
                 evidence=["ev-r"],
-            )
+            ),
+            RelatedMoment(  # lapsed while the group waited: not told to the customer
+                task_id=STALE,
+                moment=moment("roaming_welcome"),
+                priority=4,
+                channel=Channel.SMS,
+                action="sms",
+                triggered_at=NOW - dt.timedelta(days=2),
+                expires_at=NOW - dt.timedelta(minutes=1),
+                evidence=["ev-s"],
+            ),
         ],
     )
     lapsed = task(LAPSED, "13800138003", "low_balance", expires_at=NOW)
