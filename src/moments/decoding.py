@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from decimal import Decimal
 from typing import Any
 
@@ -14,10 +15,12 @@ from pydantic_core import ErrorDetails, from_json
 from moments.errortext import error_text
 from moments.models import (
     EVENT_MODELS,
+    INVISIBLE,
     MONEY_DIGITS,
     MONEY_MAX,
     MONEY_PLACES,
     SUBSCRIBER_PATTERN,
+    TEXT_PATTERN,
     TIME_EXAMPLE,
     TIME_FIELDS,
     TIME_PATTERN,
@@ -228,13 +231,19 @@ def _said(errors: list[ErrorDetails]) -> list[tuple[str, str]]:
     """(field, message) per error, a union's branches told once: pydantic names each branch
     in the location (`opt_out.0.str-enum[Channel]`, `...function-after[...]`), and an
     opt-out refused read as two errors in its internals' words. The branch that says why
-    (a `ValueError` of ours) is kept, the others dropped."""
+    (a `ValueError` of ours) is kept, the others dropped; so is a text branch's over an
+    enum's (an opt-out holding a tab was told the four channels moments sends on, where
+    any other channel is taken)."""
     said: dict[str, str] = {}
+    enum: set[str] = set()  # the places told an enum branch's error
     for error in errors:
         where = ".".join(str(p) for p in error["loc"] if not _branch(str(p))) or "value"
-        if where not in said or error["type"] == "value_error":
-            message = problem(error)
-            said[where] = message
+        if where not in said or error["type"] == "value_error" or where in enum:
+            said[where] = problem(error)
+            if error["type"] == "enum":
+                enum.add(where)
+            else:
+                enum.discard(where)
     return list(said.items())
 
 
@@ -254,6 +263,11 @@ def problem(error: ErrorDetails) -> str:
         return _not_an_object(value, "outcome" if named == "TaskOutcome" else "event")
     if error["type"] == "string_pattern_mismatch" and pattern == TIME_PATTERN:
         return time_fix(value) if isinstance(value, str) else error["msg"]
+    if error["type"] == "string_pattern_mismatch" and pattern == TEXT_PATTERN:
+        return _text_fix(value) if isinstance(value, str) else error["msg"]
+    field = str(error["loc"][-1]) if error["loc"] else ""
+    if error["type"] == "string_pattern_mismatch" and field in _SHORT_FIXES:
+        return _SHORT_FIXES[field]
     if error["type"] == "string_pattern_mismatch" and pattern == SUBSCRIBER_PATTERN:
         return (
             "write the subscriber number as 5 to 20 digits only, as in the record's key: no "
@@ -288,6 +302,32 @@ def problem(error: ErrorDetails) -> str:
             f"RFC 3339 with a UTC offset, e.g. {TIME_EXAMPLE}"
         )
     return error_text(error)
+
+
+_INVISIBLE = re.compile(f"[{INVISIBLE}]")
+
+
+def _text_fix(text: str) -> str:
+    """What to change in text that holds a control or invisible format character: which
+    one and where, by its code point (it was the 120-character pattern; the text itself
+    is never quoted)."""
+    found = _INVISIBLE.search(text)
+    if found is None:
+        return "remove the control and invisible format characters"
+    char = found.group()
+    name = unicodedata.name(char, "") or "a control character"
+    return (
+        f"U+{ord(char):04X} ({name}) at character {found.start() + 1}: text takes no "
+        "control or invisible format characters (newlines, tabs, zero-width spaces, "
+        "direction marks), which would reach an SMS, a log line or a terminal: remove it"
+    )
+
+
+_SHORT_FIXES = {
+    "country": "write the ISO 3166-1 alpha-2 code in capitals, e.g. JP (not jp or JPN)",
+    "imei": "write the IMEI as 14 to 16 digits, no spaces or dashes (e.g. 356938035643809)",
+}
+"""The patterns' fixes that the pattern alone does not say to whoever produced it."""
 
 
 _PLAIN_DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?")

@@ -49,6 +49,8 @@ descriptions (an SMS), logs and terminals (`moments tasks tail`), where a newlin
 escape sequence is an injection and a right-to-left override shows `ppa.evil` for
 `live.app`."""
 _TEXT = rf"^[^{INVISIBLE}]*$"
+TEXT_PATTERN = _TEXT
+"""What an event's text must match (`text`): no character of `INVISIBLE`."""
 
 
 def text(max_length: int, min_length: int = 0) -> StringConstraints:

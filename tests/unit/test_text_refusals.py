@@ -1,0 +1,82 @@
+"""A text field holding a control or invisible format character, a country in lower
+case and an IMEI with dashes are told what to change, not the pattern they missed: it
+was `String should match pattern '^[^\\x00-\\x1f\\x7f-\\x9f\\u00ad...]*$'`, 120
+characters of regex for a trailing newline or a tab a CRM export padded a column with
+(producer re-check). The text itself is never quoted."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from moments.decoding import decode
+from moments.models import EVENT_MODELS, EventType
+from moments.records import DeadLetter, RawRecord, RejectReason
+from moments.schemas import example
+
+
+def refused(event_type: EventType, **change: Any) -> str:
+    value = {**example(EVENT_MODELS[event_type].__name__), **change}
+    record = RawRecord("t", 0, 0, value["subscriber_id"].encode(), json.dumps(value).encode())
+    dead = decode(record, event_type)
+    assert isinstance(dead, DeadLetter)
+    assert dead.reason is RejectReason.INVALID_EVENT
+    assert "pattern" not in dead.message
+    return dead.message
+
+
+REMOVE = (
+    "text takes no control or invisible format characters (newlines, tabs, zero-width "
+    "spaces, direction marks), which would reach an SMS, a log line or a terminal: remove it"
+)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field", "text", "said"),
+    [
+        (EventType.TOPUP, "channel", "app\n", "U+000A (a control character) at character 4"),
+        (EventType.TOPUP, "event_id", "e\u200b1", "U+200B (ZERO WIDTH SPACE) at character 2"),
+        (
+            EventType.COMPLAINT,
+            "region",
+            "N\u202eJ",
+            "U+202E (RIGHT-TO-LEFT OVERRIDE) at character 2",
+        ),
+        (EventType.PROFILE, "tier", "gold\t", "U+0009 (a control character) at character 5"),
+    ],
+)
+def test_a_control_or_format_character_is_named_by_its_code_point(
+    event_type: EventType, field: str, text: str, said: str
+) -> None:
+    assert refused(event_type, **{field: text}) == f"{field}: {said}: {REMOVE}"
+
+
+def test_an_opt_out_is_told_its_character_not_the_four_channels() -> None:
+    """Any channel is taken in `opt_out` (moments ignores those it does not send on): one
+    holding a control character was told "Input should be 'sms', 'outbound_call',
+    'manager' or 'app_push'"."""
+    said = refused(EventType.PROFILE, opt_out=["sms", "e\x07mail"])
+    assert said == f"opt_out.1: U+0007 (a control character) at character 2: {REMOVE}"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "change", "said"),
+    [
+        (
+            EventType.ROAMING,
+            {"country": "jp"},
+            "country: write the ISO 3166-1 alpha-2 code in capitals, e.g. JP (not jp or JPN)",
+        ),
+        (
+            EventType.USAGE,
+            {"imei": "35-693803-564380-9"},
+            "imei: write the IMEI as 14 to 16 digits, no spaces or dashes (e.g. 356938035643809)",
+        ),
+    ],
+)
+def test_a_short_pattern_says_what_to_write(
+    event_type: EventType, change: dict[str, str], said: str
+) -> None:
+    assert refused(event_type, **change) == said
