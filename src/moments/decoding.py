@@ -265,7 +265,7 @@ def problem(error: ErrorDetails) -> str:
         return time_fix(value) if isinstance(value, str) else error["msg"]
     if error["type"] == "string_pattern_mismatch" and pattern == TEXT_PATTERN:
         return _text_fix(value) if isinstance(value, str) else error["msg"]
-    field = str(error["loc"][-1]) if error["loc"] else ""
+    field = str(error["loc"][0]) if error["loc"] else ""
     if error["type"] == "string_pattern_mismatch" and field in _SHORT_FIXES:
         return _SHORT_FIXES[field]
     if error["type"] == "string_pattern_mismatch" and pattern == SUBSCRIBER_PATTERN:
@@ -301,6 +301,11 @@ def problem(error: ErrorDetails) -> str:
             "a time is text, not an epoch number (seconds or milliseconds): write it in "
             f"RFC 3339 with a UTC offset, e.g. {TIME_EXAMPLE}"
         )
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if error["type"] == "string_type" and number and error["loc"][-1:] not in _TIMES:
+        return _DAYS.get(field) or "write it as a JSON string (in quotes), not a number"
+    if error["type"] == "float_type" and isinstance(value, str):
+        return 'write a JSON number, not text (e.g. 1000, not "1000")'
     return error_text(error)
 
 

@@ -479,7 +479,7 @@ class TestFieldMessagesNameTheFix:
         text, not an epoch number": the producer was told to write it in RFC 3339."""
         result = decode(_record(_usage(**{field: 1764904200})), EventType.USAGE)
         assert isinstance(result, DeadLetter)
-        assert result.message.startswith(f"{field}: Input should be a valid string")
+        assert result.message.startswith(f"{field}: write it as a JSON string (in quotes)")
         assert "epoch" not in result.message
 
     @pytest.mark.parametrize("window", ["22:00-24:00", "10pm-8am", "22:00~08:00", "2200-0800"])

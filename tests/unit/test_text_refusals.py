@@ -80,3 +80,36 @@ def test_a_short_pattern_says_what_to_write(
     event_type: EventType, change: dict[str, str], said: str
 ) -> None:
     assert refused(event_type, **change) == said
+
+
+@pytest.mark.parametrize(
+    ("event_type", "change", "said"),
+    [
+        (
+            EventType.USAGE,
+            {"quantity": "1000"},
+            'quantity: write a JSON number, not text (e.g. 1000, not "1000")',
+        ),
+        (
+            EventType.USAGE,
+            {"imei": 356938035643809},
+            "imei: write it as a JSON string (in quotes), not a number",
+        ),
+        (
+            EventType.TOPUP,
+            {"event_id": 12345},
+            "event_id: write it as a JSON string (in quotes), not a number",
+        ),
+        (
+            EventType.PROFILE,
+            {"joined_on": 20200101},
+            'joined_on: write a real day as YYYY-MM-DD (e.g. 2027-01-31), or "" to clear it',
+        ),
+    ],
+)
+def test_a_number_as_text_or_text_as_a_number_says_which_to_write(
+    event_type: EventType, change: dict[str, Any], said: str
+) -> None:
+    """ "1000" was told "Input should be a valid number", which it seems to be, as a
+    severity of "1" was told it should be an integer."""
+    assert refused(event_type, **change) == said
