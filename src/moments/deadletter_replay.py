@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -189,14 +190,20 @@ async def replay(
                 fresh, sent_before = await _not_sent_before(redis, settings, fresh)
                 copies += sent_before
             report.copies += len(copies)
+            failure: BaseException | None = None
             if fresh and producer is not None:
-                await _send(producer, settings, fresh)
+                fresh, failure = await _send(producer, settings, fresh)
+                if failure is not None:
+                    # A copy is remembered with its first copy only once that went.
+                    copies = []
             if (fresh or copies) and producer is not None:
                 await _remember(redis, settings, [*fresh, *copies])
             for entry in fresh:
                 report.replayed.add(entry)
                 report.older_than_lateness += entry.coordinates in old
             old.clear()
+            if failure is not None:
+                raise failure
     finally:
         if producer is not None:
             await producer.stop()
@@ -288,20 +295,37 @@ async def _not_sent_before(
     )
 
 
-async def _send(producer: Producer, settings: Settings, entries: Sequence[DeadLetterEntry]) -> None:
-    """Send every entry back to its topic and wait for all acknowledgements."""
+async def _send(
+    producer: Producer, settings: Settings, entries: Sequence[DeadLetterEntry]
+) -> tuple[list[DeadLetterEntry], BaseException | None]:
+    """Send every entry back to its topic: (those the broker acknowledged, the first
+    failure). Every send is awaited, so that a failure (the broker gone in the middle of
+    a batch) leaves the others known: the whole batch was left unmarked, and the next
+    replay sent those that had gone back a second time (a top-up counted twice)."""
     source = settings.topic("deadletter")
-    futures = [
-        await producer.send(
-            e.origin_topic,
-            value=e.value,
-            key=e.key,
-            headers=replay_headers(e, source),
-            timestamp_ms=replay_timestamp_ms(e),
-        )
-        for e in entries
-    ]
-    await asyncio.gather(*futures)
+    pending: list[tuple[DeadLetterEntry, Awaitable[Any]]] = []
+    failure: BaseException | None = None
+    for e in entries:
+        try:
+            sending = await producer.send(
+                e.origin_topic,
+                value=e.value,
+                key=e.key,
+                headers=replay_headers(e, source),
+                timestamp_ms=replay_timestamp_ms(e),
+            )
+        except Exception as exc:  # not queued: neither it nor the rest is sent
+            failure = exc
+            break
+        pending.append((e, sending))
+    acks = await asyncio.gather(*(sending for _, sending in pending), return_exceptions=True)
+    sent: list[DeadLetterEntry] = []
+    for (entry, _), ack in zip(pending, acks, strict=True):
+        if isinstance(ack, BaseException):
+            failure = failure or ack
+        else:
+            sent.append(entry)
+    return sent, failure
 
 
 def replay_timestamp_ms(entry: DeadLetterEntry) -> int | None:

@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
+from moments import deadletter_replay
 from moments.deadletter_replay import REPLAYED_HEADER, replay, replayed_key
 from moments.deadletters import NOT_AN_INPUT, Selection
 from moments.embedded import free_port
@@ -116,6 +118,65 @@ async def test_show_and_replay_send_back_once_what_this_version_accepts(
     assert (forced.replayed.total, forced.not_selected) == (1, 4)
     assert len(await read_topic(settings, "usage", 2, wait_s=20)) == 2
     assert len(await read_topic(settings, "topup", 2, wait_s=2)) == 1
+
+
+class _LosesUsage:
+    """A producer whose sends to one topic fail once queued (the broker gone in the
+    middle of a batch): the others are acknowledged."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer, self._topic = producer, topic
+
+    async def send(self, topic: str, **kwargs: Any) -> Any:
+        if topic != self._topic:
+            return await self._producer.send(topic, **kwargs)
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(KafkaConnectionError("the broker went away"))
+        return failed
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+
+async def test_a_replay_cut_by_a_failed_send_sends_what_went_back_once(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One send of a batch failed: the replay stopped with the batch unmarked, and the
+    next one sent the top-up that had gone back a second time (the worker's guard keeps
+    a subscriber's latest 2 top-up ids: a third would be applied twice)."""
+    settings = make_settings()
+    await topics_for(settings)
+    topup, usage = settings.topic("topup"), settings.topic("usage")
+    values = {
+        topup: _event("t-1", LI, amount="50", channel="app"),
+        usage: _event("u-1", LI, kind="data", quantity=100),
+    }
+    producer = await start_producer(settings)
+    try:  # one subscriber's: one partition of the dead-letter topic, read in one batch
+        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
+        for offset, (topic, value) in enumerate(values.items()):
+            record = RawRecord(topic, 0, offset, LI.encode(), value)
+            sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
+        await sink.flush()
+    finally:
+        await producer.stop()
+
+    async def failing(s: Settings) -> Any:
+        return _LosesUsage(await start_producer(s), usage)
+
+    monkeypatch.setattr(deadletter_replay, "start_producer", failing)
+    with pytest.raises(KafkaConnectionError):
+        await replay(settings, Selection())
+    monkeypatch.undo()
+
+    again = await replay(settings, Selection())
+    assert (again.replayed.total, again.already) == (1, 1)  # the usage event, not the top-up
+    topups = await read_topic(settings, "topup", 2, wait_s=5, settle=1.0)
+    assert [r.value for r in topups] == [values[topup]]
+    used = await read_topic(settings, "usage", 1, wait_s=20, settle=1.0)
+    assert [r.value for r in used] == [values[usage]]
 
 
 async def test_a_replayed_event_is_taken_by_a_worker(
