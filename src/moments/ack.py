@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 
 from moments.connections import kafka_client_kwargs, redis_client
+from moments.decoding import problem
 from moments.models import TASK_ID_PATTERN, OutcomeStatus, TaskOutcome
 from moments.pii import mask_msisdn
 from moments.redisurl import redacted_url
@@ -51,6 +53,26 @@ def check_task_id(task_id: str) -> str:
             "task's task_id from moments.tasks (moments tasks tail --json)"
         )
     return task_id
+
+
+_OPTIONS = {"subscriber_id": "--subscriber", "agent_id": "--agent", "note": "--note"}
+
+
+def check_parts(subscriber_id: str | None, note: str | None, agent_id: str | None) -> None:
+    """Refuse (`AckError`) a `--subscriber`, `--agent` or `--note` the outcome cannot hold,
+    naming the option and the fix, before any connection: pydantic's traceback ended the
+    command (a subscriber written `+8613800138001`, an agent id over 128 characters)."""
+    try:  # the parts given, beside valid ones where they are not
+        build_outcome(
+            "0" * 32, subscriber_id or "13800138001", OutcomeStatus.ACCEPTED, note, agent_id
+        )
+    except ValidationError as exc:
+        said = "; ".join(
+            f"{_OPTIONS.get(str(e['loc'][0]), str(e['loc'][0]))}: {problem(e)}"
+            for e in exc.errors(include_url=False)
+            if e["loc"]
+        )
+        raise AckError(said) from None
 
 
 RECORDED_WITHIN_S = 3.0
@@ -173,6 +195,7 @@ async def ack_task(
 ) -> TaskOutcome:
     """Write the outcome of a task; `warn` is told what could not be checked."""
     check_task_id(task_id)
+    check_parts(subscriber_id, note, agent_id)
     if subscriber_id is not None:
         warning = await check_subscriber(settings, task_id, subscriber_id)
         if warning is not None:

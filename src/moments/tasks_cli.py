@@ -107,12 +107,17 @@ def _cmd_tasks_ack(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from moments.ack import AckError, ack_task
+    from moments.ack import AckError, ack_task, check_parts
     from moments.connections import require_kafka, require_redis
     from moments.logmask import mask_text
     from moments.models import OutcomeStatus
     from moments.pii import mask_msisdn
 
+    try:  # what the outcome cannot hold is said before any connection
+        check_parts(args.subscriber, args.note, args.agent)
+    except AckError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 1
     settings = command_settings()
     require_kafka(settings)  # unreachable or refused: a message naming the variable
     if args.subscriber is None:

@@ -35,6 +35,43 @@ class TestTaskIdForm:
             )
 
 
+class TestParts:
+    """A `--subscriber` or `--agent` the outcome cannot hold is refused naming the option
+    and the fix, before any connection: pydantic's traceback ended the command."""
+
+    @pytest.mark.parametrize(
+        ("option", "value", "said"),
+        [
+            (
+                "--subscriber",
+                "+8613800138001",
+                "moments: --subscriber: write the subscriber number as 5 to 20 digits only",
+            ),
+            ("--agent", "a" * 129, "moments: --agent: String should have at most 128 characters"),
+        ],
+    )
+    def test_the_command_names_the_option(
+        self, option: str, value: str, said: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        unreachable = f"127.0.0.1:{free_port()}"
+        argv = ["tasks", "ack", "0" * 32, "--status", "accepted", option, value]
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MOMENTS_KAFKA_BOOTSTRAP", unreachable)
+            assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(said)
+        assert "Traceback" not in err
+        assert unreachable not in err  # refused before Kafka was asked
+
+    def test_the_function_refuses_them(self) -> None:
+        with pytest.raises(AckError, match=r"^--agent: String should have at most 128"):
+            asyncio.run(
+                ack_task(
+                    Settings(), "0" * 32, OutcomeStatus.DECLINED, "13800138001", None, "a" * 200
+                )
+            )
+
+
 class TestReceipt:
     """The outcome is echoed with the subscriber masked as the logs mask it (it printed
     the whole number into the terminal), unless MOMENTS_LOG_PII."""
