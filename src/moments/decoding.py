@@ -394,7 +394,22 @@ def not_json_said(value: bytes, parsed: str) -> str:
     surrogate), else `parsed`, the parser's own message."""
     if value.startswith(UTF8_BOM):
         return BOM_SAID
-    return _not_json(value) or _run_together(value) or parsed
+    return _not_json(value) or _run_together(value) or parsed + _parser_hint(parsed)
+
+
+_PARSER_HINTS = {
+    "EOF while parsing": ": the value ends before its JSON does (cut short by a size "
+    "limit or a partial write?); send it whole",
+    "key must be a string": ": names take double quotes (single quotes, or a Python dict "
+    "written with str()?); send it as JSON (json.dumps)",
+}
+"""What the parser's own words do not say to whoever sent the value."""
+
+
+def _parser_hint(parsed: str) -> str:
+    """The fix for the parser's message, where its words name none ("EOF while parsing a
+    string at line 1 column 16" is a record cut short)."""
+    return next((hint for words, hint in _PARSER_HINTS.items() if words in parsed), "")
 
 
 def _run_together(value: bytes) -> str | None:

@@ -74,3 +74,30 @@ def test_other_text_after_an_object_keeps_the_parsers_words() -> None:
     refused = _event(json.dumps(EVENT).encode() + b" x")
     assert refused.reason is RejectReason.INVALID_JSON
     assert refused.message.startswith("Invalid JSON: trailing characters at line 1")
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (
+            b'{"event_id": "u-',
+            "Invalid JSON: EOF while parsing a string at line 1 column 16: the value ends "
+            "before its JSON does (cut short by a size limit or a partial write?); send it "
+            "whole",
+        ),
+        (
+            b"{'event_id': 'u-1'}",
+            "Invalid JSON: key must be a string at line 1 column 2: names take double quotes "
+            "(single quotes, or a Python dict written with str()?); send it as JSON "
+            "(json.dumps)",
+        ),
+    ],
+    ids=["cut", "single-quotes"],
+)
+@pytest.mark.parametrize("kind", ["event", "outcome"])
+def test_the_parsers_words_get_the_fix_they_leave_out(value: bytes, said: str, kind: str) -> None:
+    """A record cut short was told "EOF while parsing a string at line 1 column 16", a
+    Python dict printed with str() "key must be a string": where, not what to do."""
+    refused = (_event if kind == "event" else _outcome)(value)
+    assert refused.reason is RejectReason.INVALID_JSON
+    assert refused.message == said
