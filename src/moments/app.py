@@ -92,27 +92,6 @@ class MomentsApp(faust.App):
         return consumer
 
 
-def store_problem(store: str) -> str | None:
-    """Why a worker could not open its state table with `store` (MOMENTS_STORE), or None.
-
-    Faust's RocksDB store needs bindings the project installs only with its `rocksdb`
-    extra (the image has it): without them the worker joined the consumer group, then
-    crashed on its first assignment with Faust's `pip install faust-streaming-rocksdb or
-    rocksdict` and exit code 1, and made the group rebalance twice."""
-    if store != "rocksdb":
-        return None
-    from faust.stores import rocksdb as faust_rocksdb
-
-    # Faust's module imports either binding it finds, None for each it does not.
-    if any(getattr(faust_rocksdb, name, None) is not None for name in ("rocksdict", "rocksdb")):
-        return None
-    return (
-        "MOMENTS_STORE=rocksdb: the RocksDB bindings (rocksdict) are not installed here; "
-        "install moments with its rocksdb extra (pip install -c constraints.txt "
-        "'.[rocksdb]', as the container image does), or set MOMENTS_STORE=memory"
-    )
-
-
 def create_app(settings: Settings) -> MomentsApp:
     register_codecs()
     store = "memory://" if settings.store == "memory" else "rocksdb://"

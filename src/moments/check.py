@@ -130,7 +130,7 @@ def _state_format() -> Finding:
 
 
 def _store(settings: Settings) -> Finding:
-    from moments.app import store_problem
+    from moments.store import store_problem
 
     step = f"state store {settings.store}"
     problem = store_problem(settings.store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -355,3 +356,27 @@ class _StandInEvent:
 
     def __init__(self, topic: str, partition: int) -> None:
         self.message = _Message(topic, partition)
+
+
+def store_problem(store: str) -> str | None:
+    """Why a worker could not open its state table with `store` (MOMENTS_STORE), or None.
+
+    Faust's RocksDB store needs bindings the project installs only with its `rocksdb`
+    extra (the image has it): without them the worker joined the consumer group, then
+    crashed on its first assignment with Faust's `pip install faust-streaming-rocksdb or
+    rocksdict` and exit code 1, and made the group rebalance twice. The bindings are tried
+    as Faust tries them (either will do), without importing Faust: `moments check` runs
+    without it."""
+    if store != "rocksdb":
+        return None
+    for name in ("rocksdict", "rocksdb"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        return None
+    return (
+        "MOMENTS_STORE=rocksdb: the RocksDB bindings (rocksdict) are not installed here; "
+        "install moments with its rocksdb extra (pip install -c constraints.txt "
+        "'.[rocksdb]', as the container image does), or set MOMENTS_STORE=memory"
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import disable_created_metrics
 
 from moments import statezip
-from moments.app import MomentsApp, build, store_problem
+from moments.app import MomentsApp, build
 from moments.buildinfo import build_labels
 from moments.check import zones_differ
 from moments.connections import check_kafka, preflight
@@ -30,6 +30,7 @@ from moments.service_worker import note_sigterm
 from moments.settings import Settings, dotenv_variables, unknown_variables
 from moments.stateview import returns_topic
 from moments.statezip import StateFormatError
+from moments.store import store_problem
 from moments.topiclayout import partition_layout, topic_types
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
