@@ -591,7 +591,7 @@ class TestAFallbackIsJudgedByItsOwnChannel:
         self, make_worker: MakeWorker
     ) -> None:
         """Calls are exempt from quiet hours, SMS not. The call goes now and is
-        unreachable; its retry, due now, finds the centre closed until after the call
+        unreachable; its retry, due an hour later, finds the centre closed until after the call
         expires and falls back to SMS, which waits for the end of the customer's quiet
         hours. The retry is made from the published task, which carried no quiet hours
         (they do not hold a call): the SMS went out at once, inside them."""
@@ -617,15 +617,21 @@ class TestAFallbackIsJudgedByItsOwnChannel:
         w.sink.use_policy(
             DispatchPolicy.model_validate({**more, "timezone": "UTC", "hours": hours})
         )
+        # Unanswered as it went out: its retry waits the hour, then is judged.
+        went = dt.datetime.fromisoformat(out["deliver_after"])
         unreachable = TaskOutcome(
             task_id=u9,
             subscriber_id=sub,
             status=OutcomeStatus.UNREACHABLE,
-            occurred_at=NOW - HOUR,
+            occurred_at=went,
         )
         record = RawRecord("outcomes", 0, 0, sub.encode(), unreachable.model_dump_json().encode())
-        result = await handle_outcomes([record], w.sink, now=NOW)
+        result = await handle_outcomes([record], w.sink, now=went)
         [retry_id] = result.retries
+        assert await w.ledger.state(retry_id) == "deferred"
+        due = (went + HOUR).timestamp()
+        assert await w.sink.deferral.due_at(retry_id) == due
+        await w.sink.release_due(now=due)
         assert await w.ledger.state(retry_id) == "deferred"
         end = instant(f"{(NOW + 2 * HOUR):%Y-%m-%dT%H:%M}:00+00:00")
         assert await w.sink.deferral.due_at(retry_id) == end.timestamp()
