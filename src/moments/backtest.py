@@ -204,9 +204,14 @@ class BacktestResult:
     """Every task id the sink claimed, with its final state (sent, deferred, merged,
     dropped, pending)."""
     first_event: float | None = None
+    """Where event time began: the first event read (a later line dated before it is a
+    late event; the earliest time would let one line dated a year back, refused as late,
+    stretch the report over a year of empty days)."""
     last_event: float | None = None
+    """Where event time got to: the latest event read (a late line at a file's end is not
+    the end: tasks went out after it)."""
     clock_end: float | None = None
-    """Where event time stopped: `--to`, else the last event (a report's last day ends
+    """Where event time stopped: `--to`, else the latest event (a report's last day ends
     there)."""
     seconds: float = 0.0
     spent: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -390,7 +395,8 @@ class Backtest:
             if at:
                 if out.first_event is None:
                     out.first_event = at
-                out.last_event = at
+                if out.last_event is None or at > out.last_event:
+                    out.last_event = at  # the latest, as event time: a late line ends nothing
         if live_from is not None:  # every event was before the cut-over
             out.events_before_live_from = out.events
         if batch:

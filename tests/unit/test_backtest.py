@@ -1386,3 +1386,35 @@ def test_top_rules_counts_a_rule_carried_in_its_own_rules_task_as_no_other_rules
         {"rule_id": "first_topup", "tasks": 0, "merged_into_others": 1},
         {"rule_id": "low_balance", "tasks": 1, "merged_into_others": 0},
     ]
+
+
+def test_the_last_event_is_the_latest_not_the_last_line(tmp_path: Path) -> None:
+    """A late event at the end of a file (within the lateness, so applied as on the
+    stream) made it the summary's `last event`, and the note said event time stopped
+    there while tasks went out after it (recheck of the history files). Event time
+    began at the first line: one dated a year back later on is a late event, and does
+    not stretch the report over a year of empty days."""
+    history = tmp_path / "h.jsonl"
+    lines = [t.event(n) for n, t in enumerate(SCENARIO)]
+    lines.sort(key=lambda d: str(d["occurred_at"]))
+    late = TopUp("13900000007", "SH", DAY2, -30, 30)  # 09:30, after the 10:00 line
+    old = TopUp("13900000001", "NJ", DAY1 - dt.timedelta(days=365), 30, 30)  # a year back
+    lines.insert(2, old.event(90))
+    lines.append(late.event(91))
+    history.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in lines))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("merge: {hold_channels: []}\n")
+    out = tmp_path / "out"
+    args = ["--events", str(history), "--rules", str(write_rules(tmp_path / "r.yaml"))]
+    assert main(["backtest", *args, "--policy", str(policy), "--out", str(out)]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    times = [dt.datetime.fromisoformat(str(d["occurred_at"])) for d in lines]
+    first, last = times[0], max(times)
+    assert dt.datetime.fromisoformat(report["summary"]["first_event"]) == first
+    assert dt.datetime.fromisoformat(report["summary"]["last_event"]) == last
+    assert report["partial_days"] == {
+        DAY1.isoformat(): f"from {first:%H:%M}",
+        DAY2.isoformat(): f"to {last:%H:%M}",
+    }
+    assert report["days"] == [DAY1.isoformat(), DAY2.isoformat()]
+    assert report["summary"]["dead_letters"] == {"late": 1}  # the one a year back
