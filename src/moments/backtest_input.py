@@ -15,6 +15,7 @@ import datetime as dt
 import gzip
 import heapq
 import io
+import itertools
 import math
 import re
 import zlib
@@ -326,6 +327,10 @@ class EventFile:
         """The end of the window read (`--to`, set by `history`): a line left out or
         refused that is dated from then on is not counted or named, as the events it
         holds are not replayed; one with no readable time is, whatever the window."""
+        self.not_after = math.inf
+        """The latest an event of this file may be dated: the history's first event, for
+        the `--profiles` snapshot read before it (`history`); one dated later stops the
+        read (`EventFileError`, the line and the fix)."""
 
     @property
     def position(self) -> int:
@@ -366,6 +371,7 @@ class EventFile:
         if self.default_type is None:
             yield from self._head(objects)
         types = _TYPES
+        not_after = self.not_after
         for number, doc, verbatim in objects:
             kind = doc.get("type")
             event_type = types.get(kind) if isinstance(kind, str) else None
@@ -375,7 +381,10 @@ class EventFile:
                 continue
             del doc["type"]
             key = _key(doc.get("subscriber_id"))
-            yield FileEvent(_epoch(doc.get("occurred_at")), event_type, key, orjson.dumps(doc))
+            at = _epoch(doc.get("occurred_at"))
+            if at > not_after:
+                raise self._after_history(number, at)
+            yield FileEvent(at, event_type, key, orjson.dumps(doc))
         self._lines_read = counted[-1] if counted else 0
 
     def _head(
@@ -418,12 +427,28 @@ class EventFile:
             why = f"{where}: {no_type_said(None)}"
         else:
             try:
-                return _event(doc, where, self.default_type, verbatim)
+                event = _event(doc, where, self.default_type, verbatim)
             except MissingEventTypeError as exc:
                 why = str(exc)
+            else:
+                if event.at > self.not_after:
+                    raise self._after_history(number, event.at)
+                return event
             at = _epoch(doc.get("occurred_at"))
         self._left_out(number, why, at)
         return None
+
+    def _after_history(self, number: int, at: float) -> EventFileError:
+        """A `--profiles` line dated after the history's first event: read first, it moved
+        event time on to its date, so the hours before went unswept (windows left open,
+        special days not looked at), their tasks were decided at its time, and the
+        report began there."""
+        return EventFileError(
+            f"{self.path}:{number}: dated {_utc(at)}, after the first event of the history "
+            f"({_utc(self.not_after)}): --profiles is applied before the events, as the "
+            "profiles when the history begins. Date the snapshot at or before its first "
+            "event, or give the file with --events (merged by event time)"
+        )
 
     def _left_out(self, number: int, why: str, at: float) -> None:
         """Count and name a line naming no event type, unless dated past the window."""
@@ -479,6 +504,8 @@ class EventFile:
                         raise self._no_types(untyped) from None
                     continue
                 typed = True
+                if event.at > self.not_after:
+                    raise self._after_history(reader.line_num, event.at)
                 yield event
             self._lines_read = reader.line_num
             if not typed and untyped and self.default_type is None:
@@ -493,6 +520,10 @@ class EventFile:
                 f"{self.path}: not UTF-8 text (near line {reader.line_num + 1}); save the CSV "
                 "as UTF-8"
             ) from None
+
+
+def _utc(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def merged(files: Iterable[EventFile]) -> Iterator[FileEvent]:
@@ -510,14 +541,19 @@ def history(
 ) -> Iterator[FileEvent]:
     """The events of `files` in event-time order, those dated before `until`; with
     `profiles_first`, the first file (the CRM snapshot of `--profiles`) whole before the
-    others, as the subscribers' profiles are when the history begins."""
-    rest = files
-    if profiles_first:
-        yield from files[0]
-        rest = files[1:]
+    others, as the subscribers' profiles are when the history begins: none may be dated
+    after the others' first event (`EventFile.not_after`)."""
+    rest = files[1:] if profiles_first else files
     for file in rest:
         file.until = until
-    for event in merged(rest):
+    events = merged(rest)
+    if profiles_first:
+        head = next(events, None)
+        if head is not None:
+            files[0].not_after = head.at or math.inf  # 0: a first line with no time
+            events = itertools.chain([head], events)
+        yield from files[0]
+    for event in events:
         if event.at < until:
             yield event
 

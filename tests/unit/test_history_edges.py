@@ -336,3 +336,64 @@ def test_a_line_naming_no_type_is_told_the_words_of_events_check(tmp_path: Path)
         with pytest.raises(MissingEventTypeError) as refused:
             list(EventFile(path))
         assert str(refused.value).startswith(f"{path}:1: {verdict.message}; "), line
+
+
+class TestProfilesFirst:
+    """`--profiles` is read whole before the events, as the profiles when the history
+    begins. A snapshot dated after the history's first event (a CRM export dated the day
+    it was taken) moved event time on to its date before any event: the hours before
+    went unswept, and the report began at the snapshot (`2026-12-08 from 12:00 to 19:10:
+    the history is shorter than a day` over two days of tasks)."""
+
+    def profile(self, n: int, when: str) -> dict[str, object]:
+        return {
+            "event_id": f"p{n}",
+            "subscriber_id": f"1380{n:07d}",
+            "occurred_at": when,
+            "region": "NJ",
+            "timezone": "Asia/Shanghai",
+        }
+
+    def write(self, path: Path, whens: list[str]) -> Path:
+        docs = [self.profile(n, when) for n, when in enumerate(whens)]
+        if path.suffix == ".csv":
+            head = ",".join(docs[0])
+            rows = [",".join(str(v) for v in d.values()) for d in docs]
+            path.write_text("\r\n".join([head, *rows]) + "\r\n")
+        else:
+            path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+        return path
+
+    @pytest.mark.parametrize(("name", "line"), [("crm.jsonl", 2), ("crm.csv", 3)])
+    def test_a_profile_dated_after_the_first_event_stops_the_run_naming_its_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, line: int
+    ) -> None:
+        events = tmp_path / "h.jsonl"
+        events.write_bytes(lines_of(5))  # from 2026-11-10 10:00
+        crm = self.write(
+            tmp_path / name, ["2026-11-10T09:00:00+08:00", "2026-11-10T12:00:00+08:00"]
+        )
+        out = tmp_path / "out"
+        argv = ["backtest", "--events", str(events), "--profiles", str(crm), "--out", str(out)]
+        assert main(argv) == 1
+        text = said(capsys)
+        assert f"moments: {crm}:{line}: dated 2026-11-10T04:00:00Z, after the first event" in text
+        assert "(2026-11-10T02:00:00Z)" in text
+        assert "give the file with --events" in text
+        assert not (out / "report.json").exists()
+        seed = ["state", "seed", "--events", str(events), "--profiles", str(crm), "--dry-run"]
+        assert main(seed) == 1
+        assert f"moments: {crm}:{line}: dated" in said(capsys)
+
+    def test_a_snapshot_dated_at_the_history_start_or_before_is_read(self, tmp_path: Path) -> None:
+        events = tmp_path / "h.jsonl"
+        events.write_bytes(lines_of(5))
+        crm = self.write(
+            tmp_path / "crm.jsonl", ["2026-11-10T09:00:00+08:00", "2026-11-10T10:00:00+08:00"]
+        )
+        out = tmp_path / "out"
+        argv = ["backtest", "--events", str(events), "--profiles", str(crm), "--out", str(out)]
+        assert main(argv) == 0
+        summary = orjson.loads((out / "report.json").read_bytes())["summary"]
+        assert summary["events"] == 7
+        assert summary["first_event"] == "2026-11-10T09:00:00+08:00"
