@@ -514,12 +514,13 @@ class Backtest:
             i += 1
         return i
 
-    async def _advance(self, to: float) -> None:
+    async def _advance(self, to: float, before: bool = False) -> None:
         """Move event time on to `to`, releasing each waiting task at its own time on the
         way (the stream's release timer does it every few seconds), so it is decided then: on that
-        local day's capacity, against the facts known by then."""
+        local day's capacity, against the facts known by then. `before`: those due at `to`
+        itself wait (`--to`, the end of the period)."""
         deferral = self._deferrals
-        while (due := deferral.next_due()) is not None and due <= to:
+        while (due := deferral.next_due()) is not None and (due < to if before else due <= to):
             self.clock.advance(due)
             if not await self.sink.release_due():
                 break  # nothing was due after all (cannot happen; never spin)
@@ -557,14 +558,18 @@ class Backtest:
         await self._dispatch(swept)
 
     async def _run_on(self, until: float) -> None:
-        """Let event time run on to `until` after the last event: windows close hour by
-        hour and deferred tasks are released, as on a stream that went quiet."""
-        at = self.clock.now
-        while at < until:
-            at = min(until, (int(at) // SWEEP_BUCKET_S + 1) * SWEEP_BUCKET_S)
-            await self._advance(at)
-            await self._sweep(int(at))
-            self.swept_bucket = int(at) // SWEEP_BUCKET_S
+        """Let event time run on up to `until` after the last event: windows close hour by
+        hour and deferred tasks are released, as on a stream that went quiet. What falls
+        due at `until` itself (the sweep of the hour it begins: a day's close at midnight;
+        a task waiting until then) is the period after it, as the events dated from it
+        are: it waits. Swept and released, it was published on a day after the report."""
+        hour = int(self.clock.now) // SWEEP_BUCKET_S + 1
+        while (mark := hour * SWEEP_BUCKET_S) < until:
+            await self._advance(mark)
+            await self._sweep(mark)
+            self.swept_bucket = hour
+            hour += 1
+        await self._advance(until, before=True)
 
 
 def _occurred(event: InputEvent) -> float:

@@ -104,8 +104,8 @@ def build_states(
 ) -> Seeded:
     """Run `events` (event-time order) through the backtest's engine with no task made, and
     return each subscriber's record as a worker would store it, without input offsets.
-    `until`: event time runs on to it after the last event (windows close, silences are
-    judged), as the backtest's `--to`."""
+    `until`: event time runs on up to it after the last event (windows close, silences are
+    judged; what falls due at it is the workers'), as the backtest's `--to`."""
     backtest = Backtest(rules, policy, live_from=NEVER)
     end = until.timestamp() if until is not None else None
     result = asyncio.run(backtest.run(events, progress, end))

@@ -1418,3 +1418,59 @@ def test_the_last_event_is_the_latest_not_the_last_line(tmp_path: Path) -> None:
     }
     assert report["days"] == [DAY1.isoformat(), DAY2.isoformat()]
     assert report["summary"]["dead_letters"] == {"late": 1}  # the one a year back
+
+
+SILENCE = """
+gating: {quiet_hours: [], frequency_cap: null}
+rules:
+  - id: quiet_day
+    description: No top-up for a day
+    on: [topup]
+    evaluate: daily
+    condition: {absence: 1d}
+    task: {family: anomaly, type: quiet_day, channel: sms, priority: 3,
+           action: reactivation_offer, ttl: 3d, description: "Silent {silent_days} days"}
+"""
+
+
+def test_what_falls_due_at_to_is_left_to_the_period_after_it(tmp_path: Path) -> None:
+    """`--to` a midnight ends the report before that day, but event time run on to it
+    swept the hour it begins, and released what waited until then: a day's close (a
+    silence noticed at midnight) and a task waiting for 08:00 in a policy kept in UTC
+    (08:00 in Shanghai) were published at `--to`, a day of the report after its end."""
+    rules = tmp_path / "r.yaml"
+    rules.write_text(SILENCE)
+    day3 = DAY2 + dt.timedelta(days=1)
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(orjson.dumps(TopUp("13900000001", "NJ", DAY1, 0, 30).event(1)) + b"\n")
+    out = tmp_path / "out"
+    args = ["backtest", "--events", str(history), "--rules", str(rules), "--out", str(out)]
+    # The day after the top-up closes at midnight of day 3: a silence of 38 hours.
+    assert main([*args, "--to", day3.isoformat()]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["days"] == [DAY1.isoformat(), DAY2.isoformat()]
+    assert report["summary"]["tasks"] == 0
+    assert (out / "tasks.jsonl").read_bytes() == b""
+    # Run on past it, the close is there: the rule fires at midnight of day 3.
+    assert main([*args, "--to", (day3 + dt.timedelta(days=1)).isoformat()]) == 0
+    (task,) = map(orjson.loads, (out / "tasks.jsonl").read_bytes().splitlines())
+    midnight = dt.datetime.combine(day3, dt.time(0), SHANGHAI)
+    assert dt.datetime.fromisoformat(task["triggered_at"]) == midnight
+    # A task waiting for 08:00 Shanghai, --to 00:00 UTC: it still waits at the end.
+    rules = (
+        write_rules(tmp_path / "q.yaml")
+        .read_text()
+        .replace("quiet_hours: []", 'quiet_hours: ["21:00-08:00"]')
+    )
+    (tmp_path / "q.yaml").write_text(rules)
+    night = TopUp("13900000002", "SH", DAY1, 12 * 60, 30)  # 22:00: quiet hours
+    history.write_bytes(orjson.dumps(night.event(2)) + b"\n")
+    policy = tmp_path / "utc.yaml"
+    policy.write_text("timezone: UTC\nmerge: {hold_channels: []}\n")
+    argv = ["backtest", "--events", str(history), "--rules", str(tmp_path / "q.yaml")]
+    argv += ["--policy", str(policy), "--out", str(out), "--to", DAY2.isoformat()]
+    assert main(argv) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["summary"]["tasks"] == 0
+    assert report["summary"]["waiting_at_end"] == 1
+    assert report["days"] == [DAY1.isoformat()]
