@@ -480,14 +480,19 @@ class EventFile:
         # first column "\ufefftype" and the file "without a type column".
         text = io.TextIOWrapper(lines, encoding="utf-8-sig", newline="")
         csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_MESSAGE_BYTES))
-        reader = csv.DictReader(text)
+        # strict: a quote opened and never closed (`49.90"` typed as `"49.90`) took every
+        # line after it into one cell, and those rows were gone without a word.
+        reader = csv.DictReader(text, strict=True)
+        begun = 1  # the line the row read begins on (the reader's count is off when it fails)
         try:
             if reader.fieldnames is None:
                 return
             if "type" not in reader.fieldnames and self.default_type is None:
                 raise MissingEventTypeError(f"{self.path}:1: add a `type` column (one of {TYPES})")
             typed, untyped = False, 0
+            begun = reader.line_num + 1
             for row in reader:
+                begun = reader.line_num + 1  # the next row's
                 kind = row.get("type")
                 event_type = _TYPES.get(kind) if kind else self.default_type
                 numeric = NUMERIC_FIELDS[event_type] if event_type else frozenset()
@@ -511,9 +516,15 @@ class EventFile:
             if not typed and untyped and self.default_type is None:
                 raise self._no_types(untyped)
         except csv.Error as exc:  # tracebacks before
+            fix = (
+                "keep cells under 128 KiB, and close the quotes a cell opens"
+                if "field limit" in str(exc)
+                else "a quote opened in it is not closed as CSV closes one"
+            )
             raise EventFileError(
-                f"{self.path}:{reader.line_num + 1}: cannot read this CSV line ({exc}); "
-                "keep cells under 128 KiB"
+                f"{self.path}:{begun}: cannot read the CSV row that begins here ({exc}): "
+                f"{fix}; a cell holding a quote is written in quotes, its quotes doubled "
+                '(`"say ""hi"""`)'
             ) from None
         except UnicodeDecodeError:
             raise EventFileError(

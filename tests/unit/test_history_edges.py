@@ -397,3 +397,42 @@ class TestProfilesFirst:
         summary = orjson.loads((out / "report.json").read_bytes())["summary"]
         assert summary["events"] == 7
         assert summary["first_event"] == "2026-11-10T09:00:00+08:00"
+
+
+class TestCsvQuotes:
+    """A quote a CSV cell opens and never closes (a hand edit, `"49.90` for `49.90`) took
+    every line after it into that cell: the rows after it were gone without a word (5
+    events read of 92, exit 0)."""
+
+    HEAD = "type,event_id,subscriber_id,occurred_at,amount,channel"
+
+    def rows(self) -> list[str]:
+        return [f"topup,t{n},1380000000{n},2026-11-10T1{n}:00:00+08:00,50,app" for n in range(1, 6)]
+
+    @pytest.mark.parametrize(
+        ("cell", "why"),
+        [('"50', "unexpected end of data"), ('"50"0', "',' expected after '\"'")],
+    )
+    def test_a_quote_not_closed_stops_the_run_naming_the_row(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], cell: str, why: str
+    ) -> None:
+        rows = self.rows()
+        rows[1] = rows[1].replace(",50,", f",{cell},")  # line 3
+        path = tmp_path / "h.csv"
+        path.write_text("\r\n".join([self.HEAD, *rows]) + "\r\n")
+        out = tmp_path / "out"
+        assert main(["backtest", "--events", str(path), "--out", str(out)]) == 1
+        text = said(capsys)
+        assert f"moments: {path}:3: cannot read the CSV row that begins here ({why})" in text
+        assert "a quote opened in it is not closed" in text
+        assert not (out / "report.json").exists()
+
+    def test_quotes_written_as_csv_writes_them_are_read(self, tmp_path: Path) -> None:
+        """A cell in quotes holding a comma, a doubled quote or a line break is CSV."""
+        rows = self.rows()
+        rows[1] = rows[1].replace(",app", ',"a,""b""\r\nc"')
+        path = tmp_path / "h.csv"
+        path.write_text("\r\n".join([self.HEAD, *rows]) + "\r\n")
+        events = list(EventFile(path))
+        assert len(events) == 5
+        assert orjson.loads(events[1].value)["channel"] == 'a,"b"\r\nc'
