@@ -526,11 +526,25 @@ class EventFile:
                 f"{fix}; a cell holding a quote is written in quotes, its quotes doubled "
                 '(`"say ""hi"""`)'
             ) from None
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
+            line = self._not_utf8()
             raise EventFileError(
-                f"{self.path}: not UTF-8 text (near line {reader.line_num + 1}); save the CSV "
-                "as UTF-8"
+                f"{self.path}{f':{line}' if line else ''}: not UTF-8 text (byte "
+                f"0x{exc.object[exc.start]:02x} is not UTF-8): save the CSV as UTF-8"
             ) from None
+
+    def _not_utf8(self) -> int:
+        """The first line that is not UTF-8 (0: none found): the text reader decodes the
+        file a block ahead of the CSV reader, whose count said `near line 1` of a byte on
+        line 60."""
+        with self.path.open("rb") as raw:
+            lines = unzipped(raw, self.path)[0] if self.path.suffix == ".gz" else raw
+            for number, line in enumerate(lines, 1):
+                try:
+                    line.decode()
+                except UnicodeDecodeError:
+                    return number
+        return 0
 
 
 def _utc(at: float) -> str:

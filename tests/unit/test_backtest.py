@@ -430,7 +430,7 @@ class TestInput:
         assert [e.event_type.value for e in EventFile(bom)] == ["topup"]
         for name, raw, said in (
             ("wide.csv", b"type,note\ntopup," + b"x" * 200_000 + b"\n", "2: cannot read"),
-            ("latin.csv", b"type,channel\ntopup,caf\xe9\n", " not UTF-8 text"),
+            ("latin.csv", b"type,channel\ntopup,caf\xe9\n", "2: not UTF-8 text"),
         ):
             path = tmp_path / name
             path.write_bytes(raw)

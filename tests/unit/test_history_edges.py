@@ -436,3 +436,28 @@ class TestCsvQuotes:
         events = list(EventFile(path))
         assert len(events) == 5
         assert orjson.loads(events[1].value)["channel"] == 'a,"b"\r\nc'
+
+
+@pytest.mark.parametrize("name", ["h.csv", "h.csv.gz"])
+def test_a_byte_not_utf8_is_named_by_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """The text reader decodes a block ahead of the CSV reader: a latin-1 `é` on line
+    150 was said `not UTF-8 text (near line 1)`, or near whatever line the block began."""
+    head = "type,event_id,subscriber_id,occurred_at,amount,channel"
+    rows = [
+        f"topup,t{n},1380{n:07d},2026-11-10T{10 + n // 60:02d}:{n % 60:02d}:00+08:00,50,app"
+        for n in range(200)
+    ]
+    data = "\r\n".join([head, *rows]).encode() + b"\r\n"
+    lines = data.split(b"\r\n")
+    lines[149] = lines[149].replace(b",app", b",caf\xe9")  # line 150
+    data = b"\r\n".join(lines)
+    assert len(data) > 8192  # more than the one block the text reader decodes ahead
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(EventFileError, match=rf"{name}:150: not UTF-8 text \(byte 0xe9 "):
+        list(EventFile(path))
+    out = tmp_path / "out"
+    assert main(["backtest", "--events", str(path), "--out", str(out)]) == 1
+    assert f"{name}:150: not UTF-8 text" in said(capsys)
