@@ -199,6 +199,8 @@ class BacktestResult:
     """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
     cuts: list[Cut] = field(default_factory=list)
     """Files whose gzip data ended early: the report holds their lines up to the cut."""
+    out_of_order: list[str] = field(default_factory=list)
+    """A warning per file not in event-time order (`backtest_input.order_said`)."""
     waiting_at_end: int = 0
     ledger: dict[str, str] = field(default_factory=dict)
     """Every task id the sink claimed, with its final state (sent, deferred, merged,

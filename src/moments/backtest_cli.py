@@ -166,6 +166,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         EventFile,
         cuts_of,
         history,
+        order_said,
         unreadable_lines,
         unreadable_note,
         untyped_lines,
@@ -225,6 +226,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         result.unreadable_count, result.unreadable = unreadable_lines(files)
         result.untyped_count, result.untyped = untyped_lines(files)
         result.cuts = cuts_of(files)
+        result.out_of_order = order_said(files)
         return result
 
     try:

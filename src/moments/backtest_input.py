@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.eventcheck import no_type_said
 from moments.models import EVENT_MODELS, EventType
+from moments.refusals import LATENESS
 from moments.rulecheck import (
     READABLE_WITHIN,
     TYPES,
@@ -103,6 +104,11 @@ def _named(line: bytes, name: str) -> str | None:
 
 NAMED_KEPT = 20
 """Lines that were no JSON object named per file (all are counted)."""
+
+BEHIND_S = LATENESS.total_seconds()
+"""A line dated more than this before a line above it in its file puts the file out of
+event-time order (`order_said`): the stream takes events that late of another topic or
+subscriber, but the backtest's one event time has run on past it."""
 
 
 _SPAN = (
@@ -327,6 +333,11 @@ class EventFile:
         """The end of the window read (`--to`, set by `history`): a line left out or
         refused that is dated from then on is not counted or named, as the events it
         holds are not replayed; one with no readable time is, whatever the window."""
+        self.behind = 0
+        """Lines dated over `BEHIND_S` before a line above them (read before `until`): the
+        file is not in event-time order (`order_said`)."""
+        self.first_behind: tuple[int, float, int, float] | None = None
+        """The first of them: (its line, its time, the line above dated latest, its time)."""
         self.not_after = math.inf
         """The latest an event of this file may be dated: the history's first event, for
         the `--profiles` snapshot read before it (`history`); one dated later stops the
@@ -354,6 +365,7 @@ class EventFile:
         return self._raw
 
     def __iter__(self) -> Iterator[FileEvent]:
+        self.behind, self.first_behind = 0, None
         self.unreadable, self.unreadable_count = [], 0
         self.untyped, self.untyped_count, self._untyped_why = [], 0, ""
         with self._lines() as lines:
@@ -371,20 +383,29 @@ class EventFile:
         if self.default_type is None:
             yield from self._head(objects)
         types = _TYPES
-        not_after = self.not_after
+        not_after, until = self.not_after, self.until
+        latest, above = 0.0, 0  # the latest time read before `until`, and its line
         for number, doc, verbatim in objects:
             kind = doc.get("type")
             event_type = types.get(kind) if isinstance(kind, str) else None
             if event_type is None or verbatim:  # the default or no type; NaN as written
-                if event := self._slowly(number, doc, verbatim):
-                    yield event
-                continue
-            del doc["type"]
-            key = _key(doc.get("subscriber_id"))
-            at = _epoch(doc.get("occurred_at"))
-            if at > not_after:
-                raise self._after_history(number, at)
-            yield FileEvent(at, event_type, key, orjson.dumps(doc))
+                event = self._slowly(number, doc, verbatim)
+                if event is None:
+                    continue
+                at = event.at  # `--type`: every line of a topic's records comes this way
+            else:
+                del doc["type"]
+                key = _key(doc.get("subscriber_id"))
+                at = _epoch(doc.get("occurred_at"))
+                if at > not_after:
+                    raise self._after_history(number, at)
+                event = FileEvent(at, event_type, key, orjson.dumps(doc))
+            if at > latest:
+                if at < until:
+                    latest, above = at, number
+            elif at < latest - BEHIND_S and at:
+                self._behind(number, at, above, latest)
+            yield event
         self._lines_read = counted[-1] if counted else 0
 
     def _head(
@@ -438,6 +459,12 @@ class EventFile:
         self._left_out(number, why, at)
         return None
 
+    def _behind(self, number: int, at: float, above: int, latest: float) -> None:
+        """Count a line dated over `BEHIND_S` before the line `above` it, dated `latest`."""
+        self.behind += 1
+        if self.first_behind is None:
+            self.first_behind = (number, at, above, latest)
+
     def _after_history(self, number: int, at: float) -> EventFileError:
         """A `--profiles` line dated after the history's first event: read first, it moved
         event time on to its date, so the hours before went unswept (windows left open,
@@ -490,6 +517,7 @@ class EventFile:
             if "type" not in reader.fieldnames and self.default_type is None:
                 raise MissingEventTypeError(f"{self.path}:1: add a `type` column (one of {TYPES})")
             typed, untyped = False, 0
+            latest, above = 0.0, 0  # the latest time read before `until`, and its line
             begun = reader.line_num + 1
             for row in reader:
                 begun = reader.line_num + 1  # the next row's
@@ -509,8 +537,14 @@ class EventFile:
                         raise self._no_types(untyped) from None
                     continue
                 typed = True
-                if event.at > self.not_after:
-                    raise self._after_history(reader.line_num, event.at)
+                at = event.at
+                if at > self.not_after:
+                    raise self._after_history(reader.line_num, at)
+                if at > latest:
+                    if at < self.until:
+                        latest, above = at, reader.line_num
+                elif at < latest - BEHIND_S and at:
+                    self._behind(reader.line_num, at, above, latest)
                 yield event
             self._lines_read = reader.line_num
             if not typed and untyped and self.default_type is None:
@@ -601,6 +635,29 @@ def untyped_lines(files: Iterable[EventFile], kept: int = NAMED_KEPT) -> tuple[i
         count += f.untyped_count
         named += [f"{f.path}:{n}" for n in f.untyped]
     return count, named[:kept]
+
+
+def order_said(files: Iterable[EventFile]) -> list[str]:
+    """A warning per file read out of event-time order (`EventFile.behind`), naming its
+    first line dated before one above it, and that one (a date far ahead of the lines
+    after it is a line out of order too)."""
+    out = []
+    for f in files:
+        if f.first_behind is None:
+            continue
+        line, at, above, latest = f.first_behind
+        gap = latest - at
+        span = f"{gap / 86400:,.1f} days" if gap >= 86400 else f"{gap / 3600:.1f} hours"
+        out.append(
+            f"{f.path}:{line}: dated {_utc(at)}, {span} before line {above} above it "
+            f"({_utc(latest)}); {f.behind:,} line(s) of the file are dated over "
+            f"{BEHIND_S / 3600:.0f} h before a line above them. The file is not in "
+            "event-time order: it is replayed in its order with one event time for the "
+            "whole history, which had run on past those lines (hours swept, tasks decided "
+            "and released later than they were), so the figures are not the history's. "
+            "Sort the file by occurred_at, or correct a date far ahead of the lines after it"
+        )
+    return out
 
 
 def cuts_of(files: Iterable[EventFile]) -> list[Cut]:

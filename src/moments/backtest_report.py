@@ -209,7 +209,7 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
     """What keeps the report's figures from meaning what they seem: said in the terminal
     and at the top of report.md and report.html (and in report.json), the files that are
     shared (the warm-up's was said in the terminal only)."""
-    out: list[str] = []
+    out: list[str] = list(result.out_of_order)
     start = result.report_from
     if result.events == 0:
         out.append("No event was read: the files are empty, or every event is from --to on.")

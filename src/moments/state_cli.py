@@ -302,10 +302,11 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         seeded.unreadable_count, seeded.unreadable = unreadable_read(
             files, settings.partitions, chosen
         )
-        from moments.backtest_input import cuts_of, untyped_lines
+        from moments.backtest_input import cuts_of, order_said, untyped_lines
 
         seeded.untyped_count, seeded.untyped = untyped_lines(files)
         seeded.cuts = cuts_of(files)
+        out_of_order = order_said(files)
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
@@ -315,6 +316,8 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     for name, value in describe(seeded, settings.partitions, chosen).items():
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     Console().print(table)
+    for said in out_of_order:  # the records are built, but not as the history would build them
+        console.print(said, style="bold yellow", markup=False, highlight=False)
     if seeded.cuts:
         # The records would lack each cut file's later events, and workers would start
         # from them as if complete: the seed writes nothing, and says why.
