@@ -211,18 +211,26 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
     shared (the warm-up's was said in the terminal only)."""
     out: list[str] = list(result.out_of_order)
     start = result.report_from
+    zone = result.policy.zone
     if result.events == 0:
         out.append("No event was read: the files are empty, or every event is from --to on.")
     elif start is not None and result.events == result.warmup_events:
-        last = _iso(result.last_event, result.policy.zone)
+        last = _iso(result.last_event, zone)
         out.append(f"Every event is before --from (the last at {last}): nothing to report.")
     if start is not None and result.first_event is not None:
         warm = start - result.first_event
         settle, what = settling_period(rules)
         if warm < settle:
+            days = f"{settle / 86400:.0f} days"
+            said = (  # before the first event: not a warm-up of "-5.7 days"
+                f"--from is at or before the first event ({_iso(result.first_event, zone)}): "
+                f"there is no warm-up, where {what} ({days}) needs one that long"
+                if warm <= 0
+                else f"The warm-up before --from is {warm / 86400:.1f} days, shorter than "
+                f"{what} ({days})"
+            )
             out.append(
-                f"The warm-up before --from is {warm / 86400:.1f} days, shorter than "
-                f"{what} ({settle / 86400:.0f} days): the first days of the report count "
+                f"{said}: the first days of the report count "
                 "first-time moments and free contacts a longer history would have used up. "
                 f"Start --from at least {settle / 86400:.0f} days after the first event "
                 "(simulate a longer history if need be)."

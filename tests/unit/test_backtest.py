@@ -1474,3 +1474,21 @@ def test_what_falls_due_at_to_is_left_to_the_period_after_it(tmp_path: Path) -> 
     assert report["summary"]["tasks"] == 0
     assert report["summary"]["waiting_at_end"] == 1
     assert report["days"] == [DAY1.isoformat()]
+
+
+def test_a_from_before_the_first_event_is_said_as_no_warm_up(tmp_path: Path) -> None:
+    """`--from` a week before the history began: the report said the warm-up was -5.7
+    days (recheck of the report)."""
+    history = write_history(tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    early = DAY1 - dt.timedelta(days=6)
+    args = ["--events", str(history), "--from", early.isoformat(), "--out", str(out)]
+    assert main(["backtest", *args]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    (warning,) = report["warnings"]
+    first = report["summary"]["first_event"]
+    assert warning.startswith(
+        f"--from is at or before the first event ({first}): there is no warm-up, where "
+    )
+    assert "cooldown (14 days) needs one that long" in warning
+    assert not re.search(r"-\d", warning.replace(first, "")), warning  # no negative days
