@@ -187,7 +187,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.to_file is not None:
         if count is None:
             raise ConfigError("--to-file needs --duration T (seconds of traffic to write)")
-        stats = _write_file(console, args.to_file, iter(events), count)
+        try:
+            stats = _write_file(console, args.to_file, iter(events), count)
+        except OSError as exc:  # a folder that does not exist, no permission: a traceback
+            print(
+                f"moments: cannot write --to-file {args.to_file}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
         console.print(stats_table(stats))
         console.print(f"wrote {sum(stats.events.values()):,} events to {args.to_file}")
         return 0
