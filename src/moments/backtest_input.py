@@ -507,11 +507,17 @@ class EventFile:
         # first column "\ufefftype" and the file "without a type column".
         text = io.TextIOWrapper(lines, encoding="utf-8-sig", newline="")
         csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_MESSAGE_BYTES))
-        # strict: a quote opened and never closed (`49.90"` typed as `"49.90`) took every
-        # line after it into one cell, and those rows were gone without a word.
-        reader = csv.DictReader(text, strict=True)
         begun = 1  # the line the row read begins on (the reader's count is off when it fails)
         try:
+            head = text.readline()
+            if head.lstrip().startswith("{"):  # told of a quote not closed, or `add a type`
+                raise EventFileError(
+                    f"{self.path}:1: a JSON object, not a CSV header row: JSON lines named "
+                    ".csv; name the file .jsonl (.jsonl.gz when gzip)"
+                )
+            # strict: a quote opened and never closed (`49.90"` typed as `"49.90`) took
+            # every line after it into one cell, and those rows were gone without a word.
+            reader = csv.DictReader(itertools.chain([head], text), strict=True)
             if reader.fieldnames is None:
                 return
             if "type" not in reader.fieldnames and self.default_type is None:

@@ -187,6 +187,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.to_file is not None:
         if count is None:
             raise ConfigError("--to-file needs --duration T (seconds of traffic to write)")
+        if args.to_file.name.removesuffix(".gz").endswith(".csv"):
+            raise ConfigError(  # the readers take a .csv for CSV, and refused it
+                "--to-file writes JSON lines: name the file .jsonl (.jsonl.gz for gzip)"
+            )
         try:
             stats = _write_file(console, args.to_file, iter(events), count)
         except OSError as exc:  # a folder that does not exist, no permission: a traceback

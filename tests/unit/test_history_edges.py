@@ -534,3 +534,18 @@ class TestTimeOrder:
         path = self.write(tmp_path / "h.jsonl", times)
         assert self.warnings(tmp_path, path, "--to", "2026-11-11") == []
         assert len(self.warnings(tmp_path, path)) == 1  # without --to, line 6 is behind
+
+
+def test_json_lines_named_csv_are_said_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moments simulate --to-file h.csv` wrote JSON lines, which the backtest read as CSV
+    and told to add a `type` column (now: a quote not closed); simulate refuses the name."""
+    path = tmp_path / "h.csv"
+    path.write_bytes(lines_of(3))
+    with pytest.raises(EventFileError, match=r"h\.csv:1: a JSON object, not a CSV header row"):
+        list(EventFile(path))
+    argv = ["simulate", "--subscribers", "5", "--rate", "10", "--duration", "2"]
+    assert main([*argv, "--to-file", str(tmp_path / "s.csv.gz")]) == 2
+    assert "--to-file writes JSON lines: name the file .jsonl" in said(capsys)
+    assert not (tmp_path / "s.csv.gz").exists()
