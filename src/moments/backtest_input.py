@@ -607,17 +607,25 @@ def history(
     """The events of `files` in event-time order, those dated before `until`; with
     `profiles_first`, the first file (the CRM snapshot of `--profiles`) whole before the
     others, as the subscribers' profiles are when the history begins: none may be dated
-    after the others' first event (`EventFile.not_after`)."""
+    after the others' first event (`EventFile.not_after`), and each is placed at it (its
+    value keeps its own time). Placed at their own, a snapshot dated when each profile
+    last changed (years back) began event time there: the backtest swept every hour
+    since, greeted every birthday of those years, and reported thousands of days."""
     rest = files[1:] if profiles_first else files
     for file in rest:
         file.until = until
     events = merged(rest)
     if profiles_first:
         head = next(events, None)
+        start = head.at if head is not None else 0.0  # 0: no event, or a first one undated
         if head is not None:
-            files[0].not_after = head.at or math.inf  # 0: a first line with no time
+            files[0].not_after = start or math.inf
             events = itertools.chain([head], events)
-        yield from files[0]
+        if start:
+            for event in files[0]:
+                yield event._replace(at=start)
+        else:
+            yield from files[0]
     for event in events:
         if event.at < until:
             yield event

@@ -306,7 +306,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
         seeded.untyped_count, seeded.untyped = untyped_lines(files)
         seeded.cuts = cuts_of(files)
-        out_of_order = order_said(files)
+        out_of_order = order_said(files[1:] if args.profiles is not None else files)
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1

@@ -396,7 +396,30 @@ class TestProfilesFirst:
         assert main(argv) == 0
         summary = orjson.loads((out / "report.json").read_bytes())["summary"]
         assert summary["events"] == 7
-        assert summary["first_event"] == "2026-11-10T09:00:00+08:00"
+        assert summary["first_event"] == "2026-11-10T10:00:00+08:00"  # the snapshot's there
+
+    def test_a_snapshot_dated_long_before_is_applied_at_the_history_start(
+        self, tmp_path: Path
+    ) -> None:
+        """A CRM snapshot dated when each profile last changed (January) began event time
+        there: the backtest swept every hour since, greeted June's birthday in a history
+        of November, and reported every day from January (analyst recheck: 2,899 days,
+        926 tasks for 507)."""
+        events = tmp_path / "h.jsonl"
+        events.write_bytes(lines_of(5))  # 2026-11-10 from 10:00, subscriber 13800000000 first
+        doc = self.profile(0, "2026-01-05T10:00:00+08:00") | {"birthday": "06-01"}
+        crm = tmp_path / "crm.jsonl"
+        crm.write_bytes(orjson.dumps(doc) + b"\n")
+        out = tmp_path / "out"
+        argv = ["backtest", "--events", str(events), "--profiles", str(crm), "--out", str(out)]
+        assert main(argv) == 0
+        report = orjson.loads((out / "report.json").read_bytes())
+        assert report["days"] == ["2026-11-10"]
+        assert report["summary"]["first_event"] == "2026-11-10T10:00:00+08:00"
+        assert report["summary"]["events"] == 6
+        tasks = [orjson.loads(line) for line in (out / "tasks.jsonl").read_bytes().splitlines()]
+        assert [t for t in tasks if t["moment"]["type"] == "birthday"] == []
+        assert {t["region"] for t in tasks} >= {"NJ"}  # the profile was applied
 
 
 class TestCsvQuotes:
