@@ -405,8 +405,8 @@ class Backtest:
             await self._step(batch)
         if self._warming:
             await self._end_warmup()
-        if until is not None:
-            await self._run_on(until)
+        if until is not None and self.clock.now > 0:  # else no event time to run on from:
+            await self._run_on(until)  # it swept every hour since 1970 (8 s of nothing)
         out.clock_end = until if until is not None else out.last_event
         self._give_back()
         if progress is not None:

@@ -1492,3 +1492,19 @@ def test_a_from_before_the_first_event_is_said_as_no_warm_up(tmp_path: Path) -> 
     )
     assert "cooldown (14 days) needs one that long" in warning
     assert not re.search(r"-\d", warning.replace(first, "")), warning  # no negative days
+
+
+def test_no_event_read_runs_no_sweep_on_to_to(tmp_path: Path) -> None:
+    """An empty file, or one all of whose events are from `--to` on, with `--to`: event
+    time ran on from 1970, sweeping each of its 495,000 hours (8 s, and nothing found)."""
+    bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), capacity_policy())
+    swept: list[int] = []
+
+    async def sweep(mark: int) -> None:
+        swept.append(mark)
+
+    bt._sweep = sweep  # type: ignore[method-assign]
+    until = dt.datetime.combine(DAY2, dt.time(0), SHANGHAI).timestamp()
+    result = asyncio.run(bt.run([], until=until))
+    assert (result.events, swept) == (0, [])
+    assert build_report(result)["days"] == []
