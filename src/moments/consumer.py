@@ -10,7 +10,9 @@ loop once a batch's outputs are durable (`commit_processed`), never by Faust's
 ack tracking.
 
 Rebalances: a seek to the committed offsets (recovery) or a revocation
-invalidates whatever is queued (`epoch`), and a revocation waits for the batch in
+invalidates whatever is queued (`epoch`); a seek of one partition (the rewind
+guard's) drops that partition's records taken from aiokafka before it
+(`Fetch.seeks`); and a revocation waits for the batch in
 flight and a window sweep's chunk (`state_settled`) before Faust moves on, so a
 partition's state writes are done before another worker restores them.
 """
@@ -21,8 +23,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -42,6 +45,11 @@ class Fetch:
 
     epoch: int
     records: list[tuple[TP, list[Any]]]
+    seeks: Mapping[TP, int] = field(default_factory=dict)
+    """How many times each partition had been sought when these records were taken from
+    aiokafka (`BatchConsumerThread.seeks`, absent: never): a partition sought since is read
+    again from where it was sought, and these records of it are dropped
+    (`BatchConsumer.take`)."""
 
 
 async def _nothing_held() -> None:
@@ -50,6 +58,31 @@ async def _nothing_held() -> None:
 
 def _count(fetch: Fetch) -> int:
     return sum(len(batch) for _, batch in fetch.records)
+
+
+def _since_seeks(fetch: Fetch, sought: Mapping[TP, int]) -> Fetch:
+    """`fetch` without the partitions sought after its records were taken from aiokafka
+    (`sought`: partition -> its seeks so far): their records come again from where they
+    were sought. Left in, they were handled before the records of the re-read that precede
+    them, whose events the state then took for replays."""
+    if not sought:
+        return fetch
+    seeks = fetch.seeks
+    kept = [(tp, b) for tp, b in fetch.records if seeks.get(tp, 0) >= sought.get(tp, 0)]
+    return fetch if len(kept) == len(fetch.records) else Fetch(fetch.epoch, kept, seeks)
+
+
+class _Taken(dict[Any, Any]):
+    """What aiokafka handed over in one read, with the seeks made by then (`Fetch.seeks`)."""
+
+    __slots__ = ("seeks",)
+
+    def __init__(self, records: Mapping[Any, Any], seeks: Mapping[TP, int]) -> None:
+        super().__init__(records)
+        self.seeks = seeks
+
+
+NO_SEEKS: Mapping[TP, int] = MappingProxyType({})
 
 
 FETCH_MAX_WAIT_MS = 100
@@ -63,6 +96,32 @@ gone took 90 s and ended in a crash."""
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seeks: dict[TP, int] = {}
+        """Partition -> seeks of it made so far (`seek_counted`), changed on the consumer's
+        thread only, so that a read taken before a seek and one taken after it tell apart."""
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 - Faust's signature
+        max_records: int | None = None,
+    ) -> Any:
+        """Faust's read, with the seeks made when aiokafka handed the records over: on this
+        thread, between two seeks or not, never during one."""
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        return _Taken(records, dict(self.seeks)) if self.seeks else records
+
+    async def seek_counted(self, partition: TP, offset: int) -> None:
+        """Seek `partition` on this thread, counted (see `seeks`): aiokafka discards what it
+        holds of it, and the records it hands over after are the seek's."""
+        self._ensure_consumer().seek(partition, offset)
+        self.seeks[partition] = self.seeks.get(partition, 0) + 1
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; no public setter.
@@ -116,6 +175,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self.idle.set()
         self.processed: dict[TP, int] = {}
         """Hot partition -> next offset to read, once the batch before it is durable."""
+        self._sought: dict[TP, int] = {}
+        """Partition -> seeks of it asked (`seek`): its records taken from aiokafka with
+        fewer (`Fetch.seeks`) are from before the last one, and dropped."""
         self._waiting: Counter[TP] = Counter()
         """Partitions with records fetched and not yet taken by the batch loop."""
         self.state_settled: Callable[[], Awaitable[None]] = _nothing_held
@@ -143,18 +205,39 @@ class BatchConsumer(faust_aiokafka.Consumer):
         revocation happened) makes the ones before it stale: they are dropped."""
         fetch = await self.fetches.get()
         self._waiting.subtract(tp for tp, _ in fetch.records)
+        fetch = _since_seeks(fetch, self._sought)
         count = _count(fetch)
         while count < max_records and not self.fetches.empty():
             more = self.fetches.get_nowait()
             self._waiting.subtract(tp for tp, _ in more.records)
+            more = _since_seeks(more, self._sought)
             if more.epoch != fetch.epoch:
                 fetch, count = more, _count(more)
             else:
                 fetch, count = (
-                    Fetch(fetch.epoch, fetch.records + more.records),
+                    Fetch(fetch.epoch, fetch.records + more.records, NO_SEEKS),
                     count + _count(more),
                 )
         return fetch
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        """Seek one partition (the rewind guard's), as Faust's `seek` does but on the
+        consumer's thread and counted, so that the records of it aiokafka handed over
+        before are dropped (`take`): aiokafka discards only those it still holds. Which
+        read took them before the seek cannot be told from here: a read waiting for data
+        when the seek is made returns the seek's records, one that had them already
+        returns the older ones."""
+        thread = cast(BatchConsumerThread, self._thread)
+        # Noted first: a fetch taken meanwhile from the queue is from before the seek.
+        self._sought[partition] = thread.seeks.get(partition, 0) + 1
+        try:
+            await thread.call_thread(thread.seek_counted, partition, offset)
+        except BaseException:
+            # Not sought (the partition taken away meanwhile, say): left noted, every later
+            # read of it would have been dropped as older than a seek never made.
+            self._sought[partition] = thread.seeks.get(partition, 0)
+            raise
+        self._read_offset[partition] = offset if offset else None
 
     def invalidate(self) -> None:
         """Queued fetches are stale from now on (a seek or a revocation)."""
@@ -297,7 +380,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     continue
                 self._waiting.update(tp for tp, _ in hot)
                 try:
-                    await self.fetches.put(Fetch(epoch, hot))
+                    seeks = getattr(records, "seeks", NO_SEEKS)
+                    await self.fetches.put(Fetch(epoch, hot, seeks))
                 except BaseException:
                     self._waiting.subtract(tp for tp, _ in hot)
                     raise

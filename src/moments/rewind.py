@@ -12,9 +12,17 @@ commits stall at it.
 `RewindGuard` checks each input partition after an assignment: when its first
 record lies beyond the committed offset, or when it stays silent although it has
 a committed offset, the partition is sought back to that offset. Records fetched
-before the seek are held back until the re-read reaches them, so a subscriber's
-events are still applied in offset order. Records read twice are harmless: state
-updates are guarded by offset and event id, and tasks by the ledger.
+before the seek are not handled before the re-read, so a subscriber's events are
+still applied in offset order: the consumer drops those aiokafka handed over before
+(`moments.consumer.BatchConsumer.take`), and the guard holds back the rest of the
+batch that showed the gap until the re-read reaches its first record. Records read
+twice are harmless: state updates are guarded by offset and event id, and tasks by
+the ledger.
+
+A silent partition's re-read is not held: it may begin past the committed offset
+(the record there compacted away, or deleted by retention: the read starts at the
+first record the broker still has), and held until a record at that offset came,
+every record of the re-read was dropped, for good, for the hold's 30 s.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ TopicPartition = tuple[str, int]
 CommittedOffset = Callable[[TopicPartition], int | None]
 
 HOLD_LIMIT_S = 30.0
-"""Give up waiting for a re-read after this long (its first offset was compacted away)."""
+"""Give up waiting for a re-read after this long (the record that showed the gap was
+compacted away since)."""
 
 
 def silent_seek_level(offset: int, end: int | None) -> int:
@@ -47,7 +56,7 @@ class RewindGuard:
         self._clock = clock
         self._checked: set[TopicPartition] = set()
         self._held: dict[TopicPartition, tuple[int, float]] = {}
-        """Sought-back partition -> (release offset, when the seek was made)."""
+        """Partition sought back for a gap -> (release offset, when the seek was made)."""
         self._rewound: set[tuple[TopicPartition, int]] = set()
 
     def reset(self) -> None:
@@ -56,13 +65,14 @@ class RewindGuard:
         self._held.clear()
         self._rewound.clear()
 
-    def _rewind(self, tp: TopicPartition, offset: int, release_at: int) -> bool:
+    def _rewind(self, tp: TopicPartition, offset: int, release_at: int | None) -> bool:
         """Note a seek of `tp` to `offset`; hold its records until one at or below
-        `release_at` shows that the re-read has arrived."""
+        `release_at` shows that the re-read has arrived (None: hold none)."""
         if (tp, offset) in self._rewound:
             return False  # once per committed offset: a second read is taken as it is
         self._rewound.add((tp, offset))
-        self._held[tp] = (release_at, self._clock())
+        if release_at is not None:
+            self._held[tp] = (release_at, self._clock())
         return True
 
     def filter(
@@ -100,12 +110,14 @@ class RewindGuard:
         """Seeks for assigned partitions that delivered nothing since the assignment.
 
         Call it a little after the rebalance: a partition with a committed offset
-        that stayed silent may have had its first records dropped."""
+        that stayed silent may have had its first records dropped. Its re-read is taken
+        as it comes, wherever it begins (records fetched before the seek are the
+        consumer's to drop)."""
         seeks: dict[TopicPartition, int] = {}
         for tp in assigned:
             if tp in self._checked or tp in self._held:
                 continue
             expected = committed(tp)
-            if expected is not None and self._rewind(tp, expected, release_at=expected):
+            if expected is not None and self._rewind(tp, expected, release_at=None):
                 seeks[tp] = expected
         return seeks

@@ -128,3 +128,17 @@ async def test_offsets_are_committed_at_most_once_a_second() -> None:
     h.clock.now += COMMIT_EVERY_S
     await h.loop.step()
     assert h.source.commits == [{TP(T, 0): 1}, {TP(T, 0): 3}]
+
+
+async def test_a_silent_partition_re_read_from_past_its_commit_is_handled() -> None:
+    """The silent-partition timer seeks partition 0 back to its commit, 100; the record at
+    100 is gone (compacted, or deleted by retention), so the re-read begins at 103. Its
+    records were held for a record at 100 that never came: dropped, never fetched again,
+    and the offsets after them committed."""
+    h = Harness([fetch((0, [103, 104, 105])), fetch((0, [106]))], {(T, 0): 100})
+    assert h.loop.guard.silent([(T, 0)], lambda tp: 100) == {(T, 0): 100}
+    await h.loop.step()
+    await h.loop.step()
+    assert h.handled == [[(0, 103), (0, 104), (0, 105)], [(0, 106)]]
+    assert h.source.processed == {TP(T, 0): 107}
+    assert h.seeks == []

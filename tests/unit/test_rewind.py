@@ -66,18 +66,27 @@ def test_only_the_first_record_after_an_assignment_is_checked() -> None:
     assert (offsets(keep), seeks) == ([5], {})
 
 
-def test_a_silent_partition_is_sought_back_and_early_records_wait_for_the_re_read() -> None:
+def test_a_silent_partition_is_sought_back_once() -> None:
     guard = RewindGuard()
     seen = (T, 0)
     guard.filter([rec(3)], lambda tp: 3)
     seeks = guard.silent([seen, (T, 1)], lambda tp: {(T, 0): 3, (T, 1): 1}[tp])
     assert seeks == {(T, 1): 1}, "only the partition that delivered nothing"
     assert guard.silent([(T, 1)], lambda tp: 1) == {}, "once per committed offset"
-    # A record queued before the seek, past the dropped ones: held back.
-    keep, _ = guard.filter([rec(2, partition=1)], lambda tp: 1)
-    assert keep == []
-    keep, _ = guard.filter([rec(1, partition=1), rec(2, partition=1)], lambda tp: 1)
-    assert offsets(keep) == [1, 2]
+    keep, seeks = guard.filter([rec(1, partition=1), rec(2, partition=1)], lambda tp: 1)
+    assert (offsets(keep), seeks) == ([1, 2], {})
+
+
+def test_a_silent_partitions_re_read_is_taken_wherever_it_begins() -> None:
+    """Offset 4 was compacted away (or deleted by retention): the re-read from the
+    committed offset begins at 6. Held until a record at 4 came, 6 and every record after
+    it were dropped for 30 s, and never fetched again: lost, and committed past (records
+    fetched before the seek are the consumer's to drop: test_batch_consumer_take)."""
+    guard = RewindGuard(Clock(100.0))
+    assert guard.silent([(T, 0)], lambda tp: 4) == {(T, 0): 4}
+    keep, seeks = guard.filter([rec(6), rec(7)], lambda tp: 4)
+    assert (offsets(keep), seeks) == ([6, 7], {})  # no second seek: once per offset
+    assert offsets(guard.filter([rec(8)], lambda tp: 4)[0]) == [8]
 
 
 def test_silent_partitions_without_a_committed_offset_are_left_alone() -> None:
@@ -87,10 +96,11 @@ def test_silent_partitions_without_a_committed_offset_are_left_alone() -> None:
 def test_a_hold_that_is_never_released_gives_up_after_the_limit() -> None:
     clock = Clock(100.0)
     guard = RewindGuard(clock)
-    guard.silent([(T, 0)], lambda tp: 4)  # offset 4 was compacted away: the re-read starts at 6
-    assert guard.filter([rec(6)], lambda tp: 4)[0] == []
+    # 6 showed the gap, and was compacted away before the re-read reached it.
+    assert guard.filter([rec(6)], lambda tp: 4) == ([], {(T, 0): 4})
+    assert guard.filter([rec(9)], lambda tp: 4)[0] == []
     clock.now += HOLD_LIMIT_S
-    assert offsets(guard.filter([rec(6)], lambda tp: 4)[0]) == [6]
+    assert offsets(guard.filter([rec(9)], lambda tp: 4)[0]) == [9]
 
 
 def test_the_offsets_marked_processed_never_pass_a_held_record() -> None:
