@@ -435,8 +435,9 @@ class Runtime:
         the partition's new owner and undo them at its next restore (a cooldown mark, an
         applied event). Not written, the tasks' ledger entries stand: whoever processes
         the events or sweeps the records next makes the same ids, stopped as duplicates,
-        and the same marks. Checked once before the state is written, and before each
-        retry of its changelog write."""
+        and the same marks. Checked once before the state is written, before each
+        retry of its changelog write, and once the changelog acknowledged it (then the
+        records are the changelog's only: this store keeps neither them nor their offset)."""
         if self.tasks is None or self.dead_letters is None:
             raise RuntimeError("the runtime is not started")
         stage = self.metrics.stage
@@ -492,6 +493,24 @@ class Runtime:
                 store.discard(saved)
                 raise
             stage.labels("changelog").observe(time.perf_counter() - started)
+            if written is not None and owned is not None and not owned():
+                # Sent while ours, acknowledged once a rebalance began: the changelog has
+                # the records, this store keeps neither them nor their offset (whoever
+                # holds the partitions after the rebalance, this worker too, restores
+                # them from the changelog). Kept once the partitions went (the broker slow
+                # past the revocation's wait), the offset claimed the records the next
+                # owner wrote before them, which a RocksDB volume given the partition back
+                # then never read. Nor is the batch counted or marked.
+                store.discard(saved)
+                stage.labels("state").observe(state_s)
+                log.info(
+                    "%s: its %d state record(s) reached the changelog after a rebalance "
+                    "began; not kept here (whoever holds their partitions next restores "
+                    "them, and reads or sweeps the batch again)",
+                    what,
+                    len(result.changes),
+                )
+                return False
             if written is None:
                 store.discard(saved)
                 stage.labels("state").observe(state_s)

@@ -300,3 +300,31 @@ def test_a_store_without_a_changelog_applies_at_save() -> None:
     assert write.records == []
     assert store.load(SUB) is not None
     assert store.data[SUB] == NEW.to_bytes()
+
+
+async def test_a_write_acknowledged_after_its_partitions_went_is_not_kept_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The changelog write was sent while the partitions were ours and acknowledged after
+    a rebalance took them (the broker slow past the revocation's wait). The store kept the
+    records and moved its offset to theirs: a RocksDB volume given the partition back
+    later read the changelog only after that offset, so the records the next owner wrote
+    before it never reached it (its events' first-time facts, series and cooldown marks).
+    And the batch was counted, though the next owner reads its events again and counts
+    them."""
+    order: list[str] = []
+    store, table = _store(order)
+    changelog = FakeChangelog(order, hold=True)
+    runtime = _runtime(monkeypatch, changelog)
+    held = {"ours": True}
+    store.load(SUB)  # the batch's read
+    publish = asyncio.create_task(
+        runtime._publish(_result({SUB: StateChange(NEW, 2)}), store, lambda: held["ours"])
+    )
+    await asyncio.wait_for(changelog.writing.wait(), 30)
+    held["ours"] = False  # a rebalance took the partition while the write was in flight
+    changelog.release.set()
+    assert await publish is False
+    assert order == ["changelog written"]
+    assert (table.data, table.offsets) == ({KEY: OLD.to_bytes()}, {})
+    assert store.load(SUB) == OLD
