@@ -9,6 +9,7 @@ fires, so `all`/`any` evaluate every child rather than stopping early.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -256,6 +257,28 @@ def _param(value: Any, scope: Scope, path: Path, report: Report) -> Callable[[En
     return lambda env: value
 
 
+def _bound(value: Any, scope: Scope, path: Path, report: Report) -> Callable[[Env], Any]:
+    """A threshold (`gte: 0100`, `gte: $min`) as the number it reads as, which the task
+    carries (`amount_gte`): digits with a leading zero are read as text (`in: [0086]`),
+    and a threshold so written reached the consumer as the text "0100", not 100."""
+    if isinstance(value, str) and value.startswith("$"):
+        param = _param(value, scope, path, report)
+
+        def held(env: Env) -> Any:
+            found = param(env)
+            return _as_number(found) if isinstance(found, str) else found
+
+        return held
+    read = _as_number(value) if isinstance(value, str) else value
+    return lambda env: read
+
+
+def _as_number(text: str) -> Any:
+    """`text` as a finite number, else as it is."""
+    read = number(text)
+    return read if read is not None and math.isfinite(read) else text
+
+
 def _compare(
     label: str, get: Getter, node: s.Operators, scope: Scope, path: Path, report: Report
 ) -> Condition:
@@ -272,7 +295,7 @@ def _compare(
         if op in NUMERIC_OPS:
             if isinstance(raw, str) and not raw.startswith("$") and number(raw) is None:
                 report(where, f"{op} needs a number or $param, got {raw!r}: {number_hint(raw)}")
-            limits.append((f"{label}_{op}", _param(raw, scope, where, report), bound_test(op)))
+            limits.append((f"{label}_{op}", _bound(raw, scope, where, report), bound_test(op)))
         elif op in ("in", "not_in"):
             tests.append(_membership(op == "in", _members(raw, scope, where, report)))
         elif op == "prefix":

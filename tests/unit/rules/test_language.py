@@ -142,6 +142,27 @@ class TestFieldPredicates:
         other[1]["subscriber_id"] = "13900139000"
         assert fired(text, [other]) == int("1390" in test)
 
+    @pytest.mark.parametrize(
+        ("condition", "params"),
+        [
+            ("{field: charge, gte: 05}", ""),
+            ("{field: charge, gte: $least}", "    params: {least: 05}\n"),
+        ],
+    )
+    def test_a_threshold_with_a_leading_zero_reaches_the_task_as_a_number(
+        self, condition: str, params: str
+    ) -> None:
+        """Read as text since digits with a leading zero are, the threshold went out in
+        the task's params as "05" (a consumer reading a number got text) and `{charge_gte}`
+        showed 05."""
+        text = one_rule(
+            f"    on: [usage]\n{params}    condition: {condition}\n", description="{charge_gte}"
+        )
+        tasks = run(rules_from(text), [usage(at("2026-11-02"), kind="data", charge=6)]).tasks
+        assert [t.moment.params["charge_gte"] for t in tasks] == [5]
+        assert not isinstance(tasks[0].moment.params["charge_gte"], str)
+        assert tasks[0].moment.description == "5"
+
     def test_when_filters_before_the_condition(self) -> None:
         text = one_rule("    on: [usage]\n    when: {kind: [voice]}\n")
         events = [usage(at("2026-11-02"), kind="voice"), usage(at("2026-11-02"), kind="sms")]
