@@ -1034,6 +1034,10 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         and _is_duration(path)
     ):
         return f"{loc}: {_unitless(path[-1], scalar)}"
+    if isinstance(scalar, str) and re.fullmatch(r"[0-9]+", scalar) and _is_duration(path):
+        # `ttl: 024`: digits with a leading zero are read as text (`in: [0086]`), and
+        # were told the form alone, not `write 24d` as `ttl: 24` is.
+        return f"{loc}: {_unitless(path[-1], int(scalar))}"
     if isinstance(scalar, list) and len(path) >= 2 and path[-2] == "params":
         items = ", ".join(map(str, scalar))
         return (

@@ -102,6 +102,18 @@ class TestADurationWithNoUnit:
             "r.yaml:5:39: rules.0.condition.lookback: 60 has no unit: write 60d for 60 days"
         ]
 
+    def test_digits_with_a_leading_zero_are_told_the_same(self) -> None:
+        """`ttl: 048`, read as text since such digits are (`in: [0086]`), was told the
+        form alone ("'048' is not a duration; write a number and a unit")."""
+        text = RULE.replace("ttl: 48h", "ttl: 048").replace(
+            "{field: severity, lte: 2}", "{first_time: category, lookback: 060}"
+        )
+        assert problems(text) == [
+            "r.yaml:5:39: rules.0.condition.lookback: 60 has no unit: write 60d for 60 days",
+            "r.yaml:12:7: rules.0.task.ttl: 48 has no unit: write 48d for 48 days, 48h for "
+            "48 hours (s, m, h, d or w)",
+        ]
+
     def test_the_gating_section_s_and_a_fraction(self) -> None:
         gating = (
             "gating: {roaming_lapses_after: 21, frequency_cap: {max_contacts: 2, period: 1.5}}\n"
