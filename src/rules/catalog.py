@@ -688,7 +688,9 @@ def _when(
                 continue
         held = list(_params_in(test))
         for loc, value in held:
-            op = loc[0] if loc and isinstance(loc[0], str) else "eq"
+            # In a list (`kind: [$k]`: one of), `in:`, which reads a param's comma-separated
+            # list; `eq: $k` matched no event once the param held two values.
+            op = loc[0] if loc and isinstance(loc[0], str) else "in" if loc else "eq"
             problem(
                 (field_name, *loc),
                 f"{value}: when: compares with values written in it, not params"

@@ -208,7 +208,21 @@ class TestAParamInAFilter:
             "{field: complaint_id, prefix: $ids}",
             "r.yaml:5:53: $c: when: compares with values written in it, not params (a filter is "
             "the same for every region and tier); to use a param, test it in the condition: "
-            "{field: category, eq: $c}",
+            "{field: category, in: $c}",
+        ]
+
+    def test_a_param_in_a_list_is_told_in(self) -> None:
+        """`counterparty: [$hot]` (one of) was told `eq: $hot`, which with `hot: "10010,
+        10000"` compares with the whole text and matches no event; `in: $hot` reads the
+        list, and a param of one value too."""
+        text = RULE.replace(
+            "    on: [complaint]\n",
+            "    on: [complaint]\n    when: {category: [$c, billing], complaint_id: $i}\n",
+        )
+        found = problems(text)
+        assert [p.rsplit("condition: ", 1)[-1] for p in found] == [
+            "{field: category, in: $c}",
+            "{field: complaint_id, eq: $i}",
         ]
 
     def test_a_series_filter_says_to_write_the_value(self) -> None:
