@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from rules.calendar import HolidayCalendar
+from rules.calendar import HolidayCalendar, HolidayEntry
 from rules.catalog import RuleSet
 from rules.rule import CompiledRule
 
@@ -107,8 +107,21 @@ def _holiday_changes(old: HolidayCalendar, new: HolidayCalendar) -> list[str]:
         elif key not in before:
             out.append(f"{key}: added")
         elif before[key] != after[key]:
-            out.append(f"{key}: its days changed")
+            out.append(f"{key}: {_entry_change(before[key], after[key])}")
     return out
+
+
+def _entry_change(old: Any, new: Any) -> str:
+    """What changed of a holiday: its days, or its names only (what a greeting shows): a
+    renamed day was said to have moved."""
+    named = {"name", "local_name"}
+    if (
+        isinstance(old, HolidayEntry)
+        and isinstance(new, HolidayEntry)
+        and old.model_dump(exclude=named) == new.model_dump(exclude=named)
+    ):
+        return "its name changed"
+    return "its days changed"
 
 
 def _series_shapes(rules: RuleSet) -> dict[str, tuple[str, int]]:

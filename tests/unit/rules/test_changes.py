@@ -186,6 +186,24 @@ def test_rules_diff_says_what_a_calendar_change_does(
     assert not same
 
 
+def test_rules_diff_says_a_renamed_holiday_is_renamed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's day given another name (what its greeting shows), on the same day,
+    was said to have its days changed: a reviewer looked for a date that had not moved."""
+    rules = BASE.replace("series:", "special_days: {calendar: days.yaml}\nseries:")
+    day = "holidays:\n  - key: our_day\n    name: {}\n    every_year: 05-17\n"
+    for name, called in (("old", "Our day"), ("new", "Our birthday")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rules.yaml").write_text(rules)
+        (tmp_path / name / "days.yaml").write_text(day.format(called))
+    assert main(["rules", "diff", str(tmp_path / "old"), str(tmp_path / "new")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "catalog sections changed: holidays",
+        "    our_day: its name changed",
+    ]
+
+
 def test_each_change_says_what_differs() -> None:
     new = _edit(
         ("threshold: 10}", "threshold: 20}"),
