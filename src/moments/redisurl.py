@@ -31,6 +31,11 @@ def problem(url: str) -> str | None:
     port that is no number from 1 to 65535 (redis-py raises; port 0 it takes for 6379), no
     host (it takes localhost), a database that is no number (a path such as `/moments`:
     it takes database 0), no socket path for unix://. The scheme is checked before."""
+    if _cut_login(url) is not None:  # before the port: that message quoted the password
+        return (
+            "the user or password holds a '/', '?' or '#', where a URL's login ends; "
+            "percent-encode them (%2F, %3F, %23), e.g. redis://moments:pa%2Fss@redis:6379/0"
+        )
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     db = query.get("db", [])
@@ -61,6 +66,10 @@ def problem(url: str) -> str | None:
 def passwords(url: str) -> list[str]:
     """Each password in `url`, as written there (percent-encoded) and decoded: a log line
     may quote either. Longest first, so that none is redacted by half."""
+    if (cut := _cut_login(url)) is not None:  # the login's password, then the rest's
+        password = cut[0].partition(":")[2]
+        rest = passwords(f"{url.partition('://')[0]}://{cut[1]}")
+        return sorted({p for p in (password, unquote(password), *rest) if p}, key=len, reverse=True)
     parts = urlsplit(url)
     found = [parts.password, unquote(parts.password)] if parts.password else []
     for pair in parts.query.split("&"):
@@ -73,6 +82,10 @@ def passwords(url: str) -> list[str]:
 
 def redacted_url(url: str) -> str:
     """`url` with any password, in the user part or the query, replaced by `****`."""
+    if (cut := _cut_login(url)) is not None:
+        user, colon, _ = cut[0].partition(":")
+        if colon:
+            return redacted_url(f"{url.partition('://')[0]}://{user}:{MASK}@{cut[1]}")
     parts = urlsplit(url)
     userinfo, at, hostport = parts.netloc.rpartition("@")
     netloc = parts.netloc
@@ -90,6 +103,26 @@ def redacted_url(url: str) -> str:
 def _redacted_pair(pair: str) -> str:
     name, eq, value = pair.partition("=")
     return f"{name}={MASK}" if eq and value and unquote_plus(name) in _QUERY_SECRETS else pair
+
+
+def _cut_login(url: str) -> tuple[str, str] | None:
+    """(login, what follows its `@`) when the login holds a `/`, `?` or `#` not
+    percent-encoded (`redis://moments:pa/ss@redis:6379/0`): a URL's host part ends at the
+    first of them, so the host is read as `moments`, a port as `pa`, and the password is in
+    the path, where redaction did not look. None when the login is read whole or there is
+    none. The `@` is the last before the first `=` after the host part, so one in a query
+    value (`?client_name=ops@site`) is not taken for it; the host part may hold one too
+    (`redis://u:p@ss/word@redis`: the path of a redis:// URL is a database number, so an
+    `@` in it is a login's). Not for unix://, whose path may hold an `@`."""
+    scheme, _, after = url.partition("://")
+    netloc = urlsplit(url).netloc
+    if scheme not in ("redis", "rediss") or not netloc or not after.startswith(netloc):
+        return None
+    tail = after[len(netloc) :]
+    at = tail.partition("=")[0].rfind("@")
+    if at < 0:
+        return None
+    return netloc + tail[:at], tail[at + 1 :]
 
 
 def _first(values: list[str] | None) -> str | None:

@@ -188,6 +188,34 @@ def test_redis_urls_redis_py_reads_load(monkeypatch: pytest.MonkeyPatch, url: st
     assert load_settings().redis_url == url
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://moments:s3/cr3t@redis:6379/0",
+        "redis://:s3?cr3t@redis:6379/0",
+        "rediss://moments:s3#cr3t@redis:6380/0",
+        "redis://moments:s3/cr3t@redis:6379/0?password=s3?cr3t",
+        "redis://moments:s3@x/cr3t@redis:6379/0",
+    ],
+)
+def test_a_password_with_a_slash_question_mark_or_hash_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """A URL's host part ends at the first `/`, `?` or `#`: redis-py reads
+    `moments:s3/cr3t@redis` as host `moments`, port `s3`. The check refused it as a port
+    that is no number ("the port in moments:s3"), and the refusal's `(got ...)` printed the
+    whole URL, password and all: redaction looked for the password where the host part
+    ends. It says to percent-encode them, and shows no part of the password."""
+    monkeypatch.setenv("MOMENTS_REDIS_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "percent-encode" in message
+    assert "cr3t" not in message
+    assert ":s3" not in message
+    assert "://moments:****@redis:63" in message or "://:****@redis:6379" in message
+
+
 def test_config_show_warns_of_them_in_the_env_file_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
