@@ -101,6 +101,7 @@ def run_pipeline(
     result: PipelineResult | None = None,
     until: dt.datetime | None = None,
     live_from: dt.datetime | None = None,
+    begins: float | None = None,
 ) -> PipelineResult:
     """Run events through the detector in batches; tasks deduplicated by id, as on the stream.
 
@@ -109,7 +110,10 @@ def run_pipeline(
     Pass the `result` of an earlier run to continue with its state and ledger. `until`
     lets event time run on to that instant after the last event (as the stream's
     watermark does), closing windows for subscribers who went silent. Moments dated before
-    `live_from` make no task (`MOMENTS_LIVE_FROM`): they are counted in `shadow`."""
+    `live_from` make no task (`MOMENTS_LIVE_FROM`): they are counted in `shadow`.
+    `begins` (epoch seconds): where event time begins; records dated before it (the
+    `--profiles` snapshot, each profile dated when it last changed) are applied in its hour,
+    as the backtest applies them (`backtest_input.history`), not swept from their dates."""
     items: list[Input | RawRecord] = list(events)
     out = result if result is not None else PipelineResult()
     records = [r for r in items if isinstance(r, RawRecord)]
@@ -148,7 +152,8 @@ def run_pipeline(
     # the 09:00 look when nothing came between) and was dated at it, so what `rules test`
     # found depended on other subscribers' events.
     swept_bucket = out.watermark // SWEEP_BUCKET_S if out.watermark else -1
-    for hour, batch_records in _hourly_batches(records, batch_size):
+    first = int(begins) // SWEEP_BUCKET_S if begins else -1
+    for hour, batch_records in _hourly_batches(records, batch_size, first):
         if hour > swept_bucket:
             if swept_bucket >= 0:
                 sweep_hours(swept_bucket + 1, hour)
@@ -180,15 +185,18 @@ def run_pipeline(
     return out
 
 
-def _hourly_batches(records: list[RawRecord], size: int) -> Iterator[tuple[int, list[RawRecord]]]:
+def _hourly_batches(
+    records: list[RawRecord], size: int, first: int = -1
+) -> Iterator[tuple[int, list[RawRecord]]]:
     """`records` in batches of at most `size`, a new one whenever a record's event time
     enters a later hour than the batch's first (the stream's batches span milliseconds),
-    each with that hour (epoch hours; -1 when no record before it had a readable time)."""
+    each with that hour (epoch hours; -1 when no record before it had a readable time).
+    A record dated before hour `first` is taken as of that hour."""
     batch: list[RawRecord] = []
     bucket = -1
     for record in records:
         at = _event_time(record)
-        hour = int(at) // SWEEP_BUCKET_S if at is not None else bucket
+        hour = max(first, int(at) // SWEEP_BUCKET_S) if at is not None else bucket
         if batch and (len(batch) >= size or hour > bucket):
             yield bucket, batch
             batch = []

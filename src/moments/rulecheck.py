@@ -144,11 +144,13 @@ def check_rules(
 ) -> PipelineResult:
     """The rules over event files (JSON lines or CSV, .gz too, read as the backtest reads
     them), in event-time order; `event_type` is that of the lines of `events` without a
-    `type` (a topic's records carry none)."""
+    `type` (a topic's records carry none). `profiles`: the snapshot when the history
+    begins, read as the backtest and `state seed` read it (`history`): applied at the first
+    event, none dated after it."""
     from moments.backtest_input import (
         EventFile,
         cuts_of,
-        merged,
+        history,
         unreadable_lines,
         untyped_lines,
     )
@@ -158,12 +160,16 @@ def check_rules(
         files.insert(0, EventFile(profiles, EventType.PROFILE))
     offsets: dict[str, int] = {}
     records = []
-    for event in merged(files):
+    begins = None
+    for event in history(files, profiles is not None):
+        if begins is None:
+            begins = event.at  # the first event's time, where the snapshot is placed
         topic = event.event_type.value
         offset = offsets.get(topic, 0)
         offsets[topic] = offset + 1
         records.append(RawRecord(topic, 0, offset, event.key or None, event.value))
-    result = run_pipeline(records, rules, now=None, until=until)
+    snapshot = begins if profiles is not None else None
+    result = run_pipeline(records, rules, now=None, until=until, begins=snapshot)
     result.unreadable_count, result.unreadable = unreadable_lines(files)
     result.untyped_count, result.untyped = untyped_lines(files)
     result.cuts = cuts_of(files)

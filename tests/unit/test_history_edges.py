@@ -28,7 +28,8 @@ from moments.backtest_input import EventFile
 from moments.cli import main
 from moments.eventcheck import check_lines
 from moments.models import EventType
-from moments.rulecheck import EventFileError, MissingEventTypeError
+from moments.rulecheck import EventFileError, MissingEventTypeError, check_rules
+from rules.catalog import load_rules
 
 from .test_unreadable_lines import CATALOG, topup
 
@@ -420,6 +421,35 @@ class TestProfilesFirst:
         tasks = [orjson.loads(line) for line in (out / "tasks.jsonl").read_bytes().splitlines()]
         assert [t for t in tasks if t["moment"]["type"] == "birthday"] == []
         assert {t["region"] for t in tasks} >= {"NJ"}  # the profile was applied
+
+    def test_rules_test_applies_a_snapshot_dated_long_before_at_the_history_start(
+        self, tmp_path: Path
+    ) -> None:
+        """`moments rules test --profiles` reads the snapshot as the backtest and `state
+        seed` do: dated in January, it began event time there and swept every hour since,
+        greeting June's birthday (and the holidays between) in a history of November."""
+        events = tmp_path / "h.jsonl"
+        events.write_bytes(lines_of(5))  # 2026-11-10 from 10:00, subscriber 13800000000 first
+        doc = self.profile(0, "2026-01-05T10:00:00+08:00") | {"birthday": "06-01"}
+        crm = tmp_path / "crm.jsonl"
+        crm.write_bytes(orjson.dumps(doc) + b"\n")
+        tested = check_rules(load_rules(CATALOG), events, crm)
+        assert [t.triggered_at for t in tested.tasks if t.moment.family == "special_day"] == []
+        assert {t.region for t in tested.tasks} >= {"NJ"}  # the profile was applied
+        assert min(t.triggered_at for t in tested.tasks).date() == dt.date(2026, 11, 10)
+
+    def test_rules_test_stops_at_a_profile_dated_after_the_first_event(
+        self, tmp_path: Path
+    ) -> None:
+        """Merged by time in `rules test` alone, a snapshot dated the day it was exported
+        came after every event: the events were judged with no profile."""
+        events = tmp_path / "h.jsonl"
+        events.write_bytes(lines_of(5))  # from 2026-11-10 10:00
+        crm = self.write(
+            tmp_path / "crm.jsonl", ["2026-11-10T09:00:00+08:00", "2026-11-10T12:00:00+08:00"]
+        )
+        with pytest.raises(EventFileError, match=f"{crm}:2: dated 2026-11-10T04:00:00Z, after"):
+            check_rules(load_rules(CATALOG), events, crm)
 
 
 class TestCsvQuotes:
