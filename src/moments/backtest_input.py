@@ -610,7 +610,9 @@ def history(
     after the others' first event (`EventFile.not_after`), and each is placed at it (its
     value keeps its own time). Placed at their own, a snapshot dated when each profile
     last changed (years back) began event time there: the backtest swept every hour
-    since, greeted every birthday of those years, and reported thousands of days."""
+    since, greeted every birthday of those years, and reported thousands of days. With
+    no event at all (profiles seeded alone), the snapshot is placed at its latest date,
+    the time it is as of (read twice: once for that date)."""
     rest = files[1:] if profiles_first else files
     for file in rest:
         file.until = until
@@ -621,6 +623,8 @@ def history(
         if head is not None:
             files[0].not_after = start or math.inf
             events = itertools.chain([head], events)
+        else:
+            start = max((event.at for event in files[0]), default=0.0)
         if start:
             for event in files[0]:
                 yield event._replace(at=start)

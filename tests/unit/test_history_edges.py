@@ -422,6 +422,28 @@ class TestProfilesFirst:
         assert [t for t in tasks if t["moment"]["type"] == "birthday"] == []
         assert {t["region"] for t in tasks} >= {"NJ"}  # the profile was applied
 
+    def test_a_snapshot_with_no_event_is_applied_at_its_latest_date(self, tmp_path: Path) -> None:
+        """With no event to begin at (an empty --events file: seeding profiles alone), the
+        snapshot was placed at each profile's own date: event time began at the oldest
+        (years back) and ran on hour by hour to --to, greeting every birthday and holiday
+        since (2,105 days and 78 tasks for two profiles). It is the profiles as of its
+        latest date, and applied there."""
+        events = tmp_path / "none.jsonl"
+        events.write_bytes(b"")
+        docs = [
+            self.profile(0, "2021-03-01T10:00:00+08:00") | {"birthday": "03-15"},
+            self.profile(1, "2023-07-01T10:00:00+08:00"),
+        ]
+        crm = tmp_path / "crm.jsonl"
+        crm.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+        out = tmp_path / "out"
+        argv = ["backtest", "--events", str(events), "--profiles", str(crm), "--to"]
+        assert main([*argv, "2023-07-03", "--out", str(out)]) == 0
+        report = orjson.loads((out / "report.json").read_bytes())
+        assert report["summary"]["first_event"] == "2023-07-01T10:00:00+08:00"
+        assert report["days"] == ["2023-07-01", "2023-07-02"]
+        assert (out / "tasks.jsonl").read_bytes() == b""
+
     def test_rules_test_applies_a_snapshot_dated_long_before_at_the_history_start(
         self, tmp_path: Path
     ) -> None:
