@@ -50,6 +50,8 @@ class PipelineResult:
     """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
     cuts: list[Cut] = field(default_factory=list)
     """Files whose gzip data ended early: read up to the cut (`moments rules test`)."""
+    out_of_order: list[str] = field(default_factory=list)
+    """A warning per file not in event-time order (`backtest_input.order_said`)."""
     store: DictStateStore = field(default_factory=DictStateStore)
     watermark: int = 0
     """Latest event time seen (epoch seconds): where a later `until` sweep starts."""

@@ -151,6 +151,7 @@ def check_rules(
         EventFile,
         cuts_of,
         history,
+        order_said,
         unreadable_lines,
         untyped_lines,
     )
@@ -173,6 +174,8 @@ def check_rules(
     result.unreadable_count, result.unreadable = unreadable_lines(files)
     result.untyped_count, result.untyped = untyped_lines(files)
     result.cuts = cuts_of(files)
+    # The snapshot of --profiles is applied whole at the start, in no time order.
+    result.out_of_order = order_said(files[1:] if profiles is not None else files)
     return result
 
 

@@ -348,6 +348,8 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
             print(describe_task(task, mask=not args.show_ids))
     if not args.json:
         print("\n".join(summary(result, rules, until)))
+    for said in result.out_of_order:  # the tasks above are not the history's
+        print(f"moments: warning: {said}", file=sys.stderr)
     for cut in result.cuts:  # the tasks above are those of the lines before the cut
         print(f"moments: {cut.said()}", file=sys.stderr)
     if not expected:

@@ -582,6 +582,20 @@ class TestTimeOrder:
         assert main(["state", "seed", "--events", str(path), "--dry-run"]) == 0
         assert f"{path}:4: dated 2026-11-10T02:30:00Z" in said(capsys)
 
+    def test_rules_test_says_it_too(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`moments rules test` replays a file in its order with one event time as the
+        backtest does (its sweeps run on past the lines behind), and said nothing of it: a
+        rule author read, and `--expect`ed, figures that were not the history's."""
+        monkeypatch.setenv("COLUMNS", "400")
+        times = ["10T10:00", "10T12:00", "11T09:00", "10T10:30", "10T11:00", "11T10:00"]
+        path = self.write(tmp_path / "h.jsonl", times)
+        assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 0
+        text = said(capsys)
+        assert f"{path}:4: dated 2026-11-10T02:30:00Z, 22.5 hours before line 3 above it" in text
+        assert "Sort the file by occurred_at" in text
+
     def test_a_line_dated_far_ahead_names_itself_as_the_line_above(self, tmp_path: Path) -> None:
         times = ["10T10:00", "10T10:05", "10T10:10", "10T10:15", "10T10:20"]
         path = self.write(tmp_path / "h.jsonl", times)
