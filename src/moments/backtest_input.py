@@ -526,7 +526,9 @@ class EventFile:
             latest, above = 0.0, 0  # the latest time read before `until`, and its line
             begun = reader.line_num + 1
             for row in reader:
-                begun = reader.line_num + 1  # the next row's
+                # The line this row begins on: a quoted cell may hold line breaks, and the
+                # reader's count is where the row ends (a blank line before it is skipped).
+                line, begun = reader.line_num - _breaks(row.values()), reader.line_num + 1
                 kind = row.get("type")
                 event_type = _TYPES.get(kind) if kind else self.default_type
                 numeric = NUMERIC_FIELDS[event_type] if event_type else frozenset()
@@ -534,9 +536,9 @@ class EventFile:
                     k: _cell(v, k in numeric) for k, v in row.items() if k and v not in (None, "")
                 }
                 try:
-                    event = _event(doc, f"{self.path}:{reader.line_num}", self.default_type)
+                    event = _event(doc, f"{self.path}:{line}", self.default_type)
                 except MissingEventTypeError as exc:  # an empty or unknown `type` cell
-                    self._left_out(reader.line_num, str(exc), _epoch(doc.get("occurred_at")))
+                    self._left_out(line, str(exc), _epoch(doc.get("occurred_at")))
                     untyped += 1
                     first = not typed and self.default_type is None  # all rows so far
                     if first and untyped >= READABLE_WITHIN:
@@ -545,12 +547,12 @@ class EventFile:
                 typed = True
                 at = event.at
                 if at > self.not_after:
-                    raise self._after_history(reader.line_num, at)
+                    raise self._after_history(line, at)
                 if at > latest:
                     if at < self.until:
-                        latest, above = at, reader.line_num
+                        latest, above = at, line
                 elif at < latest - BEHIND_S and at:
-                    self._behind(reader.line_num, at, above, latest)
+                    self._behind(line, at, above, latest)
                 yield event
             self._lines_read = reader.line_num
             if not typed and untyped and self.default_type is None:
@@ -585,6 +587,17 @@ class EventFile:
                 except UnicodeDecodeError:
                     return number
         return 0
+
+
+def _breaks(cells: Iterable[Any]) -> int:
+    """The line breaks inside a CSV row's cells (`\r\n`, `\n` or `\r`, as the text
+    reader ends lines), the cells past the header's in a list."""
+    count = 0
+    for cell in cells:
+        for text in cell if isinstance(cell, list) else (cell,):
+            if isinstance(text, str) and ("\n" in text or "\r" in text):
+                count += text.count("\n") + text.count("\r") - text.count("\r\n")
+    return count
 
 
 def _utc(at: float) -> str:

@@ -596,6 +596,29 @@ class TestTimeOrder:
         assert f"{path}:4: dated 2026-11-10T02:30:00Z, 22.5 hours before line 3 above it" in text
         assert "Sort the file by occurred_at" in text
 
+    @pytest.mark.parametrize("newline", ["\n", "\r\n"])
+    def test_a_csv_row_over_several_lines_is_named_by_the_line_it_begins_on(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str
+    ) -> None:
+        """A cell holding a line break (a note typed over two lines, quoted as CSV does)
+        made the row end a line later than it begins: the warning named the row's last
+        line, and the line above by its last too, where an editor shows the row's start
+        (a quote not closed is named by the line its row begins on already)."""
+        monkeypatch.setenv("COLUMNS", "400")
+        head = "type,event_id,subscriber_id,occurred_at,amount,channel,note"
+        rows = [
+            'topup,t0,13800000000,2026-11-10T10:00:00+08:00,50,app,"first\nsecond"',
+            'topup,t1,13800000001,2026-11-11T09:00:00+08:00,50,app,"one\ntwo\nthree"',
+            "",  # a blank line (line 7), which the reader skips
+            'topup,t2,13800000002,2026-11-10T10:30:00+08:00,50,app,"a\nb"',
+        ]
+        path = tmp_path / "h.csv"
+        path.write_bytes(("\n".join([head, *rows]) + "\n").replace("\n", newline).encode())
+        (warning,) = self.warnings(tmp_path, path)
+        assert warning.startswith(
+            f"{path}:8: dated 2026-11-10T02:30:00Z, 22.5 hours before line 4 above it"
+        )
+
     def test_a_line_dated_far_ahead_names_itself_as_the_line_above(self, tmp_path: Path) -> None:
         times = ["10T10:00", "10T10:05", "10T10:10", "10T10:15", "10T10:20"]
         path = self.write(tmp_path / "h.jsonl", times)
