@@ -9,6 +9,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor, SafeConstructor
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 
 def _text(loader: Any, node: Any) -> Any:
@@ -37,7 +38,7 @@ def _digits_or_int(loader: Any, node: Any) -> Any:
     1012345 and 86, and matched no event's `counterparty`, silently."""
     if isinstance(node.value, str) and _LEADING_ZERO.fullmatch(node.value):
         return node.value
-    return RoundTripConstructor.construct_yaml_int(loader, node)
+    return loader.construct_yaml_int(node)
 
 
 class DigitsAsWritten(RoundTripConstructor):
@@ -45,6 +46,52 @@ class DigitsAsWritten(RoundTripConstructor):
 
 
 DigitsAsWritten.add_constructor("tag:yaml.org,2002:int", _digits_or_int)
+
+_NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+
+
+def _number_keys_as_text(root: Node) -> None:
+    """Every key written as a plain number (`010`, `10`, `1.5`) tagged as text, to be read
+    as written: keys of a file whose maps are all keyed by names (the dispatch policy's
+    regions, rule ids, channels)."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:  # an alias is the node it names
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                if key.tag in _NUMBER_TAGS:
+                    key.tag = "tag:yaml.org,2002:str"
+                todo += [key, value]
+        elif isinstance(node, SequenceNode):
+            todo += node.value
+
+
+class NamesAsWritten(SafeTextDates):
+    """`SafeTextDates` where digits with a leading zero are text (`_digits_or_int`), as in a
+    rules file, and a key written as a number is its text (`_number_keys_as_text`): the
+    dispatch policy, whose maps are keyed by names. A region key `010` (Beijing's area
+    code) was read as 10 and `10` as a number, each refused "Input should be a valid
+    string" while a rules file's `region: 010` read "010"."""
+
+    def construct_document(self, node: Any) -> Any:
+        _number_keys_as_text(node)
+        return super().construct_document(node)
+
+
+class NamesAsWrittenAt(TextDates):
+    """`NamesAsWritten` keeping each node's line and column (`YAML(typ="rt")`)."""
+
+    def construct_document(self, node: Any) -> Any:
+        _number_keys_as_text(node)
+        return super().construct_document(node)
+
+
+NamesAsWritten.add_constructor("tag:yaml.org,2002:int", _digits_or_int)
+NamesAsWrittenAt.add_constructor("tag:yaml.org,2002:int", _digits_or_int)
 
 
 def key_at(node: CommentedMap, key: Any) -> tuple[int, int] | None:

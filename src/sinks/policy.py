@@ -315,10 +315,10 @@ def _with_positions(text: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
-    from rules.yamlpos import TextDates
+    from rules.yamlpos import NamesAsWrittenAt
 
     yaml = YAML(typ="rt")
-    yaml.Constructor = TextDates
+    yaml.Constructor = NamesAsWrittenAt
     try:
         return yaml.load(text)
     except (YAMLError, ValueError):
@@ -341,10 +341,11 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         problem = beyond_limits(str(path), text)
         if problem is not None:  # nested thousands deep, it crashed start-up (RecursionError)
             raise ConfigError(f"invalid dispatch policy: {problem}")
-        from rules.yamlpos import SafeTextDates
+        from rules.yamlpos import NamesAsWritten
 
-        yaml = YAML(typ="safe")  # dates as text: a bad one is refused at its line
-        yaml.Constructor = SafeTextDates
+        # Dates as text (a bad one is refused at its line), region keys as written (`010`).
+        yaml = YAML(typ="safe")
+        yaml.Constructor = NamesAsWritten
         data: Any = yaml.load(text)
     except RulesError as exc:
         raise ConfigError(f"invalid dispatch policy: {exc}") from None

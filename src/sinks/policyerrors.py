@@ -31,6 +31,13 @@ def message(error: Mapping[str, Any]) -> str:
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     if kind == "enum" and error["loc"] and error["loc"][-1] == KEY:
         return _channel_key(value)
+    if kind == "string_type" and error["loc"] and error["loc"][-1] == KEY:
+        # A key written as a number is its text (`010`, `10`: `rules.yamlpos.NamesAsWritten`)
+        if isinstance(value, bool):
+            said = str(value).lower()
+            return f'{said} is read as yes or no, not a name: write it in quotes, "{said}"'
+        if value is None:
+            return "an empty key (null, ~) is not a name: write the region, rule or channel"
     if kind in {"int_parsing", "int_from_float", "int_type"}:
         return f"{value!r} is not a count: write a whole number, e.g. 40"
     if kind in {"time_parsing", "time_type"}:
@@ -71,6 +78,8 @@ def located(doc: Any, error: Mapping[str, Any]) -> tuple[int, int, str, str]:
     whole list that names one of its items is at that item (`_item_named`)."""
     loc: Sequence[str | int] = tuple(p for p in error["loc"] if isinstance(p, str | int))
     field = [str(p) for p in loc if p != KEY]
+    if loc and loc[-1] == KEY and isinstance(error.get("input"), bool) and field:
+        field[-1] = str(error["input"]).lower()  # pydantic says a key true as 1
     at_key = bool(loc and loc[-1] == KEY) or error.get("input", "") is None
     said = message(error)
     path = [p for p in loc if p != KEY]

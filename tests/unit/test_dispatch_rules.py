@@ -94,6 +94,25 @@ class TestPolicyFile:
         assert policy.overflow_for("low_balance").channel is Channel.SMS
         assert policy.contact.period == dt.timedelta(days=3)
 
+    def test_a_region_of_digits_is_the_text_written(self, tmp_path: Path) -> None:
+        """A region keyed by its area code (`010` Beijing, `025` Nanjing) was read as the
+        number 10 and refused "capacity.10: Input should be a valid string", the zero lost
+        and no fix given, while a rules file's `region: 010` reads "010"; `10` too was
+        refused. The counts beside them, leading zero or not, stay numbers."""
+        path = tmp_path / "policy.yaml"
+        path.write_text(
+            "capacity:\n  010: {manager: 040}\n  10: {manager: 5}\n  '*': {manager: 02}\n"
+            "overflow:\n  low_balance: {policy: fallback, channel: sms}\n"
+            "contact: {max_contacts: 03, period: 7d}\n"
+        )
+        policy = load_policy(path)
+        assert sorted(policy.capacity) == ["*", "010", "10"]
+        assert policy.pool("010", Channel.MANAGER) == ("010", 40)
+        assert policy.pool("10", Channel.MANAGER) == ("10", 5)
+        assert policy.pool("025", Channel.MANAGER) == ("*", 2)
+        assert policy.contact.max_contacts == 3
+        assert policy.describe_capacity().startswith("tasks a day: 010 manager 40; 10 manager 5")
+
     async def test_the_regions_not_listed_share_one_pool(self) -> None:
         """A pool per unlisted region let each region an event named (a typo, 'nj' beside
         'NJ') make its own day of calls and its own series of capacity_left (SRE and

@@ -59,3 +59,26 @@ def test_a_fraction_of_a_task_is_not_a_count(tmp_path: Path) -> None:
 def test_an_hour_past_the_day_is_not_a_time(tmp_path: Path) -> None:
     said = _refused(tmp_path, 'next_day_at: "25:00"\n')
     assert ":1:14: next_day_at: '25:00' is not a time of day: write HH:MM, e.g. \"09:00\"" in said
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "capacity:\n  010: {manager: forty}\n",
+            ":2:18: capacity.010.manager: 'forty' is not a count: write a whole number",
+        ),
+        (
+            "capacity:\n  true: {manager: 4}\n",
+            ":2:3: capacity.true: true is read as yes or no, not a name: write it in quotes, "
+            '"true"',
+        ),
+    ],
+)
+def test_a_region_key_is_refused_as_written_and_told_the_fix(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    """A region of digits is read as written (`010`), its errors named so; a key YAML reads
+    as yes or no is told to quote it: both said "Input should be a valid string" alone,
+    the first as capacity.10."""
+    assert says in _refused(tmp_path, text)
