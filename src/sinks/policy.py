@@ -51,6 +51,16 @@ Duration = Annotated[
 (a field that needed its own validator read `7d` as an error where one was forgotten)."""
 
 
+def _time_as_text(value: object) -> object:
+    """A time of day written as a number (`next_day_at: 900`) as its text, refused with
+    HH:MM: pydantic reads a number as seconds after midnight, UTC, and `900` (or `0900`,
+    read as 900 before digits with a leading zero were text) released tasks deferred to
+    the next day at 00:15."""
+    if isinstance(value, int | float):
+        return str(value).lower()
+    return value
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -142,7 +152,7 @@ class DispatchPolicy(_Frozen):
     )  # a count >= 0 on the value itself, so that an error is at its line
     reserved_share: float = Field(default=0.2, ge=0, le=1)
     overflow: dict[str, Overflow] = Field(default_factory=dict)
-    next_day_at: dt.time = dt.time(9, 0)
+    next_day_at: Annotated[dt.time, BeforeValidator(_time_as_text)] = dt.time(9, 0)
     contact: ContactPolicy = ContactPolicy()
     merge: MergePolicy = MergePolicy()
     relevance: dict[str, RelevanceCheckName] = Field(

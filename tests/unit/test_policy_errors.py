@@ -82,3 +82,11 @@ def test_a_region_key_is_refused_as_written_and_told_the_fix(
     as yes or no is told to quote it: both said "Input should be a valid string" alone,
     the first as capacity.10."""
     assert says in _refused(tmp_path, text)
+
+
+@pytest.mark.parametrize("written", ["0900", "900", "32400", "9.5"])
+def test_a_time_of_day_written_as_a_number_is_refused(tmp_path: Path, written: str) -> None:
+    """Read as seconds after midnight UTC, `next_day_at: 0900` (or 900) loaded as 00:15:
+    tasks deferred to the next day went out a quarter past midnight, without a word."""
+    said = _refused(tmp_path, f"next_day_at: {written}\n")
+    assert f":1:14: next_day_at: '{written}' is not a time of day: write HH:MM" in said
