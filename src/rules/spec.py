@@ -285,6 +285,18 @@ class OverrideSpec(_Strict):
     tier: str | list[str] | None = None
     params: dict[str, float | int | str] = Field(min_length=1)
 
+    @field_validator("region", mode="before")
+    @classmethod
+    def _digits_as_text(cls, value: Any) -> Any:
+        """`region: 10` as the region "10", as the dispatch policy reads `capacity: {10:
+        ...}` (`010` is "010" already, digits with a leading zero being text): it was
+        refused "Input should be a valid string" and no more."""
+
+        def text(item: Any) -> Any:
+            return str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+
+        return [text(v) for v in value] if isinstance(value, list) else text(value)
+
 
 class RuleSpec(_Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=64)

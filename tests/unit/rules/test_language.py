@@ -456,6 +456,16 @@ class TestThresholdsAndOverrides:
         events.append(usage(at("2026-11-02"), kind="data", balance_after=balance, **extra))
         assert fired(one_rule(self.BODY), events) == int(fires)
 
+    @pytest.mark.parametrize(("written", "regions"), [("10", ["10"]), ("[10, 025]", ["10", "025"])])
+    def test_a_region_of_digits_is_the_text_written(self, written: str, regions: list[str]) -> None:
+        """`region: 10` is the region "10", as the dispatch policy's `capacity: {10: ...}`
+        is (and `025` "025", digits with a leading zero being text): it was refused
+        "Input should be a valid string" and no more."""
+        text = one_rule(self.BODY.replace("[NJ, SZ]", written))
+        for region in [*regions, "010"]:
+            events = [usage(at("2026-11-02"), kind="data", balance_after=15, region=region)]
+            assert fired(text, events) == int(region in regions)
+
     def test_a_close_time_rule_takes_the_city_its_events_name(self) -> None:
         """A monthly rule has no event: the city is the profile's, else the one the
         subscriber's events named. A CRM feed without `region` left every SH customer
