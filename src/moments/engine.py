@@ -10,6 +10,7 @@ import datetime as dt
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from moments.batchresult import BatchResult, StateChange, erasure_time, forget, unmake
 from moments.cooldowns import CooldownReturn, MalformedReturnError, give_back_returned
@@ -186,6 +187,7 @@ class Detector:
             made = len(result.tasks), len(result.facts)
             failed_here = False
             behind = False
+            looked: dict[str, Any] | None = None
             try:
                 behind = at < state.seen.get(source, at)
                 refused: DeadLetter | None = None
@@ -193,6 +195,8 @@ class Detector:
                     result.future += 1
                     refused = too_far_ahead(record, event_type, at, horizon - ahead, ahead)
                 elif isinstance(decoded, ProfileEvent):
+                    if state.special_day and self.rules.special.rules:
+                        looked = dict(state.profile)  # as the day's last look read it
                     if not profile_update(state, decoded, at):
                         result.late += 1
                         refused = stale_profile(record, at, state)
@@ -211,7 +215,7 @@ class Detector:
                     else:
                         if at > marks.get(partition, 0):
                             marks[partition] = at
-                        self.apply(sub, decoded, event_type, state, at, ctx, result)
+                        self.apply(sub, decoded, event_type, state, at, ctx, result, looked)
             except Exception as exc:  # one record must not stop the stream
                 unmake(result, made[0])
                 del result.facts[made[1] :]
@@ -313,8 +317,11 @@ class Detector:
         at: int,
         ctx: EvalContext,
         result: BatchResult,
+        looked: Mapping[str, Any] | None = None,
     ) -> None:
-        """Fold one new event into the state and evaluate the rules it can fire."""
+        """Fold one new event into the state and evaluate the rules it can fire.
+        `looked`: a profile update's profile before it (None: not kept), what the special
+        days' last look read (`moments.sweep.special_days`)."""
         track(event, state, at, self.rules.gating.open_complaint_lapse, self.lateness)
         if event_type is not EventType.USAGE and event_type is not EventType.COMPLAINT:
             result.facts.append(event)
@@ -360,4 +367,4 @@ class Detector:
                 emit(self, rule, fired, sub, event, state, at, ctx, result)
         if event_type is EventType.PROFILE:
             # A birthday or contract end set later in the day still counts that day.
-            special_days(self, sub, state, at, tz, ctx, result, profile_changed=True)
+            special_days(self, sub, state, at, tz, ctx, result, profile_changed=True, looked=looked)

@@ -11,9 +11,9 @@ no event reached, and `next_sweep` says when a record is next worth sweeping.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moments.batchresult import BatchResult, StateChange, unmake
 from moments.models import EventType
@@ -49,9 +49,15 @@ def special_days(
     ctx: EvalContext,
     result: BatchResult,
     profile_changed: bool = False,
+    looked: Mapping[str, Any] | None = None,
 ) -> bool:
     """Look at the subscriber's special days once a day at the local hour (in event
-    time); True when it did."""
+    time); True when it did.
+
+    `looked`: on a profile update, the profile before it. A look again at a day looked
+    at already is for what the update brought (a birthday entered at 15:00): an
+    occasion a rule fired on at the day's last look, read with that profile, was judged
+    then, and is one moment (counted once in `moments_detected_total`, its task made once)."""
     special = detector.rules.special
     if not special.rules:
         return False
@@ -69,13 +75,49 @@ def special_days(
     # Its end as the day's window ends, as a real local time: where the clocks skip
     # midnight (Santiago), 00:00 does not exist and compared unequal to its instant.
     day_end = dt.datetime.fromtimestamp(window_end("day", day.toordinal(), where), where)
+    judged = (  # an update's look at a day looked at already
+        _looked_at(detector, state, looked, day, at, tz, where)
+        if looked is not None and last == day
+        else {}
+    )
     for occasion in special_days_due(state.profile, day, special.config, special.calendar):
         latest = day_end if occasion.kind in GREETINGS else None
         for rule in special.rules:
             fired = rule.check(None, state, at, tz, occasion=occasion)
-            if fired is not None:
+            if fired is not None and fired.occurrence not in judged.get(rule.id, ()):
                 emit(detector, rule, fired, sub, None, state, at, ctx, result, latest=latest)
     return True
+
+
+def _looked_at(
+    detector: Detector,
+    state: SubscriberState,
+    looked: Mapping[str, Any],
+    day: dt.date,
+    at: int,
+    tz: dt.tzinfo,
+    where: dt.tzinfo,
+) -> dict[str, set[str]]:
+    """Rule id -> the occurrences it fired on at the day's last look, judged again with
+    the profile that look read (`looked`). A live rule's look due before the go-live
+    instant was judged in shadow then: the first live judgement counts it (none here)."""
+    special = detector.rules.special
+    shadow_look = evaluation_instant_in(where, day, special.local_hour).timestamp()
+    live_now = at >= detector.live_at and shadow_look < detector.live_at
+    now_profile = state.profile
+    state.profile = dict(looked)
+    try:
+        judged: dict[str, set[str]] = {}
+        for occasion in special_days_due(looked, day, special.config, special.calendar):
+            for rule in special.rules:
+                if live_now and not rule.shadow:
+                    continue
+                fired = rule.check(None, state, at, tz, occasion=occasion)
+                if fired is not None:
+                    judged.setdefault(rule.id, set()).add(fired.occurrence)
+        return judged
+    finally:
+        state.profile = now_profile
 
 
 def close_windows(

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.models import EventType
+from moments.pipeline import run_pipeline
 from rules.calendar import HolidayCalendar, parse_calendar
 from rules.catalog import RuleSet, load_rules
 from rules.special_days import (
@@ -514,6 +515,92 @@ class TestDueNow:
             }
         )
         assert evaluated == reached
+
+
+class TestALookAgain:
+    """A profile update read after the day's look has the day looked at again, for what it
+    brought (a birthday entered at 15:00); an occasion that look judged already is one
+    moment, counted once: it was counted in `moments_detected_total` (and made its task,
+    which the ledger then stood down) at each update of the day."""
+
+    LOOKED = (  # the birthday known at the look, another subscriber's event moves past it
+        ev(EventType.PROFILE, "2026-11-23T08:00:00+08:00", tier="gold", birthday="11-23"),
+        ev(EventType.USAGE, "2026-11-23T09:01:00+08:00", sub="13900139000", kind="data"),
+    )
+
+    @pytest.mark.parametrize("when", ["08:50", "15:00"])
+    def test_an_update_after_the_look_counts_the_greeting_once(self, when: str) -> None:
+        rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
+        late = ev(EventType.PROFILE, f"2026-11-23T{when}:00+08:00", tier="silver")
+        out = run(rules, [*self.LOOKED, late])
+        assert [t.moment.rule_id for t in out.tasks] == ["birthday_greeting"]
+        assert out.detected == {("special_day", "birthday"): 1}
+        assert out.duplicates == 0  # not made again for the ledger to stand down
+
+    def test_a_birthday_the_update_brings_is_greeted_and_counted_once(self) -> None:
+        rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
+        first = ev(EventType.PROFILE, "2026-11-23T08:00:00+08:00", tier="gold")
+        other = ev(EventType.USAGE, "2026-11-23T09:01:00+08:00", sub="13900139000", kind="data")
+        bring = ev(EventType.PROFILE, "2026-11-23T15:00:00+08:00", birthday="11-23")
+        after = ev(EventType.PROFILE, "2026-11-23T16:00:00+08:00", tier="silver")
+        out = run(rules, [first, other, bring, after])
+        assert [t.moment.rule_id for t in out.tasks] == ["birthday_greeting"]
+        assert out.detected == {("special_day", "birthday"): 1}
+
+    def test_a_rule_the_update_lets_fire_counts_it_then(self) -> None:
+        """Held at the look by a profile condition the update lifts: its first firing."""
+        gold = BIRTHDAY.replace(
+            "condition: {occasion: birthday}",
+            "condition: {all: [{occasion: birthday}, {profile: tier, eq: gold}]}",
+        )
+        rules = rules_from(NO_GATES + "rules:" + gold)
+        first = ev(EventType.PROFILE, "2026-11-23T08:00:00+08:00", tier="silver", birthday="11-23")
+        other = ev(EventType.USAGE, "2026-11-23T09:01:00+08:00", sub="13900139000", kind="data")
+        upgrade = ev(EventType.PROFILE, "2026-11-23T11:00:00+08:00", tier="gold")
+        out = run(rules, [first, other, upgrade])
+        assert [t.moment.rule_id for t in out.tasks] == ["birthday_greeting"]
+        assert out.detected == {("special_day", "birthday"): 1}
+
+    def test_a_shadow_greeting_is_counted_once(self) -> None:
+        shadow = BIRTHDAY.replace(
+            "description: Birthday", "mode: shadow\n    description: Birthday"
+        )
+        rules = rules_from(NO_GATES + "rules:" + shadow)
+        late = ev(EventType.PROFILE, "2026-11-23T08:50:00+08:00", tier="silver")
+        out = run(rules, [*self.LOOKED, late])
+        assert out.shadow == {("birthday_greeting", "task", ""): 1}
+        assert not out.tasks
+
+    def test_a_greeting_held_by_its_cooldown_is_not_held_again(self) -> None:
+        cooled = BIRTHDAY.replace("ttl: 12h,", "ttl: 12h, cooldown: 30d,")
+        rules = rules_from(NO_GATES + "rules:" + cooled)
+        late = ev(EventType.PROFILE, "2026-11-23T15:00:00+08:00", tier="silver")
+        out = run(rules, [*self.LOOKED, late])
+        assert len(out.tasks) == 1
+        assert out.detected == {("special_day", "birthday"): 1}
+        assert not out.suppressed
+
+    def test_a_look_in_shadow_before_the_go_live_instant_is_judged_live_after_it(self) -> None:
+        """Looked at in the warm-up (09:00, live from 10:00): the update's look at 11:00
+        is the first live judgement, which makes the task and counts it."""
+        rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
+        late = ev(EventType.PROFILE, "2026-11-23T11:00:00+08:00", tier="silver")
+        live = dt.datetime.fromisoformat("2026-11-23T10:00:00+08:00")
+        out = run_pipeline([*self.LOOKED, late], rules, live_from=live)
+        assert [t.moment.rule_id for t in out.tasks] == ["birthday_greeting"]
+        assert out.detected == {("special_day", "birthday"): 1}
+        assert out.shadow == {("birthday_greeting", "task", ""): 1}
+
+    def test_a_holiday_greeting_of_a_profile_with_no_fields_is_counted_once(self) -> None:
+        holiday = BIRTHDAY.replace("occasion: birthday", "occasion: holiday")
+        rules = rules_from(NO_GATES + "rules:" + holiday)
+        other = ev(EventType.USAGE, "2026-10-01T09:01:00+08:00", sub="13900139000", kind="data")
+        first = ev(EventType.USAGE, "2026-10-01T08:00:00+08:00", kind="data")
+        late = ev(EventType.PROFILE, "2026-10-01T15:00:00+08:00", tier="silver")
+        out = run(rules, [first, other, late])  # National Day: each of the two greeted
+        assert sorted(t.subscriber_id for t in out.tasks) == ["13800138001", "13900139000"]
+        assert out.detected == {("special_day", "birthday"): 2}
+        assert out.duplicates == 0
 
 
 class TestTheDailyFlow:
