@@ -80,13 +80,51 @@ def special_days(
         if looked is not None and last == day
         else {}
     )
+    daily = last is not None and last == day - dt.timedelta(days=1)
     for occasion in special_days_due(state.profile, day, special.config, special.calendar):
         latest = day_end if occasion.kind in GREETINGS else None
         for rule in special.rules:
             fired = rule.check(None, state, at, tz, occasion=occasion)
             if fired is not None and fired.occurrence not in judged.get(rule.id, ()):
-                emit(detector, rule, fired, sub, None, state, at, ctx, result, latest=latest)
+                again = (
+                    daily
+                    and occasion.kind == "contract_expiry"
+                    and _judged_the_day_before(detector, rule, fired, state, day, tz, where)
+                )
+                emit(detector, rule, fired, sub, None, state, at, ctx, result, latest, again)
     return True
+
+
+def _judged_the_day_before(
+    detector: Detector,
+    rule: CompiledRule,
+    fired: Fired,
+    state: SubscriberState,
+    day: dt.date,
+    tz: dt.tzinfo,
+    where: dt.tzinfo,
+) -> bool:
+    """True when a contract's end, judged every day of its lead (the same occurrence), was
+    fired on by the rule at the day before's look, live: it is judged again each day (a
+    task is still made once a cooldown or an opt-out is over), but it is one moment,
+    counted once in `moments_detected_total`. The day's last judgement read the profile
+    as it is unless an update came after that day (one during it had the day looked at
+    again); then, and when the look was before the go-live instant (judged in shadow: the
+    first live judgement counts it), False."""
+    special = detector.rules.special
+    before = day - dt.timedelta(days=1)
+    look = int(evaluation_instant_in(where, before, special.local_hour).timestamp())
+    if look < detector.live_at:
+        return False
+    if state.seen.get(SOURCE_CODES[EventType.PROFILE], 0) >= window_end(
+        "day", before.toordinal(), where
+    ):
+        return False
+    for occasion in special_days_due(state.profile, before, special.config, special.calendar):
+        if occasion.occurrence == fired.occurrence:
+            again = rule.check(None, state, look, tz, occasion=occasion)
+            return again is not None and again.occurrence == fired.occurrence
+    return False
 
 
 def _looked_at(

@@ -603,6 +603,73 @@ class TestALookAgain:
         assert out.duplicates == 0
 
 
+class TestAContractsLead:
+    """A contract's end is due every day of its lead with one occurrence: judged each day
+    (the task the ledger sends once), it is one moment, counted once; it was counted at
+    every day's look, 20 detections for one renewal offer."""
+
+    RULE = """
+  - id: contract_expiry_near
+    description: A renewal offer within the contract's lead
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: contract_expiry}
+    task: {family: special_day, type: contract_expiry_near, channel: sms, priority: 3,
+           action: renewal_offer, ttl: 48h, description: "Renew"}
+"""
+    END = "2026-11-21T00:00:00+08:00"
+
+    def test_counted_once_over_the_lead(self) -> None:
+        rules = rules_from(NO_GATES + "rules:" + self.RULE)
+        profile = ev(EventType.PROFILE, "2026-11-01T08:00:00+08:00", contract_end="2026-11-20")
+        out = run(rules, [profile], until=self.END)
+        assert [t.moment.rule_id for t in out.tasks] == ["contract_expiry_near"]
+        assert out.detected == {("special_day", "contract_expiry_near"): 1}
+
+    def test_held_by_its_cooldown_once(self) -> None:
+        cooled = self.RULE.replace("ttl: 48h,", "ttl: 48h, cooldown: 10d,")
+        rules = rules_from(NO_GATES + "rules:" + cooled)
+        profile = ev(EventType.PROFILE, "2026-11-01T08:00:00+08:00", contract_end="2026-11-20")
+        out = run(rules, [profile], until=self.END)
+        assert out.detected == {("special_day", "contract_expiry_near"): 1}
+        assert not out.suppressed
+
+    def test_a_rule_the_profile_lets_fire_later_counts_it_then(self) -> None:
+        """Held while the line is suspended, fired once it is active: counted then, and
+        the other updates of the lead (a tier, after the look) count it no more."""
+        held = self.RULE.replace(
+            "condition: {occasion: contract_expiry}",
+            "condition: {all: [{occasion: contract_expiry},"
+            " {not: {profile: status, eq: suspended}}]}",
+        )
+        rules = rules_from(NO_GATES + "rules:" + held)
+        events = [
+            ev(
+                EventType.PROFILE,
+                "2026-11-01T08:00:00+08:00",
+                contract_end="2026-11-20",
+                status="suspended",
+            ),
+            ev(EventType.PROFILE, "2026-11-05T08:00:00+08:00", status="active"),
+            ev(EventType.PROFILE, "2026-11-08T15:00:00+08:00", tier="gold"),
+        ]
+        out = run(rules, events, until=self.END)
+        assert [t.moment.rule_id for t in out.tasks] == ["contract_expiry_near"]
+        assert out.tasks[0].triggered_at.date() == D(2026, 11, 5)
+        assert out.detected == {("special_day", "contract_expiry_near"): 1}
+
+    def test_a_lead_begun_in_the_warm_up_is_counted_live_once(self) -> None:
+        rules = rules_from(NO_GATES + "rules:" + self.RULE)
+        profile = ev(EventType.PROFILE, "2026-11-01T08:00:00+08:00", contract_end="2026-11-20")
+        live = dt.datetime.fromisoformat("2026-11-10T00:00:00+08:00")
+        out = run_pipeline(
+            [profile], rules, until=dt.datetime.fromisoformat(self.END), live_from=live
+        )
+        assert [t.moment.rule_id for t in out.tasks] == ["contract_expiry_near"]
+        assert out.tasks[0].triggered_at.date() == D(2026, 11, 10)
+        assert out.detected == {("special_day", "contract_expiry_near"): 1}
+
+
 class TestTheDailyFlow:
     """How the engine uses the pieces: tick, evaluate, remember the day; a later profile
     update re-evaluates the same day and the occurrence keys keep the tasks single."""
