@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -59,6 +62,22 @@ def _time_as_text(value: object) -> object:
     if isinstance(value, int | float):
         return str(value).lower()
     return value
+
+
+_TIME_THEN_ZONE = re.compile(
+    r"(\d{1,2}:\d{2})(?::\d{2})?\s+(?![ap]\.?m\.?$)[A-Za-z].*", re.IGNORECASE
+)
+"""A time of day followed by a zone's name: `09:00 Asia/Shanghai`."""
+
+
+def _not_local(written: str, hhmm: str, info: ValidationInfo) -> str:
+    """`next_day_at` written with an offset or a zone, refused with the fix."""
+    zone = info.data.get("timezone", DEFAULT_TIMEZONE)
+    return (
+        f"{written!r} names an offset or zone, which is not used: next_day_at is local "
+        f'time in the policy\'s timezone ({zone}): write "{hhmm}", and set timezone: '
+        "if another zone was meant"
+    )
 
 
 class _Frozen(BaseModel):
@@ -181,6 +200,24 @@ class DispatchPolicy(_Frozen):
     )
 
     _zone = field_validator("timezone")(check_zone)
+
+    @field_validator("next_day_at", mode="wrap")
+    @classmethod
+    def _local_time(
+        cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> dt.time:
+        """A time written with an offset (`"09:00+08:00"`, `"09:00Z"`) or a zone's name
+        (`"09:00 Asia/Shanghai"`) is refused with the fix: it is local time in the
+        policy's `timezone`, which was applied and an offset dropped without a word, so
+        `09:00+08:00` under a UTC policy released at 09:00 UTC; a zone was told only to
+        write HH:MM."""
+        if isinstance(value, str) and (m := _TIME_THEN_ZONE.fullmatch(value.strip())):
+            raise ValueError(_not_local(value, m[1].zfill(5), info))
+        time: dt.time = handler(value)
+        if time.tzinfo is None:
+            return time
+        written = value if isinstance(value, str) else time.isoformat(timespec="minutes")
+        raise ValueError(_not_local(written, f"{time:%H:%M}", info))
 
     @field_validator("closed_days")
     @classmethod

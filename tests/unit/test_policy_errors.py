@@ -90,3 +90,27 @@ def test_a_time_of_day_written_as_a_number_is_refused(tmp_path: Path, written: s
     tasks deferred to the next day went out a quarter past midnight, without a word."""
     said = _refused(tmp_path, f"next_day_at: {written}\n")
     assert f":1:14: next_day_at: '{written}' is not a time of day: write HH:MM" in said
+
+
+@pytest.mark.parametrize(
+    ("text", "written", "zone"),
+    [
+        ('next_day_at: "09:00+08:00"\n', "09:00+08:00", "Asia/Shanghai"),
+        ('timezone: UTC\nnext_day_at: "09:00+08:00"\n', "09:00+08:00", "UTC"),
+        ('timezone: UTC\nnext_day_at: "09:00Z"\n', "09:00Z", "UTC"),
+        ("next_day_at: 9:00 Asia/Shanghai\n", "9:00 Asia/Shanghai", "Asia/Shanghai"),
+    ],
+)
+def test_a_time_of_day_with_an_offset_or_zone_is_refused(
+    tmp_path: Path, text: str, written: str, zone: str
+) -> None:
+    """`next_day_at` is local time in the policy's timezone: `"09:00+08:00"` loaded, the
+    offset dropped without a word (under a UTC policy it released at 09:00 UTC), and a
+    zone's name was told only to write HH:MM."""
+    said = _refused(tmp_path, text)
+    line = text.count("\n")
+    assert (
+        f":{line}:14: next_day_at: '{written}' names an offset or zone, which is not used: "
+        f'next_day_at is local time in the policy\'s timezone ({zone}): write "09:00", '
+        "and set timezone: if another zone was meant"
+    ) in said
