@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Annotated, Any, Self
 
 import holidays
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
@@ -33,7 +40,7 @@ from ruamel.yaml.error import YAMLError
 from moments.errortext import error_text
 from rules.exceptions import RuleProblem, RulesError
 from rules.yamllimits import beyond_limits, read_limited, yaml_problem
-from rules.yamlpos import TextDates, position
+from rules.yamlpos import NamesAsWrittenAt, position
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
@@ -142,6 +149,15 @@ class HolidayEntry(BaseModel):
     every_year: MonthDay | None = Field(default=None, description="MM-DD, e.g. 05-17")
     dates: list[dt.date] | None = Field(default=None, description="YYYY-MM-DD dates")
 
+    @field_validator("name", "local_name", mode="before")
+    @classmethod
+    def _digits_as_text(cls, value: Any) -> Any:
+        """A name written as digits (`name: 520`, the 20 May day of love) is the text
+        written, as `0520` is (digits with a leading zero being text, `NamesAsWrittenAt`),
+        as a rules file reads `region: 10`: it was refused "Input should be a valid string"
+        with no fix. Another number or yes/no is told to quote it (`_message`)."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     def days_in(self, year: int) -> list[dt.date]:
         if self.every_year is not None:
             return [month_day_in(year, int(self.every_year[:2]), int(self.every_year[3:]))]
@@ -237,7 +253,7 @@ def parse_calendar(name: str, text: str) -> HolidayCalendar:
     if refused is not None:
         raise CalendarError([refused])
     yaml = YAML(typ="rt")
-    yaml.Constructor = TextDates
+    yaml.Constructor = NamesAsWrittenAt  # `name: 0520` is "0520", as in a rules file
     try:
         doc = yaml.load(text)
     except YAMLError as exc:
@@ -254,7 +270,9 @@ def parse_calendar(name: str, text: str) -> HolidayCalendar:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
             at_key = err["type"] == "extra_forbidden"
-            problems.append(RuleProblem(name, *position(doc, loc, at_key), _message(err, loc)))
+            line, col = position(doc, loc, at_key)
+            said = _message(err, loc, _written(text, line, col))
+            problems.append(RuleProblem(name, line, col, said))
         raise CalendarError(problems) from None
     _check(parsed, doc, name, problems)
     if problems:
@@ -335,7 +353,20 @@ def _check(parsed: CalendarFile, doc: Any, name: str, problems: list[RuleProblem
                 problem((*where, "every_year"), f"{entry.every_year} is not a day of the year")
 
 
-def _message(err: Any, loc: Sequence[str | int]) -> str:
+_PLAIN_SCALAR = re.compile(r"[^\s,#\]}]+")
+
+
+def _written(text: str, line: int, col: int) -> str | None:
+    """The plain scalar at `line`, `col` (1-based) as written in the file: `5.20`, which
+    YAML reads as 5.2."""
+    lines = text.splitlines()
+    if not 0 < line <= len(lines):
+        return None
+    found = _PLAIN_SCALAR.match(lines[line - 1], col - 1)
+    return found[0] if found else None
+
+
+def _message(err: Any, loc: Sequence[str | int], written: str | None = None) -> str:
     where = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         allowed = {
@@ -351,6 +382,11 @@ def _message(err: Any, loc: Sequence[str | int]) -> str:
         return f"{where}: write the month and day as MM-DD, e.g. 05-17"
     if "dates" in loc:
         return f"{where}: write dates as YYYY-MM-DD, e.g. 2026-05-17"
+    value = err.get("input")
+    if isinstance(value, int | float) and loc and loc[-1] in ("name", "local_name"):
+        said = written or (str(value).lower() if isinstance(value, bool) else str(value))
+        kind = "yes or no" if isinstance(value, bool) else "a number"
+        return f'{where}: {said} is read as {kind}, not a name: write it in quotes, "{said}"'
     return f"{where}: {error_text(err)}"
 
 

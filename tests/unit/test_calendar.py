@@ -283,6 +283,39 @@ class TestRefusedFile:
             "op.yaml:16:10: 'mid_autumn' is also in `disable`; remove one of the two",
         ]
 
+    @pytest.mark.parametrize("written", ["520", "0520"])
+    def test_a_name_of_digits_is_the_text_written(self, written: str) -> None:
+        """`name: 520` (20 May, the day of love) or `local_name: 0520` were refused "Input
+        should be a valid string" with no fix; digits are a name as written, as a rules
+        file reads `region: 10` and `010`."""
+        text = (
+            "holidays:\n"
+            "  - key: love_day\n"
+            f"    name: {written}\n"
+            f"    local_name: {written}\n"
+            "    every_year: 05-20\n"
+        )
+        days = parse_calendar("op.yaml", text).in_year(2026)
+        assert [(h.name, h.local_name) for h in days if h.key == "love_day"] == [(written, written)]
+
+    def test_a_name_read_as_a_number_or_yes_no_is_told_to_quote_it(self) -> None:
+        text = (
+            "holidays:\n"
+            "  - key: a\n"
+            "    name: 5.20\n"
+            "    local_name: true\n"
+            "    every_year: 05-20\n"
+            "  - {key: b, name: 1e3, every_year: 05-21}\n"
+        )
+        assert problems(text) == [
+            "op.yaml:3:11: holidays.0.name: 5.20 is read as a number, not a name: write it "
+            'in quotes, "5.20"',
+            "op.yaml:4:17: holidays.0.local_name: true is read as yes or no, not a name: "
+            'write it in quotes, "true"',
+            "op.yaml:6:20: holidays.1.name: 1e3 is read as a number, not a name: write it "
+            'in quotes, "1e3"',
+        ]
+
     def test_yaml_syntax(self) -> None:
         assert problems("holidays: [unclosed\n") == [
             "op.yaml:2:1: YAML syntax: expected ',' or ']', but got '<stream end>'; the [ or "
