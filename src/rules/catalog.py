@@ -672,7 +672,10 @@ def _when(
     fields: set[str],
     problem: Callable[[tuple[str | int, ...], str], None],
     series: bool = False,
+    listed: frozenset[str] = frozenset(),
 ) -> Predicate:
+    """The filter's test; `listed` names the params whose value (the rule's or an
+    override's) holds a comma-separated list, told `in:` where a `$param` is refused."""
     tests: list[Predicate] = []
     for field_name, test in when.items():
         if field_name not in fields:
@@ -689,8 +692,11 @@ def _when(
         held = list(_params_in(test))
         for loc, value in held:
             # In a list (`kind: [$k]`: one of), `in:`, which reads a param's comma-separated
-            # list; `eq: $k` matched no event once the param held two values.
+            # list; `eq: $k` matched no event once the param held two values, and so did
+            # a scalar `kind: $k` told `eq: $k` when the param's value holds a comma.
             op = loc[0] if loc and isinstance(loc[0], str) else "in" if loc else "eq"
+            if op == "eq" and value[1:] in listed:
+                op = "in"
             problem(
                 (field_name, *loc),
                 f"{value}: when: compares with values written in it, not params"
@@ -755,7 +761,19 @@ def _build(
         file.problem(problems, ("rules", index, *loc), message)
 
     fields = event_fields(spec.on)
-    when = _when(spec.when, spec.on, fields, lambda sub, msg: problem(("when", *sub), msg))
+    listed = frozenset(
+        name
+        for params in (spec.params, *(o.params for o in spec.overrides))
+        for name, value in params.items()
+        if isinstance(value, str) and "," in value
+    )
+    when = _when(
+        spec.when,
+        spec.on,
+        fields,
+        lambda sub, msg: problem(("when", *sub), msg),
+        listed=listed,
+    )
     period = PERIOD_OF.get(spec.evaluate)
     special_day = spec.evaluate == "special_day"
     if special_day and spec.when:

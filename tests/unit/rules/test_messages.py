@@ -225,6 +225,29 @@ class TestAParamInAFilter:
             "{field: complaint_id, eq: $i}",
         ]
 
+    def test_a_param_holding_a_list_is_told_in(self) -> None:
+        """A scalar `counterparty: $hot` (or `{eq: $d}`) was told `eq: $hot`, which with `hot:
+        "10010, 10000"` compares with the whole text and matches no event: a param whose
+        value, the rule's or an override's, holds a comma is told `in:`; one that holds no
+        comma `eq:`."""
+        text = (
+            RULE.replace("on: [complaint]", "on: [usage]")
+            .replace("{field: severity, lte: 2}", "{field: charge, gte: 1}")
+            .replace(
+                "    on: [usage]\n",
+                "    on: [usage]\n"
+                "    when: {counterparty: $hot, kind: $k, direction: {eq: $d}}\n"
+                '    params: {hot: "10010, 10000", k: voice, d: in}\n'
+                '    overrides: [{region: NJ, params: {d: "in, out"}}]\n',
+            )
+        )
+        found = problems(text)
+        assert [p.rsplit("condition: ", 1)[-1] for p in found] == [
+            "{field: counterparty, in: $hot}",
+            "{field: kind, eq: $k}",
+            "{field: direction, in: $d}",
+        ]
+
     def test_a_series_filter_says_to_write_the_value(self) -> None:
         series = "series:\n  s: {on: [usage], when: {counterparty: $hot}, period: day}\n"
         assert problems(series + RULE) == [
