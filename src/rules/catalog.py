@@ -693,10 +693,11 @@ def _when(
         for loc, value in held:
             # In a list (`kind: [$k]`: one of), `in:`, which reads a param's comma-separated
             # list; `eq: $k` matched no event once the param held two values, and so did
-            # a scalar `kind: $k` told `eq: $k` when the param's value holds a comma.
+            # a scalar `kind: $k` told `eq: $k` when the param's value holds a comma
+            # (and `ne: $k` told `ne:`, which let every event through: `not_in:`).
             op = loc[0] if loc and isinstance(loc[0], str) else "in" if loc else "eq"
-            if op == "eq" and value[1:] in listed:
-                op = "in"
+            if value[1:] in listed:
+                op = {"eq": "in", "ne": "not_in"}.get(op, op)
             problem(
                 (field_name, *loc),
                 f"{value}: when: compares with values written in it, not params"

@@ -273,6 +273,13 @@ def _bound(value: Any, scope: Scope, path: Path, report: Report) -> Callable[[En
     return lambda env: read
 
 
+def _not_finite(value: Any) -> bool:
+    """A threshold YAML or its text reads as NaN or infinity (`.nan`, `.inf`, "nan")."""
+    if isinstance(value, str):
+        value = None if value.startswith("$") else number(value)
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def _as_number(text: str) -> Any:
     """`text` as a finite number, else as it is."""
     read = number(text)
@@ -295,6 +302,9 @@ def _compare(
         if op in NUMERIC_OPS:
             if isinstance(raw, str) and not raw.startswith("$") and number(raw) is None:
                 report(where, f"{op} needs a number or $param, got {raw!r}: {number_hint(raw)}")
+            elif _not_finite(raw):
+                # `gte: .nan` compared false with every value: the rule loaded and never fired.
+                report(where, f"{op} needs a finite number, got {raw!r}: write a number, e.g. 100")
             limits.append((f"{label}_{op}", _bound(raw, scope, where, report), bound_test(op)))
         elif op in ("in", "not_in"):
             tests.append(_membership(op == "in", _members(raw, scope, where, report)))

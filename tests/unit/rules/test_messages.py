@@ -236,8 +236,8 @@ class TestAParamInAFilter:
             .replace(
                 "    on: [usage]\n",
                 "    on: [usage]\n"
-                "    when: {counterparty: $hot, kind: $k, direction: {eq: $d}}\n"
-                '    params: {hot: "10010, 10000", k: voice, d: in}\n'
+                "    when: {counterparty: $hot, kind: $k, direction: {eq: $d}, imei: {ne: $x}}\n"
+                '    params: {hot: "10010, 10000", k: voice, d: in, x: "1, 2"}\n'
                 '    overrides: [{region: NJ, params: {d: "in, out"}}]\n',
             )
         )
@@ -246,6 +246,7 @@ class TestAParamInAFilter:
             "{field: counterparty, in: $hot}",
             "{field: kind, eq: $k}",
             "{field: direction, in: $d}",
+            "{field: imei, not_in: $x}",  # `ne:` a whole list's text let every event through
         ]
 
     def test_a_series_filter_says_to_write_the_value(self) -> None:
@@ -344,3 +345,14 @@ class TestYamlSyntax:
             "r.yaml:10:1: YAML syntax: found character '\\t' that cannot start any token; YAML "
             "indents with spaces only: replace the tab on line 10 with spaces"
         )
+
+
+@pytest.mark.parametrize("written", [".nan", ".inf", "-.inf", '"nan"'])
+def test_a_threshold_that_is_no_finite_number_is_refused(written: str) -> None:
+    """`lte: .nan` compared false with every value: the rule loaded without a word and
+    never fired (`.inf` held every value)."""
+    found = problems(RULE.replace("lte: 2}", f"lte: {written}}}"))
+    assert len(found) == 1
+    assert found[0].startswith("r.yaml:5:")
+    assert "lte needs a finite number" in found[0]
+    assert "write a number" in found[0]
