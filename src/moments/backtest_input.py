@@ -517,7 +517,11 @@ class EventFile:
                 )
             # strict: a quote opened and never closed (`49.90"` typed as `"49.90`) took
             # every line after it into one cell, and those rows were gone without a word.
-            reader = csv.DictReader(itertools.chain([head], text), strict=True)
+            # skipinitialspace: a header written `type, subscriber_id` named a column
+            # " subscriber_id", and every row was refused for a missing subscriber_id.
+            reader = csv.DictReader(
+                itertools.chain([head], text), strict=True, skipinitialspace=True
+            )
             if reader.fieldnames is None:
                 return
             if "type" not in reader.fieldnames and self.default_type is None:

@@ -502,6 +502,22 @@ class TestCsvQuotes:
         assert "a quote opened in it is not closed" in text
         assert not (out / "report.json").exists()
 
+    def test_spaces_after_the_commas_are_not_part_of_the_cells(self, tmp_path: Path) -> None:
+        """A header written `type, event_id, subscriber_id` named the columns " event_id",
+        " subscriber_id": every row was refused for a missing subscriber_id, and the report
+        said nothing of the spaces. Spaces after a comma are dropped, a quoted cell after
+        them is still read as quoted."""
+        rows = [r.replace(",", ", ") for r in self.rows()]
+        rows[1] = rows[1].replace(", app", ', "a, b"')
+        path = tmp_path / "h.csv"
+        path.write_text("\r\n".join([self.HEAD.replace(",", ", "), *rows]) + "\r\n")
+        events = list(EventFile(path))
+        plain = tmp_path / "plain.csv"
+        plain.write_text("\r\n".join([self.HEAD, *self.rows()]) + "\r\n")
+        assert [e.value for e in events[:1]] == [e.value for e in list(EventFile(plain))[:1]]
+        assert len(events) == 5
+        assert orjson.loads(events[1].value)["channel"] == "a, b"
+
     def test_quotes_written_as_csv_writes_them_are_read(self, tmp_path: Path) -> None:
         """A cell in quotes holding a comma, a doubled quote or a line break is CSV."""
         rows = self.rows()
