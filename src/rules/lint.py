@@ -12,8 +12,9 @@ CONTRACT_TIERS = ("diamond", "gold", "silver", "standard")
 
 
 def warnings(rules: RuleSet) -> list[str]:
-    """One line per override tier outside the contract's: `tier: [glod]` matched nobody,
-    silently (analyst review)."""
+    """One line per override tier outside the contract's (`tier: [glod]` matched nobody,
+    silently: analyst review), and per description naming `{previous_at}`, which a
+    first-time rule's first moment ever has not (it stayed in the text as written)."""
     out = []
     for rule in rules.rules:
         for i, override in enumerate(rule.overrides):
@@ -27,4 +28,10 @@ def warnings(rules: RuleSet) -> list[str]:
                     f"({', '.join(CONTRACT_TIERS)}); {hint}it applies only to profiles whose "
                     "tier says so"
                 )
+        if "{previous_at" in rule.task.description:
+            out.append(
+                f"{rule.id}: the task description uses {{previous_at}}, which only a moment "
+                "seen before has: on a subscriber's first time ever the rule fires too, and "
+                "the text shows '{previous_at}' as written; word it for both, or leave it out"
+            )
     return out

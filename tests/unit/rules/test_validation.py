@@ -462,6 +462,36 @@ def test_validate_warns_of_a_tier_no_contract_profile_has(
     assert "'diamond'" not in out.split("warning")[-1]  # Diamond is one, whatever the case
 
 
+def test_validate_warns_of_previous_at_a_first_moment_has_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first-time rule with a look-back fires on the first time ever and again after the
+    look-back; only the second has `previous_at`, and the first's description kept
+    "{previous_at}" as written, sent to an agent or a customer."""
+    task = (
+        "    task: {family: first_time, type: t, channel: sms, priority: 3, action: a, "
+        "ttl: 24h,\n"
+        '           description: "Back after {lookback_days} days, last {previous_at}"}\n'
+    )
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        rule("    on: [roaming]\n    condition: {first_time: country, lookback: 60d}\n", task)
+    )
+    assert main(["rules", "validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: r1: the task description uses {previous_at}" in out
+    assert "first time ever" in out
+    quiet = tmp_path / "q.yaml"
+    quiet.write_text(
+        rule(
+            "    on: [roaming]\n    condition: {first_time: country, lookback: 60d}\n",
+            task.replace(", last {previous_at}", ""),
+        )
+    )
+    assert main(["rules", "validate", str(quiet)]) == 0
+    assert "previous_at" not in capsys.readouterr().out
+
+
 class TestContractExpiryLead:
     TEXT = """\
 rules:
