@@ -113,17 +113,14 @@ def _judged_the_day_before(
     first live judgement counts it), False."""
     special = detector.rules.special
     before = day - dt.timedelta(days=1)
-    look = int(evaluation_instant_in(where, before, special.local_hour).timestamp())
-    if look < detector.live_at:
-        return False
     if state.seen.get(SOURCE_CODES[EventType.PROFILE], 0) >= window_end(
         "day", before.toordinal(), where
     ):
         return False
+    look = int(evaluation_instant_in(where, before, special.local_hour).timestamp())
     for occasion in special_days_due(state.profile, before, special.config, special.calendar):
         if occasion.occurrence == fired.occurrence:
-            again = rule.check(None, state, look, tz, occasion=occasion)
-            return again is not None and again.occurrence == fired.occurrence
+            return _fired_alike(detector, rule, fired, state, look, tz, occasion=occasion)
     return False
 
 
@@ -227,9 +224,25 @@ def _judged_before(
     silence is judged again every day it lasts (a task is still made once its
     cooldown ends), but it is one moment, counted once in `moments_detected_total`."""
     before = int(window_end(period, index - 1, tz))
-    if before < detector.live_at:
-        return False  # judged in shadow then: the first live judgement counts it
-    again = rule.check(None, state, before, tz, closing=index - 1)
+    return _fired_alike(detector, rule, fired, state, before, tz, closing=index - 1)
+
+
+def _fired_alike(
+    detector: Detector,
+    rule: CompiledRule,
+    fired: Fired,
+    state: SubscriberState,
+    earlier: int,
+    tz: dt.tzinfo,
+    **judged: Any,
+) -> bool:
+    """True when the rule, judged live at `earlier` (a previous day's look or window
+    close, `judged` its occasion or window), fired on `fired`'s occurrence: the same
+    moment judged again, counted once. One judged before the go-live instant was in
+    shadow: the first live judgement counts it."""
+    if earlier < detector.live_at:
+        return False
+    again = rule.check(None, state, earlier, tz, **judged)
     return again is not None and again.occurrence == fired.occurrence
 
 
