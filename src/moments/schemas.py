@@ -332,7 +332,8 @@ def _dead_letter_message() -> dict[str, Any]:
                 "type": "string",
                 "maxLength": 4096,
                 "description": "What is wrong with the record, in words: the fields and what "
-                "they should be, by how much a time is off",
+                "they should be, by how much a time is off. At most 4096 bytes in UTF-8: a "
+                "longer one is cut on a character boundary and ends ` [cut from N bytes]`",
             },
             f"{p}reason": {
                 "type": "string",

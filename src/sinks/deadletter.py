@@ -41,7 +41,7 @@ def dead_letter_headers(dl: DeadLetter, now: dt.datetime) -> list[tuple[str, byt
         (f"{DLQ_PREFIX}partition", str(dl.record.partition).encode()),
         (f"{DLQ_PREFIX}offset", str(dl.record.offset).encode()),
         (f"{DLQ_PREFIX}exception.class.name", dl.error_class.encode()),
-        (f"{DLQ_PREFIX}exception.message", dl.message.encode()[:4096]),
+        (f"{DLQ_PREFIX}exception.message", header_text(dl.message)),
         (f"{DLQ_PREFIX}reason", dl.reason.value.encode()),
         (f"{DLQ_PREFIX}timestamp", now.isoformat().encode()),
     ]
@@ -51,6 +51,24 @@ def dead_letter_headers(dl: DeadLetter, now: dt.datetime) -> list[tuple[str, byt
     if value is not None and len(value) > MAX_MESSAGE_BYTES:
         headers.append((ORIGINAL_SIZE, str(len(value)).encode()))
     return headers
+
+
+MESSAGE_MAX_BYTES = 4096
+"""The longest `exception.message` header, in bytes (its schema's maxLength)."""
+
+
+def header_text(text: str, limit: int = MESSAGE_MAX_BYTES) -> bytes:
+    """`text` in UTF-8, at most `limit` bytes: a longer one is cut on a character boundary
+    and ends ` [cut from N bytes]`. Cut at a byte count, it could end in half a character
+    (a `\ufffd` once read: `moments deadletters show`, any consumer decoding it strictly
+    refused the header) and nothing told the reader that the rest was missing."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return raw
+    marker = f" [cut from {len(raw):,} bytes]".encode()
+    # The text is whole UTF-8: only its last character can be left incomplete by the cut.
+    kept = raw[: limit - len(marker)].decode("utf-8", "ignore").encode()
+    return kept + marker
 
 
 def kafka_time(timestamp_ms: int) -> str:

@@ -86,6 +86,22 @@ class TestWhatADeadLetterCarries:
         assert ORIGINAL_SIZE not in dict(headers or ())
         assert ORIGINAL_SIZE not in dict(dead_letter_headers(_letter(None), AT))
 
+    def test_a_long_message_is_cut_on_a_character_boundary_and_says_so(self) -> None:
+        """A message over 4096 bytes in UTF-8 is cut to at most 4096, whole characters only
+        (it decodes strictly), ending with how long it was; a shorter one is unchanged."""
+        long = "ab" + "字段 subscriber_id 不对; " * 200  # 3-byte characters, 5,802 bytes
+        letter = replace(_letter(b"{}"), message=long)
+        cut = dict(dead_letter_headers(letter, AT))["__dlq.errors.exception.message"]
+        assert len(cut) <= 4096
+        text = cut.decode("utf-8")  # strict: no half character at the cut
+        assert text.endswith(f" [cut from {len(long.encode()):,} bytes]")
+        assert long.startswith(text[: text.rindex(" [cut from")])
+        short = replace(letter, message="字段" * 100)
+        assert (
+            dict(dead_letter_headers(short, AT))["__dlq.errors.exception.message"]
+            == ("字段" * 100).encode()
+        )
+
 
 class TestARefusalForSizeIsPermanent:
     """A dead letter refused for its size was retried with back-off for ever, as if Kafka
