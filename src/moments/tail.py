@@ -19,7 +19,7 @@ from moments.connections import kafka_client_kwargs
 from moments.models import INVISIBLE
 from moments.pii import mask_msisdn
 from moments.settings import Settings
-from moments.taskboard import TaskBoard, merged_types
+from moments.taskboard import TaskBoard, merged_types, printable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def format_task(task: dict[str, Any]) -> str:
         later = f"  deferred until {shown} ({deferred['reason']})"
     related = merged_types(task)
     merged = f"  + {', '.join(related)} (merged)" if related else ""
-    return _printable(
+    return printable(
         f"{when}  P{task.get('priority')}  {moment.get('type', '?'):<32} "
         f"{mask_msisdn(str(task.get('subscriber_id', '')))}  "
         f"{task.get('channel')}:{task.get('action')}  {moment.get('description', '')}"
@@ -47,24 +47,17 @@ def format_task(task: dict[str, Any]) -> str:
     )
 
 
-_CONTROL = re.compile(f"[{INVISIBLE}]")
-
-
-def _printable(line: str) -> str:
-    """Control and format characters as escapes: a record on the task topic (anyone who
-    may write to it) must not move the cursor, clear the screen, set the clipboard or
-    reverse the text of whoever follows the topic in a terminal."""
-    return _CONTROL.sub(lambda m: _escape(ord(m.group())), line)
+_INVISIBLE = re.compile(f"[{INVISIBLE}]")
 
 
 def _json_printable(value: bytes) -> str:
-    """A task's JSON with the characters `_printable` escapes as JSON escapes (`\\u202e`),
-    so that it stays the same JSON for jq."""
-    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", value.decode())
-
-
-def _escape(code: int) -> str:
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    """A task's record (JSON: `_read_task` took it) as one line of JSON for jq, written
+    afresh: its own text, passed on, kept its line breaks (a producer's pretty-printed JSON
+    came out with `\\u000a` between its tokens, no JSON at all, and no longer one line).
+    The characters `printable` escapes are JSON escapes (`\\u202e`) here: orjson writes
+    the C0 controls escaped, the rest (C1, bidi overrides, line separators) raw."""
+    text = orjson.dumps(orjson.loads(value)).decode()
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _read_task(value: bytes) -> tuple[dict[str, Any], str] | None:

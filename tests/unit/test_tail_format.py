@@ -68,3 +68,17 @@ def test_json_lines_keep_their_json_with_invisible_characters_escaped() -> None:
     assert "\u202e" not in line
     assert "\x85" not in line
     assert orjson.loads(line)["moment"]["description"] == "a\u202eb\x85c"
+
+
+@pytest.mark.parametrize("indent", [orjson.OPT_INDENT_2, 0])
+def test_a_task_written_over_several_lines_is_one_json_line(indent: int) -> None:
+    """A task record pretty-printed by its producer (valid JSON, line breaks and tabs
+    between its tokens) is written as one line of the same JSON: its breaks came out as
+    `\\u000a` between tokens, which no JSON reader takes."""
+    task = {**TASK, "moment": {"type": "x", "description": "a\u202eb\u2028c\x1b[2J"}}
+    value = orjson.dumps(task, option=indent).replace(b'":', b'":\t')
+    line = _json_printable(value)
+    assert "\n" not in line
+    assert "\t" not in line
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u202e\u2028" for c in line)
+    assert orjson.loads(line) == task

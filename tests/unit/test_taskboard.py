@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from rich.console import Console
@@ -24,7 +25,7 @@ def _task(n: int, channel: str = "sms", related: list[str] | None = None) -> dic
 
 
 def _text(board: TaskBoard) -> str:
-    console = Console(record=True, width=200)
+    console = Console(record=True, width=300)
     console.print(board.render())
     return console.export_text()
 
@@ -50,3 +51,23 @@ def test_ids_masked_and_merged_moments_listed() -> None:
     assert "type_7 + complaint" in text
     assert "merge_window" in text
     assert "moments merged into a task: 1" in text
+
+
+def test_fields_are_shown_escaped_not_as_terminal_codes_or_markup() -> None:
+    """A record anyone may write to the task topic: its fields reached the terminal raw
+    (`ESC [2J` cleared the screen, an OSC 52 set the clipboard, a right-to-left override
+    reversed the row) and `[...]` in them was read as rich markup."""
+    task = _task(1, channel="sms\x1b]52;c;ZXZpbA==\x07")
+    task["moment"] = {"type": "a\x1b[2Jb\u202e[bold red]X[/]"}
+    task["task_id"] = "[link=https://evil.example]t[/link]"
+    board = TaskBoard()
+    board.add(task)
+    terminal = io.StringIO()
+    Console(file=terminal, width=300, force_terminal=True).print(board.render())
+    written = terminal.getvalue()
+    for raw in ("\x1b[2J", "\x1b]52", "\x07", "\u202e", "\x1b]8;"):  # \x1b]8; a link
+        assert raw not in written
+    text = _text(board)
+    assert "a\\x1b[2Jb\\u202e[bold red]X[/]" in text
+    assert "[link=https://evil.example]t[/link]" in text
+    assert "sms\\x1b]52;c;ZXZpbA==\\x07" in text
