@@ -110,6 +110,12 @@ def use_text_logs() -> None:
         handler.setFormatter(formatter)
 
 
+def logs_in_json() -> bool:
+    """True when the process logs JSON (`MOMENTS_LOG_FORMAT=json`): a root handler writes
+    with the JSON formatter (`use_json_logs` before Faust's set-up, Faust's own after)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
 def use_json_logs() -> None:
     """The handlers already installed (before Faust's own setup) write JSON too."""
     formatter = json_formatter()

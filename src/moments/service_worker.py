@@ -10,8 +10,11 @@ import sys
 import faust
 from mode.utils.logging import cry
 
+from moments.logformat import logs_in_json
 from moments.logmask import clean_text
 from moments.stopdeadline import StopDeadline
+
+log = logging.getLogger(__name__)
 
 _early_sigterm: list[bool] = []
 
@@ -65,8 +68,18 @@ class ServiceWorker(faust.Worker):
         """What SIGUSR1 writes (mode's `cry`: every thread's and task's stack with its
         frames' local variables), cleaned as a log record is before it reaches stderr:
         the locals hold the batch in hand, so subscriber numbers are masked (unless
-        MOMENTS_LOG_PII) and the configured passwords redacted."""
+        MOMENTS_LOG_PII) and the configured passwords redacted. With JSON logs it is one
+        log record, its text the message: written as it is, its hundreds of plain lines
+        broke the one-object-per-line log a collector reads (each line a parse error or
+        an entry of its own)."""
         buffer = io.StringIO()
         cry(file=buffer)
+        if logs_in_json():
+            log.warning(
+                "SIGUSR1: every thread's and task's stack, with its frames' local "
+                "variables; the worker goes on:\n%s",
+                buffer.getvalue().rstrip(),
+            )
+            return
         self.stderr.write(clean_text(buffer.getvalue()))
         self.stderr.flush()

@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 from prometheus_client import disable_created_metrics
@@ -21,7 +23,7 @@ from moments.connections import check_kafka, preflight
 from moments.consumer_metrics import install as install_consumer_metrics
 from moments.exceptions import ConfigError
 from moments.health import Health
-from moments.logformat import use_json_logs, use_text_logs
+from moments.logformat import logs_in_json, use_json_logs, use_text_logs
 from moments.metrics_server import serve_metrics
 from moments.producer import idempotence_refused, refused_message
 from moments.reload import signature, with_also
@@ -161,15 +163,34 @@ def _stacks_while_starting(signum: int, frame: object) -> None:
     stderr, as they give once it does (`ServiceWorker`), and the start goes on. Their
     default ended the worker: an operator asking one slow to start where it waits (its
     broker, a topic) killed it. Written by `faulthandler`, straight to the file
-    descriptor: safe whatever the interrupted code was writing."""
+    descriptor: safe whatever the interrupted code was writing. With JSON logs, the
+    stacks are one log record instead (`_stacks`): faulthandler's plain lines broke the
+    one-object-per-line log."""
+    name = signal.Signals(signum).name
+    if logs_in_json():
+        log.warning(
+            "%s while the worker starts: every thread's stack; the worker goes on:\n%s",
+            name,
+            _stacks(),
+        )
+        return
     log.warning(
         "%s while the worker starts: every thread's stack follows on stderr; the worker goes on",
-        signal.Signals(signum).name,
+        name,
     )
     try:
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
     except (AttributeError, ValueError, OSError):  # a stderr without a file descriptor
         log.warning("no stack written: stderr has no file descriptor")
+
+
+def _stacks() -> str:
+    """Every thread's stack, most recent call last, each under its thread's name."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"Thread {names.get(ident, ident)}:\n" + "".join(traceback.format_stack(top)).rstrip()
+        for ident, top in sys._current_frames().items()
+    )
 
 
 STACK_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -100,15 +101,16 @@ def _worker_env(tmp_path: Path) -> dict[str, str]:
 
 @contextmanager
 def _waiting_worker(
-    tmp_path: Path, prefix: Sequence[str] = ()
+    tmp_path: Path, prefix: Sequence[str] = (), env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """A worker (run under `prefix`) waiting for a broker that is not there: once its log
-    says so, the process and its log. Killed at the end if it still runs."""
+    """A worker (run under `prefix`, with `env` added) waiting for a broker that is not
+    there: once its log says so, the process and its log. Killed at the end if it still
+    runs."""
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "moments", "worker"],
-            env=_worker_env(tmp_path),
+            env=_worker_env(tmp_path) | (env or {}),
             stdout=out,
             stderr=out,
             cwd=tmp_path,
@@ -156,6 +158,79 @@ def test_sigusr_while_the_worker_waits_for_kafka_writes_the_stacks_and_goes_on(
             time.sleep(0.2)
         assert " in _prepare" in log.read_text()  # the start-up's frames, the wait's caller
         assert proc.poll() is None, log.read_text()[-2000:]
+
+
+def _json_records(text: str) -> list[dict[str, object]]:
+    """Every line of a JSON log as its object; a line that is none fails the test."""
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"a line of the JSON log is no JSON: {line[:200]!r}")
+    return records
+
+
+def test_sigusr1_while_the_worker_starts_with_json_logs_is_one_json_record(
+    tmp_path: Path,
+) -> None:
+    """With MOMENTS_LOG_FORMAT=json, the stacks SIGUSR1 gives during the start are one log
+    record: faulthandler's plain lines (`Thread 0x...`, `  File ...`) broke the
+    one-object-per-line log a collector reads."""
+    env = {"MOMENTS_LOG_FORMAT": "json"}
+    with _waiting_worker(tmp_path, env=env) as (proc, log):
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while " in _prepare" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert proc.poll() is None, log.read_text()[-2000:]
+        records = _json_records(log.read_text())
+    stacks = [r for r in records if "SIGUSR1 while the worker starts" in str(r["message"])]
+    assert len(stacks) == 1
+    assert " in _prepare" in str(stacks[0]["message"])
+
+
+JSON_CRY_PROBE = """
+import asyncio, os, signal, sys, faust
+from moments.logformat import faust_logging_config
+from moments.service_worker import ServiceWorker
+
+app = faust.App(
+    "probe", broker="kafka://127.0.0.1:1", web_enabled=False, autodiscover=False,
+    logging_config=faust_logging_config("json"),
+)
+worker = ServiceWorker(app, loglevel="warn", quiet=True, stderr=sys.__stderr__)
+worker._setup_logging()
+worker.install_signal_handlers()
+held = {"subscriber_id": "13800138001"}  # a local variable the dump shows, masked
+
+async def signalled():
+    os.kill(os.getpid(), signal.SIGUSR1)
+    await asyncio.sleep(0.5)
+
+worker.loop.run_until_complete(signalled())
+"""
+
+
+def test_sigusr1_with_json_logs_is_one_json_record() -> None:
+    """Once Faust's worker runs, SIGUSR1's dump (every thread's and task's stack and
+    their local variables) with JSON logs is one record: it was written as plain text,
+    hundreds of lines each a parse error (or an entry of its own) for the collector."""
+    done = subprocess.run(
+        [sys.executable, "-c", JSON_CRY_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    records = _json_records(done.stderr)
+    dumps = [r for r in records if "THREAD MainThread" in str(r["message"])]
+    assert len(dumps) == 1, done.stderr[-2000:]
+    assert str(dumps[0]["message"]).startswith("SIGUSR1: every thread's and task's stack")
+    assert "13800138001" not in done.stderr  # masked as any log record is
+    assert "138****8001" in str(dumps[0]["message"])
 
 
 def test_a_misspelt_variable_in_the_env_file_is_named_at_start(tmp_path: Path) -> None:
