@@ -3,11 +3,12 @@
 Faust's own Prometheus sensor has no lag metric and reports milliseconds in its
 own namespace; these are `moments_*` metrics in seconds on the worker's registry.
 
-- Lag = end offset (highwater) minus the group's committed offset, per assigned
-  partition of the input topics, of the internal topic of cooldown returns and of the
-  task outcomes (the worker reads all three; a partition it stopped reading shows as lag
-  like an input one), sampled by a timer (`LagSampler.sample`: one ListOffsets request per
-  sample, no per-record work).
+- Lag = end offset (highwater) minus the group's committed offset (the log start offset
+  where there is none: reading starts there), per assigned partition of the input
+  topics, of the internal topic of cooldown returns and of the task outcomes (the worker
+  reads all three; a partition it stopped reading shows as lag like an input one),
+  sampled by a timer (`LagSampler.sample`: one ListOffsets request per sample, a second
+  only while a partition has no committed offset, no per-record work).
 - Commit latency: every offset commit goes through Faust's
   `Consumer._commit_offsets` (Faust's own commits and the batch loop's
   `commit_processed`), so `time_commits` wraps that one method on the consumer.
@@ -52,7 +53,8 @@ class ConsumerMetrics:
         r = registry
         self.lag = Gauge(
             "moments_consumer_lag",
-            "Records not yet committed: end offset minus committed offset, per partition read "
+            "Records not yet committed: end offset minus committed offset (or log start offset "
+            "before the first commit), per partition read "
             "(input topics, the cooldown returns topic and the task outcomes topic)",
             ["topic", "partition"],
             registry=r,
@@ -93,16 +95,20 @@ class ConsumerMetrics:
         )
 
 
-def partition_lag(end_offset: int | None, committed: int | None) -> int | None:
-    """Records between the committed offset and the end; None while the end is unknown.
+def partition_lag(
+    end_offset: int | None, committed: int | None, start: int | None = None
+) -> int | None:
+    """Records between where reading resumes and the end; None while the end is unknown.
 
-    A partition the group never committed on counts from 0: everything in it is unread
-    (retention may have removed the oldest records, so this can over-count until the
-    first commit).
+    Reading resumes at the committed offset, or at the log's start (`start`, its first
+    offset still kept) when there is none or it is older than that (retention deleted
+    the records: the consumer resets to the start, `auto_offset_reset=earliest`). Without
+    `start`, from 0: a partition never committed on, of a topic whose retention had
+    deleted old segments, showed millions of records waiting that no longer existed.
     """
     if end_offset is None or end_offset < 0:
         return None
-    return max(0, end_offset - (committed or 0))
+    return max(0, end_offset - max(committed or 0, start or 0))
 
 
 class LagSampler:
@@ -126,13 +132,20 @@ class LagSampler:
         self._shown: set[tuple[str, str]] = set()
         self._failures = 0
 
-    def update(self, ends: Mapping[TP, int | None], committed: Mapping[TP, int | None]) -> None:
-        """Set the gauges from offsets; drop the series of partitions no longer assigned."""
+    def update(
+        self,
+        ends: Mapping[TP, int | None],
+        committed: Mapping[TP, int | None],
+        starts: Mapping[TP, int | None] | None = None,
+    ) -> None:
+        """Set the gauges from offsets (`starts`: the log start of partitions with no
+        committed offset); drop the series of partitions no longer assigned."""
         m = self.metrics
+        starts = starts or {}
         shown: set[tuple[str, str]] = set()
         for tp, end in ends.items():
             labels = (tp.topic, str(tp.partition))
-            lag = partition_lag(end, committed.get(tp))
+            lag = partition_lag(end, committed.get(tp), starts.get(tp))
             if lag is None or end is None:
                 continue
             m.end_offset.labels(*labels).set(end)
@@ -149,20 +162,25 @@ class LagSampler:
         """One sample from a Faust consumer (its committed offsets are Faust's own view).
         A worker with no input partition (more workers than partitions) asks for one
         partition's end all the same: it is how the broker's absence shows on it too (its
-        `dependency_up{kafka}` stood at 1 through an outage)."""
+        `dependency_up{kafka}` stood at 1 through an outage). The log start is asked only
+        of partitions with no committed offset (none once the worker has committed)."""
         read = self.topics | self.internal
         assigned = [tp for tp in consumer.assignment() if tp.topic in read]
         probe = assigned or ([TP(min(self.topics), 0)] if self.topics else [])
+        committed: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
+        uncommitted = [tp for tp in assigned if committed.get(tp) is None]
         ends: Mapping[TP, int | None] = {}
+        starts: Mapping[TP, int | None] = {}
         if probe:
             try:
-                ends = await asyncio.wait_for(consumer.highwaters(*probe), self.timeout)
+                ends, starts = await asyncio.wait_for(
+                    _offsets(consumer, probe, uncommitted), self.timeout
+                )
             except Exception as exc:  # a broker hiccup must not stop the timer
                 self.broker_failed(exc)
                 return
             self.broker_answered()
-        committed: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
-        self.update(ends if assigned else {}, committed)
+        self.update(ends if assigned else {}, committed, starts)
 
     def broker_failed(self, exc: BaseException) -> None:
         """A sample the broker did not answer: counted, logged once per outage, and the
@@ -187,6 +205,15 @@ class LagSampler:
         if self._failures:
             log.warning("kafka answers again after %d failed lag sample(s)", self._failures)
             self._failures = 0
+
+
+async def _offsets(
+    consumer: Any, probe: list[TP], uncommitted: list[TP]
+) -> tuple[Mapping[TP, int | None], Mapping[TP, int | None]]:
+    """The end offsets of `probe`, and the log start offsets of `uncommitted`."""
+    ends = await consumer.highwaters(*probe)
+    starts = await consumer.earliest_offsets(*uncommitted) if uncommitted else {}
+    return ends, starts
 
 
 CommitOffsets = Callable[..., Awaitable[bool]]

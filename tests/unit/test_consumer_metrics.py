@@ -37,6 +37,15 @@ class TestPartitionLag:
     ) -> None:
         assert partition_lag(end, committed) == lag
 
+    @pytest.mark.parametrize(
+        ("end", "committed", "start", "lag"),
+        [(900, None, 850, 50), (900, 870, 850, 30), (900, 10, 850, 50), (900, None, 0, 900)],
+    )
+    def test_reading_resumes_at_the_log_start_when_it_is_later(
+        self, end: int, committed: int | None, start: int, lag: int
+    ) -> None:
+        assert partition_lag(end, committed, start) == lag
+
     @pytest.mark.parametrize("end", [None, -1])
     def test_unknown_end_offset_gives_no_lag(self, end: int | None) -> None:
         assert partition_lag(end, 3) is None
@@ -104,6 +113,34 @@ class TestLagSampler:
         assert sample(registry, "moments_consumer_lag", topic=returns, partition="0") == 3
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 0
         assert sample(registry, "moments_consumer_assigned_partitions") == 1
+
+    async def test_a_partition_never_committed_counts_from_its_log_start(self) -> None:
+        """A partition the group never committed on is read from its log start (the first
+        offset retention kept), not from 0: a topic whose old segments were deleted showed
+        a lag of its whole history, millions of records that no longer exist. The start
+        is asked only of such partitions."""
+        registry = CollectorRegistry()
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"])
+        fresh, read = TP("in.usage", 0), TP("in.usage", 1)
+        asked: list[tuple[TP, ...]] = []
+
+        class FakeConsumer:
+            _committed_offset: Mapping[TP, int | None] = {read: 2_000_100}
+
+            def assignment(self) -> set[TP]:
+                return {fresh, read}
+
+            async def highwaters(self, *tps: TP) -> dict[TP, int]:
+                return {fresh: 5_000_040, read: 2_000_160}
+
+            async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+                asked.append(tps)
+                return {fresh: 5_000_000}
+
+        await sampler.sample(FakeConsumer())
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 40
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="1") == 60
+        assert asked == [(fresh,)]
 
 
 class TestBrokerProbe:
