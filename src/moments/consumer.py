@@ -101,6 +101,15 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         self.seeks: dict[TP, int] = {}
         """Partition -> seeks of it made so far (`seek_counted`), changed on the consumer's
         thread only, so that a read taken before a seek and one taken after it tell apart."""
+        self.passed: dict[TP, tuple[int, int]] = {}
+        """Hot partition -> `(start, end)`: offsets `start` to `end - 1` hold no record for
+        us (a transaction's commit or abort marker, an aborted or compacted batch), seen
+        as aiokafka's position passed them while reading. The last such run per partition
+        (`BatchConsumer.commit_processed` commits `end` for `start`)."""
+        self._moves: dict[TP, int] = {}
+        """Partition -> position changes made by anything but reading (every seek, from
+        any thread: `_watch_seeks`), so that a read tells its own from a seek's."""
+        self._watched: Any = None
 
     async def _fetch_records(
         self,
@@ -110,11 +119,72 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         max_records: int | None = None,
     ) -> Any:
         """Faust's read, with the seeks made when aiokafka handed the records over: on this
-        thread, between two seeks or not, never during one."""
+        thread, between two seeks or not, never during one. Notes the offsets the read
+        passed without a record (`passed`)."""
+        before = self._positions(consumer, active_partitions)
+        moves = dict(self._moves) if before else {}
         records = await super()._fetch_records(
             consumer, active_partitions, timeout=timeout, max_records=max_records
         )
+        if before:
+            self._note_passed(consumer, before, moves, records)
         return _Taken(records, dict(self.seeks)) if self.seeks else records
+
+    def _positions(self, consumer: Any, partitions: Any) -> dict[TP, tuple[Any, int]]:
+        """The hot partitions' aiokafka states and positions (those with one)."""
+        assignment = getattr(getattr(consumer, "_subscription", None), "subscription", None)
+        assignment = getattr(assignment, "assignment", None)
+        if assignment is None or not partitions:
+            return {}
+        hot = cast("BatchConsumer", self.consumer).hot_topics
+        self._watch_seeks(consumer)
+        found: dict[TP, tuple[Any, int]] = {}
+        for tp in partitions:
+            if tp.topic in hot:
+                state = assignment.state_value(tp)
+                if state is not None and state.has_valid_position:
+                    found[tp] = (state, state.position)
+        return found
+
+    def _note_passed(
+        self,
+        consumer: Any,
+        before: Mapping[TP, tuple[Any, int]],
+        moves: Mapping[TP, int],
+        records: Mapping[Any, Any],
+    ) -> None:
+        """Where a read moved a partition's position past offsets that held no record for
+        us: after its last record handed over (or from where it stood, with none), up to
+        its new position. aiokafka moves a position so only past records it hands over
+        and batches it skips (control batches: a transactional producer's markers, which
+        a worker's last record before an idle spell always has after it). A partition
+        sought or reassigned meanwhile is left out: its move was no read's."""
+        after = self._positions(consumer, before)
+        for tp, (state, position) in after.items():
+            was = before.get(tp)
+            if was is None or was[0] is not state or self._moves.get(tp) != moves.get(tp):
+                continue
+            got = records.get(tp)
+            start = got[-1].offset + 1 if got else was[1]
+            if start < position:
+                self.passed[tp] = (start, position)
+
+    def _watch_seeks(self, consumer: Any) -> None:
+        """Count every seek of the Kafka consumer (`_moves`): they all go through its
+        subscription state's `seek` (aiokafka's `seek`, `seek_to_committed`, and Faust's
+        `seek`, which calls it from the event loop's thread)."""
+        subscriptions = consumer._subscription
+        if self._watched is subscriptions:
+            return
+        seek = subscriptions.seek
+        moves = self._moves
+
+        def seek_noted(tp: Any, offset: int) -> Any:
+            moves[tp] = moves.get(tp, 0) + 1  # before the position changes
+            return seek(tp, offset)
+
+        subscriptions.seek = seek_noted
+        self._watched = subscriptions
 
     async def seek_counted(self, partition: TP, offset: int) -> None:
         """Seek `partition` on this thread, counted (see `seeks`): aiokafka discards what it
@@ -329,10 +399,26 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await self.commit_processed()
 
     async def commit_processed(self) -> None:
-        """Commit the hot offsets whose batches are durable (Faust's bookkeeping included)."""
+        """Commit the hot offsets whose batches are durable (Faust's bookkeeping included).
+
+        Past the offsets that hold no record for us right after them (`passed`): a
+        transactional producer's commit marker follows its last record, and the offset
+        after that record, committed, left the group one short of the end for good on an
+        idle partition: lag 1 and a committed offset that never moved, which paged
+        MomentsPartitionNotProgressing (and every Kafka lag tool showed 1). So also for an
+        assigned partition with nothing processed since its last commit: the marker read
+        after a restart."""
         offsets: dict[TP, int] = {}
-        for tp, offset in self.processed.items():
+        passed = dict(getattr(self._thread, "passed", {}))  # the thread adds to it
+        assigned = passed.keys() & self.assignment() if passed else set()
+        for tp in self.processed.keys() | assigned:
             done = self._committed_offset.get(tp)
+            offset = self.processed.get(tp, done)
+            if offset is None:
+                continue
+            skip = passed.get(tp)
+            if skip is not None and skip[0] == offset:
+                offset = skip[1]
             if done is None or offset > done:
                 offsets[tp] = offset
         if offsets:
