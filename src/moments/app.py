@@ -72,6 +72,8 @@ class MomentsApp(faust.App):
     """Faust's app with the batch consumer (see moments.consumer)."""
 
     hot_topics: frozenset[str] = frozenset()
+    marker_topics: frozenset[str] = frozenset()
+    """Topics whose commits go past a transaction's markers (`BatchConsumer`)."""
     fetch_wait_ms: int = FETCH_MAX_WAIT_MS
     state_settled: Callable[[], Awaitable[None]] | None = None
     """Set by `register_agents` (`Runtime.settled`): what a revocation waits for besides
@@ -86,6 +88,7 @@ class MomentsApp(faust.App):
     def _new_consumer(self) -> BatchConsumer:
         consumer = cast(BatchConsumer, super()._new_consumer())
         consumer.hot_topics = self.hot_topics
+        consumer.marker_topics = self.marker_topics
         consumer.fetch_wait_ms = self.fetch_wait_ms
         if self.state_settled is not None:
             consumer.state_settled = self.state_settled
@@ -154,6 +157,8 @@ def register_agents(
         table, source_topic=settings.topic(EventType.ROAMING.value), partitions=settings.partitions
     )
     app.hot_topics = frozenset(batch_topics(settings))
+    # The outcomes too: read by Faust's own stream, whose commits stop at a marker as well.
+    app.marker_topics = app.hot_topics | {settings.topic("task_outcomes")}
     app.state_settled = runtime.settled
     source = app.topic(
         *batch_topics(settings),

@@ -102,10 +102,11 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         """Partition -> seeks of it made so far (`seek_counted`), changed on the consumer's
         thread only, so that a read taken before a seek and one taken after it tell apart."""
         self.passed: dict[TP, tuple[int, int]] = {}
-        """Hot partition -> `(start, end)`: offsets `start` to `end - 1` hold no record for
-        us (a transaction's commit or abort marker, an aborted or compacted batch), seen
-        as aiokafka's position passed them while reading. The last such run per partition
-        (`BatchConsumer.commit_processed` commits `end` for `start`)."""
+        """Partition (of `BatchConsumer.marker_topics`) -> `(start, end)`: offsets `start`
+        to `end - 1` hold no record for us (a transaction's commit or abort marker, an
+        aborted or compacted batch), seen as aiokafka's position passed them while
+        reading. The last such run per partition (`BatchConsumer.commit_processed` commits
+        `end` for `start`)."""
         self._moves: dict[TP, int] = {}
         """Partition -> position changes made by anything but reading (every seek, from
         any thread: `_watch_seeks`), so that a read tells its own from a seek's."""
@@ -131,16 +132,17 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return _Taken(records, dict(self.seeks)) if self.seeks else records
 
     def _positions(self, consumer: Any, partitions: Any) -> dict[TP, tuple[Any, int]]:
-        """The hot partitions' aiokafka states and positions (those with one)."""
+        """The aiokafka states and positions (those with one) of the partitions of
+        `BatchConsumer.marker_topics`."""
         assignment = getattr(getattr(consumer, "_subscription", None), "subscription", None)
         assignment = getattr(assignment, "assignment", None)
         if assignment is None or not partitions:
             return {}
-        hot = cast("BatchConsumer", self.consumer).hot_topics
+        marked = cast("BatchConsumer", self.consumer).marker_topics
         self._watch_seeks(consumer)
         found: dict[TP, tuple[Any, int]] = {}
         for tp in partitions:
-            if tp.topic in hot:
+            if tp.topic in marked:
                 state = assignment.state_value(tp)
                 if state is not None and state.has_valid_position:
                     found[tp] = (state, state.position)
@@ -234,6 +236,9 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class BatchConsumer(faust_aiokafka.Consumer):
     hot_topics: frozenset[str] = frozenset()
     """Set by the app: the topics whose records go to `fetches`, not to Faust's streams."""
+    marker_topics: frozenset[str] = frozenset()
+    """Set by the app: the topics whose commits go past a transaction's markers
+    (`commit_processed`): the hot topics and the task outcomes, read by Faust's stream."""
     fetch_wait_ms: int = FETCH_MAX_WAIT_MS
     """Set by the app (`MOMENTS_FETCH_WAIT_MS`): read when the Kafka consumer is made."""
 
@@ -406,8 +411,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         after that record, committed, left the group one short of the end for good on an
         idle partition: lag 1 and a committed offset that never moved, which paged
         MomentsPartitionNotProgressing (and every Kafka lag tool showed 1). So also for an
-        assigned partition with nothing processed since its last commit: the marker read
-        after a restart."""
+        assigned partition with nothing processed since its last commit (the marker read
+        after a restart), and for the task outcomes, read by Faust's own stream: Faust
+        commits up to the marker, this past it (Faust never commits below a commit)."""
         offsets: dict[TP, int] = {}
         passed = dict(getattr(self._thread, "passed", {}))  # the thread adds to it
         assigned = passed.keys() & self.assignment() if passed else set()

@@ -33,7 +33,7 @@ SUB = "13800138123"
 
 
 async def produce_then_mark(settings: Settings, topic: str) -> int:
-    """One record (no JSON: a dead letter, processed all the same), then a commit marker
+    """One record (no JSON: a dead letter, read and committed all the same), then a commit marker
     after it on the same partition; that partition."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
@@ -57,7 +57,9 @@ async def produce_then_mark(settings: Settings, topic: str) -> int:
         await producer.stop()
 
 
+@pytest.mark.parametrize("name", ["roaming", "task_outcomes"])
 async def test_an_idle_partition_read_to_a_commit_marker_has_no_lag(
+    name: str,
     make_settings: MakeSettings,
     topics_for: Callable[[Settings], Any],
     start_worker: Callable[[Settings], WorkerProcess],
@@ -66,7 +68,7 @@ async def test_an_idle_partition_read_to_a_commit_marker_has_no_lag(
     settings = make_settings(metrics_port=port)
     await topics_for(settings)
     worker = start_worker(settings)
-    topic = settings.topic("roaming")
+    topic = settings.topic(name)  # an input topic (the batch loop's), the outcomes (Faust's)
     partition = await produce_then_mark(settings, topic)
     labels = {"topic": topic, "partition": str(partition)}
     deadline = time.monotonic() + 90

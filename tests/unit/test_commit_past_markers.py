@@ -82,7 +82,7 @@ class KafkaConsumer:
 
 
 class Consumer:
-    hot_topics = frozenset({TOPIC})
+    hot_topics = marker_topics = frozenset({TOPIC})
     flow_active = True
 
 
