@@ -61,7 +61,7 @@ from moments.decoding import (
     problem,
     whole_characters,
 )
-from moments.models import Deferral, OutcomeStatus, ServiceTask, TaskOutcome
+from moments.models import AGENT_NUMBER_MAX, Deferral, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectReason
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 from sinks.dispatch import TaskSink
@@ -182,6 +182,12 @@ NOT_A_TASK_ID = (
 )
 
 
+AGENT_FIX = (
+    "write text (at most 128 characters) or a whole number from 0 to "
+    f"{AGENT_NUMBER_MAX}; leave it out if there is none"
+)
+
+
 def _problem(error: ErrorDetails) -> str:
     """`field: message` for one validation error, the fix named for a bad task id."""
     where = ".".join(str(p) for p in error["loc"]) or "value"
@@ -189,6 +195,8 @@ def _problem(error: ErrorDetails) -> str:
         return f"task_id: {NOT_A_TASK_ID}"
     if where == "status" and error["type"] == "enum":
         return f"status: {_status_fix(error.get('input'))}"
+    if where == "agent_id" and error["type"] == "string_type":
+        return f"agent_id: {AGENT_FIX}"
     return f"{where}: {problem(error)}"
 
 

@@ -244,3 +244,38 @@ class TestStatusMessages:
             "unreachable, failed: map"
         )
         assert '"Which status"' in dead.message
+
+
+class TestAgentId:
+    """`agent_id` is for people (the detector reads none of it): a dialer's numeric agent
+    id (`"agent_id": 17`) made the outcome a dead letter, and outcomes are not replayed:
+    a decline or an unanswered call was lost for a label."""
+
+    SCHEMA = Path(__file__).parents[2] / "schemas" / "task-outcome.schema.json"
+
+    @pytest.mark.parametrize(
+        ("agent", "taken"),
+        [(17, "17"), (0, "0"), (17.0, "17"), (2**63 - 1, str(2**63 - 1)), ("agent-17", "agent-17")],
+    )
+    def test_a_whole_number_is_taken_as_its_text(self, agent: object, taken: str) -> None:
+        outcome = decode_outcome(record({**OUTCOME, "status": "declined", "agent_id": agent}))
+        assert isinstance(outcome, TaskOutcome), outcome
+        assert outcome.agent_id == taken
+
+    @pytest.mark.parametrize("agent", [-1, 2**63, 17.5, True, [17], "x" * 129])
+    def test_anything_else_is_refused_naming_what_to_write(self, agent: object) -> None:
+        dead = decode_outcome(record({**OUTCOME, "agent_id": agent}))
+        assert isinstance(dead, DeadLetter)
+        assert dead.reason is RejectReason.INVALID_EVENT
+        assert dead.message.startswith("agent_id: ")
+        if not isinstance(agent, str | list):
+            assert "whole number from 0 to 9223372036854775807" in dead.message
+
+    @pytest.mark.parametrize(
+        "agent", [17, 17.0, 1e3, -1, 2**63, 17.5, True, None, "a", "x" * 129, [17]]
+    )
+    def test_the_schema_says_the_same(self, agent: object) -> None:
+        value = {**OUTCOME, "agent_id": agent}
+        validator = Draft202012Validator(json.loads(self.SCHEMA.read_text(encoding="utf-8")))
+        taken = not isinstance(decode_outcome(record(value)), DeadLetter)
+        assert validator.is_valid(value) == taken
