@@ -29,6 +29,7 @@ class BatchSource(Protocol):
     epoch: int
     idle: asyncio.Event
     processed: dict[TP, int]
+    stopping: bool
 
     async def take(self, max_records: int) -> Fetch: ...
 
@@ -88,10 +89,13 @@ class BatchLoop:
         (on Redis, past the revocation's bounded wait) writes no state (`Runtime.handle`),
         and its offsets are not marked: the partitions' next owner reads its events again.
         Offsets are marked from the records processed, and committed at most once a
-        `COMMIT_EVERY_S`."""
+        `COMMIT_EVERY_S`. A stop of the worker (`stopping`) lets the batch in flight
+        finish and marks it, for the stop's last commit, and begins no other: the
+        partitions are still this worker's, and unmarked, the batch was read again by
+        the next start."""
         source = self.source
         fetch = await source.take(self.batch_size)
-        if fetch.epoch != source.epoch:
+        if fetch.epoch != source.epoch or source.stopping:
             return
         source.idle.clear()
         try:
@@ -106,13 +110,16 @@ class BatchLoop:
                 await self.seek(seeks)
             size, epoch = self.batch_size, source.epoch
             owned = self.ownership({tp.partition for tp, _ in fetch.records})
+            handled = 0
             for start in range(0, len(records), size):
-                if source.epoch != epoch or not owned():
+                if source.epoch != epoch or source.stopping or not owned():
                     break
                 await self.handle(records[start : start + size], owned)
+                handled = start + size
             if fetch.epoch != source.epoch or not owned():
                 return
-            for (topic, partition), offset in next_offsets(records).items():
+            # Per partition the records are in offset order: those handled are a prefix.
+            for (topic, partition), offset in next_offsets(records[:handled]).items():
                 source.processed[TP(topic, partition)] = offset
             if self.clock() - self._last_commit >= COMMIT_EVERY_S:
                 await source.commit_processed()

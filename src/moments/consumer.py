@@ -255,6 +255,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         fewer (`Fetch.seeks`) are from before the last one, and dropped."""
         self._waiting: Counter[TP] = Counter()
         """Partitions with records fetched and not yet taken by the batch loop."""
+        self.stopping = False
+        """Set by `wait_empty` when the worker stops (not on a revocation): the batch loop
+        finishes the batch in flight, marks its offsets for the last commit and takes no
+        more (`BatchLoop.step`)."""
         self.state_settled: Callable[[], Awaitable[None]] = _nothing_held
         """Set by the app (`Runtime.settled`): returns once no batch or window sweep chunk
         holds the state. The sweep runs on a timer, beside the batch loop: a revocation
@@ -317,6 +321,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def invalidate(self) -> None:
         """Queued fetches are stale from now on (a seek or a revocation)."""
         self.epoch += 1
+        self._drop_queued()
+
+    def _drop_queued(self) -> None:
         while not self.fetches.empty():
             fetch = self.fetches.get_nowait()
             self._waiting.subtract(tp for tp, _ in fetch.records)
@@ -351,8 +358,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
         within `LAST_COMMIT_S` in all (at least a second each for the last two), so
         neither an agent that cannot finish nor a broker that is gone holds a shutdown
         past the orchestrator's grace period (uncommitted events are read again, and their
-        tasks are not sent twice)."""
-        self.invalidate()
+        tasks are not sent twice).
+
+        A stop (the app stopping, its fetcher already stopped) is not a revocation: the
+        partitions stay this worker's until it leaves the group, so the batch in flight
+        is finished and its offsets committed here, and only what is queued is dropped.
+        Invalidated as on a revocation, the batch loop dropped the finished batch's offsets
+        and the next start read it all again (replays in the metrics, slow on a big one)."""
+        if self.app.should_stop:
+            self.stopping = True
+            self._drop_queued()
+        else:
+            self.invalidate()
         started = time.monotonic()
         try:
             await asyncio.wait_for(self._agents_done(), LAST_COMMIT_S)

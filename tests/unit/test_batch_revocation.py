@@ -73,6 +73,7 @@ class _Source:
     epoch: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     processed: dict[TP, int] = field(default_factory=dict)
+    stopping: bool = False
 
     async def take(self, max_records: int) -> Fetch:
         return self.fetch

@@ -36,6 +36,7 @@ class FakeSource:
     epoch: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     processed: dict[TP, int] = field(default_factory=dict)
+    stopping: bool = False
     commits: list[dict[TP, int]] = field(default_factory=list)
 
     async def take(self, max_records: int) -> Fetch:

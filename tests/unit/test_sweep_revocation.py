@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -136,6 +137,7 @@ class _Revoking:
         self.state_settled = state_settled
         self._unacked_messages: set[object] = set()
         self.committed = 0
+        self.app = SimpleNamespace(should_stop=False)  # a revocation, not a stop
 
     def invalidate(self) -> None:
         pass
