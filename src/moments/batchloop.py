@@ -31,7 +31,11 @@ class BatchSource(Protocol):
     processed: dict[TP, int]
     stopping: bool
 
-    async def take(self, max_records: int) -> Fetch: ...
+    async def take(self, max_records: int) -> Fetch:
+        """The next fetch; of a partition sought back (`BatchLoop.seek`), none of the records
+        taken from the broker before the seek: what follows a seek is its re-read, taken
+        wherever it begins (`RewindGuard.sought`)."""
+        ...
 
     async def commit_processed(self) -> None: ...
 
@@ -108,6 +112,7 @@ class BatchLoop:
             records, seeks = self.guard.filter(records, self.committed)
             if seeks:
                 await self.seek(seeks)
+                self.guard.sought(seeks)  # what comes of them now is their re-read
             size, epoch = self.batch_size, source.epoch
             owned = self.ownership({tp.partition for tp, _ in fetch.records})
             handled = 0

@@ -14,15 +14,16 @@ record lies beyond the committed offset, or when it stays silent although it has
 a committed offset, the partition is sought back to that offset. Records fetched
 before the seek are not handled before the re-read, so a subscriber's events are
 still applied in offset order: the consumer drops those aiokafka handed over before
-(`moments.consumer.BatchConsumer.take`), and the guard holds back the rest of the
-batch that showed the gap until the re-read reaches its first record. Records read
-twice are harmless: state updates are guarded by offset and event id, and tasks by
-the ledger.
+(`moments.consumer.BatchConsumer.take`), and the guard drops the rest of the batch
+that showed the gap (it holds the partition until the seek is made: `sought`). Records
+read twice are harmless: state updates are guarded by offset and event id, and tasks
+by the ledger.
 
-A silent partition's re-read is not held: it may begin past the committed offset
-(the record there compacted away, or deleted by retention: the read starts at the
-first record the broker still has), and held until a record at that offset came,
-every record of the re-read was dropped, for good, for the hold's 30 s.
+No re-read is held: it may begin past the committed offset, and past the record
+that showed the gap (those records compacted away, or deleted by retention: the read
+starts at the first record the broker still has). Held until a record at or before
+the one awaited came, every record of the re-read was dropped, for good, for the
+hold's 30 s, and the offsets after them committed.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ TopicPartition = tuple[str, int]
 CommittedOffset = Callable[[TopicPartition], int | None]
 
 HOLD_LIMIT_S = 30.0
-"""Give up waiting for a re-read after this long (the record that showed the gap was
-compacted away since)."""
+"""Give up holding a partition whose seek was asked and never said made (`sought`)."""
 
 
 def silent_seek_level(offset: int, end: int | None) -> int:
@@ -56,7 +56,8 @@ class RewindGuard:
         self._clock = clock
         self._checked: set[TopicPartition] = set()
         self._held: dict[TopicPartition, tuple[int, float]] = {}
-        """Partition sought back for a gap -> (release offset, when the seek was made)."""
+        """Partition to be sought back for a gap -> (release offset, when the seek was
+        asked), until the seek is made (`sought`)."""
         self._rewound: set[tuple[TopicPartition, int]] = set()
 
     def reset(self) -> None:
@@ -103,6 +104,16 @@ class RewindGuard:
                     continue
             keep.append(record)
         return keep, seeks
+
+    def sought(self, seeks: Iterable[TopicPartition]) -> None:
+        """The seeks `filter` asked for are made: what the consumer hands over of these
+        partitions from now on is their re-read (it drops the records it took from aiokafka
+        before a seek: `BatchConsumer.take`), taken wherever it begins. Held on for a record
+        at or before the one that showed the gap, a re-read that began past it (that record
+        compacted away, or deleted by retention, since it was read) was dropped, record
+        after record, for `HOLD_LIMIT_S`, never fetched again, and committed past."""
+        for tp in seeks:
+            self._held.pop(tp, None)
 
     def silent(
         self, assigned: Iterable[TopicPartition], committed: CommittedOffset

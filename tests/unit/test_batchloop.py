@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from faust.types import TP
 
 from moments.batchloop import COMMIT_EVERY_S, BatchLoop
-from moments.consumer import Fetch
+from moments.consumer import Fetch, _since_seeks
 from moments.records import RawRecord
-from moments.rewind import RewindGuard, TopicPartition
+from moments.rewind import HOLD_LIMIT_S, RewindGuard, TopicPartition
 
 from .fakes import Clock
 
@@ -38,16 +38,23 @@ class FakeSource:
     processed: dict[TP, int] = field(default_factory=dict)
     stopping: bool = False
     commits: list[dict[TP, int]] = field(default_factory=list)
+    sought: dict[TP, int] = field(default_factory=dict)
+    """Partition -> seeks made so far: as the consumer does, a fetch taken from aiokafka
+    before a seek of a partition (`Fetch.seeks`) loses that partition's records."""
 
     async def take(self, max_records: int) -> Fetch:
-        return self.fetches.pop(0)
+        return _since_seeks(self.fetches.pop(0), self.sought)
 
     async def commit_processed(self) -> None:
         self.commits.append(dict(self.processed))
 
 
-def fetch(*parts: tuple[int, list[int]], epoch: int = 0) -> Fetch:
-    return Fetch(epoch, [(TP(T, p), [Rec(o) for o in offsets]) for p, offsets in parts])
+def fetch(
+    *parts: tuple[int, list[int]], epoch: int = 0, seeks: dict[int, int] | None = None
+) -> Fetch:
+    """A fetch taken from aiokafka once partition p had been sought `seeks[p]` times."""
+    sought = {TP(T, p): n for p, n in (seeks or {}).items()}
+    return Fetch(epoch, [(TP(T, p), [Rec(o) for o in offsets]) for p, offsets in parts], sought)
 
 
 class Harness:
@@ -59,7 +66,7 @@ class Harness:
         self.loop = BatchLoop(
             self.source,
             self.handle,
-            RewindGuard(),
+            RewindGuard(self.clock),
             committed.get,
             self.seek,
             batch_size=3,
@@ -71,6 +78,8 @@ class Harness:
 
     async def seek(self, seeks: Mapping[TopicPartition, int]) -> None:
         self.seeks.append(dict(seeks))
+        for tp in seeks:
+            self.source.sought[TP(*tp)] = self.source.sought.get(TP(*tp), 0) + 1
 
 
 async def test_records_go_in_batches_and_their_offsets_are_marked() -> None:
@@ -87,8 +96,8 @@ async def test_a_partition_sought_back_is_not_marked_until_its_re_read() -> None
     h = Harness(
         [
             fetch((0, [108]), (1, [7])),  # partition 0 committed at 100: 100-107 dropped
-            fetch((0, [109, 110]), (1, [8])),  # fetched before the seek: held back
-            fetch((0, list(range(100, 111)))),  # the re-read
+            fetch((0, [109, 110]), (1, [8])),  # fetched before the seek: dropped
+            fetch((0, list(range(100, 111))), seeks={0: 1}),  # the re-read
         ],
         {(T, 0): 100, (T, 1): 7},
     )
@@ -143,3 +152,27 @@ async def test_a_silent_partition_re_read_from_past_its_commit_is_handled() -> N
     assert h.handled == [[(0, 103), (0, 104), (0, 105)], [(0, 106)]]
     assert h.source.processed == {TP(T, 0): 107}
     assert h.seeks == []
+
+
+async def test_a_re_read_that_begins_past_the_record_that_showed_the_gap_is_handled() -> None:
+    """Partition 0, committed at 100, first delivered 108 (Faust dropped 100-107): sought
+    back to 100. Before the re-read, 100-108 went (compaction, retention): it begins at
+    109. It was held for a record at or before 108 that never came, so 109 and every
+    record after it were dropped for 30 s, never fetched again, and the offsets after
+    them committed. The consumer drops what it took from aiokafka before the seek, so
+    what comes after the seek is the re-read, wherever it begins."""
+    h = Harness(
+        [
+            fetch((0, [108, 109])),
+            fetch((0, [109, 110, 111]), seeks={0: 1}),  # the re-read
+            fetch((0, [112]), seeks={0: 1}),
+        ],
+        {(T, 0): 100},
+    )
+    await h.loop.step()
+    assert (h.seeks, h.handled, h.source.processed) == ([{(T, 0): 100}], [], {})
+    await h.loop.step()
+    h.clock.now += HOLD_LIMIT_S  # once the hold gave up, the records after came
+    await h.loop.step()
+    assert h.handled == [[(0, 109), (0, 110), (0, 111)], [(0, 112)]]
+    assert h.source.processed == {TP(T, 0): 113}

@@ -93,10 +93,22 @@ def test_silent_partitions_without_a_committed_offset_are_left_alone() -> None:
     assert RewindGuard().silent([(T, 0)], lambda tp: None) == {}
 
 
+def test_once_the_seek_is_made_the_re_read_is_taken_wherever_it_begins() -> None:
+    """6 showed the gap; 4-6 were compacted away (or deleted by retention) before the
+    re-read, which begins at 9. Held for a record at or before 6, 9 and every record after
+    it were dropped for 30 s, never fetched again, and committed past. What the consumer
+    hands over after the seek is the re-read (it drops what it took before)."""
+    guard = RewindGuard(Clock(100.0))
+    assert guard.filter([rec(6), rec(7)], lambda tp: 4) == ([], {(T, 0): 4})
+    guard.sought([(T, 0)])
+    keep, seeks = guard.filter([rec(9), rec(10)], lambda tp: 4)
+    assert (offsets(keep), seeks) == ([9, 10], {})
+
+
 def test_a_hold_that_is_never_released_gives_up_after_the_limit() -> None:
     clock = Clock(100.0)
     guard = RewindGuard(clock)
-    # 6 showed the gap, and was compacted away before the re-read reached it.
+    # 6 showed the gap; the seek was never said made (`sought`), nor did a re-read come.
     assert guard.filter([rec(6)], lambda tp: 4) == ([], {(T, 0): 4})
     assert guard.filter([rec(9)], lambda tp: 4)[0] == []
     clock.now += HOLD_LIMIT_S
