@@ -218,6 +218,10 @@ def register_agents(
                 level, "%s[%d]: %s; reading again from offset %d", topic, partition, why, offset
             )
             await app.consumer.seek(TP(topic, partition), offset)
+            # Its records held since the seek was asked are from before it; what the
+            # consumer hands over of it now is the re-read (the silent check's seeks are
+            # made one at a time, beside the batch loop).
+            guard.sought([(topic, partition)])
 
     # The agent only subscribes the input topics (and lets Faust's assignor co-partition
     # them with the table); their records reach `process_batches` through the

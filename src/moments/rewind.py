@@ -14,10 +14,11 @@ record lies beyond the committed offset, or when it stays silent although it has
 a committed offset, the partition is sought back to that offset. Records fetched
 before the seek are not handled before the re-read, so a subscriber's events are
 still applied in offset order: the consumer drops those aiokafka handed over before
-(`moments.consumer.BatchConsumer.take`), and the guard drops the rest of the batch
-that showed the gap (it holds the partition until the seek is made: `sought`). Records
-read twice are harmless: state updates are guarded by offset and event id, and tasks
-by the ledger.
+(`moments.consumer.BatchConsumer.take`), and the guard holds a partition from the
+moment its seek is asked until it is made (`sought`): the rest of the batch that
+showed the gap, and a silent partition's records fetched while the seeks of the
+others were made. Records read twice are harmless: state updates are guarded by
+offset and event id, and tasks by the ledger.
 
 No re-read is held: it may begin past the committed offset, and past the record
 that showed the gap (those records compacted away, or deleted by retention: the read
@@ -56,8 +57,8 @@ class RewindGuard:
         self._clock = clock
         self._checked: set[TopicPartition] = set()
         self._held: dict[TopicPartition, tuple[int, float]] = {}
-        """Partition to be sought back for a gap -> (release offset, when the seek was
-        asked), until the seek is made (`sought`)."""
+        """Partition to be sought back -> (release offset, when the seek was asked), until
+        the seek is made (`sought`): its records fetched meanwhile are from before it."""
         self._rewound: set[tuple[TopicPartition, int]] = set()
 
     def reset(self) -> None:
@@ -66,14 +67,13 @@ class RewindGuard:
         self._held.clear()
         self._rewound.clear()
 
-    def _rewind(self, tp: TopicPartition, offset: int, release_at: int | None) -> bool:
-        """Note a seek of `tp` to `offset`; hold its records until one at or below
-        `release_at` shows that the re-read has arrived (None: hold none)."""
+    def _rewind(self, tp: TopicPartition, offset: int, release_at: int) -> bool:
+        """Note a seek of `tp` to `offset`; hold its records until the seek is made
+        (`sought`), or one at or below `release_at` shows that the re-read has arrived."""
         if (tp, offset) in self._rewound:
             return False  # once per committed offset: a second read is taken as it is
         self._rewound.add((tp, offset))
-        if release_at is not None:
-            self._held[tp] = (release_at, self._clock())
+        self._held[tp] = (release_at, self._clock())
         return True
 
     def filter(
@@ -121,14 +121,17 @@ class RewindGuard:
         """Seeks for assigned partitions that delivered nothing since the assignment.
 
         Call it a little after the rebalance: a partition with a committed offset
-        that stayed silent may have had its first records dropped. Its re-read is taken
-        as it comes, wherever it begins (records fetched before the seek are the
-        consumer's to drop)."""
+        that stayed silent may have had its first records dropped. Its records are held
+        until its seek is made (`sought`, called once each partition is sought: the seeks
+        are made one after the other, and records of one not yet sought, fetched meanwhile
+        from past its commit, were handled before the re-read brought the ones before
+        them); then its re-read is taken as it comes, wherever it begins (records fetched
+        before the seek are the consumer's to drop)."""
         seeks: dict[TopicPartition, int] = {}
         for tp in assigned:
             if tp in self._checked or tp in self._held:
                 continue
             expected = committed(tp)
-            if expected is not None and self._rewind(tp, expected, release_at=None):
+            if expected is not None and self._rewind(tp, expected, release_at=-1):
                 seeks[tp] = expected
         return seeks

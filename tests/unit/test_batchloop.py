@@ -147,6 +147,7 @@ async def test_a_silent_partition_re_read_from_past_its_commit_is_handled() -> N
     and the offsets after them committed."""
     h = Harness([fetch((0, [103, 104, 105])), fetch((0, [106]))], {(T, 0): 100})
     assert h.loop.guard.silent([(T, 0)], lambda tp: 100) == {(T, 0): 100}
+    h.loop.guard.sought([(T, 0)])  # the app's seek_back, once the seek is made
     await h.loop.step()
     await h.loop.step()
     assert h.handled == [[(0, 103), (0, 104), (0, 105)], [(0, 106)]]

@@ -73,6 +73,7 @@ def test_a_silent_partition_is_sought_back_once() -> None:
     seeks = guard.silent([seen, (T, 1)], lambda tp: {(T, 0): 3, (T, 1): 1}[tp])
     assert seeks == {(T, 1): 1}, "only the partition that delivered nothing"
     assert guard.silent([(T, 1)], lambda tp: 1) == {}, "once per committed offset"
+    guard.sought([(T, 1)])  # the seek is made (the app's seek_back says so)
     keep, seeks = guard.filter([rec(1, partition=1), rec(2, partition=1)], lambda tp: 1)
     assert (offsets(keep), seeks) == ([1, 2], {})
 
@@ -84,9 +85,25 @@ def test_a_silent_partitions_re_read_is_taken_wherever_it_begins() -> None:
     fetched before the seek are the consumer's to drop: test_batch_consumer_take)."""
     guard = RewindGuard(Clock(100.0))
     assert guard.silent([(T, 0)], lambda tp: 4) == {(T, 0): 4}
+    guard.sought([(T, 0)])
     keep, seeks = guard.filter([rec(6), rec(7)], lambda tp: 4)
     assert (offsets(keep), seeks) == ([6, 7], {})  # no second seek: once per offset
     assert offsets(guard.filter([rec(8)], lambda tp: 4)[0]) == [8]
+
+
+def test_a_silent_partitions_records_fetched_before_its_seek_is_made_are_dropped() -> None:
+    """The silent check seeks its partitions one after the other, each an await: records
+    of one not yet sought, fetched meanwhile from past its commit (Faust dropped the first
+    ones), passed the gap check as already rewound and were handled; the seek then
+    brought the records before them, which the state took for replays of a subscriber
+    whose later event was applied. Held until the seek is made, they come again in order."""
+    guard = RewindGuard()
+    assert guard.silent([(T, 0)], lambda tp: 4) == {(T, 0): 4}
+    keep, seeks = guard.filter([rec(9), rec(10)], lambda tp: 4)  # before the seek is made
+    assert (offsets(keep), seeks) == ([], {})
+    guard.sought([(T, 0)])
+    keep, seeks = guard.filter([rec(4), rec(5)], lambda tp: 4)  # the re-read
+    assert (offsets(keep), seeks) == ([4, 5], {})
 
 
 def test_silent_partitions_without_a_committed_offset_are_left_alone() -> None:
