@@ -370,15 +370,23 @@ class MemoryDeferrals:
             out.append(ok)
         return out
 
+    def _due_now(self, task_id: str, now: float) -> int:
+        """As the scripts' `due_now`: the task waiting for later than `now`, due now; 1
+        when it was moved. One due already and ranked (in `due`, a negative score in
+        Redis) keeps its due time: woken at an earlier `now` than the release that ranked
+        it, it was moved back before it, out of `next_due`'s sight."""
+        score = self.scores.get(task_id)
+        if score is None or score <= now or task_id in self.due:
+            return 0
+        self.scores[task_id] = now
+        heapq.heappush(self._heap, (now, task_id))
+        return 1
+
     async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:
         woken = 0
         for sub in dict.fromkeys(subscriber_ids):
             for task_id in sorted(self.lines.pop(sub, ())):
-                score = self.scores.get(task_id)
-                if score is not None and score > now:
-                    self.scores[task_id] = now
-                    heapq.heappush(self._heap, (now, task_id))
-                    woken += 1
+                woken += self._due_now(task_id, now)
         return woken
 
     async def rejudge(self, timetable: str, now: float) -> int:
@@ -389,11 +397,7 @@ class MemoryDeferrals:
         self.judged = timetable
         woken = 0
         for task_id in sorted(self.hours | self.next_day):
-            score = self.scores.get(task_id)
-            if score is not None and score > now:
-                self.scores[task_id] = now
-                heapq.heappush(self._heap, (now, task_id))
-                woken += 1
+            woken += self._due_now(task_id, now)
         return woken
 
     async def join_many(self, items: Sequence[Joining]) -> list[str | None]:
