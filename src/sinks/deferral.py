@@ -44,6 +44,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -329,6 +330,23 @@ def _due(score: float) -> float:
     return -1 - score if score < 0 else score
 
 
+@dataclass
+class _Walk:
+    """Where a re-judge walk (`DeferralQueue.rejudge`) is: a retry goes on from it."""
+
+    timetable: str
+    mark: str
+    """`judged` while it walks: `~<timetable>:<nonce>`."""
+    woken: int
+    """Tasks made due so far (the unindexed ones included)."""
+    index: int = 0
+    """Which index (`hours`, then `nextday`) it walks."""
+    cursor: bytes | str = "0"
+    """Its SSCAN cursor there."""
+    first: bool = True
+    """No chunk answered yet: the next call starts the walk (sets its mark)."""
+
+
 class DeferralQueue:
     def __init__(self, redis: Redis, ledger: TaskLedger) -> None:
         self.redis = redis
@@ -353,6 +371,9 @@ class DeferralQueue:
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
         self._join = BatchScript(redis, _JOIN, keys=2, args=5)
         self._release = redis.register_script(_RELEASE)
+        self._walk: _Walk | None = None
+        """A re-judge walk a failed call interrupted, which the next `rejudge` of the same
+        timetable goes on with."""
 
     def open_key(self, subscriber_id: str) -> str:
         return f"{self.prefix}open:{subscriber_id}"
@@ -475,34 +496,51 @@ class DeferralQueue:
         - two walks at once: the later one's mark stands, the earlier stops at its next
           chunk (the later reads everything it would); one of them marks the queue;
         - a crash mid-walk leaves the walk's mark: the next `rejudge` walks again (the
-          tasks made due already cost one ZSCORE each).
+          tasks made due already cost one ZSCORE each);
+        - a call that fails mid-walk (Redis away) leaves the walk to this queue's next
+          `rejudge` of the timetable (the sink's retry), which goes on from the chunk
+          that failed and counts the whole walk's tasks.
         The first time (no `judged`), the whole queue is read once before the walk for
         the tasks an earlier version parked without indexing them (`_wake_unindexed`)."""
         raw = await self.redis.get(self.judged_key)
         judged = None if raw is None else as_bytes(raw).decode()
+        walk = self._walk if self._walk is not None and self._walk.timetable == timetable else None
+        self._walk = None
         if judged == timetable:
-            return 0
-        woken = await self._wake_unindexed(now) if judged in (None, "?") else 0
-        walk = f"~{timetable}:{secrets.token_hex(4)}"
+            return 0 if walk is None else walk.woken
+        if walk is None:
+            woken = await self._wake_unindexed(now) if judged in (None, "?") else 0
+            walk = _Walk(timetable, f"~{timetable}:{secrets.token_hex(4)}", woken)
+        try:
+            await self._walk_on(walk, now)
+        except BaseException:
+            # A retry (`with_retry`, the sink's) goes on from the chunk that failed. From
+            # the start, it woke again the tasks the walk had made due that another worker
+            # released and parked by the new timetable meanwhile (each released, judged
+            # and counted again), and its count left out the chunks before the failure.
+            self._walk = walk
+            raise
+        return walk.woken
+
+    async def _walk_on(self, walk: _Walk, now: float) -> None:
+        """`_REJUDGE` a chunk a call from where `walk` is, until the walk ends or stops."""
         indexes = (self.hours_key, self.next_day_key)
-        first = True
-        for index in indexes:
-            last = index == indexes[-1]
-            cursor: bytes | str = "0"
-            while True:
-                args: list[bytes | str | float] = [now, timetable, walk, cursor]
-                args += [_REJUDGE_CHUNK, int(first), int(last)]
-                reply: Sequence[Any] = await self._rejudge(
-                    keys=[self.judged_key, self.key, index], args=args
-                )
-                first = False
-                cursor, going = as_bytes(reply[0]), int(reply[2])
-                woken += int(reply[1])
-                if not going:
-                    return woken
-                if cursor == b"0":
-                    break
-        return woken
+        while walk.index < len(indexes):
+            last = walk.index == len(indexes) - 1
+            args: list[bytes | str | float] = [now, walk.timetable, walk.mark, walk.cursor]
+            args += [_REJUDGE_CHUNK, int(walk.first), int(last)]
+            reply: Sequence[Any] = await self._rejudge(
+                keys=[self.judged_key, self.key, indexes[walk.index]], args=args
+            )
+            cursor, going = as_bytes(reply[0]), int(reply[2])
+            walk.first = False
+            walk.woken += int(reply[1])
+            if not going:
+                return
+            if cursor == b"0":
+                walk.index, walk.cursor = walk.index + 1, "0"
+            else:
+                walk.cursor = cursor
 
     async def _wake_unindexed(self, now: float) -> int:
         """Make due now the waiting tasks whose payload says they wait for their channel's

@@ -218,3 +218,43 @@ class TestTwoWalksAtOnce:
         assert await queue.due_at("late") == AT
         assert await still_waiting(queue) == 0
         assert await judged(queue) == NEW
+
+
+class TestARetryAfterAFailedChunk:
+    """The sink retries a failed re-judge (`with_retry`, the same queue, timetable and
+    `now`): the retry goes on from the chunk that failed, not from the start."""
+
+    async def test_it_does_not_wake_again_what_another_worker_judged_meanwhile(
+        self, queue: DeferralQueue
+    ) -> None:
+        """Between the failure and the retry, another worker releases a task the first
+        chunk made due, judges it by the new timetable and parks it for that opening.
+        Walked again from the start, the retry made it due once more: released, judged
+        and parked again, each counted again (`moments_tasks_released`, `deferred`), for
+        nothing. And the number of tasks judged again (the log's) is the whole walk's."""
+        await park(queue, [f"t{n}" for n in range(5 * CHUNK)], OLD)
+        script = queue._rejudge
+        calls = 0
+
+        async def fails_once(**kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:  # the connection drops before the second chunk's call
+                raise ConnectionError("Redis went away")
+            return await script(**kwargs)
+
+        queue._rejudge = fails_once  # type: ignore[assignment]
+        with pytest.raises(ConnectionError):
+            await queue.rejudge(NEW, AT)
+        first = int(await queue.redis.zcount(queue.key, AT, AT))
+        assert 0 < first < 5 * CHUNK  # the first chunk made due, the rest still waiting
+        # Another worker releases one of them and parks it for the new opening.
+        [released] = await queue.release(AT, limit=1)
+        later = OPENS + 3600.0
+        item = Parking(released.task_id, "13700000001", b"", later, 60.0, waits_for_hours=True)
+        assert await queue.park_many([item], NEW) == [True]
+        woken = await queue.rejudge(NEW, AT)  # the retry
+        assert await queue.due_at(released.task_id) == later  # not woken again
+        assert woken == 5 * CHUNK  # the whole walk's count
+        assert await judged(queue) == NEW
+        assert await queue.redis.zcount(queue.key, f"({AT}", "+inf") == 1
