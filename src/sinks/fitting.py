@@ -12,7 +12,7 @@ from moments.models import Channel, ServiceTask
 from moments.records import SuppressReason
 from sinks.capacity import CapacityLimiter, Slot, next_day_start
 from sinks.contact import merge_tasks
-from sinks.hours import Opening, quiet_opens
+from sinks.hours import Opening, first_allowed, quiet_opens
 from sinks.metrics import DispatchMetrics
 from sinks.policy import DispatchPolicy, OverflowPolicy
 from sinks.retry import Retrying
@@ -132,9 +132,15 @@ class CapacityFitting:
                 if opens is not None and opens.timestamp() <= self.policy.last_send(task):
                     fit.wait += [own[m.task_id] for m in send]
                     if opens.timestamp() < fit.later:
-                        worked = self.opening(task, at, []) == at
                         fit.later = opens.timestamp()
-                        fit.why = "quiet_hours" if worked else "channel_hours"
+                        # The quiet hours' end unless the channel's hours put it later:
+                        # then it waits for them (`channel_hours`), indexed, so that a
+                        # change of those hours judges it again (`Deferrals.rejudge`).
+                        # Told by whether the channel was worked now, a part the quiet
+                        # hours held now and the hours after their end waited as
+                        # `quiet_hours`, in no index, for the opening of hours changed since.
+                        quiet_end = first_allowed(at, quiet) if quiet else at
+                        fit.why = "quiet_hours" if opens == quiet_end else "channel_hours"
                     return fit
                 channel = task.channel
                 continue

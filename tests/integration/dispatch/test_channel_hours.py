@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -638,3 +639,56 @@ class TestAFallbackIsJudgedByItsOwnChannel:
         assert await w.sink.release_due(now=end.timestamp()) == 1
         sent = [t for t in await published(w.settings, 2) if t["task_id"] == retry_id]
         assert [(t["channel"], t["deferred"]["reason"]) for t in sent] == [("sms", "quiet_hours")]
+
+
+def minute(at: dt.datetime) -> dt.datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+class TestACapacityPartHeldByQuietHoursAndChannelHours:
+    """Capacity moves a moment to its fallback channel, whose quiet hours hold it now and
+    whose hours (`hours:`) are closed when they end: the part waits for that channel's
+    next opening, a wait the channel's hours decide."""
+
+    @staticmethod
+    def policy(opens: dt.datetime) -> DispatchPolicy:
+        """Pushes have no room and fall back to SMS; SMS is worked from an hour ago to an
+        hour from now, then again from `opens`."""
+        windows = [
+            f"{NOW - HOUR:%H:%M}-{NOW + HOUR:%H:%M}",
+            f"{opens:%H:%M}-{NOW + 10 * HOUR:%H:%M}",
+        ]
+        return DispatchPolicy.model_validate(
+            {
+                "timezone": "UTC",
+                "capacity": {"*": {"app_push": 0}},
+                "overflow": {"nudge": {"policy": "fallback", "channel": "sms"}},
+                "hours": {"sms": windows},
+            }
+        )
+
+    async def test_it_is_judged_again_when_those_hours_change(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The SMS hours then open earlier: the part is judged again by them, as every task
+        waiting for its channel's hours is (`channel_hours`, indexed for the re-judge). It
+        was parked as waiting for quiet hours, which nothing re-judges, and kept the old
+        opening, half an hour after the new one."""
+        late, early = minute(NOW + 3 * HOUR), minute(NOW + 2 * HOUR + dt.timedelta(minutes=30))
+        w = make_worker(self.policy(late))
+        quiet = quiet_now(Channel.SMS, CALL, Channel.MANAGER)  # until two hours from now
+        push = task("p9", sub="13700000049", moment_type="nudge", channel=Channel.APP_PUSH)
+        w.sink.add(push.model_copy(update={"quiet_hours": quiet}))  # gated: sent now
+        await w.sink.flush()
+        assert await w.sink.deferral.due_at("p9") == late.timestamp()
+        w.sink.use_policy(self.policy(early))
+        # A whole second: a woken task's `deliver_after` is `now` as a datetime, rounded
+        # to the microsecond, maybe up, and then waits for that next microsecond.
+        now = float(int(time.time()) + 1)
+        assert await w.sink.release_due(now=now) == 1  # the re-judge made it due now
+        assert await w.sink.deferral.due_at("p9") == early.timestamp()
+        assert await w.sink.release_due(now=early.timestamp()) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["channel"]) == ("p9", "sms")
+        assert out["deferred"]["reason"] == "channel_hours"
+        assert instant(out["deliver_after"]) == early
