@@ -27,6 +27,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from moments.models import ServiceTask
 from rules.gating import open_after_quiet
@@ -285,12 +286,48 @@ def quiet_holds(task: ServiceTask) -> bool:
 
 def published(task: ServiceTask) -> ServiceTask:
     """The task as consumers get it: `quiet_hours` only when they hold back its channel,
-    as the contract says, without the channels they hold (dispatch's own)."""
+    as the contract says, without the channels they hold (dispatch's own); every time in
+    the offset of its `triggered_at` (`on_its_clock`)."""
+    update: dict[str, Any] = on_its_clock(task)
     quiet = task.quiet_hours
-    if quiet is None or quiet.channels is None:
-        return task
-    shown = quiet.model_copy(update={"channels": None}) if quiet_holds(task) else None
-    return task.model_copy(update={"quiet_hours": shown})
+    if quiet is not None and quiet.channels is not None:
+        shown = quiet.model_copy(update={"channels": None}) if quiet_holds(task) else None
+        update["quiet_hours"] = shown
+    return task.model_copy(update=update) if update else task
+
+
+def on_its_clock(task: ServiceTask) -> dict[str, Any]:
+    """The task's times not written in the offset of its `triggered_at` (the event's that
+    made the moment), in it: the same instants. The worker's clock (`created_at`) and
+    dispatch's waits (`deliver_after`, `deferred.until`, set from epoch seconds) were in
+    UTC, `Z`, beside a moment at +08:00, and a merged moment keeps its own event's offset."""
+    zone = task.triggered_at.tzinfo
+    offset = task.triggered_at.utcoffset()
+
+    def moved(at: dt.datetime) -> dt.datetime | None:
+        return None if at.utcoffset() == offset else at.astimezone(zone)
+
+    update: dict[str, Any] = {}
+    for name in ("created_at", "deliver_after", "expires_at"):
+        if (at := moved(getattr(task, name))) is not None:
+            update[name] = at
+    deferred = task.deferred
+    if deferred is not None and (until := moved(deferred.until)) is not None:
+        update["deferred"] = deferred.model_copy(update={"until": until})
+    related = task.related
+    if related and any(
+        moved(m.triggered_at) or (m.expires_at is not None and moved(m.expires_at)) for m in related
+    ):
+        update["related"] = [
+            m.model_copy(
+                update={
+                    "triggered_at": m.triggered_at.astimezone(zone),
+                    "expires_at": None if m.expires_at is None else m.expires_at.astimezone(zone),
+                }
+            )
+            for m in related
+        ]
+    return update
 
 
 def quiet_opens(task: ServiceTask, at: dt.datetime) -> dt.datetime | None:

@@ -750,7 +750,7 @@ def test_a_group_deferred_again_lists_each_merged_moment_once(
     assert main(["backtest", "--events", str(history), *args]) == 0
     tasks = [orjson.loads(line) for line in (out / "tasks.jsonl").read_bytes().splitlines()]
     (of_a,) = [t for t in tasks if t["subscriber_id"] == a]
-    assert of_a["deliver_after"] == "2026-11-04T01:00:00Z"  # deferred twice, as set up
+    assert of_a["deliver_after"] == "2026-11-04T09:00:00+08:00"  # deferred twice, as set up
     assert [r["moment"]["rule_id"] for r in of_a["related"]] == ["first_topup_channel"]
     # The top-up reached A in the call: "Top rules" counts it, where by tasks alone
     # first_topup_channel read as making nothing.
