@@ -7,7 +7,8 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
 - `moments_task_outcomes_total{moment_type,status}`: the moment type is read from the
   task's payload, or once it is gone from the ledger entry the sink wrote when it
   published the task (`unknown` once that is gone too); a status is counted once per
-  task, however often it is read;
+  task, however often it is read, and once when Redis noted it but its reply was lost
+  (the retried call reads its own token back, `Ledger.first_outcome`);
 - `declined`: the same rule is not sent to that subscriber for
   `outcomes.declined_suppress` (a Redis key read at dispatch);
 - `unreachable`: a retry with a deterministic id (so a re-read outcome re-queues
@@ -46,6 +47,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -421,9 +423,11 @@ async def _first(sink: TaskSink, outcome: TaskOutcome, channel: str | None) -> b
     its offset was committed) or sent twice is counted once; what it does is idempotent
     (a decline sets the same key, a retry has a deterministic id). Any outcome answers
     the task: it leaves the unanswered index (of `channel`, the task's; of every channel
-    when its payload is gone), in the same round trip."""
+    when its payload is gone), in the same round trip. The call's token makes it so for
+    a retry of the call as well, whose first try Redis answered and the reply was lost."""
+    token = secrets.token_hex(8)
     return await with_retry(
-        lambda: sink.ledger.first_outcome(outcome.task_id, outcome.status.value, channel),
+        lambda: sink.ledger.first_outcome(outcome.task_id, outcome.status.value, channel, token),
         Dependency.REDIS,
         sink.metrics,
         "noting an outcome",

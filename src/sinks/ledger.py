@@ -94,14 +94,18 @@ return 1
 
 # An outcome of a task whose body is not there (expired, or its confirm not written yet).
 # KEYS: outcome mark, task, answered mark, the unanswered index of every channel; ARGV:
-# ttl, id. Whether the status is new; a task still pending (published, not confirmed) is
-# marked answered, so its confirm leaves it out of the index (`_SETTLE`).
+# ttl, id, token (`Ledger.first_outcome`; '' none). Whether the status is new, or was
+# noted with this token (the same call again, its reply lost); a task still pending
+# (published, not confirmed) is marked answered, so its confirm leaves it out of the
+# index (`_SETTLE`).
 _FIRST_OUTCOME_UNKNOWN = """
-local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+local mark = ARGV[3]
+if mark == '' then mark = '1' end
+local first = redis.call('SET', KEYS[1], mark, 'NX', 'EX', ARGV[1])
 local v = redis.call('GET', KEYS[2])
 if v and string.sub(v, 1, 1) == 'P' then redis.call('SET', KEYS[3], '1', 'EX', ARGV[1]) end
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
-if first then return 1 end
+if first or (ARGV[3] ~= '' and redis.call('GET', KEYS[1]) == ARGV[3]) then return 1 end
 return 0
 """
 
@@ -456,22 +460,29 @@ class TaskLedger:
         value: bytes | str | None = await self.redis.get(self.body_key(task_id))
         return value.encode() if isinstance(value, str) else value
 
-    async def first_outcome(self, task_id: str, status: str, channel: str | None = None) -> bool:
+    async def first_outcome(
+        self, task_id: str, status: str, channel: str | None = None, token: str = ""
+    ) -> bool:
         """See `sinks.stores.Ledger.first_outcome`; the task leaves the unanswered index
         (of `channel`, or of every channel when it is not known) in the same round trip.
         Not known, the call is a script that also marks a pending task answered
         (`_FIRST_OUTCOME_UNKNOWN`); known, the task was confirmed already (its body is
-        kept by the confirm): a pipeline."""
+        kept by the confirm): a pipeline. The mark holds `token`, so the call made again
+        after its reply was lost reads its own mark back: first."""
         key = f"{self.prefix}outcome:{task_id}:{status}"
         if channel is None:  # its body gone, or not kept yet: the entry says which
             keys = [key, self.key(task_id), self.answered_key(task_id)]
             keys += [self.unanswered_key(c) for c in CHANNELS]
-            return bool(await self._first_unknown(keys=keys, args=[self.ttl, task_id]))
+            args: list[str | int] = [self.ttl, task_id, token]
+            return bool(await self._first_unknown(keys=keys, args=args))
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(key, b"1", nx=True, ex=self.ttl)
+        pipe.set(key, token or b"1", nx=True, ex=self.ttl)
+        pipe.get(key)
         pipe.zrem(self.unanswered_key(channel), task_id)
-        replies = await pipe.execute()
-        return bool(replies[0])
+        noted, mark, _ = await pipe.execute()
+        return bool(noted) or (
+            token != "" and mark is not None and as_bytes(mark) == token.encode()
+        )
 
     async def unanswered(self) -> dict[str, int]:
         """How many published tasks of each channel have had no outcome (yet)."""

@@ -230,16 +230,18 @@ class MemoryLedger:
         entry = self._live(self.bodies, task_id)
         return None if entry is None else entry.value
 
-    async def first_outcome(self, task_id: str, status: str, channel: str | None = None) -> bool:
+    async def first_outcome(
+        self, task_id: str, status: str, channel: str | None = None, token: str = ""
+    ) -> bool:
         for c in CHANNELS if channel is None else (channel,):
             self.awaiting.get(c, {}).pop(task_id, None)
         entry = self._live(self.entries, task_id)
         if channel is None and entry is not None and entry.value.startswith(PENDING):
             self.answered.add(task_id)
         key = f"{task_id}:{status}"
-        if self._live(self.outcomes, key) is not None:
-            return False
-        self.outcomes[key] = _Entry(b"1", self.clock() + self.ttl)
+        if (mark := self._live(self.outcomes, key)) is not None:
+            return token != "" and mark.value == token.encode()
+        self.outcomes[key] = _Entry(token.encode() or b"1", self.clock() + self.ttl)
         return True
 
     async def unanswered(self) -> dict[str, int]:

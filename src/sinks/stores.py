@@ -199,9 +199,15 @@ class Ledger(Protocol):
 
     async def body(self, task_id: str) -> bytes | None: ...
 
-    async def first_outcome(self, task_id: str, status: str, channel: str | None = None) -> bool:
+    async def first_outcome(
+        self, task_id: str, status: str, channel: str | None = None, token: str = ""
+    ) -> bool:
         """Note that `status` was reported for the task; False when it was before (the
-        outcome read again after a restart, or sent twice): counted once. The task leaves
+        outcome read again after a restart, or sent twice): counted once. `token` (unique
+        to the handling of one outcome; '' none) is noted with it: a call made again with
+        the same token (retried, `with_retry`, as its reply was lost: a timeout, a dropped
+        connection) is True again, where it found the status noted by itself and the
+        outcome was counted by nobody. The task leaves
         the unanswered index (of `channel`; of every channel when None), in the same
         round trip; when None and the task is still pending (published, its confirm not
         written yet: the consumer answered first, or a re-drive sends it again), its

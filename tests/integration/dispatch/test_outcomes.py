@@ -20,6 +20,7 @@ from moments.records import RawRecord, RejectReason
 from moments.settings import Settings
 from rules.gating import FrequencyCap
 from sinks.ledger import TaskLedger
+from sinks.memory import MemoryLedger
 from sinks.policy import DispatchPolicy
 from tests.integration.conftest import settings_env
 from tests.integration.kafka_io import read_topic
@@ -97,6 +98,43 @@ class TestOutcomes:
         accepted = [record_of(X1, sub, OutcomeStatus.ACCEPTED)]
         await handle_outcomes(accepted, w.sink)  # another status of the task: counted
         labels["status"] = "accepted"
+        assert w.sample("moments_task_outcomes_total", **labels) == 1
+
+    @pytest.mark.parametrize("payload_gone", [False, True])
+    async def test_an_outcome_whose_redis_reply_was_lost_is_counted_once(
+        self, make_worker: Callable[..., Worker], payload_gone: bool
+    ) -> None:
+        """Redis noted the outcome but its reply never came (a timeout, a dropped
+        connection): the call is retried (`with_retry`) and found the status noted, by
+        itself, so nobody counted it: 0 where 1 was due. Read again later, it is still
+        counted once. Both ways of noting it: the task's payload kept (its channel known)
+        and gone (a script)."""
+        w = make_worker()
+        sub, task_id = "13200000015", tid("lost-reply")
+        await w.send(task(task_id, sub=sub, moment_type="low_balance"))
+        ledger = w.ledger
+        if payload_gone:
+            if isinstance(ledger, TaskLedger):
+                assert await ledger.redis.delete(ledger.body_key(task_id)) == 1
+            else:
+                assert isinstance(ledger, MemoryLedger)
+                del ledger.bodies[task_id]
+        real, lost = ledger.first_outcome, []
+
+        async def reply_lost(*args: Any, **kwargs: Any) -> bool:
+            noted = await real(*args, **kwargs)
+            if not lost:
+                lost.append(noted)
+                raise ConnectionError("the reply never came")
+            return noted
+
+        ledger.first_outcome = reply_lost  # type: ignore[method-assign]
+        records = [record_of(task_id, sub, OutcomeStatus.DONE_NO_CHANGE)]
+        await handle_outcomes(records, w.sink)
+        assert lost == [True]  # the first try noted it
+        labels = {"moment_type": "low_balance", "status": "done_no_change"}
+        assert w.sample("moments_task_outcomes_total", **labels) == 1
+        await handle_outcomes(records, w.sink)  # the same record read again
         assert w.sample("moments_task_outcomes_total", **labels) == 1
 
     async def test_declining_a_merged_task_suppresses_each_of_its_rules(

@@ -76,6 +76,7 @@ ops = st.one_of(
         st.sampled_from(IDS),
         st.sampled_from(["accepted", "declined"]),
         st.none() | st.sampled_from(["sms", "outbound_call"]),
+        st.sampled_from(["", "k1", "k2"]),  # the call's token ('' none)
     ),
     st.tuples(
         st.just("leave"),
@@ -140,7 +141,7 @@ async def apply(stores: DispatchStores, op: tuple[Any, ...]) -> object:
     if kind == "expire":
         return await ledger.expire_unanswered(op[1], op[2])
     if kind == "outcome":
-        return await ledger.first_outcome(op[1], op[2], op[3])
+        return await ledger.first_outcome(op[1], op[2], op[3], op[4])
     if kind == "leave":
         _, carrier, task_id, mode, other = op
         payload = f"p-{task_id}".encode()
