@@ -23,7 +23,7 @@ from moments.models import Channel, OutcomeStatus, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.pending import pending_tasks
 from moments.records import RawRecord
-from sinks.ledger import TaskLedger
+from sinks.ledger import TaskLedger, as_bytes
 from sinks.policy import DispatchPolicy, MergePolicy
 from tests.integration.conftest import settings_env
 from tests.integration.kafka_io import read_topic
@@ -175,6 +175,41 @@ def pending_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.redis_only
+class TestTheWholeIndex:
+    async def test_a_backlog_is_read_a_chunk_a_call_not_in_one_zrange(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """`list_unanswered` read each channel's index in one ZRANGE 0 -1: a consumer's
+        outage leaves hundreds of thousands there, and that one read held Redis (0.2 s per
+        100,000). It reads them with ZSCAN, a chunk a call, every task listed once, soonest
+        expiry first. Seen in Redis's own log of commands (SLOWLOG, every command logged
+        for the test)."""
+        w = make_worker(GO_NOW)
+        ledger = w.ledger
+        assert isinstance(ledger, TaskLedger)
+        redis = ledger.redis
+        now = time.time()
+        ids = [tid(f"backlog-{n}") for n in range(2500)]
+        key = ledger.unanswered_key("sms")
+        await redis.zadd(key, {i: now + 3600 + n for n, i in enumerate(ids)})
+        await redis.zadd(ledger.unanswered_key("manager"), {tid("m"): now + 1800})
+        before = (await redis.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"]
+        await redis.config_set("slowlog-log-slower-than", 0)
+        await redis.slowlog_reset()
+        try:
+            found = await ledger.list_unanswered()
+            logged = await redis.slowlog_get(128)
+        finally:
+            await redis.config_set("slowlog-log-slower-than", before)
+        assert [u.task_id for u in found] == [tid("m"), *ids]
+        assert [u.channel for u in found[:2]] == ["manager", "sms"]
+        words = [[as_bytes(a).decode() for a in e["command"].split()] for e in logged]
+        on_sms = [c for c in words if len(c) > 1 and c[1] == key]
+        assert not [c for c in on_sms if c[0].upper() != "ZSCAN"]  # no ZRANGE 0 -1
+        assert len(on_sms) >= 2  # the backlog in more than one call
 
 
 @pytest.mark.redis_only
