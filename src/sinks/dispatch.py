@@ -564,6 +564,11 @@ class TaskSink:
         routes: list[Route] = []
         leaves: list[Leave] = []
         at = dt.datetime.fromtimestamp(now, dt.UTC)
+        if at.timestamp() > now:
+            # Rounded up to the microsecond: a task judged due at `at` (`rejudged`) was
+            # not due at `now`, parked again for that microsecond (a deferral counted
+            # again) and went a release later.
+            at -= dt.timedelta(microseconds=1)
         for c in wave:
             raw = c.stored()
             kept: list[ServiceTask] = []
