@@ -17,7 +17,8 @@ until they agree.
 
 A task's own quiet hours, as dispatch reads them: whether they hold back its channel
 (`quiet_holds`), when they let it go (`quiet_opens`, one such constraint), and the task as
-consumers get it, without the channels they hold (`published`).
+consumers get it, without the channels they hold and its times in its moment's offset
+(`published`).
 """
 
 from __future__ import annotations
