@@ -492,7 +492,7 @@ class Backtest:
             at = task.triggered_at.timestamp()
             done = await self._facts_until(facts, done, at)
             await self._advance(at)
-            self.sink.add(task)
+            self.sink.add(task, rejudged=task.task_id in result.rejudged)
             dropped |= await self.sink.flush()
         await self._facts_until(facts, done, float("inf"))
         self.result.spent["dispatch"] += time.perf_counter() - started

@@ -114,6 +114,11 @@ class BatchResult:
     cooldowns: dict[str, CooldownMark] = field(default_factory=dict)
     """Task id -> the cooldown mark it set, in the order made: what `give_back_cooldowns`
     puts back when dispatch drops the task."""
+    rejudged: set[str] = field(default_factory=set)
+    """Ids of the tasks made by a moment judged again (a silence on its next day, a
+    contract's end on each day of its lead: `emit`'s `again`), counted at its first
+    judgement: dispatch counts one only when it is new to the ledger (its first task,
+    once a cooldown or an opt-out is over), not as a `dedup` suppression every day."""
     returns: Counter[str] = field(default_factory=Counter)
     """Cooldown returns read (moments.cooldowns) by result: `given_back` (the mark removed),
     `stale` (a later mark, none, or no record), `malformed`."""
@@ -124,6 +129,7 @@ def unmake(result: BatchResult, made: int) -> None:
     cooldown marks (the state they were set in is rebuilt, or not written)."""
     for task in result.tasks[made:]:
         result.cooldowns.pop(task.task_id, None)
+        result.rejudged.discard(task.task_id)
     del result.tasks[made:]
 
 

@@ -132,7 +132,7 @@ def run_pipeline(
         out.shadow.update(swept.shadow)
         out.suppressed.update(swept.suppressed)
         out.detected.update(swept.detected)
-        _collect(out, swept.tasks, seen)
+        _collect(out, swept.tasks, seen, swept.rejudged)
         out.store.save(swept.changes)
         return min((next_sweep(detector, st, mark) for _, st, _ in live), default=math.inf)
 
@@ -169,7 +169,7 @@ def run_pipeline(
         out.detected.update(batch.detected)
         out.late += batch.late
         out.future += batch.future
-        _collect(out, batch.tasks, seen)
+        _collect(out, batch.tasks, seen, batch.rejudged)
         out.store.save(batch.changes)
         out.watermark = max(out.watermark, *batch.watermarks.values(), 0)
     if until is not None:
@@ -223,10 +223,15 @@ def _constant(mark: int) -> Callable[[int], int | None]:
     return lambda _partition: mark
 
 
-def _collect(out: PipelineResult, tasks: list[ServiceTask], seen: set[str]) -> None:
+def _collect(
+    out: PipelineResult, tasks: list[ServiceTask], seen: set[str], rejudged: set[str]
+) -> None:
+    """Keep the tasks not seen before; count the others as duplicates, as the ledger's
+    `dedup`, except those of a moment judged again (`BatchResult.rejudged`)."""
     for task in tasks:
         if task.task_id in seen:
-            out.duplicates += 1
+            if task.task_id not in rejudged:
+                out.duplicates += 1
             continue
         seen.add(task.task_id)
         out.tasks.append(task)

@@ -457,7 +457,7 @@ class Runtime:
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
         for task in result.tasks:
-            self.tasks.add(task)
+            self.tasks.add(task, rejudged=task.task_id in result.rejudged)
         await self.dead_letters.flush()
         dropped = await self.tasks.flush()
         # Before the state is written: a crash then reads the batch again, and the ledger

@@ -89,7 +89,7 @@ def special_days(
                 again = (
                     daily
                     and occasion.kind == "contract_expiry"
-                    and _judged_the_day_before(detector, rule, fired, state, day, tz, where)
+                    and _judged_the_day_before(detector, rule, fired, state, day, at, tz, where)
                 )
                 emit(detector, rule, fired, sub, None, state, at, ctx, result, latest, again)
     return True
@@ -101,6 +101,7 @@ def _judged_the_day_before(
     fired: Fired,
     state: SubscriberState,
     day: dt.date,
+    at: int,
     tz: dt.tzinfo,
     where: dt.tzinfo,
 ) -> bool:
@@ -120,7 +121,7 @@ def _judged_the_day_before(
     look = int(evaluation_instant_in(where, before, special.local_hour).timestamp())
     for occasion in special_days_due(state.profile, before, special.config, special.calendar):
         if occasion.occurrence == fired.occurrence:
-            return _fired_alike(detector, rule, fired, state, look, tz, occasion=occasion)
+            return _fired_alike(detector, rule, fired, state, look, at, tz, occasion=occasion)
     return False
 
 
@@ -202,7 +203,7 @@ def close_windows(
                     again = (
                         rule.judges_silence
                         and judged
-                        and _judged_before(detector, rule, fired, state, period, index, tz)
+                        and _judged_before(detector, rule, fired, state, period, index, end, tz)
                     )
                     emit(detector, rule, fired, sub, None, state, end, ctx, result, again=again)
         state.closed[period] = current
@@ -217,14 +218,15 @@ def _judged_before(
     state: SubscriberState,
     period: str,
     index: int,
+    end: int,
     tz: dt.tzinfo,
 ) -> bool:
-    """True when a silence rule firing at the close of window `index` fired on the
+    """True when a silence rule firing at the close of window `index` (at `end`) fired on the
     same occurrence (the same silence) at the previous window's close, live: the
     silence is judged again every day it lasts (a task is still made once its
     cooldown ends), but it is one moment, counted once in `moments_detected_total`."""
     before = int(window_end(period, index - 1, tz))
-    return _fired_alike(detector, rule, fired, state, before, tz, closing=index - 1)
+    return _fired_alike(detector, rule, fired, state, before, end, tz, closing=index - 1)
 
 
 def _fired_alike(
@@ -233,14 +235,17 @@ def _fired_alike(
     fired: Fired,
     state: SubscriberState,
     earlier: int,
+    at: int,
     tz: dt.tzinfo,
     **judged: Any,
 ) -> bool:
-    """True when the rule, judged live at `earlier` (a previous day's look or window
-    close, `judged` its occasion or window), fired on `fired`'s occurrence: the same
-    moment judged again, counted once. One judged before the go-live instant was in
-    shadow: the first live judgement counts it."""
-    if earlier < detector.live_at:
+    """True when the rule, judged at `earlier` (a previous day's look or window close,
+    `judged` its occasion or window) as it is judged now at `at` (both live, or both in
+    shadow), fired on `fired`'s occurrence: the same moment judged again, counted once.
+    One judged in shadow before the go-live instant and live now: the first live
+    judgement counts it; judged in shadow both times (a warm-up before
+    `MOMENTS_LIVE_FROM`, a `mode: shadow` rule), the shadow figures count it once."""
+    if not rule.shadow and (earlier < detector.live_at) != (at < detector.live_at):
         return False
     again = rule.check(None, state, earlier, tz, **judged)
     return again is not None and again.occurrence == fired.occurrence

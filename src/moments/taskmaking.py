@@ -48,9 +48,11 @@ def emit(
     again: bool = False,
 ) -> None:
     """Gate a firing and make its task; `latest` ends the task sooner than its ttl.
-    `again`: a moment judged again (a silence on its next day, moments.sweep's
-    `_judged_before`), counted already: neither detected nor held by its cooldown once
-    more."""
+    `again`: a moment judged again (a silence on its next day, a contract's end on each
+    day of its lead: moments.sweep's `_fired_alike`), counted at its first judgement: not
+    detected, suppressed, deferred or (a shadow rule's) counted in the shadow figures
+    once more. It still makes its task, whose id is the first judgement's: the ledger
+    sends it once, and dispatch counts it only if it is new there (`rejudged`)."""
     spec = rule.task
     # A shadow rule takes the same path up to the gates' decision, counted apart from
     # the live figures, and stops before a task: it sends nothing and takes no contact.
@@ -89,6 +91,8 @@ def emit(
     if latest is not None and latest < expires:
         expires = latest
     if expires <= now:
+        if again:
+            return
         if shadow is not None:
             shadow[(rule.id, "suppressed", SuppressReason.EXPIRED)] += 1
         else:
@@ -121,13 +125,16 @@ def emit(
         # late, after the instant): its shadow mark would hold no live moment back,
         # and the live task's holds every later one; the live mark stays.
     if shadow is not None:
+        if again:  # one moment, counted at its first judgement, as a live rule's
+            return
         outcome = {"suppress": "suppressed", "defer": "deferred"}.get(decision.action, "task")
         why = "" if outcome == "task" else str(decision.reason or decision.action)
         shadow[(rule.id, outcome, why)] += 1
         return
     if decision.action == "suppress":
         assert decision.reason is not None  # gating always says why it suppresses
-        result.suppressed[(spec.moment_type, SuppressReason(decision.reason))] += 1
+        if not again:
+            result.suppressed[(spec.moment_type, SuppressReason(decision.reason))] += 1
         return
     deferred = None
     if decision.action == "defer":
@@ -135,7 +142,8 @@ def emit(
         until = decision.until or expires  # a suspended line: at most until expiry
         deferred = Deferral(reason=reason, until=until)
         deliver_after = decision.deliver_after
-        result.deferred[reason] += 1
+        if not again:  # else dispatch counts it if the task is new to the ledger
+            result.deferred[reason] += 1
     region = event.region if event is not None and event.region else None
     evidence = [event.event_id] if event is not None else []
     task = build_task(
@@ -156,6 +164,8 @@ def emit(
         expires_at=expires,
     )
     result.tasks.append(task)
+    if again:
+        result.rejudged.add(task.task_id)
     if spec.cooldown is not None:
         by = state.fired_by[rule.tag] = mark_id(task.task_id)
         result.cooldowns[task.task_id] = CooldownMark(sub, rule.tag, at, before, by, before_by)

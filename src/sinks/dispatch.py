@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
 from moments.cooldowns import CooldownReturn
@@ -107,6 +107,8 @@ class TaskSink:
         self.dm = DispatchMetrics.of(metrics)
         self._judging = self._judging_by(policy or DispatchPolicy())
         self._pending: list[ServiceTask] = []
+        self._rejudged: set[str] = set()
+        """Ids among `_pending` made by a moment judged again (`BatchResult.rejudged`)."""
         self._decoded = Decoded()
         self.subscribers = Subscribers(stores, self._decoded, clock, self._redis)
         """Their facts recorded, and their erasure (`sinks.subscribers`)."""
@@ -128,8 +130,15 @@ class TaskSink:
     def returns(self, returns: CooldownReturns | None) -> None:
         self._owed.returns = returns
 
-    def add(self, item: ServiceTask) -> None:
+    def add(self, item: ServiceTask, rejudged: bool = False) -> None:
+        """Take a task of the engine's batch for the next `flush`. `rejudged`: made by a
+        moment judged again (a silence on its next day, a contract's end each day of its
+        lead), counted at its first judgement: held back by the ledger it is no `dedup`
+        suppression, and new there (its first task) its deferral is counted here, which
+        the engine left out."""
         self._pending.append(item)
+        if rejudged:
+            self._rejudged.add(item.task_id)
 
     def use_policy(self, policy: DispatchPolicy) -> None:
         """Dispatch by `policy` from now on (a reload of its file): its helpers (`Judging`:
@@ -182,13 +191,20 @@ class TaskSink:
         if not self._pending:
             return set()
         batch, self._pending = self._pending, []
-        return await self.dispatch(batch, from_engine=True)
+        rejudged, self._rejudged = self._rejudged, set()
+        return await self.dispatch(batch, from_engine=True, rejudged=rejudged)
 
-    async def dispatch(self, batch: Sequence[ServiceTask], from_engine: bool = False) -> set[str]:
+    async def dispatch(
+        self,
+        batch: Sequence[ServiceTask],
+        from_engine: bool = False,
+        rejudged: Collection[str] = (),
+    ) -> set[str]:
         """`flush` for tasks not added: other callers (outcome retries) use this, so they
         never take tasks another agent added and has not flushed yet. `from_engine`: the
-        engine counted the gating deferrals in `moments_tasks_deferred_total` already,
-        and the ids dropped are returned (else none)."""
+        engine counted the gating deferrals in `moments_tasks_deferred_total` already
+        (but those of `rejudged`, see `add`), and the ids dropped are returned (else
+        none)."""
         if not batch:
             return set()
         unique = list({t.task_id: t for t in batch}.values())
@@ -198,13 +214,17 @@ class TaskSink:
             candidates: list[Candidate] = []
             known: list[str] = []
             for task, mine in zip(unique, owned, strict=True):
+                again = task.task_id in rejudged
                 if mine:
                     self._payloads.stored(task)
                     candidates.append(
                         Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
                     )
+                    if again and task.deferred is not None:
+                        self.metrics.deferred.labels(task.deferred.reason).inc()
                 else:
-                    self._suppressed(task, SuppressReason.DEDUP)
+                    if not again:  # a moment judged again is one moment, counted once
+                        self._suppressed(task, SuppressReason.DEDUP)
                     known.append(task.task_id)
             dropped = await self._decide(candidates)
             if not from_engine:

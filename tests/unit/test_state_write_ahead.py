@@ -195,7 +195,7 @@ class _Facts:
 class _Tasks:
     subscribers = _Facts()
 
-    def add(self, _: object) -> None:
+    def add(self, _: object, rejudged: bool = False) -> None:
         pass
 
     async def flush(self) -> set[str]:

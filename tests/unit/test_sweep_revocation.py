@@ -79,7 +79,7 @@ class _HeldTasks:
         self.release = asyncio.Event()
         self.subscribers = _NoErasures()
 
-    def add(self, task: ServiceTask) -> None:
+    def add(self, task: ServiceTask, rejudged: bool = False) -> None:
         self.added.append(task)
 
     async def flush(self) -> set[str]:

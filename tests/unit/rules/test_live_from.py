@@ -259,7 +259,8 @@ def test_a_contract_still_ending_at_the_instant_gets_its_renewal_offer_once() ->
     profile = ev(EventType.PROFILE, at("2026-12-01", "10:00"), contract_end="2026-12-20")
     until = dt.datetime.fromisoformat(at("2026-12-14", "12:00"))
     result = run_pipeline([profile], rules, live_from=LIVE, until=until)
-    assert result.shadow[("renewal", "task", "")] == 9  # Dec 1 to 9, in the warm-up
+    # Dec 1 to 9, in the warm-up: one moment, counted once (it was counted each day, 9)
+    assert result.shadow[("renewal", "task", "")] == 1
     (task,) = result.tasks  # Dec 10 to 14 judge one occurrence: one task
     assert task.triggered_at >= LIVE
     assert task.triggered_at.date() == dt.date(2026, 12, 10)

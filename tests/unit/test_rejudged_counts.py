@@ -1,0 +1,142 @@
+"""A moment judged again each day (a silence while it lasts, a contract's end over its
+lead) is one moment in every count, not only in `moments_detected_total`.
+
+Its task is made again at each judgement (the ledger sends it once, and still sends it
+when an opt-out or a cooldown kept the first judgement from making it), but each day
+counted again: a shadow rule's `task` in `moments_shadow_moments_total` (28 for one
+35-day silence, whose live rule sends one task), the ledger's hold in
+`moments_tasks_suppressed_total{reason="dedup"}` (27), and the gates' suppressions of a
+moment already counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+
+from moments.backtest import BacktestResult, run_backtest
+from moments.backtest_input import FileEvent
+from moments.models import EventType
+from moments.pipeline import run_pipeline
+
+from .rules.helpers import NO_ACTIVITY, NO_GATES, at, ev, rules_from, run
+
+SILENCE = NO_ACTIVITY.replace(", cooldown: 14d", "")
+CONTRACT = """
+  - id: contract_expiry_near
+    description: A renewal offer within the contract's lead
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: contract_expiry}
+    task: {family: special_day, type: contract_expiry_near, channel: sms, priority: 3,
+           action: renewal_offer, ttl: 48h, description: "Renew"}
+"""
+SHADOW = "    mode: shadow\n"
+
+
+def shadowed(rule: str) -> str:
+    head, rest = rule.split("\n    description:", 1)
+    return head + "\n" + SHADOW + "    description:" + rest
+
+
+def use(day: str) -> tuple[EventType, dict[str, Any]]:
+    return ev(EventType.USAGE, at(day, "10:00"), kind="data", quantity=1000)
+
+
+def contract(day: str = "2026-11-01", **more: Any) -> tuple[EventType, dict[str, Any]]:
+    return ev(EventType.PROFILE, at(day, "08:00"), contract_end="2026-11-20", **more)
+
+
+def backtest(rules: str, events: list[tuple[EventType, dict[str, Any]]], until: str) -> Any:
+    lines = [
+        FileEvent(
+            dt.datetime.fromisoformat(str(value["occurred_at"])).timestamp(),
+            event_type,
+            str(value["subscriber_id"]).encode(),
+            orjson.dumps(value),
+        )
+        for event_type, value in events
+    ]
+    return run_backtest(rules_from(rules), lines, until=dt.datetime.fromisoformat(until))
+
+
+def counts(result: BacktestResult, name: str) -> dict[tuple[str, ...], int]:
+    return {
+        tuple(v for k, v in sorted(labels.items())): int(n) for labels, n in result.counter(name)
+    }
+
+
+class TestShadowRules:
+    def test_a_silence_is_one_shadow_moment(self) -> None:
+        out = run(
+            rules_from(NO_GATES + "rules:" + shadowed(SILENCE)),
+            [use("2026-11-01")],
+            until=at("2026-12-06"),
+        )
+        assert out.shadow == {("no_activity", "task", ""): 1}
+
+    def test_a_silence_past_its_cooldown_is_still_one(self) -> None:
+        """The live rule's task after the cooldown has the first one's id: not sent."""
+        out = run(
+            rules_from(NO_GATES + "rules:" + shadowed(NO_ACTIVITY)),
+            [use("2026-11-01")],
+            until=at("2026-12-06"),
+        )
+        assert out.shadow == {("no_activity", "task", ""): 1}
+
+    def test_a_contracts_lead_is_one_shadow_moment(self) -> None:
+        out = run(
+            rules_from(NO_GATES + "rules:" + shadowed(CONTRACT)),
+            [contract()],
+            until=at("2026-11-21", "00:00"),
+        )
+        assert out.shadow == {("contract_expiry_near", "task", ""): 1}
+
+    def test_a_silence_in_the_warm_up_is_one_shadow_moment_and_one_live(self) -> None:
+        """Before `MOMENTS_LIVE_FROM` every rule is in shadow: the warm-up counted the
+        silence at each day's close (22 times); live from 12-01 it is detected once more."""
+        out = run_pipeline(
+            [use("2026-11-01")],
+            rules_from(NO_GATES + "rules:" + SILENCE),
+            until=dt.datetime.fromisoformat(at("2026-12-06")),
+            live_from=dt.datetime.fromisoformat(at("2026-12-01", "00:00")),
+        )
+        assert out.shadow == {("no_activity", "task", ""): 1}
+        assert out.detected == {("anomaly", "no_activity"): 1}
+        assert [t.triggered_at.date() for t in out.tasks] == [dt.date(2026, 12, 1)]
+
+
+class TestLiveRules:
+    def test_a_silence_sent_once_is_no_daily_dedup(self) -> None:
+        out = backtest(NO_GATES + "rules:" + SILENCE, [use("2026-11-01")], at("2026-12-06"))
+        assert counts(out, "moments_tasks_published") == {("sms", "no_activity"): 1}
+        assert counts(out, "moments_tasks_suppressed") == {}
+
+    def test_a_contracts_lead_sent_once_is_no_daily_dedup(self) -> None:
+        out = backtest(NO_GATES + "rules:" + CONTRACT, [contract()], at("2026-11-21", "00:00"))
+        assert counts(out, "moments_tasks_published") == {("sms", "contract_expiry_near"): 1}
+        assert counts(out, "moments_tasks_suppressed") == {}
+
+    def test_an_opt_out_holds_a_contracts_lead_once_and_its_end_lets_it_go(self) -> None:
+        """Opted out of SMS over the first days of the lead: one suppression (it was one
+        each day); the opt-out withdrawn on 11-10, the offer goes out the next look."""
+        events = [contract(opt_out=["sms"]), contract("2026-11-10", opt_out=[])]
+        out = backtest(NO_GATES + "rules:" + CONTRACT, events, at("2026-11-21", "00:00"))
+        assert counts(out, "moments_tasks_suppressed") == {("contract_expiry_near", "opt_out"): 1}
+        assert counts(out, "moments_tasks_published") == {("sms", "contract_expiry_near"): 1}
+
+    def test_a_silence_first_made_at_a_later_close_counts_its_deferral(self) -> None:
+        """The silence is due at the 11-09 midnight close, opted out of SMS; the opt-out
+        withdrawn, the 11-11 close makes its first task, in the night's quiet hours:
+        deferred, counted once (by dispatch, as the task is new to the ledger), and the
+        closes after it count nothing."""
+        events = [
+            use("2026-11-01"),
+            ev(EventType.PROFILE, at("2026-11-01", "11:00"), opt_out=["sms"]),
+            ev(EventType.PROFILE, at("2026-11-10", "12:00"), opt_out=[]),
+        ]
+        out = backtest("rules:" + SILENCE, events, at("2026-11-20"))
+        assert counts(out, "moments_tasks_suppressed") == {("no_activity", "opt_out"): 1}
+        assert counts(out, "moments_tasks_deferred") == {("quiet_hours",): 1}
+        assert counts(out, "moments_tasks_published") == {("sms", "no_activity"): 1}
