@@ -55,9 +55,11 @@ def special_days(
     time); True when it did.
 
     `looked`: on a profile update, the profile before it. A look again at a day looked
-    at already is for what the update brought (a birthday entered at 15:00): an
-    occasion a rule fired on at the day's last look, read with that profile, was judged
-    then, and is one moment (counted once in `moments_detected_total`, its task made once)."""
+    at already is for what the update brought (a birthday entered at 15:00, an opt-out
+    withdrawn): an occasion a rule fired on at the day's last look, read with that
+    profile, was judged then, and is one moment (counted once in
+    `moments_detected_total`, its task sent once); its task is made again (`emit`'s
+    `again`), so that one the gates held then is sent once they let it go."""
     special = detector.rules.special
     if not special.rules:
         return False
@@ -85,8 +87,12 @@ def special_days(
         latest = day_end if occasion.kind in GREETINGS else None
         for rule in special.rules:
             fired = rule.check(None, state, at, tz, occasion=occasion)
-            if fired is not None and fired.occurrence not in judged.get(rule.id, ()):
-                again = (
+            if fired is not None:
+                # Judged at the day's last look already: made again all the same, counted
+                # once. A gate that held it then (an opt-out, quiet hours to the day's
+                # end) may have let go with the update; the ledger stands a task made
+                # then down.
+                again = fired.occurrence in judged.get(rule.id, ()) or (
                     daily
                     and occasion.kind == "contract_expiry"
                     and _judged_the_day_before(detector, rule, fired, state, day, at, tz, where)

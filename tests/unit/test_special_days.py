@@ -27,7 +27,7 @@ from rules.special_days import (
     special_days_due,
 )
 
-from .rules.helpers import BIRTHDAY, NO_GATES, ev, rules_from, run
+from .rules.helpers import BIRTHDAY, NO_GATES, at, ev, rules_from, run
 
 D = dt.date
 UTC = dt.UTC
@@ -521,7 +521,9 @@ class TestALookAgain:
     """A profile update read after the day's look has the day looked at again, for what it
     brought (a birthday entered at 15:00); an occasion that look judged already is one
     moment, counted once: it was counted in `moments_detected_total` (and made its task,
-    which the ledger then stood down) at each update of the day."""
+    which the ledger then stood down) at each update of the day. Its task is made again
+    for the ledger to stand down (a gate may have held it at the look:
+    `TestAGreetingHeldAtTheLook`), but no more counted as a duplicate."""
 
     LOOKED = (  # the birthday known at the look, another subscriber's event moves past it
         ev(EventType.PROFILE, "2026-11-23T08:00:00+08:00", tier="gold", birthday="11-23"),
@@ -535,7 +537,7 @@ class TestALookAgain:
         out = run(rules, [*self.LOOKED, late])
         assert [t.moment.rule_id for t in out.tasks] == ["birthday_greeting"]
         assert out.detected == {("special_day", "birthday"): 1}
-        assert out.duplicates == 0  # not made again for the ledger to stand down
+        assert out.duplicates == 0  # made again (a gate may have let go), not counted
 
     def test_a_birthday_the_update_brings_is_greeted_and_counted_once(self) -> None:
         rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
@@ -773,3 +775,52 @@ rules:
             "first_rule": "labour_day",
             "second_rule": "our_day",
         }
+
+
+class TestAGreetingHeldAtTheLook:
+    """A greeting the gates held at the day's look (an SMS opt-out, quiet hours to the
+    day's end) is made once a profile update the same day lets it go: the update's look
+    left out every occasion a rule had fired on at the look, held or not, so the customer
+    who withdrew the opt-out at 11:00 got no greeting. Still one moment, counted once."""
+
+    def test_an_opt_out_withdrawn_the_same_day(self) -> None:
+        rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
+        events = [
+            ev(EventType.PROFILE, at("2026-11-30"), birthday="12-01", opt_out=["sms"]),
+            ev(EventType.PROFILE, at("2026-12-01", "11:00"), opt_out=[]),
+        ]
+        out = run(rules, events, until=at("2026-12-02"))
+        assert [(t.moment.type, t.triggered_at.hour) for t in out.tasks] == [("birthday", 11)]
+        assert out.detected == {("special_day", "birthday"): 1}
+        assert out.suppressed == {("birthday", "opt_out"): 1}
+
+    def test_quiet_hours_to_the_days_end_lifted_the_same_day(self) -> None:
+        rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
+        events = [
+            ev(EventType.PROFILE, at("2026-11-30"), birthday="12-01", quiet_hours=["08:30-00:30"]),
+            ev(EventType.PROFILE, at("2026-12-01", "11:00"), quiet_hours=[]),
+        ]
+        out = run(rules, events, until=at("2026-12-02"))
+        assert [(t.moment.type, t.triggered_at.hour) for t in out.tasks] == [("birthday", 11)]
+        assert out.detected == {("special_day", "birthday"): 1}
+        assert out.suppressed == {("birthday", "expired"): 1}
+
+    def test_one_made_at_the_look_is_sent_once(self) -> None:
+        rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
+        events = [
+            ev(EventType.PROFILE, at("2026-11-30"), birthday="12-01"),
+            ev(EventType.PROFILE, at("2026-12-01", "11:00"), tier="gold"),
+        ]
+        out = run(rules, events, until=at("2026-12-02"))
+        assert [(t.moment.type, t.triggered_at.hour) for t in out.tasks] == [("birthday", 9)]
+        assert out.detected == {("special_day", "birthday"): 1}
+        assert not out.suppressed
+
+    def test_a_shadow_rule_counts_it_once(self) -> None:
+        shadow = BIRTHDAY.replace("    description:", "    mode: shadow\n    description:", 1)
+        events = [
+            ev(EventType.PROFILE, at("2026-11-30"), birthday="12-01", opt_out=["sms"]),
+            ev(EventType.PROFILE, at("2026-12-01", "11:00"), opt_out=[]),
+        ]
+        out = run(rules_from(NO_GATES + "rules:" + shadow), events, until=at("2026-12-02"))
+        assert out.shadow == {("birthday_greeting", "suppressed", "opt_out"): 1}
