@@ -637,13 +637,21 @@ def history(
         file.until = until
     events = merged(rest)
     if profiles_first:
+        # The history begins at its first event with a time: a line with none (junk, a
+        # time that is no time: `at` 0) before it began it in 1970, so the snapshot was
+        # placed at its own dates (years of hours swept, thousands of days reported).
+        undated: list[FileEvent] = []
         head = next(events, None)
-        start = head.at if head is not None else 0.0  # 0: no event, or a first one undated
+        while head is not None and not head.at:
+            undated.append(head)
+            head = next(events, None)
         if head is not None:
-            files[0].not_after = start or math.inf
-            events = itertools.chain([head], events)
+            start = head.at
+            files[0].not_after = start
+            events = itertools.chain(undated, [head], events)
         else:
             start = max((event.at for event in files[0]), default=0.0)
+            events = iter(undated)
         if start:
             for event in files[0]:
                 yield event._replace(at=start)

@@ -422,6 +422,27 @@ class TestProfilesFirst:
         assert [t for t in tasks if t["moment"]["type"] == "birthday"] == []
         assert {t["region"] for t in tasks} >= {"NJ"}  # the profile was applied
 
+    @pytest.mark.parametrize("first", [b"junk, no JSON", topup(1, occurred_at="yesterday")])
+    def test_a_first_line_with_no_time_does_not_begin_the_history(
+        self, tmp_path: Path, first: bytes
+    ) -> None:
+        """A line with no readable time (read at 0) first in the history began it in 1970:
+        the snapshot was placed at its own date (January), and the report ran from there
+        (310 days for one). The history begins at its first line with a time; the line
+        is refused as ever."""
+        events = tmp_path / "h.jsonl"
+        events.write_bytes(first + b"\n" + lines_of(5))
+        doc = self.profile(0, "2026-01-05T10:00:00+08:00") | {"birthday": "06-01"}
+        crm = tmp_path / "crm.jsonl"
+        crm.write_bytes(orjson.dumps(doc) + b"\n")
+        out = tmp_path / "out"
+        argv = ["backtest", "--events", str(events), "--profiles", str(crm), "--out", str(out)]
+        assert main(argv) == 0
+        report = orjson.loads((out / "report.json").read_bytes())
+        assert report["days"] == ["2026-11-10"]
+        assert report["summary"]["first_event"] == "2026-11-10T10:00:00+08:00"
+        assert sum(report["summary"]["dead_letters"].values()) == 1
+
     def test_a_snapshot_with_no_event_is_applied_at_its_latest_date(self, tmp_path: Path) -> None:
         """With no event to begin at (an empty --events file: seeding profiles alone), the
         snapshot was placed at each profile's own date: event time began at the oldest
