@@ -1,14 +1,14 @@
 """A gzip history file's line longer than a block (a junk line with no newline, a dump
-pasted whole) is read in time proportional to its length.
+pasted whole) is read whole, held in the blocks read and joined once.
 
 `WholeLines` held the start of such a line as one bytes object and added each block to
-it, copying all it held at every block, and then passed it on in 64 KiB slices of the
-bytes, copying the rest at each: a 32 MB junk line took 41 s to read (8 MB, 2 s)."""
+it, copying all it held at every block: a 32 MB junk line took 41 s to read (8 MB, 2 s).
+How long it takes now is a benchmark's question, not a test's (docs/performance.md,
+"A long line in a gzip history file")."""
 
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,16 +36,10 @@ def lines_of(data: bytes) -> list[bytes]:
     return io.BufferedReader(whole, buffer_size=1 << 16).readlines()
 
 
-def test_a_line_of_many_blocks_is_read_in_linear_time() -> None:
+def test_a_line_of_many_blocks_is_read_whole() -> None:
     junk = b"x" * LINE
     data = b'{"a": 1}\n' + junk + b"\n" + b'{"b": 2}\n' + junk  # the last with no newline
-    started = time.perf_counter()
-    lines = lines_of(data)
-    took = time.perf_counter() - started
-    assert lines == [b'{"a": 1}\n', junk + b"\n", b'{"b": 2}\n', junk]
-    # Linear: some ms here. The copies of the line at each block took seconds
-    # (~8 GB copied for each 4 MB line in 1 KiB blocks).
-    assert took < 1.0, f"{took:.2f} s to read {len(data):,} bytes"
+    assert lines_of(data) == [b'{"a": 1}\n', junk + b"\n", b'{"b": 2}\n', junk]
 
 
 def test_a_cut_after_a_long_line_start_says_how_much_was_held() -> None:
