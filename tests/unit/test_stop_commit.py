@@ -52,6 +52,7 @@ class _Consumer(BatchConsumer):
         self.state_settled = _nothing
         self.commits: list[dict[TP, int]] = []
         self.stopping = False
+        self._thread = SimpleNamespace(passed={})  # no transaction markers read
 
     def queue(self, *offsets: list[int]) -> None:
         for batch in offsets:
