@@ -227,7 +227,7 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
         lines.append(
             f"no task of the special-day rule(s) {', '.join(special)}: {where}, and a special "
             f"day is looked at when it passes {rules.special.local_hour:02d}:00 local: no "
-            "occasion of theirs was due on the days it passed; pass --until with a later time "
+            "occasion of theirs was due on the days it passed; pass --to with a later time "
             "to look at more days"
         )
     if result.dead_letters:

@@ -263,7 +263,7 @@ def _add_rules_test(sub: Subparsers) -> None:
                   kcat -C -b kafka-1:9092 -t telecom.usage -o -1000 -e -q > usage-sample.jsonl
                   moments rules test rules/ --events usage-sample.jsonl --type usage
                   moments rules test my-rules.yaml --events usage.jsonl.gz --profiles crm.jsonl
-                  moments rules test rules/ --events events.jsonl --until 2026-12-01T00:00:00+08:00
+                  moments rules test rules/ --events events.jsonl --to 2026-12-01T00:00:00+08:00
                   moments rules test rules/ --events events.jsonl --shadow-as-live
                   moments rules test my-rules.yaml --events cases.jsonl \\
                       --expect low_balance=2 --expect refused=0    # exit 1 otherwise
@@ -281,10 +281,14 @@ def _add_rules_test(sub: Subparsers) -> None:
     )
     p.add_argument("--profiles", type=Path, default=None, help="profile events: JSON lines or CSV")
     p.add_argument(
+        "--to",
         "--until",
+        dest="until",
         default=None,
+        metavar="TIME",
         help="let event time run on to this time (closes windows): RFC 3339, or a date "
-        "(midnight in the rules' gating.timezone, Asia/Shanghai by default)",
+        "(midnight in the rules' gating.timezone, Asia/Shanghai by default); every event of "
+        "the file is still judged, none is left out. --until is the same (its older name)",
     )
     p.add_argument(
         "--expect",
@@ -325,7 +329,7 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         return 2
     rules = load_rules(args.path)
     # A date is midnight where the rules count the days of profile-less subscribers.
-    until = parse_when(args.until, rules.gating.zone, "--until")
+    until = parse_when(args.until, rules.gating.zone, "--to")
     if args.shadow_as_live:
         rules = rules.with_shadows_live()
     try:

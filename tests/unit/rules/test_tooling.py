@@ -166,6 +166,42 @@ def test_rules_test_reads_csv_and_takes_a_date_for_until(
     assert "add an offset" in capsys.readouterr().err
 
 
+def test_rules_test_takes_to_as_backtest_and_simulate_do_and_until_still(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`backtest` and `state seed` take `--to`; `rules test` took only `--until`, and a
+    `--to` copied from a backtest line was refused ("unrecognized arguments"). Both work,
+    and --help names both."""
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(
+        "series:\n  calls: {on: [usage], period: day}\n"
+        "rules:\n  - id: busy_day\n    description: Two events in a day\n"
+        "    on: [usage]\n    evaluate: daily\n    condition: {series: calls, gte: 2}\n"
+        "    task: {family: anomaly, type: busy_day, channel: sms, priority: 3, action: a,\n"
+        "           ttl: 30d, description: busy}\n"
+    )
+    usage = {"type": "usage", "subscriber_id": "13800138001", "kind": "data"}
+    events = write_events(
+        tmp_path / "events.jsonl",
+        [
+            {**usage, "event_id": "u1", "occurred_at": "2026-11-02T10:00:00+08:00"},
+            {**usage, "event_id": "u2", "occurred_at": "2026-11-02T11:00:00+08:00"},
+        ],
+    )
+    args = ["rules", "test", str(rules_file), "--events", str(events), "--json"]
+    for flag in ("--to", "--until"):
+        assert main([*args, flag, "2026-11-03"]) == 0
+        (line,) = capsys.readouterr().out.splitlines()
+        assert orjson.loads(line)["triggered_at"] == "2026-11-03T00:00:00+08:00"
+    assert main([*args, "--to", "2026-11-03T00:00:00"]) == 2
+    assert "--to '2026-11-03T00:00:00': add an offset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["rules", "test", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--to TIME, --until TIME" in shown
+    assert "--until is the same (its older name)" in shown
+
+
 def test_rules_test_takes_a_date_for_until_as_midnight_in_the_rules_zone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -293,9 +329,9 @@ def test_rules_test_says_why_a_special_day_made_no_task(
     assert main(args) == 0
     said = capsys.readouterr().out
     assert "event time ran to 2026-11-01 08:00 (Asia/Shanghai)" in said  # before 09:00
-    assert "pass --until with a later time" in said
+    assert "pass --to with a later time" in said
     assert main([*args, "--until", "2026-11-03", "--expect", "birthday_greeting=1"]) == 0
-    assert "pass --until" not in capsys.readouterr().out
+    assert "pass --to" not in capsys.readouterr().out
 
 
 def _listed_params(rule_id: str) -> set[str]:
@@ -364,7 +400,7 @@ def test_rules_test_lists_each_live_rule_that_made_no_task(
     assert "2 task(s)\n  low: 2\n  never: 0\n  new_year: 0\n" in out
     (note,) = [line for line in out.splitlines() if line.startswith("no task of the special-day")]
     assert "event time ran to 2026-12-08 10:00" in note
-    assert "pass --until with a later time" in note
+    assert "pass --to with a later time" in note
 
 
 def test_rules_test_tells_no_special_day_note_for_a_shadow_rule_or_no_event(
