@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -920,14 +921,23 @@ def _check_numeric_params(
     condition: Any, scope: Scope, problem: Callable[[tuple[str | int, ...], str], None]
 ) -> None:
     """`gte: three` is refused; so is `gte: $count` with `count: three` (or an override's
-    `-80%`): either way the comparison is false for every event."""
+    `-80%`): either way the comparison is false for every event. So is a param that is no
+    finite number (`.nan`, `.inf`, "nan"), as `gte: .nan` written in the condition is:
+    it loaded, and the rule never fired (or, `.inf`, always held)."""
     for name, op in numeric_params(condition).items():
         for loc, value in scope.param_values(name):
-            if number(value) is None:
+            read = number(value)
+            if read is None:
                 problem(
                     loc,
                     f"param {name!r} is compared with {op} (as ${name}), so it must be a "
                     f"number; got {value!r}: {number_hint(value)}",
+                )
+            elif not math.isfinite(read):
+                problem(
+                    loc,
+                    f"param {name!r} is compared with {op} (as ${name}), so it must be a "
+                    f"finite number; got {value!r}: write a number, e.g. 100",
                 )
 
 

@@ -115,7 +115,9 @@ class BaselineCond(Operators):
     baseline: str = Field(description="Series compared with the subscriber's own past")
     agg: Aggregate = "sum"
     windows: int = Field(default=3, ge=1, le=12, description="Previous windows averaged")
-    min_baseline: float = Field(default=0.0, ge=0, description="Below it there is no baseline")
+    min_baseline: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="Below it there is no baseline"
+    )
     measure: Literal["ratio", "change"] = Field(
         default="ratio", description="ratio: current/baseline; change: (current-baseline)/baseline"
     )
@@ -125,7 +127,9 @@ class ShareCond(Operators):
     share: str = Field(description="Series whose share is taken")
     of: str = Field(description="Series that is the whole")
     last: int = Field(default=1, ge=1, le=60)
-    min_total: float = Field(default=1.0, ge=0, description="Below it the share is not judged")
+    min_total: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False, description="Below it the share is not judged"
+    )
 
 
 class AbsenceCond(_Strict):

@@ -356,3 +356,35 @@ def test_a_threshold_that_is_no_finite_number_is_refused(written: str) -> None:
     assert found[0].startswith("r.yaml:5:")
     assert "lte needs a finite number" in found[0]
     assert "write a number" in found[0]
+
+
+@pytest.mark.parametrize("written", [".nan", ".inf", "-.inf", '"nan"'])
+def test_a_param_compared_as_a_number_that_is_no_finite_number_is_refused(written: str) -> None:
+    """`lte: $most` with `most: .nan` loaded and the rule never fired (`.inf`: always
+    held), while `lte: .nan` written in the condition was refused; in an override too."""
+    text = RULE.replace("lte: 2}", "lte: $most}\n    params: {most: 2}").replace(
+        "    task:\n", f"    overrides: [{{region: NJ, params: {{most: {written}}}}}]\n    task:\n"
+    )
+    (found,) = problems(text)
+    assert found.startswith("r.yaml:7:")
+    assert "param 'most' is compared with lte (as $most), so it must be a finite number" in found
+    assert found.endswith("write a number, e.g. 100")
+    (found,) = problems(RULE.replace("lte: 2}", f"lte: $most}}\n    params: {{most: {written}}}"))
+    assert found.startswith("r.yaml:6:")
+    assert "must be a finite number" in found
+
+
+@pytest.mark.parametrize(
+    ("condition", "key"),
+    [
+        ("{baseline: spend, windows: 3, min_baseline: .inf, gte: 2}", "min_baseline"),
+        ("{share: spend, of: spend, min_total: .inf, gte: 0.5}", "min_total"),
+    ],
+)
+def test_a_floor_that_is_no_finite_number_is_refused(condition: str, key: str) -> None:
+    """`min_baseline: .inf` loaded and no baseline was ever judged (the rule never fired)."""
+    text = "series:\n  spend: {on: [usage], field: charge, period: month}\n" + RULE.replace(
+        "on: [complaint]", "on: [usage]\n    evaluate: monthly"
+    ).replace("{field: severity, lte: 2}", condition)
+    (found,) = problems(text)
+    assert f"rules.0.condition.{key}: Input should be a finite number" in found
