@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 from moments.models import Channel
 from rules import spec as s
 from rules.catalog import RuleSet
-from rules.conditions import produced_names
+from rules.conditions import numeric_params, produced_names
 from rules.gating import describe
+from rules.operators import NUMERIC_OPS, number
 from rules.rule import CompiledRule
 
 _OPS = {
@@ -84,7 +86,10 @@ def explain_rule(rule: CompiledRule) -> str:
             for name, value in (("region", override.region), ("tier", override.tier))
             if value is not None
         )
-        values = ", ".join(f"{k} = {v}" for k, v in override.params.items())
+        numeric = numeric_params(spec.condition) if spec.condition is not None else {}
+        values = ", ".join(
+            f"{k} = {_read(v) if k in numeric else v}" for k, v in override.params.items()
+        )
         lines.append(f"  For {who}: {values}.")
     t = spec.task
     once = f"; at most once per subscriber every {t.cooldown}" if t.cooldown else ""
@@ -111,17 +116,30 @@ def _listed(value: str | list[str]) -> str:
     return value if isinstance(value, str) else " or ".join(value)
 
 
-def _value(value: Any, spec: s.RuleSpec) -> str:
+def _read(value: Any) -> Any:
+    """A threshold as the number it is read as: digits written with a leading zero are
+    text to the rules (`in: [0086]`), but a bound (`gte: 05`, a param `least: 08`)
+    compares as the number, 5 or 8, which `explain` showed as "05"."""
+    if not isinstance(value, str) or value.startswith("$"):
+        return value
+    read = number(value)
+    if read is None or not math.isfinite(read):
+        return value
+    return int(read) if read.is_integer() else read
+
+
+def _value(value: Any, spec: s.RuleSpec, numeric: bool = False) -> str:
     if isinstance(value, str) and value.startswith("$"):
         name = value[1:]
-        return f"{spec.params.get(name, '?')} (param {name})"
+        held = spec.params.get(name, "?")
+        return f"{_read(held) if numeric else held} (param {name})"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
-    return str(value)
+    return str(_read(value) if numeric else value)
 
 
 def _ops(node: s.Operators, spec: s.RuleSpec) -> str:
-    parts = [f"{_OPS[op]} {_value(v, spec)}" for op, v in node.given().items()]
+    parts = [f"{_OPS[op]} {_value(v, spec, op in NUMERIC_OPS)}" for op, v in node.given().items()]
     return " and ".join(parts) if parts else "is present"
 
 
@@ -134,7 +152,10 @@ def _when(when: dict[str, Any]) -> str:
     for name, test in when.items():
         if isinstance(test, dict):
             parts.append(
-                " and ".join(f"{name} {_OPS.get(op, op)} {_plain(v)}" for op, v in test.items())
+                " and ".join(
+                    f"{name} {_OPS.get(op, op)} {_read(v) if op in NUMERIC_OPS else _plain(v)}"
+                    for op, v in test.items()
+                )
             )
         elif isinstance(test, list):
             parts.append(f"{name} is one of {', '.join(str(v) for v in test)}")

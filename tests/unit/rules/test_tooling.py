@@ -22,6 +22,31 @@ def test_explain_says_thresholds_overrides_and_task() -> None:
     assert "at most once per subscriber every 3d" in text
 
 
+def test_explain_shows_digits_with_a_leading_zero_as_they_are_read(tmp_path: Path) -> None:
+    """Digits written with a leading zero are text (`counterparty: 05`, `in: [0086]`, a
+    param `code: 007` compared with eq) but a bound or a param a bound reads is the number
+    (`gte: 010` is 10, `q: 08` is 8): explain showed "at least 010" and "above 08"."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "rules:\n  - id: zero\n    description: zero\n    on: [usage]\n"
+        "    when: {counterparty: 05, quantity: {gte: 010}}\n"
+        "    condition:\n      all:\n"
+        "        - {field: counterparty, in: [0086, 10010]}\n"
+        "        - {field: service_code, eq: $code}\n"
+        "        - {field: quantity, gt: $q, lte: 0500}\n"
+        "    params: {code: 007, q: 08}\n"
+        '    overrides: [{region: "010", params: {code: 0099, q: 09}}]\n'
+        "    task: {family: anomaly, type: z, channel: sms, priority: 3, action: a, ttl: 24h,\n"
+        "           description: zero}\n"
+    )
+    (text,) = explain(load_rules(path), "zero")
+    assert "where counterparty is 05 and quantity is at least 10." in text
+    assert "counterparty is one of 0086, 10010;" in text
+    assert "service_code is 007 (param code);" in text
+    assert "quantity is above 8 (param q) and is at most 500)" in text
+    assert "For region 010: code = 0099, q = 9." in text
+
+
 def test_explain_every_default_rule(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "explain"]) == 0
     out = capsys.readouterr().out
