@@ -185,7 +185,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from moments.records import OUT_OF_TIME
     from moments.rulecheck import EventFileError
     from rules.catalog import load_rules
-    from sinks.policy import load_policy
+    from sinks.policy import check_rule_ids, load_policy
 
     console = Console(stderr=True)
     policy_path = args.policy
@@ -198,6 +198,12 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if start is not None and end is not None and end <= start:
         raise ConfigError("--to must be after --from")
     rules = load_rules(args.rules)
+    check_rule_ids(
+        policy_path,
+        policy,
+        (r.id for r in rules.rules),
+        (r.task.moment_type for r in rules.rules),
+    )
     baseline = load_rules(args.baseline_rules) if args.baseline_rules is not None else None
     if args.shadow_as_live:
         rules = rules.with_shadows_live()

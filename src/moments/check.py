@@ -41,6 +41,8 @@ async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Findin
     """Every step, in order; a step that needs Kafka is skipped when Kafka failed."""
     rules, rules_loaded = _rules(settings)
     policy, policy_loaded = _policy(settings)
+    if rules_loaded is not None and policy_loaded is not None:
+        policy = _policy_names(settings, policy_loaded, rules_loaded) or policy
     found = [rules, policy]
     if rules_loaded is not None and policy_loaded is not None:
         said = zones_differ(rules_loaded.gating.timezone, policy_loaded.timezone)
@@ -95,6 +97,23 @@ def _policy(settings: Settings) -> tuple[Finding, DispatchPolicy | None]:
         return Finding("dispatch policy", Verdict.FAIL, str(exc)), None
     where = settings.dispatch_policy or "the defaults (MOMENTS_DISPATCH_POLICY unset)"
     return Finding("dispatch policy", Verdict.OK, f"{where}; {policy.describe()}"), policy
+
+
+def _policy_names(settings: Settings, policy: DispatchPolicy, rules: RuleSet) -> Finding | None:
+    """The policy's `overflow:`/`relevance:` keys against the rules' ids (a misspelt one
+    applied to no rule); a Finding only when one names none."""
+    from sinks.policy import check_rule_ids
+
+    try:
+        check_rule_ids(
+            settings.dispatch_policy,
+            policy,
+            (r.id for r in rules.rules),
+            (r.task.moment_type for r in rules.rules),
+        )
+    except ConfigError as exc:
+        return Finding("dispatch policy", Verdict.FAIL, str(exc))
+    return None
 
 
 def data_dir_finding(path: Path) -> Finding:

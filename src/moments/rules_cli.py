@@ -160,13 +160,22 @@ def _cmd_rules_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2
-    from sinks.policy import load_policy
+    from sinks.policy import check_rule_ids, load_policy
 
     settings = command_settings()
     path = given if given is not None else settings.rules
     rules = load_rules(path)
     policy_path = args.policy or settings.dispatch_policy
-    dispatch = None if policy_path is None else load_policy(policy_path).describe_rule
+    dispatch = None
+    if policy_path is not None:
+        policy = load_policy(policy_path)
+        check_rule_ids(
+            policy_path,
+            policy,
+            (r.id for r in rules.rules),
+            (r.task.moment_type for r in rules.rules),
+        )
+        dispatch = policy.describe_rule
     try:
         paragraphs = explain(rules, rule_id, dispatch)
     except KeyError:

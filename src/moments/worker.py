@@ -36,7 +36,7 @@ from moments.store import store_problem
 from moments.topiclayout import partition_layout, topic_types
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
-from sinks.policy import load_policy
+from sinks.policy import check_rule_ids, load_policy
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -280,6 +280,12 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
         except OSError:
             as_read = (), as_read[1]
     policy = load_policy(settings.dispatch_policy)
+    check_rule_ids(
+        settings.dispatch_policy,
+        policy,
+        (r.id for r in rules.rules),
+        (r.task.moment_type for r in rules.rules),
+    )
     if (said := zones_differ(rules.gating.timezone, policy.timezone)) is not None:
         log.warning("%s", said)
     try:

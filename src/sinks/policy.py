@@ -11,8 +11,10 @@ example of every field (a test loads it).
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -354,6 +356,59 @@ class DispatchPolicy(_Frozen):
 
     def overflow_for(self, rule_id: str) -> Overflow:
         return self.overflow.get(rule_id) or self.overflow.get(ANY) or Overflow()
+
+
+def check_rule_ids(
+    path: Path | None,
+    policy: DispatchPolicy,
+    rule_ids: Iterable[str],
+    moment_types: Iterable[str] = (),
+) -> None:
+    """Refuse (`ConfigError`) an `overflow:` key of the policy file that names no rule of
+    the rules in force (`"*"` is every other rule), or a `relevance:` key that names no
+    rule and no moment type, at its line, with the one meant and the names there are: a
+    misspelt id loaded and its rule got the default overflow, or no relevance check,
+    without a word. Only what the file writes is checked (the default relevance checks
+    name rules of the packaged catalog)."""
+    if path is None:
+        return
+    ids = sorted(set(rule_ids))
+    known = {"overflow": ids, "relevance": sorted(set(ids) | set(moment_types))}
+    what = {"overflow": "a rule id", "relevance": "a rule id or moment type"}
+    wrong = [
+        (section, key)
+        for section in ("overflow", "relevance")
+        if section in policy.model_fields_set
+        for key in getattr(policy, section)
+        if key != ANY and key not in known[section]
+    ]
+    if not wrong:
+        return
+    from rules.yamlpos import key_at
+
+    try:
+        doc = _with_positions(path.read_text(encoding="utf-8"))
+    except OSError:
+        doc = None
+    lines = []
+    for section, key in wrong:
+        at = None
+        if isinstance(doc, dict) and isinstance(doc.get(section), dict):
+            at = key_at(doc[section], key)
+        line, col = (at[0] + 1, at[1] + 1) if at is not None else (1, 1)
+        names = known[section]
+        close = difflib.get_close_matches(key.casefold(), names, n=1, cutoff=0.6)
+        meant = f"did you mean {close[0]!r}? " if close else ""
+        anyone = ', or "*" for every other rule' if section == "overflow" else ""
+        lines.append(
+            f"{path}:{line}:{col}: {section}.{key}: no {what[section][2:]} {key!r} in the "
+            f"rules; {meant}"
+            f"write {what[section]} ({', '.join(names)}){anyone}"
+        )
+    raise ConfigError(
+        "invalid dispatch policy (see docs/architecture.md, 'Dispatch policy'):\n  "
+        + "\n  ".join(lines)
+    )
 
 
 def _with_positions(text: str) -> Any:

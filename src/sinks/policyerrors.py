@@ -20,6 +20,8 @@ KEY = "[key]"
 
 def _channel_key(word: object) -> str:
     names = [c.value for c in Channel]
+    if str(word).casefold() in names:  # `SMS`: channels are written in lower case
+        return f"{str(word)!r} is not a channel; did you mean {str(word).casefold()!r}?"
     close = difflib.get_close_matches(str(word), names, n=1)
     if close:
         return f"{str(word)!r} is not a channel; did you mean {close[0]!r}?"

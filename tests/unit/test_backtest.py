@@ -1365,6 +1365,22 @@ def test_a_policy_region_no_task_came_from_is_warned_of(
     assert "no task" in " ".join((printed.out + printed.err).split())
 
 
+def test_a_policy_overflow_for_no_rule_of_the_backtest_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`overflow: {big_topp: ...}` named no rule: the backtest ran with the default
+    overflow for big_topup and said nothing of the key."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("overflow:\n  big_topp: {policy: drop}\n")
+    out = tmp_path / "o"
+    args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(out)]
+    rules = write_rules(tmp_path / "r.yaml")
+    assert main(["backtest", *args, "--rules", str(rules), "--policy", str(policy)]) != 0
+    said = capsys.readouterr().err
+    assert f"{policy}:2:3: overflow.big_topp: no rule id 'big_topp' in the rules; did you " in said
+    assert not out.exists()
+
+
 def test_top_rules_counts_a_rule_carried_in_its_own_rules_task_as_no_other_rules() -> None:
     """`merged_into_others` is a rule's moments carried in *another* rule's task: a second
     moment of the task's own rule (a rule with no cooldown firing again while its task

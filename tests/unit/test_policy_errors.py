@@ -114,3 +114,64 @@ def test_a_time_of_day_with_an_offset_or_zone_is_refused(
         f'next_day_at is local time in the policy\'s timezone ({zone}): write "09:00", '
         "and set timezone: if another zone was meant"
     ) in said
+
+
+class TestNamesOfRulesRegionsAndChannels:
+    """`overflow:` and `relevance:` keys naming no rule loaded without a word (the rule got
+    the default overflow, or no relevance check); `SMS` was told the list of channels, not
+    the one meant."""
+
+    TEXT = """\
+capacity:
+  nj: {manager: 1}
+overflow:
+  low_balanse: {policy: drop}
+  "*": {policy: defer}
+relevance:
+  lowbalance: topped_up
+  first_topup: came_home
+"""
+
+    def test_explain_with_the_policy_refuses_a_key_no_rule_has(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from moments.cli import main
+
+        path = tmp_path / "policy.yaml"
+        path.write_text(self.TEXT)
+        assert main(["rules", "explain", "--policy", str(path), "low_balance"]) != 0
+        said = capsys.readouterr().err
+        assert (
+            f"{path}:4:3: overflow.low_balanse: no rule id 'low_balanse' in the rules; did you "
+            "mean 'low_balance'? write a rule id (bill_drop, " in said
+        )
+        assert 'spend_and_call_time_drop), or "*" for every other rule' in said
+        assert (
+            f"{path}:7:3: relevance.lowbalance: no rule id or moment type 'lowbalance' in the "
+            "rules; did you mean 'low_balance'?" in said
+        )
+        assert "relevance.first_topup" not in said  # a moment type (of first_topup_channel)
+        assert "overflow.*" not in said
+        path.write_text(self.TEXT.replace("low_balanse", "low_balance").replace("lowb", "low_b"))
+        assert main(["rules", "explain", "--policy", str(path), "low_balance"]) == 0
+
+    def test_the_check_is_of_what_the_file_writes(self, tmp_path: Path) -> None:
+        """The default relevance checks name the packaged catalog's rules: a catalog of
+        other rules with a file that writes no `relevance:` is fine."""
+        from sinks.policy import check_rule_ids
+
+        path = tmp_path / "policy.yaml"
+        path.write_text("capacity: {'*': {sms: 5}}\n")
+        check_rule_ids(path, load_policy(path), ["my_rule"], ["my_type"])
+        path.write_text("relevance: {my_type: topped_up}\noverflow: {my_rule: {policy: drop}}\n")
+        check_rule_ids(path, load_policy(path), ["my_rule"], ["my_type"])
+        path.write_text("relevance: {my_typo: topped_up}\n")
+        typo = load_policy(path)
+        with pytest.raises(ConfigError, match=r"policy.yaml:1:13: relevance.my_typo: "):
+            check_rule_ids(path, typo, ["my_rule"], ["my_type"])
+
+    def test_a_channel_in_capitals_is_told_the_one_meant(self, tmp_path: Path) -> None:
+        said = _refused(tmp_path, "capacity:\n  '*': {SMS: 5}\n")
+        assert (
+            "policy.yaml:2:9: capacity.*.SMS: 'SMS' is not a channel; did you mean 'sms'?" in said
+        )
