@@ -32,9 +32,12 @@ from rules.conditions import (
     event_fields,
     number_fields,
     numeric_params,
+    optional_fields,
+    present_names,
     produced_names,
     required_fields,
     text_names,
+    when_present,
 )
 from rules.contract import event_values, refusal, when_tests
 from rules.durations import parse_duration
@@ -850,6 +853,7 @@ def _build(
             "written; write {name}, or a number's format, " + EXAMPLES,
         )
     _check_formats(spec, names, period is None and not special_day, problem)
+    _check_missing(spec, names, period is None and not special_day, problem)
     unknown = [m for m in placeholders(spec.task.description) if m not in names]
     if unknown:
         problem(
@@ -915,6 +919,46 @@ def _check_formats(
             )
         if said is not None:
             problem(("task", "description"), f"{{{name}:{fmt}}}: {said}")
+
+
+def _check_missing(
+    spec: RuleSpec,
+    names: set[str],
+    on_event: bool,
+    problem: Callable[[tuple[str | int, ...], str], None],
+) -> None:
+    """A description naming an event field the contract makes optional (`{operator}`,
+    `{region}`, `{counterparty}`), or a profile field (`{profile_tier}`), is refused
+    unless the rule fires only when it has a value: the text showed "{operator}" (or
+    "None", for a test such as `ne:` that a missing value passes) to the customer or the
+    agent. The fix is the catalog's own: `{field: service_code}` in the condition."""
+    condition = spec.condition
+    sure = present_names(condition) if condition is not None else set()
+    unsure: dict[str, str] = {}
+    if on_event:
+        sure |= when_present(spec.when)
+        kinds = ", ".join(t.value for t in spec.on)
+        for name in optional_fields(spec.on):
+            unsure[name] = (
+                f"{name} is optional on {kinds} events, so the rule fires on events "
+                "without it too; to fire only on those that carry it, add "
+                f"{{field: {name}}} to the condition (under all:)"
+            )
+    for node in sp.walk(condition) if condition is not None else ():
+        if isinstance(node, sp.ProfileCond):
+            unsure[f"profile_{node.profile}"] = (
+                f"a profile may have no {node.profile} and this condition lets one without "
+                f"it fire (a test under any: or not:, or ne:/not_in:); to fire only with "
+                f"one, add {{profile: {node.profile}}} to the condition (under all:)"
+            )
+    for name in dict.fromkeys(placeholders(spec.task.description)):
+        if name in names and name in unsure and name not in sure:
+            problem(
+                ("task", "description"),
+                f"{{{name}}} may have no value when this rule fires, and the text would "
+                f"show it as written ('{{{name}}}' or 'None'): {unsure[name]}, or leave "
+                "it out of the description",
+            )
 
 
 def _check_numeric_params(

@@ -637,6 +637,64 @@ def required_fields(node: Any) -> set[str]:
     return set()
 
 
+_NEED_A_VALUE = frozenset({"in", "prefix", "eq", *NUMERIC_OPS})
+"""Operators no missing value passes (`ne` does; `not_in` is taken as passing it, as the
+rules' docs say, so that a value it lets through is never taken to be there)."""
+
+
+def needs_value(ops: Mapping[str, Any]) -> bool:
+    """Whether a field or profile test with these operators (all of them must hold) is
+    false of a missing value; a test with none is "is present"."""
+    return not ops or any(op in _NEED_A_VALUE for op in ops)
+
+
+def present_names(node: Any) -> set[str]:
+    """Params a firing of the condition always carries with a value: the field or profile
+    labels of the tests its `all:` (or itself) needs a value for, a first-time or changed
+    field. A test under `any:` or `not:` may have been false, or of a missing value."""
+    if isinstance(node, s.AllCond):
+        out: set[str] = set()
+        for child in node.all:
+            out |= present_names(child)
+        return out
+    if isinstance(node, s.FieldCond) and needs_value(node.given()):
+        return {node.field}
+    if isinstance(node, s.ProfileCond) and needs_value(node.given()):
+        return {f"profile_{node.profile}"}
+    if isinstance(node, s.FirstTimeCond):
+        return {node.first_time}
+    if isinstance(node, s.ChangedCond):
+        return {node.changed, f"previous_{node.changed}"}
+    return set()
+
+
+def optional_fields(event_types: Sequence[EventType]) -> set[str]:
+    """Fields of the events that may be absent (no value) in one of the listed types:
+    `region`, a roaming `operator`, a usage `counterparty`, ..."""
+    from moments.models import EVENT_MODELS
+
+    return {
+        name
+        for t in event_types
+        for name, f in EVENT_MODELS[t].model_fields.items()
+        if not f.is_required() and f.default is None and f.default_factory is None
+    }
+
+
+def when_present(when: Mapping[str, Any]) -> set[str]:
+    """Fields a `when:` filter lets no event without through: a value (`kind: voice`), a
+    list, or operators one of which a missing value fails (`quantity: {gte: 10}`); not
+    `operator: null`, which asks for none, nor `ne`/`not_in` alone."""
+    out = set()
+    for name, test in when.items():
+        if isinstance(test, Mapping):
+            if test and needs_value({op: v for op, v in test.items() if v is not None}):
+                out.add(name)
+        elif test is not None:
+            out.add(name)
+    return out
+
+
 def produced_names(node: Any, on_event: bool) -> set[str]:
     """Params a condition puts on the task (what a description template may name)."""
     if isinstance(node, s.AllCond | s.AnyCond):

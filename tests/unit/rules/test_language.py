@@ -613,7 +613,8 @@ class TestCooldownAndTemplates:
         """`{name:spec}` formats a number (analysts asked for money with two decimals,
         thousands separators and percentages); a bare `{name}` shows it as before."""
         text = one_rule(
-            "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+            "    on: [usage]\n    when: {balance_after: {gte: 0}, quantity: {gte: 0}}\n"
+            "    condition: {field: charge, gt: 1}\n",
             description="{charge:,.2f} over {charge_gt:.1f}, balance {balance_after:,.0f} "
             "({balance_after}), {quantity:+.0%} {charge}",
         )

@@ -240,6 +240,78 @@ def test_a_description_placeholder_nobody_fills_is_refused() -> None:
     assert "charge_gt" in found
 
 
+class TestPlaceholdersThatMayHaveNoValue:
+    """A description naming an event field the contract makes optional reached the
+    customer or the agent as written: "Welcome to JP on {operator}, region {region}" for a
+    roaming event naming no operator or region; a test that a missing value passes (`ne:`)
+    showed "None". Refused at load with the fix the catalog itself uses (`{field: X}`)."""
+
+    ROAM = "    on: [roaming]\n    condition: {first_time: country}\n"
+
+    def task(self, description: str) -> str:
+        return GOOD_TASK.replace("description: low", f"description: '{description}'")
+
+    def test_an_optional_event_field_is_refused_with_the_fix(self) -> None:
+        found = problems(
+            rule(self.ROAM, self.task("Welcome to {country} on {operator} ({region})"))
+        )
+        assert [f.split(" may have")[0] for f in found] == [
+            "r.yaml:12:7: {operator}",
+            "r.yaml:12:7: {region}",
+        ]
+        assert found[0].endswith(
+            "may have no value when this rule fires, and the text would show it as written "
+            "('{operator}' or 'None'): operator is optional on roaming events, so the rule "
+            "fires on events without it too; to fire only on those that carry it, add "
+            "{field: operator} to the condition (under all:), or leave it out of the description"
+        )
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "    on: [roaming]\n    condition: {all: [{first_time: country}, {field: operator}]}\n",
+            "    on: [roaming]\n    when: {operator: [A1, Vodafone]}\n"
+            "    condition: {first_time: country}\n",
+            "    on: [roaming]\n    condition: {field: operator, prefix: V}\n",
+            "    on: [roaming]\n    condition: {first_time: operator}\n",
+        ],
+    )
+    def test_one_the_rule_fires_only_with_loads(self, body: str) -> None:
+        load_texts([("r.yaml", rule(body, self.task("{country} on {operator}")))])
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "    on: [roaming]\n    condition: {field: operator, ne: A1}\n",
+            "    on: [roaming]\n    when: {operator: {ne: A1}}\n",
+            "    on: [roaming]\n    condition:\n      any: [{field: operator, eq: A1}, "
+            "{field: country, eq: JP}]\n",
+            "    on: [roaming]\n    condition: {not: {field: operator, eq: A1}}\n",
+        ],
+    )
+    def test_a_test_a_missing_value_may_pass_is_no_guard(self, body: str) -> None:
+        (found,) = problems(rule(body, self.task("on {operator}")))
+        assert "{operator} may have no value when this rule fires" in found
+
+    def test_a_profile_field_is_refused_unless_the_rule_needs_it(self) -> None:
+        body = (
+            "    on: [usage]\n    condition:\n      any: [{profile: tier, eq: gold}, "
+            "{field: charge, gt: 100}]\n"
+        )
+        (found,) = problems(rule(body, self.task("a {profile_tier} customer")))
+        assert "{profile_tier} may have no value when this rule fires" in found
+        assert "add {profile: tier} to the condition (under all:)" in found
+        sure = "    on: [usage]\n    condition: {profile: tier, in: [gold, diamond]}\n"
+        load_texts([("r.yaml", rule(sure, self.task("a {profile_tier} customer")))])
+
+    def test_a_required_field_needs_no_guard(self) -> None:
+        body = (
+            "    on: [usage]\n"
+            "    condition: {any: [{field: kind, ne: sms}, {field: charge, gt: 1}]}\n"
+        )
+        load_texts([("r.yaml", rule(body, self.task("{kind} for {charge}")))])
+
+
 class TestHolidayKeys:
     """A `holidays:` key outside the calendar in force left the rule silent for ever."""
 
@@ -333,9 +405,9 @@ class TestFormats:
         ],
     )
     def test_formats_of_numbers_load(self, description: str) -> None:
-        text = rule(
-            "    on: [usage]\n    condition: {field: charge, gt: 1}\n", self.task(description)
-        )
+        # balance_after and quantity are optional: the rule fires only on events with them
+        condition = "all: [{field: charge, gt: 1}, {field: balance_after}, {field: quantity}]"
+        text = rule(f"    on: [usage]\n    condition: {{{condition}}}\n", self.task(description))
         load_texts([("r.yaml", text)])
 
     @pytest.mark.parametrize(
@@ -367,7 +439,10 @@ class TestFormats:
         [
             ("    on: [roaming]\n    condition: {first_time: country}\n", "country"),
             ("    on: [usage]\n    condition: {changed: imei}\n", "previous_imei"),
-            ("    on: [usage]\n    condition: {field: charge, gt: 1}\n", "counterparty"),
+            (
+                "    on: [usage]\n    condition: {field: counterparty, prefix: '1'}\n",
+                "counterparty",
+            ),
             ("    on: [usage]\n    condition: {profile: tier, eq: gold}\n", "profile_tier"),
             (
                 "    on: [usage]\n    evaluate: daily\n    condition: {absence: 7d}\n",
