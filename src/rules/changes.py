@@ -8,6 +8,7 @@ flagged: dashboards and outcomes would mix the old rule's tasks with the new one
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +109,43 @@ def _holiday_changes(old: HolidayCalendar, new: HolidayCalendar) -> list[str]:
             out.append(f"{key}: added")
         elif before[key] != after[key]:
             out.append(f"{key}: {_entry_change(before[key], after[key])}")
-    return out
+    return out + _order_changes(old, new)
+
+
+ORDER_YEARS = 11
+"""Years from this one in which `_order_changes` looks for days two holidays share (an
+every-year day shares every year; the package's festivals, such as Mid-Autumn on
+National Day, once in some years), besides the years of the dates a file lists."""
+
+
+def _order_changes(old: HolidayCalendar, new: HolidayCalendar) -> list[str]:
+    """Holidays of one day listed in another order: a greeting goes to the first of the
+    day's holidays a rule greets (the operator's entries in file order, then the
+    package's, `HolidayCalendar.on`), so swapping two entries of one day changes which
+    is greeted, its name and its task id, while each key's days stay as they were."""
+    listed = old.keys(), new.keys()  # a calendar is no mapping: its holiday keys, in order
+    common = set(listed[0]) & set(listed[1])
+    if [k for k in listed[0] if k in common] == [k for k in listed[1] if k in common]:
+        return []  # a day's holidays are listed in the order of `keys()`: none changed
+    today = dt.date.today()
+    years = set(range(today.year, today.year + ORDER_YEARS))
+    for calendar in (old, new):
+        years |= {d.year for e in calendar.entries for d in e.dates or ()}
+    found: dict[tuple[str, ...], tuple[dt.date, tuple[str, ...], tuple[str, ...]]] = {}
+    for year in sorted(years):
+        for day in sorted({h.day for h in new.in_year(year)}):
+            now = tuple(h.key for h in new.on(day))
+            was = tuple(h.key for h in old.on(day))
+            if len(now) > 1 and now != was and sorted(now) == sorted(was):
+                keys = tuple(sorted(now))
+                if keys not in found or found[keys][0] < today:  # the next such day
+                    found[keys] = (day, now, was)
+    return [
+        f"{', '.join(keys)}: their order changed, and a rule greets the first of a day's "
+        f"holidays it greets: on the days they share (e.g. {day}) it is now "
+        f"{', '.join(now)} (was {', '.join(was)})"
+        for keys, (day, now, was) in found.items()
+    ]
 
 
 def _entry_change(old: Any, new: Any) -> str:

@@ -204,6 +204,35 @@ def test_rules_diff_says_a_renamed_holiday_is_renamed(
     ]
 
 
+def test_rules_diff_says_holidays_of_one_day_reordered_and_no_other_reorder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A greeting goes to the first of a day's holidays: two operator days on 05-17
+    swapped in the file greeted the other one (its name, its task id) while the diff said
+    "no rule changed". Days that share no date, swapped, change nothing: nothing is said."""
+    rules = BASE.replace("series:", "special_days: {calendar: days.yaml}\nseries:")
+    ours = "  - {key: our_day, name: Our day, every_year: 05-17}\n"
+    for name, days in (
+        ("old", "holidays:\n" + ours + "  - {key: telecom_day, name: Telecom, every_year: %s}\n"),
+        ("new", "holidays:\n  - {key: telecom_day, name: Telecom, every_year: %s}\n" + ours),
+    ):
+        for shared, date in (("same", "05-17"), ("apart", "06-01")):
+            folder = tmp_path / shared / name
+            folder.mkdir(parents=True)
+            (folder / "rules.yaml").write_text(rules)
+            (folder / "days.yaml").write_text(days % date)
+    assert main(["rules", "diff", str(tmp_path / "same/old"), str(tmp_path / "same/new")]) == 0
+    head, said = capsys.readouterr().out.splitlines()
+    assert head == "catalog sections changed: holidays"
+    assert said.startswith(
+        "    our_day, telecom_day: their order changed, and a rule greets the first of a "
+        "day's holidays it greets: on the days they share (e.g. "
+    )
+    assert said.endswith("-05-17) it is now telecom_day, our_day (was our_day, telecom_day)")
+    assert main(["rules", "diff", str(tmp_path / "apart/old"), str(tmp_path / "apart/new")]) == 0
+    assert capsys.readouterr().out == "no rule changed\n"
+
+
 def test_each_change_says_what_differs() -> None:
     new = _edit(
         ("threshold: 10}", "threshold: 20}"),
