@@ -129,7 +129,8 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         series = _series(node.series, scope, (*path, "series"), report)
         if series is None:
             return _never
-        return _compare(node.series, _aggregate(series, node), node, scope, path, report)
+        check = _compare(node.series, _aggregate(series, node), node, scope, path, report)
+        return _with_history(series, node, check, path.count("not") % 2 == 1)
     if isinstance(node, s.BaselineCond):
         series = _series(node.baseline, scope, (*path, "baseline"), report)
         if series is None:
@@ -474,6 +475,38 @@ def _changed(key: str) -> Condition:
 
 
 _NONE_WHEN_EMPTY = frozenset({"avg", "max"})
+
+
+_GROWS = frozenset({"sum", "count", "max"})
+"""Aggregates that windows before the subscriber's history, had they been seen, could only
+have raised (the field summed is no negative amount): what is read of fewer windows is a
+floor of the true value."""
+
+
+def _with_history(series: Series, node: s.SeriesCond, check: Condition, negated: bool) -> Condition:
+    """A series test over `last` windows that reach back before the subscriber's history
+    in the series began, or into the window it began in (joined, or the detector
+    started, part-way into it), read those windows as 0: "fewer than 3 calls in 4 weeks"
+    fired on a subscriber seen for one week. A `sum`, `count` or `max` so read is a floor
+    of the true value, so `gt`/`gte` may be judged (the windows missed could only add),
+    but any other test (`lt`, `lte`, `eq`, ...), or any test under an odd number of
+    `not:`, is not judged until the history covers the windows: false (true under `not:`,
+    so that the `not:` is false), as a baseline waits for its windows."""
+    if node.agg not in _GROWS:
+        return check
+    floor_holds = not negated and all(op in ("gt", "gte") for op in node.given())
+    if floor_holds:
+        return check
+    last = node.last
+
+    def judged(env: Env) -> bool:
+        held = check(env)  # records the value and bounds, the task's params, either way
+        first = series.history_from(env.state.series.get(series.tag))
+        if first is None or first > env.window(series.period) - last:
+            return negated
+        return held
+
+    return judged
 
 
 def _baseline(series: Series, node: s.BaselineCond) -> Callable[[Env], float | None]:

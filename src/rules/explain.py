@@ -183,7 +183,15 @@ def _cond(node: Any, spec: s.RuleSpec) -> str:
         return f"{node.changed} differs from the last one seen (the first one is a baseline)"
     if isinstance(node, s.SeriesCond):
         span = "this window" if node.last == 1 else f"this window and the {node.last - 1} before"
-        return f"the {node.agg} of {node.series} over {span} {_ops(node, spec)}"
+        waits = ""
+        if node.agg in ("sum", "count", "max") and any(
+            op not in ("gt", "gte") for op in node.given()
+        ):
+            waits = (
+                " (judged once the subscriber's history covers those windows, not the "
+                "partial one it began in)"
+            )
+        return f"the {node.agg} of {node.series} over {span} {_ops(node, spec)}{waits}"
     if isinstance(node, s.BaselineCond):
         measure = (
             "this window divided by the average of"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -349,3 +350,58 @@ def test_local_date_is_the_day_the_local_clock_shows(
     shows: around midnight, daylight-saving changes and days a zone skipped."""
     for instant in (at, *(at + d for d in nearby)):
         assert local_date(instant, tz) == dt.datetime.fromtimestamp(instant, tz).date()
+
+
+class TestLastWindowsBeforeTheHistory:
+    """`last: N` windows reaching back before the subscriber's history in the series (or
+    into the window it began in) read those windows as 0: "fewer than 3 calls in 4 weeks"
+    fired on a subscriber first seen that week, and every week until four whole ones had
+    passed. An "at least" test may be judged at once (the windows missed could only add);
+    any other waits for the history, as a baseline does."""
+
+    RULES = (
+        "series:\n  calls_week: {on: [usage], when: {kind: voice}, period: week}\n"
+        "rules:\n  - id: few_calls\n    description: few\n    on: [usage]\n"
+        "    evaluate: weekly\n    condition: %s\n"
+        "    task: {family: anomaly, type: few_calls, channel: manager, priority: 3,\n"
+        "           action: a, ttl: 7d, description: '{calls_week} calls'}\n"
+    )
+
+    @staticmethod
+    def calls(days: list[str], sub: str = "13800138001") -> list[tuple[EventType, dict[str, Any]]]:
+        return [ev(EventType.USAGE, at(d), sub, kind="voice", quantity=60) for d in days]
+
+    def fired(self, condition: str, days: list[str], until: str) -> list[str]:
+        rules = rules_from(
+            "gating: {quiet_hours: [], frequency_cap: null}\n" + self.RULES % condition
+        )
+        result = run(rules, self.calls(days), until=until)
+        return [t.triggered_at.date().isoformat() for t in result.tasks]
+
+    def test_fewer_than_waits_for_the_windows_it_reads(self) -> None:
+        # First seen on Thursday 5 November 2026; two calls, then none.
+        days = ["2026-11-05", "2026-11-06"]
+        fired = self.fired(
+            "{series: calls_week, agg: count, last: 4, lt: 3}", days, at("2026-12-15")
+        )
+        # The week of 2 Nov began the history (partial): 9 Nov to 6 Dec are 4 whole weeks.
+        assert fired == ["2026-12-07", "2026-12-14"]
+        under_not = "{not: {series: calls_week, agg: count, last: 4, gte: 3}}"
+        assert self.fired(under_not, days, at("2026-12-15")) == fired
+
+    def test_at_least_is_judged_at_once(self) -> None:
+        days = ["2026-11-05", "2026-11-06", "2026-11-07"]
+        fired = self.fired(
+            "{series: calls_week, agg: count, last: 4, gte: 3}", days, at("2026-11-10")
+        )
+        assert fired == ["2026-11-09"]  # the first week's close: three calls are three
+
+    def test_an_established_subscriber_is_judged_as_before(self) -> None:
+        weeks = [f"2026-10-{d:02d}" for d in (6, 7, 8, 13, 14, 15, 20, 21, 22, 27, 28, 29)]
+        fired = self.fired(
+            "{series: calls_week, agg: count, last: 2, lt: 3}",
+            [*weeks, "2026-11-03"],
+            at("2026-11-17"),
+        )
+        # Weeks of 26 Oct (3 calls) + 2 Nov (1): 4; of 2 Nov + 9 Nov (0): 1, below 3.
+        assert fired == ["2026-11-16"]
