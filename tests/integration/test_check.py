@@ -149,6 +149,23 @@ def test_zones_that_differ_are_a_warning(make_settings: MakeSettings, tmp_path: 
     assert "Europe/London (the dispatch policy's timezone)" in detail
 
 
+def test_a_policy_naming_no_rule_fails_the_policy_step(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    """`overflow: {low_balanse: ...}` named no rule: the check said "ok" and the worker
+    gave low_balance the default overflow."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("overflow:\n  low_balanse: {policy: drop}\n")
+    code, out = check(make_settings(dispatch_policy=policy))
+    assert code == 2, out
+    verdict, detail = rows(out)["dispatch"]
+    assert verdict == "FAIL", out
+    assert (
+        "policy.yaml:2:3: overflow.low_balanse: no rule id 'low_balanse' in the rules; did you "
+        in detail
+    )
+
+
 def test_a_first_bootstrap_server_down_leaves_the_others(make_settings: MakeSettings) -> None:
     """Only the first server was tried: a worker restarted while the first of a cluster's
     brokers was down waited for it for ever, and `moments check` said Kafka failed
