@@ -20,6 +20,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
@@ -29,6 +30,7 @@ from moments.connections import kafka_client_kwargs, redis_client
 from moments.decoding import TOMBSTONE
 from moments.engine import Detector
 from moments.eventclock import EventClock
+from moments.exceptions import ConfigError
 from moments.logthrottle import RepeatThrottle
 from moments.models import Channel, EventType, OutcomeStatus
 from moments.outcomes import handle_outcomes
@@ -52,7 +54,7 @@ from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
 from sinks.metrics import Dependency, Metrics
-from sinks.policy import DispatchPolicy, load_policy
+from sinks.policy import DispatchPolicy, check_rule_ids, load_policy
 from sinks.retry import with_retry
 from sinks.stores import redis_stores
 
@@ -122,6 +124,7 @@ class Runtime:
             settings.dispatch_policy,
             self.install_policy,
             self._record_policy_reload,
+            load=self._load_policy,
             current=lambda: self.policy,
         )
         # The batch loop and the window sweep both read and write subscriber state.
@@ -139,10 +142,25 @@ class Runtime:
                 live_from.isoformat(),
             )
 
+    def _load_policy(self, path: Path | None) -> DispatchPolicy:
+        """A reloaded policy, refused (`ConfigError`) as at start when its `overflow:` or
+        `relevance:` names no rule of the rules in force (`check_rule_ids`)."""
+        policy = load_policy(path)
+        _check_names(path, policy, lambda: self.detector.rules)
+        return policy
+
     def install_rules(self, rules: RuleSet) -> None:
         """Swap the rules in; called from the event loop, so never inside a batch."""
         changes = compare_rules(self.detector.rules, rules)
         log.info("rules change: %s", changes.describe())
+        try:
+            _check_names(self.settings.dispatch_policy, self.policy, lambda: rules)
+        except ConfigError as exc:  # the rules are fine; the policy no longer fits them
+            log.warning(
+                "the dispatch policy names what the reloaded rules do not hold (a worker "
+                "started so would stop; fix the policy): %s",
+                exc,
+            )
         if changes.same_version:
             log.warning(
                 "rule(s) %s changed but kept their version: their tasks before and after "
@@ -632,3 +650,10 @@ def record_batch(m: Metrics, result: BatchResult) -> None:
         m.out_of_time.labels("late").inc(result.late)
     if result.future:
         m.out_of_time.labels("future").inc(result.future)
+
+
+def _check_names(path: Path | None, policy: DispatchPolicy, rules: Callable[[], RuleSet]) -> None:
+    """`check_rule_ids` against the rules, read only when the policy names rules."""
+    if "overflow" in policy.model_fields_set or "relevance" in policy.model_fields_set:
+        held = rules().rules
+        check_rule_ids(path, policy, (r.id for r in held), (r.task.moment_type for r in held))

@@ -370,15 +370,15 @@ def check_rule_ids(
     misspelt id loaded and its rule got the default overflow, or no relevance check,
     without a word. Only what the file writes is checked (the default relevance checks
     name rules of the packaged catalog)."""
-    if path is None:
+    written = [k for k in ("overflow", "relevance") if k in policy.model_fields_set]
+    if path is None or not written:
         return
     ids = sorted(set(rule_ids))
     known = {"overflow": ids, "relevance": sorted(set(ids) | set(moment_types))}
     what = {"overflow": "a rule id", "relevance": "a rule id or moment type"}
     wrong = [
         (section, key)
-        for section in ("overflow", "relevance")
-        if section in policy.model_fields_set
+        for section in written
         for key in getattr(policy, section)
         if key != ANY and key not in known[section]
     ]

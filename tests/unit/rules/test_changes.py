@@ -308,3 +308,30 @@ def test_the_rules_in_force_are_reported_and_replaced_on_a_reload() -> None:
         ("old_rule", "1", "live"),
         ("trial", "1", "shadow"),
     }
+
+
+def test_a_policy_reload_naming_no_rule_is_refused_and_a_rules_reload_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At start a policy naming no rule stops the worker; a reload took one in without a
+    word (its overflow applied to no rule), and rules reloaded without a rule the policy
+    names left the key dangling, unsaid."""
+    from moments.exceptions import ConfigError
+    from sinks.policy import load_policy
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("overflow:\n  old_rule: {policy: drop}\n")
+    settings = load_settings().model_copy(update={"dispatch_policy": policy})
+    runtime = Runtime(settings, Metrics(), Detector(rules_from(BASE), {}), load_policy(policy))
+    assert runtime.policy_reloader.load(policy).overflow_for("old_rule").policy == "drop"
+    policy.write_text("overflow:\n  old_rul: {policy: drop}\n")
+    with pytest.raises(ConfigError, match=r"policy\.yaml:2:3: overflow\.old_rul: no rule id"):
+        runtime.policy_reloader.load(policy)
+    policy.write_text("overflow:\n  old_rule: {policy: drop}\n")
+    without = BASE[: BASE.index("  - id: old_rule")] + BASE[BASE.index("  - id: trial") :]
+    with caplog.at_level(logging.WARNING, logger="moments.runtime"):
+        runtime.install_rules(rules_from(without))
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said.startswith("the dispatch policy names what the reloaded rules do not hold")
+    assert "overflow.old_rule: no rule id 'old_rule' in the rules" in said
+    assert [r.id for r in runtime.detector.rules.rules] == ["low_balance", "trial"]
