@@ -20,18 +20,10 @@ from moments.backtest_input import FileEvent
 from moments.models import EventType
 from moments.pipeline import run_pipeline
 
-from .rules.helpers import NO_ACTIVITY, NO_GATES, at, ev, rules_from, run
+from .rules.helpers import CONTRACT_LEAD, NO_ACTIVITY, NO_GATES, at, ev, rules_from, run
 
 SILENCE = NO_ACTIVITY.replace(", cooldown: 14d", "")
-CONTRACT = """
-  - id: contract_expiry_near
-    description: A renewal offer within the contract's lead
-    on: [profile]
-    evaluate: special_day
-    condition: {occasion: contract_expiry}
-    task: {family: special_day, type: contract_expiry_near, channel: sms, priority: 3,
-           action: renewal_offer, ttl: 48h, description: "Renew"}
-"""
+CONTRACT = CONTRACT_LEAD
 SHADOW = "    mode: shadow\n"
 
 

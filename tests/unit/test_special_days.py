@@ -27,7 +27,7 @@ from rules.special_days import (
     special_days_due,
 )
 
-from .rules.helpers import BIRTHDAY, NO_GATES, at, ev, rules_from, run
+from .rules.helpers import BIRTHDAY, CONTRACT_LEAD, NO_GATES, at, ev, rules_from, run
 
 D = dt.date
 UTC = dt.UTC
@@ -610,15 +610,7 @@ class TestAContractsLead:
     (the task the ledger sends once), it is one moment, counted once; it was counted at
     every day's look, 20 detections for one renewal offer."""
 
-    RULE = """
-  - id: contract_expiry_near
-    description: A renewal offer within the contract's lead
-    on: [profile]
-    evaluate: special_day
-    condition: {occasion: contract_expiry}
-    task: {family: special_day, type: contract_expiry_near, channel: sms, priority: 3,
-           action: renewal_offer, ttl: 48h, description: "Renew"}
-"""
+    RULE = CONTRACT_LEAD
     END = "2026-11-21T00:00:00+08:00"
 
     def test_counted_once_over_the_lead(self) -> None:

@@ -45,6 +45,16 @@ NO_ACTIVITY = """
            description: "No activity for {silent_days} days"}
 """
 """A rule list entry: the default catalog's silence, a reactivation offer after 7 days."""
+CONTRACT_LEAD = """
+  - id: contract_expiry_near
+    description: A renewal offer within the contract's lead
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: contract_expiry}
+    task: {family: special_day, type: contract_expiry_near, channel: sms, priority: 3,
+           action: renewal_offer, ttl: 48h, description: "Renew"}
+"""
+"""A rule list entry: a renewal offer on every day of a contract's lead (one moment)."""
 BIRTHDAY = """
   - id: birthday_greeting
     description: Birthday greeting at 09:00 local time
