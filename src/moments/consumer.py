@@ -454,6 +454,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         hot_topics = self.hot_topics
         read_offset = self._read_offset
         buffered = self._buffered_partitions
+        acks_for = self.app.topics.acks_enabled_for
         try:
             while not (self.should_stop or fetcher.should_stop):
                 epoch = self.epoch
@@ -474,6 +475,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         last = read_offset[tp]
                         if last is not None and record.offset < last:
                             continue
+                        if last is not None and record.offset > last + 1 and acks_for(tp.topic):
+                            # Offsets with no record before this one (transaction markers),
+                            # noted for Faust's commits as its own loop does: two markers
+                            # in a row (transactions ending together) stopped them for good.
+                            await self._add_gap(tp, last + 1, record.offset - 1)
                         message = self._to_message(tp, record)
                         if self.suspend_flow.is_set():
                             await self.wait_first(callback(message), self.suspend_flow.wait())
