@@ -84,3 +84,63 @@ async def test_an_idle_partition_read_to_a_commit_marker_has_no_lag(
             break
         await asyncio.sleep(0.5)
     assert seen == (2, 2, 0), f"end, committed, lag: {seen}\n{worker.log()[-3000:]}"
+
+
+async def two_markers_between(settings: Settings, topic: str) -> int:
+    """A record, two commit markers in a row (two producers' transactions ending
+    together), a record after them, all on one partition; that partition."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
+    )
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(topic, value=b"not json", key=SUB.encode())
+        client = producer.client
+        leader = client.cluster.leader_for_partition(TopicPartition(topic, sent.partition))
+        for expected in (1, 2):
+            request = ProduceRequest(
+                transactional_id=None,
+                required_acks=-1,
+                timeout=10_000,
+                topics=[(topic, [(sent.partition, commit_marker())])],
+            )
+            answer = await client.send(leader, request)
+            ((_, ((_, error, offset, *_),)),) = answer.topics
+            assert (error, offset) == (0, expected), answer
+        after = await producer.send_and_wait(
+            topic, value=b"not json", key=SUB.encode(), partition=sent.partition
+        )
+        assert after.offset == 3
+        return int(sent.partition)
+    finally:
+        await producer.stop()
+
+
+async def test_outcomes_read_across_two_markers_in_a_row_are_committed_to_the_end(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    """Outcomes 0 and 3 with two markers between them, read in one fetch by Faust's
+    stream: committed 4 (lag 0). Faust's commit stopped at 1 for good (lag 3): the batch
+    consumer's fetch loop did not note the offsets with no record for it."""
+    port = free_port()
+    settings = make_settings(metrics_port=port)
+    await topics_for(settings)
+    topic = settings.topic("task_outcomes")
+    partition = await two_markers_between(settings, topic)  # all there before the first read
+    worker = start_worker(settings)
+    labels = {"topic": topic, "partition": str(partition)}
+    deadline = time.monotonic() + 90
+    seen: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):  # /metrics not served yet
+            seen = (
+                await metric_value(port, "moments_consumer_end_offset", labels),
+                await metric_value(port, "moments_consumer_committed_offset", labels),
+                await metric_value(port, "moments_consumer_lag", labels),
+            )
+        if seen == (4, 4, 0):
+            break
+        await asyncio.sleep(0.5)
+    assert seen == (4, 4, 0), f"end, committed, lag: {seen}\n{worker.log()[-3000:]}"
