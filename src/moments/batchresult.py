@@ -119,6 +119,10 @@ class BatchResult:
     contract's end on each day of its lead: `emit`'s `again`), counted at its first
     judgement: dispatch counts one only when it is new to the ledger (its first task,
     once a cooldown or an opt-out is over), not as a `dedup` suppression every day."""
+    task_ids: set[str] = field(default_factory=set)
+    """Ids of `tasks`: a moment judged again whose task this batch made already (its
+    first judgement, or an earlier re-judgement: a look and a profile update read in one
+    batch, the closes of a catch-up) is not made twice (`emit`)."""
     returns: Counter[str] = field(default_factory=Counter)
     """Cooldown returns read (moments.cooldowns) by result: `given_back` (the mark removed),
     `stale` (a later mark, none, or no record), `malformed`."""
@@ -131,6 +135,7 @@ def unmake(result: BatchResult, made: int) -> None:
         result.cooldowns.pop(task.task_id, None)
         result.rejudged.discard(task.task_id)
     del result.tasks[made:]
+    result.task_ids = {t.task_id for t in result.tasks}
 
 
 def give_back_cooldowns(result: BatchResult, dropped: Collection[str]) -> int:

@@ -19,7 +19,7 @@ from moments.models import Channel, Deferral, InputEvent, QuietHours
 from moments.records import SuppressReason
 from moments.risk import RiskSignals, hotline_calls, scored, spend_drop
 from moments.state import SHADOW_MARK, SubscriberState, mark_id
-from moments.taskbuilder import build_task
+from moments.taskbuilder import build_task, task_id
 from moments.tracking import open_complaints, subscriber_view
 from rules.base import EvalContext, Fired
 from rules.gating import GateInput, gate, quiet_hours_carried
@@ -54,6 +54,13 @@ def emit(
     once more. It still makes its task, whose id is the first judgement's: the ledger
     sends it once, and dispatch counts it only if it is new there (`rejudged`)."""
     spec = rule.task
+    if again and task_id(sub, rule.id, fired.occurrence) in result.task_ids:
+        # This batch holds the moment's task already: made at its first judgement (a
+        # day's look and a profile update read in one batch; a catch-up closing a
+        # silence's windows at once), counted there, or at an earlier re-judgement. Made
+        # twice, dispatch kept the last one, taken for a re-judgement new to the ledger:
+        # its deferral counted a second time, and sent as of the later judgement.
+        return
     # A shadow rule takes the same path up to the gates' decision, counted apart from
     # the live figures, and stops before a task: it sends nothing and takes no contact.
     # Before the go-live instant every rule is one, judged by the moment's event time.
@@ -164,6 +171,7 @@ def emit(
         expires_at=expires,
     )
     result.tasks.append(task)
+    result.task_ids.add(task.task_id)
     if again:
         result.rejudged.add(task.task_id)
     if spec.cooldown is not None:

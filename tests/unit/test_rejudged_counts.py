@@ -17,10 +17,22 @@ import orjson
 
 from moments.backtest import BacktestResult, run_backtest
 from moments.backtest_input import FileEvent
+from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import run_pipeline
+from moments.sweep import sweep
 
-from .rules.helpers import CONTRACT_LEAD, NO_ACTIVITY, NO_GATES, at, ev, rules_from, run
+from .rules.helpers import (
+    BIRTHDAY,
+    CONTRACT_LEAD,
+    NO_ACTIVITY,
+    NO_GATES,
+    SUB,
+    at,
+    ev,
+    rules_from,
+    run,
+)
 
 SILENCE = NO_ACTIVITY.replace(", cooldown: 14d", "")
 CONTRACT = CONTRACT_LEAD
@@ -132,3 +144,47 @@ class TestLiveRules:
         assert counts(out, "moments_tasks_suppressed") == {("no_activity", "opt_out"): 1}
         assert counts(out, "moments_tasks_deferred") == {("quiet_hours",): 1}
         assert counts(out, "moments_tasks_published") == {("sms", "no_activity"): 1}
+
+
+class TestJudgedAgainInOneBatch:
+    """A moment judged again in the batch that made its first task (a profile update read
+    in the slice of the day's look; the closes of a catch-up, a partition's event time
+    moving on by days at once) is one task: made twice, dispatch took the last for a
+    re-judgement new to the ledger and counted its deferral a second time, and the
+    stream sent it as of the later judgement."""
+
+    def test_a_look_and_an_update_read_together_count_one_deferral(self) -> None:
+        """The birthday first known at 09:10, in the customer's quiet hours to 12:00, and a
+        tier update 30 s later, in the same slice: deferred once (it was twice)."""
+        events = [
+            ev(
+                EventType.PROFILE,
+                at("2026-12-01", "09:10"),
+                birthday="12-01",
+                quiet_hours=["08:00-12:00"],
+            ),
+            ev(EventType.PROFILE, "2026-12-01T09:10:30+08:00", tier="gold"),
+        ]
+        out = backtest(NO_GATES + "rules:" + BIRTHDAY, events, at("2026-12-02", "00:00"))
+        assert counts(out, "moments_detected") == {("special_day", "birthday"): 1}
+        assert counts(out, "moments_tasks_deferred") == {("quiet_hours",): 1}
+        assert counts(out, "moments_tasks_published") == {("sms", "birthday"): 1}
+
+    def test_a_catch_up_of_closes_makes_the_silence_once(self) -> None:
+        """The sweep of a partition whose event time jumped to 11-11 closes the windows of
+        11-08, 11-09 and 11-10 at once: the silence fires at the first close and is judged
+        again at the other two, one task, dated the first close, deferred once."""
+        rules = rules_from("rules:" + SILENCE)
+        before = run_pipeline(
+            [use("2026-11-01")], rules, until=dt.datetime.fromisoformat(at("2026-11-08"))
+        )
+        assert not before.tasks
+        state = before.store.load(SUB)
+        assert state is not None
+        detector = Detector(rules, {t.value: t for t in EventType})
+        mark = int(dt.datetime.fromisoformat(at("2026-11-11", "01:00")).timestamp())
+        result = sweep(detector, [(SUB, state, 0)], lambda _p: mark, None)
+        assert [t.triggered_at.isoformat() for t in result.tasks] == ["2026-11-09T00:00:00+08:00"]
+        assert not result.rejudged
+        assert result.detected == {("anomaly", "no_activity"): 1}
+        assert result.deferred == {"quiet_hours": 1}
