@@ -301,9 +301,12 @@ def on_its_clock(task: ServiceTask) -> dict[str, Any]:
     """The task's times not written in the offset of its `triggered_at` (the event's that
     made the moment), in it: the same instants. The worker's clock (`created_at`) and
     dispatch's waits (`deliver_after`, `deferred.until`, set from epoch seconds) were in
-    UTC, `Z`, beside a moment at +08:00, and a merged moment keeps its own event's offset."""
-    zone = task.triggered_at.tzinfo
+    UTC, `Z`, beside a moment at +08:00, and a merged moment keeps its own event's offset.
+    The offset, not the moment's zone: a sweep's moment is dated on the subscriber's zone
+    (America/New_York), whose offset after a change of the clocks (an expiry two days on)
+    is another."""
     offset = task.triggered_at.utcoffset()
+    zone = task.triggered_at.tzinfo if offset is None else dt.timezone(offset)
 
     def moved(at: dt.datetime) -> dt.datetime | None:
         return None if at.utcoffset() == offset else at.astimezone(zone)

@@ -7,6 +7,7 @@ the event's offset, +08:00 upstream (docs/consuming-tasks.md, "Times")."""
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 from moments.models import Channel, RelatedMoment
 from tests.unit.test_channel_hours_capacity import AT, OPENS, moment, policy, published
@@ -74,3 +75,23 @@ class TestPublishedTimes:
         [(_, out)] = published(policy(), [[sms]])
         assert out["deliver_after"] == "2026-11-02T00:30:00Z"
         assert offsets(out) == {"Z"}
+
+    def test_a_sweeps_moment_in_a_zone_with_a_clock_change_keeps_its_offset(self) -> None:
+        """A sweep's moment (a silence's close, a special day's look) is dated on the
+        subscriber's zone, not an event's offset: 00:30 on 11-01 in New York is -04:00, and
+        the times after the clocks went back that night (the worker's clock, the expiry) were
+        written -05:00 beside it, as the zone has them, not in the moment's offset."""
+        new_york = ZoneInfo("America/New_York")
+        when = dt.datetime(2026, 11, 1, 0, 30, tzinfo=new_york)
+        sms = moment("e", "offer", Channel.SMS)
+        sms = sms.model_copy(
+            update={
+                "triggered_at": when,
+                "deliver_after": when,
+                "created_at": UTC_NOW,
+                "expires_at": when + dt.timedelta(days=2),
+            }
+        )
+        [(_, out)] = published(policy(), [[sms]])
+        assert out["triggered_at"] == "2026-11-01T00:30:00-04:00"
+        assert offsets(out) == {"-04:00"}
