@@ -366,7 +366,9 @@ def _members(raw: Any, scope: Scope, path: Path, report: Report) -> Callable[[En
 
 
 def _membership(inside: bool, members: Callable[[Env], Members]) -> Callable[[Env, Any], bool]:
-    return lambda env, value: value is not None and member(value, members(env)) == inside
+    """`in` (`inside`) or `not_in`: a missing value is in no list, so it passes `not_in`
+    as it passes `ne`."""
+    return lambda env, value: member(value, members(env)) == inside
 
 
 def _equality(equal: bool, expected: Callable[[Env], Any]) -> Callable[[Env, Any], bool]:
@@ -671,8 +673,7 @@ def required_fields(node: Any) -> set[str]:
 
 
 _NEED_A_VALUE = frozenset({"in", "prefix", "eq", *NUMERIC_OPS})
-"""Operators no missing value passes (`ne` does; `not_in` is taken as passing it, as the
-rules' docs say, so that a value it lets through is never taken to be there)."""
+"""Operators no missing value passes (`ne` and `not_in` do: rules.operators)."""
 
 
 def needs_value(ops: Mapping[str, Any]) -> bool:

@@ -51,7 +51,7 @@ def _operator(field_name: str, op: str, arg: Any) -> Predicate:
         return lambda e: member(get(e), members)
     if op == "not_in":
         members = members_of(arg)
-        return lambda e: get(e) is not None and not member(get(e), members)
+        return lambda e: not member(get(e), members)  # a missing value is in no list
     if op == "prefix":
         prefixes = prefixes_of(arg)
         return lambda e: starts_with(get(e), prefixes)

@@ -89,6 +89,29 @@ class TestFieldPredicates:
         as_filter = one_rule(f"    on: [usage]\n    when: {{charge: {{{test}}}}}\n")
         assert fired(as_condition, events) == fired(as_filter, events) == int(fires)
 
+    @pytest.mark.parametrize(
+        ("test", "fires"),
+        [
+            ("ne: '10000'", True),
+            ("not_in: ['10000', '10010']", True),
+            ("eq: '10000'", False),
+            ("in: ['10000', '10010']", False),
+            ("prefix: '100'", False),
+            ("gte: 1", False),
+        ],
+    )
+    def test_a_missing_value_passes_only_ne_and_not_in(self, test: str, fires: bool) -> None:
+        """A value that is not there is in no list: `not_in:` passes it as `ne:` does
+        (docs/rules.md; `ne: [a, b]` is told to write `not_in: [a, b]`), in `when:` and
+        in a condition alike. Both failed `not_in:` for an event without the field, so
+        `not_in: [10000]` and `ne: 10000` differed on a call without a counterparty."""
+        events = [usage(at("2026-11-02"), kind="voice")]  # no counterparty
+        as_condition = one_rule(
+            f"    on: [usage]\n    condition: {{field: counterparty, {test}}}\n"
+        )
+        as_filter = one_rule(f"    on: [usage]\n    when: {{counterparty: {{{test}}}}}\n")
+        assert (fired(as_condition, events), fired(as_filter, events)) == (fires, fires)
+
     def test_number_lists_match_numbers_and_strings(self) -> None:
         text = one_rule(
             "    on: [usage]\n    condition: {field: counterparty, in: [10010, 10000, 10001]}\n"
