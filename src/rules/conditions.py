@@ -682,22 +682,36 @@ def needs_value(ops: Mapping[str, Any]) -> bool:
     return not ops or any(op in _NEED_A_VALUE for op in ops)
 
 
-def present_names(node: Any) -> set[str]:
+def present_names(node: Any, holds: bool = True) -> set[str]:
     """Params a firing of the condition always carries with a value: the field or profile
-    labels of the tests its `all:` (or itself) needs a value for, a first-time or changed
-    field. A test under `any:` or `not:` may have been false, or of a missing value."""
-    if isinstance(node, s.AllCond):
-        out: set[str] = set()
-        for child in node.all:
-            out |= present_names(child)
-        return out
-    if isinstance(node, s.FieldCond) and needs_value(node.given()):
-        return {node.field}
-    if isinstance(node, s.ProfileCond) and needs_value(node.given()):
-        return {f"profile_{node.profile}"}
-    if isinstance(node, s.FirstTimeCond):
+    labels of the tests it needs a value for, a first-time or changed field. With `holds`
+    False, those the condition being false needs (what a `not:` over it needs). A test
+    under `any:` counts when every branch needs it (`any: [{field: operator, eq: A1},
+    {field: operator, eq: Vodafone}]`), one under `not:` when its falsity does (`not:
+    {field: operator, ne: A1}`); a test a missing value passes (`ne:`, `not_in:`) needs
+    none, nor does one that may have been false."""
+    if isinstance(node, s.NotCond):
+        return present_names(node.not_, not holds)
+    if isinstance(node, s.AllCond | s.AnyCond):
+        children = [
+            present_names(c, holds) for c in (node.all if isinstance(node, s.AllCond) else node.any)
+        ]
+        # all: true needs what each child needs; any: true needs what every branch does
+        # (one of them held); false the other way round.
+        if isinstance(node, s.AllCond) == holds:
+            return set().union(*children)
+        return set.intersection(*children)
+    if isinstance(node, s.FieldCond | s.ProfileCond):
+        label = node.field if isinstance(node, s.FieldCond) else f"profile_{node.profile}"
+        ops = node.given()
+        if holds and needs_value(ops):
+            return {label}
+        if not holds and ops and not needs_value(ops):
+            return {label}  # false of a missing value only by having one: `not: {ne: A1}`
+        return set()
+    if holds and isinstance(node, s.FirstTimeCond):
         return {node.first_time}
-    if isinstance(node, s.ChangedCond):
+    if holds and isinstance(node, s.ChangedCond):
         return {node.changed, f"previous_{node.changed}"}
     return set()
 
@@ -718,10 +732,13 @@ def optional_fields(event_types: Sequence[EventType]) -> set[str]:
 def when_present(when: Mapping[str, Any]) -> set[str]:
     """Fields a `when:` filter lets no event without through: a value (`kind: voice`), a
     list, or operators one of which a missing value fails (`quantity: {gte: 10}`); not
-    `operator: null`, which asks for none, nor `ne`/`not_in` alone."""
+    `operator: null` or `operator: {eq: null}`, which ask for none, nor `ne`/`not_in`
+    alone (`ne: null` asks for a value)."""
     out = set()
     for name, test in when.items():
         if isinstance(test, Mapping):
+            if "eq" in test and test["eq"] is None:
+                continue  # only events without it (`same(None, None)`)
             if test and needs_value({op: v for op, v in test.items() if v is not None}):
                 out.add(name)
         elif test is not None:

@@ -293,6 +293,43 @@ class TestPlaceholdersThatMayHaveNoValue:
         (found,) = problems(rule(body, self.task("on {operator}")))
         assert "{operator} may have no value when this rule fires" in found
 
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "    on: [roaming]\n    condition:\n      any: [{field: operator, eq: A1}, "
+            "{field: operator, eq: Vodafone}]\n",
+            "    on: [roaming]\n    condition:\n      any: [{all: [{field: operator}, "
+            "{field: country, eq: JP}]}, {field: operator, prefix: V}]\n",
+            "    on: [roaming]\n    condition: {not: {field: operator, ne: A1}}\n",
+            "    on: [roaming]\n    condition: {not: {not: {field: operator}}}\n",
+            "    on: [roaming]\n    condition:\n      not: {any: [{field: country, eq: JP}, "
+            "{field: operator, not_in: [A1]}]}\n",
+            "    on: [roaming]\n    condition:\n      all: [{first_time: country}, {not: {all: "
+            "[{field: operator, ne: A1}, {field: operator, ne: Vodafone}]}}]\n",
+        ],
+    )
+    def test_a_guard_under_any_or_not_that_always_needs_it_loads(self, body: str) -> None:
+        """Every branch of an `any:` needing the field, or a `not:` of a test only a value
+        fails (`not: {ne: A1}` is `eq: A1`), fires only with it: such rules were refused
+        as if the field might be missing."""
+        load_texts([("r.yaml", rule(body, self.task("{country} on {operator}")))])
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "    on: [roaming]\n    condition:\n      any: [{field: operator, eq: A1}, "
+            "{all: [{field: country, eq: JP}, {field: region}]}]\n",
+            "    on: [roaming]\n    condition: {not: {not: {field: operator, ne: A1}}}\n",
+            "    on: [roaming]\n    condition: {not: {all: [{field: operator, ne: A1}, "
+            "{field: country, eq: JP}]}}\n",
+            "    on: [roaming]\n    when: {operator: {eq: null}}\n"
+            "    condition: {first_time: country}\n",
+        ],
+    )
+    def test_a_branch_or_negation_without_it_is_no_guard(self, body: str) -> None:
+        (found,) = problems(rule(body, self.task("on {operator}")))
+        assert "{operator} may have no value when this rule fires" in found
+
     def test_a_profile_field_is_refused_unless_the_rule_needs_it(self) -> None:
         body = (
             "    on: [usage]\n    condition:\n      any: [{profile: tier, eq: gold}, "
