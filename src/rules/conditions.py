@@ -135,9 +135,10 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         series = _series(node.baseline, scope, (*path, "baseline"), report)
         if series is None:
             return _never
-        return _compare(
+        check = _compare(
             f"{node.baseline}_{node.measure}", _baseline(series, node), node, scope, path, report
         )
+        return _judged_only(f"{node.baseline}_{node.measure}", check, path.count("not") % 2 == 1)
     if isinstance(node, s.ShareCond):
         part = _series(node.share, scope, (*path, "share"), report)
         whole = _series(node.of, scope, (*path, "of"), report)
@@ -145,7 +146,10 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
             return _never
         if part.period != whole.period:
             report((*path, "of"), f"{node.share!r} and {node.of!r} need the same period")
-        return _compare(f"{node.share}_share", _share(part, whole, node), node, scope, path, report)
+        check = _compare(
+            f"{node.share}_share", _share(part, whole, node), node, scope, path, report
+        )
+        return _judged_only(f"{node.share}_share", check, path.count("not") % 2 == 1)
     if isinstance(node, s.OccasionCond):
         if not scope.special_day:
             report(
@@ -509,6 +513,27 @@ def _with_history(series: Series, node: s.SeriesCond, check: Condition, negated:
         return held
 
     return judged
+
+
+def _judged_only(label: str, check: Condition, negated: bool) -> Condition:
+    """A baseline or share test that judged nothing (too little history, a baseline below
+    `min_baseline` or 0, a total below `min_total`: no value under `label`) is false, and
+    true under an odd number of `not:`, so that the `not:` over it is false: taken as
+    false there too, `not: {baseline: ...}` fired on every subscriber without the windows.
+    A series test over `last:` waits alike (`_with_history`)."""
+    if not negated:
+        # Only `ne`/`not_in` hold of no value; false all the same.
+        def judged(env: Env) -> bool:
+            held = check(env)
+            return held and env.out.get(label) is not None
+
+        return judged
+
+    def negated_judged(env: Env) -> bool:
+        held = check(env)  # records the values and bounds, the task's params, either way
+        return held if env.out.get(label) is not None else True
+
+    return negated_judged
 
 
 def _baseline(series: Series, node: s.BaselineCond) -> Callable[[Env], float | None]:

@@ -405,3 +405,53 @@ class TestLastWindowsBeforeTheHistory:
         )
         # Weeks of 26 Oct (3 calls) + 2 Nov (1): 4; of 2 Nov + 9 Nov (0): 1, below 3.
         assert fired == ["2026-11-16"]
+
+
+class TestNotJudgedUnderNot:
+    """A baseline (or share) with too little history, or below its floor, judges nothing;
+    taken as false, `not: {baseline: ...}` ("calls this week not at least twice the
+    usual") fired on every new subscriber each week until the windows were there. It
+    waits for them, as a series test over `last:` does."""
+
+    RULES = (
+        "series:\n  calls_week: {on: [usage], when: {kind: voice}, period: week}\n"
+        "  voice_week: {on: [usage], when: {kind: voice}, field: quantity, period: week}\n"
+        "  usage_week: {on: [usage], field: quantity, period: week}\n"
+        "rules:\n  - id: r\n    description: r\n    on: [usage]\n"
+        "    evaluate: weekly\n    condition: %s\n"
+        "    task: {family: anomaly, type: r, channel: manager, priority: 3,\n"
+        "           action: a, ttl: 7d, description: d}\n"
+    )
+    # Two calls a week from Thursday 5 November 2026 (the week of 2 Nov is partial).
+    DAYS = (
+        *("2026-11-05", "2026-11-06", "2026-11-10", "2026-11-11", "2026-11-17", "2026-11-18"),
+        *("2026-11-24", "2026-11-25", "2026-12-01", "2026-12-02", "2026-12-08", "2026-12-09"),
+    )
+
+    def fired(self, condition: str, until: str) -> list[str]:
+        rules = rules_from(
+            "gating: {quiet_hours: [], frequency_cap: null}\n" + self.RULES % condition
+        )
+        events = [ev(EventType.USAGE, at(d), kind="voice", quantity=60) for d in self.DAYS]
+        result = run(rules, events, until=until)
+        return [t.triggered_at.date().isoformat() for t in result.tasks]
+
+    def test_not_a_baseline_waits_for_the_windows(self) -> None:
+        fired = self.fired(
+            "{not: {baseline: calls_week, agg: count, windows: 3, gte: 2}}", at("2026-12-15")
+        )
+        # The weeks of 9, 16 and 23 Nov are the first whole three: judged from the close
+        # of the week of 30 Nov on (2 calls, as usual: not twice).
+        assert fired == ["2026-12-07", "2026-12-14"]
+        within = "{all: [{not: {baseline: calls_week, agg: count, windows: 3, gte: 2}}]}"
+        assert self.fired(within, at("2026-12-15")) == fired
+
+    def test_not_a_share_below_its_total_is_not_judged(self) -> None:
+        # Voice is all of the usage (share 1.0): under not: it never fires, whether or not
+        # the total reaches min_total (120 s a week does, 1000 s never).
+        judged = "{not: {share: voice_week, of: usage_week, min_total: 100, gte: 0.5}}"
+        assert self.fired(judged, at("2026-12-15")) == []
+        below = "{not: {share: voice_week, of: usage_week, min_total: 1000, gte: 0.5}}"
+        assert self.fired(below, at("2026-12-15")) == []
+        # The same test, not negated: a share below its total is false as before.
+        assert self.fired(below.replace("{not: ", "")[:-1], at("2026-12-15")) == []
