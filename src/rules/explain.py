@@ -164,13 +164,15 @@ def _when(when: dict[str, Any]) -> str:
     return " and ".join(parts)
 
 
-def _cond(node: Any, spec: s.RuleSpec) -> str:
+def _cond(node: Any, spec: s.RuleSpec, negated: bool = False) -> str:
+    """`node` in words; `negated` under an odd number of `not:` (a series test there
+    waits for the history whatever its operators)."""
     if isinstance(node, s.AllCond):
-        return "all of (" + "; ".join(_cond(c, spec) for c in node.all) + ")"
+        return "all of (" + "; ".join(_cond(c, spec, negated) for c in node.all) + ")"
     if isinstance(node, s.AnyCond):
-        return "any of (" + "; ".join(_cond(c, spec) for c in node.any) + ")"
+        return "any of (" + "; ".join(_cond(c, spec, negated) for c in node.any) + ")"
     if isinstance(node, s.NotCond):
-        return "not (" + _cond(node.not_, spec) + ")"
+        return "not (" + _cond(node.not_, spec, not negated) + ")"
     if isinstance(node, s.FieldCond):
         return f"the event's {node.field} {_ops(node, spec)}"
     if isinstance(node, s.ProfileCond):
@@ -184,8 +186,8 @@ def _cond(node: Any, spec: s.RuleSpec) -> str:
     if isinstance(node, s.SeriesCond):
         span = "this window" if node.last == 1 else f"this window and the {node.last - 1} before"
         waits = ""
-        if node.agg in ("sum", "count", "max") and any(
-            op not in ("gt", "gte") for op in node.given()
+        if node.agg in ("sum", "count", "max") and (
+            negated or any(op not in ("gt", "gte") for op in node.given())
         ):
             waits = (
                 " (judged once the subscriber's history covers those windows, not the "

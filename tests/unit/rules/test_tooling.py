@@ -47,6 +47,33 @@ def test_explain_shows_digits_with_a_leading_zero_as_they_are_read(tmp_path: Pat
     assert "For region 010: code = 0099, q = 9." in text
 
 
+@pytest.mark.parametrize(
+    ("condition", "waits"),
+    [
+        ("{series: calls_week, agg: count, last: 4, lt: 3}", True),
+        ("{series: calls_week, agg: count, last: 4, gte: 3}", False),
+        ("{not: {series: calls_week, agg: count, last: 4, gte: 3}}", True),
+        ("{not: {any: [{series: calls_week, agg: count, last: 4, gte: 3}]}}", True),
+        ("{not: {not: {series: calls_week, agg: count, last: 4, gte: 3}}}", False),
+    ],
+)
+def test_explain_says_when_a_series_test_waits_for_the_history(
+    tmp_path: Path, condition: str, waits: bool
+) -> None:
+    """A series test under `not:` waits for the history whatever its operators, as the
+    rule does; explain said so only of `lt`, `eq`, ..."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "series:\n  calls_week: {on: [usage], when: {kind: voice}, period: week}\n"
+        "rules:\n  - id: few\n    description: few\n    on: [usage]\n"
+        f"    evaluate: weekly\n    condition: {condition}\n"
+        "    task: {family: anomaly, type: z, channel: sms, priority: 3, action: a, ttl: 7d,\n"
+        "           description: few}\n"
+    )
+    (text,) = explain(load_rules(path), "few")
+    assert ("judged once the subscriber's history covers those windows" in text) == waits
+
+
 def test_explain_every_default_rule(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "explain"]) == 0
     out = capsys.readouterr().out
