@@ -399,15 +399,21 @@ def register_agents(
         if runtime.ready.is_set():
             await runtime.redrive()
 
-    reloading: set[asyncio.Task[str | None]] = set()  # held until done (asyncio keeps weak refs)
+    reloading: set[asyncio.Task[None]] = set()  # held until done (asyncio keeps weak refs)
+
+    async def reload_in_turn() -> None:
+        # The rules first: a policy read at once was judged against the rules it replaced
+        # (a rule renamed in both was refused in the policy).
+        await runtime.reloader.check_off_loop()
+        await runtime.policy_reloader.check_off_loop()
 
     def reload_on_signal() -> None:
         log.info("SIGHUP: reloading the rules and the dispatch policy")
-        for reloader in (runtime.reloader, runtime.policy_reloader):
-            reloader.request()
-            task = asyncio.get_running_loop().create_task(reloader.check_off_loop())
-            reloading.add(task)
-            task.add_done_callback(reloading.discard)
+        runtime.reloader.request()
+        runtime.policy_reloader.request()
+        task = asyncio.get_running_loop().create_task(reload_in_turn())
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
 
     async def stop_runtime(*_: Any, **__: Any) -> None:
         await runtime.stop()

@@ -153,12 +153,20 @@ class Runtime:
         """Swap the rules in; called from the event loop, so never inside a batch."""
         changes = compare_rules(self.detector.rules, rules)
         log.info("rules change: %s", changes.describe())
+        policy = self.policy_reloader
+        # The policy file as last read was refused: read it again with these rules. It may
+        # name one of them, its file seen before theirs (a rule renamed in both, two
+        # ConfigMaps): refused then, it was never read again and the old one stayed.
+        pending = policy.last != policy.installed
+        if pending:
+            policy.request()
         try:
             _check_names(self.settings.dispatch_policy, self.policy, lambda: rules)
         except ConfigError as exc:  # the rules are fine; the policy no longer fits them
             log.warning(
                 "the dispatch policy names what the reloaded rules do not hold (a worker "
-                "started so would stop; fix the policy): %s",
+                "started so would stop; fix the policy%s): %s",
+                ", refused before: it is read again with these rules" if pending else "",
                 exc,
             )
         if changes.same_version:

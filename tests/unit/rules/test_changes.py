@@ -335,3 +335,28 @@ def test_a_policy_reload_naming_no_rule_is_refused_and_a_rules_reload_warned_of(
     assert said.startswith("the dispatch policy names what the reloaded rules do not hold")
     assert "overflow.old_rule: no rule id 'old_rule' in the rules" in said
     assert [r.id for r in runtime.detector.rules.rules] == ["low_balance", "trial"]
+
+
+def test_a_policy_refused_for_a_rule_not_yet_loaded_is_loaded_with_that_rule(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rule renamed in the rules and in the policy's overflow:, the policy's file seen
+    first (two ConfigMaps, two copies): the policy was refused, its rule not in force yet,
+    and never read again once the rules came: the old overflow stayed, the renamed rule
+    got the default, and the warning said to fix a policy that was fixed. A policy refused
+    is read again when rules are put in force."""
+    from sinks.policy import load_policy
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("overflow:\n  old_rule: {policy: drop}\n")
+    settings = load_settings().model_copy(update={"dispatch_policy": policy})
+    runtime = Runtime(settings, Metrics(), Detector(rules_from(BASE), {}), load_policy(policy))
+    policy.write_text("overflow:\n  new_rule: {policy: drop}\n")
+    runtime.policy_reloader.request()
+    assert runtime.policy_reloader.check() == "error"  # new_rule is not in force yet
+    runtime.install_rules(rules_from(BASE.replace("id: old_rule", "id: new_rule")))
+    assert runtime.policy_reloader.check() == "ok"
+    assert runtime.policy.overflow_for("new_rule").policy == "drop"
+    # A policy in force is not read again for nothing.
+    runtime.install_rules(rules_from(BASE.replace("id: old_rule", "id: new_rule")))
+    assert runtime.policy_reloader.check() is None
