@@ -102,6 +102,7 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
             path,
             report,
         )
+        _eq_null("field", name, node, path, report)
         return _compare(name, lambda env: getattr(env.event, name, None), node, scope, path, report)
     if isinstance(node, s.ProfileCond):
         if node.profile not in scope.profile_fields:
@@ -113,6 +114,7 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         pname = node.profile
         allowed = profile_values(pname)
         _contract_values(f"profile {pname}", allowed, node, scope, path, report)
+        _eq_null("profile", pname, node, path, report)
         return _compare(
             f"profile_{pname}", lambda env: env.state.profile.get(pname), node, scope, path, report
         )
@@ -175,6 +177,19 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         return _absence(parse_duration(node.absence), scope.sources)
     report(path, "unknown condition")  # pragma: no cover - the spec's union forbids it
     return _never
+
+
+def _eq_null(kind: str, name: str, node: s.Operators, path: Path, report: Report) -> None:
+    """`eq: null` in a condition was read as no operator, a bare test, "is present": the
+    rule fired on every event with the value, the opposite of what `when: {x: {eq: null}}`
+    means (only events without it). Refused with the two ways to say either."""
+    if "eq" in node.model_fields_set and node.eq is None:
+        report(
+            (*path, "eq"),
+            f"eq: null is no comparison in a condition (it was read as {{{kind}: {name}}}, "
+            f"'has a value'): for one without {name} write not: {{{kind}: {name}}}; for one "
+            f"with it, {{{kind}: {name}}}",
+        )
 
 
 def _never(env: Env) -> bool:

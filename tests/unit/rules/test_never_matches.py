@@ -130,7 +130,9 @@ class TestContractValues:
             "    condition: {profile: tier, eq: platinum}\n"
         )
         assert loads(rule(body)) == 1
-        assert loads(rule("    on: [usage]\n    condition: {field: direction, eq: null}\n")) == 1
+        # `eq: null` asks for no value (no value of the contract's): in when: (a condition
+        # refuses it, rules.conditions._eq_null).
+        assert loads(rule("    on: [usage]\n    when: {direction: {eq: null}}\n")) == 1
 
 
 class TestOneWordForAList:

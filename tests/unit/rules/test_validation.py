@@ -349,6 +349,34 @@ class TestPlaceholdersThatMayHaveNoValue:
         load_texts([("r.yaml", rule(body, self.task("{kind} for {charge}")))])
 
 
+class TestEqNullInACondition:
+    """`when: {operator: {eq: null}}` lets only events without an operator through; `{field:
+    operator, eq: null}` in a condition was read as a bare field test, "is present", and
+    fired on every event with one. Refused with the fix; `ne: null` means what it says."""
+
+    def test_eq_null_is_refused_with_the_fix(self) -> None:
+        body = "    on: [roaming]\n    condition: {field: operator, eq: null}\n"
+        assert problems(rule(body)) == [
+            "r.yaml:5:34: eq: null is no comparison in a condition (it was read as {field: "
+            "operator}, 'has a value'): for one without operator write not: {field: "
+            "operator}; for one with it, {field: operator}"
+        ]
+        body = "    on: [usage]\n    condition: {all: [{profile: tier, eq: null}]}\n"
+        (found,) = problems(rule(body))
+        assert "for one without tier write not: {profile: tier}" in found
+
+    @pytest.mark.parametrize(
+        "condition",
+        [
+            "{field: operator, ne: null}",
+            "{not: {field: operator}}",
+            "{field: operator}",
+        ],
+    )
+    def test_the_ways_to_say_it_load(self, condition: str) -> None:
+        load_texts([("r.yaml", rule(f"    on: [roaming]\n    condition: {condition}\n"))])
+
+
 class TestHolidayKeys:
     """A `holidays:` key outside the calendar in force left the rule silent for ever."""
 
