@@ -174,7 +174,7 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
                 (*path, "absence"),
                 "absence is judged as time passes: use it in a rule with evaluate: daily",
             )
-        return _absence(parse_duration(node.absence), scope.sources)
+        return _absence(parse_duration(node.absence), scope.sources, path.count("not") % 2 == 1)
     report(path, "unknown condition")  # pragma: no cover - the spec's union forbids it
     return _never
 
@@ -633,13 +633,16 @@ def _occasion(kinds: frozenset[str], holidays: frozenset[str] | None, lead: int)
     return check
 
 
-def _absence(duration: dt.timedelta, sources: Sequence[str]) -> Condition:
+def _absence(duration: dt.timedelta, sources: Sequence[str], negated: bool) -> Condition:
+    """`negated`: under an odd number of `not:`, where a subscriber never seen on the
+    sources is not judged either (true, so that the `not:` is false): `not: {absence: 7d}`
+    ("active in the last 7 days") held for one with only top-ups on a usage rule."""
     seconds = duration.total_seconds()
 
     def check(env: Env) -> bool:
         seen = [env.state.seen[c] for c in sources if c in env.state.seen]
         if not seen:
-            return False  # never active: nothing to have stopped
+            return negated  # never active: nothing to have stopped, nor to be active
         last = max(seen)
         silent = env.at - last
         env.out["silent_days"] = round(silent / 86400, 1)

@@ -586,6 +586,17 @@ class TestAbsenceAndPeriods:
         result = run(rules_from(one_rule(body)), events, until=at("2026-11-20"))
         assert result.tasks == []
 
+    def test_not_absence_of_a_subscriber_never_seen_is_no_moment_either(self) -> None:
+        """`not: {absence: 7d}` ("used in the last 7 days") held for a subscriber seen only
+        on the profile topic: the absence, not judged, counted false and the `not:` made
+        it true at every daily close. A subscriber who used it is judged as before."""
+        body = "    on: [usage]\n    evaluate: daily\n    condition: {not: {absence: 7d}}\n"
+        text = one_rule(body)
+        events = [ev(EventType.PROFILE, at("2026-11-02", "10:00"), tier="gold")]
+        assert run(rules_from(text), events, until=at("2026-11-05")).tasks == []
+        used = [usage(at("2026-11-02", "10:00"), kind="data")]
+        assert len(run(rules_from(text), used, until=at("2026-11-05")).tasks) == 3
+
     def test_a_close_rule_fires_once_per_window(self) -> None:
         series = "  calls: {on: [usage], when: {kind: voice}, period: day}\n"
         body = "    on: [usage]\n    evaluate: daily\n    condition: {series: calls, gte: 2}\n"
