@@ -750,7 +750,7 @@ def present_names(node: Any, holds: bool = True) -> set[str]:
         if holds and needs_value(ops):
             return {label}
         if not holds and ops and not needs_value(ops):
-            return {label}  # false of a missing value only by having one: `not: {ne: A1}`
+            return {label}  # true of a missing value, so false only of one: `not: {ne: A1}`
         return set()
     if holds and isinstance(node, s.FirstTimeCond):
         return {node.first_time}
