@@ -122,11 +122,11 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         _needs_event(scope, path, report, "first_time")
         _known_field(node.first_time, scope, (*path, "first_time"), report)
         lookback = parse_duration(node.lookback) if node.lookback else None
-        return _first_time(node.first_time, lookback)
+        return _first_time(node.first_time, lookback, path.count("not") % 2 == 1)
     if isinstance(node, s.ChangedCond):
         _needs_event(scope, path, report, "changed")
         _known_field(node.changed, scope, (*path, "changed"), report)
-        return _changed(node.changed)
+        return _changed(node.changed, path.count("not") % 2 == 1)
     if isinstance(node, s.SeriesCond):
         series = _series(node.series, scope, (*path, "series"), report)
         if series is None:
@@ -410,13 +410,16 @@ def _prefix(prefixes: Callable[[Env], tuple[str, ...]]) -> Callable[[Env, Any], 
     return lambda env, value: starts_with(value, prefixes(env))
 
 
-def _first_time(key: str, lookback: dt.timedelta | None) -> Condition:
+def _first_time(key: str, lookback: dt.timedelta | None, negated: bool) -> Condition:
+    """`negated`: under an odd number of `not:`, where an event without the field is not
+    judged either (true, so that the `not:` is false): `not: {first_time: operator}` ("an
+    operator seen before") held for every event naming none."""
     window = lookback.total_seconds() if lookback else None
 
     def check(env: Env) -> bool:
         value = getattr(env.event, key, None)
         if value is None:
-            return False
+            return negated
         state_key = f"{env.tag}:{value}"
         last = env.state.first_seen.get(state_key)
         if last is not None and env.at <= last:
@@ -465,13 +468,17 @@ digit some systems leave out, and an IMEISV's last two are the software version,
 every system update changes."""
 
 
-def _changed(key: str) -> Condition:
+def _changed(key: str, negated: bool) -> Condition:
+    """`negated`: under an odd number of `not:`, what is not judged (an event without the
+    field, a record read late, the first value ever seen) is true, so that the `not:` is
+    false: `not: {changed: imei}` ("the same handset") held for every record naming no
+    IMEI, and for a subscriber's first."""
     identity = IDENTITY.get(key)
 
     def check(env: Env) -> bool:
         value = getattr(env.event, key, None)
         if value is None:
-            return False
+            return negated
         value = str(value)
         state = env.state
         tag = env.tag
@@ -479,13 +486,15 @@ def _changed(key: str) -> Condition:
             # Read late: a record of the old handset dated before the new one's shows what
             # the line had then; taken as the latest, it made a "new handset" of the old
             # one, and the next record of the new one another.
-            return False
+            return negated
         previous = state.last.get(tag)
         state.last[tag] = value
         state.last_at[tag] = env.at
         env.out[key] = value
-        if previous is None or previous == value:
-            return False  # the first value ever seen is a baseline, not a change
+        if previous is None:
+            return negated  # the first value ever seen is a baseline, not a change
+        if previous == value:
+            return False
         if identity is not None and identity(previous) == identity(value):
             return False  # the same thing written another way
         env.out[f"previous_{key}"] = previous

@@ -562,6 +562,36 @@ class TestThresholdsAndOverrides:
         assert fired(text, history(" SH ")) == 1
 
 
+class TestNotOverWhatIsNotJudged:
+    """Under `not:`, a first_time or changed test that judged nothing (no value on the
+    event, a record read late, the first value seen) counted false, so the `not:` held:
+    "the same handset" fired on every record naming no IMEI and on the first."""
+
+    @staticmethod
+    def hours(condition: str, events: list) -> list[int]:  # type: ignore[type-arg]
+        text = one_rule(f"    on: [usage]\n    condition: {condition}\n")
+        return [t.triggered_at.hour for t in run(rules_from(text), events).tasks]
+
+    def test_not_changed_is_the_same_value_seen_before(self) -> None:
+        events = [
+            usage(at("2026-11-02", "10:00"), kind="data"),  # no IMEI
+            usage(at("2026-11-02", "11:00"), kind="data", imei="35209900176148"),  # first
+            usage(at("2026-11-02", "12:00"), kind="data", imei="35209900176148"),  # same
+            usage(at("2026-11-02", "13:00"), kind="data", imei="35209900176149"),  # new
+            usage(at("2026-11-02", "12:30"), kind="data", imei="35209900176149"),  # late
+        ]
+        assert self.hours("{not: {changed: imei}}", events) == [12]
+        assert self.hours("{changed: imei}", events) == [13]
+
+    def test_not_first_time_is_a_value_seen_before(self) -> None:
+        events = [
+            usage(at("2026-11-02", "10:00"), kind="data"),  # no service_code
+            usage(at("2026-11-02", "11:00"), kind="data", service_code="5g"),
+            usage(at("2026-11-02", "12:00"), kind="data", service_code="5g"),
+        ]
+        assert self.hours("{not: {first_time: service_code}}", events) == [12]
+
+
 class TestAbsenceAndPeriods:
     def test_absence_fires_once_per_silence(self) -> None:
         body = "    on: [usage]\n    evaluate: daily\n    condition: {absence: 3d}\n"
