@@ -761,10 +761,11 @@ def present_names(node: Any, holds: bool = True) -> set[str]:
         if not holds and ops and not needs_value(ops):
             return {label}  # true of a missing value, so false only of one: `not: {ne: A1}`
         return set()
-    if holds and isinstance(node, s.FirstTimeCond):
-        return {node.first_time}
-    if holds and isinstance(node, s.ChangedCond):
-        return {node.changed, f"previous_{node.changed}"}
+    if isinstance(node, s.FirstTimeCond):
+        return {node.first_time}  # false only of a value seen before, under not: (`_first_time`)
+    if isinstance(node, s.ChangedCond):
+        # Under not:, false only of the value last seen (`_changed`), with no previous one.
+        return {node.changed, f"previous_{node.changed}"} if holds else {node.changed}
     return set()
 
 

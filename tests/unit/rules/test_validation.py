@@ -306,6 +306,8 @@ class TestPlaceholdersThatMayHaveNoValue:
             "{field: operator, not_in: [A1]}]}\n",
             "    on: [roaming]\n    condition:\n      all: [{first_time: country}, {not: {all: "
             "[{field: operator, ne: A1}, {field: operator, ne: Vodafone}]}}]\n",
+            "    on: [roaming]\n    condition: {not: {changed: operator}}\n",
+            "    on: [roaming]\n    condition: {not: {first_time: operator}}\n",
         ],
     )
     def test_a_guard_under_any_or_not_that_always_needs_it_loads(self, body: str) -> None:
