@@ -3,7 +3,8 @@ when they may be delivered, within capacity and the contact policy.
 
 Every task the ledger lets us own goes through one decision (`_decide`), whether it is
 fresh from a batch, released from the deferral queue or re-driven after a crash:
-declined-rule suppression, expiry and relevance -> merge into a waiting task of the
+declined-rule suppression, expiry, relevance and (a task that waited) the customer's
+opt-outs since -> merge into a waiting task of the
 same subscriber -> wait (deferral queue) while `deliver_after` is in the future, the line
 is suspended, the task's quiet hours cover the hour, its channel is not worked now
 (`hours:`, `sinks.hours`) or the channel holds for the merge window -> contact cap ->
@@ -52,7 +53,7 @@ from sinks.parking import parked_slot, parking
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
 from sinks.policy import DispatchPolicy
 from sinks.readback import stored_candidate
-from sinks.relevance import SubscriberFacts, check_for, is_forgotten
+from sinks.relevance import SubscriberFacts, check_for, is_forgotten, opted_out
 from sinks.retry import with_retry
 from sinks.routes import (
     Candidate,
@@ -399,7 +400,8 @@ class TaskSink:
         self, candidates: Sequence[Candidate], at: float, policy: DispatchPolicy
     ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts]]:
         """The declined (subscriber, rule) pairs among the unexpired tasks, and the facts of
-        the subscribers whose tasks need them (a relevance check, or a suspended line)."""
+        the subscribers whose tasks need them (a task that waited or was re-driven: its
+        erasure and opt-outs since; a relevance check; a suspended line)."""
         live = [t for c in candidates for t in c.tasks if t.expires_at.timestamp() > at]
         pairs = list(dict.fromkeys((t.subscriber_id, t.moment.rule_id) for t in live))
         # Facts also for tasks that turn out declined: the two reads then go together
@@ -594,15 +596,26 @@ class TaskSink:
             kept: list[ServiceTask] = []
             moved = False
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
+            # Not the engine's fresh tasks (its gates judged the opt-outs just now): one
+            # that waited, or was re-driven, is dropped when the latest profile opted out
+            # of its channel, as the gates drop it, or of the channel it would go out on
+            # (its fallback when its own is not worked: `worked`); `_read_for` read its
+            # facts.
+            waited_ = not (c.fresh and c.deferral_counted)
             for t in c.tasks if c.fresh else [j.gates.rejudged(t, at) for t in c.tasks]:
                 if c.lost_own and t.task_id == c.carrier_id:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
                 reason = self._keep(t, now, declined, facts, j.policy)
+                seen = facts.get(t.subscriber_id) if waited_ else None
+                if reason is None and opted_out(t, seen):
+                    reason = SuppressReason.OPT_OUT
                 if reason is None:
                     made_for = t.channel
                     t, reason = j.gates.worked(t, now)
                     moved = moved or t.channel != made_for
+                    if reason is None and opted_out(t, seen):
+                        reason = SuppressReason.OPT_OUT
                 if reason is None:
                     kept.append(t)
                     continue

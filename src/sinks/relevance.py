@@ -13,6 +13,11 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
 - `forgotten`: when a profile tombstone erased the subscriber (the wall clock, or event
   time in a backtest); the hash then holds nothing else but `erased`, and a task made
   before it is dropped when it comes up for a decision (`is_forgotten`);
+- `opt_out:<channel>` / `opt_in:<channel>`: epoch seconds of the latest profile update
+  whose `opt_out` list named the channel / did not (one of each channel moments sends
+  on, for every update carrying `opt_out`; a null `opt_out` says nothing): the channel
+  is opted out when the first is at or after the second, so the latest update carrying
+  `opt_out` decides, however late an older one is read (`SubscriberFacts.opted_out`);
 - `erased`: the tombstone's own time (`moments.batchresult.erasure_time`): an event dated at or
   before it, read later (a topic read behind the profile topic), is the erased
   subscriber's and is dropped (`Subscribers.erasures`, `Detector.process`).
@@ -29,6 +34,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from moments.enums import Channel
 from moments.models import InputEvent, ProfileEvent, RoamingEvent, ServiceTask, TopUpEvent
 from moments.records import SuppressReason
 from sinks.luabatch import BatchScript
@@ -62,11 +68,22 @@ class SubscriberFacts:
     suspended_at: float | None = None
     """The latest profile update saying the line is suspended (None before it was kept,
     or never)."""
+    opted_out: frozenset[str] = frozenset()
+    """The channels the latest profile update carrying `opt_out` opted out of
+    (`opt_out:<channel>` at or after `opt_in:<channel>`)."""
 
     @property
     def erasure(self) -> float | None:
         """When the subscriber was erased, as the events' time goes (None: never)."""
         return self.erased_at if self.erased_at is not None else self.forgotten_at
+
+
+def opted_out(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
+    """The customer opted out of the task's channel (the one it would go out on) in the
+    latest profile update saying so: a task made before, waiting since (quiet hours,
+    channel hours, capacity, a suspended line...), must not go out on it (the engine's
+    gates judged the opt-outs only when the task was made)."""
+    return facts is not None and task.channel.value in facts.opted_out
 
 
 def is_forgotten(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
@@ -130,8 +147,16 @@ def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[
     if isinstance(event, RoamingEvent):
         home = event.roaming_type == "domestic" or event.country == home_country
         return [("home" if home else "abroad", at)]
-    if isinstance(event, ProfileEvent) and event.status in ("active", "suspended"):
-        return [(event.status, at)]
+    if isinstance(event, ProfileEvent):
+        facts: list[tuple[str, float]] = []
+        if event.status in ("active", "suspended"):
+            facts.append((event.status, at))
+        if event.opt_out is not None:  # the whole list; null: unchanged
+            out = set(event.opt_out)
+            facts += [
+                (f"opt_out:{c.value}" if c in out else f"opt_in:{c.value}", at) for c in Channel
+            ]
+        return facts
     return []
 
 
@@ -223,6 +248,12 @@ def facts_from(values: Mapping[str, float]) -> SubscriberFacts:
         values.get("forgotten"),
         values.get("erased"),
         values.get("suspended"),
+        frozenset(
+            c.value
+            for c in Channel
+            if (out := values.get(f"opt_out:{c.value}")) is not None
+            and out >= values.get(f"opt_in:{c.value}", -math.inf)
+        ),
     )
 
 

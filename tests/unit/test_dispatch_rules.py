@@ -12,13 +12,22 @@ import orjson
 import pytest
 
 from moments.exceptions import ConfigError
-from moments.models import Channel, Deferral, Family, Moment, RoamingEvent, ServiceTask, TopUpEvent
+from moments.models import (
+    Channel,
+    Deferral,
+    Family,
+    Moment,
+    ProfileEvent,
+    RoamingEvent,
+    ServiceTask,
+    TopUpEvent,
+)
 from moments.outcomes import retry_id, retry_task
 from sinks.capacity import CapacityLimiter, allowed_for, next_day_start
 from sinks.contact import merge_tasks
 from sinks.memory import MemorySlots
 from sinks.policy import DispatchPolicy, OverflowPolicy, load_policy
-from sinks.relevance import SubscriberFacts, came_home, facts_of, topped_up
+from sinks.relevance import SubscriberFacts, came_home, facts_from, facts_of, topped_up
 
 T0 = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
 
@@ -344,6 +353,30 @@ class TestRelevance:
         assert facts_of(topup) == [("topup", T0.timestamp())]
         assert facts_of(domestic) == [("home", T0.timestamp())]
         assert facts_of(abroad) == [("abroad", T0.timestamp())]
+
+    def test_facts_of_a_profile_opt_out(self) -> None:
+        """Every channel moments sends on, out or in, for a profile carrying `opt_out` (the
+        whole list, unknown channels left out); nothing for one not carrying it."""
+        t = T0.timestamp()
+        said = ProfileEvent(
+            event_id="p",
+            subscriber_id="13800138001",
+            occurred_at=T0,
+            status="suspended",
+            opt_out=["sms", "email"],
+        )
+        assert sorted(facts_of(said)) == [
+            ("opt_in:app_push", t),
+            ("opt_in:manager", t),
+            ("opt_in:outbound_call", t),
+            ("opt_out:sms", t),
+            ("suspended", t),
+        ]
+        assert facts_of(said.model_copy(update={"opt_out": None})) == [("suspended", t)]
+        cleared = said.model_copy(update={"opt_out": [], "status": None})
+        assert {f for f, _ in facts_of(cleared)} == {f"opt_in:{c.value}" for c in Channel}
+        assert facts_from({"opt_out:sms": t, "opt_in:sms": t - 1}).opted_out == {"sms"}
+        assert facts_from({"opt_out:sms": t - 1, "opt_in:sms": t}).opted_out == set()
 
 
 class TestRetry:

@@ -89,6 +89,42 @@ class TestFacts:
         assert got == [await stores.facts.get(s) for s in subs]
         assert await stores.facts.get_many([]) == []
 
+    async def test_the_latest_profile_saying_opt_out_decides(self, stores: DispatchStores) -> None:
+        """A profile's opt-outs are the whole list: the latest profile carrying one
+        decides, however late an older one is recorded; one not carrying it (null) says
+        nothing; `[]` lifts them; a channel moments does not send on is left out."""
+        at = dt.datetime.fromtimestamp(int(time.time()), dt.UTC)
+        minute = dt.timedelta(minutes=1)
+
+        def profile(sub: str, when: dt.datetime, opt_out: list[str] | None) -> ProfileEvent:
+            return ProfileEvent(
+                event_id=f"p-{sub}-{when.timestamp()}",
+                subscriber_id=sub,
+                occurred_at=when,
+                opt_out=opt_out,
+                tier="gold",
+            )
+
+        a, b, c, d = "13800000011", "13800000012", "13800000013", "13800000014"
+        # a: opted out of SMS and calls; an older profile, read late, opted in again
+        await stores.facts.record([profile(a, at, ["sms", "outbound_call", "email"])])
+        await stores.facts.record([profile(a, at - minute, [])])
+        # b: opted out, then a newer profile lifts the SMS opt-out, then one saying nothing
+        await stores.facts.record([profile(b, at - minute, ["sms"])])
+        await stores.facts.record([profile(b, at, ["app_push"]), profile(b, at + minute, None)])
+        # c: both in one batch, the newer last or first
+        await stores.facts.record([profile(c, at + minute, []), profile(c, at, ["sms"])])
+        # d: never said
+        await stores.facts.record([profile(d, at, None)])
+        got = await stores.facts.get_many([a, b, c, d])
+        assert [f.opted_out for f in got] == [
+            {"sms", "outbound_call"},
+            {"app_push"},
+            set(),
+            set(),
+        ]
+        assert got == [await stores.facts.get(s) for s in [a, b, c, d]]
+
 
 class TestDeferrals:
     """`park_many` and `join_many` are `park` and `join` per task, in order."""

@@ -52,8 +52,10 @@ ops = st.one_of(
     st.tuples(
         st.just("fact"),
         st.sampled_from(SUBS),
-        st.sampled_from(["active", "suspended"]),
+        st.sampled_from(["active", "suspended", None]),
         offsets,
+        # a profile's opt-outs: not said, cleared, or the whole list
+        st.sampled_from([None, (), ("sms",), ("sms", "outbound_call"), ("app_push",)]),
     ),
     st.tuples(
         st.just("join"),
@@ -124,12 +126,13 @@ async def apply(stores: DispatchStores, op: tuple[Any, ...]) -> object:
     if kind == "rejudge":
         return await queue.rejudge(op[1], op[2])
     if kind == "fact":
-        _, sub, status, at = op
+        _, sub, status, at, opt_out = op
         event = ProfileEvent(
-            event_id=f"e-{sub}-{status}-{at}",
+            event_id=f"e-{sub}-{status}-{at}-{opt_out}",
             subscriber_id=sub,
             occurred_at=dt.datetime.fromtimestamp(at, dt.UTC),
             status=status,
+            opt_out=None if opt_out is None else list(opt_out),
         )
         return await stores.facts.record([event])
     if kind == "wake":

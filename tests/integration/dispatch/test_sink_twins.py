@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from moments.backtest import CollectingProducer, EventTime
-from moments.models import Channel, ServiceTask
+from moments.models import Channel, ProfileEvent, ServiceTask
 from rules.gating import FrequencyCap
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
@@ -87,6 +87,12 @@ steps = st.tuples(
     st.lists(moments_, max_size=4),
     st.integers(0, 300),
     st.none() | st.integers(0, 7),  # a policy reloaded before the release
+    # a profile update before the release: its subscriber's opt-outs (the whole list)
+    st.none()
+    | st.tuples(
+        st.sampled_from(SUBS),
+        st.sampled_from([[], ["sms"], ["outbound_call"], ["sms", "manager"]]),
+    ),
 )
 
 
@@ -118,7 +124,7 @@ async def run(
     sink = TaskSink(producer, "tasks", stores, Metrics(), policy, clock, frequency_cap=lambda: cap)
     n = 0
     seen: list[object] = []
-    for batch, wait, reload in plan:
+    for batch, wait, reload, opt_out in plan:
         tasks = []
         for spec in batch:
             tasks.append(made(n, clock(), spec))
@@ -127,6 +133,16 @@ async def run(
         clock.advance(clock() + wait)
         if reload is not None:
             sink.use_policy(DispatchPolicy.model_validate(POLICIES[reload]))
+        if opt_out is not None:
+            sub, channels = opt_out
+            at = dt.datetime.fromtimestamp(clock(), dt.UTC)
+            await sink.subscribers.record_facts(
+                [
+                    ProfileEvent(
+                        event_id=f"p{n}", subscriber_id=sub, occurred_at=at, opt_out=channels
+                    )
+                ]
+            )
         await sink.release_due()
         seen.append(
             [

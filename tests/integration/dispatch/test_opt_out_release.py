@@ -1,0 +1,117 @@
+"""An opt-out that comes while a task waits (quiet hours, channel hours, capacity, a
+suspended line...) holds at its release, on Redis and in memory: the engine's gates judge
+the opt-outs only when the task is made, so a silence deferred at midnight to 08:00 went
+out by SMS at 08:00 to a customer whose profile opted out of SMS at 07:00."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from moments.models import Channel, ProfileEvent
+from sinks.policy import DispatchPolicy
+
+from .conftest import HOUR, NOW, MakeWorker, ids, published, task
+
+pytestmark = pytest.mark.integration
+
+OUT, CALLS_ONLY, STAYS, LIFTED, LATE = (
+    "13800138001",
+    "13800138002",
+    "13800138003",
+    "13800138004",
+    "13800138005",
+)
+MINUTE = dt.timedelta(minutes=1)
+
+
+def profile(sub: str, when: dt.datetime, opt_out: list[str] | None, **more: str) -> ProfileEvent:
+    return ProfileEvent(
+        event_id=f"p-{sub}-{when.timestamp()}",
+        subscriber_id=sub,
+        occurred_at=when,
+        opt_out=opt_out,
+        **more,
+    )
+
+
+async def test_a_waiting_sms_is_dropped_after_an_sms_opt_out(make_worker: MakeWorker) -> None:
+    w = make_worker()
+    later = NOW + HOUR
+    waiting = {
+        sub: task(f"t-{sub}", sub, deliver_after=later, deferred="quiet_hours")
+        for sub in (OUT, CALLS_ONLY, STAYS, LIFTED, LATE)
+    }
+    await w.send(*waiting.values())
+    assert {await w.ledger.state(t.task_id) for t in waiting.values()} == {"deferred"}
+    await w.sink.subscribers.record_facts(
+        [
+            # OUT: opted out of SMS while its task waited; a later profile not saying
+            # opt_out (null) leaves it so
+            profile(OUT, NOW + MINUTE, ["sms"]),
+            profile(OUT, NOW + 2 * MINUTE, None, tier="gold"),
+            # CALLS_ONLY: opted out of calls only: the SMS goes
+            profile(CALLS_ONLY, NOW + MINUTE, ["outbound_call"]),
+            # STAYS: a profile saying nothing of opt-outs
+            profile(STAYS, NOW + MINUTE, None, tier="gold"),
+            # LIFTED: opted out, then in again (`[]`)
+            profile(LIFTED, NOW + MINUTE, ["sms"]),
+            profile(LIFTED, NOW + 2 * MINUTE, []),
+        ]
+    )
+    # LATE: opted out; an older profile read after it (opting in) does not undo it
+    await w.sink.subscribers.record_facts([profile(LATE, NOW + 2 * MINUTE, ["sms", "manager"])])
+    await w.sink.subscribers.record_facts([profile(LATE, NOW + MINUTE, [])])
+
+    assert await w.sink.release_due(now=later.timestamp() + 1) == 5
+    out = await published(w.settings, 3)
+    assert ids(out) == sorted(f"t-{s}" for s in (CALLS_ONLY, STAYS, LIFTED))
+    for sub in (OUT, LATE):
+        assert await w.ledger.state(f"t-{sub}") == "dropped"
+    opt_out = {"moment_type": "first_international_roaming", "reason": "opt_out"}
+    assert w.sample("moments_tasks_suppressed_total", **opt_out) == 2
+    # Dropped for good: not released, nor sent, again.
+    assert await w.sink.release_due(now=(later + 2 * HOUR).timestamp()) == 0
+    assert ids(await published(w.settings, 3)) == ids(out)
+
+
+async def test_a_waiting_call_falling_back_to_an_opted_out_sms_is_dropped(
+    make_worker: MakeWorker,
+) -> None:
+    """A call waiting for quiet hours, released while the call centre is closed until
+    after it expires, goes by its rule's fallback, SMS: not to a customer opted out of
+    SMS (the channel it would go out on), still to one opted out of nothing."""
+    opens = (NOW + 3 * HOUR).replace(second=0)
+    w = make_worker(
+        DispatchPolicy.model_validate(
+            {
+                "timezone": "UTC",
+                "hours": {"outbound_call": f"{opens:%H:%M}-{opens + 8 * HOUR:%H:%M}"},
+                "overflow": {"callback": {"policy": "fallback", "channel": "sms"}},
+                "merge": {"hold_channels": []},
+            }
+        )
+    )
+    later = NOW + HOUR
+    calls = [
+        task(
+            f"c-{sub}",
+            sub,
+            moment_type="callback",
+            channel=Channel.OUTBOUND_CALL,
+            deliver_after=later,
+            deferred="quiet_hours",
+            expires_at=later + HOUR,
+        )
+        for sub in (OUT, STAYS)
+    ]
+    await w.send(*calls)
+    assert await w.ledger.state(f"c-{OUT}") == "deferred"
+    await w.sink.subscribers.record_facts([profile(OUT, NOW + MINUTE, ["sms"])])
+    assert await w.sink.release_due(now=later.timestamp() + 1) == 2
+    [out] = await published(w.settings, 1)
+    assert (out["task_id"], out["channel"]) == (f"c-{STAYS}", "sms")
+    assert await w.ledger.state(f"c-{OUT}") == "dropped"
+    opt_out = {"moment_type": "callback", "reason": "opt_out"}
+    assert w.sample("moments_tasks_suppressed_total", **opt_out) == 1
