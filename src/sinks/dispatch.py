@@ -53,7 +53,14 @@ from sinks.parking import parked_slot, parking
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
 from sinks.policy import DispatchPolicy
 from sinks.readback import stored_candidate
-from sinks.relevance import SubscriberFacts, check_for, is_forgotten, opted_out
+from sinks.relevance import (
+    SubscriberFacts,
+    check_for,
+    falls_back,
+    is_forgotten,
+    opted_out,
+    opted_out_of,
+)
 from sinks.retry import with_retry
 from sinks.routes import (
     Candidate,
@@ -419,6 +426,9 @@ class TaskSink:
         wanted = (
             waited
             + [t.subscriber_id for t in live if check_for(policy.relevance, t) is not None]
+            # A task whose rule falls back to another channel (hours or capacity): the
+            # gates judged the opt-outs of the channel it was made for only.
+            + [t.subscriber_id for t in live if falls_back(policy, t)]
             + [
                 c.tasks[0].subscriber_id
                 for c in candidates
@@ -524,7 +534,8 @@ class TaskSink:
                 self._drop_route(r, SuppressReason(contact.reason), w)
         to_send: list[ServiceTask] = []
         leaves: list[Leave] = w.leaving
-        for r, fit in zip(capacity, await j.fitting.within(capacity, now), strict=True):
+        fits = await j.fitting.within(capacity, now, opted_out_of(facts))
+        for r, fit in zip(capacity, fits, strict=True):
             if fit.sent is not None:
                 to_send.append(fit.sent)
             leaves += j.fitting.split(r, fit, w)
@@ -598,9 +609,9 @@ class TaskSink:
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
             # Not the engine's fresh tasks (its gates judged the opt-outs just now): one
             # that waited, or was re-driven, is dropped when the latest profile opted out
-            # of its channel, as the gates drop it, or of the channel it would go out on
-            # (its fallback when its own is not worked: `worked`); `_read_for` read its
-            # facts.
+            # of its channel, as the gates drop it; and any, fresh too, when it would go
+            # out on a fallback opted out of (its own channel not worked: `worked`).
+            # `_read_for` read their facts.
             waited_ = not (c.fresh and c.deferral_counted)
             for t in c.tasks if c.fresh else [j.gates.rejudged(t, at) for t in c.tasks]:
                 if c.lost_own and t.task_id == c.carrier_id:
@@ -614,7 +625,11 @@ class TaskSink:
                     made_for = t.channel
                     t, reason = j.gates.worked(t, now)
                     moved = moved or t.channel != made_for
-                    if reason is None and opted_out(t, seen):
+                    if (
+                        reason is None
+                        and t.channel != made_for
+                        and opted_out(t, facts.get(t.subscriber_id))
+                    ):
                         reason = SuppressReason.OPT_OUT
                 if reason is None:
                     kept.append(t)

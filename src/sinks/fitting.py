@@ -53,8 +53,14 @@ class CapacityFitting:
         old figure until its next task."""
         self._retired = True
 
-    async def within(self, routes: Sequence[Route], now: float) -> list[Fit]:
-        """What capacity makes of each route (`fit`).
+    async def within(
+        self,
+        routes: Sequence[Route],
+        now: float,
+        opted_out: Callable[[str], frozenset[str]] = lambda _: frozenset(),
+    ) -> list[Fit]:
+        """What capacity makes of each route (`fit`); `opted_out`: the channels a
+        subscriber opted out of (no fallback to them).
 
         Slots are taken in the routes' order, one store call for a run of routes; a run
         ends after a merged group or a task whose rule falls back to another channel, as
@@ -73,7 +79,9 @@ class CapacityFitting:
             for r, slot in zip(routes[start : end + 1], slots, strict=True):
                 self.capacity_left(r.task, slot)
                 out.append(
-                    Fit(sent=r.task, send=r.moments) if slot.taken else await self.fit(r, at)
+                    Fit(sent=r.task, send=r.moments)
+                    if slot.taken
+                    else await self.fit(r, at, opted_out(r.task.subscriber_id))
                 )
             start = end + 1
         return out
@@ -83,14 +91,16 @@ class CapacityFitting:
         falls_back = overflow.policy is OverflowPolicy.FALLBACK and overflow.channel is not None
         return falls_back or len(r.moments) > 1
 
-    async def fit(self, r: Route, at: dt.datetime) -> Fit:
+    async def fit(self, r: Route, at: dt.datetime, opted_out: frozenset[str] = frozenset()) -> Fit:
         """A route its channel had no slot for. The moments on that channel take their own
         rule's overflow: `fallback` keeps one in the group on the other channel (if not
         refused already), `defer` waits for the next day, `drop` (or a wait past its
         expiry) drops it; the others, led by the most personal channel left, try again.
         A merged group was refused as a whole for its lead's channel, under its lead's
         rule: a full manager pool dropped the complaint callbacks that had joined manager
-        tasks, their own fallback to SMS unused, counted as the manager rule's."""
+        tasks, their own fallback to SMS unused, counted as the manager rule's.
+        A fallback the customer opted out of (`opted_out`: the gates judged only the
+        channel a moment was made for) is none: the moment waits or is dropped."""
         later = next_day_start(at, self.policy.zone, self.policy.next_day_at).timestamp()
         fit = Fit(later=later)
         own = {m.task_id: m for m in r.moments}
@@ -104,7 +114,7 @@ class CapacityFitting:
                 if m is own[m.task_id]:  # its own channel refused (once a moment)
                     self.dm.overflow.labels(m.moment.type, overflow.policy.value).inc()
                 other = overflow.channel if overflow.policy is OverflowPolicy.FALLBACK else None
-                if other is not None and other not in refused:
+                if other is not None and other not in refused and other.value not in opted_out:
                     send.append(m.model_copy(update={"channel": other}))
                 elif overflow.policy is not OverflowPolicy.DROP and later <= self.policy.last_send(
                     m

@@ -38,7 +38,7 @@ from moments.enums import Channel
 from moments.models import InputEvent, ProfileEvent, RoamingEvent, ServiceTask, TopUpEvent
 from moments.records import SuppressReason
 from sinks.luabatch import BatchScript
-from sinks.policy import RelevanceCheckName
+from sinks.policy import DispatchPolicy, OverflowPolicy, RelevanceCheckName
 
 FACTS_TTL_S = 90 * 86400
 HOME_COUNTRY = "CN"
@@ -84,6 +84,28 @@ def opted_out(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
     channel hours, capacity, a suspended line...), must not go out on it (the engine's
     gates judged the opt-outs only when the task was made)."""
     return facts is not None and task.channel.value in facts.opted_out
+
+
+def opted_out_of(facts: Mapping[str, SubscriberFacts]) -> Callable[[str], frozenset[str]]:
+    """The channels each subscriber opted out of, as far as `facts` (those read for a
+    decision) tell: none for a subscriber not among them."""
+
+    def of(subscriber_id: str) -> frozenset[str]:
+        got = facts.get(subscriber_id)
+        return got.opted_out if got is not None else frozenset()
+
+    return of
+
+
+def falls_back(policy: DispatchPolicy, task: ServiceTask) -> bool:
+    """The task's rule falls back to another channel (`overflow:`) when its own is not
+    worked or full: that channel, which the engine's gates did not judge, may be one the
+    customer opted out of."""
+    overflow = policy.overflow_for(task.moment.rule_id)
+    return overflow.policy is OverflowPolicy.FALLBACK and overflow.channel not in (
+        None,
+        task.channel,
+    )
 
 
 def is_forgotten(task: ServiceTask, facts: SubscriberFacts | None) -> bool:

@@ -6,6 +6,7 @@ out by SMS at 08:00 to a customer whose profile opted out of SMS at 07:00."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,70 @@ async def test_a_waiting_call_falling_back_to_an_opted_out_sms_is_dropped(
     assert await w.ledger.state(f"c-{OUT}") == "dropped"
     opt_out = {"moment_type": "callback", "reason": "opt_out"}
     assert w.sample("moments_tasks_suppressed_total", **opt_out) == 1
+
+
+OVERFLOW = {"callback": {"policy": "fallback", "channel": "sms"}}
+
+
+def call(task_id: str, sub: str) -> Any:
+    return task(
+        task_id,
+        sub,
+        moment_type="callback",
+        channel=Channel.OUTBOUND_CALL,
+        expires_at=NOW + 2 * HOUR,
+    )
+
+
+async def test_a_fresh_call_does_not_fall_back_to_an_opted_out_sms_after_hours(
+    make_worker: MakeWorker,
+) -> None:
+    """The engine's gates judged the call, the channel it was made for; the fallback it
+    takes at dispatch, the centre closed until after it expires, is judged against the
+    customer's opt-outs too."""
+    opens = (NOW + 3 * HOUR).replace(second=0)
+    w = make_worker(
+        DispatchPolicy.model_validate(
+            {
+                "timezone": "UTC",
+                "hours": {"outbound_call": f"{opens:%H:%M}-{opens + 8 * HOUR:%H:%M}"},
+                "overflow": OVERFLOW,
+                "merge": {"hold_channels": []},
+            }
+        )
+    )
+    await w.sink.subscribers.record_facts([profile(OUT, NOW - HOUR, ["sms"])])
+    await w.send(call("h-out", OUT), call("h-stays", STAYS))
+    [out] = await published(w.settings, 1)
+    assert (out["task_id"], out["channel"]) == ("h-stays", "sms")
+    assert await w.ledger.state("h-out") == "dropped"
+    opt_out = {"moment_type": "callback", "reason": "opt_out"}
+    assert w.sample("moments_tasks_suppressed_total", **opt_out) == 1
+
+
+async def test_a_fresh_call_does_not_fall_back_to_an_opted_out_sms_when_calls_are_full(
+    make_worker: MakeWorker,
+) -> None:
+    """No capacity left for calls: the SMS fallback is not the opted-out customer's; the
+    next day comes after the call expires, so it is dropped for capacity."""
+    w = make_worker(
+        DispatchPolicy.model_validate(
+            {
+                "capacity": {"*": {"outbound_call": 1}},
+                "reserved_share": 0,
+                "overflow": OVERFLOW,
+                "merge": {"hold_channels": []},
+            }
+        )
+    )
+    await w.sink.subscribers.record_facts([profile(OUT, NOW - HOUR, ["sms"])])
+    await w.send(call("c-first", CALLS_ONLY))  # takes the one call of the day
+    await w.send(call("c-out", OUT), call("c-stays", STAYS))
+    got = await published(w.settings, 2)
+    assert sorted((t["task_id"], t["channel"]) for t in got) == [
+        ("c-first", "outbound_call"),
+        ("c-stays", "sms"),
+    ]
+    assert await w.ledger.state("c-out") == "dropped"
+    capacity = {"moment_type": "callback", "reason": "capacity"}
+    assert w.sample("moments_tasks_suppressed_total", **capacity) == 1
