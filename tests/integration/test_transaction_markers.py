@@ -57,6 +57,31 @@ async def produce_then_mark(settings: Settings, topic: str) -> int:
         await producer.stop()
 
 
+async def offsets_reach(
+    port: int,
+    topic: str,
+    partition: int,
+    expected: tuple[float, float, float],
+    worker: WorkerProcess,
+) -> None:
+    """Wait (90 s at most) for the worker's metrics to show `expected` as the partition's
+    (end offset, committed offset, lag)."""
+    labels = {"topic": topic, "partition": str(partition)}
+    deadline = time.monotonic() + 90
+    seen: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):  # /metrics not served yet
+            seen = (
+                await metric_value(port, "moments_consumer_end_offset", labels),
+                await metric_value(port, "moments_consumer_committed_offset", labels),
+                await metric_value(port, "moments_consumer_lag", labels),
+            )
+        if seen == expected:
+            return
+        await asyncio.sleep(0.5)
+    assert seen == expected, f"end, committed, lag: {seen}\n{worker.log()[-3000:]}"
+
+
 @pytest.mark.parametrize("name", ["roaming", "task_outcomes"])
 async def test_an_idle_partition_read_to_a_commit_marker_has_no_lag(
     name: str,
@@ -70,20 +95,7 @@ async def test_an_idle_partition_read_to_a_commit_marker_has_no_lag(
     worker = start_worker(settings)
     topic = settings.topic(name)  # an input topic (the batch loop's), the outcomes (Faust's)
     partition = await produce_then_mark(settings, topic)
-    labels = {"topic": topic, "partition": str(partition)}
-    deadline = time.monotonic() + 90
-    seen: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):  # /metrics not served yet
-            seen = (
-                await metric_value(port, "moments_consumer_end_offset", labels),
-                await metric_value(port, "moments_consumer_committed_offset", labels),
-                await metric_value(port, "moments_consumer_lag", labels),
-            )
-        if seen == (2, 2, 0):
-            break
-        await asyncio.sleep(0.5)
-    assert seen == (2, 2, 0), f"end, committed, lag: {seen}\n{worker.log()[-3000:]}"
+    await offsets_reach(port, topic, partition, (2, 2, 0), worker)
 
 
 async def two_markers_between(settings: Settings, topic: str) -> int:
@@ -130,17 +142,4 @@ async def test_outcomes_read_across_two_markers_in_a_row_are_committed_to_the_en
     topic = settings.topic("task_outcomes")
     partition = await two_markers_between(settings, topic)  # all there before the first read
     worker = start_worker(settings)
-    labels = {"topic": topic, "partition": str(partition)}
-    deadline = time.monotonic() + 90
-    seen: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):  # /metrics not served yet
-            seen = (
-                await metric_value(port, "moments_consumer_end_offset", labels),
-                await metric_value(port, "moments_consumer_committed_offset", labels),
-                await metric_value(port, "moments_consumer_lag", labels),
-            )
-        if seen == (4, 4, 0):
-            break
-        await asyncio.sleep(0.5)
-    assert seen == (4, 4, 0), f"end, committed, lag: {seen}\n{worker.log()[-3000:]}"
+    await offsets_reach(port, topic, partition, (4, 4, 0), worker)

@@ -12,29 +12,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import orjson
-
-from moments.backtest import BacktestResult, run_backtest
-from moments.backtest_input import FileEvent
+from moments.backtest import BacktestResult
 from moments.models import EventType
 
-from .rules.helpers import NO_ACTIVITY, at, ev, rules_from
+from .rules.helpers import NO_ACTIVITY, at, backtest_of, ev
 
 SILENCE = "rules:" + NO_ACTIVITY
 
 
 def backtest(events: list[tuple[EventType, dict[str, Any]]]) -> BacktestResult:
-    lines = [
-        FileEvent(
-            dt.datetime.fromisoformat(str(value["occurred_at"])).timestamp(),
-            event_type,
-            str(value["subscriber_id"]).encode(),
-            orjson.dumps(value),
-        )
-        for event_type, value in events
-    ]
-    until = dt.datetime.fromisoformat(at("2026-11-12"))
-    return run_backtest(rules_from(SILENCE), lines, until=until)
+    return backtest_of(SILENCE, events, at("2026-11-12"))
 
 
 def counts(result: BacktestResult, name: str) -> dict[tuple[str, ...], int]:

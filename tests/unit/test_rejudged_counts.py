@@ -13,10 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import orjson
-
-from moments.backtest import BacktestResult, run_backtest
-from moments.backtest_input import FileEvent
+from moments.backtest import BacktestResult
 from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import run_pipeline
@@ -29,6 +26,7 @@ from .rules.helpers import (
     NO_GATES,
     SUB,
     at,
+    backtest_of,
     ev,
     rules_from,
     run,
@@ -52,17 +50,7 @@ def contract(day: str = "2026-11-01", **more: Any) -> tuple[EventType, dict[str,
     return ev(EventType.PROFILE, at(day, "08:00"), contract_end="2026-11-20", **more)
 
 
-def backtest(rules: str, events: list[tuple[EventType, dict[str, Any]]], until: str) -> Any:
-    lines = [
-        FileEvent(
-            dt.datetime.fromisoformat(str(value["occurred_at"])).timestamp(),
-            event_type,
-            str(value["subscriber_id"]).encode(),
-            orjson.dumps(value),
-        )
-        for event_type, value in events
-    ]
-    return run_backtest(rules_from(rules), lines, until=dt.datetime.fromisoformat(until))
+backtest = backtest_of
 
 
 def counts(result: BacktestResult, name: str) -> dict[tuple[str, ...], int]:

@@ -6,6 +6,10 @@ import datetime as dt
 import itertools
 from typing import Any
 
+import orjson
+
+from moments.backtest import BacktestResult, run_backtest
+from moments.backtest_input import FileEvent
 from moments.models import EventType, ServiceTask
 from moments.pipeline import PipelineResult, run_pipeline
 from rules.catalog import RuleSet, load_texts
@@ -107,3 +111,20 @@ def run(
 
 def types(tasks: list[ServiceTask]) -> list[str]:
     return [t.moment.type for t in tasks]
+
+
+def backtest_of(
+    rules: str, events: list[tuple[EventType, dict[str, Any]]], until: str
+) -> BacktestResult:
+    """`events` (as `ev` makes them) through a backtest of `rules` (a rules file's text)
+    up to `until` (ISO 8601), dispatch's memory twin included."""
+    lines = [
+        FileEvent(
+            dt.datetime.fromisoformat(str(value["occurred_at"])).timestamp(),
+            event_type,
+            str(value["subscriber_id"]).encode(),
+            orjson.dumps(value),
+        )
+        for event_type, value in events
+    ]
+    return run_backtest(rules_from(rules), lines, until=dt.datetime.fromisoformat(until))
