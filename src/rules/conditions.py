@@ -180,15 +180,29 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
 
 
 def _eq_null(kind: str, name: str, node: s.Operators, path: Path, report: Report) -> None:
-    """`eq: null` in a condition was read as no operator, a bare test, "is present": the
-    rule fired on every event with the value, the opposite of what `when: {x: {eq: null}}`
-    means (only events without it). Refused with the two ways to say either."""
-    if "eq" in node.model_fields_set and node.eq is None:
+    """An operator written `null` in a condition was read as no operator, a bare test,
+    "is present": `eq: null` fired on every event with the value, the opposite of what
+    `when: {x: {eq: null}}` means (only events without it), and `gte: null`, `in: null`
+    and the like on every event with the value too. Refused with the fix. (`ne: null`,
+    "is not none", is what the bare test says.)"""
+    for attr in sorted(node.model_fields_set & s.Operators.model_fields.keys()):
+        if getattr(node, attr) is not None or attr == "ne":
+            continue
+        op = "in" if attr == "in_" else attr
+        if op == "eq":
+            fix = (
+                f"for one without {name} write not: {{{kind}: {name}}}; for one with it, "
+                f"{{{kind}: {name}}}"
+            )
+        else:
+            fix = (
+                f"give it a value (a number, a text, a list or a $param), or leave {op}: out "
+                f"for 'has a value'"
+            )
         report(
-            (*path, "eq"),
-            f"eq: null is no comparison in a condition (it was read as {{{kind}: {name}}}, "
-            f"'has a value'): for one without {name} write not: {{{kind}: {name}}}; for one "
-            f"with it, {{{kind}: {name}}}",
+            (*path, op),
+            f"{op}: null is no comparison in a condition (it was read as {{{kind}: {name}}}, "
+            f"'has a value'): {fix}",
         )
 
 

@@ -368,6 +368,28 @@ class TestEqNullInACondition:
         assert "for one without tier write not: {profile: tier}" in found
 
     @pytest.mark.parametrize(
+        ("condition", "op"),
+        [
+            ("{field: operator, in: null}", "in"),
+            ("{field: operator, not_in: null}", "not_in"),
+            ("{field: operator, prefix: null}", "prefix"),
+            ("{field: balance_after, gte: null}", "gte"),
+            ("{profile: tier, lt: null}", "lt"),
+        ],
+    )
+    def test_any_other_comparison_with_null_is_refused(self, condition: str, op: str) -> None:
+        """`gte: null` and the like were read as the bare test too: the rule fired on
+        every event with the value."""
+        on = (
+            "usage" if "profile" in condition else "roaming" if "operator" in condition else "topup"
+        )
+        (found,) = problems(rule(f"    on: [{on}]\n    condition: {condition}\n"))
+        assert f"{op}: null is no comparison in a condition" in found
+        assert (
+            f"give it a value (a number, a text, a list or a $param), or leave {op}: out" in found
+        )
+
+    @pytest.mark.parametrize(
         "condition",
         [
             "{field: operator, ne: null}",
