@@ -139,8 +139,14 @@ def _value(value: Any, spec: s.RuleSpec, numeric: bool = False) -> str:
 
 
 def _ops(node: s.Operators, spec: s.RuleSpec) -> str:
-    parts = [f"{_OPS[op]} {_value(v, spec, op in NUMERIC_OPS)}" for op, v in node.given().items()]
-    return " and ".join(parts) if parts else "is present"
+    given = node.given()
+    parts = [f"{_OPS[op]} {_value(v, spec, op in NUMERIC_OPS)}" for op, v in given.items()]
+    if not parts:
+        return "is present"
+    said = " and ".join(parts)
+    if isinstance(node, s.FieldCond | s.ProfileCond) and given.keys() <= {"ne", "not_in"}:
+        return f"{said}, or has none"  # a value that is not there passes ne and not_in
+    return said
 
 
 def _plain(value: Any) -> str:

@@ -47,6 +47,25 @@ def test_explain_shows_digits_with_a_leading_zero_as_they_are_read(tmp_path: Pat
     assert "For region 010: code = 0099, q = 9." in text
 
 
+def test_explain_says_a_missing_value_passes_ne_and_not_in(tmp_path: Path) -> None:
+    """A value that is not there passes `ne` and `not_in` (docs/rules.md): explain said
+    only "is none of A1", and an analyst read it as firing on events with an operator."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "rules:\n  - id: others\n    description: others\n    on: [roaming]\n"
+        "    condition:\n      all:\n"
+        "        - {field: operator, not_in: [A1, B2]}\n"
+        "        - {profile: tier, ne: gold}\n"
+        "        - {field: country, in: [US, JP]}\n"
+        "    task: {family: anomaly, type: o, channel: sms, priority: 3, action: a, ttl: 24h,\n"
+        "           description: others}\n"
+    )
+    (text,) = explain(load_rules(path), "others")
+    assert "operator is none of A1, B2, or has none" in text
+    assert "tier is not gold, or has none" in text
+    assert "country is one of US, JP)" in text  # in: needs the value
+
+
 @pytest.mark.parametrize(
     ("condition", "waits"),
     [
