@@ -32,9 +32,10 @@ pytestmark = pytest.mark.integration
 SUB = "13800138123"
 
 
-async def produce_then_mark(settings: Settings, topic: str) -> int:
-    """One record (no JSON: a dead letter, read and committed all the same), then a commit marker
-    after it on the same partition; that partition."""
+async def records_and_markers(settings: Settings, topic: str, markers: int, after: bool) -> int:
+    """One record (no JSON: a dead letter, read and committed all the same), `markers`
+    commit markers in a row after it (transactions ending together), and one more record
+    when `after`, all on one partition; that partition."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
     )
@@ -43,15 +44,21 @@ async def produce_then_mark(settings: Settings, topic: str) -> int:
         sent = await producer.send_and_wait(topic, value=b"not json", key=SUB.encode())
         client = producer.client
         leader = client.cluster.leader_for_partition(TopicPartition(topic, sent.partition))
-        request = ProduceRequest(
-            transactional_id=None,
-            required_acks=-1,
-            timeout=10_000,
-            topics=[(topic, [(sent.partition, commit_marker())])],
-        )
-        answer = await client.send(leader, request)
-        ((_, ((_, error, offset, *_),)),) = answer.topics
-        assert (error, offset) == (0, 1), answer
+        for expected in range(1, markers + 1):
+            request = ProduceRequest(
+                transactional_id=None,
+                required_acks=-1,
+                timeout=10_000,
+                topics=[(topic, [(sent.partition, commit_marker())])],
+            )
+            answer = await client.send(leader, request)
+            ((_, ((_, error, offset, *_),)),) = answer.topics
+            assert (error, offset) == (0, expected), answer
+        if after:
+            last = await producer.send_and_wait(
+                topic, value=b"not json", key=SUB.encode(), partition=sent.partition
+            )
+            assert last.offset == markers + 1
         return int(sent.partition)
     finally:
         await producer.stop()
@@ -94,38 +101,8 @@ async def test_an_idle_partition_read_to_a_commit_marker_has_no_lag(
     await topics_for(settings)
     worker = start_worker(settings)
     topic = settings.topic(name)  # an input topic (the batch loop's), the outcomes (Faust's)
-    partition = await produce_then_mark(settings, topic)
+    partition = await records_and_markers(settings, topic, markers=1, after=False)
     await offsets_reach(port, topic, partition, (2, 2, 0), worker)
-
-
-async def two_markers_between(settings: Settings, topic: str) -> int:
-    """A record, two commit markers in a row (two producers' transactions ending
-    together), a record after them, all on one partition; that partition."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
-    )
-    await producer.start()
-    try:
-        sent = await producer.send_and_wait(topic, value=b"not json", key=SUB.encode())
-        client = producer.client
-        leader = client.cluster.leader_for_partition(TopicPartition(topic, sent.partition))
-        for expected in (1, 2):
-            request = ProduceRequest(
-                transactional_id=None,
-                required_acks=-1,
-                timeout=10_000,
-                topics=[(topic, [(sent.partition, commit_marker())])],
-            )
-            answer = await client.send(leader, request)
-            ((_, ((_, error, offset, *_),)),) = answer.topics
-            assert (error, offset) == (0, expected), answer
-        after = await producer.send_and_wait(
-            topic, value=b"not json", key=SUB.encode(), partition=sent.partition
-        )
-        assert after.offset == 3
-        return int(sent.partition)
-    finally:
-        await producer.stop()
 
 
 async def test_outcomes_read_across_two_markers_in_a_row_are_committed_to_the_end(
@@ -140,6 +117,8 @@ async def test_outcomes_read_across_two_markers_in_a_row_are_committed_to_the_en
     settings = make_settings(metrics_port=port)
     await topics_for(settings)
     topic = settings.topic("task_outcomes")
-    partition = await two_markers_between(settings, topic)  # all there before the first read
+    partition = await records_and_markers(
+        settings, topic, markers=2, after=True
+    )  # all there before the first read
     worker = start_worker(settings)
     await offsets_reach(port, topic, partition, (4, 4, 0), worker)
