@@ -259,6 +259,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Set by `wait_empty` when the worker stops (not on a revocation): the batch loop
         finishes the batch in flight, marks its offsets for the last commit and takes no
         more (`BatchLoop.step`)."""
+        self._commits = asyncio.Lock()
+        """Held by each offset commit (`_commit_offsets`), so that commits end in the order
+        they begin and none moves a committed offset back."""
         self.state_settled: Callable[[], Awaitable[None]] = _nothing_held
         """Set by the app (`Runtime.settled`): returns once no batch or window sweep chunk
         holds the state. The sweep runs on a timer, beside the batch loop: a revocation
@@ -446,6 +449,25 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 offsets[tp] = offset
         if offsets:
             await self._commit_offsets(offsets)
+
+    async def _commit_offsets(
+        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        """Faust's commit, one at a time and only forward: of `offsets`, those past the
+        committed offset when this commit's turn comes. Faust's commit timer and the batch
+        loop's (`commit_processed`, the task outcomes past a marker) both commit here; two
+        at once, the older one (Faust's, up to the marker) finishing after the newer one
+        (past it) wrote its offset last, and Faust's view of the committed offset, the
+        broker's too, went back (the outcomes read again after a restart, lag 1 shown)."""
+        async with self._commits:
+            ahead = {
+                tp: offset
+                for tp, offset in offsets.items()
+                if (done := self._committed_offset.get(tp)) is None or offset > done
+            }
+            if not ahead:
+                return False
+            return await super()._commit_offsets(ahead, start_new_transaction)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         # Faust's loop, with the hot topics taken out in bulk and without a
