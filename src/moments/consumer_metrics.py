@@ -7,8 +7,10 @@ own namespace; these are `moments_*` metrics in seconds on the worker's registry
   where there is none: reading starts there), per assigned partition of the input
   topics, of the internal topic of cooldown returns and of the task outcomes (the worker
   reads all three; a partition it stopped reading shows as lag like an input one),
-  sampled by a timer (`LagSampler.sample`: one ListOffsets request per sample, a second
-  only while a partition has no committed offset, no per-record work).
+  counted from the log start offset where the committed offset is older than it (retention
+  deleted the records: reading resumes at the start), sampled by a timer
+  (`LagSampler.sample`: two ListOffsets requests per sample, the end and the start
+  offsets, sent together; no per-record work).
 - Commit latency: every offset commit goes through Faust's
   `Consumer._commit_offsets` (Faust's own commits and the batch loop's
   `commit_processed`), so `time_commits` wraps that one method on the consumer.
@@ -53,8 +55,8 @@ class ConsumerMetrics:
         r = registry
         self.lag = Gauge(
             "moments_consumer_lag",
-            "Records not yet committed: end offset minus committed offset (or log start offset "
-            "before the first commit), per partition read "
+            "Records not yet committed: end offset minus committed offset (or log start offset, "
+            "before the first commit or when the commit is older), per partition read "
             "(input topics, the cooldown returns topic and the task outcomes topic)",
             ["topic", "partition"],
             registry=r,
@@ -138,8 +140,9 @@ class LagSampler:
         committed: Mapping[TP, int | None],
         starts: Mapping[TP, int | None] | None = None,
     ) -> None:
-        """Set the gauges from offsets (`starts`: the log start of partitions with no
-        committed offset); drop the series of partitions no longer assigned."""
+        """Set the gauges from offsets (`starts`: the partitions' log start offsets, where
+        reading resumes when there is no committed offset or it is older); drop the series
+        of partitions no longer assigned."""
         m = self.metrics
         starts = starts or {}
         shown: set[tuple[str, str]] = set()
@@ -162,19 +165,21 @@ class LagSampler:
         """One sample from a Faust consumer (its committed offsets are Faust's own view).
         A worker with no input partition (more workers than partitions) asks for one
         partition's end all the same: it is how the broker's absence shows on it too (its
-        `dependency_up{kafka}` stood at 1 through an outage). The log start is asked only
-        of partitions with no committed offset (none once the worker has committed)."""
+        `dependency_up{kafka}` stood at 1 through an outage). The log start is asked of
+        every assigned partition: a committed offset older than it (retention deleted the
+        records since the group's last commit, a worker stopped for days) counted the
+        deleted records as lag until the next commit; asked only with no committed offset,
+        a restart after a long stop showed a backlog that no longer existed."""
         read = self.topics | self.internal
         assigned = [tp for tp in consumer.assignment() if tp.topic in read]
         probe = assigned or ([TP(min(self.topics), 0)] if self.topics else [])
         committed: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
-        uncommitted = [tp for tp in assigned if committed.get(tp) is None]
         ends: Mapping[TP, int | None] = {}
         starts: Mapping[TP, int | None] = {}
         if probe:
             try:
                 ends, starts = await asyncio.wait_for(
-                    _offsets(consumer, probe, uncommitted), self.timeout
+                    _offsets(consumer, probe, assigned), self.timeout
                 )
             except Exception as exc:  # a broker hiccup must not stop the timer
                 self.broker_failed(exc)
@@ -208,11 +213,14 @@ class LagSampler:
 
 
 async def _offsets(
-    consumer: Any, probe: list[TP], uncommitted: list[TP]
+    consumer: Any, probe: list[TP], assigned: list[TP]
 ) -> tuple[Mapping[TP, int | None], Mapping[TP, int | None]]:
-    """The end offsets of `probe`, and the log start offsets of `uncommitted`."""
-    ends = await consumer.highwaters(*probe)
-    starts = await consumer.earliest_offsets(*uncommitted) if uncommitted else {}
+    """The end offsets of `probe`, and the log start offsets of `assigned`, asked together."""
+    if not assigned:
+        return await consumer.highwaters(*probe), {}
+    ends, starts = await asyncio.gather(
+        consumer.highwaters(*probe), consumer.earliest_offsets(*assigned)
+    )
     return ends, starts
 
 

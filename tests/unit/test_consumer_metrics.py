@@ -84,6 +84,9 @@ class TestLagSampler:
                 assert set(tps) == {hot}
                 return {hot: 10}
 
+            async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+                return dict.fromkeys(tps, 0)
+
         await sampler.sample(FakeConsumer())
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 3
         assert (
@@ -109,6 +112,9 @@ class TestLagSampler:
                 assert set(tps) == {usage, returned}
                 return {usage: 10, returned: 4}
 
+            async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+                return dict.fromkeys(tps, 0)
+
         await sampler.sample(FakeConsumer())
         assert sample(registry, "moments_consumer_lag", topic=returns, partition="0") == 3
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 0
@@ -117,8 +123,7 @@ class TestLagSampler:
     async def test_a_partition_never_committed_counts_from_its_log_start(self) -> None:
         """A partition the group never committed on is read from its log start (the first
         offset retention kept), not from 0: a topic whose old segments were deleted showed
-        a lag of its whole history, millions of records that no longer exist. The start
-        is asked only of such partitions."""
+        a lag of its whole history, millions of records that no longer exist."""
         registry = CollectorRegistry()
         sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"])
         fresh, read = TP("in.usage", 0), TP("in.usage", 1)
@@ -140,7 +145,34 @@ class TestLagSampler:
         await sampler.sample(FakeConsumer())
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 40
         assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="1") == 60
-        assert asked == [(fresh,)]
+        assert [set(tps) for tps in asked] == [{fresh, read}]
+
+    async def test_a_commit_older_than_the_log_start_counts_from_the_start(self) -> None:
+        """Retention deleted records past the group's committed offset (a worker stopped
+        for days): reading resumes at the log start, and the deleted records are no lag.
+        They counted as lag until the next commit (the start was asked only of partitions
+        with no committed offset)."""
+        registry = CollectorRegistry()
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"])
+        behind, ahead = TP("in.usage", 0), TP("in.usage", 1)
+
+        class FakeConsumer:
+            _committed_offset: Mapping[TP, int | None] = {behind: 1_000, ahead: 2_000_100}
+
+            def assignment(self) -> set[TP]:
+                return {behind, ahead}
+
+            async def highwaters(self, *tps: TP) -> dict[TP, int]:
+                return {behind: 5_000_040, ahead: 2_000_160}
+
+            async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+                return {behind: 5_000_000, ahead: 1_500_000}
+
+        await sampler.sample(FakeConsumer())
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 40
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="1") == 60
+        committed = "moments_consumer_committed_offset"
+        assert sample(registry, committed, topic="in.usage", partition="0") == 1_000
 
 
 class TestBrokerProbe:
@@ -159,6 +191,9 @@ class TestBrokerProbe:
 
             async def highwaters(self, *tps: TP) -> dict[TP, int]:
                 return await answer()
+
+            async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+                return dict.fromkeys(tps, 0)
 
         return FakeConsumer()
 
