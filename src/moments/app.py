@@ -42,7 +42,7 @@ from moments.stateview import STATE_TABLE, returns_topic
 from moments.store import FaustTableStore
 from moments.topiclayout import topic_types
 from rules.catalog import RuleSet
-from sinks.metrics import Metrics
+from sinks.metrics import Dependency, Metrics
 from sinks.policy import DispatchPolicy, load_policy
 
 log = logging.getLogger(__name__)
@@ -199,11 +199,31 @@ def register_agents(
 
     returns = returns_topic(settings)
 
+    async def seek_one(tp: tuple[str, int], offset: int) -> None:
+        await app.consumer.seek(TP(*tp), offset)
+
+    def seek_failed(tp: tuple[str, int], offset: int, exc: Exception, retry_in: float) -> None:
+        runtime.metrics.dependency_errors.labels(Dependency.KAFKA.value).inc()
+        log.warning(
+            "%s[%d]: the seek back to offset %d failed (%s: %s); its records are held until "
+            "it is made, tried again in %g s (a rebalance under way ends it; "
+            "if this lasts, check the broker and MOMENTS_KAFKA_BOOTSTRAP)",
+            tp[0],
+            tp[1],
+            offset,
+            type(exc).__name__,
+            exc,
+            retry_in,
+        )
+
     async def seek_back(
         seeks: Mapping[tuple[str, int], int],
         why: str,
         ends: Mapping[TP, int] | None = None,
-    ) -> None:
+    ) -> list[tuple[str, int]]:
+        """Seek partitions back, saying why; returns those sought. One that fails stays
+        held, counted in moments_dependency_errors_total{dependency="kafka"}, and is sought
+        again after a back-off (`retry_failed_seeks`)."""
         for (topic, partition), offset in seeks.items():
             # Cooldown returns are rare: their partitions are silent after nearly every
             # rebalance, and a warning for each was noise (re-check review); so is an
@@ -217,11 +237,10 @@ def register_agents(
             log.log(
                 level, "%s[%d]: %s; reading again from offset %d", topic, partition, why, offset
             )
-            await app.consumer.seek(TP(topic, partition), offset)
-            # Its records held since the seek was asked are from before it; what the
-            # consumer hands over of it now is the re-read (the silent check's seeks are
-            # made one at a time, beside the batch loop).
-            guard.sought([(topic, partition)])
+        # Each said made as it is: its records held since the seek was asked are from before
+        # it, what the consumer hands over of it now is the re-read (the silent check's seeks
+        # are made one at a time, beside the batch loop).
+        return await guard.seek(seeks, seek_one, seek_failed)
 
     # The agent only subscribes the input topics (and lets Faust's assignor co-partition
     # them with the table); their records reach `process_batches` through the
@@ -261,8 +280,10 @@ def register_agents(
     async def process_batches() -> None:
         await runtime.ready.wait()
 
-        async def seek(seeks: Mapping[tuple[str, int], int]) -> None:
-            await seek_back(seeks, "the first record after the rebalance skips past the commit")
+        async def seek(seeks: Mapping[tuple[str, int], int]) -> list[tuple[str, int]]:
+            return await seek_back(
+                seeks, "the first record after the rebalance skips past the commit"
+            )
 
         loop = BatchLoop(
             cast(BatchConsumer, app.consumer),
@@ -356,6 +377,17 @@ def register_agents(
             had_state.update(tp.partition for tp, high in highs.items() if high and high > 0)
             seeks = guard.silent(assigned, committed_or_start)
             await seek_back(seeks, "nothing arrived since the rebalance", ends)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def retry_failed_seeks() -> None:
+        """Seek again the partitions whose seek back failed, once their back-off is over
+        (`RewindGuard.due`); not during a rebalance, whose assignment resets them."""
+        follow_generation()
+        if getattr(app, "rebalancing", False):
+            return
+        due = guard.due()
+        if due:
+            await seek_back(due, "seeking again after a failed seek")
 
     async def offsets_of(
         assigned: list[tuple[str, int]], changelog: set[TP]

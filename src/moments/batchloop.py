@@ -40,8 +40,10 @@ class BatchSource(Protocol):
     async def commit_processed(self) -> None: ...
 
 
-Seek = Callable[[Mapping[TopicPartition, int]], Awaitable[None]]
-"""Seeks partitions back to offsets (and says why in the log)."""
+Seek = Callable[[Mapping[TopicPartition, int]], Awaitable[Collection[TopicPartition]]]
+"""Seeks partitions back to offsets (and says why in the log); returns those sought. One
+whose seek failed is not among them: it stays held and is sought again later
+(`RewindGuard.seek`)."""
 
 Owned = Callable[[], bool]
 """True while the worker still holds a batch's partitions in the consumer generation it
@@ -111,8 +113,9 @@ class BatchLoop:
             ]
             records, seeks = self.guard.filter(records, self.committed)
             if seeks:
-                await self.seek(seeks)
-                self.guard.sought(seeks)  # what comes of them now is their re-read
+                # What comes of those sought now is their re-read; one whose seek failed
+                # stays held until a later seek of it is made.
+                self.guard.sought(await self.seek(seeks))
             size, epoch = self.batch_size, source.epoch
             owned = self.ownership({tp.partition for tp, _ in fetch.records})
             handled = 0

@@ -20,6 +20,13 @@ showed the gap, and a silent partition's records fetched while the seeks of the
 others were made. Records read twice are harmless: state updates are guarded by
 offset and event id, and tasks by the ledger.
 
+A seek that fails (its partition taken away by a rebalance under way, the consumer's
+thread gone) crashed the worker. Now the partition stays held, with no time limit (its
+records dropped meanwhile are only read again by the seek), and the seek is asked again
+after a back-off (`RewindGuard.seek`, `due`: 1 s doubling up to 30 s) until it is made or
+the partitions are assigned again (`reset`: the assignment's own seek to the committed
+offsets reads them again).
+
 No re-read is held: it may begin past the committed offset, and past the record
 that showed the gap (those records compacted away, or deleted by retention: the read
 starts at the first record the broker still has). Held until a record at or before
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from moments.records import RawRecord
 
@@ -40,6 +47,16 @@ CommittedOffset = Callable[[TopicPartition], int | None]
 
 HOLD_LIMIT_S = 30.0
 """Give up holding a partition whose seek was asked and never said made (`sought`)."""
+SEEK_RETRY_FIRST_S = 1.0
+"""How long after a failed seek it is asked again (`RewindGuard.due`); doubled at each
+failure in a row, up to `SEEK_RETRY_MAX_S`."""
+SEEK_RETRY_MAX_S = 30.0
+
+SeekOne = Callable[[TopicPartition, int], Awaitable[None]]
+"""Seeks one partition to an offset (the consumer's `seek`)."""
+SeekFailed = Callable[[TopicPartition, int, Exception, float], None]
+"""Told of a failed seek: the partition, the offset, the error, and the seconds until it
+is asked again."""
 
 
 def silent_seek_level(offset: int, end: int | None) -> int:
@@ -60,12 +77,16 @@ class RewindGuard:
         """Partition to be sought back -> (release offset, when the seek was asked), until
         the seek is made (`sought`): its records fetched meanwhile are from before it."""
         self._rewound: set[tuple[TopicPartition, int]] = set()
+        self._retries: dict[TopicPartition, tuple[int, float, int]] = {}
+        """Partition whose seek failed -> (offset, when it is asked again, failures in a
+        row): held without a limit until the seek is made (`seek`, `due`)."""
 
     def reset(self) -> None:
         """Forget what was checked: call it when the partitions are (re)assigned."""
         self._checked.clear()
         self._held.clear()
         self._rewound.clear()
+        self._retries.clear()
 
     def _rewind(self, tp: TopicPartition, offset: int, release_at: int) -> bool:
         """Note a seek of `tp` to `offset`; hold its records until the seek is made
@@ -87,7 +108,9 @@ class RewindGuard:
             held = self._held.get(tp)
             if held is not None:
                 release_at, since = held
-                if record.offset > release_at and self._clock() - since < HOLD_LIMIT_S:
+                if tp in self._retries or (
+                    record.offset > release_at and self._clock() - since < HOLD_LIMIT_S
+                ):
                     continue  # fetched before the seek; the re-read brings it again
                 del self._held[tp]
                 self._checked.add(tp)
@@ -114,6 +137,40 @@ class RewindGuard:
         after record, for `HOLD_LIMIT_S`, never fetched again, and committed past."""
         for tp in seeks:
             self._held.pop(tp, None)
+            self._retries.pop(tp, None)
+
+    async def seek(
+        self, seeks: Mapping[TopicPartition, int], seek_one: SeekOne, failed: SeekFailed
+    ) -> list[TopicPartition]:
+        """Make `seeks` one after the other, each said made (`sought`) as it is; returns
+        those made. One that fails raises nothing (it crashed the worker): its partition
+        stays held, its records dropped as they come, for as long as it takes (they are
+        read again only by the seek; released after `HOLD_LIMIT_S` they were lost, the
+        offsets after them committed), and `due` asks for it again after a back-off.
+        `failed` is told (to count and log it)."""
+        made: list[TopicPartition] = []
+        for tp, offset in seeks.items():
+            try:
+                await seek_one(tp, offset)
+            except Exception as exc:
+                failed(tp, offset, exc, self._failed(tp, offset))
+                continue
+            self.sought([tp])
+            made.append(tp)
+        return made
+
+    def _failed(self, tp: TopicPartition, offset: int) -> float:
+        """Note a failed seek of `tp`: held on, asked again after the back-off returned."""
+        failures = self._retries[tp][2] if tp in self._retries else 0
+        delay: float = min(SEEK_RETRY_MAX_S, SEEK_RETRY_FIRST_S * 2.0**failures)
+        self._retries[tp] = (offset, self._clock() + delay, failures + 1)
+        self._held.setdefault(tp, (-1, self._clock()))
+        return delay
+
+    def due(self) -> dict[TopicPartition, int]:
+        """The failed seeks whose back-off is over: make them again (`seek`)."""
+        now = self._clock()
+        return {tp: offset for tp, (offset, at, _) in self._retries.items() if at <= now}
 
     def silent(
         self, assigned: Iterable[TopicPartition], committed: CommittedOffset

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from moments.batchloop import COMMIT_EVERY_S, BatchLoop
@@ -63,6 +64,9 @@ class Harness:
         self.handled: list[list[tuple[int, int]]] = []
         self.seeks: list[dict[TopicPartition, int]] = []
         self.clock = Clock()
+        self.refused = 0
+        """How many seeks to come fail (as aiokafka's for a partition no longer assigned)."""
+        self.failed: list[tuple[TopicPartition, int, float]] = []
         self.loop = BatchLoop(
             self.source,
             self.handle,
@@ -76,10 +80,19 @@ class Harness:
     async def handle(self, records: Sequence[RawRecord], _owned: object = None) -> None:
         self.handled.append([(r.partition, r.offset) for r in records])
 
-    async def seek(self, seeks: Mapping[TopicPartition, int]) -> None:
+    async def seek(self, seeks: Mapping[TopicPartition, int]) -> list[TopicPartition]:
+        """The app's `seek_back`: each partition through the guard, one that fails held."""
         self.seeks.append(dict(seeks))
-        for tp in seeks:
-            self.source.sought[TP(*tp)] = self.source.sought.get(TP(*tp), 0) + 1
+        return await self.loop.guard.seek(seeks, self.seek_one, self.seek_failed)
+
+    async def seek_one(self, tp: TopicPartition, offset: int) -> None:
+        if self.refused:
+            self.refused -= 1
+            raise IllegalStateError(f"No current assignment for partition {TP(*tp)}")
+        self.source.sought[TP(*tp)] = self.source.sought.get(TP(*tp), 0) + 1
+
+    def seek_failed(self, tp: TopicPartition, offset: int, exc: Exception, retry_in: float) -> None:
+        self.failed.append((tp, offset, retry_in))
 
 
 async def test_records_go_in_batches_and_their_offsets_are_marked() -> None:
@@ -177,3 +190,35 @@ async def test_a_re_read_that_begins_past_the_record_that_showed_the_gap_is_hand
     await h.loop.step()
     assert h.handled == [[(0, 109), (0, 110), (0, 111)], [(0, 112)]]
     assert h.source.processed == {TP(T, 0): 113}
+
+
+async def test_a_failed_seek_holds_the_partition_until_a_seek_is_made() -> None:
+    """Partition 0, committed at 100, first delivered 108 (Faust dropped 100-107): its seek
+    back fails (aiokafka: the partition no longer assigned, a rebalance under way). It
+    raised out of the batch loop and crashed the worker. Now the loop goes on with the
+    other partitions, partition 0's records are held, past the hold's 30 s limit too (let
+    go then, 109-111 were handled before 100-108 and 121 committed), and its seek is made
+    again after a back-off: the re-read is handled in order, marked from what was handled."""
+    h = Harness(
+        [
+            fetch((0, [108]), (1, [7])),
+            fetch((0, [109, 110]), (1, [8])),  # not sought yet: held
+            fetch((0, [111]), (1, [9])),  # past the hold limit: still held
+            fetch((0, list(range(100, 112))), seeks={0: 1}),  # the re-read
+        ],
+        {(T, 0): 100, (T, 1): 7},
+    )
+    h.refused = 1
+    await h.loop.step()
+    assert h.failed == [((T, 0), 100, 1.0)]
+    await h.loop.step()
+    h.clock.now += HOLD_LIMIT_S
+    await h.loop.step()
+    assert h.handled == [[(1, 7)], [(1, 8)], [(1, 9)]]
+    assert h.source.processed == {TP(T, 1): 10}
+    assert h.loop.guard.due() == {(T, 0): 100}  # its back-off is over
+    assert await h.seek(h.loop.guard.due()) == [(T, 0)]  # the app's retry timer
+    await h.loop.step()
+    assert [o for batch in h.handled[3:] for p, o in batch] == list(range(100, 112))
+    assert h.source.processed == {TP(T, 0): 112, TP(T, 1): 10}
+    assert h.loop.guard.due() == {}

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import logging
 
+from aiokafka.errors import IllegalStateError
+
 from moments.records import RawRecord, next_offsets
-from moments.rewind import HOLD_LIMIT_S, RewindGuard, silent_seek_level
+from moments.rewind import (
+    HOLD_LIMIT_S,
+    SEEK_RETRY_MAX_S,
+    RewindGuard,
+    SeekOne,
+    TopicPartition,
+    silent_seek_level,
+)
 
 from .fakes import Clock
 
@@ -147,6 +156,66 @@ def test_the_offsets_marked_processed_never_pass_a_held_record() -> None:
     assert next_offsets(keep) == {(T, 1): 9}
     keep, _ = guard.filter([rec(o) for o in range(100, 121)], committed.get)
     assert next_offsets(keep) == {(T, 0): 121}
+
+
+class TestAFailedSeek:
+    """A seek back that fails (aiokafka: "No current assignment for partition", a
+    rebalance under way; the consumer's thread gone) raised out of the silent-partition
+    timer or the batch loop and crashed the worker; the partitions after it in the same
+    round were left held with no seek, and after the hold's 30 s their records dropped
+    meanwhile were lost, the offsets after them committed."""
+
+    @staticmethod
+    def seeker(refuse: set[TopicPartition]) -> tuple[list[TopicPartition], SeekOne]:
+        made: list[TopicPartition] = []
+
+        async def seek_one(tp: TopicPartition, offset: int) -> None:
+            if tp in refuse:
+                raise IllegalStateError(f"No current assignment for partition {tp}")
+            made.append(tp)
+
+        return made, seek_one
+
+    async def test_the_partition_stays_held_and_is_sought_again_after_a_back_off(self) -> None:
+        clock = Clock(100.0)
+        guard = RewindGuard(clock)
+        refuse = {(T, 0)}
+        made, seek_one = self.seeker(refuse)
+        failed: list[tuple[TopicPartition, int, float]] = []
+
+        def note(tp: TopicPartition, offset: int, exc: Exception, retry_in: float) -> None:
+            failed.append((tp, offset, retry_in))
+
+        seeks = guard.silent([(T, 0), (T, 1)], lambda tp: 4)
+        assert await guard.seek(seeks, seek_one, note) == [(T, 1)]
+        assert (made, failed) == ([(T, 1)], [((T, 0), 4, 1.0)])
+        assert guard.due() == {}
+        clock.now += HOLD_LIMIT_S
+        # Held past the limit: its records are read again only by the seek.
+        assert guard.filter([rec(9), rec(5, partition=1)], lambda tp: 4)[0] == [rec(5, 1)]
+        waits: list[float] = []
+        while len(waits) < 6:
+            assert list(guard.due()) == [(T, 0)]
+            await guard.seek(guard.due(), seek_one, note)
+            waits.append(failed[-1][2])
+            clock.now += failed[-1][2]
+        assert waits == [2.0, 4.0, 8.0, 16.0, SEEK_RETRY_MAX_S, SEEK_RETRY_MAX_S]
+        refuse.clear()
+        assert await guard.seek(guard.due(), seek_one, note) == [(T, 0)]
+        assert guard.due() == {}
+        assert offsets(guard.filter([rec(7), rec(8)], lambda tp: 4)[0]) == [7, 8]
+
+    async def test_a_new_assignment_forgets_a_failed_seek(self) -> None:
+        """The assignment's own seek to the committed offsets reads the partition again."""
+        clock = Clock(100.0)
+        guard = RewindGuard(clock)
+        _, seek_one = self.seeker({(T, 0)})
+        seeks = guard.silent([(T, 0)], lambda tp: 4)
+        await guard.seek(seeks, seek_one, lambda *_: None)
+        clock.now += SEEK_RETRY_MAX_S
+        guard.reset()
+        assert guard.due() == {}
+        assert offsets(guard.filter([rec(4), rec(5)], lambda tp: 4)[0]) == [4, 5]
 
 
 class TestSilentSeekLevel:
