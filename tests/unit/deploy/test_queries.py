@@ -1,0 +1,207 @@
+"""Every query of deploy/ (the alerts, the dashboard's panels) reads what a worker serves:
+metric names, the labels it matches, groups and prints, and the label values it matches
+on; and nothing Prometheus 3 (docker-compose's) reads otherwise than 2.x (promtool's here).
+The metrics contract test holds the registry to the contract and the operations guide;
+nothing held the alerts and panels to the registry, so a renamed metric or label would
+leave an alert silent (no series, no error) and a panel empty."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from enum import StrEnum
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from ruamel.yaml import YAML
+
+from moments.consumer_metrics import ConsumerMetrics
+from moments.enums import Channel, EventType, OutcomeStatus
+from moments.records import OUTCOME_EVENT_TYPE, RejectReason, SuppressReason
+from sinks.metrics import Dependency, DispatchMetrics, Metrics
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+
+TARGET_LABELS = {"job", "instance"}
+"""What Prometheus adds to every scraped series."""
+KUBE_STATE_METRICS = {"kube_pod_container_status_restarts_total": {"namespace", "pod", "container"}}
+"""The one metric of another exporter an alert reads (MomentsWorkerRestarting)."""
+
+
+@functools.cache
+def served() -> dict[str, set[str]]:
+    """Every series name a worker serves (a histogram's `_bucket`, `_sum`, `_count` too)
+    -> its labels."""
+    registry = CollectorRegistry()
+    DispatchMetrics.of(Metrics(registry))
+    ConsumerMetrics(registry)
+    names: dict[str, set[str]] = {}
+    for collector, series in registry._collector_to_names.items():
+        labels = set(collector._labelnames)  # type: ignore[attr-defined]
+        for name in series:
+            names[name] = labels | ({"le"} if name.endswith("_bucket") else set())
+    return names
+
+
+def values_of(enum: type[StrEnum]) -> set[str]:
+    return {member.value for member in enum}
+
+
+VALUES: dict[tuple[str, str], set[str]] = {
+    ("moments_events_rejected_total", "event_type"): values_of(EventType) | {OUTCOME_EVENT_TYPE},
+    ("moments_events_rejected_total", "reason"): values_of(RejectReason),
+    ("moments_tasks_suppressed_total", "reason"): values_of(SuppressReason),
+    ("moments_task_outcomes_total", "status"): values_of(OutcomeStatus),
+    ("moments_rules_reload_total", "result"): {"ok", "error"},
+    ("moments_dependency_up", "dependency"): values_of(Dependency),
+}
+"""The values a worker writes in a label that a query matches on a value (a matcher on
+another label fails the test: add its values here)."""
+
+
+def queries() -> list[tuple[str, str, str]]:
+    """(where, expression, what it prints: a legend or an alert's summary and
+    description) for every alert and every dashboard query."""
+    found = []
+    for group in YAML(typ="safe").load(ALERTS.read_text())["groups"]:
+        for rule in group["rules"]:
+            said = " ".join(rule["annotations"].values())
+            found.append((f"alert {rule['alert']}", rule["expr"], said))
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                where = f"{path.name}: {panel['title']}"
+                found.append((where, target["expr"], target.get("legendFormat", "")))
+    return found
+
+
+SELECTOR = re.compile(r"\b([a-z_][a-z0-9_]*)\s*\{([^}]*)\}")
+MATCHER = re.compile(r'([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+METRIC = re.compile(r"\b(moments_[a-z_]+|kube_[a-z_]+|up)\b(?!\s*\()")
+
+
+SCRAPE_INTERVAL_S = 15
+"""deploy/prometheus/prometheus.yml's and the ServiceMonitor's."""
+
+
+def seconds(duration: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", duration))
+
+
+def metrics_of(expr: str) -> dict[str, set[str]]:
+    known = served() | KUBE_STATE_METRICS | {"up": set()}
+    return {name: known.get(name, set()) for name in METRIC.findall(expr)}
+
+
+def problems(where: str, expr: str, said: str) -> list[str]:
+    """What in one query reads nothing a worker serves (an unknown metric, a label it has
+    not, a value it never writes, a group or a printed label no series has), or what
+    Prometheus 3 reads otherwise than 2.x (a short range, an `le` as 2.x kept it)."""
+    found: list[str] = []
+    labels = metrics_of(expr)
+    if not labels:
+        found.append("reads no metric the test knows")
+    known = set(served()) | set(KUBE_STATE_METRICS) | {"up"}
+    found += [f"no worker serves {name}" for name in labels if name not in known]
+    for name, matchers in SELECTOR.findall(expr):
+        for label, op, value in MATCHER.findall(matchers):
+            if label not in labels.get(name, set()) | TARGET_LABELS:
+                found.append(f"{name} has no label {label}")
+            elif op not in ("=", "!="):
+                found.append(f"a regular expression on {name}{{{label}}}")
+            elif label in ("le", "quantile"):
+                # Prometheus 3 stores them as floats (`le="1"` is `le="1.0"`), 2.x as written.
+                if not re.fullmatch(r"\+Inf|-?\d+\.\d+(e[+-]\d+)?", value):
+                    found.append(f"{name}{{{label}={value!r}}}: write it as 3.x stores it")
+            elif label in TARGET_LABELS or name in KUBE_STATE_METRICS:
+                continue  # the Prometheus and k8s tests hold job and namespace to deploy/
+            elif (name, label) not in VALUES:
+                found.append(f"{name}{{{label}}}: add the values it takes to VALUES")
+            elif value not in VALUES[(name, label)]:
+                found.append(f"{name}{{{label}}} is never {value!r}")
+    # Prometheus 3 selects a range left-open, (t - d, t], not [t - d, t] as 2.x: a window of
+    # two scrape intervals that held 3 samples holds 2, of one 1, and `rate()` needs two.
+    found += [
+        f"[{window}] holds fewer than 4 scrapes"
+        for window in re.findall(r"\[([0-9smhd]+)\]", expr)
+        if seconds(window) < 4 * SCRAPE_INTERVAL_S
+    ]
+    has = set().union(*labels.values()) | TARGET_LABELS
+    grouped = {label.strip() for group in GROUPING.findall(expr) for label in group.split(",")}
+    found += [f"grouped by {label}, which no series has" for label in grouped - has - {""}]
+    # Grafana's legend says `{{label}}`; an alert's template `{{ $labels.label }}`.
+    template = r"\$labels\.(\w+)" if where.startswith("alert ") else r"\{\{\s*(\w+)\s*\}\}"
+    kept = grouped if re.search(r"\b(?:sum|max|min|count|avg)\s*by\b", expr) else has
+    found += [
+        f"prints {{{{{label}}}}}, which its result has not"
+        for label in set(re.findall(template, said)) - kept
+    ]
+    return found
+
+
+@pytest.mark.parametrize(("where", "expr", "said"), queries(), ids=lambda v: v[:60])
+def test_every_query_reads_what_a_worker_serves(where: str, expr: str, said: str) -> None:
+    assert problems(where, expr, said) == [], where
+
+
+def test_the_check_finds_a_wrong_name_label_value_group_and_legend() -> None:
+    """What each check of `problems` is for, on queries that get one thing wrong each."""
+    wrong = {
+        "sum(rate(moments_tasks_publish_total[5m]))": "",
+        'sum(rate(moments_tasks_published_total{chanel="sms"}[5m]))': "",
+        'sum(rate(moments_task_outcomes_total{status="accept"}[5m]))': "",
+        'sum(rate(moments_task_outcomes_total{status=~"acc.*"}[5m]))': "",
+        'sum(rate(moments_tasks_published_total{moment_type="x"}[5m]))': "",
+        "sum by (chanel) (rate(moments_tasks_published_total[5m]))": "",
+        "sum by (channel) (rate(moments_tasks_published_total[5m]))": "{{moment_type}}",
+        "sum(rate(moments_tasks_published_total[30s]))": "",
+        'sum(rate(moments_processing_seconds_bucket{le="1"}[5m]))': "",
+    }
+    for expr, legend in wrong.items():
+        assert len(problems("panel", expr, legend)) == 1, expr
+    assert problems("alert A", "max by (instance) (moments_rules_refused)", "{{ $labels.pod }}")
+
+
+def test_the_restart_alert_reads_the_worker_containers_of_the_namespace() -> None:
+    """MomentsWorkerRestarting matches kube-state-metrics' series on the namespace and the
+    container's name in deploy/k8s: another name there and the alert never fires."""
+    docs = [
+        doc
+        for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
+        for doc in YAML(typ="safe").load_all(path.read_text())
+        if doc
+    ]
+    (namespace,) = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    (expr,) = [e for w, e, _ in queries() if w == "alert MomentsWorkerRestarting"]
+    (matchers,) = [m for n, m in SELECTOR.findall(expr) if n in KUBE_STATE_METRICS]
+    wanted = {label: value for label, op, value in MATCHER.findall(matchers) if op == "="}
+    assert wanted == {"namespace": namespace, "container": container["name"]}
+
+
+def test_the_unanswered_alert_names_the_consumer_of_every_channel() -> None:
+    """MomentsTasksExpireUnanswered's description names each channel's consumer with
+    `eq $labels.channel "..."` and the last one in its `else`: one more channel would be
+    called the app push service."""
+    rules = YAML(typ="safe").load(ALERTS.read_text())["groups"]
+    (rule,) = [r for g in rules for r in g["rules"] if r["alert"] == "MomentsTasksExpireUnanswered"]
+    named = set(re.findall(r'eq \$labels\.channel "(\w+)"', rule["annotations"]["description"]))
+    assert named < values_of(Channel)
+    assert values_of(Channel) - named == {Channel.APP_PUSH.value}
+    assert "app push" in rule["annotations"]["description"]
+
+
+def test_the_ranges_are_checked_against_the_scrape_interval() -> None:
+    """docker-compose runs Prometheus 3.5, promtool here (Debian) is 2.42: `problems` keeps
+    out of the queries what 3.x reads differently (ranges, `le`), against this interval."""
+    config = YAML(typ="safe").load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert seconds(config["global"]["scrape_interval"]) == SCRAPE_INTERVAL_S
+    monitor = YAML(typ="safe").load((DEPLOY / "k8s" / "servicemonitor.yaml").read_text())
+    assert seconds(monitor["spec"]["endpoints"][0]["interval"]) == SCRAPE_INTERVAL_S
