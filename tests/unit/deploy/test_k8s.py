@@ -223,3 +223,12 @@ def test_redis_credentials_stay_out_of_the_url_and_the_password_is_a_file(
     assert mounted["secretName"] == env["MOMENTS_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"]
     assert mounted["items"] == [{"key": "password", "path": password_file.name}]
     assert mounted["defaultMode"] == 0o440  # the worker's group (fsGroup) reads it, no one else
+
+
+def test_kubernetes_waits_for_a_stuck_worker_to_end_itself(settings: Settings) -> None:
+    """A worker whose event loop is stuck exits by itself MOMENTS_STOP_GRACE_SECONDS after
+    SIGTERM, its loop's stack in the log; Kubernetes' SIGKILL at
+    terminationGracePeriodSeconds must come after that, or the stack is never written (the
+    compose file's test holds `stop_grace_period` to the same)."""
+    pod = one("StatefulSet")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > settings.stop_grace_seconds
