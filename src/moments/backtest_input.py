@@ -300,6 +300,22 @@ def unzipped(raw: IO[bytes], path: Path) -> tuple[IO[bytes], WholeLines]:
     return cast(IO[bytes], io.BufferedReader(whole, buffer_size=1 << 16)), whole
 
 
+def not_an_events_file(path: Path) -> str | None:
+    """Why `path` cannot be read as an events file, or None: it is missing, a folder, or
+    no regular file (a pipe, as `<(zcat a.gz)` gives, or a device), each with what to pass.
+    All three read "no such file", which sent the user looking for a typo."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return f"{path}: a folder; pass the files in it ({path}/*.jsonl.gz, say)"
+    if path.exists():
+        return (
+            f"{path}: not a regular file (a pipe, as <(...) gives, or a device); write the "
+            "events to a file and pass that"
+        )
+    return f"{path}: no such file; pass an events file (.jsonl, .csv, .gz)"
+
+
 def not_gzip(path: Path) -> str:
     """What a file named .gz that is no gzip from its first byte is told."""
     return f"{path}: not gzip data: rename it without .gz if it is plain text"
@@ -310,8 +326,8 @@ class EventFile:
     drives the progress bar, for gzip too."""
 
     def __init__(self, path: Path, default_type: EventType | None = None) -> None:
-        if not path.is_file():
-            raise EventFileError(f"{path}: no such file; pass an events file (.jsonl, .csv, .gz)")
+        if (unreadable := not_an_events_file(path)) is not None:
+            raise EventFileError(unreadable)
         self.path = path
         self.default_type = default_type
         self.size = path.stat().st_size

@@ -53,7 +53,12 @@ def add_events_command(sub: Subparsers) -> None:
         CHECK_EXAMPLES,
         _cmd_check,
     )
-    check.add_argument("files", nargs="+", metavar="FILE", help="JSON lines; - reads stdin")
+    check.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="JSON lines (a named pipe too, as <(...) gives); - reads stdin",
+    )
     check.add_argument(
         "--type",
         choices=[t.value for t in EventType],
@@ -134,9 +139,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from moments.eventcheck import CheckTally, check_lines
 
     err = Console(stderr=True)
-    missing = [f for f in args.files if f != "-" and not Path(f).is_file()]
+    # A named pipe (`<(kcat ... | head)` gives /dev/fd/63) is read once, as a file is.
+    missing = [f for f in args.files if f != "-" and not Path(f).exists()]
     if missing:
         err.print(f"no such file: {', '.join(missing)}", markup=False)
+        return 2
+    if folders := [f for f in args.files if f != "-" and Path(f).is_dir()]:
+        for folder in folders:
+            err.print(
+                f"{folder}: a folder; pass the files in it ({folder}/*.jsonl.gz, say)", markup=False
+            )
         return 2
     if tables := [f for f in args.files if f.removesuffix(".gz").endswith(".csv")]:
         err.print(

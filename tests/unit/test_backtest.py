@@ -579,6 +579,27 @@ class TestCommand:
         assert code == 1
         assert "no such file" in capsys.readouterr().err
 
+    def test_a_pipe_or_a_folder_is_named_for_what_it_is(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`--events <(zcat a.gz)` (a pipe) and `--events exports/` (a folder) were refused
+        as "no such file", though both are there; each is named, with what to pass."""
+        import os
+
+        pipe = tmp_path / "pipe.jsonl"
+        os.mkfifo(pipe)
+        code = main(["backtest", "--events", str(pipe), "--out", str(tmp_path / "out")])
+        assert code == 1
+        err = capsys.readouterr().err.replace("\n", "")
+        assert f"{pipe}: not a regular file (a pipe, as <(...) gives, or a device)" in err
+        assert "no such file" not in err
+        folder = tmp_path / "exports"
+        folder.mkdir()
+        code = main(["backtest", "--events", str(folder), "--out", str(tmp_path / "out")])
+        assert code == 1
+        err = capsys.readouterr().err.replace("\n", "")
+        assert f"{folder}: a folder; pass the files in it" in err
+
 
 def test_the_documented_example_policy_loads() -> None:
     """docs/backtest-policy.yaml is what the README's example runs with."""

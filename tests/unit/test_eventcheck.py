@@ -185,6 +185,40 @@ class TestCommand:
         assert out == ""
         assert f"no such file: {tmp_path / 'nope.jsonl'}" in err.replace("\n", "")
 
+    def test_a_named_pipe_is_read_as_a_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`moments events check <(kcat ... | head)` names a pipe (/dev/fd/63); it was
+        refused as "no such file" though it is there, and is read once, as a file is."""
+        import os
+        import threading
+
+        pipe = tmp_path / "events.jsonl"
+        os.mkfifo(pipe)
+
+        def write() -> None:
+            with pipe.open("wb") as file:
+                file.write(line() + b"\n" + line(event_id="e2") + b"\n")
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            assert main(["events", "check", str(pipe)]) == 0
+        finally:
+            if writer.is_alive():  # the check never opened it: let the writer finish
+                pipe.open("rb").close()
+            writer.join()
+        assert "2 line(s) checked, 0 refused" in capsys.readouterr().err
+
+    def test_a_folder_is_named_as_one(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A folder was "no such file", which sent the user looking for a typo."""
+        assert main(["events", "check", str(tmp_path)]) == 2
+        err = " ".join(capsys.readouterr().err.split())  # rich wraps it at the terminal width
+        assert f"{tmp_path}: a folder; pass the files in it" in err
+        assert "no such file" not in err
+
     def test_a_csv_export_is_pointed_to_the_commands_that_read_it(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
