@@ -28,7 +28,7 @@ SEED_EXAMPLES = """
     MOMENTS_LIVE_FROM=2027-01-15 moments worker    # then start the workers
 """
 DECODE_EXAMPLES = """
-    kcat -C -t moments-subscribers-changelog -p 3 -o -1 -c 1 -D '' > record.bin
+    kcat -C -b kafka-1:9092 -t moments-subscribers-changelog -p 3 -o -1 -c 1 -D '' > record.bin
     moments state decode record.bin
     moments state decode - < record.bin
 """

@@ -69,6 +69,16 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+ACK_EXAMPLES = """
+    moments tasks ack 3f2a9c0e8b7d4c61a5e2f90b1d3c7a48 --status done_no_change
+    moments tasks ack 3f2a9c0e8b7d4c61a5e2f90b1d3c7a48 --status declined --note "not interested"
+    moments tasks ack 3f2a9c0e8b7d4c61a5e2f90b1d3c7a48 --status unreachable \\
+        --subscriber 13800138001
+"""
+"""A task id is the task's `task_id` whole (32 hex characters): an example cut short
+(`3f2a9c...`) was refused as written."""
+
+
 def _add_tasks_ack(sub: Subparsers) -> None:
     from moments.enums import OutcomeStatus
 
@@ -77,11 +87,7 @@ def _add_tasks_ack(sub: Subparsers) -> None:
         "ack",
         "Write an outcome for a task to moments.task-outcomes, as a dispatch consumer does "
         "after acting on it. The subscriber is looked up in Redis unless given.",
-        """
-                  moments tasks ack 3f2a9c... --status done_no_change
-                  moments tasks ack 3f2a9c... --status declined --note "not interested"
-                  moments tasks ack 3f2a9c... --status unreachable --subscriber 13800138001
-                """,
+        ACK_EXAMPLES,
         _cmd_tasks_ack,
     )
     p.add_argument("task_id", metavar="TASK_ID", type=_task_id, help="the task's task_id")

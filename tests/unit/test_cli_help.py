@@ -112,3 +112,46 @@ def test_deployment_examples_name_a_compose_service_and_the_namespace() -> None:
             checked += 1
             assert f"-n {namespace}" in line, (where, line)
     assert checked > 5
+
+
+def _example_commands() -> Iterator[tuple[tuple[str, ...], str]]:
+    """(command, example) for each `moments ...` example of each command's help, its
+    continuation lines joined, from `moments` to a comment, pipe or redirection."""
+    top = build_parser()
+    (groups,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
+    command = re.compile(rf"(?<![\w-])moments (?=(?:{'|'.join(groups.choices)})\b)")
+    for path, parser in commands(top):
+        text = re.sub(r"\\\n\s*", " ", parser.epilog or "")
+        for line in text.splitlines():
+            if (at := command.search(line)) is None:
+                continue
+            yield path, re.split(r"\s+#|\s[|<>]\s|\s>", line[at.start() :])[0]
+
+
+def test_every_example_in_a_help_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    """`moments tasks ack --help` showed `moments tasks ack 3f2a9c... --status ...`, which
+    the command refuses ("not a task id"): an example is copied as it is, so each parses."""
+    import shlex
+
+    parser = build_parser()
+    seen, refused = 0, []
+    for path, example in _example_commands():
+        seen += 1
+        try:
+            parser.parse_args(shlex.split(example)[1:])
+        except SystemExit as exited:
+            if exited.code:
+                refused.append((path, example, capsys.readouterr().err.splitlines()[-1]))
+    assert refused == []
+    assert seen > 60  # the test reads the examples
+
+
+def test_every_kcat_example_names_its_broker() -> None:
+    """kcat has no default broker ("-b <brokers> is required" without a config file):
+    `moments state decode --help` left `-b` out, the other examples give it."""
+    texts = [parser.epilog or "" for _, parser in commands(build_parser())]
+    texts += [p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]]
+    found = [m.group(0) for t in texts for m in re.finditer(r"\bkcat -[^`\n|]*", t)]
+    assert len(found) >= 4
+    for command in found:
+        assert " -b " in command, command
