@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from moments.models import Deferral, InputEvent, Moment, QuietHours, RiskScore, ServiceTask
 from moments.state import SubscriberState
 from rules.base import Fired
+from rules.durations import elapsed_after
 from rules.rule import CompiledRule
 from rules.templates import fill, placeholders
 
@@ -74,7 +75,7 @@ def build_task(
         triggered_at=triggered,
         created_at=now,
         deliver_after=max(now, triggered) if deliver_after is None else deliver_after,
-        expires_at=triggered + spec.ttl if expires_at is None else expires_at,
+        expires_at=elapsed_after(triggered, spec.ttl) if expires_at is None else expires_at,
         evidence=evidence,
         **extra,
     )

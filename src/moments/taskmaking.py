@@ -22,6 +22,7 @@ from moments.state import SHADOW_MARK, SubscriberState, mark_id
 from moments.taskbuilder import build_task, task_id
 from moments.tracking import open_complaints, subscriber_view
 from rules.base import EvalContext, Fired
+from rules.durations import elapsed_after
 from rules.gating import GateInput, gate, quiet_hours_carried
 from rules.rule import CompiledRule
 from rules.windows import local_date, window_index
@@ -94,7 +95,9 @@ def emit(
         else dt.datetime.fromtimestamp(at, detector.zone_of(state))
     )
     now = ctx.now if ctx.now is not None else triggered
-    expires = triggered + spec.ttl
+    # In elapsed time: a sweep's moment is on the subscriber's clock, whose DST change
+    # moved a 48h expiry by an hour (an event's time has a fixed offset).
+    expires = elapsed_after(triggered, spec.ttl)
     if latest is not None and latest < expires:
         expires = latest
     if expires <= now:

@@ -31,6 +31,14 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+def elapsed_after(start: dt.datetime, duration: dt.timedelta) -> dt.datetime:
+    """`start` plus `duration` of elapsed time, shown on `start`'s clock. A duration here
+    is seconds (a `d` is 86,400 of them): an aware datetime plus a timedelta adds on its
+    zone's wall clock, so across a change of the clocks (DST) a `48h` from a time in
+    Europe/London came out 47 or 49 hours on."""
+    return (start.astimezone(dt.UTC) + duration).astimezone(start.tzinfo)
+
+
 def _what_to_write(text: str) -> str:
     """`write 7d` for `7 days`, `write 90d (...)` for `3 months`; else the form."""
     worded = _WORDED.match(text)
