@@ -111,17 +111,23 @@ class CapacityFitting:
             for m in [m for m in send if m.channel == channel]:
                 send.remove(m)
                 overflow = self.policy.overflow_for(m.moment.rule_id)
-                if m is own[m.task_id]:  # its own channel refused (once a moment)
-                    self.dm.overflow.labels(m.moment.type, overflow.policy.value).inc()
                 other = overflow.channel if overflow.policy is OverflowPolicy.FALLBACK else None
                 if other is not None and other not in refused and other.value not in opted_out:
                     send.append(m.model_copy(update={"channel": other}))
+                    applied = OverflowPolicy.FALLBACK
                 elif overflow.policy is not OverflowPolicy.DROP and later <= self.policy.last_send(
                     m
                 ):
                     fit.wait.append(own[m.task_id])
+                    applied = OverflowPolicy.DEFER
                 else:
                     fit.dropped.append(own[m.task_id])
+                    applied = OverflowPolicy.DROP
+                if m is own[m.task_id]:  # its own channel refused (once a moment)
+                    # What became of it, not its rule's policy: a fallback the customer
+                    # opted out of (or refused already) waits or is dropped, and a wait
+                    # past its expiry is a drop.
+                    self.dm.overflow.labels(m.moment.type, applied.value).inc()
             if not send:
                 return fit
             task = merge_tasks(part_id(r.carrier_id, send), send)
