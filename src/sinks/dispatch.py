@@ -218,7 +218,11 @@ class TaskSink:
         unique = list({t.task_id: t for t in batch}.values())
         payloads = [(t.task_id, self._payloads.of(t)) for t in unique]
         try:
-            owned = await self._redis(lambda: self.ledger.claim(payloads), "claiming task ids")
+            # A moment judged again whose first task expired unsent (a contract's end, its
+            # line suspended past the task's expiry) is offered again at its next judgement.
+            owned = await self._redis(
+                lambda: self.ledger.claim(payloads, rejudged), "claiming task ids"
+            )
             candidates: list[Candidate] = []
             known: list[str] = []
             for task, mine in zip(unique, owned, strict=True):

@@ -18,7 +18,7 @@ sent, so that one is sent only for a task dropped, and at least once.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +42,23 @@ _STATES = {
 }
 
 # SET NX and the pending index in one step: a crash cannot leave a claim nobody re-drives.
-# K: task; A: payload, id; S: ttl, now; SK: pending (sinks.luabatch)
+# A moment judged again ('1' in A[3]) also takes over a dropped entry whose task expired
+# (its TTL within the day a dropped entry outlives it, S[3]; -1: none): it was never sent.
+# K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry; SK:
+# pending (sinks.luabatch)
 _CLAIM = """
 if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
   redis.call('ZADD', SK[1], S[2], A[2])
   return 1
+end
+if A[3] ~= '' then
+  local v = redis.call('GET', K[1])
+  local left = redis.call('TTL', K[1])
+  if v and string.sub(v, 1, 1) == 'X' and left >= 0 and left <= tonumber(S[3]) then
+    redis.call('SET', K[1], 'P' .. A[1], 'EX', S[1])
+    redis.call('ZADD', SK[1], S[2], A[2])
+    return 1
+  end
 end
 return 0
 """
@@ -208,7 +220,17 @@ DROPPED_KEPT_S = 86400
 """How long a dropped task's entry outlives the task's `expires_at`. It guards against the
 task being made again (events read again after a crash) until then; after it, a task
 made again is expired and dropped once more. Kept the ledger's whole TTL (400 days) it
-cost Redis ~150 bytes for each of the many tasks the caps and capacity drop."""
+cost Redis ~150 bytes for each of the many tasks the caps and capacity drop. A moment
+judged again on a later day (a contract's end over its lead, a silence) makes its task
+with a later expiry: it takes over the entry once the dropped task expired
+(`TaskLedger.claim`'s `again`), as it would a day later once the entry is gone."""
+
+
+def takeover_window(ttl_seconds: int) -> int:
+    """The TTL left at or under which a dropped entry's task has expired (`DROPPED_KEPT_S`),
+    for a ledger keeping entries `ttl_seconds`; -1 (never) when that is not longer: a
+    dropped entry then keeps only the ledger's TTL, which says nothing of its expiry."""
+    return DROPPED_KEPT_S if ttl_seconds > DROPPED_KEPT_S else -1
 
 
 Settle = tuple[str, bytes, bytes, int, int | None, tuple[str, float] | None]
@@ -272,7 +294,7 @@ class TaskLedger:
         """Cooldown returns owed: task id -> when (moments.cooldowns, `owe_returns`)."""
         self.return_records_key = f"{prefix}returns:records"
         """Task id -> the record of its cooldown return while it is owed."""
-        self._claim = BatchScript(redis, _CLAIM, keys=1, args=2)
+        self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=5, args=6)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
@@ -305,12 +327,17 @@ class TaskLedger:
         """A sent task's payload, kept until it expires (for outcome retries)."""
         return f"{self.prefix}body:{task_id}"
 
-    async def claim(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
-        """Mark each (task id, payload) pending; True where this caller now owns it."""
+    async def claim(
+        self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
+    ) -> list[bool]:
+        """Mark each (task id, payload) pending; True where this caller now owns it.
+        `again`: ids of tasks made by a moment judged again, which also take over a dropped
+        entry whose task expired (it was never sent: see `DROPPED_KEPT_S`)."""
         if not items:
             return []
-        calls = [((self.key(i),), (payload, i)) for i, payload in items]
-        results = await self._claim.run(calls, (self.ttl, time.time()), (self.pending_key,))
+        calls = [((self.key(i),), (payload, i, "1" if i in again else "")) for i, payload in items]
+        shared = (self.ttl, time.time(), takeover_window(self.ttl))
+        results = await self._claim.run(calls, shared, (self.pending_key,))
         return [bool(ok) for ok in results]
 
     async def confirm(

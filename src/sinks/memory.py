@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from moments.models import InputEvent
@@ -26,6 +26,7 @@ from sinks.ledger import (
     Unanswered,
     sent_meta_of,
     state_of,
+    takeover_window,
 )
 from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of, line_active
 from sinks.stores import (
@@ -80,11 +81,19 @@ class MemoryLedger:
         if entry is not None:
             entry.value = value
 
-    async def claim(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+    async def claim(
+        self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
+    ) -> list[bool]:
         now = self.clock()
+        window = takeover_window(self.ttl)
         owned: list[bool] = []
         for task_id, payload in items:
-            if self._live(self.entries, task_id) is not None:
+            entry = self._live(self.entries, task_id)
+            if entry is not None and not (
+                task_id in again
+                and entry.value.startswith(DROPPED)
+                and entry.expires_at - now <= window
+            ):
                 owned.append(False)
                 continue
             self.entries[task_id] = _Entry(PENDING + payload, now + self.ttl)

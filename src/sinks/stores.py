@@ -10,7 +10,7 @@ tests/integration/dispatch run against both.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -129,7 +129,13 @@ class Ledger(Protocol):
 
     ttl: int
 
-    async def claim(self, items: Sequence[tuple[str, bytes]]) -> list[bool]: ...
+    async def claim(
+        self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
+    ) -> list[bool]:
+        """Mark each (task id, payload) pending; True where this caller owns it. `again`:
+        ids made by a moment judged again, which also take over a dropped entry whose
+        task expired (sinks.ledger, `DROPPED_KEPT_S`)."""
+        ...
 
     async def confirm(
         self,

@@ -49,6 +49,52 @@ class TestClaim:
         assert await ledger.claim([("a", b"{}")]) == [False]
 
 
+class TestClaimAgain:
+    """A moment judged again (a contract's end each day of its lead) takes over its task's
+    dropped entry once that task expired: it was never sent, and its entry outlives it a
+    day (`DROPPED_KEPT_S`) only against the same task made again. Redis and memory alike."""
+
+    @pytest.fixture
+    async def both(self, redis_url: str) -> AsyncIterator[list[TaskLedger | MemoryLedger]]:
+        client = Redis.from_url(redis_url)
+        ttl = 400 * 86400
+        yield [TaskLedger(client, f"test:{uuid4().hex[:8]}:", ttl), MemoryLedger(time.time, ttl)]
+        await client.aclose()
+
+    async def test_only_a_dropped_expired_task_judged_again(
+        self, both: list[TaskLedger | MemoryLedger]
+    ) -> None:
+        for ledger in both:
+            ids = ["expired", "live", "sent", "not-again"]
+            assert await ledger.claim([(i, b"{}") for i in ids]) == [True] * 4
+            now = time.time()
+            await ledger.drop_many(
+                [("expired", "suspended"), ("live", "declined"), ("not-again", "expired")],
+                {"expired": now - 60, "live": now + 3600, "not-again": now - 60},
+            )
+            await ledger.confirm(["sent"])
+            again = ["expired", "live", "sent"]
+            claimed = await ledger.claim([(i, b"{}") for i in ids], again)
+            assert claimed == [True, False, False, False], type(ledger).__name__
+            assert await ledger.state("expired") == "pending"
+            assert [i for i, _ in await ledger.claim_stale(older_than=-1)] == ["expired"]
+
+    async def test_never_by_a_ledger_keeping_entries_a_day_or_less(self, redis_url: str) -> None:
+        """Its dropped entries keep the ledger's TTL, which says nothing of their expiry."""
+        client = Redis.from_url(redis_url)
+        ledgers = [
+            TaskLedger(client, f"test:{uuid4().hex[:8]}:", 3600),
+            MemoryLedger(time.time, 3600),
+        ]
+        try:
+            for ledger in ledgers:
+                await ledger.claim([("a", b"{}")])
+                await ledger.drop_many([("a", "expired")], {"a": time.time() - 60})
+                assert await ledger.claim([("a", b"{}")], ["a"]) == [False]
+        finally:
+            await client.aclose()
+
+
 class TestClaimStale:
     """A pending entry left by a crash is handed to exactly one re-driver, payload included."""
 
