@@ -45,7 +45,7 @@ from sinks.cooldowns import CooldownReturns
 from sinks.expiry import UnansweredExpiry
 from sinks.hours import published
 from sinks.judging import Judging, judging_by
-from sinks.ledger import state_of
+from sinks.ledger import TAKEN_OVER, state_of
 from sinks.legacy import TaskTtl, no_ttl
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.owedreturns import OwedReturns
@@ -218,10 +218,18 @@ class TaskSink:
         unique = list({t.task_id: t for t in batch}.values())
         payloads = [(t.task_id, self._payloads.of(t)) for t in unique]
         try:
-            # A moment judged again whose first task expired unsent (a contract's end, its
-            # line suspended past the task's expiry) is offered again at its next judgement.
+            # A moment judged again whose task expired unsent (a contract's end, its line
+            # suspended past the task's expiry) is offered again at a later judgement; not
+            # one that would wait for the line again (the profile update reactivating it
+            # judges the moment again): that task expired unsent again, counted again.
+            takers = [
+                t.task_id
+                for t in unique
+                if t.task_id in rejudged
+                and (t.deferred is None or t.deferred.reason != SuppressReason.SUSPENDED)
+            ]
             owned = await self._redis(
-                lambda: self.ledger.claim(payloads, rejudged), "claiming task ids"
+                lambda: self.ledger.claim(payloads, takers), "claiming task ids"
             )
             candidates: list[Candidate] = []
             known: list[str] = []
@@ -232,7 +240,7 @@ class TaskSink:
                     candidates.append(
                         Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
                     )
-                    if again and task.deferred is not None:
+                    if again and task.deferred is not None and mine != TAKEN_OVER:
                         self.metrics.deferred.labels(task.deferred.reason).inc()
                 else:
                     if not again:  # a moment judged again is one moment, counted once

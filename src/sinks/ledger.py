@@ -57,7 +57,7 @@ if A[3] ~= '' then
   if v and string.sub(v, 1, 1) == 'X' and left >= 0 and left <= tonumber(S[3]) then
     redis.call('SET', K[1], 'P' .. A[1], 'EX', S[1])
     redis.call('ZADD', SK[1], S[2], A[2])
-    return 1
+    return 2
   end
 end
 return 0
@@ -226,6 +226,13 @@ with a later expiry: it takes over the entry once the dropped task expired
 (`TaskLedger.claim`'s `again`), as it would a day later once the entry is gone."""
 
 
+CLAIMED = 1
+"""`TaskLedger.claim`: the id was new to the ledger (or its entry gone)."""
+TAKEN_OVER = 2
+"""`TaskLedger.claim`: a dropped entry whose task expired, taken over by the task of a
+moment judged again (counted at its first task: not again)."""
+
+
 def takeover_window(ttl_seconds: int) -> int:
     """The TTL left at or under which a dropped entry's task has expired (`DROPPED_KEPT_S`),
     for a ledger keeping entries `ttl_seconds`; -1 (never) when that is not longer: a
@@ -329,16 +336,17 @@ class TaskLedger:
 
     async def claim(
         self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
-    ) -> list[bool]:
-        """Mark each (task id, payload) pending; True where this caller now owns it.
-        `again`: ids of tasks made by a moment judged again, which also take over a dropped
-        entry whose task expired (it was never sent: see `DROPPED_KEPT_S`)."""
+    ) -> list[int]:
+        """Mark each (task id, payload) pending: `CLAIMED` (or `TAKEN_OVER`) where this
+        caller now owns it, else 0. `again`: ids of tasks made by a moment judged again,
+        which also take over a dropped entry whose task expired (it was never sent: see
+        `DROPPED_KEPT_S`)."""
         if not items:
             return []
         calls = [((self.key(i),), (payload, i, "1" if i in again else "")) for i, payload in items]
         shared = (self.ttl, time.time(), takeover_window(self.ttl))
         results = await self._claim.run(calls, shared, (self.pending_key,))
-        return [bool(ok) for ok in results]
+        return [int(ok or 0) for ok in results]
 
     async def confirm(
         self,

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from moments.models import InputEvent
 from sinks.capacity import merged_rank
 from sinks.ledger import (
+    CLAIMED,
     DEFERRED,
     DROPPED,
     DROPPED_KEPT_S,
     MERGED,
     PENDING,
     SENT,
+    TAKEN_OVER,
     Unanswered,
     sent_meta_of,
     state_of,
@@ -83,10 +85,10 @@ class MemoryLedger:
 
     async def claim(
         self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
-    ) -> list[bool]:
+    ) -> list[int]:
         now = self.clock()
         window = takeover_window(self.ttl)
-        owned: list[bool] = []
+        owned: list[int] = []
         for task_id, payload in items:
             entry = self._live(self.entries, task_id)
             if entry is not None and not (
@@ -94,11 +96,11 @@ class MemoryLedger:
                 and entry.value.startswith(DROPPED)
                 and entry.expires_at - now <= window
             ):
-                owned.append(False)
+                owned.append(0)
                 continue
             self.entries[task_id] = _Entry(PENDING + payload, now + self.ttl)
             self.pending[task_id] = now
-            owned.append(True)
+            owned.append(CLAIMED if entry is None else TAKEN_OVER)
         return owned
 
     def _settle(self, task_id: str, value: bytes) -> bool:

@@ -131,10 +131,11 @@ class Ledger(Protocol):
 
     async def claim(
         self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
-    ) -> list[bool]:
-        """Mark each (task id, payload) pending; True where this caller owns it. `again`:
-        ids made by a moment judged again, which also take over a dropped entry whose
-        task expired (sinks.ledger, `DROPPED_KEPT_S`)."""
+    ) -> list[int]:
+        """Mark each (task id, payload) pending: non-zero where this caller owns it
+        (sinks.ledger's `CLAIMED`, or `TAKEN_OVER`). `again`: ids made by a moment judged
+        again, which also take over a dropped entry whose task expired (sinks.ledger,
+        `DROPPED_KEPT_S`)."""
         ...
 
     async def confirm(

@@ -124,12 +124,12 @@ def test_a_write_refused_while_redis_may_not_write_is_made_again_once_it_may(
                 admin.config_set("min-replicas-to-write", 1)
                 fix = {"min-replicas-to-write": "0"}
 
-            async def claim() -> tuple[list[bool], list[str]]:
+            async def claim() -> tuple[list[int], list[str]]:
                 client = aioredis.Redis.from_url(server.url)
                 ledger = TaskLedger(client, "t:", 3600)
                 seen: list[str] = []
 
-                async def once() -> list[bool]:
+                async def once() -> list[int]:
                     try:
                         return await ledger.claim([("task-1", b"{}")])
                     except Exception as exc:

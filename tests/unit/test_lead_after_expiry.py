@@ -54,3 +54,43 @@ class TestALeadWhoseTaskExpiredUnsent:
         events = [profile("2026-11-01", "08:00", contract_end="2026-11-20", status="suspended")]
         out = backtest_of(RULES, events, at("2026-11-21", "00:00"))
         assert published_at(out) == []
+
+
+class TestCountedOnce:
+    """The offer made again is the same moment: its first task's deferral and drop are
+    counted, nothing of its later ones (the stream counts a re-judgement's deferral
+    only when its task is new to the ledger)."""
+
+    def counts(self, out: BacktestResult, name: str) -> dict[tuple[str, ...], int]:
+        return {
+            tuple(v for _, v in sorted(labels.items())): int(n) for labels, n in out.counter(name)
+        }
+
+    def test_taken_over_in_quiet_hours(self) -> None:
+        """Reactivated at 22:00, in the night's quiet hours: the offer taken over waits
+        for 08:00 and goes then; one deferral (the line's), one drop."""
+        events = [
+            profile("2026-11-01", "08:00", contract_end="2026-11-03", status="suspended"),
+            profile("2026-11-02", "22:00", status="active"),
+        ]
+        gated = RULES.replace(
+            NO_GATES, 'gating: {quiet_hours: ["21:00-08:00"], frequency_cap: null}\n'
+        )
+        out = backtest_of(gated, events, at("2026-11-05", "00:00"))
+        assert published_at(out) == ["2026-11-03T08:00:00+08:00"]
+        assert self.counts(out, "moments_tasks_deferred") == {("suspended",): 1}
+        assert self.counts(out, "moments_tasks_suppressed") == {
+            ("contract_expiry_near", "suspended"): 1
+        }
+
+    def test_not_taken_over_while_the_line_is_still_suspended(self) -> None:
+        """A judgement while the line stays suspended would wait for it again, and expire
+        again: the dropped entry stands 11-03's down, not counted again."""
+        events = [
+            profile("2026-11-01", "08:00", contract_end="2026-11-03", status="suspended"),
+        ]
+        out = backtest_of(RULES, events, at("2026-11-05", "00:00"))
+        assert self.counts(out, "moments_tasks_deferred") == {("suspended",): 1}
+        assert self.counts(out, "moments_tasks_suppressed") == {
+            ("contract_expiry_near", "suspended"): 1
+        }
