@@ -30,6 +30,7 @@ from rules.conditions import (
     Scope,
     compile_condition,
     event_fields,
+    history_series,
     number_fields,
     numeric_params,
     optional_fields,
@@ -129,6 +130,19 @@ class RuleSet:
             return self
         rules = [replace(r, shadow=False, _cache={}) if r.shadow else r for r in self.rules]
         return RuleSet.of(rules, self.sources, self.series, self.gating, self.special)
+
+    @cached_property
+    def history_series(self) -> tuple[Series, ...]:
+        """The series some rule reads with a test that waits for the subscriber's history
+        (rules.conditions' `history_series`): each is begun (`Series.begin`) at every
+        subscriber's first event read with it declared, so that one with no event in it
+        is judged once known long enough."""
+        names: set[str] = set()
+        for rule in self.rules:
+            condition = getattr(rule.spec, "condition", None)
+            if condition is not None:
+                names |= history_series(condition)
+        return tuple(self.series[n] for n in sorted(names) if n in self.series)
 
     @cached_property
     def tags_by_moment_type(self) -> Mapping[str, tuple[str, ...]]:

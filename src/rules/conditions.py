@@ -535,11 +535,12 @@ def _with_history(series: Series, node: s.SeriesCond, check: Condition, negated:
     of the true value, so `gt`/`gte` may be judged (the windows missed could only add),
     but any other test (`lt`, `lte`, `eq`, ...), or any test under an odd number of
     `not:`, is not judged until the history covers the windows: false (true under `not:`,
-    so that the `not:` is false), as a baseline waits for its windows."""
-    if node.agg not in _GROWS:
-        return check
-    floor_holds = not negated and all(op in ("gt", "gte") for op in node.given())
-    if floor_holds:
+    so that the `not:` is false), as a baseline waits for its windows. The history in
+    such a series begins at the subscriber's first event of any kind (`history_series`),
+    so one with no event in the series is judged too, once known that long: none is
+    fewer than 3; a record with no window of it (from before the series was declared,
+    and no event since) is not judged."""
+    if not waits_for_history(node, negated):
         return check
     last = node.last
 
@@ -551,6 +552,30 @@ def _with_history(series: Series, node: s.SeriesCond, check: Condition, negated:
         return held
 
     return judged
+
+
+def waits_for_history(node: s.SeriesCond, negated: bool) -> bool:
+    """Whether a series test is judged only once the subscriber's history in the series
+    covers its windows (`_with_history`): a `sum`, `count` or `max` with a test that is no
+    "at least" (`gt`, `gte`), or any test under an odd number of `not:` (`negated`)."""
+    if node.agg not in _GROWS:
+        return False
+    return negated or any(op not in ("gt", "gte") for op in node.given())
+
+
+def history_series(node: Any, negated: bool = False) -> set[str]:
+    """The series a condition reads with a test that waits for the history
+    (`waits_for_history`). A subscriber's history in such a series begins at their first
+    event read with it declared, whatever its type (`Series.begin`): "fewer than 3
+    top-ups in 30 days" is judged, and holds, for one who has had none."""
+    if isinstance(node, s.NotCond):
+        return history_series(node.not_, not negated)
+    if isinstance(node, s.AllCond | s.AnyCond):
+        children = node.all if isinstance(node, s.AllCond) else node.any
+        return set().union(*(history_series(c, negated) for c in children))
+    if isinstance(node, s.SeriesCond) and waits_for_history(node, negated):
+        return {node.series}
+    return set()
 
 
 def _judged_only(label: str, check: Condition, negated: bool) -> Condition:

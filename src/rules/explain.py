@@ -9,7 +9,7 @@ from typing import Any
 from moments.models import Channel
 from rules import spec as s
 from rules.catalog import RuleSet
-from rules.conditions import numeric_params, produced_names
+from rules.conditions import numeric_params, produced_names, waits_for_history
 from rules.gating import describe
 from rules.operators import NUMERIC_OPS, number
 from rules.rule import CompiledRule
@@ -192,9 +192,7 @@ def _cond(node: Any, spec: s.RuleSpec, negated: bool = False) -> str:
     if isinstance(node, s.SeriesCond):
         span = "this window" if node.last == 1 else f"this window and the {node.last - 1} before"
         waits = ""
-        if node.agg in ("sum", "count", "max") and (
-            negated or any(op not in ("gt", "gte") for op in node.given())
-        ):
+        if waits_for_history(node, negated):
             waits = (
                 " (judged once the subscriber's history covers those windows, not the "
                 "partial one it began in)"

@@ -5,9 +5,13 @@ one before, ...]`: `newest` and `first` are window indexes (see rules.windows);
 each window has (sum, count, max) for a series over a numeric field, or (count,)
 for a counting series. Trailing empty windows are not stored. Knowing `first`
 (the first window with data) keeps a new subscriber's empty past from passing
-for a baseline of zero. Once windows with data are dropped (older than `keep`), `first`
-is the window just before the oldest kept: what came before it is no history, as for a
-new subscriber, whatever `keep` later reads the ring.
+for a baseline of zero. A series a test reads as "fewer than" (rules.conditions'
+`history_series`) is begun, with no window, at the subscriber's first event of any kind
+(`begin`): `first` is then where their history in it began, data or not, and a
+subscriber with no event in it is known to have had none since. Once windows with data
+are dropped (older than `keep`), `first` is the window just before the oldest kept: what
+came before it is no history, as for a new subscriber, whatever `keep` later reads the
+ring.
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ class Series:
             return 1.0
         value = getattr(event, self.field, None)
         return None if value is None else float(value)
+
+    def begin(self, index: int) -> Ring:
+        """A ring with no window yet whose history begins at window `index` (the window of
+        the subscriber's event that begins it, a partial one): every event of theirs is
+        read from then on, so a window with none had none."""
+        return [index, index]
 
     def fold(self, ring: Ring | None, index: int, amount: float) -> Ring | None:
         """Add `amount` to window `index`; returns the ring (updated in place when it can be),
@@ -137,6 +147,7 @@ class Series:
         return round(total / count, 4) if count else 0.0
 
     def history_from(self, ring: Ring | None) -> int | None:
-        """The first window with data, or the one just before the oldest kept once windows
-        with data were dropped (a partial window either way); None when no data ever came."""
+        """The first window with data (or the one a ring was begun at, `begin`), or the
+        one just before the oldest kept once windows with data were dropped (a partial
+        window either way); None when no ring was begun and no data ever came."""
         return int(ring[1]) if ring else None

@@ -20,7 +20,7 @@ from rules.series import Ring, Series
 from rules.spec import BaselineCond
 from rules.windows import local_date, window_end, window_index
 
-from .helpers import at, ev, rules_from, run, usage
+from .helpers import NO_ACTIVITY, at, ev, rules_from, run, usage
 
 
 def series(keep: int = 4, field: str | None = "charge") -> Series:
@@ -455,3 +455,60 @@ class TestNotJudgedUnderNot:
         assert self.fired(below, at("2026-12-15")) == []
         # The same test, not negated: a share below its total is false as before.
         assert self.fired(below.replace("{not: ", "")[:-1], at("2026-12-15")) == []
+
+
+class TestNoEventInTheSeries:
+    """ "Fewer than 3 top-ups in the last 30 days" was never judged for a subscriber who
+    had had none: with no window of the series stored, the test waited for a history in
+    the series that only a top-up began. The subscriber's history in a series begins at
+    their first event of any kind read with the series declared (their record sees every
+    event of theirs from then on): once it covers the windows read, none is none."""
+
+    RULES = (
+        "gating: {quiet_hours: [], frequency_cap: null}\n"
+        "series:\n  topups_day: {on: [topup], period: day}\n"
+        "rules:\n  - id: few_topups\n    description: few\n    on: [topup]\n"
+        "    evaluate: daily\n    condition: %s\n"
+        "    task: {family: anomaly, type: few_topups, channel: sms, priority: 3,\n"
+        "           action: a, ttl: 1d, cooldown: 30d, description: '{topups_day} top-ups'}\n"
+    )
+    FEWER = "{series: topups_day, agg: count, last: 30, lt: 3}"
+
+    @staticmethod
+    def calls(days: list[str]) -> list[tuple[EventType, dict[str, Any]]]:
+        return [ev(EventType.USAGE, at(d), kind="voice", quantity=60) for d in days]
+
+    def fired(
+        self, condition: str, events: list[tuple[EventType, dict[str, Any]]], until: str
+    ) -> list[str]:
+        result = run(rules_from(self.RULES % condition), events, until=until)
+        return [t.triggered_at.date().isoformat() for t in result.tasks]
+
+    def test_a_subscriber_with_no_top_up_is_judged_once_known_long_enough(self) -> None:
+        # Known from a call on 5 November 2026 (a partial day), calls now and then, no
+        # top-up: 6 November to 5 December are 30 whole days, closed at midnight.
+        events = self.calls(["2026-11-05", "2026-11-20", "2026-12-03"])
+        assert self.fired(self.FEWER, events, at("2026-12-10")) == ["2026-12-06"]
+        under_not = "{not: {series: topups_day, agg: count, last: 30, gte: 3}}"
+        assert self.fired(under_not, events, at("2026-12-10")) == ["2026-12-06"]
+
+    def test_a_top_up_after_the_record_began_does_not_begin_the_history_again(self) -> None:
+        events = [
+            *self.calls(["2026-11-05"]),
+            ev(EventType.TOPUP, at("2026-11-28"), amount=50, channel="app"),
+        ]
+        # One top-up in the 30 days: fewer than 3, judged from the same day.
+        assert self.fired(self.FEWER, events, at("2026-12-10")) == ["2026-12-06"]
+
+    def test_a_series_declared_later_begins_at_the_next_event(self) -> None:
+        """A subscriber known before the series was declared (a reload that adds it)
+        is not read as having had none before it: their history in it begins at their
+        next event, so the new rule makes no burst of tasks on everyone at once."""
+        plain = rules_from("rules:" + NO_ACTIVITY)
+        before = run(plain, self.calls(["2026-10-01", "2026-10-15"]))
+        rules = rules_from(self.RULES % self.FEWER)
+        after = run(rules, self.calls(["2026-11-05"]), until=at("2026-12-10"), result=before)
+        fewer = [
+            t.triggered_at.date().isoformat() for t in after.tasks if t.moment.type == "few_topups"
+        ]
+        assert fewer == ["2026-12-06"]
