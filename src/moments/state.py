@@ -90,6 +90,12 @@ class SubscriberState:
     given back removes the mark only while it is that task's (moments.cooldowns). Marks
     are kept to the second, and a later task of the rule may set the same second. Absent
     for a mark set before it was kept, or by a shadow rule (no task)."""
+    shadowed: dict[str, str] = field(default_factory=dict)
+    """Rule tag -> the occurrence a judgement of the rule in `mode: shadow` last fired on,
+    for a rule whose moments are judged again on later looks (a silence, a special day:
+    `CompiledRule.judged_again`). Gone live, the rule's first live judgement of that
+    occurrence is its first, counted in `moments_detected_total`, not the moment judged
+    again (moments.sweep); a live judgement of the rule removes it."""
     seen: dict[str, int] = field(default_factory=dict)
     """Source code -> latest event time seen (absence)."""
     closed: dict[str, int] = field(default_factory=dict)
@@ -175,6 +181,8 @@ class SubscriberState:
             doc["x"] = self.fired
         if self.fired_by:
             doc["y"] = self.fired_by
+        if self.shadowed:
+            doc["h"] = self.shadowed
         if self.seen:
             doc["n"] = self.seen
         if self.closed:
@@ -207,6 +215,7 @@ class SubscriberState:
             last_at=doc.get("t", {}),
             fired=doc.get("x", {}),
             fired_by=doc.get("y", {}),
+            shadowed=doc.get("h", {}),
             seen=doc.get("n", {}),
             closed=doc.get("c", {}),
             roaming=doc.get("g", {}),

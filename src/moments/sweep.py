@@ -142,7 +142,8 @@ def _looked_at(
 ) -> dict[str, set[str]]:
     """Rule id -> the occurrences it fired on at the day's last look, judged again with
     the profile that look read (`looked`). A live rule's look due before the go-live
-    instant was judged in shadow then: the first live judgement counts it (none here)."""
+    instant was judged in shadow then, as was one of a rule in `mode: shadow` gone live
+    since (`SubscriberState.shadowed`): the first live judgement counts it (none here)."""
     special = detector.rules.special
     shadow_look = evaluation_instant_in(where, day, special.local_hour).timestamp()
     live_now = at >= detector.live_at and shadow_look < detector.live_at
@@ -155,8 +156,11 @@ def _looked_at(
                 if live_now and not rule.shadow:
                     continue
                 fired = rule.check(None, state, at, tz, occasion=occasion)
-                if fired is not None:
-                    judged.setdefault(rule.id, set()).add(fired.occurrence)
+                if fired is None:
+                    continue
+                if not rule.shadow and state.shadowed.get(rule.tag) == fired.occurrence:
+                    continue  # judged at the look in `mode: shadow`, live since: first now
+                judged.setdefault(rule.id, set()).add(fired.occurrence)
         return judged
     finally:
         state.profile = now_profile
@@ -249,9 +253,15 @@ def _fired_alike(
     `judged` its occasion or window) as it is judged now at `at` (both live, or both in
     shadow), fired on `fired`'s occurrence: the same moment judged again, counted once.
     One judged in shadow before the go-live instant and live now: the first live
-    judgement counts it; judged in shadow both times (a warm-up before
-    `MOMENTS_LIVE_FROM`, a `mode: shadow` rule), the shadow figures count it once."""
+    judgement counts it, as it counts one last judged by the rule in `mode: shadow`,
+    live since (`SubscriberState.shadowed`); judged in shadow both times (a warm-up
+    before `MOMENTS_LIVE_FROM`, a `mode: shadow` rule), the shadow figures count it
+    once."""
     if not rule.shadow and (earlier < detector.live_at) != (at < detector.live_at):
+        return False
+    if not rule.shadow and state.shadowed.get(rule.tag) == fired.occurrence:
+        # Judged last by the rule in `mode: shadow`, live since (the mode line deleted):
+        # its first live judgement counts it, as at the go-live instant.
         return False
     again = rule.check(None, state, earlier, tz, **judged)
     return again is not None and again.occurrence == fired.occurrence

@@ -66,6 +66,11 @@ def emit(
     # the live figures, and stops before a task: it sends nothing and takes no contact.
     # Before the go-live instant every rule is one, judged by the moment's event time.
     shadow = result.shadow if rule.shadow or at < detector.live_at else None
+    if rule.shadow and rule.judged_again:
+        # A trial gone live judges this moment first when it next looks (moments.sweep).
+        state.shadowed[rule.tag] = fired.occurrence
+    elif shadow is None and state.shadowed:
+        state.shadowed.pop(rule.tag, None)  # judged live: its next look judges it again
     if shadow is None and not again:
         result.detected[(spec.family.value, spec.moment_type)] += 1
     if spec.cooldown is not None:

@@ -70,11 +70,19 @@ class CompiledRule:
     """The condition has an `absence`: worth nothing once the subscriber is active again."""
     shadow: bool = False
     """`mode: shadow`: the rule runs and is counted up to the gates, and makes no task."""
+
     spec: Any = None
     """The parsed spec (rules.spec.RuleSpec), for `moments rules explain`."""
     _cache: dict[tuple[str | None, str | None], Mapping[str, Any]] = field(
         default_factory=dict, compare=False, repr=False
     )
+
+    @property
+    def judged_again(self) -> bool:
+        """Its moments are judged again at later looks, each one moment counted once: a
+        silence every day it lasts, a contract's end every day of its lead, a special day
+        again when a profile update comes that day (moments.sweep)."""
+        return self.judges_silence or self.evaluate == "special_day"
 
     def params_for(self, region: str | None, tier: str | None) -> Mapping[str, Any]:
         """Thresholds for a subscriber: defaults, then each matching override in order."""

@@ -25,7 +25,7 @@ from rules.exceptions import RulesError
 from rules.explain import explain_rule
 from sinks.metrics import Metrics
 
-from .helpers import CALL_TRIAL, SUB, WELCOME, at, ev, rules_from, run, types
+from .helpers import BIRTHDAY, CALL_TRIAL, NO_GATES, SUB, WELCOME, at, ev, rules_from, run, types
 
 OTHER = "13900139002"
 ROAMING = {"roaming_type": "international"}
@@ -236,3 +236,65 @@ def test_what_a_shadow_rule_is_counted_under_was_declared() -> None:
         ("deferred", "suspended"),
     }
     assert counted <= _declared_at_0(rules_from(RULES))
+
+
+SILENCE_TRIAL = """
+  - id: silent
+    mode: shadow
+    description: No usage for 3 days, on trial
+    on: [usage]
+    evaluate: daily
+    condition: {absence: 3d}
+    task: {family: anomaly, type: silent, channel: sms, priority: 3, action: nudge,
+           ttl: 3d, description: "Silent"}
+"""
+RENEWAL_TRIAL = """
+  - id: renewal
+    mode: shadow
+    description: The contract ends within 30 days, on trial
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: contract_expiry}
+    task: {family: special_day, type: renewal, channel: sms, priority: 2,
+           action: renewal_offer, ttl: 7d, description: "Renewal"}
+"""
+
+
+def test_a_silence_judged_in_shadow_is_detected_at_its_first_live_judgement() -> None:
+    """A silence is judged again each day it lasts, one moment counted at its first
+    judgement. A trial that judged it and then went live (the `mode` line deleted, the
+    workers reloaded) had its first live judgement taken for the same moment judged
+    again: its task was made, and `moments_detected_total` never counted it."""
+    rules = rules_from(NO_GATES + "rules:" + SILENCE_TRIAL)
+    used = ev(EventType.USAGE, at("2026-12-01", "10:00"), kind="data", quantity=1000)
+    trial = run(rules, [used], until=at("2026-12-06", "12:00"))
+    assert trial.shadow == Counter({("silent", "task", ""): 1})  # judged on the 5th and 6th
+    live = run(rules.with_shadows_live(), [], until=at("2026-12-09", "12:00"), result=trial)
+    (task,) = live.tasks  # the first live close, the 7th; the 8th and 9th judge it again
+    assert task.triggered_at.date() == dt.date(2026, 12, 7)
+    assert live.detected == Counter({("anomaly", "silent"): 1})
+
+
+def test_a_contract_end_judged_in_shadow_is_detected_at_its_first_live_judgement() -> None:
+    rules = rules_from(NO_GATES + "rules:" + RENEWAL_TRIAL)
+    profile = ev(EventType.PROFILE, at("2026-12-01", "10:00"), contract_end="2026-12-20")
+    trial = run(rules, [profile], until=at("2026-12-03", "12:00"))
+    assert trial.shadow == Counter({("renewal", "task", ""): 1})
+    live = run(rules.with_shadows_live(), [], until=at("2026-12-06", "12:00"), result=trial)
+    (task,) = live.tasks
+    assert task.triggered_at.date() == dt.date(2026, 12, 4)
+    assert live.detected == Counter({("special_day", "renewal"): 1})
+
+
+def test_a_birthday_judged_in_shadow_that_morning_is_detected_live_that_day() -> None:
+    """Gone live after the day's look, a profile update that day looks again: the
+    greeting the trial judged at 09:00 is no moment the live rule judged."""
+    trial_rules = BIRTHDAY.replace("    description:", "    mode: shadow\n    description:", 1)
+    rules = rules_from(NO_GATES + "rules:" + trial_rules)
+    profile = ev(EventType.PROFILE, at("2026-12-01", "10:00"), birthday="1990-12-05")
+    trial = run(rules, [profile], until=at("2026-12-05", "12:00"))
+    assert trial.shadow == Counter({("birthday_greeting", "task", ""): 1})
+    update = ev(EventType.PROFILE, at("2026-12-05", "15:00"), birthday="1990-12-05", tier="gold")
+    live = run(rules.with_shadows_live(), [update], result=trial)
+    assert types(live.tasks) == ["birthday"]
+    assert live.detected == Counter({("special_day", "birthday"): 1})
