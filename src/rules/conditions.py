@@ -102,7 +102,7 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
             path,
             report,
         )
-        _eq_null("field", name, node, path, report)
+        _refuse_null_comparisons("field", name, node, path, report)
         return _compare(name, lambda env: getattr(env.event, name, None), node, scope, path, report)
     if isinstance(node, s.ProfileCond):
         if node.profile not in scope.profile_fields:
@@ -114,7 +114,7 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         pname = node.profile
         allowed = profile_values(pname)
         _contract_values(f"profile {pname}", allowed, node, scope, path, report)
-        _eq_null("profile", pname, node, path, report)
+        _refuse_null_comparisons("profile", pname, node, path, report)
         return _compare(
             f"profile_{pname}", lambda env: env.state.profile.get(pname), node, scope, path, report
         )
@@ -179,12 +179,15 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
     return _never
 
 
-def _eq_null(kind: str, name: str, node: s.Operators, path: Path, report: Report) -> None:
-    """An operator written `null` in a condition was read as no operator, a bare test,
-    "is present": `eq: null` fired on every event with the value, the opposite of what
-    `when: {x: {eq: null}}` means (only events without it), and `gte: null`, `in: null`
-    and the like on every event with the value too. Refused with the fix. (`ne: null`,
-    "is not none", is what the bare test says.)"""
+def _refuse_null_comparisons(
+    kind: str, name: str, node: s.Operators, path: Path, report: Report
+) -> None:
+    """Refuse every comparison written `null` in a condition (`eq: null`, `gte: null`,
+    `in: null`, ...), each at its line with the fix. They were read as no operator, a bare
+    test, "is present": `eq: null` fired on every event with the value, the opposite of
+    what `when: {x: {eq: null}}` means (only events without it), and `gte: null`, `in:
+    null` and the like on every event with the value too. `ne: null`, "is not none", says
+    what the bare test says, and loads."""
     for attr in sorted(node.model_fields_set & s.Operators.model_fields.keys()):
         if getattr(node, attr) is not None or attr == "ne":
             continue
@@ -199,11 +202,7 @@ def _eq_null(kind: str, name: str, node: s.Operators, path: Path, report: Report
                 f"give it a value (a number, a text, a list or a $param), or leave {op}: out "
                 f"for 'has a value'"
             )
-        report(
-            (*path, op),
-            f"{op}: null is no comparison in a condition (it was read as {{{kind}: {name}}}, "
-            f"'has a value'): {fix}",
-        )
+        report((*path, op), f"{op}: null compares with nothing in a condition: {fix}")
 
 
 def _never(env: Env) -> bool:

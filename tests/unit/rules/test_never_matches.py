@@ -131,7 +131,7 @@ class TestContractValues:
         )
         assert loads(rule(body)) == 1
         # `eq: null` asks for no value (no value of the contract's): in when: (a condition
-        # refuses it, rules.conditions._eq_null).
+        # refuses it, rules.conditions._refuse_null_comparisons).
         assert loads(rule("    on: [usage]\n    when: {direction: {eq: null}}\n")) == 1
 
 

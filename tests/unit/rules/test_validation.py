@@ -351,17 +351,17 @@ class TestPlaceholdersThatMayHaveNoValue:
         load_texts([("r.yaml", rule(body, self.task("{kind} for {charge}")))])
 
 
-class TestEqNullInACondition:
+class TestNullComparisonsInACondition:
     """`when: {operator: {eq: null}}` lets only events without an operator through; `{field:
     operator, eq: null}` in a condition was read as a bare field test, "is present", and
-    fired on every event with one. Refused with the fix; `ne: null` means what it says."""
+    fired on every event with one, as was any other comparison written null (`gte: null`,
+    `in: null`, ...). Each is refused with the fix; `ne: null` means what it says."""
 
     def test_eq_null_is_refused_with_the_fix(self) -> None:
         body = "    on: [roaming]\n    condition: {field: operator, eq: null}\n"
         assert problems(rule(body)) == [
-            "r.yaml:5:34: eq: null is no comparison in a condition (it was read as {field: "
-            "operator}, 'has a value'): for one without operator write not: {field: "
-            "operator}; for one with it, {field: operator}"
+            "r.yaml:5:34: eq: null compares with nothing in a condition: for one without "
+            "operator write not: {field: operator}; for one with it, {field: operator}"
         ]
         body = "    on: [usage]\n    condition: {all: [{profile: tier, eq: null}]}\n"
         (found,) = problems(rule(body))
@@ -384,7 +384,7 @@ class TestEqNullInACondition:
             "usage" if "profile" in condition else "roaming" if "operator" in condition else "topup"
         )
         (found,) = problems(rule(f"    on: [{on}]\n    condition: {condition}\n"))
-        assert f"{op}: null is no comparison in a condition" in found
+        assert f"{op}: null compares with nothing in a condition: give it a value" in found
         assert (
             f"give it a value (a number, a text, a list or a $param), or leave {op}: out" in found
         )
