@@ -132,7 +132,11 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         if series is None:
             return _never
         check = _compare(node.series, _aggregate(series, node), node, scope, path, report)
-        return _with_history(series, node, check, path.count("not") % 2 == 1)
+        negated = path.count("not") % 2 == 1
+        judged = _with_history(series, node, check, negated)
+        if node.agg in _NONE_WHEN_EMPTY:  # no value over windows without events
+            return _judged_only(node.series, judged, negated)
+        return judged
     if isinstance(node, s.BaselineCond):
         series = _series(node.baseline, scope, (*path, "baseline"), report)
         if series is None:
@@ -381,7 +385,13 @@ def _aggregate(series: Series, node: s.SeriesCond) -> Callable[[Env], float | No
 
     def value(env: Env) -> float | None:
         ring = env.state.series.get(series.tag)
-        return series.aggregate(ring, env.window(series.period), agg, last)
+        index = env.window(series.period)
+        found = series.aggregate(ring, index, agg, last)
+        if agg in _NONE_WHEN_EMPTY and not series.aggregate(ring, index, "count", last):
+            # The average or the largest of no event is no value, not 0: "the average
+            # top-up today is under 20" fired at the close of every day without one.
+            return None
+        return found
 
     return value
 
@@ -616,6 +626,10 @@ def _baseline(series: Series, node: s.BaselineCond) -> Callable[[Env], float | N
         past = [series.aggregate(ring, w, agg) for w in earlier]
         current = series.aggregate(ring, index, agg)
         if current is None or any(p is None for p in past):
+            return None
+        if agg in _NONE_WHEN_EMPTY and not series.aggregate(ring, index, "count"):
+            # Nor is the current window's without events, as an earlier one's: "today's
+            # average top-up is half the usual" fired on every day with no top-up.
             return None
         if agg in _NONE_WHEN_EMPTY:
             # The average or peak of a window with no events is no value, not 0: the

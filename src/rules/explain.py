@@ -197,6 +197,8 @@ def _cond(node: Any, spec: s.RuleSpec, negated: bool = False) -> str:
                 " (judged once the subscriber's history covers those windows, not the "
                 "partial one it began in)"
             )
+        if node.agg in ("avg", "max"):
+            waits += " (not judged when those windows hold no event)"
         return f"the {node.agg} of {node.series} over {span} {_ops(node, spec)}{waits}"
     if isinstance(node, s.BaselineCond):
         measure = (

@@ -15,6 +15,7 @@ from moments.state import SubscriberState
 from moments.zones import DEFAULT_ZONE, subscriber_zone
 from rules.base import Env
 from rules.conditions import _baseline
+from rules.explain import explain_rule
 from rules.predicates import always
 from rules.series import Ring, Series
 from rules.spec import BaselineCond
@@ -512,3 +513,57 @@ class TestNoEventInTheSeries:
             t.triggered_at.date().isoformat() for t in after.tasks if t.moment.type == "few_topups"
         ]
         assert fewer == ["2026-12-06"]
+
+
+class TestNoValueWithoutEvents:
+    """The average or the largest of no event is no value, as a baseline over `avg` or
+    `max` leaves a window without events out (docs/rules.md): read as 0, "the average
+    top-up today is under 20" fired at every daily close of a day without a top-up, and
+    "today's average top-up is half the usual" on every day with none."""
+
+    RULES = (
+        "gating: {quiet_hours: [], frequency_cap: null}\n"
+        "series:\n  topup_day: {on: [topup], field: amount, period: day}\n"
+        "rules:\n  - id: r\n    description: r\n    on: [topup]\n"
+        "    evaluate: daily\n    condition: %s\n"
+        "    task: {family: anomaly, type: r, channel: sms, priority: 3,\n"
+        "           action: a, ttl: 1d, description: d}\n"
+    )
+
+    def fired(self, condition: str, topups: list[str], until: str) -> list[str]:
+        events = [ev(EventType.TOPUP, at(d), amount=50, channel="app") for d in topups]
+        result = run(rules_from(self.RULES % condition), events, until=until)
+        return [t.triggered_at.date().isoformat() for t in result.tasks]
+
+    def test_an_average_or_largest_of_no_top_up_is_not_judged(self) -> None:
+        for condition in (
+            "{series: topup_day, agg: avg, lt: 20}",
+            "{series: topup_day, agg: max, lt: 20}",
+            "{series: topup_day, agg: avg, last: 2, lt: 50}",
+            "{not: {series: topup_day, agg: avg, gte: 20}}",
+            "{not: {series: topup_day, agg: max, gte: 20}}",
+        ):
+            assert self.fired(condition, ["2026-12-01"], at("2026-12-08")) == [], condition
+
+    def test_only_the_days_with_top_ups_are_judged(self) -> None:
+        # 50 on the 1st (a partial day for max: judged from the 2nd) and on the 3rd.
+        topups = ["2026-12-01", "2026-12-03"]
+        assert self.fired("{series: topup_day, agg: avg, lt: 60}", topups, at("2026-12-08")) == [
+            "2026-12-02",
+            "2026-12-04",
+        ]
+        assert self.fired("{series: topup_day, agg: max, lt: 60}", topups, at("2026-12-08")) == [
+            "2026-12-04"
+        ]
+
+    def test_a_baseline_over_a_window_without_events_is_not_judged(self) -> None:
+        topups = ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+        for agg in ("avg", "max"):
+            condition = f"{{baseline: topup_day, agg: {agg}, windows: 3, lte: 0.5}}"
+            assert self.fired(condition, topups, at("2026-12-08")) == [], agg
+
+
+def test_explain_says_an_average_of_no_event_is_not_judged() -> None:
+    rules = rules_from(TestNoValueWithoutEvents.RULES % "{series: topup_day, agg: avg, lt: 20}")
+    (rule,) = rules.rules
+    assert "(not judged when those windows hold no event)" in explain_rule(rule)
