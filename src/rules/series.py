@@ -72,7 +72,7 @@ class Series:
                 # formats the number and reads it back, the fold's dearest step.
                 ring[2] = total if type(total) is float and total.is_integer() else round(total, 4)
                 ring[3] += 1
-                if amount > ring[4]:
+                if amount > ring[4] or ring[3] == 1:  # the window's first: it is the largest
                     ring[4] = amount
             else:
                 if len(ring) < 3:
@@ -106,7 +106,9 @@ class Series:
             total = ring[base] + amount
             ring[base] = total if type(total) is float and total.is_integer() else round(total, 4)
             ring[base + 1] += 1
-            if amount > ring[base + 2]:
+            # An empty window's slots read 0: its first amount is its largest, a negative
+            # one too (a refunded charge, a balance below zero).
+            if amount > ring[base + 2] or ring[base + 1] == 1:
                 ring[base + 2] = amount
         if index < ring[1]:
             ring[1] = index
@@ -130,14 +132,20 @@ class Series:
         return (values[0], values[1], values[2])
 
     def aggregate(self, ring: Ring | None, index: int, agg: str, last: int = 1) -> float | None:
-        """`agg` over windows index-last+1 .. index; None when one of them is not kept."""
+        """`agg` over windows index-last+1 .. index; None when one of them is not kept.
+        The `max` of the windows with events; `avg` and `max` of windows with none are 0
+        here, which the conditions take for no value (rules.conditions)."""
         total = count = 0.0
-        peak = 0.0
+        peak: float | None = None
         for w in range(index - last + 1, index + 1):
             found = self.window(ring, w)
             if found is None:
                 return None
-            total, count, peak = total + found[0], count + found[1], max(peak, found[2])
+            total, count = total + found[0], count + found[1]
+            if found[1] and (peak is None or found[2] > peak):
+                peak = found[2]  # of the windows with events: an empty one's max is no 0
+        if peak is None:
+            peak = 0.0
         if agg == "sum":
             return round(total, 4)
         if agg == "count":

@@ -30,11 +30,13 @@ def series(keep: int = 4, field: str | None = "charge") -> Series:
 
 class TestRing:
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 100)), min_size=1, max_size=60))
+    @given(st.lists(st.tuples(st.integers(0, 30), st.integers(-100, 100)), min_size=1, max_size=60))
     def test_ring_equals_a_plain_sum_over_the_kept_windows(
         self, items: list[tuple[int, int]]
     ) -> None:
-        """Any order of events: every kept window holds exactly the sum of what fell in it."""
+        """Any order of events: every kept window holds exactly the sum, the count and the
+        largest of what fell in it, a negative amount too (a refunded charge, a balance
+        below zero: the largest of a window of negative ones read 0)."""
         s = series(keep=5)
         ring = None
         newest = -1
@@ -513,6 +515,30 @@ class TestNoEventInTheSeries:
             t.triggered_at.date().isoformat() for t in after.tasks if t.moment.type == "few_topups"
         ]
         assert fewer == ["2026-12-06"]
+
+
+def test_the_largest_of_negative_amounts_is_negative() -> None:
+    """ "The balance stayed below zero all day" (`agg: max, lt: 0` of `balance_after`)
+    never fired: the largest of a window's negative balances, and of the windows read
+    together, was read as 0."""
+    rules = rules_from(
+        "gating: {quiet_hours: [], frequency_cap: null}\n"
+        "series:\n  balance_day: {on: [usage], field: balance_after, period: day}\n"
+        "rules:\n  - id: r\n    description: r\n    on: [usage]\n"
+        "    evaluate: daily\n    condition: {series: balance_day, agg: max, last: 2, lt: 0}\n"
+        "    task: {family: anomaly, type: r, channel: sms, priority: 3,\n"
+        "           action: a, ttl: 1d, description: '{balance_day}'}\n"
+    )
+    balances = [("2026-12-01", -5), ("2026-12-02", -4), ("2026-12-03", -2), ("2026-12-04", 10)]
+    events = [
+        ev(EventType.USAGE, at(day), kind="data", quantity=1, balance_after=balance)
+        for day, balance in balances
+    ]
+    result = run(rules, events, until=at("2026-12-06"))
+    # Judged from the 3rd's close (the 1st is the partial day the history began in).
+    assert [
+        (t.triggered_at.date().isoformat(), t.moment.params["balance_day"]) for t in result.tasks
+    ] == [("2026-12-04", -2.0)]
 
 
 class TestNoValueWithoutEvents:
