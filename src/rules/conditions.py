@@ -404,7 +404,13 @@ def _members(raw: Any, scope: Scope, path: Path, report: Report) -> Callable[[En
     if not (isinstance(raw, str) and raw.startswith("$")):
         report(path, "in/not_in take a list, e.g. [10010, 10000], or a $param holding one")
     # "10010, 10000": a space after a comma is no part of the value ("10000" missed).
-    return lambda env: members_of(p.strip() for p in str(param(env) or "").split(","))
+    return lambda env: members_of(p.strip() for p in _listed(param(env)).split(","))
+
+
+def _listed(value: Any) -> str:
+    """A param's comma-separated list as text: a number is its digits (`p: 0` held no
+    value, so `in: $p` matched nothing and `prefix: $p` never fired), a missing one none."""
+    return "" if value is None else str(value)
 
 
 def _membership(inside: bool, members: Callable[[Env], Members]) -> Callable[[Env, Any], bool]:
@@ -424,7 +430,7 @@ def _prefixes(
     taken as the text `$name`, which no value starts with, and the rule never fired."""
     if isinstance(raw, str) and raw.startswith("$"):
         param = _param(raw, scope, path, report)
-        return lambda env: tuple(p.strip() for p in str(param(env) or "").split(",") if p.strip())
+        return lambda env: tuple(p.strip() for p in _listed(param(env)).split(",") if p.strip())
     prefixes = prefixes_of(raw)
     return lambda env: prefixes
 

@@ -38,7 +38,10 @@ def _digits_or_int(loader: Any, node: Any) -> Any:
     1012345 and 86, and matched no event's `counterparty`, silently."""
     if isinstance(node.value, str) and _LEADING_ZERO.fullmatch(node.value):
         return node.value
-    return loader.construct_yaml_int(node)
+    # A plain int: the round-trip loader gives `0` (and `1_000`, `0x1f`) as its ScalarInt,
+    # which the models' `float | int | str` read as a float: `p: 0` was the param 0.0, and
+    # `prefix: $p` looked for numbers beginning with "0.0".
+    return int(loader.construct_yaml_int(node))
 
 
 class DigitsAsWritten(RoundTripConstructor):

@@ -417,6 +417,25 @@ class TestThresholdsAndOverrides:
         assert fired(text, calls[:1]) == (op == "in")
         assert fired(text, calls[1:]) == (op == "not_in")
 
+    @pytest.mark.parametrize(
+        ("condition", "value", "fires"),
+        [
+            ("{field: quantity, in: $p}", {"quantity": 0}, True),
+            ("{field: quantity, not_in: $p}", {"quantity": 0}, False),
+            ("{field: counterparty, prefix: $p}", {"counterparty": "01012345"}, True),
+        ],
+    )
+    def test_a_list_param_of_zero_holds_zero(
+        self, condition: str, value: dict[str, object], fires: bool
+    ) -> None:
+        """`p: 0` (a number, as YAML reads it) held no value for `in:`, `not_in:` and
+        `prefix:`: `in: $p` matched nothing, `not_in: $p` let 0 through, and `prefix: $p`
+        ("numbers beginning with 0", a landline) never fired; `in: [0]` and `prefix: 0`
+        written in the condition did."""
+        text = one_rule(f"    on: [usage]\n    condition: {condition}\n    params: {{p: 0}}\n")
+        call = usage(at("2026-11-02"), kind="voice", **value)
+        assert fired(text, [call]) == int(fires)
+
     def test_a_prefix_param_not_declared_is_refused(self) -> None:
         from rules.exceptions import RulesError
 
