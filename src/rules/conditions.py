@@ -653,7 +653,7 @@ def _baseline(series: Series, node: s.BaselineCond) -> Callable[[Env], float | N
         env.out[f"{name}_baseline"] = round(base, 4)
         if base <= 0 or base < floor:
             return None
-        return current / base if measure == "ratio" else (current - base) / base
+        return _quotient(current / base if measure == "ratio" else (current - base) / base)
 
     return value
 
@@ -667,9 +667,22 @@ def _share(part: Series, whole: Series, node: s.ShareCond) -> Callable[[Env], fl
         b = whole.aggregate(env.state.series.get(whole.tag), index, "sum", last)
         if a is None or b is None or b < floor or b <= 0:
             return None
-        return a / b
+        return _quotient(a / b)
 
     return value
+
+
+QUOTIENT_PLACES = 9
+"""Places a baseline's ratio or change and a share are compared at: far below any
+threshold written (they hold two or three), far above a binary float's error."""
+
+
+def _quotient(value: float) -> float:
+    """A division of amounts as the decimals it stands for: 20.10 against a usual 30 is a
+    change of -0.33, which binary floats compute as -0.32999999999999996, so `lte: -0.33`
+    did not hold of it (the task would have shown -0.33); a share of 2.10 in 3.00 was
+    0.7000000000000001, above `lte: 0.7`."""
+    return round(value, QUOTIENT_PLACES)
 
 
 def _occasion(kinds: frozenset[str], holidays: frozenset[str] | None, lead: int) -> Condition:

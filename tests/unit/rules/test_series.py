@@ -593,3 +593,42 @@ def test_explain_says_an_average_of_no_event_is_not_judged() -> None:
     rules = rules_from(TestNoValueWithoutEvents.RULES % "{series: topup_day, agg: avg, lt: 20}")
     (rule,) = rules.rules
     assert "(not judged when those windows hold no event)" in explain_rule(rule)
+
+
+class TestAtTheThreshold:
+    """A baseline's change or ratio and a share are divisions of amounts in yuan and fen,
+    whose binary floats are a hair off: spend of 20.10 against a usual 30 is a change of
+    -0.33, computed -0.32999999999999996, and `lte: -0.33` did not hold, while the task
+    would have shown -0.33; a share of 2.10 in 3.00 computed 0.7000000000000001."""
+
+    RULES = (
+        "gating: {quiet_hours: [], frequency_cap: null}\n"
+        "series:\n  spend_day: {on: [usage], field: charge, period: day}\n"
+        "  voice_day: {on: [usage], when: {kind: voice}, field: charge, period: day}\n"
+        "rules:\n  - id: r\n    description: r\n    on: [usage]\n"
+        "    evaluate: daily\n    condition: %s\n"
+        "    task: {family: anomaly, type: r, channel: sms, priority: 3,\n"
+        "           action: a, ttl: 1d, description: d}\n"
+    )
+
+    @staticmethod
+    def spend(day: str, charge: str, kind: str = "data") -> tuple[EventType, dict[str, Any]]:
+        return ev(EventType.USAGE, at(day), kind=kind, quantity=1, charge=charge)
+
+    def fired(self, condition: str, events: list[tuple[EventType, dict[str, Any]]]) -> list[str]:
+        result = run(rules_from(self.RULES % condition), events, until=at("2026-12-06"))
+        return [t.triggered_at.date().isoformat() for t in result.tasks]
+
+    def test_a_change_of_exactly_the_threshold_holds(self) -> None:
+        # The 1st begins the history; the 2nd to the 4th are the usual 30, the 5th 20.10.
+        days = ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+        events = [*(self.spend(d, "30.00") for d in days), self.spend("2026-12-05", "20.10")]
+        condition = "{baseline: spend_day, windows: 3, measure: change, lte: -0.33}"
+        assert self.fired(condition, events) == ["2026-12-06"]
+        ratio = "{baseline: spend_day, windows: 3, lte: 0.67}"
+        assert self.fired(ratio, events) == ["2026-12-06"]
+
+    def test_a_share_of_exactly_the_threshold_holds(self) -> None:
+        events = [self.spend("2026-12-05", "2.10", "voice"), self.spend("2026-12-05", "0.90")]
+        condition = "{share: voice_day, of: spend_day, lte: 0.7}"
+        assert self.fired(condition, events) == ["2026-12-06"]
