@@ -27,6 +27,7 @@ from rules.operators import (
     NUMERIC_OPS,
     Members,
     bound_test,
+    empty_list,
     member,
     members_of,
     number,
@@ -336,6 +337,8 @@ def _compare(
     limits: list[tuple[str, Callable[[Env], Any], Callable[[Any, Any], bool]]] = []
     for op, raw in ops.items():
         where = (*path, op)
+        if raw == [] and op in ("in", "not_in", "prefix"):
+            report(where, empty_list(op, _tested(node, label)))
         if op in NUMERIC_OPS:
             if isinstance(raw, str) and not raw.startswith("$") and number(raw) is None:
                 report(where, f"{op} needs a number or $param, got {raw!r}: {number_hint(raw)}")
@@ -367,6 +370,15 @@ def _compare(
         return True
 
     return check
+
+
+def _tested(node: s.Operators, label: str) -> str:
+    """The value a test compares, in words: "event's counterparty", "profile's tier"."""
+    if isinstance(node, s.FieldCond):
+        return f"event's {node.field}"
+    if isinstance(node, s.ProfileCond):
+        return f"profile's {node.profile}"
+    return f"value of {label}"
 
 
 def _present(label: str, get: Getter) -> Condition:

@@ -100,6 +100,20 @@ def member(value: Any, members: Members) -> bool:
     return (n is not None and n in members.numbers) or str(value) in members.texts
 
 
+def empty_list(op: str | None, what: str) -> str:
+    """Why an empty list of `op` (`in`, `not_in`, `prefix`; None: a `when:` field's bare
+    list, one of) is refused where it is written: it matches no value, or (`not_in`)
+    tests nothing. `what` names the value tested: "event's counterparty"."""
+    written = f"{op}: []" if op else "[]"
+    if op == "not_in":
+        return (
+            f"{written} lists no value, so it lets every event through: list the values to "
+            f"leave out, or leave {op}: out"
+        )
+    found = "starts with one" if op == "prefix" else "is in it"
+    return f"{written} lists no value, so no {what} {found} (it matches nothing): list the values"
+
+
 def starts_with(value: Any, prefixes: tuple[str, ...]) -> bool:
     return value is not None and str(value).startswith(prefixes)
 

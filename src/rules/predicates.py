@@ -9,6 +9,7 @@ from moments.models import InputEvent
 from rules.operators import (
     OPERATORS,
     bound_test,
+    empty_list,
     member,
     members_of,
     number,
@@ -31,6 +32,8 @@ def field_test(field_name: str, spec: Any) -> Predicate:
     mapping of operators (rules.operators); a numeric bound that is no number is a
     ValueError."""
     if isinstance(spec, list):
+        if not spec:
+            raise ValueError(empty_list(None, f"event's {field_name}"))
         allowed = members_of(spec)
         return lambda e: member(getattr(e, field_name, None), allowed)
     if not isinstance(spec, Mapping):
@@ -45,6 +48,8 @@ def _operator(field_name: str, op: str, arg: Any) -> Predicate:
     if op in ("in", "not_in") and not isinstance(arg, list):
         # A word here was taken as its letters (`in: data`: d, a, t) and matched nothing.
         raise ValueError(f"{op} needs a list, got {arg!r}: write {op}: [{arg}]")
+    if op in ("in", "not_in", "prefix") and arg == []:
+        raise ValueError(empty_list(op, f"event's {field_name}"))
 
     if op == "in":
         members = members_of(arg)

@@ -144,3 +144,36 @@ class TestOneWordForAList:
         (found,) = problems(rule(f"    on: [usage]\n    when: {{{field}: {{{op}: {value}}}}}\n"))
         assert found.endswith(f"{op} needs a list, got '{value}': write {op}: [{value}]")
         assert loads(rule(f"    on: [usage]\n    when: {{{field}: {{{op}: [{value}]}}}}\n")) == 1
+
+
+class TestAnEmptyList:
+    """`in: []` and `prefix: []` (or a bare `counterparty: []` in `when:`) hold no value, so
+    the rule loaded and matched no event; `not_in: []` tested nothing. Refused where written
+    (a list whose values were deleted, or a param's list moved out of the condition)."""
+
+    @pytest.mark.parametrize(
+        ("test", "says"),
+        [
+            ("in: []", "in: [] lists no value, so no event's counterparty is in it"),
+            ("prefix: []", "prefix: [] lists no value, so no event's counterparty starts with"),
+            ("not_in: []", "not_in: [] lists no value, so it lets every event through"),
+        ],
+    )
+    def test_in_a_condition_and_in_when(self, test: str, says: str) -> None:
+        (found,) = problems(
+            rule(f"    on: [usage]\n    condition: {{field: counterparty, {test}}}\n")
+        )
+        assert found.startswith("r.yaml:5:")
+        assert says in found
+        (found,) = problems(rule(f"    on: [usage]\n    when: {{counterparty: {{{test}}}}}\n"))
+        assert says in found
+        (found,) = problems(rule(f"    on: [usage]\n    condition: {{profile: tier, {test}}}\n"))
+        assert says.replace("event's counterparty", "profile's tier") in found
+
+    def test_a_bare_empty_list_in_when(self) -> None:
+        (found,) = problems(rule("    on: [usage]\n    when: {counterparty: []}\n"))
+        assert "[] lists no value, so no event's counterparty is in it" in found
+        (found,) = problems(
+            "series:\n  s: {on: [usage], when: {counterparty: []}}\n" + rule("    on: [usage]\n")
+        )
+        assert "[] lists no value" in found
