@@ -23,12 +23,33 @@ _IN_DAYS = {
 }
 
 
+MAX_DAYS = 36_500
+"""The longest duration read, 100 years: no rule or setting needs more, and more was a
+mistake that loaded (`ttl: 3000000d` put every task's expiry past the year 9999, and
+each event of the rule failed) or stopped the validation with a traceback (a `timedelta`
+of `99999999999d` overflows)."""
+_MAX_SECONDS = MAX_DAYS * 86400
+
+
 def parse_duration(text: str) -> dt.timedelta:
-    """Parse `<number><unit>` with unit s, m, h, d or w; raise ValueError saying what to write."""
+    """Parse `<number><unit>` with unit s, m, h, d or w, at most `MAX_DAYS`; raise
+    ValueError saying what to write."""
     match = _DURATION.match(str(text))
     if not match:
         raise ValueError(f"{text!r} is not a duration; {_what_to_write(str(text))}")
-    return dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    digits, unit = match.groups()
+    # A number longer than the most seconds is more in any unit: not read (Python reads
+    # no int of more than 4,300 digits, and says so in its own words).
+    too_long = len(digits.lstrip("0")) > len(str(_MAX_SECONDS))
+    seconds = 0 if too_long else int(digits) * _UNITS[unit]
+    if too_long or seconds > _MAX_SECONDS:
+        written = str(text).strip()
+        shown = written if len(written) <= 20 else written[:17] + "..."
+        raise ValueError(
+            f"{shown!r} is longer than {MAX_DAYS}d (100 years), which no rule or setting "
+            "needs: write a shorter duration"
+        )
+    return dt.timedelta(seconds=seconds)
 
 
 def elapsed_after(start: dt.datetime, duration: dt.timedelta) -> dt.datetime:

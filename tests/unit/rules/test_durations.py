@@ -52,3 +52,36 @@ def test_a_capital_m_is_not_told_to_be_minutes() -> None:
         "'3M' is not a duration; write 3m for minutes, 90d for months (a month is no unit: "
         "30 days each)"
     )
+
+
+@pytest.mark.parametrize(
+    "written", ["36501d", "5215w", "3000000d", "99999999999d", "9" * 5000 + "s"]
+)
+def test_a_duration_beyond_a_hundred_years_is_refused(written: str) -> None:
+    """`ttl: 3000000d` loaded, and every event of its rule was a `detector_error` dead
+    letter (the task's expiry fell past the year 9999); `99999999999d` stopped `rules
+    validate` with a traceback (OverflowError)."""
+    with pytest.raises(ValueError, match="is longer than 36500d") as err:
+        parse_duration(written)
+    shown = written if len(written) <= 20 else written[:17] + "..."
+    assert str(err.value) == (
+        f"{shown!r} is longer than 36500d (100 years), which no rule or setting needs: "
+        "write a shorter duration"
+    )
+    assert parse_duration("36500d") == dt.timedelta(days=36500)
+
+
+def test_a_ttl_beyond_a_hundred_years_is_refused_at_its_line() -> None:
+    from rules.catalog import load_texts
+    from rules.exceptions import RulesError
+
+    text = (
+        "rules:\n  - id: r\n    description: t\n    on: [usage]\n"
+        "    task: {family: anomaly, type: hit, channel: sms, priority: 3, action: a,\n"
+        "           ttl: 3000000d, cooldown: 99999999999d, description: d}\n"
+    )
+    with pytest.raises(RulesError) as refused:
+        load_texts([("r.yaml", text)])
+    found = [str(p) for p in refused.value.problems]
+    assert len(found) == 2
+    assert all("is longer than 36500d (100 years)" in p and p.startswith("r.yaml:") for p in found)
