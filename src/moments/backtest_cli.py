@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moments.cliparts import add_command, command_settings
+from moments.cliparts import add_command, command_settings, positive_int
 from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -132,7 +132,9 @@ def add_backtest_command(sub: Subparsers) -> None:
         help="also run these rules over the same history and report tasks added, removed "
         "and changed per rule",
     )
-    p.add_argument("--top", type=int, default=10, metavar="N", help="rules in the top list")
+    p.add_argument(
+        "--top", type=positive_int, default=10, metavar="N", help="rules in the top list (10)"
+    )
     p.add_argument(
         "--shadow-as-live",
         action="store_true",

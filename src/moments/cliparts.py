@@ -45,6 +45,15 @@ def add_group(sub: Subparsers, name: str, help_: str, examples: str) -> Subparse
     return p.add_subparsers(title=f"{name} commands", metavar="COMMAND")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (`--top 0` printed an empty table,
+    `--top -1` one without its last row)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: write a whole number of 1 or more")
+    return value
+
+
 def show_subcommands(args: argparse.Namespace) -> int:
     """The handler of a group called without a subcommand."""
     args.command_parser.print_help()

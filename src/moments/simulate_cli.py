@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moments.cliparts import add_command, command_settings
+from moments.cliparts import add_command, command_settings, positive_int
 from moments.progresslines import PROGRESS_EVERY_S
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def add_simulate_command(sub: Subparsers) -> None:
         EXAMPLES,
         _cmd_simulate,
     )
-    p.add_argument("--subscribers", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--subscribers", type=positive_int, required=True, metavar="N")
     p.add_argument("--rate", type=_positive_float, required=True, metavar="R", help="events/s")
     p.add_argument(
         "--duration",
@@ -66,13 +66,6 @@ def add_simulate_command(sub: Subparsers) -> None:
         metavar="PATH",
         help="write JSON lines (gzip when PATH ends in .gz) instead of producing",
     )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: write a whole number of 1 or more")
-    return value
 
 
 def _positive_float(text: str) -> float:
