@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.eventcheck import no_type_said
+from moments.filenames import gzipped, is_csv
 from moments.models import EVENT_MODELS, EventType
 from moments.refusals import LATENESS
 from moments.rulecheck import (
@@ -331,8 +332,7 @@ class EventFile:
         self.path = path
         self.default_type = default_type
         self.size = path.stat().st_size
-        name = path.name[:-3] if path.name.endswith(".gz") else path.name
-        self.is_csv = name.endswith(".csv")
+        self.is_csv = is_csv(path)
         self._raw: IO[bytes] | None = None
         self._whole: WholeLines | None = None
         self._lines_read = 0
@@ -377,7 +377,7 @@ class EventFile:
     def _lines(self) -> IO[bytes]:
         self._raw = self.path.open("rb")
         self._whole = None
-        if self.path.suffix == ".gz":
+        if gzipped(self.path):
             lines, self._whole = unzipped(self._raw, self.path)
             return lines
         return self._raw
@@ -602,7 +602,7 @@ class EventFile:
         file a block ahead of the CSV reader, whose count said `near line 1` of a byte on
         line 60."""
         with self.path.open("rb") as raw:
-            lines = unzipped(raw, self.path)[0] if self.path.suffix == ".gz" else raw
+            lines = unzipped(raw, self.path)[0] if gzipped(self.path) else raw
             for number, line in enumerate(lines, 1):
                 try:
                     line.decode()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from moments.cliparts import add_command, show_subcommands
 from moments.enums import EventType
+from moments.filenames import gzipped, is_csv
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -121,7 +122,7 @@ def _lines(name: str) -> Iterator[_Source]:
         yield _Source(name, sys.stdin.buffer, None)
         return
     path = Path(name)
-    if path.suffix == ".gz":
+    if gzipped(path):
         from moments.backtest_input import unzipped
 
         with path.open("rb") as raw:
@@ -150,7 +151,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 f"{folder}: a folder; pass the files in it ({folder}/*.jsonl.gz, say)", markup=False
             )
         return 2
-    if tables := [f for f in args.files if f.removesuffix(".gz").endswith(".csv")]:
+    if tables := [f for f in args.files if is_csv(f)]:
         err.print(
             f"{', '.join(tables)}: events check reads what a producer sends, one JSON "
             "payload per line (.jsonl, .gz); a CSV export is read by `moments backtest` and "

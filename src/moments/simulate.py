@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from moments.filenames import gzipped
 from moments.models import EVENT_MODELS, EventType
 from moments.settings import Settings
 
@@ -435,7 +436,7 @@ def limit(events: EventGenerator, rate: float, duration: float | None) -> int | 
 
 def open_output(path: Path) -> IO[bytes]:
     """The file to write to; gzip-compressed when the name ends with .gz."""
-    if path.suffix == ".gz":
+    if gzipped(path):
         return cast(IO[bytes], gzip.open(path, "wb"))
     return path.open("wb")
 

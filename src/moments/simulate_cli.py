@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moments.cliparts import add_command, command_settings, positive_int
+from moments.filenames import is_csv
 from moments.progresslines import PROGRESS_EVERY_S
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.to_file is not None:
         if count is None:
             raise ConfigError("--to-file needs --duration T (seconds of traffic to write)")
-        if args.to_file.name.removesuffix(".gz").endswith(".csv"):
+        if is_csv(args.to_file):
             raise ConfigError(  # the readers take a .csv for CSV, and refused it
                 "--to-file writes JSON lines: name the file .jsonl (.jsonl.gz for gzip)"
             )

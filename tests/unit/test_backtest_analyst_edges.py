@@ -2,15 +2,22 @@
 
 - `--top 0` printed an empty "Top rules" table and `--top -1` one without its last rule
   (a slice `[:-1]`), without a word: a number of rules below 1 is refused with the fix;
+- a file named in capitals (`EVENTS.CSV`, `EVENTS.JSONL.GZ`, as Windows tools and
+  mainframe exports write them) was read as JSON lines and uncompressed: refused as "no
+  JSON lines file: name a CSV file .csv" (it was), or read as binary junk. The
+  extension is read whatever its case.
 """
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
 
+from moments.backtest_input import EventFile
 from moments.cli import main
+from moments.models import EventType
 
 from .test_unreadable_lines import topup
 
@@ -29,3 +36,52 @@ class TestTop:
         assert exc.value.code == 2
         assert "--top" in capsys.readouterr().err
         assert not (tmp_path / "o").exists()
+
+
+CSV = b"type,event_id,subscriber_id,occurred_at,amount,channel\r\n" + b"".join(
+    f"topup,t{n},1380000000{n},2026-11-10T1{n}:00:00+08:00,50,app\r\n".encode() for n in range(1, 4)
+)
+JSONL = b"".join(topup(n) + b"\n" for n in range(1, 4))
+
+
+class TestSuffixCase:
+    @pytest.mark.parametrize(
+        ("name", "data"),
+        [
+            ("EVENTS.CSV", CSV),
+            ("Events.Csv", CSV),
+            ("EVENTS.CSV.GZ", gzip.compress(CSV)),
+            ("events.csv.GZ", gzip.compress(CSV)),
+            ("EVENTS.JSONL.GZ", gzip.compress(JSONL)),
+        ],
+    )
+    def test_the_extension_is_read_whatever_its_case(
+        self, tmp_path: Path, name: str, data: bytes
+    ) -> None:
+        """Three top-ups, read as the lower-case name reads them."""
+        path = tmp_path / name
+        path.write_bytes(data)
+        events = list(EventFile(path))
+        assert [e.event_type for e in events] == [EventType.TOPUP] * 3
+        assert [e.key for e in events] == [f"1380000000{n}".encode() for n in range(1, 4)]
+
+    def test_a_backtest_of_a_capital_csv_reports_its_events(self, tmp_path: Path) -> None:
+        path = tmp_path / "EXPORT.CSV"
+        path.write_bytes(CSV)
+        out = tmp_path / "out"
+        assert main(["backtest", "--events", str(path), "--out", str(out)]) == 0
+        assert b'"events":3' in (out / "report.json").read_bytes().replace(b" ", b"")
+
+    def test_events_check_reads_a_capital_gz_as_gzip(self, tmp_path: Path) -> None:
+        path = tmp_path / "EVENTS.JSONL.GZ"
+        path.write_bytes(gzip.compress(JSONL))
+        assert main(["events", "check", str(path)]) == 0
+
+    def test_events_check_refuses_a_capital_csv_as_it_does_a_csv(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "EXPORT.CSV"
+        path.write_bytes(CSV)
+        assert main(["events", "check", str(path)]) == 2
+        said = " ".join(capsys.readouterr().err.split())
+        assert "a CSV export is read by `moments backtest`" in said
