@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from moments.backtest_input import EventFile
     from moments.cliparts import Subparsers
     from moments.progresslines import ProgressLines
+    from rules.catalog import RuleSet
+    from sinks.policy import DispatchPolicy
 
 EXAMPLES = """
     moments simulate --subscribers 2000 --rate 2 --duration 7d --seed 1 --to-file week.jsonl.gz
@@ -200,13 +202,12 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if start is not None and end is not None and end <= start:
         raise ConfigError("--to must be after --from")
     rules = load_rules(args.rules)
-    check_rule_ids(
-        policy_path,
-        policy,
-        (r.id for r in rules.rules),
-        (r.task.moment_type for r in rules.rules),
-    )
     baseline = load_rules(args.baseline_rules) if args.baseline_rules is not None else None
+    # One policy serves both runs: a key may name a rule of either catalog (the one the
+    # candidate removes, in the production policy), and is said when only the baseline's.
+    both = [*rules.rules, *(baseline.rules if baseline is not None else ())]
+    check_rule_ids(policy_path, policy, (r.id for r in both), (r.task.moment_type for r in both))
+    policy_said = baseline_only_keys(policy_path, policy, rules) if baseline is not None else []
     if args.shadow_as_live:
         rules = rules.with_shadows_live()
         baseline = baseline.with_shadows_live() if baseline is not None else None
@@ -247,9 +248,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     report = build_report(result, top=args.top)
     # A file cut short first: every figure after its cut lacks its events.
     report["warnings"] = [cut.said() for cut in result.cuts]
-    report["warnings"] += report_warnings(result, rules) + unused_regions(
-        result.policy, report["capacity"]
-    )
+    report["warnings"] += (
+        report_warnings(result, rules) + unused_regions(result.policy, report["capacity"])
+    ) + policy_said
     report["run"] = {
         "events": ", ".join(str(p) for p in args.events),
         "profiles": str(args.profiles) if args.profiles is not None else None,
@@ -317,6 +318,25 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def baseline_only_keys(path: Path | None, policy: DispatchPolicy, rules: RuleSet) -> list[str]:
+    """A warning per `overflow:`/`relevance:` key of the policy file that names a rule
+    (or moment type) only the baseline rules hold: a worker with the candidate rules
+    refuses such a policy, so it needs the key dropped when they are deployed."""
+    from sinks.policy import unknown_rule_keys
+
+    if path is None:
+        return []
+    keys = unknown_rule_keys(
+        policy, (r.id for r in rules.rules), (r.task.moment_type for r in rules.rules)
+    )
+    return [
+        f"{path}: {section}.{key} names {key!r}, which only the baseline rules hold: it "
+        "applies to the baseline run; a worker with the candidate rules refuses this policy "
+        f"(no rule id {key!r}), so drop the key when you deploy them"
+        for section, key in keys
+    ]
 
 
 class FileBar:

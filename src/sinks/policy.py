@@ -358,6 +358,23 @@ class DispatchPolicy(_Frozen):
         return self.overflow.get(rule_id) or self.overflow.get(ANY) or Overflow()
 
 
+def unknown_rule_keys(
+    policy: DispatchPolicy, rule_ids: Iterable[str], moment_types: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """The `overflow:` and `relevance:` keys the policy file writes that name none of
+    these rules (a `relevance:` key: nor moment types), as (section, key); `"*"` and
+    what the file leaves to the defaults are none."""
+    ids = set(rule_ids)
+    known = {"overflow": ids, "relevance": ids | set(moment_types)}
+    return [
+        (section, key)
+        for section in ("overflow", "relevance")
+        if section in policy.model_fields_set
+        for key in getattr(policy, section)
+        if key != ANY and key not in known[section]
+    ]
+
+
 def check_rule_ids(
     path: Path | None,
     policy: DispatchPolicy,
@@ -370,18 +387,12 @@ def check_rule_ids(
     misspelt id loaded and its rule got the default overflow, or no relevance check,
     without a word. Only what the file writes is checked (the default relevance checks
     name rules of the packaged catalog)."""
-    written = [k for k in ("overflow", "relevance") if k in policy.model_fields_set]
-    if path is None or not written:
+    if path is None:
         return
     ids = sorted(set(rule_ids))
     known = {"overflow": ids, "relevance": sorted(set(ids) | set(moment_types))}
     what = {"overflow": "a rule id", "relevance": "a rule id or moment type"}
-    wrong = [
-        (section, key)
-        for section in written
-        for key in getattr(policy, section)
-        if key != ANY and key not in known[section]
-    ]
+    wrong = unknown_rule_keys(policy, ids, known["relevance"])
     if not wrong:
         return
     from rules.yamlpos import key_at

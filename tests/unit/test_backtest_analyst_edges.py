@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import orjson
 import pytest
 
 from moments.backtest_input import EventFile
@@ -85,3 +86,58 @@ class TestSuffixCase:
         assert main(["events", "check", str(path)]) == 2
         said = " ".join(capsys.readouterr().err.split())
         assert "a CSV export is read by `moments backtest`" in said
+
+
+RULE = """
+  - id: {id}
+    description: Any top-up
+    on: [topup]
+    condition: {{field: amount, gte: {amount}}}
+    task: {{family: anomaly, type: {id}, channel: sms, priority: 4, action: thanks,
+           ttl: 24h, description: Thanks}}
+"""
+
+
+class TestPolicyOfTwoCatalogs:
+    """`--baseline-rules`: one dispatch policy serves both runs, so an `overflow:` key
+    may name a rule of either catalog. A key naming the rule the candidate removes (the
+    production policy's) stopped the comparison (`no rule id 'legacy' in the rules`), and
+    dropping it from the policy ran the baseline under another policy than production's."""
+
+    def write(self, tmp_path: Path, overflow: str) -> list[str]:
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(JSONL)
+        baseline = tmp_path / "baseline.yaml"
+        baseline.write_text(
+            "rules:" + RULE.format(id="thanks", amount=1) + RULE.format(id="legacy", amount=40)
+        )
+        candidate = tmp_path / "candidate.yaml"
+        candidate.write_text("rules:" + RULE.format(id="thanks", amount=1))
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"overflow:\n  {overflow}: {{policy: drop}}\n")
+        return [
+            "backtest", "--events", str(events), "--rules", str(candidate),
+            "--baseline-rules", str(baseline), "--policy", str(policy),
+            "--out", str(tmp_path / "out"),
+        ]  # fmt: skip
+
+    def test_a_key_of_the_rule_the_candidate_removes_is_taken_and_said(
+        self, tmp_path: Path
+    ) -> None:
+        assert main(self.write(tmp_path, "legacy")) == 0
+        report = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
+        assert report["comparison"]["per_rule"] == [
+            {"rule_id": "legacy", "added": 0, "removed": 3, "changed": 0, "rule": "removed"}
+        ]
+        said = [w for w in report["warnings"] if "legacy" in w]
+        assert len(said) == 1
+        assert "overflow.legacy" in said[0]
+        assert "only the baseline rules" in said[0]
+
+    def test_a_key_of_neither_catalog_is_still_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(self.write(tmp_path, "legacyy")) == 2
+        said = " ".join(capsys.readouterr().err.split())
+        assert "overflow.legacyy: no rule id 'legacyy'" in said
+        assert "did you mean 'legacy'?" in said
