@@ -138,16 +138,26 @@ WHOLE_DAY_SLACK_S = 3600.0
 """A report day the history misses less than this of, at either end, counts as whole."""
 
 
+def report_start(result: BacktestResult) -> float | None:
+    """Where the report's days begin: the latest of `--from`, `--live-from` (no task is
+    made before the cut-over: its days were rows of zeros the means per day counted) and
+    the first event (None: none of them)."""
+    starts = [
+        t for t in (result.report_from, result.live_from, result.first_event) if t is not None
+    ]
+    return max(starts) if starts else None
+
+
 def partial_days(result: BacktestResult) -> dict[str, str]:
     """The report's first and last local days when the history covers them in part:
-    `{"2026-12-08": "to 10:05"}`. The report begins at `--from` or the first event,
-    whichever is later, and ends where event time stopped (`--to`, else the last event)."""
+    `{"2026-12-08": "to 10:05"}`. The report begins at `--from`, `--live-from` or the
+    first event, whichever is latest, and ends where event time stopped (`--to`, else the
+    last event)."""
     zone = result.policy.zone
-    starts = [t for t in (result.report_from, result.first_event) if t is not None]
-    end = result.clock_end
-    if not starts or end is None or end <= max(starts):
+    start, end = report_start(result), result.clock_end
+    if start is None or end is None or end <= start:
         return {}
-    first = dt.datetime.fromtimestamp(max(starts), zone)
+    first = dt.datetime.fromtimestamp(start, zone)
     last = dt.datetime.fromtimestamp(end, zone)
     out: dict[str, str] = {}
     if first.timestamp() - _midnight(first.date(), zone) > WHOLE_DAY_SLACK_S:
@@ -165,10 +175,9 @@ def report_days(result: BacktestResult, seen: Iterable[str]) -> list[str]:
     day a task was published on."""
     zone = result.policy.zone
     days = set(seen)
-    starts = [t for t in (result.report_from, result.first_event) if t is not None]
-    end = result.clock_end
-    if starts and end is not None and end >= max(starts):
-        day = dt.datetime.fromtimestamp(max(starts), zone).date()
+    start, end = report_start(result), result.clock_end
+    if start is not None and end is not None and end >= start:
+        day = dt.datetime.fromtimestamp(start, zone).date()
         last = dt.datetime.fromtimestamp(end, zone).date()
         if end == _midnight(last, zone) and last > day:  # stopped at midnight: not that day
             last -= dt.timedelta(days=1)

@@ -141,3 +141,46 @@ class TestPolicyOfTwoCatalogs:
         said = " ".join(capsys.readouterr().err.split())
         assert "overflow.legacyy: no rule id 'legacyy'" in said
         assert "did you mean 'legacy'?" in said
+
+
+class TestLiveFromDays:
+    """`--live-from` without `--from`: the report's days begin at the cut-over. They
+    began at the first event, so each day before it was a row of zeros that the means
+    per day counted: two days of warm-up and one live day showed a third of the live
+    day's tasks as the mean a day, in a rehearsal of what going live would bring."""
+
+    def run(self, tmp_path: Path, live_from: str) -> dict[str, object]:
+        lines = [
+            orjson.dumps(
+                {
+                    "type": "topup",
+                    "event_id": f"t{day}{hour}",
+                    "subscriber_id": f"13800{day}{hour:02d}000",
+                    "occurred_at": f"2026-11-1{day}T{hour:02d}:30:00+08:00",
+                    "amount": 50,
+                    "channel": "app",
+                }
+            )
+            for day in range(3)
+            for hour in range(9, 20)  # 09:30 to 19:30, outside quiet hours
+        ]
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(b"\n".join(lines) + b"\n")
+        out = tmp_path / "out"
+        argv = ["backtest", "--events", str(events), "--live-from", live_from, "--out", str(out)]
+        assert main(argv) == 0
+        report: dict[str, object] = orjson.loads((out / "report.json").read_bytes())
+        return report
+
+    def test_the_days_before_the_cut_over_are_no_days_of_the_report(self, tmp_path: Path) -> None:
+        report = self.run(tmp_path, "2026-11-12")
+        assert report["days"] == ["2026-11-12"]
+        assert report["partial_days"] == {"2026-11-12": "to 19:30"}
+        assert report["tasks_per_day"]["family"] == [  # type: ignore[index]
+            {"day": "2026-11-12", "family": "first_time", "tasks": 11}
+        ]
+
+    def test_a_cut_over_within_a_day_makes_it_a_day_in_part(self, tmp_path: Path) -> None:
+        report = self.run(tmp_path, "2026-11-11T14:00:00+08:00")
+        assert report["days"] == ["2026-11-11", "2026-11-12"]
+        assert report["partial_days"] == {"2026-11-11": "from 14:00", "2026-11-12": "to 19:30"}
