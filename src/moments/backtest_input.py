@@ -161,6 +161,33 @@ def _numeric_fields(model: type[BaseModel]) -> frozenset[str]:
 
 
 NUMERIC_FIELDS = {t: _numeric_fields(model) for t, model in EVENT_MODELS.items()}
+FIELD_NAMES = frozenset(
+    {"type"}.union(*(model.model_json_schema()["properties"] for model in EVENT_MODELS.values()))
+)
+"""The names a CSV header cell may give in any case, with spaces around (`Region `)."""
+
+
+def _header(names: Sequence[str], path: Path) -> list[str]:
+    """A CSV header's cells as the fields they name: a spreadsheet's `Type`, `Region` or
+    `Balance_After`, or `type ` with a space before the comma, named no field of the
+    contract (`Type`: "add a `type` column"; a required field: every row refused; an
+    optional one, the region or `balance_after`, dropped without a word). Any other
+    name is kept as written (an extra field, as the contract keeps it). Two cells naming
+    one field are refused: which one the rows meant cannot be told."""
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for name in names:
+        field = name.strip()
+        if field.lower() in FIELD_NAMES:
+            field = field.lower()
+        if field and field in seen:
+            raise EventFileError(
+                f"{path}:1: columns {seen[field]!r} and {name!r} both name the field "
+                f"{field!r}: keep one of them"
+            )
+        seen[field] = name
+        out.append(field)
+    return out
 
 
 def _cell(text: str, numeric: bool) -> Any:
@@ -542,6 +569,7 @@ class EventFile:
             )
             if reader.fieldnames is None:
                 return
+            reader.fieldnames = _header(reader.fieldnames, self.path)
             if "type" not in reader.fieldnames and self.default_type is None:
                 raise MissingEventTypeError(f"{self.path}:1: add a `type` column (one of {TYPES})")
             typed, untyped = False, 0

@@ -5,7 +5,13 @@
 - a file named in capitals (`EVENTS.CSV`, `EVENTS.JSONL.GZ`, as Windows tools and
   mainframe exports write them) was read as JSON lines and uncompressed: refused as "no
   JSON lines file: name a CSV file .csv" (it was), or read as binary junk. The
-  extension is read whatever its case.
+  extension is read whatever its case;
+- a CSV header written as a spreadsheet writes it (`Type`, `Region`, `Balance_After`,
+  `type ` with a space before the comma) named no field of the contract: `Type` stopped
+  the run ("add a `type` column", beside one), a required field's every row was refused
+  ("event_id: Field required") and an optional one was dropped without a word (the
+  region: every task under `(none)`, the capacity of no region; `balance_after`: no low
+  balance ever). A header cell is the field it names whatever its case and spaces.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import pytest
 from moments.backtest_input import EventFile
 from moments.cli import main
 from moments.models import EventType
+from moments.rulecheck import EventFileError
 
 from .test_unreadable_lines import topup
 
@@ -184,3 +191,34 @@ class TestLiveFromDays:
         report = self.run(tmp_path, "2026-11-11T14:00:00+08:00")
         assert report["days"] == ["2026-11-11", "2026-11-12"]
         assert report["partial_days"] == {"2026-11-11": "from 14:00", "2026-11-12": "to 19:30"}
+
+
+class TestCsvHeader:
+    ROWS = "".join(
+        f"topup,t{n},1380000000{n},2026-11-10T1{n}:00:00+08:00,50,app,SH,5\r\n" for n in range(1, 4)
+    )
+
+    @pytest.mark.parametrize(
+        "head",
+        [
+            "Type,Event_ID,Subscriber_ID,Occurred_At,Amount,Channel,Region,Balance_After",
+            "TYPE ,event_id , subscriber_id,occurred_at,amount,channel,region ,balance_after",
+        ],
+    )
+    def test_a_header_cell_is_its_field_whatever_its_case_and_spaces(
+        self, tmp_path: Path, head: str
+    ) -> None:
+        path = tmp_path / "export.csv"
+        path.write_text(head + "\r\n" + self.ROWS)
+        docs = [orjson.loads(e.value) for e in EventFile(path)]
+        assert [d["region"] for d in docs] == ["SH"] * 3
+        assert [d["balance_after"] for d in docs] == ["5"] * 3
+        assert [d["event_id"] for d in docs] == ["t1", "t2", "t3"]
+
+    def test_two_cells_naming_one_field_are_refused_naming_both(self, tmp_path: Path) -> None:
+        path = tmp_path / "export.csv"
+        path.write_text(
+            "type,event_id,subscriber_id,occurred_at,amount,channel,region,Region\r\n" + self.ROWS
+        )
+        with pytest.raises(EventFileError, match=r"export.csv:1: columns 'region' and 'Region'"):
+            list(EventFile(path))
