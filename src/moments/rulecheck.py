@@ -281,6 +281,21 @@ def parse_expectation(text: str) -> tuple[str, int]:
     return name, int(count)
 
 
+def parse_expectations(texts: Iterable[str]) -> dict[str, int]:
+    """Every `--expect` of `rules test`; a rule given two counts is refused (ValueError):
+    the last one was kept and the first dropped without a word, so a test file's
+    `--expect low_balance=1 ... --expect low_balance=2` passed on 2 tasks."""
+    expected: dict[str, int] = {}
+    for text in texts:
+        name, count = parse_expectation(text)
+        if expected.get(name, count) != count:
+            raise ValueError(
+                f"--expect names {name} twice, {expected[name]} and {count}: give it one count"
+            )
+        expected[name] = count
+    return expected
+
+
 def check_expectations(
     result: PipelineResult, rules: RuleSet, expected: dict[str, int]
 ) -> list[str]:

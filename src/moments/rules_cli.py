@@ -326,13 +326,13 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         check_expectations,
         check_rules,
         describe_task,
-        parse_expectation,
+        parse_expectations,
         summary,
     )
     from rules.catalog import load_rules
 
     try:
-        expected = dict(parse_expectation(text) for text in args.expect)
+        expected = parse_expectations(args.expect)
     except ValueError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2

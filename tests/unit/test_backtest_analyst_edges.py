@@ -11,7 +11,9 @@
   the run ("add a `type` column", beside one), a required field's every row was refused
   ("event_id: Field required") and an optional one was dropped without a word (the
   region: every task under `(none)`, the capacity of no region; `balance_after`: no low
-  balance ever). A header cell is the field it names whatever its case and spaces.
+  balance ever). A header cell is the field it names whatever its case and spaces;
+- `rules test --expect low_balance=1 --expect low_balance=0` kept the last count and
+  dropped the first without a word: a test file repeating a rule passed on either.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from moments.cli import main
 from moments.models import EventType
 from moments.rulecheck import EventFileError
 
-from .test_unreadable_lines import topup
+from .test_unreadable_lines import CATALOG, topup
 
 
 class TestTop:
@@ -222,3 +224,20 @@ class TestCsvHeader:
         )
         with pytest.raises(EventFileError, match=r"export.csv:1: columns 'region' and 'Region'"):
             list(EventFile(path))
+
+
+class TestExpectTwice:
+    def test_a_rule_given_two_counts_is_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(JSONL)  # top-ups with no balance: no low balance
+        argv = ["rules", "test", str(CATALOG), "--events", str(events)]
+        assert main([*argv, "--expect", "low_balance=1", "--expect", "low_balance=0"]) == 2
+        assert "--expect names low_balance twice, 1 and 0" in capsys.readouterr().err
+
+    def test_the_same_count_twice_is_one_expectation(self, tmp_path: Path) -> None:
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(JSONL)
+        argv = ["rules", "test", str(CATALOG), "--events", str(events)]
+        assert main([*argv, "--expect", "low_balance=0", "--expect", "low_balance=0"]) == 0
