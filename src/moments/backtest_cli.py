@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -146,12 +147,13 @@ def add_backtest_command(sub: Subparsers) -> None:
 
 
 def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
-    """A date (midnight in `zone`) or an RFC 3339 instant with its offset."""
+    """A date (midnight in `zone`; any ISO form: `2026-12-07`, `20261207`) or an RFC 3339
+    instant with its offset."""
     if text is None:
         return None
+    with contextlib.suppress(ValueError):  # `20261207` was told to add an offset
+        return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(0), tzinfo=zone)
     try:
-        if len(text) == 10:
-            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(0), tzinfo=zone)
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(

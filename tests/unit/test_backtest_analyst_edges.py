@@ -13,19 +13,24 @@
   region: every task under `(none)`, the capacity of no region; `balance_after`: no low
   balance ever). A header cell is the field it names whatever its case and spaces;
 - `rules test --expect low_balance=1 --expect low_balance=0` kept the last count and
-  dropped the first without a word: a test file repeating a rule passed on either.
+  dropped the first without a word: a test file repeating a rule passed on either;
+- `--from 20261207` was told to add an offset (`20261207+08:00`, refused in its turn).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 
+from moments.backtest_cli import parse_when
 from moments.backtest_input import EventFile
 from moments.cli import main
+from moments.exceptions import ConfigError
 from moments.models import EventType
 from moments.rulecheck import EventFileError
 
@@ -241,3 +246,20 @@ class TestExpectTwice:
         events.write_bytes(JSONL)
         argv = ["rules", "test", str(CATALOG), "--events", str(events)]
         assert main([*argv, "--expect", "low_balance=0", "--expect", "low_balance=0"]) == 0
+
+
+class TestCompactDates:
+    """`--from 20261207` (a date as many exports and `date +%Y%m%d` write it) was read as
+    an instant with no offset and told to write `20261207+08:00`, which is refused in its
+    turn: a date in any ISO form is midnight in the policy's (or the rules') time zone."""
+
+    ZONE = ZoneInfo("Asia/Shanghai")
+
+    @pytest.mark.parametrize("text", ["20261207", "2026-12-07", "2026-W50-1"])
+    def test_a_date_in_any_iso_form_is_its_midnight(self, text: str) -> None:
+        when = parse_when(text, self.ZONE, "--from")
+        assert when == dt.datetime(2026, 12, 7, tzinfo=self.ZONE)
+
+    def test_an_instant_without_offset_is_still_told_to_add_one(self) -> None:
+        with pytest.raises(ConfigError, match=r"add an offset, e.g. 2026-12-07T10:00\+08:00"):
+            parse_when("2026-12-07T10:00", self.ZONE, "--from")
