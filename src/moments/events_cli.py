@@ -199,7 +199,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     return 2
                 if (cut := lines.cut()) is not None:
                     cuts.append(cut)
-    _print_tally(err, tally, shown)
+    _print_tally(err, tally, shown, clock_given=args.now is not None)
     for cut in cuts:  # the lines before were checked; the rest of the file is missing
         err.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
     return 1 if tally.refused_total or cuts else 0
@@ -216,10 +216,12 @@ def _json(name: str, verdict: LineVerdict) -> str:
     return orjson.dumps({"file": name, **verdict._asdict()}).decode()
 
 
-def _print_tally(err: Console, tally: CheckTally, shown: int) -> None:
+def _print_tally(err: Console, tally: CheckTally, shown: int, clock_given: bool = False) -> None:
     from rich.table import Table
 
     from moments.eventcheck import NO_TYPE
+    from moments.records import RejectReason
+    from moments.refusals import MAX_FUTURE
 
     total, refused = sum(tally.checked.values()), tally.refused_total
     if 0 < shown < refused:
@@ -241,6 +243,16 @@ def _print_tally(err: Console, tally: CheckTally, shown: int) -> None:
         err.print(
             "A worker would send these lines to the dead-letter topic with the reason "
             "shown. Each event type's fields: schemas/<type>-event.schema.json (JSON Schema).",
+            markup=False,
+        )
+    ahead = sum(n for (_, reason), n in tally.refused.items() if reason == RejectReason.FUTURE)
+    if ahead and not clock_given:  # each line said "check the producer's clock"
+        err.print(
+            f"{ahead:,} line(s) dated over {MAX_FUTURE.total_seconds() / 60:.0f} minutes "
+            "ahead of this machine's clock: from a live producer, its clock or offset is "
+            "wrong; a history (a warehouse export, or `moments simulate --to-file`, which "
+            "dates its events from when it ran) is checked with --now TIME at or after its "
+            "last event (RFC 3339), the clock a worker replaying it would have.",
             markup=False,
         )
     if untyped:  # a worker knows the type from its topic: these were not checked at all

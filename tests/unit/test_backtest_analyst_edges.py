@@ -14,7 +14,10 @@
   balance ever). A header cell is the field it names whatever its case and spaces;
 - `rules test --expect low_balance=1 --expect low_balance=0` kept the last count and
   dropped the first without a word: a test file repeating a rule passed on either;
-- `--from 20261207` was told to add an offset (`20261207+08:00`, refused in its turn).
+- `--from 20261207` was told to add an offset (`20261207+08:00`, refused in its turn);
+- `events check` of a history dated ahead of the machine's clock (every file `moments
+  simulate --to-file` writes) refused nearly every line as `future`, telling each to
+  "check the producer's clock": it now says once that a history is checked with `--now`.
 """
 
 from __future__ import annotations
@@ -263,3 +266,31 @@ class TestCompactDates:
     def test_an_instant_without_offset_is_still_told_to_add_one(self) -> None:
         with pytest.raises(ConfigError, match=r"add an offset, e.g. 2026-12-07T10:00\+08:00"):
             parse_when("2026-12-07T10:00", self.ZONE, "--from")
+
+
+class TestEventsCheckOfAHistoryAhead:
+    def lines(self, ahead: dt.timedelta) -> bytes:
+        at = dt.datetime.now(dt.UTC) + ahead
+        return b"".join(
+            topup(n, occurred_at=(at + dt.timedelta(minutes=n)).isoformat()) + b"\n"
+            for n in range(1, 4)
+        )
+
+    def test_lines_ahead_of_the_clock_are_told_of_now(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "week.jsonl"
+        path.write_bytes(self.lines(dt.timedelta(days=2)))
+        assert main(["events", "check", str(path)]) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert "3 line(s) dated over 15 minutes ahead of this machine's clock" in said
+        assert "--now" in said
+
+    def test_with_now_given_there_is_nothing_to_tell(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "week.jsonl"
+        path.write_bytes(self.lines(dt.timedelta(days=2)))
+        now = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
+        assert main(["events", "check", "--now", now, str(path)]) == 1
+        assert "ahead of this machine's clock" not in capsys.readouterr().err
