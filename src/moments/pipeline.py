@@ -104,6 +104,7 @@ def run_pipeline(
     until: dt.datetime | None = None,
     live_from: dt.datetime | None = None,
     begins: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> PipelineResult:
     """Run events through the detector in batches; tasks deduplicated by id, as on the stream.
 
@@ -115,7 +116,8 @@ def run_pipeline(
     `live_from` make no task (`MOMENTS_LIVE_FROM`): they are counted in `shadow`.
     `begins` (epoch seconds): where event time begins; records dated before it (the
     `--profiles` snapshot, each profile dated when it last changed) are applied in its hour,
-    as the backtest applies them (`backtest_input.history`), not swept from their dates."""
+    as the backtest applies them (`backtest_input.history`), not swept from their dates.
+    `progress` is called after each batch with the number of records done so far."""
     items: list[Input | RawRecord] = list(events)
     out = result if result is not None else PipelineResult()
     records = [r for r in items if isinstance(r, RawRecord)]
@@ -155,6 +157,7 @@ def run_pipeline(
     # found depended on other subscribers' events.
     swept_bucket = out.watermark // SWEEP_BUCKET_S if out.watermark else -1
     first = int(begins) // SWEEP_BUCKET_S if begins else -1
+    done = 0
     for hour, batch_records in _hourly_batches(records, batch_size, first):
         if hour > swept_bucket:
             if swept_bucket >= 0:
@@ -172,6 +175,9 @@ def run_pipeline(
         _collect(out, batch.tasks, seen, batch.rejudged)
         out.store.save(batch.changes)
         out.watermark = max(out.watermark, *batch.watermarks.values(), 0)
+        done += len(batch_records)
+        if progress is not None:
+            progress(done)
     if until is not None:
         # As the stream's timer does: sweep every hour of event time up to `until`.
         end = int(until.timestamp())

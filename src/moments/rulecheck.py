@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,12 +141,14 @@ def check_rules(
     profiles: Path | None = None,
     until: Any = None,
     event_type: EventType | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PipelineResult:
     """The rules over event files (JSON lines or CSV, .gz too, read as the backtest reads
     them), in event-time order; `event_type` is that of the lines of `events` without a
     `type` (a topic's records carry none). `profiles`: the snapshot when the history
     begins, read as the backtest and `state seed` read it (`history`): applied at the first
-    event, none dated after it."""
+    event, none dated after it. `progress(done, total)`: the events run through the rules
+    so far, after each batch."""
     from moments.backtest_input import (
         EventFile,
         cuts_of,
@@ -170,7 +172,15 @@ def check_rules(
         offsets[topic] = offset + 1
         records.append(RawRecord(topic, 0, offset, event.key or None, event.value))
     snapshot = begins if profiles is not None else None
-    result = run_pipeline(records, rules, now=None, until=until, begins=snapshot)
+    total = len(records)
+    result = run_pipeline(
+        records,
+        rules,
+        now=None,
+        until=until,
+        begins=snapshot,
+        progress=(lambda done: progress(done, total)) if progress is not None else None,
+    )
     result.unreadable_count, result.unreadable = unreadable_lines(files)
     result.untyped_count, result.untyped = untyped_lines(files)
     result.cuts = cuts_of(files)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -317,6 +318,33 @@ def _add_rules_test(sub: Subparsers) -> None:
     )
 
 
+@contextmanager
+def _progress_lines() -> Iterator[Callable[[int, int], None]]:
+    """How far `rules test` is, on stderr every `PROGRESS_EVERY_S` (a week of history ran
+    a minute without a word; a test case's few events say nothing), and the last count
+    when it said anything."""
+    from moments.progresslines import ProgressLines
+
+    said = False
+
+    def write(text: str) -> None:
+        nonlocal said
+        said = True
+        print(text, file=sys.stderr, flush=True)
+
+    lines = ProgressLines("rules test", write)
+    last = 0
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        last = done
+        lines.update(done, done / total if total else None)
+
+    yield show
+    if said:
+        lines.finish(last)
+
+
 def _cmd_rules_test(args: argparse.Namespace) -> int:
     from moments.backtest_cli import parse_when
     from moments.models import EventType
@@ -343,7 +371,8 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         rules = rules.with_shadows_live()
     try:
         event_type = EventType(args.type) if args.type else None
-        result = check_rules(rules, args.events, args.profiles, until, event_type)
+        with _progress_lines() as progress:
+            result = check_rules(rules, args.events, args.profiles, until, event_type, progress)
     except (EventFileError, OSError) as exc:
         hint = ""
         if (

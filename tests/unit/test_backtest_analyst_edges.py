@@ -17,7 +17,8 @@
 - `--from 20261207` was told to add an offset (`20261207+08:00`, refused in its turn);
 - `events check` of a history dated ahead of the machine's clock (every file `moments
   simulate --to-file` writes) refused nearly every line as `future`, telling each to
-  "check the producer's clock": it now says once that a history is checked with `--now`.
+  "check the producer's clock": it now says once that a history is checked with `--now`;
+- `rules test` said nothing while it ran (a minute on a simulated week).
 """
 
 from __future__ import annotations
@@ -294,3 +295,39 @@ class TestEventsCheckOfAHistoryAhead:
         now = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
         assert main(["events", "check", "--now", now, str(path)]) == 1
         assert "ahead of this machine's clock" not in capsys.readouterr().err
+
+
+class TestRulesTestProgress:
+    """`rules test` of a simulated week ran a minute with nothing on the terminal or in a
+    log: it says how far it is every few seconds, and a test case of a few events (done
+    before the first interval) says nothing more than before."""
+
+    def events(self, tmp_path: Path) -> Path:
+        path = tmp_path / "h.jsonl.gz"
+        argv = ["simulate", "--subscribers", "20", "--rate", "5", "--seed", "2"]
+        assert main([*argv, "--duration", "2400", "--to-file", str(path)]) == 0
+        return path
+
+    def test_a_long_test_says_how_far_it_is(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        path = self.events(tmp_path)
+        capsys.readouterr()
+        monkeypatch.setattr("moments.progresslines.PROGRESS_EVERY_S", 0.0)
+        assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 0
+        err = capsys.readouterr().err
+        assert "rules test: " in err
+        assert "% done, about " in err
+        events = gzip.decompress(path.read_bytes()).count(b"\n")
+        assert f"rules test: {events:,} events in " in err  # the last line: all of them
+
+    def test_a_short_one_says_nothing_of_progress(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = self.events(tmp_path)
+        capsys.readouterr()
+        assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 0
+        assert "rules test: " not in capsys.readouterr().err
