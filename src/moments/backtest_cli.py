@@ -213,6 +213,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if args.shadow_as_live:
         rules = rules.with_shadows_live()
         baseline = baseline.with_shadows_live() if baseline is not None else None
+    try:  # before the replay: said after it, a long history's minutes were lost
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
+        return 1
     from moments.gctune import tune_gc
 
     tune_gc()  # as the worker does: start-up objects frozen, fewer young collections

@@ -18,7 +18,9 @@
 - `events check` of a history dated ahead of the machine's clock (every file `moments
   simulate --to-file` writes) refused nearly every line as `future`, telling each to
   "check the producer's clock": it now says once that a history is checked with `--now`;
-- `rules test` said nothing while it ran (a minute on a simulated week).
+- `rules test` said nothing while it ran (a minute on a simulated week);
+- a folder given to `--events` was "no such file", and an `--out` that cannot be written
+  was said after the whole replay.
 """
 
 from __future__ import annotations
@@ -331,3 +333,30 @@ class TestRulesTestProgress:
         capsys.readouterr()
         assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 0
         assert "rules test: " not in capsys.readouterr().err
+
+
+class TestPathsTold:
+    def test_a_folder_of_exports_is_told_to_pass_its_files(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """It was told `no such file` of a folder that is there."""
+        folder = tmp_path / "exports"
+        folder.mkdir()
+        (folder / "day1.jsonl").write_bytes(JSONL)
+        assert main(["backtest", "--events", str(folder), "--out", str(tmp_path / "o")]) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"{folder}: a folder; pass the files in it" in said
+        assert "no such file" not in said
+
+    def test_an_out_that_cannot_be_written_stops_the_run_before_it_starts(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """It was said after the whole replay (minutes of a long history), lost."""
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(JSONL)
+        out = tmp_path / "report.txt"
+        out.write_text("a file where the folder should go")
+        assert main(["backtest", "--events", str(events), "--out", str(out)]) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"moments: cannot write the report to --out {out}" in said
+        assert "events in" not in said  # no replay
