@@ -675,7 +675,15 @@ def history(
     last changed (years back) began event time there: the backtest swept every hour
     since, greeted every birthday of those years, and reported thousands of days. With
     no event at all (profiles seeded alone), the snapshot is placed at its latest date,
-    the time it is as of (read twice: once for that date)."""
+    the time it is as of (read twice: once for that date). A file given twice is refused
+    (`EventFileError`): its events were replayed twice, every sum and count doubled."""
+    seen: dict[Path, Path] = {}
+    for file in files:
+        if (twice := seen.setdefault(file.path.resolve(), file.path)) is not file.path:
+            raise EventFileError(
+                f"{file.path}: given twice (as {twice} too): each file is read once; its "
+                "events replayed twice doubled every series (spend, calls) the rules read"
+            )
     rest = files[1:] if profiles_first else files
     for file in rest:
         file.until = until

@@ -19,8 +19,8 @@
   simulate --to-file` writes) refused nearly every line as `future`, telling each to
   "check the producer's clock": it now says once that a history is checked with `--now`;
 - `rules test` said nothing while it ran (a minute on a simulated week);
-- a folder given to `--events` was "no such file", and an `--out` that cannot be written
-  was said after the whole replay.
+- a folder given to `--events` was "no such file", an `--out` that cannot be written
+  was said after the whole replay, and a file given twice was replayed twice.
 """
 
 from __future__ import annotations
@@ -360,3 +360,15 @@ class TestPathsTold:
         said = " ".join(capsys.readouterr().err.split())
         assert f"moments: cannot write the report to --out {out}" in said
         assert "events in" not in said  # no replay
+
+    def test_a_file_given_twice_is_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A glob and a name (`exports/*.gz exports/day1.gz`) replayed its events twice."""
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(JSONL)
+        again = tmp_path / "." / "e.jsonl"
+        argv = ["--events", str(events), str(again), "--out", str(tmp_path / "o")]
+        assert main(["backtest", *argv]) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"{again}: given twice (as {events} too): each file is read once" in said
