@@ -10,6 +10,7 @@ value a producer would have written (without `type`), with its event time for or
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import gzip
@@ -564,8 +565,17 @@ class EventFile:
             # every line after it into one cell, and those rows were gone without a word.
             # skipinitialspace: a header written `type, subscriber_id` named a column
             # " subscriber_id", and every row was refused for a missing subscriber_id.
+            # A spreadsheet set to a European locale saves `;` between cells (a tab,
+            # "Unicode text"): read as one column, it was told to "add a `type` column".
+            delimiter = ","
+            if "," not in head:
+                with contextlib.suppress(csv.Error):
+                    delimiter = csv.Sniffer().sniff(head, delimiters=";\t").delimiter
             reader = csv.DictReader(
-                itertools.chain([head], text), strict=True, skipinitialspace=True
+                itertools.chain([head], text),
+                strict=True,
+                skipinitialspace=True,
+                delimiter=delimiter,
             )
             if reader.fieldnames is None:
                 return

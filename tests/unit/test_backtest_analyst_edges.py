@@ -11,7 +11,8 @@
   the run ("add a `type` column", beside one), a required field's every row was refused
   ("event_id: Field required") and an optional one was dropped without a word (the
   region: every task under `(none)`, the capacity of no region; `balance_after`: no low
-  balance ever). A header cell is the field it names whatever its case and spaces;
+  balance ever). A header cell is the field it names whatever its case and spaces, and
+  cells separated by `;` or a tab are read (one column "add a `type` column" before);
 - `rules test --expect low_balance=1 --expect low_balance=0` kept the last count and
   dropped the first without a word: a test file repeating a rule passed on either;
 - `--from 20261207` was told to add an offset (`20261207+08:00`, refused in its turn);
@@ -235,6 +236,18 @@ class TestCsvHeader:
         )
         with pytest.raises(EventFileError, match=r"export.csv:1: columns 'region' and 'Region'"):
             list(EventFile(path))
+
+    @pytest.mark.parametrize("between", [";", "\t"])
+    def test_cells_separated_by_semicolons_or_tabs_are_read(
+        self, tmp_path: Path, between: str
+    ) -> None:
+        """A spreadsheet in a European locale saves `;` between cells: the header was one
+        column, told to "add a `type` column" beside one."""
+        path = tmp_path / "export.csv"
+        path.write_text(CSV.decode().replace(",", between))
+        events = list(EventFile(path))
+        assert [e.event_type for e in events] == [EventType.TOPUP] * 3
+        assert [orjson.loads(e.value)["amount"] for e in events] == ["50"] * 3
 
 
 class TestExpectTwice:
