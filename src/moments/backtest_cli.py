@@ -202,7 +202,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     end = parse_when(args.end, policy.zone, "--to")
     live_from = parse_when(args.live_from, policy.zone, "--live-from")
     if start is not None and end is not None and end <= start:
-        raise ConfigError("--to must be after --from")
+        raise ConfigError(  # it said no more: which was wrong, a date or a zone, was to guess
+            f"--to {args.end} ({end.isoformat()}) must be after --from {args.start} "
+            f"({start.isoformat()}): dates are midnights in the policy's zone, "
+            f"{policy.timezone}, and --to is the first instant left out"
+        )
     rules = load_rules(args.rules)
     baseline = load_rules(args.baseline_rules) if args.baseline_rules is not None else None
     # One policy serves both runs: a key may name a rule of either catalog (the one the

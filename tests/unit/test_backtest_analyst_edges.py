@@ -279,6 +279,21 @@ class TestCompactDates:
         when = parse_when(text, self.ZONE, "--from")
         assert when == dt.datetime(2026, 12, 7, tzinfo=self.ZONE)
 
+    def test_a_to_not_after_from_names_both_as_read(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """It said "--to must be after --from" alone: a date, or a zone, to guess."""
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(JSONL)
+        argv = ["backtest", "--events", str(events), "--from", "2026-11-10"]
+        assert main([*argv, "--to", "2026-11-10T01:00:00+09:00"]) == 2
+        said = " ".join(capsys.readouterr().err.split())
+        assert (
+            "--to 2026-11-10T01:00:00+09:00 (2026-11-10T01:00:00+09:00) must be after --from "
+            "2026-11-10 (2026-11-10T00:00:00+08:00): dates are midnights in the policy's zone, "
+            "Asia/Shanghai"
+        ) in said
+
     def test_an_instant_without_offset_is_still_told_to_add_one(self) -> None:
         with pytest.raises(ConfigError, match=r"add an offset, e.g. 2026-12-07T10:00\+08:00"):
             parse_when("2026-12-07T10:00", self.ZONE, "--from")
