@@ -52,6 +52,8 @@ class PipelineResult:
     """Files whose gzip data ended early: read up to the cut (`moments rules test`)."""
     out_of_order: list[str] = field(default_factory=list)
     """A warning per file not in event-time order (`backtest_input.order_said`)."""
+    last_event: float = 0.0
+    """The latest event time of the files read (`rulecheck.check_rules`; 0: none)."""
     store: DictStateStore = field(default_factory=DictStateStore)
     watermark: int = 0
     """Latest event time seen (epoch seconds): where a later `until` sweep starts."""

@@ -164,9 +164,11 @@ def check_rules(
     offsets: dict[str, int] = {}
     records = []
     begins = None
+    latest = 0.0
     for event in history(files, profiles is not None):
         if begins is None:
             begins = event.at  # the first event's time, where the snapshot is placed
+        latest = max(latest, event.at)
         topic = event.event_type.value
         offset = offsets.get(topic, 0)
         offsets[topic] = offset + 1
@@ -186,6 +188,7 @@ def check_rules(
     result.cuts = cuts_of(files)
     # The snapshot of --profiles is applied whole at the start, in no time order.
     result.out_of_order = order_said(files[1:] if profiles is not None else files)
+    result.last_event = latest
     return result
 
 

@@ -4,6 +4,7 @@ before they are deployed."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -390,6 +391,15 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
             print(describe_task(task, mask=not args.show_ids))
     if not args.json:
         print("\n".join(summary(result, rules, until)))
+    if until is not None and until.timestamp() < result.last_event:  # the backtest's --to?
+        last = dt.datetime.fromtimestamp(result.last_event, until.tzinfo).isoformat()
+        print(
+            f"moments: note: --to {args.until} is before the last event ({last}): rules "
+            "test leaves no event out (unlike the backtest's --to); it runs event time on "
+            "after the last event, so this --to changed nothing. Cut the file to test part "
+            "of it",
+            file=sys.stderr,
+        )
     for said in result.out_of_order:  # the tasks above are not the history's
         print(f"moments: warning: {said}", file=sys.stderr)
     for cut in result.cuts:  # the tasks above are those of the lines before the cut

@@ -19,7 +19,8 @@
 - `events check` of a history dated ahead of the machine's clock (every file `moments
   simulate --to-file` writes) refused nearly every line as `future`, telling each to
   "check the producer's clock": it now says once that a history is checked with `--now`;
-- `rules test` said nothing while it ran (a minute on a simulated week);
+- `rules test` said nothing while it ran (a minute on a simulated week), nor of a `--to`
+  before its last event (read as the backtest's, it left nothing out);
 - a folder given to `--events` was "no such file", an `--out` that cannot be written
   was said after the whole replay, and a file given twice was replayed twice.
 """
@@ -250,7 +251,7 @@ class TestCsvHeader:
         assert [orjson.loads(e.value)["amount"] for e in events] == ["50"] * 3
 
 
-class TestExpectTwice:
+class TestRulesTestOptions:
     def test_a_rule_given_two_counts_is_refused(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -259,6 +260,30 @@ class TestExpectTwice:
         argv = ["rules", "test", str(CATALOG), "--events", str(events)]
         assert main([*argv, "--expect", "low_balance=1", "--expect", "low_balance=0"]) == 2
         assert "--expect names low_balance twice, 1 and 0" in capsys.readouterr().err
+
+    def test_a_to_before_the_last_event_is_said_to_change_nothing(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Read as the backtest's `--to` (which leaves later events out), it tested every
+        event, without a word."""
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(JSONL)  # 2026-11-10, 11:00 to 13:00 +08:00
+        argv = ["rules", "test", str(CATALOG), "--events", str(events), "--to", "2026-11-10"]
+        assert main(argv) == 0
+        said = " ".join(capsys.readouterr().err.split())
+        assert (
+            "--to 2026-11-10 is before the last event (2026-11-10T13:00:00+08:00): rules test "
+            "leaves no event out"
+        ) in said
+
+    def test_a_to_after_it_is_not_said(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        events = tmp_path / "e.jsonl"
+        events.write_bytes(JSONL)
+        argv = ["rules", "test", str(CATALOG), "--events", str(events), "--to", "2026-11-11"]
+        assert main(argv) == 0
+        assert "before the last event" not in capsys.readouterr().err
 
     def test_the_same_count_twice_is_one_expectation(self, tmp_path: Path) -> None:
         events = tmp_path / "e.jsonl"
