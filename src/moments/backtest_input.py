@@ -566,7 +566,7 @@ class EventFile:
             # skipinitialspace: a header written `type, subscriber_id` named a column
             # " subscriber_id", and every row was refused for a missing subscriber_id.
             # A spreadsheet set to a European locale saves `;` between cells (a tab,
-            # "Unicode text"): read as one column, it was told to "add a `type` column".
+            # tab-separated export): read as one column, it was told to "add a `type` column".
             delimiter = ","
             if "," not in head:
                 with contextlib.suppress(csv.Error):
