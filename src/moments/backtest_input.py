@@ -565,8 +565,8 @@ class EventFile:
             # every line after it into one cell, and those rows were gone without a word.
             # skipinitialspace: a header written `type, subscriber_id` named a column
             # " subscriber_id", and every row was refused for a missing subscriber_id.
-            # A spreadsheet set to a European locale saves `;` between cells (a tab,
-            # tab-separated export): read as one column, it was told to "add a `type` column".
+            # A spreadsheet set to a European locale saves `;` between cells (a tab-separated
+            # export, tabs): read as one column, it was told to "add a `type` column".
             delimiter = ","
             if "," not in head:
                 with contextlib.suppress(csv.Error):
