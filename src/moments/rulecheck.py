@@ -192,6 +192,17 @@ def check_rules(
     return result
 
 
+def _event_id(record: RawRecord) -> str:
+    """` (event_id X)` of a refused event that names one: `usage #14` (the 14th usage
+    event) alone could not be found in the file; the id can be searched for."""
+    try:
+        doc = orjson.loads(record.value) if record.value is not None else None
+    except orjson.JSONDecodeError:
+        return ""
+    named = doc.get("event_id") if isinstance(doc, dict) else None
+    return f" (event_id {named})" if isinstance(named, str) and named else ""
+
+
 def describe_task(task: ServiceTask, mask: bool = True) -> str:
     """One line: when, who, which rule, the values that made it fire, and the task."""
     sub = mask_msisdn(task.subscriber_id) if mask else task.subscriber_id
@@ -246,7 +257,9 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
     if result.dead_letters:
         lines.append(f"{len(result.dead_letters)} event(s) refused:")
         for dl in result.dead_letters[:20]:
-            lines.append(f"  {dl.event_type} #{dl.record.offset + 1}: {dl.message}")
+            lines.append(
+                f"  {dl.event_type} #{dl.record.offset + 1}{_event_id(dl.record)}: {dl.message}"
+            )
         from moments.backtest_input import unreadable_note
 
         if note := unreadable_note(result.unreadable_count, result.unreadable):
