@@ -481,15 +481,38 @@ def group_ownership(
     events."""
     generation, began = app.consumer_generation_id, app.rebalancing_count
 
-    def still_ours() -> bool:
+    return GroupHold(app, assigned, partitions, generation, began)
+
+
+class GroupHold:
+    """`group_ownership`'s check: true while the partitions are still held as they were
+    when it was made. `generation` is the consumer generation they are held in, which
+    stamps the state records written under it (moments.fence)."""
+
+    __slots__ = ("_app", "_assigned", "_began", "_partitions", "generation")
+
+    def __init__(
+        self,
+        app: Any,
+        assigned: Callable[[], Collection[int]],
+        partitions: Collection[int],
+        generation: int,
+        began: int,
+    ) -> None:
+        self._app = app
+        self._assigned = assigned
+        self._partitions = partitions
+        self.generation = generation
+        self._began = began
+
+    def __call__(self) -> bool:
+        app = self._app
         # The generation too: a rebalance that took a partition away and gave it back
         # meanwhile (restored from the changelog) leaves it held again.
-        if app.rebalancing_count != began or app.consumer_generation_id != generation:
+        if app.rebalancing_count != self._began or app.consumer_generation_id != self.generation:
             return False
-        held = assigned()
-        return all(p in held for p in partitions)
-
-    return still_ours
+        held = self._assigned()
+        return all(p in held for p in self._partitions)
 
 
 def not_ready(app: MomentsApp, runtime: Runtime) -> str | None:

@@ -93,7 +93,7 @@ class BacktestState:
     def has(self, subscriber_id: str) -> bool:
         return subscriber_id in self.records
 
-    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
+    def save(self, changes: Mapping[str, StateChange], generation: int | None = None) -> StateWrite:
         records = self.records
         touch = self.index.touch
         for sub, change in changes.items():

@@ -23,13 +23,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
+
+from moments.fence import (
+    HEADER,
+    UNSTAMPED,
+    Fold,
+    Stamp,
+    from_headers,
+    header_value,
+    later_wins,
+    stamp_of_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +52,17 @@ FETCH_BYTES = 16 * 1024 * 1024
 
 @dataclass
 class ChangelogPartition:
-    """The newest value of each key read from one changelog partition (None: deleted)."""
+    """The value of each key read from one changelog partition that a restore keeps
+    (None: deleted): the newest, unless a stale one came after it (moments.fence)."""
 
     end: int
     """The partition's end offset as the broker reported it when the read began: every
     record before it was read (and on Tansu a few after it: see `read_changelog`)."""
-    values: dict[bytes, bytes | None] = field(default_factory=dict)
+    kept: Fold = field(default_factory=Fold)
+
+    @property
+    def values(self) -> dict[bytes, bytes | None]:
+        return self.kept.values
 
 
 async def read_changelog(
@@ -55,7 +71,8 @@ async def read_changelog(
     starts: Mapping[TP, int | None],
 ) -> dict[TP, ChangelogPartition]:
     """Each partition's records from its start offset (None: the beginning) up to at least
-    its end offset at the start of the read, folded to the newest value per key.
+    its end offset at the start of the read, folded to the newest value per key; a record
+    stamped below the one kept for its key is stale and skipped (moments.fence).
 
     Tansu reports a partition's end as the first offset of its last batch plus one, inside
     a batch of many records; the whole batch comes with the fetch and all of it is kept.
@@ -90,10 +107,10 @@ async def read_changelog(
         while pending:
             fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=100_000)
             for k, records in fetched.items():
-                values = out[wanted[k]].values
+                offer = out[wanted[k]].kept.offer
                 for record in records:
                     if record.key is not None:
-                        values[record.key] = record.value
+                        offer(record.key, record.value, header_value(record.headers))
             for k in list(pending):
                 if await consumer.position(k) >= ends[k]:
                     pending.discard(k)
@@ -108,6 +125,7 @@ class _Message(NamedTuple):
     offset: int
     key: bytes
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class _ChangelogEvent(NamedTuple):
@@ -116,6 +134,20 @@ class _ChangelogEvent(NamedTuple):
     message: _Message
     key: bytes
     value: bytes | None
+
+
+def _say_skipped(count: int) -> None:
+    log.warning(
+        "state: %d stale changelog record(s) not restored: written by a previous owner of "
+        "the partition, they landed after the record of a later owner (a write held up "
+        "past a rebalance; docs/architecture.md, 'A state write that lands after the next "
+        "owner's')",
+        count,
+    )
+
+
+def _stamped(raw: bytes) -> tuple[tuple[str, bytes], ...]:
+    return ((HEADER, raw),) if raw else ()
 
 
 class PreloadingTable(faust.Table[bytes, bytes]):
@@ -130,6 +162,60 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         """Active changelog partition -> the last offset the store holds."""
         self.preload_standbys = False
         """Read standby partitions in bulk too: for a store that keeps them (RocksDB)."""
+        self._deleted: dict[bytes, Stamp] = {}
+        """Key -> the stamp of the tombstone that deleted it, for a stamped tombstone
+        applied here: a stale record after it must not bring the subscriber back."""
+        self.stale_skipped = 0
+        """Changelog records not applied: stamped below the record held (moments.fence)."""
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """Faust's recovery and standby copies: each record is applied unless it is stamped
+        below the record the store holds for its key (moments.fence)."""
+        skipped = self.stale_skipped
+        super().apply_changelog_batch(self._fenced(batch, unique=False))
+        if self.stale_skipped > skipped:
+            _say_skipped(self.stale_skipped - skipped)
+
+    def _fenced(self, batch: Iterable[Any], unique: bool) -> Iterator[Any]:
+        """`batch`, each stale record replaced by the held record again (the same offset,
+        so a store that notes offsets notes it read). `unique`: each key once (a bulk
+        read's fold), so no key of the batch needs remembering."""
+        data = self.data
+        deleted = self._deleted
+        seen: dict[bytes, tuple[bytes | None, Stamp | None]] = {}
+        for event in batch:
+            message = event.message
+            later = from_headers(message.headers)
+            if not later:  # unstamped: in log order, as before stamps
+                if deleted:
+                    deleted.pop(message.key, None)
+                if not unique:
+                    seen[message.key] = (message.value, UNSTAMPED)
+                yield event
+                continue
+            key, value = message.key, message.value
+            found = seen.get(key)
+            if found is not None:
+                held_value, held = found
+            elif (gone := deleted.get(key)) is not None:
+                held_value, held = None, gone
+            else:
+                held_value = data.get(key)
+                held = None if held_value is None else stamp_of_value(held_value)
+            deleted_held = held_value is None and held is not None
+            if not later_wins(later, value is None, held, deleted_held):
+                self.stale_skipped += 1
+                tp, partition, offset = message.tp, message.partition, message.offset
+                again = _Message(tp, partition, offset, key, held_value)
+                yield _ChangelogEvent(again, key, held_value)
+                continue
+            if value is None:
+                deleted[key] = later
+            elif deleted:
+                deleted.pop(key, None)
+            if not unique:
+                seen[key] = (value, later)
+            yield event
 
     def persisted_offset(self, tp: TP) -> int | None:
         found = self._held.get(tp)
@@ -186,14 +272,20 @@ class PreloadingTable(faust.Table[bytes, bytes]):
             )
             return
         count = standbys = 0
+        before = self.stale_skipped
         for tp, part in read.items():
             last = part.end - 1  # RocksDB keeps the highest offset applied
+            stamps = part.kept.stamps
             events = (
-                _ChangelogEvent(_Message(tp, tp.partition, last, key, value), key, value)
+                _ChangelogEvent(
+                    _Message(tp, tp.partition, last, key, value, _stamped(stamps[key])),
+                    key,
+                    value,
+                )
                 for key, value in part.values.items()
             )
             try:
-                self.apply_changelog_batch(cast(Iterable[Any], events))
+                super().apply_changelog_batch(self._fenced(events, unique=True))
             except Exception as exc:  # Faust's recovery reads it again from its offset
                 log.warning(
                     "bulk restore of %s failed (%s: %s); Faust's recovery reads it instead",
@@ -208,6 +300,10 @@ class PreloadingTable(faust.Table[bytes, bytes]):
                 self._held[tp] = last
             else:
                 standbys += applied
+        # Skipped in the read (a stale record after a newer one) and against the store.
+        skipped = sum(p.kept.skipped for p in read.values()) + self.stale_skipped - before
+        if skipped:
+            _say_skipped(skipped)
         if count:
             log.info(
                 "state: %d record(s) of %d partition(s) restored from the changelog in %.1f s"

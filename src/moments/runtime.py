@@ -494,7 +494,9 @@ class Runtime:
             _not_written(what, result)
             return False
         started = time.perf_counter()
-        saved = store.save(result.changes)
+        # The consumer generation the batch's partitions are held in (the app's ownership
+        # check knows it): the changelog records are stamped with it (moments.fence).
+        saved = store.save(result.changes, getattr(owned, "generation", None))
         state_s = time.perf_counter() - started  # and the local write after the changelog
         changelog = saved.records
         if changelog:
@@ -508,7 +510,7 @@ class Runtime:
                 if owned is not None and not owned():
                     return None  # retried past a revocation's wait: see above
                 return await produce_to_partitions(
-                    self._require_producer(), store.changelog_topic, changelog
+                    self._require_producer(), store.changelog_topic, changelog, saved.headers
                 )
 
             try:

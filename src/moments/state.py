@@ -122,6 +122,10 @@ class SubscriberState:
     """When a profile tombstone erased the subscriber before this record began (epoch
     seconds; 0: none known): an event dated at or before it is the erased subscriber's,
     read late, and is dropped. Forgotten once the record's event time is `ERASED_KEPT_S` past it."""
+    stamp: tuple[int, ...] | None = field(default=None, compare=False)
+    """The record's fencing stamp (moments.fence): set by the store when it saves the
+    record for a changelog; `()` for a record read without one; None for a record made
+    here, not read."""
 
     def erased_by(self, at: int) -> bool:
         """True when an event dated `at` came before the erasure this record began after."""
@@ -199,6 +203,8 @@ class SubscriberState:
             doc["e"] = self.erased
         if self.region:
             doc["a"] = self.region
+        if self.stamp:
+            doc["G"] = self.stamp
         return orjson.dumps(doc)
 
     @classmethod
@@ -224,7 +230,13 @@ class SubscriberState:
             special_day=doc.get("d", 0),
             erased=doc.get("e", 0),
             region=doc.get("a", ""),
+            stamp=_stamp(doc.get("G")),
         )
+
+
+def _stamp(stored: Any) -> tuple[int, ...]:
+    """A record's fencing stamp (`G`, moments.fence); `()` for none."""
+    return tuple(stored) if isinstance(stored, list) else ()
 
 
 def _rings(stored: Any) -> dict[str, list[str]]:

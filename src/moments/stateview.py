@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from moments.cooldowns import RETURNS_TOPIC_SUFFIX
+from moments.fence import Fold, header_value
 from moments.partitioning import partition_of
 from moments.settings import Settings
 from moments.state import SubscriberState
@@ -73,17 +74,22 @@ async def latest_records(
 
 
 class _LatestReader(TopicReader):
-    """Keeps the last value (None: a tombstone) of the wanted keys, and its partition."""
+    """Keeps the value (None: a tombstone) of the wanted keys a restore would keep (the
+    last, unless a stale record came after it: moments.fence), and its partition."""
 
     async def read(
         self, partitions: set[int], keys: set[bytes]
     ) -> dict[bytes, tuple[bytes | None, int]]:
-        latest: dict[bytes, tuple[bytes | None, int]] = {}
+        kept = Fold()
+        where: dict[bytes, int] = {}
         async for records in self.batches(partitions):
             for record in records:
                 if record.key in keys:
-                    latest[record.key] = (record.value, record.partition)
-        return latest
+                    skipped = kept.skipped
+                    kept.offer(record.key, record.value, header_value(record.headers))
+                    if kept.skipped == skipped:
+                        where[record.key] = record.partition
+        return {key: (value, where[key]) for key, value in kept.values.items()}
 
 
 def readable(stored: bytes) -> dict[str, Any]:

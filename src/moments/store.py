@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
 from moments.batchresult import StateChange
+from moments.fence import HEADER, Stamp, next_stamp, stamp_of_value, to_header
 from moments.partitioning import partition_of
 from moments.state import SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
 
 ChangelogRecord = tuple[int, bytes, bytes | None]
 """(partition, key, value or None for a tombstone) to write to the state's changelog."""
+Header = tuple[str, bytes]
 
 
 class StateWrite:
@@ -23,10 +25,14 @@ class StateWrite:
     changes pending until the runtime hands this back to `persisted` (the changelog
     acknowledged them) or `discard` (the write was abandoned)."""
 
-    __slots__ = ("records",)
+    __slots__ = ("headers", "records")
 
-    def __init__(self, records: list[ChangelogRecord]) -> None:
+    def __init__(
+        self, records: list[ChangelogRecord], headers: list[list[Header]] | None = None
+    ) -> None:
         self.records = records
+        self.headers = headers
+        """Each record's headers (its fencing stamp, moments.fence), or None: none."""
 
 
 NOTHING_PENDING = StateWrite([])
@@ -53,10 +59,12 @@ class StateStore(Protocol):
         """Whether the subscriber has a record (without lending it, as `load` does)."""
         ...
 
-    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
+    def save(self, changes: Mapping[str, StateChange], generation: int | None = None) -> StateWrite:
         """Take the changes: `load`, `has` and `items` see them from now on. A store with
         a changelog keeps them pending (its local copy unchanged) and returns the records
-        the changelog must receive; one without applies them and returns no record."""
+        the changelog must receive, stamped with `generation` (the consumer generation
+        the writer holds their partitions in: moments.fence) when given; one without
+        applies them and returns no record."""
         ...
 
     def items(self, partitions: Collection[int]) -> Iterator[tuple[str, SubscriberState, int]]:
@@ -110,7 +118,7 @@ class DictStateStore:
     def discard(self, write: StateWrite) -> None:
         pass  # nothing pending
 
-    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
+    def save(self, changes: Mapping[str, StateChange], generation: int | None = None) -> StateWrite:
         cache = self.cache
         for sub, change in changes.items():
             if change.state is None:
@@ -255,19 +263,35 @@ class FaustTableStore:
         for partition, keys in sorted(grouped.items()):
             yield partition, keys, data.get
 
-    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
+    def save(self, changes: Mapping[str, StateChange], generation: int | None = None) -> StateWrite:
         """The changes as changelog records; held pending, the table's store unchanged
-        until `persisted`."""
-        write = StateWrite([])
+        until `persisted`. With `generation`, each record is stamped (moments.fence) over
+        the stamp of the record it replaces: the one loaded, or else the one held here."""
+        headers: list[list[Header]] | None = None if generation is None else []
+        write = StateWrite([], headers)
         records = write.records
         pending = self._pending
         for sub, change in changes.items():
             key = sub.encode()
             state = change.state
+            if headers is not None:
+                held = None if state is None else state.stamp
+                if held is None:  # a record made here, or a deletion: what does it replace?
+                    held = self._held_stamp(key)
+                stamp = next_stamp(held, cast(int, generation))
+                if state is not None:
+                    state.stamp = stamp
+                headers.append([(HEADER, to_header(stamp))] if stamp else [])
             value = None if state is None else state.to_bytes()
             records.append((change.partition, key, value))
             pending[key] = (write, change.partition, sub, value, state)
         return write
+
+    def _held_stamp(self, key: bytes) -> Stamp | None:
+        """The stamp of the record held for `key` (pending, or in the table), None if none."""
+        entry = self._pending.get(key) if self._pending else None
+        value = entry[3] if entry is not None else self.table.data.get(key)
+        return None if value is None else stamp_of_value(value)
 
     def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
         """The changelog holds `write`'s records: write them to the table's store, then tell

@@ -244,3 +244,105 @@ async def test_a_rocksdb_worker_joining_on_an_empty_volume_reads_its_standby_cop
     assert await metric_value(second_port, "moments_detected_total") == detected, takeover[-3000:]
     assert len(await read_topic(settings, "tasks", count=61, wait_s=5, settle=2)) == 60
     assert FAUST_READS_CHANGELOG not in takeover, takeover[-3000:]
+
+
+STAMP = "moments-stamp"
+"""The header a changelog record's fencing stamp travels in (moments.fence)."""
+
+
+async def test_a_stale_record_landing_after_a_newer_one_is_not_what_a_read_keeps(
+    make_settings: Callable[..., Any],
+) -> None:
+    """A worker losing the partition wrote in generation 4; its write landed after the next
+    owner's, written in generation 5: the bulk read keeps the generation-5 record, for a
+    record and for a tombstone alike; records without stamps are still taken in order."""
+    settings = make_settings()
+    newer, stale = b'{"o":{"u0":9},"r":{},"w":9}', b'{"o":{"u0":7},"r":{},"w":7}'
+    async with changelog_producer(settings, 1) as (topic, kwargs, producer):
+        writes: list[tuple[bytes, bytes | None, bytes | None]] = [
+            (b"a", newer, b"5"),
+            (b"a", stale, b"4"),  # landed late: skipped
+            (b"b", newer, b"5"),
+            (b"b", None, b"4"),  # a stale deletion deletes nothing
+            (b"c", newer, None),
+            (b"c", stale, None),  # no stamps (an older changelog): the last counts
+        ]
+        for key, value, stamp in writes:
+            headers = [] if stamp is None else [(STAMP, stamp)]
+            await producer.send_and_wait(topic, value, key=key, partition=0, headers=headers)
+    tp = TP(topic, 0)
+    read = await read_changelog(settings.bootstrap_servers, kwargs, {tp: None})
+    assert read[tp].values == {b"a": newer, b"b": newer, b"c": stale}
+
+
+async def test_a_restarted_worker_restores_the_newer_record_not_a_stale_one_after_it(
+    make_settings: Callable[..., Any],
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    """A worker applies a first roaming to JP and writes the subscriber's record, stamped
+    with its generation. Then a record of a previous owner (an earlier generation, from
+    before that event) lands after it in the changelog, as a write held up past a
+    rebalance would. Restarted, the worker restores the newer record: a second roaming to
+    JP is no first roaming (restoring the stale one, it detected it again)."""
+    port = free_port()
+    settings = make_settings(metrics_port=port, partitions=1)
+    await topics_for(settings)
+    sub = "13900000001"
+    worker = start_worker(settings)
+    await produce(settings, [roaming("e1", sub, "JP")])
+    assert len(await read_topic(settings, "tasks", count=1, wait_s=90)) == 1
+    await wait_for_metric(port, "moments_events_total", {}, 1, wait_s=30)
+    await asyncio.sleep(2)  # the batch's changelog write acknowledged
+    detected = await metric_value(port, "moments_detected_total")
+    assert detected >= 1
+    worker.stop()
+
+    topic = f"{settings.app_id}-subscribers-changelog"
+    kwargs = kafka_client_kwargs(settings)
+    tp = TP(topic, 0)
+    read = await read_changelog(settings.bootstrap_servers, kwargs, {tp: None})
+    assert read[tp].values.get(sub.encode()) is not None
+    generation = await _stamp_of_last_record(settings, topic, sub.encode())
+    async with changelog_producer(settings, 1) as (_, _, producer):
+        await producer.send_and_wait(
+            topic,
+            b'{"o":{},"r":{}}',  # the subscriber as the previous owner had it: no JP yet
+            key=sub.encode(),
+            partition=0,
+            headers=[(STAMP, str(generation - 1).encode())],
+        )
+
+    again = start_worker(settings)
+    await again.wait_for_log(r"state: \d+ record\(s\) of 1 partition\(s\) restored", 90)
+    await produce(settings, [roaming("e2", sub, "JP")])
+    await wait_for_metric(port, "moments_events_total", {}, 1, wait_s=90)
+    await asyncio.sleep(1)
+    assert await metric_value(port, "moments_detected_total") == 0, again.log()[-3000:]
+
+
+async def _stamp_of_last_record(settings: Settings, topic: str, key: bytes) -> int:
+    """The generation the changelog's last record of `key` is stamped with (0: none)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka_client_kwargs(settings),
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        found = 0
+        while await consumer.position(tp) < end:
+            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                for record in records:
+                    if record.key == key:
+                        stamps = [v for k, v in record.headers if k == STAMP]
+                        found = int(stamps[0].split(b".")[0]) if stamps else 0
+        return found
+    finally:
+        await consumer.stop()

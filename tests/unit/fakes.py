@@ -68,13 +68,19 @@ class FakeChangelog:
         self.fail = fail
         self.attempts = 0
         self.records: list[tuple[int, bytes, bytes | None]] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
+        """Each record's headers, as written (none given: empty)."""
         self.writing = asyncio.Event()
         self.release = asyncio.Event()
         if not hold:
             self.release.set()
 
     async def __call__(
-        self, _producer: object, _topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
+        self,
+        _producer: object,
+        _topic: str,
+        records: Sequence[tuple[int, bytes, bytes | None]],
+        headers: Sequence[list[tuple[str, bytes]]] | None = None,
     ) -> dict[int, int]:
         self.attempts += 1
         if self.attempts <= self.fail:
@@ -82,5 +88,6 @@ class FakeChangelog:
         self.writing.set()
         await self.release.wait()
         self.records.extend(records)
+        self.headers.extend(headers if headers is not None else [[] for _ in records])
         self.order.append("changelog written")
         return {p: 40 + len(self.records) for p, _, _ in records}

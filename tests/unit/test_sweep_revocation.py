@@ -60,7 +60,7 @@ class _LoggedStore(DictStateStore):
 
     changelog_topic = "subscribers-changelog"
 
-    def save(self, changes: Mapping[str, StateChange]) -> StateWrite:
+    def save(self, changes: Mapping[str, StateChange], generation: int | None = None) -> StateWrite:
         super().save(changes)
         return StateWrite(
             [

@@ -1,0 +1,301 @@
+"""Fencing the state changelog when it is read (moments.fence): a record a worker losing
+its partition wrote, landing after the next owner's record of the same subscriber, is
+skipped by every restore; records written in turn are all taken, in log order, whatever
+the consumer group's generation did (a group deleted and made again starts over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import pytest
+from faust.types import TP
+from hypothesis import given
+from hypothesis import strategies as st
+
+from moments.app import create_app, group_ownership
+from moments.batchresult import BatchResult, StateChange
+from moments.fence import (
+    HEADER,
+    Fold,
+    Stamp,
+    from_headers,
+    later_wins,
+    next_stamp,
+    stamp_of_value,
+    to_header,
+)
+from moments.restore import PreloadingTable
+from moments.settings import load_settings
+from moments.state import SubscriberState
+from moments.store import FaustTableStore
+
+from .fakes import FakeChangelog
+from .test_state_write_ahead import _runtime, _store
+
+KEY = b"13000000001"
+
+
+def _record(watermark: int, stamp: Stamp | None) -> bytes:
+    return SubscriberState(watermark=watermark, stamp=stamp).to_bytes()
+
+
+# ---- the keep/skip decision ----------------------------------------------------------------
+
+
+class TestDecision:
+    def test_a_record_stamped_below_the_one_held_is_skipped(self) -> None:
+        assert not later_wins((3,), False, (5,), False)
+        assert later_wins((5,), False, (5,), False)  # the same owner: in log order
+        assert later_wins((6,), False, (5,), False)
+
+    def test_a_stale_tombstone_deletes_nothing_and_a_stale_record_brings_nothing_back(
+        self,
+    ) -> None:
+        assert not later_wins((3,), True, (5,), False)
+        assert not later_wins((3,), False, (5,), True)
+
+    def test_a_record_begun_after_a_deletion_follows_it_whatever_the_stamps(self) -> None:
+        """Its writer held nothing for the key: it knew nothing of the tombstone's stamp."""
+        assert later_wins((2, 1), False, (9,), True)
+        assert later_wins((2, 1), True, (9,), True)
+        assert not later_wins((2, 1), False, (5,), False)  # a stale new subscriber's
+
+    def test_records_without_a_stamp_are_taken_in_log_order(self) -> None:
+        """Written before stamps were, or by `moments state seed --replace`."""
+        assert later_wins((), False, (9,), False)
+        assert later_wins((), True, (9,), False)
+        assert later_wins((1,), False, (), False)
+        assert later_wins((1,), False, None, False)
+
+    def test_a_generation_gone_back_writes_one_record_without_a_stamp(self) -> None:
+        """The group made again: its generations start over below the records' stamps."""
+        assert next_stamp((57,), 1) == ()
+        assert later_wins((), False, (57,), False)
+        assert next_stamp((), 1) == (1,)
+        assert next_stamp((7,), 9) == (9,)
+        assert next_stamp((7, 1), 7) == (7,)
+        assert next_stamp(None, 4) == (4, 1)
+
+    def test_headers_and_values_carry_the_stamp(self) -> None:
+        assert from_headers([(HEADER, to_header((42,)))]) == (42,)
+        assert from_headers({HEADER: b"7.1"}) == (7, 1)
+        assert from_headers([("other", b"1.2")]) == ()
+        assert from_headers([(HEADER, b"nonsense")]) == ()
+        assert from_headers(None) == ()
+        assert stamp_of_value(_record(5, (9,))) == (9,)
+        assert stamp_of_value(_record(5, None)) == ()
+        assert stamp_of_value(b'{"o":{},"r":{}}') == ()  # plain JSON, from before zstd
+        assert stamp_of_value(b"\x00not a record") == ()
+
+
+# ---- histories -----------------------------------------------------------------------------
+
+
+class _Write(NamedTuple):
+    generation: int
+    deletes: bool
+
+
+def _replay(writes: Iterable[_Write]) -> list[tuple[bytes | None, bytes]]:
+    """Each write made in turn, over the record the writer holds (the one before it):
+    (value, stamp header) as the changelog gets them."""
+    out: list[tuple[bytes | None, bytes]] = []
+    held: Stamp | None = None
+    for n, write in enumerate(writes):
+        stamp = next_stamp(held, write.generation)
+        out.append((None if write.deletes else _record(n + 1, stamp), to_header(stamp)))
+        held = None if write.deletes else stamp
+    return out
+
+
+_any_writes = st.lists(
+    st.builds(_Write, st.integers(0, 60), st.booleans()), min_size=1, max_size=30
+)
+
+
+def _fold(records: Iterable[tuple[bytes | None, bytes]]) -> Fold:
+    fold = Fold()
+    for value, header in records:
+        fold.offer(KEY, value, header)
+    return fold
+
+
+@given(_any_writes)
+def test_records_written_in_turn_are_all_taken_whatever_the_generations(
+    writes: list[_Write],
+) -> None:
+    """Generations going back (a group made again), deletions and records begun after
+    them: the restore keeps the last record, as the changelog's order says."""
+    records = _replay(writes)
+    fold = _fold(records)
+    assert fold.skipped == 0
+    assert fold.values == {KEY: records[-1][0]}
+
+
+@given(
+    before=_any_writes,
+    stale_deletes=st.booleans(),
+    after=st.lists(st.booleans(), min_size=1, max_size=5),
+    step=st.integers(1, 5),
+)
+def test_a_write_of_the_previous_owner_landing_after_the_next_owners_is_skipped(
+    before: list[_Write], stale_deletes: bool, after: list[bool], step: int
+) -> None:
+    """The previous owner (generation g) wrote over the record it held, its write held up;
+    the next owner (generation g + step) restored the same record and wrote in turn;
+    the previous owner's record lands last: the next owner's last record is kept.
+
+    Not when the previous owner held nothing (the subscriber deleted, or new) and the next
+    owner deleted it: a record begun with nothing held follows any deletion (its writer
+    could carry no era on), a gap docs/architecture.md names."""
+    history = _replay(before)
+    held_value, header = history[-1]
+    held = None if held_value is None else from_headers([(HEADER, header)])
+    if held is None:
+        after = [False] * len(after)
+    gone = held[0] if held else 0
+    old = max(gone, before[-1].generation)
+    stale = next_stamp(held, old)
+    stale_record = (None if stale_deletes else _record(1000, stale), to_header(stale))
+    mine: list[tuple[bytes | None, bytes]] = []
+    current = held
+    for n, deletes in enumerate(after):
+        stamp = next_stamp(current, old + step)
+        mine.append((None if deletes else _record(2000 + n, stamp), to_header(stamp)))
+        current = None if deletes else stamp
+    fold = _fold([*history, *mine, stale_record])
+    assert fold.values == {KEY: mine[-1][0]}
+    assert fold.skipped == 1
+
+
+# ---- the store stamps what it writes ---------------------------------------------------------
+
+
+def test_the_store_stamps_each_record_over_the_one_it_replaces() -> None:
+    store, _ = _store([])  # holds a record without a stamp (before stamps were)
+    sub = KEY.decode()
+    loaded = store.load(sub)
+    assert loaded is not None
+    assert loaded.stamp == ()
+    write = store.save({sub: StateChange(loaded, 2)}, generation=7)
+    assert write.headers == [[(HEADER, b"7")]]
+    assert stamp_of_value(write.records[0][2] or b"") == (7,)
+    store.persisted(write, {2: 41})
+    # The group's generation went back (made again): one record without a stamp.
+    again = store.load(sub)
+    assert again is not None
+    write = store.save({sub: StateChange(again, 2)}, generation=1)
+    assert write.headers == [[]]
+    assert stamp_of_value(write.records[0][2] or b"") == ()
+    store.persisted(write, {2: 42})
+    # A deletion, stamped over the record held; then a record begun after it.
+    write = store.save({sub: StateChange(None, 2)}, generation=3)
+    assert write.headers == [[(HEADER, b"3")]]
+    store.persisted(write, {2: 43})
+    write = store.save({sub: StateChange(SubscriberState(watermark=1), 2)}, generation=3)
+    assert write.headers == [[(HEADER, b"3.1")]]
+    # Without a generation (no group: the tests' and tools' stores), nothing is stamped.
+    assert store.save({sub: StateChange(SubscriberState(), 2)}).headers is None
+
+
+async def test_the_runtime_stamps_the_changelog_with_the_generation_it_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class _App:
+        consumer_generation_id = 12
+        rebalancing_count = 3
+
+    order: list[str] = []
+    store, _ = _store(order)
+    changelog = FakeChangelog(order)
+    runtime = _runtime(monkeypatch, changelog)
+    owned = group_ownership(_App(), lambda: [2], [2])
+    new = SubscriberState(watermark=9)
+    assert await runtime._publish(
+        BatchResult(changes={KEY.decode(): StateChange(new, 2)}), store, owned
+    )
+    assert changelog.headers == [[(HEADER, b"12")]]
+    assert stamp_of_value(changelog.records[0][2] or b"") == (12,)
+
+
+# ---- every restore path: Faust's recovery and standbys, the bulk read --------------------------
+
+
+class _Msg(NamedTuple):
+    tp: TP
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+    headers: Any
+
+
+class _Event(NamedTuple):
+    message: _Msg
+    key: bytes
+    value: bytes | None
+
+
+def _event(offset: int, value: bytes | None, stamp: Stamp) -> _Event:
+    headers = [(HEADER, to_header(stamp))] if stamp else []
+    tp = TP("app-subscribers-changelog", 2)
+    return _Event(_Msg(tp, 2, offset, KEY, value, headers), KEY, value)
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def table(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    if request.param == "rocksdb":
+        pytest.importorskip("rocksdict")
+    monkeypatch.setenv("MOMENTS_STORE", request.param)
+    monkeypatch.setenv("MOMENTS_DATA_DIR", str(tmp_path))
+    app = create_app(load_settings())
+    return app.tables.add(
+        PreloadingTable(
+            app, name="subs", default=None, partitions=4, key_type=bytes, value_type=bytes
+        )
+    )
+
+
+def _held(table: Any) -> bytes | None:
+    store = FaustTableStore(table, "roaming", partitions=4)
+    state = store.load(KEY.decode())
+    return None if state is None else state.to_bytes()
+
+
+class TestRestorePaths:
+    def test_a_stale_record_in_the_same_batch_is_skipped(self, table: Any) -> None:
+        newer, stale = _record(9, (5,)), _record(7, (4,))
+        table.apply_changelog_batch([_event(10, newer, (5,)), _event(11, stale, (4,))])
+        assert _held(table) == newer
+        assert table.stale_skipped == 1
+
+    def test_a_stale_record_in_a_later_batch_is_skipped(self, table: Any) -> None:
+        """Faust's recovery and a standby copy read the changelog batch after batch: the
+        record held is read back from the store."""
+        newer, stale = _record(9, (5,)), _record(7, (4,))
+        table.apply_changelog_batch([_event(10, newer, (5,))])
+        table.apply_changelog_batch([_event(11, stale, (4,))])
+        assert _held(table) == newer
+
+    def test_a_stale_record_does_not_bring_a_deleted_subscriber_back(self, table: Any) -> None:
+        stale = _record(7, (4,))
+        table.apply_changelog_batch([_event(10, _record(8, (4,)), (4,))])
+        table.apply_changelog_batch([_event(11, None, (5,))])
+        table.apply_changelog_batch([_event(12, stale, (4,))])
+        assert _held(table) is None
+        begun = _record(1, (5, 1))  # a record begun after the deletion: taken
+        table.apply_changelog_batch([_event(13, begun, (5, 1))])
+        assert _held(table) == begun
+
+    def test_records_without_stamps_restore_in_log_order(self, table: Any) -> None:
+        """A changelog written before stamps were restores as it always did; the first
+        stamped record after them is taken too."""
+        one, two, three = _record(1, None), _record(2, None), _record(3, (0,))
+        table.apply_changelog_batch([_event(1, one, ()), _event(2, two, ())])
+        assert _held(table) == two
+        table.apply_changelog_batch([_event(3, None, ()), _event(4, one, ())])
+        assert _held(table) == one
+        table.apply_changelog_batch([_event(5, three, (0,))])
+        assert _held(table) == three
