@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import resource
 import tempfile
 import time
@@ -34,6 +35,13 @@ async def one_send_each(producer: AIOKafkaProducer, topic: str, records: Records
     await asyncio.gather(*futures)
 
 
+async def stamped(producer: AIOKafkaProducer, topic: str, records: Records) -> None:
+    """produce_to_partitions with each record's fencing stamp header, made per record as
+    the state store makes them (moments.fence)."""
+    headers = [[("moments-stamp", b"7")] for _ in records]
+    await produce_to_partitions(producer, topic, records, headers)
+
+
 async def run(bootstrap: str, records: Records, repeats: int) -> None:
     await ensure_topics(bootstrap, {"changelog": 4}, ["changelog"])
     ways = [
@@ -44,6 +52,14 @@ async def run(bootstrap: str, records: Records, repeats: int) -> None:
             produce_to_partitions,
         ),
     ]
+    if "headers" in inspect.signature(produce_to_partitions).parameters:
+        ways.append(
+            (
+                "produce_to_partitions, 256 KiB batches, a stamp header each",
+                {"max_batch_size": MAX_BATCH_BYTES},
+                stamped,
+            )
+        )
     for label, options, write in ways:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **options)
         await producer.start()

@@ -30,6 +30,7 @@ it later.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -80,12 +81,19 @@ def from_headers(headers: Any) -> Stamp:
     pairs: Iterable[Any] = headers.items() if isinstance(headers, dict) else headers
     for name, value in pairs:
         if name == HEADER and value:
-            try:
-                stamp = tuple(int(part) for part in bytes(value).split(b"."))
-            except ValueError:
-                return UNSTAMPED
-            return stamp if len(stamp) in (1, 2) else UNSTAMPED
+            return parse_header(bytes(value))
     return UNSTAMPED
+
+
+@lru_cache(maxsize=256)
+def parse_header(raw: bytes) -> Stamp:
+    """A raw stamp header's stamp (`()`: none, or unreadable). Few stamps recur (one per
+    generation an owner wrote in): each is parsed once."""
+    try:
+        stamp = tuple(int(part) for part in raw.split(b".")) if raw else UNSTAMPED
+    except ValueError:
+        return UNSTAMPED
+    return stamp if len(stamp) in (1, 2) else UNSTAMPED
 
 
 def stamp_of_value(value: bytes) -> Stamp:
@@ -102,17 +110,12 @@ def stamp_of_value(value: bytes) -> Stamp:
 
 def header_value(headers: Any) -> bytes:
     """The raw stamp header among a record's headers (b"": none), unparsed: a bulk read
-    keeps it and parses it only when a key comes again."""
+    keeps it and parses it only when a key comes again with another."""
     if headers:
         for name, value in headers:
             if name == HEADER and value:
-                return bytes(value)
+                return value  # type: ignore[no-any-return]
     return b""
-
-
-def parse_header(raw: bytes) -> Stamp:
-    """A raw stamp header's stamp (`()`: none, or unreadable)."""
-    return from_headers(((HEADER, raw),)) if raw else UNSTAMPED
 
 
 class Fold:
@@ -133,8 +136,13 @@ class Fold:
         stamps = self.stamps
         if raw_stamp and key in values:
             held = stamps[key]
-            if held and not later_wins(
-                parse_header(raw_stamp), value is None, parse_header(held), values[key] is None
+            # The same stamp (the same owner, mostly) always follows: parsed only if not.
+            if (
+                held
+                and held != raw_stamp
+                and not later_wins(
+                    parse_header(raw_stamp), value is None, parse_header(held), values[key] is None
+                )
             ):
                 self.skipped += 1
                 return

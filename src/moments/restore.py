@@ -185,23 +185,29 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         seen: dict[bytes, tuple[bytes | None, Stamp | None]] = {}
         for event in batch:
             message = event.message
-            later = from_headers(message.headers)
-            if not later:  # unstamped: in log order, as before stamps
-                if deleted:
-                    deleted.pop(message.key, None)
-                if not unique:
-                    seen[message.key] = (message.value, UNSTAMPED)
-                yield event
-                continue
             key, value = message.key, message.value
-            found = seen.get(key)
+            found = seen.get(key) if seen else None
             if found is not None:
                 held_value, held = found
-            elif (gone := deleted.get(key)) is not None:
+            elif deleted and (gone := deleted.get(key)) is not None:
                 held_value, held = None, gone
             else:
                 held_value = data.get(key)
-                held = None if held_value is None else stamp_of_value(held_value)
+                if held_value is None:
+                    if unique and value is not None:  # a bulk read's record, nothing held
+                        yield event
+                        continue
+                    held = None
+                else:
+                    held = stamp_of_value(held_value)
+            later = from_headers(message.headers)
+            if not later:  # unstamped: in log order, as before stamps
+                if deleted:
+                    deleted.pop(key, None)
+                if not unique:
+                    seen[key] = (value, UNSTAMPED)
+                yield event
+                continue
             deleted_held = held_value is None and held is not None
             if not later_wins(later, value is None, held, deleted_held):
                 self.stale_skipped += 1
