@@ -69,8 +69,17 @@ def later_wins(later: Stamp, later_deletes: bool, held: Stamp | None, held_delet
     return later[0] >= held[0]
 
 
+@lru_cache(maxsize=256)
 def to_header(stamp: Stamp) -> bytes:
+    """The stamp as its header's value. Few stamps recur: each is made once."""
     return ".".join(map(str, stamp)).encode()
+
+
+@lru_cache(maxsize=256)
+def headers_of(stamp: Stamp) -> list[tuple[str, bytes]]:
+    """A changelog record's headers for `stamp` (none for no stamp): one list per stamp,
+    shared by every record written with it, for the producer to read, never to change."""
+    return [(HEADER, to_header(stamp))] if stamp else []
 
 
 def from_headers(headers: Any) -> Stamp:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
 from moments.batchresult import StateChange
-from moments.fence import HEADER, Stamp, next_stamp, stamp_of_value, to_header
+from moments.fence import Stamp, headers_of, next_stamp, stamp_of_value
 from moments.partitioning import partition_of
 from moments.state import SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
@@ -281,7 +281,7 @@ class FaustTableStore:
                 stamp = next_stamp(held, cast(int, generation))
                 if state is not None:
                     state.stamp = stamp
-                headers.append([(HEADER, to_header(stamp))] if stamp else [])
+                headers.append(headers_of(stamp))
             value = None if state is None else state.to_bytes()
             records.append((change.partition, key, value))
             pending[key] = (write, change.partition, sub, value, state)
