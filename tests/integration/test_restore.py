@@ -275,18 +275,22 @@ async def test_a_stale_record_landing_after_a_newer_one_is_not_what_a_read_keeps
     assert read[tp].values == {b"a": newer, b"b": newer, b"c": stale}
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 async def test_a_restarted_worker_restores_the_newer_record_not_a_stale_one_after_it(
     make_settings: Callable[..., Any],
     topics_for: Callable[[Settings], Any],
     start_worker: Callable[[Settings], WorkerProcess],
+    store: str,
 ) -> None:
     """A worker applies a first roaming to JP and writes the subscriber's record, stamped
     with its generation. Then a record of a previous owner (an earlier generation, from
     before that event) lands after it in the changelog, as a write held up past a
     rebalance would. Restarted, the worker restores the newer record: a second roaming to
-    JP is no first roaming (restoring the stale one, it detected it again)."""
+    JP is no first roaming (restoring the stale one, it detected it again). With memory
+    the restart reads the whole changelog; with RocksDB, on the same volume, only the
+    stale record after its persisted offset, compared with the record the volume holds."""
     port = free_port()
-    settings = make_settings(metrics_port=port, partitions=1)
+    settings = make_settings(metrics_port=port, partitions=1, store=store)
     await topics_for(settings)
     sub = "13900000001"
     worker = start_worker(settings)
