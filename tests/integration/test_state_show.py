@@ -146,3 +146,30 @@ async def test_a_record_in_the_tail_of_a_written_batch_is_found(
     last = found[subs[-1]]
     assert last is not None
     assert readable(last.value)["watermark"] == 1_700_000_004
+
+
+async def test_a_stale_record_after_a_newer_one_is_not_what_is_shown(
+    make_settings: MakeSettings,
+) -> None:
+    """A previous owner's write (generation 3) that landed after the next owner's
+    (generation 4): `state show` prints the record a restore keeps, the newer one."""
+    from moments.producer import start_producer
+    from moments.stateview import changelog_topic
+    from moments.topics import ensure_topics
+
+    settings = make_settings()
+    topic = changelog_topic(settings)
+    await ensure_topics(settings.kafka_bootstrap, {topic: 1})
+    sub = "13500136000"
+    newer, stale = b'{"o":{},"r":{},"w":1700000009}', b'{"o":{},"r":{},"w":1700000001}'
+    producer = await start_producer(settings)
+    try:
+        for value, stamp in ((newer, b"4"), (stale, b"3")):
+            await producer.send_and_wait(
+                topic, value, key=sub.encode(), partition=0, headers=[("moments-stamp", stamp)]
+            )
+    finally:
+        await producer.stop()
+    found = (await latest_records(settings, [sub]))[sub]
+    assert found is not None
+    assert readable(found.value)["watermark"] == 1_700_000_009
