@@ -25,7 +25,7 @@ class StateWrite:
     changes pending until the runtime hands this back to `persisted` (the changelog
     acknowledged them) or `discard` (the write was abandoned)."""
 
-    __slots__ = ("headers", "records")
+    __slots__ = ("deletions", "headers", "records")
 
     def __init__(
         self, records: list[ChangelogRecord], headers: list[list[Header]] | None = None
@@ -33,6 +33,8 @@ class StateWrite:
         self.records = records
         self.headers = headers
         """Each record's headers (its fencing stamp, moments.fence), or None: none."""
+        self.deletions: dict[bytes, Stamp] = {}
+        """The stamp of each tombstone stamped (a key deleted), for the table to remember."""
 
 
 NOTHING_PENDING = StateWrite([])
@@ -281,6 +283,8 @@ class FaustTableStore:
                 stamp = next_stamp(held, cast(int, generation))
                 if state is not None:
                     state.stamp = stamp
+                elif stamp:
+                    write.deletions[key] = stamp
                 headers.append(headers_of(stamp))
             value = None if state is None else state.to_bytes()
             records.append((change.partition, key, value))
@@ -345,6 +349,9 @@ class FaustTableStore:
         # keys written here are noted too, or a worker kept the state of every partition
         # it ever held (more memory after each scale-out; stale records if one came back).
         owners: dict[bytes, int] | None = getattr(data, "_key_partition", None)
+        # The tombstones the table remembers for fencing (moments.restore.PreloadingTable):
+        # a key written here is deleted or held by this write's record, not an older one.
+        deleted: dict[bytes, Stamp] | None = getattr(self.table, "_deleted", None)
         pending = self._pending
         cache = self.cache
         for partition, key, value in records:
@@ -352,10 +359,17 @@ class FaustTableStore:
                 data.pop(key, None)
                 if owners is not None:
                     owners.pop(key, None)
+                if deleted is not None:
+                    if (stamp := write.deletions.get(key)) is not None:
+                        deleted[key] = stamp
+                    else:
+                        deleted.pop(key, None)
             else:
                 data[key] = value
                 if owners is not None:
                     owners[key] = partition
+                if deleted:
+                    deleted.pop(key, None)
             entry = pending.pop(key, None)
             if entry is None:
                 continue

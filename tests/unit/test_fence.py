@@ -299,3 +299,23 @@ class TestRestorePaths:
         assert _held(table) == one
         table.apply_changelog_batch([_event(5, three, (0,))])
         assert _held(table) == three
+
+    def test_what_the_worker_writes_itself_is_what_a_later_record_meets(self, table: Any) -> None:
+        """A deletion restored, then a record the worker begins and writes itself: a stale
+        record after it is compared with that record (kept), not with the deletion (it
+        was replaced by the deletion again). Then the worker's own deletion: a stale
+        record after it does not bring the subscriber back."""
+        table.apply_changelog_batch([_event(10, None, (5,))])
+        store = FaustTableStore(table, "roaming", partitions=4)
+        sub = KEY.decode()
+        write = store.save({sub: StateChange(SubscriberState(watermark=20), 2)}, generation=6)
+        store.persisted(write, {2: 11})
+        mine = _held(table)
+        assert mine is not None
+        assert stamp_of_value(mine) == (6, 1)
+        table.apply_changelog_batch([_event(12, _record(7, (5,)), (5,))])
+        assert _held(table) == mine
+        write = store.save({sub: StateChange(None, 2)}, generation=6)
+        store.persisted(write, {2: 13})
+        table.apply_changelog_batch([_event(14, _record(7, (5,)), (5,))])
+        assert _held(table) is None
