@@ -11,13 +11,13 @@ of the highest stamp instead of the last: a record stamped below the one held is
 and skipped.
 
 A stamp is the generation, `(generation,)`, or `(generation, 1)` for a record its writer
-began with nothing held for the key (a new subscriber, or one deleted before): such a
-record follows any deletion, whatever the stamps (its writer knew nothing of the
-tombstone's). A writer that holds a record stamped above its own generation sees the
-group's generation gone back (the group deleted once empty, its offsets expired; a
-broker that lost its group state): it writes that record without a stamp, and the
-records after it are stamped from there on. Otherwise every later record, stamped low,
-would lose to the old ones.
+began with nothing held for the key and no deletion of it known (a new subscriber, or a
+deletion not remembered): such a record follows any deletion, whatever the stamps (its
+writer knew nothing of the tombstone's). A writer that holds a record (or knows a
+tombstone) stamped above its own generation sees the group's generation gone back (the
+group deleted once empty, its offsets expired; a broker that lost its group state): it
+writes that record without a stamp, and the records after it are stamped from there on.
+Otherwise every later record, stamped low, would lose to the old ones.
 
 A record with no stamp (written before stamps were, by `moments state seed`, or over a
 generation gone back) is always applied, and one held without a stamp fences nothing:

@@ -292,10 +292,20 @@ class FaustTableStore:
         return write
 
     def _held_stamp(self, key: bytes) -> Stamp | None:
-        """The stamp of the record held for `key` (pending, or in the table), None if none."""
+        """The stamp of the record held for `key` (pending, or in the table); for a key
+        deleted, its tombstone's, when known (the table remembers those it restored or
+        wrote); None if none: the record written is then one begun with nothing held."""
         entry = self._pending.get(key) if self._pending else None
-        value = entry[3] if entry is not None else self.table.data.get(key)
-        return None if value is None else stamp_of_value(value)
+        if entry is not None:
+            value = entry[3]
+            if value is None:
+                return entry[0].deletions.get(key)
+        else:
+            value = self.table.data.get(key)
+            if value is None:
+                deleted: dict[bytes, Stamp] | None = getattr(self.table, "_deleted", None)
+                return deleted.get(key) if deleted else None
+        return stamp_of_value(value)
 
     def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
         """The changelog holds `write`'s records: write them to the table's store, then tell

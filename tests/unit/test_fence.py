@@ -312,10 +312,31 @@ class TestRestorePaths:
         store.persisted(write, {2: 11})
         mine = _held(table)
         assert mine is not None
-        assert stamp_of_value(mine) == (6, 1)
+        assert stamp_of_value(mine) == (6,)  # over the deletion it knew
         table.apply_changelog_batch([_event(12, _record(7, (5,)), (5,))])
         assert _held(table) == mine
         write = store.save({sub: StateChange(None, 2)}, generation=6)
         store.persisted(write, {2: 13})
         table.apply_changelog_batch([_event(14, _record(7, (5,)), (5,))])
         assert _held(table) is None
+
+    def test_a_record_begun_over_a_known_deletion_is_stamped_over_it(self, table: Any) -> None:
+        """The worker knows the tombstone's stamp (it restored it): the record it begins
+        is stamped over it, not as begun with nothing held, so a previous owner's record
+        begun the same way and landing after it is skipped; a generation gone back below
+        the tombstone's writes it without a stamp."""
+        table.apply_changelog_batch([_event(10, None, (5,))])
+        store = FaustTableStore(table, "roaming", partitions=4)
+        sub = KEY.decode()
+        write = store.save({sub: StateChange(SubscriberState(watermark=20), 2)}, generation=6)
+        assert stamp_of_value(write.records[0][2] or b"") == (6,)
+        store.discard(write)
+        write = store.save({sub: StateChange(SubscriberState(watermark=20), 2)}, generation=2)
+        assert write.headers == [[]]
+        store.discard(write)
+        # Deleted by the worker itself: the record begun after is stamped over its tombstone.
+        table.apply_changelog_batch([_event(11, _record(8, (6,)), (6,))])
+        write = store.save({sub: StateChange(None, 2)}, generation=7)
+        store.persisted(write, {2: 12})
+        write = store.save({sub: StateChange(SubscriberState(watermark=30), 2)}, generation=7)
+        assert write.headers == [[(HEADER, b"7")]]
