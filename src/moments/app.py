@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import signal
 import time
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, cast
 
 import faust
-from faust.types import TP
+from faust.types import TP, StoreT
 
 from moments.batchloop import COMMIT_EVERY_S, BatchLoop
 from moments.codec import register_codecs
@@ -123,6 +124,17 @@ def create_app(settings: Settings) -> MomentsApp:
     return app
 
 
+def rocksdb_bounds(settings: Settings) -> Callable[[StoreT[bytes, bytes]], None] | None:
+    """What opens the RocksDB store's databases within the settings' memory bounds (one
+    block cache for the worker's partitions); None with the memory store, which needs
+    no RocksDB bindings."""
+    if settings.store != "rocksdb":
+        return None
+    from moments.rocksdb_memory import RocksDBMemory, bound
+
+    return functools.partial(bound, memory=RocksDBMemory.from_settings(settings))
+
+
 def register_agents(
     app: MomentsApp, settings: Settings, runtime: Runtime, health: Health | None = None
 ) -> Any:
@@ -140,6 +152,7 @@ def register_agents(
             value_type=bytes,
             partitions=settings.partitions,
             help="One compact record per subscriber (moments.state.SubscriberState)",
+            prepare_store=rocksdb_bounds(settings),
         )
     )
     table.client = (settings.bootstrap_servers, kafka_client_kwargs(settings))  # bulk restores

@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import TP
+from faust.types import TP, StoreT
+from yarl import URL
 
 from moments.fence import (
     HEADER,
@@ -154,8 +155,16 @@ class PreloadingTable(faust.Table[bytes, bytes]):
     """A table whose active changelog partitions are read in bulk on a rebalance (see the
     module's docstring). `client` must be set before the worker starts."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        prepare_store: Callable[[StoreT[bytes, bytes]], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.prepare_store = prepare_store
+        """Called with the store Faust makes for the table, before it opens anything (the
+        RocksDB store's memory bounds: `moments.rocksdb_memory.bound`)."""
         self.client: tuple[list[str], Mapping[str, Any]] | None = None
         """(bootstrap servers, aiokafka security arguments) for the bulk reads."""
         self._held: dict[TP, int] = {}
@@ -222,6 +231,12 @@ class PreloadingTable(faust.Table[bytes, bytes]):
             if not unique:
                 seen[key] = (value, later)
             yield event
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT[bytes, bytes]:
+        store = super()._new_store_by_url(url)
+        if self.prepare_store is not None:
+            self.prepare_store(store)
+        return store
 
     def persisted_offset(self, tp: TP) -> int | None:
         found = self._held.get(tp)

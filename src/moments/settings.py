@@ -153,6 +153,28 @@ class Settings(BaseSettings):
         "means 0 with the memory store (Faust's memory store drops them when a recovery "
         "ends, so they only cost CPU) and 1 with rocksdb (a failover reads only the tail)",
     )
+    rocksdb_block_cache_mib: Annotated[int, Field(ge=8, le=65_536)] = Field(
+        default=256,
+        description="With rocksdb: MiB of the one block cache every partition's database in "
+        "the worker shares, their index and filter blocks included (Faust gave each "
+        "database its own of 2 GiB)",
+    )
+    rocksdb_write_buffer_mib: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=16,
+        description="With rocksdb: MiB of one write buffer (memtable) of a partition's "
+        "database, flushed to disk when full (Faust's default 64)",
+    )
+    rocksdb_write_buffers: Annotated[int, Field(ge=2, le=16)] = Field(
+        default=2,
+        description="With rocksdb: most write buffers a partition's database holds in memory "
+        "(one filling, the others flushing; Faust's default 3)",
+    )
+    rocksdb_max_open_files: Annotated[int, Field(ge=20, le=1_000_000)] = Field(
+        default=256,
+        description="With rocksdb: most files a partition's database keeps open, 20 at least "
+        "(RocksDB's floor; Faust's "
+        "default: 90% of the process's open-file limit for each database)",
+    )
     idempotent_producer: bool | None = Field(
         default=None,
         description="Kafka idempotent producer; unset means on for Apache Kafka, off for Tansu",
@@ -347,6 +369,14 @@ class Settings(BaseSettings):
         """Where the app's keys live in Redis (`moments:<app id>:`): the ledger, the
         deferral queue, the facts and the counters of the workers and the commands."""
         return f"moments:{self.app_id}:"
+
+    def rocksdb_memory_mib(self, databases: int) -> int:
+        """The most memory, MiB, RocksDB takes in one worker holding `databases` partitions
+        (active and standby): the shared block cache, which also holds index and filter
+        blocks, plus each database's write buffers. RocksDB's own bookkeeping (some MiB)
+        and the Python heap come on top."""
+        buffers = databases * self.rocksdb_write_buffer_mib * self.rocksdb_write_buffers
+        return self.rocksdb_block_cache_mib + buffers
 
     @property
     def standby_copies(self) -> int:

@@ -412,16 +412,16 @@ def store_problem(store: str) -> str | None:
     Faust's RocksDB store needs bindings the project installs only with its `rocksdb`
     extra (the image has it): without them the worker joined the consumer group, then
     crashed on its first assignment with Faust's `pip install faust-streaming-rocksdb or
-    rocksdict` and exit code 1, and made the group rebalance twice. The bindings are tried
-    as Faust tries them (either will do), without importing Faust: `moments check` runs
-    without it."""
+    rocksdict` and exit code 1, and made the group rebalance twice. Only rocksdict will do
+    (the store's memory bounds, `moments.rocksdb_memory`, are set through it; Faust also
+    takes python-rocksdb), tried without importing Faust: `moments check` runs without it."""
     if store != "rocksdb":
         return None
-    for name in ("rocksdict", "rocksdb"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            continue
+    try:
+        importlib.import_module("rocksdict")
+    except ImportError:
+        pass
+    else:
         return None
     return (
         "MOMENTS_STORE=rocksdb: the RocksDB bindings (rocksdict) are not installed here; "

@@ -331,3 +331,33 @@ class TestRocksDBStore:
         log = second.log()
         assert re.search(r"state: 1 record\(s\) of \d+ partition\(s\) restored", log), log[-3000:]
         assert FAUST_READS_CHANGELOG not in log, log[-3000:]
+
+    async def test_a_worker_with_small_memory_bounds_restores_and_runs(
+        self,
+        make_settings: MakeSettings,
+        topics_for: Callable[[Settings], Any],
+        start_worker: Callable[[Settings], WorkerProcess],
+        tmp_path: Path,
+    ) -> None:
+        """MOMENTS_ROCKSDB_* at their smallest: the worker on an empty volume restores the
+        state and makes its tasks, its databases opened with those bounds (RocksDB's
+        OPTIONS file beside each says what it opened them with)."""
+        bounds = {
+            "rocksdb_block_cache_mib": 8,
+            "rocksdb_write_buffer_mib": 1,
+            "rocksdb_write_buffers": 2,
+            "rocksdb_max_open_files": 20,
+        }
+        second, _ = await self.killed_and_restarted(
+            make_settings, topics_for, start_worker, data_dir=tmp_path / "small", **bounds
+        )
+        log = second.log()
+        assert re.search(r"state: 1 record\(s\) of \d+ partition\(s\) restored", log), log[-3000:]
+        opened = list((tmp_path / "small").rglob("OPTIONS-*"))
+        assert opened, "no RocksDB database in the data dir"
+        for options in opened:
+            text = options.read_text()
+            assert f"write_buffer_size={1024 * 1024}\n" in text
+            assert "max_write_buffer_number=2\n" in text
+            assert "max_open_files=20\n" in text
+            assert "cache_index_and_filter_blocks=true\n" in text

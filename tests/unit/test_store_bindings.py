@@ -17,6 +17,7 @@ import pytest
 from moments.check import Verdict, run_checks
 from moments.embedded import free_port
 from moments.settings import load_settings
+from moments.store import store_problem
 
 NO_BINDINGS = {
     "rocksdict.py": 'raise ImportError("no rocksdict here (test)")\n',
@@ -71,6 +72,7 @@ CHECK = """
 import asyncio, json
 from moments.check import run_checks
 from moments.settings import load_settings
+from moments.store import store_problem
 found = asyncio.run(run_checks(load_settings(), timeout_s=2))
 print(json.dumps([[f.step, f.verdict.value, f.detail] for f in found]))
 """
@@ -106,3 +108,16 @@ def test_with_the_bindings_the_store_step_is_ok(tmp_path: Path) -> None:
     found = asyncio.run(run_checks(settings, timeout_s=2))
     (store,) = [f for f in found if f.step.startswith("state store")]
     assert store.verdict is Verdict.OK, store
+
+
+def test_python_rocksdb_alone_is_refused_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust also takes python-rocksdb, but the store's memory bounds
+    (`moments.rocksdb_memory`) are set through rocksdict: without it the bounds would not
+    hold, so python-rocksdb alone is refused as no bindings are."""
+    monkeypatch.setitem(sys.modules, "rocksdict", None)  # import fails
+    monkeypatch.setitem(sys.modules, "rocksdb", type(sys)("rocksdb"))  # imports
+    problem = store_problem("rocksdb")
+    assert problem is not None
+    assert ".[rocksdb]" in problem

@@ -148,6 +148,20 @@ def test_replicas_do_not_exceed_partitions_and_resources_cover_the_benchmark(
     assert float(resources["requests"]["cpu"]) >= 1
 
 
+def test_the_memory_limit_holds_rocksdb_at_its_bounds_with_every_partition_on_one_pod(
+    worker: dict[str, Any], settings: Settings
+) -> None:
+    """RocksDB's block cache and every partition database's write buffers at their most,
+    on top of the measured peak (which already holds some of them): a pod left with
+    all the partitions (its peers down) still fits. With Faust's options (a 2 GiB cache
+    and 3 x 64 MiB per database) nothing bounded it."""
+    rocksdb = settings.rocksdb_memory_mib(settings.partitions)
+    limit = mebibytes(worker["resources"]["limits"]["memory"])
+    assert MEASURED_PEAK_RSS_MIB + rocksdb <= limit, (
+        f"{MEASURED_PEAK_RSS_MIB} MiB measured + {rocksdb} MiB of RocksDB at most > {limit}"
+    )
+
+
 def test_service_servicemonitor_and_networkpolicy_select_the_workers(
     worker: dict[str, Any], settings: Settings
 ) -> None:

@@ -1,0 +1,85 @@
+"""The RocksDB store's memory, bounded by settings (`MOMENTS_ROCKSDB_*`).
+
+Faust opens one RocksDB database per partition a worker holds (active and standby), each
+with its own options from `faust.stores.rocksdb.RocksDBOptions`: its own block cache of 2
+GiB, three write buffers of 64 MiB, up to 90% of the process's open-file limit in open
+files, and index and filter blocks outside any cache (they grow with the data). A pod
+holding 8 partitions could so reach 8 x (2 GiB + 192 MiB) as its state grew: far past its
+memory limit. `RocksDBMemory` holds one block cache for all the worker's databases, and
+`BoundedRocksDBOptions` opens each database with that cache (index and filter blocks
+charged to it) and the settings' write buffers and open files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import rocksdict
+from faust.stores.rocksdb import RocksDBOptions
+from faust.stores.rocksdb import Store as RocksDBStore
+
+from moments.settings import Settings
+
+MIB = 1024 * 1024
+BLOOM_BITS_PER_KEY = 3
+"""Faust's `bloom_filter_size`, kept."""
+
+
+@dataclass(frozen=True)
+class RocksDBMemory:
+    """What every partition's database in one worker is opened with."""
+
+    block_cache_size: int
+    block_cache: rocksdict.Cache
+    write_buffer_size: int
+    max_write_buffer_number: int
+    max_open_files: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RocksDBMemory:
+        size = settings.rocksdb_block_cache_mib * MIB
+        return cls(
+            block_cache_size=size,
+            block_cache=rocksdict.Cache(size),
+            write_buffer_size=settings.rocksdb_write_buffer_mib * MIB,
+            max_write_buffer_number=settings.rocksdb_write_buffers,
+            max_open_files=settings.rocksdb_max_open_files,
+        )
+
+
+class BoundedRocksDBOptions(RocksDBOptions):
+    """Faust's options for a partition's database (rocksdict), with `memory`'s shared
+    block cache, write buffers and open files."""
+
+    def __init__(self, memory: RocksDBMemory, **kwargs: Any) -> None:
+        super().__init__(
+            max_open_files=memory.max_open_files,
+            write_buffer_size=memory.write_buffer_size,
+            max_write_buffer_number=memory.max_write_buffer_number,
+            block_cache_size=memory.block_cache_size,
+            use_rocksdict=True,
+            **kwargs,
+        )
+        self.memory = memory
+
+    def as_options(self) -> rocksdict.Options:
+        options: rocksdict.Options = super().as_options()
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(self.memory.block_cache)
+        # Index and filter blocks in the cache, so the cache bounds them too (outside it
+        # they grow with the data); level 0's pinned, as RocksDB's tuning guide advises.
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        return options
+
+
+def bound(store: Any, memory: RocksDBMemory) -> None:
+    """Open `store`'s databases (Faust's RocksDB store, none opened yet) with `memory`;
+    another store (memory) is left as it is."""
+    if not isinstance(store, RocksDBStore):
+        return
+    store.rocksdb_options = BoundedRocksDBOptions(memory, ttl=store.rocksdb_options.ttl)
