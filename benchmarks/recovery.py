@@ -13,6 +13,11 @@ reading) and its time from start until it had processed 1,000 fresh events.
     .venv/bin/python benchmarks/recovery.py --events 400000 --subscribers 100000
     .venv/bin/python benchmarks/recovery.py --store rocksdb   # a pod on a new node
     .venv/bin/python benchmarks/recovery.py --store rocksdb --join  # a second pod joins
+    .venv/bin/python benchmarks/recovery.py --store rocksdb --compare-with /tmp/old/src
+
+With `--compare-with` workers of this code and of the code under SRC restore the same
+changelog in turn (`--rounds` each), each on an empty data directory: restore times and
+peak RSS, alternated on the same machine.
 
 With `--join` the first worker is not killed: a second one joins it on an empty data
 directory, and the figures are the second's time to its first restore and its CPU
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -36,7 +42,7 @@ from faust.types import TP
 from rich.console import Console
 from rich.progress import Progress
 
-from moments.bench import _cpu_seconds, produce, start_worker, stop_worker
+from moments.bench import _cpu_seconds, _peak_rss_mib, produce, start_worker, stop_worker
 from moments.connections import kafka_client_kwargs
 from moments.embedded import RedisServer, TansuBroker, free_port
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
@@ -46,6 +52,8 @@ from moments.settings import Settings, load_settings
 from moments.topics import ensure_topics
 
 FRESH_EVENTS = 1_000
+HOLD_S = 20.0
+"""Seconds a restored worker runs on (its window sweep reads every record) in --compare-with."""
 IDLE_CPU_S = 0.1
 """CPU seconds in `IDLE_WINDOW_S` below which a worker with no events is idle."""
 IDLE_WINDOW_S = 3.0
@@ -133,6 +141,40 @@ def join(settings: Settings, workdir: Path, console: Console) -> None:
     )
 
 
+def compare(
+    settings: Settings, workdir: Path, console: Console, records: int, rounds: int, other: str
+) -> None:
+    """Workers on empty data directories restore the same changelog one after the other,
+    this code and the code under `other` (its `src`, as PYTHONPATH) alternated: each one's
+    restore time and peak RSS once restored and `HOLD_S` later (the window sweep done)."""
+    for n in range(rounds):
+        for label, pythonpath in (("this code", None), (other, other)):
+            rounddir = workdir / f"round-{n}-{'new' if pythonpath is None else 'other'}"
+            rounddir.mkdir()
+            saved = os.environ.get("PYTHONPATH")
+            if pythonpath is not None:
+                os.environ["PYTHONPATH"] = pythonpath
+            try:
+                second, port, _ = start_second(settings, rounddir, console, "restoring")
+            finally:
+                if saved is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = saved
+            try:
+                restore = metric(port, "moments_consumer_rebalance_seconds_sum")
+                restored_rss = _peak_rss_mib(second.pid)
+                time.sleep(HOLD_S)
+                rss = _peak_rss_mib(second.pid)
+            finally:
+                stop_worker(second)
+            console.print(
+                f"round {n + 1}, {label}: restore {restore:.1f} s, "
+                f"{records / max(restore, 1e-9):,.0f} records/s; peak RSS {restored_rss:.0f} "
+                f"MiB once restored, {rss:.0f} MiB {HOLD_S:.0f} s later"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -142,6 +184,13 @@ def main() -> None:
     parser.add_argument(
         "--join", action="store_true", help="a second worker joins the first (not killed)"
     )
+    parser.add_argument(
+        "--compare-with",
+        metavar="SRC",
+        help="restore the changelog in turn with this code and the code under SRC (e.g. "
+        "`git archive HEAD src | tar -x -C /tmp/old` then /tmp/old/src), --rounds times",
+    )
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="moments-recovery-"))
@@ -173,6 +222,7 @@ def main() -> None:
                         progress.update(task, completed=done)
                         time.sleep(0.2)
                 time.sleep(3)  # its last batch's changelog and commit
+                console.print(f"first worker: peak RSS {_peak_rss_mib(first.pid):.0f} MiB")
                 if args.join:
                     name, records, keys = asyncio.run(changelog_size(settings))
                     console.print(f"{name} holds {records:,} records of {keys:,} subscribers")
@@ -185,6 +235,9 @@ def main() -> None:
             console.print(
                 f"killed the first worker; {name} holds {records:,} records of {keys:,} subscribers"
             )
+            if args.compare_with:
+                compare(settings, workdir, console, records, args.rounds, args.compare_with)
+                return
 
             second, port, started = start_second(
                 settings, workdir, console, "second worker: restoring the state"
@@ -192,16 +245,22 @@ def main() -> None:
             recovered = time.monotonic() - started
             try:
                 restore = metric(port, "moments_consumer_rebalance_seconds_sum")
+                restored_rss = _peak_rss_mib(second.pid)
                 # Other event ids than the first run's, so none is skipped as a replay.
                 asyncio.run(produce(settings, FRESH_EVENTS, args.subscribers, console, seed=8))
                 with console.status("second worker: processing fresh events"):
                     wait_for(port, "moments_events_total", FRESH_EVENTS, 120, "fresh events")
                 total = time.monotonic() - started
                 # Counted by the window sweep, which goes through every partition at start.
-                wait_for(port, "moments_state_subscribers", 1, 60, "counting the state")
+                wait_for(port, "moments_state_subscribers", 1, 600, "counting the state")
                 held = metric(port, "moments_state_subscribers")
+                rss = _peak_rss_mib(second.pid)
             finally:
                 stop_worker(second)
+            console.print(
+                f"second worker: peak RSS {restored_rss:.0f} MiB once restored, {rss:.0f} MiB "
+                "after the fresh events and its window sweep"
+            )
             console.print(
                 f"restore (revocation to the end of recovery): {restore:.1f} s, "
                 f"{records / max(restore, 1e-9):,.0f} changelog records/s; "

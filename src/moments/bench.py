@@ -310,6 +310,13 @@ def start_worker(
     }
     if settings.rules is not None:
         env["MOMENTS_RULES"] = str(settings.rules)
+    if settings.store == "rocksdb":  # the store's memory bounds as configured
+        env |= {
+            "MOMENTS_ROCKSDB_BLOCK_CACHE_MIB": str(settings.rocksdb_block_cache_mib),
+            "MOMENTS_ROCKSDB_WRITE_BUFFER_MIB": str(settings.rocksdb_write_buffer_mib),
+            "MOMENTS_ROCKSDB_WRITE_BUFFERS": str(settings.rocksdb_write_buffers),
+            "MOMENTS_ROCKSDB_MAX_OPEN_FILES": str(settings.rocksdb_max_open_files),
+        }
     if settings.standby_replicas is not None:
         env["MOMENTS_STANDBY_REPLICAS"] = str(settings.standby_replicas)
     with log_path.open("wb") as log_file:

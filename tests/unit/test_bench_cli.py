@@ -72,7 +72,8 @@ def test_bench_workers_keep_the_configured_store_and_standby_copies(
         return object()
 
     monkeypatch.setattr(bench.subprocess, "Popen", popen)
-    settings = Settings(store="rocksdb", standby_replicas=standby)
+    settings = Settings(store="rocksdb", standby_replicas=standby, rocksdb_block_cache_mib=64)
     bench.start_worker(settings, tmp_path / "data", 9999, tmp_path / "worker.log")
     assert seen["MOMENTS_STORE"] == "rocksdb"
+    assert seen["MOMENTS_ROCKSDB_BLOCK_CACHE_MIB"] == "64"  # the store's memory bounds too
     assert seen.get("MOMENTS_STANDBY_REPLICAS") == (None if standby is None else str(standby))
