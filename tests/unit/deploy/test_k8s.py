@@ -19,8 +19,11 @@ from moments.settings import Settings, load_settings
 from rules.catalog import load_rules
 
 K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
-MEASURED_PEAK_RSS_MIB = 672
-"""Worker peak RSS from `moments bench --events 200000 --subscribers 20000`, 2026-11-23."""
+MEASURED_PEAK_RSS_MIB = 692
+"""Peak RSS of a worker with the RocksDB store (deploy/k8s's) processing 1M events of 632k
+subscribers: `benchmarks/recovery.py --store rocksdb --events 1000000 --subscribers
+1000000`, 2026-12-06 (its restoring worker peaked at 364-376 MiB). The 672 MiB before
+was a memory-store bench's, 2026-11-23."""
 MEBI = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 
 
