@@ -22,8 +22,6 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from moments.settings import Settings
 
 MIB = 1024 * 1024
-BLOOM_BITS_PER_KEY = 3
-"""Faust's `bloom_filter_size`, kept."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,11 @@ class BoundedRocksDBOptions(RocksDBOptions):
         self.memory = memory
 
     def as_options(self) -> rocksdict.Options:
+        # Faust's options, then its table factory replaced (the cache Faust made for it
+        # allocates nothing until used, and nothing uses it).
         options: rocksdict.Options = super().as_options()
         table = rocksdict.BlockBasedOptions()
-        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)  # Faust's 3 bits
         table.set_block_cache(self.memory.block_cache)
         # Index and filter blocks in the cache, so the cache bounds them too (outside it
         # they grow with the data); level 0's pinned, as RocksDB's tuning guide advises.
