@@ -339,6 +339,8 @@ def _compare(
         where = (*path, op)
         if raw == [] and op in ("in", "not_in", "prefix"):
             report(where, empty_list(op, _tested(node, label)))
+        elif op in ("in", "not_in", "prefix") and isinstance(raw, str) and raw.startswith("$"):
+            _refuse_empty_params(op, raw, _tested(node, label), scope, report)
         if op in NUMERIC_OPS:
             if isinstance(raw, str) and not raw.startswith("$") and number(raw) is None:
                 report(where, f"{op} needs a number or $param, got {raw!r}: {number_hint(raw)}")
@@ -370,6 +372,17 @@ def _compare(
         return True
 
     return check
+
+
+def _refuse_empty_params(op: str, raw: str, what: str, scope: Scope, report: Report) -> None:
+    """Refuse, where it is given, a param that holds no value for `in:`/`not_in:`/`prefix:
+    $p` (`""`, spaces and commas, null), as `in: []` written in the condition is: `in:`
+    then matched only a blank value, `prefix:` nothing, and `not_in:` let every event
+    through, and the rule loaded."""
+    for at, held in scope.param_values(raw[1:]):
+        if not any(part.strip() for part in _listed(held).split(",")):
+            written = f"param {raw[1:]!r} ({held!r}, for {op}: {raw})"
+            report(at, empty_list(op, what, written))
 
 
 def _tested(node: s.Operators, label: str) -> str:

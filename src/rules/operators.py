@@ -100,11 +100,13 @@ def member(value: Any, members: Members) -> bool:
     return (n is not None and n in members.numbers) or str(value) in members.texts
 
 
-def empty_list(op: str | None, what: str) -> str:
+def empty_list(op: str | None, what: str, written: str | None = None) -> str:
     """Why an empty list of `op` (`in`, `not_in`, `prefix`; None: a `when:` field's bare
     list, one of) is refused where it is written: it matches no value, or (`not_in`)
-    tests nothing. `what` names the value tested: "event's counterparty"."""
-    written = f"{op}: []" if op else "[]"
+    tests nothing. `what` names the value tested: "event's counterparty"; `written`, the
+    list as written when it is no `[]` (a param holding no value)."""
+    if written is None:
+        written = f"{op}: []" if op else "[]"
     if op == "not_in":
         return (
             f"{written} lists no value, so it lets every event through: list the values to "

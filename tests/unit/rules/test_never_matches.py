@@ -177,3 +177,20 @@ class TestAnEmptyList:
             "series:\n  s: {on: [usage], when: {counterparty: []}}\n" + rule("    on: [usage]\n")
         )
         assert "[] lists no value" in found
+
+    @pytest.mark.parametrize("op", ["in", "not_in", "prefix"])
+    @pytest.mark.parametrize("held", ['""', '" , "'])
+    def test_a_param_holding_no_value_is_refused_where_it_is_given(
+        self, op: str, held: str
+    ) -> None:
+        """`in: $p` with `p: ""` matched only a blank counterparty, `prefix: $p` nothing,
+        `not_in: $p` let every event through, and the file loaded: the list emptied in
+        its param (or in an override's) is the `in: []` refused above."""
+        body = f"    on: [usage]\n    condition: {{field: counterparty, {op}: $p}}\n"
+        (found,) = problems(rule(body + f"    params: {{p: {held}}}\n"))
+        assert found.startswith("r.yaml:6:14: param 'p' (")
+        assert f"for {op}: $p) lists no value" in found
+        override = "    overrides:\n      - region: NJ\n        params: {p: " + held + "}\n"
+        (found,) = problems(rule(body + "    params: {p: '10010'}\n" + override))
+        assert found.startswith("r.yaml:9:")
+        assert loads(rule(body + "    params: {p: '10010, 10000'}\n")) == 1
