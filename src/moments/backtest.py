@@ -35,6 +35,7 @@ from moments.store import StateStore
 from moments.sweep import sweep
 from rules import spec as sp
 from rules.catalog import RuleSet
+from rules.conditions import waits_for_history
 from rules.durations import parse_duration
 from sinks.base import Headers
 from sinks.cooldowns import CollectedCooldownReturns
@@ -126,6 +127,12 @@ class Memory:
     leaves: str
 
 
+DAY_S = 86400.0
+_BEGUN = ", judged at a %s's close after the one the history began in"
+"""What a close-time test that waits for the history needs beyond its windows
+(`longest_memory`)."""
+
+
 def longest_memory(rules: RuleSet) -> Memory:
     """The rules' longest memory: first-time look-backs, baselines and series or shares.
     What a cut-over's warm-up (`--live-from`) settles. Cooldowns and the frequency cap do
@@ -139,10 +146,20 @@ def longest_memory(rules: RuleSet) -> Memory:
     before, and a 100-day warm-up, not warned of, averaged it cut short (a monthly series
     judged at the month's close, `last: 1`, was never measured). Each window counted at
     its longest (a month: 31 days), so a warm-up of that length is enough whatever the
-    date."""
+    date.
+
+    A rule judged as a window closes (`evaluate: daily` ...) is judged live first at the
+    close of the window ending at a midnight `--live-from`, and one with a test that waits
+    for the history (a "fewer than" series, a `sum` or `count` baseline) judges it only
+    when the history began before the windows it reads, in a window of its own (read as a
+    partial one, as a history begun at midnight is too): the warm-up must begin before
+    those windows, a day more (a day's window more; a week's or a month's window then
+    begins in the one before). Without it a warm-up of 3 days from midnight left "fewer
+    than 1 top-up in 3 days" unjudged at the first live close, unwarned."""
     found = [Memory(0.0, "nothing", "")]
     for r in rules.rules:
-        for node in sp.walk(r.spec.condition):
+        closing = r.period is not None
+        for loc, node in sp.walk_at(r.spec.condition):
             if isinstance(node, sp.FirstTimeCond) and node.lookback:
                 found.append(
                     Memory(
@@ -153,11 +170,12 @@ def longest_memory(rules: RuleSet) -> Memory:
                 )
             elif isinstance(node, sp.BaselineCond) and node.baseline in rules.series:
                 period = rules.series[node.baseline].period
+                more = closing and node.agg in ("sum", "count")
                 found.append(
                     Memory(
-                        (node.windows + 1) * PERIOD_S[period],
+                        (node.windows + 1) * PERIOD_S[period] + more * DAY_S,
                         f"{r.id}'s {node.windows}-{period} baseline of {node.baseline} and "
-                        f"the {period} it judges",
+                        f"the {period} it judges" + (_BEGUN % period if more else ""),
                         "baselines averaged over fewer windows than a longer warm-up fills",
                     )
                 )
@@ -165,10 +183,16 @@ def longest_memory(rules: RuleSet) -> Memory:
                 name = node.series if isinstance(node, sp.SeriesCond) else node.share
                 if name in rules.series:
                     period = rules.series[name].period
+                    more = (
+                        closing
+                        and isinstance(node, sp.SeriesCond)
+                        and waits_for_history(node, loc.count("not") % 2 == 1)
+                    )
                     found.append(
                         Memory(
-                            node.last * PERIOD_S[period],
-                            f"{r.id}'s {node.last}-{period} series of {name}",
+                            node.last * PERIOD_S[period] + more * DAY_S,
+                            f"{r.id}'s {node.last}-{period} series of {name}"
+                            + (_BEGUN % period if more else ""),
                             "series summed over less than the windows they read",
                         )
                     )

@@ -1049,7 +1049,10 @@ def test_a_cut_over_after_a_short_warm_up_is_said_as_the_prediction(
     said = " ".join(capsys.readouterr().err.split())
     (warning,) = orjson.loads((out / "report.json").read_bytes())["warnings"]
     assert warning.startswith("The warm-up before --live-from is 0.6 days, shorter than")
-    assert "3-month baseline of spend_month and the month it judges (124 days)" in warning
+    assert (
+        "3-month baseline of spend_month and the month it judges, judged at a month's close "
+        "after the one the history began in (125 days)"
+    ) in warning
     assert "baselines averaged over fewer windows" in warning
     assert "prediction for going live after this warm-up" in warning
     assert warning in said
@@ -1545,3 +1548,56 @@ def test_no_event_read_runs_no_sweep_on_to_to(tmp_path: Path) -> None:
     result = asyncio.run(bt.run([], until=until))
     assert (result.events, swept) == (0, [])
     assert build_report(result)["days"] == []
+
+
+FEWER_TOPUPS = """series:
+  topups_day: {on: [topup], period: day}
+rules:
+  - id: few_topups
+    description: Few top-ups
+    on: [topup]
+    evaluate: daily
+    condition: %s
+    task: {family: anomaly, type: few_topups, channel: sms, priority: 3,
+           action: review, ttl: 24h, cooldown: 30d, description: "Few top-ups"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("condition", "days"),
+    [
+        ("{series: topups_day, agg: count, last: 3, lt: 1}", 4),
+        ("{not: {series: topups_day, agg: count, last: 3, gte: 1}}", 4),
+        # An "at least" test is judged at once: the windows it reads are enough.
+        ("{series: topups_day, agg: count, last: 3, gte: 1}", 3),
+    ],
+)
+def test_a_close_time_test_waiting_for_the_history_needs_the_window_it_began_in(
+    condition: str, days: int
+) -> None:
+    """A daily "fewer than" over 3 days is judged first at the close of the 4th day after
+    a history begun at midnight (the window it began in reads as a partial one): a
+    warm-up of 3 days to a midnight --live-from left the first live close unjudged, and
+    the warning said 3 days were enough."""
+    from .rules.helpers import at, ev, rules_from, run
+
+    rules = rules_from(FEWER_TOPUPS % condition)
+    memory = longest_memory(rules)
+    assert memory.seconds == days * 86400
+    if days == 3:
+        return
+    assert memory.what.startswith("few_topups's 3-day series of topups_day, judged at a day's")
+    # The engine agrees: a subscriber first seen at midnight, a call a day, no top-up.
+    calls = [
+        ev(EventType.USAGE, at(f"2026-11-0{d}", "00:00"), kind="voice", quantity=60)
+        for d in range(1, 7)
+    ]
+    (task,) = run(rules, calls, until=at("2026-11-07")).tasks
+    first = dt.datetime.fromisoformat(at("2026-11-01", "00:00"))
+    assert (task.triggered_at - first).total_seconds() == memory.seconds
+    live = first.timestamp() + days * 86400
+    result = BacktestResult(events=1, first_event=first.timestamp(), live_from=live)
+    assert report_warnings(result, rules) == []
+    result.live_from = live - 86400
+    (warning,) = report_warnings(result, rules)
+    assert warning.startswith("The warm-up before --live-from is 3.0 days, shorter than")
