@@ -79,6 +79,19 @@ BLANK_SPACE = r"[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\
 means. `\\s` itself differs by regex engine: Python's (the `jsonschema` package's) also
 takes the separators U+001C-U+001F, so a "blank" day of them passed the schema and was a
 dead letter."""
+_BLANK_TEXT = re.compile(rf"{BLANK_SPACE}*")
+
+
+def blank_is_none(value: str | None) -> str | None:
+    """An optional text of an event that is blank (`""`, or spaces only: an SQL export's
+    empty string, a padded `CHAR` column) is none, as a blank profile value is: a
+    `{field: counterparty}` test, `first_time: operator` or a description's
+    `{service_code}` took `""` for a value (the catalog's service_failure fired with a
+    blank service code), where the event said it had none."""
+    return None if value is not None and _BLANK_TEXT.fullmatch(value) else value
+
+
+_BLANK_NONE = '; "" (or spaces only) is none, as absent'
 _BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29)$"
 """A birthday, or a blank (spaces only, or none): "" clears it."""
 # An instant's day: the years 1970-2099 (a year-1 or year-9999 time broke the local-day
@@ -356,7 +369,9 @@ class _Event(BaseModel):
     event_id: EventId
     subscriber_id: SubscriberId
     occurred_at: Instant = Field(description="Event time, RFC 3339 with an offset")
-    region: Region | None = Field(default=None, description="City code such as NJ")
+    region: Annotated[
+        Annotated[str, text(32), AfterValidator(str.strip)] | None, AfterValidator(blank_is_none)
+    ] = Field(default=None, description="City code such as NJ" + _BLANK_NONE)
 
 
 class TopUpEvent(_Event):
@@ -376,7 +391,9 @@ class RoamingEvent(_Event):
         description="ISO 3166-1 alpha-2"
     )
     roaming_type: Literal["international", "domestic"]
-    operator: Annotated[str, text(64)] | None = None
+    operator: Annotated[Annotated[str, text(64)] | None, AfterValidator(blank_is_none)] = Field(
+        default=None, description="Visited network" + _BLANK_NONE
+    )
     utc_offset_minutes: UtcOffsetMinutes | None = Field(
         default=None, description="The visited place's UTC offset in minutes: 480 for UTC+8"
     )
@@ -401,11 +418,15 @@ class UsageEvent(_Event):
     )
     charge: Money = Decimal(0)
     balance_after: Money | None = None
-    counterparty: Annotated[str, text(32)] | None = None
+    counterparty: Annotated[Annotated[str, text(32)] | None, AfterValidator(blank_is_none)] = Field(
+        default=None, description="Called or messaged number" + _BLANK_NONE
+    )
     direction: Literal["in", "out"] | None = Field(
         default=None, description="Voice and SMS: incoming or outgoing"
     )
-    service_code: Annotated[str, text(64)] | None = None
+    service_code: Annotated[Annotated[str, text(64)] | None, AfterValidator(blank_is_none)] = Field(
+        default=None, description="Product ordered or failing" + _BLANK_NONE
+    )
     imei: Annotated[str, StringConstraints(pattern=r"^[0-9]{14,16}$")] | None = None
 
 

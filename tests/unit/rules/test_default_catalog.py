@@ -21,6 +21,16 @@ CATALOG = load_rules()
 PROFILE = EventType.PROFILE
 
 
+FIRST_OPERATOR = """\
+  - id: first_operator
+    description: A network not seen before
+    on: [roaming]
+    condition: {first_time: operator}
+    task: {family: first_time, type: first_operator, channel: sms, priority: 3,
+           action: a, ttl: 24h, description: "On {operator}"}
+"""
+
+
 def only(tasks, moment_type):  # type: ignore[no-untyped-def]
     return [t for t in tasks if t.moment.type == moment_type]
 
@@ -186,6 +196,28 @@ class TestAnomaly:
     def test_service_failure(self) -> None:
         events = [usage(at("2026-11-02"), kind="service_failure", service_code="VOLTE")]
         assert types(run(CATALOG, events).tasks) == ["service_failure"]
+
+    def test_a_blank_text_of_an_event_is_none(self) -> None:
+        """An SQL export writes "" for a field with no value: the service_failure rule
+        (`{field: service_code}`, "it names one") fired on a blank service code, with the
+        blank in its text, and a blank operator was a first-time value. A blank region
+        (`""`) made the whole event a dead letter, where spaces only were none."""
+        events = [
+            usage(at("2026-11-02"), kind="service_failure", service_code=""),
+            usage(at("2026-11-02", "12:01"), kind="service_failure", service_code="  "),
+            usage(at("2026-11-02", "12:02"), kind="voice", quantity=60, counterparty=""),
+        ]
+        result = run(CATALOG, events)
+        assert types(result.tasks) == []
+        roaming = {"country": "GB", "roaming_type": "international", "operator": ""}
+        first = load_texts([("r.yaml", "rules:\n" + FIRST_OPERATOR)])
+        assert run(first, [ev(EventType.ROAMING, at("2026-11-02"), **roaming)]).tasks == []
+        blank_region = [
+            usage(at("2026-11-03"), kind="service_failure", service_code="VOLTE", region="")
+        ]
+        result = run(CATALOG, blank_region)
+        assert result.dead_letters == []
+        assert [t.region for t in result.tasks] == [None]
 
     def test_competitor_hotline_only_for_listed_numbers(self) -> None:
         events = [
