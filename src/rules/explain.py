@@ -195,7 +195,8 @@ def _cond(node: Any, spec: s.RuleSpec, negated: bool = False) -> str:
         if waits_for_history(node, negated):
             waits = (
                 " (judged once the subscriber's history covers those windows, not the "
-                "partial one it began in)"
+                "partial one it began in; it begins at their first event of any kind, so "
+                f"one with no event in {node.series} is judged too)"
             )
         if node.agg in ("avg", "max"):
             waits += " (not judged when those windows hold no event)"

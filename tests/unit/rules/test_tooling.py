@@ -80,7 +80,9 @@ def test_explain_says_when_a_series_test_waits_for_the_history(
     tmp_path: Path, condition: str, waits: bool
 ) -> None:
     """A series test under `not:` waits for the history whatever its operators, as the
-    rule does; explain said so only of `lt`, `eq`, ..."""
+    rule does; explain said so only of `lt`, `eq`, ... It says where the history begins
+    (the subscriber's first event of any kind): read as their first event in the series,
+    "fewer than 3 calls" looked never judged for one who had made none, as it was."""
     path = tmp_path / "r.yaml"
     path.write_text(
         "series:\n  calls_week: {on: [usage], when: {kind: voice}, period: week}\n"
@@ -91,6 +93,8 @@ def test_explain_says_when_a_series_test_waits_for_the_history(
     )
     (text,) = explain(load_rules(path), "few")
     assert ("judged once the subscriber's history covers those windows" in text) == waits
+    begins = "it begins at their first event of any kind, so one with no event in calls_week"
+    assert (begins in text) == waits
 
 
 def test_explain_every_default_rule(capsys: pytest.CaptureFixture[str]) -> None:
