@@ -959,6 +959,13 @@ def _check_missing(
                 f"{{field: {name}}} to the condition (under all:)"
             )
     for node in sp.walk(condition) if condition is not None else ():
+        if isinstance(node, sp.SeriesCond) and node.agg in ("avg", "max"):
+            unsure.setdefault(
+                node.series,
+                f"the {node.agg} of {node.series} over windows without events is no value, "
+                "and this condition lets the rule fire without one (the test under any:); "
+                "to fire only with one, put that test under all:",
+            )
         if isinstance(node, sp.ProfileCond):
             unsure[f"profile_{node.profile}"] = (
                 f"a profile may have no {node.profile} and this condition lets one without "

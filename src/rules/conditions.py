@@ -857,6 +857,10 @@ def present_names(node: Any, holds: bool = True) -> set[str]:
         if not holds and ops and not needs_value(ops):
             return {label}  # true of a missing value, so false only of one: `not: {ne: A1}`
         return set()
+    if isinstance(node, s.SeriesCond) and node.agg in _NONE_WHEN_EMPTY:
+        # Judged only with a value (`_judged_only`), held or not: a `not:` over it is false
+        # of no value too.
+        return {node.series}
     if isinstance(node, s.FirstTimeCond):
         return {node.first_time}  # false only of a value seen before, under not: (`_first_time`)
     if isinstance(node, s.ChangedCond):

@@ -279,6 +279,22 @@ class TestPlaceholdersThatMayHaveNoValue:
     def test_one_the_rule_fires_only_with_loads(self, body: str) -> None:
         load_texts([("r.yaml", rule(body, self.task("{country} on {operator}")))])
 
+    SERIES = "series:\n  app_topups: {on: [topup], when: {channel: app}, field: amount}\n"
+
+    @pytest.mark.parametrize("agg", ["avg", "max"])
+    def test_an_average_or_peak_of_no_event_is_no_guard(self, agg: str) -> None:
+        """The avg or max of windows without events is no value (a bank top-up, none by
+        app today): a branch of any: that does not read it fired the rule, and the text
+        showed 'average app top-up None'."""
+        test = f"{{series: app_topups, agg: {agg}, lt: 20}}"
+        either = f"    on: [topup]\n    condition: {{any: [{test}, {{field: amount, gte: 100}}]}}\n"
+        (found,) = problems(self.SERIES + rule(either, self.task("app top-up {app_topups}")))
+        assert found.startswith("r.yaml:14:7: {app_topups} may have no value when this rule")
+        assert f"the {agg} of app_topups over windows without events is no value" in found
+        for guarded in (test, f"{{not: {test}}}", f"{{all: [{test}, {{field: amount, gte: 1}}]}}"):
+            body = f"    on: [topup]\n    condition: {guarded}\n"
+            load_texts([("r.yaml", self.SERIES + rule(body, self.task("{app_topups}")))])
+
     @pytest.mark.parametrize(
         "body",
         [
