@@ -43,9 +43,10 @@ _STATES = {
 
 # SET NX and the pending index in one step: a crash cannot leave a claim nobody re-drives.
 # A moment judged again ('1' in A[3]) also takes over a dropped entry whose task expired
-# (its TTL within the day a dropped entry outlives it, S[3]; -1: none): it was never sent.
-# K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry; SK:
-# pending (sinks.luabatch)
+# (its TTL within the day a dropped entry outlives it, S[3], in milliseconds as the drop
+# set it; -1: none): it was never sent.
+# K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry (ms);
+# SK: pending (sinks.luabatch)
 _CLAIM = """
 if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
   redis.call('ZADD', SK[1], S[2], A[2])
@@ -53,7 +54,7 @@ if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
 end
 if A[3] ~= '' then
   local v = redis.call('GET', K[1])
-  local left = redis.call('TTL', K[1])
+  local left = redis.call('PTTL', K[1])
   if v and string.sub(v, 1, 1) == 'X' and left >= 0 and left <= tonumber(S[3]) then
     redis.call('SET', K[1], 'P' .. A[1], 'EX', S[1])
     redis.call('ZADD', SK[1], S[2], A[2])
@@ -81,8 +82,8 @@ return v
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
 # K: task, group, body, unanswered index of the task's channel, answered mark; A: final
-# value, id, body ('' for none), seconds to keep it, seconds to keep the entry ('' as it
-# is), when the task expires ('' for none: not sent); SK: pending. A sent task enters the
+# value, id, body ('' for none), seconds to keep it, milliseconds to keep the entry ('' as
+# it is), when the task expires ('' for none: not sent); SK: pending. A sent task enters the
 # unanswered index (one ZADD) only as it leaves P, so a confirm repeated after its
 # outcome came back does not put it back, and only when no outcome came back while it
 # was P (`answered:<id>`, `first_outcome`: published, then the worker died before the
@@ -92,8 +93,8 @@ local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
   redis.call('SET', K[1], A[1], 'XX', 'KEEPTTL')
   if A[5] ~= '' then
-    local ttl = redis.call('TTL', K[1])
-    if ttl < 0 or ttl > tonumber(A[5]) then redis.call('EXPIRE', K[1], A[5]) end
+    local ttl = redis.call('PTTL', K[1])
+    if ttl < 0 or ttl > tonumber(A[5]) then redis.call('PEXPIRE', K[1], A[5]) end
   end
   local answered = redis.call('DEL', K[5]) == 1
   if A[6] ~= '' and not answered then redis.call('ZADD', K[4], A[6], A[2]) end
@@ -123,7 +124,7 @@ return 0
 
 # A merged moment out of its carrier's group. K: task, carrier's group, group it moves
 # to; A: carrier id, id, payload, 'X' (dropped) / 'P' (carries the others) / 'M' (joins
-# A[5]), reason or new carrier, seconds to keep a dropped entry ('' as it is), the
+# A[5]), reason or new carrier, milliseconds to keep a dropped entry ('' as it is), the
 # pending payload ('' the one it joined with); S: now, ttl; SK: pending
 _LEAVE = """
 if redis.call('GET', K[1]) ~= 'M' .. A[1] then return 0 end
@@ -131,8 +132,8 @@ redis.call('LREM', K[2], 0, A[3])
 if A[4] == 'X' then
   redis.call('SET', K[1], 'X' .. A[5], 'XX', 'KEEPTTL')
   if A[6] ~= '' then
-    local ttl = redis.call('TTL', K[1])
-    if ttl < 0 or ttl > tonumber(A[6]) then redis.call('EXPIRE', K[1], A[6]) end
+    local ttl = redis.call('PTTL', K[1])
+    if ttl < 0 or ttl > tonumber(A[6]) then redis.call('PEXPIRE', K[1], A[6]) end
   end
 elseif A[4] == 'P' then
   local carries = A[3]
@@ -234,14 +235,15 @@ moment judged again (counted at its first task: not again)."""
 
 
 def takeover_window(ttl_seconds: int) -> int:
-    """The TTL left at or under which a dropped entry's task has expired (`DROPPED_KEPT_S`),
-    for a ledger keeping entries `ttl_seconds`; -1 (never) when that is not longer: a
-    dropped entry then keeps only the ledger's TTL, which says nothing of its expiry."""
+    """The TTL left, in seconds, at or under which a dropped entry's task has expired
+    (`DROPPED_KEPT_S`), for a ledger keeping entries `ttl_seconds`; -1 (never) when that is
+    not longer: a dropped entry then keeps only the ledger's TTL, which says nothing of its
+    expiry."""
     return DROPPED_KEPT_S if ttl_seconds > DROPPED_KEPT_S else -1
 
 
 Settle = tuple[str, bytes, bytes, int, int | None, tuple[str, float] | None]
-"""A settle call: task id, final value, body, seconds to keep the body, seconds to
+"""A settle call: task id, final value, body, seconds to keep the body, milliseconds to
 keep the entry (None: its TTL as it is), and for a sent task its channel and expiry
 (epoch seconds), for the unanswered index (None: not sent)."""
 
@@ -256,8 +258,12 @@ class Unanswered:
     """Epoch seconds: the task's `expires_at`."""
 
 
-def _seconds_left(until: float | None, now: float) -> int | None:
-    return None if until is None else max(1, int(until + DROPPED_KEPT_S - now))
+def _kept_ms(until: float | None, now: float) -> int | None:
+    """Milliseconds a dropped entry is kept: `DROPPED_KEPT_S` past its task's expiry
+    (`until`, epoch seconds). In whole seconds, cut down, the entry's TTL read a day or
+    less up to ~1.5 s before the task expired, and a moment judged again took it over
+    while its task was still live (the memory ledger, exact, did not)."""
+    return None if until is None else max(1, int((until + DROPPED_KEPT_S - now) * 1000))
 
 
 def as_bytes(value: Any) -> bytes:
@@ -344,7 +350,8 @@ class TaskLedger:
         if not items:
             return []
         calls = [((self.key(i),), (payload, i, "1" if i in again else "")) for i, payload in items]
-        shared = (self.ttl, time.time(), takeover_window(self.ttl))
+        window = takeover_window(self.ttl)
+        shared = (self.ttl, time.time(), window * 1000 if window >= 0 else -1)
         results = await self._claim.run(calls, shared, (self.pending_key,))
         return [int(ok or 0) for ok in results]
 
@@ -381,7 +388,7 @@ class TaskLedger:
         now, until = time.time(), keep_until or {}
         await self._settle_many(
             [
-                (i, DROPPED + reason.encode(), b"", 1, _seconds_left(until.get(i), now), None)
+                (i, DROPPED + reason.encode(), b"", 1, _kept_ms(until.get(i), now), None)
                 for i, reason in items
             ]
         )
@@ -394,7 +401,7 @@ class TaskLedger:
         calls = []
         for i in items:
             if i.dropped is not None:
-                keep = _seconds_left(i.keep_until, now)
+                keep = _kept_ms(i.keep_until, now)
                 mode, value, kept = "X", i.dropped, "" if keep is None else keep
             else:
                 to = i.to or i.task_id
