@@ -96,6 +96,12 @@ class SubscriberState:
     `CompiledRule.judged_again`). Gone live, the rule's first live judgement of that
     occurrence is its first, counted in `moments_detected_total`, not the moment judged
     again (moments.sweep); a live judgement of the rule removes it."""
+    leads: dict[str, list[Any]] = field(default_factory=dict)
+    """Rule tag -> `[occurrence, local day ordinal]`: the contract's end the rule fired on
+    at that day's last look (moments.sweep), kept until a look where it fires on none.
+    The next day's look tells by it that the moment was judged the day before when a
+    profile update since took away the profile that look read: re-judged with the new
+    one, an update before a day's look counted the moment detected once more."""
     seen: dict[str, int] = field(default_factory=dict)
     """Source code -> latest event time seen (absence)."""
     closed: dict[str, int] = field(default_factory=dict)
@@ -187,6 +193,8 @@ class SubscriberState:
             doc["y"] = self.fired_by
         if self.shadowed:
             doc["h"] = self.shadowed
+        if self.leads:
+            doc["j"] = self.leads
         if self.seen:
             doc["n"] = self.seen
         if self.closed:
@@ -222,6 +230,7 @@ class SubscriberState:
             fired=doc.get("x", {}),
             fired_by=doc.get("y", {}),
             shadowed=doc.get("h", {}),
+            leads=doc.get("j", {}),
             seen=doc.get("n", {}),
             closed=doc.get("c", {}),
             roaming=doc.get("g", {}),

@@ -83,11 +83,14 @@ def special_days(
         else {}
     )
     daily = last is not None and last == day - dt.timedelta(days=1)
+    leads: dict[str, list[Any]] = {}  # the contracts' ends fired on at this look
     for occasion in special_days_due(state.profile, day, special.config, special.calendar):
         latest = day_end if occasion.kind in GREETINGS else None
         for rule in special.rules:
             fired = rule.check(None, state, at, tz, occasion=occasion)
             if fired is not None:
+                if occasion.kind == "contract_expiry":
+                    leads[rule.tag] = [fired.occurrence, day.toordinal()]
                 # Judged at the day's last look already: made again all the same, counted
                 # once. A gate that held it then (an opt-out, quiet hours to the day's
                 # end) may have let go with the update; the ledger stands a task made
@@ -98,6 +101,8 @@ def special_days(
                     and _judged_the_day_before(detector, rule, fired, state, day, at, tz, where)
                 )
                 emit(detector, rule, fired, sub, None, state, at, ctx, result, latest, again)
+    # Read by the next day's look (`_judged_the_day_before`), once this one's are judged.
+    state.leads = leads
     return True
 
 
@@ -116,15 +121,20 @@ def _judged_the_day_before(
     task is still made once a cooldown or an opt-out is over), but it is one moment,
     counted once in `moments_detected_total`. The day's last judgement read the profile
     as it is unless an update came after that day (one during it had the day looked at
-    again); then, and when the look was before the go-live instant (judged in shadow: the
-    first live judgement counts it), False."""
+    again); then what that judgement fired on is read from the state (`leads`: with none,
+    a record written before it was kept, False). False too when the look was before the
+    go-live instant (judged in shadow: the first live judgement counts it)."""
     special = detector.rules.special
     before = day - dt.timedelta(days=1)
+    look = int(evaluation_instant_in(where, before, special.local_hour).timestamp())
     if state.seen.get(SOURCE_CODES[EventType.PROFILE], 0) >= window_end(
         "day", before.toordinal(), where
     ):
-        return False
-    look = int(evaluation_instant_in(where, before, special.local_hour).timestamp())
+        # The profile that look read is gone; re-judged with this one, an update before
+        # today's look counted the moment detected again.
+        return state.leads.get(rule.tag) == [fired.occurrence, before.toordinal()] and (
+            _judged_alike(detector, rule, fired, state, look, at)
+        )
     for occasion in special_days_due(state.profile, before, special.config, special.calendar):
         if occasion.occurrence == fired.occurrence:
             return _fired_alike(detector, rule, fired, state, look, at, tz, occasion=occasion)
@@ -257,14 +267,28 @@ def _fired_alike(
     live since (`SubscriberState.shadowed`); judged in shadow both times (a warm-up
     before `MOMENTS_LIVE_FROM`, a `mode: shadow` rule), the shadow figures count it
     once."""
-    if not rule.shadow and (earlier < detector.live_at) != (at < detector.live_at):
-        return False
-    if not rule.shadow and state.shadowed.get(rule.tag) == fired.occurrence:
-        # Judged last by the rule in `mode: shadow`, live since (the mode line deleted):
-        # its first live judgement counts it, as at the go-live instant.
+    if not _judged_alike(detector, rule, fired, state, earlier, at):
         return False
     again = rule.check(None, state, earlier, tz, **judged)
     return again is not None and again.occurrence == fired.occurrence
+
+
+def _judged_alike(
+    detector: Detector,
+    rule: CompiledRule,
+    fired: Fired,
+    state: SubscriberState,
+    earlier: int,
+    at: int,
+) -> bool:
+    """True when a judgement at `earlier` that fired on `fired`'s occurrence is the one
+    counted for it (`_fired_alike`): both live or both in shadow, and not last judged by
+    the rule in `mode: shadow`, live since."""
+    if not rule.shadow and (earlier < detector.live_at) != (at < detector.live_at):
+        return False
+    # Judged last by the rule in `mode: shadow`, live since (the mode line deleted): its
+    # first live judgement counts it, as at the go-live instant.
+    return rule.shadow or state.shadowed.get(rule.tag) != fired.occurrence
 
 
 def sweep(

@@ -118,6 +118,34 @@ class TestLiveRules:
         assert counts(out, "moments_tasks_suppressed") == {("contract_expiry_near", "opt_out"): 1}
         assert counts(out, "moments_tasks_published") == {("sms", "contract_expiry_near"): 1}
 
+    def test_a_profile_update_before_a_days_look_is_no_second_detection(self) -> None:
+        """A tier update at 07:00 on 11-05, before that day's look: the look could not
+        judge the day before with the profile it read (gone), and counted the contract's
+        end detected a second time; the state remembers what the day's look fired on."""
+        events = [contract(), ev(EventType.PROFILE, at("2026-11-05", "07:00"), tier="gold")]
+        out = run(rules_from(NO_GATES + "rules:" + CONTRACT), events, until=at("2026-11-21"))
+        assert out.detected == {("special_day", "contract_expiry_near"): 1}
+        assert len(out.tasks) == 1
+
+    def test_an_update_that_makes_the_rule_fire_counts_it_then(self) -> None:
+        """Gold only: the rule first fires at the look after the tier update (11-05);
+        detected once, then, and not again on the days after."""
+        rule = CONTRACT.replace(
+            "condition: {occasion: contract_expiry}",
+            "condition: {all: [{occasion: contract_expiry}, {profile: tier, in: [gold]}]}",
+        )
+        events = [contract(), ev(EventType.PROFILE, at("2026-11-05", "07:00"), tier="gold")]
+        out = run(rules_from(NO_GATES + "rules:" + rule), events, until=at("2026-11-21"))
+        assert out.detected == {("special_day", "contract_expiry_near"): 1}
+        assert [t.triggered_at.date() for t in out.tasks] == [dt.date(2026, 11, 5)]
+
+    def test_a_shadow_rules_lead_with_an_update_is_one_shadow_moment(self) -> None:
+        events = [contract(), ev(EventType.PROFILE, at("2026-11-05", "07:00"), tier="gold")]
+        out = run(
+            rules_from(NO_GATES + "rules:" + shadowed(CONTRACT)), events, until=at("2026-11-21")
+        )
+        assert out.shadow == {("contract_expiry_near", "task", ""): 1}
+
     def test_a_silence_first_made_at_a_later_close_counts_its_deferral(self) -> None:
         """The silence is due at the 11-09 midnight close, opted out of SMS; the opt-out
         withdrawn, the 11-11 close makes its first task, in the night's quiet hours:
