@@ -122,6 +122,20 @@ def emit(
     )
     view = subscriber_view(state, at, policy)
     decision = gate(gate_input, view, policy)
+    if (
+        again
+        and not rule.judges_silence
+        and decision.action == "defer"
+        and decision.reason == "suspended"
+    ):
+        # A special day judged again (a contract's lead) while the line is still
+        # suspended: its first task waits for the line, and the profile update that
+        # reactivates it looks at the day again, which makes it. Made again, a task whose
+        # ledger entry had lapsed (a day past its expiry) waited and expired once more,
+        # its deferral and its drop counted again at every lapse of a long suspension.
+        # (A silence is judged again only at the next close: its task made again is what
+        # a reactivation releases at once, so it is still made.)
+        return
     before = state.fired.get(rule.tag)
     before_by = state.fired_by.get(rule.tag)
     if spec.cooldown is not None and decision.action != "suppress":

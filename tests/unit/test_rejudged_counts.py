@@ -146,6 +146,33 @@ class TestLiveRules:
         )
         assert out.shadow == {("contract_expiry_near", "task", ""): 1}
 
+    def test_a_lead_over_a_long_suspension_is_deferred_and_dropped_once(self) -> None:
+        """Suspended over the whole 20-day lead (a 48h task): deferred once and dropped
+        once; each time the dropped task's entry lapsed (a day past its expiry) the next
+        look made the task again, counted deferred (7 in all) and dropped (6) again."""
+        out = backtest(
+            NO_GATES + "rules:" + CONTRACT, [contract(status="suspended")], at("2026-11-21")
+        )
+        assert counts(out, "moments_detected") == {("special_day", "contract_expiry_near"): 1}
+        assert counts(out, "moments_tasks_deferred") == {("suspended",): 1}
+        assert counts(out, "moments_tasks_suppressed") == {("contract_expiry_near", "suspended"): 1}
+        assert counts(out, "moments_tasks_published") == {}
+
+    def test_the_reactivation_after_a_long_suspension_sends_the_offer_at_once(self) -> None:
+        """The line active again on 11-12 at 12:00: the update's look makes the task, sent
+        then; the suspension counted once."""
+        events = [
+            contract(status="suspended"),
+            ev(EventType.PROFILE, at("2026-11-12", "12:00"), status="active"),
+        ]
+        out = backtest(NO_GATES + "rules:" + CONTRACT, events, at("2026-11-21"))
+        assert counts(out, "moments_detected") == {("special_day", "contract_expiry_near"): 1}
+        assert counts(out, "moments_tasks_deferred") == {("suspended",): 1}
+        assert counts(out, "moments_tasks_suppressed") == {("contract_expiry_near", "suspended"): 1}
+        assert [p.at for p in out.published] == [
+            dt.datetime.fromisoformat(at("2026-11-12", "12:00")).timestamp()
+        ]
+
     def test_a_silence_first_made_at_a_later_close_counts_its_deferral(self) -> None:
         """The silence is due at the 11-09 midnight close, opted out of SMS; the opt-out
         withdrawn, the 11-11 close makes its first task, in the night's quiet hours:
