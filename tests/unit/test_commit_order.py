@@ -95,3 +95,40 @@ class TestCommitsMoveForward:
         assert await consumer._commit_offsets({OUTCOMES: 105})
         assert sent == [{OUTCOMES: 105}]
         assert broker.committed[OUTCOMES] == 105
+
+    async def test_a_commit_that_raises_lets_the_next_one_through(self) -> None:
+        """The broker refuses a commit (an error aiokafka raises): the lock is released,
+        nothing is noted as committed, and the next commit of the same offset is sent."""
+        broker = Broker()
+        consumer = consumer_on(broker)
+        commit = broker.commit
+
+        async def refused(offsets: Mapping[TP, int]) -> bool:
+            raise ConnectionError("broker gone")
+
+        consumer._commit = refused  # type: ignore[method-assign]
+        try:
+            await consumer._commit_offsets({OUTCOMES: 104})
+        except ConnectionError:
+            pass
+        else:
+            raise AssertionError("the refusal was swallowed")
+        assert consumer._committed_offset[OUTCOMES] is None
+        consumer._commit = commit  # type: ignore[method-assign]
+        assert await asyncio.wait_for(consumer._commit_offsets({OUTCOMES: 104}), 5)
+        assert broker.committed[OUTCOMES] == 104
+
+    async def test_a_commit_given_up_on_lets_the_next_one_through(self) -> None:
+        """A stop's bounded wait cancels a commit stuck on the broker: the commit behind
+        it is not held for good."""
+        broker = Broker()
+        consumer = consumer_on(broker)
+        broker.held[102] = asyncio.Event()
+        stuck = asyncio.create_task(consumer._commit_offsets({OUTCOMES: 102}))
+        await asyncio.sleep(0.01)
+        behind = asyncio.create_task(consumer._commit_offsets({OUTCOMES: 103}))
+        await asyncio.sleep(0.01)
+        assert not behind.done()  # one at a time
+        stuck.cancel()
+        assert await asyncio.wait_for(behind, 5)
+        assert broker.committed[OUTCOMES] == 103
