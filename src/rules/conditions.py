@@ -19,6 +19,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from moments.models import EventType
+from moments.placetext import PLACE_FIELDS, folded, folded_spec
 from rules import spec as s
 from rules.base import Condition, Env
 from rules.contract import event_values, profile_values, refusal, tested
@@ -104,7 +105,15 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
             report,
         )
         _refuse_null_comparisons("field", name, node, path, report)
-        return _compare(name, lambda env: getattr(env.event, name, None), node, scope, path, report)
+        return _compare(
+            name,
+            lambda env: getattr(env.event, name, None),
+            node,
+            scope,
+            path,
+            report,
+            place=name in PLACE_FIELDS,
+        )
     if isinstance(node, s.ProfileCond):
         if node.profile not in scope.profile_fields:
             report(
@@ -117,7 +126,13 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         _contract_values(f"profile {pname}", allowed, node, scope, path, report)
         _refuse_null_comparisons("profile", pname, node, path, report)
         return _compare(
-            f"profile_{pname}", lambda env: env.state.profile.get(pname), node, scope, path, report
+            f"profile_{pname}",
+            lambda env: env.state.profile.get(pname),
+            node,
+            scope,
+            path,
+            report,
+            place=pname in PLACE_FIELDS,
         )
     if isinstance(node, s.FirstTimeCond):
         _needs_event(scope, path, report, "first_time")
@@ -284,14 +299,20 @@ def _values_of(op: str, value: Any, scope: Scope, where: Path) -> Iterator[tuple
             yield at, part
 
 
-def _param(value: Any, scope: Scope, path: Path, report: Report) -> Callable[[Env], Any]:
-    """A constant, or `$name` read from the rule's params (overridden per region/tier)."""
+def _param(
+    value: Any, scope: Scope, path: Path, report: Report, place: bool = False
+) -> Callable[[Env], Any]:
+    """A constant, or `$name` read from the rule's params (overridden per region/tier);
+    `place`: a region's or tier's text, read folded (moments.placetext)."""
     if isinstance(value, str) and value.startswith("$"):
         name = value[1:]
         if name not in scope.params:
             known = ", ".join(sorted(scope.params)) or "none"
             report(path, f"unknown param {value!r}; declare it under params: (known: {known})")
+        if place:
+            return lambda env: folded(env.params.get(name))
         return lambda env: env.params.get(name)
+    value = folded_spec(value) if place else value
     return lambda env: value
 
 
@@ -325,8 +346,16 @@ def _as_number(text: str) -> Any:
 
 
 def _compare(
-    label: str, get: Getter, node: s.Operators, scope: Scope, path: Path, report: Report
+    label: str,
+    get: Getter,
+    node: s.Operators,
+    scope: Scope,
+    path: Path,
+    report: Report,
+    place: bool = False,
 ) -> Condition:
+    """`place`: the value is a region or tier, matched whatever its case (eq, ne, in,
+    not_in, prefix; moments.placetext); the task records it as written."""
     ops = node.given()
     if not ops:
         if isinstance(node, s.FieldCond | s.ProfileCond):
@@ -349,11 +378,14 @@ def _compare(
                 report(where, f"{op} needs a finite number, got {raw!r}: write a number, e.g. 100")
             limits.append((f"{label}_{op}", _bound(raw, scope, where, report), bound_test(op)))
         elif op in ("in", "not_in"):
-            tests.append(_membership(op == "in", _members(raw, scope, where, report)))
+            members = _members(raw, scope, where, report, place)
+            tests.append(_membership(op == "in", members))
         elif op == "prefix":
-            tests.append(_prefix(_prefixes(raw, scope, where, report)))
+            tests.append(_prefix(_prefixes(raw, scope, where, report, place)))
         else:
-            tests.append(_equality(op == "eq", _param(raw, scope, where, report)))
+            tests.append(_equality(op == "eq", _param(raw, scope, where, report, place)))
+    if place:
+        tests = [_on_folded(test) for test in tests]
 
     def check(env: Env) -> bool:
         # Every value and bound is recorded before any test (they are the task's params);
@@ -421,11 +453,17 @@ def _aggregate(series: Series, node: s.SeriesCond) -> Callable[[Env], float | No
     return value
 
 
-def _members(raw: Any, scope: Scope, path: Path, report: Report) -> Callable[[Env], Members]:
+def _on_folded(test: Callable[[Env, Any], bool]) -> Callable[[Env, Any], bool]:
+    return lambda env, value: test(env, folded(value))
+
+
+def _members(
+    raw: Any, scope: Scope, path: Path, report: Report, place: bool = False
+) -> Callable[[Env], Members]:
     if isinstance(raw, list):
-        members = members_of(raw)
+        members = members_of(folded_spec(raw) if place else raw)
         return lambda env: members
-    param = _param(raw, scope, path, report)
+    param = _param(raw, scope, path, report, place)
     if not (isinstance(raw, str) and raw.startswith("$")):
         report(path, "in/not_in take a list, e.g. [10010, 10000], or a $param holding one")
     # "10010, 10000": a space after a comma is no part of the value ("10000" missed).
@@ -449,14 +487,14 @@ def _equality(equal: bool, expected: Callable[[Env], Any]) -> Callable[[Env, Any
 
 
 def _prefixes(
-    raw: Any, scope: Scope, path: Path, report: Report
+    raw: Any, scope: Scope, path: Path, report: Report, place: bool = False
 ) -> Callable[[Env], tuple[str, ...]]:
     """The prefixes written, or a `$param`'s (a comma-separated list, as `in: $x`): one was
     taken as the text `$name`, which no value starts with, and the rule never fired."""
     if isinstance(raw, str) and raw.startswith("$"):
-        param = _param(raw, scope, path, report)
+        param = _param(raw, scope, path, report, place)
         return lambda env: tuple(p.strip() for p in _listed(param(env)).split(",") if p.strip())
-    prefixes = prefixes_of(raw)
+    prefixes = prefixes_of(folded_spec(raw) if place else raw)
     return lambda env: prefixes
 
 

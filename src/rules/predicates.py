@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from moments.models import InputEvent
+from moments.placetext import PLACE_FIELDS, folded, folded_spec
 from rules.operators import (
     OPERATORS,
     bound_test,
@@ -30,7 +32,25 @@ def always(_event: InputEvent) -> bool:
 def field_test(field_name: str, spec: Any) -> Predicate:
     """Build a test for one field. `spec` is a scalar (equality), a list (membership) or a
     mapping of operators (rules.operators); a numeric bound that is no number is a
-    ValueError."""
+    ValueError. A region or tier is matched whatever its case (moments.placetext)."""
+    if field_name in PLACE_FIELDS:
+        return _place_test(field_name, spec)
+    return _plain_test(field_name, spec)
+
+
+def _place_test(field_name: str, spec: Any) -> Predicate:
+    """The same tests on the folded texts: of the filter, and of the event (read into a
+    stand-in, so that the event and what a task records of it keep the text as written)."""
+    test = _plain_test(field_name, folded_spec(spec))
+
+    def check(e: InputEvent) -> bool:
+        value = folded(getattr(e, field_name, None))
+        return test(SimpleNamespace(**{field_name: value}))  # type: ignore[arg-type]
+
+    return check
+
+
+def _plain_test(field_name: str, spec: Any) -> Predicate:
     if isinstance(spec, list):
         if not spec:
             raise ValueError(empty_list(None, f"event's {field_name}"))

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from moments.placetext import PLACE_FIELDS, place_key
+
 T = TypeVar("T")
 
 Keys = Mapping[str, frozenset[str]]
@@ -24,14 +26,19 @@ Keys = Mapping[str, frozenset[str]]
 def text_keys(when: Mapping[str, Any] | None) -> Keys:
     """The fields a `when:` filter tests with plain equality or a list, and the texts that
     pass. For a text value these are exact (rules.operators: `same` compares text with
-    `str(expected)`, `member` looks the text up among the listed entries as text); fields
-    tested with operators are left out, so they never narrow a bucket."""
+    `str(expected)`, `member` looks the text up among the listed entries as text), but
+    for a region or tier, whose texts are keys whatever the case (moments.placetext);
+    fields tested with operators are left out, so they never narrow a bucket."""
     keys: dict[str, frozenset[str]] = {}
     for name, test in (when or {}).items():
         if isinstance(test, list):
             keys[name] = frozenset(str(v) for v in test)
         elif not isinstance(test, Mapping) and test is not None:
             keys[name] = frozenset({str(test)})
+        else:
+            continue
+        if name in PLACE_FIELDS:
+            keys[name] = frozenset(place_key(text) for text in keys[name])
     return keys
 
 
@@ -44,6 +51,8 @@ class Routes(Generic[T]):
     by_text: Mapping[str, tuple[T, ...]] | None = None
     rest: tuple[T, ...] = ()
     """Items for a text no filter names: those that do not test the field."""
+    place: bool = False
+    """The field is a region or tier: looked up by `place_key`, as `text_keys` made them."""
 
     def candidates(self, event: object) -> tuple[T, ...]:
         if self.by_text is None or self.field is None:
@@ -51,7 +60,7 @@ class Routes(Generic[T]):
         value = getattr(event, self.field, None)
         # Only exact str: a str enum hashes by its name, not its text.
         if type(value) is str:
-            return self.by_text.get(value, self.rest)
+            return self.by_text.get(place_key(value) if self.place else value, self.rest)
         return self.every
 
 
@@ -75,4 +84,4 @@ def route(items: Sequence[T], keys_of: Callable[[T], Keys]) -> Routes[T]:
         for text in texts
     }
     rest = tuple(item for item, keys in zip(every, keyed, strict=True) if field not in keys)
-    return Routes(every, field, by_text, rest)
+    return Routes(every, field, by_text, rest, field in PLACE_FIELDS)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moments.models import EventType, InputEvent
+from moments.placetext import folded, place_key
 from moments.state import SubscriberState
 from rules.base import Condition, Env, Fired, TaskSpec
 from rules.predicates import Predicate
@@ -22,7 +23,7 @@ def state_tag(name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Override:
     """Params for subscribers of some regions and/or tiers (None: any), matched whatever
-    the case: `nj` in a rules file is the city whose events say `NJ`."""
+    the case (moments.placetext): `nj` in a rules file is the city whose events say `NJ`."""
 
     regions: frozenset[str] | None
     tiers: frozenset[str] | None
@@ -32,16 +33,12 @@ class Override:
         for name in ("regions", "tiers"):
             values = getattr(self, name)
             if values is not None:
-                object.__setattr__(self, name, frozenset(v.casefold() for v in values))
+                object.__setattr__(self, name, frozenset(place_key(v) for v in values))
 
     def applies(self, region: str | None, tier: str | None) -> bool:
-        return (self.regions is None or _folded(region) in self.regions) and (
-            self.tiers is None or _folded(tier) in self.tiers
+        return (self.regions is None or folded(region) in self.regions) and (
+            self.tiers is None or folded(tier) in self.tiers
         )
-
-
-def _folded(value: str | None) -> str | None:
-    return value.casefold() if value is not None else None
 
 
 MAX_PARAM_SETS = 4096
