@@ -27,6 +27,7 @@ from rich.table import Table
 from moments.backtest import BacktestResult, longest_memory, settling_period
 from moments.backtest_input import lines_named
 from moments.models import Channel
+from moments.placetext import place_key
 from rules.catalog import RuleSet
 from sinks.policy import ANY, DispatchPolicy
 
@@ -259,23 +260,28 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
 def unused_regions(policy: DispatchPolicy, capacity: Iterable[Mapping[str, Any]]) -> list[str]:
     """A warning naming the regions the policy's capacity lists that no task of the report
     asked for (`capacity` rows: a pool's, or an unlimited channel's tasks by region): a
-    typo (`nj` for NJ) or a region the history does not cover, whose limits the report
-    cannot have tried."""
+    typo (`NY` for NJ) or a region the history does not cover, whose limits the report
+    cannot have tried. Regions are matched whatever the case (moments.placetext): tasks
+    from `nj` tried NJ's limits."""
     seen = {str(r["region"]) for r in capacity}
-    unused = [r for r in policy.capacity if r != ANY and r not in seen]
+    tried = {place_key(r) for r in seen}
+    unused = [r for r in policy.capacity if r != ANY and place_key(r) not in tried]
     if not unused:
         return []
 
+    by_key: dict[str, str] = {}
+    for r in sorted(seen - {ANY}):
+        by_key.setdefault(place_key(r), r)
+
     def named(region: str) -> str:
-        close = [r for r in seen if r.casefold() == region.casefold() and r != region]
-        close = close or difflib.get_close_matches(region, sorted(seen - {ANY}), n=1)
-        return f"{region} (did you mean {close[0]}?)" if close else region
+        close = difflib.get_close_matches(place_key(region), sorted(by_key), n=1)
+        return f"{region} (did you mean {by_key[close[0]]}?)" if close else region
 
     return [
         f"The dispatch policy's capacity names region(s) no task of this history came from: "
-        f"{', '.join(named(r) for r in unused)}. Their limits were never tried: regions are "
-        "matched as written, case included, so correct a typo, or backtest a history of "
-        "those regions."
+        f"{', '.join(named(r) for r in unused)}. Their limits were never tried (regions are "
+        "matched whatever the case): correct a typo, or backtest a history of those "
+        "regions."
     ]
 
 

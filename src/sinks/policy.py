@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -35,6 +36,7 @@ from pydantic import (
 
 from moments.exceptions import ConfigError
 from moments.models import Channel, ServiceTask
+from moments.placetext import place_key
 from moments.zones import DEFAULT_TIMEZONE, check_zone
 from rules.durations import parse_duration
 from sinks.hours import ChannelHours, channel_hours, days_off_text, days_text, hours_text
@@ -171,6 +173,8 @@ class DispatchPolicy(_Frozen):
     capacity: dict[str, dict[Channel, Annotated[int, Field(ge=0)]]] = Field(
         default_factory=dict
     )  # a count >= 0 on the value itself, so that an error is at its line
+    _regions: dict[str, str] = PrivateAttr(default_factory=dict)
+    """Each capacity region by its `place_key`: the key as written."""
     reserved_share: float = Field(default=0.2, ge=0, le=1)
     overflow: dict[str, Overflow] = Field(default_factory=dict)
     next_day_at: Annotated[dt.time, BeforeValidator(_time_as_text)] = dt.time(9, 0)
@@ -202,6 +206,25 @@ class DispatchPolicy(_Frozen):
     )
 
     _zone = field_validator("timezone")(check_zone)
+
+    @field_validator("capacity")
+    @classmethod
+    def _regions_once(cls, value: dict[str, dict[Channel, int]]) -> dict[str, dict[Channel, int]]:
+        """Regions are matched whatever the case (moments.placetext), so two keys differing
+        only in case (`NJ` and `nj`) would be one region with two limits: refused, at the
+        second, with the first named."""
+        first: dict[str, str] = {}
+        for region in value:
+            seen = first.setdefault(place_key(region), region)
+            if seen != region:
+                raise ValueError(
+                    f"{region}: the same region as {seen!r} (regions are matched whatever "
+                    f"the case): list it once, as {seen!r}, with both its limits merged"
+                )
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._regions.update((place_key(region), region) for region in self.capacity)
 
     @field_validator("next_day_at", mode="wrap")
     @classmethod
@@ -248,8 +271,11 @@ class DispatchPolicy(_Frozen):
         """Whose slots a task of this region and channel takes: its region's own when the
         policy lists it for the channel, else the one `"*"` pool every other region shares
         (not a pool per region: their number, hence the contacts a day and the counters,
-        would grow with whatever regions the events name); None when unlimited."""
-        for key in (region or ANY, ANY):
+        would grow with whatever regions the events name); None when unlimited. The region
+        is matched whatever its case and the pool named as the policy writes it (its Redis
+        counters keep their names)."""
+        written = self._regions.get(place_key(region), ANY) if region else ANY
+        for key in (written, ANY):
             limits = self.capacity.get(key)
             if limits is not None and channel in limits:
                 return key, limits[channel]

@@ -55,17 +55,20 @@ def message(error: Mapping[str, Any]) -> str:
     return error_text(error)
 
 
-def _item_named(doc: Any, loc: Sequence[str | int], said: str) -> int | None:
+def _item_named(doc: Any, loc: Sequence[str | int], said: str) -> str | int | None:
     """The index of the item of the list at `loc` that `said` begins with (`13:00-25:00:
     hour must be ...`): a list of windows or days is checked whole, so pydantic's error
     is the list's, and a bad item on the fourth line of a block list was reported at
-    its key's line."""
+    its key's line. Likewise the key of the mapping at `loc` (`nj: the same region as
+    'NJ'`: the capacity's regions are checked together)."""
     node = doc
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
             node = node[part]
         else:
             return None
+    if isinstance(node, CommentedMap):
+        return next((k for k in node if isinstance(k, str) and said.startswith(f"{k}:")), None)
     if not isinstance(node, CommentedSeq):
         return None
     for i, item in enumerate(node):

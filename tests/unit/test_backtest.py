@@ -1370,11 +1370,11 @@ def test_the_capacity_summary_peaks_on_the_demand_a_day_brought() -> None:
 def test_a_policy_region_no_task_came_from_is_warned_of(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A capacity for `nj` (a typo of NJ) or for a region the history does not cover
+    """A capacity for `NJJ` (a typo of NJ) or for a region the history does not cover
     vanished from the report without a word: the manager read the limit as set (policy
-    walk)."""
+    walk). `nj` is NJ, whose tasks tried it (regions are matched whatever the case)."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text("capacity: {NJ: {manager: 2}, nj: {manager: 1}, WX: {sms: 5}}\n")
+    policy.write_text("capacity: {nj: {manager: 2}, NJJ: {manager: 1}, WX: {sms: 5}}\n")
     out = tmp_path / "o"
     args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(out)]
     rules = write_rules(tmp_path / "r.yaml")
@@ -1382,9 +1382,11 @@ def test_a_policy_region_no_task_came_from_is_warned_of(
     warnings = orjson.loads((out / "report.json").read_bytes())["warnings"]
     said = [w for w in warnings if "no task" in w]
     assert len(said) == 1, warnings
-    assert "nj (did you mean NJ?), WX" in said[0]
-    assert "regions are matched as written, case included" in said[0]
-    assert "NJ," not in said[0]
+    assert (
+        "names region(s) no task of this history came from: NJJ (did you mean NJ?), WX."
+        in (said[0])
+    )
+    assert "regions are matched whatever the case" in said[0]
     printed = capsys.readouterr()
     assert "no task" in " ".join((printed.out + printed.err).split())
 

@@ -125,7 +125,7 @@ class TestPolicyFile:
     async def test_the_regions_not_listed_share_one_pool(self) -> None:
         """A pool per unlisted region let each region an event named (a typo, 'nj' beside
         'NJ') make its own day of calls and its own series of capacity_left (SRE and
-        security reviews)."""
+        security reviews). 'nj' is NJ: regions match whatever the case."""
         policy = DispatchPolicy.model_validate(
             {"capacity": {"NJ": {"manager": 1}, "*": {"manager": 2}}}
         )
@@ -138,9 +138,9 @@ class TestPolicyFile:
         slots = await limiter.take_many(requests, at)
         assert [(s.taken, s.left, s.pool) for s in slots] == [
             (True, 1, "*"),
-            (True, 0, "*"),
             (True, 0, "NJ"),
-            (False, 0, "*"),
+            (False, 0, "NJ"),
+            (True, 0, "*"),
             (False, 0, "*"),
             (False, 0, "NJ"),
         ]
