@@ -19,7 +19,9 @@ own namespace; these are `moments_*` metrics in seconds on the worker's registry
   broker silently (aiokafka only logs), so the lag sample doubles as a probe: a
   sample that fails or takes over 80% of its interval (4 s) counts in
   `moments_dependency_errors_total{dependency="kafka"}` and sets
-  `moments_dependency_up{dependency="kafka"}` to 0; the next good one sets it to 1.
+  `moments_dependency_up{dependency="kafka"}` to 0; the next good one sets it to 1. A
+  sample whose end offsets came back but not the log start offsets counts the error
+  without marking Kafka down, and reads that sample's lag from the committed offsets.
 
 `install(app, registry, topics, health=metrics, internal=[returns, outcomes])` wires
 them onto an app; `moments.worker` calls it.
@@ -133,6 +135,7 @@ class LagSampler:
         self.timeout = timeout
         self._shown: set[tuple[str, str]] = set()
         self._failures = 0
+        self._start_failures = 0
 
     def update(
         self,
@@ -175,7 +178,7 @@ class LagSampler:
         probe = assigned or ([TP(min(self.topics), 0)] if self.topics else [])
         committed: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
         ends: Mapping[TP, int | None] = {}
-        starts: Mapping[TP, int | None] = {}
+        starts: Mapping[TP, int | None] | BaseException = {}
         if probe:
             try:
                 ends, starts = await asyncio.wait_for(
@@ -185,7 +188,29 @@ class LagSampler:
                 self.broker_failed(exc)
                 return
             self.broker_answered()
+        if isinstance(starts, BaseException):
+            self.start_failed(starts)
+            starts = {}
+        elif self._start_failures:
+            log.info("kafka answers the log start lookup again")
+            self._start_failures = 0
         self.update(ends if assigned else {}, committed, starts)
+
+    def start_failed(self, exc: BaseException) -> None:
+        """The end offsets came back but not the log start offsets: Kafka answers, so it
+        is not marked down (a whole sample counted as failed, lag NaN and
+        `dependency_up{kafka}` 0, over one lookup); the error is counted and logged once
+        per run of them, and the lag read from the committed offsets as before the start
+        was asked (it may count records retention deleted)."""
+        self._start_failures += 1
+        if self.health is not None:
+            self.health.dependency_errors.labels(Dependency.KAFKA.value).inc()
+        if self._start_failures == 1:
+            log.warning(
+                "kafka did not answer the log start lookup of the lag sample (%s); the lag "
+                "is read from the committed offsets until it does",
+                _said(exc, self.timeout),
+            )
 
     def broker_failed(self, exc: BaseException) -> None:
         """A sample the broker did not answer: counted, logged once per outage, and the
@@ -214,13 +239,22 @@ class LagSampler:
 
 async def _offsets(
     consumer: Any, probe: list[TP], assigned: list[TP]
-) -> tuple[Mapping[TP, int | None], Mapping[TP, int | None]]:
-    """The end offsets of `probe`, and the log start offsets of `assigned`, asked together."""
+) -> tuple[Mapping[TP, int | None], Mapping[TP, int | None] | BaseException]:
+    """The end offsets of `probe`, and the log start offsets of `assigned`, asked together;
+    a failed end lookup raises, a failed start lookup is returned as its error."""
     if not assigned:
         return await consumer.highwaters(*probe), {}
+    ends: Mapping[TP, int | None] | BaseException
+    starts: Mapping[TP, int | None] | BaseException
     ends, starts = await asyncio.gather(
-        consumer.highwaters(*probe), consumer.earliest_offsets(*assigned)
+        consumer.highwaters(*probe), consumer.earliest_offsets(*assigned), return_exceptions=True
     )
+    if isinstance(ends, BaseException):
+        raise ends
+    if isinstance(starts, Exception):
+        return ends, starts
+    if isinstance(starts, BaseException):  # cancelled: not a lookup that failed
+        raise starts
     return ends, starts
 
 

@@ -279,6 +279,49 @@ class TestBrokerProbe:
         await sampler.sample(self.consumer(answers))
         assert sample(registry, "moments_consumer_lag", **lag) == 0
 
+    async def test_a_failed_log_start_lookup_alone_leaves_kafka_up_and_reads_the_committed(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The end offsets came back but ListOffsets(earliest) failed: the whole sample
+        counted as a Kafka failure, lag NaN and dependency_up{kafka} 0, with Kafka
+        answering. The lag is now read from the committed offset, as before the start was
+        asked, and the error counted (logged once per run of them)."""
+        registry = CollectorRegistry()
+        health = Metrics(registry)
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"], health=health, timeout=1)
+        tp = TP("in.usage", 0)
+        kafka = {"dependency": "kafka"}
+        lag = {"topic": "in.usage", "partition": "0"}
+        starts: list[BaseException | int] = [KafkaConnectionError("connection reset")]
+
+        class FakeConsumer:
+            _committed_offset: Mapping[TP, int] = {tp: 40}
+
+            def assignment(self) -> set[TP]:
+                return {tp}
+
+            async def highwaters(self, *tps: TP) -> dict[TP, int]:
+                return {tp: 100}
+
+            async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+                if isinstance(starts[0], BaseException):
+                    raise starts[0]
+                return {tp: starts[0]}
+
+        with caplog.at_level(logging.WARNING, logger="moments.consumer_metrics"):
+            await sampler.sample(FakeConsumer())
+            await sampler.sample(FakeConsumer())
+        assert sample(registry, "moments_dependency_up", **kafka) == 1
+        assert sample(registry, "moments_dependency_errors_total", **kafka) == 2
+        assert sample(registry, "moments_consumer_lag", **lag) == 60
+        assert caplog.text.count("did not answer the log start lookup") == 1
+        assert "KafkaConnectionError: connection reset" in caplog.text
+        assert "did not answer the lag sample" not in caplog.text
+        starts[0] = 70  # answered again: read from the start where the commit is older
+        await sampler.sample(FakeConsumer())
+        assert sample(registry, "moments_consumer_lag", **lag) == 30
+        assert sample(registry, "moments_dependency_errors_total", **kafka) == 2
+
 
 class TestCommitTiming:
     async def test_only_commits_that_commit_something_are_timed(self) -> None:
