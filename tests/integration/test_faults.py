@@ -118,7 +118,11 @@ class TestBrokerCut:
             took = time.monotonic() - started
             assert code == 0, worker.log()[-3000:]
             assert took < GRACE_S, took
-            assert "did not take the last commit" in worker.log()
+            # It says it gave up: the last commit, or (when the cut caught the last batch
+            # of the first wave still writing its tasks or state) the batch in progress;
+            # either way the events since the last commit are read again.
+            gave_up = ("did not take the last commit", "the batch in progress did not finish")
+            assert any(said in worker.log() for said in gave_up), worker.log()[-3000:]
             # aiokafka repeats its errors on every retry (thousands of lines before):
             # each kind once per 30 s (moments.logthrottle)
             assert worker.log().count("Unable connect to node") <= 3, worker.log()[-3000:]
