@@ -205,9 +205,13 @@ class TestCommand:
         try:
             assert main(["events", "check", str(pipe)]) == 0
         finally:
-            if writer.is_alive():  # the check never opened it: let the writer finish
-                pipe.open("rb").close()
-            writer.join()
+            writer.join(timeout=10)
+            if writer.is_alive():  # the check never opened it: let the writer's open return
+                # A blocking open for reading here waited for ever when the writer had
+                # just closed its end and not yet ended (seen once under load); one that
+                # does not block frees a writer still waiting to open.
+                os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
+                writer.join()
         assert "2 line(s) checked, 0 refused" in capsys.readouterr().err
 
     def test_a_folder_is_named_as_one(
