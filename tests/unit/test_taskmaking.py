@@ -9,7 +9,7 @@ import datetime as dt
 
 from moments.models import EventType
 
-from .rules.helpers import CONTRACT_LEAD, NO_ACTIVITY, NO_GATES, ev, rules_from, run
+from .rules.helpers import CONTRACT_LEAD, NO_ACTIVITY, NO_GATES, WELCOME, ev, rules_from, run
 
 
 def worth(expires_at: dt.datetime, triggered_at: dt.datetime) -> dt.timedelta:
@@ -66,16 +66,7 @@ class TestExpiryAcrossDst:
                 roaming_type="international",
             ),
         ]
-        welcome = """
-  - id: welcome
-    description: First international roaming in a country
-    on: [roaming]
-    when: {roaming_type: international}
-    condition: {first_time: country}
-    task: {family: first_time, type: roaming_welcome, channel: sms, priority: 3,
-           action: welcome, ttl: 24h, description: "Welcome to {country}"}
-"""
-        out = run(rules_from(NO_GATES + "rules:" + welcome), events)
+        out = run(rules_from(NO_GATES + "rules:" + WELCOME), events)
         (task,) = out.tasks
         assert task.expires_at.isoformat() == "2026-03-29T23:30:00+00:00"
         assert worth(task.expires_at, task.triggered_at) == dt.timedelta(hours=24)
