@@ -88,7 +88,11 @@ def blank_is_none(value: str | None) -> str | None:
     `{field: counterparty}` test, `first_time: operator` or a description's
     `{service_code}` took `""` for a value (the catalog's service_failure fired with a
     blank service code), where the event said it had none."""
-    return None if value is not None and _BLANK_TEXT.fullmatch(value) else value
+    if not value:
+        return None
+    if not value[0].isspace():  # the usual value: no regex (every blank char is a space)
+        return value
+    return None if _BLANK_TEXT.fullmatch(value) else value
 
 
 _BLANK_NONE = '; "" (or spaces only) is none, as absent'
