@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -34,7 +34,7 @@ from moments.models import EventType
 from moments.partitioning import partition_of
 from moments.pipeline import to_records
 from moments.records import RawRecord
-from moments.rewind import RewindGuard
+from moments.rewind import RewindGuard, TopicPartition
 from moments.runtime import Runtime
 from moments.settings import load_settings
 from sinks.metrics import Metrics
@@ -121,7 +121,7 @@ def _setup(
     tasks = _HeldTasks()
     runtime.tasks = tasks  # type: ignore[assignment]
     runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
-    runtime._producer = object()  # type: ignore[assignment]
+    runtime._producer = object()
     changelog = FakeChangelog(order, hold=False)
     monkeypatch.setattr(runtime_module, "produce_to_partitions", changelog)
     store = _LoggedStore()
@@ -146,8 +146,8 @@ def _setup(
     return runtime, tasks, changelog, store, group, loop, source
 
 
-async def _no_seek(_: object) -> None:
-    pass
+async def _no_seek(_: Mapping[TopicPartition, int]) -> Collection[TopicPartition]:
+    return ()
 
 
 class TestBatchAndRevocation:

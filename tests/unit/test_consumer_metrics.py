@@ -372,7 +372,12 @@ def test_faust_checks_only_the_paths_of_its_own_streams(
     )
     thread = object.__new__(BatchConsumerThread)
     thread.consumer = SimpleNamespace(hot_topics=frozenset({"telecom.usage"}))  # type: ignore[assignment]
-    thread._verify_aiokafka_event_path = lambda now, tp: checked.append(("fetch", tp.topic))  # type: ignore[method-assign]
+
+    def fetch_check(now: float, tp: TP) -> bool:
+        checked.append(("fetch", tp.topic))
+        return False
+
+    thread._verify_aiokafka_event_path = fetch_check  # type: ignore[method-assign]
     thread.verify_event_path(1.0, TP("telecom.usage", 0))
     thread.verify_event_path(1.0, TP("moments.task-outcomes", 0))
     assert checked == [("faust", "moments.task-outcomes")]
@@ -402,6 +407,6 @@ def test_faust_fetch_check_cannot_see_a_fetch_ten_minutes_old() -> None:
     thread._ensure_consumer = lambda: kafka  # type: ignore[method-assign]
     thread.time_started = time.monotonic() - 3600
     thread.tp_fetch_request_timeout_secs = 300.0
-    thread.log = Mock()  # type: ignore[misc]
+    thread.log = Mock()
     assert thread._verify_aiokafka_event_path(time.monotonic(), TP("telecom.usage", 0)) is False
     thread.log.error.assert_not_called()

@@ -33,11 +33,11 @@ async def test_open_merge_group_closes_after_the_window() -> None:
     ledger, deferral = stores.ledger, stores.deferral
     await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
     assert await deferral.park("a", "s1", b"A", clock.now + 3600, merge_window_s=1800)
-    assert await deferral.join(Joining("b", "s1", b"B")) == "a"
+    assert await deferral.join_many([Joining("b", "s1", b"B")]) == ["a"]
     # repeated: the same answer, no second copy
-    assert await deferral.join(Joining("b", "s1", b"B")) == "a"
+    assert await deferral.join_many([Joining("b", "s1", b"B")]) == ["a"]
     clock.now += 1800
-    assert await deferral.join(Joining("c", "s1", b"C")) is None
+    assert await deferral.join_many([Joining("c", "s1", b"C")]) == [None]
     assert await ledger.group("a") == [b"B"]
 
 

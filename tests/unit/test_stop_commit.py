@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any
 
 from faust.types import TP
 
 from moments.batchloop import BatchLoop
 from moments.consumer import BatchConsumer, Fetch
 from moments.records import RawRecord
-from moments.rewind import RewindGuard
+from moments.rewind import RewindGuard, TopicPartition
 
 from .test_batchloop import Rec
 
@@ -40,7 +39,7 @@ class _Consumer(BatchConsumer):
     """A `BatchConsumer` with no broker: the members a stop touches, the commits recorded."""
 
     def __init__(self, *, stopping: bool) -> None:  # no super(): no Faust app, no broker
-        self.app = SimpleNamespace(should_stop=stopping)
+        self.app = SimpleNamespace(should_stop=stopping)  # type: ignore[assignment]  # a stop reads this
         self.fetches: asyncio.Queue[Fetch] = asyncio.Queue()
         self.epoch = 0
         self.idle = asyncio.Event()
@@ -48,11 +47,11 @@ class _Consumer(BatchConsumer):
         self.processed: dict[TP, int] = {}
         self._sought: dict[TP, int] = {}
         self._waiting: Counter[TP] = Counter()
-        self._committed_offset: dict[TP, int] = {P: 100}
+        self._committed_offset = {P: 100}
         self.state_settled = _nothing
         self.commits: list[dict[TP, int]] = []
         self.stopping = False
-        self._thread = SimpleNamespace(passed={})  # no transaction markers read
+        self._thread = SimpleNamespace(passed={})  # type: ignore[assignment]  # no markers read
 
     def queue(self, *offsets: list[int]) -> None:
         for batch in offsets:
@@ -65,7 +64,9 @@ class _Consumer(BatchConsumer):
     async def commit_and_end_transactions(self) -> None:
         pass
 
-    async def _commit_offsets(self, offsets: Any) -> bool:
+    async def _commit_offsets(
+        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
         self.commits.append(dict(offsets))
         self._committed_offset.update(offsets)
         return True
@@ -102,8 +103,8 @@ async def _stop_during_a_batch(consumer: _Consumer, batch_size: int = 100) -> _H
     return held
 
 
-async def _no_seek(_: Any) -> None:
-    pass
+async def _no_seek(_: Mapping[TopicPartition, int]) -> Collection[TopicPartition]:
+    return ()
 
 
 class TestStopCommitsTheBatchInFlight:

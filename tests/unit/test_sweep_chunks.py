@@ -52,7 +52,7 @@ class _Recorder:
         self.chunks: list[BatchResult] = []
 
     async def publish(
-        self, result: BatchResult, _store: object, _owned: object = None, _what: str = ""
+        self, result: BatchResult, store: object, owned: object = None, what: str = ""
     ) -> bool:
         self.store.save(result.changes)
         self.chunks.append(result)
