@@ -71,7 +71,7 @@ def test_bench_workers_keep_the_configured_store_and_standby_copies(
         seen.update(env)
         return object()
 
-    monkeypatch.setattr(bench.subprocess, "Popen", popen)
+    monkeypatch.setattr("moments.bench.subprocess.Popen", popen)
     settings = Settings(store="rocksdb", standby_replicas=standby, rocksdb_block_cache_mib=64)
     bench.start_worker(settings, tmp_path / "data", 9999, tmp_path / "worker.log")
     assert seen["MOMENTS_STORE"] == "rocksdb"

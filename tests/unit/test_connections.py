@@ -17,11 +17,10 @@ from moments.connections import (
     describe_kafka_failure,
     faust_broker_credentials,
     kafka_client_kwargs,
-    redacted_url,
     redis_client,
 )
 from moments.exceptions import ConfigError
-from moments.redisurl import login
+from moments.redisurl import login, redacted_url
 from moments.settings import load_settings
 
 
@@ -362,7 +361,7 @@ class TestRedisClient:
     def test_the_login_read_from_the_url_is_redis_pys(self, url: str) -> None:
         from redis.connection import parse_url
 
-        parsed = parse_url(url)
+        parsed = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         assert login(url) == (parsed.get("username"), parsed.get("password"))
 
     async def test_the_client_logs_in_with_the_querys_password(self) -> None:

@@ -413,7 +413,7 @@ class TestAnUnknownTopic:
         import moments.deadletter_cli as cli_module
         import moments.deadletter_replay as replay_module
         from moments.cli import main
-        from moments.deadletter_replay import Summary
+        from moments.deadletters import Summary
 
         async def nothing(*_args: object, **_kwargs: object) -> Summary:
             return Summary()

@@ -12,9 +12,9 @@ import pytest
 from moments.decoding import MAX_MESSAGE_BYTES, decode
 from moments.models import EventType, UsageEvent
 from moments.records import DeadLetter, RawRecord, RejectReason
-from moments.taskbuilder import fill
 from rules.catalog import load_rules
 from rules.exceptions import RulesError
+from rules.templates import fill
 
 SUB = "13800138001"
 
