@@ -18,7 +18,7 @@ import gzip
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -447,7 +447,7 @@ PROGRESS_EVERY = 10_000
 
 def write_jsonl(
     path: Path,
-    events: Iterator[SimEvent],
+    events: Iterable[SimEvent],
     count: int,
     progress: Callable[[int], None] | None = None,
 ) -> SimStats:

@@ -463,7 +463,7 @@ class TestInput:
         """`type` is taken out of the value, or comes from the file's default; the key is
         the subscriber id as text; an unreadable time is 0 (the detector dead-letters it)."""
         path = tmp_path / "p.jsonl"
-        lines = [
+        lines: list[dict[str, object]] = [
             {"event_id": "a", "subscriber_id": 139, "occurred_at": "2026-11-10T10:00:00+08:00"},
             {"type": "usage", "event_id": "b", "subscriber_id": "139", "occurred_at": "soon"},
             {"type": "", "event_id": "c", "occurred_at": "2026-11-10T10:00:00Z"},
@@ -1499,12 +1499,12 @@ def test_what_falls_due_at_to_is_left_to_the_period_after_it(tmp_path: Path) -> 
     midnight = dt.datetime.combine(day3, dt.time(0), SHANGHAI)
     assert dt.datetime.fromisoformat(task["triggered_at"]) == midnight
     # A task waiting for 08:00 Shanghai, --to 00:00 UTC: it still waits at the end.
-    rules = (
+    quiet = (
         write_rules(tmp_path / "q.yaml")
         .read_text()
         .replace("quiet_hours: []", 'quiet_hours: ["21:00-08:00"]')
     )
-    (tmp_path / "q.yaml").write_text(rules)
+    (tmp_path / "q.yaml").write_text(quiet)
     night = TopUp("13900000002", "SH", DAY1, 12 * 60, 30)  # 22:00: quiet hours
     history.write_bytes(orjson.dumps(night.event(2)) + b"\n")
     policy = tmp_path / "utc.yaml"

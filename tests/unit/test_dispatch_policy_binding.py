@@ -50,7 +50,8 @@ class During:
 
         async def first_meanwhile(*args: Any, **kwargs: Any) -> Any:
             if self._meanwhile is not None:
-                self._meanwhile, meanwhile = None, self._meanwhile
+                meanwhile = self._meanwhile
+                self._meanwhile = None
                 await meanwhile()
             return await found(*args, **kwargs)
 

@@ -48,12 +48,12 @@ class _Consumer(BatchConsumer):
     agent does."""
 
     def __init__(self, reads: list[list[Any]]) -> None:  # no super(): no app, no broker
-        self.app = SimpleNamespace(
+        self.app = SimpleNamespace(  # type: ignore[assignment]  # what the fetch loop reads
             should_stop=False,
             consumer_generation_id=1,
             topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
         )
-        self.transport = SimpleNamespace(app=self.app)
+        self.transport = SimpleNamespace(app=self.app)  # type: ignore[assignment]
         self.hot_topics = frozenset({"telecom.usage"})
         self.epoch = 0
         self.flow_active = True

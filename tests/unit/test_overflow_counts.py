@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Mapping
 
 import orjson
 
@@ -26,7 +27,7 @@ FALLBACK = {"callback": {"policy": "fallback", "channel": "sms"}}
 DEFER = {"callback": {"policy": "defer"}}
 
 
-def calls_full(overflow: dict[str, object]) -> DispatchPolicy:
+def calls_full(overflow: Mapping[str, object]) -> DispatchPolicy:
     """No call capacity at all; `overflow` per rule id."""
     return DispatchPolicy.model_validate(
         {

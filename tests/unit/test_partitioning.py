@@ -301,7 +301,7 @@ async def test_a_batch_read_again_in_part_counts_only_its_new_misplaced_events()
     metrics = Metrics()
     runtime = Runtime(settings, metrics, detector)
     producer = _Producer()
-    runtime._producer = producer  # type: ignore[assignment]
+    runtime._producer = producer
     runtime.tasks = TaskSink(None, "tasks", memory_stores(lambda: 0.0), metrics)  # type: ignore[arg-type]
     runtime.dead_letters = DeadLetterSink(producer, "dlq", metrics)  # type: ignore[arg-type]
     store = DictStateStore()

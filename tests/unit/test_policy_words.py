@@ -44,5 +44,5 @@ def test_moments_check_and_a_reload_say_the_capacity(tmp_path: Path) -> None:
         f"{path}; tasks a day: NJ manager 6; no limit otherwise; every channel worked all day"
     )
     assert policy is not None
-    said, _ = PolicyReloader.describe(policy)  # type: ignore[call-arg, misc]
+    said, _ = PolicyReloader.describe(policy)
     assert "tasks a day: NJ manager 6" in said

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -85,7 +86,7 @@ class TestNullIsNotCarried:
     ALL_NULL = dict.fromkeys(set(ProfileEvent.model_fields) - {"event_id", "subscriber_id"})
     del ALL_NULL["occurred_at"]
 
-    def profile_after(self, *updates: dict[str, object]) -> dict[str, object]:
+    def profile_after(self, *updates: Mapping[str, Any]) -> dict[str, object]:
         events = [ev(PROFILE, at("2026-11-02", f"09:0{n}"), **u) for n, u in enumerate(updates)]
         state = run(RULES, events).store.load(str(events[0][1]["subscriber_id"]))
         assert state is not None
@@ -131,7 +132,7 @@ class TestBlankValues:
 
     SET: ClassVar[dict[str, str]] = {"tier": "gold", "manager_id": "mgr-7"}
 
-    def profile_after(self, *updates: dict[str, object]) -> dict[str, object]:
+    def profile_after(self, *updates: Mapping[str, Any]) -> dict[str, object]:
         return TestNullIsNotCarried().profile_after(*updates)
 
     @pytest.mark.parametrize("blank", ["", " ", "   ", "\u3000"])
@@ -165,7 +166,7 @@ class TestClearingDatesAndZone:
         "timezone": "Europe/London",
     }
 
-    def profile_after(self, *updates: dict[str, object]) -> dict[str, object]:
+    def profile_after(self, *updates: Mapping[str, Any]) -> dict[str, object]:
         return TestNullIsNotCarried().profile_after(*updates)
 
     @pytest.mark.parametrize("blank", ["", "  "])
@@ -225,8 +226,9 @@ class TestUnknownOptOutChannels:
         batch = detector.process(to_records(events), DictStateStore().load, None)
         assert batch.dead_letters == []
         assert batch.tasks == []  # the welcome SMS: opted out
-        assert batch.changes[SUB].state is not None
-        assert batch.changes[SUB].state.profile["opt_out"] == ["sms"]
+        state = batch.changes[SUB].state
+        assert state is not None
+        assert state.profile["opt_out"] == ["sms"]
         assert batch.unknown_opt_outs == {"email": 2, "wechat": 1}
 
     def test_a_known_channel_written_otherwise_is_refused_naming_it(self) -> None:

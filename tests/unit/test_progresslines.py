@@ -21,7 +21,7 @@ class Clock:
 
 
 def test_a_line_every_interval_with_the_rate_and_what_is_left() -> None:
-    clock, said = Clock(), []
+    clock, said = Clock(), list[str]()
     lines = ProgressLines("backtest", said.append, every_s=10.0, clock=clock)
     clock.now += 4
     lines.update(40_000, 0.1)
@@ -40,7 +40,7 @@ def test_a_line_every_interval_with_the_rate_and_what_is_left() -> None:
 
 
 def test_minutes_left_and_no_share_when_it_is_unknown() -> None:
-    clock, said = Clock(), []
+    clock, said = Clock(), list[str]()
     lines = ProgressLines("history", said.append, every_s=1.0, clock=clock)
     clock.now += 60
     lines.update(1_000, 0.25)

@@ -59,7 +59,9 @@ def test_candidates_lose_no_rule_that_passes_and_keep_the_order(
     for event in events:
         candidates = routes.candidates(event)
         assert [i.n for i in candidates] == sorted(i.n for i in candidates)
-        assert [i.n for i in candidates if i.test(event)] == [i.n for i in items if i.test(event)]
+        # A stand-in with values the models would refuse: the predicates read it by getattr.
+        passed = [i.n for i in candidates if i.test(event)]  # type: ignore[arg-type]
+        assert passed == [i.n for i in items if i.test(event)]  # type: ignore[arg-type]
 
 
 def test_an_event_meets_only_the_rules_of_its_bucket() -> None:

@@ -14,12 +14,13 @@ from moments.backtest_input import EventFile, merged
 from moments.rulecheck import check_rules
 from rules.catalog import load_texts
 
-from .rules.helpers import BIRTHDAY, NO_ACTIVITY
+from .rules.helpers import BIRTHDAY as BIRTHDAY_RULE
+from .rules.helpers import NO_ACTIVITY
 
 RULES = f"""
 gating: {{quiet_hours: []}}
 special_days: {{local_hour: 9}}
-rules:{NO_ACTIVITY}{BIRTHDAY}"""
+rules:{NO_ACTIVITY}{BIRTHDAY_RULE}"""
 START = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 SILENT, BUSY = "13800000001", "13800000002"
 

@@ -33,7 +33,7 @@ async def test_a_stuck_last_flush_is_given_up_with_a_warning(
     monkeypatch.setattr(runtime_module, "LAST_FLUSH_S", 0.2)
     runtime = Runtime(load_settings(), Metrics(), Detector.__new__(Detector))
     producer = _StuckProducer()
-    runtime._producer = producer  # type: ignore[assignment]
+    runtime._producer = producer
     runtime.ready.set()
     with caplog.at_level(logging.WARNING, logger="moments.shutdown"):
         # Not a timing: a stop that waited for the producer would hang for an hour.

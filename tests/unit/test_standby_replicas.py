@@ -41,7 +41,7 @@ def test_more_standby_copies_than_makes_sense_are_refused(monkeypatch: pytest.Mo
 def test_copies_asked_for_where_none_can_serve_a_failover_are_warned_of(
     store: str, configured: int | None, warned: bool
 ) -> None:
-    advice = standby_advice(Settings(store=store, standby_replicas=configured))  # type: ignore[arg-type]
+    advice = standby_advice(Settings(store=store, standby_replicas=configured))
     assert (advice is not None) == warned
     if advice:
         assert "MOMENTS_STANDBY_REPLICAS=1" in advice

@@ -153,7 +153,7 @@ class TestRetries:
     ) -> None:
         ring = RECENT_EVENT_IDS[USAGE]
         for resent, replayed in ((ring, ring), (ring + 1, 0), (12, 0)):
-            detector, store, offsets = self.detector(), DictStateStore(), {}
+            detector, store, offsets = self.detector(), DictStateStore(), dict[str, int]()
             events = self.cdrs(0, resent)
             store.save(
                 detector.process(to_records(events, offsets=offsets), store.load, None).changes
@@ -164,7 +164,7 @@ class TestRetries:
             assert again.out_of_order == ({"usage": resent - 1} if not replayed else {})
 
     def test_a_late_events_own_retry_is_caught(self) -> None:
-        detector, store, offsets = self.detector(), DictStateStore(), {}
+        detector, store, offsets = self.detector(), DictStateStore(), dict[str, int]()
         store.save(
             detector.process(
                 to_records(self.cdrs(10, 18), offsets=offsets), store.load, None
@@ -180,7 +180,7 @@ class TestRetries:
         assert retry.replayed == 1
 
     def test_a_late_topups_own_retry_is_caught(self) -> None:
-        detector, store, offsets = self.detector(), DictStateStore(), {}
+        detector, store, offsets = self.detector(), DictStateStore(), dict[str, int]()
 
         def topup(n: int, hour: str) -> tuple[EventType, dict[str, object]]:
             return (

@@ -206,7 +206,7 @@ def _runtime(monkeypatch: pytest.MonkeyPatch, changelog: FakeChangelog) -> Runti
     runtime = Runtime(load_settings(), Metrics(), Detector(load_rules(), {}))
     runtime.tasks = _Tasks()  # type: ignore[assignment]
     runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
-    runtime._producer = object()  # type: ignore[assignment]
+    runtime._producer = object()
     monkeypatch.setattr(runtime_module, "produce_to_partitions", changelog)
     return runtime
 

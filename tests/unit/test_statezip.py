@@ -79,7 +79,7 @@ def test_open_complaints_written_before_their_times_date_from_the_latest_complai
 
 
 def test_a_record_of_an_unknown_dictionary_is_refused_with_what_to_do() -> None:
-    samples = [
+    samples: list[bytes | bytearray | memoryview[int]] = [
         SubscriberState(watermark=i, recent={"u": [f"{i:012x}"]}).to_json() for i in range(400)
     ]
     other = zstandard.train_dictionary(1024, samples, dict_id=999)

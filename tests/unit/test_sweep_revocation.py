@@ -115,7 +115,7 @@ def _runtime(
     tasks.release.set()
     runtime.tasks = tasks  # type: ignore[assignment]
     runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
-    runtime._producer = object()  # type: ignore[assignment]
+    runtime._producer = object()
     changelog = FakeChangelog(order, hold=hold_changelog)
     monkeypatch.setattr(runtime_module, "produce_to_partitions", changelog)
     runtime.clock.observe({0: int(NEXT_DAY.timestamp())}, time.time())
@@ -158,7 +158,7 @@ class _Revoking:
         await BatchConsumer._batch_committed(self)  # type: ignore[arg-type]
 
     async def _sweep_settled(self, seconds: float) -> None:
-        await BatchConsumer._sweep_settled(self, seconds)  # type: ignore[attr-defined]
+        await BatchConsumer._sweep_settled(self, seconds)  # type: ignore[arg-type]
 
 
 class TestSweepAndRevocation:

@@ -35,7 +35,8 @@ def load(path: Path) -> Any:
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     doc: dict[str, Any] = load(ROOT / "docker-compose.yml")
-    return doc["services"]
+    services: dict[str, Any] = doc["services"]
+    return services
 
 
 def moments_env(service: dict[str, Any]) -> dict[str, str]:

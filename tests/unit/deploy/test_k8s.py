@@ -53,7 +53,8 @@ def mebibytes(quantity: str) -> float:
 @pytest.fixture(scope="module")
 def worker() -> dict[str, Any]:
     statefulset = one("StatefulSet")
-    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = statefulset["spec"]["template"]["spec"]["containers"]
+    (container,) = containers
     return container
 
 

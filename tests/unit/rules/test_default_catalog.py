@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from importlib import resources
+from typing import Any
 
 import pytest
 
 from moments.engine import Detector
-from moments.models import Channel, EventType
+from moments.models import Channel, EventType, ServiceTask
 from moments.pipeline import to_records
 from moments.store import DictStateStore
 from rules.catalog import DEFAULT_CATALOG, load_rules, load_texts
@@ -31,7 +32,7 @@ FIRST_OPERATOR = """\
 """
 
 
-def only(tasks, moment_type):  # type: ignore[no-untyped-def]
+def only(tasks: list[ServiceTask], moment_type: str) -> list[ServiceTask]:
     return [t for t in tasks if t.moment.type == moment_type]
 
 
@@ -134,7 +135,9 @@ class TestFirstTime:
 
 class TestAnomaly:
     def test_complaint_and_repeated_complaints(self) -> None:
-        def complaint(day: str, cid: str, status: str = "opened"):  # type: ignore[no-untyped-def]
+        def complaint(
+            day: str, cid: str, status: str = "opened"
+        ) -> tuple[EventType, dict[str, Any]]:
             return ev(
                 EventType.COMPLAINT,
                 at(day),
@@ -591,7 +594,7 @@ class TestDoNotDisturb:
         """Customer service lost the resolution of a complaint opened ten months ago, and
         it still held back a retention call (domain review). An open complaint counts 30
         days after its latest record (opened or updated); one updated since still does."""
-        complaint = {"complaint_id": "c1", "category": "network", "severity": 3}
+        complaint: dict[str, Any] = {"complaint_id": "c1", "category": "network", "severity": 3}
         opened = ev(EventType.COMPLAINT, at("2026-01-10", "10:00"), status="opened", **complaint)
         call = usage(at("2026-11-02", "11:00"), kind="voice", counterparty="10010")
         result = run(CATALOG, [opened, call])
@@ -606,7 +609,7 @@ class TestDoNotDisturb:
     def test_a_call_the_open_complaint_held_back_starts_no_cooldown(self) -> None:
         # The hotline call during the complaint made no task; the calls after it was
         # resolved must not wait out a 14-day cooldown for it (analyst review).
-        complaint = {"complaint_id": "c1", "category": "network", "severity": 3}
+        complaint: dict[str, Any] = {"complaint_id": "c1", "category": "network", "severity": 3}
         events = [
             ev(EventType.COMPLAINT, at("2026-11-02", "10:00"), status="opened", **complaint),
             usage(at("2026-11-02", "10:30"), kind="voice", counterparty="10010"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from moments.models import EventType
@@ -264,7 +266,7 @@ class TestWindows:
         body = "    on: [complaint]\n    condition: {series: c, agg: count, last: 7, gte: 2}\n"
         text = one_rule(body, series)
 
-        def complaint(day: str):  # type: ignore[no-untyped-def]
+        def complaint(day: str) -> tuple[EventType, dict[str, Any]]:
             return ev(
                 EventType.COMPLAINT,
                 at(day),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -127,7 +128,7 @@ def test_explain_takes_the_rules_as_validate_and_test_do(
     assert "give one rules file or folder" in capsys.readouterr().err
 
 
-def write_events(path: Path, events: list[dict[str, object]]) -> Path:
+def write_events(path: Path, events: Sequence[Mapping[str, object]]) -> Path:
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
     return path
 
