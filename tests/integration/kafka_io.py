@@ -7,7 +7,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 async def produce(
     settings: Settings,
-    records: Iterable[tuple[str, str | None, bytes | dict[str, object] | None]],
+    records: Iterable[tuple[str, str | None, bytes | Mapping[str, object] | None]],
     partitioner: Callable[[bytes, list[int], list[int]], int] | None = None,
 ) -> None:
     """Send (topic key, subscriber key, value) in order; topic key is a `Topics` field name.
@@ -36,7 +36,7 @@ async def produce(
     await producer.start()
     try:
         for name, key, value in records:
-            raw = orjson.dumps(value) if isinstance(value, dict) else value
+            raw = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
             await producer.send_and_wait(
                 settings.topic(name), value=raw, key=key.encode() if key is not None else None
             )
@@ -113,7 +113,7 @@ async def wait_committed(port: int, topic: str, total: int, wait_s: float = 60.0
     raise AssertionError(f"the worker on :{port} committed {done:.0f} of {total} on {topic}")
 
 
-def values(records: Iterable[ConsumerRecord[bytes, bytes]]) -> list[dict[str, object]]:
+def values(records: Iterable[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records if r.value is not None]
 
 

@@ -66,7 +66,8 @@ def local_records(data_dir: Path) -> dict[bytes, bytes]:
     for path in dbs:
         db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
         try:
-            out.update((k, v) for k, v in db.items() if k != OFFSET_KEY)
+            # raw_mode: keys are bytes (rocksdict types them as any key it can store)
+            out.update((k, v) for k, v in db.items() if k != OFFSET_KEY)  # type: ignore[misc]
         finally:
             db.close()
     return out

@@ -275,7 +275,7 @@ class TestClockJumps:
         roaming_moments = {"family": "first_time", "moment_type": "first_international_roaming"}
         await wait_for_metric(port, "moments_detected_total", roaming_moments, 3)
         records = await read_topic(settings, "tasks", count=2, wait_s=60, settle=3)
-        countries = [t["moment"]["params"]["country"] for t in values(records)]  # type: ignore[index]
+        countries = [t["moment"]["params"]["country"] for t in values(records)]
         assert countries == ["FR", "DE"], worker.log()[-3000:]
         await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 8)
         assert await metric_value(port, out_of_time, {"kind": "future"}) == 2

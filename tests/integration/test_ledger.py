@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from sinks.ledger import TAKEN_OVER, TaskLedger, Unanswered
 from sinks.memory import MemoryLedger
+from sinks.stores import Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ class TestClaimAgain:
     async def test_never_by_a_ledger_keeping_entries_a_day_or_less(self, redis_url: str) -> None:
         """Its dropped entries keep the ledger's TTL, which says nothing of their expiry."""
         client = Redis.from_url(redis_url)
-        ledgers = [
+        ledgers: list[Ledger] = [
             TaskLedger(client, f"test:{uuid4().hex[:8]}:", 3600),
             MemoryLedger(time.time, 3600),
         ]

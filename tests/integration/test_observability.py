@@ -16,7 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -149,7 +149,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], int]]:
             proc.wait()
 
 
-def in_quiet_hours(now: dt.datetime) -> list[tuple[str, str, dict[str, object]]]:
+def in_quiet_hours(now: dt.datetime) -> list[tuple[str, str, Mapping[str, object]]]:
     """A subscriber whose own quiet hours cover `now` (the profile, produced first), then
     roams abroad (produced once the profile is in): a deferred task."""
     sub = "13900000077"
@@ -285,7 +285,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
                 f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=5
             ).read()
         )
-        rules = await asyncio.to_thread(api, prom_port, "rules")
+        loaded = await asyncio.to_thread(api, prom_port, "rules")
 
     assert not waiting, f"panels without data: {sorted(waiting)}\n{worker.log()[-3000:]}"
 
@@ -309,7 +309,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     carrying = {(n, v) for n, v in labels if "subscriber" in n or re.fullmatch(r"[0-9]{5,20}", v)}
     assert not carrying, f"labels that carry a subscriber id: {carrying}"
 
-    alerts = {r["name"] for g in rules["groups"] for r in g["rules"] if r["type"] == "alerting"}
+    alerts = {r["name"] for g in loaded["groups"] for r in g["rules"] if r["type"] == "alerting"}
     written = re.findall(r"^\s*- alert: (\w+)", ALERTS_FILE.read_text(), flags=re.MULTILINE)
     assert alerts == set(written), alerts  # Prometheus loaded every alert of the file
 

@@ -48,6 +48,7 @@ def test_a_call_answered_busy_is_made_again_once_the_script_ends(
     admin.set("k", b"v")
     admin.hset("t:facts:1", "topup", 5.0)
     before = admin.config_get("busy-reply-threshold")["busy-reply-threshold"]
+    assert before is not None
     admin.config_set("busy-reply-threshold", 100)
     spinning = threading.Event()
 

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -104,17 +105,17 @@ def interruptible() -> None:
 
 def read_until(
     proc: subprocess.Popen[bytes], wanted: int, wait_s: float
-) -> tuple[list[dict[str, object]], list[str]]:
+) -> tuple[list[dict[str, Any]], list[str]]:
     """JSON task lines from stdout until they carry `wanted` moments (a merged task carries
     several); also the other lines seen."""
     assert proc.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
-    tasks: list[dict[str, object]] = []
+    tasks: list[dict[str, Any]] = []
     other: list[str] = []
     buffer = b""
     deadline = time.monotonic() + wait_s
-    while sum(1 + len(t.get("related") or []) for t in tasks) < wanted:  # type: ignore[arg-type]
+    while sum(1 + len(t.get("related") or []) for t in tasks) < wanted:
         if time.monotonic() > deadline:
             break
         if not selector.select(timeout=0.5):
@@ -145,7 +146,7 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
         tasks, other = read_until(proc, wanted=len(expected), wait_s=60)
         elapsed = time.monotonic() - started
         merged = {
-            str(t["moment"]["type"]): [r["moment"]["type"] for r in t["related"]]  # type: ignore[index, union-attr, attr-defined]
+            str(t["moment"]["type"]): [r["moment"]["type"] for r in t["related"]]
             for t in tasks
             if t["related"]
         }
@@ -164,9 +165,9 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
         # A roaming welcome may ride along in the same subscriber's held call (related).
         every = [t["moment"] for t in tasks] + [
             r["moment"] for t in tasks for r in t["related"] or []
-        ]  # type: ignore
-        roaming = [m for m in every if m["type"] == "first_international_roaming"]  # type: ignore[index]
-        countries = sorted(str(m["params"]["country"]) for m in roaming)  # type: ignore[index]
+        ]
+        roaming = [m for m in every if m["type"] == "first_international_roaming"]
+        countries = sorted(str(m["params"]["country"]) for m in roaming)
         # Two countries where it was daytime when the sample was made (moments.sample).
         assert len(set(countries)) == len(countries) == 2
         assert set(countries) <= {country for country, _, _ in VISITS}

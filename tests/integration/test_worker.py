@@ -182,7 +182,7 @@ class TestCrashAndRestart:
         )
         second = start_worker(make_settings(metrics_port=second_port))
         records = await read_topic(settings, "tasks", count=3, wait_s=90, settle=4)
-        countries = sorted(str(v["moment"]["params"]["country"]) for v in values(records))  # type: ignore[index]
+        countries = sorted(str(v["moment"]["params"]["country"]) for v in values(records))
         assert countries == ["FR", "JP", "US"], second.log()[-3000:]
         # The restored state, not only the ledger, kept JP from firing again.
         await wait_for_metric(second_port, "moments_events_total", {"event_type": "roaming"}, 3)
@@ -300,7 +300,7 @@ class TestRocksDBStore:
         worker = start_worker(make_settings(metrics_port=port, store="rocksdb", **second))
         await produce(settings, [roaming("r2", LI, "JP"), roaming("r3", LI, "KR")])
         records = await read_topic(settings, "tasks", count=2, wait_s=90, settle=3)
-        countries = [v["moment"]["params"]["country"] for v in values(records)]  # type: ignore[index]
+        countries = [v["moment"]["params"]["country"] for v in values(records)]
         assert countries == ["JP", "KR"], worker.log()[-3000:]
         return worker, port
 

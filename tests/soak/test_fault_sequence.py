@@ -91,7 +91,7 @@ async def test_every_fault_in_turn_under_load_publishes_every_task_once(
         producing = asyncio.create_task(steady_stream(direct, zone, stop))
         faults: list[str] = []
 
-        async def outage(name: str, down: Callable[[], None], up: Callable[[], None]) -> None:
+        async def outage(name: str, down: Callable[[], None], up: Callable[[], object]) -> None:
             await asyncio.sleep(STEP_S)
             await asyncio.to_thread(down)
             await asyncio.sleep(STEP_S)

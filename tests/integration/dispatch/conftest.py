@@ -103,7 +103,7 @@ class Worker:
         await self.sink.flush()
 
 
-MakeWorker = Callable[..., Any]
+MakeWorker = Callable[..., Worker]
 
 
 @pytest.fixture

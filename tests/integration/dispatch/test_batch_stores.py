@@ -12,10 +12,17 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from moments.models import Channel, ProfileEvent, RiskScore, RoamingEvent, TopUpEvent
+from moments.models import (
+    Channel,
+    InputEvent,
+    ProfileEvent,
+    RiskScore,
+    RoamingEvent,
+    TopUpEvent,
+)
 from sinks.capacity import claim_order, rank_score
 from sinks.deferral import DeferralQueue
-from sinks.ledger import DROPPED_KEPT_S, TaskLedger
+from sinks.ledger import DROPPED_KEPT_S, TaskLedger, as_bytes
 from sinks.memory import MemoryDeferrals, MemoryLedger, memory_stores
 from sinks.relevance import SubscriberFacts, line_active
 from sinks.stores import DispatchStores, Joining, Leave, Parking, SlotKey, redis_stores
@@ -65,7 +72,7 @@ class TestFacts:
         topup = TopUpEvent(
             event_id="t1", subscriber_id="13800000001", occurred_at=at, amount=5, channel="app"
         )
-        events = [
+        events: list[InputEvent] = [
             topup,
             topup.model_copy(update={"event_id": "t0", "occurred_at": at - hour}),
             RoamingEvent(
@@ -270,7 +277,7 @@ class TestDeferrals:
                             event_id=f"{sub}-{status}",
                             subscriber_id=sub,
                             occurred_at=when,
-                            status=status,  # type: ignore[arg-type]
+                            status=status,
                         )
                     )
         await facts.record(events)
@@ -543,7 +550,7 @@ class TestReleaseByRank:
         want = {f"c{n}": rank_score([a, b]) for n, (a, b) in enumerate(pairs)}
         if isinstance(deferral, DeferralQueue):
             stored = await deferral.redis.hgetall(deferral.rank_key)
-            got = {k.decode(): float(v) for k, v in stored.items()}
+            got = {as_bytes(k).decode(): float(v) for k, v in stored.items()}
         else:
             assert isinstance(deferral, MemoryDeferrals)
             got = deferral.ranks

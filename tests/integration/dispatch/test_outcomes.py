@@ -119,7 +119,7 @@ class TestOutcomes:
             else:
                 assert isinstance(ledger, MemoryLedger)
                 del ledger.bodies[task_id]
-        real, lost = ledger.first_outcome, []
+        real, lost = ledger.first_outcome, list[bool]()
 
         async def reply_lost(*args: Any, **kwargs: Any) -> bool:
             noted = await real(*args, **kwargs)

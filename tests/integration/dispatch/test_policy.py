@@ -397,7 +397,7 @@ def _sms() -> dict[str, str]:
     return {"moment_type": "first_international_roaming", "channel": "sms"}
 
 
-NO_HOLD = {"hold_channels": []}
+NO_HOLD: dict[str, list[str]] = {"hold_channels": []}
 """Manager tasks sent when due, not held for the merge window: these tests are about capacity."""
 
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from moments.models import ProfileEvent
 from sinks.capacity import RANK_RISKS, RANK_SECONDS
 from sinks.deferral import DeferralQueue
-from sinks.ledger import TaskLedger
+from sinks.ledger import TaskLedger, as_bytes
 from sinks.memory import MemoryDeferrals, memory_stores
 from sinks.stores import DispatchStores, Joining, Leave, Parking, redis_stores
 
@@ -138,9 +138,11 @@ async def apply(stores: DispatchStores, op: tuple[Any, ...]) -> object:
     if kind == "wake":
         return await queue.wake([op[1]], op[2])
     if kind == "drop":
-        return await ledger.drop_many([(op[1], "test")])
+        await ledger.drop_many([(op[1], "test")])
+        return None
     if kind == "confirm":
-        return await ledger.confirm([op[1]], awaiting={op[1]: (op[2], op[3])})
+        await ledger.confirm([op[1]], awaiting={op[1]: (op[2], op[3])})
+        return None
     if kind == "expire":
         return await ledger.expire_unanswered(op[1], op[2])
     if kind == "outcome":
@@ -154,10 +156,12 @@ async def apply(stores: DispatchStores, op: tuple[Any, ...]) -> object:
             leave = Leave(carrier, task_id, payload, to=task_id if mode == "own" else other)
         return await ledger.leave_many([leave])
     if kind == "owe":
-        return await ledger.owe_returns([(i, f"r-{i}".encode()) for i in op[1]])
+        await ledger.owe_returns([(i, f"r-{i}".encode()) for i in op[1]])
+        return None
     if kind == "owed":
         return await ledger.owed_returns(-60.0, op[1])  # every one owed, the oldest first
-    return await ledger.settle_returns(op[1])
+    await ledger.settle_returns(op[1])
+    return None
 
 
 async def observe(stores: DispatchStores) -> object:
@@ -192,7 +196,7 @@ async def both(sequence: list[tuple[Any, ...]], url: str) -> None:
         assert isinstance(redis.deferral, DeferralQueue)
         assert isinstance(memory.deferral, MemoryDeferrals)
         judged = await client.get(redis.deferral.judged_key)
-        assert (judged.decode() if judged else None) == (memory.deferral.judged or None)
+        assert (as_bytes(judged).decode() if judged else None) == (memory.deferral.judged or None)
     finally:
         await client.aclose()
 

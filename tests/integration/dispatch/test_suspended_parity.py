@@ -123,7 +123,7 @@ async def test_redis_and_memory_agree_on_suspended_lines(redis_client: Redis, se
                 event_id=f"p{step}",
                 subscriber_id=sub,
                 occurred_at=dt.datetime.fromtimestamp(at, dt.UTC),
-                status=status,  # type: ignore[arg-type]
+                status=status,
             )
             for side in (mem, red):
                 await side.sink.subscribers.record_facts([update])

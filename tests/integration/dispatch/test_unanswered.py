@@ -197,6 +197,7 @@ class TestTheWholeIndex:
         await redis.zadd(key, {i: now + 3600 + n for n, i in enumerate(ids)})
         await redis.zadd(ledger.unanswered_key("manager"), {tid("m"): now + 1800})
         before = (await redis.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"]
+        assert before is not None
         await redis.config_set("slowlog-log-slower-than", 0)
         await redis.slowlog_reset()
         try:

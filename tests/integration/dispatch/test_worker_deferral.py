@@ -57,5 +57,5 @@ class TestDeferralAcrossARestart:
         tasks = values(records)
         assert len(tasks) == 1, second.log()[-3000:]
         [task] = tasks
-        assert task["moment"]["params"]["country"] == "JP"  # type: ignore[index]
-        assert task["deferred"]["reason"] == "merge_window"  # type: ignore[index]
+        assert task["moment"]["params"]["country"] == "JP"
+        assert task["deferred"]["reason"] == "merge_window"
