@@ -77,7 +77,7 @@ class Published:
 class CollectingProducer:
     """The sink's producer in a backtest: keeps each task with the event time it went."""
 
-    def __init__(self, clock: EventTime) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.sent: list[Published] = []
 

@@ -74,7 +74,7 @@ def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> MakeS
 
 
 @pytest.fixture
-async def topics_for() -> Callable[[Settings], object]:
+async def topics_for() -> Callable[[Settings], Awaitable[None]]:
     async def create(settings: Settings) -> None:
         topics, compacted = all_topics(settings)
         await ensure_topics(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -70,9 +71,11 @@ def rows(output: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-async def test_everything_answers(make_settings: MakeSettings, topics_for: object) -> None:
+async def test_everything_answers(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Awaitable[None]]
+) -> None:
     settings = make_settings()
-    await topics_for(settings)  # type: ignore[operator]
+    await topics_for(settings)
     code, out = check(settings)
     assert code == 0, out
     table = rows(out)
@@ -91,13 +94,13 @@ async def test_everything_answers(make_settings: MakeSettings, topics_for: objec
 
 
 async def test_every_step_runs_without_faust(
-    make_settings: MakeSettings, topics_for: object
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Awaitable[None]]
 ) -> None:
     """`moments check` joins no group and runs no app: Faust (~0.6 s of CPU to import,
     most of the check's start) was loaded for the topics' step only, through the worker's
     module."""
     settings = make_settings()
-    await topics_for(settings)  # type: ignore[operator]
+    await topics_for(settings)
     done = check_in_process(settings)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "topics" in rows(done.stdout), done.stdout
@@ -125,11 +128,11 @@ def test_what_fails_is_named_with_its_fix(make_settings: MakeSettings, tmp_path:
 
 
 def test_a_worker_told_to_be_idempotent_stops_before_joining_the_group(
-    make_settings: MakeSettings, start_worker: object
+    make_settings: MakeSettings, start_worker: Callable[[Settings], WorkerProcess]
 ) -> None:
     """It crashed inside Faust once it had joined the group (rc 1, Faust's crash banner),
     and every restart made the healthy workers rebalance twice."""
-    worker: WorkerProcess = start_worker(make_settings(idempotent_producer=True))  # type: ignore[operator]
+    worker = start_worker(make_settings(idempotent_producer=True))
     code = worker.proc.wait(timeout=120)
     log = worker.log()
     assert code == 2, log[-3000:]

@@ -97,7 +97,9 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
         assert await metric_value(port, "moments_dependency_up", {"dependency": "kafka"}) == 0
         await asyncio.sleep(5)
         assert worker.proc.poll() is None, worker.log()[-3000:]  # it used to exit 1 at once
-        assert http_get(port, "/livez")[0] == 200  # type: ignore[index]
+        answer = http_get(port, "/livez")
+        assert answer is not None
+        assert answer[0] == 200, answer
 
         proxy.start()
         roamings = first_roamings(0, 2, daytime_zone(dt.datetime.now(dt.UTC)))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -171,7 +172,7 @@ class TestLiveFromDays:
     per day counted: two days of warm-up and one live day showed a third of the live
     day's tasks as the mean a day, in a rehearsal of what going live would bring."""
 
-    def run(self, tmp_path: Path, live_from: str) -> dict[str, object]:
+    def run(self, tmp_path: Path, live_from: str) -> dict[str, Any]:
         lines = [
             orjson.dumps(
                 {
@@ -191,14 +192,14 @@ class TestLiveFromDays:
         out = tmp_path / "out"
         argv = ["backtest", "--events", str(events), "--live-from", live_from, "--out", str(out)]
         assert main(argv) == 0
-        report: dict[str, object] = orjson.loads((out / "report.json").read_bytes())
+        report: dict[str, Any] = orjson.loads((out / "report.json").read_bytes())
         return report
 
     def test_the_days_before_the_cut_over_are_no_days_of_the_report(self, tmp_path: Path) -> None:
         report = self.run(tmp_path, "2026-11-12")
         assert report["days"] == ["2026-11-12"]
         assert report["partial_days"] == {"2026-11-12": "to 19:30"}
-        assert report["tasks_per_day"]["family"] == [  # type: ignore[index]
+        assert report["tasks_per_day"]["family"] == [
             {"day": "2026-11-12", "family": "first_time", "tasks": 11}
         ]
 

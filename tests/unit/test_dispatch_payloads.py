@@ -137,7 +137,7 @@ async def test_an_erased_subscribers_waiting_task_leaves_the_sinks_memory() -> N
     clock = Clock(NOW.timestamp())
     stores = memory_stores(clock)
     sink = TaskSink(
-        CollectingProducer(clock),  # type: ignore[arg-type]
+        CollectingProducer(clock),
         "tasks",
         stores,
         Metrics(),

@@ -52,7 +52,7 @@ class Worker:
     """One worker's sink on the shared stores, deciding at `clock`."""
 
     def __init__(self, stores: DispatchStores, clock: Clock) -> None:
-        self.producer = CollectingProducer(clock)  # type: ignore[arg-type]
+        self.producer = CollectingProducer(clock)
         self.metrics = Metrics()
         self.sink = TaskSink(
             self.producer, "tasks", stores, self.metrics, DispatchPolicy(), clock=clock

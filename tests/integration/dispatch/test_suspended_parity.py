@@ -59,7 +59,7 @@ def moment_task(n: int, sub: str, at: float, rng: random.Random, held: bool) -> 
 class Side:
     def __init__(self, stores: DispatchStores, clock: Clock) -> None:
         self.stores = stores
-        self.producer = CollectingProducer(clock)  # type: ignore[arg-type]
+        self.producer = CollectingProducer(clock)
         self.sink = TaskSink(
             self.producer, "tasks", stores, Metrics(), DispatchPolicy(), clock=clock
         )

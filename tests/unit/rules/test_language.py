@@ -10,6 +10,8 @@ from moments.models import EventType
 
 from .helpers import NO_GATES, SUB, at, ev, rules_from, run, types, usage
 
+Events = list[tuple[EventType, dict[str, Any]]]
+
 TASK = """
     task:
       family: anomaly
@@ -32,7 +34,7 @@ def one_rule(body: str, series: str = "", type_: str = "hit", description: str =
     )
 
 
-def fired(text: str, events: list, until: str | None = None) -> int:  # type: ignore[type-arg]
+def fired(text: str, events: Events, until: str | None = None) -> int:
     return len(run(rules_from(text), events, until=until).tasks)
 
 
@@ -317,7 +319,7 @@ class TestWindows:
 class TestBaseline:
     SERIES = "  spend: {on: [usage], field: charge, period: month}\n"
 
-    def history(self, *charges: float) -> list:  # type: ignore[type-arg]
+    def history(self, *charges: float) -> Events:
         """Monthly charges from January, after a December 2025 the history began in."""
         events = [usage(at("2025-12-20"), kind="data", charge=charges[0] / 3)]
         events += [
@@ -516,7 +518,7 @@ class TestThresholdsAndOverrides:
         on the default threshold, and their task with no region (analyst review)."""
         text = one_rule(self.MONTHLY_BY_CITY, TestBaseline.SERIES)
 
-        def history(region: str) -> list:  # type: ignore[type-arg]
+        def history(region: str) -> Events:
             months = [(7, 30), (8, 100), (9, 100), (10, 100), (11, 60), (12, 1)]
             return [
                 usage(at(f"2026-{m:02d}-10"), kind="data", charge=c, region=region)
@@ -567,7 +569,7 @@ class TestThresholdsAndOverrides:
         text = one_rule(self.MONTHLY_BY_CITY, TestBaseline.SERIES)
         months = [(7, 30), (8, 100), (9, 100), (10, 100), (11, 60), (12, 1)]
 
-        def history(region: str | None, *crm: str) -> list:  # type: ignore[type-arg]
+        def history(region: str | None, *crm: str) -> Events:
             named = {"region": region} if region else {}
             profiles = [ev(EventType.PROFILE, at("2026-07-01"), region=r) for r in crm]
             return profiles + [
@@ -589,7 +591,7 @@ class TestNotOverWhatIsNotJudged:
     "the same handset" fired on every record naming no IMEI and on the first."""
 
     @staticmethod
-    def hours(condition: str, events: list) -> list[int]:  # type: ignore[type-arg]
+    def hours(condition: str, events: Events) -> list[int]:
         text = one_rule(f"    on: [usage]\n    condition: {condition}\n")
         return [t.triggered_at.hour for t in run(rules_from(text), events).tasks]
 
