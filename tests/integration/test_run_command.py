@@ -139,12 +139,11 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    started = time.monotonic()
     proc = start_run(tmp_path, port, "--json", stdout=subprocess.PIPE)
     try:
         expected = expected_moments()
+        # Bounded wait, not a timing check: tasks missing after 60 s fail the comparison below.
         tasks, other = read_until(proc, wanted=len(expected), wait_s=60)
-        elapsed = time.monotonic() - started
         merged = {
             str(t["moment"]["type"]): [r["moment"]["type"] for r in t["related"]]
             for t in tasks
@@ -171,7 +170,6 @@ def test_run_prints_roaming_tasks_serves_metrics_and_ctrl_c_leaves_nothing(
         # Two countries where it was daytime when the sample was made (moments.sample).
         assert len(set(countries)) == len(countries) == 2
         assert set(countries) <= {country for country, _, _ in VISITS}
-        assert elapsed < 60, f"the sample's tasks took {elapsed:.0f}s"
 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         assert b"moments_tasks_published_total" in metrics
