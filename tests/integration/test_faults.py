@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
-import time
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -112,12 +112,14 @@ class TestBrokerCut:
             await wait_for_metric(
                 port, "moments_dependency_errors_total", {"dependency": "kafka"}, 1, wait_s=30
             )
-            started = time.monotonic()
             worker.proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(worker.proc.wait, 55)
-            took = time.monotonic() - started
+            # A bounded wait, not a timing check: the worker's own stop deadline must end
+            # it before Kubernetes' grace period would (SIGKILL at 60 s).
+            try:
+                code = await asyncio.to_thread(worker.proc.wait, GRACE_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running {GRACE_S:.0f} s after SIGTERM: {worker.log()[-3000:]}")
             assert code == 0, worker.log()[-3000:]
-            assert took < GRACE_S, took
             # It says it gave up: the last commit, or (when the cut caught the last batch
             # of the first wave still writing its tasks or state) the batch in progress;
             # either way the events since the last commit are read again.
