@@ -95,7 +95,8 @@ class SubscriberState:
     for a rule whose moments are judged again on later looks (a silence, a special day:
     `CompiledRule.judged_again`). Gone live, the rule's first live judgement of that
     occurrence is its first, counted in `moments_detected_total`, not the moment judged
-    again (moments.sweep); a live judgement of the rule removes it."""
+    again (moments.sweep); a live judgement of the rule removes it, so the first judgement
+    of the rule put in `mode: shadow` since is its first in the shadow figures."""
     leads: dict[str, list[Any]] = field(default_factory=dict)
     """Rule tag -> `[occurrence, local day ordinal]`: the contract's end the rule fired on
     at that day's last look (moments.sweep), kept until a look where it fires on none.

@@ -170,6 +170,12 @@ def _looked_at(
                     continue
                 if not rule.shadow and state.shadowed.get(rule.tag) == fired.occurrence:
                     continue  # judged at the look in `mode: shadow`, live since: first now
+                if (
+                    rule.shadow
+                    and shadow_look >= detector.live_at
+                    and state.shadowed.get(rule.tag) != fired.occurrence
+                ):
+                    continue  # judged live at the look, in `mode: shadow` since: first now
                 judged.setdefault(rule.id, set()).add(fired.occurrence)
         return judged
     finally:
@@ -284,11 +290,17 @@ def _judged_alike(
     """True when a judgement at `earlier` that fired on `fired`'s occurrence is the one
     counted for it (`_fired_alike`): both live or both in shadow, and not last judged by
     the rule in `mode: shadow`, live since."""
-    if not rule.shadow and (earlier < detector.live_at) != (at < detector.live_at):
+    if rule.shadow:
+        # Judged in shadow at `earlier` too: before the go-live instant, or by the rule in
+        # `mode: shadow` (its mark). Judged live then (the mode line added since), its
+        # first shadow judgement counts it in the shadow figures, as the first live one
+        # counts a trial's moment; taken for the moment judged again, it counted nothing.
+        return earlier < detector.live_at or state.shadowed.get(rule.tag) == fired.occurrence
+    if (earlier < detector.live_at) != (at < detector.live_at):
         return False
     # Judged last by the rule in `mode: shadow`, live since (the mode line deleted): its
     # first live judgement counts it, as at the go-live instant.
-    return rule.shadow or state.shadowed.get(rule.tag) != fired.occurrence
+    return state.shadowed.get(rule.tag) != fired.occurrence
 
 
 def sweep(

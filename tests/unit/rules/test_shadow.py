@@ -298,3 +298,51 @@ def test_a_birthday_judged_in_shadow_that_morning_is_detected_live_that_day() ->
     live = run(rules.with_shadows_live(), [update], result=trial)
     assert types(live.tasks) == ["birthday"]
     assert live.detected == Counter({("special_day", "birthday"): 1})
+
+
+def test_a_silence_judged_live_then_in_shadow_is_one_shadow_moment() -> None:
+    """A live rule switched to `mode: shadow` while one of its silences lasts: the shadow
+    figures count the silence once, at its first judgement in shadow. Its first shadow
+    judgement was taken for the same moment judged again (the live judgement the day
+    before counted it, in the live figures), so the shadow figures counted nothing for it
+    (the switch from shadow to live counts it at the first live judgement)."""
+    live_rules = rules_from(NO_GATES + "rules:" + SILENCE_TRIAL.replace("    mode: shadow\n", ""))
+    used = ev(EventType.USAGE, at("2026-12-01", "10:00"), kind="data", quantity=1000)
+    live = run(live_rules, [used], until=at("2026-12-06", "12:00"))
+    assert live.detected == Counter({("anomaly", "silent"): 1})
+    assert not live.shadow
+    trial = run(
+        rules_from(NO_GATES + "rules:" + SILENCE_TRIAL),
+        [],
+        until=at("2026-12-09", "12:00"),
+        result=live,
+    )
+    assert trial.shadow == Counter({("silent", "task", ""): 1})  # the 7th; not the 8th, 9th
+    assert trial.detected == Counter({("anomaly", "silent"): 1})
+
+
+def test_a_contract_end_judged_live_then_in_shadow_is_one_shadow_moment() -> None:
+    rules = rules_from(NO_GATES + "rules:" + RENEWAL_TRIAL.replace("    mode: shadow\n", ""))
+    profile = ev(EventType.PROFILE, at("2026-12-01", "10:00"), contract_end="2026-12-20")
+    live = run(rules, [profile], until=at("2026-12-03", "12:00"))
+    assert live.detected == Counter({("special_day", "renewal"): 1})
+    trial = run(
+        rules_from(NO_GATES + "rules:" + RENEWAL_TRIAL),
+        [],
+        until=at("2026-12-06", "12:00"),
+        result=live,
+    )
+    assert trial.shadow == Counter({("renewal", "task", ""): 1})
+
+
+def test_a_birthday_judged_live_that_morning_is_one_shadow_moment_that_day() -> None:
+    """Put in shadow after the day's look, a profile update that day looks again: the
+    greeting the live rule judged at 09:00 is no moment the shadow rule judged."""
+    rules = rules_from(NO_GATES + "rules:" + BIRTHDAY)
+    profile = ev(EventType.PROFILE, at("2026-12-01", "10:00"), birthday="1990-12-05")
+    live = run(rules, [profile], until=at("2026-12-05", "12:00"))
+    assert types(live.tasks) == ["birthday"]
+    trial_rules = BIRTHDAY.replace("    description:", "    mode: shadow\n    description:", 1)
+    update = ev(EventType.PROFILE, at("2026-12-05", "15:00"), birthday="1990-12-05", tier="gold")
+    trial = run(rules_from(NO_GATES + "rules:" + trial_rules), [update], result=live)
+    assert trial.shadow == Counter({("birthday_greeting", "task", ""): 1})
