@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import CoreSchema
 from pydantic_core import core_schema as cs
 
@@ -778,6 +779,14 @@ class ServiceTask(BaseModel):
         "original's. Set on every task the detector makes (read one without it as "
         "`task_id`)",
         json_schema_extra={"pattern": TASK_ID_PATTERN},
+    )
+    counted: SkipJsonSchema[bool] = Field(
+        default=False,
+        exclude=True,  # written only in the payload a task waits with (`task_bytes`)
+        description="Dispatch's own, kept while the task waits and never published (not in "
+        "the schema): the task of a moment judged again (a silence over a long suspension) "
+        "that took over its first task's entry, dropped unsent (`TaskLedger.claim`'s "
+        "`TAKEN_OVER`): that drop counted the moment, so this task's drop counts nothing",
     )
 
     @model_validator(mode="before")

@@ -218,16 +218,13 @@ class TaskSink:
         unique = list({t.task_id: t for t in batch}.values())
         payloads = [(t.task_id, self._payloads.of(t)) for t in unique]
         try:
-            # A moment judged again whose task expired unsent (a contract's end, its line
-            # suspended past the task's expiry) is offered again at a later judgement; not
-            # one that would wait for the line again (the profile update reactivating it
-            # judges the moment again): that task expired unsent again, counted again.
-            takers = [
-                t.task_id
-                for t in unique
-                if t.task_id in rejudged
-                and (t.deferred is None or t.deferred.reason != SuppressReason.SUSPENDED)
-            ]
+            # A moment judged again whose task expired unsent (a contract's end, a silence
+            # over a long suspension) is offered again at a later judgement (a contract's
+            # lead judged again for a line still suspended makes none: `emit`). Left out,
+            # a silence's task made again for the line stood down while the dropped entry
+            # lived, and once it had lapsed was new to the ledger: its deferral and its
+            # drop counted again every few days of the suspension.
+            takers = [t.task_id for t in unique if t.task_id in rejudged]
             owned = await self._redis(
                 lambda: self.ledger.claim(payloads, takers), "claiming task ids"
             )
@@ -237,6 +234,10 @@ class TaskSink:
                 again = task.task_id in rejudged
                 if mine:
                     self._payloads.stored(task)
+                    if mine == TAKEN_OVER:
+                        # Its first task's drop counted the moment: its own counts nothing,
+                        # here or when it is released (the payload it is parked with says so).
+                        task = task.model_copy(update={"counted": True})
                     candidates.append(
                         Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
                     )
@@ -407,7 +408,8 @@ class TaskSink:
         its rule's cooldown returned (`OwedReturns.owe` before the drop is written, `.send` after).
         A retry's too: retries follow only `unreachable`, so a dropped one reached no one
         either."""
-        self._suppressed(m, reason)
+        if not m.counted:  # the task of a moment counted at its first task's drop
+            self._suppressed(m, reason)
         from_batch = c.fresh and c.deferral_counted
         forgotten = reason is SuppressReason.FORGOTTEN
         if forgotten:  # read back (and kept) once more to be dropped: let it go

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import orjson
+
 from moments.backtest import BacktestResult
 from moments.engine import Detector
 from moments.models import EventType
@@ -44,6 +46,10 @@ def shadowed(rule: str) -> str:
 
 def use(day: str) -> tuple[EventType, dict[str, Any]]:
     return ev(EventType.USAGE, at(day, "10:00"), kind="data", quantity=1000)
+
+
+def suspend(day: str) -> tuple[EventType, dict[str, Any]]:
+    return ev(EventType.PROFILE, at(day, "11:00"), status="suspended")
 
 
 def contract(day: str = "2026-11-01", **more: Any) -> tuple[EventType, dict[str, Any]]:
@@ -172,6 +178,38 @@ class TestLiveRules:
         assert [p.at for p in out.published] == [
             dt.datetime.fromisoformat(at("2026-11-12", "12:00")).timestamp()
         ]
+
+    def test_a_silence_over_a_long_suspension_is_deferred_and_dropped_once(self) -> None:
+        """Suspended from the silence's start (11-09) to the end: its 3-day task waits for
+        the line and expires unsent; each time the dropped task's entry lapsed (a day past
+        its expiry) the next close made the task again, new to the ledger, counted deferred
+        and dropped again (7 of each in 28 days). The task made again takes the dropped
+        entry over (`TAKEN_OVER`) and carries that its moment was counted (`counted`)."""
+        events = [use("2026-11-01"), suspend("2026-11-01")]
+        out = backtest(NO_GATES + "rules:" + SILENCE, events, at("2026-12-06"))
+        assert counts(out, "moments_detected") == {("anomaly", "no_activity"): 1}
+        assert counts(out, "moments_tasks_deferred") == {("suspended",): 1}
+        assert counts(out, "moments_tasks_suppressed") == {("no_activity", "suspended"): 1}
+        assert counts(out, "moments_tasks_published") == {}
+
+    def test_a_silence_reactivated_after_a_long_suspension_goes_out_at_once(self) -> None:
+        """The line active again on 11-25 at 12:00, the silence still going on: the task
+        the last close made again waits for the line and goes out then; the suspension
+        counted once (its first task's deferral and drop)."""
+        events = [
+            use("2026-11-01"),
+            suspend("2026-11-01"),
+            ev(EventType.PROFILE, at("2026-11-25", "12:00"), status="active"),
+        ]
+        out = backtest(NO_GATES + "rules:" + SILENCE, events, at("2026-12-06"))
+        assert counts(out, "moments_tasks_deferred") == {("suspended",): 1}
+        assert counts(out, "moments_tasks_suppressed") == {("no_activity", "suspended"): 1}
+        assert counts(out, "moments_tasks_published") == {("sms", "no_activity"): 1}
+        assert [p.at for p in out.published] == [
+            dt.datetime.fromisoformat(at("2026-11-25", "12:00")).timestamp()
+        ]
+        (task,) = [orjson.loads(p.payload) for p in out.published]
+        assert "counted" not in task  # dispatch's own, not published
 
     def test_a_silence_first_made_at_a_later_close_counts_its_deferral(self) -> None:
         """The silence is due at the 11-09 midnight close, opted out of SMS; the opt-out
