@@ -82,6 +82,9 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         suppressed_by_type.append({**labels, "tasks": int(value)})
     deferred = {labels["reason"]: int(v) for labels, v in result.counter("moments_tasks_deferred")}
     merged = {labels["moment_type"]: int(v) for labels, v in result.counter("moments_tasks_merged")}
+    overflow = [
+        {**labels, "tasks": int(v)} for labels, v in result.counter("moments_tasks_overflow")
+    ]
     shadow = [
         {**labels, "moments": int(v)}
         for labels, v in result.counter("moments_shadow_moments")
@@ -127,6 +130,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         ),
         "deferred": dict(sorted(deferred.items())),
         "merged": dict(sorted(merged.items())),
+        "overflow": sorted(overflow, key=lambda r: (r["policy"], r["moment_type"])),
         "top_rules": top_rules(rules, joined, top),
         "shadow": sorted(shadow, key=lambda r: (r["rule_id"], r["outcome"], r["reason"])),
         "days": report_days(result, {day for day, _ in per_day["family"]}),
@@ -629,6 +633,14 @@ def sections(
     out.append(
         ("Deferred by reason", ["reason", "tasks"], [[k, v] for k, v in report["deferred"].items()])
     )
+    if report.get("overflow"):
+        out.append(
+            (
+                "Overflow: moments over their channel's capacity, by what became of them",
+                ["policy", "moment type", "tasks"],
+                [[r["policy"], r["moment_type"], r["tasks"]] for r in report["overflow"]],
+            )
+        )
     out.append(
         (
             "Merged: moments that joined a subscriber's waiting task (the group's highest "

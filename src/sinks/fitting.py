@@ -101,6 +101,30 @@ class CapacityFitting:
         tasks, their own fallback to SMS unused, counted as the manager rule's.
         A fallback the customer opted out of (`opted_out`: the gates judged only the
         channel a moment was made for) is none: the moment waits or is dropped."""
+        over: list[ServiceTask] = []
+        fit = await self._fit(r, at, opted_out, over)
+        # Each moment whose own channel was refused, by what became of it in this decision
+        # (not its rule's policy): `fallback` only when it goes out on its fallback channel
+        # now; one waiting (for the next day, or for its fallback's hours or quiet hours)
+        # `defer`, judged again and counted again when it is released; one dropped (its
+        # wait past its expiry) `drop`.
+        waits = {m.task_id for m in fit.wait}
+        dropped = {m.task_id for m in fit.dropped}
+        for m in over:
+            applied = (
+                OverflowPolicy.DEFER
+                if m.task_id in waits
+                else OverflowPolicy.DROP
+                if m.task_id in dropped
+                else OverflowPolicy.FALLBACK
+            )
+            self.dm.overflow.labels(m.moment.type, applied.value).inc()
+        return fit
+
+    async def _fit(
+        self, r: Route, at: dt.datetime, opted_out: frozenset[str], over: list[ServiceTask]
+    ) -> Fit:
+        """`fit`, with the moments whose own channel was refused added to `over`."""
         later = next_day_start(at, self.policy.zone, self.policy.next_day_at).timestamp()
         fit = Fit(later=later)
         own = {m.task_id: m for m in r.moments}
@@ -114,20 +138,14 @@ class CapacityFitting:
                 other = overflow.channel if overflow.policy is OverflowPolicy.FALLBACK else None
                 if other is not None and other not in refused and other.value not in opted_out:
                     send.append(m.model_copy(update={"channel": other}))
-                    applied = OverflowPolicy.FALLBACK
                 elif overflow.policy is not OverflowPolicy.DROP and later <= self.policy.last_send(
                     m
                 ):
                     fit.wait.append(own[m.task_id])
-                    applied = OverflowPolicy.DEFER
                 else:
                     fit.dropped.append(own[m.task_id])
-                    applied = OverflowPolicy.DROP
                 if m is own[m.task_id]:  # its own channel refused (once a moment)
-                    # What became of it, not its rule's policy: a fallback the customer
-                    # opted out of (or refused already) waits or is dropped, and a wait
-                    # past its expiry is a drop.
-                    self.dm.overflow.labels(m.moment.type, applied.value).inc()
+                    over.append(m)
             if not send:
                 return fit
             task = merge_tasks(part_id(r.carrier_id, send), send)

@@ -233,6 +233,27 @@ class TestReportNumbers:
         assert (pool["needed"], pool["taken"], pool["configured"]) == (1, 1, 1)  # SH's call
         assert (DAY1.isoformat(), "SH", "manager") not in capacity  # not "unlimited" beside it
 
+    def test_the_report_counts_overflow_as_the_stream_does(self, tmp_path: Path) -> None:
+        """A fallback to SMS, whose pool is full too: the manager tasks over their pool
+        never went out on SMS; the Overflow table (the stream's counter) says they wait for
+        the next day, as `deferred` does, not `fallback` (3 were)."""
+        policy = DispatchPolicy.model_validate(
+            {
+                "capacity": {"NJ": {"manager": NJ_MANAGER_LIMIT, "sms": 0}},
+                "reserved_share": 0,
+                "overflow": {"*": {"policy": "fallback", "channel": "sms"}},
+                "merge": {"window": "30m", "hold_channels": []},
+            }
+        )
+        result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"), policy)
+        report = build_report(result)
+        assert report["deferred"] == {"capacity": 5}
+        assert report["overflow"] == [
+            {"moment_type": "big_topup", "policy": "defer", "tasks": 3},
+            {"moment_type": "small_topup", "policy": "defer", "tasks": 2},
+        ]
+        assert "Overflow: moments over their channel's capacity" in markdown(report)
+
     def test_a_task_waits_for_capacity_and_goes_the_next_morning(self, tmp_path: Path) -> None:
         """Overflow `defer`: the third and fourth NJ calls wait for 09:00 the next day and
         go then, on that day's capacity; the day-2 call at 10:00 then finds no room."""

@@ -125,3 +125,48 @@ class TestOverflowOfADeferral:
     def test_one_that_waits_is_counted_as_defer(self) -> None:
         counts, _ = overflow([call(STAYS, dt.timedelta(days=3))], calls_full(DEFER))
         assert counts == {"defer": 1}
+
+
+def both_full(overflow: dict[str, object]) -> DispatchPolicy:
+    """No call capacity and no SMS capacity; `overflow` per rule id."""
+    return DispatchPolicy.model_validate(
+        {
+            "timezone": "Asia/Shanghai",
+            "capacity": {"*": {"outbound_call": 0, "sms": 0}},
+            "reserved_share": 0,
+            "overflow": overflow,
+            "merge": {"hold_channels": []},
+        }
+    )
+
+
+class TestOverflowOfARefusedFallback:
+    """A moment moved to its fallback channel that is refused there too never went out
+    on it: counted as what became of it, not `fallback` (it was)."""
+
+    def test_one_whose_fallback_is_full_and_that_expires_first_is_counted_as_drop(self) -> None:
+        counts, sent = overflow([call(STAYS, dt.timedelta(hours=2))], both_full(FALLBACK))
+        assert counts == {"drop": 1}
+        assert sent == []
+
+    def test_one_whose_fallback_is_full_that_waits_is_counted_as_defer(self) -> None:
+        counts, sent = overflow([call(STAYS, dt.timedelta(days=3))], both_full(FALLBACK))
+        assert counts == {"defer": 1}
+        assert sent == []
+
+    def test_one_whose_fallback_is_not_worked_yet_is_counted_as_defer(self) -> None:
+        """SMS worked from 12:00: at 10:30 the moment waits for it (and its release judges
+        its own channel again, counting what becomes of it then)."""
+        policy = DispatchPolicy.model_validate(
+            {
+                "timezone": "Asia/Shanghai",
+                "capacity": {"*": {"outbound_call": 0}},
+                "reserved_share": 0,
+                "overflow": FALLBACK,
+                "merge": {"hold_channels": []},
+                "hours": {"sms": "12:00-20:00"},
+            }
+        )
+        counts, sent = overflow([call(STAYS, dt.timedelta(hours=6))], policy)
+        assert counts == {"defer": 1}
+        assert sent == []
