@@ -35,7 +35,7 @@ TASK = "silence-task"
 
 def silence_task(at: float) -> ServiceTask:
     when = dt.datetime.fromtimestamp(at, dt.UTC)
-    expires = when + dt.timedelta(hours=1)
+    expires = when + dt.timedelta(hours=3)
     return ServiceTask(
         task_id=TASK,
         subscriber_id=SUB,
@@ -105,7 +105,14 @@ async def test_a_task_made_again_for_a_suspended_line_is_counted_once(
     assert entry is not None
     assert orjson.loads(entry[1:])["counted"] is True
 
-    clock.now += 7200  # still suspended past its expiry
+    clock.now += 3700  # the hourly look at a suspended line's tasks parks it again
+    await sink.release_due()
+    assert await stores.ledger.state(TASK) == "deferred"
+    entry = await stores.ledger.get(TASK)
+    assert entry is not None
+    assert orjson.loads(entry[1:])["counted"] is True
+
+    clock.now += 10800  # still suspended past its expiry
     await sink.release_due()
     assert await stores.ledger.state(TASK) == "dropped"
     assert total(metrics, "moments_tasks_deferred") == 0
