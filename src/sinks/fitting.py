@@ -118,6 +118,8 @@ class CapacityFitting:
                 if m.task_id in dropped
                 else OverflowPolicy.FALLBACK
             )
+            if applied is OverflowPolicy.DROP and m.counted:
+                continue  # nor is its drop counted (`TaskSink._gone`): its first task's was
             self.dm.overflow.labels(m.moment.type, applied.value).inc()
         return fit
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import orjson
 
-from moments.backtest import BacktestResult
+from moments.backtest import BacktestResult, run_backtest
+from moments.backtest_input import FileEvent
 from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import run_pipeline
 from moments.sweep import sweep
+from sinks.policy import DispatchPolicy
 
 from .rules.helpers import (
     BIRTHDAY,
@@ -210,6 +212,37 @@ class TestLiveRules:
         ]
         (task,) = [orjson.loads(p.payload) for p in out.published]
         assert "counted" not in task  # dispatch's own, not published
+
+    def test_a_lead_whose_task_capacity_drops_each_day_is_dropped_once(self) -> None:
+        """No SMS capacity over the 20-day lead (a 48h task, overflow `drop`): the offer is
+        dropped once. Each day after a dropped task expired, the look made it again,
+        taking the dropped entry over, and capacity dropped it again, counted again (10
+        `capacity` suppressions and 10 overflow drops for one moment)."""
+        policy = DispatchPolicy.model_validate(
+            {
+                "capacity": {"*": {"sms": 0}},
+                "reserved_share": 0,
+                "overflow": {"*": {"policy": "drop"}},
+            }
+        )
+        lines = [
+            FileEvent(
+                dt.datetime.fromisoformat(str(value["occurred_at"])).timestamp(),
+                kind,
+                str(value["subscriber_id"]).encode(),
+                orjson.dumps(value),
+            )
+            for kind, value in [contract()]
+        ]
+        out = run_backtest(
+            rules_from(NO_GATES + "rules:" + CONTRACT),
+            lines,
+            policy,
+            until=dt.datetime.fromisoformat(at("2026-11-21")),
+        )
+        assert counts(out, "moments_tasks_suppressed") == {("contract_expiry_near", "capacity"): 1}
+        assert counts(out, "moments_tasks_overflow") == {("contract_expiry_near", "drop"): 1}
+        assert counts(out, "moments_tasks_published") == {}
 
     def test_a_silence_first_made_at_a_later_close_counts_its_deferral(self) -> None:
         """The silence is due at the 11-09 midnight close, opted out of SMS; the opt-out
