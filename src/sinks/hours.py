@@ -287,9 +287,9 @@ def quiet_holds(task: ServiceTask) -> bool:
 
 def published(task: ServiceTask) -> ServiceTask:
     """The task as consumers get it: `quiet_hours` only when they hold back its channel,
-    as the contract says, without the channels they hold (dispatch's own), nor `counted`
-    (dispatch's own too); every time in
-    the offset of its `triggered_at` (`on_its_clock`)."""
+    as the contract says, without the channels they hold (dispatch's own), and without
+    `counted` (dispatch's own too); every time in the offset of its `triggered_at`
+    (`on_its_clock`)."""
     update: dict[str, Any] = on_its_clock(task)
     quiet = task.quiet_hours
     if quiet is not None and quiet.channels is not None:

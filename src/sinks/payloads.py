@@ -13,8 +13,8 @@ from moments.models import ServiceTask
 
 def task_bytes(task: ServiceTask) -> bytes:
     """The task's JSON; with `counted` (dispatch's own, left out of every dump) when it is
-    set: only the payload of a task that waits has it (`published` clears it). One check,
-    not an `exclude_if` callable, which cost every task's dump a Python call."""
+    set: only the payload of a task that waits has it (`published` clears it). One check
+    here rather than an `exclude_if` callable, which pydantic calls at every task's dump."""
     data = task.model_dump(mode="json")
     if task.counted:
         data["counted"] = True
