@@ -127,7 +127,7 @@ class TestOverflowOfADeferral:
         assert counts == {"defer": 1}
 
 
-def both_full(overflow: dict[str, object]) -> DispatchPolicy:
+def both_full(overflow: Mapping[str, object]) -> DispatchPolicy:
     """No call capacity and no SMS capacity; `overflow` per rule id."""
     return DispatchPolicy.model_validate(
         {

@@ -85,7 +85,7 @@ async def test_a_task_made_again_for_a_suspended_line_is_counted_once(
         else memory_stores(clock, ttl_seconds=864000)
     )
     metrics = Metrics()
-    producer = CollectingProducer(clock)  # type: ignore[arg-type]
+    producer = CollectingProducer(clock)
     sink = TaskSink(producer, "tasks", stores, metrics, DispatchPolicy(), clock=clock)
     suspended = ProfileEvent(
         event_id="p1",
