@@ -230,7 +230,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         default = EventType(args.event_type) if args.event_type else None
         files = [EventFile(p, default) for p in args.events]
         if args.profiles is not None:
-            files.insert(0, EventFile(args.profiles, EventType.PROFILE))
+            files.insert(0, EventFile(args.profiles, EventType.PROFILE, profiles=True))
         hi = end.timestamp() if end is not None else float("inf")
         with file_bar(console, label, files) as bar:
             result = run_backtest(

@@ -329,12 +329,20 @@ def unzipped(raw: IO[bytes], path: Path) -> tuple[IO[bytes], WholeLines]:
     return cast(IO[bytes], io.BufferedReader(whole, buffer_size=1 << 16)), whole
 
 
-def not_an_events_file(path: Path) -> str | None:
+def not_an_events_file(path: Path, profiles: bool = False) -> str | None:
     """Why `path` cannot be read as an events file, or None: it is missing, a folder, or
     no regular file (a pipe, as `<(zcat a.gz)` gives, or a device), each with what to pass.
-    All three read "no such file", which sent the user looking for a typo."""
+    All three read "no such file", which sent the user looking for a typo. `profiles`: the
+    file of `--profiles`, named so (a missing one was told to "pass an events file", with
+    the events files there and read)."""
     if path.is_file():
         return None
+    if profiles and not path.exists():
+        return (
+            f"{path}: no such file, given to --profiles; pass the profiles snapshot (profile "
+            "events, .jsonl or .csv, .gz too), or leave --profiles out when the --events "
+            "files hold the profiles"
+        )
     if path.is_dir():
         return f"{path}: a folder; pass the files in it ({path}/*.jsonl.gz, say)"
     if path.exists():
@@ -354,8 +362,11 @@ class EventFile:
     """One file, read line by line; `position` (bytes of the file on disk read so far)
     drives the progress bar, for gzip too."""
 
-    def __init__(self, path: Path, default_type: EventType | None = None) -> None:
-        if (unreadable := not_an_events_file(path)) is not None:
+    def __init__(
+        self, path: Path, default_type: EventType | None = None, profiles: bool = False
+    ) -> None:
+        """`profiles`: the file of `--profiles` (said so when it is missing)."""
+        if (unreadable := not_an_events_file(path, profiles)) is not None:
             raise EventFileError(unreadable)
         self.path = path
         self.default_type = default_type

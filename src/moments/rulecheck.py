@@ -160,7 +160,7 @@ def check_rules(
 
     files = [EventFile(events, event_type)]
     if profiles is not None:
-        files.insert(0, EventFile(profiles, EventType.PROFILE))
+        files.insert(0, EventFile(profiles, EventType.PROFILE, profiles=True))
     offsets: dict[str, int] = {}
     records = []
     begins = None

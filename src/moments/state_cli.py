@@ -291,7 +291,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     try:  # a file missing is said by EventFile, as the backtest says it
         files = [EventFile(p, default) for p in args.events]
         if args.profiles is not None:
-            files.insert(0, EventFile(args.profiles, EventType.PROFILE))
+            files.insert(0, EventFile(args.profiles, EventType.PROFILE, profiles=True))
         hi = end.timestamp() if end is not None else float("inf")
         events = history(files, args.profiles is not None, hi)
         if chosen is not None:
