@@ -83,7 +83,15 @@ def _rules(settings: Settings) -> tuple[Finding, RuleSet | None]:
     except RulesError as exc:
         shown = [str(p) for p in exc.problems[:5]]
         more = len(exc.problems) - len(shown)
-        detail = "\n".join(shown + ([f"... and {more} more"] if more > 0 else []))
+        # The first five in a table cell, and the command that says them all (a check
+        # cut at five said only "... and N more", and nothing of where to read them).
+        said = f"`moments rules validate {settings.rules or 'PATH'}`"
+        tail = (
+            f"... and {more} more: {said} lists them all"
+            if more > 0
+            else f"{said} checks the rules again as you fix them"
+        )
+        detail = "\n".join([*shown, tail])
         return Finding("rules", Verdict.FAIL, detail), None
     return Finding("rules", Verdict.OK, f"{len(rules)} rule(s) from {where}"), rules
 

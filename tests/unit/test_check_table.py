@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import moments.check
@@ -61,3 +63,30 @@ def test_a_long_detail_is_wrapped_not_cut(
     assert "…" not in out, out
     assert column(out, 1) == STEP.replace(" ", ""), out
     assert column(out, 3) == DETAIL.replace(" ", ""), out
+
+
+RULE = """\
+  - id: r{n}
+    moment_type: typo
+    when: topup.balance_after < 5
+"""
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_refused_rules_name_the_command_that_says_them_all(tmp_path: Path, count: int) -> None:
+    """The rules row shows five problems, then said "... and N more" with nothing of
+    where to read them; it names `moments rules validate` with the file."""
+    from moments.check import _rules
+
+    path = tmp_path / "retention.yaml"
+    path.write_text("rules:\n" + "".join(RULE.format(n=n) for n in range(count)))
+    finding, rules = _rules(Settings(rules=path))
+    assert rules is None
+    assert finding.verdict is Verdict.FAIL
+    last = finding.detail.splitlines()[-1]
+    assert f"`moments rules validate {path}`" in last
+    if count > 1:  # more than five problems: cut, and said where to read them all
+        assert last.startswith("... and ")
+        assert last.endswith("lists them all")
+    else:
+        assert last.endswith("checks the rules again as you fix them")
