@@ -11,6 +11,7 @@ seed`, and what each was told:
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,98 @@ class TestMissingProfiles:
         assert main(argv) == 1
         said = " ".join(capsys.readouterr().err.split())
         assert f"{missing}: no such file; pass an events file" in said
+
+
+CSV_TEXT = "type\tevent_id\tsubscriber_id\toccurred_at\tamount\tchannel\r\n" + "".join(
+    f"topup\tt{n}\t1380000000{n}\t2026-11-10T1{n}:00:00+08:00\t50\tapp\r\n" for n in range(1, 4)
+)
+
+
+class TestUtf16:
+    @pytest.mark.parametrize(
+        ("name", "data", "convert"),
+        [
+            # Excel's "Unicode Text": UTF-16 LE with its mark, tab-separated, named .txt
+            (
+                "export.txt",
+                CSV_TEXT.encode("utf-16"),
+                "iconv -f UTF-16 -t UTF-8 {path} > export-utf8.csv",
+            ),
+            (
+                "export.csv",
+                CSV_TEXT.encode("utf-16"),
+                "iconv -f UTF-16 -t UTF-8 {path} > export-utf8.csv",
+            ),
+            (
+                "export.csv",
+                CSV_TEXT.encode("utf-16-le"),
+                "iconv -f UTF-16LE -t UTF-8 {path} > export-utf8.csv",
+            ),
+            (
+                "events.jsonl",
+                JSONL.decode().encode("utf-16"),
+                "iconv -f UTF-16 -t UTF-8 {path} > events-utf8.jsonl",
+            ),
+            (
+                "events.jsonl",
+                JSONL.decode().encode("utf-16-be"),
+                "iconv -f UTF-16BE -t UTF-8 {path} > events-utf8.jsonl",
+            ),
+            (
+                "export.csv.gz",
+                gzip.compress(CSV_TEXT.encode("utf-16")),
+                "zcat {path} | iconv -f UTF-16 -t UTF-8 | gzip > export-utf8.csv.gz",
+            ),
+        ],
+    )
+    @pytest.mark.parametrize(
+        "command", [["backtest", "--out", "{tmp}/o"], ["rules", "test", str(CATALOG)]]
+    )
+    def test_utf16_is_named_with_the_way_to_save_or_convert_it(
+        self,
+        tmp_path: Path,
+        name: str,
+        data: bytes,
+        convert: str,
+        command: list[str],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        path = tmp_path / name
+        path.write_bytes(data)
+        argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + ["--events", str(path)]
+        assert main(argv) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"{path}: UTF-16 text" in said
+        assert convert.format(path=path) in said
+        assert "not UTF-8 (byte" not in said  # the old words
+        assert "add a `type` column" not in said
+
+    def test_the_converted_file_is_read(self, tmp_path: Path) -> None:
+        """What the message tells to run (Python's codecs for iconv) makes a file that
+        is read: the Unicode Text export as CSV, its tabs between cells."""
+        from moments.backtest_input import EventFile
+
+        converted = tmp_path / "export-utf8.csv"
+        converted.write_bytes(CSV_TEXT.encode("utf-16").decode("utf-16").encode())
+        events = list(EventFile(converted))
+        assert [e.event_type.value for e in events] == ["topup"] * 3
+
+    @pytest.mark.parametrize(
+        ("name", "data"),
+        [
+            ("bom.csv", b"\xef\xbb\xbf" + CSV_TEXT.encode()),  # Excel's "CSV UTF-8"
+            ("semi.csv", CSV_TEXT.replace("\t", ";").encode()),  # a European locale
+            ("crlf.jsonl", JSONL.replace(b"\n", b"\r\n")),
+            ("bom.jsonl", b"\xef\xbb\xbf" + JSONL),
+        ],
+    )
+    def test_the_other_ways_excel_saves_are_read(
+        self, tmp_path: Path, name: str, data: bytes
+    ) -> None:
+        """UTF-8 with its mark, `;` between cells, CRLF line ends: read, as before (the
+        UTF-16 check looks at the first bytes only)."""
+        from moments.backtest_input import EventFile
+
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert len(list(EventFile(path))) == 3
