@@ -392,13 +392,19 @@ class Backtest:
         tick_s, batch_size = self.tick_s, self.batch_size
         live_from = out.live_from
         for at, event_type, key, value in events:
-            if live_from is not None and at >= live_from:
-                out.events_before_live_from, live_from = out.events, None
             if self._warming and at >= (self.report_from or 0):
                 if batch:
                     await self._step(batch)
                     batch = []
                 await self._end_warmup()
+            if live_from is not None and at >= live_from:
+                out.events_before_live_from = out.events
+                if self._live_starts_report(live_from):
+                    if batch:
+                        await self._step(batch)
+                        batch = []
+                    await self._go_live(live_from)
+                live_from = None
             if at and int(at) // SWEEP_BUCKET_S > self.swept_bucket:
                 # The hours this event enters begin with their sweeps, before it is applied.
                 if batch:
@@ -429,6 +435,12 @@ class Backtest:
             await self._step(batch)
         if self._warming:
             await self._end_warmup()
+        if live_from is not None and self._live_starts_report(live_from):
+            # The report begins at the cut-over, after the last event: with --to beyond
+            # it, what event time runs on to from there is the report's.
+            if until is not None and until > live_from and self.clock.now > 0:
+                await self._sweep_through(live_from - 1)
+            out.snapshot_counters()
         if until is not None and self.clock.now > 0:  # else no event time to run on from:
             await self._run_on(until)  # it swept every hour since 1970 (8 s of nothing)
         out.clock_end = until if until is not None else out.last_event
@@ -451,6 +463,20 @@ class Backtest:
             await self._sweep_through(self.report_from - 1)
             await self._advance(self.report_from)
         self.result.warmup_events = self.result.events
+        self.result.snapshot_counters()
+
+    def _live_starts_report(self, live_from: float) -> bool:
+        """Whether the report begins at the cut-over (`--live-from` after `--from`, or
+        alone), not at `--from`."""
+        return self.report_from is None or self.report_from < live_from
+
+    async def _go_live(self, live_from: float) -> None:
+        """The cut-over begins the report: the hours before it are swept (their moments
+        are the warm-up's, making no task) and the counters noted, so that the tables
+        read from them (suppressed, deferred, merged, shadow moments) count the live
+        period only, as its tasks and days do. Counted from the first event, the shadow
+        table listed every moment before the cut-over as a shadow rule's."""
+        await self._sweep_through(live_from - 1)
         self.result.snapshot_counters()
 
     async def _step(self, records: list[RawRecord]) -> None:

@@ -92,11 +92,14 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
     ]
     return {
         "summary": {
-            "events": result.events - result.warmup_events,
+            "events": reported_events(result),
             "warmup_events": result.warmup_events,
             "events_before_live_from": result.events_before_live_from,
             "warmup_tasks": result.warmup_tasks,
             "report_from": _iso(result.report_from, zone),
+            "report_start": _iso(report_start(result), zone)
+            if result.report_from is not None or result.live_from is not None
+            else None,
             "tasks": len(result.reported),
             "first_event": _iso(result.first_event, zone),
             "last_event": _iso(result.last_event, zone),
@@ -141,6 +144,13 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
 
 WHOLE_DAY_SLACK_S = 3600.0
 """A report day the history misses less than this of, at either end, counts as whole."""
+
+
+def reported_events(result: BacktestResult) -> int:
+    """The events dated from the report's start: after the warm-up before `--from` and the
+    events before `--live-from`, whichever ends later (a cut-over's report counted every
+    event of the history, the months before it too, beside tasks of the live days)."""
+    return result.events - max(result.warmup_events, result.events_before_live_from)
 
 
 def report_start(result: BacktestResult) -> float | None:
@@ -231,6 +241,12 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
     elif start is not None and result.events == result.warmup_events:
         last = _iso(result.last_event, zone)
         out.append(f"Every event is before --from (the last at {last}): nothing to report.")
+    elif result.live_from is not None and result.events == result.events_before_live_from:
+        last = _iso(result.last_event, zone)
+        out.append(
+            f"Every event is before --live-from (the last at {last}): the report has only "
+            "what event time runs on to after it (--to)."
+        )
     if start is not None and result.first_event is not None:
         warm = start - result.first_event
         settle, what = settling_period(rules)
@@ -531,8 +547,8 @@ def sections(
             ["figure", "value"],
             [
                 *ran,
-                ["report from", s["report_from"] or "the first event"],
-                ["events reported", s["events"]],
+                ["report from", s.get("report_start") or s["report_from"] or "the first event"],
+                ["events reported (from the report's start)", s["events"]],
                 *(
                     [
                         ["warm-up events (before --from)", s["warmup_events"]],

@@ -1327,9 +1327,14 @@ def test_a_cut_overs_events_before_it_are_counted_in_the_summary(tmp_path: Path)
     summary = orjson.loads((out / "report.json").read_bytes())["summary"]
     day1 = sum(1 for t in SCENARIO if t.day == DAY1)
     assert summary["events_before_live_from"] == day1
-    assert summary["events"] == len(SCENARIO)  # reported: the report starts at the first
+    # Reported: those from the cut-over on, where the report's days and tasks begin (it
+    # counted the whole history, and said the report began at the first event).
+    assert summary["events"] == len(SCENARIO) - day1
+    assert summary["report_start"] == f"{DAY2.isoformat()}T00:00:00+08:00"
     md = (out / "report.md").read_text()  # the terminal's rows, unwrapped
     assert f"| events before --live-from (state built, no task) | {day1} |" in md
+    assert f"| events reported (from the report's start) | {len(SCENARIO) - day1} |" in md
+    assert f"| report from | {DAY2.isoformat()}T00:00:00+08:00 |" in md
     assert "warm-up events (before --from)" not in md  # no --from
     assert main(["backtest", *args, "--from", DAY2.isoformat(), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()

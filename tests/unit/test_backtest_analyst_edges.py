@@ -203,6 +203,25 @@ class TestLiveFromDays:
             {"day": "2026-11-12", "family": "first_time", "tasks": 11}
         ]
 
+    def test_the_tables_count_the_live_days_only(self, tmp_path: Path) -> None:
+        """The tables read from the counters (shadow moments, suppressed, deferred,
+        merged) counted from the first event: every moment before the cut-over was listed
+        in "Shadow rules: what they would have done", 22 first top-ups of the two days
+        before, beside 11 tasks of the live day."""
+        report = self.run(tmp_path, "2026-11-12")
+        assert report["shadow"] == []
+        summary = report["summary"]
+        assert summary["events"] == 11  # type: ignore[index]
+        assert summary["events_before_live_from"] == 22  # type: ignore[index]
+        tasks = sum(r["tasks"] for r in report["tasks_per_day"]["family"])  # type: ignore[index]
+        assert tasks == 11
+
+    def test_every_event_before_the_cut_over_is_said(self, tmp_path: Path) -> None:
+        report = self.run(tmp_path, "2026-11-20")
+        assert report["summary"]["events"] == 0  # type: ignore[index]
+        assert report["shadow"] == []
+        assert any("Every event is before --live-from" in w for w in report["warnings"])  # type: ignore[attr-defined]
+
     def test_a_cut_over_within_a_day_makes_it_a_day_in_part(self, tmp_path: Path) -> None:
         report = self.run(tmp_path, "2026-11-11T14:00:00+08:00")
         assert report["days"] == ["2026-11-11", "2026-11-12"]
