@@ -46,6 +46,14 @@ def _fields(task: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def carried(task: Mapping[str, Any]) -> list[str]:
+    """The rules of the moments a task carries for rules other than its lead's (merged
+    into it, in its `related`); a second moment of the lead's own rule is not another's."""
+    lead = str(task["moment"]["rule_id"])
+    joined = (str(r["moment"]["rule_id"]) for r in task.get("related") or ())
+    return [rule_id for rule_id in joined if rule_id != lead]
+
+
 def top_rules(led: Counter[str], joined: Counter[str], top: int) -> list[dict[str, Any]]:
     """The rules whose moments reached most customers: the tasks each leads (`tasks`) and
     its moments carried in another rule's task (`merged_into_others`: a call that says
@@ -70,10 +78,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         for d in DIMENSIONS:
             per_day[d][(day, f[d])] += 1
         rules[f["rule_id"]] += 1
-        for related in task.get("related") or ():
-            rule_id = str(related["moment"]["rule_id"])
-            if rule_id != f["rule_id"]:  # a second moment of the task's own rule: not another's
-                joined[rule_id] += 1
+        joined.update(carried(task))
         sent[(day, f["region"], f["channel"])] += 1
     suppressed: Counter[str] = Counter()
     suppressed_by_type: list[dict[str, Any]] = []
@@ -391,6 +396,10 @@ class RuleDiff:
     added: int = 0
     removed: int = 0
     changed: int = 0
+    merged_into_others: tuple[int, int] = (0, 0)
+    """The rule's moments carried in other rules' tasks, baseline and candidate: a rule
+    whose moments only join other rules' calls leads no task, and read `0 0 0`, as one
+    that does nothing."""
 
 
 @dataclass
@@ -408,12 +417,22 @@ class Comparison:
             out.added += d.added
             out.removed += d.removed
             out.changed += d.changed
+            before, after = out.merged_into_others
+            out.merged_into_others = (
+                before + d.merged_into_others[0],
+                after + d.merged_into_others[1],
+            )
         return out
 
     def as_dict(self) -> dict[str, Any]:
         t = self.totals()
         return {
-            "totals": {"added": t.added, "removed": t.removed, "changed": t.changed},
+            "totals": {
+                "added": t.added,
+                "removed": t.removed,
+                "changed": t.changed,
+                "merged_into_others": list(t.merged_into_others),
+            },
             "per_rule": [
                 {
                     "rule_id": r,
@@ -421,6 +440,11 @@ class Comparison:
                     "removed": d.removed,
                     "changed": d.changed,
                     **({"rule": self.presence[r]} if r in self.presence else {}),
+                    **(
+                        {"merged_into_others": list(d.merged_into_others)}
+                        if any(d.merged_into_others)
+                        else {}
+                    ),
                 }
                 for r, d in sorted(self.per_rule.items())
             ],
@@ -501,6 +525,14 @@ def compare(
     for task_id, task in old.items():
         if task_id not in new:
             diff(task).removed += 1
+    before = Counter(r for t in old.values() for r in carried(t))
+    after = Counter(r for t in new.values() for r in carried(t))
+    for rule_id in sorted(before | after):
+        d = out.per_rule.get(rule_id)
+        if d is None and before[rule_id] == after[rule_id]:
+            continue  # in both, leading the same tasks and joining as many
+        d = out.per_rule.setdefault(rule_id, RuleDiff())
+        d.merged_into_others = (before[rule_id], after[rule_id])
     return out
 
 
@@ -684,10 +716,19 @@ def sections(
         c = report["comparison"]
         out.append(
             (
-                "Compared with the baseline rules",
-                ["rule", "added", "removed", "changed"],
-                [[_rule_label(r), r["added"], r["removed"], r["changed"]] for r in c["per_rule"]]
-                + [["total", c["totals"]["added"], c["totals"]["removed"], c["totals"]["changed"]]],
+                "Compared with the baseline rules: tasks each rule leads, added, removed and "
+                "changed; its moments carried in other rules' tasks, baseline -> candidate",
+                ["rule", "added", "removed", "changed", "merged into others"],
+                [
+                    [
+                        _rule_label(r),
+                        r["added"],
+                        r["removed"],
+                        r["changed"],
+                        _arrow(r.get("merged_into_others", (0, 0))),
+                    ]
+                    for r in [*c["per_rule"], {"rule_id": "total", **c["totals"]}]
+                ],
             )
         )
         if c.get("per_moment_type"):

@@ -379,6 +379,7 @@ class TestComparison:
             "added": moved,
             "removed": moved + 1,
             "changed": kept_big + kept_small,
+            "merged_into_others": [0, 0],
         }
 
 

@@ -3,10 +3,11 @@ seed`, and what each was told:
 
 - a `--profiles` file that is not there was told "pass an events file (.jsonl, .csv,
   .gz)", the events files given and read: the message names `--profiles` and its fix;
-- a file saved by Excel as "Unicode Text" or "CSV UTF-16" (UTF-16, a byte-order mark
-  first) was told "not UTF-8 (byte 0xff)" as CSV, and as JSON lines a dump of its bytes
-  and "no JSON lines file"; one without the mark "add a `type` column", beside one. Each
-  is named UTF-16, with the way to save or convert it.
+- a file saved by Excel as "Unicode Text" or by Notepad as "Unicode" (UTF-16, a
+  byte-order mark first) was told "not UTF-8 (byte 0xff)" as CSV, and as JSON lines a
+  dump of its bytes and "no JSON lines file"; one without the mark "add a `type`
+  column", beside one. Each is named UTF-16, with the way to save or convert it;
+- a rule whose moments only join other rules' tasks read `0 0 0` in the comparison.
 """
 
 from __future__ import annotations
@@ -149,3 +150,69 @@ class TestUtf16:
         path = tmp_path / name
         path.write_bytes(data)
         assert len(list(EventFile(path))) == 3
+
+
+class TestARuleThatOnlyJoins:
+    """A rule whose moments only ever join other rules' waiting tasks leads none: the
+    comparison's per-rule table showed it `first_topup_channel (new) 0 0 0`, as a rule
+    that did nothing, where its top-up was said in a call. It shows the moments carried
+    in other rules' tasks, baseline -> candidate."""
+
+    def test_the_comparison_shows_what_it_carries(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import orjson
+
+        policy = tmp_path / "policy.yaml"
+        policy.write_text("merge: {window: 30m, hold_channels: [manager]}\n")
+        sub = "13800000010"
+        docs = [
+            {
+                "type": "profile", "event_id": "p1", "subscriber_id": sub,
+                "occurred_at": "2026-11-02T08:00:00+08:00", "region": "NJ", "tier": "gold",
+                "status": "active",
+            },
+            {  # a competitor's hotline: a manager call, held 30 minutes for others to join
+                "type": "usage", "event_id": "u1", "subscriber_id": sub,
+                "occurred_at": "2026-11-02T10:00:00+08:00", "region": "NJ", "kind": "voice",
+                "quantity": 60, "counterparty": "10010",
+            },
+            {  # the first top-up: its moment joins the call
+                "type": "topup", "event_id": "t1", "subscriber_id": sub,
+                "occurred_at": "2026-11-02T10:10:00+08:00", "region": "NJ", "amount": 50,
+                "channel": "app", "balance_after": 80,
+            },
+        ]  # fmt: skip
+        history = tmp_path / "h.jsonl"
+        history.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+        text = CATALOG.read_text()  # the default catalog without first_topup_channel
+        start = text.index("  - id: first_topup_channel\n")
+        end = text.index("  - id: ", start + 1)
+        baseline = tmp_path / "baseline.yaml"
+        baseline.write_text(text[:start] + text[end:])
+        out = tmp_path / "out"
+        argv = [
+            "backtest", "--events", str(history), "--rules", str(CATALOG),
+            "--baseline-rules", str(baseline), "--policy", str(policy),
+            "--to", "2026-11-03", "--out", str(out),
+        ]  # fmt: skip
+        assert main(argv) == 0
+        tasks = [orjson.loads(line) for line in (out / "tasks.jsonl").read_bytes().splitlines()]
+        (call,) = tasks
+        assert [r["moment"]["rule_id"] for r in call["related"]] == ["first_topup_channel"]
+        comparison = orjson.loads((out / "report.json").read_bytes())["comparison"]
+        per_rule = {r["rule_id"]: r for r in comparison["per_rule"]}
+        assert per_rule["first_topup_channel"] == {
+            "rule_id": "first_topup_channel",
+            "added": 0,
+            "removed": 0,
+            "changed": 0,
+            "rule": "new",
+            "merged_into_others": [0, 1],
+        }
+        assert per_rule["competitor_hotline_call"]["changed"] == 1  # the call says both
+        assert comparison["totals"]["merged_into_others"] == [0, 1]
+        md = (out / "report.md").read_text()
+        assert "| first_topup_channel (new) | 0 | 0 | 0 | 0 -> 1 |" in md
+        terminal = " ".join(capsys.readouterr().out.split())
+        assert "merged into others" in terminal
