@@ -29,7 +29,7 @@ from moments.batchresult import BatchResult, give_back_cooldowns
 from moments.engine import Detector
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, InputEvent, ServiceTask
-from moments.records import OUT_OF_TIME, RawRecord
+from moments.records import OUT_OF_TIME, RawRecord, SuppressReason
 from moments.runtime import record_batch
 from moments.store import StateStore
 from moments.sweep import sweep
@@ -258,6 +258,9 @@ class BacktestResult:
     """Events dated before `live_from`: they built the state and made no task."""
     warmup_tasks: int = 0
     """Tasks the warm-up made before its last caps' period, left undispatched."""
+    dropped_from_warmup: Counter[str] = field(default_factory=Counter)
+    """Moments detected before `report_from` and dropped after it, by moment type: in
+    the report period's `moments_tasks_suppressed`, not of the moments it detected."""
     warmup_counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(
         default_factory=dict
     )
@@ -300,6 +303,23 @@ class BacktestResult:
                     self.warmup_counts[key] = sample.value
 
 
+class WarmupAwareSink(TaskSink):
+    """The stream's sink, that also counts the moments detected before `--from` and
+    dropped after it (`before_report`, by moment type), so that the comparison's figures
+    per moment type are those of the moments the report period detected: a task that
+    waited across `--from` (quiet hours, a cap, next-day capacity) and was dropped after
+    it counted under `suppressed` with no `detected` (the counters are the stream's).
+    Used only with `--from`: without it there is nothing to tell apart."""
+
+    report_from: float = float("-inf")
+    before_report: Counter[str]
+
+    def _suppressed(self, task: ServiceTask, reason: SuppressReason) -> None:
+        super()._suppressed(task, reason)
+        if task.triggered_at.timestamp() < self.report_from:
+            self.before_report[task.moment.type] += 1
+
+
 Progress = Callable[[int], None]
 """Called now and then with the number of events read so far."""
 
@@ -324,7 +344,7 @@ class Backtest:
             rules, {t.value: t for t in EventType}, returns_topic=RETURNS_TOPIC, live_from=live_from
         )
         self.returns = CollectedCooldownReturns(self.detector.cooled_rules)
-        self.sink = TaskSink(
+        self.sink = (TaskSink if report_from is None else WarmupAwareSink)(
             self.producer,
             TASKS_TOPIC,
             self.stores,
@@ -335,6 +355,9 @@ class Backtest:
             task_ttl=lambda rule_id, version: self.detector.rules.task_ttl(rule_id, version),
             returns=self.returns,
         )
+        if isinstance(self.sink, WarmupAwareSink) and report_from is not None:
+            self.sink.report_from = report_from
+            self.sink.before_report = Counter()  # the warm-up's own: in no figure
         self.state: StateStore = BacktestState()
         """Replaceable by another store (a test's `DictStateStore`): then every record
         is swept every hour, as on the stream."""
@@ -464,6 +487,8 @@ class Backtest:
             await self._advance(self.report_from)
         self.result.warmup_events = self.result.events
         self.result.snapshot_counters()
+        if isinstance(self.sink, WarmupAwareSink):  # from here on, the report's
+            self.sink.before_report = self.result.dropped_from_warmup
 
     def _live_starts_report(self, live_from: float) -> bool:
         """Whether the report begins at the cut-over (`--live-from` after `--from`, or

@@ -1630,3 +1630,56 @@ def test_a_close_time_test_waiting_for_the_history_needs_the_window_it_began_in(
     result.live_from = live - 86400
     (warning,) = report_warnings(result, rules)
     assert warning.startswith("The warm-up before --live-from is 3.0 days, shorter than")
+
+
+def test_a_comparisons_moments_by_type_are_those_the_report_detected(tmp_path: Path) -> None:
+    """With --from, the figures per moment type counted a moment of the warm-up dropped or
+    published after it (a task that waited across --from) under `suppressed` or
+    `published`, with no `detected`: they added up to more than `detected` (a week
+    warmed up two days: 456 detected, 475 suppressed, 3 published). They count the
+    moments the report period detected, and what became of them."""
+    thanks = """
+  - id: thanks
+    description: A thank-you SMS for a large top-up
+    on: [topup]
+    condition: {field: amount, gte: 100}
+    task: {family: anomaly, type: thanks, channel: sms, priority: 5, action: thanks,
+           ttl: 1d, description: "Thanks"}
+"""
+    night = 13 * 60  # 23:00 on DAY1, when no SMS is sent: each waits for 08:00 on DAY2
+    topups = [
+        TopUp("13900000001", "NJ", DAY1, night, 150),  # sent at 08:00, NJ's one SMS slot
+        TopUp("13900000002", "NJ", DAY1, night + 30, 150),  # no slot left at 08:00: dropped
+        TopUp("13900000003", "SH", DAY2, 0, 150),  # the report's own: sent at once
+    ]
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(b"".join(orjson.dumps(t.event(n)) + b"\n" for n, t in enumerate(topups)))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(  # a contact cap: the warm-up's last day is dispatched, as its contacts
+        "hours: {sms: '08:00-21:00'}\nmerge: {hold_channels: []}\n"
+        "contact: {max_contacts: 9, period: 1d}\ncapacity: {NJ: {sms: 1}}\n"
+        "reserved_share: 0\noverflow: {thanks: {policy: drop}}\n"
+    )
+    out = tmp_path / "out"
+    argv = [
+        "backtest", "--events", str(history), "--rules",
+        str(write_rules(tmp_path / "new.yaml", extra=thanks)),
+        "--baseline-rules", str(write_rules(tmp_path / "base.yaml")), "--policy", str(policy),
+        "--from", DAY2.isoformat(), "--to", (DAY2 + dt.timedelta(days=1)).isoformat(),
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    tasks = [orjson.loads(line) for line in (out / "tasks.jsonl").read_bytes().splitlines()]
+    assert sorted(t["subscriber_id"] for t in tasks if t["moment"]["type"] == "thanks") == [
+        "13900000001",  # the night's, at 08:00
+        "13900000003",
+    ]
+    assert report["suppressed"] == {"capacity": 1}  # the night's other, at 08:00
+    (row,) = report["comparison"]["per_moment_type"]
+    assert row == {
+        "moment_type": "thanks",
+        "detected": [0, 1],
+        "suppressed": [0, 0],
+        "published": [0, 1],
+    }
