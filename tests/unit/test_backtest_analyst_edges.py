@@ -211,16 +211,16 @@ class TestLiveFromDays:
         report = self.run(tmp_path, "2026-11-12")
         assert report["shadow"] == []
         summary = report["summary"]
-        assert summary["events"] == 11  # type: ignore[index]
-        assert summary["events_before_live_from"] == 22  # type: ignore[index]
-        tasks = sum(r["tasks"] for r in report["tasks_per_day"]["family"])  # type: ignore[index]
+        assert summary["events"] == 11
+        assert summary["events_before_live_from"] == 22
+        tasks = sum(r["tasks"] for r in report["tasks_per_day"]["family"])
         assert tasks == 11
 
     def test_every_event_before_the_cut_over_is_said(self, tmp_path: Path) -> None:
         report = self.run(tmp_path, "2026-11-20")
-        assert report["summary"]["events"] == 0  # type: ignore[index]
+        assert report["summary"]["events"] == 0
         assert report["shadow"] == []
-        assert any("Every event is before --live-from" in w for w in report["warnings"])  # type: ignore[attr-defined]
+        assert any("Every event is before --live-from" in w for w in report["warnings"])
 
     def test_a_cut_over_within_a_day_makes_it_a_day_in_part(self, tmp_path: Path) -> None:
         report = self.run(tmp_path, "2026-11-11T14:00:00+08:00")
