@@ -22,6 +22,8 @@ own namespace; these are `moments_*` metrics in seconds on the worker's registry
   `moments_dependency_up{dependency="kafka"}` to 0; the next good one sets it to 1. A
   sample whose end offsets came back but not the log start offsets counts the error
   without marking Kafka down, and reads that sample's lag from the committed offsets.
+  The log start lookup has its own, shorter wait (`START_SHARE` of the sample's): one
+  that hangs costs only the start offsets, not the whole sample.
 
 `install(app, registry, topics, health=metrics, internal=[returns, outcomes])` wires
 them onto an app; `moments.worker` calls it.
@@ -48,6 +50,11 @@ LAG_INTERVAL_S = 5.0
 """How often lag is sampled; a Prometheus scrape interval of 15 s sees fresh values."""
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 REBALANCE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+START_SHARE = 0.75
+"""The log start lookup's wait, as a share of the sample's: a lookup that hangs is given
+up before the sample is, so the end offsets (asked at the same time) still make the lag,
+read from the committed offsets; with one wait for both, a hung start lookup made the
+whole sample fail (every partition's lag NaN, Kafka marked down while it answered)."""
 
 
 class ConsumerMetrics:
@@ -182,7 +189,8 @@ class LagSampler:
         if probe:
             try:
                 ends, starts = await asyncio.wait_for(
-                    _offsets(consumer, probe, assigned), self.timeout
+                    _offsets(consumer, probe, assigned, self.timeout * START_SHARE),
+                    self.timeout,
                 )
             except Exception as exc:  # a broker hiccup must not stop the timer
                 self.broker_failed(exc)
@@ -209,7 +217,7 @@ class LagSampler:
             log.warning(
                 "kafka did not answer the log start lookup of the lag sample (%s); the lag "
                 "is read from the committed offsets until it does",
-                _said(exc, self.timeout),
+                _said(exc, self.timeout * START_SHARE),
             )
 
     def broker_failed(self, exc: BaseException) -> None:
@@ -238,16 +246,19 @@ class LagSampler:
 
 
 async def _offsets(
-    consumer: Any, probe: list[TP], assigned: list[TP]
+    consumer: Any, probe: list[TP], assigned: list[TP], start_timeout: float
 ) -> tuple[Mapping[TP, int | None], Mapping[TP, int | None] | BaseException]:
     """The end offsets of `probe`, and the log start offsets of `assigned`, asked together;
-    a failed end lookup raises, a failed start lookup is returned as its error."""
+    a failed end lookup raises, a failed start lookup (or one not answered within
+    `start_timeout`) is returned as its error."""
     if not assigned:
         return await consumer.highwaters(*probe), {}
     ends: Mapping[TP, int | None] | BaseException
     starts: Mapping[TP, int | None] | BaseException
     ends, starts = await asyncio.gather(
-        consumer.highwaters(*probe), consumer.earliest_offsets(*assigned), return_exceptions=True
+        consumer.highwaters(*probe),
+        asyncio.wait_for(consumer.earliest_offsets(*assigned), start_timeout),
+        return_exceptions=True,
     )
     if isinstance(ends, BaseException):
         raise ends

@@ -322,6 +322,41 @@ class TestBrokerProbe:
         assert sample(registry, "moments_consumer_lag", **lag) == 30
         assert sample(registry, "moments_dependency_errors_total", **kafka) == 2
 
+    async def test_a_hung_log_start_lookup_costs_only_the_start_offsets(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """ListOffsets(earliest) that never answers, the end offsets answered: the lookup
+        shared the sample's one wait, so the whole sample timed out (every partition's lag
+        NaN, dependency_up{kafka} 0). Now the lookup is given up on its own shorter wait:
+        the lag is read from the committed offsets, the error counted, Kafka left up."""
+        registry = CollectorRegistry()
+        health = Metrics(registry)
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"], health=health, timeout=0.2)
+        tps = [TP("in.usage", 0), TP("in.usage", 1)]
+        kafka = {"dependency": "kafka"}
+
+        class FakeConsumer:
+            _committed_offset: Mapping[TP, int] = {tps[0]: 40, tps[1]: 90}
+
+            def assignment(self) -> set[TP]:
+                return set(tps)
+
+            async def highwaters(self, *asked: TP) -> dict[TP, int]:
+                return dict.fromkeys(asked, 100)
+
+            async def earliest_offsets(self, *asked: TP) -> dict[TP, int]:
+                await asyncio.Event().wait()  # never answers
+                return {}
+
+        with caplog.at_level(logging.WARNING, logger="moments.consumer_metrics"):
+            await sampler.sample(FakeConsumer())
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 60
+        assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="1") == 10
+        assert sample(registry, "moments_dependency_up", **kafka) == 1
+        assert sample(registry, "moments_dependency_errors_total", **kafka) == 1
+        assert "log start lookup of the lag sample (no answer within 0.15 s)" in caplog.text
+        assert "did not answer the lag sample" not in caplog.text
+
 
 class TestCommitTiming:
     async def test_only_commits_that_commit_something_are_timed(self) -> None:
