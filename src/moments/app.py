@@ -158,6 +158,10 @@ def register_agents(
     table.client = (settings.bootstrap_servers, kafka_client_kwargs(settings))  # bulk restores
     # A memory store drops standby records when a recovery ends: read them only for RocksDB.
     table.preload_standbys = settings.store == "rocksdb"
+    stale = runtime.metrics.stale_state_records
+    for partition in range(settings.partitions):  # from 0, so increase() sees the first
+        stale.labels(str(partition))
+    table.on_stale = lambda partition, count: stale.labels(str(partition)).inc(count)
     if settings.store == "memory":  # counting RocksDB's records would read every one
 
         async def count_records() -> None:

@@ -176,6 +176,9 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         applied here: a stale record after it must not bring the subscriber back."""
         self.stale_skipped = 0
         """Changelog records not applied: stamped below the record held (moments.fence)."""
+        self.on_stale: Callable[[int, int], None] | None = None
+        """Told (partition, count) of the records skipped as stale, as they are (the
+        worker counts them in `moments_state_stale_records_skipped_total`)."""
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         """Faust's recovery and standby copies: each record is applied unless it is stamped
@@ -219,8 +222,8 @@ class PreloadingTable(faust.Table[bytes, bytes]):
                 continue
             deleted_held = held_value is None and held is not None
             if not later_wins(later, value is None, held, deleted_held):
-                self.stale_skipped += 1
                 tp, partition, offset = message.tp, message.partition, message.offset
+                self._skipped(partition, 1)
                 again = _Message(tp, partition, offset, key, held_value)
                 yield _ChangelogEvent(again, key, held_value)
                 continue
@@ -231,6 +234,12 @@ class PreloadingTable(faust.Table[bytes, bytes]):
             if not unique:
                 seen[key] = (value, later)
             yield event
+
+    def _skipped(self, partition: int, count: int) -> None:
+        """`count` stale records of `partition` not applied."""
+        self.stale_skipped += count
+        if self.on_stale is not None:
+            self.on_stale(partition, count)
 
     def _new_store_by_url(self, url: str | URL) -> StoreT[bytes, bytes]:
         store = super()._new_store_by_url(url)
@@ -295,6 +304,8 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         count = standbys = 0
         before = self.stale_skipped
         for tp, part in read.items():
+            if part.kept.skipped:  # skipped in the read: a stale record after a newer one
+                self._skipped(tp.partition, part.kept.skipped)
             last = part.end - 1  # RocksDB keeps the highest offset applied
             stamps = part.kept.stamps
             events = (
@@ -322,7 +333,7 @@ class PreloadingTable(faust.Table[bytes, bytes]):
             else:
                 standbys += applied
         # Skipped in the read (a stale record after a newer one) and against the store.
-        skipped = sum(p.kept.skipped for p in read.values()) + self.stale_skipped - before
+        skipped = self.stale_skipped - before
         if skipped:
             _say_skipped(skipped)
         if count:

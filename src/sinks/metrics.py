@@ -294,6 +294,14 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.stale_state_records = Counter(
+            "moments_state_stale_records_skipped",
+            "State changelog records not restored: stamped by a previous owner of the "
+            "partition, they landed after a later owner's record of the same subscriber "
+            "(a write held up past a rebalance), by partition",
+            ["partition"],
+            registry=r,
+        )
         self.up_of = {dep: self.dependency_up.labels(dep.value) for dep in Dependency}
         """Each dependency's `moments_dependency_up` series, looked up once (`with_retry`
         sets it on every call: `labels()` took 1% of a backtest)."""

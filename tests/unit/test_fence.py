@@ -14,8 +14,10 @@ from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moments.app import create_app, group_ownership
+from moments import restore
+from moments.app import create_app, group_ownership, register_agents
 from moments.batchresult import BatchResult, StateChange
+from moments.engine import Detector
 from moments.fence import (
     HEADER,
     Fold,
@@ -27,9 +29,12 @@ from moments.fence import (
     to_header,
 )
 from moments.restore import PreloadingTable
+from moments.runtime import Runtime
 from moments.settings import load_settings
 from moments.state import SubscriberState
 from moments.store import FaustTableStore
+from rules.catalog import RuleSet
+from sinks.metrics import Metrics
 
 from .fakes import FakeChangelog
 from .test_state_write_ahead import _runtime, _store
@@ -340,3 +345,65 @@ class TestRestorePaths:
         store.persisted(write, {2: 12})
         write = store.save({sub: StateChange(SubscriberState(watermark=30), 2)}, generation=7)
         assert write.headers == [[(HEADER, b"7")]]
+
+
+class TestStaleRecordsCounted:
+    """The records a restore skips as stale were only logged: ops had nothing to graph or
+    alert on. A worker counts them in moments_state_stale_records_skipped_total by
+    partition (no subscriber id), every partition's series at 0 from the start."""
+
+    @pytest.fixture
+    def worker(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> tuple[Any, Metrics]:
+        monkeypatch.setenv("MOMENTS_DATA_DIR", str(tmp_path))
+        settings = load_settings()
+        app = create_app(settings)
+        metrics = Metrics()
+        register_agents(app, settings, Runtime(settings, metrics, Detector(RuleSet.of([]), {})))
+        table = next(t for t in app.tables.values() if isinstance(t, PreloadingTable))
+        return table, metrics
+
+    @staticmethod
+    def skipped(metrics: Metrics, partition: int) -> float | None:
+        return metrics.registry.get_sample_value(
+            "moments_state_stale_records_skipped_total", {"partition": str(partition)}
+        )
+
+    def test_every_partitions_series_starts_at_0(self, worker: tuple[Any, Metrics]) -> None:
+        table, metrics = worker
+        assert table.partitions > 1
+        assert all(self.skipped(metrics, p) == 0.0 for p in range(table.partitions))
+        assert self.skipped(metrics, table.partitions) is None
+
+    def test_faust_recovery_and_standby_copies_count_what_they_skip(
+        self, worker: tuple[Any, Metrics]
+    ) -> None:
+        table, metrics = worker
+        newer, stale = _record(9, (5,)), _record(7, (4,))
+        table.apply_changelog_batch([_event(10, newer, (5,)), _event(11, stale, (4,))])
+        table.apply_changelog_batch([_event(12, stale, (4,))])
+        assert self.skipped(metrics, 2) == 2
+        assert self.skipped(metrics, 1) == 0
+
+    async def test_the_bulk_restore_counts_what_it_skips(
+        self, worker: tuple[Any, Metrics], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Skipped in the read (a stale record after a newer one in the changelog) and
+        against the record the store holds (a RocksDB volume's tail)."""
+        table, metrics = worker
+        table.apply_changelog_batch([_event(10, _record(9, (6,)), (6,))])
+        tp = TP("app-subscribers-changelog", 2)
+        other = b"13000000002"
+
+        async def read(
+            servers: Any, kwargs: Any, starts: Any
+        ) -> dict[TP, restore.ChangelogPartition]:
+            part = restore.ChangelogPartition(end=20)
+            part.kept.offer(other, _record(9, (5,)), to_header((5,)))
+            part.kept.offer(other, _record(7, (4,)), to_header((4,)))  # skipped in the read
+            part.kept.offer(KEY, _record(7, (5,)), to_header((5,)))  # below the held (6,)
+            return {tp: part}
+
+        monkeypatch.setattr(restore, "read_changelog", read)
+        table.client = ([], {})
+        await table._preload({tp: 10}, {tp})
+        assert self.skipped(metrics, 2) == 2
