@@ -40,7 +40,9 @@ from moments.fence import (
     from_headers,
     header_value,
     later_wins,
+    parse_header,
     stamp_of_value,
+    to_header,
 )
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,80 @@ def _stamped(raw: bytes) -> tuple[tuple[str, bytes], ...]:
     return ((HEADER, raw),) if raw else ()
 
 
+DELETIONS_FAMILY = "moments-deletions"
+"""The column family of each partition's RocksDB database that keeps `Deletions`."""
+
+
+class Deletions(dict[bytes, Stamp]):
+    """Key -> the stamp of the tombstone that deleted it, for a stamped tombstone the table
+    applied (restored, or written by the worker): a stale record after it must not bring
+    the subscriber back (moments.fence). A key leaves once a record of it is applied.
+
+    With RocksDB, each is kept on the partition's database too, in a column family of its
+    own (`moments-deletions`: Faust's reads and iterations of the records never see it),
+    and a partition's are read back into memory the first time the table meets the
+    partition. A worker restarted on its volume reads only the changelog after the offset
+    the volume holds: remembered only in memory, the deletions before that offset were
+    forgotten, and a previous owner's stale record in that tail (landing after the
+    deletion) found nothing held and no deletion known, and brought the subscriber back.
+    The memory store reads the whole changelog on every restore: memory is enough."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__()
+        self.table = table
+        self._read: set[int] = set()
+        """The partitions whose deletions on disk are in memory."""
+
+    def _store(self) -> Any:
+        """The table's store if it keeps partitions' databases (RocksDB), else None."""
+        store = self.table.data
+        return store if getattr(store, "_dbs", None) is not None else None
+
+    def know(self, partition: int) -> None:
+        """Read `partition`'s deletions from its database once (RocksDB)."""
+        if partition in self._read:
+            return
+        if self._store() is None:  # memory: nothing on disk
+            self._read.add(partition)
+            return
+        family = self._family(partition, create=False)
+        if family is not None:
+            for key, raw in family.items():
+                if stamp := parse_header(raw):
+                    self[key] = stamp
+        self._read.add(partition)
+
+    def forget_partitions(self, keep: set[int]) -> None:
+        """Partitions not in `keep` are read again when met next (their databases were let
+        go, and the changelog went on without this worker)."""
+        self._read &= keep
+
+    def remember(self, key: bytes, partition: int, stamp: Stamp) -> None:
+        self[key] = stamp
+        if self._store() is not None:
+            self._family(partition, create=True).put(key, to_header(stamp))
+
+    def forget(self, key: bytes, partition: int) -> None:
+        if self.pop(key, None) is not None and self._store() is not None:
+            family = self._family(partition, create=False)
+            if family is not None:
+                family.delete(key)
+
+    def _family(self, partition: int, create: bool) -> Any:
+        """The partition's column family of deletions (None: none yet, and not `create`).
+        Asked of the database each time, never kept: a handle kept would keep the database
+        open (and locked) after Faust lets it go on a revocation."""
+        db = self._store()._db_for_partition(partition)
+        try:
+            return db.get_column_family(DELETIONS_FAMILY)
+        except Exception:  # rocksdict says only Exception: the family does not exist
+            if not create:
+                return None
+        # The store's own options: the settings' write buffers, the shared block cache.
+        options = self._store().rocksdb_options.as_options()
+        return db.create_column_family(DELETIONS_FAMILY, options)
+
+
 class PreloadingTable(faust.Table[bytes, bytes]):
     """A table whose active changelog partitions are read in bulk on a rebalance (see the
     module's docstring). `client` must be set before the worker starts."""
@@ -171,7 +247,7 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         """Active changelog partition -> the last offset the store holds."""
         self.preload_standbys = False
         """Read standby partitions in bulk too: for a store that keeps them (RocksDB)."""
-        self._deleted: dict[bytes, Stamp] = {}
+        self._deleted = Deletions(self)
         """Key -> the stamp of the tombstone that deleted it, for a stamped tombstone
         applied here: a stale record after it must not bring the subscriber back."""
         self.stale_skipped = 0
@@ -195,9 +271,13 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         data = self.data
         deleted = self._deleted
         seen: dict[bytes, tuple[bytes | None, Stamp | None]] = {}
+        partition = -1
         for event in batch:
             message = event.message
             key, value = message.key, message.value
+            if message.partition != partition:
+                partition = message.partition
+                deleted.know(partition)
             found = seen.get(key) if seen else None
             if found is not None:
                 held_value, held = found
@@ -215,22 +295,21 @@ class PreloadingTable(faust.Table[bytes, bytes]):
             later = from_headers(message.headers)
             if not later:  # unstamped: in log order, as before stamps
                 if deleted:
-                    deleted.pop(key, None)
+                    deleted.forget(key, partition)
                 if not unique:
                     seen[key] = (value, UNSTAMPED)
                 yield event
                 continue
             deleted_held = held_value is None and held is not None
             if not later_wins(later, value is None, held, deleted_held):
-                tp, partition, offset = message.tp, message.partition, message.offset
                 self._skipped(partition, 1)
-                again = _Message(tp, partition, offset, key, held_value)
+                again = _Message(message.tp, partition, message.offset, key, held_value)
                 yield _ChangelogEvent(again, key, held_value)
                 continue
             if value is None:
-                deleted[key] = later
+                deleted.remember(key, partition, later)
             elif deleted:
-                deleted.pop(key, None)
+                deleted.forget(key, partition)
             if not unique:
                 seen[key] = (value, later)
             yield event
@@ -280,6 +359,18 @@ class PreloadingTable(faust.Table[bytes, bytes]):
             } - active
         # A partition given up since is no longer held: its records went on without us.
         self._held = {tp: offset for tp, offset in self._held.items() if tp in active}
+        mine = {tp.partition for tp in active | standby}
+        self._deleted.forget_partitions(mine)
+        for partition in sorted(mine):  # before the restores, and the worker's first write
+            try:
+                self._deleted.know(partition)
+            except Exception as exc:  # tried again when a restore meets the partition
+                log.warning(
+                    "state: the deletions kept for partition %d could not be read yet (%s: %s)",
+                    partition,
+                    type(exc).__name__,
+                    exc,
+                )
         if (active or standby) and self.client is not None:
             await self._preload({tp: self.persisted_offset(tp) for tp in active | standby}, active)
 

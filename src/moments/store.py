@@ -6,13 +6,16 @@ import importlib
 import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from moments.batchresult import StateChange
 from moments.fence import Stamp, headers_of, next_stamp, stamp_of_value
 from moments.partitioning import partition_of
 from moments.state import SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
+
+if TYPE_CHECKING:
+    from moments.restore import Deletions
 
 ChangelogRecord = tuple[int, bytes, bytes | None]
 """(partition, key, value or None for a tombstone) to write to the state's changelog."""
@@ -279,7 +282,7 @@ class FaustTableStore:
             if headers is not None:
                 held = None if state is None else state.stamp
                 if held is None:  # a record made here, or a deletion: what does it replace?
-                    held = self._held_stamp(key)
+                    held = self._held_stamp(key, change.partition)
                 stamp = next_stamp(held, cast(int, generation))
                 if state is not None:
                     state.stamp = stamp
@@ -291,10 +294,11 @@ class FaustTableStore:
             pending[key] = (write, change.partition, sub, value, state)
         return write
 
-    def _held_stamp(self, key: bytes) -> Stamp | None:
+    def _held_stamp(self, key: bytes, partition: int) -> Stamp | None:
         """The stamp of the record held for `key` (pending, or in the table); for a key
         deleted, its tombstone's, when known (the table remembers those it restored or
-        wrote); None if none: the record written is then one begun with nothing held."""
+        wrote, with RocksDB on its volume too); None if none: the record written is then
+        one begun with nothing held."""
         entry = self._pending.get(key) if self._pending else None
         if entry is not None:
             value = entry[3]
@@ -303,8 +307,11 @@ class FaustTableStore:
         else:
             value = self.table.data.get(key)
             if value is None:
-                deleted: dict[bytes, Stamp] | None = getattr(self.table, "_deleted", None)
-                return deleted.get(key) if deleted else None
+                deleted: Deletions | None = getattr(self.table, "_deleted", None)
+                if deleted is None:
+                    return None
+                deleted.know(partition)
+                return deleted.get(key)
         return stamp_of_value(value)
 
     def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
@@ -361,7 +368,7 @@ class FaustTableStore:
         owners: dict[bytes, int] | None = getattr(data, "_key_partition", None)
         # The tombstones the table remembers for fencing (moments.restore.PreloadingTable):
         # a key written here is deleted or held by this write's record, not an older one.
-        deleted: dict[bytes, Stamp] | None = getattr(self.table, "_deleted", None)
+        deleted: Deletions | None = getattr(self.table, "_deleted", None)
         pending = self._pending
         cache = self.cache
         for partition, key, value in records:
@@ -371,15 +378,15 @@ class FaustTableStore:
                     owners.pop(key, None)
                 if deleted is not None:
                     if (stamp := write.deletions.get(key)) is not None:
-                        deleted[key] = stamp
+                        deleted.remember(key, partition, stamp)
                     else:
-                        deleted.pop(key, None)
+                        deleted.forget(key, partition)
             else:
                 data[key] = value
                 if owners is not None:
                     owners[key] = partition
                 if deleted:
-                    deleted.pop(key, None)
+                    deleted.forget(key, partition)
             entry = pending.pop(key, None)
             if entry is None:
                 continue

@@ -6,6 +6,7 @@ the consumer group's generation did (a group deleted and made again starts over)
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -407,3 +408,95 @@ class TestStaleRecordsCounted:
         table.client = ([], {})
         await table._preload({tp: 10}, {tp})
         assert self.skipped(metrics, 2) == 2
+
+
+class TestDeletionsOnARocksDBVolume:
+    """A worker restarted on its RocksDB volume reads only the changelog after the offset
+    the volume holds. The stamps of the tombstones before it were remembered only in
+    memory: gone with the restart, a previous owner's stale record in the tail, landing
+    after the deletion, found nothing held and no deletion known, and brought the
+    forgotten subscriber back. The volume now keeps them beside the records."""
+
+    @pytest.fixture
+    def volume(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+        pytest.importorskip("rocksdict")
+        monkeypatch.setenv("MOMENTS_STORE", "rocksdb")
+        monkeypatch.setenv("MOMENTS_DATA_DIR", str(tmp_path))
+
+        def open_table() -> Any:
+            app = create_app(load_settings())
+            return app.tables.add(
+                PreloadingTable(
+                    app, name="subs", default=None, partitions=4, key_type=bytes, value_type=bytes
+                )
+            )
+
+        return open_table
+
+    @staticmethod
+    def restarted(table: Any, open_table: Any) -> Any:
+        """The same volume opened by a new process (Faust's stop: databases let go)."""
+        table.data._dbs.clear()
+        del table
+        gc.collect()
+        return open_table()
+
+    def deleted_by_a_restore(self, open_table: Any) -> Any:
+        table = open_table()
+        table.apply_changelog_batch([_event(10, _record(8, (4,)), (4,)), _event(11, None, (5,))])
+        return table
+
+    def deleted_by_the_worker(self, open_table: Any) -> Any:
+        table = open_table()
+        table.apply_changelog_batch([_event(10, _record(8, (4,)), (4,))])
+        store = FaustTableStore(table, "roaming", partitions=4)
+        write = store.save({KEY.decode(): StateChange(None, 2)}, generation=5)
+        assert write.headers == [[(HEADER, b"5")]]
+        store.persisted(write, {2: 11})
+        return table
+
+    @pytest.mark.parametrize("deleted_by", ["deleted_by_a_restore", "deleted_by_the_worker"])
+    def test_faust_recovery_of_the_tail(self, volume: Any, deleted_by: str) -> None:
+        table = getattr(self, deleted_by)(volume)
+        assert _held(table) is None
+        table = self.restarted(table, volume)
+        assert table.persisted_offset(TP("app-subscribers-changelog", 2)) == 11
+        table.apply_changelog_batch([_event(12, _record(7, (4,)), (4,))])  # the stale write
+        assert _held(table) is None
+        assert table.stale_skipped == 1
+        begun = _record(1, (6, 1))  # a record begun after the deletion: taken
+        table.apply_changelog_batch([_event(13, begun, (6, 1))])
+        assert _held(table) == begun
+
+    async def test_the_bulk_restore_of_the_tail(
+        self, volume: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        table = self.restarted(self.deleted_by_a_restore(volume), volume)
+        tp = TP("app-subscribers-changelog", 2)
+
+        async def read(
+            servers: Any, kwargs: Any, starts: Any
+        ) -> dict[TP, restore.ChangelogPartition]:
+            assert starts == {tp: 12}  # the tail only
+            part = restore.ChangelogPartition(end=13)
+            part.kept.offer(KEY, _record(7, (4,)), to_header((4,)))
+            return {tp: part}
+
+        monkeypatch.setattr(restore, "read_changelog", read)
+        table.client = ([], {})
+        await table._preload({tp: 11}, {tp})
+        assert _held(table) is None
+
+    def test_the_worker_stamps_a_record_over_a_deletion_before_the_restart(
+        self, volume: Any
+    ) -> None:
+        """Known again, the deletion is what the worker's next record of the subscriber is
+        stamped over: a previous owner's record begun the same way is then fenced."""
+        table = self.restarted(self.deleted_by_a_restore(volume), volume)
+        store = FaustTableStore(table, "roaming", partitions=4)
+        write = store.save({KEY.decode(): StateChange(SubscriberState(watermark=20), 2)}, 6)
+        assert write.headers == [[(HEADER, b"6")]]
+        store.persisted(write, {2: 12})
+        table = self.restarted(table, volume)
+        table.apply_changelog_batch([_event(13, None, (5,))])  # a stale tombstone
+        assert _held(table) is not None
