@@ -25,7 +25,7 @@ from sinks.base import produce_to_partitions
 
 from .conftest import WorkerProcess
 from .kafka_io import metric_value, produce, read_topic, wait_for_metric
-from .test_worker import FAUST_READS_CHANGELOG, roaming
+from .test_worker import FAUST_READS_CHANGELOG, _now, roaming
 
 FAUST_READS_STANDBYS = "Starting standby partitions"
 """Faust's log line when it starts reading other workers' changelog partitions."""
@@ -347,6 +347,81 @@ async def _stamp_of_last_record(settings: Settings, topic: str, key: bytes) -> i
                     if record.key == key:
                         stamps = [v for k, v in record.headers if k == STAMP]
                         found = int(stamps[0].split(b".")[0]) if stamps else 0
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_a_rocksdb_worker_restarted_on_its_volume_keeps_a_deleted_subscriber_deleted(
+    make_settings: Callable[..., Any],
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    """A worker applies a first roaming to JP, then a profile tombstone: the subscriber's
+    record, then a stamped tombstone, go to the changelog. Stopped, a record of a previous
+    owner (an earlier generation, the subscriber with JP known) lands after the tombstone.
+    Restarted on its volume, the worker reads only that tail: the deletion it wrote was
+    remembered in memory only, so the stale record brought the subscriber back and a
+    roaming to JP after the erasure was no first roaming. Now the volume keeps the
+    deletion: the record is skipped (counted), and the roaming is a first one again."""
+    port = free_port()
+    settings = make_settings(metrics_port=port, partitions=1, store="rocksdb")
+    await topics_for(settings)
+    sub = "13900000002"
+    worker = start_worker(settings)
+    await produce(settings, [roaming("e1", sub, "JP")])
+    assert len(await read_topic(settings, "tasks", count=1, wait_s=90)) == 1
+    await produce(settings, [("profile", sub, None)])
+    await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1, wait_s=60)
+    await asyncio.sleep(2)  # the batch's changelog write acknowledged
+    worker.stop()
+
+    topic = f"{settings.app_id}-subscribers-changelog"
+    records = await _records_of(settings, topic, sub.encode())
+    (value, _), (tombstone, stamp) = records[-2:]
+    assert value is not None, records
+    assert tombstone is None, records
+    assert stamp, records
+    generation = int(stamp.split(b".")[0])
+    async with changelog_producer(settings, 1) as (_, _, producer):
+        await producer.send_and_wait(  # the subscriber as the previous owner had it: JP known
+            topic, value, key=sub.encode(), partition=0, headers=[(STAMP, b"%d" % (generation - 1))]
+        )
+
+    again = start_worker(settings)
+    await again.wait_for_log(r"state: \d+ record\(s\) of 1 partition\(s\) restored", 90)
+    await produce(settings, [roaming("e2", sub, "JP", occurred_at=_now())])
+    await wait_for_metric(port, "moments_events_total", {"event_type": "roaming"}, 1, wait_s=90)
+    await wait_for_metric(port, "moments_detected_total", {}, 1, wait_s=30)
+    assert "state: 1 stale changelog record(s) not restored" in again.log()
+    skipped = {"partition": "0"}
+    assert await metric_value(port, "moments_state_stale_records_skipped_total", skipped) == 1
+
+
+async def _records_of(
+    settings: Settings, topic: str, key: bytes
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of `key` in partition 0 of `topic`: (value, its stamp header)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka_client_kwargs(settings),
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        found: list[tuple[bytes | None, bytes | None]] = []
+        while await consumer.position(tp) < end:
+            for batch in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                for record in batch:
+                    if record.key == key:
+                        stamps = [v for k, v in record.headers if k == STAMP]
+                        found.append((record.value, stamps[0] if stamps else None))
         return found
     finally:
         await consumer.stop()
