@@ -48,7 +48,12 @@ class RocksDBMemory:
 
 class BoundedRocksDBOptions(RocksDBOptions):
     """Faust's options for a partition's database (rocksdict), with `memory`'s shared
-    block cache, write buffers and open files."""
+    block cache, write buffers and open files.
+
+    Faust's `open` sets `db_paths` (the database's own path) on an options object it then
+    drops, opening with a fresh `as_options()`: RocksDB never sees it, and needs not (with
+    no `db_paths` it writes the table files in the database's path, under
+    MOMENTS_DATA_DIR: tests/unit/test_rocksdb_memory.py)."""
 
     def __init__(self, memory: RocksDBMemory, **kwargs: Any) -> None:
         super().__init__(

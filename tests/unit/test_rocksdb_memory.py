@@ -134,6 +134,22 @@ class TestOptionsReachTheDatabases:
         assert usage[0] == usage[1], "the same cache seen from both databases"
         assert int(first.property_value("rocksdb.block-cache-capacity")) == 24 * MIB
 
+    def test_a_partitions_files_are_in_its_own_path_under_the_data_dir(
+        self, settings: Settings
+    ) -> None:
+        """A guard (no bug to fail on). Faust's `RocksDBOptions.open` sets `db_paths` on an
+        options object it then drops (it opens with a fresh `as_options()`): the setting
+        never reaches RocksDB. It named the database's own path, where RocksDB puts its
+        table files without it, so nothing is lost: MOMENTS_DATA_DIR is where they go."""
+        table = rocksdb_table(settings)
+        db = table.data._db_for_partition(1)
+        for n in range(2000):
+            db[b"a%05d" % n] = b"x" * 100
+        db.flush()
+        tables = sorted(settings.data_dir.rglob("*.sst"))
+        assert tables, "a flush writes a table file"
+        assert {path.parent for path in tables} == {table.data.partition_path(1)}
+
     def test_the_memory_store_is_left_alone(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("MOMENTS_STORE", "memory")
         assert rocksdb_bounds(load_settings()) is None
