@@ -166,6 +166,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
             console.print(hint)
         return 0
     _stdout().print(_table(f"{summary.total:,} dead letters", summary))
+    if summary.copies:
+        _stdout().print(
+            f"{summary.copies:,} of them copies of a record counted before (the same topic, "
+            "partition and offset: a worker read it again and refused it again); a replay "
+            "sends each record back once"
+        )
     return 0
 
 

@@ -77,15 +77,19 @@ async def summarize(
     progress: Progress | None = None,
     each: Callable[[DeadLetterEntry], None] | None = None,
 ) -> Summary:
-    """The selected dead letters counted by topic and reason; `each` is called with every
-    one as it is read (the topic may hold millions: nothing else is kept)."""
+    """The selected dead letters counted by topic and reason, and how many of them are
+    copies of an original record counted before (`FirstCopies`: its coordinates, as a
+    replay keeps them); `each` is called with every one as it is read (the topic may hold
+    millions: nothing else is kept)."""
     summary = Summary()
+    originals = FirstCopies()
     async for batch in dead_letters(settings, progress):
-        for entry in batch:
-            if selection.matches(entry):
-                summary.add(entry)
-                if each is not None:
-                    each(entry)
+        selected = [entry for entry in batch if selection.matches(entry)]
+        for entry in selected:
+            summary.add(entry)
+            if each is not None:
+                each(entry)
+        summary.copies += len(originals.split(selected)[1])
     return summary
 
 

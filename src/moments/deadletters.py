@@ -164,6 +164,9 @@ class Summary:
     """Counts by (origin topic, reason), in the order they were first seen."""
 
     groups: dict[tuple[str, str], Group] = field(default_factory=dict)
+    copies: int = 0
+    """Of those counted, dead letters of an original record (the same topic, partition and
+    offset) counted before: a worker read the record again and refused it again."""
 
     def add(self, entry: DeadLetterEntry) -> None:
         key = (entry.origin_topic, entry.reason)

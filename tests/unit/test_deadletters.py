@@ -7,6 +7,7 @@ import asyncio
 import base64
 import datetime as dt
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import pytest
@@ -459,3 +460,30 @@ class TestAnUnknownTopic:
             assert "by the topic they were refused from (an input topic, or the task " in said
         else:
             assert "(task outcomes are not replayed: the dispatch consumer sends them " in said
+
+
+def test_show_says_how_many_dead_letters_are_copies_of_a_record_counted_before(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker that reads a record again (it ended without its last commit) refuses it
+    again: a second dead letter of the same original. `show` counted both with nothing to
+    tell them from two refused events; it now says how many are copies, in a batch and
+    across the read's batches, as a replay tells them apart."""
+    import moments.deadletter_cli as cli_module
+    import moments.deadletter_replay as replay_module
+    from moments.cli import main
+
+    first = _entry(_topup(), offset=7)
+    copy = _entry(_topup(), offset=9)  # the same original (topic, partition 1, offset 42)
+    other = replace(first, offset=8, origin_offset=43)
+
+    async def read(*_args: object) -> Any:
+        yield [first, other, copy]
+        yield [replace(copy, offset=11)]
+
+    monkeypatch.setattr(cli_module, "_require", lambda _settings, redis: None)
+    monkeypatch.setattr(replay_module, "dead_letters", read)
+    assert main(["deadletter", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "4 dead letters" in out
+    assert "2 of them copies of a record counted before" in out
