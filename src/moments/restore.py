@@ -281,17 +281,20 @@ class PreloadingTable(faust.Table[bytes, bytes]):
             found = seen.get(key) if seen else None
             if found is not None:
                 held_value, held = found
-            elif deleted and (gone := deleted.get(key)) is not None:
-                held_value, held = None, gone
             else:
+                # The record held first: a deletion remembered counts only for a key the
+                # store holds nothing for (a volume an older version wrote on after the
+                # deletion holds its record, and its family still the deletion).
                 held_value = data.get(key)
-                if held_value is None:
-                    if unique and value is not None:  # a bulk read's record, nothing held
-                        yield event
-                        continue
-                    held = None
-                else:
+                if held_value is not None:
                     held = stamp_of_value(held_value)
+                elif deleted and (gone := deleted.get(key)) is not None:
+                    held = gone
+                elif unique and value is not None:  # a bulk read's record, nothing held
+                    yield event
+                    continue
+                else:
+                    held = None
             later = from_headers(message.headers)
             if not later:  # unstamped: in log order, as before stamps
                 if deleted:

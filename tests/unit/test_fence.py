@@ -500,3 +500,17 @@ class TestDeletionsOnARocksDBVolume:
         table = self.restarted(table, volume)
         table.apply_changelog_batch([_event(13, None, (5,))])  # a stale tombstone
         assert _held(table) is not None
+
+    def test_a_deletion_remembered_never_outweighs_a_record_the_store_holds(
+        self, volume: Any
+    ) -> None:
+        """An older version ran on the volume after the deletion (it opens the database and
+        ignores the family) and wrote a record of the subscriber: the family still holds
+        the deletion. A stale record after it is compared with the record held, not with
+        the deletion: skipped, and the record stays (handed on as the deletion, it would
+        have deleted it)."""
+        table = self.restarted(self.deleted_by_a_restore(volume), volume)
+        held = _record(30, (7,))
+        table.data._db_for_partition(2).put(KEY, held)  # as the older version wrote it
+        table.apply_changelog_batch([_event(13, _record(7, (6,)), (6,))])
+        assert _held(table) == held
