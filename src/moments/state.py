@@ -91,12 +91,17 @@ class SubscriberState:
     are kept to the second, and a later task of the rule may set the same second. Absent
     for a mark set before it was kept, or by a shadow rule (no task)."""
     shadowed: dict[str, str] = field(default_factory=dict)
-    """Rule tag -> the occurrence a judgement of the rule in `mode: shadow` last fired on,
-    for a rule whose moments are judged again on later looks (a silence, a special day:
-    `CompiledRule.judged_again`). Gone live, the rule's first live judgement of that
-    occurrence is its first, counted in `moments_detected_total`, not the moment judged
-    again (moments.sweep); a live judgement of the rule removes it, so the first judgement
-    of the rule put in `mode: shadow` since is its first in the shadow figures."""
+    """`<rule tag>.<kind>` -> the occurrence of that kind (`silent`, `birthday`,
+    `contract_expiry`, `holiday`, ...: its text before the first `:`) a judgement of the
+    rule in `mode: shadow` last fired on, for a rule whose moments are judged again on
+    later looks (a silence, a special day: `CompiledRule.judged_again`). Gone live, the
+    rule's first live judgement of that occurrence is its first, counted in
+    `moments_detected_total`, not the moment judged again (moments.sweep); a live
+    judgement of the rule's occurrence of that kind removes it (`note_judged`). Per kind:
+    a rule of several occasions fires on two the same day (a contract's end and New
+    Year), and one kept per rule tag (as written before) held the last alone, so the
+    other's first live judgement went uncounted. Removed by a live judgement, the first
+    judgement of the rule put in `mode: shadow` since is its first in the shadow figures."""
     leads: dict[str, list[Any]] = field(default_factory=dict)
     """Rule tag -> `[occurrence, local day ordinal]`: the contract's end the rule fired on
     at that day's last look (moments.sweep), kept until a look where it fires on none.
@@ -138,6 +143,26 @@ class SubscriberState:
         """True when an event dated `at` came before the erasure this record began after."""
         erased = self.erased
         return erased != 0 and at <= erased and self.watermark - erased <= ERASED_KEPT_S
+
+    def shadow_judged(self, tag: str, occurrence: str) -> bool:
+        """Whether the rule (`tag`) last judged `occurrence` in `mode: shadow` (`shadowed`)."""
+        shadowed = self.shadowed
+        if not shadowed:
+            return False
+        key = f"{tag}.{occurrence.partition(':')[0]}"
+        return shadowed.get(key, shadowed.get(tag)) == occurrence  # by tag, written before
+
+    def note_judged(self, tag: str, occurrence: str, shadow: bool) -> None:
+        """Note a judgement of the rule (`tag`) that fired on `occurrence`: in shadow, so
+        that its first live one counts it; live, which removes that note (its next look
+        judges it again), for this occurrence's kind only."""
+        shadowed = self.shadowed
+        if shadow:
+            shadowed[f"{tag}.{occurrence.partition(':')[0]}"] = occurrence
+        elif shadowed:
+            shadowed.pop(f"{tag}.{occurrence.partition(':')[0]}", None)
+        if shadowed.get(tag) == occurrence:  # kept per rule tag before
+            del shadowed[tag]
 
     def is_replay(self, source: str, partition: int, offset: int | None, digest: str) -> bool:
         """True when the event was read before: its partition's offset, or its id

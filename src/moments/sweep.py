@@ -168,12 +168,12 @@ def _looked_at(
                 fired = rule.check(None, state, at, tz, occasion=occasion)
                 if fired is None:
                     continue
-                if not rule.shadow and state.shadowed.get(rule.tag) == fired.occurrence:
+                if not rule.shadow and state.shadow_judged(rule.tag, fired.occurrence):
                     continue  # judged at the look in `mode: shadow`, live since: first now
                 if (
                     rule.shadow
                     and shadow_look >= detector.live_at
-                    and state.shadowed.get(rule.tag) != fired.occurrence
+                    and not state.shadow_judged(rule.tag, fired.occurrence)
                 ):
                     continue  # judged live at the look, in `mode: shadow` since: first now
                 judged.setdefault(rule.id, set()).add(fired.occurrence)
@@ -295,12 +295,12 @@ def _judged_alike(
         # `mode: shadow` (its mark). Judged live then (the mode line added since), its
         # first shadow judgement counts it in the shadow figures, as the first live one
         # counts a trial's moment; taken for the moment judged again, it counted nothing.
-        return earlier < detector.live_at or state.shadowed.get(rule.tag) == fired.occurrence
+        return earlier < detector.live_at or state.shadow_judged(rule.tag, fired.occurrence)
     if (earlier < detector.live_at) != (at < detector.live_at):
         return False
     # Judged last by the rule in `mode: shadow`, live since (the mode line deleted): its
     # first live judgement counts it, as at the go-live instant.
-    return state.shadowed.get(rule.tag) != fired.occurrence
+    return not state.shadow_judged(rule.tag, fired.occurrence)
 
 
 def sweep(

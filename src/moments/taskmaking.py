@@ -68,9 +68,12 @@ def emit(
     shadow = result.shadow if rule.shadow or at < detector.live_at else None
     if rule.shadow and rule.judged_again:
         # A trial gone live judges this moment first when it next looks (moments.sweep).
-        state.shadowed[rule.tag] = fired.occurrence
+        state.note_judged(rule.tag, fired.occurrence, shadow=True)
     elif shadow is None and state.shadowed:
-        state.shadowed.pop(rule.tag, None)  # judged live: its next look judges it again
+        # Judged live: its next look judges it again. Only this occurrence's kind: the
+        # trial's note of the rule's other occasion (a contract's end beside a birthday)
+        # still says that one's first live judgement is to come.
+        state.note_judged(rule.tag, fired.occurrence, shadow=False)
     if shadow is None and not again:
         result.detected[(spec.family.value, spec.moment_type)] += 1
     if spec.cooldown is not None:
@@ -138,7 +141,17 @@ def emit(
         return
     before = state.fired.get(rule.tag)
     before_by = state.fired_by.get(rule.tag)
-    if spec.cooldown is not None and decision.action != "suppress":
+    marks = spec.cooldown is not None and not (
+        # The task the rule's mark names, made again (a contract's end each day of its
+        # lead, a silence each day it lasts): no new contact, so the cooldown stays where
+        # its first making set it. Moved to each re-judgement, it held back the rule's
+        # other moments: New Year's greeting of a rule of two occasions, judged after the
+        # contract's end it had offered 12 days before (a cooldown of 3 days).
+        again
+        and before_by is not None
+        and before_by == mark_id(task_id(sub, rule.id, fired.occurrence))
+    )
+    if marks and decision.action != "suppress":
         # Only a moment that makes a task starts the cooldown: one the gates dropped
         # (a complaint being handled, a closed line) or that lapsed did not reach
         # the customer, and the next must not wait for it. Dispatch may still drop
@@ -196,7 +209,7 @@ def emit(
     result.task_ids.add(task.task_id)
     if again:
         result.rejudged.add(task.task_id)
-    if spec.cooldown is not None:
+    if marks:
         by = state.fired_by[rule.tag] = mark_id(task.task_id)
         result.cooldowns[task.task_id] = CooldownMark(sub, rule.tag, at, before, by, before_by)
 

@@ -816,3 +816,69 @@ class TestAGreetingHeldAtTheLook:
         ]
         out = run(rules_from(NO_GATES + "rules:" + shadow), events, until=at("2026-12-02"))
         assert out.shadow == {("birthday_greeting", "suppressed", "opt_out"): 1}
+
+
+class TestARuleOfSeveralOccasions:
+    """A rule of several occasions (`occasion: [birthday, holiday]`) whose occasions fall
+    on one local day (a birthday on the Mid-Autumn festival; a contract's lead over New
+    Year): each occasion is a moment of its own, with its own occurrence and task id,
+    judged in the order birthday, join anniversary, contract expiry, holiday; a rule's
+    `cooldown:` keeps the first of them that makes a task, as for any two moments."""
+
+    RULE = """
+rules:
+  - id: care
+    description: A birthday or Mid-Autumn greeting, or a renewal offer
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: [birthday, contract_expiry, holiday], holidays: [mid_autumn, new_year]}
+    task: {family: special_day, type: care, channel: sms, priority: 4, action: care_sms,
+           ttl: 48h, description: "Care"}
+"""
+    MID_AUTUMN = "2026-09-25"
+
+    def occasions(self, cooldown: str | None, update: bool) -> tuple[list[str], Any]:
+        """The tasks' occurrences (by their params) and the run, for a birthday on
+        Mid-Autumn 2026; `update`: a profile update at 15:00 looks at the day again."""
+        rule = (
+            self.RULE
+            if cooldown is None
+            else self.RULE.replace("ttl: 48h,", f"ttl: 48h, cooldown: {cooldown},")
+        )
+        events = [ev(EventType.PROFILE, at("2026-09-20"), birthday="09-25")]
+        if update:
+            events.append(ev(EventType.PROFILE, at(self.MID_AUTUMN, "15:00"), tier="gold"))
+        out = run(rules_from(NO_GATES + rule), events, until=at("2026-09-26"))
+        found = [t.moment.params.get("holiday") or "birthday" for t in out.tasks]
+        return found, out
+
+    @pytest.mark.parametrize("update", [False, True])
+    def test_each_occasion_of_the_day_is_a_moment_of_its_own(self, update: bool) -> None:
+        found, out = self.occasions(None, update)
+        assert found == ["birthday", "mid_autumn"]
+        assert len({t.task_id for t in out.tasks}) == 2
+        assert out.detected == {("special_day", "care"): 2}  # the update's look: no more
+        _, replayed = self.occasions(None, update)  # a replay: the same tasks
+        assert [t.task_id for t in replayed.tasks] == [t.task_id for t in out.tasks]
+
+    @pytest.mark.parametrize("update", [False, True])
+    def test_a_cooldown_keeps_the_first_of_the_days_occasions(self, update: bool) -> None:
+        found, out = self.occasions("1d", update)
+        assert found == ["birthday"]
+        assert out.detected == {("special_day", "care"): 2}
+        assert out.suppressed == {("care", "cooldown"): 1}  # once, the update's look too
+
+    def test_a_contract_end_offered_before_holds_back_no_later_greeting(self) -> None:
+        """Within a contract's lead its end is judged again every day, its task made again
+        for the ledger to stand down. Made again, it moved the rule's cooldown mark to the
+        day: New Year's greeting, judged after it, was held back by a renewal offer made
+        12 days before, under a cooldown of 3 days."""
+        rule = self.RULE.replace("ttl: 48h,", "ttl: 48h, cooldown: 3d,")
+        events = [ev(EventType.PROFILE, at("2026-12-20", "10:00"), contract_end="2027-01-15")]
+        out = run(rules_from(NO_GATES + rule), events, until=at("2027-01-02"))
+        assert [(t.triggered_at.date(), t.moment.params.get("holiday")) for t in out.tasks] == [
+            (dt.date(2026, 12, 20), None),
+            (dt.date(2027, 1, 1), "new_year"),
+        ]
+        assert out.detected == {("special_day", "care"): 2}
+        assert not out.suppressed

@@ -346,3 +346,48 @@ def test_a_birthday_judged_live_that_morning_is_one_shadow_moment_that_day() -> 
     update = ev(EventType.PROFILE, at("2026-12-05", "15:00"), birthday="1990-12-05", tier="gold")
     trial = run(rules_from(NO_GATES + "rules:" + trial_rules), [update], result=live)
     assert trial.shadow == Counter({("birthday_greeting", "task", ""): 1})
+
+
+GREETING_TRIAL = """
+  - id: care
+    mode: shadow
+    description: A renewal offer in the contract's lead, a birthday or New Year's greeting
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: [birthday, contract_expiry, holiday], holidays: [new_year]}
+    task: {family: special_day, type: care, channel: sms, priority: 3,
+           action: care_sms, ttl: 48h, description: "Care"}
+"""
+
+
+def test_a_contract_end_judged_in_shadow_beside_a_later_occasion_is_detected_live() -> None:
+    """A rule of several occasions judged in shadow a contract's end and, the same day,
+    New Year (judged after it). The record kept only the last occasion the trial fired
+    on, so gone live the next day, the contract's end was taken for one the live rule had
+    judged: its task was made, never counted in `moments_detected_total`."""
+    rules = rules_from(NO_GATES + "rules:" + GREETING_TRIAL)
+    profile = ev(EventType.PROFILE, at("2026-12-20", "10:00"), contract_end="2027-01-15")
+    trial = run(rules, [profile], until=at("2027-01-01", "12:00"))
+    assert trial.shadow == Counter({("care", "task", ""): 2})  # the contract; New Year
+    live = run(rules.with_shadows_live(), [], until=at("2027-01-03", "12:00"), result=trial)
+    (task,) = live.tasks  # the 2nd; the 3rd judges it again
+    assert task.triggered_at.date() == dt.date(2027, 1, 2)
+    assert live.detected == Counter({("special_day", "care"): 1})
+
+
+def test_a_live_greeting_judged_first_keeps_the_trials_contract_end_apart() -> None:
+    """Gone live, the birthday (judged before the contract's end) removed what the trial
+    had judged of the rule: the contract's end its trial fired on the day before was then
+    taken for one the live rule had judged, and not counted."""
+    rules = rules_from(NO_GATES + "rules:" + GREETING_TRIAL)
+    profile = ev(
+        EventType.PROFILE, at("2026-12-01", "10:00"), contract_end="2026-12-20", birthday="12-04"
+    )
+    trial = run(rules, [profile], until=at("2026-12-03", "12:00"))
+    assert trial.shadow == Counter({("care", "task", ""): 1})
+    live = run(rules.with_shadows_live(), [], until=at("2026-12-04", "12:00"), result=trial)
+    assert sorted(t.moment.params.get("birthday", "contract") for t in live.tasks) == [
+        "12-04",
+        "contract",
+    ]
+    assert live.detected == Counter({("special_day", "care"): 2})
