@@ -355,9 +355,10 @@ class Detector:
                     rings[series.tag] = ring
         for series in rules.history_series:
             # Read as "fewer than": the subscriber's history in it begins with any event,
-            # so that one with none in it is judged once known long enough.
-            if series.tag not in rings:
-                rings[series.tag] = series.begin(window_index(series.period, local_day))
+            # so that one with none in it is judged once known long enough. Beside the
+            # ring, which a baseline reads from the series' first event on.
+            if series.tag not in rings and series.begun_tag not in rings:
+                rings[series.begun_tag] = series.begin(window_index(series.period, local_day))
         counted = False
         for rule in rules.routes[event_type].candidates(event):
             if not rule.when(event):

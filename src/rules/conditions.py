@@ -624,7 +624,8 @@ def _with_history(series: Series, node: s.SeriesCond, check: Condition, negated:
 
     def judged(env: Env) -> bool:
         held = check(env)  # records the value and bounds, the task's params, either way
-        first = series.history_from(env.state.series.get(series.tag))
+        rings = env.state.series
+        first = series.history_since(rings.get(series.tag), rings.get(series.begun_tag))
         if first is None or first > env.window(series.period) - last:
             return negated
         return held

@@ -213,7 +213,8 @@ def _cond(node: Any, spec: s.RuleSpec, negated: bool = False) -> str:
             else ""
         )
         history = (
-            " (never the window the subscriber's history began in, a partial one)"
+            " (from the subscriber's first event in the series on, never the window it"
+            " fell in, a partial one)"
             if node.agg in ("sum", "count")
             else ""
         )

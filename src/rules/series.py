@@ -5,13 +5,16 @@ one before, ...]`: `newest` and `first` are window indexes (see rules.windows);
 each window has (sum, count, max) for a series over a numeric field, or (count,)
 for a counting series. Trailing empty windows are not stored. Knowing `first`
 (the first window with data) keeps a new subscriber's empty past from passing
-for a baseline of zero. A series a test reads as "fewer than" (rules.conditions'
-`history_series`) is begun, with no window, at the subscriber's first event of any kind
-(`begin`): `first` is then where their history in it began, data or not, and a
-subscriber with no event in it is known to have had none since. Once windows with data
-are dropped (older than `keep`), `first` is the window just before the oldest kept: what
-came before it is no history, as for a new subscriber, whatever `keep` later reads the
-ring.
+for a baseline of zero. Once windows with data are dropped (older than `keep`), `first`
+is the window just before the oldest kept: what came before it is no history, as for a
+new subscriber, whatever `keep` later reads the ring.
+
+A series a test reads as "fewer than" (rules.conditions' `history_series`) is begun at
+the subscriber's first event of any kind (`begin`), in an entry of its own beside the
+ring (`begun_tag`): their history in it, for that test, began there, data or not, and a
+subscriber with no event in it is known to have had none since (`history_since`). A
+baseline reads the ring's `first` alone (`history_from`): the months before a customer's
+first charge are no part of their usual spend.
 """
 
 from __future__ import annotations
@@ -54,11 +57,17 @@ class Series:
         value = getattr(event, self.field, None)
         return None if value is None else float(value)
 
+    @property
+    def begun_tag(self) -> str:
+        """Key in the subscriber record of where their history began for a "fewer than"
+        test (`begin`), beside the ring's `tag`."""
+        return f"{self.tag}.b"
+
     def begin(self, index: int) -> Ring:
-        """A ring with no window yet whose history begins at window `index` (the window of
-        the subscriber's event that begins it, a partial one): every event of theirs is
-        read from then on, so a window with none had none."""
-        return [index, index]
+        """What `begun_tag` holds: the window `index` of the subscriber's event that begins
+        their history (a partial one), with no event in the series yet. Every event of
+        theirs is read from then on, so a window with none had none."""
+        return [index]
 
     def fold(self, ring: Ring | None, index: int, amount: float) -> Ring | None:
         """Add `amount` to window `index`; returns the ring (updated in place when it can be),
@@ -155,7 +164,24 @@ class Series:
         return round(total / count, 4) if count else 0.0
 
     def history_from(self, ring: Ring | None) -> int | None:
-        """The first window with data (or the one a ring was begun at, `begin`), or the
-        one just before the oldest kept once windows with data were dropped (a partial
-        window either way); None when no ring was begun and no data ever came."""
+        """The first window with data, or the one just before the oldest kept once windows
+        with data were dropped (a partial window either way); None when no data ever came.
+        What a baseline's history begins at. (A ring begun before the begin had an entry
+        of its own, `[window, window]`, says where the begin was: read as it was.)"""
         return int(ring[1]) if ring else None
+
+    def history_since(self, ring: Ring | None, begun: Ring | None) -> int | None:
+        """Where the history a "fewer than" test reads began: the subscriber's first event
+        of any kind since the series was declared (`begun`, `begin`), or the ring's
+        `history_from` when earlier, or once windows with data were dropped (what came
+        before the oldest kept is no history); None when neither is known."""
+        first = self.history_from(ring)
+        if not begun:
+            return first
+        since = int(begun[0])
+        if first is None:
+            return since
+        assert ring is not None  # for mypy: a first window is a ring's
+        if first <= ring[0] - self.keep:
+            return first
+        return min(first, since)

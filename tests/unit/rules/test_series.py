@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,6 +164,22 @@ class TestRaisedKeep:
         assert self.baseline(raised, ring, 10, "sum", 7) is None
         assert self.baseline(raised, ring, 10, "sum", 2) == 100.0
         assert s.history_from(ring) == 6  # the window before the oldest kept (7)
+
+    def test_a_fewer_than_history_begins_at_the_first_event_until_data_is_dropped(
+        self,
+    ) -> None:
+        """Begun on day 2 (an event of another kind), data from day 5: a "fewer than" test
+        reads from day 2, a baseline from day 5. Once days with data are dropped, both read
+        from the edge of what is kept: those days are no history, not empty ones."""
+        s = series(keep=3)
+        begun = s.begin(2)
+        assert s.history_since(None, begun) == 2
+        ring = s.fold(None, 5, 100.0)
+        assert (s.history_since(ring, begun), s.history_from(ring)) == (2, 5)
+        for day in (6, 7, 8, 9):
+            ring = s.fold(ring, day, 100.0)
+        assert (s.history_since(ring, begun), s.history_from(ring)) == (6, 6)
+        assert s.history_since(ring, None) == 6
 
 
 class TestWindows:
@@ -515,6 +532,63 @@ class TestNoEventInTheSeries:
             t.triggered_at.date().isoformat() for t in after.tasks if t.moment.type == "few_topups"
         ]
         assert fewer == ["2026-12-06"]
+
+
+class TestABaselineBeginsAtTheSeriesFirstEvent:
+    """A `sum` or `count` baseline is over the subscriber's own windows from their first
+    event in the series on (the window it fell in not counted, a partial one). A series
+    another rule reads as "fewer than" is begun at the subscriber's first event of any
+    kind (`TestNoEventInTheSeries`); the baseline took that for the start of the history
+    in it, so the months between a customer's first top-up and first call charge counted
+    as zeros: a usual 33 yuan of a customer spending 100 a month from their first charge,
+    and "three times the usual" at the close of their first whole month."""
+
+    RULES = (
+        "gating: {quiet_hours: [], frequency_cap: null}\n"
+        "series:\n  spend_month: {on: [usage], field: charge, period: month}\n"
+        "rules:\n  - id: bill_spike\n    description: spike\n    on: [usage]\n"
+        "    evaluate: monthly\n"
+        "    condition: {baseline: spend_month, windows: 3, min_baseline: 20, gte: 2}\n"
+        "    task: {family: anomaly, type: bill_spike, channel: sms, priority: 3,\n"
+        "           action: a, ttl: 7d, description: '{spend_month_baseline}'}\n"
+    )
+    NO_CHARGE = (
+        "  - id: no_charge\n    description: none\n    on: [usage]\n"
+        "    evaluate: monthly\n"
+        "    condition: {series: spend_month, agg: count, last: 2, lt: 1}\n"
+        "    task: {family: anomaly, type: no_charge, channel: sms, priority: 3,\n"
+        "           action: a, ttl: 7d, description: none}\n"
+    )
+
+    def spikes(self, fewer_than: bool, until: str) -> list[tuple[str, object]]:
+        events = [
+            ev(EventType.TOPUP, at("2026-05-10"), amount=50, channel="app"),
+            ev(EventType.USAGE, at("2026-08-20"), kind="data", quantity=1, charge=100),
+            *(
+                ev(EventType.USAGE, at(f"2026-{m:02d}-10"), kind="data", quantity=1, charge=100)
+                for m in (9, 10, 11, 12)
+            ),
+        ]
+        rules = rules_from(self.RULES + (self.NO_CHARGE if fewer_than else ""))
+        result = run(rules, events, until=until)
+        return [
+            (t.triggered_at.date().isoformat(), t.moment.params.get("spend_month_baseline"))
+            for t in result.tasks
+            if t.moment.type == "bill_spike"
+        ]
+
+    @pytest.mark.parametrize("fewer_than", [False, True])
+    def test_a_new_spender_is_no_spike(self, fewer_than: bool) -> None:
+        assert self.spikes(fewer_than, at("2027-01-02")) == []
+
+    def test_the_fewer_than_test_still_reads_the_months_before_the_first_charge(
+        self,
+    ) -> None:
+        rules = rules_from(self.RULES + self.NO_CHARGE)
+        topup = ev(EventType.TOPUP, at("2026-05-10"), amount=50, channel="app")
+        result = run(rules, [topup], until=at("2026-08-02"))
+        # Known from May (partial): June and July, two whole months without a charge.
+        assert [t.triggered_at.date().isoformat() for t in result.tasks] == ["2026-08-01"]
 
 
 def test_the_largest_of_negative_amounts_is_negative() -> None:
