@@ -244,7 +244,18 @@ def _cond(
         only = f" ({', '.join(node.holidays)})" if node.holidays else ""
         if node.lead_days is not None:
             only += f" (from {node.lead_days} days before the contract ends)"
-        return "it is the subscriber's " + " or ".join(k.replace("_", " ") for k in kinds) + only
+        several = (
+            " (on a day of several, a task for each, judged in the order birthday, join "
+            "anniversary, contract expiry, holiday)"
+            if len(kinds) > 1
+            else ""
+        )
+        return (
+            "it is the subscriber's "
+            + " or ".join(k.replace("_", " ") for k in kinds)
+            + only
+            + several
+        )
     if isinstance(node, s.AbsenceCond):
         sources = " or ".join(t.value for t in spec.on)
         return f"the subscriber has had no {sources} event for {node.absence}"

@@ -16,6 +16,7 @@ from moments.models import EventType
 from moments.pipeline import run_pipeline
 from rules.calendar import HolidayCalendar, parse_calendar
 from rules.catalog import RuleSet, load_rules
+from rules.explain import explain
 from rules.special_days import (
     ALL_KINDS,
     Occasion,
@@ -867,6 +868,10 @@ rules:
         assert found == ["birthday"]
         assert out.detected == {("special_day", "care"): 2}
         assert out.suppressed == {("care", "cooldown"): 1}  # once, the update's look too
+
+    def test_explain_says_each_occasion_makes_its_task(self) -> None:
+        (text, *_) = explain(rules_from(NO_GATES + self.RULE))
+        assert "on a day of several, a task for each" in text
 
     def test_a_contract_end_offered_before_holds_back_no_later_greeting(self) -> None:
         """Within a contract's lead its end is judged again every day, its task made again
