@@ -357,8 +357,11 @@ class Detector:
             # Read as "fewer than": the subscriber's history in it begins with any event,
             # so that one with none in it is judged once known long enough. Beside the
             # ring, which a baseline reads from the series' first event on.
-            if series.tag not in rings and series.begun_tag not in rings:
-                rings[series.begun_tag] = series.begin(window_index(series.period, local_day))
+            if series.tag not in rings:
+                if series.begun_tag not in rings:
+                    rings[series.begun_tag] = series.begin(window_index(series.period, local_day))
+            elif series.begun_tag in rings:
+                series.settle(rings)
         counted = False
         for rule in rules.routes[event_type].candidates(event):
             if not rule.when(event):

@@ -174,6 +174,15 @@ class Series:
         of its own, `[window, window]`, says where the begin was: read as it was.)"""
         return int(ring[1]) if ring else None
 
+    def settle(self, rings: dict[str, Ring]) -> None:
+        """Forget where the subscriber's history was begun (`begun_tag`) once the ring has
+        dropped windows with data (`first` moved to the edge of what it keeps): the edge is
+        where their history begins from then on, also read with a `keep` raised in a reload
+        later (the begin read then, the windows dropped counted as empty ones)."""
+        ring = rings.get(self.tag)
+        if ring and ring[1] <= ring[0] - self.keep:
+            rings.pop(self.begun_tag, None)
+
     def history_since(self, ring: Ring | None, begun: Ring | None) -> int | None:
         """Where the history a "fewer than" test reads began: the subscriber's first event
         of any kind since the series was declared (`begun`, `begin`), or the ring's

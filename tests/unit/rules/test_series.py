@@ -181,6 +181,23 @@ class TestRaisedKeep:
         assert (s.history_since(ring, begun), s.history_from(ring)) == (6, 6)
         assert s.history_since(ring, None) == 6
 
+    def test_a_begin_is_forgotten_once_windows_with_data_are_dropped(self) -> None:
+        """Read with a `keep` raised in a reload, a begin still kept took the windows with
+        data dropped for empty ones, which a "fewer than" test counts as none."""
+        s = series(keep=3)
+        rings: dict[str, Ring] = {s.begun_tag: s.begin(2)}
+        for day in (5, 6, 7):
+            ring = s.fold(rings.get(s.tag), day, 100.0)
+            assert ring is not None
+            rings[s.tag] = ring
+            s.settle(rings)
+        assert s.begun_tag in rings  # day 5, the first with data, is still kept
+        rings[s.tag] = s.fold(rings[s.tag], 8, 100.0) or []
+        s.settle(rings)
+        assert s.begun_tag not in rings
+        raised = dataclasses.replace(s, keep=6)
+        assert raised.history_since(rings[s.tag], rings.get(s.begun_tag)) == 5
+
 
 class TestWindows:
     def test_dst_days_are_23_and_25_hours_long(self) -> None:
