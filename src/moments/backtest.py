@@ -186,9 +186,7 @@ def longest_memory(rules: RuleSet) -> Memory:
                     more = (
                         closing
                         and isinstance(node, sp.SeriesCond)
-                        and waits_for_history(
-                            node, loc.count("not") % 2 == 1, name in rules.signed_series
-                        )
+                        and waits_for_history(node, loc.count("not") % 2 == 1)
                     )
                     found.append(
                         Memory(

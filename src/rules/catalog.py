@@ -37,7 +37,6 @@ from rules.conditions import (
     present_names,
     produced_names,
     required_fields,
-    signed_field,
     text_names,
     when_present,
 )
@@ -133,12 +132,6 @@ class RuleSet:
         return RuleSet.of(rules, self.sources, self.series, self.gating, self.special)
 
     @cached_property
-    def signed_series(self) -> frozenset[str]:
-        """The names of the series whose field may hold a negative amount
-        (`Series.signed`)."""
-        return frozenset(name for name, series in self.series.items() if series.signed)
-
-    @cached_property
     def history_series(self) -> tuple[Series, ...]:
         """The series some rule reads with a test that waits for the subscriber's history
         (rules.conditions' `history_series`): each is begun (`Series.begin`) at every
@@ -148,7 +141,7 @@ class RuleSet:
         for rule in self.rules:
             condition = getattr(rule.spec, "condition", None)
             if condition is not None:
-                names |= history_series(condition, signed=self.signed_series)
+                names |= history_series(condition)
         return tuple(self.series[n] for n in sorted(names) if n in self.series)
 
     @cached_property
@@ -677,8 +670,6 @@ def _compile_series(files: Sequence[_File], problems: list[RuleProblem]) -> dict
                 keep=keep,
                 when_key=f"{sorted(spec.on)}|{when_text}",
                 when_keys=text_keys(spec.when),
-                signed=spec.field is not None
-                and signed_field((EVENT_MODELS[t] for t in spec.on), spec.field),
             )
     return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from types import UnionType
@@ -601,8 +601,8 @@ _NONE_WHEN_EMPTY = frozenset({"avg", "max"})
 
 _GROWS = frozenset({"sum", "count", "max"})
 """Aggregates that windows before the subscriber's history, had they been seen, could only
-have raised (a `sum` only of a field that holds no negative amount: `Series.signed`):
-what is read of fewer windows is a floor of the true value."""
+have raised (the field summed is no negative amount): what is read of fewer windows is a
+floor of the true value."""
 
 
 def _with_history(series: Series, node: s.SeriesCond, check: Condition, negated: bool) -> Condition:
@@ -611,15 +611,14 @@ def _with_history(series: Series, node: s.SeriesCond, check: Condition, negated:
     started, part-way into it), read those windows as 0: "fewer than 3 calls in 4 weeks"
     fired on a subscriber seen for one week. A `sum`, `count` or `max` so read is a floor
     of the true value, so `gt`/`gte` may be judged (the windows missed could only add),
-    but any other test (`lt`, `lte`, `eq`, ...), any test of a `sum` of a field that may
-    be negative (a refund: the windows missed could take away), or any test under an odd
-    number of `not:`, is not judged until the history covers the windows: false (true under `not:`,
+    but any other test (`lt`, `lte`, `eq`, ...), or any test under an odd number of
+    `not:`, is not judged until the history covers the windows: false (true under `not:`,
     so that the `not:` is false), as a baseline waits for its windows. The history in
     such a series begins at the subscriber's first event of any kind (`history_series`),
     so one with no event in the series is judged too, once known that long: none is
     fewer than 3; a record with no window of it (from before the series was declared,
     and no event since) is not judged."""
-    if not waits_for_history(node, negated, series.signed):
+    if not waits_for_history(node, negated):
         return check
     last = node.last
 
@@ -634,33 +633,26 @@ def _with_history(series: Series, node: s.SeriesCond, check: Condition, negated:
     return judged
 
 
-def waits_for_history(node: s.SeriesCond, negated: bool, signed: bool = False) -> bool:
+def waits_for_history(node: s.SeriesCond, negated: bool) -> bool:
     """Whether a series test is judged only once the subscriber's history in the series
     covers its windows (`_with_history`): a `sum`, `count` or `max` with a test that is no
-    "at least" (`gt`, `gte`), a `sum` of a field that may be negative (`signed`: "spent at
-    least 100 in 30 days" of charges, a refund among the days not seen), or any test under
-    an odd number of `not:` (`negated`)."""
+    "at least" (`gt`, `gte`), or any test under an odd number of `not:` (`negated`)."""
     if node.agg not in _GROWS:
         return False
-    if negated or (signed and node.agg == "sum"):
-        return True
-    return any(op not in ("gt", "gte") for op in node.given())
+    return negated or any(op not in ("gt", "gte") for op in node.given())
 
 
-def history_series(
-    node: Any, negated: bool = False, signed: Collection[str] = frozenset()
-) -> set[str]:
+def history_series(node: Any, negated: bool = False) -> set[str]:
     """The series a condition reads with a test that waits for the history
-    (`waits_for_history`; `signed`: the names of the series whose field may be negative).
-    A subscriber's history in such a series begins at their first event read with it
-    declared, whatever its type (`Series.begin`): "fewer than 3 top-ups in 30 days" is
-    judged, and holds, for one who has had none."""
+    (`waits_for_history`). A subscriber's history in such a series begins at their first
+    event read with it declared, whatever its type (`Series.begin`): "fewer than 3
+    top-ups in 30 days" is judged, and holds, for one who has had none."""
     if isinstance(node, s.NotCond):
-        return history_series(node.not_, not negated, signed)
+        return history_series(node.not_, not negated)
     if isinstance(node, s.AllCond | s.AnyCond):
         children = node.all if isinstance(node, s.AllCond) else node.any
-        return set().union(*(history_series(c, negated, signed) for c in children))
-    if isinstance(node, s.SeriesCond) and waits_for_history(node, negated, node.series in signed):
+        return set().union(*(history_series(c, negated) for c in children))
+    if isinstance(node, s.SeriesCond) and waits_for_history(node, negated):
         return {node.series}
     return set()
 
@@ -833,32 +825,6 @@ def number_fields(models: Iterable[type[BaseModel]]) -> set[str]:
     of `models`: the money, counts and levels of events and profiles."""
     found = [{n for n, f in m.model_fields.items() if _holds_number(f.annotation)} for m in models]
     return set.intersection(*found) if found else set()
-
-
-def signed_field(models: Iterable[type[BaseModel]], name: str) -> bool:
-    """Whether the numeric field `name` may hold a negative value in one of `models`: its
-    JSON schema gives a number no lower bound of 0 or more (a usage `charge`, a refund; a
-    `balance_after`), where a top-up's `amount`, a `quantity` or a `severity` has one."""
-    return any(_signed(_schema_of(m)["properties"].get(name, {})) for m in models)
-
-
-def _signed(schema: Mapping[str, Any]) -> bool:
-    if "anyOf" in schema:
-        return any(_signed(branch) for branch in schema["anyOf"])
-    if schema.get("type") not in ("number", "integer"):
-        return False  # text (a decimal string mirrors its number's bounds), null
-    least = schema.get("minimum", schema.get("exclusiveMinimum"))
-    return least is None or least < 0
-
-
-_SCHEMAS: dict[type[BaseModel], dict[str, Any]] = {}
-
-
-def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    found = _SCHEMAS.get(model)
-    if found is None:
-        found = _SCHEMAS[model] = model.model_json_schema()
-    return found
 
 
 def _holds_number(annotation: Any) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 from moments.models import Channel
@@ -39,7 +39,7 @@ def explain(
     chosen = [r for r in rules.rules if rule_id is None or r.id == rule_id]
     if rule_id is not None and not chosen:
         raise KeyError(rule_id)
-    paragraphs = [explain_rule(rule, rules.signed_series) for rule in chosen]
+    paragraphs = [explain_rule(rule) for rule in chosen]
     if dispatch is not None:
         paragraphs = [
             f"{text}\n  {dispatch(rule.id, rule.spec.task.channel)}"
@@ -60,10 +60,7 @@ def explain(
     return paragraphs
 
 
-def explain_rule(rule: CompiledRule, signed: Collection[str] = frozenset()) -> str:
-    """The rule in words; `signed`: the names of the catalog's series whose field may be
-    negative (`RuleSet.signed_series`), whose sums are judged once the history covers
-    them."""
+def explain_rule(rule: CompiledRule) -> str:
     spec: s.RuleSpec = rule.spec
     lines = [f"{rule.id} (version {rule.version}): {rule.description}"]
     on = ", ".join(t.value for t in spec.on)
@@ -80,7 +77,7 @@ def explain_rule(rule: CompiledRule, signed: Collection[str] = frozenset()) -> s
             f"  Runs when a {_PERIOD_WORDS[rule.period]} closes, in the subscriber's time zone."
         )
     if spec.condition is not None:
-        lines.append(f"  Fires when {_cond(spec.condition, spec, signed)}.")
+        lines.append(f"  Fires when {_cond(spec.condition, spec)}.")
     else:
         lines.append("  Fires on every such event.")
     for override in spec.overrides:
@@ -173,17 +170,15 @@ def _when(when: dict[str, Any]) -> str:
     return " and ".join(parts)
 
 
-def _cond(
-    node: Any, spec: s.RuleSpec, signed: Collection[str] = frozenset(), negated: bool = False
-) -> str:
+def _cond(node: Any, spec: s.RuleSpec, negated: bool = False) -> str:
     """`node` in words; `negated` under an odd number of `not:` (a series test there
     waits for the history whatever its operators)."""
     if isinstance(node, s.AllCond):
-        return "all of (" + "; ".join(_cond(c, spec, signed, negated) for c in node.all) + ")"
+        return "all of (" + "; ".join(_cond(c, spec, negated) for c in node.all) + ")"
     if isinstance(node, s.AnyCond):
-        return "any of (" + "; ".join(_cond(c, spec, signed, negated) for c in node.any) + ")"
+        return "any of (" + "; ".join(_cond(c, spec, negated) for c in node.any) + ")"
     if isinstance(node, s.NotCond):
-        return "not (" + _cond(node.not_, spec, signed, not negated) + ")"
+        return "not (" + _cond(node.not_, spec, not negated) + ")"
     if isinstance(node, s.FieldCond):
         return f"the event's {node.field} {_ops(node, spec)}"
     if isinstance(node, s.ProfileCond):
@@ -197,18 +192,11 @@ def _cond(
     if isinstance(node, s.SeriesCond):
         span = "this window" if node.last == 1 else f"this window and the {node.last - 1} before"
         waits = ""
-        if waits_for_history(node, negated, node.series in signed):
+        if waits_for_history(node, negated):
             waits = (
                 " (judged once the subscriber's history covers those windows, not the "
                 "partial one it began in; it begins at their first event of any kind, so "
-                f"one with no event in {node.series} is judged too"
-                + (
-                    "; a sum of amounts that may be negative, a refund among windows not "
-                    "seen could lower it"
-                    if node.agg == "sum" and node.series in signed
-                    else ""
-                )
-                + ")"
+                f"one with no event in {node.series} is judged too)"
             )
         if node.agg in ("avg", "max"):
             waits += " (not judged when those windows hold no event)"

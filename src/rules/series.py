@@ -45,10 +45,6 @@ class Series:
     """Identifies the `when` filter, so series sharing one are filtered once per event."""
     when_keys: Keys = dataclasses.field(default_factory=dict)
     """The texts the filter lets through per field (rules.routing.text_keys)."""
-    signed: bool = False
-    """Its `field` may hold a negative amount (a usage `charge`: a refund; a
-    `balance_after`), so a `sum` of windows not seen is no floor of the true one
-    (rules.conditions' `waits_for_history`)."""
 
     @property
     def width(self) -> int:
