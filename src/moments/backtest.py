@@ -43,6 +43,7 @@ from sinks.dispatch import TaskSink
 from sinks.memory import MemoryDeferrals, MemoryLedger, MemorySlots, memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
+from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
 
 TASKS_TOPIC = "moments.tasks"
 RETURNS_TOPIC = "cooldown-returns"
@@ -75,11 +76,13 @@ class Published:
 
 
 class CollectingProducer:
-    """The sink's producer in a backtest: keeps each task with the event time it went."""
+    """The sink's producer in a backtest: keeps each task with the event time it went, and
+    apart from them each withdrawal (`moments.task-withdrawals`)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.sent: list[Published] = []
+        self.withdrawn: list[Published] = []
 
     async def send(
         self,
@@ -91,7 +94,8 @@ class CollectingProducer:
         headers: Headers | None = None,
     ) -> Awaitable[Any]:
         if value is not None:
-            self.sent.append(Published(self.clock(), value))
+            kept = self.withdrawn if topic == WITHDRAWALS_TOPIC else self.sent
+            kept.append(Published(self.clock(), value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -266,11 +270,20 @@ class BacktestResult:
     )
     """The metrics' counters when the report period began, to subtract."""
 
+    withdrawn: list[Published] = field(default_factory=list)
+    """The withdrawals published (`moments.task-withdrawals`), as the stream's."""
+
     @property
     def reported(self) -> list[Published]:
         """What was published from `report_from` on."""
         start = self.report_from
         return self.published if start is None else [p for p in self.published if p.at >= start]
+
+    @property
+    def reported_withdrawals(self) -> list[Published]:
+        """The withdrawals published from `report_from` on."""
+        start = self.report_from
+        return self.withdrawn if start is None else [p for p in self.withdrawn if p.at >= start]
 
     @property
     def rate(self) -> float:
@@ -354,6 +367,7 @@ class Backtest:
             frequency_cap=lambda: self.detector.rules.gating.frequency_cap,
             task_ttl=lambda rule_id, version: self.detector.rules.task_ttl(rule_id, version),
             returns=self.returns,
+            withdrawals_topic=WITHDRAWALS_TOPIC,
         )
         if isinstance(self.sink, WarmupAwareSink) and report_from is not None:
             self.sink.report_from = report_from
@@ -366,6 +380,7 @@ class Backtest:
         self.offsets: Counter[str] = Counter()
         self.swept_bucket = -1
         self.result = BacktestResult(self.producer.sent, self.metrics, self._slots(), self.policy)
+        self.result.withdrawn = self.producer.withdrawn
         self.result.report_from = report_from
         self.result.live_from = live_from.timestamp() if live_from is not None else None
         self._warming = report_from is not None
@@ -550,6 +565,8 @@ class Backtest:
         if result.forgotten:  # as the stream: before the batch's facts
             rule_ids = [r.id for r in self.detector.rules.rules]
             await self.sink.subscribers.forget(result.forgotten, rule_ids, result.erased_at)
+            gone = profile_changes((), result.forgotten, result.erased_at, self.clock())
+            await self.sink.withdrawals.withdraw(gone)
         facts = sorted(result.facts, key=_occurred)
         done = 0
         if self._warming and self.dispatch_from is not None:
@@ -588,6 +605,8 @@ class Backtest:
         while i < len(facts) and (at := facts[i].occurred_at.timestamp()) <= until:
             await self._advance(at)
             await self.sink.subscribers.record_facts(facts[i : i + 1])
+            if changes := profile_changes(facts[i : i + 1]):  # as the stream, after the fact
+                await self.sink.withdrawals.withdraw(changes)
             i += 1
         return i
 

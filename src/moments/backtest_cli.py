@@ -8,7 +8,7 @@ import datetime as dt
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,9 @@ EXAMPLES = """
     moments backtest --events weeks.jsonl.gz --live-from 2026-12-20   # a cut-over, 14 days' warm-up
 """
 
-OUTPUTS = "tasks.jsonl, report.json, report.md, tasks_per_day.png and report.html"
+OUTPUTS = (
+    "tasks.jsonl, withdrawals.jsonl, report.json, report.md, tasks_per_day.png and report.html"
+)
 REFUSED_SHARE_WARN = 0.01
 """Above this share of refused events the backtest's figures are in doubt: said in yellow."""
 
@@ -283,7 +285,13 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             moment_figures(base), moment_figures(result)
         )
     try:
-        _write(args.out, report, result.reported, base.reported if base else None)
+        _write(
+            args.out,
+            report,
+            result.reported,
+            base.reported if base else None,
+            result.reported_withdrawals,
+        )
     except OSError as exc:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
         return 1
@@ -424,6 +432,7 @@ def _write(
     report: dict[str, Any],
     tasks: list[Published],
     baseline: list[Published] | None,
+    withdrawals: Sequence[Published] = (),
 ) -> None:
     import orjson
 
@@ -431,6 +440,7 @@ def _write(
 
     out.mkdir(parents=True, exist_ok=True)
     _write_private(out / "tasks.jsonl", b"".join(p.payload + b"\n" for p in tasks))
+    _write_private(out / "withdrawals.jsonl", b"".join(p.payload + b"\n" for p in withdrawals))
     if baseline is not None:
         _write_private(out / "baseline-tasks.jsonl", b"".join(p.payload + b"\n" for p in baseline))
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -106,6 +106,7 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             if result.report_from is not None or result.live_from is not None
             else None,
             "tasks": len(result.reported),
+            "tasks_withdrawn": len(result.reported_withdrawals),
             "first_event": _iso(result.first_event, zone),
             "last_event": _iso(result.last_event, zone),
             "waiting_at_end": result.waiting_at_end,
@@ -609,6 +610,11 @@ def sections(
                     else []
                 ),
                 ["tasks published", s["tasks"]],
+                *(
+                    [["tasks withdrawn after publishing", withdrawn]]
+                    if (withdrawn := s.get("tasks_withdrawn"))
+                    else []
+                ),
                 ["first event", s["first_event"]],
                 ["last event", s["last_event"]],
                 ["still waiting at the end", s["waiting_at_end"]],

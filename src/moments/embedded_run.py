@@ -63,7 +63,12 @@ before the SIGKILL."""
 
 def all_topics(settings: Settings) -> tuple[dict[str, int], list[str]]:
     """Every topic the detector reads or writes, with partitions, and the compacted ones."""
-    names = [t.value for t in INPUT_TOPICS] + ["tasks", "task_outcomes", "deadletter"]
+    names = [t.value for t in INPUT_TOPICS] + [
+        "tasks",
+        "task_outcomes",
+        "task_withdrawals",
+        "deadletter",
+    ]
     topics = {settings.topic(n): settings.partitions for n in names}
     return topics, [settings.topic("profile")]
 

@@ -1,5 +1,5 @@
 """The contract's closed vocabularies: event types, task channels, moment families and
-outcome statuses (re-exported by `moments.models`, which uses them).
+outcome statuses, withdrawal reasons (re-exported by `moments.models`, which uses them).
 
 Apart from the models so that the command line's parser offers them as choices without
 importing pydantic (~0.15 s of CPU at every command's start)."""
@@ -46,3 +46,14 @@ class OutcomeStatus(StrEnum):
     DECLINED = "declined"
     UNREACHABLE = "unreachable"
     FAILED = "failed"
+
+
+class WithdrawReason(StrEnum):
+    """Why a published task was withdrawn (`TaskWithdrawal.reason`)."""
+
+    OPT_OUT = "opt_out"
+    """The customer opted out of the channel the task went out on."""
+    CLOSED = "closed"
+    """The line was closed."""
+    FORGOTTEN = "forgotten"
+    """A profile tombstone erased the subscriber."""

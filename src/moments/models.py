@@ -35,6 +35,7 @@ from moments.enums import Channel as Channel
 from moments.enums import EventType as EventType
 from moments.enums import Family as Family
 from moments.enums import OutcomeStatus as OutcomeStatus
+from moments.enums import WithdrawReason as WithdrawReason
 from moments.zones import check_zone
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
@@ -796,6 +797,38 @@ class ServiceTask(BaseModel):
         if isinstance(data, dict) and data.get("moment_id") is None and "task_id" in data:
             return {**data, "moment_id": data["task_id"]}
         return data
+
+
+class TaskWithdrawal(BaseModel):
+    """A notice on `moments.task-withdrawals`: a task published earlier, not yet expired,
+    must not be acted on any more (the customer opted out of its channel, the line was
+    closed, or the subscriber was forgotten after it was published)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str = Field(
+        description="The withdrawn task's task_id, as published: one notice per task (a "
+        "repeat after a crash carries the same task_id and reason)",
+        json_schema_extra={"pattern": TASK_ID_PATTERN},
+    )
+    subscriber_id: SubscriberId
+    channel: Channel = Field(description="The channel the task went out on (its `channel`)")
+    moment_type: str = Field(description="The task's `moment.type`")
+    reason: WithdrawReason = Field(
+        description="opt_out: the customer opted out of `channel`; closed: the line was "
+        "closed; forgotten: the subscriber was erased (a profile tombstone)"
+    )
+    occurred_at: AwareDatetime = Field(
+        description="When the profile change happened: the profile update's `occurred_at`, "
+        "or a tombstone's record timestamp"
+    )
+    withdrawn_at: AwareDatetime = Field(
+        description="When the detector withdrew the task (a repeat may carry a later one)"
+    )
+    expires_at: AwareDatetime = Field(
+        description="The task's `expires_at`: no withdrawal of it comes after this, and a "
+        "consumer may forget the task then"
+    )
 
 
 AGENT_NUMBER_MAX = 2**63 - 1

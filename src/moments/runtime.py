@@ -57,6 +57,7 @@ from sinks.metrics import Dependency, Metrics
 from sinks.policy import DispatchPolicy, check_rule_ids, load_policy
 from sinks.retry import with_retry
 from sinks.stores import redis_stores
+from sinks.withdrawals import profile_changes
 
 SWEEP_CHUNK = 500
 """Subscribers swept per hold of the state lock (a batch waits at most one chunk)."""
@@ -233,7 +234,10 @@ class Runtime:
             lambda: start_producer(s), Dependency.KAFKA, self.metrics, "starting the producer"
         )
         self._producer = producer
-        outputs = {s.topic(n): s.partitions for n in ("tasks", "deadletter", "task_outcomes")}
+        outputs = {
+            s.topic(n): s.partitions
+            for n in ("tasks", "deadletter", "task_outcomes", "task_withdrawals")
+        }
         self.starting = f"creating the output topics (Kafka {s.kafka_bootstrap})"
         await create_topics(s, outputs, self.metrics, "creating output topics")
         redis = redis_client(s)
@@ -254,6 +258,7 @@ class Runtime:
             frequency_cap=lambda: detector.rules.gating.frequency_cap,
             task_ttl=lambda rule_id, version: detector.rules.task_ttl(rule_id, version),
             returns=returns,
+            withdrawals_topic=s.topic("task_withdrawals"),
         )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
         self.metrics.rules_loaded.set(len(self.detector.rules))
@@ -486,6 +491,14 @@ class Runtime:
             self.tasks.add(task, rejudged=task.task_id in result.rejudged)
         await self.dead_letters.flush()
         dropped = await self.tasks.flush()
+        changes = profile_changes(result.facts, result.forgotten, result.erased_at, time.time())
+        if changes:
+            # Published tasks the batch's opt-outs, closed lines and tombstones made void,
+            # this batch's own included (a task of an event read before the opt-out in the
+            # batch went out just now): withdrawn before the state is written, so a crash
+            # re-reads the batch and withdraws again what it had not recorded, under the
+            # same task ids.
+            await self.tasks.withdrawals.withdraw(changes)
         # Before the state is written: a crash then reads the batch again, and the ledger
         # says again which of its tasks were dropped.
         give_back_cooldowns(result, dropped)

@@ -35,6 +35,7 @@ from moments.models import (
     ServiceTask,
     SubscriberId,
     TaskOutcome,
+    TaskWithdrawal,
     TopUpEvent,
     UsageEvent,
 )
@@ -61,6 +62,7 @@ SCHEMA_FILES: Final[dict[str, tuple[type[BaseModel], JsonSchemaMode]]] = {
     "profile-event.schema.json": (ProfileEvent, "validation"),
     "service-task.schema.json": (ServiceTask, "serialization"),
     "task-outcome.schema.json": (TaskOutcome, "validation"),
+    "task-withdrawal.schema.json": (TaskWithdrawal, "serialization"),
 }
 
 DLQ_HEADER_PREFIX: Final = "__dlq.errors."
@@ -122,6 +124,16 @@ EXAMPLES: Final[dict[str, Any]] = {
         "status": "active",
         "opt_out": ["outbound_call"],
         "manager_id": "mgr-0042",
+    },
+    "TaskWithdrawal": {
+        "task_id": "90bd947c9fdac044a8b53075800c7701",
+        "subscriber_id": _SUBSCRIBER,
+        "channel": "outbound_call",
+        "moment_type": "first_international_roaming",
+        "reason": "opt_out",
+        "occurred_at": "2026-11-22T08:40:00+08:00",
+        "withdrawn_at": "2026-11-22T08:40:01.250000+08:00",
+        "expires_at": "2026-11-29T07:05:00+09:00",
     },
     "TaskOutcome": {
         "task_id": "90bd947c9fdac044a8b53075800c7701",
@@ -438,6 +450,12 @@ _CHANNELS: Final[dict[str, tuple[_Action, tuple[str, ...], str]]] = {
         "receive",
         ("TaskOutcome",),
         "Outcomes of service tasks, written by dispatch consumers.",
+    ),
+    "task_withdrawals": (
+        "send",
+        ("TaskWithdrawal",),
+        "Published tasks not yet expired that a later opt-out of their channel, a closed "
+        "line or a forgotten subscriber made void: do not act on them.",
     ),
     "deadletter": (
         "send",

@@ -61,6 +61,7 @@ class Topics(BaseModel):
     profile: str = "telecom.profile"
     tasks: str = "moments.tasks"
     task_outcomes: str = "moments.task-outcomes"
+    task_withdrawals: str = "moments.task-withdrawals"
     deadletter: str = "moments.deadletter"
 
 

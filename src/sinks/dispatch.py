@@ -18,8 +18,9 @@ its collaborators', built from one policy (`sinks.judging`): the time gates
 park calls are `sinks.parking`'s, the cooldown returns of drops `sinks.owedreturns`', a
 task read back from the stores `sinks.readback`'s.
 Beside the decision, the sink's `subscribers` record their facts and erase them
-(`sinks.subscribers`), and its `expiry` counts the published tasks no outcome came back
-for (`sinks.expiry`).
+(`sinks.subscribers`), its `expiry` counts the published tasks no outcome came back
+for (`sinks.expiry`), and its `withdrawals` name the published tasks a later profile
+change made void (`sinks.withdrawals`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from sinks.routes import (
 from sinks.stores import Clock, DispatchStores, Joining, Leave, Released
 from sinks.subscribers import Subscribers
 from sinks.timegates import TimeGates
+from sinks.withdrawals import Withdrawals
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +97,7 @@ class TaskSink:
         frequency_cap: Callable[[], FrequencyCap | None] = lambda: None,
         task_ttl: TaskTtl = no_ttl,
         returns: CooldownReturns | None = None,
+        withdrawals_topic: str | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -124,6 +127,11 @@ class TaskSink:
             self.ledger, metrics, lambda: self.policy, clock, self._redis
         )
         """Published tasks that expired with no outcome (`sinks.expiry`)."""
+        self.withdrawals = Withdrawals(
+            producer, withdrawals_topic, self.ledger, metrics, clock, self._redis
+        )
+        """Published tasks a later profile change made void (`sinks.withdrawals`; none
+        without `withdrawals_topic`)."""
         self._payloads = Payloads(self._decoded)
         self._judged: str | None = None
         """The timetable the deferral queue was last found or made judged by
@@ -760,8 +768,12 @@ class TaskSink:
             )
             for t in tasks
         }
+        # And its subscriber's published index until it expires: what a later opt-out,
+        # closed line or tombstone withdraws (`sinks.withdrawals`).
+        subs = {t.task_id: t.subscriber_id for t in tasks}
         await self._redis(
-            lambda: self.ledger.confirm(ids, meta, bodies, awaiting), "confirming published tasks"
+            lambda: self.ledger.confirm(ids, meta, bodies, awaiting, subs),
+            "confirming published tasks",
         )
         for task in tasks:
             self.metrics.published.labels(task.moment.type, task.channel.value).inc()

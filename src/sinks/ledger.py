@@ -81,13 +81,17 @@ return v
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
-# K: task, group, body, unanswered index of the task's channel, answered mark; A: final
-# value, id, body ('' for none), seconds to keep it, milliseconds to keep the entry ('' as
-# it is), when the task expires ('' for none: not sent); SK: pending. A sent task enters the
-# unanswered index (one ZADD) only as it leaves P, so a confirm repeated after its
-# outcome came back does not put it back, and only when no outcome came back while it
+# K: task, group, body, unanswered index of the task's channel, answered mark, published
+# index of the task's subscriber; A: final value, id, body ('' for none), seconds to keep
+# it, milliseconds to keep the entry ('' as it is), when the task expires ('' for none: not
+# sent), seconds to keep the published index ('' for none), now; SK: pending. A sent task
+# enters the unanswered index (one ZADD) only as it leaves P, so a confirm repeated after
+# its outcome came back does not put it back, and only when no outcome came back while it
 # was P (`answered:<id>`, `first_outcome`: published, then the worker died before the
-# confirm, or the consumer answered first), so a re-drive's confirm does not either.
+# confirm, or the consumer answered first), so a re-drive's confirm does not either. It
+# enters its subscriber's published index (`published:<subscriber>`, by expiry: what a
+# later opt-out withdraws, sinks.withdrawals) as it leaves P too, whose expired members
+# go then.
 _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
@@ -98,6 +102,11 @@ if v and string.sub(v, 1, 1) == 'P' then
   end
   local answered = redis.call('DEL', K[5]) == 1
   if A[6] ~= '' and not answered then redis.call('ZADD', K[4], A[6], A[2]) end
+  if A[6] ~= '' and A[7] ~= '' then
+    redis.call('ZREMRANGEBYSCORE', K[6], '-inf', A[8])
+    redis.call('ZADD', K[6], A[6], A[2])
+    if redis.call('TTL', K[6]) < tonumber(A[7]) then redis.call('EXPIRE', K[6], A[7]) end
+  end
 end
 redis.call('ZREM', SK[1], A[2])
 redis.call('DEL', K[2])
@@ -242,10 +251,14 @@ def takeover_window(ttl_seconds: int) -> int:
     return DROPPED_KEPT_S if ttl_seconds > DROPPED_KEPT_S else -1
 
 
-Settle = tuple[str, bytes, bytes, int, int | None, tuple[str, float] | None]
+Settle = tuple[str, bytes, bytes, int, int | None, tuple[str, float] | None, str | None]
 """A settle call: task id, final value, body, seconds to keep the body, milliseconds to
-keep the entry (None: its TTL as it is), and for a sent task its channel and expiry
-(epoch seconds), for the unanswered index (None: not sent)."""
+keep the entry (None: its TTL as it is), for a sent task its channel and expiry (epoch
+seconds), for the unanswered index (None: not sent), and its subscriber, for the published
+index (None: not indexed)."""
+
+PUBLISHED_KEPT_S = 86400
+"""How long a subscriber's published index outlives the expiry of its latest task."""
 
 
 @dataclass(frozen=True)
@@ -309,7 +322,7 @@ class TaskLedger:
         """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=5, args=6)
+        self._settle = BatchScript(redis, _SETTLE, keys=6, args=8)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._owed = redis.register_script(_OWED)
@@ -336,6 +349,11 @@ class TaskLedger:
         unanswered index (`first_outcome`); taken as the entry leaves pending."""
         return f"{self.prefix}answered:{task_id}"
 
+    def published_key(self, subscriber_id: str) -> str:
+        """A subscriber's published tasks not yet expired nor withdrawn: task id -> its
+        expiry (epoch seconds); see `published_of`."""
+        return f"{self.prefix}published:{subscriber_id}"
+
     def body_key(self, task_id: str) -> str:
         """A sent task's payload, kept until it expires (for outcome retries)."""
         return f"{self.prefix}body:{task_id}"
@@ -361,19 +379,24 @@ class TaskLedger:
         meta: Mapping[str, bytes] | None = None,
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
         awaiting: Mapping[str, tuple[str, float]] | None = None,
+        subscribers: Mapping[str, str] | None = None,
     ) -> None:
         """Record that these tasks were acknowledged by the broker.
 
         `meta` (small, kept as long as the ledger entry) and `bodies` (payload and
         seconds to keep it) are what outcomes need later; `awaiting` (channel and expiry,
         epoch seconds, per task id): the tasks enter the unanswered index until their
-        first outcome (one ZADD each, in the same script)."""
+        first outcome (one ZADD each, in the same script); `subscribers` (per task id of
+        `awaiting`): and their subscriber's published index until they expire or are
+        withdrawn (`published_of`)."""
         meta, bodies, awaiting = meta or {}, bodies or {}, awaiting or {}
+        subs = subscribers or {}
         items: list[Settle] = []
         for task_id in task_ids:
             body, keep = bodies.get(task_id, (b"", 0))
             value = SENT + meta.get(task_id, b"")
-            items.append((task_id, value, body, max(1, keep), None, awaiting.get(task_id)))
+            sent = awaiting.get(task_id)
+            items.append((task_id, value, body, max(1, keep), None, sent, subs.get(task_id)))
         await self._settle_many(items)
 
     async def drop(self, task_id: str, reason: str) -> None:
@@ -388,7 +411,7 @@ class TaskLedger:
         now, until = time.time(), keep_until or {}
         await self._settle_many(
             [
-                (i, DROPPED + reason.encode(), b"", 1, _kept_ms(until.get(i), now), None)
+                (i, DROPPED + reason.encode(), b"", 1, _kept_ms(until.get(i), now), None, None)
                 for i, reason in items
             ]
         )
@@ -415,6 +438,7 @@ class TaskLedger:
     async def _settle_many(self, items: Sequence[Settle]) -> None:
         if not items:
             return
+        now = time.time()
         calls = [
             (
                 (
@@ -423,6 +447,7 @@ class TaskLedger:
                     self.body_key(i),
                     self.pending_key if sent is None else self.unanswered_key(sent[0]),
                     self.answered_key(i),
+                    self.pending_key if sub is None else self.published_key(sub),
                 ),
                 (
                     value,
@@ -431,9 +456,13 @@ class TaskLedger:
                     keep,
                     "" if entry_keep is None else entry_keep,
                     "" if sent is None else repr(sent[1]),
+                    ""
+                    if sent is None or sub is None
+                    else max(1, int(sent[1] - now) + PUBLISHED_KEPT_S),
+                    repr(now),
                 ),
             )
-            for i, value, body, keep, entry_keep, sent in items
+            for i, value, body, keep, entry_keep, sent, sub in items
         ]
         await self._settle.run(calls, shared_keys=(self.pending_key,))
 
@@ -504,6 +533,39 @@ class TaskLedger:
         """A sent task's payload, while `confirm` keeps it (None when gone)."""
         value: bytes | str | None = await self.redis.get(self.body_key(task_id))
         return value.encode() if isinstance(value, str) else value
+
+    async def body_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """`body` for each task id, in one pipeline."""
+        if not task_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.get(self.body_key(task_id))
+        return [None if v is None else as_bytes(v) for v in await pipe.execute()]
+
+    async def published_of(self, subscriber_ids: Sequence[str], now: float) -> list[list[str]]:
+        """See `sinks.stores.Ledger.published_of`: one pipeline."""
+        if not subscriber_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for sub in subscriber_ids:
+            pipe.zrangebyscore(self.published_key(sub), f"({now!r}", "+inf")
+        return [[as_bytes(i).decode() for i in got] for got in await pipe.execute()]
+
+    async def withdrawn(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """See `sinks.stores.Ledger.withdrawn`: one pipeline."""
+        if not items:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id, sub, channel in items:
+            pipe.zrem(self.published_key(sub), task_id)
+            pipe.zrem(self.unanswered_key(channel), task_id)
+        await pipe.execute()
+
+    async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
+        """See `sinks.stores.Ledger.forget_published`."""
+        if subscriber_ids:
+            await self.redis.delete(*(self.published_key(s) for s in subscriber_ids))
 
     async def first_outcome(
         self, task_id: str, status: str, channel: str | None = None, token: str = ""

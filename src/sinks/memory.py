@@ -67,6 +67,8 @@ class MemoryLedger:
         """The unanswered index: channel -> task id -> expiry (epoch seconds)."""
         self.answered: set[str] = set()
         """Pending tasks an outcome came back for before their confirm (`answered:<id>`)."""
+        self.published: dict[str, dict[str, float]] = {}
+        """The published index: subscriber -> task id -> expiry (epoch seconds)."""
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -122,6 +124,7 @@ class MemoryLedger:
         meta: Mapping[str, bytes] | None = None,
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
         awaiting: Mapping[str, tuple[str, float]] | None = None,
+        subscribers: Mapping[str, str] | None = None,
     ) -> None:
         now = self.clock()
         for task_id in task_ids:
@@ -131,6 +134,12 @@ class MemoryLedger:
             if settles and not answered and awaiting and task_id in awaiting:  # as Redis
                 channel, expires_at = awaiting[task_id]
                 self.awaiting.setdefault(channel, {})[task_id] = expires_at
+            sub = (subscribers or {}).get(task_id)
+            if settles and sub is not None and awaiting and task_id in awaiting:  # as Redis
+                index = self.published.setdefault(sub, {})
+                for gone in [i for i, at in index.items() if at <= now]:
+                    del index[gone]
+                index[task_id] = awaiting[task_id][1]
             if bodies and task_id in bodies:
                 body, keep = bodies[task_id]
                 self.bodies[task_id] = _Entry(body, now + max(1, keep))
@@ -240,6 +249,26 @@ class MemoryLedger:
     async def body(self, task_id: str) -> bytes | None:
         entry = self._live(self.bodies, task_id)
         return None if entry is None else entry.value
+
+    async def body_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        return [await self.body(i) for i in task_ids]
+
+    async def published_of(self, subscriber_ids: Sequence[str], now: float) -> list[list[str]]:
+        out = []
+        for sub in subscriber_ids:
+            index = self.published.get(sub, {})
+            live = sorted((at, i) for i, at in index.items() if at > now)
+            out.append([i for _, i in live])
+        return out
+
+    async def withdrawn(self, items: Sequence[tuple[str, str, str]]) -> None:
+        for task_id, sub, channel in items:
+            self.published.get(sub, {}).pop(task_id, None)
+            self.awaiting.get(channel, {}).pop(task_id, None)
+
+    async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
+        for sub in subscriber_ids:
+            self.published.pop(sub, None)
 
     async def first_outcome(
         self, task_id: str, status: str, channel: str | None = None, token: str = ""

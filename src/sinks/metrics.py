@@ -89,6 +89,13 @@ class Metrics:
             ["moment_type", "reason"],
             registry=r,
         )
+        self.withdrawn = Counter(
+            "moments_tasks_withdrawn",
+            "Published, unexpired tasks withdrawn by a later opt-out of their channel, a "
+            "closed line or a forgotten subscriber (moments.task-withdrawals)",
+            ["moment_type", "reason"],
+            registry=r,
+        )
         self.deferred = Counter(
             "moments_tasks_deferred", "Tasks moved later by do-not-disturb", ["reason"], registry=r
         )

@@ -144,10 +144,13 @@ class Ledger(Protocol):
         meta: Mapping[str, bytes] | None = None,
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
         awaiting: Mapping[str, tuple[str, float]] | None = None,
+        subscribers: Mapping[str, str] | None = None,
     ) -> None:
         """Sent: `meta` kept with the entry, `bodies` (payload, seconds) for outcomes, and
         `awaiting` (channel, expiry in epoch seconds) puts each task in the unanswered
-        index until its first outcome, in the same round trip."""
+        index until its first outcome, and (its subscriber in `subscribers`) in its
+        subscriber's published index until it expires (`published_of`), in the same round
+        trip; only as the entry leaves pending (a confirm repeated adds nothing)."""
         ...
 
     async def drop(self, task_id: str, reason: str) -> None: ...
@@ -205,6 +208,25 @@ class Ledger(Protocol):
     async def sent_meta(self, task_id: str) -> bytes | None: ...
 
     async def body(self, task_id: str) -> bytes | None: ...
+
+    async def body_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """`body` for each task id, in one round trip."""
+        ...
+
+    async def published_of(self, subscriber_ids: Sequence[str], now: float) -> list[list[str]]:
+        """Per subscriber, the ids of their published tasks that expire after `now` and
+        were not withdrawn (`withdrawn`), in one round trip (sinks.withdrawals)."""
+        ...
+
+    async def withdrawn(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Each (task id, subscriber, channel) withdrawn: out of the subscriber's published
+        index and of the unanswered index (no outcome is expected of it), in one round
+        trip; its entry stays `sent` (an outcome still counts)."""
+        ...
+
+    async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
+        """Erase these subscribers' published indexes (a tombstone, after its withdrawals)."""
+        ...
 
     async def first_outcome(
         self, task_id: str, status: str, channel: str | None = None, token: str = ""

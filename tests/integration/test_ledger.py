@@ -238,3 +238,48 @@ class TestCooldownReturns:
         left = [(f"odd{i}", odd[i]) for i in range(1, len(odd), 2)]
         assert await owed(ledger) == sorted([("b", b""), *left])
         assert await ledger.redis.hlen(ledger.return_records_key) == 1 + len(left)
+
+
+class TestPublishedIndex:
+    """A sent task enters its subscriber's published index (what a later opt-out withdraws,
+    sinks.withdrawals) as its entry leaves pending, in the confirm's script; Redis and the
+    memory twin alike."""
+
+    async def test_confirmed_tasks_by_subscriber_until_they_expire_or_are_withdrawn(
+        self, ledger: TaskLedger
+    ) -> None:
+        now = time.time()
+        sub = "13800138000"
+        await ledger.claim([("a", b"{}"), ("b", b"{}"), ("c", b"{}")])
+        awaiting = {"a": ("sms", now + 100), "b": ("outbound_call", now + 7200)}
+        await ledger.confirm(["a", "b"], awaiting=awaiting, subscribers={"a": sub, "b": sub})
+        await ledger.drop("c", "capacity")  # never sent: not indexed
+        assert await ledger.published_of([sub, "13900139000"], now) == [["a", "b"], []]
+        assert await ledger.published_of([sub], now + 200) == [["b"]]  # a expired by then
+        # Kept a day past the latest expiry, on the Redis clock.
+        ttl = await ledger.redis.ttl(ledger.published_key(sub))
+        assert 7200 + 86400 - 5 < ttl <= 7200 + 86400 + 1
+
+        await ledger.withdrawn([("b", sub, "outbound_call")])
+        assert await ledger.published_of([sub], now) == [["a"]]
+        assert await ledger.unanswered() == {
+            "sms": 1,
+            "outbound_call": 0,
+            "manager": 0,
+            "app_push": 0,
+        }
+        # A confirm repeated (a re-drive's) puts nothing back: the entry is no longer pending.
+        await ledger.confirm(["b"], awaiting=awaiting, subscribers={"b": sub})
+        assert await ledger.published_of([sub], now) == [["a"]]
+
+        await ledger.forget_published([sub])
+        assert not await ledger.redis.exists(ledger.published_key(sub))
+
+    async def test_expired_members_go_at_the_next_confirm(self, ledger: TaskLedger) -> None:
+        now = time.time()
+        sub = "13800138000"
+        await ledger.claim([("old", b"{}"), ("new", b"{}")])
+        await ledger.confirm(["old"], awaiting={"old": ("sms", now - 1)}, subscribers={"old": sub})
+        await ledger.confirm(["new"], awaiting={"new": ("sms", now + 60)}, subscribers={"new": sub})
+        members = await ledger.redis.zrange(ledger.published_key(sub), 0, -1)
+        assert members == [b"new"]

@@ -658,6 +658,7 @@ def test_asyncapi_topics_operations_and_bindings() -> None:
         topics.profile: "receive",
         topics.task_outcomes: "receive",
         topics.tasks: "send",
+        topics.task_withdrawals: "send",
         topics.deadletter: "send",
     }
     # Every operation message lives on its channel; every $ref resolves in the document.

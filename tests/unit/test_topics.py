@@ -68,5 +68,6 @@ async def test_the_worker_creates_its_outputs_with_the_configured_replicas(
     (call,) = calls
     assert call["replication_factor"] == 3
     assert call["topics"] == {
-        settings.topic(name): 6 for name in ("tasks", "deadletter", "task_outcomes")
+        settings.topic(name): 6
+        for name in ("tasks", "deadletter", "task_outcomes", "task_withdrawals")
     }

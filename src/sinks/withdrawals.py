@@ -1,0 +1,207 @@
+"""Withdrawal notices: a published task not yet expired, made void by a later profile
+change (an opt-out of the channel it went out on, a closed line, a forgotten subscriber),
+is named on `moments.task-withdrawals` so that dispatch does not make a contact the
+customer refused (docs/consuming-tasks.md, "Withdrawn tasks").
+
+Which tasks a change makes void is pure (`profile_changes`, `void_tasks`); `Withdrawals`
+reads the subscriber's published tasks from the ledger (its `published:<subscriber>`
+index, written as each task is confirmed), publishes the notices and then takes the tasks
+out of the index (and out of the unanswered index: nothing more is expected of a task
+withdrawn). A crash between the two publishes the same notices again when the batch is
+read again: the same `task_id` and `reason`, which a consumer drops as a repeat. Only
+profile updates carrying `opt_out` or `status: closed`, and tombstones, cost anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+from pydantic import ValidationError
+
+from moments.enums import Channel, WithdrawReason
+from moments.models import InputEvent, ProfileEvent, ServiceTask, TaskWithdrawal
+from sinks.base import Headers, Message, Producer, produce_all
+from sinks.metrics import Dependency, Metrics
+from sinks.retry import Retrying, with_retry
+from sinks.stores import Clock, Ledger
+
+log = logging.getLogger(__name__)
+
+WITHDRAWALS_TOPIC = "moments.task-withdrawals"
+"""The default name of the topic (`Topics.task_withdrawals`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChange:
+    """A profile change that may make a subscriber's published tasks void."""
+
+    subscriber_id: str
+    reason: WithdrawReason
+    occurred_at: dt.datetime
+    channels: frozenset[str] = frozenset()
+    """For `opt_out`: the channels the update opted out of (the rest are not withdrawn)."""
+
+
+def profile_changes(
+    facts: Iterable[InputEvent],
+    forgotten: Sequence[str] = (),
+    erased_at: Mapping[str, float] | None = None,
+    now: float | None = None,
+) -> list[ProfileChange]:
+    """The changes among a batch's tombstones (`forgotten`, dated `erased_at`, else `now`)
+    and its facts (the profile updates it applied: a stale one is refused before), in that
+    order, as the runtime applies them: a closed line (`status: closed`) and an opt-out
+    (`opt_out` naming a channel moments sends on; `[]` opts in, null says nothing). An
+    update both closing the line and opting out gives both, the closing first."""
+    out: list[ProfileChange] = []
+    erased = erased_at or {}
+    for sub in dict.fromkeys(forgotten):
+        at = erased.get(sub, now)
+        when = dt.datetime.fromtimestamp(at if at is not None else 0.0, dt.UTC)
+        out.append(ProfileChange(sub, WithdrawReason.FORGOTTEN, when))
+    for event in facts:
+        if not isinstance(event, ProfileEvent):
+            continue
+        if event.status == "closed":
+            out.append(ProfileChange(event.subscriber_id, WithdrawReason.CLOSED, event.occurred_at))
+        if event.opt_out:
+            channels = frozenset(c.value for c in event.opt_out if isinstance(c, Channel))
+            if channels:
+                out.append(
+                    ProfileChange(
+                        event.subscriber_id, WithdrawReason.OPT_OUT, event.occurred_at, channels
+                    )
+                )
+    return out
+
+
+def void_tasks(
+    change: ProfileChange, tasks: Iterable[ServiceTask], now: float
+) -> list[ServiceTask]:
+    """Those of the subscriber's published `tasks` that `change` makes void at `now`
+    (epoch seconds): none that expired (nothing may act on it anyway); for an opt-out, the
+    tasks that went out on a channel it names (a task's `channel` is the one it went out
+    on: a fallback's, or for a merged task its leading moment's, whatever channels its
+    `related` moments were made for); for a closed line or a forgotten subscriber, all."""
+    out = []
+    for task in tasks:
+        if task.subscriber_id != change.subscriber_id or task.expires_at.timestamp() <= now:
+            continue
+        if change.reason is WithdrawReason.OPT_OUT and task.channel.value not in change.channels:
+            continue
+        out.append(task)
+    return out
+
+
+def notice(task: ServiceTask, change: ProfileChange, now: float) -> TaskWithdrawal:
+    """The withdrawal of `task` by `change`, made at `now` (its times on the clock of the
+    change's `occurred_at`, as a task's are on its moment's)."""
+    tz = change.occurred_at.tzinfo or dt.UTC
+    return TaskWithdrawal(
+        task_id=task.task_id,
+        subscriber_id=task.subscriber_id,
+        channel=task.channel,
+        moment_type=task.moment.type,
+        reason=change.reason,
+        occurred_at=change.occurred_at,
+        withdrawn_at=dt.datetime.fromtimestamp(now, tz),
+        expires_at=task.expires_at,
+    )
+
+
+def withdrawals_of(
+    changes: Sequence[ProfileChange],
+    published: Mapping[str, Sequence[ServiceTask]],
+    now: float,
+) -> list[TaskWithdrawal]:
+    """The notices `changes` make, in their order, of the `published` tasks (per
+    subscriber): each task once, by the first change that makes it void."""
+    done: set[str] = set()
+    out: list[TaskWithdrawal] = []
+    for change in changes:
+        for task in void_tasks(change, published.get(change.subscriber_id, ()), now):
+            if task.task_id not in done:
+                done.add(task.task_id)
+                out.append(notice(task, change, now))
+    return out
+
+
+class Withdrawals:
+    """Publishes the withdrawals of a batch's profile changes (`withdraw`) to `topic`
+    (None: none are made, as a sink without the topic), through the ledger's index of
+    published tasks per subscriber."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str | None,
+        ledger: Ledger,
+        metrics: Metrics,
+        clock: Clock,
+        redis: Retrying,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.ledger = ledger
+        self.metrics = metrics
+        self.clock = clock
+        self._redis = redis
+
+    async def withdraw(self, changes: Sequence[ProfileChange]) -> list[TaskWithdrawal]:
+        """Publish the withdrawals `changes` make and await them, then take the tasks out of
+        the ledger's indexes; the tombstoned subscribers' index is erased. Returns them."""
+        if not changes or self.topic is None:
+            return []
+        topic = self.topic
+        subs = list(dict.fromkeys(c.subscriber_id for c in changes))
+        now = self.clock()
+        live = await self._redis(
+            lambda: self.ledger.published_of(subs, now), "reading published tasks"
+        )
+        ids = [i for per in live for i in per]
+        bodies = await self._redis(lambda: self.ledger.body_many(ids), "reading published tasks")
+        published: dict[str, list[ServiceTask]] = {}
+        for task_id, body in zip(ids, bodies, strict=True):
+            task = _task(task_id, body)
+            if task is not None:
+                published.setdefault(task.subscriber_id, []).append(task)
+        made = withdrawals_of(changes, published, now)
+        if made:
+            headers: Headers = [("content-type", b"application/json")]
+            messages: list[Message] = [
+                (topic, w.subscriber_id.encode(), _payload(w), headers) for w in made
+            ]
+            await with_retry(
+                lambda: produce_all(self.producer, messages),
+                Dependency.KAFKA,
+                self.metrics,
+                "publishing task withdrawals",
+            )
+            items = [(w.task_id, w.subscriber_id, w.channel.value) for w in made]
+            await self._redis(lambda: self.ledger.withdrawn(items), "recording withdrawals")
+            for w in made:
+                self.metrics.withdrawn.labels(w.moment_type, w.reason.value).inc()
+        gone = [c.subscriber_id for c in changes if c.reason is WithdrawReason.FORGOTTEN]
+        if gone:
+            await self._redis(lambda: self.ledger.forget_published(gone), "erasing published tasks")
+        return made
+
+
+def _payload(w: TaskWithdrawal) -> bytes:
+    return orjson.dumps(w.model_dump(mode="json"))
+
+
+def _task(task_id: str, body: bytes | None) -> ServiceTask | None:
+    """A published task's body read back; None (logged) when it is gone or unreadable."""
+    if body is None:
+        log.warning("task %s: its body is gone; not withdrawn", task_id)
+        return None
+    try:
+        return ServiceTask.model_validate_json(body)
+    except ValidationError:
+        log.warning("task %s: its body does not read as a task; not withdrawn", task_id)
+        return None

@@ -1,0 +1,332 @@
+"""Withdrawals: a published task not yet expired is withdrawn on `moments.task-withdrawals`
+when a later profile change makes it void (an opt-out of the channel it went out on, a
+closed line, a tombstone); the pure choice of tasks, the memory twin's index, and the
+backtest, which drives the stream's sink (the stream's stores:
+tests/integration/test_task_withdrawals.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import orjson
+import pytest
+
+from moments.backtest import BacktestResult
+from moments.batchresult import BatchResult
+from moments.engine import Detector
+from moments.enums import Channel, WithdrawReason
+from moments.models import EventType, ProfileEvent, ServiceTask, TaskWithdrawal
+from moments.runtime import Runtime
+from moments.settings import load_settings
+from moments.store import DictStateStore
+from sinks.dispatch import TaskSink
+from sinks.memory import MemoryLedger, memory_stores
+from sinks.metrics import Metrics
+from sinks.withdrawals import (
+    ProfileChange,
+    profile_changes,
+    void_tasks,
+    withdrawals_of,
+)
+
+from .fakes import NoDeadLetters
+from .rules.helpers import NO_ACTIVITY, at, backtest_of, ev, rules_from
+
+SUB = "13800138000"
+NOW = dt.datetime(2026, 11, 10, 2, 0, tzinfo=dt.UTC).timestamp()
+
+
+def task(
+    task_id: str, channel: str = "sms", expires: str = "2026-11-12T00:00:00+08:00", **more: Any
+) -> ServiceTask:
+    return ServiceTask.model_validate(
+        {
+            "task_id": task_id * 32,
+            "subscriber_id": SUB,
+            "moment": {
+                "family": "anomaly",
+                "type": "no_activity",
+                "rule_id": "no_activity",
+                "rule_version": "1",
+                "description": "quiet",
+                "params": {},
+            },
+            "priority": 3,
+            "channel": channel,
+            "action": "reactivation_offer",
+            "triggered_at": "2026-11-09T00:00:00+08:00",
+            "created_at": "2026-11-09T00:00:00+08:00",
+            "deliver_after": "2026-11-09T08:00:00+08:00",
+            "expires_at": expires,
+            "evidence": ["e1"],
+            **more,
+        }
+    )
+
+
+def opt_out(*channels: str, sub: str = SUB) -> ProfileChange:
+    when = dt.datetime(2026, 11, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    return ProfileChange(sub, WithdrawReason.OPT_OUT, when, frozenset(channels))
+
+
+def change(reason: WithdrawReason) -> ProfileChange:
+    return ProfileChange(SUB, reason, dt.datetime.fromtimestamp(NOW, dt.UTC))
+
+
+class TestVoidTasks:
+    def test_an_opt_out_withdraws_the_tasks_of_its_channel_only(self) -> None:
+        """An SMS opt-out voids the SMS task; the call goes on."""
+        sms, call = task("a"), task("b", "outbound_call")
+        assert void_tasks(opt_out("sms"), [sms, call], NOW) == [sms]
+
+    def test_an_opt_out_of_another_channel_withdraws_nothing(self) -> None:
+        assert void_tasks(opt_out("app_push", "manager"), [task("a")], NOW) == []
+
+    def test_an_expired_task_is_not_withdrawn(self) -> None:
+        """Nothing may act on it any more: no notice for it."""
+        gone = task("a", expires="2026-11-10T09:59:59+08:00")
+        assert void_tasks(opt_out("sms"), [gone], NOW) == []
+        assert void_tasks(change(WithdrawReason.CLOSED), [gone], NOW) == []
+
+    def test_a_task_expiring_at_the_instant_is_not_withdrawn(self) -> None:
+        at_now = task("a", expires=dt.datetime.fromtimestamp(NOW, dt.UTC).isoformat())
+        assert void_tasks(opt_out("sms"), [at_now], NOW) == []
+
+    @pytest.mark.parametrize("reason", [WithdrawReason.CLOSED, WithdrawReason.FORGOTTEN])
+    def test_a_closed_line_or_a_tombstone_withdraws_every_live_task(
+        self, reason: WithdrawReason
+    ) -> None:
+        tasks = [task("a"), task("b", "outbound_call"), task("c", "app_push")]
+        assert void_tasks(change(reason), tasks, NOW) == tasks
+
+    def test_the_channel_judged_is_the_one_the_task_went_out_on(self) -> None:
+        """A merged call carrying an SMS moment in `related` went out as a call: an SMS
+        opt-out leaves it, a call opt-out withdraws it (its `channel` is the fallback's,
+        or the leading moment's, as published)."""
+        related = [
+            {
+                "task_id": "f" * 32,
+                "moment": task("f").moment.model_dump(mode="json"),
+                "priority": 3,
+                "channel": "sms",
+                "action": "x",
+                "triggered_at": "2026-11-09T00:00:00+08:00",
+                "expires_at": "2026-11-12T00:00:00+08:00",
+                "evidence": ["e2"],
+            }
+        ]
+        merged = task("a", "outbound_call", related=related)
+        assert void_tasks(opt_out("sms"), [merged], NOW) == []
+        assert void_tasks(opt_out("outbound_call"), [merged], NOW) == [merged]
+
+    def test_another_subscribers_tasks_are_left(self) -> None:
+        assert void_tasks(opt_out("sms", sub="13900139000"), [task("a")], NOW) == []
+
+
+class TestWithdrawalsOf:
+    def test_one_notice_per_task_by_the_first_change_voiding_it(self) -> None:
+        """A line closed and opted out of SMS in one batch: the SMS task is withdrawn once,
+        for the closing (the first change)."""
+        changes = [change(WithdrawReason.CLOSED), opt_out("sms")]
+        made = withdrawals_of(changes, {SUB: [task("a")]}, NOW)
+        assert [(w.task_id, w.reason) for w in made] == [("a" * 32, WithdrawReason.CLOSED)]
+
+    def test_the_notice_names_the_task_and_the_change(self) -> None:
+        (w,) = withdrawals_of([opt_out("sms")], {SUB: [task("a")]}, NOW)
+        assert w == TaskWithdrawal(
+            task_id="a" * 32,
+            subscriber_id=SUB,
+            channel=Channel.SMS,
+            moment_type="no_activity",
+            reason=WithdrawReason.OPT_OUT,
+            occurred_at=dt.datetime.fromisoformat("2026-11-10T09:00:00+08:00"),
+            withdrawn_at=dt.datetime.fromisoformat("2026-11-10T10:00:00+08:00"),
+            expires_at=dt.datetime.fromisoformat("2026-11-12T00:00:00+08:00"),
+        )
+        assert w.withdrawn_at.utcoffset() == dt.timedelta(hours=8)  # the change's clock
+
+
+class TestProfileChanges:
+    def profile(self, **fields: Any) -> ProfileEvent:
+        return ProfileEvent.model_validate(
+            {"event_id": "p", "subscriber_id": SUB, "occurred_at": at("2026-11-10"), **fields}
+        )
+
+    def test_the_changes_a_batch_holds(self) -> None:
+        events = [
+            self.profile(opt_out=["sms", "email"]),
+            self.profile(status="closed"),
+            self.profile(tier="gold"),
+            self.profile(opt_out=[]),  # opts in again: nothing to withdraw
+            self.profile(status="suspended"),
+        ]
+        got = profile_changes(events, ["13900139000"], {"13900139000": NOW}, NOW + 5)
+        assert [(c.subscriber_id, c.reason, c.channels) for c in got] == [
+            ("13900139000", WithdrawReason.FORGOTTEN, frozenset()),
+            (SUB, WithdrawReason.OPT_OUT, frozenset({"sms"})),  # a channel moments sends on
+            (SUB, WithdrawReason.CLOSED, frozenset()),
+        ]
+        assert got[0].occurred_at.timestamp() == NOW  # the tombstone's own time
+
+    def test_an_update_naming_no_channel_of_ours_makes_no_change(self) -> None:
+        assert profile_changes([self.profile(opt_out=["email"])]) == []
+
+
+class TestMemoryLedgerIndex:
+    """The memory twin keeps the published index as the Redis script does."""
+
+    async def test_confirmed_tasks_are_indexed_by_subscriber_until_they_expire(self) -> None:
+        now = [1000.0]
+        ledger = MemoryLedger(lambda: now[0], 86400)
+        await ledger.claim([("a" * 32, b"{}"), ("b" * 32, b"{}"), ("c" * 32, b"{}")])
+        await ledger.confirm(
+            ["a" * 32, "b" * 32],
+            awaiting={"a" * 32: ("sms", 2000.0), "b" * 32: ("sms", 5000.0)},
+            subscribers={"a" * 32: SUB, "b" * 32: SUB},
+        )
+        await ledger.drop("c" * 32, "capacity")
+        assert await ledger.published_of([SUB, "13900139000"], now[0]) == [
+            ["a" * 32, "b" * 32],
+            [],
+        ]
+        now[0] = 2500.0
+        assert await ledger.published_of([SUB], now[0]) == [["b" * 32]]
+        # A confirm repeated (a re-drive's) does not put a withdrawn task back.
+        await ledger.withdrawn([("b" * 32, SUB, "sms")])
+        await ledger.confirm(
+            ["b" * 32], awaiting={"b" * 32: ("sms", 5000.0)}, subscribers={"b" * 32: SUB}
+        )
+        assert await ledger.published_of([SUB], now[0]) == [[]]
+        assert await ledger.unanswered() == {
+            "sms": 1,
+            "outbound_call": 0,
+            "manager": 0,
+            "app_push": 0,
+        }
+
+
+# The backtest, through the stream's sink: a silence found at midnight goes out by SMS at
+# 08:00 on 11-09 (quiet hours) and expires at midnight 11-12.
+SILENCE = "rules:" + NO_ACTIVITY
+
+
+def backtest(events: list[tuple[EventType, dict[str, Any]]]) -> BacktestResult:
+    return backtest_of(SILENCE, events, at("2026-11-12", "12:00"))
+
+
+def use() -> tuple[EventType, dict[str, Any]]:
+    return ev(EventType.USAGE, at("2026-11-01", "10:00"), kind="data", quantity=1000)
+
+
+def profile(day: str, time: str, **fields: Any) -> tuple[EventType, dict[str, Any]]:
+    return ev(EventType.PROFILE, at(day, time), **fields)
+
+
+def notices(result: BacktestResult) -> list[dict[str, Any]]:
+    return [orjson.loads(p.payload) for p in result.withdrawn]
+
+
+def withdrawn_counts(result: BacktestResult) -> dict[tuple[str, ...], int]:
+    return {
+        tuple(v for _, v in sorted(labels.items())): int(n)
+        for labels, n in result.counter("moments_tasks_withdrawn")
+    }
+
+
+class TestBacktest:
+    def test_an_sms_opt_out_after_the_task_went_out_withdraws_it_once(self) -> None:
+        out = backtest(
+            [
+                use(),
+                profile("2026-11-10", "09:00", opt_out=["sms"]),
+                profile("2026-11-10", "11:00", opt_out=["sms", "outbound_call"]),
+            ]
+        )
+        (task_bytes,) = [p.payload for p in out.published]
+        published = orjson.loads(task_bytes)
+        (notice,) = notices(out)  # the second opt-out finds it withdrawn already
+        assert notice["task_id"] == published["task_id"]
+        assert notice["reason"] == "opt_out"
+        assert notice["channel"] == "sms"
+        assert notice["occurred_at"] == at("2026-11-10", "09:00")
+        assert withdrawn_counts(out) == {("no_activity", "opt_out"): 1}
+        assert (
+            out.withdrawn[0].at == dt.datetime.fromisoformat(at("2026-11-10", "09:00")).timestamp()
+        )
+
+    def test_an_opt_out_of_another_channel_withdraws_nothing(self) -> None:
+        out = backtest([use(), profile("2026-11-10", "09:00", opt_out=["outbound_call"])])
+        assert len(out.published) == 1
+        assert out.withdrawn == []
+
+    def test_a_closed_line_withdraws_it(self) -> None:
+        out = backtest([use(), profile("2026-11-10", "09:00", status="closed")])
+        assert [n["reason"] for n in notices(out)] == ["closed"]
+
+    def test_an_opt_out_after_it_expired_withdraws_nothing(self) -> None:
+        out = backtest([use(), profile("2026-11-12", "06:00", opt_out=["sms"])])
+        assert len(out.published) == 1
+        assert out.withdrawn == []
+
+    def test_an_opt_out_before_it_went_out_drops_it_and_withdraws_nothing(self) -> None:
+        """Held by quiet hours, it is dropped at release (docs/consuming-tasks.md): never
+        published, so nothing to withdraw."""
+        out = backtest([use(), profile("2026-11-09", "07:00", opt_out=["sms"])])
+        assert out.published == []
+        assert out.withdrawn == []
+
+
+class CollectingProducer:
+    """Each (topic, value) sent, acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, topic: str, value: bytes | None = None, **_: Any) -> Any:
+        assert value is not None
+        self.sent.append((topic, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class TestRuntimeBatch:
+    async def test_a_task_of_the_batch_published_before_its_opt_out_is_withdrawn(self) -> None:
+        """A batch holding a task (its event read before the profile update) and the SMS
+        opt-out: the engine's fresh task goes out with the batch, and the withdrawal looks
+        after it, so the task is withdrawn (looked up before the batch's tasks went out, it
+        was not there yet, and the task stood)."""
+        detector = Detector(rules_from("rules:" + NO_ACTIVITY), {t.value: t for t in EventType})
+        runtime = Runtime(load_settings(), Metrics(), detector)
+        producer = CollectingProducer()
+        runtime.tasks = TaskSink(
+            producer,
+            "moments.tasks",
+            memory_stores(),
+            runtime.metrics,
+            withdrawals_topic="moments.task-withdrawals",
+        )
+        runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        fresh = task("d", expires=(now + dt.timedelta(hours=6)).isoformat()).model_copy(
+            update={"triggered_at": now, "created_at": now, "deliver_after": now}
+        )
+        result = BatchResult()
+        result.tasks.append(fresh)
+        result.facts.append(
+            ProfileEvent.model_validate(
+                {
+                    "event_id": "p",
+                    "subscriber_id": SUB,
+                    "occurred_at": now.isoformat(),
+                    "opt_out": ["sms"],
+                }
+            )
+        )
+        assert await runtime._publish(result, DictStateStore())
+        topics = [topic for topic, _ in producer.sent]
+        assert topics == ["moments.tasks", "moments.task-withdrawals"]
+        notice = orjson.loads(producer.sent[1][1])
+        assert (notice["task_id"], notice["reason"]) == (fresh.task_id, "opt_out")
