@@ -539,6 +539,7 @@ class TestCommand:
         names = {p.name for p in out.iterdir()}
         assert names >= {
             "tasks.jsonl",
+            "withdrawals.jsonl",
             "baseline-tasks.jsonl",
             "report.json",
             "report.md",
@@ -554,8 +555,9 @@ class TestCommand:
         assert "Capacity needed vs configured" in capsys.readouterr().out
         # The task files name subscribers: the owner's only, whatever the umask; the report
         # files, which get shared, hold figures
-        for name in ("tasks.jsonl", "baseline-tasks.jsonl"):
+        for name in ("tasks.jsonl", "baseline-tasks.jsonl", "withdrawals.jsonl"):
             assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
+        assert report["summary"]["tasks_withdrawn"] == 0  # no profile change in the history
 
     def test_a_symbolic_link_in_place_of_the_task_file_is_refused_not_followed(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
