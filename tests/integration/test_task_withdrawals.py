@@ -202,3 +202,43 @@ def _task(now: dt.datetime) -> dict[str, Any]:
         "expires_at": (now + dt.timedelta(hours=24)).isoformat(),
         "evidence": ["r-1"],
     }
+
+
+async def test_a_tombstone_withdraws_the_erased_subscribers_tasks(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Through a real worker: the SMS published, then a tombstone (a null value) on the
+    profile topic; the withdrawal says `forgotten`, dated by the tombstone's record, and
+    the ledger keeps no index of the subscriber's tasks."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    settings = make_settings(metrics_port=free_port(), rules=rules)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    roaming = {
+        "event_id": "r-1",
+        "subscriber_id": SUB,
+        "occurred_at": now.isoformat(),
+        "country": "KR",
+        "roaming_type": "international",
+    }
+    await produce(settings, [("roaming", SUB, roaming)])
+    (task_record,) = await read_topic(settings, "tasks", 1, wait_s=90)
+    task = orjson.loads(task_record.value)
+    await produce(settings, [("profile", SUB, None)])
+    records = await read_topic(settings, "task_withdrawals", 1, wait_s=60, settle=1)
+    assert len(records) == 1, worker.log()[-3000:]
+    notice = orjson.loads(records[0].value)
+    assert (notice["task_id"], notice["reason"]) == (task["task_id"], "forgotten")
+    (tombstone,) = await read_topic(settings, "profile", 1, wait_s=10)
+    erased = dt.datetime.fromisoformat(notice["occurred_at"]).timestamp()
+    assert abs(erased - tombstone.timestamp / 1000) < 1  # the tombstone's own time
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        assert not await redis.exists(f"moments:{settings.app_id}:published:{SUB}")
+    finally:
+        await redis.aclose()
