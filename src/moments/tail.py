@@ -1,4 +1,5 @@
-"""Follow the dispatch topic and print tasks: one readable line each, or JSON lines."""
+"""Follow the dispatch topic and print tasks (or the withdrawals topic and print
+withdrawals): one readable line each, or JSON lines."""
 
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ def format_task(task: dict[str, Any]) -> str:
     )
 
 
+def format_withdrawal(notice: dict[str, Any]) -> str:
+    """A withdrawal (`moments.task-withdrawals`) as one line; the subscriber id is masked."""
+    occurred = _time(notice.get("occurred_at"))
+    when = _shown(occurred) if occurred else str(notice.get("occurred_at", ""))
+    return printable(
+        f"{when}  WITHDRAWN ({notice['reason']})  {notice.get('moment_type', '?')!s:<32} "
+        f"{mask_msisdn(str(notice.get('subscriber_id', '')))}  {notice.get('channel')}  "
+        f"[{notice.get('task_id', '')}]"
+    )
+
+
 _INVISIBLE = re.compile(f"[{INVISIBLE}]")
 
 
@@ -60,12 +72,13 @@ def _json_printable(value: bytes) -> str:
     return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def _read_task(value: bytes) -> tuple[dict[str, Any], str] | None:
-    """The task in a record and its line, or None for a record that is no task (not
-    JSON, not an object, a field of the wrong shape: the line and the board read them)."""
+def _read_task(value: bytes, withdrawals: bool = False) -> tuple[dict[str, Any], str] | None:
+    """The task (or withdrawal) in a record and its line, or None for a record that is
+    none (not JSON, not an object, a field of the wrong shape: the line and the board
+    read them)."""
     try:
         task = orjson.loads(value)
-        return task, format_task(task)
+        return task, (format_withdrawal(task) if withdrawals else format_task(task))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -95,16 +108,18 @@ async def tail_tasks(
     out: TextIO | None = None,
     ready: asyncio.Event | None = None,
     live: bool = False,
+    withdrawals: bool = False,
 ) -> int:
     """Print tasks until cancelled (or `exit_after` tasks); returns how many were printed.
 
     `live`: a table of the latest tasks redrawn in place (for a terminal), instead of
-    one line per task.
+    one line per task. `withdrawals`: the withdrawals topic instead, one line each.
 
     Reads every partition without a consumer group: a viewer must not take
     partitions away from real dispatch consumers."""
     stream = out or sys.stdout
-    topic = settings.topic("tasks")
+    topic = settings.topic("task_withdrawals" if withdrawals else "tasks")
+    live = live and not withdrawals
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
@@ -150,10 +165,11 @@ async def tail_tasks(
                 if exit_after is not None:  # a fetch may bring more than are left to print
                     values = values[: exit_after - printed]
                 for value in values:
-                    read = _read_task(value)
+                    read = _read_task(value, withdrawals)
                     if read is None:  # anyone may write to the topic: skip, say so once
                         if not unreadable:
-                            log.warning("a record of the task topic is no task: skipped")
+                            what = "withdrawal" if withdrawals else "task"
+                            log.warning("a record of the %s topic is no %s: skipped", what, what)
                         unreadable += 1
                         continue
                     task, line = read

@@ -40,6 +40,7 @@ def _add_tasks_tail(sub: Subparsers) -> None:
                   moments tasks tail
                   moments tasks tail --lines --from-beginning
                   moments tasks tail --json | jq .moment.type
+                  moments tasks tail --withdrawals --from-beginning
                 """,
         _cmd_tasks_tail,
     )
@@ -47,6 +48,12 @@ def _add_tasks_tail(sub: Subparsers) -> None:
     p.add_argument("--lines", action="store_true", help="one readable line per task, no table")
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
     p.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
+    p.add_argument(
+        "--withdrawals",
+        action="store_true",
+        help="follow moments.task-withdrawals instead: the published tasks withdrawn (one "
+        "line each)",
+    )
 
 
 def _cmd_tasks_tail(args: argparse.Namespace) -> int:
@@ -64,6 +71,7 @@ def _cmd_tasks_tail(args: argparse.Namespace) -> int:
             from_beginning=args.from_beginning,
             exit_after=args.exit_after,
             live=not args.json and not args.lines and sys.stdout.isatty(),
+            withdrawals=args.withdrawals,
         )
     )
     return 0

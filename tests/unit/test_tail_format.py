@@ -82,3 +82,30 @@ def test_a_task_written_over_several_lines_is_one_json_line(indent: int) -> None
     assert "\t" not in line
     assert not any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u202e\u2028" for c in line)
     assert orjson.loads(line) == task
+
+
+WITHDRAWAL = {
+    "task_id": "90bd947c9fdac044a8b53075800c7701",
+    "subscriber_id": "13800138001",
+    "channel": "sms",
+    "moment_type": "first_international_roaming",
+    "reason": "opt_out",
+    "occurred_at": "2026-12-05T09:10:00.5+08:00",
+    "withdrawn_at": "2026-12-05T09:10:01+08:00",
+    "expires_at": "2026-12-06T08:30:44+08:00",
+}
+
+
+def test_a_withdrawal_line_says_withdrawn_why_and_which_task() -> None:
+    """`moments tasks tail --withdrawals`: the profile change's time with its offset, the
+    reason, the task id; the subscriber masked as on a task line."""
+    read = _read_task(orjson.dumps(WITHDRAWAL), withdrawals=True)
+    assert read is not None
+    line = read[1]
+    assert line.startswith("2026-12-05 09:10:00+08:00  WITHDRAWN (opt_out)  first_intern")
+    assert line.endswith("138****8001  sms  [90bd947c9fdac044a8b53075800c7701]")
+
+
+def test_a_record_of_the_withdrawals_topic_that_is_no_withdrawal_is_skipped() -> None:
+    assert _read_task(orjson.dumps({"task_id": "x"}), withdrawals=True) is None
+    assert _read_task(b"[1]", withdrawals=True) is None
