@@ -59,6 +59,7 @@ from sinks.relevance import (
     check_for,
     falls_back,
     is_forgotten,
+    line_closed,
     opted_out,
     opted_out_of,
 )
@@ -629,10 +630,11 @@ class TaskSink:
             kept: list[ServiceTask] = []
             moved = False
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
-            # Not the engine's fresh tasks (its gates judged the opt-outs just now): one
-            # that waited, or was re-driven, is dropped when the latest profile opted out
-            # of its channel, as the gates drop it; and any, fresh too, when it would go
-            # out on a fallback opted out of (its own channel not worked: `worked`).
+            # Not the engine's fresh tasks (its gates judged the opt-outs and the line
+            # just now): one that waited, or was re-driven, is dropped when the latest
+            # profile opted out of its channel, or closed the line, as the gates drop it;
+            # and any, fresh too, when it would go out on a fallback opted out of (its
+            # own channel not worked: `worked`).
             # `_read_for` read their facts.
             waited_ = not (c.fresh and c.deferral_counted)
             for t in c.tasks if c.fresh else [j.gates.rejudged(t, at) for t in c.tasks]:
@@ -643,6 +645,8 @@ class TaskSink:
                 seen = facts.get(t.subscriber_id) if waited_ else None
                 if reason is None and opted_out(t, seen):
                     reason = SuppressReason.OPT_OUT
+                if reason is None and line_closed(t, seen):
+                    reason = SuppressReason.CLOSED
                 if reason is None:
                     made_for = t.channel
                     t, reason = j.gates.worked(t, now)

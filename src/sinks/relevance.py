@@ -10,6 +10,10 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
   (a task deferred while the line was suspended waits for it);
 - `suspended`: epoch seconds of the latest one saying it is suspended (`reactivated`:
   an `active` after it says the line is active, however late it was read);
+- `closed`: epoch seconds of the latest one saying it is closed: the line is closed while
+  no `active` or `suspended` came at or after it (`SubscriberFacts.line_closed`; a task
+  that waited is dropped then, `closed`, and one published is withdrawn,
+  sinks.withdrawals);
 - `forgotten`: when a profile tombstone erased the subscriber (the wall clock, or event
   time in a backtest); the hash then holds nothing else but `erased`, and a task made
   before it is dropped when it comes up for a decision (`is_forgotten`);
@@ -71,6 +75,17 @@ class SubscriberFacts:
     opted_out: frozenset[str] = frozenset()
     """The channels the latest profile update carrying `opt_out` opted out of
     (`opt_out:<channel>` at or after `opt_in:<channel>`)."""
+    closed_at: float | None = None
+    """The latest profile update saying the line is closed (None before it was kept, or
+    never)."""
+
+    @property
+    def line_closed(self) -> bool:
+        """The latest profile update carrying a `status` closed the line."""
+        if self.closed_at is None:
+            return False
+        later = max(self.active_at or -math.inf, self.suspended_at or -math.inf)
+        return self.closed_at > later
 
     @property
     def erasure(self) -> float | None:
@@ -84,6 +99,13 @@ def opted_out(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
     channel hours, capacity, a suspended line...), must not go out on it (the engine's
     gates judged the opt-outs only when the task was made)."""
     return facts is not None and task.channel.value in facts.opted_out
+
+
+def line_closed(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
+    """The latest profile update carrying a `status` closed the task's subscriber's line:
+    a task made before, waiting since, must not go out (the engine's gates judged the
+    line only when the task was made)."""
+    return facts is not None and facts.line_closed
 
 
 def opted_out_of(facts: Mapping[str, SubscriberFacts]) -> Callable[[str], frozenset[str]]:
@@ -171,7 +193,7 @@ def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[
         return [("home" if home else "abroad", at)]
     if isinstance(event, ProfileEvent):
         facts: list[tuple[str, float]] = []
-        if event.status in ("active", "suspended"):
+        if event.status in ("active", "suspended", "closed"):
             facts.append((event.status, at))
         if event.opt_out is not None:  # the whole list; null: unchanged
             out = set(event.opt_out)
@@ -276,6 +298,7 @@ def facts_from(values: Mapping[str, float]) -> SubscriberFacts:
             if (out := values.get(f"opt_out:{c.value}")) is not None
             and out >= values.get(f"opt_in:{c.value}", -math.inf)
         ),
+        values.get("closed"),
     )
 
 

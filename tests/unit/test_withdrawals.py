@@ -270,6 +270,28 @@ class TestBacktest:
         assert len(out.published) == 1
         assert out.withdrawn == []
 
+    def test_a_line_closed_before_it_went_out_drops_it_and_withdraws_nothing(self) -> None:
+        """Held by quiet hours, the line closed at 07:00: dropped at its 08:00 release
+        (`closed`), as gating drops a task of a closed line; it went out before."""
+        out = backtest([use(), profile("2026-11-09", "07:00", status="closed")])
+        assert out.published == []
+        assert out.withdrawn == []
+        suppressed = {
+            tuple(v for _, v in sorted(labels.items())): int(n)
+            for labels, n in out.counter("moments_tasks_suppressed")
+        }
+        assert suppressed == {("no_activity", "closed"): 1}
+
+    def test_a_line_closed_then_active_again_lets_it_go(self) -> None:
+        out = backtest(
+            [
+                use(),
+                profile("2026-11-09", "06:00", status="closed"),
+                profile("2026-11-09", "07:00", status="active"),
+            ]
+        )
+        assert len(out.published) == 1
+
     def test_an_opt_out_before_it_went_out_drops_it_and_withdraws_nothing(self) -> None:
         """Held by quiet hours, it is dropped at release (docs/consuming-tasks.md): never
         published, so nothing to withdraw."""

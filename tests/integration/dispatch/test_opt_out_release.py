@@ -183,3 +183,32 @@ async def test_a_fresh_call_does_not_fall_back_to_an_opted_out_sms_when_calls_ar
     assert await w.ledger.state("c-out") == "dropped"
     capacity = {"moment_type": "callback", "reason": "capacity"}
     assert w.sample("moments_tasks_suppressed_total", **capacity) == 1
+
+
+async def test_a_waiting_task_is_dropped_when_the_line_closed_meanwhile(
+    make_worker: MakeWorker,
+) -> None:
+    """A line closed while the task waited: dropped at its release (`closed`), as gating
+    drops a task of a closed line, not sent to a line that no longer exists (and then
+    withdrawn). A line closed, then made active again, lets it go (the latest status
+    decides, as for opt-outs)."""
+    w = make_worker()
+    later = NOW + HOUR
+    closed, reopened = "13800138011", "13800138012"
+    waiting = {
+        sub: task(f"t-{sub}", sub, deliver_after=later, deferred="quiet_hours")
+        for sub in (closed, reopened)
+    }
+    await w.send(*waiting.values())
+    await w.sink.subscribers.record_facts(
+        [
+            profile(closed, NOW + MINUTE, None, status="closed"),
+            profile(reopened, NOW + MINUTE, None, status="closed"),
+            profile(reopened, NOW + 2 * MINUTE, None, status="active"),
+        ]
+    )
+    assert await w.sink.release_due(now=later.timestamp() + 1) == 2
+    assert ids(await published(w.settings, 1)) == [f"t-{reopened}"]
+    assert await w.ledger.state(f"t-{closed}") == "dropped"
+    gone = {"moment_type": "first_international_roaming", "reason": "closed"}
+    assert w.sample("moments_tasks_suppressed_total", **gone) == 1
