@@ -16,11 +16,14 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from moments.backtest import Backtest
+from moments.backtest_input import EventFile
 from moments.embedded import free_port
 from moments.enums import WithdrawReason
 from moments.models import ServiceTask
 from moments.producer import start_producer
 from moments.settings import Settings
+from rules.catalog import load_rules
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
 from sinks.metrics import Metrics
@@ -242,3 +245,62 @@ async def test_a_tombstone_withdraws_the_erased_subscribers_tasks(
         assert not await redis.exists(f"moments:{settings.app_id}:published:{SUB}")
     finally:
         await redis.aclose()
+
+
+async def test_the_backtest_withdraws_what_the_stream_withdraws(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Any],
+    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """The same events through `moments backtest`'s code path and through a worker: the
+    same withdrawals (task id and reason), and the backtest's are apart from its tasks."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+    other = "13900139022"
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    for sub in (SUB, other):
+        events.append(
+            (
+                "roaming",
+                sub,
+                {
+                    "event_id": f"r-{sub}",
+                    "subscriber_id": sub,
+                    "occurred_at": start.isoformat(),
+                    "country": "JP",
+                    "roaming_type": "international",
+                },
+            )
+        )
+    later = start + dt.timedelta(minutes=1)
+    events.append(("profile", SUB, _profile("p-sms", later, opt_out=["sms"])))
+    # The other subscriber opts out of calls only: their SMS stands.
+    events.append(
+        (
+            "profile",
+            other,
+            {**_profile("p-call", later, opt_out=["outbound_call"]), "subscriber_id": other},
+        )
+    )
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(
+        b"".join(orjson.dumps({"type": kind, **value}) + b"\n" for kind, _, value in events)
+    )
+    result = await Backtest(load_rules(rules)).run(EventFile(history))
+    assert len(result.published) == 2
+    backtest = {
+        (n["task_id"], n["reason"]) for n in (orjson.loads(p.payload) for p in result.withdrawn)
+    }
+    assert len(backtest) == 1
+
+    settings = make_settings(metrics_port=free_port(), rules=rules)
+    await topics_for(settings)
+    worker = start_worker(settings)
+    await produce(settings, events[:2])
+    assert len(await read_topic(settings, "tasks", 2, wait_s=90)) == 2
+    await produce(settings, events[2:])
+    records = await read_topic(settings, "task_withdrawals", 1, wait_s=60, settle=2)
+    stream = {(n["task_id"], n["reason"]) for n in (orjson.loads(r.value) for r in records)}
+    assert stream == backtest, worker.log()[-3000:]
