@@ -820,7 +820,8 @@ class TaskWithdrawal(BaseModel):
     )
     occurred_at: AwareDatetime = Field(
         description="When the profile change happened: the profile update's `occurred_at`, "
-        "or a tombstone's record timestamp"
+        "or a tombstone's record timestamp; for a task dropped when it was to be sent again "
+        "after a worker died, when it was dropped"
     )
     withdrawn_at: AwareDatetime = Field(
         description="When the detector withdrew the task (a repeat may carry a later one)"

@@ -74,7 +74,7 @@ from sinks.routes import (
 from sinks.stores import Clock, DispatchStores, Joining, Leave, Released
 from sinks.subscribers import Subscribers
 from sinks.timegates import TimeGates
-from sinks.withdrawals import Withdrawals
+from sinks.withdrawals import WITHDRAWN_FOR, Withdrawals
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -294,7 +294,19 @@ class TaskSink:
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
-            await self._decide(candidates)
+            why: dict[str, str] = {}
+            await self._decide(candidates, why=why)
+            # One may have gone out before its worker died (produced, not confirmed): one
+            # dropped now for a profile change its consumer must hear of is withdrawn (a
+            # withdrawal of a task it never received changes nothing for it).
+            void = [
+                (t, reason)
+                for c in candidates
+                if (reason := why.get(c.carrier_id)) in WITHDRAWN_FOR
+                for t in c.tasks
+                if t.task_id == c.carrier_id
+            ]
+            await self.withdrawals.withdraw_dropped(void)
         await self._owed.resend(older_than)
         await self.expiry.expire_unanswered()
         return len(candidates)
@@ -360,9 +372,15 @@ class TaskSink:
             await self._update_waiting()
         return len(due)
 
-    async def _decide(self, candidates: Sequence[Candidate], now: float | None = None) -> set[str]:
+    async def _decide(
+        self,
+        candidates: Sequence[Candidate],
+        now: float | None = None,
+        why: dict[str, str] | None = None,
+    ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
-        returns the ids of the ledger entries dropped.
+        returns the ids of the ledger entries dropped (`why`, when given, takes each one's
+        reason).
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
@@ -383,7 +401,9 @@ class TaskSink:
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(wave, at, declined, facts, j)
                 to_send += sendable
-                dropped |= gone
+                dropped |= set(gone)
+                if why is not None:
+                    why.update(gone)
                 queue_changed = queue_changed or parked
             await self._send(to_send)
         except BaseException:
@@ -508,10 +528,10 @@ class TaskSink:
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
         j: Judging,
-    ) -> tuple[list[ServiceTask], bool, set[str]]:
+    ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
-        parked, and the ids of the entries dropped.
+        parked, and the entries dropped (id -> reason).
 
         No two candidates of a wave have the same subscriber, so the per-subscriber steps
         (merge, park, contact cap) of one never see another's; capacity, shared by all,
@@ -569,7 +589,7 @@ class TaskSink:
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
         await self._write(w, j)
         await self._owed.send(w.owed)
-        return to_send, bool(w.parks), {task_id for task_id, _ in w.drops}
+        return to_send, bool(w.parks), dict(w.drops)
 
     def _drop_route(self, r: Route, reason: SuppressReason, w: Writes) -> None:
         """Drop a route whole: each of its moments counted once, under its own type; the

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 WITHDRAWALS_TOPIC = "moments.task-withdrawals"
 """The default name of the topic (`Topics.task_withdrawals`)."""
 
+WITHDRAWN_FOR = frozenset(r.value for r in WithdrawReason)
+"""The drop reasons (`SuppressReason`) of a task a re-drive drops that are withdrawn too:
+the same words as the withdrawal's `reason`."""
+
 
 @dataclass(frozen=True, slots=True)
 class ProfileChange:
@@ -156,7 +160,6 @@ class Withdrawals:
         the ledger's indexes; the tombstoned subscribers' index is erased. Returns them."""
         if not changes or self.topic is None:
             return []
-        topic = self.topic
         subs = list(dict.fromkeys(c.subscriber_id for c in changes))
         now = self.clock()
         live = await self._redis(
@@ -171,24 +174,46 @@ class Withdrawals:
                 published.setdefault(task.subscriber_id, []).append(task)
         made = withdrawals_of(changes, published, now)
         if made:
-            headers: Headers = [("content-type", b"application/json")]
-            messages: list[Message] = [
-                (topic, w.subscriber_id.encode(), _payload(w), headers) for w in made
-            ]
-            await with_retry(
-                lambda: produce_all(self.producer, messages),
-                Dependency.KAFKA,
-                self.metrics,
-                "publishing task withdrawals",
-            )
+            await self._publish(made)
             items = [(w.task_id, w.subscriber_id, w.channel.value) for w in made]
             await self._redis(lambda: self.ledger.withdrawn(items), "recording withdrawals")
-            for w in made:
-                self.metrics.withdrawn.labels(w.moment_type, w.reason.value).inc()
         gone = [c.subscriber_id for c in changes if c.reason is WithdrawReason.FORGOTTEN]
         if gone:
             await self._redis(lambda: self.ledger.forget_published(gone), "erasing published tasks")
         return made
+
+    async def withdraw_dropped(self, dropped: Sequence[tuple[ServiceTask, str]]) -> None:
+        """Withdraw tasks a re-drive dropped (task, `WITHDRAWN_FOR` reason): their worker
+        may have published them before it died, before it recorded them (so the published
+        index never held them), and the opt-out, closed line or tombstone was read
+        meanwhile. Dated now (`occurred_at` too: the change's own time is not at hand)."""
+        if not dropped or self.topic is None:
+            return
+        now = self.clock()
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
+        made = [
+            notice(task, ProfileChange(task.subscriber_id, WithdrawReason(reason), when), now)
+            for task, reason in dropped
+        ]
+        await self._publish(made)
+
+    async def _publish(self, made: Sequence[TaskWithdrawal]) -> None:
+        """Produce `made` and await them; counted."""
+        topic = self.topic
+        if not made or topic is None:
+            return
+        headers: Headers = [("content-type", b"application/json")]
+        messages: list[Message] = [
+            (topic, w.subscriber_id.encode(), _payload(w), headers) for w in made
+        ]
+        await with_retry(
+            lambda: produce_all(self.producer, messages),
+            Dependency.KAFKA,
+            self.metrics,
+            "publishing task withdrawals",
+        )
+        for w in made:
+            self.metrics.withdrawn.labels(w.moment_type, w.reason.value).inc()
 
 
 def _payload(w: TaskWithdrawal) -> bytes:

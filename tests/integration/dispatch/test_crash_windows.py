@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from moments.cooldowns import CooldownReturn
-from moments.models import ServiceTask
+from moments.models import ProfileEvent, ServiceTask
 from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
+from tests.integration.kafka_io import read_topic, values
 
 from .conftest import HOUR, NOW, MakeWorker, published, task
 
@@ -183,3 +184,35 @@ class TestCooldownReturnsAfterACrash:
         await fresh.sink.redrive(older_than=0)
         assert returns.pending == []
         assert await dying.ledger.owed_returns(0) == []
+
+
+class TestWithdrawnAtTheRedrive:
+    async def test_a_task_sent_then_dropped_at_its_redrive_for_an_opt_out_is_withdrawn(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The worker dies after publishing the SMS, before recording it (the one duplicate
+        window): the task is in no published index. The customer then opts out of SMS; the
+        re-drive drops the task (`opt_out`) rather than sending it again, and withdraws it,
+        as the consumer may hold the copy that went out. Without it, the withdrawal
+        looked only at tasks recorded as sent, and the copy stood."""
+        w = make_worker()
+        dying = make_worker()
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+        dying.sink.add(task("w1", sub=SUB))
+        with pytest.raises(CrashError):
+            await dying.sink.flush()
+        assert [t["task_id"] for t in await published(w.settings, 1)] == ["w1"]
+        assert await w.ledger.state("w1") == "pending"
+        opt_out = ProfileEvent(event_id="p-1", subscriber_id=SUB, occurred_at=NOW, opt_out=["sms"])
+        await w.sink.subscribers.record_facts([opt_out])
+        fresh = make_worker()
+        fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state("w1") == "dropped"
+        notices = values(await read_topic(w.settings, "task_withdrawals", 1, wait_s=20, settle=1))
+        assert [(n["task_id"], n["reason"], n["channel"]) for n in notices] == [
+            ("w1", "opt_out", "sms")
+        ]
+        assert len(await published(w.settings, 1)) == 1  # not sent again
+        counted = {"moment_type": "first_international_roaming", "reason": "opt_out"}
+        assert fresh.sample("moments_tasks_withdrawn_total", **counted) == 1
