@@ -9,7 +9,9 @@ index, written as each task is confirmed), publishes the notices and then takes 
 out of the index (and out of the unanswered index: nothing more is expected of a task
 withdrawn). A crash between the two publishes the same notices again when the batch is
 read again: the same `task_id` and `reason`, which a consumer drops as a repeat. Only
-profile updates carrying `opt_out` or `status: closed`, and tombstones, cost anything.
+profile updates carrying `opt_out` or `status: closed`, and tombstones, cost a call.
+A task a re-drive drops for one of those reasons is withdrawn as well
+(`withdraw_dropped`): its worker may have published it and died before recording it.
 """
 
 from __future__ import annotations
