@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import orjson
@@ -306,7 +307,15 @@ class CollectingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
 
-    async def send(self, topic: str, value: bytes | None = None, **_: Any) -> Any:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+    ) -> Awaitable[Any]:
         assert value is not None
         self.sent.append((topic, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
