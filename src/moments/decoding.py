@@ -146,7 +146,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
                 not_json_said(value, errors[0]["msg"]),
             )
         detail = "; ".join(f"{where}: {said}" for where, said in _said(errors)[:5])
-        if (other := _reads_as(value, event_type)) is not None:
+        if "wrong topic" not in detail and (other := _reads_as(value, event_type)) is not None:
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
         return _reject(record, event_type, RejectReason.INVALID_EVENT, "ValidationError", detail)
     refused = key_problem(record, event.subscriber_id, event_type.value)

@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -26,7 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import CoreSchema
 from pydantic_core import core_schema as cs
@@ -534,6 +534,8 @@ class ProfileEvent(_Event):
     was (a serializer writing unset fields as null clears nothing); each field's
     description says how to clear it, where clearing means something."""
 
+    model_config = ConfigDict(json_schema_extra=lambda schema, _: _stray_schema(schema))
+
     birthday: Annotated[str, StringConstraints(pattern=_BIRTHDAY)] | Blank | None = Field(
         default=None,
         description="MM-DD or YYYY-MM-DD (02-29 in leap years only)" + _CLEARS + _KEPT,
@@ -593,6 +595,87 @@ class ProfileEvent(_Event):
             return None
         value = value.strip()
         return value[5:] if len(value) == 10 else value
+
+    @model_validator(mode="after")
+    def _not_a_stray(self) -> ProfileEvent:
+        # Every field is optional and unknown ones are kept out of the way, so another
+        # type's record on the profile topic read as an update carrying nothing, silently:
+        # one dated later made the CRM's next update `late` (STRAY_SIGNS).
+        extra = self.model_extra
+        if not extra:
+            return self
+        named = self.model_fields_set & PROFILE_OWN_FIELDS
+        for event_type, sign in STRAY_SIGNS.items():
+            if not named & sign.profile_only and sign.names(extra):
+                kind = event_type.value
+                said = " and ".join(f"`{name}`" for name in sign.fields)
+                raise ValueError(
+                    f"names {said} as a {kind} event does, and no field only a profile has: a "
+                    f"{kind} event sent to the wrong topic? Produce it to the {kind} topic "
+                    f"(telecom.{kind}); a profile update names at least one of "
+                    + ", ".join(sorted(sign.profile_only))
+                )
+        return self
+
+
+PROFILE_OWN_FIELDS = frozenset(ProfileEvent.model_fields) - frozenset(_Event.model_fields)
+"""The profile's own fields: not the identity ones nor `region`, which every event has."""
+
+
+class StraySign(NamedTuple):
+    """What marks a record of another type on the profile topic."""
+
+    fields: dict[str, tuple[Any, ...] | None]
+    """Every field the type requires beyond the common ones; a `Literal` one with one of
+    its values (a usage `kind` of `voice`, not a CRM's own `kind: "update"`)."""
+    profile_only: frozenset[str]
+    """The profile's fields the type lacks: naming one makes the record a profile update
+    (a roaming record's `timezone` is both types')."""
+
+    def names(self, extra: dict[str, Any]) -> bool:
+        """Whether the unknown fields name all of `fields`, with their values."""
+        return all(
+            name in extra and (allowed is None or extra[name] in allowed)
+            for name, allowed in self.fields.items()
+        )
+
+
+STRAY_SIGNS: dict[EventType, StraySign] = {
+    event_type: StraySign(
+        {
+            name: get_args(info.annotation) if get_origin(info.annotation) is Literal else None
+            for name, info in model.model_fields.items()
+            if info.is_required() and name not in _Event.model_fields
+        },
+        PROFILE_OWN_FIELDS - frozenset(model.model_fields),
+    )
+    for event_type, model in (
+        (EventType.TOPUP, TopUpEvent),
+        (EventType.ROAMING, RoamingEvent),
+        (EventType.USAGE, UsageEvent),
+    )
+}
+"""Top-up, roaming and usage records produced to the profile topic. A complaint is left
+out: its `status` is a profile field too, with values a profile refuses already."""
+
+
+def _stray_schema(schema: JsonDict) -> None:
+    """`ProfileEvent._not_a_stray` in the schema: not any type's `StraySign`."""
+    signs: list[JsonValue] = []
+    for sign in STRAY_SIGNS.values():
+        said: JsonDict = {"required": list(sign.fields)}
+        enums: JsonDict = {n: {"enum": list(a)} for n, a in sign.fields.items() if a is not None}
+        if enums:
+            said["properties"] = enums
+        own: list[JsonValue] = [{"required": [name]} for name in sorted(sign.profile_only)]
+        said["not"] = {"anyOf": own}
+        signs.append(said)
+    schema["not"] = {
+        "description": "A top-up, roaming or usage record on the wrong topic: it names every "
+        "field its type requires (a usage kind or a roaming type with one of its values) "
+        "and none of the profile's fields that type lacks",
+        "anyOf": signs,
+    }
 
 
 def unknown_opt_outs(event: ProfileEvent) -> list[str]:
