@@ -81,6 +81,14 @@ _ACTS = {
 }
 REACHED_NO_ONE = frozenset({OutcomeStatus.UNREACHABLE, OutcomeStatus.FAILED})
 """Outcomes of an attempt that made no contact: the task's contact is given back."""
+REACHED = (
+    OutcomeStatus.DONE_NO_CHANGE,
+    OutcomeStatus.DONE_NEW_ALERT,
+    OutcomeStatus.ACCEPTED,
+    OutcomeStatus.DECLINED,
+)
+"""Outcomes that say the customer was reached: an `unreachable` of the same task, read
+before or after one (outcomes come out of order), makes no retry."""
 
 
 @dataclass
@@ -93,6 +101,9 @@ class OutcomeResult:
     forgotten: int = 0
     """Outcomes of tasks made before a tombstone erased their subscriber: counted, and
     acting on nothing (no decline, retry or contact given back)."""
+    not_retried: list[str] = field(default_factory=list)
+    """Ids of the tasks answered `unreachable` whose customer another outcome of theirs
+    says was reached (`REACHED`): no retry."""
 
 
 OUTCOME_IDENTITY = ("task_id", "subscriber_id", "status")
@@ -373,6 +384,9 @@ async def handle_outcomes(
     # into Redis again for 30 days (and hold the rule from the number's next holder), a
     # retry would queue their payload again. One read of the marks for the batch.
     erased = await sink.subscribers.forgotten_tasks([task for _, task in acting])
+    reached = await _reached(
+        sink, [t.task_id for o, t in acting if o.status is OutcomeStatus.UNREACHABLE]
+    )
     for outcome, task in acting:
         if task.task_id in erased:
             result.forgotten += 1
@@ -383,7 +397,11 @@ async def handle_outcomes(
             result.declined += 1
         if outcome.status in REACHED_NO_ONE:
             given_back.append((task.subscriber_id, task.task_id))
-        if outcome.status is OutcomeStatus.UNREACHABLE:
+        if outcome.status is OutcomeStatus.UNREACHABLE and task.task_id in reached:
+            # An earlier attempt's report read after (or beside) the one that got through:
+            # a retry would call a customer already served, who may have taken the offer.
+            result.not_retried.append(task.task_id)
+        elif outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes
             retry = retry_task(
                 task, at, policy.unreachable_retry_after, policy.max_retries, outcome.occurred_at
@@ -396,9 +414,30 @@ async def handle_outcomes(
             "%d outcome(s) of tasks of erased subscribers: counted, acted on nothing",
             result.forgotten,
         )
+    if result.not_retried:
+        log.info(
+            "%d unreachable outcome(s) of tasks another outcome says reached the customer: "
+            "no retry (first: %r)",
+            len(result.not_retried),
+            result.not_retried[0],
+        )
     await _give_back(sink, given_back)
     await sink.dispatch(retries)
     return result
+
+
+async def _reached(sink: TaskSink, task_ids: Sequence[str]) -> set[str]:
+    """The tasks among these with an outcome saying the customer was reached (`REACHED`):
+    one read for the batch, after its outcomes were noted (`_first`)."""
+    if not task_ids:
+        return set()
+    statuses = [s.value for s in REACHED]
+    return await with_retry(
+        lambda: sink.ledger.noted_any(task_ids, statuses),
+        Dependency.REDIS,
+        sink.metrics,
+        "reading a task's outcomes",
+    )
 
 
 async def _give_back(sink: TaskSink, items: Sequence[tuple[str, str]]) -> None:

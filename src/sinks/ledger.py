@@ -591,6 +591,16 @@ class TaskLedger:
             token != "" and mark is not None and as_bytes(mark) == token.encode()
         )
 
+    async def noted_any(self, task_ids: Sequence[str], statuses: Sequence[str]) -> set[str]:
+        """See `sinks.stores.Ledger.noted_any`: one EXISTS per task, pipelined."""
+        if not task_ids or not statuses:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.exists(*(f"{self.prefix}outcome:{task_id}:{status}" for status in statuses))
+        found = await pipe.execute()
+        return {t for t, n in zip(task_ids, found, strict=True) if int(n)}
+
     async def unanswered(self) -> dict[str, int]:
         """How many published tasks of each channel have had no outcome (yet)."""
         pipe = self.redis.pipeline(transaction=False)

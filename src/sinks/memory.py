@@ -284,6 +284,13 @@ class MemoryLedger:
         self.outcomes[key] = _Entry(token.encode() or b"1", self.clock() + self.ttl)
         return True
 
+    async def noted_any(self, task_ids: Sequence[str], statuses: Sequence[str]) -> set[str]:
+        return {
+            t
+            for t in task_ids
+            if any(self._live(self.outcomes, f"{t}:{status}") is not None for status in statuses)
+        }
+
     async def unanswered(self) -> dict[str, int]:
         return {c: len(self.awaiting.get(c, {})) for c in CHANNELS}
 

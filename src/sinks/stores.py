@@ -243,6 +243,11 @@ class Ledger(Protocol):
         confirm leaves it out of the index."""
         ...
 
+    async def noted_any(self, task_ids: Sequence[str], statuses: Sequence[str]) -> set[str]:
+        """The tasks among `task_ids` for which one of `statuses` was noted
+        (`first_outcome`), in one round trip."""
+        ...
+
     async def unanswered(self) -> dict[str, int]:
         """Published tasks with no outcome yet, by channel (every channel, 0 included)."""
         ...

@@ -204,6 +204,36 @@ class TestOutcomes:
         )
         assert (await handle_outcomes([record], w.sink, now=NOW)).retries == []
 
+    @pytest.mark.parametrize("reached", [OutcomeStatus.ACCEPTED, OutcomeStatus.DONE_NO_CHANGE])
+    async def test_an_unreachable_read_after_a_reached_status_makes_no_retry(
+        self, make_worker: Callable[..., Worker], reached: OutcomeStatus
+    ) -> None:
+        """Outcomes out of order (an earlier attempt's `unreachable` reported after the
+        call that got through): the customer who took the offer was called again two hours
+        later. The same task's `in_progress` says nothing of reaching them: it retries."""
+        w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+        sub, served, ringing = "13200000021", tid("served"), tid("ringing")
+        await w.send(
+            task(served, sub=sub, channel=Channel.OUTBOUND_CALL),
+            task(ringing, sub="13200000022", channel=Channel.OUTBOUND_CALL),
+        )
+        await handle_outcomes(
+            [
+                record_of(served, sub, reached),
+                record_of(ringing, "13200000022", OutcomeStatus.IN_PROGRESS),
+            ],
+            w.sink,
+            now=NOW,
+        )
+        late = [
+            record_of(served, sub, OutcomeStatus.UNREACHABLE),
+            record_of(ringing, "13200000022", OutcomeStatus.UNREACHABLE),
+        ]
+        result = await handle_outcomes(late, w.sink, now=NOW)
+        assert result.retries == [retry_id(ringing, 1)]
+        assert await w.ledger.state(retry_id(served, 1)) is None
+        assert result.not_retried == [served]
+
     async def test_an_sms_due_now_does_not_wait_in_the_retry_of_an_unanswered_call(
         self, make_worker: Callable[..., Worker]
     ) -> None:

@@ -1,0 +1,77 @@
+"""An `unreachable` outcome of a task whose customer an outcome already said was reached
+(`done_no_change`, `done_new_alert`, `accepted`, `declined`) makes no retry.
+
+Found walking as a dispatch consumer: outcomes come out of order (a dialer reports
+attempts from several threads, a producer retries a send, an earlier attempt's
+`unreachable` is reported after the call that got through). Each status of a task is
+counted once, but an `unreachable` read after `accepted` queued a retry all the same:
+two hours later the customer who had taken the offer was called again. A `declined`
+customer's retry was dropped by the decline; the other three were not. On the in-memory
+stores the backtest uses; tests/integration/dispatch/test_outcomes.py runs it on Redis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from moments.models import Channel, OutcomeStatus
+from moments.outcomes import handle_outcomes
+
+from .test_unanswered import CALL, START, Scenario, outcome_record, task
+
+REACHED = [
+    OutcomeStatus.DONE_NO_CHANGE,
+    OutcomeStatus.DONE_NEW_ALERT,
+    OutcomeStatus.ACCEPTED,
+    OutcomeStatus.DECLINED,
+]
+MINUTE = dt.timedelta(minutes=1)
+
+
+async def _published_after(first: OutcomeStatus, same_batch: bool) -> tuple[int, int]:
+    """(retries queued, tasks published by 3 h later): a call task answered `first`,
+    then `unreachable` dated before it (an earlier attempt's report, read after)."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    reached = outcome_record(CALL, first, START + 5 * MINUTE)
+    stale = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)
+    if same_batch:
+        results = [await handle_outcomes([reached, stale], s.sink, now=now)]
+    else:
+        results = [
+            await handle_outcomes([reached], s.sink, now=now),
+            await handle_outcomes([stale], s.sink, now=now),
+        ]
+    s.clock.advance((START + 180 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    return sum(len(r.retries) for r in results), len(s.producer.sent)
+
+
+@pytest.mark.parametrize("same_batch", [False, True], ids=["apart", "one batch"])
+@pytest.mark.parametrize("first", REACHED, ids=[s.value for s in REACHED])
+async def test_a_reached_customer_is_not_called_again(
+    first: OutcomeStatus, same_batch: bool
+) -> None:
+    assert await _published_after(first, same_batch) == (0, 1)  # the task alone
+
+
+@pytest.mark.parametrize("same_batch", [False, True], ids=["apart", "one batch"])
+async def test_the_retry_follows_when_the_customer_was_not_reached(same_batch: bool) -> None:
+    """`in_progress` (queued, ringing) says nothing of reaching the customer."""
+    assert await _published_after(OutcomeStatus.IN_PROGRESS, same_batch) == (1, 2)
+
+
+async def test_a_reached_status_in_the_same_batch_after_it_counts_too() -> None:
+    """The dialer's redial got through and both reports came in one poll: no retry."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    now = START + 10 * MINUTE
+    stale = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)
+    done = outcome_record(CALL, OutcomeStatus.DONE_NO_CHANGE, START + 5 * MINUTE)
+    result = await handle_outcomes([stale, done], s.sink, now=now)
+    assert result.retries == []
