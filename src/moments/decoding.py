@@ -47,6 +47,8 @@ IDENTITY_FIELDS: dict[EventType, tuple[str, ...]] = {
 }
 """The fields that say who, when and which event (a complaint: which ticket): a value that
 names one of them twice is refused (`duplicate_key`), not read as its last one."""
+ENVELOPE_MARKS = ("subscriber_id", "occurred_at")
+"""Fields every event has, by which an event wrapped in an envelope is told (`enveloped`)."""
 _QUOTED = {t: tuple(f'"{name}"'.encode() for name in names) for t, names in IDENTITY_FIELDS.items()}
 
 TOMBSTONE = "tombstone"
@@ -148,6 +150,8 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
         detail = "; ".join(f"{where}: {said}" for where, said in _said(errors)[:5])
         if "wrong topic" not in detail and (other := _reads_as(value, event_type)) is not None:
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
+        elif (wrapped := enveloped(value, ENVELOPE_MARKS, "event")) is not None:
+            detail += f" ({wrapped})"
         return _reject(record, event_type, RejectReason.INVALID_EVENT, "ValidationError", detail)
     refused = key_problem(record, event.subscriber_id, event_type.value)
     return event if refused is None else refused
@@ -464,6 +468,13 @@ def _not_json(value: bytes) -> str | None:
             "4-byte schema id): send plain UTF-8 JSON (a StringSerializer or a JSON "
             "serializer without the registry)"
         )
+    compressed = next((name for magic, name in _COMPRESSED if value.startswith(magic)), None)
+    if compressed is not None:
+        return (
+            f"the value is {compressed}-compressed: send the JSON text itself, and let the "
+            f"producer compress (compression.type={compressed}; the worker reads gzip, "
+            "snappy, lz4 and zstd batches)"
+        )
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -476,6 +487,37 @@ def _not_json(value: bytes) -> str | None:
             "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
             "pair: text cut in the middle of an emoji?): cut text at whole characters"
         )
+    return None
+
+
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"\xff\x06\x00\x00sNaPpY", "snappy"),
+)
+"""How a value compressed by the application begins (gzip, a zstd, lz4 or snappy frame),
+and the codec's name as Kafka producers spell it: it was told "not UTF-8 ... GBK, Latin-1
+or UTF-16?", which sent a producer looking at its text encoding."""
+
+
+def enveloped(value: bytes, marks: tuple[str, ...], kind: str) -> str | None:
+    """The hint for a value whose object lacks one of `marks` (the fields that say what
+    it is) and one of whose members is an object that has them all: an event or an
+    outcome (`kind`) wrapped in an envelope (`{"payload": {...}}`, CloudEvents' `data`, a
+    CDC record's `after`), or None. Only on the refusal path."""
+    try:
+        top = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(top, dict) or all(name in top for name in marks):
+        return None
+    for name, inner in top.items():
+        if isinstance(inner, dict) and all(field in inner for field in marks):
+            return (
+                f'the {kind} is wrapped in an envelope, under "{name[:40]}": send the '
+                f"{kind} object itself, its fields at the top level"
+            )
     return None
 
 

@@ -58,6 +58,7 @@ from moments.decoding import (
     MAX_MESSAGE_BYTES,
     duplicate_message,
     duplicated_name,
+    enveloped,
     key_problem,
     not_json_said,
     problem,
@@ -162,6 +163,9 @@ def _invalid(record: RawRecord, exc: ValidationError) -> DeadLetter:
         said = not_json_said(record.value or b"", str(unparsed["msg"]))
         return DeadLetter(record, EVENT_TYPE, RejectReason.INVALID_JSON, type(exc).__name__, said)
     detail = "; ".join(_problem(e) for e in errors[:5])
+    wrapped = enveloped(record.value or b"", ("task_id", "status"), "outcome")
+    if wrapped is not None:
+        detail += f" ({wrapped})"
     return DeadLetter(
         record, EVENT_TYPE, RejectReason.INVALID_EVENT, type(exc).__name__, detail[:500]
     )

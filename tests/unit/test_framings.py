@@ -1,0 +1,99 @@
+"""Two framings an upstream producer or a dispatch consumer gets wrong, named in the dead
+letter with the fix, as a Confluent frame, a byte-order mark or GBK text already are.
+
+- A value compressed by the application (gzip, or a zstd, lz4 or snappy frame) was told
+  "the value is not UTF-8 (byte 1: ...; GBK, Latin-1 or UTF-16?)", which sent the
+  producer looking at its text encoding: Kafka compresses batches itself
+  (`compression.type`), and the worker reads each codec.
+- An event or outcome wrapped in an envelope (`{"type": ..., "payload": {...}}`,
+  CloudEvents' `data`, a CDC record's `after`) was told only "event_id: Field required;
+  subscriber_id: Field required; ...", every field missing though every one was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import cramjam
+import pytest
+
+from moments.decoding import decode
+from moments.models import EventType
+from moments.outcomes import decode_outcome
+from moments.records import DeadLetter, RawRecord, RejectReason
+from moments.schemas import example
+
+TOPUP = example("TopUpEvent")
+OUTCOME = example("TaskOutcome")
+KEY = str(TOPUP["subscriber_id"]).encode()
+assert OUTCOME["subscriber_id"] == TOPUP["subscriber_id"]
+
+
+def _as_event(value: bytes) -> DeadLetter:
+    decoded = decode(RawRecord("telecom.topup", 0, 0, KEY, value), EventType.TOPUP)
+    assert isinstance(decoded, DeadLetter), decoded
+    return decoded
+
+
+def _as_outcome(value: bytes) -> DeadLetter:
+    decoded = decode_outcome(RawRecord("moments.task-outcomes", 0, 0, KEY, value))
+    assert isinstance(decoded, DeadLetter), decoded
+    return decoded
+
+
+CODECS: dict[str, Callable[[bytes], Any]] = {
+    "gzip": cramjam.gzip.compress,
+    "zstd": cramjam.zstd.compress,
+    "lz4": cramjam.lz4.compress,
+    "snappy": cramjam.snappy.compress,
+}
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+@pytest.mark.parametrize("read", [_as_event, _as_outcome], ids=["event", "outcome"])
+def test_a_compressed_value_names_the_producers_compression(
+    codec: str, read: Callable[[bytes], DeadLetter]
+) -> None:
+    value = bytes(CODECS[codec](json.dumps(TOPUP if read is _as_event else OUTCOME).encode()))
+    refused = read(value)
+    assert refused.reason is RejectReason.INVALID_JSON
+    assert f"{codec}-compressed" in refused.message
+    assert f"compression.type={codec}" in refused.message
+
+
+ENVELOPES = [
+    lambda inner: {"type": "topup", "payload": inner},
+    lambda inner: {"specversion": "1.0", "id": "e-1", "data": inner},  # CloudEvents
+    lambda inner: {"before": None, "after": inner, "op": "c"},  # a CDC record
+    lambda inner: {"subscriber_id": inner["subscriber_id"], "event": inner},
+]
+
+
+@pytest.mark.parametrize("wrap", ENVELOPES)
+def test_an_enveloped_event_names_the_envelope(wrap: Callable[[dict[str, Any]], Any]) -> None:
+    wrapped = wrap(dict(TOPUP))
+    refused = _as_event(json.dumps(wrapped).encode())
+    assert refused.reason is RejectReason.INVALID_EVENT
+    [member] = [k for k, v in wrapped.items() if isinstance(v, dict)]
+    assert f'wrapped in an envelope, under "{member}"' in refused.message
+
+
+def test_an_enveloped_outcome_names_the_envelope() -> None:
+    refused = _as_outcome(json.dumps({"type": "outcome", "body": OUTCOME}).encode())
+    assert refused.reason is RejectReason.INVALID_EVENT
+    assert 'wrapped in an envelope, under "body"' in refused.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {k: v for k, v in TOPUP.items() if k != "amount"},  # a field missing: no envelope
+        {**{k: v for k, v in TOPUP.items() if k != "amount"}, "meta": {"source": "bss"}},
+    ],
+)
+def test_an_event_missing_a_field_is_told_no_envelope(value: dict[str, Any]) -> None:
+    refused = _as_event(json.dumps(value).encode())
+    assert "envelope" not in refused.message
+    assert refused.message.startswith("amount: ")
