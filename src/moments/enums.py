@@ -57,3 +57,14 @@ class WithdrawReason(StrEnum):
     """The line was closed."""
     FORGOTTEN = "forgotten"
     """A profile tombstone erased the subscriber."""
+
+
+REACHED = (
+    OutcomeStatus.DONE_NO_CHANGE,
+    OutcomeStatus.DONE_NEW_ALERT,
+    OutcomeStatus.ACCEPTED,
+    OutcomeStatus.DECLINED,
+)
+"""Outcomes that say the customer was reached: an `unreachable` of the same task, read
+before or after one (outcomes come out of order), makes no retry, and a retry waiting
+for an earlier attempt answered so is dropped (`reached`)."""

@@ -7,6 +7,7 @@ classes by `moments schemas export` and a test fails when it drifts.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -913,6 +914,20 @@ class TaskWithdrawal(BaseModel):
         description="The task's `expires_at`: no withdrawal of it comes after this, and a "
         "consumer may forget the task then"
     )
+
+
+def retry_id(root_task_id: str, attempt: int) -> str:
+    """The id of the n-th retry of a task: the same outcome re-read makes the same id."""
+    digest = hashlib.blake2b(f"{root_task_id}|retry|{attempt}".encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+def earlier_attempts(task: ServiceTask) -> list[str]:
+    """The ids of the attempts before this retry (none for a first delivery): the task
+    it retries first of all (`retry_of`), then its retries before this one."""
+    if task.retry_of is None:
+        return []
+    return [task.retry_of, *(retry_id(task.retry_of, n) for n in range(1, task.attempt))]
 
 
 AGENT_NUMBER_MAX = 2**63 - 1

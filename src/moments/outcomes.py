@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import logging
 import secrets
 from collections.abc import Sequence
@@ -64,7 +63,17 @@ from moments.decoding import (
     problem,
     whole_characters,
 )
-from moments.models import AGENT_NUMBER_MAX, Deferral, OutcomeStatus, ServiceTask, TaskOutcome
+from moments.enums import REACHED
+from moments.models import (
+    AGENT_NUMBER_MAX,
+    Deferral,
+    OutcomeStatus,
+    ServiceTask,
+    TaskOutcome,
+)
+from moments.models import (
+    retry_id as retry_id,
+)
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectReason
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 from sinks.dispatch import TaskSink
@@ -82,14 +91,6 @@ _ACTS = {
 }
 REACHED_NO_ONE = frozenset({OutcomeStatus.UNREACHABLE, OutcomeStatus.FAILED})
 """Outcomes of an attempt that made no contact: the task's contact is given back."""
-REACHED = (
-    OutcomeStatus.DONE_NO_CHANGE,
-    OutcomeStatus.DONE_NEW_ALERT,
-    OutcomeStatus.ACCEPTED,
-    OutcomeStatus.DECLINED,
-)
-"""Outcomes that say the customer was reached: an `unreachable` of the same task, read
-before or after one (outcomes come out of order), makes no retry."""
 
 
 @dataclass
@@ -283,12 +284,6 @@ def declined_rules(task: ServiceTask) -> list[str]:
     was suppressed, and the next moment of the others called them again)."""
     rules = [task.moment.rule_id, *(r.moment.rule_id for r in task.related or [])]
     return list(dict.fromkeys(rules))
-
-
-def retry_id(root_task_id: str, attempt: int) -> str:
-    """The id of the n-th retry of a task: the same outcome re-read makes the same id."""
-    digest = hashlib.blake2b(f"{root_task_id}|retry|{attempt}".encode(), digest_size=16)
-    return digest.hexdigest()
 
 
 def retry_task(

@@ -58,6 +58,7 @@ class SuppressReason(StrEnum):
     CONTACT_CAP = "contact_cap"
     FREQUENCY_CAP = "frequency_cap"
     DECLINED = "declined"
+    REACHED = "reached"  # a retry whose earlier attempt an outcome said reached the customer
     TOPPED_UP = "topped_up"  # relevance checks
     CAME_HOME = "came_home"
 

@@ -33,7 +33,8 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
 from moments.cooldowns import CooldownReturn
-from moments.models import ServiceTask
+from moments.enums import REACHED
+from moments.models import ServiceTask, earlier_attempts
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap
 from sinks.base import Headers, Message, Producer, produce_all
@@ -396,10 +397,12 @@ class TaskSink:
         # policy or of the rules) land meanwhile.
         j = self._judging_now()
         try:
-            declined, facts = await self._read_for(candidates, at, j.policy)
+            declined, facts, reached = await self._read_for(candidates, at, j.policy)
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
-                sendable, parked, gone = await self._route_wave(wave, at, declined, facts, j)
+                sendable, parked, gone = await self._route_wave(
+                    wave, at, declined, facts, j, reached
+                )
                 to_send += sendable
                 dropped |= set(gone)
                 if why is not None:
@@ -448,10 +451,11 @@ class TaskSink:
 
     async def _read_for(
         self, candidates: Sequence[Candidate], at: float, policy: DispatchPolicy
-    ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts]]:
-        """The declined (subscriber, rule) pairs among the unexpired tasks, and the facts of
+    ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts], set[str]]:
+        """The declined (subscriber, rule) pairs among the unexpired tasks, the facts of
         the subscribers whose tasks need them (a task that waited or was re-driven: its
-        erasure and opt-outs since; a relevance check; a suspended line)."""
+        erasure and opt-outs since; a relevance check; a suspended line), and the ids of
+        the retries an outcome of an earlier attempt says reached the customer."""
         live = [t for c in candidates for t in c.tasks if t.expires_at.timestamp() > at]
         pairs = list(dict.fromkeys((t.subscriber_id, t.moment.rule_id) for t in live))
         # Facts also for tasks that turn out declined: the two reads then go together
@@ -497,7 +501,21 @@ class TaskSink:
         else:  # one read or none: no tasks to schedule (most of a backtest's decisions)
             flags, got = await declines(), await facts_of()
         declined = {pair for pair, flag in zip(pairs, flags, strict=True) if flag}
-        return declined, dict(zip(subscribers, got, strict=True))
+        return declined, dict(zip(subscribers, got, strict=True)), await self._reached(live)
+
+    async def _reached(self, live: Sequence[ServiceTask]) -> set[str]:
+        """The retries among these whose earlier attempts an outcome said reached the
+        customer (`REACHED`: read after the `unreachable` that queued the retry): none
+        is read for a batch with no retry in it."""
+        earlier = {t.task_id: earlier_attempts(t) for t in live if t.retry_of is not None}
+        if not earlier:
+            return set()
+        ids = list(dict.fromkeys(i for attempts in earlier.values() for i in attempts))
+        statuses = [s.value for s in REACHED]
+        noted = await self._redis(
+            lambda: self.ledger.noted_any(ids, statuses), "reading a task's outcomes"
+        )
+        return {t for t, attempts in earlier.items() if noted.intersection(attempts)}
 
     def _keep(
         self,
@@ -506,6 +524,7 @@ class TaskSink:
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
         policy: DispatchPolicy,
+        reached: Collection[str] = (),
     ) -> SuppressReason | None:
         """None when the task is still worth sending, else why not."""
         if now > policy.last_send(task):
@@ -514,6 +533,8 @@ class TaskSink:
             return SuppressReason.FORGOTTEN
         if (task.subscriber_id, task.moment.rule_id) in declined:
             return SuppressReason.DECLINED
+        if task.task_id in reached:
+            return SuppressReason.REACHED
         check = check_for(policy.relevance, task)
         if check is not None:
             verdict = check(task, facts[task.subscriber_id])
@@ -528,6 +549,7 @@ class TaskSink:
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
         j: Judging,
+        reached: Collection[str] = (),
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -539,7 +561,7 @@ class TaskSink:
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
         w = Writes(timetable=j.timetable, now=now)
-        routes = await self._kept(wave, now, declined, facts, w, j)
+        routes = await self._kept(wave, now, declined, facts, w, j, reached)
         routes = await self._join(routes, now, j.gates)
         window = j.policy.merge.window.total_seconds()
         doomed = await j.caps.capped_until_expiry(
@@ -629,6 +651,7 @@ class TaskSink:
         facts: dict[str, SubscriberFacts],
         w: Writes,
         j: Judging,
+        reached: Collection[str] = (),
     ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group
@@ -661,7 +684,7 @@ class TaskSink:
                 if c.lost_own and t.task_id == c.carrier_id:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
-                reason = self._keep(t, now, declined, facts, j.policy)
+                reason = self._keep(t, now, declined, facts, j.policy, reached)
                 seen = facts.get(t.subscriber_id) if waited_ else None
                 if reason is None and opted_out(t, seen):
                     reason = SuppressReason.OPT_OUT

@@ -1,5 +1,7 @@
 """An `unreachable` outcome of a task whose customer an outcome already said was reached
-(`done_no_change`, `done_new_alert`, `accepted`, `declined`) makes no retry.
+(`done_no_change`, `done_new_alert`, `accepted`, `declined`) makes no retry; read the
+other way round, the retry the `unreachable` queued is dropped at its release
+(`reached`).
 
 Found walking as a dispatch consumer: outcomes come out of order (a dialer reports
 attempts from several threads, a producer retries a send, an earlier attempt's
@@ -17,7 +19,7 @@ import datetime as dt
 import pytest
 
 from moments.models import Channel, OutcomeStatus
-from moments.outcomes import handle_outcomes
+from moments.outcomes import handle_outcomes, retry_id
 
 from .test_unanswered import CALL, START, Scenario, outcome_record, task
 
@@ -75,3 +77,55 @@ async def test_a_reached_status_in_the_same_batch_after_it_counts_too() -> None:
     done = outcome_record(CALL, OutcomeStatus.DONE_NO_CHANGE, START + 5 * MINUTE)
     result = await handle_outcomes([stale, done], s.sink, now=now)
     assert result.retries == []
+
+
+@pytest.mark.parametrize("later", REACHED, ids=[s.value for s in REACHED])
+async def test_a_waiting_retry_is_dropped_when_a_later_outcome_says_reached(
+    later: OutcomeStatus,
+) -> None:
+    """`unreachable` first (its retry queued for 2 hours later), then the dialer's own
+    redial got through: the retry called the customer again all the same."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)
+    queued = await handle_outcomes([unreachable], s.sink, now=now)
+    assert queued.retries == [retry_id(CALL, 1)]
+    await handle_outcomes([outcome_record(CALL, later, START + 20 * MINUTE)], s.sink, now=now)
+    s.clock.advance((START + 180 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    assert len(s.producer.sent) == 1  # the task alone
+    reason = "declined" if later is OutcomeStatus.DECLINED else "reached"
+    labels = {"moment_type": "churn_risk", "reason": reason}
+    assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+
+
+async def test_a_later_retry_is_dropped_for_any_earlier_attempt_reached() -> None:
+    """The second retry waits; the first retry's own outcome says reached."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    first = retry_id(CALL, 1)
+    s.clock.advance((START + 10 * MINUTE).timestamp())
+    await handle_outcomes(
+        [outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)],
+        s.sink,
+        now=START + 10 * MINUTE,
+    )
+    s.clock.advance((START + 130 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    assert len(s.producer.sent) == 2  # the task, its first retry
+    at = START + 135 * MINUTE
+    second = await handle_outcomes(
+        [outcome_record(first, OutcomeStatus.UNREACHABLE, at)], s.sink, now=at
+    )
+    assert second.retries == [retry_id(CALL, 2)]
+    await handle_outcomes(  # the first retry's redial got through after all
+        [outcome_record(first, OutcomeStatus.DONE_NO_CHANGE, at + MINUTE)], s.sink, now=at
+    )
+    s.clock.advance((START + 300 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    assert len(s.producer.sent) == 2

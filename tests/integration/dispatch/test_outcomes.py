@@ -234,6 +234,24 @@ class TestOutcomes:
         assert await w.ledger.state(retry_id(served, 1)) is None
         assert result.not_retried == [served]
 
+    async def test_a_waiting_retry_is_dropped_when_a_later_outcome_says_reached(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """`unreachable` first, its retry waiting two hours; then the dialer's own redial
+        got through (`accepted`): the retry called the customer again all the same."""
+        w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+        sub, served = "13200000023", tid("redialled")
+        await w.send(task(served, sub=sub, channel=Channel.OUTBOUND_CALL))
+        queued = await handle_outcomes(
+            [record_of(served, sub, OutcomeStatus.UNREACHABLE)], w.sink, now=NOW
+        )
+        assert queued.retries == [retry_id(served, 1)]
+        await handle_outcomes([record_of(served, sub, OutcomeStatus.ACCEPTED)], w.sink, now=NOW)
+        await w.sink.release_due(now=(NOW + 2 * HOUR + HOUR / 60).timestamp())
+        assert await w.ledger.state(retry_id(served, 1)) == "dropped"
+        labels = {"moment_type": "first_international_roaming", "reason": "reached"}
+        assert w.sample("moments_tasks_suppressed_total", **labels) == 1
+
     async def test_an_sms_due_now_does_not_wait_in_the_retry_of_an_unanswered_call(
         self, make_worker: Callable[..., Worker]
     ) -> None:
