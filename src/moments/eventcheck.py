@@ -6,6 +6,10 @@ keyed by its `subscriber_id` as a producer keyed by subscriber id would send it,
 to the worker's clock check (an event dated over 15 minutes ahead of now is `future`). The
 event type comes from `--type` or from the line's `type` field (as `moments simulate
 --to-file` writes it); a worker ignores that field, like any unknown one.
+
+For dispatch consumers: `--type task_outcome` checks task outcomes the same way, by the
+worker's `moments.outcomes.decode_outcome` and its clock check. What needs the worker's
+ledger (`unknown_task`, `subscriber_mismatch`) is not checked.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import orjson
 
 from moments.decoding import UTF8_BOM, decode, stream_json
 from moments.models import EventType
-from moments.records import DeadLetter, RawRecord
+from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 
 NO_TYPE = "no_type"
 """The reason for a line whose event type is unknown (not a worker's reason: a worker
 knows the type from the topic)."""
 
+OUTCOME = OUTCOME_EVENT_TYPE
+"""`--type task_outcome`: the lines are task outcomes (`moments.task-outcomes`)."""
 _TYPES = {t.value: t for t in EventType}
 _NOT_JSON = object()
 
@@ -70,17 +76,52 @@ def check_lines(
     event_type: EventType | None,
     now: float | None = None,
     file: bool = True,
+    outcomes: bool = False,
 ) -> Iterator[LineVerdict]:
     """A verdict for each non-blank line, numbered from 1 (blank lines count); with
     `now` (epoch seconds), an event dated further ahead than a worker takes is `future`.
     A `file`'s byte-order mark is the file's, dropped as the backtest drops it; records
-    piped from a topic (`kcat ... | moments events check -`) keep theirs, refused."""
+    piped from a topic (`kcat ... | moments events check -`) keep theirs, refused.
+    `outcomes`: the lines are task outcomes (`event_type` is not read)."""
     for number, raw in enumerate(lines, 1):
         if file and number == 1 and raw.startswith(UTF8_BOM):
             raw = raw[len(UTF8_BOM) :]
         value = raw.strip()
         if value:
-            yield check_value(number, value, event_type, now)
+            if outcomes:
+                yield check_outcome(number, value, now)
+            else:
+                yield check_value(number, value, event_type, now)
+
+
+def check_outcome(number: int, value: bytes, now: float | None = None) -> LineVerdict:
+    """A task outcome's verdict as a worker reads it (`decode_outcome`, then its clock),
+    keyed by its `subscriber_id`; not what needs the ledger (`unknown_task`,
+    `subscriber_mismatch`)."""
+    from moments.outcomes import decode_outcome  # with the dispatch sink: only when asked
+
+    record = RawRecord(OUTCOME, 0, number, _key_of(value), value)
+    result = decode_outcome(record)
+    if not isinstance(result, DeadLetter) and now is not None:
+        at, ahead = (
+            int(result.occurred_at.timestamp()),
+            allowed_ahead(int(LATENESS.total_seconds())),
+        )
+        if at > now + ahead:  # as `handle_outcomes` checks it
+            result = too_far_ahead(record, OUTCOME, at, int(now), ahead)
+    if isinstance(result, DeadLetter):
+        return LineVerdict(number, OUTCOME, result.reason.value, result.error_class, result.message)
+    return LineVerdict(number, OUTCOME, None)
+
+
+def _key_of(value: bytes) -> bytes | None:
+    """The key a consumer keying by subscriber id gives the value (None: it names none)."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    sub = doc.get("subscriber_id") if isinstance(doc, dict) else None
+    return str(sub).encode() if sub is not None else None
 
 
 def check_value(

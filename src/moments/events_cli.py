@@ -30,6 +30,7 @@ CHECK_EXAMPLES = """
     kcat -C -b broker:9092 -t telecom.topup -e | moments events check --type topup -
     moments events check --now 2026-11-22T10:00:00+08:00 replayed-day.jsonl   # that day's clock
     moments events check --type roaming --json sample.jsonl | jq -r .message
+    moments events check --type task_outcome outcomes.jsonl    # a dispatch consumer's outcomes
 """
 PROGRESS_EVERY = 20_000
 
@@ -38,7 +39,7 @@ def add_events_command(sub: Subparsers) -> None:
     group = add_command(
         sub,
         "events",
-        "Input events: check payloads against the contract as a worker does.",
+        "Input events (and task outcomes): check payloads against the contract as a worker does.",
         CHECK_EXAMPLES,
         show_subcommands,
     )
@@ -62,8 +63,10 @@ def add_events_command(sub: Subparsers) -> None:
     )
     check.add_argument(
         "--type",
-        choices=[t.value for t in EventType],
-        help='the event type of every line (default: each line\'s "type" field)',
+        choices=[*(t.value for t in EventType), "task_outcome"],
+        help='the event type of every line (default: each line\'s "type" field); '
+        "task_outcome: task outcomes, as a worker reads moments.task-outcomes (not whether "
+        "it holds the task: unknown_task and subscriber_mismatch need its ledger)",
     )
     check.add_argument(
         "--now",
@@ -159,7 +162,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             markup=False,
         )
         return 2
-    event_type = EventType(args.type) if args.type else None
+    outcomes = args.type == "task_outcome"
+    event_type = EventType(args.type) if args.type and not outcomes else None
     now = args.now.timestamp() if args.now is not None else time.time()
     tally = CheckTally()
     shown = 0
@@ -182,7 +186,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for name in args.files:
             with _lines(name) as lines:
                 try:
-                    verdicts = check_lines(lines, event_type, now, file=name != "-")
+                    verdicts = check_lines(
+                        lines, event_type, now, file=name != "-", outcomes=outcomes
+                    )
                     for verdict in verdicts:
                         tally.add(verdict)
                         if verdict.reason is not None and (args.json or shown < args.max_shown):
@@ -199,7 +205,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     return 2
                 if (cut := lines.cut()) is not None:
                     cuts.append(cut)
-    _print_tally(err, tally, shown, clock_given=args.now is not None)
+    _print_tally(err, tally, shown, clock_given=args.now is not None, outcomes=outcomes)
     for cut in cuts:  # the lines before were checked; the rest of the file is missing
         err.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
     return 1 if tally.refused_total or cuts else 0
@@ -216,7 +222,9 @@ def _json(name: str, verdict: LineVerdict) -> str:
     return orjson.dumps({"file": name, **verdict._asdict()}).decode()
 
 
-def _print_tally(err: Console, tally: CheckTally, shown: int, clock_given: bool = False) -> None:
+def _print_tally(
+    err: Console, tally: CheckTally, shown: int, clock_given: bool = False, outcomes: bool = False
+) -> None:
     from rich.table import Table
 
     from moments.eventcheck import NO_TYPE
@@ -239,7 +247,15 @@ def _print_tally(err: Console, tally: CheckTally, shown: int, clock_given: bool 
         )
     err.print(table)
     untyped = sum(n for (_, reason), n in tally.refused.items() if reason == NO_TYPE)
-    if refused > untyped:
+    if outcomes:
+        err.print(
+            "A worker would send the refused lines to the dead-letter topic with the reason "
+            "shown. An outcome's fields: schemas/task-outcome.schema.json. Not checked here: "
+            "whether the worker published the task (unknown_task) and for that subscriber "
+            "(subscriber_mismatch), which only its ledger knows.",
+            markup=False,
+        )
+    elif refused > untyped:
         err.print(
             "A worker would send these lines to the dead-letter topic with the reason "
             "shown. Each event type's fields: schemas/<type>-event.schema.json (JSON Schema).",

@@ -1,0 +1,83 @@
+"""`moments events check --type task_outcome`: a dispatch consumer checks the outcomes
+it writes offline, with the worker's own verdict (`decode_outcome` and its clock check),
+as an upstream producer checks its events.
+
+Found walking as a dispatch consumer: `events check` took only the five input event
+types, so the team mapping its dialer's statuses had no way but the live topic to learn
+that `DONE`, `+8613800138001` or an `occurred_at` with no offset are dead letters (and
+outcomes are not replayed). What needs the ledger (`unknown_task`, `subscriber_mismatch`)
+is the worker's alone, and the command says so.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from moments.cli import main
+from moments.eventcheck import OUTCOME, check_lines
+from moments.records import RejectReason
+from moments.schemas import example
+
+NOW = 1795312800.0  # 2026-11-22T10:00:00+08:00, after the example's 09:15
+
+
+def line(**change: Any) -> bytes:
+    value = {**example("TaskOutcome"), **change}
+    return orjson.dumps({k: v for k, v in value.items() if v is not None})
+
+
+def test_each_line_has_the_workers_verdict() -> None:
+    lines = [
+        line(),
+        line(status="DONE"),
+        line(subscriber_id="+8613800138000"),
+        line(occurred_at="2026-11-22T09:15:00"),
+        line(occurred_at="2026-11-22T09:15:00Z"),  # local time written with Z: 8 h ahead
+        line(task_id="T-1"),
+        line(note=None, agent_id=None),
+    ]
+    verdicts = list(check_lines(lines, None, NOW, outcomes=True))
+    assert [(v.event_type, v.reason) for v in verdicts] == [
+        (OUTCOME, None),
+        (OUTCOME, RejectReason.INVALID_EVENT),
+        (OUTCOME, RejectReason.INVALID_EVENT),
+        (OUTCOME, RejectReason.INVALID_EVENT),
+        (OUTCOME, RejectReason.FUTURE),
+        (OUTCOME, RejectReason.INVALID_EVENT),
+        (OUTCOME, None),
+    ]
+    assert "status: one of in_progress" in verdicts[1].message
+    assert "add a UTC offset" in verdicts[3].message
+
+
+def test_the_command_checks_outcomes_and_says_what_it_cannot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "outcomes.jsonl"
+    path.write_bytes(line() + b"\n" + line(status="Declined") + b"\n")
+    args = ["events", "check", "--type", "task_outcome", "--now", "2026-11-22T10:00:00+08:00"]
+    assert main([*args, str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"{path}:2: invalid_event (task_outcome): status: write 'declined' exactly "
+        "(lowercase, as the contract spells it)"
+    ]
+    err = " ".join(err.split())
+    assert "2 line(s) checked, 1 refused" in err
+    assert "schemas/task-outcome.schema.json" in err
+    assert "unknown_task" in err  # what only the worker can tell
+
+
+def test_stdin_all_taken_exits_0(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(line() + b"\n")))
+    now = "2026-11-22T10:00:00+08:00"
+    assert main(["events", "check", "--type", "task_outcome", "--now", now, "-"]) == 0
+    assert "1 line(s) checked, 0 refused" in " ".join(capsys.readouterr().err.split())
