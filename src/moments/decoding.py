@@ -103,7 +103,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
                     RejectReason.KEY_MISMATCH,
                     "KeyMismatch",
                     f"a profile tombstone keyed {record.key[:40]!r} forgets nobody: key it by "
-                    "the subscriber id (5-20 digits, UTF-8)",
+                    "the subscriber id (5-20 digits, UTF-8)" + _key_form(record.key, None),
                 )
             return None
         return _reject(
@@ -226,9 +226,46 @@ def key_problem(record: RawRecord, subscriber_id: str, kind: str) -> DeadLetter 
             RejectReason.KEY_MISMATCH,
             "KeyMismatch",
             f"record key {text[:40]!r} differs from subscriber_id {subscriber_id!r}; key "
-            "by subscriber_id, exactly (UTF-8, no prefix, no spaces)",
+            "by subscriber_id, exactly (UTF-8, no prefix, no spaces)"
+            + _key_form(key, subscriber_id),
         )
     return None
+
+
+def _key_form(key: bytes, subscriber_id: str | None) -> str:
+    """What a key that is a subscriber id written otherwise was made by, where its bytes
+    say so (a key serializer's usual mistakes: its message only showed the bytes, a binary
+    number as '\x00\x00\x00\x036\x8de\x10'); `subscriber_id`: the id it must be, or
+    None for any (a tombstone's). Only on the refusal path."""
+    forms: list[tuple[str, str]] = []
+    if len(key) > 2 and key[:1] == key[-1:] == b'"':
+        forms.append(
+            (
+                key[1:-1].decode("utf-8", "replace"),
+                "as a JSON string, in quotes (a JSON key serializer): serialize the key as "
+                "plain text (StringSerializer, str.encode)",
+            )
+        )
+    if len(key) in (4, 8):
+        forms.append(
+            (
+                str(int.from_bytes(key, "big", signed=True)),
+                f"as a {len(key) * 8}-bit binary number (Java's "
+                f"{'Long' if len(key) == 8 else 'Integer'}Serializer?): send its digits as "
+                "UTF-8 text (StringSerializer)",
+            )
+        )
+    for encoding in ("utf-16-le", "utf-16-be", "utf-16"):
+        try:
+            forms.append((key.decode(encoding), "in UTF-16: encode the key as UTF-8"))
+        except UnicodeDecodeError:
+            continue
+    for text, how in forms:
+        if text == subscriber_id or (
+            subscriber_id is None and SUBSCRIBER_KEY.fullmatch(text.encode())
+        ):
+            return f": it is {text!r} {how}"
+    return ""
 
 
 def _said(errors: list[ErrorDetails]) -> list[tuple[str, str]]:
