@@ -120,7 +120,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             event_type,
             RejectReason.TOO_LARGE,
             "TooLarge",
-            f"{len(value)} bytes; events are limited to {MAX_MESSAGE_BYTES}",
+            too_large_said(value, "event"),
         )
     if value.startswith(UTF8_BOM):
         return _reject(record, event_type, RejectReason.INVALID_JSON, "JSONDecodeError", BOM_SAID)
@@ -155,6 +155,22 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
         return _reject(record, event_type, RejectReason.INVALID_EVENT, "ValidationError", detail)
     refused = key_problem(record, event.subscriber_id, event_type.value)
     return event if refused is None else refused
+
+
+def too_large_said(value: bytes, kind: str) -> str:
+    """A `too_large` dead letter's words: the size, the limit, and what such a value
+    usually is, with the fix (it said the size and the limit only)."""
+    head = value[:MAX_MESSAGE_BYTES]
+    if head.lstrip()[:1] == b"[":
+        why = f"a JSON array of {kind}s? Send each {kind} as a record of its own"
+    elif re.search(rb"}\s*\n\s*{", head):
+        why = f"several {kind}s joined by newlines? Send each {kind} as a record of its own"
+    else:
+        why = (
+            f"no {kind} of the contract comes near it: leave large fields of your own out "
+            "(an attachment, a base64 blob, a whole API response)"
+        )
+    return f"{len(value)} bytes; {kind}s are limited to {MAX_MESSAGE_BYTES}: {why}"
 
 
 def duplicated_field(value: bytes, event_type: EventType) -> str | None:

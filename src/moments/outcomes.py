@@ -61,6 +61,7 @@ from moments.decoding import (
     key_problem,
     not_json_said,
     problem,
+    too_large_said,
     whole_characters,
 )
 from moments.enums import REACHED
@@ -127,7 +128,7 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
             EVENT_TYPE,
             RejectReason.TOO_LARGE,
             "TooLarge",
-            f"{len(record.value)} bytes; outcomes are limited to {MAX_MESSAGE_BYTES}",
+            too_large_said(record.value, "outcome"),
         )
     if (twice := duplicated_name(record.value, OUTCOME_IDENTITY, _QUOTED)) is not None:
         return DeadLetter(

@@ -97,3 +97,28 @@ def test_an_event_missing_a_field_is_told_no_envelope(value: dict[str, Any]) -> 
     refused = _as_event(json.dumps(value).encode())
     assert "envelope" not in refused.message
     assert refused.message.startswith("amount: ")
+
+
+BIG = 70_000
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (json.dumps([TOPUP] * 400).encode(), "a JSON array of events?"),
+        (b"\n".join([json.dumps(TOPUP).encode()] * 400), "several events joined by newlines?"),
+        (json.dumps({**TOPUP, "raw": "x" * BIG}).encode(), "leave large fields of your own out"),
+    ],
+)
+def test_a_value_too_large_says_what_it_likely_is(value: bytes, said: str) -> None:
+    """It said only the size and the limit: "70000 bytes; events are limited to 65536"."""
+    assert len(value) > 65536
+    refused = _as_event(value)
+    assert refused.reason is RejectReason.TOO_LARGE
+    assert said in refused.message
+
+
+def test_an_outcome_too_large_says_it_too() -> None:
+    refused = _as_outcome(json.dumps({**OUTCOME, "debug": "x" * BIG}).encode())
+    assert refused.reason is RejectReason.TOO_LARGE
+    assert "no outcome of the contract comes near it" in refused.message
