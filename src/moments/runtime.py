@@ -29,6 +29,7 @@ from moments.batchresult import SHADOW_REASONS, BatchResult, give_back_cooldowns
 from moments.connections import kafka_client_kwargs, redis_client
 from moments.decoding import TOMBSTONE
 from moments.engine import Detector
+from moments.enums import WithdrawReason
 from moments.eventclock import EventClock
 from moments.exceptions import ConfigError
 from moments.logthrottle import RepeatThrottle
@@ -197,14 +198,16 @@ class Runtime:
             info.labels(rule.id, str(rule.version), "shadow" if rule.shadow else "live").set(1)
 
     def _declare_series(self, rules: RuleSet) -> None:
-        """Outcome, detection and publish series start at 0 for every moment type (and a
-        shadow rule's would-be tasks, and its judgements deferred or suppressed for each
+        """Outcome, withdrawal, detection and publish series start at 0 for every moment
+        type (and a shadow rule's would-be tasks, and its judgements deferred or suppressed for each
         reason of `SHADOW_REASONS`, at 0), so the first is a rise that `rate()` and
         `increase()` see, not a series appearing at 1. With MOMENTS_LIVE_FROM set every
         rule is a shadow rule for the moments before it, so every rule's are declared."""
         for moment_type in {r.task.moment_type for r in rules.rules}:
             for status in OutcomeStatus:
                 self.metrics.outcomes.labels(moment_type, status.value)
+            for why in WithdrawReason:  # a first withdrawal is a rise, not a new series
+                self.metrics.withdrawn.labels(moment_type, why.value)
             for channel in Channel:  # a fallback or an overflow may send it on any
                 self.metrics.unanswered_expired.labels(channel.value, moment_type)
                 # MomentsTasksExpireUnanswered's denominator
