@@ -23,7 +23,8 @@ own namespace; these are `moments_*` metrics in seconds on the worker's registry
   sample whose end offsets came back but not the log start offsets counts the error
   without marking Kafka down, and reads that sample's lag from the committed offsets.
   The log start lookup has its own, shorter wait (`START_SHARE` of the sample's): one
-  that hangs costs only the start offsets, not the whole sample.
+  that hangs costs only the start offsets, not the whole sample, and is not asked again
+  until it ends (it runs on in Faust's consumer thread: `LagSampler._starts`).
 
 `install(app, registry, topics, health=metrics, internal=[returns, outcomes])` wires
 them onto an app; `moments.worker` calls it.
@@ -143,6 +144,8 @@ class LagSampler:
         self._shown: set[tuple[str, str]] = set()
         self._failures = 0
         self._start_failures = 0
+        self._start_lookup: asyncio.Future[Mapping[TP, int | None]] | None = None
+        """The last log start lookup asked (see `_starts`)."""
 
     def update(
         self,
@@ -189,8 +192,7 @@ class LagSampler:
         if probe:
             try:
                 ends, starts = await asyncio.wait_for(
-                    _offsets(consumer, probe, assigned, self.timeout * START_SHARE),
-                    self.timeout,
+                    self._offsets(consumer, probe, assigned), self.timeout
                 )
             except Exception as exc:  # a broker hiccup must not stop the timer
                 self.broker_failed(exc)
@@ -244,29 +246,53 @@ class LagSampler:
             log.warning("kafka answers again after %d failed lag sample(s)", self._failures)
             self._failures = 0
 
-
-async def _offsets(
-    consumer: Any, probe: list[TP], assigned: list[TP], start_timeout: float
-) -> tuple[Mapping[TP, int | None], Mapping[TP, int | None] | BaseException]:
-    """The end offsets of `probe`, and the log start offsets of `assigned`, asked together;
-    a failed end lookup raises, a failed start lookup (or one not answered within
-    `start_timeout`) is returned as its error."""
-    if not assigned:
-        return await consumer.highwaters(*probe), {}
-    ends: Mapping[TP, int | None] | BaseException
-    starts: Mapping[TP, int | None] | BaseException
-    ends, starts = await asyncio.gather(
-        consumer.highwaters(*probe),
-        asyncio.wait_for(consumer.earliest_offsets(*assigned), start_timeout),
-        return_exceptions=True,
-    )
-    if isinstance(ends, BaseException):
-        raise ends
-    if isinstance(starts, Exception):
+    async def _offsets(
+        self, consumer: Any, probe: list[TP], assigned: list[TP]
+    ) -> tuple[Mapping[TP, int | None], Mapping[TP, int | None] | BaseException]:
+        """The end offsets of `probe`, and the log start offsets of `assigned`, asked
+        together; a failed end lookup raises, a failed start lookup (or one not answered
+        within its wait) is returned as its error."""
+        if not assigned:
+            return await consumer.highwaters(*probe), {}
+        ends: Mapping[TP, int | None] | BaseException
+        starts: Mapping[TP, int | None] | BaseException
+        ends, starts = await asyncio.gather(
+            consumer.highwaters(*probe), self._starts(consumer, assigned), return_exceptions=True
+        )
+        if isinstance(ends, BaseException):
+            raise ends
+        if isinstance(starts, Exception):
+            return ends, starts
+        if isinstance(starts, BaseException):  # cancelled: not a lookup that failed
+            raise starts
         return ends, starts
-    if isinstance(starts, BaseException):  # cancelled: not a lookup that failed
-        raise starts
-    return ends, starts
+
+    async def _starts(self, consumer: Any, assigned: list[TP]) -> Mapping[TP, int | None]:
+        """The log start offsets of `assigned`, waited for `START_SHARE` of the sample's
+        wait. A lookup not answered by then is not asked again while it runs: Faust runs
+        it on its consumer thread, whose two workers run the end lookups, the fetches and
+        the commits too, and a wait given up (cancelled) left it running there all the
+        same. Asked again each sample, two hung lookups took both workers, and the next
+        sample's end lookup waited behind them: the whole sample failed, Kafka marked down
+        while it answered (and the worker's fetches and commits waited as well). The next
+        samples wait for that same lookup instead, and use its answer if it comes."""
+        lookup = self._start_lookup
+        if lookup is None or lookup.done():
+            lookup = self._start_lookup = asyncio.ensure_future(
+                consumer.earliest_offsets(*assigned)
+            )
+            lookup.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait({lookup}, timeout=self.timeout * START_SHARE)
+        if not done:
+            raise TimeoutError()
+        return lookup.result()
+
+
+def _retrieve(lookup: asyncio.Future[Any]) -> None:
+    """A lookup's error is the sample's to report: retrieved here, so one that ended after
+    its sample gave up is not logged as an exception never retrieved."""
+    if not lookup.cancelled():
+        lookup.exception()
 
 
 CommitOffsets = Callable[..., Awaitable[bool]]

@@ -358,6 +358,70 @@ class TestBrokerProbe:
         assert "log start lookup of the lag sample (no answer within 1.5 s)" in caplog.text
         assert "did not answer the lag sample" not in caplog.text
 
+    async def test_a_hung_log_start_lookup_is_not_asked_again_while_it_runs(self) -> None:
+        """Faust runs these lookups on its consumer thread, two at a time, beside the end
+        lookups, the fetches and the commits: a start lookup whose wait was given up ran
+        on there all the same, and each sample asked another. Two hung lookups took both
+        workers; the third sample's end lookup waited behind them and the sample failed:
+        every lag NaN, Kafka marked down while it answered. Modelled here: a consumer
+        whose calls run on two workers that a caller's cancel does not stop."""
+        registry = CollectorRegistry()
+        health = Metrics(registry)
+        sampler = LagSampler(ConsumerMetrics(registry), ["in.usage"], health=health, timeout=0.4)
+        tp = TP("in.usage", 0)
+        workers = asyncio.Semaphore(2)
+        hung = asyncio.Event()
+        started: list[tuple[TP, ...]] = []
+        running: set[asyncio.Future[dict[TP, int]]] = set()
+
+        class ThreadedConsumer:
+            _committed_offset: Mapping[TP, int] = {tp: 40}
+
+            def assignment(self) -> set[TP]:
+                return {tp}
+
+            @staticmethod
+            async def on_thread(call: Callable[[], Awaitable[dict[TP, int]]]) -> dict[TP, int]:
+                async def run() -> dict[TP, int]:
+                    async with workers:
+                        return await call()
+
+                job = asyncio.ensure_future(run())
+                running.add(job)
+                return await asyncio.shield(job)  # a cancelled wait leaves it running
+
+            async def highwaters(self, *asked: TP) -> dict[TP, int]:
+                async def answer() -> dict[TP, int]:
+                    return dict.fromkeys(asked, 100)
+
+                return await self.on_thread(answer)
+
+            async def earliest_offsets(self, *asked: TP) -> dict[TP, int]:
+                started.append(asked)
+
+                async def hang() -> dict[TP, int]:
+                    await hung.wait()
+                    return dict.fromkeys(asked, 70)
+
+                return await self.on_thread(hang)
+
+        consumer = ThreadedConsumer()
+        try:
+            for _ in range(3):
+                await sampler.sample(consumer)
+                assert sample(registry, "moments_dependency_up", dependency="kafka") == 1
+                lag = sample(registry, "moments_consumer_lag", topic="in.usage", partition="0")
+                assert lag == 60
+            assert started == [(tp,)]
+            hung.set()  # it answers at last: the next sample uses it, the one after asks again
+            await sampler.sample(consumer)
+            assert sample(registry, "moments_consumer_lag", topic="in.usage", partition="0") == 30
+            await sampler.sample(consumer)
+            assert started == [(tp,), (tp,)]
+        finally:
+            hung.set()
+            await asyncio.gather(*running)
+
 
 class TestCommitTiming:
     async def test_only_commits_that_commit_something_are_timed(self) -> None:
