@@ -13,12 +13,14 @@ charged to it) and the settings' write buffers and open files.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 
+from moments.restore import DELETIONS_FAMILY
 from moments.settings import Settings
 
 MIB = 1024 * 1024
@@ -50,10 +52,11 @@ class BoundedRocksDBOptions(RocksDBOptions):
     """Faust's options for a partition's database (rocksdict), with `memory`'s shared
     block cache, write buffers and open files.
 
-    Faust's `open` sets `db_paths` (the database's own path) on an options object it then
-    drops, opening with a fresh `as_options()`: RocksDB never sees it, and needs not (with
-    no `db_paths` it writes the table files in the database's path, under
-    MOMENTS_DATA_DIR: tests/unit/test_rocksdb_memory.py)."""
+    `open` is Faust's with the deletions' column family named. Faust's set `db_paths` (the
+    database's own path) on an options object it then dropped, opening with a fresh
+    `as_options()`: RocksDB never saw it, and needs not (with no `db_paths` it writes the
+    table files in the database's path, under MOMENTS_DATA_DIR:
+    tests/unit/test_rocksdb_memory.py)."""
 
     def __init__(self, memory: RocksDBMemory, **kwargs: Any) -> None:
         super().__init__(
@@ -65,6 +68,28 @@ class BoundedRocksDBOptions(RocksDBOptions):
             **kwargs,
         )
         self.memory = memory
+
+    def open(self, path: Path, *, read_only: bool = False) -> rocksdict.Rdict:
+        """Faust's open (rocksdict), the family of remembered deletions
+        (`moments.restore.Deletions`) named with these options too, and made if missing.
+        Not named, an existing family was opened with what rocksdict loads from the
+        database's OPTIONS file: a block cache of its own (8 MiB, outside the shared one)
+        and the write buffers of the settings it was made under, whatever they are now."""
+        options = self.as_options()
+        options.create_missing_column_families(True)
+        access = (
+            rocksdict.AccessType.read_write()
+            if self.ttl is None
+            else rocksdict.AccessType.with_ttl(self.ttl)
+        )
+        db = rocksdict.Rdict(
+            str(path),
+            options=options,
+            column_families={DELETIONS_FAMILY: self.as_options()},
+            access_type=access,
+        )
+        db.set_read_options(rocksdict.ReadOptions())
+        return db
 
     def as_options(self) -> rocksdict.Options:
         # Faust's options, then its table factory replaced (the cache Faust made for it

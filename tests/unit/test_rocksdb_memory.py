@@ -12,6 +12,7 @@ block-cache properties.
 from __future__ import annotations
 
 import configparser
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from moments.app import create_app, rocksdb_bounds
 from moments.exceptions import ConfigError
-from moments.restore import PreloadingTable
+from moments.restore import DELETIONS_FAMILY, PreloadingTable
 from moments.rocksdb_memory import MIB
 from moments.settings import Settings, load_settings
 
@@ -149,6 +150,37 @@ class TestOptionsReachTheDatabases:
         tables = sorted(settings.data_dir.rglob("*.sst"))
         assert tables, "a flush writes a table file"
         assert {path.parent for path in tables} == {table.data.partition_path(1)}
+
+    def test_the_deletions_family_is_opened_again_with_the_settings_and_the_shared_cache(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The family of remembered deletions (moments.restore.Deletions) was created with
+        the bounded options, but a database opened again (a restart on the volume, a
+        partition given back) loaded it with what rocksdict reads from the OPTIONS file: a
+        block cache of its own (8 MiB, outside the shared one) and the write buffers of the
+        settings it was created under, whatever the settings now say."""
+        table = rocksdb_table(settings)
+        table._deleted.remember(b"13000000001", 1, (5,))
+        table.data._dbs.clear()  # Faust's revocation and stop: the database let go
+        del table
+        gc.collect()
+        monkeypatch.setenv("MOMENTS_ROCKSDB_WRITE_BUFFER_MIB", "5")
+        table = rocksdb_table(load_settings())
+        db = table.data._db_for_partition(1)
+        family = db.get_column_family(DELETIONS_FAMILY)
+        assert family.get(b"13000000001") == b"5"
+        for n in range(2000):
+            db[b"a%05d" % n] = b"x" * 100
+        db.flush()
+        assert db[b"a00007"] == b"x" * 100
+        shared = int(db.property_value("rocksdb.block-cache-usage"))
+        assert shared > 0
+        assert int(family.property_value("rocksdb.block-cache-capacity")) == 24 * MIB
+        assert int(family.property_value("rocksdb.block-cache-usage")) == shared
+        options = written_options(table.data.partition_path(1))
+        section = next(s for s in options.sections() if DELETIONS_FAMILY in s)
+        assert options[section]["write_buffer_size"] == str(5 * MIB)
+        del family, db
 
     def test_the_memory_store_is_left_alone(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("MOMENTS_STORE", "memory")
