@@ -160,7 +160,8 @@ DELETIONS_FAMILY = "moments-deletions"
 class Deletions(dict[bytes, Stamp]):
     """Key -> the stamp of the tombstone that deleted it, for a stamped tombstone the table
     applied (restored, or written by the worker): a stale record after it must not bring
-    the subscriber back (moments.fence). A key leaves once a record of it is applied.
+    the subscriber back (moments.fence). A key leaves once a record of it is applied, and
+    memory when the worker gives its partition up (`forget_partitions`).
 
     With RocksDB, each is kept on the partition's database too, in a column family of its
     own (`moments-deletions`: Faust's reads and iterations of the records never see it),
@@ -176,6 +177,8 @@ class Deletions(dict[bytes, Stamp]):
         self.table = table
         self._read: set[int] = set()
         """The partitions whose deletions on disk are in memory."""
+        self._keys: dict[int, set[bytes]] = {}
+        """Partition -> the keys remembered for it, to forget them with the partition."""
 
     def _store(self) -> Any:
         """The table's store if it keeps partitions' databases (RocksDB), else None."""
@@ -191,26 +194,38 @@ class Deletions(dict[bytes, Stamp]):
             return
         family = self._family(partition, create=False)
         if family is not None:
+            keys = self._keys.setdefault(partition, set())
             for key, raw in family.items():
                 if stamp := parse_header(raw):
                     self[key] = stamp
+                    keys.add(key)
         self._read.add(partition)
 
     def forget_partitions(self, keep: set[int]) -> None:
-        """Partitions not in `keep` are read again when met next (their databases were let
-        go, and the changelog went on without this worker)."""
+        """The deletions of partitions not in `keep` leave memory (their databases were let
+        go, and the changelog went on without this worker): with RocksDB they are read
+        again from the partition's database when it is met next; the memory store reads
+        the whole changelog when it gets a partition back. Kept, a worker held the
+        deletions of every partition it ever held, for as long as it ran."""
         self._read &= keep
+        for partition in [p for p in self._keys if p not in keep]:
+            for key in self._keys.pop(partition):
+                self.pop(key, None)
 
     def remember(self, key: bytes, partition: int, stamp: Stamp) -> None:
         self[key] = stamp
+        self._keys.setdefault(partition, set()).add(key)
         if self._store() is not None:
             self._family(partition, create=True).put(key, to_header(stamp))
 
     def forget(self, key: bytes, partition: int) -> None:
-        if self.pop(key, None) is not None and self._store() is not None:
-            family = self._family(partition, create=False)
-            if family is not None:
-                family.delete(key)
+        if self.pop(key, None) is not None:
+            if (keys := self._keys.get(partition)) is not None:
+                keys.discard(key)
+            if self._store() is not None:
+                family = self._family(partition, create=False)
+                if family is not None:
+                    family.delete(key)
 
     def _family(self, partition: int, create: bool) -> Any:
         """The partition's column family of deletions (None: none yet, and not `create`).

@@ -514,3 +514,32 @@ class TestDeletionsOnARocksDBVolume:
         table.data._db_for_partition(2).put(KEY, held)  # as the older version wrote it
         table.apply_changelog_batch([_event(13, _record(7, (6,)), (6,))])
         assert _held(table) == held
+
+
+class TestDeletionsOfAPartitionGivenUp:
+    """The deletions a table remembers were one dict for the whole worker: a partition given
+    up in a rebalance left its deletions in memory for as long as the worker ran, so a
+    worker held the deletions of every partition it ever held (docs/operations.md says
+    it holds those of the partitions it holds). They leave with the partition now; with
+    RocksDB they are read back from the partition's database when it comes back."""
+
+    async def test_they_leave_memory_with_the_partition(
+        self, table: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        changelog = table.changelog_topic.get_topic_name()
+        table.apply_changelog_batch([_event(10, _record(8, (4,)), (4,)), _event(11, None, (5,))])
+        assert table._deleted.get(KEY) == (5,)  # partition 2's
+        assignment: set[TP] = {TP(changelog, 0), TP(changelog, 2)}
+        monkeypatch.setattr(table.app.assignor, "assigned_actives", lambda: assignment)
+        monkeypatch.setattr(table.app.assignor, "assigned_standbys", set)
+        await table.on_rebalance(set(assignment), set(), set(assignment), 3)
+        assert table._deleted.get(KEY) == (5,)  # kept through a rebalance that keeps it
+        given_up = {TP(changelog, 2)}
+        assignment = {TP(changelog, 0)}
+        await table.on_rebalance(set(assignment), given_up, set(), 4)
+        assert KEY not in table._deleted
+        assignment = {TP(changelog, 0), TP(changelog, 2)}
+        await table.on_rebalance(set(assignment), set(), given_up, 5)
+        on_a_volume = getattr(table.data, "_dbs", None) is not None
+        # RocksDB: read back from the partition's database; memory: from the changelog.
+        assert table._deleted.get(KEY) == ((5,) if on_a_volume else None)
