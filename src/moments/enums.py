@@ -68,3 +68,9 @@ REACHED = (
 """Outcomes that say the customer was reached: an `unreachable` of the same task, read
 before or after one (outcomes come out of order), makes no retry, and a retry waiting
 for an earlier attempt answered so is dropped (`reached`)."""
+ENDS_RETRIES = (*REACHED, OutcomeStatus.FAILED)
+"""Outcomes after which a task is not sent again: `REACHED`, and `failed` (the attempt
+failed for good: a number not in service, a task dropped unattempted; the contract's
+"a failed task is not sent again"). As for `REACHED`, in either order: an `unreachable`
+read after (or beside) a `failed` makes no retry, and a retry waiting when one comes is
+dropped (`failed`)."""

@@ -17,7 +17,10 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
   ahead; at once when an outcome read late has waited that long already; from the
   task's `deliver_after` when it is dated before the task went out) in the
   deferral queue, unless it would be later than the task's expiry or
-  `outcomes.max_retries` is reached;
+  `outcomes.max_retries` is reached, or another outcome of the task says it is done
+  with (`ENDS_RETRIES`: the customer was reached, or the task `failed`), read before
+  it or in the same batch (outcomes come out of order); a retry already waiting when
+  such an outcome comes is dropped by the dispatch sink when due (`reached`, `failed`);
 - `unreachable` and `failed`: the attempt reached no one, so the contact the task took
   goes back to the frequency cap and the contact cap (they count contacts really made;
   the unanswered call held its week's contact and its own retry was dropped
@@ -64,7 +67,7 @@ from moments.decoding import (
     too_large_said,
     whole_characters,
 )
-from moments.enums import REACHED
+from moments.enums import ENDS_RETRIES
 from moments.models import (
     AGENT_NUMBER_MAX,
     Deferral,
@@ -105,8 +108,8 @@ class OutcomeResult:
     """Outcomes of tasks made before a tombstone erased their subscriber: counted, and
     acting on nothing (no decline, retry or contact given back)."""
     not_retried: list[str] = field(default_factory=list)
-    """Ids of the tasks answered `unreachable` whose customer another outcome of theirs
-    says was reached (`REACHED`): no retry."""
+    """Ids of the tasks answered `unreachable` that another outcome of theirs says were
+    done with (`ENDS_RETRIES`: the customer was reached, or the task `failed`): no retry."""
 
 
 OUTCOME_IDENTITY = ("task_id", "subscriber_id", "status")
@@ -384,7 +387,7 @@ async def handle_outcomes(
     # into Redis again for 30 days (and hold the rule from the number's next holder), a
     # retry would queue their payload again. One read of the marks for the batch.
     erased = await sink.subscribers.forgotten_tasks([task for _, task in acting])
-    reached = await _reached(
+    ended = await _ended(
         sink, [t.task_id for o, t in acting if o.status is OutcomeStatus.UNREACHABLE]
     )
     for outcome, task in acting:
@@ -397,9 +400,11 @@ async def handle_outcomes(
             result.declined += 1
         if outcome.status in REACHED_NO_ONE:
             given_back.append((task.subscriber_id, task.task_id))
-        if outcome.status is OutcomeStatus.UNREACHABLE and task.task_id in reached:
+        if outcome.status is OutcomeStatus.UNREACHABLE and task.task_id in ended:
             # An earlier attempt's report read after (or beside) the one that got through:
-            # a retry would call a customer already served, who may have taken the offer.
+            # a retry would call a customer already served, who may have taken the offer;
+            # or after the task `failed` for good (a number not in service), which is not
+            # sent again.
             result.not_retried.append(task.task_id)
         elif outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes
@@ -416,8 +421,8 @@ async def handle_outcomes(
         )
     if result.not_retried:
         log.info(
-            "%d unreachable outcome(s) of tasks another outcome says reached the customer: "
-            "no retry (first: %r)",
+            "%d unreachable outcome(s) of tasks another outcome says reached the customer "
+            "or failed: no retry (first: %r)",
             len(result.not_retried),
             result.not_retried[0],
         )
@@ -426,12 +431,13 @@ async def handle_outcomes(
     return result
 
 
-async def _reached(sink: TaskSink, task_ids: Sequence[str]) -> set[str]:
-    """The tasks among these with an outcome saying the customer was reached (`REACHED`):
-    one read for the batch, after its outcomes were noted (`_first`)."""
+async def _ended(sink: TaskSink, task_ids: Sequence[str]) -> set[str]:
+    """The tasks among these with an outcome after which a task is not sent again
+    (`ENDS_RETRIES`: the customer was reached, or it `failed`): one read for the batch,
+    after its outcomes were noted (`_first`)."""
     if not task_ids:
         return set()
-    statuses = [s.value for s in REACHED]
+    statuses = [s.value for s in ENDS_RETRIES]
     return await with_retry(
         lambda: sink.ledger.noted_any(task_ids, statuses),
         Dependency.REDIS,

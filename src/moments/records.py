@@ -59,6 +59,7 @@ class SuppressReason(StrEnum):
     FREQUENCY_CAP = "frequency_cap"
     DECLINED = "declined"
     REACHED = "reached"  # a retry whose earlier attempt an outcome said reached the customer
+    FAILED = "failed"  # a retry whose earlier attempt an outcome said failed
     TOPPED_UP = "topped_up"  # relevance checks
     CAME_HOME = "came_home"
 

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
 from moments.cooldowns import CooldownReturn
-from moments.enums import REACHED
+from moments.enums import REACHED, OutcomeStatus
 from moments.models import ServiceTask, earlier_attempts
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap
@@ -81,6 +82,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BODY_GRACE_S = 86400
 RELEASE_BATCHES_PER_TICK = 20
+
+
+ANSWERED = frozenset({SuppressReason.REACHED, SuppressReason.FAILED})
+"""Why a retry is dropped when an outcome of an earlier attempt says it is done with
+(`TaskSink._reached`): its rule's cooldown is not given back, as a published task's is
+not (re-check: a retry dropped `reached` gave it back, and the rule's next moment called
+the customer reached a minute before)."""
 
 
 class TaskSink:
@@ -439,23 +447,29 @@ class TaskSink:
         batch (which gives its cooldown back itself: `give_back_cooldowns`) or forgotten,
         its rule's cooldown returned (`OwedReturns.owe` before the drop is written, `.send` after).
         A retry's too: retries follow only `unreachable`, so a dropped one reached no one
-        either."""
+        either; but not one dropped for an outcome of an earlier attempt (`ANSWERED`, and
+        `declined`: a retry's rule declined is its own earlier attempt's, the customer
+        reached): the customer was reached after all, or the task failed, and the
+        outcome of a task that went out keeps its cooldown."""
         if not m.counted:  # the task of a moment counted at its first task's drop
             self._suppressed(m, reason)
         from_batch = c.fresh and c.deferral_counted
         forgotten = reason is SuppressReason.FORGOTTEN
         if forgotten:  # read back (and kept) once more to be dropped: let it go
             self._decoded.forget([m.subscriber_id])
-        if self.returns is not None and not from_batch and not forgotten:
+        answered = reason in ANSWERED or (
+            reason is SuppressReason.DECLINED and m.retry_of is not None
+        )
+        if self.returns is not None and not from_batch and not forgotten and not answered:
             w.returned += CooldownReturn.all_of(m)
 
     async def _read_for(
         self, candidates: Sequence[Candidate], at: float, policy: DispatchPolicy
-    ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts], set[str]]:
+    ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts], dict[str, SuppressReason]]:
         """The declined (subscriber, rule) pairs among the unexpired tasks, the facts of
         the subscribers whose tasks need them (a task that waited or was re-driven: its
-        erasure and opt-outs since; a relevance check; a suspended line), and the ids of
-        the retries an outcome of an earlier attempt says reached the customer."""
+        erasure and opt-outs since; a relevance check; a suspended line), and the retries
+        an outcome of an earlier attempt says are not to be sent, with why (`_reached`)."""
         live = [t for c in candidates for t in c.tasks if t.expires_at.timestamp() > at]
         pairs = list(dict.fromkeys((t.subscriber_id, t.moment.rule_id) for t in live))
         # Facts also for tasks that turn out declined: the two reads then go together
@@ -503,19 +517,29 @@ class TaskSink:
         declined = {pair for pair, flag in zip(pairs, flags, strict=True) if flag}
         return declined, dict(zip(subscribers, got, strict=True)), await self._reached(live)
 
-    async def _reached(self, live: Sequence[ServiceTask]) -> set[str]:
-        """The retries among these whose earlier attempts an outcome said reached the
-        customer (`REACHED`: read after the `unreachable` that queued the retry): none
-        is read for a batch with no retry in it."""
+    async def _reached(self, live: Sequence[ServiceTask]) -> dict[str, SuppressReason]:
+        """The retries among these that an outcome of an earlier attempt, read after the
+        `unreachable` that queued the retry, says are not to be sent: `reached` (`REACHED`:
+        the customer was reached) or else `failed` (a failed task is not sent again).
+        None is read for a batch with no retry in it."""
         earlier = {t.task_id: earlier_attempts(t) for t in live if t.retry_of is not None}
         if not earlier:
-            return set()
+            return {}
         ids = list(dict.fromkeys(i for attempts in earlier.values() for i in attempts))
-        statuses = [s.value for s in REACHED]
-        noted = await self._redis(
-            lambda: self.ledger.noted_any(ids, statuses), "reading a task's outcomes"
-        )
-        return {t for t, attempts in earlier.items() if noted.intersection(attempts)}
+        marks = {
+            SuppressReason.REACHED: [s.value for s in REACHED],
+            SuppressReason.FAILED: [OutcomeStatus.FAILED.value],
+        }
+        found: dict[str, SuppressReason] = {}
+        for reason, statuses in marks.items():  # reached first: it says more
+            noted = await self._redis(
+                functools.partial(self.ledger.noted_any, ids, statuses),
+                "reading a task's outcomes",
+            )
+            for t, attempts in earlier.items():
+                if t not in found and noted.intersection(attempts):
+                    found[t] = reason
+        return found
 
     def _keep(
         self,
@@ -524,7 +548,7 @@ class TaskSink:
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
         policy: DispatchPolicy,
-        reached: Collection[str] = (),
+        reached: Mapping[str, SuppressReason] | None = None,
     ) -> SuppressReason | None:
         """None when the task is still worth sending, else why not."""
         if now > policy.last_send(task):
@@ -533,8 +557,8 @@ class TaskSink:
             return SuppressReason.FORGOTTEN
         if (task.subscriber_id, task.moment.rule_id) in declined:
             return SuppressReason.DECLINED
-        if task.task_id in reached:
-            return SuppressReason.REACHED
+        if reached and (answered := reached.get(task.task_id)) is not None:
+            return answered
         check = check_for(policy.relevance, task)
         if check is not None:
             verdict = check(task, facts[task.subscriber_id])
@@ -549,7 +573,7 @@ class TaskSink:
         declined: set[tuple[str, str]],
         facts: dict[str, SubscriberFacts],
         j: Judging,
-        reached: Collection[str] = (),
+        reached: Mapping[str, SuppressReason] | None = None,
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -651,7 +675,7 @@ class TaskSink:
         facts: dict[str, SubscriberFacts],
         w: Writes,
         j: Judging,
-        reached: Collection[str] = (),
+        reached: Mapping[str, SuppressReason] | None = None,
     ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group

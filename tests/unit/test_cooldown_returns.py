@@ -23,8 +23,8 @@ from moments.backtest_input import EventFile
 from moments.batchresult import BatchResult
 from moments.cooldowns import CooldownReturn, give_back_returned
 from moments.engine import Detector
-from moments.models import EventType, ServiceTask
-from moments.outcomes import retry_task
+from moments.models import EventType, OutcomeStatus, ServiceTask, TaskOutcome
+from moments.outcomes import handle_outcomes, retry_id, retry_task
 from moments.pipeline import to_records
 from moments.records import RawRecord
 from moments.state import SubscriberState, mark_id
@@ -36,7 +36,7 @@ from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
-from sinks.policy import DispatchPolicy
+from sinks.policy import DispatchPolicy, MergePolicy
 from sinks.stores import DispatchStores
 from tests.unit.rules.helpers import rules_from
 
@@ -609,3 +609,38 @@ class TestCrashWindows:
         assert sink.run_value(stores.ledger.state(task.task_id)) is None
         sink.run(self.worker(sink, stores, policy).redrive(older_than=0))
         assert engine.batch(engine.returned(*sink.returns.take())).returns == {"given_back": 1}
+
+
+@pytest.mark.parametrize(
+    "later", [OutcomeStatus.ACCEPTED, OutcomeStatus.DECLINED, OutcomeStatus.FAILED]
+)
+def test_a_retry_dropped_for_an_earlier_attempts_outcome_keeps_the_cooldown(
+    later: OutcomeStatus,
+) -> None:
+    """`unreachable` queued a retry; then the dialer's redial reached the customer
+    (`accepted`, `declined`) or found the number out of service (`failed`), and the retry
+    is dropped when due. The customer was reached (or the task failed, which keeps its
+    cooldown as any published task's outcome does): the callback's 30-day cooldown was
+    given back all the same, and the customer's next complaint called them again (a
+    decline holds the rule 30 days: a rule of a longer cooldown fired after those)."""
+    (task,) = made(complaint(1, DAY1), channel="outbound_call")
+    sink = Sink(DispatchPolicy(merge=MergePolicy(hold_channels=[])), DAY1)
+    attempt = dt.datetime.fromisoformat(DAY1) + dt.timedelta(minutes=5)
+
+    def record(status: OutcomeStatus, minutes: int) -> RawRecord:
+        at = attempt + dt.timedelta(minutes=minutes)
+        value = TaskOutcome(task_id=task.task_id, subscriber_id=SUB, status=status, occurred_at=at)
+        return RawRecord("outcomes", 0, 0, SUB.encode(), value.model_dump_json().encode())
+
+    async def go() -> None:
+        await sink.sink.dispatch([task])
+        now = attempt + dt.timedelta(minutes=10)
+        sink.clock.advance(now.timestamp())
+        queued = await handle_outcomes([record(OutcomeStatus.UNREACHABLE, 0)], sink.sink, now=now)
+        assert queued.retries == [retry_id(task.task_id, 1)]
+        await handle_outcomes([record(later, 5)], sink.sink, now=now)
+        assert await sink.release_at(epoch(DAY1) + 3 * 3600) == 1
+
+    sink.run(go())
+    assert sink.run_value(sink.sink.stores.ledger.state(retry_id(task.task_id, 1))) == "dropped"
+    assert sink.returns.take() == []

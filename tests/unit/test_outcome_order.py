@@ -129,3 +129,60 @@ async def test_a_later_retry_is_dropped_for_any_earlier_attempt_reached() -> Non
     await s.sink.release_due()
     await s.sink.flush()
     assert len(s.producer.sent) == 2
+
+
+@pytest.mark.parametrize("same_batch", [False, True], ids=["apart", "one batch"])
+async def test_an_unreachable_read_after_failed_makes_no_retry(same_batch: bool) -> None:
+    """`failed` (an SMS undelivered, a number not in service, a task dropped unattempted)
+    then an earlier attempt's `unreachable` read after it: the task was retried, though
+    docs/consuming-tasks.md says a failed task is not sent again."""
+    assert await _published_after(OutcomeStatus.FAILED, same_batch) == (0, 1)
+
+
+async def test_a_waiting_retry_is_dropped_when_a_later_outcome_says_failed() -> None:
+    """`unreachable` first (its retry queued for 2 hours later), then `failed` for the same
+    task (the dialer's own redial found the number out of service): the retry went out."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)
+    queued = await handle_outcomes([unreachable], s.sink, now=now)
+    assert queued.retries == [retry_id(CALL, 1)]
+    failed = outcome_record(CALL, OutcomeStatus.FAILED, START + 20 * MINUTE)
+    await handle_outcomes([failed], s.sink, now=now)
+    s.clock.advance((START + 180 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    assert len(s.producer.sent) == 1  # the task alone
+    labels = {"moment_type": "churn_risk", "reason": "failed"}
+    assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+
+
+async def test_a_later_retry_is_dropped_when_an_earlier_attempt_failed() -> None:
+    """The second retry waits; the first retry's own outcome then says `failed`."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    first = retry_id(CALL, 1)
+    s.clock.advance((START + 10 * MINUTE).timestamp())
+    await handle_outcomes(
+        [outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)],
+        s.sink,
+        now=START + 10 * MINUTE,
+    )
+    s.clock.advance((START + 130 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    assert len(s.producer.sent) == 2  # the task, its first retry
+    at = START + 135 * MINUTE
+    second = await handle_outcomes(
+        [outcome_record(first, OutcomeStatus.UNREACHABLE, at)], s.sink, now=at
+    )
+    assert second.retries == [retry_id(CALL, 2)]
+    await handle_outcomes(
+        [outcome_record(first, OutcomeStatus.FAILED, at + MINUTE)], s.sink, now=at
+    )
+    s.clock.advance((START + 300 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    assert len(s.producer.sent) == 2

@@ -19,6 +19,7 @@ from moments.outcomes import handle_outcomes, retry_id
 from moments.records import RawRecord, RejectReason
 from moments.settings import Settings
 from rules.gating import FrequencyCap
+from sinks.cooldowns import CollectedCooldownReturns
 from sinks.ledger import TaskLedger
 from sinks.memory import MemoryLedger
 from sinks.policy import DispatchPolicy
@@ -204,13 +205,17 @@ class TestOutcomes:
         )
         assert (await handle_outcomes([record], w.sink, now=NOW)).retries == []
 
-    @pytest.mark.parametrize("reached", [OutcomeStatus.ACCEPTED, OutcomeStatus.DONE_NO_CHANGE])
+    @pytest.mark.parametrize(
+        "reached", [OutcomeStatus.ACCEPTED, OutcomeStatus.DONE_NO_CHANGE, OutcomeStatus.FAILED]
+    )
     async def test_an_unreachable_read_after_a_reached_status_makes_no_retry(
         self, make_worker: Callable[..., Worker], reached: OutcomeStatus
     ) -> None:
         """Outcomes out of order (an earlier attempt's `unreachable` reported after the
         call that got through): the customer who took the offer was called again two hours
-        later. The same task's `in_progress` says nothing of reaching them: it retries."""
+        later. The same task's `in_progress` says nothing of reaching them: it retries.
+        After `failed` (a number not in service), a task is not sent again either: an
+        earlier attempt's `unreachable` read after it queued a retry all the same."""
         w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
         sub, served, ringing = "13200000021", tid("served"), tid("ringing")
         await w.send(
@@ -234,23 +239,32 @@ class TestOutcomes:
         assert await w.ledger.state(retry_id(served, 1)) is None
         assert result.not_retried == [served]
 
+    @pytest.mark.parametrize(
+        ("later", "reason"),
+        [(OutcomeStatus.ACCEPTED, "reached"), (OutcomeStatus.FAILED, "failed")],
+    )
     async def test_a_waiting_retry_is_dropped_when_a_later_outcome_says_reached(
-        self, make_worker: Callable[..., Worker]
+        self, make_worker: Callable[..., Worker], later: OutcomeStatus, reason: str
     ) -> None:
         """`unreachable` first, its retry waiting two hours; then the dialer's own redial
-        got through (`accepted`): the retry called the customer again all the same."""
+        got through (`accepted`): the retry called the customer again all the same; or it
+        found the number out of service (`failed`): the retry went out too, though a
+        failed task is not sent again. The rule's cooldown stays taken, as a published
+        task's does whatever its outcome: the dropped retry gave it back."""
         w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+        w.sink.returns = returns = CollectedCooldownReturns(lambda: {"first_international_roaming"})
         sub, served = "13200000023", tid("redialled")
         await w.send(task(served, sub=sub, channel=Channel.OUTBOUND_CALL))
         queued = await handle_outcomes(
             [record_of(served, sub, OutcomeStatus.UNREACHABLE)], w.sink, now=NOW
         )
         assert queued.retries == [retry_id(served, 1)]
-        await handle_outcomes([record_of(served, sub, OutcomeStatus.ACCEPTED)], w.sink, now=NOW)
+        await handle_outcomes([record_of(served, sub, later)], w.sink, now=NOW)
         await w.sink.release_due(now=(NOW + 2 * HOUR + HOUR / 60).timestamp())
         assert await w.ledger.state(retry_id(served, 1)) == "dropped"
-        labels = {"moment_type": "first_international_roaming", "reason": "reached"}
+        labels = {"moment_type": "first_international_roaming", "reason": reason}
         assert w.sample("moments_tasks_suppressed_total", **labels) == 1
+        assert returns.take() == []
 
     async def test_an_sms_due_now_does_not_wait_in_the_retry_of_an_unanswered_call(
         self, make_worker: Callable[..., Worker]
