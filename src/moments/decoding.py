@@ -29,7 +29,7 @@ from moments.models import (
     time_fix,
 )
 from moments.records import DeadLetter, RawRecord, RejectReason
-from moments.zones import offset_refusal
+from moments.zones import country_fix, offset_refusal
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Larger values are refused: no event in the contract comes near it."""
@@ -323,6 +323,8 @@ def problem(error: ErrorDetails) -> str:
     if error["type"] == "string_pattern_mismatch" and pattern == TEXT_PATTERN:
         return _text_fix(value) if isinstance(value, str) else error["msg"]
     field = str(error["loc"][0]) if error["loc"] else ""
+    if error["type"] == "string_pattern_mismatch" and field == "country":
+        return country_fix(value)
     if error["type"] == "string_pattern_mismatch" and field in _SHORT_FIXES:
         return _SHORT_FIXES[field]
     if error["type"] == "string_pattern_mismatch" and pattern == SUBSCRIBER_PATTERN:
@@ -386,7 +388,6 @@ def _text_fix(text: str) -> str:
 
 
 _SHORT_FIXES = {
-    "country": "write the ISO 3166-1 alpha-2 code in capitals, e.g. JP (not jp or JPN)",
     "imei": "write the IMEI as 14 to 16 digits, no spaces or dashes (e.g. 356938035643809)",
 }
 """The patterns' fixes that the pattern alone does not say to whoever produced it."""

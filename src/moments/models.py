@@ -37,7 +37,7 @@ from moments.enums import EventType as EventType
 from moments.enums import Family as Family
 from moments.enums import OutcomeStatus as OutcomeStatus
 from moments.enums import WithdrawReason as WithdrawReason
-from moments.zones import check_zone
+from moments.zones import COUNTRY_PATTERN, check_zone, countries
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
 SubscriberId = Annotated[
@@ -394,8 +394,13 @@ class TopUpEvent(_Event):
 class RoamingEvent(_Event):
     """A roaming registration (network)."""
 
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(
-        description="ISO 3166-1 alpha-2"
+    country: Annotated[
+        str,
+        StringConstraints(pattern=COUNTRY_PATTERN),
+        WithJsonSchema({"type": "string", "enum": list(countries())}),
+    ] = Field(
+        description="ISO 3166-1 alpha-2, in capitals (GB, not UK), as tzdata's iso3166.tab "
+        "lists the codes; XK for Kosovo"
     )
     roaming_type: Literal["international", "domestic"]
     operator: Annotated[Annotated[str, text(64)] | None, AfterValidator(blank_is_none)] = Field(

@@ -148,7 +148,8 @@ every daylight-saving change."""
 COUNTRY_ALIASES = {"XK": "RS", "UK": "GB", "EL": "GR"}
 """Codes roaming feeds send that `zone.tab` lacks, to a country on the same clock:
 Kosovo's `XK` (user-assigned, its networks' code; Central European Time, as Serbia),
-and the EU's `UK` and `EL` for the United Kingdom and Greece."""
+and the EU's `UK` and `EL` for the United Kingdom and Greece. Input refuses these two now
+(`COUNTRY_FIXES`); a trip recorded in state before that still reads them."""
 
 
 @lru_cache(maxsize=512)
@@ -173,26 +174,92 @@ def country_zone(country: str) -> ZoneInfo | None:
     return first
 
 
-@lru_cache(maxsize=1)
-def _country_zones() -> dict[str, tuple[str, ...]]:
-    """ISO 3166 code -> its zones, in `zone.tab`'s order, from the tzdata package (a
-    dependency) or, failing that, the system's tzdata; empty when neither has the table."""
-    text = ""
+def _tzdata_table(name: str) -> str:
+    """One of tzdata's tables (`zone.tab`, `iso3166.tab`), from the tzdata package (a
+    dependency) or, failing that, the system's tzdata; "" when neither has it."""
     try:
         from importlib.resources import files
 
-        text = files("tzdata.zoneinfo").joinpath("zone.tab").read_text(encoding="utf-8")
+        return files("tzdata.zoneinfo").joinpath(name).read_text(encoding="utf-8")
     except (ImportError, OSError):
         try:
-            with open("/usr/share/zoneinfo/zone.tab", encoding="utf-8") as table:
-                text = table.read()
+            with open(f"/usr/share/zoneinfo/{name}", encoding="utf-8") as table:
+                return table.read()
         except OSError:
-            pass
+            return ""
+
+
+def _rows(text: str) -> list[list[str]]:
+    """A tzdata table's rows, its columns split at tabs (comments left out)."""
+    return [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+@lru_cache(maxsize=1)
+def _country_zones() -> dict[str, tuple[str, ...]]:
+    """ISO 3166 code -> its zones, in `zone.tab`'s order; empty when tzdata has no
+    table (`_tzdata_table`)."""
     found: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        cols = line.split("\t")
+    for cols in _rows(_tzdata_table("zone.tab")):
         if len(cols) >= 3:
             found.setdefault(cols[0], []).append(cols[2])
     return {code: tuple(names) for code, names in found.items()}
+
+
+USER_ASSIGNED_COUNTRIES = {"XK": "Kosovo"}
+"""Codes taken as a roaming `country` beside ISO 3166-1's own: Kosovo has no ISO code,
+and its networks, roaming feeds, the EU and CLDR write `XK` (a code ISO leaves to its
+users). Without it a record of a visit to Kosovo could not be written at all."""
+COUNTRY_FIXES = {"UK": "GB", "EL": "GR"}
+"""Codes that are not ISO 3166-1's but name a country that has one (the EU's codes for
+the United Kingdom and Greece): a roaming `country` of one is refused naming the ISO
+code to write. `UK` and `GB` taken both made the same country two for a `first_time:
+country` rule, and the schema said ISO 3166-1."""
+
+
+@lru_cache(maxsize=1)
+def countries() -> tuple[str, ...]:
+    """The codes a roaming record's `country` may be, sorted: ISO 3166-1 alpha-2 as
+    tzdata's `iso3166.tab` lists them (current as of its version), and
+    `USER_ASSIGNED_COUNTRIES`. Empty when tzdata has no table: then any two capitals
+    are taken (`COUNTRY_PATTERN`), as before the list was checked."""
+    iso = {cols[0] for cols in _rows(_tzdata_table("iso3166.tab")) if len(cols) >= 2}
+    if not iso:
+        return ()
+    return tuple(sorted(iso | set(USER_ASSIGNED_COUNTRIES)))
+
+
+def _country_pattern(codes: tuple[str, ...]) -> str:
+    """`codes` as one regular expression, grouped by first letter (`A[DEFG...]|B[...]`):
+    checked by pydantic-core in Rust on the stream, no Python call per roaming record."""
+    if not codes:
+        return r"^[A-Z]{2}$"
+    firsts: dict[str, list[str]] = {}
+    for code in codes:
+        firsts.setdefault(code[0], []).append(code[1])
+    return "^(" + "|".join(f"{a}[{''.join(b)}]" for a, b in sorted(firsts.items())) + ")$"
+
+
+COUNTRY_PATTERN = _country_pattern(countries())
+"""What a roaming record's `country` must match: one of `countries()`."""
+_TWO_LETTERS = re.compile(r"[A-Za-z]{2}")
+
+
+def country_fix(written: object) -> str:
+    """What to write instead of a `country` that is not one of `countries()`: the ISO code
+    of a known other one (`UK`: GB), the capitals of a lower-case code (`jp`: JP), or
+    what the contract takes. Never quotes more than the two letters it names."""
+    head = "write the ISO 3166-1 alpha-2 code in capitals"
+    if isinstance(written, str) and _TWO_LETTERS.fullmatch(written):
+        code = written.upper()
+        if code in COUNTRY_FIXES:
+            return (
+                f"{code} is not an ISO 3166-1 alpha-2 code (it is the EU's): write "
+                f"{COUNTRY_FIXES[code]}"
+            )
+        if code in countries():
+            return f"{head}: {code}"
+        return (
+            f"{code} is not an ISO 3166-1 alpha-2 country code: {head}, e.g. JP for Japan "
+            "(the list is tzdata's iso3166.tab; XK is taken for Kosovo)"
+        )
+    return f"{head}, e.g. JP (not jp or JPN)"

@@ -67,7 +67,7 @@ def test_an_opt_out_is_told_its_character_not_the_four_channels() -> None:
         (
             EventType.ROAMING,
             {"country": "jp"},
-            "country: write the ISO 3166-1 alpha-2 code in capitals, e.g. JP (not jp or JPN)",
+            "country: write the ISO 3166-1 alpha-2 code in capitals: JP",
         ),
         (
             EventType.USAGE,
