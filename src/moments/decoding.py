@@ -29,7 +29,7 @@ from moments.models import (
     time_fix,
 )
 from moments.records import DeadLetter, RawRecord, RejectReason
-from moments.zones import country_fix, offset_refusal
+from moments.zones import country_fix, zone_refusal
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Larger values are refused: no event in the contract comes near it."""
@@ -334,11 +334,14 @@ def problem(error: ErrorDetails) -> str:
         )
     if error["type"] == "string_pattern_mismatch" and error["loc"][:1] == ("quiet_hours",):
         return _QUIET_FIX
-    if error["type"] == "string_pattern_mismatch" and error["loc"][:1] == ("timezone",):
-        # `+08:00`, `GMT+08:00`: the zone name's pattern refused them with itself
-        offset = offset_refusal(value) if isinstance(value, str) else None
-        if offset is not None:
-            return offset
+    if (
+        error["type"] == "string_pattern_mismatch"
+        and error["loc"][:1] == ("timezone",)
+        and isinstance(value, str)
+    ):
+        # `+08:00`, `UTC+8`, `CST`, `asia/shanghai`: the zone name's pattern refused them
+        # with itself (hundreds of characters); `check_zone`'s words name the fix
+        return zone_refusal(value)
     if error["type"] == "string_pattern_mismatch" and error["loc"]:
         day_fix = _DAYS.get(str(error["loc"][0]))
         if day_fix is not None:

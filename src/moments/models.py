@@ -37,7 +37,7 @@ from moments.enums import EventType as EventType
 from moments.enums import Family as Family
 from moments.enums import OutcomeStatus as OutcomeStatus
 from moments.enums import WithdrawReason as WithdrawReason
-from moments.zones import COUNTRY_PATTERN, check_zone, countries
+from moments.zones import COUNTRY_PATTERN, ZONE_PATTERN, check_zone, countries
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
 SubscriberId = Annotated[
@@ -358,11 +358,13 @@ QuietWindow = Annotated[
 
 IanaZone = Annotated[
     str,
-    StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"),
+    StringConstraints(max_length=64, pattern=ZONE_PATTERN),
     AfterValidator(check_zone),
 ]
 """A time zone by its IANA name (a name tzdata does not know would put quiet hours and
-local days in the default zone's time, unnoticed)."""
+local days in the default zone's time, unnoticed). The pattern, the schemas' too, is the
+form of tzdata's names (`moments.zones.ZONE_PATTERN`: `UTC+8`, `CST`, `asia/shanghai`
+refused there); `check_zone` then asks tzdata."""
 
 
 class _Event(BaseModel):

@@ -55,6 +55,52 @@ def check_zone(name: str) -> str:
     return name
 
 
+def zone_refusal(name: str) -> str:
+    """What a `timezone` the schema's pattern (`ZONE_PATTERN`) refuses is told: what
+    `check_zone` says of it (a UTC offset, the closest name), else that it is none of
+    tzdata's names (a name only the system's zoneinfo has)."""
+    try:
+        check_zone(name)
+    except ValueError as refused:
+        return str(refused)
+    return f"{name!r} is not one of tzdata's zone names; write one such as Asia/Shanghai"
+
+
+@lru_cache(maxsize=1)
+def tzdata_zones() -> tuple[str, ...]:
+    """The zone names of the tzdata package (a dependency: its `zones` list), sorted; the
+    names the system's zoneinfo has when the package is missing."""
+    try:
+        from importlib.resources import files
+
+        text = files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+        names = {line.strip() for line in text.splitlines() if line.strip()}
+    except (ImportError, OSError):
+        names = set(available_timezones())
+    return tuple(sorted(names))
+
+
+def _zone_pattern(names: tuple[str, ...]) -> str:
+    """`names` as one regular expression that also takes any other name of their form:
+    tzdata's names without an area (`UTC`, `GB`, `EST5EDT`) and of `Etc/` (`Etc/GMT-8`)
+    as they are, and in every other area one or two further parts, each a capital then
+    letters, `_` or `-` (`America/Argentina/Buenos_Aires`, `America/Port-au-Prince`).
+    So `UTC+8`, `CST`, `asia/shanghai` or `Beijing` are refused by the pattern; a name of
+    that form tzdata lacks (`Asia/Beijing`) is the worker's to refuse (`check_zone`)."""
+    if not names:
+        return r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+    exact = [n for n in names if "/" not in n or n.startswith("Etc/")]
+    areas = sorted({n.split("/")[0] for n in names if "/" in n and not n.startswith("Etc/")})
+    part = "[A-Z][A-Za-z_-]*"
+    whole = "|".join(n.replace("+", r"\+") for n in exact)  # ECMA-262 takes no `\-`
+    return f"^({whole}|({'|'.join(areas)})/{part}(/{part})?)$"
+
+
+ZONE_PATTERN = _zone_pattern(tzdata_zones())
+"""What an event's `timezone` must match, in the worker and in the schemas: the form of
+tzdata's names (`_zone_pattern`), before `check_zone` asks tzdata for the zone."""
+
+
 _OFFSET = re.compile(r"(?:(?:UTC|GMT)\s*)?([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
 """A UTC offset written for a zone: `UTC+8`, `GMT+08:00`, `+08:00`, `UTC -0500`."""
 

@@ -35,7 +35,7 @@ from moments.outcomes import decode_outcome
 from moments.pipeline import run_pipeline
 from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.schemas import SCHEMA_FILES, example
-from moments.zones import known_zone
+from moments.zones import ZONE_PATTERN, known_zone
 from rules.catalog import load_rules
 from sinks.hours import published
 from sinks.payloads import task_bytes
@@ -50,7 +50,7 @@ FUZZ = settings(
 )
 
 
-_ZONE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*")
+_ZONE_PATTERN = re.compile(ZONE_PATTERN)
 
 
 def _unknown_zone(name: object) -> bool:
