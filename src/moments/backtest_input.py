@@ -28,7 +28,7 @@ import orjson
 from pydantic import BaseModel
 
 from moments.decoding import MAX_MESSAGE_BYTES
-from moments.eventcheck import no_type_said
+from moments.eventcheck import no_type_said, utf16_said
 from moments.filenames import gzipped, is_csv
 from moments.models import EVENT_MODELS, EventType
 from moments.refusals import LATENESS
@@ -351,40 +351,6 @@ def not_an_events_file(path: Path, profiles: bool = False) -> str | None:
             "events to a file and pass that"
         )
     return f"{path}: no such file; pass an events file (.jsonl, .csv, .gz)"
-
-
-def utf16_said(path: Path, head: bytes) -> str | None:
-    """What a file of UTF-16 text is told (None: it is none), from its first bytes: a
-    byte-order mark (FF FE, FE FF: Excel's "Unicode Text", Notepad's "Unicode"), or ASCII
-    with every other byte zero (saved without the mark). As CSV it was told "not UTF-8
-    (byte 0xff)", as JSON lines a dump of its bytes and "no JSON lines file", and one
-    without the mark "add a `type` column", beside one."""
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        how, encoding = f"a byte-order mark, {head[0]:02X} {head[1]:02X}", "UTF-16"
-    elif len(head) >= 4 and head[1] == head[3] == 0 and head[0] and head[2]:
-        how, encoding = "no byte-order mark, little-endian", "UTF-16LE"
-    elif len(head) >= 4 and head[0] == head[2] == 0 and head[1] and head[3]:
-        how, encoding = "no byte-order mark, big-endian", "UTF-16BE"
-    else:
-        return None
-    stem = Path(path.stem) if gzipped(path) else path  # events.csv.gz: events.csv
-    # JSON lines stay JSON lines; CSV, and a tab-separated .txt, become a .csv
-    kind = ".jsonl" if stem.suffix.lower() == ".jsonl" else ".csv"
-    name = stem.stem
-    convert = f"iconv -f {encoding} -t UTF-8"
-    if gzipped(path):
-        convert = f"zcat {path} | {convert} | gzip > {name}-utf8{kind}.gz"
-    else:
-        convert = f"{convert} {path} > {name}-utf8{kind}"
-    save = (
-        "save it as UTF-8 (Notepad: Save As, Encoding UTF-8)"
-        if kind == ".jsonl"
-        else 'save it from Excel as "CSV UTF-8 (Comma delimited)"'
-    )
-    return (
-        f'{path}: UTF-16 text ({how}), as Excel saves "Unicode Text" (Notepad, '
-        f'"Unicode"); events files are read as UTF-8: {save}, or convert it: {convert}'
-    )
 
 
 def not_gzip(path: Path) -> str:

@@ -17,11 +17,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, NamedTuple
 
 import orjson
 
 from moments.decoding import UTF8_BOM, decode, stream_json
+from moments.filenames import gzipped
 from moments.models import EventType
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
@@ -69,6 +71,56 @@ def no_type_said(named: object) -> str:
     of the backtest, `rules test` and `state seed` (`rulecheck.event_type_of`)."""
     what = f"unknown type {named!r}" if named not in (None, "") else "no event type"
     return f'{what}: give --type ({", ".join(_TYPES)}) or a "type" field'
+
+
+STDIN = "-"
+"""The name of standard input among the files (`moments events check -`)."""
+
+
+def utf16_said(path: PurePath | str, head: bytes, jsonl: bool = False) -> str | None:
+    """What a file of UTF-16 text is told (None: it is none), from its first bytes: a
+    byte-order mark (FF FE, FE FF: Excel's "Unicode Text", Notepad's "Unicode"), or ASCII
+    with every other byte zero (saved without the mark). One test and one message for
+    the history readers (`backtest`, `rules test`, `state seed`: as CSV it was told "not
+    UTF-8 (byte 0xff)", as JSON lines a dump of its bytes and "no JSON lines file", and
+    one without the mark "add a `type` column") and `events check` (every line refused
+    as `invalid_json`, the encoding not named). `jsonl`: the reader takes JSON lines
+    only (`events check`), so a `.txt` converts to a `.jsonl`, not a `.csv`; `path` "-"
+    is standard input, converted on its way in."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        how, encoding = f"a byte-order mark, {head[0]:02X} {head[1]:02X}", "UTF-16"
+    elif len(head) >= 4 and head[1] == head[3] == 0 and head[0] and head[2]:
+        how, encoding = "no byte-order mark, little-endian", "UTF-16LE"
+    elif len(head) >= 4 and head[0] == head[2] == 0 and head[1] and head[3]:
+        how, encoding = "no byte-order mark, big-endian", "UTF-16BE"
+    else:
+        return None
+    iconv = f"iconv -f {encoding} -t UTF-8"
+    if str(path) == STDIN:
+        return (
+            f"{STDIN}: UTF-16 text on standard input ({how}); events are read as UTF-8, "
+            "and a worker refuses a UTF-16 record as invalid_json: a producer encodes the "
+            f"JSON text as UTF-8; a UTF-16 file is converted on its way in: "
+            f"{iconv} FILE | moments events check -"
+        )
+    path = PurePath(path)
+    stem = PurePath(path.stem) if gzipped(path) else path  # events.csv.gz: events.csv
+    # JSON lines stay JSON lines; CSV, and a tab-separated .txt, become a .csv
+    kind = ".jsonl" if jsonl or stem.suffix.lower() == ".jsonl" else ".csv"
+    name = stem.stem
+    if gzipped(path):
+        convert = f"zcat {path} | {iconv} | gzip > {name}-utf8{kind}.gz"
+    else:
+        convert = f"{iconv} {path} > {name}-utf8{kind}"
+    save = (
+        "save it as UTF-8 (Notepad: Save As, Encoding UTF-8)"
+        if kind == ".jsonl"
+        else 'save it from Excel as "CSV UTF-8 (Comma delimited)"'
+    )
+    return (
+        f'{path}: UTF-16 text ({how}), as Excel saves "Unicode Text" (Notepad, '
+        f'"Unicode"); events files are read as UTF-8: {save}, or convert it: {convert}'
+    )
 
 
 def check_lines(

@@ -100,9 +100,15 @@ def _instant(text: str) -> dt.datetime:
     return at
 
 
+class _Utf16Error(Exception):
+    """A file (or stdin) of UTF-16 text: what it is told (`eventcheck.utf16_said`)."""
+
+
 class _Source:
     """The lines of one file (or stdin), counted as they are read; for a gzip file, the
-    whole lines only, and where its data ended early (`cut`), as the backtest reads it."""
+    whole lines only, and where its data ended early (`cut`), as the backtest reads it.
+    One of UTF-16 text stops at its first line (`_Utf16Error`): every line was refused as
+    invalid_json, the encoding not named."""
 
     def __init__(self, name: str, lines: Iterable[bytes], whole: WholeLines | None) -> None:
         self.name = name
@@ -111,8 +117,12 @@ class _Source:
         self.read = 0
 
     def __iter__(self) -> Iterator[bytes]:
+        from moments.eventcheck import utf16_said
+
         for number, line in enumerate(self._lines, 1):
             self.read = number
+            if number == 1 and (said := utf16_said(self.name, line[:4], jsonl=True)):
+                raise _Utf16Error(said)
             yield line
 
     def cut(self) -> Cut | None:
@@ -202,6 +212,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     from moments.backtest_input import not_gzip
 
                     err.print(not_gzip(Path(name)), markup=False)
+                    return 2
+                except _Utf16Error as exc:  # before its first line was checked
+                    # One line: a path wrapped in the middle was pasted broken with iconv
+                    err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
                     return 2
                 if (cut := lines.cut()) is not None:
                     cuts.append(cut)

@@ -234,3 +234,92 @@ class TestCommand:
         assert out == ""
         assert "one JSON payload per line" in err.replace("\n", " ")
         assert "`moments backtest`" in err.replace("\n", " ")
+
+
+class TestUtf16:
+    """A file of UTF-16 text (Excel's "Unicode Text", Notepad's "Unicode") had every line
+    refused as invalid_json, the first as "not UTF-8 (byte 0: ...; GBK, Latin-1 or
+    UTF-16?)" and the rest as bare parse errors (each line after the first starts with
+    the zero byte of the newline before it). It is named, with how to save or convert it,
+    in the words the backtest's reader says it (one `utf16_said` for both)."""
+
+    PAYLOADS = (line() + b"\n" + line(event_id="e2") + b"\n").decode()
+
+    @pytest.mark.parametrize(
+        ("name", "data", "convert"),
+        [
+            (
+                "events.jsonl",
+                PAYLOADS.encode("utf-16"),
+                "iconv -f UTF-16 -t UTF-8 {path} > events-utf8.jsonl",
+            ),
+            (
+                "events.jsonl",
+                PAYLOADS.encode("utf-16-le"),
+                "iconv -f UTF-16LE -t UTF-8 {path} > events-utf8.jsonl",
+            ),
+            (
+                "events.jsonl",
+                PAYLOADS.encode("utf-16-be"),
+                "iconv -f UTF-16BE -t UTF-8 {path} > events-utf8.jsonl",
+            ),
+            # Notepad's "Unicode" .txt: events check reads JSON lines, so to a .jsonl
+            (
+                "payloads.txt",
+                PAYLOADS.encode("utf-16"),
+                "iconv -f UTF-16 -t UTF-8 {path} > payloads-utf8.jsonl",
+            ),
+            (
+                "events.jsonl.gz",
+                gzip.compress(PAYLOADS.encode("utf-16")),
+                "zcat {path} | iconv -f UTF-16 -t UTF-8 | gzip > events-utf8.jsonl.gz",
+            ),
+        ],
+    )
+    def test_a_utf16_file_is_named_with_the_way_to_save_or_convert_it(
+        self,
+        tmp_path: Path,
+        name: str,
+        data: bytes,
+        convert: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert main(["events", "check", "--type", "topup", str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""  # no line judged: none was read as what it holds
+        said = " ".join(err.split())
+        assert f"{path}: UTF-16 text" in said
+        assert convert.format(path=path) in said
+        assert "invalid_json" not in said
+
+    def test_utf16_on_stdin_says_how_to_convert_it_on_its_way_in(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        data = self.PAYLOADS.encode("utf-16")
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main(["events", "check", "--type", "topup", "-"]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        said = " ".join(err.split())
+        assert "-: UTF-16 text on standard input (a byte-order mark, FF FE)" in said
+        assert "iconv -f UTF-16 -t UTF-8 FILE | moments events check -" in said
+
+    def test_the_files_before_it_are_checked_and_utf8_ones_read_as_before(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """UTF-8, with its mark or not, is read as before (the test looks at the first
+        line's first bytes only): the file before the UTF-16 one is checked."""
+        utf8 = tmp_path / "bom.jsonl"
+        utf8.write_bytes(b"\xef\xbb\xbf" + self.PAYLOADS.encode())
+        assert main(["events", "check", "--type", "topup", str(utf8)]) == 0
+        assert "2 line(s) checked, 0 refused" in capsys.readouterr().err
+        wide = tmp_path / "wide.jsonl"
+        wide.write_bytes(self.PAYLOADS.encode("utf-16"))
+        bad = tmp_path / "bad.jsonl"
+        bad.write_bytes(line(amount=0) + b"\n")
+        assert main(["events", "check", "--type", "topup", str(bad), str(wide)]) == 2
+        out, err = capsys.readouterr()
+        assert out.startswith(f"{bad}:1: invalid_event")
+        assert f"{wide}: UTF-16 text" in " ".join(err.split())
