@@ -270,6 +270,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         "rules": str(args.rules or "the default catalog"),
         "baseline rules": str(args.baseline_rules) if args.baseline_rules else None,
         "dispatch policy": str(policy_path or "the built-in default"),
+        "--from": args.start,  # the report's start is `report from`: --live-from, when later
         "--to": args.end,
         "--live-from": args.live_from,
         "shadow rules": "as live" if args.shadow_as_live else None,

@@ -253,7 +253,11 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
             f"Every event is before --live-from (the last at {last}): the report has only "
             "what event time runs on to after it (--to)."
         )
-    if start is not None and result.first_event is not None:
+    live = result.live_from
+    if live is not None and (start is None or start < live):  # the report begins at it
+        if result.first_event is not None:  # its warm-up ends there, not at --from
+            out.extend(_cut_over_warning(live - result.first_event, rules))
+    elif start is not None and result.first_event is not None:
         warm = start - result.first_event
         settle, what = settling_period(rules)
         if warm < settle:
@@ -271,8 +275,6 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
                 f"Start --from at least {settle / 86400:.0f} days after the first event "
                 "(simulate a longer history if need be)."
             )
-    elif result.live_from is not None and result.first_event is not None:
-        out.extend(_cut_over_warning(result.live_from - result.first_event, rules))
     if failed := result.dead_letters.get("detector_error", 0):
         out.append(
             f"{failed:,} event(s) failed in the detector (dead letters `detector_error`: a "
@@ -312,7 +314,8 @@ def unused_regions(policy: DispatchPolicy, capacity: Iterable[Mapping[str, Any]]
 
 
 def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:
-    """With `--live-from` (and no `--from`): a warm-up shorter than the rules' longest
+    """With `--live-from` (and no `--from`, or one before it: the report begins at the
+    cut-over, the state built from the first event): a warm-up shorter than the rules' longest
     memory (first-time look-backs, baselines, series over several windows; not cooldowns:
     the warm-up takes no contact and its cooldowns hold no live moment) is what the
     rehearsal is about, not a fault of the report, so it is said as what going live after

@@ -166,6 +166,31 @@ class TestPolicyOfTwoCatalogs:
         assert "did you mean 'legacy'?" in said
 
 
+def three_days_backtest(tmp_path: Path, *flags: str) -> dict[str, Any]:
+    """The report of a backtest, with `flags`, of three days (2026-11-10 to 12) of 11
+    first top-ups each, one an hour from 09:30 to 19:30 (outside quiet hours)."""
+    lines = [
+        orjson.dumps(
+            {
+                "type": "topup",
+                "event_id": f"t{day}{hour}",
+                "subscriber_id": f"13800{day}{hour:02d}000",
+                "occurred_at": f"2026-11-1{day}T{hour:02d}:30:00+08:00",
+                "amount": 50,
+                "channel": "app",
+            }
+        )
+        for day in range(3)
+        for hour in range(9, 20)
+    ]
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    assert main(["backtest", "--events", str(events), *flags, "--out", str(out)]) == 0
+    report: dict[str, Any] = orjson.loads((out / "report.json").read_bytes())
+    return report
+
+
 class TestLiveFromDays:
     """`--live-from` without `--from`: the report's days begin at the cut-over. They
     began at the first event, so each day before it was a row of zeros that the means
@@ -173,27 +198,7 @@ class TestLiveFromDays:
     day's tasks as the mean a day, in a rehearsal of what going live would bring."""
 
     def run(self, tmp_path: Path, live_from: str) -> dict[str, Any]:
-        lines = [
-            orjson.dumps(
-                {
-                    "type": "topup",
-                    "event_id": f"t{day}{hour}",
-                    "subscriber_id": f"13800{day}{hour:02d}000",
-                    "occurred_at": f"2026-11-1{day}T{hour:02d}:30:00+08:00",
-                    "amount": 50,
-                    "channel": "app",
-                }
-            )
-            for day in range(3)
-            for hour in range(9, 20)  # 09:30 to 19:30, outside quiet hours
-        ]
-        events = tmp_path / "e.jsonl"
-        events.write_bytes(b"\n".join(lines) + b"\n")
-        out = tmp_path / "out"
-        argv = ["backtest", "--events", str(events), "--live-from", live_from, "--out", str(out)]
-        assert main(argv) == 0
-        report: dict[str, Any] = orjson.loads((out / "report.json").read_bytes())
-        return report
+        return three_days_backtest(tmp_path, "--live-from", live_from)
 
     def test_the_days_before_the_cut_over_are_no_days_of_the_report(self, tmp_path: Path) -> None:
         report = self.run(tmp_path, "2026-11-12")
@@ -226,6 +231,53 @@ class TestLiveFromDays:
         report = self.run(tmp_path, "2026-11-11T14:00:00+08:00")
         assert report["days"] == ["2026-11-11", "2026-11-12"]
         assert report["partial_days"] == {"2026-11-11": "from 14:00", "2026-11-12": "to 19:30"}
+
+
+class TestLiveFromWithFrom:
+    """`--live-from` and `--from` both given: the report begins at the later of the two.
+    A cut-over after `--from` (the warm-up's end) rehearses going live then, its state
+    built from the first event: no task before it. One before `--from` leaves `--from`
+    the report's start, the days between a warm-up whose tasks are not reported."""
+
+    def test_a_cut_over_after_from_begins_the_report(self, tmp_path: Path) -> None:
+        report = three_days_backtest(tmp_path, "--from", "2026-11-11", "--live-from", "2026-11-12")
+        summary = report["summary"]
+        assert summary["report_start"] == "2026-11-12T00:00:00+08:00"
+        assert report["days"] == ["2026-11-12"]
+        assert report["tasks_per_day"]["family"] == [
+            {"day": "2026-11-12", "family": "first_time", "tasks": 11}
+        ]
+        assert summary["tasks"] == 11
+        assert summary["events"] == 11
+        assert (summary["warmup_events"], summary["events_before_live_from"]) == (11, 22)
+        assert report["shadow"] == []  # the moments before the cut-over are the warm-up's
+        # Both as given: the summary's `report from` was the cut-over, --from said nowhere
+        assert (report["run"]["--from"], report["run"]["--live-from"]) == (
+            "2026-11-11",
+            "2026-11-12",
+        )
+
+    def test_its_warm_up_is_measured_to_the_cut_over(self, tmp_path: Path) -> None:
+        """The warning measured the warm-up to --from: "--from is at or before the first
+        event: there is no warm-up" of a cut-over after two days of history, or a 0.6
+        days' warm-up of one after 1.6 days, and told to move --from, which begins no
+        report here."""
+        early = three_days_backtest(tmp_path, "--from", "2026-11-09", "--live-from", "2026-11-12")
+        (warning,) = early["warnings"]
+        assert warning.startswith("The warm-up before --live-from is 1.6 days, shorter than")
+        assert "--from" not in warning.replace("--live-from", "")
+        later = three_days_backtest(tmp_path, "--from", "2026-11-11", "--live-from", "2026-11-12")
+        assert later["warnings"] == [warning]
+
+    def test_a_cut_over_before_from_leaves_the_report_at_from(self, tmp_path: Path) -> None:
+        report = three_days_backtest(tmp_path, "--from", "2026-11-12", "--live-from", "2026-11-11")
+        summary = report["summary"]
+        assert summary["report_start"] == "2026-11-12T00:00:00+08:00"
+        assert report["days"] == ["2026-11-12"]
+        assert (summary["warmup_events"], summary["events_before_live_from"]) == (22, 11)
+        assert summary["events"] == 11
+        (warning,) = report["warnings"]
+        assert warning.startswith("The warm-up before --from is 1.6 days, shorter than")
 
 
 class TestCsvHeader:
