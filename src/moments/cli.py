@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from moments.backtest_cli import add_backtest_command
 from moments.bench_cli import add_bench_command
-from moments.cliparts import Handler, add_command, add_group, command_settings
+from moments.cliparts import Handler, Parser, add_command, add_group, command_settings
 from moments.deadletter_cli import add_deadletter_command
 from moments.events_cli import add_events_command
 from moments.exceptions import ConfigError, MomentsError
@@ -62,7 +62,7 @@ class _VersionLine(argparse._VersionAction):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="moments",
         description="Streaming key-moment detector: telecom events in, service tasks out.",
         epilog=dedent("""\

@@ -10,14 +10,81 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from textwrap import dedent
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from moments.settings import Settings
 
-    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+    Subparsers = argparse._SubParsersAction["Parser"]
 
 Handler = Callable[[argparse.Namespace], int]
+
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "check": ("validate",),
+    "lint": ("validate", "check"),
+    "verify": ("validate", "check"),
+    "validate": ("check",),
+    "list": ("show", "pending"),
+    "ls": ("show", "pending"),
+    "get": ("show",),
+    "cat": ("show",),
+    "view": ("show",),
+    "dump": ("show", "export"),
+    "generate": ("export",),
+    "follow": ("tail",),
+    "watch": ("tail",),
+    "compare": ("diff",),
+    "describe": ("explain",),
+    "start": ("run", "worker"),
+}
+"""Words a user types for a command that is named otherwise here: `rules check` for
+`rules validate` (`moments check` and `events check` are checks), `state list` for
+`state show`. Suggested only where the command they name is one of the choices."""
+
+SUGGESTED = 3
+"""At most this many commands or values suggested for one that is none of the choices."""
+
+
+def suggestions(value: str, action: argparse.Action) -> list[str]:
+    """What `value`, none of `action`'s choices, may have meant, best first. For a
+    command: a command of that name one level down (`moments validate`: `moments rules
+    validate`), a close spelling (`moments rules valdate`), a word for the same
+    (`SYNONYMS`), each as the whole command to type. For an option's value (`--type
+    topups`): a close spelling. Empty when nothing is close."""
+    import difflib  # on this error only: not paid by every command's start
+
+    choices = [c for c in action.choices or () if isinstance(c, str)]
+    close = difflib.get_close_matches(value, choices, n=SUGGESTED)
+    if not isinstance(action, argparse._SubParsersAction):
+        return close
+    parsers: dict[str, argparse.ArgumentParser] = dict(action.choices)
+    found: list[str] = []
+    for parser in parsers.values():  # one level down, by its exact name
+        for sub in parser._actions:
+            if isinstance(sub, argparse._SubParsersAction) and value in sub.choices:
+                found.append(sub.choices[value].prog)
+    found += [parsers[name].prog for name in close]
+    found += [parsers[word].prog for word in SYNONYMS.get(value, ()) if word in parsers]
+    return list(dict.fromkeys(found))[:SUGGESTED]
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of `moments` and of every command under it (argparse makes a command's
+    parser of its parent's class): a command or an option's value that is none of the
+    choices is told what it may have meant. `moments rules check` was told only "invalid
+    choice: 'check' (choose from 'validate', 'explain', 'diff', 'test')"."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is None or value in action.choices or not isinstance(value, str):
+            super()._check_value(action, value)
+            return
+        named = ", ".join(map(repr, action.choices))
+        said = f"invalid choice: {value!r}"
+        if meant := suggestions(value, action):
+            command = isinstance(action, argparse._SubParsersAction)
+            shown = [f"`{m}`" if command else repr(m) for m in meant]
+            said += f"; did you mean {' or '.join(shown)}?"
+        raise argparse.ArgumentError(action, f"{said} (choose from {named})")
 
 
 def add_command(
@@ -26,7 +93,7 @@ def add_command(
     help_: str,
     examples: str,
     handler: Handler,
-) -> argparse.ArgumentParser:
+) -> Parser:
     """`moments ... NAME`: its help is `help_` above the options and `examples` below."""
     p = sub.add_parser(
         name,

@@ -1,0 +1,78 @@
+"""A command, or an option's value, that is none of the choices is told what it may have
+meant. `moments rules check` (`moments check` and `events check` are checks) was told
+only "invalid choice: 'check' (choose from 'validate', 'explain', 'diff', 'test')", and
+`moments validate rules/` the list of every top-level command."""
+
+from __future__ import annotations
+
+import pytest
+
+from moments.cli import build_parser, main
+
+from .test_cli_help import commands
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What `moments ARGV` says on stderr as it exits 2 (argparse's usage error)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    return " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "typed", "meant"),
+    [
+        # a word for the same
+        (["rules", "check", "rules/"], "check", "`moments rules validate`"),
+        (["events", "validate", "e.jsonl"], "validate", "`moments events check`"),
+        (["state", "list"], "list", "`moments state show`"),
+        (["deadletter", "list"], "list", "`moments deadletter show`"),
+        # a close spelling
+        (["rules", "valdiate", "rules/"], "valdiate", "`moments rules validate`"),
+        (["rule", "validate"], "rule", "`moments rules`"),
+        (["backtests"], "backtests", "`moments backtest`"),
+        (["tasks", "tial"], "tial", "`moments tasks tail`"),
+        # a command one level down, named without its group
+        (["tail"], "tail", "`moments tasks tail`"),
+        (["seed"], "seed", "`moments state seed`"),
+        (["replay"], "replay", "`moments deadletter replay`"),
+        (["validate", "rules/"], "validate", "`moments rules validate` or `moments check`"),
+        (["export"], "export", "`moments calendar export` or `moments schemas export`"),
+    ],
+)
+def test_a_command_that_is_none_is_told_the_one_it_may_mean(
+    argv: list[str], typed: str, meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    said = refused(argv, capsys)
+    assert f"invalid choice: {typed!r}; did you mean {meant}? (choose from " in said
+
+
+def test_an_options_value_gets_a_close_spelling(capsys: pytest.CaptureFixture[str]) -> None:
+    said = refused(["events", "check", "--type", "topups", "e.jsonl"], capsys)
+    assert "argument --type: invalid choice: 'topups'; did you mean 'topup'?" in said
+
+
+@pytest.mark.parametrize(
+    "argv", [["frobnicate"], ["rules", "zzz"], ["events", "check", "--type", "zzz", "e.jsonl"]]
+)
+def test_nothing_close_is_the_list_alone(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    said = refused(argv, capsys)
+    typed = "frobnicate" if argv == ["frobnicate"] else "zzz"
+    assert f"invalid choice: {typed!r} (choose from " in said
+    assert "did you mean" not in said
+
+
+def test_every_commands_parser_is_of_the_suggesting_class() -> None:
+    """argparse makes a command's parser of its parent's class: the commands' modules
+    add theirs with `add_subparsers`, and each refuses a name with suggestions."""
+    from moments.cliparts import Parser
+
+    found = list(commands(build_parser()))
+    assert len(found) > 20
+    for path, parser in found:
+        assert isinstance(parser, Parser), path
