@@ -71,8 +71,8 @@ def summary(path: Path, end: float, last_s: float) -> str:
         first.setdefault(label, (int(calls), float(wall), float(cpu)))
         last[label] = (int(calls), float(wall), float(cpu))
     lines = [f"{last_s:.0f} s before the latency figure, per call (ms): wall, CPU, waiting"]
-    for label, (calls, wall, cpu) in last.items():
-        n, w, c = calls - first[label][0], wall - first[label][1], cpu - first[label][2]
+    for label, (calls_n, wall_s, cpu_s) in last.items():
+        n, w, c = calls_n - first[label][0], wall_s - first[label][1], cpu_s - first[label][2]
         if n:
             per = 1000 / n
             lines.append(

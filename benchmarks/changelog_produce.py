@@ -13,6 +13,7 @@ import inspect
 import resource
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -23,6 +24,9 @@ from moments.topics import ensure_topics
 from sinks.base import produce_to_partitions
 
 Records = list[tuple[int, bytes, bytes | None]]
+Write = Callable[[AIOKafkaProducer, str, Records], Awaitable[object]]
+"""One way to write the records: `produce_to_partitions` returns the offsets, the
+others nothing."""
 
 
 def _cpu() -> float:
@@ -44,7 +48,7 @@ async def stamped(producer: AIOKafkaProducer, topic: str, records: Records) -> N
 
 async def run(bootstrap: str, records: Records, repeats: int) -> None:
     await ensure_topics(bootstrap, {"changelog": 4}, ["changelog"])
-    ways = [
+    ways: list[tuple[str, dict[str, int], Write]] = [
         ("send per record, aiokafka's 16 KiB batches", {}, one_send_each),
         (
             "produce_to_partitions, 256 KiB batches",

@@ -119,7 +119,7 @@ def main() -> None:
     )
     parser.add_argument("--check", action="store_true", help="print a digest of the tasks")
     args = parser.parse_args()
-    bench.dt = _PinnedClock  # type: ignore[assignment]
+    bench.dt = _PinnedClock  # type: ignore[assignment, attr-defined]  # a stand-in module
     events = bench.bench_events(args.events, args.subscribers)
     records = [RawRecord(t.value, 0, i, k, v) for i, (t, k, v) in enumerate(events)]
     rules = RuleSet.of([]) if args.rules == "none" else load_rules()

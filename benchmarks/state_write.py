@@ -67,7 +67,7 @@ def write(store: FaustTableStore, changes: Any) -> int:
     records = saved if isinstance(saved, list) else saved.records
     offsets = {p: 0 for p, _, _ in records}
     if isinstance(saved, list):  # before write-ahead: persisted(offsets)
-        store.persisted(offsets)  # type: ignore[call-arg]
+        store.persisted(offsets)  # type: ignore[call-arg, arg-type]  # the older signature
     else:
         store.persisted(saved, offsets)
     return len(records)

@@ -58,7 +58,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         samples = records(Path(folder))
-    trained = zstandard.train_dictionary(SIZE, samples, dict_id=args.id, level=LEVEL)
+    # [*samples]: the stub asks for a list of any buffer, and a list[bytes] is not one
+    trained = zstandard.train_dictionary(SIZE, [*samples], dict_id=args.id, level=LEVEL)
     target = args.out / f"state-dict-{args.id}.zstd"
     if target.exists():
         raise SystemExit(f"{target} exists: records may use it; train with a new --id")
