@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from moments.backtest_cli import add_backtest_command
 from moments.bench_cli import add_bench_command
-from moments.cliparts import Handler, Parser, add_command, add_group, command_settings
+from moments.cliparts import (
+    Handler,
+    Parser,
+    add_command,
+    add_group,
+    command_settings,
+    unrecognized,
+)
 from moments.deadletter_cli import add_deadletter_command
 from moments.events_cli import add_events_command
 from moments.exceptions import ConfigError, MomentsError
@@ -100,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # said by the command given, with its usage and the options it has
+        command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        command.error(unrecognized(extras, command))
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -68,6 +68,25 @@ def suggestions(value: str, action: argparse.Action) -> list[str]:
     return list(dict.fromkeys(found))[:SUGGESTED]
 
 
+def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """argparse's "unrecognized arguments" of the command `parser`, with the close
+    spellings of each option that is none of its own: `moments backtest --form
+    2026-12-01` was told only that, under the usage of `moments` itself."""
+    import difflib
+
+    # Compared without their dashes, which every option shares (`--form` was as close
+    # to `--to` as to `--from`)
+    options = {o.lstrip("-"): o for action in parser._actions for o in action.option_strings}
+    said = f"unrecognized arguments: {' '.join(extras)}"
+    for extra in extras:
+        name = extra.split("=", 1)[0]
+        if name.startswith("-") and (
+            close := difflib.get_close_matches(name.lstrip("-"), list(options), n=2)
+        ):
+            said += f"; {name}: did you mean {' or '.join(options[c] for c in close)}?"
+    return said
+
+
 class Parser(argparse.ArgumentParser):
     """The parser of `moments` and of every command under it (argparse makes a command's
     parser of its parent's class): a command or an option's value that is none of the

@@ -76,3 +76,34 @@ def test_every_commands_parser_is_of_the_suggesting_class() -> None:
     assert len(found) > 20
     for path, parser in found:
         assert isinstance(parser, Parser), path
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["backtest", "--events", "e.jsonl", "--form", "2026-12-01"],
+            "moments backtest: error: unrecognized arguments: --form 2026-12-01; --form: "
+            "did you mean --from?",
+        ),
+        (
+            ["events", "check", "--tpye=topup", "e.jsonl"],
+            "moments events check: error: unrecognized arguments: --tpye=topup; --tpye: "
+            "did you mean --type?",
+        ),
+    ],
+)
+def test_an_option_that_is_none_is_told_the_commands_close_one(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Told by `moments` itself, under its usage: "moments: error: unrecognized
+    arguments: --form 2026-12-01"."""
+    assert said in refused(argv, capsys)
+
+
+def test_an_extra_argument_with_nothing_close_is_said_as_before(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    said = refused(["schemas", "export", "--zzz", "extra"], capsys)
+    assert "moments schemas export: error: unrecognized arguments: --zzz extra" in said
+    assert "did you mean" not in said
