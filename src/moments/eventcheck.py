@@ -77,7 +77,9 @@ STDIN = "-"
 """The name of standard input among the files (`moments events check -`)."""
 
 
-def utf16_said(path: PurePath | str, head: bytes, jsonl: bool = False) -> str | None:
+def utf16_said(
+    path: PurePath | str, head: bytes, jsonl: bool = False, piped: bool = False
+) -> str | None:
     """What a file of UTF-16 text is told (None: it is none), from its first bytes: a
     byte-order mark (FF FE, FE FF: Excel's "Unicode Text", Notepad's "Unicode"), or ASCII
     with every other byte zero (saved without the mark). One test and one message for
@@ -86,7 +88,8 @@ def utf16_said(path: PurePath | str, head: bytes, jsonl: bool = False) -> str | 
     one without the mark "add a `type` column") and `events check` (every line refused
     as `invalid_json`, the encoding not named). `jsonl`: the reader takes JSON lines
     only (`events check`), so a `.txt` converts to a `.jsonl`, not a `.csv`; `path` "-"
-    is standard input, converted on its way in."""
+    is standard input, and `piped` a named pipe (`<(kcat ...)`): no file to convert (it
+    was told `iconv ... /dev/fd/63 > 63-utf8.jsonl`), converted on its way in."""
     if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
         how, encoding = f"a byte-order mark, {head[0]:02X} {head[1]:02X}", "UTF-16"
     elif len(head) >= 4 and head[1] == head[3] == 0 and head[0] and head[2]:
@@ -96,12 +99,12 @@ def utf16_said(path: PurePath | str, head: bytes, jsonl: bool = False) -> str | 
     else:
         return None
     iconv = f"iconv -f {encoding} -t UTF-8"
-    if str(path) == STDIN:
+    if str(path) == STDIN or piped:
+        where = "on standard input" if str(path) == STDIN else "from a pipe"
         return (
-            f"{STDIN}: UTF-16 text on standard input ({how}); events are read as UTF-8, "
-            "and a worker refuses a UTF-16 record as invalid_json: a producer encodes the "
-            f"JSON text as UTF-8; a UTF-16 file is converted on its way in: "
-            f"{iconv} FILE | moments events check -"
+            f"{path}: UTF-16 text {where} ({how}); events are read as UTF-8, and a worker "
+            "refuses a UTF-16 record as invalid_json: a producer encodes the JSON text as "
+            f"UTF-8; UTF-16 text is checked piped through `{iconv}` on its way in"
         )
     path = PurePath(path)
     stem = PurePath(path.stem) if gzipped(path) else path  # events.csv.gz: events.csv

@@ -110,8 +110,12 @@ class _Source:
     One of UTF-16 text stops at its first line (`_Utf16Error`): every line was refused as
     invalid_json, the encoding not named."""
 
-    def __init__(self, name: str, lines: Iterable[bytes], whole: WholeLines | None) -> None:
+    def __init__(
+        self, name: str, lines: Iterable[bytes], whole: WholeLines | None, piped: bool = False
+    ) -> None:
         self.name = name
+        self.piped = piped
+        """A named pipe (`<(kcat ...)`), not a file on disk."""
         self._lines = lines
         self._whole = whole
         self.read = 0
@@ -121,7 +125,8 @@ class _Source:
 
         for number, line in enumerate(self._lines, 1):
             self.read = number
-            if number == 1 and (said := utf16_said(self.name, line[:4], jsonl=True)):
+            said = number == 1 and utf16_said(self.name, line[:4], jsonl=True, piped=self.piped)
+            if said:
                 raise _Utf16Error(said)
             yield line
 
@@ -140,10 +145,10 @@ def _lines(name: str) -> Iterator[_Source]:
 
         with path.open("rb") as raw:
             lines, whole = unzipped(raw, path)
-            yield _Source(name, lines, whole)
+            yield _Source(name, lines, whole, piped=not path.is_file())
     else:
         with path.open("rb") as file:
-            yield _Source(name, file, None)
+            yield _Source(name, file, None, piped=not path.is_file())
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

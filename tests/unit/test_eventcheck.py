@@ -304,7 +304,36 @@ class TestUtf16:
         assert out == ""
         said = " ".join(err.split())
         assert "-: UTF-16 text on standard input (a byte-order mark, FF FE)" in said
-        assert "iconv -f UTF-16 -t UTF-8 FILE | moments events check -" in said
+        assert "piped through `iconv -f UTF-16 -t UTF-8` on its way in" in said
+
+    def test_utf16_from_a_named_pipe_is_told_no_file_to_convert(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`<(kcat ...)` names /dev/fd/63: it was told `iconv ... /dev/fd/63 >
+        63-utf8.jsonl`, a file that is gone once read."""
+        import os
+        import threading
+
+        pipe = tmp_path / "records"
+        os.mkfifo(pipe)
+
+        def write() -> None:
+            with pipe.open("wb") as file:
+                file.write(self.PAYLOADS.encode("utf-16"))
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            assert main(["events", "check", "--type", "topup", str(pipe)]) == 2
+        finally:
+            writer.join(timeout=10)
+            if writer.is_alive():  # as in test_a_named_pipe_is_read_as_a_file
+                os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
+                writer.join()
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"{pipe}: UTF-16 text from a pipe (a byte-order mark, FF FE)" in said
+        assert "piped through `iconv -f UTF-16 -t UTF-8` on its way in" in said
+        assert "utf8.jsonl" not in said
 
     def test_the_files_before_it_are_checked_and_utf8_ones_read_as_before(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
