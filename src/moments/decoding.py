@@ -515,6 +515,20 @@ def _not_an_object(value: object, kind: str) -> str:
     return f"{what}, not an object: send the {kind} as a JSON object"
 
 
+def utf16_form(head: bytes) -> tuple[str, str] | None:
+    """How bytes show they are UTF-16 text, from their first four, and iconv's name for
+    that form (None: they do not): a byte-order mark (FF FE, FE FF), or ASCII with every
+    other byte zero (no mark). The one test for a record value here and for a history
+    file (`moments.eventcheck.utf16_said`)."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return f"a byte-order mark, {head[0]:02X} {head[1]:02X}", "UTF-16"
+    if len(head) >= 4 and head[1] == head[3] == 0 and head[0] and head[2]:
+        return "no byte-order mark, little-endian", "UTF-16LE"
+    if len(head) >= 4 and head[0] == head[2] == 0 and head[1] and head[3]:
+        return "no byte-order mark, big-endian", "UTF-16BE"
+    return None
+
+
 def _not_json(value: bytes) -> str | None:
     """What a value that is no JSON is instead, where it says what to send: a Confluent
     wire-format frame, or text in another encoding than UTF-8 (the parser's own message,
@@ -532,6 +546,8 @@ def _not_json(value: bytes) -> str | None:
             f"producer compress (compression.type={compressed}; the worker reads gzip, "
             "snappy, lz4 and zstd batches)"
         )
+    if (utf16 := utf16_form(value[:4])) is not None:  # without a mark it is valid UTF-8
+        return f"the value is UTF-16 text ({utf16[0]}): encode the JSON text as UTF-8"
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as exc:

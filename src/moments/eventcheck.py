@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from moments.decoding import UTF8_BOM, decode, stream_json
+from moments.decoding import UTF8_BOM, decode, stream_json, utf16_form
 from moments.filenames import gzipped
 from moments.models import EventType
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord
@@ -90,14 +90,9 @@ def utf16_said(
     only (`events check`), so a `.txt` converts to a `.jsonl`, not a `.csv`; `path` "-"
     is standard input, and `piped` a named pipe (`<(kcat ...)`): no file to convert (it
     was told `iconv ... /dev/fd/63 > 63-utf8.jsonl`), converted on its way in."""
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        how, encoding = f"a byte-order mark, {head[0]:02X} {head[1]:02X}", "UTF-16"
-    elif len(head) >= 4 and head[1] == head[3] == 0 and head[0] and head[2]:
-        how, encoding = "no byte-order mark, little-endian", "UTF-16LE"
-    elif len(head) >= 4 and head[0] == head[2] == 0 and head[1] and head[3]:
-        how, encoding = "no byte-order mark, big-endian", "UTF-16BE"
-    else:
+    if (form := utf16_form(head)) is None:
         return None
+    how, encoding = form
     iconv = f"iconv -f {encoding} -t UTF-8"
     if str(path) == STDIN or piped:
         where = "on standard input" if str(path) == STDIN else "from a pipe"

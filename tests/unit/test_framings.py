@@ -122,3 +122,25 @@ def test_an_outcome_too_large_says_it_too() -> None:
     refused = _as_outcome(json.dumps({**OUTCOME, "debug": "x" * BIG}).encode())
     assert refused.reason is RejectReason.TOO_LARGE
     assert "no outcome of the contract comes near it" in refused.message
+
+
+@pytest.mark.parametrize(
+    ("encoding", "how"),
+    [
+        ("utf-16-le", "no byte-order mark, little-endian"),
+        ("utf-16-be", "no byte-order mark, big-endian"),
+        ("utf-16", "a byte-order mark, FF FE"),
+    ],
+)
+def test_a_utf16_value_is_named_as_one(encoding: str, how: str) -> None:
+    """A value in UTF-16 without its mark is valid UTF-8 (a zero byte before or after
+    each letter), so the parser's own words were said, with the wrong fix: "key must be
+    a string ...: names take double quotes (single quotes, or a Python dict written
+    with str()?)" little-endian, a bare "expected value" big-endian; with the mark,
+    "not UTF-8 (byte 0 ...; GBK, Latin-1 or UTF-16?)"."""
+    said = f"the value is UTF-16 text ({how}): encode the JSON text as UTF-8"
+    value = json.dumps(TOPUP).encode(encoding)
+    for dead in (_as_event(value), _as_outcome(json.dumps(OUTCOME).encode(encoding))):
+        assert dead.reason is RejectReason.INVALID_JSON
+        assert said in dead.message, dead.message
+        assert "double quotes" not in dead.message
