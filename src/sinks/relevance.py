@@ -9,7 +9,9 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
 - `active`: epoch seconds of the latest profile update saying the line is active
   (a task deferred while the line was suspended waits for it);
 - `suspended`: epoch seconds of the latest one saying it is suspended (`reactivated`:
-  an `active` after it says the line is active, however late it was read);
+  an `active` after it says the line is active, however late it was read; a task that
+  waited for something else and finds the line suspended at its release waits for it,
+  `SubscriberFacts.line_suspended`, `TimeGates.suspended`);
 - `closed`: epoch seconds of the latest one saying it is closed: the line is closed while
   no `active` or `suspended` came at or after it (`SubscriberFacts.line_closed`; a task
   that waited is dropped then, `closed`, and one published is withdrawn,
@@ -86,6 +88,16 @@ class SubscriberFacts:
             return False
         later = max(self.active_at or -math.inf, self.suspended_at or -math.inf)
         return self.closed_at > later
+
+    @property
+    def line_suspended(self) -> bool:
+        """The latest profile update carrying a `status` suspended the line (none said it
+        active after, nor closed it)."""
+        if self.suspended_at is None:
+            return False
+        return self.suspended_at > (self.active_at or -math.inf) and self.suspended_at >= (
+            self.closed_at or -math.inf
+        )
 
     @property
     def erasure(self) -> float | None:

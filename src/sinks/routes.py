@@ -183,6 +183,17 @@ def line_held_since(r: Route) -> dt.datetime | None:
     return max(held, default=None)
 
 
+def held_for_line(task: ServiceTask) -> ServiceTask:
+    """A task that waited for something else, held now for its line suspended meanwhile:
+    it says so as gating's task for a suspended line does (reason `suspended`, at most
+    until it expires; `deliver_after` as it was), so `line_held_since` finds it and
+    `released` says when it went."""
+    if task.deferred is not None and task.deferred.reason == "suspended":
+        return task
+    held = Deferral(reason="suspended", until=task.expires_at)
+    return task.model_copy(update={"deferred": held})
+
+
 def released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
     """A task held for a suspended line, released at `at`: it says so."""
     if task.deferred is None or task.deferred.reason != "suspended":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 from moments.models import Deferral, ServiceTask
@@ -16,7 +17,7 @@ from sinks.contact import merge_tasks
 from sinks.hours import Opening, first_allowed, quiet_opens
 from sinks.policy import DispatchPolicy, OverflowPolicy
 from sinks.relevance import SubscriberFacts, reactivated
-from sinks.routes import Route, Writes, line_held_since, released
+from sinks.routes import Route, Writes, held_for_line, line_held_since, released
 
 SUSPENDED_POLL_S = 3600.0
 """How often a task waiting for its suspended line is looked at: a safety net only. The
@@ -114,19 +115,33 @@ class TimeGates:
 
     def suspended(self, r: Route, now: float, facts: dict[str, SubscriberFacts], w: Writes) -> bool:
         """Gating deferred a moment of this task for a suspended line (`line_held_since`,
-        whatever the merged task's deferral): it waits until a profile update
+        whatever the merged task's deferral), or the task waited for something else (quiet
+        hours, channel hours, the contact cap, capacity, a crash...) and the latest
+        profile update suspended the line meanwhile: it waits until a profile update
         says the line is active (which wakes it; looked at again every `SUSPENDED_POLL_S`
         as well), or is dropped at its last look, `SUSPENDED_LAST_LOOK_S` before it must
-        go.
+        go. The engine's fresh tasks are judged by the gates, which saw the line just now.
         Once active, it goes on like any task held back (`quiet` first), released now:
         gating gave it `deliver_after` the time it could have gone had the line been
         active and `deferred.until` its expiry, and it was published saying so hours
         later (a `deliver_after` inside its quiet hours, an `until` after it went)."""
         task = r.task
         since = line_held_since(r)
-        if since is None:
+        seen = facts.get(task.subscriber_id)
+        waited = not (r.c.fresh and r.c.deferral_counted)
+        if waited and seen is not None and seen.line_suspended:
+            # Suspended after it was made (or again after a reactivation that released
+            # it): it waits as gating's task for a suspended line does, saying so, and
+            # counted once as deferred for the line. Its wake compares the suspension.
+            assert seen.suspended_at is not None  # line_suspended says so
+            line = max(seen.suspended_at, since.timestamp() if since is not None else -math.inf)
+            count = since is None
+            if count:
+                r.moments = [held_for_line(m) for m in r.moments]
+                r.task = merge_tasks(r.carrier_id, r.moments)
+        elif since is None:
             return False
-        if reactivated(since, facts[task.subscriber_id]):
+        elif reactivated(since, facts[task.subscriber_id]):
             if task.deferred is not None and task.deferred.reason == "suspended":
                 # The group waited for the line, and says it went now. One that waited
                 # for something else (a moment released from the line before, its
@@ -135,9 +150,11 @@ class TimeGates:
                 r.moments = [released(m, at) for m in r.moments]
                 r.task = merge_tasks(r.carrier_id, r.moments)
             return False
+        else:
+            line, count = since.timestamp(), False
         again = min(now + SUSPENDED_POLL_S, self.policy.last_send(task) - SUSPENDED_LAST_LOOK_S)
         if again > now:
-            w.park(r, again, "suspended", count=False, line_since=since.timestamp())
+            w.park(r, again, "suspended", count=count, line_since=line)
         else:
             self.drop(r, SuppressReason.SUSPENDED, w)
         return True

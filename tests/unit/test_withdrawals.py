@@ -293,6 +293,33 @@ class TestBacktest:
         )
         assert len(out.published) == 1
 
+    def test_a_line_suspended_before_it_went_out_holds_it_until_reactivated(self) -> None:
+        """Held by quiet hours, the line suspended at 07:00: at its 08:00 release it waits
+        for the line, as gating holds a task of a suspended line (it went out to the
+        suspended line), and goes at the reactivation, saying it waited for the line."""
+        out = backtest(
+            [
+                use(),
+                profile("2026-11-09", "07:00", status="suspended"),
+                profile("2026-11-10", "10:00", status="active"),
+            ]
+        )
+        (published,) = [orjson.loads(p.payload) for p in out.published]
+        assert published["deferred"]["reason"] == "suspended"
+        went = dt.datetime.fromisoformat(published["deliver_after"])
+        assert went == dt.datetime.fromisoformat(at("2026-11-10", "10:00"))
+        deferred = {labels["reason"]: int(n) for labels, n in out.counter("moments_tasks_deferred")}
+        assert deferred["suspended"] == 1
+
+    def test_a_line_suspended_until_it_expired_drops_it(self) -> None:
+        out = backtest([use(), profile("2026-11-09", "07:00", status="suspended")])
+        assert out.published == []
+        suppressed = {
+            tuple(v for _, v in sorted(labels.items())): int(n)
+            for labels, n in out.counter("moments_tasks_suppressed")
+        }
+        assert suppressed == {("no_activity", "suspended"): 1}
+
     def test_an_opt_out_before_it_went_out_drops_it_and_withdraws_nothing(self) -> None:
         """Held by quiet hours, it is dropped at release (docs/consuming-tasks.md): never
         published, so nothing to withdraw."""

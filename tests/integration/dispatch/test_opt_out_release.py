@@ -212,3 +212,66 @@ async def test_a_waiting_task_is_dropped_when_the_line_closed_meanwhile(
     assert await w.ledger.state(f"t-{closed}") == "dropped"
     gone = {"moment_type": "first_international_roaming", "reason": "closed"}
     assert w.sample("moments_tasks_suppressed_total", **gone) == 1
+
+
+async def test_a_waiting_task_waits_for_a_line_suspended_meanwhile(
+    make_worker: MakeWorker,
+) -> None:
+    """A line suspended while the task waited (quiet hours here): at its release it waits
+    for the line, as gating holds a task made for a suspended line, instead of going out
+    to it; counted once as deferred for the line, released by the reactivation saying
+    so, dropped at its last look if the line stays suspended. Suspended after an
+    `active` that came after the task was made, it waits too; suspended and reactivated
+    before the release, it goes then."""
+    w = make_worker()
+    later = NOW + HOUR
+    held, again, stays, back = "13800138021", "13800138022", "13800138023", "13800138024"
+    waiting = [
+        task(f"t-{held}", held, deliver_after=later, deferred="quiet_hours"),
+        task(f"t-{again}", again, deliver_after=later, deferred="quiet_hours"),
+        task(
+            f"t-{stays}",
+            stays,
+            deliver_after=later,
+            deferred="quiet_hours",
+            expires_at=later + HOUR,
+        ),
+        task(f"t-{back}", back, deliver_after=later, deferred="quiet_hours"),
+    ]
+    await w.send(*waiting)
+    await w.sink.subscribers.record_facts(
+        [
+            profile(held, NOW + MINUTE, None, status="suspended"),
+            profile(again, NOW + MINUTE, None, status="active"),
+            profile(again, NOW + 2 * MINUTE, None, status="suspended"),
+            profile(stays, NOW + MINUTE, None, status="suspended"),
+            profile(back, NOW + MINUTE, None, status="suspended"),
+            profile(back, NOW + 2 * MINUTE, None, status="active"),
+        ]
+    )
+    assert await w.sink.release_due(now=later.timestamp() + 1) == 4
+    assert ids(await published(w.settings, 1)) == [f"t-{back}"]
+    for sub in (held, again, stays):
+        assert await w.ledger.state(f"t-{sub}") == "deferred"
+    line = {"reason": "suspended"}
+    assert w.sample("moments_tasks_deferred_total", **line) == 3
+
+    # The reactivation wakes the task held for the line: it goes, saying it waited for it.
+    await w.sink.subscribers.record_facts([profile(held, later + MINUTE, None, status="active")])
+    went = later + 2 * MINUTE
+    assert await w.sink.release_due(now=went.timestamp()) == 1
+    out = {t["task_id"]: t for t in await published(w.settings, 2)}
+    assert sorted(out) == [f"t-{held}", f"t-{back}"]
+    assert out[f"t-{held}"]["deferred"]["reason"] == "suspended"
+    assert dt.datetime.fromisoformat(out[f"t-{held}"]["deferred"]["until"]) == went
+    assert w.sample("moments_tasks_deferred_total", **line) == 3  # counted once
+
+    # The line that stays suspended: its task is dropped at its last look (a minute
+    # before the last time it may go, `min_time_left` before it expires).
+    last = later + HOUR - 5 * MINUTE
+    assert await w.sink.release_due(now=last.timestamp() - 30) == 1
+    assert await w.ledger.state(f"t-{stays}") == "dropped"
+    gone = {"moment_type": "first_international_roaming", "reason": "suspended"}
+    assert w.sample("moments_tasks_suppressed_total", **gone) == 1
+    assert await w.ledger.state(f"t-{again}") == "deferred"
+    assert ids(await published(w.settings, 2)) == sorted(out)
