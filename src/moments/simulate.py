@@ -3,7 +3,9 @@
 Pure generators (`make_profiles`, `EventGenerator`) decide everything from a seeded
 `random.Random`, so a seed gives the same stream; `produce_stream` and `write_jsonl` are
 the thin outputs. The mix is mostly usage, fewer top-ups, rare roaming and complaints,
-and each subscriber's profile first. Moments are *planted* at a known rate
+and each subscriber's profile first; its later profile updates change the tier, suspend
+or reactivate the line, and a few opt out of a channel or close the line after tasks
+went out (a backtest of a few weeks withdraws some). Moments are *planted* at a known rate
 (`plant_rate`): first international roaming, a low balance, a call to a competitor's
 hotline, a complaint; `SimStats.planted` counts them so a run can be checked against
 what the detector found.
@@ -12,9 +14,11 @@ what the detector found.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime as dt
 import gzip
+import itertools
 import random
 import time
 from collections import Counter
@@ -64,6 +68,15 @@ SUSPEND_SHARE = 0.05
 """Profile updates that suspend an active line (arrears)."""
 REACTIVATE_SHARE = 0.5
 """Profile updates that reactivate a suspended line (topped up)."""
+OPT_OUT_LATER_SHARE = 0.002
+"""Profile updates that opt out of one more channel (about 4% of customers in three
+simulated weeks): an opt-out read after a task of that channel was published withdraws
+it (`moments.task-withdrawals`)."""
+CLOSE_SHARE = 0.0005
+"""Profile updates that close the line (about 1% of customers in three simulated weeks):
+its published tasks are withdrawn; its later records are still generated (late billing)."""
+LATER_OPT_OUTS = (("sms", 0.45), ("outbound_call", 0.35), ("app_push", 0.15), ("manager", 0.05))
+"""The channel a later opt-out names."""
 USAGE_KINDS = (
     ("voice", 0.40),
     ("data", 0.35),
@@ -120,7 +133,12 @@ class Profile:
     balance: Decimal
     contract_end: dt.date | None = None
     opt_out: str | None = None
+    opted_out: list[str] = field(default_factory=list)
+    """Channels opted out of after the first profile (`OPT_OUT_LATER_SHARE`)."""
     status: str = "active"
+    """`active` or `suspended`: the status a closed line would have had (`closed`)."""
+    closed: bool = False
+    """The line was closed (`CLOSE_SHARE`): its status says nothing more."""
     visited: set[str] = field(default_factory=set)
     complaints: int = 0
 
@@ -164,7 +182,14 @@ class SimStats:
 
 
 def _choose(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
-    return rng.choices([v for v, _ in weighted], [w for _, w in weighted])[0]
+    return _pick(weighted, rng.random())
+
+
+def _pick(weighted: tuple[tuple[str, float], ...], draw: float) -> str:
+    """The value `random.choices` picks with this `random()` draw (its own arithmetic),
+    so a draw taken once can pick from one list or another without moving the stream."""
+    cum = list(itertools.accumulate(w for _, w in weighted))
+    return weighted[bisect.bisect(cum, draw * (cum[-1] + 0.0), 0, len(cum) - 1)][0]
 
 
 def _imei(rng: random.Random) -> str:
@@ -211,6 +236,8 @@ class EventGenerator:
         rate: float,
         plant_rate: float = 0.01,
         mix: Mix | None = None,
+        opt_out_share: float = OPT_OUT_LATER_SHARE,
+        close_share: float = CLOSE_SHARE,
     ) -> None:
         if not profiles:
             raise ValueError("at least one subscriber is needed (--subscribers 1 or more)")
@@ -218,6 +245,10 @@ class EventGenerator:
             raise ValueError("the rate must be above 0 events per second (--rate)")
         if not 0 <= plant_rate <= 1:
             raise ValueError("plant_rate is a share: between 0 and 1")
+        if min(opt_out_share, close_share) < 0 or opt_out_share + close_share > 0.5:
+            raise ValueError("opt_out_share and close_share are shares: 0 or more, 0.5 together")
+        self.opt_out_share = opt_out_share
+        self.close_share = close_share
         self.profiles = profiles
         self.rng = rng
         self.start = start
@@ -279,11 +310,28 @@ class EventGenerator:
                 status=profile.status,
                 **extra,
             )
-        suspended = profile.status == "suspended"
-        if self.rng.random() < (REACTIVATE_SHARE if suspended else SUSPEND_SHARE):
+        suspended, closed = profile.status == "suspended", profile.closed
+        flip = REACTIVATE_SHARE if suspended else SUSPEND_SHARE
+        status = self.rng.random()
+        if status < flip:
             profile.status = "active" if suspended else "suspended"
+            if closed:  # said no more, so that the draws go on as without the closing
+                return self._event(EventType.PROFILE, profile, at, tier=profile.tier)
             return self._event(EventType.PROFILE, profile, at, status=profile.status)
-        profile.tier = _choose(self.rng, TIERS)
+        # One draw picks the tier, or the channel of an opt-out: an opt-out or a closing
+        # takes the place of a tier update and the stream after it is drawn as before.
+        draw = self.rng.random()
+        change = status - flip
+        if not closed and 0 <= change < self.opt_out_share:
+            channel = _pick(LATER_OPT_OUTS, draw)
+            if channel != profile.opt_out and channel not in profile.opted_out:
+                profile.opted_out.append(channel)
+            opt_out = sorted({*profile.opted_out, *([profile.opt_out] if profile.opt_out else [])})
+            return self._event(EventType.PROFILE, profile, at, opt_out=opt_out)
+        if not closed and 0 <= change - self.opt_out_share < self.close_share:
+            profile.closed = True
+            return self._event(EventType.PROFILE, profile, at, status="closed")
+        profile.tier = _pick(TIERS, draw)
         return self._event(EventType.PROFILE, profile, at, tier=profile.tier)
 
     def _charge(self, profile: Profile, charge: Decimal) -> Decimal:
@@ -419,12 +467,17 @@ def simulate(
     seed: int | None = None,
     plant_rate: float = 0.01,
     start: dt.datetime | None = None,
+    mix: Mix | None = None,
+    opt_out_share: float = OPT_OUT_LATER_SHARE,
+    close_share: float = CLOSE_SHARE,
 ) -> EventGenerator:
-    """The event stream for a run: profiles, then the mix, dated from `start` (now)."""
+    """The event stream for a run: profiles, then the mix, dated from `start` (now); of
+    the profile updates, `opt_out_share` opt out of one more channel and `close_share`
+    close the line."""
     rng = random.Random(seed)  # noqa: S311 - simulation data, not cryptography
     start = start or dt.datetime.now(dt.UTC)
     profiles = make_profiles(subscribers, rng, start.date())
-    return EventGenerator(profiles, rng, start, rate, plant_rate)
+    return EventGenerator(profiles, rng, start, rate, plant_rate, mix, opt_out_share, close_share)
 
 
 def limit(events: EventGenerator, rate: float, duration: float | None) -> int | None:

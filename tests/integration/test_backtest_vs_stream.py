@@ -3,8 +3,10 @@
 A small simulated history (the last few minutes, so the worker's wall clock and the
 backtest's event time agree on what is current) goes once through a real worker over
 Tansu and Redis and once through `moments backtest`'s code path. The task ids the
-dispatch ledger claimed, and the ones published, must be the same sets; a line cut off
-(a truncated export) is the same dead letter in both, and the backtest goes on past it.
+dispatch ledger claimed, and the ones published, must be the same sets, and so must the
+withdrawals (customers of the history opt out of a channel or close their line after
+their tasks went out); a line cut off (a truncated export) is the same dead letter in
+both, and the backtest goes on past it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -26,7 +29,7 @@ from moments.embedded import free_port
 from moments.models import EventType
 from moments.sample import daytime_zone
 from moments.settings import Settings
-from moments.simulate import SimEvent, simulate
+from moments.simulate import Mix, SimEvent, simulate
 from rules.catalog import load_rules
 from sinks.ledger import TaskLedger
 
@@ -38,6 +41,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SUBSCRIBERS = 25
 EVENTS = 400
 SPAN = dt.timedelta(minutes=8)
+PROFILE_UPDATES = Mix(usage=0.60, topup=0.12, roaming=0.02, complaint=0.01, profile=0.25)
+"""More profile updates than the default mix, of which many opt out or close the line, so
+that a history this short withdraws some tasks."""
 
 
 async def test_stream_and_backtest_make_the_same_task_ids(
@@ -49,7 +55,14 @@ async def test_stream_and_backtest_make_the_same_task_ids(
 ) -> None:
     start = dt.datetime.now(dt.UTC) - SPAN
     stream = simulate(
-        SUBSCRIBERS, EVENTS / SPAN.total_seconds(), seed=11, plant_rate=0.3, start=start
+        SUBSCRIBERS,
+        EVENTS / SPAN.total_seconds(),
+        seed=11,
+        plant_rate=0.3,
+        start=start,
+        mix=PROFILE_UPDATES,
+        opt_out_share=0.4,
+        close_share=0.1,
     )
     events = [e for _, e in zip(range(SUBSCRIBERS + EVENTS), stream, strict=False)]
     # The stream gates a task at its wall clock, the backtest at its event time: up to
@@ -73,6 +86,8 @@ async def test_stream_and_backtest_make_the_same_task_ids(
     published = {str(t["task_id"]) for t in backtest.tasks()}
     assert len(published) >= 10, "the history should make a fair number of tasks"
     assert set(backtest.ledger) >= published
+    withdrawn = sorted(_withdrawal(orjson.loads(p.payload)) for p in backtest.withdrawn)
+    assert len(withdrawn) >= 3, "the history should withdraw some tasks"
 
     port = free_port()
     settings = make_settings(metrics_port=port)
@@ -97,6 +112,18 @@ async def test_stream_and_backtest_make_the_same_task_ids(
         f"(streamed, backtest ledger, stream ledger): {differ}\n{worker.log()[-2000:]}"
     )
     assert claimed == backtest.ledger  # the same ids, each sent, merged, deferred or dropped
+    notices = await read_topic(
+        settings, "task_withdrawals", count=len(withdrawn), wait_s=30, settle=3
+    )
+    assert sorted(_withdrawal(v) for v in values(notices)) == withdrawn
+
+
+def _withdrawal(notice: dict[str, Any]) -> tuple[str, ...]:
+    """What a withdrawal says of the task and the change, the same in both: not
+    `withdrawn_at` (the worker's wall clock, the backtest's event time)."""
+    keys = ("task_id", "subscriber_id", "channel", "moment_type", "reason", "expires_at")
+    at = dt.datetime.fromisoformat(str(notice["occurred_at"])).timestamp()
+    return (*(str(notice[k]) for k in keys), repr(at))
 
 
 def _chunks(events: list[SimEvent]) -> list[list[SimEvent]]:

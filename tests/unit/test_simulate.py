@@ -68,6 +68,60 @@ class TestProfiles:
         assert "contract_expiry_near" in {t.moment.type for t in result.tasks}
 
 
+class TestLaterProfileChanges:
+    """Some customers opt out of a channel or close their line after their tasks went out,
+    so that a backtest of a simulated history withdraws some (`moments.task-withdrawals`),
+    and its parity test with the stream compares them."""
+
+    def test_opt_outs_and_closed_lines_come_after_the_first_profiles(self) -> None:
+        events = take(
+            simulate(300, 100, seed=12, start=START, opt_out_share=0.01, close_share=0.01), 60_300
+        )
+        later = [e.value for e in events[300:] if e.event_type is EventType.PROFILE]
+        first = {str(e.key): e.value.get("opt_out") or [] for e in events[:300]}
+        opt_outs = [p for p in later if "opt_out" in p]
+        assert 0 < len(opt_outs) < 0.02 * len(later)
+        for p in opt_outs:  # the whole list, the first profile's opt-out too
+            assert set(first[str(p["subscriber_id"])]) <= set(p["opt_out"])
+        closed = {str(p["subscriber_id"]) for p in later if p.get("status") == "closed"}
+        assert closed
+        after = set()
+        for p in later:
+            sub = str(p["subscriber_id"])
+            if sub in after:
+                assert "status" not in p, "a closed line is neither suspended nor reactivated"
+            if p.get("status") == "closed":
+                after.add(sub)
+
+    def test_they_take_the_place_of_tier_updates_and_the_rest_is_drawn_as_before(
+        self,
+    ) -> None:
+        """The same stream with and without them, but for the updates that opt out or
+        close, and a closed line's status updates (tier updates instead): a default
+        history makes the same tasks but for those customers'."""
+        with_ = take(simulate(200, 100, seed=13, start=START, close_share=0.01), 40_200)
+        without = take(
+            simulate(200, 100, seed=13, start=START, opt_out_share=0, close_share=0), 40_200
+        )
+        closed: set[str] = set()
+        changed = 0
+        for new, old in zip(with_, without, strict=True):
+            assert new.value["event_id"] == old.value["event_id"]
+            if new.value == old.value:
+                continue
+            changed += 1
+            assert new.event_type is old.event_type is EventType.PROFILE
+            assert "tier" in old.value or new.key in closed
+            assert (
+                "opt_out" in new.value
+                or new.value.get("status") == "closed"
+                or (new.key in closed and "tier" in new.value)
+            )
+            if new.value.get("status") == "closed":
+                closed.add(new.key)
+        assert changed > 0
+
+
 class TestEventGenerator:
     def test_same_seed_same_stream_other_seed_other_stream(self) -> None:
         def lines(seed: int) -> list[bytes]:
