@@ -251,11 +251,13 @@ class TaskSink:
             for task, mine in zip(unique, owned, strict=True):
                 again = task.task_id in rejudged
                 if mine:
-                    self._payloads.stored(task)
                     if mine == TAKEN_OVER:
                         # Its first task's drop counted the moment: its own counts nothing,
-                        # here or when it is released (the payload it is parked with says so).
+                        # here or when it is released (the payload it is parked with says
+                        # so), or re-driven after a crash before it was parked or dropped
+                        # (the entry claimed holds it counted: `counted_payload`).
                         task = task.model_copy(update={"counted": True})
+                    self._payloads.stored(task)
                     candidates.append(
                         Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
                     )

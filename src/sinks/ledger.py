@@ -26,6 +26,7 @@ import orjson
 from redis.asyncio import Redis
 
 from sinks.luabatch import BatchScript
+from sinks.payloads import COUNTED_TAIL
 from sinks.stores import CHANNELS, Leave
 
 PENDING = b"P"
@@ -44,9 +45,11 @@ _STATES = {
 # SET NX and the pending index in one step: a crash cannot leave a claim nobody re-drives.
 # A moment judged again ('1' in A[3]) also takes over a dropped entry whose task expired
 # (its TTL within the day a dropped entry outlives it, S[3], in milliseconds as the drop
-# set it; -1: none): it was never sent.
-# K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry (ms);
-# SK: pending (sinks.luabatch)
+# set it; -1: none): it was never sent. Its pending payload then says `counted` (the
+# payload's closing brace replaced by S[4], as sinks.payloads' `counted_payload`): a
+# re-drive after a crash before it was parked reads it as the one that counts nothing.
+# K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry (ms),
+# the counted tail; SK: pending (sinks.luabatch)
 _CLAIM = """
 if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
   redis.call('ZADD', SK[1], S[2], A[2])
@@ -56,7 +59,9 @@ if A[3] ~= '' then
   local v = redis.call('GET', K[1])
   local left = redis.call('PTTL', K[1])
   if v and string.sub(v, 1, 1) == 'X' and left >= 0 and left <= tonumber(S[3]) then
-    redis.call('SET', K[1], 'P' .. A[1], 'EX', S[1])
+    local p = A[1]
+    if #p > 2 then p = string.sub(p, 1, -2) .. S[4] end
+    redis.call('SET', K[1], 'P' .. p, 'EX', S[1])
     redis.call('ZADD', SK[1], S[2], A[2])
     return 2
   end
@@ -364,12 +369,13 @@ class TaskLedger:
         """Mark each (task id, payload) pending: `CLAIMED` (or `TAKEN_OVER`) where this
         caller now owns it, else 0. `again`: ids of tasks made by a moment judged again,
         which also take over a dropped entry whose task expired (it was never sent: see
-        `DROPPED_KEPT_S`)."""
+        `DROPPED_KEPT_S`); the entry then holds the payload with `counted` set
+        (`counted_payload`)."""
         if not items:
             return []
         calls = [((self.key(i),), (payload, i, "1" if i in again else "")) for i, payload in items]
         window = takeover_window(self.ttl)
-        shared = (self.ttl, time.time(), window * 1000 if window >= 0 else -1)
+        shared = (self.ttl, time.time(), window * 1000 if window >= 0 else -1, COUNTED_TAIL)
         results = await self._claim.run(calls, shared, (self.pending_key,))
         return [int(ok or 0) for ok in results]
 

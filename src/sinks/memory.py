@@ -30,6 +30,7 @@ from sinks.ledger import (
     state_of,
     takeover_window,
 )
+from sinks.payloads import counted_payload
 from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of, line_active
 from sinks.stores import (
     CHANNELS,
@@ -100,7 +101,8 @@ class MemoryLedger:
             ):
                 owned.append(0)
                 continue
-            self.entries[task_id] = _Entry(PENDING + payload, now + self.ttl)
+            stored = payload if entry is None else counted_payload(payload)  # as Redis
+            self.entries[task_id] = _Entry(PENDING + stored, now + self.ttl)
             self.pending[task_id] = now
             owned.append(CLAIMED if entry is None else TAKEN_OVER)
         return owned

@@ -135,7 +135,8 @@ class Ledger(Protocol):
         """Mark each (task id, payload) pending: non-zero where this caller owns it
         (sinks.ledger's `CLAIMED`, or `TAKEN_OVER`). `again`: ids made by a moment judged
         again, which also take over a dropped entry whose task expired (sinks.ledger,
-        `DROPPED_KEPT_S`)."""
+        `DROPPED_KEPT_S`), holding then the payload with `counted` set
+        (sinks.payloads' `counted_payload`)."""
         ...
 
     async def confirm(

@@ -14,7 +14,7 @@ from sinks.dispatch import TaskSink
 from sinks.legacy import no_ttl
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
-from sinks.payloads import Decoded, Payloads, task_bytes
+from sinks.payloads import Decoded, Payloads, counted_payload, task_bytes
 from sinks.policy import DispatchPolicy
 from sinks.readback import stored_candidate
 
@@ -49,6 +49,16 @@ def test_the_same_object_is_serialised_once_and_a_copy_on_its_own() -> None:
     assert payloads.of(task) is first  # cached by identity
     later = task.model_copy(update={"deferred": Deferral(reason="capacity", until=NOW)})
     assert payloads.of(later) == task_bytes(later) != first  # same id, other bytes
+
+
+def test_the_counted_payload_made_from_the_bytes_is_the_counted_tasks_own() -> None:
+    """What a takeover's entry holds (made from the claim's payload, by the ledger's Lua
+    and its memory twin) is the payload of the task marked counted, read back so."""
+    task = a_task()
+    counted = task.model_copy(update={"counted": True})
+    assert counted_payload(task_bytes(task)) == task_bytes(counted)
+    assert ServiceTask.model_validate_json(counted_payload(task_bytes(task))).counted
+    assert counted_payload(b"{}") == b"{}"
 
 
 def test_only_the_object_the_ledger_holds_goes_as_empty() -> None:

@@ -118,3 +118,63 @@ async def test_a_task_made_again_for_a_suspended_line_is_counted_once(
     assert total(metrics, "moments_tasks_deferred") == 0
     assert total(metrics, "moments_tasks_suppressed") == 0
     assert producer.sent == []
+
+
+class CrashError(Exception):
+    """The worker dies here."""
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+async def test_a_takeover_re_driven_after_a_crash_before_its_park_is_counted_once(
+    redis_client: Redis, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker died between the claim that took the dropped entry over and the park:
+    the pending entry is all the re-drive reads. It held the payload the claim was given,
+    without `counted`, so the task re-driven, parked again and dropped at its expiry
+    counted a second suppression of the moment its first task's drop had counted."""
+    clock = Clock(float(int(time.time())))
+    stores: DispatchStores = (
+        redis_stores(TaskLedger(redis_client, f"test:{uuid4().hex[:8]}:", 864000))
+        if kind == "redis"
+        else memory_stores(clock, ttl_seconds=864000)
+    )
+    metrics = Metrics()
+    producer = CollectingProducer(clock)
+    dying = TaskSink(producer, "tasks", stores, metrics, DispatchPolicy(), clock=clock)
+    suspended = ProfileEvent(
+        event_id="p1",
+        subscriber_id=SUB,
+        occurred_at=dt.datetime.fromtimestamp(clock.now - 7200, dt.UTC),
+        status="suspended",
+    )
+    await dying.subscribers.record_facts([suspended])
+    await stores.ledger.claim([(TASK, b"{}")])
+    await stores.ledger.drop_many([(TASK, "suspended")], keep_until={TASK: clock.now - 3600})
+
+    async def crash(*_: object, **__: object) -> list[bool]:
+        raise CrashError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stores.deferral, "park_many", crash)
+        dying.add(silence_task(clock.now), rejudged=True)
+        with pytest.raises(CrashError):
+            await dying.flush()
+    assert await stores.ledger.state(TASK) == "pending"
+    entry = await stores.ledger.get(TASK)
+    assert entry is not None
+    assert orjson.loads(entry[1:])["counted"] is True
+
+    sink = TaskSink(producer, "tasks", stores, metrics, DispatchPolicy(), clock=clock)
+    clock.now += 600
+    assert await sink.redrive(older_than=-1) == 1  # still suspended: parked again
+    assert await stores.ledger.state(TASK) == "deferred"
+    entry = await stores.ledger.get(TASK)
+    assert entry is not None
+    assert orjson.loads(entry[1:])["counted"] is True
+
+    clock.now += 10800  # still suspended past its expiry
+    await sink.release_due()
+    assert await stores.ledger.state(TASK) == "dropped"
+    assert total(metrics, "moments_tasks_deferred") == 0
+    assert total(metrics, "moments_tasks_suppressed") == 0
+    assert producer.sent == []
