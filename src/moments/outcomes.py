@@ -319,6 +319,10 @@ def retry_task(
     root = task.retry_of or task.task_id
     return task.model_copy(
         update={
+            # An attempt of its own: its drop counts as any retry's, though the task it
+            # follows (made again for a moment counted at its first task's drop, its body
+            # kept as dispatch judged it) counted nothing at its own.
+            "counted": False,
             "task_id": retry_id(root, attempt),
             "attempt": attempt,
             "retry_of": root,

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Deferral, Family, Moment, ServiceTask
+from moments.outcomes import retry_task
 from sinks.dispatch import TaskSink
 from sinks.legacy import no_ttl
 from sinks.memory import memory_stores
@@ -168,3 +169,39 @@ async def test_an_erased_subscribers_waiting_task_leaves_the_sinks_memory() -> N
     assert await sink.release_due() == 1
     assert await stores.ledger.state("t1") == "dropped"
     assert kept(sink._decoded) == []
+
+
+async def test_the_retry_of_a_task_sent_counted_counts_its_own_drop() -> None:
+    """A task made again that took over its first one's dropped entry is sent marked
+    `counted` in the body the ledger keeps for its outcomes (dispatch's own: its consumer
+    sees no such field). An `unreachable` made its retry from that body, `counted` and
+    all: a retry dropped (expired, capped, no capacity) counted no suppression, though
+    the retry of any other task counts its drop."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock, ttl_seconds=864000)
+    metrics = Metrics()
+    producer = CollectingProducer(clock)
+    sink = TaskSink(producer, "tasks", stores, metrics, DispatchPolicy(), clock=clock)
+    await stores.ledger.claim([("t1", b"{}")])
+    await stores.ledger.drop_many([("t1", "expired")], keep_until={"t1": clock.now - 3600})
+    sink.add(a_task(), rejudged=True)
+    await sink.flush()
+    assert await stores.ledger.state("t1") == "sent"
+    (sent,) = producer.sent
+    assert b"counted" not in sent.payload
+    body = await stores.ledger.body("t1")
+    assert body is not None
+    retry = retry_task(
+        ServiceTask.model_validate_json(body), NOW, dt.timedelta(hours=1), max_retries=2
+    )
+    assert retry is not None
+    assert not retry.counted
+    clock.now = retry.expires_at.timestamp() + 1  # read too late: dropped as expired
+    await sink.dispatch([retry])
+    suppressed = {
+        (s.labels["moment_type"], s.labels["reason"]): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name == "moments_tasks_suppressed_total"
+    }
+    assert suppressed == {("m", "expired"): 1}
