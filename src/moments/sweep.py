@@ -23,6 +23,7 @@ from moments.taskmaking import emit
 from moments.tracking import special_zone
 from rules.base import EvalContext, Fired
 from rules.rule import CompiledRule
+from rules.series import forget_begins
 from rules.special_days import due_now_in, evaluation_instant_in, special_days_due
 from rules.windows import local_date, window_end, window_index
 
@@ -206,6 +207,10 @@ def close_windows(
     if state.closed.get(CHECKED_DAY) == ordinal:
         return False  # windows end at local midnights: nothing new closes within a day
     state.closed[CHECKED_DAY] = ordinal
+    # Once a local day, with the day's first close: the begins of series no rule reads
+    # as "fewer than" any more (a reload) leave the record.
+    if state.series and forget_begins(state.series, detector.rules.begun_tags):
+        closed_any = True
     for period, rules in detector.rules.by_period.items():
         current = window_index(period, day)
         first_open = state.closed.get(period)

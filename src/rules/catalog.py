@@ -145,6 +145,12 @@ class RuleSet:
         return tuple(self.series[n] for n in sorted(names) if n in self.series)
 
     @cached_property
+    def begun_tags(self) -> frozenset[str]:
+        """The keys of the begins the `history_series` keep in a record (`begun_tag`):
+        any other begin is read by nothing (`rules.series.forget_begins`)."""
+        return frozenset(s.begun_tag for s in self.history_series)
+
+    @cached_property
     def tags_by_moment_type(self) -> Mapping[str, tuple[str, ...]]:
         """Moment type -> the state tags of the live rules making it (to read `fired` by
         type: a shadow rule's cooldown mark is no task the subscriber received)."""

@@ -20,6 +20,7 @@ first charge are no part of their usual spend.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from moments.models import EventType, InputEvent
@@ -27,6 +28,9 @@ from rules.predicates import Predicate
 from rules.routing import Keys
 
 Ring = list[float]
+BEGUN = ".b"
+"""What `Series.begun_tag` adds to a series' tag (catalog series' tags are hex, the risk
+score's ring `hotline`: no ring's key ends so)."""
 SeriesGroup = tuple[Predicate, tuple["Series", ...]]
 """Series sharing one `when` filter, with that filter."""
 
@@ -61,7 +65,7 @@ class Series:
     def begun_tag(self) -> str:
         """Key in the subscriber record of where their history began for a "fewer than"
         test (`begin`), beside the ring's `tag`."""
-        return f"{self.tag}.b"
+        return f"{self.tag}{BEGUN}"
 
     def begin(self, index: int) -> Ring:
         """What `begun_tag` holds: the window `index` of the subscriber's event that begins
@@ -194,3 +198,17 @@ class Series:
         if first <= ring[0] - self.keep:
             return first
         return min(first, since)
+
+
+def forget_begins(rings: dict[str, Ring], kept: Collection[str]) -> bool:
+    """Drop the begins (`Series.begun_tag`) not in `kept` (those of the series the rules
+    in force read as "fewer than", `RuleSet.begun_tags`): a reload that took the last such
+    test of a series away, or redefined the series (a new tag), left its begin in every
+    record it was written to, read by nothing and written with the record for good.
+    Returns whether any went. Should a reload read the series as "fewer than" again, its
+    history begins at the subscriber's next event: the test waits for it, as for a new
+    subscriber (it never takes a history it has not seen for one without events)."""
+    stale = [tag for tag in rings if tag.endswith(BEGUN) and tag not in kept]
+    for tag in stale:
+        del rings[tag]
+    return bool(stale)

@@ -22,7 +22,7 @@ from rules.series import Ring, Series
 from rules.spec import BaselineCond
 from rules.windows import local_date, window_end, window_index
 
-from .helpers import NO_ACTIVITY, at, ev, rules_from, run, usage
+from .helpers import NO_ACTIVITY, SUB, at, ev, rules_from, run, usage
 
 
 def series(keep: int = 4, field: str | None = "charge") -> Series:
@@ -606,6 +606,44 @@ class TestABaselineBeginsAtTheSeriesFirstEvent:
         result = run(rules, [topup], until=at("2026-08-02"))
         # Known from May (partial): June and July, two whole months without a charge.
         assert [t.triggered_at.date().isoformat() for t in result.tasks] == ["2026-08-01"]
+
+
+class TestABeginNoTestReads:
+    """A series' begin (`<tag>.b`) is kept in the record for a "fewer than" test of it.
+    A reload that takes the last such test away left it in every record begun, read by
+    nothing and written with the record for good (bytes of every subscriber's state); it
+    goes at the day's first close once no test reads it."""
+
+    BOTH = TestABaselineBeginsAtTheSeriesFirstEvent.RULES
+    FEWER = BOTH + TestABaselineBeginsAtTheSeriesFirstEvent.NO_CHARGE
+
+    def begun(self, after: str, events: list[Any], until: str | None = None) -> bool:
+        """Whether the record still holds the begin once `events` (and a sweep to `until`)
+        ran under the rules `after` (the baseline alone, or with the "fewer than" test),
+        following a top-up read under the rules with the test."""
+        with_test = rules_from(self.FEWER)
+        tag = with_test.series["spend_month"].begun_tag
+        topup = ev(EventType.TOPUP, at("2026-05-10"), amount=50, channel="app")
+        first = run(with_test, [topup])
+        state = first.store.load(SUB)
+        assert state is not None
+        assert tag in state.series  # begun at the top-up
+        later = run(rules_from(after), events, until=until, result=first)
+        state = later.store.load(SUB)
+        assert state is not None
+        assert state.series.get(with_test.series["spend_month"].tag) is None  # no charge
+        return tag in state.series
+
+    def test_an_event_the_next_day_drops_it(self) -> None:
+        topup = ev(EventType.TOPUP, at("2026-05-11"), amount=30, channel="app")
+        assert not self.begun(self.BOTH, [topup])
+
+    def test_a_sweep_the_next_day_drops_it(self) -> None:
+        assert not self.begun(self.BOTH, [], until=at("2026-05-12"))
+
+    def test_it_stays_while_a_test_reads_it(self) -> None:
+        topup = ev(EventType.TOPUP, at("2026-05-11"), amount=30, channel="app")
+        assert self.begun(self.FEWER, [topup], until=at("2026-05-12"))
 
 
 def test_the_largest_of_negative_amounts_is_negative() -> None:
