@@ -644,3 +644,42 @@ def test_a_retry_dropped_for_an_earlier_attempts_outcome_keeps_the_cooldown(
     sink.run(go())
     assert sink.run_value(sink.sink.stores.ledger.state(retry_id(task.task_id, 1))) == "dropped"
     assert sink.returns.take() == []
+
+
+RENEWAL = """
+gating: {quiet_hours: [], frequency_cap: null}
+rules:
+  - id: renewal
+    description: A renewal offer within the contract's lead
+    on: [profile]
+    evaluate: special_day
+    condition: {occasion: contract_expiry}
+    task: {family: special_day, type: renewal, channel: manager, priority: 3,
+           action: renewal_offer, ttl: 72h, cooldown: 1d, description: "Renew"}
+"""
+
+
+def test_backtest_a_contract_end_judged_again_gives_its_cooldown_back(tmp_path: Path) -> None:
+    """A contract's end is judged again at every day's look of its lead, its task made
+    again for the ledger to stand down once the rule's cooldown (a day) is over. Its
+    first task (a manager call, no manager room: it waits for the next day, and again)
+    is dropped at a release two days on. The task made again moved the cooldown mark to
+    its day's look, so the drop's return, carrying the first task's time, no longer named
+    the mark (counted `stale`): the cooldown stayed taken, though the customer was never
+    called. Keeping the mark where the first task set it (the several-occasions commit)
+    gives it back; a guard of that commit, which had no test of this path."""
+    profile = {
+        "event_id": "p1",
+        "subscriber_id": SUB,
+        "occurred_at": "2026-11-02T08:00:00+08:00",
+        "region": "NJ",
+        "contract_end": "2026-11-20",
+    }
+    history = write(tmp_path / "h.jsonl", [(EventType.PROFILE, profile)])
+    bt = Backtest(rules_from(RENEWAL), analyst_policy())
+    result = asyncio.run(bt.run(EventFile(history), until=epoch("2026-11-04T12:00:00+08:00")))
+    suppressed = {labels["reason"]: n for labels, n in result.counter("moments_tasks_suppressed")}
+    assert suppressed == {"capacity": 1}
+    returns = {labels["result"]: n for labels, n in result.counter("moments_cooldown_returns")}
+    assert returns == {"given_back": 1}
+    assert result.published == []
