@@ -15,7 +15,7 @@ from moments.backtest import Backtest
 from moments.backtest_input import EventFile
 from moments.engine import Detector
 from moments.models import EventType
-from moments.pipeline import to_records
+from moments.pipeline import PipelineResult, to_records
 from moments.rulecheck import summary
 from moments.runtime import Runtime
 from moments.settings import load_settings
@@ -391,3 +391,49 @@ def test_a_live_greeting_judged_first_keeps_the_trials_contract_end_apart() -> N
         "contract",
     ]
     assert live.detected == Counter({("special_day", "care"): 2})
+
+
+class TestSeveralOccasionsLookedAtAgain:
+    """A birthday on New Year's Day makes two moments of a rule of several occasions (one
+    task each). A profile update later that day looks at the day again (moments.sweep's
+    `_looked_at`): each occasion the day's look judged is the same moment judged again,
+    and one the look judged in the other mode is judged first now. The record keeps what
+    a trial judged per kind of occasion; kept per rule, it held the last occasion alone,
+    and the other was counted again in the shadow figures, or never in the live ones."""
+
+    def look(
+        self, mode_at_look: str, mode_after: str
+    ) -> tuple[Counter[tuple[str, str, str]], PipelineResult]:
+        """The day's look in one mode, an update at 15:00 in the other (or the same):
+        the shadow figures and the run after the update."""
+        trial = rules_from(NO_GATES + "rules:" + GREETING_TRIAL)
+        modes = {"shadow": trial, "live": trial.with_shadows_live()}
+        profile = ev(EventType.PROFILE, at("2026-12-30", "10:00"), birthday="01-01")
+        first = run(modes[mode_at_look], [profile], until=at("2027-01-01", "12:00"))
+        judged = Counter(first.shadow)
+        update = ev(EventType.PROFILE, at("2027-01-01", "15:00"), tier="gold", birthday="01-01")
+        return judged, run(modes[mode_after], [update], result=first)
+
+    def test_a_trial_counts_each_occasion_once(self) -> None:
+        judged, after = self.look("shadow", "shadow")
+        assert judged == Counter({("care", "task", ""): 2})
+        assert after.shadow == judged
+        assert not after.detected
+
+    def test_a_trial_gone_live_counts_each_at_its_first_live_judgement(self) -> None:
+        judged, after = self.look("shadow", "live")
+        assert judged == Counter({("care", "task", ""): 2})
+        assert len({t.task_id for t in after.tasks}) == 2
+        assert after.detected == Counter({("special_day", "care"): 2})
+        assert after.shadow == judged
+
+    def test_a_live_rule_put_in_shadow_counts_each_once_in_the_shadow_figures(self) -> None:
+        judged, after = self.look("live", "shadow")
+        assert not judged
+        assert after.detected == Counter({("special_day", "care"): 2})
+        assert after.shadow == Counter({("care", "task", ""): 2})
+
+    def test_a_live_rule_counts_each_once(self) -> None:
+        _, after = self.look("live", "live")
+        assert after.detected == Counter({("special_day", "care"): 2})
+        assert not after.shadow
