@@ -25,7 +25,7 @@ import orjson
 
 from moments.backtest_input import Cut, FileEvent
 from moments.backtest_state import BacktestState
-from moments.batchresult import BatchResult, give_back_cooldowns
+from moments.batchresult import BatchResult, give_back_cooldowns, take_over_cooldowns
 from moments.engine import Detector
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, InputEvent, ServiceTask
@@ -590,6 +590,7 @@ class Backtest:
         self.result.spent["dispatch"] += time.perf_counter() - started
         started = time.perf_counter()
         give_back_cooldowns(result, dropped)
+        take_over_cooldowns(result, self.sink.took_over())
         self.state.save(result.changes)
         self.result.spent["state"] += time.perf_counter() - started
         record_batch(self.metrics, result)

@@ -14,8 +14,9 @@ from typing import get_args
 from moments.cooldowns import holds_mark
 from moments.models import InputEvent, ServiceTask
 from moments.records import DeadLetter, RawRecord, SuppressReason
-from moments.state import SubscriberState
+from moments.state import SubscriberState, mark_id
 from rules.gating import Deferring, Suppressing
+from rules.rule import state_tag
 
 SHADOW_REASONS: Mapping[str, tuple[str, ...]] = {
     "suppressed": tuple(
@@ -168,6 +169,41 @@ def give_back_cooldowns(result: BatchResult, dropped: Collection[str]) -> int:
             state.fired_by[mark.tag] = mark.before_by
         given += 1
     return given
+
+
+def take_over_cooldowns(result: BatchResult, taken: Collection[str]) -> int:
+    """Move the cooldown marks of the batch's tasks made again that took their first
+    task's dropped entry over (`taken`: dispatch's `TAKEN_OVER`, not dropped since) to
+    their own time. Called before the states are written, after `give_back_cooldowns`.
+
+    A task made again leaves its rule's mark where its first task set it (`emit`: the
+    first one may still wait, and the mark spaces contacts, not judgements). One that took
+    a dropped entry over is a contact of its own, though: and the first task's return
+    (moments.cooldowns), sent when it was dropped, still named the mark when it was read
+    after the look that made the task again (a sweep holding the partition while the
+    release timer dropped the first task at its expiry): it removed it, and the task sent
+    in its place held no cooldown. Moved, the mark is this task's (its time, the same
+    `fired_by`), which that return no longer names, and this task's own return, if it is
+    dropped in its turn, does. A mark that is no longer the task's (given back already, or
+    a later task's) is left alone; returns how many moved."""
+    moved = 0
+    if not taken:
+        return moved
+    for task in result.tasks:
+        if task.task_id not in taken or task.task_id in result.cooldowns:
+            continue  # its making set the mark already (none was held: given back)
+        change = result.changes.get(task.subscriber_id)
+        state = change.state if change is not None else None
+        tag = state_tag(task.moment.rule_id)
+        by = mark_id(task.task_id)
+        if state is None or state.fired_by.get(tag) != by:
+            continue
+        at = int(task.triggered_at.timestamp())
+        before = state.fired.get(tag)
+        state.fired[tag] = at
+        result.cooldowns[task.task_id] = CooldownMark(task.subscriber_id, tag, at, before, by, by)
+        moved += 1
+    return moved
 
 
 def erasure_time(

@@ -25,7 +25,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from moments.batchresult import SHADOW_REASONS, BatchResult, give_back_cooldowns
+from moments.batchresult import (
+    SHADOW_REASONS,
+    BatchResult,
+    give_back_cooldowns,
+    take_over_cooldowns,
+)
 from moments.connections import kafka_client_kwargs, redis_client
 from moments.decoding import TOMBSTONE
 from moments.engine import Detector
@@ -505,6 +510,7 @@ class Runtime:
         # Before the state is written: a crash then reads the batch again, and the ledger
         # says again which of its tasks were dropped.
         give_back_cooldowns(result, dropped)
+        take_over_cooldowns(result, self.tasks.took_over())
         stage.labels("dispatch").observe(time.perf_counter() - started)
         if owned is not None and not owned():
             _not_written(what, result)

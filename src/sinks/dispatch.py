@@ -130,6 +130,8 @@ class TaskSink:
         self._pending: list[ServiceTask] = []
         self._rejudged: set[str] = set()
         """Ids among `_pending` made by a moment judged again (`BatchResult.rejudged`)."""
+        self._taken_over: set[str] = set()
+        """Ids of the flushed tasks that took a dropped entry over (`took_over`)."""
         self._decoded = Decoded()
         self.subscribers = Subscribers(stores, self._decoded, clock, self._redis)
         """Their facts recorded, and their erasure (`sinks.subscribers`)."""
@@ -165,6 +167,13 @@ class TaskSink:
         self._pending.append(item)
         if rejudged:
             self._rejudged.add(item.task_id)
+
+    def took_over(self) -> set[str]:
+        """The ids of the tasks `flush` claimed since the last call that took their first
+        task's dropped entry over (`TAKEN_OVER`), and were not dropped in that flush: their
+        rule's cooldown mark is theirs now (`moments.batchresult.take_over_cooldowns`)."""
+        taken, self._taken_over = self._taken_over, set()
+        return taken
 
     def use_policy(self, policy: DispatchPolicy) -> None:
         """Dispatch by `policy` from now on (a reload of its file): its helpers (`Judging`:
@@ -248,6 +257,7 @@ class TaskSink:
             )
             candidates: list[Candidate] = []
             known: list[str] = []
+            taken: set[str] = set()
             for task, mine in zip(unique, owned, strict=True):
                 again = task.task_id in rejudged
                 if mine:
@@ -257,6 +267,7 @@ class TaskSink:
                         # so), or re-driven after a crash before it was parked or dropped
                         # (the entry claimed holds it counted: `counted_payload`).
                         task = task.model_copy(update={"counted": True})
+                        taken.add(task.task_id)
                     self._payloads.stored(task)
                     candidates.append(
                         Candidate(task.task_id, [task], fresh=True, deferral_counted=from_engine)
@@ -270,6 +281,7 @@ class TaskSink:
             dropped = await self._decide(candidates)
             if not from_engine:
                 return set()
+            self._taken_over |= taken - dropped
             if known:
                 dropped |= await self._dropped_before(known)
             return dropped & {t.task_id for t in unique}

@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 
 from moments.backtest import Backtest, CollectingProducer, EventTime
 from moments.backtest_input import EventFile
-from moments.batchresult import BatchResult
+from moments.batchresult import BatchResult, give_back_cooldowns, take_over_cooldowns
 from moments.cooldowns import CooldownReturn, give_back_returned
 from moments.engine import Detector
 from moments.models import EventType, OutcomeStatus, ServiceTask, TaskOutcome
@@ -683,3 +683,56 @@ def test_backtest_a_contract_end_judged_again_gives_its_cooldown_back(tmp_path: 
     returns = {labels["result"]: n for labels, n in result.counter("moments_cooldown_returns")}
     assert returns == {"given_back": 1}
     assert result.published == []
+
+
+def test_a_task_made_again_that_takes_a_dropped_entry_over_keeps_the_cooldown() -> None:
+    """The first task of a contract's end (a manager call, no room) was dropped at its
+    expiry by the release timer, its return sent; the day's look (a sweep holding the
+    partition) made the task again before that return was read, and the task made again
+    took the dropped entry over, to go out in its place (a manager free now): a contact.
+    The look left the mark where the first task set it, so the first task's return, read
+    next, found it and removed it: the rule's next moment within the cooldown was not
+    held back by the call just made. The mark is now the task's that took over."""
+    renewal = RENEWAL.replace("ttl: 72h", "ttl: 48h")
+    engine = Engine(rules_from(renewal))
+    tag = state_tag("renewal")
+
+    def update(n: int, day: str, **more: Any) -> tuple[EventType, Any]:
+        return EventType.PROFILE, {
+            "event_id": f"p{n}",
+            "subscriber_id": SUB,
+            "occurred_at": f"{day}T10:00:00+08:00",
+            "region": "NJ",
+            **more,
+        }
+
+    (first,) = engine.batch(update(1, "2026-11-02", contract_end="2026-11-20")).tasks
+    engine.batch(update(2, "2026-11-03", tier="gold"))  # made again; the first one waits
+    assert engine.fired() == {tag: epoch("2026-11-02T10:00:00+08:00")}
+
+    sink = Sink(DispatchPolicy(), "2026-11-04T10:00:00+08:00")
+    ledger = sink.sink.stores.ledger
+    sink.run(  # the first task, dropped at its expiry
+        ledger.claim([(first.task_id, b"{}")]),
+        ledger.drop_many(
+            [(first.task_id, "capacity")], keep_until={first.task_id: first.expires_at.timestamp()}
+        ),
+    )
+    records = to_records([update(3, "2026-11-04", tier="silver")], None, engine.offsets)
+    result = engine.detector.process(records, engine.store.load, None)
+    (again,) = result.tasks
+    assert again.task_id == first.task_id
+    assert again.task_id in result.rejudged
+    for task in result.tasks:
+        sink.sink.add(task, rejudged=task.task_id in result.rejudged)
+    dropped = sink.run_value(sink.sink.flush())
+    assert dropped == set()
+    assert sink.run_value(ledger.state(first.task_id)) == "deferred"  # in its place
+    give_back_cooldowns(result, dropped)
+    take_over_cooldowns(result, sink.sink.took_over())
+    engine.store.save(result.changes)
+    assert engine.fired() == {tag: epoch("2026-11-04T10:00:00+08:00")}
+
+    late = engine.batch(engine.returned(back(first)))  # the first task's return, read now
+    assert late.returns == {"stale": 1}
+    assert engine.fired() == {tag: epoch("2026-11-04T10:00:00+08:00")}

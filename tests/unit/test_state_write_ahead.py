@@ -201,6 +201,9 @@ class _Tasks:
     async def flush(self) -> set[str]:
         return set()
 
+    def took_over(self) -> set[str]:
+        return set()
+
 
 def _runtime(monkeypatch: pytest.MonkeyPatch, changelog: FakeChangelog) -> Runtime:
     runtime = Runtime(load_settings(), Metrics(), Detector(load_rules(), {}))

@@ -87,6 +87,9 @@ class _HeldTasks:
         await self.release.wait()
         return set()
 
+    def took_over(self) -> set[str]:
+        return set()
+
 
 class _NoErasures:
     """The sink's `subscribers`: no one erased, facts kept nowhere."""
