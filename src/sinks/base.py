@@ -10,8 +10,6 @@ Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers: a header's value may be null."""
 Message = tuple[str, bytes | None, bytes | None, Headers | None]
 """A record to send: topic, key, value, headers."""
-JSON_HEADERS: Headers = (("content-type", b"application/json"),)
-"""The headers of every JSON record the sinks publish (tasks, withdrawals)."""
 
 
 class Producer(Protocol):

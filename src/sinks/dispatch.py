@@ -38,7 +38,7 @@ from moments.enums import REACHED, OutcomeStatus
 from moments.models import ServiceTask, earlier_attempts
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap
-from sinks.base import JSON_HEADERS, Message, Producer, produce_all
+from sinks.base import Headers, Message, Producer, produce_all
 from sinks.capacity import (
     claim_order,
     rank_score,
@@ -825,9 +825,10 @@ class TaskSink:
     async def _send(self, tasks: list[ServiceTask]) -> None:
         if not tasks:
             return
+        headers: Headers = [("content-type", b"application/json")]
         payloads = {t.task_id: self._payloads.of(published(t)) for t in tasks}
         messages: list[Message] = [
-            (self.topic, t.subscriber_id.encode(), payloads[t.task_id], JSON_HEADERS) for t in tasks
+            (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers) for t in tasks
         ]
         await with_retry(
             lambda: produce_all(self.producer, messages),

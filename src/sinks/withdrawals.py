@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from moments.enums import Channel, WithdrawReason
 from moments.models import InputEvent, ProfileEvent, ServiceTask, TaskWithdrawal
-from sinks.base import JSON_HEADERS, Message, Producer, produce_all
+from sinks.base import Headers, Message, Producer, produce_all
 from sinks.metrics import Dependency, Metrics
 from sinks.retry import Retrying, with_retry
 from sinks.stores import Clock, Ledger
@@ -204,8 +204,9 @@ class Withdrawals:
         topic = self.topic
         if not made or topic is None:
             return
+        headers: Headers = [("content-type", b"application/json")]
         messages: list[Message] = [
-            (topic, w.subscriber_id.encode(), _payload(w), JSON_HEADERS) for w in made
+            (topic, w.subscriber_id.encode(), _payload(w), headers) for w in made
         ]
         await with_retry(
             lambda: produce_all(self.producer, messages),
