@@ -29,6 +29,7 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TypeVar
@@ -48,7 +49,7 @@ from sinks.cooldowns import CooldownReturns
 from sinks.expiry import UnansweredExpiry
 from sinks.hours import published
 from sinks.judging import Judging, judging_by
-from sinks.ledger import TAKEN_OVER, state_of
+from sinks.ledger import TAKEN_OVER, Voided, state_of
 from sinks.legacy import TaskTtl, no_ttl
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 from sinks.owedreturns import OwedReturns
@@ -62,6 +63,7 @@ from sinks.relevance import (
     falls_back,
     is_forgotten,
     line_closed,
+    made_at,
     opted_out,
     opted_out_of,
 )
@@ -430,7 +432,10 @@ class TaskSink:
                 if why is not None:
                     why.update(gone)
                 queue_changed = queue_changed or parked
-            await self._send(to_send)
+            # The engine's fresh tasks: its gates judged their subscriber just now, after
+            # any tombstone of the batch (`_send`).
+            fresh = {c.carrier_id for c in candidates if c.fresh and c.deferral_counted}
+            await self._send(to_send, fresh)
         except BaseException:
             # A wave that failed after its parks were written never said it parked: the
             # queue may have changed (only asked again when the timetable did, below).
@@ -822,7 +827,11 @@ class TaskSink:
         if w.drops:
             await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
 
-    async def _send(self, tasks: list[ServiceTask]) -> None:
+    async def _send(self, tasks: list[ServiceTask], fresh: Collection[str] = ()) -> None:
+        """Publish `tasks`, then confirm them; those the confirm finds void (`_void`) are
+        withdrawn. `fresh`: the ids of the engine's fresh tasks among them, made after
+        their batch's tombstones (not looked at against one: their `created_at` is
+        before the batch's erasure is dated)."""
         if not tasks:
             return
         headers: Headers = [("content-type", b"application/json")]
@@ -856,10 +865,40 @@ class TaskSink:
         # And its subscriber's published index until it expires: what a later opt-out,
         # closed line or tombstone withdraws (`sinks.withdrawals`).
         subs = {t.task_id: t.subscriber_id for t in tasks}
-        await self._redis(
-            lambda: self.ledger.confirm(ids, meta, bodies, awaiting, subs),
+        # Looked at against the subscriber's facts in the same step (with withdrawals on):
+        # a profile change recorded since this decision read them, which its batch may
+        # have looked the index up for before this confirm, makes the task void.
+        made = (
+            {t.task_id: math.inf if t.task_id in fresh else made_at(t) for t in tasks}
+            if self.withdrawals.topic is not None
+            else None
+        )
+        void = await self._redis(
+            lambda: self.ledger.confirm(ids, meta, bodies, awaiting, subs, made),
             "confirming published tasks",
         )
         for task in tasks:
             self.metrics.published.labels(task.moment.type, task.channel.value).inc()
             self.metrics.event_to_task.observe(max(0.0, (now - task.triggered_at).total_seconds()))
+        if void:
+            await self._void([t for t in tasks if t.task_id in void], void, meta, bodies)
+
+    async def _void(
+        self,
+        tasks: Sequence[ServiceTask],
+        void: Voided,
+        meta: Mapping[str, bytes],
+        bodies: Mapping[str, tuple[bytes, int]],
+    ) -> None:
+        """Tasks just published that a profile change recorded since their decision read
+        the facts made void (`Ledger.confirm`, left pending): withdrawn, then confirmed
+        without indexes (nothing more is expected of them; their meta and body kept for
+        an outcome sent all the same). A crash in between leaves them pending: their
+        re-drive drops them and withdraws them (`redrive`)."""
+        await self.withdrawals.withdraw_voided([(t, *void[t.task_id]) for t in tasks])
+        ids = [t.task_id for t in tasks]
+        kept = {i: meta[i] for i in ids}
+        held = {i: bodies[i] for i in ids}
+        await self._redis(
+            lambda: self.ledger.confirm(ids, kept, held), "confirming withdrawn tasks"
+        )

@@ -17,6 +17,7 @@ sent, so that one is sent only for a task dropped, and at least once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from moments.enums import WithdrawReason
 from sinks.luabatch import BatchScript
 from sinks.payloads import COUNTED_TAIL
 from sinks.stores import CHANNELS, Leave
@@ -96,10 +98,31 @@ return v
 # confirm, or the consumer answered first), so a re-drive's confirm does not either. It
 # enters its subscriber's published index (`published:<subscriber>`, by expiry: what a
 # later opt-out withdraws, sinks.withdrawals) as it leaves P too, whose expired members
-# go then.
+# go then. Unless (K[7], the subscriber's facts hash; A[9], the channel it went out on, ''
+# for no look; A[10], when it was made, '' for no tombstone look) the facts make it void
+# now, as `sinks.relevance.voided` reads them: then nothing is written, the entry stays P
+# (a re-drive drops it and withdraws it, should its worker die) and the reply is {why,
+# when}: a batch that recorded the change before this ran and looked the index up before
+# it, or after it, finds nothing, and the caller withdraws the task itself.
 _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
+  if A[9] ~= '' then
+    local f = redis.call('HMGET', K[7], 'forgotten', 'erased', 'closed', 'active',
+      'suspended', 'opt_out:' .. A[9], 'opt_in:' .. A[9])
+    if f[1] and A[10] ~= '' and tonumber(A[10]) <= tonumber(f[1]) then
+      return {'forgotten', f[2] or f[1]}
+    end
+    if f[3] then
+      local closed = tonumber(f[3])
+      if (not f[4] or closed > tonumber(f[4])) and (not f[5] or closed > tonumber(f[5])) then
+        return {'closed', f[3]}
+      end
+    end
+    if f[6] and (not f[7] or tonumber(f[6]) >= tonumber(f[7])) then
+      return {'opt_out', f[6]}
+    end
+  end
   redis.call('SET', K[1], A[1], 'XX', 'KEEPTTL')
   if A[5] ~= '' then
     local ttl = redis.call('PTTL', K[1])
@@ -256,11 +279,18 @@ def takeover_window(ttl_seconds: int) -> int:
     return DROPPED_KEPT_S if ttl_seconds > DROPPED_KEPT_S else -1
 
 
-Settle = tuple[str, bytes, bytes, int, int | None, tuple[str, float] | None, str | None]
+Settle = tuple[
+    str, bytes, bytes, int, int | None, tuple[str, float] | None, str | None, float | None
+]
 """A settle call: task id, final value, body, seconds to keep the body, milliseconds to
 keep the entry (None: its TTL as it is), for a sent task its channel and expiry (epoch
-seconds), for the unanswered index (None: not sent), and its subscriber, for the published
-index (None: not indexed)."""
+seconds), for the unanswered index (None: not sent), its subscriber, for the published
+index (None: not indexed), and for an indexed task whose subscriber's facts are looked at
+first, when it was made (`math.inf`: not against a tombstone; None: no look)."""
+
+Voided = dict[str, tuple[WithdrawReason, float]]
+"""`Ledger.confirm`'s reply: per task id the facts made void as it was confirmed, why and
+when the change was (epoch seconds); left pending."""
 
 PUBLISHED_KEPT_S = 86400
 """How long a subscriber's published index outlives the expiry of its latest task."""
@@ -327,7 +357,7 @@ class TaskLedger:
         """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=6, args=8)
+        self._settle = BatchScript(redis, _SETTLE, keys=7, args=10)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._owed = redis.register_script(_OWED)
@@ -359,6 +389,11 @@ class TaskLedger:
         expiry (epoch seconds); see `published_of`."""
         return f"{self.prefix}published:{subscriber_id}"
 
+    def facts_key(self, subscriber_id: str) -> str:
+        """The subscriber's facts (`sinks.relevance.FactsStore.key`): a confirm looks at
+        them as it indexes a task (`confirm`'s `made`)."""
+        return f"{self.prefix}facts:{subscriber_id}"
+
     def body_key(self, task_id: str) -> str:
         """A sent task's payload, kept until it expires (for outcome retries)."""
         return f"{self.prefix}body:{task_id}"
@@ -386,7 +421,8 @@ class TaskLedger:
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
         awaiting: Mapping[str, tuple[str, float]] | None = None,
         subscribers: Mapping[str, str] | None = None,
-    ) -> None:
+        made: Mapping[str, float] | None = None,
+    ) -> Voided:
         """Record that these tasks were acknowledged by the broker.
 
         `meta` (small, kept as long as the ledger entry) and `bodies` (payload and
@@ -394,16 +430,26 @@ class TaskLedger:
         epoch seconds, per task id): the tasks enter the unanswered index until their
         first outcome (one ZADD each, in the same script); `subscribers` (per task id of
         `awaiting`): and their subscriber's published index until they expire or are
-        withdrawn (`published_of`)."""
+        withdrawn (`published_of`). `made` (per task id of `subscribers`, when it was made,
+        `sinks.relevance.made_at`; `math.inf` for no tombstone look): first, in the same
+        step, the subscriber's facts are looked at; a task they make void now
+        (`sinks.relevance.voided`) is left pending, unindexed, and returned with why."""
         meta, bodies, awaiting = meta or {}, bodies or {}, awaiting or {}
-        subs = subscribers or {}
+        subs, looks = subscribers or {}, made or {}
         items: list[Settle] = []
         for task_id in task_ids:
             body, keep = bodies.get(task_id, (b"", 0))
             value = SENT + meta.get(task_id, b"")
             sent = awaiting.get(task_id)
-            items.append((task_id, value, body, max(1, keep), None, sent, subs.get(task_id)))
-        await self._settle_many(items)
+            sub = subs.get(task_id)
+            look = looks.get(task_id) if sent is not None and sub is not None else None
+            items.append((task_id, value, body, max(1, keep), None, sent, sub, look))
+        replies = await self._settle_many(items)
+        return {
+            task_id: (WithdrawReason(as_bytes(reply[0]).decode()), float(reply[1]))
+            for task_id, reply in zip(task_ids, replies, strict=True)
+            if isinstance(reply, list)
+        }
 
     async def drop(self, task_id: str, reason: str) -> None:
         """The owner decided not to send this task (expired, cancelled, capacity...)."""
@@ -417,7 +463,16 @@ class TaskLedger:
         now, until = time.time(), keep_until or {}
         await self._settle_many(
             [
-                (i, DROPPED + reason.encode(), b"", 1, _kept_ms(until.get(i), now), None, None)
+                (
+                    i,
+                    DROPPED + reason.encode(),
+                    b"",
+                    1,
+                    _kept_ms(until.get(i), now),
+                    None,
+                    None,
+                    None,
+                )
                 for i, reason in items
             ]
         )
@@ -441,9 +496,11 @@ class TaskLedger:
         done = await self._leave.run(calls, (now, self.ttl), (self.pending_key,))
         return [bool(ok) for ok in done]
 
-    async def _settle_many(self, items: Sequence[Settle]) -> None:
+    async def _settle_many(self, items: Sequence[Settle]) -> list[Any]:
+        """The settle script's reply per item: 1, or {why, when} for a task its facts
+        made void (`confirm`)."""
         if not items:
-            return
+            return []
         now = time.time()
         calls = [
             (
@@ -454,6 +511,7 @@ class TaskLedger:
                     self.pending_key if sent is None else self.unanswered_key(sent[0]),
                     self.answered_key(i),
                     self.pending_key if sub is None else self.published_key(sub),
+                    self.pending_key if look is None or sub is None else self.facts_key(sub),
                 ),
                 (
                     value,
@@ -466,11 +524,13 @@ class TaskLedger:
                     if sent is None or sub is None
                     else max(1, int(sent[1] - now) + PUBLISHED_KEPT_S),
                     repr(now),
+                    "" if look is None or sent is None else sent[0],
+                    "" if look is None or math.isinf(look) else repr(look),
                 ),
             )
-            for i, value, body, keep, entry_keep, sent, sub in items
+            for i, value, body, keep, entry_keep, sent, sub, look in items
         ]
-        await self._settle.run(calls, shared_keys=(self.pending_key,))
+        return await self._settle.run(calls, shared_keys=(self.pending_key,))
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller (one

@@ -26,12 +26,20 @@ from sinks.ledger import (
     SENT,
     TAKEN_OVER,
     Unanswered,
+    Voided,
     sent_meta_of,
     state_of,
     takeover_window,
 )
 from sinks.payloads import counted_payload
-from sinks.relevance import FACTS_TTL_S, SubscriberFacts, facts_from, facts_of, line_active
+from sinks.relevance import (
+    FACTS_TTL_S,
+    SubscriberFacts,
+    facts_from,
+    facts_of,
+    line_active,
+    voided,
+)
 from sinks.stores import (
     CHANNELS,
     Clock,
@@ -51,11 +59,13 @@ class _Entry:
 
 
 class MemoryLedger:
-    """`task:<id>`, the pending index, merge groups and sent bodies as dicts."""
+    """`task:<id>`, the pending index, merge groups and sent bodies as dicts; `facts`: the
+    subscribers' facts a confirm looks at (`confirm`'s `made`; None: none recorded)."""
 
-    def __init__(self, clock: Clock, ttl_seconds: int) -> None:
+    def __init__(self, clock: Clock, ttl_seconds: int, facts: MemoryFacts | None = None) -> None:
         self.clock = clock
         self.ttl = ttl_seconds
+        self.facts = facts
         self.entries: dict[str, _Entry] = {}
         self.pending: dict[str, float] = {}
         self.groups: dict[str, _Entry] = {}  # value unused; members in group_members
@@ -127,16 +137,27 @@ class MemoryLedger:
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
         awaiting: Mapping[str, tuple[str, float]] | None = None,
         subscribers: Mapping[str, str] | None = None,
-    ) -> None:
+        made: Mapping[str, float] | None = None,
+    ) -> Voided:
         now = self.clock()
+        void: Voided = {}
         for task_id in task_ids:
             entry = self._live(self.entries, task_id)
             settles = entry is not None and entry.value.startswith(PENDING)
+            sub = (subscribers or {}).get(task_id)
+            look = (made or {}).get(task_id)
+            sending = awaiting.get(task_id) if awaiting else None
+            if settles and sub is not None and look is not None and sending is not None:
+                # As the Redis script: facts that make it void leave it pending, unindexed.
+                values = self.facts.fields(sub) if self.facts is not None else {}
+                why = voided(values, sending[0], look)
+                if why is not None:
+                    void[task_id] = why
+                    continue
             answered = self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
             if settles and not answered and awaiting and task_id in awaiting:  # as Redis
                 channel, expires_at = awaiting[task_id]
                 self.awaiting.setdefault(channel, {})[task_id] = expires_at
-            sub = (subscribers or {}).get(task_id)
             if settles and sub is not None and awaiting and task_id in awaiting:  # as Redis
                 index = self.published.setdefault(sub, {})
                 for gone in [i for i, at in index.items() if at <= now]:
@@ -145,6 +166,7 @@ class MemoryLedger:
             if bodies and task_id in bodies:
                 body, keep = bodies[task_id]
                 self.bodies[task_id] = _Entry(body, now + max(1, keep))
+        return void
 
     async def drop(self, task_id: str, reason: str) -> None:
         self._settle(task_id, DROPPED + reason.encode())
@@ -650,6 +672,11 @@ class MemoryFacts:
     async def get(self, subscriber_id: str) -> SubscriberFacts:
         return facts_from(self._live(subscriber_id))
 
+    def fields(self, subscriber_id: str) -> Mapping[str, float]:
+        """The subscriber's facts as stored (a confirm reads them, as the Redis script does
+        with HMGET)."""
+        return self._live(subscriber_id)
+
     def line(self, subscriber_id: str) -> tuple[float | None, float | None]:
         """The `active` and `suspended` facts (a park reads them, as the Redis script
         does with HMGET)."""
@@ -690,8 +717,8 @@ class MemoryDeclines:
 
 def memory_stores(clock: Clock = time.time, ttl_seconds: int = 400 * 86400) -> DispatchStores:
     """Fresh in-memory stores whose keys expire on `clock`."""
-    ledger = MemoryLedger(clock, ttl_seconds)
     facts = MemoryFacts(clock)
+    ledger = MemoryLedger(clock, ttl_seconds, facts)
     return DispatchStores(
         ledger=ledger,
         deferral=MemoryDeferrals(ledger, facts),

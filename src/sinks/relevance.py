@@ -40,7 +40,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from moments.enums import Channel
+from moments.enums import Channel, WithdrawReason
 from moments.models import InputEvent, ProfileEvent, RoamingEvent, ServiceTask, TopUpEvent
 from moments.records import SuppressReason
 from sinks.luabatch import BatchScript
@@ -142,13 +142,40 @@ def falls_back(policy: DispatchPolicy, task: ServiceTask) -> bool:
     )
 
 
+def made_at(task: ServiceTask) -> float:
+    """When the task was made, as a tombstone's `forgotten` mark is compared with (epoch
+    seconds): a retry's moment happened at its trigger, any other task at its making."""
+    made = task.triggered_at if task.retry_of is not None else task.created_at
+    return made.timestamp()
+
+
 def is_forgotten(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
     """The task was made before a tombstone erased its subscriber (a retry: its moment
     happened before), so it must not go out; events after the tombstone are new."""
     if facts is None or facts.forgotten_at is None:
         return False
-    made = task.triggered_at if task.retry_of is not None else task.created_at
-    return made.timestamp() <= facts.forgotten_at
+    return made_at(task) <= facts.forgotten_at
+
+
+def voided(
+    values: Mapping[str, float], channel: str, made: float
+) -> tuple[WithdrawReason, float] | None:
+    """What in a subscriber's facts hash (`values`, as stored) makes void a task that goes
+    out on `channel`, made at `made` (`made_at`; `math.inf`: not judged against a
+    tombstone), and that change's time; None when nothing does. In the order a batch's
+    withdrawals take them (`sinks.withdrawals.profile_changes`): a tombstone erasing the
+    subscriber after the task was made (its `erased` time), a closed line
+    (`SubscriberFacts.line_closed`), an opt-out of `channel`. The confirm's script
+    (`sinks.ledger._SETTLE`) reads the same, as the task enters the published index."""
+    facts = facts_from(values)
+    if facts.forgotten_at is not None and made <= facts.forgotten_at:
+        erased = facts.erasure
+        return WithdrawReason.FORGOTTEN, facts.forgotten_at if erased is None else erased
+    if facts.line_closed and facts.closed_at is not None:
+        return WithdrawReason.CLOSED, facts.closed_at
+    if channel in facts.opted_out:
+        return WithdrawReason.OPT_OUT, values[f"opt_out:{channel}"]
+    return None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from moments.models import Channel, InputEvent
 from sinks.relevance import SubscriberFacts
 
 if TYPE_CHECKING:
-    from sinks.ledger import TaskLedger, Unanswered
+    from sinks.ledger import TaskLedger, Unanswered, Voided
 
 CHANNELS = tuple(c.value for c in Channel)
 """Every channel's name, in the enum's order."""
@@ -146,12 +146,19 @@ class Ledger(Protocol):
         bodies: Mapping[str, tuple[bytes, int]] | None = None,
         awaiting: Mapping[str, tuple[str, float]] | None = None,
         subscribers: Mapping[str, str] | None = None,
-    ) -> None:
+        made: Mapping[str, float] | None = None,
+    ) -> Voided:
         """Sent: `meta` kept with the entry, `bodies` (payload, seconds) for outcomes, and
         `awaiting` (channel, expiry in epoch seconds) puts each task in the unanswered
         index until its first outcome, and (its subscriber in `subscribers`) in its
         subscriber's published index until it expires (`published_of`), in the same round
-        trip; only as the entry leaves pending (a confirm repeated adds nothing)."""
+        trip; only as the entry leaves pending (a confirm repeated adds nothing). A task
+        in `made` (when it was made, `sinks.relevance.made_at`; `math.inf`: not looked at
+        against a tombstone) is first looked at against its subscriber's facts in the same
+        step: one they make void now (`sinks.relevance.voided`: a tombstone, a closed line,
+        an opt-out of its channel recorded since its decision read them) is left pending,
+        in neither index, and returned with why and when (`Voided`), for the caller to
+        withdraw and then confirm without indexes."""
         ...
 
     async def drop(self, task_id: str, reason: str) -> None: ...

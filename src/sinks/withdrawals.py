@@ -12,6 +12,13 @@ read again: the same `task_id` and `reason`, which a consumer drops as a repeat.
 profile updates carrying `opt_out` or `status: closed`, and tombstones, cost a call.
 A task a re-drive drops for one of those reasons is withdrawn as well
 (`withdraw_dropped`): its worker may have published it and died before recording it.
+A task whose decision read the subscriber's facts before such a change was recorded (a
+release, a re-drive, a retry: they run beside the batches, on any worker) is withdrawn by
+the sink that published it (`withdraw_voided`): its confirm looks at the facts again in
+the step that would index it (`Ledger.confirm`'s `made`). The batch records the change
+before it looks up; a confirm before the record indexes the task, which the lookup then
+finds, and one after it sees the change and leaves the task out of the index: one
+notice, whichever runs first.
 """
 
 from __future__ import annotations
@@ -197,6 +204,27 @@ class Withdrawals:
             notice(task, ProfileChange(task.subscriber_id, WithdrawReason(reason), when), now)
             for task, reason in dropped
         ]
+        await self._publish(made)
+
+    async def withdraw_voided(
+        self, voided: Sequence[tuple[ServiceTask, WithdrawReason, float]]
+    ) -> None:
+        """Withdraw tasks just published that their confirm found void (task, why, when the
+        change was, epoch seconds: `Ledger.confirm`'s `made`): their decision read the
+        subscriber's facts before the change was recorded, and the change's batch may have
+        looked the published index up before the confirm put them there (or will after
+        it: they never enter it), so no one else withdraws them. Dated on the task's clock
+        (the change's own offset is not at hand)."""
+        if not voided or self.topic is None:
+            return
+        now = self.clock()
+        made = []
+        for task, reason, at in voided:
+            when = dt.datetime.fromtimestamp(at, task.triggered_at.tzinfo or dt.UTC)
+            channels = frozenset({task.channel.value})
+            made.append(
+                notice(task, ProfileChange(task.subscriber_id, reason, when, channels), now)
+            )
         await self._publish(made)
 
     async def _publish(self, made: Sequence[TaskWithdrawal]) -> None:

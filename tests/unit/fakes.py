@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aiokafka.errors import KafkaConnectionError
@@ -91,3 +91,25 @@ class FakeChangelog:
         self.headers.extend(headers if headers is not None else [[] for _ in records])
         self.order.append("changelog written")
         return {p: 40 + len(self.records) for p, _, _ in records}
+
+
+class ChangedMeanwhile:
+    """The facts as a decision reads them; right after its first read, `meanwhile` runs
+    once (another batch records a profile update and looks its subscriber's published
+    tasks up), before the decision publishes and confirms what it read them for. Put in
+    place of the deciding sink's `facts`."""
+
+    def __init__(self, facts: Facts, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self.facts = facts
+        self.meanwhile = meanwhile
+        self.ran = 0
+
+    async def get_many(self, subscriber_ids: Sequence[str]) -> list[SubscriberFacts]:
+        got = await self.facts.get_many(subscriber_ids)
+        if not self.ran:
+            self.ran += 1
+            await self.meanwhile()
+        return got
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.facts, name)

@@ -1,0 +1,172 @@
+"""The race of a release and a profile change (tests/unit/test_withdrawal_race.py) on the
+Redis stores the stream uses: the confirm's script looks at the subscriber's facts in the
+step that indexes the task, so a change the batch recorded and looked up for while the
+release published is withdrawn by the release, once; and a worker dying between that
+confirm and its withdrawal leaves the task pending, for its re-drive to drop and
+withdraw."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from moments.backtest import CollectingProducer
+from moments.enums import WithdrawReason
+from moments.models import Channel, Deferral, Family, Moment, ProfileEvent, ServiceTask
+from sinks.dispatch import TaskSink
+from sinks.ledger import TaskLedger, Voided
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores, redis_stores
+from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
+from tests.unit.fakes import ChangedMeanwhile, Clock
+
+pytestmark = pytest.mark.integration
+
+SUB = "13300000003"
+NOW = dt.datetime.fromtimestamp(int(time.time()), dt.UTC)
+RELEASE = NOW + dt.timedelta(minutes=10)
+CHANGED = RELEASE - dt.timedelta(minutes=1)
+
+
+def waiting(task_id: str = "w1") -> ServiceTask:
+    return ServiceTask(
+        task_id=task_id,
+        subscriber_id=SUB,
+        moment=Moment(
+            family=Family.FIRST_TIME, type="m", rule_id="m", rule_version=1, description="d"
+        ),
+        priority=3,
+        channel=Channel.SMS,
+        action="act",
+        triggered_at=NOW,
+        created_at=NOW,
+        deliver_after=RELEASE,
+        expires_at=NOW + dt.timedelta(days=3),
+        evidence=["e1"],
+        deferred=Deferral(reason="quiet_hours", until=RELEASE),
+    )
+
+
+def opt_out() -> ProfileEvent:
+    return ProfileEvent(
+        event_id="p1", subscriber_id=SUB, occurred_at=CHANGED, opt_out=[Channel.SMS]
+    )
+
+
+@pytest.fixture
+async def stores(redis_url: str) -> AsyncIterator[DispatchStores]:
+    client = Redis.from_url(redis_url)
+    yield redis_stores(TaskLedger(client, f"test:{uuid4().hex[:8]}:", 864000))
+    await client.aclose()
+
+
+def sink(stores: DispatchStores, clock: Clock) -> tuple[TaskSink, CollectingProducer]:
+    producer = CollectingProducer(clock)
+    return TaskSink(
+        producer,
+        "tasks",
+        stores,
+        Metrics(),
+        DispatchPolicy(),
+        clock=clock,
+        withdrawals_topic=WITHDRAWALS_TOPIC,
+    ), producer
+
+
+async def test_an_opt_out_looked_up_while_the_release_publishes_is_withdrawn_once(
+    stores: DispatchStores,
+) -> None:
+    """Release read the facts; the batch recorded the opt-out and looked up (the index
+    empty); the release published and confirmed. Before: never withdrawn."""
+    clock = Clock(NOW.timestamp())
+    releasing, producer = sink(stores, clock)
+    releasing.add(waiting())
+    await releasing.flush()
+    clock.now = RELEASE.timestamp()
+    batch, batch_producer = sink(stores, clock)
+    update = opt_out()
+
+    async def meanwhile() -> None:
+        await batch.subscribers.record_facts([update])
+        await batch.withdrawals.withdraw(profile_changes([update]))
+
+    racing = ChangedMeanwhile(stores.facts, meanwhile)
+    releasing.facts = racing  # type: ignore[assignment]
+    assert await releasing.release_due() == 1
+    assert racing.ran == 1
+    assert len(producer.sent) == 1
+    assert batch_producer.withdrawn == []
+    (notice,) = [orjson.loads(p.payload) for p in producer.withdrawn]
+    assert (notice["task_id"], notice["reason"]) == ("w1", "opt_out")
+    assert dt.datetime.fromisoformat(notice["occurred_at"]) == CHANGED
+    ledger = stores.ledger
+    assert await ledger.state("w1") == "sent"
+    assert await ledger.published_of([SUB], clock()) == [[]]
+    assert sum((await ledger.unanswered()).values()) == 0
+    assert await ledger.pending_count() == 0
+    # The batch read again (its offsets not committed) finds nothing more.
+    await batch.withdrawals.withdraw(profile_changes([update]))
+    assert batch_producer.withdrawn == []
+
+
+async def test_the_confirm_leaves_a_void_task_pending_and_its_redrive_withdraws_it(
+    stores: DispatchStores,
+) -> None:
+    """The confirm's look, alone: a task the facts make void stays pending and out of the
+    indexes (a worker dying before its withdrawal leaves it so); the re-drive drops it
+    (`opt_out`) and withdraws it. The engine's fresh tasks are not looked at against a
+    tombstone (`inf`), a task made after the opt-in again is not void."""
+    clock = Clock(RELEASE.timestamp())
+    ledger = stores.ledger
+    await stores.facts.record([opt_out()])
+    await ledger.claim([("a", b"{}"), ("b", b"{}")])
+    expiry = (NOW + dt.timedelta(days=3)).timestamp()
+    void = await ledger.confirm(
+        ["a", "b"],
+        awaiting={"a": ("sms", expiry), "b": ("outbound_call", expiry)},
+        subscribers={"a": SUB, "b": SUB},
+        made={"a": NOW.timestamp(), "b": float("inf")},
+    )
+    assert void == {"a": (WithdrawReason.OPT_OUT, CHANGED.timestamp())}
+    assert await ledger.state("a") == "pending"
+    assert await ledger.state("b") == "sent"
+    assert await ledger.published_of([SUB], clock()) == [["b"]]
+
+    redriving, producer = sink(stores, clock)
+    await ledger.claim([("w2", waiting("w2").model_dump_json().encode())])
+    assert await redriving.redrive(older_than=0) == 1
+    assert await ledger.state("w2") == "dropped"
+    (notice,) = [orjson.loads(p.payload) for p in producer.withdrawn]
+    assert (notice["task_id"], notice["reason"]) == ("w2", "opt_out")
+
+
+async def test_a_closed_line_or_a_tombstone_is_read_by_the_confirm(
+    stores: DispatchStores,
+) -> None:
+    """A line closed (not active nor suspended after), then a tombstone: each makes void a
+    task made before it, dated by the change (the tombstone's own time)."""
+    ledger = stores.ledger
+    expiry = (NOW + dt.timedelta(days=3)).timestamp()
+
+    async def confirm(made: float) -> Voided:
+        return await ledger.confirm(
+            ["a"], awaiting={"a": ("sms", expiry)}, subscribers={"a": SUB}, made={"a": made}
+        )
+
+    closed = ProfileEvent(event_id="p2", subscriber_id=SUB, occurred_at=CHANGED, status="closed")
+    await stores.facts.record([closed])
+    await ledger.claim([("a", b"{}")])
+    assert await confirm(NOW.timestamp()) == {"a": (WithdrawReason.CLOSED, CHANGED.timestamp())}
+    erased = CHANGED.timestamp() + 5
+    await stores.facts.forget([SUB], CHANGED.timestamp() + 30, {SUB: erased})
+    assert await confirm(NOW.timestamp()) == {"a": (WithdrawReason.FORGOTTEN, erased)}
+    # Made after the erasure (events after a tombstone are new): confirmed.
+    assert await confirm(CHANGED.timestamp() + 60) == {}
+    assert await ledger.state("a") == "sent"

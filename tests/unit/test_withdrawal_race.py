@@ -1,0 +1,177 @@
+"""A task released from waiting (or re-driven, or a retry) races a profile change of its
+subscriber handled by a batch at the same moment: the release read the facts before the
+change was recorded, and the batch looked the subscriber's published tasks up before the
+release confirmed its publish. The task went out and neither path withdrew it. The
+confirm now looks at the facts again, in the step that indexes the task: a task they make
+void is withdrawn by its release, once, whichever path looks last. On the memory stores
+the backtest uses; tests/integration/test_withdrawal_race.py runs it on Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+
+import orjson
+import pytest
+
+from moments.backtest import CollectingProducer
+from moments.models import Channel, Deferral, Family, Moment, ProfileEvent, ServiceTask
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores
+from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
+
+from .fakes import ChangedMeanwhile, Clock
+
+NOW = dt.datetime(2026, 12, 3, 2, tzinfo=dt.UTC)  # 10:00 in Shanghai
+RELEASE = NOW + dt.timedelta(hours=1)
+CHANGED = RELEASE - dt.timedelta(minutes=1)
+SUB = "13300000002"
+CHANGES = ["opt_out", "closed", "forgotten"]
+
+
+def waiting() -> ServiceTask:
+    """An SMS that waits an hour (quiet hours, as gating deferred it)."""
+    return ServiceTask(
+        task_id="w1",
+        subscriber_id=SUB,
+        moment=Moment(
+            family=Family.FIRST_TIME, type="m", rule_id="m", rule_version=1, description="d"
+        ),
+        priority=3,
+        channel=Channel.SMS,
+        action="act",
+        triggered_at=NOW,
+        created_at=NOW,
+        deliver_after=RELEASE,
+        expires_at=NOW + dt.timedelta(days=3),
+        evidence=["e1"],
+        deferred=Deferral(reason="quiet_hours", until=RELEASE),
+    )
+
+
+class Worker:
+    """One worker's sink on the shared stores, deciding at `clock`, with withdrawals."""
+
+    def __init__(self, stores: DispatchStores, clock: Clock) -> None:
+        self.producer = CollectingProducer(clock)
+        self.metrics = Metrics()
+        self.sink = TaskSink(
+            self.producer,
+            "tasks",
+            stores,
+            self.metrics,
+            DispatchPolicy(),
+            clock=clock,
+            withdrawals_topic=WITHDRAWALS_TOPIC,
+        )
+
+    def notices(self) -> list[dict[str, object]]:
+        return [orjson.loads(p.payload) for p in self.producer.withdrawn]
+
+    def withdrawn(self, reason: str) -> float:
+        labels = {"moment_type": "m", "reason": reason}
+        return self.metrics.registry.get_sample_value("moments_tasks_withdrawn_total", labels) or 0
+
+
+def batch(
+    w: Worker, change: str
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """A batch handling the change, as `Runtime._publish` does: its facts recorded (or the
+    tombstone's erasure), then its withdrawals looked up and published."""
+    at = CHANGED.timestamp()
+    if change == "forgotten":
+
+        async def record() -> None:
+            await w.sink.subscribers.forget([SUB], ["m"], {SUB: at})
+
+        changes = profile_changes((), [SUB], {SUB: at}, at)
+    else:
+        fields = {"opt_out": ["sms"]} if change == "opt_out" else {"status": "closed"}
+        update = ProfileEvent.model_validate(
+            {"event_id": "p1", "subscriber_id": SUB, "occurred_at": CHANGED, **fields}
+        )
+
+        async def record() -> None:
+            await w.sink.subscribers.record_facts([update])
+
+        changes = profile_changes([update])
+
+    async def look_up() -> None:
+        await w.sink.withdrawals.withdraw(changes)
+
+    return record, look_up
+
+
+async def parked(stores: DispatchStores, clock: Clock) -> Worker:
+    w = Worker(stores, clock)
+    w.sink.add(waiting())
+    await w.sink.flush()
+    assert await stores.ledger.state("w1") == "deferred"
+    clock.now = RELEASE.timestamp()
+    return w
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_a_change_looked_up_while_the_release_publishes_withdraws_the_task(
+    change: str,
+) -> None:
+    """Release read the facts; the batch recorded the change and looked up (nothing
+    there); the release published and confirmed. Before: published, never withdrawn."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = await parked(stores, clock)
+    other = Worker(stores, clock)  # the batch's worker
+    record, look_up = batch(other, change)
+
+    async def meanwhile() -> None:
+        await record()
+        await look_up()
+
+    racing = ChangedMeanwhile(stores.facts, meanwhile)
+    w.sink.facts = racing  # type: ignore[assignment]
+    assert await w.sink.release_due() == 1
+    assert racing.ran == 1
+    assert len(w.producer.sent) == 1  # it went out: the release read the facts before
+    assert other.notices() == []  # the batch looked before the task was indexed
+    (notice,) = w.notices()
+    assert (notice["task_id"], notice["reason"], notice["channel"]) == ("w1", change, "sms")
+    assert dt.datetime.fromisoformat(str(notice["occurred_at"])) == CHANGED
+    assert w.withdrawn(change) == 1
+    assert await stores.ledger.state("w1") == "sent"
+    assert await stores.ledger.published_of([SUB], clock()) == [[]]
+    assert sum((await stores.ledger.unanswered()).values()) == 0  # no outcome expected
+    assert await stores.ledger.pending_count() == 0
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_a_change_recorded_during_the_release_and_looked_up_after_is_withdrawn_once(
+    change: str,
+) -> None:
+    """The batch recorded the change while the release decided, and looked up after the
+    release confirmed: one notice, the release's (the task never entered the index)."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = await parked(stores, clock)
+    other = Worker(stores, clock)
+    record, look_up = batch(other, change)
+    w.sink.facts = ChangedMeanwhile(stores.facts, record)  # type: ignore[assignment]
+    assert await w.sink.release_due() == 1
+    await look_up()
+    assert [n["task_id"] for n in w.notices() + other.notices()] == ["w1"]
+
+
+async def test_a_change_looked_up_after_the_confirm_is_withdrawn_by_the_batch() -> None:
+    """The ordinary case stays as it was: the batch finds the task in the index."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = await parked(stores, clock)
+    assert await w.sink.release_due() == 1
+    other = Worker(stores, clock)
+    record, look_up = batch(other, "opt_out")
+    await record()
+    await look_up()
+    assert w.notices() == []
+    assert [n["task_id"] for n in other.notices()] == ["w1"]
