@@ -175,3 +175,23 @@ async def test_a_change_looked_up_after_the_confirm_is_withdrawn_by_the_batch() 
     await look_up()
     assert w.notices() == []
     assert [n["task_id"] for n in other.notices()] == ["w1"]
+
+
+async def test_a_suspension_meanwhile_withdraws_nothing() -> None:
+    """A line suspended while the release publishes: the task stays published and indexed
+    (docs/consuming-tasks.md, "A suspended line withdraws nothing"); a guard, no bug."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = await parked(stores, clock)
+    other = Worker(stores, clock)
+    update = ProfileEvent(event_id="p2", subscriber_id=SUB, occurred_at=CHANGED, status="suspended")
+
+    async def meanwhile() -> None:
+        await other.sink.subscribers.record_facts([update])
+        await other.sink.withdrawals.withdraw(profile_changes([update]))
+
+    w.sink.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+    assert await w.sink.release_due() == 1
+    assert len(w.producer.sent) == 1
+    assert w.notices() + other.notices() == []
+    assert await stores.ledger.published_of([SUB], clock()) == [["w1"]]

@@ -266,6 +266,13 @@ class TestBacktest:
         out = backtest([use(), profile("2026-11-10", "09:00", status="closed")])
         assert [n["reason"] for n in notices(out)] == ["closed"]
 
+    def test_a_line_suspended_after_it_went_out_withdraws_nothing(self) -> None:
+        """A suspension is temporary: the published task stands (docs/consuming-tasks.md,
+        "A suspended line withdraws nothing"); a guard, no bug to fail on."""
+        out = backtest([use(), profile("2026-11-10", "09:00", status="suspended")])
+        assert len(out.published) == 1
+        assert out.withdrawn == []
+
     def test_an_opt_out_after_it_expired_withdraws_nothing(self) -> None:
         out = backtest([use(), profile("2026-11-12", "06:00", opt_out=["sms"])])
         assert len(out.published) == 1
