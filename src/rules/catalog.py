@@ -40,7 +40,7 @@ from rules.conditions import (
     text_names,
     when_present,
 )
-from rules.contract import event_values, refusal, when_tests
+from rules.contract import event_carried, event_values, never_carried, refusal, when_tests
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.gating import GatingPolicy
@@ -758,14 +758,17 @@ def _outside_contract(
     problem: Callable[[tuple[str | int, ...], str], None],
 ) -> bool:
     """Report each value of a `when:` test that the contract never gives the field
-    (`status: open`: complaints are opened, updated or resolved); True if any."""
+    (`status: open`: complaints are opened, updated or resolved; `country: UK`: a roaming
+    record saying UK is a dead letter; `amount: {lt: 0}`); True if any."""
     allowed = event_values(tuple(on), field_name)
-    if allowed is None:
-        return False
+    carried = event_carried(tuple(on), field_name)
     what = f"{field_name} of {', '.join(t.value for t in on)} events"
     refused = False
-    for loc, kind, value in when_tests(test):
-        said = refusal(what, kind, value, allowed)
+    for loc, op, kind, value in when_tests(test, bounds=allowed is None):
+        if allowed is not None:
+            said = refusal(what, kind, value, allowed)
+        else:
+            said = never_carried(what, carried, op, kind, value)
         if said is not None:
             problem((field_name, *loc), said)
             refused = True

@@ -12,9 +12,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -22,7 +20,18 @@ from moments.models import EventType
 from moments.placetext import PLACE_FIELDS, folded, folded_spec
 from rules import spec as s
 from rules.base import Condition, Env
-from rules.contract import event_values, profile_values, refusal, tested
+from rules.contract import (
+    Carried,
+    compared,
+    event_carried,
+    event_values,
+    holds_number,
+    never_carried,
+    profile_carried,
+    profile_values,
+    refusal,
+    tested,
+)
 from rules.durations import parse_duration
 from rules.operators import (
     NUMERIC_OPS,
@@ -99,6 +108,7 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         _contract_values(
             f"{name} of {on} events",
             event_values(scope.event_types, name),
+            event_carried(scope.event_types, name),
             node,
             scope,
             path,
@@ -123,7 +133,9 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
             )
         pname = node.profile
         allowed = profile_values(pname)
-        _contract_values(f"profile {pname}", allowed, node, scope, path, report)
+        _contract_values(
+            f"profile {pname}", allowed, profile_carried(pname), node, scope, path, report
+        )
         _refuse_null_comparisons("profile", pname, node, path, report)
         return _compare(
             f"profile_{pname}",
@@ -266,19 +278,24 @@ def _series(name: str, scope: Scope, path: Path, report: Report) -> Series | Non
 def _contract_values(
     what: str,
     allowed: tuple[str, ...] | None,
+    carried: tuple[Carried, ...],
     node: s.Operators,
     scope: Scope,
     path: Path,
     report: Report,
 ) -> None:
     """Refuse a value (written, or a `$param`'s in params and each override) that the
-    contract never gives the field: `eq: open` for a complaint's status matched nothing."""
-    if allowed is None:
-        return
+    contract never gives the field: `eq: open` for a complaint's status matched nothing,
+    and so did `in: [UK, FR]` for a roaming country (UK is a dead letter: GB) or `lt: 0`
+    for an amount. `allowed`: the field's values when it lists them; `carried`: what its
+    validators take (`rules.contract`)."""
     for op, raw in node.given().items():
-        for loc, kind, value in tested(op, raw):
+        for loc, kind, value in compared(op, raw) if allowed is None else tested(op, raw):
             for where, found in _values_of(op, value, scope, (*path, op, *loc)):
-                said = refusal(what, kind, found, allowed)
+                if allowed is not None:
+                    said = refusal(what, kind, found, allowed)
+                else:
+                    said = never_carried(what, carried, op, kind, found)
                 if said is not None:
                     report(where, said)
 
@@ -823,19 +840,8 @@ def event_fields(event_types: Sequence[EventType]) -> set[str]:
 def number_fields(models: Iterable[type[BaseModel]]) -> set[str]:
     """The fields that hold a number (int, float or Decimal; optional or not) in every one
     of `models`: the money, counts and levels of events and profiles."""
-    found = [{n for n, f in m.model_fields.items() if _holds_number(f.annotation)} for m in models]
+    found = [{n for n, f in m.model_fields.items() if holds_number(f.annotation)} for m in models]
     return set.intersection(*found) if found else set()
-
-
-def _holds_number(annotation: Any) -> bool:
-    """True when every value of the type is a number: `Decimal`, `int | None`,
-    `Annotated[float, ...]`; not `bool`, text, dates or a mix."""
-    if get_origin(annotation) is Annotated:
-        return _holds_number(get_args(annotation)[0])
-    if get_origin(annotation) in (Union, UnionType):
-        kinds = [a for a in get_args(annotation) if a is not type(None)]
-        return bool(kinds) and all(_holds_number(a) for a in kinds)
-    return annotation in (int, float, Decimal)
 
 
 def required_fields(node: Any) -> set[str]:

@@ -83,7 +83,7 @@ class TestFieldPredicates:
             ("in: [5, 6]", 5.0, True),  # a listed number matches whatever its spelling
             ("in: ['5.0']", 5, True),
             ("not_in: [5.0]", 5, False),
-            ("in: [6, seven]", 5, False),
+            ("in: [6, '7']", 5, False),  # (`seven` is refused: a charge is a number)
         ],
     )
     def test_when_and_condition_compare_alike(self, test: str, charge: float, fires: bool) -> None:

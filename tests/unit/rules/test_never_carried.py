@@ -1,0 +1,206 @@
+"""A rule comparing a field with a value no event (or profile) can carry is refused at
+its line, with the fix the event's own dead letter names.
+
+The events are held to the contract by the models' validators: a roaming `country` is an
+ISO 3166 code of tzdata's list (a record saying `UK` is a dead letter: GB), a `timezone`
+one of tzdata's zones, an amount above 0, a severity 1 to 3. A rules file saying
+`country: UK`, `in: [UK, FR]`, `timezone: Asia/Peking` or `amount: {lt: 0}` loaded
+without a word and the test never held (nor, for `ne`/`not_in`, ever failed). The same
+validators judge the rules' values now (`rules.contract.Carried`): no second list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moments.reload import Reloader
+from rules.catalog import RuleSet, load_texts
+from rules.exceptions import RulesError
+
+TASK = """\
+    task: {family: anomaly, type: t, channel: sms, priority: 2, action: a, ttl: 24h,
+           description: d}
+"""
+
+
+def rule(body: str) -> str:
+    return "rules:\n  - id: r1\n    description: d\n" + body + TASK
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(RulesError) as err:
+        load_texts([("r.yaml", text)])
+    return [str(p) for p in err.value.problems]
+
+
+def loads(text: str) -> int:
+    return len(load_texts([("r.yaml", text)]))
+
+
+GB = "UK is not an ISO 3166-1 alpha-2 code (it is the EU's): write GB"
+
+
+class TestCountry:
+    def test_uk_in_when_is_refused_naming_gb(self) -> None:
+        (found,) = problems(rule("    on: [roaming]\n    when: {country: UK}\n"))
+        assert found == f"r.yaml:5:12: country of roaming events is never 'UK': {GB}"
+
+    def test_each_code_of_a_list_in_a_condition_is_refused_at_its_place(self) -> None:
+        body = "    on: [roaming]\n    condition: {field: country, in: [UK, FR, EL]}\n"
+        found = problems(rule(body))
+        assert found == [
+            f"r.yaml:5:38: country of roaming events is never 'UK': {GB}",
+            "r.yaml:5:46: country of roaming events is never 'EL': EL is not an ISO 3166-1 "
+            "alpha-2 code (it is the EU's): write GR",
+        ]
+
+    def test_a_code_in_lower_case_is_told_its_capitals(self) -> None:
+        (found,) = problems(rule("    on: [roaming]\n    when: {country: {ne: jp}}\n"))
+        assert found.endswith(
+            "country of roaming events is never 'jp': write the ISO 3166-1 alpha-2 code in "
+            "capitals: JP"
+        )
+
+    def test_a_made_up_code_is_refused(self) -> None:
+        (found,) = problems(rule("    on: [roaming]\n    when: {country: [ZZ]}\n"))
+        assert "never 'ZZ': ZZ is not an ISO 3166-1 alpha-2 country code" in found
+
+    def test_a_param_holding_uk_is_refused_where_it_is_given(self) -> None:
+        body = (
+            "    on: [roaming]\n    condition: {field: country, in: $c}\n"
+            "    params: {c: 'FR, UK'}\n"
+        )
+        (found,) = problems(rule(body))
+        assert found == f"r.yaml:6:14: country of roaming events is never 'UK': {GB}"
+
+    def test_a_prefix_no_code_starts_with_is_refused(self) -> None:
+        (found,) = problems(rule("    on: [roaming]\n    when: {country: {prefix: UK}}\n"))
+        assert "no country of roaming events starts with 'UK'" in found
+
+    def test_a_series_filter_is_held_to_it_too(self) -> None:
+        text = "series:\n  uk_days: {on: [roaming], when: {country: UK}, period: day}\n" + rule(
+            "    on: [roaming]\n    condition: {series: uk_days, gte: 1}\n"
+        )
+        (found,) = problems(text)
+        assert found == f"r.yaml:2:35: country of roaming events is never 'UK': {GB}"
+
+    @pytest.mark.parametrize("codes", ["GB", "[GB, GR, FR]", "{prefix: G}", "XK"])
+    def test_codes_events_carry_still_load(self, codes: str) -> None:
+        assert loads(rule(f"    on: [roaming]\n    when: {{country: {codes}}}\n")) == 1
+
+
+class TestTimezone:
+    def test_a_zone_tzdata_lacks_is_refused_with_the_closest(self) -> None:
+        body = "    on: [roaming]\n    condition: {field: timezone, eq: Europe/Lonon}\n"
+        (found,) = problems(rule(body))
+        assert found == (
+            "r.yaml:5:34: timezone of roaming events is never 'Europe/Lonon': 'Europe/Lonon' "
+            "is not an IANA time zone; did you mean 'Europe/London'?"
+        )
+
+    def test_a_profile_zone_is_held_to_tzdata_too(self) -> None:
+        body = "    on: [usage]\n    condition: {profile: timezone, in: [Asia/Tokyo, UTC+8]}\n"
+        (found,) = problems(rule(body))
+        assert found.startswith("r.yaml:5:53: profile timezone is never 'UTC+8': ")
+
+    def test_a_zone_tzdata_has_loads(self) -> None:
+        assert loads(rule("    on: [roaming]\n    when: {timezone: Asia/Tokyo}\n")) == 1
+
+
+class TestNumbers:
+    def test_a_negative_amount_is_refused(self) -> None:
+        (found,) = problems(rule("    on: [topup]\n    condition: {field: amount, eq: -5}\n"))
+        assert found == (
+            "r.yaml:5:32: amount of topup events is never -5: it is always at least 0.0001 "
+            "in the contract: compare with a value inside that range, or remove the test"
+        )
+
+    @pytest.mark.parametrize(
+        ("on", "test", "said"),
+        [
+            ("topup", "amount: {lt: 0}", "amount of topup events is always at least 0.0001"),
+            ("topup", "amount: {lte: 0}", "amount of topup events is always at least 0.0001"),
+            ("usage", "quantity: {lt: 0}", "quantity of usage events is always at least 0"),
+            ("complaint", "severity: {gt: 3}", "severity of complaint events is always at most 3"),
+            ("complaint", "severity: {lt: 1}", "severity of complaint events is always at least 1"),
+        ],
+    )
+    def test_a_bound_no_value_passes_is_refused(self, on: str, test: str, said: str) -> None:
+        (found,) = problems(rule(f"    on: [{on}]\n    when: {{{test}}}\n"))
+        assert said in found
+        assert "matches nothing: compare with a value inside that range" in found
+
+    def test_a_profile_level_beyond_seven_is_refused(self) -> None:
+        body = "    on: [usage]\n    condition: {profile: star_level, gte: 8}\n"
+        (found,) = problems(rule(body))
+        assert found.startswith("r.yaml:5:38: profile star_level is always at most 7")
+
+    def test_a_utc_offset_in_hours_is_told_the_minutes(self) -> None:
+        body = "    on: [roaming]\n    when: {utc_offset_minutes: 8}\n"
+        (found,) = problems(rule(body))
+        assert found.endswith("; minutes: 480 for UTC+8")
+
+    def test_a_word_compared_with_a_number_is_refused(self) -> None:
+        (found,) = problems(rule("    on: [usage]\n    when: {charge: {in: [5, five]}}\n"))
+        assert "charge of usage events is never 'five': it holds a number" in found
+
+    @pytest.mark.parametrize(
+        ("on", "test"),
+        [
+            ("topup", "amount: {gte: 0}"),  # always true, but it can match
+            ("topup", "amount: {lt: 0.01}"),
+            ("usage", "charge: {lt: 0}"),  # a refund
+            ("usage", "quantity: {lte: 0}"),
+            ("complaint", "severity: {lte: 1}"),
+            ("topup", "amount: '49.90'"),
+            ("usage, topup", "balance_after: {lt: 0}"),
+        ],
+    )
+    def test_values_events_carry_still_load(self, on: str, test: str) -> None:
+        assert loads(rule(f"    on: [{on}]\n    when: {{{test}}}\n")) == 1
+
+
+class TestText:
+    def test_a_subscriber_number_written_with_a_plus_is_refused(self) -> None:
+        body = "    on: [usage]\n    condition: {field: subscriber_id, eq: '+8613800138000'}\n"
+        (found,) = problems(rule(body))
+        assert "never '+8613800138000': write the subscriber number as 5 to 20 digits" in found
+
+    def test_an_imei_of_too_few_digits_is_refused(self) -> None:
+        (found,) = problems(rule("    on: [usage]\n    when: {imei: '12345'}\n"))
+        assert "write the IMEI as 14 to 16 digits" in found
+
+    def test_a_blank_text_is_no_value(self) -> None:
+        """A blank `operator` is read as none: `eq: ""` matched nothing."""
+        (found,) = problems(rule("    on: [roaming]\n    when: {operator: {eq: ''}}\n"))
+        assert "a blank text is read as no value" in found
+
+    @pytest.mark.parametrize(
+        "test",
+        [
+            "counterparty: [10010, 10000]",  # compared as text: "10010"
+            "channel: bank",  # any channel of the top-up's own
+            "region: {in: [nj, SH]}",
+            "operator: null",
+            "imei: 356938035643809",
+        ],
+    )
+    def test_text_events_carry_still_loads(self, test: str) -> None:
+        on = "topup" if "channel" in test else "roaming" if "operator" in test else "usage"
+        assert loads(rule(f"    on: [{on}]\n    when: {{{test}}}\n")) == 1
+
+
+def test_a_reload_so_refused_keeps_the_rules_in_force(tmp_path: Path) -> None:
+    """The worker's reload refuses the file, and the rules loaded before stay."""
+    path = tmp_path / "r.yaml"
+    path.write_text(rule("    on: [roaming]\n    when: {country: GB}\n"))
+    installed: list[RuleSet] = []
+    recorded: list[tuple[str, int | None]] = []
+    reloader = Reloader(path, installed.append, lambda r, n: recorded.append((r, n)))
+    path.write_text(rule("    on: [roaming]\n    when: {country: UK}\n"))
+    assert reloader.check() is None  # seen once: not settled yet
+    assert reloader.check() == "error"
+    assert installed == []
+    assert recorded == [("error", None)]
