@@ -614,11 +614,15 @@ class ProfileEvent(_Event):
             return self
         named = self.model_fields_set & PROFILE_OWN_FIELDS
         for event_type, sign in STRAY_SIGNS.items():
-            if not named & sign.profile_only and sign.names(extra):
+            if named & sign.profile_only:
+                continue
+            occurrence = sign.names(extra)
+            if occurrence is not None:
                 kind = event_type.value
                 said = " and ".join(f"`{name}`" for name in sign.fields)
                 raise ValueError(
-                    f"names {said} as a {kind} event does, and no field only a profile has: a "
+                    f"names {said} as a {kind} event does, `{occurrence}` of one {kind} "
+                    f"(no profile update carries it) and no field only a profile has: a "
                     f"{kind} event sent to the wrong topic? Produce it to the {kind} topic "
                     f"(telecom.{kind}); a profile update names at least one of "
                     + ", ".join(sorted(sign.profile_only))
@@ -631,21 +635,35 @@ PROFILE_OWN_FIELDS = frozenset(ProfileEvent.model_fields) - frozenset(_Event.mod
 
 
 class StraySign(NamedTuple):
-    """What marks a record of another type on the profile topic."""
+    """What marks a record of another type on the profile topic: it names what the type
+    requires and a field of one occurrence of it, which no profile update carries, and
+    none of the profile's own fields."""
 
     fields: dict[str, tuple[Any, ...] | None]
     """Every field the type requires beyond the common ones; a `Literal` one with one of
-    its values (a usage `kind` of `voice`, not a CRM's own `kind: "update"`)."""
+    its values (a usage `kind` of `voice`, not a CRM's own `kind: "update"`). Alone they
+    are no sign: a CRM keeps a subscriber's `country` and `roaming_type` (their home
+    country, their roaming plan), a `kind` of line, a plan's `amount` and the `channel`
+    it was sold through, and an update carrying those (and a region, or a roaming
+    record's `timezone`) was refused as a stray."""
+    occurrence: frozenset[str]
+    """The type's fields of one occurrence, with a value (not null): its other fields
+    but the profile's and the common ones (a top-up's `balance_after`; a roaming
+    `operator` or `utc_offset_minutes`; a usage `quantity`, `charge`, `counterparty`,
+    `direction`, `service_code`, `imei` or `balance_after`). One of them is needed."""
     profile_only: frozenset[str]
     """The profile's fields the type lacks: naming one makes the record a profile update
     (a roaming record's `timezone` is both types')."""
 
-    def names(self, extra: dict[str, Any]) -> bool:
-        """Whether the unknown fields name all of `fields`, with their values."""
-        return all(
+    def names(self, extra: dict[str, Any]) -> str | None:
+        """The first field of one occurrence the unknown fields name, when they name all of
+        `fields` with their values too; else None."""
+        if not all(
             name in extra and (allowed is None or extra[name] in allowed)
             for name, allowed in self.fields.items()
-        )
+        ):
+            return None
+        return next((n for n in sorted(self.occurrence) if extra.get(n) is not None), None)
 
 
 STRAY_SIGNS: dict[EventType, StraySign] = {
@@ -655,6 +673,13 @@ STRAY_SIGNS: dict[EventType, StraySign] = {
             for name, info in model.model_fields.items()
             if info.is_required() and name not in _Event.model_fields
         },
+        frozenset(
+            name
+            for name, info in model.model_fields.items()
+            if not info.is_required()
+            and name not in _Event.model_fields
+            and name not in PROFILE_OWN_FIELDS
+        ),
         PROFILE_OWN_FIELDS - frozenset(model.model_fields),
     )
     for event_type, model in (
@@ -675,13 +700,20 @@ def _stray_schema(schema: JsonDict) -> None:
         enums: JsonDict = {n: {"enum": list(a)} for n, a in sign.fields.items() if a is not None}
         if enums:
             said["properties"] = enums
+        held: list[JsonValue] = [
+            {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+            for name in sorted(sign.occurrence)
+        ]
+        said["anyOf"] = held
         own: list[JsonValue] = [{"required": [name]} for name in sorted(sign.profile_only)]
         said["not"] = {"anyOf": own}
         signs.append(said)
     schema["not"] = {
         "description": "A top-up, roaming or usage record on the wrong topic: it names every "
-        "field its type requires (a usage kind or a roaming type with one of its values) "
-        "and none of the profile's fields that type lacks",
+        "field its type requires (a usage kind or a roaming type with one of its values), "
+        "one of the fields of one such event that no profile carries (a balance after, a "
+        "quantity, a charge, a visited network, ...; not null) and none of the profile's "
+        "fields that type lacks",
         "anyOf": signs,
     }
 

@@ -56,13 +56,25 @@ STRAYS = [
     ("roaming", _as("RoamingEvent")),
     ("usage", _as("UsageEvent")),
     ("usage", {**_COMMON, "kind": "voice", "quantity": 60, "region": "NJ"}),
-    ("topup", {**_COMMON, "amount": "50.00", "channel": "app"}),
+    ("topup", {**_COMMON, "amount": "50.00", "channel": "app", "balance_after": "62.50"}),
     # what the stray names matters, not whether it would pass as its own type
-    ("topup", {**_COMMON, "amount": "1,000", "channel": "app"}),
+    ("topup", {**_COMMON, "amount": "1,000", "channel": "app", "balance_after": 0}),
     (
         "roaming",
-        {**_COMMON, "country": "JP", "roaming_type": "international", "timezone": "Asia/Tokyo"},
+        {
+            **_COMMON,
+            "country": "JP",
+            "roaming_type": "international",
+            "timezone": "Asia/Tokyo",
+            "operator": "NTT DOCOMO",
+        },
     ),
+    (
+        "roaming",
+        {**_COMMON, "country": "TH", "roaming_type": "domestic", "utc_offset_minutes": 420},
+    ),
+    ("usage", {**_COMMON, "kind": "bill_query", "counterparty": "10086"}),
+    ("usage", {**_COMMON, "kind": "data", "imei": "356938035643809", "region": "NJ"}),
 ]
 
 
@@ -75,8 +87,36 @@ def test_another_types_record_on_the_profile_topic_is_a_dead_letter(
     assert decoded.reason is RejectReason.INVALID_EVENT
     assert f"{kind} event" in decoded.message
     assert "wrong topic" in decoded.message
+    assert "(no profile update carries it)" in decoded.message
     assert list(_validator().iter_errors(value)), "the schema took it"
 
+
+LEGITIMATE = {
+    # A CRM's own fields named as another type's required ones, with no field of one
+    # occurrence of that type: these were refused as strays (and their region or zone lost).
+    "home country and roaming plan": {
+        **_COMMON,
+        "country": "CN",
+        "roaming_type": "international",
+    },
+    "moved abroad: zone, country, plan": {
+        **_COMMON,
+        "country": "GB",
+        "roaming_type": "international",
+        "timezone": "Europe/London",
+    },
+    "kind of line": {**_COMMON, "kind": "data"},
+    "kind of line and region": {**_COMMON, "kind": "voice", "region": "NJ"},
+    "plan amount and sales channel": {**_COMMON, "amount": 58, "channel": "app"},
+    "and a region": {**_COMMON, "amount": "58.00", "channel": "store", "region": "SH"},
+    "a serializer's null of an occurrence field": {
+        **_COMMON,
+        "amount": 58,
+        "channel": "app",
+        "balance_after": None,
+    },
+}
+"""Profile updates a CRM sends, taken (and the schema takes them)."""
 
 PROFILES = [
     {**_COMMON, "tier": "gold"},
@@ -90,13 +130,15 @@ PROFILES = [
     # a field only a profile has makes it one (a roaming record's timezone does not)
     {**_COMMON, "country": "JP", "roaming_type": "international", "tier": "gold"},
     example("ProfileEvent"),
+    *[pytest.param(v, id=name) for name, v in LEGITIMATE.items()],
 ]
 
 
 @pytest.mark.parametrize("value", PROFILES)
 def test_a_profile_update_is_still_taken(value: dict[str, Any]) -> None:
-    """Only a record that names none of a profile's own fields and names what another
-    type requires is refused; the schema agrees on each."""
+    """Only a record that names none of a profile's own fields, and names what another
+    type requires and a field of one occurrence of it, is refused; the schema agrees on
+    each."""
     decoded = _on_profile_topic({**value, "subscriber_id": SUB})
     assert isinstance(decoded, ProfileEvent), decoded
     assert not list(_validator().iter_errors({**value, "subscriber_id": SUB}))
@@ -107,7 +149,7 @@ def test_a_stray_record_does_not_make_the_crms_update_late() -> None:
     it, left that update refused as `late`: the SMS opt-out was lost."""
     rules = rules_from("rules:" + WELCOME)
     events = [
-        ev(PROFILE, at("2026-11-02", "12:00"), amount=50, channel="app"),  # the stray
+        ev(PROFILE, at("2026-11-02", "12:00"), amount=50, channel="app", balance_after=62.5),
         ev(PROFILE, at("2026-11-02", "11:55"), opt_out=["sms"]),
         ev(
             EventType.ROAMING, at("2026-11-02", "12:30"), country="JP", roaming_type="international"
