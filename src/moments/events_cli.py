@@ -100,6 +100,10 @@ def _instant(text: str) -> dt.datetime:
     return at
 
 
+UTF16_HEAD = 4
+"""Bytes of a file's beginning that tell UTF-16 text (`decoding.utf16_form`)."""
+
+
 class _Utf16Error(Exception):
     """A file (or stdin) of UTF-16 text: what it is told (`eventcheck.utf16_said`)."""
 
@@ -107,8 +111,10 @@ class _Utf16Error(Exception):
 class _Source:
     """The lines of one file (or stdin), counted as they are read; for a gzip file, the
     whole lines only, and where its data ended early (`cut`), as the backtest reads it.
-    One of UTF-16 text stops at its first line (`_Utf16Error`): every line was refused as
-    invalid_json, the encoding not named."""
+    One of UTF-16 text stops before its first line (`_Utf16Error`): every line was refused
+    as invalid_json, the encoding not named. It is told from the file's first four bytes,
+    whatever lines they are in: without a byte-order mark a blank first line is a line of
+    one byte (`\n` of `\n\x00`), which showed nothing, and every line after was refused."""
 
     def __init__(
         self, name: str, lines: Iterable[bytes], whole: WholeLines | None, piped: bool = False
@@ -121,14 +127,28 @@ class _Source:
         self.read = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        from moments.eventcheck import utf16_said
-
+        held: list[bytes] | None = []  # the lines the file's first four bytes are in
         for number, line in enumerate(self._lines, 1):
             self.read = number
-            said = number == 1 and utf16_said(self.name, line[:4], jsonl=True, piped=self.piped)
-            if said:
-                raise _Utf16Error(said)
-            yield line
+            if held is None:
+                yield line
+                continue
+            held.append(line)
+            if sum(map(len, held)) < UTF16_HEAD:
+                continue
+            self._not_utf16(b"".join(held))
+            yield from held
+            held = None
+        if held:
+            self._not_utf16(b"".join(held))
+            yield from held
+
+    def _not_utf16(self, head: bytes) -> None:
+        from moments.eventcheck import utf16_said
+
+        said = utf16_said(self.name, head[:UTF16_HEAD], jsonl=True, piped=self.piped)
+        if said:
+            raise _Utf16Error(said)
 
     def cut(self) -> Cut | None:
         return self._whole.cut(self.read) if self._whole is not None else None
@@ -197,6 +217,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     out = progress.console if same_terminal else Console(file=sys.stdout, soft_wrap=True)
     task = progress.add_task("checking")
     cuts = []
+    wide: list[str] = []  # files of UTF-16 text, left unchecked
     with progress:
         for name in args.files:
             with _lines(name) as lines:
@@ -219,14 +240,26 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     err.print(not_gzip(Path(name)), markup=False)
                     return 2
                 except _Utf16Error as exc:  # before its first line was checked
-                    # One line: a path wrapped in the middle was pasted broken with iconv
+                    # One line: a path wrapped in the middle was pasted broken with iconv.
+                    # The other files are still checked and the totals said: it stopped
+                    # here, and the refusals printed before had no count.
                     err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-                    return 2
+                    wide.append(name)
+                    continue
                 if (cut := lines.cut()) is not None:
                     cuts.append(cut)
     _print_tally(err, tally, shown, clock_given=args.now is not None, outcomes=outcomes)
     for cut in cuts:  # the lines before were checked; the rest of the file is missing
         err.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
+    if wide:
+        err.print(
+            f"moments: not checked, UTF-16 text (see above): {', '.join(wide)}",
+            style="bold red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 2
     return 1 if tally.refused_total or cuts else 0
 
 

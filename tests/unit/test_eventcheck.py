@@ -352,3 +352,59 @@ class TestUtf16:
         out, err = capsys.readouterr()
         assert out.startswith(f"{bad}:1: invalid_event")
         assert f"{wide}: UTF-16 text" in " ".join(err.split())
+
+    def test_the_totals_are_said_and_the_files_after_it_checked(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """It stopped at the UTF-16 file: the refusals printed before had no totals, and
+        the files after it were not checked. Now it is named and left out, the others
+        checked and counted, and the exit status is still 2 (a file went unchecked)."""
+        bad = tmp_path / "bad.jsonl"
+        bad.write_bytes(line(amount=0) + b"\n")
+        wide = tmp_path / "wide.jsonl"
+        wide.write_bytes(self.PAYLOADS.encode("utf-16"))
+        good = tmp_path / "good.jsonl"
+        good.write_bytes(line(event_id="e3") + b"\n")
+        files = [str(bad), str(wide), str(good)]
+        assert main(["events", "check", "--type", "topup", *files]) == 2
+        out, err = capsys.readouterr()
+        assert out.startswith(f"{bad}:1: invalid_event")
+        said = " ".join(err.split())
+        assert f"{wide}: UTF-16 text" in said
+        assert "2 line(s) checked, 1 refused" in said
+        assert said.endswith(f"moments: not checked, UTF-16 text (see above): {wide}")
+
+    @pytest.mark.parametrize(
+        ("encoding", "form"),
+        [
+            ("utf-16-le", "no byte-order mark, little-endian"),
+            ("utf-16-be", "no byte-order mark, big-endian"),
+        ],
+    )
+    @pytest.mark.parametrize("blank", ["\n", "\r\n", "\n\n"])
+    def test_a_file_without_the_mark_whose_first_line_is_blank_is_named(
+        self,
+        tmp_path: Path,
+        encoding: str,
+        form: str,
+        blank: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Its first line is `\\n` (the `\\x00` after it begins the next), of which the
+        first four bytes told nothing: every line was refused as invalid_json."""
+        path = tmp_path / "events.jsonl"
+        path.write_bytes((blank + self.PAYLOADS).encode(encoding))
+        assert main(["events", "check", "--type", "topup", str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        said = " ".join(err.split())
+        assert f"{path}: UTF-16 text ({form})" in said
+        assert "invalid_json" not in out + said
+
+    def test_utf8_with_blank_first_lines_is_read_as_before(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(b"\n\n" + self.PAYLOADS.encode())
+        assert main(["events", "check", "--type", "topup", str(path)]) == 0
+        assert "2 line(s) checked, 0 refused" in capsys.readouterr().err
