@@ -28,6 +28,7 @@ from rules.contract import (
     holds_number,
     never_carried,
     profile_carried,
+    profile_list,
     profile_values,
     refusal,
     tested,
@@ -132,6 +133,8 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
                 + ", ".join(sorted(scope.profile_fields)),
             )
         pname = node.profile
+        if profile_list(pname):
+            _whole_list(pname, node, path, report)
         allowed = profile_values(pname)
         _contract_values(
             f"profile {pname}", allowed, profile_carried(pname), node, scope, path, report
@@ -209,6 +212,22 @@ def compile_condition(node: Any, scope: Scope, path: Path, report: Report) -> Co
         return _absence(parse_duration(node.absence), scope.sources, path.count("not") % 2 == 1)
     report(path, "unknown condition")  # pragma: no cover - the spec's union forbids it
     return _never
+
+
+def _whole_list(name: str, node: s.ProfileCond, path: Path, report: Report) -> None:
+    """Refuse every comparison of a profile field that holds a list (`opt_out`,
+    `quiet_hours`): the list is compared as a whole, so `in: [app_push]` or `eq:` matched
+    no subscriber (not one who opted out of app push) and `ne:` or `not_in:` every one,
+    and the file loaded. A bare test (is it set) is kept."""
+    for op in node.given():
+        held = "every" if op in ("ne", "not_in") else "no"
+        report(
+            (*path, op),
+            f"profile {name} holds a list, compared as a whole: {op}: matches {held} "
+            f"subscriber, whatever the list holds; test only whether it is set "
+            f"({{profile: {name}}}): the gates apply it already (opted-out channels, quiet "
+            "hours)",
+        )
 
 
 def _refuse_null_comparisons(

@@ -253,6 +253,12 @@ def event_carried(event_types: tuple[EventType, ...], field: str) -> tuple[Carri
     return tuple(c for c in found if c is not None) if all(found) else ()
 
 
+def profile_list(field: str) -> bool:
+    """Whether a profile's `field` holds a list (`opt_out`, `quiet_hours`)."""
+    info = ProfileEvent.model_fields.get(field)
+    return info is not None and _holds_list(info.annotation)
+
+
 @cache
 def profile_carried(field: str) -> tuple[Carried, ...]:
     """What a profile's `field` carries (empty for a list, or no field of the profile)."""

@@ -192,6 +192,28 @@ class TestText:
         assert loads(rule(f"    on: [{on}]\n    when: {{{test}}}\n")) == 1
 
 
+class TestProfileLists:
+    """`opt_out` and `quiet_hours` hold lists, compared as a whole with the rule's value:
+    `in: [app_push]` matched no subscriber, one who opted out of app push included, and
+    `ne:` every one."""
+
+    @pytest.mark.parametrize(
+        ("test", "held"),
+        [
+            ("{profile: opt_out, in: [app_push]}", "in: matches no subscriber"),
+            ("{profile: opt_out, eq: sms}", "eq: matches no subscriber"),
+            ("{profile: quiet_hours, ne: '22:00-08:00'}", "ne: matches every subscriber"),
+        ],
+    )
+    def test_a_comparison_is_refused(self, test: str, held: str) -> None:
+        (found,) = problems(rule(f"    on: [usage]\n    condition: {test}\n"))
+        assert held in found
+        assert "whatever the list holds; test only whether it is set" in found
+
+    def test_whether_it_is_set_still_loads(self) -> None:
+        assert loads(rule("    on: [usage]\n    condition: {profile: opt_out}\n")) == 1
+
+
 def test_a_reload_so_refused_keeps_the_rules_in_force(tmp_path: Path) -> None:
     """The worker's reload refuses the file, and the rules loaded before stay."""
     path = tmp_path / "r.yaml"
