@@ -162,6 +162,8 @@ class Carried:
     high: Bound | None
     codes: tuple[str, ...] | None
     """The values its schema lists (`enum`: a roaming `country`), for `prefix:`."""
+    profile: bool = False
+    """A profile's field (tested with `profile:`), not an event's."""
 
     def refused(self, value: Any) -> str | None:
         """Why `value`, as a rule compares it with the field (numbers as numbers, anything
@@ -178,10 +180,11 @@ class Carried:
         except ValidationError as refused:
             return self._why(refused.errors())
         if held is None or held == "":
-            return (
-                "a blank text is read as no value, never as one (to test for none: "
-                f"`{self.field}: null` in when:, not: {{field: {self.field}}} in a condition)"
-            )
+            if self.profile:  # "" clears the field: it is gone from the profile
+                none = f"not: {{profile: {self.field}}}"
+            else:
+                none = f"`{self.field}: null` in when:, not: {{field: {self.field}}} in a condition"
+            return f"a blank text is read as no value, never as one (to test for none: {none})"
         return None
 
     def _why(self, errors: list[ErrorDetails]) -> str:
@@ -224,7 +227,9 @@ def _carried(model: type[BaseModel], field: str) -> Carried | None:
     low = _widest(numbers, "minimum", "exclusiveMinimum", min)
     high = _widest(numbers, "maximum", "exclusiveMaximum", max)
     codes = next((tuple(b["enum"]) for b in branches if "enum" in b), None)
-    return Carried(field, adapter, holds_number(info.annotation), low, high, codes)
+    return Carried(
+        field, adapter, holds_number(info.annotation), low, high, codes, model is ProfileEvent
+    )
 
 
 def _widest(

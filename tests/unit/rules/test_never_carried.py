@@ -177,6 +177,15 @@ class TestText:
         (found,) = problems(rule("    on: [roaming]\n    when: {operator: {eq: ''}}\n"))
         assert "a blank text is read as no value" in found
 
+    def test_a_blank_profile_value_is_none_too(self) -> None:
+        """A profile's `""` clears the field: no profile holds it."""
+        body = "    on: [usage]\n    condition: {profile: manager_id, eq: ''}\n"
+        (found,) = problems(rule(body))
+        assert found.endswith(
+            "profile manager_id is never '': a blank text is read as no value, never as one "
+            "(to test for none: not: {profile: manager_id})"
+        )
+
     @pytest.mark.parametrize(
         "test",
         [
