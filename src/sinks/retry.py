@@ -2,6 +2,15 @@
 
 An unreachable dependency never crashes the worker and is never swallowed: the
 batch waits (its offsets are not committed) until the call goes through.
+
+An error that waiting cannot fix is not an outage and is raised at once, with a note
+naming the fix: a bug (aiokafka's `TypeError: Expected list, got tuple` for headers
+given as a tuple) and a Kafka refusal (a record too large for its topic, an ACL refusing
+the write, a broker without a request's version). Every aiokafka error used to be
+retried, and such a refusal held every partition for good, reported as a broker away
+(`moments_dependency_up` 0). Raised out of the batch loop, it stops the worker before
+the batch's offsets are committed: restarted, the worker reads the batch again, so
+nothing is lost (docs/operations.md, "The worker stops: not an outage").
 """
 
 from __future__ import annotations
@@ -22,7 +31,6 @@ RETRYABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutE
 
 @functools.cache  # imported when first needed, then kept: called for every Redis call
 def _retryable() -> tuple[type[BaseException], ...]:
-    from aiokafka.errors import KafkaError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import (
         MasterDownError,
@@ -35,7 +43,149 @@ def _retryable() -> tuple[type[BaseException], ...]:
     # Replies of a Redis that is there but cannot serve now: a failover (a replica still
     # read-only, the master down), memory full until keys expire, a cluster slot moving.
     states = (MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError)
-    return (*RETRYABLE, KafkaError, RedisConnectionError, RedisTimeoutError, *states)
+    return (*RETRYABLE, RedisConnectionError, RedisTimeoutError, *states)
+
+
+@functools.cache
+def _kafka_away() -> tuple[type[BaseException], ...]:
+    """aiokafka errors of a broker away, busy or failing over that aiokafka does not mark
+    `retriable`; retried like those that it marks."""
+    from aiokafka import errors as k
+
+    return (
+        k.KafkaTimeoutError,  # a send not acknowledged in request_timeout_ms: the broker paused
+        k.KafkaUnavailableError,
+        k.BrokerNotAvailableError,
+        k.ReplicaNotAvailableError,
+        k.UnknownError,  # UNKNOWN_SERVER_ERROR: a broker's own failure (Tansu's storage)
+        # The runtime stopped the producer under a retried call: the worker is stopping,
+        # and its stop cancels the call (raised, it made a clean stop a crash).
+        k.ProducerClosed,
+    )
+
+
+def kafka_outage(exc: BaseException) -> bool:
+    """Whether an aiokafka error is a broker away or busy, which waiting cures: marked
+    `retriable` by aiokafka (a connection lost, no leader, not enough replicas, a request
+    timed out), one of `_kafka_away`, or aiokafka's bare KafkaError ("Unable to get
+    cluster metadata over all known brokers"). Not a refusal of what was sent."""
+    from aiokafka.errors import KafkaError
+
+    if not isinstance(exc, KafkaError):
+        return False
+    return bool(exc.retriable) or type(exc) is KafkaError or isinstance(exc, _kafka_away())
+
+
+def retried(exc: BaseException) -> bool:
+    """Whether `with_retry` backs off and calls again after `exc`: a dependency away or
+    busy. Anything else (a bug, a refusal) is raised at once."""
+    from aiokafka.errors import KafkaError
+
+    if isinstance(exc, _not_retryable()):
+        return False
+    if isinstance(exc, KafkaError):
+        return kafka_outage(exc)
+    return isinstance(exc, _retryable()) or _not_now(exc)
+
+
+@functools.cache
+def _kafka_fixes() -> tuple[tuple[tuple[type[BaseException], ...], str], ...]:
+    from aiokafka import errors as k
+
+    return (
+        (
+            (k.RecordTooLargeError, k.MessageSizeTooLargeError, k.RecordListTooLargeError),
+            "a record over the producer's max_request_size (1 MiB) or its topic's "
+            "max.message.bytes: raise the topic's max.message.bytes (kafka-configs "
+            "--alter --entity-type topics), or report what made a record that large",
+        ),
+        (
+            (
+                k.TopicAuthorizationFailedError,
+                k.ClusterAuthorizationFailedError,
+                k.GroupAuthorizationFailedError,
+                k.TransactionalIdAuthorizationFailed,
+            ),
+            "the worker's Kafka principal may not do this: grant it Write on the output "
+            "topics and the state changelog (docs/security.md)",
+        ),
+        (
+            (
+                k.AuthenticationFailedError,
+                k.AuthenticationMethodNotSupported,
+                k.SaslAuthenticationFailed,
+                k.UnsupportedSaslMechanismError,
+                k.IllegalSaslStateError,
+            ),
+            "the broker refused the worker's login: check MOMENTS_KAFKA_SASL_* and "
+            "MOMENTS_KAFKA_SECURITY_PROTOCOL (moments check says which)",
+        ),
+        (
+            (
+                k.UnsupportedVersionError,
+                k.UnsupportedForMessageFormatError,
+                k.IncompatibleBrokerVersion,
+                k.UnrecognizedBrokerVersion,
+                k.UnsupportedCodecError,
+            ),
+            "the broker does not support a request or format the producer uses: check "
+            "the broker's version and the topic's message.format.version",
+        ),
+        (
+            (
+                k.OutOfOrderSequenceNumber,
+                k.DuplicateSequenceNumber,
+                k.UnknownProducerId,
+                k.InvalidProducerEpoch,
+                k.ProducerFenced,
+            ),
+            "the broker lost this idempotent producer's sequence: a restart starts a new "
+            "producer (MOMENTS_IDEMPOTENT_PRODUCER=false turns idempotence off)",
+        ),
+    )
+
+
+BUGS: tuple[type[BaseException], ...] = (
+    TypeError,
+    ValueError,  # serialization errors too (pydantic's ValidationError, UnicodeError)
+    AttributeError,
+    LookupError,
+    AssertionError,
+    NameError,
+    NotImplementedError,
+    ArithmeticError,
+)
+"""Errors of the code itself, not of a dependency: what the producer raised given a
+tuple of headers where aiokafka wants a list (`TypeError: Expected list, got tuple`)."""
+
+
+def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> str | None:
+    """Why `exc` was raised rather than retried, and what fixes it (for its traceback);
+    None for an error the caller expects (the runtime stopped, say)."""
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    head = f"moments: not retried while {what}: not a {dependency.value} outage"
+    if isinstance(exc, KafkaError):
+        for kinds, fix in _kafka_fixes():
+            if isinstance(exc, kinds):
+                return f"{head}, and waiting will not fix it; {fix}"
+        return (
+            f"{head}: the broker refused the request ({type(exc).__name__}), and waiting "
+            "will not fix it; its error says what it refused"
+        )
+    if isinstance(exc, AuthenticationError):
+        return (
+            f"{head}: Redis refused the worker's login; check MOMENTS_REDIS_USERNAME and "
+            "the password (moments check says which)"
+        )
+    if isinstance(exc, ResponseError):
+        return f"{head}: Redis refused the command; its reply says why"
+    if isinstance(exc, BUGS):
+        return (
+            f"{head}: a bug in moments, and waiting will not fix it; report it with this traceback"
+        )
+    return None
 
 
 _PIPELINE_ERROR = " of pipeline caused error: "
@@ -79,8 +229,6 @@ async def with_retry(
 ) -> T:
     """Await `call()` until it succeeds; back off between failures (forever: the caller
     decides when to give up by cancelling)."""
-    errors = _retryable()
-    fatal = _not_retryable()
     delay = first_delay
     attempt = 0
     up = metrics.up_of[dependency]
@@ -88,7 +236,8 @@ async def with_retry(
         try:
             value = await call()
         except Exception as exc:
-            if isinstance(exc, fatal) or not (isinstance(exc, errors) or _not_now(exc)):
+            if not retried(exc):
+                _say_not_retried(exc, dependency, what)
                 raise
             attempt += 1
             metrics.dependency_errors.labels(dependency.value).inc()
@@ -113,6 +262,27 @@ async def with_retry(
             )
         up.set(1)
         return value
+
+
+def _say_not_retried(exc: Exception, dependency: Dependency, what: str) -> None:
+    """A note on `exc` (in its traceback, wherever it is logged) saying why it was not
+    retried and what fixes it; a Kafka refusal is logged here too, with that note, as
+    nothing else says it is not an outage."""
+    from aiokafka.errors import KafkaError
+
+    note = not_retried_note(exc, dependency, what)
+    if note is None or note in getattr(exc, "__notes__", ()):  # an outer retry's too
+        return
+    exc.add_note(note)
+    if isinstance(exc, KafkaError):
+        log.error(
+            "%s refused while %s: %s: %s (%s)",
+            dependency.value,
+            what,
+            type(exc).__name__,
+            exc,
+            note.removeprefix("moments: "),
+        )
 
 
 class Retrying(Protocol):
