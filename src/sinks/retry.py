@@ -275,11 +275,10 @@ def _say_not_retried(exc: Exception, dependency: Dependency, what: str) -> None:
         return
     exc.add_note(note)
     if isinstance(exc, KafkaError):
-        log.error(
-            "%s refused while %s: %s: %s (%s)",
+        log.error(  # aiokafka's errors say their class: "RecordTooLargeError: ..."
+            "%s refused while %s: %s (%s)",
             dependency.value,
             what,
-            type(exc).__name__,
             exc,
             note.removeprefix("moments: "),
         )
