@@ -171,8 +171,8 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
             if isinstance(exc, kinds):
                 return f"{head}, and waiting will not fix it; {fix}"
         return (
-            f"{head}: the broker refused the request ({type(exc).__name__}), and waiting "
-            "will not fix it; its error says what it refused"
+            f"{head}: Kafka (the broker or aiokafka) refused the request "
+            f"({type(exc).__name__}), and waiting will not fix it; its error says what"
         )
     if isinstance(exc, AuthenticationError):
         return (
@@ -227,8 +227,9 @@ async def with_retry(
     first_delay: float = 0.1,
     max_delay: float = 5.0,
 ) -> T:
-    """Await `call()` until it succeeds; back off between failures (forever: the caller
-    decides when to give up by cancelling)."""
+    """Await `call()` until it succeeds; back off between failures of a dependency away
+    or busy (`retried`; forever: the caller decides when to give up by cancelling). Any
+    other error is raised at once, noted with what fixes it (`not_retried_note`)."""
     delay = first_delay
     attempt = 0
     up = metrics.up_of[dependency]

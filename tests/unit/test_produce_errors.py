@@ -117,7 +117,7 @@ REFUSALS: list[tuple[type[k.KafkaError], str]] = [
     (k.TopicAuthorizationFailedError, "grant it Write"),
     (k.UnsupportedVersionError, "the broker's version"),
     (k.OutOfOrderSequenceNumber, "a restart starts a new producer"),
-    (k.InvalidTopicError, "the broker refused the request (InvalidTopicError)"),
+    (k.InvalidTopicError, "refused the request (InvalidTopicError)"),
 ]
 
 
