@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-Headers = Sequence[tuple[str, bytes | None]]
-"""Kafka record headers: a header's value may be null."""
+Headers = list[tuple[str, bytes | None]]
+"""Kafka record headers: a header's value may be null. A list, as aiokafka takes them:
+given a tuple its size check raises `TypeError: Expected list, got tuple`, and the
+sinks published no task (commit 67af451, a tuple shared by the sinks)."""
 Message = tuple[str, bytes | None, bytes | None, Headers | None]
 """A record to send: topic, key, value, headers."""
 

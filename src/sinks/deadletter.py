@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.records import DeadLetter, RawRecord
-from sinks.base import Message, Producer
+from sinks.base import Headers, Message, Producer
 from sinks.metrics import Dependency, Metrics
 from sinks.retry import with_retry
 
@@ -110,8 +110,9 @@ def without_value(topic: str, dl: DeadLetter, now: dt.datetime, refused: int) ->
         "with an empty value; the record is in its topic at the offset above, as long as "
         "the topic keeps it]"
     )
-    headers = dead_letter_headers(_with_message(dl, said), now)
-    headers = [(k, v) for k, v in headers if k != ORIGINAL_SIZE]
+    headers: Headers = [
+        (k, v) for k, v in dead_letter_headers(_with_message(dl, said), now) if k != ORIGINAL_SIZE
+    ]
     headers.append((ORIGINAL_SIZE, str(len(value) if value is not None else 0).encode()))
     return (topic, dl.record.key, b"", headers)
 
