@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from moments.decoding import UTF8_BOM, decode, stream_json, utf16_form
+from moments.decoding import UTF8_BOM, decode, deletion_form, stream_json, utf16_form
 from moments.filenames import gzipped
 from moments.models import EventType
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord
@@ -46,6 +46,9 @@ class LineVerdict(NamedTuple):
     """None when a worker takes the line; else a dead-letter reason or `NO_TYPE`."""
     error: str = ""
     message: str = ""
+    deletion: bool = False
+    """A profile line a worker takes as a deletion (JSON `null`): it erases the subscriber
+    its record key names, and warns that a null value is the form compaction removes."""
 
 
 @dataclass
@@ -54,9 +57,12 @@ class CheckTally:
 
     checked: Counter[str] = field(default_factory=Counter)
     refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    deletions: int = 0
+    """Profile lines taken as deletions (`LineVerdict.deletion`)."""
 
     def add(self, verdict: LineVerdict) -> None:
         self.checked[verdict.event_type] += 1
+        self.deletions += verdict.deletion
         if verdict.reason is not None:
             self.refused[verdict.event_type, verdict.reason] += 1
 
@@ -192,6 +198,11 @@ def check_value(
             return LineVerdict(
                 number, "", refused.reason.value, refused.error_class, refused.message
             )
+    if event_type is EventType.PROFILE and deletion_form(value) is not None:
+        # JSON null: a deletion names its subscriber in the record key alone, which a line
+        # has not; keyed as the contract asks (as every line is judged), a worker erases
+        # that subscriber. It was refused here as `missing_key`, on bytes a worker took.
+        return LineVerdict(number, event_type.value, None, deletion=True)
     if not isinstance(doc, dict):  # `decode` says what is wrong with it, as a worker would
         doc = {}
     if event_type is None:

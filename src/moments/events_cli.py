@@ -313,6 +313,15 @@ def _print_tally(
             "shown. Each event type's fields: schemas/<type>-event.schema.json (JSON Schema).",
             markup=False,
         )
+    if tally.deletions:  # taken, as a worker takes them, but not in the form to send
+        err.print(
+            f"{tally.deletions:,} line(s) `null`: a deletion to a worker, which erases the "
+            "subscriber the record key names (a line has no key: key it by the subscriber "
+            "id) and warns, since compaction keeps such a record and its key for good: "
+            "send a null value (a tombstone) instead, as docs/producing-events.md says "
+            '("Deleting a subscriber").',
+            markup=False,
+        )
     ahead = sum(n for (_, reason), n in tally.refused.items() if reason == RejectReason.FUTURE)
     if ahead and not clock_given:  # each line said "check the producer's clock"
         err.print(

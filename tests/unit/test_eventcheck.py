@@ -408,3 +408,39 @@ class TestUtf16:
         path.write_bytes(b"\n\n" + self.PAYLOADS.encode())
         assert main(["events", "check", "--type", "topup", str(path)]) == 0
         assert "2 line(s) checked, 0 refused" in capsys.readouterr().err
+
+
+class TestProfileDeletions:
+    """A profile record whose value is JSON `null` (kafka-python's JSON value_serializer
+    given None writes it) is a deletion to a worker: keyed by the subscriber id, as the
+    contract asks, it erases that subscriber and warns that compaction keeps such a record.
+    `events check --type profile` refused the same bytes as `missing_key` ("a profile
+    tombstone needs the subscriber id as its key"), exit 1, though a line carries no key
+    and every other line is judged as keyed by its subscriber (found producing as the CRM
+    and checking `kcat -C -t telecom.profile -e | moments events check --type profile -`)."""
+
+    def test_a_json_null_profile_line_is_a_deletion_a_worker_takes(self) -> None:
+        (verdict,) = check_lines([b"null"], EventType.PROFILE)
+        assert (verdict.event_type, verdict.reason) == ("profile", None)
+        assert verdict.deletion
+
+    def test_on_other_topics_and_without_a_type_null_stays_refused(self) -> None:
+        (topup,) = check_lines([b"null"], EventType.TOPUP)
+        (untyped,) = check_lines([b"null"], None)
+        assert (topup.reason, untyped.reason) == ("empty_value", NO_TYPE)
+        assert not topup.deletion
+        assert not untyped.deletion
+
+    def test_the_command_takes_it_and_says_what_a_worker_does_with_it(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        update = {k: v for k, v in GOOD_TOPUP.items() if k not in ("type", "amount", "channel")}
+        payloads = orjson.dumps(update) + b"\nnull\n"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(payloads)))
+        assert main(["events", "check", "--type", "profile", "-"]) == 0
+        out, err = capsys.readouterr()
+        assert out == ""
+        err = " ".join(err.split())
+        assert "2 line(s) checked, 0 refused" in err
+        assert "1 line(s) `null`: a deletion" in err
+        assert "send a null value (a tombstone)" in err
