@@ -58,6 +58,7 @@ from pydantic_core import ErrorDetails
 
 from moments.decoding import (
     MAX_MESSAGE_BYTES,
+    deletion_form,
     duplicate_message,
     duplicated_name,
     enveloped,
@@ -123,8 +124,10 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
     invalid (the reason names the fields, never their values), or not keyed by its
     subscriber id (`missing_key`, `key_mismatch`, as an input event: a subscriber's
     outcomes belong on one partition, in order)."""
-    if not record.value:
-        return DeadLetter(record, EVENT_TYPE, RejectReason.EMPTY_VALUE, "EmptyValue", "no value")
+    if record.value is None or deletion_form(record.value) is not None:
+        return DeadLetter(
+            record, EVENT_TYPE, RejectReason.EMPTY_VALUE, "EmptyValue", _empty_said(record.value)
+        )
     if len(record.value) > MAX_MESSAGE_BYTES:
         return DeadLetter(
             record,
@@ -155,6 +158,18 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
         except ValidationError as exc:
             return _invalid(record, exc)
     return key_problem(record, outcome.subscriber_id, EVENT_TYPE) or with_note_cut(outcome)
+
+
+def _empty_said(value: bytes | None) -> str:
+    """What an outcome with nothing in it is told: the forms an input event's `empty_value`
+    names (a null value, no bytes or whitespace, JSON null: a serializer given None), in its
+    words, with the fix. It was "no value", the parser's "cut short?" or, for JSON null,
+    an `invalid_event`."""
+    shown = "null value" if value is None else f"an empty value ({value[:8]!r})"
+    return (
+        f"{shown}; an outcome is one JSON object "
+        '(docs/consuming-tasks.md, "Reporting back"): send it, or nothing'
+    )
 
 
 def _invalid(record: RawRecord, exc: ValidationError) -> DeadLetter:

@@ -22,14 +22,14 @@ EVENT = example("TopUpEvent")
 OUTCOME = example("TaskOutcome")
 
 
-def _event(value: bytes) -> DeadLetter:
+def _event(value: bytes | None) -> DeadLetter:
     key = EVENT["subscriber_id"].encode()
     refused = decode(RawRecord("telecom.topup", 0, 1, key, value), EventType.TOPUP)
     assert isinstance(refused, DeadLetter)
     return refused
 
 
-def _outcome(value: bytes) -> DeadLetter:
+def _outcome(value: bytes | None) -> DeadLetter:
     key = OUTCOME["subscriber_id"].encode()
     refused = decode_outcome(RawRecord("moments.task-outcomes", 0, 1, key, value))
     assert isinstance(refused, DeadLetter)
@@ -101,3 +101,33 @@ def test_the_parsers_words_get_the_fix_they_leave_out(value: bytes, said: str, k
     refused = (_event if kind == "event" else _outcome)(value)
     assert refused.reason is RejectReason.INVALID_JSON
     assert refused.message == said
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (None, "null value"),
+        (b"", "an empty value (b'')"),
+        (b" \n", "an empty value (b' \\n')"),
+        (b"null", "an empty value (b'null')"),
+    ],
+    ids=["tombstone", "no-bytes", "whitespace", "json-null"],
+)
+@pytest.mark.parametrize("kind", ["event", "outcome"])
+def test_an_empty_value_is_empty_value_naming_the_fix(
+    value: bytes | None, shown: str, kind: str
+) -> None:
+    """A task outcome with nothing in it was told "no value" (a tombstone, no bytes),
+    the parser's "EOF while parsing a value ... cut short?" (whitespace) or "null, not an
+    object" (`invalid_event`, JSON null), where an input event's same bytes are all
+    `empty_value` with the fix, as the AsyncAPI document's `empty_value` says of both
+    (a dispatch consumer's serializer given None, found producing outcomes)."""
+    refused = (_event if kind == "event" else _outcome)(value)
+    assert refused.reason is RejectReason.EMPTY_VALUE
+    assert refused.message.startswith(shown + "; ")
+    assert refused.message.endswith(
+        "send the event, or nothing"
+        if kind == "event"
+        else 'an outcome is one JSON object (docs/consuming-tasks.md, "Reporting back"): '
+        "send it, or nothing"
+    )
