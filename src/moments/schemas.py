@@ -338,7 +338,8 @@ def _dead_letter_message() -> dict[str, Any]:
                 "type": "string",
                 "description": "Short name of the error, for people: ValidationError, "
                 "JSONDecodeError, DuplicateKey, MissingKey, KeyMismatch, EmptyValue, TooLarge, "
-                "OutOfTime, SubscriberMismatch, UnknownTask. Programs read the reason",
+                "OutOfTime, Misplaced, SubscriberMismatch, UnknownTask. A detector_error "
+                "carries the exception's own class (KeyError, ...). Programs read the reason",
             },
             f"{p}exception.message": {
                 "type": "string",

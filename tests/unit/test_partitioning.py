@@ -330,3 +330,20 @@ async def test_a_batch_read_again_in_part_counts_only_its_new_misplaced_events()
         return metrics.registry.get_sample_value(MISPLACED, {"event_type": event_type})
 
     assert (count("usage"), count("roaming"), count("profile")) == (3, 1, 1)
+
+
+def test_a_misplaced_tombstones_error_class_is_one_the_asyncapi_document_names() -> None:
+    """The published DeadLetter headers list each `__dlq.errors.exception.class.name` the
+    worker writes; `Misplaced`, a profile tombstone's on another partition than its key's,
+    was missing (a consumer of the dead letters reading the document for the names)."""
+    from moments.schemas import asyncapi_document
+
+    key = b"13800138001"
+    wrong = (partition_of(key, 4) + 1) % 4
+    _, (refused,) = PartitionCheck(4).misplaced_tombstones(
+        [RawRecord("telecom.profile", wrong, 0, key, None)], "telecom.profile"
+    )
+    headers = asyncapi_document()["components"]["messages"]["DeadLetter"]["headers"]
+    said = headers["properties"]["__dlq.errors.exception.class.name"]["description"]
+    assert refused.error_class == "Misplaced"
+    assert refused.error_class in said.split(": ", 1)[1].split(". ")[0].split(", ")
