@@ -84,5 +84,8 @@ def stale_profile(record: RawRecord, at: int, state: SubscriberState) -> DeadLet
         RejectReason.LATE,
         "OutOfTime",
         f"occurred_at {_when(at)} is older than the profile update applied already "
-        f"({_when(newer)}): not applied (an old snapshot sent again?)",
+        f"({_when(newer)}): not applied: profile updates are applied in occurred_at order, "
+        "each as a whole, whatever fields a newer one carried. An old snapshot sent again "
+        "undoes nothing; a change still to make (an opt-out, a suspension) must be sent "
+        "again, dated now",
     )

@@ -70,7 +70,10 @@ def test_events_not_applied_for_their_time_are_dead_letters_saying_why() -> None
     )
     assert letters[2][2] == (
         "occurred_at 2026-11-01T03:00:00Z is older than the profile update applied already "
-        "(2026-11-02T03:00:00Z): not applied (an old snapshot sent again?)"
+        "(2026-11-02T03:00:00Z): not applied: profile updates are applied in occurred_at "
+        "order, each as a whole, whatever fields a newer one carried. An old snapshot sent "
+        "again undoes nothing; a change still to make (an opt-out, a suspension) must be "
+        "sent again, dated now"
     )
     assert [r.offset for r in (d.record for d in result.dead_letters)] == [1, 2, 1]
 

@@ -59,6 +59,28 @@ def test_an_opt_out_sent_late_still_holds() -> None:
     assert result.late == 0
 
 
+def test_a_partial_update_dated_before_one_applied_says_to_send_its_change_again() -> None:
+    """Updates are applied in occurred_at order as wholes: an opt-out dated 30 minutes
+    before a tier change already applied is refused (`late`), whatever fields the newer one
+    carried. The dead letter said "(an old snapshot sent again?)", so the CRM team that
+    sent a real opt-out from another service was told to ignore it: it now names the fix,
+    send the change again dated now (found producing partial profile updates)."""
+    events = [
+        ev(PROFILE, at("2026-11-02", "10:30"), tier="gold"),
+        ev(PROFILE, at("2026-11-02", "10:00"), opt_out=["sms"]),  # read after, dated before
+        arrival("2026-11-02", "JP", "11:00"),
+    ]
+    result = run(RULES, events)
+    assert [t.moment.params["country"] for t in result.tasks] == ["JP"]  # the SMS still goes
+    (refused,) = result.dead_letters
+    assert refused.reason.value == "late"
+    assert refused.message.endswith(
+        "not applied: profile updates are applied in occurred_at order, each as a whole, "
+        "whatever fields a newer one carried. An old snapshot sent again undoes nothing; a "
+        "change still to make (an opt-out, a suspension) must be sent again, dated now"
+    )
+
+
 def test_a_profile_dated_in_the_future_is_not_applied() -> None:
     now = dt.datetime(2026, 11, 2, 4, 0, tzinfo=dt.UTC)  # 12:00 in Shanghai
     events = [
