@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -546,8 +547,16 @@ def _not_json(value: bytes) -> str | None:
             f"producer compress (compression.type={compressed}; the worker reads gzip, "
             "snappy, lz4 and zstd batches)"
         )
+    if _zlib(value):
+        return (
+            "the value is zlib-compressed (deflate): send the JSON text itself, and let the "
+            "producer compress (compression.type gzip, snappy, lz4 or zstd, which the worker "
+            "reads)"
+        )
     if (utf16 := utf16_form(value[:4])) is not None:  # without a mark it is valid UTF-8
         return f"the value is UTF-16 text ({utf16[0]}): encode the JSON text as UTF-8"
+    if _base64_json(value):
+        return "the value is base64 of JSON text: send the JSON text itself (UTF-8), not encoded"
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -572,6 +581,34 @@ _COMPRESSED = (
 """How a value compressed by the application begins (gzip, a zstd, lz4 or snappy frame),
 and the codec's name as Kafka producers spell it: it was told "not UTF-8 ... GBK, Latin-1
 or UTF-16?", which sent a producer looking at its text encoding."""
+
+
+def _zlib(value: bytes) -> bool:
+    """A zlib stream (RFC 1950), as Java's DeflaterOutputStream, Node's zlib.deflate or
+    Python's zlib.compress write it: deflate with a 32 KiB window (0x78), a header whose
+    two bytes are a multiple of 31. No JSON text starts with `x`. Kafka has no zlib codec,
+    so it is not in `_COMPRESSED`; it was told "not UTF-8 ... GBK, Latin-1 or UTF-16?"."""
+    return len(value) > 2 and value[0] == 0x78 and (value[0] << 8 | value[1]) % 31 == 0
+
+
+_BASE64 = re.compile(rb"[A-Za-z0-9+/_-]+={0,2}")
+
+
+def _base64_json(value: bytes) -> bool:
+    """Base64 (either alphabet) of text that starts as a JSON object or array: a value
+    encoded by the application (a binary field of a REST bridge or an SDK sent as text).
+    It was told the parser's "expected value at line 1 column 1"."""
+    text = value.strip()
+    if len(text) < 8 or not _BASE64.fullmatch(text):
+        return False
+    try:
+        head = base64.b64decode(text[:64].translate(_URLSAFE) + b"=" * (-min(len(text), 64) % 4))
+    except ValueError:
+        return False
+    return head.lstrip()[:1] in (b"{", b"[")
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def enveloped(value: bytes, marks: tuple[str, ...], kind: str) -> str | None:

@@ -12,7 +12,9 @@ letter with the fix, as a Confluent frame, a byte-order mark or GBK text already
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +63,45 @@ def test_a_compressed_value_names_the_producers_compression(
     assert refused.reason is RejectReason.INVALID_JSON
     assert f"{codec}-compressed" in refused.message
     assert f"compression.type={codec}" in refused.message
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+@pytest.mark.parametrize("read", [_as_event, _as_outcome], ids=["event", "outcome"])
+def test_a_zlib_value_is_named_and_a_kafka_codec_offered(
+    level: int, read: Callable[[bytes], DeadLetter]
+) -> None:
+    """zlib (RFC 1950: Java's DeflaterOutputStream, Node's zlib.deflate, Python's
+    zlib.compress) has no Kafka codec, and was told "not UTF-8 (byte 1: ...; GBK, Latin-1
+    or UTF-16?)": the producing page promises a value the application compressed is
+    named, with the codec to set instead (found producing as a billing team)."""
+    doc = TOPUP if read is _as_event else OUTCOME
+    refused = read(zlib.compress(json.dumps(doc).encode(), level))
+    assert refused.reason is RejectReason.INVALID_JSON
+    assert refused.message == (
+        "the value is zlib-compressed (deflate): send the JSON text itself, and let the "
+        "producer compress (compression.type gzip, snappy, lz4 or zstd, which the worker "
+        "reads)"
+    )
+
+
+@pytest.mark.parametrize("alphabet", ["standard", "urlsafe"])
+@pytest.mark.parametrize("read", [_as_event, _as_outcome], ids=["event", "outcome"])
+def test_base64_of_the_json_says_so(alphabet: str, read: Callable[[bytes], DeadLetter]) -> None:
+    """A value base64-encoded by the application (a binary field of a REST bridge or an
+    SDK sent as text) was told the parser's "expected value at line 1 column 1"."""
+    doc = TOPUP if read is _as_event else OUTCOME
+    encode = base64.b64encode if alphabet == "standard" else base64.urlsafe_b64encode
+    refused = read(encode(json.dumps(doc).encode()))
+    assert refused.reason is RejectReason.INVALID_JSON
+    assert refused.message == (
+        "the value is base64 of JSON text: send the JSON text itself (UTF-8), not encoded"
+    )
+
+
+def test_text_that_only_looks_like_base64_keeps_the_parsers_words() -> None:
+    refused = _as_event(b"hello")
+    assert refused.message.startswith("Invalid JSON: expected value at line 1 column 1")
+    assert "base64" not in refused.message
 
 
 ENVELOPES = [
