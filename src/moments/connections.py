@@ -359,11 +359,24 @@ def redis_client(settings: Settings, timeout: float = REDIS_TIMEOUT_S) -> Redis:
     """`redis.asyncio.Redis` for MOMENTS_REDIS_URL with the username, password and CA settings."""
     from redis.asyncio import Redis
 
+    from moments.secret_files import secret_file_of
+
     kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if settings.redis_username:
-        kwargs["username"] = settings.redis_username
-    if settings.redis_password is not None:
-        kwargs["password"] = settings.redis_password.get_secret_value()
+    password_file = secret_file_of("redis_password")
+    if settings.redis_password is not None and password_file is not None:
+        # Read again at each new connection: a rotated Secret is taken without a restart.
+        from moments.redislogin import PasswordFileLogin
+
+        kwargs["credential_provider"] = PasswordFileLogin(
+            settings.redis_username or None,
+            password_file,
+            settings.redis_password.get_secret_value(),
+        )
+    else:
+        if settings.redis_username:
+            kwargs["username"] = settings.redis_username
+        if settings.redis_password is not None:
+            kwargs["password"] = settings.redis_password.get_secret_value()
     if settings.redis_ssl_cafile is not None:
         kwargs["ssl_ca_certs"] = str(settings.redis_ssl_cafile)
     return Redis.from_url(settings.redis_url, **kwargs)

@@ -232,6 +232,13 @@ def install_pii_masking(mask: bool = True, secrets: tuple[str, ...] | list[str] 
         _state["installed"] = True
 
 
+def add_secret(secret: str) -> None:
+    """Redact `secret` too from now on: a password read again while the process runs (a
+    rotated Redis password file, `moments.redislogin`)."""
+    with _lock:
+        _state["secrets"] = _secret_forms([*_state["secrets"], secret])
+
+
 MAIN_THREAD = "the main thread"
 
 

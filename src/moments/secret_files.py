@@ -29,6 +29,13 @@ def _environ_upper() -> dict[str, str]:
     return {k.upper(): v for k, v in os.environ.items()}
 
 
+def secret_file_of(field_name: str) -> str | None:
+    """The file `MOMENTS_<NAME>_FILE` names for the setting, as `FileVariablesSource`
+    reads it (None: the value, if any, was given otherwise): for a client that reads a
+    rotated secret again, as `moments.connections.redis_client` does."""
+    return _environ_upper().get(file_variable(field_name))
+
+
 MAX_SECRET_BYTES = 64 * 1024
 """A password, a URL or a path is far shorter; a PEM bundle is no setting's value."""
 

@@ -78,11 +78,12 @@ def kafka_outage(exc: BaseException) -> bool:
 
 def retried(exc: BaseException) -> bool:
     """Whether `with_retry` backs off and calls again after `exc`: a dependency away or
-    busy. Anything else (a bug, a refusal) is raised at once."""
+    busy, or a Redis refusing a running worker's login. Anything else (a bug, a Kafka
+    refusal) is raised at once."""
     from aiokafka.errors import KafkaError
 
-    if isinstance(exc, _not_retryable()):
-        return False
+    if isinstance(exc, _refused_login()):
+        return True  # Redis changed under a running worker: waited out (`_refused_login`)
     if isinstance(exc, KafkaError):
         return kafka_outage(exc)
     return isinstance(exc, _retryable()) or _not_now(exc)
@@ -163,7 +164,7 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
     """Why `exc` was raised rather than retried, and what fixes it (for its traceback);
     None for an error the caller expects (the runtime stopped, say)."""
     from aiokafka.errors import KafkaError
-    from redis.exceptions import AuthenticationError, ResponseError
+    from redis.exceptions import ResponseError
 
     head = f"moments: not retried while {what}: not a {dependency.value} outage"
     if isinstance(exc, KafkaError):
@@ -173,11 +174,6 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
         return (
             f"{head}: Kafka (the broker or aiokafka) refused the request "
             f"({type(exc).__name__}), and waiting will not fix it; its error says what"
-        )
-    if isinstance(exc, AuthenticationError):
-        return (
-            f"{head}: Redis refused the worker's login; check MOMENTS_REDIS_USERNAME and "
-            "the password (moments check says which)"
         )
     if isinstance(exc, ResponseError):
         return f"{head}: Redis refused the command; its reply says why"
@@ -211,12 +207,28 @@ def _not_now(exc: BaseException) -> bool:
 
 
 @functools.cache
-def _not_retryable() -> tuple[type[BaseException], ...]:
-    """Refused credentials: waiting does not fix them (redis-py files them under
-    ConnectionError). moments.connections.preflight explains them at start-up."""
-    from redis.exceptions import AuthenticationError
+def _refused_login() -> tuple[type[BaseException], ...]:
+    """Redis refusing the worker's login (redis-py files it under ConnectionError) or its
+    rights on a command. At start-up `moments.connections.preflight` stops the worker on
+    them, naming the variable: the settings are wrong. Once it runs they worked, so Redis
+    changed under it (a rotated password, an ACL user edited): it waits, as for a Redis
+    away, instead of crashing with a traceback, and a password file is read again at each
+    new connection (`moments.redislogin`)."""
+    from redis.exceptions import (
+        AuthenticationError,
+        AuthenticationWrongNumberOfArgsError,
+        NoPermissionError,
+    )
 
-    return (AuthenticationError,)
+    return (AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError)
+
+
+REFUSED_LOGIN_HELP = (
+    "Redis refused the worker's login or its rights while it ran (its password or ACL user "
+    "changed?): give Redis's new password to the worker (MOMENTS_REDIS_PASSWORD_FILE is read "
+    "again at each new connection; MOMENTS_REDIS_PASSWORD and MOMENTS_REDIS_USERNAME take a "
+    "restart) or put the user's rights back; `moments check` tries the login"
+)
 
 
 async def with_retry(
@@ -230,8 +242,10 @@ async def with_retry(
     """Await `call()` until it succeeds; back off between failures of a dependency away
     or busy (`retried`; forever: the caller decides when to give up by cancelling). Any
     other error is raised at once, noted with what fixes it (`not_retried_note`)."""
+    refused = _refused_login()
     delay = first_delay
     attempt = 0
+    told_login = False  # a refused login's fix is logged at its first, whatever the attempt
     up = metrics.up_of[dependency]
     while True:
         try:
@@ -240,19 +254,23 @@ async def with_retry(
             if not retried(exc):
                 _say_not_retried(exc, dependency, what)
                 raise
+            login = isinstance(exc, refused)
             attempt += 1
             metrics.dependency_errors.labels(dependency.value).inc()
             up.set(0)
-            level = logging.WARNING if attempt in (1, 10) or attempt % 100 == 0 else logging.DEBUG
+            loud = attempt in (1, 10) or attempt % 100 == 0 or (login and not told_login)
+            told_login = told_login or login
+            level = logging.WARNING if loud else logging.DEBUG
             log.log(
                 level,
-                "%s unavailable while %s (attempt %d, retrying in %.1fs): %s: %s",
+                "%s unavailable while %s (attempt %d, retrying in %.1fs): %s: %s%s",
                 dependency.value,
                 what,
                 attempt,
                 delay,
                 type(exc).__name__,
                 exc,
+                f"; {REFUSED_LOGIN_HELP}" if login else "",
             )
             await asyncio.sleep(delay)
             delay = min(max_delay, delay * 2)
