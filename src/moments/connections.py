@@ -388,6 +388,14 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
 
     where = f"Redis {redacted_url(settings.redis_url)}"
     if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError):
+        if settings.redis_password is None and redisurl.login(settings.redis_url)[1] is None:
+            # No password given: Redis's reply ("HELLO must be called with the client
+            # already authenticated, ...", "NOAUTH Authentication required.") named no fix.
+            return (
+                f"{where} asks for a password and none is set: set MOMENTS_REDIS_PASSWORD "
+                "(or MOMENTS_REDIS_PASSWORD_FILE), and MOMENTS_REDIS_USERNAME for an ACL user "
+                "other than 'default'"
+            )
         user = settings.redis_username or redisurl.login(settings.redis_url)[0] or "default"
         return (
             f"{where} refused the login of user {user!r} ({exc}); check MOMENTS_REDIS_USERNAME "

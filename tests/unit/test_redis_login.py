@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.exceptions import AuthenticationError, NoPermissionError
 
-from moments.connections import redis_client
+from moments.connections import describe_redis_failure, redis_client
 from moments.logmask import clean_text
 from moments.redislogin import PasswordFileLogin
 from moments.settings import load_settings
@@ -140,3 +140,40 @@ class TestRedisClientLogin:
         assert kwargs["password"] == "pw"
         assert kwargs.get("credential_provider") is None
         asyncio.run(client.aclose())
+
+
+class TestNoPasswordGiven:
+    """A Redis with `requirepass` and no password configured: the message quoted Redis's
+    reply (`HELLO must be called with the client already authenticated, otherwise the
+    HELLO AUTH <user> <pass> option can be used ...`) as a refused login of 'default'."""
+
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            "HELLO must be called with the client already authenticated, otherwise the "
+            "HELLO AUTH <user> <pass> option can be used to authenticate the client and "
+            "select the RESP protocol version at the same time",
+            "Authentication required.",
+        ],
+    )
+    def test_it_says_to_set_the_password(self, reply: str) -> None:
+        settings = load_settings(metrics_port=0, redis_url="redis://redis:6379/0")
+        message = describe_redis_failure(settings, AuthenticationError(reply))
+        assert message is not None
+        assert "asks for a password and none is set" in message
+        assert "set MOMENTS_REDIS_PASSWORD" in message
+        assert "HELLO" not in message
+
+    def test_a_wrong_password_is_still_a_refused_login(self) -> None:
+        settings = load_settings(
+            metrics_port=0, redis_url="redis://redis:6379/0", redis_password="nope"
+        )
+        message = describe_redis_failure(settings, AuthenticationError("invalid password"))
+        assert message is not None
+        assert "refused the login of user 'default'" in message
+
+    def test_a_password_in_the_url_is_a_password_given(self) -> None:
+        settings = load_settings(metrics_port=0, redis_url="redis://:pw@redis:6379/0")
+        message = describe_redis_failure(settings, AuthenticationError("invalid password"))
+        assert message is not None
+        assert "refused the login" in message
