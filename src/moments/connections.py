@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -185,6 +186,35 @@ def faust_broker_credentials(settings: Settings) -> CredentialsT | None:
     return None
 
 
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+"""The mechanisms moments logs in with (`MOMENTS_KAFKA_SASL_MECHANISM`)."""
+_ENABLED = re.compile(r"Enabled mechanisms are: \[(.*?)\]")
+"""aiokafka's message when the broker answered the handshake with its own list."""
+
+
+def _mechanism_fix(exc: BaseException) -> str:
+    """What to set when the broker refused the mechanism: one of those it listed that
+    moments speaks. The fix named moments' three as if the broker offered them, and a
+    broker that offered only PLAIN was said to enable SCRAM-SHA-512, which it had refused."""
+    found = _ENABLED.search(str(exc))
+    offered = [m.strip(" '\"") for m in found.group(1).split(",")] if found else []
+    offered = [m for m in offered if m]
+    usable = [m for m in offered if m in SASL_MECHANISMS]
+    if usable:
+        return f"set MOMENTS_KAFKA_SASL_MECHANISM to {' or '.join(usable)}, which it offers"
+    if offered:
+        return (
+            f"it offers {', '.join(offered)}, none of which moments logs in with: enable "
+            f"{', '.join(SASL_MECHANISMS[:-1])} or {SASL_MECHANISMS[-1]} on its listener "
+            "(sasl.enabled.mechanisms)"
+        )
+    return (
+        "set MOMENTS_KAFKA_SASL_MECHANISM to one its listener enables (the broker's "
+        f"sasl.enabled.mechanisms); moments logs in with {', '.join(SASL_MECHANISMS[:-1])} "
+        f"or {SASL_MECHANISMS[-1]}"
+    )
+
+
 def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None:
     """What to fix when connecting failed for a reason retries cannot cure; None otherwise."""
     from aiokafka import errors
@@ -193,10 +223,7 @@ def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None
     mechanism = settings.kafka_sasl_mechanism
     where = f"Kafka {settings.kafka_bootstrap}"
     if isinstance(exc, errors.UnsupportedSaslMechanismError):
-        return (
-            f"{where} does not offer SASL mechanism {mechanism}; set "
-            "MOMENTS_KAFKA_SASL_MECHANISM to one it enables (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
-        )
+        return f"{where} does not offer SASL mechanism {mechanism}; {_mechanism_fix(exc)}"
     if isinstance(exc, errors.SaslAuthenticationFailed) or (
         # aiokafka fails on a SCRAM server-final message `e=...` with KeyError/ValueError
         protocol in SASL_PROTOCOLS and isinstance(exc, KeyError | ValueError)

@@ -227,6 +227,46 @@ class TestKafkaHangUps:
         assert describe_kafka_failure(settings, refused) is None
 
 
+class TestSaslMechanismRefused:
+    """The broker refused the SASL mechanism: the fix names what it offers. It named
+    moments' three as those the broker enabled, SCRAM-SHA-512 among them when that was
+    the one refused."""
+
+    def _problem(self, message: str) -> str:
+        from aiokafka.errors import UnsupportedSaslMechanismError
+
+        settings = load_settings(
+            kafka_bootstrap="kafka-1:9093",
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_username="svc",
+            kafka_sasl_password="pw",
+        )
+        problem = describe_kafka_failure(settings, UnsupportedSaslMechanismError(message))
+        assert problem is not None
+        assert "does not offer SASL mechanism SCRAM-SHA-512" in problem
+        return problem
+
+    def test_the_mechanisms_it_offers_are_named(self) -> None:
+        problem = self._problem(
+            "Kafka broker does not support SCRAM-SHA-512 sasl mechanism. "
+            "Enabled mechanisms are: ['PLAIN', 'SCRAM-SHA-256']"
+        )
+        assert "set MOMENTS_KAFKA_SASL_MECHANISM to PLAIN or SCRAM-SHA-256" in problem
+        assert "SCRAM-SHA-512" not in problem.partition(";")[2]
+
+    def test_a_broker_offering_none_of_ours_is_to_enable_one(self) -> None:
+        problem = self._problem(
+            "Kafka broker does not support SCRAM-SHA-512 sasl mechanism. "
+            "Enabled mechanisms are: ['GSSAPI', 'OAUTHBEARER']"
+        )
+        assert "it offers GSSAPI, OAUTHBEARER" in problem
+        assert "enable PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 on its listener" in problem
+
+    def test_without_the_brokers_list_it_points_to_the_listener(self) -> None:
+        problem = self._problem("<AIOKafkaConnection host=kafka-1 port=9093>")
+        assert "one its listener enables (the broker's sasl.enabled.mechanisms)" in problem
+
+
 class TestMetadataAfterConnecting:
     """The preflight connected (ApiVersions answered); then Metadata failed."""
 
