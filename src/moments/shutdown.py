@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 BATCH_HELD = (
-    "the batch in progress did not finish within %g s (its Redis or Kafka writes are "
+    "the batch in progress did not finish within %.3g s (its Redis or Kafka writes are "
     "retried: moments_dependency_up says which is down); %s (their tasks are not sent twice)"
 )
 
@@ -36,7 +36,7 @@ async def within(
             log.warning(BATCH_HELD, seconds, then)
             return
         log.warning(
-            "the broker did not take %s within %g s; %s (their tasks are not sent twice); "
+            "the broker did not take %s within %.3g s; %s (their tasks are not sent twice); "
             "check the broker and MOMENTS_KAFKA_BOOTSTRAP",
             what,
             seconds,

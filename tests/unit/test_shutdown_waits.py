@@ -37,3 +37,15 @@ async def test_a_step_in_time_says_nothing(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.WARNING, logger="moments.shutdown"):
         await within(asyncio.sleep(0), 1.0, "the last commit", "read again", lambda: False)
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("batch_done", [False, True])
+async def test_the_wait_is_said_in_few_digits(
+    caplog: pytest.LogCaptureFixture, batch_done: bool
+) -> None:
+    """The time left of a stop's budget, computed: a stop during a Redis outage said
+    `did not finish within 9.99991 s`."""
+    with caplog.at_level(logging.WARNING, logger="moments.shutdown"):
+        await within(forever(), 0.0123456, "the last commit", "read again", lambda: batch_done)
+    [record] = caplog.records
+    assert "within 0.0123 s" in record.getMessage()
