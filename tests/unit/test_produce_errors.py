@@ -256,7 +256,7 @@ class TestAnOutageIsStillRetried:
         (ReadOnlyError(), True),
         (ResponseError("BUSY Redis is busy running a script"), True),
         (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
-        (AuthenticationError(), False),
+        (AuthenticationError(), True),  # a running worker's login refused: waited out
         (TypeError("Expected list, got tuple"), False),
         (ValueError(), False),
         (AttributeError(), False),
