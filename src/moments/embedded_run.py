@@ -24,6 +24,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
+from rich.markup import escape
 
 from moments.embedded import (
     HOST,
@@ -34,6 +35,7 @@ from moments.embedded import (
 from moments.exceptions import ConfigError
 from moments.metrics_server import scrape
 from moments.models import EventType
+from moments.runlog import ReloadFollower, shown
 from moments.sample import sample_stream
 from moments.settings import Settings, load_settings
 from moments.tail import STOP_S, tail_tasks
@@ -218,6 +220,7 @@ def _run(
         console.print(f"[green]worker[/] pid {worker.pid}, log {log_path}")
         if port:
             console.print(f"[green]metrics[/] {metrics_url(served_host(user), port)}")
+        console.print(rules_line(user))
         console.print("tasks appear below as they are published; Ctrl-C stops everything\n")
         code = FAILED
         # Not asyncio.run: its clean-up waits without a bound for every task and executor
@@ -263,7 +266,9 @@ async def _follow(
     if play_sample:
         await _play_sample(settings, console)
     started = time.monotonic()
+    reloads = ReloadFollower(log_path)
     while not tail.done():
+        show_reloads(reloads, console)
         if worker.poll() is not None:
             await _cancel(tail)
             console.print(
@@ -279,6 +284,30 @@ async def _follow(
             return FAILED
     await tail
     return 0
+
+
+def rules_line(user: Settings) -> str:
+    """Where the worker's rules come from, and that a saved change shows here."""
+    where = escape(str(user.rules)) if user.rules is not None else "the packaged default catalog"
+    if not user.rules_reload_seconds:
+        return f"[green]rules[/] {where} (MOMENTS_RULES_RELOAD_SECONDS=0: no reload)"
+    return (
+        f"[green]rules[/] {where}: a saved change is loaded within about "
+        f"{2 * user.rules_reload_seconds:g} s, or refused with its problems, and said here"
+    )
+
+
+def show_reloads(reloads: ReloadFollower, console: Console) -> None:
+    """Print what the worker's log says of reloads since the last look: a refused rules
+    file was said only in the log, and the terminal went on as if it were taken."""
+    for record in reloads.poll():
+        style = (
+            "red"
+            if record.level in ("ERROR", "CRITICAL")
+            else ("yellow" if record.level == "WARNING" else "green")
+        )
+        # Not wrapped: a `file:line:column: message` line is copied whole.
+        console.print(shown(record), style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 async def _cancel(task: asyncio.Task[int]) -> None:

@@ -187,3 +187,59 @@ def test_the_line_for_other_shells_points_them_at_this_run(
     settings = load_settings()
     assert settings.kafka_bootstrap == "127.0.0.1:40123"
     assert settings.redis_url == "redis://127.0.0.1:40124/0"
+
+
+def test_a_rules_reload_refused_or_taken_is_said_on_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An analyst saved a broken rules file into a `moments run` and saw nothing: the
+    worker's refusal, with its `file:line:column` problems, went only to its log file; the
+    run now prints it, and the reload of the fixed file after it."""
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "[2026-12-06 20:54:01,687] [7] [ERROR] moments.reload: rules reload refused (what is"
+        " in force stays: ...):\n"
+        "/r/anomaly.yaml:11:18: override of unknown param 'threshold'\n"
+        "[2026-12-06 20:54:17,769] [7] [INFO] moments.reload: rules reloaded from /r: 6"
+        " rule(s) \n"
+    )
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+
+    async def viewer(settings: Settings, **kwargs: Any) -> int:
+        kwargs["ready"].set()
+        for _ in range(200):  # until the run has shown both, or 20 s at most
+            if "rules reloaded" in out.getvalue():
+                break
+            await asyncio.sleep(0.1)
+        return 0
+
+    monkeypatch.setattr(embedded_run, "tail_tasks", viewer)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        follow = embedded_run._follow(Settings(), worker, log, console, False, False, None)
+        assert loop.run_until_complete(follow) == 0
+    finally:
+        embedded_run._stop_process(worker)
+        embedded_run._close_loop(loop)
+    shown = out.getvalue()
+    assert "worker ERROR: rules reload refused" in shown
+    assert "/r/anomaly.yaml:11:18: override of unknown param 'threshold'" in shown
+    assert "worker INFO: rules reloaded from /r: 6 rule(s)" in shown
+
+
+def test_the_run_says_where_its_rules_come_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.delenv("MOMENTS_RULES_RELOAD_SECONDS", raising=False)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: []\n")
+    monkeypatch.setenv("MOMENTS_RULES", str(rules))
+    line = embedded_run.rules_line(load_settings())
+    assert f"{rules}: a saved change is loaded within about 4 s" in line
+    monkeypatch.delenv("MOMENTS_RULES")
+    assert "the packaged default catalog" in embedded_run.rules_line(load_settings())
