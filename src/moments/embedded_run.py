@@ -326,6 +326,9 @@ async def _play_sample(settings: Settings, console: Console) -> None:
     await producer.start()
     stream = sample_stream()
     profiles = [r for r in stream if r.event_type is EventType.PROFILE]
+    header = sample_header(settings.rules)
+    if header is not None:
+        console.print(header, style="dim", markup=False, highlight=False)
     try:
         for record in profiles:
             await producer.send_and_wait(
@@ -349,6 +352,19 @@ async def _play_sample(settings: Settings, console: Console) -> None:
     finally:
         await producer.stop()
     console.print("[dim]sample stream played; the tasks print as they are published[/]\n")
+
+
+def sample_header(rules: Path | None) -> str | None:
+    """What the sample's `-> moment` notes stand for when the worker runs rules of the
+    user's: they name what the packaged catalog makes of each event, and read as what the
+    user's rules had made (`-> first_topup` with no such rule in MOMENTS_RULES)."""
+    if rules is None:
+        return None
+    return (
+        "sample: each '-> ...' below is what the packaged default catalog makes of the event;"
+        f" the worker runs your rules ({rules}), which may make other tasks or none: the"
+        " tasks printed are what they made"
+    )
 
 
 async def _profiles_read(settings: Settings, count: int, timeout_s: float) -> bool:

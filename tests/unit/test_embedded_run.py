@@ -243,3 +243,16 @@ def test_the_run_says_where_its_rules_come_from(
     assert f"{rules}: a saved change is loaded within about 4 s" in line
     monkeypatch.delenv("MOMENTS_RULES")
     assert "the packaged default catalog" in embedded_run.rules_line(load_settings())
+
+
+def test_the_sample_notes_say_whose_outcomes_they_are_under_rules_of_ones_own(
+    tmp_path: Path,
+) -> None:
+    """With MOMENTS_RULES set, the sample still printed `-> first_topup` and the like, the
+    packaged catalog's moments, as if the analyst's rules had made them (journey review):
+    the run says whose they are first. With the packaged rules nothing needs saying."""
+    assert embedded_run.sample_header(None) is None
+    header = embedded_run.sample_header(tmp_path / "my-rules")
+    assert header is not None
+    assert "what the packaged default catalog makes of the event" in header
+    assert f"your rules ({tmp_path / 'my-rules'})" in header
