@@ -44,7 +44,7 @@ from rules.contract import event_carried, event_values, never_carried, refusal, 
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.gating import GatingPolicy
-from rules.hints import unknown_key
+from rules.hints import known_fields, meant, unknown_key
 from rules.operators import NUMERIC_OPS, number, number_hint
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.routing import Keys, Routes, route, text_keys
@@ -1039,7 +1039,7 @@ def _set_of(value: str | list[str] | None) -> frozenset[str] | None:
 
 def _unknown_field(field_name: str, on: Sequence[EventType], fields: set[str]) -> str:
     kinds = ", ".join(t.value for t in on)
-    return f"{field_name!r} is not a field of {kinds} events; known: {', '.join(sorted(fields))}"
+    return f"{field_name!r} is not a field of {kinds} events{known_fields(field_name, fields)}"
 
 
 NUMBER_HINTS = {
@@ -1165,4 +1165,9 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
     hint = NUMBER_HINTS.get(str(path[-1])) if path else None
     if hint is not None and err["type"] in _NUMBER_ERRORS:
         return f"{loc}: {msg}; write {hint}"
+    if err["type"] in ("literal_error", "enum") and isinstance(scalar, str):
+        # `channel: smss`, `period: daily`, `occasion: birthdays`: the values allowed were
+        # listed, the one meant not named.
+        allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+        return f"{loc}: {msg}{meant(scalar, allowed)}"
     return f"{loc}: {msg}"

@@ -34,6 +34,7 @@ from rules.contract import (
     tested,
 )
 from rules.durations import parse_duration
+from rules.hints import known_fields
 from rules.operators import (
     NUMERIC_OPS,
     Members,
@@ -275,7 +276,7 @@ def _known_field(name: str, scope: Scope, path: Path, report: Report) -> None:
     if name not in scope.fields:
         report(
             path,
-            f"{name!r} is not a field of these events; known: {', '.join(sorted(scope.fields))}",
+            f"{name!r} is not a field of these events{known_fields(name, scope.fields)}",
         )
 
 

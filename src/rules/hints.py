@@ -8,7 +8,7 @@ place is wrong, and the message now says which place takes it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 
 from pydantic import BaseModel
@@ -105,6 +105,22 @@ def _homes(key: str, here: str | None) -> list[str]:
     family = _FAMILY.get(here or "")
     near = [p for p in found if family is not None and _FAMILY.get(p) == family]
     return near or found
+
+
+def meant(written: str, choices: Sequence[str]) -> str:
+    """`; did you mean 'country'?` for `contry` among `choices` (also for a value written in
+    another case, `SMS`), or empty: a misspelt field or value was answered with the list
+    alone, a dozen names to read against the one written."""
+    close = difflib.get_close_matches(written.lower(), list(choices), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close and close[0] != written else ""
+
+
+def known_fields(written: str, fields: Iterable[str]) -> str:
+    """`; known: a, b, c` after a field name that is none of `fields`, or `; did you mean
+    'country'? (known: ...)` when one is close to it."""
+    known = sorted(fields)
+    hint = meant(written, known)
+    return f"{hint} (known: {', '.join(known)})" if hint else f"; known: {', '.join(known)}"
 
 
 def unknown_key(path: Path, kind: str | None = None) -> str:

@@ -618,7 +618,7 @@ rules:
 """
     assert problems(text) == [
         "r.yaml:6:17: rules.0.condition.occasion: Input should be 'birthday', "
-        "'join_anniversary', 'contract_expiry' or 'holiday'"
+        "'join_anniversary', 'contract_expiry' or 'holiday'; did you mean 'birthday'?"
     ]
 
 
@@ -764,3 +764,78 @@ rules:
             ".default.yaml; a name starting with '.' is an editor's or a copy's, rename it "
             "to load it)"
         )
+
+
+MEANT_RULE = """\
+series:
+  topups: {on: [topup], field: amount, period: PERIOD}
+rules:
+  - id: r
+    description: d
+    on: [roaming]
+    evaluate: EVALUATE
+    when: {roaming_type: international}
+    condition: {first_time: FIELD}
+    task: {family: first_time, type: t, channel: CHANNEL, priority: 3, action: a, ttl: 24h,
+           description: x}
+"""
+
+
+def _meant_rule(**values: str) -> str:
+    text = MEANT_RULE
+    for key, value in {
+        "PERIOD": "day",
+        "EVALUATE": "event",
+        "FIELD": "country",
+        "CHANNEL": "sms",
+        **values,
+    }.items():
+        text = text.replace(key, value)
+    return text
+
+
+class TestDidYouMean:
+    """A misspelt field name or value was answered with the list of those allowed alone
+    (journey review: `first_time: contry`, `channel: SMS`, `period: daily`): the one meant
+    is named first when one is close, and none when none is (`channel: wechat`)."""
+
+    def test_a_misspelt_field_names_the_field_meant(self) -> None:
+        assert problems(_meant_rule(FIELD="contry")) == [
+            "r.yaml:9:17: 'contry' is not a field of these events; did you mean 'country'? "
+            "(known: country, event_id, occurred_at, operator, region, roaming_type, "
+            "subscriber_id, timezone, utc_offset_minutes)"
+        ]
+
+    def test_a_misspelt_when_field_names_the_field_meant(self) -> None:
+        text = _meant_rule().replace("roaming_type: international", "roming_type: international")
+        (problem,) = problems(text)
+        assert "'roming_type' is not a field of roaming events; did you mean 'roaming_type'?" in (
+            problem
+        )
+
+    @pytest.mark.parametrize(
+        ("values", "said"),
+        [
+            (
+                {"CHANNEL": "SMS"},
+                "task.channel: Input should be 'sms', 'outbound_call', "
+                "'manager' or 'app_push'; did you mean 'sms'?",
+            ),
+            ({"CHANNEL": "smss"}, "; did you mean 'sms'?"),
+            (
+                {"PERIOD": "daily"},
+                "series.topups.period: Input should be 'day', 'week' or "
+                "'month'; did you mean 'day'?",
+            ),
+            ({"EVALUATE": "day"}, "; did you mean 'daily'?"),
+        ],
+    )
+    def test_a_misspelt_value_names_the_value_meant(
+        self, values: dict[str, str], said: str
+    ) -> None:
+        (problem,) = problems(_meant_rule(**values))
+        assert problem.endswith(said)
+
+    def test_a_value_close_to_none_is_given_the_list_alone(self) -> None:
+        (problem,) = problems(_meant_rule(CHANNEL="wechat"))
+        assert problem.endswith("Input should be 'sms', 'outbound_call', 'manager' or 'app_push'")
