@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
+from decimal import Decimal
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -17,10 +19,14 @@ _WORDS = {
     **dict.fromkeys(("d", "day", "days"), "d"),
     **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), "w"),
 }
+_FRACTION = re.compile(r"^\s*(\d*\.\d+)\s*([smhdw])\s*$")
 _IN_DAYS = {
     **dict.fromkeys(("mo", "mon", "month", "months"), ("month", 30)),
     **dict.fromkeys(("y", "yr", "yrs", "year", "years"), ("year", 365)),
 }
+_LONG_WORDS = [w for w in (*_WORDS, *_IN_DAYS) if len(w) >= 4]
+"""The unit words a misspelling is matched against: those short ones (`hr`, `mo`) are
+close to too much."""
 
 
 MAX_DAYS = 36_500
@@ -75,4 +81,15 @@ def _what_to_write(text: str) -> str:
         if word in _IN_DAYS:
             name, days = _IN_DAYS[word]
             return f"write {number * days}d (a {name} is no unit: {days} days each)"
+        # `7 dayz`, `2 weks`: a unit word misspelt was told the form alone.
+        close = difflib.get_close_matches(word, _LONG_WORDS, n=1, cutoff=0.75)
+        if close:
+            return _what_to_write(f"{number} {close[0]}")
+    fraction = _FRACTION.match(text)
+    if fraction:  # `1.5d`: whole numbers only; the same time in a smaller unit
+        seconds = Decimal(fraction.group(1)) * _UNITS[fraction.group(2)]
+        for unit in ("w", "d", "h", "m", "s"):
+            whole = seconds / _UNITS[unit]
+            if whole == int(whole) and whole >= 1:
+                return f"write {int(whole)}{unit} (a duration is a whole number of its unit)"
     return "write a number and a unit, e.g. 30m, 24h, 60d"

@@ -33,7 +33,7 @@ def test_a_duration_in_words_names_the_one_to_write(written: str, write: str) ->
 
 
 def test_what_is_no_duration_at_all_still_shows_the_form() -> None:
-    for text in ("fortnight", "-1d", "soon", "1.5d"):
+    for text in ("fortnight", "-1d", "soon", "0.3s"):  # 1.5d: write 36h, below
         with pytest.raises(ValueError, match=r"write a number and a unit, e\.g\. 30m, 24h, 60d$"):
             parse_duration(text)
 
@@ -85,3 +85,41 @@ def test_a_ttl_beyond_a_hundred_years_is_refused_at_its_line() -> None:
     found = [str(p) for p in refused.value.problems]
     assert len(found) == 2
     assert all("is longer than 36500d (100 years)" in p and p.startswith("r.yaml:") for p in found)
+
+
+@pytest.mark.parametrize(
+    ("written", "write"),
+    [
+        ("7 dayz", "write 7d"),
+        ("7dayz", "write 7d"),
+        ("2 weks", "write 2w"),
+        ("24 hourz", "write 24h"),
+        ("3 monts", "write 90d (a month is no unit: 30 days each)"),
+    ],
+)
+def test_a_misspelt_unit_word_names_the_one_to_write(written: str, write: str) -> None:
+    """`absence: 7 dayz` was told the form alone (`write a number and a unit, e.g. 30m`),
+    where `7 days` was told `write 7d` (journey review)."""
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration(written)
+    assert str(err.value) == f"{written!r} is not a duration; {write}"
+
+
+@pytest.mark.parametrize(
+    ("written", "write"),
+    [("1.5d", "36h"), ("0.5h", "30m"), ("2.5w", "420h"), ("1.1d", "1584m"), (".5m", "30s")],
+)
+def test_a_fraction_names_the_same_time_in_a_whole_unit(written: str, write: str) -> None:
+    """`ttl: 1.5d` was told the form alone; the same time in whole units is named."""
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration(written)
+    assert str(err.value) == (
+        f"{written!r} is not a duration; write {write} (a duration is a whole number of its unit)"
+    )
+
+
+@pytest.mark.parametrize("written", ["0.3s", "1.5x", "7 dayzzzz", "10 zz"])
+def test_what_is_close_to_no_duration_still_shows_the_form(written: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration(written)
+    assert str(err.value).endswith("write a number and a unit, e.g. 30m, 24h, 60d")
