@@ -52,7 +52,14 @@ from rules.rule import CompiledRule, Override, state_tag
 from rules.series import Series, SeriesGroup
 from rules.spec import CONDITION_KINDS, PERIOD_OF, RulesFile, RuleSpec
 from rules.special_days import DEFAULT_LEAD_DAYS, DEFAULT_LOCAL_HOUR, SpecialDayConfig
-from rules.templates import EXAMPLES, formats, placeholders, spec_problem, unfilled
+from rules.templates import (
+    EXAMPLES,
+    formats,
+    placeholders,
+    spec_problem,
+    unclosed,
+    unfilled,
+)
 from rules.yamllimits import Budget, beyond_limits, read_limited, yaml_problem
 from rules.yamlpos import DigitsAsWritten, key_at, position
 
@@ -874,6 +881,12 @@ def _build(
             f"{odd} is not a placeholder (only {{name}} and {{name:format}} are filled: no "
             "attribute, index, position, conversion or nested field) and would be sent as "
             "written; write {name}, or a number's format, " + EXAMPLES,
+        )
+    for odd in unclosed(spec.task.description):
+        problem(
+            ("task", "description"),
+            f"a brace that opens or closes no placeholder, in {odd!r}, would be sent as "
+            "written; write a placeholder whole, {name}, or leave the brace out",
         )
     _check_formats(spec, names, period is None and not special_day, problem)
     _check_missing(spec, names, period is None and not special_day, problem)

@@ -133,6 +133,21 @@ def unfilled(template: str) -> list[str]:
     return nested + [m for m in BRACED.findall(template) if not FIELD.fullmatch(m)]
 
 
+def unclosed(template: str) -> list[str]:
+    """A `{` that opens no placeholder or a `}` that closes none, with the text around it
+    (`Welcome to {country`, `{country} }`): `fill` leaves it as written, so the customer
+    read "Welcome to {country"."""
+    rest = NESTED.sub(lambda m: "\0" * len(m.group()), template)
+    rest = BRACED.sub(lambda m: "\0" * len(m.group()), rest)
+    found = []
+    for at, char in enumerate(rest):
+        if char in "{}":
+            start, end = max(0, at - 20), min(len(template), at + 21)
+            shown = template[start:end]
+            found.append(f"{'...' if start else ''}{shown}{'...' if end < len(template) else ''}")
+    return found
+
+
 def spec_problem(spec: str) -> str | None:
     """What is wrong with a format spec, and what to write; None when it is one `fill`
     applies (an empty one shows the value as a bare `{name}` does)."""

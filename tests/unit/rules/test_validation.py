@@ -495,6 +495,44 @@ def test_braces_that_are_no_placeholder_are_refused_not_sent_as_written(odd: str
     )
 
 
+@pytest.mark.parametrize(
+    ("description", "shown"),
+    [
+        ("spent {charge", "spent {charge"),
+        ("spent charge}", "spent charge}"),
+        ("spent {charge} }", "spent {charge} }"),
+        ("{ spent {charge}", "{ spent {charge}"),
+        (
+            "a long description that spent {charge yuan today, more than usual",
+            "...cription that spent {charge yuan today, m...",
+        ),
+    ],
+)
+def test_a_brace_that_closes_no_placeholder_is_refused_not_sent_as_written(
+    description: str, shown: str
+) -> None:
+    """`description: "Welcome to {country"` loaded, and every customer read "Welcome to
+    {country" (journey review): a brace that opens or closes no placeholder is refused at
+    the description's line, with the text around it."""
+    text = rule(
+        "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+        GOOD_TASK.replace("description: low", f"description: '{description}'"),
+    )
+    (found,) = problems(text)
+    assert found == (
+        f"r.yaml:12:7: a brace that opens or closes no placeholder, in {shown!r}, would be sent "
+        "as written; write a placeholder whole, {name}, or leave the brace out"
+    )
+
+
+def test_braces_around_placeholders_and_formats_still_load() -> None:
+    text = rule(
+        "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+        GOOD_TASK.replace("description: low", "description: 'spent {charge:,.2f} ({charge})'"),
+    )
+    assert [r.id for r in load_texts([("r.yaml", text)]).rules] == ["r1"]
+
+
 class TestFormats:
     """A number format in a description is checked when the file loads, at its line."""
 
