@@ -44,7 +44,7 @@ from rules.contract import event_carried, event_values, never_carried, refusal, 
 from rules.durations import parse_duration
 from rules.exceptions import RuleProblem, RulesError
 from rules.gating import GatingPolicy
-from rules.hints import known_fields, meant, unknown_key
+from rules.hints import closest, known_fields, meant, unknown_key
 from rules.operators import NUMERIC_OPS, number, number_hint
 from rules.predicates import OPERATORS, Predicate, all_of, field_test
 from rules.routing import Keys, Routes, route, text_keys
@@ -892,10 +892,12 @@ def _build(
     _check_missing(spec, names, period is None and not special_day, problem)
     unknown = [m for m in placeholders(spec.task.description) if m not in names]
     if unknown:
+        known = ", ".join(sorted(names))
+        close = closest(unknown[0], sorted(names))
         problem(
             ("task", "description"),
-            f"{{{unknown[0]}}} is not known when this rule fires; use one of: "
-            + ", ".join(sorted(names)),
+            f"{{{unknown[0]}}} is not known when this rule fires; "
+            + (f"did you mean {{{close}}}? (known: {known})" if close else f"use one of: {known}"),
         )
     if len(problems) > before:
         return None

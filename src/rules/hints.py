@@ -111,8 +111,15 @@ def meant(written: str, choices: Sequence[str]) -> str:
     """`; did you mean 'country'?` for `contry` among `choices` (also for a value written in
     another case, `SMS`), or empty: a misspelt field or value was answered with the list
     alone, a dozen names to read against the one written."""
+    close = closest(written, choices)
+    return f"; did you mean {close!r}?" if close is not None else ""
+
+
+def closest(written: str, choices: Sequence[str]) -> str | None:
+    """The one of `choices` that `written` is a misspelling of (or written in another
+    case), or None."""
     close = difflib.get_close_matches(written.lower(), list(choices), n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close and close[0] != written else ""
+    return close[0] if close and close[0] != written else None
 
 
 def known_fields(written: str, fields: Iterable[str]) -> str:

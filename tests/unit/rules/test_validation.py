@@ -233,10 +233,10 @@ class TestCommand:
 def test_a_description_placeholder_nobody_fills_is_refused() -> None:
     text = rule(
         "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
-        GOOD_TASK.replace("description: low", "description: 'spent {chrage}'"),
+        GOOD_TASK.replace("description: low", "description: 'spent {xyzzy}'"),
     )
     (found,) = problems(text)
-    assert found.startswith("r.yaml:12:7: {chrage} is not known when this rule fires; use one of:")
+    assert found.startswith("r.yaml:12:7: {xyzzy} is not known when this rule fires; use one of:")
     assert "charge_gt" in found
 
 
@@ -877,3 +877,18 @@ class TestDidYouMean:
     def test_a_value_close_to_none_is_given_the_list_alone(self) -> None:
         (problem,) = problems(_meant_rule(CHANNEL="wechat"))
         assert problem.endswith("Input should be 'sms', 'outbound_call', 'manager' or 'app_push'")
+
+
+@pytest.mark.parametrize("written", ["Charge", "chrage"])
+def test_a_misspelt_placeholder_names_the_one_meant(written: str) -> None:
+    """`{Country}` in a description was told the dozen names a rule offers, to read
+    against the one written (journey review): the close one is named."""
+    text = rule(
+        "    on: [usage]\n    condition: {field: charge, gt: 1}\n",
+        GOOD_TASK.replace("description: low", f"description: 'spent {{{written}}}'"),
+    )
+    (found,) = problems(text)
+    assert found.startswith(
+        f"r.yaml:12:7: {{{written}}} is not known when this rule fires; did you mean {{charge}}? "
+        "(known: "
+    )
