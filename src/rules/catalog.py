@@ -893,7 +893,9 @@ def _build(
     unknown = [m for m in placeholders(spec.task.description) if m not in names]
     if unknown:
         known = ", ".join(sorted(names))
-        close = closest(unknown[0], sorted(names))
+        # A declared series that the condition misnames (`baseline: topup_dy`) is no
+        # misspelling here: the condition's own problem names the fix.
+        close = None if unknown[0] in series else closest(unknown[0], sorted(names))
         problem(
             ("task", "description"),
             f"{{{unknown[0]}}} is not known when this rule fires; "

@@ -892,3 +892,21 @@ def test_a_misspelt_placeholder_names_the_one_meant(written: str) -> None:
         f"r.yaml:12:7: {{{written}}} is not known when this rule fires; did you mean {{charge}}? "
         "(known: "
     )
+
+
+def test_a_series_misnamed_in_the_condition_is_not_offered_for_the_description() -> None:
+    """`baseline: topup_dy` in the condition: the description's `{topup_day}` is right, and
+    offering `{topup_dy}` for it would lead the analyst to the wrong fix."""
+    text = (
+        "series:\n  topup_day: {on: [topup], field: amount, period: day}\n"
+        "rules:\n  - id: r\n    description: d\n    on: [topup]\n    evaluate: daily\n"
+        "    condition: {baseline: topup_dy, windows: 7, gte: 3}\n"
+        "    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a, ttl: 1d,\n"
+        "           description: '{topup_day}'}\n"
+    )
+    found = problems(text)
+    assert (
+        found[0]
+        == "r.yaml:8:17: unknown series 'topup_dy'; declare it under series: (known: topup_day)"
+    )
+    assert "did you mean" not in found[1]
