@@ -409,7 +409,12 @@ def _compare(
             _refuse_empty_params(op, raw, _tested(node, label), scope, report)
         if op in NUMERIC_OPS:
             if isinstance(raw, str) and not raw.startswith("$") and number(raw) is None:
-                report(where, f"{op} needs a number or $param, got {raw!r}: {number_hint(raw)}")
+                fix = (
+                    f"{raw!r} is a param of this rule: write {op}: ${raw} for its value"
+                    if raw in scope.params
+                    else number_hint(raw)
+                )
+                report(where, f"{op} needs a number or $param, got {raw!r}: {fix}")
             elif _not_finite(raw):
                 # `gte: .nan` compared false with every value: the rule loaded and never fired.
                 report(where, f"{op} needs a finite number, got {raw!r}: write a number, e.g. 100")

@@ -4,8 +4,11 @@ are not errors (a tier no subscriber has, say), so the file still loads."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from typing import Any
 
 from rules.catalog import RuleSet
+from rules.operators import OPERATORS
 
 CONTRACT_TIERS = ("diamond", "gold", "silver", "standard")
 """The tiers the contract names (profile `tier`, e.g. ...): an operator may have more."""
@@ -28,6 +31,7 @@ def warnings(rules: RuleSet) -> list[str]:
                     f"({', '.join(CONTRACT_TIERS)}); {hint}it applies only to profiles whose "
                     "tier says so"
                 )
+        out.extend(_param_warnings(rule.id, rule.params, rule.spec))
         if "{previous_at" in rule.task.description:
             out.append(
                 f"{rule.id}: the task description uses {{previous_at}}, which only a moment "
@@ -35,3 +39,42 @@ def warnings(rules: RuleSet) -> list[str]:
                 "the text shows '{previous_at}' as written; word it for both, or leave it out"
             )
     return out
+
+
+def _param_warnings(rule_id: str, params: Any, spec: Any) -> list[str]:
+    """A param named in the condition without its `$` (`prefix: hot` for `prefix: $hot`)
+    is compared as the text written, and a param no condition reads changes nothing: both
+    loaded without a word, the rule matching nothing or ignoring its overrides."""
+    condition = getattr(spec, "condition", None)
+    if not params or condition is None:
+        return []
+    tree = condition.model_dump(by_alias=True, exclude_none=True)
+    out = []
+    read = set()
+    for op, value in _tests(tree):
+        if value.startswith("$"):
+            read.add(value[1:])
+        elif value in params:
+            out.append(
+                f"{rule_id}: the condition's {op}: {value!r} is compared as written, and "
+                f"{value!r} is a param of this rule; write {op}: ${value} for its value"
+            )
+    for name in sorted(set(params) - read):
+        if not any(value == name for _, value in _tests(tree)):
+            out.append(
+                f"{rule_id}: param {name!r} is read by no condition (write ${name} where its "
+                "value goes): its value and its overrides change nothing"
+            )
+    return out
+
+
+def _tests(node: Any, op: str | None = None) -> Iterator[tuple[str, str]]:
+    """Each text an operator of the condition compares with: (operator, text)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _tests(value, key if key in OPERATORS else op)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _tests(item, op)
+    elif isinstance(node, str) and op is not None:
+        yield op, node
