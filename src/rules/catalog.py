@@ -456,10 +456,15 @@ def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> Specia
     path = None
     if spec.calendar is not None:
         path = Path(file.name).parent / spec.calendar
-        try:
-            calendar = load_calendar(path)
-        except RulesError as exc:
-            problems.extend(exc.problems)
+        if not path.exists():
+            # It was told as `our-days.yaml:1:1: cannot read`, a file the analyst never
+            # wrote: the mistake is the line naming it.
+            file.problem(problems, ("special_days", "calendar"), _no_calendar(path, spec.calendar))
+        else:
+            try:
+                calendar = load_calendar(path)
+            except RulesError as exc:
+                problems.extend(exc.problems)
     return SpecialDays(
         local_hour=spec.local_hour,
         config=SpecialDayConfig(lead_days=spec.lead_days),
@@ -467,6 +472,21 @@ def _special_days(files: Sequence[_File], problems: list[RuleProblem]) -> Specia
         calendar=calendar,
         calendar_file=path,
     )
+
+
+def _no_calendar(path: Path, written: str) -> str:
+    """What to fix for a `special_days.calendar:` that names no file."""
+    said = (
+        f"calendar file {written!r} does not exist ({path}; a path is read from this file's folder)"
+    )
+    try:
+        near = [p.name for p in path.parent.iterdir() if p.suffix in (".yaml", ".yml")]
+    except OSError:
+        near = []
+    close = difflib.get_close_matches(path.name, near, n=1, cutoff=0.75)
+    if close:
+        return f"{said}; did you mean {close[0]!r}?"
+    return f"{said}; check the name, or write the calendar there (docs/special-days.md)"
 
 
 def _looks_like_calendar(doc: Any) -> bool:

@@ -910,3 +910,40 @@ def test_a_series_misnamed_in_the_condition_is_not_offered_for_the_description()
         == "r.yaml:8:17: unknown series 'topup_dy'; declare it under series: (known: topup_day)"
     )
     assert "did you mean" not in found[1]
+
+
+class TestCalendarNamedButMissing:
+    """`special_days: {calendar: our_days.yaml}` beside `our-days.yaml` was told as
+    `our_days.yaml:1:1: cannot read: No such file or directory`, a file the analyst never
+    wrote (journey review): the line naming it is the mistake, and the file meant is named."""
+
+    RULES = (
+        "special_days: {calendar: CAL}\n"
+        "rules:\n  - id: bday\n    description: d\n    on: [profile]\n"
+        "    evaluate: special_day\n    condition: {occasion: birthday}\n"
+        "    task: {family: special_day, type: b, channel: sms, priority: 4, action: a,\n"
+        "           ttl: 12h, description: x}\n"
+    )
+
+    def test_the_line_naming_it_and_the_file_meant(self, tmp_path: Path) -> None:
+        (tmp_path / "our-days.yaml").write_text(
+            "holidays:\n  - {key: telecom_day, name: Telecom Day, every_year: '05-17'}\n"
+        )
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(self.RULES.replace("CAL", "our_days.yaml"))
+        with pytest.raises(RulesError) as err:
+            load_rules(rules)
+        assert [str(p) for p in err.value.problems] == [
+            f"{rules}:1:16: calendar file 'our_days.yaml' does not exist "
+            f"({tmp_path / 'our_days.yaml'}; a path is read from this file's folder); "
+            "did you mean 'our-days.yaml'?"
+        ]
+
+    def test_none_near_it_says_to_check_the_name(self, tmp_path: Path) -> None:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(self.RULES.replace("CAL", "days.yaml"))
+        with pytest.raises(RulesError) as err:
+            load_rules(rules)
+        (found,) = [str(p) for p in err.value.problems]
+        assert found.startswith(f"{rules}:1:16: calendar file 'days.yaml' does not exist")
+        assert found.endswith("check the name, or write the calendar there (docs/special-days.md)")
