@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -139,12 +139,25 @@ def check_metrics_port(user: Settings, port: int) -> None:
             ) from None
 
 
+def check_rules(user: Settings) -> None:
+    """Refuse rules the worker would refuse (`RulesError`, its `file:line:column: message`
+    lines, exit 1), before anything starts: the worker stopped on them at once, but the run
+    waited a minute for it to read the sample's profiles and played the whole sample to
+    nobody before it said so."""
+    if user.rules is None:  # the packaged catalog: its tests load it
+        return
+    from rules.catalog import load_rules
+
+    load_rules(user.rules)
+
+
 def run_embedded(
     json_lines: bool, play_sample: bool, metrics_port: int | None, exit_after: int | None
 ) -> int:
     user = load_settings()
     port = metrics_port if metrics_port is not None else user.metrics_port
     check_metrics_port(user, port)
+    check_rules(user)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="moments-run-"))
     try:
@@ -264,7 +277,7 @@ async def _follow(
     )
     await ready.wait()
     if play_sample:
-        await _play_sample(settings, console)
+        await _play_sample(settings, console, alive=lambda: worker.poll() is None)
     started = time.monotonic()
     reloads = ReloadFollower(log_path)
     while not tail.done():
@@ -318,7 +331,9 @@ async def _cancel(task: asyncio.Task[int]) -> None:
         await task
 
 
-async def _play_sample(settings: Settings, console: Console) -> None:
+async def _play_sample(
+    settings: Settings, console: Console, alive: Callable[[], bool] = lambda: True
+) -> None:
     """Profiles first, and the rest once the worker has read them: as in production, where
     a subscriber's profile (home zone, quiet hours) is known long before their events, and
     not read from another topic a moment later than an event it should gate."""
@@ -337,7 +352,10 @@ async def _play_sample(settings: Settings, console: Console) -> None:
             console.print(f"[dim]sample: {record.event_type.value:<9} {record.note}[/]")
         console.print("[dim]waiting for the worker to join its group and read the profiles[/]")
         wait_s = PROFILES_WAIT_S if settings.metrics_port else 0.0  # no /metrics: no wait
-        if not await _profiles_read(settings, len(profiles), timeout_s=wait_s):
+        read = await _profiles_read(settings, len(profiles), timeout_s=wait_s, alive=alive)
+        if not alive():  # stopped: said with its log's last lines, not after the sample
+            return
+        if not read:
             console.print(
                 f"[yellow]the worker has not read the profiles within {PROFILES_WAIT_S:.0f} s;"
                 " playing the rest anyway (see the worker log)[/]"
@@ -367,8 +385,11 @@ def sample_header(rules: Path | None) -> str | None:
     )
 
 
-async def _profiles_read(settings: Settings, count: int, timeout_s: float) -> bool:
-    """Wait until the worker's /metrics counts `count` profile events read."""
+async def _profiles_read(
+    settings: Settings, count: int, timeout_s: float, alive: Callable[[], bool] = lambda: True
+) -> bool:
+    """Wait until the worker's /metrics counts `count` profile events read; False at once
+    once the worker is gone (`alive`), which read nothing more."""
 
     auth = None
     if settings.metrics_username and settings.metrics_password:
@@ -379,7 +400,7 @@ async def _profiles_read(settings: Settings, count: int, timeout_s: float) -> bo
         return scrape(settings.metrics_port, "moments_events_total", profiles, auth)
 
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and alive():
         with contextlib.suppress(OSError, ValueError):
             if await asyncio.to_thread(read) >= count:
                 return True

@@ -256,3 +256,36 @@ def test_the_sample_notes_say_whose_outcomes_they_are_under_rules_of_ones_own(
     assert header is not None
     assert "what the packaged default catalog makes of the event" in header
     assert f"your rules ({tmp_path / 'my-rules'})" in header
+
+
+def test_rules_the_worker_would_refuse_stop_the_run_before_it_starts_anything(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`MOMENTS_RULES=bad.yaml moments run` started the broker, Redis and a worker that
+    stopped on the file at once, then waited a minute for it to read the sample's profiles
+    and played the whole sample before it showed the worker's `file:line:column` line
+    (journey review). The file is refused first, as `moments rules validate` does."""
+    monkeypatch.chdir(tmp_path)  # no .env
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "rules:\n  - id: r\n    description: d\n    on: [usage]\n"
+        "    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a,\n"
+        "           ttl: 7 dayz, description: x}\n"
+    )
+    monkeypatch.setenv("MOMENTS_RULES", str(bad))
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the broker was started for rules the worker refuses")
+
+    monkeypatch.setattr(embedded_run, "TansuBroker", started)
+    assert main(["run", "--metrics-port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert "moments: rules refused:" in err
+    assert f"{bad}:6:12: rules.0.task.ttl: '7 dayz' is not a duration" in err
+
+
+def test_the_wait_for_the_profiles_ends_with_the_worker(tmp_path: Path) -> None:
+    """A worker gone reads no profile: the run waited out its minute all the same."""
+    settings = Settings(metrics_port=free_port())
+    read = embedded_run._profiles_read(settings, 4, timeout_s=600.0, alive=lambda: False)
+    assert asyncio.run(read) is False
