@@ -71,9 +71,27 @@ def _mapping_values(lines: list[str], line: int, column: int) -> str:
         above -= 1
     if above < 0:
         return "check the indentation of this line, or quote a value holding ': '"
+    item = _item_key(lines[above])
+    if item is not None:
+        # `  - id: x` then `     version: 1`: the map's keys start after the '- ', at 4;
+        # "2 spaces against 5" had the analyst move `version:` to 2, another mistake.
+        indented = f"whose key after '- ' starts {item} characters in, against {_indent(here)} here"
+    else:
+        indented = f"which is indented less, {_indent(lines[above])} spaces against {_indent(here)}"
     return (
-        f"YAML read line {line + 1} as more of the value on line {above + 1}, which is "
-        f"indented less, {_indent(lines[above])} spaces against {_indent(here)}: keys of one "
-        f"map line up, so check the indentation of lines {above + 1} and {line + 1}, or quote "
-        "a value holding ': '"
+        f"YAML read line {line + 1} as more of the value on line {above + 1}, {indented}: keys "
+        f"of one map line up, so check the indentation of lines {above + 1} and {line + 1}, or "
+        "quote a value holding ': '"
     )
+
+
+def _item_key(line: str) -> int | None:
+    """Where the key of a list item's map starts (`  - id: x`: 4), or None for a line that
+    is no `- key: value` item."""
+    stripped = line.lstrip(" ")
+    if not stripped.startswith("- "):
+        return None
+    after = stripped[1:].lstrip(" ")
+    if ":" not in after:
+        return None
+    return len(line) - len(after)

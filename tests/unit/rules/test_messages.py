@@ -295,6 +295,21 @@ class TestYamlSyntax:
             "value holding ': '"
         ]
 
+    @pytest.mark.parametrize(("rule_line", "key_at"), [("  - id: r1", 4), ("- id: r1", 2)])
+    def test_a_key_off_from_a_list_items_keys_is_measured_from_the_key_after_the_dash(
+        self, rule_line: str, key_at: int
+    ) -> None:
+        """`  - id: r1` then `     version: 1`: the item's keys start at 4, after the dash.
+        "2 spaces against 5" had the analyst move `version:` to 2, another mistake (journey
+        review)."""
+        text = RULE.replace("  - id: r1\n", f"{rule_line}\n     version: 1\n")
+        (found,) = problems(text)
+        assert found.endswith(
+            f"YAML read line 3 as more of the value on line 2, whose key after '- ' starts "
+            f"{key_at} characters in, against 5 here: keys of one map line up, so check the "
+            "indentation of lines 2 and 3, or quote a value holding ': '"
+        )
+
     def test_a_colon_in_a_value(self) -> None:
         (found,) = problems(RULE.replace("description: d\n    on", "description: Note: d\n    on"))
         assert found == (
