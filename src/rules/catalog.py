@@ -1169,6 +1169,15 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         key = str(path[-1]) if path else loc
         item = f'"{scalar}"' if isinstance(scalar, str) and set(scalar) & set(":#,[]{}") else scalar
         return f"{loc}: Input should be a list: write {key}: [{item}] (a list, even of one)"
+    if err["type"] == "string_type" and isinstance(scalar, dict) and len(scalar) == 1:
+        # `description: {country}` is a YAML map of one key with no value, not the text.
+        ((name, value),) = scalar.items()
+        if value is None:
+            key = str(path[-1]) if path else loc
+            return (
+                f"{loc}: {{{name}}} at the start of a value is read as a YAML map, not text: "
+                f'quote the whole value, {key}: "{{{name}}}"'
+            )
     if (
         err["type"] == "string_type"
         and isinstance(scalar, int | float)

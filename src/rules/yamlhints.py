@@ -21,6 +21,9 @@ def yaml_hint(exc: MarkedYAMLError, text: str) -> str | None:
     if problem.startswith("found character '\\t'"):
         return f"YAML indents with spaces only: replace the tab on line {line + 1} with spaces"
     if problem.startswith("expected <block end>"):
+        flow = _flow_value(lines[line] if line < len(lines) else "", mark.column)
+        if flow is not None:
+            return flow
         opened = f", in the block from line {context.line + 1}" if context is not None else ""
         return (
             f"check the indentation of line {line + 1} against the lines above it{opened}: the "
@@ -40,6 +43,25 @@ def yaml_hint(exc: MarkedYAMLError, text: str) -> str | None:
         start = context.line if context is not None else 0
         return _duplicate_key(problem, lines[start:], line - start, mark.column, start)
     return None
+
+
+def _flow_value(here: str, column: int) -> str | None:
+    """`description: {country} welcome`: a value starting with `{` or `[` is a YAML map or
+    list, and the text after its end is where the parser stopped. It was told to check the
+    indentation, which was right."""
+    key, sep, value = here[:column].partition(": ")
+    value = value.lstrip(" ")
+    if not sep or not value.startswith(("{", "[")) or not key.strip():
+        return None
+    closer = "}" if value.startswith("{") else "]"
+    if closer not in value:
+        return None
+    whole = here[len(key) + len(sep) :].strip()
+    return (
+        f"a value starting with {value[0]} is read as a YAML {'map' if closer == '}' else 'list'}"
+        f", and the text after its {closer} is left over: quote the whole value, "
+        f'{key.strip()}: "{whole}"'
+    )
 
 
 def _duplicate_key(problem: str, lines: list[str], line: int, column: int, start: int) -> str:

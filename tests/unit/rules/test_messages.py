@@ -310,6 +310,22 @@ class TestYamlSyntax:
             "indentation of lines 2 and 3, or quote a value holding ': '"
         )
 
+    def test_a_value_starting_with_a_placeholder_says_to_quote_it(self) -> None:
+        """`description: {country} welcome` was told to check the indentation, which was
+        right, and `description: {country}` that it "should be a valid string" (journey
+        review): YAML reads a value starting with `{` as a map."""
+        (found,) = problems(RULE.replace("      description: d", "      description: {x} left"))
+        assert found == (
+            "r.yaml:14:24: YAML syntax: expected <block end>, but found '<scalar>'; a value "
+            "starting with { is read as a YAML map, and the text after its } is left over: "
+            'quote the whole value, description: "{x} left"'
+        )
+        (found,) = problems(RULE.replace("      description: d", "      description: {x}"))
+        assert found == (
+            "r.yaml:14:7: rules.0.task.description: {x} at the start of a value is read as a "
+            'YAML map, not text: quote the whole value, description: "{x}"'
+        )
+
     def test_a_colon_in_a_value(self) -> None:
         (found,) = problems(RULE.replace("description: d\n    on", "description: Note: d\n    on"))
         assert found == (
