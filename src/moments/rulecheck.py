@@ -246,6 +246,8 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
         if result.watermark:
             ran = dt.datetime.fromtimestamp(result.watermark, rules.gating.zone)
             where = f"event time ran to {ran:%Y-%m-%d %H:%M} ({rules.gating.timezone})"
+        elif result.dead_letters:  # it said "no event was read" of events all refused
+            where = "no event was applied (each was refused: see below), so event time did not run"
         else:  # it said 1970-01-01 08:00
             where = "no event was read, so event time did not run"
         lines.append(
