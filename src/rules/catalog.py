@@ -496,6 +496,20 @@ def _looks_like_calendar(doc: Any) -> bool:
     return bool(keys) and keys <= set(CalendarFile.model_fields)
 
 
+def _looks_like_policy(doc: Any) -> bool:
+    """Top-level keys of a dispatch policy file (`sinks.policy.DispatchPolicy`) and none of
+    a rules file's: copied into the rules folder, it was refused key by key (`'timezone'
+    ... belongs in gating:; move it there`, `unknown field 'capacity'`)."""
+    keys = set(doc) if isinstance(doc, dict) else set()
+    # `timezone:` alone is more likely gating's, written at the top: told to move it there.
+    if not keys - set(GatingPolicy.model_fields) or keys & set(RulesFile.model_fields):
+        return False
+    # Here, not at the top: the rule language does not depend on dispatch.
+    from sinks.policy import DispatchPolicy
+
+    return keys <= set(DispatchPolicy.model_fields)
+
+
 @dataclass
 class _File:
     name: str
@@ -536,6 +550,17 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
         problems.append(
             RuleProblem(
                 name, line, col, f"YAML tag {tag} is not allowed; rules files hold plain data"
+            )
+        )
+        return None
+    if _looks_like_policy(doc):
+        problems.append(
+            RuleProblem(
+                name,
+                1,
+                1,
+                "a dispatch policy file, not rules: name it in MOMENTS_DISPATCH_POLICY (or "
+                "--policy), and keep it out of the rules folder",
             )
         )
         return None

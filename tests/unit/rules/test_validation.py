@@ -947,3 +947,30 @@ class TestCalendarNamedButMissing:
         (found,) = [str(p) for p in err.value.problems]
         assert found.startswith(f"{rules}:1:16: calendar file 'days.yaml' does not exist")
         assert found.endswith("check the name, or write the calendar there (docs/special-days.md)")
+
+
+class TestDispatchPolicyInTheRulesFolder:
+    """The dispatch policy copied into the rules folder was refused key by key (`'timezone'
+    ... belongs in gating:; move it there`, `unknown field 'capacity'`, five more): an
+    analyst moving `timezone:` under `gating:` made it worse (journey review)."""
+
+    def test_it_is_named_as_a_policy_file_once(self, tmp_path: Path) -> None:
+        (tmp_path / "rules.yaml").write_text(rule("    on: [usage]\n"))
+        policy = tmp_path / "dispatch-policy.yaml"
+        policy.write_text(
+            "timezone: Asia/Shanghai\ncapacity:\n  NJ: {outbound_call: 10}\nmerge: {window: 30m}\n"
+        )
+        with pytest.raises(RulesError) as err:
+            load_rules(tmp_path)
+        assert [str(p) for p in err.value.problems] == [
+            f"{policy}:1:1: a dispatch policy file, not rules: name it in "
+            "MOMENTS_DISPATCH_POLICY (or --policy), and keep it out of the rules folder"
+        ]
+
+    def test_a_gating_key_alone_at_the_top_is_still_told_to_move(self, tmp_path: Path) -> None:
+        path = tmp_path / "rules.yaml"
+        path.write_text("timezone: Asia/Shanghai\n" + rule("    on: [usage]\n"))
+        with pytest.raises(RulesError) as err:
+            load_rules(path)
+        (found,) = [str(p) for p in err.value.problems]
+        assert "it belongs in gating:; move it there" in found
