@@ -63,7 +63,9 @@ def explain(
 def explain_rule(rule: CompiledRule) -> str:
     spec: s.RuleSpec = rule.spec
     lines = [f"{rule.id} (version {rule.version}): {rule.description}"]
-    on = ", ".join(t.value for t in spec.on)
+    types = [t.value for t in spec.on]
+    # "each usage or topup event": "each usage, topup event" read as a list of two things.
+    on = " or ".join([", ".join(types[:-1]), types[-1]] if len(types) > 1 else types)
     if rule.evaluate == "special_day":
         lines.append("  Looks once a day at the local hour (see special days below).")
     elif rule.period is None:

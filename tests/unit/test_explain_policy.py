@@ -49,3 +49,24 @@ def test_without_a_policy_nothing_is_said_of_dispatch(
     monkeypatch.delenv("MOMENTS_RULES", raising=False)
     assert main(["rules", "explain", "low_balance"]) == 0
     assert "Dispatch:" not in capsys.readouterr().out
+
+
+def test_a_rule_on_several_event_types_reads_as_one_or_the_other() -> None:
+    """ "Looks at each usage, topup event." read as a list (journey review): each usage or
+    topup event, each usage, topup or roaming event."""
+    from rules.catalog import load_texts
+    from rules.explain import explain_rule
+
+    def looks(on: str) -> str:
+        text = (
+            "rules:\n  - id: r\n    description: d\n"
+            f"    on: [{on}]\n    condition: {{field: region, eq: NJ}}\n"
+            "    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a,\n"
+            "           ttl: 1d, description: x}\n"
+        )
+        (rule,) = load_texts([("r.yaml", text)]).rules
+        return explain_rule(rule).splitlines()[1]
+
+    assert looks("usage") == "  Looks at each usage event."
+    assert looks("usage, topup") == "  Looks at each usage or topup event."
+    assert looks("usage, topup, roaming") == "  Looks at each usage, topup or roaming event."
