@@ -39,6 +39,7 @@ from ruamel.yaml.error import YAMLError
 
 from moments.errortext import error_text
 from rules.exceptions import RuleProblem, RulesError
+from rules.hints import closest
 from rules.yamllimits import beyond_limits, read_limited, yaml_problem
 from rules.yamlpos import NamesAsWrittenAt, position
 
@@ -373,6 +374,9 @@ def _message(err: Any, loc: Sequence[str | int], written: str | None = None) -> 
             1: "defaults, enable, disable, holidays",
             3: "key, name, local_name, every_year, dates",
         }.get(len(loc), "")
+        close = closest(str(loc[-1]), allowed.split(", ")) if loc and allowed else None
+        if close is not None:  # `every_yaer`: the one meant, not only the list
+            return f"unknown field {where!r}; did you mean {close!r}? (allowed here: {allowed})"
         return f"unknown field {where!r}; allowed here: {allowed}"
     if err["type"] == "missing":
         return f"{where}: required field is missing; add it"

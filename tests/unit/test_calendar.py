@@ -470,3 +470,18 @@ holidays:
         folder = Path(rules_package.__file__).parent / "catalog"
         assert main(["rules", "validate", str(folder)]) == 0
         assert "21 rule(s) OK" in capsys.readouterr().out
+
+
+def test_a_misspelt_key_of_a_holiday_names_the_one_meant() -> None:
+    """`every_yaer:` was told the five keys a holiday takes, to read against the one
+    written (journey review): the one meant is named first."""
+    from rules.calendar import parse_calendar
+
+    with pytest.raises(RulesError) as err:
+        parse_calendar(
+            "op.yaml", "holidays:\n  - {key: telecom_day, name: Telecom Day, every_yaer: '05-17'}\n"
+        )
+    assert [str(p) for p in err.value.problems] == [
+        "op.yaml:2:43: unknown field 'holidays.0.every_yaer'; did you mean 'every_year'? "
+        "(allowed here: key, name, local_name, every_year, dates)"
+    ]
