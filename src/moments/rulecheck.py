@@ -204,13 +204,19 @@ def _event_id(record: RawRecord) -> str:
 
 
 def describe_task(task: ServiceTask, mask: bool = True) -> str:
-    """One line: when, who, which rule, the values that made it fire, and the task."""
+    """One line: when, who, which rule, the values that made it fire, and the task; and
+    when the do-not-disturb gates hold it back (quiet hours, a suspended line), until when
+    and why, which the line left out: a do-not-disturb rule could not be tested with it."""
     sub = mask_msisdn(task.subscriber_id) if mask else task.subscriber_id
     why = ", ".join(f"{k}={v}" for k, v in task.moment.params.items())
+    held = ""
+    if task.deferred is not None:
+        until = task.deferred.until.astimezone(task.triggered_at.tzinfo)
+        held = f" [held until {until.isoformat()}: {task.deferred.reason}]"
     return (
         f"{task.triggered_at.isoformat()} {sub} {task.moment.rule_id} -> "
         f"{task.moment.type} ({task.channel.value}, priority {task.priority}) "
-        f"because {why or 'the event matched'}: {task.moment.description}"
+        f"because {why or 'the event matched'}: {task.moment.description}{held}"
     )
 
 
