@@ -1110,6 +1110,7 @@ NUMBER_HINTS = {
     "local_hour": "an hour of the day from 0 to 23, e.g. 9",
     "priority": "a whole number from 1 (highest) to 5",
     "max_contacts": "a whole number from 1 to 1000, e.g. 2",
+    "version": "a whole number from 1, e.g. 2 (no v; raise it by one with each change)",
 }
 """What a number field of a rules file takes, said after pydantic's words when a value is
 refused (`lead_days: 7d` read "Input should be a valid integer" and no more)."""

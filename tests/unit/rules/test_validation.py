@@ -974,3 +974,15 @@ class TestDispatchPolicyInTheRulesFolder:
             load_rules(path)
         (found,) = [str(p) for p in err.value.problems]
         assert "it belongs in gating:; move it there" in found
+
+
+@pytest.mark.parametrize("written", ["v2", "1.5", "0"])
+def test_a_version_that_is_no_whole_number_says_what_to_write(written: str) -> None:
+    """`version: v2` was told pydantic's words alone ("unable to parse string as an
+    integer"), unlike `priority:` and `windows:` (journey review)."""
+    text = rule(f"    version: {written}\n    on: [usage]\n")
+    (found,) = problems(text)
+    assert found.startswith("r.yaml:4:5: rules.0.version: ")
+    assert found.endswith(
+        "; write a whole number from 1, e.g. 2 (no v; raise it by one with each change)"
+    )
