@@ -203,12 +203,20 @@ def _event_id(record: RawRecord) -> str:
     return f" (event_id {named})" if isinstance(named, str) and named else ""
 
 
+def _value(value: object) -> str:
+    """A param as the description shows it: a threshold written `lt: 10` is read as 10.0,
+    and the line said `balance_after_lt=10.0` beside a description saying "below 10"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def describe_task(task: ServiceTask, mask: bool = True) -> str:
     """One line: when, who, which rule, the values that made it fire, and the task; and
     when the do-not-disturb gates hold it back (quiet hours, a suspended line), until when
     and why, which the line left out: a do-not-disturb rule could not be tested with it."""
     sub = mask_msisdn(task.subscriber_id) if mask else task.subscriber_id
-    why = ", ".join(f"{k}={v}" for k, v in task.moment.params.items())
+    why = ", ".join(f"{k}={_value(v)}" for k, v in task.moment.params.items())
     held = ""
     if task.deferred is not None:
         until = task.deferred.until.astimezone(task.triggered_at.tzinfo)

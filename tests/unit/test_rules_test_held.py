@@ -45,3 +45,17 @@ def test_a_task_held_by_quiet_hours_says_until_when(
     assert day.endswith(": Balance 5")  # sent as it is made: nothing said
     assert night.startswith("2026-12-01T22:30:00+08:00 138****0002 low_balance")
     assert night.endswith(": Balance 5 [held until 2026-12-02T08:00:00+08:00: quiet_hours]")
+
+
+def test_a_whole_threshold_shows_as_the_description_shows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lt: 10` is read as 10.0: the line said `balance_after_lt=10.0` where the
+    description would say 10 (journey review)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace('"Balance {balance_after}"', '"Below {balance_after_lt}"'))
+    events = tmp_path / "events.jsonl"
+    events.write_text(_topup(1, "2026-12-01T12:30:00+08:00"))
+    assert main(["rules", "test", str(rules), "--events", str(events)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.endswith("because balance_after=5, balance_after_lt=10: Below 10")
