@@ -5,7 +5,9 @@ table): their records come whole fetches at a time from `moments.consumer` to th
 `process_batches` task, which turns them into `RawRecord`s, hands each batch to
 `Runtime.handle` and marks their offsets processed once its outputs are durable; those
 are committed by `BatchConsumer.commit_processed`, not by Faust's acks. Task outcomes go
-through a plain Faust agent. What is decided is decided in the runtime and the engine.
+through a plain Faust agent, whose batch that fails is never committed and whose error
+stops the worker as the batch loop's does (`moments.outcomebatches`). What is decided is
+decided in the runtime and the engine.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -33,6 +35,7 @@ from moments.health import Health
 from moments.livefrom import parse_live_from
 from moments.logformat import faust_logging_config
 from moments.models import EventType
+from moments.outcomebatches import OutcomeBatches
 from moments.records import Header, RawRecord
 from moments.restore import PreloadingTable
 from moments.rewind import RewindGuard, silent_seek_level
@@ -274,11 +277,22 @@ def register_agents(
         partitions=settings.partitions,
     )
 
+    async def handle_outcomes(records: Sequence[RawRecord]) -> None:
+        await runtime.ready.wait()
+        await runtime.handle_outcomes(records)
+
+    def hold(offsets: Mapping[TP, int]) -> None:
+        cast(BatchConsumer, app.consumer).hold(offsets)
+
+    # A batch that fails is never committed, and an error stops the worker, as the batch
+    # loop's does: `take_events` acknowledges a batch however it leaves, and the crash of
+    # an agent alone was restarted by Faust's supervisor (moments.outcomebatches).
+    outcome_batches = OutcomeBatches(handle_outcomes, hold, app.crash)
+
     # Outcomes are few: Faust's own batching is enough, and its ack follows the handling.
     @app.agent(outcomes_topic, name=f"{settings.app_id}.outcomes")
     async def outcomes(stream: Any) -> None:
         async for batch in stream.take_events(OUTCOME_BATCH, within=1.0):
-            await runtime.ready.wait()
             records = [
                 RawRecord(
                     e.message.topic,
@@ -291,7 +305,8 @@ def register_agents(
                 )
                 for e in batch
             ]
-            await runtime.handle_outcomes(records)
+            if not await outcome_batches(records):
+                return  # the worker is stopping: its next start reads the batch again
 
     @app.task  # type: ignore[untyped-decorator]
     async def process_batches() -> None:

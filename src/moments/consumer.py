@@ -263,6 +263,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Held by each offset commit (`_commit_offsets`), so that commits end in the order
         they begin and none moves a committed offset back."""
         self.state_settled: Callable[[], Awaitable[None]] = _nothing_held
+        self.held: dict[TP, int] = {}
+        """Partition -> the offset its commits stop at (`hold`), for the consumer's life."""
         """Set by the app (`Runtime.settled`): returns once no batch or window sweep chunk
         holds the state. The sweep runs on a timer, beside the batch loop: a revocation
         that waited for the loop alone let a chunk's changelog write land after the
@@ -270,6 +272,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def hold(self, offsets: Mapping[TP, int]) -> None:
+        """Commit no offset of these partitions past the one given, whatever is
+        acknowledged after (`moments.outcomebatches`): a batch of task outcomes that did
+        not finish is acknowledged by Faust's `take_events` as the agent leaves it, and
+        Faust's commits follow its acknowledgements. Kept while the consumer lives: the
+        worker is stopping, and its next start reads the partitions from there."""
+        for tp, offset in offsets.items():
+            self.held[tp] = min(offset, self.held.get(tp, offset))
 
     def holds(self, tp: TP) -> bool:
         """True while records of `tp` are fetched but not yet taken: the partition is busy,
@@ -458,13 +469,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
         loop's (`commit_processed`, the task outcomes past a marker) both commit here; two
         at once, the older one (Faust's, up to the marker) finishing after the newer one
         (past it) wrote its offset last, and Faust's view of the committed offset, the
-        broker's too, went back (the outcomes read again after a restart, lag 1 shown)."""
+        broker's too, went back (the outcomes read again after a restart, lag 1 shown).
+        None past a partition's `held` offset."""
         async with self._commits:
-            ahead = {
-                tp: offset
-                for tp, offset in offsets.items()
-                if (done := self._committed_offset.get(tp)) is None or offset > done
-            }
+            held = self.held
+            ahead = {}
+            for tp, offset in offsets.items():
+                if tp in held:
+                    offset = min(offset, held[tp])
+                done = self._committed_offset.get(tp)
+                if done is None or offset > done:
+                    ahead[tp] = offset
             if not ahead:
                 return False
             return await super()._commit_offsets(ahead, start_new_transaction)

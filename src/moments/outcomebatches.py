@@ -1,0 +1,111 @@
+"""What the outcomes agent does with a batch that fails: its offsets are held, never
+committed, and an error that is not an outage stops the worker, as the batch loop's does.
+
+The task outcomes are read by a Faust agent (`take_events`, in `moments.app`), and Faust
+acknowledges a batch's events as they leave its generator, whether handled or not; its
+commits follow the acknowledgements. An error in `handle_outcomes` (a bug, a Kafka or
+Redis refusal: `sinks.retry.with_retry` raises those at once) crashed only the agent, which
+Faust's supervisor restarted while the worker ran on, and the batch's offsets were
+committed: its outcomes were lost (the retries their `unreachable` should have queued,
+the dead letters of the bad ones), and nothing said so but one traceback. An outage never
+gets here: `with_retry` waits it out, the batch with it.
+
+Kept out of the Faust wiring so it can be tested without a broker: the consumer's
+`hold` and the app's `crash` are given to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from faust.types import TP
+
+from moments.records import RawRecord
+
+log = logging.getLogger(__name__)
+
+Hold = Callable[[Mapping[TP, int]], None]
+"""Keeps commits of each partition at or before its offset (`BatchConsumer.hold`)."""
+
+Stop = Callable[[BaseException], Awaitable[None]]
+"""Stops the worker, exit code 1 (Faust's `App.crash`, as for a crash of the batch loop)."""
+
+
+def first_offsets(records: Sequence[RawRecord]) -> dict[TP, int]:
+    """Each partition's first offset among `records`: where its reading must start again."""
+    first: dict[TP, int] = {}
+    for record in records:
+        tp = TP(record.topic, record.partition)
+        if tp not in first or record.offset < first[tp]:
+            first[tp] = record.offset
+    return first
+
+
+def fix_of(exc: BaseException) -> str:
+    """What the log says fixes `exc`: the note `with_retry` put on it, or, for an error
+    raised elsewhere, that it is a bug."""
+    notes = [str(n) for n in getattr(exc, "__notes__", ()) if str(n).startswith("moments:")]
+    if notes:
+        return "; ".join(notes)
+    return "moments: not an outage: a bug in moments; report it with this traceback"
+
+
+class OutcomeBatches:
+    """Hands each batch of outcomes to `handle`; one that does not finish is never
+    committed past.
+
+    - handled: True; the agent goes on (Faust acknowledges the batch, and commits it).
+    - an error (not an outage: those are retried inside `handle`): the batch's partitions
+      are held at its first offsets (`hold`), the worker stopped (`stop`, exit code 1)
+      with a line naming the fix, and False: the agent takes no other batch. The next
+      start reads the batch again: what an outcome does is idempotent
+      (`moments.outcomes._first`: a status noted is counted once; a decline sets the same
+      key, a retry has a deterministic id, a contact given back is a ZREM), and only its
+      dead letters, written at the batch's end, can come twice.
+    - cancelled (the worker stopping under a batch waiting on Redis, say): held too, and
+      the cancellation goes on. Faust's generator acknowledges the batch as the agent
+      leaves it; the stop's last commit must not take it."""
+
+    def __init__(
+        self,
+        handle: Callable[[Sequence[RawRecord]], Awaitable[None]],
+        hold: Hold,
+        stop: Stop,
+    ) -> None:
+        self.handle = handle
+        self.hold = hold
+        self.stop = stop
+        self.failed = False
+        """Set by the first batch that failed: the worker is stopping."""
+
+    async def __call__(self, records: Sequence[RawRecord]) -> bool:
+        """Handle one batch; False when it failed and the worker is stopping."""
+        if self.failed:  # not one more: the worker is stopping
+            self.hold(first_offsets(records))
+            return False
+        try:
+            await self.handle(records)
+        except asyncio.CancelledError:
+            self.hold(first_offsets(records))
+            log.info(
+                "outcomes: a batch of %d not finished as the agent stopped; not committed, "
+                "the next start reads it again",
+                len(records),
+            )
+            raise
+        except Exception as exc:
+            self.hold(first_offsets(records))
+            self.failed = True
+            log.error(
+                "the outcomes agent stopped the worker: %s: %s; the batch's %d outcome(s) "
+                "are not committed, the next start reads them again (%s)",
+                type(exc).__name__,
+                exc,
+                len(records),
+                fix_of(exc),
+            )
+            await self.stop(exc)
+            return False
+        return True
