@@ -8,9 +8,10 @@ naming the fix: a bug (aiokafka's `TypeError: Expected list, got tuple` for head
 given as a tuple) and a Kafka refusal (a record too large for its topic, an ACL refusing
 the write, a broker without a request's version). Every aiokafka error used to be
 retried, and such a refusal held every partition for good, reported as a broker away
-(`moments_dependency_up` 0). Raised out of the batch loop, it stops the worker before
-the batch's offsets are committed: restarted, the worker reads the batch again, so
-nothing is lost (docs/operations.md, "The worker stops: not an outage").
+(`moments_dependency_up` 0). Raised out of the batch loop or the outcomes agent
+(`moments.outcomebatches`), it stops the worker before the batch's offsets are
+committed: restarted, the worker reads the batch again, so nothing is lost
+(docs/operations.md, "The worker stops: not an outage").
 """
 
 from __future__ import annotations
