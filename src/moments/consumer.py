@@ -263,12 +263,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Held by each offset commit (`_commit_offsets`), so that commits end in the order
         they begin and none moves a committed offset back."""
         self.state_settled: Callable[[], Awaitable[None]] = _nothing_held
-        self.held: dict[TP, int] = {}
-        """Partition -> the offset its commits stop at (`hold`), for the consumer's life."""
         """Set by the app (`Runtime.settled`): returns once no batch or window sweep chunk
         holds the state. The sweep runs on a timer, beside the batch loop: a revocation
         that waited for the loop alone let a chunk's changelog write land after the
         partition's next owner had restored it, or even after that owner's own writes."""
+        self.held: dict[TP, int] = {}
+        """Partition -> the offset its commits stop at (`hold`), for the consumer's life."""
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
