@@ -197,9 +197,12 @@ class Detector:
                 elif isinstance(decoded, ProfileEvent):
                     if state.special_day and self.rules.special.rules:
                         looked = dict(state.profile)  # as the day's last look read it
-                    if not profile_update(state, decoded, at):
+                    update = profile_update(state, decoded, at)
+                    if update is None:
                         result.late += 1
                         refused = stale_profile(record, at, state)
+                    else:
+                        decoded = update  # without the fields newer updates set
                 elif at < state.seen.get(source, at) - lateness:
                     # Late against its own topic only: topics are read side by side, and
                     # one far ahead of another (a backlog read after an outage) is no

@@ -83,9 +83,9 @@ def stale_profile(record: RawRecord, at: int, state: SubscriberState) -> DeadLet
         EventType.PROFILE.value,
         RejectReason.LATE,
         "OutOfTime",
-        f"occurred_at {_when(at)} is older than the profile update applied already "
-        f"({_when(newer)}): not applied: profile updates are applied in occurred_at order, "
-        "each as a whole, whatever fields a newer one carried. An old snapshot sent again "
+        f"occurred_at {_when(at)} is older than the updates that set each field it carries "
+        f"(the latest applied: {_when(newer)}): nothing to apply: each profile field is the "
+        "latest update's that carried it, by occurred_at. An old snapshot sent again "
         "undoes nothing; a change still to make (an opt-out, a suspension) must be sent "
         "again, dated now",
     )

@@ -41,6 +41,10 @@ def event_digest(event_id: str) -> str:
     return hashlib.blake2b(event_id.encode(), digest_size=5).hexdigest()
 
 
+PROFILE_AT_ANY = "*"
+"""The `SubscriberState.profile_at` key that dates every profile field not named in it."""
+
+
 MARK_ID_CHARS = 8
 """A cooldown mark names its task by this many hex characters of the task id: the
 marks it must tell apart are one subscriber's, of one rule, in one second."""
@@ -74,6 +78,14 @@ class SubscriberState:
     of usage events must not push a complaint's id out."""
     profile: dict[str, Any] = field(default_factory=dict)
     """Profile fields as last sent on the profile topic (JSON-ready values)."""
+    profile_at: dict[str, int] = field(default_factory=dict)
+    """Profile field -> `occurred_at` (epoch seconds) of the update that last set or
+    cleared it: each field is the latest update's that carried it (last writer wins per
+    field, moments.tracking.profile_update), so two CRM services' partial updates read
+    out of order do not refuse each other. `PROFILE_AT_ANY` (`*`) dates every field not
+    named: a record written before fields had times has it, at its latest profile time
+    (`seen["p"]`), and refuses an older update for any field, as it did then. Stored as
+    seconds before `seen["p"]` (mostly 0: compact)."""
     series: dict[str, list[float]] = field(default_factory=dict)
     """Series tag -> ring: [newest window index, then each window's slots, newest first];
     and `hotline`: calls to a competitor's hotline per day (moments.risk.HOTLINE_CALLS)."""
@@ -207,6 +219,9 @@ class SubscriberState:
             doc["f"] = self.first_seen
         if self.profile:
             doc["p"] = self.profile
+        if self.profile_at or "p" in self.seen:  # none: a record of before (`_profile_at`)
+            base = self.seen.get("p", 0)
+            doc["q"] = {name: base - at for name, at in self.profile_at.items()}
         if self.series:
             doc["s"] = self.series
         if self.last:
@@ -250,6 +265,7 @@ class SubscriberState:
             offsets=doc.get("o", {}),
             recent=_rings(doc.get("r")),
             profile=doc.get("p", {}),
+            profile_at=_profile_at(doc.get("q"), doc.get("n")),
             series=doc.get("s", {}),
             last=doc.get("l", {}),
             last_at=doc.get("t", {}),
@@ -272,6 +288,17 @@ class SubscriberState:
 def _stamp(stored: Any) -> tuple[int, ...]:
     """A record's fencing stamp (`G`, moments.fence); `()` for none."""
     return tuple(stored) if isinstance(stored, list) else ()
+
+
+def _profile_at(stored: Any, seen: Any) -> dict[str, int]:
+    """The profile fields' times of a record (`q`: seconds before `seen["p"]`). One written
+    before they were kept dates every field at its latest profile time: an update older
+    than it is refused whatever it carries, as it was then."""
+    latest = seen.get("p") if isinstance(seen, dict) else None
+    if isinstance(stored, dict):
+        base = latest or 0
+        return {name: base - ago for name, ago in stored.items()}
+    return {} if latest is None else {PROFILE_AT_ANY: latest}
 
 
 def _rings(stored: Any) -> dict[str, list[str]]:

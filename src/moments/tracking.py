@@ -18,7 +18,7 @@ from moments.models import (
 )
 from moments.refusals import LATENESS
 from moments.sources import SOURCE_CODES
-from moments.state import MAX_OPEN, SubscriberState
+from moments.state import MAX_OPEN, PROFILE_AT_ANY, SubscriberState
 from rules.gating import GatingPolicy, SubscriberView, roaming_zone
 
 _PROFILE_BASE_FIELDS = frozenset({"event_id", "subscriber_id", "occurred_at"})
@@ -150,35 +150,68 @@ def subscriber_view(state: SubscriberState, at: int, policy: GatingPolicy) -> Su
     )
 
 
-def profile_update(state: SubscriberState, event: ProfileEvent, at: int) -> bool:
-    """Apply a profile update unless a newer one was applied (an old snapshot sent again
-    must not undo it); False when it is stale. Unlike other events, an update older
-    than the lateness is still applied: an opt-out or a suspension holds however late
-    the CRM sends it."""
+def profile_update(state: SubscriberState, event: ProfileEvent, at: int) -> ProfileEvent | None:
+    """Apply the fields of a profile update that no newer update set (an old snapshot sent
+    again must not undo a newer one); None when it changes nothing, stale: every field it
+    carries was set or cleared by a newer update (`SubscriberState.profile_at`), or it
+    carries none and is older than the latest update. Last writer wins per field: two CRM
+    services each send partial updates, and an opt-out dated 10:00 read after a tier change
+    dated 10:30 is applied (it was refused whole: a do-not-disturb breach). A field set by
+    an update dated the same second is set again (read later wins, as before fields had
+    times: a correction sent with the same time applies).
+
+    Returns the update as applied: the event itself, or a copy without the fields newer
+    updates set, which the rules and dispatch's facts and withdrawals read (an opt-out
+    list a newer update replaced withdraws nothing). Unlike other events, an update older
+    than the lateness is still applied: an opt-out or a suspension holds however late the
+    CRM sends it."""
     source = SOURCE_CODES[EventType.PROFILE]
     newest = state.seen.get(source)
-    if newest is not None and at < newest:
-        return False
-    apply_profile(state, event)
-    state.seen[source] = at
-    return True
+    carried = _carried(event)
+    times = state.profile_at
+    anyone = times.get(PROFILE_AT_ANY)
+    stale = [name for name in carried if at < times.get(name, anyone if anyone is not None else at)]
+    if carried and len(stale) == len(carried):
+        return None
+    if not carried and newest is not None and at < newest:
+        return None
+    for name in stale:
+        del carried[name]
+    _set(state.profile, carried)
+    for name in carried:
+        times[name] = at
+    if newest is None or at > newest:
+        state.seen[source] = at
+    return event.model_copy(update=dict.fromkeys(stale)) if stale else event
 
 
 def apply_profile(state: SubscriberState, event: ProfileEvent) -> None:
-    """An update changes only the fields it carries; a null is not carried. A serializer
+    """Set the fields the update carries (`_carried`), whatever their times."""
+    _set(state.profile, _carried(event))
+
+
+def _carried(event: ProfileEvent) -> dict[str, Any]:
+    """The fields an update carries, JSON-ready; "" clears one. An update changes only the
+    fields it carries; a null is not carried. A serializer
     that writes every unset field as null (Jackson, pydantic, Go) lifted opt-outs, quiet
     hours and suspensions on each partial update, and `opt_out: null` an SMS opt-out:
     clearing is explicit (`opt_out: []`, `quiet_hours: []`, `status: "active"`, and ""
-    for the text, date and zone fields: the models read a blank value as "")."""
+    for the text, date and zone fields: the models read a blank value as ""). Opt-out
+    lists and quiet hours are one field each, set whole."""
     # Declared fields only: unknown extras must not grow the subscriber's record.
     fields = set(ProfileEvent.model_fields) - _PROFILE_BASE_FIELDS
     carried = event.model_dump(mode="json", exclude_unset=True, exclude_none=True, include=fields)
     if event.region is not None:
         carried["region"] = event.region
-    profile = state.profile
     if event.opt_out is not None:  # only the channels moments sends on (unknown_opt_outs)
         carried["opt_out"] = [c.value for c in event.opt_out if isinstance(c, Channel)]
-    for name in [k for k, v in carried.items() if v == ""]:
-        del carried[name]
-        profile.pop(name, None)
-    profile.update(carried)
+    return carried
+
+
+def _set(profile: dict[str, Any], carried: dict[str, Any]) -> None:
+    """Set the carried fields in the profile; "" removes one."""
+    for name, value in carried.items():
+        if value == "":
+            profile.pop(name, None)
+        else:
+            profile[name] = value

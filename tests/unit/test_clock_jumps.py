@@ -69,9 +69,9 @@ def test_events_not_applied_for_their_time_are_dead_letters_saying_why() -> None
         "topic in time order (history goes through moments backtest, not the live topics)"
     )
     assert letters[2][2] == (
-        "occurred_at 2026-11-01T03:00:00Z is older than the profile update applied already "
-        "(2026-11-02T03:00:00Z): not applied: profile updates are applied in occurred_at "
-        "order, each as a whole, whatever fields a newer one carried. An old snapshot sent "
+        "occurred_at 2026-11-01T03:00:00Z is older than the updates that set each field it "
+        "carries (the latest applied: 2026-11-02T03:00:00Z): nothing to apply: each profile "
+        "field is the latest update's that carried it, by occurred_at. An old snapshot sent "
         "again undoes nothing; a change still to make (an opt-out, a suspension) must be "
         "sent again, dated now"
     )

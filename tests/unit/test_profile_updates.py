@@ -59,25 +59,35 @@ def test_an_opt_out_sent_late_still_holds() -> None:
     assert result.late == 0
 
 
-def test_a_partial_update_dated_before_one_applied_says_to_send_its_change_again() -> None:
-    """Updates are applied in occurred_at order as wholes: an opt-out dated 30 minutes
-    before a tier change already applied is refused (`late`), whatever fields the newer one
-    carried. The dead letter said "(an old snapshot sent again?)", so the CRM team that
-    sent a real opt-out from another service was told to ignore it: it now names the fix,
-    send the change again dated now (found producing partial profile updates)."""
+def test_a_partial_update_dated_before_one_applied_is_applied_field_by_field() -> None:
+    """Two CRM services each send partial updates: an opt-out dated 30 minutes before a
+    tier change read before it was refused (`late`), as updates were applied in
+    occurred_at order as wholes, and the SMS still went: a do-not-disturb breach. Each
+    field is now the latest update's that carried it (tests/unit/test_profile_fields.py)."""
     events = [
         ev(PROFILE, at("2026-11-02", "10:30"), tier="gold"),
         ev(PROFILE, at("2026-11-02", "10:00"), opt_out=["sms"]),  # read after, dated before
         arrival("2026-11-02", "JP", "11:00"),
     ]
     result = run(RULES, events)
-    assert [t.moment.params["country"] for t in result.tasks] == ["JP"]  # the SMS still goes
-    (refused,) = result.dead_letters
+    assert result.tasks == []  # opted out of SMS: no welcome
+    assert (result.late, result.dead_letters) == (0, [])
+    state = result.store.load(str(events[0][1]["subscriber_id"]))
+    assert state is not None
+    assert (state.profile["tier"], state.profile["opt_out"]) == ("gold", ["sms"])
+
+
+def test_an_old_snapshot_says_to_send_a_change_still_to_make_again() -> None:
+    events = [
+        ev(PROFILE, at("2026-11-02", "10:30"), tier="gold", opt_out=[]),
+        ev(PROFILE, at("2026-11-02", "10:00"), tier="silver", opt_out=["sms"]),
+    ]
+    (refused,) = run(RULES, events).dead_letters
     assert refused.reason.value == "late"
     assert refused.message.endswith(
-        "not applied: profile updates are applied in occurred_at order, each as a whole, "
-        "whatever fields a newer one carried. An old snapshot sent again undoes nothing; a "
-        "change still to make (an opt-out, a suspension) must be sent again, dated now"
+        "nothing to apply: each profile field is the latest update's that carried it, by "
+        "occurred_at. An old snapshot sent again undoes nothing; a change still to make (an "
+        "opt-out, a suspension) must be sent again, dated now"
     )
 
 
