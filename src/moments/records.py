@@ -115,9 +115,9 @@ REASONS_EXPLAINED: dict[RejectReason, str] = {
     RejectReason.TOO_LARGE: "the value is over 64 KiB (the dead letter holds its first 64 "
     "KiB and __dlq.errors.original.size): send the event without what made it large",
     RejectReason.LATE: "valid, but older than its subscriber's latest event of the same topic "
-    "by more than MOMENTS_LATENESS_SECONDS (or a profile update dated before one applied "
-    "already: an old snapshot, or a partial update whose change, if still to make, goes "
-    "again dated now): send in order; it is never replayed",
+    "by more than MOMENTS_LATENESS_SECONDS (or a profile update each of whose fields a newer "
+    "update set already: an old snapshot; a change still to make goes again dated now): "
+    "send in order; it is never replayed",
     RejectReason.FUTURE: "valid, but dated ahead of the worker's clock by more than 15 minutes "
     "(or the lateness, if shorter): fix the producer's clock or zone (local time written "
     "with Z); `moments deadletter replay` sends an event back once due (a task outcome "
