@@ -16,10 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moments.backtest_input import FileEvent
+from moments.engine import Detector
 from moments.models import EventType, ProfileEvent
+from moments.pipeline import to_records
 from moments.seed import build_states
 from moments.state import PROFILE_AT_ANY, SubscriberState
+from moments.store import DictStateStore
 from moments.tracking import profile_update
+from sinks.relevance import facts_of
+from sinks.withdrawals import profile_changes
 
 from .rules.helpers import SUB, WELCOME, at, ev, rules_from, run
 
@@ -90,6 +95,29 @@ def test_an_update_applies_only_its_fields_no_newer_update_set() -> None:
     assert state.profile == {"tier": "gold", "opt_out": []}
     assert state.profile_at == {"tier": 2000, "opt_out": 3000}
     assert state.seen["p"] == 3000
+
+
+def test_dispatch_learns_only_the_fields_an_update_set() -> None:
+    """An older update carrying a closed line and an opt-out a newer update replaced:
+    its tier is applied, but neither the facts nor the withdrawals see the line closed or
+    the opt-out (tasks published since the newer update must not be withdrawn)."""
+    detector = Detector(RULES, {t.value: t for t in EventType})
+    records = to_records(
+        [
+            ev(PROFILE, at("2026-11-02", "10:30"), status="active", opt_out=[]),
+            ev(PROFILE, at("2026-11-02", "10:00"), tier="gold", status="closed", opt_out=["sms"]),
+        ]
+    )
+    batch = detector.process(records, DictStateStore().load, None)
+    assert (batch.late, batch.dead_letters) == (0, [])
+    older = batch.facts[-1]
+    assert isinstance(older, ProfileEvent)
+    assert (older.tier, older.status, older.opt_out) == ("gold", None, None)
+    assert facts_of(older) == []
+    assert profile_changes(batch.facts) == []
+    state = batch.changes[SUB].state
+    assert state is not None
+    assert state.profile == {"status": "active", "opt_out": [], "tier": "gold"}
 
 
 def test_a_field_cleared_by_a_newer_update_is_not_set_again_by_an_older_one() -> None:
