@@ -495,18 +495,22 @@ class Runtime:
             log_failures(result.failures)
         for dl in result.dead_letters:
             self.dead_letters.add(dl)
+        changes = profile_changes(result.facts, result.forgotten, result.erased_at, time.time())
+        if changes:
+            # Published tasks the batch's opt-outs, closed lines and tombstones made void:
+            # withdrawn before the state is written, so a crash re-reads the batch and
+            # withdraws again what it had not recorded, under the same task ids. Looked up
+            # before the batch's own tasks go out, not after: those are judged by their
+            # confirm against the facts just recorded (`TaskSink._send`), so one of an
+            # event read before the opt-out is withdrawn there, and one made after the
+            # tombstone (the number's new holder) or after an opt-in or a reactivation
+            # again is not. Looked up after them, every one of the subscriber's was
+            # withdrawn, the new holder's as `forgotten`.
+            await self.tasks.withdrawals.withdraw(changes)
         for task in result.tasks:
             self.tasks.add(task, rejudged=task.task_id in result.rejudged)
         await self.dead_letters.flush()
         dropped = await self.tasks.flush()
-        changes = profile_changes(result.facts, result.forgotten, result.erased_at, time.time())
-        if changes:
-            # Published tasks the batch's opt-outs, closed lines and tombstones made void,
-            # this batch's own included (a task of an event read before the opt-out in the
-            # batch went out just now): withdrawn before the state is written, so a crash
-            # re-reads the batch and withdraws again what it had not recorded, under the
-            # same task ids.
-            await self.tasks.withdrawals.withdraw(changes)
         # Before the state is written: a crash then reads the batch again, and the ledger
         # says again which of its tasks were dropped.
         give_back_cooldowns(result, dropped)

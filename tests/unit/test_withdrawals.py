@@ -360,9 +360,9 @@ class CollectingProducer:
 class TestRuntimeBatch:
     async def test_a_task_of_the_batch_published_before_its_opt_out_is_withdrawn(self) -> None:
         """A batch holding a task (its event read before the profile update) and the SMS
-        opt-out: the engine's fresh task goes out with the batch, and the withdrawal looks
-        after it, so the task is withdrawn (looked up before the batch's tasks went out, it
-        was not there yet, and the task stood)."""
+        opt-out: the engine's fresh task goes out with the batch, after the batch looked its
+        subscriber's published tasks up, and its confirm, reading the opt-out the batch
+        recorded, withdraws it."""
         detector = Detector(rules_from("rules:" + NO_ACTIVITY), {t.value: t for t in EventType})
         runtime = Runtime(load_settings(), Metrics(), detector)
         producer = CollectingProducer()
@@ -395,3 +395,69 @@ class TestRuntimeBatch:
         assert topics == ["moments.tasks", "moments.task-withdrawals"]
         notice = orjson.loads(producer.sent[1][1])
         assert (notice["task_id"], notice["reason"]) == (fresh.task_id, "opt_out")
+
+    @staticmethod
+    def _runtime() -> tuple[Runtime, CollectingProducer]:
+        detector = Detector(rules_from("rules:" + NO_ACTIVITY), {t.value: t for t in EventType})
+        runtime = Runtime(load_settings(), Metrics(), detector)
+        producer = CollectingProducer()
+        runtime.tasks = TaskSink(
+            producer,
+            "moments.tasks",
+            memory_stores(),
+            runtime.metrics,
+            withdrawals_topic="moments.task-withdrawals",
+        )
+        runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
+        return runtime, producer
+
+    async def test_a_task_of_the_batch_after_its_tombstone_is_not_withdrawn(self) -> None:
+        """A tombstone, then an event of the number's new holder in the same batch: the
+        batch keeps the new task (`batchresult.forget`) and it goes out. It is not the
+        erased subscriber's, so the tombstone withdraws nothing of it (looked up after the
+        batch's tasks went out, the tombstone withdrew it as `forgotten`)."""
+        runtime, producer = self._runtime()
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        result = BatchResult()
+        result.forgotten.append(SUB)
+        result.erased_at[SUB] = (now - dt.timedelta(seconds=5)).timestamp()
+        result.tasks.append(
+            task("n", expires=(now + dt.timedelta(hours=6)).isoformat()).model_copy(
+                update={"triggered_at": now, "created_at": now, "deliver_after": now}
+            )
+        )
+        assert await runtime._publish(result, DictStateStore())
+        assert [topic for topic, _ in producer.sent] == ["moments.tasks"]
+        assert runtime.tasks is not None
+        ledger = runtime.tasks.ledger
+        assert await ledger.published_of([SUB], now.timestamp()) == [["n" * 32]]
+
+    @pytest.mark.parametrize(
+        "then_again",
+        [({"opt_out": ["sms"]}, {"opt_out": []}), ({"status": "closed"}, {"status": "active"})],
+        ids=["opt_out-then-opt_in", "closed-then-active"],
+    )
+    async def test_a_task_of_the_batch_after_a_change_undone_is_not_withdrawn(
+        self, then_again: tuple[dict[str, Any], dict[str, Any]]
+    ) -> None:
+        """An SMS opt-out (a closing) and the opt-in (reactivation) again in one batch,
+        then the event of a task on SMS: the engine made it after the opt-in, the latest
+        profile lets it go, and it stands (looked up after the batch's tasks went out, the
+        opt-out withdrew it; the backtest, recording each fact at its time, did not)."""
+        runtime, producer = self._runtime()
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        result = BatchResult()
+        for n, fields in enumerate(then_again):
+            when = now - dt.timedelta(seconds=10 - n)
+            result.facts.append(
+                ProfileEvent.model_validate(
+                    {"event_id": f"p{n}", "subscriber_id": SUB, "occurred_at": when, **fields}
+                )
+            )
+        result.tasks.append(
+            task("d", expires=(now + dt.timedelta(hours=6)).isoformat()).model_copy(
+                update={"triggered_at": now, "created_at": now, "deliver_after": now}
+            )
+        )
+        assert await runtime._publish(result, DictStateStore())
+        assert [topic for topic, _ in producer.sent] == ["moments.tasks"]
