@@ -246,6 +246,10 @@ class TaskSink:
             return set()
         unique = list({t.task_id: t for t in batch}.values())
         payloads = [(t.task_id, self._payloads.of(t)) for t in unique]
+        # The engine's tasks were made after their batch's tombstones, which were recorded
+        # before this (`Runtime._publish`): as a tombstone's `forgotten` mark goes, they
+        # were made just after now (`_send`), whatever their `created_at` (taken before).
+        begun = math.nextafter(self.clock(), math.inf)
         try:
             # A moment judged again whose task expired unsent (a contract's end, a silence
             # over a long suspension) is offered again at a later judgement (a contract's
@@ -280,7 +284,7 @@ class TaskSink:
                     if not again:  # a moment judged again is one moment, counted once
                         self._suppressed(task, SuppressReason.DEDUP)
                     known.append(task.task_id)
-            dropped = await self._decide(candidates)
+            dropped = await self._decide(candidates, made=begun)
             if not from_engine:
                 return set()
             self._taken_over |= taken - dropped
@@ -402,10 +406,12 @@ class TaskSink:
         candidates: Sequence[Candidate],
         now: float | None = None,
         why: dict[str, str] | None = None,
+        made: float = math.inf,
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
-        reason).
+        reason). `made`: when the engine's fresh tasks among them were made, as a
+        tombstone's mark is compared with (`_send`).
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
@@ -434,7 +440,7 @@ class TaskSink:
                 queue_changed = queue_changed or parked
             # The engine's fresh tasks: its gates judged their subscriber just now, after
             # any tombstone of the batch (`_send`).
-            fresh = {c.carrier_id for c in candidates if c.fresh and c.deferral_counted}
+            fresh = {c.carrier_id: made for c in candidates if c.fresh and c.deferral_counted}
             await self._send(to_send, fresh)
         except BaseException:
             # A wave that failed after its parks were written never said it parked: the
@@ -827,11 +833,16 @@ class TaskSink:
         if w.drops:
             await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
 
-    async def _send(self, tasks: list[ServiceTask], fresh: Collection[str] = ()) -> None:
+    async def _send(
+        self, tasks: list[ServiceTask], fresh: Mapping[str, float] | None = None
+    ) -> None:
         """Publish `tasks`, then confirm them; those the confirm finds void (`_void`) are
-        withdrawn. `fresh`: the ids of the engine's fresh tasks among them, made after
-        their batch's tombstones (not looked at against one: their `created_at` is
-        before the batch's erasure is dated)."""
+        withdrawn. `fresh`: the engine's fresh tasks among them, by id, with when they
+        were made as a tombstone's mark is compared with: when their batch began
+        dispatching, after its tombstones were recorded (their `created_at` is before the
+        batch's erasure is dated, and would make them void). A tombstone another worker
+        recorded after that (the partition's next owner, while this revoked one still
+        publishes) makes them void."""
         if not tasks:
             return
         headers: Headers = [("content-type", b"application/json")]
@@ -868,8 +879,9 @@ class TaskSink:
         # Looked at against the subscriber's facts in the same step (with withdrawals on):
         # a profile change recorded since this decision read them, which its batch may
         # have looked the index up for before this confirm, makes the task void.
+        fresh = fresh or {}
         made = (
-            {t.task_id: math.inf if t.task_id in fresh else made_at(t) for t in tasks}
+            {t.task_id: fresh[t.task_id] if t.task_id in fresh else made_at(t) for t in tasks}
             if self.withdrawals.topic is not None
             else None
         )

@@ -121,8 +121,8 @@ async def test_the_confirm_leaves_a_void_task_pending_and_its_redrive_withdraws_
 ) -> None:
     """The confirm's look, alone: a task the facts make void stays pending and out of the
     indexes (a worker dying before its withdrawal leaves it so); the re-drive drops it
-    (`opt_out`) and withdraws it. The engine's fresh tasks are not looked at against a
-    tombstone (`inf`), a task made after the opt-in again is not void."""
+    (`opt_out`) and withdraws it. A task whose `made` is `inf` is not looked at against
+    a tombstone, a task made after the opt-in again is not void."""
     clock = Clock(RELEASE.timestamp())
     ledger = stores.ledger
     await stores.facts.record([opt_out()])

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import pytest
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Deferral, Family, Moment, ProfileEvent, ServiceTask
+from sinks.base import Headers
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
@@ -194,4 +196,76 @@ async def test_a_suspension_meanwhile_withdraws_nothing() -> None:
     assert await w.sink.release_due() == 1
     assert len(w.producer.sent) == 1
     assert w.notices() + other.notices() == []
+    assert await stores.ledger.published_of([SUB], clock()) == [["w1"]]
+
+
+class ChangingProducer(CollectingProducer):
+    """A producer that runs `meanwhile` once, as it is handed the first task: another
+    worker's batch, while this one publishes."""
+
+    def __init__(self, clock: Clock, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(clock)
+        self.meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        if topic == "tasks" and self.meanwhile is not None:
+            run, self.meanwhile = self.meanwhile, None
+            await run()
+        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+
+
+def fresh() -> ServiceTask:
+    """The engine's task of a batch, sent at once."""
+    return waiting().model_copy(update={"deliver_after": NOW, "deferred": None})
+
+
+async def test_a_tombstone_read_while_a_batch_publishes_withdraws_its_fresh_task() -> None:
+    """A worker revoked while its batch's task goes out; the partition's next owner reads
+    the tombstone after it (its clock later) and looks the index up before the confirm.
+    The engine's fresh tasks were not looked at against a tombstone at all (`inf`): the
+    task went out, indexed after the lookup, and neither withdrew it. They are now, as
+    made when their batch began dispatching (after its own tombstones)."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    other = Worker(stores, Clock(NOW.timestamp() + 1))
+    record, look_up = batch(other, "forgotten")
+
+    async def meanwhile() -> None:
+        await record()
+        await look_up()
+
+    producer = ChangingProducer(clock, meanwhile)
+    w.producer = w.sink.producer = w.sink.withdrawals.producer = producer
+    w.sink.add(fresh())
+    await w.sink.flush()
+    assert producer.meanwhile is None
+    assert len(producer.sent) == 1
+    assert other.notices() == []
+    assert [(n["task_id"], n["reason"]) for n in w.notices()] == [("w1", "forgotten")]
+    assert await stores.ledger.published_of([SUB], clock()) == [[]]
+
+
+async def test_a_fresh_task_made_after_its_batchs_tombstone_at_the_same_instant_stands() -> None:
+    """The batch's own tombstone, recorded at the instant its tasks are dispatched (a
+    backtest's clock does not move between them): a task of the number's new holder is
+    not withdrawn."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = Worker(stores, clock)
+    record, look_up = batch(w, "forgotten")
+    await record()
+    await look_up()
+    w.sink.add(fresh())
+    await w.sink.flush()
+    assert len(w.producer.sent) == 1
+    assert w.notices() == []
     assert await stores.ledger.published_of([SUB], clock()) == [["w1"]]
