@@ -25,7 +25,12 @@ import orjson
 
 from moments.backtest_input import Cut, FileEvent
 from moments.backtest_state import BacktestState
-from moments.batchresult import BatchResult, give_back_cooldowns, take_over_cooldowns
+from moments.batchresult import (
+    BatchResult,
+    give_back_cooldowns,
+    made_after,
+    take_over_cooldowns,
+)
 from moments.engine import Detector
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.models import EventType, InputEvent, ServiceTask
@@ -564,7 +569,9 @@ class Backtest:
         started = time.perf_counter()
         if result.forgotten:  # as the stream: before the batch's facts
             rule_ids = [r.id for r in self.detector.rules.rules]
-            await self.sink.subscribers.forget(result.forgotten, rule_ids, result.erased_at)
+            await self.sink.subscribers.forget(
+                result.forgotten, rule_ids, result.erased_at, made_after(result)
+            )
             gone = profile_changes((), result.forgotten, result.erased_at, self.clock())
             await self.sink.withdrawals.withdraw(gone)
         facts = sorted(result.facts, key=_occurred)

@@ -245,3 +245,17 @@ def forget(erased: Mapping[str, tuple[int, int]], result: BatchResult) -> None:
         if (mark := erased.get(e.subscriber_id)) is None or n >= mark[1]
     ]
     result.forgotten.extend(erased)
+
+
+def made_after(result: BatchResult) -> dict[str, float]:
+    """Per subscriber a tombstone of the batch erased (`forgotten`), the earliest
+    `created_at` (epoch seconds) of its tasks the batch kept: made after the tombstone
+    (`forget` took back those before), the number's new holder's. Their erasure is marked
+    before it (`sinks.subscribers.Subscribers.forget`)."""
+    gone = set(result.forgotten)
+    out: dict[str, float] = {}
+    for task in result.tasks:
+        if task.subscriber_id in gone:
+            at = task.created_at.timestamp()
+            out[task.subscriber_id] = min(at, out.get(task.subscriber_id, at))
+    return out

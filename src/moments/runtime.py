@@ -29,6 +29,7 @@ from moments.batchresult import (
     SHADOW_REASONS,
     BatchResult,
     give_back_cooldowns,
+    made_after,
     take_over_cooldowns,
 )
 from moments.connections import kafka_client_kwargs, redis_client
@@ -483,7 +484,9 @@ class Runtime:
         started = time.perf_counter()
         if result.forgotten:  # before the batch's facts: events after a tombstone are new
             rule_ids = [r.id for r in self.detector.rules.rules]
-            await self.tasks.subscribers.forget(result.forgotten, rule_ids, result.erased_at)
+            await self.tasks.subscribers.forget(
+                result.forgotten, rule_ids, result.erased_at, made_after(result)
+            )
             warn_odd_deletions(result.deletions)
         if result.unknown_opt_outs:
             self._unknown_channels.warn(result.unknown_opt_outs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
 from moments.models import InputEvent, ProfileEvent, ServiceTask
@@ -38,6 +39,7 @@ class Subscribers:
         subscriber_ids: Sequence[str],
         rule_ids: Sequence[str],
         erased_at: Mapping[str, float] | None = None,
+        made: Mapping[str, float] | None = None,
     ) -> None:
         """Profile tombstones: erase what the stores keep of these subscribers (facts,
         contacts, declines of `rule_ids`, open merge group, suspended-line index) and
@@ -45,16 +47,26 @@ class Subscribers:
         them forgotten now, so a task of theirs made before, still waiting or pending, is
         dropped when it comes up (`is_forgotten`) instead of reaching them; and erased at
         `erased_at` (the tombstones' own times, `BatchResult.erased_at`; now when not
-        given), so their events dated before it and read later are dropped (`erasures`)."""
+        given), so their events dated before it and read later are dropped (`erasures`).
+        `made`: the earliest `created_at` (epoch seconds) of each one's tasks the batch
+        made after the tombstone (the number's new holder): the mark is put just before
+        it. The engine stamps a batch's tasks before the batch forgets; marked now, such
+        a task read as made before the tombstone, and was dropped at its release."""
         if not subscriber_ids:
             return
         subs = list(dict.fromkeys(subscriber_ids))
         at = self.clock()
         self._decoded.forget(subs)
+        erased = {sub: (erased_at or {}).get(sub, at) for sub in subs}
+        marks: dict[float, list[str]] = {}
+        for sub in subs:
+            after = (made or {}).get(sub)
+            mark = at if after is None else min(at, math.nextafter(after, -math.inf))
+            marks.setdefault(mark, []).append(sub)
 
         async def erase() -> None:
             await asyncio.gather(
-                self.facts.forget(subs, at, erased_at),
+                *(self.facts.forget(group, mark, erased) for mark, group in marks.items()),
                 self.stores.contacts.forget(subs),
                 self.stores.frequency.forget(subs),
                 self.declines.forget(subs, rule_ids),

@@ -461,3 +461,30 @@ class TestRuntimeBatch:
         )
         assert await runtime._publish(result, DictStateStore())
         assert [topic for topic, _ in producer.sent] == ["moments.tasks"]
+
+    async def test_a_waiting_task_of_the_batch_after_its_tombstone_goes_at_its_release(
+        self,
+    ) -> None:
+        """The number's new holder's task, made after the batch's tombstone and held a
+        minute: at its release it goes out. The tombstone's `forgotten` mark was the clock
+        when the batch forgot, after the engine stamped the task's `created_at`: the task
+        read as made before the tombstone and was dropped (`forgotten`)."""
+        runtime, producer = self._runtime()
+        now = dt.datetime.now(dt.UTC)
+        result = BatchResult()
+        result.forgotten.append(SUB)
+        result.erased_at[SUB] = (now - dt.timedelta(seconds=5)).timestamp()
+        made = task("n", expires=(now + dt.timedelta(hours=6)).isoformat()).model_copy(
+            update={
+                "triggered_at": now,
+                "created_at": now,
+                "deliver_after": now + dt.timedelta(minutes=1),
+            }
+        )
+        result.tasks.append(made)
+        assert await runtime._publish(result, DictStateStore())
+        assert runtime.tasks is not None
+        assert await runtime.tasks.ledger.state(made.task_id) == "deferred"
+        assert await runtime.tasks.release_due((now + dt.timedelta(minutes=2)).timestamp()) == 1
+        assert await runtime.tasks.ledger.state(made.task_id) == "sent"
+        assert [topic for topic, _ in producer.sent] == ["moments.tasks"]
