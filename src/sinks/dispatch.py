@@ -248,7 +248,7 @@ class TaskSink:
         payloads = [(t.task_id, self._payloads.of(t)) for t in unique]
         # The engine's tasks were made after their batch's tombstones, which were recorded
         # before this (`Runtime._publish`): as a tombstone's `forgotten` mark goes, they
-        # were made just after now (`_send`), whatever their `created_at` (taken before).
+        # were made just after now (`_send`), on this sink's clock.
         begun = math.nextafter(self.clock(), math.inf)
         try:
             # A moment judged again whose task expired unsent (a contract's end, a silence
@@ -839,10 +839,9 @@ class TaskSink:
         """Publish `tasks`, then confirm them; those the confirm finds void (`_void`) are
         withdrawn. `fresh`: the engine's fresh tasks among them, by id, with when they
         were made as a tombstone's mark is compared with: when their batch began
-        dispatching, after its tombstones were recorded (their `created_at` is before the
-        batch's erasure is dated, and would make them void). A tombstone another worker
-        recorded after that (the partition's next owner, while this revoked one still
-        publishes) makes them void."""
+        dispatching, after its own tombstones were recorded, which do not make them void;
+        one another worker recorded after that (the partition's next owner, while this
+        revoked one still publishes) does."""
         if not tasks:
             return
         headers: Headers = [("content-type", b"application/json")]
