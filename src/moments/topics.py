@@ -68,10 +68,16 @@ async def ensure_topics(
     `client_kwargs` are extra admin-client arguments (security: see moments.connections).
     A topic that already exists is left as it is; if its partition count differs from
     the one asked for, a warning is logged (or `TopicsError` raised with `strict=True`).
-    A broker that does not answer within `timeout_s` raises `TopicsUnreachableError`.
+    A broker that does not answer within `timeout_s`, or that answers a create with an
+    error of a broker away or failing over (NOT_CONTROLLER while the controller moves,
+    REQUEST_TIMED_OUT: `sinks.retry.kafka_outage`), raises `TopicsUnreachableError`,
+    which the workers retry; a refusal (an ACL, a replication factor the cluster cannot
+    hold, a failed login) raises `TopicsError`.
     """
     from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaError, for_code
+
+    from sinks.retry import kafka_outage
 
     wanted = dict(topics)
     requests = new_topics(wanted, compacted, replication_factor)
@@ -94,6 +100,7 @@ async def ensure_topics(
             existing = set(await _counts(admin, list(wanted)))
             missing = [r for r in requests if r.name not in existing]
             failures: list[str] = []
+            refused = False
             if missing:
                 response = await admin.create_topics(missing, timeout_ms=timeout_ms)
                 for entry in response.topic_errors:
@@ -102,15 +109,27 @@ async def ensure_topics(
                     if code == _TOPIC_ALREADY_EXISTS:
                         existing.add(name)
                     elif code != 0:
-                        failures.append(f"{name}: error {code} {message or ''}".rstrip())
-            if failures:
+                        error = for_code(code)
+                        refused = refused or not kafka_outage(error())
+                        failures.append(
+                            f"{name}: error {code} {error.__name__} {message or ''}".rstrip()
+                        )
+            if refused:
                 raise TopicsError("could not create topics: " + "; ".join(failures))
+            if failures:  # every one a broker away or failing over: retried
+                raise TopicsUnreachableError(
+                    f"could not create topics on {bootstrap} yet: " + "; ".join(failures)
+                )
             actual = await _wait_for_topics(admin, list(wanted))
+    except TopicsError:
+        raise
     except TimeoutError as exc:
         raise TopicsUnreachableError(
             f"topics {sorted(wanted)} not ready on {bootstrap} within {timeout_s:.0f}s"
         ) from exc
     except KafkaError as exc:
+        if not kafka_outage(exc):  # a refusal: a failed login, a version, an ACL
+            raise TopicsError(f"Kafka {bootstrap} refused to create topics: {exc!r}") from exc
         raise TopicsUnreachableError(f"could not create topics on {bootstrap}: {exc!r}") from exc
     finally:
         await admin.close()

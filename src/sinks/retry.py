@@ -59,6 +59,11 @@ def _kafka_away() -> tuple[type[BaseException], ...]:
         k.BrokerNotAvailableError,
         k.ReplicaNotAvailableError,
         k.UnknownError,  # UNKNOWN_SERVER_ERROR: a broker's own failure (Tansu's storage)
+        # Code 13, NETWORK_EXCEPTION in Kafka's protocol ("the server disconnected before
+        # a response was received"; aiokafka names it after an older meaning): a broker
+        # lost a connection on the request's way (a forward to the controller). Kafka's
+        # own clients retry it.
+        k.StaleLeaderEpochCodeError,
         # The runtime stopped the producer under a retried call: the worker is stopping,
         # and its stop cancels the call (raised, it made a clean stop a crash).
         k.ProducerClosed,

@@ -246,6 +246,8 @@ class TestAnOutageIsStillRetried:
         (k.KafkaConnectionError(), True),
         (k.KafkaTimeoutError(), True),
         (k.ProducerClosed(), True),  # the runtime stopping: its stop cancels the call
+        # Code 13 is NETWORK_EXCEPTION in Kafka's protocol, which Kafka's clients retry
+        (k.StaleLeaderEpochCodeError(), True),
         (k.KafkaError("Unable to get cluster metadata over all known brokers"), True),
         (k.RecordTooLargeError(), False),
         (k.UnsupportedVersionError(), False),

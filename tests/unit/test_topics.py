@@ -1,19 +1,24 @@
 """What the topics a worker creates are asked to be (moments.topics); creating them on a
-broker is tests/integration/test_topics.py."""
+broker is tests/integration/test_topics.py; which of a broker's answers the workers' retry
+waits out is here, on a fake admin client."""
 
 from __future__ import annotations
 
-from typing import Any
+import types
+from typing import Any, ClassVar
 
 import pytest
+from aiokafka import errors as k
 
+import sinks.retry
 from moments import runtime as runtime_module
 from moments.engine import Detector
 from moments.runtime import Runtime
 from moments.settings import load_settings
-from moments.topics import new_topics
+from moments.topics import TopicsError, TopicsUnreachableError, ensure_topics, new_topics
 from rules.catalog import RuleSet
-from sinks.metrics import Metrics
+from sinks.metrics import Dependency, Metrics
+from sinks.retry import with_retry
 
 
 def test_each_topic_is_asked_with_its_partitions_replicas_and_compaction() -> None:
@@ -71,3 +76,110 @@ async def test_the_worker_creates_its_outputs_with_the_configured_replicas(
         settings.topic(name): 6
         for name in ("tasks", "deadletter", "task_outcomes", "task_withdrawals")
     }
+
+
+class _Admin:
+    """aiokafka's admin client as `ensure_topics` uses it: each create answers the next
+    of `answers` (an error code for every topic asked), and a created topic is then in
+    the metadata; `start` raises `refuse` when given."""
+
+    answers: ClassVar[list[int]] = []
+    refuse: ClassVar[BaseException | None] = None
+    creates: ClassVar[int] = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.created: set[str] = set()
+
+    async def start(self) -> None:
+        if _Admin.refuse is not None:
+            raise _Admin.refuse
+
+    async def close(self) -> None:
+        pass
+
+    async def _send_request(self, request: Any) -> Any:
+        topics = [  # the one topic the tests ask for
+            {"topic": t, "error_code": 0 if t in self.created else 3, "partitions": [0]}
+            for t in ["moments.tasks"]
+        ]
+        return types.SimpleNamespace(to_object=lambda: {"topics": topics})
+
+    async def create_topics(self, asked: list[Any], timeout_ms: int) -> Any:
+        _Admin.creates += 1
+        code = _Admin.answers.pop(0)
+        if code == 0:
+            self.created.update(t.name for t in asked)
+        return types.SimpleNamespace(topic_errors=[(t.name, code, None) for t in asked])
+
+
+@pytest.fixture
+def admin(monkeypatch: pytest.MonkeyPatch) -> type[_Admin]:
+    import aiokafka.admin
+
+    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", _Admin)
+    monkeypatch.setattr(_Admin, "answers", [])
+    monkeypatch.setattr(_Admin, "refuse", None)
+    monkeypatch.setattr(_Admin, "creates", 0)
+
+    waits: list[float] = []
+
+    async def no_wait(delay: float) -> None:
+        waits.append(delay)
+        if len(waits) > 3:
+            raise AssertionError(f"retried {len(waits)} times: for ever")
+
+    monkeypatch.setattr(sinks.retry, "asyncio", types.SimpleNamespace(sleep=no_wait))
+    return _Admin
+
+
+async def _create_retried() -> None:
+    await with_retry(
+        lambda: ensure_topics("kafka:9092", {"moments.tasks": 1}),
+        Dependency.KAFKA,
+        Metrics(),
+        "creating output topics",
+    )
+
+
+@pytest.mark.parametrize(
+    "code",
+    [41, 7, 13, -1],
+    ids=["NOT_CONTROLLER", "REQUEST_TIMED_OUT", "NETWORK_EXCEPTION", "UNKNOWN_SERVER_ERROR"],
+)
+async def test_a_create_answered_by_a_broker_failing_over_is_retried(
+    admin: type[_Admin], code: int
+) -> None:
+    # A worker starting while Kafka's controller moved (a rolling restart) stopped with
+    # TopicsError "error 41": NOT_CONTROLLER is what the next try cures.
+    admin.answers = [code, 0]
+    await _create_retried()
+    assert admin.creates == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [(29, "TopicAuthorizationFailedError"), (38, "InvalidReplicationFactorError")],
+)
+async def test_a_create_refused_is_raised_at_once_naming_the_error(
+    admin: type[_Admin], code: int, name: str
+) -> None:
+    admin.answers = [code]
+    with pytest.raises(TopicsError, match=f"moments.tasks: error {code} {name}") as raised:
+        await _create_retried()
+    assert not isinstance(raised.value, TopicsUnreachableError)
+    assert admin.creates == 1
+
+
+async def test_a_refused_login_is_not_retried_as_a_broker_away(admin: type[_Admin]) -> None:
+    # Every aiokafka error was a TopicsUnreachableError, retried for ever as "kafka
+    # unavailable" while the broker refused the worker's credentials.
+    admin.refuse = k.SaslAuthenticationFailed("bad password")
+    with pytest.raises(TopicsError, match="refused to create topics") as raised:
+        await _create_retried()
+    assert not sinks.retry.retried(raised.value)
+
+
+async def test_a_broker_away_is_still_unreachable(admin: type[_Admin]) -> None:
+    admin.refuse = k.KafkaConnectionError("Unable to bootstrap from [('kafka', 9092)]")
+    with pytest.raises(TopicsUnreachableError, match="could not create topics on kafka:9092"):
+        await ensure_topics("kafka:9092", {"moments.tasks": 1})
