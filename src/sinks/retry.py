@@ -70,14 +70,29 @@ def _kafka_away() -> tuple[type[BaseException], ...]:
     )
 
 
+SENDER_FAILED = "Unexpected error during batch delivery"
+"""The bare KafkaError of an aiokafka producer whose sender task failed (an error inside
+aiokafka: aio-libs/aiokafka#907). Every send after it raises it again (a copy of it, kept
+by the producer's accumulator), so waiting never ends it: retried, it held every
+partition for good, reported as the broker away. A restart starts a new producer."""
+
+
+def producer_failed(exc: BaseException) -> bool:
+    """Whether `exc` is `SENDER_FAILED`: the producer, not the broker, stopped."""
+    from aiokafka.errors import KafkaError
+
+    return type(exc) is KafkaError and exc.args[:1] == (SENDER_FAILED,)
+
+
 def kafka_outage(exc: BaseException) -> bool:
     """Whether an aiokafka error is a broker away or busy, which waiting cures: marked
     `retriable` by aiokafka (a connection lost, no leader, not enough replicas, a request
     timed out), one of `_kafka_away`, or aiokafka's bare KafkaError ("Unable to get
-    cluster metadata over all known brokers"). Not a refusal of what was sent."""
+    cluster metadata over all known brokers") unless it says the producer's sender
+    failed (`SENDER_FAILED`). Not a refusal of what was sent."""
     from aiokafka.errors import KafkaError
 
-    if not isinstance(exc, KafkaError):
+    if not isinstance(exc, KafkaError) or producer_failed(exc):
         return False
     return bool(exc.retriable) or type(exc) is KafkaError or isinstance(exc, _kafka_away())
 
@@ -173,6 +188,12 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
     from redis.exceptions import ResponseError
 
     head = f"moments: not retried while {what}: not a {dependency.value} outage"
+    if producer_failed(exc):
+        return (
+            f"{head}: aiokafka's producer stopped sending (its sender task failed: its "
+            "log says why, after 'Unexpected error in sender routine'), and every send "
+            "now fails alike; the restart starts a new producer. Report the error above"
+        )
     if isinstance(exc, KafkaError):
         for kinds, fix in _kafka_fixes():
             if isinstance(exc, kinds):

@@ -10,6 +10,7 @@ is still retried."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import logging
 import types
@@ -167,6 +168,36 @@ class TestARefusalIsNotAnOutage:
             await sink.flush()
         assert back_offs.delays == []
         assert "grant it Write" in " ".join(raised.value.__notes__)
+
+
+SENDER_FAILED = "Unexpected error during batch delivery"
+"""aiokafka's words (`aiokafka/producer/sender.py`), written out: the test holds the
+retry to aiokafka's text, not to its own constant."""
+
+
+class TestAFailedProducerIsNotAnOutage:
+    @pytest.mark.parametrize("in_ack", [False, True], ids=["at-send", "in-ack"])
+    async def test_the_task_sink_raises_it_at_once_saying_a_restart_fixes_it(
+        self, back_offs: BackOffs, in_ack: bool
+    ) -> None:
+        """aiokafka's producer whose sender task failed (aio-libs/aiokafka#907) fails
+        every send with the same bare KafkaError: retried as the broker away, it held
+        every partition for good (`RetriedForeverError` came out)."""
+        dead = [k.KafkaError(SENDER_FAILED) for _ in range(BACK_OFFS)]
+        producer = FailingProducer(*dead, in_ack=in_ack)
+        metrics = Metrics()
+        with pytest.raises(k.KafkaError, match="Unexpected error during batch") as raised:
+            await _sink(producer, metrics).dispatch([task("t1", deliver_after=NOW)])
+        assert back_offs.delays == []
+        notes = " ".join(raised.value.__notes__)
+        assert "not retried while publishing tasks" in notes
+        assert "the restart starts a new producer" in notes
+        assert _kafka_up(metrics) != 0
+
+    def test_aiokafkas_copy_of_it_is_told_too(self) -> None:
+        # What the producer's accumulator raises for each send after the failure.
+        failed = k.KafkaError(SENDER_FAILED)
+        assert not sinks.retry.retried(copy.copy(failed))
 
 
 class TestABugIsNotAnOutage:
