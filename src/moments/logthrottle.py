@@ -29,6 +29,19 @@ PER_NAME_LOGGERS = ("mode.timers",)
 second for every timer waiting on Redis or Kafka in an outage; each timer's line stays."""
 EVERY_S = 30.0
 
+REBALANCE_LINES = (
+    "Joined group",
+    "Successfully synced group",
+    "Revoking previously assigned partitions",
+    "Setting newly assigned partitions",
+    "Elected group leader",
+)
+"""How aiokafka's group coordinator says each step of a rebalance that went through:
+never held back. Each comes once per rebalance, not per retry, and a worker re-joining
+its group again and again (kicked out on a loaded machine) is what an operator reading
+the log needs to see; held, a worker's second join within 30 s was missing from its log.
+Its retried lines ("(Re-)joining group", "OffsetCommit failed ... will retry") stay held."""
+
 
 class RepeatThrottle(logging.Filter):
     """Lets each message template of a logger through at most once per `every` seconds;
@@ -49,6 +62,8 @@ class RepeatThrottle(logging.Filter):
         self._lock = threading.Lock()  # aiokafka logs from the consumer's thread too
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith(REBALANCE_LINES):
+            return True
         key: tuple[str, ...] = (record.name, str(record.msg))
         if self.by_first_arg and isinstance(record.args, tuple) and record.args:
             key = (*key, str(record.args[0]))

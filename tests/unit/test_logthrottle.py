@@ -8,6 +8,7 @@ import pytest
 
 from moments.logthrottle import (
     PER_NAME_LOGGERS,
+    REBALANCE_LINES,
     THROTTLED_LOGGERS,
     RepeatThrottle,
     install_log_throttle,
@@ -48,6 +49,29 @@ def test_a_repeated_error_shows_once_per_interval_then_with_its_count(
     )
     logger.error("Unable connect to node with id %s: %s", 1, "refused")
     assert len(lines) == 2
+
+
+def test_each_rebalance_step_is_logged_while_retried_lines_stay_held(
+    logged: tuple[logging.Logger, list[str], Clock],
+) -> None:
+    """A worker kicked out of its group and joining again (CI's scale-out failure: six joins
+    in about a minute) showed its first join only: the rest were held for 30 s."""
+    logger, lines, clock = logged
+    logger.setLevel(logging.INFO)
+    for generation in range(1, 4):
+        logger.info("(Re-)joining group %s", "app")
+        logger.info("Joined group '%s' (generation %s) with member_id %s", "app", generation, "m")
+        logger.info("Successfully synced group %s with generation %s", "app", generation)
+        logger.info("OffsetCommit failed for group %s due to a coordinator error (%s)", "app", 16)
+        clock.now += 2.0
+    joined = [line for line in lines if line.startswith("Joined group")]
+    assert joined == [f"Joined group 'app' (generation {g}) with member_id m" for g in range(1, 4)]
+    assert len([line for line in lines if line.startswith("Successfully synced")]) == 3
+    assert all(
+        not line.startswith(REBALANCE_LINES) or "more like this" not in line for line in lines
+    )
+    assert lines.count("(Re-)joining group app") == 1
+    assert len([line for line in lines if line.startswith("OffsetCommit failed")]) == 1
 
 
 def test_different_messages_are_counted_apart(
