@@ -196,15 +196,9 @@ class Withdrawals:
         may have published them before it died, before it recorded them (so the published
         index never held them), and the opt-out, closed line or tombstone was read
         meanwhile. Dated now (`occurred_at` too: the change's own time is not at hand)."""
-        if not dropped or self.topic is None:
-            return
         now = self.clock()
         when = dt.datetime.fromtimestamp(now, dt.UTC)
-        made = [
-            notice(task, ProfileChange(task.subscriber_id, WithdrawReason(reason), when), now)
-            for task, reason in dropped
-        ]
-        await self._publish(made)
+        await self._withdraw_each([(task, WithdrawReason(r), when) for task, r in dropped], now)
 
     async def withdraw_voided(
         self, voided: Sequence[tuple[ServiceTask, WithdrawReason, float]]
@@ -215,17 +209,24 @@ class Withdrawals:
         looked the published index up before the confirm put them there (or will after
         it: they never enter it), so no one else withdraws them. Dated on the task's clock
         (the change's own offset is not at hand)."""
-        if not voided or self.topic is None:
+        items = [
+            (task, reason, dt.datetime.fromtimestamp(at, task.triggered_at.tzinfo or dt.UTC))
+            for task, reason, at in voided
+        ]
+        await self._withdraw_each(items, self.clock())
+
+    async def _withdraw_each(
+        self, items: Sequence[tuple[ServiceTask, WithdrawReason, dt.datetime]], now: float
+    ) -> None:
+        """Publish the withdrawal of each task (why, when the change was), made at `now`."""
+        if not items or self.topic is None:
             return
-        now = self.clock()
-        made = []
-        for task, reason, at in voided:
-            when = dt.datetime.fromtimestamp(at, task.triggered_at.tzinfo or dt.UTC)
-            channels = frozenset({task.channel.value})
-            made.append(
-                notice(task, ProfileChange(task.subscriber_id, reason, when, channels), now)
-            )
-        await self._publish(made)
+        await self._publish(
+            [
+                notice(task, ProfileChange(task.subscriber_id, reason, when), now)
+                for task, reason, when in items
+            ]
+        )
 
     async def _publish(self, made: Sequence[TaskWithdrawal]) -> None:
         """Produce `made` and await them; counted."""
