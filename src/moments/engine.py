@@ -334,8 +334,8 @@ class Detector:
         if rules.by_period and state.closed.get(CHECKED_DAY) != local_day.toordinal():
             close_windows(self, sub, state, at, tz, ctx, result, local_day, active=event_type)
         source = SOURCE_CODES[event_type]
-        if at > state.seen.get(source, 0):
-            state.seen[source] = at
+        if at > state.seen.get(source, 0) and event_type is not EventType.PROFILE:
+            state.seen[source] = at  # a profile's: `profile_update`, when it carries a field
         if at > state.watermark:
             state.watermark = at
             if state.erased and at - state.erased > ERASED_KEPT_S:

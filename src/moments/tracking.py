@@ -164,7 +164,8 @@ def profile_update(state: SubscriberState, event: ProfileEvent, at: int) -> Prof
     updates set, which the rules and dispatch's facts and withdrawals read (an opt-out
     list a newer update replaced withdraws nothing). Unlike other events, an update older
     than the lateness is still applied: an opt-out or a suspension holds however late the
-    CRM sends it."""
+    CRM sends it. The latest profile time (`seen["p"]`) is the newest update's that
+    carried a field."""
     source = SOURCE_CODES[EventType.PROFILE]
     newest = state.seen.get(source)
     carried = _carried(event)
@@ -180,7 +181,10 @@ def profile_update(state: SubscriberState, event: ProfileEvent, at: int) -> Prof
     _set(state.profile, carried)
     for name in carried:
         times[name] = at
-    if newest is None or at > newest:
+    if carried and (newest is None or at > newest):
+        # Only an update that set or cleared a field dates the profile: one carrying none
+        # (a CRM record of other fields, a top-up's `amount` and `channel` on this topic)
+        # moved it, and the special days took the profile for changed since their look.
         state.seen[source] = at
     return event.model_copy(update=dict.fromkeys(stale)) if stale else event
 

@@ -14,6 +14,7 @@ same (it took any of them), so a producer's CI could not catch it either.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from functools import cache
 from pathlib import Path
@@ -161,3 +162,24 @@ def test_a_stray_record_does_not_make_the_crms_update_late() -> None:
     state = result.store.load(SUB)
     assert state is not None
     assert state.profile.get("opt_out") == ["sms"]
+
+
+def test_an_update_carrying_no_profile_field_leaves_the_profile_time() -> None:
+    """A record naming only a top-up's `amount` and `channel` is taken (a CRM's plan amount
+    and sales channel), but it carries no profile field: the profile's latest time stays
+    the CRM update's that set one. It moved to the stray's time, which the special days'
+    "did the profile change since the look" check and a later update's lateness read."""
+    rules = rules_from("rules:" + WELCOME)
+    crm = at("2026-11-02", "11:00")
+    events = [
+        ev(PROFILE, crm, tier="gold"),
+        ev(PROFILE, at("2026-11-02", "12:00"), amount=50, channel="app"),
+    ]
+    result = run(rules, events)
+    assert result.dead_letters == []
+    assert result.late == 0
+    state = result.store.load(SUB)
+    assert state is not None
+    assert state.profile.get("tier") == "gold"
+    assert state.seen["p"] == int(dt.datetime.fromisoformat(crm).timestamp())
+    assert state.profile_at["tier"] == state.seen["p"]
