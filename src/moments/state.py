@@ -120,6 +120,12 @@ class SubscriberState:
     The next day's look tells by it that the moment was judged the day before when a
     profile update since took away the profile that look read: re-judged with the new
     one, an update before a day's look counted the moment detected once more."""
+    changed_after_look: int = 0
+    """Ordinal of the local day last looked at (`special_day`) when a profile update was
+    applied after that look (0: none since): the next day's look judges that day by
+    `leads`, the profile that look read being gone, whatever the update's date. Dated
+    before the day and read after its look (a CRM feed behind), an update went unseen by
+    a check of `seen["p"]` against the day's end (moments.sweep)."""
     seen: dict[str, int] = field(default_factory=dict)
     """Source code -> latest event time seen (absence)."""
     closed: dict[str, int] = field(default_factory=dict)
@@ -236,6 +242,8 @@ class SubscriberState:
             doc["h"] = self.shadowed
         if self.leads:
             doc["j"] = self.leads
+        if self.changed_after_look:
+            doc["b"] = self.changed_after_look
         if self.seen:
             doc["n"] = self.seen
         if self.closed:
@@ -273,6 +281,7 @@ class SubscriberState:
             fired_by=doc.get("y", {}),
             shadowed=doc.get("h", {}),
             leads=doc.get("j", {}),
+            changed_after_look=doc.get("b", 0),
             seen=doc.get("n", {}),
             closed=doc.get("c", {}),
             roaming=doc.get("g", {}),

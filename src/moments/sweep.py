@@ -104,6 +104,8 @@ def special_days(
                 emit(detector, rule, fired, sub, None, state, at, ctx, result, latest, again)
     # Read by the next day's look (`_judged_the_day_before`), once this one's are judged.
     state.leads = leads
+    if last != day:
+        state.changed_after_look = 0  # read: it named the day before, or an earlier one
     return True
 
 
@@ -121,18 +123,21 @@ def _judged_the_day_before(
     fired on by the rule at the day before's look, live: it is judged again each day (a
     task is still made once a cooldown or an opt-out is over), but it is one moment,
     counted once in `moments_detected_total`. The day's last judgement read the profile
-    as it is unless an update came after that day (one during it had the day looked at
-    again); then what that judgement fired on is read from the state (`leads`: with none,
-    a record written before it was kept, False). False too when the look was before the
-    go-live instant (judged in shadow: the first live judgement counts it)."""
+    as it is unless an update came after that day, or was applied after its look however
+    old (one during it had the day looked at again); then what that judgement fired on
+    is read from the state (`leads`: with none, a record written before it was kept,
+    False). False too when the look was before the go-live instant (judged in shadow:
+    the first live judgement counts it)."""
     special = detector.rules.special
     before = day - dt.timedelta(days=1)
     look = int(evaluation_instant_in(where, before, special.local_hour).timestamp())
-    if state.seen.get(SOURCE_CODES[EventType.PROFILE], 0) >= window_end(
-        "day", before.toordinal(), where
-    ):
-        # The profile that look read is gone; re-judged with this one, an update before
-        # today's look counted the moment detected again.
+    if state.changed_after_look == before.toordinal() or state.seen.get(
+        SOURCE_CODES[EventType.PROFILE], 0
+    ) >= window_end("day", before.toordinal(), where):
+        # The profile that look read is gone (an update applied after it, or dated since
+        # the day's end); re-judged with this one, an update before today's look counted
+        # the moment detected again, and one dated before the day, read after its look,
+        # took a moment that look did not fire on for judged then and counted it nowhere.
         return state.leads.get(rule.tag) == [fired.occurrence, before.toordinal()] and (
             _judged_alike(detector, rule, fired, state, look, at)
         )

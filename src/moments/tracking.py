@@ -181,6 +181,8 @@ def profile_update(state: SubscriberState, event: ProfileEvent, at: int) -> Prof
     _set(state.profile, carried)
     for name in carried:
         times[name] = at
+    if carried and state.special_day:
+        state.changed_after_look = state.special_day  # applied after that day's look
     if carried and (newest is None or at > newest):
         # Only an update that set or cleared a field dates the profile: one carrying none
         # (a CRM record of other fields, a top-up's `amount` and `channel` on this topic)

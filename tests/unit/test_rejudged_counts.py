@@ -147,6 +147,27 @@ class TestLiveRules:
         assert out.detected == {("special_day", "contract_expiry_near"): 1}
         assert [t.triggered_at.date() for t in out.tasks] == [dt.date(2026, 11, 5)]
 
+    def test_an_update_read_after_the_days_look_dated_before_it_counts_the_rule_then(
+        self,
+    ) -> None:
+        """The tier update is dated 11-04 23:00 but read after the 11-05 look (a CRM feed
+        behind; profile updates hold however late): that look did not fire (no tier), and
+        the next day's look re-judged 11-05 with the gold profile, took the moment for
+        judged then and counted it nowhere. The profile changed after the look, whatever
+        the update's date: what the look fired on (`leads`) decides."""
+        rule = CONTRACT.replace(
+            "condition: {occasion: contract_expiry}",
+            "condition: {all: [{occasion: contract_expiry}, {profile: tier, in: [gold]}]}",
+        )
+        events = [
+            contract(),
+            use("2026-11-05"),  # the 11-05 09:00 look has run before the update is read
+            ev(EventType.PROFILE, at("2026-11-04", "23:00"), tier="gold"),
+        ]
+        out = run(rules_from(NO_GATES + "rules:" + rule), events, until=at("2026-11-21"))
+        assert out.detected == {("special_day", "contract_expiry_near"): 1}
+        assert [t.triggered_at.date() for t in out.tasks] == [dt.date(2026, 11, 6)]
+
     def test_a_shadow_rules_lead_with_an_update_is_one_shadow_moment(self) -> None:
         events = [contract(), ev(EventType.PROFILE, at("2026-11-05", "07:00"), tier="gold")]
         out = run(

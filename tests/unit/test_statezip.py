@@ -43,6 +43,7 @@ states = st.builds(
     ),
     watermark=epochs,
     special_day=st.integers(min_value=0, max_value=800_000),
+    changed_after_look=st.integers(min_value=0, max_value=800_000),
     complaints=st.dictionaries(texts, epochs, max_size=3),
     shadowed=st.dictionaries(texts, texts, max_size=2),
 )
