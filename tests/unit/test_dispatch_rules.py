@@ -28,6 +28,7 @@ from sinks.contact import merge_tasks
 from sinks.memory import MemorySlots
 from sinks.policy import DispatchPolicy, OverflowPolicy, load_policy
 from sinks.relevance import SubscriberFacts, came_home, facts_from, facts_of, topped_up
+from sinks.routes import waited
 
 T0 = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
 
@@ -294,6 +295,23 @@ class TestMerge:
         assert (kept.task_id, kept.moment_id) == ("a", "b")
         related = sorted((r.task_id, r.moment.type) for r in kept.related or [])
         assert related == [("a", "type_a"), ("c", "type_c")]
+
+    def test_the_merged_task_says_the_carriers_deferral_not_a_joined_moments(self) -> None:
+        """A moment that joined a waiting task keeps, in the group, what gating wrote when
+        it joined (quiet hours to 08:00); the carrier's payload holds what the group
+        waited for since (parked for capacity to 09:00). Published, the task says the
+        carrier's, even when the joined moment leads it: the member's own is not judged
+        again, and read only to hold the group for a suspended line (`line_held_since`).
+        Split from the group to carry a part of it, a moment takes the group's
+        (`waited`)."""
+        quiet = Deferral(reason="quiet_hours", until=T0 + dt.timedelta(hours=6))
+        capacity = Deferral(reason="capacity", until=T0 + dt.timedelta(hours=7))
+        carrier = make("a", priority=4, deferred=capacity, deliver_after=capacity.until)
+        joined = make("b", priority=1, deferred=quiet, deliver_after=quiet.until)
+        merged = merge_tasks("a", [carrier, joined])
+        assert (merged.moment_id, merged.deferred) == ("b", capacity)
+        assert merged.deliver_after == capacity.until
+        assert waited(joined, carrier).deferred == capacity
 
     def test_a_held_call_is_never_turned_into_an_sms(self) -> None:
         """A severity-1 complaint call waited for the merge window; a low-balance SMS of the
