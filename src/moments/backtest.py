@@ -17,7 +17,7 @@ import asyncio
 import datetime as dt
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,12 @@ from sinks.dispatch import TaskSink
 from sinks.memory import MemoryDeferrals, MemoryLedger, MemorySlots, memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
-from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
+from sinks.withdrawals import (
+    WITHDRAWALS_TOPIC,
+    ProfileChange,
+    changes_by_fact,
+    profile_changes,
+)
 
 TASKS_TOPIC = "moments.tasks"
 RETURNS_TOPIC = "cooldown-returns"
@@ -575,6 +580,7 @@ class Backtest:
             gone = profile_changes((), result.forgotten, result.erased_at, self.clock())
             await self.sink.withdrawals.withdraw(gone)
         facts = sorted(result.facts, key=_occurred)
+        changes = changes_by_fact(facts)  # the batch's, as the stream's: at its end
         done = 0
         if self._warming and self.dispatch_from is not None:
             # The warm-up builds what the engine knows; only its last caps' period
@@ -589,11 +595,11 @@ class Backtest:
         dropped: set[str] = set()
         for task in sorted(result.tasks, key=_triggered):
             at = task.triggered_at.timestamp()
-            done = await self._facts_until(facts, done, at)
+            done = await self._facts_until(facts, changes, done, at)
             await self._advance(at)
             self.sink.add(task, rejudged=task.task_id in result.rejudged)
             dropped |= await self.sink.flush()
-        await self._facts_until(facts, done, float("inf"))
+        await self._facts_until(facts, changes, done, float("inf"))
         self.result.spent["dispatch"] += time.perf_counter() - started
         started = time.perf_counter()
         give_back_cooldowns(result, dropped)
@@ -602,19 +608,26 @@ class Backtest:
         self.result.spent["state"] += time.perf_counter() - started
         record_batch(self.metrics, result)
 
-    async def _facts_until(self, facts: list[InputEvent], start: int, until: float) -> int:
+    async def _facts_until(
+        self,
+        facts: list[InputEvent],
+        changes: Mapping[int, Sequence[ProfileChange]],
+        start: int,
+        until: float,
+    ) -> int:
         """Record the facts from `start` dated up to `until`, each at its own time, so a
         task released in between sees only the facts before its release; returns where
         it stopped. One call a fact: the clock of the call dates the facts' expiry and the
         waking of a reactivated line's tasks, and facts seldom share a clock reading (none
         did in a week of `moments simulate`), so recording several at once would date them
-        otherwise."""
+        otherwise. Each fact's `changes` (`changes_by_fact`: the batch's, so an opt-out
+        the batch opts in again withdraws nothing, as in the stream) withdraw after it."""
         i = start
         while i < len(facts) and (at := facts[i].occurred_at.timestamp()) <= until:
             await self._advance(at)
             await self.sink.subscribers.record_facts(facts[i : i + 1])
-            if changes := profile_changes(facts[i : i + 1]):  # as the stream, after the fact
-                await self.sink.withdrawals.withdraw(changes)
+            if made := changes.get(i):  # as the stream, after the fact
+                await self.sink.withdrawals.withdraw(made)
             i += 1
         return i
 

@@ -66,29 +66,77 @@ def profile_changes(
     now: float | None = None,
 ) -> list[ProfileChange]:
     """The changes among a batch's tombstones (`forgotten`, dated `erased_at`, else `now`)
-    and its facts (the profile updates it applied: a stale one is refused before), in that
-    order, as the runtime applies them: a closed line (`status: closed`) and an opt-out
-    (`opt_out` naming a channel moments sends on; `[]` opts in, null says nothing). An
-    update both closing the line and opting out gives both, the closing first."""
+    and its facts (`changes_by_fact`), in that order, as the runtime applies them."""
     out: list[ProfileChange] = []
     erased = erased_at or {}
     for sub in dict.fromkeys(forgotten):
         at = erased.get(sub, now)
         when = dt.datetime.fromtimestamp(at if at is not None else 0.0, dt.UTC)
         out.append(ProfileChange(sub, WithdrawReason.FORGOTTEN, when))
-    for event in facts:
+    for made in changes_by_fact(list(facts)).values():
+        out += made
+    return out
+
+
+def changes_by_fact(facts: Sequence[InputEvent]) -> dict[int, list[ProfileChange]]:
+    """The changes a batch's facts make (the profile updates it applied: a stale one is
+    refused before), by the index of the fact that makes them, in order: a closed line
+    (`status: closed`) and an opt-out (`opt_out` naming a channel moments sends on; `[]`
+    opts in, null says nothing). An update both closing the line and opting out gives
+    both, the closing first.
+
+    An opt-out counts only for the channels still opted out at the batch's end: opted in
+    again by a later update of the batch (its `opt_out` without the channel), the customer
+    ends the batch opted in and the tasks published before stand. The stream records a
+    batch's facts together, and the facts hash says the same (the latest update carrying
+    `opt_out` decides: `sinks.relevance`); the backtest, recording them one at a time,
+    withdraws by the same changes."""
+    kept = _still_opted_out(facts)
+    out: dict[int, list[ProfileChange]] = {}
+    for i, event in enumerate(facts):
         if not isinstance(event, ProfileEvent):
             continue
+        made: list[ProfileChange] = []
         if event.status == "closed":
-            out.append(ProfileChange(event.subscriber_id, WithdrawReason.CLOSED, event.occurred_at))
+            made.append(
+                ProfileChange(event.subscriber_id, WithdrawReason.CLOSED, event.occurred_at)
+            )
         if event.opt_out:
-            channels = frozenset(c.value for c in event.opt_out if isinstance(c, Channel))
+            channels = _channels(event.opt_out)
+            if (after := kept.get(i)) is not None:
+                channels &= after
             if channels:
-                out.append(
+                made.append(
                     ProfileChange(
                         event.subscriber_id, WithdrawReason.OPT_OUT, event.occurred_at, channels
                     )
                 )
+        if made:
+            out[i] = made
+    return out
+
+
+def _channels(opt_out: Iterable[object]) -> frozenset[str]:
+    """The channels moments sends on among an `opt_out` list's entries."""
+    return frozenset(c.value for c in opt_out if isinstance(c, Channel))
+
+
+def _still_opted_out(facts: Sequence[InputEvent]) -> dict[int, frozenset[str]]:
+    """Per index of a profile update carrying `opt_out` that a later one of its subscriber
+    carrying `opt_out` follows: the channels each of those later updates names (the others
+    were opted into again). Absent: none follows."""
+    after: dict[str, frozenset[str]] = {}  # subscriber -> opted out by every update since
+    out: dict[int, frozenset[str]] = {}
+    for i in range(len(facts) - 1, -1, -1):
+        event = facts[i]
+        if not isinstance(event, ProfileEvent) or event.opt_out is None:
+            continue
+        sub = event.subscriber_id
+        own = _channels(event.opt_out)
+        if (since := after.get(sub)) is not None:
+            out[i] = since
+            own &= since
+        after[sub] = own
     return out
 
 

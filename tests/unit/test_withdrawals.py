@@ -27,6 +27,7 @@ from sinks.memory import MemoryLedger, memory_stores
 from sinks.metrics import Metrics
 from sinks.withdrawals import (
     ProfileChange,
+    changes_by_fact,
     profile_changes,
     void_tasks,
     withdrawals_of,
@@ -160,7 +161,6 @@ class TestProfileChanges:
             self.profile(opt_out=["sms", "email"]),
             self.profile(status="closed"),
             self.profile(tier="gold"),
-            self.profile(opt_out=[]),  # opts in again: nothing to withdraw
             self.profile(status="suspended"),
         ]
         got = profile_changes(events, ["13900139000"], {"13900139000": NOW}, NOW + 5)
@@ -170,6 +170,37 @@ class TestProfileChanges:
             (SUB, WithdrawReason.CLOSED, frozenset()),
         ]
         assert got[0].occurred_at.timestamp() == NOW  # the tombstone's own time
+
+    def test_an_opt_out_the_batch_opts_in_again_is_no_change(self) -> None:
+        """The customer ends the batch opted in (`[]` replaces the list): tasks published
+        before stand; another subscriber's opt-out in between still counts."""
+        other = "13900139000"
+        events = [
+            self.profile(opt_out=["sms", "outbound_call"]),
+            self.profile(opt_out=["sms"], subscriber_id=other),
+            self.profile(opt_out=[]),
+        ]
+        got = profile_changes(events)
+        assert [(c.subscriber_id, c.channels) for c in got] == [(other, frozenset({"sms"}))]
+
+    def test_an_opt_out_counts_for_the_channels_still_opted_out_at_the_batch_end(
+        self,
+    ) -> None:
+        """Out of SMS and calls, then of calls only: the first withdraws calls (by its
+        time), SMS was opted into again; out of SMS again later withdraws SMS then."""
+        events = [
+            self.profile(opt_out=["sms", "outbound_call"]),
+            self.profile(opt_out=["outbound_call"], tier="gold"),
+            self.profile(tier="silver"),  # carries no opt_out: says nothing of it
+            self.profile(opt_out=["outbound_call", "sms"]),
+        ]
+        got = profile_changes(events)
+        assert [c.channels for c in got] == [
+            frozenset({"outbound_call"}),
+            frozenset({"outbound_call"}),
+            frozenset({"outbound_call", "sms"}),
+        ]
+        assert [i for i, _ in changes_by_fact(events).items()] == [0, 1, 3]
 
     def test_an_update_naming_no_channel_of_ours_makes_no_change(self) -> None:
         assert profile_changes([self.profile(opt_out=["email"])]) == []
@@ -256,6 +287,20 @@ class TestBacktest:
         assert (
             out.withdrawn[0].at == dt.datetime.fromisoformat(at("2026-11-10", "09:00")).timestamp()
         )
+
+    def test_an_opt_out_opted_in_again_in_the_same_batch_withdraws_nothing(self) -> None:
+        """The SMS went out on 11-09; on 11-10 an opt-out and, 30 seconds later, the opt-in
+        again are read in one batch: the customer ends it opted in, so the task stands
+        (as in the stream, which records the batch's facts together)."""
+        out = backtest(
+            [
+                use(),
+                profile("2026-11-10", "09:00", opt_out=["sms"]),
+                ev(EventType.PROFILE, "2026-11-10T09:00:30+08:00", opt_out=[]),
+            ]
+        )
+        assert len(out.published) == 1
+        assert out.withdrawn == []
 
     def test_an_opt_out_of_another_channel_withdraws_nothing(self) -> None:
         out = backtest([use(), profile("2026-11-10", "09:00", opt_out=["outbound_call"])])
@@ -461,6 +506,35 @@ class TestRuntimeBatch:
         )
         assert await runtime._publish(result, DictStateStore())
         assert [topic for topic, _ in producer.sent] == ["moments.tasks"]
+
+    async def test_an_opt_out_opted_in_again_in_one_batch_leaves_earlier_tasks(self) -> None:
+        """A task published by an earlier batch; then a batch holding the SMS opt-out and
+        the opt-in again: the customer ends the batch opted in, and the task stands."""
+        runtime, producer = self._runtime()
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        earlier = BatchResult()
+        earlier.tasks.append(
+            task("d", expires=(now + dt.timedelta(hours=6)).isoformat()).model_copy(
+                update={"triggered_at": now, "created_at": now, "deliver_after": now}
+            )
+        )
+        assert await runtime._publish(earlier, DictStateStore())
+        result = BatchResult()
+        for n, opted in enumerate((["sms"], [])):
+            result.facts.append(
+                ProfileEvent.model_validate(
+                    {
+                        "event_id": f"p{n}",
+                        "subscriber_id": SUB,
+                        "occurred_at": now + dt.timedelta(seconds=n + 1),
+                        "opt_out": opted,
+                    }
+                )
+            )
+        assert await runtime._publish(result, DictStateStore())
+        assert [topic for topic, _ in producer.sent] == ["moments.tasks"]
+        assert runtime.tasks is not None
+        assert await runtime.tasks.ledger.published_of([SUB], now.timestamp()) == [["d" * 32]]
 
     async def test_a_waiting_task_of_the_batch_after_its_tombstone_goes_at_its_release(
         self,
