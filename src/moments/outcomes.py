@@ -24,8 +24,9 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
 - `unreachable` and `failed`: the attempt reached no one, so the contact the task took
   goes back to the frequency cap and the contact cap (they count contacts really made;
   the unanswered call held its week's contact and its own retry was dropped
-  `frequency_cap`). Giving back removes the task's own id from the subscriber's
-  contacts, so an outcome read again gives back nothing more.
+  `frequency_cap`), unless an outcome saying the customer was reached (`REACHED`) was
+  read before or in the same batch: the contact was made. Giving back removes the task's
+  own id from the subscriber's contacts, so an outcome read again gives back nothing more.
 
 Both act on the task as the ledger keeps it (its payload, until a day after it
 expires): its subscriber, never the one the outcome names, so a known task id and
@@ -68,7 +69,7 @@ from moments.decoding import (
     too_large_said,
     whole_characters,
 )
-from moments.enums import ENDS_RETRIES
+from moments.enums import ENDS_RETRIES, REACHED
 from moments.models import (
     AGENT_NUMBER_MAX,
     Deferral,
@@ -406,8 +407,11 @@ async def handle_outcomes(
     # into Redis again for 30 days (and hold the rule from the number's next holder), a
     # retry would queue their payload again. One read of the marks for the batch.
     erased = await sink.subscribers.forgotten_tasks([task for _, task in acting])
-    ended = await _ended(
-        sink, [t.task_id for o, t in acting if o.status is OutcomeStatus.UNREACHABLE]
+    ended = await _noted(
+        sink, [t.task_id for o, t in acting if o.status is OutcomeStatus.UNREACHABLE], ENDS_RETRIES
+    )
+    reached = await _noted(
+        sink, [t.task_id for o, t in acting if o.status in REACHED_NO_ONE], REACHED
     )
     for outcome, task in acting:
         if task.task_id in erased:
@@ -417,7 +421,9 @@ async def handle_outcomes(
             for rule_id in declined_rules(task):
                 await _decline(sink, task.subscriber_id, rule_id)
             result.declined += 1
-        if outcome.status in REACHED_NO_ONE:
+        if outcome.status in REACHED_NO_ONE and task.task_id not in reached:
+            # A `failed` or an earlier attempt's `unreachable` read after (or beside) an
+            # outcome saying the customer was reached: the contact was made; it stays.
             given_back.append((task.subscriber_id, task.task_id))
         if outcome.status is OutcomeStatus.UNREACHABLE and task.task_id in ended:
             # An earlier attempt's report read after (or beside) the one that got through:
@@ -450,13 +456,15 @@ async def handle_outcomes(
     return result
 
 
-async def _ended(sink: TaskSink, task_ids: Sequence[str]) -> set[str]:
-    """The tasks among these with an outcome after which a task is not sent again
-    (`ENDS_RETRIES`: the customer was reached, or it `failed`): one read for the batch,
-    after its outcomes were noted (`_first`)."""
+async def _noted(
+    sink: TaskSink, task_ids: Sequence[str], among: Sequence[OutcomeStatus]
+) -> set[str]:
+    """The tasks among these with an outcome of a status `among` (`ENDS_RETRIES`: not sent
+    again; `REACHED`: the contact was made): one read for the batch, after its outcomes
+    were noted (`_first`)."""
     if not task_ids:
         return set()
-    statuses = [s.value for s in ENDS_RETRIES]
+    statuses = [s.value for s in among]
     return await with_retry(
         lambda: sink.ledger.noted_any(task_ids, statuses),
         Dependency.REDIS,

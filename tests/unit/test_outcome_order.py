@@ -20,8 +20,11 @@ import pytest
 
 from moments.models import Channel, OutcomeStatus
 from moments.outcomes import handle_outcomes, retry_id
+from rules.gating import FrequencyCap
+from sinks.dispatch import TaskSink
+from sinks.memory import MemoryContactBook
 
-from .test_unanswered import CALL, START, Scenario, outcome_record, task
+from .test_unanswered import CALL, START, SUB, Scenario, outcome_record, task
 
 REACHED = [
     OutcomeStatus.DONE_NO_CHANGE,
@@ -186,3 +189,48 @@ async def test_a_later_retry_is_dropped_when_an_earlier_attempt_failed() -> None
     await s.sink.release_due()
     await s.sink.flush()
     assert len(s.producer.sent) == 2
+
+
+async def _contact_counted(outcomes: list[list[OutcomeStatus]]) -> bool:
+    """Whether the call's contact is still counted in the frequency cap's book (3 a week on
+    calls) once these outcomes of it are read, a batch per list."""
+    s = Scenario()
+    s.sink = TaskSink(
+        s.producer,
+        "moments.tasks",
+        s.sink.stores,
+        s.metrics,
+        s.sink.policy,
+        s.clock,
+        frequency_cap=lambda: FrequencyCap(max_contacts=3, period="7d"),
+    )
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    book = s.sink.stores.frequency
+    assert isinstance(book, MemoryContactBook)
+    assert CALL in book.contacts.get(SUB, {})  # taken as it went out
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    for n, batch in enumerate(outcomes):
+        records = [outcome_record(CALL, status, START + (n + 1) * MINUTE) for status in batch]
+        await handle_outcomes(records, s.sink, now=now)
+    return CALL in book.contacts.get(SUB, {})
+
+
+@pytest.mark.parametrize("attempt", [OutcomeStatus.FAILED, OutcomeStatus.UNREACHABLE])
+async def test_an_attempt_that_reached_no_one_gives_the_contact_back(
+    attempt: OutcomeStatus,
+) -> None:
+    assert not await _contact_counted([[attempt]])
+
+
+@pytest.mark.parametrize("same_batch", [False, True], ids=["apart", "one batch"])
+@pytest.mark.parametrize("attempt", [OutcomeStatus.FAILED, OutcomeStatus.UNREACHABLE])
+@pytest.mark.parametrize("first", REACHED, ids=[s.value for s in REACHED])
+async def test_a_reached_customer_keeps_the_contact_whatever_comes_after(
+    first: OutcomeStatus, attempt: OutcomeStatus, same_batch: bool
+) -> None:
+    """`done_no_change` (the customer was reached), then `failed` or an earlier attempt's
+    `unreachable` for the same task: the contact was made, so it stays counted. It was
+    given back, and the cap let one contact more through that week."""
+    batches = [[first, attempt]] if same_batch else [[first], [attempt]]
+    assert await _contact_counted(batches)
