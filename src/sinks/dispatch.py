@@ -241,7 +241,10 @@ class TaskSink:
         never take tasks another agent added and has not flushed yet. `from_engine`: the
         engine counted the gating deferrals in `moments_tasks_deferred_total` already
         (but those of `rejudged`, see `add`), and the ids dropped are returned (else
-        none)."""
+        none). Only the engine's tasks count as `dedup` when the ledger holds them: an
+        outcome's retry held there was queued by the same outcome read before (sent
+        twice, or read again after a restart), counted once as the outcome is
+        (`moments.outcomes`), not a task suppressed."""
         if not batch:
             return set()
         unique = list({t.task_id: t for t in batch}.values())
@@ -281,7 +284,7 @@ class TaskSink:
                     if again and task.deferred is not None and mine != TAKEN_OVER:
                         self.metrics.deferred.labels(task.deferred.reason).inc()
                 else:
-                    if not again:  # a moment judged again is one moment, counted once
+                    if from_engine and not again:  # a moment judged again is one moment
                         self._suppressed(task, SuppressReason.DEDUP)
                     known.append(task.task_id)
             dropped = await self._decide(candidates, made=begun)

@@ -234,3 +234,26 @@ async def test_a_reached_customer_keeps_the_contact_whatever_comes_after(
     given back, and the cap let one contact more through that week."""
     batches = [[first, attempt]] if same_batch else [[first], [attempt]]
     assert await _contact_counted(batches)
+
+
+async def test_an_unreachable_read_again_is_no_suppressed_task() -> None:
+    """The same `unreachable` read twice (sent twice, or read again after a restart): its
+    retry is queued once, and the second read suppressed no task (it was counted
+    `suppressed{reason="dedup"}`, as a moment's task made again): an outcome read again
+    is counted once (`moments_task_outcomes_total`), and its retry nowhere again."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    record = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)
+    for _ in range(2):
+        assert (await handle_outcomes([record], s.sink, now=now)).retries == [retry_id(CALL, 1)]
+    registry = s.metrics.registry
+    outcomes = {"moment_type": "churn_risk", "status": "unreachable"}
+    assert registry.get_sample_value("moments_task_outcomes_total", outcomes) == 1
+    dedup = {"moment_type": "churn_risk", "reason": "dedup"}
+    assert not registry.get_sample_value("moments_tasks_suppressed_total", dedup)
+    s.clock.advance((START + 180 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    assert len(s.producer.sent) == 2  # the task, its one retry
