@@ -50,6 +50,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -158,7 +159,35 @@ def decode_outcome(record: RawRecord) -> TaskOutcome | DeadLetter:
             outcome = TaskOutcome.model_validate_json(repaired)
         except ValidationError as exc:
             return _invalid(record, exc)
-    return key_problem(record, outcome.subscriber_id, EVENT_TYPE) or with_note_cut(outcome)
+    return (
+        keyed_by_task(record, outcome)
+        or key_problem(record, outcome.subscriber_id, EVENT_TYPE)
+        or with_note_cut(outcome)
+    )
+
+
+_TASK_ID = re.compile(rb"[0-9a-f]{32}")
+
+
+def keyed_by_task(record: RawRecord, outcome: TaskOutcome) -> DeadLetter | None:
+    """The dead letter of an outcome keyed by a task id (its own `task_id`, most likely:
+    the task is what it reports on) instead of its subscriber id, or None. It was told
+    only that its key "differs from subscriber_id" (`key_mismatch`); the reason stays, the
+    message names the slip and the fix. A subscriber id is digits, never a task id."""
+    key = record.key
+    if key is None or _TASK_ID.fullmatch(key) is None:
+        return None
+    which = "its own task_id" if key.decode() == outcome.task_id else "a task_id"
+    return DeadLetter(
+        record,
+        EVENT_TYPE,
+        RejectReason.KEY_MISMATCH,
+        "KeyMismatch",
+        f"the record key is a task id, not the subscriber's: {which}; key outcomes by "
+        "subscriber_id (the record key is the outcome's subscriber_id as UTF-8 text, the "
+        "key its task had on moments.tasks), so that a subscriber's outcomes share a "
+        'partition, in order (docs/consuming-tasks.md, "Reporting back")',
+    )
 
 
 def _empty_said(value: bytes | None) -> str:

@@ -53,6 +53,17 @@ class TestRecordKey:
         assert dead.reason is RejectReason.KEY_MISMATCH
         assert dead.message.endswith("key by subscriber_id, exactly (UTF-8, no prefix, no spaces)")
 
+    @pytest.mark.parametrize("key", [TASK, "5" * 32], ids=["its task_id", "another task id"])
+    def test_an_outcome_keyed_by_a_task_id_is_told_to_key_by_subscriber(self, key: str) -> None:
+        """Keying an outcome by the task it reports is the likely slip (the task is what it
+        is about): it was told only that the key "differs from subscriber_id"."""
+        dead = decode_outcome(record(OUTCOME, key.encode()))
+        assert isinstance(dead, DeadLetter)
+        assert (dead.reason, dead.error_class) == (RejectReason.KEY_MISMATCH, "KeyMismatch")
+        assert dead.message.startswith("the record key is a task id, not the subscriber's:")
+        assert "key outcomes by subscriber_id" in dead.message
+        assert SUB not in dead.message  # the number is not repeated into the dead letter
+
 
 class TestNote:
     """A note over 2,000 characters made the whole outcome a dead letter, and outcomes are
