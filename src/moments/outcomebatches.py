@@ -12,6 +12,13 @@ gets here: `with_retry` waits it out, the batch with it.
 
 Kept out of the Faust wiring so it can be tested without a broker: the consumer's
 `hold` and the app's `crash` are given to it.
+
+A hold is never lifted: it is set only on the way to a stop. An error stops the worker
+here; a cancellation comes only from Faust stopping the agents (the app stopping): in
+faust-streaming 0.15 an agent on shared partitions is not restarted on a rebalance, and
+its supervisor restarts its one actor only after that actor crashed, which no error of
+`handle` does (caught here). Lifting it in a worker that ran on would need the batch read
+again first (a seek back, which Faust's acknowledgements past it would overtake).
 """
 
 from __future__ import annotations
