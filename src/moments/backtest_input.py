@@ -687,6 +687,19 @@ def _at(event: FileEvent) -> float:
     return event.at
 
 
+class CountedEventFile(EventFile):
+    """An event file that counts the events read of it (`rules test` tells the events of
+    its `--profiles` snapshot from those of `--events` by it)."""
+
+    count = 0
+
+    def __iter__(self) -> Iterator[FileEvent]:
+        self.count = 0
+        for event in super().__iter__():
+            self.count += 1
+            yield event
+
+
 def history(
     files: list[EventFile], profiles_first: bool, until: float = float("inf")
 ) -> Iterator[FileEvent]:

@@ -54,6 +54,12 @@ class PipelineResult:
     """A warning per file not in event-time order (`backtest_input.order_said`)."""
     last_event: float = 0.0
     """The latest event time of the files read (`rulecheck.check_rules`; 0: none)."""
+    events_read: int = 0
+    events_refused: int = 0
+    """The events of the `--events` file run through the rules, and how many of them were
+    refused (`rulecheck.check_rules`)."""
+    profiles_read: int = 0
+    """The events of the `--profiles` snapshot, read before them (`rulecheck.check_rules`)."""
     store: DictStateStore = field(default_factory=DictStateStore)
     watermark: int = 0
     """Latest event time seen (epoch seconds): where a later `until` sweep starts."""

@@ -150,6 +150,7 @@ def check_rules(
     event, none dated after it. `progress(done, total)`: the events run through the rules
     so far, after each batch."""
     from moments.backtest_input import (
+        CountedEventFile,
         EventFile,
         cuts_of,
         history,
@@ -159,8 +160,10 @@ def check_rules(
     )
 
     files = [EventFile(events, event_type)]
+    snapshot_file = None
     if profiles is not None:
-        files.insert(0, EventFile(profiles, EventType.PROFILE, profiles=True))
+        snapshot_file = CountedEventFile(profiles, EventType.PROFILE, profiles=True)
+        files.insert(0, snapshot_file)
     offsets: dict[str, int] = {}
     records = []
     begins = None
@@ -189,7 +192,34 @@ def check_rules(
     # The snapshot of --profiles is applied whole at the start, in no time order.
     result.out_of_order = order_said(files[1:] if profiles is not None else files)
     result.last_event = latest
+    # The snapshot is read whole before the events (`history`): its records come first.
+    placed = snapshot_file.count if snapshot_file is not None else 0
+    ours = {(r.topic, r.offset) for r in records[placed:]}
+    result.events_read, result.profiles_read = total - placed, placed
+    result.events_refused = sum(
+        (dl.record.topic, dl.record.offset) in ours for dl in result.dead_letters
+    )
     return result
+
+
+def nothing_evaluated(result: PipelineResult, events: Path) -> str | None:
+    """Why a `rules test` run tested nothing, or None when it tested something: every
+    event of the file was refused (a run that exited 0 having judged no event passed a
+    CI job whose cases were all malformed), or no event was read at all, none of the
+    `--profiles` snapshot either."""
+    refused = result.events_refused
+    if result.events_read and refused == result.events_read:
+        return (
+            f"nothing was tested: each of the {refused} event(s) of {events} was refused "
+            "(reasons above), so no rule was run on any; fix the events (`moments events "
+            f"check {events}` names what is wrong with each line) and run it again"
+        )
+    if not result.events_read and len(result.dead_letters) == result.profiles_read:
+        return (
+            f"nothing was tested: {events} holds no event (an empty file?), so no rule "
+            "was run; give a file of events, one JSON object (or CSV row) each"
+        )
+    return None
 
 
 def _event_id(record: RawRecord) -> str:

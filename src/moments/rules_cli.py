@@ -307,7 +307,9 @@ def _add_rules_test(sub: Subparsers) -> None:
         default=[],
         metavar="RULE=N",
         help="the rule must make exactly N tasks (repeat per rule); with any --expect, an "
-        "event refused fails too, unless refused=N allows it; exit 1 when not as expected",
+        "event refused fails too, unless refused=N allows it; exit 1 when not as expected. "
+        "Without --expect, a run in which every event was refused (or the file held none) "
+        "exits 1: nothing was tested",
     )
     p.add_argument("--json", action="store_true", help="print tasks as JSON lines")
     p.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
@@ -355,6 +357,7 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         check_expectations,
         check_rules,
         describe_task,
+        nothing_evaluated,
         parse_expectations,
         summary,
     )
@@ -405,6 +408,11 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
     for cut in result.cuts:  # the tasks above are those of the lines before the cut
         print(f"moments: {cut.said()}", file=sys.stderr)
     if not expected:
+        # With --expect, `refused=N` may be what a case tests; without, a run that ran no
+        # rule on any event passed as a test.
+        if nothing := nothing_evaluated(result, args.events):
+            print(f"moments: {nothing}", file=sys.stderr)
+            return 1
         return 1 if result.cuts else 0
     wrong = check_expectations(result, rules, expected)
     for line in wrong:

@@ -508,7 +508,8 @@ def test_rules_test_tells_no_special_day_note_for_a_shadow_rule_or_no_event(
     live = path.read_text().replace("    mode: shadow\n", "")
     path.write_text(live)
     empty = write_events(tmp_path / "none.jsonl", [])
-    assert main(["rules", "test", str(path), "--events", str(empty)]) == 0
+    # No event: nothing was tested (exit 1), and the report still says so in its words.
+    assert main(["rules", "test", str(path), "--events", str(empty)]) == 1
     out = capsys.readouterr().out
     assert "1970" not in out, out
 
