@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import os
 import sys
 import time
@@ -13,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moments.cliparts import add_command, command_settings, positive_int
+from moments.cliparts import add_command, command_settings, parse_when, positive_int
 from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -93,7 +91,8 @@ def add_backtest_command(sub: Subparsers) -> None:
         dest="start",
         default=None,
         metavar="DATE",
-        help="report from this on (YYYY-MM-DD in the policy's time zone, or RFC 3339); "
+        help="report from this on (YYYY-MM-DD in the policy's time zone, RFC 3339, or a "
+        "time ago: 2h, 7d); "
         "earlier events are a warm-up: they build state (first-time values, baselines) and "
         "go through dispatch, but are not reported",
     )
@@ -112,7 +111,7 @@ def add_backtest_command(sub: Subparsers) -> None:
         default=None,
         metavar="DATE",
         help="skip events from this on; event time runs on to it (windows close, waiting "
-        "tasks are released)",
+        "tasks are released); as --from",
     )
     p.add_argument(
         "--policy",
@@ -146,24 +145,6 @@ def add_backtest_command(sub: Subparsers) -> None:
         help="run rules in mode: shadow as live ones, through dispatch (capacity, contact "
         "cap, merge) like the others; by default they are counted only, as on the stream",
     )
-
-
-def parse_when(text: str | None, zone: Any, flag: str) -> dt.datetime | None:
-    """A date (midnight in `zone`; any ISO form: `2026-12-07`, `20261207`) or an RFC 3339
-    instant with its offset."""
-    if text is None:
-        return None
-    with contextlib.suppress(ValueError):  # `20261207` was told to add an offset
-        return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(0), tzinfo=zone)
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"{flag} {text!r}: write a date (2026-12-01) or RFC 3339 (2026-12-01T08:00:00+08:00)"
-        ) from None
-    if when.tzinfo is None:
-        raise ConfigError(f"{flag} {text!r}: add an offset, e.g. {text}+08:00, or give a date")
-    return when
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
@@ -202,7 +183,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     policy = load_policy(policy_path)
     start = parse_when(args.start, policy.zone, "--from")
     end = parse_when(args.end, policy.zone, "--to")
-    live_from = parse_when(args.live_from, policy.zone, "--live-from")
+    live_from = parse_when(args.live_from, policy.zone, "--live-from", ago=False)
     if start is not None and end is not None and end <= start:
         raise ConfigError(  # it said no more: which was wrong, a date or a zone, was to guess
             f"--to {args.end} ({end.isoformat()}) must be after --from {args.start} "

@@ -8,9 +8,14 @@ top of a command module) is paid by every command. Commands import theirs when t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
+import re
 from collections.abc import Callable
 from textwrap import dedent
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
+
+from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from moments.settings import Settings
@@ -155,3 +160,79 @@ def command_settings() -> Settings:
     settings = load_settings()
     install_pii_masking(mask=not settings.log_pii, secrets=settings.secret_values())
     return settings
+
+
+WHEN_FORMS = "a date (2026-12-01) or RFC 3339 (2026-12-01T08:00:00+08:00)"
+AGO_FORMS = "a time ago (30m, 2h, 1d, 2w)"
+"""What a time option (`--since`, `--from`, `--to`) takes, as its error says."""
+_AGO = re.compile(r"^\d+\s*[A-Za-z]+$")
+"""A time ago: digits and a unit (`2h`, `30 min`); a date has no letters, an RFC 3339
+time a dash or colon before its first letter."""
+
+
+@overload
+def parse_when(
+    text: str,
+    zone: Any,
+    flag: str,
+    naive: bool = ...,
+    now: dt.datetime | None = ...,
+    ago: bool = ...,
+) -> dt.datetime: ...
+@overload
+def parse_when(
+    text: None,
+    zone: Any,
+    flag: str,
+    naive: bool = ...,
+    now: dt.datetime | None = ...,
+    ago: bool = ...,
+) -> None: ...
+@overload
+def parse_when(
+    text: str | None,
+    zone: Any,
+    flag: str,
+    naive: bool = ...,
+    now: dt.datetime | None = ...,
+    ago: bool = ...,
+) -> dt.datetime | None: ...
+
+
+def parse_when(
+    text: str | None,
+    zone: Any,
+    flag: str,
+    naive: bool = False,
+    now: dt.datetime | None = None,
+    ago: bool = True,
+) -> dt.datetime | None:
+    """The one reading of every time option of the commands: a time ago (`30m`, `2h`,
+    `1d`, `2w`: before `now`, the wall clock by default; not with `ago` False, for an
+    option standing for a setting, which takes none), a date in any ISO form
+    (`2026-12-07`, `20261207`: midnight in `zone`) or an RFC 3339 instant with its offset
+    (one without is taken in `zone` when `naive`, else refused). None for None;
+    ConfigError naming the flag and what to write otherwise."""
+    if text is None:
+        return None
+    text = text.strip()
+    forms = f"{WHEN_FORMS.replace(' or ', ', ')} or {AGO_FORMS}" if ago else WHEN_FORMS
+    if ago and _AGO.match(text):
+        from rules.durations import parse_duration
+
+        try:
+            before = parse_duration(text)
+        except ValueError as exc:
+            raise ConfigError(f"{flag} {exc}") from None
+        return ((now or dt.datetime.now(dt.UTC)) - before).astimezone(zone)
+    with contextlib.suppress(ValueError):  # `20261207` was told to add an offset
+        return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(0), tzinfo=zone)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: write {forms}") from None
+    if when.tzinfo is None:
+        if naive:
+            return when.replace(tzinfo=zone)
+        raise ConfigError(f"{flag} {text!r}: add an offset, e.g. {text}+08:00, or give a date")
+    return when

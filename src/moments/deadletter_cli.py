@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from moments.cliparts import add_command, command_settings, show_subcommands
+from moments.cliparts import add_command, command_settings, parse_when, show_subcommands
 from moments.enums import EventType
+from moments.exceptions import ConfigError
 from moments.records import RejectReason
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 SHOW_EXAMPLES = """
     moments deadletter show                          # counts by topic and reason, an example each
     moments deadletter show --reason invalid_event --topic topup --since 2026-12-04
+    moments deadletter show --since 2h                # rejected in the last two hours
     moments deadletter show --json | jq -r .message  # every dead letter, bytes included
 """
 REPLAY_EXAMPLES = """
@@ -96,20 +99,38 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
         "outcomes' topic (repeatable)",
     )
     parser.add_argument(
-        "--since", type=_time, help="rejected at or after (ISO date or time; UTC unless given)"
+        "--since",
+        type=_time("--since"),
+        metavar="TIME",
+        help="rejected at or after: a time ago (30m, 2h, 1d), a date or an ISO time (UTC "
+        "unless given)",
     )
-    parser.add_argument("--until", type=_time, help="rejected before (ISO date or time)")
+    parser.add_argument(
+        "--until",
+        type=_time("--until"),
+        metavar="TIME",
+        help="rejected before: as --since",
+    )
 
 
-def _time(text: str) -> dt.datetime:
-    from moments.deadletters import parse_time
+def _time(flag: str) -> Callable[[str], str]:
+    """Checks a `--since`/`--until` as it is parsed (a usage error naming the forms), and
+    keeps it as written: `selection` reads both against one clock."""
 
-    when = parse_time(text)
-    if when is None:
-        raise argparse.ArgumentTypeError(
-            f"not a date or time: {text!r}; write e.g. 2026-12-04 or 2026-12-04T10:00+08:00"
-        )
-    return when
+    def check(text: str) -> str:
+        try:
+            _when(text, flag)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag} ")) from None
+        return text
+
+    return check
+
+
+def _when(text: str, flag: str, now: dt.datetime | None = None) -> dt.datetime:
+    """The commands' one time reader (`cliparts.parse_when`), with a date's midnight and a
+    time without offset in UTC, as the dead letters' headers are."""
+    return parse_when(text, dt.UTC, flag, naive=True, now=now)
 
 
 def selection(args: argparse.Namespace, settings: Settings) -> Selection:
@@ -117,7 +138,10 @@ def selection(args: argparse.Namespace, settings: Settings) -> Selection:
 
     kinds = {t.value for t in EventType}
     topics = {settings.topic(t) if t in kinds else t for t in args.topic}
-    return Selection(frozenset(args.reason), frozenset(topics), args.since, args.until)
+    now = dt.datetime.now(dt.UTC)  # `--since 2h --until 30m`: 90 minutes, to the microsecond
+    since = _when(args.since, "--since", now) if args.since is not None else None
+    until = _when(args.until, "--until", now) if args.until is not None else None
+    return Selection(frozenset(args.reason), frozenset(topics), since, until)
 
 
 def unknown_topics(args: argparse.Namespace, settings: Settings) -> list[str]:

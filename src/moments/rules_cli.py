@@ -297,8 +297,9 @@ def _add_rules_test(sub: Subparsers) -> None:
         dest="until",
         default=None,
         metavar="TIME",
-        help="let event time run on to this time (closes windows): RFC 3339, or a date "
-        "(midnight in the rules' gating.timezone, Asia/Shanghai by default); every event of "
+        help="let event time run on to this time (closes windows): RFC 3339, a date "
+        "(midnight in the rules' gating.timezone, Asia/Shanghai by default) or a time ago "
+        "(2h, 1d); every event of "
         "the file is still judged, none is left out. --until is the same (its older name)",
     )
     p.add_argument(
@@ -349,7 +350,7 @@ def _progress_lines() -> Iterator[Callable[[int, int], None]]:
 
 
 def _cmd_rules_test(args: argparse.Namespace) -> int:
-    from moments.backtest_cli import parse_when
+    from moments.cliparts import parse_when
     from moments.models import EventType
     from moments.rulecheck import (
         EventFileError,

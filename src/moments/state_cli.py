@@ -118,7 +118,7 @@ def add_state_command(sub: Subparsers) -> None:
         metavar="DATE",
         help="the end of the history: events from here on are left out and event time runs "
         "on to it; the first event the input topics hold should not be earlier (a date in "
-        "the dispatch policy's zone, or RFC 3339)",
+        "the dispatch policy's zone, RFC 3339, or a time ago: 2h, 1d)",
     )
     seed.add_argument(
         "--dry-run",
@@ -220,8 +220,9 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from moments.backtest_cli import file_bar, parse_when
+    from moments.backtest_cli import file_bar
     from moments.backtest_input import EventFile, history
+    from moments.cliparts import parse_when
     from moments.connections import check_kafka, kafka_client_kwargs, require_kafka, require_redis
     from moments.models import EventType
     from moments.rulecheck import EventFileError

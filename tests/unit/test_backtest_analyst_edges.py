@@ -36,9 +36,9 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from moments.backtest_cli import parse_when
 from moments.backtest_input import EventFile
 from moments.cli import main
+from moments.cliparts import parse_when
 from moments.exceptions import ConfigError
 from moments.models import EventType
 from moments.rulecheck import EventFileError

@@ -1,0 +1,132 @@
+"""The commands' time options read one way (`cliparts.parse_when`): `deadletter show
+--since 2h` was refused ("not a date or time"), while an on-call asks for the last hours
+far more often than from a date; `--from`/`--to` of the backtest, `rules test` and
+`state seed` take a time ago too, and every one keeps its dates and RFC 3339 times."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from moments.cliparts import parse_when
+from moments.deadletters import Selection
+from moments.exceptions import ConfigError
+
+ZONE = ZoneInfo("Asia/Shanghai")
+CATALOG = Path(__file__).parents[2] / "src" / "rules" / "catalog" / "default.yaml"
+NOW = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.UTC)
+
+
+class TestParseWhen:
+    @pytest.mark.parametrize(
+        ("text", "ago"),
+        [
+            ("2h", dt.timedelta(hours=2)),
+            ("30m", dt.timedelta(minutes=30)),
+            ("1d", dt.timedelta(days=1)),
+            ("2w", dt.timedelta(weeks=2)),
+            (" 45 s ", dt.timedelta(seconds=45)),
+        ],
+    )
+    def test_a_time_ago_is_before_now(self, text: str, ago: dt.timedelta) -> None:
+        when = parse_when(text, ZONE, "--since", now=NOW)
+        assert when == NOW - ago
+        assert when.tzinfo == ZONE  # shown in the zone dates are read in
+
+    def test_dates_and_instants_read_as_before(self) -> None:
+        assert parse_when("2026-12-04", ZONE, "--from") == dt.datetime(2026, 12, 4, tzinfo=ZONE)
+        instant = parse_when("2026-12-04T10:00+08:00", ZONE, "--from")
+        assert instant == dt.datetime(2026, 12, 4, 2, tzinfo=dt.UTC)
+
+    def test_a_naive_time_is_in_the_zone_only_where_taken(self) -> None:
+        naive = parse_when("2026-12-04T10:00", dt.UTC, "--since", naive=True)
+        assert naive == dt.datetime(2026, 12, 4, 10, tzinfo=dt.UTC)
+        with pytest.raises(ConfigError, match="add an offset"):
+            parse_when("2026-12-04T10:00", ZONE, "--from")
+
+    def test_a_wrong_unit_names_the_fix(self) -> None:
+        with pytest.raises(ConfigError, match=r"^--since '2 hours' is not a duration; write 2h"):
+            parse_when("2 hours", ZONE, "--since")
+
+    def test_junk_names_every_form(self) -> None:
+        with pytest.raises(ConfigError) as caught:
+            parse_when("yesterday", ZONE, "--since")
+        said = str(caught.value)
+        assert said.startswith("--since 'yesterday': write a date (2026-12-01), RFC 3339")
+        assert "or a time ago (30m, 2h, 1d, 2w)" in said
+
+    def test_an_option_standing_for_a_setting_takes_no_time_ago(self) -> None:
+        """`--live-from` rehearses MOMENTS_LIVE_FROM, which is a date or an instant."""
+        with pytest.raises(ConfigError) as caught:
+            parse_when("2d", ZONE, "--live-from", ago=False)
+        assert "time ago" not in str(caught.value)
+
+
+class TestDeadletterSince:
+    @staticmethod
+    def selection(monkeypatch: pytest.MonkeyPatch, *args: str) -> Selection:
+        import moments.deadletter_cli as cli_module
+        import moments.deadletter_replay as replay_module
+        from moments.cli import main
+        from moments.deadletters import Summary
+
+        chosen: list[Selection] = []
+
+        async def nothing(_settings: object, selection: Selection, *_rest: object) -> Summary:
+            chosen.append(selection)
+            return Summary()
+
+        monkeypatch.setattr(cli_module, "_require", lambda _settings, redis: None)
+        monkeypatch.setattr(replay_module, "summarize", nothing)
+        assert main(["deadletter", "show", *args]) == 0
+        return chosen[0]
+
+    def test_since_takes_a_time_ago(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        before = dt.datetime.now(dt.UTC)
+        chosen = self.selection(monkeypatch, "--since", "2h", "--until", "30m")
+        after = dt.datetime.now(dt.UTC)
+        assert chosen.since is not None
+        assert chosen.until is not None
+        assert before - dt.timedelta(hours=2) <= chosen.since <= after - dt.timedelta(hours=2)
+        assert chosen.until - chosen.since == dt.timedelta(minutes=90)
+
+    def test_since_keeps_dates_and_times_in_utc(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        chosen = self.selection(monkeypatch, "--since", "2026-12-04", "--until", "2026-12-05T10:00")
+        assert chosen.since == dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+        assert chosen.until == dt.datetime(2026, 12, 5, 10, tzinfo=dt.UTC)
+
+    def test_a_bad_since_is_a_usage_error_naming_the_forms(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from moments.cli import main
+
+        with pytest.raises(SystemExit) as caught:
+            main(["deadletter", "show", "--since", "2 hours"])
+        assert caught.value.code == 2
+        assert "'2 hours' is not a duration; write 2h" in capsys.readouterr().err
+
+
+class TestEventTimeOptions:
+    """The backtest's `--from`, and `rules test`'s `--to`, read by the same reader."""
+
+    EVENT = (
+        '{"type":"usage","event_id":"u1","subscriber_id":"13800138001","kind":"data",'
+        '"occurred_at":"2026-11-02T10:00:00+08:00","balance_after":5}\n'
+    )
+
+    def test_rules_test_and_backtest_take_a_time_ago(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from moments.cli import main
+
+        events = tmp_path / "e.jsonl"
+        events.write_text(self.EVENT)
+        assert main(["rules", "test", str(CATALOG), "--events", str(events), "--to", "1h"]) == 0
+        out = tmp_path / "out"
+        argv = ["backtest", "--events", str(events), "--out", str(out), "--from", "1000d"]
+        assert main(argv) == 0
+        assert main([*argv[:-2], "--from", "2 hours"]) == 2
+        assert "--from '2 hours' is not a duration; write 2h" in capsys.readouterr().err
