@@ -684,17 +684,23 @@ def sections(
             )
         )
     out.append(
-        (
+        _or_none(
             "Suppressed by reason",
             ["reason", "moment type", "tasks"],
             [
                 [r["reason"], r["moment_type"], r["tasks"]]
                 for r in report["suppressed_by_moment_type"]
             ],
+            "None were suppressed: no moment or task was dropped, by the gates or dispatch.",
         )
     )
     out.append(
-        ("Deferred by reason", ["reason", "tasks"], [[k, v] for k, v in report["deferred"].items()])
+        _or_none(
+            "Deferred by reason",
+            ["reason", "tasks"],
+            [[k, v] for k, v in report["deferred"].items()],
+            "None were deferred: no task waited, for the gates or dispatch.",
+        )
     )
     if report.get("overflow"):
         out.append(
@@ -705,18 +711,20 @@ def sections(
             )
         )
     out.append(
-        (
+        _or_none(
             "Merged: moments that joined a subscriber's waiting task (the group's highest "
             "priority leads the task it makes, the others are in its `related`)",
             ["moment type of the one that joined", "tasks"],
             [[k, v] for k, v in report["merged"].items()],
+            "None were merged: no moment joined a waiting task.",
         )
     )
     out.append(
-        (
+        _or_none(
             "Top rules by volume: tasks each leads, and its moments carried in another rule's task",
             ["rule", "tasks", "merged into others"],
             [[r["rule_id"], r["tasks"], r["merged_into_others"]] for r in report["top_rules"]],
+            "No rule made a task.",
         )
     )
     if report.get("shadow"):
@@ -761,6 +769,14 @@ def sections(
                 )
             )
     return out
+
+
+def _or_none(
+    title: str, headers: list[str], rows: list[list[Any]], none: str
+) -> tuple[str, list[str], list[list[Any]]]:
+    """A table of counts, or, with no row, the line `none` says instead (no headers: each
+    renderer prints it under the title). Its headers alone read as a table cut off."""
+    return (title, headers, rows) if rows else (title, [], [[none]])
 
 
 def _rule_label(row: Mapping[str, Any]) -> str:
@@ -856,7 +872,11 @@ def _ended(cuts: list[Mapping[str, Any]]) -> str:
 
 def print_report(report: Mapping[str, Any], console: Console) -> None:
     for title, headers, rows in sections(report, terminal=True):
-        console.print(_table(title, headers, rows))
+        if headers:
+            console.print(_table(title, headers, rows))
+        else:  # a line instead of an empty table (`_or_none`)
+            console.print(title, style="italic", highlight=False)
+            console.print(rows[0][0], highlight=False)
 
 
 def markdown(report: Mapping[str, Any]) -> str:
@@ -864,6 +884,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     parts += [f"> **Warning:** {warning}\n" for warning in report.get("warnings", ())]
     parts += [f"> **Note:** {note}\n" for note in report.get("notes", ())]
     for title, headers, rows in sections(report):
+        if not headers:  # a line instead of an empty table (`_or_none`)
+            parts += [f"## {title}", "", str(rows[0][0]), ""]
+            continue
         parts += [f"## {title}", "", "| " + " | ".join(headers) + " |"]
         parts.append("|" + "|".join("---" for _ in headers) + "|")
         parts += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
@@ -916,6 +939,9 @@ def html_page(report: Mapping[str, Any], png: bytes) -> str:
     ]
     body.append(f'<img alt="Tasks per day by family" src="data:image/png;base64,{image}">')
     for title, headers, rows in sections(report):
+        if not headers:  # a line instead of an empty table (`_or_none`)
+            body.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(str(rows[0][0]))}</p>")
+            continue
         body.append(f"<h2>{html.escape(title)}</h2><table><thead><tr>")
         body += [f"<th>{html.escape(h)}</th>" for h in headers]
         body.append("</tr></thead><tbody>")

@@ -1,0 +1,54 @@
+"""A backtest report's table of counts with no row says so in a line: "Merged" printed its
+headers alone, in the terminal and the files, which read as a table cut off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moments.cli import main
+
+EVENT = (
+    '{"type":"usage","event_id":"u1","subscriber_id":"13800138001","kind":"data",'
+    '"occurred_at":"2026-11-02T10:00:00+08:00","balance_after":5}\n'
+)
+MERGED = "None were merged: no moment joined a waiting task."
+
+
+class TestEmptyTables:
+    @pytest.fixture
+    def said(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> tuple[str, Path]:
+        """One low balance: one task, nothing merged, suppressed or deferred."""
+        monkeypatch.setenv("COLUMNS", "400")
+        events = tmp_path / "e.jsonl"
+        events.write_text(EVENT)
+        out = tmp_path / "out"
+        assert main(["backtest", "--events", str(events), "--out", str(out)]) == 0
+        return capsys.readouterr().out, out
+
+    def test_the_terminal_says_none_were_merged(self, said: tuple[str, Path]) -> None:
+        terminal, _ = said
+        merged = terminal.split("Merged: moments that joined", 1)[1].split("Top rules", 1)[0]
+        assert MERGED in merged
+        assert "moment type of the one that joined" not in merged  # no header left alone
+        assert "None were suppressed" in terminal
+        assert "None were deferred" in terminal
+
+    def test_the_files_say_it_too(self, said: tuple[str, Path]) -> None:
+        _, out = said
+        md = (out / "report.md").read_text()
+        merged = md.split("## Merged: ", 1)[1].split("## ", 1)[0]
+        assert MERGED in merged
+        assert "|" not in merged
+        page = (out / "report.html").read_text()
+        assert f"<p>{MERGED}</p>" in page
+        assert "moment type of the one that joined" not in page
+
+    def test_a_table_with_rows_is_still_a_table(self, said: tuple[str, Path]) -> None:
+        _, out = said
+        md = (out / "report.md").read_text()
+        assert "| rule | tasks | merged into others |" in md
+        assert "| low_balance | 1 | 0 |" in md
