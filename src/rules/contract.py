@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 
 from moments.decoding import problem
 from moments.models import EVENT_MODELS, EventType, ProfileEvent
+from moments.zones import ZONE_PATTERN, tzdata_zones
 from rules.operators import NUMERIC_OPS, number
 
 Loc = tuple[str | int, ...]
@@ -161,9 +162,12 @@ class Carried:
     low: Bound | None
     high: Bound | None
     codes: tuple[str, ...] | None
-    """The values its schema lists (`enum`: a roaming `country`), for `prefix:`."""
+    """The values its schema lists (`enum`), or tzdata's zone names for a `timezone`, for
+    `prefix:`."""
     profile: bool = False
     """A profile's field (tested with `profile:`), not an event's."""
+    zone: bool = False
+    """An IANA time zone name (`codes`: tzdata's names)."""
 
     def refused(self, value: Any) -> str | None:
         """Why `value`, as a rule compares it with the field (numbers as numbers, anything
@@ -227,8 +231,11 @@ def _carried(model: type[BaseModel], field: str) -> Carried | None:
     low = _widest(numbers, "minimum", "exclusiveMinimum", min)
     high = _widest(numbers, "maximum", "exclusiveMaximum", max)
     codes = next((tuple(b["enum"]) for b in branches if "enum" in b), None)
+    zone = codes is None and any(b.get("pattern") == ZONE_PATTERN for b in branches)
+    if zone:  # a `timezone`: `prefix: Europa/` loaded, and matched nothing
+        codes = tzdata_zones()
     return Carried(
-        field, adapter, holds_number(info.annotation), low, high, codes, model is ProfileEvent
+        field, adapter, holds_number(info.annotation), low, high, codes, model is ProfileEvent, zone
     )
 
 
@@ -300,9 +307,14 @@ def never_carried(
         text = str(value)
         if any(c.startswith(text) for c in codes):
             return None
+        # `Europa/` for `Europe/`, `asia/` for `Asia/`: the starts of the values as long.
+        starts = sorted({c[: len(text)] for c in codes})
+        close = difflib.get_close_matches(text, starts, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        kind_of = "IANA time zone names" if all(h.zone for h in carried) else "the contract's"
         return (
-            f"no {what} starts with {text!r}: its values are the contract's "
-            f"({', '.join(codes[:3])}, ... {len(codes)} in all); write a prefix of one"
+            f"no {what} starts with {text!r}: its values are {kind_of} "
+            f"({', '.join(codes[:3])}, ... {len(codes)} in all); write a prefix of one{hint}"
         )
     reasons = [held.refused(value) for held in carried]
     if any(r is None for r in reasons):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from moments.reload import Reloader
+from moments.zones import tzdata_zones
 from rules.catalog import RuleSet, load_texts
 from rules.exceptions import RulesError
 
@@ -107,6 +108,37 @@ class TestTimezone:
 
     def test_a_zone_tzdata_has_loads(self) -> None:
         assert loads(rule("    on: [roaming]\n    when: {timezone: Asia/Tokyo}\n")) == 1
+
+    def test_a_prefix_no_zone_starts_with_is_refused_at_its_place(self) -> None:
+        """`prefix: Europa/` loaded, and the rule never fired: the zone names are tzdata's."""
+        body = "    on: [roaming]\n    condition: {field: timezone, prefix: [Asia/, Europa/]}\n"
+        (found,) = problems(rule(body))
+        assert found == (
+            "r.yaml:5:50: no timezone of roaming events starts with 'Europa/': its values are "
+            "IANA time zone names (Africa/Abidjan, Africa/Accra, Africa/Addis_Ababa, ... "
+            f"{len(tzdata_zones())} in all); write a prefix of one; did you mean 'Europe/'?"
+        )
+
+    def test_a_profile_zone_prefix_and_a_when_prefix_are_held_to_it_too(self) -> None:
+        body = "    on: [usage]\n    condition: {profile: timezone, prefix: asia/}\n"
+        (found,) = problems(rule(body))
+        assert found.startswith("r.yaml:5:36: no profile timezone starts with 'asia/'")
+        assert found.endswith("did you mean 'Asia/'?")
+        (found,) = problems(rule("    on: [roaming]\n    when: {timezone: {prefix: Amerika}}\n"))
+        assert "r.yaml:5:23: no timezone of roaming events starts with 'Amerika'" in found
+
+    def test_a_param_holding_a_bad_prefix_is_refused_where_it_is_given(self) -> None:
+        body = (
+            "    on: [roaming]\n    condition: {field: timezone, prefix: $zones}\n"
+            "    params: {zones: 'Europe/, Afrika/'}\n"
+        )
+        (found,) = problems(rule(body))
+        assert found.startswith("r.yaml:6:14: no timezone of roaming events starts with 'Afrika/'")
+
+    @pytest.mark.parametrize("prefix", ["Europe/", "[America/Argentina/, UTC]", "Etc/GMT-", "A"])
+    def test_prefixes_of_zones_still_load(self, prefix: str) -> None:
+        body = f"    on: [roaming]\n    when: {{timezone: {{prefix: {prefix}}}}}\n"
+        assert loads(rule(body)) == 1
 
 
 class TestNumbers:
