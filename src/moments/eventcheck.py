@@ -3,7 +3,8 @@
 For upstream teams: each line of a file is one record value, checked by the worker's own
 `moments.decoding.decode` (so the verdict is the worker's, reason and message included),
 keyed by its `subscriber_id` as a producer keyed by subscriber id would send it, and held
-to the worker's clock check (an event dated over 15 minutes ahead of now is `future`). The
+to the worker's clock check (an event dated further ahead of now than a worker takes is
+`future`: 15 minutes, or MOMENTS_LATENESS_SECONDS when shorter, `refusals.allowed_ahead`). The
 event type comes from `--type` or from the line's `type` field (as `moments simulate
 --to-file` writes it); a worker ignores that field, like any unknown one.
 
@@ -27,6 +28,10 @@ from moments.filenames import gzipped
 from moments.models import EventType
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
+
+DEFAULT_AHEAD_S = allowed_ahead(int(LATENESS.total_seconds()))
+"""How far ahead of its clock a worker with the default MOMENTS_LATENESS_SECONDS takes an
+event (seconds); `events check` passes its configuration's (`check_lines`)."""
 
 NO_TYPE = "no_type"
 """The reason for a line whose event type is unknown (not a worker's reason: a worker
@@ -133,9 +138,11 @@ def check_lines(
     now: float | None = None,
     file: bool = True,
     outcomes: bool = False,
+    ahead_s: int = DEFAULT_AHEAD_S,
 ) -> Iterator[LineVerdict]:
     """A verdict for each non-blank line, numbered from 1 (blank lines count); with
-    `now` (epoch seconds), an event dated further ahead than a worker takes is `future`.
+    `now` (epoch seconds), an event dated further ahead than a worker takes (`ahead_s`:
+    `allowed_ahead` of the worker's MOMENTS_LATENESS_SECONDS) is `future`.
     A `file`'s byte-order mark is the file's, dropped as the backtest drops it; records
     piped from a topic (`kcat ... | moments events check -`) keep theirs, refused.
     `outcomes`: the lines are task outcomes (`event_type` is not read)."""
@@ -145,12 +152,14 @@ def check_lines(
         value = raw.strip()
         if value:
             if outcomes:
-                yield check_outcome(number, value, now)
+                yield check_outcome(number, value, now, ahead_s)
             else:
-                yield check_value(number, value, event_type, now)
+                yield check_value(number, value, event_type, now, ahead_s)
 
 
-def check_outcome(number: int, value: bytes, now: float | None = None) -> LineVerdict:
+def check_outcome(
+    number: int, value: bytes, now: float | None = None, ahead_s: int = DEFAULT_AHEAD_S
+) -> LineVerdict:
     """A task outcome's verdict as a worker reads it (`decode_outcome`, then its clock),
     keyed by its `subscriber_id`; not what needs the ledger (`unknown_task`,
     `subscriber_mismatch`)."""
@@ -159,12 +168,9 @@ def check_outcome(number: int, value: bytes, now: float | None = None) -> LineVe
     record = RawRecord(OUTCOME, 0, number, _key_of(value), value)
     result = decode_outcome(record)
     if not isinstance(result, DeadLetter) and now is not None:
-        at, ahead = (
-            int(result.occurred_at.timestamp()),
-            allowed_ahead(int(LATENESS.total_seconds())),
-        )
-        if at > now + ahead:  # as `handle_outcomes` checks it
-            result = too_far_ahead(record, OUTCOME, at, int(now), ahead)
+        at = int(result.occurred_at.timestamp())
+        if at > now + ahead_s:  # as `handle_outcomes` checks it
+            result = too_far_ahead(record, OUTCOME, at, int(now), ahead_s)
     if isinstance(result, DeadLetter):
         return LineVerdict(number, OUTCOME, result.reason.value, result.error_class, result.message)
     return LineVerdict(number, OUTCOME, None)
@@ -181,7 +187,11 @@ def _key_of(value: bytes) -> bytes | None:
 
 
 def check_value(
-    number: int, value: bytes, event_type: EventType | None, now: float | None = None
+    number: int,
+    value: bytes,
+    event_type: EventType | None,
+    now: float | None = None,
+    ahead_s: int = DEFAULT_AHEAD_S,
 ) -> LineVerdict:
     doc: Any
     try:
@@ -215,12 +225,9 @@ def check_value(
     record = RawRecord(event_type.value, 0, number, key, value)
     result = decode(record, event_type)
     if result is not None and not isinstance(result, DeadLetter) and now is not None:
-        at, ahead = (
-            int(result.occurred_at.timestamp()),
-            allowed_ahead(int(LATENESS.total_seconds())),
-        )
-        if at > now + ahead:  # as the worker's clock check (moments.refusals)
-            result = too_far_ahead(record, event_type, at, int(now), ahead)
+        at = int(result.occurred_at.timestamp())
+        if at > now + ahead_s:  # as the worker's clock check (moments.refusals)
+            result = too_far_ahead(record, event_type, at, int(now), ahead_s)
     if isinstance(result, DeadLetter):
         return LineVerdict(
             number, event_type.value, result.reason.value, result.error_class, result.message

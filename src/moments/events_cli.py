@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moments.cliparts import add_command, show_subcommands
+from moments.cliparts import add_command, command_settings, show_subcommands
 from moments.enums import EventType
 from moments.filenames import gzipped, is_csv
 
@@ -74,7 +74,8 @@ def add_events_command(sub: Subparsers) -> None:
         default=None,
         metavar="TIME",
         help="the clock a worker would read them by, RFC 3339 (default: now); an event "
-        "dated over 15 minutes ahead of it is refused as `future`",
+        "dated over 15 minutes ahead of it (or MOMENTS_LATENESS_SECONDS when shorter, as "
+        "the worker) is refused as `future`",
     )
     check.add_argument(
         "--json", action="store_true", help="one JSON object per refused line, on stdout"
@@ -176,6 +177,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from moments.eventcheck import CheckTally, check_lines
+    from moments.refusals import allowed_ahead
 
     err = Console(stderr=True)
     # A named pipe (`<(kcat ... | head)` gives /dev/fd/63) is read once, as a file is.
@@ -200,6 +202,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     outcomes = args.type == "task_outcome"
     event_type = EventType(args.type) if args.type and not outcomes else None
     now = args.now.timestamp() if args.now is not None else time.time()
+    # The worker's tolerance, from the same setting: 15 minutes ahead accepted here when
+    # MOMENTS_LATENESS_SECONDS=300 made the worker refuse what is over 5.
+    ahead = allowed_ahead(command_settings().lateness_seconds)
     tally = CheckTally()
     shown = 0
     # Lines on stdout (for grep and jq), the count of lines checked on stderr. When both
@@ -223,7 +228,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             with _lines(name) as lines:
                 try:
                     verdicts = check_lines(
-                        lines, event_type, now, file=name != "-", outcomes=outcomes
+                        lines, event_type, now, file=name != "-", outcomes=outcomes, ahead_s=ahead
                     )
                     for verdict in verdicts:
                         tally.add(verdict)
@@ -248,7 +253,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     continue
                 if (cut := lines.cut()) is not None:
                     cuts.append(cut)
-    _print_tally(err, tally, shown, clock_given=args.now is not None, outcomes=outcomes)
+    _print_tally(err, tally, shown, ahead, clock_given=args.now is not None, outcomes=outcomes)
     for cut in cuts:  # the lines before were checked; the rest of the file is missing
         err.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
     if wide:
@@ -275,13 +280,17 @@ def _json(name: str, verdict: LineVerdict) -> str:
 
 
 def _print_tally(
-    err: Console, tally: CheckTally, shown: int, clock_given: bool = False, outcomes: bool = False
+    err: Console,
+    tally: CheckTally,
+    shown: int,
+    ahead_s: int,
+    clock_given: bool = False,
+    outcomes: bool = False,
 ) -> None:
     from rich.table import Table
 
     from moments.eventcheck import NO_TYPE
     from moments.records import RejectReason
-    from moments.refusals import MAX_FUTURE
 
     total, refused = sum(tally.checked.values()), tally.refused_total
     if 0 < shown < refused:
@@ -325,8 +334,9 @@ def _print_tally(
     ahead = sum(n for (_, reason), n in tally.refused.items() if reason == RejectReason.FUTURE)
     if ahead and not clock_given:  # each line said "check the producer's clock"
         err.print(
-            f"{ahead:,} line(s) dated over {MAX_FUTURE.total_seconds() / 60:.0f} minutes "
-            "ahead of this machine's clock: from a live producer, its clock or offset is "
+            f"{ahead:,} line(s) dated over {_seconds_said(ahead_s)} ahead of this machine's "
+            "clock (a worker's limit, MOMENTS_LATENESS_SECONDS as set here shortening its 15 "
+            "minutes): from a live producer, its clock or offset is "
             "wrong; a history (a warehouse export, or `moments simulate --to-file`, which "
             "dates its events from when it ran) is checked with --now TIME at or after its "
             "last event (RFC 3339), the clock a worker replaying it would have.",
@@ -338,3 +348,8 @@ def _print_tally(
             'roaming, complaint, usage, profile), the topic they go to, or a "type" field.',
             markup=False,
         )
+
+
+def _seconds_said(seconds: int) -> str:
+    """`15 minutes`, `90 s`: a worker's limit as the note says it."""
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 and seconds >= 120 else f"{seconds} s"

@@ -444,3 +444,77 @@ class TestProfileDeletions:
         assert "2 line(s) checked, 0 refused" in err
         assert "1 line(s) `null`: a deletion" in err
         assert "send a null value (a tombstone)" in err
+
+
+class TestTheWorkersTolerance:
+    """`events check` took events up to 15 minutes ahead whatever MOMENTS_LATENESS_SECONDS
+    said, where a worker takes them up to the shorter of the two (`allowed_ahead`): with a
+    lateness of 300 s, a line 10 minutes ahead passed the check and was a `future` dead
+    letter on the stream. The check reads the same setting now."""
+
+    NOW = "2026-11-22T09:30:00+08:00"
+    AHEAD_MIN = (4, 6, 14, 16)
+
+    def lines(self) -> list[bytes]:
+        at = dt.datetime.fromisoformat(self.NOW)
+        return [
+            line(event_id=f"e{m}", occurred_at=(at + dt.timedelta(minutes=m)).isoformat())
+            for m in self.AHEAD_MIN
+        ]
+
+    def checked(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> set[int]:
+        """The lines `events check --json` refuses as `future` (numbered from 1)."""
+        path = tmp_path / "ahead.jsonl"
+        path.write_bytes(b"\n".join(self.lines()) + b"\n")
+        main(["events", "check", "--json", "--now", self.NOW, str(path)])
+        refused = [orjson.loads(out) for out in capsys.readouterr().out.splitlines()]
+        assert {r["reason"] for r in refused} <= {"future"}
+        return {r["line"] for r in refused}
+
+    def on_the_stream(self, lateness_s: int) -> set[int]:
+        """The same lines as a worker with that lateness judges them at the same clock."""
+        from moments.engine import Detector
+        from moments.records import RawRecord
+        from moments.store import DictStateStore
+        from rules.catalog import load_rules
+
+        detector = Detector(
+            load_rules(None),
+            {t.value: t for t in EventType},
+            lateness=dt.timedelta(seconds=lateness_s),
+        )
+        records = [
+            RawRecord("topup", 0, n, b"13800000001", value)
+            for n, value in enumerate(self.lines(), 1)
+        ]
+        now = dt.datetime.fromisoformat(self.NOW)
+        result = detector.process(records, DictStateStore().load, now)
+        return {dl.record.offset for dl in result.dead_letters if dl.reason.value == "future"}
+
+    @pytest.mark.parametrize("lateness_s", [300, 600, 3600])
+    def test_the_check_refuses_what_a_worker_with_the_same_setting_refuses(
+        self,
+        lateness_s: int,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("MOMENTS_LATENESS_SECONDS", str(lateness_s))
+        refused = self.checked(tmp_path, capsys, monkeypatch)
+        assert refused == self.on_the_stream(lateness_s)
+        limit_min = min(15, lateness_s // 60)
+        assert refused == {n for n, m in enumerate(self.AHEAD_MIN, 1) if m > limit_min}
+
+    def test_the_note_names_the_limit_in_force(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("MOMENTS_LATENESS_SECONDS", "300")
+        path = tmp_path / "ahead.jsonl"
+        path.write_bytes(self.lines()[1] + b"\n")  # 6 minutes ahead
+        assert main(["events", "check", str(path)]) == 0  # the wall clock: long past
+        assert main(["events", "check", "--now", self.NOW, str(path)]) == 1
+        said = capsys.readouterr().out
+        assert "is 360 s ahead of the worker's clock" in said
+        assert "at most 300 s" in said
