@@ -747,6 +747,20 @@ class Moment(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def open_enum(known: list[str], unknown: str) -> JsonDict:
+    """The JSON Schema of a code the contract may extend (a withdrawal's or a deferral's
+    `reason`, a dead letter's): any string, the values known today listed as such
+    (`anyOf`: an `enum`, or any other string). A closed `enum` made a consumer validating
+    with the schemas refuse a reason added later, which the contract allows."""
+    return {
+        "type": "string",
+        "anyOf": [
+            {"enum": list(known), "description": "the values this version writes"},
+            {"type": "string", "description": unknown},
+        ],
+    }
+
+
 DEFERRAL_REASONS: dict[str, str] = {
     "quiet_hours": "the customer's quiet hours (their zone, or the visited place's while "
     "roaming) held it; published when they ended",
@@ -779,9 +793,18 @@ class Deferral(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    reason: str = Field(
+    reason: Annotated[
+        str,
+        WithJsonSchema(
+            open_enum(
+                list(DEFERRAL_REASONS),
+                'a reason added later: read it as "it waited" (docs/consuming-tasks.md)',
+            )
+        ),
+    ] = Field(
         description="Why it waited: "
         + "; ".join(f"`{name}`: {meaning}" for name, meaning in DEFERRAL_REASONS.items())
+        + ". New reasons may be added"
     )
     until: AwareDatetime = Field(description="Until when it was to wait")
 
@@ -937,9 +960,18 @@ class TaskWithdrawal(BaseModel):
     subscriber_id: SubscriberId
     channel: Channel = Field(description="The channel the task went out on (its `channel`)")
     moment_type: str = Field(description="The task's `moment.type`")
-    reason: WithdrawReason = Field(
+    reason: Annotated[
+        WithdrawReason,
+        WithJsonSchema(
+            open_enum(
+                [r.value for r in WithdrawReason],
+                'a reason added later: read it as "do not act on it" (docs/consuming-tasks.md)',
+            )
+        ),
+    ] = Field(
         description="opt_out: the customer opted out of `channel`; closed: the line was "
-        "closed; forgotten: the subscriber was erased (a profile tombstone)"
+        "closed; forgotten: the subscriber was erased (a profile tombstone). New reasons may "
+        "be added"
     )
     occurred_at: AwareDatetime = Field(
         description="When the profile change happened: the profile update's `occurred_at`, "

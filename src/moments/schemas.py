@@ -38,6 +38,7 @@ from moments.models import (
     TaskWithdrawal,
     TopUpEvent,
     UsageEvent,
+    open_enum,
 )
 from moments.records import REASONS_EXPLAINED, DeadLetter, RawRecord, RejectReason
 from moments.settings import Topics
@@ -262,7 +263,15 @@ def _component_schemas() -> dict[str, Any]:
         ref_template="#/components/schemas/{model}",
     )
     defs: dict[str, Any] = _portable_patterns(top["$defs"])
-    return defs
+    # A def no schema refers to is left out: `WithdrawReason`'s closed enum stayed beside
+    # the open one `TaskWithdrawal.reason` is now (`open_enum`), for a consumer to pick.
+    named = {model.__name__ for model, _ in SCHEMA_FILES.values()}
+    text = orjson.dumps(defs).decode()
+    return {
+        name: schema
+        for name, schema in defs.items()
+        if name in named or f'"#/components/schemas/{name}"' in text
+    }
 
 
 _KAFKA_KEY_DESCRIPTION = (
@@ -349,10 +358,13 @@ def _dead_letter_message() -> dict[str, Any]:
                 "longer one is cut on a character boundary and ends ` [cut from N bytes]`",
             },
             f"{p}reason": {
-                "type": "string",
-                "enum": [r.value for r in RejectReason],
+                **open_enum(
+                    [r.value for r in RejectReason],
+                    "a reason added later (its message says what is wrong, as every one's)",
+                ),
                 "description": "Why, as a code (the label of "
-                "moments_events_rejected_total); each is described on the message",
+                "moments_events_rejected_total); each is described on the message. New "
+                "reasons may be added",
             },
             f"{p}timestamp": {
                 "type": "string",

@@ -757,11 +757,11 @@ def test_asyncapi_payloads_are_the_json_schemas() -> None:
 
 
 def test_asyncapi_dead_letters_list_every_reason_the_worker_writes() -> None:
-    """The header's enum and the message's list are the enum's: a reason added to
+    """The header's known values and the message's list are the enum's: a reason added to
     `RejectReason` needs one line in `REASONS_EXPLAINED` (this test says which)."""
     message = asyncapi_document()["components"]["messages"]["DeadLetter"]
-    enum = message["headers"]["properties"][f"{DLQ_HEADER_PREFIX}reason"]["enum"]
-    assert enum == [r.value for r in RejectReason]
+    header = message["headers"]["properties"][f"{DLQ_HEADER_PREFIX}reason"]
+    assert _known_values(header) == [r.value for r in RejectReason]
     missing = [r.value for r in RejectReason if r not in REASONS_EXPLAINED]
     assert not missing, f"add a line for {missing} to moments.records.REASONS_EXPLAINED"
     for reason, text in REASONS_EXPLAINED.items():
@@ -784,3 +784,77 @@ def test_asyncapi_dead_letter_class_names_are_the_ones_written() -> None:
     for name in written:
         assert name in described, name
     assert "pydantic_core" not in json.dumps(header)
+
+
+def _known_values(schema: dict[str, Any]) -> list[str]:
+    """The values an open code's schema lists as known (`models.open_enum`)."""
+    (known,) = [branch["enum"] for branch in schema["anyOf"] if "enum" in branch]
+    return list(known)
+
+
+def _reasons(node: Any, where: str = "") -> list[tuple[str, Any]]:
+    """Every schema of a property named `reason` (or `__dlq.errors.reason`), with where."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                found += [
+                    (f"{where}.{name}", schema)
+                    for name, schema in value.items()
+                    if name.rsplit(".", 1)[-1] == "reason"
+                ]
+            found += _reasons(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += _reasons(item, f"{where}[{i}]")
+    return found
+
+
+class TestOpenReasons:
+    """The contract lets new reasons be added (a withdrawal's, a deferral's, a dead
+    letter's: docs/consuming-tasks.md, "New reasons may be added"); the withdrawal's and
+    the dead letter's schemas closed them with an `enum`, so a consumer validating with
+    `schemas/` would refuse a task withdrawn, or a dead letter written, for a reason added
+    later. Each lists its known values and takes any other string."""
+
+    def test_no_reason_anywhere_is_a_closed_enum(self) -> None:
+        documents = {**json_schemas(), ASYNCAPI_FILE: asyncapi_document()}
+        found = [
+            (f"{name}{where}", schema)
+            for name, doc in documents.items()
+            for where, schema in _reasons(doc)
+        ]
+        assert len(found) >= 5  # deferral, withdrawal (file and AsyncAPI each), dead letter
+        for where, schema in found:
+            assert "$ref" not in schema, where
+            assert "enum" not in schema, where
+            assert schema["type"] == "string", where
+            assert any(b.get("enum") for b in schema["anyOf"]), where  # known ones listed
+
+    def test_the_known_values_are_those_the_code_writes(self) -> None:
+        from moments.models import DEFERRAL_REASONS, WithdrawReason
+
+        task = json_schemas()["service-task.schema.json"]
+        deferral = task["$defs"]["Deferral"]["properties"]["reason"]
+        assert _known_values(deferral) == list(DEFERRAL_REASONS)
+        withdrawal = json_schemas()["task-withdrawal.schema.json"]["properties"]["reason"]
+        assert _known_values(withdrawal) == [r.value for r in WithdrawReason]
+        components = asyncapi_document()["components"]["schemas"]
+        assert "WithdrawReason" not in components  # no closed enum left for a consumer
+
+    def test_a_consumer_validating_with_the_schemas_takes_a_new_reason(self) -> None:
+        task = _example("ServiceTask")
+        task["deferred"] = {"reason": "holiday_freeze", "until": "2026-11-22T08:00:00+08:00"}
+        assert not list(_validator("service-task.schema.json").iter_errors(task))
+        withdrawal = _with(_example("TaskWithdrawal"), reason="contract_ended")
+        assert not list(_validator("task-withdrawal.schema.json").iter_errors(withdrawal))
+        message = asyncapi_document()["components"]["messages"]["DeadLetter"]
+        headers = {**message["examples"][0]["headers"], f"{DLQ_HEADER_PREFIX}reason": "quota"}
+        assert not list(Draft7Validator(message["headers"]).iter_errors(headers))
+
+    def test_a_reason_is_still_a_string(self) -> None:
+        withdrawal = _with(_example("TaskWithdrawal"), reason=3)
+        assert list(_validator("task-withdrawal.schema.json").iter_errors(withdrawal))
+        message = asyncapi_document()["components"]["messages"]["DeadLetter"]
+        headers = {**message["examples"][0]["headers"], f"{DLQ_HEADER_PREFIX}reason": None}
+        assert list(Draft7Validator(message["headers"]).iter_errors(headers))
