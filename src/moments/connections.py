@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from moments import redisurl
 from moments.exceptions import ConfigError
 from moments.redisurl import redacted_url
+from sinks import kafkacodes
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -153,7 +154,9 @@ def _tls_reason(exc: BaseException) -> str:
 
 
 def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Security arguments for `AIOKafkaProducer`, `AIOKafkaConsumer` and `AIOKafkaAdminClient`."""
+    """Security arguments for `AIOKafkaProducer`, `AIOKafkaConsumer` and `AIOKafkaAdminClient`;
+    gives aiokafka the error codes it does not know first (`sinks.kafkacodes`)."""
+    kafkacodes.install()
     kwargs: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
     context = kafka_ssl_context(settings)
     if context is not None:
@@ -171,6 +174,8 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
 def faust_broker_credentials(settings: Settings) -> CredentialsT | None:
     """Faust's `broker_credentials` for the same settings (None: plaintext)."""
     import faust
+
+    kafkacodes.install()  # the worker's consumer and producer, as `kafka_client_kwargs`
 
     context = kafka_ssl_context(settings)
     if settings.kafka_security_protocol in SASL_PROTOCOLS:

@@ -77,8 +77,10 @@ async def ensure_topics(
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError, for_code
 
+    from sinks import kafkacodes
     from sinks.retry import kafka_outage
 
+    kafkacodes.install()  # a create refused with a code aiokafka lacks is named, not -1
     wanted = dict(topics)
     requests = new_topics(wanted, compacted, replication_factor)
     if not wanted:

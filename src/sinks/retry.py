@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from sinks.kafkacodes import described
 from sinks.metrics import Dependency, Metrics
 
 T = TypeVar("T")
@@ -58,7 +59,6 @@ def _kafka_away() -> tuple[type[BaseException], ...]:
         k.KafkaUnavailableError,
         k.BrokerNotAvailableError,
         k.ReplicaNotAvailableError,
-        k.UnknownError,  # UNKNOWN_SERVER_ERROR: a broker's own failure (Tansu's storage)
         # Code 13, NETWORK_EXCEPTION in Kafka's protocol ("the server disconnected before
         # a response was received"; aiokafka names it after an older meaning): a broker
         # lost a connection on the request's way (a forward to the controller). Kafka's
@@ -87,14 +87,26 @@ def producer_failed(exc: BaseException) -> bool:
 def kafka_outage(exc: BaseException) -> bool:
     """Whether an aiokafka error is a broker away or busy, which waiting cures: marked
     `retriable` by aiokafka (a connection lost, no leader, not enough replicas, a request
-    timed out), one of `_kafka_away`, or aiokafka's bare KafkaError ("Unable to get
-    cluster metadata over all known brokers") unless it says the producer's sender
-    failed (`SENDER_FAILED`). Not a refusal of what was sent."""
-    from aiokafka.errors import KafkaError
+    timed out) or by Kafka (`sinks.kafkacodes.RETRIABLE`: a produce request corrupted on
+    its way, CORRUPT_MESSAGE, which aiokafka does not retry), one of `_kafka_away`, code
+    -1 (UNKNOWN_SERVER_ERROR: a broker's own failure, Tansu's storage), or aiokafka's
+    bare KafkaError ("Unable to get cluster metadata over all known brokers") unless it
+    says the producer's sender failed (`SENDER_FAILED`). Not a refusal of what was sent,
+    nor a code aiokafka did not know that Kafka does not mark retriable (INVALID_RECORD,
+    87: `sinks.kafkacodes`), which was retried for ever as code -1."""
+    from aiokafka.errors import BrokerResponseError, KafkaError, UnknownError
+
+    from sinks.kafkacodes import RETRIABLE
 
     if not isinstance(exc, KafkaError) or producer_failed(exc):
         return False
-    return bool(exc.retriable) or type(exc) is KafkaError or isinstance(exc, _kafka_away())
+    if isinstance(exc, BrokerResponseError) and exc.errno in RETRIABLE:
+        return True
+    return (
+        bool(exc.retriable)
+        or type(exc) in (KafkaError, UnknownError)
+        or isinstance(exc, _kafka_away())
+    )
 
 
 def retried(exc: BaseException) -> bool:
@@ -195,6 +207,9 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
             "now fails alike; the restart starts a new producer. Report the error above"
         )
     if isinstance(exc, KafkaError):
+        coded = described(exc)
+        if coded is not None:
+            return f"{head}: the broker answered {coded}"
         for kinds, fix in _kafka_fixes():
             if isinstance(exc, kinds):
                 return f"{head}, and waiting will not fix it; {fix}"
@@ -204,9 +219,39 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
         )
     if isinstance(exc, ResponseError):
         return f"{head}: Redis refused the command; its reply says why"
+    missing = _missing_in_aiokafka(exc)
+    if missing is not None:
+        return f"{head}: {missing}, and waiting will not fix it"
     if isinstance(exc, BUGS):
         return (
             f"{head}: a bug in moments, and waiting will not fix it; report it with this traceback"
+        )
+    return None
+
+
+def _missing_in_aiokafka(exc: BaseException) -> str | None:
+    """What aiokafka's NotImplementedError means, which is no bug of moments':
+    `Support for ProduceRequest v3 has not yet been added` (no version of a request that
+    both the broker and aiokafka speak) or `Zstd codec is not available` (a topic
+    compressed with a codec whose Python library is not installed)."""
+    if not isinstance(exc, NotImplementedError):
+        return None
+    said = str(exc)
+    if said.startswith("Support for ") and said.endswith("has not yet been added"):
+        request = said.removeprefix("Support for ").split(" ", 1)[0]
+        return (
+            f"the broker does not support a version of {request} that aiokafka "
+            f"speaks ({said}, the broker's lowest): the broker is too old or too new for "
+            "this aiokafka, or a Kafka-compatible broker without that version. Check the "
+            "broker's version (and that MOMENTS_KAFKA_BOOTSTRAP points at the intended "
+            "one), then upgrade it or the moments release; aiokafka negotiates versions "
+            "itself and ignores its api_version setting since 0.13, so it cannot be pinned"
+        )
+    if said.endswith("codec is not available"):
+        return (
+            f"{said}: a topic holds records compressed with a codec this install cannot "
+            "read or write; install cramjam (aiokafka's snappy, lz4 and zstd codecs) in "
+            "the worker's environment, or have the producers use gzip"
         )
     return None
 
