@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, cast
 
+from aiokafka.errors import CorruptRecordException
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -93,6 +94,29 @@ LAST_COMMIT_S = 10.0
 """How long a revocation or a shutdown waits to finish the batch in flight and commit.
 Kubernetes allows 60 s (deploy/k8s); without a bound, a shutdown while the broker was
 gone took 90 s and ended in a crash."""
+CORRUPT_READS = 5
+"""Reads in a row that may fail aiokafka's check of a fetched batch (`CorruptRecordException`:
+its CRC, or a batch it cannot parse) before the worker stops (`BatchConsumer.corrupt_read`)."""
+CORRUPT_PAUSE_S = 1.0
+"""The pause before reading again after such a read, times the reads failed so far."""
+CORRUPT_SPELL_S = 60.0
+"""Failed reads count as in a row while each comes within this of the one before (the
+pauses add up to 15 s): a partition read well meanwhile does not reset the count, as
+another partition's damaged batch fails every read again."""
+
+
+def corrupt_batch_note(exc: BaseException, reads: int) -> str:
+    """What fixes a fetched batch that failed aiokafka's check `reads` times in a row."""
+    return (
+        f"moments: not retried: a fetched batch failed aiokafka's check {reads} times in a "
+        f"row ({exc}): not a corrupt fetch, which a read again cures, but a batch stored "
+        "damaged (or a broker that builds it wrong). The worker stops before committing it. "
+        "Check the partition's log segment on its leader (kafka-dump-log.sh "
+        "--deep-iteration --files <segment>.log); if a replica holds an intact copy, make "
+        "it the leader; otherwise move the app's group past the batch "
+        "(kafka-consumer-groups.sh --reset-offsets --to-offset <next batch> --group "
+        "<MOMENTS_APP_ID> --topic <topic>:<partition>), which gives up its records"
+    )
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -484,6 +508,31 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 return False
             return await super()._commit_offsets(ahead, start_new_transaction)
 
+    async def corrupt_read(self, exc: BaseException, reads: int) -> None:
+        """A read that failed aiokafka's check of a fetched batch (`CorruptRecordException`,
+        "Invalid CRC - <partition>"), the `reads`-th in a row: read again from the
+        committed offsets, after a pause, as a new worker would, up to `CORRUPT_READS`;
+        then raised, with a note naming the fix. aiokafka raises it from the middle of a
+        read and drops what it had taken of the partitions before it (their positions
+        moved on): a seek to the committed offsets (`perform_seek`) reads those again too.
+        Raised before, it stopped the worker at once, and a corrupt fetch (a batch
+        damaged on its way, which a second read cures) took a restart and a rebalance."""
+        if reads > CORRUPT_READS:
+            exc.add_note(corrupt_batch_note(exc, reads - 1))
+            log.error("%s", corrupt_batch_note(exc, reads - 1).removeprefix("moments: "))
+            raise exc
+        log.warning(
+            "a fetched batch failed aiokafka's check (%s: %s); reading again from the "
+            "committed offsets in %.0f s (%d of %d)",
+            type(exc).__name__,
+            exc,
+            CORRUPT_PAUSE_S * reads,
+            reads,
+            CORRUPT_READS,
+        )
+        await asyncio.sleep(CORRUPT_PAUSE_S * reads)
+        await self.perform_seek()
+
     async def _drain_messages(self, fetcher: Any) -> None:
         # Faust's loop, with the hot topics taken out in bulk and without a
         # wait_first per message while the flow is not suspended.
@@ -492,10 +541,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         buffered = self._buffered_partitions
         acks_for = self.app.topics.acks_enabled_for
+        corrupt, corrupt_at = 0, 0.0
         try:
             while not (self.should_stop or fetcher.should_stop):
                 epoch = self.epoch
-                records, active = await self._wait_next_records(1.0)
+                try:
+                    records, active = await self._wait_next_records(1.0)
+                except CorruptRecordException as exc:
+                    now = time.monotonic()
+                    corrupt = corrupt + 1 if now - corrupt_at < CORRUPT_SPELL_S else 1
+                    corrupt_at = now
+                    await self.corrupt_read(exc, corrupt)
+                    continue
                 if records is None or self.should_stop:
                     continue
                 if not self.flow_active:
