@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import ssl
+import struct
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -259,7 +260,8 @@ def describe_kafka_failure(settings: Settings, exc: BaseException) -> str | None
     if closed:
         return (
             f"{where} closed the connection before answering; if its listener speaks TLS, "
-            "set MOMENTS_KAFKA_SECURITY_PROTOCOL=SSL (or SASL_SSL) and MOMENTS_KAFKA_SSL_CAFILE"
+            "set MOMENTS_KAFKA_SECURITY_PROTOCOL=SSL (or SASL_SSL) and MOMENTS_KAFKA_SSL_CAFILE; "
+            "if it is not a Kafka listener, fix MOMENTS_KAFKA_BOOTSTRAP"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
@@ -303,6 +305,71 @@ async def check_kafka(
     return None
 
 
+_PROBE_ID = 0x6D6F6D73
+"""The correlation id of `_not_kafka`'s request, which a Kafka broker's answer repeats."""
+_PROBE_CLIENT = b"moments-probe"
+_PROBE = struct.pack(">hhih", 18, 0, _PROBE_ID, len(_PROBE_CLIENT)) + _PROBE_CLIENT
+"""An ApiVersions v0 request (api key 18), which every Kafka broker answers before a login."""
+_PROBE_TIMEOUT_S = 3.0
+_SPOKEN: tuple[tuple[tuple[bytes, ...], str], ...] = (
+    ((b"-ERR", b"-NOAUTH", b"-DENIED", b"+PONG", b"-WRONGPASS"), "a Redis server"),
+    ((b"HTTP/",), "an HTTP server"),
+    ((b"SSH-",), "an SSH server"),
+    ((b"\x15\x03",), "a TLS listener"),
+)
+"""How the servers a bootstrap address is mistaken for start their answer."""
+
+
+async def _not_kafka(host: str, port: int) -> str | None:
+    """What answers at `host:port` when it is not a Kafka broker (`... answered
+    b'-NOAUTH ...': a Redis server`), None when nothing connects, it answers as Kafka, or
+    it says nothing.
+
+    Sends an ApiVersions request, which a Kafka broker answers (its size and correlation
+    id first) and an HTTP server answers with an error page; to one that says nothing
+    (Redis waits for a line end, and reads none past a request's first, zero, byte) it
+    then sends `PING` and a line end on a new connection, which Redis and HTTP servers
+    answer in text (and a Kafka broker refuses, closing the connection). aiokafka waited
+    for a reply that never came ("no answer"), or read a text's first bytes as a frame's
+    size and waited for hundreds of megabytes."""
+    request = struct.pack(">i", len(_PROBE)) + _PROBE
+    answer = await _first_bytes(host, port, request)
+    if answer == b"":
+        answer = await _first_bytes(host, port, b"PING\r\n")
+    if not answer:
+        return None
+    if len(answer) >= 8:
+        size, correlation = struct.unpack(">ii", answer[:8])
+        if correlation == _PROBE_ID and 0 < size < 1 << 20:
+            return None  # a Kafka broker's answer
+    kind = next((k for starts, k in _SPOKEN if answer.startswith(starts)), None)
+    return (
+        f"something answered that is not a Kafka broker ({kind or 'an unknown server'}: "
+        f"{answer[:40]!r})"
+    )
+
+
+async def _first_bytes(host: str, port: int, request: bytes) -> bytes | None:
+    """The first bytes answered to `request` on a new connection; b"" when the server
+    said nothing within `_PROBE_TIMEOUT_S`; None when nothing connected or it hung up."""
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(request)
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            await writer.drain()
+            return await reader.read(64) or None
+    except TimeoutError:
+        return b""
+    except OSError:
+        return None
+    finally:
+        writer.close()
+
+
 class _NoAnswerError(Exception):
     """A bootstrap server did not answer (its cause says how): the next is tried."""
 
@@ -331,6 +398,7 @@ async def _metadata(
                     **kwargs,
                 )
         except Exception as exc:  # classified below; the rest is retried
+            await _stop_if_not_kafka(settings, server, host, port, exc)
             problem = describe_kafka_failure(settings, exc)
             if problem is not None and "closed" in problem and again:
                 # A hang-up may be a broker restarting: only the same answer twice is ours.
@@ -354,6 +422,26 @@ async def _metadata(
         finally:
             conn.close()
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _stop_if_not_kafka(
+    settings: Settings, server: str, host: str, port: int, exc: BaseException
+) -> None:
+    """`ConfigError` naming the variable when what took the connection at `server` and
+    then hung up or said nothing Kafka understands is not a Kafka broker (`_not_kafka`).
+    Not asked with TLS, whose handshake failing says more, nor after a login's error."""
+    from aiokafka.errors import KafkaConnectionError
+
+    if settings.kafka_security_protocol in TLS_PROTOCOLS:
+        return
+    if not isinstance(exc, TimeoutError | KafkaConnectionError):
+        return
+    other = await _not_kafka(host, port)
+    if other is not None:
+        raise ConfigError(
+            f"Kafka {server}: {other}; check MOMENTS_KAFKA_BOOTSTRAP: it must name the host "
+            "and port of a Kafka listener (9092 by default), not Redis's (6379) or an HTTP port"
+        ) from None
 
 
 def _unreachable(settings: Settings, exc: BaseException, report: bool) -> None:

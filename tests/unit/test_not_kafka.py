@@ -1,0 +1,116 @@
+"""A bootstrap address where something other than a Kafka broker answers is named as such
+(moments.connections.check_kafka).
+
+Pointed at Redis's port, `moments check` and a starting worker said "no answer from ...",
+and waited, as for a broker down; pointed at a server that answers in text and hangs up,
+they said only that the listener might speak TLS. Each server here is a local socket
+server that speaks as the real one does to a Kafka client's first bytes, and a real
+redis-server where one is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+import moments.connections
+from moments.connections import check_kafka
+from moments.embedded import RedisServer
+from moments.exceptions import ConfigError
+from moments.settings import load_settings
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("MOMENTS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(moments.connections, "_PROBE_TIMEOUT_S", 0.5, raising=False)
+
+
+@asynccontextmanager
+async def _server(handle: Handler) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(100)
+    writer.write(b"220 mail.example ESMTP ready\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An HTTP server given bytes that are no request line: 400, then it hangs up."""
+    await reader.read(100)
+    writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _redis_like(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Redis: nothing until a line whose first byte is not zero, then a reply."""
+    line = await reader.readline()
+    if line.startswith(b"\x00"):
+        await asyncio.sleep(30)  # Redis waits for a line end it never finds
+        return
+    writer.write(b"-NOAUTH Authentication required.\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _problem(bootstrap: str) -> str:
+    settings = load_settings(kafka_bootstrap=bootstrap)
+    with pytest.raises(ConfigError) as raised:
+        await check_kafka(settings, timeout_s=1.0, report=False)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("handle", "kind"),
+    [(_garbage, "an unknown server"), (_http, "an HTTP server"), (_redis_like, "a Redis server")],
+    ids=["text-then-hang-up", "http", "redis-like"],
+)
+async def test_a_server_that_is_not_kafka_is_named(handle: Handler, kind: str) -> None:
+    async with _server(handle) as bootstrap:
+        problem = await _problem(bootstrap)
+    assert "something answered that is not a Kafka broker" in problem
+    assert kind in problem
+    assert "MOMENTS_KAFKA_BOOTSTRAP" in problem
+
+
+@pytest.fixture
+def redis_port(tmp_path: Path) -> Iterator[int]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server installed")
+    with RedisServer(tmp_path / "redis") as server:
+        yield server.port
+
+
+async def test_redis_s_own_port(redis_port: int) -> None:
+    """Was `ConnectionError: no answer from 127.0.0.1:<port>: TimeoutError()`."""
+    problem = await _problem(f"127.0.0.1:{redis_port}")
+    assert "not a Kafka broker (a Redis server: b'+PONG" in problem
+    assert "MOMENTS_KAFKA_BOOTSTRAP" in problem
+
+
+async def test_nothing_listening_is_still_left_to_the_retries() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}")
+    with pytest.raises(ConnectionError, match="no answer from"):
+        await check_kafka(settings, timeout_s=1.0, report=False)
