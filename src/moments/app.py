@@ -80,6 +80,9 @@ class MomentsApp(faust.App):
     """Topics whose commits go past a transaction's markers (`BatchConsumer`)."""
     fetch_wait_ms: int = FETCH_MAX_WAIT_MS
     state_settled: Callable[[], Awaitable[None]] | None = None
+    corrupt_read: Callable[[], None] | None = None
+    """Set by `register_agents`: counts a read that failed aiokafka's check of a fetched
+    batch (`BatchConsumer.corrupt_read`) in `moments_dependency_errors_total`."""
     """Set by `register_agents` (`Runtime.settled`): what a revocation waits for besides
     the batch in flight (a window sweep's chunk)."""
     stop_grace_s: float | None = None
@@ -96,6 +99,8 @@ class MomentsApp(faust.App):
         consumer.fetch_wait_ms = self.fetch_wait_ms
         if self.state_settled is not None:
             consumer.state_settled = self.state_settled
+        if self.corrupt_read is not None:
+            consumer.corrupt_read_seen = self.corrupt_read
         return consumer
 
 
@@ -180,6 +185,7 @@ def register_agents(
     # The outcomes too: read by Faust's own stream, whose commits stop at a marker as well.
     app.marker_topics = app.hot_topics | {settings.topic("task_outcomes")}
     app.state_settled = runtime.settled
+    app.corrupt_read = runtime.metrics.dependency_errors.labels(Dependency.KAFKA.value).inc
     source = app.topic(
         *batch_topics(settings),
         key_serializer="raw",

@@ -57,6 +57,10 @@ async def _nothing_held() -> None:
     """`BatchConsumer.state_settled` until the app sets it."""
 
 
+def _nothing_counted() -> None:
+    """`BatchConsumer.corrupt_read_seen` until the app sets it."""
+
+
 def _count(fetch: Fetch) -> int:
     return sum(len(batch) for _, batch in fetch.records)
 
@@ -293,6 +297,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         partition's next owner had restored it, or even after that owner's own writes."""
         self.held: dict[TP, int] = {}
         """Partition -> the offset its commits stop at (`hold`), for the consumer's life."""
+        self.corrupt_read_seen: Callable[[], None] = _nothing_counted
+        """Set by the app: counts each read `corrupt_read` takes (a metric)."""
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -512,11 +518,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """A read that failed aiokafka's check of a fetched batch (`CorruptRecordException`,
         "Invalid CRC - <partition>"), the `reads`-th in a row: read again from the
         committed offsets, after a pause, as a new worker would, up to `CORRUPT_READS`;
-        then raised, with a note naming the fix. aiokafka raises it from the middle of a
-        read and drops what it had taken of the partitions before it (their positions
-        moved on): a seek to the committed offsets (`perform_seek`) reads those again too.
+        then raised, with a note naming the fix; each counted (`corrupt_read_seen`:
+        `moments_dependency_errors_total{dependency="kafka"}`). aiokafka raises it from
+        the middle of a read and drops what it had taken of the partitions before it (their
+        positions moved on): a seek to the committed offsets (`perform_seek`) reads those
+        again too.
         Raised before, it stopped the worker at once, and a corrupt fetch (a batch
         damaged on its way, which a second read cures) took a restart and a rebalance."""
+        self.corrupt_read_seen()
         if reads > CORRUPT_READS:
             exc.add_note(corrupt_batch_note(exc, reads - 1))
             log.error("%s", corrupt_batch_note(exc, reads - 1).removeprefix("moments: "))

@@ -11,14 +11,20 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka.errors import CorruptRecordException
 from faust.types import TP
 
 import moments.consumer
+from moments.app import create_app, register_agents
 from moments.consumer import BatchConsumer, Fetch
+from moments.engine import Detector
+from moments.runtime import Runtime
+from moments.settings import load_settings
+from rules.catalog import RuleSet
+from sinks.metrics import Metrics
 
 USAGE = TP("telecom.usage", 0)
 
@@ -47,6 +53,7 @@ class _Consumer(BatchConsumer):
         self._reads = list(reads)
         self._stop = False
         self.seeks_to_committed = 0
+        self.counted = 0
         self.callback = self._not_hot
 
     async def _not_hot(self, message: Any) -> None:
@@ -64,6 +71,9 @@ class _Consumer(BatchConsumer):
         if isinstance(read, BaseException):
             raise read
         return read, None
+
+    def corrupt_read_seen(self) -> None:
+        self.counted += 1
 
     async def perform_seek(self) -> None:
         self.seeks_to_committed += 1
@@ -86,6 +96,7 @@ async def test_a_corrupt_fetch_is_read_again_from_the_committed_offsets(
     consumer = _Consumer([_corrupt(), _corrupt(), {USAGE: ["r1", "r2"]}])
     await _drain(consumer)
     assert consumer.seeks_to_committed == 2
+    assert consumer.counted == 2  # moments_dependency_errors_total{dependency="kafka"}
     fetch = consumer.fetches.get_nowait()
     assert fetch.records == [(USAGE, ["r1", "r2"])]
     assert "reading again from the committed offsets" in caplog.text
@@ -101,3 +112,19 @@ async def test_a_batch_that_keeps_failing_stops_the_worker_naming_the_fix() -> N
     assert f"{reads} times in a row" in note
     assert "kafka-dump-log.sh" in note
     assert "--reset-offsets" in note
+
+
+async def test_the_app_counts_them_as_kafka_errors() -> None:
+    """What `moments_dependency_errors_total{dependency="kafka"}` shows of them."""
+    settings = load_settings()
+    app = create_app(settings)
+    metrics = Metrics()
+    register_agents(app, settings, Runtime(settings, metrics, Detector(RuleSet.of([]), {})))
+    consumer = cast(BatchConsumer, app.consumer)
+    consumer.corrupt_read_seen()
+    assert (
+        metrics.registry.get_sample_value(
+            "moments_dependency_errors_total", {"dependency": "kafka"}
+        )
+        == 1
+    )
