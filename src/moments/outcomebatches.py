@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from faust.types import TP
 
 from moments.records import RawRecord
+from sinks.retry import missing_in_aiokafka
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,14 @@ def first_offsets(records: Sequence[RawRecord]) -> dict[TP, int]:
 
 def fix_of(exc: BaseException) -> str:
     """What the log says fixes `exc`: the note `with_retry` put on it, or, for an error
-    raised elsewhere, that it is a bug."""
+    raised elsewhere, that it is a bug, unless it is aiokafka lacking a protocol version
+    or a codec (`sinks.retry.missing_in_aiokafka`)."""
     notes = [str(n) for n in getattr(exc, "__notes__", ()) if str(n).startswith("moments:")]
     if notes:
         return "; ".join(notes)
+    missing = missing_in_aiokafka(exc)
+    if missing is not None:
+        return f"moments: not an outage: {missing}"
     return "moments: not an outage: a bug in moments; report it with this traceback"
 
 

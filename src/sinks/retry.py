@@ -219,7 +219,7 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
         )
     if isinstance(exc, ResponseError):
         return f"{head}: Redis refused the command; its reply says why"
-    missing = _missing_in_aiokafka(exc)
+    missing = missing_in_aiokafka(exc)
     if missing is not None:
         return f"{head}: {missing}, and waiting will not fix it"
     if isinstance(exc, BUGS):
@@ -229,7 +229,7 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
     return None
 
 
-def _missing_in_aiokafka(exc: BaseException) -> str | None:
+def missing_in_aiokafka(exc: BaseException) -> str | None:
     """What aiokafka's NotImplementedError means, which is no bug of moments':
     `Support for ProduceRequest v3 has not yet been added` (no version of a request that
     both the broker and aiokafka speak) or `Zstd codec is not available` (a topic

@@ -114,6 +114,12 @@ class TestFixOf:
     def test_an_error_raised_outside_with_retry_is_called_a_bug(self) -> None:
         assert fix_of(KeyError("status")).startswith("moments: not an outage: a bug in moments")
 
+    def test_aiokafka_without_a_version_the_broker_speaks_is_not_called_a_bug(self) -> None:
+        """aiokafka's NotImplementedError was "a bug in moments": the broker's version is."""
+        said = fix_of(NotImplementedError("Support for FetchRequest v4 has not yet been added"))
+        assert "a bug" not in said
+        assert "the broker does not support a version of FetchRequest" in said
+
     def test_first_offsets_are_per_partition(self) -> None:
         assert first_offsets(batch((2, 5), (2, 3), (0, 1))) == {
             TP(TOPIC, 2): 3,
