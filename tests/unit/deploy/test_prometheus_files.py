@@ -38,6 +38,7 @@ ALERTS = {
     "MomentsDependencyDown",
     "MomentsDependencyErrors",
     "MomentsWorkerDown",
+    "MomentsNoWorkerUp",
     "MomentsWorkerStalled",
     "MomentsWorkerRestarting",
 }
@@ -87,6 +88,50 @@ class TestAlertFiles:
         targets = jobs["moments-worker"]["static_configs"][0]["targets"]
         assert all(t.endswith(":9308") for t in targets)
         assert 'job="moments-worker"' in (DEPLOY / "alerts.yml").read_text()
+
+
+def fired_after(series: dict[str, str], tmp_path: Path) -> set[str]:
+    """The alerts of alerts.yml that fire after 20 minutes of only `series` (series ->
+    promtool's values, 1 m apart): each is tested for silence, and promtool names those
+    that fired."""
+    rules = YAML(typ="safe").load((DEPLOY / "alerts.yml").read_text())
+    names = sorted({r["alert"] for g in rules["groups"] for r in g["rules"]})
+    case = {
+        "rule_files": [str(DEPLOY / "alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": name, "exp_alerts": []} for name in names
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "no_worker_test.yml"
+    with path.open("w") as out:
+        YAML(typ="safe").dump(case, out)
+    done = promtool("test", "rules", str(path))
+    return {name for name in names if f"alertname: {name}," in done.stdout + done.stderr}
+
+
+@needs_promtool
+def test_a_critical_alert_fires_when_no_worker_is_scraped_at_all(tmp_path: Path) -> None:
+    """On Kubernetes a worker has a scrape target only while its pod has an address: with
+    the StatefulSet scaled to 0 (as a state seed asks) and not scaled back, or every pod
+    Pending (a volume that cannot attach), `up{job="moments-worker"}` has no series at
+    all, so MomentsWorkerDown (`== 0`) stays silent, and so does every alert on the
+    workers' own series (the lag among them): nothing was detected or sent, and nothing
+    paged."""
+    only_prometheus = {'up{job="prometheus",instance="localhost:9090"}': "1x30"}
+    fired = fired_after(only_prometheus, tmp_path)
+    rules = YAML(typ="safe").load((DEPLOY / "alerts.yml").read_text())
+    severity = {r["alert"]: r["labels"]["severity"] for g in rules["groups"] for r in g["rules"]}
+    assert "critical" in {severity[name] for name in fired}, fired
+    worker = 'up{job="moments-worker",instance="w1"}'
+    assert fired_after({**only_prometheus, worker: "1x30"}, tmp_path) == set()
+    assert "MomentsWorkerDown" in fired_after({**only_prometheus, worker: "0x30"}, tmp_path)
 
 
 def heading_anchors(markdown: str) -> set[str]:
