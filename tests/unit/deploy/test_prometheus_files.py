@@ -25,6 +25,7 @@ needs_promtool = pytest.mark.skipif(
 ALERTS = {
     "MomentsConsumerLagGrowing",
     "MomentsPartitionNotProgressing",
+    "MomentsNoPartitionHeld",
     "MomentsDeadLetterSpike",
     "MomentsOutcomesRefused",
     "MomentsDetectorErrors",
@@ -132,6 +133,27 @@ def test_a_critical_alert_fires_when_no_worker_is_scraped_at_all(tmp_path: Path)
     worker = 'up{job="moments-worker",instance="w1"}'
     assert fired_after({**only_prometheus, worker: "1x30"}, tmp_path) == set()
     assert "MomentsWorkerDown" in fired_after({**only_prometheus, worker: "0x30"}, tmp_path)
+
+
+@needs_promtool
+def test_an_alert_fires_when_the_workers_are_up_and_none_holds_a_partition(
+    tmp_path: Path,
+) -> None:
+    """Workers that answer but never get through the group's join (a rebalance that
+    never ends, a member kicked out at every join) hold no partition: no lag series
+    exists (it is per assigned partition), no event is read, so no lag, progress or
+    dead-letter alert has anything to read, the workers are up and their loops run."""
+    idle = {
+        'up{job="moments-worker",instance="w1"}': "1x30",
+        'up{job="moments-worker",instance="w2"}': "1x30",
+        'moments_consumer_assigned_partitions{job="moments-worker",instance="w1"}': "0x30",
+        'moments_consumer_assigned_partitions{job="moments-worker",instance="w2"}': "0x30",
+        'moments_event_loop_stalled_seconds{job="moments-worker",instance="w1"}': "0.5x30",
+        'moments_event_loop_stalled_seconds{job="moments-worker",instance="w2"}': "0.5x30",
+    }
+    assert fired_after(idle, tmp_path)
+    holding = 'moments_consumer_assigned_partitions{job="moments-worker",instance="w2"}'
+    assert fired_after({**idle, holding: "20x30"}, tmp_path) == set()
 
 
 def heading_anchors(markdown: str) -> set[str]:
