@@ -29,6 +29,7 @@ from moments.embedded import free_port
 from moments.models import Channel
 from moments.settings import Settings
 from moments.simulate import produce_stream, simulate
+from tests.unit.test_metrics_contract import documented
 
 from .conftest import MakeSettings, WorkerProcess
 from .kafka_io import metric_value, produce, read_topic, values
@@ -300,6 +301,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     )
     assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
     assert b"moments_consumer_lag{" in exposition
+    assert served_as_documented(exposition.decode()) == {}
     labels = {
         (name, value)
         for family in text_string_to_metric_families(exposition.decode())
@@ -314,7 +316,61 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     assert alerts == set(written), alerts  # Prometheus loaded every alert of the file
 
 
+def served_as_documented(exposition: str) -> dict[str, str]:
+    """What a running worker's /metrics serves otherwise than the metric table of
+    docs/operations.md says (name -> how): a metric it does not serve or one the table
+    lacks, another type, or labels other than the table's. The unit tests hold the
+    metric classes to the table; this holds the worker that builds them, so a metric
+    the worker never registers, which an alert would read as silence, is named."""
+    table = documented()
+    found: dict[str, str] = {}
+    served = set()
+    for family in text_string_to_metric_families(exposition):
+        if not family.name.startswith("moments_"):
+            continue
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        served.add(name)
+        if name not in table:
+            found[name] = "served, not in the table"
+            continue
+        kind, labels = table[name]
+        has = {label for s in family.samples for label in s.labels} - {"le"}
+        if family.type != kind:
+            found[name] = f"a {family.type}, the table says {kind}"
+        elif family.samples and has != labels:
+            found[name] = f"labels {sorted(has)}, the table says {sorted(labels)}"
+    for name in set(table) - served:
+        found[name] = "in the table, not served"
+    return found
+
+
 def test_no_data_allow_list_entries_name_dashboard_targets() -> None:
     """The allow-list cannot silently cover a panel that was renamed or removed."""
     assert set(NO_DATA_YET) <= set(panel_queries())
     assert all(reason.strip() for reason in NO_DATA_YET.values())
+
+
+def test_the_exposition_check_names_a_renamed_metric_and_label() -> None:
+    """`served_as_documented` on the metric classes' own exposition finds nothing, and
+    finds a metric and a label renamed in it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from moments.consumer_metrics import ConsumerMetrics
+    from sinks.metrics import DispatchMetrics, Metrics
+
+    registry = CollectorRegistry()
+    DispatchMetrics.of(Metrics(registry))
+    ConsumerMetrics(registry)
+    # `_created` series left out, as a worker leaves them out (moments.worker)
+    lines = generate_latest(registry).decode().splitlines()
+    text = "".join(f"{line}\n" for line in lines if "_created" not in line)
+    assert served_as_documented(text) == {}
+    renamed = text.replace("moments_tasks_redriven_", "moments_tasks_resent_")
+    renamed = renamed.replace('{dependency="redis"}', '{dep="redis"}')
+    both = ["dep", "dependency"]
+    assert served_as_documented(renamed) == {
+        "moments_tasks_resent_total": "served, not in the table",
+        "moments_tasks_redriven_total": "in the table, not served",
+        "moments_dependency_errors_total": f"labels {both}, the table says ['dependency']",
+        "moments_dependency_up": f"labels {both}, the table says ['dependency']",
+    }
