@@ -26,7 +26,10 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
   the unanswered call held its week's contact and its own retry was dropped
   `frequency_cap`), unless an outcome saying the customer was reached (`REACHED`) was
   read before or in the same batch: the contact was made. Giving back removes the task's
-  own id from the subscriber's contacts, so an outcome read again gives back nothing more.
+  own id from the subscriber's contacts, so an outcome read again gives back nothing more;
+- a `REACHED` outcome read after one that gave the contact back: the contact was made
+  after all, counted again at the time the task was sent (`_take_back`; once, and past
+  the cap).
 
 Both act on the task as the ledger keeps it (its payload, until a day after it
 expires): its subscriber, never the one the outcome names, so a known task id and
@@ -52,7 +55,7 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -73,6 +76,7 @@ from moments.decoding import (
 from moments.enums import ENDS_RETRIES, REACHED
 from moments.models import (
     AGENT_NUMBER_MAX,
+    Channel,
     Deferral,
     OutcomeStatus,
     ServiceTask,
@@ -87,6 +91,7 @@ from sinks.dispatch import TaskSink
 from sinks.ledger import sent_meta_fields, state_of
 from sinks.metrics import Dependency
 from sinks.retry import with_retry
+from sinks.stores import ContactBook
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = OUTCOME_EVENT_TYPE
@@ -430,7 +435,7 @@ async def handle_outcomes(
                     outcome.task_id,
                 )
             continue
-        if outcome.status in _ACTS:
+        if outcome.status in _ACTS or outcome.status in REACHED:
             acting.append((outcome, task))
     # A task made before its subscriber was erased: a decline would write their number
     # into Redis again for 30 days (and hold the rule from the number's next holder), a
@@ -442,6 +447,10 @@ async def handle_outcomes(
     reached = await _noted(
         sink, [t.task_id for o, t in acting if o.status in REACHED_NO_ONE], REACHED
     )
+    missed = await _noted(
+        sink, [t.task_id for o, t in acting if o.status in REACHED], REACHED_NO_ONE
+    )
+    taken_back: dict[str, ServiceTask] = {}
     for outcome, task in acting:
         if task.task_id in erased:
             result.forgotten += 1
@@ -450,6 +459,10 @@ async def handle_outcomes(
             for rule_id in declined_rules(task):
                 await _decline(sink, task.subscriber_id, rule_id)
             result.declined += 1
+        if outcome.status in REACHED and task.task_id in missed:
+            # The customer was reached, read after (or beside) a `failed` or an earlier
+            # attempt's `unreachable` that gave the contact back: it was made; counted again.
+            taken_back[task.task_id] = task
         if outcome.status in REACHED_NO_ONE and task.task_id not in reached:
             # A `failed` or an earlier attempt's `unreachable` read after (or beside) an
             # outcome saying the customer was reached: the contact was made; it stays.
@@ -481,12 +494,13 @@ async def handle_outcomes(
             result.not_retried[0],
         )
     await _give_back(sink, given_back)
+    await _take_back(sink, list(taken_back.values()), at)
     await sink.dispatch(retries)
     return result
 
 
 async def _noted(
-    sink: TaskSink, task_ids: Sequence[str], among: Sequence[OutcomeStatus]
+    sink: TaskSink, task_ids: Sequence[str], among: Collection[OutcomeStatus]
 ) -> set[str]:
     """The tasks among these with an outcome of a status `among` (`ENDS_RETRIES`: not sent
     again; `REACHED`: the contact was made): one read for the batch, after its outcomes
@@ -517,6 +531,44 @@ async def _give_back(sink: TaskSink, items: Sequence[tuple[str, str]]) -> None:
             sink.metrics,
             f"giving a contact back ({what})",
         )
+
+
+async def _take_back(sink: TaskSink, tasks: Sequence[ServiceTask], now: dt.datetime) -> None:
+    """The contacts these tasks made, counted again in the books of the caps that count
+    them (the contact cap: every channel; the frequency cap: its channels), at the time
+    each was sent (`sent_at` of its ledger entry; its `deliver_after` without one): a
+    contact given back for an attempt that reached no one, then an outcome saying the
+    customer was reached. Not refused by a cap (the contact was made), and once: a
+    contact counted is not counted again."""
+    if not tasks:
+        return
+    entries = await with_retry(
+        lambda: sink.ledger.get_many([t.task_id for t in tasks]),
+        Dependency.REDIS,
+        sink.metrics,
+        "reading when tasks were sent",
+    )
+    made: list[tuple[str, str, float, Channel]] = []
+    for task, entry in zip(tasks, entries, strict=True):
+        sent_at = sent_meta_fields(entry).get("sent_at")
+        at = sent_at if isinstance(sent_at, int | float) else task.deliver_after.timestamp()
+        made.append((task.subscriber_id, task.task_id, float(at), task.channel))
+    books: list[tuple[ContactBook, dt.timedelta, frozenset[Channel] | None, str]] = []
+    if (contact := sink.policy.contact).max_contacts > 0:
+        books.append((sink.stores.contacts, contact.period, None, "contact policy"))
+    if (cap := sink.frequency_cap()) is not None:
+        books.append((sink.stores.frequency, cap.span, frozenset(cap.channels), "frequency cap"))
+    for book, period, channels, what in books:
+        items = [(s, t, at) for s, t, at, c in made if channels is None or c in channels]
+        if items:
+            await with_retry(
+                functools.partial(
+                    book.take_back_many, items, period.total_seconds(), now.timestamp()
+                ),
+                Dependency.REDIS,
+                sink.metrics,
+                f"counting a contact again ({what})",
+            )
 
 
 async def _first(sink: TaskSink, outcome: TaskOutcome, channel: str | None) -> bool:

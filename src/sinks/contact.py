@@ -46,6 +46,19 @@ redis.call('ZREM', K[1], A[1])
 return 1
 """
 
+# K: zset; A: task id, when; S: period, now. A contact made at `when` (given back, then
+# said made after all), counted again unless counted or aged out; the key's TTL runs to
+# its end at least.
+_TAKE_BACK = """
+local at, period, now = tonumber(A[2]), tonumber(S[1]), tonumber(S[2])
+if at <= now - period then return 0 end
+if redis.call('ZSCORE', K[1], A[1]) then return 0 end
+redis.call('ZADD', K[1], at, A[1])
+local left = math.ceil(at + period - now)
+if redis.call('TTL', K[1]) < left then redis.call('EXPIRE', K[1], left) end
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class Contact:
@@ -63,6 +76,7 @@ class RedisContactBook:
         self.prefix = f"{prefix}{name}:"
         self._take = BatchScript(redis, _CONTACT, keys=1, args=3)
         self._move = BatchScript(redis, _MOVE, keys=1, args=2)
+        self._take_back = BatchScript(redis, _TAKE_BACK, keys=1, args=2)
 
     def key(self, subscriber_id: str) -> str:
         return f"{self.prefix}{subscriber_id}"
@@ -104,6 +118,14 @@ class RedisContactBook:
         calls = [((self.key(sub),), (old, new)) for sub, old, new in items]
         if calls:
             await self._move.run(calls)
+
+    async def take_back_many(
+        self, items: Sequence[tuple[str, str, float]], period_s: float, now: float
+    ) -> None:
+        """See `sinks.stores.ContactBook.take_back_many`: one call."""
+        calls = [((self.key(sub),), (task_id, at)) for sub, task_id, at in items]
+        if calls:
+            await self._take_back.run(calls, shared=(period_s, now))
 
     async def forget(self, subscriber_ids: Sequence[str]) -> None:
         """Erase the subscribers' contact history."""

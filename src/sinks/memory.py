@@ -641,6 +641,13 @@ class MemoryContactBook:
             if old in book:
                 book[new] = book.pop(old)
 
+    async def take_back_many(
+        self, items: Sequence[tuple[str, str, float]], period_s: float, now: float
+    ) -> None:
+        for subscriber_id, task_id, at in items:
+            if at > now - period_s:
+                self.contacts.setdefault(subscriber_id, {}).setdefault(task_id, at)
+
     async def forget(self, subscriber_ids: Sequence[str]) -> None:
         for subscriber_id in subscriber_ids:
             self.contacts.pop(subscriber_id, None)

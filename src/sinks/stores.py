@@ -390,6 +390,15 @@ class ContactBook(Protocol):
         any, becomes the other's, at the same time; in one round trip."""
         ...
 
+    async def take_back_many(
+        self, items: Sequence[tuple[str, str, float]], period_s: float, now: float
+    ) -> None:
+        """For each (subscriber id, task id, when): the contact the task made at `when`,
+        counted again unless it is counted or older than `period_s` at `now`; the cap does
+        not refuse it (it was made: a contact given back for an attempt that reached no
+        one, then an outcome saying the customer was reached). One round trip."""
+        ...
+
     async def forget(self, subscriber_ids: Sequence[str]) -> None:
         """Erase these subscribers' contact history."""
         ...

@@ -23,6 +23,7 @@ from moments.outcomes import handle_outcomes, retry_id
 from rules.gating import FrequencyCap
 from sinks.dispatch import TaskSink
 from sinks.memory import MemoryContactBook
+from sinks.policy import DispatchPolicy
 
 from .test_unanswered import CALL, START, SUB, Scenario, outcome_record, task
 
@@ -257,3 +258,64 @@ async def test_an_unreachable_read_again_is_no_suppressed_task() -> None:
     await s.sink.release_due()
     await s.sink.flush()
     assert len(s.producer.sent) == 2  # the task, its one retry
+
+
+@pytest.mark.parametrize("attempt", [OutcomeStatus.FAILED, OutcomeStatus.UNREACHABLE])
+@pytest.mark.parametrize("later", REACHED, ids=[s.value for s in REACHED])
+async def test_a_contact_given_back_is_counted_again_when_the_customer_was_reached(
+    later: OutcomeStatus, attempt: OutcomeStatus
+) -> None:
+    """`failed` (or `unreachable`) read first gives the contact back; a later outcome
+    saying the customer was reached says the contact was made after all: counted again.
+    It was not, and the caps let one contact more through that week."""
+    assert await _contact_counted([[attempt], [later]])
+
+
+async def _books_after(
+    channel: Channel, outcomes: list[list[OutcomeStatus]]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The subscriber's contacts in (the frequency cap's, the contact cap's) books once
+    a task on `channel` was sent at START with both caps on (3 a week each, the frequency
+    cap counting calls, manager tasks and SMS) and these outcomes of it were read an hour
+    later, a batch per list."""
+    s = Scenario()
+    s.sink = TaskSink(
+        s.producer,
+        "moments.tasks",
+        s.sink.stores,
+        s.metrics,
+        DispatchPolicy.model_validate(
+            {"merge": {"hold_channels": []}, "contact": {"max_contacts": 3, "period": "7d"}}
+        ),
+        s.clock,
+        frequency_cap=lambda: FrequencyCap(max_contacts=3, period="7d"),
+    )
+    await s.sink.dispatch([task(CALL, channel, "churn_risk", 12)])
+    now = START + 60 * MINUTE
+    s.clock.advance(now.timestamp())
+    for n, batch in enumerate(outcomes):
+        records = [outcome_record(CALL, status, START + (n + 1) * MINUTE) for status in batch]
+        await handle_outcomes(records, s.sink, now=now)
+    frequency, contacts = s.sink.stores.frequency, s.sink.stores.contacts
+    assert isinstance(frequency, MemoryContactBook)
+    assert isinstance(contacts, MemoryContactBook)
+    return dict(frequency.contacts.get(SUB, {})), dict(contacts.contacts.get(SUB, {}))
+
+
+async def test_a_contact_counted_again_keeps_its_time_and_is_counted_once() -> None:
+    """Counted again as it was taken, when the task went out (not when the outcome was
+    read), in both caps' books; the outcomes read again (a restart) change nothing."""
+    done, failed = OutcomeStatus.DONE_NO_CHANGE, OutcomeStatus.FAILED
+    sent = {CALL: START.timestamp()}
+    assert await _books_after(Channel.OUTBOUND_CALL, [[failed], [done]]) == (sent, sent)
+    assert await _books_after(Channel.OUTBOUND_CALL, [[failed], [done], [failed], [done]]) == (
+        sent,
+        sent,
+    )
+
+
+async def test_a_contact_is_counted_again_only_in_the_books_that_count_its_channel() -> None:
+    """An app push is not one of the frequency cap's channels: it took no contact there,
+    and none is counted there for it; the contact cap counts every channel."""
+    outcomes = [[OutcomeStatus.FAILED], [OutcomeStatus.ACCEPTED]]
+    assert await _books_after(Channel.APP_PUSH, outcomes) == ({}, {CALL: START.timestamp()})

@@ -21,6 +21,7 @@ from moments.models import (
     TopUpEvent,
 )
 from sinks.capacity import claim_order, rank_score
+from sinks.contact import RedisContactBook
 from sinks.deferral import DeferralQueue
 from sinks.ledger import DROPPED_KEPT_S, TaskLedger, as_bytes
 from sinks.memory import MemoryDeferrals, MemoryLedger, memory_stores
@@ -418,6 +419,26 @@ class TestSlotsAndContacts:
         assert await book.take_many([("s1", "t2", now)], 100, 1, look=True) == [None]
         assert await book.take_many([("s1", "t1", now)], 100, 1) == [now + 60]  # t2's time
         assert await book.take_many([("s2", "t3", now)], 100, 1) == [None]  # none to move
+
+    async def test_a_contact_taken_back_keeps_its_time_over_the_cap_once(
+        self, stores: DispatchStores
+    ) -> None:
+        """A contact given back, then said made (an outcome): counted again at its own
+        time, though the cap is full; not a second time, nor once aged out."""
+        book = stores.contacts
+        now = float(int(time.time()))
+        assert await book.take_many([("s1", "t1", now - 40)], 100, 1) == [None]
+        await book.give_back_many([("s1", "t1")])
+        assert await book.take_many([("s1", "t2", now)], 100, 1) == [None]
+        for _ in range(2):
+            await book.take_back_many([("s1", "t1", now - 40), ("s2", "t3", now - 100)], 100, now)
+        await book.take_back_many([], 100, now)
+        assert await book.take_many([("s1", "t4", now)], 100, 2) == [now + 60]  # t1's time
+        assert await book.take_many([("s2", "t5", now)], 100, 1) == [None]  # aged out
+        await book.take_back_many([("s3", "t6", now - 40)], 100, now)  # a key gone meanwhile
+        assert await book.take_many([("s3", "t7", now)], 100, 1) == [now + 60]
+        if isinstance(book, RedisContactBook):  # it goes when its contact ages out
+            assert 0 < await book.redis.ttl(book.key("s3")) <= 60
 
 
 class TestReleaseByRank:

@@ -587,6 +587,25 @@ class TestAnAttemptThatReachedNoOneGivesItsContactBack:
         assert await w.ledger.state(tid("k3")) == "dropped"
         assert w.sample("moments_tasks_suppressed_total", moment_type="k3", reason=cap) == 1
 
+    async def test_a_contact_given_back_is_counted_again_when_the_customer_was_reached(
+        self, make_worker: Callable[..., Worker], cap: str
+    ) -> None:
+        """`failed` read first gave the contact back; `done_no_change` after it says it was
+        made: counted again (once, read again after a restart), and the cap is full."""
+        policy, frequency = capped(cap)
+        w = make_worker(policy, frequency_cap=frequency)
+        sub = "13200000024"
+        first = [tid(f"r{i}") for i in range(3)]
+        await w.send(*(task(i, sub=sub, moment_type=i) for i in first))
+        failed = record_of(first[0], sub, OutcomeStatus.FAILED)
+        done = record_of(first[0], sub, OutcomeStatus.DONE_NO_CHANGE)
+        for _ in range(2):
+            await handle_outcomes([failed], w.sink, now=NOW)
+            await handle_outcomes([done], w.sink, now=NOW)
+        await w.send(task(tid("r3"), sub=sub, moment_type="r3"))
+        assert await w.ledger.state(tid("r3")) == "dropped"
+        assert w.sample("moments_tasks_suppressed_total", moment_type="r3", reason=cap) == 1
+
 
 @pytest.mark.redis_only
 class TestAckCommand:
