@@ -298,21 +298,11 @@ def register_agents(
     # Outcomes are few: Faust's own batching is enough, and its ack follows the handling.
     @app.agent(outcomes_topic, name=f"{settings.app_id}.outcomes")
     async def outcomes(stream: Any) -> None:
-        async for batch in stream.take_events(OUTCOME_BATCH, within=1.0):
-            records = [
-                RawRecord(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.key,
-                    e.value,
-                    _timestamp_ms(e.message.timestamp),
-                    _headers(e.message.headers),
-                )
-                for e in batch
-            ]
-            if not await outcome_batches(records):
-                return  # the worker is stopping: its next start reads the batch again
+        # Returns when a batch failed (the worker is stopping: its next start reads the
+        # batch again); every error, in the batch or in taking it, went the same way.
+        await outcome_batches.consume(
+            stream.take_events(OUTCOME_BATCH, within=1.0), outcome_record, outcome_position
+        )
 
     @app.task  # type: ignore[untyped-decorator]
     async def process_batches() -> None:
@@ -490,6 +480,26 @@ def register_agents(
 
     app.on_before_shutdown.connect(stop_runtime)
     return detect
+
+
+def outcome_record(event: Any) -> RawRecord:
+    """A Faust event of the outcomes topic as the record `handle_outcomes` reads."""
+    message = event.message
+    return RawRecord(
+        message.topic,
+        message.partition,
+        message.offset,
+        event.key,
+        event.value,
+        _timestamp_ms(message.timestamp),
+        _headers(message.headers),
+    )
+
+
+def outcome_position(event: Any) -> tuple[str, int, int]:
+    """Where a Faust event of the outcomes topic was read: topic, partition, offset."""
+    message = event.message
+    return (message.topic, message.partition, message.offset)
 
 
 def _timestamp_ms(seconds: float | None) -> int | None:

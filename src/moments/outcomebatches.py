@@ -17,15 +17,18 @@ A hold is never lifted: it is set only on the way to a stop. An error stops the 
 here; a cancellation comes only from Faust stopping the agents (the app stopping): in
 faust-streaming 0.15 an agent on shared partitions is not restarted on a rebalance, and
 its supervisor restarts its one actor only after that actor crashed, which no error of
-`handle` does (caught here). Lifting it in a worker that ran on would need the batch read
-again first (a seek back, which Faust's acknowledgements past it would overtake).
+the agent's loop does (`consume` catches them all: in `handle`, in making a batch's
+records, in taking events from the stream). Lifting it in a worker that ran on would
+need the batch read again first (a seek back, which Faust's acknowledgements past it
+would overtake).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from faust.types import TP
 
@@ -41,13 +44,24 @@ Stop = Callable[[BaseException], Awaitable[None]]
 """Stops the worker, exit code 1 (Faust's `App.crash`, as for a crash of the batch loop)."""
 
 
+E = TypeVar("E")
+
+Position = tuple[str, int, int]
+"""Where an event was read: topic, partition, offset."""
+
+
 def first_offsets(records: Sequence[RawRecord]) -> dict[TP, int]:
     """Each partition's first offset among `records`: where its reading must start again."""
+    return first_of((r.topic, r.partition, r.offset) for r in records)
+
+
+def first_of(positions: Iterable[Position]) -> dict[TP, int]:
+    """Each partition's first offset among these positions."""
     first: dict[TP, int] = {}
-    for record in records:
-        tp = TP(record.topic, record.partition)
-        if tp not in first or record.offset < first[tp]:
-            first[tp] = record.offset
+    for topic, partition, offset in positions:
+        tp = TP(topic, partition)
+        if tp not in first or offset < first[tp]:
+            first[tp] = offset
     return first
 
 
@@ -108,16 +122,50 @@ class OutcomeBatches:
             )
             raise
         except Exception as exc:
-            self.hold(first_offsets(records))
-            self.failed = True
-            log.error(
-                "the outcomes agent stopped the worker: %s: %s; the batch's %d outcome(s) "
-                "are not committed, the next start reads them again (%s)",
-                type(exc).__name__,
-                exc,
-                len(records),
-                fix_of(exc),
-            )
-            await self.stop(exc)
+            await self._fail(exc, first_offsets(records), f"the batch's {len(records)} outcome(s)")
             return False
         return True
+
+    async def consume(
+        self,
+        batches: AsyncIterator[Sequence[E]],
+        record_of: Callable[[E], RawRecord],
+        position_of: Callable[[E], Position],
+    ) -> None:
+        """The agent's loop: each batch taken from `batches` (Faust's `take_events`) made
+        records (`record_of`) and handled, until one fails or `batches` ends. A failure
+        outside `handle` goes the same way as one in it (held, the worker stopped): one
+        making a batch's records holds the batch at its events' first offsets
+        (`position_of`); one taking events from the stream holds nothing, as none of the
+        events it had buffered was yielded, and `take_events` acknowledges only a batch it
+        yielded (as the batch leaves it). Raised in the agent, either crashed its actor
+        alone: Faust's supervisor restarted it with the batch acknowledged and nothing held,
+        the worker ran on, and the batch was committed unhandled."""
+        try:
+            async for events in batches:
+                try:
+                    records = [record_of(e) for e in events]
+                except Exception as exc:
+                    held = first_of(position_of(e) for e in events)
+                    await self._fail(exc, held, f"the batch's {len(events)} outcome(s)")
+                    return
+                if not await self(records):
+                    return
+        except Exception as exc:
+            if self.failed:  # the stop itself failed: the batch is held already
+                raise
+            await self._fail(exc, {}, "the outcomes read and not handled")
+
+    async def _fail(self, exc: Exception, held: Mapping[TP, int], what: str) -> None:
+        """Hold `held`, say so naming the fix, and stop the worker with `exc`."""
+        self.hold(held)
+        self.failed = True
+        log.error(
+            "the outcomes agent stopped the worker: %s: %s; %s are not committed, the next "
+            "start reads them again (%s)",
+            type(exc).__name__,
+            exc,
+            what,
+            fix_of(exc),
+        )
+        await self.stop(exc)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import pytest
 from faust.types import TP
 
+from moments.app import outcome_position, outcome_record
 from moments.outcomebatches import OutcomeBatches, first_offsets, fix_of
 from moments.records import RawRecord
 from sinks.metrics import Dependency, Metrics
@@ -108,6 +110,98 @@ class TestOutcomeBatches:
             await task
         assert noted.held == [{TP(TOPIC, 0): 3}]
         assert noted.stopped == []
+
+
+class Message:
+    """What the agent reads of a Faust message."""
+
+    def __init__(self, partition: int, offset: int, timestamp: float) -> None:
+        self.topic, self.partition, self.offset = TOPIC, partition, offset
+        self.timestamp = timestamp
+        self.headers: list[tuple[str, bytes]] = []
+
+
+class Event:
+    def __init__(self, partition: int, offset: int, timestamp: float = 1.8e9) -> None:
+        self.message = Message(partition, offset, timestamp)
+        self.key: bytes | None = b"8613800000001"
+        self.value: bytes | None = b"{}"
+
+
+class TakenEvents:
+    """Faust's `take_events` as the agent sees it: batches, each acknowledged as it leaves
+    the generator, handled or not; `broken`: raised taking the events after the batches."""
+
+    def __init__(self, *batches: list[Event], broken: Exception | None = None) -> None:
+        self.batches = batches
+        self.broken = broken
+        self.acked: list[tuple[int, int]] = []
+
+    async def __call__(self) -> AsyncIterator[list[Event]]:
+        for events in self.batches:
+            try:
+                yield events
+            finally:
+                self.acked += [(e.message.partition, e.message.offset) for e in events]
+        if self.broken is not None:
+            raise self.broken
+
+
+class TestConsume:
+    """The agent's loop (`OutcomeBatches.consume`, wired by `moments.app`): an error outside
+    `handle` goes its way too. Raised in the agent, making a batch's records (a message
+    timestamp `round` refuses) or taking events from the stream, it crashed the agent's
+    actor alone: Faust's supervisor restarted it, the worker ran on, and the batch,
+    acknowledged as it left `take_events`, was committed unhandled."""
+
+    async def test_batches_are_handled_until_the_stream_ends(self) -> None:
+        seen: list[list[tuple[int, int, int | None]]] = []
+
+        async def handle(records: Sequence[RawRecord]) -> None:
+            seen.append([(r.partition, r.offset, r.timestamp_ms) for r in records])
+
+        noted = Recorder()
+        taken = TakenEvents([Event(0, 1), Event(1, 4)], [Event(0, 2)])
+        batches = OutcomeBatches(handle, noted.hold, noted.stop)
+        await batches.consume(taken(), outcome_record, outcome_position)
+        ms = 1_800_000_000_000
+        assert seen == [[(0, 1, ms), (1, 4, ms)], [(0, 2, ms)]]
+        assert (noted.held, noted.stopped) == ([], [])
+
+    async def test_an_error_making_a_batchs_records_holds_it_and_stops_the_worker(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def handle(records: Sequence[RawRecord]) -> None:
+            raise AssertionError("a batch whose records could not be made was handled")
+
+        noted = Recorder()
+        taken = TakenEvents([Event(0, 7), Event(1, 3), Event(0, 8, timestamp=math.nan)])
+        batches = OutcomeBatches(handle, noted.hold, noted.stop)
+        with caplog.at_level(logging.ERROR, "moments.outcomebatches"):
+            await batches.consume(taken(), outcome_record, outcome_position)
+        assert noted.held == [{TP(TOPIC, 0): 7, TP(TOPIC, 1): 3}]
+        assert [type(e) for e in noted.stopped] == [ValueError]
+        said = caplog.records[-1].getMessage()
+        assert "the batch's 3 outcome(s) are not committed" in said
+        assert "a bug in moments" in said
+
+    async def test_an_error_taking_events_stops_the_worker(self) -> None:
+        """After a batch handled: that one goes on (acknowledged and committed), and the
+        worker stops; the events the stream had buffered were never acknowledged."""
+        handled: list[int] = []
+
+        async def handle(records: Sequence[RawRecord]) -> None:
+            handled.append(len(records))
+
+        noted = Recorder()
+        taken = TakenEvents([Event(0, 1)], broken=RuntimeError("Take buffer found no event"))
+        batches = OutcomeBatches(handle, noted.hold, noted.stop)
+        await batches.consume(taken(), outcome_record, outcome_position)
+        assert handled == [1]
+        assert taken.acked == [(0, 1)]
+        assert [type(e) for e in noted.stopped] == [RuntimeError]
+        assert noted.held == [{}]
+        assert batches.failed
 
 
 class TestFixOf:
