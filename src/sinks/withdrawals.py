@@ -90,14 +90,17 @@ def changes_by_fact(facts: Sequence[InputEvent]) -> dict[int, list[ProfileChange
     ends the batch opted in and the tasks published before stand. The stream records a
     batch's facts together, and the facts hash says the same (the latest update carrying
     `opt_out` decides: `sinks.relevance`); the backtest, recording them one at a time,
-    withdraws by the same changes."""
+    withdraws by the same changes. So does a closing: a later update of the batch whose
+    `status` is `active` or `suspended` reopens the line, which ends the batch not closed
+    (`SubscriberFacts.line_closed`), and the tasks published before stand."""
     kept = _still_opted_out(facts)
+    reopened = _reopened(facts)
     out: dict[int, list[ProfileChange]] = {}
     for i, event in enumerate(facts):
         if not isinstance(event, ProfileEvent):
             continue
         made: list[ProfileChange] = []
-        if event.status == "closed":
+        if event.status == "closed" and i not in reopened:
             made.append(
                 ProfileChange(event.subscriber_id, WithdrawReason.CLOSED, event.occurred_at)
             )
@@ -119,6 +122,23 @@ def changes_by_fact(facts: Sequence[InputEvent]) -> dict[int, list[ProfileChange
 def _channels(opt_out: Iterable[object]) -> frozenset[str]:
     """The channels moments sends on among an `opt_out` list's entries."""
     return frozenset(c.value for c in opt_out if isinstance(c, Channel))
+
+
+def _reopened(facts: Sequence[InputEvent]) -> set[int]:
+    """The indexes of the profile updates closing a line that a later update of its
+    subscriber saying `active` or `suspended` follows in the batch."""
+    out: set[int] = set()
+    reopening: set[str] = set()  # subscribers a later update reopens
+    for i in range(len(facts) - 1, -1, -1):
+        event = facts[i]
+        if not isinstance(event, ProfileEvent) or event.status is None:
+            continue
+        if event.status == "closed":
+            if event.subscriber_id in reopening:
+                out.add(i)
+        else:
+            reopening.add(event.subscriber_id)
+    return out
 
 
 def _still_opted_out(facts: Sequence[InputEvent]) -> dict[int, frozenset[str]]:

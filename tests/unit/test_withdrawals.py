@@ -159,9 +159,9 @@ class TestProfileChanges:
     def test_the_changes_a_batch_holds(self) -> None:
         events = [
             self.profile(opt_out=["sms", "email"]),
+            self.profile(status="suspended"),  # a suspension withdraws nothing
             self.profile(status="closed"),
             self.profile(tier="gold"),
-            self.profile(status="suspended"),
         ]
         got = profile_changes(events, ["13900139000"], {"13900139000": NOW}, NOW + 5)
         assert [(c.subscriber_id, c.reason, c.channels) for c in got] == [
@@ -201,6 +201,29 @@ class TestProfileChanges:
             frozenset({"outbound_call", "sms"}),
         ]
         assert [i for i, _ in changes_by_fact(events).items()] == [0, 1, 3]
+
+    def test_a_line_the_batch_reopens_after_closing_it_is_no_change(self) -> None:
+        """Closed, then active (or suspended) again in the batch: the line ends it not
+        closed (`SubscriberFacts.line_closed`: the latest status decides), and the tasks
+        published before stand; another subscriber's closing in between still counts, as
+        does a closing after the reopening, and one an update carrying no status follows."""
+        other = "13900139000"
+        for again in ("active", "suspended"):
+            events = [
+                self.profile(status="closed"),
+                self.profile(status="closed", subscriber_id=other),
+                self.profile(status=again),
+            ]
+            assert [c.subscriber_id for c in profile_changes(events)] == [other]
+        events = [
+            self.profile(status="closed"),
+            self.profile(status="active"),
+            self.profile(status="closed", tier="gold"),
+            self.profile(tier="silver"),
+        ]
+        assert [(i, [c.reason for c in made]) for i, made in changes_by_fact(events).items()] == [
+            (2, [WithdrawReason.CLOSED])
+        ]
 
     def test_an_update_naming_no_channel_of_ours_makes_no_change(self) -> None:
         assert profile_changes([self.profile(opt_out=["email"])]) == []
@@ -344,6 +367,20 @@ class TestBacktest:
             ]
         )
         assert len(out.published) == 1
+
+    def test_a_line_closed_and_active_again_in_the_same_batch_withdraws_nothing(self) -> None:
+        """The SMS went out on 11-09; on 11-10 the line is closed and, 30 seconds later,
+        active again (a CRM correcting itself), read in one batch: the line ends it
+        active, so the task stands (as in the stream)."""
+        out = backtest(
+            [
+                use(),
+                profile("2026-11-10", "09:00", status="closed"),
+                ev(EventType.PROFILE, "2026-11-10T09:00:30+08:00", status="active"),
+            ]
+        )
+        assert len(out.published) == 1
+        assert out.withdrawn == []
 
     def test_a_line_suspended_before_it_went_out_holds_it_until_reactivated(self) -> None:
         """Held by quiet hours, the line suspended at 07:00: at its 08:00 release it waits
@@ -507,9 +544,17 @@ class TestRuntimeBatch:
         assert await runtime._publish(result, DictStateStore())
         assert [topic for topic, _ in producer.sent] == ["moments.tasks"]
 
-    async def test_an_opt_out_opted_in_again_in_one_batch_leaves_earlier_tasks(self) -> None:
+    @pytest.mark.parametrize(
+        "then_again",
+        [({"opt_out": ["sms"]}, {"opt_out": []}), ({"status": "closed"}, {"status": "active"})],
+        ids=["opt_out-then-opt_in", "closed-then-active"],
+    )
+    async def test_a_change_undone_in_one_batch_leaves_earlier_tasks(
+        self, then_again: tuple[dict[str, Any], dict[str, Any]]
+    ) -> None:
         """A task published by an earlier batch; then a batch holding the SMS opt-out and
-        the opt-in again: the customer ends the batch opted in, and the task stands."""
+        the opt-in again (the line closed and active again): the customer ends the batch
+        opted in (the line active), and the task stands."""
         runtime, producer = self._runtime()
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         earlier = BatchResult()
@@ -520,14 +565,14 @@ class TestRuntimeBatch:
         )
         assert await runtime._publish(earlier, DictStateStore())
         result = BatchResult()
-        for n, opted in enumerate((["sms"], [])):
+        for n, fields in enumerate(then_again):
             result.facts.append(
                 ProfileEvent.model_validate(
                     {
                         "event_id": f"p{n}",
                         "subscriber_id": SUB,
                         "occurred_at": now + dt.timedelta(seconds=n + 1),
-                        "opt_out": opted,
+                        **fields,
                     }
                 )
             )
