@@ -110,7 +110,7 @@ class OutcomeResult:
     handled: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     retries: list[str] = field(default_factory=list)
-    """Ids of the retry tasks queued for `unreachable` outcomes."""
+    """Ids of the retry tasks queued for `unreachable` outcomes, each once."""
     declined: int = 0
     forgotten: int = 0
     """Outcomes of tasks made before a tombstone erased their subscriber: counted, and
@@ -478,7 +478,8 @@ async def handle_outcomes(
             retry = retry_task(
                 task, at, policy.unreachable_retry_after, policy.max_retries, outcome.occurred_at
             )
-            if retry is not None:
+            # Once, though the batch holds the outcome twice (a producer's retry of its send).
+            if retry is not None and retry.task_id not in result.retries:
                 retries.append(retry)
                 result.retries.append(retry.task_id)
     if result.forgotten:

@@ -319,3 +319,21 @@ async def test_a_contact_is_counted_again_only_in_the_books_that_count_its_chann
     and none is counted there for it; the contact cap counts every channel."""
     outcomes = [[OutcomeStatus.FAILED], [OutcomeStatus.ACCEPTED]]
     assert await _books_after(Channel.APP_PUSH, outcomes) == ({}, {CALL: START.timestamp()})
+
+
+async def test_an_unreachable_twice_in_one_batch_lists_its_retry_once() -> None:
+    """The same `unreachable` twice in one batch (a producer's retry of the send): one
+    retry, listed once in the result (it was listed twice, and dispatched twice)."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    record = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)
+    result = await handle_outcomes([record, record], s.sink, now=now)
+    assert result.retries == [retry_id(CALL, 1)]
+    dedup = {"moment_type": "churn_risk", "reason": "dedup"}
+    assert not s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", dedup)
+    s.clock.advance((START + 180 * MINUTE).timestamp())
+    await s.sink.release_due()
+    await s.sink.flush()
+    assert len(s.producer.sent) == 2  # the task, its one retry
