@@ -16,6 +16,7 @@ from pydantic_core import ErrorDetails, from_json
 from moments.errortext import error_text
 from moments.models import (
     EVENT_MODELS,
+    ID_PATTERN,
     INVISIBLE,
     MONEY_DIGITS,
     MONEY_MAX,
@@ -323,6 +324,10 @@ def problem(error: ErrorDetails) -> str:
         return time_fix(value) if isinstance(value, str) else error["msg"]
     if error["type"] == "string_pattern_mismatch" and pattern == TEXT_PATTERN:
         return _text_fix(value) if isinstance(value, str) else error["msg"]
+    if error["type"] == "string_pattern_mismatch" and pattern == ID_PATTERN:
+        if not isinstance(value, str):
+            return error["msg"]
+        return _text_fix(value) if _INVISIBLE.search(value) else _BLANK_ID
     field = str(error["loc"][0]) if error["loc"] else ""
     if error["type"] == "string_pattern_mismatch" and field == "country":
         return country_fix(value)
@@ -373,6 +378,10 @@ def problem(error: ErrorDetails) -> str:
 
 
 _INVISIBLE = re.compile(f"[{INVISIBLE}]")
+_BLANK_ID = (
+    "spaces only, no id: write the record's own id (an id of spaces is one id for every "
+    "record: each after the first would be skipped as sent again)"
+)
 
 
 def _text_fix(text: str) -> str:

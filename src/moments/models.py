@@ -62,7 +62,6 @@ def text(max_length: int, min_length: int = 0) -> StringConstraints:
     return StringConstraints(min_length=min_length, max_length=max_length, pattern=_TEXT)
 
 
-EventId = Annotated[str, text(128, min_length=1)]
 Region = Annotated[str, text(32, min_length=1), AfterValidator(str.strip)]
 """A city code, taken without the spaces around it (a padded CHAR column's `"SH  "` is SH,
 which the rules' region overrides name); spaces only are none: "" (an event's is
@@ -77,12 +76,27 @@ _MM_DD = (
 )
 _LEAP_YEAR = r"[0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00"
 _DATE = rf"([0-9]{{4}}-({_MM_DD})|({_LEAP_YEAR})-02-29)"
-BLANK_SPACE = r"[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_BLANK_CHARS = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+BLANK_SPACE = rf"[{_BLANK_CHARS}]"
 """What a blank is made of, spelled out: Unicode's White_Space, which pydantic's `\\s`
 means. `\\s` itself differs by regex engine: Python's (the `jsonschema` package's) also
 takes the separators U+001C-U+001F, so a "blank" day of them passed the schema and was a
 dead letter."""
 _BLANK_TEXT = re.compile(rf"{BLANK_SPACE}*")
+ID_PATTERN = rf"^[^{INVISIBLE}]*[^{INVISIBLE}{_BLANK_CHARS}][^{INVISIBLE}]*$"
+"""What an id of an event must match (`identifier`): text (`TEXT_PATTERN`) that is not
+blank. The detector skips an event whose `event_id` it saw among the subscriber's last
+few as sent again, and keys complaints by `complaint_id`: ids of spaces only (a padded
+`CHAR` column, an SQL export's empty string padded) were all one id, and every event
+after the first was skipped without a dead letter."""
+
+
+def identifier(max_length: int) -> StringConstraints:
+    """An id of an event: bounded text, not blank (`ID_PATTERN`)."""
+    return StringConstraints(min_length=1, max_length=max_length, pattern=ID_PATTERN)
+
+
+EventId = Annotated[str, identifier(128)]
 
 
 def blank_is_none(value: str | None) -> str | None:
@@ -417,7 +431,7 @@ class RoamingEvent(_Event):
 class ComplaintEvent(_Event):
     """A complaint ticket change (customer service)."""
 
-    complaint_id: Annotated[str, text(64, min_length=1)]
+    complaint_id: Annotated[str, identifier(64)]
     category: Literal["network", "billing", "service", "product", "other"]
     severity: Annotated[int, *_integer(1, 3)] = Field(description="1 highest to 3")
     status: Literal["opened", "updated", "resolved"]

@@ -113,3 +113,65 @@ def test_a_number_as_text_or_text_as_a_number_says_which_to_write(
     """ "1000" was told "Input should be a valid number", which it seems to be, as a
     severity of "1" was told it should be an integer."""
     assert refused(event_type, **change) == said
+
+
+BLANK_ID = (
+    "spaces only, no id: write the record's own id (an id of spaces is one id for every "
+    "record: each after the first would be skipped as sent again)"
+)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field", "blank"),
+    [
+        (EventType.USAGE, "event_id", " "),
+        (EventType.TOPUP, "event_id", "\u3000\u3000"),
+        (EventType.PROFILE, "event_id", "\xa0"),
+        (EventType.COMPLAINT, "complaint_id", "    "),
+    ],
+)
+def test_an_id_of_spaces_only_is_refused(event_type: EventType, field: str, blank: str) -> None:
+    """An `event_id` of spaces (a padded CHAR column) was taken, and all such ids were one:
+    a subscriber's events after the first were skipped as sent again, with no dead letter
+    (and blank complaint ids made one complaint of every ticket)."""
+    assert refused(event_type, **{field: blank}) == f"{field}: {BLANK_ID}"
+
+
+def test_an_id_with_spaces_in_it_is_an_id() -> None:
+    """Only an id of nothing but spaces is refused; one holding a control character is
+    told which, as any text."""
+    value = {**example("UsageEvent"), "event_id": " cdr 1 "}
+    record = RawRecord("t", 0, 0, value["subscriber_id"].encode(), json.dumps(value).encode())
+    assert not isinstance(decode(record, EventType.USAGE), DeadLetter)
+    said = refused(EventType.USAGE, event_id=" \t ")
+    assert said == f"event_id: U+0009 (a control character) at character 2: {REMOVE}"
+
+
+def test_events_of_blank_ids_are_not_skipped_as_sent_again() -> None:
+    """Three calls to a competitor's hotline, each with the id " ": the first was applied
+    and the two others skipped as replays of it, silently."""
+    from moments.pipeline import run_pipeline
+    from rules.catalog import load_rules
+
+    records = [
+        RawRecord(
+            "usage",
+            0,
+            minute,
+            b"13800138000",
+            json.dumps(
+                {
+                    "event_id": " ",
+                    "subscriber_id": "13800138000",
+                    "occurred_at": f"2026-11-22T10:0{minute}:00+08:00",
+                    "kind": "voice",
+                    "quantity": 60,
+                    "counterparty": "10010",
+                    "direction": "out",
+                }
+            ).encode(),
+        )
+        for minute in range(3)
+    ]
+    result = run_pipeline(records, load_rules())
+    assert [d.reason for d in result.dead_letters] == [RejectReason.INVALID_EVENT] * 3
