@@ -147,13 +147,16 @@ class Group:
     first: dt.datetime | None = None
     last: dt.datetime | None = None
     example: str = ""
-    """The error message of the first one: what is wrong, in the validator's words."""
+    """The error message of the first one (the earliest rejected, shown beside `first`;
+    of those with no time, the first read): what is wrong, in the validator's words. The
+    topic is read partition by partition, so the first read was any partition's first:
+    the table said "first 09:02" beside the error of one rejected at 11:40."""
 
     def add(self, entry: DeadLetterEntry) -> None:
-        if not self.count:
+        when = entry.rejected_at
+        if not self.count or (when is not None and (self.first is None or when < self.first)):
             self.example = entry.message
         self.count += 1
-        when = entry.rejected_at
         if when is not None:
             self.first = when if self.first is None else min(self.first, when)
             self.last = when if self.last is None else max(self.last, when)
