@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails, from_json
 from moments.errortext import error_text
 from moments.models import (
     EVENT_MODELS,
-    ID_PATTERN,
+    FILLED_PATTERN,
     INVISIBLE,
     MONEY_DIGITS,
     MONEY_MAX,
@@ -324,10 +324,12 @@ def problem(error: ErrorDetails) -> str:
         return time_fix(value) if isinstance(value, str) else error["msg"]
     if error["type"] == "string_pattern_mismatch" and pattern == TEXT_PATTERN:
         return _text_fix(value) if isinstance(value, str) else error["msg"]
-    if error["type"] == "string_pattern_mismatch" and pattern == ID_PATTERN:
+    if error["type"] == "string_pattern_mismatch" and pattern == FILLED_PATTERN:
         if not isinstance(value, str):
             return error["msg"]
-        return _text_fix(value) if _INVISIBLE.search(value) else _BLANK_ID
+        if _INVISIBLE.search(value):
+            return _text_fix(value)
+        return _BLANK_ID if str(error["loc"][-1]).endswith("_id") else _BLANK_TEXT
     field = str(error["loc"][0]) if error["loc"] else ""
     if error["type"] == "string_pattern_mismatch" and field == "country":
         return country_fix(value)
@@ -382,6 +384,7 @@ _BLANK_ID = (
     "spaces only, no id: write the record's own id (an id of spaces is one id for every "
     "record: each after the first would be skipped as sent again)"
 )
+_BLANK_TEXT = "spaces only: write its value (it is required; a blank one is none)"
 
 
 def _text_fix(text: str) -> str:

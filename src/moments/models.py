@@ -83,20 +83,20 @@ means. `\\s` itself differs by regex engine: Python's (the `jsonschema` package'
 takes the separators U+001C-U+001F, so a "blank" day of them passed the schema and was a
 dead letter."""
 _BLANK_TEXT = re.compile(rf"{BLANK_SPACE}*")
-ID_PATTERN = rf"^[^{INVISIBLE}]*[^{INVISIBLE}{_BLANK_CHARS}][^{INVISIBLE}]*$"
-"""What an id of an event must match (`identifier`): text (`TEXT_PATTERN`) that is not
-blank. The detector skips an event whose `event_id` it saw among the subscriber's last
+FILLED_PATTERN = rf"^[^{INVISIBLE}]*[^{INVISIBLE}{_BLANK_CHARS}][^{INVISIBLE}]*$"
+"""What a required text of an event must match (`filled`): text (`TEXT_PATTERN`) that is
+not blank. The detector skips an event whose `event_id` it saw among the subscriber's last
 few as sent again, and keys complaints by `complaint_id`: ids of spaces only (a padded
-`CHAR` column, an SQL export's empty string padded) were all one id, and every event
-after the first was skipped without a dead letter."""
+`CHAR` column) were all one id, and every event after the first was skipped without a
+dead letter; a top-up's blank `channel` reached a customer's SMS ("First top-up by   :")."""
 
 
-def identifier(max_length: int) -> StringConstraints:
-    """An id of an event: bounded text, not blank (`ID_PATTERN`)."""
-    return StringConstraints(min_length=1, max_length=max_length, pattern=ID_PATTERN)
+def filled(max_length: int) -> StringConstraints:
+    """A required text of an event: bounded, not blank (`FILLED_PATTERN`)."""
+    return StringConstraints(min_length=1, max_length=max_length, pattern=FILLED_PATTERN)
 
 
-EventId = Annotated[str, identifier(128)]
+EventId = Annotated[str, filled(128)]
 
 
 def blank_is_none(value: str | None) -> str | None:
@@ -402,9 +402,7 @@ class TopUpEvent(_Event):
 
     amount: PositiveMoney
     balance_after: Money | None = None
-    channel: Annotated[str, text(32, min_length=1)] = Field(
-        description="app, bank, card, store, auto, ..."
-    )
+    channel: Annotated[str, filled(32)] = Field(description="app, bank, card, store, auto, ...")
 
 
 class RoamingEvent(_Event):
@@ -431,7 +429,7 @@ class RoamingEvent(_Event):
 class ComplaintEvent(_Event):
     """A complaint ticket change (customer service)."""
 
-    complaint_id: Annotated[str, identifier(64)]
+    complaint_id: Annotated[str, filled(64)]
     category: Literal["network", "billing", "service", "product", "other"]
     severity: Annotated[int, *_integer(1, 3)] = Field(description="1 highest to 3")
     status: Literal["opened", "updated", "resolved"]

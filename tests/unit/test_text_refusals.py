@@ -175,3 +175,10 @@ def test_events_of_blank_ids_are_not_skipped_as_sent_again() -> None:
     ]
     result = run_pipeline(records, load_rules())
     assert [d.reason for d in result.dead_letters] == [RejectReason.INVALID_EVENT] * 3
+
+
+def test_a_top_up_channel_of_spaces_only_is_refused() -> None:
+    """A top-up's `channel` is required: one of spaces (a padded CHAR column) was taken as a
+    channel, and reached the customer's SMS as "First top-up by    : thanks, ..."."""
+    said = refused(EventType.TOPUP, channel="   ")
+    assert said == "channel: spaces only: write its value (it is required; a blank one is none)"
