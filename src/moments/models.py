@@ -365,8 +365,29 @@ Day = Annotated[
         {"type": "string", "format": "date", "pattern": f"^{_DATE}$"},
     ),
 ]
+SAME_START_AND_END = (
+    "start and end are the same, so the window is empty or the whole day: write two times "
+    "(e.g. 22:00-08:00), or opt the customer out of the channel to never contact them"
+)
+"""A quiet-hours window from a time to itself: the rules files refuse one (what it means is
+unknown); a profile's was taken and dropped unsaid, so `00:00-00:00` meant to keep a
+customer from every contact kept them from none."""
+
+
+def _two_times(window: str) -> str:
+    start, _, end = window.partition("-")
+    if start == end:
+        raise ValueError(SAME_START_AND_END)
+    return window
+
+
 QuietWindow = Annotated[
-    str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
+    str,
+    StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"),
+    AfterValidator(_two_times),
+    # A back-reference (ECMA-262 and Python's `re` have them; pydantic-core's Rust regex
+    # does not, hence the validator above): the schema refuses what the worker does.
+    Field(json_schema_extra={"allOf": [{"not": {"pattern": r"^([0-9:]{5})-\1$"}}]}),
 ]
 
 

@@ -382,3 +382,48 @@ class TestRememberedSpans:
         monkeypatch.setattr(quiet_hours, "_walk", None)  # a walk would now fail
         later = dt.datetime(2026, 11, 24, 7, 59, 59, tzinfo=BERLIN)
         assert next_open_instant(later, windows, BERLIN) == first
+
+
+class TestProfileWindows:
+    """A profile's window from a time to itself (`00:00-00:00`, a CRM's "all day") is
+    refused, as the rules files refuse one: it was taken, then dropped unsaid when the
+    gates read it (`lenient_window`), and the customer it was meant to keep from every
+    contact was contacted at 13:00."""
+
+    @staticmethod
+    def _profile(windows: list[str]) -> bytes:
+        return (
+            '{"event_id": "p1", "subscriber_id": "13800138000", '
+            '"occurred_at": "2026-11-22T09:00:00+08:00", "quiet_hours": ['
+            + ", ".join(f'"{w}"' for w in windows)
+            + "]}"
+        ).encode()
+
+    @pytest.mark.parametrize("windows", [["00:00-00:00"], ["22:00-08:00", "13:30-13:30"]])
+    def test_a_window_from_a_time_to_itself_is_a_dead_letter(self, windows: list[str]) -> None:
+        from moments.decoding import decode
+        from moments.models import EventType
+        from moments.records import DeadLetter, RawRecord, RejectReason
+
+        value = self._profile(windows)
+        dead = decode(RawRecord("p", 0, 0, b"13800138000", value), EventType.PROFILE)
+        assert isinstance(dead, DeadLetter)
+        assert dead.reason is RejectReason.INVALID_EVENT
+        assert dead.message.startswith(
+            f"quiet_hours.{len(windows) - 1}: start and end are the same, so the window is "
+            "empty or the whole day"
+        )
+
+    @pytest.mark.parametrize(
+        ("windows", "valid"),
+        [(["00:00-00:00"], False), (["07:30-07:30"], False), (["00:00-00:01"], True)],
+    )
+    def test_the_schema_says_the_same(self, windows: list[str], valid: bool) -> None:
+        import json
+        from pathlib import Path
+
+        from jsonschema import Draft202012Validator
+
+        path = Path(__file__).resolve().parents[2] / "schemas" / "profile-event.schema.json"
+        schema = json.loads(path.read_text())
+        assert Draft202012Validator(schema).is_valid(json.loads(self._profile(windows))) is valid
