@@ -48,6 +48,7 @@ from sinks.dispatch import TaskSink
 from sinks.memory import MemoryDeferrals, MemoryLedger, MemorySlots, memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
+from sinks.stores import SlotKey
 from sinks.withdrawals import (
     WITHDRAWALS_TOPIC,
     ProfileChange,
@@ -279,6 +280,13 @@ class BacktestResult:
         default_factory=dict
     )
     """The metrics' counters when the report period began, to subtract."""
+    slots_at_start: dict[SlotKey, tuple[frozenset[str], frozenset[str]]] = field(
+        default_factory=dict
+    )
+    """The capacity slots taken and refused (task ids per key) when the report period
+    began, to leave out of its first day: a `--from` within a day (an RFC 3339 instant)
+    counted the warm-up hours' slots in that day's capacity rows, beside tasks that count
+    only the report's hours."""
 
     withdrawn: list[Published] = field(default_factory=list)
     """The withdrawals published (`moments.task-withdrawals`), as the stream's."""
@@ -318,6 +326,12 @@ class BacktestResult:
         return out
 
     def snapshot_counters(self) -> None:
+        """Notes the counters and the capacity slots as the report period begins."""
+        slots = self.slots
+        self.slots_at_start = {
+            key: (frozenset(slots.used.get(key, ())), frozenset(slots.refused.get(key, ())))
+            for key in set(slots.used) | set(slots.refused)
+        }
         self.warmup_counts = {}
         for family in self.metrics.registry.collect():
             for sample in family.samples:

@@ -349,20 +349,23 @@ def capacity_rows(
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     slots = result.slots
     zone = result.policy.zone
-    first = (
-        None
-        if result.report_from is None
-        else dt.datetime.fromtimestamp(result.report_from, zone).date()
-    )
+    start = report_start(result)
+    first = None if start is None else dt.datetime.fromtimestamp(start, zone).date()
     asked: dict[tuple[str | None, Channel], set[str]] = {}  # ids that asked on a day before
     for key in sorted(set(slots.used) | set(slots.refused), key=lambda k: k.day):
-        used = slots.used.get(key, set())
-        wanting = used | slots.refused.get(key, set())
+        # The report's first day counts the decisions from its start on, as its tasks
+        # do: the slots the warm-up took or was refused that day are left out.
+        taken_before, refused_before = result.slots_at_start.get(key, (frozenset(), frozenset()))
+        everyone = slots.used.get(key, set()) | slots.refused.get(key, set())
+        used = slots.used.get(key, set()) - taken_before
+        wanting = used | (slots.refused.get(key, set()) - refused_before)
         before = asked.setdefault((key.region, key.channel), set())
-        new = len(wanting - before)
-        before |= wanting
+        new = len(wanting - before - taken_before - refused_before)
+        before |= everyone
         if first is not None and key.day < first:
             continue
+        if not wanting:
+            continue  # every decision of that day's pool was the warm-up's
         region = key.region or NO_REGION
         rows[(key.day.isoformat(), region, key.channel.value)] = {
             "needed": len(wanting),

@@ -1685,3 +1685,42 @@ def test_a_comparisons_moments_by_type_are_those_the_report_detected(tmp_path: P
         "suppressed": [0, 0],
         "published": [0, 1],
     }
+
+
+def test_a_from_within_a_day_leaves_its_warm_up_hours_out_of_that_days_capacity(
+    tmp_path: Path,
+) -> None:
+    """`--from 2026-12-08T12:00:00+08:00`: the first day's capacity rows counted the slots
+    the warm-up morning took and was refused (NJ outbound calls: needed 17, taken 15,
+    while 2 calls were published in the report), beside tasks per day, unlimited channels'
+    rows and the note saying that day's figures "count only those hours" (audit). A
+    limited pool's row counts the decisions from --from on, as the tasks do."""
+    start = dt.datetime.combine(DAY1, dt.time(10, 12), SHANGHAI)
+    policy = DispatchPolicy.model_validate(
+        {
+            "capacity": {"NJ": {"manager": NJ_MANAGER_LIMIT}},
+            "reserved_share": 0,
+            "overflow": {"big_topup": {"policy": "drop"}},
+            "merge": {"window": "30m", "hold_channels": []},
+            "contact": {"max_contacts": 5, "period": "7d"},  # warm-up tasks are dispatched
+        }
+    )
+    rules = load_rules(write_rules(tmp_path / "r.yaml"))
+    bt = Backtest(rules, policy, report_from=start.timestamp())
+    result = asyncio.run(bt.run(EventFile(write_history(tmp_path / "h.jsonl"))))
+    report = build_report(result)
+    day1 = {(r["region"], r["channel"]): r for r in report["capacity"] if r["day"] == str(DAY1)}
+    # From 10:12 on, one NJ manager call asked (the 10:15 one) and found the pool full:
+    # the 10:00 and 10:05 calls took it in the warm-up, the 10:10 one was refused then.
+    asked = [t for t in SCENARIO if t.day == DAY1 and t.region == "NJ" and t.amount >= BIG]
+    after = [t for t in asked if t.at >= start]
+    reported = [
+        t
+        for t in result.tasks()
+        if (t["region"], t["channel"]) == ("NJ", Channel.MANAGER.value)
+        and dt.datetime.fromisoformat(t["deliver_after"]).astimezone(SHANGHAI).date() == DAY1
+    ]
+    assert not reported
+    row = day1[("NJ", "manager")]
+    assert (row["needed"], row["new"], row["taken"]) == (len(after), len(after), len(reported))
+    assert report["partial_days"][DAY1.isoformat()] == "from 10:12"
