@@ -593,6 +593,8 @@ def sections(
             [
                 *ran,
                 ["report from", s.get("report_start") or s["report_from"] or "the first event"],
+                # The per-day tables' days are the policy zone's: said in the shared files.
+                ["days (tasks, capacity) are local days of", s["timezone"]],
                 ["events reported (from the report's start)", s["events"]],
                 *(
                     [

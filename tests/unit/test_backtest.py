@@ -1724,3 +1724,18 @@ def test_a_from_within_a_day_leaves_its_warm_up_hours_out_of_that_days_capacity(
     row = day1[("NJ", "manager")]
     assert (row["needed"], row["new"], row["taken"]) == (len(after), len(after), len(reported))
     assert report["partial_days"][DAY1.isoformat()] == "from 10:12"
+
+
+def test_the_shared_report_says_which_time_zone_its_days_are(tmp_path: Path) -> None:
+    """report.md and report.html list tasks per `2026-11-10` and capacity per day, days of
+    the dispatch policy's zone, but named the zone nowhere (only report.json's
+    `summary.timezone`): a report shared from a run with `timezone: UTC` read as
+    Shanghai's days, eight hours off (audit). The Summary says it."""
+    policy = DispatchPolicy.model_validate(
+        {"timezone": "UTC", "merge": {"window": "30m", "hold_channels": []}}
+    )
+    result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"), policy)
+    report = build_report(result)
+    assert "| days (tasks, capacity) are local days of | UTC |" in markdown(report)
+    page = html_page(report, b"")
+    assert "<td>days (tasks, capacity) are local days of</td><td>UTC</td>" in page
