@@ -64,6 +64,23 @@ def top_rules(led: Counter[str], joined: Counter[str], top: int) -> list[dict[st
     return [{"rule_id": r, "tasks": led[r], "merged_into_others": joined[r]} for r in ranked]
 
 
+def region_names(policy: DispatchPolicy, regions: Iterable[str]) -> dict[str, str]:
+    """Each region as the tasks write it -> the one name the report counts it under: `nj`
+    and `NJ` are one city (moments.placetext), as for its capacity pool, named as the
+    policy's capacity writes it, else as most tasks write it. Counted apart, the tasks per
+    region and the unlimited channels' capacity rows split a city's load in two."""
+    spellings = Counter(regions)
+    by_key: dict[str, list[str]] = {}
+    for name in spellings:
+        by_key.setdefault(place_key(name), []).append(name)
+    listed = {place_key(r): r for r in policy.capacity if r != ANY}
+    out: dict[str, str] = {}
+    for key, names in by_key.items():
+        shown = listed.get(key) or min(names, key=lambda n: (-spellings[n], n))
+        out.update(dict.fromkeys(names, shown))
+    return out
+
+
 def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
     """Every figure of the report, JSON-ready."""
     zone = result.policy.zone
@@ -71,10 +88,12 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
     rules: Counter[str] = Counter()  # tasks each rule's moment leads
     joined: Counter[str] = Counter()  # each rule's moments carried in another's task
     sent: Counter[tuple[str, str, str]] = Counter()  # (day, region, channel)
-    for published in result.reported:
-        task = orjson.loads(published.payload)
+    reported = [(p.at, orjson.loads(p.payload)) for p in result.reported]
+    names = region_names(result.policy, (_fields(task)["region"] for _, task in reported))
+    for at, task in reported:
         f = _fields(task)
-        day = dt.datetime.fromtimestamp(published.at, zone).date().isoformat()
+        f["region"] = names[f["region"]]
+        day = dt.datetime.fromtimestamp(at, zone).date().isoformat()
         for d in DIMENSIONS:
             per_day[d][(day, f[d])] += 1
         rules[f["rule_id"]] += 1

@@ -1411,8 +1411,9 @@ def test_a_policy_region_no_task_came_from_is_warned_of(
     warnings = orjson.loads((out / "report.json").read_bytes())["warnings"]
     said = [w for w in warnings if "no task" in w]
     assert len(said) == 1, warnings
+    # The city's tasks (from `NJ`) are counted under the name the policy writes, `nj`.
     assert (
-        "names region(s) no task of this history came from: NJJ (did you mean NJ?), WX."
+        "names region(s) no task of this history came from: NJJ (did you mean nj?), WX."
         in (said[0])
     )
     assert "regions are matched whatever the case" in said[0]
@@ -1739,3 +1740,35 @@ def test_the_shared_report_says_which_time_zone_its_days_are(tmp_path: Path) -> 
     assert "| days (tasks, capacity) are local days of | UTC |" in markdown(report)
     page = html_page(report, b"")
     assert "<td>days (tasks, capacity) are local days of</td><td>UTC</td>" in page
+
+
+def test_a_region_written_in_another_case_is_one_region_in_the_report(tmp_path: Path) -> None:
+    """Events from `nj` and `NJ` are one city (moments.placetext: NJ's thresholds, NJ's
+    capacity pool), but the report's tasks per region and the unlimited channels' capacity
+    rows listed `NJ` and `nj` apart, each with part of the city's load, beside one `NJ`
+    row for its limited pool (audit: 131 and 125 tasks a day). They are one region,
+    named as the policy writes it."""
+    history = tmp_path / "h.jsonl"
+    topups = [*SCENARIO, TopUp("13900000007", "nj", DAY1, 30, 40)]  # an SMS, from `nj`
+    docs = sorted((t.event(n) for n, t in enumerate(topups)), key=lambda d: d["occurred_at"])
+    history.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    result = run(write_rules(tmp_path / "r.yaml"), history)
+    report = build_report(result)
+    tasks = result.tasks()
+    assert {t["region"] for t in tasks} >= {"NJ", "nj"}
+    regions = {r["region"] for r in report["tasks_per_day"]["region"]}
+    assert "nj" not in regions
+    per_day = {(r["day"], r["region"]): r["tasks"] for r in report["tasks_per_day"]["region"]}
+    for day in {_day(t) for t in tasks}:
+        nj = sum(1 for t in tasks if t["region"].casefold() == "nj" and _day(t) == day)
+        assert per_day[(day, "NJ")] == nj
+    sms = {
+        (r["day"], r["region"]): r["needed"] for r in report["capacity"] if r["channel"] == "sms"
+    }
+    assert (DAY1.isoformat(), "nj") not in sms
+    nj_sms = [t for t in tasks if t["region"].casefold() == "nj" and t["channel"] == "sms"]
+    assert sms[(DAY1.isoformat(), "NJ")] == sum(1 for t in nj_sms if _day(t) == DAY1.isoformat())
+
+
+def _day(task: dict[str, Any]) -> str:
+    return dt.datetime.fromisoformat(task["deliver_after"]).astimezone(SHANGHAI).date().isoformat()
