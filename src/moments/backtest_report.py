@@ -721,7 +721,7 @@ def sections(
     out.append(
         _or_none(
             "Deferred by reason",
-            ["reason", "tasks"],
+            ["reason", "deferrals"],  # decisions: a task waiting twice counts twice
             [[k, v] for k, v in report["deferred"].items()],
             "None were deferred: no task waited, for the gates or dispatch.",
         )

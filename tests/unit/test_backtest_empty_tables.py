@@ -52,3 +52,19 @@ class TestEmptyTables:
         md = (out / "report.md").read_text()
         assert "| rule | tasks | merged into others |" in md
         assert "| low_balance | 1 | 0 |" in md
+
+
+def test_the_deferred_table_counts_deferrals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision a row, not a task: its column said `tasks`, and a task held by quiet
+    hours and again by a cap counted twice under it (more "tasks" deferred than sent)."""
+    monkeypatch.setenv("COLUMNS", "400")
+    events = tmp_path / "e.jsonl"
+    events.write_text(EVENT.replace("10:00:00", "02:00:00"))  # in quiet hours: held
+    out = tmp_path / "out"
+    assert main(["backtest", "--events", str(events), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    deferred = md.split("## Deferred by reason", 1)[1].split("## ", 1)[0]
+    assert "| reason | deferrals |" in deferred
+    assert "| quiet_hours | 1 |" in deferred
