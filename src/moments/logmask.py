@@ -19,6 +19,11 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   number in free text. Numbers of 7 digits and more (offsets, byte sizes) are masked too,
   the price of not knowing which number is personal.
 
+Left alone: a number right after a setting's name or one ending in a unit or `_count`
+(`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
+such a field of a structured value): it is what the name says, not a subscriber's number.
+A name holding an id wins (`subscriber_id_seconds=...` is masked).
+
 Record attributes passed with `extra=` under those field names are masked as
 well, whatever their length. Masks look like `139****1234` (`mask_msisdn`).
 `MOMENTS_LOG_PII=true` turns masking off for debugging.
@@ -48,15 +53,34 @@ from types import TracebackType
 from typing import Any
 
 from moments.pii import mask_msisdn
+from moments.settings import Settings
 
 ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
 """Field names whose value is a subscriber, called number or device id."""
+
+UNITS = (
+    *("seconds", "secs", "s", "ms", "us", "ns", "minutes", "hours", "days"),
+    *("bytes", "kib", "mib", "gib", "count"),
+)
+"""Name endings (`_seconds`, `_ms`, `_mib`, `_count`) that say a number is a duration, a
+size or a count, never a subscriber number."""
+
+_QUANTITY_NAME = (
+    r"(?i:(?!\w*(?:subscriber|msisdn|counterparty|imei))"  # an id's name wins over a unit
+    rf"(?:(?:moments_)?(?:{'|'.join(sorted(Settings.model_fields, key=len, reverse=True))})"
+    rf"|\w*_(?:{'|'.join(UNITS)})))"
+)
+"""A setting's name (as a field, or as its MOMENTS_ variable) or a name ending in a unit."""
+_QUANTITY_FIELD = re.compile(_QUANTITY_NAME)
 
 _TEXT = re.compile(
     r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
     | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
     | (?P<key>(?:subscriber_id|msisdn|counterparty|imei)\W{1,4})(?P<value>\d{5,20})(?!\d)
+    | (?<!\w)(?P<setting>"""
+    + _QUANTITY_NAME
+    + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
     | (?<![\w.+])(?P<spaced>\+?(?:\d{1,3}[ -])?\d{3}[ -]\d{4}[ -]\d{4})(?!\w|\.\d)  # 138-0013-8001
     | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,20})(?![0-9A-Fa-f])          # free text
     """,
@@ -89,6 +113,8 @@ def _mask_match(match: re.Match[str]) -> str:
         return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
     if match.group("value") is not None:
         return match.group("key") + mask_msisdn(match.group("value"))
+    if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
+        return match.group(0)
     if match.group("spaced") is not None:  # a number written in groups: masked as one
         return mask_msisdn("".join(c for c in match.group("spaced") if c.isdigit()))
     return mask_msisdn(match.group(0))
@@ -135,6 +161,8 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
         number = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
         return mask_msisdn(number)
     if value is None or isinstance(value, bool | float | datetime.date | datetime.time):
+        return value
+    if isinstance(value, int) and isinstance(field, str) and _QUANTITY_FIELD.fullmatch(field):
         return value
     if isinstance(value, int):
         text = str(value)

@@ -85,6 +85,37 @@ class TestMaskText:
         assert mask_text(text) == text
 
     @pytest.mark.parametrize(
+        "text",
+        [
+            # the Settings repr in SIGUSR1's stack dump: a setting's value is no subscriber
+            "Settings(batch_size=500, ledger_ttl_seconds=34560000, lateness_seconds=3600)",
+            "MOMENTS_LEDGER_TTL_SECONDS=34560000 MOMENTS_ROCKSDB_BLOCK_CACHE_MIB=10485760",
+            '{"ledger_ttl_seconds": 34560000, "rocksdb_write_buffer_mib": 12345678}',
+            # a name that says it holds a duration, a size or a count
+            "wait_seconds = 86400000 deadline_ms=1733529600000 payload_bytes: 12582912",
+            "uptime_s=12345678.25 records_count=10000000",
+        ],
+    )
+    def test_a_setting_or_a_quantity_after_its_name_stays_readable(self, text: str) -> None:
+        """`kill -USR1` printed `ledger_ttl_seconds=345*0000`: a number after a setting's
+        name, or after a name ending in a unit or `_count`, is what the name says."""
+        assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"ledger_ttl_seconds=60 key={SUB}", "ledger_ttl_seconds=60 key=138****8001"),
+            (f"subscriber_id_seconds={SUB}", "subscriber_id_seconds=138****8001"),
+            (f"called={SUB} msisdn={SUB}", "called=138****8001 msisdn=138****8001"),
+            (f"batch_size='{SUB}'", "batch_size='138****8001'"),
+        ],
+    )
+    def test_an_id_beside_a_setting_is_still_masked(self, text: str, expected: str) -> None:
+        """Only the number right after a setting's or a quantity's name is left alone;
+        an id field's name wins over a unit, and a quoted string is an id as before."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
         ("text", "expected"),
         [
             ("call 138-0013-8001 now", "call 138****8001 now"),
@@ -269,6 +300,22 @@ class TestJsonLines:
         assert isinstance(fields["process"], int)
         for clear in (SUB, SHORT6):
             assert clear not in line
+
+    def test_a_setting_s_value_stays_a_number_in_a_json_line(self, masking: None) -> None:
+        """A setting's value or a duration passed as an `extra=` kept its number; an
+        unnamed one of an id's length is still masked."""
+
+        def log_extras(logger: logging.Logger) -> None:
+            logger.warning(
+                "settings",
+                extra={"settings": {"ledger_ttl_seconds": 34560000, "took_ms": 12345678}},
+            )
+            logger.warning("big", extra={"value": int(SUB)})
+
+        first, second = self.lines(json_formatter(), log_extras).splitlines()
+        settings = {"ledger_ttl_seconds": 34560000, "took_ms": 12345678}
+        assert orjson.loads(first)["settings"] == settings
+        assert orjson.loads(second)["value"] == "138****8001"
 
     def test_log_pii_leaves_structured_values_but_not_passwords(self, masking: None) -> None:
         install_pii_masking(False, ["S3cretPass"])
