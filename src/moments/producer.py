@@ -33,6 +33,10 @@ NO_IDEMPOTENCE: tuple[type[BaseException], ...] = (
 
 ProducerFactory = Callable[..., AIOKafkaProducer]
 
+TASKS_DEDUPLICATED = "tasks are still deduplicated by the Redis ledger"
+"""What a plain producer means to the worker (and to a replay, whose events it reads):
+a send retried may write a record twice, and the ledger still sends its task once."""
+
 MAX_BATCH_BYTES = 256 * 1024
 """A producer batch per partition (aiokafka's default is 16 KiB). A batch's state
 changelog (one record per subscriber, ~0.5 KB each) then goes in a few requests instead
@@ -57,10 +61,15 @@ def producer_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 async def start_producer(
-    settings: Settings, factory: ProducerFactory = AIOKafkaProducer
+    settings: Settings,
+    factory: ProducerFactory = AIOKafkaProducer,
+    without_idempotence: str = TASKS_DEDUPLICATED,
 ) -> AIOKafkaProducer:
     """A started dispatch producer. Connection errors propagate (the caller retries);
-    a broker refusing idempotence is handled as `MOMENTS_IDEMPOTENT_PRODUCER` says."""
+    a broker refusing idempotence is handled as `MOMENTS_IDEMPOTENT_PRODUCER` says.
+    `without_idempotence`: what a plain producer means to the caller's records, said in
+    the warning when the broker refuses a producer id (`moments state seed` writes state
+    records, no task)."""
     wanted = settings.idempotent_producer
     kwargs = producer_kwargs(settings)
     if wanted is False:
@@ -72,11 +81,11 @@ async def start_producer(
         if wanted:
             raise ConfigError(refused_message(settings, f"{type(exc).__name__}: {exc}")) from None
         log.warning(
-            "idempotent producer off: Kafka %s refused a producer id (%s); tasks are still "
-            "deduplicated by the Redis ledger. Set MOMENTS_IDEMPOTENT_PRODUCER=false to skip "
-            "this check",
+            "idempotent producer off: Kafka %s refused a producer id (%s); %s. Set "
+            "MOMENTS_IDEMPOTENT_PRODUCER=false to skip this check",
             settings.kafka_bootstrap,
             type(exc).__name__,
+            without_idempotence,
         )
         return await _started(factory(enable_idempotence=False, **kwargs))
     log.info("idempotent producer on")

@@ -262,6 +262,14 @@ async def changelog_records(
         return 0
 
 
+SEED_DUPLICATES = (
+    "a send retried may write a state record twice (the same key and value: a worker "
+    "restores the same state)"
+)
+"""What a plain producer means to a seed (the warning when the broker refuses a producer
+id): the worker's note on tasks and the Redis ledger does not apply, a seed makes none."""
+
+
 async def write_records(
     settings: Settings,
     topic: str,
@@ -273,7 +281,7 @@ async def write_records(
     from moments.producer import start_producer
     from sinks.base import produce_to_partitions
 
-    producer = await start_producer(settings)
+    producer = await start_producer(settings, without_idempotence=SEED_DUPLICATES)
     written = 0
     try:
         for start in range(0, len(records), WRITE_CHUNK):

@@ -4,16 +4,28 @@ when the workers' consumer group counts as running."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from aiokafka import errors as kafka_errors
 
 from moments.backtest_input import EventFile
 from moments.cli import main
 from moments.partitioning import partition_of
-from moments.seed import Group, build_states, describe, of_partitions, parse_partitions
+from moments.seed import (
+    Group,
+    build_states,
+    describe,
+    of_partitions,
+    parse_partitions,
+    write_records,
+)
+from moments.settings import Settings
 from moments.state import SubscriberState
 from rules.catalog import load_rules
 
@@ -134,3 +146,38 @@ def test_a_group_with_members_or_rebalancing_is_running(
     state: str, members: int, live: bool
 ) -> None:
     assert Group(state, members).live is live
+
+
+class _RefusingProducer:
+    """A producer on a broker that refuses a producer id (Tansu): an idempotent one fails
+    to start, as aiokafka's does."""
+
+    def __init__(self, *, enable_idempotence: bool, **_: object) -> None:
+        self.idempotent = enable_idempotence
+
+    async def start(self) -> None:
+        if self.idempotent:
+            raise kafka_errors.UnknownError("InitProducerId")
+
+    async def stop(self) -> None:
+        return None
+
+
+def test_a_seed_on_a_broker_without_producer_ids_says_nothing_of_tasks(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`moments state seed` warned that "tasks are still deduplicated by the Redis
+    ledger", the worker's words: a seed writes state records and makes no task."""
+    from moments import producer
+
+    started = producer.start_producer
+
+    async def refused(settings: Settings, **kwargs: Any) -> Any:
+        return await started(settings, _RefusingProducer, **kwargs)
+
+    monkeypatch.setattr(producer, "start_producer", refused)
+    with caplog.at_level(logging.WARNING, logger="moments.producer"):
+        assert asyncio.run(write_records(Settings(), "moments-state-changelog", [])) == 0
+    (warning,) = [r.getMessage() for r in caplog.records if "idempotent" in r.getMessage()]
+    assert "Redis ledger" not in warning
+    assert "state record" in warning
