@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -362,7 +363,7 @@ def _add_schemas_command(sub: Subparsers) -> None:
         "JSON Schema and AsyncAPI documents of the contract.",
         """
                   moments schemas export
-                  moments schemas export --check    # exit 1 when schemas/ is stale
+                  moments schemas export --check    # exit 1 when schemas/ is not up to date
                 """,
     )
     _add_schemas_export(schemas_sub)
@@ -380,17 +381,28 @@ def _add_schemas_export(sub: Subparsers) -> None:
         _cmd_schemas_export,
     )
     p.add_argument("--out", type=Path, default=Path("schemas"), help="folder (default schemas/)")
-    p.add_argument("--check", action="store_true", help="only check; exit 1 when stale")
+    p.add_argument(
+        "--check", action="store_true", help="only check; exit 1 when missing or out of date"
+    )
 
 
 def _cmd_schemas_export(args: argparse.Namespace) -> int:
-    from moments.schemas import check_schemas, export_schemas
+    from moments.schemas import export_schemas, schema_problems
 
     if args.check:
-        stale = check_schemas(args.out)
-        for name in stale:
-            print(f"{args.out / name}: stale; run `moments schemas export`")
-        return 1 if stale else 0
+        problems = schema_problems(args.out)
+        export = "moments schemas export" + (
+            "" if args.out == Path("schemas") else f" --out {shlex.quote(str(args.out))}"
+        )
+        if problems and not args.out.is_dir():
+            print(
+                f"{args.out}: missing (no such folder): run the check in the repository's "
+                f"root, or give the folder with --out DIR; `{export}` writes it"
+            )
+            return 1
+        for name, what in problems:
+            print(f"{args.out / name}: {what}; run `{export}`")
+        return 1 if problems else 0
     for path in export_schemas(args.out):
         print(f"wrote {path}")
     return 0

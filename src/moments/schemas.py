@@ -629,14 +629,27 @@ def export_schemas(out_dir: Path) -> list[Path]:
     return written
 
 
-def check_schemas(out_dir: Path) -> list[str]:
-    """Names of files in `out_dir` that are missing, differ from what `render_schemas()`
-    gives, or are stale `*.schema.json` files export would delete; empty when up to date."""
+MISSING = "missing"
+OUT_OF_DATE = "out of date"
+NOT_RENDERED = "no longer generated"
+
+
+def schema_problems(out_dir: Path) -> list[tuple[str, str]]:
+    """(file name, what is wrong) for each file in `out_dir` that is `MISSING`, differs
+    from what `render_schemas()` gives (`OUT_OF_DATE`), or is a `*.schema.json` export
+    would delete (`NOT_RENDERED`); empty when up to date."""
     rendered = render_schemas()
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     for name, text in rendered.items():
         path = out_dir / name
-        if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
-            problems.append(name)
-    problems.extend(path.name for path in _stale(out_dir, rendered))
+        if not path.is_file():
+            problems.append((name, MISSING))
+        elif path.read_bytes() != text.encode("utf-8"):
+            problems.append((name, OUT_OF_DATE))
+    problems.extend((path.name, NOT_RENDERED) for path in _stale(out_dir, rendered))
     return sorted(problems)
+
+
+def check_schemas(out_dir: Path) -> list[str]:
+    """Names of the files `schema_problems` finds; empty when up to date."""
+    return [name for name, _ in schema_problems(out_dir)]

@@ -25,6 +25,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 from ruamel.yaml import YAML
 
+from moments.cli import main
 from moments.decoding import decode
 from moments.models import EVENT_MODELS, EventType, ServiceTask
 from moments.outcomes import decode_outcome
@@ -858,3 +859,28 @@ class TestOpenReasons:
         message = asyncapi_document()["components"]["messages"]["DeadLetter"]
         headers = {**message["examples"][0]["headers"], f"{DLQ_HEADER_PREFIX}reason": None}
         assert list(Draft7Validator(message["headers"]).iter_errors(headers))
+
+
+def test_check_says_missing_and_how_to_write_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moments schemas export --check` called every file "stale" when there was none (run
+    outside the repository's root): it says "missing" and names the fix."""
+    out = tmp_path / "schemas"
+    assert main(["schemas", "export", "--check", "--out", str(out)]) == 1
+    said = capsys.readouterr().out
+    assert "stale" not in said
+    assert f"{out}: missing (no such folder)" in said
+    assert f"moments schemas export --out {out}" in said
+    assert "--out DIR" in said
+
+    export_schemas(out)
+    (out / "usage-event.schema.json").unlink()
+    (out / "task-outcome.schema.json").write_text("{}\n", encoding="utf-8")
+    assert main(["schemas", "export", "--check", "--out", str(out)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    fix = f"run `moments schemas export --out {out}`"
+    assert lines == [
+        f"{out / 'task-outcome.schema.json'}: out of date; {fix}",
+        f"{out / 'usage-event.schema.json'}: missing; {fix}",
+    ]
