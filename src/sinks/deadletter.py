@@ -60,7 +60,7 @@ MESSAGE_MAX_BYTES = 4096
 def header_text(text: str, limit: int = MESSAGE_MAX_BYTES) -> bytes:
     """`text` in UTF-8, at most `limit` bytes: a longer one is cut on a character boundary
     and ends ` [cut from N bytes]`. Cut at a byte count, it could end in half a character
-    (a `\ufffd` once read: `moments deadletters show`, any consumer decoding it strictly
+    (a `\ufffd` once read: `moments deadletter show`, any consumer decoding it strictly
     refused the header) and nothing told the reader that the rest was missing."""
     raw = text.encode()
     if len(raw) <= limit:

@@ -155,3 +155,30 @@ def test_every_kcat_example_names_its_broker() -> None:
     assert len(found) >= 4
     for command in found:
         assert " -b " in command, command
+
+
+COMMAND_SPAN = re.compile(r"`moments ([a-z][\w-]*)(?: ([a-z][\w-]*))?")
+QUOTES_WRONG_ONES = {"src/moments/cliparts.py"}
+"""Where commands that are none are quoted on purpose (what a typo is told)."""
+
+
+def test_the_docs_and_the_code_name_commands_that_exist() -> None:
+    """A docstring sent readers to `moments deadletters show`, which is no command (it
+    is `moments deadletter show`): every `moments ...` in backticks in src/, docs/ and
+    the README names a command, and a subcommand of a group."""
+    found = {path for path, _ in commands(build_parser())}
+    top = {path[0] for path in found}
+    subs: dict[str, set[str]] = {}
+    for path in found:
+        if len(path) > 1:
+            subs.setdefault(path[0], set()).add(path[1])
+    pages = [*sorted((ROOT / "src").rglob("*.py")), *sorted((ROOT / "docs").glob("*.md"))]
+    wrong = []
+    for page in [*pages, ROOT / "README.md"]:
+        if str(page.relative_to(ROOT)) in QUOTES_WRONG_ONES:
+            continue
+        for match in COMMAND_SPAN.finditer(page.read_text(encoding="utf-8")):
+            name, sub = match.groups()
+            if name not in top or (name in subs and sub is not None and sub not in subs[name]):
+                wrong.append(f"{page.relative_to(ROOT)}: {match.group(0)}")
+    assert wrong == []
