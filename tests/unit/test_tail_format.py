@@ -109,3 +109,14 @@ def test_a_withdrawal_line_says_withdrawn_why_and_which_task() -> None:
 def test_a_record_of_the_withdrawals_topic_that_is_no_withdrawal_is_skipped() -> None:
     assert _read_task(orjson.dumps({"task_id": "x"}), withdrawals=True) is None
     assert _read_task(b"[1]", withdrawals=True) is None
+
+
+def test_a_withdrawal_reason_added_later_is_shown_as_written() -> None:
+    """The schema lets a later version add reasons (an open string): the withdrawal line
+    and `--json` read the record as JSON, not through `TaskWithdrawal`'s closed enum, so an
+    older `moments tasks tail --withdrawals` shows a new reason instead of skipping it."""
+    notice = {**WITHDRAWAL, "reason": "number_recycled"}
+    read = _read_task(orjson.dumps(notice), withdrawals=True)
+    assert read is not None
+    assert "  WITHDRAWN (number_recycled)  first_intern" in read[1]
+    assert orjson.loads(_json_printable(orjson.dumps(notice))) == notice
