@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import io
 import logging
 import re
@@ -53,7 +54,6 @@ from types import TracebackType
 from typing import Any
 
 from moments.pii import mask_msisdn
-from moments.settings import Settings
 
 ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
 """Field names whose value is a subscriber, called number or device id."""
@@ -65,27 +65,37 @@ UNITS = (
 """Name endings (`_seconds`, `_ms`, `_mib`, `_count`) that say a number is a duration, a
 size or a count, never a subscriber number."""
 
-_QUANTITY_NAME = (
-    r"(?i:(?!\w*(?:subscriber|msisdn|counterparty|imei))"  # an id's name wins over a unit
-    rf"(?:(?:moments_)?(?:{'|'.join(sorted(Settings.model_fields, key=len, reverse=True))})"
-    rf"|\w*_(?:{'|'.join(UNITS)})))"
-)
-"""A setting's name (as a field, or as its MOMENTS_ variable) or a name ending in a unit."""
-_QUANTITY_FIELD = re.compile(_QUANTITY_NAME)
 
-_TEXT = re.compile(
-    r"""
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The text pattern and a setting's or quantity's field name: built at the first
+    masking, since the setting names take pydantic, which building the CLI's parser must
+    not import (tests/unit/test_cli_startup.py)."""
+    from moments.settings import Settings
+
+    settings = "|".join(sorted(Settings.model_fields, key=len, reverse=True))
+    # a setting's name (as a field or its MOMENTS_ variable) or a name ending in a unit;
+    # an id's name wins over a unit (`subscriber_id_seconds`)
+    quantity = (
+        r"(?i:(?!\w*(?:subscriber|msisdn|counterparty|imei))"
+        rf"(?:(?:moments_)?(?:{settings})|\w*_(?:{'|'.join(UNITS)})))"
+    )
+    text = re.compile(
+        r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
     | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
     | (?P<key>(?:subscriber_id|msisdn|counterparty|imei)\W{1,4})(?P<value>\d{5,20})(?!\d)
     | (?<!\w)(?P<setting>"""
-    + _QUANTITY_NAME
-    + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
+        + quantity
+        + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
     | (?<![\w.+])(?P<spaced>\+?(?:\d{1,3}[ -])?\d{3}[ -]\d{4}[ -]\d{4})(?!\w|\.\d)  # 138-0013-8001
     | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,20})(?![0-9A-Fa-f])          # free text
-    """,
-    re.VERBOSE,
-)
+        """,
+        re.VERBOSE,
+    )
+    return text, re.compile(quantity)
+
+
 # Inside a bytes literal an escape (`\x01`, `\n`) is one token, so its hex digits never
 # join the digits that follow it.
 _BYTES_TOKEN = re.compile(r"\\x[0-9a-fA-F]{2}|\\.|\d{5,}")
@@ -122,7 +132,7 @@ def _mask_match(match: re.Match[str]) -> str:
 
 def mask_text(text: str) -> str:
     """`text` with every subscriber-id-shaped number masked (see the module docstring)."""
-    return _TEXT.sub(_mask_match, text)
+    return _patterns()[0].sub(_mask_match, text)
 
 
 def redact_secrets(text: str, secrets: tuple[str, ...]) -> str:
@@ -162,7 +172,7 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
         return mask_msisdn(number)
     if value is None or isinstance(value, bool | float | datetime.date | datetime.time):
         return value
-    if isinstance(value, int) and isinstance(field, str) and _QUANTITY_FIELD.fullmatch(field):
+    if isinstance(value, int) and isinstance(field, str) and _patterns()[1].fullmatch(field):
         return value
     if isinstance(value, int):
         text = str(value)
