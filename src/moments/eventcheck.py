@@ -6,7 +6,7 @@ keyed by its `subscriber_id` as a producer keyed by subscriber id would send it,
 to the worker's clock check (an event dated further ahead of now than a worker takes is
 `future`: 15 minutes, or MOMENTS_LATENESS_SECONDS when shorter, `refusals.allowed_ahead`). The
 event type comes from `--type` or from the line's `type` field (as `moments simulate
---to-file` writes it); a worker ignores that field, like any unknown one.
+--to-file` writes it; `task_outcome` too); a worker ignores that field, like any unknown one.
 
 For dispatch consumers: `--type task_outcome` checks task outcomes the same way, by the
 worker's `moments.outcomes.decode_outcome` and its clock check. What needs the worker's
@@ -76,12 +76,19 @@ class CheckTally:
         return sum(self.refused.values())
 
 
-def no_type_said(named: object) -> str:
+def no_type_said(named: object, outcomes: bool = False) -> str:
     """What a line naming no event type is told (`named`: its `type` value, None when it
     has none or is `null`): the same words in `events check` and in the history readers
-    of the backtest, `rules test` and `state seed` (`rulecheck.event_type_of`)."""
+    of the backtest, `rules test` and `state seed` (`rulecheck.event_type_of`).
+    `outcomes`: `task_outcome` is a type to give too (`events check`, not the readers)."""
     what = f"unknown type {named!r}" if named not in (None, "") else "no event type"
-    return f'{what}: give --type ({", ".join(_TYPES)}) or a "type" field'
+    return f'{what}: give --type ({", ".join(types_said(outcomes))}) or a "type" field'
+
+
+def types_said(outcomes: bool = False) -> list[str]:
+    """The types a line may be given, by `--type` or its `type` field: the event types,
+    and `task_outcome` where outcomes are read (`events check`)."""
+    return [*_TYPES, OUTCOME] if outcomes else [*_TYPES]
 
 
 STDIN = "-"
@@ -217,9 +224,12 @@ def check_value(
         doc = {}
     if event_type is None:
         named = doc.get("type")
+        if named == OUTCOME:  # as `--type task_outcome`: a worker ignores the field
+            return check_outcome(number, value, now, ahead_s)
         event_type = _TYPES.get(named) if isinstance(named, str) else None
         if event_type is None:
-            return LineVerdict(number, "", NO_TYPE, "NoEventType", no_type_said(named))
+            said = no_type_said(named, outcomes=True)
+            return LineVerdict(number, "", NO_TYPE, "NoEventType", said)
     sub = doc.get("subscriber_id")
     key = str(sub).encode() if sub is not None else None
     record = RawRecord(event_type.value, 0, number, key, value)

@@ -289,7 +289,7 @@ def _print_tally(
 ) -> None:
     from rich.table import Table
 
-    from moments.eventcheck import NO_TYPE
+    from moments.eventcheck import NO_TYPE, types_said
     from moments.records import RejectReason
 
     total, refused = sum(tally.checked.values()), tally.refused_total
@@ -344,8 +344,9 @@ def _print_tally(
         )
     if untyped:  # a worker knows the type from its topic: these were not checked at all
         err.print(
-            f"{untyped:,} line(s) with no event type were not checked: give --type (topup, "
-            'roaming, complaint, usage, profile), the topic they go to, or a "type" field.',
+            f"{untyped:,} line(s) with no event type were not checked: give --type "
+            f"({', '.join(types_said(outcomes=True))}), the topic they go to, or a "
+            '"type" field.',
             markup=False,
         )
 

@@ -81,3 +81,29 @@ def test_stdin_all_taken_exits_0(
     now = "2026-11-22T10:00:00+08:00"
     assert main(["events", "check", "--type", "task_outcome", "--now", now, "-"]) == 0
     assert "1 line(s) checked, 0 refused" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_lines_own_type_field_may_name_task_outcome() -> None:
+    """`--type task_outcome` was accepted but a line's `"type": "task_outcome"` was refused
+    as `no_type`, and the hint listed only the five event types."""
+    named = [line(type="task_outcome"), line(type="task_outcome", status="DONE")]
+    verdicts = list(check_lines(named, None, NOW))
+    assert [(v.event_type, v.reason) for v in verdicts] == [
+        (OUTCOME, None),
+        (OUTCOME, RejectReason.INVALID_EVENT),
+    ]
+    (unknown,) = check_lines([line(type="outcome")], None, NOW)
+    assert unknown.reason == "no_type"
+    assert "task_outcome" in unknown.message
+
+
+def test_the_command_says_task_outcome_is_a_type_to_give(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "outcomes.jsonl"
+    path.write_bytes(line() + b"\n" + line(type="task_outcome") + b"\n")
+    assert main(["events", "check", "--now", "2026-11-22T10:00:00+08:00", str(path)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 line(s) checked, 1 refused" in err
+    assert "1 line(s) with no event type were not checked" in err
+    assert "task_outcome" in err.split("were not checked", 1)[1]
