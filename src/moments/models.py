@@ -687,6 +687,11 @@ class StraySign(NamedTuple):
     profile_only: frozenset[str]
     """The profile's fields the type lacks: naming one makes the record a profile update
     (a roaming record's `timezone` is both types')."""
+    blank_none: frozenset[str] = frozenset()
+    """The fields of `occurrence` a blank text ("", spaces only) leaves none to the type's
+    own decoder (`blank_is_none`: a roaming `operator`, a usage `counterparty` or
+    `service_code`): such a value is no more a sign than a null. A CRM's update with a
+    blank `operator` beside `country` and `roaming_type` was refused as a roaming record."""
 
     def names(self, extra: dict[str, Any]) -> str | None:
         """The first field of one occurrence the unknown fields name, when they name all of
@@ -696,7 +701,22 @@ class StraySign(NamedTuple):
             for name, allowed in self.fields.items()
         ):
             return None
-        return next((n for n in sorted(self.occurrence) if extra.get(n) is not None), None)
+        return next((n for n in sorted(self.occurrence) if self._held(n, extra.get(n))), None)
+
+    def _held(self, name: str, value: Any) -> bool:
+        """Whether the type's own decoder reads `value` of `name` as a value (not none)."""
+        if isinstance(value, str) and name in self.blank_none:
+            return blank_is_none(value) is not None
+        return value is not None
+
+
+def _blank_none(model: type[BaseModel]) -> frozenset[str]:
+    """The model's fields whose blank text is none (`blank_is_none` among their validators)."""
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if any(getattr(m, "func", None) is blank_is_none for m in info.metadata)
+    )
 
 
 STRAY_SIGNS: dict[EventType, StraySign] = {
@@ -714,6 +734,7 @@ STRAY_SIGNS: dict[EventType, StraySign] = {
             and name not in PROFILE_OWN_FIELDS
         ),
         PROFILE_OWN_FIELDS - frozenset(model.model_fields),
+        _blank_none(model) - PROFILE_OWN_FIELDS - frozenset(_Event.model_fields),
     )
     for event_type, model in (
         (EventType.TOPUP, TopUpEvent),
@@ -725,6 +746,14 @@ STRAY_SIGNS: dict[EventType, StraySign] = {
 out: its `status` is a profile field too, with values a profile refuses already."""
 
 
+_NONE_SCHEMA: dict[bool, JsonDict] = {
+    False: {"type": "null"},
+    True: {"anyOf": [{"type": "null"}, {"type": "string", "pattern": rf"^{BLANK_SPACE}*$"}]},
+}
+"""What an occurrence field holds when it holds no value, by whether a blank text is none
+to its type (`StraySign.blank_none`)."""
+
+
 def _stray_schema(schema: JsonDict) -> None:
     """`ProfileEvent._not_a_stray` in the schema: not any type's `StraySign`."""
     signs: list[JsonValue] = []
@@ -734,7 +763,10 @@ def _stray_schema(schema: JsonDict) -> None:
         if enums:
             said["properties"] = enums
         held: list[JsonValue] = [
-            {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+            {
+                "required": [name],
+                "properties": {name: {"not": _NONE_SCHEMA[name in sign.blank_none]}},
+            }
             for name in sorted(sign.occurrence)
         ]
         said["anyOf"] = held

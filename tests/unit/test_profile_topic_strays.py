@@ -76,6 +76,18 @@ STRAYS = [
     ),
     ("usage", {**_COMMON, "kind": "bill_query", "counterparty": "10086"}),
     ("usage", {**_COMMON, "kind": "data", "imei": "356938035643809", "region": "NJ"}),
+    # a blank beside a value is still a stray's
+    (
+        "roaming",
+        {
+            **_COMMON,
+            "country": "JP",
+            "roaming_type": "international",
+            "operator": "",
+            "utc_offset_minutes": 540,
+        },
+    ),
+    ("usage", {**_COMMON, "kind": "sms", "counterparty": "", "service_code": "GPRS"}),
 ]
 
 
@@ -115,6 +127,26 @@ LEGITIMATE = {
         "amount": 58,
         "channel": "app",
         "balance_after": None,
+    },
+    # A blank text is none to the type's own decoder (`blank_is_none`), as a null is:
+    # these were refused as a roaming, a usage record with "no profile update carries it".
+    "home country, roaming plan and a blank operator": {
+        **_COMMON,
+        "country": "CN",
+        "roaming_type": "international",
+        "operator": "",
+    },
+    "and an operator of spaces only": {
+        **_COMMON,
+        "country": "CN",
+        "roaming_type": "domestic",
+        "operator": " \u3000",
+    },
+    "kind of line and a blank counterparty and service code": {
+        **_COMMON,
+        "kind": "voice",
+        "counterparty": "  ",
+        "service_code": "",
     },
 }
 """Profile updates a CRM sends, taken (and the schema takes them)."""
