@@ -15,6 +15,7 @@ ledger (`unknown_task`, `subscriber_mismatch`) is not checked.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import orjson
 from moments.decoding import UTF8_BOM, decode, deletion_form, stream_json, utf16_form
 from moments.filenames import gzipped
 from moments.models import EventType
-from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord
+from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectReason
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 
 DEFAULT_AHEAD_S = allowed_ahead(int(LATENESS.total_seconds()))
@@ -38,6 +39,7 @@ NO_TYPE = "no_type"
 knows the type from the topic)."""
 
 OUTCOME = OUTCOME_EVENT_TYPE
+INVALID_JSON = RejectReason.INVALID_JSON.value
 """`--type task_outcome`: the lines are task outcomes (`moments.task-outcomes`)."""
 _TYPES = {t.value: t for t in EventType}
 _NOT_JSON = object()
@@ -139,6 +141,41 @@ def utf16_said(
     )
 
 
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def cr_only(line: bytes) -> bool:
+    """Whether a line (as read, up to an LF) is lines ended by CR alone: a CR that ends
+    no CRLF splits it into several non-blank pieces, the first a whole JSON value. Only
+    asked of a refused line: a value a worker takes may hold a CR as whitespace."""
+    pieces = [p for p in _LONE_CR.split(line.strip()) if p.strip()]
+    if len(pieces) < 2:
+        return False
+    try:
+        orjson.loads(pieces[0])
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def cr_only_said(path: PurePath | str, piped: bool = False) -> str:
+    """What a file of JSON lines ended by CR alone (`cr_only`) is told, with the way to
+    convert it (`path` "-": standard input; `piped`: a named pipe, no file to convert).
+    CSV files are read whatever their line endings."""
+    tr = "tr '\\r' '\\n'"
+    said = (
+        "its lines end in CR alone (\\r, as old Mac OS text does), so they read as one "
+        "line; JSON lines end in LF (\\n) or CRLF: "
+    )
+    if str(path) == STDIN or piped:
+        return said + f"pipe them through `{tr}` on their way in"
+    path = PurePath(path)
+    if gzipped(path):
+        name = PurePath(path.stem).stem
+        return said + f"convert it: zcat {path} | {tr} | gzip > {name}-lf.jsonl.gz"
+    return said + f"convert it: {tr} < {path} > {path.stem}-lf.jsonl"
+
+
 def check_lines(
     lines: Iterable[bytes],
     event_type: EventType | None,
@@ -146,22 +183,31 @@ def check_lines(
     file: bool = True,
     outcomes: bool = False,
     ahead_s: int = DEFAULT_AHEAD_S,
+    path: str = STDIN,
+    piped: bool = False,
 ) -> Iterator[LineVerdict]:
     """A verdict for each non-blank line, numbered from 1 (blank lines count); with
     `now` (epoch seconds), an event dated further ahead than a worker takes (`ahead_s`:
     `allowed_ahead` of the worker's MOMENTS_LATENESS_SECONDS) is `future`.
     A `file`'s byte-order mark is the file's, dropped as the backtest drops it; records
     piped from a topic (`kcat ... | moments events check -`) keep theirs, refused.
-    `outcomes`: the lines are task outcomes (`event_type` is not read)."""
+    `outcomes`: the lines are task outcomes (`event_type` is not read). A refused line
+    of lines ended by CR alone (`cr_only`) is told so, with the fix for `path` (`piped`:
+    a named pipe): it was told "more than one JSON value", the line endings not named."""
     for number, raw in enumerate(lines, 1):
         if file and number == 1 and raw.startswith(UTF8_BOM):
             raw = raw[len(UTF8_BOM) :]
         value = raw.strip()
         if value:
             if outcomes:
-                yield check_outcome(number, value, now, ahead_s)
+                verdict = check_outcome(number, value, now, ahead_s)
             else:
-                yield check_value(number, value, event_type, now, ahead_s)
+                verdict = check_value(number, value, event_type, now, ahead_s)
+            if verdict.reason == INVALID_JSON and cr_only(value):
+                # The worker's "more than one JSON value: send each as a record of its
+                # own" is true of the bytes, not of the file they came from.
+                verdict = verdict._replace(message=cr_only_said(path, piped))
+            yield verdict
 
 
 def check_outcome(

@@ -228,7 +228,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
             with _lines(name) as lines:
                 try:
                     verdicts = check_lines(
-                        lines, event_type, now, file=name != "-", outcomes=outcomes, ahead_s=ahead
+                        lines,
+                        event_type,
+                        now,
+                        file=name != "-",
+                        outcomes=outcomes,
+                        ahead_s=ahead,
+                        path=name,
+                        piped=lines.piped,
                     )
                     for verdict in verdicts:
                         tally.add(verdict)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from moments.decoding import UTF8_BOM, stream_json
-from moments.eventcheck import no_type_said
+from moments.eventcheck import cr_only, cr_only_said, no_type_said
 from moments.exceptions import MomentsError
 from moments.models import EventType, Family, ServiceTask
 from moments.pii import mask_msisdn
@@ -111,6 +111,8 @@ def _object(line: bytes) -> tuple[dict[str, Any], bytes | None]:
 
 def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes | None]]) -> str:
     first = held[0][2] or b""
+    if cr_only(first):  # "unexpected content after document", the line endings not named
+        return f"{path}: {cr_only_said(path, piped=not path.is_file())}"
     try:
         orjson.loads(first)
         why = "JSON, but no object"

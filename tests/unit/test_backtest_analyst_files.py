@@ -216,3 +216,49 @@ class TestARuleThatOnlyJoins:
         assert "| first_topup_channel (new) | 0 | 0 | 0 | 0 -> 1 |" in md
         terminal = " ".join(capsys.readouterr().out.split())
         assert "merged into others" in terminal
+
+
+class TestCrOnlyLineEndings:
+    """JSON lines ending in CR alone (old Mac OS text) read as one line, which the history
+    readers called "no JSON lines file" ("unexpected content after document"), pointing
+    to `events check`, which said "more than one JSON value". The line endings are named
+    with the fix; CSV reads such lines as it reads CRLF ones."""
+
+    @pytest.mark.parametrize(
+        ("name", "data", "convert"),
+        [
+            ("old.jsonl", JSONL.replace(b"\n", b"\r"), "tr '\\r' '\\n' < {path} > old-lf.jsonl"),
+            (
+                "old.jsonl.gz",
+                gzip.compress(JSONL.replace(b"\n", b"\r")),
+                "zcat {path} | tr '\\r' '\\n' | gzip > old-lf.jsonl.gz",
+            ),
+        ],
+    )
+    @pytest.mark.parametrize(
+        "command", [["backtest", "--out", "{tmp}/o"], ["rules", "test", str(CATALOG)]]
+    )
+    def test_the_line_endings_are_named_with_the_fix(
+        self,
+        tmp_path: Path,
+        name: str,
+        data: bytes,
+        convert: str,
+        command: list[str],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        path = tmp_path / name
+        path.write_bytes(data)
+        argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + ["--events", str(path)]
+        assert main(argv) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"{path}: its lines end in CR alone" in said
+        assert convert.format(path=path) in said
+        assert "no JSON lines file" not in said
+
+    def test_a_csv_with_cr_line_endings_is_read(self, tmp_path: Path) -> None:
+        from moments.backtest_input import EventFile
+
+        path = tmp_path / "old.csv"
+        path.write_bytes(CSV_TEXT.replace("\r\n", "\r").encode())
+        assert [e.event_type.value for e in EventFile(path)] == ["topup"] * 3

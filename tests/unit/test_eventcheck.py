@@ -518,3 +518,62 @@ class TestTheWorkersTolerance:
         said = capsys.readouterr().out
         assert "is 360 s ahead of the worker's clock" in said
         assert "at most 300 s" in said
+
+
+class TestCrOnlyLineEndings:
+    """A file whose lines end in CR alone (old Mac OS text, some legacy exporters) reads
+    as one line: it was told "more than one JSON value in the record", the line endings
+    not named. It is named, with the conversion to run."""
+
+    CR = line() + b"\r" + line(event_id="e2") + b"\r" + line(event_id="e3") + b"\r"
+
+    @pytest.mark.parametrize(
+        ("name", "data", "convert"),
+        [
+            ("old.jsonl", CR, "tr '\\r' '\\n' < {path} > old-lf.jsonl"),
+            (
+                "old.jsonl.gz",
+                gzip.compress(CR),
+                "zcat {path} | tr '\\r' '\\n' | gzip > old-lf.jsonl.gz",
+            ),
+        ],
+    )
+    def test_the_line_endings_are_named_with_the_fix(
+        self,
+        tmp_path: Path,
+        name: str,
+        data: bytes,
+        convert: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert main(["events", "check", "--now", "2026-11-22T10:00:00+08:00", str(path)]) == 1
+        (said,) = capsys.readouterr().out.splitlines()
+        assert said.startswith(f"{path}:1: invalid_json: ")
+        assert "lines end in CR alone" in said
+        assert convert.format(path=path) in said
+
+    def test_on_stdin_it_says_to_convert_on_the_way_in(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(self.CR)))
+        assert main(["events", "check", "--now", "2026-11-22T10:00:00+08:00", "-"]) == 1
+        said = capsys.readouterr().out
+        assert "lines end in CR alone" in said
+        assert "tr '\\r' '\\n'" in said
+
+    def test_the_converted_file_is_taken(self) -> None:
+        converted = self.CR.replace(b"\r", b"\n").splitlines(keepends=True)
+        assert [v.reason for v in check_lines(converted, None)] == [None] * 3
+
+    def test_crlf_and_a_lone_value_with_a_cr_are_read_as_before(self) -> None:
+        """CRLF lines are taken; one value whose CR is whitespace inside it is a worker's
+        value like any other, not a file's line ending."""
+        crlf = [line() + b"\r\n", line(event_id="e2") + b"\r\n"]
+        assert [v.reason for v in check_lines(crlf, None)] == [None, None]
+        inside = line().replace(b',"amount"', b',\r"amount"')
+        assert [v.reason for v in check_lines([inside], None)] == [None]
+        (cut,) = check_lines([b'{"type": "topup",\r"event_id": '], None)
+        assert cut.reason == "invalid_json"
+        assert "CR alone" not in cut.message
