@@ -328,7 +328,8 @@ def test_a_time_with_no_offset_is_placed_nowhere_whatever_the_machines_zone(
 
 def test_a_line_naming_no_type_is_told_the_words_of_events_check(tmp_path: Path) -> None:
     """`events check` said "no event type: give --type (...)"; the backtest, `rules test`
-    and `state seed` said `add "type": one of ... (got None)` of the same line."""
+    and `state seed` said `add "type": one of ... (got None)` of the same line. The same
+    words, but for `task_outcome`, a type `events check` alone reads."""
     path = tmp_path / "h.jsonl"
     for line in (b'{"type": null, "event_id": "x"}', b"null", b'{"type": "top-up"}'):
         path.write_bytes(line + b'\n{"event_id": "y"}\n')  # a JSON lines file of no type
@@ -336,7 +337,10 @@ def test_a_line_naming_no_type_is_told_the_words_of_events_check(tmp_path: Path)
             verdict = next(check_lines(lines, None))
         with pytest.raises(MissingEventTypeError) as refused:
             list(EventFile(path))
-        assert str(refused.value).startswith(f"{path}:1: {verdict.message}; "), line
+        assert "profile, task_outcome)" in verdict.message
+        said = verdict.message.replace(", task_outcome)", ")")
+        assert str(refused.value).startswith(f"{path}:1: {said}; "), line
+        assert "task_outcome" not in str(refused.value)
 
 
 class TestProfilesFirst:
