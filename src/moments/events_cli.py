@@ -296,7 +296,7 @@ def _print_tally(
 ) -> None:
     from rich.table import Table
 
-    from moments.eventcheck import NO_TYPE, types_said
+    from moments.eventcheck import NO_TYPE, OUTCOME, types_said
     from moments.records import RejectReason
 
     total, refused = sum(tally.checked.values()), tally.refused_total
@@ -315,7 +315,8 @@ def _print_tally(
         )
     err.print(table)
     untyped = sum(n for (_, reason), n in tally.refused.items() if reason == NO_TYPE)
-    if outcomes:
+    # Lines typed `task_outcome` among events are said of as with `--type task_outcome`
+    if outcomes or OUTCOME in tally.checked:
         err.print(
             "A worker would send the refused lines to the dead-letter topic with the reason "
             "shown. An outcome's fields: schemas/task-outcome.schema.json. Not checked here: "
@@ -323,7 +324,7 @@ def _print_tally(
             "(subscriber_mismatch), which only its ledger knows.",
             markup=False,
         )
-    elif refused > untyped:
+    if any(r != NO_TYPE and k != OUTCOME for k, r in tally.refused):
         err.print(
             "A worker would send these lines to the dead-letter topic with the reason "
             "shown. Each event type's fields: schemas/<type>-event.schema.json (JSON Schema).",

@@ -107,3 +107,28 @@ def test_the_command_says_task_outcome_is_a_type_to_give(
     assert "2 line(s) checked, 1 refused" in err
     assert "1 line(s) with no event type were not checked" in err
     assert "task_outcome" in err.split("were not checked", 1)[1]
+
+
+def test_outcome_lines_among_events_get_the_outcomes_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lines typed `task_outcome` among events: what the check cannot tell of them (the
+    ledger's `unknown_task`) is said, as with `--type task_outcome`, beside the events'."""
+    event = orjson.dumps(
+        {
+            "type": "topup",
+            "event_id": "e1",
+            "subscriber_id": "13800000001",
+            "occurred_at": "2026-11-22T09:30:00+08:00",
+            "amount": 0,
+            "channel": "app",
+        }
+    )
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(line(type="task_outcome") + b"\n" + event + b"\n")
+    assert main(["events", "check", "--now", "2026-11-22T10:00:00+08:00", str(path)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 line(s) checked, 1 refused" in err
+    assert "schemas/<type>-event.schema.json" in err
+    assert "schemas/task-outcome.schema.json" in err
+    assert "unknown_task" in err
