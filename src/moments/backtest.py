@@ -254,6 +254,9 @@ class BacktestResult:
     clock_end: float | None = None
     """Where event time stopped: `--to`, else the latest event (a report's last day ends
     there)."""
+    report_to: float | None = None
+    """`--to` (epoch seconds) when given: a last day cut by it is the user's choice, not
+    the history's end."""
     seconds: float = 0.0
     spent: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Seconds by part: `engine` (detection), `sweep` (finding the records due and
@@ -506,6 +509,7 @@ class Backtest:
         if until is not None and self.clock.now > 0:  # else no event time to run on from:
             await self._run_on(until)  # it swept every hour since 1970 (8 s of nothing)
         out.clock_end = until if until is not None else out.last_event
+        out.report_to = until
         self._give_back()
         if progress is not None:
             progress(out.events)

@@ -163,7 +163,12 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         "shadow": sorted(shadow, key=lambda r: (r["rule_id"], r["outcome"], r["reason"])),
         "days": report_days(result, {day for day, _ in per_day["family"]}),
         "partial_days": (partial := partial_days(result)),
-        "notes": partial_days_note(partial, result.waiting_at_end),
+        "notes": partial_days_note(
+            partial,
+            result.waiting_at_end,
+            starts_at=report_start_cause(result),
+            ends_at="history" if result.report_to is None else "--to",
+        ),
     }
 
 
@@ -186,6 +191,17 @@ def report_start(result: BacktestResult) -> float | None:
         t for t in (result.report_from, result.live_from, result.first_event) if t is not None
     ]
     return max(starts) if starts else None
+
+
+def report_start_cause(result: BacktestResult) -> str:
+    """What began the report (`report_start`): `--from`, `--live-from` or `history` (its
+    first event)."""
+    start = report_start(result)
+    if start is not None and start == result.report_from:
+        return "--from"
+    if start is not None and start == result.live_from:
+        return "--live-from"
+    return "history"
 
 
 def partial_days(result: BacktestResult) -> dict[str, str]:
@@ -231,26 +247,70 @@ def _midnight(day: dt.date, zone: ZoneInfo) -> float:
     return dt.datetime.combine(day, dt.time(0), zone).timestamp()
 
 
-def partial_days_note(partial: Mapping[str, str], waiting_at_end: int) -> list[str]:
-    """What the per-day figures of a day covered in part are: one note, or none."""
+def partial_days_note(
+    partial: Mapping[str, str],
+    waiting_at_end: int,
+    *,
+    starts_at: str = "history",
+    ends_at: str = "history",
+) -> list[str]:
+    """What the per-day figures of a day covered in part are, and what would make it
+    whole: one note, or none. `starts_at` says what began the report (`history`, its
+    first event; `--from`; `--live-from`), `ends_at` what ended it (`history`, its last
+    event; `--to`): a mid-day `--from` is the report's start, the hours before it warm-up,
+    not a history covering part of a day, and a mid-day `--to` is the user's choice, not
+    a history to be given a whole day of events."""
     if not partial:
         return []
+    first, first_span = next(iter(partial.items()))
+    last, span = list(partial.items())[-1]
+    cut_at_start = first_span.startswith("from")
+    cut_at_end = span.startswith("to") or " to " in span
+    by_history = (not cut_at_start or starts_at == "history") and (
+        not cut_at_end or ends_at == "history"
+    )
     days = ", ".join(f"{day} {span}" for day, span in partial.items())
     text = (
-        f"The history covers part of a day: {days}. "
+        f"The {'history' if by_history else 'report'} covers part of a day: {days}. "
         + ("That day's figures" if len(partial) == 1 else "Those days' figures")
         + " (tasks, capacity needed) count only those hours, and the means per day count "
         + ("it" if len(partial) == 1 else "each")
         + " as a whole day."
     )
-    last, span = list(partial.items())[-1]
-    if span.startswith("to") or " to " in span:
+    next_day = (dt.date.fromisoformat(first) + dt.timedelta(days=1)).isoformat()
+    if cut_at_start and starts_at != "history":
+        at = first_span.removeprefix("from ").split(" to ")[0]
+        text += f" The report starts at {starts_at} {at} on {first}"
+        if starts_at == "--from":
+            text += (
+                " (the events before it built state, the warm-up): a --from at midnight"
+                f" (--from {first}, or --from {next_day}) reports whole days."
+            )
+        else:  # the cut-over: moments before it made no task
+            text += " (the cut-over: moments before it made no task)."
+    if cut_at_end:
         waiting = f" ({waiting_at_end:,} task(s) still waited at the end)" if waiting_at_end else ""
-        text += f" Event time stopped at {span.split('to ')[-1]} on {last}{waiting}: "
-        if span.startswith("from"):  # the report's only day: --to it would leave all out
-            text += "the history is shorter than a day; give it a whole day of events."
+        to = span.split("to ")[-1]
+        after = (dt.date.fromisoformat(last) + dt.timedelta(days=1)).isoformat()
+        if ends_at == "--to":
+            text += f" Event time stopped at --to {to} on {last}{waiting}: "
+            text += (
+                f"--to {after} reports that day whole"
+                if span.startswith("from")  # the report's only day: --to it leaves all out
+                else f"--to {last} leaves that day out, --to {after} reports it whole"
+            )
+            text += "."
         else:
-            text += f"leave that day out with --to {last}, or give it a whole day of events."
+            text += f" Event time stopped at {to} on {last}{waiting}: "
+            if span.startswith("from") and starts_at == "history":
+                text += "the history is shorter than a day; give it a whole day of events."
+            elif span.startswith("from"):  # --to that day would leave the report out
+                text += (
+                    "the history ends within the report's only day;"
+                    " give it the rest of that day's events."
+                )
+            else:
+                text += f"leave that day out with --to {last}, or give it a whole day of events."
     return [text]
 
 

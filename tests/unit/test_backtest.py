@@ -1267,6 +1267,53 @@ def test_a_history_of_part_of_one_day_is_not_told_to_leave_that_day_out() -> Non
     assert "leave that day out with --to 2026-12-06" in two_days
 
 
+def test_a_report_cut_mid_day_by_from_or_to_says_so_not_the_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SCENARIO's history runs from 10:00 on day 1 to 10:00 on day 2. Reported from 12:00
+    of day 1, the note said "The history covers part of a day" (the report began there:
+    the hours before were warm-up); cut at 08:00 of day 2 by --to, it advised "give it a
+    whole day of events", which no history fixes (reviewers)."""
+    rules = write_rules(tmp_path / "r.yaml")
+    history = write_history(tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    args = ["backtest", "--events", str(history), "--rules", str(rules), "--out", str(out)]
+    midday = dt.datetime.combine(DAY1, dt.time(12), SHANGHAI).isoformat()
+    assert main([*args, "--from", midday]) == 0
+    (note,) = orjson.loads((out / "report.json").read_bytes())["notes"]
+    assert note.startswith(f"The report covers part of a day: {DAY1.isoformat()} from 12:00")
+    assert f"The report starts at --from 12:00 on {DAY1.isoformat()}" in note
+    assert f"--from {DAY2.isoformat()}" in note  # a --from at midnight reports whole days
+    assert f"leave that day out with --to {DAY2.isoformat()}" in note  # the history's end
+    morning = dt.datetime.combine(DAY2, dt.time(8), SHANGHAI).isoformat()
+    assert main([*args, "--to", morning]) == 0
+    (note,) = orjson.loads((out / "report.json").read_bytes())["notes"]
+    assert note.startswith("The report covers part of a day:")
+    assert f"Event time stopped at --to 08:00 on {DAY2.isoformat()}" in note
+    assert "whole day of events" not in note
+    after = (DAY2 + dt.timedelta(days=1)).isoformat()
+    assert f"--to {DAY2.isoformat()} leaves that day out, --to {after} reports it whole" in note
+    capsys.readouterr()
+
+
+def test_a_partial_days_note_fits_its_advice_to_what_cut_the_day() -> None:
+    """The history, --from and --to each cut a day for their own reason; the note's
+    advice follows the cause."""
+    one = {"2026-12-06": "from 10:27 to 16:33"}
+    (history,) = partial_days_note(one, 0)
+    assert history.startswith("The history covers part of a day")
+    (by_to,) = partial_days_note(one, 0, ends_at="--to")
+    assert by_to.startswith("The report covers part of a day"), by_to  # --to cut it too
+    assert by_to.endswith("--to 2026-12-07 reports that day whole."), by_to
+    assert "--to 2026-12-06" not in by_to  # it would leave every event out
+    (by_from,) = partial_days_note(one, 0, starts_at="--from")
+    assert by_from.startswith("The report covers part of a day"), by_from
+    assert "history is shorter than a day" not in by_from
+    assert by_from.endswith("give it the rest of that day's events."), by_from
+    (live,) = partial_days_note({"2026-12-06": "from 10:27"}, 0, starts_at="--live-from")
+    assert "The report starts at --live-from 10:27 on 2026-12-06 (the cut-over" in live
+
+
 def test_a_comparison_lists_the_rules_added_and_removed_that_made_no_task(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
