@@ -112,12 +112,14 @@ class OutcomeResult:
     retries: list[str] = field(default_factory=list)
     """Ids of the retry tasks queued for `unreachable` outcomes, each once."""
     declined: int = 0
+    """Tasks `declined`, each once (the batch may hold its outcome twice)."""
     forgotten: int = 0
     """Outcomes of tasks made before a tombstone erased their subscriber: counted, and
     acting on nothing (no decline, retry or contact given back)."""
     not_retried: list[str] = field(default_factory=list)
     """Ids of the tasks answered `unreachable` that another outcome of theirs says were
-    done with (`ENDS_RETRIES`: the customer was reached, or the task `failed`): no retry."""
+    done with (`ENDS_RETRIES`: the customer was reached, or the task `failed`): no retry.
+    Each once."""
 
 
 OUTCOME_IDENTITY = ("task_id", "subscriber_id", "status")
@@ -451,11 +453,15 @@ async def handle_outcomes(
         sink, [t.task_id for o, t in acting if o.status in REACHED], REACHED_NO_ONE
     )
     taken_back: dict[str, ServiceTask] = {}
+    declined: set[str] = set()
     for outcome, task in acting:
         if task.task_id in erased:
             result.forgotten += 1
             continue
-        if outcome.status is OutcomeStatus.DECLINED:
+        # Each once, though the batch holds the outcome twice (a producer's retry of its
+        # send), as the retries below.
+        if outcome.status is OutcomeStatus.DECLINED and task.task_id not in declined:
+            declined.add(task.task_id)
             for rule_id in declined_rules(task):
                 await _decline(sink, task.subscriber_id, rule_id)
             result.declined += 1
@@ -472,7 +478,8 @@ async def handle_outcomes(
             # a retry would call a customer already served, who may have taken the offer;
             # or after the task `failed` for good (a number not in service), which is not
             # sent again.
-            result.not_retried.append(task.task_id)
+            if task.task_id not in result.not_retried:
+                result.not_retried.append(task.task_id)
         elif outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes
             retry = retry_task(
@@ -489,8 +496,8 @@ async def handle_outcomes(
         )
     if result.not_retried:
         log.info(
-            "%d unreachable outcome(s) of tasks another outcome says reached the customer "
-            "or failed: no retry (first: %r)",
+            "%d task(s) answered unreachable that another outcome says reached the "
+            "customer or failed: no retry (first: %r)",
             len(result.not_retried),
             result.not_retried[0],
         )

@@ -337,3 +337,29 @@ async def test_an_unreachable_twice_in_one_batch_lists_its_retry_once() -> None:
     await s.sink.release_due()
     await s.sink.flush()
     assert len(s.producer.sent) == 2  # the task, its one retry
+
+
+async def test_a_declined_twice_in_one_batch_is_counted_once() -> None:
+    """The same `declined` twice in one batch (a producer's retry of the send), as the
+    `unreachable` above: one decline in the result (it counted two)."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    record = outcome_record(CALL, OutcomeStatus.DECLINED, START + 2 * MINUTE)
+    result = await handle_outcomes([record, record], s.sink, now=now)
+    assert (result.handled, result.declined) == (2, 1)
+
+
+async def test_an_unreachable_twice_beside_a_reached_status_is_not_retried_once() -> None:
+    """An earlier attempt's `unreachable` read twice beside the `accepted` that got
+    through: no retry, and its task listed once in `not_retried` (it was listed twice,
+    and the log counted two)."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 2 * MINUTE)
+    accepted = outcome_record(CALL, OutcomeStatus.ACCEPTED, START + 5 * MINUTE)
+    result = await handle_outcomes([unreachable, accepted, unreachable], s.sink, now=now)
+    assert (result.retries, result.not_retried) == ([], [CALL])
