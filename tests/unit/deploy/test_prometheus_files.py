@@ -42,6 +42,7 @@ ALERTS = {
     "MomentsNoWorkerUp",
     "MomentsWorkerStalled",
     "MomentsWorkerRestarting",
+    "MomentsWorkerNotReady",
 }
 
 

@@ -28,8 +28,13 @@ DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 
 TARGET_LABELS = {"job", "instance"}
 """What Prometheus adds to every scraped series."""
-KUBE_STATE_METRICS = {"kube_pod_container_status_restarts_total": {"namespace", "pod", "container"}}
-"""The one metric of another exporter an alert reads (MomentsWorkerRestarting)."""
+KUBE_STATE_METRICS = {
+    "kube_pod_container_status_restarts_total": {"namespace", "pod", "container"},
+    "kube_statefulset_replicas": {"namespace", "statefulset"},
+    "kube_statefulset_status_replicas_ready": {"namespace", "statefulset"},
+}
+"""The metrics of another exporter the alerts read (MomentsWorkerRestarting,
+MomentsWorkerNotReady)."""
 
 
 @functools.cache
@@ -184,6 +189,29 @@ def test_the_restart_alert_reads_the_worker_containers_of_the_namespace() -> Non
     (matchers,) = [m for n, m in SELECTOR.findall(expr) if n in KUBE_STATE_METRICS]
     wanted = {label: value for label, op, value in MATCHER.findall(matchers) if op == "="}
     assert wanted == {"namespace": namespace, "container": container["name"]}
+
+
+def test_the_not_ready_alert_reads_the_statefulset_of_the_namespace() -> None:
+    """MomentsWorkerNotReady matches kube-state-metrics' series of the worker StatefulSet
+    on its namespace and name in deploy/k8s, both sides of its subtraction: a pod left
+    Pending among running ones fired nothing (its partitions moved to the others), and
+    another name there would leave the alert silent."""
+    docs = [
+        doc
+        for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
+        for doc in YAML(typ="safe").load_all(path.read_text())
+        if doc
+    ]
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    (expr,) = [e for w, e, _ in queries() if w == "alert MomentsWorkerNotReady"]
+    read = {n: m for n, m in SELECTOR.findall(expr) if n in KUBE_STATE_METRICS}
+    assert set(read) == {"kube_statefulset_replicas", "kube_statefulset_status_replicas_ready"}
+    for matchers in read.values():
+        wanted = {label: value for label, op, value in MATCHER.findall(matchers) if op == "="}
+        assert wanted == {
+            "namespace": statefulset["metadata"]["namespace"],
+            "statefulset": statefulset["metadata"]["name"],
+        }
 
 
 def test_the_unanswered_alert_names_the_consumer_of_every_channel() -> None:
