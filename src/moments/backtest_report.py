@@ -282,9 +282,11 @@ def partial_days_note(
         at = first_span.removeprefix("from ").split(" to ")[0]
         text += f" The report starts at {starts_at} {at} on {first}"
         if starts_at == "--from":
+            # The report's only day: --from the next one would leave every event out.
+            later = "" if " to " in first_span else f", or --from {next_day}"
             text += (
                 " (the events before it built state, the warm-up): a --from at midnight"
-                f" (--from {first}, or --from {next_day}) reports whole days."
+                f" (--from {first}{later}) reports whole days."
             )
         else:  # the cut-over: moments before it made no task
             text += " (the cut-over: moments before it made no task)."

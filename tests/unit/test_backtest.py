@@ -1310,6 +1310,7 @@ def test_a_partial_days_note_fits_its_advice_to_what_cut_the_day() -> None:
     assert by_from.startswith("The report covers part of a day"), by_from
     assert "history is shorter than a day" not in by_from
     assert by_from.endswith("give it the rest of that day's events."), by_from
+    assert "--from 2026-12-07" not in by_from  # it would leave every event out
     (live,) = partial_days_note({"2026-12-06": "from 10:27"}, 0, starts_at="--live-from")
     assert "The report starts at --live-from 10:27 on 2026-12-06 (the cut-over" in live
 
