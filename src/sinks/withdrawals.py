@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -92,7 +92,11 @@ def changes_by_fact(facts: Sequence[InputEvent]) -> dict[int, list[ProfileChange
     `opt_out` decides: `sinks.relevance`); the backtest, recording them one at a time,
     withdraws by the same changes. So does a closing: a later update of the batch whose
     `status` is `active` or `suspended` reopens the line, which ends the batch not closed
-    (`SubscriberFacts.line_closed`), and the tasks published before stand."""
+    (`SubscriberFacts.line_closed`), and the tasks published before stand. Later is by
+    `occurred_at`, as the facts hash reads it (to the microsecond; a tie opted out, not
+    closed), not by the order the batch holds them: the engine strips a field a newer
+    second set (`moments.tracking.profile_update`) but applies two updates of one second
+    both, so an opt-in read after an opt-out dated later within the second is no later."""
     kept = _still_opted_out(facts)
     reopened = _reopened(facts)
     out: dict[int, list[ProfileChange]] = {}
@@ -124,39 +128,49 @@ def _channels(opt_out: Iterable[object]) -> frozenset[str]:
     return frozenset(c.value for c in opt_out if isinstance(c, Channel))
 
 
+def _by_subscriber(
+    facts: Sequence[InputEvent], keep: Callable[[ProfileEvent], bool]
+) -> list[list[tuple[int, ProfileEvent]]]:
+    """The profile updates `keep` takes, with their indexes, grouped by subscriber."""
+    groups: dict[str, list[tuple[int, ProfileEvent]]] = {}
+    for i, event in enumerate(facts):
+        if isinstance(event, ProfileEvent) and keep(event):
+            groups.setdefault(event.subscriber_id, []).append((i, event))
+    return list(groups.values())
+
+
 def _reopened(facts: Sequence[InputEvent]) -> set[int]:
-    """The indexes of the profile updates closing a line that a later update of its
-    subscriber saying `active` or `suspended` follows in the batch."""
+    """The indexes of the profile updates closing a line that another update of its
+    subscriber in the batch saying `active` or `suspended` dated at or after it follows,
+    whatever their order in the batch: the facts hash keeps each status's latest time and
+    a line is closed only when no `active` or `suspended` came at or after its closing
+    (`SubscriberFacts.line_closed`), however late the older one is read."""
     out: set[int] = set()
-    reopening: set[str] = set()  # subscribers a later update reopens
-    for i in range(len(facts) - 1, -1, -1):
-        event = facts[i]
-        if not isinstance(event, ProfileEvent) or event.status is None:
+    for group in _by_subscriber(facts, lambda e: e.status is not None):
+        reopenings = [e.occurred_at for _, e in group if e.status in ("active", "suspended")]
+        if not reopenings:
             continue
-        if event.status == "closed":
-            if event.subscriber_id in reopening:
-                out.add(i)
-        else:
-            reopening.add(event.subscriber_id)
+        latest = max(reopenings)
+        out |= {i for i, e in group if e.status == "closed" and e.occurred_at <= latest}
     return out
 
 
 def _still_opted_out(facts: Sequence[InputEvent]) -> dict[int, frozenset[str]]:
-    """Per index of a profile update carrying `opt_out` that a later one of its subscriber
-    carrying `opt_out` follows: the channels each of those later updates names (the others
-    were opted into again). Absent: none follows."""
-    after: dict[str, frozenset[str]] = {}  # subscriber -> opted out by every update since
+    """Per index of a profile update carrying `opt_out` that another one of its subscriber
+    carrying `opt_out` dated after it follows (whatever their order in the batch: the facts
+    hash keeps the latest time of each, `SubscriberFacts.opted_out`, and an opt-out dated
+    as an opt-in wins there): the channels every one of those later updates names (the
+    others were opted into again after it). Absent: none dated after it."""
     out: dict[int, frozenset[str]] = {}
-    for i in range(len(facts) - 1, -1, -1):
-        event = facts[i]
-        if not isinstance(event, ProfileEvent) or event.opt_out is None:
-            continue
-        sub = event.subscriber_id
-        own = _channels(event.opt_out)
-        if (since := after.get(sub)) is not None:
-            out[i] = since
-            own &= since
-        after[sub] = own
+    for group in _by_subscriber(facts, lambda e: e.opt_out is not None):
+        for i, event in group:
+            later = [
+                _channels(e.opt_out or ())
+                for j, e in group
+                if j != i and e.occurred_at > event.occurred_at
+            ]
+            if later:
+                out[i] = frozenset.intersection(*later)
     return out
 
 

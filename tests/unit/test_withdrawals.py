@@ -21,9 +21,11 @@ from moments.enums import Channel, WithdrawReason
 from moments.models import EventType, ProfileEvent, ServiceTask, TaskWithdrawal
 from moments.runtime import Runtime
 from moments.settings import load_settings
+from moments.state import SubscriberState
 from moments.store import DictStateStore
+from moments.tracking import profile_update
 from sinks.dispatch import TaskSink
-from sinks.memory import MemoryLedger, memory_stores
+from sinks.memory import MemoryFacts, MemoryLedger, memory_stores
 from sinks.metrics import Metrics
 from sinks.withdrawals import (
     ProfileChange,
@@ -151,9 +153,15 @@ class TestWithdrawalsOf:
 
 
 class TestProfileChanges:
+    made = 0
+
     def profile(self, **fields: Any) -> ProfileEvent:
+        """A profile update dated a second after the previous one made (a batch holds them
+        in the order they happened unless a test dates them itself)."""
+        self.made += 1
+        when = dt.datetime.fromisoformat(at("2026-11-10")) + dt.timedelta(seconds=self.made)
         return ProfileEvent.model_validate(
-            {"event_id": "p", "subscriber_id": SUB, "occurred_at": at("2026-11-10"), **fields}
+            {"event_id": "p", "subscriber_id": SUB, "occurred_at": when.isoformat(), **fields}
         )
 
     def test_the_changes_a_batch_holds(self) -> None:
@@ -224,6 +232,51 @@ class TestProfileChanges:
         assert [(i, [c.reason for c in made]) for i, made in changes_by_fact(events).items()] == [
             (2, [WithdrawReason.CLOSED])
         ]
+
+    async def test_the_withdrawals_are_what_the_facts_hash_says_at_the_batch_end(
+        self,
+    ) -> None:
+        """The updates as the engine applies them (`profile_update`: a field a newer
+        second set is stripped; one of the same second is applied again, read later wins)
+        are recorded in the facts hash, which keeps each field's latest `occurred_at` (to the
+        microsecond) and reads a tie as opted out, or as not closed. Two updates of one
+        second, in either order, dated apart within it or alike, withdraw what the hash then
+        says, as the dispatch's and the confirm's checks read it: the batch's order decided
+        (an opt-in read after an opt-out dated later within the second, or alike, left the
+        customer opted out in the hash and the tasks published on the channel stood)."""
+        t = dt.datetime.fromisoformat(at("2026-11-10"))
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]] = [
+            ({"opt_out": ["sms"]}, {"opt_out": []}),
+            ({"opt_out": ["sms", "outbound_call"]}, {"opt_out": ["sms"]}),
+            ({"status": "closed"}, {"status": "active"}),
+            ({"status": "closed"}, {"status": "suspended"}),
+        ]
+        for first, second in pairs:
+            for ms in ((700, 200), (200, 700), (500, 500), (0, 5000), (5000, 0)):
+                for ordered in ((first, second), (second, first)):
+                    events = [
+                        self.profile(
+                            occurred_at=(t + dt.timedelta(milliseconds=m)).isoformat(), **fields
+                        )
+                        for m, fields in zip(ms, ordered, strict=True)
+                    ]
+                    state = SubscriberState()
+                    applied = [
+                        a
+                        for e in events
+                        if (a := profile_update(state, e, int(e.occurred_at.timestamp())))
+                    ]
+                    facts = MemoryFacts(lambda: NOW)
+                    await facts.record(applied)
+                    said = await facts.get(SUB)
+                    got = profile_changes(applied)
+                    withdrawn = frozenset().union(
+                        *(c.channels for c in got if c.reason is WithdrawReason.OPT_OUT)
+                    )
+                    case = (ms, ordered)
+                    assert withdrawn == said.opted_out, case
+                    closed = any(c.reason is WithdrawReason.CLOSED for c in got)
+                    assert closed == said.line_closed, case
 
     def test_an_update_naming_no_channel_of_ours_makes_no_change(self) -> None:
         assert profile_changes([self.profile(opt_out=["email"])]) == []
