@@ -342,6 +342,8 @@ async def _not_kafka(host: str, port: int) -> str | None:
         size, correlation = struct.unpack(">ii", answer[:8])
         if correlation == _PROBE_ID and 0 < size < 1 << 20:
             return None  # a Kafka broker's answer
+    elif _may_be_frame(answer):
+        return None  # a frame's start, cut off: a broker that hung up or is slow, retried
     kind = next((k for starts, k in _SPOKEN if answer.startswith(starts)), None)
     return (
         f"something answered that is not a Kafka broker ({kind or 'an unknown server'}: "
@@ -350,24 +352,40 @@ async def _not_kafka(host: str, port: int) -> str | None:
 
 
 async def _first_bytes(host: str, port: int, request: bytes) -> bytes | None:
-    """The first bytes answered to `request` on a new connection; b"" when the server
-    said nothing within `_PROBE_TIMEOUT_S`; None when nothing connected or it hung up."""
+    """The first bytes answered to `request` on a new connection (at least a Kafka
+    frame's size and correlation id when it starts as one); b"" when the server said
+    nothing within `_PROBE_TIMEOUT_S`; None when nothing connected or it hung up."""
     try:
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
             reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return None
+    answer = b""
     try:
         writer.write(request)
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
             await writer.drain()
-            return await reader.read(64) or None
+            answer = await reader.read(64)
+            while _may_be_frame(answer):
+                # A stream keeps no frame boundaries: a broker's (or a proxy's) answer may
+                # come in pieces, its size first; one read took it for an unknown server.
+                more = await reader.read(64)
+                if not more:
+                    break
+                answer += more
+            return answer or None
     except TimeoutError:
-        return b""
+        return answer
     except OSError:
         return None
     finally:
         writer.close()
+
+
+def _may_be_frame(answer: bytes) -> bool:
+    """Whether `answer` may be the start, cut short of its size and correlation id, of a
+    Kafka frame (a size under 16 MiB starts with a zero byte; no text answer does)."""
+    return 0 < len(answer) < 8 and answer[0] == 0
 
 
 class _NoAnswerError(Exception):

@@ -114,3 +114,25 @@ async def test_nothing_listening_is_still_left_to_the_retries() -> None:
     settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}")
     with pytest.raises(ConnectionError, match="no answer from"):
         await check_kafka(settings, timeout_s=1.0, report=False)
+
+
+async def _kafka_in_pieces(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A Kafka broker (or a proxy before one) whose ApiVersions answer reaches the client
+    in pieces: its size first, the rest later. A stream gives no frame boundaries: the
+    probe's first read took the size alone and named the broker 'an unknown server'."""
+    size = int.from_bytes(await reader.readexactly(4), "big")
+    request = await reader.readexactly(size)
+    correlation = request[4:8]  # after the api key and version
+    body = correlation + b"\x00\x00" + b"\x00\x00\x00\x00"  # no error, no api versions
+    writer.write(len(body).to_bytes(4, "big"))
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the size and the body in two reads
+    writer.write(body)
+    await writer.drain()
+    await reader.read()  # keeps the connection, as a broker does
+
+
+async def test_a_kafka_answer_read_in_pieces_is_kafka() -> None:
+    async with _server(_kafka_in_pieces) as bootstrap:
+        host, port = bootstrap.rsplit(":", 1)
+        assert await moments.connections._not_kafka(host, int(port)) is None
