@@ -222,6 +222,30 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         self._ensure_consumer().seek(partition, offset)
         self.seeks[partition] = self.seeks.get(partition, 0) + 1
 
+    async def seek_to_committed_or_start(self) -> Mapping[Any, int | None]:
+        """aiokafka's `seek_to_committed`, and each partition it leaves where it stands (no
+        committed offset, or 0: it seeks only to an offset above 0) sought to where a new
+        worker starts it (Faust's `consumer_auto_offset_reset`, earliest by default). Its
+        committed offsets, {} with nothing assigned (aiokafka asserts there is some).
+
+        A read dropped (a corrupt fetch, a seek meanwhile) had moved such a partition's
+        position past records never processed, and aiokafka's seek left it there: a
+        worker whose group had not committed yet lost them for good (re-check)."""
+        consumer = self._ensure_consumer()
+        if not consumer.assignment():
+            return {}
+        committed: Mapping[Any, int | None] = await consumer.seek_to_committed()
+        fresh = [tp for tp, offset in committed.items() if offset is None or offset <= 0]
+        if fresh:
+            for tp in fresh:
+                self._moves[tp] = self._moves.get(tp, 0) + 1  # no read's move (`_note_passed`)
+            reset = getattr(self.consumer.app.conf, "consumer_auto_offset_reset", "earliest")
+            if reset == "latest":
+                await consumer.seek_to_end(*fresh)
+            else:
+                await consumer.seek_to_beginning(*fresh)
+        return committed
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; no public setter.
@@ -374,6 +398,29 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
+        self.invalidate()
+        self.processed.clear()
+
+    async def read_again(self) -> None:
+        """Every partition read again from its committed offset, what was fetched dropped:
+        Faust's `perform_seek`, but a partition without a committed offset (or at 0) goes
+        back to where a new worker starts it (`seek_to_committed_or_start`), not left
+        where the dropped read had moved it."""
+        thread = cast(BatchConsumerThread, self._thread)
+        committed = await thread.call_thread(thread.seek_to_committed_or_start)
+        self._read_offset.update(
+            {
+                tp: offset if offset is not None and offset >= 0 else None
+                for tp, offset in committed.items()
+            }
+        )
+        self._committed_offset.update(
+            {
+                TP(tp.topic, tp.partition): offset or None
+                for tp, offset in committed.items()
+                if offset is not None
+            }
+        )
         self.invalidate()
         self.processed.clear()
 
@@ -540,7 +587,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             CORRUPT_READS,
         )
         await asyncio.sleep(CORRUPT_PAUSE_S * reads)
-        await self.perform_seek()
+        await self.read_again()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         # Faust's loop, with the hot topics taken out in bulk and without a
@@ -594,7 +641,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if epoch != self.epoch:
                     # A seek happened while fetching: these may be stale or fresh; read
                     # them again from the committed offsets rather than guess.
-                    await self.perform_seek()
+                    await self.read_again()
                     continue
                 self._waiting.update(tp for tp, _ in hot)
                 try:

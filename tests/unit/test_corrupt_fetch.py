@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CorruptRecordException
 from faust.types import TP
 
 import moments.consumer
 from moments.app import create_app, register_agents
-from moments.consumer import BatchConsumer, Fetch
+from moments.consumer import BatchConsumer, BatchConsumerThread, Fetch
 from moments.engine import Detector
 from moments.runtime import Runtime
 from moments.settings import load_settings
@@ -75,7 +77,7 @@ class _Consumer(BatchConsumer):
     def corrupt_read_seen(self) -> None:
         self.counted += 1
 
-    async def perform_seek(self) -> None:
+    async def read_again(self) -> None:
         self.seeks_to_committed += 1
         self.epoch += 1
 
@@ -128,3 +130,74 @@ async def test_the_app_counts_them_as_kafka_errors() -> None:
         )
         == 1
     )
+
+
+class _KafkaConsumer:
+    """What of aiokafka's consumer a read again from the committed offsets uses: its own
+    `seek_to_committed` (which seeks only to a committed offset above 0), over partitions
+    whose positions a dropped read moved on."""
+
+    seek_to_committed = AIOKafkaConsumer.seek_to_committed
+
+    def __init__(self, positions: dict[TopicPartition, int], committed: dict[Any, Any]) -> None:
+        self.positions = positions
+        self._committed = committed
+        self._subscription = SimpleNamespace(assigned_partitions=lambda: set(positions))
+        self._fetcher = SimpleNamespace(seek_to=self._seek)
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.positions)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self._committed[tp]  # type: ignore[no-any-return]  # a given int or None
+
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        for tp in tps:
+            self.positions[tp] = 0  # the log's start: nothing deleted here
+
+    async def seek_to_end(self, *tps: TopicPartition) -> None:
+        raise AssertionError("a new worker starts from the earliest offset (Faust's default)")
+
+
+def _reading(kafka: _KafkaConsumer) -> BatchConsumer:
+    """A batch consumer over `kafka`, on a consumer thread that runs its calls at once."""
+    thread = BatchConsumerThread.__new__(BatchConsumerThread)
+    thread._moves = {}
+    thread.consumer = SimpleNamespace(  # type: ignore[assignment]  # what the seek reads
+        app=SimpleNamespace(conf=SimpleNamespace(consumer_auto_offset_reset="earliest"))
+    )
+    thread._ensure_consumer = lambda: kafka  # type: ignore[method-assign]
+
+    async def call_thread(fun: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        return await fun(*args)
+
+    thread.call_thread = call_thread  # type: ignore[method-assign]
+    consumer = BatchConsumer.__new__(BatchConsumer)
+    consumer._thread = thread
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._committed_offset = {}
+    consumer.fetches = asyncio.Queue()
+    consumer._waiting = Counter()
+    consumer.epoch = 0
+    consumer.processed = {}
+    consumer.corrupt_read_seen = lambda: None
+    return consumer
+
+
+async def test_a_partition_never_committed_is_read_again_from_its_start() -> None:
+    """aiokafka raised the CRC error after handing over (and dropping) the reads of the
+    partitions before the damaged one, their positions moved on. Of a partition whose
+    group had committed nothing yet (or offset 0), aiokafka's seek to the committed
+    offsets left the position there: its records up to it were never processed, and the
+    next commit went past them."""
+    new, at_zero, committed = (TopicPartition(USAGE.topic, p) for p in (0, 1, 2))
+    kafka = _KafkaConsumer(
+        {new: 40, at_zero: 40, committed: 40}, {new: None, at_zero: 0, committed: 7}
+    )
+    consumer = _reading(kafka)
+    await consumer.corrupt_read(_corrupt(), 1)
+    assert kafka.positions == {new: 0, at_zero: 0, committed: 7}
+    assert consumer.epoch == 1  # what was queued from before is dropped
