@@ -455,6 +455,14 @@ async def _stop_if_not_kafka(
     if not isinstance(exc, TimeoutError | KafkaConnectionError):
         return
     other = await _not_kafka(host, port)
+    if other is not None and "a TLS listener" in other:
+        # A Kafka listener that speaks TLS answers plaintext with an alert: the address
+        # may be right, the protocol is what is wrong.
+        raise ConfigError(
+            f"Kafka {server}: {other}; if it is a Kafka listener that speaks TLS, set "
+            "MOMENTS_KAFKA_SECURITY_PROTOCOL=SSL (or SASL_SSL) and MOMENTS_KAFKA_SSL_CAFILE; "
+            "otherwise fix MOMENTS_KAFKA_BOOTSTRAP"
+        ) from None
     if other is not None:
         raise ConfigError(
             f"Kafka {server}: {other}; check MOMENTS_KAFKA_BOOTSTRAP: it must name the host "

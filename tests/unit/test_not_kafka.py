@@ -136,3 +136,21 @@ async def test_a_kafka_answer_read_in_pieces_is_kafka() -> None:
     async with _server(_kafka_in_pieces) as bootstrap:
         host, port = bootstrap.rsplit(":", 1)
         assert await moments.connections._not_kafka(host, int(port)) is None
+
+
+async def _tls_alert(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A TLS listener given bytes that are no ClientHello: a fatal alert, then it hangs up
+    (Kafka's own TLS listener flushes the alert before it closes)."""
+    await reader.read(100)
+    writer.write(b"\x15\x03\x03\x00\x02\x02\x0a")  # alert, TLS 1.2, fatal unexpected_message
+    await writer.drain()
+    writer.close()
+
+
+async def test_a_tls_listener_names_the_security_protocol() -> None:
+    """Was told only to fix MOMENTS_KAFKA_BOOTSTRAP ('not Redis's (6379) or an HTTP port'):
+    the address of a Kafka listener that speaks TLS is right, its protocol setting is not."""
+    async with _server(_tls_alert) as bootstrap:
+        problem = await _problem(bootstrap)
+    assert "a TLS listener" in problem
+    assert "MOMENTS_KAFKA_SECURITY_PROTOCOL=SSL" in problem
