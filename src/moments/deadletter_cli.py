@@ -141,6 +141,14 @@ def selection(args: argparse.Namespace, settings: Settings) -> Selection:
     now = dt.datetime.now(dt.UTC)  # `--since 2h --until 30m`: 90 minutes, to the microsecond
     since = _when(args.since, "--since", now) if args.since is not None else None
     until = _when(args.until, "--until", now) if args.until is not None else None
+    if since is not None and until is not None and until <= since:
+        # Swapped (`--since 30m --until 2h`) or one date twice, it selected nothing: show
+        # said "no dead letters match" and replay sent none, as if there were none.
+        raise ConfigError(
+            f"--until {args.until} ({until.isoformat()}) must be after --since {args.since} "
+            f"({since.isoformat()}): a time ago counts back from now, a date is its midnight "
+            "in UTC, and --until is the first instant left out"
+        )
     return Selection(frozenset(args.reason), frozenset(topics), since, until)
 
 
@@ -179,8 +187,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     def print_json(entry: DeadLetterEntry) -> None:
         print(orjson.dumps(entry_document(entry)).decode())
 
+    chosen = selection(args, settings)  # refused before the progress bar is drawn
     with bar.progress:
-        chosen = selection(args, settings)
         summary = asyncio.run(summarize(settings, chosen, bar, print_json if args.json else None))
     if args.json:
         return 0
@@ -213,12 +221,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     _require(settings, redis=True)
     console = Console(stderr=True)
     bar = ReadBar(console, settings.topic("deadletter"))
+    chosen = selection(args, settings)
     try:
         with bar.progress:
             report = asyncio.run(
                 replay(
                     settings,
-                    selection(args, settings),
+                    chosen,
                     dry_run=args.dry_run,
                     again=args.again,
                     progress=bar,

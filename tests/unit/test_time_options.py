@@ -98,6 +98,37 @@ class TestDeadletterSince:
         assert chosen.since == dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
         assert chosen.until == dt.datetime(2026, 12, 5, 10, tzinfo=dt.UTC)
 
+    @pytest.mark.parametrize(
+        ("since", "until"),
+        [("30m", "2h"), ("2026-12-05", "2026-12-04"), ("2026-12-04", "2026-12-04")],
+    )
+    @pytest.mark.parametrize("command", ["show", "replay"])
+    def test_an_until_not_after_since_is_refused(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        command: str,
+        since: str,
+        until: str,
+    ) -> None:
+        """`--since 30m --until 2h` (the two swapped) selected nothing, and show said "no
+        dead letters match", replay sent none, as if there were none; the backtest refuses
+        its --to not after --from."""
+        import moments.deadletter_cli as cli_module
+        import moments.deadletter_replay as replay_module
+        from moments.cli import main
+
+        async def never(*_args: object, **_kwargs: object) -> object:
+            raise AssertionError("no dead letter is read for an empty time range")
+
+        monkeypatch.setattr(cli_module, "_require", lambda _settings, redis: None)
+        monkeypatch.setattr(replay_module, "summarize", never)
+        monkeypatch.setattr(replay_module, "replay", never)
+        assert main(["deadletter", command, "--since", since, "--until", until]) == 2
+        said = capsys.readouterr().err
+        assert f"--until {until}" in said
+        assert f"must be after --since {since}" in said
+
     def test_a_bad_since_is_a_usage_error_naming_the_forms(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
