@@ -165,6 +165,10 @@ def command_settings() -> Settings:
 WHEN_FORMS = "a date (2026-12-01) or RFC 3339 (2026-12-01T08:00:00+08:00)"
 AGO_FORMS = "a time ago (30m, 2h, 1d, 2w)"
 """What a time option (`--since`, `--from`, `--to`) takes, as its error says."""
+EVENT_SPAN = (dt.datetime(1969, 12, 31, tzinfo=dt.UTC), dt.datetime(2100, 1, 2, tzinfo=dt.UTC))
+"""The instants an event may carry (`models.Instant`, which the schemas hold to): a time
+option outside them (`--to 9999-12-31` for "no end") ran the backtest's clock day by day
+towards it, and `rules test --to` or a `--from 0001-01-01` ended in a traceback."""
 _AGO = re.compile(r"^\d+\s*[A-Za-z]+$")
 """A time ago: digits and a unit (`2h`, `30 min`); a date has no letters, an RFC 3339
 time a dash or colon before its first letter."""
@@ -211,11 +215,30 @@ def parse_when(
     `1d`, `2w`: before `now`, the wall clock by default; not with `ago` False, for an
     option standing for a setting, which takes none), a date in any ISO form
     (`2026-12-07`, `20261207`: midnight in `zone`) or an RFC 3339 instant with its offset
-    (one without is taken in `zone` when `naive`, else refused). None for None;
-    ConfigError naming the flag and what to write otherwise."""
+    (one without is taken in `zone` when `naive`, else refused), within the times events
+    carry (`EVENT_SPAN`). None for None; ConfigError naming the flag and what to write
+    otherwise."""
     if text is None:
         return None
     text = text.strip()
+    when = _read_when(text, zone, flag, naive, now, ago)
+    try:
+        inside = EVENT_SPAN[0] <= when < EVENT_SPAN[1]
+    except OverflowError:  # 9999-12-31T23:00-08:00 is past the year 9999 in UTC
+        inside = False
+    if not inside:
+        first, end = (t.date().isoformat() for t in EVENT_SPAN)
+        raise ConfigError(
+            f"{flag} {text!r}: events carry times from {first} to before {end} (UTC), and "
+            f"this is {when.isoformat()}: write one in between, or leave {flag} out for no "
+            "bound"
+        )
+    return when
+
+
+def _read_when(
+    text: str, zone: Any, flag: str, naive: bool, now: dt.datetime | None, ago: bool
+) -> dt.datetime:
     forms = f"{WHEN_FORMS.replace(' or ', ', ')} or {AGO_FORMS}" if ago else WHEN_FORMS
     if ago and _AGO.match(text):
         from rules.durations import parse_duration

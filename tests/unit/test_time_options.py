@@ -58,6 +58,23 @@ class TestParseWhen:
         assert said.startswith("--since 'yesterday': write a date (2026-12-01), RFC 3339")
         assert "or a time ago (30m, 2h, 1d, 2w)" in said
 
+    @pytest.mark.parametrize(
+        "text", ["9999-12-31", "0001-01-01", "2100-01-02T00:00:00+00:00", "1969-12-31", "36500d"]
+    )
+    def test_a_time_no_event_carries_is_refused(self, text: str) -> None:
+        """`--to 9999-12-31` (for "no end") ran the backtest's clock day by day towards
+        the year 9999, and `rules test` and a `--from 0001-01-01` ended in a traceback
+        (year 0 or 10000 is out of range)."""
+        with pytest.raises(ConfigError) as caught:
+            parse_when(text, ZONE, "--to", now=NOW)
+        said = str(caught.value)
+        assert said.startswith(f"--to {text!r}: ")
+        assert "leave --to out" in said
+
+    @pytest.mark.parametrize("text", ["1970-01-01T00:00:00+00:00", "2099-12-31", "2w"])
+    def test_the_span_of_event_times_is_taken(self, text: str) -> None:
+        assert parse_when(text, dt.UTC, "--from", now=NOW) is not None
+
     def test_an_option_standing_for_a_setting_takes_no_time_ago(self) -> None:
         """`--live-from` rehearses MOMENTS_LIVE_FROM, which is a date or an instant."""
         with pytest.raises(ConfigError) as caught:
@@ -147,6 +164,25 @@ class TestEventTimeOptions:
         '{"type":"usage","event_id":"u1","subscriber_id":"13800138001","kind":"data",'
         '"occurred_at":"2026-11-02T10:00:00+08:00","balance_after":5}\n'
     )
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["rules", "test", str(CATALOG), "--to", "9999-12-31"],
+            ["backtest", "--from", "0001-01-01"],
+        ],
+    )
+    def test_a_time_out_of_the_events_span_is_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+    ) -> None:
+        """They ended in a traceback: ValueError: year 10000 (or 0) is out of range."""
+        from moments.cli import main
+
+        events = tmp_path / "e.jsonl"
+        events.write_text(self.EVENT)
+        out = ["--out", str(tmp_path / "out")] if argv[0] == "backtest" else []
+        assert main([*argv, "--events", str(events), *out]) == 2
+        assert f"{argv[-2]} '{argv[-1]}': " in capsys.readouterr().err
 
     def test_rules_test_and_backtest_take_a_time_ago(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
