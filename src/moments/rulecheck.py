@@ -17,6 +17,7 @@ import orjson
 from moments.decoding import UTF8_BOM, stream_json
 from moments.eventcheck import cr_only, cr_only_said, no_type_said
 from moments.exceptions import MomentsError
+from moments.filenames import is_csv
 from moments.models import EventType, Family, ServiceTask
 from moments.pii import mask_msisdn
 from moments.pipeline import PipelineResult, run_pipeline
@@ -211,9 +212,14 @@ def nothing_evaluated(result: PipelineResult, events: Path) -> str | None:
     `--profiles` snapshot either."""
     refused = result.events_refused
     if result.events_read and refused == result.events_read:
+        said = f"nothing was tested: each of the {refused} event(s) of {events} was refused "
+        if is_csv(events):  # `events check` reads JSON lines only, and refuses a CSV file
+            return (
+                f"{said}(reasons above, by row), so no rule was run on any; fix the rows and "
+                "run it again"
+            )
         return (
-            f"nothing was tested: each of the {refused} event(s) of {events} was refused "
-            "(reasons above), so no rule was run on any; fix the events (`moments events "
+            f"{said}(reasons above), so no rule was run on any; fix the events (`moments events "
             f"check {events}` names what is wrong with each line) and run it again"
         )
     if not result.events_read and len(result.dead_letters) == result.profiles_read:

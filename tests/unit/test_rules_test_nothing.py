@@ -36,6 +36,20 @@ class TestNothingEvaluated:
         )
         assert f"moments events check {events}" in captured.err
 
+    def test_every_csv_row_refused_is_not_sent_to_events_check(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`moments events check` reads JSON lines only and refuses a CSV file: named as
+        the fix of a CSV whose every row was refused, it sent the analyst to a command
+        that said it does not read CSV. The reasons printed above are the rows' own."""
+        events = tmp_path / "cases.csv"
+        events.write_text("type,event_id,subscriber_id\nusage,bad1,x\nusage,bad2,x\n")
+        assert main(["rules", "test", str(CATALOG), "--events", str(events)]) == 1
+        said = capsys.readouterr().err
+        assert f"nothing was tested: each of the 2 event(s) of {events} was refused" in said
+        assert "events check" not in said
+        assert "fix the rows" in said
+
     def test_refused_events_beside_valid_profiles_still_fail(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
