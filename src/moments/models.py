@@ -423,7 +423,11 @@ class TopUpEvent(_Event):
 
     amount: PositiveMoney
     balance_after: Money | None = None
-    channel: Annotated[str, filled(32)] = Field(description="app, bank, card, store, auto, ...")
+    # Without the spaces around it, as a region: a padded CHAR column's "app   " was a
+    # channel of its own (a second "first top-up" task, an SMS of "by app   :").
+    channel: Annotated[str, filled(32), AfterValidator(str.strip)] = Field(
+        description="app, bank, card, store, auto, ..."
+    )
 
 
 class RoamingEvent(_Event):
