@@ -73,12 +73,17 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     not import (tests/unit/test_cli_startup.py)."""
     from moments.settings import Settings
 
-    settings = "|".join(sorted(Settings.model_fields, key=len, reverse=True))
-    # a setting's name (as a field or its MOMENTS_ variable) or a name ending in a unit;
-    # an id's name wins over a unit (`subscriber_id_seconds`)
+    # Names of two words or more, as written (a field, or its MOMENTS_ variable): a
+    # one-word setting (`store`, `rules`) or another case (`Store: 13800138001`) is a word
+    # of free text as often, whose number stays masked.
+    names = sorted((n for n in Settings.model_fields if "_" in n), key=len, reverse=True)
+    settings = "|".join([*names, *(f"MOMENTS_{n.upper()}" for n in names)])
+    units = "|".join([*UNITS, *(u.upper() for u in UNITS)])
+    # a setting's name or a name ending in a unit; an id's name wins over a unit
+    # (`subscriber_id_seconds`), in any case
     quantity = (
-        r"(?i:(?!\w*(?:subscriber|msisdn|counterparty|imei))"
-        rf"(?:(?:moments_)?(?:{settings})|\w*_(?:{'|'.join(UNITS)})))"
+        r"(?!(?i:\w*(?:subscriber|msisdn|counterparty|imei)))"
+        rf"(?:(?:{settings})|\w*_(?:{units}))"
     )
     text = re.compile(
         r"""

@@ -108,6 +108,11 @@ class TestMaskText:
             (f"subscriber_id_seconds={SUB}", "subscriber_id_seconds=138****8001"),
             (f"called={SUB} msisdn={SUB}", "called=138****8001 msisdn=138****8001"),
             (f"batch_size='{SUB}'", "batch_size='138****8001'"),
+            # a one-word setting, or a setting's name in another case, is a word of text
+            (f"Store: {SUB}", "Store: 138****8001"),
+            (f"store={SUB} rules: {SUB}", "store=138****8001 rules: 138****8001"),
+            (f"Batch_Size={SUB}", "Batch_Size=138****8001"),
+            (f"SUBSCRIBER_ID_SECONDS={SUB}", "SUBSCRIBER_ID_SECONDS=138****8001"),
         ],
     )
     def test_an_id_beside_a_setting_is_still_masked(self, text: str, expected: str) -> None:
