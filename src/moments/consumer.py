@@ -222,15 +222,23 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         self._ensure_consumer().seek(partition, offset)
         self.seeks[partition] = self.seeks.get(partition, 0) + 1
 
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Every seek to the committed offsets (Faust's `perform_seek`: its recovery after
+        an assignment, a rebalance's pause, a corrupt or stale fetch read again) calls
+        this on the consumer thread: `seek_to_committed_or_start`."""
+        committed: Mapping[TP, int] = await self.call_thread(self.seek_to_committed_or_start)
+        return committed  # None for a partition never committed on, as aiokafka's
+
     async def seek_to_committed_or_start(self) -> Mapping[Any, int | None]:
         """aiokafka's `seek_to_committed`, and each partition it leaves where it stands (no
         committed offset, or 0: it seeks only to an offset above 0) sought to where a new
         worker starts it (Faust's `consumer_auto_offset_reset`, earliest by default). Its
         committed offsets, {} with nothing assigned (aiokafka asserts there is some).
 
-        A read dropped (a corrupt fetch, a seek meanwhile) had moved such a partition's
-        position past records never processed, and aiokafka's seek left it there: a
-        worker whose group had not committed yet lost them for good (re-check)."""
+        A read dropped (a corrupt fetch, a seek meanwhile, records fetched during a
+        rebalance's pause) had moved such a partition's position past records never
+        processed, and aiokafka's seek left it there: a worker whose group had not
+        committed yet lost them for good (re-check)."""
         consumer = self._ensure_consumer()
         if not consumer.assignment():
             return {}
@@ -397,30 +405,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._waiting.subtract(tp for tp, _ in fetch.records)
 
     async def perform_seek(self) -> None:
+        """Faust's (through `BatchConsumerThread.seek_to_committed`), and what was fetched
+        before it dropped."""
         await super().perform_seek()
-        self.invalidate()
-        self.processed.clear()
-
-    async def read_again(self) -> None:
-        """Every partition read again from its committed offset, what was fetched dropped:
-        Faust's `perform_seek`, but a partition without a committed offset (or at 0) goes
-        back to where a new worker starts it (`seek_to_committed_or_start`), not left
-        where the dropped read had moved it."""
-        thread = cast(BatchConsumerThread, self._thread)
-        committed = await thread.call_thread(thread.seek_to_committed_or_start)
-        self._read_offset.update(
-            {
-                tp: offset if offset is not None and offset >= 0 else None
-                for tp, offset in committed.items()
-            }
-        )
-        self._committed_offset.update(
-            {
-                TP(tp.topic, tp.partition): offset or None
-                for tp, offset in committed.items()
-                if offset is not None
-            }
-        )
         self.invalidate()
         self.processed.clear()
 
@@ -587,7 +574,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             CORRUPT_READS,
         )
         await asyncio.sleep(CORRUPT_PAUSE_S * reads)
-        await self.read_again()
+        await self.perform_seek()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         # Faust's loop, with the hot topics taken out in bulk and without a
@@ -641,7 +628,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if epoch != self.epoch:
                     # A seek happened while fetching: these may be stale or fresh; read
                     # them again from the committed offsets rather than guess.
-                    await self.read_again()
+                    await self.perform_seek()
                     continue
                 self._waiting.update(tp for tp, _ in hot)
                 try:

@@ -77,7 +77,7 @@ class _Consumer(BatchConsumer):
     def corrupt_read_seen(self) -> None:
         self.counted += 1
 
-    async def read_again(self) -> None:
+    async def perform_seek(self) -> None:
         self.seeks_to_committed += 1
         self.epoch += 1
 
