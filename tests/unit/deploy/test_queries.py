@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from ruamel.yaml import YAML
 
 from moments.consumer_metrics import ConsumerMetrics
-from moments.enums import Channel, EventType, OutcomeStatus
+from moments.enums import REACHED, Channel, EventType, OutcomeStatus
 from moments.records import OUTCOME_EVENT_TYPE, RejectReason, SuppressReason
 from sinks.metrics import Dependency, DispatchMetrics, Metrics
 
@@ -233,3 +233,37 @@ def test_the_ranges_are_checked_against_the_scrape_interval() -> None:
     assert seconds(config["global"]["scrape_interval"]) == SCRAPE_INTERVAL_S
     monitor = YAML(typ="safe").load((DEPLOY / "k8s" / "servicemonitor.yaml").read_text())
     assert seconds(monitor["spec"]["endpoints"][0]["interval"]) == SCRAPE_INTERVAL_S
+
+
+def statuses_read(selector: str) -> set[str]:
+    """The outcome statuses a selector of `moments_task_outcomes_total` reads."""
+    read = values_of(OutcomeStatus)
+    for label, op, value in MATCHER.findall(selector):
+        if label == "status":
+            read = read & {value} if op == "=" else read - {value}
+    return read
+
+
+def test_the_acceptance_rate_is_of_the_outcomes_that_reached_the_customer() -> None:
+    """ "Acceptance rate by moment type" divided the accepted outcomes by every outcome but
+    `in_progress`: `unreachable` and `failed` too, outcomes of attempts that reached
+    nobody, so the suggestion was never put to them. A call unanswered and accepted on its
+    retry (a task of its own) read 50%; a channel whose calls went unanswered read as
+    customers declining. The share is of the outcomes that say the customer was reached
+    (`moments.enums.REACHED`); reachability has its own panels (outcomes by status)."""
+    (panel,) = [
+        p
+        for path in DASHBOARDS
+        for p in json.loads(path.read_text())["panels"]
+        if p["title"].startswith("Acceptance rate")
+    ]
+    (target,) = panel["targets"]
+    numerator, denominator = target["expr"].split(" / ")
+    (read_above,) = [
+        m for n, m in SELECTOR.findall(numerator) if n == "moments_task_outcomes_total"
+    ]
+    (read_below,) = [
+        m for n, m in SELECTOR.findall(denominator) if n == "moments_task_outcomes_total"
+    ]
+    assert statuses_read(read_above) == {OutcomeStatus.ACCEPTED.value}
+    assert statuses_read(read_below) == {status.value for status in REACHED}
