@@ -52,6 +52,7 @@ from moments.shutdown import within
 from moments.stateview import returns_topic
 from moments.store import StateStore
 from moments.sweep import sweep
+from moments.topiclayout import OUTPUT_TOPICS
 from moments.topics import ensure_topics
 from rules.catalog import RuleSet
 from rules.changes import compare_rules
@@ -243,10 +244,7 @@ class Runtime:
             lambda: start_producer(s), Dependency.KAFKA, self.metrics, "starting the producer"
         )
         self._producer = producer
-        outputs = {
-            s.topic(n): s.partitions
-            for n in ("tasks", "deadletter", "task_outcomes", "task_withdrawals")
-        }
+        outputs = {s.topic(n): s.partitions for n in OUTPUT_TOPICS}
         self.starting = f"creating the output topics (Kafka {s.kafka_bootstrap})"
         await create_topics(s, outputs, self.metrics, "creating output topics")
         redis = redis_client(s)

@@ -21,6 +21,12 @@ INPUT_TOPICS: tuple[EventType, ...] = (
     EventType.PROFILE,
 )
 
+OUTPUT_TOPICS: tuple[str, ...] = ("tasks", "deadletter", "task_outcomes", "task_withdrawals")
+"""The topics (`Settings.topic` names) a worker creates at start when they are missing,
+with MOMENTS_PARTITIONS partitions, beside its changelog (Faust's) and its returns topic
+(`moments.worker.ensure_returns_topic`): an account that may not create topics needs
+each of them made beforehand (docs/operations.md, "Against a managed Kafka")."""
+
 
 def topic_types(settings: Settings) -> dict[str, EventType]:
     """Full input topic name -> the event type it carries."""
