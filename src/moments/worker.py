@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import logging
 import os
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from prometheus_client import disable_created_metrics
@@ -70,13 +72,33 @@ def check_partition_layout(settings: Settings, counts: dict[str, int] | None) ->
         log.warning("%s", warning)
 
 
-async def ensure_returns_topic(settings: Settings, metrics: Metrics) -> None:
+async def ensure_returns_topic(settings: Settings, metrics: Metrics, health: Health) -> None:
     """Create the internal topic of cooldown returns (moments.cooldowns) before Faust
     subscribes it: a broker that creates topics on first use would give it its own
-    default partition count, not the input's."""
+    default partition count, not the input's. Retried with back-off while Kafka does not
+    take it, beating `health` meanwhile, as the wait for Kafka does."""
     topics = {returns_topic(settings): settings.partitions}
     what = "creating the cooldown returns topic"
-    await create_topics(settings, topics, metrics, what, max_delay=KAFKA_WAIT_MAX_S)
+    async with beating(health):
+        await create_topics(settings, topics, metrics, what, max_delay=KAFKA_WAIT_MAX_S)
+
+
+@contextlib.asynccontextmanager
+async def beating(health: Health) -> AsyncIterator[None]:
+    """Beat `health` once a second while the body waits (for Kafka, with back-off) before
+    Faust's event loop runs its own beat: nothing else beats then, and /livez fails after
+    MOMENTS_HEALTH_STALL_SECONDS, a restart that would not bring the broker back."""
+
+    async def beat() -> None:
+        while True:
+            health.beat()
+            await asyncio.sleep(1.0)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 KAFKA_WAIT_MAX_S = 15.0
@@ -317,7 +339,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     if counts is None:
         counts = asyncio.run(wait_for_kafka(settings, metrics, health))
     check_partition_layout(settings, counts)
-    asyncio.run(ensure_returns_topic(settings, metrics))
+    asyncio.run(ensure_returns_topic(settings, metrics, health))
     if settings.idempotent_producer:
         require_idempotence(settings)
     advice = standby_advice(settings)

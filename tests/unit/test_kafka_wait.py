@@ -3,6 +3,7 @@ keeps trying, keeps its heartbeat, says it still waits, and goes on once Kafka a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -40,3 +41,35 @@ async def test_it_tries_until_kafka_answers_and_says_so_meanwhile(
     assert "still waiting for Kafka at 127.0.0.1:1 after 1 s" in caplog.text
     assert health.live().detail.startswith("event loop ran")  # it beat while it waited
     assert health.ready().detail.startswith("waiting for Kafka at 127.0.0.1:1")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_it_keeps_its_heartbeat_while_the_returns_topic_waits_for_kafka(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the wait for Kafka, a worker creates its cooldown returns topic, retried with
+    back-off for as long as Kafka does not take the create (a controller moving, the
+    broker gone again): no beat then, before Faust's loop runs, so /livez failed after
+    MOMENTS_HEALTH_STALL_SECONDS and Kubernetes restarted a worker that only waited for its
+    broker, which the operations guide says /livez never does."""
+    clock = FakeClock()
+    health = Health(60, clock=clock)
+    live_while_waiting: list[bool] = []
+
+    async def create_topics(*args: object, **kwargs: object) -> None:
+        clock.now += 300  # five minutes of retries
+        for _ in range(3):
+            await asyncio.sleep(0)  # what a retry's back-off does: the loop runs others
+        live_while_waiting.append(health.live().ok)
+
+    monkeypatch.setattr(worker, "create_topics", create_topics)
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1")
+    await worker.ensure_returns_topic(settings, Metrics(), health)
+    assert live_while_waiting == [True]
