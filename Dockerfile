@@ -1,5 +1,6 @@
 # The detector image: `moments worker` by default; the same image runs `moments simulate`.
-# Build: docker build -t moments .   (docker compose builds it for you)
+# Build: docker build -t moments .   (docker compose builds it for you; for Kubernetes,
+# build the tag deploy/k8s runs and push it: docs/operations.md, "Kubernetes")
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -5,7 +5,9 @@ selectors select the worker pods, and resources cover the measured footprint."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -250,3 +252,27 @@ def test_kubernetes_waits_for_a_stuck_worker_to_end_itself(settings: Settings) -
     compose file's test holds `stop_grace_period` to the same)."""
     pod = one("StatefulSet")["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > settings.stop_grace_seconds
+
+
+def test_the_pods_run_this_version_and_the_guide_says_how_to_build_and_push_it(
+    worker: dict[str, Any],
+) -> None:
+    """The StatefulSet runs `moments:0.1.0`; the only build command, the Dockerfile's
+    `docker build -t moments .`, made `moments:latest` on the machine that ran it, and the
+    operations guide went from the Secret to `kubectl apply -k` with no word of an image:
+    on a cluster each node pulled `docker.io/library/moments:0.1.0`, and every pod stayed in
+    ErrImagePull. The guide builds the tag the manifest names, pushes it, and points the
+    kustomization's `images:` at the registry."""
+    name, tag = worker["image"].rsplit(":", 1)
+    assert tag == version("moments"), "the manifest runs another version than this one"
+    guide = (K8S.parents[1] / "docs" / "operations.md").read_text()
+    section = guide.split("\n## Kubernetes\n", 1)[1].split("\n### ", 1)[0]
+    built = re.findall(r"docker build -t (\S+) \.", section)
+    pushed = re.findall(r"docker push (\S+)", section)
+    assert built, "docs/operations.md, Kubernetes: no `docker build -t REGISTRY/moments:TAG .`"
+    assert pushed == built
+    for image in built:
+        assert image.rsplit(":", 1)[1] == tag
+        assert image.rsplit(":", 1)[0].rsplit("/", 1)[-1] == name
+    assert "images:" in section
+    assert f"- name: {name}" in section
