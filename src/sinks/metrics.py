@@ -255,6 +255,8 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        for kind in (RejectReason.LATE, RejectReason.FUTURE):  # from 0: `rate()` sees the first
+            self.out_of_time.labels(kind.value)
         self.out_of_order = Counter(
             "moments_events_out_of_order",
             "Events applied though older than their subscriber's newest of the same topic "
