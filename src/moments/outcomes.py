@@ -114,8 +114,9 @@ class OutcomeResult:
     declined: int = 0
     """Tasks `declined`, each once (the batch may hold its outcome twice)."""
     forgotten: int = 0
-    """Outcomes of tasks made before a tombstone erased their subscriber: counted, and
-    acting on nothing (no decline, retry or contact given back)."""
+    """Tasks made before a tombstone erased their subscriber, each once (the batch may
+    hold several outcomes of one): their outcomes are counted, and act on nothing (no
+    decline, retry or contact given back)."""
     not_retried: list[str] = field(default_factory=list)
     """Ids of the tasks answered `unreachable` that another outcome of theirs says were
     done with (`ENDS_RETRIES`: the customer was reached, or the task `failed`): no retry.
@@ -454,9 +455,12 @@ async def handle_outcomes(
     )
     taken_back: dict[str, ServiceTask] = {}
     declined: set[str] = set()
+    forgotten: set[str] = set()
     for outcome, task in acting:
         if task.task_id in erased:
-            result.forgotten += 1
+            if task.task_id not in forgotten:  # each once, as the declines below
+                forgotten.add(task.task_id)
+                result.forgotten += 1
             continue
         # Each once, though the batch holds the outcome twice (a producer's retry of its
         # send), as the retries below.
@@ -491,7 +495,7 @@ async def handle_outcomes(
                 result.retries.append(retry.task_id)
     if result.forgotten:
         log.info(
-            "%d outcome(s) of tasks of erased subscribers: counted, acted on nothing",
+            "outcomes of %d task(s) of erased subscribers: counted, acted on nothing",
             result.forgotten,
         )
     if result.not_retried:

@@ -34,6 +34,7 @@ REACHED = [
     OutcomeStatus.DECLINED,
 ]
 MINUTE = dt.timedelta(minutes=1)
+SMS = "5" * 32
 
 
 async def _published_after(first: OutcomeStatus, same_batch: bool) -> tuple[int, int]:
@@ -363,3 +364,27 @@ async def test_an_unreachable_twice_beside_a_reached_status_is_not_retried_once(
     accepted = outcome_record(CALL, OutcomeStatus.ACCEPTED, START + 5 * MINUTE)
     result = await handle_outcomes([unreachable, accepted, unreachable], s.sink, now=now)
     assert (result.retries, result.not_retried) == ([], [CALL])
+
+
+async def test_outcomes_of_a_forgotten_subscribers_task_count_the_task_once() -> None:
+    """A task made before its subscriber was erased, reported `declined` twice (a
+    producer's retry of the send) and `unreachable` in one batch: one task acted on
+    nothing, as `declined` counts each task once (it counted three); another task of
+    theirs in the batch is a second."""
+    s = Scenario()
+    await s.sink.dispatch(
+        [
+            task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12),
+            task(SMS, Channel.SMS, "churn_risk", 12),
+        ]
+    )
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    await s.sink.subscribers.forget([SUB], ["churn_risk"])
+    declined = outcome_record(CALL, OutcomeStatus.DECLINED, START + 2 * MINUTE)
+    unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 3 * MINUTE)
+    result = await handle_outcomes([declined, declined, unreachable], s.sink, now=now)
+    assert (result.handled, result.forgotten, result.declined, result.retries) == (3, 1, 0, [])
+    other = outcome_record(SMS, OutcomeStatus.DECLINED, START + 4 * MINUTE)
+    result = await handle_outcomes([declined, other, declined], s.sink, now=now)
+    assert (result.handled, result.forgotten) == (3, 2)
