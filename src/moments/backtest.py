@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from moments.backtest_input import Cut, FileEvent
+from moments.backtest_input import Blank, Cut, FileEvent, blank_kind, blank_said
 from moments.backtest_state import BacktestState
 from moments.batchresult import (
     BatchResult,
@@ -405,6 +405,10 @@ class Backtest:
         self.tick_s = tick_s
         self.batch_size = batch_size
         self.offsets: Counter[str] = Counter()
+        self.blanks: dict[tuple[str, int], Blank] = {}
+        """The blank cells of the CSV rows of the batch being read, by record."""
+        self.blank_firsts: dict[str, str] = {}
+        """A refusal of blank cells without its line -> as told (at the first row's)."""
         self.swept_bucket = -1
         self.result = BacktestResult(self.producer.sent, self.metrics, self._slots(), self.policy)
         self.result.withdrawn = self.producer.withdrawn
@@ -456,7 +460,7 @@ class Backtest:
         topics = {t: t.value for t in EventType}
         tick_s, batch_size = self.tick_s, self.batch_size
         live_from = out.live_from
-        for at, event_type, key, value in events:
+        for at, event_type, key, value, blank in events:
             if self._warming and at >= (self.report_from or 0):
                 if batch:
                     await self._step(batch)
@@ -488,6 +492,8 @@ class Backtest:
             offset = offsets[topic]
             offsets[topic] = offset + 1
             batch.append(RawRecord(topic, 0, offset, key or None, value))
+            if blank is not None:  # a CSV row's blank cells: its refusal names them
+                self.blanks[(topic, offset)] = blank
             out.events += 1
             if at:
                 if out.first_event is None:
@@ -557,6 +563,7 @@ class Backtest:
         result = self.detector.process(records, self.state.load, None, erased)
         self.result.spent["engine"] += time.perf_counter() - started
         await self._dispatch(result)
+        self.blanks.clear()  # the batch's, each refused (told) above
         if result.watermarks:
             await self._advance(max(result.watermarks.values()))
 
@@ -582,11 +589,15 @@ class Backtest:
         task by task in trigger order: the stream's batches span milliseconds, so a task
         is decided at its own time, knowing only the facts of events up to then (a top-up
         a minute later must not cancel a low-balance task the stream sent already)."""
-        refusals = self.result.refusals
+        refusals, firsts = self.result.refusals, self.blank_firsts
         for dl in result.dead_letters:
             self.result.dead_letters[dl.reason.value] += 1
+            blank = self.blanks.pop((dl.record.topic, dl.record.offset), None)
             if dl.reason not in OUT_OF_TIME:
                 said = f"{dl.event_type}: {dl.message}"
+                if blank is not None:  # told once per kind, at the first row's line
+                    kind = blank_kind(said, blank)
+                    said = firsts.setdefault(kind, blank_said(said, blank, blank.where))
                 if said in refusals or len(refusals) < REFUSALS_KEPT:
                     refusals[said] += 1
         started = time.perf_counter()

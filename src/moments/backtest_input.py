@@ -44,10 +44,13 @@ from moments.rulecheck import (
 
 __all__ = [
     "READABLE_WITHIN",
+    "Blank",
     "Cut",
     "EventFile",
     "FileEvent",
     "WholeLines",
+    "blank_kind",
+    "blank_said",
     "cuts_of",
     "history",
     "merged",
@@ -66,6 +69,43 @@ class FileEvent(NamedTuple):
     event_type: EventType
     key: bytes
     value: bytes
+    blank: Blank | None = None
+    """A CSV row's blank cells in columns its event needs (None: none, or no CSV row)."""
+
+
+class Blank(NamedTuple):
+    """The blank cells of a CSV row in the columns its event needs: the worker refuses
+    the event for lacking those fields, in pydantic's words ("Field required"), of a
+    column the file has (`blank_said`)."""
+
+    where: str
+    """`file:line` of the row."""
+    columns: tuple[str, ...]
+
+
+def blank_said(message: str, blank: Blank | None, first: str | None = None) -> str:
+    """A refusal's message with each blank cell's "COLUMN: Field required" told as the
+    blank cell it is, naming the column and the row's line (`first`: "first at" that line,
+    for a count of refusals alike, said once; `blank_kind` drops the line)."""
+    if blank is None:
+        return message
+    where = f"first at {first}" if first is not None else blank.where
+    for column in blank.columns:
+        message = message.replace(
+            f"{column}: Field required", f"{column}: blank cell in column {column} ({where})"
+        )
+    return message
+
+
+def blank_kind(message: str, blank: Blank | None) -> str:
+    """`blank_said` without the line: what refusals alike have in common."""
+    if blank is None:
+        return message
+    for column in blank.columns:
+        message = message.replace(
+            f"{column}: Field required", f"{column}: blank cell in column {column}"
+        )
+    return message
 
 
 _TYPES = {t.value: t for t in EventType}
@@ -162,6 +202,11 @@ def _numeric_fields(model: type[BaseModel]) -> frozenset[str]:
 
 
 NUMERIC_FIELDS = {t: _numeric_fields(model) for t, model in EVENT_MODELS.items()}
+REQUIRED_FIELDS = {
+    t: frozenset(name for name, f in model.model_fields.items() if f.is_required())
+    for t, model in EVENT_MODELS.items()
+}
+"""The fields each event needs: a blank CSV cell of one is told as blank (`Blank`)."""
 FIELD_NAMES = frozenset(
     {"type"}.union(*(model.model_json_schema()["properties"] for model in EVENT_MODELS.values()))
 )
@@ -608,6 +653,8 @@ class EventFile:
                 doc = {
                     k: _cell(v, k in numeric) for k, v in row.items() if k and v not in (None, "")
                 }
+                needed = REQUIRED_FIELDS[event_type] if event_type else frozenset()
+                blank = tuple(k for k, v in row.items() if v == "" and k in needed)
                 try:
                     event = _event(doc, f"{self.path}:{line}", self.default_type)
                 except MissingEventTypeError as exc:  # an empty or unknown `type` cell
@@ -618,6 +665,8 @@ class EventFile:
                         raise self._no_types(untyped) from None
                     continue
                 typed = True
+                if blank:
+                    event = event._replace(blank=Blank(f"{self.path}:{line}", blank))
                 at = event.at
                 if at > self.not_after:
                     raise self._after_history(line, at)

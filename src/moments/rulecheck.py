@@ -6,6 +6,7 @@ broker, no Redis.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -153,8 +154,10 @@ def check_rules(
     event, none dated after it. `progress(done, total)`: the events run through the rules
     so far, after each batch."""
     from moments.backtest_input import (
+        Blank,
         CountedEventFile,
         EventFile,
+        blank_said,
         cuts_of,
         history,
         order_said,
@@ -169,6 +172,7 @@ def check_rules(
         files.insert(0, snapshot_file)
     offsets: dict[str, int] = {}
     records = []
+    blanks: dict[tuple[str, int], Blank] = {}
     begins = None
     latest = 0.0
     for event in history(files, profiles is not None):
@@ -179,6 +183,8 @@ def check_rules(
         offset = offsets.get(topic, 0)
         offsets[topic] = offset + 1
         records.append(RawRecord(topic, 0, offset, event.key or None, event.value))
+        if event.blank is not None:
+            blanks[(topic, offset)] = event.blank
     snapshot = begins if profiles is not None else None
     total = len(records)
     result = run_pipeline(
@@ -189,6 +195,13 @@ def check_rules(
         begins=snapshot,
         progress=(lambda done: progress(done, total)) if progress is not None else None,
     )
+    if blanks:  # a CSV row's blank cells, told as such with their line
+        result.dead_letters = [
+            dataclasses.replace(dl, message=blank_said(dl.message, blank))
+            if (blank := blanks.get((dl.record.topic, dl.record.offset))) is not None
+            else dl
+            for dl in result.dead_letters
+        ]
     result.unreadable_count, result.unreadable = unreadable_lines(files)
     result.untyped_count, result.untyped = untyped_lines(files)
     result.cuts = cuts_of(files)
