@@ -169,9 +169,10 @@ EVENT_SPAN = (dt.datetime(1969, 12, 31, tzinfo=dt.UTC), dt.datetime(2100, 1, 2, 
 """The instants an event may carry (`models.Instant`, which the schemas hold to): a time
 option outside them (`--to 9999-12-31` for "no end") ran the backtest's clock day by day
 towards it, and `rules test --to` or a `--from 0001-01-01` ended in a traceback."""
-_AGO = re.compile(r"^\d+\s*[A-Za-z]+$")
-"""A time ago: digits and a unit (`2h`, `30 min`); a date has no letters, an RFC 3339
-time a dash or colon before its first letter."""
+_AGO = re.compile(r"^(\d+|\d*\.\d+)\s*[A-Za-z]+$")
+"""A time ago: digits and a unit (`2h`, `30 min`), or a fraction (`1.5h`, read to be told
+the whole number to write: it was told every form, as junk is); a date has no letters, an
+RFC 3339 time a dash or colon before its first letter."""
 
 
 @overload
@@ -182,6 +183,7 @@ def parse_when(
     naive: bool = ...,
     now: dt.datetime | None = ...,
     ago: bool = ...,
+    since: bool = ...,
 ) -> dt.datetime: ...
 @overload
 def parse_when(
@@ -191,6 +193,7 @@ def parse_when(
     naive: bool = ...,
     now: dt.datetime | None = ...,
     ago: bool = ...,
+    since: bool = ...,
 ) -> None: ...
 @overload
 def parse_when(
@@ -200,6 +203,7 @@ def parse_when(
     naive: bool = ...,
     now: dt.datetime | None = ...,
     ago: bool = ...,
+    since: bool = ...,
 ) -> dt.datetime | None: ...
 
 
@@ -210,18 +214,20 @@ def parse_when(
     naive: bool = False,
     now: dt.datetime | None = None,
     ago: bool = True,
+    since: bool = False,
 ) -> dt.datetime | None:
     """The one reading of every time option of the commands: a time ago (`30m`, `2h`,
     `1d`, `2w`: before `now`, the wall clock by default; not with `ago` False, for an
     option standing for a setting, which takes none), a date in any ISO form
     (`2026-12-07`, `20261207`: midnight in `zone`) or an RFC 3339 instant with its offset
     (one without is taken in `zone` when `naive`, else refused), within the times events
-    carry (`EVENT_SPAN`). None for None; ConfigError naming the flag and what to write
-    otherwise."""
+    carry (`EVENT_SPAN`). `since`: the option selects what came at or after the time, so a
+    time ago of none (`0h`: now) is refused, as selecting nothing. None for None;
+    ConfigError naming the flag and what to write otherwise."""
     if text is None:
         return None
     text = text.strip()
-    when = _read_when(text, zone, flag, naive, now, ago)
+    when = _read_when(text, zone, flag, naive, now, ago, since)
     try:
         inside = EVENT_SPAN[0] <= when < EVENT_SPAN[1]
     except OverflowError:  # 9999-12-31T23:00-08:00 is past the year 9999 in UTC
@@ -237,7 +243,13 @@ def parse_when(
 
 
 def _read_when(
-    text: str, zone: Any, flag: str, naive: bool, now: dt.datetime | None, ago: bool
+    text: str,
+    zone: Any,
+    flag: str,
+    naive: bool,
+    now: dt.datetime | None,
+    ago: bool,
+    since: bool = False,
 ) -> dt.datetime:
     forms = f"{WHEN_FORMS.replace(' or ', ', ')} or {AGO_FORMS}" if ago else WHEN_FORMS
     if ago and _AGO.match(text):
@@ -247,6 +259,11 @@ def _read_when(
             before = parse_duration(text)
         except ValueError as exc:
             raise ConfigError(f"{flag} {exc}") from None
+        if since and not before:
+            raise ConfigError(
+                f"{flag} {text!r} is no time ago: it is now, and nothing was rejected after "
+                f"it; give a span (2h, 1d), or leave {flag} out for every dead letter"
+            )
         return ((now or dt.datetime.now(dt.UTC)) - before).astimezone(zone)
     with contextlib.suppress(ValueError):  # `20261207` was told to add an offset
         return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(0), tzinfo=zone)

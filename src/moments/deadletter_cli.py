@@ -130,7 +130,7 @@ def _time(flag: str) -> Callable[[str], str]:
 def _when(text: str, flag: str, now: dt.datetime | None = None) -> dt.datetime:
     """The commands' one time reader (`cliparts.parse_when`), with a date's midnight and a
     time without offset in UTC, as the dead letters' headers are."""
-    return parse_when(text, dt.UTC, flag, naive=True, now=now)
+    return parse_when(text, dt.UTC, flag, naive=True, now=now, since=flag == "--since")
 
 
 def selection(args: argparse.Namespace, settings: Settings) -> Selection:

@@ -51,6 +51,19 @@ class TestParseWhen:
         with pytest.raises(ConfigError, match=r"^--since '2 hours' is not a duration; write 2h"):
             parse_when("2 hours", ZONE, "--since")
 
+    @pytest.mark.parametrize(("text", "write"), [("1.5h", "90m"), ("0.5d", "12h"), (".5h", "30m")])
+    def test_a_fraction_is_told_it_is_not_taken_and_what_to_write(
+        self, text: str, write: str
+    ) -> None:
+        """`--since 1.5h` was told every form (a date, RFC 3339, a time ago), as junk is,
+        where a rule's `window: 1.5h` is told to write 90m."""
+        with pytest.raises(ConfigError) as caught:
+            parse_when(text, ZONE, "--since", now=NOW)
+        said = str(caught.value)
+        assert said.startswith(f"--since {text!r} is not a duration; write {write} ")
+        assert "a whole number of its unit" in said
+        assert "RFC 3339" not in said
+
     def test_junk_names_every_form(self) -> None:
         with pytest.raises(ConfigError) as caught:
             parse_when("yesterday", ZONE, "--since")
@@ -145,6 +158,29 @@ class TestDeadletterSince:
         said = capsys.readouterr().err
         assert f"--until {until}" in said
         assert f"must be after --since {since}" in said
+
+    @pytest.mark.parametrize("since", ["0h", "0m", "00d"])
+    @pytest.mark.parametrize("command", ["show", "replay"])
+    def test_a_since_of_no_time_ago_is_refused(
+        self, capsys: pytest.CaptureFixture[str], command: str, since: str
+    ) -> None:
+        """`--since 0h` is now: no dead letter is rejected at or after it, and show said
+        "no dead letters match", replay sent none, as if there were none."""
+        from moments.cli import main
+
+        with pytest.raises(SystemExit) as caught:
+            main(["deadletter", command, "--since", since])
+        assert caught.value.code == 2
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"'{since}' is no time ago: it is now, and nothing was rejected after it" in said
+        assert "give a span (2h, 1d), or leave --since out for every dead letter" in said
+
+    def test_an_until_of_no_time_ago_is_now(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """`--until 0h` (before now: every dead letter so far) means something: taken."""
+        before = dt.datetime.now(dt.UTC)
+        chosen = self.selection(monkeypatch, "--since", "1d", "--until", "0h")
+        assert chosen.until is not None
+        assert chosen.until >= before
 
     def test_a_bad_since_is_a_usage_error_naming_the_forms(
         self, capsys: pytest.CaptureFixture[str]
