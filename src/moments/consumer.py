@@ -123,6 +123,19 @@ def corrupt_batch_note(exc: BaseException, reads: int) -> str:
     )
 
 
+def seek_failed_note(exc: BaseException, failed: BaseException, tries: int) -> str:
+    """What to do when reading again from the committed offsets after a fetched batch
+    failed aiokafka's check (`exc`) could not look them up `tries` times in a row."""
+    return (
+        f"moments: could not read the committed offsets {tries} times in a row "
+        f"({type(failed).__name__}: {failed}), to read again from them after a fetched "
+        f"batch failed aiokafka's check ({exc}). The worker stops before committing past "
+        "the records that read dropped; check that the brokers and the group's coordinator "
+        "answer (kafka-consumer-groups.sh --describe --group <MOMENTS_APP_ID>), then start "
+        "it again: it reads from the committed offsets"
+    )
+
+
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -558,7 +571,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         positions moved on): a seek to the committed offsets (`perform_seek`) reads those
         again too.
         Raised before, it stopped the worker at once, and a corrupt fetch (a batch
-        damaged on its way, which a second read cures) took a restart and a rebalance."""
+        damaged on its way, which a second read cures) took a restart and a rebalance.
+
+        The seek looks the committed offsets up (the group's coordinator): a lookup that
+        fails (the coordinator moving, a partition a rebalance under way took away) is
+        named, counted and tried again after a longer pause, up to `CORRUPT_READS` tries;
+        then raised with a note naming it. Nothing is read on meanwhile: the dropped read
+        moved positions past records never processed. It was raised out of the fetch loop
+        unnamed, a bare traceback, and the worker stopped."""
         self.corrupt_read_seen()
         if reads > CORRUPT_READS:
             exc.add_note(corrupt_batch_note(exc, reads - 1))
@@ -573,8 +593,32 @@ class BatchConsumer(faust_aiokafka.Consumer):
             reads,
             CORRUPT_READS,
         )
-        await asyncio.sleep(CORRUPT_PAUSE_S * reads)
-        await self.perform_seek()
+        tries = 1
+        while True:
+            await asyncio.sleep(CORRUPT_PAUSE_S * reads)
+            try:
+                await self.perform_seek()
+                return
+            except Exception as failed:
+                if self.should_stop or isinstance(failed, self.consumer_stopped_errors):
+                    raise  # stopping: the fetch loop's own handling, no pauses
+                self.invalidate()  # what was fetched before it is stale either way
+                self.corrupt_read_seen()
+                if tries >= CORRUPT_READS:
+                    note = seek_failed_note(exc, failed, tries)
+                    failed.add_note(note)
+                    log.error("%s", note.removeprefix("moments: "))
+                    raise
+                reads, tries = reads + 1, tries + 1
+                log.warning(
+                    "reading again from the committed offsets failed: looking them up "
+                    "raised %s: %s; trying again in %.0f s (%d of %d)",
+                    type(failed).__name__,
+                    failed,
+                    CORRUPT_PAUSE_S * reads,
+                    tries,
+                    CORRUPT_READS,
+                )
 
     async def _drain_messages(self, fetcher: Any) -> None:
         # Faust's loop, with the hot topics taken out in bulk and without a

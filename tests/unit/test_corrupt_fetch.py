@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CorruptRecordException
+from aiokafka.errors import CorruptRecordException, NotCoordinatorForGroupError
 from faust.types import TP
 
 import moments.consumer
@@ -114,6 +114,52 @@ async def test_a_batch_that_keeps_failing_stops_the_worker_naming_the_fix() -> N
     assert f"{reads} times in a row" in note
     assert "kafka-dump-log.sh" in note
     assert "--reset-offsets" in note
+
+
+class _FailingSeeks(_Consumer):
+    """Its seeks to the committed offsets fail with the given errors first: the lookup of
+    the committed offsets (the group's coordinator moving, a partition taken away by a
+    rebalance under way)."""
+
+    def __init__(self, reads: list[Any], seek_errors: list[Exception]) -> None:
+        super().__init__(reads)
+        self.seek_errors = list(seek_errors)
+        self.tried = 0
+
+    async def perform_seek(self) -> None:
+        self.tried += 1
+        if self.seek_errors:
+            raise self.seek_errors.pop(0)
+        await super().perform_seek()
+
+
+async def test_a_failed_lookup_of_the_committed_offsets_is_named_and_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It was raised out of the fetch loop unnamed (a bare traceback, the worker stopped),
+    where the corrupt read itself is named and read again."""
+    lookup = NotCoordinatorForGroupError("the coordinator moved")
+    consumer = _FailingSeeks([_corrupt(), {USAGE: ["r1"]}], [lookup])
+    await _drain(consumer)
+    assert (consumer.tried, consumer.seeks_to_committed) == (2, 1)
+    assert consumer.fetches.get_nowait().records == [(USAGE, ["r1"])]
+    assert consumer.counted == 2  # the corrupt read, the failed lookup: both Kafka's
+    said = caplog.text
+    assert "reading again from the committed offsets failed" in said
+    assert "NotCoordinatorForGroupError" in said
+
+
+async def test_a_lookup_that_keeps_failing_stops_the_worker_naming_it() -> None:
+    reads = moments.consumer.CORRUPT_READS
+    errors: list[Exception] = [NotCoordinatorForGroupError("moved") for _ in range(reads)]
+    consumer = _FailingSeeks([_corrupt(), {USAGE: ["r1"]}], errors)
+    with pytest.raises(NotCoordinatorForGroupError) as raised:
+        await _drain(consumer)
+    assert consumer.tried == reads
+    note = " ".join(raised.value.__notes__)
+    assert f"could not read the committed offsets {reads} times in a row" in note
+    assert "Invalid CRC" in note  # what it was reading again after
+    assert consumer.fetches.empty()  # nothing read on from where the dropped read left
 
 
 async def test_the_app_counts_them_as_kafka_errors() -> None:
