@@ -142,3 +142,13 @@ class UniqueNames:
 @pytest.fixture
 def unique_name() -> UniqueNames:
     return UniqueNames()
+
+
+@pytest.fixture(autouse=True)
+def _addresses_probed_afresh() -> None:
+    """Each test's servers are asked what they are (`connections._not_kafka`) as a new
+    process asks them: one process remembers the addresses it probed, and a port a test
+    closed may be another test's server."""
+    import moments.connections
+
+    moments.connections._PROBED.clear()

@@ -320,6 +320,14 @@ _SPOKEN: tuple[tuple[tuple[bytes, ...], str], ...] = (
 """How the servers a bootstrap address is mistaken for start their answer."""
 
 
+_PROBED: set[tuple[str, int]] = set()
+"""Addresses `_not_kafka` reached and found no other server at, in this process: not
+probed again. A listener that takes the connection and says nothing (a broker hung or
+starting) keeps the probe waiting `_PROBE_TIMEOUT_S` for each of its two requests, which
+each failed attempt of a start waiting for Kafka added again. An address where nothing
+connected is probed again (at no cost): what listens there later is still named."""
+
+
 async def _not_kafka(host: str, port: int) -> str | None:
     """What answers at `host:port` when it is not a Kafka broker (`... answered
     b'-NOAUTH ...': a Redis server`), None when nothing connects, it answers as Kafka, or
@@ -331,18 +339,26 @@ async def _not_kafka(host: str, port: int) -> str | None:
     then sends `PING` and a line end on a new connection, which Redis and HTTP servers
     answer in text (and a Kafka broker refuses, closing the connection). aiokafka waited
     for a reply that never came ("no answer"), or read a text's first bytes as a frame's
-    size and waited for hundreds of megabytes."""
+    size and waited for hundreds of megabytes. Once per address that it reaches
+    (`_PROBED`)."""
+    if (host, port) in _PROBED:
+        return None
     request = struct.pack(">i", len(_PROBE)) + _PROBE
     answer = await _first_bytes(host, port, request)
+    reached = answer is not None
     if answer == b"":
         answer = await _first_bytes(host, port, b"PING\r\n")
     if not answer:
+        if reached:
+            _PROBED.add((host, port))  # silent: each probe again waited for nothing
         return None
     if len(answer) >= 8:
         size, correlation = struct.unpack(">ii", answer[:8])
         if correlation == _PROBE_ID and 0 < size < 1 << 20:
+            _PROBED.add((host, port))
             return None  # a Kafka broker's answer
     elif _may_be_frame(answer):
+        _PROBED.add((host, port))
         return None  # a frame's start, cut off: a broker that hung up or is slow, retried
     kind = next((k for starts, k in _SPOKEN if answer.startswith(starts)), None)
     return (

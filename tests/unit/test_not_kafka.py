@@ -154,3 +154,40 @@ async def test_a_tls_listener_names_the_security_protocol() -> None:
         problem = await _problem(bootstrap)
     assert "a TLS listener" in problem
     assert "MOMENTS_KAFKA_SECURITY_PROTOCOL=SSL" in problem
+
+
+async def test_a_silent_server_is_probed_once_per_process() -> None:
+    """A listener that takes the connection and says nothing (a broker hung, starting,
+    overloaded): the probe waits for an answer to each of its two requests. Asked again
+    on every failed attempt, it added those waits to each retry of a starting worker's
+    wait for Kafka; the address is probed once."""
+    probes: list[bytes] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = await reader.read(100)
+        if b"moments-probe" in first or first.startswith(b"PING"):
+            probes.append(first)
+        await asyncio.sleep(30)
+
+    async with _server(silent) as bootstrap:
+        settings = load_settings(kafka_bootstrap=bootstrap)
+        for _ in range(3):
+            with pytest.raises(ConnectionError, match="no answer from"):
+                await check_kafka(settings, timeout_s=0.5, report=False)
+    assert len(probes) == 2  # the ApiVersions request and PING, of the first attempt only
+
+
+async def test_an_address_where_nothing_listened_is_probed_again_when_it_fails_again() -> None:
+    """Nothing connected (no cost): what listens there later is still named."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}")
+    with pytest.raises(ConnectionError, match="no answer from"):
+        await check_kafka(settings, timeout_s=1.0, report=False)
+    server = await asyncio.start_server(_http, "127.0.0.1", port)
+    try:
+        problem = await _problem(f"127.0.0.1:{port}")
+    finally:
+        server.close()
+    assert "not a Kafka broker (an HTTP server" in problem
