@@ -1030,7 +1030,7 @@ class TaskWithdrawal(BaseModel):
     channel: Channel = Field(description="The channel the task went out on (its `channel`)")
     moment_type: str = Field(description="The task's `moment.type`")
     reason: Annotated[
-        WithdrawReason,
+        WithdrawReason | str,
         WithJsonSchema(
             open_enum(
                 [r.value for r in WithdrawReason],
@@ -1038,9 +1038,13 @@ class TaskWithdrawal(BaseModel):
             )
         ),
     ] = Field(
+        # Open, as its schema and the contract say: a known reason is read as the enum's,
+        # another as its text. Closed, a consumer reading the topic with this model
+        # stopped on a withdrawal of a reason added later, one it must act on.
+        union_mode="left_to_right",
         description="opt_out: the customer opted out of `channel`; closed: the line was "
         "closed; forgotten: the subscriber was erased (a profile tombstone). New reasons may "
-        "be added"
+        "be added",
     )
     occurred_at: AwareDatetime = Field(
         description="When the profile change happened: the profile update's `occurred_at`, "

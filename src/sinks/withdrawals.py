@@ -326,7 +326,7 @@ class Withdrawals:
             "publishing task withdrawals",
         )
         for w in made:
-            self.metrics.withdrawn.labels(w.moment_type, w.reason.value).inc()
+            self.metrics.withdrawn.labels(w.moment_type, str(w.reason)).inc()
 
 
 def _payload(w: TaskWithdrawal) -> bytes:

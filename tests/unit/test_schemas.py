@@ -853,6 +853,25 @@ class TestOpenReasons:
         headers = {**message["examples"][0]["headers"], f"{DLQ_HEADER_PREFIX}reason": "quota"}
         assert not list(Draft7Validator(message["headers"]).iter_errors(headers))
 
+    def test_the_models_read_what_the_schemas_take(self) -> None:
+        """`TaskWithdrawal` (a consumer's in Python, `moments.models`) refused a reason its
+        schema takes and the contract lets be added (a closed `WithdrawReason`), where
+        `Deferral.reason` takes any string: a consumer reading the topic with the model
+        stopped on a withdrawal it must act on ("do not act on it")."""
+        from moments.models import Deferral, TaskWithdrawal, WithdrawReason
+
+        new = _with(_example("TaskWithdrawal"), reason="contract_ended")
+        assert not list(_validator("task-withdrawal.schema.json").iter_errors(new))
+        read = TaskWithdrawal.model_validate_json(json.dumps(new))
+        assert read.reason == "contract_ended"
+        assert json.loads(read.model_dump_json())["reason"] == "contract_ended"
+        known = TaskWithdrawal.model_validate(_with(new, reason="opt_out"))
+        assert known.reason is WithdrawReason.OPT_OUT  # a known one is still the enum's
+        until = "2026-11-22T08:00:00+08:00"
+        assert Deferral.model_validate({"reason": "holiday_freeze", "until": until}).reason
+        with pytest.raises(ValidationError):
+            TaskWithdrawal.model_validate(_with(new, reason=3))
+
     def test_a_reason_is_still_a_string(self) -> None:
         withdrawal = _with(_example("TaskWithdrawal"), reason=3)
         assert list(_validator("task-withdrawal.schema.json").iter_errors(withdrawal))
