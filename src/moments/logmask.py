@@ -11,7 +11,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   whole record batches), every run of 5 or more digits;
 - a quoted string of 5 to 20 digits (`'97531'`, `"subscriber_id":"97531"`);
 - 5 to 20 digits right after a field name that holds one (`subscriber_id=97531`,
-  `msisdn: 97531`, also `counterparty` and `imei`);
+  `msisdn: 97531`, also `counterparty` and `imei`), in any case and as other code writes
+  it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code);
 - anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
@@ -57,6 +58,11 @@ from moments.pii import mask_msisdn
 
 ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
 """Field names whose value is a subscriber, called number or device id."""
+_ID_NAME = r"(?i:subscriber[_\- ]?id|msisdn|counter[_\-]?party|imei)"
+"""Those names as other code and people write them too, in any case: `SUBSCRIBER_ID` (an
+environment dump, a Java client's log), `subscriberId` (a JSON-minded producer's),
+`subscriber-id`, `subscriber id`, `counterParty`."""
+_ID_FIELD = re.compile(_ID_NAME + r"\w*")
 
 UNITS = (
     *("seconds", "secs", "s", "ms", "us", "ns", "minutes", "hours", "days"),
@@ -89,7 +95,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
     | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
-    | (?P<key>(?:subscriber_id|msisdn|counterparty|imei)\W{1,4})(?P<value>\d{5,20})(?!\d)
+    | (?P<key>"""
+        + _ID_NAME
+        + r"""\w*\W{1,4})(?P<value>\d{5,20})(?!\d)      # SUBSCRIBER_ID=97531
     | (?<!\w)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
@@ -172,7 +180,12 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
     under an id field name masked whatever its length, and other objects (bytes,
     exceptions, models) by their text. JSON's own types stay what they are otherwise, so
     a count is still a number."""
-    if _state["mask"] and field in ID_FIELDS and isinstance(value, str | int | bytes):
+    if (
+        _state["mask"]
+        and isinstance(field, str)
+        and _ID_FIELD.fullmatch(field)
+        and isinstance(value, str | int | bytes)
+    ):
         number = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
         return mask_msisdn(number)
     if value is None or isinstance(value, bool | float | datetime.date | datetime.time):

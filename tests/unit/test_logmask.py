@@ -123,6 +123,34 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            (f"SUBSCRIBER_ID={SHORT5}", "SUBSCRIBER_ID=*****"),
+            (f"subscriberId: {SHORT5}", "subscriberId: *****"),
+            (
+                f"SubscriberID={SHORT6} subscriber-id: {SHORT5}",
+                "SubscriberID=****** subscriber-id: *****",
+            ),
+            (f"subscriber id {SHORT5}", "subscriber id *****"),
+            (f"MSISDN={SHORT5} Msisdn: {SHORT5}", "MSISDN=***** Msisdn: *****"),
+            (f"counterParty={SHORT5} IMEI={SHORT5}", "counterParty=***** IMEI=*****"),
+            # an id's name wins over a unit, whatever the number's length
+            (f"subscriber_id_seconds={SHORT5}", "subscriber_id_seconds=*****"),
+            (f"SUBSCRIBER_ID_SECONDS={SHORT5}", "SUBSCRIBER_ID_SECONDS=*****"),
+        ],
+    )
+    def test_a_short_id_after_its_field_name_in_any_case(self, text: str, expected: str) -> None:
+        """After `subscriber_id=` a 5-digit id was masked, after `SUBSCRIBER_ID=` (an env
+        dump, a Java client's log) or `subscriberId:` (a JSON-minded producer's) it was
+        not: only a name written as the contract's, in lower case, was an id's."""
+        assert mask_text(text) == expected
+
+    def test_a_setting_with_a_unit_still_stays_readable(self) -> None:
+        assert mask_text("timeout_s=12 ledger_ttl_seconds=34560000") == (
+            "timeout_s=12 ledger_ttl_seconds=34560000"
+        )
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             ("call 138-0013-8001 now", "call 138****8001 now"),
             ("call 138 0013 8001 now", "call 138****8001 now"),
             ("from +86 138 0013 8001.", "from 861******8001."),
@@ -305,6 +333,19 @@ class TestJsonLines:
         assert isinstance(fields["process"], int)
         for clear in (SUB, SHORT6):
             assert clear not in line
+
+    def test_a_short_id_under_its_field_name_in_any_case(self, masking: None) -> None:
+        """An id under `SUBSCRIBER_ID` or `subscriberId` (a Java client's record, logged as
+        an `extra=`) stayed in clear when short and a number; `subscriber_id` was masked."""
+
+        def log_extras(logger: logging.Logger) -> None:
+            logger.warning(
+                "record",
+                extra={"record": {"SUBSCRIBER_ID": int(SHORT5), "subscriberId": int(SHORT6)}},
+            )
+
+        (line,) = self.lines(json_formatter(), log_extras).splitlines()
+        assert orjson.loads(line)["record"] == {"SUBSCRIBER_ID": "*****", "subscriberId": "******"}
 
     def test_a_setting_s_value_stays_a_number_in_a_json_line(self, masking: None) -> None:
         """A setting's value or a duration passed as an `extra=` kept its number; an
