@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiokafka.errors import KafkaConnectionError
+
+from sinks.base import Headers
 
 if TYPE_CHECKING:
     from moments.models import ProfileEvent
@@ -23,6 +25,48 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Sent(NamedTuple):
+    """A record handed to a fake producer's `send`, as its arguments name it."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    partition: int | None
+    timestamp_ms: int | None
+    headers: Headers | None
+
+
+def acknowledged(error: BaseException | None = None) -> asyncio.Future[None]:
+    """A send's acknowledgement, done at once: taken, or refused with `error`."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+    return done
+
+
+class FakeProducer:
+    """The sinks' producer (`sinks.base.Producer`) for the unit tests, its `send` declared
+    here once: a fake says what it does with each record in `take` (raise, as aiokafka's
+    `send` does for a record it refuses; or return the acknowledgement). This one takes
+    every record, acknowledged at once, and keeps none."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        return await self.take(Sent(topic, value, key, partition, timestamp_ms, headers))
+
+    async def take(self, record: Sent) -> Awaitable[Any]:
+        return acknowledged()
 
 
 class ReactivatedMeanwhile:

@@ -15,7 +15,6 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.records import DeadLetter, RawRecord, RejectReason
-from sinks.base import Headers
 from sinks.deadletter import (
     ORIGINAL_SIZE,
     ORIGINAL_TIMESTAMP,
@@ -24,6 +23,8 @@ from sinks.deadletter import (
     dead_letter_message,
 )
 from sinks.metrics import Metrics
+
+from .fakes import FakeProducer, Sent, acknowledged
 
 AT = dt.datetime(2026, 12, 4, 10, 30, tzinfo=dt.UTC)
 SUB = b"13800138000"
@@ -36,7 +37,7 @@ def _letter(value: bytes | None, reason: RejectReason = RejectReason.TOO_LARGE) 
     return DeadLetter(record, "topup", reason, "TooLarge", "too big")
 
 
-class RefusingProducer:
+class RefusingProducer(FakeProducer):
     """Takes records up to `limit` bytes of value; refuses larger ones as aiokafka does:
     at `send` (its `max_request_size` check) or, `by_broker`, in the acknowledgement.
     `fail_first` transient errors come before anything goes through."""
@@ -47,29 +48,18 @@ class RefusingProducer:
         self.fail_first = fail_first
         self.sent: list[tuple[bytes | None, bytes | None, dict[str, bytes | None]]] = []
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def take(self, record: Sent) -> Awaitable[Any]:
         if self.fail_first:
             self.fail_first -= 1
-            done.set_exception(KafkaConnectionError("broker gone"))
-            return done
-        if len(value or b"") > self.limit:
-            error = MessageSizeTooLargeError(f"The message is {len(value or b'')} bytes")
+            return acknowledged(KafkaConnectionError("broker gone"))
+        value = record.value or b""
+        if len(value) > self.limit:
+            error = MessageSizeTooLargeError(f"The message is {len(value)} bytes")
             if not self.by_broker:
                 raise error
-            done.set_exception(error)
-            return done
-        self.sent.append((key, value, dict(headers or ())))
-        done.set_result(None)
-        return done
+            return acknowledged(error)
+        self.sent.append((record.key, record.value, dict(record.headers or ())))
+        return acknowledged()
 
 
 class TestWhatADeadLetterCarries:
@@ -200,16 +190,8 @@ class HeldProducer(RefusingProducer):
         super().__init__(limit=1 << 20)
         self.release = asyncio.Event()
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
-        done = await super().send(topic, value, key, partition, timestamp_ms, headers)
+    async def take(self, record: Sent) -> Awaitable[Any]:
+        done = await super().take(record)
         release = self.release
 
         async def acknowledged() -> None:

@@ -37,6 +37,8 @@ from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.settings import Settings
 from sinks.deadletter import dead_letter_headers, dead_letter_message
 
+from .fakes import FakeProducer, Sent, acknowledged
+
 TOPICS = {f"p.telecom.{t.value}": t for t in EventType}
 AT = dt.datetime(2026, 12, 4, 10, 30, tzinfo=dt.UTC)
 SUB = "13800138000"
@@ -362,25 +364,15 @@ def test_each_original_record_is_replayed_once_across_batches() -> None:
     assert originals.split([replace(other, origin_topic="p.telecom.usage")])[1] == []
 
 
-class _Recording:
+class _Recording(FakeProducer):
     """A producer that keeps what it was asked to send, acknowledged at once."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, int | None]] = []
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: object = None,
-    ) -> asyncio.Future[None]:
-        self.sent.append((topic, value, timestamp_ms))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+    async def take(self, record: Sent) -> asyncio.Future[None]:
+        self.sent.append((record.topic, record.value, record.timestamp_ms))
+        return acknowledged()
 
 
 @pytest.mark.parametrize("value", [None, b"null", b""], ids=["tombstone", "json_null", "empty"])

@@ -9,7 +9,6 @@ is still retried."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import logging
@@ -26,13 +25,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 import sinks.dispatch
 import sinks.retry
 from moments.records import DeadLetter, RawRecord, RejectReason
-from sinks.base import Headers, produce_all
+from sinks.base import produce_all
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Dependency, Metrics
 from sinks.retry import with_retry
 from tests.integration.dispatch.conftest import task
+
+from .fakes import FakeProducer, Sent, acknowledged
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -64,7 +65,7 @@ def back_offs(monkeypatch: pytest.MonkeyPatch) -> BackOffs:
     return fake
 
 
-class FailingProducer:
+class FailingProducer(FakeProducer):
     """aiokafka's producer as the sinks use it: each send checks its record as aiokafka
     does (`estimate_size_in_bytes`: headers must be a list), then fails with the next of
     `errors` (at the send, or `in_ack` in its acknowledgement) until they run out."""
@@ -75,27 +76,18 @@ class FailingProducer:
         self.sends = 0
         self.sent: list[tuple[str, bytes | None]] = []
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
+    async def take(self, record: Sent) -> Awaitable[Any]:
         self.sends += 1
-        DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        DefaultRecordBatchBuilder.estimate_size_in_bytes(
+            record.key, record.value, record.headers or []
+        )
         if self.errors:
             error = self.errors.pop(0)
             if not self.in_ack:
                 raise error
-            done.set_exception(error)
-            return done
-        self.sent.append((topic, value))
-        done.set_result(None)
-        return done
+            return acknowledged(error)
+        self.sent.append((record.topic, record.value))
+        return acknowledged()
 
 
 def _sink(producer: FailingProducer, metrics: Metrics) -> TaskSink:

@@ -17,7 +17,6 @@ import pytest
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Deferral, Family, Moment, ProfileEvent, ServiceTask
-from sinks.base import Headers
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
@@ -25,7 +24,7 @@ from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
 from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
 
-from .fakes import ChangedMeanwhile, Clock
+from .fakes import ChangedMeanwhile, Clock, FakeProducer, Sent
 
 NOW = dt.datetime(2026, 12, 3, 2, tzinfo=dt.UTC)  # 10:00 in Shanghai
 RELEASE = NOW + dt.timedelta(hours=1)
@@ -199,27 +198,20 @@ async def test_a_suspension_meanwhile_withdraws_nothing() -> None:
     assert await stores.ledger.published_of([SUB], clock()) == [["w1"]]
 
 
-class ChangingProducer(CollectingProducer):
+class ChangingProducer(FakeProducer, CollectingProducer):
     """A producer that runs `meanwhile` once, as it is handed the first task: another
-    worker's batch, while this one publishes."""
+    worker's batch, while this one publishes; then it collects the record, as the
+    backtest's producer does."""
 
     def __init__(self, clock: Clock, meanwhile: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(clock)
+        CollectingProducer.__init__(self, clock)
         self.meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
-        if topic == "tasks" and self.meanwhile is not None:
+    async def take(self, record: Sent) -> Awaitable[Any]:
+        if record.topic == "tasks" and self.meanwhile is not None:
             run, self.meanwhile = self.meanwhile, None
             await run()
-        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+        return await CollectingProducer.send(self, *record)
 
 
 def fresh() -> ServiceTask:

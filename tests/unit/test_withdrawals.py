@@ -6,9 +6,8 @@ tests/integration/test_task_withdrawals.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -35,7 +34,7 @@ from sinks.withdrawals import (
     withdrawals_of,
 )
 
-from .fakes import NoDeadLetters
+from .fakes import FakeProducer, NoDeadLetters, Sent, acknowledged
 from .rules.helpers import NO_ACTIVITY, at, backtest_of, ev, rules_from
 
 SUB = "13800138000"
@@ -470,26 +469,16 @@ class TestBacktest:
         assert out.withdrawn == []
 
 
-class CollectingProducer:
+class CollectingProducer(FakeProducer):
     """Each (topic, value) sent, acknowledged at once."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Sequence[tuple[str, bytes | None]] | None = None,
-    ) -> Awaitable[Any]:
-        assert value is not None
-        self.sent.append((topic, value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+    async def take(self, record: Sent) -> Awaitable[Any]:
+        assert record.value is not None
+        self.sent.append((record.topic, record.value))
+        return acknowledged()
 
 
 class TestRuntimeBatch:
