@@ -10,19 +10,20 @@ import orjson
 
 from moments.models import ServiceTask
 
+COUNTED_TAIL = b',"counted":true}'
+"""How `task_bytes` ends the payload of a task with `counted` set: the field comes last."""
+
 
 def task_bytes(task: ServiceTask) -> bytes:
     """The task's JSON; with `counted` (dispatch's own, left out of every dump) when it is
     set: only the payload of a task that waits has it (`published` clears it). One check
-    here rather than an `exclude_if` callable, which pydantic calls at every task's dump."""
-    data = task.model_dump(mode="json")
-    if task.counted:
-        data["counted"] = True
-    return orjson.dumps(data)
-
-
-COUNTED_TAIL = b',"counted":true}'
-"""How `task_bytes` ends the payload of a task with `counted` set: the field comes last."""
+    here rather than an `exclude_if` callable, which pydantic calls at every task's dump.
+    Written by pydantic's JSON serializer straight to bytes: the same bytes as its
+    JSON-mode dict through orjson (names in the same order, the same numbers and
+    escapes), without the dict of every field made in between and dropped (every task
+    is written at its claim, and again at its publish when it changed)."""
+    payload = task.__pydantic_serializer__.to_json(task)
+    return counted_payload(payload) if task.counted else payload
 
 
 def counted_payload(payload: bytes) -> bytes:
