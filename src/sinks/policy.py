@@ -109,6 +109,10 @@ class Overflow(_Frozen):
         return self
 
 
+DEFAULT_OVERFLOW = Overflow()
+"""A rule's overflow when the policy names neither it nor `"*"`."""
+
+
 class ContactPolicy(_Frozen):
     """At most `max_contacts` tasks per subscriber per `period`, across all rules (0: no cap)."""
 
@@ -381,7 +385,9 @@ class DispatchPolicy(_Frozen):
         return task.expires_at.timestamp() - self.min_time_left.total_seconds()
 
     def overflow_for(self, rule_id: str) -> Overflow:
-        return self.overflow.get(rule_id) or self.overflow.get(ANY) or Overflow()
+        """The rule's overflow, else the policy's `"*"`, else the default: one frozen object,
+        not a model made at each call (dispatch asks for it at every task it reads)."""
+        return self.overflow.get(rule_id) or self.overflow.get(ANY) or DEFAULT_OVERFLOW
 
 
 def unknown_rule_keys(
