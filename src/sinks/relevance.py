@@ -322,22 +322,27 @@ def _facts(raw: Mapping[Any, Any]) -> SubscriberFacts:
     return facts_from(values)
 
 
+OPT_FIELDS = tuple((c.value, f"opt_out:{c.value}", f"opt_in:{c.value}") for c in Channel)
+"""Each channel with its opt-out and opt-in fields in the facts hash, named once (read for
+every task a decision looks at)."""
+
+
 def facts_from(values: Mapping[str, float]) -> SubscriberFacts:
+    get = values.get
     return SubscriberFacts(
-        values.get("topup"),
-        values.get("home"),
-        values.get("abroad"),
-        values.get("active"),
-        values.get("forgotten"),
-        values.get("erased"),
-        values.get("suspended"),
+        get("topup"),
+        get("home"),
+        get("abroad"),
+        get("active"),
+        get("forgotten"),
+        get("erased"),
+        get("suspended"),
         frozenset(
-            c.value
-            for c in Channel
-            if (out := values.get(f"opt_out:{c.value}")) is not None
-            and out >= values.get(f"opt_in:{c.value}", -math.inf)
+            channel
+            for channel, opt_out, opt_in in OPT_FIELDS
+            if (out := get(opt_out)) is not None and out >= get(opt_in, -math.inf)
         ),
-        values.get("closed"),
+        get("closed"),
     )
 
 

@@ -30,6 +30,8 @@ from sinks.policy import DispatchPolicy, OverflowPolicy, load_policy
 from sinks.relevance import SubscriberFacts, came_home, facts_from, facts_of, topped_up
 from sinks.routes import waited
 
+from .calls import counted_calls
+
 T0 = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
 
 
@@ -395,6 +397,17 @@ class TestRelevance:
         assert {f for f, _ in facts_of(cleared)} == {f"opt_in:{c.value}" for c in Channel}
         assert facts_from({"opt_out:sms": t, "opt_in:sms": t - 1}).opted_out == {"sms"}
         assert facts_from({"opt_out:sms": t - 1, "opt_in:sms": t}).opted_out == set()
+
+    def test_reading_a_subscribers_facts_names_no_channel_again(self) -> None:
+        """Read for every task a decision looks at: each channel's opt-out and opt-in
+        fields are named once for all, not made from the enum at every read (its `.value`
+        a call each, and two strings a channel)."""
+        t = 1_800_000_000.0
+        values = {"topup": t, "opt_out:sms": t, "opt_in:sms": t - 1, "opt_out:manager": t - 1}
+        facts, calls = counted_calls(lambda: facts_from(values))
+        assert facts.opted_out == {"sms", "manager"}
+        assert facts.topup_at == t
+        assert not [name for name in calls if name.endswith(("enum.py:__get__", "enum.py:value"))]
 
 
 class TestRetry:
