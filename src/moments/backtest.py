@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -430,8 +431,10 @@ class Backtest:
             spans.append(self.policy.contact.period.total_seconds())
         return max(spans)
 
-    @property
+    @functools.cached_property
     def _deferrals(self) -> MemoryDeferrals:
+        """The stores' deferral queue, looked up once: `_advance` asks it at every task and
+        fact."""
         deferral = self.stores.deferral
         assert isinstance(deferral, MemoryDeferrals)
         return deferral
@@ -609,6 +612,7 @@ class Backtest:
             gone = profile_changes((), result.forgotten, result.erased_at, self.clock())
             await self.sink.withdrawals.withdraw(gone)
         facts = sorted(result.facts, key=_occurred)
+        times = [fact.occurred_at.timestamp() for fact in facts]  # once each, not per look
         changes = changes_by_fact(facts)  # the batch's, as the stream's: at its end
         done = 0
         if self._warming and self.dispatch_from is not None:
@@ -622,13 +626,15 @@ class Backtest:
                 self.result.warmup_tasks += len(early)
                 result.tasks[:] = [t for t in result.tasks if t.triggered_at.timestamp() >= start]
         dropped: set[str] = set()
-        for task in sorted(result.tasks, key=_triggered):
-            at = task.triggered_at.timestamp()
-            done = await self._facts_until(facts, changes, done, at)
+        triggered = [task.triggered_at.timestamp() for task in result.tasks]
+        order = sorted(range(len(triggered)), key=triggered.__getitem__)  # stable, as by time
+        for n in order:
+            task, at = result.tasks[n], triggered[n]
+            done = await self._facts_until(facts, times, changes, done, at)
             await self._advance(at)
             self.sink.add(task, rejudged=task.task_id in result.rejudged)
             dropped |= await self.sink.flush()
-        await self._facts_until(facts, changes, done, float("inf"))
+        await self._facts_until(facts, times, changes, done, float("inf"))
         self.result.spent["dispatch"] += time.perf_counter() - started
         started = time.perf_counter()
         give_back_cooldowns(result, dropped)
@@ -640,11 +646,13 @@ class Backtest:
     async def _facts_until(
         self,
         facts: list[InputEvent],
+        times: Sequence[float],
         changes: Mapping[int, Sequence[ProfileChange]],
         start: int,
         until: float,
     ) -> int:
-        """Record the facts from `start` dated up to `until`, each at its own time, so a
+        """Record the facts from `start` dated up to `until` (`times`: each fact's, epoch
+        seconds), each at its own time, so a
         task released in between sees only the facts before its release; returns where
         it stopped. One call a fact: the clock of the call dates the facts' expiry and the
         waking of a reactivated line's tasks, and facts seldom share a clock reading (none
@@ -652,7 +660,7 @@ class Backtest:
         otherwise. Each fact's `changes` (`changes_by_fact`: the batch's, so an opt-out
         the batch opts in again withdraws nothing, as in the stream) withdraw after it."""
         i = start
-        while i < len(facts) and (at := facts[i].occurred_at.timestamp()) <= until:
+        while i < len(facts) and (at := times[i]) <= until:
             await self._advance(at)
             await self.sink.subscribers.record_facts(facts[i : i + 1])
             if made := changes.get(i):  # as the stream, after the fact
@@ -720,10 +728,6 @@ class Backtest:
 
 def _occurred(event: InputEvent) -> float:
     return event.occurred_at.timestamp()
-
-
-def _triggered(task: ServiceTask) -> float:
-    return task.triggered_at.timestamp()
 
 
 def run_backtest(

@@ -162,12 +162,15 @@ as unreadable, as the detector refuses the event (a year-9999 time made the repo
 span a year 10000 and ended the backtest in a ValueError)."""
 
 
+_fromisoformat = dt.datetime.fromisoformat
+
+
 def _epoch(value: Any) -> float:
     """`occurred_at` as epoch seconds; 0 when it cannot be placed: unreadable, out of the
     contract's span, or with no UTC offset (the stream refuses it; read in the machine's
     own zone, `--to` placed it by where the backtest ran)."""
     try:
-        when = dt.datetime.fromisoformat(str(value))
+        when = _fromisoformat(value if type(value) is str else str(value))
         at = when.timestamp() if when.tzinfo is not None else 0.0
     except (ValueError, OverflowError):
         return 0.0
@@ -499,7 +502,8 @@ class EventFile:
                 at = event.at  # `--type`: every line of a topic's records comes this way
             else:
                 del doc["type"]
-                key = _key(doc.get("subscriber_id"))
+                sub = doc.get("subscriber_id")
+                key = sub.encode() if type(sub) is str else _key(sub)
                 at = _epoch(doc.get("occurred_at"))
                 if at > not_after:
                     raise self._after_history(number, at)
@@ -728,8 +732,12 @@ def _utc(at: float) -> str:
 
 def merged(files: Iterable[EventFile]) -> Iterator[FileEvent]:
     """The events of several files in event-time order (each file read in its own order:
-    write files sorted by time, as the stream would have received them)."""
-    return heapq.merge(*files, key=_at)
+    write files sorted by time, as the stream would have received them); one file's as it
+    reads them, without a merge to pass each through."""
+    each = list(files)
+    if len(each) == 1:
+        return iter(each[0])
+    return heapq.merge(*each, key=_at)
 
 
 def _at(event: FileEvent) -> float:
@@ -794,6 +802,9 @@ def history(
                 yield event._replace(at=start)
         else:
             yield from files[0]
+    if until == math.inf:  # no `--to`: every event, without a test of each
+        yield from events
+        return
     for event in events:
         if event.at < until:
             yield event

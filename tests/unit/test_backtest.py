@@ -9,6 +9,7 @@ import gzip
 import html
 import re
 import stat
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from moments.taskbuilder import task_id
 from rules.catalog import load_rules, load_texts
 from sinks.policy import DispatchPolicy
 
+from .calls import counted_calls
 from .rules.helpers import WELCOME
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
@@ -678,6 +680,18 @@ def test_a_waiting_task_is_released_before_later_facts_are_known(tmp_path: Path)
 
 def _iso(start: dt.datetime, seconds: int) -> str:
     return (start + dt.timedelta(seconds=seconds)).isoformat()
+
+
+def test_the_deferral_queue_is_looked_up_once_a_run(tmp_path: Path) -> None:
+    """The dispatch of a slice steps event time to each task and fact, and looks at the
+    deferral queue at every step: it is found once for the run, not at each step."""
+    history = write_history(tmp_path / "h.jsonl", with_roaming=True)
+    bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), capacity_policy())
+    result, calls = counted_calls(lambda: asyncio.run(bt.run(EventFile(history))))
+    backtest_py = sys.modules[Backtest.__module__].__file__
+    assert result.published
+    assert calls[f"{backtest_py}:_advance"] > len(result.published)
+    assert calls[f"{backtest_py}:_deferrals"] == 1
 
 
 def test_an_unwritable_out_names_the_flag(

@@ -24,13 +24,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from moments.backtest_input import EventFile
+from moments import backtest_input
+from moments.backtest_input import EventFile, history
 from moments.cli import main
 from moments.eventcheck import check_lines
 from moments.models import EventType
 from moments.rulecheck import EventFileError, MissingEventTypeError, check_rules
 from rules.catalog import load_rules
 
+from .calls import counted_calls
 from .test_unreadable_lines import CATALOG, topup
 
 TRUNCATED = "gzip stream truncated"
@@ -702,3 +704,29 @@ def test_json_lines_named_csv_are_said_so(
     assert main([*argv, "--to-file", str(tmp_path / "s.csv.gz")]) == 2
     assert "--to-file writes JSON lines: name the file .jsonl" in said(capsys)
     assert not (tmp_path / "s.csv.gz").exists()
+
+
+class TestOneFileReadDirectly:
+    """The backtest reads every event through `history`: with one events file and no
+    `--to` (most runs), each event comes as the file reads it, not passed through a merge
+    of one file and a window test that cannot leave anything out."""
+
+    def test_one_file_without_to_is_neither_merged_nor_windowed(self, tmp_path: Path) -> None:
+        path = tmp_path / "h.jsonl"
+        path.write_bytes(lines_of(50))
+        events, calls = counted_calls(lambda: list(history([EventFile(path)], False)))
+        assert [e.key for e in events] == [str(13800000000 + n).encode() for n in range(50)]
+        assert not [name for name in calls if name.endswith("heapq.py:merge")]
+        # A string id is encoded in place: `_key` only for the first line, read on its own
+        # to learn the file's type.
+        assert calls[f"{backtest_input.__file__}:_key"] == 1
+
+    def test_files_merged_and_a_window_read_as_before(self, tmp_path: Path) -> None:
+        early, late = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+        early.write_bytes(lines_of(4))
+        late.write_bytes(lines_of(4).replace(b'"1380', b'"1390'))  # the same times, others
+        both = list(history([EventFile(early), EventFile(late)], False))
+        assert [e.at for e in both] == sorted(e.at for e in both)
+        cut = both[2].at
+        windowed = list(history([EventFile(early), EventFile(late)], False, cut))
+        assert windowed == [e for e in both if e.at < cut]
