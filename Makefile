@@ -85,7 +85,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# src byte-compiled first: where PYTHONDONTWRITEBYTECODE is set, every Python process the
+# suite starts (pytest's own, each worker and command a test runs) compiled it afresh.
 pytest: $(STAMP) redis-server prometheus stunnel $(SPECS)
+	$(BIN)/python -m compileall -q src
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest
