@@ -320,6 +320,8 @@ def problem(error: ErrorDetails) -> str:
     if error["type"] == "model_type" and not error["loc"]:
         named = (error.get("ctx") or {}).get("class_name")
         return _not_an_object(value, "outcome" if named == "TaskOutcome" else "event")
+    if null_required(error):
+        return NULL_REQUIRED
     if error["type"] == "string_pattern_mismatch" and pattern == TIME_PATTERN:
         return time_fix(value) if isinstance(value, str) else error["msg"]
     if error["type"] == "string_pattern_mismatch" and pattern == TEXT_PATTERN:
@@ -364,7 +366,9 @@ def problem(error: ErrorDetails) -> str:
         if fix is not None:
             return fix
     if error["type"] == "string_type" and error["loc"][-1:] == ("subscriber_id",):
-        return 'write the subscriber number as a JSON string ("13800138001"), not a number'
+        said = 'write the subscriber number as a JSON string ("13800138001")'
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return said + ", not a number" if number else said
 
     if error["type"] == "string_type" and error["loc"][-1:] in _TIMES and _epoch(value):
         return (
@@ -377,6 +381,24 @@ def problem(error: ErrorDetails) -> str:
     if error["type"] == "float_type" and isinstance(value, str):
         return 'write a JSON number, not text (e.g. 1000, not "1000")'
     return error_text(error)
+
+
+NULL_REQUIRED = (
+    "null is no value, and the field is required: write it (an optional field may be null "
+    "or left out, a required one neither)"
+)
+"""What a required field written `null` is told (a serializer writing unset fields as
+null): the message for a wrong type named another fix, "not a number" for a null
+`subscriber_id`, 'e.g. 1, not "1"' for a null `severity`, "Input should be a valid
+string" for a null `event_id`."""
+
+
+def null_required(error: ErrorDetails) -> bool:
+    """Whether the error is a top-level field's refusal of a JSON null: a required field's
+    (every optional field of an event or an outcome takes null as left out)."""
+    if error["type"] == "missing" or error.get("input", ...) is not None:
+        return False
+    return len([p for p in error["loc"] if not _branch(str(p))]) == 1
 
 
 _INVISIBLE = re.compile(f"[{INVISIBLE}]")

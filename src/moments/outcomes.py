@@ -63,12 +63,14 @@ from pydantic_core import ErrorDetails
 
 from moments.decoding import (
     MAX_MESSAGE_BYTES,
+    NULL_REQUIRED,
     deletion_form,
     duplicate_message,
     duplicated_name,
     enveloped,
     key_problem,
     not_json_said,
+    null_required,
     problem,
     too_large_said,
     whole_characters,
@@ -266,6 +268,8 @@ AGENT_FIX = (
 def _problem(error: ErrorDetails) -> str:
     """`field: message` for one validation error, the fix named for a bad task id."""
     where = ".".join(str(p) for p in error["loc"]) or "value"
+    if null_required(error):
+        return f"{where}: {NULL_REQUIRED}"
     if where == "task_id" and error["type"] in ("string_pattern_mismatch", "string_too_long"):
         return f"task_id: {NOT_A_TASK_ID}"
     if where == "status" and error["type"] == "enum":
