@@ -301,6 +301,14 @@ UtcOffsetMinutes = Annotated[
 ]
 
 
+_MONEY_SCHEMA: JsonDict = {
+    "anyOf": [
+        {"type": "number", "minimum": -float(MONEY_MAX), "maximum": float(MONEY_MAX)},
+        {"type": "string", "pattern": _DECIMAL},
+    ],
+    "description": "Yuan (CNY) below a billion either way (at most 999999999.9999), "
+    "JSON number (rounded to 4 decimal places) or decimal string (at most 4 places)",
+}
 Money = Annotated[
     Decimal,
     *_json_reads(
@@ -311,16 +319,35 @@ Money = Annotated[
                 cs.no_info_plain_validator_function(_unsigned_zero),
             ]
         ),
-        {
-            "anyOf": [
-                {"type": "number", "minimum": -float(MONEY_MAX), "maximum": float(MONEY_MAX)},
-                {"type": "string", "pattern": _DECIMAL},
-            ],
-            "description": "Yuan (CNY) below a billion either way (at most 999999999.9999), "
-            "JSON number (rounded to 4 decimal places) or decimal string (at most 4 places)",
-        },
+        _MONEY_SCHEMA,
     ),
 ]
+
+
+def NullIs(default: Any, json_schema: JsonDict) -> Any:  # noqa: N802 (a type marker)
+    """`null` read as `default`, the value of the field left out, for a type whose JSON
+    Schema is `json_schema` (the schema then takes null too): every other optional field
+    of an event takes null as absent, and a serializer writing unset fields as null
+    (Jackson without NON_NULL, Go without omitempty) sent a usage `charge` of null, a dead
+    letter. Tried after the type itself, so only a null costs a Python call."""
+
+    def schema(source: Any, handler: Callable[[Any], CoreSchema]) -> CoreSchema:
+        return cs.union_schema(
+            [
+                handler(source),
+                cs.chain_schema(
+                    [cs.none_schema(), cs.no_info_plain_validator_function(lambda _: default)]
+                ),
+            ],
+            mode="left_to_right",
+        )
+
+    nullable: JsonDict = {"anyOf": [json_schema, {"type": "null"}]}
+    return GetPydanticSchema(schema), WithJsonSchema(nullable)
+
+
+Charge = Annotated[Money, *NullIs(Decimal(0), _MONEY_SCHEMA)]
+"""A usage record's charge: money, null as left out (0)."""
 _POSITIVE = rf"^(?=.*[1-9])[0-9]{{1,{MONEY_DIGITS}}}(\.[0-9]{{1,{MONEY_PLACES}}})?$"
 PositiveMoney = Annotated[
     Decimal,
@@ -467,7 +494,9 @@ class UsageEvent(_Event):
     quantity: Annotated[float, Strict()] | None = Field(
         default=None, ge=0, le=1e15, description="voice seconds, sms count or data bytes"
     )
-    charge: Money = Decimal(0)
+    charge: Charge = Field(
+        default=Decimal(0), description=str(_MONEY_SCHEMA["description"]) + "; null or absent: 0"
+    )
     balance_after: Money | None = None
     counterparty: Annotated[Annotated[str, text(32)] | None, AfterValidator(blank_is_none)] = Field(
         default=None, description="Called or messaged number" + _BLANK_NONE

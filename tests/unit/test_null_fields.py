@@ -1,6 +1,7 @@
 """A field written `null` (a serializer that writes every unset field as null: Jackson
 without `NON_NULL`, pydantic's `model_dump()`, Go without `omitempty`): a required one is
-a dead letter that says it is required and null is no value. A null `subscriber_id` was
+a dead letter that says it is required and null is no value; an optional one is taken as
+left out. A null `subscriber_id` was
 told "write the subscriber number as a JSON string ("13800138001"), not a number", and a
 null `severity` 'e.g. 1, not "1"'; a null `event_id` or `occurred_at` "Input should be a
 valid string", none of which says what was wrong."""
@@ -8,15 +9,17 @@ valid string", none of which says what was wrong."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from moments.decoding import decode
-from moments.models import EVENT_MODELS, EventType
+from moments.models import EVENT_MODELS, EventType, UsageEvent
 from moments.outcomes import decode_outcome
 from moments.records import DeadLetter, RawRecord, RejectReason
-from moments.schemas import example
+from moments.schemas import example, json_schemas
 
 SUB = "13800138001"
 REQUIRED = "null is no value, and the field is required: write it"
@@ -73,3 +76,32 @@ def test_a_subscriber_id_written_as_a_number_is_still_told_so() -> None:
     dead = _decoded(EventType.TOPUP, _event(EventType.TOPUP, subscriber_id=int(SUB)))
     assert isinstance(dead, DeadLetter)
     assert dead.message.endswith("not a number")
+
+
+class TestCharge:
+    """A usage `charge` (contract: "yuan, default 0") written null is taken as left out,
+    0, as every other optional field of an event takes null: it was the one optional field
+    whose null was a dead letter, so a CDR of a serializer writing unset fields as null
+    (a data session with no charge) was lost."""
+
+    def test_null_is_no_charge(self) -> None:
+        event = _decoded(EventType.USAGE, _event(EventType.USAGE, charge=None))
+        assert isinstance(event, UsageEvent)
+        assert event.charge == Decimal(0)
+
+    def test_the_schema_takes_it_as_the_worker_does(self) -> None:
+        schema = json_schemas()["usage-event.schema.json"]
+        assert Draft202012Validator(schema).is_valid(_event(EventType.USAGE, charge=None))
+
+    def test_a_charge_of_the_wrong_type_is_still_told_what_money_is(self) -> None:
+        dead = _decoded(EventType.USAGE, _event(EventType.USAGE, charge="1e3"))
+        assert isinstance(dead, DeadLetter)
+        assert dead.message == (
+            'charge: Input should be a JSON number or a decimal string like "49.90" (no '
+            "exponent, no thousands separator)"
+        )
+
+    def test_a_charge_is_read_as_before(self) -> None:
+        event = _decoded(EventType.USAGE, _event(EventType.USAGE, charge=0.1 + 0.2))
+        assert isinstance(event, UsageEvent)
+        assert event.charge == Decimal("0.3")
