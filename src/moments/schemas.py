@@ -516,17 +516,20 @@ def asyncapi_document() -> dict[str, Any]:
         ],
     }
     messages["DeadLetter"] = _dead_letter_message()
-    messages["ServiceTask"]["headers"] = {
-        "type": "object",
-        "properties": {
-            "content-type": {
-                "type": "string",
-                "const": "application/json",
-                "description": "On every task record, as written by the detector",
-            }
-        },
-    }
-    messages["ServiceTask"]["examples"][0]["headers"] = {"content-type": "application/json"}
+    # The detector's own records: a task and a withdrawal alike carry content-type (the
+    # withdrawal's was written and not listed here).
+    for name, what in (("ServiceTask", "task"), ("TaskWithdrawal", "withdrawal")):
+        messages[name]["headers"] = {
+            "type": "object",
+            "properties": {
+                "content-type": {
+                    "type": "string",
+                    "const": "application/json",
+                    "description": f"On every {what} record, as written by the detector",
+                }
+            },
+        }
+        messages[name]["examples"][0]["headers"] = {"content-type": "application/json"}
 
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}

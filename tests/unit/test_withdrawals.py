@@ -19,6 +19,7 @@ from moments.engine import Detector
 from moments.enums import Channel, WithdrawReason
 from moments.models import EventType, ProfileEvent, ServiceTask, TaskWithdrawal
 from moments.runtime import Runtime
+from moments.schemas import asyncapi_document
 from moments.settings import load_settings
 from moments.state import SubscriberState
 from moments.store import DictStateStore
@@ -649,3 +650,74 @@ class TestRuntimeBatch:
         assert await runtime.tasks.release_due((now + dt.timedelta(minutes=2)).timestamp()) == 1
         assert await runtime.tasks.ledger.state(made.task_id) == "sent"
         assert [topic for topic, _ in producer.sent] == ["moments.tasks"]
+
+
+class HeaderProducer(CollectingProducer):
+    """Each record's topic and headers too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[tuple[str, dict[str, bytes | None]]] = []
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+    ) -> Awaitable[Any]:
+        self.headers.append((topic, dict(headers or ())))
+        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+
+
+async def test_the_headers_of_tasks_and_withdrawals_are_those_the_asyncapi_document_lists() -> None:
+    """What a consumer reads in `schemas/asyncapi.yaml` of a record's headers is what the
+    worker writes: `content-type: application/json` on a task and on a withdrawal (the
+    document listed it for tasks only, though docs/consuming-tasks.md and the worker put
+    it on withdrawals too)."""
+    detector = Detector(rules_from("rules:" + NO_ACTIVITY), {t.value: t for t in EventType})
+    runtime = Runtime(load_settings(), Metrics(), detector)
+    producer = HeaderProducer()
+    runtime.tasks = TaskSink(
+        producer,
+        "moments.tasks",
+        memory_stores(),
+        runtime.metrics,
+        withdrawals_topic="moments.task-withdrawals",
+    )
+    runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    result = BatchResult()
+    result.tasks.append(
+        task("d", expires=(now + dt.timedelta(hours=6)).isoformat()).model_copy(
+            update={"triggered_at": now, "created_at": now, "deliver_after": now}
+        )
+    )
+    result.facts.append(
+        ProfileEvent.model_validate(
+            {
+                "event_id": "p",
+                "subscriber_id": SUB,
+                "occurred_at": now.isoformat(),
+                "opt_out": ["sms"],
+            }
+        )
+    )
+    assert await runtime._publish(result, DictStateStore())
+    document = asyncapi_document()
+    messages = {
+        channel["address"]: name
+        for channel in document["channels"].values()
+        for name in channel["messages"]
+    }
+    written = dict(producer.headers)
+    assert written.keys() == {"moments.tasks", "moments.task-withdrawals"}
+    for topic, headers in written.items():
+        listed = document["components"]["messages"][messages[topic]].get("headers", {})
+        properties = listed.get("properties", {})
+        assert properties.keys() == headers.keys(), topic
+        for name, value in headers.items():
+            assert value is not None
+            assert properties[name]["const"] == value.decode(), (topic, name)
