@@ -7,6 +7,7 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic_core import ErrorDetails, from_json
 
 from moments.errortext import error_text
 from moments.models import (
+    BLANK_SPACE,
     EVENT_MODELS,
     FILLED_PATTERN,
     INVISIBLE,
@@ -149,7 +151,8 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
                 "JSONDecodeError",
                 not_json_said(value, errors[0]["msg"]),
             )
-        detail = "; ".join(f"{where}: {said}" for where, said in _said(errors)[:5])
+        said = _said(errors, OPTIONAL_FIELDS[event_type])
+        detail = "; ".join(f"{where}: {message}" for where, message in said[:5])
         if "wrong topic" not in detail and (other := _reads_as(value, event_type)) is not None:
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
         elif (wrapped := enveloped(value, ENVELOPE_MARKS, "event")) is not None:
@@ -286,7 +289,9 @@ def _key_form(key: bytes, subscriber_id: str | None) -> str:
     return ""
 
 
-def _said(errors: list[ErrorDetails]) -> list[tuple[str, str]]:
+def _said(
+    errors: list[ErrorDetails], optional: Collection[str] | None = None
+) -> list[tuple[str, str]]:
     """(field, message) per error, a union's branches told once: pydantic names each branch
     in the location (`opt_out.0.str-enum[Channel]`, `...function-after[...]`), and an
     opt-out refused read as two errors in its internals' words. The branch that says why
@@ -298,7 +303,7 @@ def _said(errors: list[ErrorDetails]) -> list[tuple[str, str]]:
     for error in errors:
         where = ".".join(str(p) for p in error["loc"] if not _branch(str(p))) or "value"
         if where not in said or error["type"] == "value_error" or where in enum:
-            said[where] = problem(error)
+            said[where] = problem(error, optional)
             if error["type"] == "enum":
                 enum.add(where)
             else:
@@ -311,10 +316,11 @@ def _branch(part: str) -> bool:
     return "[" in part or part == "constrained-str"
 
 
-def problem(error: ErrorDetails) -> str:
+def problem(error: ErrorDetails, optional: Collection[str] | None = None) -> str:
     """A validation error's message, naming the fix for a time that does not match the
     pattern (the message was the 337-character pattern). The input is looked at, never
-    quoted: a dead letter's reason names fields, not their values."""
+    quoted: a dead letter's reason names fields, not their values. `optional`: the names
+    of the record's optional fields, for a blank value's fix (None: not a record's)."""
     pattern = (error.get("ctx") or {}).get("pattern")
     value = error.get("input")
     if error["type"] == "model_type" and not error["loc"]:
@@ -322,6 +328,8 @@ def problem(error: ErrorDetails) -> str:
         return _not_an_object(value, "outcome" if named == "TaskOutcome" else "event")
     if null_required(error):
         return NULL_REQUIRED
+    if optional is not None and _blank_value(error):
+        return BLANK_OPTIONAL if str(error["loc"][0]) in optional else BLANK_REQUIRED
     if error["type"] == "string_pattern_mismatch" and pattern == TIME_PATTERN:
         return time_fix(value) if isinstance(value, str) else error["msg"]
     if error["type"] == "string_pattern_mismatch" and pattern == TEXT_PATTERN:
@@ -397,6 +405,34 @@ def null_required(error: ErrorDetails) -> bool:
     """Whether the error is a top-level field's refusal of a JSON null: a required field's
     (every optional field of an event or an outcome takes null as left out)."""
     if error["type"] == "missing" or error.get("input", ...) is not None:
+        return False
+    return len([p for p in error["loc"] if not _branch(str(p))]) == 1
+
+
+BLANK_OPTIONAL = '"" (or spaces only) is no value: leave the field out (or null) when there is none'
+BLANK_REQUIRED = '"" (or spaces only) is no value, and the field is required: write it'
+"""What a field that is no text written blank is told (an export's empty cell): an IMEI
+of `""` was told to be 14 to 16 digits, a direction `'in' or 'out'`, a quantity "not
+text", none of which said that an optional field may be left out."""
+OPTIONAL_FIELDS: dict[EventType, frozenset[str]] = {
+    event_type: frozenset(
+        name for name, info in model.model_fields.items() if not info.is_required()
+    )
+    for event_type, model in EVENT_MODELS.items()
+}
+"""Each event type's optional fields."""
+
+
+_BLANK = re.compile(f"{BLANK_SPACE}*")
+
+
+def _blank_value(error: ErrorDetails) -> bool:
+    """Whether the error refuses a top-level field's blank text where text is no value
+    (an id's blank has words of its own, `_BLANK_ID`)."""
+    value = error.get("input")
+    if not isinstance(value, str) or _BLANK.fullmatch(value) is None:
+        return False
+    if (error.get("ctx") or {}).get("pattern") == FILLED_PATTERN:
         return False
     return len([p for p in error["loc"] if not _branch(str(p))]) == 1
 
