@@ -386,6 +386,9 @@ def problem(error: ErrorDetails, optional: Collection[str] | None = None) -> str
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if error["type"] == "string_type" and number and error["loc"][-1:] not in _TIMES:
         return _DAYS.get(field) or "write it as a JSON string (in quotes), not a number"
+    if error["type"] == "list_type" and field in _LISTS and len(error["loc"]) == 1:
+        what = {str: "text", dict: "an object", bool: "true or false"}.get(type(value), "a number")
+        return f"write a JSON list, e.g. {_LISTS[field]}, not {what}"
     if error["type"] == "float_type" and isinstance(value, str):
         return 'write a JSON number, not text (e.g. 1000, not "1000")'
     return error_text(error)
@@ -502,6 +505,12 @@ _QUIET_FIX = (
 )
 """What to write instead of a quiet-hours window's pattern (a regex told the CRM team
 nothing about `22:00-24:00` or `10pm-8am`)."""
+_LISTS = {
+    "opt_out": '["sms", "outbound_call"] (one channel: ["sms"]; none: [])',
+    "quiet_hours": '["22:00-08:00"] (none: [])',
+}
+"""The list fields' examples, for one written as text (a CRM's comma-separated column:
+it was told "Input should be a valid array")."""
 _TIMES = {(name,) for name in TIME_FIELDS}
 """The fields an epoch number is taken for a time in: another text field sent as a number
 in the same range (an event_id 1764904200) is no time."""
