@@ -435,8 +435,8 @@ def _blank_value(error: ErrorDetails) -> bool:
     value = error.get("input")
     if not isinstance(value, str) or _BLANK.fullmatch(value) is None:
         return False
-    if (error.get("ctx") or {}).get("pattern") == FILLED_PATTERN:
-        return False
+    if (error.get("ctx") or {}).get("pattern") == FILLED_PATTERN or error["type"] == "list_type":
+        return False  # a list's none is [] (its fix, `_LISTS`), not the field left out
     return len([p for p in error["loc"] if not _branch(str(p))]) == 1
 
 

@@ -26,7 +26,7 @@ def _refused(**fields: Any) -> str:
     return dead.message
 
 
-@pytest.mark.parametrize("text", ["sms", "sms,outbound_call"])
+@pytest.mark.parametrize("text", ["sms", "sms,outbound_call", "", "  "])
 def test_an_opt_out_as_text_is_told_to_write_a_list(text: str) -> None:
     assert _refused(opt_out=text) == (
         'opt_out: write a JSON list, e.g. ["sms", "outbound_call"] (one channel: ["sms"]; '
@@ -34,8 +34,10 @@ def test_an_opt_out_as_text_is_told_to_write_a_list(text: str) -> None:
     )
 
 
-def test_quiet_hours_as_text_are_told_to_write_a_list() -> None:
-    assert _refused(quiet_hours="22:00-08:00") == (
+@pytest.mark.parametrize("text", ["22:00-08:00", ""])
+def test_quiet_hours_as_text_are_told_to_write_a_list(text: str) -> None:
+    """A blank one too: its none is [], not the field left out (that keeps the windows)."""
+    assert _refused(quiet_hours=text) == (
         'quiet_hours: write a JSON list, e.g. ["22:00-08:00"] (none: []), not text'
     )
 
