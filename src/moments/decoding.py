@@ -152,7 +152,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
                 not_json_said(value, errors[0]["msg"]),
             )
         said = _said(errors, OPTIONAL_FIELDS[event_type])
-        detail = "; ".join(f"{where}: {message}" for where, message in said[:5])
+        detail = with_names_note("; ".join(f"{where}: {message}" for where, message in said[:5]))
         if "wrong topic" not in detail and (other := _reads_as(value, event_type)) is not None:
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
         elif (wrapped := enveloped(value, ENVELOPE_MARKS, "event")) is not None:
@@ -328,6 +328,10 @@ def problem(error: ErrorDetails, optional: Collection[str] | None = None) -> str
         return _not_an_object(value, "outcome" if named == "TaskOutcome" else "event")
     if null_required(error):
         return NULL_REQUIRED
+    if error["type"] == "missing" and len(error["loc"]) == 1 and isinstance(value, dict):
+        spelled = _spelled_otherwise(str(error["loc"][0]), value)
+        if spelled is not None:
+            return f"{error_text(error)}; {SPELLED} `{spelled[:40]}`: write `{error['loc'][0]}`"
     if optional is not None and _blank_value(error):
         return BLANK_OPTIONAL if str(error["loc"][0]) in optional else BLANK_REQUIRED
     if error["type"] == "string_pattern_mismatch" and pattern == TIME_PATTERN:
@@ -427,6 +431,30 @@ OPTIONAL_FIELDS: dict[EventType, frozenset[str]] = {
 
 
 _BLANK = re.compile(f"{BLANK_SPACE}*")
+
+
+SPELLED = "the value names"
+"""How a field's message names the member spelled otherwise (`_spelled_otherwise`)."""
+NAMES_NOTE = " (field names are lowercase with underscores, as in schemas/)"
+"""Said once after the fields' messages when one names a field spelled otherwise: said at
+each, four of a camelCase outcome were cut at 500 characters in the middle."""
+
+
+def with_names_note(detail: str) -> str:
+    """`detail` (the fields' messages), with `NAMES_NOTE` when one names a spelling."""
+    return detail + NAMES_NOTE if f"; {SPELLED} `" in detail else detail
+
+
+def _spelled_otherwise(field: str, value: dict[str, Any]) -> str | None:
+    """The member of `value` that is `field` in another case or with other separators
+    (`eventId`, `SubscriberId`, `occurred-at`: a serializer's naming), if any. Only on
+    the refusal path."""
+    wanted = _bare_name(field)
+    return next((name for name in value if name != field and _bare_name(name) == wanted), None)
+
+
+def _bare_name(name: object) -> str:
+    return str(name).replace("_", "").replace("-", "").casefold()
 
 
 def _blank_value(error: ErrorDetails) -> bool:

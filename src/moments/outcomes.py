@@ -74,6 +74,7 @@ from moments.decoding import (
     problem,
     too_large_said,
     whole_characters,
+    with_names_note,
 )
 from moments.enums import ENDS_RETRIES, REACHED
 from moments.models import (
@@ -222,7 +223,7 @@ def _invalid(record: RawRecord, exc: ValidationError) -> DeadLetter:
     if unparsed is not None:
         said = not_json_said(record.value or b"", str(unparsed["msg"]))
         return DeadLetter(record, EVENT_TYPE, RejectReason.INVALID_JSON, type(exc).__name__, said)
-    detail = "; ".join(_problem(e) for e in errors[:5])
+    detail = with_names_note("; ".join(_problem(e) for e in errors[:5]))
     wrapped = enveloped(record.value or b"", ("task_id", "status"), "outcome")
     if wrapped is not None:
         detail += f" ({wrapped})"
