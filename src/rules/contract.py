@@ -189,6 +189,9 @@ class Carried:
             else:
                 none = f"`{self.field}: null` in when:, not: {{field: {self.field}}} in a condition"
             return f"a blank text is read as no value, never as one (to test for none: {none})"
+        if isinstance(held, str) and held != value and held == value.strip().lower():
+            # a top-up's channel: taken in lowercase, `APP` is `app`
+            return f"it is taken in lowercase: write {held!r}"
         return None
 
     def _why(self, errors: list[ErrorDetails]) -> str:

@@ -214,3 +214,37 @@ def test_a_padded_top_up_channel_is_the_channel_it_names() -> None:
     assert not result.dead_letters
     firsts = [t for t in result.tasks if t.moment.rule_id == "first_topup_channel"]
     assert [t.moment.description.split(":")[0] for t in firsts] == ["First top-up by app"]
+
+
+def test_a_top_up_channel_in_capitals_is_the_channel_it_names() -> None:
+    """`APP` from one billing system and `app` from another were channels of their own:
+    a subscriber's first top-up by `APP` was followed by a second "first top-up" task (an
+    SMS "First top-up by app: thanks, ...") and a third for `App`. Taken in lowercase, as
+    the contract writes the channels (`app`, `bank`, `card`, `store`, `auto`)."""
+    from moments.models import TopUpEvent
+    from moments.pipeline import run_pipeline
+    from rules.catalog import load_rules
+
+    records = [
+        RawRecord(
+            "topup",
+            0,
+            number,
+            b"13800138000",
+            json.dumps(
+                {
+                    "event_id": f"t{number}",
+                    "subscriber_id": "13800138000",
+                    "occurred_at": f"2026-11-22T10:0{number}:00+08:00",
+                    "amount": 50,
+                    "channel": channel,
+                }
+            ).encode(),
+        )
+        for number, channel in enumerate(["APP", "app", " App "])
+    ]
+    result = run_pipeline(records, load_rules())
+    assert not result.dead_letters
+    firsts = [t for t in result.tasks if t.moment.rule_id == "first_topup_channel"]
+    assert [t.moment.description.split(":")[0] for t in firsts] == ["First top-up by app"]
+    assert TopUpEvent.model_validate_json(records[0].value or b"").channel == "app"

@@ -267,3 +267,13 @@ def test_a_reload_so_refused_keeps_the_rules_in_force(tmp_path: Path) -> None:
     assert reloader.check() == "error"
     assert installed == []
     assert recorded == [("error", None)]
+
+
+def test_a_top_up_channel_in_capitals_is_told_its_lowercase() -> None:
+    """A top-up's channel is taken in lowercase (`APP` is `app`): a rule testing `APP`
+    would never hold."""
+    (found,) = problems(rule("    on: [topup]\n    when: {channel: APP}\n"))
+    assert found == (
+        "r.yaml:5:12: channel of topup events is never 'APP': it is taken in lowercase: write 'app'"
+    )
+    assert loads(rule("    on: [topup]\n    when: {channel: app}\n")) == 1
