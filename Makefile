@@ -15,10 +15,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPECS := .cache/asyncapi-specs/node_modules/@asyncapi/specs/schemas/3.0.0.json
 PYTEST_ARGS ?=
-# The suite mostly waits (on rebalance timeouts, workers starting, tasks coming out): run
-# serially it keeps half a core busy for ~10 minutes. Four pytest processes, each with its
-# own Tansu and Redis, take under 3 minutes on 2 cores; a file's tests stay in one process
-# (--dist loadfile), so a module's servers start once. PYTEST_WORKERS=0 runs it serially.
+# The integration tests mostly wait (on rebalance timeouts, workers starting, tasks coming
+# out); the unit tests keep a core busy. Four pytest processes, each with its own Tansu and
+# Redis, take 8-10 minutes on 2 cores (about 800 CPU-seconds of tests in all); a file's
+# tests stay in one process (--dist loadfile), so a module's servers start once.
+# PYTEST_WORKERS=0 runs it serially.
 PYTEST_WORKERS ?= 4
 
 .PHONY: run test soak lint typecheck pytest schemas clean help lock redis-server prometheus stunnel
