@@ -659,17 +659,9 @@ class HeaderProducer(CollectingProducer):
         super().__init__()
         self.headers: list[tuple[str, dict[str, bytes | None]]] = []
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Sequence[tuple[str, bytes | None]] | None = None,
-    ) -> Awaitable[Any]:
-        self.headers.append((topic, dict(headers or ())))
-        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+    async def take(self, record: Sent) -> Awaitable[Any]:
+        self.headers.append((record.topic, dict(record.headers or ())))
+        return await super().take(record)
 
 
 async def test_the_headers_of_tasks_and_withdrawals_are_those_the_asyncapi_document_lists() -> None:
