@@ -75,7 +75,39 @@ def _duplicate_key(problem: str, lines: list[str], line: int, column: int, start
     )
     where = f", here and on line {start + first + 1}" if first is not None else ""
     fix = "a second rule starts with its own '- '" if key == "id" else "keep one"
+    block = _block_above(lines, line, column) if first is not None and key != "id" else None
+    if block is not None:
+        # A rule's `description:` and its task's are two keys: the task's written level
+        # with the rule's, after the task's block, is the rule's written twice, and "keep
+        # one" had the analyst delete a text that only wanted indenting (analyst walk).
+        name, at, indent = block
+        fix = (
+            f"if this one is {name}:'s (line {start + at + 1}), indent it as that block's "
+            f"keys are, {indent} spaces; else keep one"
+        )
     return f"{key!r} is written twice in one map{where}: {fix}"
+
+
+def _block_above(lines: list[str], line: int, column: int) -> tuple[str, int, int] | None:
+    """The block the lines just above `line` belong to: a key of the same map (at
+    `column`) ending in ':' whose lines, indented further, run up to `line`. Its name, its
+    line and its keys' indentation; None when the line above belongs to no such block."""
+    keys: int | None = None
+    for i in range(line - 1, -1, -1):
+        text = lines[i]
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        indent = _indent(text)
+        if indent > column:
+            keys = indent
+            continue
+        if indent < column or keys is None:
+            return None
+        name, sep, rest = text[column:].partition(":")
+        if not sep or rest.split("#", 1)[0].strip() or not name.strip():
+            return None
+        return name.strip(), i, keys
+    return None
 
 
 def _indent(line: str) -> int:

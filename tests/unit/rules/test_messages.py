@@ -352,6 +352,20 @@ class TestYamlSyntax:
             "value: \"1\"); 'priority' is written twice in one map, here and on line 10: keep one"
         )
 
+    def test_a_task_key_indented_as_the_rules_says_where_it_belongs(self) -> None:
+        """The task's `description:` written level with the rule's keys, after the task's
+        block: it is the rule's `description:` written twice, and "keep one" had the
+        analyst delete one of the two texts, when the line only wanted indenting under
+        `task:` (analyst walk)."""
+        text = RULE.replace("      description: d\n", "    description: the task's\n")
+        (found,) = problems(text)
+        assert found == (
+            'r.yaml:14:5: YAML syntax: found duplicate key "description" with value "the '
+            "task's\" (original value: \"d\"); 'description' is written twice in one map, here "
+            "and on line 3: if this one is task:'s (line 6), indent it as that block's keys are, "
+            "6 spaces; else keep one"
+        )
+
     def test_a_key_first_written_quoted_names_no_line_of_another_rule(self) -> None:
         """The first `priority` of the second rule written `"priority":`: the line named
         was the first rule's `priority:`, at the same column in another map."""
