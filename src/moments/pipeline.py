@@ -27,9 +27,6 @@ from rules.catalog import RuleSet
 if TYPE_CHECKING:
     from moments.backtest_input import Cut
 
-SWEEP_SPAN_S = 120 * 86400
-"""An `until` further ahead than this sweeps only its last 120 days, hour by hour."""
-
 Input = tuple[EventType, dict[str, object] | bytes | None]
 """An event type and its value: a dict (sent as JSON), raw bytes, or None (a tombstone)."""
 
@@ -187,16 +184,14 @@ def run_pipeline(
         if progress is not None:
             progress(done)
     if until is not None:
-        # As the stream's timer does: sweep every hour of event time up to `until`.
+        # As the stream's timer does: sweep every hour of event time up to `until` (those
+        # at which a record is due), then `until` itself. The whole way, as the backtest's
+        # `--to` runs on: only the last 120 days were swept, so a birthday or a silence
+        # due before them made no task.
         end = int(until.timestamp())
-        mark = max(out.watermark, end - SWEEP_SPAN_S)
-        mark = mark - mark % SWEEP_BUCKET_S + SWEEP_BUCKET_S
-        while True:
-            mark = min(mark, end)
-            sweep_to(mark)
-            if mark >= end:
-                break
-            mark += SWEEP_BUCKET_S
+        if end > out.watermark:
+            sweep_hours(out.watermark // SWEEP_BUCKET_S + 1, (end - 1) // SWEEP_BUCKET_S)
+        sweep_to(end)
         out.watermark = max(out.watermark, end)
     return out
 
