@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from moments.cliparts import add_command, command_settings, parse_when, positive_int
 from moments.exceptions import ConfigError
+from moments.filenames import is_csv
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -289,8 +290,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         style = "bold yellow" if share > REFUSED_SHARE_WARN else ""
         console.print(
             f"{refused:,} event(s) ({share:.1%}) refused as a worker would refuse them; "
-            "`moments events check FILE` names each line and what is wrong with it. "
-            "Most often:",
+            f"{_see_refused(args.events)}. Most often:",
             style=style,
         )
         for said, n in result.refusals.most_common(3):
@@ -407,6 +407,23 @@ def file_bar(console: Console, label: str, files: list[EventFile]) -> Iterator[F
     )
     with Progress(*columns, console=console, transient=False) as progress:
         yield FileBar(progress, label, files)
+
+
+def _see_refused(events: Sequence[Path]) -> str:
+    """The command that shows each refused event of these files: `events check` reads JSON
+    lines only and refuses a CSV file, whose rows `rules test` lists with their reasons."""
+    csvs = [p for p in events if is_csv(p)]
+    check = "`moments events check FILE` names each line and what is wrong with it"
+    if not csvs:
+        return check
+    name = csvs[0] if len(csvs) == 1 else "FILE"
+    rows = (
+        f"`moments rules test RULES --events {name}` lists the refused rows and what is "
+        "wrong with each"
+    )
+    if len(csvs) == len(events):
+        return rows
+    return f"for a JSON lines file {check}; for a CSV one {rows}"
 
 
 def _write(

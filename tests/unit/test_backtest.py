@@ -590,6 +590,29 @@ class TestCommand:
         # ... and what was wrong, in the worker's words, most frequent first
         assert "Most often: 1 x usage: subscriber_id: write the subscriber number" in said
 
+    def test_refused_csv_rows_are_not_sent_to_events_check(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`moments events check` reads JSON lines only and refuses a CSV file: named as
+        the way to see each refused row of a CSV history, it sent the analyst to a command
+        that said it does not read CSV (as `rules test` did, 0.1.0). `rules test` lists
+        each refused row with its reason."""
+        history = tmp_path / "h.csv"
+        history.write_text(
+            "type,event_id,subscriber_id,occurred_at,amount,channel\n"
+            "topup,t1,13800138001,2026-11-02T10:00:00+08:00,50,app\n"
+            "topup,bad,x,2026-11-02T10:01:00+08:00,50,app\n"
+        )
+        code = main(["backtest", "--events", str(history), "--out", str(tmp_path / "out")])
+        assert code == 0
+        said = " ".join(capsys.readouterr().err.split())
+        assert "1 event(s) (50.0%) refused as a worker would refuse them;" in said
+        assert "events check" not in said
+        assert (
+            f"`moments rules test RULES --events {history}` lists the refused rows and what "
+            "is wrong with each" in said
+        )
+
     def test_bad_date_names_the_fix(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
