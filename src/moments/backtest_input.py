@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import difflib
 import gzip
 import heapq
 import io
@@ -214,6 +215,8 @@ FIELD_NAMES = frozenset(
     {"type"}.union(*(model.model_json_schema()["properties"] for model in EVENT_MODELS.values()))
 )
 """The names a CSV header cell may give in any case, with spaces around (`Region `)."""
+REQUIRED_FIELDS = ("event_id", "subscriber_id", "occurred_at")
+"""The fields every event type requires: a header without one has every row refused."""
 
 
 def _header(names: Sequence[str], path: Path) -> list[str]:
@@ -236,6 +239,29 @@ def _header(names: Sequence[str], path: Path) -> list[str]:
             )
         seen[field] = name
         out.append(field)
+    missing = [f for f in REQUIRED_FIELDS if f not in seen]
+    others = [n for n in out if n and n not in FIELD_NAMES]
+    if missing and others:
+        # A warehouse's `Subscriber` or `msisdn` column: every row was refused for a
+        # missing subscriber_id, and the analyst told to fix the rows, which held it.
+        said = []
+        for field in missing:
+            close = difflib.get_close_matches(field, others, n=1, cutoff=0.6) or [
+                n for n in others if difflib.get_close_matches(n.lower(), [field], 1, 0.6)
+            ]
+            if close:
+                said.append(f"{close[0]!r} names no field of the events: did you mean {field!r}?")
+        if not said and len(missing) == 1 and len(others) == 1:
+            said.append(
+                f"{others[0]!r} names no field of the events: if it holds the {missing[0]}, "
+                f"name it {missing[0]} in the header row"
+            )
+        if not said:  # nothing stands in for them: the rows are refused, as a worker would
+            return out
+        raise EventFileError(
+            f"{path}:1: the header row has no {' or '.join(missing)} column, which every "
+            f"event needs (each row would be refused); {' '.join(said)}"
+        )
     return out
 
 

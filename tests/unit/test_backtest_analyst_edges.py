@@ -310,6 +310,44 @@ class TestCsvHeader:
         with pytest.raises(EventFileError, match=r"export.csv:1: columns 'region' and 'Region'"):
             list(EventFile(path))
 
+    @pytest.mark.parametrize(
+        ("column", "said"),
+        [
+            (
+                "Subscriber",
+                "'Subscriber' names no field of the events: did you mean 'subscriber_id'?",
+            ),
+            (
+                "msisdn",
+                "'msisdn' names no field of the events: if it holds the subscriber_id, name it "
+                "subscriber_id in the header row",
+            ),
+        ],
+    )
+    def test_a_required_field_under_another_name_is_said_at_the_header(
+        self, tmp_path: Path, column: str, said: str
+    ) -> None:
+        """A warehouse export's `Subscriber` (or `msisdn`) column: every row was refused for
+        a missing subscriber_id, and the analyst was told to fix the rows, each of which
+        held the number (analyst walk)."""
+        path = tmp_path / "export.csv"
+        path.write_text(
+            f"type,event_id,{column},occurred_at,amount,channel,region,balance_after\r\n"
+            + self.ROWS
+        )
+        with pytest.raises(EventFileError) as err:
+            list(EventFile(path))
+        assert str(err.value) == (
+            f"{path}:1: the header row has no subscriber_id column, which every event needs "
+            f"(each row would be refused); {said}"
+        )
+
+    def test_a_missing_column_with_no_other_is_left_to_the_rows(self, tmp_path: Path) -> None:
+        """No column stands in for it: the rows are refused as a worker refuses them."""
+        path = tmp_path / "export.csv"
+        path.write_text("type,event_id,subscriber_id,amount,channel\r\ntopup,t1,138,5,app\r\n")
+        assert len(list(EventFile(path))) == 1
+
     @pytest.mark.parametrize("between", [";", "\t"])
     def test_cells_separated_by_semicolons_or_tabs_are_read(
         self, tmp_path: Path, between: str

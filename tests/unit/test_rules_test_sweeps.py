@@ -173,16 +173,17 @@ def test_events_all_refused_are_not_said_to_be_no_event_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A case file whose every event was refused (a `subscriber` column for
-    `subscriber_id`) was summed up as "no event was read" above the refused ones it listed
-    (journey review): none was applied, each refused."""
+    `subscriber_id`, said at the header row since; here a number of letters) was summed up
+    as "no event was read" above the refused ones it listed (journey review): none was
+    applied, each refused."""
     from moments.cli import main
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     events = tmp_path / "cases.csv"
     events.write_text(
-        "type,event_id,subscriber,occurred_at,kind\n"
-        "usage,u1,13800000001,2026-12-01T10:00:00+08:00,data\n"
+        "type,event_id,subscriber_id,occurred_at,kind\n"
+        "usage,u1,one-three-eight,2026-12-01T10:00:00+08:00,data\n"
     )
     main(["rules", "test", str(rules), "--events", str(events)])
     out = capsys.readouterr().out
