@@ -1107,6 +1107,14 @@ def _unknown_field(field_name: str, on: Sequence[EventType], fields: set[str]) -
 NUMBER_HINTS = {
     "lead_days": "a whole number of days from 0 to 366, e.g. 7 (no unit: not 7d)",
     "windows": "a whole number of windows from 1 to 12, e.g. 3",
+    "last": (
+        "a whole number of windows from 1 to 60, the current one included, e.g. 4 (no unit: "
+        "the series' period is the unit, 4 weeks of a weekly one)"
+    ),
+    "keep": (
+        "a whole number of windows from 1 to 60, e.g. 30 (no unit: the series' period is the "
+        "unit, 30 days of a daily one)"
+    ),
     "local_hour": "an hour of the day from 0 to 23, e.g. 9",
     "priority": "a whole number from 1 (highest) to 5",
     "max_contacts": "a whole number from 1 to 1000, e.g. 2",

@@ -729,6 +729,40 @@ rules:
             "has no contract_expiry occasion: remove lead_days, or add contract_expiry"
         ]
 
+    @pytest.mark.parametrize(
+        ("text", "where", "fix"),
+        [
+            (
+                "series: {s: {on: [usage], period: week}}\nrules:\n  - id: r1\n"
+                "    description: d\n    on: [usage]\n"
+                "    condition: {series: s, last: 4w, gte: 3}\n"
+                "    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a,\n"
+                "           ttl: 1d, description: d}\n",
+                "r.yaml:6:28: rules.0.condition.last: ",
+                "; write a whole number of windows from 1 to 60, the current one included, "
+                "e.g. 4 (no unit: the series' period is the unit, 4 weeks of a weekly one)",
+            ),
+            (
+                "series: {s: {on: [usage], period: day, keep: 30d}}\nrules:\n  - id: r1\n"
+                "    description: d\n    on: [usage]\n"
+                "    condition: {series: s, last: 3, gte: 3}\n"
+                "    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a,\n"
+                "           ttl: 1d, description: d}\n",
+                "r.yaml:1:40: series.s.keep: ",
+                "; write a whole number of windows from 1 to 60, e.g. 30 (no unit: the "
+                "series' period is the unit, 30 days of a daily one)",
+            ),
+        ],
+    )
+    def test_a_number_of_windows_with_a_unit_names_what_to_write(
+        self, text: str, where: str, fix: str
+    ) -> None:
+        """`last: 4w` read "Input should be a valid integer, unable to parse string as an
+        integer" and no more, where `windows: 4w` named the fix (analyst walk)."""
+        (found,) = problems(text)
+        assert found.startswith(where + "Input should be ")
+        assert found.endswith(fix)
+
     @pytest.mark.parametrize("lead", ["-1", "400", "a week", "7d"])
     def test_a_lead_that_is_no_number_of_days_is_refused(self, lead: str) -> None:
         """Naming what to write: pydantic's words alone ("Input should be a valid
