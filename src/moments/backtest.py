@@ -141,6 +141,7 @@ class Memory:
     seconds: float
     what: str
     leaves: str
+    """What the first live days hold or lack for it, a clause (`they include ...`)."""
 
 
 DAY_S = 86400.0
@@ -181,7 +182,7 @@ def longest_memory(rules: RuleSet) -> Memory:
                     Memory(
                         parse_duration(node.lookback).total_seconds(),
                         f"{r.id}'s first-time look-back",
-                        "first-time moments a longer warm-up would have seen",
+                        "they include first-time moments a longer warm-up would have seen",
                     )
                 )
             elif isinstance(node, sp.BaselineCond) and node.baseline in rules.series:
@@ -192,7 +193,10 @@ def longest_memory(rules: RuleSet) -> Memory:
                         (node.windows + 1) * PERIOD_S[period] + more * DAY_S,
                         f"{r.id}'s {node.windows}-{period} baseline of {node.baseline} and "
                         f"the {period} it judges" + (_BEGUN % period if more else ""),
-                        "baselines averaged over fewer windows than a longer warm-up fills",
+                        # It said "they include baselines averaged over fewer windows",
+                        # which no baseline does: it waits for its windows.
+                        "they lack the tasks of baselines, which wait for their windows: a "
+                        "subscriber whose history does not cover them makes none",
                     )
                 )
             elif isinstance(node, sp.SeriesCond | sp.ShareCond):
@@ -209,7 +213,7 @@ def longest_memory(rules: RuleSet) -> Memory:
                             node.last * PERIOD_S[period] + more * DAY_S,
                             f"{r.id}'s {node.last}-{period} series of {name}"
                             + (_BEGUN % period if more else ""),
-                            "series summed over less than the windows they read",
+                            "they include series summed over less than the windows they read",
                         )
                     )
     return max(found, key=lambda m: m.seconds)

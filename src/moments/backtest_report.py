@@ -414,7 +414,7 @@ def _cut_over_warning(warm: float, rules: RuleSet) -> list[str]:
     return [
         f"The warm-up before --live-from is {warm / 86400:.1f} days, shorter than "
         f"{memory.what} ({days}). The tasks of the first live days are the prediction "
-        "for going live after this warm-up, not an artefact of the report: they include "
+        "for going live after this warm-up, not an artefact of the report: "
         f"{memory.leaves}. Rehearse a --live-from at least {days} after the first event "
         "to see a longer one (seed the state from history where it is longer)."
     ]

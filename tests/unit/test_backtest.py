@@ -1114,7 +1114,13 @@ def test_a_cut_over_after_a_short_warm_up_is_said_as_the_prediction(
         "3-month baseline of spend_month and the month it judges, judged at a month's close "
         "after the one the history began in (125 days)"
     ) in warning
-    assert "baselines averaged over fewer windows" in warning
+    # A baseline waits for its windows (a subscriber with less history makes none): it
+    # was said to average fewer windows, which no baseline does (analyst walk).
+    assert "averaged over fewer windows" not in warning
+    assert (
+        "they lack the tasks of baselines, which wait for their windows: a subscriber whose "
+        "history does not cover them makes none"
+    ) in warning
     assert "prediction for going live after this warm-up" in warning
     assert warning in said
     assert "--from" not in warning.replace("--live-from", "")
