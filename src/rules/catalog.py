@@ -582,7 +582,8 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
         for err in _one_per_place(exc.errors()):
             loc = _data_loc(err["loc"])
             line, col = position(doc, loc, at_key=True)
-            problems.append(RuleProblem(name, line, col, _message(err, loc)))
+            message = _message(err, loc) + _task_text_below(doc, err, loc, line)
+            problems.append(RuleProblem(name, line, col, message))
         return None
     return _File(name, doc, parsed)
 
@@ -1187,6 +1188,28 @@ def _name_fix(key: str, written: str) -> str:
     if meant and meant[0].isalpha() and meant != written:
         return f"{said}, e.g. {meant!r}"
     return said
+
+
+TASK_TEXT = ("rules", "task", "description")
+
+
+def _task_text_below(doc: Any, err: Any, loc: Sequence[str | int], line: int) -> str:
+    """For a task with no `description:` whose rule has one below the task's block: that
+    line, the task's text written level with the rule's keys (and read as the rule's),
+    which "required field is missing" at `task:` did not point at (analyst walk)."""
+    if err["type"] != "missing" or tuple(loc[:1]) + tuple(loc[2:]) != TASK_TEXT:
+        return ""
+    rules = doc.get("rules") if isinstance(doc, dict) else None
+    rule = rules[loc[1]] if isinstance(rules, list) and isinstance(loc[1], int) else None
+    if not isinstance(rule, dict) or "description" not in rule:
+        return ""
+    below, _ = position(doc, ("rules", loc[1], "description"), at_key=True)
+    if below <= line:
+        return ""
+    return (
+        f"; the description: on line {below} is the rule's, level with task:; if it is the "
+        "task's text, indent it under task: as that block's keys are"
+    )
 
 
 def _message(err: Any, path: Sequence[str | int]) -> str:

@@ -366,6 +366,19 @@ class TestYamlSyntax:
             "6 spaces; else keep one"
         )
 
+    def test_a_task_without_its_description_names_the_rules_below_it(self) -> None:
+        """The task's `description:` written level with the rule's keys, after the task's
+        block, the rule having none of its own: read as the rule's, it left the task
+        without one, told "required field is missing" at `task:` (analyst walk)."""
+        text = RULE.replace("    description: d\n", "", 1).replace(
+            "      description: d\n", "    description: d\n"
+        )
+        assert problems(text) == [
+            "r.yaml:5:5: rules.0.task.description: required field is missing; the "
+            "description: on line 13 is the rule's, level with task:; if it is the task's "
+            "text, indent it under task: as that block's keys are"
+        ]
+
     def test_a_key_first_written_quoted_names_no_line_of_another_rule(self) -> None:
         """The first `priority` of the second rule written `"priority":`: the line named
         was the first rule's `priority:`, at the same column in another map."""
