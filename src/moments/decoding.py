@@ -377,10 +377,6 @@ def problem(error: ErrorDetails, optional: Collection[str] | None = None) -> str
         fix = _money_fix(value)
         if fix is not None:
             return fix
-    if error["type"] == "list_type" and field in _LIST_FIXES and error["loc"] == (field,):
-        # A CRM export's cell `22:00-08:00`: "Input should be a valid array" said neither
-        # the form nor that one window is a list too.
-        return _LIST_FIXES[field]
     if error["type"] == "string_type" and error["loc"][-1:] == ("subscriber_id",):
         said = 'write the subscriber number as a JSON string ("13800138001")'
         number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -530,13 +526,6 @@ _DAYS = {
     'leap year), or "" to clear it',
 }
 """A profile's days: what to write instead of the pattern (hundreds of characters)."""
-_LIST_FIXES = {
-    "quiet_hours": 'write a list, even of one window: ["22:00-08:00"] (in a CSV cell too, the '
-    "JSON list as it is)",
-    "opt_out": 'write a list, even of one channel: ["sms"] (in a CSV cell too, the JSON list '
-    "as it is)",
-}
-"""What to write for a profile's list given as one text (the value is never quoted)."""
 _QUIET_FIX = (
     "write each window as HH:MM-HH:MM on a 24-hour clock, local time, 00:00 to 23:59 "
     "(e.g. 22:00-08:00 across midnight; midnight is 00:00, not 24:00), and send the whole "
@@ -545,8 +534,10 @@ _QUIET_FIX = (
 """What to write instead of a quiet-hours window's pattern (a regex told the CRM team
 nothing about `22:00-24:00` or `10pm-8am`)."""
 _LISTS = {
-    "opt_out": '["sms", "outbound_call"] (one channel: ["sms"]; none: [])',
-    "quiet_hours": '["22:00-08:00"] (none: [])',
+    "opt_out": '["sms", "outbound_call"] (one channel: ["sms"]; none: []; in a CSV cell '
+    "too, the JSON list as it is)",
+    "quiet_hours": '["22:00-08:00"] (one window too; none: []; in a CSV cell too, the JSON '
+    "list as it is)",
 }
 """The list fields' examples, for one written as text (a CRM's comma-separated column:
 it was told "Input should be a valid array")."""

@@ -30,7 +30,7 @@ def _refused(**fields: Any) -> str:
 def test_an_opt_out_as_text_is_told_to_write_a_list(text: str) -> None:
     assert _refused(opt_out=text) == (
         'opt_out: write a JSON list, e.g. ["sms", "outbound_call"] (one channel: ["sms"]; '
-        "none: []), not text"
+        "none: []; in a CSV cell too, the JSON list as it is), not text"
     )
 
 
@@ -38,12 +38,13 @@ def test_an_opt_out_as_text_is_told_to_write_a_list(text: str) -> None:
 def test_quiet_hours_as_text_are_told_to_write_a_list(text: str) -> None:
     """A blank one too: its none is [], not the field left out (that keeps the windows)."""
     assert _refused(quiet_hours=text) == (
-        'quiet_hours: write a JSON list, e.g. ["22:00-08:00"] (none: []), not text'
+        'quiet_hours: write a JSON list, e.g. ["22:00-08:00"] (one window too; none: []; '
+        "in a CSV cell too, the JSON list as it is), not text"
     )
 
 
 def test_an_opt_out_as_an_object_is_told_to_write_a_list() -> None:
     assert _refused(opt_out={"sms": True}) == (
         'opt_out: write a JSON list, e.g. ["sms", "outbound_call"] (one channel: ["sms"]; '
-        "none: []), not an object"
+        "none: []; in a CSV cell too, the JSON list as it is), not an object"
     )

@@ -115,30 +115,6 @@ def test_a_number_as_text_or_text_as_a_number_says_which_to_write(
     assert refused(event_type, **change) == said
 
 
-@pytest.mark.parametrize(
-    ("change", "said"),
-    [
-        (
-            {"quiet_hours": "22:00-08:00"},
-            'quiet_hours: write a list, even of one window: ["22:00-08:00"] (in a CSV cell '
-            "too, the JSON list as it is)",
-        ),
-        (
-            {"opt_out": "sms"},
-            'opt_out: write a list, even of one channel: ["sms"] (in a CSV cell too, the '
-            "JSON list as it is)",
-        ),
-    ],
-)
-def test_a_list_field_given_one_text_says_to_write_a_list(
-    change: dict[str, Any], said: str
-) -> None:
-    """A CRM export's `quiet_hours` cell `22:00-08:00` (an `opt_out` of `sms`) was told
-    "Input should be a valid array", which said neither the form nor that one window is
-    a list too (analyst walk)."""
-    assert refused(EventType.PROFILE, **change) == said
-
-
 BLANK_ID = (
     "spaces only, no id: write the record's own id (an id of spaces is one id for every "
     "record: each after the first would be skipped as sent again)"
