@@ -215,7 +215,7 @@ FIELD_NAMES = frozenset(
     {"type"}.union(*(model.model_json_schema()["properties"] for model in EVENT_MODELS.values()))
 )
 """The names a CSV header cell may give in any case, with spaces around (`Region `)."""
-REQUIRED_FIELDS = ("event_id", "subscriber_id", "occurred_at")
+SHARED_REQUIRED = ("event_id", "subscriber_id", "occurred_at")
 """The fields every event type requires: a header without one has every row refused."""
 
 
@@ -239,7 +239,7 @@ def _header(names: Sequence[str], path: Path) -> list[str]:
             )
         seen[field] = name
         out.append(field)
-    missing = [f for f in REQUIRED_FIELDS if f not in seen]
+    missing = [f for f in SHARED_REQUIRED if f not in seen]
     others = [n for n in out if n and n not in FIELD_NAMES]
     if missing and others:
         # A warehouse's `Subscriber` or `msisdn` column: every row was refused for a

@@ -49,8 +49,9 @@ def test_rules_test_names_the_blank_cell_its_column_and_line(
 
 
 def test_backtest_names_the_blank_cell_its_column_and_first_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # a long temporary path wraps before its ')'
     path = _csv(tmp_path)
     argv = ["backtest", "--rules", str(CATALOG), "--events", str(path)]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 0
