@@ -88,6 +88,18 @@ class MomentsApp(faust.App):
     stop_grace_s: float | None = None
     """How long a stop asked by SIGTERM or SIGINT may take before the process ends
     (moments.stopdeadline, started by `ServiceWorker`); None: no deadline."""
+    health: Health | None = None
+    """Beaten once a second from the app's start (`on_start`), set by `register_agents`."""
+
+    async def on_start(self) -> None:
+        """Faust's start, then the health beat: from here, not as a timer, which Faust
+        starts only once the first table recovery is over. Until then nothing beat: the
+        group join (55-60 s on Tansu), the bulk restore and Faust's recovery, and a broker
+        gone again meanwhile, all counted as a stalled loop, /livez failed, and Kubernetes
+        restarted a worker that was restoring its state or waiting for its broker."""
+        await super().on_start()
+        if self.health is not None:
+            self.add_future(beat_every_second(self.health))
 
     def _new_transport(self) -> BatchTransport:
         return BatchTransport(self.conf.broker_consumer, self)
@@ -102,6 +114,12 @@ class MomentsApp(faust.App):
         if self.corrupt_read is not None:
             consumer.corrupt_read_seen = self.corrupt_read
         return consumer
+
+
+async def beat_every_second(health: Health) -> None:
+    while True:
+        health.beat()
+        await asyncio.sleep(1.0)
 
 
 def create_app(settings: Settings) -> MomentsApp:
@@ -349,10 +367,7 @@ def register_agents(
 
     if health is not None:
         health.ready_when(lambda: not_ready(app, runtime))
-
-        @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-        async def beat() -> None:
-            health.beat()
+        app.health = health  # beaten from the app's start (`MomentsApp.on_start`)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def report_gc_pauses() -> None:

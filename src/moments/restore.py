@@ -21,6 +21,7 @@ told to (`preload_standbys`); Faust then follows them from where the read ended.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -51,6 +52,11 @@ READ_LIMIT_S = 300.0
 """Give up bulk reading after this long and leave what is unread to Faust's recovery."""
 FETCH_BYTES = 16 * 1024 * 1024
 """Per request and per partition: records are small, so large fetches."""
+APPLY_CHUNK = 20_000
+"""Records a bulk restore applies to the store between two turns of the event loop: a
+partition of millions applied in one go held the loop for tens of seconds, nothing beat
+the health clock (/livez failed, and Kubernetes restarted the worker mid-restore, to
+restore again) and the consumer's heartbeats waited too."""
 
 
 @dataclass
@@ -392,6 +398,36 @@ class PreloadingTable(faust.Table[bytes, bytes]):
         if (active or standby) and self.client is not None:
             await self._preload({tp: self.persisted_offset(tp) for tp in active | standby}, active)
 
+    async def _apply_in_chunks(
+        self, tp: TP, part: ChangelogPartition, held: int | None, last: int
+    ) -> None:
+        """`part`'s records into the store, `APPLY_CHUNK` at a time, the event loop free to
+        run between two (the health beat, the consumer's heartbeats). Only the last chunk
+        carries the offset read up to: the others carry the one the store held already
+        (-1, Faust's own "nothing read": its recovery reads from the changelog's first
+        record), so a chunk that fails leaves the store's offset where it was, and Faust's
+        recovery reads the whole partition again, as when it was applied in one go."""
+        before = -1 if held is None else held
+        stamps = part.kept.stamps
+        items = iter(part.values.items())
+        left = len(part.values)
+        while True:
+            chunk = list(itertools.islice(items, APPLY_CHUNK))
+            left -= len(chunk)
+            offset = last if left <= 0 else before
+            events = (
+                _ChangelogEvent(
+                    _Message(tp, tp.partition, offset, key, value, _stamped(stamps[key])),
+                    key,
+                    value,
+                )
+                for key, value in chunk
+            )
+            super().apply_changelog_batch(self._fenced(events, unique=True))
+            if left <= 0:
+                return
+            await asyncio.sleep(0)
+
     async def _preload(self, held: Mapping[TP, int | None], active: set[TP]) -> None:
         """Read `held`'s partitions in bulk from after the offsets given; Faust's recovery
         then starts at the end of what was read, for standby partitions as for active ones
@@ -416,17 +452,8 @@ class PreloadingTable(faust.Table[bytes, bytes]):
             if part.kept.skipped:  # skipped in the read: a stale record after a newer one
                 self._skipped(tp.partition, part.kept.skipped)
             last = part.end - 1  # RocksDB keeps the highest offset applied
-            stamps = part.kept.stamps
-            events = (
-                _ChangelogEvent(
-                    _Message(tp, tp.partition, last, key, value, _stamped(stamps[key])),
-                    key,
-                    value,
-                )
-                for key, value in part.values.items()
-            )
             try:
-                super().apply_changelog_batch(self._fenced(events, unique=True))
+                await self._apply_in_chunks(tp, part, held.get(tp), last)
             except Exception as exc:  # Faust's recovery reads it again from its offset
                 log.warning(
                     "bulk restore of %s failed (%s: %s); Faust's recovery reads it instead",

@@ -9,8 +9,12 @@ import logging
 import pytest
 
 from moments import worker
+from moments.app import create_app, register_agents
+from moments.engine import Detector
 from moments.health import Health
+from moments.runtime import Runtime
 from moments.settings import load_settings
+from rules.catalog import RuleSet
 from sinks.metrics import Metrics
 
 
@@ -73,3 +77,31 @@ async def test_it_keeps_its_heartbeat_while_the_returns_topic_waits_for_kafka(
     settings = load_settings(kafka_bootstrap="127.0.0.1:1")
     await worker.ensure_returns_topic(settings, Metrics(), health)
     assert live_while_waiting == [True]
+
+
+async def test_faust_start_beats_before_the_first_recovery_is_over(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    """Faust starts an app's timers only once its first table recovery is over: a beat
+    kept as a timer left the group join, the bulk restore and Faust's recovery (and a
+    broker gone again meanwhile) with nothing beating, /livez failed after
+    MOMENTS_HEALTH_STALL_SECONDS, and Kubernetes restarted a worker restoring its state.
+    The app beats from its own start, before the consumer or the tables start."""
+    monkeypatch.setenv("MOMENTS_DATA_DIR", str(tmp_path))
+    clock = FakeClock()
+    health = Health(60, clock=clock)
+    settings = load_settings()
+    app = create_app(settings)
+    register_agents(
+        app, settings, Runtime(settings, Metrics(), Detector(RuleSet.of([]), {})), health
+    )
+    await app.on_start()  # what Faust runs first, before the consumer and the tables
+    try:
+        clock.now += 300  # nothing of the start returned for five minutes
+        for _ in range(3):
+            await asyncio.sleep(0)  # the loop runs others meanwhile (a restore's chunks)
+        assert health.live().ok
+        assert health.live().detail.startswith("event loop ran")
+    finally:
+        for future in list(app._futures):
+            future.cancel()
