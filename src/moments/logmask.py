@@ -20,6 +20,10 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   number in free text. Numbers of 7 digits and more (offsets, byte sizes) are masked too,
   the price of not knowing which number is personal.
 
+The ident of one of the process's threads is left alone there (a stack dump's
+`<Thread(metrics, started daemon 140...)>`): no person's number, and masked, a dump's
+threads could not be told apart.
+
 Left alone: a number right after a setting's name or one ending in a unit or `_count`
 (`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
 such a field of a structured value): it is what the name says, not a subscriber's number.
@@ -140,7 +144,26 @@ def _mask_match(match: re.Match[str]) -> str:
         return match.group(0)
     if match.group("spaced") is not None:  # a number written in groups: masked as one
         return mask_msisdn("".join(c for c in match.group("spaced") if c.isdigit()))
-    return mask_msisdn(match.group(0))
+    found = match.group(0)
+    if (
+        match.group("long") is not None
+        and len(found) >= THREAD_ID_DIGITS
+        and found in _thread_ids()
+    ):
+        return found
+    return mask_msisdn(found)
+
+
+THREAD_ID_DIGITS = 10
+"""Shorter numbers are never looked up as thread ids (a CPython thread's ident is the
+address of its pthread: 15 digits on 64-bit Linux)."""
+
+
+def _thread_ids() -> set[str]:
+    """The idents of the process's threads, as text: a stack dump (SIGUSR1, mode's `cry`)
+    names each thread by it (`<Thread(metrics, started daemon 140...)>`, `'tid': 140...`).
+    Not a person's number: left as it is, so the threads of a dump can be told apart."""
+    return {str(t.ident) for t in threading.enumerate() if t.ident is not None}
 
 
 def mask_text(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 import orjson
@@ -161,6 +162,15 @@ class TestMaskText:
         """A producer's `+86 138 0013 8001` in a dead letter or a log line was shown whole
         (re-check review)."""
         assert mask_text(text) == expected
+
+    def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
+        """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
+        masked, the dump's threads were alike (`140********2896`)."""
+        ident = threading.get_ident()
+        dump = f"<_MainThread(MainThread, started {ident})>, 'tid': {ident}"
+        assert mask_text(dump) == dump
+        other = str(ident + 1)
+        assert other not in mask_text(f"'tid': {other}")
 
 
 class TestRecords:

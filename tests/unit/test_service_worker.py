@@ -324,7 +324,7 @@ def test_a_sigterm_while_faust_starts_stops_the_worker_once_it_handles_signals()
 
 
 MASKED_STACKS_PROBE = """
-import asyncio, os, signal, sys, faust
+import asyncio, os, signal, sys, threading, faust
 from moments.logmask import install_pii_masking
 from moments.service_worker import ServiceWorker
 
@@ -341,6 +341,7 @@ async def holding_a_record():
     return record, password
 
 worker.loop.run_until_complete(holding_a_record())
+print(threading.get_ident())
 """
 
 
@@ -361,3 +362,7 @@ def test_the_stacks_sigusr1_writes_mask_subscribers_and_redact_secrets() -> None
     assert "139****9002" in done.stderr
     assert "13900139002" not in done.stderr
     assert "S3cretPass" not in done.stderr
+    # A thread's ident is no subscriber's number: masked, the dump's threads were
+    # `140********2896` alike and could not be told apart.
+    ident = done.stdout.split()[-1]
+    assert f"started {ident})>" in done.stderr
