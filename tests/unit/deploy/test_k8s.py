@@ -276,3 +276,23 @@ def test_the_pods_run_this_version_and_the_guide_says_how_to_build_and_push_it(
         assert image.rsplit(":", 1)[0].rsplit("/", 1)[-1] == name
     assert "images:" in section
     assert f"- name: {name}" in section
+
+
+def test_going_live_seeds_before_the_statefulset_starts_a_worker() -> None:
+    """The going-live procedure applied deploy/k8s in step 2 and seeded in step 3: the
+    apply started the StatefulSet's pods, which joined the consumer group, and the seed
+    refused while the group had members (telling the operator to scale to 0). It applies
+    the kustomization with the StatefulSet at 0 replicas, seeds, then scales it up."""
+    statefulset = one("StatefulSet")
+    guide = (K8S.parents[1] / "docs" / "operations.md").read_text()
+    section = guide.split("\n### The procedure\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    patches = [YAML(typ="safe").load(b) for b in blocks if "replicas:" in b]
+    name = statefulset["metadata"]["name"]
+    assert patches == [{"replicas": [{"name": name, "count": 0}]}], "no kustomization at 0"
+    shell = "\n".join(re.findall(r"```sh\n(.*?)```", section, re.S))
+    steps = [line.split("#", 1)[0].split() for line in shell.splitlines()]
+    order = [" ".join(step[:3]) for step in steps if step]
+    assert order[:2] == ["kubectl apply -k", "moments state seed"], order
+    scale = " ".join(steps[2])
+    assert f"scale statefulset/{name} --replicas={statefulset['spec']['replicas']}" in scale
