@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -246,3 +247,19 @@ class TestRunbookLinks:
         links = set(re.findall(r"docs/operations\.md#([\w-]+)", text))
         assert {"scaling", "misplaced-events"} < links
         assert links <= anchors
+
+
+def test_the_lines_of_a_comment_are_indented_alike() -> None:
+    """A comment's second line under MomentsDeadLetterSpike sat two columns left of its
+    first (in alerts.yml and the PrometheusRule copy): it read as a comment on the rule's
+    list item, not on the rule's keys. YAML does not care; the reader does."""
+    root = DEPLOY.parents[1]
+    files = [root / "docker-compose.yml", *sorted((root / "deploy").rglob("*.y*ml"))]
+    astray = []
+    for path in files:
+        lines = path.read_text().splitlines()
+        for number, (above, line) in enumerate(itertools.pairwise(lines), start=2):
+            comments = above.lstrip().startswith("#") and line.lstrip().startswith("#")
+            if comments and len(above) - len(above.lstrip()) != len(line) - len(line.lstrip()):
+                astray.append(f"{path.relative_to(root)}:{number}")
+    assert not astray
