@@ -74,3 +74,19 @@ failed for good: a number not in service, a task dropped unattempted; the contra
 "a failed task is not sent again"). As for `REACHED`, in either order: an `unreachable`
 read after (or beside) a `failed` makes no retry, and a retry waiting when one comes is
 dropped (`failed`)."""
+
+
+class DeferralReason(StrEnum):
+    """Why a task was held back before it was published (`Deferral.reason`; their
+    meanings: `moments.models.DEFERRAL_REASONS`). Every one the detector writes: each
+    series of `moments_tasks_deferred_total` starts at 0, so `rate()` sees the first."""
+
+    QUIET_HOURS = "quiet_hours"
+    SUSPENDED = "suspended"
+    MERGE_WINDOW = "merge_window"
+    FREQUENCY_CAP = "frequency_cap"
+    CONTACT_CAP = "contact_cap"
+    CAPACITY = "capacity"
+    CHANNEL_HOURS = "channel_hours"
+    UNREACHABLE_RETRY = "unreachable_retry"
+    DELIVER_AFTER = "deliver_after"

@@ -180,7 +180,8 @@ def emit(
         return
     deferred = None
     if decision.action == "defer":
-        reason = decision.reason or "deferred"
+        assert decision.reason is not None  # gating always says why it defers
+        reason = decision.reason
         until = decision.until or expires  # a suspended line: at most until expiry
         deferred = Deferral(reason=reason, until=until)
         deliver_after = decision.deliver_after

@@ -12,6 +12,7 @@ from enum import StrEnum
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from moments.decoding import DELETION_FORMS
+from moments.enums import DeferralReason
 from moments.models import Channel, EventType
 from moments.records import (
     INPUT_ONLY_REASONS,
@@ -38,7 +39,7 @@ class Metrics:
     """The contract's metrics and the project's own, as prometheus_client collectors on
     one registry: callers record on them directly (`metrics.published.labels(...).inc()`).
     Label values of a closed set come from an enum: `RejectReason`, `SuppressReason`,
-    `Dependency`."""
+    `DeferralReason`, `Dependency`."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -99,6 +100,8 @@ class Metrics:
         self.deferred = Counter(
             "moments_tasks_deferred", "Tasks moved later by do-not-disturb", ["reason"], registry=r
         )
+        for deferral in DeferralReason:  # from 0: a series born at its first deferral has
+            self.deferred.labels(deferral.value)  # no sample before it, `rate()` missed it
         self.waiting = Gauge(
             "moments_tasks_waiting", "Tasks waiting in the deferral queue", registry=r
         )
