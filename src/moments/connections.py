@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import ssl
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -320,12 +322,20 @@ _SPOKEN: tuple[tuple[tuple[bytes, ...], str], ...] = (
 """How the servers a bootstrap address is mistaken for start their answer."""
 
 
-_PROBED: set[tuple[str, int]] = set()
-"""Addresses `_not_kafka` reached and found no other server at, in this process: not
-probed again. A listener that takes the connection and says nothing (a broker hung or
-starting) keeps the probe waiting `_PROBE_TIMEOUT_S` for each of its two requests, which
-each failed attempt of a start waiting for Kafka added again. An address where nothing
-connected is probed again (at no cost): what listens there later is still named."""
+_PROBED: dict[tuple[str, int], float] = {}
+"""Addresses `_not_kafka` reached and found no other server at, in this process, and when
+(`_clock`) to ask again: never where a Kafka broker answered; `_PROBE_AGAIN_S` on where
+the listener said nothing. A listener that takes the connection and says nothing (a
+broker hung or starting) keeps the probe waiting `_PROBE_TIMEOUT_S` for each of its two
+requests, which each failed attempt of a start waiting for Kafka added again; but a
+silent one may answer later as what it is (a load balancer or port-forward whose backend
+came up, a Redis busy with a long command), and remembered for good it was never named:
+the worker waited for Kafka for ever. An address where nothing connected is probed again
+(at no cost): what listens there later is still named."""
+_PROBE_AGAIN_S = 60.0
+"""How long a silent address is left unprobed: a few of a starting worker's retries (at
+most `KAFKA_WAIT_MAX_S`, 15 s, apart) for each probe's wait."""
+_clock = time.monotonic
 
 
 async def _not_kafka(host: str, port: int) -> str | None:
@@ -340,8 +350,8 @@ async def _not_kafka(host: str, port: int) -> str | None:
     answer in text (and a Kafka broker refuses, closing the connection). aiokafka waited
     for a reply that never came ("no answer"), or read a text's first bytes as a frame's
     size and waited for hundreds of megabytes. Once per address that it reaches
-    (`_PROBED`)."""
-    if (host, port) in _PROBED:
+    (`_PROBED`), or again a while later where it said nothing."""
+    if _clock() < _PROBED.get((host, port), -math.inf):
         return None
     request = struct.pack(">i", len(_PROBE)) + _PROBE
     answer = await _first_bytes(host, port, request)
@@ -350,15 +360,15 @@ async def _not_kafka(host: str, port: int) -> str | None:
         answer = await _first_bytes(host, port, b"PING\r\n")
     if not answer:
         if reached:
-            _PROBED.add((host, port))  # silent: each probe again waited for nothing
+            _PROBED[host, port] = _clock() + _PROBE_AGAIN_S  # silent: not each attempt
         return None
     if len(answer) >= 8:
         size, correlation = struct.unpack(">ii", answer[:8])
         if correlation == _PROBE_ID and 0 < size < 1 << 20:
-            _PROBED.add((host, port))
+            _PROBED[host, port] = math.inf
             return None  # a Kafka broker's answer
     elif _may_be_frame(answer):
-        _PROBED.add((host, port))
+        _PROBED[host, port] = math.inf
         return None  # a frame's start, cut off: a broker that hung up or is slow, retried
     kind = next((k for starts, k in _SPOKEN if answer.startswith(starts)), None)
     return (

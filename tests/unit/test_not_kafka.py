@@ -24,6 +24,8 @@ from moments.embedded import RedisServer
 from moments.exceptions import ConfigError
 from moments.settings import load_settings
 
+AGAIN_S = 60.0
+"""How long a silent address is left unprobed (`connections._PROBE_AGAIN_S`)."""
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -191,3 +193,58 @@ async def test_an_address_where_nothing_listened_is_probed_again_when_it_fails_a
     finally:
         server.close()
     assert "not a Kafka broker (an HTTP server" in problem
+    assert getattr(moments.connections, "_PROBE_AGAIN_S", AGAIN_S) == AGAIN_S
+
+
+async def test_a_silent_server_that_answers_later_as_another_is_still_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener silent when first probed (a load balancer or port-forward with no
+    backend yet, a Redis busy with a long command) was remembered as no other server for
+    the rest of the process: when it answered later, as the HTTP or Redis server it is, a
+    worker waiting for Kafka said "no answer" for ever instead of stopping with the
+    variable to fix. A silent address is asked again once `_PROBE_AGAIN_S` has passed."""
+    now = [1000.0]
+    monkeypatch.setattr(moments.connections, "_clock", lambda: now[0], raising=False)
+    speaking: list[bool] = []
+
+    async def silent_then_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if speaking:
+            await _http(reader, writer)
+        else:
+            await reader.read(100)
+            await asyncio.sleep(30)
+
+    async with _server(silent_then_http) as bootstrap:
+        settings = load_settings(kafka_bootstrap=bootstrap)
+        with pytest.raises(ConnectionError, match="no answer from"):
+            await check_kafka(settings, timeout_s=0.5, report=False)
+        speaking.append(True)
+        now[0] += AGAIN_S
+        problem = await _problem(bootstrap)
+    assert "not a Kafka broker (an HTTP server" in problem
+    assert getattr(moments.connections, "_PROBE_AGAIN_S", AGAIN_S) == AGAIN_S
+
+
+async def test_a_silent_server_is_not_probed_again_within_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Within `_PROBE_AGAIN_S` of its last silent probe an address is not asked again: a
+    starting worker's retries (at most `KAFKA_WAIT_MAX_S` apart) do not each wait for it."""
+    now = [1000.0]
+    monkeypatch.setattr(moments.connections, "_clock", lambda: now[0], raising=False)
+    probes: list[bytes] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = await reader.read(100)
+        if b"moments-probe" in first or first.startswith(b"PING"):
+            probes.append(first)
+        await asyncio.sleep(30)
+
+    async with _server(silent) as bootstrap:
+        settings = load_settings(kafka_bootstrap=bootstrap)
+        for _ in range(2):
+            with pytest.raises(ConnectionError, match="no answer from"):
+                await check_kafka(settings, timeout_s=0.5, report=False)
+            now[0] += AGAIN_S - 1
+    assert len(probes) == 2  # the first attempt's two requests only
