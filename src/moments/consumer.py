@@ -123,17 +123,20 @@ def corrupt_batch_note(exc: BaseException, reads: int) -> str:
     )
 
 
-def seek_failed_note(exc: BaseException, failed: BaseException, tries: int) -> str:
-    """What to do when reading again from the committed offsets after a fetched batch
-    failed aiokafka's check (`exc`) could not look them up `tries` times in a row."""
+def seek_failed_note(after: str, failed: BaseException, tries: int) -> str:
+    """What to do when reading again from the committed offsets (`after`: what made the
+    worker read again) could not look them up `tries` times in a row."""
     return (
         f"moments: could not read the committed offsets {tries} times in a row "
-        f"({type(failed).__name__}: {failed}), to read again from them after a fetched "
-        f"batch failed aiokafka's check ({exc}). The worker stops before committing past "
-        "the records that read dropped; check that the brokers and the group's coordinator "
-        "answer (kafka-consumer-groups.sh --describe --group <MOMENTS_APP_ID>), then start "
-        "it again: it reads from the committed offsets"
+        f"({type(failed).__name__}: {failed}), to read again from them {after}. The worker "
+        "stops before committing past the records that read dropped; check that the brokers "
+        "and the group's coordinator answer (kafka-consumer-groups.sh --describe --group "
+        "<MOMENTS_APP_ID>), then start it again: it reads from the committed offsets"
     )
+
+
+STALE_FETCH = "after a seek made while a fetch was under way (its records dropped as stale)"
+"""What the fetch loop reads again after when a seek came during a fetch (`seek_again`)."""
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -593,9 +596,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
             reads,
             CORRUPT_READS,
         )
+        await self.seek_again(f"after a fetched batch failed aiokafka's check ({exc})", reads)
+
+    async def seek_again(self, after: str, reads: int = 0) -> None:
+        """Read again from the committed offsets (`perform_seek`; `after`: why, for the
+        note), after a pause of `CORRUPT_PAUSE_S` times `reads`. Records were dropped
+        before it and positions moved past them, so nothing is read on meanwhile: a lookup
+        of the committed offsets that fails (the group's coordinator moving, a partition a
+        rebalance under way took away) is named, counted and tried again after a longer
+        pause, up to `CORRUPT_READS` tries; then raised with a note naming it. Raised
+        out of the fetch loop unnamed, it was a bare traceback, and the worker stopped."""
         tries = 1
         while True:
-            await asyncio.sleep(CORRUPT_PAUSE_S * reads)
+            if reads:
+                await asyncio.sleep(CORRUPT_PAUSE_S * reads)
             try:
                 await self.perform_seek()
                 return
@@ -605,7 +619,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self.invalidate()  # what was fetched before it is stale either way
                 self.corrupt_read_seen()
                 if tries >= CORRUPT_READS:
-                    note = seek_failed_note(exc, failed, tries)
+                    note = seek_failed_note(after, failed, tries)
                     failed.add_note(note)
                     log.error("%s", note.removeprefix("moments: "))
                     raise
@@ -672,7 +686,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if epoch != self.epoch:
                     # A seek happened while fetching: these may be stale or fresh; read
                     # them again from the committed offsets rather than guess.
-                    await self.perform_seek()
+                    await self.seek_again(STALE_FETCH)
                     continue
                 self._waiting.update(tp for tp, _ in hot)
                 try:

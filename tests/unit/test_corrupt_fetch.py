@@ -162,6 +162,47 @@ async def test_a_lookup_that_keeps_failing_stops_the_worker_naming_it() -> None:
     assert consumer.fetches.empty()  # nothing read on from where the dropped read left
 
 
+class _SeekDuringFetch(_FailingSeeks):
+    """A seek (a revocation, Faust's recovery) is made while its first fetch is under way:
+    the fetch loop drops that fetch as stale and seeks to the committed offsets itself."""
+
+    async def _wait_next_records(self, timeout: float) -> Any:  # noqa: ASYNC109 - Faust's
+        if self.tried == 0 and self.epoch == 0:
+            self.epoch += 1  # another seek, while this fetch waited
+        return await super()._wait_next_records(timeout)
+
+
+async def test_a_failed_lookup_after_a_seek_during_a_fetch_is_named_and_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The fetch loop's other seek to the committed offsets (records fetched across a
+    seek, dropped as stale): its lookup failing (the coordinator moving, a rebalance under
+    way taking a partition away) escaped the loop as a bare traceback and stopped the
+    worker, as the corrupt read's did before it was tried again."""
+    lookup = NotCoordinatorForGroupError("the coordinator moved")
+    consumer = _SeekDuringFetch([{USAGE: ["stale"]}, {USAGE: ["r1"]}], [lookup])
+    await _drain(consumer)
+    assert (consumer.tried, consumer.seeks_to_committed) == (2, 1)
+    assert consumer.fetches.get_nowait().records == [(USAGE, ["r1"])]  # the stale one dropped
+    assert consumer.fetches.empty()
+    assert consumer.counted == 1  # the failed lookup, a Kafka error
+    assert "reading again from the committed offsets failed" in caplog.text
+    assert "NotCoordinatorForGroupError" in caplog.text
+
+
+async def test_a_lookup_after_a_seek_during_a_fetch_that_keeps_failing_is_named() -> None:
+    reads = moments.consumer.CORRUPT_READS
+    errors: list[Exception] = [NotCoordinatorForGroupError("moved") for _ in range(reads)]
+    consumer = _SeekDuringFetch([{USAGE: ["stale"]}, {USAGE: ["r1"]}], errors)
+    with pytest.raises(NotCoordinatorForGroupError) as raised:
+        await _drain(consumer)
+    assert consumer.tried == reads
+    note = " ".join(getattr(raised.value, "__notes__", ()))
+    assert f"could not read the committed offsets {reads} times in a row" in note
+    assert "a seek made while a fetch was under way" in note
+    assert consumer.fetches.empty()
+
+
 async def test_the_app_counts_them_as_kafka_errors() -> None:
     """What `moments_dependency_errors_total{dependency="kafka"}` shows of them."""
     settings = load_settings()
