@@ -605,7 +605,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         of the committed offsets that fails (the group's coordinator moving, a partition a
         rebalance under way took away) is named, counted and tried again after a longer
         pause, up to `CORRUPT_READS` tries; then raised with a note naming it. Raised
-        out of the fetch loop unnamed, it was a bare traceback, and the worker stopped."""
+        out of the fetch loop unnamed, it was a bare traceback, and the worker stopped.
+        Once a rebalance paused the flow, a failed lookup is left to the rebalance's own
+        seek of the partitions it assigns, as `seek_while_paused` leaves it."""
         tries = 1
         while True:
             if reads:
@@ -618,6 +620,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     raise  # stopping: the fetch loop's own handling, no pauses
                 self.invalidate()  # what was fetched before it is stale either way
                 self.corrupt_read_seen()
+                if not self.flow_active:  # a rebalance under way seeks what it assigns
+                    log.warning(
+                        "reading again from the committed offsets failed during a "
+                        "rebalance (%s: %s); the rebalance's own seek follows",
+                        type(failed).__name__,
+                        failed,
+                    )
+                    return
                 if tries >= CORRUPT_READS:
                     note = seek_failed_note(after, failed, tries)
                     failed.add_note(note)

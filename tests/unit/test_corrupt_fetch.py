@@ -16,7 +16,11 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CorruptRecordException, NotCoordinatorForGroupError
+from aiokafka.errors import (
+    CorruptRecordException,
+    IllegalStateError,
+    NotCoordinatorForGroupError,
+)
 from faust.types import TP
 
 import moments.consumer
@@ -200,6 +204,25 @@ async def test_a_lookup_after_a_seek_during_a_fetch_that_keeps_failing_is_named(
     note = " ".join(getattr(raised.value, "__notes__", ()))
     assert f"could not read the committed offsets {reads} times in a row" in note
     assert "a seek made while a fetch was under way" in note
+    assert consumer.fetches.empty()
+
+
+async def test_a_failed_lookup_once_a_rebalance_paused_the_flow_leaves_it_the_seek() -> None:
+    """A rebalance under way (the flow paused) seeks the partitions it assigns itself
+    once done, as the paused fetch loop's own failed seek leaves it to: the retries
+    waited up to `CORRUPT_READS` pauses for a partition the rebalance took away, then
+    stopped the worker."""
+    reads = moments.consumer.CORRUPT_READS
+    errors: list[Exception] = [IllegalStateError("No current assignment") for _ in range(reads)]
+    consumer = _SeekDuringFetch([{USAGE: ["stale"]}], errors)
+
+    async def paused_seek() -> None:
+        consumer.flow_active = False  # the rebalance began while the fetch waited
+        await _FailingSeeks.perform_seek(consumer)
+
+    consumer.perform_seek = paused_seek  # type: ignore[method-assign]  # the rebalance's start
+    await _drain(consumer)
+    assert consumer.tried == 1
     assert consumer.fetches.empty()
 
 
