@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 PROGRESS_EVERY_S = 10.0
 """How often a command whose output is no terminal says how far it is."""
+CLOCK: Callable[[], float] = time.monotonic
+"""The clock `ProgressLines` reads unless given one: a test sets its own, so that whether
+a line is due is decided by the test, not by how fast the machine ran the command."""
 
 
 def _duration(seconds: float) -> str:
@@ -24,21 +27,22 @@ def _duration(seconds: float) -> str:
 
 class ProgressLines:
     """Says `label: N events in T s (R/s), P% done, about D left` through `write` at most
-    every `every_s` (`PROGRESS_EVERY_S` unless given; checking the clock only, cheap
-    enough to call per batch), and once more at the end (`finish`)."""
+    every `every_s` (`PROGRESS_EVERY_S` unless given) of `clock` (`CLOCK` unless given;
+    checking the clock only, cheap enough to call per batch), and once more at the end
+    (`finish`)."""
 
     def __init__(
         self,
         label: str,
         write: Callable[[str], None],
         every_s: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.label = label
         self.write = write
         self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
-        self.clock = clock
-        self.started = clock()
+        self.clock = CLOCK if clock is None else clock
+        self.started = self.clock()
         self._next = self.started + self.every_s
 
     def update(self, events: int, fraction: float | None = None) -> None:

@@ -41,6 +41,7 @@ from moments.cli import main
 from moments.cliparts import parse_when
 from moments.exceptions import ConfigError
 from moments.models import EventType
+from moments.progresslines import PROGRESS_EVERY_S
 from moments.rulecheck import EventFileError
 
 from .test_unreadable_lines import CATALOG, topup
@@ -473,6 +474,18 @@ class TestRulesTestProgress:
         assert main([*argv, "--duration", "2400", "--to-file", str(path)]) == 0
         return path
 
+    def clock(self, monkeypatch: pytest.MonkeyPatch, step_s: float) -> list[float]:
+        """The progress lines' clock: `step_s` on at each reading, however fast or slow
+        the machine runs the test (their readings, returned, are the test's to see)."""
+        readings: list[float] = []
+
+        def clock() -> float:
+            readings.append(len(readings) * step_s)
+            return readings[-1]
+
+        monkeypatch.setattr("moments.progresslines.CLOCK", clock)
+        return readings
+
     def test_a_long_test_says_how_far_it_is(
         self,
         tmp_path: Path,
@@ -481,7 +494,7 @@ class TestRulesTestProgress:
     ) -> None:
         path = self.events(tmp_path)
         capsys.readouterr()
-        monkeypatch.setattr("moments.progresslines.PROGRESS_EVERY_S", 0.0)
+        self.clock(monkeypatch, step_s=PROGRESS_EVERY_S)  # each reading: a line is due
         assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 0
         err = capsys.readouterr().err
         assert "rules test: " in err
@@ -490,12 +503,19 @@ class TestRulesTestProgress:
         assert f"rules test: {events:,} events in " in err  # the last line: all of them
 
     def test_a_short_one_says_nothing_of_progress(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
+        """Done before the first interval (the clock moves a millisecond a reading): it
+        failed on a loaded machine, where the same run took longer than the interval."""
         path = self.events(tmp_path)
         capsys.readouterr()
+        readings = self.clock(monkeypatch, step_s=0.001)
         assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 0
         assert "rules test: " not in capsys.readouterr().err
+        assert 1 < len(readings) < PROGRESS_EVERY_S / 0.001  # read, and never reached it
 
 
 class TestPathsTold:

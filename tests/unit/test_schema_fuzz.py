@@ -258,6 +258,8 @@ WORDS = st.text(
     min_size=1,
     max_size=32,
 )
+FILLED = WORDS.filter(str.strip)
+"""Words for a required text, which an event may not leave blank (spaces only)."""
 
 
 def _money() -> st.SearchStrategy[Any]:
@@ -269,7 +271,7 @@ def _money() -> st.SearchStrategy[Any]:
 
 def _topup() -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
-        {"amount": _money(), "channel": st.one_of(st.sampled_from(["app", "bank"]), WORDS)},
+        {"amount": _money(), "channel": st.one_of(st.sampled_from(["app", "bank"]), FILLED)},
         optional={"balance_after": st.one_of(_money(), st.just("-5.00"))},
     )
 
