@@ -179,11 +179,13 @@ def _epoch(value: Any) -> float:
 
 
 def _event(
-    doc: dict[str, Any], where: str, default_type: EventType | None, verbatim: bytes | None = None
+    doc: dict[str, Any], where: str, default_type: EventType | None, line: bytes | None = None
 ) -> FileEvent:
+    """The event of a JSON line (`line`: its value as written, `type` and all, which a
+    worker ignores) or of a CSV row (its object written as JSON)."""
     event_type = event_type_of(doc, where, default_type)
     key = _key(doc.get("subscriber_id"))
-    value = verbatim or orjson.dumps(doc)  # verbatim keeps `type`: a worker ignores it
+    value = line or orjson.dumps(doc)
     return FileEvent(_epoch(doc.get("occurred_at")), event_type, key, value)
 
 
@@ -518,22 +520,23 @@ class EventFile:
         types = _TYPES
         not_after, until = self.not_after, self.until
         latest, above = 0.0, 0  # the latest time read before `until`, and its line
-        for number, doc, verbatim in objects:
+        for number, doc, line in objects:
             kind = doc.get("type")
             event_type = types.get(kind) if isinstance(kind, str) else None
-            if event_type is None or verbatim:  # the default or no type; NaN as written
-                event = self._slowly(number, doc, verbatim)
+            if event_type is None:  # the default type, or none (`--type`, a dead letter)
+                event = self._slowly(number, doc, line)
                 if event is None:
                     continue
                 at = event.at  # `--type`: every line of a topic's records comes this way
             else:
-                del doc["type"]
                 sub = doc.get("subscriber_id")
                 key = sub.encode() if type(sub) is str else _key(sub)
                 at = _epoch(doc.get("occurred_at"))
                 if at > not_after:
                     raise self._after_history(number, at)
-                event = FileEvent(at, event_type, key, orjson.dumps(doc))
+                # The line as written, as the stream takes it: an object written again
+                # kept the last of a repeated key (`duplicate_key` on the stream).
+                event = FileEvent(at, event_type, key, line)
             if at > latest:
                 if at < until:
                     latest, above = at, number
@@ -542,16 +545,14 @@ class EventFile:
             yield event
         self._lines_read = counted[-1] if counted else 0
 
-    def _head(
-        self, objects: Iterator[tuple[int, dict[str, Any], bytes | None]]
-    ) -> Iterator[FileEvent]:
+    def _head(self, objects: Iterator[tuple[int, dict[str, Any], bytes]]) -> Iterator[FileEvent]:
         """The lines up to the first with a valid `type`, of a file read without `--type`.
         A file none of whose first `READABLE_WITHIN` lines names a type but some are
         objects (records of one topic, as `kcat` prints them) is refused whole: `--type`
         is the fix; past that, a line without one is left out and counted."""
         seen = untyped = 0
-        for seen, (number, doc, verbatim) in enumerate(objects, 1):
-            event = self._slowly(number, doc, verbatim)
+        for seen, (number, doc, line) in enumerate(objects, 1):
+            event = self._slowly(number, doc, line)
             if event is not None:
                 yield event
                 if doc is not UNREADABLE:
@@ -569,20 +570,21 @@ class EventFile:
             "records of one topic, as kcat prints them?)"
         )
 
-    def _slowly(self, number: int, doc: dict[str, Any], verbatim: bytes | None) -> FileEvent | None:
-        """A line off the fast path: no JSON object (the stream's dead letter), a value
-        written as is (NaN), or one naming no event type (None: left out, counted)."""
+    def _slowly(self, number: int, doc: dict[str, Any], line: bytes) -> FileEvent | None:
+        """A line off the fast path: no JSON object (the stream's dead letter), one of a
+        file of one type (`--type`), or one naming no event type (None: left out,
+        counted)."""
         where = f"{self.path}:{number}"
         at = 0.0
         if doc is UNREADABLE:
-            if verbatim != b"null" or self.default_type is not None:
-                return self._unreadable(number, verbatim or b"")
+            if line != b"null" or self.default_type is not None:
+                return self._unreadable(number, line)
             # A profile deletion on the profile topic, a dead letter on the others: as
             # `events check` says, the line names no type; the topic would decide.
             why = f"{where}: {no_type_said(None)}"
         else:
             try:
-                event = _event(doc, where, self.default_type, verbatim)
+                event = _event(doc, where, self.default_type, line)
             except MissingEventTypeError as exc:
                 why = str(exc)
             else:

@@ -48,27 +48,30 @@ UNREADABLE: dict[str, Any] = {}
 
 def json_objects(
     lines: Iterable[bytes], path: Path, counted: list[int] | None = None
-) -> Iterator[tuple[int, dict[str, Any], bytes | None]]:
-    """(line number, object, verbatim) for each non-blank line. `verbatim` is None, or the
-    line itself (stripped) when the event's value must be the line as written: when only
-    the stream's parser reads it (NaN or Infinity: `stream_json`; orjson would write a NaN
-    back as null, a valid money amount), and when it is no JSON object (a cut line, a
-    trailing comma, binary junk, an array): the object is then `UNREADABLE`, and the
-    stream's `decode` dead-letters the line as it would the record (`invalid_json`...).
+) -> Iterator[tuple[int, dict[str, Any], bytes]]:
+    """(line number, object, line) for each non-blank line, the line as written (stripped):
+    the event's value, as a producer would send it, is the line itself, never the object
+    written again (which kept the last of a repeated key, so a line the stream refuses as
+    `duplicate_key` was applied, and wrote `1.50` as `1.5`). The object is read by orjson,
+    or by the stream's parser when only that reads it (NaN or Infinity: `stream_json`);
+    it is `UNREADABLE` when the line is no JSON object (a cut line, a trailing comma,
+    binary junk, an array), and the stream's `decode` dead-letters the line as it would
+    the record (`invalid_json`...).
     A file with no JSON object among its first `READABLE_WITHIN` non-blank lines raises
     `EventFileError` (it is no JSON lines file). A byte-order mark starting the file is
     dropped (`UTF8_BOM`). `counted` gets the number of lines read, blank ones included,
     once all are (where a gzip file cut short ended)."""
     numbered = enumerate(lines, 1)
     number = 0
-    held: list[tuple[int, dict[str, Any], bytes | None]] = []
+    held: list[tuple[int, dict[str, Any], bytes]] = []
     for number, line in numbered:  # up to the first object: is it JSON lines at all?
         if number == 1 and line.startswith(UTF8_BOM):
             line = line[len(UTF8_BOM) :]
-        if not line.strip():
+        stripped = line.strip()
+        if not stripped:
             continue
-        doc, verbatim = _object(line)
-        held.append((number, doc, verbatim))
+        doc = _object(stripped)
+        held.append((number, doc, stripped))
         if doc is not UNREADABLE:
             yield from held
             break
@@ -81,38 +84,35 @@ def json_objects(
             counted.append(number)
         return
     for number, line in numbered:  # the rest, as fast as orjson reads
-        if not line.strip():
+        stripped = line.strip()
+        if not stripped:
             continue
-        verbatim = None
         try:
-            doc = orjson.loads(line)
+            doc = orjson.loads(stripped)
         except orjson.JSONDecodeError:
-            doc, verbatim = _object(line)
+            doc = _object(stripped)
         else:
             if type(doc) is not dict:
-                doc, verbatim = UNREADABLE, line.strip()
-        yield number, doc, verbatim
+                doc = UNREADABLE
+        yield number, doc, stripped
     if counted is not None:
         counted.append(number)
 
 
-def _object(line: bytes) -> tuple[dict[str, Any], bytes | None]:
-    """(object, verbatim) of one line, slowly: `UNREADABLE` when it is no JSON object."""
-    stripped = line.strip()
-    verbatim: bytes | None = None
+def _object(line: bytes) -> dict[str, Any]:
+    """The object of one (stripped) line, slowly: `UNREADABLE` when it is no JSON object."""
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError:
-        verbatim = stripped  # NaN or Infinity, as written, if the stream's parser reads it
         try:
-            doc = stream_json(stripped)
+            doc = stream_json(line)  # NaN or Infinity, if the stream's parser reads it
         except ValueError:
-            return UNREADABLE, stripped
-    return (doc, verbatim) if type(doc) is dict else (UNREADABLE, stripped)
+            return UNREADABLE
+    return doc if type(doc) is dict else UNREADABLE
 
 
-def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes | None]]) -> str:
-    first = held[0][2] or b""
+def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes]]) -> str:
+    first = held[0][2]
     if cr_only(first):  # "unexpected content after document", the line endings not named
         return f"{path}: {cr_only_said(path, piped=not path.is_file())}"
     try:

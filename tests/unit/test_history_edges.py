@@ -72,10 +72,7 @@ class TestCutGzip:
             file = EventFile(path)
             events = list(file)
             assert len(events) == whole, keep
-            assert [e.value for e in events] == [
-                orjson.dumps({k: v for k, v in orjson.loads(line).items() if k != "type"})
-                for line in held.splitlines()[:whole]
-            ]
+            assert [e.value for e in events] == held.splitlines()[:whole]
             cut = file.cut
             assert cut is not None
             assert (cut.line, cut.partial, cut.why) == (
