@@ -158,18 +158,28 @@ async def test_a_tls_listener_names_the_security_protocol() -> None:
     assert "MOMENTS_KAFKA_SECURITY_PROTOCOL=SSL" in problem
 
 
-async def test_a_silent_server_is_probed_once_per_process() -> None:
-    """A listener that takes the connection and says nothing (a broker hung, starting,
-    overloaded): the probe waits for an answer to each of its two requests. Asked again
-    on every failed attempt, it added those waits to each retry of a starting worker's
-    wait for Kafka; the address is probed once."""
-    probes: list[bytes] = []
+def _silent(
+    probes: list[bytes],
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A listener that takes the connection and says nothing, keeping the probe's requests
+    (the ApiVersions request and Redis's PING) in `probes`."""
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         first = await reader.read(100)
         if b"moments-probe" in first or first.startswith(b"PING"):
             probes.append(first)
         await asyncio.sleep(30)
+
+    return silent
+
+
+async def test_a_silent_server_is_probed_once_per_process() -> None:
+    """A listener that takes the connection and says nothing (a broker hung, starting,
+    overloaded): the probe waits for an answer to each of its two requests. Asked again
+    on every failed attempt, it added those waits to each retry of a starting worker's
+    wait for Kafka; the address is probed once."""
+    probes: list[bytes] = []
+    silent = _silent(probes)
 
     async with _server(silent) as bootstrap:
         settings = load_settings(kafka_bootstrap=bootstrap)
@@ -234,12 +244,7 @@ async def test_a_silent_server_is_not_probed_again_within_a_while(
     now = [1000.0]
     monkeypatch.setattr(moments.connections, "_clock", lambda: now[0], raising=False)
     probes: list[bytes] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        first = await reader.read(100)
-        if b"moments-probe" in first or first.startswith(b"PING"):
-            probes.append(first)
-        await asyncio.sleep(30)
+    silent = _silent(probes)
 
     async with _server(silent) as bootstrap:
         settings = load_settings(kafka_bootstrap=bootstrap)

@@ -184,15 +184,9 @@ def test_a_top_up_channel_of_spaces_only_is_refused() -> None:
     assert said == "channel: spaces only: write its value (it is required; a blank one is none)"
 
 
-def test_a_padded_top_up_channel_is_the_channel_it_names() -> None:
-    """A padded CHAR column's `"app   "` was a channel of its own: a subscriber's first
-    top-up by `app` was followed by a second "first top-up" task when a top-up came by
-    `"app   "`, and its SMS read "First top-up by app   :". Taken without the spaces
-    around it, as a region is."""
-    from moments.pipeline import run_pipeline
-    from rules.catalog import load_rules
-
-    records = [
+def _topups(channels: list[str]) -> list[RawRecord]:
+    """One subscriber's top-ups a minute apart, by each of `channels` as written."""
+    return [
         RawRecord(
             "topup",
             0,
@@ -208,8 +202,19 @@ def test_a_padded_top_up_channel_is_the_channel_it_names() -> None:
                 }
             ).encode(),
         )
-        for number, channel in enumerate(["app", "app   ", " app"])
+        for number, channel in enumerate(channels)
     ]
+
+
+def test_a_padded_top_up_channel_is_the_channel_it_names() -> None:
+    """A padded CHAR column's `"app   "` was a channel of its own: a subscriber's first
+    top-up by `app` was followed by a second "first top-up" task when a top-up came by
+    `"app   "`, and its SMS read "First top-up by app   :". Taken without the spaces
+    around it, as a region is."""
+    from moments.pipeline import run_pipeline
+    from rules.catalog import load_rules
+
+    records = _topups(["app", "app   ", " app"])
     result = run_pipeline(records, load_rules())
     assert not result.dead_letters
     firsts = [t for t in result.tasks if t.moment.rule_id == "first_topup_channel"]
@@ -225,24 +230,7 @@ def test_a_top_up_channel_in_capitals_is_the_channel_it_names() -> None:
     from moments.pipeline import run_pipeline
     from rules.catalog import load_rules
 
-    records = [
-        RawRecord(
-            "topup",
-            0,
-            number,
-            b"13800138000",
-            json.dumps(
-                {
-                    "event_id": f"t{number}",
-                    "subscriber_id": "13800138000",
-                    "occurred_at": f"2026-11-22T10:0{number}:00+08:00",
-                    "amount": 50,
-                    "channel": channel,
-                }
-            ).encode(),
-        )
-        for number, channel in enumerate(["APP", "app", " App "])
-    ]
+    records = _topups(["APP", "app", " App "])
     result = run_pipeline(records, load_rules())
     assert not result.dead_letters
     firsts = [t for t in result.tasks if t.moment.rule_id == "first_topup_channel"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -470,6 +470,25 @@ class TestBacktest:
         assert out.withdrawn == []
 
 
+P = TypeVar("P", bound=FakeProducer)
+
+
+def _runtime(producer: P) -> tuple[Runtime, P]:
+    """A runtime with the no-activity rule whose task sink sends to `producer`, withdrawals
+    on, and no dead letters."""
+    detector = Detector(rules_from("rules:" + NO_ACTIVITY), {t.value: t for t in EventType})
+    runtime = Runtime(load_settings(), Metrics(), detector)
+    runtime.tasks = TaskSink(
+        producer,
+        "moments.tasks",
+        memory_stores(),
+        runtime.metrics,
+        withdrawals_topic="moments.task-withdrawals",
+    )
+    runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
+    return runtime, producer
+
+
 class CollectingProducer(FakeProducer):
     """Each (topic, value) sent, acknowledged at once."""
 
@@ -488,17 +507,7 @@ class TestRuntimeBatch:
         opt-out: the engine's fresh task goes out with the batch, after the batch looked its
         subscriber's published tasks up, and its confirm, reading the opt-out the batch
         recorded, withdraws it."""
-        detector = Detector(rules_from("rules:" + NO_ACTIVITY), {t.value: t for t in EventType})
-        runtime = Runtime(load_settings(), Metrics(), detector)
-        producer = CollectingProducer()
-        runtime.tasks = TaskSink(
-            producer,
-            "moments.tasks",
-            memory_stores(),
-            runtime.metrics,
-            withdrawals_topic="moments.task-withdrawals",
-        )
-        runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
+        runtime, producer = _runtime(CollectingProducer())
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         fresh = task("d", expires=(now + dt.timedelta(hours=6)).isoformat()).model_copy(
             update={"triggered_at": now, "created_at": now, "deliver_after": now}
@@ -521,27 +530,12 @@ class TestRuntimeBatch:
         notice = orjson.loads(producer.sent[1][1])
         assert (notice["task_id"], notice["reason"]) == (fresh.task_id, "opt_out")
 
-    @staticmethod
-    def _runtime() -> tuple[Runtime, CollectingProducer]:
-        detector = Detector(rules_from("rules:" + NO_ACTIVITY), {t.value: t for t in EventType})
-        runtime = Runtime(load_settings(), Metrics(), detector)
-        producer = CollectingProducer()
-        runtime.tasks = TaskSink(
-            producer,
-            "moments.tasks",
-            memory_stores(),
-            runtime.metrics,
-            withdrawals_topic="moments.task-withdrawals",
-        )
-        runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
-        return runtime, producer
-
     async def test_a_task_of_the_batch_after_its_tombstone_is_not_withdrawn(self) -> None:
         """A tombstone, then an event of the number's new holder in the same batch: the
         batch keeps the new task (`batchresult.forget`) and it goes out. It is not the
         erased subscriber's, so the tombstone withdraws nothing of it (looked up after the
         batch's tasks went out, the tombstone withdrew it as `forgotten`)."""
-        runtime, producer = self._runtime()
+        runtime, producer = _runtime(CollectingProducer())
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         result = BatchResult()
         result.forgotten.append(SUB)
@@ -569,7 +563,7 @@ class TestRuntimeBatch:
         then the event of a task on SMS: the engine made it after the opt-in, the latest
         profile lets it go, and it stands (looked up after the batch's tasks went out, the
         opt-out withdrew it; the backtest, recording each fact at its time, did not)."""
-        runtime, producer = self._runtime()
+        runtime, producer = _runtime(CollectingProducer())
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         result = BatchResult()
         for n, fields in enumerate(then_again):
@@ -598,7 +592,7 @@ class TestRuntimeBatch:
         """A task published by an earlier batch; then a batch holding the SMS opt-out and
         the opt-in again (the line closed and active again): the customer ends the batch
         opted in (the line active), and the task stands."""
-        runtime, producer = self._runtime()
+        runtime, producer = _runtime(CollectingProducer())
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         earlier = BatchResult()
         earlier.tasks.append(
@@ -631,7 +625,7 @@ class TestRuntimeBatch:
         minute: at its release it goes out. The tombstone's `forgotten` mark was the clock
         when the batch forgot, after the engine stamped the task's `created_at`: the task
         read as made before the tombstone and was dropped (`forgotten`)."""
-        runtime, producer = self._runtime()
+        runtime, producer = _runtime(CollectingProducer())
         now = dt.datetime.now(dt.UTC)
         result = BatchResult()
         result.forgotten.append(SUB)
@@ -669,17 +663,7 @@ async def test_the_headers_of_tasks_and_withdrawals_are_those_the_asyncapi_docum
     worker writes: `content-type: application/json` on a task and on a withdrawal (the
     document listed it for tasks only, though docs/consuming-tasks.md and the worker put
     it on withdrawals too)."""
-    detector = Detector(rules_from("rules:" + NO_ACTIVITY), {t.value: t for t in EventType})
-    runtime = Runtime(load_settings(), Metrics(), detector)
-    producer = HeaderProducer()
-    runtime.tasks = TaskSink(
-        producer,
-        "moments.tasks",
-        memory_stores(),
-        runtime.metrics,
-        withdrawals_topic="moments.task-withdrawals",
-    )
-    runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
+    runtime, producer = _runtime(HeaderProducer())
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     result = BatchResult()
     result.tasks.append(
