@@ -556,6 +556,8 @@ def _first_time(key: str, lookback: dt.timedelta | None, negated: bool) -> Condi
             return negated
         state_key = f"{env.tag}:{value}"
         last = env.state.first_seen.get(state_key)
+        if last is None and key in WRITTEN_BEFORE:
+            last = _seen_as_written(env.state.first_seen, f"{env.tag}:", str(value), key)
         if last is not None and env.at <= last:
             return False  # seen at or after this event time: late or replayed, never "first"
         seen = env.state.first_seen
@@ -577,6 +579,30 @@ def _first_time(key: str, lookback: dt.timedelta | None, negated: bool) -> Condi
     return check
 
 
+def _seen_as_written(seen: dict[str, int], prefix: str, value: str, key: str) -> int | None:
+    """When `value` was seen in a spelling a version before kept (`WRITTEN_BEFORE`): its
+    keys leave for `value`'s, at the latest of their times. Only on a first time."""
+    taken = WRITTEN_BEFORE[key]
+    older = [k for k in seen if k.startswith(prefix) and taken(k[len(prefix) :]) == value]
+    if not older:
+        return None
+    last = max(seen.pop(k) for k in older)
+    seen[prefix + value] = last
+    return last
+
+
+def _channel(value: str) -> str:
+    return value.strip().lower()
+
+
+WRITTEN_BEFORE: dict[str, Callable[[str], str]] = {"channel": _channel}
+"""Fields the models now take otherwise than as written (a top-up's `channel`, without the
+spaces around it and in lowercase since 0.1.0), and how: a subscriber's state written
+before holds `first_time:` keys and `changed:` values in the spelling as written
+(`APP`), which must count as the value taken (`app`). Else the next `APP` top-up after
+the upgrade was a first (a second "First top-up by app" SMS, its task id of another
+occurrence) and a channel changed from APP to app."""
+
 MAX_FIRST_SEEN = 32
 """First-seen keys a subscriber keeps per rule: the record stays bounded."""
 
@@ -595,11 +621,12 @@ def _forget_oldest(seen: dict[str, int], prefix: str, window: float | None) -> N
         del seen[k]
 
 
-IDENTITY: dict[str, Callable[[str], str]] = {"imei": lambda imei: imei[:14]}
+IDENTITY: dict[str, Callable[[str], str]] = {"imei": lambda imei: imei[:14], **WRITTEN_BEFORE}
 """What of a field's value `changed:` compares, where more than the text differs: an
 IMEI's first 14 digits name the handset (type and serial number); the 15th is a check
 digit some systems leave out, and an IMEISV's last two are the software version, which
-every system update changes."""
+every system update changes. A value stored before in a spelling now taken otherwise
+(`WRITTEN_BEFORE`: a top-up channel's `APP`, now `app`) is the same value."""
 
 
 def _changed(key: str, negated: bool) -> Condition:

@@ -236,3 +236,64 @@ def test_a_top_up_channel_in_capitals_is_the_channel_it_names() -> None:
     firsts = [t for t in result.tasks if t.moment.rule_id == "first_topup_channel"]
     assert [t.moment.description.split(":")[0] for t in firsts] == ["First top-up by app"]
     assert TopUpEvent.model_validate_json(records[0].value or b"").channel == "app"
+
+
+def _topup(number: int, channel: str) -> RawRecord:
+    value = {
+        "event_id": f"t{number}",
+        "subscriber_id": "13800138000",
+        "occurred_at": f"2026-11-22T10:0{number}:00+08:00",
+        "amount": 50,
+        "channel": channel,
+    }
+    return RawRecord("topup", 0, number, b"13800138000", json.dumps(value).encode())
+
+
+def test_a_channel_seen_in_capitals_before_the_upgrade_is_no_first_time_after_it() -> None:
+    """A worker before the channel was taken in lowercase kept the first-time key of the
+    channel as written (`...:APP`); after the upgrade the same subscriber's next `APP`
+    top-up reads `app`, a key never seen, and made a second "First top-up by app" SMS
+    (its task id of occurrence `app`, not `APP`: no dispatch dedup caught it), and a
+    `changed: channel` rule saw the channel change from APP to app."""
+    from moments.pipeline import PipelineResult, run_pipeline
+    from moments.state import SubscriberState
+    from rules.catalog import load_rules, load_texts
+
+    changed = load_texts(
+        [
+            (
+                "switch.yaml",
+                """
+rules:
+  - id: channel_switch
+    description: The top-up channel changed
+    on: [topup]
+    condition: {changed: channel}
+    task:
+      family: first_time
+      type: channel_switch
+      channel: sms
+      priority: 4
+      action: channel_switch
+      ttl: 72h
+      description: "Top-up channel now {channel}"
+""",
+            )
+        ]
+    )
+    for rules, rule_id in ((load_rules(), "first_topup_channel"), (changed, "channel_switch")):
+        before = run_pipeline([_topup(0, "APP"), _topup(1, "APP")], rules)
+        assert not before.dead_letters
+        # What the version before the upgrade stored: the channel as written.
+        state = SubscriberState.from_bytes(before.store.data["13800138000"])
+        state.first_seen = {k.replace(":app", ":APP"): v for k, v in state.first_seen.items()}
+        state.last = {k: "APP" if v == "app" else v for k, v in state.last.items()}
+        before.store = type(before.store)()
+        before.store.data["13800138000"] = state.to_bytes()
+        after = run_pipeline(
+            [_topup(2, "APP")],
+            rules,
+            result=PipelineResult(store=before.store, watermark=before.watermark),
+        )
+        assert not after.dead_letters
+        assert [t.moment.rule_id for t in after.tasks if t.moment.rule_id == rule_id] == []
