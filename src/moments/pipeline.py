@@ -110,6 +110,7 @@ def run_pipeline(
     live_from: dt.datetime | None = None,
     begins: float | None = None,
     progress: Callable[[int], None] | None = None,
+    sweeping: Callable[[int], None] | None = None,
 ) -> PipelineResult:
     """Run events through the detector in batches; tasks deduplicated by id, as on the stream.
 
@@ -122,7 +123,9 @@ def run_pipeline(
     `begins` (epoch seconds): where event time begins; records dated before it (the
     `--profiles` snapshot, each profile dated when it last changed) are applied in its hour,
     as the backtest applies them (`backtest_input.history`), not swept from their dates.
-    `progress` is called after each batch with the number of records done so far."""
+    `progress` is called after each batch with the number of records done so far;
+    `sweeping`, once they are all done, with the event time (epoch seconds) each sweep of
+    the run on to `until` reached: a far `until` sweeps long after the last record."""
     items: list[Input | RawRecord] = list(events)
     out = result if result is not None else PipelineResult()
     records = [r for r in items if isinstance(r, RawRecord)]
@@ -143,15 +146,17 @@ def run_pipeline(
         out.store.save(swept.changes)
         return min((next_sweep(detector, st, mark) for _, st, _ in live), default=math.inf)
 
-    def sweep_hours(first: int, last: int) -> None:
+    def sweep_hours(first: int, last: int, told: Callable[[int], None] | None = None) -> None:
         """The sweeps at the start of each hour from `first` to `last` (hour numbers),
         those at which a record is due (`moments.sweep.next_sweep`; at the others a sweep
-        changes nothing, so they are skipped)."""
+        changes nothing, so they are skipped); `told` the time of each."""
         if not rules.by_period and not rules.special.rules:
             return
         hour = first
         while hour <= last:
             due = sweep_to(hour * SWEEP_BUCKET_S)
+            if told is not None:
+                told(hour * SWEEP_BUCKET_S)
             hour = max(hour + 1, math.ceil(due / SWEEP_BUCKET_S)) if due < math.inf else last + 1
 
     # As on the stream, each hour of event time begins with a sweep that closes the
@@ -190,7 +195,7 @@ def run_pipeline(
         # due before them made no task.
         end = int(until.timestamp())
         if end > out.watermark:
-            sweep_hours(out.watermark // SWEEP_BUCKET_S + 1, (end - 1) // SWEEP_BUCKET_S)
+            sweep_hours(out.watermark // SWEEP_BUCKET_S + 1, (end - 1) // SWEEP_BUCKET_S, sweeping)
         sweep_to(end)
         out.watermark = max(out.watermark, end)
     return out

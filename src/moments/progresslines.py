@@ -52,6 +52,14 @@ class ProgressLines:
             self._next = now + self.every_s
             self.write(self.line(events, fraction, now))
 
+    def say(self, text: Callable[[], str]) -> None:
+        """`text()` through `write` if a line is due, as `update` writes its own: a step
+        that counts no events (a run on in event time after the last of them)."""
+        now = self.clock()
+        if now >= self._next:
+            self._next = now + self.every_s
+            self.write(f"{self.label}: {text()}")
+
     def finish(self, events: int) -> None:
         self.write(self.line(events, None, self.clock()))
 

@@ -146,13 +146,15 @@ def check_rules(
     until: Any = None,
     event_type: EventType | None = None,
     progress: Callable[[int, int], None] | None = None,
+    sweeping: Callable[[int], None] | None = None,
 ) -> PipelineResult:
     """The rules over event files (JSON lines or CSV, .gz too, read as the backtest reads
     them), in event-time order; `event_type` is that of the lines of `events` without a
     `type` (a topic's records carry none). `profiles`: the snapshot when the history
     begins, read as the backtest and `state seed` read it (`history`): applied at the first
     event, none dated after it. `progress(done, total)`: the events run through the rules
-    so far, after each batch."""
+    so far, after each batch; `sweeping(at)`: where event time ran on to, after them, at
+    each sweep of a far `until` (`run_pipeline`)."""
     from moments.backtest_input import (
         Blank,
         CountedEventFile,
@@ -194,6 +196,7 @@ def check_rules(
         until=until,
         begins=snapshot,
         progress=(lambda done: progress(done, total)) if progress is not None else None,
+        sweeping=sweeping,
     )
     if blanks:  # a CSV row's blank cells, told as such with their line
         result.dead_letters = [

@@ -323,10 +323,14 @@ def _add_rules_test(sub: Subparsers) -> None:
 
 
 @contextmanager
-def _progress_lines() -> Iterator[Callable[[int, int], None]]:
+def _progress_lines(
+    until: dt.datetime | None,
+) -> Iterator[tuple[Callable[[int, int], None], Callable[[int], None]]]:
     """How far `rules test` is, on stderr every `PROGRESS_EVERY_S` (a week of history ran
     a minute without a word; a test case's few events say nothing), and the last count
-    when it said anything."""
+    when it said anything: (events done of all, after each batch; event time reached in
+    the run on to `until` after them: a --to years after the last event swept for
+    minutes without a word)."""
     from moments.progresslines import ProgressLines
 
     said = False
@@ -344,7 +348,13 @@ def _progress_lines() -> Iterator[Callable[[int, int], None]]:
         last = done
         lines.update(done, done / total if total else None)
 
-    yield show
+    def swept(at: int) -> None:
+        zone = until.tzinfo if until is not None else dt.UTC
+        day = dt.datetime.fromtimestamp(at, zone).date()
+        end = f" of the --to, {until.date()}" if until is not None else ""
+        lines.say(lambda: f"all {last:,} events in; event time run on to {day}{end}")
+
+    yield show, swept
     if said:
         lines.finish(last)
 
@@ -376,8 +386,10 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         rules = rules.with_shadows_live()
     try:
         event_type = EventType(args.type) if args.type else None
-        with _progress_lines() as progress:
-            result = check_rules(rules, args.events, args.profiles, until, event_type, progress)
+        with _progress_lines(until) as (progress, sweeping):
+            result = check_rules(
+                rules, args.events, args.profiles, until, event_type, progress, sweeping
+            )
     except (EventFileError, OSError) as exc:
         hint = ""
         if (

@@ -44,6 +44,7 @@ from moments.models import EventType
 from moments.progresslines import PROGRESS_EVERY_S
 from moments.rulecheck import EventFileError
 
+from .rules.helpers import BIRTHDAY, NO_ACTIVITY, NO_GATES, at, ev
 from .test_unreadable_lines import CATALOG, topup
 
 
@@ -516,6 +517,35 @@ class TestRulesTestProgress:
         assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 0
         assert "rules test: " not in capsys.readouterr().err
         assert 1 < len(readings) < PROGRESS_EVERY_S / 0.001  # read, and never reached it
+
+    def test_a_far_to_says_how_far_event_time_ran_on(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A --to years after the last event sweeps event time on the whole way (3741d16):
+        2,000 subscribers' silences and birthdays to a --to two years on swept for
+        minutes, and not a line was said after the events' last (run_pipeline's progress
+        came after each batch only)."""
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(NO_GATES + "rules:" + NO_ACTIVITY + BIRTHDAY)
+        path = tmp_path / "e.jsonl"
+        path.write_bytes(
+            b"\n".join(
+                orjson.dumps({"type": t.value, **value})
+                for t, value in (
+                    ev(EventType.PROFILE, at("2026-01-01"), birthday="03-15"),
+                    ev(EventType.USAGE, at("2026-01-02"), kind="data", quantity=1),
+                )
+            )
+        )
+        self.clock(monkeypatch, step_s=PROGRESS_EVERY_S)  # each reading: a line is due
+        argv = ["rules", "test", str(rules), "--events", str(path), "--to", "2027-06-01"]
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert "rules test: all 2 events in; event time run on to 2026-01-10 of the --to, " in err
+        assert "event time run on to 2027-03-15 of the --to, 2027-06-01" in err
 
 
 class TestPathsTold:
