@@ -62,6 +62,7 @@ def _add_rules_validate(sub: Subparsers) -> None:
 
 
 def _cmd_rules_validate(args: argparse.Namespace) -> int:
+    from moments.taskmaking import SPEND_SERIES
     from rules.catalog import load_rules, load_together
     from rules.exceptions import RulesError
     from rules.lint import warnings
@@ -78,7 +79,7 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
                 print(problem)
             continue
         print(f"{path}: {len(rules)} rule(s) OK")
-        for warning in warnings(rules):
+        for warning in warnings(rules, read_elsewhere=(SPEND_SERIES,)):
             print(f"{path}: warning: {warning}")
     if failed or len(args.paths) < 2:
         return 1 if failed else 0
@@ -96,6 +97,7 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
 
 
 def _validate_together(paths: Sequence[Path]) -> int:
+    from moments.taskmaking import SPEND_SERIES
     from rules.catalog import load_together
     from rules.exceptions import RulesError
     from rules.lint import warnings
@@ -108,7 +110,7 @@ def _validate_together(paths: Sequence[Path]) -> int:
         return 1
     named = " ".join(str(p) for p in paths)
     print(f"{named}: {len(rules)} rule(s) OK as one catalog")
-    for warning in warnings(rules):
+    for warning in warnings(rules, read_elsewhere=(SPEND_SERIES,)):
         print(f"{named}: warning: {warning}")
     return 0
 

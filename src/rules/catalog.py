@@ -729,6 +729,7 @@ def _compile_series(files: Sequence[_File], problems: list[RuleProblem]) -> dict
                 keep=keep,
                 when_key=f"{sorted(spec.on)}|{when_text}",
                 when_keys=text_keys(spec.when),
+                declared_at=origin[name],
             )
     return out
 

@@ -4,9 +4,10 @@ are not errors (a tier no subscriber has, say), so the file still loads."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
+from rules import spec as sp
 from rules.catalog import RuleSet
 from rules.operators import OPERATORS
 
@@ -14,10 +15,11 @@ CONTRACT_TIERS = ("diamond", "gold", "silver", "standard")
 """The tiers the contract names (profile `tier`, e.g. ...): an operator may have more."""
 
 
-def warnings(rules: RuleSet) -> list[str]:
+def warnings(rules: RuleSet, read_elsewhere: Collection[str] = ()) -> list[str]:
     """One line per override tier outside the contract's (`tier: [glod]` matched nobody,
-    silently: analyst review), and per description naming `{previous_at}`, which a
-    first-time rule's first moment ever has not (it stayed in the text as written)."""
+    silently: analyst review), per description naming `{previous_at}`, which a
+    first-time rule's first moment ever has not (it stayed in the text as written), and
+    per series no rule reads (nor the code, `read_elsewhere`: the risk score's)."""
     out = []
     for rule in rules.rules:
         for i, override in enumerate(rule.overrides):
@@ -38,7 +40,29 @@ def warnings(rules: RuleSet) -> list[str]:
                 "seen before has: on a subscriber's first time ever the rule fires too, and "
                 "the text shows '{previous_at}' as written; word it for both, or leave it out"
             )
+    out.extend(_unread_series(rules, read_elsewhere))
     return out
+
+
+def _unread_series(rules: RuleSet, read_elsewhere: Collection[str]) -> list[str]:
+    """A declared series that no condition reads is still kept, its windows in every
+    subscriber's record (and the state store's memory), loaded without a word."""
+    read = set(read_elsewhere)
+    for rule in rules.rules:
+        condition = getattr(rule.spec, "condition", None)
+        for node in sp.walk(condition) if condition is not None else ():
+            if isinstance(node, sp.SeriesCond):
+                read.add(node.series)
+            elif isinstance(node, sp.BaselineCond):
+                read.add(node.baseline)
+            elif isinstance(node, sp.ShareCond):
+                read |= {node.share, node.of}
+    return [
+        f"{series.declared_at}: series {name!r} is read by no rule: every subscriber's "
+        "record keeps its windows for nothing; read it in a condition, or take it out"
+        for name, series in rules.series.items()  # as declared: file by file, in order
+        if name not in read
+    ]
 
 
 def _param_warnings(rule_id: str, params: Any, spec: Any) -> list[str]:

@@ -49,6 +49,8 @@ class Series:
     """Identifies the `when` filter, so series sharing one are filtered once per event."""
     when_keys: Keys = dataclasses.field(default_factory=dict)
     """The texts the filter lets through per field (rules.routing.text_keys)."""
+    declared_at: str = dataclasses.field(default="", compare=False)
+    """Where the rules declare it, `file:line` (empty for one made in code): for a warning."""
 
     @property
     def width(self) -> int:
