@@ -101,6 +101,14 @@ async def beating(health: Health) -> AsyncIterator[None]:
         task.cancel()
 
 
+async def preflight_beating(settings: Settings, health: Health) -> dict[str, int] | None:
+    """`preflight`, beating `health` meanwhile: it tries each bootstrap server in turn, up to
+    ~16 s each when one says nothing, after /livez is served and before Faust's loop beats;
+    four silent servers of a list ran past the 60 s stall limit without a beat."""
+    async with beating(health):
+        return await preflight(settings)
+
+
 KAFKA_WAIT_MAX_S = 15.0
 """Longest pause between two tries of a broker that does not answer at start-up."""
 KAFKA_WAIT_LOG_S = 60.0
@@ -335,7 +343,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
         )
     # Wrong credentials stop here, with the variable to fix; so do partition counts that
     # cannot hold the state. A broker that does not answer yet is waited for.
-    counts = asyncio.run(preflight(settings))
+    counts = asyncio.run(preflight_beating(settings, health))
     if counts is None:
         counts = asyncio.run(wait_for_kafka(settings, metrics, health))
     check_partition_layout(settings, counts)

@@ -105,3 +105,40 @@ async def test_faust_start_beats_before_the_first_recovery_is_over(
     finally:
         for future in list(app._futures):
             future.cancel()
+
+
+class _StopHereError(Exception):
+    """Ends `_prepare` once the preflight returned: what follows needs a broker."""
+
+
+def test_it_keeps_its_heartbeat_while_the_preflight_tries_each_bootstrap_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    """The preflight tries each bootstrap server in turn, up to ~16 s each when it says
+    nothing, after /livez is served and before anything beats: four silent servers of a
+    list ran past the 60 s MOMENTS_HEALTH_STALL_SECONDS, and Kubernetes restarted a worker
+    that only looked for its broker. It runs beating, as the wait for Kafka does."""
+    monkeypatch.setenv("MOMENTS_DATA_DIR", str(tmp_path))
+    clock = FakeClock()
+    made: list[Health] = []
+
+    def health_of(stall_after_s: float) -> Health:
+        made.append(Health(stall_after_s, clock=clock))
+        return made[-1]
+
+    live_while_trying: list[bool] = []
+
+    async def preflight(settings: object) -> dict[str, int] | None:
+        clock.now += 4 * 16  # four silent servers, one after the other
+        for _ in range(3):
+            await asyncio.sleep(0)  # what a connection's wait does: the loop runs others
+        live_while_trying.append(made[0].live().ok)
+        raise _StopHereError
+
+    monkeypatch.setattr(worker, "Health", health_of)
+    monkeypatch.setattr(worker, "preflight", preflight)
+    settings = load_settings(kafka_bootstrap="10.0.0.1:9092,10.0.0.2:9092", metrics_port=0)
+    assert settings.health_stall_seconds == 60
+    with pytest.raises(_StopHereError):
+        worker._prepare(settings, [])
+    assert live_while_trying == [True]
