@@ -215,7 +215,8 @@ class GatingPolicy(_Strict):
 
     @functools.cached_property
     def windows(self) -> tuple[QuietWindow, ...]:
-        return tuple(parse_window(text) for text in self.quiet_hours)
+        """The parsed `quiet_hours`, each once in first-seen order."""
+        return tuple(dict.fromkeys(parse_window(text) for text in self.quiet_hours))
 
     @functools.cached_property
     def roaming_lapse(self) -> int | None:
@@ -332,11 +333,14 @@ def roaming_zone(
 
 
 def quiet_windows(subscriber: SubscriberView, policy: GatingPolicy) -> tuple[QuietWindow, ...]:
-    """The policy's windows plus the customer's own (bad customer windows are skipped)."""
+    """The policy's windows plus the customer's own (bad customer windows are skipped), each
+    once in first-seen order: a task carries them to dispatch, and a profile repeating the
+    policy's window must not list it twice."""
     if not subscriber.quiet_hours:
         return policy.windows
     own = (lenient_window(text) for text in subscriber.quiet_hours)
-    return policy.windows + tuple(window for window in own if window is not None)
+    both = policy.windows + tuple(window for window in own if window is not None)
+    return tuple(dict.fromkeys(both))
 
 
 def _suppress(

@@ -25,6 +25,7 @@ from rules.gating import (
     gate,
     local_zone,
     open_after_quiet,
+    quiet_hours_carried,
     quiet_hours_kept,
     quiet_windows,
     zone_label,
@@ -421,6 +422,18 @@ class TestQuietHoursKeptForReactivation:
         assert windows == [str(w) for w in POLICY.windows] + ["12:30-13:30"]
         roaming = replace(view, roaming_utc_offset_minutes=-330)
         assert quiet_hours_kept("sms", roaming, POLICY)[0] == "-05:30"
+
+    def test_a_window_repeated_by_the_profile_is_carried_once(self) -> None:
+        """Dispatch reads the carried windows: each once, in first-seen order, even when the
+        profile repeats the policy's window (as written, or in another spelling of it)."""
+        policy = GatingPolicy.model_validate({"quiet_hours": ["22:00-08:00"]})
+        view = SubscriberView(quiet_hours=("12:00-13:30", "22:00-8:00", "12:00-13:30"))
+        expected = ["22:00-08:00", "12:00-13:30"]
+        assert quiet_hours_kept("sms", view, policy)[1] == expected
+        assert quiet_hours_carried(view, policy)[1] == expected
+        assert [str(w) for w in quiet_windows(view, policy)] == expected
+        repeating = GatingPolicy.model_validate({"quiet_hours": ["22:00-08:00", "22:00-08:00"]})
+        assert quiet_hours_kept("sms", SubscriberView(), repeating)[1] == ["22:00-08:00"]
 
     def test_a_channel_without_quiet_hours_keeps_none(self) -> None:
         policy = GatingPolicy.model_validate({"quiet_hours_channels": ["sms"]})
