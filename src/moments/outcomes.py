@@ -126,9 +126,10 @@ class OutcomeResult:
     Each once."""
 
 
-OUTCOME_IDENTITY = ("task_id", "subscriber_id", "status")
-"""Which task, whose and what happened: an outcome naming one twice is refused
-(`duplicate_key`), not read as its last one (a second `task_id` acted on another task)."""
+OUTCOME_IDENTITY = ("task_id", "subscriber_id", "status", "occurred_at")
+"""Which task, whose, what happened and when: an outcome naming one twice is refused
+(`duplicate_key`), not read as its last one (a second `task_id` acted on another task; a
+second `occurred_at` moved when an unreachable task's retry is due)."""
 _QUOTED = tuple(f'"{name}"'.encode() for name in OUTCOME_IDENTITY)
 
 

@@ -549,6 +549,22 @@ class TestOutcomeDuplicateKeys:
         assert '"task_id" appears twice in the outcome' in result.message
         assert TASK not in result.message
 
+    def test_a_second_occurred_at_is_a_dead_letter_naming_it(self) -> None:
+        """`occurred_at` sets when an unreachable task's retry is due: a second one was
+        read as the last, silently, as a second `task_id` was."""
+        from moments.outcomes import decode_outcome
+
+        value = (
+            b'{"task_id": "' + TASK.encode() + b'", "subscriber_id": "' + SUB.encode() + b'", '
+            b'"status": "unreachable", "occurred_at": "2026-12-03T10:00:00Z", '
+            b'"occurred_at": "2026-12-01T10:00:00Z"}'
+        )
+        result = decode_outcome(RawRecord("moments.task-outcomes", 0, 3, SUB.encode(), value))
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.DUPLICATE_KEY
+        assert '"occurred_at" appears twice in the outcome' in result.message
+        assert "2026-12" not in result.message
+
     def test_a_name_inside_the_note_is_no_duplicate(self) -> None:
         from moments.outcomes import decode_outcome
 
