@@ -279,10 +279,14 @@ def _integer(ge: int, le: int, multiple_of: int | None = None, example: int | No
         ),
     )
     bounded = cs.int_schema(strict=False, ge=ge, le=le)  # 1.0 -> 1; 1.5 refused
+    # A number past the bounds is told them before it is made an integer: 1e300 (past
+    # what an integer reads from a float) was told "Unable to parse input string as an
+    # integer", as text would be. The bounds are small: a float holds them exactly.
+    within = cs.float_schema(strict=False, ge=ge, le=le)
     json_schema: JsonDict = {"type": "integer", "minimum": ge, "maximum": le}
     if multiple_of is not None:  # checked by a validator of the type's own, naming the fix
         json_schema["multipleOf"] = multiple_of
-    return _json_reads(cs.chain_schema([number, bounded]), bounded, json_schema)
+    return _json_reads(cs.chain_schema([number, within, bounded]), bounded, json_schema)
 
 
 def _utc_offset(minutes: int) -> int:

@@ -529,6 +529,34 @@ class TestFieldMessagesNameTheFix:
             f'{field}: write a JSON integer from {least} to {most} (e.g. {least}, not "{least}")'
         )
 
+    @pytest.mark.parametrize(
+        ("field", "number", "bound"),
+        [
+            ("severity", b"1e300", "less than or equal to 3"),
+            ("severity", b"1e20", "less than or equal to 3"),
+            ("severity", b"-1e300", "greater than or equal to 1"),
+            ("star_level", b"1e300", "less than or equal to 7"),
+        ],
+    )
+    def test_a_count_too_big_for_an_integer_is_told_its_range(
+        self, field: str, number: bytes, bound: str
+    ) -> None:
+        """A severity of 1e300 is a number, too big: it was told "Unable to parse input
+        string as an integer", as if it were text, where 100 is told the bound."""
+        kind = EventType.COMPLAINT if field == "severity" else EventType.PROFILE
+        doc: dict[str, object] = {
+            "event_id": "c1",
+            "subscriber_id": SUB,
+            "occurred_at": "2026-11-22T09:30:00+08:00",
+            field: 0,
+        }
+        if kind is EventType.COMPLAINT:
+            doc |= {"complaint_id": "C1", "category": "network", "status": "opened"}
+        value = orjson.dumps(doc).replace(f'"{field}":0'.encode(), f'"{field}":'.encode() + number)
+        result = decode(_record(value), kind)
+        assert isinstance(result, DeadLetter)
+        assert result.message == f"{field}: Input should be {bound}"
+
 
 class TestOutcomeDuplicateKeys:
     """An outcome naming its task, subscriber or status twice is refused: the parser kept
