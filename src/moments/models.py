@@ -449,7 +449,7 @@ class _Event(BaseModel):
     ] = Field(default=None, description="City code such as NJ" + _BLANK_NONE)
 
 
-def _topup_channel(value: str) -> str:
+def topup_channel(value: str) -> str:
     """A top-up's channel as rules compare it: without the spaces around it, in lowercase."""
     return value.strip().lower()
 
@@ -462,7 +462,7 @@ class TopUpEvent(_Event):
     # Without the spaces around it, as a region, and in lowercase: a padded CHAR column's
     # "app   " was a channel of its own (a second "first top-up" task, an SMS of "by app
     # :"), and so were one system's "APP" and another's "app".
-    channel: Annotated[str, filled(32), AfterValidator(_topup_channel)] = Field(
+    channel: Annotated[str, filled(32), AfterValidator(topup_channel)] = Field(
         description="app, bank, card, store, auto, ...; taken without the spaces around it, "
         "in lowercase (APP is app)"
     )

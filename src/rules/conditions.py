@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from moments.models import EventType
+from moments.models import EventType, topup_channel
 from moments.placetext import PLACE_FIELDS, folded, folded_spec
 from rules import spec as s
 from rules.base import Condition, Env
@@ -591,11 +591,7 @@ def _seen_as_written(seen: dict[str, int], prefix: str, value: str, key: str) ->
     return last
 
 
-def _channel(value: str) -> str:
-    return value.strip().lower()
-
-
-WRITTEN_BEFORE: dict[str, Callable[[str], str]] = {"channel": _channel}
+WRITTEN_BEFORE: dict[str, Callable[[str], str]] = {"channel": topup_channel}
 """Fields the models now take otherwise than as written (a top-up's `channel`, without the
 spaces around it and in lowercase since 0.1.0), and how: a subscriber's state written
 before holds `first_time:` keys and `changed:` values in the spelling as written
