@@ -24,6 +24,22 @@ from .test_unreadable_lines import CATALOG, topup
 JSONL = b"".join(topup(n) + b"\n" for n in range(1, 4))
 
 
+def _refused_file(
+    tmp_path: Path,
+    name: str,
+    data: bytes,
+    command: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[Path, str]:
+    """`command` (`{tmp}`: `tmp_path`) run on `data` saved as `name`: exit 1 asserted; the
+    file's path and what was said on stderr, on one line."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + ["--events", str(path)]
+    assert main(argv) == 1
+    return path, " ".join(capsys.readouterr().err.split())
+
+
 class TestMissingProfiles:
     @pytest.mark.parametrize(
         "command",
@@ -111,11 +127,7 @@ class TestUtf16:
         command: list[str],
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        path = tmp_path / name
-        path.write_bytes(data)
-        argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + ["--events", str(path)]
-        assert main(argv) == 1
-        said = " ".join(capsys.readouterr().err.split())
+        path, said = _refused_file(tmp_path, name, data, command, capsys)
         assert f"{path}: UTF-16 text" in said
         assert convert.format(path=path) in said
         assert "not UTF-8 (byte" not in said  # the old words
@@ -247,11 +259,7 @@ class TestCrOnlyLineEndings:
         command: list[str],
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        path = tmp_path / name
-        path.write_bytes(data)
-        argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + ["--events", str(path)]
-        assert main(argv) == 1
-        said = " ".join(capsys.readouterr().err.split())
+        path, said = _refused_file(tmp_path, name, data, command, capsys)
         assert f"{path}: its lines end in CR alone" in said
         assert convert.format(path=path) in said
         assert "no JSON lines file" not in said
