@@ -117,6 +117,8 @@ class MomentsApp(faust.App):
 
 
 async def beat_every_second(health: Health) -> None:
+    """Beat `health` once a second until cancelled: the app's beat from its start, and the
+    worker's while it waits before Faust runs (`moments.worker.beating`)."""
     while True:
         health.beat()
         await asyncio.sleep(1.0)

@@ -18,7 +18,7 @@ from pathlib import Path
 from prometheus_client import disable_created_metrics
 
 from moments import statezip
-from moments.app import MomentsApp, build
+from moments.app import MomentsApp, beat_every_second, build
 from moments.buildinfo import build_labels
 from moments.check import zones_differ
 from moments.connections import check_kafka, preflight
@@ -88,13 +88,7 @@ async def beating(health: Health) -> AsyncIterator[None]:
     """Beat `health` once a second while the body waits (for Kafka, with back-off) before
     Faust's event loop runs its own beat: nothing else beats then, and /livez fails after
     MOMENTS_HEALTH_STALL_SECONDS, a restart that would not bring the broker back."""
-
-    async def beat() -> None:
-        while True:
-            health.beat()
-            await asyncio.sleep(1.0)
-
-    task = asyncio.create_task(beat())
+    task = asyncio.create_task(beat_every_second(health))
     try:
         yield
     finally:
