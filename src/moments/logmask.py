@@ -12,7 +12,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - a quoted string of 5 to 20 digits (`'97531'`, `"subscriber_id":"97531"`);
 - 5 to 20 digits right after a field name that holds one (`subscriber_id=97531`,
   `msisdn: 97531`, also `counterparty` and `imei`), in any case and as other code writes
-  it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`);
+  it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), and every id of a list after it
+  (`msisdns: [97531, 97532]`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code);
 - anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
@@ -62,11 +63,18 @@ from moments.pii import mask_msisdn
 
 ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
 """Field names whose value is a subscriber, called number or device id."""
-_ID_NAME = r"(?i:subscriber[_\- ]?id|msisdn|counter[_\-]?party|imei)"
+_ID_NAME = (
+    r"(?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z]))"
+    r"(?i:subscriber[_\- ]?id|msisdn|counter[_\-]?part(?:y|ie)|imei)(?i:s?)"
+    r"(?!(?<=[a-z])[a-z]|(?<=[A-Z])[A-Z])"
+)
 """Those names as other code and people write them too, in any case: `SUBSCRIBER_ID` (an
 environment dump, a Java client's log), `subscriberId` (a JSON-minded producer's),
-`subscriber-id`, `subscriber id`, `counterParty`."""
-_ID_FIELD = re.compile(_ID_NAME + r"\w*")
+`subscriber-id`, `subscriber id`, `counterParty`, plurals (`msisdns`). Each a word of its
+own or a part of one (`event.subscriber_id`, `caller_msisdn`, `callerMsisdn`, `imei2`), not
+letters inside another word: `SubscriberIdleTimeout`, `nosubscriber_id`, `anytimeinterval`
+carry no id."""
+_ID_FIELD = re.compile(_ID_NAME)
 
 UNITS = (
     *("seconds", "secs", "s", "ms", "us", "ns", "minutes", "hours", "days"),
@@ -92,7 +100,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     # a setting's name or a name ending in a unit; an id's name wins over a unit
     # (`subscriber_id_seconds`), in any case
     quantity = (
-        r"(?!(?i:\w*(?:subscriber|msisdn|counterparty|imei)))"
+        rf"(?!\w*?{_ID_NAME})"
         rf"(?:(?:{settings})|\w*_(?:{units}))"
     )
     text = re.compile(
@@ -101,7 +109,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
     | (?P<key>"""
         + _ID_NAME
-        + r"""\w*\W{1,4})(?P<value>\d{5,20})(?!\d)      # SUBSCRIBER_ID=97531
+        + r"""\w*\W{1,4}\s*)           # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
+      (?P<value>\d{5,20}(?:['"]?\s*,\s*['"]?\d{1,20})*)(?!\d)
     | (?<!\w)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
@@ -134,12 +143,16 @@ def _mask_bytes_token(match: re.Match[str]) -> str:
     return token if token.startswith("\\") else mask_msisdn(token)
 
 
+def _mask_digits(match: re.Match[str]) -> str:
+    return mask_msisdn(match.group(0))
+
+
 def _mask_match(match: re.Match[str]) -> str:
     if match.group("body") is not None:
         quote = match.group("q")
         return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
     if match.group("value") is not None:
-        return match.group("key") + mask_msisdn(match.group("value"))
+        return match.group("key") + _ID_STRING.sub(_mask_digits, match.group("value"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
         return match.group(0)
     if match.group("spaced") is not None:  # a number written in groups: masked as one
@@ -206,7 +219,7 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
     if (
         _state["mask"]
         and isinstance(field, str)
-        and _ID_FIELD.fullmatch(field)
+        and _ID_FIELD.search(field)
         and isinstance(value, str | int | bytes)
     ):
         number = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
@@ -228,7 +241,7 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
     if isinstance(value, dict):
         return {_clean_key(k): clean_data(v, k, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [clean_data(v, None, depth + 1) for v in value]
+        return [clean_data(v, field, depth + 1) for v in value]  # what the name holds
     if isinstance(value, bytes | bytearray):
         return clean_text(repr(bytes(value)))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -144,6 +144,57 @@ class TestMaskText:
         not: only a name written as the contract's, in lower case, was an id's."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"subscriber_ids=[{SHORT5}, {SHORT6}]", "subscriber_ids=[*****, ******]"),
+            (f"subscriber_ids=({SHORT5}, {SHORT6})", "subscriber_ids=(*****, ******)"),
+            (f"msisdns: [{SHORT5}, 7, {SHORT6}]", "msisdns: [*****, 7, ******]"),
+            (f"imei={SHORT5},{SHORT6} count=12345", "imei=*****,****** count=12345"),
+            (f"subscriberIds=('{SHORT5}', '{SHORT6}')", "subscriberIds=('*****', '******')"),
+            (f'{{"msisdns": [{SHORT5}, {SHORT6}]}}', '{"msisdns": [*****, ******]}'),
+            (
+                f'"counterparties": [\n  {SHORT5},\n  {SHORT6}\n]',
+                '"counterparties": [\n  *****,\n  ******\n]',
+            ),
+            (
+                "subscriber_ids=[8613800000001, 8613800000002]",
+                "subscriber_ids=[861******0001, 861******0002]",
+            ),
+            (f"msisdn={SHORT5}, offset=12345", "msisdn=*****, offset=12345"),
+        ],
+    )
+    def test_every_id_of_a_list_after_its_field_name(self, text: str, expected: str) -> None:
+        """`msisdns: [97531, 97532]` showed every id but the first: only the number right
+        after the name was taken for an id."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "SubscriberIdleTimeout=30000",
+            "SUBSCRIBER_IDLE_TIMEOUT=30000 nosubscriber_id_here=12345",
+            "anytimeinterval=12345 premsisdnx: 12345",
+            "SubscriberIdleTimeout_ms=30000000",
+        ],
+    )
+    def test_an_id_name_inside_another_word_is_none(self, text: str) -> None:
+        """`SubscriberIdleTimeout=30000` showed `*****`: an id's name was looked for inside
+        any word, so a timeout or a count under a name that merely contained one was
+        masked."""
+        assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"event.subscriber_id={SHORT5}", "event.subscriber_id=*****"),
+            (f"x_msisdn={SHORT5} callerMsisdn: {SHORT6}", "x_msisdn=***** callerMsisdn: ******"),
+            (f"IMEI2={SHORT5} imei_1={SHORT6}", "IMEI2=***** imei_1=******"),
+        ],
+    )
+    def test_an_id_name_as_part_of_a_longer_name_is_one(self, text: str, expected: str) -> None:
+        assert mask_text(text) == expected
+
     def test_a_setting_with_a_unit_still_stays_readable(self) -> None:
         assert mask_text("timeout_s=12 ledger_ttl_seconds=34560000") == (
             "timeout_s=12 ledger_ttl_seconds=34560000"
@@ -356,6 +407,30 @@ class TestJsonLines:
 
         (line,) = self.lines(json_formatter(), log_extras).splitlines()
         assert orjson.loads(line)["record"] == {"SUBSCRIBER_ID": "*****", "subscriberId": "******"}
+
+    def test_every_id_of_a_list_under_an_id_field_name(self, masking: None) -> None:
+        """`extra={"msisdns": [97531, 97532]}`: a list's numbers were not taken for what
+        its name holds and showed in clear; a name with an id's name inside another word
+        is no id field."""
+
+        def log_extras(logger: logging.Logger) -> None:
+            logger.warning(
+                "batch",
+                extra={
+                    "batch": {
+                        "msisdns": [int(SHORT5), int(SHORT6)],
+                        "caller_msisdn": int(SHORT5),
+                        "SubscriberIdleTimeout": 30000,
+                    }
+                },
+            )
+
+        (line,) = self.lines(json_formatter(), log_extras).splitlines()
+        assert orjson.loads(line)["batch"] == {
+            "msisdns": ["*****", "******"],
+            "caller_msisdn": "*****",
+            "SubscriberIdleTimeout": 30000,
+        }
 
     def test_a_setting_s_value_stays_a_number_in_a_json_line(self, masking: None) -> None:
         """A setting's value or a duration passed as an `extra=` kept its number; an
