@@ -161,14 +161,16 @@ IDEMPOTENCE_CHECK_S = 30.0
 """Longest the start-up waits for a producer id (MOMENTS_IDEMPOTENT_PRODUCER=true)."""
 
 
-def require_idempotence(settings: Settings) -> None:
+def require_idempotence(settings: Settings, health: Health) -> None:
     """Stop (`ConfigError`) unless the broker grants an idempotent producer; bounded: a
     broker whose advertised address accepts connections and never answers held the
-    start for ever, its health probes silent (re-check)."""
+    start for ever, its health probes silent (re-check). Beats `health` meanwhile, as the
+    other waits before Faust runs do."""
     log.info("checking that Kafka grants an idempotent producer (MOMENTS_IDEMPOTENT_PRODUCER)")
 
     async def bounded() -> str | None:
-        return await asyncio.wait_for(idempotence_refused(settings), IDEMPOTENCE_CHECK_S)
+        async with beating(health), asyncio.timeout(IDEMPOTENCE_CHECK_S):
+            return await idempotence_refused(settings)
 
     try:
         why = asyncio.run(bounded())
@@ -343,7 +345,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     check_partition_layout(settings, counts)
     asyncio.run(ensure_returns_topic(settings, metrics, health))
     if settings.idempotent_producer:
-        require_idempotence(settings)
+        require_idempotence(settings, health)
     advice = standby_advice(settings)
     if advice:
         log.warning("%s", advice)

@@ -11,6 +11,7 @@ import pytest
 from moments import worker
 from moments.app import create_app, register_agents
 from moments.engine import Detector
+from moments.exceptions import ConfigError
 from moments.health import Health
 from moments.runtime import Runtime
 from moments.settings import load_settings
@@ -142,3 +143,41 @@ def test_it_keeps_its_heartbeat_while_the_preflight_tries_each_bootstrap_server(
     with pytest.raises(_StopHereError):
         worker._prepare(settings, [])
     assert live_while_trying == [True]
+
+
+def test_it_keeps_its_heartbeat_while_it_checks_that_kafka_grants_an_idempotent_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MOMENTS_IDEMPOTENT_PRODUCER=true: the start waits up to 30 s for a producer id,
+    after /livez is served and before Faust's loop beats, and nothing beat meanwhile: with
+    the waits before it (the preflight, the wait for Kafka, the returns topic) a start ran
+    past the 60 s MOMENTS_HEALTH_STALL_SECONDS. It runs beating, as those waits do."""
+    clock = FakeClock()
+    health = Health(60, clock=clock)
+    live_while_checking: list[bool] = []
+
+    async def idempotence_refused(settings: object) -> str | None:
+        clock.now += 61  # the other waits and this one, together past the stall limit
+        for _ in range(3):
+            await asyncio.sleep(0)  # what a producer's start does: the loop runs others
+        live_while_checking.append(health.live().ok)
+        return None
+
+    monkeypatch.setattr(worker, "idempotence_refused", idempotence_refused)
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1", idempotent_producer=True)
+    worker.require_idempotence(settings, health)
+    assert live_while_checking == [True]
+
+
+def test_a_broker_that_never_grants_a_producer_stops_the_start_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def idempotence_refused(settings: object) -> str | None:
+        await asyncio.Event().wait()  # a broker that accepts connections, never answers
+        return None
+
+    monkeypatch.setattr(worker, "idempotence_refused", idempotence_refused)
+    monkeypatch.setattr(worker, "IDEMPOTENCE_CHECK_S", 0.05)
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1", idempotent_producer=True)
+    with pytest.raises(ConfigError, match=r"advertised listeners.*MOMENTS_IDEMPOTENT_PRODUCER"):
+        worker.require_idempotence(settings, Health(60))
