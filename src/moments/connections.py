@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from moments import redisurl
-from moments.exceptions import ConfigError
+from moments.exceptions import ConfigError, RedisClusterError
 from moments.redisurl import redacted_url
 from sinks import kafkacodes
 
@@ -590,17 +590,62 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
     return None
 
 
-KEYS_PROBE = "return redis.call('EXISTS', KEYS[1])"
-"""Read one key of the app's (`moments:<app id>:*`) from a script, as the ledger does: an
-ACL user allowed PING but not those keys, or not scripts, fails here, not in the worker."""
+KEYS_PROBE = "return redis.call('EXISTS', unpack(KEYS))"
+"""Read keys of the app's (`moments:<app id>:*`, `probe_keys`) from a script, as the ledger
+does: an ACL user allowed PING but not those keys, or not scripts, fails here, not in the
+worker; a Redis Cluster refuses keys of two hash slots (CROSSSLOT), as it would the ledger's."""
+
+
+def probe_keys(prefix: str) -> list[str]:
+    """`<prefix>preflight` and a key of another hash slot (`KEYS_PROBE`); the first alone
+    when the prefix holds a hash tag (`{...}`: every key of the app shares its slot)."""
+    from redis.crc import key_slot
+
+    first = f"{prefix}preflight"
+    for n in range(16):
+        if key_slot(f"{first}:{n}".encode()) != key_slot(first.encode()):
+            return [first, f"{first}:{n}"]
+    return [first]
+
+
+def cluster_refused(settings: Settings, shown_by: str) -> RedisClusterError:
+    """The refusal of a Redis in cluster mode, with the fix; `shown_by`: what said so."""
+    return RedisClusterError(
+        f"Redis {redacted_url(settings.redis_url)} runs in cluster mode ({shown_by}): the "
+        "ledger's Lua scripts read and write keys of many hash slots in one call (a batch's "
+        "tasks and the pending index), which Redis Cluster refuses (CROSSSLOT); set "
+        "MOMENTS_REDIS_URL to a Redis without cluster mode: a standalone Redis, or the "
+        "primary endpoint of a managed Redis with cluster mode disabled (docs/operations.md, "
+        "'Against a managed Redis')"
+    )
+
+
+async def probe_redis(client: Redis, settings: Settings) -> None:
+    """PING, then refuse a Redis in cluster mode (`RedisClusterError`: INFO's
+    `cluster_enabled:1`, or a cluster's reply to `KEYS_PROBE` when INFO is denied, as the
+    recommended ACL's `-@dangerous` denies it), then run `KEYS_PROBE` (nothing is
+    written). Redis's other errors are raised as they are."""
+    from redis import exceptions as rx
+
+    await client.ping()
+    try:
+        info = await client.info("cluster")
+    except rx.ResponseError:  # denied by the ACL, or renamed away: the probe tells
+        info = {}
+    if str(info.get("cluster_enabled", 0)) == "1":
+        raise cluster_refused(settings, "INFO cluster: cluster_enabled:1")
+    keys = probe_keys(settings.redis_prefix)
+    try:
+        await client.eval(KEYS_PROBE, len(keys), *keys)
+    except (rx.ClusterCrossSlotError, rx.MovedError, rx.AskError, rx.ClusterDownError) as exc:
+        raise cluster_refused(settings, f"{type(exc).__name__}: {exc}") from None
 
 
 async def check_redis(
     settings: Settings, timeout_s: float = REDIS_TIMEOUT_S, report: bool = True
 ) -> bool:
-    """PING Redis with the configured credentials, then read a key of the app's from a
-    script (`KEYS_PROBE`: nothing is written); like `check_kafka` (with `report` false,
-    ConnectionError instead of a warning and False)."""
+    """`probe_redis` with the configured credentials; like `check_kafka` (with `report`
+    false, ConnectionError instead of a warning and False)."""
     from redis.exceptions import RedisError
 
     client = redis_client(settings, timeout_s)
@@ -609,8 +654,7 @@ async def check_redis(
         # CLIENT SETINFO) waits up to the socket timeout, and a Redis that answered each
         # just in time passed a 10 s check after 28 s (re-check).
         async with asyncio.timeout(timeout_s):
-            await client.ping()
-            await client.eval(KEYS_PROBE, 1, f"{settings.redis_prefix}preflight")
+            await probe_redis(client, settings)
     except (RedisError, OSError) as exc:
         problem = describe_redis_failure(settings, exc)
         if problem is not None:

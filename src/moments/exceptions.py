@@ -7,3 +7,8 @@ class MomentsError(Exception):
 
 class ConfigError(MomentsError):
     """A setting is missing or wrong; the message names the variable and the fix."""
+
+
+class RedisClusterError(ConfigError):
+    """MOMENTS_REDIS_URL names a Redis in cluster mode, whose hash slots the ledger's Lua
+    scripts cross (`moments.connections.check_redis`)."""

@@ -32,7 +32,7 @@ from moments.batchresult import (
     made_after,
     take_over_cooldowns,
 )
-from moments.connections import kafka_client_kwargs, redis_client
+from moments.connections import kafka_client_kwargs, probe_redis, redis_client
 from moments.decoding import TOMBSTONE
 from moments.engine import Detector
 from moments.enums import WithdrawReason
@@ -249,7 +249,11 @@ class Runtime:
         await create_topics(s, outputs, self.metrics, "creating output topics")
         redis = redis_client(s)
         self.starting = f"connecting to Redis ({redacted_url(s.redis_url)})"
-        await with_retry(redis.ping, Dependency.REDIS, self.metrics, "connecting")
+        # A Redis in cluster mode is waited out like one away (the preflight, which stops
+        # the worker on it, may not have reached Redis): the log line names the fix.
+        await with_retry(
+            lambda: probe_redis(redis, s), Dependency.REDIS, self.metrics, "connecting"
+        )
         self._redis = redis
         ledger = TaskLedger(redis, s.redis_prefix, s.ledger_ttl_seconds)
         detector = self.detector

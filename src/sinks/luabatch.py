@@ -7,8 +7,8 @@ keys from `K`, its arguments from `A`, and the keys and arguments common to all 
 from `SK` and `S`) runs for each item in order, and the replies come back as one list.
 
 All items run in one script, so they are also atomic together. The ledger wants a
-single Redis (or Sentinel) anyway (docs/architecture.md): keys of many slots in one
-script would not do on Redis Cluster.
+single Redis anyway (docs/architecture.md): keys of many slots in one script would not do
+on Redis Cluster, which `moments.connections.probe_redis` refuses at connect time.
 """
 
 from __future__ import annotations

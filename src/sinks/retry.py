@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from moments.exceptions import RedisClusterError
 from sinks.kafkacodes import described
 from sinks.metrics import Dependency, Metrics
 
@@ -111,12 +112,15 @@ def kafka_outage(exc: BaseException) -> bool:
 
 def retried(exc: BaseException) -> bool:
     """Whether `with_retry` backs off and calls again after `exc`: a dependency away or
-    busy, or a Redis refusing a running worker's login. Anything else (a bug, a Kafka
-    refusal) is raised at once."""
+    busy, a Redis refusing a running worker's login, or one in cluster mode (found by
+    `moments.connections.probe_redis` after a preflight that did not reach Redis).
+    Anything else (a bug, a Kafka refusal) is raised at once."""
     from aiokafka.errors import KafkaError
 
     if isinstance(exc, _refused_login()):
         return True  # Redis changed under a running worker: waited out (`_refused_login`)
+    if isinstance(exc, RedisClusterError):
+        return True  # found once the worker runs: waited out, the log line names the fix
     if isinstance(exc, KafkaError):
         return kafka_outage(exc)
     return isinstance(exc, _retryable()) or _not_now(exc)

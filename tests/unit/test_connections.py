@@ -17,6 +17,7 @@ from moments.connections import (
     describe_kafka_failure,
     faust_broker_credentials,
     kafka_client_kwargs,
+    probe_keys,
     redis_client,
 )
 from moments.exceptions import ConfigError
@@ -342,6 +343,23 @@ class TestSlowRedis:
             ConnectionError, match=re.escape("no answer from redis://127.0.0.1:6390/0")
         ):
             await asyncio.wait_for(check_redis(settings, 0.2, report=False), 10)
+
+
+class TestProbeKeys:
+    """The preflight's script reads keys of two hash slots, so that a Redis Cluster refuses
+    it (CROSSSLOT) as it would the ledger's scripts, whatever its ACL says of INFO."""
+
+    def test_two_keys_of_the_app_in_two_slots(self) -> None:
+        from redis.crc import key_slot
+
+        keys = probe_keys("moments:app:")
+        assert len(keys) == 2
+        assert all(k.startswith("moments:app:") for k in keys)
+        assert key_slot(keys[0].encode()) != key_slot(keys[1].encode())
+
+    def test_one_key_under_a_hash_tag(self) -> None:
+        """`{...}` in the prefix puts every key of the app in one slot: INFO alone tells."""
+        assert probe_keys("{moments}:app:") == ["{moments}:app:preflight"]
 
 
 class TestRedisClient:
