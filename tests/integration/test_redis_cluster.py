@@ -145,6 +145,14 @@ def test_a_redis_command_stops(cluster_redis: ClusterRedis, make_settings: MakeS
     _said_fix(done.stderr)
 
 
+def test_moments_check_fails_its_redis_step(
+    cluster_redis: ClusterRedis, make_settings: MakeSettings
+) -> None:
+    done = _run(make_settings(redis_url=cluster_redis.url), "check")
+    assert done.returncode != 0
+    _said_fix(done.stdout + done.stderr)
+
+
 class _Said(logging.Handler):
     """Sets `said` when a record's text holds `words`."""
 
