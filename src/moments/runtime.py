@@ -43,7 +43,7 @@ from moments.models import Channel, EventType, OutcomeStatus
 from moments.outcomes import handle_outcomes
 from moments.partitioning import PartitionCheck
 from moments.producer import start_producer
-from moments.records import DeadLetter, RawRecord
+from moments.records import DeadLetter, RawRecord, SuppressReason
 from moments.redisurl import redacted_url
 from moments.refusals import allowed_ahead
 from moments.reload import PolicyReloader, Reloader
@@ -61,8 +61,8 @@ from sinks.cooldowns import KafkaCooldownReturns
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
-from sinks.metrics import Dependency, Metrics
-from sinks.policy import DispatchPolicy, check_rule_ids, load_policy
+from sinks.metrics import Dependency, DispatchMetrics, Metrics, Stage
+from sinks.policy import DispatchPolicy, OverflowPolicy, check_rule_ids, load_policy
 from sinks.retry import with_retry
 from sinks.stores import redis_stores
 from sinks.withdrawals import profile_changes
@@ -209,7 +209,9 @@ class Runtime:
         type (and a shadow rule's would-be tasks, and its judgements deferred or suppressed for each
         reason of `SHADOW_REASONS`, at 0), so the first is a rise that `rate()` and
         `increase()` see, not a series appearing at 1. With MOMENTS_LIVE_FROM set every
-        rule is a shadow rule for the moments before it, so every rule's are declared."""
+        rule is a shadow rule for the moments before it, so every rule's are declared.
+        So are suppressions for each `SuppressReason`, merges and overflows."""
+        dispatch = DispatchMetrics.of(self.metrics)
         for moment_type in {r.task.moment_type for r in rules.rules}:
             for status in OutcomeStatus:
                 self.metrics.outcomes.labels(moment_type, status.value)
@@ -219,6 +221,11 @@ class Runtime:
                 self.metrics.unanswered_expired.labels(channel.value, moment_type)
                 # MomentsTasksExpireUnanswered's denominator
                 self.metrics.published.labels(moment_type, channel.value)
+            for suppressed in SuppressReason:  # "Suppressed by reason" from 0, not "No data"
+                self.metrics.suppressed.labels(moment_type, suppressed.value)
+            dispatch.merged.labels(moment_type)
+            for overflow in OverflowPolicy:
+                dispatch.overflow.labels(moment_type, overflow.value)
         # MomentsNothingDetectedWhileEventsFlow: a night's rare moments, each the first of
         # its type since the start, read as none detected.
         for family, moment_type in {(r.task.family.value, r.task.moment_type) for r in rules.rules}:
@@ -332,7 +339,7 @@ class Runtime:
             if misplaced:
                 result.dead_letters.extend(misplaced)
                 result.events[EventType.PROFILE.value] += len(misplaced)
-            self.metrics.stage.labels("detect").observe(time.perf_counter() - started)
+            self.metrics.stage.labels(Stage.DETECT).observe(time.perf_counter() - started)
             self.clock.observe(result.watermarks, time.time())
             if await self._publish(result, store, owned, "batch"):
                 self.record(result)
@@ -494,7 +501,7 @@ class Runtime:
             self._unknown_channels.warn(result.unknown_opt_outs)
         if result.facts:
             await self.tasks.subscribers.record_facts(result.facts)
-            stage.labels("facts").observe(time.perf_counter() - started)
+            stage.labels(Stage.FACTS).observe(time.perf_counter() - started)
             started = time.perf_counter()
         if result.failures:
             log_failures(result.failures)
@@ -520,7 +527,7 @@ class Runtime:
         # says again which of its tasks were dropped.
         give_back_cooldowns(result, dropped)
         take_over_cooldowns(result, self.tasks.took_over())
-        stage.labels("dispatch").observe(time.perf_counter() - started)
+        stage.labels(Stage.DISPATCH).observe(time.perf_counter() - started)
         if owned is not None and not owned():
             _not_written(what, result)
             return False
@@ -551,7 +558,7 @@ class Runtime:
             except BaseException:
                 store.discard(saved)
                 raise
-            stage.labels("changelog").observe(time.perf_counter() - started)
+            stage.labels(Stage.CHANGELOG).observe(time.perf_counter() - started)
             if written is not None and owned is not None and not owned():
                 # Sent while ours, acknowledged once a rebalance began: the changelog has
                 # the records, this store keeps neither them nor their offset (whoever
@@ -561,7 +568,7 @@ class Runtime:
                 # owner wrote before them, which a RocksDB volume given the partition back
                 # then never read. Nor is the batch counted or marked.
                 store.discard(saved)
-                stage.labels("state").observe(state_s)
+                stage.labels(Stage.STATE).observe(state_s)
                 log.info(
                     "%s: its %d state record(s) reached the changelog after a rebalance "
                     "began; not kept here (whoever holds their partitions next restores "
@@ -572,13 +579,13 @@ class Runtime:
                 return False
             if written is None:
                 store.discard(saved)
-                stage.labels("state").observe(state_s)
+                stage.labels(Stage.STATE).observe(state_s)
                 _not_written(what, result)
                 return False
             started = time.perf_counter()
             store.persisted(saved, written)
             state_s += time.perf_counter() - started
-        stage.labels("state").observe(state_s)
+        stage.labels(Stage.STATE).observe(state_s)
         return True
 
     def record(self, result: BatchResult) -> None:

@@ -35,11 +35,33 @@ class Dependency(StrEnum):
     KAFKA = "kafka"
 
 
+class Stage(StrEnum):
+    """The steps of a batch, the `stage` label of `moments_batch_stage_seconds`."""
+
+    DETECT = "detect"
+    FACTS = "facts"
+    DISPATCH = "dispatch"
+    STATE = "state"
+    CHANGELOG = "changelog"
+
+
+GC_GENERATIONS = ("0", "1", "2")
+"""The garbage collector's generations (`gc.callbacks` reports 0 to 2)."""
+RETURN_RESULTS = ("given_back", "stale", "malformed")
+"""What the engine made of a cooldown return (`BatchResult.returns`)."""
+OVERSIZE_OUTCOMES = ("sent_without_value", "not_sent")
+"""What became of a dead letter refused for its size (`DeadLetterSink`)."""
+
+
 class Metrics:
     """The contract's metrics and the project's own, as prometheus_client collectors on
     one registry: callers record on them directly (`metrics.published.labels(...).inc()`).
     Label values of a closed set come from an enum: `RejectReason`, `SuppressReason`,
-    `DeferralReason`, `Dependency`."""
+    `DeferralReason`, `Dependency`, `Stage`. Every series whose label values are known
+    up front starts at 0 (here, or per moment type of the rules in force in
+    `Runtime._declare_series`): a series born at its first increment has no sample
+    before it, so a fresh worker's panels read "No data" and `rate()` misses that first
+    increment. Left to their first value: labels of partitions, regions, rule ids."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -130,6 +152,8 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        for stage in Stage:
+            self.stage.labels(stage.value)
         self.gc_pause = Histogram(
             "moments_gc_pause_seconds",
             "Garbage-collector pauses of the worker, by generation (the hourly full "
@@ -138,6 +162,8 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        for generation in GC_GENERATIONS:
+            self.gc_pause.labels(generation)
         self.batch_size = Histogram(
             "moments_batch_records",
             "Records per processed batch",
@@ -217,6 +243,8 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in OVERSIZE_OUTCOMES:
+            self.deadletters_oversize.labels(outcome)
         self.replayed = Counter(
             "moments_events_replayed",
             "Events skipped because they were applied before "
@@ -252,6 +280,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        for result in RETURN_RESULTS:
+            self.cooldown_returns.labels(result)
         self.out_of_time = Counter(
             "moments_events_out_of_time",
             "Events not applied: later than the allowed lateness, or dated in the future",
@@ -323,6 +353,9 @@ class Metrics:
             self.dependency_errors.labels(dep.value)
         for form in DELETION_FORMS:
             self.profile_deletions.labels(form)
+        for event_type in EventType:
+            self.erased_events.labels(event_type.value)
+            self.out_of_order.labels(event_type.value)
 
 
 class DispatchMetrics:

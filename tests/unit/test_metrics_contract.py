@@ -263,3 +263,59 @@ def test_the_events_not_applied_for_their_time_are_counted_from_0() -> None:
         if s.name == "moments_events_out_of_time_total"
     }
     assert samples == {"late": 0.0, "future": 0.0}
+
+
+def _samples(registry: CollectorRegistry, sample: str) -> dict[tuple[str, ...], float]:
+    """The values of the samples called `sample`, by their label values."""
+    return {
+        tuple(s.labels.values()): s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if s.name == sample
+    }
+
+
+def test_every_series_of_a_closed_set_of_labels_starts_at_0() -> None:
+    """A series born at its first increment has no sample before it: a fresh worker's
+    panels showed "No data" instead of 0, and `rate()`/`increase()` left out the first
+    batch (the stage latency panels, the garbage-collector pauses, the oversize dead
+    letters, the cooldown returns, the erased and the out-of-order events)."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    stages = {"detect", "facts", "dispatch", "state", "changelog"}
+    counts = _samples(registry, "moments_batch_stage_seconds_count")
+    assert counts == {(stage,): 0.0 for stage in stages}
+    gc = _samples(registry, "moments_gc_pause_seconds_count")
+    assert gc == {("0",): 0.0, ("1",): 0.0, ("2",): 0.0}
+    oversize = _samples(registry, "moments_deadletters_oversize_total")
+    assert oversize == {("sent_without_value",): 0.0, ("not_sent",): 0.0}
+    returns = _samples(registry, "moments_cooldown_returns_total")
+    assert returns == {("given_back",): 0.0, ("stale",): 0.0, ("malformed",): 0.0}
+    every_type = {(t,): 0.0 for t in ("topup", "roaming", "complaint", "usage", "profile")}
+    assert _samples(registry, "moments_events_forgotten_total") == every_type
+    assert _samples(registry, "moments_events_out_of_order_total") == every_type
+
+
+def test_every_moment_types_suppressions_merges_and_overflows_start_at_0() -> None:
+    """`moments_tasks_suppressed_total` by reason (and the dispatch policy's merges and
+    overflows) were born at the first task held: the "Suppressed by reason" panel of a
+    fresh worker read "No data", and the first suppressions of a reason were missing from
+    `rate()`. Each moment type of the rules in force is declared at 0 with the rules."""
+    from moments.engine import Detector
+    from moments.records import SuppressReason
+    from moments.runtime import Runtime
+    from moments.settings import load_settings
+    from rules.catalog import load_rules
+    from sinks.policy import OverflowPolicy
+
+    rules = load_rules()
+    registry = CollectorRegistry()
+    runtime = Runtime(load_settings(), Metrics(registry), Detector(rules, {}))
+    runtime.install_rules(rules)
+    types = {r.task.moment_type for r in rules.rules}
+    suppressed = _samples(registry, "moments_tasks_suppressed_total")
+    assert suppressed == {(t, reason.value): 0.0 for t in types for reason in SuppressReason}
+    merged = _samples(registry, "moments_tasks_merged_total")
+    assert merged == {(t,): 0.0 for t in types}
+    overflow = _samples(registry, "moments_tasks_overflow_total")
+    assert overflow == {(t, policy.value): 0.0 for t in types for policy in OverflowPolicy}
