@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from moments.backtest_input import Blank, Cut, FileEvent, blank_kind, blank_said
+from moments.backtest_input import NAMED_KEPT, Blank, Cut, FileEvent, blank_kind, blank_said
 from moments.backtest_state import BacktestState
 from moments.batchresult import (
     BatchResult,
@@ -233,6 +233,9 @@ class BacktestResult:
     refusals: Counter[str] = field(default_factory=Counter)
     """What was wrong with the events refused as malformed (`TYPE: message`, the
     worker's words), the first `REFUSALS_KEPT` kinds of message."""
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+    """The first `NAMED_KEPT` dead letters as (`file:line`, reason, `TYPE: message`), when
+    the backtest was asked to `locate` them (`moments state seed`)."""
     unreadable_count: int = 0
     """Lines of the files that were no JSON object (dead-lettered as the stream would)."""
     unreadable: list[str] = field(default_factory=list)
@@ -378,7 +381,9 @@ class Backtest:
         batch_size: int = BATCH_SIZE,
         report_from: float | None = None,
         live_from: dt.datetime | None = None,
+        locate: bool = False,
     ) -> None:
+        """`locate`: name the file and line of the first dead letters (`refused`)."""
         self.policy = policy or DispatchPolicy()
         self.report_from = report_from
         self.clock = EventTime()
@@ -412,6 +417,9 @@ class Backtest:
         self.offsets: Counter[str] = Counter()
         self.blanks: dict[tuple[str, int], Blank] = {}
         """The blank cells of the CSV rows of the batch being read, by record."""
+        self.origins: dict[tuple[str, int], str] | None = {} if locate else None
+        """With `locate`, the `file:line` of the batch's records, while dead letters are
+        still to be named."""
         self.blank_firsts: dict[str, str] = {}
         """A refusal of blank cells without its line -> as told (at the first row's)."""
         self.swept_bucket = -1
@@ -467,7 +475,8 @@ class Backtest:
         topics = {t: t.value for t in EventType}
         tick_s, batch_size = self.tick_s, self.batch_size
         live_from = out.live_from
-        for at, event_type, key, value, blank in events:
+        origins = self.origins
+        for at, event_type, key, value, blank, line, source in events:
             if self._warming and at >= (self.report_from or 0):
                 if batch:
                     await self._step(batch)
@@ -501,6 +510,8 @@ class Backtest:
             batch.append(RawRecord(topic, 0, offset, key or None, value))
             if blank is not None:  # a CSV row's blank cells: its refusal names them
                 self.blanks[(topic, offset)] = blank
+            if origins is not None and line and len(out.refused) < NAMED_KEPT:
+                origins[(topic, offset)] = f"{source}:{line}"
             out.events += 1
             if at:
                 if out.first_event is None:
@@ -571,6 +582,8 @@ class Backtest:
         self.result.spent["engine"] += time.perf_counter() - started
         await self._dispatch(result)
         self.blanks.clear()  # the batch's, each refused (told) above
+        if self.origins is not None:
+            self.origins.clear()
         if result.watermarks:
             await self._advance(max(result.watermarks.values()))
 
@@ -600,6 +613,10 @@ class Backtest:
         for dl in result.dead_letters:
             self.result.dead_letters[dl.reason.value] += 1
             blank = self.blanks.pop((dl.record.topic, dl.record.offset), None)
+            where = self.origins and self.origins.get((dl.record.topic, dl.record.offset))
+            if where and len(self.result.refused) < NAMED_KEPT:  # a row of a file
+                told = blank_said(f"{dl.event_type}: {dl.message}", blank)
+                self.result.refused.append((where, dl.reason.value, told))
             if dl.reason not in OUT_OF_TIME:
                 said = f"{dl.event_type}: {dl.message}"
                 if blank is not None:  # told once per kind, at the first row's line

@@ -72,6 +72,10 @@ class FileEvent(NamedTuple):
     value: bytes
     blank: Blank | None = None
     """A CSV row's blank cells in columns its event needs (None: none, or no CSV row)."""
+    line: int = 0
+    """The line of its file the event was read from (0: not read from a file)."""
+    source: str = ""
+    """That file, as given (a refused event is named `source:line`)."""
 
 
 class Blank(NamedTuple):
@@ -179,14 +183,19 @@ def _epoch(value: Any) -> float:
 
 
 def _event(
-    doc: dict[str, Any], where: str, default_type: EventType | None, line: bytes | None = None
+    doc: dict[str, Any],
+    source: str,
+    number: int,
+    default_type: EventType | None,
+    line: bytes | None = None,
 ) -> FileEvent:
     """The event of a JSON line (`line`: its value as written, `type` and all, which a
-    worker ignores) or of a CSV row (its object written as JSON)."""
-    event_type = event_type_of(doc, where, default_type)
+    worker ignores) or of a CSV row (its object written as JSON), line `number` of the
+    file `source`."""
+    event_type = event_type_of(doc, f"{source}:{number}", default_type)
     key = _key(doc.get("subscriber_id"))
     value = line or orjson.dumps(doc)
-    return FileEvent(_epoch(doc.get("occurred_at")), event_type, key, value)
+    return FileEvent(_epoch(doc.get("occurred_at")), event_type, key, value, None, number, source)
 
 
 def _key(sub: Any) -> bytes:
@@ -445,6 +454,8 @@ class EventFile:
         if (unreadable := not_an_events_file(path, profiles)) is not None:
             raise EventFileError(unreadable)
         self.path = path
+        self.source = str(path)
+        """The file as given, named in its events (`FileEvent.source`)."""
         self.default_type = default_type
         self.size = path.stat().st_size
         self.is_csv = is_csv(path)
@@ -536,7 +547,7 @@ class EventFile:
                     raise self._after_history(number, at)
                 # The line as written, as the stream takes it: an object written again
                 # kept the last of a repeated key (`duplicate_key` on the stream).
-                event = FileEvent(at, event_type, key, line)
+                event = FileEvent(at, event_type, key, line, None, number, self.source)
             if at > latest:
                 if at < until:
                     latest, above = at, number
@@ -584,7 +595,7 @@ class EventFile:
             why = f"{where}: {no_type_said(None)}"
         else:
             try:
-                event = _event(doc, where, self.default_type, line)
+                event = _event(doc, self.source, number, self.default_type, line)
             except MissingEventTypeError as exc:
                 why = str(exc)
             else:
@@ -636,7 +647,8 @@ class EventFile:
             if len(self.unreadable) < NAMED_KEPT:
                 self.unreadable.append(number)
         event_type = _TYPES.get(_named(line, "type") or "")
-        return FileEvent(at, event_type or self.default_type or EventType.USAGE, b"", line)
+        kind = event_type or self.default_type or EventType.USAGE
+        return FileEvent(at, kind, b"", line, None, number, self.source)
 
     def _csv(self, lines: IO[bytes]) -> Iterator[FileEvent]:
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which made the
@@ -688,7 +700,7 @@ class EventFile:
                 needed = REQUIRED_FIELDS[event_type] if event_type else frozenset()
                 blank = tuple(k for k, v in row.items() if v == "" and k in needed)
                 try:
-                    event = _event(doc, f"{self.path}:{line}", self.default_type)
+                    event = _event(doc, self.source, line, self.default_type)
                 except MissingEventTypeError as exc:  # an empty or unknown `type` cell
                     self._left_out(line, str(exc), _epoch(doc.get("occurred_at")))
                     untyped += 1

@@ -58,6 +58,9 @@ class Seeded:
     records: dict[str, bytes] = field(default_factory=dict)
     events: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    """By reason."""
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+    """The first dead letters as (`file:line`, reason, what was wrong)."""
     unreadable_count: int = 0
     """Lines of the files that were no JSON object: among the dead letters."""
     unreadable: list[str] = field(default_factory=list)
@@ -106,12 +109,13 @@ def build_states(
     return each subscriber's record as a worker would store it, without input offsets.
     `until`: event time runs on up to it after the last event (windows close, silences are
     judged; what falls due at it is the workers'), as the backtest's `--to`."""
-    backtest = Backtest(rules, policy, live_from=NEVER)
+    backtest = Backtest(rules, policy, live_from=NEVER, locate=True)
     end = until.timestamp() if until is not None else None
     result = asyncio.run(backtest.run(events, progress, end))
     seeded = Seeded(
         events=result.events,
         dead_letters=result.dead_letters,
+        refused=result.refused,
         first_event=result.first_event,
         last_event=result.last_event,
     )

@@ -12,7 +12,10 @@ from moments.cliparts import add_command, command_settings, show_subcommands
 from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from moments.cliparts import Subparsers
+    from moments.seed import Seeded
 
 SHOW_EXAMPLES = """
     moments state show 13800138000                 # the record, field by field
@@ -317,6 +320,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     for name, value in describe(seeded, settings.partitions, chosen).items():
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     Console().print(table)
+    said_refused(Console(), seeded)
     for said in out_of_order:  # the records are built, but not as the history would build them
         console.print(said, style="bold yellow", markup=False, highlight=False)
     if seeded.cuts:
@@ -357,6 +361,26 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         "at the history's end if events before it may still be read): they restore them"
     )
     return 0
+
+
+def said_refused(console: Console, seeded: Seeded) -> None:
+    """The refused rows (dead letters on the stream, in no record): the first ones by file
+    and line with what was wrong, then how many by reason. One line each, unwrapped, so
+    that a path can be copied and the list grepped."""
+    from rich.table import Table
+
+    total = seeded.dead_letters.total()
+    if not total:
+        return
+    console.print("refused rows (dead letters on the stream; not in the records):")
+    for where, reason, told in seeded.refused:
+        console.print(f"  {where}: {reason}: {told}", markup=False, highlight=False, soft_wrap=True)
+    if total > len(seeded.refused):
+        console.print(f"  … and {total - len(seeded.refused):,} more", highlight=False)
+    by_reason = Table("reason", "rows", title="refused rows by reason")
+    for reason, n in seeded.dead_letters.most_common():
+        by_reason.add_row(reason, f"{n:,}")
+    console.print(by_reason)
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:

@@ -181,3 +181,53 @@ def test_a_seed_on_a_broker_without_producer_ids_says_nothing_of_tasks(
     (warning,) = [r.getMessage() for r in caplog.records if "idempotent" in r.getMessage()]
     assert "Redis ledger" not in warning
     assert "state record" in warning
+
+
+def _with_refusals(path: Path, keyless: int) -> Path:
+    """A good roaming event, a line that is no JSON (line 2), a top-up with no amount
+    (line 3) and `keyless` roaming events with no subscriber id (lines 4 on)."""
+    good = {"type": "roaming", "event_id": "r1", "subscriber_id": LI, "country": "JP",
+            "occurred_at": "2026-11-01T10:00:00+08:00",
+            "roaming_type": "international"}  # fmt: skip
+    bad = {**good, "type": "topup", "event_id": "t1"}  # a top-up without an amount
+    lines = [orjson.dumps(good), b"not json", orjson.dumps(bad)]
+    lines += [
+        orjson.dumps({k: v for k, v in good.items() if k != "subscriber_id"} | {"event_id": n})
+        for n in range(keyless)
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_the_refused_rows_are_named_by_file_and_line(tmp_path: Path) -> None:
+    """An operator seeding a province saw how many rows were refused, not which: each
+    dead letter names the file and line of its row (the first ones), with its reason."""
+    history = _with_refusals(tmp_path / "h.jsonl", 2)
+    seeded = build_states(load_rules(None), EventFile(history))
+    assert seeded.dead_letters == {"invalid_json": 1, "invalid_event": 3}
+    named = [(where, reason) for where, reason, _ in seeded.refused]
+    assert named == [
+        (f"{history}:2", "invalid_json"),
+        (f"{history}:3", "invalid_event"),
+        (f"{history}:4", "invalid_event"),
+        (f"{history}:5", "invalid_event"),
+    ]
+
+
+def test_a_dry_run_lists_the_refused_rows_and_counts_them_by_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The list is capped (the rest said as "… and N more"); the count by reason ends it."""
+    from moments.backtest_input import NAMED_KEPT
+
+    history = _with_refusals(tmp_path / "h.jsonl", NAMED_KEPT + 3)
+    assert main(["state", "seed", "--events", str(history), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{history}:2: invalid_json" in out
+    assert f"{history}:3: invalid_event: topup: amount: Field required" in out
+    assert f"{history}:{NAMED_KEPT + 1}" in out
+    assert f"{history}:{NAMED_KEPT + 2}:" not in out  # the 21st refused row: over the cap
+    assert "… and 5 more" in out
+    counts = " ".join(out[out.index("… and 5 more") :].split())
+    assert f"invalid_event │ {NAMED_KEPT + 4}" in counts
+    assert "invalid_json │ 1" in counts
