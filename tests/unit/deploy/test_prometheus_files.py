@@ -263,3 +263,48 @@ def test_the_lines_of_a_comment_are_indented_alike() -> None:
             if comments and len(above) - len(above.lstrip()) != len(line) - len(line.lstrip()):
                 astray.append(f"{path.relative_to(root)}:{number}")
     assert not astray
+
+
+RESTORE_RECORDS_PER_S = 30_000
+"""The slowest bulk restore docs/performance.md measured ("Restoring the state": 30.5k
+records/s on a loaded 2-core machine; 137k on a quiet one)."""
+SIZING_RECORDS = 1_055_511
+"""The changelog deploy/k8s is sized by (docs/performance.md, "The RocksDB store's
+memory": 1M events of 632k subscribers)."""
+JOIN_S = 60
+"""A consumer-group join: seconds on Apache Kafka, about a minute on Tansu."""
+START_S = 10
+"""Start to fresh events, beyond the restore (5.9 s less 3.9 s measured; rounded up)."""
+
+
+def test_the_not_ready_wait_outlasts_a_rolling_restart_and_not_by_far() -> None:
+    """MomentsWorkerNotReady's 15 minutes were a guess "meant to outlast a rolling
+    restart". A rolling update restarts the pods one at a time, each not ready from its
+    SIGTERM to its /readyz: at most terminationGracePeriodSeconds, a join, and a restore
+    of its partitions, active and standby, in bulk (an empty volume: the worst case) at
+    the slowest rate measured. The `for:` must outlast that for every replica, and not
+    by more than twice: a pod left Pending pages that much later. More replicas (or a
+    larger state) need a longer `for:`, which this says."""
+    docs = [
+        doc
+        for path in sorted((DEPLOY.parent / "k8s").glob("*.yaml"))
+        for doc in YAML(typ="safe").load_all(path.read_text())
+        if doc
+    ]
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    (config,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "moments-config"
+    ]
+    replicas = statefulset["spec"]["replicas"]
+    grace = statefulset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    partitions = int(config["data"]["MOMENTS_PARTITIONS"])
+    copies = 1 + int(config["data"]["MOMENTS_STANDBY_REPLICAS"])
+    held = min(partitions, -(-partitions * copies // replicas))  # a pod's, standbys included
+    restore = SIZING_RECORDS * held / partitions / RESTORE_RECORDS_PER_S
+    rollout = replicas * (grace + JOIN_S + restore + START_S)
+    rules = YAML(typ="safe").load((DEPLOY / "alerts.yml").read_text())
+    (rule,) = [
+        r for g in rules["groups"] for r in g["rules"] if r["alert"] == "MomentsWorkerNotReady"
+    ]
+    waits = float(rule["for"].removesuffix("m")) * 60
+    assert rollout <= waits <= 2 * rollout, (rollout, waits)
