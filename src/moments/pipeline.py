@@ -55,6 +55,9 @@ class PipelineResult:
     events_refused: int = 0
     """The events of the `--events` file run through the rules, and how many of them were
     refused (`rulecheck.check_rules`)."""
+    refused_at: list[str] = field(default_factory=list)
+    """`file:line` of each dead letter, in their order (`rulecheck.check_rules`; empty for
+    records given directly, named by their count per event type)."""
     profiles_read: int = 0
     """The events of the `--profiles` snapshot, read before them (`rulecheck.check_rules`)."""
     store: DictStateStore = field(default_factory=DictStateStore)

@@ -172,7 +172,9 @@ def check_rules(
     if profiles is not None:
         snapshot_file = CountedEventFile(profiles, EventType.PROFILE, profiles=True)
         files.insert(0, snapshot_file)
-    offsets: dict[str, int] = {}
+    lines: dict[str, list[int]] = {}
+    """The file's line of each record, by topic and offset (the offset counts a topic's
+    records: `topup #4` named no line of the file)."""
     records = []
     blanks: dict[tuple[str, int], Blank] = {}
     begins = None
@@ -182,8 +184,9 @@ def check_rules(
             begins = event.at  # the first event's time, where the snapshot is placed
         latest = max(latest, event.at)
         topic = event.event_type.value
-        offset = offsets.get(topic, 0)
-        offsets[topic] = offset + 1
+        topic_lines = lines.setdefault(topic, [])
+        offset = len(topic_lines)
+        topic_lines.append(event.line)
         records.append(RawRecord(topic, 0, offset, event.key or None, event.value))
         if event.blank is not None:
             blanks[(topic, offset)] = event.blank
@@ -213,6 +216,12 @@ def check_rules(
     result.last_event = latest
     # The snapshot is read whole before the events (`history`): its records come first.
     placed = snapshot_file.count if snapshot_file is not None else 0
+
+    def where(record: RawRecord) -> str:
+        snapshot = profiles is not None and record.topic == "profile" and record.offset < placed
+        return f"{profiles if snapshot else events}:{lines[record.topic][record.offset]}"
+
+    result.refused_at = [where(dl.record) for dl in result.dead_letters]
     ours = {(r.topic, r.offset) for r in records[placed:]}
     result.events_read, result.profiles_read = total - placed, placed
     result.events_refused = sum(
@@ -247,8 +256,7 @@ def nothing_evaluated(result: PipelineResult, events: Path) -> str | None:
 
 
 def _event_id(record: RawRecord) -> str:
-    """` (event_id X)` of a refused event that names one: `usage #14` (the 14th usage
-    event) alone could not be found in the file; the id can be searched for."""
+    """` (event_id X)` of a refused event that names one: the id can be searched for."""
     try:
         doc = orjson.loads(record.value) if record.value is not None else None
     except orjson.JSONDecodeError:
@@ -326,10 +334,11 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
         )
     if result.dead_letters:
         lines.append(f"{len(result.dead_letters)} event(s) refused:")
-        for dl in result.dead_letters[:20]:
-            lines.append(
-                f"  {dl.event_type} #{dl.record.offset + 1}{_event_id(dl.record)}: {dl.message}"
-            )
+        for n, dl in enumerate(result.dead_letters[:20]):
+            # Records run with no file (`run_pipeline`) are named by their count per type.
+            at = result.refused_at[n] if n < len(result.refused_at) else None
+            named = f"{at}: {dl.event_type}" if at else f"{dl.event_type} #{dl.record.offset + 1}"
+            lines.append(f"  {named}{_event_id(dl.record)}: {dl.message}")
         from moments.backtest_input import unreadable_note
 
         if note := unreadable_note(result.unreadable_count, result.unreadable):

@@ -590,9 +590,10 @@ class TestPathsTold:
 def test_a_refused_event_of_rules_test_is_named_by_its_event_id(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`usage #14` (the 14th usage event, not a line) alone could not be found in the file."""
+    """`usage #14` (the 14th usage event, not a line) alone could not be found in the file;
+    it is named by its line too (`test_refused_lines`)."""
     events = tmp_path / "e.jsonl"
     events.write_bytes(JSONL + topup(4, channel="atm", amount="lots") + b"\n")
     assert main(["rules", "test", str(CATALOG), "--events", str(events)]) == 0
     said = capsys.readouterr().out
-    assert "  topup #4 (event_id t4): amount:" in said
+    assert f"  {events}:4: topup (event_id t4): amount:" in said

@@ -100,7 +100,7 @@ class TestFileReaders:
         assert main(["rules", "test", str(catalog), "--events", str(path)]) == 0
         captured = capsys.readouterr()
         assert "not JSON" not in captured.out + captured.err
-        assert "1 event(s) refused:\n  topup #2: amount: " in captured.out  # the Infinity
+        assert f"1 event(s) refused:\n  {path}:2: topup: amount: " in captured.out  # Infinity
 
 
 class TestEventsCheck:
