@@ -86,6 +86,10 @@ class Blank(NamedTuple):
     where: str
     """`file:line` of the row."""
     columns: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+    """Of a row with fewer cells than the header, the needed columns past its last cell."""
+    cells: tuple[int, int] = (0, 0)
+    """Of such a row, its cells and the header's."""
 
 
 def blank_said(message: str, blank: Blank | None, first: str | None = None) -> str:
@@ -94,21 +98,32 @@ def blank_said(message: str, blank: Blank | None, first: str | None = None) -> s
     for a count of refusals alike, said once; `blank_kind` drops the line)."""
     if blank is None:
         return message
-    where = f"first at {first}" if first is not None else blank.where
-    for column in blank.columns:
-        message = message.replace(
-            f"{column}: Field required", f"{column}: blank cell in column {column} ({where})"
-        )
-    return message
+    return _cells_said(message, blank, f"first at {first}" if first is not None else blank.where)
 
 
 def blank_kind(message: str, blank: Blank | None) -> str:
     """`blank_said` without the line: what refusals alike have in common."""
-    if blank is None:
-        return message
+    return message if blank is None else _cells_said(message, blank, None)
+
+
+def _cells_said(message: str, blank: Blank, where: str | None) -> str:
+    """`message` with the "Field required" of `blank`'s columns told as blank cells, or,
+    of a short row, as one row short of cells (`where`: the line, in brackets)."""
+    at = f" ({where})" if where is not None else ""
+    cells, header = blank.cells
+    said = (
+        f"the row has {cells} cell(s) where the header has {header}{at}: write a cell for "
+        "each column of the header, in its order, an empty one (,,) where there is no value"
+    )
+    for column in blank.missing:
+        required = f"{column}: Field required"
+        if said and required in message:
+            message, said = message.replace(required, said, 1), ""
+        else:  # said once, at the first column missing
+            message = message.replace(f"; {required}", "").replace(f"{required}; ", "")
     for column in blank.columns:
         message = message.replace(
-            f"{column}: Field required", f"{column}: blank cell in column {column}"
+            f"{column}: Field required", f"{column}: blank cell in column {column}{at}"
         )
     return message
 
@@ -699,6 +714,8 @@ class EventFile:
                 }
                 needed = REQUIRED_FIELDS[event_type] if event_type else frozenset()
                 blank = tuple(k for k, v in row.items() if v == "" and k in needed)
+                # A short row: the columns past its last cell are None (DictReader's restval).
+                missing = tuple(k for k, v in row.items() if v is None and k in needed)
                 try:
                     event = _event(doc, self.source, line, self.default_type)
                 except MissingEventTypeError as exc:  # an empty or unknown `type` cell
@@ -709,8 +726,11 @@ class EventFile:
                         raise self._no_types(untyped) from None
                     continue
                 typed = True
-                if blank:
-                    event = event._replace(blank=Blank(f"{self.path}:{line}", blank))
+                if blank or missing:
+                    cells = (sum(v is not None for v in row.values()), len(reader.fieldnames))
+                    event = event._replace(
+                        blank=Blank(f"{self.path}:{line}", blank, missing, cells)
+                    )
                 at = event.at
                 if at > self.not_after:
                     raise self._after_history(line, at)

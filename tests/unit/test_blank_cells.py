@@ -81,3 +81,47 @@ def test_an_optional_blank_cell_is_no_refusal_and_a_json_line_is_told_as_before(
     [event] = EventFile(lines)
     assert event.blank is None
     assert blank_said("amount: Field required", None) == "amount: Field required"
+
+
+SHORT = [
+    "topup,s1,13900000007,2026-11-10T10:00:00+08:00\n",  # 4 cells: amount, channel, region gone
+    "topup,s2,13900000007,2026-11-10T11:00:00+08:00,,app\n",  # 6: a blank amount, no region
+    "topup,s3,13900000007,2026-11-10T12:00:00+08:00,,\n",  # 6: blank amount and channel
+    "topup,s4,13900000008,2026-11-10T13:00:00+08:00,20\n",  # 5: channel gone
+]
+
+
+class TestShortRows:
+    """A row with fewer cells than the header was told "Field required" for the columns
+    past its last cell, which the file has: it is told the row has N cells where the
+    header has M, with its line and the fix, once however many columns it lacks."""
+
+    def test_rules_test_tells_the_cells_of_the_row_and_the_header(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "h.csv"
+        path.write_text(HEADER + "".join(SHORT))
+        main(["rules", "test", str(CATALOG), "--events", str(path)])
+        said = _said(capsys)
+        assert "Field required" not in said
+        fix = "write a cell for each column of the header, in its order, an empty one (,,)"
+        assert (
+            f"(event_id s1): the row has 4 cell(s) where the header has 7 ({path}:2): {fix}" in said
+        )
+        assert f"the row has 5 cell(s) where the header has 7 ({path}:5): {fix}" in said
+        assert said.count("the row has") == 2  # s2 lacks region only, s3 has its cells blank
+        assert f"amount: blank cell in column amount ({path}:3)" in said
+
+    def test_backtest_tells_it_at_the_first_row_alike(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("COLUMNS", "400")
+        path = tmp_path / "h.csv"
+        path.write_text(HEADER + "".join(SHORT))
+        argv = ["backtest", "--rules", str(CATALOG), "--events", str(path)]
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+        said = _said(capsys)
+        assert "Field required" not in said
+        assert (
+            f"1 x topup: the row has 4 cell(s) where the header has 7 (first at {path}:2)" in said
+        )
