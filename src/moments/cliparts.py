@@ -221,8 +221,9 @@ def parse_when(
     option standing for a setting, which takes none), a date in any ISO form
     (`2026-12-07`, `20261207`: midnight in `zone`) or an RFC 3339 instant with its offset
     (one without is taken in `zone` when `naive`, else refused), within the times events
-    carry (`EVENT_SPAN`). `since`: the option selects what came at or after the time, so a
-    time ago of none (`0h`: now) is refused, as selecting nothing. None for None;
+    carry (`EVENT_SPAN`). A time ago of none (`0h`) is refused, for every option alike;
+    `since` (the option selects what came at or after the time) says it selects nothing.
+    None for None;
     ConfigError naming the flag and what to write otherwise."""
     if text is None:
         return None
@@ -259,12 +260,18 @@ def _read_when(
             before = parse_duration(text)
         except ValueError as exc:
             raise ConfigError(f"{flag} {exc}") from None
+        when = ((now or dt.datetime.now(dt.UTC)) - before).astimezone(zone)
         if since and not before:
             raise ConfigError(
                 f"{flag} {text!r} is no time ago: it is now, and nothing was rejected after "
                 f"it; give a span (2h, 1d), or leave {flag} out for every dead letter"
             )
-        return ((now or dt.datetime.now(dt.UTC)) - before).astimezone(zone)
+        if not before:  # as `--since`: `0h` is likelier a span left unfilled than "now"
+            raise ConfigError(
+                f"{flag} {text!r} is no time ago: it is now; give a span (30m, 2h, 1d), or "
+                f"the time itself ({when.isoformat(timespec='seconds')})"
+            )
+        return when
     with contextlib.suppress(ValueError):  # `20261207` was told to add an offset
         return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(0), tzinfo=zone)
     try:

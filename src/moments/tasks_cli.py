@@ -214,12 +214,20 @@ def _at_least_zero(text: str) -> int:
 
 
 def _duration(text: str) -> float:
+    """`--older-than`: a span of some time (`0h`, every task, is refused as the time
+    options refuse a time ago of none)."""
     from rules.durations import parse_duration
 
     try:
-        return parse_duration(text).total_seconds()
+        seconds = parse_duration(text).total_seconds()
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if not seconds:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no span: every task is published at least that long ago; give "
+            "one of some time (30m, 2h, 1d), or leave --older-than out for every task"
+        )
+    return seconds
 
 
 def _cmd_tasks_pending(args: argparse.Namespace) -> int:

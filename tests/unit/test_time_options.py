@@ -175,12 +175,19 @@ class TestDeadletterSince:
         assert f"'{since}' is no time ago: it is now, and nothing was rejected after it" in said
         assert "give a span (2h, 1d), or leave --since out for every dead letter" in said
 
-    def test_an_until_of_no_time_ago_is_now(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """`--until 0h` (before now: every dead letter so far) means something: taken."""
-        before = dt.datetime.now(dt.UTC)
-        chosen = self.selection(monkeypatch, "--since", "1d", "--until", "0h")
-        assert chosen.until is not None
-        assert chosen.until >= before
+    def test_an_until_of_no_time_ago_is_refused_naming_the_time_to_write(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`--until 0h` was taken while `--since 0h` was refused: a time ago of none is
+        refused for every option alike, with the time itself to write for "now"."""
+        from moments.cli import main
+
+        with pytest.raises(SystemExit) as caught:
+            main(["deadletter", "show", "--since", "1d", "--until", "0h"])
+        assert caught.value.code == 2
+        said = " ".join(capsys.readouterr().err.split())
+        assert "argument --until: '0h' is no time ago: it is now; give a span (30m, 2h, 1d)" in said
+        assert "or the time itself (20" in said
 
     def test_a_bad_since_is_a_usage_error_naming_the_forms(
         self, capsys: pytest.CaptureFixture[str]
@@ -219,6 +226,43 @@ class TestEventTimeOptions:
         out = ["--out", str(tmp_path / "out")] if argv[0] == "backtest" else []
         assert main([*argv, "--events", str(events), *out]) == 2
         assert f"{argv[-2]} '{argv[-1]}': " in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["rules", "test", str(CATALOG), "--to", "0h"],
+            ["backtest", "--from", "0h"],
+            ["backtest", "--to", "0d"],
+            ["state", "seed", "--dry-run", "--to", "00m"],
+        ],
+    )
+    def test_a_time_ago_of_none_is_refused_as_deadletter_since_is(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+    ) -> None:
+        """`backtest --from 0h` ran (with a warning) while `deadletter --since 0h` was
+        refused; `0h` is now, and the fix is a span or the time itself."""
+        from moments.cli import main
+
+        events = tmp_path / "e.jsonl"
+        events.write_text(self.EVENT)
+        out = ["--out", str(tmp_path / "out")] if argv[0] == "backtest" else []
+        assert main([*argv, "--events", str(events), *out]) == 2
+        said = " ".join(capsys.readouterr().err.split())
+        flag, text = argv[-2:]
+        assert f"{flag} '{text}' is no time ago: it is now; give a span (30m, 2h, 1d), or " in said
+        assert not (tmp_path / "out").exists()
+
+    def test_tasks_pending_older_than_none_is_refused(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from moments.cli import main
+
+        with pytest.raises(SystemExit) as caught:
+            main(["tasks", "pending", "--older-than", "0h"])
+        assert caught.value.code == 2
+        said = " ".join(capsys.readouterr().err.split())
+        assert "--older-than: '0h' is no span: every task is published at least that long " in said
+        assert "leave --older-than out for every task" in said
 
     def test_rules_test_and_backtest_take_a_time_ago(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
