@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from moments.exceptions import ConfigError
+from moments.taskmaking import SPEND_SERIES
 from rules.catalog import RuleSet, load_rules, rule_files
 from rules.exceptions import RulesError
+from rules.lint import warnings
 from sinks.policy import DispatchPolicy, load_policy
 
 T = TypeVar("T")
@@ -81,6 +83,8 @@ class FileReloader(Generic[T]):
     """What is in force now (the worker's rules or policy): a refusal says what stays."""
     stays: Callable[[T], str] = str
     """What is in force in words, for a refusal."""
+    warn: Callable[[T], None] = lambda _: None
+    """Logs what a load accepted but likely did not mean (`log_rule_warnings`)."""
     last: Signature = field(default=())
     """The files as last loaded (or as read at start)."""
     installed: Signature = field(default=())
@@ -199,6 +203,7 @@ class FileReloader(Generic[T]):
         self.installed, self.installed_at = self.last, time.time()
         said, count = self.describe(loaded)
         log.info("%s reloaded from %s: %s", self.what, self.path or "the packaged default", said)
+        self.warn(loaded)
         self.record("ok", count)
         return "ok"
 
@@ -214,6 +219,7 @@ class Reloader(FileReloader[RuleSet]):
         default=lambda rules: (f"{len(rules)} rule(s)", len(rules))
     )
     stays: Callable[[RuleSet], str] = field(default=lambda rules: rules_in_force(rules))
+    warn: Callable[[RuleSet], None] = field(default=lambda rules: log_rule_warnings(rules))
 
     def also(self) -> Sequence[Path]:
         """The holiday calendar file the rules in force name (outside a rules folder, or
@@ -222,6 +228,14 @@ class Reloader(FileReloader[RuleSet]):
         rules = self.current()
         found = rules.special.calendar_file if rules is not None else None
         return (found,) if found is not None else ()
+
+
+def log_rule_warnings(rules: RuleSet) -> None:
+    """Each warning `moments rules validate` prints of rules a worker loaded (at start, at
+    each reload), once, at WARNING: a series no rule reads, a param no condition reads
+    were said by validate only, and rules deployed without it loaded without a word."""
+    for warning in warnings(rules, read_elsewhere=(SPEND_SERIES,)):
+        log.warning("rules: warning: %s", warning)
 
 
 SHOWN_RULES = 10

@@ -28,7 +28,7 @@ from moments.health import Health
 from moments.logformat import logs_in_json, use_json_logs, use_text_logs
 from moments.metrics_server import serve_metrics
 from moments.producer import idempotence_refused, refused_message
-from moments.reload import signature, with_also
+from moments.reload import log_rule_warnings, signature, with_also
 from moments.runtime import create_topics
 from moments.service_worker import note_sigterm
 from moments.settings import Settings, dotenv_variables, unknown_variables
@@ -300,6 +300,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     # may be long) is then seen by the first reload check, not taken as already loaded.
     as_read = signature(settings.rules), signature(settings.dispatch_policy)
     rules = load_rules(settings.rules)
+    log_rule_warnings(rules)
     if (calendar := rules.special.calendar_file) is not None:  # read with the rules
         try:
             as_read = with_also(as_read[0], (calendar,)), as_read[1]

@@ -332,7 +332,7 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
             seen[spec.id] = f"{file.name}:{where[0]}"
             rule = _build(spec, file, index, series, problems, lead)
             if rule is not None:
-                rules.append(rule)
+                rules.append(replace(rule, declared_at=seen[spec.id]))
     gating: GatingPolicy | None = None
     gating_from = ""
     for file in files:

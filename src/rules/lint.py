@@ -16,12 +16,14 @@ CONTRACT_TIERS = ("diamond", "gold", "silver", "standard")
 
 
 def warnings(rules: RuleSet, read_elsewhere: Collection[str] = ()) -> list[str]:
-    """One line per override tier outside the contract's (`tier: [glod]` matched nobody,
-    silently: analyst review), per description naming `{previous_at}`, which a
-    first-time rule's first moment ever has not (it stayed in the text as written), and
-    per series no rule reads (nor the code, `read_elsewhere`: the risk score's)."""
+    """One line, led by the rule's (or series') `file:line`, per override tier outside the
+    contract's (`tier: [glod]` matched nobody, silently: analyst review), per description
+    naming `{previous_at}`, which a first-time rule's first moment ever has not (it stayed
+    in the text as written), and per series no rule reads (nor the code, `read_elsewhere`:
+    the risk score's)."""
     out = []
     for rule in rules.rules:
+        at = f"{rule.declared_at}: " if rule.declared_at else ""
         for i, override in enumerate(rule.overrides):
             for tier in sorted(override.tiers or ()):
                 if tier in CONTRACT_TIERS:
@@ -29,14 +31,14 @@ def warnings(rules: RuleSet, read_elsewhere: Collection[str] = ()) -> list[str]:
                 close = difflib.get_close_matches(tier, CONTRACT_TIERS, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 out.append(
-                    f"{rule.id}: overrides[{i}] tier {tier!r} is none of the contract's tiers "
+                    f"{at}{rule.id}: overrides[{i}] tier {tier!r} is none of the contract's tiers "
                     f"({', '.join(CONTRACT_TIERS)}); {hint}it applies only to profiles whose "
                     "tier says so"
                 )
-        out.extend(_param_warnings(rule.id, rule.params, rule.spec))
+        out.extend(at + said for said in _param_warnings(rule.id, rule.params, rule.spec))
         if "{previous_at" in rule.task.description:
             out.append(
-                f"{rule.id}: the task description uses {{previous_at}}, which only a moment "
+                f"{at}{rule.id}: the task description uses {{previous_at}}, which only a moment "
                 "seen before has: on a subscriber's first time ever the rule fires too, and "
                 "the text shows '{previous_at}' as written; word it for both, or leave it out"
             )

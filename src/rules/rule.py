@@ -70,6 +70,8 @@ class CompiledRule:
 
     spec: Any = None
     """The parsed spec (rules.spec.RuleSpec), for `moments rules explain`."""
+    declared_at: str = field(default="", compare=False)
+    """`file:line` of the rule in its rules file, for the warnings of `rules.lint`."""
     _cache: dict[tuple[str | None, str | None], Mapping[str, Any]] = field(
         default_factory=dict, compare=False, repr=False
     )

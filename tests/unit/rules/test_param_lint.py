@@ -28,8 +28,8 @@ class TestParamWarnings:
     def test_a_param_compared_as_text_is_warned_of(self) -> None:
         text = _rules("{field: counterparty, prefix: hot}", '{hot: "10010, 10086"}')
         assert warnings(load_texts([("r.yaml", text)])) == [
-            "calls: the condition's prefix: 'hot' is compared as written, and 'hot' is a param "
-            "of this rule; write prefix: $hot for its value"
+            "r.yaml:2: calls: the condition's prefix: 'hot' is compared as written, and 'hot' "
+            "is a param of this rule; write prefix: $hot for its value"
         ]
 
     def test_one_in_a_list_under_all_is_warned_of_too(self) -> None:
@@ -38,13 +38,15 @@ class TestParamWarnings:
             '{hot: "10010"}',
         )
         (warned,) = warnings(load_texts([("r.yaml", text)]))
-        assert warned.startswith("calls: the condition's in: 'hot' is compared as written")
+        assert warned.startswith(
+            "r.yaml:2: calls: the condition's in: 'hot' is compared as written"
+        )
 
     def test_a_param_no_condition_reads_is_warned_of(self) -> None:
         text = _rules("{field: counterparty, prefix: '10010'}", '{hot: "10010"}')
         assert warnings(load_texts([("r.yaml", text)])) == [
-            "calls: param 'hot' is read by no condition (write $hot where its value goes): its "
-            "value and its overrides change nothing"
+            "r.yaml:2: calls: param 'hot' is read by no condition (write $hot where its value "
+            "goes): its value and its overrides change nothing"
         ]
 
     def test_params_read_with_their_dollar_are_not_warned_of(self) -> None:

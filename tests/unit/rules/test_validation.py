@@ -675,7 +675,7 @@ def test_validate_warns_of_a_tier_no_contract_profile_has(
     )
     assert main(["rules", "validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "warning: r1: overrides[0] tier 'glod' is none of the contract's tiers" in out
+    assert f"warning: {path}:2: r1: overrides[0] tier 'glod' is none of the contract's tiers" in out
     assert "did you mean 'gold'?" in out
     assert "'diamond'" not in out.split("warning")[-1]  # Diamond is one, whatever the case
 
@@ -697,7 +697,7 @@ def test_validate_warns_of_previous_at_a_first_moment_has_not(
     )
     assert main(["rules", "validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "warning: r1: the task description uses {previous_at}" in out
+    assert f"warning: {path}:2: r1: the task description uses {{previous_at}}" in out
     assert "first time ever" in out
     quiet = tmp_path / "q.yaml"
     quiet.write_text(
