@@ -198,6 +198,14 @@ class GatingPolicy(_Strict):
     @field_validator("quiet_hours")
     @classmethod
     def _quiet_hours(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Refused as a value twice in the other lists is (each is normalised, `22:00-8:00`
+        # too): a window written twice was dropped without a word.
+        for i, text in enumerate(value):
+            if text in value[:i]:
+                raise ValueError(
+                    f"quiet_hours[{i}] {text!r} repeats quiet_hours[{value.index(text)}]; "
+                    "write each window once"
+                )
         if value and covers_whole_day(parse_window(text) for text in value):
             raise ValueError(
                 "quiet_hours cover the whole day, so no task could ever be sent; "
@@ -215,8 +223,8 @@ class GatingPolicy(_Strict):
 
     @functools.cached_property
     def windows(self) -> tuple[QuietWindow, ...]:
-        """The parsed `quiet_hours`, each once in first-seen order."""
-        return tuple(dict.fromkeys(parse_window(text) for text in self.quiet_hours))
+        """The parsed `quiet_hours` (each once: a window listed twice is refused)."""
+        return tuple(parse_window(text) for text in self.quiet_hours)
 
     @functools.cached_property
     def roaming_lapse(self) -> int | None:

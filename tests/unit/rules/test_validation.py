@@ -163,6 +163,14 @@ class TestRefused:
         assert found.startswith("r.yaml:3:3: gating.roaming_lapses_after: ")
         assert "'2 weeks' is not a duration; write 2w" in found
 
+    def test_a_quiet_window_listed_twice_is_refused_naming_it(self) -> None:
+        """As a channel or a purpose listed twice is: the repeat was dropped silently."""
+        text = "gating:\n  quiet_hours:\n    - 22:00-08:00\n    - 12:00-13:30\n    - 22:00-8:00\n"
+        assert problems(text + rule("    on: [usage]\n")) == [
+            "r.yaml:2:3: gating.quiet_hours: quiet_hours[2] '22:00-08:00' repeats "
+            "quiet_hours[0]; write each window once"
+        ]
+
     def test_every_problem_is_reported_not_just_the_first(self) -> None:
         text = rule("    on: [usage]\n    condition: {field: nope}\n") + (
             "  - id: r2\n    description: d\n    on: [roaming]\n    when: {kind: voice}\n"
