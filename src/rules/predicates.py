@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +16,7 @@ from rules.operators import (
     member,
     members_of,
     number,
+    number_hint,
     prefixes_of,
     same,
     starts_with,
@@ -84,8 +86,12 @@ def _operator(field_name: str, op: str, arg: Any) -> Predicate:
         return lambda e: same(get(e), arg)
     if op == "ne":
         return lambda e: not same(get(e), arg)
-    if number(arg) is None:
-        raise ValueError(f"{op} needs a number, got {arg!r}")
+    bound = number(arg)
+    if bound is None:
+        raise ValueError(f"{op} needs a number, got {arg!r}: {number_hint(arg)}")
+    if not math.isfinite(bound):
+        # `gte: .nan` compared false with every value: the rule loaded and never fired.
+        raise ValueError(f"{op} needs a finite number, got {arg!r}: write a number, e.g. 100")
     test = bound_test(op)
     return lambda e: test(get(e), arg)
 

@@ -194,3 +194,28 @@ class TestAnEmptyList:
         (found,) = problems(rule(body + "    params: {p: '10010'}\n" + override))
         assert found.startswith("r.yaml:9:")
         assert loads(rule(body + "    params: {p: '10010, 10000'}\n")) == 1
+
+
+class TestWhenThresholds:
+    """A `when:` filter's threshold is judged as a condition's is: a first-day analyst's
+    `gte: .nan` loaded and matched no event; a word was refused without the fix."""
+
+    @staticmethod
+    def when(value: str) -> str:
+        return rule(f"    on: [topup]\n    when:\n      amount: {{gte: {value}}}\n")
+
+    @pytest.mark.parametrize("value", [".nan", ".inf", '"nan"'])
+    def test_a_threshold_that_is_no_finite_number_is_refused(self, value: str) -> None:
+        (found,) = problems(self.when(value))
+        assert found.startswith("r.yaml:6:7: bad test for 'amount': gte needs a finite number")
+        assert found.endswith(": write a number, e.g. 100")
+
+    def test_a_threshold_written_with_its_unit_names_the_fix(self) -> None:
+        (found,) = problems(self.when('"200 yuan"'))
+        assert found == (
+            "r.yaml:6:7: bad test for 'amount': gte needs a number, got '200 yuan': "
+            "write a number, e.g. 3 or -0.8 (no words, units or %)"
+        )
+
+    def test_a_number_still_loads(self) -> None:
+        assert loads(self.when("200")) == 1
