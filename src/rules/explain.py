@@ -9,7 +9,7 @@ from typing import Any
 from moments.models import Channel
 from rules import spec as s
 from rules.catalog import RuleSet
-from rules.conditions import numeric_params, produced_names, waits_for_history
+from rules.conditions import event_fields, numeric_params, produced_names, waits_for_history
 from rules.gating import describe
 from rules.operators import NUMERIC_OPS, number
 from rules.rule import CompiledRule
@@ -105,6 +105,12 @@ def explain_rule(rule: CompiledRule) -> str:
         lines.append(
             "  Its task's params (what a description or a consumer's template may use): "
             + ", ".join(sorted(names))
+            + "."
+        )
+    if rule.period is None and rule.evaluate != "special_day":
+        lines.append(
+            f"  Its description may also name the fields of the {on} event it fires on: "
+            + ", ".join(sorted(event_fields(spec.on)))
             + "."
         )
     if rule.shadow:

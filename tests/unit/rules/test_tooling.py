@@ -547,3 +547,15 @@ def test_rules_test_says_a_baseline_rule_with_no_task_needs_history(
         "  big_topup: 0 (its baseline is 7 earlier days of topup_day: a subscriber with "
         "less history makes none)\n"
     ) in out
+
+
+def test_explain_says_a_description_may_name_the_fields_of_the_event() -> None:
+    """An analyst's first rule wrote `{amount}` in a top-up's description, which the event
+    fills, but explain listed only `channel` as what a description may use (review)."""
+    (text,) = explain(load_rules(), "low_balance")
+    assert (
+        "  Its description may also name the fields of the usage or topup event it fires on: "
+        "balance_after, event_id, occurred_at, region, subscriber_id.\n"
+    ) in text + "\n"
+    (special,) = explain(load_rules(), "birthday_greeting")  # no event: a day's look
+    assert "fields of the" not in special
