@@ -296,3 +296,16 @@ def test_going_live_seeds_before_the_statefulset_starts_a_worker() -> None:
     assert order[:2] == ["kubectl apply -k", "moments state seed"], order
     scale = " ".join(steps[2])
     assert f"scale statefulset/{name} --replicas={statefulset['spec']['replicas']}" in scale
+
+
+def test_the_secret_example_makes_the_namespace_before_the_secret() -> None:
+    """An operator following the docs' order (the Secret, then `kubectl apply -k`) met
+    `namespaces "moments" not found`: the namespace was made by the kustomization only."""
+    text = (K8S / "secret.example.yaml").read_text()
+    commands = [line.lstrip("# ").rstrip(" \\") for line in text.splitlines() if "kubectl " in line]
+    namespace = one("Namespace")["metadata"]["name"]
+    secret = [i for i, c in enumerate(commands) if f"-n {namespace} create secret" in c]
+    made = [i for i, c in enumerate(commands) if c == "kubectl apply -f deploy/k8s/namespace.yaml"]
+    assert secret, commands
+    assert made, commands
+    assert made[0] < secret[0], commands
