@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -99,10 +100,23 @@ def stop_wait(user: Settings) -> float:
     return max(WORKER_STOP_WAIT_S, user.stop_grace_seconds + 5.0)
 
 
-def other_shells(bootstrap: str, redis_url: str) -> str:
+def other_shells(bootstrap: str, redis_url: str, commands: Path | None = None) -> str:
     """The line that points another shell's commands at this run's broker and Redis: on
-    free ports, not the defaults `moments tasks tail` and the rest would try."""
-    return f"export MOMENTS_KAFKA_BOOTSTRAP={bootstrap} MOMENTS_REDIS_URL={redis_url}"
+    free ports, not the defaults `moments tasks tail` and the rest would try. `commands`:
+    the folder of this `moments`, put first on the PATH (`make run`'s .venv/bin, which a
+    new shell does not have: `moments tasks tail` was "command not found")."""
+    line = f"export MOMENTS_KAFKA_BOOTSTRAP={bootstrap} MOMENTS_REDIS_URL={redis_url}"
+    return line if commands is None else f'{line} PATH={shlex.quote(str(commands))}:"$PATH"'
+
+
+def commands_folder() -> Path | None:
+    """The folder of the `moments` command this process runs from, when a shell's PATH
+    would not find it there (None: it would)."""
+    here = Path(sys.executable).parent
+    found = shutil.which("moments")
+    if not (here / "moments").is_file() or (found and Path(found).parent == here):
+        return None
+    return here
 
 
 def served_host(user: Settings) -> str:
@@ -190,7 +204,10 @@ def _run(
         )
         # Never wrapped: it is copied and pasted whole.
         console.print(
-            other_shells(broker.bootstrap, redis.url), soft_wrap=True, markup=False, highlight=False
+            other_shells(broker.bootstrap, redis.url, commands_folder()),
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
         )
         stack_env = {
             "MOMENTS_KAFKA_BOOTSTRAP": broker.bootstrap,

@@ -189,6 +189,36 @@ def test_the_line_for_other_shells_points_them_at_this_run(
     assert settings.redis_url == "redis://127.0.0.1:40124/0"
 
 
+def test_the_line_for_other_shells_finds_this_moments_command(tmp_path: Path) -> None:
+    """After `make run`, a new shell's `moments tasks tail` was "command not found": the
+    command is in the virtualenv, which no step puts on the PATH. The pasted line does."""
+    commands = tmp_path / "a venv" / "bin"
+    commands.mkdir(parents=True)
+    (commands / "moments").write_text("#!/bin/sh\n")
+    (commands / "moments").chmod(0o755)
+    line = embedded_run.other_shells("127.0.0.1:40123", "redis://127.0.0.1:40124/0", commands)
+    shell = subprocess.run(
+        ["/bin/sh", "-c", f"{line} && command -v moments"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert shell.stdout.strip() == str(commands / "moments")
+
+
+def test_the_path_is_left_alone_where_it_finds_this_moments_already(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "moments").write_text("#!/bin/sh\n")
+    (tmp_path / "moments").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert embedded_run.commands_folder() is None
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert embedded_run.commands_folder() == tmp_path
+
+
 def test_a_rules_reload_refused_or_taken_is_said_on_the_terminal(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
