@@ -265,8 +265,10 @@ def _run(
             console.print("\nstopping worker, redis-server and Tansu...")
             code = stop_code(stop)
         finally:
-            _stop_process(worker, wait_s)  # first, whatever the task viewer is still doing
+            stopped = _stop_process(worker, wait_s)  # first, whatever the viewer still does
             _close_loop(loop)
+        if stopped is not None and code != FAILED:
+            console.print(stopped)
     if code != FAILED:  # the broker's and Redis's files go; the worker's log it printed stays
         for path in workdir.iterdir():
             if path.name != "worker.log":
@@ -464,9 +466,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def _stop_process(proc: subprocess.Popen[bytes], wait_s: float = WORKER_STOP_WAIT_S) -> None:
+def _stop_process(proc: subprocess.Popen[bytes], wait_s: float = WORKER_STOP_WAIT_S) -> str | None:
+    """Stop the worker (SIGTERM, then SIGKILL after `wait_s`) and say how it went; None
+    when it had stopped already (said where that was found)."""
     if proc.poll() is not None:
-        return
+        return None
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -475,3 +479,5 @@ def _stop_process(proc: subprocess.Popen[bytes], wait_s: float = WORKER_STOP_WAI
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
+        return f"the worker did not stop within {wait_s:g} s of SIGTERM: killed (see its log)"
+    return f"the worker stopped (exit code {proc.returncode})"

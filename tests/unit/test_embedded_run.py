@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
 import socket
 import subprocess
 import sys
@@ -217,6 +218,41 @@ def test_the_path_is_left_alone_where_it_finds_this_moments_already(
     assert embedded_run.commands_folder() is None
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     assert embedded_run.commands_folder() == tmp_path
+
+
+class TestStopSaysHowTheWorkerStopped:
+    """Ctrl-C said "stopping worker, redis-server and Tansu..." and nothing of how the
+    worker went: a clean stop and one killed after the wait read the same (ops review)."""
+
+    @staticmethod
+    def worker(on_term: str) -> subprocess.Popen[bytes]:
+        code = (
+            "import signal, sys, time\n"
+            f"signal.signal(signal.SIGTERM, {on_term})\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"  # its handler is in place
+        return proc
+
+    def test_a_clean_stop_is_said_with_its_exit_code(self) -> None:
+        proc = self.worker("lambda *_: sys.exit(0)")
+        assert embedded_run._stop_process(proc) == "the worker stopped (exit code 0)"
+
+    def test_a_worker_killed_after_the_wait_is_said_so(self) -> None:
+        proc = self.worker("signal.SIG_IGN")
+        said = embedded_run._stop_process(proc, wait_s=0.5)
+        assert said == "the worker did not stop within 0.5 s of SIGTERM: killed (see its log)"
+        assert proc.returncode == -signal.SIGKILL
+
+    def test_a_worker_gone_already_is_not_said_again(self) -> None:
+        proc = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+        proc.wait()
+        assert embedded_run._stop_process(proc) is None
 
 
 def test_a_rules_reload_refused_or_taken_is_said_on_the_terminal(
