@@ -255,6 +255,16 @@ class TestStopSaysHowTheWorkerStopped:
         assert embedded_run._stop_process(proc) is None
 
 
+def test_messages_to_a_file_or_pipe_are_not_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`moments run 2> run.log` (or under systemd or docker) split a sample line at 80
+    columns: "... -> complaint" and "(merged into the same call)" were two log lines."""
+    said = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", said)
+    line = "sample: complaint " + "a complaint minutes after the VoLTE failure " * 3
+    embedded_run.run_console().print(line)
+    assert said.getvalue() == line + "\n"
+
+
 def test_a_rules_reload_refused_or_taken_is_said_on_the_terminal(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
