@@ -78,7 +78,7 @@ $(SPECS):
 	npm install --silent --no-audit --no-fund --prefix .cache/asyncapi-specs @asyncapi/specs@6
 
 run: $(STAMP) redis-server
-	$(BIN)/moments run $(ARGS)
+	@$(BIN)/moments run $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

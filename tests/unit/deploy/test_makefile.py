@@ -29,3 +29,21 @@ def test_the_install_says_it_is_installing_before_pip_goes_quiet() -> None:
     said = [line for line in recipe[:quiet] if line.startswith("echo ")]
     assert said, recipe
     assert "a few minutes" in said[0]
+
+
+@pytest.mark.skipif(MAKE is None or shutil.which("redis-server") is None, reason="no make or redis")
+def test_make_run_writes_only_what_moments_run_writes_to_stdout() -> None:
+    """`make run ARGS=--json | jq .` failed at its first line: make echoed the command
+    (`.venv/bin/moments run --json`) onto the stdout that holds the JSON lines."""
+    assert MAKE is not None
+    installed = subprocess.run([MAKE, "-q", ".venv/.installed"], cwd=ROOT, check=False)
+    if installed.returncode != 0:
+        pytest.skip("the virtualenv is not up to date: make run would install first")
+    shown = subprocess.run(
+        [MAKE, "--no-print-directory", "run", "ARGS=--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.startswith("usage: moments run"), shown[:200]
