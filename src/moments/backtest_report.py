@@ -327,7 +327,11 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
         out.append("No event was read: the files are empty, or every event is from --to on.")
     elif start is not None and result.events == result.warmup_events:
         last = _iso(result.last_event, zone)
-        out.append(f"Every event is before --from (the last at {last}): nothing to report.")
+        out.append(
+            f"Every event is before --from (the last at {last}): nothing to report. Give a "
+            "--from before the last event, or a longer history (the README's simulates 3 "
+            "weeks, --duration 3w, and reports from 15 days on)."
+        )
     elif result.live_from is not None and result.events == result.events_before_live_from:
         last = _iso(result.last_event, zone)
         out.append(
