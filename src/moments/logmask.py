@@ -66,14 +66,14 @@ ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
 _ID_NAME = (
     r"(?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z]))"
     r"(?i:subscriber[_\- ]?id|msisdn|counter[_\-]?part(?:y|ie)|imei)(?i:s?)"
-    r"(?!(?<=[a-z])[a-z]|(?<=[A-Z])[A-Z])"
+    r"(?!(?<=[a-z])[a-z]|(?<=[A-Z])[A-Z](?![a-z]))"
 )
 """Those names as other code and people write them too, in any case: `SUBSCRIBER_ID` (an
 environment dump, a Java client's log), `subscriberId` (a JSON-minded producer's),
 `subscriber-id`, `subscriber id`, `counterParty`, plurals (`msisdns`). Each a word of its
-own or a part of one (`event.subscriber_id`, `caller_msisdn`, `callerMsisdn`, `imei2`), not
-letters inside another word: `SubscriberIdleTimeout`, `nosubscriber_id`, `anytimeinterval`
-carry no id."""
+own or a part of one (`event.subscriber_id`, `caller_msisdn`, `callerMsisdn`, `imei2`,
+`MSISDNList`), not letters inside another word: `SubscriberIdleTimeout`,
+`SUBSCRIBER_IDLE_TIMEOUT`, `nosubscriber_id`, `anytimeinterval` carry no id."""
 _ID_FIELD = re.compile(_ID_NAME)
 
 UNITS = (
@@ -109,7 +109,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
     | (?P<key>"""
         + _ID_NAME
-        + r"""\w*\W{1,4}\s*)           # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
+        # the name's rest read once, up to 64 letters: `\w*` retried to the end of the word
+        # at each id's name in it took minutes for 100 kB of `SubscriberIdSubscriberId...`
+        + r"""\w{0,64}+\W{1,4}\s*)     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
       (?P<value>\d{5,20}(?:['"]?\s*,\s*['"]?\d{1,20})*)(?!\d)
     | (?<!\w)(?P<setting>"""
         + quantity
