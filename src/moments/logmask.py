@@ -13,7 +13,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - 5 to 20 digits right after a field name that holds one (`subscriber_id=97531`,
   `msisdn: 97531`, also `counterparty` and `imei`), in any case and as other code writes
   it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), and every id of a list after it
-  (`msisdns: [97531, 97532]`);
+  (`msisdns: [97531, 97532]`), and inside the brackets of a list, tuple, set or dict
+  written on the line after it, whatever else they hold (`[97531, None, 97532]`,
+  `{97531: 3, 97532: 4}`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code);
 - anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
@@ -107,6 +109,12 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
     | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
+    | (?P<ckey>"""
+        + _ID_NAME
+        + r"""\w{0,64}+[^\w\[({\n]{0,3}\s*)  # msisdns=[97531, None, 97532]: one line, one nesting
+      (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
+        | \([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\)
+        | \{[^{}\n]*(?:\{[^{}\n]*\}[^{}\n]*)*\})
     | (?P<key>"""
         + _ID_NAME
         # the name's rest read once, up to 64 letters: `\w*` retried to the end of the word
@@ -153,6 +161,8 @@ def _mask_match(match: re.Match[str]) -> str:
     if match.group("body") is not None:
         quote = match.group("q")
         return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
+    if match.group("container") is not None:  # every id inside, whatever else it holds
+        return match.group("ckey") + _LISTED_ID.sub(_mask_digits, match.group("container"))
     if match.group("value") is not None:
         return match.group("key") + _ID_STRING.sub(_mask_digits, match.group("value"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
@@ -207,6 +217,7 @@ def clean_text(text: str) -> str:
 
 
 _ID_STRING = re.compile(r"\d{5,20}")
+_LISTED_ID = re.compile(r"(?<!\d)\d{5,20}(?!\d)")
 _MAX_DEPTH = 20
 """Deeper than this a structured value is cleaned as its repr (which also stops at cycles)."""
 

@@ -190,9 +190,22 @@ class TestMaskText:
             (f"event.subscriber_id={SHORT5}", "event.subscriber_id=*****"),
             (f"x_msisdn={SHORT5} callerMsisdn: {SHORT6}", "x_msisdn=***** callerMsisdn: ******"),
             (f"IMEI2={SHORT5} imei_1={SHORT6}", "IMEI2=***** imei_1=******"),
+            (f"MSISDNList={SHORT5} IMEIValue: {SHORT6}", "MSISDNList=***** IMEIValue: ******"),
         ],
     )
     def test_an_id_name_as_part_of_a_longer_name_is_one(self, text: str, expected: str) -> None:
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"msisdns=[{SHORT5}, None, {SHORT6}]", "msisdns=[*****, None, ******]"),
+            (f"msisdns={{{SHORT5}: 3, {SHORT6}: 4}}", "msisdns={*****: 3, ******: 4}"),
+            (f"imeis=[[{SHORT5}], [{SHORT6}]]", "imeis=[[*****], [******]]"),
+        ],
+    )
+    def test_every_id_inside_the_brackets_after_an_id_name(self, text: str, expected: str) -> None:
+        """The ids after a None, a dict's values or a closing bracket showed in clear."""
         assert mask_text(text) == expected
 
     def test_a_setting_with_a_unit_still_stays_readable(self) -> None:

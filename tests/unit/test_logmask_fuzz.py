@@ -38,6 +38,12 @@ def id_names(draw: st.DrawFn) -> str:
 def values(draw: st.DrawFn, ids: list[str]) -> str:
     quote = draw(st.sampled_from(["", "'", '"']))
     items = [f"{quote}{i}{quote}" for i in ids]
+    if len(items) > 1 and draw(st.booleans()):  # something else among them, or a dict
+        other = draw(st.sampled_from(["None", "null", "'n/a'", "True", "-1"]))
+        if draw(st.booleans()):
+            items.insert(draw(st.integers(0, len(items) - 1)), other)
+        else:
+            return "{" + ", ".join(f"{item}: {other}" for item in items) + "}"
     comma = draw(st.sampled_from([", ", ",", " , "]))
     if len(items) == 1 and draw(st.booleans()):
         return items[0]
