@@ -234,6 +234,7 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
         and isinstance(field, str)
         and _ID_FIELD.search(field)
         and isinstance(value, str | int | bytes)
+        and not isinstance(value, bool)  # a flag (`has_msisdn`), never an id
     ):
         number = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
         return mask_msisdn(number)

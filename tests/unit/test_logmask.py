@@ -445,6 +445,17 @@ class TestJsonLines:
             "SubscriberIdleTimeout": 30000,
         }
 
+    def test_a_flag_under_an_id_field_name_stays_a_flag(self, masking: None) -> None:
+        """`"has_msisdn": true` was written `"****"`: no boolean is an id, and a JSON
+        line's flag turned to a string of stars (since names holding an id's name as a
+        part of them count)."""
+
+        def log_extras(logger: logging.Logger) -> None:
+            logger.warning("seen", extra={"seen": {"has_msisdn": True, "imei_valid": False}})
+
+        (line,) = self.lines(json_formatter(), log_extras).splitlines()
+        assert orjson.loads(line)["seen"] == {"has_msisdn": True, "imei_valid": False}
+
     def test_a_setting_s_value_stays_a_number_in_a_json_line(self, masking: None) -> None:
         """A setting's value or a duration passed as an `extra=` kept its number; an
         unnamed one of an id's length is still masked."""
