@@ -362,6 +362,50 @@ class TestProbeKeys:
         assert probe_keys("{moments}:app:") == ["{moments}:app:preflight"]
 
 
+class TestClusterRefusalCounted:
+    """A Redis in cluster mode met by the runtime's connect step (`probe_redis` under
+    `with_retry`) is waited out as a Redis away: in moments_dependency_errors_total and
+    moments_dependency_up, the log line naming the fix (without a cluster to start)."""
+
+    async def test_in_the_dependency_metrics(self, caplog: pytest.LogCaptureFixture) -> None:
+        import asyncio
+
+        from moments.connections import probe_redis
+        from sinks.metrics import Dependency, Metrics
+        from sinks.retry import with_retry
+
+        tried = asyncio.Event()
+        calls: list[str] = []
+
+        class ClusterNode:
+            async def ping(self) -> bool:
+                calls.append("ping")
+                if len(calls) >= 2:
+                    tried.set()
+                return True
+
+            async def info(self, section: str) -> dict[str, int]:
+                return {"cluster_enabled": 1}
+
+        settings, metrics = load_settings(), Metrics()
+        connecting = asyncio.create_task(
+            with_retry(
+                lambda: probe_redis(ClusterNode(), settings),  # type: ignore[arg-type]
+                Dependency.REDIS,
+                metrics,
+                "connecting",
+                first_delay=0,
+                max_delay=0,
+            )
+        )
+        await tried.wait()
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        assert metrics.dependency_errors.labels(Dependency.REDIS.value)._value.get() >= 1
+        assert metrics.up_of[Dependency.REDIS]._value.get() == 0
+        assert "MOMENTS_REDIS_URL to a Redis without cluster mode" in caplog.text
+
+
 class TestRedisClient:
     """Username, password and CA reach the connection pool; the URL is shown redacted."""
 
