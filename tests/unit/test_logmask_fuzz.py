@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from moments.logmask import mask_text
 
-IDS = st.from_regex(r"\A[0-9]{5,20}\Z")
+DIGITS = "0123456789"
+IDS = st.text(DIGITS, min_size=5, max_size=20)
 # id names as code and people write them, singular and plural
 NAMES = st.sampled_from(
     [
@@ -62,7 +63,7 @@ def id_lines(draw: st.DrawFn) -> tuple[str, list[str]]:
     return before + shape.format(k=name, v=value) + after, ids
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(id_lines())
 def test_no_id_after_its_name_survives(line_ids: tuple[str, list[str]]) -> None:
     line, ids = line_ids
@@ -91,15 +92,15 @@ PLAIN_NAMES = st.sampled_from(
 @st.composite
 def quantity_lines(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
-        name, number = draw(SETTING_NAMES), draw(st.from_regex(r"\A[0-9]{1,20}\Z"))
+        name, number = draw(SETTING_NAMES), draw(st.text(DIGITS, min_size=1, max_size=20))
     else:
-        name, number = draw(PLAIN_NAMES), draw(st.from_regex(r"\A[0-9]{1,6}\Z"))
+        name, number = draw(PLAIN_NAMES), draw(st.text(DIGITS, min_size=1, max_size=6))
     shape = draw(st.sampled_from(["{k}={v}", "{k}: {v}", '"{k}": {v}', "{k}={v},"]))
     before = draw(st.sampled_from(["", "started ", "{", "config("]))
     return before + shape.format(k=name, v=number)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(quantity_lines())
 def test_settings_and_quantities_are_left_alone(line: str) -> None:
     assert mask_text(line) == line
