@@ -318,13 +318,26 @@ class FactsStore:
 
 
 def _facts(raw: Mapping[Any, Any]) -> SubscriberFacts:
-    values = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
+    """The facts of a hash as read: only the fields this version reads (`KNOWN_FACTS`). A
+    newer version sharing the hash in a rolling upgrade may add fields, numbers or not: an
+    older worker read them all as numbers, and one that is not stopped every release and
+    re-drive of the subscriber (docs/operations.md, "Rolling upgrades")."""
+    values = {}
+    for k, v in raw.items():
+        name = k.decode() if isinstance(k, bytes) else str(k)
+        if name in KNOWN_FACTS:
+            values[name] = float(v)
     return facts_from(values)
 
 
 OPT_FIELDS = tuple((c.value, f"opt_out:{c.value}", f"opt_in:{c.value}") for c in Channel)
 """Each channel with its opt-out and opt-in fields in the facts hash, named once (read for
 every task a decision looks at)."""
+
+KNOWN_FACTS = frozenset(
+    ("topup", "home", "abroad", "active", "forgotten", "erased", "suspended", "closed")
+) | frozenset(f for _, opt_out, opt_in in OPT_FIELDS for f in (opt_out, opt_in))
+"""The fields of the facts hash `facts_from` reads."""
 
 
 def facts_from(values: Mapping[str, float]) -> SubscriberFacts:
