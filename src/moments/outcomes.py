@@ -93,6 +93,7 @@ from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 from sinks.dispatch import TaskSink
 from sinks.ledger import sent_meta_fields, state_of
 from sinks.metrics import Dependency
+from sinks.payloads import newer_task
 from sinks.retry import with_retry
 from sinks.stores import ContactBook
 
@@ -405,6 +406,7 @@ async def handle_outcomes(
     retries: list[ServiceTask] = []
     given_back: list[tuple[str, str]] = []
     acting: list[tuple[TaskOutcome, ServiceTask]] = []
+    newer: set[str] = set()
     metrics = sink.metrics
     at = now or dt.datetime.now(dt.UTC)
     for record in records:
@@ -417,7 +419,7 @@ async def handle_outcomes(
             dated, clock = int(outcome.occurred_at.timestamp()), int(at.timestamp())
             result.dead_letters.append(too_far_ahead(record, EVENT_TYPE, dated, clock, ahead_s))
             continue
-        task = await _sent_task(sink, outcome.task_id)
+        task = await _sent_task(sink, outcome.task_id, newer)
         if task is not None and task.subscriber_id != outcome.subscriber_id:
             result.dead_letters.append(subscriber_mismatch(record, outcome))
             continue
@@ -433,7 +435,7 @@ async def handle_outcomes(
                 result.dead_letters.append(merged_task(record, outcome, carrier))
                 continue
             moment_type = str(sent_meta_fields(entry).get("moment_type") or UNKNOWN)
-        if await _first(sink, outcome, None if task is None else task.channel.value):
+        if await _first(sink, outcome, None if task is None else str(task.channel)):
             metrics.outcomes.labels(moment_type, outcome.status.value).inc()
         result.handled += 1
         if task is None:
@@ -490,6 +492,12 @@ async def handle_outcomes(
             # sent again.
             if task.task_id not in result.not_retried:
                 result.not_retried.append(task.task_id)
+        elif outcome.status is OutcomeStatus.UNREACHABLE and task.task_id in newer:
+            log.warning(
+                "task %r: written by a newer version (a channel or moment family this "
+                "version does not know): no retry of it from this worker",
+                task.task_id,
+            )
         elif outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes
             retry = retry_task(
@@ -615,9 +623,11 @@ async def _entry(sink: TaskSink, task_id: str) -> bytes | None:
     )
 
 
-async def _sent_task(sink: TaskSink, task_id: str) -> ServiceTask | None:
+async def _sent_task(sink: TaskSink, task_id: str, newer: set[str]) -> ServiceTask | None:
     """The task as it was sent, while the ledger keeps its payload (None when gone, or
-    unreadable: an outcome is then counted and applied to nobody)."""
+    unreadable: an outcome is then counted and applied to nobody). One a newer version
+    wrote is read as far as this version can (`newer_task`), its id added to `newer`:
+    counted, declined and its contact given back or taken, never retried from here."""
     body = await with_retry(
         lambda: sink.ledger.body(task_id),
         Dependency.REDIS,
@@ -629,6 +639,10 @@ async def _sent_task(sink: TaskSink, task_id: str) -> ServiceTask | None:
     try:
         return ServiceTask.model_validate_json(body)
     except ValidationError as exc:
+        if (task := newer_task(body, exc)) is not None:
+            sink.metrics.newer_tasks.labels("outcome").inc()
+            newer.add(task_id)
+            return task
         log.warning(
             "task %r: its stored payload is not a task this version reads (%d errors)",
             task_id,

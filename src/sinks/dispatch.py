@@ -56,7 +56,7 @@ from sinks.owedreturns import OwedReturns
 from sinks.parking import parked_slot, parking
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
 from sinks.policy import DispatchPolicy
-from sinks.readback import stored_candidate
+from sinks.readback import NEWER_WAIT_S, stored_candidate
 from sinks.relevance import (
     SubscriberFacts,
     check_for,
@@ -318,11 +318,15 @@ class TaskSink:
             "reading merge groups",
         )
         candidates = []
+        newer: list[str] = []
         for (task_id, payload), members in zip(stale, groups, strict=True):
             if (
-                c := stored_candidate(task_id, [payload, *members], self._decoded, self.task_ttl)
+                c := stored_candidate(
+                    task_id, [payload, *members], self._decoded, self.task_ttl, newer
+                )
             ) is not None:
                 candidates.append(c)
+        await self._leave_to_newer(newer, "redrive")
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
@@ -342,6 +346,17 @@ class TaskSink:
         await self._owed.resend(older_than)
         await self.expiry.expire_unanswered()
         return len(candidates)
+
+    async def _leave_to_newer(self, task_ids: Sequence[str], path: str) -> None:
+        """Pending tasks a newer version wrote (`stored_candidate`'s `newer`): counted, and
+        re-driven by no worker for `NEWER_WAIT_S` (every 30 s, each of this version's
+        workers read them again, and logged it, for as long as their entries lived)."""
+        if task_ids:
+            self.metrics.newer_tasks.labels(path).inc(len(task_ids))
+            await self._redis(
+                lambda: self.ledger.postpone(task_ids, NEWER_WAIT_S),
+                "leaving tasks of a newer version to its workers",
+            )
 
     async def release_due(self, now: float | None = None) -> int:
         """Take the deferred tasks due by `now` (default: the clock) and send (or drop) them,
@@ -392,10 +407,14 @@ class TaskSink:
                 break
         if due:
             self.dm.released.inc(len(due))
+            newer: list[str] = []
             loaded = [
-                stored_candidate(r.task_id, [r.payload, *r.members], self._decoded, self.task_ttl)
+                stored_candidate(
+                    r.task_id, [r.payload, *r.members], self._decoded, self.task_ttl, newer
+                )
                 for r in due
             ]
+            await self._leave_to_newer(newer, "release")
             ranked = sorted(
                 (c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks)
             )

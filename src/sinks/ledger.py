@@ -545,6 +545,13 @@ class TaskLedger:
         values = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
         return [(i, as_bytes(v)[1:]) for i, v in zip(task_ids, values, strict=True) if v]
 
+    async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
+        """See `sinks.stores.Ledger.postpone`: each one's score in the pending index
+        moved on (XX: one that left it, settled meanwhile, is not put back)."""
+        if task_ids:
+            later = time.time() + seconds
+            await self.redis.zadd(self.pending_key, dict.fromkeys(task_ids, later), xx=True)
+
     async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
         """See `sinks.stores.Ledger.owe_returns`: the record and its time, in one step."""
         if not items:

@@ -220,6 +220,12 @@ class MemoryLedger:
             claimed.append((task_id, value[1:]))
         return claimed
 
+    async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
+        later = self.clock() + seconds
+        for task_id in task_ids:
+            if task_id in self.pending:
+                self.pending[task_id] = later
+
     async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
         now = self.clock()
         for task_id, record in items:

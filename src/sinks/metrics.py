@@ -310,6 +310,17 @@ class Metrics:
             "Pending tasks sent again after an unconfirmed publish",
             registry=r,
         )
+        self.newer_tasks = Counter(
+            "moments_tasks_newer_version",
+            "Stored tasks with a channel or moment family this version does not know (a "
+            'newer version wrote them; docs/operations.md, "Rolling upgrades"), by what read '
+            "them: left to a newer worker (redrive, release), withdrawn or an outcome "
+            "applied as far as this version can (withdrawal, outcome)",
+            ["kind"],
+            registry=r,
+        )
+        for read_by in ("redrive", "release", "withdrawal", "outcome"):  # from 0, for alerts
+            self.newer_tasks.labels(read_by)
         self.dependency_errors = Counter(
             "moments_dependency_errors",
             "Failed calls to Redis or Kafka (retried with back-off)",

@@ -7,11 +7,62 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import orjson
+from pydantic import ConfigDict, ValidationError
 
 from moments.models import ServiceTask
 
 COUNTED_TAIL = b',"counted":true}'
 """How `task_bytes` ends the payload of a task with `counted` set: the field comes last."""
+
+
+class StoredTask(ServiceTask):
+    """A task read back from the stores: the fields it has that this version does not
+    know (a newer version wrote it, in a rolling upgrade) are kept, and written again
+    when it is parked or published (`task_bytes`), copies (`model_copy`) included. The
+    read-back path's alone: the model producers and consumers have (`ServiceTask`, the
+    schema) ignores them."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+NEWER_VALUES = frozenset({"channel", "family"})
+"""The closed lists of a task a newer version may add to (a `channel`, a moment's
+`family`): a stored task failing only on one of those was written by it."""
+
+
+def by_newer_version(exc: ValidationError) -> bool:
+    """Whether a stored task fails to read only for a value of `NEWER_VALUES` this version
+    does not know (its own, or one of its `related` moments'), not for anything else."""
+    errors = exc.errors()
+    return bool(errors) and all(
+        e["type"] == "enum" and e["loc"][-1:] and e["loc"][-1] in NEWER_VALUES for e in errors
+    )
+
+
+_KNOWN_STAND_IN = {"channel": "sms", "family": "anomaly"}
+
+
+def newer_task(payload: bytes, exc: ValidationError) -> ServiceTask | None:
+    """A stored task that `exc` says a newer version wrote (`by_newer_version`), read as
+    far as this version can: its `channel` kept as the text it has (not a `Channel`), a
+    moment `family` this version does not know read as `anomaly`, a `related` moment's
+    channel as `sms`. None when it does not read even so. For a path that neither routes
+    nor republishes it (an outcome's count, decline and contacts), never for one that does."""
+    if not by_newer_version(exc):
+        return None
+    data = orjson.loads(payload)
+    for error in exc.errors():
+        *path, name = error["loc"]
+        at = data
+        for step in path:
+            at = at[step]
+        at[name] = _KNOWN_STAND_IN[str(name)]
+    try:
+        task = ServiceTask.model_validate(data)
+    except ValidationError:
+        return None
+    channel = orjson.loads(payload).get("channel")
+    return task.model_copy(update={"channel": channel}) if isinstance(channel, str) else task
 
 
 def task_bytes(task: ServiceTask) -> bytes:
@@ -48,7 +99,7 @@ class Decoded:
     suspended line's task every hour), and validating each again, then serialising
     it again to park it, cost a tenth of the backtest's dispatch.
 
-    A hit is the task `ServiceTask.model_validate_json` made of those very bytes before:
+    A hit is the task `StoredTask.model_validate_json` made of those very bytes before:
     the model is frozen and nothing changes its lists or dicts, so one object serves
     every release. Bounded: the oldest entries go first (`DECODED_MAX`)."""
 
@@ -60,10 +111,11 @@ class Decoded:
         here) and its JSON (`task_bytes`) once made."""
 
     def task(self, payload: bytes) -> ServiceTask:
-        """The task of a stored payload (raises `ValidationError` as the model does)."""
+        """The task of a stored payload (raises `ValidationError` as the model does), with
+        the fields it has that this version does not know (`StoredTask`)."""
         task = self._tasks.get(payload)
         if task is None:
-            task = ServiceTask.model_validate_json(payload)
+            task = StoredTask.model_validate_json(payload)
             if self.size <= 0:
                 return task
             if len(self._tasks) >= self.size:

@@ -179,6 +179,12 @@ class Ledger(Protocol):
 
     async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]: ...
 
+    async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
+        """Leave these pending entries to no re-drive for `seconds` more than any other
+        (those a newer version wrote, this one cannot send: `sinks.readback`); one round
+        trip. An entry no longer pending is left as it is."""
+        ...
+
     async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Note the cooldown returns (key, record) of moments about to be dropped, in one
         round trip, before their drops are written; each stays owed until

@@ -23,18 +23,21 @@ notice, whichever runs first.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from moments.enums import Channel, WithdrawReason
 from moments.models import InputEvent, ProfileEvent, ServiceTask, TaskWithdrawal
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.metrics import Dependency, Metrics
+from sinks.payloads import by_newer_version
 from sinks.retry import Retrying, with_retry
 from sinks.stores import Clock, Ledger
 
@@ -46,6 +49,28 @@ WITHDRAWALS_TOPIC = "moments.task-withdrawals"
 WITHDRAWN_FOR = frozenset(r.value for r in WithdrawReason)
 """The drop reasons (`SuppressReason`) of a task a re-drive drops that are withdrawn too:
 the same words as the withdrawal's `reason`."""
+
+
+class _Moment(BaseModel):
+    type: str
+
+
+class PublishedTask(BaseModel):
+    """What a withdrawal needs of a published task, read from its stored body: a task a
+    newer version wrote, with a channel or moment family this version does not know
+    (`ServiceTask` refuses it), is withdrawn all the same (docs/operations.md, "Rolling
+    upgrades"). A channel this version knows is read as such."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    subscriber_id: str
+    channel: Channel | str = Field(union_mode="left_to_right")
+    moment: _Moment
+    expires_at: AwareDatetime
+
+
+Withdrawable = ServiceTask | PublishedTask
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +200,8 @@ def _still_opted_out(facts: Sequence[InputEvent]) -> dict[int, frozenset[str]]:
 
 
 def void_tasks(
-    change: ProfileChange, tasks: Iterable[ServiceTask], now: float
-) -> list[ServiceTask]:
+    change: ProfileChange, tasks: Iterable[Withdrawable], now: float
+) -> list[Withdrawable]:
     """Those of the subscriber's published `tasks` that `change` makes void at `now`
     (epoch seconds): none that expired (nothing may act on it anyway); for an opt-out, the
     tasks that went out on a channel it names (a task's `channel` is the one it went out
@@ -186,31 +211,35 @@ def void_tasks(
     for task in tasks:
         if task.subscriber_id != change.subscriber_id or task.expires_at.timestamp() <= now:
             continue
-        if change.reason is WithdrawReason.OPT_OUT and task.channel.value not in change.channels:
+        if change.reason is WithdrawReason.OPT_OUT and str(task.channel) not in change.channels:
             continue
         out.append(task)
     return out
 
 
-def notice(task: ServiceTask, change: ProfileChange, now: float) -> TaskWithdrawal:
+def notice(task: Withdrawable, change: ProfileChange, now: float) -> TaskWithdrawal:
     """The withdrawal of `task` by `change`, made at `now` (its times on the clock of the
-    change's `occurred_at`, as a task's are on its moment's)."""
+    change's `occurred_at`, as a task's are on its moment's). A task on a channel a newer
+    version added names it as the task did (the schema of that version lists it)."""
     tz = change.occurred_at.tzinfo or dt.UTC
-    return TaskWithdrawal(
-        task_id=task.task_id,
-        subscriber_id=task.subscriber_id,
-        channel=task.channel,
-        moment_type=task.moment.type,
-        reason=change.reason,
-        occurred_at=change.occurred_at,
-        withdrawn_at=dt.datetime.fromtimestamp(now, tz),
-        expires_at=task.expires_at,
-    )
+    fields: dict[str, Any] = {
+        "task_id": task.task_id,
+        "subscriber_id": task.subscriber_id,
+        "channel": task.channel,
+        "moment_type": task.moment.type,
+        "reason": change.reason,
+        "occurred_at": change.occurred_at,
+        "withdrawn_at": dt.datetime.fromtimestamp(now, tz),
+        "expires_at": task.expires_at,
+    }
+    if isinstance(task.channel, Channel):
+        return TaskWithdrawal.model_validate(fields)
+    return TaskWithdrawal.model_construct(**fields)
 
 
 def withdrawals_of(
     changes: Sequence[ProfileChange],
-    published: Mapping[str, Sequence[ServiceTask]],
+    published: Mapping[str, Sequence[Withdrawable]],
     now: float,
 ) -> list[TaskWithdrawal]:
     """The notices `changes` make, in their order, of the `published` tasks (per
@@ -258,15 +287,17 @@ class Withdrawals:
         )
         ids = [i for per in live for i in per]
         bodies = await self._redis(lambda: self.ledger.body_many(ids), "reading published tasks")
-        published: dict[str, list[ServiceTask]] = {}
+        published: dict[str, list[Withdrawable]] = {}
         for task_id, body in zip(ids, bodies, strict=True):
             task = _task(task_id, body)
+            if isinstance(task, PublishedTask):
+                self.metrics.newer_tasks.labels("withdrawal").inc()
             if task is not None:
                 published.setdefault(task.subscriber_id, []).append(task)
         made = withdrawals_of(changes, published, now)
         if made:
             await self._publish(made)
-            items = [(w.task_id, w.subscriber_id, w.channel.value) for w in made]
+            items = [(w.task_id, w.subscriber_id, str(w.channel)) for w in made]
             await self._redis(lambda: self.ledger.withdrawn(items), "recording withdrawals")
         gone = [c.subscriber_id for c in changes if c.reason is WithdrawReason.FORGOTTEN]
         if gone:
@@ -330,16 +361,22 @@ class Withdrawals:
 
 
 def _payload(w: TaskWithdrawal) -> bytes:
-    return orjson.dumps(w.model_dump(mode="json"))
+    # (no warning for a channel a newer version added: `notice`)
+    return orjson.dumps(w.model_dump(mode="json", warnings=False))
 
 
-def _task(task_id: str, body: bytes | None) -> ServiceTask | None:
-    """A published task's body read back; None (logged) when it is gone or unreadable."""
+def _task(task_id: str, body: bytes | None) -> Withdrawable | None:
+    """A published task's body read back; None (logged) when it is gone or unreadable.
+    One a newer version wrote (`by_newer_version`) is read as far as a withdrawal needs
+    (`PublishedTask`)."""
     if body is None:
         log.warning("task %s: its body is gone; not withdrawn", task_id)
         return None
     try:
         return ServiceTask.model_validate_json(body)
-    except ValidationError:
+    except ValidationError as exc:
+        if by_newer_version(exc):
+            with contextlib.suppress(ValidationError):
+                return PublishedTask.model_validate_json(body)
         log.warning("task %s: its body does not read as a task; not withdrawn", task_id)
         return None

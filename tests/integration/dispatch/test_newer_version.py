@@ -1,0 +1,162 @@
+"""A rolling upgrade: this version's workers read back tasks a newer version wrote into
+the shared Redis (a field, a channel or a moment family this version does not know).
+Each path does what it can with them: a re-drive or a release republishes a task with
+the fields it does not know, and leaves one it cannot send to a newer worker (counted,
+not read again at every re-drive); a withdrawal and an outcome still act on it."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, cast
+
+import orjson
+import pytest
+
+from moments.enums import WithdrawReason
+from moments.models import OutcomeStatus, ServiceTask, TaskOutcome
+from moments.outcomes import handle_outcomes
+from moments.records import RawRecord
+from sinks.ledger import TaskLedger
+from sinks.payloads import task_bytes
+from sinks.readback import NEWER_WAIT_S
+from sinks.stores import Parking
+from sinks.withdrawals import ProfileChange
+from tests.integration.kafka_io import read_topic, values
+
+from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
+
+pytestmark = pytest.mark.integration
+
+SUB = "13900000801"
+
+
+def tid(name: str) -> str:
+    return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+
+
+def as_newer(t: ServiceTask, moment: dict[str, Any] | None = None, **fields: Any) -> bytes:
+    """`t` as a newer version could have written it: `fields` (and `moment`'s) set."""
+    data = orjson.loads(task_bytes(t))
+    data["moment"].update(moment or {})
+    data.update(fields)
+    return orjson.dumps(data)
+
+
+def newer_read(w: Worker, path: str) -> float:
+    return w.sample("moments_tasks_newer_version_total", kind=path)
+
+
+async def sent_as_newer(w: Worker, t: ServiceTask, body: bytes) -> None:
+    """`t` published and confirmed, its stored body then as a newer worker wrote it."""
+    await w.send(t)
+    ledger = cast(TaskLedger, w.ledger)
+    assert await ledger.body(t.task_id) is not None
+    await ledger.redis.set(ledger.body_key(t.task_id), body, keepttl=True)
+
+
+class TestRedriveAndRelease:
+    async def test_a_redrive_republishes_the_fields_a_newer_version_wrote(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Pending after its worker (a newer version) died; re-driven by this version, it
+        goes out with the fields this version does not know, not without them."""
+        w = make_worker()
+        t = task(tid("n1"), sub=SUB)
+        extra = {"offer": {"code": "R5", "value": 5}}
+        assert await w.ledger.claim([(t.task_id, as_newer(t, **extra))]) == [1]
+        assert await w.sink.redrive(older_than=0) == 1
+        [out] = await published(w.settings, 1)
+        assert (out["task_id"], out["offer"]) == (t.task_id, extra["offer"])
+
+    async def test_a_redrive_leaves_a_task_on_a_channel_it_does_not_know_to_a_newer_worker(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Counted once and left pending; the next re-drives of this version do not read it
+        again (every 30 s for as long as it lived before), a newer worker's takes it later."""
+        w = make_worker()
+        t = task(tid("n2"), sub=SUB)
+        assert await w.ledger.claim([(t.task_id, as_newer(t, channel="wechat"))]) == [1]
+        assert await w.sink.redrive(older_than=0) == 0
+        assert await w.sink.redrive(older_than=0) == 0
+        assert newer_read(w, "redrive") == 1
+        assert await w.ledger.state(t.task_id) == "pending"
+        later = await w.ledger.claim_stale(-NEWER_WAIT_S - 60)
+        assert [i for i, _ in later] == [t.task_id]
+
+    async def test_a_release_leaves_a_task_of_a_new_family_to_a_newer_worker(
+        self, make_worker: MakeWorker
+    ) -> None:
+        w = make_worker()
+        t = task(tid("n3"), sub=SUB, deliver_after=NOW + HOUR, deferred="quiet_hours")
+        body = as_newer(t, moment={"family": "loyalty"})
+        assert await w.ledger.claim([(t.task_id, body)]) == [1]
+        due = (NOW + HOUR).timestamp()
+        parked = await w.sink.deferral.park_many([Parking(t.task_id, SUB, b"", due, 1800.0)])
+        assert parked == [True]
+        await w.sink.release_due(now=due + 1)
+        assert newer_read(w, "release") == 1
+        assert await w.ledger.state(t.task_id) == "pending"
+        assert await w.sink.redrive(older_than=0) == 0
+        assert newer_read(w, "redrive") == 0  # not read again before a newer worker's turn
+
+
+@pytest.mark.redis_only
+class TestWithdrawalsAndOutcomes:
+    async def test_an_opt_out_withdraws_a_task_of_a_family_this_version_does_not_know(
+        self, make_worker: MakeWorker
+    ) -> None:
+        w = make_worker()
+        w.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        t = task(tid("n4"), sub=SUB)
+        await sent_as_newer(w, t, as_newer(t, moment={"family": "loyalty"}))
+        change = ProfileChange(SUB, WithdrawReason.OPT_OUT, NOW, frozenset({"sms"}))
+        made = await w.sink.withdrawals.withdraw([change])
+        assert [(m.task_id, m.channel) for m in made] == [(t.task_id, "sms")]
+        assert newer_read(w, "withdrawal") == 1
+
+    async def test_a_closed_line_withdraws_a_task_on_a_channel_this_version_does_not_know(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The notice names the task's channel as the task did."""
+        w = make_worker()
+        w.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        t = task(tid("n5"), sub=SUB)
+        await sent_as_newer(w, t, as_newer(t, channel="wechat"))
+        await w.sink.withdrawals.withdraw([ProfileChange(SUB, WithdrawReason.CLOSED, NOW)])
+        notices = values(await read_topic(w.settings, "task_withdrawals", 1, wait_s=20, settle=1))
+        assert [(n["task_id"], n["channel"], n["reason"]) for n in notices] == [
+            (t.task_id, "wechat", "closed")
+        ]
+
+    async def test_a_decline_of_a_task_on_a_channel_this_version_does_not_know_is_applied(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Counted by its moment type and its rule suppressed for the subscriber, as a
+        task this version knows (it was counted `unknown` and applied to nobody)."""
+        w = make_worker()
+        t = task(tid("n6"), sub=SUB, moment_type="low_balance")
+        await sent_as_newer(w, t, as_newer(t, channel="wechat"))
+        declined = TaskOutcome(
+            task_id=t.task_id, subscriber_id=SUB, status=OutcomeStatus.DECLINED, occurred_at=NOW
+        )
+        record = RawRecord("o", 0, 0, SUB.encode(), declined.model_dump_json().encode())
+        result = await handle_outcomes([record], w.sink)
+        assert (result.handled, result.declined) == (1, 1)
+        labels = {"moment_type": "low_balance", "status": "declined"}
+        assert w.sample("moments_task_outcomes_total", **labels) == 1
+        assert await w.sink.declines.suppressed(SUB, "low_balance")
+        assert newer_read(w, "outcome") == 1
+
+    async def test_an_unreachable_task_on_a_channel_this_version_does_not_know_is_not_retried(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Its retry would be routed by a channel this version cannot send on."""
+        w = make_worker()
+        t = task(tid("n7"), sub=SUB)
+        await sent_as_newer(w, t, as_newer(t, channel="wechat"))
+        unreachable = TaskOutcome(
+            task_id=t.task_id, subscriber_id=SUB, status=OutcomeStatus.UNREACHABLE, occurred_at=NOW
+        )
+        record = RawRecord("o", 0, 0, SUB.encode(), unreachable.model_dump_json().encode())
+        result = await handle_outcomes([record], w.sink)
+        assert (result.handled, result.retries) == (1, [])
