@@ -24,6 +24,16 @@ class StoredTask(ServiceTask):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to a `ServiceTask` of the same fields and no other: read back, a task is
+        the one that was stored (pydantic's own tells the two classes apart)."""
+        if not isinstance(other, ServiceTask):
+            return NotImplemented
+        extra, others = self.__pydantic_extra__ or {}, other.__pydantic_extra__ or {}
+        return self.__dict__ == other.__dict__ and extra == others
+
+    __hash__ = ServiceTask.__hash__
+
 
 NEWER_VALUES = frozenset({"channel", "family"})
 """The closed lists of a task a newer version may add to (a `channel`, a moment's
