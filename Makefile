@@ -89,9 +89,12 @@ typecheck: $(STAMP)
 
 # src byte-compiled first: where PYTHONDONTWRITEBYTECODE is set, every Python process the
 # suite starts (pytest's own, each worker and command a test runs) compiled it afresh.
+# pytest runs with it unset: each worker collects every test file, and pytest keeps the
+# files with their asserts rewritten only where it may write bytecode; without that cache
+# each worker rewrote all of them again (~12 of its ~20 CPU-s of collection), every run.
 pytest: $(STAMP) redis-server prometheus stunnel $(SPECS)
 	$(BIN)/python -m compileall -q src
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -1,5 +1,6 @@
 """The Makefile's set-up says what it does: `make run` on a fresh clone installs the
-project before anything else, and pip runs with --quiet."""
+project before anything else, and pip runs with --quiet; and how `make pytest` runs the
+suite."""
 
 from __future__ import annotations
 
@@ -47,3 +48,16 @@ def test_make_run_writes_only_what_moments_run_writes_to_stdout() -> None:
         check=True,
     ).stdout
     assert shown.startswith("usage: moments run"), shown[:200]
+
+
+def test_pytest_may_keep_the_test_files_it_rewrote() -> None:
+    """Each xdist worker collects every test file, and pytest keeps a file with its asserts
+    rewritten only where Python may write bytecode: where the environment sets
+    PYTHONDONTWRITEBYTECODE, each worker rewrote every file again on every run (~12 CPU-s
+    of collection a worker). The suite's command unsets it for pytest alone."""
+    (line,) = [
+        line.strip()
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if line.startswith("\t") and " -m pytest -n " in line
+    ]
+    assert line.startswith("PYTHONDONTWRITEBYTECODE= "), line
