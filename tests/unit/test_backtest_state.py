@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -145,14 +145,13 @@ class Twin:
         self.tasks += len(a.tasks)
 
 
-def _unmarked(records: dict[str, SubscriberState]) -> dict[str, Any]:
-    out = {}
-    for sub, state in records.items():
-        doc = state.to_bytes()
-        copy = SubscriberState.from_bytes(doc)
-        copy.closed.pop(CHECKED_DAY, None)
-        out[sub] = copy
-    return out
+def _unmarked(records: dict[str, SubscriberState]) -> dict[str, SubscriberState]:
+    """The records compared as objects, less the marker: equal objects store equal bytes,
+    and a round trip through the stored form took half the time of the DST test."""
+    return {
+        sub: replace(state, closed={k: v for k, v in state.closed.items() if k != CHECKED_DAY})
+        for sub, state in records.items()
+    }
 
 
 def replay(start: int, steps: list[Step], hour: int = 9) -> Twin:
