@@ -663,10 +663,12 @@ class TestTimeOrder:
     def test_a_line_dated_far_ahead_names_itself_as_the_line_above(self, tmp_path: Path) -> None:
         times = ["10T10:00", "10T10:05", "10T10:10", "10T10:15", "10T10:20"]
         path = self.write(tmp_path / "h.jsonl", times)
-        text = path.read_bytes().replace(b"2026-11-10T10:10", b"2027-11-10T10:10")
-        path.write_bytes(text)  # line 3 a year ahead: lines 4 and 5 are behind it
+        # Line 3 a month ahead (a year, the case reported, swept 12 times the hours to the
+        # same warning): lines 4 and 5 are behind it.
+        text = path.read_bytes().replace(b"2026-11-10T10:10", b"2026-12-10T10:10")
+        path.write_bytes(text)
         (warning,) = self.warnings(tmp_path, path)
-        assert warning.startswith(f"{path}:4: dated 2026-11-10T02:15:00Z, 365.0 days before line 3")
+        assert warning.startswith(f"{path}:4: dated 2026-11-10T02:15:00Z, 30.0 days before line 3")
         assert "2 line(s)" in warning
 
     def test_a_topics_records_read_with_type_are_checked_too(self, tmp_path: Path) -> None:
