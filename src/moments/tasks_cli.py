@@ -23,11 +23,13 @@ def add_tasks_command(sub: Subparsers) -> None:
                   moments tasks tail --json --from-beginning
                   moments tasks ack TASK_ID --status done_no_change
                   moments tasks pending --channel sms --older-than 2h
+                  moments tasks deferred --reason quiet_hours
                 """,
     )
     _add_tasks_tail(tasks_sub)
     _add_tasks_ack(tasks_sub)
     _add_tasks_pending(tasks_sub)
+    _add_tasks_deferred(tasks_sub)
 
 
 def _add_tasks_tail(sub: Subparsers) -> None:
@@ -265,6 +267,95 @@ def _cmd_tasks_pending(args: argparse.Namespace) -> int:
             print(task.as_line(now))
     if not args.json or (args.limit and len(found) == args.limit):  # cut: say so
         print(summary(found, now, args.limit, held, args.older_than), file=sys.stderr)
+    return 0
+
+
+DEFERRED_LIMIT = 50
+"""The waiting tasks `moments tasks deferred` lists unless told: the soonest due."""
+
+
+def _add_tasks_deferred(sub: Subparsers) -> None:
+    from moments.enums import DeferralReason
+
+    p = add_command(
+        sub,
+        "deferred",
+        "List the tasks waiting in the deferral queue (read from Redis, MOMENTS_REDIS_URL, "
+        "for MOMENTS_APP_ID; nothing written): task id, moment type, channel, the "
+        "subscriber masked, why it waits, when it is due (in the dispatch policy's zone, "
+        "MOMENTS_DISPATCH_POLICY) and how long since the task was made, soonest due first, "
+        "then a count by reason.",
+        """
+                  moments tasks deferred
+                  moments tasks deferred --reason quiet_hours --reason capacity
+                  moments tasks deferred --moment-type bill_shock --limit 0
+                  moments tasks deferred --json | jq -r .task_id
+                """,
+        _cmd_tasks_deferred,
+    )
+    p.add_argument(
+        "--reason",
+        action="append",
+        choices=[r.value for r in DeferralReason],
+        help="only the tasks waiting for this reason (repeat for several)",
+    )
+    p.add_argument(
+        "--moment-type",
+        action="append",
+        metavar="TYPE",
+        help="only this moment type's tasks (repeat for several)",
+    )
+    p.add_argument(
+        "--limit",
+        type=_at_least_zero,
+        default=DEFERRED_LIMIT,
+        metavar="N",
+        help=f"list the N tasks due soonest (default {DEFERRED_LIMIT}; 0: all)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON line per task")
+
+
+def _cmd_tasks_deferred(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from moments.connections import redis_client, require_redis
+    from moments.deferred import Listing, deferred_tasks, summary
+    from sinks.deferral import DeferralQueue
+    from sinks.ledger import TaskLedger
+    from sinks.policy import load_policy
+
+    settings = command_settings()
+    policy = load_policy(settings.dispatch_policy)
+    zone = policy.zone
+    require_redis(settings, "the deferral queue is kept there")
+    now = time.time()
+
+    async def read() -> Listing:
+        redis = redis_client(settings)
+        try:
+            ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
+            queue = DeferralQueue(redis, ledger)
+            reasons, types = args.reason or (), args.moment_type or ()
+            return await deferred_tasks(queue, reasons, types, args.limit)
+        finally:
+            await redis.aclose()
+
+    listing = asyncio.run(read())
+    if args.json:
+        for task in listing.tasks:
+            print(orjson.dumps(task.as_json(now, zone)).decode())
+    elif listing.tasks:
+        due = f"due ({policy.timezone})"
+        table = Table("task id", "moment type", "channel", "subscriber", "reason", due, "waited")
+        for task in listing.tasks:
+            table.add_row(*task.row(now, zone))
+        Console(width=None if sys.stdout.isatty() else 200).print(table)  # ids unwrapped
+    print(summary(listing), file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,139 @@
+"""`moments tasks deferred`: the tasks waiting in the deferral queue, parked through the
+real `DeferralQueue`, listed by the command's function and its CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from moments.deferred import deferred_tasks
+from sinks.deferral import DeferralQueue
+from sinks.ledger import TaskLedger
+from sinks.payloads import task_bytes
+from tests.integration.conftest import settings_env
+
+from .conftest import HOUR, NOW, Worker, task
+
+pytestmark = pytest.mark.integration
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+"""The default dispatch policy's zone (Asia/Shanghai: no daylight saving)."""
+
+
+def tid(name: str) -> str:
+    return hashlib.blake2b(f"deferred-{name}".encode(), digest_size=16).hexdigest()
+
+
+def deferred_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "moments", "tasks", "deferred", *args],
+        env=settings_env(w.settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.redis_only
+async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
+    make_worker: Callable[..., Worker],
+) -> None:
+    w = make_worker()
+    ledger, queue = w.ledger, w.sink.deferral
+    assert isinstance(ledger, TaskLedger)
+    assert isinstance(queue, DeferralQueue)
+    parked = [  # (name, subscriber, moment type, reason, due in hours)
+        ("q1", "13800138001", "low_balance", "quiet_hours", 3),
+        ("q2", "13800138002", "bill_shock", "quiet_hours", 1),
+        ("c1", "13800138003", "low_balance", "capacity", 2),
+    ]
+    for name, sub, moment_type, reason, hours in parked:
+        due = NOW + hours * HOUR
+        t = task(tid(name), sub, moment_type=moment_type, deliver_after=due, deferred=reason)
+        payload = task_bytes(t)
+        assert await ledger.claim([(t.task_id, payload)]) == [1]
+        assert await queue.park(t.task_id, sub, payload, due.timestamp(), 60.0)
+
+    now = NOW.timestamp()
+    listing = await deferred_tasks(queue)
+    assert [t.task_id for t in listing.tasks] == [tid("q2"), tid("c1"), tid("q1")]
+    assert listing.by_reason == {"quiet_hours": 2, "capacity": 1}
+    first = listing.tasks[0].as_json(now, SHANGHAI)
+    assert first == {
+        "task_id": tid("q2"),
+        "moment_type": "bill_shock",
+        "channel": "sms",
+        "subscriber_id": "138****8002",
+        "reason": "quiet_hours",
+        "due_at": (NOW + HOUR).astimezone(SHANGHAI).isoformat(),
+        "waited_seconds": 0,
+    }
+    only = await deferred_tasks(queue, reasons=["quiet_hours"], moment_types=["low_balance"])
+    assert [t.task_id for t in only.tasks] == [tid("q1")]
+
+    proc = await asyncio.to_thread(deferred_command, w, "--json", "--reason", "quiet_hours")
+    assert proc.returncode == 0, proc.stderr
+    rows = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["task_id"], r["reason"]) for r in rows] == [
+        (tid("q2"), "quiet_hours"),
+        (tid("q1"), "quiet_hours"),
+    ]
+    assert rows[1]["due_at"] == (NOW + 3 * HOUR).astimezone(SHANGHAI).isoformat()
+    assert "2 task(s) waiting (quiet_hours 2)" in proc.stderr
+
+    proc = await asyncio.to_thread(deferred_command, w, "--limit", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert tid("q2") in proc.stdout
+    assert "138****8002" in proc.stdout
+    assert (NOW + HOUR).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") in proc.stdout
+    assert tid("c1") not in proc.stdout
+    assert "13800138002" not in proc.stdout
+    assert "3 task(s) waiting (capacity 1, quiet_hours 2); 2 more not listed" in proc.stderr
+
+    proc = await asyncio.to_thread(deferred_command, w, "--moment-type", "nothing_such")
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert "no task is waiting in the deferral queue" in proc.stderr
+    # Listing wrote nothing: every task still waits.
+    assert await queue.waiting() == 3
+    assert {await ledger.state(tid(n)) for n, *_ in parked} == {"deferred"}
+
+    # Due and ranked, not released yet (its score then -1 minus its due time): listed at
+    # its due time all the same; the released one leaves the list.
+    released = await queue.release(now=(NOW + 2.5 * HOUR).timestamp(), limit=1)
+    assert [r.task_id for r in released] in ([tid("q2")], [tid("c1")])
+    ranked = tid("c1") if released[0].task_id == tid("q2") else tid("q2")
+    assert (await queue.redis.zscore(queue.key, ranked) or 0) < 0
+    left = await deferred_tasks(queue)
+    gone = released[0].task_id
+    assert [(t.task_id, t.due_at) for t in left.tasks] == [
+        (t.task_id, t.due_at) for t in listing.tasks if t.task_id != gone
+    ]
+    assert left.by_reason == Counter(t.reason for t in listing.tasks if t.task_id != gone)
+
+
+@pytest.mark.redis_only
+async def test_an_unreachable_redis_names_the_variable(
+    make_worker: Callable[..., Worker],
+) -> None:
+    w = make_worker()
+    env = {**settings_env(w.settings), "MOMENTS_REDIS_URL": "redis://127.0.0.1:1/0"}
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "moments", "tasks", "deferred"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "the deferral queue is kept there" in proc.stderr
+    assert "set MOMENTS_REDIS_URL" in proc.stderr
