@@ -1,0 +1,42 @@
+"""`moments tasks deferred`'s reading of a ledger entry and its closing line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+from moments.deferred import DeferredTask, Listing, _described, summary
+
+TASK_ID = "0" * 32
+
+
+def test_an_entry_no_longer_waiting_is_left_out() -> None:
+    assert _described(TASK_ID, 10.0, None) is None
+    assert _described(TASK_ID, 10.0, b'P{"channel":"sms"}') is None
+
+
+def test_a_payload_without_a_deferral_or_unreadable_shows_unknowns() -> None:
+    bare = _described(TASK_ID, 10.0, b'D{"channel":"sms","subscriber_id":"13800138001"}')
+    assert bare is not None
+    assert (bare.reason, bare.moment_type, bare.subscriber) == ("?", "?", "138****8001")
+    assert bare.waited_s(100.0) is None
+    broken = _described(TASK_ID, 10.0, b"Dnot json")
+    assert broken is not None
+    assert (broken.channel, broken.reason, broken.subscriber) == ("?", "?", "?")
+
+
+def test_the_due_time_is_shown_in_the_given_zone() -> None:
+    task = DeferredTask(TASK_ID, "low_balance", "sms", "138****8001", "capacity", 0.0, -90.0)
+    zone = dt.timezone(dt.timedelta(hours=8))
+    assert task.row(0.0, zone)[5:] == ("1970-01-01 08:00", "1m")
+    assert task.as_json(0.0, zone)["due_at"] == "1970-01-01T08:00:00+08:00"
+
+
+def test_the_closing_line_counts_by_reason_and_says_how_many_more() -> None:
+    task = DeferredTask(TASK_ID, "low_balance", "sms", "138****8001", "capacity", 0.0, None)
+    listing = Listing([task], 3, Counter({"quiet_hours": 2, "capacity": 1}))
+    assert summary(listing) == (
+        "3 task(s) waiting (capacity 1, quiet_hours 2); 2 more not listed, soonest due "
+        "first (--limit 0 lists all)"
+    )
+    assert summary(Listing()).startswith("no task is waiting in the deferral queue")
