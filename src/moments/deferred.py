@@ -9,6 +9,7 @@ Plain reads and formatting; the CLI only wires. The subscriber is masked as
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -112,9 +113,11 @@ async def deferred_tasks(
 ) -> Listing:
     """The waiting tasks of `reasons` and `moment_types` (empty: all), the `limit` (0: all)
     soonest due, with how many match and their count by reason. The whole queue is read,
-    a page at a time (`PAGE`): the counts are of every waiting task. A task released
+    a page at a time (`PAGE`): the counts are of every waiting task; only the ids seen
+    and the `limit` soonest are kept, not a row per task of a night's queue. A task released
     while the pages are read may shift the next page by one (a listing, not a count)."""
-    found: dict[str, DeferredTask] = {}
+    listing = Listing()
+    seen: set[str] = set()
     start = 0
     while True:
         page: Sequence[Any] = await queue.redis.zrange(
@@ -126,19 +129,24 @@ async def deferred_tasks(
         for task_id, (_, score), entry in zip(ids, page, entries, strict=True):
             due = -1 - float(score) if float(score) < 0 else float(score)  # ranked: due
             task = _described(task_id, due, entry)
-            if task is None or (reasons and task.reason not in reasons):
+            if task is None or task_id in seen or (reasons and task.reason not in reasons):
                 continue
             if moment_types and task.moment_type not in moment_types:
                 continue
-            found[task_id] = task
+            seen.add(task_id)
+            listing.matched += 1
+            listing.by_reason[task.reason] += 1
+            listing.tasks.append(task)
+        if limit and len(listing.tasks) > limit:  # only the soonest due are kept
+            listing.tasks = heapq.nsmallest(limit, listing.tasks, key=_order)
         if len(page) < PAGE:
             break
-    ordered = sorted(found.values(), key=lambda t: (t.due_at, t.task_id))
-    return Listing(
-        ordered[:limit] if limit else ordered,
-        len(ordered),
-        Counter(t.reason for t in ordered),
-    )
+    listing.tasks.sort(key=_order)
+    return listing
+
+
+def _order(task: DeferredTask) -> tuple[float, str]:
+    return task.due_at, task.task_id
 
 
 def summary(listing: Listing) -> str:

@@ -44,7 +44,7 @@ def deferred_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.redis_only
 async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
-    make_worker: Callable[..., Worker],
+    make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = make_worker()
     ledger, queue = w.ledger, w.sink.deferral
@@ -78,6 +78,12 @@ async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
     }
     only = await deferred_tasks(queue, reasons=["quiet_hours"], moment_types=["low_balance"])
     assert [t.task_id for t in only.tasks] == [tid("q1")]
+    monkeypatch.setattr("moments.deferred.PAGE", 2)  # pages of 2: the limit across pages
+    for limit in (1, 2):
+        cut = await deferred_tasks(queue, limit=limit)
+        assert cut.tasks == listing.tasks[:limit]
+        assert (cut.matched, cut.by_reason) == (3, listing.by_reason)
+    monkeypatch.undo()
 
     proc = await asyncio.to_thread(deferred_command, w, "--json", "--reason", "quiet_hours")
     assert proc.returncode == 0, proc.stderr
