@@ -24,7 +24,15 @@ from typing import Any
 
 import orjson
 
-from moments.backtest_input import NAMED_KEPT, Blank, Cut, FileEvent, blank_kind, blank_said
+from moments.backtest_input import (
+    NAMED_KEPT,
+    Blank,
+    Cut,
+    FileEvent,
+    blank_kind,
+    blank_said,
+    ragged_refused,
+)
 from moments.backtest_state import BacktestState
 from moments.batchresult import (
     BatchResult,
@@ -574,11 +582,13 @@ class Backtest:
     async def _step(self, records: list[RawRecord]) -> None:
         self._give_back()
         started = time.perf_counter()
+        records, ragged = ragged_refused(records, self.blanks)
         # As the stream: the erasures of subscribers with no record, then the batch.
         erased = await self.sink.subscribers.erasures(
             self.detector.unrecorded(records, self.state.has)
         )
         result = self.detector.process(records, self.state.load, None, erased)
+        result.dead_letters[:0] = ragged
         self.result.spent["engine"] += time.perf_counter() - started
         await self._dispatch(result)
         self.blanks.clear()  # the batch's, each refused (told) above

@@ -21,7 +21,7 @@ import itertools
 import math
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
@@ -32,6 +32,7 @@ from moments.decoding import MAX_MESSAGE_BYTES
 from moments.eventcheck import no_type_said, utf16_said
 from moments.filenames import gzipped, is_csv
 from moments.models import EVENT_MODELS, EventType
+from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.refusals import LATENESS
 from moments.rulecheck import (
     READABLE_WITHIN,
@@ -44,6 +45,7 @@ from moments.rulecheck import (
 )
 
 __all__ = [
+    "RAGGED",
     "READABLE_WITHIN",
     "Blank",
     "Cut",
@@ -55,6 +57,7 @@ __all__ = [
     "cuts_of",
     "history",
     "merged",
+    "ragged_refused",
     "unreadable_lines",
     "unzipped",
 ]
@@ -81,15 +84,43 @@ class FileEvent(NamedTuple):
 class Blank(NamedTuple):
     """The blank cells of a CSV row in the columns its event needs: the worker refuses
     the event for lacking those fields, in pydantic's words ("Field required"), of a
-    column the file has (`blank_said`)."""
+    column the file has (`blank_said`). Or a ragged row's cells and the header's."""
 
     where: str
     """`file:line` of the row."""
     columns: tuple[str, ...]
-    missing: tuple[str, ...] = ()
-    """Of a row with fewer cells than the header, the needed columns past its last cell."""
     cells: tuple[int, int] = (0, 0)
-    """Of such a row, its cells and the header's."""
+    """Of a row with more or fewer cells than the header (ragged), its cells and the
+    header's: it is refused whole (`ragged_refused`), as its values may sit in other
+    columns than theirs; (0, 0) of a row as long as the header."""
+
+    @property
+    def ragged(self) -> bool:
+        return self.cells[0] != self.cells[1]
+
+
+RAGGED = "the row's cells are not the header's"
+"""The dead letter's message of a ragged CSV row (`ragged_refused`), told by `blank_said`
+with the counts, its line and the fix."""
+
+
+def ragged_refused(
+    records: list[RawRecord], blanks: Mapping[tuple[str, int], Blank]
+) -> tuple[list[RawRecord], list[DeadLetter]]:
+    """`records` without those of ragged CSV rows, and those refused (invalid_event): a
+    row with more cells than the header lost the extra ones, one with fewer had its
+    values read into the columns of others, and either made a task without a word."""
+    if not blanks:
+        return records, []
+    refused = [
+        DeadLetter(r, r.topic, RejectReason.INVALID_EVENT, "RaggedRow", RAGGED)
+        for r in records
+        if (b := blanks.get((r.topic, r.offset))) is not None and b.ragged
+    ]
+    if not refused:
+        return records, []
+    out = {(d.record.topic, d.record.offset) for d in refused}
+    return [r for r in records if (r.topic, r.offset) not in out], refused
 
 
 def blank_said(message: str, blank: Blank | None, first: str | None = None) -> str:
@@ -108,19 +139,17 @@ def blank_kind(message: str, blank: Blank | None) -> str:
 
 def _cells_said(message: str, blank: Blank, where: str | None) -> str:
     """`message` with the "Field required" of `blank`'s columns told as blank cells, or,
-    of a short row, as one row short of cells (`where`: the line, in brackets)."""
+    of a ragged row, `RAGGED` told with its cells and the header's (`where`: the line, in
+    brackets)."""
     at = f" ({where})" if where is not None else ""
-    cells, header = blank.cells
-    said = (
-        f"the row has {cells} cell(s) where the header has {header}{at}: write a cell for "
-        "each column of the header, in its order, an empty one (,,) where there is no value"
-    )
-    for column in blank.missing:
-        required = f"{column}: Field required"
-        if said and required in message:
-            message, said = message.replace(required, said, 1), ""
-        else:  # said once, at the first column missing
-            message = message.replace(f"; {required}", "").replace(f"{required}; ", "")
+    if blank.ragged:
+        cells, header = blank.cells
+        return message.replace(
+            RAGGED,
+            f"the row has {cells} cell(s) where the header has {header}{at}: write a cell "
+            "for each column of the header, in its order, an empty one (,,) where there is "
+            "no value, and quote a cell holding a comma",
+        )
     for column in blank.columns:
         message = message.replace(
             f"{column}: Field required", f"{column}: blank cell in column {column}{at}"
@@ -714,8 +743,6 @@ class EventFile:
                 }
                 needed = REQUIRED_FIELDS[event_type] if event_type else frozenset()
                 blank = tuple(k for k, v in row.items() if v == "" and k in needed)
-                # A short row: the columns past its last cell are None (DictReader's restval).
-                missing = tuple(k for k, v in row.items() if v is None and k in needed)
                 try:
                     event = _event(doc, self.source, line, self.default_type)
                 except MissingEventTypeError as exc:  # an empty or unknown `type` cell
@@ -726,11 +753,14 @@ class EventFile:
                         raise self._no_types(untyped) from None
                     continue
                 typed = True
-                if blank or missing:
-                    cells = (sum(v is not None for v in row.values()), len(reader.fieldnames))
-                    event = event._replace(
-                        blank=Blank(f"{self.path}:{line}", blank, missing, cells)
-                    )
+                # A ragged row: DictReader keys the cells past the header's None (a list),
+                # and gives None to the columns past a short row's last cell (restval).
+                cells = (0, 0)
+                if None in row or None in row.values():
+                    extra = row.pop(None, [])
+                    cells = (sum(v is not None for v in row.values()) + len(extra), len(row))
+                if blank or cells[0] != cells[1]:
+                    event = event._replace(blank=Blank(f"{self.path}:{line}", blank, cells))
                 at = event.at
                 if at > self.not_after:
                     raise self._after_history(line, at)

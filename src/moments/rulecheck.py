@@ -163,6 +163,7 @@ def check_rules(
         cuts_of,
         history,
         order_said,
+        ragged_refused,
         unreadable_lines,
         untyped_lines,
     )
@@ -192,8 +193,9 @@ def check_rules(
             blanks[(topic, offset)] = event.blank
     snapshot = begins if profiles is not None else None
     total = len(records)
+    taken, ragged = ragged_refused(records, blanks)
     result = run_pipeline(
-        records,
+        taken,
         rules,
         now=None,
         until=until,
@@ -201,7 +203,8 @@ def check_rules(
         progress=(lambda done: progress(done, total)) if progress is not None else None,
         sweeping=sweeping,
     )
-    if blanks:  # a CSV row's blank cells, told as such with their line
+    result.dead_letters[:0] = ragged
+    if blanks:  # a CSV row's blank cells, or a ragged row, told as such with their line
         result.dead_letters = [
             dataclasses.replace(dl, message=blank_said(dl.message, blank))
             if (blank := blanks.get((dl.record.topic, dl.record.offset))) is not None

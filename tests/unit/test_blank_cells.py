@@ -109,8 +109,8 @@ class TestShortRows:
             f"(event_id s1): the row has 4 cell(s) where the header has 7 ({path}:2): {fix}" in said
         )
         assert f"the row has 5 cell(s) where the header has 7 ({path}:5): {fix}" in said
-        assert said.count("the row has") == 2  # s2 lacks region only, s3 has its cells blank
-        assert f"amount: blank cell in column amount ({path}:3)" in said
+        assert f"the row has 6 cell(s) where the header has 7 ({path}:3): {fix}" in said
+        assert said.count("the row has") == 4  # s2 lacks region only: ragged, refused too
 
     def test_backtest_tells_it_at_the_first_row_alike(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -125,3 +125,55 @@ class TestShortRows:
         assert (
             f"1 x topup: the row has 4 cell(s) where the header has 7 (first at {path}:2)" in said
         )
+
+
+class TestRaggedRows:
+    """A row with more cells than the header lost the extra ones, and one with fewer that
+    left out only optional columns was taken, its values maybe in other columns: both
+    made tasks without a word. A ragged row is refused, in each command that reads CSV."""
+
+    ROWS = (
+        "topup,r1,13900000007,2026-11-10T10:00:00+08:00,20,app,NJ,,extra\n",  # 9 cells
+        "topup,r2,13900000008,2026-11-10T11:00:00+08:00,20,app\n",  # 6: region gone
+        "topup,r3,13900000009,2026-11-10T12:00:00+08:00,20,app,NJ\n",  # as the header
+    )
+
+    def _path(self, tmp_path: Path) -> Path:
+        path = tmp_path / "h.csv"
+        path.write_text(HEADER + "".join(self.ROWS))
+        return path
+
+    def test_rules_test_refuses_a_long_and_a_short_row(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = self._path(tmp_path)
+        main(["rules", "test", str(CATALOG), "--events", str(path)])
+        said = _said(capsys)
+        assert f"(event_id r1): the row has 9 cell(s) where the header has 7 ({path}:2)" in said
+        assert f"(event_id r2): the row has 6 cell(s) where the header has 7 ({path}:3)" in said
+        assert "event_id r3" not in said
+
+    def test_backtest_counts_them_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("COLUMNS", "400")
+        path = self._path(tmp_path)
+        argv = ["backtest", "--rules", str(CATALOG), "--events", str(path)]
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+        said = _said(capsys)
+        said_row = f"the row has 9 cell(s) where the header has 7 (first at {path}:2)"
+        assert f"1 x topup: {said_row}" in said
+        said_row = f"the row has 6 cell(s) where the header has 7 (first at {path}:3)"
+        assert f"1 x topup: {said_row}" in said
+
+    def test_state_seed_refuses_them_by_file_and_line(self, tmp_path: Path) -> None:
+        from moments.seed import build_states
+        from rules.catalog import load_rules
+
+        path = self._path(tmp_path)
+        seeded = build_states(load_rules(None), EventFile(path))
+        assert seeded.dead_letters == {"invalid_event": 2}
+        assert [(where, told[:38]) for where, _, told in seeded.refused] == [
+            (f"{path}:2", "topup: the row has 9 cell(s) where the"),
+            (f"{path}:3", "topup: the row has 6 cell(s) where the"),
+        ]
