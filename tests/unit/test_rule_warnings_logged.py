@@ -77,3 +77,17 @@ def test_a_reload_logs_them_once_per_load(tmp_path: Path, caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING):
         assert reloader.check() == "ok"
     assert _warned(caplog) == _expected(path)
+
+
+def test_a_refused_reload_logs_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A bad file is refused and the rules in force stay: their warnings were said at their
+    load, and a file not loaded has none to say (its errors are logged instead)."""
+    path = tmp_path / "r.yaml"
+    path.write_text(RULES)
+    reloader = Reloader(path, lambda rules: None, lambda result, count: None)
+    path.write_text(RULES.replace("on: [usage]\n    condition", "on: [usage]\n    condtion", 1))
+    reloader.request()
+    with caplog.at_level(logging.WARNING):
+        assert reloader.check() == "error"
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert not [w for w in _warned(caplog) if w.startswith("rules: ")]
