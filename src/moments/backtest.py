@@ -31,6 +31,7 @@ from moments.backtest_input import (
     FileEvent,
     blank_kind,
     blank_said,
+    in_file_order,
     ragged_refused,
 )
 from moments.backtest_state import BacktestState
@@ -582,13 +583,13 @@ class Backtest:
     async def _step(self, records: list[RawRecord]) -> None:
         self._give_back()
         started = time.perf_counter()
-        records, ragged = ragged_refused(records, self.blanks)
+        taken, ragged = ragged_refused(records, self.blanks)
         # As the stream: the erasures of subscribers with no record, then the batch.
         erased = await self.sink.subscribers.erasures(
-            self.detector.unrecorded(records, self.state.has)
+            self.detector.unrecorded(taken, self.state.has)
         )
-        result = self.detector.process(records, self.state.load, None, erased)
-        result.dead_letters[:0] = ragged
+        result = self.detector.process(taken, self.state.load, None, erased)
+        result.dead_letters = in_file_order(records, result.dead_letters, ragged)
         self.result.spent["engine"] += time.perf_counter() - started
         await self._dispatch(result)
         self.blanks.clear()  # the batch's, each refused (told) above

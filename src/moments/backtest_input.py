@@ -56,6 +56,7 @@ __all__ = [
     "blank_said",
     "cuts_of",
     "history",
+    "in_file_order",
     "merged",
     "ragged_refused",
     "unreadable_lines",
@@ -121,6 +122,19 @@ def ragged_refused(
         return records, []
     out = {(d.record.topic, d.record.offset) for d in refused}
     return [r for r in records if (r.topic, r.offset) not in out], refused
+
+
+def in_file_order(
+    records: Sequence[RawRecord], letters: list[DeadLetter], ragged: list[DeadLetter]
+) -> list[DeadLetter]:
+    """The dead letters of `records` with those of ragged rows (`ragged_refused`) among
+    them in the order of their rows, as the refusals are listed, not ahead of the others."""
+    if not ragged:
+        return letters
+    index = {(r.topic, r.offset): i for i, r in enumerate(records)}
+    return sorted(
+        [*ragged, *letters], key=lambda d: index.get((d.record.topic, d.record.offset), -1)
+    )
 
 
 def blank_said(message: str, blank: Blank | None, first: str | None = None) -> str:

@@ -162,6 +162,7 @@ def check_rules(
         blank_said,
         cuts_of,
         history,
+        in_file_order,
         order_said,
         ragged_refused,
         unreadable_lines,
@@ -203,7 +204,7 @@ def check_rules(
         progress=(lambda done: progress(done, total)) if progress is not None else None,
         sweeping=sweeping,
     )
-    result.dead_letters[:0] = ragged
+    result.dead_letters = in_file_order(records, result.dead_letters, ragged)
     if blanks:  # a CSV row's blank cells, or a ragged row, told as such with their line
         result.dead_letters = [
             dataclasses.replace(dl, message=blank_said(dl.message, blank))

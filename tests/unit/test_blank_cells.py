@@ -177,3 +177,13 @@ class TestRaggedRows:
             (f"{path}:2", "topup: the row has 9 cell(s) where the"),
             (f"{path}:3", "topup: the row has 6 cell(s) where the"),
         ]
+
+    def test_the_refusals_are_listed_in_the_order_of_their_rows(self, tmp_path: Path) -> None:
+        """A ragged row's refusal is listed at its row, not ahead of the batch's others."""
+        from moments.seed import build_states
+        from rules.catalog import load_rules
+
+        path = tmp_path / "h.csv"
+        path.write_text(HEADER + ROWS[0] + self.ROWS[0])  # a blank amount, then a long row
+        seeded = build_states(load_rules(None), EventFile(path))
+        assert [where for where, _, _ in seeded.refused] == [f"{path}:2", f"{path}:3"]
