@@ -44,12 +44,15 @@ class ProgressLines:
         self.clock = CLOCK if clock is None else clock
         self.started = self.clock()
         self._next = self.started + self.every_s
+        self._said: int | None = None  # the events of the last line, if it read as the last
 
     def update(self, events: int, fraction: float | None = None) -> None:
         """`events` done so far, `fraction` of the whole (None: unknown)."""
         now = self.clock()
         if now >= self._next:
             self._next = now + self.every_s
+            # A line with no share left reads as the last: `finish` need not repeat it.
+            self._said = events if fraction is None or not 0 < fraction < 1 else None
             self.write(self.line(events, fraction, now))
 
     def say(self, text: Callable[[], str]) -> None:
@@ -58,10 +61,15 @@ class ProgressLines:
         now = self.clock()
         if now >= self._next:
             self._next = now + self.every_s
+            self._said = None
             self.write(f"{self.label}: {text()}")
 
     def finish(self, events: int) -> None:
-        self.write(self.line(events, None, self.clock()))
+        """The last line, unless the last one already said every event: a backtest's
+        progress call after its run-on made a line due, and the same count came twice
+        (`231 s`, then `232 s`)."""
+        if events != self._said:
+            self.write(self.line(events, None, self.clock()))
 
     def line(self, events: int, fraction: float | None, now: float) -> str:
         elapsed = now - self.started

@@ -73,3 +73,25 @@ def test_a_backtest_into_a_log_says_how_far_it_is(
     assert last, err
     assert f"\n{last[-1]} events in " in err  # the summary's count: every event read
     assert "\u2501" not in err  # rich's bar
+
+
+def test_the_last_line_is_not_said_twice() -> None:
+    """A slow backtest's progress call after its run-on made a line due: `finish` then said
+    the same count again a second later (`231 s`, then `232 s`)."""
+    clock, said = Clock(), list[str]()
+    lines = ProgressLines("backtest", said.append, every_s=10.0, clock=clock)
+    clock.now += 231
+    lines.update(1_000_000, 1.0)
+    clock.now += 1
+    lines.finish(1_000_000)
+    assert said == ["backtest: 1,000,000 events in 231 s (4,329/s)"]
+
+
+def test_the_last_line_is_said_when_a_due_line_still_had_a_share_left() -> None:
+    clock, said = Clock(), list[str]()
+    lines = ProgressLines("backtest", said.append, every_s=10.0, clock=clock)
+    clock.now += 90
+    lines.update(1_000_000, 0.9)
+    clock.now += 1
+    lines.finish(1_000_000)
+    assert said[-1] == "backtest: 1,000,000 events in 91 s (10,989/s)"
