@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moments.cliparts import add_command, command_settings, parse_when, positive_int
+from moments.cliparts import add_command, command_settings, parse_when, positive_int, stderr_console
 from moments.exceptions import ConfigError
 from moments.filenames import is_csv
 
@@ -177,7 +177,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from rules.catalog import load_rules
     from sinks.policy import check_rule_ids, load_policy
 
-    console = Console(stderr=True)
+    console = stderr_console()
     policy_path = args.policy
     if policy_path is None:
         policy_path = command_settings().dispatch_policy

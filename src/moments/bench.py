@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from moments.cliparts import command_settings
+from moments.cliparts import command_settings, stderr_console
 from moments.connections import kafka_client_kwargs
 from moments.consumer_metrics import LAG_INTERVAL_S
 from moments.embedded import (
@@ -441,7 +441,7 @@ def print_rule_costs(count: int, subscribers: int, rules_path: Path | None) -> N
     from rules.catalog import load_rules
 
     tune_gc()  # the worker's young-generation settings
-    console = Console(stderr=True)
+    console = stderr_console()
     with console.status("rules in process: no rules, the catalog, 200 rules"):
         events = list(bench_events(count, subscribers))
         costs = rule_costs(events, load_rules(rules_path))
@@ -481,7 +481,7 @@ def run_bench(
     print_rule_costs(min(count, 100_000), subscribers, base.rules)
     if rules_only:
         return 0
-    console = Console(stderr=True)
+    console = stderr_console()
     workdir = Path(tempfile.mkdtemp(prefix="moments-bench-"))
     with contextlib.ExitStack() as stack:
         bootstrap = os.environ.get("MOMENTS_KAFKA_BOOTSTRAP")

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, overload
 from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from moments.settings import Settings
 
     Subparsers = argparse._SubParsersAction["Parser"]
@@ -149,6 +151,17 @@ def show_subcommands(args: argparse.Namespace) -> int:
     """The handler of a group called without a subcommand."""
     args.command_parser.print_help()
     return 2
+
+
+def stderr_console() -> Console:
+    """A command's messages, on stderr: wrapped to a terminal's width, but never where
+    stderr is a file or a pipe (systemd's journal, `docker logs`, CI, `2> run.log`), which
+    took a line wrapped at 80 columns as two."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 
 def command_settings() -> Settings:

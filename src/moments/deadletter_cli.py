@@ -9,7 +9,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from moments.cliparts import add_command, command_settings, parse_when, show_subcommands
+from moments.cliparts import (
+    add_command,
+    command_settings,
+    parse_when,
+    show_subcommands,
+    stderr_console,
+)
 from moments.enums import EventType
 from moments.exceptions import ConfigError
 from moments.records import RejectReason
@@ -173,7 +179,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
     import asyncio
 
     import orjson
-    from rich.console import Console
 
     from moments.deadletter_replay import summarize
     from moments.deadletters import entry_document
@@ -181,7 +186,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     settings = command_settings()
     _require(settings, redis=False)
-    console = Console(stderr=True)
+    console = stderr_console()
     bar = ReadBar(console, settings.topic("deadletter"))
 
     def print_json(entry: DeadLetterEntry) -> None:
@@ -212,14 +217,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     from aiokafka.errors import KafkaError
     from redis.exceptions import RedisError
-    from rich.console import Console
 
     from moments.deadletter_replay import replay
     from moments.topicread import ReadBar
 
     settings = command_settings()
     _require(settings, redis=True)
-    console = Console(stderr=True)
+    console = stderr_console()
     bar = ReadBar(console, settings.topic("deadletter"))
     chosen = selection(args, settings)
     try:

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.markup import escape
 
+from moments.cliparts import stderr_console
 from moments.embedded import (
     HOST,
     RedisServer,
@@ -183,13 +184,6 @@ def run_embedded(
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_console() -> Console:
-    """The run's messages, on stderr: wrapped to a terminal's width, but never where
-    stderr is a file or a pipe (systemd's journal, `docker logs`, `2> run.log`), which
-    took a line wrapped at 80 columns as two."""
-    return Console(stderr=True, soft_wrap=not sys.stderr.isatty())
-
-
 def _run(
     workdir: Path,
     user: Settings,
@@ -198,7 +192,7 @@ def _run(
     play_sample: bool,
     exit_after: int | None,
 ) -> int:
-    console = run_console()
+    console = stderr_console()
     worker: subprocess.Popen[bytes] | None = None
     with contextlib.ExitStack() as stack:
         with console.status("starting Tansu (Kafka-protocol broker) and redis-server..."):

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moments.cliparts import add_command, command_settings, show_subcommands
+from moments.cliparts import add_command, command_settings, show_subcommands, stderr_console
 from moments.enums import EventType
 from moments.filenames import gzipped, is_csv
 
@@ -179,7 +179,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from moments.eventcheck import CheckTally, check_lines
     from moments.refusals import allowed_ahead
 
-    err = Console(stderr=True)
+    err = stderr_console()
     # A named pipe (`<(kcat ... | head)` gives /dev/fd/63) is read once, as a file is.
     missing = [f for f in args.files if f != "-" and not Path(f).exists()]
     if missing:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moments.cliparts import add_command, command_settings, positive_int
+from moments.cliparts import add_command, command_settings, positive_int, stderr_console
 from moments.filenames import is_csv
 from moments.progresslines import PROGRESS_EVERY_S
 
@@ -167,7 +167,6 @@ async def _produce(
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from moments.connections import require_kafka
     from moments.exceptions import ConfigError
@@ -175,7 +174,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     if not 0 <= args.plant_rate <= 1:
         raise ConfigError("--plant-rate is a share of events: write a number from 0 to 1")
-    console = Console(stderr=True)
+    console = stderr_console()
     events = simulate(args.subscribers, args.rate, seed=args.seed, plant_rate=args.plant_rate)
     count = limit(events, args.rate, args.duration)
     if args.to_file is not None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from moments.cliparts import add_command, command_settings, show_subcommands
+from moments.cliparts import add_command, command_settings, show_subcommands, stderr_console
 from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -170,7 +170,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
     import asyncio
 
     import orjson
-    from rich.console import Console
 
     from moments.connections import require_kafka
     from moments.models import SUBSCRIBER_PATTERN
@@ -183,7 +182,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if odd:
         raise ConfigError(f"not a subscriber id: {', '.join(odd)}; give the MSISDN, 5 to 20 digits")
     require_kafka(settings)
-    console = Console(stderr=True)
+    console = stderr_console()
     topic = changelog_topic(settings)
     bar = ReadBar(console, topic)
     with bar.progress:
@@ -251,7 +250,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy if args.policy is not None else settings.dispatch_policy)
     end = parse_when(args.end, policy.zone, "--to")
     rules = load_rules(args.rules if args.rules is not None else settings.rules)
-    console = Console(stderr=True)
+    console = stderr_console()
     topic = changelog_topic(settings)
     try:
         chosen = (

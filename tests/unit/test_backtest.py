@@ -590,6 +590,20 @@ class TestCommand:
         # ... and what was wrong, in the worker's words, most frequent first
         assert "Most often: 1 x usage: subscriber_id: write the subscriber number" in said
 
+    def test_warnings_into_a_log_are_not_wrapped(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Captured stderr is no terminal (a CI log, `2> backtest.log`): rich wrapped the
+        refused line at 80 columns, and a log took it as two records."""
+        history = write_history(tmp_path / "h.jsonl")
+        with history.open("a") as file:
+            file.write('{"type": "usage", "event_id": "bad", "subscriber_id": "x"}\n')
+        assert main(["backtest", "--events", str(history), "--out", str(tmp_path / "out")]) == 0
+        lines = capsys.readouterr().err.splitlines()
+        refused = [line for line in lines if "refused as a worker would refuse them" in line]
+        assert refused, lines
+        assert refused[0].endswith("names each line and what is wrong with it. Most often:")
+
     def test_refused_csv_rows_are_not_sent_to_events_check(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

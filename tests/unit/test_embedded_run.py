@@ -18,6 +18,7 @@ from rich.console import Console
 
 from moments import embedded_run
 from moments.cli import main
+from moments.cliparts import stderr_console
 from moments.embedded import free_port
 from moments.embedded_run import (
     WORKER_STOP_GRACE_S,
@@ -261,7 +262,7 @@ def test_messages_to_a_file_or_pipe_are_not_wrapped(monkeypatch: pytest.MonkeyPa
     said = io.StringIO()
     monkeypatch.setattr(sys, "stderr", said)
     line = "sample: complaint " + "a complaint minutes after the VoLTE failure " * 3
-    embedded_run.run_console().print(line)
+    stderr_console().print(line)
     assert said.getvalue() == line + "\n"
 
 
