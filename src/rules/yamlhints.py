@@ -131,7 +131,12 @@ def _mapping_values(lines: list[str], line: int, column: int) -> str:
         # "2 spaces against 5" had the analyst move `version:` to 2, another mistake.
         indented = f"whose key after '- ' starts {item} characters in, against {_indent(here)} here"
     else:
-        indented = f"which is indented less, {_indent(lines[above])} spaces against {_indent(here)}"
+        # Either line may be the one off ("which is indented less" blamed line 13 when
+        # line 14 was one space too far): say what is, for both directions.
+        indented = (
+            f"as line {line + 1} is indented further, {_indent(here)} spaces against "
+            f"{_indent(lines[above])}"
+        )
     return (
         f"YAML read line {line + 1} as more of the value on line {above + 1}, {indented}: keys "
         f"of one map line up, so check the indentation of lines {above + 1} and {line + 1}, or "

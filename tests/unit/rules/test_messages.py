@@ -290,10 +290,19 @@ class TestYamlSyntax:
         text = RULE.replace("      cooldown: 30d", "    cooldown: 30d")
         assert problems(text) == [
             "r.yaml:14:18: YAML syntax: mapping values are not allowed here; YAML read line 14 "
-            "as more of the value on line 13, which is indented less, 4 spaces against 6: keys "
+            "as more of the value on line 13, as line 14 is indented further, 6 spaces against 4: "
+            "keys "
             "of one map line up, so check the indentation of lines 13 and 14, or quote a "
             "value holding ': '"
         ]
+
+    def test_a_key_indented_one_space_too_far_does_not_blame_the_line_above(self) -> None:
+        """The message called the correct line 13 "indented less", sending the analyst to
+        move it, when line 14 was one space too far."""
+        text = RULE.replace("      description: d\n", "       description: d\n")
+        (found,) = problems(text)
+        assert "which is indented less" not in found
+        assert "line 13, as line 14 is indented further, 7 spaces against 6: " in found
 
     @pytest.mark.parametrize(("rule_line", "key_at"), [("  - id: r1", 4), ("- id: r1", 2)])
     def test_a_key_off_from_a_list_items_keys_is_measured_from_the_key_after_the_dash(
