@@ -27,7 +27,7 @@ PYTEST_WORKERS ?= 4
 help:
 	@echo "make run    - detector on an embedded broker + Redis, with a sample stream"
 	@echo "make test   - lint, type-check and the whole test suite (what CI runs)"
-	@echo "make soak   - long fault runs and throughput figures (~12 min; not in make test)"
+	@echo "make soak   - long fault runs and throughput figures (~10 min; not in make test)"
 	@echo "make schemas- regenerate schemas/ from the models"
 	@echo "make clean  - remove the virtualenv and caches"
 	@echo "make lock   - resolve pyproject.toml afresh into constraints.txt (then make test)"
