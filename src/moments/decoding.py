@@ -157,6 +157,8 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             detail += f" (it reads as a {other} event: sent to the wrong topic?)"
         elif (wrapped := enveloped(value, ENVELOPE_MARKS, "event")) is not None:
             detail += f" ({wrapped})"
+        elif missing := [where for where, message in said[:5] if message == REQUIRED]:
+            detail += f" ({required_fix(event_type, missing)})"
         return _reject(record, event_type, RejectReason.INVALID_EVENT, "ValidationError", detail)
     refused = key_problem(record, event.subscriber_id, event_type.value)
     return event if refused is None else refused
@@ -414,6 +416,20 @@ def null_required(error: ErrorDetails) -> bool:
     if error["type"] == "missing" or error.get("input", ...) is not None:
         return False
     return len([p for p in error["loc"] if not _branch(str(p))]) == 1
+
+
+REQUIRED = "Field required"
+"""pydantic's words for a required field left out (`required_fix` names the fix)."""
+
+
+def required_fix(event_type: EventType, fields: list[str]) -> str:
+    """The fix for required fields left out, said once after the fields' messages (at each,
+    five would pass the message's cut): "amount: Field required" named none."""
+    them = "it" if len(fields) == 1 else "them"
+    return (
+        f"a {event_type.value} event must have {', '.join(fields)}: write {them}; each type's "
+        f"fields are in docs/producing-events.md and schemas/{event_type.value}-event.schema.json"
+    )
 
 
 BLANK_OPTIONAL = '"" (or spaces only) is no value: leave the field out (or null) when there is none'

@@ -77,7 +77,22 @@ def test_a_type_field_in_another_spelling_is_named() -> None:
 
 def test_a_field_missing_in_every_spelling_is_told_as_before() -> None:
     value = {"event_id": "e1", "subscriber_id": SUB, "occurred_at": "2026-11-22T09:30:00+08:00"}
-    assert _refused(EventType.USAGE, value) == "kind: Field required"
+    assert _refused(EventType.USAGE, value) == (
+        "kind: Field required (a usage event must have kind: write it; each type's fields are "
+        "in docs/producing-events.md and schemas/usage-event.schema.json)"
+    )
+
+
+def test_a_required_field_left_out_names_the_fix() -> None:
+    """It read "amount: Field required; channel: Field required", with no fix: which
+    fields, that this event type needs them, and where each type's fields are listed."""
+    value = {"event_id": "e1", "subscriber_id": SUB, "occurred_at": "2026-11-22T09:30:00+08:00"}
+    said = _refused(EventType.TOPUP, value)
+    assert said.startswith("amount: Field required; channel: Field required (a topup event ")
+    assert said.endswith(
+        "must have amount, channel: write them; each type's fields are in "
+        "docs/producing-events.md and schemas/topup-event.schema.json)"
+    )
 
 
 def test_an_outcome_in_another_spelling_is_named() -> None:
