@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from moments.cliparts import Subparsers
-    from moments.deadletters import DeadLetterEntry, Selection, Summary
+    from moments.deadletters import DeadLetterEntry, Group, Selection, Summary
     from moments.settings import Settings
 
 SHOW_EXAMPLES = """
-    moments deadletter show                          # counts by topic and reason, an example each
+    moments deadletter show                          # counts by topic and reason, top errors
     moments deadletter show --reason invalid_event --topic topup --since 2026-12-04
     moments deadletter show --since 2h                # rejected in the last two hours
     moments deadletter show --json | jq -r .message  # every dead letter, bytes included
@@ -306,7 +306,7 @@ def _table(title: str, summary: Summary) -> Table:
         ("count", "right"),
         ("first (UTC)", "left"),
         ("last (UTC)", "left"),
-        ("error of the first", "left"),
+        ("errors, most frequent first", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for (topic, reason), group in summary.groups.items():
@@ -316,9 +316,23 @@ def _table(title: str, summary: Summary) -> Table:
             f"{group.count:,}",
             _minute(group.first),
             _minute(group.last),
-            Text(mask_quoted_numbers(group.example)),  # --json has them whole
+            Text(mask_quoted_numbers(_errors(group))),  # --json has them whole
         )
     return table
+
+
+ERRORS_SHOWN = 3
+"""Distinct error messages a summary row shows, with their counts."""
+
+
+def _errors(group: Group) -> str:
+    """The group's most frequent messages, one a line with its count, and how many said
+    others: the first one's alone hid a producer's own behind others' of the same reason."""
+    top = group.messages.most_common(ERRORS_SHOWN)
+    lines = [f"{n:,} x {message}" for message, n in top]
+    if rest := group.count - sum(n for _, n in top):
+        lines.append(f"{rest:,} x other message(s)")
+    return "\n".join(lines)
 
 
 def _minute(when: dt.datetime | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +140,10 @@ class Selection:
         return self.until is None or when < self.until
 
 
+MESSAGES_KEPT = 1000
+"""Distinct error messages a `Group` counts."""
+
+
 @dataclass
 class Group:
     """Dead letters of one origin topic and reason."""
@@ -146,17 +151,17 @@ class Group:
     count: int = 0
     first: dt.datetime | None = None
     last: dt.datetime | None = None
-    example: str = ""
-    """The error message of the first one (the earliest rejected, shown beside `first`;
-    of those with no time, the first read): what is wrong, in the validator's words. The
-    topic is read partition by partition, so the first read was any partition's first:
-    the table said "first 09:02" beside the error of one rejected at 11:40."""
+    messages: Counter[str] = field(default_factory=Counter)
+    """How many said each distinct error message (the first one's alone hid a producer's
+    own dead letters behind others' of the same reason): at most `MESSAGES_KEPT` distinct
+    ones, those first read (a message may quote a value, and the topic may hold millions);
+    the rest are only in `count`."""
 
     def add(self, entry: DeadLetterEntry) -> None:
         when = entry.rejected_at
-        if not self.count or (when is not None and (self.first is None or when < self.first)):
-            self.example = entry.message
         self.count += 1
+        if entry.message in self.messages or len(self.messages) < MESSAGES_KEPT:
+            self.messages[entry.message] += 1
         if when is not None:
             self.first = when if self.first is None else min(self.first, when)
             self.last = when if self.last is None else max(self.last, when)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import io
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -120,10 +122,7 @@ def test_selection_by_reason_topic_and_time() -> None:
     assert not Selection(since=AT, until=AT + dt.timedelta(hours=1)).matches(late)
 
 
-def test_summary_counts_by_topic_and_reason_with_the_first_error_and_the_span() -> None:
-    """The error shown is the first one's, the one rejected at `first`, whichever was read
-    first: the topic is read partition by partition, and the table gave the earliest time
-    beside the error of a dead letter rejected two hours later."""
+def test_summary_counts_by_topic_and_reason_with_the_errors_and_the_span() -> None:
     summary = Summary()
     for hours, reason in ((2, RejectReason.INVALID_JSON), (0, RejectReason.INVALID_JSON)):
         letter = DeadLetter(
@@ -134,7 +133,7 @@ def test_summary_counts_by_topic_and_reason_with_the_first_error_and_the_span() 
     summary.add(_entry(b"{}"))
     assert summary.total == 3
     group = summary.groups[("p.telecom.topup", "invalid_json")]
-    assert (group.count, group.example) == (2, "m0")
+    assert (group.count, group.messages) == (2, Counter({"m2": 1, "m0": 1}))
     assert (group.first, group.last) == (AT, AT + dt.timedelta(hours=2))
     assert summary.groups[("p.telecom.topup", "invalid_event")].count == 1
 
@@ -209,6 +208,35 @@ def test_a_replay_cut_off_says_how_to_go_on(
     assert "run the same command again" in err
 
 
+def test_the_summary_shows_the_most_frequent_errors_of_a_reason_with_counts() -> None:
+    """It showed the first error of each topic and reason: a producer's own dead letter
+    hid behind others' of the same reason. The most frequent few, each with its count,
+    and how many said something else, short."""
+    from rich.console import Console
+
+    from moments.deadletter_cli import _table
+
+    summary = Summary()
+    said = ["amount: m1"] * 5 + ["channel: m2"] * 3 + ["kind: m3"] * 2 + ["x: m4", "y: m5"]
+    for offset, message in enumerate(said):
+        letter = DeadLetter(
+            RawRecord("telecom.topup", 0, offset, None, b"{}"),
+            "topup",
+            RejectReason.INVALID_EVENT,
+            "ValidationError",
+            message,
+        )
+        summary.add(parse_entry(0, offset, None, b"{}", dead_letter_headers(letter, AT)))
+    out = io.StringIO()
+    Console(file=out, width=200).print(_table("dead letters", summary))
+    lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    at = next(i for i, line in enumerate(lines) if "5 x amount: m1" in line)
+    assert "3 x channel: m2" in lines[at + 1]
+    assert "2 x kind: m3" in lines[at + 2]
+    assert "2 x other message(s)" in lines[at + 3]
+    assert "m4" not in out.getvalue()
+
+
 def test_tables_piped_keep_topic_and_reason_whole(capsys: pytest.CaptureFixture[str]) -> None:
     """Piped, rich drew 80 columns and cut the topic to `telecom.to…`."""
     from rich.table import Table
@@ -216,7 +244,14 @@ def test_tables_piped_keep_topic_and_reason_whole(capsys: pytest.CaptureFixture[
     from moments.deadletter_cli import _stdout
 
     table = Table()
-    for name in ("topic", "reason", "count", "first (UTC)", "last (UTC)", "error of the first"):
+    for name in (
+        "topic",
+        "reason",
+        "count",
+        "first (UTC)",
+        "last (UTC)",
+        "errors, most frequent first",
+    ):
         table.add_column(name)
     table.add_row(
         "staging.telecom.topup",
@@ -331,7 +366,6 @@ def test_the_original_headers_and_time_are_read_back_and_a_replay_restores_them(
 def test_the_summary_table_shows_a_producers_text_as_text_not_markup() -> None:
     """A key "[link=http://ev.il]PAY[/link]" quoted in a message made a clickable link in
     `deadletter show` (security re-check)."""
-    import io
 
     from rich.console import Console
 
@@ -340,7 +374,7 @@ def test_the_summary_table_shows_a_producers_text_as_text_not_markup() -> None:
 
     summary = Summary()
     summary.groups[("telecom.topup", "key_mismatch")] = Group(
-        count=1, example="record key '[blink][link=http://ev.il]PAY[/link]' differs"
+        count=1, messages=Counter({"record key '[blink][link=http://ev.il]PAY[/link]' differs": 1})
     )
     out = io.StringIO()
     Console(file=out, width=300, force_terminal=True).print(_table("dead letters", summary))
@@ -482,18 +516,3 @@ def test_show_says_how_many_dead_letters_are_copies_of_a_record_counted_before(
     out = capsys.readouterr().out
     assert "4 dead letters" in out
     assert "2 of them copies of a record counted before" in out
-
-
-def test_the_first_error_is_of_the_earliest_with_a_time() -> None:
-    """One with no time (a record put there by hand) read first gives way to the first one
-    with a time, which `first` shows; one read later and rejected later does not."""
-    summary = Summary()
-    summary.add(replace(_entry(b"{}"), rejected_at=None, message="no time"))
-    summary.add(replace(_entry(b"{}", at=AT + dt.timedelta(hours=1)), message="an hour in"))
-    summary.add(replace(_entry(b"{}", at=AT + dt.timedelta(hours=3)), message="later"))
-    (group,) = summary.groups.values()
-    assert (group.count, group.first, group.example) == (
-        3,
-        AT + dt.timedelta(hours=1),
-        "an hour in",
-    )
