@@ -15,9 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from moments.pending import UNKNOWN, span
+from moments.pending import UNKNOWN, json_object, span
 from moments.pii import mask_msisdn
 from sinks.deferral import DeferralQueue
 from sinks.ledger import as_bytes
@@ -82,12 +80,7 @@ def _described(task_id: str, due_at: float, entry: bytes | None) -> DeferredTask
     """The task the ledger entry holds while it waits; None once released or gone."""
     if entry is None or entry[:1] != b"D":
         return None
-    try:
-        task = orjson.loads(entry[1:])
-    except orjson.JSONDecodeError:
-        task = {}
-    if not isinstance(task, dict):
-        task = {}
+    task: dict[str, Any] = json_object(entry[1:])
     moment, deferred = task.get("moment"), task.get("deferred")
     created = task.get("created_at")
     try:

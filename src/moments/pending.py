@@ -125,7 +125,7 @@ async def _described(ledger: TaskLedger, page: Sequence[Unanswered]) -> list[Pen
     out: list[PendingTask] = []
     for u, entry, body in zip(page, replies[::2], replies[1::2], strict=True):
         meta = sent_meta_fields(None if entry is None else _bytes(entry))
-        task = _json(None if body is None else _bytes(body))
+        task = json_object(None if body is None else _bytes(body))
         sent_at = meta.get("sent_at")
         out.append(
             PendingTask(
@@ -144,7 +144,8 @@ def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def _json(raw: bytes | None) -> dict[str, object]:
+def json_object(raw: bytes | None) -> dict[str, object]:
+    """A stored task's JSON object; {} when there is none, or it is no JSON object."""
     if not raw:
         return {}
     try:

@@ -126,6 +126,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def tasks_command(settings: Settings, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`moments tasks COMMAND ARGS` run as a user would, against `settings`' Redis and broker."""
+    return subprocess.run(
+        [sys.executable, "-m", "moments", "tasks", command, *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 SECURITY_FIELDS = (
     "kafka_security_protocol",
     "kafka_sasl_mechanism",

@@ -18,7 +18,7 @@ from moments.deferred import deferred_tasks
 from sinks.deferral import DeferralQueue
 from sinks.ledger import TaskLedger
 from sinks.payloads import task_bytes
-from tests.integration.conftest import settings_env
+from tests.integration.conftest import settings_env, tasks_command
 
 from .conftest import HOUR, NOW, Worker, task
 
@@ -32,14 +32,7 @@ def tid(name: str) -> str:
 
 
 def deferred_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "moments", "tasks", "deferred", *args],
-        env=settings_env(w.settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return tasks_command(w.settings, "deferred", *args)
 
 
 @pytest.mark.redis_only

@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -25,7 +24,7 @@ from moments.pending import pending_tasks
 from moments.records import RawRecord
 from sinks.ledger import TaskLedger, as_bytes
 from sinks.policy import DispatchPolicy, MergePolicy
-from tests.integration.conftest import settings_env
+from tests.integration.conftest import tasks_command
 from tests.integration.kafka_io import read_topic
 
 from .conftest import NOW, Worker, published, task
@@ -167,14 +166,7 @@ class TestUnanswered:
 
 
 def pending_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "moments", "tasks", "pending", *args],
-        env=settings_env(w.settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return tasks_command(w.settings, "pending", *args)
 
 
 @pytest.mark.redis_only
