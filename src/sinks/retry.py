@@ -339,8 +339,9 @@ async def with_retry(
             level = logging.WARNING if loud else logging.DEBUG
             log.log(
                 level,
-                "%s unavailable while %s (attempt %d, retrying in %.1fs): %s: %s%s",
+                "%s %s while %s (attempt %d, retrying in %.1fs): %s: %s%s",
                 dependency.value,
+                "refused" if isinstance(exc, RedisClusterError) else "unavailable",
                 what,
                 attempt,
                 delay,

@@ -404,6 +404,9 @@ class TestClusterRefusalCounted:
         assert metrics.dependency_errors.labels(Dependency.REDIS.value)._value.get() >= 1
         assert metrics.up_of[Dependency.REDIS]._value.get() == 0
         assert "MOMENTS_REDIS_URL to a Redis without cluster mode" in caplog.text
+        # a Redis that answers is not "unavailable": it is refused, the fix on the line
+        assert "redis refused while connecting" in caplog.text
+        assert "unavailable" not in caplog.text
 
 
 class TestRedisClient:
