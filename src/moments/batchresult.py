@@ -125,8 +125,8 @@ class BatchResult:
     first judgement, or an earlier re-judgement: a look and a profile update read in one
     batch, the closes of a catch-up) is not made twice (`emit`)."""
     returns: Counter[str] = field(default_factory=Counter)
-    """Cooldown returns read (moments.cooldowns) by result: `given_back` (the mark removed),
-    `stale` (a later mark, none, or no record), `malformed`."""
+    """Cooldown returns read (moments.cooldowns) by result (`moments.enums.ReturnResult`'s
+    values)."""
 
 
 def unmake(result: BatchResult, made: int) -> None:

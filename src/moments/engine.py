@@ -15,6 +15,7 @@ from typing import Any
 from moments.batchresult import BatchResult, StateChange, erasure_time, forget, unmake
 from moments.cooldowns import CooldownReturn, MalformedReturnError, give_back_returned
 from moments.decoding import SUBSCRIBER_KEY, TOMBSTONE, decode, deletion_form
+from moments.enums import ReturnResult
 from moments.models import EventType, InputEvent, ProfileEvent, unknown_opt_outs
 from moments.records import DeadLetter, RawRecord
 from moments.refusals import LATENESS, allowed_ahead, failed, stale_profile, too_far_ahead, too_late
@@ -262,16 +263,16 @@ class Detector:
         try:
             returned = CooldownReturn.from_bytes(record.value)
         except MalformedReturnError:
-            result.returns["malformed"] += 1
+            result.returns[ReturnResult.MALFORMED.value] += 1
             return
         sub = returned.subscriber_id
         changes = result.changes
         change = changes.get(sub)
         state = change.state if change is not None else load(sub)
         if state is None or not give_back_returned(state, returned):
-            result.returns["stale"] += 1
+            result.returns[ReturnResult.STALE.value] += 1
             return
-        result.returns["given_back"] += 1
+        result.returns[ReturnResult.GIVEN_BACK.value] += 1
         if change is None:
             states[sub] = state
             changes[sub] = StateChange(state, record.partition)

@@ -90,3 +90,15 @@ class DeferralReason(StrEnum):
     CHANNEL_HOURS = "channel_hours"
     UNREACHABLE_RETRY = "unreachable_retry"
     DELIVER_AFTER = "deliver_after"
+
+
+class ReturnResult(StrEnum):
+    """What the engine made of a cooldown return (`BatchResult.returns`, the `result`
+    label of `moments_cooldown_returns_total`, each series from 0)."""
+
+    GIVEN_BACK = "given_back"
+    """The cooldown mark removed."""
+    STALE = "stale"
+    """The mark had moved on, or the subscriber has no record: nothing to give back."""
+    MALFORMED = "malformed"
+    """No cooldown return could be read from the record."""

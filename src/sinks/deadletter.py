@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.records import DeadLetter, RawRecord
 from sinks.base import Headers, Message, Producer
-from sinks.metrics import Dependency, Metrics
+from sinks.metrics import Dependency, Metrics, OversizeOutcome
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -226,8 +226,8 @@ class DeadLetterSink:
         again = [without_value(self.topic, dl, now, message_size(m)) for dl, m in refused]
         lost = set(await self._send(again, "sending dead letters without their value"))
         for n in range(len(refused)):
-            outcome = "not_sent" if n in lost else "sent_without_value"
-            self.metrics.deadletters_oversize.labels(outcome).inc()
+            outcome = OversizeOutcome.NOT_SENT if n in lost else OversizeOutcome.SENT_WITHOUT_VALUE
+            self.metrics.deadletters_oversize.labels(outcome.value).inc()
         dl, message = refused[0]
         log.error(
             "%d dead letter(s) refused as too large (the first: %s[%d]@%d, %s, %s bytes): "

@@ -12,7 +12,7 @@ from enum import StrEnum
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from moments.decoding import DELETION_FORMS
-from moments.enums import DeferralReason
+from moments.enums import DeferralReason, ReturnResult
 from moments.models import Channel, EventType
 from moments.records import (
     INPUT_ONLY_REASONS,
@@ -47,10 +47,13 @@ class Stage(StrEnum):
 
 GC_GENERATIONS = ("0", "1", "2")
 """The garbage collector's generations (`gc.callbacks` reports 0 to 2)."""
-RETURN_RESULTS = ("given_back", "stale", "malformed")
-"""What the engine made of a cooldown return (`BatchResult.returns`)."""
-OVERSIZE_OUTCOMES = ("sent_without_value", "not_sent")
-"""What became of a dead letter refused for its size (`DeadLetterSink`)."""
+
+
+class OversizeOutcome(StrEnum):
+    """What became of a dead letter refused for its size (`DeadLetterSink`)."""
+
+    SENT_WITHOUT_VALUE = "sent_without_value"
+    NOT_SENT = "not_sent"
 
 
 class Metrics:
@@ -243,8 +246,8 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        for outcome in OVERSIZE_OUTCOMES:
-            self.deadletters_oversize.labels(outcome)
+        for outcome in OversizeOutcome:
+            self.deadletters_oversize.labels(outcome.value)
         self.replayed = Counter(
             "moments_events_replayed",
             "Events skipped because they were applied before "
@@ -280,8 +283,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        for result in RETURN_RESULTS:
-            self.cooldown_returns.labels(result)
+        for result in ReturnResult:
+            self.cooldown_returns.labels(result.value)
         self.out_of_time = Counter(
             "moments_events_out_of_time",
             "Events not applied: later than the allowed lateness, or dated in the future",
