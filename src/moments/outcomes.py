@@ -92,7 +92,7 @@ from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectRea
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 from sinks.dispatch import TaskSink
 from sinks.ledger import sent_meta_fields, state_of
-from sinks.metrics import Dependency
+from sinks.metrics import Dependency, NewerRead
 from sinks.payloads import newer_task
 from sinks.retry import with_retry
 from sinks.stores import ContactBook
@@ -640,7 +640,7 @@ async def _sent_task(sink: TaskSink, task_id: str, newer: set[str]) -> ServiceTa
         return ServiceTask.model_validate_json(body)
     except ValidationError as exc:
         if (task := newer_task(body, exc)) is not None:
-            sink.metrics.newer_tasks.labels("outcome").inc()
+            sink.metrics.newer_tasks.labels(NewerRead.OUTCOME.value).inc()
             newer.add(task_id)
             return task
         log.warning(

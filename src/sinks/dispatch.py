@@ -51,7 +51,7 @@ from sinks.hours import published
 from sinks.judging import Judging, judging_by
 from sinks.ledger import TAKEN_OVER, Voided, state_of
 from sinks.legacy import TaskTtl, no_ttl
-from sinks.metrics import Dependency, DispatchMetrics, Metrics
+from sinks.metrics import Dependency, DispatchMetrics, Metrics, NewerRead
 from sinks.owedreturns import OwedReturns
 from sinks.parking import parked_slot, parking
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
@@ -326,7 +326,7 @@ class TaskSink:
                 )
             ) is not None:
                 candidates.append(c)
-        await self._leave_to_newer(newer, "redrive")
+        await self._leave_to_newer(newer, NewerRead.REDRIVE)
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
@@ -347,12 +347,12 @@ class TaskSink:
         await self.expiry.expire_unanswered()
         return len(candidates)
 
-    async def _leave_to_newer(self, task_ids: Sequence[str], path: str) -> None:
+    async def _leave_to_newer(self, task_ids: Sequence[str], path: NewerRead) -> None:
         """Pending tasks a newer version wrote (`stored_candidate`'s `newer`): counted, and
         re-driven by no worker for `NEWER_WAIT_S` (every 30 s, each of this version's
         workers read them again, and logged it, for as long as their entries lived)."""
         if task_ids:
-            self.metrics.newer_tasks.labels(path).inc(len(task_ids))
+            self.metrics.newer_tasks.labels(path.value).inc(len(task_ids))
             await self._redis(
                 lambda: self.ledger.postpone(task_ids, NEWER_WAIT_S),
                 "leaving tasks of a newer version to its workers",
@@ -414,7 +414,7 @@ class TaskSink:
                 )
                 for r in due
             ]
-            await self._leave_to_newer(newer, "release")
+            await self._leave_to_newer(newer, NewerRead.RELEASE)
             ranked = sorted(
                 (c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks)
             )

@@ -49,6 +49,16 @@ GC_GENERATIONS = ("0", "1", "2")
 """The garbage collector's generations (`gc.callbacks` reports 0 to 2)."""
 
 
+class NewerRead(StrEnum):
+    """What read a stored task a newer version wrote (`moments_tasks_newer_version_total`'s
+    `kind`)."""
+
+    REDRIVE = "redrive"
+    RELEASE = "release"
+    WITHDRAWAL = "withdrawal"
+    OUTCOME = "outcome"
+
+
 class OversizeOutcome(StrEnum):
     """What became of a dead letter refused for its size (`DeadLetterSink`)."""
 
@@ -322,8 +332,8 @@ class Metrics:
             ["kind"],
             registry=r,
         )
-        for read_by in ("redrive", "release", "withdrawal", "outcome"):  # from 0, for alerts
-            self.newer_tasks.labels(read_by)
+        for read_by in NewerRead:  # from 0, for alerts
+            self.newer_tasks.labels(read_by.value)
         self.dependency_errors = Counter(
             "moments_dependency_errors",
             "Failed calls to Redis or Kafka (retried with back-off)",

@@ -36,7 +36,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from moments.enums import Channel, WithdrawReason
 from moments.models import InputEvent, ProfileEvent, ServiceTask, TaskWithdrawal
 from sinks.base import Headers, Message, Producer, produce_all
-from sinks.metrics import Dependency, Metrics
+from sinks.metrics import Dependency, Metrics, NewerRead
 from sinks.payloads import by_newer_version
 from sinks.retry import Retrying, with_retry
 from sinks.stores import Clock, Ledger
@@ -291,7 +291,7 @@ class Withdrawals:
         for task_id, body in zip(ids, bodies, strict=True):
             task = _task(task_id, body)
             if isinstance(task, PublishedTask):
-                self.metrics.newer_tasks.labels("withdrawal").inc()
+                self.metrics.newer_tasks.labels(NewerRead.WITHDRAWAL.value).inc()
             if task is not None:
                 published.setdefault(task.subscriber_id, []).append(task)
         made = withdrawals_of(changes, published, now)
