@@ -479,7 +479,7 @@ def load_policy(path: Path | None) -> DispatchPolicy:
     from ruamel.yaml.error import YAMLError
 
     from rules.exceptions import RulesError
-    from rules.yamllimits import beyond_limits, read_limited
+    from rules.yamllimits import beyond_limits, read_limited, yaml_problem
 
     try:
         text = read_limited(path)
@@ -500,7 +500,10 @@ def load_policy(path: Path | None) -> DispatchPolicy:
             f"{path}: no such dispatch policy file{where}; give its path (--policy, "
             "MOMENTS_DISPATCH_POLICY), or leave it out for the defaults"
         ) from None
-    except (OSError, YAMLError, ValueError) as exc:
+    except YAMLError as exc:  # at its line, with the rules files' hint, not ruamel's dump
+        problem = yaml_problem(str(path), text, exc)
+        raise ConfigError(f"invalid dispatch policy: {problem}") from None
+    except (OSError, ValueError) as exc:
         raise ConfigError(
             f"{path}: cannot read the dispatch policy ({type(exc).__name__}: {exc}); write "
             "it as UTF-8 YAML (docs/architecture.md, 'Dispatch policy')"

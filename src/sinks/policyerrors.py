@@ -28,6 +28,13 @@ def _channel_key(word: object) -> str:
     return f"{str(word)!r} is not a channel: write one of {', '.join(names)}"
 
 
+def _as_written(value: object) -> str:
+    """A YAML value as the file wrote it: `true`, not Python's `True`."""
+    if isinstance(value, bool) or value is None:
+        return "null" if value is None else str(value).lower()
+    return repr(value)
+
+
 def message(error: Mapping[str, Any]) -> str:
     """What is wrong with one value and what to write."""
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
@@ -46,6 +53,11 @@ def message(error: Mapping[str, Any]) -> str:
         return f'{value!r} is not a time of day: write HH:MM, e.g. "09:00"'
     if kind == "dict_type" and value is None:
         return "empty: write its entries under it, or remove the line for the default"
+    if kind in {"dict_type", "model_type"}:  # pydantic named the model's class
+        return (
+            f"{_as_written(value)} is not a mapping: write its settings under it, one "
+            "`name: value` a line indented below, or in braces, {name: value}"
+        )
     if kind in {"greater_than_equal", "less_than_equal"}:
         bound, side = ("ge", ">=") if kind == "greater_than_equal" else ("le", "<=")
         size = "small" if side == ">=" else "large"

@@ -175,3 +175,31 @@ relevance:
         assert (
             "policy.yaml:2:9: capacity.*.SMS: 'SMS' is not a channel; did you mean 'sms'?" in said
         )
+
+
+def test_a_yaml_syntax_error_is_placed_at_its_line_with_the_fix(tmp_path: Path) -> None:
+    # A value left on its key's line above an indented map: it was ruamel's parser dump,
+    # '<unicode string>' and '(line: 1)' included, and told to "write it as UTF-8 YAML".
+    said = _refused(tmp_path, "timezone: Asia/Shanghai\ncapacity: 3\n  NJ: {manager: 4}\n")
+    first = said.splitlines()[0]
+    assert first.startswith(f"invalid dispatch policy: {tmp_path / 'policy.yaml'}:3:")
+    assert "YAML syntax: mapping values are not allowed here" in first
+    assert "<unicode string>" not in said
+    assert "UTF-8" not in said
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "says"),
+    [
+        ("outcomes: true\n", ":1:11: outcomes: ", "true is not a mapping: write its settings"),
+        ("merge: 0\n", ":1:8: merge: ", "0 is not a mapping: write its settings"),
+        ("capacity:\n  NJ: 5\n", ":2:7: capacity.NJ: ", "5 is not a mapping: write its settings"),
+    ],
+)
+def test_a_value_where_a_mapping_belongs_says_what_to_write(
+    tmp_path: Path, text: str, where: str, says: str
+) -> None:
+    said = _refused(tmp_path, text)
+    assert f"{tmp_path / 'policy.yaml'}{where}{says}" in said
+    assert "instance of" not in said
+    assert "valid dictionary" not in said
