@@ -67,14 +67,14 @@ ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
 """Field names whose value is a subscriber, called number or device id."""
 _ID_NAME = (
     r"(?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z]))"
-    r"(?i:subscriber[_\- ]?id|msisdn|counter[_\-]?part(?:y|ie)|imei)(?i:s?)"
+    r"(?i:subscriber[_\- ]?id|msisdn|counter[_\- ]?part(?:y|ie)|imei)(?i:s?)"
     r"(?!(?<=[a-z])[a-z]|(?<=[A-Z])[A-Z](?![a-z]))"
 )
 """Those names as other code and people write them too, in any case: `SUBSCRIBER_ID` (an
 environment dump, a Java client's log), `subscriberId` (a JSON-minded producer's),
-`subscriber-id`, `subscriber id`, `counterParty`, plurals (`msisdns`). Each a word of its
-own or a part of one (`event.subscriber_id`, `caller_msisdn`, `callerMsisdn`, `imei2`,
-`MSISDNList`), not letters inside another word: `SubscriberIdleTimeout`,
+`subscriber-id`, `subscriber id`, `counterParty`, `counter party`, plurals (`msisdns`).
+Each a word of its own or a part of one (`event.subscriber_id`, `caller_msisdn`,
+`callerMsisdn`, `imei2`, `MSISDNList`), not letters inside another word: `SubscriberIdleTimeout`,
 `SUBSCRIBER_IDLE_TIMEOUT`, `nosubscriber_id`, `anytimeinterval` carry no id."""
 _ID_FIELD = re.compile(_ID_NAME)
 

@@ -208,6 +208,19 @@ class TestMaskText:
         """The ids after a None, a dict's values or a closing bracket showed in clear."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"counter party {SHORT5}", "counter party *****"),
+            ("counter party 8613800001111", "counter party 861******1111"),
+            (f"Counter Party: {SHORT6}", "Counter Party: ******"),
+            (f"counter parties: {SHORT5}, {SHORT6}", "counter parties: *****, ******"),
+        ],
+    )
+    def test_counter_party_written_with_a_space(self, text: str, expected: str) -> None:
+        """`subscriber id 97531` was masked, `counter party 97531` was not."""
+        assert mask_text(text) == expected
+
     def test_a_setting_with_a_unit_still_stays_readable(self) -> None:
         assert mask_text("timeout_s=12 ledger_ttl_seconds=34560000") == (
             "timeout_s=12 ledger_ttl_seconds=34560000"

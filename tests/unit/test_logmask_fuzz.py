@@ -19,6 +19,7 @@ NAMES = st.sampled_from(
         *("subscriber-id", "subscriber id", "subscriber_ids", "subscriberIds"),
         *("msisdn", "MSISDN", "Msisdn", "msisdns", "MSISDNS"),
         *("counterparty", "counterParty", "counter_party", "counterparties"),
+        *("counter party", "Counter Party", "counter-party"),
         *("COUNTERPARTY", "imei", "IMEI", "imeis", "Imei"),
     ]
 )
