@@ -211,6 +211,23 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            (f"msisdns={SHORT5}/{SHORT6}", "msisdns=*****/******"),
+            (f"msisdns={SHORT5};{SHORT6}", "msisdns=*****;******"),
+            (f"msisdns={SHORT5}|{SHORT6}", "msisdns=*****|******"),
+            (
+                f"imeis: {SHORT5} | {SHORT6} ; {SHORT5} / {SHORT6}",
+                "imeis: ***** | ****** ; ***** / ******",
+            ),
+            (f"msisdn={SHORT5}; offset=12345", "msisdn=*****; offset=12345"),
+        ],
+    )
+    def test_ids_separated_by_a_slash_semicolon_or_bar(self, text: str, expected: str) -> None:
+        """`msisdns=97531/864209` (or `;`, `|`) showed every id but the first."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             (f"counter party {SHORT5}", "counter party *****"),
             ("counter party 8613800001111", "counter party 861******1111"),
             (f"Counter Party: {SHORT6}", "Counter Party: ******"),

@@ -25,6 +25,10 @@ NAMES = st.sampled_from(
 )
 
 
+# between the ids of a list written without brackets
+BARE_SEPARATORS = [", ", ",", " , ", "/", ";", "|", " | ", " ; ", " / "]
+
+
 @st.composite
 def id_names(draw: st.DrawFn) -> str:
     """An id's name alone or as the part of a longer one (`event.`, `x_`, `callerMsisdn`)."""
@@ -40,6 +44,8 @@ def id_names(draw: st.DrawFn) -> str:
 def values(draw: st.DrawFn, ids: list[str]) -> str:
     quote = draw(st.sampled_from(["", "'", '"']))
     items = [f"{quote}{i}{quote}" for i in ids]
+    if len(items) > 1 and draw(st.booleans()):  # ids alone, without brackets
+        return draw(st.sampled_from(BARE_SEPARATORS)).join(items)
     if len(items) > 1 and draw(st.booleans()):  # something else among them, or a dict
         other = draw(st.sampled_from(["None", "null", "'n/a'", "True", "-1"]))
         if draw(st.booleans()):
