@@ -13,8 +13,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - 5 to 20 digits right after a field name that holds one (`subscriber_id=97531`,
   `msisdn: 97531`, also `counterparty` and `imei`), in any case and as other code writes
   it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), and every id of a list after it
-  (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;` or
-  `|`: `msisdns=97531/97532`), and inside the brackets of a list, tuple, set or dict
+  (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
+  `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, up to the first
+  word or number under 5 digits), and inside the brackets of a list, tuple, set or dict
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
@@ -121,7 +122,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         # the name's rest read once, up to 64 letters: `\w*` retried to the end of the word
         # at each id's name in it took minutes for 100 kB of `SubscriberIdSubscriberId...`
         + r"""\w{0,64}+\W{1,4}\s*)     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
-      (?P<value>\d{5,20}(?:['"]?\s*[,/;|]\s*['"]?\d{1,20})*)(?!\d)
+      (?P<value>\d{5,20}(?:['"]?\s*[,/;|]\s*['"]?\d{1,20}|['"]?\s+['"]?\d{5,20})*)(?!\d)
     | (?<!\w)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000

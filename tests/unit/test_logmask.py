@@ -211,6 +211,30 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            (
+                "subscriber_ids: 8613800001111 8613800002222",
+                "subscriber_ids: 861******1111 861******2222",
+            ),
+            (f"subscriber_ids: {SHORT5} {SHORT6}", "subscriber_ids: ***** ******"),
+            (f"msisdns={SHORT5}  {SHORT6}\t{SHORT5}", "msisdns=*****  ******\t*****"),
+            # the ids end at the first word: what follows is a count or a duration
+            (
+                f"msisdns: {SHORT5} {SHORT6} in 12345 ms, 42 retries",
+                "msisdns: ***** ****** in 12345 ms, 42 retries",
+            ),
+            (f"subscriber_id={SHORT5} took 12345 ms", "subscriber_id=***** took 12345 ms"),
+            # a number written in groups after the ids is still masked as one
+            (f"msisdns: {SHORT5} 138 0013 8001", "msisdns: ***** 138****8001"),
+        ],
+    )
+    def test_space_separated_ids_after_an_id_name(self, text: str, expected: str) -> None:
+        """`subscriber_ids: 97531 864209` showed every id but the first: only a comma
+        joined the ids of a list written without brackets."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             (f"msisdns={SHORT5}/{SHORT6}", "msisdns=*****/******"),
             (f"msisdns={SHORT5};{SHORT6}", "msisdns=*****;******"),
             (f"msisdns={SHORT5}|{SHORT6}", "msisdns=*****|******"),

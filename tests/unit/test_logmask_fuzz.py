@@ -26,7 +26,7 @@ NAMES = st.sampled_from(
 
 
 # between the ids of a list written without brackets
-BARE_SEPARATORS = [", ", ",", " , ", "/", ";", "|", " | ", " ; ", " / "]
+BARE_SEPARATORS = [", ", ",", " , ", "/", ";", "|", " | ", " ; ", " / ", " ", "  ", "\t"]
 
 
 @st.composite
