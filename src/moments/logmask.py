@@ -10,14 +10,16 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - inside a bytes literal (`b'...'`: aiokafka's DEBUG dumps of keys, values and
   whole record batches), every run of 5 or more digits;
 - a quoted string of 5 to 20 digits (`'97531'`, `"subscriber_id":"97531"`);
-- 5 to 20 digits right after a field name that holds one (`subscriber_id=97531`,
-  `msisdn: 97531`, also `counterparty` and `imei`), in any case and as other code writes
-  it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), and every id of a list after it
+- 5 digits or more (over the contract's 20 too), or a quoted number of any length
+  (`subscriber_id="1234"`), right after a field name that holds one
+  (`subscriber_id=97531`, `msisdn: 97531`, also `counterparty` and `imei`), in any case
+  and as other code writes it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), and every id
+  of a list after it
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
   `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, up to the first
   word or number under 5 digits), and inside the brackets of a list, tuple, set or dict
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
-  `{97531: 3, 97532: 4}`);
+  `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code);
 - anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
@@ -88,6 +90,25 @@ UNITS = (
 size or a count, never a subscriber number."""
 
 
+_QUOTED_ID = r"'\d+'" + r'|"\d+"'
+"""A quoted number: `'1234'`, `"1234"`."""
+_ID_VALUE = (
+    rf"""(?:{_QUOTED_ID}|\d{{5,}})"""  # '1234', 97531, 1234567890123456789012
+    # more ids: after a comma, `/`, `;` or `|` any number; after spaces one of 5 digits or
+    # more, not a fraction's (`97531 12345.678 s`)
+    rf"""(?:['"]?\s*[,/;|]\s*(?:{_QUOTED_ID}|['"]?\d+)"""
+    rf"""|['"]?\s+(?:{_QUOTED_ID}|['"]?\d{{5,}}(?!\d|\.\d)))*"""
+)
+"""The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
+contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),
+and the next ones of a list written without brackets. Last in its branch, so each is read
+once: nothing after it can fail and send the engine back into it. No possessive loop
+(`(...)*+`): Python 3.11.2's matched a fraction past its look-ahead (`97531 12345.6`)."""
+_ID_ITEM = re.compile(r"""(?P<open>['"])(?P<digits>\d+)(?P=open)|(?<!\d)\d{5,}""")
+"""What is masked among them, and inside the brackets after an id's name: a quoted number
+of any length, an unquoted one of 5 digits or more."""
+
+
 @functools.cache
 def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     """The text pattern and a setting's or quantity's field name: built at the first
@@ -121,8 +142,11 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _ID_NAME
         # the name's rest read once, up to 64 letters: `\w*` retried to the end of the word
         # at each id's name in it took minutes for 100 kB of `SubscriberIdSubscriberId...`
-        + r"""\w{0,64}+\W{1,4}\s*)     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
-      (?P<value>\d{5,20}(?:['"]?\s*[,/;|]\s*['"]?\d{1,20}|['"]?\s+['"]?\d{5,20})*)(?!\d)
+        # as few signs as may be: a quote after them opens the value's first id
+        + r"""\w{0,64}+\W{1,4}?\s*)     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
+      (?P<value>"""
+        + _ID_VALUE
+        + r""")
     | (?<!\w)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
@@ -159,14 +183,20 @@ def _mask_digits(match: re.Match[str]) -> str:
     return mask_msisdn(match.group(0))
 
 
+def _mask_id_item(match: re.Match[str]) -> str:
+    if (quote := match.group("open")) is not None:
+        return f"{quote}{mask_msisdn(match.group('digits'))}{quote}"
+    return mask_msisdn(match.group(0))
+
+
 def _mask_match(match: re.Match[str]) -> str:
     if match.group("body") is not None:
         quote = match.group("q")
         return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
     if match.group("container") is not None:  # every id inside, whatever else it holds
-        return match.group("ckey") + _LISTED_ID.sub(_mask_digits, match.group("container"))
+        return match.group("ckey") + _ID_ITEM.sub(_mask_id_item, match.group("container"))
     if match.group("value") is not None:
-        return match.group("key") + _ID_STRING.sub(_mask_digits, match.group("value"))
+        return match.group("key") + _ID_ITEM.sub(_mask_id_item, match.group("value"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
         return match.group(0)
     if match.group("spaced") is not None:  # a number written in groups: masked as one
@@ -219,7 +249,6 @@ def clean_text(text: str) -> str:
 
 
 _ID_STRING = re.compile(r"\d{5,20}")
-_LISTED_ID = re.compile(r"(?<!\d)\d{5,20}(?!\d)")
 _MAX_DEPTH = 20
 """Deeper than this a structured value is cleaned as its repr (which also stops at cycles)."""
 

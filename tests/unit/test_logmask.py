@@ -223,6 +223,7 @@ class TestMaskText:
                 "msisdns: ***** ****** in 12345 ms, 42 retries",
             ),
             (f"subscriber_id={SHORT5} took 12345 ms", "subscriber_id=***** took 12345 ms"),
+            (f"subscriber_id={SHORT5} 12345.678 s", "subscriber_id=***** 12345.678 s"),
             # a number written in groups after the ids is still masked as one
             (f"msisdns: {SHORT5} 138 0013 8001", "msisdns: ***** 138****8001"),
         ],
@@ -261,6 +262,52 @@ class TestMaskText:
     def test_counter_party_written_with_a_space(self, text: str, expected: str) -> None:
         """`subscriber id 97531` was masked, `counter party 97531` was not."""
         assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('subscriber_id="1234"', 'subscriber_id="****"'),
+            ("msisdn='12'", "msisdn='**'"),
+            (
+                '{"subscriber_id": "1234", "count": "12"}',
+                '{"subscriber_id": "****", "count": "12"}',
+            ),
+            ("msisdns=['1234', None, \"567\"]", "msisdns=['****', None, \"***\"]"),
+            ("msisdns: '1234', '5678'", "msisdns: '****', '****'"),
+            (f"msisdns: '{SHORT5}', '1234'", "msisdns: '*****', '****'"),
+            (f"msisdns='{SHORT5}';'1234'", "msisdns='*****';'****'"),
+            (
+                "subscriber_id=123456789012345678901234",
+                "subscriber_id=123*****************1234",
+            ),
+            (
+                "imei: 1234567890123456789012, 97531",
+                "imei: 123***************9012, *****",
+            ),
+            ('msisdn="123456789012345678901"', 'msisdn="123**************8901"'),
+            ("msisdns=[123456789012345678901]", "msisdns=[123**************8901]"),
+        ],
+    )
+    def test_short_quoted_and_over_long_ids_after_an_id_name(
+        self, text: str, expected: str
+    ) -> None:
+        """An id is a string, of any length where its name says it is one: `"1234"` (a
+        producer's id shorter than the contract's 5 digits) and an unquoted one over 20
+        digits (one the contract refuses, which a log line still quotes) showed in clear."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "encounter party=12345 counterpartition: 12345",
+            "msisdns: 3 found, subscriber_ids_count=42",
+            "msisdn lookup of 12345 rows in 1234 ms",
+        ],
+    )
+    def test_words_and_short_numbers_near_an_id_name_stay_readable(self, text: str) -> None:
+        """What the id's name is not followed by directly, and unquoted numbers under 5
+        digits (counts), are no id."""
+        assert mask_text(text) == text
 
     def test_a_setting_with_a_unit_still_stays_readable(self) -> None:
         assert mask_text("timeout_s=12 ledger_ttl_seconds=34560000") == (
