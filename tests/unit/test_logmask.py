@@ -338,6 +338,51 @@ class TestMaskText:
         assert other not in mask_text(f"'tid': {other}")
 
 
+LINE = 100_000
+"""A crafted log line's size: a payload or a list a library logs whole, far beyond any
+ordinary line, the input each shape of the pattern must read in one pass."""
+
+
+def _repeated(unit: str, head: str = "", tail: str = "") -> str:
+    return head + unit * (LINE // len(unit) + 1) + tail
+
+
+class TestLongLines:
+    """Lines of 100 kB crafted to make the pattern read text again and again come out
+    masked as a short line would. No time is asserted: the input's size is what is bounded.
+    Each takes a fraction of a second, while a pattern that reads such a line again from
+    each position in it takes minutes, its time growing with the square of the size (the
+    name's rest read as `\\w*` took 80 s for `SubscriberIdSubscriberId...`, 5.6 s for 20 kB
+    of it with no id): the timeout turns that hang into a failure, not a stalled suite."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            (_repeated("SubscriberId", tail="=97531"), _repeated("SubscriberId", tail="=*****")),
+            (_repeated("SubscriberId", tail=" done"), _repeated("SubscriberId", tail=" done")),
+            (_repeated("97531 ", "msisdns: "), _repeated("***** ", "msisdns: ")),
+            (_repeated("97531/", "msisdns="), _repeated("*****/", "msisdns=")),
+            (_repeated("'1234', ", "msisdns: "), _repeated("'****', ", "msisdns: ")),
+            ("msisdn=" + "1" * LINE, "msisdn=111" + "*" * (LINE - 7) + "1111"),
+            (_repeated(", 1", "msisdn=97531", " x"), _repeated(", 1", "msisdn=*****", " x")),
+            (_repeated(" ", "msisdn=97531", "x"), _repeated(" ", "msisdn=*****", "x")),
+            (_repeated(" ;", "msisdn=97531", "x"), _repeated(" ;", "msisdn=*****", "x")),
+            (_repeated("[", "msisdns=["), _repeated("[", "msisdns=[")),
+            (_repeated("msisdn "), _repeated("msisdn ")),
+            (_repeated("counter ", tail="party 97531"), _repeated("counter ", tail="party *****")),
+        ],
+        ids=[
+            *("camel-names", "camel-names-no-id", "spaced-ids", "slashed-ids"),
+            *("quoted-ids", "one-long-id", "short-numbers", "spaces"),
+            *("separators", "brackets", "names", "counter"),
+        ],
+    )
+    @pytest.mark.timeout(60)
+    def test_a_crafted_100_kb_line_is_masked_in_one_pass(self, line: str, expected: str) -> None:
+        assert len(line) >= LINE
+        assert mask_text(line) == expected
+
+
 class TestRecords:
     def test_arguments_of_any_logger_are_masked(
         self, masking: None, caplog: pytest.LogCaptureFixture
