@@ -168,7 +168,30 @@ def _cells_said(message: str, blank: Blank, where: str | None) -> str:
         message = message.replace(
             f"{column}: Field required", f"{column}: blank cell in column {column}{at}"
         )
-    return message
+    return _REQUIRED_FIX.sub(lambda m: _blank_fix(m, blank.columns), message, count=1)
+
+
+_REQUIRED_FIX = re.compile(
+    r"\(a (?P<type>[a-z_]+) event must have (?P<fields>[a-z_, ]+): write (?:it|them); "
+    r"(?P<rest>each type's fields are in [^)]*)\)"
+)
+"""`moments.decoding.required_fix` in its brackets: the fix of fields left out."""
+
+
+def _blank_fix(found: re.Match[str], columns: tuple[str, ...]) -> str:
+    """The fix of fields left out told for the blank cells among them as the cells' ("fill
+    the cell in"), the others' kept: it said "must have amount: write it" after "blank
+    cell in column amount", two messages for one cell."""
+    fields = found["fields"].split(", ")
+    blank = [f for f in fields if f in columns]
+    if not blank:
+        return found[0]
+    cells = "the cell" if len(blank) == 1 else "the cells"
+    said = f"a {found['type']} event must have a value there: fill {cells} in"
+    if rest := [f for f in fields if f not in columns]:
+        them = "it" if len(rest) == 1 else "them"
+        said += f"; it must have {', '.join(rest)} too: write {them}"
+    return f"({said}; {found['rest']})"
 
 
 _TYPES = {t.value: t for t in EventType}

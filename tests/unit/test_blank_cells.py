@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moments.backtest_input import EventFile, blank_said
+from moments.backtest_input import Blank, EventFile, blank_said
 from moments.cli import main
 
 from .test_unreadable_lines import CATALOG
@@ -187,3 +187,55 @@ class TestRaggedRows:
         path.write_text(HEADER + ROWS[0] + self.ROWS[0])  # a blank amount, then a long row
         seeded = build_states(load_rules(None), EventFile(path))
         assert [where for where, _, _ in seeded.refused] == [f"{path}:2", f"{path}:3"]
+
+
+class TestOneMessage:
+    """A blank cell's refusal carried the blank-cell words and, after them, the fix of a
+    field left out ("a topup event must have amount: write it"), as if the column were
+    missing: one message, whose fix is the cell's."""
+
+    FIX = (
+        "(a topup event must have a value there: fill the cell in; each type's fields are "
+        "in docs/producing-events.md and schemas/topup-event.schema.json)"
+    )
+
+    def test_rules_test_tells_the_blank_cell_and_its_fix_once(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = _csv(tmp_path)
+        main(["rules", "test", str(CATALOG), "--events", str(path)])
+        said = _said(capsys)
+        assert "must have amount" not in said
+        assert "write it" not in said
+        assert f"amount: blank cell in column amount ({path}:2) {self.FIX}" in said
+        assert (
+            f"amount: blank cell in column amount ({path}:5); channel: blank cell in column "
+            f"channel ({path}:5) (a topup event must have a value there: fill the cells in;"
+        ) in said
+
+    def test_backtest_tells_it_once_at_the_first_row_alike(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("COLUMNS", "400")
+        path = _csv(tmp_path)
+        argv = ["backtest", "--rules", str(CATALOG), "--events", str(path)]
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+        said = _said(capsys)
+        assert "must have amount" not in said
+        first = f"1 x topup: amount: blank cell in column amount (first at {path}:2)"
+        assert f"{first} {self.FIX}" in said
+
+    def test_a_field_the_file_has_no_column_for_keeps_its_own_fix(self) -> None:
+        """A blank `amount` in a file without a `channel` column: the cell is told to be
+        filled in, the field to be written."""
+        message = (
+            "amount: Field required; channel: Field required (a topup event must have "
+            "amount, channel: write them; each type's fields are in docs/producing-events.md "
+            "and schemas/topup-event.schema.json)"
+        )
+        assert blank_said(message, Blank("h.csv:2", ("amount",))) == (
+            "amount: blank cell in column amount (h.csv:2); channel: Field required (a topup "
+            "event must have a value there: fill the cell in; it must have channel too: write "
+            "it; each type's fields are in docs/producing-events.md and "
+            "schemas/topup-event.schema.json)"
+        )
