@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -143,6 +144,27 @@ class Selection:
 MESSAGES_KEPT = 1000
 """Distinct error messages a `Group` counts."""
 
+_QUOTED = r"b?(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")"
+"""A Python repr of a text or bytes value, as a message quotes one."""
+_KEY_VALUES = re.compile(
+    rf"(?<=^record key ){_QUOTED}(?= differs from subscriber_id )"
+    rf"|(?<= differs from subscriber_id ){_QUOTED}(?=; )"
+    rf"|(?<=^a profile tombstone keyed ){_QUOTED}(?= forgets nobody)"
+    rf"|(?<=: it is ){_QUOTED}(?= as | in UTF)"
+)
+"""The values a `key_mismatch` message quotes (`moments.decoding.key_problem`): the record
+key, the subscriber id, and the key read in the form a serializer wrote it."""
+
+
+def message_shape(reason: str, message: str) -> str:
+    """The message a summary counts: a `key_mismatch` one with the key and subscriber id it
+    quotes as `'…'`, so that a producer's dead letters of one mistake are one row with
+    their count, not one a key (the three a row shows hid the rest as "other
+    message(s)"); any other as it is."""
+    if reason != RejectReason.KEY_MISMATCH.value:
+        return message
+    return _KEY_VALUES.sub("'…'", message)
+
 
 @dataclass
 class Group:
@@ -152,16 +174,18 @@ class Group:
     first: dt.datetime | None = None
     last: dt.datetime | None = None
     messages: Counter[str] = field(default_factory=Counter)
-    """How many said each distinct error message (the first one's alone hid a producer's
-    own dead letters behind others' of the same reason): at most `MESSAGES_KEPT` distinct
+    """How many said each distinct error message, by its shape (`message_shape`: the first
+    one's alone hid a producer's own dead letters behind others' of the same reason, and
+    a key quoted made each key's its own): at most `MESSAGES_KEPT` distinct
     ones, those first read (a message may quote a value, and the topic may hold millions);
     the rest are only in `count`."""
 
     def add(self, entry: DeadLetterEntry) -> None:
         when = entry.rejected_at
         self.count += 1
-        if entry.message in self.messages or len(self.messages) < MESSAGES_KEPT:
-            self.messages[entry.message] += 1
+        message = message_shape(entry.reason, entry.message)
+        if message in self.messages or len(self.messages) < MESSAGES_KEPT:
+            self.messages[message] += 1
         if when is not None:
             self.first = when if self.first is None else min(self.first, when)
             self.last = when if self.last is None else max(self.last, when)

@@ -308,9 +308,12 @@ def test_the_table_masks_the_subscriber_numbers_an_error_quotes(
         message,
     )
     summary.add(parse_entry(0, 1, b"13000000000", b"{}", dead_letter_headers(letter, AT)))
+    quoting = replace(letter, reason=RejectReason.INVALID_EVENT, message=f"x: {message}")
+    summary.add(parse_entry(0, 2, b"13000000000", b"{}", dead_letter_headers(quoting, AT)))
     _stdout().print(_table("dead letters", summary))
     out = capsys.readouterr().out
-    assert "record key '130****0000' differs from subscriber_id '151****0049'" in out
+    assert "record key '…' differs from subscriber_id '…'" in out  # counted by its shape
+    assert "x: record key '130****0000' differs from subscriber_id '151****0049'" in out
     assert "13000000000" not in out
     assert "15100000049" not in out
 
@@ -516,3 +519,59 @@ def test_show_says_how_many_dead_letters_are_copies_of_a_record_counted_before(
     out = capsys.readouterr().out
     assert "4 dead letters" in out
     assert "2 of them copies of a record counted before" in out
+
+
+class TestKeyMismatchShapes:
+    """`key_mismatch` messages quote the record's key and its subscriber id, so each
+    producer's dead letters were as many one-off rows as keys, and the three a summary
+    row shows hid the rest under "other message(s)": they are counted by the message's
+    shape, the quoted values left out (the keys stay in --json)."""
+
+    @staticmethod
+    def _summary(letters: list[tuple[bytes, str, bytes | None]]) -> Summary:
+        """A summary of the dead letters the worker's decode gives for (key, subscriber
+        id, value) on the top-up topic; a value of None: a profile tombstone."""
+        summary = Summary()
+        for offset, (key, sub, value) in enumerate(letters):
+            topic, kind = ("telecom.profile", EventType.PROFILE)
+            if value is not None:
+                topic, kind = ("telecom.topup", EventType.TOPUP)
+            letter = decode(RawRecord(topic, 0, offset, key, value), kind)
+            assert isinstance(letter, DeadLetter), sub
+            assert letter.reason is RejectReason.KEY_MISMATCH
+            headers = dead_letter_headers(letter, AT)
+            summary.add(parse_entry(0, offset, key, value, headers))
+        return summary
+
+    def test_key_mismatches_are_counted_by_shape_not_by_key(self) -> None:
+        letters: list[tuple[bytes, str, bytes | None]] = [
+            (f"1390013900{i}".encode(), f"1380013800{i}", _topup(subscriber_id=f"1380013800{i}"))
+            for i in range(5)
+        ]
+        letters += [  # a JSON key serializer's: another shape, its own row
+            (f'"1380013800{i}"'.encode(), f"1380013800{i}", _topup(subscriber_id=f"1380013800{i}"))
+            for i in range(2)
+        ]
+        letters += [(b"abc", "", None), (b"xyz", "", None)]  # tombstones keyed by no id
+        summary = self._summary(letters)
+        topup = summary.groups[("telecom.topup", "key_mismatch")].messages
+        assert topup == Counter(
+            {
+                "record key '…' differs from subscriber_id '…'; key by subscriber_id, exactly "
+                "(UTF-8, no prefix, no spaces)": 5,
+                "record key '…' differs from subscriber_id '…'; key by subscriber_id, exactly "
+                "(UTF-8, no prefix, no spaces): it is '…' as a JSON string, in quotes (a JSON "
+                "key serializer): serialize the key as plain text (StringSerializer, "
+                "str.encode)": 2,
+            }
+        )
+        profile = summary.groups[("telecom.profile", "key_mismatch")].messages
+        assert list(profile.values()) == [2]
+        assert next(iter(profile)).startswith("a profile tombstone keyed '…' forgets nobody")
+
+    def test_the_json_document_keeps_the_message_whole(self) -> None:
+        key, value = b"13900139000", _topup()
+        letter = decode(RawRecord("telecom.topup", 0, 1, key, value), EventType.TOPUP)
+        assert isinstance(letter, DeadLetter)
+        entry = parse_entry(0, 1, key, value, dead_letter_headers(letter, AT))
+        assert "'13900139000'" in str(entry_document(entry)["message"])
