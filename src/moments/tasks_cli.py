@@ -281,12 +281,14 @@ def _add_tasks_deferred(sub: Subparsers) -> None:
         sub,
         "deferred",
         "List the tasks waiting in the deferral queue (read from Redis, MOMENTS_REDIS_URL, "
-        "for MOMENTS_APP_ID; nothing written): task id, moment type, channel, the "
-        "subscriber masked, why it waits, when it is due (in the dispatch policy's zone, "
-        "MOMENTS_DISPATCH_POLICY) and how long since the task was made, soonest due first, "
-        "then a count by reason.",
+        "for MOMENTS_APP_ID; nothing written): task id, moment type, how many moments were "
+        "merged into it, channel, the subscriber masked, why it waits, when it is due (in "
+        "the dispatch policy's zone, MOMENTS_DISPATCH_POLICY) and how long since the task "
+        "was made, soonest due first, then a count by reason (of the whole queue with "
+        "--limit 0; of the tasks listed otherwise, which reads only the soonest due).",
         """
                   moments tasks deferred
+                  moments tasks deferred --limit 0 > /dev/null
                   moments tasks deferred --reason quiet_hours --reason capacity
                   moments tasks deferred --moment-type bill_shock --limit 0
                   moments tasks deferred --json | jq -r .task_id
@@ -310,7 +312,8 @@ def _add_tasks_deferred(sub: Subparsers) -> None:
         type=_at_least_zero,
         default=DEFERRED_LIMIT,
         metavar="N",
-        help=f"list the N tasks due soonest (default {DEFERRED_LIMIT}; 0: all)",
+        help=f"list the N tasks due soonest (default {DEFERRED_LIMIT}; 0: all, reading the "
+        "whole queue to count them by reason: seconds for a night's queue)",
     )
     p.add_argument("--json", action="store_true", help="one JSON line per task")
 
@@ -351,7 +354,8 @@ def _cmd_tasks_deferred(args: argparse.Namespace) -> int:
             print(orjson.dumps(task.as_json(now, zone)).decode())
     elif listing.tasks:
         due = f"due ({policy.timezone})"
-        table = Table("task id", "moment type", "channel", "subscriber", "reason", due, "waited")
+        columns = ("task id", "moment type", "merged", "channel", "subscriber", "reason", due)
+        table = Table(*columns, "waited")
         for task in listing.tasks:
             table.add_row(*task.row(now, zone))
         Console(width=None if sys.stdout.isatty() else 200).print(table)  # ids unwrapped

@@ -28,7 +28,7 @@ def test_a_payload_without_a_deferral_or_unreadable_shows_unknowns() -> None:
 def test_the_due_time_is_shown_in_the_given_zone() -> None:
     task = DeferredTask(TASK_ID, "low_balance", "sms", "138****8001", "capacity", 0.0, -90.0)
     zone = dt.timezone(dt.timedelta(hours=8))
-    assert task.row(0.0, zone)[5:] == ("1970-01-01 08:00", "1m")
+    assert task.row(0.0, zone)[6:] == ("1970-01-01 08:00", "1m")
     assert task.as_json(0.0, zone)["due_at"] == "1970-01-01T08:00:00+08:00"
 
 
@@ -40,3 +40,26 @@ def test_the_closing_line_counts_by_reason_and_says_how_many_more() -> None:
         "first (--limit 0 lists all)"
     )
     assert summary(Listing()).startswith("no task is waiting in the deferral queue")
+
+
+def test_a_listing_that_read_part_of_the_queue_says_so_and_how_to_count_all() -> None:
+    """Counting by reason reads every payload of the queue (2-3 s for 50,000 tasks): a
+    listing reads the soonest due only, and says how many wait in all and how to count."""
+    tasks = [
+        DeferredTask(TASK_ID, "low_balance", "sms", "138****8001", reason, 0.0, None)
+        for reason in ("quiet_hours", "capacity", "quiet_hours")
+    ]
+    listing = Listing(tasks, 1000, Counter({"quiet_hours": 600}), complete=False, waiting=50_000)
+    assert summary(listing) == (
+        "3 task(s) listed, the soonest due of those asked for (capacity 1, quiet_hours 2), "
+        "of 50,000 waiting in all; --limit 0 reads the whole queue, to list and count them "
+        "all by reason"
+    )
+
+
+def test_a_merged_task_shows_how_many_moments_it_carries() -> None:
+    task = DeferredTask(TASK_ID, "low_balance", "sms", "138****8001", "merge_window", 0.0, None, 2)
+    assert task.row(0.0, dt.UTC)[1:3] == ("low_balance", "+2")
+    assert task.as_json(0.0, dt.UTC)["merged"] == 2
+    alone = DeferredTask(TASK_ID, "low_balance", "sms", "138****8001", "merge_window", 0.0, None)
+    assert (alone.row(0.0, dt.UTC)[2], alone.as_json(0.0, dt.UTC)["merged"]) == ("", 0)

@@ -18,6 +18,7 @@ from moments.deferred import deferred_tasks
 from sinks.deferral import DeferralQueue
 from sinks.ledger import TaskLedger
 from sinks.payloads import task_bytes
+from sinks.stores import Joining
 from tests.integration.conftest import settings_env, tasks_command
 
 from .conftest import HOUR, NOW, Worker, task
@@ -68,14 +69,19 @@ async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
         "reason": "quiet_hours",
         "due_at": (NOW + HOUR).astimezone(SHANGHAI).isoformat(),
         "waited_seconds": 0,
+        "merged": 0,
     }
     only = await deferred_tasks(queue, reasons=["quiet_hours"], moment_types=["low_balance"])
     assert [t.task_id for t in only.tasks] == [tid("q1")]
+    assert (listing.complete, listing.waiting) == (True, 3)
     monkeypatch.setattr("moments.deferred.PAGE", 2)  # pages of 2: the limit across pages
-    for limit in (1, 2):
+    for limit in (1, 2):  # the first page holds them: the rest of the queue is not read
         cut = await deferred_tasks(queue, limit=limit)
         assert cut.tasks == listing.tasks[:limit]
-        assert (cut.matched, cut.by_reason) == (3, listing.by_reason)
+        assert (cut.matched, cut.complete, cut.waiting) == (2, False, 3)
+    for limit in (0, 3):  # read to the end: every task counted
+        whole = await deferred_tasks(queue, limit=limit)
+        assert (whole.tasks, whole.matched, whole.complete) == (listing.tasks, 3, True)
     monkeypatch.undo()
 
     proc = await asyncio.to_thread(deferred_command, w, "--json", "--reason", "quiet_hours")
@@ -95,6 +101,7 @@ async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
     assert (NOW + HOUR).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") in proc.stdout
     assert tid("c1") not in proc.stdout
     assert "13800138002" not in proc.stdout
+    # The queue fits a page: read whole, so counted whole.
     assert "3 task(s) waiting (capacity 1, quiet_hours 2); 2 more not listed" in proc.stderr
 
     proc = await asyncio.to_thread(deferred_command, w, "--moment-type", "nothing_such")
@@ -136,3 +143,45 @@ async def test_an_unreachable_redis_names_the_variable(
     assert proc.returncode != 0
     assert "the deferral queue is kept there" in proc.stderr
     assert "set MOMENTS_REDIS_URL" in proc.stderr
+
+
+@pytest.mark.redis_only
+async def test_a_merged_task_says_how_many_moments_it_carries(
+    make_worker: Callable[..., Worker],
+) -> None:
+    """A task that later moments of its subscriber joined (the merge window) showed its
+    own moment only: it says how many were merged into it."""
+    w = make_worker()
+    ledger, queue = w.ledger, w.sink.deferral
+    assert isinstance(ledger, TaskLedger)
+    assert isinstance(queue, DeferralQueue)
+    sub, due = "13800138009", NOW + HOUR
+    carrier = task(tid("carrier"), sub, deliver_after=due, deferred="merge_window")
+    members = [task(tid(f"m{i}"), sub, moment_type="bill_shock") for i in range(2)]
+    alone = task(tid("alone"), "13800138010", deliver_after=due + HOUR, deferred="quiet_hours")
+    for t in (carrier, alone):
+        assert await ledger.claim([(t.task_id, task_bytes(t))]) == [1]
+        assert await queue.park(
+            t.task_id, t.subscriber_id, task_bytes(t), t.deliver_after.timestamp(), 600.0
+        )
+    for m in members:
+        assert await ledger.claim([(m.task_id, task_bytes(m))]) == [1]
+    joined = await queue.join_many([Joining(m.task_id, sub, task_bytes(m)) for m in members])
+    assert joined == [carrier.task_id] * 2
+
+    listing = await deferred_tasks(queue)
+    assert [(t.task_id, t.merged) for t in listing.tasks] == [
+        (carrier.task_id, 2),
+        (alone.task_id, 0),
+    ]
+    zone = dt.UTC
+    assert listing.tasks[0].as_json(NOW.timestamp(), zone)["merged"] == 2
+    assert listing.tasks[0].row(NOW.timestamp(), zone)[2] == "+2"
+
+    proc = await asyncio.to_thread(deferred_command, w, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["task_id"], r["merged"]) for r in rows] == [
+        (carrier.task_id, 2),
+        (alone.task_id, 0),
+    ]
