@@ -61,7 +61,7 @@ from rules.templates import (
     unfilled,
 )
 from rules.yamllimits import Budget, beyond_limits, read_limited, yaml_problem
-from rules.yamlpos import DigitsAsWritten, key_at, position
+from rules.yamlpos import DigitsAsWritten, key_at, lines_within, position
 
 DEFAULT_CATALOG = "default.yaml"
 
@@ -332,7 +332,8 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
             seen[spec.id] = f"{file.name}:{where[0]}"
             rule = _build(spec, file, index, series, problems, lead)
             if rule is not None:
-                rules.append(replace(rule, declared_at=seen[spec.id]))
+                lines = lines_within(file.doc["rules"][index])
+                rules.append(replace(rule, declared_at=seen[spec.id], lines=lines))
     gating: GatingPolicy | None = None
     gating_from = ""
     for file in files:

@@ -13,6 +13,7 @@ from moments.placetext import folded, place_key
 from moments.state import SubscriberState
 from rules.base import Condition, Env, Fired, TaskSpec
 from rules.predicates import Predicate
+from rules.yamlpos import line_of
 
 
 def state_tag(name: str) -> str:
@@ -72,9 +73,21 @@ class CompiledRule:
     """The parsed spec (rules.spec.RuleSpec), for `moments rules explain`."""
     declared_at: str = field(default="", compare=False)
     """`file:line` of the rule in its rules file, for the warnings of `rules.lint`."""
+    lines: Mapping[tuple[str | int, ...], int] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """The line of each item of the rule in its rules file, by its path from the rule
+    (`rules.yamlpos.lines_within`): a warning points at its item (`at`)."""
     _cache: dict[tuple[str | None, str | None], Mapping[str, Any]] = field(
         default_factory=dict, compare=False, repr=False
     )
+
+    def at(self, *path: str | int) -> str:
+        """`file:line` of the rule's item at `path` (`overrides`, 0, `tier`), or of the
+        deepest of it the file says where it is; the rule's own (`declared_at`) else."""
+        file, _, _ = self.declared_at.rpartition(":")
+        line = line_of(self.lines, path)
+        return f"{file}:{line}" if file and line is not None else self.declared_at
 
     @property
     def judged_again(self) -> bool:

@@ -4,7 +4,7 @@ found after loading (pydantic's, our checks') point at."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -133,3 +133,43 @@ def position(doc: Any, loc: Sequence[str | int], at_key: bool = False) -> tuple[
         line, col = pos[0] + 1, pos[1] + 1
         node = child
     return line, col
+
+
+Path = tuple[str | int, ...]
+
+
+def lines_within(node: Any) -> dict[Path, int]:
+    """The line (1-based) of each node under `node` (a rules file's rule, say), by its path
+    from there (keys and list indexes, as pydantic's locations): a scalar's own line, a
+    map's or a list's that of the key holding it, a list item's its own. A key merged in
+    with `<<:` (no position) and what it holds are left out."""
+    out: dict[Path, int] = {}
+    todo: list[tuple[Path, Any]] = [((), node)]
+    seen: set[int] = set()
+    while todo:
+        path, here = todo.pop()
+        if id(here) in seen:  # an alias is the node it names: its first path stands
+            continue
+        seen.add(id(here))
+        if isinstance(here, CommentedMap):
+            for key, child in here.items():
+                container = isinstance(child, CommentedMap | CommentedSeq)
+                try:
+                    line = (here.lc.key(key) if container else here.lc.value(key))[0]
+                except KeyError:
+                    continue
+                out[(*path, key)] = line + 1
+                todo.append(((*path, key), child))
+        elif isinstance(here, CommentedSeq):
+            for i, child in enumerate(here):
+                out[(*path, i)] = here.lc.item(i)[0] + 1
+                todo.append(((*path, i), child))
+    return out
+
+
+def line_of(lines: Mapping[Path, int], path: Sequence[str | int]) -> int | None:
+    """The line `lines_within` gives the deepest node of `path` it holds (None: none)."""
+    for end in range(len(path), 0, -1):
+        if (found := lines.get(tuple(path[:end]))) is not None:
+            return found
+    return None

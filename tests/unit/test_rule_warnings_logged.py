@@ -24,7 +24,7 @@ RULES = (
     + TASK
     + "series:\n  unused_week: {on: [usage], period: week}\n"
 )
-"""`calls` (line 2) has a param no condition reads; `unused_week` (line 10) no reader."""
+"""`calls` has a param no condition reads (`hot`, line 6); `unused_week` (line 10) no reader."""
 
 
 def _warned(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -33,7 +33,7 @@ def _warned(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def _expected(path: Path) -> list[str]:
     return [
-        f"rules: warning: {path}:2: calls: param 'hot' is read by no condition (write $hot "
+        f"rules: warning: {path}:6: calls: param 'hot' is read by no condition (write $hot "
         "where its value goes): its value and its overrides change nothing",
         f"rules: warning: {path}:10: series 'unused_week' is read by no rule: every "
         "subscriber's record keeps its windows for nothing; read it in a condition, or take "

@@ -28,7 +28,7 @@ class TestParamWarnings:
     def test_a_param_compared_as_text_is_warned_of(self) -> None:
         text = _rules("{field: counterparty, prefix: hot}", '{hot: "10010, 10086"}')
         assert warnings(load_texts([("r.yaml", text)])) == [
-            "r.yaml:2: calls: the condition's prefix: 'hot' is compared as written, and 'hot' "
+            "r.yaml:5: calls: the condition's prefix: 'hot' is compared as written, and 'hot' "
             "is a param of this rule; write prefix: $hot for its value"
         ]
 
@@ -39,13 +39,13 @@ class TestParamWarnings:
         )
         (warned,) = warnings(load_texts([("r.yaml", text)]))
         assert warned.startswith(
-            "r.yaml:2: calls: the condition's in: 'hot' is compared as written"
+            "r.yaml:5: calls: the condition's in: 'hot' is compared as written"
         )
 
     def test_a_param_no_condition_reads_is_warned_of(self) -> None:
         text = _rules("{field: counterparty, prefix: '10010'}", '{hot: "10010"}')
         assert warnings(load_texts([("r.yaml", text)])) == [
-            "r.yaml:2: calls: param 'hot' is read by no condition (write $hot where its value "
+            "r.yaml:6: calls: param 'hot' is read by no condition (write $hot where its value "
             "goes): its value and its overrides change nothing"
         ]
 

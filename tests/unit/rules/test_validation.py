@@ -683,7 +683,8 @@ def test_validate_warns_of_a_tier_no_contract_profile_has(
     )
     assert main(["rules", "validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"warning: {path}:2: r1: overrides[0] tier 'glod' is none of the contract's tiers" in out
+    # At the tier's line (the list's), not the rule's `- id:` (line 2)
+    assert f"warning: {path}:8: r1: overrides[0] tier 'glod' is none of the contract's tiers" in out
     assert "did you mean 'gold'?" in out
     assert "'diamond'" not in out.split("warning")[-1]  # Diamond is one, whatever the case
 
@@ -705,7 +706,7 @@ def test_validate_warns_of_previous_at_a_first_moment_has_not(
     )
     assert main(["rules", "validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"warning: {path}:2: r1: the task description uses {{previous_at}}" in out
+    assert f"warning: {path}:7: r1: the task description uses {{previous_at}}" in out
     assert "first time ever" in out
     quiet = tmp_path / "q.yaml"
     quiet.write_text(
