@@ -60,7 +60,7 @@ from rules.templates import (
     unclosed,
     unfilled,
 )
-from rules.yamllimits import Budget, beyond_limits, read_limited, yaml_problem
+from rules.yamllimits import Budget, beyond_limits, read_limited, reused_anchors, yaml_problem
 from rules.yamlpos import DigitsAsWritten, key_at, lines_within, position
 
 DEFAULT_CATALOG = "default.yaml"
@@ -85,6 +85,8 @@ class RuleSet:
     """`by_event_type`, bucketed by the field most `when:` filters test (rules.routing)."""
     series_routes: dict[EventType, Routes[SeriesGroup]] = field(default_factory=dict)
     """`series_groups`, bucketed the same way."""
+    notes: tuple[str, ...] = ()
+    """Warnings of the files' YAML itself, `file:line:column: ...` (`rules.lint`)."""
 
     @classmethod
     def of(
@@ -136,7 +138,8 @@ class RuleSet:
         if not self.shadows:
             return self
         rules = [replace(r, shadow=False, _cache={}) if r.shadow else r for r in self.rules]
-        return RuleSet.of(rules, self.sources, self.series, self.gating, self.special)
+        shown = RuleSet.of(rules, self.sources, self.series, self.gating, self.special)
+        return replace(shown, notes=self.notes)
 
     @cached_property
     def history_series(self) -> tuple[Series, ...]:
@@ -369,7 +372,8 @@ def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:
     if problems:
         raise RulesError(problems)
     special = _widest_lead(special, rules)
-    return RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
+    loaded = RuleSet.of(rules, [name for name, _ in texts], series, gating, special)
+    return replace(loaded, notes=tuple(n for f in files for n in f.notes))
 
 
 def _widest_lead(special: SpecialDays | None, rules: Sequence[CompiledRule]) -> SpecialDays | None:
@@ -429,7 +433,8 @@ def _calendars_named(texts: Sequence[tuple[str, str]]) -> set[Path]:
     named: set[Path] = set()
     for name, text in texts:
         try:
-            doc = YAML(typ="safe").load(text)
+            with reused_anchors():  # told by the file's own load (`_parse`)
+                doc = YAML(typ="safe").load(text)
         except YAMLError:
             continue
         special = doc.get("special_days") if isinstance(doc, dict) else None
@@ -516,6 +521,8 @@ class _File:
     name: str
     doc: Any
     parsed: RulesFile
+    notes: tuple[str, ...] = ()
+    """Warnings of the file's YAML itself (`rules.yamllimits.reused_anchors`)."""
 
     def at(self, loc: Sequence[str | int]) -> tuple[int, int]:
         return position(self.doc, loc, at_key=True)
@@ -530,7 +537,8 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
     yaml = YAML(typ="rt")
     yaml.Constructor = DigitsAsWritten
     try:
-        doc = yaml.load(text)
+        with reused_anchors() as reused:
+            doc = yaml.load(text)
     except YAMLError as exc:
         problems.append(yaml_problem(name, text, exc))
         return None
@@ -586,7 +594,7 @@ def _parse(name: str, text: str, problems: list[RuleProblem]) -> _File | None:
             message = _message(err, loc) + _task_text_below(doc, err, loc, line)
             problems.append(RuleProblem(name, line, col, message))
         return None
-    return _File(name, doc, parsed)
+    return _File(name, doc, parsed, tuple(r.said(name) for r in reused))
 
 
 _PLAIN_TAGS = frozenset(

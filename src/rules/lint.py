@@ -50,6 +50,7 @@ def warnings(rules: RuleSet, read_elsewhere: Collection[str] = ()) -> list[str]:
                 "word it for both, or leave it out"
             )
     out.extend(_unread_series(rules, read_elsewhere))
+    out.extend(rules.notes)
     return out
 
 

@@ -11,12 +11,16 @@ share a task block between rules.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import stat
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
 from ruamel.yaml.events import (
     AliasEvent,
     CollectionEndEvent,
@@ -226,3 +230,45 @@ def yaml_problem(name: str, text: str, exc: YAMLError) -> RuleProblem:
     col = at - (text.rfind("\n", 0, at) + 1) + 1
     said = " ".join(str(exc).split("\n")[0].split())  # without "in <unicode string>"
     return RuleProblem(name, line, col, f"YAML: {said}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReusedAnchor:
+    """An anchor defined again: YAML lets the later one stand for the aliases after it."""
+
+    name: str
+    first_line: int
+    line: int
+    column: int
+
+    def said(self, file: str) -> str:
+        return (
+            f"{file}:{self.line}:{self.column}: anchor &{self.name} is defined again (first "
+            f"at line {self.first_line}): an alias *{self.name} after this line stands for "
+            "this one, before it for the first; give each anchor its own name"
+        )
+
+
+_REUSED = re.compile(
+    r"duplicate anchor '(?P<name>[^']*)'.*?line (?P<first>\d+), column \d+"
+    r".*?second occurrence\s+in [^\n]*?, line (?P<line>\d+), column (?P<column>\d+)",
+    re.S,
+)
+
+
+@contextlib.contextmanager
+def reused_anchors() -> Iterator[list[ReusedAnchor]]:
+    """The anchors a YAML load inside the block defines again, in the list it yields once
+    the block ends; other warnings go on as they would. ruamel warns of each on stderr, as
+    a dump naming `<unicode string>` and its own source line, at every load of the file."""
+    found: list[ReusedAnchor] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReusedAnchorWarning)
+        yield found
+    for seen in caught:
+        match = _REUSED.search(str(seen.message))
+        if issubclass(seen.category, ReusedAnchorWarning) and match is not None:
+            first, line, column = (int(match[k]) for k in ("first", "line", "column"))
+            found.append(ReusedAnchor(match["name"], first, line, column))
+        elif not issubclass(seen.category, ReusedAnchorWarning):
+            warnings.warn_explicit(seen.message, seen.category, seen.filename, seen.lineno)
