@@ -143,7 +143,9 @@ def unknown_key(path: Path, kind: str | None = None) -> str:
     homes = _homes(key, here)
     if homes:
         where = " or ".join(PLACES[p][0] for p in homes)
-        what = PLACES[here][0].split(" (")[0].split(",")[0] if here else "this map"
+        # `series:`, `gating:`: the place's own colon, not a second one before the hint
+        # ("is no key of a series under series:: it belongs in ...").
+        what = PLACES[here][0].split(" (")[0].split(",")[0].rstrip(":") if here else "this map"
         return f"{key!r} is no key of {what}: it belongs in {where}; move it there"
     names = sorted({k for p in PLACES for k in keys_of(p)} | OPERATORS)
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)

@@ -73,6 +73,20 @@ class TestKeyOutOfPlace:
             "the file: it belongs in gating:; move it there"
         )
 
+    def test_a_condition_key_in_a_series_has_one_colon_before_the_hint(self) -> None:
+        """`agg: sum` in a series (the baseline section reads "aggregated by `agg:`") was
+        told "is no key of a series under series:: it belongs in ...", two colons."""
+        series = "series:\n  topup_day: {on: [topup], field: amount, period: day, agg: sum}\n"
+        (found,) = problems(series + RULE)
+        assert found == (
+            "r.yaml:2:56: unknown field 'series.topup_day.agg'; 'agg' is no key of a series "
+            "under series: it belongs in a condition (under condition:, all:, any: or not:); "
+            "move it there"
+        )
+        (gating,) = problems("gating: {local_hour: 9}\n" + RULE)
+        assert "is no key of gating: it belongs in special_days:" in gating, gating
+        assert "::" not in gating
+
 
 def test_a_single_value_for_a_list_says_how_to_write_the_list() -> None:
     assert problems(RULE.replace("on: [complaint]", "on: complaint")) == [
