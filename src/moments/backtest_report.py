@@ -492,6 +492,11 @@ class RuleDiff:
     """The rule's moments carried in other rules' tasks, baseline and candidate: a rule
     whose moments only join other rules' calls leads no task, and read `0 0 0`, as one
     that does nothing."""
+    what_changed: Counter[str] = field(default_factory=Counter)
+    """The task fields that differ in its changed tasks, each with the number of tasks
+    (`quiet_hours`, `deliver_after`, `moment.params`): a quiet-hours window added to the
+    gating read `changed 49` on every rule, with nothing to tell it from a threshold that
+    moved but diffing the two task files."""
 
 
 @dataclass
@@ -509,6 +514,7 @@ class Comparison:
             out.added += d.added
             out.removed += d.removed
             out.changed += d.changed
+            out.what_changed.update(d.what_changed)
             before, after = out.merged_into_others
             out.merged_into_others = (
                 before + d.merged_into_others[0],
@@ -523,6 +529,7 @@ class Comparison:
                 "added": t.added,
                 "removed": t.removed,
                 "changed": t.changed,
+                **({"what_changed": _by_count(t.what_changed)} if t.what_changed else {}),
                 "merged_into_others": list(t.merged_into_others),
             },
             "per_rule": [
@@ -531,6 +538,7 @@ class Comparison:
                     "added": d.added,
                     "removed": d.removed,
                     "changed": d.changed,
+                    **({"what_changed": _by_count(d.what_changed)} if d.what_changed else {}),
                     **({"rule": self.presence[r]} if r in self.presence else {}),
                     **(
                         {"merged_into_others": list(d.merged_into_others)}
@@ -618,8 +626,10 @@ def compare(
         before = old.get(task_id)
         if before is None:
             diff(task).added += 1
-        elif _content(before) != _content(task):
-            diff(task).changed += 1
+        elif fields := changed_fields(before, task):
+            of_rule = diff(task)
+            of_rule.changed += 1
+            of_rule.what_changed.update(fields)
     for task_id, task in old.items():
         if task_id not in new:
             diff(task).removed += 1
@@ -634,8 +644,24 @@ def compare(
     return out
 
 
-def _content(task: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in task.items() if k not in CHANGE_IGNORES}
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The fields of a task that differ between two runs, `moment`'s by its own keys
+    (`moment.params`, `moment.description`): none when they are the same task."""
+    out = []
+    for key in sorted((set(before) | set(after)) - set(CHANGE_IGNORES)):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        if key == "moment" and isinstance(old, Mapping) and isinstance(new, Mapping):
+            out += [f"moment.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        else:
+            out.append(key)
+    return out
+
+
+def _by_count(fields: Counter[str]) -> dict[str, int]:
+    """`{field: tasks}`, the most frequent first (then by name)."""
+    return dict(sorted(fields.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # --- rendering ------------------------------------------------------------------------
@@ -844,6 +870,21 @@ def sections(
                 ],
             )
         )
+        changes = [
+            [r["rule_id"], name, n]
+            for r in c["per_rule"]
+            for name, n in r.get("what_changed", {}).items()
+        ]
+        if changes:
+            out.append(
+                (
+                    "What changed in the changed tasks: the task fields that differ, per rule, "
+                    "and in how many of its tasks (moment.params: a threshold or a value the "
+                    "rule read)",
+                    ["rule", "field", "tasks"],
+                    changes,
+                )
+            )
         if c.get("per_moment_type"):
             out.append(
                 (

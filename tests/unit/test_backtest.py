@@ -369,20 +369,56 @@ class TestComparison:
             "added": moved,
             "removed": 0,
             "changed": kept_big,
+            "what_changed": {"moment.params": kept_big, "priority": kept_big},
         }
         assert per_rule["small_topup"] == {
             "rule_id": "small_topup",
             "added": 0,
             "removed": moved,
             "changed": kept_small,
+            "what_changed": {"moment.params": kept_small},
         }
         assert per_rule["legacy_roaming"]["removed"] == 1
         assert diff["totals"] == {
             "added": moved,
             "removed": moved + 1,
             "changed": kept_big + kept_small,
+            "what_changed": {"moment.params": kept_big + kept_small, "priority": kept_big},
             "merged_into_others": [0, 0],
         }
+
+    def test_a_changed_task_says_which_of_its_fields_differ(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A candidate that moves a threshold and a priority read `changed 5` per rule, the
+        same as one that only added a quiet-hours window to the gating: the analyst had to
+        diff tasks.jsonl against baseline-tasks.jsonl to tell (analyst walk). Each rule now
+        names the fields that differ and in how many of its changed tasks."""
+        history = write_history(tmp_path / "h.jsonl")
+        base = write_rules(tmp_path / "base.yaml", big=150, priority=2)
+        candidate = write_rules(tmp_path / "new.yaml")
+        kept_big = sum(1 for t in SCENARIO if t.amount >= 150)
+        kept_small = sum(1 for t in SCENARIO if t.amount < BIG)
+        policy = tmp_path / "policy.yaml"
+        policy.write_text("merge: {hold_channels: []}\n")  # as above: no call waits to merge
+        out = tmp_path / "out"
+        args = ["--events", str(history), "--rules", str(candidate), "--out", str(out)]
+        args += ["--policy", str(policy), "--baseline-rules", str(base)]
+        assert main(["backtest", *args]) == 0
+        comparison = orjson.loads((out / "report.json").read_bytes())["comparison"]
+        per_rule = {r["rule_id"]: r for r in comparison["per_rule"]}
+        # big_topup's threshold (a param: amount_gte 150 -> 100) and its priority (2 -> 3)
+        assert per_rule["big_topup"]["what_changed"] == {
+            "moment.params": kept_big,
+            "priority": kept_big,
+        }
+        # small_topup's threshold alone (amount_lt 150 -> 100)
+        assert per_rule["small_topup"]["what_changed"] == {"moment.params": kept_small}
+        terminal = capsys.readouterr().out
+        table = terminal[terminal.index("What changed in the changed tasks") :]
+        assert re.search(rf"big_topup\s*│\s*priority\s*│\s*{kept_big}\s*│", table), table
+        md = (out / "report.md").read_text()
+        assert f"| small_topup | moment.params | {kept_small} |" in md, md
 
 
 class TestInput:
