@@ -169,6 +169,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         moment_figures,
         print_report,
         report_warnings,
+        short_history_notes,
         unused_regions,
     )
     from moments.models import EventType
@@ -267,6 +268,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         report["comparison"]["per_moment_type"] = compare_moments(
             moment_figures(base), moment_figures(result)
         )
+        report["notes"] += short_history_notes(report["comparison"], result, rules)
     try:
         _write(
             args.out,

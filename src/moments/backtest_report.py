@@ -644,6 +644,35 @@ def compare(
     return out
 
 
+def short_history_notes(
+    comparison: Mapping[str, Any], result: BacktestResult, rules: RuleSet
+) -> list[str]:
+    """A note for each new rule of the candidate that made no task and compares with the
+    subscriber's own past over more than the history holds: it read `big_topup (new) 0 0 0`
+    and no more, where `rules test` says `(its baseline is 7 earlier days of topup_day: a
+    subscriber with less history makes none)` (analyst walk, on a 3-day simulation)."""
+    from moments.rulecheck import baseline_need
+
+    if result.first_event is None or result.last_event is None:
+        return []
+    held = (result.last_event - result.first_event) / 86400
+    by_id = {rule.id: rule for rule in rules.rules}
+    notes = []
+    for row in comparison.get("per_rule", ()):
+        if row.get("rule") != "new" or row["added"] or any(row.get("merged_into_others", ())):
+            continue
+        need = baseline_need(by_id.get(row["rule_id"]), rules)
+        if need is None or held >= need.days():
+            continue
+        notes.append(
+            f"{row['rule_id']} (new) made no task: {need.said()}, whole ones after the one "
+            f"a subscriber's history in it begins in, so a first judgement needs about "
+            f"{need.days()} days of history, and this one holds {held:.1f}: give a longer "
+            "history (moments simulate --duration 3w) to see what it makes."
+        )
+    return notes
+
+
 def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     """The fields of a task that differ between two runs, `moment`'s by its own keys
     (`moment.params`, `moment.description`): none when they are the same task."""

@@ -357,22 +357,54 @@ def summary(result: PipelineResult, rules: RuleSet | None = None, until: Any = N
 PERIODS = {"day": "days", "week": "weeks", "month": "months"}
 
 
-def _history_needed(rule: Any, rules: RuleSet) -> str:
-    """` (its baseline is 7 earlier days of topup_day: ...)` for a rule that compares with
-    the subscriber's own past, which a short test history cannot show; else empty."""
+PERIOD_DAYS = {"day": 1, "week": 7, "month": 31}
+"""The longest a window of each period lasts, in days."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineNeed:
+    """What a rule's baseline reads of a subscriber's past: `windows` earlier windows of
+    `series`, each a `period`."""
+
+    windows: int
+    period: str
+    series: str
+
+    def said(self) -> str:
+        """`its baseline is 7 earlier days of topup_day`."""
+        return (
+            f"its baseline is {self.windows} earlier "
+            f"{PERIODS.get(self.period, self.period)} of {self.series}"
+        )
+
+    def days(self) -> int:
+        """The history a first judgement needs at least, in days: the windows averaged,
+        whole ones after the one the subscriber's history in the series began in (partial,
+        not counted), and that first one."""
+        return (self.windows + 1) * PERIOD_DAYS.get(self.period, 1)
+
+
+def baseline_need(rule: Any, rules: RuleSet) -> BaselineNeed | None:
+    """The past a rule that compares with the subscriber's own (`baseline:`) reads, which
+    a short history cannot show; None for another rule."""
     from rules.spec import BaselineCond, walk_at
 
     spec = getattr(rule, "spec", None)
     if spec is None:
-        return ""
+        return None
     for _, node in walk_at(spec.condition):
         if isinstance(node, BaselineCond) and (series := rules.series.get(node.baseline)):
-            period = PERIODS.get(series.period, series.period)
-            return (
-                f" (its baseline is {node.windows} earlier {period} of {node.baseline}: a "
-                "subscriber with less history makes none)"
-            )
-    return ""
+            return BaselineNeed(node.windows, series.period, node.baseline)
+    return None
+
+
+def _history_needed(rule: Any, rules: RuleSet) -> str:
+    """` (its baseline is 7 earlier days of topup_day: ...)` for a rule that compares with
+    the subscriber's own past, which a short test history cannot show; else empty."""
+    need = baseline_need(rule, rules)
+    if need is None:
+        return ""
+    return f" ({need.said()}: a subscriber with less history makes none)"
 
 
 REFUSED = "refused"

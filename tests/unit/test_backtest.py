@@ -1441,6 +1441,43 @@ def test_a_comparison_lists_the_rules_added_and_removed_that_made_no_task(
     assert "legacy_roaming (removed)" in terminal
 
 
+BIG_DAY = """
+  - id: big_topup_day
+    description: A top-up day three times the usual
+    on: [topup]
+    condition: {baseline: topup_day, windows: 7, min_baseline: 10, gte: 3}
+    task: {family: anomaly, type: big_topup_day, channel: sms, priority: 3,
+           action: thanks_sms, ttl: 1d, description: "Topped up {topup_day}"}
+"""
+
+
+def test_a_new_rule_whose_baseline_the_history_is_too_short_for_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new rule comparing a day with the 7 before, backtested on a history of one day,
+    read `big_topup_day (new) 0 0 0` and nothing else, where `rules test` says its
+    baseline needs history (analyst walk, a 3-day simulation): the report notes it."""
+    series = "series:\n  topup_day: {on: [topup], field: amount, period: day}\n"
+    base = write_rules(tmp_path / "base.yaml")
+    candidate = tmp_path / "new.yaml"
+    candidate.write_text(series + (RULES % {"big": BIG, "priority": 3, "extra": BIG_DAY}))
+    out = tmp_path / "out"
+    args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(out)]
+    assert main(["backtest", *args, "--rules", str(candidate), "--baseline-rules", str(base)]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    said = [n for n in report["notes"] if n.startswith("big_topup_day (new) made no task")]
+    assert said == [
+        "big_topup_day (new) made no task: its baseline is 7 earlier days of topup_day, "
+        "whole ones after the one a subscriber's history in it begins in, so a first "
+        "judgement needs about 8 days of history, and this one holds 1.0: give a longer "
+        "history (moments simulate --duration 3w) to see what it makes."
+    ]
+    assert said[0] in " ".join(capsys.readouterr().err.split())  # where the notes go
+    assert said[0] in (out / "report.md").read_text()
+    # The rules that are in both, or new and not reading a baseline, get no such note.
+    assert len([n for n in report["notes"] if "made no task" in n]) == 1
+
+
 def test_the_capacity_table_keeps_its_days_and_limits_in_80_columns(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
