@@ -183,11 +183,23 @@ def _cmd_rules_explain(args: argparse.Namespace) -> int:
     try:
         paragraphs = explain(rules, rule_id, dispatch)
     except KeyError:
-        where = path or "the packaged catalog"
-        known = ", ".join(sorted(r.id for r in rules.rules))
+        from rules.hints import meant
+
+        ids = sorted(r.id for r in rules.rules)
+        close = meant(str(rule_id), ids)  # `; did you mean 'big_topup'?`
+        if path is None:
+            # A rule of the analyst's own file, its path left out, was looked for in the
+            # packaged catalog and told "`moments rules explain PATH` lists them all".
+            print(
+                f"moments: no rule {rule_id!r} in the packaged catalog (MOMENTS_RULES is "
+                f"unset){close}; for a rule of your own file or folder, name it first: "
+                f"moments rules explain my-rules/ {rule_id} (known here: {', '.join(ids)})",
+                file=sys.stderr,
+            )
+            return 1
         print(
-            f"moments: no rule {rule_id!r} in {where} (known: {known}); `moments rules "
-            "explain PATH` lists them all",
+            f"moments: no rule {rule_id!r} in {path}{close} (known: {', '.join(ids)}); "
+            "`moments rules explain PATH` lists them all",
             file=sys.stderr,
         )
         return 1

@@ -128,6 +128,37 @@ def test_explain_takes_the_rules_as_validate_and_test_do(
     assert "give one rules file or folder" in capsys.readouterr().err
 
 
+def test_explain_of_an_unknown_rule_says_the_one_meant_and_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`moments rules explain big_topup`, the analyst's new rule with its file left out,
+    was told "no rule 'big_topup' in the packaged catalog (known: ...)" and a misspelt id
+    the whole list to read against it (analyst walk): now the close id, and, for the
+    packaged catalog, how to name one's own file."""
+    monkeypatch.delenv("MOMENTS_RULES", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env to read
+    assert main(["rules", "explain", "big_topup"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "moments: no rule 'big_topup' in the packaged catalog (MOMENTS_RULES is unset); for "
+        "a rule of your own file or folder, name it first: moments rules explain my-rules/ "
+        "big_topup (known here: "
+    ), err
+    assert main(["rules", "explain", "low_balanse"]) == 1
+    assert "(MOMENTS_RULES is unset); did you mean 'low_balance'?" in capsys.readouterr().err
+    path = tmp_path / "my.yaml"
+    path.write_text(
+        "rules:\n  - id: big_topup\n    description: Mine\n    on: [usage]\n"
+        "    task: {family: anomaly, type: t, channel: sms, priority: 2, action: a,\n"
+        "           description: d}\n"
+    )
+    assert main(["rules", "explain", str(path), "big_topp"]) == 1
+    assert capsys.readouterr().err == (
+        f"moments: no rule 'big_topp' in {path}; did you mean 'big_topup'? (known: big_topup); "
+        "`moments rules explain PATH` lists them all\n"
+    )
+
+
 def write_events(path: Path, events: Sequence[Mapping[str, object]]) -> Path:
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
     return path
