@@ -42,8 +42,21 @@ def add_simulate_command(sub: Subparsers) -> None:
         EXAMPLES,
         _cmd_simulate,
     )
+    # --rate is checked by the command, to answer its absence with a rate that fits the
+    # subscribers; the usage line still says it is needed.
+    p.usage = (
+        "%(prog)s [-h] --subscribers N --rate R [--duration T] [--seed SEED]\n"
+        "       [--plant-rate SHARE] [--to-file PATH]"
+    )
     p.add_argument("--subscribers", type=positive_int, required=True, metavar="N")
-    p.add_argument("--rate", type=_positive_float, required=True, metavar="R", help="events/s")
+    p.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        metavar="R",
+        help="events a second, all subscribers together, of event time with --to-file "
+        "(required; 0.83 for 2,000 subscribers is about 36 events each a day)",
+    )
     p.add_argument(
         "--duration",
         type=_seconds,
@@ -66,6 +79,23 @@ def add_simulate_command(sub: Subparsers) -> None:
         default=None,
         metavar="PATH",
         help="write JSON lines (gzip when PATH ends in .gz) instead of producing",
+    )
+
+
+EVENTS_A_SUBSCRIBER_A_DAY = 36
+"""What the README's history gives each subscriber: 2,000 at --rate 0.83."""
+
+
+def missing_rate(subscribers: int) -> str:
+    """The message for `simulate` without `--rate`, with the rate that gives these
+    subscribers as many events each as the README's history: an analyst told only that
+    `--rate` is required had no idea whether 0.1 or 1000 made a history."""
+    rate = float(f"{subscribers * EVENTS_A_SUBSCRIBER_A_DAY / 86400:.2g}")
+    return (
+        "--rate R is needed: events a second, all subscribers together (of event time with "
+        f"--to-file); --rate {rate:g} gives {subscribers:,} subscribers about "
+        f"{EVENTS_A_SUBSCRIBER_A_DAY} events each a day, as the README's history "
+        "(2,000 at 0.83)"
     )
 
 
@@ -172,6 +202,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from moments.exceptions import ConfigError
     from moments.simulate import SimStats, limit, simulate
 
+    if args.rate is None:  # argparse said "the following arguments are required: --rate"
+        raise ConfigError(missing_rate(args.subscribers))
     if not 0 <= args.plant_rate <= 1:
         raise ConfigError("--plant-rate is a share of events: write a number from 0 to 1")
     console = stderr_console()

@@ -242,6 +242,27 @@ class TestOutputs:
         assert main([*argv, "--duration", "2", "--to-file", str(tmp_path / "o.jsonl")]) == 0
         assert "simulate: 25 events in " in capsys.readouterr().err
 
+    def test_cli_without_a_rate_is_told_one_that_fits_the_subscribers(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`moments simulate --subscribers 200 --duration 3d --to-file ...` was told only
+        "the following arguments are required: --rate", with `events/s` in the help: no
+        word of whether 0.1 or 1,000 made a history of 200 subscribers (analyst walk)."""
+        path = tmp_path / "o.jsonl"
+        argv = ["simulate", "--subscribers", "200", "--duration", "3d", "--to-file", str(path)]
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (
+            "moments: --rate R is needed: events a second, all subscribers together (of event "
+            "time with --to-file); --rate 0.083 gives 200 subscribers about 36 events each a "
+            "day, as the README's history (2,000 at 0.83)\n"
+        )
+        assert not path.exists()
+        assert main(["simulate", "--subscribers", "2000", "--duration", "1"]) == 2
+        assert "--rate 0.83 gives 2,000 subscribers" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            main(["simulate", "--help"])
+        assert "--subscribers N --rate R [--duration T]" in capsys.readouterr().out
+
     def test_cli_takes_a_duration_as_the_rules_write_it(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
