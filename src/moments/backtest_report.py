@@ -377,6 +377,10 @@ def unused_regions(policy: DispatchPolicy, capacity: Iterable[Mapping[str, Any]]
     cannot have tried. Regions are matched whatever the case (moments.placetext): tasks
     from `nj` tried NJ's limits."""
     seen = {str(r["region"]) for r in capacity}
+    if not seen:
+        # No task in the report at all (every event before --from, say): each region of
+        # the policy was named, its history's NJ included, with "correct a typo".
+        return []
     tried = {place_key(r) for r in seen}
     unused = [r for r in policy.capacity if r != ANY and place_key(r) not in tried]
     if not unused:

@@ -1576,6 +1576,22 @@ def test_the_capacity_summary_peaks_on_the_demand_a_day_brought() -> None:
     assert "* in part" in title
 
 
+def test_a_report_with_no_task_names_no_region_of_the_policy_as_unused(tmp_path: Path) -> None:
+    """The README's backtest, `--from` 15 days on, run on a 3-day simulation: beside "Every
+    event is before --from: nothing to report", a second warning said the policy's NJ was
+    a region "no task of this history came from: correct a typo", of a history full of NJ
+    (analyst walk). With no task reported, no region could have been tried."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("capacity: {NJ: {manager: 2}}\n")
+    out = tmp_path / "o"
+    args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(out)]
+    args += ["--rules", str(write_rules(tmp_path / "r.yaml")), "--policy", str(policy)]
+    assert main(["backtest", *args, "--from", (DAY2 + dt.timedelta(days=5)).isoformat()]) == 0
+    warnings = orjson.loads((out / "report.json").read_bytes())["warnings"]
+    assert any("nothing to report" in w for w in warnings), warnings
+    assert not [w for w in warnings if "capacity names region" in w], warnings
+
+
 def test_a_policy_region_no_task_came_from_is_warned_of(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
