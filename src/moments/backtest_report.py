@@ -17,12 +17,15 @@ import io
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import orjson
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from moments.backtest import BacktestResult, longest_memory, settling_period
 from moments.backtest_input import lines_named
@@ -1060,13 +1063,28 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 def chart_png(report: Mapping[str, Any]) -> bytes:
     """Tasks per day by family, stacked bars (matplotlib, Agg: no display needed)."""
+    fig = chart_figure(report)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+CHART_HEADROOM = 1.08
+"""The y axis reaches this much above the tallest day: at its top exactly, that day's bar
+ran into the frame, its top edge unreadable (analyst walk)."""
+
+
+def chart_figure(report: Mapping[str, Any]) -> Figure:
+    """The figure `chart_png` draws: the legend outside the bars, on their right (inside,
+    at the top right, it hid the last days' tops on a week of similar days)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     days, families, counts = pivot(report["tasks_per_day"]["family"], "family", report.get("days"))
-    fig = Figure(figsize=(max(6.0, 0.5 * len(days) + 3), 4.5), dpi=100)
+    # 1.5 in. more than the bars take, for the legend beside them
+    fig = Figure(figsize=(max(6.0, 0.5 * len(days) + 3) + 1.5, 4.5), dpi=100)
     ax = fig.subplots()
     xs = list(range(len(days)))
     bottom = [0] * len(days)
@@ -1079,12 +1097,11 @@ def chart_png(report: Mapping[str, Any]) -> bytes:
     ax.set_title("Tasks per day by family")
     ax.set_ylabel("tasks")
     ax.tick_params(axis="x", labelrotation=45)
+    ax.set_ylim(0, max(max(bottom, default=0), 1) * CHART_HEADROOM)
     if families:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 def html_page(report: Mapping[str, Any], png: bytes) -> str:

@@ -304,6 +304,45 @@ class TestReportNumbers:
         assert report["summary"]["warmup_tasks"] == len(SCENARIO) - len(day2)
         assert len(result.published) == len(day2)
 
+    def test_the_chart_shows_the_tallest_day_whole_and_the_legend_beside_the_bars(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The y axis ended at the tallest day's total (the family stacked last, with no
+        task that day, a bar of height 0 at its top, pinned the axis there), its bar running
+        into the frame; and the legend sat over the bars at the top right, hiding the last
+        days' tops on a week of similar days (analyst walk, viewing tasks_per_day.png)."""
+        from matplotlib.figure import Figure
+
+        rows = [
+            ("2026-12-16", "anomaly", 49),
+            ("2026-12-16", "first_time", 36),
+            ("2026-12-17", "anomaly", 43),
+            ("2026-12-17", "first_time", 29),
+            ("2026-12-17", "special_day", 1),
+            ("2026-12-18", "anomaly", 43),
+            ("2026-12-18", "first_time", 27),
+        ]
+        report = {
+            "tasks_per_day": {"family": [{"day": d, "family": f, "tasks": n} for d, f, n in rows]},
+            "days": ["2026-12-16", "2026-12-17", "2026-12-18"],
+            "partial_days": {},
+        }
+        drawn: list[Figure] = []
+        save = Figure.savefig
+
+        def keep(fig: Figure, *args: Any, **kwargs: Any) -> None:
+            drawn.append(fig)
+            save(fig, *args, **kwargs)
+
+        monkeypatch.setattr(Figure, "savefig", keep)
+        assert chart_png(report).startswith(b"\x89PNG")
+        (fig,) = drawn
+        (ax,) = fig.axes
+        assert ax.get_ylim()[1] > 49 + 36  # room above the tallest day's 85
+        legend = ax.get_legend()
+        assert legend is not None
+        assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # beside, not on
+
     def test_outputs_render(self, tmp_path: Path) -> None:
         result = run(write_rules(tmp_path / "r.yaml"), write_history(tmp_path / "h.jsonl"))
         report = build_report(result)
