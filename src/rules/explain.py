@@ -136,6 +136,13 @@ def _read(value: Any) -> Any:
     return int(read) if read.is_integer() else read
 
 
+def _whole(value: float) -> int | float:
+    """`10` for the float a rule's `min_baseline: 10` is read as: explain said "at least
+    10.0" of what the analyst wrote 10, where its thresholds show as written (analyst
+    walk)."""
+    return int(value) if value.is_integer() else value
+
+
 def _value(value: Any, spec: s.RuleSpec, numeric: bool = False) -> str:
     if isinstance(value, str) and value.startswith("$"):
         name = value[1:]
@@ -216,7 +223,7 @@ def _cond(node: Any, spec: s.RuleSpec, negated: bool = False) -> str:
             else "the change of this window against the average of"
         )
         floor = (
-            f", judged only when that average is at least {node.min_baseline}"
+            f", judged only when that average is at least {_whole(node.min_baseline)}"
             if node.min_baseline
             else ""
         )
@@ -233,7 +240,7 @@ def _cond(node: Any, spec: s.RuleSpec, negated: bool = False) -> str:
     if isinstance(node, s.ShareCond):
         return (
             f"the share of {node.share} in {node.of} {_ops(node, spec)} "
-            f"(with at least {node.min_total} in all)"
+            f"(with at least {_whole(node.min_total)} in all)"
         )
     if isinstance(node, s.OccasionCond):
         kinds = [node.occasion] if isinstance(node.occasion, str) else list(node.occasion)

@@ -23,6 +23,15 @@ def test_explain_says_thresholds_overrides_and_task() -> None:
     assert "at most once per subscriber every 3d" in text
 
 
+def test_explain_shows_a_whole_minimum_as_written() -> None:
+    """`min_baseline: 20` and `min_total: 10` were said "at least 20.0" and "at least 10.0
+    in all", read as floats, beside thresholds shown as written (analyst walk)."""
+    (spike,) = explain(load_rules(), "bill_spike")
+    assert "judged only when that average is at least 20." in spike, spike
+    (share,) = explain(load_rules(), "incoming_calls_share_high")
+    assert "(with at least 10 in all)" in share, share
+
+
 def test_explain_shows_digits_with_a_leading_zero_as_they_are_read(tmp_path: Path) -> None:
     """Digits written with a leading zero are text (`counterparty: 05`, `in: [0086]`, a
     param `code: 007` compared with eq) but a bound or a param a bound reads is the number
