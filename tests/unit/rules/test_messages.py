@@ -88,6 +88,27 @@ class TestKeyOutOfPlace:
         assert "::" not in gating
 
 
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [("push", "app_push"), ("call", "outbound_call"), ("Outbound", "outbound_call")],
+)
+def test_a_channel_written_as_one_word_of_its_name_is_told_the_one_meant(
+    written: str, meant: str
+) -> None:
+    """`channel: push` was told the four channels and no one meant: no misspelling
+    measure finds `push` close to `app_push` (analyst walk)."""
+    (found,) = problems(RULE.replace("channel: manager", f"channel: {written}"))
+    assert found == (
+        "r.yaml:9:7: rules.0.task.channel: Input should be 'sms', 'outbound_call', 'manager' "
+        f"or 'app_push'; did you mean {meant!r}?"
+    )
+
+
+def test_a_word_of_no_value_names_none() -> None:
+    (found,) = problems(RULE.replace("channel: manager", "channel: phone"))
+    assert "did you mean" not in found
+
+
 def test_a_single_value_for_a_list_says_how_to_write_the_list() -> None:
     assert problems(RULE.replace("on: [complaint]", "on: complaint")) == [
         "r.yaml:4:5: rules.0.on: Input should be a list: write on: [complaint] (a list, even "
