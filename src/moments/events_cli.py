@@ -50,7 +50,8 @@ def add_events_command(sub: Subparsers) -> None:
         "Check each line of JSON-lines files (.gz too; - for stdin) as a worker checks a "
         "record of its topic: the same validation, keyed by the line's subscriber_id. "
         "Prints FILE:LINE: REASON: what is wrong for each line a worker would send to the "
-        "dead-letter topic, then counts by type; exits 1 when any line is refused. No "
+        "dead-letter topic, then counts by type; exits 1 when any line is refused, or a "
+        "file holds none to check. No "
         "broker or Redis.",
         CHECK_EXAMPLES,
         _cmd_check,
@@ -223,8 +224,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     task = progress.add_task("checking")
     cuts = []
     wide: list[str] = []  # files of UTF-16 text, left unchecked
+    empty: list[str] = []  # files of no line but blank ones
     with progress:
         for name in args.files:
+            before = sum(tally.checked.values())
             with _lines(name) as lines:
                 try:
                     verdicts = check_lines(
@@ -260,6 +263,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     continue
                 if (cut := lines.cut()) is not None:
                     cuts.append(cut)
+                elif sum(tally.checked.values()) == before:
+                    empty.append(name)
     _print_tally(err, tally, shown, ahead, clock_given=args.now is not None, outcomes=outcomes)
     for cut in cuts:  # the lines before were checked; the rest of the file is missing
         err.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
@@ -272,7 +277,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
         return 2
-    return 1 if tally.refused_total or cuts else 0
+    if empty:  # an empty table and exit 0 read as a pass: a CI step green on nothing
+        files = ", ".join(_shown(n) for n in empty)
+        err.print(
+            f"moments: nothing was checked: {files} holds no payload (an empty file? a "
+            "sample cut to nothing?); give the producer's payloads, one JSON object a line",
+            style="bold red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    return 1 if tally.refused_total or cuts or empty else 0
+
+
+def _shown(name: str) -> str:
+    return "stdin" if name == "-" else name
 
 
 def _describe(name: str, verdict: LineVerdict) -> str:

@@ -577,3 +577,17 @@ class TestCrOnlyLineEndings:
         (cut,) = check_lines([b'{"type": "topup",\r"event_id": '], None)
         assert cut.reason == "invalid_json"
         assert "CR alone" not in cut.message
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_a_file_with_no_line_to_check_is_said_so_not_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    """An empty file (a producer's sample cut to nothing, `head` of a topic that had none)
+    passed with exit 0 and an empty table: a CI step checking it was green on nothing."""
+    path = tmp_path / "sample.jsonl"
+    path.write_bytes(content)
+    assert main(["events", "check", str(path)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"nothing was checked: {path} holds no payload" in err
+    assert "one JSON object a line" in err
