@@ -23,7 +23,11 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
   whose `opt_out` list named the channel / did not (one of each channel moments sends
   on, for every update carrying `opt_out`; a null `opt_out` says nothing): the channel
   is opted out when the first is at or after the second, so the latest update carrying
-  `opt_out` decides, however late an older one is read (`SubscriberFacts.opted_out`);
+  `opt_out` decides, however late an older one is read (`SubscriberFacts.opted_out`).
+  A channel this version does not send on gets its `opt_out:` only, when named: a newer
+  version sharing the hash in a rolling upgrade may send on it, and its release and
+  confirm read it; this version never writes its `opt_in:`, so an opt-in again that
+  this version reads leaves it opted out until a newer worker reads one;
 - `erased`: the tombstone's own time (`moments.batchresult.erasure_time`): an event dated at or
   before it, read later (a topic read behind the profile topic), is the erased
   subscriber's and is dropped (`Subscribers.erasures`, `Detector.process`).
@@ -41,7 +45,14 @@ from typing import Any
 from redis.asyncio import Redis
 
 from moments.enums import Channel, WithdrawReason
-from moments.models import InputEvent, ProfileEvent, RoamingEvent, ServiceTask, TopUpEvent
+from moments.models import (
+    InputEvent,
+    ProfileEvent,
+    RoamingEvent,
+    ServiceTask,
+    TopUpEvent,
+    unknown_opt_outs,
+)
 from moments.records import SuppressReason
 from sinks.luabatch import BatchScript
 from sinks.policy import DispatchPolicy, OverflowPolicy, RelevanceCheckName
@@ -239,6 +250,9 @@ def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[
             facts += [
                 (f"opt_out:{c.value}" if c in out else f"opt_in:{c.value}", at) for c in Channel
             ]
+            # A channel only a newer version sends on (rolling upgrades): its opt-out, for
+            # that version's release and confirm. Its opt-in is not known here.
+            facts += [(f"opt_out:{c}", at) for c in unknown_opt_outs(event)]
         return facts
     return []
 

@@ -106,9 +106,9 @@ def profile_changes(
 def changes_by_fact(facts: Sequence[InputEvent]) -> dict[int, list[ProfileChange]]:
     """The changes a batch's facts make (the profile updates it applied: a stale one is
     refused before), by the index of the fact that makes them, in order: a closed line
-    (`status: closed`) and an opt-out (`opt_out` naming a channel moments sends on; `[]`
-    opts in, null says nothing). An update both closing the line and opting out gives
-    both, the closing first.
+    (`status: closed`) and an opt-out (`opt_out` naming a channel, moments' or one only a
+    newer version sends on: `_channels`; `[]` opts in, null says nothing). An update both
+    closing the line and opting out gives both, the closing first.
 
     An opt-out counts only for the channels still opted out at the batch's end: opted in
     again by a later update of the batch (its `opt_out` without the channel), the customer
@@ -148,9 +148,12 @@ def changes_by_fact(facts: Sequence[InputEvent]) -> dict[int, list[ProfileChange
     return out
 
 
-def _channels(opt_out: Iterable[object]) -> frozenset[str]:
-    """The channels moments sends on among an `opt_out` list's entries."""
-    return frozenset(c.value for c in opt_out if isinstance(c, Channel))
+def _channels(opt_out: Iterable[Channel | str]) -> frozenset[str]:
+    """The channels an `opt_out` list names: moments' own and, as written, any other the
+    model keeps (`OptOutChannel`). One this version does not send on may be one a newer
+    version does: in a rolling upgrade this worker withdraws the tasks a newer worker
+    published on it (`PublishedTask`); a channel nobody sends on withdraws nothing."""
+    return frozenset(str(c) for c in opt_out)
 
 
 def _by_subscriber(

@@ -376,7 +376,8 @@ class TestRelevance:
 
     def test_facts_of_a_profile_opt_out(self) -> None:
         """Every channel moments sends on, out or in, for a profile carrying `opt_out` (the
-        whole list, unknown channels left out); nothing for one not carrying it."""
+        whole list), and another named, out only (a newer version may send on it); nothing
+        for one not carrying it."""
         t = T0.timestamp()
         said = ProfileEvent(
             event_id="p",
@@ -389,6 +390,7 @@ class TestRelevance:
             ("opt_in:app_push", t),
             ("opt_in:manager", t),
             ("opt_in:outbound_call", t),
+            ("opt_out:email", t),
             ("opt_out:sms", t),
             ("suspended", t),
         ]

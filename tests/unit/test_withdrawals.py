@@ -29,6 +29,8 @@ from sinks.memory import MemoryFacts, MemoryLedger, memory_stores
 from sinks.metrics import Metrics
 from sinks.withdrawals import (
     ProfileChange,
+    PublishedTask,
+    Withdrawable,
     changes_by_fact,
     profile_changes,
     void_tasks,
@@ -174,7 +176,8 @@ class TestProfileChanges:
         got = profile_changes(events, ["13900139000"], {"13900139000": NOW}, NOW + 5)
         assert [(c.subscriber_id, c.reason, c.channels) for c in got] == [
             ("13900139000", WithdrawReason.FORGOTTEN, frozenset()),
-            (SUB, WithdrawReason.OPT_OUT, frozenset({"sms"})),  # a channel moments sends on
+            # email too, as written: a newer version may send on it (`TestANewerChannel`)
+            (SUB, WithdrawReason.OPT_OUT, frozenset({"sms", "email"})),
             (SUB, WithdrawReason.CLOSED, frozenset()),
         ]
         assert got[0].occurred_at.timestamp() == NOW  # the tombstone's own time
@@ -278,8 +281,60 @@ class TestProfileChanges:
                     closed = any(c.reason is WithdrawReason.CLOSED for c in got)
                     assert closed == said.line_closed, case
 
-    def test_an_update_naming_no_channel_of_ours_makes_no_change(self) -> None:
-        assert profile_changes([self.profile(opt_out=["email"])]) == []
+    def test_an_update_naming_no_channel_at_all_makes_no_change(self) -> None:
+        """`[]` opts in; null says nothing of the opt-outs."""
+        assert profile_changes([self.profile(opt_out=[]), self.profile(tier="gold")]) == []
+
+
+class TestANewerChannel:
+    """In a rolling upgrade a newer version may send on a channel this one does not know
+    (`wechat`), and this version's worker may read the profile update opting out of it:
+    the model keeps the entry (`OptOutChannel`), so the worker withdraws the tasks a newer
+    worker published on that channel, and records the opt-out in the facts hash, where a
+    newer worker's release and confirm read it (docs/operations.md, "Rolling upgrades").
+    An old worker withdrew nothing and recorded nothing: the customer was contacted on the
+    channel they had just refused."""
+
+    def profile(self, second: int, **fields: Any) -> ProfileEvent:
+        when = dt.datetime.fromisoformat(at("2026-11-10")) + dt.timedelta(seconds=second)
+        return ProfileEvent.model_validate(
+            {"event_id": "p", "subscriber_id": SUB, "occurred_at": when.isoformat(), **fields}
+        )
+
+    def newer(self, task_id: str, channel: str) -> PublishedTask:
+        """A published task as a newer version stored it, read back (`_task`)."""
+        body = orjson.loads(task(task_id).model_dump_json())
+        return PublishedTask.model_validate({**body, "channel": channel})
+
+    def test_an_opt_out_of_it_withdraws_the_tasks_published_on_it(self) -> None:
+        """Those on it only: the SMS task stands, and so does one on another new channel."""
+        changes = profile_changes([self.profile(1, opt_out=["wechat"])])
+        published: list[Withdrawable] = [
+            self.newer("a", "wechat"),
+            task("b"),
+            self.newer("c", "line"),
+        ]
+        made = withdrawals_of(changes, {SUB: published}, NOW)
+        assert [(w.task_id, w.channel, w.reason) for w in made] == [
+            ("a" * 32, "wechat", WithdrawReason.OPT_OUT)
+        ]
+
+    def test_opted_into_again_later_in_the_batch_it_withdraws_nothing(self) -> None:
+        """As for a channel of moments': the latest update carrying `opt_out` decides."""
+        events = [self.profile(1, opt_out=["wechat", "sms"]), self.profile(2, opt_out=["sms"])]
+        got = profile_changes(events)
+        assert [c.channels for c in got] == [frozenset({"sms"}), frozenset({"sms"})]
+
+    async def test_the_facts_hash_records_the_opt_out(self) -> None:
+        """As `opt_out:<channel>`, the field a newer worker's confirm (`sinks.ledger._SETTLE`,
+        which reads the task's channel's fields whatever it is) and release read; this
+        version's own reading of the hash knows its own channels only."""
+        event = self.profile(1, opt_out=["wechat", "sms"])
+        facts = MemoryFacts(lambda: NOW)
+        await facts.record([event])
+        fields = facts.fields(SUB)
+        assert fields["opt_out:wechat"] == fields["opt_out:sms"] == event.occurred_at.timestamp()
+        assert (await facts.get(SUB)).opted_out == frozenset({"sms"})
 
 
 class TestMemoryLedgerIndex:

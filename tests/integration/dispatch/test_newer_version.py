@@ -13,14 +13,14 @@ import orjson
 import pytest
 
 from moments.enums import WithdrawReason
-from moments.models import OutcomeStatus, ServiceTask, TaskOutcome
+from moments.models import OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from sinks.ledger import TaskLedger
 from sinks.payloads import task_bytes
 from sinks.readback import NEWER_WAIT_S
 from sinks.stores import Parking
-from sinks.withdrawals import ProfileChange
+from sinks.withdrawals import ProfileChange, profile_changes
 from tests.integration.kafka_io import read_topic, values
 
 from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
@@ -127,6 +127,37 @@ class TestWithdrawalsAndOutcomes:
         assert [(n["task_id"], n["channel"], n["reason"]) for n in notices] == [
             (t.task_id, "wechat", "closed")
         ]
+
+    async def test_an_opt_out_of_a_channel_this_version_does_not_know_is_acted_on(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Read by this version's worker, `opt_out: ["wechat"]` withdraws the task a newer
+        worker published on it, and is recorded where a newer worker's confirm reads it: a
+        task it sends on the channel after is found void, for it to withdraw (the update
+        withdrew nothing and recorded nothing: the customer was contacted on the channel
+        they had just refused)."""
+        w = make_worker()
+        w.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        t = task(tid("n8"), sub=SUB)
+        await sent_as_newer(w, t, as_newer(t, channel="wechat"))
+        update = ProfileEvent.model_validate(
+            {"event_id": "p8", "subscriber_id": SUB, "occurred_at": NOW, "opt_out": ["wechat"]}
+        )
+        await w.sink.subscribers.record_facts([update])
+        made = await w.sink.withdrawals.withdraw(profile_changes([update]))
+        assert [(m.task_id, m.channel, m.reason) for m in made] == [
+            (t.task_id, "wechat", WithdrawReason.OPT_OUT)
+        ]
+        after = task(tid("n9"), sub=SUB)
+        assert await w.ledger.claim([(after.task_id, as_newer(after, channel="wechat"))]) == [1]
+        expires = (NOW + HOUR).timestamp()
+        void = await w.ledger.confirm(
+            [after.task_id],
+            awaiting={after.task_id: ("wechat", expires)},
+            subscribers={after.task_id: SUB},
+            made={after.task_id: NOW.timestamp()},
+        )
+        assert void == {after.task_id: (WithdrawReason.OPT_OUT, NOW.timestamp())}
 
     async def test_a_decline_of_a_task_on_a_channel_this_version_does_not_know_is_applied(
         self, make_worker: MakeWorker
