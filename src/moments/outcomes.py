@@ -20,7 +20,10 @@ parked), so committing the batch's offsets afterwards is safe. Per outcome:
   `outcomes.max_retries` is reached, or another outcome of the task says it is done
   with (`ENDS_RETRIES`: the customer was reached, or the task `failed`), read before
   it or in the same batch (outcomes come out of order); a retry already waiting when
-  such an outcome comes is dropped by the dispatch sink when due (`reached`, `failed`);
+  such an outcome comes is dropped by the dispatch sink when due (`reached`, `failed`).
+  The retry of a task a newer version wrote (a channel or moment family this version
+  does not know) is parked as that version wrote it, for one of its workers to send
+  (`_park_newer`; docs/operations.md, "Rolling upgrades");
 - `unreachable` and `failed`: the attempt reached no one, so the contact the task took
   goes back to the frequency cap and the contact cap (they count contacts really made;
   the unanswered call held its week's contact and its own retry was dropped
@@ -93,9 +96,9 @@ from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 from sinks.dispatch import TaskSink
 from sinks.ledger import sent_meta_fields, state_of
 from sinks.metrics import Dependency, NewerRead
-from sinks.payloads import newer_task
+from sinks.payloads import newer_retry, newer_task
 from sinks.retry import with_retry
-from sinks.stores import ContactBook
+from sinks.stores import ContactBook, Parking
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = OUTCOME_EVENT_TYPE
@@ -406,7 +409,8 @@ async def handle_outcomes(
     retries: list[ServiceTask] = []
     given_back: list[tuple[str, str]] = []
     acting: list[tuple[TaskOutcome, ServiceTask]] = []
-    newer: set[str] = set()
+    newer: dict[str, bytes] = {}
+    newer_retries: list[tuple[ServiceTask, bytes]] = []
     metrics = sink.metrics
     at = now or dt.datetime.now(dt.UTC)
     for record in records:
@@ -492,12 +496,6 @@ async def handle_outcomes(
             # sent again.
             if task.task_id not in result.not_retried:
                 result.not_retried.append(task.task_id)
-        elif outcome.status is OutcomeStatus.UNREACHABLE and task.task_id in newer:
-            log.warning(
-                "task %r: written by a newer version (a channel or moment family this "
-                "version does not know): no retry of it from this worker",
-                task.task_id,
-            )
         elif outcome.status is OutcomeStatus.UNREACHABLE:
             policy = sink.policy.outcomes
             retry = retry_task(
@@ -505,7 +503,10 @@ async def handle_outcomes(
             )
             # Once, though the batch holds the outcome twice (a producer's retry of its send).
             if retry is not None and retry.task_id not in result.retries:
-                retries.append(retry)
+                if task.task_id in newer:
+                    newer_retries.append((retry, newer[task.task_id]))
+                else:
+                    retries.append(retry)
                 result.retries.append(retry.task_id)
     if result.forgotten:
         log.info(
@@ -522,7 +523,51 @@ async def handle_outcomes(
     await _give_back(sink, given_back)
     await _take_back(sink, list(taken_back.values()), at)
     await sink.dispatch(retries)
+    await _park_newer(sink, newer_retries)
     return result
+
+
+async def _park_newer(sink: TaskSink, retries: Sequence[tuple[ServiceTask, bytes]]) -> None:
+    """The retries of tasks a newer version wrote (each with its task's stored body), made
+    as that version wrote the task (`newer_retry`: its channel, fields this version does
+    not know) and parked until due, as a retry this version makes is: claimed, then moved
+    into the deferral queue, counted `unreachable_retry`. Not routed, gated nor merged
+    here (this version cannot send on its channel, nor judge its family): a worker of the
+    newer version releases it and sends it; one of this version leaves it to such a
+    worker (`sinks.readback.NEWER_WAIT_S`). A retry already claimed (the outcome read
+    again) is not parked again; a crash between the two leaves it pending, re-driven by
+    a worker of the newer version likewise."""
+    if not retries:
+        return
+    items = [(retry.task_id, newer_retry(body, retry)) for retry, body in retries]
+    owned = await with_retry(
+        lambda: sink.ledger.claim(items),
+        Dependency.REDIS,
+        sink.metrics,
+        "claiming retries of a newer version's tasks",
+    )
+    parks = [
+        # Opens no merge group (1 ms): this version would merge its own tasks into it.
+        Parking(task_id, retry.subscriber_id, payload, retry.deliver_after.timestamp(), 0.0)
+        for (retry, _), (task_id, payload), mine in zip(retries, items, owned, strict=True)
+        if mine
+    ]
+    parked = await with_retry(
+        lambda: sink.deferral.park_many(parks),
+        Dependency.REDIS,
+        sink.metrics,
+        "deferring retries of a newer version's tasks",
+    )
+    for p, ok in zip(parks, parked, strict=True):
+        if ok:
+            sink.metrics.deferred.labels("unreachable_retry").inc()
+            log.info(
+                "task %s: a retry of a task a newer version wrote (a channel or moment "
+                "family this version does not know), parked as it wrote it until %s; a "
+                "worker of that version sends it",
+                p.task_id,
+                dt.datetime.fromtimestamp(p.release_at, dt.UTC).isoformat(),
+            )
 
 
 async def _noted(
@@ -623,11 +668,12 @@ async def _entry(sink: TaskSink, task_id: str) -> bytes | None:
     )
 
 
-async def _sent_task(sink: TaskSink, task_id: str, newer: set[str]) -> ServiceTask | None:
+async def _sent_task(sink: TaskSink, task_id: str, newer: dict[str, bytes]) -> ServiceTask | None:
     """The task as it was sent, while the ledger keeps its payload (None when gone, or
     unreadable: an outcome is then counted and applied to nobody). One a newer version
-    wrote is read as far as this version can (`newer_task`), its id added to `newer`:
-    counted, declined and its contact given back or taken, never retried from here."""
+    wrote is read as far as this version can (`newer_task`), its payload kept in `newer`
+    by its id: counted, declined and its contact given back or taken as any, its retry
+    made from that payload (`_park_newer`)."""
     body = await with_retry(
         lambda: sink.ledger.body(task_id),
         Dependency.REDIS,
@@ -641,7 +687,7 @@ async def _sent_task(sink: TaskSink, task_id: str, newer: set[str]) -> ServiceTa
     except ValidationError as exc:
         if (task := newer_task(body, exc)) is not None:
             sink.metrics.newer_tasks.labels(NewerRead.OUTCOME.value).inc()
-            newer.add(task_id)
+            newer[task_id] = body
             return task
         log.warning(
             "task %r: its stored payload is not a task this version reads (%d errors)",

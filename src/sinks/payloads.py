@@ -75,6 +75,25 @@ def newer_task(payload: bytes, exc: ValidationError) -> ServiceTask | None:
     return task.model_copy(update={"channel": channel}) if isinstance(channel, str) else task
 
 
+RETRY_FIELDS = frozenset(
+    {"task_id", "attempt", "retry_of", "created_at", "deliver_after", "deferred"}
+)
+"""What a retry of a task changes in it (`moments.outcomes.retry_task`; `counted` too,
+which it clears)."""
+
+
+def newer_retry(payload: bytes, retry: ServiceTask) -> bytes:
+    """The stored `payload` of a task a newer version wrote, made the `retry` this version
+    made of it (`newer_task`'s read): its `RETRY_FIELDS` set as the retry's, `counted`
+    cleared, the rest as that version wrote it (a channel or moment family this version
+    does not know, fields it does not have). What the deferral queue parks: this version
+    cannot route it, a worker of that version sends it when due."""
+    data = orjson.loads(payload)
+    data.pop("counted", None)
+    data.update(retry.model_dump(mode="json", include=set(RETRY_FIELDS), warnings=False))
+    return orjson.dumps(data)
+
+
 def task_bytes(task: ServiceTask) -> bytes:
     """The task's JSON; with `counted` (dispatch's own, left out of every dump) when it is
     set: only the payload of a task that waits has it (`published` clears it). One check

@@ -6,6 +6,7 @@ not read again at every re-drive); a withdrawal and an outcome still act on it."
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any, cast
 
@@ -14,7 +15,7 @@ import pytest
 
 from moments.enums import WithdrawReason
 from moments.models import OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
-from moments.outcomes import handle_outcomes
+from moments.outcomes import handle_outcomes, retry_id
 from moments.records import RawRecord
 from sinks.ledger import TaskLedger
 from sinks.payloads import task_bytes
@@ -178,16 +179,42 @@ class TestWithdrawalsAndOutcomes:
         assert await w.sink.declines.suppressed(SUB, "low_balance")
         assert newer_read(w, "outcome") == 1
 
-    async def test_an_unreachable_task_on_a_channel_this_version_does_not_know_is_not_retried(
+    async def test_an_unreachable_task_on_a_channel_this_version_does_not_know_is_retried(
         self, make_worker: MakeWorker
     ) -> None:
-        """Its retry would be routed by a channel this version cannot send on."""
+        """Its retry is made from the body the newer version stored (its channel and the
+        fields this version does not know kept) and parked until due, never routed here
+        (this version cannot send on the channel). Released by this version's worker, it is
+        left to a newer one (`NEWER_WAIT_S`), which re-drives it then. No retry was made:
+        the customer the newer version could not reach was not tried again. Read again,
+        the outcome queues nothing more."""
         w = make_worker()
-        t = task(tid("n7"), sub=SUB)
-        await sent_as_newer(w, t, as_newer(t, channel="wechat"))
+        t = task(tid("n7"), sub=SUB, expires_at=NOW + 24 * HOUR)
+        offer = {"code": "R5", "value": 5}
+        await sent_as_newer(w, t, as_newer(t, channel="wechat", offer=offer))
         unreachable = TaskOutcome(
             task_id=t.task_id, subscriber_id=SUB, status=OutcomeStatus.UNREACHABLE, occurred_at=NOW
         )
         record = RawRecord("o", 0, 0, SUB.encode(), unreachable.model_dump_json().encode())
-        result = await handle_outcomes([record], w.sink)
-        assert (result.handled, result.retries) == (1, [])
+        result = await handle_outcomes([record], w.sink, now=NOW)
+        retry = retry_id(t.task_id, 1)
+        assert (result.handled, result.retries) == (1, [retry])
+        due = (NOW + w.sink.policy.outcomes.unreachable_retry_after).timestamp()
+        assert await w.sink.deferral.due_at(retry) == due
+        assert w.sample("moments_tasks_deferred_total", reason="unreachable_retry") == 1
+        again = await handle_outcomes([record], w.sink, now=NOW)
+        assert (again.handled, again.retries) == (1, [retry])  # the same id: nothing new
+        assert await w.sink.deferral.waiting() == 1
+        await w.sink.release_due(now=due + 1)
+        assert newer_read(w, "release") == 1
+        assert await w.ledger.state(retry) == "pending"
+        [(taken, payload)] = await w.ledger.claim_stale(-NEWER_WAIT_S - 60)
+        body = orjson.loads(payload)
+        assert (taken, body["channel"], body["offer"]) == (retry, "wechat", offer)
+        assert (body["retry_of"], body["attempt"], body["deferred"]["reason"]) == (
+            t.task_id,
+            1,
+            "unreachable_retry",
+        )
+        assert dt.datetime.fromisoformat(body["deliver_after"]).timestamp() == due
+        assert "counted" not in body
