@@ -37,6 +37,7 @@ ALERTS = {
     "MomentsDispatchPolicyRefused",
     "MomentsEventsMisplaced",
     "MomentsRulesDiffer",
+    "MomentsRolloutUnfinished",
     "MomentsDependencyDown",
     "MomentsDependencyErrors",
     "MomentsWorkerDown",
