@@ -603,7 +603,8 @@ class Runtime:
 
 class UnknownChannels:
     """Logs each opt-out channel name moments does not send on once per worker (at most
-    `LIMIT` names: they come from producers), so an upstream team can see what is ignored."""
+    `LIMIT` names: they come from producers), so an upstream team can see what this version
+    does not send on."""
 
     LIMIT = 64
 
@@ -615,9 +616,9 @@ class UnknownChannels:
         if new:
             self.said.update(new)
             log.warning(
-                "profile updates opt out of channels moments does not send on: %s; ignored, "
-                "the rest of each profile applied (moments_profile_unknown_opt_outs_total; "
-                "each name is said once)",
+                "profile updates opt out of channels this version does not send on: %s; kept "
+                "for a newer version that may, the rest of each profile applied "
+                "(moments_profile_unknown_opt_outs_total; each name is said once)",
                 ", ".join(repr(n) for n in new),
             )
 

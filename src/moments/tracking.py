@@ -8,7 +8,6 @@ import datetime as dt
 from typing import Any
 
 from moments.models import (
-    Channel,
     ComplaintEvent,
     EventType,
     InputEvent,
@@ -209,8 +208,11 @@ def _carried(event: ProfileEvent) -> dict[str, Any]:
     carried = event.model_dump(mode="json", exclude_unset=True, exclude_none=True, include=fields)
     if event.region is not None:
         carried["region"] = event.region
-    if event.opt_out is not None:  # only the channels moments sends on (unknown_opt_outs)
-        carried["opt_out"] = [c.value for c in event.opt_out if isinstance(c, Channel)]
+    if event.opt_out is not None:
+        # Each once, as written; a channel moments does not send on too (`unknown_opt_outs`,
+        # bounded by the model): this version's gates never match it, and a newer version
+        # that sends on it reads this state in a rolling upgrade (docs/operations.md).
+        carried["opt_out"] = list(dict.fromkeys(str(c) for c in event.opt_out))
     return carried
 
 

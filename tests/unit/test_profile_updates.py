@@ -21,6 +21,7 @@ from moments.pipeline import run_pipeline, to_records
 from moments.records import DeadLetter, RawRecord
 from moments.runtime import UnknownChannels
 from moments.store import DictStateStore
+from moments.tracking import profile_update
 
 from .rules.helpers import SUB, WELCOME, at, ev, rules_from, run
 
@@ -245,9 +246,9 @@ rules:
 
 
 class TestUnknownOptOutChannels:
-    """A channel moments does not send on cannot concern it: ignored, counted and said
-    once; the profile applies. Found by an upstream producer: `["sms", "email"]` was a dead
-    letter, and the SMS opt-out beside `email` was lost."""
+    """A channel moments does not send on cannot concern this version: counted and said
+    once, kept for a newer version; the profile applies. Found by an upstream producer:
+    `["sms", "email"]` was a dead letter, and the SMS opt-out beside `email` was lost."""
 
     def test_the_known_channels_hold_and_the_unknown_are_counted(self) -> None:
         detector = Detector(RULES, {t.value: t for t in EventType})
@@ -260,8 +261,27 @@ class TestUnknownOptOutChannels:
         assert batch.tasks == []  # the welcome SMS: opted out
         state = batch.changes[SUB].state
         assert state is not None
-        assert state.profile["opt_out"] == ["sms"]
         assert batch.unknown_opt_outs == {"email": 2, "wechat": 1}
+
+    def test_the_unknown_are_kept_in_the_profile_for_a_newer_version(self) -> None:
+        """Each once, as written: a newer version sending on `wechat` reads the state this
+        worker wrote (a rolling upgrade), and its gates must find the opt-out there. Left
+        out, it made tasks on the channel the customer had refused until their next
+        update carrying `opt_out`. An update opting in again (`[]`) clears them too."""
+        detector = Detector(RULES, {t.value: t for t in EventType})
+        events = [
+            ev(PROFILE, at("2026-11-02", "09:00"), opt_out=["sms", "email", "wechat", "email"]),
+        ]
+        batch = detector.process(to_records(events), DictStateStore().load, None)
+        state = batch.changes[SUB].state
+        assert state is not None
+        assert state.profile["opt_out"] == ["sms", "email", "wechat"]
+        lifted = ProfileEvent.model_validate(
+            {"event_id": "p2", "subscriber_id": SUB, "occurred_at": at("2026-11-02", "10:00")}
+            | {"opt_out": []}
+        )
+        assert profile_update(state, lifted, int(lifted.occurred_at.timestamp())) is not None
+        assert state.profile["opt_out"] == []
 
     def test_a_known_channel_written_otherwise_is_refused_naming_it(self) -> None:
         with pytest.raises(ValidationError, match="write 'sms' exactly"):
@@ -304,6 +324,6 @@ class TestUnknownOptOutChannels:
             said.warn({"email": 1, "wechat": 1})
             said.warn({"wechat": 5})
         assert [r.getMessage().split(";")[0] for r in caplog.records] == [
-            "profile updates opt out of channels moments does not send on: 'email'",
-            "profile updates opt out of channels moments does not send on: 'wechat'",
+            "profile updates opt out of channels this version does not send on: 'email'",
+            "profile updates opt out of channels this version does not send on: 'wechat'",
         ]

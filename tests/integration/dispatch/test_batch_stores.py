@@ -100,7 +100,7 @@ class TestFacts:
     async def test_the_latest_profile_saying_opt_out_decides(self, stores: DispatchStores) -> None:
         """A profile's opt-outs are the whole list: the latest profile carrying one
         decides, however late an older one is recorded; one not carrying it (null) says
-        nothing; `[]` lifts them; a channel moments does not send on is left out."""
+        nothing; `[]` lifts them; a channel moments does not send on is not among them."""
         at = dt.datetime.fromtimestamp(int(time.time()), dt.UTC)
         minute = dt.timedelta(minutes=1)
 
