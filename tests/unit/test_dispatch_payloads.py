@@ -24,7 +24,14 @@ from sinks.dispatch import TaskSink
 from sinks.legacy import no_ttl
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
-from sinks.payloads import Decoded, Payloads, counted_payload, task_bytes
+from sinks.payloads import (
+    Decoded,
+    Payloads,
+    counted_payload,
+    newer_retry,
+    newer_task,
+    task_bytes,
+)
 from sinks.policy import DispatchPolicy
 from sinks.readback import stored_candidate
 
@@ -279,3 +286,25 @@ async def test_the_retry_of_a_task_sent_counted_counts_its_own_drop() -> None:
         if s.name == "moments_tasks_suppressed_total"
     }
     assert suppressed == {("m", "expired"): 1}
+
+
+def test_a_retry_of_a_task_a_newer_version_wrote_is_the_retry_of_one_this_version_knows() -> None:
+    """Made from the body that version stored (`newer_retry`), it is what `retry_task` makes
+    of the same task this version knows, but for what that version wrote that this one
+    does not know (its channel, a field), kept: every field a retry changes is set, and
+    `counted` cleared (`RETRY_FIELDS` lagging `retry_task` would park the retry with the
+    first attempt's id, or due at the first attempt's time)."""
+    known = a_task().model_copy(update={"counted": True})
+    extra = {"channel": "wechat", "offer": {"code": "R5"}}
+    body = orjson.dumps({**orjson.loads(task_bytes(known)), **extra})
+    with pytest.raises(ValidationError) as refused:
+        ServiceTask.model_validate_json(body)
+    read = newer_task(body, refused.value)
+    assert read is not None
+    after = dt.timedelta(hours=2)
+    retry = retry_task(read, NOW, after, 3)
+    assert retry is not None
+    made = orjson.loads(newer_retry(body, retry))
+    expected = retry_task(known, NOW, after, 3)
+    assert expected is not None
+    assert made == {**orjson.loads(task_bytes(expected)), **extra}
