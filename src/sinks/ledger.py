@@ -109,7 +109,7 @@ local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
   if A[9] ~= '' then
     local f = redis.call('HMGET', K[7], 'forgotten', 'erased', 'closed', 'active',
-      'suspended', 'opt_out:' .. A[9], 'opt_in:' .. A[9])
+      'suspended', 'opt_out:' .. A[9], 'opt_in:' .. A[9], 'opt_list')
     if f[1] and A[10] ~= '' and tonumber(A[10]) <= tonumber(f[1]) then
       return {'forgotten', f[2] or f[1]}
     end
@@ -119,7 +119,8 @@ if v and string.sub(v, 1, 1) == 'P' then
         return {'closed', f[3]}
       end
     end
-    if f[6] and (not f[7] or tonumber(f[6]) >= tonumber(f[7])) then
+    if f[6] and (not f[7] or tonumber(f[6]) >= tonumber(f[7]))
+        and (not f[8] or tonumber(f[6]) >= tonumber(f[8])) then
       return {'opt_out', f[6]}
     end
   end

@@ -26,8 +26,14 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
   `opt_out` decides, however late an older one is read (`SubscriberFacts.opted_out`).
   A channel this version does not send on gets its `opt_out:` only, when named: a newer
   version sharing the hash in a rolling upgrade may send on it, and its release and
-  confirm read it; this version never writes its `opt_in:`, so an opt-in again that
-  this version reads leaves it opted out until a newer worker reads one;
+  confirm read it;
+- `opt_list`: epoch seconds of the latest profile update carrying `opt_out`, whatever it
+  named: a channel is opted out only when its `opt_out:` is at or after this too
+  (`opted_out_of_channel`). For a channel of this version's it says no more than its
+  `opt_in:` (written with it); for one this version does not know, whose `opt_in:` it
+  never writes, it is that opt-in: a newer version's channel opted into again in an
+  update an older worker read is not opted out (a hash from before it has none: as
+  before);
 - `erased`: the tombstone's own time (`moments.batchresult.erasure_time`): an event dated at or
   before it, read later (a topic read behind the profile topic), is the erased
   subscriber's and is dropped (`Subscribers.erasures`, `Detector.process`).
@@ -87,7 +93,7 @@ class SubscriberFacts:
     or never)."""
     opted_out: frozenset[str] = frozenset()
     """The channels the latest profile update carrying `opt_out` opted out of
-    (`opt_out:<channel>` at or after `opt_in:<channel>`)."""
+    (`opt_out:<channel>` at or after `opt_in:<channel>` and `opt_list`)."""
     closed_at: float | None = None
     """The latest profile update saying the line is closed (None before it was kept, or
     never)."""
@@ -184,9 +190,20 @@ def voided(
         return WithdrawReason.FORGOTTEN, facts.forgotten_at if erased is None else erased
     if facts.line_closed and facts.closed_at is not None:
         return WithdrawReason.CLOSED, facts.closed_at
-    if channel in facts.opted_out:
+    if opted_out_of_channel(values, channel):
         return WithdrawReason.OPT_OUT, values[f"opt_out:{channel}"]
     return None
+
+
+def opted_out_of_channel(values: Mapping[str, float], channel: str) -> bool:
+    """The facts hash (`values`, as stored) says the latest profile update carrying
+    `opt_out` named `channel`, any channel (one this version does not send on too, as
+    the confirm's script reads it): its `opt_out:` is at or after its `opt_in:` and the
+    update's `opt_list`."""
+    out = values.get(f"opt_out:{channel}")
+    if out is None:
+        return False
+    return out >= max(values.get(f"opt_in:{channel}", -math.inf), values.get("opt_list", -math.inf))
 
 
 @dataclass(frozen=True)
@@ -251,8 +268,9 @@ def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[
                 (f"opt_out:{c.value}" if c in out else f"opt_in:{c.value}", at) for c in Channel
             ]
             # A channel only a newer version sends on (rolling upgrades): its opt-out, for
-            # that version's release and confirm. Its opt-in is not known here.
+            # that version's release and confirm; its opt-in is `opt_list`.
             facts += [(f"opt_out:{c}", at) for c in unknown_opt_outs(event)]
+            facts.append(("opt_list", at))
         return facts
     return []
 
@@ -350,7 +368,7 @@ every task a decision looks at)."""
 
 KNOWN_FACTS = frozenset(
     ("topup", "home", "abroad", "active", "forgotten", "erased", "suspended", "closed")
-) | frozenset(f for _, opt_out, opt_in in OPT_FIELDS for f in (opt_out, opt_in))
+) | frozenset(("opt_list", *(f for _, opt_out, opt_in in OPT_FIELDS for f in (opt_out, opt_in))))
 """The fields of the facts hash `facts_from` reads."""
 
 
@@ -367,7 +385,9 @@ def facts_from(values: Mapping[str, float]) -> SubscriberFacts:
         frozenset(
             channel
             for channel, opt_out, opt_in in OPT_FIELDS
-            if (out := get(opt_out)) is not None and out >= get(opt_in, -math.inf)
+            if (out := get(opt_out)) is not None
+            and out >= get(opt_in, -math.inf)
+            and out >= get("opt_list", -math.inf)
         ),
         get("closed"),
     )

@@ -376,8 +376,8 @@ class TestRelevance:
 
     def test_facts_of_a_profile_opt_out(self) -> None:
         """Every channel moments sends on, out or in, for a profile carrying `opt_out` (the
-        whole list), and another named, out only (a newer version may send on it); nothing
-        for one not carrying it."""
+        whole list), and another named, out only (a newer version may send on it), and
+        when the list was (`opt_list`); nothing for one not carrying it."""
         t = T0.timestamp()
         said = ProfileEvent(
             event_id="p",
@@ -390,13 +390,17 @@ class TestRelevance:
             ("opt_in:app_push", t),
             ("opt_in:manager", t),
             ("opt_in:outbound_call", t),
+            ("opt_list", t),
             ("opt_out:email", t),
             ("opt_out:sms", t),
             ("suspended", t),
         ]
         assert facts_of(said.model_copy(update={"opt_out": None})) == [("suspended", t)]
         cleared = said.model_copy(update={"opt_out": [], "status": None})
-        assert {f for f, _ in facts_of(cleared)} == {f"opt_in:{c.value}" for c in Channel}
+        assert {f for f, _ in facts_of(cleared)} == {
+            "opt_list",
+            *(f"opt_in:{c.value}" for c in Channel),
+        }
         assert facts_from({"opt_out:sms": t, "opt_in:sms": t - 1}).opted_out == {"sms"}
         assert facts_from({"opt_out:sms": t - 1, "opt_in:sms": t}).opted_out == set()
 

@@ -7,6 +7,7 @@ tests/integration/test_task_withdrawals.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from moments.tracking import profile_update
 from sinks.dispatch import TaskSink
 from sinks.memory import MemoryFacts, MemoryLedger, memory_stores
 from sinks.metrics import Metrics
+from sinks.relevance import voided
 from sinks.withdrawals import (
     ProfileChange,
     PublishedTask,
@@ -334,6 +336,27 @@ class TestANewerChannel:
         await facts.record([event])
         fields = facts.fields(SUB)
         assert fields["opt_out:wechat"] == fields["opt_out:sms"] == event.occurred_at.timestamp()
+        assert (await facts.get(SUB)).opted_out == frozenset({"sms"})
+
+    async def test_opted_into_again_the_facts_hash_says_so(self) -> None:
+        """`opt_out: []` after `["wechat"]`, both read by this version, which writes no
+        `opt_in:wechat`: the hash's `opt_list` (the latest update carrying `opt_out`) says
+        the latest update named it no more, as the confirm reads it for any channel
+        (`voided`, the memory twin of `sinks.ledger._SETTLE`); an older update read late
+        does not undo it. Without it, a newer version kept the customer opted out of the
+        channel, and withdrew each task it sent them there, until it read an opt-in
+        itself."""
+        out, back = self.profile(1, opt_out=["wechat"]), self.profile(2, opt_out=[])
+        facts = MemoryFacts(lambda: NOW)
+        await facts.record([out])
+        said = (WithdrawReason.OPT_OUT, out.occurred_at.timestamp())
+        assert voided(facts.fields(SUB), "wechat", math.inf) == said
+        await facts.record([back])
+        assert voided(facts.fields(SUB), "wechat", math.inf) is None
+        await facts.record([out])
+        assert voided(facts.fields(SUB), "wechat", math.inf) is None
+        await facts.record([self.profile(3, opt_out=["wechat", "sms"])])
+        assert voided(facts.fields(SUB), "wechat", math.inf) is not None
         assert (await facts.get(SUB)).opted_out == frozenset({"sms"})
 
 

@@ -159,6 +159,19 @@ class TestWithdrawalsAndOutcomes:
             made={after.task_id: NOW.timestamp()},
         )
         assert void == {after.task_id: (WithdrawReason.OPT_OUT, NOW.timestamp())}
+        # Opted into again, read by this version too (it writes no `opt_in:wechat`): the
+        # update's `opt_list` says so, and the next task on the channel is not void.
+        back = update.model_copy(update={"occurred_at": NOW + HOUR / 60, "opt_out": []})
+        await w.sink.subscribers.record_facts([back])
+        later = task(tid("n10"), sub=SUB)
+        assert await w.ledger.claim([(later.task_id, as_newer(later, channel="wechat"))]) == [1]
+        void = await w.ledger.confirm(
+            [later.task_id],
+            awaiting={later.task_id: ("wechat", expires)},
+            subscribers={later.task_id: SUB},
+            made={later.task_id: NOW.timestamp()},
+        )
+        assert void == {}
 
     async def test_a_decline_of_a_task_on_a_channel_this_version_does_not_know_is_applied(
         self, make_worker: MakeWorker
