@@ -1,6 +1,7 @@
 """The confirm's look at a subscriber's facts (`sinks.ledger._SETTLE`, on Redis) and
 `sinks.relevance.voided` (the memory ledger's, the backtest's) judge alike, for any facts
-hash: an opt-out and an opt-in of the channel (the same second too), a line closed then
+hash: an opt-out and an opt-in of the channel (the same second too; one only a newer version
+sends on, and the latest update carrying `opt_out`, `opt_list`), a line closed then
 active or suspended, a tombstone before or after the task was made (`inf`: not looked at
 against one), values written as Redis keeps them (a float's repr, a whole number, more
 digits), no hash at all. The same reply (why, and when the change was), the same state
@@ -36,13 +37,19 @@ FIELDS = [
     "opt_in:sms",
     "opt_out:outbound_call",
     "opt_in:outbound_call",
+    "opt_out:wechat",
+    "opt_in:wechat",
+    "opt_list",
     "topup",
 ]
 times = st.integers(0, 3).map(lambda n: T0 + 10 * n) | st.sampled_from([T0 + 0.25, T0 + 10.125])
 forms = st.sampled_from(["repr", "whole", "digits"])
 facts = st.dictionaries(st.sampled_from(FIELDS), st.tuples(times, forms), max_size=8)
 made = st.sampled_from([math.inf, T0 - 1, T0, T0 + 0.25, T0 + 10, T0 + 30])
-channels = st.sampled_from(["sms", "outbound_call"])
+channels = st.sampled_from(["sms", "outbound_call", "wechat"])
+"""`wechat`: a channel only a newer version sends on (its confirm runs the same script),
+whose opt-out an older worker records without an opt-in (docs/operations.md, "Rolling
+upgrades")."""
 
 
 def written(at: float, form: str) -> str:
@@ -114,6 +121,10 @@ async def both(values: dict[str, tuple[float, str]], channel: str, look: float, 
 @example({"forgotten": (T0 + 30, "repr")}, "sms", math.inf)
 # No facts hash at all.
 @example({}, "sms", T0)
+# A newer version's channel opted out, then a later update opting out of nothing: not
+# opted out (`opt_list`), though no `opt_in:` says so; and opted out when it is the latest.
+@example({"opt_out:wechat": (T0, "repr"), "opt_list": (T0 + 10, "repr")}, "wechat", T0)
+@example({"opt_out:wechat": (T0 + 10, "repr"), "opt_list": (T0 + 10, "whole")}, "wechat", T0)
 def test_the_confirm_script_judges_as_voided(
     redis_db: str, values: dict[str, tuple[float, str]], channel: str, look: float
 ) -> None:
