@@ -61,7 +61,7 @@ from sinks.cooldowns import KafkaCooldownReturns
 from sinks.deadletter import DeadLetterSink
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
-from sinks.metrics import Dependency, DispatchMetrics, Metrics, Stage
+from sinks.metrics import Dependency, DispatchMetrics, Metrics, Stage, drop_series
 from sinks.policy import DispatchPolicy, OverflowPolicy, check_rule_ids, load_policy
 from sinks.retry import with_retry
 from sinks.stores import redis_stores
@@ -185,6 +185,7 @@ class Runtime:
                 ", ".join(changes.same_version),
             )
         self.detector.swap_rules(rules)
+        self._drop_series(rules)
         self._declare_series(rules)
         self._report_rules(rules)
 
@@ -203,6 +204,26 @@ class Runtime:
         info.clear()
         for rule in rules.rules:
             info.labels(rule.id, str(rule.version), "shadow" if rule.shadow else "live").set(1)
+
+    def _drop_series(self, rules: RuleSet) -> None:
+        """Series of a moment type no rule in force makes, and shadow series of a rule no
+        longer in shadow (nor before `MOMENTS_LIVE_FROM`), are removed at a reload, as a
+        restart would: left, they stood still on `/metrics` and on the dashboards. A task
+        of a removed type still in flight (an outcome, a withdrawal, a release) counts on
+        a series born again at 1, which `rate()` reads as a counter reset."""
+        dispatch = DispatchMetrics.of(self.metrics)
+        m = self.metrics
+        types = {r.task.moment_type for r in rules.rules}
+        kinds = {(r.task.family.value, r.task.moment_type) for r in rules.rules}
+        every = self.detector.live_from is not None
+        shadows = {r.id for r in rules.rules if r.shadow or every}
+        for counter in (
+            m.outcomes, m.withdrawn, m.unanswered_expired, m.published, m.suppressed,
+            dispatch.merged, dispatch.overflow,
+        ):  # fmt: skip
+            drop_series(counter, lambda labels: labels["moment_type"] in types)
+        drop_series(m.detected, lambda labels: (labels["family"], labels["moment_type"]) in kinds)
+        drop_series(m.shadow, lambda labels: labels["rule_id"] in shadows)
 
     def _declare_series(self, rules: RuleSet) -> None:
         """Outcome, withdrawal, detection and publish series start at 0 for every moment

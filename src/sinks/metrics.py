@@ -7,6 +7,7 @@ no label ever carries a subscriber id.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -380,6 +381,17 @@ class Metrics:
         for event_type in EventType:
             self.erased_events.labels(event_type.value)
             self.out_of_order.labels(event_type.value)
+
+
+def drop_series(counter: Counter, keep: Callable[[dict[str, str]], bool]) -> None:
+    """Remove each of `counter`'s series whose labels `keep` refuses: a label value gone
+    (a moment type no rule in force makes). A series removed and born again later starts
+    at 0; `rate()` reads the fall as a counter reset."""
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and not keep(sample.labels):
+                # the labels come in the order they were declared in: `remove` takes it
+                counter.remove(*sample.labels.values())
 
 
 class DispatchMetrics:

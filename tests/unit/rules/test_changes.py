@@ -310,6 +310,54 @@ def test_the_rules_in_force_are_reported_and_replaced_on_a_reload() -> None:
     }
 
 
+def _series_of(metrics: Metrics, label: str, value: str) -> set[tuple[str, str]]:
+    """(family, sample name) of every series on the registry whose `label` is `value`."""
+    return {
+        (family.name, s.name)
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.labels.get(label) == value
+    }
+
+
+def test_a_removed_rules_series_are_no_longer_served_and_start_at_0_when_it_returns() -> None:
+    """A reload that removed a rule left its moment type's series on `/metrics` until the
+    worker restarted (`moments_tasks_suppressed_total{moment_type="complaint",...}` and the
+    rest, each standing still), and a rule gone live its shadow series. Removing a counter's
+    series is what Prometheus expects of a label value gone; the rule put back starts at 0
+    (a restart's view of the same rules)."""
+    metrics = Metrics()
+    runtime = Runtime(load_settings(), metrics, Detector(rules_from(BASE), {}))
+    runtime.install_rules(rules_from(BASE))
+    metrics.suppressed.labels("complaint", "cooldown").inc(3)
+    metrics.outcomes.labels("complaint", "done_no_change").inc()
+    metrics.detected.labels("anomaly", "complaint").inc(4)
+    metrics.shadow.labels("trial", "task", "").inc()
+    assert ("moments_tasks_suppressed", "moments_tasks_suppressed_total") in _series_of(
+        metrics, "moment_type", "complaint"
+    )
+    without = BASE[: BASE.index("  - id: old_rule")] + BASE[BASE.index("  - id: trial") :]
+    live = without.replace("    mode: shadow\n", "")
+    runtime.install_rules(rules_from(live))
+    assert _series_of(metrics, "moment_type", "complaint") == set()
+    trial = _series_of(metrics, "rule_id", "trial")  # live now: only its rule_info
+    assert trial == {("moments_rule_info", "moments_rule_info")}
+    assert _series_of(metrics, "moment_type", "low_balance")  # the rules in force keep theirs
+    assert (
+        metrics.registry.get_sample_value(
+            "moments_tasks_published_total", {"moment_type": "roaming", "channel": "sms"}
+        )
+        == 0
+    )
+    runtime.install_rules(rules_from(BASE))
+    labels = {"moment_type": "complaint", "reason": "cooldown"}
+    assert metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 0
+    detected = {"family": "anomaly", "moment_type": "complaint"}
+    assert metrics.registry.get_sample_value("moments_detected_total", detected) == 0
+    shadow = {"rule_id": "trial", "outcome": "task", "reason": ""}
+    assert metrics.registry.get_sample_value("moments_shadow_moments_total", shadow) == 0
+
+
 def test_a_policy_reload_naming_no_rule_is_refused_and_a_rules_reload_warned_of(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
