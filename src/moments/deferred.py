@@ -87,6 +87,10 @@ class Listing:
     """The whole queue was read: `matched` and `by_reason` count every waiting task."""
     waiting: int = 0
     """Tasks in the queue (ZCARD), matching or not, read or not."""
+    by_type: Counter[str] = field(default_factory=Counter)
+    """The tasks read of the reasons asked for (all: none asked), by moment type, whatever
+    the moment types asked for: what a `--moment-type` that matched nothing could have
+    said (then no part of the queue reached `limit`, so every task was read)."""
 
 
 def _described(task_id: str, due_at: float, entry: bytes | None) -> DeferredTask | None:
@@ -151,9 +155,10 @@ async def deferred_tasks(
                 task = _described(task_id, _due(float(score)), entry)
                 if task is None or task_id in seen or (reasons and task.reason not in reasons):
                     continue
+                seen.add(task_id)
+                listing.by_type[task.moment_type] += 1
                 if moment_types and task.moment_type not in moment_types:
                     continue
-                seen.add(task_id)
                 listing.matched += 1
                 listing.by_reason[task.reason] += 1
                 kept.append(task)
@@ -242,3 +247,33 @@ def summary(listing: Listing) -> str:
     if more:
         said += f"; {more} more not listed, soonest due first (--limit 0 lists all)"
     return said
+
+
+def unmatched_types(
+    listing: Listing, asked: Sequence[str], known: Collection[str] | None
+) -> list[str]:
+    """A line for each `--moment-type` asked for that no waiting task has: whether it is a
+    moment type of the rules in force (`known`; None: the rules could not be read), the
+    closest that is, and the types that do wait. "No task is waiting" alone read the same
+    for a typo (`bill_shock` for `bill_spike`) as for an empty queue."""
+    import difflib  # on this answer only
+
+    waiting = ", ".join(f"{t} {n}" for t, n in sorted(listing.by_type.items()))
+    lines = []
+    for moment_type in dict.fromkeys(asked):
+        if listing.by_type[moment_type]:
+            continue
+        said = f"no task of moment type {moment_type!r} " + (
+            "waits"
+            if listing.complete  # else only the soonest due were read: it may wait later on
+            else "among the soonest due read (--limit 0 reads the whole queue)"
+        )
+        if known is not None and moment_type not in known:
+            said += " and no rule in force (MOMENTS_RULES) makes that type"
+            close = difflib.get_close_matches(moment_type, sorted(known), n=1)
+            if close:
+                said += f": did you mean {close[0]!r}?"
+            else:
+                said += " (`moments rules explain` lists the rules and their types)"
+        lines.append(said + (f"; waiting: {waiting}" if waiting and listing.complete else ""))
+    return lines

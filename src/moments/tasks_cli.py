@@ -11,6 +11,7 @@ from moments.cliparts import add_command, add_group, command_settings
 
 if TYPE_CHECKING:
     from moments.cliparts import Subparsers
+    from moments.settings import Settings
 
 
 def add_tasks_command(sub: Subparsers) -> None:
@@ -290,7 +291,7 @@ def _add_tasks_deferred(sub: Subparsers) -> None:
                   moments tasks deferred
                   moments tasks deferred --limit 0 > /dev/null
                   moments tasks deferred --reason quiet_hours --reason capacity
-                  moments tasks deferred --moment-type bill_shock --limit 0
+                  moments tasks deferred --moment-type bill_spike --limit 0
                   moments tasks deferred --json | jq -r .task_id
                 """,
         _cmd_tasks_deferred,
@@ -327,7 +328,7 @@ def _cmd_tasks_deferred(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from moments.connections import redis_client, require_redis
-    from moments.deferred import Listing, deferred_tasks, summary
+    from moments.deferred import Listing, deferred_tasks, summary, unmatched_types
     from sinks.deferral import DeferralQueue
     from sinks.ledger import TaskLedger
     from sinks.policy import load_policy
@@ -360,7 +361,22 @@ def _cmd_tasks_deferred(args: argparse.Namespace) -> int:
             table.add_row(*task.row(now, zone))
         Console(width=None if sys.stdout.isatty() else 200).print(table)  # ids unwrapped
     print(summary(listing), file=sys.stderr)
+    if args.moment_type:
+        for line in unmatched_types(listing, args.moment_type, _moment_types(settings)):
+            print(line, file=sys.stderr)
     return 0
+
+
+def _moment_types(settings: Settings) -> set[str] | None:
+    """The moment types the rules of `MOMENTS_RULES` make; None when they cannot be read
+    (the listing names no type as unknown then: the queue is what was asked about)."""
+    from moments.exceptions import MomentsError
+    from rules.catalog import load_rules
+
+    try:
+        return {r.task.moment_type for r in load_rules(settings.rules).rules}
+    except (MomentsError, OSError):
+        return None
 
 
 def _task_id(text: str) -> str:

@@ -63,3 +63,35 @@ def test_a_merged_task_shows_how_many_moments_it_carries() -> None:
     assert task.as_json(0.0, dt.UTC)["merged"] == 2
     alone = DeferredTask(TASK_ID, "low_balance", "sms", "138****8001", "merge_window", 0.0, None)
     assert (alone.row(0.0, dt.UTC)[2], alone.as_json(0.0, dt.UTC)["merged"]) == ("", 0)
+
+
+def test_a_moment_type_no_task_has_is_said_with_the_closest_the_rules_make() -> None:
+    """`--moment-type bill_shock` (the guide's own example; the catalog's type is
+    `bill_spike`) said only "no task is waiting", as for an empty queue."""
+    from moments.deferred import unmatched_types
+
+    listing = Listing(by_type=Counter({"low_balance": 2, "bill_spike": 1}))
+    known = {"low_balance", "bill_spike", "complaint"}
+    assert unmatched_types(listing, ["bill_shock", "complaint", "low_balance"], known) == [
+        "no task of moment type 'bill_shock' waits and no rule in force (MOMENTS_RULES) makes "
+        "that type: did you mean 'bill_spike'?; waiting: bill_spike 1, low_balance 2",
+        "no task of moment type 'complaint' waits; waiting: bill_spike 1, low_balance 2",
+    ]
+    unknown = unmatched_types(Listing(), ["zzz"], known)
+    assert unknown == [
+        "no task of moment type 'zzz' waits and no rule in force (MOMENTS_RULES) makes that "
+        "type (`moments rules explain` lists the rules and their types)"
+    ]
+    assert unmatched_types(Listing(), ["zzz"], None) == ["no task of moment type 'zzz' waits"]
+
+
+def test_a_moment_type_not_met_in_a_part_read_is_not_said_to_wait_nowhere() -> None:
+    """A listing that stopped at `--limit` (the soonest due of the types asked for) read
+    part of the queue: a type it did not meet may wait further on."""
+    from moments.deferred import unmatched_types
+
+    listing = Listing(by_type=Counter({"low_balance": 50}), complete=False, waiting=50_000)
+    assert unmatched_types(listing, ["bill_spike", "low_balance"], {"bill_spike"}) == [
+        "no task of moment type 'bill_spike' among the soonest due read (--limit 0 reads the "
+        "whole queue)"
+    ]

@@ -107,6 +107,13 @@ async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
     proc = await asyncio.to_thread(deferred_command, w, "--moment-type", "nothing_such")
     assert (proc.returncode, proc.stdout) == (0, "")
     assert "no task is waiting in the deferral queue" in proc.stderr
+    assert (  # the catalog's (MOMENTS_RULES unset) closest type, and the types that wait
+        "no task of moment type 'nothing_such' waits and no rule in force (MOMENTS_RULES) "
+        "makes that type (`moments rules explain` lists the rules and their types); "
+        "waiting: bill_shock 1, low_balance 2"
+    ) in proc.stderr
+    proc = await asyncio.to_thread(deferred_command, w, "--moment-type", "low_balanse")
+    assert "did you mean 'low_balance'?; waiting: bill_shock 1, low_balance 2" in proc.stderr
     # Listing wrote nothing: every task still waits.
     assert await queue.waiting() == 3
     assert {await ledger.state(tid(n)) for n, *_ in parked} == {"deferred"}
