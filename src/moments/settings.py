@@ -436,13 +436,30 @@ _KINDS = {
 }
 
 
+_NAME_ERRORS = frozenset({"string_pattern_mismatch", "string_too_short"})
+"""The errors of a name setting (`MOMENTS_APP_ID`, `MOMENTS_TOPIC_PREFIX`): a regular
+expression, or "at least 1 character", is not what to write."""
+_BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
 def _what_to_write(error_type: str, loc: tuple[int | str, ...]) -> str:
-    """The fix for a value of the wrong kind, which pydantic's message leaves out
-    ("Input should be a valid boolean, unable to interpret input"): `; write true or
-    false (default false)`, `; write a whole number, e.g. 4`; empty for other errors."""
-    kind = _KINDS.get(error_type)
+    """The fix, which pydantic's message leaves out, for a value of the wrong kind ("Input
+    should be a valid boolean, unable to interpret input"): `; write true or false
+    (default false)`, `; write a whole number, e.g. 4`; for a number out of bounds ("Input
+    should be greater than or equal to 1": one bound of two), `; write a whole number
+    from 1 to 1024, e.g. 4`; for a name with other characters, the characters it takes;
+    empty for other errors."""
     field = Settings.model_fields.get(str(loc[0])) if len(loc) == 1 else None
-    if kind is None or field is None:
+    if field is None:
+        return ""
+    default = field.get_default(call_default_factory=True)
+    example = f", e.g. {default}" if default not in (None, "") else ""
+    if error_type in _NAME_ERRORS:
+        return f"; write letters, digits, '.', '_' and '-' only{example}"
+    if error_type in _BOUND_ERRORS:
+        return _bounds(field.metadata, isinstance(default, int)) + example
+    kind = _KINDS.get(error_type)
+    if kind is None:
         return ""
     default = field.get_default(call_default_factory=True)
     if default is None:
@@ -450,6 +467,23 @@ def _what_to_write(error_type: str, loc: tuple[int | str, ...]) -> str:
     if isinstance(default, bool):
         return f"; write {kind} (default {str(default).lower()})"
     return f"; write {kind}, e.g. {default}"
+
+
+def _bounds(metadata: list[object], whole: bool) -> str:
+    """`; write a whole number from 1 to 1024` (`a number above 0 and at most 600`) from a
+    field's `Ge`, `Gt`, `Le` and `Lt`."""
+    found = {
+        name: getattr(item, name)
+        for item in metadata
+        for name in ("ge", "gt", "le", "lt")
+        if getattr(item, name, None) is not None
+    }
+    kind = "a whole number" if whole else "a number"
+    if "ge" in found and "le" in found:
+        return f"; write {kind} from {found['ge']} to {found['le']}"
+    words = {"ge": "at least {}", "gt": "above {}", "le": "at most {}", "lt": "below {}"}
+    said = " and ".join(words[name].format(value) for name, value in found.items())
+    return f"; write {kind} {said}" if said else ""
 
 
 class _LogFormatOnly(BaseSettings):

@@ -237,6 +237,31 @@ def test_config_show_warns_of_them_in_the_env_file_too(
 @pytest.mark.parametrize(
     ("variable", "value", "fix"),
     [
+        ("MOMENTS_APP_ID", "bad id", "write letters, digits, '.', '_' and '-' only, e.g. moments"),
+        ("MOMENTS_APP_ID", "", "write letters, digits, '.', '_' and '-' only, e.g. moments"),
+        ("MOMENTS_TOPIC_PREFIX", "a b", "write letters, digits, '.', '_' and '-' only"),
+        ("MOMENTS_PARTITIONS", "0", "write a whole number from 1 to 1024, e.g. 4"),
+        ("MOMENTS_REPLICATION_FACTOR", "99", "write a whole number from 1 to 16, e.g. 1"),
+        ("MOMENTS_REBALANCE_TIMEOUT", "0", "write a number above 0 and at most 600, e.g. 30.0"),
+    ],
+)
+def test_a_value_out_of_bounds_or_with_other_characters_says_what_to_write(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fix: str
+) -> None:
+    """pydantic's "String should match pattern '^[A-Za-z0-9._-]+$'" and "Input should be
+    greater than or equal to 1" named the variable but not the value to write: a regular
+    expression, and one bound of two."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    line = next(line for line in str(err.value).splitlines() if variable in line)
+    assert fix in line, line
+    assert f"(got '{value}')" in line, line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fix"),
+    [
         ("MOMENTS_IDEMPOTENT_PRODUCER", "maybe", "write true or false, or leave it unset"),
         ("MOMENTS_LOG_PII", "sometimes", "write true or false (default false)"),
         ("MOMENTS_PARTITIONS", "eight", "write a whole number, e.g. 4"),
