@@ -184,6 +184,19 @@ class Runtime:
                 "carry the same version; raise `version:` with each change",
                 ", ".join(changes.same_version),
             )
+        if changes.removed:
+            kept = {r.task.moment_type for r in rules.rules}
+            gone = {r.id: r.task.moment_type for r in self.detector.rules.rules}
+            types = sorted({gone[i] for i in changes.removed if gone.get(i) not in kept})
+            log.warning(
+                "rule(s) %s removed: their tasks already made still go out, those waiting in "
+                "the deferral queue when due%s",
+                ", ".join(changes.removed),
+                f" (moments tasks deferred --moment-type {' --moment-type '.join(types)} "
+                "lists them)"
+                if types
+                else "",
+            )
         self.detector.swap_rules(rules)
         self._drop_series(rules)
         self._declare_series(rules)

@@ -310,6 +310,24 @@ def test_the_rules_in_force_are_reported_and_replaced_on_a_reload() -> None:
     }
 
 
+def test_a_reload_that_removes_a_rule_says_its_tasks_made_still_go_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Removing a misfiring rule stops its moments, not its tasks already made: those
+    waiting in the deferral queue (a night's quiet hours) go out when due. The log said
+    only "rules change: removed old_rule", and nothing told ops where to look."""
+    runtime = Runtime(load_settings(), Metrics(), Detector(rules_from(BASE), {}))
+    without = BASE[: BASE.index("  - id: old_rule")] + BASE[BASE.index("  - id: trial") :]
+    with caplog.at_level(logging.WARNING, logger="moments.runtime"):
+        runtime.install_rules(rules_from(without))
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == (
+        "rule(s) old_rule removed: their tasks already made still go out, those waiting "
+        "in the deferral queue when due (moments tasks deferred --moment-type complaint "
+        "lists them)"
+    )
+
+
 def _series_of(metrics: Metrics, label: str, value: str) -> set[tuple[str, str]]:
     """(family, sample name) of every series on the registry whose `label` is `value`."""
     return {
@@ -379,7 +397,8 @@ def test_a_policy_reload_naming_no_rule_is_refused_and_a_rules_reload_warned_of(
     without = BASE[: BASE.index("  - id: old_rule")] + BASE[BASE.index("  - id: trial") :]
     with caplog.at_level(logging.WARNING, logger="moments.runtime"):
         runtime.install_rules(rules_from(without))
-    (said,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    (said,) = [m for m in warned if not m.startswith("rule(s) old_rule removed")]
     assert said.startswith("the dispatch policy names what the reloaded rules do not hold")
     assert "overflow.old_rule: no rule id 'old_rule' in the rules" in said
     assert [r.id for r in runtime.detector.rules.rules] == ["low_balance", "trial"]
