@@ -27,6 +27,7 @@ from moments.cliparts import (
     add_command,
     add_group,
     command_settings,
+    positive_int,
     unrecognized,
 )
 from moments.deadletter_cli import add_deadletter_command
@@ -286,7 +287,7 @@ def _add_run_command(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--exit-after",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="stop after N tasks were printed (for scripts and tests)",

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from moments.cliparts import add_command, add_group, command_settings
+from moments.cliparts import add_command, add_group, command_settings, positive_int
 
 if TYPE_CHECKING:
     from moments.cliparts import Subparsers
@@ -50,7 +50,9 @@ def _add_tasks_tail(sub: Subparsers) -> None:
     p.add_argument("--json", action="store_true", help="one JSON line per task")
     p.add_argument("--lines", action="store_true", help="one readable line per task, no table")
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest task")
-    p.add_argument("--exit-after", type=int, default=None, metavar="N", help="stop after N tasks")
+    p.add_argument(
+        "--exit-after", type=positive_int, default=None, metavar="N", help="stop after N tasks"
+    )
     p.add_argument(
         "--withdrawals",
         action="store_true",

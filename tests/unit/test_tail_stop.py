@@ -77,3 +77,18 @@ async def test_exit_after_stops_at_that_many_tasks_within_one_fetch(
     )
     assert printed == 3
     assert out.getvalue().splitlines() == [f'{{"task_id":"t{n}"}}' for n in range(3)]
+
+
+@pytest.mark.parametrize("command", [["tasks", "tail"], ["run"]])
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_exit_after_less_than_one_is_refused(
+    command: list[str], count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moments tasks tail --exit-after 0` (or -1) read nothing and exited 0 at once, as if
+    no task were there; `moments run --exit-after 0` started the whole stack to stop it."""
+    from moments.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--exit-after", count])
+    assert exit_.value.code == 2
+    assert f"{count}: write a whole number of 1 or more" in capsys.readouterr().err
