@@ -27,6 +27,7 @@ from moments.cliparts import (
     add_command,
     add_group,
     command_settings,
+    port_or_off,
     positive_int,
     unrecognized,
 )
@@ -281,7 +282,7 @@ def _add_run_command(sub: Subparsers) -> None:
     p.add_argument("--no-sample", action="store_true", help="do not play the sample stream")
     p.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_or_off,
         default=None,
         help="port of /metrics (default MOMENTS_METRICS_PORT or 9308)",
     )

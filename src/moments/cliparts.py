@@ -138,6 +138,17 @@ def add_group(sub: Subparsers, name: str, help_: str, examples: str) -> Subparse
     return p.add_subparsers(title=f"{name} commands", metavar="COMMAND")
 
 
+def port_or_off(text: str) -> int:
+    """An argparse type: a TCP port, 0 for none (`--metrics-port -5` ended in a traceback,
+    `OverflowError: bind(): port must be 0-65535`)."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text}: write a port number from 1 to 65535, or 0 to turn /metrics off"
+        )
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of 1 or more (`--top 0` printed an empty table,
     `--top -1` one without its last row)."""

@@ -92,3 +92,18 @@ def test_exit_after_less_than_one_is_refused(
         main([*command, "--exit-after", count])
     assert exit_.value.code == 2
     assert f"{count}: write a whole number of 1 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["-5", "70000"])
+def test_a_metrics_port_out_of_range_is_refused(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moments run --metrics-port -5` (or 70000) ended in a traceback, `OverflowError:
+    bind(): port must be 0-65535`, from the check meant to refuse a port before the run."""
+    from moments.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--metrics-port", port])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{port}: write a port number from 1 to 65535, or 0 to turn /metrics off" in err
