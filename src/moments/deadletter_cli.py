@@ -147,6 +147,16 @@ def selection(args: argparse.Namespace, settings: Settings) -> Selection:
     now = dt.datetime.now(dt.UTC)  # `--since 2h --until 30m`: 90 minutes, to the microsecond
     since = _when(args.since, "--since", now) if args.since is not None else None
     until = _when(args.until, "--until", now) if args.until is not None else None
+    if since is not None and since > now:
+        # A date typed in a zone ahead of UTC (Asia/Shanghai before 08:00) is a midnight
+        # still to come: show said "no dead letters match", replay sent none.
+        raise ConfigError(
+            f"--since {args.since} ({since.isoformat()}) is after now "
+            f"({now.isoformat(timespec='seconds')}): no dead letter can match; a date is its "
+            "midnight in UTC, hours into the day where the clock is ahead of UTC: give an "
+            f"earlier date, a time ago (2h, 1d) or RFC 3339 with your offset "
+            f"({since.date().isoformat()}T00:00+08:00)"
+        )
     if since is not None and until is not None and until <= since:
         # Swapped (`--since 30m --until 2h`) or one date twice, it selected nothing: show
         # said "no dead letters match" and replay sent none, as if there were none.

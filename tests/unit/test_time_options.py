@@ -159,6 +159,33 @@ class TestDeadletterSince:
         assert f"--until {until}" in said
         assert f"must be after --since {since}" in said
 
+    @pytest.mark.parametrize("command", ["show", "replay"])
+    def test_a_since_after_now_is_refused(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        command: str,
+    ) -> None:
+        """`--since` today's date typed in Shanghai before 08:00 is a midnight hours ahead of
+        the clock in UTC: show said "no dead letters match", replay sent none, as if none
+        had come today."""
+        import moments.deadletter_cli as cli_module
+        import moments.deadletter_replay as replay_module
+        from moments.cli import main
+
+        async def never(*_args: object, **_kwargs: object) -> object:
+            raise AssertionError("no dead letter is read for a time range after now")
+
+        monkeypatch.setattr(cli_module, "_require", lambda _settings, redis: None)
+        monkeypatch.setattr(replay_module, "summarize", never)
+        monkeypatch.setattr(replay_module, "replay", never)
+        tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
+        assert main(["deadletter", command, "--since", tomorrow]) == 2
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"--since {tomorrow} ({tomorrow}T00:00:00+00:00) is after now" in said
+        assert "a date is its midnight in UTC" in said
+        assert "or RFC 3339 with your offset" in said
+
     @pytest.mark.parametrize("since", ["0h", "0m", "00d"])
     @pytest.mark.parametrize("command", ["show", "replay"])
     def test_a_since_of_no_time_ago_is_refused(
