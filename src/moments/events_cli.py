@@ -83,11 +83,24 @@ def add_events_command(sub: Subparsers) -> None:
     )
     check.add_argument(
         "--max-shown",
-        type=int,
+        type=_shown,
         default=50,
         metavar="N",
         help="refused lines printed (text output; all are counted; default 50)",
     )
+
+
+def _shown(text: str) -> int:
+    """An argparse type: a count of refused lines to print, 0 or more (`-1` was taken)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text}: write a whole number, 0 to print no refused line (all are counted)"
+        )
+    return value
 
 
 def _instant(text: str) -> dt.datetime:

@@ -591,3 +591,13 @@ def test_a_file_with_no_line_to_check_is_said_so_not_passed(
     err = " ".join(capsys.readouterr().err.split())
     assert f"nothing was checked: {path} holds no payload" in err
     assert "one JSON object a line" in err
+def test_a_negative_max_shown_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--max-shown -1` was taken and printed no refused line, as 0 does: a typo for 1
+    that read as "nothing to show"."""
+    from moments.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["events", "check", "--max-shown", "-1", "events.jsonl"])
+    assert exit_.value.code == 2
+    said = capsys.readouterr().err
+    assert "-1: write a whole number, 0 to print no refused line (all are counted)" in said
