@@ -291,7 +291,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         )
         return 2
     if empty:  # an empty table and exit 0 read as a pass: a CI step green on nothing
-        files = ", ".join(_shown(n) for n in empty)
+        files = ", ".join(_file_named(n) for n in empty)
         err.print(
             f"moments: nothing was checked: {files} holds no payload (an empty file? a "
             "sample cut to nothing?); give the producer's payloads, one JSON object a line",
@@ -303,7 +303,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if tally.refused_total or cuts or empty else 0
 
 
-def _shown(name: str) -> str:
+def _file_named(name: str) -> str:
     return "stdin" if name == "-" else name
 
 

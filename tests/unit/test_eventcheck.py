@@ -591,6 +591,8 @@ def test_a_file_with_no_line_to_check_is_said_so_not_passed(
     err = " ".join(capsys.readouterr().err.split())
     assert f"nothing was checked: {path} holds no payload" in err
     assert "one JSON object a line" in err
+
+
 def test_a_negative_max_shown_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """`--max-shown -1` was taken and printed no refused line, as 0 does: a typo for 1
     that read as "nothing to show"."""
