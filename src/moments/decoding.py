@@ -392,6 +392,15 @@ def problem(error: ErrorDetails, optional: Collection[str] | None = None) -> str
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if error["type"] == "string_type" and number and error["loc"][-1:] not in _TIMES:
         return _DAYS.get(field) or "write it as a JSON string (in quotes), not a number"
+    if error["type"] == "string_type" and isinstance(value, list | dict | bool):
+        # pydantic's "Input should be a valid string" named no fix (a nested export)
+        what = "true or false" if isinstance(value, bool) else _SHAPES[type(value) is dict]
+        if error["loc"][-1:] in _TIMES:
+            return (
+                "a time is text: write it in RFC 3339 with a UTC offset, e.g. "
+                f"{TIME_EXAMPLE}, not {what}"
+            )
+        return f"write it as a JSON string (in quotes), not {what}"
     if error["type"] == "list_type" and field in _LISTS and len(error["loc"]) == 1:
         what = {str: "text", dict: "an object", bool: "true or false"}.get(type(value), "a number")
         return f"write a JSON list, e.g. {_LISTS[field]}, not {what}"
@@ -399,6 +408,9 @@ def problem(error: ErrorDetails, optional: Collection[str] | None = None) -> str
         return 'write a JSON number, not text (e.g. 1000, not "1000")'
     return error_text(error)
 
+
+_SHAPES = ("a list", "an object")
+"""A JSON array or object where text belongs, as a refusal names it (by `is dict`)."""
 
 NULL_REQUIRED = (
     "null is no value, and the field is required: write it (an optional field may be null "

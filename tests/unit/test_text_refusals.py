@@ -297,3 +297,22 @@ rules:
         )
         assert not after.dead_letters
         assert [t.moment.rule_id for t in after.tasks if t.moment.rule_id == rule_id] == []
+
+
+@pytest.mark.parametrize(
+    ("event_type", "change", "said"),
+    [
+        (EventType.USAGE, {"imei": ["356938035643809"]}, "imei: write it as a JSON string "),
+        (EventType.TOPUP, {"region": {"name": "NJ"}}, "region: write it as a JSON string "),
+        (EventType.TOPUP, {"event_id": True}, "event_id: write it as a JSON string "),
+        (EventType.TOPUP, {"occurred_at": []}, "occurred_at: a time is text: write it in RFC"),
+    ],
+)
+def test_a_list_an_object_or_a_boolean_where_text_belongs_says_what_to_write(
+    event_type: EventType, change: dict[str, Any], said: str
+) -> None:
+    """Each was told pydantic's "Input should be a valid string", naming no fix (an
+    exporter nesting a field, a serializer writing a flag where an id belongs)."""
+    message = refused(event_type, **change)
+    assert message.startswith(said)
+    assert "Input should" not in message
