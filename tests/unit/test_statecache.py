@@ -22,10 +22,10 @@ from moments.settings import load_settings
 from moments.state import SubscriberState
 from moments.statecache import StateCache
 from moments.store import DictStateStore, FaustTableStore
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
-RULES = load_rules()
 TYPES = {t.value: t for t in EventType}
 
 
@@ -299,7 +299,7 @@ def batch_records(events: list[Any], offset: int) -> list[RawRecord]:
 
 def replay(ops: list[tuple[str, Any]], capacity: int) -> tuple[list[bytes], dict[str, bytes]]:
     """Run the operations on a store with the given cache capacity: tasks and final bytes."""
-    detector = Detector(RULES, TYPES)
+    detector = Detector(default_rules(), TYPES)
     store = DictStateStore(cache_capacity=capacity)
     history: dict[str, list[bytes]] = {}
     tasks: list[bytes] = []
@@ -342,7 +342,7 @@ def replay_on_table(
 ) -> tuple[list[bytes], dict[str, bytes]]:
     """`replay` on the stream's store: each batch's write persisted as the changelog
     acknowledges it, an abandoned one discarded."""
-    detector = Detector(RULES, TYPES)
+    detector = Detector(default_rules(), TYPES)
     table = _Table()
     store = FaustTableStore(table, "roaming", partitions=4, cache_capacity=capacity)
     history: dict[str, list[bytes]] = {}

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from moments.models import EVENT_MODELS, Channel, EventType, InputEvent, TopUpEvent
 from moments.taskbuilder import _new_moment, moment_of, shown_fields
-from rules.catalog import load_rules
 from rules.templates import PLACEHOLDER, fill
+
+from .catalogs import default_rules
 
 WHEN = "2026-11-23T10:00:00+08:00"
 text = st.text(alphabet="ab{}_1 .é", max_size=12)
@@ -185,7 +186,6 @@ class TestShownFields:
         assert shown == {"channel": "app", "shop": "S1", "amount": "5"}
 
 
-RULES = load_rules().rules
 param_values = (
     st.none()
     | st.booleans()
@@ -203,7 +203,7 @@ class TestMomentOf:
     @given(
         firings=st.lists(
             st.tuples(
-                st.sampled_from(RULES),
+                st.deferred(lambda: st.sampled_from(default_rules().rules)),
                 st.sampled_from(["d", "e"]),
                 st.dictionaries(st.sampled_from(["n", "m"]), param_values, max_size=2),
             ),
@@ -224,7 +224,7 @@ class TestMomentOf:
             assert repr(shared) == repr(fresh)
 
     def test_equal_values_of_other_types_are_not_merged(self) -> None:
-        rule = RULES[0]
+        rule = default_rules().rules[0]
         assert moment_of(rule, "d", {"n": 1}).params["n"] == 1
         assert type(moment_of(rule, "d", {"n": 1.0}).params["n"]) is float
         assert moment_of(rule, "d", {"n": True}).params["n"] is True

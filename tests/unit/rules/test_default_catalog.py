@@ -13,12 +13,12 @@ from moments.engine import Detector
 from moments.models import Channel, EventType, ServiceTask
 from moments.pipeline import to_records
 from moments.store import DictStateStore
-from rules.catalog import DEFAULT_CATALOG, load_rules, load_texts
+from rules.catalog import DEFAULT_CATALOG, load_texts
 from sinks.hours import published
+from tests.unit.catalogs import default_rules
 
 from .helpers import SHANGHAI, SUB, at, ev, run, types, usage
 
-CATALOG = load_rules()
 PROFILE = EventType.PROFILE
 
 
@@ -44,7 +44,7 @@ class TestFirstTime:
             ev(EventType.ROAMING, at("2026-11-04"), country="TH", roaming_type="international"),
             ev(EventType.ROAMING, at("2026-11-05"), country="CN", roaming_type="domestic"),
         ]
-        tasks = only(run(CATALOG, events).tasks, "first_international_roaming")
+        tasks = only(run(default_rules(), events).tasks, "first_international_roaming")
         assert [t.moment.params["country"] for t in tasks] == ["JP", "TH"]
         assert tasks[0].moment.description.startswith("Welcome to JP")
 
@@ -54,7 +54,7 @@ class TestFirstTime:
             usage(at("2026-11-03"), kind="service_order", service_code="5G-100"),
             usage(at("2026-11-04"), kind="service_order", service_code="VIDEO"),
         ]
-        tasks = only(run(CATALOG, events).tasks, "first_service_order")
+        tasks = only(run(default_rules(), events).tasks, "first_service_order")
         assert [t.moment.params["service_code"] for t in tasks] == ["5G-100", "VIDEO"]
 
     def test_handset_change_not_on_the_first_imei(self) -> None:
@@ -64,7 +64,7 @@ class TestFirstTime:
             usage(at("2026-11-03"), kind="data", imei=a),
             usage(at("2026-11-04"), kind="data", imei=b),
         ]
-        tasks = only(run(CATALOG, events).tasks, "handset_change")
+        tasks = only(run(default_rules(), events).tasks, "handset_change")
         assert len(tasks) == 1
         assert tasks[0].moment.params == {"imei": b, "previous_imei": a}
 
@@ -81,7 +81,7 @@ class TestFirstTime:
             usage(at("2026-11-05"), kind="data", imei=bare),
             usage(at("2026-11-20"), kind="data", imei=other),
         ]
-        tasks = only(run(CATALOG, events).tasks, "handset_change")
+        tasks = only(run(default_rules(), events).tasks, "handset_change")
         assert [t.moment.params for t in tasks] == [{"imei": other, "previous_imei": bare}]
 
     def test_a_record_of_the_old_handset_read_late_is_no_change(self) -> None:
@@ -97,7 +97,7 @@ class TestFirstTime:
             usage(at("2026-11-04", "09:55"), kind="voice", imei=a),  # read late
             usage(at("2026-11-04", "10:10"), kind="data", imei=b),
         ]
-        result = run(CATALOG, events)
+        result = run(default_rules(), events)
         tasks = only(result.tasks, "handset_change")
         assert [t.moment.params for t in tasks] == [{"imei": b, "previous_imei": a}]
         assert result.detected[("first_time", "handset_change")] == 1
@@ -120,7 +120,7 @@ class TestFirstTime:
             usage(at("2026-08-20"), kind="bill_query"),  # 19 days later: not first
             usage(at("2026-11-01"), kind="bill_query"),  # 73 days after the last: first again
         ]
-        tasks = only(run(CATALOG, events).tasks, "first_bill_query")
+        tasks = only(run(default_rules(), events).tasks, "first_bill_query")
         assert [t.triggered_at.date().isoformat() for t in tasks] == ["2026-08-01", "2026-11-01"]
 
     def test_first_topup_per_channel(self) -> None:
@@ -129,7 +129,7 @@ class TestFirstTime:
             ev(EventType.TOPUP, at("2026-11-03"), amount=50, channel="app"),
             ev(EventType.TOPUP, at("2026-11-04"), amount=50, channel="bank"),
         ]
-        tasks = only(run(CATALOG, events).tasks, "first_topup")
+        tasks = only(run(default_rules(), events).tasks, "first_topup")
         assert [t.moment.params["channel"] for t in tasks] == ["app", "bank"]
 
 
@@ -153,7 +153,7 @@ class TestAnomaly:
             complaint("2026-11-05", "c2"),
             complaint("2026-11-20", "c3"),  # 15 days later: a single one in its 7 days
         ]
-        tasks = run(CATALOG, events).tasks
+        tasks = run(default_rules(), events).tasks
         assert len(only(tasks, "complaint")) == 3
         repeated = only(tasks, "repeated_complaints")
         assert len(repeated) == 1
@@ -168,14 +168,14 @@ class TestAnomaly:
             ev(PROFILE, at("2026-11-02", "13:00"), tier="gold"),
             usage(at("2026-11-06", "10:00"), kind="data", balance_after=25),  # gold: 30
         ]
-        tasks = only(run(CATALOG, events).tasks, "low_balance")
+        tasks = only(run(default_rules(), events).tasks, "low_balance")
         assert [t.moment.params["balance_after"] for t in tasks] == [8, 25]
         assert [t.moment.params["balance_after_lt"] for t in tasks] == [10, 30]
 
     def test_a_balance_of_negative_zero_reads_as_zero_in_the_task(self) -> None:
         """ "-0.00" from a billing system (a rounded -0.001) gave "Balance -0.00 yuan"."""
         events = [usage(at("2026-11-02"), kind="data", balance_after="-0.00")]
-        (task,) = only(run(CATALOG, events).tasks, "low_balance")
+        (task,) = only(run(default_rules(), events).tasks, "low_balance")
         assert task.moment.description.startswith("Balance 0.00 yuan is below 10")
         assert published(task).model_dump(mode="json")["moment"]["params"] == {
             "balance_after": "0.00",
@@ -184,7 +184,7 @@ class TestAnomaly:
 
     def test_low_balance_region_override(self) -> None:
         events = [usage(at("2026-11-02"), kind="data", balance_after=15, region="SH")]
-        assert types(run(CATALOG, events).tasks) == ["low_balance"]
+        assert types(run(default_rules(), events).tasks) == ["low_balance"]
 
     def test_a_gold_customer_in_sh_keeps_the_gold_threshold(self) -> None:
         # The SH override came after the tier's, so gold customers in SH got 20, not 30
@@ -193,12 +193,12 @@ class TestAnomaly:
             ev(PROFILE, at("2026-11-02", "09:00"), tier="gold"),
             usage(at("2026-11-02"), kind="data", balance_after=25, region="SH"),
         ]
-        (task,) = only(run(CATALOG, events).tasks, "low_balance")
+        (task,) = only(run(default_rules(), events).tasks, "low_balance")
         assert task.moment.params["balance_after_lt"] == 30
 
     def test_service_failure(self) -> None:
         events = [usage(at("2026-11-02"), kind="service_failure", service_code="VOLTE")]
-        assert types(run(CATALOG, events).tasks) == ["service_failure"]
+        assert types(run(default_rules(), events).tasks) == ["service_failure"]
 
     def test_a_blank_text_of_an_event_is_none(self) -> None:
         """An SQL export writes "" for a field with no value: the service_failure rule
@@ -210,7 +210,7 @@ class TestAnomaly:
             usage(at("2026-11-02", "12:01"), kind="service_failure", service_code="  "),
             usage(at("2026-11-02", "12:02"), kind="voice", quantity=60, counterparty=""),
         ]
-        result = run(CATALOG, events)
+        result = run(default_rules(), events)
         assert types(result.tasks) == []
         roaming = {"country": "GB", "roaming_type": "international", "operator": ""}
         first = load_texts([("r.yaml", "rules:\n" + FIRST_OPERATOR)])
@@ -218,7 +218,7 @@ class TestAnomaly:
         blank_region = [
             usage(at("2026-11-03"), kind="service_failure", service_code="VOLTE", region="")
         ]
-        result = run(CATALOG, blank_region)
+        result = run(default_rules(), blank_region)
         assert result.dead_letters == []
         assert [t.region for t in result.tasks] == [None]
 
@@ -227,7 +227,7 @@ class TestAnomaly:
             usage(at("2026-11-02"), kind="voice", quantity=60, counterparty="13912345678"),
             usage(at("2026-11-03"), kind="voice", quantity=60, counterparty="10010"),
         ]
-        tasks = only(run(CATALOG, events).tasks, "competitor_hotline_call")
+        tasks = only(run(default_rules(), events).tasks, "competitor_hotline_call")
         assert [t.moment.params["counterparty"] for t in tasks] == ["10010"]
         assert tasks[0].channel.value == "manager"
 
@@ -236,7 +236,7 @@ class TestAnomaly:
         2022): a call to any of their hotlines is the churn signal."""
         for number in ("10010", "10011", "10000", "10001", "10099"):
             events = [usage(at("2026-11-03"), kind="voice", quantity=60, counterparty=number)]
-            assert types(run(CATALOG, events).tasks) == ["competitor_hotline_call"], number
+            assert types(run(default_rules(), events).tasks) == ["competitor_hotline_call"], number
 
     def test_bill_spike_at_the_monthly_close(self) -> None:
         events = [usage(at("2026-06-25"), kind="data", charge=5)]  # history began in June
@@ -245,7 +245,7 @@ class TestAnomaly:
             for m, c in ((7, 50), (8, 60), (9, 40), (10, 160))
         ]
         events.append(usage(at("2026-11-01", "08:00"), kind="data", charge=1))  # closes October
-        tasks = only(run(CATALOG, events).tasks, "bill_spike")
+        tasks = only(run(default_rules(), events).tasks, "bill_spike")
         assert len(tasks) == 1
         params = tasks[0].moment.params
         assert params["spend_month"] == 160
@@ -266,10 +266,10 @@ class TestAnomaly:
                 ("2026-12-01", 1),  # closes November
             )
         ]
-        assert only(run(CATALOG, events).tasks, "bill_spike") == []
+        assert only(run(default_rules(), events).tasks, "bill_spike") == []
         events += [usage(at("2027-01-10"), kind="data", charge=300)]
         events += [usage(at("2027-02-01"), kind="data", charge=1)]  # closes January
-        (task,) = only(run(CATALOG, events).tasks, "bill_spike")
+        (task,) = only(run(default_rules(), events).tasks, "bill_spike")
         # October to December, full months: 100, 150 and the 1 that closed November.
         assert task.moment.params["spend_month_baseline"] == pytest.approx(251 / 3, abs=0.01)
 
@@ -279,7 +279,7 @@ class TestAnomaly:
             usage(at("2026-10-10"), kind="data", charge=500),
             usage(at("2026-11-01"), kind="data", charge=1),
         ]
-        assert only(run(CATALOG, events).tasks, "bill_spike") == []
+        assert only(run(default_rules(), events).tasks, "bill_spike") == []
 
     def test_bill_drop_and_stacked_spend_and_call_drop(self) -> None:
         events = [  # the history began in June
@@ -295,7 +295,7 @@ class TestAnomaly:
             events.append(usage(at(f"2026-{month:02d}-10"), kind="data", charge=charge))
             events.append(usage(at(f"2026-{month:02d}-11"), kind="voice", quantity=seconds))
         events.append(usage(at("2026-11-02"), kind="data"))
-        tasks = run(CATALOG, events).tasks
+        tasks = run(default_rules(), events).tasks
         assert len(only(tasks, "bill_drop")) == 1
         assert len(only(tasks, "spend_and_call_time_drop")) == 1
 
@@ -314,7 +314,7 @@ class TestAnomaly:
         ]
         events.append(usage(at("2026-11-02"), kind="voice", quantity=300, direction="out"))
         # No more events: the watermark reaching the next week closes the quiet one.
-        result = run(CATALOG, events, until=at("2026-11-09", "01:00"))
+        result = run(default_rules(), events, until=at("2026-11-09", "01:00"))
         tasks = only(result.tasks, "falling_call_volume")
         assert len(tasks) == 1
         assert tasks[0].moment.params["call_seconds_week"] == 300
@@ -330,31 +330,31 @@ class TestAnomaly:
             )
             for i in range(10)
         ]
-        result = run(CATALOG, events, until=at("2026-11-09", "01:00"))
+        result = run(default_rules(), events, until=at("2026-11-09", "01:00"))
         tasks = only(result.tasks, "incoming_calls_share_high")
         assert len(tasks) == 1
         assert tasks[0].moment.params["incoming_calls_week_share"] == 0.9
 
     def test_no_activity_after_seven_silent_days_once(self) -> None:
         events = [usage(at("2026-11-02", "10:00"), kind="data")]
-        first = run(CATALOG, events, until=at("2026-11-08", "12:00"))
+        first = run(default_rules(), events, until=at("2026-11-08", "12:00"))
         assert only(first.tasks, "no_activity") == []
-        later = run(CATALOG, [], until=at("2026-11-11", "12:00"), result=first)
+        later = run(default_rules(), [], until=at("2026-11-11", "12:00"), result=first)
         tasks = only(later.tasks, "no_activity")
         assert len(tasks) == 1
         assert tasks[0].moment.params["silent_days"] >= 7
 
 
 def test_the_catalog_covers_every_family_of_its_rules() -> None:
-    assert len(CATALOG) >= 21
-    families = {r.task.family.value for r in CATALOG.rules}
+    assert len(default_rules()) >= 21
+    families = {r.task.family.value for r in default_rules().rules}
     assert families == {"first_time", "anomaly", "special_day"}
-    assert all(r.description for r in CATALOG.rules)
+    assert all(r.description for r in default_rules().rules)
 
 
 def test_subscriber_is_the_task_key() -> None:
     events = [ev(EventType.ROAMING, at("2026-11-02"), country="JP", roaming_type="international")]
-    assert run(CATALOG, events).tasks[0].subscriber_id == SUB
+    assert run(default_rules(), events).tasks[0].subscriber_id == SUB
 
 
 class TestSpecialDays:
@@ -363,9 +363,9 @@ class TestSpecialDays:
             ev(PROFILE, at("2026-10-01"), birthday="1990-11-03", timezone="Asia/Shanghai"),
             usage(at("2026-11-02"), kind="data"),
         ]
-        early = run(CATALOG, events, until=at("2026-11-03", "08:30"))
+        early = run(default_rules(), events, until=at("2026-11-03", "08:30"))
         assert only(early.tasks, "birthday") == []
-        later = run(CATALOG, [], until=at("2026-11-04", "12:00"), result=early)
+        later = run(default_rules(), [], until=at("2026-11-04", "12:00"), result=early)
         (task,) = only(later.tasks, "birthday")
         assert task.triggered_at.astimezone(SHANGHAI).hour == 9
         assert task.moment.family.value == "special_day"
@@ -379,7 +379,7 @@ class TestSpecialDays:
             usage(at("2026-11-02"), kind="data"),
             ev(PROFILE, at("2026-11-03", "15:00"), birthday="11-03"),
         ]
-        tasks = only(run(CATALOG, events).tasks, "birthday")
+        tasks = only(run(default_rules(), events).tasks, "birthday")
         assert len(tasks) == 1
 
     def test_a_greeting_is_over_with_its_day(self) -> None:
@@ -393,7 +393,7 @@ class TestSpecialDays:
             ev(PROFILE, at("2026-11-03", "22:00"), sub=late, birthday="11-03"),
             ev(PROFILE, at("2026-11-03", "22:00"), contract_end="2026-11-20"),
         ]
-        result = run(CATALOG, events, until=at("2026-11-04", "12:00"))
+        result = run(default_rules(), events, until=at("2026-11-04", "12:00"))
         (task,) = only(result.tasks, "birthday")
         assert task.subscriber_id == day
         assert task.expires_at == dt.datetime(2026, 11, 4, tzinfo=SHANGHAI)
@@ -415,13 +415,15 @@ class TestSpecialDays:
 
     def test_join_anniversary_counts_years(self) -> None:
         events = [ev(PROFILE, at("2026-11-01"), joined_on="2019-11-05")]
-        (task,) = only(run(CATALOG, events, until=at("2026-11-06")).tasks, "join_anniversary")
+        (task,) = only(
+            run(default_rules(), events, until=at("2026-11-06")).tasks, "join_anniversary"
+        )
         assert task.moment.params["years"] == 7
         assert "7 years with us" in task.moment.description
 
     def test_contract_expiry_once_however_many_days_it_is_due(self) -> None:
         events = [ev(PROFILE, at("2026-11-01"), contract_end="2026-11-20")]
-        result = run(CATALOG, events, until=at("2026-11-19"))
+        result = run(default_rules(), events, until=at("2026-11-19"))
         (task,) = only(result.tasks, "contract_expiry_near")
         assert task.moment.params["contract_end"] == "2026-11-20"
         assert task.channel.value == "manager"
@@ -429,7 +431,7 @@ class TestSpecialDays:
     def test_spring_festival_greeting(self) -> None:
         events = [ev(PROFILE, at("2027-02-01"), tier="gold")]
         (task,) = only(
-            run(CATALOG, events, until=at("2027-02-06", "12:00")).tasks, "holiday_greeting"
+            run(default_rules(), events, until=at("2027-02-06", "12:00")).tasks, "holiday_greeting"
         )
         assert task.moment.params["holiday"] == "spring_festival"
         assert task.triggered_at.date().isoformat() == "2027-02-06"
@@ -438,7 +440,7 @@ class TestSpecialDays:
 class TestDoNotDisturb:
     def test_a_task_at_night_waits_for_the_morning(self) -> None:
         events = [usage(at("2026-11-02", "23:10"), kind="service_failure", service_code="5G")]
-        (task,) = run(CATALOG, events).tasks
+        (task,) = run(default_rules(), events).tasks
         assert task.deferred is not None
         assert task.deferred.reason == "quiet_hours"
         assert task.deliver_after.astimezone(SHANGHAI).isoformat() == "2026-11-03T08:00:00+08:00"
@@ -450,7 +452,7 @@ class TestDoNotDisturb:
             # 22:30 in Shanghai is 14:30 in London: not quiet there.
             usage(at("2026-11-02", "22:30"), kind="service_failure", service_code="VOLTE"),
         ]
-        tasks = only(run(CATALOG, events).tasks, "service_failure")
+        tasks = only(run(default_rules(), events).tasks, "service_failure")
         assert [t.deferred for t in tasks] == [None]
 
     def test_quiet_hours_follow_a_visited_country_named_only(self) -> None:
@@ -464,7 +466,7 @@ class TestDoNotDisturb:
                 roaming_type="international",
             )
         ]
-        (task,) = only(run(CATALOG, events).tasks, "first_international_roaming")
+        (task,) = only(run(default_rules(), events).tasks, "first_international_roaming")
         assert task.deferred is not None
         assert task.deferred.reason == "quiet_hours"
         assert task.deliver_after == dt.datetime(2026, 12, 1, 7, 0, tzinfo=dt.UTC)
@@ -479,7 +481,7 @@ class TestDoNotDisturb:
             ev(EventType.ROAMING, at("2026-06-01", "09:00"), **trip),
             usage(at("2026-11-02", "22:30"), kind="service_failure", service_code="VOLTE"),
         ]
-        (task,) = only(run(CATALOG, events).tasks, "service_failure")
+        (task,) = only(run(default_rules(), events).tasks, "service_failure")
         assert task.deferred is not None
         assert task.deferred.reason == "quiet_hours"
         assert task.deliver_after.astimezone(SHANGHAI).isoformat() == "2026-11-03T08:00:00+08:00"
@@ -498,7 +500,7 @@ class TestDoNotDisturb:
         ]
         within = usage(at("2026-11-03", "22:30"), kind="service_failure", service_code="VOLTE")
         after = usage(at("2026-11-05", "22:30"), kind="service_failure", service_code="5G")
-        tasks = only(run(CATALOG, [*records, within, after]).tasks, "service_failure")
+        tasks = only(run(default_rules(), [*records, within, after]).tasks, "service_failure")
         assert [t.deferred.reason if t.deferred else None for t in tasks] == [None, "quiet_hours"]
         assert [t.quiet_hours.zone if t.quiet_hours else None for t in tasks] == [
             "America/New_York",
@@ -517,7 +519,7 @@ class TestDoNotDisturb:
             ev(EventType.ROAMING, at("2026-11-02", "19:30"), **trip),
             usage(at("2026-11-02", "22:30"), kind="service_failure", service_code="VOLTE"),
         ]
-        (task,) = only(run(CATALOG, events).tasks, "service_failure")
+        (task,) = only(run(default_rules(), events).tasks, "service_failure")
         assert task.deferred is not None
         assert task.deliver_after.astimezone(SHANGHAI).isoformat() == "2026-11-03T08:00:00+08:00"
 
@@ -531,11 +533,11 @@ class TestDoNotDisturb:
             ev(EventType.ROAMING, at("2026-11-02", "20:00"), **trip),
             usage(at("2026-11-02", "22:30"), kind="service_failure", service_code="VOLTE"),
         ]
-        (task,) = only(run(CATALOG, events).tasks, "service_failure")
+        (task,) = only(run(default_rules(), events).tasks, "service_failure")
         assert task.quiet_hours is not None
         assert task.quiet_hours.zone == "Europe/London"
         assert task.quiet_hours.windows == [
-            *(str(w) for w in CATALOG.gating.windows),
+            *(str(w) for w in default_rules().gating.windows),
             "12:00-13:00",
         ]
 
@@ -561,7 +563,7 @@ class TestDoNotDisturb:
             ev(PROFILE, at("2026-11-01"), opt_out=["sms"]),
             ev(EventType.ROAMING, at("2026-11-02"), country="JP", roaming_type="international"),
         ]
-        assert run(CATALOG, events).tasks == []
+        assert run(default_rules(), events).tasks == []
 
     def test_an_open_complaint_blocks_sales_not_service(self) -> None:
         events = [
@@ -575,7 +577,7 @@ class TestDoNotDisturb:
             ),
             usage(at("2026-11-02", "11:00"), kind="voice", counterparty="10010"),
         ]
-        assert types(run(CATALOG, events).tasks) == ["complaint"]
+        assert types(run(default_rules(), events).tasks) == ["complaint"]
         resolved = [
             *events[:1],
             ev(
@@ -588,7 +590,7 @@ class TestDoNotDisturb:
             ),
             events[1],
         ]
-        assert "competitor_hotline_call" in types(run(CATALOG, resolved).tasks)
+        assert "competitor_hotline_call" in types(run(default_rules(), resolved).tasks)
 
     def test_a_complaint_with_no_news_for_30_days_no_longer_blocks(self) -> None:
         """Customer service lost the resolution of a complaint opened ten months ago, and
@@ -597,12 +599,12 @@ class TestDoNotDisturb:
         complaint: dict[str, Any] = {"complaint_id": "c1", "category": "network", "severity": 3}
         opened = ev(EventType.COMPLAINT, at("2026-01-10", "10:00"), status="opened", **complaint)
         call = usage(at("2026-11-02", "11:00"), kind="voice", counterparty="10010")
-        result = run(CATALOG, [opened, call])
+        result = run(default_rules(), [opened, call])
         (task,) = only(result.tasks, "competitor_hotline_call")
         assert task.risk is not None
         assert "complaints" not in {p.signal for p in task.risk.parts}
         updated = ev(EventType.COMPLAINT, at("2026-10-20", "10:00"), status="updated", **complaint)
-        result = run(CATALOG, [opened, updated, call])
+        result = run(default_rules(), [opened, updated, call])
         assert only(result.tasks, "competitor_hotline_call") == []
         assert result.suppressed["competitor_hotline_call", "complaint_open"] == 1
 
@@ -617,7 +619,7 @@ class TestDoNotDisturb:
             usage(at("2026-11-03", "10:00"), kind="voice", counterparty="10010"),
             usage(at("2026-11-06", "10:00"), kind="voice", counterparty="10000"),
         ]
-        result = run(CATALOG, events)
+        result = run(default_rules(), events)
         calls = only(result.tasks, "competitor_hotline_call")
         assert [t.triggered_at.date().isoformat() for t in calls] == ["2026-11-03"]
         assert result.suppressed["competitor_hotline_call", "complaint_open"] == 1
@@ -629,17 +631,17 @@ class TestDoNotDisturb:
             usage(at("2026-11-02", "10:00"), kind="service_failure", service_code="X"),
             usage(at("2026-11-02", "11:00"), kind="voice", counterparty="10000"),
         ]
-        tasks = run(CATALOG, events).tasks
+        tasks = run(default_rules(), events).tasks
         assert types(tasks) == ["service_failure"]
         assert tasks[0].deferred is not None
         assert tasks[0].deferred.reason == "suspended"
         # What dispatch judges again once the line is active: the zone and quiet hours
         # gating used (the catalog's own for this customer, who set none).
-        catalog_windows = [str(w) for w in CATALOG.gating.windows]
-        assert tasks[0].channel in CATALOG.gating.quiet_hours_channels
+        catalog_windows = [str(w) for w in default_rules().gating.windows]
+        assert tasks[0].channel in default_rules().gating.quiet_hours_channels
         assert tasks[0].quiet_hours is not None
         assert (tasks[0].quiet_hours.zone, tasks[0].quiet_hours.windows) == (
-            CATALOG.gating.zone.key,
+            default_rules().gating.zone.key,
             catalog_windows,
         )
 
@@ -649,10 +651,10 @@ def test_no_activity_is_not_reported_once_the_subscriber_is_back() -> None:
     the return is read before any sweep saw the silence (one batch, as after an outage;
     `run_pipeline` sweeps the hours between two events first, and reports it then)."""
     events = [usage(at("2026-11-02"), kind="data"), usage(at("2026-11-12"), kind="data")]
-    detector = Detector(CATALOG, {t.value: t for t in EventType})
+    detector = Detector(default_rules(), {t.value: t for t in EventType})
     batch = detector.process(to_records(events), DictStateStore().load, None)
     assert only(batch.tasks, "no_activity") == []
-    swept = only(run(CATALOG, events).tasks, "no_activity")
+    swept = only(run(default_rules(), events).tasks, "no_activity")
     assert [t.triggered_at for t in swept] == [dt.datetime(2026, 11, 10, tzinfo=SHANGHAI)]
 
 
@@ -669,7 +671,7 @@ def test_churn_risk_raises_priority_and_shows_its_parts() -> None:
         ),
         usage(at("2026-11-02"), kind="data", balance_after=3),
     ]
-    (task,) = only(run(CATALOG, events).tasks, "low_balance")
+    (task,) = only(run(default_rules(), events).tasks, "low_balance")
     assert task.risk is not None
     parts = {p.signal: p.points for p in task.risk.parts}
     assert parts == {"complaints": 10.0, "contract_expiry": 15.0, "tenure": 10.0}
