@@ -38,6 +38,7 @@ from rules.catalog import load_rules, load_texts
 from sinks.policy import DispatchPolicy
 
 from .calls import counted_calls
+from .catalogs import default_rules
 from .rules.helpers import WELCOME
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
@@ -836,7 +837,7 @@ def test_the_indexed_sweep_and_kept_records_change_no_result(tmp_path: Path) -> 
     path.write_bytes(
         b"".join(e.to_json_line() + b"\n" for _, e in zip(range(5000), stream, strict=False))
     )
-    rules = load_rules(None)
+    rules = default_rules()
     indexed = Backtest(rules)
     plain = Backtest(rules)
     plain.state = reference = DictStateStore()
@@ -1305,7 +1306,7 @@ MONTHLY = """
 def test_the_window_holding_the_cut_over_counts_from_its_start(
     rules_text: str | None, warm_days: int, live_from: dt.date
 ) -> None:
-    rules = load_rules(None) if rules_text is None else load_texts([("r.yaml", rules_text)])
+    rules = default_rules() if rules_text is None else load_texts([("r.yaml", rules_text)])
     live = dt.datetime.combine(live_from, dt.time(0), SHANGHAI).timestamp()
     first = live - warm_days * 86400
     result = BacktestResult(events=1, first_event=first, live_from=live)

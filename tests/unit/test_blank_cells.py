@@ -13,6 +13,7 @@ import pytest
 from moments.backtest_input import Blank, EventFile, blank_said
 from moments.cli import main
 
+from .catalogs import default_rules
 from .test_unreadable_lines import CATALOG
 
 HEADER = "type,event_id,subscriber_id,occurred_at,amount,channel,region\n"
@@ -168,10 +169,9 @@ class TestRaggedRows:
 
     def test_state_seed_refuses_them_by_file_and_line(self, tmp_path: Path) -> None:
         from moments.seed import build_states
-        from rules.catalog import load_rules
 
         path = self._path(tmp_path)
-        seeded = build_states(load_rules(None), EventFile(path))
+        seeded = build_states(default_rules(), EventFile(path))
         assert seeded.dead_letters == {"invalid_event": 2}
         assert [(where, told[:38]) for where, _, told in seeded.refused] == [
             (f"{path}:2", "topup: the row has 9 cell(s) where the"),
@@ -181,11 +181,10 @@ class TestRaggedRows:
     def test_the_refusals_are_listed_in_the_order_of_their_rows(self, tmp_path: Path) -> None:
         """A ragged row's refusal is listed at its row, not ahead of the batch's others."""
         from moments.seed import build_states
-        from rules.catalog import load_rules
 
         path = tmp_path / "h.csv"
         path.write_text(HEADER + ROWS[0] + self.ROWS[0])  # a blank amount, then a long row
-        seeded = build_states(load_rules(None), EventFile(path))
+        seeded = build_states(default_rules(), EventFile(path))
         assert [where for where, _, _ in seeded.refused] == [f"{path}:2", f"{path}:3"]
 
 

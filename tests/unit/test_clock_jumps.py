@@ -12,8 +12,8 @@ import datetime as dt
 from moments.models import EventType
 from moments.pipeline import run_pipeline
 from moments.records import RejectReason
-from rules.catalog import load_rules
 
+from .catalogs import default_rules
 from .rules.helpers import at, ev, rules_from, usage
 
 THREE_A_DAY = """
@@ -87,7 +87,7 @@ def test_a_topic_read_hours_behind_another_is_not_late() -> None:
         usage(at("2026-11-02", "15:00"), kind="data"),  # the usage topic, read first
         ev(EventType.TOPUP, at("2026-11-02", "12:00"), amount=50, channel="bank"),
     ]
-    result = run_pipeline(events, load_rules(), now=now)
+    result = run_pipeline(events, default_rules(), now=now)
     assert (result.late, result.dead_letters) == (0, [])
     assert "first_topup" in [t.moment.type for t in result.tasks]
 

@@ -17,7 +17,8 @@ from moments.decoding import decode
 from moments.eventcheck import check_lines
 from moments.models import EventType
 from moments.records import DeadLetter, RawRecord
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 WHEN = '"occurred_at": "2026-11-10T10:00:00+08:00"'
 
@@ -60,7 +61,7 @@ class TestBacktest:
         self, tmp_path: Path, typed: bool
     ) -> None:
         file = EventFile(write(tmp_path / "h.jsonl", typed), None if typed else EventType.TOPUP)
-        result = asyncio.run(Backtest(load_rules(None)).run(file))
+        result = asyncio.run(Backtest(default_rules()).run(file))
         assert result.events == len(LINES)
         assert result.dead_letters == {"duplicate_key": 3}
 

@@ -15,6 +15,8 @@ from moments.cli import main
 from moments.eventcheck import NO_TYPE, check_lines
 from moments.models import EventType
 
+from .catalogs import default_rules
+
 GOOD_TOPUP = {
     "type": "topup",
     "event_id": "e1",
@@ -478,10 +480,9 @@ class TestTheWorkersTolerance:
         from moments.engine import Detector
         from moments.records import RawRecord
         from moments.store import DictStateStore
-        from rules.catalog import load_rules
 
         detector = Detector(
-            load_rules(None),
+            default_rules(),
             {t.value: t for t in EventType},
             lateness=dt.timedelta(seconds=lateness_s),
         )

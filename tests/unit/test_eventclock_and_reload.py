@@ -17,6 +17,8 @@ from moments.models import Channel
 from moments.reload import Reloader, signature, with_also
 from rules.catalog import RuleSet, load_rules
 
+from .catalogs import default_rules
+
 HOUR = 3600
 
 
@@ -130,7 +132,7 @@ class TestReloader:
         reloader = Reloader(None, installed.append, lambda r, n: None)
         reloader.request()
         assert reloader.check() == "ok"
-        assert len(installed[0]) == len(load_rules())
+        assert len(installed[0]) == len(default_rules())
 
     def test_a_file_the_loader_chokes_on_keeps_the_rules_in_force(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -228,7 +230,7 @@ class TestRefusalNamesWhatStays:
     def test_a_large_catalog_names_its_first_rules_and_counts_the_rest(self) -> None:
         from moments.reload import SHOWN_RULES, rules_in_force
 
-        rules = load_rules()
+        rules = default_rules()
         said = rules_in_force(rules)
         first = rules.rules[0]
         assert said.startswith(f"{len(rules)} rule(s), ")

@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from moments.consumer_metrics import ConsumerMetrics
 from sinks.metrics import DispatchMetrics, Metrics
 
+from .catalogs import default_rules
+
 CONTRACT = {
     "moments_events_total": ("counter", {"event_type"}),
     "moments_events_rejected_total": ("counter", {"event_type", "reason"}),
@@ -305,10 +307,9 @@ def test_every_moment_types_suppressions_merges_and_overflows_start_at_0() -> No
     from moments.records import SuppressReason
     from moments.runtime import Runtime
     from moments.settings import load_settings
-    from rules.catalog import load_rules
     from sinks.policy import OverflowPolicy
 
-    rules = load_rules()
+    rules = default_rules()
     registry = CollectorRegistry()
     runtime = Runtime(load_settings(), Metrics(registry), Detector(rules, {}))
     runtime.install_rules(rules)

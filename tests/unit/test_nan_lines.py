@@ -19,7 +19,8 @@ from moments.decoding import decode
 from moments.eventcheck import check_lines
 from moments.models import EventType
 from moments.records import DeadLetter, RawRecord
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 EVENT = (
     '"event_id": "{id}", "subscriber_id": "{sub}", '
@@ -64,7 +65,7 @@ class TestFileReaders:
         assert [e.key for e in events] == [f"1380000000{n}".encode() for n in (1, 2, 3, 4)]
         assert all(e.at > 0 for e in events)
         assert all(e.event_type is EventType.TOPUP for e in events)
-        result = asyncio.run(Backtest(load_rules(None)).run(EventFile(tmp_path / "h.jsonl")))
+        result = asyncio.run(Backtest(default_rules()).run(EventFile(tmp_path / "h.jsonl")))
         assert result.dead_letters == {"invalid_event": 1}
         assert result.events == 4
 
@@ -88,7 +89,7 @@ class TestFileReaders:
             '{"type": "topup", ' + LINES[3][1:] + '\n{"type": "topup", "amount": NaN,\n'
         )
         file = EventFile(path)
-        result = asyncio.run(Backtest(load_rules(None)).run(file))
+        result = asyncio.run(Backtest(default_rules()).run(file))
         assert result.dead_letters == {"invalid_json": 1}
         assert file.unreadable == [2]
 

@@ -11,8 +11,9 @@ import pytest
 
 from moments.app import MomentsApp, build
 from moments.settings import load_settings
-from rules.catalog import load_rules
 from sinks.metrics import Metrics
+
+from .catalogs import default_rules
 
 
 def timer_intervals(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> dict[str, float]:
@@ -30,7 +31,7 @@ def timer_intervals(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> dict[st
         return named
 
     monkeypatch.setattr(MomentsApp, "timer", recording)
-    build(load_settings(**settings), load_rules(None), Metrics())
+    build(load_settings(**settings), default_rules(), Metrics())
     return seen
 
 

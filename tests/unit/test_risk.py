@@ -16,8 +16,8 @@ from moments.risk import RiskSignals, hotline_calls, note_hotline_call, raise_by
 from moments.state import SubscriberState
 from moments.statezip import pack
 from moments.taskmaking import risk_signals
-from rules.catalog import load_rules
 
+from .catalogs import default_rules
 from .rules.helpers import NO_GATES, SUB, at, ev, rules_from, run, usage
 
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
@@ -279,7 +279,7 @@ class TestHotlineCalls:
         days gave 1 at the third call (and none at the first), so the 2-call cap of 30
         points was never reached."""
         calls = [_hotline(day) for day in ("2026-11-01", "2026-11-10", "2026-11-20")]
-        result = run(load_rules(), calls)
+        result = run(default_rules(), calls)
         assert result.suppressed[("competitor_hotline_call", "cooldown")] == 1
         hotline = [t for t in result.tasks if t.moment.type == "competitor_hotline_call"]
         assert [(t.triggered_at.day, _calls(t)) for t in hotline] == [
@@ -328,7 +328,7 @@ class TestHotlineCalls:
     def test_the_count_reads_back_from_the_record_and_an_older_record_still_loads(
         self,
     ) -> None:
-        rules = load_rules()
+        rules = default_rules()
         calls = [_hotline(day) for day in ("2026-11-01", "2026-11-10", "2026-11-20")]
         state = run(rules, calls).store.load(SUB)
         assert state is not None

@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from moments.models import EventType
-from rules.catalog import load_rules
 from rules.predicates import Predicate, all_of, field_test
 from rules.routing import Routes, route, text_keys
+
+from .catalogs import default_rules
 
 TEXTS = ["voice", "data", "sms", "5", "5.0", "10000"]
 VALUES = st.one_of(st.none(), st.sampled_from(TEXTS), st.integers(0, 10), st.floats(0, 10))
@@ -83,7 +84,7 @@ def test_filters_with_operators_only_are_not_bucketed() -> None:
 
 
 def test_the_catalog_routes_usage_events_by_kind() -> None:
-    rules = load_rules()
+    rules = default_rules()
     usage = rules.routes[EventType.USAGE]
     assert usage.field == "kind"
     voice = {r.id for r in usage.candidates(Event("voice", None))}

@@ -6,11 +6,12 @@ from moments.bench import bench_events
 from moments.decoding import decode
 from moments.records import DeadLetter, RawRecord
 from moments.rulecost import decode_cost, rule_costs, widened
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 
 def test_widened_catalog_has_200_distinct_rules() -> None:
-    rules = widened(load_rules(), 200)
+    rules = widened(default_rules(), 200)
     assert len(rules) == 200
     assert len({r.id for r in rules.rules}) == 200
     assert len({r.tag for r in rules.rules}) == 200
@@ -18,7 +19,7 @@ def test_widened_catalog_has_200_distinct_rules() -> None:
 
 def test_rule_costs_measure_three_rule_sets_on_the_same_events() -> None:
     costs = rule_costs(list(bench_events(2000, 200)))
-    assert [c.rules for c in costs] == [0, len(load_rules()), 200]
+    assert [c.rules for c in costs] == [0, len(default_rules()), 200]
     assert all(c.events_per_s > 0 for c in costs)
     assert costs[0].state_bytes < costs[1].state_bytes  # rules keep more per subscriber
 

@@ -10,7 +10,8 @@ import pytest
 
 from moments.pipeline import run_pipeline, to_records
 from moments.sample import daytime_visits, expected_moments, sample_stream
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 
 @pytest.mark.parametrize("hour", range(0, 24, 3))
@@ -20,7 +21,7 @@ def test_sample_stream_makes_the_noted_tasks_at_any_hour(hour: int) -> None:
     stream = sample_stream(now)
     records = to_records((r.event_type, r.value) for r in stream)
     records = [replace(r, key=s.key) for r, s in zip(records, stream, strict=True)]
-    result = run_pipeline(records, load_rules())
+    result = run_pipeline(records, default_rules())
     assert sorted(t.moment.type for t in result.tasks) == sorted(expected_moments())
     assert [t.deferred for t in result.tasks] == [None] * len(result.tasks)
     assert len(result.dead_letters) == sum(1 for r in stream if r.note.endswith("dead letter"))

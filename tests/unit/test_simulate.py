@@ -30,7 +30,8 @@ from moments.simulate import (
     write_jsonl,
 )
 from moments.store import DictStateStore
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 START = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
 
@@ -66,7 +67,7 @@ class TestProfiles:
         assert "active" in updates  # and back
         # The renewal offer fires on a first profile (the first 1,000 events): the
         # detector runs over the first 5,000, not the 60,000 that bring the status changes.
-        result = run_pipeline([(e.event_type, e.value) for e in events[:5_000]], load_rules())
+        result = run_pipeline([(e.event_type, e.value) for e in events[:5_000]], default_rules())
         assert "contract_expiry_near" in {t.moment.type for t in result.tasks}
 
 
@@ -186,7 +187,7 @@ class TestEventGenerator:
         events = take(simulate(400, 50, seed=10, plant_rate=0.02, start=START), 8400)
         planted = Counter(e.planted for e in events if e.planted)
         records = to_records((e.event_type, e.value) for e in events)
-        detector = Detector(load_rules(), {t.value: t for t in EventType})
+        detector = Detector(default_rules(), {t.value: t for t in EventType})
         store = DictStateStore()
         detected: Counter[str] = Counter()
         for start in range(0, len(records), 5000):
@@ -197,7 +198,7 @@ class TestEventGenerator:
         assert {kind: detected[kind] for kind in Plant.ALL} == dict(planted)
         tasks = Counter(
             t.moment.type
-            for t in run_pipeline(((e.event_type, e.value) for e in events), load_rules()).tasks
+            for t in run_pipeline(((e.event_type, e.value) for e in events), default_rules()).tasks
         )
         for kind in Plant.ALL:
             assert 0 < tasks[kind] <= planted[kind], kind

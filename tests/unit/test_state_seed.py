@@ -27,7 +27,8 @@ from moments.seed import (
 )
 from moments.settings import Settings
 from moments.state import SubscriberState
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 LI, WANG = "13800138001", "13900139002"
 
@@ -43,7 +44,7 @@ def _history(path: Path) -> EventFile:
 
 
 def test_the_records_a_history_builds_carry_no_offsets_and_made_no_task(tmp_path: Path) -> None:
-    seeded = build_states(load_rules(None), _history(tmp_path / "h.jsonl"))
+    seeded = build_states(default_rules(), _history(tmp_path / "h.jsonl"))
     assert sorted(seeded.records) == [LI, WANG]
     assert seeded.events == 2
     assert seeded.moments >= 2  # the first roaming of each, in shadow
@@ -56,7 +57,7 @@ def test_the_records_a_history_builds_carry_no_offsets_and_made_no_task(tmp_path
 
 
 def test_each_record_goes_where_murmur2_of_its_key_puts_it(tmp_path: Path) -> None:
-    seeded = build_states(load_rules(None), _history(tmp_path / "h.jsonl"))
+    seeded = build_states(default_rules(), _history(tmp_path / "h.jsonl"))
     for partitions in (1, 4, 7):
         placed = seeded.by_partition(partitions)
         for partition, items in placed.items():
@@ -71,9 +72,9 @@ def test_a_seed_in_parts_builds_the_records_of_a_whole_one(tmp_path: Path) -> No
     of some changelog partitions only, and the parts together are the whole."""
     history = tmp_path / "h.jsonl"
     end = dt.datetime.fromisoformat("2026-11-05T00:00:00+08:00")  # `--to`: the same event time
-    whole = build_states(load_rules(None), _history(history), until=end)
+    whole = build_states(default_rules(), _history(history), until=end)
     parts = [
-        build_states(load_rules(None), of_partitions(EventFile(history), 4, {p}), until=end)
+        build_states(default_rules(), of_partitions(EventFile(history), 4, {p}), until=end)
         for p in range(4)
     ]
     li, wang = (partition_of(sub.encode(), 4) for sub in (LI, WANG))
@@ -203,7 +204,7 @@ def test_the_refused_rows_are_named_by_file_and_line(tmp_path: Path) -> None:
     """An operator seeding a province saw how many rows were refused, not which: each
     dead letter names the file and line of its row (the first ones), with its reason."""
     history = _with_refusals(tmp_path / "h.jsonl", 2)
-    seeded = build_states(load_rules(None), EventFile(history))
+    seeded = build_states(default_rules(), EventFile(history))
     assert seeded.dead_letters == {"invalid_json": 1, "invalid_event": 3}
     named = [(where, reason) for where, reason, _ in seeded.refused]
     assert named == [

@@ -30,9 +30,9 @@ from moments.runtime import Runtime
 from moments.settings import load_settings
 from moments.state import SubscriberState
 from moments.store import DictStateStore, FaustTableStore, StateWrite
-from rules.catalog import load_rules
 from sinks.metrics import Metrics
 
+from .catalogs import default_rules
 from .fakes import FakeChangelog, NoDeadLetters
 
 SUB = "13000000001"
@@ -206,7 +206,7 @@ class _Tasks:
 
 
 def _runtime(monkeypatch: pytest.MonkeyPatch, changelog: FakeChangelog) -> Runtime:
-    runtime = Runtime(load_settings(), Metrics(), Detector(load_rules(), {}))
+    runtime = Runtime(load_settings(), Metrics(), Detector(default_rules(), {}))
     runtime.tasks = _Tasks()  # type: ignore[assignment]
     runtime.dead_letters = NoDeadLetters()  # type: ignore[assignment]
     runtime._producer = object()

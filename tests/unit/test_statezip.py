@@ -19,7 +19,8 @@ from moments.backtest_state import BacktestState
 from moments.simulate import limit, simulate, write_jsonl
 from moments.state import SubscriberState
 from moments.statezip import CURRENT_DICTIONARY, ZSTD_MAGIC, StateFormatError, unpack
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 STATE_GOAL_BYTES = 512
 """The proof issue's goal for state per subscriber."""
@@ -115,7 +116,7 @@ def test_a_simulated_days_records_are_within_the_state_goal(tmp_path: Path) -> N
     events = simulate(subscribers, rate, seed=5, start=start)
     path = tmp_path / "day.jsonl"
     write_jsonl(path, events, limit(events, rate, 86400) or 0)
-    backtest = Backtest(load_rules())
+    backtest = Backtest(default_rules())
     asyncio.run(backtest.run(merged([EventFile(path)]), None, None))
     assert isinstance(backtest.state, BacktestState)
     held = list(backtest.state.records.values())

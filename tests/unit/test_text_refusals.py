@@ -16,6 +16,8 @@ from moments.models import EVENT_MODELS, EventType
 from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.schemas import example
 
+from .catalogs import default_rules
+
 
 def refused(event_type: EventType, **change: Any) -> str:
     value = {**example(EVENT_MODELS[event_type].__name__), **change}
@@ -151,7 +153,6 @@ def test_events_of_blank_ids_are_not_skipped_as_sent_again() -> None:
     """Three calls to a competitor's hotline, each with the id " ": the first was applied
     and the two others skipped as replays of it, silently."""
     from moments.pipeline import run_pipeline
-    from rules.catalog import load_rules
 
     records = [
         RawRecord(
@@ -173,7 +174,7 @@ def test_events_of_blank_ids_are_not_skipped_as_sent_again() -> None:
         )
         for minute in range(3)
     ]
-    result = run_pipeline(records, load_rules())
+    result = run_pipeline(records, default_rules())
     assert [d.reason for d in result.dead_letters] == [RejectReason.INVALID_EVENT] * 3
 
 
@@ -212,10 +213,9 @@ def test_a_padded_top_up_channel_is_the_channel_it_names() -> None:
     `"app   "`, and its SMS read "First top-up by app   :". Taken without the spaces
     around it, as a region is."""
     from moments.pipeline import run_pipeline
-    from rules.catalog import load_rules
 
     records = _topups(["app", "app   ", " app"])
-    result = run_pipeline(records, load_rules())
+    result = run_pipeline(records, default_rules())
     assert not result.dead_letters
     firsts = [t for t in result.tasks if t.moment.rule_id == "first_topup_channel"]
     assert [t.moment.description.split(":")[0] for t in firsts] == ["First top-up by app"]
@@ -228,10 +228,9 @@ def test_a_top_up_channel_in_capitals_is_the_channel_it_names() -> None:
     the contract writes the channels (`app`, `bank`, `card`, `store`, `auto`)."""
     from moments.models import TopUpEvent
     from moments.pipeline import run_pipeline
-    from rules.catalog import load_rules
 
     records = _topups(["APP", "app", " App "])
-    result = run_pipeline(records, load_rules())
+    result = run_pipeline(records, default_rules())
     assert not result.dead_letters
     firsts = [t for t in result.tasks if t.moment.rule_id == "first_topup_channel"]
     assert [t.moment.description.split(":")[0] for t in firsts] == ["First top-up by app"]
@@ -257,7 +256,7 @@ def test_a_channel_seen_in_capitals_before_the_upgrade_is_no_first_time_after_it
     `changed: channel` rule saw the channel change from APP to app."""
     from moments.pipeline import PipelineResult, run_pipeline
     from moments.state import SubscriberState
-    from rules.catalog import load_rules, load_texts
+    from rules.catalog import load_texts
 
     changed = load_texts(
         [
@@ -281,7 +280,7 @@ rules:
             )
         ]
     )
-    for rules, rule_id in ((load_rules(), "first_topup_channel"), (changed, "channel_switch")):
+    for rules, rule_id in ((default_rules(), "first_topup_channel"), (changed, "channel_switch")):
         before = run_pipeline([_topup(0, "APP"), _topup(1, "APP")], rules)
         assert not before.dead_letters
         # What the version before the upgrade stored: the channel as written.

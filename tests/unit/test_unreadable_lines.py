@@ -23,7 +23,8 @@ from moments.models import EventType
 from moments.records import DeadLetter, RawRecord
 from moments.rulecheck import EventFileError
 from moments.seed import build_states, describe
-from rules.catalog import load_rules
+
+from .catalogs import default_rules
 
 CATALOG = Path(__file__).resolve().parents[2] / "src" / "rules" / "catalog" / "default.yaml"
 
@@ -81,7 +82,7 @@ class TestBacktest:
             5,
             [f"{path}:{n}" for n in (2, 4, 5, 6, 7)],
         )
-        result = asyncio.run(Backtest(load_rules(None)).run(EventFile(path)))
+        result = asyncio.run(Backtest(default_rules()).run(EventFile(path)))
         assert result.events == 8
         assert result.dead_letters == {"invalid_json": 4, "invalid_event": 1}
 
@@ -134,7 +135,7 @@ def test_state_seed_counts_and_names_them(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "400")
     path = write(tmp_path / "h.jsonl")
-    seeded = build_states(load_rules(None), EventFile(path))
+    seeded = build_states(default_rules(), EventFile(path))
     assert seeded.dead_letters == {"invalid_json": 4, "invalid_event": 1}
     assert sorted(seeded.records) == ["13800000001", "13800000008", "13800000009"]
     assert describe(seeded, 4)["dead letters"] == 5

@@ -20,8 +20,8 @@ from moments.eventcheck import NO_TYPE, check_lines
 from moments.models import EventType
 from moments.rulecheck import MissingEventTypeError
 from moments.seed import build_states
-from rules.catalog import load_rules
 
+from .catalogs import default_rules
 from .test_unreadable_lines import CATALOG, topup
 
 
@@ -41,7 +41,7 @@ def test_a_line_with_no_type_is_left_out_counted_and_named(tmp_path: Path) -> No
     assert (file.untyped_count, file.untyped) == (3, [3, 5, 6])
     assert (file.unreadable_count, file.unreadable) == (0, [])  # no dead letter of its own
     assert untyped_lines([file]) == (3, [f"{path}:{n}" for n in (3, 5, 6)])
-    result = asyncio.run(Backtest(load_rules(None)).run(EventFile(path)))
+    result = asyncio.run(Backtest(default_rules()).run(EventFile(path)))
     assert result.events == 4
     assert not result.dead_letters
 
@@ -68,7 +68,7 @@ def test_rules_test_and_state_seed_go_on_too(
     path = write(tmp_path / "h.jsonl")
     assert main(["rules", "test", str(CATALOG), "--events", str(path)]) == 0
     assert "3 line(s) with no event type, left out" in capsys.readouterr().out
-    seeded = build_states(load_rules(None), EventFile(path))
+    seeded = build_states(default_rules(), EventFile(path))
     assert sorted(seeded.records) == [f"1380000000{n}" for n in (1, 2, 4, 7)]
     assert main(["state", "seed", "--events", str(path), "--dry-run"]) == 0
     said = " ".join(capsys.readouterr().out.split())

@@ -19,6 +19,7 @@ from moments.connections import security_problems
 from moments.metrics_server import HEALTH_PATHS
 from moments.settings import Settings, load_settings
 from rules.catalog import load_rules
+from tests.unit.catalogs import default_rules
 
 K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
 MEASURED_PEAK_RSS_MIB = 692
@@ -131,7 +132,7 @@ def test_the_rules_configmap_loads_as_the_kubelet_mounts_it(tmp_path: Path) -> N
     (tmp_path / "..data").symlink_to(version.name)
     (tmp_path / "rules.yaml").symlink_to("..data/rules.yaml")
     rules = load_rules(tmp_path)
-    assert len(rules) == len(load_rules(None))
+    assert len(rules) == len(default_rules())
 
 
 def test_the_rules_configmap_ships_the_packaged_default_catalog() -> None:

@@ -12,12 +12,13 @@ import rules
 from moments.cli import main
 from rules.catalog import load_rules
 from rules.explain import explain
+from tests.unit.catalogs import default_rules
 
 DEFAULT = Path(rules.__file__).parent / "catalog" / "default.yaml"
 
 
 def test_explain_says_thresholds_overrides_and_task() -> None:
-    (text,) = explain(load_rules(), "low_balance")
+    (text,) = explain(default_rules(), "low_balance")
     assert "balance_after is below 10 (param threshold)" in text
     assert "For tier diamond or gold: threshold = 30." in text
     assert "at most once per subscriber every 3d" in text
@@ -110,7 +111,7 @@ def test_explain_says_when_a_series_test_waits_for_the_history(
 def test_explain_every_default_rule(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "explain"]) == 0
     out = capsys.readouterr().out
-    for rule in load_rules().rules:
+    for rule in default_rules().rules:
         assert f"{rule.id} (version {rule.version}): {rule.description}" in out
     assert main(["rules", "explain", "no_such_rule"]) == 1
 
@@ -451,7 +452,7 @@ def test_rules_test_says_why_a_special_day_made_no_task(
 
 
 def _listed_params(rule_id: str) -> set[str]:
-    (text,) = explain(load_rules(), rule_id)
+    (text,) = explain(default_rules(), rule_id)
     marker = "Its task's params (what a description or a consumer's template may use): "
     (line,) = [line for line in text.splitlines() if marker in line]
     return set(line.split(marker)[1].rstrip(".").split(", "))
@@ -474,7 +475,7 @@ def test_the_sample_streams_tasks_carry_only_params_explain_lists() -> None:
     records = [
         RawRecord(r.event_type.value, 0, n, r.key, r.value) for n, r in enumerate(sample_stream())
     ]
-    tasks = run_pipeline(records, load_rules()).tasks
+    tasks = run_pipeline(records, default_rules()).tasks
     assert len({t.moment.rule_id for t in tasks}) >= 5
     for task in tasks:
         assert set(task.moment.params) <= _listed_params(task.moment.rule_id), task.moment.rule_id
@@ -592,10 +593,10 @@ def test_rules_test_says_a_baseline_rule_with_no_task_needs_history(
 def test_explain_says_a_description_may_name_the_fields_of_the_event() -> None:
     """An analyst's first rule wrote `{amount}` in a top-up's description, which the event
     fills, but explain listed only `channel` as what a description may use (review)."""
-    (text,) = explain(load_rules(), "low_balance")
+    (text,) = explain(default_rules(), "low_balance")
     assert (
         "  Its description may also name the fields of the usage or topup event it fires on: "
         "balance_after, event_id, occurred_at, region, subscriber_id.\n"
     ) in text + "\n"
-    (special,) = explain(load_rules(), "birthday_greeting")  # no event: a day's look
+    (special,) = explain(default_rules(), "birthday_greeting")  # no event: a day's look
     assert "fields of the" not in special
