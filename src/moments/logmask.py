@@ -17,7 +17,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   of a list after it
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
   `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, up to the first
-  word or number under 5 digits), and inside the brackets of a list, tuple, set or dict
+  word, number under 5 digits, number with a unit on it (`12345ms`) or line's end), and
+  inside the brackets of a list, tuple, set or dict
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
@@ -94,10 +95,11 @@ _QUOTED_ID = r"'\d+'" + r'|"\d+"'
 """A quoted number: `'1234'`, `"1234"`."""
 _ID_VALUE = (
     rf"""(?:{_QUOTED_ID}|\d{{5,}})"""  # '1234', 97531, 1234567890123456789012
-    # more ids: after a comma, `/`, `;` or `|` any number; after spaces one of 5 digits or
-    # more, not a fraction's (`97531 12345.678 s`)
+    # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line
+    # one of 5 digits or more, not a fraction's (`97531 12345.678 s`) nor one with a unit
+    # written on it (`97531 12345ms`)
     rf"""(?:['"]?\s*[,/;|]\s*(?:{_QUOTED_ID}|['"]?\d+)"""
-    rf"""|['"]?\s+(?:{_QUOTED_ID}|['"]?\d{{5,}}(?!\d|\.\d)))*"""
+    rf"""|['"]?[^\S\r\n]+(?:{_QUOTED_ID}|['"]?\d{{5,}}(?!\w|\.\d)))*"""
 )
 """The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
 contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),

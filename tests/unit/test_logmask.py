@@ -236,6 +236,30 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            # the next line of a message is not the list's: its count stays
+            (
+                f"subscriber_id={SHORT5}\n12345 records committed",
+                "subscriber_id=*****\n12345 records committed",
+            ),
+            (f"msisdns: {SHORT5} {SHORT6}\n  12345 ms", "msisdns: ***** ******\n  12345 ms"),
+            # a number with its unit (or another word) written on it is no id
+            (f"subscriber_id={SHORT5} 12345ms", "subscriber_id=***** 12345ms"),
+            (f"msisdn={SHORT5} {SHORT6} 12345us", "msisdn=***** ****** 12345us"),
+            # what still holds: a pretty-printed list's ids, joined by commas
+            (f"msisdns: {SHORT5},\n  {SHORT6}", "msisdns: *****,\n  ******"),
+        ],
+    )
+    def test_space_separated_ids_end_at_the_line_and_at_a_word(
+        self, text: str, expected: str
+    ) -> None:
+        """Spaces joined a line's next number to the ids before it: the space list read
+        on over a newline (`subscriber_id=97531` then a line `12345 records committed`)
+        and into a number with its unit written on it (`12345ms`)."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             (f"msisdns={SHORT5}/{SHORT6}", "msisdns=*****/******"),
             (f"msisdns={SHORT5};{SHORT6}", "msisdns=*****;******"),
             (f"msisdns={SHORT5}|{SHORT6}", "msisdns=*****|******"),
