@@ -151,6 +151,7 @@ def lines_within(node: Any) -> dict[Path, int]:
         if id(here) in seen:  # an alias is the node it names: its first path stands
             continue
         seen.add(id(here))
+        children: list[tuple[Path, Any]] = []
         if isinstance(here, CommentedMap):
             for key, child in here.items():
                 container = isinstance(child, CommentedMap | CommentedSeq)
@@ -159,11 +160,15 @@ def lines_within(node: Any) -> dict[Path, int]:
                 except KeyError:
                     continue
                 out[(*path, key)] = line + 1
-                todo.append(((*path, key), child))
+                children.append(((*path, key), child))
         elif isinstance(here, CommentedSeq):
             for i, child in enumerate(here):
                 out[(*path, i)] = here.lc.item(i)[0] + 1
-                todo.append(((*path, i), child))
+                children.append(((*path, i), child))
+        # in the file's order (a stack: the first child on top), so that the first path to
+        # a node, the anchor's, walks it, and an alias after it keeps its own line: walked
+        # last child first, an alias took the anchor's item lines from it
+        todo.extend(reversed(children))
     return out
 
 

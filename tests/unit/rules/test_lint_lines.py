@@ -78,3 +78,20 @@ def test_a_flow_style_item_points_at_its_line() -> None:
     )
     (tier,) = [s for s in warnings(load_texts([("r.yaml", text)])) if "tier 'glod'" in s]
     assert _line(tier) == 18
+
+
+def test_an_anchored_item_points_at_its_line_where_an_alias_reuses_it() -> None:
+    """An anchor's items stand at the path that defines them, the first in the file; an
+    alias after it is pointed at as written (`tier: *tiers`). The rule was walked last item
+    first, so the alias's path took the anchor's lines and the anchor's own warning fell
+    back to its `tier:` key's line."""
+    text = RULES.replace(
+        "      - tier:\n          - gold\n          - glod\n        params: {least: 3}\n",
+        "      - tier: &tiers\n          - gold\n          - glod\n        params: {least: 3}\n"
+        "      - tier: *tiers\n        region: sh\n        params: {least: 4}\n",
+    )
+    said = [s for s in warnings(load_texts([("r.yaml", text)])) if "tier 'glod'" in s]
+    assert [(_line(s), s.split(": ")[2].split()[0]) for s in said] == [
+        (20, "overrides[1]"),  # the anchor's item, `- glod`
+        (22, "overrides[2]"),  # the alias, `- tier: *tiers`
+    ]
