@@ -11,6 +11,7 @@ share a task block between rules.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import re
 import stat
@@ -250,10 +251,12 @@ class ReusedAnchor:
 
 
 _REUSED = re.compile(
-    r"duplicate anchor '(?P<name>[^']*)'.*?line (?P<first>\d+), column \d+"
+    r"""duplicate anchor (?P<name>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+    r".*?line (?P<first>\d+), column \d+"
     r".*?second occurrence\s+in [^\n]*?, line (?P<line>\d+), column (?P<column>\d+)",
     re.S,
 )
+"""ruamel's message: the name as Python's repr writes it (`'welcome'`, `"welcome's"`)."""
 
 
 @contextlib.contextmanager
@@ -269,6 +272,6 @@ def reused_anchors() -> Iterator[list[ReusedAnchor]]:
         match = _REUSED.search(str(seen.message))
         if issubclass(seen.category, ReusedAnchorWarning) and match is not None:
             first, line, column = (int(match[k]) for k in ("first", "line", "column"))
-            found.append(ReusedAnchor(match["name"], first, line, column))
-        elif not issubclass(seen.category, ReusedAnchorWarning):
+            found.append(ReusedAnchor(ast.literal_eval(match["name"]), first, line, column))
+        else:  # another warning, or one of a form not read: as it would have gone
             warnings.warn_explicit(seen.message, seen.category, seen.filename, seen.lineno)

@@ -57,3 +57,20 @@ def test_no_reused_anchor_no_warning() -> None:
     assert text != RULES
     rules = load_texts([("rules.yaml", text)])
     assert not [w for w in lint_warnings(rules) if "anchor" in w]
+
+
+def test_an_anchor_named_with_a_quote_is_warned_of_too() -> None:
+    """ruamel quotes the name as Python's repr does (`"welcome's"` for a name holding a
+    `'`): read as `'...'` alone, such a name's warning matched nothing and was dropped,
+    neither a lint warning nor ruamel's own."""
+    for name in ("welcome's", "a\\b"):
+        text = RULES.replace("&welcome", f"&{name}")
+        with warnings.catch_warnings(record=True) as escaped:
+            warnings.simplefilter("always")
+            rules = load_texts([("rules.yaml", text)])
+        said = [w for w in lint_warnings(rules) if "is defined again" in w]
+        assert [s.split(": ")[1] for s in said] == [
+            f"anchor &{name} is defined again (first at line 6)"
+        ], said
+        assert said[0].startswith("rules.yaml:18:11: ")
+        assert not [w for w in escaped if "anchor" in str(w.message)]
