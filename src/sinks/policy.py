@@ -521,7 +521,8 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         lines = []
         for err in exc.errors():
             line, col, field, said = located(doc, err)
-            lines.append(f"{path}:{line}:{col}: {field}: {said}")
+            named = f"{field}: " if field else ""  # the file as a whole names none
+            lines.append(f"{path}:{line}:{col}: {named}{said}")
         raise ConfigError(
             "invalid dispatch policy (see docs/architecture.md, 'Dispatch policy'):\n  "
             + "\n  ".join(lines)

@@ -51,8 +51,13 @@ def message(error: Mapping[str, Any]) -> str:
         return f"{value!r} is not a count: write a whole number, e.g. 40"
     if kind in {"time_parsing", "time_type"}:
         return f'{value!r} is not a time of day: write HH:MM, e.g. "09:00"'
-    if kind == "dict_type" and value is None:
+    if kind in {"dict_type", "model_type"} and value is None:  # `outcomes:` and no more
         return "empty: write its entries under it, or remove the line for the default"
+    if kind in {"dict_type", "model_type"} and not error["loc"]:  # the whole file
+        return (
+            f"the dispatch policy is {_as_written(value)}, not a mapping: write its settings "
+            "as `name: value` lines (timezone:, capacity:, hours: ...)"
+        )
     if kind in {"dict_type", "model_type"}:  # pydantic named the model's class
         return (
             f"{_as_written(value)} is not a mapping: write its settings under it, one "

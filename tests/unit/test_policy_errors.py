@@ -203,3 +203,28 @@ def test_a_value_where_a_mapping_belongs_says_what_to_write(
     assert f"{tmp_path / 'policy.yaml'}{where}{says}" in said
     assert "instance of" not in said
     assert "valid dictionary" not in said
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("- NJ\n- SZ\n", "['NJ', 'SZ']"), ("Asia/Shanghai\n", "'Asia/Shanghai'"), ("true\n", "true")],
+)
+def test_a_policy_that_is_no_mapping_says_so_of_the_file(
+    tmp_path: Path, text: str, shown: str
+) -> None:
+    """A whole file of a list or a word was told ': ... is not a mapping: write its
+    settings under it, one `name: value` a line indented below': an empty field name, and
+    'under it' of a file, which is under nothing."""
+    said = _refused(tmp_path, text)
+    assert f"{tmp_path / 'policy.yaml'}:1:1: the dispatch policy is {shown}" in said
+    assert "not a mapping: write its settings as `name: value` lines" in said
+    assert ": : " not in said
+    assert "indented below" not in said
+
+
+def test_a_section_left_empty_is_told_so_as_any_other(tmp_path: Path) -> None:
+    """`outcomes:` with nothing under it was 'null is not a mapping', where an empty
+    `overflow:` is told it is empty and that the line can go for the default."""
+    said = _refused(tmp_path, "outcomes:\n")
+    assert "outcomes: empty: write its entries under it, or remove the line" in said
+    assert "null" not in said
