@@ -292,8 +292,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 2
     if empty:  # an empty table and exit 0 read as a pass: a CI step green on nothing
         files = ", ".join(_file_named(n) for n in empty)
+        # the lines of the other files were checked, and counted above
+        lead = "" if sum(tally.checked.values()) else "nothing was checked: "
+        holds = "holds" if len(empty) == 1 else "hold"
         err.print(
-            f"moments: nothing was checked: {files} holds no payload (an empty file? a "
+            f"moments: {lead}{files} {holds} no payload (an empty file? a "
             "sample cut to nothing?); give the producer's payloads, one JSON object a line",
             style="bold red",
             markup=False,

@@ -604,3 +604,19 @@ def test_a_negative_max_shown_is_refused(capsys: pytest.CaptureFixture[str]) -> 
     assert exit_.value.code == 2
     said = capsys.readouterr().err
     assert "-1: write a whole number, 0 to print no refused line (all are counted)" in said
+
+
+def test_an_empty_file_among_checked_ones_is_named_without_saying_nothing_was_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With several files, one empty: 'nothing was checked: b.jsonl holds no payload'
+    stood under the table of the lines checked in the others."""
+    good = tmp_path / "a.jsonl"
+    good.write_bytes(b'{"a": 1}\n')
+    empty, blank = tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    empty.write_bytes(b"")
+    blank.write_bytes(b"\n")
+    assert main(["events", "check", str(good), str(empty), str(blank)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "nothing was checked" not in err
+    assert f"{empty}, {blank} hold no payload" in err
