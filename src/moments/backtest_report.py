@@ -675,9 +675,17 @@ def short_history_notes(
             f"{row['rule_id']} (new) made no task: {need.said()}, whole ones after the one "
             f"a subscriber's history in it begins in, so a first judgement needs about "
             f"{need.days()} days of history, and this one holds {held:.1f}: give a longer "
-            "history (moments simulate --duration 3w) to see what it makes."
+            f"history (moments simulate --duration {_weeks_for(need.days())}w) to see what "
+            "it makes."
         )
     return notes
+
+
+def _weeks_for(days: int) -> int:
+    """Weeks of history to simulate for a baseline of `days`: those days and a week of
+    judgements after them, 3 at least (it said 3 whatever the baseline: a rule comparing a
+    week with the 4 before, 35 days, still made no task on 21)."""
+    return max(3, -(-days // 7) + 1)
 
 
 def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

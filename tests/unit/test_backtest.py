@@ -2008,3 +2008,23 @@ def test_a_region_written_in_another_case_is_one_region_in_the_report(tmp_path: 
 
 def _day(task: dict[str, Any]) -> str:
     return dt.datetime.fromisoformat(task["deliver_after"]).astimezone(SHANGHAI).date().isoformat()
+
+
+def test_a_short_history_note_asks_for_as_long_a_history_as_the_baseline_needs(
+    tmp_path: Path,
+) -> None:
+    """A rule comparing a week with the 4 before needs about 35 days of history; its note
+    said to simulate `--duration 3w` whatever the baseline, 21 days, which still makes no
+    task."""
+    series = "series:\n  topup_week: {on: [topup], field: amount, period: week}\n"
+    weekly = BIG_DAY.replace("topup_day", "topup_week").replace("windows: 7", "windows: 4")
+    base = write_rules(tmp_path / "base.yaml")
+    candidate = tmp_path / "new.yaml"
+    candidate.write_text(series + (RULES % {"big": BIG, "priority": 3, "extra": weekly}))
+    out = tmp_path / "out"
+    args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(out)]
+    assert main(["backtest", *args, "--rules", str(candidate), "--baseline-rules", str(base)]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    (said,) = [n for n in report["notes"] if n.startswith("big_topup_week (new) made no task")]
+    assert "needs about 35 days of history" in said
+    assert "(moments simulate --duration 6w)" in said
