@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
-from moments.deferred import DeferredTask, Listing, _described, summary
+from moments.deferred import DeferredTask, Listing, _described, deferred_tasks, summary
 
 TASK_ID = "0" * 32
 
@@ -95,3 +98,107 @@ def test_a_moment_type_not_met_in_a_part_read_is_not_said_to_wait_nowhere() -> N
         "no task of moment type 'bill_spike' among the soonest due read (--limit 0 reads the "
         "whole queue)"
     ]
+
+
+class _Pipe:
+    """A pipeline of the commands the listing may send (`ZCARD`, `ZCOUNT`, `LLEN`)."""
+
+    def __init__(self, redis: _SortedSetRedis) -> None:
+        self.redis = redis
+        self.calls: list[int] = []
+
+    async def __aenter__(self) -> _Pipe:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    def zcard(self, key: str) -> None:
+        self.calls.append(len(self.redis.scores))
+
+    def zcount(self, key: str, low: str, high: str) -> None:
+        self.calls.append(sum(1 for s in self.redis.scores.values() if s < 0))
+
+    def llen(self, key: str) -> None:
+        self.calls.append(0)
+
+    async def execute(self) -> list[int]:
+        self.redis.after_count()
+        return self.calls
+
+
+class _SortedSetRedis:
+    """The queue's `deferred` sorted set and the ledger's entries, in memory: the reads
+    `deferred_tasks` makes, with `after_count` run once the queue was counted (a worker's
+    release landing between two of the listing's reads)."""
+
+    def __init__(self, scores: dict[str, float], entries: dict[str, bytes]) -> None:
+        self.scores, self.entries = scores, entries
+        self.after_count: Callable[[], None] = lambda: None
+
+    def pipeline(self, transaction: bool = True) -> _Pipe:
+        return _Pipe(self)
+
+    async def zcard(self, key: str) -> int:
+        count = len(self.scores)
+        self.after_count()
+        return count
+
+    def _ordered(self) -> list[tuple[bytes, float]]:
+        return sorted(((m.encode(), s) for m, s in self.scores.items()), key=lambda x: (x[1], x[0]))
+
+    async def zrange(self, key: str, start: int, end: int, withscores: bool) -> list[Any]:
+        return self._ordered()[start : end + 1]
+
+    async def zrangebyscore(
+        self, key: str, low: Any, high: Any, start: int, num: int, withscores: bool
+    ) -> list[Any]:
+        return [x for x in self._ordered() if x[1] >= 0][start : start + num]
+
+    async def zrevrangebyscore(
+        self, key: str, high: Any, low: Any, start: int, num: int, withscores: bool
+    ) -> list[Any]:
+        return [x for x in reversed(self._ordered()) if x[1] < 0][start : start + num]
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        return [self.entries.get(k.removeprefix("T:")) for k in keys]
+
+
+class _Ledger:
+    def key(self, task_id: str) -> str:
+        return f"T:{task_id}"
+
+    def group_key(self, task_id: str) -> str:
+        return f"G:{task_id}"
+
+
+@dataclasses.dataclass
+class _Queue:
+    redis: _SortedSetRedis
+    key: str = "deferred"
+    ledger: _Ledger = dataclasses.field(default_factory=_Ledger)
+
+
+async def test_tasks_released_while_listing_leave_the_waiting_ones_listed() -> None:
+    """The queue's two parts were told apart by a rank counted first: a release landing
+    after that count (a worker's, every few seconds in a busy day) moved the first waiting
+    tasks below the rank counted, where the waiting part was not read, and they were
+    neither listed nor counted, the soonest due of them first."""
+    entry = b'D{"deferred": {"reason": "capacity"}, "moment": {"type": "low_balance"}}'
+    ranked = {f"r{i}": -1.0 - (100 + i) for i in range(3)}  # due and ranked
+    waiting = {f"w{i}": 200.0 + i for i in range(3)}
+    redis = _SortedSetRedis({**ranked, **waiting}, dict.fromkeys([*ranked, *waiting], entry))
+
+    def release() -> None:  # the ranked ones are sent: out of the queue, P in the ledger
+        for task_id in ranked:
+            redis.scores.pop(task_id, None)
+            redis.entries[task_id] = b"P{}"
+
+    redis.after_count = release
+    for limit in (0, 2):
+        redis.scores.update(ranked)
+        redis.entries.update(dict.fromkeys(ranked, entry))
+        listing = await deferred_tasks(_Queue(redis), limit=limit)  # type: ignore[arg-type]
+        assert [t.task_id for t in listing.tasks] == ["w0", "w1", "w2"][: limit or None]
+        if listing.complete:
+            assert listing.by_reason == {"capacity": 3}
