@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import hashlib
+import logging
 import re
 from collections.abc import Iterable
 from enum import StrEnum
@@ -479,8 +480,15 @@ def load_policy(path: Path | None) -> DispatchPolicy:
     from ruamel.yaml.error import YAMLError
 
     from rules.exceptions import RulesError
-    from rules.yamllimits import beyond_limits, read_limited, yaml_problem
+    from rules.yamllimits import (
+        ReusedAnchor,
+        beyond_limits,
+        read_limited,
+        reused_anchors,
+        yaml_problem,
+    )
 
+    reused: list[ReusedAnchor] = []
     try:
         text = read_limited(path)
         problem = beyond_limits(str(path), text)
@@ -491,7 +499,8 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         # Dates as text (a bad one is refused at its line), region keys as written (`010`).
         yaml = YAML(typ="safe")
         yaml.Constructor = NamesAsWritten
-        data: Any = yaml.load(text)
+        with reused_anchors() as reused:  # ruamel's own warning was a dump on stderr
+            data: Any = yaml.load(text)
     except RulesError as exc:
         raise ConfigError(f"invalid dispatch policy: {exc}") from None
     except FileNotFoundError:  # "write it as UTF-8 YAML" sent a user to rewrite a file
@@ -508,6 +517,8 @@ def load_policy(path: Path | None) -> DispatchPolicy:
             f"{path}: cannot read the dispatch policy ({type(exc).__name__}: {exc}); write "
             "it as UTF-8 YAML (docs/architecture.md, 'Dispatch policy')"
         ) from None
+    for anchor in reused:  # loaded as YAML says; the file's author is told which one
+        logging.getLogger(__name__).warning("dispatch policy: %s", anchor.said(str(path)))
     if data is None:  # empty, or comments only: what a half-written file looks like
         raise ConfigError(
             f"{path}: the dispatch policy is empty, which would put the defaults in force (no "

@@ -4,6 +4,8 @@ and pydantic's words, 'unable to parse string as an integer', named no fix)."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -228,3 +230,24 @@ def test_a_section_left_empty_is_told_so_as_any_other(tmp_path: Path) -> None:
     said = _refused(tmp_path, "outcomes:\n")
     assert "outcomes: empty: write its entries under it, or remove the line" in said
     assert "null" not in said
+
+
+def test_an_anchor_defined_again_is_one_warning_at_its_line_not_a_library_dump(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A policy whose anchor was defined twice loaded, with ruamel's `ReusedAnchorWarning`
+    on stderr at every start: `<unicode string>`, its own source line, as rules files
+    had before they said it as a lint warning."""
+    path = tmp_path / "policy.yaml"
+    path.write_text("timezone: &z Asia/Shanghai\ncapacity:\n  NJ: &z {manager: 4}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning escaping the loader fails the test
+        with caplog.at_level(logging.WARNING):
+            policy = load_policy(path)
+    assert policy.timezone == "Asia/Shanghai"
+    said = [r.getMessage() for r in caplog.records if "anchor" in r.getMessage()]
+    assert said == [
+        f"dispatch policy: {path}:3:7: anchor &z is defined again (first at line 1): an "
+        "alias *z after this line stands for this one, before it for the first; give each "
+        "anchor its own name"
+    ]
