@@ -16,6 +16,7 @@ format, so the written file can be shipped and loaded back as it is.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from calendar import isleap
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,7 +41,7 @@ from ruamel.yaml.error import YAMLError
 from moments.errortext import error_text
 from rules.exceptions import RuleProblem, RulesError
 from rules.hints import closest
-from rules.yamllimits import beyond_limits, read_limited, yaml_problem
+from rules.yamllimits import beyond_limits, read_limited, reused_anchors, yaml_problem
 from rules.yamlpos import NamesAsWrittenAt, position
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -256,9 +257,12 @@ def parse_calendar(name: str, text: str) -> HolidayCalendar:
     yaml = YAML(typ="rt")
     yaml.Constructor = NamesAsWrittenAt  # `name: 0520` is "0520", as in a rules file
     try:
-        doc = yaml.load(text)
+        with reused_anchors() as reused:  # ruamel's own warning was a dump on stderr
+            doc = yaml.load(text)
     except YAMLError as exc:
         raise CalendarError([yaml_problem(name, text, exc)]) from None
+    for anchor in reused:  # loaded as YAML says; the file's author is told which one
+        logging.getLogger(__name__).warning("holiday calendar: %s", anchor.said(name))
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):

@@ -485,3 +485,28 @@ def test_a_misspelt_key_of_a_holiday_names_the_one_meant() -> None:
         "op.yaml:2:43: unknown field 'holidays.0.every_yaer'; did you mean 'every_year'? "
         "(allowed here: key, name, local_name, every_year, dates)"
     ]
+
+
+def test_an_anchor_defined_again_is_one_warning_at_its_line_not_a_library_dump(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A holiday calendar whose anchor was defined twice loaded with ruamel's
+    `ReusedAnchorWarning` dumped on stderr (`<unicode string>`, a library path), where a
+    rules file's is one warning at its line."""
+    import logging
+    import warnings
+
+    from rules.calendar import parse_calendar
+
+    text = (
+        "defaults: false\nholidays:\n  - key: a\n    name: &n A\n    dates: [2026-02-17]\n"
+        "  - key: b\n    name: &n B\n    dates: [2026-02-18]\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning escaping the loader fails the test
+        with caplog.at_level(logging.WARNING):
+            calendar = parse_calendar("cal.yaml", text)
+    assert calendar.keys()[:2] == ["a", "b"]
+    said = [r.getMessage() for r in caplog.records if "anchor" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].startswith("holiday calendar: cal.yaml:7:11: anchor &n is defined again")
