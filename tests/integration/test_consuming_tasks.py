@@ -3,7 +3,10 @@ it acts once on a task delivered twice, not on an expired one (which it answers
 `failed`: the detector expects an outcome for every task, docs "When nothing comes
 back"), tells the customer of a merged task's every moment but one that lapsed (its own
 `expires_at` passed: the page says to leave it out, and its example told it all the
-same), and its outcomes are ones the worker reads."""
+same), and its outcomes are ones the worker reads. It honours `moments.task-withdrawals`:
+a task withdrawn before it was read is not acted on and gets no outcome (the page says
+"Read that topic too"; its example read only the tasks and called a customer who had
+opted out)."""
 
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ from moments.models import (
     RelatedMoment,
     ServiceTask,
     TaskOutcome,
+    WithdrawReason,
 )
 from moments.settings import Settings
 from sinks.payloads import task_bytes
+from sinks.withdrawals import ProfileChange, notice
 
 from .conftest import MakeSettings
 from .kafka_io import produce, read_topic
@@ -43,8 +48,8 @@ def tid(name: str) -> str:
     return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
 
 
-FAILURE, MERGED, RECOVERY, LAPSED, STALE = (
-    tid(n) for n in ("failure", "merged", "recovery", "lapsed", "stale")
+FAILURE, MERGED, RECOVERY, LAPSED, STALE, OPTED_OUT = (
+    tid(n) for n in ("failure", "merged", "recovery", "lapsed", "stale", "opted_out")
 )
 
 
@@ -113,7 +118,19 @@ async def test_the_example_consumer_acts_once_in_time_and_reports(
         ],
     )
     lapsed = task(LAPSED, "13800138003", "low_balance", expires_at=NOW)
-    records = [failure, failure, lapsed, merged]  # the first twice: a re-drive
+    opted_out = task(OPTED_OUT, "13800138004", "roaming_welcome", channel=Channel.SMS)
+    # The customer opted out of SMS after it was published, before the dispatch consumer
+    # read it: the withdrawal is on its topic first.
+    withdrawal = notice(
+        opted_out,
+        ProfileChange(opted_out.subscriber_id, WithdrawReason.OPT_OUT, NOW),
+        NOW.timestamp(),
+    )
+    await produce(
+        settings,
+        [("task_withdrawals", withdrawal.subscriber_id, withdrawal.model_dump_json().encode())],
+    )
+    records = [failure, failure, lapsed, merged, opted_out]  # the first twice: a re-drive
     await produce(settings, [("tasks", t.subscriber_id, task_bytes(t)) for t in records])
 
     monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
@@ -121,6 +138,7 @@ async def test_the_example_consumer_acts_once_in_time_and_reports(
     exec(compile(example(), str(PAGE), "exec"), namespace)  # noqa: S102 (the page's own code)
     namespace["TASKS"] = settings.topic("tasks")
     namespace["OUTCOMES"] = settings.topic("task_outcomes")
+    namespace["WITHDRAWALS"] = settings.topic("task_withdrawals")
     await namespace["consume"](stop_after=len(records), rebalance_timeout_ms=3000)
 
     acted = sorted(capsys.readouterr().out.splitlines())  # two partitions: either first
@@ -132,7 +150,7 @@ async def test_the_example_consumer_acts_once_in_time_and_reports(
     )
     outcomes = [
         TaskOutcome.model_validate_json(r.value)
-        for r in await read_topic(settings, "task_outcomes", count=3, wait_s=20, settle=1)
+        for r in await read_topic(settings, "task_outcomes", count=3, wait_s=20, settle=2)
     ]
     assert sorted((o.task_id, o.status) for o in outcomes) == sorted(
         [
