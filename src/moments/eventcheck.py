@@ -24,7 +24,14 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from moments.decoding import UTF8_BOM, decode, deletion_form, stream_json, utf16_form
+from moments.decoding import (
+    UTF8_BOM,
+    decode,
+    deletion_form,
+    stream_json,
+    utf16_form,
+    whole_characters,
+)
 from moments.filenames import gzipped
 from moments.models import EventType
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectReason
@@ -231,12 +238,29 @@ def check_outcome(
 
 def _key_of(value: bytes) -> bytes | None:
     """The key a consumer keying by subscriber id gives the value (None: it names none)."""
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
+    doc = _as_read(value)
     sub = doc.get("subscriber_id") if isinstance(doc, dict) else None
     return str(sub).encode() if sub is not None else None
+
+
+def _as_read(value: bytes) -> Any:
+    """The JSON in `value` as far as its key and type go, or `_NOT_JSON`: orjson's reading,
+    else the stream parser's (NaN, Infinity: `stream_json`), else with each lone surrogate
+    escape read as U+FFFD (`whole_characters`, as an outcome's decoder reads a note cut in
+    an emoji). The verdict is the worker's, on the bytes as they are; read by orjson alone,
+    an outcome the worker takes was judged unkeyed (`missing_key`) or of no type."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+    for form in (value, whole_characters(value)):
+        if form is None:
+            continue
+        try:
+            return stream_json(form)
+        except ValueError:
+            pass
+    return _NOT_JSON
 
 
 def check_value(
@@ -246,14 +270,8 @@ def check_value(
     now: float | None = None,
     ahead_s: int = DEFAULT_AHEAD_S,
 ) -> LineVerdict:
-    doc: Any
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        try:  # NaN or Infinity: the worker's parser reads them, so its key and type count
-            doc = stream_json(value)
-        except ValueError:
-            doc = _NOT_JSON
+    doc = _as_read(value)  # NaN or Infinity: the worker's parser reads them, so its key
+    # and type count; so do a lone surrogate's, which a task outcome's decoder reads
     if event_type is None and (doc is _NOT_JSON or not isinstance(doc, dict | None)):
         # A worker's verdict, the same for any type (`null` is a profile deletion)
         refused = decode(RawRecord("", 0, number, None, value), EventType.USAGE)

@@ -132,3 +132,22 @@ def test_outcome_lines_among_events_get_the_outcomes_note(
     assert "schemas/<type>-event.schema.json" in err
     assert "schemas/task-outcome.schema.json" in err
     assert "unknown_task" in err
+
+
+def test_an_outcome_the_worker_takes_is_taken_with_nan_or_a_lone_surrogate() -> None:
+    """docs/consuming-tasks.md: `NaN` in a field of your own does not cost the outcome, and
+    a lone surrogate escape in `note` reads as U+FFFD; a worker given such an outcome keyed
+    by its subscriber takes it. The check keyed the line by a parse of orjson's alone, which
+    refuses both, so it said `missing_key` ("produce with the subscriber id as the record
+    key") of an outcome that was keyed and would be taken, with `--type task_outcome` and
+    among events; with its `"type"` field the surrogate one was refused as no JSON at all."""
+    base = orjson.dumps(example("TaskOutcome"))
+    nan = base[:-1] + b',"gateway_cost":NaN}'
+    surrogate = base.replace(b'"note":"', b'"note":"\\ud83d ')  # a note cut in an emoji
+    assert surrogate != base
+    typed = [v[:-1] + b',"type":"task_outcome"}' for v in (nan, surrogate)]
+    outcomes = list(check_lines([nan, surrogate], None, NOW, outcomes=True))
+    mixed = list(check_lines(typed, None, NOW))
+    assert [(v.event_type, v.reason, v.message) for v in outcomes + mixed] == [
+        (OUTCOME, None, "")
+    ] * 4
