@@ -61,7 +61,11 @@ def suggestions(value: str, action: argparse.Action) -> list[str]:
     import difflib  # on this error only: not paid by every command's start
 
     choices = [c for c in action.choices or () if isinstance(c, str)]
-    close = difflib.get_close_matches(value, choices, n=SUGGESTED)
+    # The same word in another case first: difflib compares case, so `DONE_NO_CHANGE` (a
+    # dialer's spelling of a status) found nothing close and got the list alone.
+    same = [c for c in choices if c.casefold() == value.casefold()]
+    close = list(dict.fromkeys(same + difflib.get_close_matches(value, choices, n=SUGGESTED)))
+    close = close[:SUGGESTED]
     if not isinstance(action, argparse._SubParsersAction):
         return close
     parsers: dict[str, argparse.ArgumentParser] = dict(action.choices)

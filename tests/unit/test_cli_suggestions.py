@@ -56,6 +56,28 @@ def test_an_options_value_gets_a_close_spelling(capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.parametrize(
+    ("argv", "typed", "meant"),
+    [
+        (
+            ["tasks", "ack", "a" * 32, "--status", "DONE_NO_CHANGE"],
+            "DONE_NO_CHANGE",
+            "done_no_change",
+        ),
+        (["tasks", "ack", "a" * 32, "--status", "Declined"], "Declined", "declined"),
+        (["events", "check", "--type", "USAGE", "e.jsonl"], "USAGE", "usage"),
+    ],
+)
+def test_a_value_written_in_other_case_is_told_its_spelling(
+    argv: list[str], typed: str, meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dispatch consumer's `tasks ack --status DONE_NO_CHANGE` (its dialer's spelling)
+    was given the list alone: difflib compares case, and found nothing close. The worker
+    tells such an outcome "write 'done_no_change' exactly"; the command now says it too."""
+    said = refused(argv, capsys)
+    assert f"invalid choice: {typed!r}; did you mean {meant!r}?" in said
+
+
+@pytest.mark.parametrize(
     "argv", [["frobnicate"], ["rules", "zzz"], ["events", "check", "--type", "zzz", "e.jsonl"]]
 )
 def test_nothing_close_is_the_list_alone(
