@@ -654,10 +654,17 @@ class TaskSink:
                 or j.gates.off_hours(r, now, w)
             ):
                 pass
-            elif r.c.fresh and not task.attempt and task.channel in j.policy.merge.hold_channels:
+            elif (
+                window > 0
+                and r.c.fresh
+                and not task.attempt
+                and task.channel in j.policy.merge.hold_channels
+            ):
                 # Not a retry (`attempt` >= 1): it waited for `unreachable_retry_after`,
                 # or its outcome was read after that, and it goes when the wait ends, as
                 # documented; held here, one read 2 h 1 min late went 30 minutes later.
+                # Nor with a window of 0, which holds nothing: parked until now, the task
+                # went at the next tick saying `deferred: merge_window`.
                 w.park(r, now + window, "merge_window")
             else:
                 contacting.append(r)

@@ -130,7 +130,7 @@ class MergePolicy(_Frozen):
     held for the window even when due now: by default the human channels, where
     several moments must become one call and half an hour costs little, while SMS
     and app pushes (cheap, often time-critical: a roaming welcome) go at once.
-    `hold_channels: []` sends every task as soon as it may be delivered."""
+    `hold_channels: []` (or `window: 0s`) sends every task as soon as it may be delivered."""
 
     window: Duration = dt.timedelta(minutes=30)
     hold_channels: frozenset[Channel] = frozenset({Channel.OUTBOUND_CALL, Channel.MANAGER})

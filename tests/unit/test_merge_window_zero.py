@@ -1,0 +1,35 @@
+"""`merge: {window: 0s}` holds nothing: a call due now goes at once with `deferred` null,
+as with `hold_channels: []` (docs/consuming-tasks.md: `deferred` is null for a task
+published as soon as it was made).
+
+Found walking as a dispatch consumer: with a window of 0 a call was parked "for the merge
+window" until the same instant, went out at the next release tick, and said `deferred:
+{reason: merge_window}` of a task that waited for nothing; its retry after a late
+`unreachable` said `merge_window` instead of `unreachable_retry`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import orjson
+
+from moments.backtest import CollectingProducer, EventTime
+from moments.models import Channel
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy, MergePolicy
+
+from .test_unanswered import CALL, START, task
+
+
+async def test_a_window_of_zero_sends_a_call_at_once_undeferred() -> None:
+    clock = EventTime(START.timestamp())
+    producer = CollectingProducer(clock)
+    policy = DispatchPolicy(merge=MergePolicy(window=dt.timedelta(0)))
+    sink = TaskSink(producer, "moments.tasks", memory_stores(clock), Metrics(), policy, clock)
+    await sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
+    await sink.flush()
+    (sent,) = producer.sent
+    assert sent.at == START.timestamp()
+    assert orjson.loads(sent.payload)["deferred"] is None
