@@ -30,7 +30,17 @@ def problem(url: str) -> str | None:
     """What in `url` redis-py cannot read, or reads otherwise than written, or None: a
     port that is no number from 1 to 65535 (redis-py raises; port 0 it takes for 6379), no
     host (it takes localhost), a database that is no number (a path such as `/moments`:
-    it takes database 0), no socket path for unix://. The scheme is checked before."""
+    it takes database 0), no socket path for unix://, a host in brackets that is no IPv6
+    address (`urlsplit` raises), an option in the query of the wrong kind
+    (`?socket_timeout=5s`: redis-py raises at the first connection). The scheme is checked
+    before."""
+    try:
+        urlsplit(url)
+    except ValueError:  # its message is "Invalid IPv6 URL": the fix is left out
+        return (
+            "the host part has a '[' or ']' that does not enclose an IPv6 address; "
+            "write e.g. redis://[::1]:6379/0 or redis://redis:6379/0"
+        )
     if _cut_login(url) is not None:  # before the port: that message quoted the password
         return (
             "the user or password holds a '/', '?' or '#', where a URL's login ends; "
@@ -41,6 +51,8 @@ def problem(url: str) -> str | None:
     db = query.get("db", [])
     if any(not value.isdigit() for value in db):
         return f"the database (?db={db[0]}) is no number; write e.g. {EXAMPLE}"
+    if (option := _bad_option(query)) is not None:
+        return option
     if parts.scheme == "unix":
         if not parts.path:
             return "no socket path after unix://; write unix:///path/to/redis.sock?db=0"
@@ -63,6 +75,30 @@ def problem(url: str) -> str | None:
     return None
 
 
+def _bad_option(query: dict[str, list[str]]) -> str | None:
+    """What is wrong with the first query option redis-py cannot read as its kind (a
+    number, true or false, ...), or None. Its value is not quoted: it may be a secret."""
+    from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS  # redis-py's own readers
+
+    for name, values in query.items():
+        parse = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        if parse is None or not values:
+            continue
+        try:
+            parse(values[0])
+        except (ValueError, TypeError):
+            kind = "what redis-py documents for it"
+            if parse is float:
+                kind = "a number (e.g. 5 or 0.5)"
+            elif parse is int:
+                kind = "a whole number (e.g. 5)"
+            return (
+                f"the option ?{name}= holds a value redis-py cannot read; write {kind}, "
+                "or leave it out"
+            )
+    return None
+
+
 def passwords(url: str) -> list[str]:
     """Each password in `url`, as written there (percent-encoded) and decoded: a log line
     may quote either. Longest first, so that none is redacted by half."""
@@ -81,7 +117,13 @@ def passwords(url: str) -> list[str]:
 
 
 def redacted_url(url: str) -> str:
-    """`url` with any password, in the user part or the query, replaced by `****`."""
+    """`url` with any password, in the user part or the query, replaced by `****`; one
+    `urlsplit` cannot read (a stray '[') as `<scheme>://****`: where its password is is
+    not known, and the refusal that quotes it must not fail on it."""
+    try:
+        urlsplit(url)
+    except ValueError:
+        return f"{url.partition('://')[0]}://{MASK}"
     if (cut := _cut_login(url)) is not None:
         user, colon, _ = cut[0].partition(":")
         if colon:

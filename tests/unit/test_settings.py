@@ -281,3 +281,36 @@ def test_a_value_of_the_wrong_kind_says_what_to_write(
     line = next(line for line in str(err.value).splitlines() if variable in line)
     assert fix in line, line
     assert f"(got '{value}')" in line, line
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis://:s3cr3t@[::1/0", "IPv6"),
+        ("rediss://moments:s3cr3t@redis]:6380/0", "IPv6"),
+        ("redis://moments:s3cr3t@redis:6379/0?socket_timeout=5s", "?socket_timeout="),
+        ("redis://redis:6379/0?password=s3cr3t&health_check_interval=often", "?health_check"),
+    ],
+)
+def test_a_redis_url_redis_py_raises_on_is_refused_without_a_traceback_or_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, said: str
+) -> None:
+    """A stray '[' or ']' in the host part made `urlsplit` raise ("Invalid IPv6 URL") in
+    the check and again in the redaction of the refusal: every command stopped with a
+    traceback that printed pydantic's error, `input_value='redis://:s3cr3t@[::1/0'`, the
+    password in clear. An option of the wrong kind in the query passed the load and
+    stopped the worker, `moments check` and every Redis command at the first connection
+    with redis-py's traceback ("Invalid value for 'socket_timeout' in connection URL")."""
+    monkeypatch.setenv("MOMENTS_REDIS_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "MOMENTS_REDIS_URL" in message
+    assert said in message
+    assert "write" in message
+    assert "s3cr3t" not in message
+    assert main(["config", "show"]) == 2
+    out = capsys.readouterr()
+    assert "MOMENTS_REDIS_URL" in out.err
+    assert "s3cr3t" not in out.out + out.err
+    assert "Traceback" not in out.err
