@@ -445,7 +445,7 @@ async def handle_outcomes(
         if task is None:
             if outcome.status in _ACTS:
                 log.info(
-                    "no %s for %r: its payload is gone (expired or unknown)",
+                    "no %s for %r: its payload is gone (expired, or its subscriber erased)",
                     _ACTS[outcome.status],
                     outcome.task_id,
                 )

@@ -91,19 +91,22 @@ return v
 # K: task, group, body, unanswered index of the task's channel, answered mark, published
 # index of the task's subscriber; A: final value, id, body ('' for none), seconds to keep
 # it, milliseconds to keep the entry ('' as it is), when the task expires ('' for none: not
-# sent), seconds to keep the published index ('' for none), now; SK: pending. A sent task
-# enters the unanswered index (one ZADD) only as it leaves P, so a confirm repeated after
+# sent), seconds to keep the published index ('' for none), when the members it drops
+# expired by (a day ago, PUBLISHED_KEPT_S: their bodies are kept as long, and a
+# tombstone erases every body the index names, `forget_published`); SK: pending. A sent
+# task enters the unanswered index (one ZADD) only as it leaves P, so a confirm repeated after
 # its outcome came back does not put it back, and only when no outcome came back while it
 # was P (`answered:<id>`, `first_outcome`: published, then the worker died before the
 # confirm, or the consumer answered first), so a re-drive's confirm does not either. It
 # enters its subscriber's published index (`published:<subscriber>`, by expiry: what a
-# later opt-out withdraws, sinks.withdrawals) as it leaves P too, whose expired members
-# go then. Unless (K[7], the subscriber's facts hash; A[9], the channel it went out on, ''
-# for no look; A[10], when it was made, '' for no tombstone look) the facts make it void
-# now, as `sinks.relevance.voided` reads them: then nothing is written, the entry stays P
-# (a re-drive drops it and withdraws it, should its worker die) and the reply is {why,
-# when}: a batch that recorded the change before this ran and looked the index up before
-# it, or after it, finds nothing, and the caller withdraws the task itself.
+# later opt-out withdraws, sinks.withdrawals) as it leaves P too, whose members expired
+# a day before go then. Unless (K[7], the subscriber's facts hash; A[9], the channel it
+# went out on, '' for no look; A[10], when it was made, '' for no tombstone look) the
+# facts make it void now, as `sinks.relevance.voided` reads them: then nothing is
+# written, the entry stays P (a re-drive drops it and withdraws it, should its worker
+# die) and the reply is {why, when}: a batch that recorded the change before this ran and
+# looked the index up before it, or after it, finds nothing, and the caller withdraws the
+# task itself.
 _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
@@ -294,7 +297,8 @@ Voided = dict[str, tuple[WithdrawReason, float]]
 when the change was (epoch seconds); left pending."""
 
 PUBLISHED_KEPT_S = 86400
-"""How long a subscriber's published index outlives the expiry of its latest task."""
+"""How long a subscriber's published index outlives the expiry of its latest task, and
+keeps an expired task (as long as its body: `sinks.dispatch._BODY_GRACE_S`)."""
 
 
 @dataclass(frozen=True)
@@ -386,8 +390,9 @@ class TaskLedger:
         return f"{self.prefix}answered:{task_id}"
 
     def published_key(self, subscriber_id: str) -> str:
-        """A subscriber's published tasks not yet expired nor withdrawn: task id -> its
-        expiry (epoch seconds); see `published_of`."""
+        """A subscriber's published tasks not withdrawn, expired a day ago at most (their
+        bodies are kept as long): task id -> its expiry (epoch seconds); see
+        `published_of` (the live ones) and `forget_published` (all)."""
         return f"{self.prefix}published:{subscriber_id}"
 
     def facts_key(self, subscriber_id: str) -> str:
@@ -524,7 +529,7 @@ class TaskLedger:
                     ""
                     if sent is None or sub is None
                     else max(1, int(sent[1] - now) + PUBLISHED_KEPT_S),
-                    repr(now),
+                    repr(now - PUBLISHED_KEPT_S),
                     "" if look is None or sent is None else sent[0],
                     "" if look is None or math.isinf(look) else repr(look),
                 ),
@@ -637,9 +642,17 @@ class TaskLedger:
         await pipe.execute()
 
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
-        """See `sinks.stores.Ledger.forget_published`."""
-        if subscriber_ids:
-            await self.redis.delete(*(self.published_key(s) for s in subscriber_ids))
+        """See `sinks.stores.Ledger.forget_published`: their indexes read, then deleted with
+        the bodies they name (two round trips: a confirm between them of a task of theirs
+        writes nothing, their facts' `forgotten` mark, recorded before, making it void)."""
+        if not subscriber_ids:
+            return
+        keys = [self.published_key(s) for s in subscriber_ids]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrange(key, 0, -1)
+        ids = [as_bytes(i).decode() for got in await pipe.execute() for i in got]
+        await self.redis.delete(*keys, *(self.body_key(i) for i in ids))
 
     async def first_outcome(
         self, task_id: str, status: str, channel: str | None = None, token: str = ""

@@ -23,6 +23,7 @@ from sinks.ledger import (
     DROPPED_KEPT_S,
     MERGED,
     PENDING,
+    PUBLISHED_KEPT_S,
     SENT,
     TAKEN_OVER,
     Unanswered,
@@ -160,7 +161,8 @@ class MemoryLedger:
                 self.awaiting.setdefault(channel, {})[task_id] = expires_at
             if settles and sub is not None and awaiting and task_id in awaiting:  # as Redis
                 index = self.published.setdefault(sub, {})
-                for gone in [i for i, at in index.items() if at <= now]:
+                cutoff = now - PUBLISHED_KEPT_S  # as Redis: kept as long as their bodies
+                for gone in [i for i, at in index.items() if at <= cutoff]:
                     del index[gone]
                 index[task_id] = awaiting[task_id][1]
             if bodies and task_id in bodies:
@@ -298,7 +300,8 @@ class MemoryLedger:
 
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
         for sub in subscriber_ids:
-            self.published.pop(sub, None)
+            for task_id in self.published.pop(sub, {}):
+                self.bodies.pop(task_id, None)
 
     async def first_outcome(
         self, task_id: str, status: str, channel: str | None = None, token: str = ""

@@ -239,7 +239,9 @@ class Ledger(Protocol):
         ...
 
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
-        """Erase these subscribers' published indexes (a tombstone, after its withdrawals)."""
+        """Erase these subscribers' published indexes (a tombstone, after its withdrawals
+        were published) and the payloads of the tasks in them (`body`): an outcome of one
+        reported later acts on nothing anyway."""
         ...
 
     async def first_outcome(

@@ -280,7 +280,8 @@ class Withdrawals:
 
     async def withdraw(self, changes: Sequence[ProfileChange]) -> list[TaskWithdrawal]:
         """Publish the withdrawals `changes` make and await them, then take the tasks out of
-        the ledger's indexes; the tombstoned subscribers' index is erased. Returns them."""
+        the ledger's indexes; the tombstoned subscribers' index is erased, and the bodies of
+        the tasks in it. Returns them."""
         if not changes or self.topic is None:
             return []
         subs = list(dict.fromkeys(c.subscriber_id for c in changes))
@@ -300,11 +301,14 @@ class Withdrawals:
         made = withdrawals_of(changes, published, now)
         if made:
             await self._publish(made)
-            items = [(w.task_id, w.subscriber_id, str(w.channel)) for w in made]
-            await self._redis(lambda: self.ledger.withdrawn(items), "recording withdrawals")
+        # Before `withdrawn`, which takes the withdrawn tasks out of the index: erased with
+        # the index, their bodies too.
         gone = [c.subscriber_id for c in changes if c.reason is WithdrawReason.FORGOTTEN]
         if gone:
             await self._redis(lambda: self.ledger.forget_published(gone), "erasing published tasks")
+        if made:
+            items = [(w.task_id, w.subscriber_id, str(w.channel)) for w in made]
+            await self._redis(lambda: self.ledger.withdrawn(items), "recording withdrawals")
         return made
 
     async def withdraw_dropped(self, dropped: Sequence[tuple[ServiceTask, str]]) -> None:

@@ -11,7 +11,7 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from sinks.ledger import TAKEN_OVER, TaskLedger, Unanswered
+from sinks.ledger import PUBLISHED_KEPT_S, TAKEN_OVER, TaskLedger, Unanswered
 from sinks.memory import MemoryLedger
 from sinks.stores import Ledger
 
@@ -275,11 +275,22 @@ class TestPublishedIndex:
         await ledger.forget_published([sub])
         assert not await ledger.redis.exists(ledger.published_key(sub))
 
-    async def test_expired_members_go_at_the_next_confirm(self, ledger: TaskLedger) -> None:
+    async def test_members_expired_a_day_ago_go_at_the_next_confirm(
+        self, ledger: TaskLedger
+    ) -> None:
+        """One expired within the day stays: its body is kept as long, and a tombstone
+        erases the bodies the index names (`forget_published`)."""
         now = time.time()
         sub = "13800138000"
-        await ledger.claim([("old", b"{}"), ("new", b"{}")])
-        await ledger.confirm(["old"], awaiting={"old": ("sms", now - 1)}, subscribers={"old": sub})
-        await ledger.confirm(["new"], awaiting={"new": ("sms", now + 60)}, subscribers={"new": sub})
+        await ledger.claim([("old", b"{}"), ("recent", b"{}"), ("new", b"{}")])
+        awaiting = {
+            "old": ("sms", now - PUBLISHED_KEPT_S - 1),
+            "recent": ("sms", now - 1),
+            "new": ("sms", now + 60),
+        }
+        subscribers = dict.fromkeys(awaiting, sub)
+        await ledger.confirm(["old", "recent"], awaiting=awaiting, subscribers=subscribers)
+        await ledger.confirm(["new"], awaiting=awaiting, subscribers=subscribers)
         members = await ledger.redis.zrange(ledger.published_key(sub), 0, -1)
-        assert members == [b"new"]
+        assert members == [b"recent", b"new"]
+        assert await ledger.published_of([sub], now) == [["new"]]

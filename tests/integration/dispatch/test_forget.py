@@ -4,16 +4,19 @@ reaching them; a task made after it (the subscriber came back) goes as usual."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 
 import pytest
 
+from moments.enums import WithdrawReason
 from moments.models import Channel, OutcomeStatus, RoamingEvent, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from rules.gating import FrequencyCap
 from sinks.policy import DispatchPolicy
+from sinks.withdrawals import ProfileChange
 
 from .conftest import HOUR, NOW, MakeWorker, published, task
 
@@ -130,3 +133,48 @@ async def test_an_outcome_of_a_task_made_before_the_forget_acts_on_nothing(
     assert not await w.sink.declines.suppressed(SUB, "first_international_roaming")
     assert await w.sink.deferral.waiting() == 0
     assert (result.handled, result.forgotten, result.declined, result.retries) == (2, 2, 0, [])
+
+
+async def test_a_tombstone_erases_the_sent_payloads_of_the_subscribers_tasks(
+    make_worker: MakeWorker,
+) -> None:
+    """The ledger kept a sent task's payload (`body:<id>`: the subscriber id, their tier,
+    manager and the moment's params) until a day after the task expired, for outcomes to
+    act on; after a tombstone, an outcome of it acts on nothing, yet the payload stayed,
+    for a task withdrawn by it and for one already expired (out of the subscriber's index
+    at the next confirm, kept a day longer). Both are erased with the index; another
+    subscriber's stays, and an outcome read later is counted and acts on nothing."""
+    # No time left asked of a task: one sent with two seconds to live.
+    policy = {"merge": {"hold_channels": []}, "min_time_left": "0s"}
+    w = make_worker(DispatchPolicy.model_validate(policy))
+    w.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+    live = hashlib.blake2b(b"live", digest_size=16).hexdigest()
+    gone = hashlib.blake2b(b"gone", digest_size=16).hexdigest()
+    other = hashlib.blake2b(b"other", digest_size=16).hexdigest()
+    soon = dt.datetime.now(dt.UTC)
+    expiring = soon + dt.timedelta(seconds=2)
+    await w.send(task(gone, SUB, triggered=soon, deliver_after=soon, expires_at=expiring))
+    await asyncio.sleep((expiring - dt.datetime.now(dt.UTC)).total_seconds() + 0.1)
+    now = dt.datetime.now(dt.UTC)
+    await w.send(
+        task(live, SUB, triggered=now, deliver_after=now, moment_type="birthday"),
+        task(other, OTHER, triggered=now, deliver_after=now),
+    )
+    assert [await w.ledger.state(i) for i in (gone, live, other)] == ["sent"] * 3
+    assert await w.ledger.body(gone) is not None
+
+    await w.sink.subscribers.forget([SUB], ["birthday"])
+    made = await w.sink.withdrawals.withdraw([ProfileChange(SUB, WithdrawReason.FORGOTTEN, now)])
+    assert [m.task_id for m in made] == [live]
+    assert await w.ledger.body(live) is None
+    assert await w.ledger.body(gone) is None
+    assert await w.ledger.body(other) is not None
+
+    outcome = TaskOutcome(
+        task_id=live, subscriber_id=SUB, status=OutcomeStatus.DECLINED, occurred_at=now
+    )
+    record = RawRecord("outcomes", 0, 0, SUB.encode(), outcome.model_dump_json().encode())
+    result = await handle_outcomes([record], w.sink)
+    assert (result.handled, result.declined, result.dead_letters) == (1, 0, [])
+    assert not await w.sink.declines.suppressed(SUB, "birthday")
+    assert w.sample("moments_task_outcomes_total", moment_type="birthday", status="declined") == 1
