@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from moments.settings import Settings
 from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer
 from sinks.base import Producer
+from sinks.relevance import FactsStore
 
 REPLAYED_HEADER = "moments.replayed-from"
 """On a replayed record: `<dead-letter topic>:<partition>:<offset>` it came from."""
@@ -162,6 +163,7 @@ async def replay(
     topic_types = input_topic_types(settings)  # what a worker reads, as it reads it
     old_before = time.time() - settings.lateness_seconds
     old: set[str] = set()  # accepted events of the batch older than the lateness
+    events: dict[str, InputEvent] = {}  # the batch's accepted events, by coordinates
     originals = FirstCopies()
     redis = redis_client(settings)
     producer = None if dry_run else await start_producer(settings)
@@ -182,8 +184,18 @@ async def replay(
                     report.still_rejected.add(replace(entry, message=why))
                     continue
                 accepted.append(entry)
-                if verdict is not None and verdict.occurred_at.timestamp() < old_before:
-                    old.add(entry.coordinates)
+                if verdict is not None:
+                    events[entry.coordinates] = verdict
+                    if verdict.occurred_at.timestamp() < old_before:
+                        old.add(entry.coordinates)
+            # An erased subscriber's event: sent back, a worker drops it, but the topic
+            # would hold the erased person's data again until its retention.
+            gone = await _of_erased(redis, settings, accepted, events)
+            for entry in accepted:
+                if entry.coordinates in gone:
+                    report.still_rejected.add(replace(entry, message=ERASED_MESSAGE))
+            accepted = [e for e in accepted if e.coordinates not in gone]
+            events.clear()
             # A copy of an original met before (sent now or in an earlier replay) is not
             # sent, even with `again`; it is remembered with the entries sent, so that a
             # later replay selecting it alone (`--since`) skips it too.
@@ -214,6 +226,44 @@ async def replay(
         with contextlib.suppress(Exception):
             await redis.aclose()
     return report
+
+
+ERASED_MESSAGE = (
+    "its subscriber was erased after it (a profile tombstone on the profile topic): not "
+    "replayed, as a worker drops it (docs/security.md, 'Forgetting a subscriber')"
+)
+
+
+async def _of_erased(
+    redis: Redis,
+    settings: Settings,
+    entries: Sequence[DeadLetterEntry],
+    events: Mapping[str, InputEvent],
+) -> set[str]:
+    """The coordinates of those of `entries` whose event is dated at or before its
+    subscriber's erasure (the dispatch stores' `forgotten` mark, kept 90 days), to the
+    second, as a worker compares them (`Detector.process`): one pipeline."""
+    subs = list(
+        dict.fromkeys(
+            events[e.coordinates].subscriber_id for e in entries if e.coordinates in events
+        )
+    )
+    if not subs:
+        return set()
+    facts = await FactsStore(redis, settings.redis_prefix).get_many(subs)
+    erased = {
+        sub: int(when)
+        for sub, f in zip(subs, facts, strict=True)
+        if (when := f.erasure) is not None
+    }
+    gone: set[str] = set()
+    for entry in entries:
+        event = events.get(entry.coordinates)
+        if event is None or (mark := erased.get(event.subscriber_id)) is None:
+            continue
+        if int(event.occurred_at.timestamp()) <= mark:
+            gone.add(entry.coordinates)
+    return gone
 
 
 def still_out_of_time(

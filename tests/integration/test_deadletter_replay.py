@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from redis.asyncio import Redis
 
 from moments import deadletter_replay
-from moments.deadletter_replay import REPLAYED_HEADER, replay, replayed_key
+from moments.deadletter_replay import ERASED_MESSAGE, REPLAYED_HEADER, replay, replayed_key
 from moments.deadletters import NOT_AN_INPUT, Selection
 from moments.embedded import free_port
 from moments.producer import start_producer
@@ -24,6 +25,7 @@ from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.settings import Settings
 from sinks.deadletter import DeadLetterSink
 from sinks.metrics import Metrics
+from sinks.relevance import FactsStore
 
 from .conftest import MakeSettings, WorkerProcess, settings_env
 from .kafka_io import metric_value, read_topic, wait_for_metric
@@ -380,3 +382,48 @@ async def test_a_copy_is_not_sent_after_its_first_went_back_in_another_replay(
     assert [r.value for r in sent] == values
     anyway = await replay(settings, Selection(since=between[1]), again=True)
     assert anyway.replayed.total == 2  # --again sends them anyway, as it says
+
+
+async def test_an_erased_subscribers_event_is_not_sent_back(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Any]
+) -> None:
+    """A replay after a profile tombstone sent the erased person's dead-lettered top-up
+    back to the top-up topic: a worker drops it (dated before the erasure), but the topic
+    held their data again until its retention, put there by the tool. It stays in the
+    dead-letter topic, counted as still refused and saying why; an event of the number
+    dated after the erasure (its new holder's) and another subscriber's go back."""
+    settings = make_settings()
+    await topics_for(settings)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    after = now + dt.timedelta(seconds=5)
+
+    def topup(event_id: str, sub: str, when: dt.datetime) -> bytes:
+        fields = {"amount": "50", "channel": "app", "occurred_at": when.isoformat()}
+        return orjson.dumps({"event_id": event_id, "subscriber_id": sub} | fields)
+
+    records = [
+        RawRecord(settings.topic("topup"), 0, 1, LI.encode(), topup("t-li", LI, now)),
+        RawRecord(settings.topic("topup"), 0, 2, WANG.encode(), topup("t-wang", WANG, now)),
+        RawRecord(settings.topic("topup"), 0, 3, LI.encode(), topup("t-new", LI, after)),
+    ]
+    producer = await start_producer(settings)
+    try:
+        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
+        for record in records:
+            sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
+        await sink.flush()
+    finally:
+        await producer.stop()
+    redis = Redis.from_url(settings.redis_url)
+    try:  # the tombstone, as a worker records it: erased at `now`
+        await FactsStore(redis, settings.redis_prefix).forget([LI], now.timestamp())
+    finally:
+        await redis.aclose()
+
+    report = await replay(settings, Selection())
+    assert report.replayed.total == 2
+    [refused] = report.still_rejected.groups.values()
+    assert refused.count == 1
+    assert list(refused.messages) == [ERASED_MESSAGE]
+    sent = await read_topic(settings, "topup", 3, wait_s=20, settle=1.0)
+    assert sorted(orjson.loads(r.value)["event_id"] for r in sent) == ["t-new", "t-wang"]
