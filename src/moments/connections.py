@@ -569,6 +569,13 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
                 "other than 'default'"
             )
         user = settings.redis_username or redisurl.login(settings.redis_url)[0] or "default"
+        if settings.redis_password is None:  # the URL's login (both at once are refused)
+            return (
+                f"{where} refused the login of user {user!r} ({exc}); check the user and "
+                "password in MOMENTS_REDIS_URL (user:password@ or ?username=&password=), or "
+                "take them out of it and set MOMENTS_REDIS_USERNAME and "
+                "MOMENTS_REDIS_PASSWORD_FILE"
+            )
         return (
             f"{where} refused the login of user {user!r} ({exc}); check MOMENTS_REDIS_USERNAME "
             "and MOMENTS_REDIS_PASSWORD (or MOMENTS_REDIS_PASSWORD_FILE)"

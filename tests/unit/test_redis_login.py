@@ -177,3 +177,23 @@ class TestNoPasswordGiven:
         message = describe_redis_failure(settings, AuthenticationError("invalid password"))
         assert message is not None
         assert "refused the login" in message
+
+    @pytest.mark.parametrize(
+        ("url", "user"),
+        [
+            ("redis://:pw@redis:6379/0", "default"),
+            ("redis://bob:pw@redis:6379/0", "bob"),
+            ("redis://redis:6379/0?username=bob&password=pw", "bob"),
+        ],
+    )
+    def test_a_refused_login_from_the_url_says_to_check_the_url(self, url: str, user: str) -> None:
+        """The login was the URL's, yet the message said to check MOMENTS_REDIS_USERNAME and
+        MOMENTS_REDIS_PASSWORD, which were not set: the operator looked where it was not."""
+        settings = load_settings(metrics_port=0, redis_url=url)
+        message = describe_redis_failure(settings, AuthenticationError("invalid password"))
+        assert message is not None
+        assert f"refused the login of user {user!r}" in message
+        assert "check the user and password in MOMENTS_REDIS_URL" in message
+        assert "check MOMENTS_REDIS_USERNAME" not in message
+        assert ":pw@" not in message
+        assert "password=pw" not in message
