@@ -106,8 +106,9 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
             )
         raise AckError(
             f"task {task_id} expired: {where} no longer keeps its payload (a day after its "
-            "expires_at), so its subscriber is unknown here; pass --subscriber MSISDN to ack "
-            "it anyway (counted, it changes nothing)"
+            "expires_at, or at once when a profile tombstone erased its subscriber), so its "
+            "subscriber is unknown here; pass --subscriber MSISDN to ack it anyway (counted, "
+            "it changes nothing)"
         )
     return str(orjson.loads(body)["subscriber_id"])
 

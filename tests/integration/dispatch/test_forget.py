@@ -10,6 +10,7 @@ import hashlib
 
 import pytest
 
+from moments.ack import AckError, subscriber_of
 from moments.enums import WithdrawReason
 from moments.models import Channel, OutcomeStatus, RoamingEvent, TaskOutcome
 from moments.outcomes import handle_outcomes
@@ -178,3 +179,23 @@ async def test_a_tombstone_erases_the_sent_payloads_of_the_subscribers_tasks(
     assert (result.handled, result.declined, result.dead_letters) == (1, 0, [])
     assert not await w.sink.declines.suppressed(SUB, "birthday")
     assert w.sample("moments_task_outcomes_total", moment_type="birthday", status="declined") == 1
+
+
+@pytest.mark.redis_only
+async def test_acking_a_task_of_an_erased_subscriber_says_why_its_subscriber_is_unknown(
+    make_worker: MakeWorker,
+) -> None:
+    """`moments tasks ack` looks the subscriber up in the task's payload; a tombstone
+    erases it, and the refusal said only that the payload goes a day after the task
+    expires, of a task that had not."""
+    w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+    w.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+    sms = hashlib.blake2b(b"acked", digest_size=16).hexdigest()
+    now = dt.datetime.now(dt.UTC)
+    await w.send(task(sms, SUB, triggered=now, deliver_after=now))
+    assert await subscriber_of(w.settings, sms) == SUB
+    await w.sink.subscribers.forget([SUB], [])
+    await w.sink.withdrawals.withdraw([ProfileChange(SUB, WithdrawReason.FORGOTTEN, now)])
+    with pytest.raises(AckError, match="profile tombstone erased its subscriber") as refused:
+        await subscriber_of(w.settings, sms, wait_s=0)
+    assert "pass --subscriber MSISDN" in str(refused.value)
