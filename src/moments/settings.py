@@ -33,6 +33,8 @@ from moments.errortext import error_text
 from moments.exceptions import ConfigError
 
 _BOOTSTRAP_HELP = "write host:port[,host:port], e.g. 127.0.0.1:9092"
+_LOGIN = re.compile(r"[^,\s/]*@")
+"""A login written before a bootstrap server's host (`user:password@`)."""
 
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -295,6 +297,13 @@ class Settings(BaseSettings):
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap(cls, value: str) -> str:
+        if "@" in value:  # first: the messages below quote the server, password and all
+            raise ValueError(
+                "a login (user:password@) in the Kafka bootstrap servers is no Kafka "
+                "setting: it was taken for a host name and shown, password and all; write "
+                "the bare host:port (e.g. kafka-1:9093) and set MOMENTS_KAFKA_SASL_USERNAME "
+                "and MOMENTS_KAFKA_SASL_PASSWORD_FILE (docs/security.md)"
+            )
         for server in value.split(","):
             scheme, sep, rest = server.strip().partition("://")
             if sep:  # passed as host "http", port 39092, and waited for ever on the name
@@ -518,6 +527,8 @@ def load_settings(**overrides: object) -> Settings:
                 shown = "**********"
             elif loc == "REDIS_URL":
                 shown = repr(redisurl.redacted_url(str(err.get("input"))))
+            elif loc == "KAFKA_BOOTSTRAP":
+                shown = repr(_LOGIN.sub("****@", str(err.get("input"))))
             message = error_text(err)
             message += _what_to_write(str(err["type"]), err["loc"])
             lines.append(f"MOMENTS_{loc}: {message} (got {shown})")

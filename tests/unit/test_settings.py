@@ -314,3 +314,27 @@ def test_a_redis_url_redis_py_raises_on_is_refused_without_a_traceback_or_its_pa
     assert "MOMENTS_REDIS_URL" in out.err
     assert "s3cr3t" not in out.out + out.err
     assert "Traceback" not in out.err
+
+
+@pytest.mark.parametrize(
+    "bootstrap",
+    ["svc-moments:s3cr3t@kafka-1:9093", "kafka-0:9093,SASL_SSL://svc-moments:s3cr3t@kafka-1:9093"],
+)
+def test_a_login_in_the_bootstrap_servers_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bootstrap: str
+) -> None:
+    """`user:password@host:port` passed as a host name `svc-moments:s3cr3t@kafka-1`: no
+    error at load, and `moments config show` and the worker's warnings while it waited for
+    that "host" ("Kafka svc-moments:s3cr3t@kafka-1:9093 not reachable yet") printed it in
+    clear; with a scheme in front, the refusal quoted it twice."""
+    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", bootstrap)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "MOMENTS_KAFKA_BOOTSTRAP" in message
+    assert "MOMENTS_KAFKA_SASL_PASSWORD_FILE" in message
+    assert "****@kafka-1:9093" in message
+    assert "s3cr3t" not in message
+    assert main(["config", "show"]) == 2
+    out = capsys.readouterr()
+    assert "s3cr3t" not in out.out + out.err
