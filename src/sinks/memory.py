@@ -726,9 +726,9 @@ class MemoryDeclines:
         return [await self.suppressed(s, r) for s, r in pairs]
 
     async def forget(self, subscriber_ids: Sequence[str], rule_ids: Sequence[str]) -> None:
-        for subscriber_id in subscriber_ids:
-            for rule_id in rule_ids:
-                self.until.pop((subscriber_id, rule_id), None)
+        gone = set(subscriber_ids)  # every rule's, as Redis finds them by its list
+        for key in [k for k in self.until if k[0] in gone]:
+            del self.until[key]
 
 
 def memory_stores(clock: Clock = time.time, ttl_seconds: int = 400 * 86400) -> DispatchStores:

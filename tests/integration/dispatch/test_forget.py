@@ -16,6 +16,7 @@ from moments.models import Channel, OutcomeStatus, RoamingEvent, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from rules.gating import FrequencyCap
+from sinks.ledger import TaskLedger
 from sinks.policy import DispatchPolicy
 from sinks.withdrawals import ProfileChange
 
@@ -199,3 +200,23 @@ async def test_acking_a_task_of_an_erased_subscriber_says_why_its_subscriber_is_
     with pytest.raises(AckError, match="profile tombstone erased its subscriber") as refused:
         await subscriber_of(w.settings, sms, wait_s=0)
     assert "pass --subscriber MSISDN" in str(refused.value)
+
+
+async def test_a_tombstone_erases_declines_of_rules_no_longer_loaded(
+    make_worker: MakeWorker,
+) -> None:
+    """The declines erased were those of the rules loaded when the tombstone was read: a
+    decline of a rule removed or renamed since kept `declined:<subscriber>:<rule>`, the
+    erased number in its name, for the rest of its 30 days."""
+    w = make_worker()
+    await w.sink.declines.suppress(SUB, "loaded_rule", 3600)
+    await w.sink.declines.suppress(SUB, "retired_rule", 3600)
+    await w.sink.declines.suppress(OTHER, "retired_rule", 3600)
+    await w.sink.subscribers.forget([SUB], ["loaded_rule"])
+    assert not await w.sink.declines.suppressed(SUB, "loaded_rule")
+    assert not await w.sink.declines.suppressed(SUB, "retired_rule")
+    assert await w.sink.declines.suppressed(OTHER, "retired_rule")
+    if isinstance(w.ledger, TaskLedger):  # named by the number: only the erasure's mark
+        ledger = w.ledger
+        left = [k async for k in ledger.redis.scan_iter(match=f"{ledger.prefix}*{SUB}*")]
+        assert left == [ledger.facts_key(SUB).encode()]
