@@ -51,6 +51,8 @@ def problem(url: str) -> str | None:
     db = query.get("db", [])
     if any(not value.isdigit() for value in db):
         return f"the database (?db={db[0]}) is no number; write e.g. {EXAMPLE}"
+    if (option := _unknown_option(query, parts.scheme)) is not None:
+        return option
     if (option := _bad_option(query)) is not None:
         return option
     if parts.scheme == "unix":
@@ -72,6 +74,46 @@ def problem(url: str) -> str | None:
             f"the path {parts.path} is no database number (Redis numbers them: 0, 1, ...); "
             f"write e.g. {EXAMPLE} (MOMENTS_APP_ID keeps this app's keys apart)"
         )
+    return None
+
+
+def _unknown_option(query: dict[str, list[str]], scheme: str) -> str | None:
+    """What is wrong with the first query option the connection of `scheme` does not take,
+    or None. redis-py passes such an option on to the connection it opens, which raised
+    TypeError at the worker's first connection: a typo (`socket_timout`), or an `ssl_*`
+    option on a redis:// URL."""
+    import difflib
+    import inspect
+
+    from redis.asyncio.connection import (
+        AbstractConnection,
+        Connection,
+        ConnectionPool,
+        SSLConnection,
+        UnixDomainSocketConnection,
+    )
+
+    by_scheme: dict[str, list[type]] = {
+        "unix": [UnixDomainSocketConnection],
+        "rediss": [Connection, SSLConnection],
+    }
+    classes = [ConnectionPool, AbstractConnection, *by_scheme.get(scheme.lower(), [Connection])]
+    taken = {
+        name
+        for cls in classes
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+    } - {"connection_class"}
+    for name in query:
+        if name in taken:
+            continue
+        said = f"the option ?{name}= is no option redis-py takes on a {scheme}:// URL"
+        close = difflib.get_close_matches(name, sorted(taken), n=1)
+        if close:
+            return f"{said}: did you mean {close[0]}?"
+        if name.startswith("ssl_"):
+            return f"{said}: ssl_* options take rediss://, the TLS scheme; or leave it out"
+        return f"{said}; leave it out (redis-py's connection options: socket_timeout, ...)"
     return None
 
 

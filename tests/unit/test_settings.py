@@ -338,3 +338,39 @@ def test_a_login_in_the_bootstrap_servers_is_refused_without_showing_it(
     assert main(["config", "show"]) == 2
     out = capsys.readouterr()
     assert "s3cr3t" not in out.out + out.err
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis://redis:6379/0?socket_timout=5", "did you mean socket_timeout?"),
+        ("redis://redis:6379/0?foo=bar", "?foo= is no option redis-py takes"),
+        ("redis://redis:6379/0?ssl_cert_reqs=none", "?ssl_cert_reqs= is no option"),
+        ("unix:///run/redis.sock?host=redis", "?host= is no option"),
+    ],
+)
+def test_a_redis_url_option_redis_py_does_not_take_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, url: str, said: str
+) -> None:
+    """redis-py passes an option it does not know on to the connection it opens, which
+    raised TypeError at the worker's first connection (a traceback, exit code 1): a typo
+    of `socket_timeout`, or an `ssl_*` option on a redis:// URL (rediss:// takes them)."""
+    monkeypatch.setenv("MOMENTS_REDIS_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert said in str(err.value)
+    assert "MOMENTS_REDIS_URL" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rediss://redis:6380/0?ssl_cert_reqs=none",
+        "redis://redis:6379/0?max_connections=20&health_check_interval=30",
+        "redis://redis:6379/0?client_name=moments&protocol=3",
+        "unix:///run/redis.sock?db=1&socket_timeout=2",
+    ],
+)
+def test_redis_url_options_redis_py_takes_load(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("MOMENTS_REDIS_URL", url)
+    assert load_settings().redis_url == url
