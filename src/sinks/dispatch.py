@@ -654,12 +654,7 @@ class TaskSink:
                 or j.gates.off_hours(r, now, w)
             ):
                 pass
-            elif (
-                window > 0
-                and r.c.fresh
-                and not task.attempt
-                and task.channel in j.policy.merge.hold_channels
-            ):
+            elif r.c.fresh and j.policy.merge.holds(task.channel, task.attempt):
                 # Not a retry (`attempt` >= 1): it waited for `unreachable_retry_after`,
                 # or its outcome was read after that, and it goes when the wait ends, as
                 # documented; held here, one read 2 h 1 min late went 30 minutes later.

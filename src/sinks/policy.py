@@ -135,6 +135,13 @@ class MergePolicy(_Frozen):
     window: Duration = dt.timedelta(minutes=30)
     hold_channels: frozenset[Channel] = frozenset({Channel.OUTBOUND_CALL, Channel.MANAGER})
 
+    def holds(self, channel: str, attempt: int) -> bool:
+        """A fresh task on `channel` is held for the window even when due now (and may
+        join a waiting task due any time after it, `TimeGates.join_bounds`): not a retry
+        (`attempt` >= 1, which goes when its unreachable wait ends), nor with a window of
+        0, which holds nothing."""
+        return self.window > dt.timedelta(0) and not attempt and channel in self.hold_channels
+
 
 HoursText = Annotated[
     tuple[str, ...],

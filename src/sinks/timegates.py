@@ -110,7 +110,9 @@ class TimeGates:
             return None, None
         window = self.policy.merge.window.total_seconds()
         earliest = opens.timestamp()
-        held = task.channel in self.policy.merge.hold_channels
+        # Held for the window anyway: a retry or a window of 0 is not (`MergePolicy.holds`);
+        # unbounded, a late-read retry of a call due now joined an SMS waiting 10 hours.
+        held = self.policy.merge.holds(task.channel, task.attempt)
         return earliest - window, None if held else earliest + window
 
     def suspended(self, r: Route, now: float, facts: dict[str, SubscriberFacts], w: Writes) -> bool:

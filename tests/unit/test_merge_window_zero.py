@@ -20,7 +20,7 @@ from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy, MergePolicy
 
-from .test_unanswered import CALL, START, task
+from .test_unanswered import CALL, SMS_1, START, task
 
 
 async def test_a_window_of_zero_sends_a_call_at_once_undeferred() -> None:
@@ -33,3 +33,22 @@ async def test_a_window_of_zero_sends_a_call_at_once_undeferred() -> None:
     (sent,) = producer.sent
     assert sent.at == START.timestamp()
     assert orjson.loads(sent.payload)["deferred"] is None
+
+
+async def test_a_window_of_zero_does_not_merge_a_call_into_a_task_waiting_hours() -> None:
+    """A call due now does not join the customer's SMS waiting 10 hours: with nothing held,
+    it may join one due within the window (0s) only, as with `hold_channels: []`. It joined
+    it (bounded only for a channel not held), went out 10 hours late inside the SMS's task."""
+    clock = EventTime(START.timestamp())
+    producer = CollectingProducer(clock)
+    policy = DispatchPolicy(merge=MergePolicy(window=dt.timedelta(0)))
+    sink = TaskSink(producer, "moments.tasks", memory_stores(clock), Metrics(), policy, clock)
+    later = task(SMS_1, Channel.SMS, "low_balance", 24).model_copy(
+        update={"deliver_after": START + dt.timedelta(hours=10)}
+    )
+    await sink.dispatch([later])
+    await sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 24)])
+    await sink.flush()
+    (sent,) = producer.sent
+    call = orjson.loads(sent.payload)
+    assert (sent.at, call["task_id"], call["deferred"]) == (START.timestamp(), CALL, None)
