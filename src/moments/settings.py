@@ -470,7 +470,6 @@ def _what_to_write(error_type: str, loc: tuple[int | str, ...]) -> str:
     kind = _KINDS.get(error_type)
     if kind is None:
         return ""
-    default = field.get_default(call_default_factory=True)
     if default is None:
         return f"; write {kind}, or leave it unset"
     if isinstance(default, bool):
