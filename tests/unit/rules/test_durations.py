@@ -123,3 +123,29 @@ def test_what_is_close_to_no_duration_still_shows_the_form(written: str) -> None
     with pytest.raises(ValueError, match="is not a duration") as err:
         parse_duration(written)
     assert str(err.value).endswith("write a number and a unit, e.g. 30m, 24h, 60d")
+
+
+@pytest.mark.parametrize(
+    ("written", "write"),
+    [
+        ("1w2d", "write 9d"),
+        ("1h30m", "write 90m"),
+        ("1d 12h", "write 36h"),
+        ("1w7d", "write 2w"),
+        ("2m30s", "write 150s"),
+    ],
+)
+def test_a_duration_in_several_units_names_the_one_to_write(written: str, write: str) -> None:
+    """`cooldown: 1w2d` was told "write a number and a unit, e.g. 30m, 24h, 60d", leaving
+    the analyst to work out that it is 9d."""
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration(written)
+    assert str(err.value) == (
+        f"{written!r} is not a duration; {write} (a duration is one number and one unit)"
+    )
+
+
+def test_several_units_beyond_a_hundred_years_show_the_form() -> None:
+    for text in ("36500d1s", "9" * 5000 + "d1s"):
+        with pytest.raises(ValueError, match=r"write a number and a unit, e\.g\. 30m, 24h, 60d$"):
+            parse_duration(text)
