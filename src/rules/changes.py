@@ -9,10 +9,11 @@ flagged: dashboards and outcomes would mix the old rule's tasks with the new one
 from __future__ import annotations
 
 import datetime as dt
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from ruamel.yaml import YAML
 
 from rules.calendar import HolidayCalendar, HolidayEntry
 from rules.catalog import RuleSet
@@ -227,7 +228,16 @@ def differences(old: Any, new: Any, path: str = "") -> list[str]:
 
 
 def _shown(value: Any) -> str:
-    return orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+    """A list or map as a rules file writes it, a YAML flow (`[sms, manager]`, `{k: 1}`,
+    quoted where YAML needs it); it was compact JSON (`["sms","manager"]`)."""
+    if not isinstance(value, dict | list):
+        return str(value)
+    yaml = YAML()  # round-trip: the keys in their order
+    yaml.default_flow_style = True
+    yaml.width = 2**31 - 1  # one line
+    out = io.StringIO()
+    yaml.dump(value, out)
+    return out.getvalue().strip()
 
 
 def _mode(rule: CompiledRule) -> str:

@@ -252,10 +252,10 @@ def test_differences_of_plain_documents() -> None:
     old = {"a": 1, "b": [1, 2], "c": {"d": "x"}, "gone": True}
     new = {"a": 1, "b": [1, 2, 3], "c": {"d": "y"}, "new": {"k": 1}}
     assert differences(old, new) == [
-        "b: [1,2] -> [1,2,3]",
+        "b: [1, 2] -> [1, 2, 3]",
         "c.d: x -> y",
         "gone: True removed",
-        'new: {"k":1} added',
+        "new: {k: 1} added",
     ]
 
 
@@ -427,3 +427,30 @@ def test_a_policy_refused_for_a_rule_not_yet_loaded_is_loaded_with_that_rule(
     # A policy in force is not read again for nothing.
     runtime.install_rules(rules_from(BASE.replace("id: old_rule", "id: new_rule")))
     assert runtime.policy_reloader.check() is None
+
+
+def test_lists_and_maps_are_shown_as_yaml_flow() -> None:
+    """`rules diff` showed a list or map as compact JSON (`["sms","manager"]`), unlike the
+    rules file it came from: they are shown as the file writes them, `[sms, manager]`."""
+    assert differences(
+        {"on": ["usage", "topup"], "params": {"threshold": 10}},
+        {"on": ["usage"], "params": {"threshold": 10, "limits": {"z": [1, 2], "a": None}}},
+    ) == [
+        "on: [usage, topup] -> [usage]",
+        "params.limits: {z: [1, 2], a: null} added",
+    ]
+    assert differences({"x": ["a, b", "true"]}, {"x": []}) == ["x: ['a, b', 'true'] -> []"]
+
+
+def test_rules_diff_prints_a_list_change_as_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(BASE)
+    new.write_text(_edit(("on: [usage, topup]", "on: [usage]"), ("version: 2", "version: 3")))
+    assert main(["rules", "diff", str(old), str(new)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "changed: low_balance (version 2 -> 3)",
+        "    version: 2 -> 3",
+        "    on: [usage, topup] -> [usage]",
+    ]
