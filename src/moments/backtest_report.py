@@ -929,9 +929,9 @@ def sections(
                     changes,
                 )
             )
-        if c.get("per_moment_type"):
+        if "per_moment_type" in c:
             out.append(
-                (
+                _or_none(
                     "Moments by type, baseline -> candidate (the changed ones)",
                     ["moment type", "detected", "suppressed", "published"],
                     [
@@ -941,6 +941,8 @@ def sections(
                         ]
                         for r in c["per_moment_type"]
                     ],
+                    "No moment type changed: each was detected, suppressed and published as "
+                    "often with the baseline rules as with these.",
                 )
             )
     return out

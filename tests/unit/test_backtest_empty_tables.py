@@ -68,3 +68,26 @@ def test_the_deferred_table_counts_deferrals(
     deferred = md.split("## Deferred by reason", 1)[1].split("## ", 1)[0]
     assert "| reason | deferrals |" in deferred
     assert "| quiet_hours | 1 |" in deferred
+
+
+def test_a_comparison_with_no_moment_type_changed_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `--baseline-rules` and the same moments from both rule sets, "Moments by type"
+    was left out of the comparison without a word, while the other tables say "None...":
+    it reads as a table lost, not as nothing changed."""
+    monkeypatch.setenv("COLUMNS", "400")
+    events = tmp_path / "e.jsonl"
+    events.write_text(EVENT)
+    out = tmp_path / "out"
+    catalog = str(Path(__file__).parents[2] / "src/rules/catalog/default.yaml")
+    args = ["backtest", "--events", str(events), "--out", str(out), "--baseline-rules", catalog]
+    assert main(args) == 0
+    terminal = capsys.readouterr().out
+    title = "Moments by type, baseline -> candidate (the changed ones)"
+    said = "No moment type changed: each was detected, suppressed and published as often"
+    assert said in terminal.split(title, 1)[1]
+    md = (out / "report.md").read_text()
+    assert said in md.split(f"## {title}", 1)[1]
+    assert "| moment type | detected |" not in md
+    assert said in (out / "report.html").read_text()
