@@ -8,6 +8,7 @@ never sits in the process environment. Works for every top-level setting.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,16 @@ MAX_SECRET_BYTES = 64 * 1024
 """A password, a URL or a path is far shorter; a PEM bundle is no setting's value."""
 
 
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def read_secret_file(variable: str, path: str) -> str:
-    """The file's text without its trailing line break; a `ConfigError` naming `variable`.
+    """The file's text without its trailing line breaks; a `ConfigError` naming `variable`.
     Read up to `MAX_SECRET_BYTES`, so that a wrong path (/dev/zero, a log file) is refused
     rather than read into memory until the process dies (a pipe, as `<(vault read ...)`
-    gives, is still read)."""
+    gives, is still read). A file of more than one line is refused, its content unsaid:
+    no setting's value spans lines, and a two-line password was only refused by Redis or
+    Kafka as a wrong one."""
     try:
         with Path(path).open("rb") as file:
             data = file.read(MAX_SECRET_BYTES + 1)
@@ -61,7 +67,14 @@ def read_secret_file(variable: str, path: str) -> str:
             f"invalid configuration:\n  {variable}: cannot read {path} ({reason}); "
             "point it at a readable UTF-8 file that holds the value"
         ) from None
-    return text.rstrip("\r\n")
+    value = text.rstrip("\r\n")
+    lines = len(LINE_BREAK.split(value))
+    if lines > 1:
+        raise ConfigError(
+            f"invalid configuration:\n  {variable}: {path} holds {lines} lines; a setting's "
+            "value is one line (a trailing line break is fine): keep only the value in the file"
+        )
+    return value
 
 
 class FileVariablesSource(PydanticBaseSettingsSource):

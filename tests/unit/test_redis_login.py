@@ -115,6 +115,21 @@ class TestPasswordFileLogin:
         assert "MOMENTS_REDIS_PASSWORD_FILE" in said[0]
         assert "before" not in said[0].replace("read before", "")
 
+    def test_a_rotated_file_of_two_lines_keeps_the_last_password(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A two-line file became a two-line password that Redis refused as wrong."""
+        secret = tmp_path / "password"
+        secret.write_text("new-one\nnew-two\n")
+        login = PasswordFileLogin(None, str(secret), "before")
+        with caplog.at_level(logging.WARNING, logger="moments.redislogin"):
+            assert login.get_credentials() == ("before",)
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1
+        assert "MOMENTS_REDIS_PASSWORD_FILE" in said[0]
+        assert "2 lines" in said[0]
+        assert "new-" not in said[0]
+
 
 class TestRedisClientLogin:
     def test_a_password_file_is_read_at_each_connection(

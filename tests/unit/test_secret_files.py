@@ -71,3 +71,43 @@ class TestFileVariables:
             load_settings()
         assert "MOMENTS_REDIS_PASSWORD_FILE" in str(err.value)
         assert "65,536 bytes" in str(err.value)
+
+    @pytest.mark.parametrize(
+        ("variable", "content", "lines"),
+        [
+            ("MOMENTS_REDIS_PASSWORD_FILE", "s3cret-one\ns3cret-two\n", 2),
+            ("MOMENTS_KAFKA_SASL_PASSWORD_FILE", "s3cret-one\r\n\r\ns3cret-two", 3),
+        ],
+        ids=["redis", "kafka, CRLF and a blank line"],
+    )
+    def test_a_file_of_more_than_one_line_is_refused_without_its_content(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        variable: str,
+        content: str,
+        lines: int,
+    ) -> None:
+        """Only the trailing line break was dropped: a two-line file became a two-line
+        password, and the login failed with a wrong-password error that said not why."""
+        secret = tmp_path / "password"
+        secret.write_bytes(content.encode())
+        monkeypatch.setenv("MOMENTS_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+        monkeypatch.setenv(variable, str(secret))
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        message = str(err.value)
+        assert variable in message
+        assert str(secret) in message
+        assert f"{lines} lines" in message
+        assert "one line" in message
+        assert "s3cret" not in message
+
+    def test_trailing_line_breaks_are_still_dropped(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        (tmp_path / "pw").write_bytes(b"correct horse\r\n\n")
+        monkeypatch.setenv("MOMENTS_REDIS_PASSWORD_FILE", str(tmp_path / "pw"))
+        settings = load_settings()
+        assert settings.redis_password is not None
+        assert settings.redis_password.get_secret_value() == "correct horse"
