@@ -13,8 +13,15 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
-from moments.connections import kafka_client_kwargs, redis_client
+from moments.connections import (
+    REDIS_TIMEOUT_S,
+    describe_redis_failure,
+    kafka_client_kwargs,
+    probe_redis,
+    redis_client,
+)
 from moments.decoding import problem
+from moments.exceptions import ConfigError
 from moments.models import TASK_ID_PATTERN, OutcomeStatus, TaskOutcome
 from moments.pii import mask_msisdn
 from moments.redisurl import redacted_url
@@ -131,17 +138,25 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
     the task: the worker would make the outcome a `subscriber_mismatch` dead letter, and
     the command said nothing (dispatch consumer review). Returns a warning when the ledger
     cannot tell (the task gone, or Redis unreachable), None when the subscriber is the
-    task's."""
+    task's. A Redis the worker refuses (in cluster mode, a login or rights refused, TLS) is
+    refused here too (`ConfigError`, with the fix), as the other Redis commands'
+    preflight (`require_redis`) refuses it: it was only a warning, and the outcome was
+    written for a worker that cannot run against that Redis."""
     from redis import exceptions as rx
 
     where = f"{redacted_url(settings.redis_url)} (app id {settings.app_id})"
     redis = redis_client(settings)
     try:
+        async with asyncio.timeout(REDIS_TIMEOUT_S):
+            await probe_redis(redis, settings)  # RedisClusterError: not caught below
         ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
         body = await redis.get(ledger.body_key(task_id))
         entry = None if body is not None else await ledger.get(task_id)
         known = body is not None or entry is not None
     except (rx.RedisError, OSError) as exc:
+        refused = describe_redis_failure(settings, exc)
+        if refused is not None:
+            raise ConfigError(refused) from None
         return (
             f"could not check task {task_id}'s subscriber in {where}: {type(exc).__name__}; "
             "written as given (the worker refuses it as subscriber_mismatch if it is not the "

@@ -145,6 +145,22 @@ def test_a_redis_command_stops(cluster_redis: ClusterRedis, make_settings: MakeS
     _said_fix(done.stderr)
 
 
+@pytest.mark.parametrize("acl_user", [False, True], ids=["default user", "ACL user, no INFO"])
+def test_an_ack_with_its_subscriber_stops(
+    cluster_redis: ClusterRedis, make_settings: MakeSettings, acl_user: bool
+) -> None:
+    """With --subscriber the Redis preflight was skipped: the cluster was only a warning
+    ("could not check ...: MovedError; written as given") and the outcome was written."""
+    login = {"redis_username": ACL_USER, "redis_password": ACL_PASSWORD} if acl_user else {}
+    settings = make_settings(redis_url=cluster_redis.url, **login)
+    done = _run(
+        settings, "tasks", "ack", "0" * 32, "--status", "accepted", "--subscriber", "13800138001"
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    _said_fix(done.stderr)
+    assert "warning" not in done.stderr
+
+
 def test_moments_check_fails_its_redis_step(
     cluster_redis: ClusterRedis, make_settings: MakeSettings
 ) -> None:

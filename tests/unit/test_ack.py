@@ -128,3 +128,65 @@ class TestSubscriberCheck:
         assert warning is not None
         assert warning.startswith(f"could not check task {'0' * 32}'s subscriber in redis://")
         assert "subscriber_mismatch" in warning
+
+
+class ClusterNode:
+    """A Redis in cluster mode, as `probe_redis` and the ledger's reads meet it."""
+
+    async def ping(self) -> bool:
+        return True
+
+    async def info(self, section: str) -> dict[str, int]:
+        return {"cluster_enabled": 1}
+
+    async def eval(self, script: str, numkeys: int, *keys: str) -> int:
+        from redis.exceptions import ClusterCrossSlotError
+
+        raise ClusterCrossSlotError("Keys in request don't hash to the same slot")
+
+    def register_script(self, script: str) -> object:  # the ledger's, never run here
+        return object()
+
+    async def get(self, key: str) -> bytes | None:
+        from redis.exceptions import MovedError
+
+        raise MovedError("3999 127.0.0.1:7001")
+
+    async def aclose(self) -> None:
+        return None
+
+
+class TestSubscriberGivenAgainstACluster:
+    """With --subscriber the Redis preflight of the other Redis commands was skipped: a
+    Redis in cluster mode was only a warning ("could not check ...: MovedError; written as
+    given"), and the outcome was written for a worker that refuses that Redis."""
+
+    @pytest.fixture(autouse=True)
+    def cluster(self, monkeypatch: pytest.MonkeyPatch) -> list[TaskOutcome]:
+        written: list[TaskOutcome] = []
+
+        async def write(settings: Settings, outcome: TaskOutcome) -> None:
+            written.append(outcome)
+
+        monkeypatch.setattr("moments.ack.redis_client", lambda settings: ClusterNode())
+        monkeypatch.setattr("moments.ack.write_outcome", write)
+        monkeypatch.setattr("moments.connections.require_kafka", lambda settings: None)
+        return written
+
+    def test_the_check_refuses_it(self) -> None:
+        from moments.exceptions import RedisClusterError
+
+        with pytest.raises(RedisClusterError) as err:
+            asyncio.run(check_subscriber(Settings(), "0" * 32, "13800138001"))
+        assert "MOMENTS_REDIS_URL to a Redis without cluster mode" in str(err.value)
+
+    def test_the_command_exits_2_with_the_fix_and_writes_nothing(
+        self, cluster: list[TaskOutcome], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        argv = ["tasks", "ack", "0" * 32, "--status", "accepted", "--subscriber", "13800138001"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "cluster mode" in err
+        assert "MOMENTS_REDIS_URL to a Redis without cluster mode" in err
+        assert "warning" not in err
+        assert cluster == []
