@@ -87,28 +87,30 @@ def _what_to_write(text: str) -> str:
         close = difflib.get_close_matches(word, _LONG_WORDS, n=1, cutoff=0.75)
         if close:
             return _what_to_write(f"{number} {close[0]}")
-    one = _in_one_unit(_PAIR.findall(text)) if _PAIRS.match(text) else None
+    one = _summed(_PAIR.findall(text)) if _PAIRS.match(text) else None
     if one:  # `1w2d`, `1h30m`: the same time in one unit
         return f"write {one} (a duration is one number and one unit)"
     fraction = _FRACTION.match(text)
     if fraction:  # `1.5d`: whole numbers only; the same time in a smaller unit
-        seconds = Decimal(fraction.group(1)) * _UNITS[fraction.group(2)]
-        for unit in ("w", "d", "h", "m", "s"):
-            whole = seconds / _UNITS[unit]
-            if whole == int(whole) and whole >= 1:
-                return f"write {int(whole)}{unit} (a duration is a whole number of its unit)"
+        whole = _in_one_unit(Decimal(fraction.group(1)) * _UNITS[fraction.group(2)])
+        if whole:
+            return f"write {whole} (a duration is a whole number of its unit)"
     return "write a number and a unit, e.g. 30m, 24h, 60d"
 
 
-def _in_one_unit(pairs: list[tuple[str, str]]) -> str | None:
-    """The sum of `(number, unit)` pairs in the largest unit it is a whole number of:
-    `9d` for `1w2d`, `90m` for `1h30m`; None past `MAX_DAYS` (no duration to write)."""
+def _summed(pairs: list[tuple[str, str]]) -> str | None:
+    """The sum of `(number, unit)` pairs in one unit: `9d` for `1w2d`, `90m` for `1h30m`;
+    None past `MAX_DAYS` (no duration to write)."""
     if any(len(number.lstrip("0")) > len(str(_MAX_SECONDS)) for number, _ in pairs):
         return None  # Python reads no int of more than 4,300 digits
     seconds = sum(int(number) * _UNITS[unit] for number, unit in pairs)
-    if seconds > _MAX_SECONDS:
-        return None
-    for unit in ("w", "d", "h", "m"):
-        if seconds and seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
+    return _in_one_unit(Decimal(seconds)) if seconds <= _MAX_SECONDS else None
+
+
+def _in_one_unit(seconds: Decimal) -> str | None:
+    """`seconds` in the largest unit it is a whole number (1 or more) of; None: none."""
+    for unit in ("w", "d", "h", "m", "s"):
+        whole = seconds / _UNITS[unit]
+        if whole == int(whole) and whole >= 1:
+            return f"{int(whole)}{unit}"
+    return None
