@@ -82,7 +82,6 @@ def _unknown_option(query: dict[str, list[str]], scheme: str) -> str | None:
     or None. redis-py passes such an option on to the connection it opens, which raised
     TypeError at the worker's first connection: a typo (`socket_timout`), or an `ssl_*`
     option on a redis:// URL."""
-    import difflib
     import inspect
 
     from redis.asyncio.connection import (
@@ -108,9 +107,11 @@ def _unknown_option(query: dict[str, list[str]], scheme: str) -> str | None:
         if name in taken:
             continue
         said = f"the option ?{name}= is no option redis-py takes on a {scheme}:// URL"
-        close = difflib.get_close_matches(name, sorted(taken), n=1)
+        from rules.hints import closest  # on this refusal only
+
+        close = closest(name, sorted(taken))
         if close:
-            return f"{said}: did you mean {close[0]}?"
+            return f"{said}: did you mean {close}?"
         if name.startswith("ssl_"):
             return f"{said}: ssl_* options take rediss://, the TLS scheme; or leave it out"
         return f"{said}; leave it out (redis-py's connection options: socket_timeout, ...)"
