@@ -37,7 +37,7 @@ from moments.settings import Settings
 from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer
 from sinks.base import Producer
-from sinks.relevance import FactsStore
+from sinks.relevance import FactsStore, erasures
 
 REPLAYED_HEADER = "moments.replayed-from"
 """On a replayed record: `<dead-letter topic>:<partition>:<offset>` it came from."""
@@ -251,11 +251,7 @@ async def _of_erased(
     if not subs:
         return set()
     facts = await FactsStore(redis, settings.redis_prefix).get_many(subs)
-    erased = {
-        sub: int(when)
-        for sub, f in zip(subs, facts, strict=True)
-        if (when := f.erasure) is not None
-    }
+    erased = {sub: int(when) for sub, when in erasures(subs, facts).items()}
     gone: set[str] = set()
     for entry in entries:
         event = events.get(entry.coordinates)

@@ -206,6 +206,16 @@ def opted_out_of_channel(values: Mapping[str, float], channel: str) -> bool:
     return out >= max(values.get(f"opt_in:{channel}", -math.inf), values.get("opt_list", -math.inf))
 
 
+def erasures(subscriber_ids: Sequence[str], facts: Sequence[SubscriberFacts]) -> dict[str, float]:
+    """When each of `subscriber_ids` (their `facts`, in order) was erased, for those a
+    tombstone erased in the last 90 days (the `forgotten` mark)."""
+    return {
+        sub: when
+        for sub, f in zip(subscriber_ids, facts, strict=True)
+        if (when := f.erasure) is not None
+    }
+
+
 @dataclass(frozen=True)
 class Verdict:
     keep: bool

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from moments.models import InputEvent, ProfileEvent, ServiceTask
 from sinks.payloads import Decoded
-from sinks.relevance import is_forgotten
+from sinks.relevance import erasures, is_forgotten
 from sinks.retry import Retrying
 from sinks.stores import Clock, DispatchStores
 
@@ -82,11 +82,7 @@ class Subscribers:
         if not subscriber_ids:
             return {}
         got = await self._redis(lambda: self.facts.get_many(subscriber_ids), "reading erasures")
-        return {
-            sub: when
-            for sub, facts in zip(subscriber_ids, got, strict=True)
-            if (when := facts.erasure) is not None
-        }
+        return erasures(subscriber_ids, got)
 
     async def forgotten_tasks(self, tasks: Sequence[ServiceTask]) -> set[str]:
         """The ids of those of `tasks` made before a tombstone erased their subscriber
