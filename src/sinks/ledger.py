@@ -146,6 +146,21 @@ if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 return 1
 """
 
+# A task withdrawn (`Ledger.withdrawn`). K: its subscriber's published index, the
+# unanswered index of its channel; A: id. Out of the unanswered index; in the published
+# index renamed `WITHDRAWN_MEMBER` .. id at the same expiry, so that `published_of` no
+# longer names it while a tombstone still finds its body (`forget_published`), trimmed
+# with the live ones a day past its expiry, as long as its body is kept.
+_WITHDRAWN = """
+local at = redis.call('ZSCORE', K[1], A[1])
+if at then
+  redis.call('ZREM', K[1], A[1])
+  redis.call('ZADD', K[1], at, S[1] .. A[1])
+end
+redis.call('ZREM', K[2], A[1])
+return 1
+"""
+
 # An outcome of a task whose body is not there (expired, or its confirm not written yet).
 # KEYS: outcome mark, task, answered mark, the unanswered index of every channel; ARGV:
 # ttl, id, token (`Ledger.first_outcome`; '' none). Whether the status is new, or was
@@ -296,6 +311,10 @@ Voided = dict[str, tuple[WithdrawReason, float]]
 """`Ledger.confirm`'s reply: per task id the facts made void as it was confirmed, why and
 when the change was (epoch seconds); left pending."""
 
+WITHDRAWN_MEMBER = "withdrawn:"
+"""What a withdrawn task's id is prefixed with in its subscriber's published index
+(`_WITHDRAWN`): kept there, not live, until its body goes."""
+
 PUBLISHED_KEPT_S = 86400
 """How long a subscriber's published index outlives the expiry of its latest task, and
 keeps an expired task (as long as its body: `sinks.dispatch._BODY_GRACE_S`)."""
@@ -365,6 +384,7 @@ class TaskLedger:
         self._settle = BatchScript(redis, _SETTLE, keys=7, args=10)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
+        self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
         self._owed = redis.register_script(_OWED)
         self._owe = redis.register_script(_OWE_RETURNS)
         self._settle_owed = redis.register_script(_SETTLE_RETURNS)
@@ -629,17 +649,24 @@ class TaskLedger:
         pipe = self.redis.pipeline(transaction=False)
         for sub in subscriber_ids:
             pipe.zrangebyscore(self.published_key(sub), f"({now!r}", "+inf")
-        return [[as_bytes(i).decode() for i in got] for got in await pipe.execute()]
+        return [
+            [
+                member
+                for i in got
+                if not (member := as_bytes(i).decode()).startswith(WITHDRAWN_MEMBER)
+            ]
+            for got in await pipe.execute()
+        ]
 
     async def withdrawn(self, items: Sequence[tuple[str, str, str]]) -> None:
-        """See `sinks.stores.Ledger.withdrawn`: one pipeline."""
+        """See `sinks.stores.Ledger.withdrawn`: one script call (`_WITHDRAWN`)."""
         if not items:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id, sub, channel in items:
-            pipe.zrem(self.published_key(sub), task_id)
-            pipe.zrem(self.unanswered_key(channel), task_id)
-        await pipe.execute()
+        calls = [
+            ((self.published_key(sub), self.unanswered_key(channel)), (task_id,))
+            for task_id, sub, channel in items
+        ]
+        await self._withdrawn.run(calls, (WITHDRAWN_MEMBER,))
 
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
         """See `sinks.stores.Ledger.forget_published`: their indexes read, then deleted with
@@ -651,7 +678,8 @@ class TaskLedger:
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.zrange(key, 0, -1)
-        ids = [as_bytes(i).decode() for got in await pipe.execute() for i in got]
+        members = [as_bytes(i).decode() for got in await pipe.execute() for i in got]
+        ids = [m.removeprefix(WITHDRAWN_MEMBER) for m in members]
         await self.redis.delete(*keys, *(self.body_key(i) for i in ids))
 
     async def first_outcome(

@@ -26,6 +26,7 @@ from sinks.ledger import (
     PUBLISHED_KEPT_S,
     SENT,
     TAKEN_OVER,
+    WITHDRAWN_MEMBER,
     Unanswered,
     Voided,
     sent_meta_of,
@@ -289,19 +290,25 @@ class MemoryLedger:
         out = []
         for sub in subscriber_ids:
             index = self.published.get(sub, {})
-            live = sorted((at, i) for i, at in index.items() if at > now)
+            live = sorted(
+                (at, i)
+                for i, at in index.items()
+                if at > now and not i.startswith(WITHDRAWN_MEMBER)
+            )
             out.append([i for _, i in live])
         return out
 
     async def withdrawn(self, items: Sequence[tuple[str, str, str]]) -> None:
         for task_id, sub, channel in items:
-            self.published.get(sub, {}).pop(task_id, None)
+            index = self.published.get(sub, {})
+            if (at := index.pop(task_id, None)) is not None:  # as Redis: its body still found
+                index[WITHDRAWN_MEMBER + task_id] = at
             self.awaiting.get(channel, {}).pop(task_id, None)
 
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
         for sub in subscriber_ids:
-            for task_id in self.published.pop(sub, {}):
-                self.bodies.pop(task_id, None)
+            for member in self.published.pop(sub, {}):
+                self.bodies.pop(member.removeprefix(WITHDRAWN_MEMBER), None)
 
     async def first_outcome(
         self, task_id: str, status: str, channel: str | None = None, token: str = ""

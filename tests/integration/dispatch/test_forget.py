@@ -220,3 +220,26 @@ async def test_a_tombstone_erases_declines_of_rules_no_longer_loaded(
         ledger = w.ledger
         left = [k async for k in ledger.redis.scan_iter(match=f"{ledger.prefix}*{SUB}*")]
         assert left == [ledger.facts_key(SUB).encode()]
+
+
+async def test_a_tombstone_erases_the_payload_of_a_task_an_earlier_opt_out_withdrew(
+    make_worker: MakeWorker,
+) -> None:
+    """An opt-out withdraws the subscriber's SMS task: it leaves their published index, its
+    payload kept (`body:<id>`, a day past its expiry) for an outcome still to come. A
+    tombstone read later erased the bodies the index names, and this one it no longer
+    named: the erased subscriber's payload stayed until it expired."""
+    w = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+    w.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+    sms = hashlib.blake2b(b"opted-out", digest_size=16).hexdigest()
+    now = dt.datetime.now(dt.UTC)
+    await w.send(task(sms, SUB, triggered=now, deliver_after=now))
+    opt_out = ProfileChange(SUB, WithdrawReason.OPT_OUT, now, frozenset({"sms"}))
+    made = await w.sink.withdrawals.withdraw([opt_out])
+    assert [m.task_id for m in made] == [sms]
+    assert await w.ledger.body(sms) is not None  # an outcome may still come
+
+    await w.sink.subscribers.forget([SUB], [])
+    later = now + dt.timedelta(seconds=1)
+    await w.sink.withdrawals.withdraw([ProfileChange(SUB, WithdrawReason.FORGOTTEN, later)])
+    assert await w.ledger.body(sms) is None
