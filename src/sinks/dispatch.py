@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
 from moments.cooldowns import CooldownReturn
-from moments.enums import REACHED, OutcomeStatus
+from moments.enums import REACHED, OutcomeStatus, WithdrawReason
 from moments.models import ServiceTask, earlier_attempts
 from moments.records import SuppressReason
 from rules.gating import FrequencyCap
@@ -931,12 +931,14 @@ class TaskSink:
         """Tasks just published that a profile change recorded since their decision read
         the facts made void (`Ledger.confirm`, left pending): withdrawn, then confirmed
         without indexes (nothing more is expected of them; their meta and body kept for
-        an outcome sent all the same). A crash in between leaves them pending: their
-        re-drive drops them and withdraws them (`redrive`)."""
+        an outcome sent all the same, but the body of a task whose subscriber a tombstone
+        erased: an outcome of it acts on nothing, and written after the erasure it would
+        be their payload kept in no index a tombstone reads). A crash in between leaves
+        them pending: their re-drive drops them and withdraws them (`redrive`)."""
         await self.withdrawals.withdraw_voided([(t, *void[t.task_id]) for t in tasks])
         ids = [t.task_id for t in tasks]
         kept = {i: meta[i] for i in ids}
-        held = {i: bodies[i] for i in ids}
+        held = {i: bodies[i] for i in ids if void[i][0] is not WithdrawReason.FORGOTTEN}
         await self._redis(
             lambda: self.ledger.confirm(ids, kept, held), "confirming withdrawn tasks"
         )

@@ -106,7 +106,8 @@ return v
 # written, the entry stays P (a re-drive drops it and withdraws it, should its worker
 # die) and the reply is {why, when}: a batch that recorded the change before this ran and
 # looked the index up before it, or after it, finds nothing, and the caller withdraws the
-# task itself.
+# task itself. The body is written as the entry leaves P only: a confirm repeated (a
+# re-drive's and its stalled first worker's) after a tombstone erased it writes it not again.
 _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
@@ -139,10 +140,10 @@ if v and string.sub(v, 1, 1) == 'P' then
     redis.call('ZADD', K[6], A[6], A[2])
     if redis.call('TTL', K[6]) < tonumber(A[7]) then redis.call('EXPIRE', K[6], A[7]) end
   end
+  if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 end
 redis.call('ZREM', SK[1], A[2])
 redis.call('DEL', K[2])
-if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 return 1
 """
 

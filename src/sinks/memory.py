@@ -166,7 +166,7 @@ class MemoryLedger:
                 for gone in [i for i, at in index.items() if at <= cutoff]:
                     del index[gone]
                 index[task_id] = awaiting[task_id][1]
-            if bodies and task_id in bodies:
+            if settles and bodies and task_id in bodies:  # as Redis: once, as it leaves P
                 body, keep = bodies[task_id]
                 self.bodies[task_id] = _Entry(body, now + max(1, keep))
         return void

@@ -275,6 +275,38 @@ class TestPublishedIndex:
         await ledger.forget_published([sub])
         assert not await ledger.redis.exists(ledger.published_key(sub))
 
+    async def test_a_confirm_repeated_after_a_tombstone_writes_no_body_again(
+        self, redis_url: str
+    ) -> None:
+        """A re-drive's confirm and the stalled first worker's (Redis out for longer than
+        the re-drive's age) both settle the task; a tombstone read between the two erased
+        its body (`forget_published`). The later one, finding the entry no longer pending,
+        still wrote the body: the erased subscriber's payload was back for the task's life
+        and a day, in no index a tombstone reads. Redis and memory alike."""
+        client = Redis.from_url(redis_url)
+        stores: list[TaskLedger | MemoryLedger] = [
+            TaskLedger(client, f"test:{uuid4().hex[:8]}:", ttl_seconds=3600),
+            MemoryLedger(time.time, 3600),
+        ]
+        sub = "13800138000"
+        try:
+            for ledger in stores:
+                now = time.time()
+                await ledger.claim([("a", b"{}")])
+                bodies = {"a": (b'{"subscriber_id": "13800138000"}', 3600)}
+                awaiting = {"a": ("sms", now + 600)}
+                await ledger.confirm(
+                    ["a"], bodies=bodies, awaiting=awaiting, subscribers={"a": sub}
+                )
+                await ledger.forget_published([sub])
+                await ledger.confirm(
+                    ["a"], bodies=bodies, awaiting=awaiting, subscribers={"a": sub}
+                )
+                assert await ledger.body("a") is None, type(ledger).__name__
+                assert await ledger.state("a") == "sent"
+        finally:
+            await client.aclose()
+
     async def test_members_expired_a_day_ago_go_at_the_next_confirm(
         self, ledger: TaskLedger
     ) -> None:

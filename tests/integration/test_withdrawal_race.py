@@ -170,3 +170,35 @@ async def test_a_closed_line_or_a_tombstone_is_read_by_the_confirm(
     # Made after the erasure (events after a tombstone are new): confirmed.
     assert await confirm(CHANGED.timestamp() + 60) == {}
     assert await ledger.state("a") == "sent"
+
+
+async def test_a_release_racing_a_tombstone_leaves_no_payload_of_the_erased(
+    stores: DispatchStores,
+) -> None:
+    """Release read the facts; the batch erased the subscriber (its tombstone: the
+    published index and the bodies it names, none yet); the release published, and its
+    confirm found the task void, `forgotten`. Withdrawn by the release, it was then
+    confirmed with its body for an outcome to come: the erased subscriber's payload
+    (`body:<id>`) was written after their erasure, in no index a tombstone reads, and
+    kept until a day after the task expired; an outcome of it acts on nothing anyway."""
+    clock = Clock(NOW.timestamp())
+    releasing, producer = sink(stores, clock)
+    releasing.add(waiting())
+    await releasing.flush()
+    clock.now = RELEASE.timestamp()
+    batch, _ = sink(stores, clock)
+
+    async def meanwhile() -> None:
+        await batch.subscribers.forget([SUB], [])
+        changes = profile_changes([], forgotten=[SUB], now=clock())
+        await batch.withdrawals.withdraw(changes)
+
+    racing = ChangedMeanwhile(stores.facts, meanwhile)
+    releasing.facts = racing  # type: ignore[assignment]
+    assert await releasing.release_due() == 1
+    assert racing.ran == 1
+    (notice,) = [orjson.loads(p.payload) for p in producer.withdrawn]
+    assert (notice["task_id"], notice["reason"]) == ("w1", "forgotten")
+    ledger = stores.ledger
+    assert await ledger.state("w1") == "sent"
+    assert await ledger.body("w1") is None
