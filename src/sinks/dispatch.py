@@ -930,15 +930,21 @@ class TaskSink:
     ) -> None:
         """Tasks just published that a profile change recorded since their decision read
         the facts made void (`Ledger.confirm`, left pending): withdrawn, then confirmed
-        without indexes (nothing more is expected of them; their meta and body kept for
-        an outcome sent all the same, but the body of a task whose subscriber a tombstone
-        erased: an outcome of it acts on nothing, and written after the erasure it would
-        be their payload kept in no index a tombstone reads). A crash in between leaves
-        them pending: their re-drive drops them and withdraws them (`redrive`)."""
+        (nothing more is expected of them: in no unanswered index). Their meta and body
+        are kept for an outcome sent all the same, the task in its subscriber's published
+        index as a withdrawn one, so that a later tombstone erases the body; but for a
+        task whose subscriber a tombstone erased: an outcome of it acts on nothing, and
+        written after the erasure its body would be their payload kept in no index a
+        tombstone reads. A crash in between leaves them pending: their re-drive drops
+        them and withdraws them (`redrive`)."""
         await self.withdrawals.withdraw_voided([(t, *void[t.task_id]) for t in tasks])
         ids = [t.task_id for t in tasks]
         kept = {i: meta[i] for i in ids}
-        held = {i: bodies[i] for i in ids if void[i][0] is not WithdrawReason.FORGOTTEN}
+        live = [t for t in tasks if void[t.task_id][0] is not WithdrawReason.FORGOTTEN]
+        held = {t.task_id: bodies[t.task_id] for t in live}
+        expiring = {t.task_id: (t.channel.value, t.expires_at.timestamp()) for t in live}
+        subs = {t.task_id: t.subscriber_id for t in live}
         await self._redis(
-            lambda: self.ledger.confirm(ids, kept, held), "confirming withdrawn tasks"
+            lambda: self.ledger.confirm(ids, kept, held, expiring, subs, withdrawn=held.keys()),
+            "confirming withdrawn tasks",
         )

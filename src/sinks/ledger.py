@@ -106,7 +106,9 @@ return v
 # written, the entry stays P (a re-drive drops it and withdraws it, should its worker
 # die) and the reply is {why, when}: a batch that recorded the change before this ran and
 # looked the index up before it, or after it, finds nothing, and the caller withdraws the
-# task itself. The body is written as the entry leaves P only: a confirm repeated (a
+# task itself; A[11]: '' or, for a task so withdrawn (`confirm`'s `withdrawn`), what its
+# id is indexed under (`WITHDRAWN_MEMBER`, as `_WITHDRAWN` leaves a withdrawn task), and
+# not in the unanswered index. The body is written as the entry leaves P only: a confirm repeated (a
 # re-drive's and its stalled first worker's) after a tombstone erased it writes it not again.
 _SETTLE = """
 local v = redis.call('GET', K[1])
@@ -134,10 +136,10 @@ if v and string.sub(v, 1, 1) == 'P' then
     if ttl < 0 or ttl > tonumber(A[5]) then redis.call('PEXPIRE', K[1], A[5]) end
   end
   local answered = redis.call('DEL', K[5]) == 1
-  if A[6] ~= '' and not answered then redis.call('ZADD', K[4], A[6], A[2]) end
+  if A[6] ~= '' and not answered and A[11] == '' then redis.call('ZADD', K[4], A[6], A[2]) end
   if A[6] ~= '' and A[7] ~= '' then
     redis.call('ZREMRANGEBYSCORE', K[6], '-inf', A[8])
-    redis.call('ZADD', K[6], A[6], A[2])
+    redis.call('ZADD', K[6], A[6], A[11] .. A[2])
     if redis.call('TTL', K[6]) < tonumber(A[7]) then redis.call('EXPIRE', K[6], A[7]) end
   end
   if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
@@ -300,13 +302,14 @@ def takeover_window(ttl_seconds: int) -> int:
 
 
 Settle = tuple[
-    str, bytes, bytes, int, int | None, tuple[str, float] | None, str | None, float | None
+    str, bytes, bytes, int, int | None, tuple[str, float] | None, str | None, float | None, str
 ]
 """A settle call: task id, final value, body, seconds to keep the body, milliseconds to
 keep the entry (None: its TTL as it is), for a sent task its channel and expiry (epoch
 seconds), for the unanswered index (None: not sent), its subscriber, for the published
 index (None: not indexed), and for an indexed task whose subscriber's facts are looked at
-first, when it was made (`math.inf`: not against a tombstone; None: no look)."""
+first, when it was made (`math.inf`: not against a tombstone; None: no look), and what its
+id is indexed under ('' or, withdrawn, `WITHDRAWN_MEMBER`)."""
 
 Voided = dict[str, tuple[WithdrawReason, float]]
 """`Ledger.confirm`'s reply: per task id the facts made void as it was confirmed, why and
@@ -382,7 +385,7 @@ class TaskLedger:
         """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=7, args=10)
+        self._settle = BatchScript(redis, _SETTLE, keys=7, args=11)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
@@ -449,6 +452,7 @@ class TaskLedger:
         awaiting: Mapping[str, tuple[str, float]] | None = None,
         subscribers: Mapping[str, str] | None = None,
         made: Mapping[str, float] | None = None,
+        withdrawn: Collection[str] = (),
     ) -> Voided:
         """Record that these tasks were acknowledged by the broker.
 
@@ -460,7 +464,10 @@ class TaskLedger:
         withdrawn (`published_of`). `made` (per task id of `subscribers`, when it was made,
         `sinks.relevance.made_at`; `math.inf` for no tombstone look): first, in the same
         step, the subscriber's facts are looked at; a task they make void now
-        (`sinks.relevance.voided`) is left pending, unindexed, and returned with why."""
+        (`sinks.relevance.voided`) is left pending, unindexed, and returned with why.
+        `withdrawn` (ids of `subscribers`, not looked at): such tasks, withdrawn since, are
+        indexed as `_WITHDRAWN` leaves a withdrawn task, out of `published_of` and of the
+        unanswered index, for a tombstone to erase their bodies (`forget_published`)."""
         meta, bodies, awaiting = meta or {}, bodies or {}, awaiting or {}
         subs, looks = subscribers or {}, made or {}
         items: list[Settle] = []
@@ -470,7 +477,8 @@ class TaskLedger:
             sent = awaiting.get(task_id)
             sub = subs.get(task_id)
             look = looks.get(task_id) if sent is not None and sub is not None else None
-            items.append((task_id, value, body, max(1, keep), None, sent, sub, look))
+            member = WITHDRAWN_MEMBER if task_id in withdrawn else ""
+            items.append((task_id, value, body, max(1, keep), None, sent, sub, look, member))
         replies = await self._settle_many(items)
         return {
             task_id: (WithdrawReason(as_bytes(reply[0]).decode()), float(reply[1]))
@@ -499,6 +507,7 @@ class TaskLedger:
                     None,
                     None,
                     None,
+                    "",
                 )
                 for i, reason in items
             ]
@@ -553,9 +562,10 @@ class TaskLedger:
                     repr(now - PUBLISHED_KEPT_S),
                     "" if look is None or sent is None else sent[0],
                     "" if look is None or math.isinf(look) else repr(look),
+                    member,
                 ),
             )
-            for i, value, body, keep, entry_keep, sent, sub, look in items
+            for i, value, body, keep, entry_keep, sent, sub, look, member in items
         ]
         return await self._settle.run(calls, shared_keys=(self.pending_key,))
 

@@ -140,6 +140,7 @@ class MemoryLedger:
         awaiting: Mapping[str, tuple[str, float]] | None = None,
         subscribers: Mapping[str, str] | None = None,
         made: Mapping[str, float] | None = None,
+        withdrawn: Collection[str] = (),
     ) -> Voided:
         now = self.clock()
         void: Voided = {}
@@ -157,7 +158,8 @@ class MemoryLedger:
                     void[task_id] = why
                     continue
             answered = self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
-            if settles and not answered and awaiting and task_id in awaiting:  # as Redis
+            withdrawing = task_id in withdrawn  # as Redis: indexed as withdrawn, awaits nothing
+            if settles and not answered and not withdrawing and awaiting and task_id in awaiting:
                 channel, expires_at = awaiting[task_id]
                 self.awaiting.setdefault(channel, {})[task_id] = expires_at
             if settles and sub is not None and awaiting and task_id in awaiting:  # as Redis
@@ -165,7 +167,8 @@ class MemoryLedger:
                 cutoff = now - PUBLISHED_KEPT_S  # as Redis: kept as long as their bodies
                 for gone in [i for i, at in index.items() if at <= cutoff]:
                     del index[gone]
-                index[task_id] = awaiting[task_id][1]
+                member = WITHDRAWN_MEMBER + task_id if withdrawing else task_id
+                index[member] = awaiting[task_id][1]
             if settles and bodies and task_id in bodies:  # as Redis: once, as it leaves P
                 body, keep = bodies[task_id]
                 self.bodies[task_id] = _Entry(body, now + max(1, keep))

@@ -147,6 +147,7 @@ class Ledger(Protocol):
         awaiting: Mapping[str, tuple[str, float]] | None = None,
         subscribers: Mapping[str, str] | None = None,
         made: Mapping[str, float] | None = None,
+        withdrawn: Collection[str] = (),
     ) -> Voided:
         """Sent: `meta` kept with the entry, `bodies` (payload, seconds) for outcomes, and
         `awaiting` (channel, expiry in epoch seconds) puts each task in the unanswered
@@ -158,7 +159,9 @@ class Ledger(Protocol):
         step: one they make void now (`sinks.relevance.voided`: a tombstone, a closed line,
         an opt-out of its channel recorded since its decision read them) is left pending,
         in neither index, and returned with why and when (`Voided`), for the caller to
-        withdraw and then confirm without indexes."""
+        withdraw and then confirm again with `withdrawn` naming it: in the published index
+        as a withdrawn task (out of `published_of`, found by `forget_published`), in no
+        unanswered index."""
         ...
 
     async def drop(self, task_id: str, reason: str) -> None: ...

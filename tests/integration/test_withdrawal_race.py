@@ -202,3 +202,36 @@ async def test_a_release_racing_a_tombstone_leaves_no_payload_of_the_erased(
     ledger = stores.ledger
     assert await ledger.state("w1") == "sent"
     assert await ledger.body("w1") is None
+
+
+async def test_a_task_withdrawn_by_its_confirm_has_its_payload_erased_by_a_later_tombstone(
+    stores: DispatchStores,
+) -> None:
+    """The opt-out race above: the release withdraws the task and confirms it, its body
+    kept for an outcome, and indexed as no other withdrawn task is: a tombstone read later
+    erased the bodies the subscriber's published index names, and this one it never named;
+    the erased subscriber's payload stayed until a day after the task expired."""
+    clock = Clock(NOW.timestamp())
+    releasing, producer = sink(stores, clock)
+    releasing.add(waiting())
+    await releasing.flush()
+    clock.now = RELEASE.timestamp()
+    batch, _ = sink(stores, clock)
+    update = opt_out()
+
+    async def meanwhile() -> None:
+        await batch.subscribers.record_facts([update])
+        await batch.withdrawals.withdraw(profile_changes([update]))
+
+    releasing.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+    assert await releasing.release_due() == 1
+    assert [orjson.loads(p.payload)["reason"] for p in producer.withdrawn] == ["opt_out"]
+    ledger = stores.ledger
+    assert await ledger.body("w1") is not None  # an outcome may still come
+    assert await ledger.published_of([SUB], clock()) == [[]]
+    assert sum((await ledger.unanswered()).values()) == 0
+
+    clock.now += 60
+    await batch.subscribers.forget([SUB], [])
+    await batch.withdrawals.withdraw(profile_changes([], forgotten=[SUB], now=clock()))
+    assert await ledger.body("w1") is None

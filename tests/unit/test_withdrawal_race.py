@@ -148,6 +148,40 @@ async def test_a_change_looked_up_while_the_release_publishes_withdraws_the_task
 
 
 @pytest.mark.parametrize("change", CHANGES)
+async def test_the_payload_of_a_task_its_release_withdrew_goes_with_a_tombstone(
+    change: str,
+) -> None:
+    """The race above: the release withdraws the task and confirms it. Its payload
+    (`body:<id>`) was kept for an outcome in no index: after the tombstone that made the
+    task void, and after one read later, the erased subscriber's payload stayed until a
+    day past the task's expiry. Now it is not written for a task of an erased subscriber,
+    and the task is indexed as withdrawn for a later tombstone to erase its payload."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = await parked(stores, clock)
+    other = Worker(stores, clock)
+    record, look_up = batch(other, change)
+
+    async def meanwhile() -> None:
+        await record()
+        await look_up()
+
+    w.sink.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+    assert await w.sink.release_due() == 1
+    assert [n["reason"] for n in w.notices()] == [change]
+    kept = await stores.ledger.body("w1")
+    assert (kept is None) == (change == "forgotten")  # else kept for an outcome
+    assert await stores.ledger.published_of([SUB], clock()) == [[]]
+    assert sum((await stores.ledger.unanswered()).values()) == 0
+
+    clock.now += 60
+    erase, erase_look_up = batch(other, "forgotten")
+    await erase()
+    await erase_look_up()
+    assert await stores.ledger.body("w1") is None
+
+
+@pytest.mark.parametrize("change", CHANGES)
 async def test_a_change_recorded_during_the_release_and_looked_up_after_is_withdrawn_once(
     change: str,
 ) -> None:
