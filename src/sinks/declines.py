@@ -9,26 +9,37 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
+# KEYS: the decline, the subscriber's declined rules; ARGV: rule id, seconds. The list
+# lives as long as its longest decline: given the latest one's time, a shorter
+# `declined_suppress` (a policy changed, two during its rollout) let it go while an
+# earlier decline held, which a tombstone then found only were its rule still loaded.
+_SUPPRESS = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
 
 class RedisDeclines:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self._suppress = redis.register_script(_SUPPRESS)
 
     def key(self, subscriber_id: str, rule_id: str) -> str:
         return f"{self.prefix}declined:{subscriber_id}:{rule_id}"
 
     def rules_key(self, subscriber_id: str) -> str:
-        """The rule ids the subscriber declined (a set), kept as long as the latest decline."""
+        """The rule ids the subscriber declined (a set), kept as long as the longest-lived
+        decline (`_SUPPRESS`)."""
         return f"{self.prefix}declined-rules:{subscriber_id}"
 
     async def suppress(self, subscriber_id: str, rule_id: str, seconds: float) -> None:
-        ttl = max(1, int(seconds))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(self.key(subscriber_id, rule_id), b"1", ex=ttl)
-        pipe.sadd(self.rules_key(subscriber_id), rule_id)
-        pipe.expire(self.rules_key(subscriber_id), ttl)
-        await pipe.execute()
+        keys = [self.key(subscriber_id, rule_id), self.rules_key(subscriber_id)]
+        await self._suppress(keys=keys, args=[rule_id, max(1, int(seconds))])
 
     async def suppressed(self, subscriber_id: str, rule_id: str) -> bool:
         return bool(await self.redis.exists(self.key(subscriber_id, rule_id)))

@@ -243,3 +243,21 @@ async def test_a_tombstone_erases_the_payload_of_a_task_an_earlier_opt_out_withd
     later = now + dt.timedelta(seconds=1)
     await w.sink.withdrawals.withdraw([ProfileChange(SUB, WithdrawReason.FORGOTTEN, later)])
     assert await w.ledger.body(sms) is None
+
+
+async def test_a_shorter_decline_after_a_longer_one_keeps_the_longer_one_listed(
+    make_worker: MakeWorker,
+) -> None:
+    """`outcomes.declined_suppress` shortened (a policy change, or two policies during its
+    rollout): the list of the rules a subscriber declined (`declined-rules:<subscriber>`)
+    took the TTL of the latest decline, and went while an earlier, longer one still held;
+    a tombstone then found that one only were its rule still loaded, and a removed rule's
+    decline kept the erased number in its key for the rest of its time."""
+    w = make_worker()
+    await w.sink.declines.suppress(SUB, "retired_rule", 3600)
+    await w.sink.declines.suppress(SUB, "loaded_rule", 1)
+    await asyncio.sleep(1.5)  # the shorter decline's time passes (on the Redis clock)
+    assert not await w.sink.declines.suppressed(SUB, "loaded_rule")
+    assert await w.sink.declines.suppressed(SUB, "retired_rule")
+    await w.sink.subscribers.forget([SUB], ["loaded_rule"])
+    assert not await w.sink.declines.suppressed(SUB, "retired_rule")
