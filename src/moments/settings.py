@@ -33,8 +33,6 @@ from moments.errortext import error_text
 from moments.exceptions import ConfigError
 
 _BOOTSTRAP_HELP = "write host:port[,host:port], e.g. 127.0.0.1:9092"
-_LOGIN = re.compile(r"[^,\s/]*@")
-"""A login written before a bootstrap server's host (`user:password@`)."""
 
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -494,6 +492,14 @@ def _bounds(metadata: list[object], whole: bool) -> str:
     return f"; write {kind} {said}" if said else ""
 
 
+def _without_login(bootstrap: str) -> str:
+    """`bootstrap` as a refusal may show it: with a login (`user:password@`) in it, what
+    follows its last `@` alone. A password may hold any character, a ',', a '/' or a
+    space too: no mark but the last `@` says where it ends."""
+    _, at, host = bootstrap.rpartition("@")
+    return f"****@{host}" if at else bootstrap
+
+
 class _LogFormatOnly(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOMENTS_", env_file=".env", extra="ignore")
     log_format: str = "text"
@@ -527,7 +533,7 @@ def load_settings(**overrides: object) -> Settings:
             elif loc == "REDIS_URL":
                 shown = repr(redisurl.redacted_url(str(err.get("input"))))
             elif loc == "KAFKA_BOOTSTRAP":
-                shown = repr(_LOGIN.sub("****@", str(err.get("input"))))
+                shown = repr(_without_login(str(err.get("input"))))
             message = error_text(err)
             message += _what_to_write(str(err["type"]), err["loc"])
             lines.append(f"MOMENTS_{loc}: {message} (got {shown})")

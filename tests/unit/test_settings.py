@@ -318,7 +318,15 @@ def test_a_redis_url_redis_py_raises_on_is_refused_without_a_traceback_or_its_pa
 
 @pytest.mark.parametrize(
     "bootstrap",
-    ["svc-moments:s3cr3t@kafka-1:9093", "kafka-0:9093,SASL_SSL://svc-moments:s3cr3t@kafka-1:9093"],
+    [
+        "svc-moments:s3cr3t@kafka-1:9093",
+        "kafka-0:9093,SASL_SSL://svc-moments:s3cr3t@kafka-1:9093",
+        # A password holding a ',', a '/' or a space: the mask began after it, and the
+        # refusal quoted the password's first part.
+        "svc-moments:s3cr3t,x@kafka-1:9093",
+        "svc-moments:s3cr3t/x@kafka-1:9093",
+        "svc-moments:s3cr3t x@kafka-1:9093",
+    ],
 )
 def test_a_login_in_the_bootstrap_servers_is_refused_without_showing_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bootstrap: str
