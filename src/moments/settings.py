@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -464,7 +466,8 @@ def _what_to_write(error_type: str, loc: tuple[int | str, ...]) -> str:
     if error_type in _NAME_ERRORS:
         return f"; write letters, digits, '.', '_' and '-' only{example}"
     if error_type in _BOUND_ERRORS:
-        return _bounds(field.metadata, isinstance(default, int)) + example
+        metadata, whole = _bounded(field)
+        return _bounds(metadata, whole) + (example or ", or leave it unset")
     kind = _KINDS.get(error_type)
     if kind is None:
         return ""
@@ -473,6 +476,19 @@ def _what_to_write(error_type: str, loc: tuple[int | str, ...]) -> str:
     if isinstance(default, bool):
         return f"; write {kind} (default {str(default).lower()})"
     return f"; write {kind}, e.g. {default}"
+
+
+def _bounded(field: FieldInfo) -> tuple[list[object], bool]:
+    """A field's bounds (its metadata) and whether it holds a whole number; of one that may
+    be unset (`Annotated[int, Field(ge=0, le=3)] | None`), those of the number it holds:
+    the field's own metadata has none."""
+    kinds = [field.annotation, *typing.get_args(field.annotation)]
+    for kind in kinds:
+        if typing.get_origin(kind) is typing.Annotated and not field.metadata:
+            base, *extras = typing.get_args(kind)
+            metadata = [m for extra in extras for m in getattr(extra, "metadata", [extra])]
+            return metadata, base is int
+    return field.metadata, int in kinds
 
 
 def _bounds(metadata: list[object], whole: bool) -> str:

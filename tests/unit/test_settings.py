@@ -243,6 +243,8 @@ def test_config_show_warns_of_them_in_the_env_file_too(
         ("MOMENTS_PARTITIONS", "0", "write a whole number from 1 to 1024, e.g. 4"),
         ("MOMENTS_REPLICATION_FACTOR", "99", "write a whole number from 1 to 16, e.g. 1"),
         ("MOMENTS_REBALANCE_TIMEOUT", "0", "write a number above 0 and at most 600, e.g. 30.0"),
+        # Bounded inside `int | None`: pydantic's "less than or equal to 3" alone.
+        ("MOMENTS_STANDBY_REPLICAS", "5", "write a whole number from 0 to 3, or leave it unset"),
     ],
 )
 def test_a_value_out_of_bounds_or_with_other_characters_says_what_to_write(
