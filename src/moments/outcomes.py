@@ -508,6 +508,8 @@ async def handle_outcomes(
                 else:
                     retries.append(retry)
                 result.retries.append(retry.task_id)
+    once = {t.task_id: t for _, t in acting if t.task_id in declined}
+    await _undo_raced_declines(sink, list(once.values()), result)
     if result.forgotten:
         log.info(
             "outcomes of %d task(s) of erased subscribers: counted, acted on nothing",
@@ -525,6 +527,30 @@ async def handle_outcomes(
     await sink.dispatch(retries)
     await _park_newer(sink, newer_retries)
     return result
+
+
+async def _undo_raced_declines(
+    sink: TaskSink, tasks: Sequence[ServiceTask], result: OutcomeResult
+) -> None:
+    """The declines just written of those of `tasks` (declined, each once) whose subscriber
+    a tombstone erased meanwhile, erased again: the tombstone, read by another agent, may
+    have recorded its mark after the batch's look and erased the declines before they were
+    written (`Subscribers.forget` records the mark first, so this second look sees it);
+    they are counted as of an erased subscriber, not as declined."""
+    raced = await sink.subscribers.forgotten_tasks(tasks)
+    if not raced:
+        return
+    erased = [t for t in tasks if t.task_id in raced]
+    subs = list(dict.fromkeys(t.subscriber_id for t in erased))
+    rules = list(dict.fromkeys(r for t in erased for r in declined_rules(t)))
+    await with_retry(
+        lambda: sink.declines.forget(subs, rules),
+        Dependency.REDIS,
+        sink.metrics,
+        "erasing declines of erased subscribers",
+    )
+    result.declined -= len(erased)
+    result.forgotten += len(erased)
 
 
 async def _park_newer(sink: TaskSink, retries: Sequence[tuple[ServiceTask, bytes]]) -> None:

@@ -65,8 +65,13 @@ class Subscribers:
             marks.setdefault(mark, []).append(sub)
 
         async def erase() -> None:
+            # The marks first: an outcome that wrote a decline after the erasure below
+            # looks them up again and erases it (`moments.outcomes`), which holds only if
+            # the mark was there before the erasure (in one gather they went in no order).
             await asyncio.gather(
-                *(self.facts.forget(group, mark, erased) for mark, group in marks.items()),
+                *(self.facts.forget(group, mark, erased) for mark, group in marks.items())
+            )
+            await asyncio.gather(
                 self.stores.contacts.forget(subs),
                 self.stores.frequency.forget(subs),
                 self.declines.forget(subs, rule_ids),

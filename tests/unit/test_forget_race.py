@@ -1,0 +1,91 @@
+"""A `declined` outcome of a task made before its subscriber's profile tombstone, read
+while the tombstone is applied (the outcomes and the profile topic are read by their own
+agents, on any worker): the outcome looked the erasure mark up before the tombstone
+recorded it, and wrote the decline after the tombstone erased the declines. The decline
+(`declined:<subscriber>:<rule>`, the erased number in its name) stayed for its 30 days
+and held the rule from the number's next holder. On the in-memory stores; the order of
+the tombstone's own writes is what makes the outcome's second look enough on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+
+from moments.models import Channel, OutcomeStatus, ServiceTask
+from moments.outcomes import handle_outcomes
+from sinks.stores import Declines, Facts
+
+from .test_unanswered import HOUR, SMS_1, START, SUB, Scenario, outcome_record, task
+
+RULE = "low_balance"
+
+
+async def test_a_decline_written_after_a_tombstone_it_raced_is_erased() -> None:
+    s = Scenario()
+    await s.sink.dispatch([task(SMS_1, Channel.SMS, RULE, expires_h=2)])
+    s.clock.advance(START.timestamp() + HOUR / 2)
+    subscribers = s.sink.subscribers
+    looked = subscribers.forgotten_tasks
+    tombstones = 0
+
+    async def look_then_tombstone(tasks: Sequence[ServiceTask]) -> set[str]:
+        """The outcome's look, then the tombstone applied before the decline is written."""
+        nonlocal tombstones
+        found = await looked(tasks)
+        if not tombstones:
+            tombstones += 1
+            await subscribers.forget([SUB], [RULE])
+        return found
+
+    subscribers.forgotten_tasks = look_then_tombstone  # type: ignore[method-assign]
+    declined = outcome_record(SMS_1, OutcomeStatus.DECLINED, START + dt.timedelta(minutes=20))
+    await handle_outcomes([declined], s.sink, now=s.at())
+    assert tombstones == 1
+    assert not await s.sink.declines.suppressed(SUB, RULE)
+
+
+class _SlowMark:
+    """The facts store, its erasure mark done a step later than asked (as a pipeline on
+    another connection may reach Redis after one sent beside it)."""
+
+    def __init__(self, facts: Facts, done: list[str]) -> None:
+        self.facts = facts
+        self.done = done
+
+    async def forget(
+        self, subscriber_ids: Sequence[str], at: float, erased: dict[str, float] | None = None
+    ) -> None:
+        await asyncio.sleep(0)
+        await self.facts.forget(subscriber_ids, at, erased)
+        self.done.append("mark")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.facts, name)
+
+
+class _Erase:
+    def __init__(self, declines: Declines, done: list[str]) -> None:
+        self.declines = declines
+        self.done = done
+
+    async def forget(self, subscriber_ids: Sequence[str], rule_ids: Sequence[str]) -> None:
+        await self.declines.forget(subscriber_ids, rule_ids)
+        self.done.append("declines erased")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.declines, name)
+
+
+async def test_a_tombstone_records_its_mark_before_it_erases_the_declines() -> None:
+    """An outcome that wrote its decline after the erasure looks the mark up again and
+    erases it: enough only when the mark was recorded before the erasure. The two went in
+    one `gather`, in no order: the erasure first, the outcome's second look before the
+    mark, and the decline stayed."""
+    s = Scenario()
+    done: list[str] = []
+    subscribers = s.sink.subscribers
+    subscribers.facts = _SlowMark(subscribers.facts, done)  # type: ignore[assignment]
+    subscribers.declines = _Erase(subscribers.declines, done)  # type: ignore[assignment]
+    await subscribers.forget([SUB], [RULE])
+    assert done == ["mark", "declines erased"]
