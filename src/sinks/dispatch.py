@@ -918,8 +918,9 @@ class TaskSink:
         for task in tasks:
             self.metrics.published.labels(task.moment.type, task.channel.value).inc()
             self.metrics.event_to_task.observe(max(0.0, (now - task.triggered_at).total_seconds()))
-        if void:
-            await self._void([t for t in tasks if t.task_id in void], void, meta, bodies)
+        if void and made is not None:  # void only where looked at
+            voided = [t for t in tasks if t.task_id in void]
+            await self._void(voided, void, meta, bodies, made)
 
     async def _void(
         self,
@@ -927,6 +928,7 @@ class TaskSink:
         void: Voided,
         meta: Mapping[str, bytes],
         bodies: Mapping[str, tuple[bytes, int]],
+        made: Mapping[str, float],
     ) -> None:
         """Tasks just published that a profile change recorded since their decision read
         the facts made void (`Ledger.confirm`, left pending): withdrawn, then confirmed
@@ -935,8 +937,10 @@ class TaskSink:
         index as a withdrawn one, so that a later tombstone erases the body; but for a
         task whose subscriber a tombstone erased: an outcome of it acts on nothing, and
         written after the erasure its body would be their payload kept in no index a
-        tombstone reads. A crash in between leaves them pending: their re-drive drops
-        them and withdraws them (`redrive`)."""
+        tombstone reads; nor for one whose tombstone came after the withdrawal (that
+        confirm looks at the mark in the same step: the tombstone's erasure may have run
+        already). A crash in between leaves them pending: their re-drive drops them and
+        withdraws them (`redrive`)."""
         await self.withdrawals.withdraw_voided([(t, *void[t.task_id]) for t in tasks])
         ids = [t.task_id for t in tasks]
         kept = {i: meta[i] for i in ids}
@@ -944,7 +948,16 @@ class TaskSink:
         held = {t.task_id: bodies[t.task_id] for t in live}
         expiring = {t.task_id: (t.channel.value, t.expires_at.timestamp()) for t in live}
         subs = {t.task_id: t.subscriber_id for t in live}
-        await self._redis(
-            lambda: self.ledger.confirm(ids, kept, held, expiring, subs, withdrawn=held.keys()),
+        looks = {t.task_id: made[t.task_id] for t in live}
+        erased = await self._redis(
+            lambda: self.ledger.confirm(
+                ids, kept, held, expiring, subs, looks, withdrawn=held.keys()
+            ),
             "confirming withdrawn tasks",
         )
+        if erased:  # withdrawn already: confirmed with no body, in no index
+            gone = list(erased)
+            await self._redis(
+                lambda: self.ledger.confirm(gone, {i: meta[i] for i in gone}),
+                "confirming withdrawn tasks",
+            )

@@ -108,8 +108,10 @@ return v
 # looked the index up before it, or after it, finds nothing, and the caller withdraws the
 # task itself; A[11]: '' or, for a task so withdrawn (`confirm`'s `withdrawn`), what its
 # id is indexed under (`WITHDRAWN_MEMBER`, as `_WITHDRAWN` leaves a withdrawn task), and
-# not in the unanswered index. The body is written as the entry leaves P only: a confirm repeated (a
-# re-drive's and its stalled first worker's) after a tombstone erased it writes it not again.
+# not in the unanswered index; its look is at a tombstone alone (one applied since its
+# withdrawal: its body, written after the erasure, would be found by no one). The body
+# is written as the entry leaves P only: a confirm repeated (a re-drive's and its stalled
+# first worker's) after a tombstone erased it writes it not again.
 _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
@@ -119,13 +121,13 @@ if v and string.sub(v, 1, 1) == 'P' then
     if f[1] and A[10] ~= '' and tonumber(A[10]) <= tonumber(f[1]) then
       return {'forgotten', f[2] or f[1]}
     end
-    if f[3] then
+    if A[11] == '' and f[3] then
       local closed = tonumber(f[3])
       if (not f[4] or closed > tonumber(f[4])) and (not f[5] or closed > tonumber(f[5])) then
         return {'closed', f[3]}
       end
     end
-    if f[6] and (not f[7] or tonumber(f[6]) >= tonumber(f[7]))
+    if A[11] == '' and f[6] and (not f[7] or tonumber(f[6]) >= tonumber(f[7]))
         and (not f[8] or tonumber(f[6]) >= tonumber(f[8])) then
       return {'opt_out', f[6]}
     end
@@ -465,9 +467,10 @@ class TaskLedger:
         `sinks.relevance.made_at`; `math.inf` for no tombstone look): first, in the same
         step, the subscriber's facts are looked at; a task they make void now
         (`sinks.relevance.voided`) is left pending, unindexed, and returned with why.
-        `withdrawn` (ids of `subscribers`, not looked at): such tasks, withdrawn since, are
-        indexed as `_WITHDRAWN` leaves a withdrawn task, out of `published_of` and of the
-        unanswered index, for a tombstone to erase their bodies (`forget_published`)."""
+        `withdrawn` (ids of `subscribers`): such tasks, withdrawn since, are indexed as
+        `_WITHDRAWN` leaves a withdrawn task, out of `published_of` and of the unanswered
+        index, for a tombstone to erase their bodies (`forget_published`); those in `made`
+        are looked at against a tombstone alone."""
         meta, bodies, awaiting = meta or {}, bodies or {}, awaiting or {}
         subs, looks = subscribers or {}, made or {}
         items: list[Settle] = []

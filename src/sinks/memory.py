@@ -14,6 +14,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from moments.enums import WithdrawReason
 from moments.models import InputEvent
 from sinks.capacity import merged_rank
 from sinks.ledger import (
@@ -154,6 +155,8 @@ class MemoryLedger:
                 # As the Redis script: facts that make it void leave it pending, unindexed.
                 values = self.facts.fields(sub) if self.facts is not None else {}
                 why = voided(values, sending[0], look)
+                if why is not None and task_id in withdrawn:  # as Redis: a tombstone alone
+                    why = why if why[0] is WithdrawReason.FORGOTTEN else None
                 if why is not None:
                     void[task_id] = why
                     continue

@@ -161,7 +161,8 @@ class Ledger(Protocol):
         in neither index, and returned with why and when (`Voided`), for the caller to
         withdraw and then confirm again with `withdrawn` naming it: in the published index
         as a withdrawn task (out of `published_of`, found by `forget_published`), in no
-        unanswered index."""
+        unanswered index, and in `made` looked at against a tombstone alone (one applied
+        since the withdrawal: void again, `forgotten`)."""
         ...
 
     async def drop(self, task_id: str, reason: str) -> None: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import uuid4
 
 import orjson
@@ -235,3 +236,40 @@ async def test_a_task_withdrawn_by_its_confirm_has_its_payload_erased_by_a_later
     await batch.subscribers.forget([SUB], [])
     await batch.withdrawals.withdraw(profile_changes([], forgotten=[SUB], now=clock()))
     assert await ledger.body("w1") is None
+
+
+async def test_a_tombstone_between_the_withdrawal_and_its_confirm_leaves_no_payload(
+    stores: DispatchStores,
+) -> None:
+    """The opt-out race above, and a tombstone applied between the release's withdrawal
+    and the confirm that keeps the body (its mark, then the erasure of the index and the
+    bodies it names, this one not there yet): that confirm wrote the body with no look
+    at the mark, and the erased subscriber's payload stayed."""
+    clock = Clock(NOW.timestamp())
+    releasing, producer = sink(stores, clock)
+    releasing.add(waiting())
+    await releasing.flush()
+    clock.now = RELEASE.timestamp()
+    batch, _ = sink(stores, clock)
+    update = opt_out()
+
+    async def meanwhile() -> None:
+        await batch.subscribers.record_facts([update])
+        await batch.withdrawals.withdraw(profile_changes([update]))
+
+    releasing.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+    withdraw_voided = releasing.withdrawals.withdraw_voided
+
+    async def then_tombstone(voided: Any) -> None:
+        await withdraw_voided(voided)
+        clock.now += 60
+        await batch.subscribers.forget([SUB], [])
+        await batch.withdrawals.withdraw(profile_changes([], forgotten=[SUB], now=clock()))
+
+    releasing.withdrawals.withdraw_voided = then_tombstone  # type: ignore[method-assign]
+    assert await releasing.release_due() == 1
+    assert [orjson.loads(p.payload)["reason"] for p in producer.withdrawn] == ["opt_out"]
+    ledger = stores.ledger
+    assert await ledger.state("w1") == "sent"
+    assert await ledger.body("w1") is None
+    assert sum((await ledger.unanswered()).values()) == 0

@@ -295,3 +295,36 @@ async def test_a_fresh_task_made_after_its_batchs_tombstone_at_the_same_instant_
     assert len(w.producer.sent) == 1
     assert w.notices() == []
     assert await stores.ledger.published_of([SUB], clock()) == [["w1"]]
+
+
+async def test_a_tombstone_between_the_withdrawal_and_its_confirm_leaves_no_payload() -> None:
+    """The release's confirm found the task void (an opt-out), withdrew it, and confirmed
+    it again to keep its body for an outcome. A tombstone applied between the two (its
+    mark, then the erasure of the published index and the bodies it names: this one not
+    there yet) was followed by that body written with no look at the mark: the erased
+    subscriber's payload stayed until a day after the task expired."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = await parked(stores, clock)
+    other = Worker(stores, clock)
+    record, look_up = batch(other, "opt_out")
+
+    async def meanwhile() -> None:
+        await record()
+        await look_up()
+
+    w.sink.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+    withdraw_voided = w.sink.withdrawals.withdraw_voided
+    erase, erase_look_up = batch(other, "forgotten")
+
+    async def then_tombstone(voided: Any) -> None:
+        await withdraw_voided(voided)
+        clock.now += 1
+        await erase()
+        await erase_look_up()
+
+    w.sink.withdrawals.withdraw_voided = then_tombstone  # type: ignore[method-assign]
+    assert await w.sink.release_due() == 1
+    assert [n["reason"] for n in w.notices()] == ["opt_out"]
+    assert await stores.ledger.state("w1") == "sent"
+    assert await stores.ledger.body("w1") is None
