@@ -32,6 +32,10 @@ Keys (prefix `moments:<app>:`):
   mid-walk, until the next re-judge walks again).
 - `capped`: the ids of the tasks waiting for the subscriber's contact or frequency cap,
   which a fresh task joins however long they wait (`Joining`).
+- `waiting:<subscriber>`: sorted set, the ids of the subscriber's tasks parked, by the
+  time each was parked until, kept `WAITING_KEPT_S` past the latest of them (members a
+  release took out stay until then, as ids only): what a profile tombstone takes out of
+  the queue at once (`forget`), so that their payloads do not wait for their release time.
 
 Every transition is one Lua script, so a crash never leaves a task in two places or in
 none, and two workers releasing at once each get different tasks. Release moves a task
@@ -54,12 +58,16 @@ from sinks.ledger import TaskLedger, as_bytes
 from sinks.luabatch import BatchScript
 from sinks.stores import Joining, Parking, Released
 
-# K: task, open, line, the subscriber's facts (sinks.relevance); A: id, payload (''
+# K: task, open, line, the subscriber's facts (sinks.relevance), the subscriber's waiting
+# index; A: id, payload (''
 # keeps the one stored), release_at, window_ms, what it waits for: 'l' a suspended line,
 # 'h' its channel's hours, 'c' the subscriber's caps, 'n' the next day (one argument:
 # each costs the client ~2.5 µs to pack), rank ('': none), active after ('': not looked
 # at) and woken at (`Parking.active_after`, `woken_at`); S: task prefix, ttl, the
-# parker's timetable; SK: pending, deferred, hours, capped, nextday, judged, due, rank
+# parker's timetable, now (the Redis host's clock, epoch seconds), `WAITING_KEPT_S`;
+# SK: pending, deferred, hours, capped, nextday, judged, due, rank. The task enters the
+# waiting index (`forget`), which drops the ids parked until more than `WAITING_KEPT_S`
+# ago and is kept that long past the latest release time it holds.
 _PARK = """
 local v = redis.call('GET', K[1])
 if not v then return 0 end
@@ -80,6 +88,13 @@ end
 redis.call('SET', K[1], 'D' .. payload, 'XX', 'KEEPTTL')
 redis.call('ZREM', SK[1], A[1])
 redis.call('ZADD', SK[2], release_at, A[1])
+local now, kept = tonumber(S[4]), tonumber(S[5])
+redis.call('ZADD', K[5], release_at, A[1])
+redis.call('ZREMRANGEBYSCORE', K[5], '-inf', '(' .. (now - kept))
+local last = redis.call('ZRANGE', K[5], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('EXPIRE', K[5], math.ceil(math.max(0, tonumber(last[2]) - now) + kept))
+end
 redis.call('ZREM', SK[7], A[1])
 if A[6] == '' then
   redis.call('HDEL', SK[8], A[1])
@@ -315,6 +330,42 @@ for _, id in ipairs(ids) do
 end
 return {1, out}
 """
+# K: the subscriber's waiting index, open, line; A: unused (''); S: now, task prefix,
+# group prefix; SK: deferred, pending, hours, capped, nextday, due, rank. A profile
+# tombstone: each of the subscriber's tasks still waiting (`D`) leaves the queue and its
+# indexes and goes back to pending (`P`, in the pending index at `now`), as `_RELEASE`
+# moves it, {id, payload, {member payloads}} for the caller to decide (its facts say the
+# subscriber is forgotten: dropped; a crash first leaves it to the re-drive, which drops
+# it too); the waiting index, open merge group and suspended-line index are deleted.
+_FORGET = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', K[1], 0, -1)) do
+  local key = S[2] .. id
+  local v = redis.call('GET', key)
+  if v and string.sub(v, 1, 1) == 'D' then
+    redis.call('ZREM', SK[1], id)
+    redis.call('SREM', SK[3], id)
+    redis.call('SREM', SK[4], id)
+    redis.call('SREM', SK[5], id)
+    redis.call('ZREM', SK[6], id)
+    redis.call('HDEL', SK[7], id)
+    local payload = string.sub(v, 2)
+    redis.call('SET', key, 'P' .. payload, 'XX', 'KEEPTTL')
+    redis.call('ZADD', SK[2], S[1], id)
+    table.insert(out, {id, payload, redis.call('LRANGE', S[3] .. id, 0, -1)})
+  end
+end
+redis.call('DEL', K[1], K[2], K[3])
+return out
+"""
+
+WAITING_KEPT_S = 86400
+"""How long a subscriber's waiting index (`waiting:<subscriber>`) outlives the latest
+release time it holds, and keeps an id parked until a time that long past: a task still
+in the queue then (released late: no worker ran the timer, or a backlog of due tasks) is
+out of the index, and a tombstone leaves it to its release, which drops it
+(`sinks.relevance.is_forgotten`)."""
+
 _RANK_CHUNK = 1000
 """Most tasks one release call ranks: a night's 200,000 calls due at once are ranked in
 200 calls, not one that blocks Redis: 5,000 a call took 24-31 ms of Redis in the slowlog
@@ -365,12 +416,13 @@ class DeferralQueue:
         """The tasks due, not released yet, by rank."""
         self.rank_key = f"{ledger.prefix}rank"
         """Each waiting task's rank, until it is due."""
-        self._park = BatchScript(redis, _PARK, keys=4, args=8)
+        self._park = BatchScript(redis, _PARK, keys=5, args=8)
         self._rejudge = redis.register_script(_REJUDGE)
         self._wake_unindexed_script = redis.register_script(_WAKE_UNINDEXED)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
         self._join = BatchScript(redis, _JOIN, keys=2, args=5)
         self._release = redis.register_script(_RELEASE)
+        self._forget = BatchScript(redis, _FORGET, keys=3, args=1)
         self._walk: _Walk | None = None
         """A re-judge walk a failed call interrupted, which the next `rejudge` of the same
         timetable goes on with."""
@@ -387,13 +439,37 @@ class DeferralQueue:
         reads `active` there (`Parking.active_after`)."""
         return f"{self.prefix}facts:{subscriber_id}"
 
-    async def forget(self, subscriber_ids: Sequence[str]) -> None:
-        """Erase the subscribers' open merge group and suspended-line index. Their waiting
-        tasks stay queued until their time, and are dropped then (`is_forgotten`): the
-        queue is not indexed by subscriber."""
-        keys = [k for s in subscriber_ids for k in (self.open_key(s), self.line_key(s))]
-        if keys:
-            await self.redis.delete(*keys)
+    def waiting_key(self, subscriber_id: str) -> str:
+        """The ids of the subscriber's tasks parked, by release time (`forget`)."""
+        return f"{self.prefix}waiting:{subscriber_id}"
+
+    async def forget(
+        self, subscriber_ids: Sequence[str], now: float | None = None
+    ) -> list[Released]:
+        """See `sinks.stores.Deferrals.forget`: one script call (`_FORGET`)."""
+        calls = [
+            ((self.waiting_key(s), self.open_key(s), self.line_key(s)), ("",))
+            for s in dict.fromkeys(subscriber_ids)
+        ]
+        if not calls:
+            return []
+        at = time.time() if now is None else now
+        shared = (at, f"{self.prefix}task:", f"{self.prefix}group:")
+        shared_keys = (
+            self.key,
+            self.ledger.pending_key,
+            self.hours_key,
+            self.capped_key,
+            self.next_day_key,
+            self.due_key,
+            self.rank_key,
+        )
+        replies = await self._forget.run(calls, shared, shared_keys)
+        return [
+            Released(as_bytes(item[0]).decode(), as_bytes(item[1]), [as_bytes(m) for m in item[2]])
+            for taken in replies
+            for item in taken
+        ]
 
     async def park(
         self,
@@ -421,6 +497,7 @@ class DeferralQueue:
                     self.open_key(item.subscriber_id),
                     self.line_key(item.subscriber_id),
                     self.facts_key(item.subscriber_id),
+                    self.waiting_key(item.subscriber_id),
                 ),
                 (
                     item.task_id,
@@ -448,7 +525,7 @@ class DeferralQueue:
             self.due_key,
             self.rank_key,
         )
-        shared = (f"{self.prefix}task:", self.ledger.ttl, timetable)
+        shared = (f"{self.prefix}task:", self.ledger.ttl, timetable, time.time(), WAITING_KEPT_S)
         parked = await self._park.run(calls, shared, shared_keys)
         return [bool(ok) for ok in parked]
 

@@ -135,7 +135,7 @@ class TaskSink:
         self._taken_over: set[str] = set()
         """Ids of the flushed tasks that took a dropped entry over (`took_over`)."""
         self._decoded = Decoded()
-        self.subscribers = Subscribers(stores, self._decoded, clock, self._redis)
+        self.subscribers = Subscribers(stores, self._decoded, clock, self._redis, self.decide_taken)
         """Their facts recorded, and their erasure (`sinks.subscribers`)."""
         self.expiry = UnansweredExpiry(
             self.ledger, metrics, lambda: self.policy, clock, self._redis
@@ -407,21 +407,25 @@ class TaskSink:
                 break
         if due:
             self.dm.released.inc(len(due))
-            newer: list[str] = []
-            loaded = [
-                stored_candidate(
-                    r.task_id, [r.payload, *r.members], self._decoded, self.task_ttl, newer
-                )
-                for r in due
-            ]
-            await self._leave_to_newer(newer, NewerRead.RELEASE)
-            ranked = sorted(
-                (c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks)
-            )
-            await self._decide(ranked, now)
+            await self.decide_taken(due, now)
         else:
             await self._update_waiting()
         return len(due)
+
+    async def decide_taken(self, taken: Sequence[Released], now: float) -> None:
+        """Decide the tasks taken out of the deferral queue (pending again): those its
+        release handed out, and those of subscribers a tombstone erased
+        (`Subscribers.forget`), dropped then as `forgotten`. Ranked by `claim_order`."""
+        newer: list[str] = []
+        loaded = [
+            stored_candidate(
+                r.task_id, [r.payload, *r.members], self._decoded, self.task_ttl, newer
+            )
+            for r in taken
+        ]
+        await self._leave_to_newer(newer, NewerRead.RELEASE)
+        ranked = sorted((c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks))
+        await self._decide(ranked, now)
 
     async def _decide(
         self,

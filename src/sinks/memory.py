@@ -384,6 +384,8 @@ class MemoryDeferrals:
         self.due: dict[str, float] = {}  # tasks due, not released, by rank
         self._due_heap: list[tuple[float, str]] = []
         self._moved: list[tuple[float, str]] = []  # (due time, id) of those in `due`
+        self.waiting_of: dict[str, set[str]] = {}  # subscriber -> their tasks waiting
+        self._owner: dict[str, str] = {}  # waiting task -> its subscriber
 
     def _open_carrier(self, subscriber_id: str) -> str | None:
         item = self.open.get(subscriber_id)
@@ -415,6 +417,8 @@ class MemoryDeferrals:
         heapq.heappush(self._heap, (release_at, task_id))
         self.due.pop(task_id, None)
         self.ranks.pop(task_id, None)
+        self._owner[task_id] = subscriber_id
+        self.waiting_of.setdefault(subscriber_id, set()).add(task_id)
         carrier = self._open_carrier(subscriber_id)
         is_open = False
         if carrier is not None:
@@ -498,10 +502,47 @@ class MemoryDeferrals:
     async def join_many(self, items: Sequence[Joining]) -> list[str | None]:
         return [await self.join(i) for i in items]
 
-    async def forget(self, subscriber_ids: Sequence[str]) -> None:
-        for subscriber_id in subscriber_ids:
+    async def forget(
+        self, subscriber_ids: Sequence[str], now: float | None = None
+    ) -> list[Released]:
+        """As the Redis script: their waiting tasks back to pending, returned."""
+        at = self.ledger.clock() if now is None else now
+        out: list[Released] = []
+        for subscriber_id in dict.fromkeys(subscriber_ids):
             self.open.pop(subscriber_id, None)
             self.lines.pop(subscriber_id, None)
+            for task_id in sorted(self.waiting_of.pop(subscriber_id, ())):
+                released = await self._take(task_id, at)
+                if released is not None:
+                    out.append(released)
+        return out
+
+    def _unindex(self, task_id: str) -> None:
+        """Out of the subscriber's waiting index (`waiting_of`)."""
+        sub = self._owner.pop(task_id, None)
+        if sub is not None:
+            mine = self.waiting_of.get(sub)
+            if mine is not None:
+                mine.discard(task_id)
+                if not mine:
+                    del self.waiting_of[sub]
+
+    async def _take(self, task_id: str, now: float) -> Released | None:
+        """The task out of the queue and its indexes, back to pending at `now` with its
+        members (the heaps keep stale entries, skipped as a release's are); None when it
+        is not waiting."""
+        self._unindex(task_id)
+        value = await self.ledger.get(task_id)
+        if value is None or not value.startswith(DEFERRED):
+            return None
+        for index in (self.scores, self.due, self.ranks):
+            index.pop(task_id, None)
+        for ids in (self.hours, self.capped, self.next_day):
+            ids.discard(task_id)
+        payload = value[1:]
+        self.ledger.set_keep_ttl(task_id, PENDING + payload)
+        self.ledger.pending[task_id] = now
+        return Released(task_id, payload, await self.ledger.group(task_id))
 
     async def join(self, item: Joining) -> str | None:
         task_id, subscriber_id, payload = item.task_id, item.subscriber_id, item.payload
@@ -555,6 +596,7 @@ class MemoryDeferrals:
                 continue  # ranked higher since, parked again or released: stale
             del self.due[task_id]
             del self.scores[task_id]
+            self._unindex(task_id)
             self.hours.discard(task_id)
             self.capped.discard(task_id)
             self.next_day.discard(task_id)

@@ -353,8 +353,15 @@ class Deferrals(Protocol):
 
     async def due_at(self, task_id: str) -> float | None: ...
 
-    async def forget(self, subscriber_ids: Sequence[str]) -> None:
-        """Erase these subscribers' open merge group and suspended-line index."""
+    async def forget(
+        self, subscriber_ids: Sequence[str], now: float | None = None
+    ) -> list[Released]:
+        """Erase these subscribers' open merge group and suspended-line index, and take
+        their waiting tasks out of the queue (each parked task is indexed by subscriber
+        as it is parked): each goes back to pending (at `now`; None: the store's clock),
+        as a release would move it, and is returned with its merged members for the
+        caller to decide now (a profile tombstone: dropped, `is_forgotten`). A crash
+        before that leaves them to the re-drive, which decides them the same way."""
         ...
 
 

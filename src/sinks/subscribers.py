@@ -7,24 +7,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from moments.models import InputEvent, ProfileEvent, ServiceTask
 from sinks.payloads import Decoded
 from sinks.relevance import erasures, is_forgotten
 from sinks.retry import Retrying
-from sinks.stores import Clock, DispatchStores
+from sinks.stores import Clock, DispatchStores, Released
 
 log = logging.getLogger("sinks.dispatch")
+
+
+Decide = Callable[[Sequence[Released], float], Awaitable[None]]
+"""The sink's decision over tasks taken out of the deferral queue (`TaskSink.decide_taken`),
+at a time (epoch seconds)."""
 
 
 class Subscribers:
     """Over the sink's stores (facts, contacts, declines, deferral queue); `decoded`: the
     tasks the sink read back (`Decoded`), let go of when their subscriber is forgotten;
-    `clock`: the sink's; `redis`: its retried store calls."""
+    `clock`: the sink's; `redis`: its retried store calls; `decide`: the sink's decision
+    over the waiting tasks a tombstone takes out of the queue."""
 
     def __init__(
-        self, stores: DispatchStores, decoded: Decoded, clock: Clock, redis: Retrying
+        self,
+        stores: DispatchStores,
+        decoded: Decoded,
+        clock: Clock,
+        redis: Retrying,
+        decide: Decide,
     ) -> None:
         self.stores = stores
         self.facts = stores.facts
@@ -33,6 +44,7 @@ class Subscribers:
         self.clock = clock
         self._decoded = decoded
         self._redis = redis
+        self._decide = decide
 
     async def forget(
         self,
@@ -45,7 +57,11 @@ class Subscribers:
         contacts, declines of `rule_ids`, open merge group, suspended-line index) and
         this sink keeps (their tasks read back, `Decoded`), and mark
         them forgotten now, so a task of theirs made before, still waiting or pending, is
-        dropped when it comes up (`is_forgotten`) instead of reaching them; and erased at
+        dropped when it comes up (`is_forgotten`) instead of reaching them. Their tasks
+        waiting in the deferral queue come up now: taken out of it with these erasures
+        (`Deferrals.forget`) and decided once the mark is written, so dropped, their
+        payloads with them; one the queue's index of them missed (parked by an earlier
+        version, or released a day late) is dropped at its release. And erased at
         `erased_at` (the tombstones' own times, `BatchResult.erased_at`; now when not
         given), so their events dated before it and read later are dropped (`erasures`).
         `made`: the earliest `created_at` (epoch seconds) of each one's tasks the batch
@@ -64,7 +80,12 @@ class Subscribers:
             mark = at if after is None else min(at, math.nextafter(after, -math.inf))
             marks.setdefault(mark, []).append(sub)
 
-        async def erase() -> None:
+        async def erase() -> list[Released]:
+            taken: list[Released] = []
+
+            async def take_waiting() -> None:
+                taken.extend(await self.deferral.forget(subs, at))
+
             # The marks first: an outcome that wrote a decline after the erasure below
             # looks them up again and erases it (`moments.outcomes`), which holds only if
             # the mark was there before the erasure (in one gather they went in no order).
@@ -75,10 +96,15 @@ class Subscribers:
                 self.stores.contacts.forget(subs),
                 self.stores.frequency.forget(subs),
                 self.declines.forget(subs, rule_ids),
-                self.deferral.forget(subs),
+                take_waiting(),
             )
+            return taken
 
-        await self._redis(erase, "forgetting subscribers")
+        # Taken in a call that failed after the script ran, they are pending: the re-drive
+        # decides them (`TaskSink.redrive`), as one a crash left.
+        taken = await self._redis(erase, "forgetting subscribers")
+        if taken:
+            await self._decide(taken, at)
 
     async def erasures(self, subscriber_ids: Sequence[str]) -> dict[str, float]:
         """When each of these subscribers was erased, for those a tombstone erased in the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from moments.models import Channel, OutcomeStatus, RoamingEvent, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from rules.gating import FrequencyCap
-from sinks.ledger import TaskLedger
+from sinks.ledger import TaskLedger, as_bytes
 from sinks.policy import DispatchPolicy
 from sinks.withdrawals import ProfileChange
 
@@ -63,10 +64,10 @@ async def test_a_forgotten_subscribers_waiting_task_is_dropped_and_its_traces_er
     assert facts.abroad_at is None
     assert facts.forgotten_at is not None
     assert not await w.sink.declines.suppressed(SUB, "first_international_roaming")
-    assert await w.sink.release_due(now=later.timestamp() + 1) == 2
+    assert await w.ledger.state("waits") == "dropped"  # at the tombstone, not its release
+    assert await w.sink.release_due(now=later.timestamp() + 1) == 1
     out = await published(w.settings, 2)
     assert sorted(t["task_id"] for t in out) == ["other", "sent"]
-    assert await w.ledger.state("waits") == "dropped"
     forgotten = {"moment_type": "first_international_roaming", "reason": "forgotten"}
     assert w.sample("moments_tasks_suppressed_total", **forgotten) == 1
 
@@ -89,7 +90,7 @@ async def test_a_fresh_merge_after_a_forget_opens_its_own_task(make_worker: Make
     await w.send(task("new", SUB, channel=Channel.OUTBOUND_CALL, triggered=back))
     assert await w.ledger.state("new") == "deferred"  # waits on its own, not merged
     window = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    assert await w.sink.release_due(now=window.timestamp()) == 2
+    assert await w.sink.release_due(now=window.timestamp()) == 1  # "held" went at the forget
     [out] = await published(w.settings, 1)
     assert out["task_id"] == "new"
     assert await w.ledger.state("held") == "dropped"
@@ -261,3 +262,70 @@ async def test_a_shorter_decline_after_a_longer_one_keeps_the_longer_one_listed(
     assert await w.sink.declines.suppressed(SUB, "retired_rule")
     await w.sink.subscribers.forget([SUB], ["loaded_rule"])
     assert not await w.sink.declines.suppressed(SUB, "retired_rule")
+
+
+async def holding(ledger: TaskLedger, text: str) -> list[str]:
+    """The keys under the ledger's prefix whose name or value holds `text` (the members
+    and fields of lists, sets, sorted sets and hashes read whole)."""
+    redis, needle, found = ledger.redis, text.encode(), []
+    async for raw in redis.scan_iter(match=f"{ledger.prefix}*"):
+        key = as_bytes(raw).decode()
+        kind = as_bytes(await redis.type(key)).decode()
+        values: list[Any]
+        if kind == "string":
+            values = [await redis.get(key)]
+        elif kind == "list":
+            values = await redis.lrange(key, 0, -1)
+        elif kind == "set":
+            values = list(await redis.smembers(key))
+        elif kind == "zset":
+            values = await redis.zrange(key, 0, -1)
+        else:  # hash
+            values = [b for pair in (await redis.hgetall(key)).items() for b in pair]
+        if text in key or any(needle in (v or b"") for v in values):
+            found.append(key.removeprefix(ledger.prefix))
+    return sorted(found)
+
+
+async def test_a_tombstone_takes_the_subscribers_waiting_tasks_out_of_the_queue_at_once(
+    make_worker: MakeWorker,
+) -> None:
+    """A task of theirs waiting in the deferral queue (quiet hours, the merge window, a
+    cap, capacity) kept its whole payload (subscriber id, the moment's params), and the
+    moments merged into it theirs, until its release time, hours or days after the
+    tombstone: the queue had no index by subscriber. Each park now indexes it
+    (`waiting:<subscriber>`), and the tombstone takes it out at once and drops it, its
+    merged moment too: no copy is left, and its release time publishes nothing of
+    theirs. Another subscriber's waiting task is untouched."""
+    w = make_worker()  # calls are held for the merge window by default
+    later = dt.datetime.now(dt.UTC) + 2 * dt.timedelta(days=1)  # past the window: not merged
+    await w.send(
+        task("held", SUB, channel=Channel.OUTBOUND_CALL),
+        task("quiet", SUB, deliver_after=later, deferred="quiet_hours", channel=Channel.APP_PUSH),
+        task("other", OTHER, deliver_after=later, deferred="quiet_hours"),
+    )
+    joins = dt.datetime.now(dt.UTC)
+    await w.send(task("joins", SUB, channel=Channel.OUTBOUND_CALL, triggered=joins))
+    states = [await w.ledger.state(i) for i in ("held", "joins", "quiet", "other")]
+    assert states == ["deferred", "merged", "deferred", "deferred"]
+    if isinstance(w.ledger, TaskLedger):  # the copies the queue held
+        copies = {"group:held", "task:held", "task:quiet"}
+        assert copies <= set(await holding(w.ledger, SUB))
+
+    await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
+
+    assert [await w.ledger.state(i) for i in ("held", "joins", "quiet")] == ["dropped"] * 3
+    assert await w.ledger.group("held") == []
+    assert await w.sink.deferral.waiting() == 1
+    assert w.sample("moments_tasks_waiting") == 1
+    forgotten = {"moment_type": "first_international_roaming", "reason": "forgotten"}
+    assert w.sample("moments_tasks_suppressed_total", **forgotten) == 3
+    if isinstance(w.ledger, TaskLedger):  # named by the number: only the erasure's mark
+        assert await holding(w.ledger, SUB) == [f"facts:{SUB}"]
+        assert await w.ledger.redis.zcard(w.ledger.pending_key) == 0
+
+    far = later + HOUR
+    assert await w.sink.release_due(now=far.timestamp()) == 1
+    [out] = await published(w.settings, 1)
+    assert out["task_id"] == "other"
+    assert w.sample("moments_tasks_suppressed_total", **forgotten) == 3
