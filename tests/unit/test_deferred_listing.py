@@ -8,7 +8,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from moments.deferred import DeferredTask, Listing, _described, deferred_tasks, summary
+from moments.deferred import (
+    DeferredTask,
+    Listing,
+    _described,
+    _with_group,
+    aligned,
+    deferred_tasks,
+    summary,
+)
 
 TASK_ID = "0" * 32
 
@@ -100,31 +108,16 @@ def test_a_moment_type_not_met_in_a_part_read_is_not_said_to_wait_nowhere() -> N
     ]
 
 
-class _Pipe:
-    """A pipeline of the commands the listing may send (`ZCARD`, `ZCOUNT`, `LLEN`)."""
+class _GroupScript:
+    """The listing's script over merge groups (`moments.deferred._per_group`): every group
+    empty, so LLEN gives 0 and LRANGE no payload, per item (`sinks.luabatch`: an item's
+    key and one argument)."""
 
-    def __init__(self, redis: _SortedSetRedis) -> None:
-        self.redis = redis
-        self.calls: list[int] = []
+    def __init__(self, body: str) -> None:
+        self.empty: object = 0 if "LLEN" in body else []
 
-    async def __aenter__(self) -> _Pipe:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-    def zcard(self, key: str) -> None:
-        self.calls.append(len(self.redis.scores))
-
-    def zcount(self, key: str, low: str, high: str) -> None:
-        self.calls.append(sum(1 for s in self.redis.scores.values() if s < 0))
-
-    def llen(self, key: str) -> None:
-        self.calls.append(0)
-
-    async def execute(self) -> list[int]:
-        self.redis.after_count()
-        return self.calls
+    async def __call__(self, keys: list[str], args: list[Any]) -> list[object]:
+        return [self.empty] * len(keys)
 
 
 class _SortedSetRedis:
@@ -136,8 +129,8 @@ class _SortedSetRedis:
         self.scores, self.entries = scores, entries
         self.after_count: Callable[[], None] = lambda: None
 
-    def pipeline(self, transaction: bool = True) -> _Pipe:
-        return _Pipe(self)
+    def register_script(self, body: str) -> _GroupScript:
+        return _GroupScript(body)
 
     async def zcard(self, key: str) -> int:
         count = len(self.scores)
@@ -202,3 +195,31 @@ async def test_tasks_released_while_listing_leave_the_waiting_ones_listed() -> N
         assert [t.task_id for t in listing.tasks] == ["w0", "w1", "w2"][: limit or None]
         if listing.complete:
             assert listing.by_reason == {"capacity": 3}
+
+
+def test_a_merged_task_carries_the_types_of_every_moment_in_it() -> None:
+    """`--moment-type` matches any moment a task carries: its own, its `related` ones
+    (merged before it was parked again) and its merge group's (and theirs)."""
+    entry = (
+        b'D{"moment": {"type": "low_balance"},'
+        b' "related": [{"moment": {"type": "bill_spike"}}, {"moment": {}}, "junk"]}'
+    )
+    task = _described(TASK_ID, 10.0, entry)
+    assert task is not None
+    assert task.moment_types == ("low_balance", "bill_spike")
+    group = [
+        b'{"moment": {"type": "roaming_welcome"}, "related": [{"moment": {"type": "x"}}]}',
+        b'{"moment": {"type": "low_balance"}}',
+        b"not json",
+    ]
+    merged = _with_group(task, group)
+    assert merged.moment_types == ("low_balance", "bill_spike", "roaming_welcome", "x")
+    assert (merged.merged, merged.moment_type) == (3, "low_balance")
+
+
+def test_a_piped_listing_is_plain_columns_as_wide_as_their_widest_cell() -> None:
+    assert aligned(("id", "type", "last"), [("a1", "low_balance", ""), ("b", "x", "2m")]) == [
+        "id  type         last",
+        "a1  low_balance",
+        "b   x            2m",
+    ]

@@ -10,11 +10,15 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio.connection
 
 from moments.deferred import deferred_tasks
+from moments.enums import Channel
+from moments.models import RelatedMoment, ServiceTask
 from sinks.deferral import DeferralQueue
 from sinks.ledger import TaskLedger
 from sinks.payloads import task_bytes
@@ -101,6 +105,11 @@ async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
     assert (NOW + HOUR).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") in proc.stdout
     assert tid("c1") not in proc.stdout
     assert "13800138002" not in proc.stdout
+    # Piped, plain columns (a rich table took 35 s to draw 50,000 rows): one line a row.
+    header, row = proc.stdout.splitlines()
+    assert header.split()[:4] == ["task", "id", "moment", "type"]
+    assert row.split()[:4] == [tid("q2"), "bill_shock", "sms", "138****8002"]
+    assert row.index("bill_shock") == header.index("moment type")
     # The queue fits a page: read whole, so counted whole.
     assert "3 task(s) waiting (capacity 1, quiet_hours 2); 2 more not listed" in proc.stderr
 
@@ -192,3 +201,103 @@ async def test_a_merged_task_says_how_many_moments_it_carries(
         (carrier.task_id, 2),
         (alone.task_id, 0),
     ]
+
+
+async def _park(w: Worker, *tasks: ServiceTask) -> None:
+    """Park each of `tasks` until its `deliver_after`, as dispatch parks a task it holds."""
+    ledger, queue = w.ledger, w.sink.deferral
+    assert isinstance(ledger, TaskLedger)
+    assert isinstance(queue, DeferralQueue)
+    for t in tasks:
+        assert await ledger.claim([(t.task_id, task_bytes(t))]) == [1]
+        assert await queue.park(
+            t.task_id, t.subscriber_id, task_bytes(t), t.deliver_after.timestamp(), 600.0
+        )
+
+
+@pytest.mark.redis_only
+async def test_a_whole_listing_sends_few_commands_whatever_the_queue_holds(
+    make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--limit 0` counted each listed task's merge group with a command of its own (a
+    pipeline of LLENs, which redis-py packs and parses one by one: seconds for a night's
+    queue); the sizes come in one script call per 1,000 tasks."""
+    w = make_worker()
+    queue = w.sink.deferral
+    assert isinstance(queue, DeferralQueue)
+    due = NOW + HOUR
+    waiting = [
+        task(tid(f"many{i}"), f"1380013{i:04d}", deliver_after=due, deferred="quiet_hours")
+        for i in range(40)
+    ]
+    await _park(w, *waiting)
+    sent: list[str] = []
+    pack = redis.asyncio.connection.AbstractConnection.pack_command
+
+    def counted(self: redis.asyncio.connection.AbstractConnection, *args: Any) -> Any:
+        sent.append(str(args[0]))
+        return pack(self, *args)
+
+    monkeypatch.setattr(redis.asyncio.connection.AbstractConnection, "pack_command", counted)
+    listing = await deferred_tasks(queue, limit=0)
+    monkeypatch.undo()
+    assert len(listing.tasks) == 40
+    assert len(sent) <= 8, sent  # ZCARD, a page of each part, an MGET, the sizes (+ a load)
+    assert "LLEN" not in sent
+
+
+@pytest.mark.redis_only
+async def test_a_moment_type_matches_a_task_carrying_a_moment_of_it(
+    make_worker: Callable[..., Worker],
+) -> None:
+    """A merged task carries several moments, listed under its own moment's type:
+    `--moment-type` of a merged moment's type found no task (and said no such task
+    waits). It matches a task any of whose moments is of the type: its own, one merged
+    into it while it waits, or one merged before it was parked again (`related`)."""
+    w = make_worker()
+    queue = w.sink.deferral
+    assert isinstance(queue, DeferralQueue)
+    sub, due = "13800138019", NOW + HOUR
+    carrier = task(tid("carrier-t"), sub, deliver_after=due, deferred="merge_window")
+    alone = task(tid("alone-t"), "13800138020", deliver_after=due + HOUR, deferred="quiet_hours")
+    member = task(tid("member-t"), sub, moment_type="bill_shock")
+    reparked = task(
+        tid("reparked-t"), "13800138021", deliver_after=due + 2 * HOUR, deferred="capacity"
+    ).model_copy(
+        update={
+            "related": [
+                RelatedMoment(
+                    task_id=tid("earlier-t"),
+                    moment=member.moment.model_copy(update={"type": "low_balance"}),
+                    priority=3,
+                    channel=Channel.SMS,
+                    action="act",
+                    triggered_at=NOW,
+                    evidence=["ev-earlier"],
+                )
+            ]
+        }
+    )
+    await _park(w, carrier, alone, reparked)
+    ledger = w.ledger
+    assert isinstance(ledger, TaskLedger)
+    assert await ledger.claim([(member.task_id, task_bytes(member))]) == [1]
+    joined = await queue.join_many([Joining(member.task_id, sub, task_bytes(member))])
+    assert joined == [carrier.task_id]
+
+    found = await deferred_tasks(queue, moment_types=["bill_shock"])
+    assert [(t.task_id, t.moment_type, t.merged) for t in found.tasks] == [
+        (carrier.task_id, "first_international_roaming", 1)
+    ]
+    assert found.tasks[0].moment_types == ("first_international_roaming", "bill_shock")
+    assert found.by_reason == {"merge_window": 1}
+    found = await deferred_tasks(queue, moment_types=["low_balance"])
+    assert [t.task_id for t in found.tasks] == [reparked.task_id]
+    found = await deferred_tasks(queue, moment_types=["first_international_roaming"])
+    assert [t.task_id for t in found.tasks] == [carrier.task_id, alone.task_id, reparked.task_id]
+
+    proc = await asyncio.to_thread(deferred_command, w, "--json", "--moment-type", "bill_shock")
+    assert proc.returncode == 0, proc.stderr
+    assert [orjson.loads(line)["task_id"] for line in proc.stdout.splitlines()] == [carrier.task_id]
+    assert "1 task(s) waiting (merge_window 1)" in proc.stderr
+    assert "no task of moment type" not in proc.stderr
