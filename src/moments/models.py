@@ -832,6 +832,15 @@ def unknown_opt_outs(event: ProfileEvent) -> list[str]:
     return [c for c in event.opt_out or () if not isinstance(c, Channel)]
 
 
+def channel_key(channel: str) -> str:
+    """A channel's name as opt-outs are matched by it: A-Z lowered and nothing else (Lua's
+    `string.lower`). One only a newer version sends on may be written `WeChat` in the
+    profile and `wechat` in that version's tasks: the facts hash records its opt-out
+    under this (`opt_out:wechat`), and a task's channel is looked up and withdrawn by it.
+    Moments' own channels are lowercase already."""
+    return channel.translate(_ASCII_LOWER)
+
+
 InputEvent = TopUpEvent | RoamingEvent | ComplaintEvent | UsageEvent | ProfileEvent
 
 EVENT_MODELS: dict[EventType, type[_Event]] = {

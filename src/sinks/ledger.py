@@ -101,8 +101,9 @@ return v
 # enters its subscriber's published index (`published:<subscriber>`, by expiry: what a
 # later opt-out withdraws, sinks.withdrawals) as it leaves P too, whose members expired
 # a day before go then. Unless (K[7], the subscriber's facts hash; A[9], the channel it
-# went out on, '' for no look; A[10], when it was made, '' for no tombstone look) the
-# facts make it void now, as `sinks.relevance.voided` reads them: then nothing is
+# went out on, '' for no look, its opt-out fields named by it A-Z lowered, as
+# `moments.models.channel_key` names them; A[10], when it was made, '' for no tombstone
+# look) the facts make it void now, as `sinks.relevance.voided` reads them: then nothing is
 # written, the entry stays P (a re-drive drops it and withdraws it, should its worker
 # die) and the reply is {why, when}: a batch that recorded the change before this ran and
 # looked the index up before it, or after it, finds nothing, and the caller withdraws the
@@ -116,8 +117,9 @@ _SETTLE = """
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'P' then
   if A[9] ~= '' then
+    local channel = string.lower(A[9])
     local f = redis.call('HMGET', K[7], 'forgotten', 'erased', 'closed', 'active',
-      'suspended', 'opt_out:' .. A[9], 'opt_in:' .. A[9], 'opt_list')
+      'suspended', 'opt_out:' .. channel, 'opt_in:' .. channel, 'opt_list')
     if f[1] and A[10] ~= '' and tonumber(A[10]) <= tonumber(f[1]) then
       return {'forgotten', f[2] or f[1]}
     end

@@ -24,9 +24,10 @@ Redis hash per subscriber (`moments:<app>:facts:<subscriber>`, 90 days):
   on, for every update carrying `opt_out`; a null `opt_out` says nothing): the channel
   is opted out when the first is at or after the second, so the latest update carrying
   `opt_out` decides, however late an older one is read (`SubscriberFacts.opted_out`).
-  A channel this version does not send on gets its `opt_out:` only, when named: a newer
-  version sharing the hash in a rolling upgrade may send on it, and its release and
-  confirm read it;
+  A channel this version does not send on gets its `opt_out:` only, when named, its name
+  A-Z lowered (`models.channel_key`: `opt_out:wechat` for `WeChat`): a newer version
+  sharing the hash in a rolling upgrade may send on it, and its release and confirm read
+  it by the lowered name of the task's channel;
 - `opt_list`: epoch seconds of the latest profile update carrying `opt_out`, whatever it
   named: a channel is opted out only when its `opt_out:` is at or after this too
   (`opted_out_of_channel`). For a channel of this version's it says no more than its
@@ -57,6 +58,7 @@ from moments.models import (
     RoamingEvent,
     ServiceTask,
     TopUpEvent,
+    channel_key,
     unknown_opt_outs,
 )
 from moments.records import SuppressReason
@@ -191,7 +193,7 @@ def voided(
     if facts.line_closed and facts.closed_at is not None:
         return WithdrawReason.CLOSED, facts.closed_at
     if opted_out_of_channel(values, channel):
-        return WithdrawReason.OPT_OUT, values[f"opt_out:{channel}"]
+        return WithdrawReason.OPT_OUT, values[f"opt_out:{channel_key(channel)}"]
     return None
 
 
@@ -199,11 +201,12 @@ def opted_out_of_channel(values: Mapping[str, float], channel: str) -> bool:
     """The facts hash (`values`, as stored) says the latest profile update carrying
     `opt_out` named `channel`, any channel (one this version does not send on too, as
     the confirm's script reads it): its `opt_out:` is at or after its `opt_in:` and the
-    update's `opt_list`."""
-    out = values.get(f"opt_out:{channel}")
+    update's `opt_list`. By `channel_key`: `WeChat` is `wechat`."""
+    key = channel_key(channel)
+    out = values.get(f"opt_out:{key}")
     if out is None:
         return False
-    return out >= max(values.get(f"opt_in:{channel}", -math.inf), values.get("opt_list", -math.inf))
+    return out >= max(values.get(f"opt_in:{key}", -math.inf), values.get("opt_list", -math.inf))
 
 
 def erasures(subscriber_ids: Sequence[str], facts: Sequence[SubscriberFacts]) -> dict[str, float]:
@@ -278,8 +281,10 @@ def facts_of(event: InputEvent, home_country: str = HOME_COUNTRY) -> list[tuple[
                 (f"opt_out:{c.value}" if c in out else f"opt_in:{c.value}", at) for c in Channel
             ]
             # A channel only a newer version sends on (rolling upgrades): its opt-out, for
-            # that version's release and confirm; its opt-in is `opt_list`.
-            facts += [(f"opt_out:{c}", at) for c in unknown_opt_outs(event)]
+            # that version's release and confirm, under `channel_key` (`WeChat` and
+            # `wechat` are one channel); its opt-in is `opt_list`.
+            unknown = dict.fromkeys(channel_key(c) for c in unknown_opt_outs(event))
+            facts += [(f"opt_out:{c}", at) for c in unknown]
             facts.append(("opt_list", at))
         return facts
     return []

@@ -34,7 +34,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from moments.enums import Channel, WithdrawReason
-from moments.models import InputEvent, ProfileEvent, ServiceTask, TaskWithdrawal
+from moments.models import InputEvent, ProfileEvent, ServiceTask, TaskWithdrawal, channel_key
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.metrics import Dependency, Metrics, NewerRead
 from sinks.payloads import by_newer_version
@@ -81,7 +81,8 @@ class ProfileChange:
     reason: WithdrawReason
     occurred_at: dt.datetime
     channels: frozenset[str] = frozenset()
-    """For `opt_out`: the channels the update opted out of (the rest are not withdrawn)."""
+    """For `opt_out`: the channels the update opted out of (the rest are not withdrawn), by
+    `channel_key`."""
 
 
 def profile_changes(
@@ -149,11 +150,12 @@ def changes_by_fact(facts: Sequence[InputEvent]) -> dict[int, list[ProfileChange
 
 
 def _channels(opt_out: Iterable[Channel | str]) -> frozenset[str]:
-    """The channels an `opt_out` list names: moments' own and, as written, any other the
-    model keeps (`OptOutChannel`). One this version does not send on may be one a newer
-    version does: in a rolling upgrade this worker withdraws the tasks a newer worker
-    published on it (`PublishedTask`); a channel nobody sends on withdraws nothing."""
-    return frozenset(str(c) for c in opt_out)
+    """The channels an `opt_out` list names, by `channel_key`: moments' own and any other
+    the model keeps (`OptOutChannel`), whatever its case (`WeChat` is `wechat`). One this
+    version does not send on may be one a newer version does: in a rolling upgrade this
+    worker withdraws the tasks a newer worker published on it (`PublishedTask`); a channel
+    nobody sends on withdraws nothing."""
+    return frozenset(channel_key(str(c)) for c in opt_out)
 
 
 def _by_subscriber(
@@ -214,7 +216,10 @@ def void_tasks(
     for task in tasks:
         if task.subscriber_id != change.subscriber_id or task.expires_at.timestamp() <= now:
             continue
-        if change.reason is WithdrawReason.OPT_OUT and str(task.channel) not in change.channels:
+        if (
+            change.reason is WithdrawReason.OPT_OUT
+            and channel_key(str(task.channel)) not in change.channels
+        ):
             continue
         out.append(task)
     return out

@@ -359,6 +359,37 @@ class TestANewerChannel:
         assert voided(facts.fields(SUB), "wechat", math.inf) is not None
         assert (await facts.get(SUB)).opted_out == frozenset({"sms"})
 
+    @pytest.mark.parametrize(("written", "sent_on"), [("WeChat", "wechat"), ("wechat", "WeChat")])
+    def test_an_opt_out_written_in_another_case_withdraws_the_tasks_on_it(
+        self, written: str, sent_on: str
+    ) -> None:
+        """A channel this version does not know is compared whatever its case: the
+        producer may write `WeChat` where the newer version's tasks say `wechat`. Compared
+        as written, the opt-out withdrew nothing: the customer was contacted on the
+        channel they had just refused."""
+        changes = profile_changes([self.profile(1, opt_out=[written])])
+        made = withdrawals_of(changes, {SUB: [self.newer("a", sent_on), task("b")]}, NOW)
+        assert [(w.task_id, w.channel) for w in made] == [("a" * 32, sent_on)]
+        # Opted out again in another case later in the batch: still opted out.
+        events = [self.profile(1, opt_out=[written, "sms"]), self.profile(2, opt_out=[sent_on])]
+        assert [c.channels for c in profile_changes(events)] == [frozenset({"wechat"})] * 2
+
+    @pytest.mark.parametrize("written", ["WeChat", "WECHAT"])
+    async def test_the_facts_hash_records_it_as_the_confirm_reads_it_whatever_its_case(
+        self, written: str
+    ) -> None:
+        """As `opt_out:wechat`, A-Z lowered (as Lua's `string.lower`): a newer worker's
+        confirm and release of a task on `wechat` looked up `opt_out:wechat` and missed
+        `opt_out:WeChat`."""
+        event = self.profile(1, opt_out=[written])
+        facts = MemoryFacts(lambda: NOW)
+        await facts.record([event])
+        fields = facts.fields(SUB)
+        assert f"opt_out:{written}" not in fields
+        said = (WithdrawReason.OPT_OUT, event.occurred_at.timestamp())
+        assert voided(fields, "wechat", math.inf) == said
+        assert voided(fields, "WeChat", math.inf) == said
+
 
 class TestMemoryLedgerIndex:
     """The memory twin keeps the published index as the Redis script does."""

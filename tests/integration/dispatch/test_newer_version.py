@@ -129,20 +129,21 @@ class TestWithdrawalsAndOutcomes:
             (t.task_id, "wechat", "closed")
         ]
 
+    @pytest.mark.parametrize("written", ["wechat", "WeChat"])
     async def test_an_opt_out_of_a_channel_this_version_does_not_know_is_acted_on(
-        self, make_worker: MakeWorker
+        self, make_worker: MakeWorker, written: str
     ) -> None:
         """Read by this version's worker, `opt_out: ["wechat"]` withdraws the task a newer
         worker published on it, and is recorded where a newer worker's confirm reads it: a
         task it sends on the channel after is found void, for it to withdraw (the update
         withdrew nothing and recorded nothing: the customer was contacted on the channel
-        they had just refused)."""
+        they had just refused). Written `WeChat` too: compared as written, it did neither."""
         w = make_worker()
         w.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
         t = task(tid("n8"), sub=SUB)
         await sent_as_newer(w, t, as_newer(t, channel="wechat"))
         update = ProfileEvent.model_validate(
-            {"event_id": "p8", "subscriber_id": SUB, "occurred_at": NOW, "opt_out": ["wechat"]}
+            {"event_id": "p8", "subscriber_id": SUB, "occurred_at": NOW, "opt_out": [written]}
         )
         await w.sink.subscribers.record_facts([update])
         made = await w.sink.withdrawals.withdraw(profile_changes([update]))

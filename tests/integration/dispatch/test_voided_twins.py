@@ -46,10 +46,10 @@ times = st.integers(0, 3).map(lambda n: T0 + 10 * n) | st.sampled_from([T0 + 0.2
 forms = st.sampled_from(["repr", "whole", "digits"])
 facts = st.dictionaries(st.sampled_from(FIELDS), st.tuples(times, forms), max_size=8)
 made = st.sampled_from([math.inf, T0 - 1, T0, T0 + 0.25, T0 + 10, T0 + 30])
-channels = st.sampled_from(["sms", "outbound_call", "wechat"])
+channels = st.sampled_from(["sms", "outbound_call", "wechat", "WeChat"])
 """`wechat`: a channel only a newer version sends on (its confirm runs the same script),
 whose opt-out an older worker records without an opt-in (docs/operations.md, "Rolling
-upgrades")."""
+upgrades"); `WeChat`: the same channel, in another case (`models.channel_key`)."""
 
 
 def written(at: float, form: str) -> str:
@@ -125,6 +125,8 @@ async def both(values: dict[str, tuple[float, str]], channel: str, look: float, 
 # opted out (`opt_list`), though no `opt_in:` says so; and opted out when it is the latest.
 @example({"opt_out:wechat": (T0, "repr"), "opt_list": (T0 + 10, "repr")}, "wechat", T0)
 @example({"opt_out:wechat": (T0 + 10, "repr"), "opt_list": (T0 + 10, "whole")}, "wechat", T0)
+# The same channel in another case: the script looked `opt_out:WeChat` up, not there.
+@example({"opt_out:wechat": (T0 + 10, "repr")}, "WeChat", T0)
 def test_the_confirm_script_judges_as_voided(
     redis_db: str, values: dict[str, tuple[float, str]], channel: str, look: float
 ) -> None:
