@@ -94,6 +94,8 @@ class Listing:
     """The whole queue was read: `matched` and `by_reason` count every waiting task."""
     waiting: int = 0
     """Tasks in the queue (ZCARD), matching or not, read or not."""
+    filtered: bool = False
+    """Reasons or moment types were asked for."""
     by_type: Counter[str] = field(default_factory=Counter)
     """The tasks read of the reasons asked for (all: none asked), by each moment type they
     carry (`DeferredTask.moment_types`: a merged task counts under several), whatever
@@ -165,7 +167,8 @@ async def deferred_tasks(
     read by its scores, so a release meanwhile (of ranked tasks) leaves the waiting part
     whole; a task released while a part's pages are read may shift its next page by one
     (a listing, not a count)."""
-    listing = Listing(waiting=int(await queue.redis.zcard(queue.key)))
+    waiting = int(await queue.redis.zcard(queue.key))
+    listing = Listing(waiting=waiting, filtered=bool(reasons or moment_types))
     seen: set[str] = set()
     for ranked in (True, False):
         kept: list[DeferredTask] = []
@@ -290,7 +293,12 @@ def summary(listing: Listing) -> str:
             "queue, to list and count them all by reason"
         )
     if not listing.matched:
-        return "no task is waiting in the deferral queue (of those asked for)"
+        if listing.filtered and listing.waiting:
+            return (
+                f"none of the {listing.waiting:,} task(s) waiting in the deferral queue is of "
+                "the --reason or --moment-type asked for"
+            )
+        return "no task is waiting in the deferral queue"
     counts = ", ".join(f"{r} {n}" for r, n in sorted(listing.by_reason.items()))
     said = f"{listing.matched} task(s) waiting ({counts})"
     more = listing.matched - len(listing.tasks)

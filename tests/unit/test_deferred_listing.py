@@ -50,7 +50,19 @@ def test_the_closing_line_counts_by_reason_and_says_how_many_more() -> None:
         "3 task(s) waiting (capacity 1, quiet_hours 2); 2 more not listed, soonest due "
         "first (--limit 0 lists all)"
     )
-    assert summary(Listing()).startswith("no task is waiting in the deferral queue")
+    assert summary(Listing()) == "no task is waiting in the deferral queue"
+
+
+def test_nothing_matching_the_filters_says_how_many_wait_all_the_same() -> None:
+    """ "no task is waiting in the deferral queue (of those asked for)" read the same for an
+    empty queue and for filters no task matched, and said "asked for" when nothing was."""
+    assert summary(Listing(waiting=0, filtered=True)) == (
+        "no task is waiting in the deferral queue"
+    )
+    assert summary(Listing(waiting=3, filtered=True)) == (
+        "none of the 3 task(s) waiting in the deferral queue is of the --reason or "
+        "--moment-type asked for"
+    )
 
 
 def test_a_listing_that_read_part_of_the_queue_says_so_and_how_to_count_all() -> None:

@@ -115,7 +115,7 @@ async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
 
     proc = await asyncio.to_thread(deferred_command, w, "--moment-type", "nothing_such")
     assert (proc.returncode, proc.stdout) == (0, "")
-    assert "no task is waiting in the deferral queue" in proc.stderr
+    assert "none of the 3 task(s) waiting in the deferral queue is of the" in proc.stderr
     assert (  # the catalog's (MOMENTS_RULES unset) closest type, and the types that wait
         "no task of moment type 'nothing_such' waits and no rule in force (MOMENTS_RULES) "
         "makes that type (`moments rules explain` lists the rules and their types); "
