@@ -284,7 +284,9 @@ class Metrics:
         self.unknown_opt_outs = Counter(
             "moments_profile_unknown_opt_outs",
             "Opt-out channels of profile updates that moments does not send on (email): "
-            "ignored, the rest of the profile applied; each name is logged once per worker",
+            "no rule of this version's reads them, the rest of the profile applied; kept for "
+            "a newer version that may send on one (its tasks there withdrawn); each name is "
+            "logged once per worker",
             registry=r,
         )
         self.cooldown_returns = Counter(

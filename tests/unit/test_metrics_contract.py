@@ -3,6 +3,8 @@ metric has a label that could carry a subscriber id."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from moments.consumer_metrics import ConsumerMetrics
@@ -320,3 +322,24 @@ def test_every_moment_types_suppressions_merges_and_overflows_start_at_0() -> No
     assert merged == {(t,): 0.0 for t in types}
     overflow = _samples(registry, "moments_tasks_overflow_total")
     assert overflow == {(t, policy.value): 0.0 for t in types for policy in OverflowPolicy}
+
+
+def test_unknown_opt_outs_are_not_said_to_be_ignored() -> None:
+    """An opt-out of a channel this version does not send on is kept and acted on for a
+    newer version in a rolling upgrade (its tasks there withdrawn): the counter's help
+    and the operations guide said "ignored", which is what an on-call engineer would
+    believe of the customer's refusal."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    text = generate_latest(registry).decode()
+    (help_line,) = [
+        line
+        for line in text.splitlines()
+        if line.startswith("# HELP moments_profile_unknown_opt_outs_total ")
+    ]
+    assert "ignored" not in help_line
+    assert "newer version" in help_line
+    guide = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    (row,) = [r for r in guide.splitlines() if r.startswith("| `moments_profile_unknown_opt")]
+    assert "ignored" not in row
+    assert "newer version" in row
