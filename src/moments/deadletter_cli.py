@@ -212,7 +212,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         for hint in unknown_topics(args, settings):
             console.print(hint)
         return 0
-    _stdout().print(_table(f"{summary.total:,} dead letters", summary))
+    letters = "dead letter" if summary.total == 1 else "dead letters"
+    _stdout().print(_table(f"{summary.total:,} {letters}", summary))
     if summary.copies:
         _stdout().print(
             f"{summary.copies:,} of them copies of a record counted before (the same topic, "

@@ -521,6 +521,25 @@ def test_show_says_how_many_dead_letters_are_copies_of_a_record_counted_before(
     assert "2 of them copies of a record counted before" in out
 
 
+def test_show_says_one_dead_letter_in_the_singular(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One dead letter was titled "1 dead letters"."""
+    import moments.deadletter_cli as cli_module
+    import moments.deadletter_replay as replay_module
+    from moments.cli import main
+
+    async def read(*_args: object) -> Any:
+        yield [_entry(_topup(), offset=7)]
+
+    monkeypatch.setattr(cli_module, "_require", lambda _settings, redis: None)
+    monkeypatch.setattr(replay_module, "dead_letters", read)
+    assert main(["deadletter", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "1 dead letter" in out
+    assert "1 dead letters" not in out
+
+
 class TestKeyMismatchShapes:
     """`key_mismatch` messages quote the record's key and its subscriber id, so each
     producer's dead letters were as many one-off rows as keys, and the three a summary
