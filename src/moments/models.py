@@ -570,7 +570,7 @@ worker refused a profile the schema took (re-check)."""
 
 
 def _no_known_channel(value: str) -> str:
-    """An opt-out channel moments does not know is ignored, but one that reads as a known
+    """An opt-out channel moments does not know is kept (counted), but one that reads as a known
     one written otherwise (`SMS`, ` sms`) or in other words (`call`, `push`, `text`)
     would be an opt-out lost: refused, naming the contract's channels (re-check review:
     `["call"]` was ignored, and the customer still got calls)."""
@@ -582,7 +582,7 @@ def _no_known_channel(value: str) -> str:
         raise ValueError(
             "reads as one of moments' channels: write it as the contract spells them, "
             "sms, outbound_call, manager or app_push (other channels, such as email, are "
-            "ignored)"
+            "counted and kept for a version that sends on them)"
         )
     return value
 
@@ -609,9 +609,10 @@ OptOutChannel = Annotated[
     ],
     Field(union_mode="left_to_right"),
 ]
-"""A channel of `opt_out`: one moments sends on, or another (`email`), kept by the model
-and ignored when the profile is applied (`unknown_opt_outs`): a channel moments does not
-send on cannot concern it, and refusing the profile for it lost the SMS opt-out beside it."""
+"""A channel of `opt_out`: one moments sends on, or another (`email`), kept by the model,
+counted when the profile is applied (`unknown_opt_outs`) and kept in the facts for a newer
+version that sends on it (a rolling upgrade): refusing the profile for it lost the SMS
+opt-out beside it."""
 
 
 class ProfileEvent(_Event):
@@ -656,8 +657,8 @@ class ProfileEvent(_Event):
         default=None,
         max_length=8,
         description="Channels not to use (sms, outbound_call, manager, app_push; others, "
-        "such as email, are ignored and counted), the whole list (it replaces the one "
-        "before); [] clears it" + _KEPT,
+        "such as email, are counted and kept for a version that sends on them), the whole "
+        "list (it replaces the one before); [] clears it" + _KEPT,
     )
     region: Region | Blank | None = Field(
         default=None,

@@ -306,7 +306,7 @@ class TestUnknownOptOutChannels:
         assert dead.message == (
             "opt_out.0: reads as one of moments' channels: write it as the contract spells "
             "them, sms, outbound_call, manager or app_push (other channels, such as email, "
-            "are ignored)"
+            "are counted and kept for a version that sends on them)"
         )
 
     def test_other_channels_are_not_taken_for_ours(self) -> None:
