@@ -508,8 +508,6 @@ async def handle_outcomes(
                 else:
                     retries.append(retry)
                 result.retries.append(retry.task_id)
-    once = {t.task_id: t for _, t in acting if t.task_id in declined}
-    await _undo_raced_declines(sink, list(once.values()), result)
     if result.forgotten:
         log.info(
             "outcomes of %d task(s) of erased subscribers: counted, acted on nothing",
@@ -524,33 +522,44 @@ async def handle_outcomes(
         )
     await _give_back(sink, given_back)
     await _take_back(sink, list(taken_back.values()), at)
+    once = {t.task_id: t for _, t in acting if t.task_id in declined}
+    await _undo_raced(sink, list(once.values()), list(taken_back.values()), result)
     await sink.dispatch(retries)
     await _park_newer(sink, newer_retries)
     return result
 
 
-async def _undo_raced_declines(
-    sink: TaskSink, tasks: Sequence[ServiceTask], result: OutcomeResult
+async def _undo_raced(
+    sink: TaskSink,
+    declined: Sequence[ServiceTask],
+    taken_back: Sequence[ServiceTask],
+    result: OutcomeResult,
 ) -> None:
-    """The declines just written of those of `tasks` (declined, each once) whose subscriber
-    a tombstone erased meanwhile, erased again: the tombstone, read by another agent, may
-    have recorded its mark after the batch's look and erased the declines before they were
-    written (`Subscribers.forget` records the mark first, so this second look sees it);
-    they are counted as of an erased subscriber, not as declined."""
-    raced = await sink.subscribers.forgotten_tasks(tasks)
+    """What the batch just wrote of its subscribers, for those of the tasks it `declined`
+    (each once) or whose contact it counted again (`taken_back`) whose subscriber a
+    tombstone erased meanwhile, erased again: their declines, and the contacts counted
+    again (given back, the task's own id, in both caps' books). The tombstone, read by
+    another agent, may have recorded its mark after the batch's look and erased the
+    declines and the contact books before they were written (`Subscribers.forget` records
+    the mark first, so this second look sees it). The tasks are counted as of an erased
+    subscriber, each once; a decline among them not as declined."""
+    tasks = {t.task_id: t for t in (*declined, *taken_back)}
+    raced = await sink.subscribers.forgotten_tasks(list(tasks.values()))
     if not raced:
         return
-    erased = [t for t in tasks if t.task_id in raced]
-    subs = list(dict.fromkeys(t.subscriber_id for t in erased))
-    rules = list(dict.fromkeys(r for t in erased for r in declined_rules(t)))
-    await with_retry(
-        lambda: sink.declines.forget(subs, rules),
-        Dependency.REDIS,
-        sink.metrics,
-        "erasing declines of erased subscribers",
-    )
+    erased = [t for t in declined if t.task_id in raced]
+    if erased:
+        subs = list(dict.fromkeys(t.subscriber_id for t in erased))
+        rules = list(dict.fromkeys(r for t in erased for r in declined_rules(t)))
+        await with_retry(
+            lambda: sink.declines.forget(subs, rules),
+            Dependency.REDIS,
+            sink.metrics,
+            "erasing declines of erased subscribers",
+        )
+    await _give_back(sink, [(t.subscriber_id, t.task_id) for t in taken_back if t.task_id in raced])
     result.declined -= len(erased)
-    result.forgotten += len(erased)
+    result.forgotten += len(raced)
 
 
 async def _park_newer(sink: TaskSink, retries: Sequence[tuple[ServiceTask, bytes]]) -> None:

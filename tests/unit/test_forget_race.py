@@ -14,9 +14,13 @@ from collections.abc import Sequence
 
 from moments.models import Channel, OutcomeStatus, ServiceTask
 from moments.outcomes import handle_outcomes
+from rules.gating import FrequencyCap
+from sinks.dispatch import TaskSink
+from sinks.memory import MemoryContactBook
+from sinks.policy import DispatchPolicy
 from sinks.stores import Declines, Facts
 
-from .test_unanswered import HOUR, SMS_1, START, SUB, Scenario, outcome_record, task
+from .test_unanswered import CALL, HOUR, SMS_1, START, SUB, Scenario, outcome_record, task
 
 RULE = "low_balance"
 
@@ -89,3 +93,49 @@ async def test_a_tombstone_records_its_mark_before_it_erases_the_declines() -> N
     subscribers.declines = _Erase(subscribers.declines, done)  # type: ignore[assignment]
     await subscribers.forget([SUB], [RULE])
     assert done == ["mark", "declines erased"]
+
+
+async def test_a_contact_counted_again_after_a_tombstone_it_raced_is_given_back() -> None:
+    """`failed` gave the call's contact back; `done_no_change` read while the tombstone is
+    applied counts it again (`_take_back`): it looked at the mark before the tombstone
+    recorded it, and wrote the contact after the tombstone erased both caps' books. The
+    contact (the erased number in the book's key) stayed for the cap's period. Looked at
+    again once written, it is given back, as the decline is erased."""
+    s = Scenario()
+    s.sink = TaskSink(
+        s.producer,
+        "moments.tasks",
+        s.sink.stores,
+        s.metrics,
+        DispatchPolicy.model_validate(
+            {"merge": {"hold_channels": []}, "contact": {"max_contacts": 3, "period": "7d"}}
+        ),
+        s.clock,
+        frequency_cap=lambda: FrequencyCap(max_contacts=3, period="7d"),
+    )
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, RULE, expires_h=2)])
+    s.clock.advance(START.timestamp() + HOUR / 2)
+    failed = outcome_record(CALL, OutcomeStatus.FAILED, START + dt.timedelta(minutes=10))
+    await handle_outcomes([failed], s.sink, now=s.at())
+    subscribers = s.sink.subscribers
+    looked = subscribers.forgotten_tasks
+    tombstones = 0
+
+    async def look_then_tombstone(tasks: Sequence[ServiceTask]) -> set[str]:
+        """The outcome's look, then the tombstone applied before the contact is counted."""
+        nonlocal tombstones
+        found = await looked(tasks)
+        if not tombstones:
+            tombstones += 1
+            await subscribers.forget([SUB], [RULE])
+        return found
+
+    subscribers.forgotten_tasks = look_then_tombstone  # type: ignore[method-assign]
+    reached = outcome_record(CALL, OutcomeStatus.DONE_NO_CHANGE, START + dt.timedelta(minutes=20))
+    result = await handle_outcomes([reached], s.sink, now=s.at())
+    assert tombstones == 1
+    frequency, contacts = s.sink.stores.frequency, s.sink.stores.contacts
+    assert isinstance(frequency, MemoryContactBook)
+    assert isinstance(contacts, MemoryContactBook)
+    assert (frequency.contacts.get(SUB, {}), contacts.contacts.get(SUB, {})) == ({}, {})
+    assert result.forgotten == 1
