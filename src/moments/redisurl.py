@@ -32,8 +32,9 @@ def problem(url: str) -> str | None:
     host (it takes localhost), a database that is no number (a path such as `/moments`:
     it takes database 0), no socket path for unix://, a host in brackets that is no IPv6
     address (`urlsplit` raises), an option in the query of the wrong kind
-    (`?socket_timeout=5s`: redis-py raises at the first connection). The scheme is checked
-    before."""
+    (`?socket_timeout=5s`: redis-py raises at the first connection; `?ssl_min_version=`
+    a name or a number that is no TLS version, where redis-py takes 771 or 772). The
+    scheme is checked before."""
     try:
         urlsplit(url)
     except ValueError:  # its message is "Invalid IPv6 URL": the fix is left out
@@ -118,6 +119,23 @@ def _unknown_option(query: dict[str, list[str]], scheme: str) -> str | None:
     return None
 
 
+_TLS_VERSION = "the TLS version's number, 771 for TLS 1.2 or 772 for TLS 1.3"
+_VERIFY_FLAGS = (
+    "names of Python's ssl.VerifyFlags, separated by commas, "
+    "e.g. VERIFY_X509_STRICT,VERIFY_X509_PARTIAL_CHAIN"
+)
+_KINDS = {
+    # redis-py reads it with int() and gives it to `SSLContext.minimum_version`, which
+    # takes only an `ssl.TLSVersion` value: a name (TLSv1_2) it cannot read at all.
+    "ssl_min_version": _TLS_VERSION,
+    "ssl_include_verify_flags": _VERIFY_FLAGS,
+    "ssl_exclude_verify_flags": _VERIFY_FLAGS,
+    "retry_on_error": "names of redis-py's exceptions, separated by commas, e.g. "
+    "ConnectionError,TimeoutError",
+}
+"""What an option redis-py reads its own way takes, as its refusal says it."""
+
+
 def _bad_option(query: dict[str, list[str]]) -> str | None:
     """What is wrong with the first query option redis-py cannot read as its kind (a
     number, true or false, ...), or None. Its value is not quoted: it may be a secret."""
@@ -128,18 +146,36 @@ def _bad_option(query: dict[str, list[str]]) -> str | None:
         if parse is None or not values:
             continue
         try:
-            parse(values[0])
+            read = parse(values[0])
         except (ValueError, TypeError):
-            kind = "what redis-py documents for it"
-            if parse is float:
-                kind = "a number (e.g. 5 or 0.5)"
-            elif parse is int:
-                kind = "a whole number (e.g. 5)"
+            return _told(name, _KINDS.get(name, _kind(parse)))
+        if name == "ssl_min_version" and not _is_tls_version(read):
             return (
-                f"the option ?{name}= holds a value redis-py cannot read; write {kind}, "
-                "or leave it out"
+                f"the option ?{name}= holds no TLS version Python's ssl module knows (the "
+                f"first connection would fail); write {_TLS_VERSION}, or leave it out"
             )
     return None
+
+
+def _kind(parse: object) -> str:
+    if parse is float:
+        return "a number (e.g. 5 or 0.5)"
+    if parse is int:
+        return "a whole number (e.g. 5)"
+    return "what redis-py documents for it"
+
+
+def _told(name: str, kind: str) -> str:
+    return f"the option ?{name}= holds a value redis-py cannot read; write {kind}, or leave it out"
+
+
+def _is_tls_version(number: object) -> bool:
+    """Whether `number` is one of Python's `ssl.TLSVersion` values, the only numbers
+    `SSLContext.minimum_version` takes (another raised at the first connection,
+    "Unsupported TLS/SSL version")."""
+    import ssl
+
+    return any(number == version.value for version in ssl.TLSVersion)
 
 
 def passwords(url: str) -> list[str]:

@@ -373,12 +373,59 @@ def test_a_redis_url_option_redis_py_does_not_take_is_refused_at_load(
 
 
 @pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "rediss://redis:6380/0?ssl_min_version=TLSv1_2",
+            "write the TLS version's number, 771 for TLS 1.2 or 772 for TLS 1.3",
+        ),
+        (
+            "rediss://redis:6380/0?ssl_min_version=1.2",
+            "write the TLS version's number, 771 for TLS 1.2 or 772 for TLS 1.3",
+        ),
+        # A whole number, but no TLS version: the first connection raised
+        # "Unsupported TLS/SSL version 0xc".
+        (
+            "rediss://redis:6380/0?ssl_min_version=12",
+            "write the TLS version's number, 771 for TLS 1.2 or 772 for TLS 1.3",
+        ),
+        (
+            "rediss://redis:6380/0?ssl_include_verify_flags=strict",
+            "write names of Python's ssl.VerifyFlags, separated by commas, e.g. "
+            "VERIFY_X509_STRICT,VERIFY_X509_PARTIAL_CHAIN",
+        ),
+        (
+            "redis://redis:6379/0?retry_on_error=timeouts",
+            "write names of redis-py's exceptions, separated by commas, e.g. "
+            "ConnectionError,TimeoutError",
+        ),
+    ],
+)
+def test_a_redis_url_option_redis_py_reads_its_own_way_is_told_how(
+    monkeypatch: pytest.MonkeyPatch, url: str, said: str
+) -> None:
+    """`?ssl_min_version=TLSv1_2` was told to "write a whole number (e.g. 5)": what
+    redis-py reads there (`int`, then Python's `SSLContext.minimum_version`), but 5 is no
+    TLS version, and `?ssl_min_version=12` passed the load and stopped the first
+    connection ("Unsupported TLS/SSL version 0xc"). The flags and exceptions options
+    were told to "write what redis-py documents for it", which is nothing there."""
+    monkeypatch.setenv("MOMENTS_REDIS_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert said in str(err.value)
+    assert "MOMENTS_REDIS_URL" in str(err.value)
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "rediss://redis:6380/0?ssl_cert_reqs=none",
         "redis://redis:6379/0?max_connections=20&health_check_interval=30",
         "redis://redis:6379/0?client_name=moments&protocol=3",
         "unix:///run/redis.sock?db=1&socket_timeout=2",
+        "rediss://redis:6380/0?ssl_min_version=771",
+        "rediss://redis:6380/0?ssl_min_version=772&ssl_include_verify_flags=VERIFY_X509_STRICT",
+        "redis://redis:6379/0?retry_on_error=ConnectionError,TimeoutError",
     ],
 )
 def test_redis_url_options_redis_py_takes_load(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
