@@ -220,16 +220,17 @@ class Runtime:
 
     def _drop_series(self, rules: RuleSet) -> None:
         """Series of a moment type no rule in force makes, and shadow series of a rule no
-        longer in shadow (nor before `MOMENTS_LIVE_FROM`), are removed at a reload, as a
-        restart would: left, they stood still on `/metrics` and on the dashboards. A task
+        longer in shadow (nor warming up: once a batch's events reached
+        `MOMENTS_LIVE_FROM`, `_warming`), are removed at a reload, as a restart would:
+        left, they stood still on `/metrics` and on the dashboards. A late warm-up moment
+        read after (dated before the instant) counts on a series born again at 1. A task
         of a removed type still in flight (an outcome, a withdrawal, a release) counts on
         a series born again at 1, which `rate()` reads as a counter reset."""
         dispatch = DispatchMetrics.of(self.metrics)
         m = self.metrics
         types = {r.task.moment_type for r in rules.rules}
         kinds = {(r.task.family.value, r.task.moment_type) for r in rules.rules}
-        every = self.detector.live_from is not None
-        shadows = {r.id for r in rules.rules if r.shadow or every}
+        shadows = {r.id for r in rules.rules if r.shadow or self._warming}
         for counter in (
             m.outcomes, m.withdrawn, m.unanswered_expired, m.published, m.suppressed,
             dispatch.merged, dispatch.overflow,
@@ -243,7 +244,8 @@ class Runtime:
         type (and a shadow rule's would-be tasks, and its judgements deferred or suppressed for each
         reason of `SHADOW_REASONS`, at 0), so the first is a rise that `rate()` and
         `increase()` see, not a series appearing at 1. With MOMENTS_LIVE_FROM set every
-        rule is a shadow rule for the moments before it, so every rule's are declared.
+        rule is a shadow rule for the moments before it, so every rule's are declared
+        until the worker's events reach it (`_warming`).
         So are suppressions for each `SuppressReason`, merges and overflows."""
         dispatch = DispatchMetrics.of(self.metrics)
         for moment_type in {r.task.moment_type for r in rules.rules}:
@@ -264,9 +266,8 @@ class Runtime:
         # its type since the start, read as none detected.
         for family, moment_type in {(r.task.family.value, r.task.moment_type) for r in rules.rules}:
             self.metrics.detected.labels(family, moment_type)
-        every = self.detector.live_from is not None
         for rule in rules.rules:
-            if rule.shadow or every:
+            if rule.shadow or self._warming:
                 self.metrics.shadow.labels(rule.id, "task", "")
                 for outcome, reasons in SHADOW_REASONS.items():
                     for reason in reasons:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from moments.app import live_from_of
 from moments.backtest import Backtest
 from moments.backtest_input import EventFile
+from moments.batchresult import BatchResult
 from moments.engine import Detector
 from moments.livefrom import parse_live_from
 from moments.models import Channel, EventType
@@ -237,6 +238,32 @@ def test_before_it_every_rules_would_be_tasks_are_declared_at_0() -> None:
     during the warm-up every rule is a shadow rule, not only those in `mode: shadow`."""
     assert _declared(LIVE) == {"welcome", "silent", "call_trial"}
     assert _declared(None) == {"call_trial"}
+
+
+def _shadow_series(metrics: Metrics) -> set[str]:
+    """The rules `moments_shadow_moments_total{outcome="task"}` is served for."""
+    return {
+        s.labels["rule_id"]
+        for family in metrics.registry.collect()
+        if family.name == "moments_shadow_moments"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["outcome"] == "task"
+    }
+
+
+def test_once_live_a_reload_drops_the_warm_ups_shadow_series_of_live_rules() -> None:
+    """The warm-up over (a batch's events reached the instant), a reload keeps the shadow
+    series of the rules in `mode: shadow` only, as a worker started without the setting
+    serves: every rule's stayed, standing still on `/metrics` for as long as the worker
+    ran, since the setting alone (not whether its instant had passed) kept them."""
+    metrics = Metrics()
+    rules = rules_from(RULES + CALL_TRIAL)
+    runtime = Runtime(load_settings(), metrics, Detector(rules, {}, live_from=LIVE))
+    runtime.install_rules(rules)
+    assert _shadow_series(metrics) == {"welcome", "silent", "call_trial"}  # warming up
+    runtime.record(BatchResult(watermarks={0: int(LIVE.timestamp()) + 60}))
+    runtime.install_rules(rules)
+    assert _shadow_series(metrics) == {"call_trial"}
 
 
 RENEWAL = """
