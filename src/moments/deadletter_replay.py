@@ -37,7 +37,7 @@ from moments.settings import Settings
 from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer
 from sinks.base import Producer
-from sinks.relevance import FactsStore, erasures
+from sinks.relevance import FACTS_TTL_S, FactsStore, erasures
 
 REPLAYED_HEADER = "moments.replayed-from"
 """On a replayed record: `<dead-letter topic>:<partition>:<offset>` it came from."""
@@ -180,6 +180,8 @@ async def replay(
                     report.still_rejected.add(_as_rejected_now(entry, verdict, outcomes))
                     continue
                 why = still_out_of_time(entry, verdict, settings.lateness_seconds)
+                if why is None and verdict is not None and before_erasures(verdict):
+                    why = BEYOND_ERASURES_MESSAGE
                 if why is not None:
                     report.still_rejected.add(replace(entry, message=why))
                     continue
@@ -232,6 +234,28 @@ ERASED_MESSAGE = (
     "its subscriber was erased after it (a profile tombstone on the profile topic): not "
     "replayed, as a worker drops it (docs/security.md, 'Forgetting a subscriber')"
 )
+
+
+ERASURES_REACH_S = FACTS_TTL_S - 86400
+"""How far back the erasure marks surely reach, from now: a mark is kept `FACTS_TTL_S`
+(90 days) from its tombstone, which came after every event of the subscriber it drops;
+a day less for the clocks of this host, Redis and the workers."""
+BEYOND_ERASURES_MESSAGE = (
+    "dated more than 89 days ago, before the erasure marks reach (kept 90 days): whether "
+    "its subscriber was erased since cannot be told, so it is not replayed; send it again "
+    "yourself only if its subscriber is known not to be erased (docs/security.md, "
+    "'Forgetting a subscriber')"
+)
+
+
+def before_erasures(event: InputEvent, now: float | None = None) -> bool:
+    """Whether `event` is dated before the erasure marks surely reach (`ERASURES_REACH_S`):
+    a tombstone of its subscriber may have come and its mark expired since. A worker drops
+    such an event all the same (a record of the number's new holder remembers the
+    erasure, or the lateness refuses it), but sent back it would sit on the input topic
+    with the erased person's data until the topic's retention."""
+    at = time.time() if now is None else now
+    return event.occurred_at.timestamp() < at - ERASURES_REACH_S
 
 
 async def _of_erased(
