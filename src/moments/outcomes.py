@@ -38,7 +38,10 @@ Both act on the task as the ledger keeps it (its payload, until a day after it
 expires): its subscriber, never the one the outcome names, so a known task id and
 another number cannot suppress a rule for someone else. An outcome whose subscriber
 is not its task's is a dead letter (`subscriber_mismatch`), whatever its status; one
-whose task's payload is gone is counted and changes nothing, and one whose task id the
+whose task's payload is gone is counted and changes nothing (one read before the task's
+confirm, which keeps the payload, acts on the task as its pending entry holds it: sent,
+its worker died before the confirm, a `declined` then wrote nothing, and the re-drive
+sent it again), and one whose task id the
 ledger never had (it keeps every id it claimed for `MOMENTS_LEDGER_TTL_SECONDS`, 400
 days: a task is claimed before it is published) is a dead letter (`unknown_task`;
 counted `moment_type="unknown"`, it told the consumer nothing), as is one for a moment
@@ -424,13 +427,17 @@ async def handle_outcomes(
             result.dead_letters.append(too_far_ahead(record, EVENT_TYPE, dated, clock, ahead_s))
             continue
         task = await _sent_task(sink, outcome.task_id, newer)
+        confirmed = task is not None
+        entry = None if confirmed else await _entry(sink, outcome.task_id)
+        if entry is not None and state_of(entry) == "pending":
+            # Sent, its confirm (which keeps the body) not written yet: the task as claimed.
+            task = _read_task(sink, entry[1:], outcome.task_id, newer)
         if task is not None and task.subscriber_id != outcome.subscriber_id:
             result.dead_letters.append(subscriber_mismatch(record, outcome))
             continue
         if task is not None:
             moment_type = task.moment.type
         else:
-            entry = await _entry(sink, outcome.task_id)
             if entry is None:
                 result.dead_letters.append(unknown_task(record, outcome, sink.ledger.ttl))
                 continue
@@ -439,7 +446,10 @@ async def handle_outcomes(
                 result.dead_letters.append(merged_task(record, outcome, carrier))
                 continue
             moment_type = str(sent_meta_fields(entry).get("moment_type") or UNKNOWN)
-        if await _first(sink, outcome, None if task is None else str(task.channel)):
+        # Of a task not confirmed, the mark tells its confirm to keep it out of the
+        # unanswered index (`_first`, no channel).
+        channel = str(task.channel) if task is not None and confirmed else None
+        if await _first(sink, outcome, channel):
             metrics.outcomes.labels(moment_type, outcome.status.value).inc()
         result.handled += 1
         if task is None:
@@ -715,8 +725,14 @@ async def _sent_task(sink: TaskSink, task_id: str, newer: dict[str, bytes]) -> S
         sink.metrics,
         "reading a sent task",
     )
-    if not body:
-        return None
+    return _read_task(sink, body, task_id, newer) if body else None
+
+
+def _read_task(
+    sink: TaskSink, body: bytes, task_id: str, newer: dict[str, bytes]
+) -> ServiceTask | None:
+    """The task stored as `body` (its body kept at the confirm, or the payload of its
+    pending entry), as `_sent_task` reads it; None when unreadable."""
     try:
         return ServiceTask.model_validate_json(body)
     except ValidationError as exc:

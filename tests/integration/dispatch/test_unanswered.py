@@ -164,6 +164,39 @@ class TestUnanswered:
         assert await w.sink.expiry.expire_unanswered(now=after) == 0
         assert expired_total(w, "sms", "low_balance") == 0
 
+    async def test_a_decline_read_before_the_confirm_holds_the_task_back(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """As above, the customer declining the task the dying worker sent: its body is
+        kept at the confirm only, so the outcome found no task, suppressed nothing and was
+        counted `moment_type="unknown"`; the fresh worker's re-drive then sent the task
+        again to the customer who had declined it. The pending entry holds the task: the
+        decline is written, and the re-drive drops the task."""
+        w = make_worker(GO_NOW)
+        early = tid("declined-early")
+        dying = make_worker(GO_NOW)
+        dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "confirm")
+        dying.sink.ledger = stores.ledger
+        with pytest.raises(CrashError):
+            await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
+        assert len(await published(w.settings, 1)) == 1
+        assert await w.ledger.state(early) == "pending"
+
+        outcome = TaskOutcome(
+            task_id=early, subscriber_id=SUB, status=OutcomeStatus.DECLINED, occurred_at=NOW
+        )
+        record = RawRecord("outcomes", 0, 0, SUB.encode(), outcome.model_dump_json().encode())
+        assert (await handle_outcomes([record], w.sink, now=NOW)).declined == 1
+        assert (
+            w.sample("moments_task_outcomes_total", moment_type="low_balance", status="declined")
+            == 1
+        )
+
+        fresh = make_worker(GO_NOW)
+        await fresh.sink.redrive(older_than=0)
+        assert await w.ledger.state(early) == "dropped"
+        assert len(await published(w.settings, 1)) == 1  # not sent again
+
 
 def pending_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
     return tasks_command(w.settings, "pending", *args)
