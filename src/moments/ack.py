@@ -97,6 +97,8 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
         while not (body := await redis.get(ledger.body_key(task_id))):
             entry = await ledger.get(task_id)
             _refuse_merged(task_id, entry)
+            if (body := _pending_payload(entry)) is not None:
+                break
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.1)
@@ -118,6 +120,15 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
             "it changes nothing)"
         )
     return str(orjson.loads(body)["subscriber_id"])
+
+
+def _pending_payload(entry: bytes | None) -> bytes | None:
+    """The task a pending ledger entry holds (claimed; sent, maybe, its worker gone before
+    the confirm that keeps the body), or None: the worker acts on an outcome of it as of
+    that task (`moments.outcomes`), so its subscriber is that task's."""
+    if entry is not None and state_of(entry) == "pending" and len(entry) > 1:
+        return entry[1:]
+    return None
 
 
 def _refuse_merged(task_id: str, entry: bytes | None) -> None:
@@ -153,6 +164,7 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
         body = await redis.get(ledger.body_key(task_id))
         entry = None if body is not None else await ledger.get(task_id)
         known = body is not None or entry is not None
+        body = body or _pending_payload(entry)
     except (rx.RedisError, OSError) as exc:
         refused = describe_redis_failure(settings, exc)
         if refused is not None:

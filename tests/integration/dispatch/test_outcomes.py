@@ -33,6 +33,7 @@ from .conftest import (
     published,
     task,
 )
+from .test_crash_windows import CrashError, crashing
 
 pytestmark = pytest.mark.integration
 
@@ -727,3 +728,23 @@ class TestAckCommand:
         with pytest.raises(AckError, match=f"task {A2} expired: ") as refused:
             await subscriber_of(w.settings, A2, wait_s=0)
         assert "pass --subscriber MSISDN to ack it anyway" in str(refused.value)
+
+    async def test_a_task_sent_but_not_confirmed_is_acked_for_its_subscriber(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """Its worker died after the broker's ack, before the confirm that keeps the body:
+        the task was on the topic, and the worker now acts on its outcome (the task as its
+        pending entry holds it), but the command waited, then said the task "expired" and
+        to pass --subscriber, and a --subscriber not the task's was let through, for the
+        worker to refuse (subscriber_mismatch)."""
+        w = make_worker()
+        dying = make_worker()
+        dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "confirm")
+        dying.sink.ledger = stores.ledger
+        with pytest.raises(CrashError):
+            await dying.send(task(A2, sub="13200000010"))
+        assert await w.ledger.state(A2) == "pending"
+        assert await subscriber_of(w.settings, A2, wait_s=0) == "13200000010"
+        with pytest.raises(AckError, match="subscriber_mismatch"):
+            await check_subscriber(w.settings, A2, "13200000011")
+        assert await check_subscriber(w.settings, A2, "13200000010") is None
