@@ -22,7 +22,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
-  `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code);
+  `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code), masked as one,
+  in free text and among the ids after an id's name (`msisdn=97531, 138 0013 8001`);
 - anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
   id, a topic prefix) or a decimal fraction: the net for an MSISDN, IMEI or called
   number in free text. Numbers of 7 digits and more (offsets, byte sizes) are masked too,
@@ -93,22 +94,29 @@ size or a count, never a subscriber number."""
 
 _QUOTED_ID = r"'\d+'" + r'|"\d+"'
 """A quoted number: `'1234'`, `"1234"`."""
+_GROUPED = r"\+?(?:\d{1,3}[ -])?\d{3}[ -]\d{4}[ -]\d{4}(?!\w|\.\d)"
+"""A number written in groups as people write phone numbers: `138-0013-8001`,
+`+86 138 0013 8001` (3, 4 and 4 digits after an optional country code)."""
 _ID_VALUE = (
-    rf"""(?:{_QUOTED_ID}|\d{{5,}})"""  # '1234', 97531, 1234567890123456789012
+    rf"""(?:{_QUOTED_ID}|{_GROUPED}|\d{{5,}})"""  # '1234', 138 0013 8001, 97531
     # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line
     # one of 5 digits or more, not a fraction's (`97531 12345.678 s`) nor one with a unit
     # written on it (`97531 12345ms`)
-    rf"""(?:['"]?\s*[,/;|]\s*(?:{_QUOTED_ID}|['"]?\d+)"""
-    rf"""|['"]?[^\S\r\n]+(?:{_QUOTED_ID}|['"]?\d{{5,}}(?!\w|\.\d)))*"""
+    rf"""(?:['"]?\s*[,/;|]\s*(?:{_QUOTED_ID}|{_GROUPED}|['"]?\d+)"""
+    rf"""|['"]?[^\S\r\n]+(?:{_QUOTED_ID}|{_GROUPED}|['"]?\d{{5,}}(?!\w|\.\d)))*"""
 )
 """The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
 contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),
-and the next ones of a list written without brackets. Last in its branch, so each is read
-once: nothing after it can fail and send the engine back into it. No possessive loop
-(`(...)*+`): Python 3.11.2's matched a fraction past its look-ahead (`97531 12345.6`)."""
-_ID_ITEM = re.compile(r"""(?P<open>['"])(?P<digits>\d+)(?P=open)|(?<!\d)\d{5,}""")
+one written in groups, and the next ones of a list written without brackets (`138` of
+`97531, 138 0013 8001` is not taken for the next id: the grouped number is read whole).
+Last in its branch, so each is read once: nothing after it can fail and send the engine
+back into it. No possessive loop (`(...)*+`): Python 3.11.2's matched a fraction past its
+look-ahead (`97531 12345.6`)."""
+_ID_ITEM = re.compile(
+    rf"""(?P<open>['"])(?P<digits>\d+)(?P=open)|(?<!\d)(?P<grouped>{_GROUPED})|(?<!\d)\d{{5,}}"""
+)
 """What is masked among them, and inside the brackets after an id's name: a quoted number
-of any length, an unquoted one of 5 digits or more."""
+of any length, one written in groups (masked as one), an unquoted one of 5 digits or more."""
 
 
 @functools.cache
@@ -155,7 +163,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<!\w)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
-    | (?<![\w.+])(?P<spaced>\+?(?:\d{1,3}[ -])?\d{3}[ -]\d{4}[ -]\d{4})(?!\w|\.\d)  # 138-0013-8001
+    | (?<![\w.+])(?P<spaced>"""
+        + _GROUPED
+        + r""")  # 138-0013-8001
     | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,20})(?![0-9A-Fa-f])          # free text
         """,
         re.VERBOSE,
@@ -191,7 +201,14 @@ def _mask_digits(match: re.Match[str]) -> str:
 def _mask_id_item(match: re.Match[str]) -> str:
     if (quote := match.group("open")) is not None:
         return f"{quote}{mask_msisdn(match.group('digits'))}{quote}"
+    if (grouped := match.group("grouped")) is not None:
+        return _mask_grouped(grouped)
     return mask_msisdn(match.group(0))
+
+
+def _mask_grouped(number: str) -> str:
+    """A number written in groups masked as one (`+86 138 0013 8001` -> `861******8001`)."""
+    return mask_msisdn("".join(c for c in number if c.isdigit()))
 
 
 def _mask_match(match: re.Match[str]) -> str:
@@ -204,8 +221,8 @@ def _mask_match(match: re.Match[str]) -> str:
         return match.group("key") + _ID_ITEM.sub(_mask_id_item, match.group("value"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
         return match.group(0)
-    if match.group("spaced") is not None:  # a number written in groups: masked as one
-        return mask_msisdn("".join(c for c in match.group("spaced") if c.isdigit()))
+    if (spaced := match.group("spaced")) is not None:  # a number written in groups
+        return _mask_grouped(spaced)
     found = match.group(0)
     if (
         match.group("long") is not None

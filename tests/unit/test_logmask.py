@@ -352,6 +352,24 @@ class TestMaskText:
         (re-check review)."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"msisdn={SHORT5}, 138 0013 8001", "msisdn=*****, 138****8001"),
+            (f"msisdns={SHORT5}, 138-0013-8001 done", "msisdns=*****, 138****8001 done"),
+            (f"msisdns: 138 0013 8001, {SHORT5}", "msisdns: 138****8001, *****"),
+            ("msisdn=+86 138 0013 8001", "msisdn=861******8001"),
+            (f"msisdns=+86-138-0013-8001;{SHORT6}", "msisdns=861******8001;******"),
+        ],
+    )
+    def test_a_number_written_in_groups_in_a_list_after_an_id_name(
+        self, text: str, expected: str
+    ) -> None:
+        """`msisdn=97531, 138 0013 8001` showed `0013 8001`: the list after the name took
+        `138` for its next id and the rest was no number's shape; a short id after a
+        grouped one showed whole."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
