@@ -9,7 +9,7 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 
 - inside a bytes literal (`b'...'`: aiokafka's DEBUG dumps of keys, values and
   whole record batches), every run of 5 or more digits;
-- a quoted string of 5 to 20 digits (`'97531'`, `"subscriber_id":"97531"`);
+- a quoted string of 5 digits or more (`'97531'`, `"subscriber_id":"97531"`);
 - 5 digits or more (over the contract's 20 too), or a quoted number of any length
   (`subscriber_id="1234"`), right after a field name that holds one
   (`subscriber_id=97531`, `msisdn: 97531`, also `counterparty` and `imei`), in any case
@@ -24,10 +24,10 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code), masked as one,
   in free text and among the ids after an id's name (`msisdn=97531, 138 0013 8001`);
-- anywhere else, a run of 7 to 20 digits that is not part of a hex string (a task
-  id, a topic prefix) or a decimal fraction: the net for an MSISDN, IMEI or called
-  number in free text. Numbers of 7 digits and more (offsets, byte sizes) are masked too,
-  the price of not knowing which number is personal.
+- anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
+  part of a hex string (a task id, a topic prefix) or a decimal fraction: the net for an
+  MSISDN, IMEI or called number in free text. Numbers of 7 digits and more (offsets,
+  byte sizes) are masked too, the price of not knowing which number is personal.
 
 The ident of one of the process's threads is left alone there (a stack dump's
 `<Thread(metrics, started daemon 140...)>`): no person's number, and masked, a dump's
@@ -144,7 +144,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     text = re.compile(
         r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
-    | (?<=['"])(?P<quoted>\d{5,20})(?=['"])                              # '97531'
+    | (?<=['"])(?P<quoted>\d{5,})(?=['"])                                # '97531'
     | (?P<ckey>"""
         + _ID_NAME
         + r"""\w{0,64}+[^\w\[({\n]{0,3}\s*)  # msisdns=[97531, None, 97532]: one line, one nesting
@@ -166,7 +166,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<![\w.+])(?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001
-    | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,20})(?![0-9A-Fa-f])          # free text
+    | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,})(?![0-9A-Fa-f])            # free text
         """,
         re.VERBOSE,
     )
@@ -270,14 +270,14 @@ def clean_text(text: str) -> str:
     return mask_text(text) if _state["mask"] else text
 
 
-_ID_STRING = re.compile(r"\d{5,20}")
+_ID_STRING = re.compile(r"\d{5,}")
 _MAX_DEPTH = 20
 """Deeper than this a structured value is cleaned as its repr (which also stops at cycles)."""
 
 
 def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
     """A structured log value (a dict logged as the message, an `extra=`) cleaned as a
-    message is, at any depth: strings and keys as text (a string of 5 to 20 digits as a
+    message is, at any depth: strings and keys as text (a string of 5 digits or more as a
     quoted one), whole numbers an id's length masked as they would be in text, any value
     under an id field name masked whatever its length, and other objects (bytes,
     exceptions, models) by their text. JSON's own types stay what they are otherwise, so

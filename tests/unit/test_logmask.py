@@ -370,6 +370,19 @@ class TestMaskText:
         grouped one showed whole."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("value 123456789012345678901234 here", "value 123*****************1234 here"),
+            ("1234567890123456789012345", "123******************2345"),
+            ("key '123456789012345678901'", "key '123**************8901'"),
+        ],
+    )
+    def test_a_run_of_over_20_digits_without_an_id_name(self, text: str, expected: str) -> None:
+        """A run of 21 digits or more in free text showed whole: the net for free text
+        took 7 to 20 digits, and a longer run matched none of it."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
