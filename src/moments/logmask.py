@@ -9,7 +9,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 
 - inside a bytes literal (`b'...'`: aiokafka's DEBUG dumps of keys, values and
   whole record batches), every run of 5 or more digits;
-- a quoted string of 5 digits or more (`'97531'`, `"subscriber_id":"97531"`);
+- a quoted string of 5 digits or more (`'97531'`, `"subscriber_id":"97531"`), in
+  escaped quotes too (`\\"97531\\"`, as JSON written inside a string quotes it, after an
+  id's name as well: `{\\"msisdns\\": [\\"1234\\", \\"5678\\"]}`);
 - 5 digits or more (over the contract's 20 too), or a quoted number of any length
   (`subscriber_id="1234"`), right after a field name that holds one
   (`subscriber_id=97531`, `msisdn: 97531`, also `counterparty` and `imei`), in any case
@@ -92,8 +94,11 @@ UNITS = (
 size or a count, never a subscriber number."""
 
 
-_QUOTED_ID = r"'\d+'" + r'|"\d+"'
-"""A quoted number: `'1234'`, `"1234"`."""
+_QUOTED_ID = r"\\*'\d+\\*'" + r'|\\*"\d+\\*"'
+"""A quoted number: `'1234'`, `"1234"`, and in escaped quotes, as JSON written inside a
+string quotes it: `\\"1234\\"`, `\\\\\\"1234\\\\\\"`."""
+_CLOSING_QUOTE = r"""(?:\\*['"])?"""
+"""The quote that closes an id's name in JSON (`"msisdn":`), escaped or not (`\\"msisdn\\":`)."""
 _GROUPED = r"\+?(?:\d{1,3}[ -])?\d{3}[ -]\d{4}[ -]\d{4}(?!\w|\.\d)"
 """A number written in groups as people write phone numbers: `138-0013-8001`,
 `+86 138 0013 8001` (3, 4 and 4 digits after an optional country code)."""
@@ -113,10 +118,13 @@ Last in its branch, so each is read once: nothing after it can fail and send the
 back into it. No possessive loop (`(...)*+`): Python 3.11.2's matched a fraction past its
 look-ahead (`97531 12345.6`)."""
 _ID_ITEM = re.compile(
-    rf"""(?P<open>['"])(?P<digits>\d+)(?P=open)|(?<!\d)(?P<grouped>{_GROUPED})|(?<!\d)\d{{5,}}"""
+    rf"""(?<!\\)(?P<open>\\*['"])(?P<digits>\d+)(?P=open)"""
+    rf"""|(?<!\d)(?P<grouped>{_GROUPED})|(?<!\d)\d{{5,}}"""
 )
 """What is masked among them, and inside the brackets after an id's name: a quoted number
-of any length, one written in groups (masked as one), an unquoted one of 5 digits or more."""
+of any length, one written in groups (masked as one), an unquoted one of 5 digits or more.
+An escaped quote is read from its first backslash only: read from each one, a run of
+100 kB of them in brackets took a minute."""
 
 
 @functools.cache
@@ -144,10 +152,12 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     text = re.compile(
         r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
-    | (?<=['"])(?P<quoted>\d{5,})(?=['"])                                # '97531'
+    | (?<=['"])(?P<quoted>\d{5,})(?=\\*['"])                             # '97531', \"97531\"
     | (?P<ckey>"""
         + _ID_NAME
-        + r"""\w{0,64}+[^\w\[({\n]{0,3}\s*)  # msisdns=[97531, None, 97532]: one line, one nesting
+        + r"""\w{0,64}+"""
+        + _CLOSING_QUOTE
+        + r"""[^\w\[({\n]{0,3}\s*)  # msisdns=[97531, None, 97532]: one line, one nesting
       (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
         | \([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\)
         | \{[^{}\n]*(?:\{[^{}\n]*\}[^{}\n]*)*\})
@@ -156,7 +166,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         # the name's rest read once, up to 64 letters: `\w*` retried to the end of the word
         # at each id's name in it took minutes for 100 kB of `SubscriberIdSubscriberId...`
         # as few signs as may be: a quote after them opens the value's first id
-        + r"""\w{0,64}+\W{1,4}?\s*)     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
+        + r"""\w{0,64}+"""
+        + _CLOSING_QUOTE
+        + r"""\W{1,4}?\s*)     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
       (?P<value>"""
         + _ID_VALUE
         + r""")

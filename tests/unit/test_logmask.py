@@ -383,6 +383,24 @@ class TestMaskText:
         took 7 to 20 digits, and a longer run matched none of it."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (rf"msisdns=\"{SHORT5}\", \"{SHORT6}\"", r"msisdns=\"*****\", \"******\""),
+            (r"msisdns=[\"123\", \"456\"]", r"msisdns=[\"***\", \"***\"]"),
+            (rf"imeis: \'{SHORT5}\' \'{SHORT6}\'", r"imeis: \'*****\' \'******\'"),
+            (rf'"{{\"msisdn\": \"{SHORT5}\", \"n\": 1}}"', r'"{\"msisdn\": \"*****\", \"n\": 1}"'),
+            (r'"{\"msisdns\": [\"12\", \"34\"]}"', r'"{\"msisdns\": [\"**\", \"**\"]}"'),
+            (rf"\\\"imei\\\": \\\"{SHORT5}\\\"", r"\\\"imei\\\": \\\"*****\\\""),
+            (rf"note=\"{SHORT6}\"", r"note=\"******\""),
+        ],
+    )
+    def test_ids_in_escaped_quotes(self, text: str, expected: str) -> None:
+        """JSON written inside a string (`"{\\"msisdn\\": \\"97531\\"}"`) quotes its ids with
+        `\\"`: the first id after a name was masked, the next ones of its list, a short one
+        and a quoted one after no name showed in clear."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
@@ -425,11 +443,14 @@ class TestLongLines:
             (_repeated("[", "msisdns=["), _repeated("[", "msisdns=[")),
             (_repeated("msisdn "), _repeated("msisdn ")),
             (_repeated("counter ", tail="party 97531"), _repeated("counter ", tail="party *****")),
+            (_repeated("\\", "msisdns=[", "]"), _repeated("\\", "msisdns=[", "]")),
+            (_repeated('\\"1234\\", ', "msisdns: "), _repeated('\\"****\\", ', "msisdns: ")),
         ],
         ids=[
             *("camel-names", "camel-names-no-id", "spaced-ids", "slashed-ids"),
             *("quoted-ids", "one-long-id", "short-numbers", "spaces"),
             *("separators", "brackets", "names", "counter"),
+            *("backslashes", "escaped-quoted-ids"),
         ],
     )
     @pytest.mark.timeout(60)
