@@ -19,7 +19,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   of a list after it
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
   `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, up to the first
-  word, number under 5 digits, number with a unit on it (`12345ms`) or line's end), and
+  word, number under 5 digits, number with a unit on it or after a space (`12345ms`,
+  `12345 ms`, `123456 MiB`) or line's end), and
   inside the brackets of a list, tuple, set or dict
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`, `['1234']`);
@@ -94,6 +95,15 @@ UNITS = (
 size or a count, never a subscriber number."""
 
 
+WRITTEN_UNITS = (
+    *("ms", "s", "sec", "secs", "second", "seconds", "us", "µs", "ns"),
+    *("min", "mins", "minute", "minutes", "h", "hour", "hours", "day", "days"),
+    *("bytes", "kb", "kib", "mb", "mib", "gb", "gib"),
+)
+"""Units written after a number, in any case (`12345 ms`, `64 MiB`): a duration or a size."""
+_UNIT_AFTER = rf"[^\S\r\n]+(?i:{'|'.join(WRITTEN_UNITS)})(?![\w=:])"
+"""A unit after a space, a word of its own (not `ms=3`, not `subscribers`)."""
+
 _QUOTED_ID = r"\\*'\d+\\*'" + r'|\\*"\d+\\*"'
 """A quoted number: `'1234'`, `"1234"`, and in escaped quotes, as JSON written inside a
 string quotes it: `\\"1234\\"`, `\\\\\\"1234\\\\\\"`."""
@@ -106,9 +116,9 @@ _ID_VALUE = (
     rf"""(?:{_QUOTED_ID}|{_GROUPED}|\d{{5,}})"""  # '1234', 138 0013 8001, 97531
     # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line
     # one of 5 digits or more, not a fraction's (`97531 12345.678 s`) nor one with a unit
-    # written on it (`97531 12345ms`)
+    # written on it or after it (`97531 12345ms`, `97531 12345 ms`)
     rf"""(?:['"]?\s*[,/;|]\s*(?:{_QUOTED_ID}|{_GROUPED}|['"]?\d+)"""
-    rf"""|['"]?[^\S\r\n]+(?:{_QUOTED_ID}|{_GROUPED}|['"]?\d{{5,}}(?!\w|\.\d)))*"""
+    rf"""|['"]?[^\S\r\n]+(?:{_QUOTED_ID}|{_GROUPED}|['"]?\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})))*"""
 )
 """The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
 contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),

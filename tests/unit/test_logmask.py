@@ -401,6 +401,24 @@ class TestMaskText:
         and a quoted one after no name showed in clear."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"subscriber_id={SHORT5} 12345 ms", "subscriber_id=***** 12345 ms"),
+            (f"msisdns: {SHORT5} {SHORT6} 12345 s, done", "msisdns: ***** ****** 12345 s, done"),
+            (f"imeis {SHORT5} 123456 MiB", "imeis ***** 123456 MiB"),
+            # a word that is no unit, or a unit that is a name, ends nothing
+            (f"msisdns: {SHORT5} {SHORT6} subscribers", "msisdns: ***** ****** subscribers"),
+            (f"msisdns: {SHORT5} {SHORT6} ms=3", "msisdns: ***** ****** ms=3"),
+        ],
+    )
+    def test_a_duration_with_its_unit_after_a_space_is_no_id(
+        self, text: str, expected: str
+    ) -> None:
+        """`subscriber_id=97531 12345 ms` masked the duration: a number with its unit
+        written on it (`12345ms`) ended the ids, one with a space before the unit did not."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
