@@ -39,7 +39,9 @@ threads could not be told apart.
 Left alone: a number right after a setting's name or one ending in a unit or `_count`
 (`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
 such a field of a structured value): it is what the name says, not a subscriber's number.
-A name holding an id wins (`subscriber_id_seconds=...` is masked).
+A name holding an id wins (`subscriber_id_seconds=...` is masked), but for one that counts
+ids, its last part `_count` or `Count` (`msisdn_count="3"`, `subscriberIdsCount: 12`): a
+count, in a JSON line's field too (a quoted string of 5 digits or more is still masked).
 
 Record attributes passed with `extra=` under those field names are masked as
 well, whatever their length. Masks look like `139****1234` (`mask_msisdn`).
@@ -86,6 +88,11 @@ Each a word of its own or a part of one (`event.subscriber_id`, `caller_msisdn`,
 `callerMsisdn`, `imei2`, `MSISDNList`), not letters inside another word: `SubscriberIdleTimeout`,
 `SUBSCRIBER_IDLE_TIMEOUT`, `nosubscriber_id`, `anytimeinterval` carry no id."""
 _ID_FIELD = re.compile(_ID_NAME)
+_COUNT_OF = r"\w{0,58}?(?:_(?i:counts?)|Counts?)(?!\w)"
+"""The rest of a name that counts ids (`msisdn_count`, `subscriberIdsCount`, `IMEI_COUNT`):
+its number is a count, not an id. Within the name's 64 letters the pattern reads; any
+other ending (`subscriber_id_seconds`, `msisdn_count_by_region`) leaves the id's name."""
+_ID_COUNT = re.compile(_ID_NAME + _COUNT_OF)
 
 UNITS = (
     *("seconds", "secs", "s", "ms", "us", "ns", "minutes", "hours", "days"),
@@ -154,10 +161,11 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     settings = "|".join([*names, *(f"MOMENTS_{n.upper()}" for n in names)])
     units = "|".join([*UNITS, *(u.upper() for u in UNITS)])
     # a setting's name or a name ending in a unit; an id's name wins over a unit
-    # (`subscriber_id_seconds`), in any case
+    # (`subscriber_id_seconds`), in any case, but for a count of ids (`msisdn_count`)
     quantity = (
-        rf"(?!\w*?{_ID_NAME})"
+        rf"(?:(?!\w*?{_ID_NAME})"
         rf"(?:(?:{settings})|\w*_(?:{units}))"
+        rf"|\w*?{_ID_NAME}{_COUNT_OF})"  # msisdn_count: a count of ids
     )
     text = re.compile(
         r"""
@@ -173,6 +181,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         | \{[^{}\n]*(?:\{[^{}\n]*\}[^{}\n]*)*\})
     | (?P<key>"""
         + _ID_NAME
+        + rf"(?!{_COUNT_OF})"  # msisdn_count="3": a count
         # the name's rest read once, up to 64 letters: `\w*` retried to the end of the word
         # at each id's name in it took minutes for 100 kB of `SubscriberIdSubscriberId...`
         # as few signs as may be: a quote after them opens the value's first id
@@ -308,6 +317,7 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
         _state["mask"]
         and isinstance(field, str)
         and _ID_FIELD.search(field)
+        and not _ID_COUNT.search(field)  # `msisdn_count`: a count, never an id
         and isinstance(value, str | int | bytes)
         and not isinstance(value, bool)  # a flag (`has_msisdn`), never an id
     ):

@@ -419,6 +419,26 @@ class TestMaskText:
         written on it (`12345ms`) ended the ids, one with a space before the unit did not."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('msisdn_count="3"', 'msisdn_count="3"'),
+            ("msisdnCount: '12' MSISDN_COUNT=3", "msisdnCount: '12' MSISDN_COUNT=3"),
+            ("subscriber_ids_count=12345678", "subscriber_ids_count=12345678"),
+            ('{"imei_count": 12345}', '{"imei_count": 12345}'),
+            # a quoted id of 5 digits or more is an id's string, whatever the name
+            (f'msisdn_count="{SHORT5}"', 'msisdn_count="*****"'),
+            # a dict by id: its keys are ids
+            (f"msisdn_count={{{SHORT5}: 3}}", "msisdn_count={*****: 3}"),
+            # an id's name ending in another unit is still an id's (`_seconds`)
+            (f"subscriber_id_seconds='{SHORT5}'", "subscriber_id_seconds='*****'"),
+        ],
+    )
+    def test_a_count_of_ids_is_no_id(self, text: str, expected: str) -> None:
+        """`msisdn_count="3"` showed `msisdn_count="*"`: the id's name in it made the count
+        an id."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
@@ -695,6 +715,23 @@ class TestJsonLines:
 
         (line,) = self.lines(json_formatter(), log_extras).splitlines()
         assert orjson.loads(line)["seen"] == {"has_msisdn": True, "imei_valid": False}
+
+    def test_a_count_of_ids_stays_a_number_in_a_json_line(self, masking: None) -> None:
+        """`extra={"msisdn_count": 3}` was written `"*"`: a count under a name holding an
+        id's name was taken for an id, as in a text line."""
+
+        def log_extras(logger: logging.Logger) -> None:
+            logger.warning(
+                "batch",
+                extra={"batch": {"msisdn_count": 3, "imeiCount": "2", "msisdn": int(SHORT5)}},
+            )
+
+        (line,) = self.lines(json_formatter(), log_extras).splitlines()
+        assert orjson.loads(line)["batch"] == {
+            "msisdn_count": 3,
+            "imeiCount": "2",
+            "msisdn": "*****",
+        }
 
     def test_a_setting_s_value_stays_a_number_in_a_json_line(self, masking: None) -> None:
         """A setting's value or a duration passed as an `extra=` kept its number; an
