@@ -8,7 +8,7 @@ so one digit-length rule cannot tell them apart. What can: an id is a *string*
 counts, offsets, ports and durations are numbers. So `mask_text` masks
 
 - inside a bytes literal (`b'...'`: aiokafka's DEBUG dumps of keys, values and
-  whole record batches), every run of 5 or more digits;
+  whole record batches), every run of 5 or more digits, and a number written in groups;
 - a quoted string of 5 digits or more (`'97531'`, `"subscriber_id":"97531"`), in
   escaped quotes too (`\\"97531\\"`, as JSON written inside a string quotes it, after an
   id's name as well: `{\\"msisdns\\": [\\"1234\\", \\"5678\\"]}`);
@@ -25,11 +25,13 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
-  `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code), masked as one,
-  in free text and among the ids after an id's name (`msisdn=97531, 138 0013 8001`);
+  `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code; in a URL
+  `138+0013+8001`, `138%200013%208001`), masked as one, in free text and among the ids
+  after an id's name (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
   part of a hex string (a task id, a topic prefix) or a decimal fraction: the net for an
-  MSISDN, IMEI or called number in free text. Numbers of 7 digits and more (offsets,
+  MSISDN, IMEI or called number in free text. After a URL's escape (`%2B8613800138001`,
+  a `+`) its digits are a number's, not a hex string's. Numbers of 7 digits and more (offsets,
   byte sizes) are masked too, the price of not knowing which number is personal.
 
 The ident of one of the process's threads is left alone there (a stack dump's
@@ -114,18 +116,27 @@ _UNIT_AFTER = rf"[^\S\r\n]+(?i:{'|'.join(WRITTEN_UNITS)})(?![\w=:])"
 _QUOTED_ID = r"\\*'\d+\\*'" + r'|\\*"\d+\\*"'
 """A quoted number: `'1234'`, `"1234"`, and in escaped quotes, as JSON written inside a
 string quotes it: `\\"1234\\"`, `\\\\\\"1234\\\\\\"`."""
-_CLOSING_QUOTE = r"""(?:\\*['"])?"""
-"""The quote that closes an id's name in JSON (`"msisdn":`), escaped or not (`\\"msisdn\\":`)."""
-_GROUPED = r"\+?(?:\d{1,3}[ -])?\d{3}[ -]\d{4}[ -]\d{4}(?!\w|\.\d)"
+_MAYBE_QUOTE = r"""(?:\\*['"])?"""
+"""A quote or none, escaped or not: the one closing an id's name in JSON (`"msisdn":`,
+`\\"msisdn\\":`), or one around an id read in parts (`'138 0013 8001'`)."""
+_GROUP_SEPARATOR = r"(?:[ -]|%20|\+)"
+_GROUPED = (
+    rf"\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?"
+    rf"\d{{3}}{_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}(?!\w|\.\d)"
+)
 """A number written in groups as people write phone numbers: `138-0013-8001`,
-`+86 138 0013 8001` (3, 4 and 4 digits after an optional country code)."""
+`+86 138 0013 8001` (3, 4 and 4 digits after an optional country code), and as a URL
+writes the spaces: `138+0013+8001`, `138%200013%208001`."""
 _ID_VALUE = (
-    rf"""(?:{_QUOTED_ID}|{_GROUPED}|\d{{5,}})"""  # '1234', 138 0013 8001, 97531
+    rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}})"""  # '1234', 138 0013 8001, 97531
     # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line
     # one of 5 digits or more, not a fraction's (`97531 12345.678 s`) nor one with a unit
     # written on it or after it (`97531 12345ms`, `97531 12345 ms`)
-    rf"""(?:['"]?\s*[,/;|]\s*(?:{_QUOTED_ID}|{_GROUPED}|['"]?\d+)"""
-    rf"""|['"]?[^\S\r\n]+(?:{_QUOTED_ID}|{_GROUPED}|['"]?\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})))*"""
+    rf"""(?:{_MAYBE_QUOTE}\s*[,/;|]\s*"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}|{_MAYBE_QUOTE}\d+)"""
+    rf"""|{_MAYBE_QUOTE}[^\S\r\n]+"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}"""
+    rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})))*"""
 )
 """The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
 contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),
@@ -174,7 +185,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?P<ckey>"""
         + _ID_NAME
         + r"""\w{0,64}+"""
-        + _CLOSING_QUOTE
+        + _MAYBE_QUOTE
         + r"""[^\w\[({\n]{0,3}\s*)  # msisdns=[97531, None, 97532]: one line, one nesting
       (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
         | \([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\)
@@ -186,7 +197,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         # at each id's name in it took minutes for 100 kB of `SubscriberIdSubscriberId...`
         # as few signs as may be: a quote after them opens the value's first id
         + r"""\w{0,64}+"""
-        + _CLOSING_QUOTE
+        + _MAYBE_QUOTE
         + r"""\W{1,4}?\s*)     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
       (?P<value>"""
         + _ID_VALUE
@@ -194,10 +205,11 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<!\w)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
-    | (?<![\w.+])(?P<spaced>"""
+    | (?:(?<![\w.+])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001
-    | (?<![0-9A-Fa-f])(?<!\d\.)(?P<long>\d{7,})(?![0-9A-Fa-f])            # free text
+    | (?:(?<![0-9A-Fa-f])|(?<=%[0-9A-Fa-f]{2}))  # not in a hex string; after %2B (URLs)
+      (?<!\d\.)(?P<long>\d{7,})(?![0-9A-Fa-f])                            # free text
         """,
         re.VERBOSE,
     )
@@ -206,7 +218,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 # Inside a bytes literal an escape (`\x01`, `\n`) is one token, so its hex digits never
 # join the digits that follow it.
-_BYTES_TOKEN = re.compile(r"\\x[0-9a-fA-F]{2}|\\.|\d{5,}")
+_BYTES_TOKEN = re.compile(rf"\\x[0-9a-fA-F]{{2}}|\\.|(?<!\d)(?P<grouped>{_GROUPED})|\d{{5,}}")
 
 _SASL_BYTES = re.compile(
     r"(SaslAuthenticateRequest\w*\(sasl_auth_bytes=)"  # aiokafka's DEBUG line of a login
@@ -222,6 +234,8 @@ _state: dict[str, Any] = {"installed": False, "mask": True, "secrets": ()}
 
 def _mask_bytes_token(match: re.Match[str]) -> str:
     token = match.group(0)
+    if match.group("grouped") is not None:  # a payload's `"msisdn": "138 0013 8001"`
+        return _mask_grouped(token)
     return token if token.startswith("\\") else mask_msisdn(token)
 
 
@@ -237,9 +251,12 @@ def _mask_id_item(match: re.Match[str]) -> str:
     return mask_msisdn(match.group(0))
 
 
+_URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
 def _mask_grouped(number: str) -> str:
     """A number written in groups masked as one (`+86 138 0013 8001` -> `861******8001`)."""
-    return mask_msisdn("".join(c for c in number if c.isdigit()))
+    return mask_msisdn("".join(c for c in _URL_ESCAPE.sub("", number) if c.isdigit()))
 
 
 def _mask_match(match: re.Match[str]) -> str:

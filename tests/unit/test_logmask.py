@@ -439,6 +439,32 @@ class TestMaskText:
         an id."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (
+                "GET /v1/tasks?msisdn=%2B8613800138001&n=1",
+                "GET /v1/tasks?msisdn=%2B861******8001&n=1",
+            ),
+            ("GET /v1/tasks?msisdn=%2B86+138+0013+8001", "GET /v1/tasks?msisdn=%2B861******8001"),
+            ("GET /v1/msisdns/138%200013%208001/tasks", "GET /v1/msisdns/138****8001/tasks"),
+            (f"GET /v1/tasks?msisdn=%2B{SHORT5}&n=1", "GET /v1/tasks?msisdn=%2B*****&n=1"),
+            ("Sending (key=b'138 0013 8001')", "Sending (key=b'138****8001')"),
+            (
+                f"msisdns: '{SUB}', '138 0013 8001'",
+                "msisdns: '138****8001', '138****8001'",
+            ),
+            # a hex string's digits stay as they are
+            (f"task {TASK_ID}", f"task {TASK_ID}"),
+        ],
+    )
+    def test_numbers_in_urls_payloads_and_quoted_groups(self, text: str, expected: str) -> None:
+        """Found by generated lines (test_logmask_fuzz.py): a number after `%2B` (a URL's
+        `+`) was taken for a hex string's digits, one written in groups with a URL's
+        spaces (`+`, `%20`) or inside a bytes literal showed whole, and a quoted grouped
+        number after another id lost only its first group."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""

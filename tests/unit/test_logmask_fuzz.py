@@ -1,10 +1,13 @@
 """Generated log lines in the shapes `moments.logmask` documents: no id after an id field's
-name survives in clear (5 digits or more, any number of them quoted), and no setting or
-quantity is touched."""
+name survives in clear (5 digits or more, any number of them quoted), no setting or
+quantity is touched, and no 7 digits in a row are left of a number written as people and
+programs write one (`+86`, groups, quotes, JSON, a dict's repr, a URL, a bytes literal)."""
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import quote, urlencode
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -115,3 +118,89 @@ def quantity_lines(draw: st.DrawFn) -> str:
 @given(quantity_lines())
 def test_settings_and_quantities_are_left_alone(line: str) -> None:
     assert mask_text(line) == line
+
+
+# Ids written as people and programs write them, in the lines that carry them. Each id is
+# checked as its digits: no 7 of them in a row may be left, whatever stood between them.
+CN_MOBILE = st.from_regex(r"\A1[3-9][0-9]{9}\Z")
+LONG_IDS = st.text(DIGITS, min_size=7, max_size=24)
+
+
+def _groups(national: str, sep: str) -> str:
+    return sep.join((national[:3], national[3:7], national[7:]))
+
+
+@st.composite
+def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    """A number as written, and its digits: an E.164 number with +86, with spaces or
+    dashes, with or without the country code, or an id of 7 digits and more as it is."""
+    if draw(st.booleans()):
+        digits = draw(LONG_IDS)
+        return draw(st.sampled_from([digits, "+" + digits])), digits
+    national = draw(CN_MOBILE)
+    written = draw(
+        st.sampled_from(
+            [
+                *(national, "+86" + national, "86" + national, "0086" + national),
+                *("+86 " + national, "+86-" + national, "(+86) " + national),
+                *(_groups(national, " "), _groups(national, "-")),
+                *("+86 " + _groups(national, " "), "+86-" + _groups(national, "-")),
+                *("86 " + _groups(national, " "), "(+86) " + _groups(national, " ")),
+            ]
+        )
+    )
+    return written, national
+
+
+ID_KEYS = ["msisdn", "subscriber_id", "counterparty", "imei", "callerMsisdn", "SUBSCRIBER_ID"]
+
+
+@st.composite
+def carried_numbers(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A log line carrying one to three numbers in one of the shapes logs hold them."""
+    numbers = draw(st.lists(written_numbers(), min_size=1, max_size=3))
+    written = [w for w, _ in numbers]
+    key = draw(st.sampled_from(ID_KEYS))
+    value: object = written[0] if len(written) == 1 else written
+    shapes = {
+        "free text": lambda: "call from " + " and ".join(written) + " failed",
+        "key=value": lambda: f"{key}=" + ", ".join(written) + " done",
+        "key: 'value'": lambda: f"{key}: " + ", ".join(repr(w) for w in written),
+        "repr of a dict": lambda: "event " + repr({key: value, "count": 3}),
+        "JSON": lambda: json.dumps({"event": "dead letter", key: value, "offset": 42}),
+        "JSON in a string": lambda: json.dumps({"raw": json.dumps({key: value})}),
+        "URL query": lambda: f"GET /v1/tasks?{urlencode({key: written[0], 'n': 1})} 200",
+        "URL path": lambda: f"GET /v1/{key}s/{quote(written[0])}/tasks 404",
+        "bytes": lambda: f"Sending (key={written[0].encode()!r} value=b'x')",
+        "CSV row": lambda: ",".join(["e1", *written, "topup", "50"]),
+        "tel URI": lambda: f"dialing tel:{written[0].replace(' ', '-')} (attempt 2)",
+        "pydantic error": lambda: (
+            f"1 validation error for UsageEvent\n{key}\n  String should match pattern "
+            f"[type=string_pattern_mismatch, input_value={written[0]!r}, input_type=str]"
+        ),
+    }
+    line = shapes[draw(st.sampled_from(sorted(shapes)))]()
+    return line, [digits for _, digits in numbers]
+
+
+_MASK = re.compile(r"[0-9]{3}\*+[0-9]{4}|\*+")
+_BETWEEN_DIGITS = re.compile(r"%[0-9A-Fa-f]{2}|[^0-9A-Za-z#]")
+
+
+def _digits_left(masked: str) -> str:
+    """The digits the line shows, each mask one `#`, with what may stand between the
+    digits of one number (spaces, dashes, `+`, quotes, `%20`) taken out."""
+    return _BETWEEN_DIGITS.sub("", _MASK.sub("#", masked))
+
+
+@settings(max_examples=300, deadline=None)
+@given(carried_numbers())
+def test_no_seven_digits_of_a_number_survive_in_any_shape(
+    line_digits: tuple[str, list[str]],
+) -> None:
+    line, numbers = line_digits
+    masked = mask_text(line)
+    left = _digits_left(masked)
+    for digits in numbers:
+        runs = {digits[i : i + 7] for i in range(len(digits) - 6)}
+        assert not [run for run in runs if run in left], (line, masked)
