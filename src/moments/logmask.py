@@ -182,7 +182,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
     | (?<=['"])(?P<quoted>\d{5,})(?=\\*['"])                             # '97531', \"97531\"
-    | (?P<ckey>"""
+    | (?=[SsMmCcIi])(?P<ckey>"""  # each alternative fails at once where it cannot start
         + _ID_NAME
         + r"""\w{0,64}+"""
         + _MAYBE_QUOTE
@@ -190,7 +190,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
       (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
         | \([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\)
         | \{[^{}\n]*(?:\{[^{}\n]*\}[^{}\n]*)*\})
-    | (?P<key>"""
+    | (?=[SsMmCcIi])(?P<key>"""
         + _ID_NAME
         + rf"(?!{_COUNT_OF})"  # msisdn_count="3": a count
         # the name's rest read once, up to 64 letters: `\w*` retried to the end of the word
@@ -202,13 +202,13 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
       (?P<value>"""
         + _ID_VALUE
         + r""")
-    | (?<!\w)(?P<setting>"""
+    | (?<!\w)(?=\w++['"]?\s?[=:]\s?\d)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
-    | (?:(?<![\w.+])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
+    | (?=[+\d])(?:(?<![\w.+])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001
-    | (?:(?<![0-9A-Fa-f])|(?<=%[0-9A-Fa-f]{2}))  # not in a hex string; after %2B (URLs)
+    | (?=\d)(?:(?<![0-9A-Fa-f])|(?<=%[0-9A-Fa-f]{2}))  # not in hex; after %2B (URLs)
       (?<!\d\.)(?P<long>\d{7,})(?![0-9A-Fa-f])                            # free text
         """,
         re.VERBOSE,
