@@ -465,6 +465,26 @@ class TestMaskText:
         number after another id lost only its first group."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("call +44 20 7946 0958 now", "call 442*****0958 now"),
+            ("call +1 415 555 2671", "call 141****2671"),
+            ("+86 10 8888 6666", "861*****6666"),
+            ("from 0755 8888 6666", "from 075*****6666"),
+            ("counterparty=+44 20 7946 0958, 97531", "counterparty=442*****0958, *****"),
+            ("GET /v1/calls/%2B44%2020%207946%200958", "GET /v1/calls/%2B442*****0958"),
+            # a time's offset, a date, small numbers after a plus: no phone number
+            ("2026-12-07 10:20:43+08:00 x", "2026-12-07 10:20:43+08:00 x"),
+            ("v +1 2 3, 2026-12-07 12:05", "v +1 2 3, 2026-12-07 12:05"),
+        ],
+    )
+    def test_other_phone_numbers_written_in_groups(self, text: str, expected: str) -> None:
+        """A called number abroad (`+44 20 7946 0958`, `+1 415 555 2671`) or a landline
+        (`+86 10 8888 6666`, `0755 8888 6666`) showed whole: only the grouping of a
+        mobile number (3, 4 and 4 digits) was read as one number."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""

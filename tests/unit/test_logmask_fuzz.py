@@ -131,12 +131,32 @@ def _groups(national: str, sep: str) -> str:
 
 
 @st.composite
+def abroad_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    """A number abroad (`+44 20 7946 0958`) or a landline's (`0755 8888 6666`, `+86 10
+    8888 6666`), written in groups, and its digits."""
+    separator = draw(st.sampled_from([" ", "-"]))
+    if draw(st.booleans()):
+        country = draw(st.from_regex(r"\A[1-9][0-9]{0,2}\Z"))
+        groups = draw(st.lists(st.text(DIGITS, min_size=2, max_size=4), min_size=2, max_size=5))
+        return "+" + separator.join([country, *groups]), country + "".join(groups)
+    area = draw(st.from_regex(r"\A0[1-9][0-9]{1,2}\Z"))
+    line = draw(st.text(DIGITS, min_size=8, max_size=8))
+    national = separator.join([area, line[:4], line[4:]])
+    if draw(st.booleans()):
+        return national, area + line
+    return f"+86{separator}{national[1:]}", "86" + area[1:] + line
+
+
+@st.composite
 def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
     """A number as written, and its digits: an E.164 number with +86, with spaces or
-    dashes, with or without the country code, or an id of 7 digits and more as it is."""
+    dashes, with or without the country code, one abroad or a landline's, or an id of 7
+    digits and more as it is."""
     if draw(st.booleans()):
         digits = draw(LONG_IDS)
         return draw(st.sampled_from([digits, "+" + digits])), digits
+    if draw(st.integers(0, 3)) == 0:
+        return draw(abroad_numbers())
     national = draw(CN_MOBILE)
     written = draw(
         st.sampled_from(
