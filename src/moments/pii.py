@@ -12,7 +12,7 @@ def mask_msisdn(number: str) -> str:
     return f"{number[:3]}{'*' * (len(number) - 7)}{number[-4:]}"
 
 
-_QUOTED_NUMBER = re.compile(r"'([0-9]{5,20})'")
+_QUOTED_NUMBER = re.compile(r"'([0-9]{5,})'")
 
 
 def mask_quoted_numbers(text: str) -> str:

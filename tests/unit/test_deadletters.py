@@ -318,6 +318,30 @@ def test_the_table_masks_the_subscriber_numbers_an_error_quotes(
     assert "15100000049" not in out
 
 
+def test_the_table_masks_a_quoted_number_of_over_20_digits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A key over the contract's 20 digits (a number with junk run into it) was printed
+    whole: only quoted numbers of 5 to 20 digits were masked, as the log masks any."""
+    from moments.deadletter_cli import _stdout, _table
+
+    key = "1380013800113800138001"
+    message = f"record key '{key}' differs from subscriber_id '13800138001'; key by it"
+    letter = DeadLetter(
+        RawRecord("p.telecom.topup", 0, 1, key.encode(), b"{}"),
+        "topup",
+        RejectReason.INVALID_EVENT,
+        "KeyMismatch",
+        f"x: {message}",
+    )
+    summary = Summary()
+    summary.add(parse_entry(0, 1, key.encode(), b"{}", dead_letter_headers(letter, AT)))
+    _stdout().print(_table("dead letters", summary))
+    out = capsys.readouterr().out
+    assert "record key '138***************8001'" in out
+    assert key not in out
+
+
 def test_a_cut_dead_letter_is_never_replayed() -> None:
     """A `too_large` record's dead letter holds its first 64 KiB: a valid event padded
     past the limit reads as a valid event once cut, and a replay would have sent it."""
