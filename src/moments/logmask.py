@@ -90,7 +90,8 @@ environment dump, a Java client's log), `subscriberId` (a JSON-minded producer's
 `subscriber-id`, `subscriber id`, `counterParty`, `counter party`, plurals (`msisdns`).
 Each a word of its own or a part of one (`event.subscriber_id`, `caller_msisdn`,
 `callerMsisdn`, `imei2`, `MSISDNList`), not letters inside another word: `SubscriberIdleTimeout`,
-`SUBSCRIBER_IDLE_TIMEOUT`, `nosubscriber_id`, `anytimeinterval` carry no id."""
+`SUBSCRIBER_IDLE_TIMEOUT`, `nosubscriber_id`, `anytimeinterval` carry no id. Each starts
+with an s, m, c or i in either case, the letter the text pattern looks for first."""
 _ID_FIELD = re.compile(_ID_NAME)
 _COUNT_OF = r"\w{0,58}?(?:_(?i:counts?)|Counts?)(?!\w)"
 """The rest of a name that counts ids (`msisdn_count`, `subscriberIdsCount`, `IMEI_COUNT`):
@@ -187,7 +188,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
     | (?<=['"])(?P<quoted>\d{5,})(?=\\*['"])                             # '97531', \"97531\"
-    | (?=[SsMmCcIi])(?P<ckey>"""  # each alternative fails at once where it cannot start
+    | (?=[SsMmCcIi])(?P<ckey>"""  # each alternative fails at once where it cannot start:
+        # an id's name with its first letter, a setting's name with a `=` or `:` and a
+        # digit after the word, a number with a digit or a `+` (CHANGELOG, Performance)
         + _ID_NAME
         + r"""\w{0,64}+"""
         + _MAYBE_QUOTE
