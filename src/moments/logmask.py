@@ -26,10 +26,10 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code, a landline's
-  `0755 8888 6666`, and any groups of 2 to 4 digits after a `+` and a country code:
-  `+44 20 7946 0958`; in a URL `138+0013+8001`, `138%200013%208001`), masked as one, in
-  free text and among the ids after an id's name (`msisdn=97531, 138 0013 8001`,
-  `msisdns: '...', '138 0013 8001'`);
+  `0755 8888 6666`, and any groups of 2 to 6 digits after a `+` and a country code, 7
+  digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
+  `138%200013%208001`), masked as one, in free text and among the ids after an id's name
+  (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
   part of a hex string (a task id, a topic prefix) or a decimal fraction: the net for an
   MSISDN, IMEI or called number in free text. After a URL's escape (`%2B8613800138001`,
@@ -124,15 +124,17 @@ _MAYBE_QUOTE = r"""(?:\\*['"])?"""
 `\\"msisdn\\":`), or one around an id read in parts (`'138 0013 8001'`)."""
 _GROUP_SEPARATOR = r"(?:[ -]|%20|\+)"
 _GROUPED = (
-    rf"(?:(?:\+|(?<=%2[Bb]))\d{{1,3}}(?:{_GROUP_SEPARATOR}\d{{2,4}}){{2,5}}"
+    rf"(?:(?:\+|(?<=%2[Bb]))(?=\d(?:{_GROUP_SEPARATOR}?\d){{6}})"  # 7 digits or more
+    rf"\d{{1,3}}(?:{_GROUP_SEPARATOR}\d{{2,6}}){{2,5}}"
     rf"|\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?"
     rf"(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}})(?!\w|\.\d)"
 )
 """A number written in groups as people write phone numbers: `138-0013-8001`,
 `+86 138 0013 8001` (3, 4 and 4 digits after an optional country code: a mobile number;
 a landline's area code may have 4, `0755 8888 6666`, not a card's `4111 1111 1111`), any
-groups of 2 to 4 digits after a country code (`+44 20 7946 0958`, `+1 415 555 2671`),
-and as a URL writes the spaces and the plus: `138+0013+8001`, `%2B44%2020%207946%200958`."""
+groups of 2 to 6 digits after a country code, 7 digits or more in all (`+44 20 7946 0958`,
+`+1 415 555 2671`, `+44 7911 123456`; not `+1 20 30`), and as a URL writes the spaces and
+the plus: `138+0013+8001`, `%2B44%2020%207946%200958`."""
 _ID_VALUE = (
     rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}})"""  # '1234', 138 0013 8001, 97531
     # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line

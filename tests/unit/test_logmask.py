@@ -474,9 +474,11 @@ class TestMaskText:
             ("from 0755 8888 6666", "from 075*****6666"),
             ("counterparty=+44 20 7946 0958, 97531", "counterparty=442*****0958, *****"),
             ("GET /v1/calls/%2B44%2020%207946%200958", "GET /v1/calls/%2B442*****0958"),
+            ("call +44 7911 123456", "call 447*****3456"),
             # a time's offset, a date, small numbers after a plus: no phone number
             ("2026-12-07 10:20:43+08:00 x", "2026-12-07 10:20:43+08:00 x"),
             ("v +1 2 3, 2026-12-07 12:05", "v +1 2 3, 2026-12-07 12:05"),
+            ("sleep +1 20 30, skew +31 52 13", "sleep +1 20 30, skew +31 52 13"),
         ],
     )
     def test_other_phone_numbers_written_in_groups(self, text: str, expected: str) -> None:

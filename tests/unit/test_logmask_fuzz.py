@@ -137,7 +137,7 @@ def abroad_numbers(draw: st.DrawFn) -> tuple[str, str]:
     separator = draw(st.sampled_from([" ", "-"]))
     if draw(st.booleans()):
         country = draw(st.from_regex(r"\A[1-9][0-9]{0,2}\Z"))
-        groups = draw(st.lists(st.text(DIGITS, min_size=2, max_size=4), min_size=2, max_size=5))
+        groups = draw(st.lists(st.text(DIGITS, min_size=2, max_size=6), min_size=2, max_size=5))
         return "+" + separator.join([country, *groups]), country + "".join(groups)
     area = draw(st.from_regex(r"\A0[1-9][0-9]{1,2}\Z"))
     line = draw(st.text(DIGITS, min_size=8, max_size=8))
