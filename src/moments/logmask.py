@@ -123,18 +123,21 @@ _MAYBE_QUOTE = r"""(?:\\*['"])?"""
 """A quote or none, escaped or not: the one closing an id's name in JSON (`"msisdn":`,
 `\\"msisdn\\":`), or one around an id read in parts (`'138 0013 8001'`)."""
 _GROUP_SEPARATOR = r"(?:[ -]|%20|\+)"
+_NATIONAL = rf"(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"
 _GROUPED = (
     rf"(?:(?:\+|(?<=%2[Bb]))(?=\d(?:{_GROUP_SEPARATOR}?\d){{6}})"  # 7 digits or more
-    rf"\d{{1,3}}(?:{_GROUP_SEPARATOR}\d{{2,6}}){{2,5}}"
-    rf"|\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?"
-    rf"(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}})(?!\w|\.\d)"
+    # a group is not the head of a mobile or landline number after it (`+86 10 8888 6666
+    # 130 0000 0001` is two numbers): taken into the first, its rest would show
+    rf"\d{{1,3}}(?:{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}){{2,5}}"
+    rf"|\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?{_NATIONAL})(?!\w|\.\d)"
 )
 """A number written in groups as people write phone numbers: `138-0013-8001`,
 `+86 138 0013 8001` (3, 4 and 4 digits after an optional country code: a mobile number;
 a landline's area code may have 4, `0755 8888 6666`, not a card's `4111 1111 1111`), any
 groups of 2 to 6 digits after a country code, 7 digits or more in all (`+44 20 7946 0958`,
-`+1 415 555 2671`, `+44 7911 123456`; not `+1 20 30`), and as a URL writes the spaces and
-the plus: `138+0013+8001`, `%2B44%2020%207946%200958`."""
+`+1 415 555 2671`, `+44 7911 123456`; not `+1 20 30`) up to a mobile or landline number
+after them, and as a URL writes the spaces and the plus: `138+0013+8001`,
+`%2B44%2020%207946%200958`."""
 _ID_VALUE = (
     rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}})"""  # '1234', 138 0013 8001, 97531
     # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line

@@ -475,6 +475,12 @@ class TestMaskText:
             ("counterparty=+44 20 7946 0958, 97531", "counterparty=442*****0958, *****"),
             ("GET /v1/calls/%2B44%2020%207946%200958", "GET /v1/calls/%2B442*****0958"),
             ("call +44 7911 123456", "call 447*****3456"),
+            # a mobile number's groups after another number's are that number's
+            (
+                "msisdns: +86 10 8888 6666 130 0000 0001",
+                "msisdns: 861*****6666 130****0001",
+            ),
+            ("call +86 10 8888 6666 0755 8888 6666", "call 861*****6666 075*****6666"),
             # a time's offset, a date, small numbers after a plus: no phone number
             ("2026-12-07 10:20:43+08:00 x", "2026-12-07 10:20:43+08:00 x"),
             ("v +1 2 3, 2026-12-07 12:05", "v +1 2 3, 2026-12-07 12:05"),

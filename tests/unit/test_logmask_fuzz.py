@@ -185,6 +185,7 @@ def carried_numbers(draw: st.DrawFn) -> tuple[str, list[str]]:
     shapes = {
         "free text": lambda: "call from " + " and ".join(written) + " failed",
         "key=value": lambda: f"{key}=" + ", ".join(written) + " done",
+        "spaced list": lambda: f"{key}s: " + " ".join(written),
         "key: 'value'": lambda: f"{key}: " + ", ".join(repr(w) for w in written),
         "repr of a dict": lambda: "event " + repr({key: value, "count": 3}),
         "JSON": lambda: json.dumps({"event": "dead letter", key: value, "offset": 42}),
