@@ -25,8 +25,10 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
-  `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code, a landline's
-  `0755 8888 6666`, and any groups of 2 to 6 digits after a `+` and a country code, 7
+  `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code, a mobile
+  number's 11 digits grouped any other way or with dots (`138 00138 001`,
+  `138.0013.8001`), a landline's `0755 8888 6666` or `(010) 8888 6666`, an IMEI's
+  `35-209900-176148-1`, and any groups of 2 to 6 digits after a `+` and a country code, 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
   `138%200013%208001`), masked as one, in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
@@ -123,7 +125,19 @@ _MAYBE_QUOTE = r"""(?:\\*['"])?"""
 """A quote or none, escaped or not: the one closing an id's name in JSON (`"msisdn":`,
 `\\"msisdn\\":`), or one around an id read in parts (`'138 0013 8001'`)."""
 _GROUP_SEPARATOR = r"(?:[ -]|%20|\+)"
-_NATIONAL = rf"(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"
+_NATIONAL = (
+    rf"(?:(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"  # 138 0013 8001
+    r"|\d{3}\.\d{4}\.\d{4}"  # 138.0013.8001
+    rf"|(?:\(|%28)0\d{{2,3}}(?:\)|%29)"  # (010) 8888 6666, in a URL %28010%29%208888...
+    rf"{_GROUP_SEPARATOR}?\d{{4}}{_GROUP_SEPARATOR}?\d{{4}}"
+    rf"|\d{{2}}{_GROUP_SEPARATOR}\d{{6}}{_GROUP_SEPARATOR}\d{{6}}"  # an IMEI, 35-209900-176148-1
+    rf"(?:{_GROUP_SEPARATOR}\d{{1,2}})?"
+    # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001
+    rf"|1(?:{_GROUP_SEPARATOR}?[3-9])(?:{_GROUP_SEPARATOR}?\d){{9}}(?!\d))"
+)
+"""The shapes of a number written in groups with no country code: a mobile number (3, 4
+and 4 digits, or its 11 digits grouped any other way), a landline's (`0755 8888 6666`, its
+area code in brackets), an IMEI's (2, 6, 6 and 1 or 2 digits)."""
 _GROUPED = (
     rf"(?:(?:\+|(?<=%2[Bb]))(?=\d(?:{_GROUP_SEPARATOR}?\d){{6}})"  # 7 digits or more
     # a group is not the head of a mobile or landline number after it (`+86 10 8888 6666
@@ -200,7 +214,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + r"""\w{0,64}+"""
         + _MAYBE_QUOTE
         + r"""[^\w\[({\n]{0,3}\s*)  # msisdns=[97531, None, 97532]: one line, one nesting
-      (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
+      (?!"""
+        + _GROUPED  # `(010) 8888 6666`: a landline's area code, not a tuple
+        + r""")(?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
         | \([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\)
         | \{[^{}\n]*(?:\{[^{}\n]*\}[^{}\n]*)*\})
     | (?=[SsMmCcIi])(?P<key>"""
@@ -218,7 +234,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<!\w)(?=\w++['"]?\s?[=:]\s?\d)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
-    | (?=[+\d])(?:(?<![\w.+])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
+    | (?=[+\d(%])(?:(?<![\w.+])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001
     | (?=\d)(?:(?<![0-9A-Fa-f])|(?<=%[0-9A-Fa-f]{2}))  # not in hex; after %2B (URLs)

@@ -493,6 +493,32 @@ class TestMaskText:
         mobile number (3, 4 and 4 digits) was read as one number."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("call 138 00138 001 now", "call 138****8001 now"),
+            ("call 1380 013 8001", "call 138****8001"),
+            ("from +86 13 800 138 001", "from 861******8001"),
+            ("msisdns: 13 800 138001 97531", "msisdns: 138****8001 *****"),
+            ("call 138.0013.8001 now", "call 138****8001 now"),
+            ("call (010) 8888 6666", "call 010****6666"),
+            ("call (0755) 8888-6666", "call 075*****6666"),
+            (
+                "imei 35-209900-176148-1, sv 35 209900 176148 23",
+                "imei 352********1481, sv 352*********4823",
+            ),
+            # a fraction, a version, a time, other numbers in a row stay
+            ("monotonic=132.12345678 s", "monotonic=132.12345678 s"),
+            ("python 3.11.2 at 10:20:43", "python 3.11.2 at 10:20:43"),
+            ("sizes 13 20 30 40 50", "sizes 13 20 30 40 50"),
+        ],
+    )
+    def test_a_mobile_number_in_any_grouping(self, text: str, expected: str) -> None:
+        """A mobile number's 11 digits grouped otherwise than 3, 4 and 4 (`138 00138 001`),
+        with dots, or a landline's with its area code in brackets showed whole: no
+        group had 7 digits."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""

@@ -9,7 +9,7 @@ import json
 import re
 from urllib.parse import quote, urlencode
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from moments.logmask import mask_text
@@ -138,6 +138,7 @@ def abroad_numbers(draw: st.DrawFn) -> tuple[str, str]:
     if draw(st.booleans()):
         country = draw(st.from_regex(r"\A[1-9][0-9]{0,2}\Z"))
         groups = draw(st.lists(st.text(DIGITS, min_size=2, max_size=6), min_size=2, max_size=5))
+        assume(len(country + "".join(groups)) <= 15)  # E.164: 15 digits at most
         return "+" + separator.join([country, *groups]), country + "".join(groups)
     area = draw(st.from_regex(r"\A0[1-9][0-9]{1,2}\Z"))
     line = draw(st.text(DIGITS, min_size=8, max_size=8))
@@ -145,6 +146,29 @@ def abroad_numbers(draw: st.DrawFn) -> tuple[str, str]:
     if draw(st.booleans()):
         return national, area + line
     return f"+86{separator}{national[1:]}", "86" + area[1:] + line
+
+
+@st.composite
+def other_groupings(draw: st.DrawFn) -> tuple[str, str]:
+    """A mobile number grouped otherwise (`138 00138 001`, `138.0013.8001`), a landline's
+    with its area code in brackets (`(0755) 8888-6666`) or an IMEI (`35-209900-176148-1`)."""
+    separator = draw(st.sampled_from([" ", "-"]))
+    kind = draw(st.sampled_from(["mobile", "dotted", "landline", "imei"]))
+    if kind == "imei":
+        imei = draw(st.text(DIGITS, min_size=15, max_size=16))
+        return separator.join([imei[:2], imei[2:8], imei[8:14], imei[14:]]), imei
+    if kind == "landline":
+        area = draw(st.from_regex(r"\A0[1-9][0-9]{1,2}\Z"))
+        line = draw(st.text(DIGITS, min_size=8, max_size=8))
+        return f"({area}) {line[:4]}{separator}{line[4:]}", area + line
+    national = draw(CN_MOBILE)
+    if kind == "dotted":
+        return _groups(national, "."), national
+    # groups of 2 digits or more, as people group them (`138 00138 001`, `13 800 138 001`)
+    cuts = sorted(draw(st.sets(st.integers(2, 9), min_size=1, max_size=3)))
+    assume(all(j - i >= 2 for i, j in zip([0, *cuts], [*cuts, 11], strict=False)))
+    parts = [national[i:j] for i, j in zip([0, *cuts], [*cuts, 11], strict=True)]
+    return separator.join(parts), national
 
 
 @st.composite
@@ -157,6 +181,8 @@ def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
         return draw(st.sampled_from([digits, "+" + digits])), digits
     if draw(st.integers(0, 3)) == 0:
         return draw(abroad_numbers())
+    if draw(st.integers(0, 3)) == 0:
+        return draw(other_groupings())
     national = draw(CN_MOBILE)
     written = draw(
         st.sampled_from(
