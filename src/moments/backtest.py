@@ -29,6 +29,7 @@ from moments.backtest_input import (
     Blank,
     Cut,
     FileEvent,
+    Window,
     blank_kind,
     blank_said,
     in_file_order,
@@ -255,6 +256,8 @@ class BacktestResult:
     """The first of them, as `file:line` (`backtest_input.untyped_lines`)."""
     cuts: list[Cut] = field(default_factory=list)
     """Files whose gzip data ended early: the report holds their lines up to the cut."""
+    window: Window = field(default_factory=Window)
+    """The `--events` files' events kept and those left out from `--to` on (`history`)."""
     out_of_order: list[str] = field(default_factory=list)
     """A warning per file not in event-time order (`backtest_input.order_said`)."""
     waiting_at_end: int = 0

@@ -154,6 +154,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from moments.backtest import BacktestResult, run_backtest
     from moments.backtest_input import (
         EventFile,
+        Window,
         cuts_of,
         history,
         order_said,
@@ -166,6 +167,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         build_report,
         compare,
         compare_moments,
+        empty_period,
         moment_figures,
         print_report,
         report_warnings,
@@ -217,10 +219,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         if args.profiles is not None:
             files.insert(0, EventFile(args.profiles, EventType.PROFILE, profiles=True))
         hi = end.timestamp() if end is not None else float("inf")
+        window = Window()
         with file_bar(console, label, files) as bar:
             result = run_backtest(
                 rule_set,
-                history(files, args.profiles is not None, hi),
+                history(files, args.profiles is not None, hi, window),
                 policy,
                 bar.show,
                 until=end,
@@ -228,6 +231,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                 live_from=live_from,
             )
             bar.done(result.events)
+        result.window = window
         result.unreadable_count, result.unreadable = unreadable_lines(files)
         result.untyped_count, result.untyped = untyped_lines(files)
         result.cuts = cuts_of(files)
@@ -237,13 +241,15 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     try:
         result = run("backtest", rules)
-        base = run("baseline", baseline) if baseline is not None else None
+        empty = empty_period(result, args.start, args.end, args.events)
+        # The baseline's period is the same: empty too, its run would be time lost.
+        base = run("baseline", baseline) if baseline is not None and not empty else None
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 1
     report = build_report(result, top=args.top)
     # A file cut short first: every figure after its cut lacks its events.
-    report["warnings"] = [cut.said() for cut in result.cuts]
+    report["warnings"] = [cut.said() for cut in result.cuts] + ([empty] if empty else [])
     report["warnings"] += (
         report_warnings(result, rules) + unused_regions(result.policy, report["capacity"])
     ) + policy_said
@@ -280,8 +286,16 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
         return 1
+    said_last = len(result.cuts) + bool(empty)  # the cuts and an empty period
+    if empty:  # no table to show: the other warnings, then what is wrong and the fix
+        for warning in report["warnings"][said_last:]:
+            console.print(warning, style="bold yellow")
+        if note := untyped_note(result.untyped_count, result.untyped):
+            console.print(note, style="bold yellow", markup=False, highlight=False)
+        console.print(f"moments: {empty}", style="bold red", markup=False, highlight=False)
+        return 1
     print_report(report, Console())
-    for warning in report["warnings"][len(result.cuts) :]:  # the cuts are said last
+    for warning in report["warnings"][said_last:]:
         console.print(warning, style="bold yellow")
     for note in report["notes"]:
         console.print(note)

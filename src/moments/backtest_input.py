@@ -22,6 +22,7 @@ import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
@@ -884,8 +885,28 @@ class CountedEventFile(EventFile):
             yield event
 
 
+@dataclass
+class Window:
+    """What `history` kept of the `--events` files (not the `--profiles` snapshot) and
+    what it left out for being dated from `--to` on, with the dates of those: a report
+    whose period holds no event says how many the files hold and when they are."""
+
+    kept: int = 0
+    left_out: int = 0
+    first_left_out: float = math.inf
+    last_left_out: float = -math.inf
+
+    def leave_out(self, at: float) -> None:
+        self.left_out += 1
+        self.first_left_out = min(self.first_left_out, at)
+        self.last_left_out = max(self.last_left_out, at)
+
+
 def history(
-    files: list[EventFile], profiles_first: bool, until: float = float("inf")
+    files: list[EventFile],
+    profiles_first: bool,
+    until: float = float("inf"),
+    window: Window | None = None,
 ) -> Iterator[FileEvent]:
     """The events of `files` in event-time order, those dated before `until`; with
     `profiles_first`, the first file (the CRM snapshot of `--profiles`) whole before the
@@ -896,7 +917,8 @@ def history(
     since, greeted every birthday of those years, and reported thousands of days. With
     no event at all (profiles seeded alone), the snapshot is placed at its latest date,
     the time it is as of (read twice: once for that date). A file given twice is refused
-    (`EventFileError`): its events were replayed twice, every sum and count doubled."""
+    (`EventFileError`): its events were replayed twice, every sum and count doubled.
+    `window`: where the events kept and those left out from `until` on are counted."""
     seen: dict[Path, Path] = {}
     for file in files:
         if (twice := seen.setdefault(file.path.resolve(), file.path)) is not file.path:
@@ -929,12 +951,18 @@ def history(
                 yield event._replace(at=start)
         else:
             yield from files[0]
+    tally = window if window is not None else Window()
     if until == math.inf:  # no `--to`: every event, without a test of each
-        yield from events
+        for event in events:
+            tally.kept += 1
+            yield event
         return
     for event in events:
         if event.at < until:
+            tally.kept += 1
             yield event
+        else:
+            tally.leave_out(event.at)
 
 
 def unreadable_lines(files: Iterable[EventFile], kept: int = NAMED_KEPT) -> tuple[int, list[str]]:

