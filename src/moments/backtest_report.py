@@ -955,16 +955,17 @@ def sections(
             for r in c["per_rule"]
             for name, n in r.get("what_changed", {}).items()
         ]
-        if changes:
-            out.append(
-                (
-                    "What changed in the changed tasks: the task fields that differ, per rule, "
-                    "and in how many of its tasks (moment.params: a threshold or a value the "
-                    "rule read)",
-                    ["rule", "field", "tasks"],
-                    changes,
-                )
+        out.append(
+            _or_none(
+                "What changed in the changed tasks: the task fields that differ, per rule, "
+                "and in how many of its tasks (moment.params: a threshold or a value the "
+                "rule read)",
+                ["rule", "field", "tasks"],
+                changes,
+                "No task changed: every task both rule sets publish is the same, field for "
+                "field (those only one publishes are the added and removed above).",
             )
+        )
         if "per_moment_type" in c:
             out.append(
                 _or_none(

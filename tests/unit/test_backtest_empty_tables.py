@@ -91,3 +91,26 @@ def test_a_comparison_with_no_moment_type_changed_says_so(
     assert said in md.split(f"## {title}", 1)[1]
     assert "| moment type | detected |" not in md
     assert said in (out / "report.html").read_text()
+
+
+def test_a_comparison_with_no_task_changed_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `--baseline-rules` and no task of both rule sets differing, "What changed in the
+    changed tasks" was left out without a word (analyst brief): the analyst could not
+    tell "nothing changed" from a table lost. It says so, in the terminal and the files."""
+    monkeypatch.setenv("COLUMNS", "400")
+    events = tmp_path / "e.jsonl"
+    events.write_text(EVENT)
+    out = tmp_path / "out"
+    catalog = str(Path(__file__).parents[2] / "src/rules/catalog/default.yaml")
+    args = ["backtest", "--events", str(events), "--out", str(out), "--baseline-rules", catalog]
+    assert main(args) == 0
+    terminal = capsys.readouterr().out
+    title = "What changed in the changed tasks"
+    said = "No task changed: every task both rule sets publish is the same, field for field"
+    assert said in " ".join(terminal.split(title, 1)[1].split())
+    md = (out / "report.md").read_text()
+    assert said in md.split(f"## {title}", 1)[1]
+    assert "| rule | field | tasks |" not in md
+    assert said in (out / "report.html").read_text()
