@@ -26,6 +26,13 @@ _IN_DAYS = {
 }
 _PAIRS = re.compile(r"^\s*(?:\d+\s*[smhdw]\s*){2,}$")
 _PAIR = re.compile(r"(\d+)\s*([smhdw])")
+_SPELLED = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]+)")
+_JOINS = re.compile(r",|\band\b")
+_FORM = "write a number and a unit, e.g. 30m, 24h, 60d"
+_LONGEST_HINTED = 64
+"""Longer text is told the form alone: no duration in words is that long, and looking
+for one in pages of digits took seconds (a number of 5,000 digits is more than Python
+reads as an int)."""
 _LONG_WORDS = [w for w in (*_WORDS, *_IN_DAYS) if len(w) >= 4]
 """The unit words a misspelling is matched against: those short ones (`hr`, `mo`) are
 close to too much."""
@@ -70,6 +77,8 @@ def elapsed_after(start: dt.datetime, duration: dt.timedelta) -> dt.datetime:
 
 def _what_to_write(text: str) -> str:
     """`write 7d` for `7 days`, `write 90d (...)` for `3 months`; else the form."""
+    if len(text) > _LONGEST_HINTED:
+        return _FORM
     worded = _WORDED.match(text)
     if worded:
         number, word = int(worded.group(1)), worded.group(2).lower()
@@ -95,7 +104,51 @@ def _what_to_write(text: str) -> str:
         whole = _in_one_unit(Decimal(fraction.group(1)) * _UNITS[fraction.group(2)])
         if whole:
             return f"write {whole} (a duration is a whole number of its unit)"
-    return "write a number and a unit, e.g. 30m, 24h, 60d"
+    spelled = _spelled_sum(text)
+    if spelled:  # `1 week 2 days`, `1 hour, 30 minutes`, `1.5 days`
+        return spelled
+    return _FORM
+
+
+def _spelled_sum(text: str) -> str | None:
+    """`write 9d (...)` for units in words summed (`1 week 2 days`, with spaces, commas or
+    `and` between), `write 36h (...)` for a fraction of one (`1.5 days`): the time in one
+    unit, and why. None when a part is no unit (or `M`: minutes or months?) or the time
+    is no whole number of any unit, or past `MAX_DAYS`."""
+    joined = _JOINS.sub(" ", text)
+    pairs = _SPELLED.findall(joined)
+    if not pairs or _SPELLED.sub("", joined).strip():
+        return None
+    seconds = Decimal(0)
+    notes: list[str] = []
+    for number, word in pairs:
+        unit = _unit_seconds(word)
+        if unit is None:
+            return None
+        each, note = unit
+        seconds += Decimal(number) * each
+        if note and note not in notes:
+            notes.append(note)
+    whole = _in_one_unit(seconds) if seconds <= _MAX_SECONDS else None
+    if whole is None:
+        return None
+    why = "one number and one unit" if len(pairs) > 1 else "a whole number of its unit"
+    return f"write {whole} (a duration is {'; '.join([why, *notes])})"
+
+
+def _unit_seconds(word: str) -> tuple[int, str] | None:
+    """The seconds of a unit word (`week`, `hrs`, `month`: 30 days, with the note that
+    says so; a misspelling of one, `dayz`), None for no unit or `M` (minutes or months)."""
+    if word == "M":
+        return None
+    lower = word.lower()
+    if lower in _WORDS:
+        return _UNITS[_WORDS[lower]], ""
+    if lower in _IN_DAYS:
+        name, days = _IN_DAYS[lower]
+        return days * 86400, f"a {name} is no unit: {days} days each"
+    close = difflib.get_close_matches(lower, _LONG_WORDS, n=1, cutoff=0.75)
+    return _unit_seconds(close[0]) if close else None
 
 
 def _summed(pairs: list[tuple[str, str]]) -> str | None:

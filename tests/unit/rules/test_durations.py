@@ -149,3 +149,55 @@ def test_several_units_beyond_a_hundred_years_show_the_form() -> None:
     for text in ("36500d1s", "9" * 5000 + "d1s"):
         with pytest.raises(ValueError, match=r"write a number and a unit, e\.g\. 30m, 24h, 60d$"):
             parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("written", "write"),
+    [
+        ("1 week 2 days", "write 9d (a duration is one number and one unit)"),
+        ("1 hour 30 minutes", "write 90m (a duration is one number and one unit)"),
+        ("1 week, 2 days", "write 9d (a duration is one number and one unit)"),
+        ("1 week and 2 days", "write 9d (a duration is one number and one unit)"),
+        ("1 hr 30 min", "write 90m (a duration is one number and one unit)"),
+        ("1 day 12 hours", "write 36h (a duration is one number and one unit)"),
+        ("2 weeks 7 days", "write 3w (a duration is one number and one unit)"),
+        ("1 wek 2 dayz", "write 9d (a duration is one number and one unit)"),
+        ("1.5 days", "write 36h (a duration is a whole number of its unit)"),
+        (
+            "1 month 2 days",
+            "write 32d (a duration is one number and one unit; a month is no unit: 30 days each)",
+        ),
+    ],
+)
+def test_a_spelled_out_sum_names_the_one_to_write(written: str, write: str) -> None:
+    """`ttl: 1 week 2 days` was told the form alone ("write a number and a unit, e.g. 30m,
+    24h, 60d") where `1w2d` was told `write 9d` (analyst brief): units spelled out, with
+    spaces, commas or `and` between them, name the same time in one unit."""
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration(written)
+    assert str(err.value) == f"{written!r} is not a duration; {write}"
+
+
+@pytest.mark.parametrize(
+    "written", ["1 week 2 dayzzzz", "1 week 2", "1 M 2 d", "1 week 0.3 s", "9" * 5000 + " days"]
+)
+def test_a_spelled_out_sum_with_no_one_unit_shows_the_form(written: str) -> None:
+    """A part that is no unit (or `M`, minutes or months) leaves no time to name; a number
+    of 5,000 digits in words was told Python's own "Exceeds the limit (4300 digits)"."""
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration(written)
+    assert str(err.value).endswith("write a number and a unit, e.g. 30m, 24h, 60d")
+
+
+def test_a_spelled_out_sum_in_a_rules_file_names_the_one_to_write_at_its_line() -> None:
+    from rules.catalog import load_texts
+    from rules.exceptions import RulesError
+
+    text = (
+        "rules:\n  - id: r\n    description: t\n    on: [usage]\n"
+        "    task: {family: anomaly, type: hit, channel: sms, priority: 3, action: a,\n"
+        "           ttl: 1 week 2 days, description: d}\n"
+    )
+    with pytest.raises(RulesError) as err:
+        load_texts([("r.yaml", text)])
+    assert "'1 week 2 days' is not a duration; write 9d" in str(err.value)
