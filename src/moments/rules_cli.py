@@ -226,7 +226,12 @@ def _explain_targets(targets: Sequence[str], rules: Path | None) -> tuple[Path |
 
 def _looks_like_path(text: str) -> bool:
     """A rules file or folder rather than a rule id (ids are lower case, with no /)."""
-    return text.endswith((".yaml", ".yml")) or "/" in text or os.sep in text or Path(text).exists()
+    return (
+        text.lower().endswith((".yaml", ".yml"))
+        or "/" in text
+        or os.sep in text
+        or Path(text).exists()
+    )
 
 
 def _add_rules_diff(sub: Subparsers) -> None:

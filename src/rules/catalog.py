@@ -213,16 +213,18 @@ def _group_by_filter(feeds: Sequence[Series]) -> tuple[SeriesGroup, ...]:
     return tuple((when, tuple(members)) for when, members in groups.values())
 
 
+def is_yaml(path: Path) -> bool:
+    """The name ends in `.yaml` or `.yml`, in any case (`CAMPAIGN.YAML`, as Windows tools
+    write it, was left out of a rules folder without a word)."""
+    return path.suffix.lower() in (".yaml", ".yml")
+
+
 def rule_files(path: Path) -> list[Path]:
     """A rules file, or the `.yaml`/`.yml` files of a folder, hidden ones left out: an
     editor's lock (Emacs links `.#rules.yaml` to nothing while a buffer is modified) or a
     hidden copy is not part of the catalog."""
     if path.is_dir():
-        return sorted(
-            p
-            for p in path.iterdir()
-            if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
-        )
+        return sorted(p for p in path.iterdir() if is_yaml(p) and not p.name.startswith("."))
     return [path]
 
 
@@ -257,11 +259,7 @@ def _no_rules_files(folder: Path) -> str:
     out, as `ls -a` shows them."""
     said = "no .yaml rules files in this folder"
     with contextlib.suppress(OSError):
-        hidden = sorted(
-            p.name
-            for p in folder.iterdir()
-            if p.suffix in (".yaml", ".yml") and p.name.startswith(".")
-        )
+        hidden = sorted(p.name for p in folder.iterdir() if is_yaml(p) and p.name.startswith("."))
         if hidden:
             shown = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
             files = "file" if len(hidden) == 1 else "files"
@@ -486,7 +484,7 @@ def _no_calendar(path: Path, written: str) -> str:
         f"calendar file {written!r} does not exist ({path}; a path is read from this file's folder)"
     )
     try:
-        near = [p.name for p in path.parent.iterdir() if p.suffix in (".yaml", ".yml")]
+        near = [p.name for p in path.parent.iterdir() if is_yaml(p)]
     except OSError:
         near = []
     close = difflib.get_close_matches(path.name, near, n=1, cutoff=0.75)

@@ -833,6 +833,17 @@ rules:
         assert found.startswith(f"{tmp_path / 'campaigns.yaml'}:1:1: cannot read: ")
         assert "a link to a file that is not there" in found
 
+    def test_an_extension_in_capitals_is_a_rules_file(self, tmp_path: Path) -> None:
+        """`CAMPAIGN.YAML` (a Windows tool's name) was left out of the folder without a word,
+        its rules never loaded; alone, the folder was told it held "no .yaml rules files"
+        (analyst walk). The extension is read whatever its case, as an events file's."""
+        (tmp_path / "retention.yaml").write_text(self.RULE)
+        (tmp_path / "CAMPAIGN.YML").write_text(self.RULE.replace("r1", "r2"))
+        (tmp_path / ".HIDDEN.YAML").write_text(self.RULE.replace("r1", "r3"))
+        assert [r.id for r in load_rules(tmp_path).rules] == ["r2", "r1"]
+        (tmp_path / "retention.yaml").unlink()
+        assert [r.id for r in load_rules(tmp_path).rules] == ["r2"]
+
     def test_a_folder_of_hidden_files_only_says_they_are_left_out(self, tmp_path: Path) -> None:
         """A folder holding only `.default.yaml` was told it held no .yaml rules files,
         with the file in plain sight of `ls -a`."""
