@@ -200,6 +200,13 @@ def read_limited(path: Path) -> str:
         problem = too_large(str(path), len(data))
     if problem is not None:
         raise RulesError([problem])
+    kind = _events_kind(path, data)
+    if kind is not None:  # it was told its first byte is not UTF-8, or YAML's syntax
+        said = (
+            f"a {kind} file (events?), not YAML: events go to --events (moments backtest, "
+            "moments rules test); give a YAML file here"
+        )
+        raise RulesError([RuleProblem(str(path), 1, 1, said)])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -215,6 +222,19 @@ def read_limited(path: Path) -> str:
                 )
             ]
         ) from None
+
+
+def _events_kind(path: Path, data: bytes) -> str | None:
+    """What an events file given for a YAML one is (gzip, CSV, JSON lines), by its first
+    bytes or its name; None for any other file, read as YAML (JSON is YAML too)."""
+    name = path.name.lower()
+    if data.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if name.endswith(".csv"):
+        return "CSV"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "JSON lines"
+    return None
 
 
 def yaml_problem(name: str, text: str, exc: YAMLError) -> RuleProblem:

@@ -478,6 +478,24 @@ def _with_positions(text: str) -> Any:
         return None
 
 
+def _rules_not_policy(path: Path, data: Any) -> str | None:
+    """Why a rules file given as the policy is refused (`--policy rules.yaml` was told
+    "Extra inputs are not permitted" of its `gating`, `series` and `rules`): it holds
+    top-level keys of a rules file and none of a policy. None for any other data."""
+    from rules.spec import RulesFile
+
+    if not isinstance(data, dict) or set(data) & set(DispatchPolicy.model_fields):
+        return None
+    keys = [f"{key}:" for key in data if key in RulesFile.model_fields]
+    if not keys:
+        return None
+    return (
+        f"{path}: a rules file ({', '.join(keys)}), not a dispatch policy: give it to --rules "
+        "(MOMENTS_RULES), and to --policy (MOMENTS_DISPATCH_POLICY) a dispatch policy of "
+        "capacity:, overflow:, contact:, merge: (docs/backtest-policy.yaml is one)"
+    )
+
+
 def load_policy(path: Path | None) -> DispatchPolicy:
     """The policy in `path` (YAML), or the defaults; a bad file raises `ConfigError`
     naming the field and what to write."""
@@ -532,6 +550,8 @@ def load_policy(path: Path | None) -> DispatchPolicy:
             "capacity limits): write the policy, `{}` for the defaults on purpose, or unset "
             "MOMENTS_DISPATCH_POLICY"
         )
+    if said := _rules_not_policy(path, data):
+        raise ConfigError(said)
     try:
         return DispatchPolicy.model_validate(data)
     except ValidationError as exc:
