@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -75,7 +76,7 @@ def add_simulate_command(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--to-file",
-        type=Path,
+        type=str,  # as written: a Path drops the slash that says a folder was meant
         default=None,
         metavar="PATH",
         help="write JSON lines (gzip when PATH ends in .gz) instead of producing",
@@ -84,6 +85,20 @@ def add_simulate_command(sub: Subparsers) -> None:
 
 EVENTS_A_SUBSCRIBER_A_DAY = 36
 """What the README's history gives each subscriber: 2,000 at --rate 0.83."""
+
+
+def _file_to_write(written: str) -> Path:
+    """The path of `--to-file`; ConfigError for a folder (`out/` was written to a file
+    named `out`, an existing folder told "Is a directory"), naming a file in it."""
+    from moments.exceptions import ConfigError
+
+    path = Path(written)
+    if written.endswith(("/", os.sep)) or path.is_dir():
+        raise ConfigError(
+            f"--to-file {written} names a folder: name the file to write in it, e.g. "
+            f"{path / 'events.jsonl.gz'}"
+        )
+    return path
 
 
 def missing_rate(subscribers: int) -> str:
@@ -216,8 +231,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             raise ConfigError(  # the readers take a .csv for CSV, and refused it
                 "--to-file writes JSON lines: name the file .jsonl (.jsonl.gz for gzip)"
             )
+        to_file = _file_to_write(args.to_file)
         try:
-            stats = _write_file(console, args.to_file, iter(events), count)
+            stats = _write_file(console, to_file, iter(events), count)
         except OSError as exc:  # a folder that does not exist, no permission: a traceback
             print(
                 f"moments: cannot write --to-file {args.to_file}: {exc.strerror or exc}",

@@ -305,6 +305,23 @@ class TestOutputs:
         assert "--to-file needs --duration" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("folder", ["out/", "existing"])
+def test_a_to_file_naming_a_folder_is_told_to_name_a_file_in_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str
+) -> None:
+    """`--to-file out/` wrote the history to a file named `out` (the path's last slash
+    dropped), which `--out out/` of the backtest then could not make; an existing folder
+    was told "Is a directory" with no fix (analyst walk)."""
+    (tmp_path / "existing").mkdir()
+    given = f"{tmp_path}/{folder}"
+    argv = ["simulate", "--subscribers", "5", "--rate", "10", "--duration", "2"]
+    assert main([*argv, "--to-file", given]) == 2
+    said = capsys.readouterr().err
+    assert f"--to-file {given} names a folder: name the file to write in it, e.g. " in said
+    assert str(Path(given) / "events.jsonl.gz") in said
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_to_file_that_cannot_be_written_is_said_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
