@@ -207,7 +207,13 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     try:  # before the replay: said after it, a long history's minutes were lost
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
+        said = (  # it said "[Errno 17] File exists", with no fix
+            f"{args.out} is a file: name a folder (created if need be), e.g. --out "
+            f"{args.out.with_name(args.out.stem + '-report')}"
+            if args.out.exists() and not args.out.is_dir()
+            else str(exc)
+        )
+        print(f"moments: cannot write the report to --out {args.out}: {said}", file=sys.stderr)
         return 1
     from moments.gctune import tune_gc
 

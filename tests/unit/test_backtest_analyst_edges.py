@@ -573,6 +573,9 @@ class TestPathsTold:
         said = " ".join(capsys.readouterr().err.split())
         assert f"moments: cannot write the report to --out {out}" in said
         assert "events in" not in said  # no replay
+        # It said "[Errno 17] File exists", no fix.
+        assert f"{out} is a file: name a folder (created if need be), e.g. --out " in said
+        assert "Errno" not in said
 
     def test_a_file_given_twice_is_refused(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
