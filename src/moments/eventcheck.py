@@ -90,8 +90,21 @@ def no_type_said(named: object, outcomes: bool = False) -> str:
     has none or is `null`): the same words in `events check` and in the history readers
     of the backtest, `rules test` and `state seed` (`rulecheck.event_type_of`).
     `outcomes`: `task_outcome` is a type to give too (`events check`, not the readers)."""
+    types = ", ".join(types_said(outcomes))
+    if isinstance(named, str) and named and (meant := _type_meant(named, outcomes)):
+        # `TopUp`, `top_up`: a line with a type, told to give one
+        return (
+            f"unknown type {named!r}; did you mean {meant!r}? Write it so, or give --type ({types})"
+        )
     what = f"unknown type {named!r}" if named not in (None, "") else "no event type"
-    return f'{what}: give --type ({", ".join(types_said(outcomes))}) or a "type" field'
+    return f'{what}: give --type ({types}) or a "type" field'
+
+
+def _type_meant(named: str, outcomes: bool) -> str | None:
+    """The type `named` is another spelling of (`TopUp`, `top_up`, `Usage`), or None."""
+    from rules.hints import closest  # on this error's path only: it loads the rule language
+
+    return closest(named, types_said(outcomes))
 
 
 def types_said(outcomes: bool = False) -> list[str]:

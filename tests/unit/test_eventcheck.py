@@ -88,6 +88,24 @@ class TestVerdicts:
         assert missing.message.startswith("no event type: give --type (topup, roaming")
         assert unknown.message.startswith("unknown type 'topups'")
 
+    @pytest.mark.parametrize(
+        ("written", "meant"), [("TopUp", "topup"), ("top_up", "topup"), ("Usage", "usage")]
+    )
+    def test_a_type_in_another_spelling_names_the_one_meant(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], written: str, meant: str
+    ) -> None:
+        """`"type": "TopUp"` (a serializer's class name) was told "give --type (...) or a
+        "type" field", of a line that has one, in `events check`, the backtest and `rules
+        test` alike (analyst walk): the type meant is named."""
+        (unknown,) = check_lines([line(type=written)], None)
+        assert unknown.message.startswith(
+            f"unknown type {written!r}; did you mean {meant!r}? Write it so, or give --type"
+        ), unknown.message
+        path = tmp_path / "e.jsonl"
+        path.write_bytes(line(type=written) + b"\n")
+        assert main(["backtest", "--events", str(path), "--out", str(tmp_path / "o")]) == 1
+        assert f"did you mean {meant!r}?" in capsys.readouterr().err
+
     def test_text_that_is_not_json_is_invalid_json_with_or_without_a_type(self) -> None:
         (untyped,) = check_lines([b"{not json"], None)
         (typed,) = check_lines([b"{not json"], EventType.TOPUP)
