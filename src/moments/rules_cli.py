@@ -81,6 +81,7 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
         print(f"{path}: {len(rules)} rule(s) OK")
         for warning in warnings(rules, read_elsewhere=(SPEND_SERIES,)):
             print(f"{path}: warning: {warning}")
+        _say_left_out(path)
     if failed or len(args.paths) < 2:
         return 1 if failed else 0
     # Each was checked alone; what they would break in one rules folder is said too
@@ -112,7 +113,21 @@ def _validate_together(paths: Sequence[Path]) -> int:
     print(f"{named}: {len(rules)} rule(s) OK as one catalog")
     for warning in warnings(rules, read_elsewhere=(SPEND_SERIES,)):
         print(f"{named}: warning: {warning}")
+    for path in paths:
+        _say_left_out(path)
     return 0
+
+
+def _say_left_out(path: Path) -> None:
+    """A note per file of the folder `path` that looks meant as rules and is not read
+    (`campaign.yaml.txt`): the folder validated without it, its rules never loaded."""
+    from rules.catalog import left_out_files
+
+    for file in left_out_files(path):
+        print(
+            f"{path}: note: {file.name} is left out: a rules file's name ends in .yaml or "
+            ".yml; rename it to load it"
+        )
 
 
 def _add_rules_explain(sub: Subparsers) -> None:

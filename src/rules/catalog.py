@@ -228,6 +228,21 @@ def rule_files(path: Path) -> list[Path]:
     return [path]
 
 
+def left_out_files(path: Path) -> list[Path]:
+    """The files of a rules folder that look meant as rules files and are not read: `.yaml`
+    or `.yml` before another extension (`campaign.yaml.txt`, as Notepad saves a file
+    where extensions are hidden; `rules.yaml.bak`), hidden ones aside. None for a file."""
+    if not path.is_dir():
+        return []
+    return sorted(
+        p
+        for p in path.iterdir()
+        if not is_yaml(p)
+        and not p.name.startswith(".")
+        and any(s.lower() in (".yaml", ".yml") for s in p.suffixes[:-1])
+    )
+
+
 def load_rules(path: Path | None = None) -> RuleSet:
     """Load a rules file or folder (the packaged default catalog when `path` is None).
 

@@ -844,6 +844,27 @@ rules:
         (tmp_path / "retention.yaml").unlink()
         assert [r.id for r in load_rules(tmp_path).rules] == ["r2"]
 
+    def test_validate_names_a_file_that_looks_meant_as_rules_but_is_left_out(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Notepad saves `campaign.yaml` as `campaign.yaml.txt` where extensions are
+        hidden: the folder loaded without it and `rules validate` said "1 rule(s) OK", the
+        campaign's rules never loaded, without a word (analyst walk). A README is no
+        rules file, and is not named."""
+        from moments.cli import main
+
+        (tmp_path / "retention.yaml").write_text(self.RULE)
+        (tmp_path / "campaign.yaml.txt").write_text(self.RULE.replace("r1", "r2"))
+        (tmp_path / "README.md").write_text("# notes\n")
+        assert main(["rules", "validate", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert f"{tmp_path}: 1 rule(s) OK" in out
+        assert (
+            f"{tmp_path}: note: campaign.yaml.txt is left out: a rules file's name ends in "
+            ".yaml or .yml; rename it to load it"
+        ) in out
+        assert "README" not in out
+
     def test_a_folder_of_hidden_files_only_says_they_are_left_out(self, tmp_path: Path) -> None:
         """A folder holding only `.default.yaml` was told it held no .yaml rules files,
         with the file in plain sight of `ls -a`."""
