@@ -18,7 +18,7 @@ import orjson
 from moments.decoding import UTF8_BOM, stream_json
 from moments.eventcheck import cr_only, cr_only_said, no_type_said
 from moments.exceptions import MomentsError
-from moments.filenames import is_csv
+from moments.filenames import gzipped, is_csv
 from moments.models import EventType, Family, ServiceTask
 from moments.pii import mask_msisdn
 from moments.pipeline import PipelineResult, run_pipeline
@@ -115,6 +115,8 @@ def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes]]) ->
     first = held[0][2]
     if cr_only(first):  # "unexpected content after document", the line endings not named
         return f"{path}: {cr_only_said(path, piped=not path.is_file())}"
+    if (one := _one_document(path, first)) is not None:
+        return one
     try:
         orjson.loads(first)
         why = "JSON, but no object"
@@ -125,6 +127,23 @@ def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes]]) ->
         f"{first[:40]!r}: {why}); it is no JSON lines file: name a CSV file .csv, a gzip "
         "file .gz, or export the events as JSON lines (`moments events check "
         f"{path}` gives each line's verdict)"
+    )
+
+
+def _one_document(path: Path, first: bytes) -> str | None:
+    """What a JSON export of one array (`[{...}, ...]`) or of pretty-printed objects is
+    told, with the command that writes it as JSON lines; None for any other file."""
+    if first.startswith(b"["):
+        what, jq = "a JSON array", "jq -c '.[]'"
+    elif first == b"{":
+        what, jq = "pretty-printed JSON", "jq -c ."
+    else:
+        return None
+    unzipped = Path(str(path)[:-3]) if gzipped(path) else path
+    out = unzipped.with_suffix(".jsonl")
+    command = f"zcat {path} | {jq} > {out}" if gzipped(path) else f"{jq} {path} > {out}"
+    return (
+        f"{path}: {what}, not JSON lines (one event object a line): write it so, e.g. `{command}`"
     )
 
 

@@ -13,6 +13,7 @@ seed`, and what each was told:
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,43 @@ class TestCrOnlyLineEndings:
         path = tmp_path / "old.csv"
         path.write_bytes(CSV_TEXT.replace("\r\n", "\r").encode())
         assert [e.event_type.value for e in EventFile(path)] == ["topup"] * 3
+
+
+ARRAY_EVENT = {
+    "type": "topup",
+    "event_id": "t1",
+    "subscriber_id": "13900000001",
+    "occurred_at": "2026-11-10T10:00:00+08:00",
+    "amount": 150,
+    "channel": "app",
+}
+
+
+class TestJsonArray:
+    """A JSON export of one array (`[{...}, {...}]`, written across lines or on one) or of
+    pretty-printed objects was told "none of its first 20 line(s) is a JSON object ... it is
+    no JSON lines file: name a CSV file .csv, a gzip file .gz, or export the events as
+    JSON lines", which named neither what the file is nor how to convert it."""
+
+    @pytest.mark.parametrize(
+        ("text", "what", "jq"),
+        [
+            (json.dumps([ARRAY_EVENT, ARRAY_EVENT], indent=2), "a JSON array", "jq -c '.[]'"),
+            (json.dumps([ARRAY_EVENT, ARRAY_EVENT]), "a JSON array", "jq -c '.[]'"),
+            (json.dumps(ARRAY_EVENT, indent=2), "pretty-printed JSON", "jq -c ."),
+        ],
+    )
+    def test_it_is_named_with_the_conversion(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        text: str,
+        what: str,
+        jq: str,
+    ) -> None:
+        path = tmp_path / "export.json"
+        path.write_text(text + "\n")
+        assert main(["backtest", "--events", str(path), "--out", str(tmp_path / "o")]) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"{path}: {what}, not JSON lines (one event object a line)" in said, said
+        assert f"{jq} {path} > {tmp_path / 'export.jsonl'}" in said
