@@ -15,10 +15,10 @@ import difflib
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -478,6 +478,31 @@ def _with_positions(text: str) -> Any:
         return None
 
 
+def _no_such_setting(loc: Sequence[str | int]) -> str:
+    """What a key that is no setting of its mapping is told (`capcity:`, `merge: {windw:
+    30m}`): the setting meant, or those the mapping takes."""
+    from rules.hints import known_fields
+
+    return f"no such setting{known_fields(str(loc[-1]), _settings_at(loc[:-1]))}"
+
+
+def _settings_at(loc: Sequence[str | int]) -> list[str]:
+    """The settings of the mapping at `loc` of the policy (a model's fields; through the
+    keys of a mapping by region or rule, as `overflow.big_topup`)."""
+    kind: Any = DispatchPolicy
+    for part in loc:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            field = kind.model_fields.get(str(part))
+            if field is None:
+                return []
+            kind = field.annotation
+        elif get_origin(kind) is dict:
+            kind = get_args(kind)[1]
+        else:
+            return []
+    return list(kind.model_fields) if isinstance(kind, type) and issubclass(kind, BaseModel) else []
+
+
 def _rules_not_policy(path: Path, data: Any) -> str | None:
     """Why a rules file given as the policy is refused (`--policy rules.yaml` was told
     "Extra inputs are not permitted" of its `gating`, `series` and `rules`): it holds
@@ -559,6 +584,8 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         lines = []
         for err in exc.errors():
             line, col, field, said = located(doc, err)
+            if err["type"] == "extra_forbidden":  # "Extra inputs are not permitted"
+                said = _no_such_setting(err["loc"])
             named = f"{field}: " if field else ""  # the file as a whole names none
             lines.append(f"{path}:{line}:{col}: {named}{said}")
         raise ConfigError(

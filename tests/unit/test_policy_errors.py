@@ -251,3 +251,26 @@ def test_an_anchor_defined_again_is_one_warning_at_its_line_not_a_library_dump(
         "alias *z after this line stands for this one, before it for the first; give each "
         "anchor its own name"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "capcity:\n  NJ: {manager: 3}\n",
+            ":1:1: capcity: no such setting; did you mean 'capacity'?",
+        ),
+        ("merge: {windw: 30m}\n", ":1:16: merge.windw: no such setting; did you mean 'window'?"),
+        ("contact: {maxx: 3}\n", ":1:17: contact.maxx: no such setting; known: max_contacts, "),
+        (
+            "overflow: {big_topup: {polcy: drop}}\n",
+            ":1:31: overflow.big_topup.polcy: no such setting; did you mean 'policy'?",
+        ),
+    ],
+)
+def test_a_setting_that_is_none_names_the_one_meant(tmp_path: Path, text: str, says: str) -> None:
+    """`capcity:` was told "Extra inputs are not permitted" (policy walk): the key meant,
+    or those the mapping takes, as a rules file's unknown key is told."""
+    said = _refused(tmp_path, text)
+    assert f"{tmp_path / 'policy.yaml'}{says}" in said, said
+    assert "Extra inputs" not in said
