@@ -536,6 +536,7 @@ class EventFile:
         if (unreadable := not_an_events_file(path, profiles)) is not None:
             raise EventFileError(unreadable)
         self.path = path
+        self.profiles = profiles
         self.source = str(path)
         """The file as given, named in its events (`FileEvent.source`)."""
         self.default_type = default_type
@@ -611,7 +612,7 @@ class EventFile:
         if self.default_type is None:
             yield from self._head(objects)
         types = _TYPES
-        not_after, until = self.not_after, self.until
+        not_after, until, profiles = self.not_after, self.until, self.profiles
         latest, above = 0.0, 0  # the latest time read before `until`, and its line
         for number, doc, line in objects:
             kind = doc.get("type")
@@ -622,6 +623,8 @@ class EventFile:
                     continue
                 at = event.at  # `--type`: every line of a topic's records comes this way
             else:
+                if profiles and event_type is not EventType.PROFILE:
+                    raise self._not_a_profile(number, event_type)
                 sub = doc.get("subscriber_id")
                 key = sub.encode() if type(sub) is str else _key(sub)
                 at = _epoch(doc.get("occurred_at"))
@@ -693,6 +696,16 @@ class EventFile:
         self.behind += 1
         if self.first_behind is None:
             self.first_behind = (number, at, above, latest)
+
+    def _not_a_profile(self, number: int, event_type: EventType) -> EventFileError:
+        """An event of another type in the `--profiles` snapshot (the history's own file
+        given there): it was told it is dated after the history's first event, or, dated
+        before, applied as part of the snapshot."""
+        return EventFileError(
+            f"{self.path}:{number}: a {event_type.value} event in the --profiles snapshot, "
+            "which holds profiles only (applied before the events): give this file with "
+            "--events, and to --profiles the CRM's profiles"
+        )
 
     def _after_history(self, number: int, at: float) -> EventFileError:
         """A `--profiles` line dated after the history's first event: read first, it moved
@@ -791,6 +804,8 @@ class EventFile:
                         raise self._no_types(untyped) from None
                     continue
                 typed = True
+                if self.profiles and event.event_type is not EventType.PROFILE:
+                    raise self._not_a_profile(line, event.event_type)
                 # A ragged row: DictReader keys the cells past the header's None (a list),
                 # and gives None to the columns past a short row's last cell (restval).
                 cells = (0, 0)

@@ -369,6 +369,38 @@ class TestProfilesFirst:
             path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
         return path
 
+    @pytest.mark.parametrize("command", ["backtest", "rules test", "state seed"])
+    @pytest.mark.parametrize("name", ["crm.jsonl", "crm.csv"])
+    def test_an_event_of_another_type_in_the_snapshot_stops_the_run_naming_it(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, name: str
+    ) -> None:
+        """The history's own file given to --profiles (a top-up first) was told its line
+        is "dated after the first event of the history: date the snapshot at or before",
+        or, dated before, its events were applied as the snapshot (analyst walk)."""
+        events = tmp_path / "h.jsonl"
+        events.write_bytes(lines_of(3))
+        crm = tmp_path / name
+        doc = self.profile(0, "2026-11-10T09:00:00+08:00")
+        if name.endswith(".csv"):
+            crm.write_text(
+                "type," + ",".join(doc) + "\ntopup," + ",".join(map(str, doc.values())) + "\n"
+            )
+        else:
+            crm.write_bytes(orjson.dumps({"type": "topup", **doc}) + b"\n")
+        argv = [*command.split(), "--events", str(events), "--profiles", str(crm)]
+        argv += {
+            "backtest": ["--out", str(tmp_path / "o")],
+            "rules test": [str(CATALOG)],
+            "state seed": ["--dry-run"],
+        }[command]
+        assert main(argv) != 0
+        said = " ".join(capsys.readouterr().err.split())
+        line = 2 if name.endswith(".csv") else 1
+        assert f"{crm}:{line}: a topup event in the --profiles snapshot, which holds profiles" in (
+            said
+        )
+        assert "give this file with --events" in said
+
     @pytest.mark.parametrize(("name", "line"), [("crm.jsonl", 2), ("crm.csv", 3)])
     def test_a_profile_dated_after_the_first_event_stops_the_run_naming_its_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, line: int
