@@ -25,6 +25,7 @@ from moments.pipeline import PipelineResult, run_pipeline
 from moments.records import RawRecord
 from moments.shadow import by_rule
 from rules.catalog import RuleSet
+from rules.hints import known_fields
 
 TYPES = ", ".join(t.value for t in EventType)
 
@@ -468,7 +469,7 @@ def check_expectations(
         if name == REFUSED:
             continue
         if name not in known:
-            wrong.append(f"{name}: no such rule in these rules (known: {', '.join(sorted(known))})")
+            wrong.append(f"{name}: no such rule in these rules{known_fields(name, known)}")
         elif got[name] != count:
             said = f"{name}: expected {count} task(s), got {got[name]}"
             wrong.append(said + _held(result, name, rules))

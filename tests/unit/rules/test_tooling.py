@@ -413,7 +413,10 @@ def test_rules_test_holds_the_rules_to_what_is_expected(
     assert main([*args, "--expect", "low_balance=2"]) == 1
     assert "FAILED low_balance: expected 2 task(s), got 1" in capsys.readouterr().err
     assert main([*args, "--expect", "low_balanse=1"]) == 1
-    assert "FAILED low_balanse: no such rule in these rules (known: " in capsys.readouterr().err
+    said = capsys.readouterr().err  # the rule meant named, as `rules explain` names it
+    assert "FAILED low_balanse: no such rule in these rules; did you mean 'low_balance'? " in said
+    assert main([*args, "--expect", "zzz=1"]) == 1
+    assert "FAILED zzz: no such rule in these rules; known: " in capsys.readouterr().err
     assert main([*args, "--expect", "low_balance"]) == 2
     assert "write RULE_ID=COUNT" in capsys.readouterr().err
 
