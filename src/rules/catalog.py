@@ -1244,6 +1244,34 @@ def _task_text_below(doc: Any, err: Any, loc: Sequence[str | int], line: int) ->
     )
 
 
+def _shape_message(err: Any, path: Sequence[str | int], loc: str) -> str | None:
+    """A file, rule or section of the wrong shape, in words (pydantic's named its classes:
+    `Input should be a valid dictionary or instance of RuleSpec`); None for any other."""
+    kind, value = err["type"], err.get("input")
+    if kind in ("model_type", "dict_type"):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        if not path:
+            listed = isinstance(value, list)
+            return (
+                f"the file is {'a list' if listed else shown}, not a mapping: rules files "
+                "write their sections as keys (rules:, series:, gating:, special_days:)"
+                + ("; put the list under rules:, indented" if listed else "")
+            )
+        if len(path) == 2 and path[0] == "rules":
+            return (
+                f"{loc}: {shown} is not a rule: write each rule as a mapping, its first line "
+                "`- id: my_rule`, its keys indented under it"
+            )
+        return (
+            f"{loc}: {shown} is not a mapping: write its keys under it, one `name: value` a "
+            "line indented below, or in braces, {name: value}"
+        )
+    if kind == "list_type" and tuple(path) == ("rules",) and not isinstance(value, list):
+        said = "empty" if not value else "a mapping, not a list"
+        return f"{loc}: {said}: write each rule under it, on a line starting with '- '"
+    return None
+
+
 def _message(err: Any, path: Sequence[str | int]) -> str:
     loc = ".".join(str(p) for p in path)
     msg = error_text(err)
@@ -1253,6 +1281,8 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         return f"unknown field {loc!r}; {unknown_key(path, kind)}"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
+    if (shape := _shape_message(err, path, loc)) is not None:
+        return shape
     scalar = err.get("input")
     if err["type"] in ("list_type", "tuple_type") and isinstance(scalar, str | int | float):
         key = str(path[-1]) if path else loc

@@ -490,3 +490,41 @@ def test_a_floor_that_is_no_finite_number_is_refused(condition: str, key: str) -
     ).replace("{field: severity, lte: 2}", condition)
     (found,) = problems(text)
     assert f"rules.0.condition.{key}: Input should be a finite number" in found
+
+
+class TestShapes:
+    """A file, a section or a rule of the wrong shape was told pydantic's words, naming its
+    classes: `: Input should be a valid dictionary or instance of RulesFile` (a list of
+    rules with no `rules:` above it), `rules.0: ... instance of RuleSpec`, `rules: Input
+    should be a valid list` for a `rules:` left empty (analyst walk)."""
+
+    def test_a_list_of_rules_with_no_rules_key_is_told_to_put_it_under_rules(self) -> None:
+        text = "\n".join(line[2:] for line in RULE.splitlines()[1:]) + "\n"
+        assert problems(text) == [
+            "r.yaml:1:1: the file is a list, not a mapping: rules files write their sections "
+            "as keys (rules:, series:, gating:, special_days:); put the list under rules:, "
+            "indented"
+        ]
+
+    def test_a_rule_that_is_no_mapping_is_told_the_form(self) -> None:
+        assert problems("rules: [1, low_balance]\n") == [
+            "r.yaml:1:9: rules.0: 1 is not a rule: write each rule as a mapping, its first "
+            "line `- id: my_rule`, its keys indented under it",
+            "r.yaml:1:12: rules.1: 'low_balance' is not a rule: write each rule as a mapping, "
+            "its first line `- id: my_rule`, its keys indented under it",
+        ]
+
+    @pytest.mark.parametrize("written", ["rules:\n", "rules: {}\n"])
+    def test_empty_rules_are_told_to_write_them_as_a_list(self, written: str) -> None:
+        (said,) = problems(written)
+        assert said.startswith("r.yaml:1:1: rules: ")
+        assert said.endswith("write each rule under it, on a line starting with '- '")
+        assert "Input should be" not in said
+
+    def test_a_task_that_is_no_mapping_is_told_the_form(self) -> None:
+        text = RULE.split("    task:\n")[0] + "    task: sms\n"
+        (said,) = problems(text)
+        assert said == (
+            "r.yaml:6:5: rules.0.task: 'sms' is not a mapping: write its keys under it, one "
+            "`name: value` a line indented below, or in braces, {name: value}"
+        )
