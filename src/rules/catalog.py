@@ -1316,6 +1316,10 @@ def _message(err: Any, path: Sequence[str | int]) -> str:
         )
     if err["type"] == "string_pattern_mismatch" and path and path[-1] in _NAMES:
         return f"{loc}: {_name_fix(str(path[-1]), str(scalar))}"
+    number = isinstance(scalar, int) and not isinstance(scalar, bool)
+    if err["type"] == "string_type" and number and path and path[-1] in _NAMES:
+        # `id: 123` was told "Input should be a valid string"
+        return f"{loc}: {_name_fix(str(path[-1]), str(scalar))}"
     op = path[-1] if path else None
     if isinstance(scalar, list | dict) and "condition" in path:
         if op in ("eq", "ne"):

@@ -528,3 +528,18 @@ class TestShapes:
             "r.yaml:6:5: rules.0.task: 'sms' is not a mapping: write its keys under it, one "
             "`name: value` a line indented below, or in braces, {name: value}"
         )
+
+
+@pytest.mark.parametrize("key", ["id", "type"])
+def test_a_number_for_a_name_is_told_the_form(key: str) -> None:
+    """`id: 123` was told "Input should be a valid string" (analyst walk)."""
+    text = (
+        RULE.replace("  - id: r1", "  - id: 123")
+        if key == "id"
+        else RULE.replace("      type: t", "      type: 123")
+    )
+    (said,) = problems(text)
+    assert said.endswith(
+        f"'123' is no {key}: write lower-case letters, digits and "
+        f"{', '.join('_.-' if key == 'id' else '_')}, starting with a letter"
+    ), said
