@@ -118,6 +118,12 @@ def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes]]) ->
         return f"{path}: {cr_only_said(path, piped=not path.is_file())}"
     if (one := _one_document(path, first)) is not None:
         return one
+    if path.suffix.lower() in (".yaml", ".yml"):  # a rules file or a policy, in its place
+        return (
+            f"{path}: a YAML file (rules or a dispatch policy?), not events: give rules to "
+            "--rules (`rules test` takes them as its PATH) and a policy to --policy; "
+            "--events takes the history, JSON lines or CSV"
+        )
     try:
         orjson.loads(first)
         why = "JSON, but no object"

@@ -88,3 +88,20 @@ class TestRulesFileAsPolicy:
             load_policy(path)
         assert "a rules file" not in str(err.value)
         assert ":2:1: rules" in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["backtest", "rules test"])
+def test_a_yaml_file_given_as_events_is_named_as_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """`--events rules.yaml` was told "none of its first 20 line(s) is a JSON object ... name
+    a CSV file .csv, a gzip file .gz, or export the events as JSON lines"."""
+    from moments.cli import main
+
+    rules = tmp_path / "rules.YML"
+    rules.write_text(RULES)
+    argv = [*command.split(), "--events", str(rules)]
+    argv += ["--out", str(tmp_path / "o")] if command == "backtest" else [str(rules)]
+    assert main(argv) != 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{rules}: a YAML file (rules or a dispatch policy?), not events" in said, said
