@@ -238,9 +238,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     cuts = []
     wide: list[str] = []  # files of UTF-16 text, left unchecked
     empty: list[str] = []  # files of no line but blank ones
+    forms: list[str] = []  # files that are one JSON document, not JSON lines
     with progress:
         for name in args.files:
             before = sum(tally.checked.values())
+            refused_before = tally.refused_total
             with _lines(name) as lines:
                 try:
                     verdicts = check_lines(
@@ -278,7 +280,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     cuts.append(cut)
                 elif sum(tally.checked.values()) == before:
                     empty.append(name)
+                elif sum(tally.checked.values()) - before == tally.refused_total - refused_before:
+                    forms += _form_said(name)  # every line refused: a JSON array?
     _print_tally(err, tally, shown, ahead, clock_given=args.now is not None, outcomes=outcomes)
+    for said in forms:
+        err.print(f"moments: {said}", style="bold red", markup=False, highlight=False)
     for cut in cuts:  # the lines before were checked; the rest of the file is missing
         err.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
     if wide:
@@ -304,6 +310,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     return 1 if tally.refused_total or cuts or empty else 0
+
+
+def _form_said(name: str) -> list[str]:
+    """What a file every line of which was refused is, when it is one JSON array or
+    pretty-printed JSON (`rulecheck.one_document_said`), with the command that converts
+    it; nothing for standard input or any other file."""
+    from moments.rulecheck import one_document_said
+
+    said = None if name == "-" else one_document_said(Path(name))
+    return [said] if said else []
 
 
 def _file_named(name: str) -> str:

@@ -137,6 +137,22 @@ def _no_json_lines(path: Path, held: list[tuple[int, dict[str, Any], bytes]]) ->
     )
 
 
+def one_document_said(path: Path) -> str | None:
+    """`_one_document` of a file by its first non-blank line (`events check`, which judges
+    each line and so refused every line of a JSON array without naming the file's form);
+    None for any other file, or one that cannot be read."""
+    import gzip
+
+    if not path.is_file():  # a named pipe was read once, and would wait for more
+        return None
+    try:
+        with gzip.open(path) if gzipped(path) else path.open("rb") as lines:
+            first = next((line.strip() for line in lines if line.strip()), b"")
+    except (OSError, EOFError):
+        return None
+    return _one_document(path, first) if first else None
+
+
 def _one_document(path: Path, first: bytes) -> str | None:
     """What a JSON export of one array (`[{...}, ...]`) or of pretty-printed objects is
     told, with the command that writes it as JSON lines; None for any other file."""

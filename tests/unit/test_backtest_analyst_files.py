@@ -311,3 +311,19 @@ class TestJsonArray:
         said = " ".join(capsys.readouterr().err.split())
         assert f"{path}: {what}, not JSON lines (one event object a line)" in said, said
         assert f"{jq} {path} > {tmp_path / 'export.jsonl'}" in said
+
+
+def test_events_check_of_a_json_array_names_it_with_the_conversion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`events check export.json` refused every line (`invalid_json: 301, invalid_event:
+    22`) and said nothing of the file being one JSON array, as the backtest now does."""
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([ARRAY_EVENT, ARRAY_EVENT], indent=2) + "\n")
+    assert main(["events", "check", str(path)]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{path}: a JSON array, not JSON lines (one event object a line)" in said, said
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(ARRAY_EVENT) + "\n" + "[1, 2]\n")
+    main(["events", "check", str(good)])
+    assert "not JSON lines" not in capsys.readouterr().err
