@@ -395,7 +395,7 @@ def empty_period(
             f"({_iso(result.report_to, zone)}): {span}. Give a later --to (after "
             f"{_day(first, zone)}) or a history that begins before {end}"
         )
-    if start is None or reported_events(result) > 0:
+    if start is None or result.events > result.warmup_events:  # not --live-from's
         return None
     after_to = f", {window.left_out:,} of them from --to {end} on" if window.left_out else ""
     return (

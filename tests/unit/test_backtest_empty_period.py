@@ -73,3 +73,14 @@ class TestEmptyPeriod:
     ) -> None:
         assert main([*self._args(tmp_path), "--from", "2026-11-11"]) == 0
         assert "nothing to report" not in _said(capsys)
+
+    def test_events_before_live_from_only_are_not_said_before_from(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A cut-over after the history, --from within it: the events are after --from,
+        and the report says what --live-from leaves, as before."""
+        argv = [*self._args(tmp_path), "--from", "2026-11-10", "--live-from", "2027-01-01"]
+        assert main(argv) == 0
+        said = _said(capsys)
+        assert "nothing to report" not in said
+        assert "Every event is before --live-from" in said
