@@ -298,6 +298,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             console.print(warning, style="bold yellow")
         if note := untyped_note(result.untyped_count, result.untyped):
             console.print(note, style="bold yellow", markup=False, highlight=False)
+        for cut in result.cuts:  # a file read in part: maybe why the period is empty
+            console.print(f"moments: {cut.said()}", style="bold red", markup=False, highlight=False)
         console.print(f"moments: {empty}", style="bold red", markup=False, highlight=False)
         return 1
     print_report(report, Console())

@@ -84,3 +84,18 @@ class TestEmptyPeriod:
         said = _said(capsys)
         assert "nothing to report" not in said
         assert "Every event is before --live-from" in said
+
+    def test_a_file_cut_short_is_said_beside_the_empty_period(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The cut may be why the period is empty: it is said too, not only in the report."""
+        import gzip
+
+        history = write_history(tmp_path / "h.jsonl")
+        cut = tmp_path / "h.jsonl.gz"
+        cut.write_bytes(gzip.compress(history.read_bytes())[:-12])
+        argv = ["backtest", "--events", str(cut), "--out", str(tmp_path / "o")]
+        assert main([*argv, "--from", "2027-01-01"]) == 1
+        said = _said(capsys)
+        assert "the file ends early" in said, said
+        assert "nothing to report: every event is before --from 2027-01-01" in said
