@@ -267,7 +267,7 @@ class TestQuietHours:
         assert decision.deliver_after == at(2026, 11, 23, 8, 0, tz=BERLIN)
 
     def test_roaming_abroad_the_visited_zone_wins(self) -> None:
-        now = at(2026, 11, 23, 12, 0)  # noon at home, 04:00 in Berlin
+        now = at(2026, 11, 23, 12, 0)  # noon at home, 05:00 in Berlin (04:00 UTC)
         subscriber = SubscriberView(timezone="Asia/Shanghai", roaming_timezone="Europe/Berlin")
         decision = gate(task(now), subscriber, POLICY)
         assert decision.deliver_after == at(2026, 11, 23, 8, 0, tz=BERLIN)
