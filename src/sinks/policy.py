@@ -199,7 +199,12 @@ class DispatchPolicy(_Frozen):
         }
     )
     outcomes: OutcomePolicy = OutcomePolicy()
-    release_batch: int = Field(default=500, ge=1, description="most tasks released per timer tick")
+    release_batch: int = Field(
+        default=500,
+        ge=1,
+        description="most tasks one release takes from the deferral queue; a timer tick "
+        "takes up to RELEASE_BATCHES_PER_TICK (20) such batches while they come full",
+    )
     min_time_left: Duration = Field(
         default=dt.timedelta(minutes=5),
         description="a task with less than this left before its expires_at is not published "

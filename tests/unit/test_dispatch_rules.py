@@ -91,6 +91,15 @@ class TestPolicyFile:
         )
         assert policy.hours_for(Channel.SMS) is None
 
+    def test_the_example_in_the_architecture_page_writes_every_field(self) -> None:
+        """The page calls its example "every field": a field added to the policy and left
+        out of it (`release_batch` was) is one an operator cannot find there."""
+        page = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+        section = page[page.index("### Dispatch policy") : page.index("## Risk score")]
+        (example,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+        written = set(re.findall(r"^([a-z_]+):", example, re.M))
+        assert written == set(DispatchPolicy.model_fields)
+
     def test_region_limits_fall_back_to_star(self, tmp_path: Path) -> None:
         path = tmp_path / "policy.yaml"
         path.write_text(
