@@ -17,10 +17,12 @@ from ruamel.yaml import YAML
 
 from moments.models import Channel
 from rules.gating import (
+    FrequencyCap,
     GateDecision,
     GateInput,
     GatingPolicy,
     SubscriberView,
+    SuspendedPolicy,
     describe,
     gate,
     local_zone,
@@ -190,6 +192,15 @@ class TestPolicy:
         ]
         assert len(policies) >= 2
         assert GatingPolicy.model_validate(sections[0]["gating"]) == POLICY
+
+    def test_the_defaults_written_out_name_every_key(self) -> None:
+        """The page's first block is "the defaults, written out": every key of the section
+        and of its `frequency_cap:` and `suspended:` maps is there (`reserved` was not)."""
+        first = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)[0]
+        section = YAML(typ="safe").load(first)["gating"]
+        assert set(section) == set(GatingPolicy.model_fields)
+        assert set(section["frequency_cap"]) == set(FrequencyCap.model_fields)
+        assert set(section["suspended"]) == set(SuspendedPolicy.model_fields)
 
 
 class TestDescribe:
