@@ -417,6 +417,21 @@ def test_every_yaml_example_in_the_docs_loads() -> None:
     assert days_of(exported, "national_day", 2028) == []  # the excerpt lists two holidays
 
 
+def test_every_python_example_in_the_docs_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/special-days.md's Python blocks run as written, imports included: the export
+    example used `Path` without importing it."""
+    text = DOC.read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(DOC), "exec"), {})  # noqa: S102 (the page's own code)
+    exported = parse_calendar("holidays.yaml", (tmp_path / "holidays.yaml").read_text())
+    assert days_of(exported, "spring_festival", 2027) == [D(2027, 2, 6)]
+
+
 class TestCalendarInARulesFolder:
     """A rules folder (a Kubernetes ConfigMap mounted whole, say) may hold the calendar
     its rules name; before, the folder was refused: the calendar read as rules."""
