@@ -7,9 +7,12 @@ Each signal adds points up to its own cap, so the score is the sum of visible pa
 |---|---|---|---|
 | competitor_hotline_calls | calls to a competitor's hotline, last 30 local days | 15 each | 30 |
 | spend_drop | the last closed month below the 3 before (fraction) | 50 x drop, from 0.1 | 25 |
-| complaints | open complaints: not yet resolved, of any age | 10 each | 20 |
+| complaints | open ones: unresolved, with a record within the lapse (*) | 10 each | 20 |
 | contract_expiry | days to the contract's end, within 30 / 90 | 15 / 8 | 15 |
 | tenure | days since joining, under 1 / 2 years | 10 / 5 | 10 |
+
+(*) `gating.open_complaint_lapses_after`, 30 days unless written: a complaint heard of no
+more is taken as resolved (docs/gating.md, "Open complaint").
 
 Priority rule: a score of 60 or more raises the task's priority by two levels, 30 or
 more by one; priority 1 stays 1. The operator ranks who gets a manager's call first by
