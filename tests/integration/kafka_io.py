@@ -97,6 +97,55 @@ async def read_topic(
     return out
 
 
+async def read_written(
+    settings: Settings, name: str, at_least: int = 0, wait_s: float = 20.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on topic `name` up to the end offsets the broker gives when called
+    (and on, within `wait_s`, until `at_least` arrived): for a topic whose writes the test
+    has all awaited (a sink's flush, a replay), whatever was written, an extra record
+    included, is in it. Where a writer still runs (a worker), `read_topic` with `settle`
+    is what catches a record written after the call."""
+    topic = settings.topic(name)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka_client_kwargs(settings),
+    )
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + wait_s
+        partitions = None
+        while not partitions and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await asyncio.sleep(0.2)
+        assert partitions, f"topic {topic} never appeared"
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        # Tansu's end offset can lie inside a batch of many records (its first offset
+        # plus one): a fetch returns the whole batch, and the position passes the end.
+        ends = await consumer.end_offsets(tps)
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in tps]
+            if len(out) >= at_least and all(
+                at >= ends[tp] for at, tp in zip(positions, tps, strict=True)
+            ):
+                break
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
+        else:
+            log.warning(
+                "%s: read %d record(s) of at least %d in %s s", topic, len(out), at_least, wait_s
+            )
+    finally:
+        await consumer.stop()
+    return out
+
+
 async def wait_committed(port: int, topic: str, total: int, wait_s: float = 60.0) -> None:
     """Until a worker says (`moments_consumer_committed_offset`, sampled every few seconds)
     that it committed `total` records of `topic`, summed over its partitions: their

@@ -22,7 +22,7 @@ from sinks.payloads import task_bytes
 from sinks.stores import redis_stores
 
 from .conftest import MakeSettings
-from .kafka_io import read_topic, values
+from .kafka_io import read_topic, read_written, values
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ class TestTaskSink:
         await harness.tasks.flush()
         harness.tasks.add(make_task("t1"))  # a replay after a crash makes the same id
         await harness.tasks.flush()
-        records = await read_topic(harness.settings, "tasks", count=2, wait_s=20, settle=1.5)
+        records = await read_written(harness.settings, "tasks", at_least=2)
         assert sorted(str(v["task_id"]) for v in values(records)) == ["t1", "t2"]
         assert {r.key for r in records} == {b"13800138001", b"13900139002"}
         assert await harness.ledger.state("t1") == "sent"
@@ -103,7 +103,7 @@ class TestTaskSink:
         task = make_task("t-crash")
         assert await harness.ledger.claim([(task.task_id, task_bytes(task))]) == [True]
         assert await harness.tasks.redrive(older_than=0) == 1
-        records = await read_topic(harness.settings, "tasks", count=1, wait_s=20, settle=1)
+        records = await read_written(harness.settings, "tasks", at_least=1)
         assert [orjson.loads(r.value)["task_id"] for r in records] == ["t-crash"]
         assert await harness.ledger.state("t-crash") == "sent"
         assert await harness.tasks.redrive(older_than=0) == 0

@@ -12,7 +12,7 @@ import pytest
 from moments.latency import offer
 from moments.settings import Settings
 from tests.integration.conftest import MakeSettings
-from tests.integration.kafka_io import read_topic
+from tests.integration.kafka_io import read_written
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ async def test_only_task_events_sent_after_the_warm_up_are_counted(
         settings, 400, 1.0, warmup=0.5, on_warm=lambda: warmed.append(dt.datetime.now(dt.UTC))
     )
     assert len(warmed) == 1
-    roaming = await read_topic(settings, "roaming", 1, settle=1.0)
+    roaming = await read_written(settings, "roaming", at_least=1)
     times = [dt.datetime.fromisoformat(orjson.loads(r.value)["occurred_at"]) for r in roaming]
     after = [t for t in times if t >= warmed[0]]
     assert 0 < counted == len(after) < len(times)  # some were sent during the warm-up

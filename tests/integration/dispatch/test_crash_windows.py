@@ -17,7 +17,7 @@ from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
-from tests.integration.kafka_io import read_topic, values
+from tests.integration.kafka_io import read_written, values
 
 from .conftest import HOUR, NOW, MakeWorker, published, task
 
@@ -209,7 +209,7 @@ class TestWithdrawnAtTheRedrive:
         fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
         assert await fresh.sink.redrive(older_than=0) == 1
         assert await w.ledger.state("w1") == "dropped"
-        notices = values(await read_topic(w.settings, "task_withdrawals", 1, wait_s=20, settle=1))
+        notices = values(await read_written(w.settings, "task_withdrawals", at_least=1))
         assert [(n["task_id"], n["reason"], n["channel"]) for n in notices] == [
             ("w1", "opt_out", "sms")
         ]

@@ -22,7 +22,7 @@ from sinks.payloads import task_bytes
 from sinks.readback import NEWER_WAIT_S
 from sinks.stores import Parking
 from sinks.withdrawals import ProfileChange, profile_changes
-from tests.integration.kafka_io import read_topic, values
+from tests.integration.kafka_io import read_written, values
 
 from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
 
@@ -124,7 +124,7 @@ class TestWithdrawalsAndOutcomes:
         t = task(tid("n5"), sub=SUB)
         await sent_as_newer(w, t, as_newer(t, channel="wechat"))
         await w.sink.withdrawals.withdraw([ProfileChange(SUB, WithdrawReason.CLOSED, NOW)])
-        notices = values(await read_topic(w.settings, "task_withdrawals", 1, wait_s=20, settle=1))
+        notices = values(await read_written(w.settings, "task_withdrawals", at_least=1))
         assert [(n["task_id"], n["channel"], n["reason"]) for n in notices] == [
             (t.task_id, "wechat", "closed")
         ]
