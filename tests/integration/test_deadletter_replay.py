@@ -34,7 +34,7 @@ from sinks.metrics import Metrics
 from sinks.relevance import FactsStore
 
 from .conftest import MakeSettings, WorkerProcess, settings_env
-from .kafka_io import metric_value, read_topic, wait_for_metric
+from .kafka_io import metric_value, read_topic, read_written, wait_for_metric
 
 pytestmark = [pytest.mark.integration]
 
@@ -113,7 +113,7 @@ async def test_show_and_replay_send_back_once_what_this_version_accepts(
     assert refused == {"invalid_json": 1, "key_mismatch": 1, NOT_AN_INPUT: 1}
     # The dry run sent nothing: exactly one copy of each is on its topic, as it was sent.
     for name, sub in (("topup", LI), ("usage", WANG)):
-        records = await read_topic(settings, name, 1, wait_s=20, settle=1.0)
+        records = await read_written(settings, name, at_least=1)
         assert [(r.key, r.value) for r in records] == [(sub.encode(), accepted[name])]
         (header,) = [v for k, v in records[0].headers if k == REPLAYED_HEADER]
         assert header.decode().startswith(settings.topic("deadletter") + ":")
@@ -121,12 +121,12 @@ async def test_show_and_replay_send_back_once_what_this_version_accepts(
     # Replayed once: a second replay skips them, --again sends them anyway.
     second = await replay(settings, Selection())
     assert (second.replayed.total, second.already) == (0, 2)
-    assert len(await read_topic(settings, "topup", 2, wait_s=2)) == 1
+    assert len(await read_written(settings, "topup", at_least=1)) == 1
     usage_only = Selection(topics=frozenset({settings.topic("usage")}))
     forced = await replay(settings, usage_only, again=True)
     assert (forced.replayed.total, forced.not_selected) == (1, 4)
-    assert len(await read_topic(settings, "usage", 2, wait_s=20)) == 2
-    assert len(await read_topic(settings, "topup", 2, wait_s=2)) == 1
+    assert len(await read_written(settings, "usage", at_least=2)) == 2
+    assert len(await read_written(settings, "topup", at_least=1)) == 1
 
 
 class _LosesUsage:
@@ -182,9 +182,9 @@ async def test_a_replay_cut_by_a_failed_send_sends_what_went_back_once(
 
     again = await replay(settings, Selection())
     assert (again.replayed.total, again.already) == (1, 1)  # the usage event, not the top-up
-    topups = await read_topic(settings, "topup", 2, wait_s=5, settle=1.0)
+    topups = await read_written(settings, "topup", at_least=1)
     assert [r.value for r in topups] == [values[topup]]
-    used = await read_topic(settings, "usage", 1, wait_s=20, settle=1.0)
+    used = await read_written(settings, "usage", at_least=1)
     assert [r.value for r in used] == [values[usage]]
 
 
@@ -280,10 +280,12 @@ async def test_a_future_event_sent_back_once_due_is_applied(
     record's headers (less a forged `__dlq.*` one) and timestamp, and the replay sends
     the headers back: both were dropped (producer-team review)."""
     port = free_port()
-    settings = make_settings(metrics_port=port, lateness_seconds=5)  # ahead: at most 5 s
+    settings = make_settings(metrics_port=port, lateness_seconds=2)  # ahead: at most 2 s
     await topics_for(settings)
     worker = start_worker(settings)
-    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=25)  # the worker reads it before
+    await wait_for_metric(port, "moments_consumer_rebalance_seconds_count", {}, 1, wait_s=90)
+    # Joined: it reads the roaming within the 8 s left before it is no more than 2 s ahead.
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
     roaming = {"event_id": "r-ahead", "subscriber_id": LI, "occurred_at": due.isoformat()}
     value = orjson.dumps(roaming | {"country": "JP", "roaming_type": "international"})
     headers = [("traceparent", b"00-4bf92f35-01"), ("__dlq.errors.reason", b"forged")]
@@ -313,7 +315,7 @@ async def test_a_future_event_sent_back_once_due_is_applied(
     assert "1 sent back" in replayed.stdout
     await wait_for_metric(port, "moments_detected_total", {}, 1)  # quiet hours may hold it
     assert await metric_value(port, "moments_events_replayed_total") == 0, worker.log()[-3000:]
-    _, again = await read_topic(settings, "roaming", 2, wait_s=20)
+    _, again = await read_written(settings, "roaming", at_least=2)
     assert again.value == value
     assert [k for k, _ in again.headers] == ["traceparent", REPLAYED_HEADER]
     assert again.headers[0] == headers[0]
@@ -346,7 +348,7 @@ async def test_a_record_dead_lettered_twice_goes_back_once(
         await producer.stop()
     report = await replay(settings, Selection())
     assert report.replayed.total == 3
-    sent = await read_topic(settings, "topup", 6, wait_s=10, settle=1.0)
+    sent = await read_written(settings, "topup", at_least=3)
     assert [r.value for r in sent] == values
     assert report.copies == 3
     copies_only = await replay(settings, Selection(since=between[1]))
@@ -385,7 +387,7 @@ async def test_a_copy_is_not_sent_after_its_first_went_back_in_another_replay(
     assert (copies.replayed.total, copies.copies, copies.not_selected) == (0, 2, 2)
     copies = await replay(settings, Selection(since=between[1]))
     assert (copies.replayed.total, copies.copies, copies.not_selected) == (0, 2, 2)
-    sent = await read_topic(settings, "topup", 2, wait_s=10, settle=1.0)
+    sent = await read_written(settings, "topup", at_least=2)
     assert [r.value for r in sent] == values
     anyway = await replay(settings, Selection(since=between[1]), again=True)
     assert anyway.replayed.total == 2  # --again sends them anyway, as it says
@@ -432,7 +434,7 @@ async def test_an_erased_subscribers_event_is_not_sent_back(
     [refused] = report.still_rejected.groups.values()
     assert refused.count == 1
     assert list(refused.messages) == [ERASED_MESSAGE]
-    sent = await read_topic(settings, "topup", 3, wait_s=20, settle=1.0)
+    sent = await read_written(settings, "topup", at_least=2)
     assert sorted(orjson.loads(r.value)["event_id"] for r in sent) == ["t-new", "t-wang"]
 
 
