@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,30 @@ async def changelog_producer(
         yield topic, kwargs, producer
     finally:
         await producer.stop()
+
+
+async def changelog_holds(
+    settings: Settings, wanted: Mapping[bytes, bool], wait_s: float = 60.0
+) -> None:
+    """Until the subscribers' state changelog (every partition, read in bulk) holds a
+    record of each key `wanted` maps to True and a deletion of each it maps to False: the
+    write of the worker's last batch acknowledged by the broker."""
+    topic = f"{settings.app_id}-subscribers-changelog"
+    tps: dict[TP, int | None] = {TP(topic, p): None for p in range(settings.partitions)}
+    kwargs = kafka_client_kwargs(settings)
+    deadline = time.monotonic() + wait_s
+    while True:
+        read = await read_changelog(settings.bootstrap_servers, kwargs, tps)
+        newest = {k: v for part in read.values() for k, v in part.values.items()}
+        missing = [
+            key
+            for key, held in wanted.items()
+            if key not in newest or (newest[key] is not None) != held
+        ]
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"{len(missing)} key(s) not in {topic}: {missing[:3]}"
+        await asyncio.sleep(0.2)
 
 
 async def test_the_newest_value_per_key_and_where_each_partition_ends(
@@ -123,7 +148,7 @@ async def test_a_rebalance_reads_nothing_again_of_the_partitions_a_worker_keeps(
     subscribers = [str(13_700_000_000 + n) for n in range(60)]  # both partitions
     await produce(settings, [roaming(f"e{n}", sub, "JP") for n, sub in enumerate(subscribers)])
     await wait_for_metric(first_port, "moments_events_total", {}, len(subscribers), wait_s=90)
-    await asyncio.sleep(2)  # the last batch's changelog acknowledged
+    await changelog_holds(settings, {sub.encode(): True for sub in subscribers})
     second = start_worker(make_settings(metrics_port=second_port, data_dir=tmp_path / "second"))
     await wait_for_metric(second_port, "moments_consumer_rebalance_seconds_count", {}, 1, 90)
     await wait_for_metric(first_port, "moments_consumer_rebalance_seconds_count", {}, 2, 90)
@@ -212,7 +237,7 @@ async def test_a_rocksdb_worker_joining_on_an_empty_volume_reads_its_standby_cop
     subscribers = [str(13_900_000_000 + n) for n in range(60)]  # both partitions
     await produce(settings, [roaming(f"e{n}", sub, "JP") for n, sub in enumerate(subscribers)])
     assert len(await read_topic(settings, "tasks", count=len(subscribers), wait_s=90)) == 60
-    await asyncio.sleep(2)  # the last batch's changelog acknowledged
+    await changelog_holds(settings, {sub.encode(): True for sub in subscribers})
     second = start_worker(
         make_settings(metrics_port=second_port, store="rocksdb", data_dir=tmp_path / "second")
     )
@@ -297,7 +322,7 @@ async def test_a_restarted_worker_restores_the_newer_record_not_a_stale_one_afte
     await produce(settings, [roaming("e1", sub, "JP")])
     assert len(await read_topic(settings, "tasks", count=1, wait_s=90)) == 1
     await wait_for_metric(port, "moments_events_total", {}, 1, wait_s=30)
-    await asyncio.sleep(2)  # the batch's changelog write acknowledged
+    await changelog_holds(settings, {sub.encode(): True})
     detected = await metric_value(port, "moments_detected_total")
     assert detected >= 1
     worker.stop()
@@ -373,7 +398,7 @@ async def test_a_rocksdb_worker_restarted_on_its_volume_keeps_a_deleted_subscrib
     assert len(await read_topic(settings, "tasks", count=1, wait_s=90)) == 1
     await produce(settings, [("profile", sub, None)])
     await wait_for_metric(port, "moments_events_total", {"event_type": "profile"}, 1, wait_s=60)
-    await asyncio.sleep(2)  # the batch's changelog write acknowledged
+    await changelog_holds(settings, {sub.encode(): False})  # the tombstone
     worker.stop()
 
     topic = f"{settings.app_id}-subscribers-changelog"
