@@ -32,6 +32,15 @@ async def wait_until_waiting(redis_url: str, key: str, worker: WorkerProcess) ->
         await client.aclose()
 
 
+async def waiting(redis_url: str, key: str) -> int:
+    """How many tasks the deferral queue holds."""
+    client = Redis.from_url(redis_url)
+    try:
+        return int(await client.zcard(key))
+    finally:
+        await client.aclose()
+
+
 class TestDeferralAcrossARestart:
     async def test_task_parked_by_a_killed_worker_is_released_by_the_next(
         self,
@@ -42,16 +51,20 @@ class TestDeferralAcrossARestart:
         tmp_path: Path,
     ) -> None:
         policy = tmp_path / "policy.yaml"
-        # SMS held 15 s for the merge window: long enough to kill the worker meanwhile.
-        policy.write_text("merge: {window: 15s, hold_channels: [sms]}\n")
+        # SMS held 5 s for the merge window: long enough to kill the worker meanwhile (the
+        # queue still holding it then says so), short enough that the next worker, once
+        # joined, finds it due.
+        policy.write_text("merge: {window: 5s, hold_channels: [sms]}\n")
         settings = make_settings(dispatch_policy=policy)
         await topics_for(settings)
         first = start_worker(settings)
         # Abroad where it is daytime now: quiet hours must not hold it past the window.
         zone = daytime_zone(dt.datetime.now(dt.UTC))
         await produce(settings, [roaming("w1", LI, "JP", timezone=zone)])
-        await wait_until_waiting(redis_url, f"moments:{settings.app_id}:deferred", first)
+        queue = f"moments:{settings.app_id}:deferred"
+        await wait_until_waiting(redis_url, queue, first)
         first.kill()
+        assert await waiting(redis_url, queue) == 1, first.log()[-3000:]  # not released by it
         second = start_worker(settings)
         records = await read_topic(settings, "tasks", count=1, wait_s=120, settle=3)
         tasks = values(records)
