@@ -34,7 +34,7 @@ from sinks.payloads import task_bytes
 from sinks.withdrawals import ProfileChange, notice
 
 from .conftest import MakeSettings
-from .kafka_io import produce, read_topic
+from .kafka_io import produce, read_written
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +150,7 @@ async def test_the_example_consumer_acts_once_in_time_and_reports(
     )
     outcomes = [
         TaskOutcome.model_validate_json(r.value)
-        for r in await read_topic(settings, "task_outcomes", count=3, wait_s=20, settle=2)
+        for r in await read_written(settings, "task_outcomes", at_least=3)
     ]
     assert sorted((o.task_id, o.status) for o in outcomes) == sorted(
         [

@@ -19,15 +19,14 @@ from moments.settings import Settings
 from moments.simulate import produce_stream, simulate
 
 from .conftest import MakeSettings, settings_env
-from .kafka_io import read_topic
+from .kafka_io import read_topic, read_written
 
 pytestmark = pytest.mark.integration
 
 
 async def read_all(settings: Settings, counts: Counter[str]) -> dict[str, list[Any]]:
     return {
-        name: await read_topic(settings, name, count, wait_s=60, settle=0.5)
-        for name, count in counts.items()
+        name: await read_written(settings, name, at_least=count) for name, count in counts.items()
     }
 
 
