@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -44,12 +45,12 @@ async def produce(
         await producer.stop()
 
 
-async def read_topic(
-    settings: Settings, name: str, count: int, wait_s: float = 60.0, settle: float = 0.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read every partition from the beginning until `count` records arrived (or timeout),
-    then keep reading for `settle` seconds so an unexpected extra record is caught too."""
-    topic = settings.topic(name)
+@contextlib.asynccontextmanager
+async def _from_the_beginning(
+    settings: Settings, topic: str, deadline: float
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer of no group assigned every partition of `topic` (waited for until
+    `deadline`, the time.monotonic() a read ends at), each at its beginning."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
@@ -57,9 +58,7 @@ async def read_topic(
         **kafka_client_kwargs(settings),
     )
     await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        deadline = time.monotonic() + wait_s
         partitions = None
         while not partitions and time.monotonic() < deadline:
             await consumer._client.force_metadata_update()
@@ -70,6 +69,20 @@ async def read_topic(
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        yield consumer, tps
+    finally:
+        await consumer.stop()
+
+
+async def read_topic(
+    settings: Settings, name: str, count: int, wait_s: float = 60.0, settle: float = 0.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read every partition from the beginning until `count` records arrived (or timeout),
+    then keep reading for `settle` seconds so an unexpected extra record is caught too."""
+    topic = settings.topic(name)
+    deadline = time.monotonic() + wait_s
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    async with _from_the_beginning(settings, topic, deadline) as (consumer, tps):
         settle_until: float | None = None
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
@@ -92,8 +105,6 @@ async def read_topic(
                 seen,
                 {tp.partition: end for tp, end in ends.items()},
             )
-    finally:
-        await consumer.stop()
     return out
 
 
@@ -106,26 +117,9 @@ async def read_written(
     included, is in it. Where a writer still runs (a worker), `read_topic` with `settle`
     is what catches a record written after the call."""
     topic = settings.topic(name)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **kafka_client_kwargs(settings),
-    )
-    await consumer.start()
+    deadline = time.monotonic() + wait_s
     out: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        deadline = time.monotonic() + wait_s
-        partitions = None
-        while not partitions and time.monotonic() < deadline:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await asyncio.sleep(0.2)
-        assert partitions, f"topic {topic} never appeared"
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+    async with _from_the_beginning(settings, topic, deadline) as (consumer, tps):
         # Tansu's end offset can lie inside a batch of many records (its first offset
         # plus one): a fetch returns the whole batch, and the position passes the end.
         ends = await consumer.end_offsets(tps)
@@ -141,8 +135,6 @@ async def read_written(
             log.warning(
                 "%s: read %d record(s) of at least %d in %s s", topic, len(out), at_least, wait_s
             )
-    finally:
-        await consumer.stop()
     return out
 
 
