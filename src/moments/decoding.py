@@ -671,12 +671,6 @@ def _not_json(value: bytes) -> str | None:
     """What a value that is no JSON is instead, where it says what to send: a Confluent
     wire-format frame, or text in another encoding than UTF-8 (the parser's own message,
     "expected value" or "invalid unicode code point", named no fix)."""
-    if len(value) > 5 and value[0] == 0 and value[5:6] in (b"{", b"["):
-        return (
-            "the value starts with a Confluent Schema Registry header (magic byte 0 and a "
-            "4-byte schema id): send plain UTF-8 JSON (a StringSerializer or a JSON "
-            "serializer without the registry)"
-        )
     compressed = next((name for magic, name in _COMPRESSED if value.startswith(magic)), None)
     if compressed is not None:
         return (
@@ -692,6 +686,8 @@ def _not_json(value: bytes) -> str | None:
         )
     if (utf16 := utf16_form(value[:4])) is not None:  # without a mark it is valid UTF-8
         return f"the value is UTF-16 text ({utf16[0]}): encode the JSON text as UTF-8"
+    if (binary := _binary_said(value)) is not None:
+        return binary
     if _base64_json(value):
         return "the value is base64 of JSON text: send the JSON text itself (UTF-8), not encoded"
     try:
@@ -707,6 +703,35 @@ def _not_json(value: bytes) -> str | None:
             "pair: text cut in the middle of an emoji?): cut text at whole characters"
         )
     return None
+
+
+_JSON_SPACE = b" \t\r\n"
+
+
+def _binary_said(value: bytes) -> str | None:
+    """What a value a binary serializer wrote is told: a Schema Registry frame (magic
+    byte 0 and a big-endian 4-byte schema id, then Avro, Protobuf or JSON), or bytes
+    whose first one that is no JSON whitespace is a control character, which no JSON text
+    starts with (Avro's zigzag lengths, Protobuf's field tags). Both were told "not
+    UTF-8 ... GBK, Latin-1 or UTF-16?" or the parser's "expected value", a text encoding
+    to look at; only a frame around JSON was named. After `utf16_form`: UTF-16BE text
+    without a mark starts with a zero byte too."""
+    if len(value) > 5 and value[0] == 0:
+        return (
+            "the value starts with a Confluent Schema Registry header (magic byte 0 and the "
+            f"4-byte schema id {int.from_bytes(value[1:5], 'big')}: a registry serializer's, "
+            "Avro, Protobuf or JSON Schema): send plain UTF-8 JSON (a StringSerializer or a "
+            "JSON serializer without the registry)"
+        )
+    if value.lstrip(_JSON_SPACE)[:1] in (b"{", b"[", b'"'):
+        return None  # JSON text, a control character in a string or after it at most
+    if not any(byte < 0x20 and byte not in _JSON_SPACE for byte in value):
+        return None
+    return (  # no byte named: a summary (`show`) counts one line for them all
+        "the value is binary, not JSON text (it holds control characters: an Avro, "
+        "Protobuf or other binary serializer's?): send it as UTF-8 JSON text (a "
+        "StringSerializer, json.dumps(...).encode())"
+    )
 
 
 _COMPRESSED = (

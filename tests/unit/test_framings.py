@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -185,3 +186,81 @@ def test_a_utf16_value_is_named_as_one(encoding: str, how: str) -> None:
         assert dead.reason is RejectReason.INVALID_JSON
         assert said in dead.message, dead.message
         assert "double quotes" not in dead.message
+
+
+def _avro_topup() -> bytes:
+    """A top-up as Avro's binary encoding writes it: each string its zigzag length, then
+    its bytes; the amount a little-endian double."""
+    parts = [str(TOPUP["event_id"]), str(TOPUP["subscriber_id"]), str(TOPUP["occurred_at"])]
+    strings = b"".join(bytes([len(p.encode()) * 2]) + p.encode() for p in parts)
+    return strings + struct.pack("<d", 50.0) + b"\x06app"
+
+
+def _protobuf_topup() -> bytes:
+    """A top-up as Protobuf writes it: field 1 (event_id) and 2 (subscriber_id) as
+    length-delimited strings, 3 (amount) a double, 4 (balance in fen) the varint 300."""
+    event_id, subscriber = str(TOPUP["event_id"]).encode(), KEY
+    return (
+        b"\x0a"
+        + bytes([len(event_id)])
+        + event_id
+        + b"\x12"
+        + bytes([len(subscriber)])
+        + subscriber
+        + b"\x19"
+        + struct.pack("<d", 50.0)
+        + b"\x20\xac\x02"
+    )
+
+
+CONFLUENT_ID_7 = b"\x00\x00\x00\x00\x07"
+BINARY_SERIALIZERS = {
+    "confluent-avro": CONFLUENT_ID_7 + _avro_topup(),
+    "confluent-protobuf": CONFLUENT_ID_7 + b"\x00" + _protobuf_topup(),  # message index 0
+    "avro": _avro_topup(),
+    "protobuf": _protobuf_topup(),
+}
+
+
+@pytest.mark.parametrize("framed", ["confluent-avro", "confluent-protobuf"])
+@pytest.mark.parametrize("read", [_as_event, _as_outcome], ids=["event", "outcome"])
+def test_a_registry_frame_around_binary_is_named(
+    framed: str, read: Callable[[bytes], DeadLetter]
+) -> None:
+    """A Schema Registry Avro or Protobuf serializer's value (magic byte 0, the schema id,
+    then binary) was told "not UTF-8 (byte 18: b'\\xa0'; GBK, Latin-1 or UTF-16?)" or the
+    parser's "expected value at line 1 column 1": only a frame around JSON was named
+    (found producing as a billing team with the registry's serializer)."""
+    refused = read(BINARY_SERIALIZERS[framed])
+    assert refused.reason is RejectReason.INVALID_JSON
+    assert refused.message == (
+        "the value starts with a Confluent Schema Registry header (magic byte 0 and the "
+        "4-byte schema id 7: a registry serializer's, Avro, Protobuf or JSON Schema): send "
+        "plain UTF-8 JSON (a StringSerializer or a JSON serializer without the registry)"
+    )
+
+
+@pytest.mark.parametrize("encoded", ["avro", "protobuf"])
+@pytest.mark.parametrize("read", [_as_event, _as_outcome], ids=["event", "outcome"])
+def test_a_binary_value_is_named_binary(encoded: str, read: Callable[[bytes], DeadLetter]) -> None:
+    """Avro or Protobuf bytes without a registry frame were told the parser's "expected
+    value at line 2 column 1" or "not UTF-8 ... GBK, Latin-1 or UTF-16?": a text
+    encoding to look at, where the producer's serializer is the fix."""
+    refused = read(BINARY_SERIALIZERS[encoded])
+    assert refused.reason is RejectReason.INVALID_JSON
+    assert refused.message == (  # no byte quoted: `show` counts one line for them all
+        "the value is binary, not JSON text (it holds control characters: an Avro, "
+        "Protobuf or other binary serializer's?): send it as UTF-8 JSON text (a "
+        "StringSerializer, json.dumps(...).encode())"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b'{"event_id": "t\x01"}', b"\n\n{", b'{"a": 1}\x00'],
+    ids=["control-in-a-string", "newlines-then-cut", "nul-after-json"],
+)
+def test_json_text_with_a_control_byte_is_no_binary_value(value: bytes) -> None:
+    """JSON text that holds a control byte (in a string, after the object) is still text:
+    the parser's words, with their own hints, not "binary"."""
+    assert "binary" not in _as_event(value).message
