@@ -74,7 +74,8 @@ def add_deadletter_command(sub: Subparsers) -> None:
         "(task outcomes are not replayed: the dispatch consumer sends them again). "
         "Each is sent once: Redis (MOMENTS_REDIS_URL) remembers what was replayed. Events "
         "older than their subscriber's latest by more than MOMENTS_LATENESS_SECONDS are "
-        "counted late by the workers, not applied.",
+        "counted late by the workers, not applied. Events dated ahead of the clock "
+        "(future) go back once their time has come: the table says from when.",
         REPLAY_EXAMPLES,
         _cmd_replay,
     )
@@ -263,6 +264,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if report.still_rejected.total:
         title = f"{report.still_rejected.total:,} still refused by this version (left in place)"
         out.print(_table(title, report.still_rejected))
+    if (due := report.still_rejected.due) is not None:
+        out.print(
+            f"the first dead letter dated ahead can be replayed from {_second(due)}: run the "
+            "replay again then (each row says from when its own can)"
+        )
     if report.older_than_lateness:
         out.print(
             f"{report.older_than_lateness:,} of them happened more than "
@@ -327,9 +333,24 @@ def _table(title: str, summary: Summary) -> Table:
             f"{group.count:,}",
             _minute(group.first),
             _minute(group.last),
-            Text(mask_quoted_numbers(_errors(group))),  # --json has them whole
+            Text(mask_quoted_numbers(_errors(group)) + _due(group)),  # --json has them whole
         )
     return table
+
+
+def _due(group: Group) -> str:
+    """The line saying from when a group's dead letters left for their time can be
+    replayed (the first of them, and all of them), or nothing."""
+    if group.due is None:
+        return ""
+    line = f"\nreplayable from {_second(group.due)}"
+    if group.due_last is not None and group.due_last != group.due:
+        line += f", the last of them from {_second(group.due_last)}"
+    return line
+
+
+def _second(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 ERRORS_SHOWN = 3

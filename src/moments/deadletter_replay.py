@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -183,7 +185,10 @@ async def replay(
                 if why is None and verdict is not None and before_erasures(verdict):
                     why = BEYOND_ERASURES_MESSAGE
                 if why is not None:
-                    report.still_rejected.add(replace(entry, message=why))
+                    due = None  # a late one never comes due
+                    if entry.reason == RejectReason.FUTURE.value and verdict is not None:
+                        due = replayable_from(verdict, settings.lateness_seconds)
+                    report.still_rejected.add(replace(entry, message=why), due)
                     continue
                 accepted.append(entry)
                 if verdict is not None:
@@ -302,6 +307,15 @@ def still_out_of_time(
     ):
         return "still dated ahead of the clock: replay it once its time has come"
     return None
+
+
+def replayable_from(event: InputEvent, lateness_s: int) -> dt.datetime:
+    """The first whole second from which a worker takes `event` (and a replay sends it):
+    its time less how far ahead a worker allows (`allowed_ahead`). A replay that said only
+    "once its time has come" left the operator to work that out from the dead letter's
+    own message, of each one."""
+    at = math.ceil(event.occurred_at.timestamp()) - allowed_ahead(lateness_s)
+    return dt.datetime.fromtimestamp(at, dt.UTC)
 
 
 def not_an_input_message(origin_topic: str, outcomes_topic: str) -> str:

@@ -179,10 +179,18 @@ class Group:
     a key quoted made each key's its own): at most `MESSAGES_KEPT` distinct
     ones, those first read (a message may quote a value, and the topic may hold millions);
     the rest are only in `count`."""
+    due: dt.datetime | None = None
+    """For dead letters a replay left for their time (`future`, still ahead of the
+    clock): the earliest instant one of them can be replayed; None for the others."""
+    due_last: dt.datetime | None = None
+    """The latest such instant: from then on, every one of them can be."""
 
-    def add(self, entry: DeadLetterEntry) -> None:
+    def add(self, entry: DeadLetterEntry, due: dt.datetime | None = None) -> None:
         when = entry.rejected_at
         self.count += 1
+        if due is not None:
+            self.due = due if self.due is None else min(self.due, due)
+            self.due_last = due if self.due_last is None else max(self.due_last, due)
         message = message_shape(entry.reason, entry.message)
         if message in self.messages or len(self.messages) < MESSAGES_KEPT:
             self.messages[message] += 1
@@ -200,12 +208,19 @@ class Summary:
     """Of those counted, dead letters of an original record (the same topic, partition and
     offset) counted before: a worker read the record again and refused it again."""
 
-    def add(self, entry: DeadLetterEntry) -> None:
+    def add(self, entry: DeadLetterEntry, due: dt.datetime | None = None) -> None:
+        """Counts `entry`; `due`: when it can be replayed, where that is still to come."""
         key = (entry.origin_topic, entry.reason)
         group = self.groups.get(key)
         if group is None:
             group = self.groups[key] = Group()
-        group.add(entry)
+        group.add(entry, due)
+
+    @property
+    def due(self) -> dt.datetime | None:
+        """The earliest instant one of the dead letters can be replayed, of those a replay
+        left for their time; None when it left none so."""
+        return min((g.due for g in self.groups.values() if g.due is not None), default=None)
 
     @property
     def total(self) -> int:

@@ -618,3 +618,48 @@ class TestKeyMismatchShapes:
         assert isinstance(letter, DeadLetter)
         entry = parse_entry(0, 1, key, value, dead_letter_headers(letter, AT))
         assert "'13900139000'" in str(entry_document(entry)["message"])
+
+
+def test_a_future_dead_letter_still_ahead_says_from_when_it_can_be_replayed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`replay` said "replay it once its time has come" without saying when (producer
+    walk-through): each row of the still-refused table says from when its dead letters
+    can go back (the earliest, and the last one's), the messages still counted as one."""
+    from moments.deadletter_cli import _stdout, _table
+    from moments.deadletter_replay import replayable_from
+
+    def topup(when: dt.datetime) -> TopUpEvent:
+        return TopUpEvent(
+            event_id="t", subscriber_id=SUB, occurred_at=when, amount=50, channel="app"
+        )
+
+    soon = topup(dt.datetime(2026, 12, 7, 11, 26, 58, 300_000, tzinfo=dt.UTC))
+    # the worker takes it 900 s before its time (the lateness caps that), to the second up
+    assert replayable_from(soon, 3600) == dt.datetime(2026, 12, 7, 11, 11, 59, tzinfo=dt.UTC)
+    assert replayable_from(soon, 5) == dt.datetime(2026, 12, 7, 11, 26, 54, tzinfo=dt.UTC)
+    later = topup(dt.datetime(2026, 12, 7, 19, 6, 58, tzinfo=dt.UTC))
+    future = _entry(b"{}", RejectReason.FUTURE)
+    summary = Summary()
+    for event in (later, soon, later):
+        why = still_out_of_time(
+            future, topup(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)), 3600
+        )
+        assert why is not None
+        summary.add(replace(future, message=why), due=replayable_from(event, 3600))
+    summary.add(_entry(b"{", RejectReason.INVALID_JSON))  # no time to wait for
+    [(_, ahead), (_, invalid)] = summary.groups.items()
+    assert len(ahead.messages) == 1  # one message, counted 3 times: the grouping holds
+    assert (ahead.due, ahead.due_last) == (
+        dt.datetime(2026, 12, 7, 11, 11, 59, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 7, 18, 51, 58, tzinfo=dt.UTC),
+    )
+    assert (invalid.due, invalid.due_last) == (None, None)
+    _stdout().print(_table("still refused", summary))
+    out = capsys.readouterr().out
+    assert "3 x still dated ahead of the clock: replay it once its time has come" in out
+    assert (
+        "replayable from 2026-12-07 11:11:59 UTC, the last of them from 2026-12-07 "
+        "18:51:58 UTC" in out
+    )
+    assert out.count("replayable from") == 1
