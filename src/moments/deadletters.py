@@ -156,14 +156,42 @@ _KEY_VALUES = re.compile(
 key, the subscriber id, and the key read in the form a serializer wrote it."""
 
 
+_OUT_OF_TIME = re.compile(
+    r"^occurred_at \S+ is (?:(?P<seconds>\d+) s )?(?P<how>ahead of the worker's clock|older "
+    r"than this subscriber's latest \w+ event|older than the updates that set each field it "
+    r"carries) \((?:the latest applied: )?\S+?(?=[;)])"
+)
+"""The times and seconds a `future` or `late` message quotes (`moments.refusals`)."""
+
+
 def message_shape(reason: str, message: str) -> str:
     """The message a summary counts: a `key_mismatch` one with the key and subscriber id it
-    quotes as `'…'`, so that a producer's dead letters of one mistake are one row with
-    their count, not one a key (the three a row shows hid the rest as "other
-    message(s)"); any other as it is."""
-    if reason != RejectReason.KEY_MISMATCH.value:
-        return message
-    return _KEY_VALUES.sub("'…'", message)
+    quotes as `'…'`, and a `future` or `late` one with its times as `…` and its seconds
+    ahead or behind in hours (`_hours`), so that a producer's dead letters of one mistake
+    are one row with their count, not one a key or an instant (the three a row shows hid
+    the rest as "other message(s)"); any other as it is."""
+    if reason == RejectReason.KEY_MISMATCH.value:
+        return _KEY_VALUES.sub("'…'", message)
+    if reason in (RejectReason.FUTURE.value, RejectReason.LATE.value):
+        return _OUT_OF_TIME.sub(_out_of_time_shape, message, count=1)
+    return message
+
+
+def _out_of_time_shape(found: re.Match[str]) -> str:
+    seconds = found["seconds"]
+    by = f"{_hours(int(seconds))} " if seconds is not None else ""
+    latest = "the latest applied: …" if found["how"].startswith("older than the updates") else "…"
+    return f"occurred_at … is {by}{found['how']} ({latest}"
+
+
+def _hours(seconds: int) -> str:
+    """Seconds ahead or behind as a summary groups them: an offset written wrong is whole
+    hours (local time with `Z`: 8 h in China), a clock off or a backlog less than one."""
+    if seconds < 3600:
+        return "less than an hour"
+    if seconds < 2 * 86400:
+        return f"about {round(seconds / 3600)} h"
+    return f"about {round(seconds / 86400)} days"
 
 
 @dataclass

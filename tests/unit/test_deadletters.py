@@ -663,3 +663,45 @@ def test_a_future_dead_letter_still_ahead_says_from_when_it_can_be_replayed(
         "18:51:58 UTC" in out
     )
     assert out.count("replayable from") == 1
+
+
+def test_show_counts_the_dead_letters_of_one_clock_mistake_as_one_message() -> None:
+    """A producer writing local time with `Z` made each `future` dead letter its own
+    message (its time and its seconds ahead): `show` listed three and "N x other
+    message(s)" (producer walk-through). Times are shaped away and the seconds ahead or
+    behind rounded to hours, which still tell an offset mistake (8 h) from a clock off."""
+    from moments.refusals import stale_profile, too_far_ahead, too_late
+    from moments.sources import SOURCE_CODES
+    from moments.state import SubscriberState
+
+    record = RawRecord("p.telecom.topup", 0, 1, SUB.encode(), b"{}")
+    now = int(AT.timestamp())
+    summary = Summary()
+
+    def add(letter: DeadLetter) -> None:
+        summary.add(parse_entry(0, 1, letter.record.key, b"{}", dead_letter_headers(letter, AT)))
+
+    for ahead in (28_800, 28_799, 28_830, 1_200, 1_500):
+        add(too_far_ahead(record, "topup", now + ahead, now + ahead % 7, 900))
+    state = SubscriberState()
+    for behind in (7_300, 7_000):
+        state.seen[SOURCE_CODES[EventType.TOPUP]] = now + behind % 11
+        add(too_late(record, EventType.TOPUP, now - behind, state, 3600))
+    for at in (now, now - 60):
+        state.seen[SOURCE_CODES[EventType.PROFILE]] = now + at % 13
+        add(stale_profile(record, at, state))
+    future = summary.groups[("p.telecom.topup", "future")].messages
+    assert future == Counter(
+        {
+            "occurred_at … is about 8 h ahead of the worker's clock (…; at most 900 s): not "
+            "applied. Check the producer's clock and offset (local time written with Z?)": 3,
+            "occurred_at … is less than an hour ahead of the worker's clock (…; at most "
+            "900 s): not applied. Check the producer's clock and offset (local time written "
+            "with Z?)": 2,
+        }
+    )
+    late = summary.groups[("p.telecom.topup", "late")].messages
+    assert len(late) == 2, late  # an event 2 h behind, and profile updates changing nothing
+    assert "occurred_at … is about 2 h older than this subscriber's latest topup event (…; " in (
+        next(iter(late))
+    )
