@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -309,7 +310,16 @@ async def test_a_future_event_sent_back_once_due_is_applied(
     found = dict(letter.headers)
     assert found["__dlq.errors.reason"] == b"future"
     assert found["__dlq.errors.original.timestamp"] == b"2025-12-05T02:00:00.412+00:00"
-    await asyncio.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+    # Before its time, the replay says from when it goes back: 5 s (the lateness) before
+    # its time, to the second up; replayed from then, it is taken (it said only "once
+    # its time has come", producer walk-through).
+    ready = dt.datetime.fromtimestamp(math.ceil(due.timestamp()) - 5, dt.UTC)
+    early = _cli(settings, "replay", "--reason", "future", "--dry-run")
+    assert early.returncode == 0, early.stderr
+    if dt.datetime.now(dt.UTC) < ready - dt.timedelta(seconds=1):  # a slow start: past it
+        said = f"replayable from {ready:%Y-%m-%d %H:%M:%S} UTC"
+        assert said in early.stdout, early.stdout
+    await asyncio.sleep(max(0.0, (ready - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
     replayed = _cli(settings, "replay", "--reason", "future")
     assert replayed.returncode == 0, replayed.stderr
     assert "1 sent back" in replayed.stdout
