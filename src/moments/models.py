@@ -133,11 +133,27 @@ _NO_OFFSET = re.compile(_DAY_AND_HOUR + r":[0-9]{2}(\.[0-9]+)?$")
 _NO_SECONDS = re.compile(_DAY_AND_HOUR + r"([Zz]|[+-][0-9:]+)?$")
 _SPACED = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:")
 _BARE_OFFSET = re.compile(r"[0-9][+-][0-9]{4}$")
+_HOUR_OFFSET = re.compile(r":[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}$")
+_ZONE_SUFFIX = re.compile(r"\[[^\[\]]*\]$")
+_EPOCH_TEXT = re.compile(r"^[0-9]{10}([0-9]{3})?(\.[0-9]+)?$")
 
 
 def time_fix(text: str) -> str:
     """What to change in a time that is not `TIME_PATTERN`, for a dead letter's reason (the
-    pattern itself, 337 characters, was the reason). Never quotes the text."""
+    pattern itself, 337 characters, was the reason). Never quotes the text. Java's
+    `ZonedDateTime.toString()` (a zone in brackets), an offset of hours only and Unix
+    time as text were told the general form, which named nothing to change."""
+    if _ZONE_SUFFIX.search(text):
+        return (
+            "write no zone name in brackets after the offset (Java's ZonedDateTime.toString() "
+            "adds it, and leaves out zero seconds): format with "
+            f"DateTimeFormatter.ISO_OFFSET_DATE_TIME, e.g. {TIME_EXAMPLE}"
+        )
+    if _EPOCH_TEXT.match(text):
+        return (
+            "a time is text in RFC 3339, not an epoch number (seconds or milliseconds) in "
+            f"quotes: e.g. {TIME_EXAMPLE}"
+        )
     if _NO_OFFSET.match(text):
         return f"add a UTC offset, e.g. {TIME_EXAMPLE}"
     if _NO_SECONDS.match(text):
@@ -146,6 +162,8 @@ def time_fix(text: str) -> str:
         return f"write a T between the date and the time, e.g. {TIME_EXAMPLE}"
     if _BARE_OFFSET.search(text):
         return f"write the UTC offset with a colon (+08:00, not +0800), e.g. {TIME_EXAMPLE}"
+    if _HOUR_OFFSET.search(text):
+        return f"write the UTC offset's minutes too (+08:00, not +08), e.g. {TIME_EXAMPLE}"
     return (
         f"write an RFC 3339 time with a UTC offset, e.g. {TIME_EXAMPLE} (a real day in "
         "1970-2099, hours 00-23)"

@@ -670,3 +670,54 @@ def test_a_decimal_string_out_of_form_names_the_fix(text: str, fix: str) -> None
     assert isinstance(result, DeadLetter), result
     assert result.message.startswith("charge: "), result.message
     assert fix in result.message, result.message
+
+
+class TestTimeFormsOfOtherLibraries:
+    """Times a producer's library writes that are not RFC 3339 got the general "write an
+    RFC 3339 time with a UTC offset", naming nothing to change (producer walk-through):
+    Java's `ZonedDateTime.toString()` (a zone name in brackets, and zero seconds left
+    out), an offset of hours only (`+08`, as PostgreSQL's text output and `strftime`'s
+    `%z` cut down write it), and Unix time written as text."""
+
+    @pytest.mark.parametrize(
+        ("written", "fix"),
+        [
+            (
+                "2026-12-07T19:00+08:00[Asia/Shanghai]",
+                "write no zone name in brackets after the offset (Java's "
+                "ZonedDateTime.toString() adds it, and leaves out zero seconds): format with "
+                "DateTimeFormatter.ISO_OFFSET_DATE_TIME, e.g. 2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2026-12-07T11:00:00Z[UTC]",
+                "write no zone name in brackets after the offset (Java's "
+                "ZonedDateTime.toString() adds it, and leaves out zero seconds): format with "
+                "DateTimeFormatter.ISO_OFFSET_DATE_TIME, e.g. 2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2026-12-07T19:00:00+08",
+                "write the UTC offset's minutes too (+08:00, not +08), e.g. "
+                "2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2026-12-07T19:00:00.5+08",
+                "write the UTC offset's minutes too (+08:00, not +08), e.g. "
+                "2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "1796641200",
+                "a time is text in RFC 3339, not an epoch number (seconds or milliseconds) "
+                "in quotes: e.g. 2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "1796641200123",
+                "a time is text in RFC 3339, not an epoch number (seconds or milliseconds) "
+                "in quotes: e.g. 2026-12-05T13:10:00+08:00",
+            ),
+        ],
+    )
+    def test_the_message_names_what_to_change(self, written: str, fix: str) -> None:
+        result = decode(_record(_usage(occurred_at=written)), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert result.message == f"occurred_at: {fix}"
