@@ -527,12 +527,20 @@ _SHORT_FIXES = {
 
 
 _PLAIN_DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?")
+_DECIMAL_COMMA = re.compile(r"-?[0-9]{1,9},(?:[0-9]{1,2}|[0-9]{4})")
+"""Money written with a decimal comma (`49,90`): 1, 2 or 4 places, as money has; 3
+(`1,000`) may be a thousands separator, which the general message names."""
 
 
 def _money_fix(text: str) -> str | None:
     """What to write instead of a decimal string that is money but for its size: more
     places or digits than money has (a DECIMAL(18,6) column as text, "49.900000", was told
-    to be "a decimal string like 49.90")."""
+    to be "a decimal string like 49.90"), or that writes its decimal point as a comma."""
+    if _DECIMAL_COMMA.fullmatch(text):
+        return (  # not quoting the value: a dead-letter summary counts one line for all
+            'write the decimal separator as a point ("49.90", not "49,90": a locale\'s '
+            "decimal comma)"
+        )
     found = _PLAIN_DECIMAL.fullmatch(text)
     if found is None:
         return None

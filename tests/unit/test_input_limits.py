@@ -721,3 +721,25 @@ class TestTimeFormsOfOtherLibraries:
         assert isinstance(result, DeadLetter)
         assert result.reason is RejectReason.INVALID_EVENT
         assert result.message == f"occurred_at: {fix}"
+
+
+@pytest.mark.parametrize("written", ["49,90", "5,5", "-0,05", "12,3456"])
+def test_money_with_a_decimal_comma_says_write_a_point(written: str) -> None:
+    """A decimal comma (a German, French or Russian locale's `49,90`) was told "no exponent,
+    no thousands separator", neither of which it has (producer walk-through). The
+    message quotes no value: `deadletter show` counts one line for every amount."""
+    result = decode(_record(_usage(kind="sms", quantity=1, charge=written)), EventType.USAGE)
+    assert isinstance(result, DeadLetter)
+    assert result.reason is RejectReason.INVALID_EVENT
+    assert result.message == (
+        'charge: write the decimal separator as a point ("49.90", not "49,90": a '
+        "locale's decimal comma)"
+    )
+
+
+@pytest.mark.parametrize("written", ["1,000", "1,000.00", "12,345,678"])
+def test_money_with_thousands_separators_keeps_its_message(written: str) -> None:
+    """`1,000` may be a thousand or one: not taken for a decimal comma."""
+    result = decode(_record(_usage(kind="sms", quantity=1, charge=written)), EventType.USAGE)
+    assert isinstance(result, DeadLetter)
+    assert "no thousands separator" in result.message
