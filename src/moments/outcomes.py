@@ -96,6 +96,7 @@ from moments.models import (
 )
 from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectReason
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
+from sinks.contact import merge_tasks
 from sinks.dispatch import TaskSink
 from sinks.ledger import sent_meta_fields, state_of
 from sinks.metrics import Dependency, NewerRead
@@ -431,7 +432,7 @@ async def handle_outcomes(
         entry = None if confirmed else await _entry(sink, outcome.task_id)
         if entry is not None and state_of(entry) == "pending":
             # Sent, its confirm (which keeps the body) not written yet: the task as claimed.
-            task = _read_task(sink, entry[1:], outcome.task_id, newer)
+            task = await _pending_task(sink, entry[1:], outcome.task_id, newer)
         if task is not None and task.subscriber_id != outcome.subscriber_id:
             result.dead_letters.append(subscriber_mismatch(record, outcome))
             continue
@@ -726,6 +727,42 @@ async def _sent_task(sink: TaskSink, task_id: str, newer: dict[str, bytes]) -> S
         "reading a sent task",
     )
     return _read_task(sink, body, task_id, newer) if body else None
+
+
+async def _pending_task(
+    sink: TaskSink, payload: bytes, task_id: str, newer: dict[str, bytes]
+) -> ServiceTask | None:
+    """The task a pending entry holds (`payload`), as dispatch published it: merged with
+    the moments that joined it while it waited (its group, `merge_tasks`). Read alone, a
+    `declined` of a merged task suppressed its own rule only, and the re-drive, which
+    merges the group again, sent the joined moments to the customer who had declined the
+    whole contact. A member this version cannot read is left out (logged)."""
+    task = _read_task(sink, payload, task_id, newer)
+    if task is None:
+        return None
+    group = await with_retry(
+        lambda: sink.ledger.group(task_id),
+        Dependency.REDIS,
+        sink.metrics,
+        "reading a pending task's merge group",
+    )
+    members = [m for raw in group if (m := _read_member(raw, task_id)) is not None]
+    return merge_tasks(task_id, [task, *members]) if members else task
+
+
+def _read_member(body: bytes, carrier_id: str) -> ServiceTask | None:
+    """A moment merged into `carrier_id` as its group stores it; None when unreadable."""
+    try:
+        return ServiceTask.model_validate_json(body)
+    except ValidationError as exc:
+        log.warning(
+            "task %r: a moment merged into it is not a task this version reads (%d errors);"
+            " an outcome read before its confirm acts on the others (run the version that"
+            " wrote it to read it)",
+            carrier_id,
+            exc.error_count(),
+        )
+        return None
 
 
 def _read_task(

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from moments.models import Channel, OutcomeStatus
-from moments.outcomes import handle_outcomes, retry_id
-from sinks.payloads import task_bytes
+import pytest
 
-from .test_unanswered import CALL, START, SUB, Scenario, outcome_record, task
+from moments.models import Channel, OutcomeStatus, ServiceTask
+from moments.outcomes import handle_outcomes, retry_id
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.payloads import task_bytes
+from sinks.policy import DispatchPolicy
+
+from .test_unanswered import CALL, SMS_1, START, SUB, Scenario, outcome_record, task
 
 MINUTE = dt.timedelta(minutes=1)
 RULE = "churn_risk"
@@ -49,3 +54,44 @@ async def test_an_unreachable_before_the_confirm_queues_its_retry() -> None:
         [outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + 5 * MINUTE)], s.sink, now=now
     )
     assert result.retries == [retry_id(CALL, 1)]
+
+
+async def test_a_decline_before_the_confirm_of_a_merged_task_holds_back_every_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The customer declines a merged call (an SMS moment joined it in the merge window)
+    and the outcome is read before the confirm (its worker died after the publish). The
+    pending entry holds the call's own payload, the joined moment in its group: read
+    alone, the decline suppressed the call's rule only, and the re-drive, which merges
+    the group again, dropped the call and sent the SMS moment to the customer who had
+    just declined the whole contact."""
+    s = Scenario()
+    s.sink = TaskSink(  # calls held for the merge window
+        s.producer, "moments.tasks", memory_stores(s.clock), s.metrics, DispatchPolicy(), s.clock
+    )
+    call = task(CALL, Channel.OUTBOUND_CALL, RULE, expires_h=12)
+    sms = task(SMS_1, Channel.SMS, "low_balance", expires_h=12)
+    await s.sink.dispatch([call])
+    await s.sink.dispatch([sms])
+    assert await s.sink.ledger.state(SMS_1) == "merged"
+
+    async def dies(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the worker died before the confirm")
+
+    ledger = s.sink.ledger
+    monkeypatch.setattr(ledger, "confirm", dies)
+    s.clock.advance(START.timestamp() + 31 * 60)
+    with pytest.raises(RuntimeError):
+        await s.sink.release_due()
+    monkeypatch.undo()
+    [sent] = [ServiceTask.model_validate_json(m.payload) for m in s.producer.sent]
+    assert [r.moment.rule_id for r in sent.related or []] == ["low_balance"]
+    assert await ledger.state(CALL) == "pending"
+
+    now = s.at()
+    record = outcome_record(CALL, OutcomeStatus.DECLINED, now)
+    assert (await handle_outcomes([record], s.sink, now=now)).declined == 1
+    assert await s.sink.declines.suppressed(SUB, "low_balance")
+
+    await s.sink.redrive(older_than=0)
+    assert len(s.producer.sent) == 1  # nothing sent again

@@ -197,6 +197,37 @@ class TestUnanswered:
         assert await w.ledger.state(early) == "dropped"
         assert len(await published(w.settings, 1)) == 1  # not sent again
 
+    async def test_a_decline_read_before_a_merged_tasks_confirm_holds_back_every_moment(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """As above, for a call an SMS moment joined in the merge window: the pending entry
+        holds the call's own payload, the SMS in its group. Read alone, the decline
+        suppressed the call's rule only, and the re-drive, merging the group again, sent
+        the SMS moment to the customer who had declined the whole contact."""
+        call, sms = tid("merged-call"), tid("merged-sms")
+        w = make_worker()  # calls held for the merge window
+        await w.send(task(call, sub=SUB, channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"))
+        await w.send(task(sms, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
+        assert await w.ledger.state(sms) == "merged"
+        dying = make_worker()
+        dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "confirm")
+        dying.sink.ledger = stores.ledger
+        with pytest.raises(CrashError):
+            await dying.sink.release_due(now=time.time() + 3600)
+        [sent] = await published(w.settings, 1)
+        assert [r["moment"]["rule_id"] for r in sent["related"]] == ["low_balance"]
+        assert await w.ledger.state(call) == "pending"
+
+        outcome = TaskOutcome(
+            task_id=call, subscriber_id=SUB, status=OutcomeStatus.DECLINED, occurred_at=NOW
+        )
+        record = RawRecord("outcomes", 0, 0, SUB.encode(), outcome.model_dump_json().encode())
+        assert (await handle_outcomes([record], w.sink, now=NOW)).declined == 1
+        assert await w.sink.declines.suppressed(SUB, "low_balance")
+
+        await make_worker().sink.redrive(older_than=0)
+        assert len(await published(w.settings, 1)) == 1  # nothing sent again
+
 
 def pending_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
     return tasks_command(w.settings, "pending", *args)
