@@ -104,12 +104,16 @@ class TimeGates:
         then (`at`)."""
         if task.deferred is not None and task.deferred.reason == "suspended":
             return None, None
-        at = dt.datetime.fromtimestamp(max(now, task.deliver_after.timestamp()), dt.UTC)
+        start = max(now, task.deliver_after.timestamp())
+        at = dt.datetime.fromtimestamp(start, dt.UTC)
         opens = self.opening(task, at, [] if gated else [functools.partial(quiet_opens, task)])
         if opens is None:
             return None, None
         window = self.policy.merge.window.total_seconds()
-        earliest = opens.timestamp()
+        # Nothing puts it off: `start` itself, not as a datetime's microseconds. Rounded
+        # down, the bound came under the release of the call its batch held for the
+        # window (`now` + window) and the SMS due now went out alone.
+        earliest = start if opens == at else opens.timestamp()
         # Held for the window anyway: a retry or a window of 0 is not (`MergePolicy.holds`);
         # unbounded, a late-read retry of a call due now joined an SMS waiting 10 hours.
         held = self.policy.merge.holds(task.channel, task.attempt)

@@ -52,3 +52,22 @@ async def test_a_window_of_zero_does_not_merge_a_call_into_a_task_waiting_hours(
     (sent,) = producer.sent
     call = orjson.loads(sent.payload)
     assert (sent.at, call["task_id"], call["deferred"]) == (START.timestamp(), CALL, None)
+
+
+async def test_an_sms_due_now_joins_the_call_its_batch_holds_for_the_window() -> None:
+    """A call and an SMS of one customer made in the same batch: the call is held for the
+    merge window (until `now` + 30 min), and the SMS, due now, may join a task due within
+    the window after now. The bound went through a datetime (microseconds), the call's
+    release time did not: at a clock such as this one the bound came out under a
+    microsecond before the call's release, and the SMS went out alone, a second contact
+    (at about four clock readings in ten)."""
+    clock = EventTime(START.timestamp() + 0.1343641)
+    assert dt.datetime.fromtimestamp(clock(), dt.UTC).timestamp() < clock()  # rounds down
+    producer = CollectingProducer(clock)
+    policy = DispatchPolicy()  # calls held for the merge window
+    sink = TaskSink(producer, "moments.tasks", memory_stores(clock), Metrics(), policy, clock)
+    call = task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)
+    await sink.dispatch([call, task(SMS_1, Channel.SMS, "low_balance", 12)])
+    await sink.flush()
+    assert producer.sent == []
+    assert await sink.ledger.state(SMS_1) == "merged"
