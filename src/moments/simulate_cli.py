@@ -115,15 +115,17 @@ def missing_rate(subscribers: int) -> str:
 
 
 def _positive_float(text: str) -> float:
+    from rules.durations import cut_short
+
     value = float(text)
     if not math.isfinite(value) or value <= 0:  # inf and nan ended in a traceback
-        raise argparse.ArgumentTypeError(f"{text}: write a finite number above 0")
+        raise argparse.ArgumentTypeError(f"{cut_short(text)}: write a finite number above 0")
     return value
 
 
 def _seconds(text: str) -> float:
     """`3600` or a duration as rules files write it (`1h`, `2d`, `3w`), in seconds."""
-    from rules.durations import parse_duration
+    from rules.durations import cut_short, parse_duration
 
     try:
         return _positive_float(text)
@@ -135,7 +137,7 @@ def _seconds(text: str) -> float:
         hint = str(exc).partition("; ")[2]  # `write 2d` for `2 days`, as in a rules file
         if not hint.startswith("write ") or hint.startswith("write a number and a unit"):
             hint = "write seconds (3600) or a duration (1h, 2d, 3w)"
-        raise argparse.ArgumentTypeError(f"{text}: {hint}") from None
+        raise argparse.ArgumentTypeError(f"{cut_short(text)}: {hint}") from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text}: write a duration above 0")
     return seconds

@@ -51,20 +51,34 @@ def parse_duration(text: str) -> dt.timedelta:
     ValueError saying what to write."""
     match = _DURATION.match(str(text))
     if not match:
-        raise ValueError(f"{text!r} is not a duration; {_what_to_write(str(text))}")
+        raise ValueError(f"{echoed(str(text))} is not a duration; {_what_to_write(str(text))}")
     digits, unit = match.groups()
     # A number longer than the most seconds is more in any unit: not read (Python reads
     # no int of more than 4,300 digits, and says so in its own words).
     too_long = len(digits.lstrip("0")) > len(str(_MAX_SECONDS))
     seconds = 0 if too_long else int(digits) * _UNITS[unit]
     if too_long or seconds > _MAX_SECONDS:
-        written = str(text).strip()
-        shown = written if len(written) <= 20 else written[:17] + "..."
         raise ValueError(
-            f"{shown!r} is longer than {MAX_DAYS}d (100 years), which no rule or setting "
-            "needs: write a shorter duration"
+            f"{echoed(str(text).strip())} is longer than {MAX_DAYS}d (100 years), which no "
+            "rule or setting needs: write a shorter duration"
         )
     return dt.timedelta(seconds=seconds)
+
+
+ECHOED_AT_MOST = 20
+"""The most characters of a duration an error repeats: one written with thousands of
+digits was echoed whole, pages of them before the words that say what to write."""
+
+
+def cut_short(text: str, at_most: int = ECHOED_AT_MOST) -> str:
+    """`text` for an error: its first `at_most` - 3 characters and `...` when longer
+    than `at_most`."""
+    return text if len(text) <= at_most else text[: at_most - 3] + "..."
+
+
+def echoed(text: str, at_most: int = ECHOED_AT_MOST) -> str:
+    """`text` quoted for an error, cut short (`cut_short`)."""
+    return repr(cut_short(text, at_most))
 
 
 def elapsed_after(start: dt.datetime, duration: dt.timedelta) -> dt.datetime:

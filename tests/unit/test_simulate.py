@@ -280,6 +280,18 @@ class TestOutputs:
             main([*argv, "--duration", "2 days", "--to-file", str(path)])
         assert "--duration: 2 days: write 2d" in capsys.readouterr().err
 
+    @pytest.mark.parametrize("value", ["9" * 5000, "9" * 5000 + "x", "9" * 5000 + " days"])
+    def test_cli_echoes_a_duration_of_thousands_of_digits_cut_short(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+    ) -> None:
+        """The error repeated the value whole: pages of digits before the fix."""
+        argv = ["simulate", "--subscribers", "5", "--rate", "1", "--duration", value]
+        with pytest.raises(SystemExit):
+            main([*argv, "--to-file", str(tmp_path / "o.jsonl")])
+        said = capsys.readouterr().err
+        assert "9" * 17 + "..." in said, said[-300:]
+        assert len(said) < 1500, said[-300:]
+
     @pytest.mark.parametrize(
         ("option", "value"),
         [("--duration", "inf"), ("--duration", "nan"), ("--rate", "inf"), ("--rate", "nan")],

@@ -201,3 +201,16 @@ def test_a_spelled_out_sum_in_a_rules_file_names_the_one_to_write_at_its_line() 
     with pytest.raises(RulesError) as err:
         load_texts([("r.yaml", text)])
     assert "'1 week 2 days' is not a duration; write 9d" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "written", ["9" * 5000 + "x", "9" * 5000 + " days", "1." + "5" * 5000 + "d", "x" * 3000]
+)
+def test_a_long_text_is_echoed_cut_short(written: str) -> None:
+    """A duration written with thousands of digits was echoed whole in its error, pages
+    of digits before the fix: the echo keeps its first 17 characters, as the one past a
+    hundred years does."""
+    with pytest.raises(ValueError, match="is not a duration") as err:
+        parse_duration(written)
+    assert str(err.value).startswith(f"{written[:17] + '...'!r} is not a duration; ")
+    assert len(str(err.value)) < 120, str(err.value)
