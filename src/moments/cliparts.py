@@ -197,6 +197,9 @@ EVENT_SPAN = (dt.datetime(1969, 12, 31, tzinfo=dt.UTC), dt.datetime(2100, 1, 2, 
 """The instants an event may carry (`models.Instant`, which the schemas hold to): a time
 option outside them (`--to 9999-12-31` for "no end") ran the backtest's clock day by day
 towards it, and `rules test --to` or a `--from 0001-01-01` ended in a traceback."""
+WHEN_ECHOED = 40
+"""The most characters of a time option's value its error repeats: an RFC 3339 time with
+microseconds whole, not pages of digits."""
 _AGO = re.compile(r"^(\d+|\d*\.\d+)\s*[A-Za-z]+$")
 """A time ago: digits and a unit (`2h`, `30 min`), or a fraction (`1.5h`, read to be told
 the whole number to write: it was told every form, as junk is); a date has no letters, an
@@ -271,6 +274,41 @@ def parse_when(
     return when
 
 
+_DATE_SHAPED = re.compile(
+    r"^(\d{4})(-?)(\d{2})\2(\d{2})(?:[T ](\d{2}):?(\d{2})(?::?\d{2}(?:\.\d+)?)?)?"
+    r"(?:Z|[+-]\d{2}:?\d{2})?$",
+    re.IGNORECASE,
+)
+"""A date (`2026-13-01`, `20261301`) or RFC 3339 time of the right shape, whatever its
+numbers: one that does not exist is told which number is wrong, not the forms."""
+
+
+def no_such_date(text: str) -> str | None:
+    """What makes `text`, a date or time of the right shape, none that exists (no month
+    13, no 31 November, no 25:00); None when its shape is another or its numbers exist."""
+    import calendar
+
+    shaped = _DATE_SHAPED.match(text.strip())
+    if shaped is None:
+        return None
+    year, dash, month, day, hour, minute = shaped.groups()
+    written = f"{year}{dash}{month}{dash}{day}"
+    if not 1 <= int(month) <= 12:
+        return f"{written} is no date: there is no month {month} (months run 01 to 12)"
+    if int(day) < 1:
+        return f"{written} is no date: days run from 01"
+    days = calendar.monthrange(int(year), int(month))[1]
+    if int(day) > days:
+        name = calendar.month_name[int(month)]
+        of = f"{name} {year}" if int(month) == 2 else name  # a leap year's February has 29
+        return f"{written} is no date: {of} has {days} days"
+    if hour is not None and int(hour) > 23:
+        return f"{hour}:{minute} is no time of day: hours run 00 to 23"
+    if minute is not None and int(minute) > 59:
+        return f"{hour}:{minute} is no time of day: minutes run 00 to 59"
+    return None
+
+
 def _read_when(
     text: str,
     zone: Any,
@@ -305,7 +343,10 @@ def _read_when(
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"{flag} {text!r}: write {forms}") from None
+        from rules.durations import echoed
+
+        said = no_such_date(text) or f"write {forms}"
+        raise ConfigError(f"{flag} {echoed(text, WHEN_ECHOED)}: {said}") from None
     if when.tzinfo is None:
         if naive:
             return when.replace(tzinfo=zone)

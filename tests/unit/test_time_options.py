@@ -88,6 +88,41 @@ class TestParseWhen:
     def test_the_span_of_event_times_is_taken(self, text: str) -> None:
         assert parse_when(text, dt.UTC, "--from", now=NOW) is not None
 
+    @pytest.mark.parametrize(
+        ("text", "said"),
+        [
+            ("2026-13-01", "2026-13-01 is no date: there is no month 13 (months run 01 to 12)"),
+            ("2026-00-10", "2026-00-10 is no date: there is no month 00 (months run 01 to 12)"),
+            ("2026-11-31", "2026-11-31 is no date: November has 30 days"),
+            ("2026-02-29", "2026-02-29 is no date: February 2026 has 28 days"),
+            ("2026-12-00", "2026-12-00 is no date: days run from 01"),
+            ("20261301", "20261301 is no date: there is no month 13 (months run 01 to 12)"),
+            ("2026-11-31T08:00:00+08:00", "2026-11-31 is no date: November has 30 days"),
+            ("2026-12-01T25:00:00+08:00", "25:00 is no time of day: hours run 00 to 23"),
+            ("2026-12-01T08:61:00+08:00", "08:61 is no time of day: minutes run 00 to 59"),
+        ],
+    )
+    def test_a_date_of_the_form_that_does_not_exist_says_what_is_wrong(
+        self, text: str, said: str
+    ) -> None:
+        """`--from 2026-13-01` was told the general form ("write a date (2026-12-01), RFC
+        3339 ..."), which it matches: what is wrong is the month, or a day November has
+        not; every time option reads through `parse_when`."""
+        for flag in ("--from", "--to", "--live-from"):
+            with pytest.raises(ConfigError) as caught:
+                parse_when(text, ZONE, flag, ago=flag != "--live-from")
+            assert str(caught.value) == f"{flag} {text!r}: {said}", str(caught.value)
+
+    def test_junk_thousands_of_characters_long_is_echoed_cut_short(self) -> None:
+        with pytest.raises(ConfigError) as caught:
+            parse_when("9" * 5000, ZONE, "--from")
+        said = str(caught.value)
+        assert said.startswith(f"--from {'9' * 37 + '...'!r}: write a date"), said[:200]
+        assert len(said) < 300
+        with pytest.raises(ConfigError) as caught:
+            parse_when("9" * 5000 + "h", ZONE, "--from")
+        assert len(str(caught.value)) < 300, str(caught.value)[:200]
+
     def test_an_option_standing_for_a_setting_takes_no_time_ago(self) -> None:
         """`--live-from` rehearses MOMENTS_LIVE_FROM, which is a date or an instant."""
         with pytest.raises(ConfigError) as caught:
