@@ -247,7 +247,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     try:
         result = run("backtest", rules)
-        empty = empty_period(result, args.start, args.end, args.events)
+        empty = empty_period(result, args.start, args.end, args.events, args.live_from)
         # The baseline's period is the same: empty too, its run would be time lost.
         base = run("baseline", baseline) if baseline is not None and not empty else None
     except (EventFileError, OSError) as exc:

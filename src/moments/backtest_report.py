@@ -329,12 +329,6 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
     out: list[str] = list(result.out_of_order)
     start = result.report_from
     zone = result.policy.zone
-    if result.live_from is not None and 0 < result.events == result.events_before_live_from:
-        last = _iso(result.last_event, zone)
-        out.append(
-            f"Every event is before --live-from (the last at {last}): the report has only "
-            "what event time runs on to after it (--to)."
-        )
     live = result.live_from
     if live is not None and (start is None or start < live):  # the report begins at it
         if result.first_event is not None:  # its warm-up ends there, not at --from
@@ -368,11 +362,16 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
 
 
 def empty_period(
-    result: BacktestResult, start: str | None, end: str | None, files: Sequence[Path]
+    result: BacktestResult,
+    start: str | None,
+    end: str | None,
+    files: Sequence[Path],
+    live_said: str | None = None,
 ) -> str | None:
-    """Why the report period holds no event of `--events` (`start` and `end`: `--from`
-    and `--to` as given), with the events' count and dates and the fix; None when it
-    holds one. A report of zeros then is no quiet week: the command fails on it."""
+    """Why the report period holds no event of `--events` (`start`, `end` and
+    `live_said`: `--from`, `--to` and `--live-from` as given), with the events' count and
+    dates and the fix; None when it holds one. A report of zeros then is no quiet week:
+    the command fails on it."""
     window, zone = result.window, result.policy.zone
     total = window.kept + window.left_out
     if total == 0:
@@ -395,14 +394,32 @@ def empty_period(
             f"({_iso(result.report_to, zone)}): {span}. Give a later --to (after "
             f"{_day(first, zone)}) or a history that begins before {end}"
         )
-    if start is None or result.events > result.warmup_events:  # not --live-from's
-        return None
     after_to = f", {window.left_out:,} of them from --to {end} on" if window.left_out else ""
+    live = result.live_from
+    if live is not None and _live_starts_report(result) and result.events_before_live_from:
+        if result.events > result.events_before_live_from:
+            return None
+        # As --from after every event: the cut-over begins the report, and no event is
+        # in it; with a --to past it, event time ran on to empty days (it exited 0).
+        live_said = live_said or _iso(live, zone)
+        return (
+            f"nothing to report: every event is before --live-from {live_said} "
+            f"({_iso(live, zone)}): {span}{after_to}. Give an earlier --live-from "
+            f"({_day(last, zone)} or before) or a history that reaches past {live_said}"
+        )
+    if start is None or result.events > result.warmup_events:
+        return None
     return (
         f"nothing to report: every event is before --from {start} "
         f"({_iso(result.report_from, zone)}): {span}{after_to}. Give an earlier --from "
         f"({_day(last, zone)} or before) or a history that reaches past {start}"
     )
+
+
+def _live_starts_report(result: BacktestResult) -> bool:
+    """Whether the report begins at `--live-from` (alone, or after `--from`)."""
+    live = result.live_from
+    return live is not None and (result.report_from is None or result.report_from < live)
 
 
 def _day(at: float, zone: ZoneInfo) -> str:

@@ -168,9 +168,9 @@ class TestPolicyOfTwoCatalogs:
         assert "did you mean 'legacy'?" in said
 
 
-def three_days_backtest(tmp_path: Path, *flags: str) -> dict[str, Any]:
-    """The report of a backtest, with `flags`, of three days (2026-11-10 to 12) of 11
-    first top-ups each, one an hour from 09:30 to 19:30 (outside quiet hours)."""
+def write_three_days(tmp_path: Path) -> Path:
+    """Three days (2026-11-10 to 12) of 11 first top-ups each, one an hour from 09:30 to
+    19:30 (outside quiet hours)."""
     lines = [
         orjson.dumps(
             {
@@ -187,6 +187,12 @@ def three_days_backtest(tmp_path: Path, *flags: str) -> dict[str, Any]:
     ]
     events = tmp_path / "e.jsonl"
     events.write_bytes(b"\n".join(lines) + b"\n")
+    return events
+
+
+def three_days_backtest(tmp_path: Path, *flags: str) -> dict[str, Any]:
+    """The report of a backtest, with `flags`, of `write_three_days`."""
+    events = write_three_days(tmp_path)
     out = tmp_path / "out"
     assert main(["backtest", "--events", str(events), *flags, "--out", str(out)]) == 0
     report: dict[str, Any] = orjson.loads((out / "report.json").read_bytes())
@@ -224,10 +230,15 @@ class TestLiveFromDays:
         assert tasks == 11
 
     def test_every_event_before_the_cut_over_is_said(self, tmp_path: Path) -> None:
-        report = self.run(tmp_path, "2026-11-20")
+        """An empty report period: the command fails (`test_backtest_empty_period`), and
+        report.json says why, its tables empty (no moment before it listed as a shadow's)."""
+        out = tmp_path / "out"
+        argv = ["backtest", "--events", str(write_three_days(tmp_path)), "--out", str(out)]
+        assert main([*argv, "--live-from", "2026-11-20"]) == 1
+        report = orjson.loads((out / "report.json").read_bytes())
         assert report["summary"]["events"] == 0
         assert report["shadow"] == []
-        assert any("Every event is before --live-from" in w for w in report["warnings"])
+        assert any("every event is before --live-from" in w for w in report["warnings"])
 
     def test_a_cut_over_within_a_day_makes_it_a_day_in_part(self, tmp_path: Path) -> None:
         report = self.run(tmp_path, "2026-11-11T14:00:00+08:00")

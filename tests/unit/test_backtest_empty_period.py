@@ -78,12 +78,31 @@ class TestEmptyPeriod:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """A cut-over after the history, --from within it: the events are after --from,
-        and the report says what --live-from leaves, as before."""
+        and what is said is that they are all before --live-from, where the report begins."""
         argv = [*self._args(tmp_path), "--from", "2026-11-10", "--live-from", "2027-01-01"]
-        assert main(argv) == 0
+        assert main(argv) == 1
         said = _said(capsys)
-        assert "nothing to report" not in said
-        assert "Every event is before --live-from" in said
+        assert "every event is before --from" not in said
+        assert "nothing to report: every event is before --live-from 2027-01-01" in said, said
+
+    @pytest.mark.parametrize("to", [None, "2027-01-05"])
+    def test_every_event_before_live_from_fails_naming_the_events_and_the_fix(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], to: str | None
+    ) -> None:
+        """A cut-over after the last event exited 0 with a warning among empty tables, as
+        --from after every event did: it now fails the same way, with or without a --to
+        that runs event time on past it."""
+        argv = [*self._args(tmp_path), "--live-from", "2027-01-01"]
+        assert main([*argv, *(["--to", to] if to else [])]) == 1
+        said = _said(capsys)
+        assert "nothing to report: every event is before --live-from 2027-01-01" in said, said
+        assert "(2027-01-01T00:00:00+08:00)" in said
+        assert "the 7 events of the history run from 2026-11-10T10:00:00+08:00" in said
+        assert "to 2026-11-11T10:00:00+08:00" in said
+        assert "Give an earlier --live-from (2026-11-11 or before)" in said
+        assert "or a history that reaches past 2027-01-01" in said
+        report = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
+        assert any("every event is before --live-from" in w for w in report["warnings"])
 
     def test_a_file_cut_short_is_said_beside_the_empty_period(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
