@@ -232,6 +232,19 @@ def longest_memory(rules: RuleSet) -> Memory:
 REFUSALS_KEPT = 100
 
 
+def waiting_reason(entry: bytes | None) -> tuple[str, str]:
+    """(deferral reason, channel) of a waiting task's ledger entry (its state byte, then
+    the task parked): `?` for what it does not say."""
+    try:
+        task = orjson.loads(entry[1:]) if entry else {}
+    except orjson.JSONDecodeError:
+        task = {}
+    deferred = task.get("deferred") if isinstance(task, dict) else None
+    reason = deferred.get("reason") if isinstance(deferred, dict) else None
+    channel = task.get("channel") if isinstance(task, dict) else None
+    return str(reason or "?"), str(channel or "?")
+
+
 @dataclass
 class BacktestResult:
     published: list[Published] = field(default_factory=list)
@@ -261,6 +274,12 @@ class BacktestResult:
     out_of_order: list[str] = field(default_factory=list)
     """A warning per file not in event-time order (`backtest_input.order_said`)."""
     waiting_at_end: int = 0
+    waiting_by: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """The tasks of `waiting_at_end` by (deferral reason, channel), as their payloads in the
+    deferral queue say (`deferred.reason`)."""
+    waiting_last_due: float | None = None
+    """When the last of them was due (epoch seconds): a `--to` past it releases them all
+    (unless a release defers one again)."""
     ledger: dict[str, str] = field(default_factory=dict)
     """Every task id the sink claimed, with its final state (sent, deferred, merged,
     dropped, pending)."""
@@ -550,12 +569,23 @@ class Backtest:
         if progress is not None:
             progress(out.events)
         out.waiting_at_end = await self.stores.deferral.waiting()
+        out.waiting_by, out.waiting_last_due = await self._waiting_by()
         ledger = self.stores.ledger
         for task_id in list(self._ledger_ids()):
             out.ledger[task_id] = await ledger.state(task_id) or "expired"
         out.seconds = time.perf_counter() - started
         out.state_bytes = sorted(len(state.to_bytes()) for _, state, _ in self.state.items([0]))
         return out
+
+    async def _waiting_by(self) -> tuple[Counter[tuple[str, str]], float | None]:
+        """The tasks waiting in the deferral queue by (reason, channel), read from the
+        payloads the queue holds for them (the ledger's `deferred` entries), and when the
+        last is due."""
+        due = self._deferrals.waiting_tasks()
+        by: Counter[tuple[str, str]] = Counter()
+        for value in await self.stores.ledger.get_many(list(due)):
+            by[waiting_reason(value)] += 1
+        return by, max(due.values(), default=None)
 
     async def _end_warmup(self) -> None:
         """The report period begins: the warm-up's last hours are swept, event time moves

@@ -15,7 +15,7 @@ import difflib
 import html
 import io
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -135,6 +135,10 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             "first_event": _iso(result.first_event, zone),
             "last_event": _iso(result.last_event, zone),
             "waiting_at_end": result.waiting_at_end,
+            "waiting_at_end_by": [
+                {"reason": reason, "channel": channel, "tasks": n}
+                for (reason, channel), n in sorted(result.waiting_by.items())
+            ],
             "dead_letters": dict(result.dead_letters),
             "unreadable_lines": {"count": result.unreadable_count, "first": result.unreadable},
             "untyped_lines": {"count": result.untyped_count, "first": result.untyped},
@@ -174,8 +178,46 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
             result.waiting_at_end,
             starts_at=report_start_cause(result),
             ends_at="history" if result.report_to is None else "--to",
-        ),
+        )
+        + waiting_note(result),
     }
+
+
+def waiting_by_said(rows: Iterable[Mapping[str, Any]]) -> str:
+    """`merge_window: manager 1; quiet_hours: call 1, sms 2` of `waiting_at_end_by` rows."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        by_reason[str(r["reason"])].append(f"{r['channel']} {int(r['tasks']):,}")
+    return "; ".join(f"{reason}: {', '.join(said)}" for reason, said in sorted(by_reason.items()))
+
+
+def waiting_note(result: BacktestResult) -> list[str]:
+    """The tasks still waiting in the deferral queue when event time stopped, by reason
+    and channel, and the `--to` that publishes them (the local day after the last is due:
+    what falls due at `--to` itself still waits); none when none waits. A first-time user
+    saw a night's top-up make a task in `rules test` and none in the backtest."""
+    if not result.waiting_at_end:
+        return []
+    zone = result.policy.zone
+    stopped = "--to" if result.report_to is not None else "the last event"
+    rows = [
+        {"reason": reason, "channel": channel, "tasks": n}
+        for (reason, channel), n in sorted(result.waiting_by.items())
+    ]
+    text = (
+        f"{result.waiting_at_end:,} task(s) were still waiting when event time stopped at "
+        f"{stopped} ({_iso(result.clock_end, zone)}), by reason and channel: "
+        f"{waiting_by_said(rows)}. They are in neither tasks.jsonl nor the tasks per day"
+    )
+    last = result.waiting_last_due
+    if last is None:
+        return [text + "."]
+    after = dt.datetime.fromtimestamp(last, zone).date() + dt.timedelta(days=1)
+    return [
+        text + f": give --to {after.isoformat()} (the last is due {_iso(last, zone)}) to let "
+        "event time run on and publish them (a release may defer one again: a cap, "
+        "capacity)."
+    ]
 
 
 WHOLE_DAY_SLACK_S = 3600.0
@@ -833,7 +875,7 @@ def sections(
                 ),
                 ["first event", s["first_event"]],
                 ["last event", s["last_event"]],
-                ["still waiting at the end", s["waiting_at_end"]],
+                ["still waiting at the end", _waiting(s)],
                 ["dead letters", _dead_letters(s["dead_letters"])],
                 *(
                     [["lines no JSON object (dead letters)", _unreadable(unreadable)]]
@@ -1081,6 +1123,13 @@ def _capacity_peaks(
         ["region", "channel", "limit", "peak new", "peak day", "over", "tasks", "refusals"],
         out,
     )
+
+
+def _waiting(summary: Mapping[str, Any]) -> str:
+    """`2 (merge_window: manager 1; quiet_hours: sms 1)`, or `0`."""
+    total = int(summary["waiting_at_end"])
+    rows = summary.get("waiting_at_end_by") or []
+    return f"{total:,} ({waiting_by_said(rows)})" if total and rows else f"{total:,}"
 
 
 def _dead_letters(by_reason: Mapping[str, int]) -> str:
