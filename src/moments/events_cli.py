@@ -104,14 +104,17 @@ def _shown(text: str) -> int:
 
 
 def _instant(text: str) -> dt.datetime:
+    from moments.cliparts import WHEN_ECHOED, no_such_date
+    from rules.durations import echoed
+
+    shown = echoed(text, WHEN_ECHOED)  # pages of digits were echoed whole
     try:
         at = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: write an RFC 3339 time, e.g. 2026-11-22T10:00:00+08:00"
-        ) from None
+        said = no_such_date(text) or "write an RFC 3339 time, e.g. 2026-11-22T10:00:00+08:00"
+        raise argparse.ArgumentTypeError(f"{shown}: {said}") from None
     if at.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: give an offset, e.g. +08:00 or Z")
+        raise argparse.ArgumentTypeError(f"{shown}: give an offset, e.g. +08:00 or Z")
     return at
 
 

@@ -611,3 +611,27 @@ def test_a_refused_event_of_rules_test_is_named_by_its_event_id(
     assert main(["rules", "test", str(CATALOG), "--events", str(events)]) == 0
     said = capsys.readouterr().out
     assert f"  {events}:4: topup (event_id t4): amount:" in said
+
+
+class TestEventsCheckNowOfNoSuchDate:
+    """`events check --now 2026-11-31T10:00:00+08:00` was told to write an RFC 3339 time,
+    which it is: what is wrong is the day, as the other time options now say."""
+
+    def test_a_day_the_month_has_not_is_named(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "e.jsonl"
+        path.write_bytes(topup(1) + b"\n")
+        with pytest.raises(SystemExit):
+            main(["events", "check", "--now", "2026-11-31T10:00:00+08:00", str(path)])
+        said = " ".join(capsys.readouterr().err.split())
+        assert "2026-11-31 is no date: November has 30 days" in said, said
+
+    def test_pages_of_digits_are_echoed_cut_short(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit):
+            main(["events", "check", "--now", "9" * 5000, str(tmp_path / "e.jsonl")])
+        said = capsys.readouterr().err
+        assert "9" * 37 + "..." in said, said[-300:]
+        assert len(said) < 1500, said[-300:]
