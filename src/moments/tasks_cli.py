@@ -221,7 +221,7 @@ def _at_least_zero(text: str) -> int:
 def _duration(text: str) -> float:
     """`--older-than`: a span of some time (`0h`, every task, is refused as the time
     options refuse a time ago of none)."""
-    from rules.durations import parse_duration
+    from rules.durations import echoed, parse_duration
 
     try:
         seconds = parse_duration(text).total_seconds()
@@ -229,7 +229,7 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if not seconds:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is no span: every task is published at least that long ago; give "
+            f"{echoed(text)} is no span: every task is published at least that long ago; give "
             "one of some time (30m, 2h, 1d), or leave --older-than out for every task"
         )
     return seconds

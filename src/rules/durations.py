@@ -53,9 +53,10 @@ def parse_duration(text: str) -> dt.timedelta:
     if not match:
         raise ValueError(f"{echoed(str(text))} is not a duration; {_what_to_write(str(text))}")
     digits, unit = match.groups()
+    digits = digits.lstrip("0") or "0"  # 5,000 zeros are 0, not more than Python reads
     # A number longer than the most seconds is more in any unit: not read (Python reads
     # no int of more than 4,300 digits, and says so in its own words).
-    too_long = len(digits.lstrip("0")) > len(str(_MAX_SECONDS))
+    too_long = len(digits) > len(str(_MAX_SECONDS))
     seconds = 0 if too_long else int(digits) * _UNITS[unit]
     if too_long or seconds > _MAX_SECONDS:
         raise ValueError(

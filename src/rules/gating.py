@@ -67,7 +67,7 @@ from moments.zones import (
     known_zone,
     subscriber_zone,
 )
-from rules.durations import parse_duration
+from rules.durations import echoed, parse_duration
 from rules.quiet_hours import (
     QuietWindow,
     covers_whole_day,
@@ -130,7 +130,7 @@ class FrequencyCap(_Strict):
     @classmethod
     def _period(cls, value: str) -> str:
         if parse_duration(value) <= dt.timedelta(0):
-            raise ValueError(f"period {value!r} must be longer than zero, e.g. 7d")
+            raise ValueError(f"period {echoed(value)} must be longer than zero, e.g. 7d")
         return value
 
     @functools.cached_property
@@ -142,7 +142,7 @@ def _positive_duration(value: str | None, info: ValidationInfo) -> str | None:
     """A duration longer than zero, or None (never)."""
     if value is not None and parse_duration(value) <= dt.timedelta(0):
         raise ValueError(
-            f"{info.field_name} {value!r} must be longer than zero, e.g. 14d; null for never"
+            f"{info.field_name} {echoed(value)} must be longer than zero, e.g. 14d; null for never"
         )
     return value
 

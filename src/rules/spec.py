@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from moments.models import Channel, EventType, Family
-from rules.durations import parse_duration
+from rules.durations import echoed, parse_duration
 from rules.gating import GatingPolicy
 
 Period = Literal["day", "week", "month"]
@@ -49,7 +49,7 @@ def _duration(value: str | None) -> str | None:
 def _positive_duration(value: str | None) -> str | None:
     """A ttl of 0 expires every task at once (they vanished without a word)."""
     if value is not None and not parse_duration(value):
-        raise ValueError(f"{value!r} is no time at all; give it some, e.g. 24h")
+        raise ValueError(f"{echoed(value)} is no time at all; give it some, e.g. 24h")
     return value
 
 
@@ -57,7 +57,7 @@ def _days_or_more(value: str | None) -> str | None:
     """Look-backs and silences are days long; `2m` (minutes) was meant as two months."""
     if value is not None and parse_duration(value) < dt.timedelta(days=1):
         raise ValueError(
-            f"{value!r} is less than a day (m is minutes); write days or weeks, e.g. "
+            f"{echoed(value)} is less than a day (m is minutes); write days or weeks, e.g. "
             "60d for two months"
         )
     return value

@@ -214,3 +214,39 @@ def test_a_long_text_is_echoed_cut_short(written: str) -> None:
         parse_duration(written)
     assert str(err.value).startswith(f"{written[:17] + '...'!r} is not a duration; ")
     assert len(str(err.value)) < 120, str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("ttl", "0" * 5000 + "d"), ("period", "0" * 5000 + "d"), ("lookback", "0" * 5000 + "1m")],
+)
+def test_a_rules_file_duration_of_thousands_of_digits_is_echoed_cut_short(
+    field: str, value: str
+) -> None:
+    """A ttl of nothing, a look-back under a day, a cap's period of none: each error
+    repeated the value whole, pages of zeros before the fix (a ttl of 5,000 zeros was
+    told Python's "Exceeds the limit (4300 digits)")."""
+    from rules.catalog import load_texts
+    from rules.exceptions import RulesError
+
+    task = "{family: anomaly, type: hit, channel: sms, priority: 3, action: a, ttl: %s, %s}"
+    extra = "cooldown: 1d, description: d"
+    condition = "    condition: {field: country}\n"
+    if field == "ttl":
+        task = task % (value, extra)
+    elif field == "period":
+        task = task % ("1d", extra)
+    else:
+        task = task % ("1d", extra)
+        condition = f"    condition: {{first_time: country, lookback: {value}}}\n"
+    cap = f"{{max_contacts: 1, period: {value}, channels: [sms]}}"
+    gating = f"gating:\n  frequency_cap: {cap}\n" if field == "period" else ""
+    text = (
+        f"{gating}rules:\n  - id: r\n    description: t\n    on: [roaming]\n{condition}"
+        f"    task: {task}\n"
+    )
+    with pytest.raises(RulesError) as refused:
+        load_texts([("r.yaml", text)])
+    said = " ".join(str(p) for p in refused.value.problems)
+    assert "0" * 17 + "..." in said, said[:300]
+    assert len(said) < 600, said[:300]
