@@ -56,7 +56,7 @@ def add_deadletter_command(sub: Subparsers) -> None:
         "show",
         "Read the dead-letter topic of MOMENTS_KAFKA_BOOTSTRAP to its end (without a "
         "consumer group) and count its records by the topic they were refused from (an "
-        "input topic, or the task outcomes') and reason, with the first one's error. "
+        "input topic, or the task outcomes') and reason, with their most frequent errors. "
         "--json prints each record instead, key and value included: personal data, as in "
         "the topic itself.",
         SHOW_EXAMPLES,
