@@ -49,7 +49,7 @@ def add_events_command(sub: Subparsers) -> None:
         "check",
         "Check each line of JSON-lines files (.gz too; - for stdin) as a worker checks a "
         "record of its topic: the same validation, keyed by the line's subscriber_id. "
-        "Prints FILE:LINE: REASON: what is wrong for each line a worker would send to the "
+        "Prints FILE:LINE: REASON (TYPE): what is wrong for each line a worker would send to the "
         "dead-letter topic, then counts by type; exits 1 when any line is refused, or a "
         "file holds none to check. No "
         "broker or Redis.",
