@@ -6,9 +6,11 @@ top. A later top-level import of one of them fails here, without timing anything
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +83,49 @@ class TestBuildingTheParser:
         for group in ("rules", "tasks", "bench", "simulate", "backtest", "state", "deadletter"):
             assert f"moments.{group}_cli" in startup["loaded"]
         assert "moments.events_cli" in startup["loaded"]
+
+
+SHOW_CONFIG = textwrap.dedent(
+    """
+    import contextlib, io, json, sys
+    from moments.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["config", "show"])
+    print(json.dumps({"code": code, "loaded": sorted(sys.modules)}))
+    """
+)
+
+
+def _config_show(redis_url: str, where: Path) -> tuple[int, list[str]]:
+    """`moments config show` in a fresh interpreter, in the folder `where` (no .env), with
+    MOMENTS_REDIS_URL=`redis_url`: its exit code and the modules loaded once it was done."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", SHOW_CONFIG],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=where,
+        env={**env, "MOMENTS_REDIS_URL": redis_url},
+    )
+    found = json.loads(done.stdout)
+    return int(found["code"]), [str(name) for name in found["loaded"]]
+
+
+class TestLoadingTheSettings:
+    """`moments config show`, and every command that reads MOMENTS_* before it connects:
+    checking MOMENTS_REDIS_URL needs redis-py (~0.1 s of CPU) only for the options in its
+    query, which redis-py reads its own way."""
+
+    def test_a_url_without_options_does_not_import_redis(self, tmp_path: Path) -> None:
+        code, loaded = _config_show("redis://127.0.0.1:6379/0", tmp_path)
+        assert code == 0
+        assert "redis" not in loaded, "checking a URL with no ?option= imported redis"
+
+    def test_a_url_with_options_is_still_checked_by_redis_py(self, tmp_path: Path) -> None:
+        """The options are read as redis-py reads them: the check has not been skipped."""
+        code, loaded = _config_show("redis://127.0.0.1:6379/0?socket_timeout=5", tmp_path)
+        assert code == 0
+        assert "redis.asyncio.connection" in loaded
