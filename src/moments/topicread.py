@@ -7,16 +7,16 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import rich.progress
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
 from moments.connections import kafka_client_kwargs
 from moments.exceptions import ConfigError
 from moments.settings import Settings
+
+if TYPE_CHECKING:  # rich is imported by the commands that draw a bar: not by the worker
+    from rich.console import Console
 
 Progress = Callable[[int, int], None]
 """Called with (records read, records to read)."""
@@ -27,6 +27,9 @@ class ReadBar:
     output may be piped); use `with bar.progress:` around the read."""
 
     def __init__(self, console: Console, topic: str) -> None:
+        import rich.progress
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+
         self.progress = rich.progress.Progress(
             TextColumn(f"reading {topic}"),
             BarColumn(),

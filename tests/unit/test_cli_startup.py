@@ -129,3 +129,18 @@ class TestLoadingTheSettings:
         code, loaded = _config_show("redis://127.0.0.1:6379/0?socket_timeout=5", tmp_path)
         assert code == 0
         assert "redis.asyncio.connection" in loaded
+
+
+class TestStartingAWorker:
+    """`moments worker` (and the ~80 workers the suite starts) imports what a worker runs
+    with, and not what only the inspection commands draw with: rich (~0.1 s of CPU), for
+    the progress bars of `state show` and `deadletter`."""
+
+    def test_importing_the_worker_does_not_import_rich(self) -> None:
+        program = "import json, sys, moments.worker; print(json.dumps(sorted(sys.modules)))"
+        done = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=120
+        )
+        loaded: list[str] = json.loads(done.stdout)
+        assert "faust" in loaded, "the worker's own library: the import ran"
+        assert "rich" not in loaded, "importing moments.worker imported rich"
