@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from moments.exceptions import ConfigError
-from moments.taskmaking import SPEND_SERIES
+from moments.risk import SPEND_SERIES
 from rules.catalog import RuleSet, load_rules, rule_files
 from rules.exceptions import RulesError
 from rules.lint import warnings

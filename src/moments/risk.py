@@ -28,6 +28,10 @@ from moments.models import EventType, RiskPart, RiskScore
 from rules.predicates import always
 from rules.series import Ring, Series
 
+SPEND_SERIES = "spend_month"
+"""The series whose last closed window's drop against the 3 before counts as a churn-risk
+signal (`spend_drop`)."""
+
 RAISE_TWO_AT = 60.0
 RAISE_ONE_AT = 30.0
 

@@ -62,7 +62,7 @@ def _add_rules_validate(sub: Subparsers) -> None:
 
 
 def _cmd_rules_validate(args: argparse.Namespace) -> int:
-    from moments.taskmaking import SPEND_SERIES
+    from moments.risk import SPEND_SERIES
     from rules.catalog import load_rules, load_together
     from rules.exceptions import RulesError
     from rules.lint import warnings
@@ -98,7 +98,7 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
 
 
 def _validate_together(paths: Sequence[Path]) -> int:
-    from moments.taskmaking import SPEND_SERIES
+    from moments.risk import SPEND_SERIES
     from rules.catalog import load_together
     from rules.exceptions import RulesError
     from rules.lint import warnings

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from moments.batchresult import BatchResult, CooldownMark
 from moments.models import Channel, Deferral, InputEvent, QuietHours
 from moments.records import SuppressReason
-from moments.risk import RiskSignals, hotline_calls, scored, spend_drop
+from moments.risk import SPEND_SERIES, RiskSignals, hotline_calls, scored, spend_drop
 from moments.state import SHADOW_MARK, SubscriberState, mark_id
 from moments.taskbuilder import build_task, task_id
 from moments.tracking import open_complaints, subscriber_view
@@ -29,10 +29,6 @@ from rules.windows import local_date, window_index
 
 if TYPE_CHECKING:
     from moments.engine import Detector
-
-SPEND_SERIES = "spend_month"
-"""The series whose last closed window's drop against the 3 before counts as a churn-risk
-signal (moments.risk.spend_drop)."""
 
 
 def emit(

@@ -144,3 +144,49 @@ class TestStartingAWorker:
         loaded: list[str] = json.loads(done.stdout)
         assert "faust" in loaded, "the worker's own library: the import ran"
         assert "rich" not in loaded, "importing moments.worker imported rich"
+
+
+VALIDATE = textwrap.dedent(
+    """
+    import contextlib, io, json, sys
+    from moments.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["rules", "validate", sys.argv[1]])
+    print(json.dumps({"code": code, "loaded": sorted(sys.modules)}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def validated() -> list[str]:
+    """The modules loaded once `moments rules validate` checked the packaged catalog, in a
+    fresh interpreter."""
+    import rules
+
+    catalog = Path(rules.__file__).parent / "catalog"
+    done = subprocess.run(
+        [sys.executable, "-c", VALIDATE, str(catalog)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    found = json.loads(done.stdout)
+    assert found["code"] == 0, "the packaged catalog is valid"
+    return [str(name) for name in found["loaded"]]
+
+
+class TestValidatingRules:
+    """`moments rules validate` loads the rule language, and not what only a worker runs
+    with: the holiday package (~0.05 s of CPU; the packaged catalog's rules make no
+    calendar to check) nor the detector's task making."""
+
+    def test_it_loads_the_rule_language(self, validated: list[str]) -> None:
+        assert "rules.catalog" in validated
+
+    @pytest.mark.parametrize("name", ["holidays", "moments.taskmaking", "moments.batchresult"])
+    def test_it_does_not_import_what_a_worker_runs_with(
+        self, validated: list[str], name: str
+    ) -> None:
+        assert name not in validated, f"moments rules validate imported {name}"
