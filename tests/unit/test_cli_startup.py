@@ -1,7 +1,10 @@
-"""Building the parser, which `moments --help` and every command do before anything else,
-imports none of the libraries the commands run with: together they cost `moments --help`
-and every command's start ~0.7 s of CPU when the command modules imported them at their
-top. A later top-level import of one of them fails here, without timing anything."""
+"""What a command imports before it does anything, checked in a fresh interpreter without
+timing anything. Building the parser, which `moments --help` and every command do first,
+imports none of the libraries the commands run with (together ~0.7 s of CPU when the
+command modules imported them at their top); `config show` does not import redis-py for
+a Redis URL without options, a worker does not import rich, and `rules validate` neither
+the holiday package nor the detector's task making (docs/performance.md, "Command
+start-up"). A later top-level import of one of them fails here."""
 
 from __future__ import annotations
 
