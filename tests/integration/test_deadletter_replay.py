@@ -310,10 +310,11 @@ async def test_a_future_event_sent_back_once_due_is_applied(
     found = dict(letter.headers)
     assert found["__dlq.errors.reason"] == b"future"
     assert found["__dlq.errors.original.timestamp"] == b"2025-12-05T02:00:00.412+00:00"
-    # Before its time, the replay says from when it goes back: 5 s (the lateness) before
+    # Before its time, the replay says from when it goes back: the lateness (2 s) before
     # its time, to the second up; replayed from then, it is taken (it said only "once
     # its time has come", producer walk-through).
-    ready = dt.datetime.fromtimestamp(math.ceil(due.timestamp()) - 5, dt.UTC)
+    ahead = settings.lateness_seconds
+    ready = dt.datetime.fromtimestamp(math.ceil(due.timestamp()) - ahead, dt.UTC)
     early = _cli(settings, "replay", "--reason", "future", "--dry-run")
     assert early.returncode == 0, early.stderr
     if dt.datetime.now(dt.UTC) < ready - dt.timedelta(seconds=1):  # a slow start: past it
