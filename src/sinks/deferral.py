@@ -443,6 +443,19 @@ class DeferralQueue:
         """The ids of the subscriber's tasks parked, by release time (`forget`)."""
         return f"{self.prefix}waiting:{subscriber_id}"
 
+    def _taken_keys(self) -> tuple[str, ...]:
+        """The queue's keys a task taken out of it leaves, as `_RELEASE` and `_FORGET`
+        read them (K[1] to K[7])."""
+        return (
+            self.key,
+            self.ledger.pending_key,
+            self.hours_key,
+            self.capped_key,
+            self.next_day_key,
+            self.due_key,
+            self.rank_key,
+        )
+
     async def forget(
         self, subscriber_ids: Sequence[str], now: float | None = None
     ) -> list[Released]:
@@ -455,16 +468,7 @@ class DeferralQueue:
             return []
         at = time.time() if now is None else now
         shared = (at, f"{self.prefix}task:", f"{self.prefix}group:")
-        shared_keys = (
-            self.key,
-            self.ledger.pending_key,
-            self.hours_key,
-            self.capped_key,
-            self.next_day_key,
-            self.due_key,
-            self.rank_key,
-        )
-        replies = await self._forget.run(calls, shared, shared_keys)
+        replies = await self._forget.run(calls, shared, self._taken_keys())
         return [
             Released(as_bytes(item[0]).decode(), as_bytes(item[1]), [as_bytes(m) for m in item[2]])
             for taken in replies
@@ -647,15 +651,7 @@ class DeferralQueue:
         """See `sinks.stores.Deferrals.release`: what came due is ranked first, a chunk a
         call (`_RELEASE`), then the top of `due` is taken."""
         at = time.time() if now is None else now
-        keys = [
-            self.key,
-            self.ledger.pending_key,
-            self.hours_key,
-            self.capped_key,
-            self.next_day_key,
-            self.due_key,
-            self.rank_key,
-        ]
+        keys = list(self._taken_keys())
         args: list[str | float] = [
             at,
             limit,
