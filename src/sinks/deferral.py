@@ -331,12 +331,16 @@ end
 return {1, out}
 """
 # K: the subscriber's waiting index, open, line; A: unused (''); S: now, task prefix,
-# group prefix; SK: deferred, pending, hours, capped, nextday, due, rank. A profile
-# tombstone: each of the subscriber's tasks still waiting (`D`) leaves the queue and its
-# indexes and goes back to pending (`P`, in the pending index at `now`), as `_RELEASE`
-# moves it, {id, payload, {member payloads}} for the caller to decide (its facts say the
-# subscriber is forgotten: dropped; a crash first leaves it to the re-drive, which drops
-# it too); the waiting index, open merge group and suspended-line index are deleted.
+# group prefix, unsent prefix; SK: deferred, pending, hours, capped, nextday, due, rank.
+# A profile tombstone: each of the subscriber's tasks still waiting (`D`) leaves the
+# queue and its indexes and goes back to pending (`P`, in the pending index at `now`), as
+# `_RELEASE` moves it, {id, payload, {member payloads}} for the caller to decide (its
+# facts say the subscriber is forgotten: dropped; a crash first leaves it to the
+# re-drive, which drops it too); the waiting index, open merge group and suspended-line
+# index are deleted. Each is marked `unsent:<id>` (the id alone, as long as its entry
+# lives: `TaskLedger.unsent`): it waited, never published, and a re-drive that drops it
+# withdraws nothing, as its decision here does not (a released task's re-drive withdraws
+# it: its worker may have published it before dying).
 _FORGET = """
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', K[1], 0, -1)) do
@@ -352,6 +356,8 @@ for _, id in ipairs(redis.call('ZRANGE', K[1], 0, -1)) do
     local payload = string.sub(v, 2)
     redis.call('SET', key, 'P' .. payload, 'XX', 'KEEPTTL')
     redis.call('ZADD', SK[2], S[1], id)
+    local left = redis.call('PTTL', key)
+    if left > 0 then redis.call('SET', S[4] .. id, '1', 'PX', left) end
     table.insert(out, {id, payload, redis.call('LRANGE', S[3] .. id, 0, -1)})
   end
 end
@@ -467,7 +473,7 @@ class DeferralQueue:
         if not calls:
             return []
         at = time.time() if now is None else now
-        shared = (at, f"{self.prefix}task:", f"{self.prefix}group:")
+        shared = (at, f"{self.prefix}task:", f"{self.prefix}group:", f"{self.prefix}unsent:")
         replies = await self._forget.run(calls, shared, self._taken_keys())
         return [
             Released(as_bytes(item[0]).decode(), as_bytes(item[1]), [as_bytes(m) for m in item[2]])

@@ -332,20 +332,34 @@ class TaskSink:
             self.metrics.pending_redriven.inc(len(candidates))
             why: dict[str, str] = {}
             await self._decide(candidates, why=why)
-            # One may have gone out before its worker died (produced, not confirmed): one
-            # dropped now for a profile change its consumer must hear of is withdrawn (a
-            # withdrawal of a task it never received changes nothing for it).
-            void = [
-                (t, reason)
-                for c in candidates
-                if (reason := why.get(c.carrier_id)) in WITHDRAWN_FOR
-                for t in c.tasks
-                if t.task_id == c.carrier_id
-            ]
-            await self.withdrawals.withdraw_dropped(void)
+            await self._withdraw_redriven(candidates, why)
         await self._owed.resend(older_than)
         await self.expiry.expire_unanswered()
         return len(candidates)
+
+    async def _withdraw_redriven(
+        self, candidates: Sequence[Candidate], why: Mapping[str, str]
+    ) -> None:
+        """Withdraw the re-driven tasks dropped (`why`) for a profile change their consumer
+        must hear of: one may have gone out before its worker died (produced, not
+        confirmed). Not one a tombstone took out of the deferral queue (`Ledger.unsent`):
+        it waited there, never published, and its worker died before deciding it; its
+        withdrawal named the erased subscriber on the topic for a task no consumer saw,
+        where the decision with no crash withdraws nothing."""
+        void = [
+            (t, reason)
+            for c in candidates
+            if (reason := why.get(c.carrier_id)) in WITHDRAWN_FOR
+            for t in c.tasks
+            if t.task_id == c.carrier_id
+        ]
+        forgotten = [t.task_id for t, reason in void if reason == SuppressReason.FORGOTTEN]
+        if forgotten:
+            unsent = await self._redis(
+                lambda: self.ledger.unsent(forgotten), "reading tasks taken out of the queue"
+            )
+            void = [(t, reason) for t, reason in void if t.task_id not in unsent]
+        await self.withdrawals.withdraw_dropped(void)
 
     async def _leave_to_newer(self, task_ids: Sequence[str], path: NewerRead) -> None:
         """Pending tasks a newer version wrote (`stored_candidate`'s `newer`): counted, and

@@ -432,6 +432,12 @@ class TaskLedger:
         """A sent task's payload, kept until it expires (for outcome retries)."""
         return f"{self.prefix}body:{task_id}"
 
+    def unsent_key(self, task_id: str) -> str:
+        """Set (for as long as the entry lives) when a tombstone took the task out of the
+        deferral queue back to pending (`sinks.deferral._FORGET`): it waited there, so it
+        was never published, and its re-drive withdraws nothing (`unsent`)."""
+        return f"{self.prefix}unsent:{task_id}"
+
     async def claim(
         self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
     ) -> list[int]:
@@ -657,6 +663,13 @@ class TaskLedger:
         for task_id in task_ids:
             pipe.get(self.body_key(task_id))
         return [None if v is None else as_bytes(v) for v in await pipe.execute()]
+
+    async def unsent(self, task_ids: Sequence[str]) -> set[str]:
+        """See `sinks.stores.Ledger.unsent`: one round trip."""
+        if not task_ids:
+            return set()
+        marks: list[Any] = await self.redis.mget([self.unsent_key(i) for i in task_ids])
+        return {i for i, mark in zip(task_ids, marks, strict=True) if mark is not None}
 
     async def published_of(self, subscriber_ids: Sequence[str], now: float) -> list[list[str]]:
         """See `sinks.stores.Ledger.published_of`: one pipeline."""

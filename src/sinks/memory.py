@@ -83,6 +83,8 @@ class MemoryLedger:
         """Pending tasks an outcome came back for before their confirm (`answered:<id>`)."""
         self.published: dict[str, dict[str, float]] = {}
         """The published index: subscriber -> task id -> expiry (epoch seconds)."""
+        self.unsent_marks: dict[str, _Entry] = {}
+        """`unsent:<id>`: pending tasks a tombstone took out of the queue (`mark_unsent`)."""
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -311,6 +313,15 @@ class MemoryLedger:
                 index[WITHDRAWN_MEMBER + task_id] = at
             self.awaiting.get(channel, {}).pop(task_id, None)
 
+    def mark_unsent(self, task_id: str) -> None:
+        """`unsent:<id>` for as long as the task's entry lives, as `_FORGET` sets it."""
+        entry = self._live(self.entries, task_id)
+        if entry is not None:
+            self.unsent_marks[task_id] = _Entry(b"1", entry.expires_at)
+
+    async def unsent(self, task_ids: Sequence[str]) -> set[str]:
+        return {i for i in task_ids if self._live(self.unsent_marks, i) is not None}
+
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
         for sub in subscriber_ids:
             for member in self.published.pop(sub, {}):
@@ -505,7 +516,8 @@ class MemoryDeferrals:
     async def forget(
         self, subscriber_ids: Sequence[str], now: float | None = None
     ) -> list[Released]:
-        """As the Redis script: their waiting tasks back to pending, returned."""
+        """As the Redis script: their waiting tasks back to pending, marked unsent,
+        returned."""
         at = self.ledger.clock() if now is None else now
         out: list[Released] = []
         for subscriber_id in dict.fromkeys(subscriber_ids):
@@ -514,6 +526,7 @@ class MemoryDeferrals:
             for task_id in sorted(self.waiting_of.pop(subscriber_id, ())):
                 released = await self._take(task_id, at)
                 if released is not None:
+                    self.ledger.mark_unsent(task_id)
                     out.append(released)
         return out
 

@@ -242,6 +242,12 @@ class Ledger(Protocol):
         trip; its entry stays `sent` (an outcome still counts)."""
         ...
 
+    async def unsent(self, task_ids: Sequence[str]) -> set[str]:
+        """Those of these pending tasks a tombstone took out of the deferral queue
+        (`Deferrals.forget`): they waited there, never published, so a re-drive that
+        drops them (a crash before their decision) withdraws nothing. One round trip."""
+        ...
+
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
         """Erase these subscribers' published indexes (a tombstone, after its withdrawals
         were published) and the payloads of the tasks in them (`body`): an outcome of one

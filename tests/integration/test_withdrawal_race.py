@@ -22,6 +22,7 @@ from moments.enums import WithdrawReason
 from moments.models import Channel, Deferral, Family, Moment, ProfileEvent, ServiceTask
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger, Voided
+from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores, redis_stores
@@ -273,3 +274,42 @@ async def test_a_tombstone_between_the_withdrawal_and_its_confirm_leaves_no_payl
     assert await ledger.state("w1") == "sent"
     assert await ledger.body("w1") is None
     assert sum((await ledger.unanswered()).values()) == 0
+
+
+@pytest.fixture(params=["redis", "memory"])
+def either_stores(request: pytest.FixtureRequest, stores: DispatchStores) -> DispatchStores:
+    """The Redis stores, or the backtest's in memory on the real clock (as the Redis
+    ledger's `claim_stale` reads it)."""
+    return stores if request.param == "redis" else memory_stores()
+
+
+async def test_a_task_a_tombstone_took_out_of_the_queue_is_redriven_with_no_withdrawal(
+    either_stores: DispatchStores,
+) -> None:
+    """A worker dies between the tombstone's `_FORGET` (its waiting task back to pending)
+    and the decision that drops it: the re-drive drops it `forgotten`, and, as with no
+    crash, withdraws nothing. It waited in the queue and was never published; before,
+    the re-drive withdrew it as it withdraws any task dropped `forgotten`, which wrote
+    the erased subscriber's id onto the withdrawals topic for a task no consumer saw.
+    A task left pending by a worker that died publishing (`w2`) is still withdrawn."""
+    clock = Clock(NOW.timestamp())
+    forgetting, producer = sink(either_stores, clock)
+    forgetting.add(waiting())
+    await forgetting.flush()
+    assert await either_stores.ledger.state("w1") == "deferred"
+    await either_stores.ledger.claim([("w2", waiting("w2").model_dump_json().encode())])
+
+    async def dies(taken: Any, at: float) -> None:
+        raise RuntimeError("the worker died before deciding")
+
+    forgetting.subscribers._decide = dies
+    with pytest.raises(RuntimeError, match="died"):
+        await forgetting.subscribers.forget([SUB], ["m"])
+    assert await either_stores.ledger.state("w1") == "pending"
+
+    redriving, redrove = sink(either_stores, clock)
+    assert await redriving.redrive(older_than=0) == 2
+    assert [await either_stores.ledger.state(i) for i in ("w1", "w2")] == ["dropped"] * 2
+    assert (producer.sent, producer.withdrawn, redrove.sent) == ([], [], [])
+    (notice,) = [orjson.loads(p.payload) for p in redrove.withdrawn]
+    assert (notice["task_id"], notice["reason"]) == ("w2", "forgotten")
