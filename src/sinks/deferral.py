@@ -64,7 +64,9 @@ from sinks.stores import Joining, Parking, Released
 # 'h' its channel's hours, 'c' the subscriber's caps, 'n' the next day (one argument:
 # each costs the client ~2.5 µs to pack), rank ('': none), active after ('': not looked
 # at) and woken at (`Parking.active_after`, `woken_at`); S: task prefix, ttl, the
-# parker's timetable, now (the Redis host's clock, epoch seconds), `WAITING_KEPT_S`;
+# parker's timetable, now (the parking worker's clock, `time.time()`, epoch seconds: the
+# release times it is compared with are on the workers' clocks too, and a skew between
+# them of seconds is nothing beside `WAITING_KEPT_S`), `WAITING_KEPT_S`;
 # SK: pending, deferred, hours, capped, nextday, judged, due, rank. The task enters the
 # waiting index (`forget`), which drops the ids parked until more than `WAITING_KEPT_S`
 # ago and is kept that long past the latest release time it holds.
