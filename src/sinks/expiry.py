@@ -1,6 +1,6 @@
 """Published tasks that expired with no outcome: counted by channel and type, and
-forgotten once the outcome grace is past (docs/architecture.md, "Dispatch", its publish
-step); a consumer that stopped acting on a channel shows here first."""
+forgotten once the outcome grace is past (docs/architecture.md, "Dispatch: deferral", its
+publish step); a consumer that stopped acting on a channel shows here first."""
 
 from __future__ import annotations
 

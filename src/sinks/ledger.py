@@ -1,6 +1,6 @@
 """The Redis dedup ledger: no task id is published twice, none is lost in a crash.
 
-Protocol per task id (see docs/architecture.md, "Exactly once out" and "Deferral"):
+Protocol per task id (see docs/architecture.md, "Exactly once out" and "The deferral queue"):
 1. `SET task:<id> P<payload> NX EX ttl` and `ZADD pending <now> <id>`, in one Lua
    script: whoever sets it owns the task; a second worker or a replay stands down.
 2. The owner decides: publish, park in the deferral queue (`D<payload>`), merge into a

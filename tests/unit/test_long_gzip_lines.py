@@ -3,8 +3,8 @@ pasted whole) is read whole, held in the blocks read and joined once.
 
 `WholeLines` held the start of such a line as one bytes object and added each block to
 it, copying all it held at every block: a 32 MB junk line took 41 s to read (8 MB, 2 s).
-How long it takes now is a benchmark's question, not a test's (docs/performance.md,
-"A long line in a gzip history file")."""
+How long it takes now is a benchmark's question, not a test's (docs/performance-log.md,
+"This sitting's figures (2026-12-06, twenty-second session)")."""
 
 from __future__ import annotations
 

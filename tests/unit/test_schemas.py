@@ -827,8 +827,8 @@ def _reasons(node: Any, where: str = "") -> list[tuple[str, Any]]:
 
 class TestOpenReasons:
     """The contract lets new reasons be added (a withdrawal's, a deferral's, a dead
-    letter's: docs/consuming-tasks.md, "New reasons may be added"); the withdrawal's and
-    the dead letter's schemas closed them with an `enum`, so a consumer validating with
+    letter's: docs/consuming-tasks.md, "Withdrawn tasks", its `reason`); the withdrawal's
+    and the dead letter's schemas closed them with an `enum`, so a consumer validating with
     `schemas/` would refuse a task withdrawn, or a dead letter written, for a reason added
     later. Each lists its known values and takes any other string."""
 
