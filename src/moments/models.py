@@ -136,13 +136,43 @@ _BARE_OFFSET = re.compile(r"[0-9][+-][0-9]{4}$")
 _HOUR_OFFSET = re.compile(r":[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}$")
 _ZONE_SUFFIX = re.compile(r"\[[^\[\]]*\]$")
 _EPOCH_TEXT = re.compile(r"^[0-9]{10}([0-9]{3})?(\.[0-9]+)?$")
+_RFC2822 = re.compile(r"^([A-Za-z]{3}, *)?[0-9]{1,2} +[A-Za-z]{3} +[0-9]{2,4} +[0-9]{2}:")
+_JS_DATE_STRING = re.compile(r"^[A-Za-z]{3} [A-Za-z]{3} [0-9]{2} [0-9]{4} [0-9:]{8} GMT[+-]")
+_WEEK_OR_ORDINAL = re.compile(r"^[0-9]{4}-?(W[0-9]{2}|[0-9]{3}([Tt ]|$))")
+_LEAP_SECOND = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:60")
+_FRACTION_COMMA = re.compile(r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]")
+_SPACED_OFFSET = re.compile(r":[0-9]{2}(\.[0-9]+)? +([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+_FORM_FIXES = (
+    (
+        _RFC2822,
+        "write RFC 3339, not an RFC 2822 (email or HTTP) date: Python's isoformat(), "
+        "Java's ISO_OFFSET_DATE_TIME",
+    ),
+    (
+        _JS_DATE_STRING,
+        "write an RFC 3339 time, not JavaScript's Date.toString(): write date.toISOString()",
+    ),
+    (
+        _WEEK_OR_ORDINAL,
+        "write the calendar day (year-month-day), not an ISO week date or a day of the year",
+    ),
+    (_LEAP_SECOND, "write no leap second (second 60): write the second before it, 59"),
+    (
+        _FRACTION_COMMA,
+        "write a point before the fraction of a second (00.123, not 00,123)",
+    ),
+    (_SPACED_OFFSET, "write no space before the UTC offset (00+08:00, not 00 +08:00)"),
+)
+"""Forms of other standards and libraries, each with what to change: each was told the
+general form, which named nothing to change (producer walk-through)."""
 
 
 def time_fix(text: str) -> str:
     """What to change in a time that is not `TIME_PATTERN`, for a dead letter's reason (the
     pattern itself, 337 characters, was the reason). Never quotes the text. Java's
     `ZonedDateTime.toString()` (a zone in brackets), an offset of hours only and Unix
-    time as text were told the general form, which named nothing to change."""
+    time as text were told the general form, which named nothing to change; so were the
+    forms of `_FORM_FIXES`."""
     if _ZONE_SUFFIX.search(text):
         return (
             "write no zone name in brackets after the offset (Java's ZonedDateTime.toString() "
@@ -154,6 +184,9 @@ def time_fix(text: str) -> str:
             "a time is text in RFC 3339, not an epoch number (seconds or milliseconds) in "
             f"quotes: e.g. {TIME_EXAMPLE}"
         )
+    for form, fix in _FORM_FIXES:
+        if form.search(text):
+            return f"{fix}, e.g. {TIME_EXAMPLE}"
     if _NO_OFFSET.match(text):
         return f"add a UTC offset, e.g. {TIME_EXAMPLE}"
     if _NO_SECONDS.match(text):

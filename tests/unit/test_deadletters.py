@@ -705,3 +705,20 @@ def test_show_counts_the_dead_letters_of_one_clock_mistake_as_one_message() -> N
     assert "occurred_at … is about 2 h older than this subscriber's latest topup event (…; " in (
         next(iter(late))
     )
+
+
+def test_times_of_one_wrong_form_are_one_message_of_deadletter_show() -> None:
+    """Dead letters of a producer that writes RFC 2822 dates are one row, naming the fix:
+    the message names the form, not the time."""
+    summary = Summary()
+    for n, written in enumerate(
+        ["Mon, 07 Dec 2026 10:00:00 +0800", "Tue, 8 Dec 2026 09:30:15 GMT"]
+    ):
+        value = _topup(occurred_at=written)
+        letter = decode(RawRecord("p.telecom.topup", 1, n, SUB.encode(), value), EventType.TOPUP)
+        assert isinstance(letter, DeadLetter)
+        summary.add(parse_entry(0, n, SUB.encode(), value, dead_letter_headers(letter, AT)))
+    (group,) = summary.groups.values()
+    ((message, count),) = group.messages.items()
+    assert count == 2
+    assert message.startswith("occurred_at: write RFC 3339, not an RFC 2822"), message

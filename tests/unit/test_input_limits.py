@@ -3,12 +3,14 @@ letters with a reason, rules files cannot build objects, templates only fill nam
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import orjson
 import pytest
 
+from moments.cli import main
 from moments.decoding import MAX_MESSAGE_BYTES, decode
 from moments.models import EventType, UsageEvent
 from moments.records import DeadLetter, RawRecord, RejectReason
@@ -743,3 +745,108 @@ def test_money_with_thousands_separators_keeps_its_message(written: str) -> None
     result = decode(_record(_usage(kind="sms", quantity=1, charge=written)), EventType.USAGE)
     assert isinstance(result, DeadLetter)
     assert "no thousands separator" in result.message
+
+
+class TestTimeFormsNamedByTheirFix:
+    """Times refused with only the general "write an RFC 3339 time with a UTC offset",
+    which named nothing to change (producer walk-through): a leap second, a comma before
+    the fraction (ISO 8601 allows it, Python's logging writes it), a space before the
+    offset, an RFC 2822 (email, HTTP) date, JavaScript's `Date.toString()`, an ISO week
+    date and an ordinal date. Each message says what to change, and quotes nothing."""
+
+    @pytest.mark.parametrize(
+        ("written", "fix"),
+        [
+            (
+                "2016-12-31T23:59:60Z",
+                "write no leap second (second 60): write the second before it, 59, e.g. "
+                "2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2016-12-31T23:59:60.5+00:00",
+                "write no leap second (second 60): write the second before it, 59, e.g. "
+                "2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2026-12-07T10:00:00,123+08:00",
+                "write a point before the fraction of a second (00.123, not 00,123), e.g. "
+                "2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2026-12-07T10:00:00 +08:00",
+                "write no space before the UTC offset (00+08:00, not 00 +08:00), e.g. "
+                "2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2026-12-07T10:00:00.250 Z",
+                "write no space before the UTC offset (00+08:00, not 00 +08:00), e.g. "
+                "2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "Mon, 07 Dec 2026 10:00:00 +0800",
+                "write RFC 3339, not an RFC 2822 (email or HTTP) date: Python's isoformat(), "
+                "Java's ISO_OFFSET_DATE_TIME, e.g. 2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "7 Dec 2026 02:00:00 GMT",
+                "write RFC 3339, not an RFC 2822 (email or HTTP) date: Python's isoformat(), "
+                "Java's ISO_OFFSET_DATE_TIME, e.g. 2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "Mon Dec 07 2026 10:00:00 GMT+0800 (China Standard Time)",
+                "write an RFC 3339 time, not JavaScript's Date.toString(): write "
+                "date.toISOString(), e.g. 2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2026-W50-1T10:00:00+08:00",
+                "write the calendar day (year-month-day), not an ISO week date or a day of "
+                "the year, e.g. 2026-12-05T13:10:00+08:00",
+            ),
+            (
+                "2026-341T10:00:00+08:00",
+                "write the calendar day (year-month-day), not an ISO week date or a day of "
+                "the year, e.g. 2026-12-05T13:10:00+08:00",
+            ),
+        ],
+    )
+    def test_the_message_names_what_to_change(self, written: str, fix: str) -> None:
+        result = decode(_record(_usage(occurred_at=written)), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert result.reason is RejectReason.INVALID_EVENT
+        assert result.message == f"occurred_at: {fix}"
+
+    def test_a_calendar_day_of_three_digits_is_still_the_general_form(self) -> None:
+        """`2026-1207`, a day of the year's shape but four digits, is not an ordinal date."""
+        result = decode(_record(_usage(occurred_at="2026-1207T10:00:00+08:00")), EventType.USAGE)
+        assert isinstance(result, DeadLetter)
+        assert "write an RFC 3339 time with a UTC offset" in result.message
+
+    def test_minus_zero_offset_is_the_utc_instant(self) -> None:
+        """RFC 3339's `-00:00` ("UTC, local offset unknown") is the instant in UTC: taken,
+        as `Z` is: quiet hours and local days are on the profile's `timezone`, and the task
+        writes its times in UTC, as for `Z`."""
+        result = decode(_record(_usage(occurred_at="2026-12-07T02:00:00-00:00")), EventType.USAGE)
+        assert isinstance(result, UsageEvent), result
+        assert result.occurred_at == dt.datetime(2026, 12, 7, 2, tzinfo=dt.UTC)
+        assert result.occurred_at.utcoffset() == dt.timedelta(0)
+
+
+def test_events_check_names_the_fix_of_each_time_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moments events check` says the worker's message for each form, line by line."""
+    forms = {
+        "2016-12-31T23:59:60Z": "write no leap second",
+        "2026-12-07T10:00:00,123+08:00": "write a point before the fraction",
+        "2026-12-07T10:00:00 +08:00": "write no space before the UTC offset",
+        "Mon, 07 Dec 2026 10:00:00 +0800": "write RFC 3339, not an RFC 2822",
+        "2026-W50-1T10:00:00+08:00": "write the calendar day (year-month-day)",
+    }
+    path = tmp_path / "usage.jsonl"
+    path.write_bytes(
+        b"".join(b'{"type": "usage", ' + _usage(occurred_at=t)[1:] + b"\n" for t in forms)
+    )
+    assert main(["events", "check", str(path)]) == 1
+    said = capsys.readouterr().out
+    for line, fix in enumerate(forms.values(), 1):
+        assert f"usage.jsonl:{line}: invalid_event (usage): occurred_at: {fix}" in said, said
