@@ -141,7 +141,7 @@ _JS_DATE_STRING = re.compile(r"^[A-Za-z]{3} [A-Za-z]{3} [0-9]{2} [0-9]{4} [0-9:]
 _WEEK_OR_ORDINAL = re.compile(r"^[0-9]{4}-?(W[0-9]{2}|[0-9]{3}([Tt ]|$))")
 _LEAP_SECOND = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:60")
 _FRACTION_COMMA = re.compile(r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]")
-_SPACED_OFFSET = re.compile(r":[0-9]{2}(\.[0-9]+)? +([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+_SPACED_OFFSET = re.compile(r":[0-9]{2}(\.[0-9]+)? +([Zz]|[+-][0-9]{2}:?[0-9]{2})$")
 _FORM_FIXES = (
     (
         _RFC2822,

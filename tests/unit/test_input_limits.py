@@ -778,6 +778,11 @@ class TestTimeFormsNamedByTheirFix:
                 "2026-12-05T13:10:00+08:00",
             ),
             (
+                "2026-12-07T10:00:00 +0800",
+                "write no space before the UTC offset (00+08:00, not 00 +08:00), e.g. "
+                "2026-12-05T13:10:00+08:00",
+            ),
+            (
                 "2026-12-07T10:00:00.250 Z",
                 "write no space before the UTC offset (00+08:00, not 00 +08:00), e.g. "
                 "2026-12-05T13:10:00+08:00",

@@ -435,6 +435,19 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
     (EventType.TOPUP, {"occurred_at": "2028-02-29T10:00:00+08:00"}, True),
     (EventType.TOPUP, {"occurred_at": "1970-01-01T05:00:00+08:00"}, True),
     (EventType.TOPUP, {"occurred_at": "2099-12-31T23:59:59-14:00"}, True),
+    # Forms of other standards and libraries a producer walk-through sent; -00:00 (UTC,
+    # local offset unknown) is the UTC instant.
+    *(
+        (EventType.TOPUP, {"occurred_at": bad}, False)
+        for bad in (
+            "2026-11-22T10:00:00,123+08:00",
+            "2026-11-22T10:00:00 +08:00",
+            "Sun, 22 Nov 2026 10:00:00 +0800",
+            "2026-W47-7T10:00:00+08:00",
+            "2026-326T10:00:00+08:00",
+        )
+    ),
+    (EventType.TOPUP, {"occurred_at": "2026-11-22T02:00:00-00:00"}, True),
     (EventType.TOPUP, {"amount": "999999999.99"}, True),
     *((EventType.TOPUP, {"amount": bad}, False) for bad in ("1000000000", 1e9, "9" * 400)),
     (EventType.TOPUP, {"balance_after": "-999999999"}, True),
