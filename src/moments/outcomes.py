@@ -94,7 +94,13 @@ from moments.models import (
 from moments.models import (
     retry_id as retry_id,
 )
-from moments.records import OUTCOME_EVENT_TYPE, DeadLetter, RawRecord, RejectReason
+from moments.records import (
+    OUTCOME_EVENT_TYPE,
+    DeadLetter,
+    RawRecord,
+    RejectReason,
+    SuppressReason,
+)
 from moments.refusals import LATENESS, allowed_ahead, too_far_ahead
 from sinks.contact import merge_tasks
 from sinks.dispatch import TaskSink
@@ -121,7 +127,12 @@ class OutcomeResult:
     handled: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     retries: list[str] = field(default_factory=list)
-    """Ids of the retry tasks queued for `unreachable` outcomes, each once."""
+    """Ids of the retry tasks queued for `unreachable` outcomes, each once; not one dispatch
+    dropped as it was queued (`retries_dropped`, or `forgotten`)."""
+    retries_dropped: dict[str, str] = field(default_factory=dict)
+    """Retry id -> why dispatch dropped it at once (its subscriber's opt-out, its rule
+    declined meanwhile...); one dropped `forgotten` (a tombstone applied meanwhile) counts
+    its task in `forgotten` instead."""
     declined: int = 0
     """Tasks `declined`, each once (the batch may hold its outcome twice)."""
     forgotten: int = 0
@@ -519,11 +530,6 @@ async def handle_outcomes(
                 else:
                     retries.append(retry)
                 result.retries.append(retry.task_id)
-    if result.forgotten:
-        log.info(
-            "outcomes of %d task(s) of erased subscribers: counted, acted on nothing",
-            result.forgotten,
-        )
     if result.not_retried:
         log.info(
             "%d task(s) answered unreachable that another outcome says reached the "
@@ -535,9 +541,37 @@ async def handle_outcomes(
     await _take_back(sink, list(taken_back.values()), at)
     once = {t.task_id: t for _, t in acting if t.task_id in declined}
     await _undo_raced(sink, list(once.values()), list(taken_back.values()), result)
-    await sink.dispatch(retries)
+    why: dict[str, str] = {}
+    await sink.dispatch(retries, why=why)
+    _count_dropped(result, why)
     await _park_newer(sink, newer_retries)
+    if result.forgotten:
+        log.info(
+            "outcomes of %d task(s) of erased subscribers: counted, acted on nothing",
+            result.forgotten,
+        )
+    if result.retries_dropped:
+        first, reason = next(iter(result.retries_dropped.items()))
+        log.info(
+            "%d retry task(s) dropped as they were queued (first: %r, %s)",
+            len(result.retries_dropped),
+            first,
+            reason,
+        )
     return result
+
+
+def _count_dropped(result: OutcomeResult, why: dict[str, str]) -> None:
+    """The retries dispatch dropped at once (`why`: id -> reason) taken out of
+    `result.retries`: one dropped `forgotten` (a tombstone recorded after the batch's look
+    at the marks, before dispatch read them) counts its task as of an erased subscriber,
+    the others are listed with why. Each was listed as queued, and the log said so."""
+    for retry_id_ in [r for r in result.retries if r in why]:
+        result.retries.remove(retry_id_)
+        if why[retry_id_] == SuppressReason.FORGOTTEN.value:
+            result.forgotten += 1  # one retry per task: its task once
+        else:
+            result.retries_dropped[retry_id_] = why[retry_id_]
 
 
 async def _undo_raced(

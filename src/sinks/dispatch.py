@@ -236,15 +236,17 @@ class TaskSink:
         batch: Sequence[ServiceTask],
         from_engine: bool = False,
         rejudged: Collection[str] = (),
+        why: dict[str, str] | None = None,
     ) -> set[str]:
         """`flush` for tasks not added: other callers (outcome retries) use this, so they
         never take tasks another agent added and has not flushed yet. `from_engine`: the
         engine counted the gating deferrals in `moments_tasks_deferred_total` already
         (but those of `rejudged`, see `add`), and the ids dropped are returned (else
-        none). Only the engine's tasks count as `dedup` when the ledger holds them: an
-        outcome's retry held there was queued by the same outcome read before (sent
-        twice, or read again after a restart), counted once as the outcome is
-        (`moments.outcomes`), not a task suppressed."""
+        none). `why`, when given, takes the reason of each task dropped (id -> reason).
+        Only the engine's tasks count as `dedup` when the ledger holds them: an outcome's
+        retry held there was queued by the same outcome read before (sent twice, or read
+        again after a restart), counted once as the outcome is (`moments.outcomes`), not
+        a task suppressed."""
         if not batch:
             return set()
         unique = list({t.task_id: t for t in batch}.values())
@@ -287,7 +289,7 @@ class TaskSink:
                     if from_engine and not again:  # a moment judged again is one moment
                         self._suppressed(task, SuppressReason.DEDUP)
                     known.append(task.task_id)
-            dropped = await self._decide(candidates, made=begun)
+            dropped = await self._decide(candidates, made=begun, why=why)
             if not from_engine:
                 return set()
             self._taken_over |= taken - dropped

@@ -139,3 +139,33 @@ async def test_a_contact_counted_again_after_a_tombstone_it_raced_is_given_back(
     assert isinstance(contacts, MemoryContactBook)
     assert (frequency.contacts.get(SUB, {}), contacts.contacts.get(SUB, {})) == ({}, {})
     assert result.forgotten == 1
+
+
+async def test_a_retry_dropped_for_a_tombstone_it_raced_is_counted_forgotten() -> None:
+    """`unreachable` read while the tombstone is applied: the outcome looked at the mark
+    before the tombstone recorded it, and its retry, dispatched after, is dropped as
+    `forgotten` (made before the tombstone). It was listed in `OutcomeResult.retries` as
+    queued, and the task was not counted as of an erased subscriber."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, RULE, expires_h=12)])
+    s.clock.advance(START.timestamp() + HOUR / 2)
+    subscribers = s.sink.subscribers
+    looked = subscribers.forgotten_tasks
+    tombstones = 0
+
+    async def look_then_tombstone(tasks: Sequence[ServiceTask]) -> set[str]:
+        """The outcome's look, then the tombstone applied before the retry is dispatched."""
+        nonlocal tombstones
+        found = await looked(tasks)
+        if not tombstones:
+            tombstones += 1
+            await subscribers.forget([SUB], [RULE])
+        return found
+
+    subscribers.forgotten_tasks = look_then_tombstone  # type: ignore[method-assign]
+    unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + dt.timedelta(minutes=20))
+    result = await handle_outcomes([unreachable], s.sink, now=s.at())
+    assert tombstones == 1
+    labels = {"moment_type": RULE, "reason": "forgotten"}
+    assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+    assert (result.retries, result.forgotten) == ([], 1)
