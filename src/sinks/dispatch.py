@@ -332,12 +332,38 @@ class TaskSink:
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
+            undecided = await self._confirm_answered(candidates)
             why: dict[str, str] = {}
-            await self._decide(candidates, why=why)
-            await self._withdraw_redriven(candidates, why)
+            await self._decide(undecided, why=why)
+            await self._withdraw_redriven(undecided, why)
         await self._owed.resend(older_than)
         await self.expiry.expire_unanswered()
         return len(candidates)
+
+    async def _confirm_answered(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The re-driven tasks an outcome came back for while they were pending
+        (`Ledger.answered_pending`) confirmed as sent, as their worker would have: a consumer
+        answered them, so they went out, and their worker died before the confirm (or
+        lost its Redis). Decided again, one was published a second time, or, its
+        `declined` read first, dropped as `declined`: counted suppressed and its rule's
+        cooldown given back, for a task that had reached the customer. Each is the
+        task as its pending entry and merge group hold it (`merge_tasks`), as the outcome
+        read it (`moments.outcomes`); not published again. Returns the others."""
+        answered = await self._redis(
+            lambda: self.ledger.answered_pending([c.carrier_id for c in candidates]),
+            "reading pending tasks answered already",
+        )
+        if not answered:
+            return candidates
+        sent = [merge_tasks(c.carrier_id, c.tasks) for c in candidates if c.carrier_id in answered]
+        log.warning(
+            "%d re-driven task(s) already answered by their consumer: confirmed as sent, "
+            "not published again (first: %r)",
+            len(sent),
+            sent[0].task_id,
+        )
+        await self._send(sent, produce=False)
+        return [c for c in candidates if c.carrier_id not in answered]
 
     async def _withdraw_redriven(
         self, candidates: Sequence[Candidate], why: Mapping[str, str]
@@ -881,27 +907,33 @@ class TaskSink:
             await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
 
     async def _send(
-        self, tasks: list[ServiceTask], fresh: Mapping[str, float] | None = None
+        self,
+        tasks: list[ServiceTask],
+        fresh: Mapping[str, float] | None = None,
+        produce: bool = True,
     ) -> None:
         """Publish `tasks`, then confirm them; those the confirm finds void (`_void`) are
         withdrawn. `fresh`: the engine's fresh tasks among them, by id, with when they
         were made as a tombstone's mark is compared with: when their batch began
         dispatching, after its own tombstones were recorded, which do not make them void;
         one another worker recorded after that (the partition's next owner, while this
-        revoked one still publishes) does."""
+        revoked one still publishes) does. `produce` False: published already (answered
+        while pending, `_confirm_answered`), confirmed only, counted published (its
+        worker died before counting it), its time to publish not observed (unknown)."""
         if not tasks:
             return
-        headers: Headers = [("content-type", b"application/json")]
-        payloads = {t.task_id: self._payloads.of(published(t)) for t in tasks}
-        messages: list[Message] = [
-            (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers) for t in tasks
-        ]
-        await with_retry(
-            lambda: produce_all(self.producer, messages),
-            Dependency.KAFKA,
-            self.metrics,
-            "publishing tasks",
-        )
+        if produce:
+            headers: Headers = [("content-type", b"application/json")]
+            payloads = {t.task_id: self._payloads.of(published(t)) for t in tasks}
+            messages: list[Message] = [
+                (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers) for t in tasks
+            ]
+            await with_retry(
+                lambda: produce_all(self.producer, messages),
+                Dependency.KAFKA,
+                self.metrics,
+                "publishing tasks",
+            )
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         ids = [t.task_id for t in tasks]
         meta = {t.task_id: sent_meta(t, now.timestamp()) for t in tasks}
@@ -915,7 +947,9 @@ class TaskSink:
         bodies = {
             t.task_id: (
                 self._payloads.of(t),
-                int((t.expires_at - now).total_seconds()) + _BODY_GRACE_S,
+                # At least a second: a task confirmed long after it went out
+                # (`_confirm_answered`) may be past its expiry and the grace.
+                max(1, int((t.expires_at - now).total_seconds()) + _BODY_GRACE_S),
             )
             for t in tasks
         }
@@ -937,7 +971,9 @@ class TaskSink:
         )
         for task in tasks:
             self.metrics.published.labels(task.moment.type, task.channel.value).inc()
-            self.metrics.event_to_task.observe(max(0.0, (now - task.triggered_at).total_seconds()))
+            if produce:
+                seconds = max(0.0, (now - task.triggered_at).total_seconds())
+                self.metrics.event_to_task.observe(seconds)
         if void and made is not None:  # void only where looked at
             voided = [t for t in tasks if t.task_id in void]
             await self._void(voided, void, meta, bodies, made)

@@ -664,6 +664,13 @@ class TaskLedger:
             pipe.get(self.body_key(task_id))
         return [None if v is None else as_bytes(v) for v in await pipe.execute()]
 
+    async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
+        """See `sinks.stores.Ledger.answered_pending`: one round trip."""
+        if not task_ids:
+            return set()
+        marks: list[Any] = await self.redis.mget([self.answered_key(i) for i in task_ids])
+        return {i for i, mark in zip(task_ids, marks, strict=True) if mark is not None}
+
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         """See `sinks.stores.Ledger.unsent`: one round trip."""
         if not task_ids:

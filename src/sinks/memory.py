@@ -319,6 +319,9 @@ class MemoryLedger:
         if entry is not None:
             self.unsent_marks[task_id] = _Entry(b"1", entry.expires_at)
 
+    async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
+        return {i for i in task_ids if i in self.answered}
+
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         return {i for i in task_ids if self._live(self.unsent_marks, i) is not None}
 

@@ -242,6 +242,12 @@ class Ledger(Protocol):
         trip; its entry stays `sent` (an outcome still counts)."""
         ...
 
+    async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
+        """Those of these pending tasks an outcome came back for (`first_outcome` marked
+        them answered, `answered:<id>`): they were published, their confirm not written
+        (their worker died after the broker's ack). One round trip."""
+        ...
+
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         """Those of these pending tasks a tombstone took out of the deferral queue
         (`Deferrals.forget`): they waited there, never published, so a re-drive that

@@ -14,6 +14,7 @@ import pytest
 
 from moments.models import Channel, OutcomeStatus, ServiceTask
 from moments.outcomes import handle_outcomes, retry_id
+from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.payloads import task_bytes
@@ -95,3 +96,33 @@ async def test_a_decline_before_the_confirm_of_a_merged_task_holds_back_every_mo
 
     await s.sink.redrive(older_than=0)
     assert len(s.producer.sent) == 1  # nothing sent again
+
+
+async def test_the_worker_taking_over_confirms_a_pending_task_already_answered() -> None:
+    """The task went out (its consumer answered it), its worker died before the confirm,
+    and the `declined` was read before the re-drive. The worker taking over dropped the
+    task as `declined`: counted suppressed (it reached the customer) and its rule's
+    cooldown given back, which the decline is about. A pending task that already has an
+    outcome was published: it is confirmed as sent, not published again, its cooldown
+    kept."""
+    s = Scenario()
+    returns = CollectedCooldownReturns(lambda: {RULE})
+    s.sink.returns = returns
+    await _published_unconfirmed(s)
+    now = START + 10 * MINUTE
+    s.clock.advance(now.timestamp())
+    record = outcome_record(CALL, OutcomeStatus.DECLINED, START + 5 * MINUTE)
+    assert (await handle_outcomes([record], s.sink, now=now)).declined == 1
+
+    await s.sink.redrive(older_than=0)
+    assert s.producer.sent == []  # the first publish went out; none again
+    assert await s.sink.ledger.state(CALL) == "sent"
+    suppressed = {"moment_type": RULE, "reason": "declined"}
+    assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", suppressed) in (
+        None,
+        0,
+    )
+    assert returns.take() == []
+    assert s.gauge("outbound_call") == 0  # answered: not waiting for an outcome
+    published = {"moment_type": RULE, "channel": "outbound_call"}
+    assert s.metrics.registry.get_sample_value("moments_tasks_published_total", published) == 1

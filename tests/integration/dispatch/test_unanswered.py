@@ -171,7 +171,9 @@ class TestUnanswered:
         kept at the confirm only, so the outcome found no task, suppressed nothing and was
         counted `moment_type="unknown"`; the fresh worker's re-drive then sent the task
         again to the customer who had declined it. The pending entry holds the task: the
-        decline is written, and the re-drive drops the task."""
+        decline is written, and the re-drive, finding the task answered, confirms it as
+        sent: not sent again, nor counted suppressed (`declined`) as if it had not gone
+        out."""
         w = make_worker(GO_NOW)
         early = tid("declined-early")
         dying = make_worker(GO_NOW)
@@ -194,8 +196,11 @@ class TestUnanswered:
 
         fresh = make_worker(GO_NOW)
         await fresh.sink.redrive(older_than=0)
-        assert await w.ledger.state(early) == "dropped"
+        assert await w.ledger.state(early) == "sent"
         assert len(await published(w.settings, 1)) == 1  # not sent again
+        assert not fresh.sample(
+            "moments_tasks_suppressed_total", moment_type="low_balance", reason="declined"
+        )
 
     async def test_a_decline_read_before_a_merged_tasks_confirm_holds_back_every_moment(
         self, make_worker: Callable[..., Worker]
