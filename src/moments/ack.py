@@ -106,6 +106,7 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
         await redis.aclose()
     if not body:
         where = f"{redacted_url(settings.redis_url)} (app id {settings.app_id})"
+        _refuse_dropped(task_id, entry)
         if entry is None:  # --subscriber would only make it an unknown_task dead letter
             raise AckError(
                 f"task {task_id} is not in the ledger in {where}: this detector never "
@@ -129,6 +130,20 @@ def _pending_payload(entry: bytes | None) -> bytes | None:
     if entry is not None and state_of(entry) == "pending" and len(entry) > 1:
         return entry[1:]
     return None
+
+
+def _refuse_dropped(task_id: str, entry: bytes | None) -> None:
+    """`AckError` for a task dispatch dropped (`X<reason>`): it was told its payload had
+    expired, for a task not recorded as sent (most likely a wrong id), whose outcome the
+    worker counts and acts on nothing with."""
+    if entry is not None and state_of(entry) == "dropped":
+        reason = entry[1:].decode(errors="replace") or "no reason kept"
+        raise AckError(
+            f"task {task_id} was dropped by dispatch ({reason}) and never recorded as sent: "
+            "check the task id (moments tasks tail --json lists those published); if you "
+            "did receive it (its worker may have published it and died before recording "
+            "it), pass --subscriber MSISDN to ack it anyway (counted, it changes nothing)"
+        )
 
 
 def _refuse_merged(task_id: str, entry: bytes | None) -> None:

@@ -715,6 +715,21 @@ class TestAckCommand:
         assert "never published it" in proc.stderr
         assert "--subscriber" not in proc.stderr
 
+    async def test_a_task_dropped_unsent_is_not_called_expired(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """A task id dispatch dropped (`X<reason>`), not recorded as sent: it was told its
+        payload "expired" (a day after its expires_at, or erased), where it was never
+        recorded as sent: most likely a wrong id."""
+        w = make_worker()
+        assert isinstance(w.ledger, TaskLedger)  # the class is redis_only
+        await w.ledger.redis.set(w.ledger.key(A2), b"Xfrequency_cap")
+        with pytest.raises(AckError) as refused:
+            await subscriber_of(w.settings, A2, wait_s=0)
+        said = str(refused.value)
+        assert said.startswith(f"task {A2} was dropped by dispatch (frequency_cap) ")
+        assert "expired" not in said
+
     async def test_a_task_whose_payload_expired_names_subscriber_as_the_fix(
         self, make_worker: Callable[..., Worker]
     ) -> None:
