@@ -12,10 +12,19 @@ def mask_msisdn(number: str) -> str:
     return f"{number[:3]}{'*' * (len(number) - 7)}{number[-4:]}"
 
 
-_QUOTED_NUMBER = re.compile(r"'([0-9]{5,})'")
+_QUOTED_NUMBER = re.compile(r"""(?<!\\)(?P<quote>\\*['"])(?P<digits>[0-9]{5,})(?P=quote)""")
+"""5 digits or more between two like quotes, escaped or not: `'13000000000'`, `"..."` (a
+JSON value), `\\"...\\"` (JSON inside a string). The opening quote is read from its first
+backslash, so the closing one must be escaped alike."""
 
 
 def mask_quoted_numbers(text: str) -> str:
     """A dead letter's message with the numbers it quotes masked: `record key
-    '13000000000' differs from subscriber_id '15100000049'` names two subscribers."""
-    return _QUOTED_NUMBER.sub(lambda m: f"'{mask_msisdn(m.group(1))}'", text)
+    '13000000000' differs from subscriber_id '15100000049'` names two subscribers, as
+    does the same error quoting them in double or escaped quotes."""
+    return _QUOTED_NUMBER.sub(_mask_quoted, text)
+
+
+def _mask_quoted(match: re.Match[str]) -> str:
+    quote = match.group("quote")
+    return f"{quote}{mask_msisdn(match.group('digits'))}{quote}"
