@@ -27,10 +27,12 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code, a mobile
   number's 11 digits grouped any other way or with dots (`138 00138 001`,
-  `138.0013.8001`), a landline's `0755 8888 6666` or `(010) 8888 6666`, an IMEI's
+  `138.0013.8001`), a landline's `0755 8888 6666` or `(010) 8888 6666`, a US number's
+  `(415) 555-2671`, an IMEI's
   `35-209900-176148-1`, and any groups of 2 to 6 digits after a `+` and a country code, 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
-  `138%200013%208001`), masked as one, in free text and among the ids after an id's name
+  `138%200013%208001`), masked as one (an extension written on it stays: `138****8001x12`),
+  in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
   part of a hex string (a task id, a topic prefix) or a decimal fraction: the net for an
@@ -130,6 +132,8 @@ _NATIONAL = (
     r"|\d{3}\.\d{4}\.\d{4}"  # 138.0013.8001
     rf"|(?:\(|%28)0\d{{2,3}}(?:\)|%29)"  # (010) 8888 6666, in a URL %28010%29%208888...
     rf"{_GROUP_SEPARATOR}?\d{{4}}{_GROUP_SEPARATOR}?\d{{4}}"
+    rf"|(?:\(|%28)[2-9]\d{{2}}(?:\)|%29)"  # (415) 555-2671: a US area code, 3 and 4 digits
+    rf"{_GROUP_SEPARATOR}?\d{{3}}{_GROUP_SEPARATOR}\d{{4}}"
     rf"|\d{{2}}{_GROUP_SEPARATOR}\d{{6}}{_GROUP_SEPARATOR}\d{{6}}"  # an IMEI, 35-209900-176148-1
     rf"(?:{_GROUP_SEPARATOR}\d{{1,2}})?"
     # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001
@@ -137,14 +141,16 @@ _NATIONAL = (
 )
 """The shapes of a number written in groups with no country code: a mobile number (3, 4
 and 4 digits, or its 11 digits grouped any other way), a landline's (`0755 8888 6666`, its
-area code in brackets), an IMEI's (2, 6, 6 and 1 or 2 digits)."""
+area code in brackets), a US number's with its area code in brackets (`(415) 555-2671`),
+an IMEI's (2, 6, 6 and 1 or 2 digits)."""
 _GROUPED = (
     r"(?=[+\d(%])"  # fails at once where no number starts
     rf"(?:(?:\+|(?<=%2[Bb]))(?=\d(?:{_GROUP_SEPARATOR}?\d){{6}})"  # 7 digits or more
     # a group is not the head of a mobile or landline number after it (`+86 10 8888 6666
     # 130 0000 0001` is two numbers): taken into the first, its rest would show
     rf"\d{{1,3}}(?:{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}){{2,5}}"
-    rf"|\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?{_NATIONAL})(?!\w|\.\d)"
+    rf"|\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?{_NATIONAL})"
+    r"(?!(?![xX]\d)\w|\.\d)"  # no word's letters, a fraction's digits; an extension's x12
 )
 """A number written in groups as people write phone numbers: `138-0013-8001`,
 `+86 138 0013 8001` (3, 4 and 4 digits after an optional country code: a mobile number;
@@ -152,7 +158,8 @@ a landline's area code may have 4, `0755 8888 6666`, not a card's `4111 1111 111
 groups of 2 to 6 digits after a country code, 7 digits or more in all (`+44 20 7946 0958`,
 `+1 415 555 2671`, `+44 7911 123456`; not `+1 20 30`) up to a mobile or landline number
 after them, and as a URL writes the spaces and the plus: `138+0013+8001`,
-`%2B44%2020%207946%200958`."""
+`%2B44%2020%207946%200958`. An extension written on it (`138 0013 8001x12`) leaves it a
+number: its `x12` stays, as after one written whole (`13800138001x12`)."""
 _ID_VALUE = (
     rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}})"""  # '1234', 138 0013 8001, 97531
     # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line
@@ -216,7 +223,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + r"""\w{0,64}+"""
         + _MAYBE_QUOTE
         + r"""[^\w\[({\n]{0,3}\s*)  # msisdns=[97531, None, 97532]: one line, one nesting
-      (?!\(0\d{2,3}\)[ -]?\d)  # `(010) 8888 6666`: a landline's area code, not a tuple
+      (?!\((?:0\d{2,3}|[2-9]\d{2})\)[ -]?\d)  # `(010) 8888 6666`: an area code, no tuple
       (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
         | \([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\)
         | \{[^{}\n]*(?:\{[^{}\n]*\}[^{}\n]*)*\})

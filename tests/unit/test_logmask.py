@@ -519,6 +519,41 @@ class TestMaskText:
         group had 7 digits."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("call (415) 555-2671 now", "call 415***2671 now"),
+            ("call (415)555-2671", "call 415***2671"),
+            ("call +1 (415) 555-2671", "call 141****2671"),
+            ("msisdn: (415) 555-2671", "msisdn: 415***2671"),
+            ("counterparty=+1 (415) 555 2671, 97531", "counterparty=141****2671, *****"),
+            ("GET /v1/calls/%28415%29%20555-2671", "GET /v1/calls/415***2671"),
+            # a count in brackets before other numbers is none
+            ("retries (3) 555 2671", "retries (3) 555 2671"),
+            ("(123) 45 6789", "(123) 45 6789"),
+        ],
+    )
+    def test_a_us_number_with_its_area_code_in_brackets(self, text: str, expected: str) -> None:
+        """`(415) 555-2671` and `+1 (415) 555-2671` showed whole: only an area code starting
+        with 0 (`(010) 8888 6666`) was read in brackets, and its line as 4 and 4 digits."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("call 138 0013 8001x12 now", "call 138****8001x12 now"),
+            ("call +86-138-0013-8001X205", "call 861******8001X205"),
+            ("call (010) 8888 6666x3", "call 010****6666x3"),
+            ("call +44 20 7946 0958x12", "call 442*****0958x12"),
+            ("msisdn=138 0013 8001x12", "msisdn=138****8001x12"),
+            ("call 13800138001x12", "call 138****8001x12"),
+        ],
+    )
+    def test_a_number_in_groups_with_an_extension(self, text: str, expected: str) -> None:
+        """`138 0013 8001x12` showed whole: a letter right after the last group made the
+        groups part of a word, while `13800138001x12` was masked."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""

@@ -151,9 +151,17 @@ def abroad_numbers(draw: st.DrawFn) -> tuple[str, str]:
 @st.composite
 def other_groupings(draw: st.DrawFn) -> tuple[str, str]:
     """A mobile number grouped otherwise (`138 00138 001`, `138.0013.8001`), a landline's
-    with its area code in brackets (`(0755) 8888-6666`) or an IMEI (`35-209900-176148-1`)."""
+    with its area code in brackets (`(0755) 8888-6666`), a US number's (`(415) 555-2671`,
+    `+1 (415) 555-2671`) or an IMEI (`35-209900-176148-1`)."""
     separator = draw(st.sampled_from([" ", "-"]))
-    kind = draw(st.sampled_from(["mobile", "dotted", "landline", "imei"]))
+    kind = draw(st.sampled_from(["mobile", "dotted", "landline", "us", "imei"]))
+    if kind == "us":
+        national = draw(st.from_regex(r"\A[2-9][0-9]{9}\Z"))
+        spaced = draw(st.sampled_from([" ", ""]))
+        written = f"({national[:3]}){spaced}{national[3:6]}{separator}{national[6:]}"
+        if draw(st.booleans()):
+            return "+1 " + written, "1" + national
+        return written, national
     if kind == "imei":
         imei = draw(st.text(DIGITS, min_size=15, max_size=16))
         return separator.join([imei[:2], imei[2:8], imei[8:14], imei[14:]]), imei
@@ -173,6 +181,16 @@ def other_groupings(draw: st.DrawFn) -> tuple[str, str]:
 
 @st.composite
 def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    """A number as written, and its digits, now and then with an extension written on it
+    (`138 0013 8001x12`)."""
+    written, digits = draw(numbers_as_written())
+    if draw(st.integers(0, 5)) == 0:
+        written += draw(st.sampled_from(["x", "X"])) + draw(st.text(DIGITS, min_size=1, max_size=4))
+    return written, digits
+
+
+@st.composite
+def numbers_as_written(draw: st.DrawFn) -> tuple[str, str]:
     """A number as written, and its digits: an E.164 number with +86, with spaces or
     dashes, with or without the country code, one abroad or a landline's, or an id of 7
     digits and more as it is."""
