@@ -15,10 +15,13 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - 5 digits or more (over the contract's 20 too), or a quoted number of any length
   (`subscriber_id="1234"`), right after a field name that holds one
   (`subscriber_id=97531`, `msisdn: 97531`, also `counterparty` and `imei`), in any case
-  and as other code writes it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), and every id
-  of a list after it
+  and as other code writes it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), after a
+  sign a URL escapes (`?q=msisdn%3D97531`, `%253D`) or a joining word (`msisdn is 97531`;
+  `is`, `was`, `are`, `were`, `of`, `for`, not before a number with a unit: `msisdns for
+  86400 s`), and every id of a list after it
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
-  `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, up to the first
+  `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, a null among them
+  too: `msisdn=None 97531`, up to the first other
   word, number under 5 digits, number with a unit on it or after a space (`12345ms`,
   `12345 ms`, `123456 MiB`) or line's end), and
   inside the brackets of a list, tuple, set or dict
@@ -85,7 +88,7 @@ from moments.pii import mask_msisdn
 ID_FIELDS = ("subscriber_id", "msisdn", "counterparty", "imei")
 """Field names whose value is a subscriber, called number or device id."""
 _ID_NAME = (
-    r"(?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z]))"
+    r"(?:(?<![A-Za-z0-9])|(?<=%[0-9A-Fa-f]{2})|(?<=[a-z])(?=[A-Z]))"
     r"(?i:subscriber[_\- ]?id|msisdn|counter[_\- ]?part(?:y|ie)|imei)(?i:s?)"
     r"(?!(?<=[a-z])[a-z]|(?<=[A-Z])[A-Z](?![a-z]))"
 )
@@ -93,7 +96,8 @@ _ID_NAME = (
 environment dump, a Java client's log), `subscriberId` (a JSON-minded producer's),
 `subscriber-id`, `subscriber id`, `counterParty`, `counter party`, plurals (`msisdns`).
 Each a word of its own or a part of one (`event.subscriber_id`, `caller_msisdn`,
-`callerMsisdn`, `imei2`, `MSISDNList`), not letters inside another word: `SubscriberIdleTimeout`,
+`callerMsisdn`, `imei2`, `MSISDNList`, after a URL's escape: `%22msisdn%22`), not letters
+inside another word: `SubscriberIdleTimeout`,
 `SUBSCRIBER_IDLE_TIMEOUT`, `nosubscriber_id`, `anytimeinterval` carry no id. Each starts
 with an s, m, c or i in either case, the letter the text pattern looks for first."""
 _ID_FIELD = re.compile(_ID_NAME)
@@ -160,21 +164,38 @@ groups of 2 to 6 digits after a country code, 7 digits or more in all (`+44 20 7
 after them, and as a URL writes the spaces and the plus: `138+0013+8001`,
 `%2B44%2020%207946%200958`. An extension written on it (`138 0013 8001x12`) leaves it a
 number: its `x12` stays, as after one written whole (`13800138001x12`)."""
+_URL_SIGN = r"%(?:25){0,2}(?!2[Bb])[0-9A-Fa-f]{2}"
+"""A sign as a URL escapes it, once or twice (`%3D`, `%253D`: `=`), between an id's name
+and its value: `?q=msisdn%3D97531`, `%22msisdn%22%3A%2297531%22`. Its `%` is never read
+as a sign of its own: the escape's hex digits would join the id's (`%22` `97531`); a
+`%2B` is none either: it is the `+` of the number after it."""
+_JOINING = (
+    r"(?:(?:is|was|are|were|of|for)[^\S\r\n]+"
+    # not a duration's or a size's number (`msisdns for 86400 s`), nor one with a word on it
+    rf"(?!\d+(?:\.\d+)?(?:[^\W\d]|{_UNIT_AFTER})))"
+)
+"""A word a sentence puts between an id's name and its value (`msisdn is 97531`,
+`counterparty of 97531`, `msisdns were [97531, 97532]`): these few only, each a word of
+its own right after the name, so `msisdn count is 12345` or `msisdn issued 12345` is no id."""
+_NULL = r"(?:None|null)(?!\w)"
+"""A null among the ids (`msisdn=None 97531`, `msisdns=97531, None, 97532`): an item of
+the list, as inside brackets, left as it is; it does not end the list."""
 _ID_VALUE = (
-    rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}})"""  # '1234', 138 0013 8001, 97531
+    rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}}|{_NULL})"""  # '1234', 97531, None
     # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line
     # one of 5 digits or more, not a fraction's (`97531 12345.678 s`) nor one with a unit
     # written on it or after it (`97531 12345ms`, `97531 12345 ms`)
     rf"""(?:{_MAYBE_QUOTE}\s*[,/;|]\s*"""
-    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}|{_MAYBE_QUOTE}\d+)"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}|{_MAYBE_QUOTE}\d+|{_NULL})"""
     rf"""|{_MAYBE_QUOTE}[^\S\r\n]+"""
     rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}"""
-    rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})))*"""
+    rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})|{_NULL}))*"""
 )
 """The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
 contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),
 one written in groups, and the next ones of a list written without brackets (`138` of
-`97531, 138 0013 8001` is not taken for the next id: the grouped number is read whole).
+`97531, 138 0013 8001` is not taken for the next id: the grouped number is read whole),
+nulls among them.
 Last in its branch, so each is read once: nothing after it can fail and send the engine
 back into it. No possessive loop (`(...)*+`): Python 3.11.2's matched a fraction past its
 look-ahead (`97531 12345.6`)."""
@@ -222,7 +243,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _ID_NAME
         + r"""\w{0,64}+"""
         + _MAYBE_QUOTE
-        + r"""[^\w\[({\n]{0,3}\s*)  # msisdns=[97531, None, 97532]: one line, one nesting
+        + rf"""(?:{_URL_SIGN}|(?!%[0-9A-Fa-f])[^\w\[({{\n]){{0,3}}\s*{_JOINING}?)"""
+        + r"""  # msisdns=[97531, None, 97532]: one line, one nesting
       (?!\((?:0\d{2,3}|[2-9]\d{2})\)[ -]?\d)  # `(010) 8888 6666`: an area code, no tuple
       (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
         | \([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\)
@@ -235,7 +257,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         # as few signs as may be: a quote after them opens the value's first id
         + r"""\w{0,64}+"""
         + _MAYBE_QUOTE
-        + r"""\W{1,4}?\s*)     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532]
+        + rf"""(?:{_URL_SIGN}|(?!%[0-9A-Fa-f])\W){{1,4}}?\s*{_JOINING}?)"""
+        + r"""     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532], msisdn is 97531
       (?P<value>"""
         + _ID_VALUE
         + r""")

@@ -522,6 +522,73 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            (f"GET /v1/search?q=msisdn%3D{SHORT5} 200", "GET /v1/search?q=msisdn%3D***** 200"),
+            (f"GET /v1/search?q=msisdn%253D{SHORT5}", "GET /v1/search?q=msisdn%253D*****"),
+            (f"q=subscriber_id%3A%20{SHORT6}&n=1", "q=subscriber_id%3A%20******&n=1"),
+            (f"q=%7B%22msisdn%22%3A%22{SHORT5}%22%7D", "q=%7B%22msisdn%22%3A%22*****%22%7D"),
+            (f"q=msisdns%3D[{SHORT5}, {SHORT6}]", "q=msisdns%3D[*****, ******]"),
+        ],
+    )
+    def test_a_short_id_after_a_url_escaped_sign(self, text: str, expected: str) -> None:
+        """`msisdn%3D97531` (a query's `msisdn=97531` written inside another query's value,
+        once or twice escaped) showed the id: after an id's name only the signs themselves
+        (`=`, `:`, quotes) led to its value, not their URL escapes."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"msisdn is {SHORT5}", "msisdn is *****"),
+            (f"subscriber_id was {SHORT6}, retrying", "subscriber_id was ******, retrying"),
+            (f"no task: counterparty of {SHORT5}", "no task: counterparty of *****"),
+            (f"imei for {SHORT5} unknown", "imei for ***** unknown"),
+            (f"msisdns are {SHORT5}, {SHORT6}", "msisdns are *****, ******"),
+            (f"msisdns were [{SHORT5}, {SHORT6}]", "msisdns were [*****, ******]"),
+            (f"msisdn: is {SHORT5}", "msisdn: is *****"),
+            ("msisdn is '1234'", "msisdn is '****'"),
+        ],
+    )
+    def test_a_short_id_after_a_joining_word(self, text: str, expected: str) -> None:
+        """`msisdn is 97531` showed the id: only signs (`=`, `:`, a space) stood between an
+        id's name and its value, not the words a sentence puts there."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"msisdn=None {SHORT5}", "msisdn=None *****"),
+            (f"msisdns=null, {SHORT5} done", "msisdns=null, ***** done"),
+            (f"msisdns={SHORT5}, None, {SHORT6}", "msisdns=*****, None, ******"),
+            (f"msisdns: {SHORT5} None {SHORT6}", "msisdns: ***** None ******"),
+        ],
+    )
+    def test_a_null_among_the_ids_after_an_id_name(self, text: str, expected: str) -> None:
+        """`msisdn=None 97531` showed the id, and `msisdns=97531, None, 864209` the ids
+        after the None: inside brackets a None was one of the list's items, written without
+        them it ended the list."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "msisdn is None, offset 12345",
+            "msisdn is 1234, count 12345",
+            "msisdns for 86400 s, 12345 ms",
+            "msisdn of 12345 bytes",
+            "msisdn=None took 12345 ms",
+            "msisdn count is 12345, msisdn_count is 12345",
+            "msisdn issued 12345, msisdn format 12345",
+        ],
+    )
+    def test_what_a_joining_word_does_not_make_an_id(self, text: str) -> None:
+        """A duration or a size after a joining word is still what its unit says, a null
+        id leaves the line's next words alone, and a word that merely starts with a joining
+        word (`issued`) or any other word after the name is none."""
+        assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             ("call (415) 555-2671 now", "call 415***2671 now"),
             ("call (415)555-2671", "call 415***2671"),
             ("call +1 (415) 555-2671", "call 141****2671"),
@@ -598,12 +665,15 @@ class TestLongLines:
             (_repeated("counter ", tail="party 97531"), _repeated("counter ", tail="party *****")),
             (_repeated("\\", "msisdns=[", "]"), _repeated("\\", "msisdns=[", "]")),
             (_repeated('\\"1234\\", ', "msisdns: "), _repeated('\\"****\\", ', "msisdns: ")),
+            (_repeated("None ", "msisdns: ", "97531"), _repeated("None ", "msisdns: ", "*****")),
+            (_repeated("msisdn is "), _repeated("msisdn is ")),
+            (_repeated("%25", "msisdn%", "3D97531"), _repeated("%25", "msisdn%", "3D97531")),
         ],
         ids=[
             *("camel-names", "camel-names-no-id", "spaced-ids", "slashed-ids"),
             *("quoted-ids", "one-long-id", "short-numbers", "spaces"),
             *("separators", "brackets", "names", "counter"),
-            *("backslashes", "escaped-quoted-ids"),
+            *("backslashes", "escaped-quoted-ids", "nulls", "joining-words", "url-escapes"),
         ],
     )
     @pytest.mark.timeout(60)
