@@ -213,11 +213,13 @@ An escaped quote is read from its first backslash only: read from each one, a ru
 def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     """The text pattern and a setting's or quantity's field name: built at the first
     masking, since the setting names take pydantic, which building the CLI's parser must
-    not import (tests/unit/test_cli_startup.py). Compiling both takes about 6 ms (5.7-6.0
-    ms, best of 30, load 10 on 2 cores; 2.9 ms before the shapes of numbers written in
-    groups, 2026-12-07); where no settings were read before the first log record, that record
-    pays for importing `moments.settings` (pydantic-settings) instead: 0.15 to 0.45 s,
-    nearly all of its cost, which no simpler pattern cuts."""
+    not import (tests/unit/test_cli_startup.py). Compiling both takes about 11 ms (11.2-14.6
+    ms, best of 30, load 5-7 on 2 cores, once a process; 6.4-10.7 ms alike before the URL
+    escapes, joining words and nulls after an id's name, 2.9 ms before the shapes of
+    numbers written in groups, 2026-12-07); where no settings were read before
+    the first log record, that record pays for importing `moments.settings`
+    (pydantic-settings) instead: 0.15 to 0.45 s, nearly all of its cost, which no simpler
+    pattern cuts."""
     from moments.settings import Settings
 
     # Names of two words or more, as written (a field, or its MOMENTS_ variable): a
