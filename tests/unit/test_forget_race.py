@@ -25,27 +25,33 @@ from .test_unanswered import CALL, HOUR, SMS_1, START, SUB, Scenario, outcome_re
 RULE = "low_balance"
 
 
-async def test_a_decline_written_after_a_tombstone_it_raced_is_erased() -> None:
-    s = Scenario()
-    await s.sink.dispatch([task(SMS_1, Channel.SMS, RULE, expires_h=2)])
-    s.clock.advance(START.timestamp() + HOUR / 2)
+def tombstone_after_the_look(s: Scenario) -> list[str]:
+    """The race: the outcome's look at the erasure marks, then, once, the subscriber's
+    tombstone applied before the outcome writes anything. The list names the subscribers
+    tombstoned, for the test to check the race ran."""
     subscribers = s.sink.subscribers
     looked = subscribers.forgotten_tasks
-    tombstones = 0
+    applied: list[str] = []
 
     async def look_then_tombstone(tasks: Sequence[ServiceTask]) -> set[str]:
-        """The outcome's look, then the tombstone applied before the decline is written."""
-        nonlocal tombstones
         found = await looked(tasks)
-        if not tombstones:
-            tombstones += 1
+        if not applied:
+            applied.append(SUB)
             await subscribers.forget([SUB], [RULE])
         return found
 
     subscribers.forgotten_tasks = look_then_tombstone  # type: ignore[method-assign]
+    return applied
+
+
+async def test_a_decline_written_after_a_tombstone_it_raced_is_erased() -> None:
+    s = Scenario()
+    await s.sink.dispatch([task(SMS_1, Channel.SMS, RULE, expires_h=2)])
+    s.clock.advance(START.timestamp() + HOUR / 2)
+    tombstones = tombstone_after_the_look(s)  # before the decline is written
     declined = outcome_record(SMS_1, OutcomeStatus.DECLINED, START + dt.timedelta(minutes=20))
     await handle_outcomes([declined], s.sink, now=s.at())
-    assert tombstones == 1
+    assert tombstones == [SUB]
     assert not await s.sink.declines.suppressed(SUB, RULE)
 
 
@@ -117,23 +123,10 @@ async def test_a_contact_counted_again_after_a_tombstone_it_raced_is_given_back(
     s.clock.advance(START.timestamp() + HOUR / 2)
     failed = outcome_record(CALL, OutcomeStatus.FAILED, START + dt.timedelta(minutes=10))
     await handle_outcomes([failed], s.sink, now=s.at())
-    subscribers = s.sink.subscribers
-    looked = subscribers.forgotten_tasks
-    tombstones = 0
-
-    async def look_then_tombstone(tasks: Sequence[ServiceTask]) -> set[str]:
-        """The outcome's look, then the tombstone applied before the contact is counted."""
-        nonlocal tombstones
-        found = await looked(tasks)
-        if not tombstones:
-            tombstones += 1
-            await subscribers.forget([SUB], [RULE])
-        return found
-
-    subscribers.forgotten_tasks = look_then_tombstone  # type: ignore[method-assign]
+    tombstones = tombstone_after_the_look(s)  # before the contact is counted
     reached = outcome_record(CALL, OutcomeStatus.DONE_NO_CHANGE, START + dt.timedelta(minutes=20))
     result = await handle_outcomes([reached], s.sink, now=s.at())
-    assert tombstones == 1
+    assert tombstones == [SUB]
     frequency, contacts = s.sink.stores.frequency, s.sink.stores.contacts
     assert isinstance(frequency, MemoryContactBook)
     assert isinstance(contacts, MemoryContactBook)
@@ -149,23 +142,10 @@ async def test_a_retry_dropped_for_a_tombstone_it_raced_is_counted_forgotten() -
     s = Scenario()
     await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, RULE, expires_h=12)])
     s.clock.advance(START.timestamp() + HOUR / 2)
-    subscribers = s.sink.subscribers
-    looked = subscribers.forgotten_tasks
-    tombstones = 0
-
-    async def look_then_tombstone(tasks: Sequence[ServiceTask]) -> set[str]:
-        """The outcome's look, then the tombstone applied before the retry is dispatched."""
-        nonlocal tombstones
-        found = await looked(tasks)
-        if not tombstones:
-            tombstones += 1
-            await subscribers.forget([SUB], [RULE])
-        return found
-
-    subscribers.forgotten_tasks = look_then_tombstone  # type: ignore[method-assign]
+    tombstones = tombstone_after_the_look(s)  # before the retry is dispatched
     unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + dt.timedelta(minutes=20))
     result = await handle_outcomes([unreachable], s.sink, now=s.at())
-    assert tombstones == 1
+    assert tombstones == [SUB]
     labels = {"moment_type": RULE, "reason": "forgotten"}
     assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
     assert (result.retries, result.forgotten) == ([], 1)
