@@ -144,8 +144,8 @@ class TaskSink:
         self.withdrawals = Withdrawals(
             producer, withdrawals_topic, self.ledger, metrics, clock, self._redis
         )
-        """Published tasks a later profile change made void (`sinks.withdrawals`; none
-        without `withdrawals_topic`)."""
+        """Published tasks a later profile change made void (`sinks.withdrawals`; no
+        notices without `withdrawals_topic`, but a tombstone's erasure all the same)."""
         self._payloads = Payloads(self._decoded)
         self._judged: str | None = None
         """The timetable the deferral queue was last found or made judged by
@@ -956,15 +956,13 @@ class TaskSink:
         # And its subscriber's published index until it expires: what a later opt-out,
         # closed line or tombstone withdraws (`sinks.withdrawals`).
         subs = {t.task_id: t.subscriber_id for t in tasks}
-        # Looked at against the subscriber's facts in the same step (with withdrawals on):
-        # a profile change recorded since this decision read them, which its batch may
-        # have looked the index up for before this confirm, makes the task void.
+        # Looked at against the subscriber's facts in the same step: a profile change
+        # recorded since this decision read them, which its batch may have looked the
+        # index up for before this confirm, makes the task void. With no withdrawals topic
+        # too: a tombstone's erasure may have run since, and the task is then confirmed
+        # with no body and no index entry (`_void`), its notice alone left out.
         fresh = fresh or {}
-        made = (
-            {t.task_id: fresh[t.task_id] if t.task_id in fresh else made_at(t) for t in tasks}
-            if self.withdrawals.topic is not None
-            else None
-        )
+        made = {t.task_id: fresh[t.task_id] if t.task_id in fresh else made_at(t) for t in tasks}
         void = await self._redis(
             lambda: self.ledger.confirm(ids, meta, bodies, awaiting, subs, made),
             "confirming published tasks",
@@ -974,7 +972,7 @@ class TaskSink:
             if produce:
                 seconds = max(0.0, (now - task.triggered_at).total_seconds())
                 self.metrics.event_to_task.observe(seconds)
-        if void and made is not None:  # void only where looked at
+        if void:
             voided = [t for t in tasks if t.task_id in void]
             await self._void(voided, void, meta, bodies, made)
 

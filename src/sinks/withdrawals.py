@@ -264,8 +264,9 @@ def withdrawals_of(
 
 class Withdrawals:
     """Publishes the withdrawals of a batch's profile changes (`withdraw`) to `topic`
-    (None: none are made, as a sink without the topic), through the ledger's index of
-    published tasks per subscriber."""
+    (None: none are made, as a sink without the topic; a tombstone's erasure of the
+    published tasks runs all the same), through the ledger's index of published tasks per
+    subscriber."""
 
     def __init__(
         self,
@@ -286,9 +287,24 @@ class Withdrawals:
     async def withdraw(self, changes: Sequence[ProfileChange]) -> list[TaskWithdrawal]:
         """Publish the withdrawals `changes` make and await them, then take the tasks out of
         the ledger's indexes; the tombstoned subscribers' index is erased, and the bodies of
-        the tasks in it. Returns them."""
-        if not changes or self.topic is None:
+        the tasks in it. Returns them. With no topic none are made, but the erasure runs:
+        it is the tombstone's, not the notices'."""
+        if not changes:
             return []
+        gone = [c.subscriber_id for c in changes if c.reason is WithdrawReason.FORGOTTEN]
+        made = await self._notices(changes) if self.topic is not None else []
+        # Before `withdrawn`, which takes the withdrawn tasks out of the index: erased with
+        # the index, their bodies too.
+        if gone:
+            await self._redis(lambda: self.ledger.forget_published(gone), "erasing published tasks")
+        if made:
+            items = [(w.task_id, w.subscriber_id, str(w.channel)) for w in made]
+            await self._redis(lambda: self.ledger.withdrawn(items), "recording withdrawals")
+        return made
+
+    async def _notices(self, changes: Sequence[ProfileChange]) -> list[TaskWithdrawal]:
+        """The withdrawals `changes` make of their subscribers' published tasks (read from
+        the ledger's index), published and awaited."""
         subs = list(dict.fromkeys(c.subscriber_id for c in changes))
         now = self.clock()
         live = await self._redis(
@@ -306,14 +322,6 @@ class Withdrawals:
         made = withdrawals_of(changes, published, now)
         if made:
             await self._publish(made)
-        # Before `withdrawn`, which takes the withdrawn tasks out of the index: erased with
-        # the index, their bodies too.
-        gone = [c.subscriber_id for c in changes if c.reason is WithdrawReason.FORGOTTEN]
-        if gone:
-            await self._redis(lambda: self.ledger.forget_published(gone), "erasing published tasks")
-        if made:
-            items = [(w.task_id, w.subscriber_id, str(w.channel)) for w in made]
-            await self._redis(lambda: self.ledger.withdrawn(items), "recording withdrawals")
         return made
 
     async def withdraw_dropped(self, dropped: Sequence[tuple[ServiceTask, str]]) -> None:

@@ -69,7 +69,9 @@ async def stores(redis_url: str) -> AsyncIterator[DispatchStores]:
     await client.aclose()
 
 
-def sink(stores: DispatchStores, clock: Clock) -> tuple[TaskSink, CollectingProducer]:
+def sink(
+    stores: DispatchStores, clock: Clock, topic: str | None = WITHDRAWALS_TOPIC
+) -> tuple[TaskSink, CollectingProducer]:
     producer = CollectingProducer(clock)
     return TaskSink(
         producer,
@@ -78,7 +80,7 @@ def sink(stores: DispatchStores, clock: Clock) -> tuple[TaskSink, CollectingProd
         Metrics(),
         DispatchPolicy(),
         clock=clock,
-        withdrawals_topic=WITHDRAWALS_TOPIC,
+        withdrawals_topic=topic,
     ), producer
 
 
@@ -116,6 +118,36 @@ async def test_an_opt_out_looked_up_while_the_release_publishes_is_withdrawn_onc
     # The batch read again (its offsets not committed) finds nothing more.
     await batch.withdrawals.withdraw(profile_changes([update]))
     assert batch_producer.withdrawn == []
+
+
+async def test_with_no_withdrawals_topic_a_tombstone_during_the_release_leaves_no_payload(
+    stores: DispatchStores,
+) -> None:
+    """Sinks given no withdrawals topic: the release read the facts before the tombstone's
+    erasure and confirmed after it. Before, its confirm did not look at the mark and wrote
+    the erased subscriber's payload and index entry after the erasure; and the erasure
+    itself did not run without a topic."""
+    clock = Clock(NOW.timestamp())
+    releasing, producer = sink(stores, clock, None)
+    releasing.add(waiting())
+    await releasing.flush()
+    clock.now = RELEASE.timestamp()
+    batch, batch_producer = sink(stores, clock, None)
+    at = CHANGED.timestamp()
+
+    async def meanwhile() -> None:
+        await batch.subscribers.forget([SUB], ["m"], {SUB: at})
+        await batch.withdrawals.withdraw(profile_changes((), [SUB], {SUB: at}, at))
+
+    releasing.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+    assert await releasing.release_due() == 1
+    assert len(producer.sent) == 1
+    assert producer.withdrawn + batch_producer.withdrawn == []
+    ledger = stores.ledger
+    assert await ledger.state("w1") == "sent"
+    assert await ledger.body("w1") is None
+    assert await ledger.published_of([SUB], clock()) == [[]]
+    assert sum((await ledger.unanswered()).values()) == 0
 
 
 async def test_the_confirm_leaves_a_void_task_pending_and_its_redrive_withdraws_it(

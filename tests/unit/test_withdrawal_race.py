@@ -54,9 +54,12 @@ def waiting() -> ServiceTask:
 
 
 class Worker:
-    """One worker's sink on the shared stores, deciding at `clock`, with withdrawals."""
+    """One worker's sink on the shared stores, deciding at `clock`, with withdrawals
+    published to `topic` (None: a sink configured with no withdrawals topic)."""
 
-    def __init__(self, stores: DispatchStores, clock: Clock) -> None:
+    def __init__(
+        self, stores: DispatchStores, clock: Clock, topic: str | None = WITHDRAWALS_TOPIC
+    ) -> None:
         self.producer = CollectingProducer(clock)
         self.metrics = Metrics()
         self.sink = TaskSink(
@@ -66,7 +69,7 @@ class Worker:
             self.metrics,
             DispatchPolicy(),
             clock=clock,
-            withdrawals_topic=WITHDRAWALS_TOPIC,
+            withdrawals_topic=topic,
         )
 
     def notices(self) -> list[dict[str, object]]:
@@ -106,8 +109,10 @@ def batch(
     return record, look_up
 
 
-async def parked(stores: DispatchStores, clock: Clock) -> Worker:
-    w = Worker(stores, clock)
+async def parked(
+    stores: DispatchStores, clock: Clock, topic: str | None = WITHDRAWALS_TOPIC
+) -> Worker:
+    w = Worker(stores, clock, topic)
     w.sink.add(waiting())
     await w.sink.flush()
     assert await stores.ledger.state("w1") == "deferred"
@@ -328,3 +333,51 @@ async def test_a_tombstone_between_the_withdrawal_and_its_confirm_leaves_no_payl
     assert [n["reason"] for n in w.notices()] == ["opt_out"]
     assert await stores.ledger.state("w1") == "sent"
     assert await stores.ledger.body("w1") is None
+
+
+class TestWithNoWithdrawalsTopic:
+    """A sink given no withdrawals topic (`TaskSink`'s default) publishes no notices, but
+    a tombstone erases the subscriber's published tasks and a confirm looks at the facts
+    as with one: the erasure is not a notice, and no consumer hears of a task either way.
+    Before: `withdraw` returned at once, and the confirm did not look."""
+
+    @pytest.mark.parametrize("topic", [None, WITHDRAWALS_TOPIC], ids=["no-topic", "topic"])
+    async def test_a_tombstone_erases_the_published_tasks_payloads(self, topic: str | None) -> None:
+        clock = Clock(NOW.timestamp())
+        stores = memory_stores(clock)
+        w = Worker(stores, clock, topic)
+        w.sink.add(fresh())
+        await w.sink.flush()
+        assert await stores.ledger.published_of([SUB], clock()) == [["w1"]]
+        clock.now += 60
+        record, look_up = batch(w, "forgotten")
+        await record()
+        await look_up()
+        assert await stores.ledger.body("w1") is None
+        assert await stores.ledger.published_of([SUB], clock()) == [[]]
+        assert len(w.notices()) == (0 if topic is None else 1)
+
+    async def test_a_release_racing_a_tombstone_writes_no_payload_after_the_erasure(
+        self,
+    ) -> None:
+        """The release read the facts before the tombstone's erasure ran, and confirmed
+        after it: its confirm wrote the erased subscriber's payload and indexed the task
+        again, after the erasure, for a day past its expiry."""
+        clock = Clock(NOW.timestamp())
+        stores = memory_stores(clock)
+        w = await parked(stores, clock, None)
+        other = Worker(stores, clock, None)
+        record, look_up = batch(other, "forgotten")
+
+        async def meanwhile() -> None:
+            await record()
+            await look_up()
+
+        w.sink.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+        assert await w.sink.release_due() == 1
+        assert len(w.producer.sent) == 1  # it went out: the release read the facts before
+        assert w.notices() + other.notices() == []
+        assert await stores.ledger.state("w1") == "sent"
+        assert await stores.ledger.body("w1") is None
+        assert await stores.ledger.published_of([SUB], clock()) == [[]]
+        assert sum((await stores.ledger.unanswered()).values()) == 0
