@@ -89,7 +89,9 @@ return v
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
 # K: task, group, body, unanswered index of the task's channel, answered mark, published
-# index of the task's subscriber; A: final value, id, body ('' for none), seconds to keep
+# index of the task's subscriber, (K[8]) its `unsent:<id>` mark, cut to the entry's
+# new expiry when A[5] cuts it (the mark was set for the entry's life then, `_FORGET`);
+# A: final value, id, body ('' for none), seconds to keep
 # it, milliseconds to keep the entry ('' as it is), when the task expires ('' for none: not
 # sent), seconds to keep the published index ('' for none), when the members it drops
 # expired by (a day ago, PUBLISHED_KEPT_S: their bodies are kept as long, and a
@@ -138,6 +140,7 @@ if v and string.sub(v, 1, 1) == 'P' then
   if A[5] ~= '' then
     local ttl = redis.call('PTTL', K[1])
     if ttl < 0 or ttl > tonumber(A[5]) then redis.call('PEXPIRE', K[1], A[5]) end
+    if redis.call('PTTL', K[8]) > tonumber(A[5]) then redis.call('PEXPIRE', K[8], A[5]) end
   end
   local answered = redis.call('DEL', K[5]) == 1
   if A[6] ~= '' and not answered and A[11] == '' then redis.call('ZADD', K[4], A[6], A[2]) end
@@ -389,7 +392,7 @@ class TaskLedger:
         """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=7, args=11)
+        self._settle = BatchScript(redis, _SETTLE, keys=8, args=11)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
@@ -559,6 +562,7 @@ class TaskLedger:
                     self.answered_key(i),
                     self.pending_key if sub is None else self.published_key(sub),
                     self.pending_key if look is None or sub is None else self.facts_key(sub),
+                    self.unsent_key(i),
                 ),
                 (
                     value,

@@ -192,6 +192,8 @@ class MemoryLedger:
             until = (keep_until or {}).get(task_id)
             if settles and until is not None and entry is not None:  # as the Redis script
                 entry.expires_at = min(entry.expires_at, until + DROPPED_KEPT_S)
+                if (mark := self._live(self.unsent_marks, task_id)) is not None:
+                    mark.expires_at = min(mark.expires_at, entry.expires_at)
 
     async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
         out = []

@@ -345,3 +345,29 @@ async def test_a_task_a_tombstone_took_out_of_the_queue_is_redriven_with_no_with
     assert (producer.sent, producer.withdrawn, redrove.sent) == ([], [], [])
     (notice,) = [orjson.loads(p.payload) for p in redrove.withdrawn]
     assert (notice["task_id"], notice["reason"]) == ("w2", "forgotten")
+
+
+async def test_the_unsent_mark_of_a_task_a_tombstone_dropped_expires_with_its_entry(
+    stores: DispatchStores, redis_url: str
+) -> None:
+    """The tombstone's script marks the waiting task `unsent` for its entry's PTTL then (the
+    ledger's TTL, 10 days here); the drop cuts the entry to a day past the task's expiry
+    (4 days). The mark lived on for the 10 days."""
+    clock = Clock(NOW.timestamp())
+    w, _ = sink(stores, clock)
+    w.add(waiting())
+    await w.flush()
+    at = CHANGED.timestamp()
+    await w.subscribers.forget([SUB], ["m"], {SUB: at})
+    ledger = stores.ledger
+    assert isinstance(ledger, TaskLedger)
+    assert await ledger.state("w1") == "dropped"
+    assert await ledger.unsent(["w1"]) == {"w1"}
+    client = Redis.from_url(redis_url)
+    try:
+        entry = await client.pttl(ledger.key("w1"))
+        mark = await client.pttl(ledger.unsent_key("w1"))
+    finally:
+        await client.aclose()
+    assert 0 < entry < 5 * 86400 * 1000
+    assert 0 < mark <= entry

@@ -381,3 +381,22 @@ class TestWithNoWithdrawalsTopic:
         assert await stores.ledger.body("w1") is None
         assert await stores.ledger.published_of([SUB], clock()) == [[]]
         assert sum((await stores.ledger.unanswered()).values()) == 0
+
+
+async def test_the_unsent_mark_of_a_task_a_tombstone_dropped_expires_with_its_entry() -> None:
+    """A tombstone takes the waiting task out of the queue and marks it `unsent` for as
+    long as its entry then lives (the ledger's whole TTL); its drop (`forgotten`) cuts the
+    entry to a day past the task's expiry. The mark outlived the entry by the rest of the
+    TTL (400 days on the stream); it now expires with it, as on Redis
+    (tests/integration/test_withdrawal_race.py)."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = await parked(stores, clock)
+    record, _ = batch(w, "forgotten")
+    await record()
+    ledger = stores.ledger
+    assert await ledger.state("w1") == "dropped"
+    assert await ledger.unsent(["w1"]) == {"w1"}
+    marks, entries = ledger.unsent_marks, ledger.entries  # type: ignore[attr-defined]
+    assert entries["w1"].expires_at < NOW.timestamp() + 10 * 86400  # cut by the drop
+    assert marks["w1"].expires_at <= entries["w1"].expires_at
