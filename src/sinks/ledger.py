@@ -104,7 +104,9 @@ return v
 # later opt-out withdraws, sinks.withdrawals) as it leaves P too, whose members expired
 # a day before go then. Unless (K[7], the subscriber's facts hash; A[9], the channel it
 # went out on, '' for no look, its opt-out fields named by it A-Z lowered, as
-# `moments.models.channel_key` names them; A[10], when it was made, '' for no tombstone
+# `moments.models.channel_key` names them, and its opt-out as written too, the later of
+# the two counting (`opt_out:WeChat`, recorded by a build before the lowering, read for
+# the 90 days the hash lives); A[10], when it was made, '' for no tombstone
 # look) the facts make it void now, as `sinks.relevance.voided` reads them: then nothing is
 # written, the entry stays P (a re-drive drops it and withdraws it, should its worker
 # die) and the reply is {why, when}: a batch that recorded the change before this ran and
@@ -121,7 +123,10 @@ if v and string.sub(v, 1, 1) == 'P' then
   if A[9] ~= '' then
     local channel = string.lower(A[9])
     local f = redis.call('HMGET', K[7], 'forgotten', 'erased', 'closed', 'active',
-      'suspended', 'opt_out:' .. channel, 'opt_in:' .. channel, 'opt_list')
+      'suspended', 'opt_out:' .. channel, 'opt_in:' .. channel, 'opt_list',
+      'opt_out:' .. A[9])
+    local out = f[6]
+    if f[9] and (not out or tonumber(f[9]) > tonumber(out)) then out = f[9] end
     if f[1] and A[10] ~= '' and tonumber(A[10]) <= tonumber(f[1]) then
       return {'forgotten', f[2] or f[1]}
     end
@@ -131,9 +136,9 @@ if v and string.sub(v, 1, 1) == 'P' then
         return {'closed', f[3]}
       end
     end
-    if A[11] == '' and f[6] and (not f[7] or tonumber(f[6]) >= tonumber(f[7]))
-        and (not f[8] or tonumber(f[6]) >= tonumber(f[8])) then
-      return {'opt_out', f[6]}
+    if A[11] == '' and out and (not f[7] or tonumber(out) >= tonumber(f[7]))
+        and (not f[8] or tonumber(out) >= tonumber(f[8])) then
+      return {'opt_out', out}
     end
   end
   redis.call('SET', K[1], A[1], 'XX', 'KEEPTTL')

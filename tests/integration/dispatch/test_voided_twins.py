@@ -39,6 +39,7 @@ FIELDS = [
     "opt_in:outbound_call",
     "opt_out:wechat",
     "opt_in:wechat",
+    "opt_out:WeChat",
     "opt_list",
     "topup",
 ]
@@ -127,6 +128,11 @@ async def both(values: dict[str, tuple[float, str]], channel: str, look: float, 
 @example({"opt_out:wechat": (T0 + 10, "repr"), "opt_list": (T0 + 10, "whole")}, "wechat", T0)
 # The same channel in another case: the script looked `opt_out:WeChat` up, not there.
 @example({"opt_out:wechat": (T0 + 10, "repr")}, "WeChat", T0)
+# An opt-out an earlier build recorded as written (`opt_out:WeChat`): read for a task on
+# `WeChat`, the later of it and the lowered field counting, and opted in by `opt_list`.
+@example({"opt_out:WeChat": (T0 + 10, "repr"), "opt_list": (T0 + 10, "whole")}, "WeChat", T0)
+@example({"opt_out:WeChat": (T0 + 10, "repr"), "opt_out:wechat": (T0, "repr")}, "WeChat", T0)
+@example({"opt_out:WeChat": (T0, "repr"), "opt_list": (T0 + 10, "repr")}, "WeChat", T0)
 def test_the_confirm_script_judges_as_voided(
     redis_db: str, values: dict[str, tuple[float, str]], channel: str, look: float
 ) -> None:
