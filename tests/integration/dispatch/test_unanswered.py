@@ -141,18 +141,13 @@ class TestUnanswered:
         after its outcome, and it was counted against a consumer that had answered)."""
         w = make_worker(GO_NOW)
         early = tid("answered-early")
-        dying = make_worker(GO_NOW)
-        dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "confirm")
-        dying.sink.ledger = stores.ledger
+        dying = dies_before_its_confirm(make_worker(GO_NOW))
         with pytest.raises(CrashError):
             await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
         assert len(await published(w.settings, 1)) == 1
         assert await w.ledger.state(early) == "pending"
 
-        outcome = TaskOutcome(
-            task_id=early, subscriber_id=SUB, status=OutcomeStatus.DONE_NO_CHANGE, occurred_at=NOW
-        )
-        record = RawRecord("outcomes", 0, 0, SUB.encode(), outcome.model_dump_json().encode())
+        record = outcome_of(early, OutcomeStatus.DONE_NO_CHANGE)
         assert (await handle_outcomes([record], w.sink)).handled == 1
 
         fresh = make_worker(GO_NOW)
@@ -176,18 +171,13 @@ class TestUnanswered:
         out."""
         w = make_worker(GO_NOW)
         early = tid("declined-early")
-        dying = make_worker(GO_NOW)
-        dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "confirm")
-        dying.sink.ledger = stores.ledger
+        dying = dies_before_its_confirm(make_worker(GO_NOW))
         with pytest.raises(CrashError):
             await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
         assert len(await published(w.settings, 1)) == 1
         assert await w.ledger.state(early) == "pending"
 
-        outcome = TaskOutcome(
-            task_id=early, subscriber_id=SUB, status=OutcomeStatus.DECLINED, occurred_at=NOW
-        )
-        record = RawRecord("outcomes", 0, 0, SUB.encode(), outcome.model_dump_json().encode())
+        record = outcome_of(early, OutcomeStatus.DECLINED)
         assert (await handle_outcomes([record], w.sink, now=NOW)).declined == 1
         assert (
             w.sample("moments_task_outcomes_total", moment_type="low_balance", status="declined")
@@ -214,24 +204,33 @@ class TestUnanswered:
         await w.send(task(call, sub=SUB, channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"))
         await w.send(task(sms, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
         assert await w.ledger.state(sms) == "merged"
-        dying = make_worker()
-        dying.sink.stores = stores = crashing(dying.sink.stores, "ledger", "confirm")
-        dying.sink.ledger = stores.ledger
+        dying = dies_before_its_confirm(make_worker())
         with pytest.raises(CrashError):
             await dying.sink.release_due(now=time.time() + 3600)
         [sent] = await published(w.settings, 1)
         assert [r["moment"]["rule_id"] for r in sent["related"]] == ["low_balance"]
         assert await w.ledger.state(call) == "pending"
 
-        outcome = TaskOutcome(
-            task_id=call, subscriber_id=SUB, status=OutcomeStatus.DECLINED, occurred_at=NOW
-        )
-        record = RawRecord("outcomes", 0, 0, SUB.encode(), outcome.model_dump_json().encode())
+        record = outcome_of(call, OutcomeStatus.DECLINED)
         assert (await handle_outcomes([record], w.sink, now=NOW)).declined == 1
         assert await w.sink.declines.suppressed(SUB, "low_balance")
 
         await make_worker().sink.redrive(older_than=0)
         assert len(await published(w.settings, 1)) == 1  # nothing sent again
+
+
+def dies_before_its_confirm(w: Worker) -> Worker:
+    """`w` with a ledger whose confirm crashes: its worker dies between the broker's ack of
+    a task and the confirm, the entry left pending."""
+    w.sink.stores = stores = crashing(w.sink.stores, "ledger", "confirm")
+    w.sink.ledger = stores.ledger
+    return w
+
+
+def outcome_of(task_id: str, status: OutcomeStatus) -> RawRecord:
+    """The consumer's outcome of `task_id`, for `SUB`, as the outcomes topic holds it."""
+    outcome = TaskOutcome(task_id=task_id, subscriber_id=SUB, status=status, occurred_at=NOW)
+    return RawRecord("outcomes", 0, 0, SUB.encode(), outcome.model_dump_json().encode())
 
 
 def pending_command(w: Worker, *args: str) -> subprocess.CompletedProcess[str]:
