@@ -70,6 +70,19 @@ def test_the_deferred_table_counts_deferrals(
     assert "| quiet_hours | 1 |" in deferred
 
 
+def compared_with_the_same_rules(
+    tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """`EVENT` backtested with the packaged catalog as both rule sets (`--baseline-rules`),
+    its report written to `out`: the terminal's text."""
+    events = tmp_path / "e.jsonl"
+    events.write_text(EVENT)
+    catalog = str(Path(__file__).parents[2] / "src/rules/catalog/default.yaml")
+    args = ["backtest", "--events", str(events), "--out", str(out), "--baseline-rules", catalog]
+    assert main(args) == 0
+    return capsys.readouterr().out
+
+
 def test_a_comparison_with_no_moment_type_changed_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,13 +90,8 @@ def test_a_comparison_with_no_moment_type_changed_says_so(
     was left out of the comparison without a word, while the other tables say "None...":
     it reads as a table lost, not as nothing changed."""
     monkeypatch.setenv("COLUMNS", "400")
-    events = tmp_path / "e.jsonl"
-    events.write_text(EVENT)
     out = tmp_path / "out"
-    catalog = str(Path(__file__).parents[2] / "src/rules/catalog/default.yaml")
-    args = ["backtest", "--events", str(events), "--out", str(out), "--baseline-rules", catalog]
-    assert main(args) == 0
-    terminal = capsys.readouterr().out
+    terminal = compared_with_the_same_rules(tmp_path, out, capsys)
     title = "Moments by type, baseline -> candidate (the changed ones)"
     said = "No moment type changed: each was detected, suppressed and published as often"
     assert said in terminal.split(title, 1)[1]
@@ -100,13 +108,8 @@ def test_a_comparison_with_no_task_changed_says_so(
     changed tasks" was left out without a word (analyst brief): the analyst could not
     tell "nothing changed" from a table lost. It says so, in the terminal and the files."""
     monkeypatch.setenv("COLUMNS", "400")
-    events = tmp_path / "e.jsonl"
-    events.write_text(EVENT)
     out = tmp_path / "out"
-    catalog = str(Path(__file__).parents[2] / "src/rules/catalog/default.yaml")
-    args = ["backtest", "--events", str(events), "--out", str(out), "--baseline-rules", catalog]
-    assert main(args) == 0
-    terminal = capsys.readouterr().out
+    terminal = compared_with_the_same_rules(tmp_path, out, capsys)
     title = "What changed in the changed tasks"
     said = "No task changed: every task both rule sets publish is the same, field for field"
     assert said in " ".join(terminal.split(title, 1)[1].split())
