@@ -674,6 +674,13 @@ def test_a_decimal_string_out_of_form_names_the_fix(text: str, fix: str) -> None
     assert fix in result.message, result.message
 
 
+def _time_refused(written: str) -> DeadLetter:
+    """The dead letter of a usage event whose `occurred_at` is `written`."""
+    result = decode(_record(_usage(occurred_at=written)), EventType.USAGE)
+    assert isinstance(result, DeadLetter), result
+    return result
+
+
 class TestTimeFormsOfOtherLibraries:
     """Times a producer's library writes that are not RFC 3339 got the general "write an
     RFC 3339 time with a UTC offset", naming nothing to change (producer walk-through):
@@ -719,8 +726,7 @@ class TestTimeFormsOfOtherLibraries:
         ],
     )
     def test_the_message_names_what_to_change(self, written: str, fix: str) -> None:
-        result = decode(_record(_usage(occurred_at=written)), EventType.USAGE)
-        assert isinstance(result, DeadLetter)
+        result = _time_refused(written)
         assert result.reason is RejectReason.INVALID_EVENT
         assert result.message == f"occurred_at: {fix}"
 
@@ -815,15 +821,13 @@ class TestTimeFormsNamedByTheirFix:
         ],
     )
     def test_the_message_names_what_to_change(self, written: str, fix: str) -> None:
-        result = decode(_record(_usage(occurred_at=written)), EventType.USAGE)
-        assert isinstance(result, DeadLetter)
+        result = _time_refused(written)
         assert result.reason is RejectReason.INVALID_EVENT
         assert result.message == f"occurred_at: {fix}"
 
     def test_a_calendar_day_of_three_digits_is_still_the_general_form(self) -> None:
         """`2026-1207`, a day of the year's shape but four digits, is not an ordinal date."""
-        result = decode(_record(_usage(occurred_at="2026-1207T10:00:00+08:00")), EventType.USAGE)
-        assert isinstance(result, DeadLetter)
+        result = _time_refused("2026-1207T10:00:00+08:00")
         assert "write an RFC 3339 time with a UTC offset" in result.message
 
     def test_minus_zero_offset_is_the_utc_instant(self) -> None:
