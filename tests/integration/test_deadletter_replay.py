@@ -63,15 +63,21 @@ async def _write_dead_letters(settings: Settings) -> dict[str, bytes]:
         RawRecord(topup, 1, 13, WANG.encode(), accepted["topup"]),  # key is not LI
         RawRecord("elsewhere.telecom.topup", 0, 14, LI.encode(), accepted["topup"]),
     ]
+    await _dead_letters(settings, rejected)
+    return accepted
+
+
+async def _dead_letters(settings: Settings, records: list[RawRecord]) -> None:
+    """Each of `records` refused (`invalid_event`) into the dead-letter topic, as a worker's
+    sink writes them."""
     producer = await start_producer(settings)
     try:
         sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
-        for record in rejected:
+        for record in records:
             sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
         await sink.flush()
     finally:
         await producer.stop()
-    return accepted
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -163,15 +169,12 @@ async def test_a_replay_cut_by_a_failed_send_sends_what_went_back_once(
         topup: _event("t-1", LI, amount="50", channel="app"),
         usage: _event("u-1", LI, kind="data", quantity=100),
     }
-    producer = await start_producer(settings)
-    try:  # one subscriber's: one partition of the dead-letter topic, read in one batch
-        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
-        for offset, (topic, value) in enumerate(values.items()):
-            record = RawRecord(topic, 0, offset, LI.encode(), value)
-            sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
-        await sink.flush()
-    finally:
-        await producer.stop()
+    # One subscriber's: one partition of the dead-letter topic, read in one batch.
+    records = [
+        RawRecord(topic, 0, offset, LI.encode(), value)
+        for offset, (topic, value) in enumerate(values.items())
+    ]
+    await _dead_letters(settings, records)
 
     async def failing(s: Settings) -> Any:
         return _LosesUsage(await start_producer(s), usage)
@@ -255,14 +258,7 @@ async def test_a_replay_says_which_events_may_come_too_late(
         {"event_id": "t-old", "subscriber_id": LI, "occurred_at": old.isoformat()}
         | {"amount": "50", "channel": "app"}
     )
-    producer = await start_producer(settings)
-    try:
-        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
-        record = RawRecord(settings.topic("topup"), 0, 1, LI.encode(), value)
-        sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
-        await sink.flush()
-    finally:
-        await producer.stop()
+    await _dead_letters(settings, [RawRecord(settings.topic("topup"), 0, 1, LI.encode(), value)])
     dry = _cli(settings, "replay", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "1 would be sent back" in dry.stdout
@@ -426,14 +422,7 @@ async def test_an_erased_subscribers_event_is_not_sent_back(
         RawRecord(settings.topic("topup"), 0, 2, WANG.encode(), topup("t-wang", WANG, now)),
         RawRecord(settings.topic("topup"), 0, 3, LI.encode(), topup("t-new", LI, after)),
     ]
-    producer = await start_producer(settings)
-    try:
-        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
-        for record in records:
-            sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
-        await sink.flush()
-    finally:
-        await producer.stop()
+    await _dead_letters(settings, records)
     redis = Redis.from_url(settings.redis_url)
     try:  # the tombstone, as a worker records it: erased at `now`
         await FactsStore(redis, settings.redis_prefix).forget([LI], now.timestamp())
@@ -470,14 +459,7 @@ async def test_an_event_older_than_the_erasure_marks_is_not_sent_back(
         RawRecord(settings.topic("topup"), 0, 1, LI.encode(), topup("t-old", now - 100 * DAY)),
         RawRecord(settings.topic("topup"), 0, 2, LI.encode(), topup("t-recent", now - 80 * DAY)),
     ]
-    producer = await start_producer(settings)
-    try:
-        sink = DeadLetterSink(producer, settings.topic("deadletter"), Metrics())
-        for record in records:
-            sink.add(DeadLetter(record, "topup", RejectReason.INVALID_EVENT, "E", "then"))
-        await sink.flush()
-    finally:
-        await producer.stop()
+    await _dead_letters(settings, records)
 
     report = await replay(settings, Selection())
     assert report.replayed.total == 1
