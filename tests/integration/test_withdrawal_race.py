@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import uuid4
 
@@ -84,23 +84,38 @@ def sink(
     ), producer
 
 
-async def test_an_opt_out_looked_up_while_the_release_publishes_is_withdrawn_once(
-    stores: DispatchStores,
-) -> None:
-    """Release read the facts; the batch recorded the opt-out and looked up (the index
-    empty); the release published and confirmed. Before: never withdrawn."""
-    clock = Clock(NOW.timestamp())
-    releasing, producer = sink(stores, clock)
+async def due_at_release(
+    stores: DispatchStores, clock: Clock, topic: str | None = WITHDRAWALS_TOPIC
+) -> tuple[tuple[TaskSink, CollectingProducer], tuple[TaskSink, CollectingProducer]]:
+    """A sink that parked `waiting()` and another, a batch's, both at `RELEASE`: the
+    releasing one's release and the batch's profile change race in each test."""
+    releasing, producer = sink(stores, clock, topic)
     releasing.add(waiting())
     await releasing.flush()
     clock.now = RELEASE.timestamp()
-    batch, batch_producer = sink(stores, clock)
+    return (releasing, producer), sink(stores, clock, topic)
+
+
+def opting_out(batch: TaskSink) -> tuple[ProfileEvent, Callable[[], Awaitable[None]]]:
+    """The opt-out and what `batch` does with it while the release reads the facts: it
+    records the change, then looks up the tasks to withdraw."""
     update = opt_out()
 
     async def meanwhile() -> None:
         await batch.subscribers.record_facts([update])
         await batch.withdrawals.withdraw(profile_changes([update]))
 
+    return update, meanwhile
+
+
+async def test_an_opt_out_looked_up_while_the_release_publishes_is_withdrawn_once(
+    stores: DispatchStores,
+) -> None:
+    """Release read the facts; the batch recorded the opt-out and looked up (the index
+    empty); the release published and confirmed. Before: never withdrawn."""
+    clock = Clock(NOW.timestamp())
+    (releasing, producer), (batch, batch_producer) = await due_at_release(stores, clock)
+    update, meanwhile = opting_out(batch)
     racing = ChangedMeanwhile(stores.facts, meanwhile)
     releasing.facts = racing  # type: ignore[assignment]
     assert await releasing.release_due() == 1
@@ -128,11 +143,7 @@ async def test_with_no_withdrawals_topic_a_tombstone_during_the_release_leaves_n
     the erased subscriber's payload and index entry after the erasure; and the erasure
     itself did not run without a topic."""
     clock = Clock(NOW.timestamp())
-    releasing, producer = sink(stores, clock, None)
-    releasing.add(waiting())
-    await releasing.flush()
-    clock.now = RELEASE.timestamp()
-    batch, batch_producer = sink(stores, clock, None)
+    (releasing, producer), (batch, batch_producer) = await due_at_release(stores, clock, None)
     at = CHANGED.timestamp()
 
     async def meanwhile() -> None:
@@ -216,11 +227,7 @@ async def test_a_release_racing_a_tombstone_leaves_no_payload_of_the_erased(
     (`body:<id>`) was written after their erasure, in no index a tombstone reads, and
     kept until a day after the task expired; an outcome of it acts on nothing anyway."""
     clock = Clock(NOW.timestamp())
-    releasing, producer = sink(stores, clock)
-    releasing.add(waiting())
-    await releasing.flush()
-    clock.now = RELEASE.timestamp()
-    batch, _ = sink(stores, clock)
+    (releasing, producer), (batch, _) = await due_at_release(stores, clock)
 
     async def meanwhile() -> None:
         await batch.subscribers.forget([SUB], [])
@@ -246,17 +253,8 @@ async def test_a_task_withdrawn_by_its_confirm_has_its_payload_erased_by_a_later
     erased the bodies the subscriber's published index names, and this one it never named;
     the erased subscriber's payload stayed until a day after the task expired."""
     clock = Clock(NOW.timestamp())
-    releasing, producer = sink(stores, clock)
-    releasing.add(waiting())
-    await releasing.flush()
-    clock.now = RELEASE.timestamp()
-    batch, _ = sink(stores, clock)
-    update = opt_out()
-
-    async def meanwhile() -> None:
-        await batch.subscribers.record_facts([update])
-        await batch.withdrawals.withdraw(profile_changes([update]))
-
+    (releasing, producer), (batch, _) = await due_at_release(stores, clock)
+    _, meanwhile = opting_out(batch)
     releasing.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
     assert await releasing.release_due() == 1
     assert [orjson.loads(p.payload)["reason"] for p in producer.withdrawn] == ["opt_out"]
@@ -279,17 +277,8 @@ async def test_a_tombstone_between_the_withdrawal_and_its_confirm_leaves_no_payl
     bodies it names, this one not there yet): that confirm wrote the body with no look
     at the mark, and the erased subscriber's payload stayed."""
     clock = Clock(NOW.timestamp())
-    releasing, producer = sink(stores, clock)
-    releasing.add(waiting())
-    await releasing.flush()
-    clock.now = RELEASE.timestamp()
-    batch, _ = sink(stores, clock)
-    update = opt_out()
-
-    async def meanwhile() -> None:
-        await batch.subscribers.record_facts([update])
-        await batch.withdrawals.withdraw(profile_changes([update]))
-
+    (releasing, producer), (batch, _) = await due_at_release(stores, clock)
+    _, meanwhile = opting_out(batch)
     releasing.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
     withdraw_voided = releasing.withdrawals.withdraw_voided
 
