@@ -14,10 +14,7 @@ from collections.abc import Sequence
 
 from moments.models import Channel, OutcomeStatus, ServiceTask
 from moments.outcomes import handle_outcomes
-from rules.gating import FrequencyCap
-from sinks.dispatch import TaskSink
 from sinks.memory import MemoryContactBook
-from sinks.policy import DispatchPolicy
 from sinks.stores import Declines, Facts
 
 from .test_unanswered import CALL, HOUR, SMS_1, START, SUB, Scenario, outcome_record, task
@@ -108,17 +105,7 @@ async def test_a_contact_counted_again_after_a_tombstone_it_raced_is_given_back(
     contact (the erased number in the book's key) stayed for the cap's period. Looked at
     again once written, it is given back, as the decline is erased."""
     s = Scenario()
-    s.sink = TaskSink(
-        s.producer,
-        "moments.tasks",
-        s.sink.stores,
-        s.metrics,
-        DispatchPolicy.model_validate(
-            {"merge": {"hold_channels": []}, "contact": {"max_contacts": 3, "period": "7d"}}
-        ),
-        s.clock,
-        frequency_cap=lambda: FrequencyCap(max_contacts=3, period="7d"),
-    )
+    s.capped()
     await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, RULE, expires_h=2)])
     s.clock.advance(START.timestamp() + HOUR / 2)
     failed = outcome_record(CALL, OutcomeStatus.FAILED, START + dt.timedelta(minutes=10))

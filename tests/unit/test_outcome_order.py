@@ -20,10 +20,7 @@ import pytest
 
 from moments.models import Channel, OutcomeStatus
 from moments.outcomes import handle_outcomes, retry_id
-from rules.gating import FrequencyCap
-from sinks.dispatch import TaskSink
 from sinks.memory import MemoryContactBook
-from sinks.policy import DispatchPolicy
 
 from .test_unanswered import CALL, START, SUB, Scenario, outcome_record, task
 
@@ -197,15 +194,7 @@ async def _contact_counted(outcomes: list[list[OutcomeStatus]]) -> bool:
     """Whether the call's contact is still counted in the frequency cap's book (3 a week on
     calls) once these outcomes of it are read, a batch per list."""
     s = Scenario()
-    s.sink = TaskSink(
-        s.producer,
-        "moments.tasks",
-        s.sink.stores,
-        s.metrics,
-        s.sink.policy,
-        s.clock,
-        frequency_cap=lambda: FrequencyCap(max_contacts=3, period="7d"),
-    )
+    s.capped(contact_cap=False)
     await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, "churn_risk", 12)])
     book = s.sink.stores.frequency
     assert isinstance(book, MemoryContactBook)
@@ -280,17 +269,7 @@ async def _books_after(
     cap counting calls, manager tasks and SMS) and these outcomes of it were read an hour
     later, a batch per list."""
     s = Scenario()
-    s.sink = TaskSink(
-        s.producer,
-        "moments.tasks",
-        s.sink.stores,
-        s.metrics,
-        DispatchPolicy.model_validate(
-            {"merge": {"hold_channels": []}, "contact": {"max_contacts": 3, "period": "7d"}}
-        ),
-        s.clock,
-        frequency_cap=lambda: FrequencyCap(max_contacts=3, period="7d"),
-    )
+    s.capped()
     await s.sink.dispatch([task(CALL, channel, "churn_risk", 12)])
     now = START + 60 * MINUTE
     s.clock.advance(now.timestamp())

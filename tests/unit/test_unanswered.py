@@ -14,6 +14,7 @@ from moments.backtest import CollectingProducer, EventTime
 from moments.models import Channel, Family, Moment, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
+from rules.gating import FrequencyCap
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
@@ -65,6 +66,25 @@ class Scenario:
             self.metrics,
             DispatchPolicy(merge=MergePolicy(hold_channels=[])),  # every task goes now
             self.clock,
+        )
+
+    def capped(self, contact_cap: bool = True) -> None:
+        """The sink again with the frequency cap on (3 contacts a week on calls, manager
+        tasks and SMS) and, with `contact_cap`, the contact cap too (3 a week); every task
+        still goes now."""
+        policy = self.sink.policy
+        if contact_cap:
+            policy = DispatchPolicy.model_validate(
+                {"merge": {"hold_channels": []}, "contact": {"max_contacts": 3, "period": "7d"}}
+            )
+        self.sink = TaskSink(
+            self.producer,
+            "moments.tasks",
+            self.sink.stores,
+            self.metrics,
+            policy,
+            self.clock,
+            frequency_cap=lambda: FrequencyCap(max_contacts=3, period="7d"),
         )
 
     def at(self) -> dt.datetime:
