@@ -192,31 +192,26 @@ def voided(
         return WithdrawReason.FORGOTTEN, facts.forgotten_at if erased is None else erased
     if facts.line_closed and facts.closed_at is not None:
         return WithdrawReason.CLOSED, facts.closed_at
-    if (out := _opt_out_at(values, channel)) is not None and opted_out_of_channel(values, channel):
+    if (out := opted_out_of_channel(values, channel)) is not None:
         return WithdrawReason.OPT_OUT, out
     return None
 
 
-def _opt_out_at(values: Mapping[str, float], channel: str) -> float | None:
-    """When the facts hash says `channel` was opted out: its field by `channel_key`, or the
-    one as written (`opt_out:WeChat`, recorded by a build before the lowering and read for
-    the 90 days the hash lives), the later of the two, as the confirm's script reads
-    them; None for neither."""
-    fields = {f"opt_out:{channel_key(channel)}", f"opt_out:{channel}"}
-    return max((values[f] for f in fields if f in values), default=None)
-
-
-def opted_out_of_channel(values: Mapping[str, float], channel: str) -> bool:
-    """The facts hash (`values`, as stored) says the latest profile update carrying
-    `opt_out` named `channel`, any channel (one this version does not send on too, as
-    the confirm's script reads it): its `opt_out:` is at or after its `opt_in:` and the
-    update's `opt_list`. By `channel_key`: `WeChat` is `wechat` (its field as written
-    is read too: `_opt_out_at`)."""
+def opted_out_of_channel(values: Mapping[str, float], channel: str) -> float | None:
+    """When the latest profile update carrying `opt_out` named `channel`, any channel (one
+    this version does not send on too, as the confirm's script reads it), by the facts hash
+    (`values`, as stored); None when it did not. Its `opt_out:` field is at or after its
+    `opt_in:` and the update's `opt_list`. By `channel_key` (`WeChat` is `wechat`), and the
+    field as written too (`opt_out:WeChat`, recorded by a build before the lowering and
+    read for the 90 days the hash lives), the later of the two, as the script reads them."""
     key = channel_key(channel)
-    out = _opt_out_at(values, channel)
-    if out is None:
-        return False
-    return out >= max(values.get(f"opt_in:{key}", -math.inf), values.get("opt_list", -math.inf))
+    fields = {f"opt_out:{key}", f"opt_out:{channel}"}
+    out = max((values[f] for f in fields if f in values), default=None)
+    if out is None or out < max(
+        values.get(f"opt_in:{key}", -math.inf), values.get("opt_list", -math.inf)
+    ):
+        return None
+    return out
 
 
 def erasures(subscriber_ids: Sequence[str], facts: Sequence[SubscriberFacts]) -> dict[str, float]:
