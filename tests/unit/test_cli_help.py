@@ -85,12 +85,25 @@ def test_no_example_lost_its_line_break() -> None:
             assert not re.search(r"\S {3,}-", command), (path, line)
 
 
+def _alert_descriptions() -> dict[str, str]:
+    """alert name -> its description, each `{{ $labels.x }}` written `<x>`."""
+    rules = YAML(typ="safe").load(ROOT / "deploy/prometheus/alerts.yml")["groups"]
+    return {
+        f"alert {rule['alert']}": re.sub(
+            r"\{\{\s*\$labels\.(\w+)\s*\}\}", r"<\1>", rule["annotations"]["description"]
+        )
+        for group in rules
+        for rule in group["rules"]
+    }
+
+
 def _deployment_examples() -> Iterator[tuple[str, str]]:
-    """(where, line) of every `docker compose` or `kubectl` command in a command's help
-    and in the README and docs."""
+    """(where, line) of every `docker compose` or `kubectl` command in a command's help,
+    in the README and docs, and in the alerts' descriptions."""
     texts = {" ".join(path): parser.epilog or "" for path, parser in commands(build_parser())}
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         texts[page.name] = page.read_text()
+    texts |= _alert_descriptions()
     for where, text in texts.items():
         for match in re.finditer(r"(?:docker compose|kubectl) [^`\n|;)]*", text):
             yield where, match.group(0)
@@ -99,7 +112,9 @@ def _deployment_examples() -> Iterator[tuple[str, str]]:
 def test_deployment_examples_name_a_compose_service_and_the_namespace() -> None:
     """Copied from a help text into a shell, `docker compose exec worker` failed (the
     services are detector-1 and detector-2) and `kubectl exec moments-worker-0` looked in
-    the default namespace (the manifests use `moments`)."""
+    the default namespace (the manifests use `moments`). The alerts' descriptions, what
+    on-call reads first, are held to the same: MomentsWorkerRestarting said `kubectl logs
+    --previous`, which names no pod and looks in the default namespace."""
     services = set(YAML(typ="safe").load(ROOT / "docker-compose.yml")["services"])
     namespace = YAML(typ="safe").load(ROOT / "deploy/k8s/namespace.yaml")["metadata"]["name"]
     checked = 0
@@ -111,6 +126,9 @@ def test_deployment_examples_name_a_compose_service_and_the_namespace() -> None:
         if words[0] == "kubectl" and {"exec", "logs", "describe", "cp", "run"} & set(words[1:4]):
             checked += 1
             assert f"-n {namespace}" in line, (where, line)
+            for verb in [i for i, w in enumerate(words[:4]) if w in {"logs", "describe", "exec"}]:
+                named = words[verb + 2 if words[verb] == "describe" else verb + 1 :][:1] or ["-"]
+                assert not named[0].startswith("-"), (where, "names no pod", line)
     assert checked > 5
 
 
