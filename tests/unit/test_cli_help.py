@@ -175,6 +175,71 @@ def test_every_kcat_example_names_its_broker() -> None:
         assert " -b " in command, command
 
 
+DOC_COMMAND = re.compile(r"(?<![\w./-])(?<!-n )moments ([a-z][\w-]*)(?: ([a-z][\w-]*))?")
+"""A `moments` command as the docs write it (not `kubectl -n moments ...`, nor a path)."""
+SHELL_BLOCKS = {"", "sh", "bash", "console", "shell"}
+COMMAND_END = re.compile(r"\s#|\s[|<>]|;|&&|\s--(?:\s|$)")
+"""Where a shell line's command ends: a comment, a pipe, a redirection, the next command,
+or `--` (what follows goes to another program: `moments worker -- FAUST-OPTIONS`)."""
+
+
+def _doc_commands() -> Iterator[tuple[str, tuple[str, ...], str, bool]]:
+    """(where, command path, the command as written, whether it is a shell block's line)
+    for each `moments` command in the README's and docs' shell blocks and inline code, and
+    in the alerts' descriptions; `$(...)` in a block is given a date, as `date` prints."""
+    parsers = dict(commands(build_parser()))
+    texts = {
+        p.name: p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    }
+    texts |= _alert_descriptions()
+    for where, text in texts.items():
+        prose, fence, spans = [], None, []
+        for line in re.sub(r"\\\n", " ", text).splitlines():
+            if line.lstrip().startswith("```"):
+                fence = line.strip()[3:] if fence is None else None
+            elif fence in SHELL_BLOCKS:
+                spans.append((re.sub(r"\$\([^)]*\)", "2027-01-15", line), True))
+            elif fence is None:
+                prose.append(line)
+        spans += [(s.replace("\n", " "), False) for s in re.findall(r"`([^`]+)`", "\n".join(prose))]
+        for span, block in spans:
+            for match in DOC_COMMAND.finditer(span):
+                path = match.groups() if match.groups() in parsers else (match.group(1),)
+                if path in parsers:
+                    command = COMMAND_END.split(span[match.start() :])[0]
+                    following = DOC_COMMAND.search(command, 1)
+                    yield where, path, command[: following.start() if following else None], block
+
+
+def test_the_docs_commands_take_the_options_they_show(capsys: pytest.CaptureFixture[str]) -> None:
+    """A runbook step is copied as written: every `--option` a command of the docs (a
+    shell block, inline code, an alert's description) shows is one of that command's,
+    and each whole line of a shell block parses (bar a synopsis: `[--json]`, `FILE...`).
+    Nothing held them: the help's own examples were parsed, the docs' only named a
+    command."""
+    import shlex
+
+    parsers = dict(commands(build_parser()))
+    parser = build_parser()
+    unknown, refused, seen = [], [], 0
+    for where, path, command, block in _doc_commands():
+        known = set(parsers[path]._option_string_actions)
+        for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", command):
+            seen += 1
+            if option not in known:
+                unknown.append(f"{where}: `{command.strip()}`: {option}")
+        synopsis = re.search(r"\[|\.\.\.|\b[A-Z][A-Z_]{2,}\b", command)
+        if block and not synopsis:
+            try:
+                parser.parse_args(shlex.split(command)[1:])
+            except SystemExit as exited:
+                if exited.code:
+                    refused.append((where, command, capsys.readouterr().err.splitlines()[-1]))
+    assert unknown == []
+    assert refused == []
+    assert seen > 300  # the test reads the docs' commands
+
+
 COMMAND_SPAN = re.compile(r"`moments ([a-z][\w-]*)(?: ([a-z][\w-]*))?")
 QUOTES_WRONG_ONES = {"src/moments/cliparts.py"}
 """Where commands that are none are quoted on purpose (what a typo is told)."""
