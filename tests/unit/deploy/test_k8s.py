@@ -310,3 +310,43 @@ def test_the_secret_example_makes_the_namespace_before_the_secret() -> None:
     assert secret, commands
     assert made, commands
     assert made[0] < secret[0], commands
+
+
+def test_the_guide_mounts_a_dispatch_policy_as_the_rules_are(
+    worker: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """deploy/k8s has no dispatch policy (the workers run the built-in one), yet the
+    runbook of MomentsDispatchPolicyRefused said "fix the ConfigMap" and going live asks
+    for capacity limits: the guide gives the ConfigMap, its mount and the setting. The
+    ConfigMap it creates is the one the pod mounts, as a folder (a `subPath` mount never
+    sees an update), at the folder MOMENTS_DISPATCH_POLICY names, and a policy mounted
+    there the way the kubelet lays it out loads."""
+    guide = (K8S.parents[1] / "docs" / "operations.md").read_text()
+    section = guide.split("\n## Kubernetes\n", 1)[1].split("\n### ", 1)[0]
+    (create,) = re.findall(r"kubectl -n moments create configmap (\S+) --from-file=(\S+)=", section)
+    name, key = create
+    (patch,) = [
+        YAML(typ="safe").load(block)
+        for block in re.findall(r"```yaml\n(.*?)```", section, re.S)
+        if "MOMENTS_DISPATCH_POLICY" in block
+    ]
+    (volume,) = patch["volumes"]
+    (mount,) = patch["volumeMounts"]
+    assert volume["configMap"]["name"] == name
+    assert mount["name"] == volume["name"]
+    assert "subPath" not in mount
+    assert mount["readOnly"] is True
+    setting = Path(patch["data"]["MOMENTS_DISPATCH_POLICY"])
+    assert setting == Path(mount["mountPath"]) / key
+    taken = {m["mountPath"] for m in worker["volumeMounts"]}
+    assert mount["mountPath"] not in taken, "the mount point is another volume's"
+
+    version = tmp_path / "..2026_12_07_09_00_00.000000001"
+    version.mkdir()
+    (version / key).write_text((K8S.parents[1] / "docs" / "backtest-policy.yaml").read_text())
+    (tmp_path / "..data").symlink_to(version.name)
+    (tmp_path / key).symlink_to(f"..data/{key}")
+    monkeypatch.setenv("MOMENTS_DISPATCH_POLICY", str(tmp_path / key))
+    from sinks.policy import load_policy
+
+    assert load_policy(Settings().dispatch_policy).capacity
