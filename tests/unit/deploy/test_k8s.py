@@ -350,3 +350,39 @@ def test_the_guide_mounts_a_dispatch_policy_as_the_rules_are(
     from sinks.policy import load_policy
 
     assert load_policy(Settings().dispatch_policy).capacity
+
+
+CPU_WORDS = {"one": 1.0, "two": 2.0, "half a": 0.5}
+
+
+def test_the_guide_gives_the_manifests_figures(worker: dict[str, Any]) -> None:
+    """What docs/operations.md and the alerts' comments say deploy/k8s runs (its pods, its
+    partitions, the replicas to scale back to, the CPU and memory asked) is what the
+    manifests say: the sizing and MomentsWorkerNotReady's `for:` are derived from them,
+    and a figure changed on one side only would leave the other explaining a deployment
+    that is not there."""
+    replicas = one("StatefulSet")["spec"]["replicas"]
+    partitions = int(one("ConfigMap", "moments-config")["data"]["MOMENTS_PARTITIONS"])
+    root = K8S.parents[1]
+    text = " ".join(
+        (root / name).read_text()
+        for name in ("docs/operations.md", "docs/performance.md", "deploy/prometheus/alerts.yml")
+    )
+    text = re.sub(r"\s+#?\s*", " ", text)  # wrapped lines and YAML comments read as one
+    pods = re.findall(r"deploy/k8s's (?:rolling update of )?(\d+) pods", text)
+    pods += re.findall(r"deploy/k8s's \d+ partitions, (\d+) pods", text)
+    scaled = re.findall(r"--replicas=(\d+)", text)
+    held = re.findall(r"deploy/k8s's (\d+) partitions", text)
+    assert len(pods) >= 3, pods
+    assert len(scaled) >= 2, scaled
+    assert len(held) >= 2, held
+    assert {int(n) for n in pods + scaled} == {replicas}
+    assert {int(n) for n in held} == {partitions}
+
+    ((cpu, request, limit),) = re.findall(
+        r"request (\w+(?: a)?) CPUs? and ([\d.]+) GiB and limit memory to ([\d.]+) GiB", text
+    )
+    resources = worker["resources"]
+    assert CPU_WORDS[cpu] == float(resources["requests"]["cpu"])
+    assert float(request) * 1024 == mebibytes(resources["requests"]["memory"])
+    assert float(limit) * 1024 == mebibytes(resources["limits"]["memory"])
