@@ -320,7 +320,7 @@ def test_the_guide_mounts_a_dispatch_policy_as_the_rules_are(
     for capacity limits: the guide gives the ConfigMap, its mount and the setting. The
     ConfigMap it creates is the one the pod mounts, as a folder (a `subPath` mount never
     sees an update), at the folder MOMENTS_DISPATCH_POLICY names, and a policy mounted
-    there the way the kubelet lays it out loads."""
+    there the way the kubelet lays it out loads, and a change applied is seen."""
     guide = (K8S.parents[1] / "docs" / "operations.md").read_text()
     section = guide.split("\n## Kubernetes\n", 1)[1].split("\n### ", 1)[0]
     (create,) = re.findall(r"kubectl -n moments create configmap (\S+) --from-file=(\S+)=", section)
@@ -347,9 +347,20 @@ def test_the_guide_mounts_a_dispatch_policy_as_the_rules_are(
     (tmp_path / "..data").symlink_to(version.name)
     (tmp_path / key).symlink_to(f"..data/{key}")
     monkeypatch.setenv("MOMENTS_DISPATCH_POLICY", str(tmp_path / key))
+    from moments.reload import signature
     from sinks.policy import load_policy
 
-    assert load_policy(Settings().dispatch_policy).capacity
+    policy = Settings().dispatch_policy
+    assert load_policy(policy).capacity
+    # An applied change: the kubelet writes a new version folder and swaps `..data` to it.
+    seen = signature(policy)
+    update = tmp_path / "..2026_12_07_10_00_00.000000002"
+    update.mkdir()
+    (update / key).write_text("timezone: Asia/Shanghai\n")
+    (tmp_path / "..data_tmp").symlink_to(update.name)
+    (tmp_path / "..data_tmp").replace(tmp_path / "..data")
+    assert signature(policy) != seen, "the worker's reload check would not see the change"
+    assert not load_policy(policy).capacity
 
 
 CPU_WORDS = {"one": 1.0, "two": 2.0, "half a": 0.5}
