@@ -309,3 +309,18 @@ def test_the_not_ready_wait_outlasts_a_rolling_restart_and_not_by_far() -> None:
     ]
     waits = float(rule["for"].removesuffix("m")) * 60
     assert rollout <= waits <= 2 * rollout, (rollout, waits)
+
+
+def test_the_guides_alert_table_gives_each_alerts_wait() -> None:
+    """docs/operations.md, Alerts: one row per alert of alerts.yml, its "for" column the
+    rule's `for:` ("at once" without one), so that on-call reading the table knows how
+    long a condition lasted before the page."""
+    rules = YAML(typ="safe").load((DEPLOY / "alerts.yml").read_text())
+    waits = {r["alert"]: r.get("for") for g in rules["groups"] for r in g["rules"]}
+    section = OPERATIONS.read_text().split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(Moments\w+)` \| .* \| ([^|]+) \|$", section, re.M)
+    assert sorted(name for name, _ in rows) == sorted(waits)  # each once
+    for name, said in rows:
+        wait = waits[name]
+        expected = "at once" if wait is None else re.sub(r"^(\d+)m$", r"\1 min", wait)
+        assert said.strip() == expected, name
