@@ -11,7 +11,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   whole record batches), every run of 5 or more digits, and a number written in groups;
 - a quoted string of 5 digits or more (`'97531'`, `"subscriber_id":"97531"`), in
   escaped quotes too (`\\"97531\\"`, as JSON written inside a string quotes it, after an
-  id's name as well: `{\\"msisdns\\": [\\"1234\\", \\"5678\\"]}`);
+  id's name as well: `{\\"msisdns\\": [\\"1234\\", \\"5678\\"]}`), and in a URL's
+  (`%2297531%22`; after an id's name `msisdn=%221234%22`);
 - 5 digits or more (over the contract's 20 too), or a quoted number of any length
   (`subscriber_id="1234"`), right after a field name that holds one
   (`subscriber_id=97531`, `msisdn: 97531`, also `counterparty` and `imei`), in any case
@@ -40,7 +41,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
   part of a hex string (a task id, a topic prefix) or a decimal fraction: the net for an
   MSISDN, IMEI or called number in free text. After a URL's escape (`%2B8613800138001`,
-  a `+`) its digits are a number's, not a hex string's. Numbers of 7 digits and more (offsets,
+  a `+`) its digits are a number's, not a hex string's, and the escape's own are none of
+  the number's (`%2213800138001` reads `%22138****8001`). Numbers of 7 digits and more (offsets,
   byte sizes) are masked too, the price of not knowing which number is personal.
 
 The ident of one of the process's threads is left alone there (a stack dump's
@@ -124,9 +126,15 @@ WRITTEN_UNITS = (
 _UNIT_AFTER = rf"[^\S\r\n]+(?i:{'|'.join(WRITTEN_UNITS)})(?![\w=:])"
 """A unit after a space, a word of its own (not `ms=3`, not `subscribers`)."""
 
-_QUOTED_ID = r"\\*'\d+\\*'" + r'|\\*"\d+\\*"'
+_URL_QUOTE = r"%(?:25){0,2}2[27]"
+"""A quote as a URL escapes it, once or twice: `%22`, `%27`, `%2522`."""
+_QUOTED_ID = r"\\*'\d+\\*'" + r'|\\*"\d+\\*"' + rf"|{_URL_QUOTE}\d+{_URL_QUOTE}"
 """A quoted number: `'1234'`, `"1234"`, and in escaped quotes, as JSON written inside a
-string quotes it: `\\"1234\\"`, `\\\\\\"1234\\\\\\"`."""
+string quotes it: `\\"1234\\"`, `\\\\\\"1234\\\\\\"`, or as a URL escapes them
+(`%221234%22`)."""
+_NUMBER_START = r"(?:(?<![\d%])|(?<=%[0-9A-Fa-f]{2}))"
+"""Where a number may start: after no digit, and not inside a URL's escape, whose hex
+digits are none of the number's (`%2213800138001`, `%2097531`), but right after one."""
 _MAYBE_QUOTE = r"""(?:\\*['"])?"""
 """A quote or none, escaped or not: the one closing an id's name in JSON (`"msisdn":`,
 `\\"msisdn\\":`), or one around an id read in parts (`'138 0013 8001'`)."""
@@ -200,11 +208,12 @@ Last in its branch, so each is read once: nothing after it can fail and send the
 back into it. No possessive loop (`(...)*+`): Python 3.11.2's matched a fraction past its
 look-ahead (`97531 12345.6`)."""
 _ID_ITEM = re.compile(
-    rf"""(?<!\\)(?P<open>\\*['"])(?P<digits>\d+)(?P=open)"""
-    rf"""|(?<!\d)(?P<grouped>{_GROUPED})|(?<!\d)\d{{5,}}"""
+    rf"""(?<!\\)(?P<open>\\*['"]|{_URL_QUOTE})(?P<digits>\d+)(?P=open)"""
+    rf"""|{_NUMBER_START}(?P<grouped>{_GROUPED})|{_NUMBER_START}\d{{5,}}"""
 )
 """What is masked among them, and inside the brackets after an id's name: a quoted number
-of any length, one written in groups (masked as one), an unquoted one of 5 digits or more.
+of any length (in a URL's escaped quotes too: `%221234%22`), one written in groups
+(masked as one), an unquoted one of 5 digits or more.
 An escaped quote is read from its first backslash only: read from each one, a run of
 100 kB of them in brackets took a minute."""
 
@@ -238,7 +247,10 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     text = re.compile(
         r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
-    | (?<=['"])(?P<quoted>\d{5,})(?=\\*['"])                             # '97531', \"97531\"
+    | (?=\d)(?:(?<=['"])|(?<=%2[27])|(?<=%252[27]))  # '97531', \"97531\", %2297531%22
+      (?P<quoted>\d{5,})(?=\\*['"]|"""
+        + _URL_QUOTE
+        + r""")
     | (?=[SsMmCcIi])(?P<ckey>"""  # each alternative fails at once where it cannot start:
         # an id's name with its first letter, a setting's name with a `=` or `:` and a
         # digit after the word, a number with a digit or a `+` (CHANGELOG, Performance)
@@ -267,10 +279,10 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<!\w)(?=\w++['"]?\s?[=:]\s?\d)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
-    | (?=[+\d(%])(?:(?<![\w.+])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
+    | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001
-    | (?=\d)(?:(?<![0-9A-Fa-f])|(?<=%[0-9A-Fa-f]{2}))  # not in hex; after %2B (URLs)
+    | (?=\d)(?:(?<![0-9A-Fa-f%])|(?<=%[0-9A-Fa-f]{2}))  # not in hex; after %2B (URLs)
       (?<!\d\.)(?P<long>\d{7,})(?![0-9A-Fa-f])                            # free text
         """,
         re.VERBOSE,

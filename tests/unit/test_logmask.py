@@ -621,6 +621,39 @@ class TestMaskText:
         groups part of a word, while `13800138001x12` was masked."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("GET /v1/x?msisdn=%221234%22", "GET /v1/x?msisdn=%22****%22"),
+            ("q=%7B%22msisdn%22%3A%221234%22%7D", "q=%7B%22msisdn%22%3A%22****%22%7D"),
+            ("q=msisdn%3D%25221234%2522", "q=msisdn%3D%2522****%2522"),
+            ("q=msisdn%3D%271234%27", "q=msisdn%3D%27****%27"),
+            # a quoted string of 5 digits or more is an id's, after no name as well
+            (f"q=%7B%22a%22%3A%22{SHORT5}%22%7D", "q=%7B%22a%22%3A%22*****%22%7D"),
+            # a count's quoted number after no id's name stays
+            ("q=%7B%22n%22%3A%221234%22%7D", "q=%7B%22n%22%3A%221234%22%7D"),
+        ],
+    )
+    def test_a_short_id_in_url_encoded_quotes(self, text: str, expected: str) -> None:
+        """`msisdn=%221234%22` showed the id where `msisdn="1234"` masks it: a URL's
+        escaped quotes (`%22`, `%27`) made no quoted string."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("q=%2213800138001%22", "q=%22138****8001%22"),
+            ("msisdn=%2213800138001%22", "msisdn=%22138****8001%22"),
+            ("msisdns=%5B%2213800138001%22%5D", "msisdns=%5B%22138****8001%22%5D"),
+            ("path /a%2013800138001", "path /a%20138****8001"),
+            ("path /a%20138%200013%208001", "path /a%20138****8001"),
+        ],
+    )
+    def test_a_url_escape_is_none_of_a_number_s_digits(self, text: str, expected: str) -> None:
+        """`%2213800138001%22` showed `%221******8001%22`: the escape's `22` was read as the
+        number's first digits, and the number's own were masked one place late."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
@@ -668,12 +701,14 @@ class TestLongLines:
             (_repeated("None ", "msisdns: ", "97531"), _repeated("None ", "msisdns: ", "*****")),
             (_repeated("msisdn is "), _repeated("msisdn is ")),
             (_repeated("%25", "msisdn%", "3D97531"), _repeated("%25", "msisdn%", "3D97531")),
+            (_repeated("%22", "msisdn=", "1234"), _repeated("%22", "msisdn=", "1234")),
         ],
         ids=[
             *("camel-names", "camel-names-no-id", "spaced-ids", "slashed-ids"),
             *("quoted-ids", "one-long-id", "short-numbers", "spaces"),
             *("separators", "brackets", "names", "counter"),
             *("backslashes", "escaped-quoted-ids", "nulls", "joining-words", "url-escapes"),
+            "url-quotes",
         ],
     )
     @pytest.mark.timeout(60)
