@@ -21,7 +21,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `is`, `was`, `are`, `were`, `of`, `for`, not before a number with a unit: `msisdns for
   86400 s`), and every id of a list after it
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
-  `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, a null among them
+  `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, as a URL writes
+  them too: `msisdns=97531%2C97532`, `97531+97532`, a null among them
   too: `msisdn=None 97531`, up to the first other
   word, number under 5 digits, number with a unit on it or after a space (`12345ms`,
   `12345 ms`, `123456 MiB`) or line's end), and
@@ -188,14 +189,18 @@ its own right after the name, so `msisdn count is 12345` or `msisdn issued 12345
 _NULL = r"(?:None|null)(?!\w)"
 """A null among the ids (`msisdn=None 97531`, `msisdns=97531, None, 97532`): an item of
 the list, as inside brackets, left as it is; it does not end the list."""
+_URL_SPACE = r"%(?:25){0,2}20"
+_URL_LIST_SIGN = r"%(?:25){0,2}(?:2[CcFf]|3[Bb]|7[Cc])"
+"""A comma, `/`, `;` or `|` as a URL escapes it, once or twice: `%2C`, `%252C`."""
 _ID_VALUE = (
     rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}}|{_NULL})"""  # '1234', 97531, None
     # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line
     # one of 5 digits or more, not a fraction's (`97531 12345.678 s`) nor one with a unit
-    # written on it or after it (`97531 12345ms`, `97531 12345 ms`)
-    rf"""(?:{_MAYBE_QUOTE}\s*[,/;|]\s*"""
+    # written on it or after it (`97531 12345ms`, `97531 12345 ms`); the signs and spaces
+    # as a URL writes them too (`97531%2C97532`, `97531+97532`)
+    rf"""(?:{_MAYBE_QUOTE}(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"""
     rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}|{_MAYBE_QUOTE}\d+|{_NULL})"""
-    rf"""|{_MAYBE_QUOTE}[^\S\r\n]+"""
+    rf"""|{_MAYBE_QUOTE}(?:[^\S\r\n]|{_URL_SPACE}|\+)+"""
     rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}"""
     rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})|{_NULL}))*"""
 )
@@ -203,7 +208,7 @@ _ID_VALUE = (
 contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),
 one written in groups, and the next ones of a list written without brackets (`138` of
 `97531, 138 0013 8001` is not taken for the next id: the grouped number is read whole),
-nulls among them.
+in a URL too (`msisdns=97531%2C97532`), nulls among them.
 Last in its branch, so each is read once: nothing after it can fail and send the engine
 back into it. No possessive loop (`(...)*+`): Python 3.11.2's matched a fraction past its
 look-ahead (`97531 12345.6`)."""

@@ -624,6 +624,33 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            (f"GET /v1/x?msisdns={SHORT5}%2C{SHORT6} 200", "GET /v1/x?msisdns=*****%2C****** 200"),
+            (f"msisdns={SHORT5}%2c{SHORT6}%2F{SHORT5}", "msisdns=*****%2c******%2F*****"),
+            (f"msisdns={SHORT5}%3B{SHORT6}%7C{SHORT5}", "msisdns=*****%3B******%7C*****"),
+            (f"q=msisdns%3D{SHORT5}%252C{SHORT6}", "q=msisdns%3D*****%252C******"),
+            (f"msisdns=%5B{SHORT5}%2C%20{SHORT6}%5D", "msisdns=%5B*****%2C%20******%5D"),
+            (f"msisdns={SHORT5}+{SHORT6}&n=1", "msisdns=*****+******&n=1"),
+            (f"msisdns={SHORT5}%20{SHORT6}", "msisdns=*****%20******"),
+            (
+                "q=msisdns%3D%5B%221234%22%2C%22567%22%5D",
+                "q=msisdns%3D%5B%22****%22%2C%22***%22%5D",
+            ),
+            (
+                "msisdns=13800138000%2C13900139000",
+                "msisdns=138****8000%2C139****9000",
+            ),
+            # the list ends where the query's next field starts
+            (f"msisdns={SHORT5}%2C{SHORT6}&offset=12345", "msisdns=*****%2C******&offset=12345"),
+        ],
+    )
+    def test_every_id_of_a_url_encoded_list(self, text: str, expected: str) -> None:
+        """`msisdns=97531%2C864209` showed every id but the first: a URL's escaped comma
+        (or `/`, `;`, `|`, space) did not join the ids of a list."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             ("GET /v1/x?msisdn=%221234%22", "GET /v1/x?msisdn=%22****%22"),
             ("q=%7B%22msisdn%22%3A%221234%22%7D", "q=%7B%22msisdn%22%3A%22****%22%7D"),
             ("q=msisdn%3D%25221234%2522", "q=msisdn%3D%2522****%2522"),
@@ -702,13 +729,16 @@ class TestLongLines:
             (_repeated("msisdn is "), _repeated("msisdn is ")),
             (_repeated("%25", "msisdn%", "3D97531"), _repeated("%25", "msisdn%", "3D97531")),
             (_repeated("%22", "msisdn=", "1234"), _repeated("%22", "msisdn=", "1234")),
+            (_repeated("97531%2C", "msisdns="), _repeated("*****%2C", "msisdns=")),
+            (_repeated("%20+", "msisdn=97531", "x"), _repeated("%20+", "msisdn=*****", "x")),
+            (_repeated("%2C1", "msisdn=97531", " x"), _repeated("%2C1", "msisdn=*****", " x")),
         ],
         ids=[
             *("camel-names", "camel-names-no-id", "spaced-ids", "slashed-ids"),
             *("quoted-ids", "one-long-id", "short-numbers", "spaces"),
             *("separators", "brackets", "names", "counter"),
             *("backslashes", "escaped-quoted-ids", "nulls", "joining-words", "url-escapes"),
-            "url-quotes",
+            *("url-quotes", "url-list", "url-spaces", "url-short-numbers"),
         ],
     )
     @pytest.mark.timeout(60)

@@ -32,8 +32,9 @@ NAMES = st.sampled_from(
 
 
 NULLS = st.sampled_from(["None", "null"])
-# between the ids of a list written without brackets
+# between the ids of a list written without brackets, in a URL too
 BARE_SEPARATORS = [", ", ",", " , ", "/", ";", "|", " | ", " ; ", " / ", " ", "  ", "\t"]
+BARE_SEPARATORS += ["%2C", "%2c", "%2C%20", "%2F", "%3B", "%7C", "%20", "+", "%252C"]
 
 
 @st.composite
