@@ -33,9 +33,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code, a mobile
   number's 11 digits grouped any other way or with dots (`138 00138 001`,
   `138.0013.8001`), a landline's `0755 8888 6666` or `(010) 8888 6666`, a US number's
-  `(415) 555-2671`, an IMEI's
-  `35-209900-176148-1`, and any groups of 2 to 6 digits after a `+` and a country code, 7
-  digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
+  `(415) 555-2671` or `415-555-2671` (dashes only: `512 256 1024` is a row of sizes), an
+  IMEI's `35-209900-176148-1`, and any groups of 2 to 6 digits after a `+` and a country
+  code, 7 digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
   `138%200013%208001`), masked as one (an extension written on it stays: `138****8001x12`),
   in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
@@ -147,6 +147,9 @@ _NATIONAL = (
     rf"{_GROUP_SEPARATOR}?\d{{4}}{_GROUP_SEPARATOR}?\d{{4}}"
     rf"|(?:\(|%28)[2-9]\d{{2}}(?:\)|%29)"  # (415) 555-2671: a US area code, 3 and 4 digits
     rf"{_GROUP_SEPARATOR}?\d{{3}}{_GROUP_SEPARATOR}\d{{4}}"
+    # 415-555-2671: a US number with dashes only; with spaces, 3, 3 and 4 digits are as
+    # often a row of sizes (`512 256 1024`)
+    r"|[2-9]\d{2}-[2-9]\d{2}-\d{4}"
     rf"|\d{{2}}{_GROUP_SEPARATOR}\d{{6}}{_GROUP_SEPARATOR}\d{{6}}"  # an IMEI, 35-209900-176148-1
     rf"(?:{_GROUP_SEPARATOR}\d{{1,2}})?"
     # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001
@@ -154,7 +157,8 @@ _NATIONAL = (
 )
 """The shapes of a number written in groups with no country code: a mobile number (3, 4
 and 4 digits, or its 11 digits grouped any other way), a landline's (`0755 8888 6666`, its
-area code in brackets), a US number's with its area code in brackets (`(415) 555-2671`),
+area code in brackets), a US number's with its area code in brackets (`(415) 555-2671`)
+or written with dashes (`415-555-2671`: its area code and exchange start with 2 to 9),
 an IMEI's (2, 6, 6 and 1 or 2 digits)."""
 _GROUPED = (
     r"(?=[+\d(%])"  # fails at once where no number starts

@@ -624,6 +624,23 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            ("call 415-555-2671 failed", "call 415***2671 failed"),
+            ("call 1-415-555-2671", "call 141****2671"),
+            ("msisdn: 415-555-2671, 97531", "msisdn: 415***2671, *****"),
+            ("tel:415-555-2671;ext=12", "tel:415***2671;ext=12"),
+            # spaces are a metrics line's numbers; a dash before a 0 or 1 no US number's
+            ("sizes 512 256 1024, 415 555 2671", "sizes 512 256 1024, 415 555 2671"),
+            ("ids 415-155-2671, 015-555-2671", "ids 415-155-2671, 015-555-2671"),
+        ],
+    )
+    def test_a_us_number_written_with_dashes(self, text: str, expected: str) -> None:
+        """`415-555-2671` showed whole: a US number was read with its area code in
+        brackets only, and 3, 3 and 4 digits with spaces are as often a row of sizes."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             (f"GET /v1/x?msisdns={SHORT5}%2C{SHORT6} 200", "GET /v1/x?msisdns=*****%2C****** 200"),
             (f"msisdns={SHORT5}%2c{SHORT6}%2F{SHORT5}", "msisdns=*****%2c******%2F*****"),
             (f"msisdns={SHORT5}%3B{SHORT6}%7C{SHORT5}", "msisdns=*****%3B******%7C*****"),

@@ -162,9 +162,14 @@ def abroad_numbers(draw: st.DrawFn) -> tuple[str, str]:
 def other_groupings(draw: st.DrawFn) -> tuple[str, str]:
     """A mobile number grouped otherwise (`138 00138 001`, `138.0013.8001`), a landline's
     with its area code in brackets (`(0755) 8888-6666`), a US number's (`(415) 555-2671`,
-    `+1 (415) 555-2671`) or an IMEI (`35-209900-176148-1`)."""
+    `+1 (415) 555-2671`, `415-555-2671`) or an IMEI (`35-209900-176148-1`)."""
     separator = draw(st.sampled_from([" ", "-"]))
-    kind = draw(st.sampled_from(["mobile", "dotted", "landline", "us", "imei"]))
+    kind = draw(st.sampled_from(["mobile", "dotted", "landline", "us", "us dashed", "imei"]))
+    if kind == "us dashed":  # dashes only: with spaces it is a row of sizes as often
+        national = draw(st.from_regex(r"\A[2-9][0-9]{2}[2-9][0-9]{6}\Z"))
+        written = f"{national[:3]}-{national[3:6]}-{national[6:]}"
+        country = draw(st.sampled_from(["", "1-", "+1-", "+1 "]))
+        return country + written, country.strip("+- ") + national
     if kind == "us":
         national = draw(st.from_regex(r"\A[2-9][0-9]{9}\Z"))
         spaced = draw(st.sampled_from([" ", ""]))
