@@ -25,17 +25,19 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   them too: `msisdns=97531%2C97532`, `97531+97532`, a null among them
   too: `msisdn=None 97531`, up to the first other
   word, number under 5 digits, number with a unit on it or after a space (`12345ms`,
-  `12345 ms`, `123456 MiB`) or line's end), and
+  `12345 ms`, `123456 MiB`), number of things counted (`12345 records`) or line's end),
+  and
   inside the brackets of a list, tuple, set or dict
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code, a mobile
-  number's 11 digits grouped any other way or with dots (`138 00138 001`,
-  `138.0013.8001`), a landline's `0755 8888 6666` or `(010) 8888 6666`, a US number's
-  `(415) 555-2671` or `415-555-2671` (dashes only: `512 256 1024` is a row of sizes), an
-  IMEI's `35-209900-176148-1`, and any groups of 2 to 6 digits after a `+` and a country
-  code, 7 digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
+  number's 11 digits grouped any other way, 2 digits or more a group, or with dots (`138
+  00138 001`, `138.0013.8001`; not `15 20 25 30 35 4`), a landline's `0755 8888 6666` or
+  `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only:
+  `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, and any groups of 2
+  to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
+  digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
   `138%200013%208001`), masked as one (an extension written on it stays: `138****8001x12`),
   in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
@@ -124,8 +126,11 @@ WRITTEN_UNITS = (
     *("bytes", "kb", "kib", "mb", "mib", "gb", "gib"),
 )
 """Units written after a number, in any case (`12345 ms`, `64 MiB`): a duration or a size."""
-_UNIT_AFTER = rf"[^\S\r\n]+(?i:{'|'.join(WRITTEN_UNITS)})(?![\w=:])"
-"""A unit after a space, a word of its own (not `ms=3`, not `subscribers`)."""
+COUNTED = ("records", "events", "messages", "rows", "items", "entries", "tasks", "keys")
+"""What a number written before one of these counts (`12345 records`): a count, no id."""
+_UNIT_AFTER = rf"[^\S\r\n]+(?i:{'|'.join((*WRITTEN_UNITS, *COUNTED))})(?![\w=:])"
+"""A unit or a thing counted after a space, a word of its own (not `ms=3`, not
+`subscribers`: ids, `msisdns: 97531 97532 subscribers`)."""
 
 _URL_QUOTE = r"%(?:25){0,2}2[27]"
 """A quote as a URL escapes it, once or twice: `%22`, `%27`, `%2522`."""
@@ -152,17 +157,19 @@ _NATIONAL = (
     r"|[2-9]\d{2}-[2-9]\d{2}-\d{4}"
     rf"|\d{{2}}{_GROUP_SEPARATOR}\d{{6}}{_GROUP_SEPARATOR}\d{{6}}"  # an IMEI, 35-209900-176148-1
     rf"(?:{_GROUP_SEPARATOR}\d{{1,2}})?"
-    # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001
-    rf"|1(?:{_GROUP_SEPARATOR}?[3-9])(?:{_GROUP_SEPARATOR}?\d){{9}}(?!\d))"
+    # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001; each
+    # group of 2 digits or more, not a row of small numbers (`15 20 25 30 35 4`)
+    rf"|1[3-9](?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d))?\d){{9}}(?!\d))"
 )
 """The shapes of a number written in groups with no country code: a mobile number (3, 4
-and 4 digits, or its 11 digits grouped any other way), a landline's (`0755 8888 6666`, its
-area code in brackets), a US number's with its area code in brackets (`(415) 555-2671`)
-or written with dashes (`415-555-2671`: its area code and exchange start with 2 to 9),
-an IMEI's (2, 6, 6 and 1 or 2 digits)."""
+and 4 digits, or its 11 digits grouped any other way, 2 digits or more a group), a
+landline's (`0755 8888 6666`, its area code in brackets), a US number's with its area
+code in brackets (`(415) 555-2671`) or written with dashes (`415-555-2671`: its area code
+and exchange start with 2 to 9), an IMEI's (2, 6, 6 and 1 or 2 digits)."""
 _GROUPED = (
     r"(?=[+\d(%])"  # fails at once where no number starts
-    rf"(?:(?:\+|(?<=%2[Bb]))(?=\d(?:{_GROUP_SEPARATOR}?\d){{6}})"  # 7 digits or more
+    # 7 digits or more, the country code's first not 0 (`+004 53 49` is an offset)
+    rf"(?:(?:\+|(?<=%2[Bb]))(?=[1-9](?:{_GROUP_SEPARATOR}?\d){{6}})"
     # a group is not the head of a mobile or landline number after it (`+86 10 8888 6666
     # 130 0000 0001` is two numbers): taken into the first, its rest would show
     rf"\d{{1,3}}(?:{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}){{2,5}}"

@@ -698,6 +698,26 @@ class TestMaskText:
         number's first digits, and the number's own were masked one place late."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            # no country code starts with 0: a small offset, no phone number
+            ("shift +004 53 49 done", "shift +004 53 49 done"),
+            # a mobile number's groups hold 2 digits or more: a row of small numbers
+            ("buckets 15 20 25 30 35 4", "buckets 15 20 25 30 35 4"),
+            ("call 1 3800 138 001", "call 1 3800 138 001"),
+            # a count with its noun after the ids
+            (f"msisdns: {SHORT5} 12345 records", "msisdns: ***** 12345 records"),
+            (f"msisdns={SHORT5}, {SHORT6} 123456 events", "msisdns=*****, ****** 123456 events"),
+            ("msisdns for 12345 records", "msisdns for 12345 records"),
+        ],
+    )
+    def test_what_is_no_number_of_a_person_stays(self, text: str, expected: str) -> None:
+        """A small offset after a `+` (`+004 53 49`), a row of small numbers (`15 20 25 30
+        35 4`) and a count of records after the ids (`msisdns: 97531 12345 records`) were
+        masked as numbers of a person."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
