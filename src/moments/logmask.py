@@ -263,7 +263,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     text = re.compile(
         r"""
       (?<![\w'"])b(?P<q>['"])(?P<body>(?:(?!(?P=q))[^\\\n]|\\.)*)(?P=q)  # bytes literal
-    | (?=\d)(?:(?<=['"])|(?<=%2[27])|(?<=%252[27]))  # '97531', \"97531\", %2297531%22
+    | (?<=['"27])(?:(?<=['"])|(?<=%2[27])|(?<=%252[27]))  # '97531', \"97531\", %2297531%22
+      # (the quote's last sign first: one look back where no quote ends)
       (?P<quoted>\d{5,})(?=\\*['"]|"""
         + _URL_QUOTE
         + r""")
