@@ -25,8 +25,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   them too: `msisdns=97531%2C97532`, `97531+97532`, a null among them
   too: `msisdn=None 97531`, up to the first other
   word, number under 5 digits, number with a unit on it or after a space (`12345ms`,
-  `12345 ms`, `123456 MiB`), number of things counted (`12345 records`) or line's end),
-  and
+  `12345 ms`, `123456 MiB`) or line's end; a count is masked with them:
+  `msisdns: 97531 12345 records`, as the last of two ids would read the same), and
   inside the brackets of a list, tuple, set or dict
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`, `['1234']`);
@@ -126,11 +126,10 @@ WRITTEN_UNITS = (
     *("bytes", "kb", "kib", "mb", "mib", "gb", "gib"),
 )
 """Units written after a number, in any case (`12345 ms`, `64 MiB`): a duration or a size."""
-COUNTED = ("records", "events", "messages", "rows", "items", "entries", "tasks", "keys")
-"""What a number written before one of these counts (`12345 records`): a count, no id."""
-_UNIT_AFTER = rf"[^\S\r\n]+(?i:{'|'.join((*WRITTEN_UNITS, *COUNTED))})(?![\w=:])"
-"""A unit or a thing counted after a space, a word of its own (not `ms=3`, not
-`subscribers`: ids, `msisdns: 97531 97532 subscribers`)."""
+_UNIT_AFTER = rf"[^\S\r\n]+(?i:{'|'.join(WRITTEN_UNITS)})(?![\w=:])"
+"""A unit after a space, a word of its own (not `ms=3`, not `subscribers`). A count's
+noun is no unit: `msisdns: 97531 97532 records` is as likely two ids as an id and a
+count, and the second shown would be a person's."""
 
 _URL_QUOTE = r"%(?:25){0,2}2[27]"
 """A quote as a URL escapes it, once or twice: `%22`, `%27`, `%2522`."""

@@ -706,17 +706,21 @@ class TestMaskText:
             # a mobile number's groups hold 2 digits or more: a row of small numbers
             ("buckets 15 20 25 30 35 4", "buckets 15 20 25 30 35 4"),
             ("call 1 3800 138 001", "call 1 3800 138 001"),
-            # a count with its noun after the ids
-            (f"msisdns: {SHORT5} 12345 records", "msisdns: ***** 12345 records"),
-            (f"msisdns={SHORT5}, {SHORT6} 123456 events", "msisdns=*****, ****** 123456 events"),
-            ("msisdns for 12345 records", "msisdns for 12345 records"),
         ],
     )
     def test_what_is_no_number_of_a_person_stays(self, text: str, expected: str) -> None:
-        """A small offset after a `+` (`+004 53 49`), a row of small numbers (`15 20 25 30
-        35 4`) and a count of records after the ids (`msisdns: 97531 12345 records`) were
-        masked as numbers of a person."""
+        """A small offset after a `+` (`+004 53 49`) and a row of small numbers (`15 20 25
+        30 35 4`) were masked as numbers of a person."""
         assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [f"msisdns: {SHORT5} {SHORT6} records", f"msisdns={SHORT5}, {SHORT6} events"],
+    )
+    def test_a_count_s_noun_after_the_ids_leaves_the_last_id_masked(self, text: str) -> None:
+        """`msisdns: 97531 97532 records` is two ids as likely as an id and a count: read
+        as a count, the second id showed."""
+        assert SHORT6 not in mask_text(text)
 
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
