@@ -32,8 +32,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code, a mobile
-  number's 11 digits grouped any other way, 2 digits or more a group, or with dots (`138
-  00138 001`, `138.0013.8001`; not `15 20 25 30 35 4`), a landline's `0755 8888 6666` or
+  number's 11 digits grouped any other way, 2 digits or more a group after a leading
+  `1`, or with dots (`138 00138 001`, `138.0013.8001`; not `15 20 25 30 35 4`), a
+  landline's `0755 8888 6666` or
   `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only:
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, and any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
@@ -156,9 +157,11 @@ _NATIONAL = (
     r"|[2-9]\d{2}-[2-9]\d{2}-\d{4}"
     rf"|\d{{2}}{_GROUP_SEPARATOR}\d{{6}}{_GROUP_SEPARATOR}\d{{6}}"  # an IMEI, 35-209900-176148-1
     rf"(?:{_GROUP_SEPARATOR}\d{{1,2}})?"
-    # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001; each
-    # group of 2 digits or more, not a row of small numbers (`15 20 25 30 35 4`)
-    rf"|1[3-9](?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d))?\d){{9}}(?!\d))"
+    # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001,
+    # 1 3800 138 001; each group after the first of 2 digits or more, not a row of small
+    # numbers (`15 20 25 30 35 4`)
+    rf"|1(?:{_GROUP_SEPARATOR}(?=[3-9]\d))?[3-9]"
+    rf"(?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d))?\d){{9}}(?!\d))"
 )
 """The shapes of a number written in groups with no country code: a mobile number (3, 4
 and 4 digits, or its 11 digits grouped any other way, 2 digits or more a group), a
