@@ -3,7 +3,8 @@ read from Redis, writing nothing: the queue's `deferred` sorted set a page at a 
 due order (by score), each page's ledger entries (`D<payload>` while a task waits) in one
 MGET, with `--moment-type` each page's merge groups (`LRANGE`, a script call per 1,000
 tasks: a task matches by any moment it carries), and the merge group sizes of the tasks
-listed (`LLEN`, a script call per 1,000 tasks).
+listed (`LLEN`, a script call per 1,000 tasks; with `--json` their payloads, `LRANGE`,
+for the types they carry).
 
 Plain reads and formatting; the CLI only wires. The subscriber is masked as
 `moments tasks pending` masks it (`138****8001`)."""
@@ -65,6 +66,7 @@ class DeferredTask:
             "due_at": dt.datetime.fromtimestamp(self.due_at, zone).isoformat(),
             "waited_seconds": None if waited is None else int(waited),
             "merged": self.merged,
+            "moment_types": list(self.moment_types),
         }
 
     def row(self, now: float, zone: dt.tzinfo) -> tuple[str, ...]:
@@ -149,6 +151,7 @@ async def deferred_tasks(
     reasons: Collection[str] = (),
     moment_types: Collection[str] = (),
     limit: int = 0,
+    merged_types: bool = False,
 ) -> Listing:
     """The waiting tasks of `reasons` and `moment_types` (empty: all), the `limit` (0: all)
     soonest due, each with the moments merged into it, and how many match by reason. A
@@ -166,7 +169,11 @@ async def deferred_tasks(
     while the merge group sizes came in a pipeline of LLENs: `_per_group`). Each part is
     read by its scores, so a release meanwhile (of ranked tasks) leaves the waiting part
     whole; a task released while a part's pages are read may shift its next page by one
-    (a listing, not a count)."""
+    (a listing, not a count).
+
+    `merged_types` reads the merge groups of the tasks listed (LRANGE), not only their
+    sizes (LLEN), so that each one's `moment_types` names its merge group's types too
+    (`--json`; the table shows `+N`)."""
     waiting = int(await queue.redis.zcard(queue.key))
     listing = Listing(waiting=waiting, filtered=bool(reasons or moment_types))
     seen: set[str] = set()
@@ -201,7 +208,7 @@ async def deferred_tasks(
     listing.tasks.sort(key=_order)
     if limit:
         del listing.tasks[limit:]
-    await _count_merged(queue, listing)
+    await _count_merged(queue, listing, merged_types)
     return listing
 
 
@@ -261,9 +268,16 @@ def _with_group(task: DeferredTask, group: Sequence[bytes]) -> DeferredTask:
     return dataclasses.replace(task, merged=len(group), moment_types=types)
 
 
-async def _count_merged(queue: DeferralQueue, listing: Listing) -> None:
-    """Each listed task's `merged`: the length of its merge group."""
+async def _count_merged(queue: DeferralQueue, listing: Listing, types: bool) -> None:
+    """Each listed task's `merged`: the length of its merge group; with `types`, its
+    `moment_types` with those the group carries."""
     if not listing.tasks:
+        return
+    if types:
+        groups = await _groups(queue, [t.task_id for t in listing.tasks])
+        listing.tasks = [
+            _with_group(task, group) for task, group in zip(listing.tasks, groups, strict=True)
+        ]
         return
     sizes = await _per_group(queue, _LLEN, [t.task_id for t in listing.tasks])
     listing.tasks = [  # most carry none: replace() took 0.5 s of 50,000

@@ -319,7 +319,12 @@ def _add_tasks_deferred(sub: Subparsers) -> None:
         help=f"list the N tasks due soonest (default {DEFERRED_LIMIT}; 0: all, reading the "
         "whole queue to count them by reason: seconds for a night's queue)",
     )
-    p.add_argument("--json", action="store_true", help="one JSON line per task")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON line per task, with the types of every moment it carries "
+        "(moment_types: its own first, then those merged into it)",
+    )
 
 
 def _cmd_tasks_deferred(args: argparse.Namespace) -> int:
@@ -348,7 +353,7 @@ def _cmd_tasks_deferred(args: argparse.Namespace) -> int:
             ledger = TaskLedger(redis, settings.redis_prefix, settings.ledger_ttl_seconds)
             queue = DeferralQueue(redis, ledger)
             reasons, types = args.reason or (), args.moment_type or ()
-            return await deferred_tasks(queue, reasons, types, args.limit)
+            return await deferred_tasks(queue, reasons, types, args.limit, args.json)
         finally:
             await redis.aclose()
 

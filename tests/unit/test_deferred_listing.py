@@ -121,15 +121,16 @@ def test_a_moment_type_not_met_in_a_part_read_is_not_said_to_wait_nowhere() -> N
 
 
 class _GroupScript:
-    """The listing's script over merge groups (`moments.deferred._per_group`): every group
-    empty, so LLEN gives 0 and LRANGE no payload, per item (`sinks.luabatch`: an item's
-    key and one argument)."""
+    """The listing's script over merge groups (`moments.deferred._per_group`): LLEN or
+    LRANGE of each item's group (`sinks.luabatch`: an item's key and one argument), the
+    groups `groups` holds (by key, `G:<task id>`), every other one empty."""
 
-    def __init__(self, body: str) -> None:
-        self.empty: object = 0 if "LLEN" in body else []
+    def __init__(self, body: str, groups: dict[str, list[bytes]]) -> None:
+        self.count, self.groups = "LLEN" in body, groups
 
     async def __call__(self, keys: list[str], args: list[Any]) -> list[object]:
-        return [self.empty] * len(keys)
+        found = [self.groups.get(k, []) for k in keys]
+        return [len(g) for g in found] if self.count else list(found)
 
 
 class _SortedSetRedis:
@@ -139,10 +140,11 @@ class _SortedSetRedis:
 
     def __init__(self, scores: dict[str, float], entries: dict[str, bytes]) -> None:
         self.scores, self.entries = scores, entries
+        self.groups: dict[str, list[bytes]] = {}
         self.after_count: Callable[[], None] = lambda: None
 
     def register_script(self, body: str) -> _GroupScript:
-        return _GroupScript(body)
+        return _GroupScript(body, self.groups)
 
     async def zcard(self, key: str) -> int:
         count = len(self.scores)
@@ -227,6 +229,21 @@ def test_a_merged_task_carries_the_types_of_every_moment_in_it() -> None:
     merged = _with_group(task, group)
     assert merged.moment_types == ("low_balance", "bill_spike", "roaming_welcome", "x")
     assert (merged.merged, merged.moment_type) == (3, "low_balance")
+
+
+async def test_the_json_of_a_merged_task_names_the_types_of_the_moments_merged() -> None:
+    """`--json` said how many moments were merged into a task (`merged`) but not their
+    types, which the table's `--moment-type` filter matches by: `moment_types` names every
+    type the task carries, its own first, without a filter asked for."""
+    entry = b'D{"moment": {"type": "low_balance"}, "related": [{"moment": {"type": "x"}}]}'
+    redis = _SortedSetRedis({"a": 100.0, "b": 200.0}, {"a": entry, "b": entry})
+    redis.groups["G:a"] = [b'{"moment": {"type": "bill_spike"}}', b'{"moment": {}}']
+    listing = await deferred_tasks(_Queue(redis), merged_types=True)  # type: ignore[arg-type]
+    carried = [t.as_json(0.0, dt.UTC) for t in listing.tasks]
+    assert [(t["merged"], t["moment_types"]) for t in carried] == [
+        (2, ["low_balance", "x", "bill_spike"]),
+        (0, ["low_balance", "x"]),
+    ]
 
 
 def test_a_piped_listing_is_plain_columns_as_wide_as_their_widest_cell() -> None:

@@ -74,6 +74,7 @@ async def test_lists_the_waiting_tasks_by_due_time_with_filters_and_counts(
         "due_at": (NOW + HOUR).astimezone(SHANGHAI).isoformat(),
         "waited_seconds": 0,
         "merged": 0,
+        "moment_types": ["bill_shock"],
     }
     only = await deferred_tasks(queue, reasons=["quiet_hours"], moment_types=["low_balance"])
     assert [t.task_id for t in only.tasks] == [tid("q1")]
@@ -197,9 +198,10 @@ async def test_a_merged_task_says_how_many_moments_it_carries(
     proc = await asyncio.to_thread(deferred_command, w, "--json")
     assert proc.returncode == 0, proc.stderr
     rows = [orjson.loads(line) for line in proc.stdout.splitlines()]
-    assert [(r["task_id"], r["merged"]) for r in rows] == [
-        (carrier.task_id, 2),
-        (alone.task_id, 0),
+    own = carrier.moment.type
+    assert [(r["task_id"], r["merged"], r["moment_types"]) for r in rows] == [
+        (carrier.task_id, 2, [own, "bill_shock"]),
+        (alone.task_id, 0, [alone.moment.type]),
     ]
 
 
