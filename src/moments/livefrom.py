@@ -39,3 +39,10 @@ def check_live_from(text: str | None) -> str | None:
         parse_live_from(text, dt.UTC)
         return text.strip()
     return None
+
+
+def warming_up(live_from: dt.datetime | None, now: float) -> bool:
+    """Whether a worker starting at `now` (epoch seconds, the wall clock) starts before
+    `live_from`: every rule a shadow one until its events reach the instant. One started
+    after it (a restart) is live already, whatever history it reads still."""
+    return live_from is not None and now < live_from.timestamp()

@@ -38,6 +38,7 @@ from moments.engine import Detector
 from moments.enums import WithdrawReason
 from moments.eventclock import EventClock
 from moments.exceptions import ConfigError
+from moments.livefrom import warming_up
 from moments.logthrottle import RepeatThrottle
 from moments.models import Channel, EventType, OutcomeStatus
 from moments.outcomes import handle_outcomes
@@ -107,7 +108,10 @@ class Runtime:
         metrics: Metrics,
         detector: Detector,
         policy: DispatchPolicy | None = None,
+        now: float | None = None,
     ) -> None:
+        """`now`: the wall clock at start (epoch seconds; None: `time.time()`), which says
+        whether a worker started before MOMENTS_LIVE_FROM or after it (a restart)."""
         self.settings = settings
         self.policy = load_policy(settings.dispatch_policy) if policy is None else policy
         """Read before any connection is tried: a bad file stops the start at once."""
@@ -143,6 +147,11 @@ class Runtime:
         live_from = detector.live_from
         self._warming = live_from is not None
         """Until a batch's events reach MOMENTS_LIVE_FROM: said once when they do."""
+        self._all_shadow = warming_up(live_from, time.time() if now is None else now)
+        """Every rule's shadow series are declared (`_declare_series`) and kept at a reload:
+        until a batch's events reach the instant, and only when the worker started before
+        it. One started after it (a restart) is live: its rules in `mode: shadow` alone
+        are shadow ones, and a late warm-up moment's series is born at 1."""
         metrics.live_from.set(live_from.timestamp() if live_from is not None else 0)
         if live_from is not None:
             log.info(
@@ -221,16 +230,17 @@ class Runtime:
     def _drop_series(self, rules: RuleSet) -> None:
         """Series of a moment type no rule in force makes, and shadow series of a rule no
         longer in shadow (nor warming up: once a batch's events reached
-        `MOMENTS_LIVE_FROM`, `_warming`), are removed at a reload, as a restart would:
-        left, they stood still on `/metrics` and on the dashboards. A late warm-up moment
-        read after (dated before the instant) counts on a series born again at 1. A task
+        `MOMENTS_LIVE_FROM`, or started after it, `_all_shadow`), are removed at a reload,
+        as a restart would: left, they stood still on `/metrics` and on the dashboards. A
+        late warm-up moment read after (dated before the instant) counts on a series born
+        again at 1. A task
         of a removed type still in flight (an outcome, a withdrawal, a release) counts on
         a series born again at 1, which `rate()` reads as a counter reset."""
         dispatch = DispatchMetrics.of(self.metrics)
         m = self.metrics
         types = {r.task.moment_type for r in rules.rules}
         kinds = {(r.task.family.value, r.task.moment_type) for r in rules.rules}
-        shadows = {r.id for r in rules.rules if r.shadow or self._warming}
+        shadows = {r.id for r in rules.rules if r.shadow or self._all_shadow}
         for counter in (
             m.outcomes, m.withdrawn, m.unanswered_expired, m.published, m.suppressed,
             dispatch.merged, dispatch.overflow,
@@ -245,7 +255,7 @@ class Runtime:
         reason of `SHADOW_REASONS`, at 0), so the first is a rise that `rate()` and
         `increase()` see, not a series appearing at 1. With MOMENTS_LIVE_FROM set every
         rule is a shadow rule for the moments before it, so every rule's are declared
-        until the worker's events reach it (`_warming`).
+        until the worker's events reach it, by a worker started before it (`_all_shadow`).
         So are suppressions for each `SuppressReason`, merges and overflows."""
         dispatch = DispatchMetrics.of(self.metrics)
         for moment_type in {r.task.moment_type for r in rules.rules}:
@@ -267,7 +277,7 @@ class Runtime:
         for family, moment_type in {(r.task.family.value, r.task.moment_type) for r in rules.rules}:
             self.metrics.detected.labels(family, moment_type)
         for rule in rules.rules:
-            if rule.shadow or self._warming:
+            if rule.shadow or self._all_shadow:
                 self.metrics.shadow.labels(rule.id, "task", "")
                 for outcome, reasons in SHADOW_REASONS.items():
                     for reason in reasons:
@@ -628,7 +638,7 @@ class Runtime:
         if self._warming and self.detector.live_from is not None and result.watermarks:
             newest = max(result.watermarks.values())
             if newest >= self.detector.live_from.timestamp():
-                self._warming = False
+                self._warming = self._all_shadow = False
                 log.info(
                     "live: events dated from MOMENTS_LIVE_FROM %s on are read; their "
                     "moments make tasks",

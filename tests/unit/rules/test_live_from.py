@@ -45,6 +45,7 @@ the warm-up sets the rule's mark as a shadow judgement's: it holds back the warm
 later judgements, not the first live one (the warm-up contacted nobody)."""
 RULES = NO_GATES + "rules:" + WELCOME + SILENCE
 LIVE = dt.datetime.fromisoformat(at("2026-12-10", "00:00"))
+DAY = dt.timedelta(days=1)
 
 
 def _roam(day: str, country: str, sub: str = SUB) -> tuple[EventType, dict[str, object]]:
@@ -217,12 +218,13 @@ def test_a_window_closing_at_the_instant_is_live_and_one_before_it_shadow() -> N
     assert [t.triggered_at for t in after.tasks] == [next_close]
 
 
-def _declared(live_from: dt.datetime | None) -> set[str]:
-    """The rules whose `moments_shadow_moments_total{outcome="task"}` a worker declares
-    at 0 when its rules load (here, on a reload)."""
+def _declared(live_from: dt.datetime | None, started: dt.datetime = LIVE - DAY) -> set[str]:
+    """The rules whose `moments_shadow_moments_total{outcome="task"}` a worker started at
+    `started` (the wall clock) declares at 0 when its rules load (here, on a reload)."""
     metrics = Metrics()
     rules = rules_from(RULES + CALL_TRIAL)
-    runtime = Runtime(load_settings(), metrics, Detector(rules, {}, live_from=live_from))
+    detector = Detector(rules, {}, live_from=live_from)
+    runtime = Runtime(load_settings(), metrics, detector, now=started.timestamp())
     runtime.install_rules(rules)
     return {
         s.labels["rule_id"]
@@ -238,6 +240,14 @@ def test_before_it_every_rules_would_be_tasks_are_declared_at_0() -> None:
     during the warm-up every rule is a shadow rule, not only those in `mode: shadow`."""
     assert _declared(LIVE) == {"welcome", "silent", "call_trial"}
     assert _declared(None) == {"call_trial"}
+
+
+def test_a_worker_started_after_it_declares_the_shadow_rules_series_only() -> None:
+    """A worker restarted once the instant had passed declared every rule's shadow series
+    at 0, as in the warm-up, and served them, standing still, until its next rules reload:
+    the setting alone, not whether its instant had passed, made every rule a shadow one."""
+    assert _declared(LIVE, started=LIVE + DAY) == {"call_trial"}
+    assert _declared(LIVE, started=LIVE) == {"call_trial"}
 
 
 def _shadow_series(metrics: Metrics) -> set[str]:
@@ -258,7 +268,8 @@ def test_once_live_a_reload_drops_the_warm_ups_shadow_series_of_live_rules() -> 
     ran, since the setting alone (not whether its instant had passed) kept them."""
     metrics = Metrics()
     rules = rules_from(RULES + CALL_TRIAL)
-    runtime = Runtime(load_settings(), metrics, Detector(rules, {}, live_from=LIVE))
+    detector = Detector(rules, {}, live_from=LIVE)
+    runtime = Runtime(load_settings(), metrics, detector, now=(LIVE - DAY).timestamp())
     runtime.install_rules(rules)
     assert _shadow_series(metrics) == {"welcome", "silent", "call_trial"}  # warming up
     runtime.record(BatchResult(watermarks={0: int(LIVE.timestamp()) + 60}))
