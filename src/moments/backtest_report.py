@@ -175,7 +175,6 @@ def build_report(result: BacktestResult, top: int = 10) -> dict[str, Any]:
         "partial_days": (partial := partial_days(result)),
         "notes": partial_days_note(
             partial,
-            result.waiting_at_end,
             starts_at=report_start_cause(result),
             ends_at="history" if result.report_to is None else "--to",
         )
@@ -297,7 +296,6 @@ def _midnight(day: dt.date, zone: ZoneInfo) -> float:
 
 def partial_days_note(
     partial: Mapping[str, str],
-    waiting_at_end: int,
     *,
     starts_at: str = "history",
     ends_at: str = "history",
@@ -307,7 +305,8 @@ def partial_days_note(
     first event; `--from`; `--live-from`), `ends_at` what ended it (`history`, its last
     event; `--to`): a mid-day `--from` is the report's start, the hours before it warm-up,
     not a history covering part of a day, and a mid-day `--to` is the user's choice, not
-    a history to be given a whole day of events."""
+    a history to be given a whole day of events. The tasks still waiting at the end are
+    `waiting_note`'s, said once."""
     if not partial:
         return []
     first, first_span = next(iter(partial.items()))
@@ -339,11 +338,10 @@ def partial_days_note(
         else:  # the cut-over: moments before it made no task
             text += " (the cut-over: moments before it made no task)."
     if cut_at_end:
-        waiting = f" ({waiting_at_end:,} task(s) still waited at the end)" if waiting_at_end else ""
         to = span.split("to ")[-1]
         after = (dt.date.fromisoformat(last) + dt.timedelta(days=1)).isoformat()
         if ends_at == "--to":
-            text += f" Event time stopped at --to {to} on {last}{waiting}: "
+            text += f" Event time stopped at --to {to} on {last}: "
             text += (
                 f"--to {after} reports that day whole"
                 if span.startswith("from")  # the report's only day: --to it leaves all out
@@ -351,7 +349,7 @@ def partial_days_note(
             )
             text += "."
         else:
-            text += f" Event time stopped at {to} on {last}{waiting}: "
+            text += f" Event time stopped at {to} on {last}: "
             if span.startswith("from") and starts_at == "history":
                 text += "the history is shorter than a day; give it a whole day of events."
             elif span.startswith("from"):  # --to that day would leave the report out

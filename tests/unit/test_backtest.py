@@ -1374,13 +1374,11 @@ def test_a_comparison_says_a_rule_put_in_shadow_or_taken_live(tmp_path: Path) ->
 def test_a_history_of_part_of_one_day_is_not_told_to_leave_that_day_out() -> None:
     """Six simulated hours, 10:27 to 16:33 of one day: the note said "leave that day out
     with --to 2026-12-06", which leaves every event out ("No event was read")."""
-    (note,) = partial_days_note({"2026-12-06": "from 10:27 to 16:33"}, waiting_at_end=19)
+    (note,) = partial_days_note({"2026-12-06": "from 10:27 to 16:33"})
     assert "--to 2026-12-06" not in note, note
-    assert "Event time stopped at 16:33 on 2026-12-06 (19 task(s) still waited at the end)" in (
-        note
-    )
+    assert "Event time stopped at 16:33 on 2026-12-06: " in note
     assert note.endswith("the history is shorter than a day; give it a whole day of events.")
-    (two_days,) = partial_days_note({"2026-12-05": "from 10:00", "2026-12-06": "to 10:00"}, 0)
+    (two_days,) = partial_days_note({"2026-12-05": "from 10:00", "2026-12-06": "to 10:00"})
     assert "leave that day out with --to 2026-12-06" in two_days
 
 
@@ -1419,18 +1417,18 @@ def test_a_partial_days_note_fits_its_advice_to_what_cut_the_day() -> None:
     """The history, --from and --to each cut a day for their own reason; the note's
     advice follows the cause."""
     one = {"2026-12-06": "from 10:27 to 16:33"}
-    (history,) = partial_days_note(one, 0)
+    (history,) = partial_days_note(one)
     assert history.startswith("The history covers part of a day")
-    (by_to,) = partial_days_note(one, 0, ends_at="--to")
+    (by_to,) = partial_days_note(one, ends_at="--to")
     assert by_to.startswith("The report covers part of a day"), by_to  # --to cut it too
     assert by_to.endswith("--to 2026-12-07 reports that day whole."), by_to
     assert "--to 2026-12-06" not in by_to  # it would leave every event out
-    (by_from,) = partial_days_note(one, 0, starts_at="--from")
+    (by_from,) = partial_days_note(one, starts_at="--from")
     assert by_from.startswith("The report covers part of a day"), by_from
     assert "history is shorter than a day" not in by_from
     assert by_from.endswith("give it the rest of that day's events."), by_from
     assert "--from 2026-12-07" not in by_from  # it would leave every event out
-    (live,) = partial_days_note({"2026-12-06": "from 10:27"}, 0, starts_at="--live-from")
+    (live,) = partial_days_note({"2026-12-06": "from 10:27"}, starts_at="--live-from")
     assert "The report starts at --live-from 10:27 on 2026-12-06 (the cut-over" in live
 
 

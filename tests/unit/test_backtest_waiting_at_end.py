@@ -71,6 +71,16 @@ class TestWaitingAtEnd:
         assert "2 (merge_window: manager 1; quiet_hours: sms 1)" in said  # the summary
         assert "give --to 2026-11-12 (the last is due 2026-11-11T08:00:00+08:00)" in err
 
+    def test_the_waiting_count_is_said_once(self, tmp_path: Path) -> None:
+        """The partial-day note said "(2 task(s) still waited at the end)" beside the note
+        of their own that says it with why and the `--to` that publishes them."""
+        for flags in ((), ("--to", "2026-11-11T06:00:00+08:00")):
+            _, report = _backtest(tmp_path, *flags)
+            partial, waiting = report["notes"]
+            assert partial.startswith("The "), partial  # the history's or the report's day
+            assert "task(s)" not in partial, partial
+            assert waiting.startswith("2 task(s) were still waiting"), waiting
+
     def test_the_to_it_names_publishes_them(self, tmp_path: Path) -> None:
         code, report = _backtest(tmp_path, "--to", "2026-11-12")
         assert code == 0
