@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from textwrap import dedent
@@ -142,13 +143,31 @@ def add_group(sub: Subparsers, name: str, help_: str, examples: str) -> Subparse
     return p.add_subparsers(title=f"{name} commands", metavar="COMMAND")
 
 
+def _whole(text: str) -> int | None:
+    """`text` as a whole number; None for none (`1.5`, `ten`, more digits than int()
+    reads: 4,300)."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _shown(text: str) -> str:
+    """An option's value as its error repeats it: quoted, cut short (argparse's own
+    `invalid positive_int value: '...'` echoed a pasted page whole, and an escape
+    sequence reached the terminal as it was)."""
+    from rules.durations import echoed
+
+    return echoed(text)
+
+
 def port_or_off(text: str) -> int:
     """An argparse type: a TCP port, 0 for none (`--metrics-port -5` ended in a traceback,
     `OverflowError: bind(): port must be 0-65535`)."""
-    value = int(text)
-    if not 0 <= value <= 65535:
+    value = _whole(text)
+    if value is None or not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(
-            f"{text}: write a port number from 1 to 65535, or 0 to turn /metrics off"
+            f"{_shown(text)}: write a port number from 1 to 65535, or 0 to turn /metrics off"
         )
     return value
 
@@ -156,9 +175,20 @@ def port_or_off(text: str) -> int:
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of 1 or more (`--top 0` printed an empty table,
     `--top -1` one without its last row)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: write a whole number of 1 or more")
+    value = _whole(text)
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: write a whole number of 1 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (`inf` and `nan` ended in a traceback)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: write a finite number above 0")
     return value
 
 

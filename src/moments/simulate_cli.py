@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import sys
 import time
@@ -13,7 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moments.cliparts import add_command, command_settings, positive_int, stderr_console
+from moments.cliparts import (
+    add_command,
+    command_settings,
+    positive_float,
+    positive_int,
+    stderr_console,
+)
 from moments.filenames import is_csv
 from moments.progresslines import PROGRESS_EVERY_S
 
@@ -52,7 +57,7 @@ def add_simulate_command(sub: Subparsers) -> None:
     p.add_argument("--subscribers", type=positive_int, required=True, metavar="N")
     p.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="R",
         help="events a second, all subscribers together, of event time with --to-file "
@@ -114,23 +119,16 @@ def missing_rate(subscribers: int) -> str:
     )
 
 
-def _positive_float(text: str) -> float:
-    from rules.durations import cut_short
-
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:  # inf and nan ended in a traceback
-        raise argparse.ArgumentTypeError(f"{cut_short(text)}: write a finite number above 0")
-    return value
-
-
 def _seconds(text: str) -> float:
     """`3600` or a duration as rules files write it (`1h`, `2d`, `3w`), in seconds."""
     from rules.durations import cut_short, parse_duration
 
     try:
-        return _positive_float(text)
+        float(text)
     except ValueError:
         pass
+    else:
+        return positive_float(text)
     try:
         seconds = parse_duration(text).total_seconds()
     except ValueError as exc:

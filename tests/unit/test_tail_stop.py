@@ -91,7 +91,7 @@ def test_exit_after_less_than_one_is_refused(
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--exit-after", count])
     assert exit_.value.code == 2
-    assert f"{count}: write a whole number of 1 or more" in capsys.readouterr().err
+    assert f"{count!r}: write a whole number of 1 or more" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("port", ["-5", "70000"])
@@ -106,4 +106,4 @@ def test_a_metrics_port_out_of_range_is_refused(
         main(["run", "--metrics-port", port])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert f"{port}: write a port number from 1 to 65535, or 0 to turn /metrics off" in err
+    assert f"{port!r}: write a port number from 1 to 65535, or 0 to turn /metrics off" in err
