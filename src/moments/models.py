@@ -129,19 +129,11 @@ TIME_PATTERN = _RFC3339
 """What an instant's text must match (`Instant`)."""
 TIME_EXAMPLE = "2026-12-05T13:10:00+08:00"
 _DAY_AND_HOUR = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}"
-_NO_OFFSET = re.compile(_DAY_AND_HOUR + r":[0-9]{2}(\.[0-9]+)?$")
-_NO_SECONDS = re.compile(_DAY_AND_HOUR + r"([Zz]|[+-][0-9:]+)?$")
-_SPACED = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:")
-_BARE_OFFSET = re.compile(r"[0-9][+-][0-9]{4}$")
-_HOUR_OFFSET = re.compile(r":[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}$")
 _ZONE_SUFFIX = re.compile(r"\[[^\[\]]*\]$")
 _EPOCH_TEXT = re.compile(r"^[0-9]{10}([0-9]{3})?(\.[0-9]+)?$")
 _RFC2822 = re.compile(r"^([A-Za-z]{3}, *)?[0-9]{1,2} +[A-Za-z]{3} +[0-9]{2,4} +[0-9]{2}:")
 _JS_DATE_STRING = re.compile(r"^[A-Za-z]{3} [A-Za-z]{3} [0-9]{2} [0-9]{4} [0-9:]{8} GMT[+-]")
 _WEEK_OR_ORDINAL = re.compile(r"^[0-9]{4}-?(W[0-9]{2}|[0-9]{3}([Tt ]|$))")
-_LEAP_SECOND = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:60")
-_FRACTION_COMMA = re.compile(r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]")
-_SPACED_OFFSET = re.compile(r":[0-9]{2}(\.[0-9]+)? +([Zz]|[+-][0-9]{2}:?[0-9]{2})$")
 _FORM_FIXES = (
     (
         _RFC2822,
@@ -156,15 +148,56 @@ _FORM_FIXES = (
         _WEEK_OR_ORDINAL,
         "write the calendar day (year-month-day), not an ISO week date or a day of the year",
     ),
-    (_LEAP_SECOND, "write no leap second (second 60): write the second before it, 59"),
-    (
-        _FRACTION_COMMA,
-        "write a point before the fraction of a second (00.123, not 00,123)",
-    ),
-    (_SPACED_OFFSET, "write no space before the UTC offset (00+08:00, not 00 +08:00)"),
 )
 """Forms of other standards and libraries, each with what to change: each was told the
 general form, which named nothing to change (producer walk-through)."""
+_REPAIRS = (
+    (
+        re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}) ([0-9]{2}:)"),
+        r"\1T\2",
+        "write a T between the date and the time",
+    ),
+    (
+        re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:)60"),
+        r"\g<1>59",
+        "write no leap second (second 60): write the second before it, 59",
+    ),
+    (
+        re.compile(r"([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}),([0-9])"),
+        r"\1.\2",
+        "write a point before the fraction of a second (00.123, not 00,123)",
+    ),
+    (
+        re.compile(r"(:[0-9]{2}(\.[0-9]+)?) +([Zz]|[+-][0-9]{2}:?[0-9]{2}|[+-][0-9]{2})$"),
+        r"\1\3",
+        "write no space before the UTC offset (00+08:00, not 00 +08:00)",
+    ),
+    (
+        re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2})(([Zz]|[+-][0-9:]+)?)$"),
+        r"\1:00\2",
+        "write the seconds (13:10:00, not 13:10)",
+    ),
+    (
+        re.compile(r"([0-9][+-][0-9]{2})([0-9]{2})$"),
+        r"\1:\2",
+        "write the UTC offset with a colon (+08:00, not +0800)",
+    ),
+    (
+        re.compile(r"(:[0-9]{2}(\.[0-9]+)?[+-][0-9]{2})$"),
+        r"\1:00",
+        "write the UTC offset's minutes too (+08:00, not +08)",
+    ),
+    (
+        re.compile(_DAY_AND_HOUR + r":[0-9]{2}(\.[0-9]+)?$"),
+        r"\g<0>+08:00",
+        "add a UTC offset",
+    ),
+)
+"""Faults of a time otherwise RFC 3339, in the order they are found, each with how it is
+mended (a `re.sub` replacement) and what to change: the time is mended fault by fault, so
+that one with several is told every fix at once (it was told one, sent again, refused
+again for the next)."""
+_TIME = re.compile(_RFC3339)
 
 
 def time_fix(text: str) -> str:
@@ -172,7 +205,8 @@ def time_fix(text: str) -> str:
     pattern itself, 337 characters, was the reason). Never quotes the text. Java's
     `ZonedDateTime.toString()` (a zone in brackets), an offset of hours only and Unix
     time as text were told the general form, which named nothing to change; so were the
-    forms of `_FORM_FIXES`."""
+    forms of `_FORM_FIXES`. A time of `_REPAIRS`' faults is told each it has, in one
+    message, and what it still lacks once they are mended."""
     if _ZONE_SUFFIX.search(text):
         return (
             "write no zone name in brackets after the offset (Java's ZonedDateTime.toString() "
@@ -187,20 +221,19 @@ def time_fix(text: str) -> str:
     for form, fix in _FORM_FIXES:
         if form.search(text):
             return f"{fix}, e.g. {TIME_EXAMPLE}"
-    if _NO_OFFSET.match(text):
-        return f"add a UTC offset, e.g. {TIME_EXAMPLE}"
-    if _NO_SECONDS.match(text):
-        return f"write the seconds (and a UTC offset), e.g. {TIME_EXAMPLE}"
-    if _SPACED.match(text):
-        return f"write a T between the date and the time, e.g. {TIME_EXAMPLE}"
-    if _BARE_OFFSET.search(text):
-        return f"write the UTC offset with a colon (+08:00, not +0800), e.g. {TIME_EXAMPLE}"
-    if _HOUR_OFFSET.search(text):
-        return f"write the UTC offset's minutes too (+08:00, not +08), e.g. {TIME_EXAMPLE}"
-    return (
-        f"write an RFC 3339 time with a UTC offset, e.g. {TIME_EXAMPLE} (a real day in "
-        "1970-2099, hours 00-23)"
-    )
+    fixes = []
+    for fault, mend, fix in _REPAIRS:
+        text, found = fault.subn(mend, text, count=1)
+        if found:
+            fixes.append(fix)
+    if not fixes:
+        return (
+            f"write an RFC 3339 time with a UTC offset, e.g. {TIME_EXAMPLE} (a real day in "
+            "1970-2099, hours 00-23)"
+        )
+    if not _TIME.match(text):  # mended, still none: a year out of range, an hour 24
+        fixes.append("write a real day in 1970-2099 and time of day (hours 00-23)")
+    return f"{'; '.join(fixes)}, e.g. {TIME_EXAMPLE}"
 
 
 MONEY_DIGITS = 9

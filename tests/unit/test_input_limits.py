@@ -784,11 +784,6 @@ class TestTimeFormsNamedByTheirFix:
                 "2026-12-05T13:10:00+08:00",
             ),
             (
-                "2026-12-07T10:00:00 +0800",
-                "write no space before the UTC offset (00+08:00, not 00 +08:00), e.g. "
-                "2026-12-05T13:10:00+08:00",
-            ),
-            (
                 "2026-12-07T10:00:00.250 Z",
                 "write no space before the UTC offset (00+08:00, not 00 +08:00), e.g. "
                 "2026-12-05T13:10:00+08:00",
@@ -824,6 +819,51 @@ class TestTimeFormsNamedByTheirFix:
         result = _time_refused(written)
         assert result.reason is RejectReason.INVALID_EVENT
         assert result.message == f"occurred_at: {fix}"
+
+    @pytest.mark.parametrize(
+        ("written", "fixes"),
+        [
+            (
+                "2026-12-07T10:00:00 +0800",
+                "write no space before the UTC offset (00+08:00, not 00 +08:00); write the UTC "
+                "offset with a colon (+08:00, not +0800)",
+            ),
+            (
+                "2026-12-07 10:00:00+0800",
+                "write a T between the date and the time; write the UTC offset with a colon "
+                "(+08:00, not +0800)",
+            ),
+            (
+                "2026-12-07 10:00",
+                "write a T between the date and the time; write the seconds (13:10:00, not "
+                "13:10); add a UTC offset",
+            ),
+            (
+                "2026-12-07T10:00:00,5 +08",
+                "write a point before the fraction of a second (00.123, not 00,123); write no "
+                "space before the UTC offset (00+08:00, not 00 +08:00); write the UTC "
+                "offset's minutes too (+08:00, not +08)",
+            ),
+            (
+                "2016-12-31 23:59:60",
+                "write a T between the date and the time; write no leap second (second 60): "
+                "write the second before it, 59; add a UTC offset",
+            ),
+            (
+                "2126-12-07 10:00:00+08:00",
+                "write a T between the date and the time; write a real day in 1970-2099 and "
+                "time of day (hours 00-23)",
+            ),
+        ],
+    )
+    def test_a_time_with_several_faults_is_told_every_fix_at_once(
+        self, written: str, fixes: str
+    ) -> None:
+        """`2026-12-07 10:00:00+0800` was told to write a T, and once fixed, sent again and
+        refused again, to write the offset's colon: one fix a round trip."""
+        result = _time_refused(written)
+        assert result.message == f"occurred_at: {fixes}, e.g. 2026-12-05T13:10:00+08:00"
+        assert written not in result.message
 
     def test_a_calendar_day_of_three_digits_is_still_the_general_form(self) -> None:
         """`2026-1207`, a day of the year's shape but four digits, is not an ordinal date."""

@@ -100,7 +100,7 @@ class TestTimeMessages:
         [
             ("2026-11-22T09:30:00", "add a UTC offset, e.g. 2026-12-05T13:10:00+08:00"),
             ("2026-11-22T09:30:00.473436", "add a UTC offset, e.g. 2026-12-05T13:10:00+08:00"),
-            ("2026-12-05T13:10Z", "write the seconds (and a UTC offset), e.g. "),
+            ("2026-12-05T13:10Z", "write the seconds (13:10:00, not 13:10), e.g. "),
             ("2026-12-05 13:10:00+00:00", "write a T between the date and the time, e.g. "),
             ("2026-12-05T13:10:00+0800", "write the UTC offset with a colon (+08:00, not "),
             ("2126-12-05T13:10:00Z", "write an RFC 3339 time with a UTC offset, e.g. "),
