@@ -134,7 +134,19 @@ _EPOCH_TEXT = re.compile(r"^[0-9]{10}([0-9]{3})?(\.[0-9]+)?$")
 _RFC2822 = re.compile(r"^([A-Za-z]{3}, *)?[0-9]{1,2} +[A-Za-z]{3} +[0-9]{2,4} +[0-9]{2}:")
 _JS_DATE_STRING = re.compile(r"^[A-Za-z]{3} [A-Za-z]{3} [0-9]{2} [0-9]{4} [0-9:]{8} GMT[+-]")
 _WEEK_OR_ORDINAL = re.compile(r"^[0-9]{4}-?(W[0-9]{2}|[0-9]{3}([Tt ]|$))")
+_GO_STRING = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)? [+-][0-9]{4} "
+    r"[A-Za-z0-9+-]+( m=[+-][0-9.]+)?$"
+)
+"""Go's `time.String()` (`fmt.Sprint(t)`, `%v`): `2026-12-07 13:04:05.123 +0800 CST`,
+the zone's abbreviation (or `+08`) after the offset, the monotonic clock's reading
+(`m=+0.000`) after that when the time came from `time.Now()`."""
 _FORM_FIXES = (
+    (
+        _GO_STRING,
+        "write RFC 3339, not Go's time.String() (a debugging form): format with "
+        "t.Format(time.RFC3339Nano)",
+    ),
     (
         _RFC2822,
         "write RFC 3339, not an RFC 2822 (email or HTTP) date: Python's isoformat(), "

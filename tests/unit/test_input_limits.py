@@ -681,12 +681,19 @@ def _time_refused(written: str) -> DeadLetter:
     return result
 
 
+GO_STRING = (
+    "write RFC 3339, not Go's time.String() (a debugging form): format with "
+    "t.Format(time.RFC3339Nano), e.g. 2026-12-05T13:10:00+08:00"
+)
+"""Go's `time.String()` (`fmt.Sprint(t)`, `%v`), which got the general hint."""
+
+
 class TestTimeFormsOfOtherLibraries:
     """Times a producer's library writes that are not RFC 3339 got the general "write an
     RFC 3339 time with a UTC offset", naming nothing to change (producer walk-through):
     Java's `ZonedDateTime.toString()` (a zone name in brackets, and zero seconds left
     out), an offset of hours only (`+08`, as PostgreSQL's text output and `strftime`'s
-    `%z` cut down write it), and Unix time written as text."""
+    `%z` cut down write it), Unix time written as text, and Go's `time.String()`."""
 
     @pytest.mark.parametrize(
         ("written", "fix"),
@@ -723,6 +730,10 @@ class TestTimeFormsOfOtherLibraries:
                 "a time is text in RFC 3339, not an epoch number (seconds or milliseconds) "
                 "in quotes: e.g. 2026-12-05T13:10:00+08:00",
             ),
+            ("2026-12-07 13:04:05.123 +0000 UTC m=+0.000", GO_STRING),  # with its monotonic
+            ("2026-12-07 13:04:05.123456789 +0800 CST", GO_STRING),
+            ("2026-12-07 13:04:05 +0800 +08", GO_STRING),  # a zone with no abbreviation
+            ("2026-12-07 13:04:05 -0330 NST m=-12.5", GO_STRING),
         ],
     )
     def test_the_message_names_what_to_change(self, written: str, fix: str) -> None:
