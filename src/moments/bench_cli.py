@@ -7,20 +7,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from moments.cliparts import add_command
+from moments.cliparts import add_command, positive_float, positive_int, shown
 
 if TYPE_CHECKING:
     from moments.cliparts import Subparsers
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: write a whole number of 1 or more")
-    return value
 
 
 MIN_BENCH_EVENTS = 50_000
@@ -29,13 +19,13 @@ than this are mostly done before the clock starts."""
 
 
 def _positive_rate(text: str) -> float:
+    """`--offered`: a finite rate above 0 (`inf` was taken, and the bench run at it)."""
     try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events per second") from None
-    if not rate > 0:
-        raise argparse.ArgumentTypeError(f"{text} events/s: give a rate above 0, e.g. 8000")
-    return rate
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)}: write a finite number of events a second above 0, e.g. 8000"
+        ) from None
 
 
 def add_bench_command(sub: Subparsers) -> None:
@@ -60,7 +50,7 @@ def add_bench_command(sub: Subparsers) -> None:
     p.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     p.add_argument(
         "--workers",
-        type=_at_least_one,
+        type=positive_int,
         default=1,
         help="with 2 or more, also run that many workers together on the same events and "
         "print their rate against one worker's (needs as many partitions)",

@@ -143,7 +143,7 @@ def add_group(sub: Subparsers, name: str, help_: str, examples: str) -> Subparse
     return p.add_subparsers(title=f"{name} commands", metavar="COMMAND")
 
 
-def _whole(text: str) -> int | None:
+def whole(text: str) -> int | None:
     """`text` as a whole number; None for none (`1.5`, `ten`, more digits than int()
     reads: 4,300)."""
     try:
@@ -152,7 +152,7 @@ def _whole(text: str) -> int | None:
         return None
 
 
-def _shown(text: str) -> str:
+def shown(text: str) -> str:
     """An option's value as its error repeats it: quoted, cut short (argparse's own
     `invalid positive_int value: '...'` echoed a pasted page whole, and an escape
     sequence reached the terminal as it was)."""
@@ -164,10 +164,10 @@ def _shown(text: str) -> str:
 def port_or_off(text: str) -> int:
     """An argparse type: a TCP port, 0 for none (`--metrics-port -5` ended in a traceback,
     `OverflowError: bind(): port must be 0-65535`)."""
-    value = _whole(text)
+    value = whole(text)
     if value is None or not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(
-            f"{_shown(text)}: write a port number from 1 to 65535, or 0 to turn /metrics off"
+            f"{shown(text)}: write a port number from 1 to 65535, or 0 to turn /metrics off"
         )
     return value
 
@@ -175,9 +175,9 @@ def port_or_off(text: str) -> int:
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of 1 or more (`--top 0` printed an empty table,
     `--top -1` one without its last row)."""
-    value = _whole(text)
+    value = whole(text)
     if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: write a whole number of 1 or more")
+        raise argparse.ArgumentTypeError(f"{shown(text)}: write a whole number of 1 or more")
     return value
 
 
@@ -188,7 +188,7 @@ def positive_float(text: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: write a finite number above 0")
+        raise argparse.ArgumentTypeError(f"{shown(text)}: write a finite number above 0")
     return value
 
 

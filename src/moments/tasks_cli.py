@@ -209,12 +209,13 @@ def _add_tasks_pending(sub: Subparsers) -> None:
 
 
 def _at_least_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: write a whole number, 0 for all")
+    from moments.cliparts import shown, whole
+
+    value = whole(text)
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)}: write a whole number of 0 or more, 0 for all"
+        )
     return value
 
 

@@ -44,6 +44,43 @@ def test_bench_refuses_an_offered_rate_that_is_no_positive_number(
     assert "--offered" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rate", ["inf", "1e999", "fast" * 50, "\x1b[2J8000"])
+def test_an_offered_rate_that_is_no_finite_number_is_shown_cut_with_the_range(
+    rate: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--offered inf` was taken (and the bench run at it); a long or odd value was
+    echoed whole, an escape sequence reaching the terminal as it was."""
+    import moments.bench
+    from moments.cli import main
+
+    monkeypatch.setattr(moments.bench, "run_bench", lambda *_a, **_k: 0)
+    with pytest.raises(SystemExit):
+        main(["bench", "--offered", rate])
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.endswith(": write a finite number of events a second above 0, e.g. 8000"), said
+    assert len(said) < 150, said
+    assert "\x1b" not in said, said
+
+
+@pytest.mark.parametrize(
+    ("argv", "fix"),
+    [
+        (["bench", "--workers"], ": write a whole number of 1 or more"),
+        (["tasks", "deferred", "--limit"], ": write a whole number of 0 or more, 0 for all"),
+    ],
+)
+def test_a_count_that_is_no_whole_number_is_shown_cut_with_the_range(
+    argv: list[str], fix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from moments.cli import main
+
+    with pytest.raises(SystemExit):
+        main([*argv, "9" * 5000])
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.endswith(fix), said
+    assert len(said) < 120, said
+
+
 def test_bench_passes_the_offered_rate_on(monkeypatch: pytest.MonkeyPatch) -> None:
     import moments.bench
     from moments.cli import main

@@ -351,4 +351,4 @@ class TestPendingCommand:
         assert "the first 2 of 1204 waiting for an outcome" in proc.stderr
         proc = await asyncio.to_thread(pending_command, w, "--limit", "-1")
         assert proc.returncode == 2
-        assert "write a whole number, 0 for all" in proc.stderr
+        assert "'-1': write a whole number of 0 or more, 0 for all" in proc.stderr
