@@ -105,3 +105,20 @@ def test_the_check_reads_the_tables() -> None:
     assert same("false", False)
     readme = setting_rows((ROOT / "README.md").read_text())
     assert len(readme) > 40
+
+
+CONTRACT = {"KAFKA_BOOTSTRAP", "REDIS_URL", "RULES", "METRICS_PORT", "APP_ID", "DATA_DIR"}
+CONTRACT |= {"TOPIC_PREFIX"}
+"""The settings the contract lists (shared/spec/contract.md, "Configuration")."""
+
+
+def test_the_changelog_lists_every_setting_beyond_the_contract() -> None:
+    """CHANGELOG.md, "Settings", tells the teams that deploy it what this version adds, as
+    its "Metrics" does for the metrics: nine settings were named nowhere in it
+    (`MOMENTS_FETCH_WAIT_MS`, `MOMENTS_KAFKA_SSL_CAFILE`, ...) and nine more only under
+    other headings."""
+    text = (ROOT / "CHANGELOG.md").read_text()
+    section = text.split("\n### Settings\n", 1)[1].split("\n### ", 1)[0]
+    named = set(re.findall(r"MOMENTS_([A-Z0-9_]+?)(?:__<NAME>|_FILE)?`", section))
+    added = {name.upper() for name in Settings.model_fields} - CONTRACT
+    assert sorted(added - named) == []
