@@ -1,16 +1,20 @@
-"""The tables of settings in the README and docs/ (`| variable | meaning | default |`) say
-what `Settings` does: the README's lists every setting, every row names real ones, and
-its default column gives the code's default. docs/security.md gave `default` as the
-default of `MOMENTS_REDIS_USERNAME`, which is unset (Redis then logs in as its own
-`default` user, but `moments config show` shows nothing there)."""
+"""The README's and docs/' tables of settings (`| variable | meaning | default |`) and
+CHANGELOG.md's lists of the settings and commands this version adds say what the code
+does: the README's table lists every setting, every row names real ones, and its default
+column gives the code's default; the changelog names every setting and command beyond
+the contract's. docs/security.md gave `default` as the default of
+`MOMENTS_REDIS_USERNAME`, which is unset (Redis then logs in as its own `default` user,
+but `moments config show` shows nothing there)."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
 import pytest
 
+from moments.cli import build_parser
 from moments.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +24,11 @@ PATTERNS = {"TOPICS__<NAME>", "<NAME>_FILE"}
 """Rows that stand for a family of variables: one topic renamed, any setting from a file."""
 UNSET_WORDS = ("none", "off", "auto", "unset", "empty", "system CAs", "the packaged", "built-in")
 """How a default column says a setting is left unset (or empty)."""
+CONTRACT = {
+    *("KAFKA_BOOTSTRAP", "REDIS_URL", "RULES", "METRICS_PORT"),
+    *("APP_ID", "DATA_DIR", "TOPIC_PREFIX"),
+}
+"""The settings the contract lists (shared/spec/contract.md, "Configuration")."""
 
 
 def setting_rows(markdown: str) -> list[tuple[list[str], str]]:
@@ -107,11 +116,6 @@ def test_the_check_reads_the_tables() -> None:
     assert len(readme) > 40
 
 
-CONTRACT = {"KAFKA_BOOTSTRAP", "REDIS_URL", "RULES", "METRICS_PORT", "APP_ID", "DATA_DIR"}
-CONTRACT |= {"TOPIC_PREFIX"}
-"""The settings the contract lists (shared/spec/contract.md, "Configuration")."""
-
-
 def test_the_changelog_lists_every_setting_beyond_the_contract() -> None:
     """CHANGELOG.md, "Settings", tells the teams that deploy it what this version adds, as
     its "Metrics" does for the metrics: nine settings were named nowhere in it
@@ -121,4 +125,29 @@ def test_the_changelog_lists_every_setting_beyond_the_contract() -> None:
     section = text.split("\n### Settings\n", 1)[1].split("\n### ", 1)[0]
     named = set(re.findall(r"MOMENTS_([A-Z0-9_]+?)(?:__<NAME>|_FILE)?`", section))
     added = {name.upper() for name in Settings.model_fields} - CONTRACT
+    assert sorted(added - named) == []
+
+
+def test_the_changelog_names_every_command_beyond_the_contract() -> None:
+    """CHANGELOG.md, "Commands": its list of what this version adds beyond the contract's
+    `moments worker` and `moments rules validate` left out five commands (`moments
+    check`, `rules diff`, `tasks pending`, `tasks deferred`, `state seed`)."""
+
+    def paths(parser: argparse.ArgumentParser, path: str = "") -> list[str]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [path]
+        return [
+            found
+            for action in subs
+            for name, child in action.choices.items()
+            for found in paths(child, f"{path} {name}".strip())
+        ]
+
+    text = (ROOT / "CHANGELOG.md").read_text()
+    section = text.split("\n### Commands\n", 1)[1].split("\n### ", 1)[0]
+    listing = section.split("\nBeyond `moments worker` and `moments rules validate`: ", 1)[1]
+    listing = " ".join(listing.split(".\n", 1)[0].split())
+    named = {name.removeprefix("moments ") for name in re.findall(r"`([a-z][a-z ]*)`", listing)}
+    added = set(paths(build_parser())) - {"worker", "rules validate"}
     assert sorted(added - named) == []
