@@ -1,8 +1,8 @@
-"""The README's and docs/' tables of settings (`| variable | meaning | default |`) and
-CHANGELOG.md's lists of the settings and commands this version adds say what the code
-does: the README's table lists every setting, every row names real ones, and its default
-column gives the code's default; the changelog names every setting and command beyond
-the contract's. docs/security.md gave `default` as the default of
+"""The tables of settings in the README and docs/ (`| variable | meaning | default |`)
+and the changelog's lists of the settings and commands this version adds say what the
+code does: the README's table lists every setting, every row names real ones, and its
+default column gives the code's default; the changelog names every setting and command
+beyond the contract's. docs/security.md gave `default` as the default of
 `MOMENTS_REDIS_USERNAME`, which is unset (Redis then logs in as its own `default` user,
 but `moments config show` shows nothing there)."""
 
@@ -28,7 +28,7 @@ CONTRACT = {
     *("KAFKA_BOOTSTRAP", "REDIS_URL", "RULES", "METRICS_PORT"),
     *("APP_ID", "DATA_DIR", "TOPIC_PREFIX"),
 }
-"""The settings the contract lists (shared/spec/contract.md, "Configuration")."""
+"""The settings the contract lists (its Configuration table, in shared/spec)."""
 
 
 def setting_rows(markdown: str) -> list[tuple[list[str], str]]:
@@ -117,8 +117,8 @@ def test_the_check_reads_the_tables() -> None:
 
 
 def test_the_changelog_lists_every_setting_beyond_the_contract() -> None:
-    """CHANGELOG.md, "Settings", tells the teams that deploy it what this version adds, as
-    its "Metrics" does for the metrics: nine settings were named nowhere in it
+    """The changelog's Settings section tells the teams that deploy it what this version
+    adds, as its Metrics section does for the metrics: nine settings were named nowhere in it
     (`MOMENTS_FETCH_WAIT_MS`, `MOMENTS_KAFKA_SSL_CAFILE`, ...) and nine more only under
     other headings."""
     text = (ROOT / "CHANGELOG.md").read_text()
@@ -129,9 +129,9 @@ def test_the_changelog_lists_every_setting_beyond_the_contract() -> None:
 
 
 def test_the_changelog_names_every_command_beyond_the_contract() -> None:
-    """CHANGELOG.md, "Commands": its list of what this version adds beyond the contract's
-    `moments worker` and `moments rules validate` left out five commands (`moments
-    check`, `rules diff`, `tasks pending`, `tasks deferred`, `state seed`)."""
+    """The changelog's Commands section: its list of what this version adds beyond the
+    contract's `moments worker` and `moments rules validate` left out five commands
+    (`moments check`, `rules diff`, `tasks pending`, `tasks deferred`, `state seed`)."""
 
     def paths(parser: argparse.ArgumentParser, path: str = "") -> list[str]:
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
