@@ -332,10 +332,9 @@ class TaskSink:
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
-            undecided = await self._confirm_answered(candidates)
             why: dict[str, str] = {}
-            await self._decide(undecided, why=why)
-            await self._withdraw_redriven(undecided, why)
+            await self._decide(candidates, why=why, redriven=True)
+            await self._withdraw_redriven(candidates, why)
         await self._owed.resend(older_than)
         await self.expiry.expire_unanswered()
         return len(candidates)
@@ -348,7 +347,10 @@ class TaskSink:
         `declined` read first, dropped as `declined`: counted suppressed and its rule's
         cooldown given back, for a task that had reached the customer. Each is the
         task as its pending entry and merge group hold it (`merge_tasks`), as the outcome
-        read it (`moments.outcomes`); not published again. Returns the others."""
+        read it (`moments.outcomes`); not published again. Returns the others.
+        Looked at by the decision after it read the declines (`_decide`): an outcome
+        writes its mark before its decline, so a decline the decision read is never
+        missed here; one read after this look is as one read after the publish again."""
         answered = await self._redis(
             lambda: self.ledger.answered_pending([c.carrier_id for c in candidates]),
             "reading pending tasks answered already",
@@ -475,11 +477,14 @@ class TaskSink:
         now: float | None = None,
         why: dict[str, str] | None = None,
         made: float = math.inf,
+        redriven: bool = False,
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
         reason). `made`: when the engine's fresh tasks among them were made, as a
-        tombstone's mark is compared with (`_send`).
+        tombstone's mark is compared with (`_send`). `redriven`: pending tasks a re-drive
+        claimed; those answered already are confirmed as sent (`_confirm_answered`),
+        looked at once the declines are read.
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
@@ -496,6 +501,12 @@ class TaskSink:
         j = self._judging_now()
         try:
             declined, facts, reached = await self._read_for(candidates, at, j.policy)
+            if redriven:
+                # After the declines' read: an outcome marks its task answered before it
+                # writes its decline, so a decline read here finds its task marked.
+                # Looked at first, a decline read between the two dropped the task as
+                # `declined` (its cooldown given back), another outcome sent it again.
+                candidates = await self._confirm_answered(list(candidates))
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(

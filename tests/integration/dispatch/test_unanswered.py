@@ -11,7 +11,8 @@ import datetime as dt
 import hashlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -22,8 +23,10 @@ from moments.models import Channel, OutcomeStatus, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.pending import pending_tasks
 from moments.records import RawRecord
+from sinks.cooldowns import CollectedCooldownReturns
 from sinks.ledger import TaskLedger, as_bytes
 from sinks.policy import DispatchPolicy, MergePolicy
+from sinks.stores import Declines
 from tests.integration.conftest import tasks_command
 from tests.integration.kafka_io import read_topic
 
@@ -217,6 +220,72 @@ class TestUnanswered:
 
         await make_worker().sink.redrive(older_than=0)
         assert len(await published(w.settings, 1)) == 1  # nothing sent again
+
+    async def test_a_decline_read_as_the_redrive_decides_still_finds_the_task_sent(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """The decline is read after the re-drive looked at the answered marks, before its
+        decision read the declines: the task was dropped as `declined` (counted
+        suppressed, its rule's cooldown given back) though it had reached the customer.
+        The mark is written before the decline, so a look after the declines' read finds
+        it: confirmed as sent, as when the outcome came first."""
+        w = make_worker(GO_NOW)
+        early = await published_then_dead(w, make_worker, "declined-meanwhile")
+        fresh = make_worker(GO_NOW)
+        fresh.sink.returns = returns = CollectedCooldownReturns(lambda: {"low_balance"})
+        answer_as_it_reads_declines(fresh, w, outcome_of(early, OutcomeStatus.DECLINED))
+        await fresh.sink.redrive(older_than=0)
+        assert await w.ledger.state(early) == "sent"
+        assert await w.sink.declines.suppressed(SUB, "low_balance")
+        assert len(await published(w.settings, 1)) == 1  # not sent again
+        assert not fresh.sample(
+            "moments_tasks_suppressed_total", moment_type="low_balance", reason="declined"
+        )
+        assert returns.take() == []
+
+    async def test_an_outcome_read_as_the_redrive_decides_is_not_sent_again(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """As above, an outcome that is not a decline: the re-drive published the task a
+        second time to a consumer that had answered it."""
+        w = make_worker(GO_NOW)
+        early = await published_then_dead(w, make_worker, "answered-meanwhile")
+        fresh = make_worker(GO_NOW)
+        answer_as_it_reads_declines(fresh, w, outcome_of(early, OutcomeStatus.DONE_NO_CHANGE))
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state(early) == "sent"
+        assert len(await published(w.settings, 1)) == 1
+        assert (await w.ledger.unanswered())["sms"] == 0
+
+
+async def published_then_dead(w: Worker, make_worker: Callable[..., Worker], name: str) -> str:
+    """The id of a task (`SUB`'s, rule `low_balance`) a worker published and died before
+    confirming: its entry pending."""
+    early = tid(name)
+    dying = dies_before_its_confirm(make_worker(GO_NOW))
+    with pytest.raises(CrashError):
+        await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
+    assert len(await published(w.settings, 1)) == 1
+    assert await w.ledger.state(early) == "pending"
+    return early
+
+
+def answer_as_it_reads_declines(fresh: Worker, w: Worker, record: RawRecord) -> None:
+    """`record` handled by `w` just before `fresh`'s sink first reads declines: after a
+    re-drive's first look at the pending tasks, as its decision begins."""
+    real = fresh.sink.declines
+    answered: list[bool] = []
+
+    class Answering:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def suppressed_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+            if not answered:
+                answered.append((await handle_outcomes([record], w.sink, now=NOW)).handled == 1)
+            return await real.suppressed_many(pairs)
+
+    fresh.sink.declines = cast(Declines, Answering())
 
 
 def dies_before_its_confirm(w: Worker) -> Worker:
