@@ -312,8 +312,9 @@ class TaskSink:
         time came (`release_due`), and send again the tasks whose publish was never settled
         (a crash); returns how many were re-driven."""
         await self.release_due()
+        since: dict[str, float] = {}
         stale = await self._redis(
-            lambda: self.ledger.claim_stale(older_than), "reading pending tasks"
+            lambda: self.ledger.claim_stale(older_than, since=since), "reading pending tasks"
         )
         groups = await self._redis(
             lambda: self.ledger.group_many([task_id for task_id, _ in stale]),
@@ -333,13 +334,15 @@ class TaskSink:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
             why: dict[str, str] = {}
-            await self._decide(candidates, why=why, redriven=True)
+            await self._decide(candidates, why=why, redriven=since)
             await self._withdraw_redriven(candidates, why)
         await self._owed.resend(older_than)
         await self.expiry.expire_unanswered()
         return len(candidates)
 
-    async def _confirm_answered(self, candidates: list[Candidate]) -> list[Candidate]:
+    async def _confirm_answered(
+        self, candidates: list[Candidate], since: Mapping[str, float]
+    ) -> list[Candidate]:
         """The re-driven tasks an outcome came back for while they were pending
         (`Ledger.answered_pending`) confirmed as sent, as their worker would have: a consumer
         answered them, so they went out, and their worker died before the confirm (or
@@ -347,7 +350,9 @@ class TaskSink:
         `declined` read first, dropped as `declined`: counted suppressed and its rule's
         cooldown given back, for a task that had reached the customer. Each is the
         task as its pending entry and merge group hold it (`merge_tasks`), as the outcome
-        read it (`moments.outcomes`); not published again. Returns the others.
+        read it (`moments.outcomes`); not published again, its `sent_at` when its entry
+        went pending (`since`, `Ledger.claim_stale`: its owner published it just after;
+        the re-drive's own time was hours late after a long outage). Returns the others.
         Looked at by the decision after it read the declines (`_decide`): an outcome
         writes its mark before its decline, so a decline the decision read is never
         missed here; one read after this look is as one read after the publish again."""
@@ -364,7 +369,7 @@ class TaskSink:
             len(sent),
             sent[0].task_id,
         )
-        await self._send(sent, produce=False)
+        await self._send(sent, produce=False, sent_at=since)
         return [c for c in candidates if c.carrier_id not in answered]
 
     async def _withdraw_redriven(
@@ -477,14 +482,14 @@ class TaskSink:
         now: float | None = None,
         why: dict[str, str] | None = None,
         made: float = math.inf,
-        redriven: bool = False,
+        redriven: Mapping[str, float] | None = None,
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
         reason). `made`: when the engine's fresh tasks among them were made, as a
-        tombstone's mark is compared with (`_send`). `redriven`: pending tasks a re-drive
-        claimed; those answered already are confirmed as sent (`_confirm_answered`),
-        looked at once the declines are read.
+        tombstone's mark is compared with (`_send`). `redriven` (a re-drive's, by id: when
+        each went pending): those answered already are confirmed as sent
+        (`_confirm_answered`), looked at once the declines are read.
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
@@ -501,12 +506,12 @@ class TaskSink:
         j = self._judging_now()
         try:
             declined, facts, reached = await self._read_for(candidates, at, j.policy)
-            if redriven:
+            if redriven is not None:
                 # After the declines' read: an outcome marks its task answered before it
                 # writes its decline, so a decline read here finds its task marked.
                 # Looked at first, a decline read between the two dropped the task as
                 # `declined` (its cooldown given back), another outcome sent it again.
-                candidates = await self._confirm_answered(list(candidates))
+                candidates = await self._confirm_answered(list(candidates), redriven)
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
@@ -922,6 +927,7 @@ class TaskSink:
         tasks: list[ServiceTask],
         fresh: Mapping[str, float] | None = None,
         produce: bool = True,
+        sent_at: Mapping[str, float] | None = None,
     ) -> None:
         """Publish `tasks`, then confirm them; those the confirm finds void (`_void`) are
         withdrawn. `fresh`: the engine's fresh tasks among them, by id, with when they
@@ -930,7 +936,8 @@ class TaskSink:
         one another worker recorded after that (the partition's next owner, while this
         revoked one still publishes) does. `produce` False: published already (answered
         while pending, `_confirm_answered`), confirmed only, counted published (its
-        worker died before counting it), its time to publish not observed (unknown)."""
+        worker died before counting it), its time to publish not observed (unknown);
+        `sent_at`: when those went out, as best known, by id (else now)."""
         if not tasks:
             return
         if produce:
@@ -947,7 +954,8 @@ class TaskSink:
             )
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         ids = [t.task_id for t in tasks]
-        meta = {t.task_id: sent_meta(t, now.timestamp()) for t in tasks}
+        went = sent_at or {}
+        meta = {t.task_id: sent_meta(t, went.get(t.task_id, now.timestamp())) for t in tasks}
         # Each task awaits its outcome until it expires (and the grace after: see
         # `expire_unanswered`): one ZADD in the confirm's script.
         awaiting = {t.task_id: (t.channel.value, t.expires_at.timestamp()) for t in tasks}

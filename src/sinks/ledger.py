@@ -72,9 +72,10 @@ return 0
 """
 
 # Re-score an entry only if it is still stale, so exactly one worker claims it.
-# K: task; A: id; S: cutoff, now; SK: pending. The entry's value when this caller
-# claimed it; false when it is no longer stale (another worker took it) or no longer
-# pending (expired or settled meanwhile: then it leaves the index).
+# K: task; A: id; S: cutoff, now; SK: pending. {the entry's value when this caller
+# claimed it, its score before (when it went pending)}; false when it is no longer
+# stale (another worker took it) or no longer pending (expired or settled meanwhile:
+# then it leaves the index).
 _CLAIM_STALE = """
 local score = redis.call('ZSCORE', SK[1], A[1])
 if not score or tonumber(score) > tonumber(S[1]) then return false end
@@ -84,7 +85,7 @@ if not v or string.sub(v, 1, 1) ~= 'P' then
   return false
 end
 redis.call('ZADD', SK[1], S[2], A[1])
-return v
+return {v, score}
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
@@ -589,9 +590,10 @@ class TaskLedger:
         ]
         return await self._settle.run(calls, shared_keys=(self.pending_key,))
 
-    async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
-        """Pending entries older than `older_than` seconds, claimed by this caller (one
-        script call for all of them), with their payloads."""
+    async def claim_stale(
+        self, older_than: float, limit: int = 500, since: dict[str, float] | None = None
+    ) -> list[tuple[str, bytes]]:
+        """See `sinks.stores.Ledger.claim_stale`: one script call for all of them."""
         now = time.time()
         cutoff = now - older_than
         ids: list[Any] = await self.redis.zrangebyscore(
@@ -599,8 +601,11 @@ class TaskLedger:
         )
         task_ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
         calls = [((self.key(i),), (i,)) for i in task_ids]
-        values = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
-        return [(i, as_bytes(v)[1:]) for i, v in zip(task_ids, values, strict=True) if v]
+        replies = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
+        claimed = [(i, r) for i, r in zip(task_ids, replies, strict=True) if r]
+        if since is not None:
+            since.update((i, float(as_bytes(score))) for i, (_, score) in claimed)
+        return [(i, as_bytes(value)[1:]) for i, (value, _) in claimed]
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
         """See `sinks.stores.Ledger.postpone`: each one's score in the pending index

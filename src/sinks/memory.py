@@ -219,18 +219,22 @@ class MemoryLedger:
             out.append(True)
         return out
 
-    async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
+    async def claim_stale(
+        self, older_than: float, limit: int = 500, since: dict[str, float] | None = None
+    ) -> list[tuple[str, bytes]]:
         now = self.clock()
         cutoff = now - older_than
         stale = sorted((score, tid) for tid, score in self.pending.items() if score <= cutoff)
         claimed: list[tuple[str, bytes]] = []
-        for _, task_id in stale[:limit]:
+        for score, task_id in stale[:limit]:
             self.pending[task_id] = now
             value = await self.get(task_id)
             if value is None or not value.startswith(PENDING):
                 self.pending.pop(task_id, None)
                 continue
             claimed.append((task_id, value[1:]))
+            if since is not None:
+                since[task_id] = score
         return claimed
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:

@@ -181,7 +181,15 @@ class Ledger(Protocol):
         where the entry was not merged into that carrier (any more)."""
         ...
 
-    async def claim_stale(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]: ...
+    async def claim_stale(
+        self, older_than: float, limit: int = 500, since: dict[str, float] | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Pending entries older than `older_than` seconds, claimed by this caller (each
+        re-scored now, so that one worker re-drives it), with their payloads. `since`,
+        when given, takes when each claimed entry went pending, read in the same step
+        (claimed, released, or taken up by an earlier re-drive): its owner published it
+        just after (`TaskSink._confirm_answered`)."""
+        ...
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
         """Leave these pending entries to no re-drive for `seconds` more than any other

@@ -24,7 +24,7 @@ from moments.outcomes import handle_outcomes
 from moments.pending import pending_tasks
 from moments.records import RawRecord
 from sinks.cooldowns import CollectedCooldownReturns
-from sinks.ledger import TaskLedger, as_bytes
+from sinks.ledger import TaskLedger, as_bytes, sent_meta_fields
 from sinks.policy import DispatchPolicy, MergePolicy
 from sinks.stores import Declines
 from tests.integration.conftest import tasks_command
@@ -256,6 +256,27 @@ class TestUnanswered:
         assert await w.ledger.state(early) == "sent"
         assert len(await published(w.settings, 1)) == 1
         assert (await w.ledger.unanswered())["sms"] == 0
+
+    async def test_a_task_confirmed_answered_says_when_it_went_out(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """The re-drive confirming a task answered while pending wrote its own time as the
+        task's `sent_at` (an hour late here), which `moments tasks pending` shows and a
+        contact counted again is dated by (`_take_back`). It is when the entry went
+        pending, just before the dying worker's publish."""
+        w = make_worker(GO_NOW)
+        before = time.time()
+        early = await published_then_dead(w, make_worker, "answered-late")
+        after = time.time()
+        assert (
+            await handle_outcomes([outcome_of(early, OutcomeStatus.DONE_NO_CHANGE)], w.sink)
+        ).handled == 1
+        fresh = make_worker(GO_NOW)
+        fresh.sink.clock = lambda: time.time() + 3600
+        assert await fresh.sink.redrive(older_than=0) == 1
+        sent_at = sent_meta_fields(await w.ledger.get(early))["sent_at"]
+        assert isinstance(sent_at, int)
+        assert int(before) <= sent_at <= after
 
 
 async def published_then_dead(w: Worker, make_worker: Callable[..., Worker], name: str) -> str:
