@@ -1022,15 +1022,12 @@ class TaskSink:
         expiring = {t.task_id: (t.channel.value, t.expires_at.timestamp()) for t in live}
         subs = {t.task_id: t.subscriber_id for t in live}
         looks = {t.task_id: made[t.task_id] for t in live}
-        erased = await self._redis(
+        # One a tombstone erased since its withdrawal is confirmed by the same step with no
+        # body and in no index (left pending for another confirm, a crash before that one
+        # had its re-drive withdraw it again, `forgotten`).
+        await self._redis(
             lambda: self.ledger.confirm(
                 ids, kept, held, expiring, subs, looks, withdrawn=held.keys()
             ),
             "confirming withdrawn tasks",
         )
-        if erased:  # withdrawn already: confirmed with no body, in no index
-            gone = list(erased)
-            await self._redis(
-                lambda: self.ledger.confirm(gone, {i: meta[i] for i in gone}),
-                "confirming withdrawn tasks",
-            )

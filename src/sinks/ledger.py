@@ -115,11 +115,15 @@ return {v, score}
 # task itself; A[11]: '' or, for a task so withdrawn (`confirm`'s `withdrawn`), what its
 # id is indexed under (`WITHDRAWN_MEMBER`, as `_WITHDRAWN` leaves a withdrawn task), and
 # not in the unanswered index; its look is at a tombstone alone (one applied since its
-# withdrawal: its body, written after the erasure, would be found by no one). The body
+# withdrawal: its body, written after the erasure, would be found by no one), and one
+# found confirms it all the same, with no body and in no index, replying {why, when}:
+# its notice went out, and left pending for another confirm, a crash before that one had
+# its re-drive withdraw it again, `forgotten`. The body
 # is written as the entry leaves P only: a confirm repeated (a re-drive's and its stalled
 # first worker's) after a tombstone erased it writes it not again.
 _SETTLE = """
 local v = redis.call('GET', K[1])
+local erased = false
 if v and string.sub(v, 1, 1) == 'P' then
   if A[9] ~= '' then
     local channel = string.lower(A[9])
@@ -129,7 +133,8 @@ if v and string.sub(v, 1, 1) == 'P' then
     local out = f[6]
     if f[9] and (not out or tonumber(f[9]) > tonumber(out)) then out = f[9] end
     if f[1] and A[10] ~= '' and tonumber(A[10]) <= tonumber(f[1]) then
-      return {'forgotten', f[2] or f[1]}
+      if A[11] == '' then return {'forgotten', f[2] or f[1]} end
+      erased = f[2] or f[1]
     end
     if A[11] == '' and f[3] then
       local closed = tonumber(f[3])
@@ -150,15 +155,16 @@ if v and string.sub(v, 1, 1) == 'P' then
   end
   local answered = redis.call('DEL', K[5]) == 1
   if A[6] ~= '' and not answered and A[11] == '' then redis.call('ZADD', K[4], A[6], A[2]) end
-  if A[6] ~= '' and A[7] ~= '' then
+  if A[6] ~= '' and A[7] ~= '' and not erased then
     redis.call('ZREMRANGEBYSCORE', K[6], '-inf', A[8])
     redis.call('ZADD', K[6], A[6], A[11] .. A[2])
     if redis.call('TTL', K[6]) < tonumber(A[7]) then redis.call('EXPIRE', K[6], A[7]) end
   end
-  if A[3] ~= '' then redis.call('SET', K[3], A[3], 'EX', A[4]) end
+  if A[3] ~= '' and not erased then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 end
 redis.call('ZREM', SK[1], A[2])
 redis.call('DEL', K[2])
+if erased then return {'forgotten', erased} end
 return 1
 """
 
@@ -487,7 +493,9 @@ class TaskLedger:
         `withdrawn` (ids of `subscribers`): such tasks, withdrawn since, are indexed as
         `_WITHDRAWN` leaves a withdrawn task, out of `published_of` and of the unanswered
         index, for a tombstone to erase their bodies (`forget_published`); those in `made`
-        are looked at against a tombstone alone."""
+        are looked at against a tombstone alone, and one applied since confirms them all
+        the same, with no body and in no index, and returns them (`forgotten`): their
+        notice went out, and nothing of the erased subscriber is to be written."""
         meta, bodies, awaiting = meta or {}, bodies or {}, awaiting or {}
         subs, looks = subscribers or {}, made or {}
         items: list[Settle] = []

@@ -157,8 +157,12 @@ class MemoryLedger:
                 # As the Redis script: facts that make it void leave it pending, unindexed.
                 values = self.facts.fields(sub) if self.facts is not None else {}
                 why = voided(values, sending[0], look)
-                if why is not None and task_id in withdrawn:  # as Redis: a tombstone alone
+                if why is not None and task_id in withdrawn:  # as Redis: a tombstone alone,
                     why = why if why[0] is WithdrawReason.FORGOTTEN else None
+                    if why is not None:  # and confirmed so: no body, in no index
+                        void[task_id] = why
+                        self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
+                        continue
                 if why is not None:
                     void[task_id] = why
                     continue

@@ -162,7 +162,8 @@ class Ledger(Protocol):
         withdraw and then confirm again with `withdrawn` naming it: in the published index
         as a withdrawn task (out of `published_of`, found by `forget_published`), in no
         unanswered index, and in `made` looked at against a tombstone alone (one applied
-        since the withdrawal: void again, `forgotten`)."""
+        since the withdrawal: confirmed with no body and in no index, and returned,
+        `forgotten`)."""
         ...
 
     async def drop(self, task_id: str, reason: str) -> None: ...

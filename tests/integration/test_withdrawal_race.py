@@ -360,3 +360,49 @@ async def test_the_unsent_mark_of_a_task_a_tombstone_dropped_expires_with_its_en
         await client.aclose()
     assert 0 < entry < 5 * 86400 * 1000
     assert 0 < mark <= entry
+
+
+async def test_a_crash_after_the_confirm_that_found_the_tombstone_sends_one_notice(
+    either_stores: DispatchStores,
+) -> None:
+    """The tombstone race above, and the worker dying after the confirm that found the
+    tombstone: that confirm left the task pending for one more (confirmed with no body, in
+    no index), and the re-drive dropped it `forgotten` and withdrew it again: a second
+    notice of one task, under another reason. The confirm that finds the tombstone
+    confirms it so itself."""
+    clock = Clock(NOW.timestamp())
+    (releasing, producer), (batch, _) = await due_at_release(either_stores, clock)
+    _, meanwhile = opting_out(batch)
+    releasing.facts = ChangedMeanwhile(either_stores.facts, meanwhile)  # type: ignore[assignment]
+    withdraw_voided = releasing.withdrawals.withdraw_voided
+
+    async def then_tombstone(voided: Any) -> None:
+        await withdraw_voided(voided)
+        clock.now += 60
+        await batch.subscribers.forget([SUB], [])
+        await batch.withdrawals.withdraw(profile_changes([], forgotten=[SUB], now=clock()))
+
+    releasing.withdrawals.withdraw_voided = then_tombstone  # type: ignore[method-assign]
+    real = either_stores.ledger
+
+    class DiesAfterTheWithdrawnConfirm:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def confirm(self, *args: Any, **kwargs: Any) -> Voided:
+            voided = await real.confirm(*args, **kwargs)
+            if kwargs.get("withdrawn"):
+                raise RuntimeError("the worker died after the confirm of its withdrawal")
+            return voided
+
+    releasing.ledger = DiesAfterTheWithdrawnConfirm()
+    with pytest.raises(RuntimeError, match="died"):
+        await releasing.release_due()
+
+    redriving, redrove = sink(either_stores, clock)
+    await redriving.redrive(older_than=-3600)  # pending since the release, ahead of now
+    notices = [orjson.loads(p.payload) for p in producer.withdrawn + redrove.withdrawn]
+    assert [(n["task_id"], n["reason"]) for n in notices] == [("w1", "opt_out")]
+    assert await real.state("w1") == "sent"
+    assert await real.body("w1") is None
+    assert await real.pending_count() == 0
