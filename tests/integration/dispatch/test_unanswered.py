@@ -30,8 +30,9 @@ from sinks.stores import Declines
 from tests.integration.conftest import tasks_command
 from tests.integration.kafka_io import read_topic
 
-from .conftest import NOW, Worker, published, task
+from .conftest import HOUR, NOW, Worker, published, task
 from .test_crash_windows import CrashError, crashing
+from .test_merged_groups import refusing_managers
 
 pytestmark = pytest.mark.integration
 
@@ -277,6 +278,61 @@ class TestUnanswered:
         sent_at = sent_meta_fields(await w.ledger.get(early))["sent_at"]
         assert isinstance(sent_at, int)
         assert int(before) <= sent_at <= after
+
+    async def test_a_decline_read_before_the_confirm_spares_the_moments_dropped_at_publish(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """A manager task joined by a complaint callback; the manager pool full, the manager
+        moment is dropped (`capacity`) and the callback goes out alone, then the worker
+        dies before its confirm. A decline read then suppresses the callback's rule only:
+        the dropped moment left the group (`Ledger.leave_many`) before the publish, and
+        the outcome reads the group as it went out."""
+        policy = refusing_managers(**{"*": {"policy": "drop"}})
+        w = make_worker(policy)
+        later = NOW + HOUR
+        manager, callback = tid("dropped-manager"), tid("sent-callback")
+        filler = task(
+            tid("filler"),
+            sub="13900000200",
+            channel=Channel.MANAGER,
+            priority=1,
+            triggered=NOW - HOUR,
+            deliver_after=later,
+            deferred="quiet_hours",
+        )
+        await w.send(filler)
+        await w.send(
+            task(
+                manager,
+                sub=SUB,
+                moment_type="third_complaint_30d",
+                priority=1,
+                channel=Channel.MANAGER,
+                deliver_after=later,
+                deferred="quiet_hours",
+            ),
+            task(
+                callback,
+                sub=SUB,
+                moment_type="complaint",
+                priority=2,
+                channel=Channel.OUTBOUND_CALL,
+                deliver_after=later - dt.timedelta(minutes=10),
+                deferred="quiet_hours",
+            ),
+        )
+        assert await w.ledger.state(callback) == "merged"
+        dying = dies_before_its_confirm(make_worker(policy))
+        with pytest.raises(CrashError):
+            await dying.sink.release_due(now=later.timestamp() + 1)
+        sent = {t["task_id"]: t for t in await published(w.settings, 2)}
+        assert sent[callback]["related"] is None
+        assert [await w.ledger.state(i) for i in (manager, callback)] == ["dropped", "pending"]
+
+        record = outcome_of(callback, OutcomeStatus.DECLINED)
+        assert (await handle_outcomes([record], w.sink, now=NOW)).declined == 1
+        assert await w.sink.declines.suppressed(SUB, "complaint")
+        assert not await w.sink.declines.suppressed(SUB, "third_complaint_30d")
 
 
 async def published_then_dead(w: Worker, make_worker: Callable[..., Worker], name: str) -> str:
