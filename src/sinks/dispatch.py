@@ -372,6 +372,36 @@ class TaskSink:
         await self._send(sent, produce=False, sent_at=since)
         return [c for c in candidates if c.carrier_id not in answered]
 
+    async def _resume_void(
+        self, candidates: list[Candidate], since: Mapping[str, float]
+    ) -> list[Candidate]:
+        """The re-driven tasks their worker's confirm found void (`Ledger.voided_pending`):
+        it published them and died before it confirmed them withdrawn. Each is withdrawn
+        and confirmed as that worker would have (`_void`: the task as its pending entry
+        and merge group hold it), its notice again with the same reason and time (it may
+        have gone out before the crash), not decided again: decided again, one whose
+        customer opted back in meanwhile was published again under the id withdrawn, and
+        one whose subscriber was erased since was withdrawn again as `forgotten`.
+        Returns the others."""
+        void = await self._redis(
+            lambda: self.ledger.voided_pending([c.carrier_id for c in candidates]),
+            "reading pending tasks found void",
+        )
+        if not void:
+            return candidates
+        tasks = [merge_tasks(c.carrier_id, c.tasks) for c in candidates if c.carrier_id in void]
+        log.warning(
+            "%d re-driven task(s) found void as they were confirmed: withdrawn and "
+            "confirmed, not decided again (first: %r)",
+            len(tasks),
+            tasks[0].task_id,
+        )
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        meta = {t.task_id: sent_meta(t, since.get(t.task_id, now.timestamp())) for t in tasks}
+        bodies = {t.task_id: self._body(t, now) for t in tasks}
+        await self._void(tasks, void, meta, bodies, {t.task_id: made_at(t) for t in tasks})
+        return [c for c in candidates if c.carrier_id not in void]
+
     async def _withdraw_redriven(
         self, candidates: Sequence[Candidate], why: Mapping[str, str]
     ) -> None:
@@ -507,11 +537,12 @@ class TaskSink:
         try:
             declined, facts, reached = await self._read_for(candidates, at, j.policy)
             if redriven is not None:
+                candidates = await self._resume_void(list(candidates), redriven)
                 # After the declines' read: an outcome marks its task answered before it
                 # writes its decline, so a decline read here finds its task marked.
                 # Looked at first, a decline read between the two dropped the task as
                 # `declined` (its cooldown given back), another outcome sent it again.
-                candidates = await self._confirm_answered(list(candidates), redriven)
+                candidates = await self._confirm_answered(candidates, redriven)
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
@@ -963,15 +994,7 @@ class TaskSink:
         # channels its quiet hours hold, `published` leaves them out): made from the
         # published task, a retry of a call exempt from quiet hours carried none, and
         # falling back to SMS it went out inside them.
-        bodies = {
-            t.task_id: (
-                self._payloads.of(t),
-                # At least a second: a task confirmed long after it went out
-                # (`_confirm_answered`) may be past its expiry and the grace.
-                max(1, int((t.expires_at - now).total_seconds()) + _BODY_GRACE_S),
-            )
-            for t in tasks
-        }
+        bodies = {t.task_id: self._body(t, now) for t in tasks}
         # And its subscriber's published index until it expires: what a later opt-out,
         # closed line or tombstone withdraws (`sinks.withdrawals`).
         subs = {t.task_id: t.subscriber_id for t in tasks}
@@ -995,6 +1018,13 @@ class TaskSink:
             voided = [t for t in tasks if t.task_id in void]
             await self._void(voided, void, meta, bodies, made)
 
+    def _body(self, task: ServiceTask, now: dt.datetime) -> tuple[bytes, int]:
+        """The task's body for outcomes, and the seconds to keep it: a day past its
+        expiry, and at least a second (a task confirmed long after it went out,
+        `_confirm_answered`, may be past its expiry and the grace)."""
+        keep = int((task.expires_at - now).total_seconds()) + _BODY_GRACE_S
+        return self._payloads.of(task), max(1, keep)
+
     async def _void(
         self,
         tasks: Sequence[ServiceTask],
@@ -1012,8 +1042,8 @@ class TaskSink:
         written after the erasure its body would be their payload kept in no index a
         tombstone reads; nor for one whose tombstone came after the withdrawal (that
         confirm looks at the mark in the same step: the tombstone's erasure may have run
-        already). A crash in between leaves them pending: their re-drive drops them and
-        withdraws them (`redrive`)."""
+        already). A crash in between leaves them pending, marked void: their re-drive
+        takes this up again (`_resume_void`)."""
         await self.withdrawals.withdraw_voided([(t, *void[t.task_id]) for t in tasks])
         ids = [t.task_id for t in tasks]
         kept = {i: meta[i] for i in ids}

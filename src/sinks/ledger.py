@@ -120,8 +120,20 @@ return {v, score}
 # its notice went out, and left pending for another confirm, a crash before that one had
 # its re-drive withdraw it again, `forgotten`. The body
 # is written as the entry leaves P only: a confirm repeated (a re-drive's and its stalled
-# first worker's) after a tombstone erased it writes it not again.
+# first worker's) after a tombstone erased it writes it not again. A task left pending
+# void is marked so (K[9], `void:<id>`: why and when, as long as its entry lives, taken as
+# it leaves P): its re-drive withdraws and confirms it as its worker would have
+# (`TaskSink._resume_void`), not deciding it again.
 _SETTLE = """
+local function void(why, at)
+  local ttl = redis.call('PTTL', K[1])
+  if ttl > 0 then
+    redis.call('SET', K[9], why .. ' ' .. at, 'PX', ttl)
+  else
+    redis.call('SET', K[9], why .. ' ' .. at)
+  end
+  return {why, at}
+end
 local v = redis.call('GET', K[1])
 local erased = false
 if v and string.sub(v, 1, 1) == 'P' then
@@ -133,18 +145,18 @@ if v and string.sub(v, 1, 1) == 'P' then
     local out = f[6]
     if f[9] and (not out or tonumber(f[9]) > tonumber(out)) then out = f[9] end
     if f[1] and A[10] ~= '' and tonumber(A[10]) <= tonumber(f[1]) then
-      if A[11] == '' then return {'forgotten', f[2] or f[1]} end
+      if A[11] == '' then return void('forgotten', f[2] or f[1]) end
       erased = f[2] or f[1]
     end
     if A[11] == '' and f[3] then
       local closed = tonumber(f[3])
       if (not f[4] or closed > tonumber(f[4])) and (not f[5] or closed > tonumber(f[5])) then
-        return {'closed', f[3]}
+        return void('closed', f[3])
       end
     end
     if A[11] == '' and out and (not f[7] or tonumber(out) >= tonumber(f[7]))
         and (not f[8] or tonumber(out) >= tonumber(f[8])) then
-      return {'opt_out', out}
+      return void('opt_out', out)
     end
   end
   redis.call('SET', K[1], A[1], 'XX', 'KEEPTTL')
@@ -163,7 +175,7 @@ if v and string.sub(v, 1, 1) == 'P' then
   if A[3] ~= '' and not erased then redis.call('SET', K[3], A[3], 'EX', A[4]) end
 end
 redis.call('ZREM', SK[1], A[2])
-redis.call('DEL', K[2])
+redis.call('DEL', K[2], K[9])
 if erased then return {'forgotten', erased} end
 return 1
 """
@@ -334,6 +346,13 @@ Voided = dict[str, tuple[WithdrawReason, float]]
 """`Ledger.confirm`'s reply: per task id the facts made void as it was confirmed, why and
 when the change was (epoch seconds); left pending."""
 
+
+def void_of(mark: bytes) -> tuple[WithdrawReason, float]:
+    """A `void:<id>` mark read: why and when (`_SETTLE`, `why .. ' ' .. when`)."""
+    why, _, at = mark.decode().partition(" ")
+    return WithdrawReason(why), float(at)
+
+
 WITHDRAWN_MEMBER = "withdrawn:"
 """What a withdrawn task's id is prefixed with in its subscriber's published index
 (`_WITHDRAWN`): kept there, not live, until its body goes."""
@@ -404,7 +423,7 @@ class TaskLedger:
         """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=8, args=11)
+        self._settle = BatchScript(redis, _SETTLE, keys=9, args=11)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
@@ -446,6 +465,11 @@ class TaskLedger:
     def body_key(self, task_id: str) -> str:
         """A sent task's payload, kept until it expires (for outcome retries)."""
         return f"{self.prefix}body:{task_id}"
+
+    def void_key(self, task_id: str) -> str:
+        """Set while the task's entry is pending when its confirm found it void (why and
+        when: `confirm`); taken as the entry leaves pending (`voided_pending`)."""
+        return f"{self.prefix}void:{task_id}"
 
     def unsent_key(self, task_id: str) -> str:
         """Set (for as long as the entry lives) when a tombstone took the task out of the
@@ -577,6 +601,7 @@ class TaskLedger:
                     self.pending_key if sub is None else self.published_key(sub),
                     self.pending_key if look is None or sub is None else self.facts_key(sub),
                     self.unsent_key(i),
+                    self.void_key(i),
                 ),
                 (
                     value,
@@ -692,6 +717,17 @@ class TaskLedger:
             return set()
         marks: list[Any] = await self.redis.mget([self.answered_key(i) for i in task_ids])
         return {i for i, mark in zip(task_ids, marks, strict=True) if mark is not None}
+
+    async def voided_pending(self, task_ids: Sequence[str]) -> Voided:
+        """See `sinks.stores.Ledger.voided_pending`: one round trip."""
+        if not task_ids:
+            return {}
+        marks: list[Any] = await self.redis.mget([self.void_key(i) for i in task_ids])
+        return {
+            i: void_of(as_bytes(mark))
+            for i, mark in zip(task_ids, marks, strict=True)
+            if mark is not None
+        }
 
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         """See `sinks.stores.Ledger.unsent`: one round trip."""

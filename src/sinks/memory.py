@@ -83,6 +83,8 @@ class MemoryLedger:
         """Pending tasks an outcome came back for before their confirm (`answered:<id>`)."""
         self.published: dict[str, dict[str, float]] = {}
         """The published index: subscriber -> task id -> expiry (epoch seconds)."""
+        self.void_marks: dict[str, tuple[WithdrawReason, float]] = {}
+        """`void:<id>`: pending tasks their confirm found void (`voided_pending`)."""
         self.unsent_marks: dict[str, _Entry] = {}
         """`unsent:<id>`: pending tasks a tombstone took out of the queue (`mark_unsent`)."""
 
@@ -133,6 +135,7 @@ class MemoryLedger:
         self.pending.pop(task_id, None)
         self.groups.pop(task_id, None)
         self.group_members.pop(task_id, None)
+        self.void_marks.pop(task_id, None)
         return answered
 
     async def confirm(
@@ -164,7 +167,7 @@ class MemoryLedger:
                         self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
                         continue
                 if why is not None:
-                    void[task_id] = why
+                    void[task_id] = self.void_marks[task_id] = why  # as Redis: marked
                     continue
             answered = self._settle(task_id, SENT + (meta or {}).get(task_id, b""))
             withdrawing = task_id in withdrawn  # as Redis: indexed as withdrawn, awaits nothing
@@ -331,6 +334,14 @@ class MemoryLedger:
 
     async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
         return {i for i in task_ids if i in self.answered}
+
+    async def voided_pending(self, task_ids: Sequence[str]) -> Voided:
+        out: Voided = {}
+        for i in task_ids:
+            entry = self._live(self.entries, i)
+            if i in self.void_marks and entry is not None and entry.value.startswith(PENDING):
+                out[i] = self.void_marks[i]  # as Redis: the mark lives as long as the entry
+        return out
 
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         return {i for i in task_ids if self._live(self.unsent_marks, i) is not None}

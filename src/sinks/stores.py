@@ -257,6 +257,12 @@ class Ledger(Protocol):
         (their worker died after the broker's ack). One round trip."""
         ...
 
+    async def voided_pending(self, task_ids: Sequence[str]) -> Voided:
+        """Those of these pending tasks their confirm found void (`confirm`, `Voided`: why
+        and when, marked `void:<id>` in the same step): they were published, and their
+        worker died before it confirmed them withdrawn. One round trip."""
+        ...
+
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         """Those of these pending tasks a tombstone took out of the deferral queue
         (`Deferrals.forget`): they waited there, never published, so a re-drive that

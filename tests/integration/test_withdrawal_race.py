@@ -406,3 +406,46 @@ async def test_a_crash_after_the_confirm_that_found_the_tombstone_sends_one_noti
     assert await real.state("w1") == "sent"
     assert await real.body("w1") is None
     assert await real.pending_count() == 0
+
+
+async def test_a_task_withdrawn_before_a_crash_is_not_published_again_by_its_redrive(
+    either_stores: DispatchStores,
+) -> None:
+    """The opt-out race: the release's confirm finds the task void, it is withdrawn, and
+    the worker dies before the confirm after the notice. The customer opts back in; the
+    re-drive, deciding the task again, published it under the id it had withdrawn (a
+    withdrawal is final: docs/consuming-tasks.md). It takes the void path up where the
+    worker left it: the same notice again (same reason and `occurred_at`), then the
+    confirm, nothing published."""
+    clock = Clock(NOW.timestamp())
+    (releasing, producer), (batch, _) = await due_at_release(either_stores, clock)
+    _, meanwhile = opting_out(batch)
+    releasing.facts = ChangedMeanwhile(either_stores.facts, meanwhile)  # type: ignore[assignment]
+    withdraw_voided = releasing.withdrawals.withdraw_voided
+
+    async def then_dies(voided: Any) -> None:
+        await withdraw_voided(voided)
+        raise RuntimeError("the worker died after the withdrawal")
+
+    releasing.withdrawals.withdraw_voided = then_dies  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="died"):
+        await releasing.release_due()
+    assert len(producer.sent) == 1
+    opt_in = ProfileEvent(
+        event_id="p3", subscriber_id=SUB, occurred_at=RELEASE + dt.timedelta(minutes=1), opt_out=[]
+    )
+    await either_stores.facts.record([opt_in])
+
+    redriving, redrove = sink(either_stores, clock)
+    await redriving.redrive(older_than=-3600)  # pending since the release, ahead of now
+    assert redrove.sent == []
+    first, *again = [orjson.loads(p.payload) for p in producer.withdrawn + redrove.withdrawn]
+    assert (first["task_id"], first["reason"]) == ("w1", "opt_out")
+    assert [(n["task_id"], n["reason"], n["occurred_at"]) for n in again] == [
+        ("w1", "opt_out", first["occurred_at"])
+    ]
+    ledger = either_stores.ledger
+    assert await ledger.state("w1") == "sent"
+    assert await ledger.pending_count() == 0
+    assert await ledger.published_of([SUB], clock()) == [[]]
+    assert sum((await ledger.unanswered()).values()) == 0
