@@ -28,6 +28,13 @@ DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 
 TARGET_LABELS = {"job", "instance"}
 """What Prometheus adds to every scraped series."""
+OPERATOR_LABELS = {"namespace", "service", "pod", "container", "endpoint"}
+"""What the Prometheus Operator's ServiceMonitor adds besides (deploy/k8s); docker compose's
+Prometheus (deploy/prometheus/prometheus.yml, static targets) does not, so a query that
+needs one of them reads nothing there, or every worker as one."""
+WORKER = "{{ if $labels.pod }}{{ $labels.pod }}{{ else }}{{ $labels.instance }}{{ end }}"
+"""How an alert names a worker: its pod where the Operator scrapes it (`instance` is the
+pod's IP:port there), its target (`detector-1:9308`) under docker compose."""
 KUBE_STATE_METRICS = {
     "kube_pod_container_status_restarts_total": {"namespace", "pod", "container"},
     "kube_statefulset_replicas": {"namespace", "statefulset"},
@@ -147,15 +154,27 @@ def problems(where: str, expr: str, said: str) -> list[str]:
         for window in re.findall(r"\[([0-9smhd]+)\]", expr)
         if seconds(window) < 4 * SCRAPE_INTERVAL_S
     ]
-    has = set().union(*labels.values()) | TARGET_LABELS
+    own = set().union(*labels.values())
+    has = own | TARGET_LABELS | OPERATOR_LABELS
     grouped = {label.strip() for group in GROUPING.findall(expr) for label in group.split(",")}
     found += [f"grouped by {label}, which no series has" for label in grouped - has - {""}]
+    found += [
+        f"grouped by {label} without instance: docker compose's Prometheus adds no {label}, "
+        "so every worker there is one series"
+        for label in sorted((grouped & OPERATOR_LABELS) - own)
+        if "instance" not in grouped
+    ]
     # Grafana's legend says `{{label}}`; an alert's template `{{ $labels.label }}`.
     template = r"\$labels\.(\w+)" if where.startswith("alert ") else r"\{\{\s*(\w+)\s*\}\}"
     kept = grouped if re.search(r"\b(?:sum|max|min|count|avg)\s*by\b", expr) else has
     found += [
         f"prints {{{{{label}}}}}, which its result has not"
         for label in set(re.findall(template, said)) - kept
+    ]
+    found += [
+        f"prints {{{{{label}}}}} alone, empty under docker compose: print a worker as {WORKER}"
+        for label in sorted(set(re.findall(template, said.replace(WORKER, ""))) & OPERATOR_LABELS)
+        if label not in own
     ]
     return found
 
@@ -185,6 +204,33 @@ def test_the_check_finds_a_wrong_name_label_value_group_and_legend() -> None:
     for expr, legend in wrong.items():
         assert len(problems("panel", expr, legend)) == 1, expr
     assert problems("alert A", "max by (instance) (moments_rules_refused)", "{{ $labels.pod }}")
+    by_pod = "max by (instance, pod) (moments_rules_refused)"
+    assert problems("alert A", by_pod, WORKER) == []
+    assert len(problems("alert A", by_pod, "{{ $labels.pod }} refuses")) == 1  # empty in compose
+    assert len(problems("alert A", "max by (pod) (moments_rules_refused)", "")) == 1
+    restarts = "increase(kube_pod_container_status_restarts_total[30m])"
+    assert problems("alert A", restarts, "{{ $labels.pod }}") == []  # kube-state-metrics' own
+
+
+def test_an_alert_on_one_worker_names_its_pod_where_there_is_one() -> None:
+    """Per-worker summaries printed `{{ $labels.instance }}`: under the Prometheus Operator
+    that is the pod's IP and port, which `kubectl` does not take and a restart changes. They
+    group by `pod` too and print it, or the instance where there is no `pod` (docker
+    compose)."""
+    rules = YAML(typ="safe").load(ALERTS.read_text())["groups"]
+    naming = {
+        rule["alert"]: rule
+        for group in rules
+        for rule in group["rules"]
+        if "$labels.instance" in rule["annotations"]["summary"]
+    }
+    assert {"MomentsWorkerDown", "MomentsWorkerStalled", "MomentsRulesRefused"} <= set(naming)
+    for name, rule in naming.items():
+        summary = rule["annotations"]["summary"]
+        assert WORKER in summary, name
+        assert "$labels.instance" not in summary.replace(WORKER, ""), name
+        groups = [set(map(str.strip, g.split(","))) for g in GROUPING.findall(rule["expr"])]
+        assert all("pod" in g for g in groups if "instance" in g), name
 
 
 def test_the_restart_alert_reads_the_worker_containers_of_the_namespace() -> None:
