@@ -31,6 +31,17 @@ OVERVIEW_METRICS = {
     "moments_tasks_unanswered_expired_total",
     "moments_events_misplaced_total",
     "moments_state_stale_records_skipped_total",  # a previous owner's write landing late
+    # What ops act on that no panel showed (the deploy/ walk-through of 2026-12-07):
+    "moments_deadletters_oversize_total",  # the dead-letter topic's limit too low
+    "moments_events_out_of_order_total",  # a producer's re-send applied twice
+    "moments_tasks_overflow_total",  # capacity below what the rules make
+    "moments_tasks_redriven_total",  # publishes not confirmed
+    "moments_tasks_merged_total",
+    "moments_cooldown_returns_total",  # malformed: another writer on an internal topic
+    "moments_consumer_rebalance_seconds_sum",  # how long /readyz fails on every pod
+    "moments_batch_records_sum",
+    "moments_profile_deletions_total",  # json_null/empty: a producer's serializer to fix
+    "moments_events_forgotten_total",
 }
 """What the issue asks the overview to show."""
 

@@ -28,6 +28,7 @@ ALERTS = {
     "MomentsPartitionNotProgressing",
     "MomentsNoPartitionHeld",
     "MomentsDeadLetterSpike",
+    "MomentsDeadLettersLost",
     "MomentsOutcomesRefused",
     "MomentsDetectorErrors",
     "MomentsNothingDetectedWhileEventsFlow",

@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from moments.consumer_metrics import ConsumerMetrics
 from moments.enums import REACHED, Channel, EventType, OutcomeStatus
 from moments.records import OUTCOME_EVENT_TYPE, RejectReason, SuppressReason
-from sinks.metrics import Dependency, DispatchMetrics, Metrics
+from sinks.metrics import Dependency, DispatchMetrics, Metrics, OversizeOutcome
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -80,6 +80,7 @@ VALUES: dict[tuple[str, str], set[str]] = {
     ("moments_task_outcomes_total", "status"): values_of(OutcomeStatus),
     ("moments_rules_reload_total", "result"): {"ok", "error"},
     ("moments_dependency_up", "dependency"): values_of(Dependency),
+    ("moments_deadletters_oversize_total", "outcome"): values_of(OversizeOutcome),
 }
 """The values a worker writes in a label that a query matches on a value (a matcher on
 another label fails the test: add its values here)."""
