@@ -397,3 +397,26 @@ def test_the_guide_gives_the_manifests_figures(worker: dict[str, Any]) -> None:
     assert CPU_WORDS[cpu] == float(resources["requests"]["cpu"])
     assert float(request) * 1024 == mebibytes(resources["requests"]["memory"])
     assert float(limit) * 1024 == mebibytes(resources["limits"]["memory"])
+
+
+def test_the_statefulsets_cpu_figure_names_the_sitting_that_measured_it() -> None:
+    """statefulset.yaml's comment said "one core took 18-26k events/s", no date: the rate
+    moves from sitting to sitting (15.6-24.8k within one), and the README's table and
+    docs/performance-log.md moved on while the comment stayed. A figure there names its
+    sitting of the log, whose worker row holds both its ends."""
+    text = re.sub(r"\s*#\s*", " ", (K8S / "statefulset.yaml").read_text())
+    figures = re.findall(
+        r"([\d.]+)-([\d.]+)k events/s through one worker[^(]*\((\d{4}-\d\d-\d\d), (\w+) "
+        r"session of docs/performance-log\.md",
+        text,
+    )
+    assert figures, "statefulset.yaml gives no events/s figure with its sitting"
+    assert len(re.findall(r"events/s", text)) == len(figures), "an events/s figure undated"
+    log = (K8S.parents[1] / "docs" / "performance-log.md").read_text()
+    for low, high, date, session in figures:
+        heading = f"## This sitting's figures ({date}, {session} session)"
+        assert heading in log, heading
+        section = log.split(heading, 1)[1].split("\n## ", 1)[0]
+        (row,) = [line for line in section.splitlines() if line.startswith("| worker events/s")]
+        rates = {round(int(n.replace(",", "")) / 1000, 1) for n in re.findall(r"\d+,\d{3}", row)}
+        assert {float(low), float(high)} <= rates, (low, high, sorted(rates))
