@@ -420,3 +420,18 @@ def test_the_statefulsets_cpu_figure_names_the_sitting_that_measured_it() -> Non
         (row,) = [line for line in section.splitlines() if line.startswith("| worker events/s")]
         rates = {round(int(n.replace(",", "")) / 1000, 1) for n in re.findall(r"\d+,\d{3}", row)}
         assert {float(low), float(high)} <= rates, (low, high, sorted(rates))
+
+
+def test_the_guide_says_the_network_policy_restricts_only_what_reaches_the_workers() -> None:
+    """MomentsDependencyDown's runbook ran a `redis-check` debug pod "so that it goes through
+    the same network policy as the worker": deploy/k8s's NetworkPolicy restricts ingress
+    only (what may reach the metrics port), so it stands between nothing and Redis, and it
+    does not select that pod anyway. Egress is the installation's (its brokers' and Redis'
+    addresses), and the guide says so where it sends the on-call to test the path."""
+    policy = one("NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert "egress" not in policy["spec"]
+    guide = re.sub(r"\s+", " ", (K8S.parents[1] / "docs" / "operations.md").read_text())
+    assert "same network policy" not in guide
+    runbook = guide.split("### MomentsDependencyDown", 1)[1].split("### ", 1)[0]
+    assert "restricts only what reaches the workers" in runbook
