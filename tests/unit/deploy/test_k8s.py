@@ -435,3 +435,21 @@ def test_the_guide_says_the_network_policy_restricts_only_what_reaches_the_worke
     assert "same network policy" not in guide
     runbook = guide.split("### MomentsDependencyDown", 1)[1].split("### ", 1)[0]
     assert "restricts only what reaches the workers" in runbook
+
+
+def test_the_guide_says_a_rebalance_holds_a_node_drain_and_for_how_long(
+    worker: dict[str, Any],
+) -> None:
+    """/readyz fails on every worker while the group rebalances, so the PodDisruptionBudget
+    refuses every eviction for as long as Kubernetes holds the pods not ready: a drain waits
+    out each rebalance, and nothing in the guide said so. Its figures are the manifests'
+    (the budget, the readiness probe's period and failure threshold)."""
+    budget = one("PodDisruptionBudget")["spec"]
+    probe = worker["readinessProbe"]
+    period, failures = probe["periodSeconds"], probe.get("failureThreshold", 3)
+    guide = re.sub(r"\s+", " ", (K8S.parents[1] / "docs" / "operations.md").read_text())
+    kubernetes = guide.split("## Kubernetes ", 1)[1].split("### Scaling", 1)[0]
+    assert f"`maxUnavailable: {budget['maxUnavailable']}`" in kubernetes
+    assert f"after {failures} failed probes" in kubernetes
+    assert f"{period * (failures - 1)}-{period * failures} s" in kubernetes
+    assert "/readyz` fails on every worker" in kubernetes
