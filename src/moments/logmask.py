@@ -39,7 +39,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, and any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
-  `138%200013%208001`), masked as one (an extension written on it stays: `138****8001x12`),
+  `138%200013%208001`), masked as one (an extension written on it stays: `138****8001x12`;
+  a date after it is none of its groups: `138****8001 2026-12-07`),
   in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
@@ -144,7 +145,11 @@ digits are none of the number's (`%2213800138001`, `%2097531`), but right after 
 _MAYBE_QUOTE = r"""(?:\\*['"])?"""
 """A quote or none, escaped or not: the one closing an id's name in JSON (`"msisdn":`,
 `\\"msisdn\\":`), or one around an id read in parts (`'138 0013 8001'`)."""
-_GROUP_SEPARATOR = r"(?:[ -]|%20|\+)"
+_DATE = r"\d{4}(?:-(?:0[1-9]|1[0-2])-|/(?:0[1-9]|1[0-2])/)(?:0[1-9]|[12]\d|3[01])(?!\d)"
+"""A date (`2026-12-07`, `2026/12/07`): its year is no group of a number before it."""
+_GROUP_SEPARATOR = rf"(?:(?:[ -]|%20|\+)(?!{_DATE}))"
+"""Between the groups of a number, not before a date: `015-555-2671 2026-12-07` read
+`015` as a country code and the date's year as the last of 3, 4 and 4 digits."""
 _NATIONAL = (
     rf"(?:(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"  # 138 0013 8001
     r"|\d{3}\.\d{4}\.\d{4}"  # 138.0013.8001

@@ -722,6 +722,29 @@ class TestMaskText:
         as a count, the second id showed."""
         assert SHORT6 not in mask_text(text)
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            # not the US number (no area code starts with 0), as without the date
+            ("015-555-2671 2026-12-07", "015-555-2671 2026-12-07"),
+            ("415-555-2671 2026-12-07", "415***2671 2026-12-07"),
+            ("138 0013 8001 2026-12-07T10:00:00Z", "138****8001 2026-12-07T10:00:00Z"),
+            ("138-0013-8001 2026/12/07", "138****8001 2026/12/07"),
+            ("+44 20 7946 0958 2026-12-07", "442*****0958 2026-12-07"),
+            ("+86 10 8888 6666 2026-12-07", "861*****6666 2026-12-07"),
+            ("1 3800 138 001 2026-12-07", "138****8001 2026-12-07"),
+            (f"msisdn={SHORT5}, 138 0013 8001 2026-12-07", "msisdn=*****, 138****8001 2026-12-07"),
+            ("b'138 0013 8001 2026-12-07'", "b'138****8001 2026-12-07'"),
+            # a year alone after it is no date: read as the number's last group, masked
+            ("138 0013 8001 2026", "138********2026"),
+        ],
+    )
+    def test_a_date_after_a_number_in_groups_stays_whole(self, text: str, expected: str) -> None:
+        """`015-555-2671 2026-12-07` read `015*******2026-12-07`: the date's year was taken
+        for the last group of a number in groups (`015` its country code), its month too
+        after a country code's groups (`+44 20 7946 0958 2026-12-07`)."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""

@@ -5,6 +5,7 @@ programs write one (`+86`, groups, quotes, JSON, a dict's repr, a URL, a bytes l
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from urllib.parse import quote, urlencode
@@ -284,3 +285,24 @@ def test_no_seven_digits_of_a_number_survive_in_any_shape(
     for digits in numbers:
         runs = {digits[i : i + 7] for i in range(len(digits) - 6)}
         assert not [run for run in runs if run in left], (line, masked)
+
+
+@st.composite
+def numbers_before_a_date(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A number as written and a date after it (`138 0013 8001 2026-12-07`, a time on it
+    too), its digits and the date."""
+    written, digits = draw(written_numbers())
+    day = draw(st.dates(min_value=datetime.date(1000, 1, 1)))
+    sign = draw(st.sampled_from(["-", "/"]))
+    date = day.strftime(f"%Y{sign}%m{sign}%d") + draw(st.sampled_from(["", "T10:00:00Z"]))
+    return f"call {written} {date}", digits, date
+
+
+@settings(max_examples=200, deadline=None)
+@given(numbers_before_a_date())
+def test_a_date_after_a_number_stays_whole(number_date: tuple[str, str, str]) -> None:
+    line, digits, date = number_date
+    masked = mask_text(line)
+    assert masked.endswith(" " + date), (line, masked)
+    left = _digits_left(masked.removesuffix(date))
+    assert not [digits[i : i + 7] for i in range(len(digits) - 6) if digits[i : i + 7] in left]
