@@ -25,7 +25,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   them too: `msisdns=97531%2C97532`, `97531+97532`, a null among them
   too: `msisdn=None 97531`, up to the first other
   word, number under 5 digits, number with a unit on it or after a space (`12345ms`,
-  `12345 ms`, `123456 MiB`) or line's end; a count is masked with them:
+  `12345 ms`, `123456 MiB`; after a comma too: `msisdns=97531, 12345 ms`) or line's end;
+  a count is masked with them:
   `msisdns: 97531 12345 records`, as the last of two ids would read the same), and
   inside the brackets of a list, tuple, set or dict
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
@@ -128,10 +129,17 @@ WRITTEN_UNITS = (
     *("bytes", "kb", "kib", "mb", "mib", "gb", "gib"),
 )
 """Units written after a number, in any case (`12345 ms`, `64 MiB`): a duration or a size."""
-_UNIT_AFTER = rf"[^\S\r\n]+(?i:{'|'.join(WRITTEN_UNITS)})(?![\w=:])"
-"""A unit after a space, a word of its own (not `ms=3`, not `subscribers`). A count's
-noun is no unit: `msisdns: 97531 97532 records` is as likely two ids as an id and a
-count, and the second shown would be a person's."""
+_UNIT = rf"(?i:{'|'.join(WRITTEN_UNITS)})(?![\w=:])"
+"""A unit, a word of its own (not `ms=3`, not `subscribers`). A count's noun is no unit:
+`msisdns: 97531 97532 records` is as likely two ids as an id and a count, and the second
+shown would be a person's."""
+_UNIT_AFTER = rf"[^\S\r\n]+{_UNIT}"
+"""A unit after a space (`12345 ms`)."""
+_UNIT_LETTERS = "".join(sorted({unit[0] for unit in WRITTEN_UNITS}))
+_WITH_UNIT = rf"(?:\.\d+)?[^\S\r\n]*(?=(?i:[{_UNIT_LETTERS}])){_UNIT}"
+"""The rest of a number with its unit on it or after a space (`12345ms`, `12345.5 ms`).
+Its first letter looked at once: the units tried one by one after each id of a list
+cost a line of ids 10% more (`msisdns=97531, 864209, 12345 records`)."""
 
 _URL_QUOTE = r"%(?:25){0,2}2[27]"
 """A quote as a URL escapes it, once or twice: `%22`, `%27`, `%2522`."""
@@ -212,12 +220,15 @@ _URL_LIST_SIGN = r"%(?:25){0,2}(?:2[CcFf]|3[Bb]|7[Cc])"
 """A comma, `/`, `;` or `|` as a URL escapes it, once or twice: `%2C`, `%252C`."""
 _ID_VALUE = (
     rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}}|{_NULL})"""  # '1234', 97531, None
-    # more ids: after a comma, `/`, `;` or `|` any number; after spaces on the same line
-    # one of 5 digits or more, not a fraction's (`97531 12345.678 s`) nor one with a unit
-    # written on it or after it (`97531 12345ms`, `97531 12345 ms`); the signs and spaces
-    # as a URL writes them too (`97531%2C97532`, `97531+97532`)
+    # more ids: after a comma, `/`, `;` or `|` any number but one with a unit on it or
+    # after it (`97531, 12345 ms`: a count's noun is none, `97531, 12345 records` masks
+    # it); after spaces on the same line one of 5 digits or more, not a fraction's
+    # (`97531 12345.678 s`) nor one with a unit written on it or after it (`97531
+    # 12345ms`, `97531 12345 ms`); the signs and spaces as a URL writes them too
+    # (`97531%2C97532`, `97531+97532`)
     rf"""(?:{_MAYBE_QUOTE}(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"""
-    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}|{_MAYBE_QUOTE}\d+|{_NULL})"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}|{_MAYBE_QUOTE}\d+(?!\d|{_WITH_UNIT})"""
+    rf"""|{_NULL})"""
     rf"""|{_MAYBE_QUOTE}(?:[^\S\r\n]|{_URL_SPACE}|\+)+"""
     rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}"""
     rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})|{_NULL}))*"""

@@ -725,6 +725,30 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            (f"msisdns={SHORT5}, 12345 ms", "msisdns=*****, 12345 ms"),
+            (f"msisdns: {SHORT5},{SHORT6} 123456 MiB", "msisdns: *****,****** 123456 MiB"),
+            (f"msisdns={SHORT5}; 12345 s, done", "msisdns=*****; 12345 s, done"),
+            (f"msisdns={SHORT5}%2C12345 ms", "msisdns=*****%2C12345 ms"),
+            (f"msisdns={SHORT5} / 12345.5 ms", "msisdns=***** / 12345.5 ms"),
+            (f"msisdns=[{SHORT5}], 12345ms", "msisdns=[*****], 12345ms"),
+            (f"imeis '{SHORT5}', 12345ms", "imeis '*****', 12345ms"),
+            # a count's noun, a unit as a name or a quoted number is no unit's number
+            (f"msisdns={SHORT5}, {SHORT6} records", "msisdns=*****, ****** records"),
+            (f"msisdns={SHORT5}, {SHORT6} ms=3", "msisdns=*****, ****** ms=3"),
+            (f"msisdns={SHORT5}, {SHORT6}abc", "msisdns=*****, ******abc"),
+            (f"msisdns={SHORT5}, '{SHORT6}' ms", "msisdns=*****, '******' ms"),
+        ],
+    )
+    def test_a_duration_with_its_unit_after_a_comma_is_no_id(
+        self, text: str, expected: str
+    ) -> None:
+        """`msisdns=97531, 12345 ms` masked the duration: after a comma (a `/`, `;`, `|`)
+        any number was the list's next id, while after a space a unit ended the list."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             # not the US number (no area code starts with 0), as without the date
             ("015-555-2671 2026-12-07", "015-555-2671 2026-12-07"),
             ("415-555-2671 2026-12-07", "415***2671 2026-12-07"),
