@@ -107,6 +107,7 @@ from sinks.dispatch import TaskSink
 from sinks.ledger import sent_meta_fields, state_of
 from sinks.metrics import Dependency, NewerRead
 from sinks.payloads import newer_retry, newer_task
+from sinks.relevance import made_at
 from sinks.retry import with_retry
 from sinks.stores import ContactBook, Parking
 
@@ -543,8 +544,8 @@ async def handle_outcomes(
     await _undo_raced(sink, list(once.values()), list(taken_back.values()), result)
     why: dict[str, str] = {}
     await sink.dispatch(retries, why=why)
+    await _park_newer(sink, newer_retries, why)
     _count_dropped(result, why)
-    await _park_newer(sink, newer_retries)
     if result.forgotten:
         log.info(
             "outcomes of %d task(s) of erased subscribers: counted, acted on nothing",
@@ -562,9 +563,10 @@ async def handle_outcomes(
 
 
 def _count_dropped(result: OutcomeResult, why: dict[str, str]) -> None:
-    """The retries dispatch dropped at once (`why`: id -> reason) taken out of
-    `result.retries`: one dropped `forgotten` (a tombstone recorded after the batch's look
-    at the marks, before dispatch read them) counts its task as of an erased subscriber,
+    """The retries dispatch (or `_park_newer`) dropped at once (`why`: id -> reason) taken
+    out of `result.retries`: one dropped `forgotten` (a tombstone recorded after the
+    batch's look at the marks, before dispatch or the park read them) counts its task as
+    of an erased subscriber,
     the others are listed with why. Each was listed as queued, and the log said so."""
     for retry_id_ in [r for r in result.retries if r in why]:
         result.retries.remove(retry_id_)
@@ -607,7 +609,9 @@ async def _undo_raced(
     result.forgotten += len(raced)
 
 
-async def _park_newer(sink: TaskSink, retries: Sequence[tuple[ServiceTask, bytes]]) -> None:
+async def _park_newer(
+    sink: TaskSink, retries: Sequence[tuple[ServiceTask, bytes]], why: dict[str, str]
+) -> None:
     """The retries of tasks a newer version wrote (each with its task's stored body), made
     as that version wrote the task (`newer_retry`: its channel, fields this version does
     not know) and parked until due, as a retry this version makes is: claimed, then moved
@@ -616,7 +620,13 @@ async def _park_newer(sink: TaskSink, retries: Sequence[tuple[ServiceTask, bytes
     newer version releases it and sends it; one of this version leaves it to such a
     worker (`sinks.readback.NEWER_WAIT_S`). A retry already claimed (the outcome read
     again) is not parked again; a crash between the two leaves it pending, re-driven by
-    a worker of the newer version likewise."""
+    a worker of the newer version likewise.
+
+    The park compares the subscriber's erasure mark in the same step (`Parking.made`): a
+    tombstone applied since the batch's look took the subscriber's waiting tasks out of
+    the queue before this park, which left the erased subscriber's payload waiting until
+    its release time (as dispatch drops a retry of this version's, `forgotten`). Such a
+    retry is dropped `forgotten` instead, and named in `why` (id -> reason)."""
     if not retries:
         return
     items = [(retry.task_id, newer_retry(body, retry)) for retry, body in retries]
@@ -626,11 +636,19 @@ async def _park_newer(sink: TaskSink, retries: Sequence[tuple[ServiceTask, bytes
         sink.metrics,
         "claiming retries of a newer version's tasks",
     )
+    mine = [retry for (retry, _), ok in zip(retries, owned, strict=True) if ok]
     parks = [
         # Opens no merge group (1 ms): this version would merge its own tasks into it.
-        Parking(task_id, retry.subscriber_id, payload, retry.deliver_after.timestamp(), 0.0)
-        for (retry, _), (task_id, payload), mine in zip(retries, items, owned, strict=True)
-        if mine
+        Parking(
+            task_id,
+            retry.subscriber_id,
+            payload,
+            retry.deliver_after.timestamp(),
+            0.0,
+            made=made_at(retry),
+        )
+        for (retry, _), (task_id, payload), ok in zip(retries, items, owned, strict=True)
+        if ok
     ]
     parked = await with_retry(
         lambda: sink.deferral.park_many(parks),
@@ -648,6 +666,32 @@ async def _park_newer(sink: TaskSink, retries: Sequence[tuple[ServiceTask, bytes
                 p.task_id,
                 dt.datetime.fromtimestamp(p.release_at, dt.UTC).isoformat(),
             )
+    left = [retry for retry, ok in zip(mine, parked, strict=True) if not ok]
+    await _drop_forgotten(sink, left, why)
+
+
+async def _drop_forgotten(
+    sink: TaskSink, retries: Sequence[ServiceTask], why: dict[str, str]
+) -> None:
+    """Those of `retries` (claimed, their park refused) whose subscriber a tombstone erased
+    after their moment dropped `forgotten` (`is_forgotten`, looked up again: the park
+    refuses for nothing else but an entry no longer ours), counted, and named in `why`."""
+    raced = await sink.subscribers.forgotten_tasks(retries)
+    gone = [r for r in retries if r.task_id in raced]
+    if not gone:
+        return
+    reason = SuppressReason.FORGOTTEN.value
+    await with_retry(
+        lambda: sink.ledger.drop_many(
+            [(r.task_id, reason) for r in gone], {r.task_id: r.expires_at.timestamp() for r in gone}
+        ),
+        Dependency.REDIS,
+        sink.metrics,
+        "dropping retries of erased subscribers",
+    )
+    for r in gone:
+        sink.metrics.suppressed.labels(r.moment.type, reason).inc()
+        why[r.task_id] = reason
 
 
 async def _noted(

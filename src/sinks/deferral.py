@@ -63,7 +63,9 @@ from sinks.stores import Joining, Parking, Released
 # keeps the one stored), release_at, window_ms, what it waits for: 'l' a suspended line,
 # 'h' its channel's hours, 'c' the subscriber's caps, 'n' the next day (one argument:
 # each costs the client ~2.5 µs to pack), rank ('': none), active after ('': not looked
-# at) and woken at (`Parking.active_after`, `woken_at`); S: task prefix, ttl, the
+# at) and woken at (`Parking.active_after`, `woken_at`), made ('': not compared with a
+# tombstone's mark, `Parking.made`: 0 and nothing written when the facts' `forgotten` is
+# at or after it); S: task prefix, ttl, the
 # parker's timetable, now (the parking worker's clock, `time.time()`, epoch seconds: the
 # release times it is compared with are on the workers' clocks too, and a skew between
 # them of seconds is nothing beside `WAITING_KEPT_S`), `WAITING_KEPT_S`;
@@ -75,6 +77,10 @@ local v = redis.call('GET', K[1])
 if not v then return 0 end
 local state = string.sub(v, 1, 1)
 if state ~= 'P' and state ~= 'D' then return 0 end
+if A[9] ~= '' then
+  local forgotten = redis.call('HGET', K[4], 'forgotten')
+  if forgotten and tonumber(A[9]) <= tonumber(forgotten) then return 0 end
+end
 local payload = A[2]
 if payload == '' then payload = string.sub(v, 2) end
 local release_at = A[3]
@@ -424,7 +430,7 @@ class DeferralQueue:
         """The tasks due, not released yet, by rank."""
         self.rank_key = f"{ledger.prefix}rank"
         """Each waiting task's rank, until it is due."""
-        self._park = BatchScript(redis, _PARK, keys=5, args=8)
+        self._park = BatchScript(redis, _PARK, keys=5, args=9)
         self._rejudge = redis.register_script(_REJUDGE)
         self._wake_unindexed_script = redis.register_script(_WAKE_UNINDEXED)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
@@ -523,6 +529,7 @@ class DeferralQueue:
                     _bound(item.rank),
                     _bound(item.active_after if item.waits_for_line else None),
                     _bound(item.woken_at) if item.waits_for_line else "",
+                    _bound(item.made),
                 ),
             )
             for item in items

@@ -469,6 +469,10 @@ class MemoryDeferrals:
         for i in items:
             release_at = i.release_at
             since, facts = i.active_after, self.facts
+            forgotten = None if facts is None else facts.fields(i.subscriber_id).get("forgotten")
+            if i.made is not None and forgotten is not None and i.made <= forgotten:
+                out.append(False)  # as the Redis script: the subscriber forgotten since
+                continue
             if (
                 i.waits_for_line
                 and since is not None

@@ -73,6 +73,13 @@ class Parking:
     is found by the wake."""
     woken_at: float = 0.0
     """When such a task is due if the facts say its line is active (the decision's now)."""
+    made: float | None = None
+    """When the task was made, as a tombstone's `forgotten` mark is compared with
+    (`sinks.relevance.made_at`); None: not compared. Given, a park finding the subscriber's
+    facts (`Facts`) marked forgotten at or after it parks nothing (False, the entry left
+    as it was), in the same step: a tombstone records its mark before it takes the
+    subscriber's waiting tasks out of the queue (`forget`), so a park after that take
+    sees the mark, and one before is taken."""
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 
-from moments.models import Channel, OutcomeStatus, ServiceTask
+import orjson
+
+from moments.models import Channel, OutcomeStatus, ServiceTask, retry_id
 from moments.outcomes import handle_outcomes
-from sinks.memory import MemoryContactBook
+from sinks.memory import MemoryContactBook, MemoryLedger
 from sinks.stores import Declines, Facts
 
 from .test_unanswered import CALL, HOUR, SMS_1, START, SUB, Scenario, outcome_record, task
@@ -135,4 +137,34 @@ async def test_a_retry_dropped_for_a_tombstone_it_raced_is_counted_forgotten() -
     assert tombstones == [SUB]
     labels = {"moment_type": RULE, "reason": "forgotten"}
     assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+    assert (result.retries, result.forgotten) == ([], 1)
+
+
+async def test_a_retry_of_a_newer_versions_task_racing_a_tombstone_is_not_parked() -> None:
+    """`unreachable` of a task a newer version wrote (a channel this version does not
+    know), read while the tombstone is applied: its retry is not dispatched here but
+    parked as that version wrote it (`_park_newer`), with no look at the mark. Parked
+    after the tombstone took the subscriber's waiting tasks out of the queue, it waited
+    with the erased subscriber's payload (and a new `waiting:` index of them) until its
+    release time. The park finds the mark (in the same step on Redis) and the retry is
+    dropped `forgotten` at once, its task counted as of an erased subscriber."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, RULE, expires_h=12)])
+    ledger = s.sink.stores.ledger
+    assert isinstance(ledger, MemoryLedger)
+    body = orjson.loads(ledger.bodies[CALL].value)
+    ledger.bodies[CALL].value = orjson.dumps({**body, "channel": "wechat"})  # as a newer one
+    s.clock.advance(START.timestamp() + HOUR / 2)
+    tombstones = tombstone_after_the_look(s)  # before the retry is parked
+    unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + dt.timedelta(minutes=20))
+    result = await handle_outcomes([unreachable], s.sink, now=s.at())
+    assert tombstones == [SUB]
+    retry = retry_id(CALL, 1)
+    assert await s.sink.deferral.waiting() == 0
+    assert await ledger.state(retry) == "dropped"
+    assert (await ledger.body(retry), retry in ledger.pending) == (None, False)
+    labels = {"moment_type": RULE, "reason": "forgotten"}
+    assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+    deferred = {"reason": "unreachable_retry"}
+    assert s.metrics.registry.get_sample_value("moments_tasks_deferred_total", deferred) == 0
     assert (result.retries, result.forgotten) == ([], 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
@@ -232,3 +233,40 @@ class TestWithdrawalsAndOutcomes:
         )
         assert dt.datetime.fromisoformat(body["deliver_after"]).timestamp() == due
         assert "counted" not in body
+
+    async def test_a_retry_racing_a_tombstone_is_dropped_not_parked(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The tombstone applied after the batch's look at the erasure marks: the park
+        reads the mark in the same step (on Redis, in its script) and parks nothing; the
+        retry is dropped `forgotten` at once. It waited with the erased subscriber's
+        payload until its release time, in a `waiting:` index written after the erasure."""
+        w = make_worker()
+        t = task(tid("n8"), sub=SUB, expires_at=NOW + 24 * HOUR)
+        await sent_as_newer(w, t, as_newer(t, channel="wechat"))
+        subscribers, applied = w.sink.subscribers, list[str]()
+        looked = subscribers.forgotten_tasks
+
+        async def look_then_tombstone(tasks: Sequence[ServiceTask]) -> set[str]:
+            found = await looked(tasks)
+            if not applied:
+                applied.append(SUB)
+                await subscribers.forget([SUB], ["first_international_roaming"])
+            return found
+
+        subscribers.forgotten_tasks = look_then_tombstone  # type: ignore[method-assign]
+        unreachable = TaskOutcome(
+            task_id=t.task_id, subscriber_id=SUB, status=OutcomeStatus.UNREACHABLE, occurred_at=NOW
+        )
+        record = RawRecord("o", 0, 0, SUB.encode(), unreachable.model_dump_json().encode())
+        result = await handle_outcomes([record], w.sink, now=NOW)
+        retry = retry_id(t.task_id, 1)
+        assert applied == [SUB]
+        assert (result.retries, result.forgotten) == ([], 1)
+        assert await w.sink.deferral.waiting() == 0
+        assert await w.ledger.state(retry) == "dropped"
+        assert w.sample("moments_tasks_deferred_total", reason="unreachable_retry") == 0
+        if isinstance(w.ledger, TaskLedger):
+            redis, prefix = w.ledger.redis, w.ledger.prefix
+            assert await redis.exists(f"{prefix}waiting:{SUB}") == 0
+            assert await redis.zcard(w.ledger.pending_key) == 0
