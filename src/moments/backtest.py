@@ -581,7 +581,7 @@ class Backtest:
         """The tasks waiting in the deferral queue by (reason, channel), read from the
         payloads the queue holds for them (the ledger's `deferred` entries), and when the
         last is due."""
-        due = self._deferrals.waiting_tasks()
+        due = await self._deferrals.waiting_tasks()
         by: Counter[tuple[str, str]] = Counter()
         for value in await self.stores.ledger.get_many(list(due)):
             by[waiting_reason(value)] += 1

@@ -677,9 +677,7 @@ class MemoryDeferrals:
     async def due_at(self, task_id: str) -> float | None:
         return self.scores.get(task_id)
 
-    def waiting_tasks(self) -> dict[str, float]:
-        """Every waiting task's id with its due time (epoch seconds): those `waiting`
-        counts (the backtest says them at the end by reason and channel)."""
+    async def waiting_tasks(self) -> dict[str, float]:
         return dict(self.scores)
 
 

@@ -376,6 +376,12 @@ class Deferrals(Protocol):
 
     async def waiting(self) -> int: ...
 
+    async def waiting_tasks(self) -> dict[str, float]:
+        """Every waiting task's id with its due time (epoch seconds): those `waiting`
+        counts, one due and not released yet included (the backtest says them at the end
+        by reason and channel). Read a part at a time, never in one store command."""
+        ...
+
     async def earliest_due(self) -> float | None:
         """When the first waiting task is due (epoch seconds); None when none waits."""
         ...

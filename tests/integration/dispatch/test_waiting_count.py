@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from sinks.deferral import DeferralQueue
 from sinks.policy import DispatchPolicy
+from sinks.stores import Parking
 
 from .conftest import HOUR, NOW, Worker, task
 
@@ -73,3 +76,32 @@ async def test_a_tick_releases_batch_after_batch_while_they_come_full(
     await w.sink.redrive(older_than=3600)  # the timer's tick
     assert w.sample("moments_tasks_waiting") == 0
     assert w.sample("moments_tasks_released_total") == 7
+
+
+async def test_every_waiting_task_is_listed_with_its_due_time(
+    make_worker: Callable[..., Worker],
+) -> None:
+    """`waiting_tasks` on both stores: every task `waiting` counts, by its due time, one
+    due and ranked but not released yet (a negative score in Redis) included. Read a
+    chunk a call (ZSCAN), never the whole queue in one command: 2,500 tasks take
+    several calls."""
+    w = make_worker()
+    base = (NOW + HOUR).timestamp()
+    due = {f"w{n:04d}": base + n for n in range(2500)}
+    assert all(await w.ledger.claim([(i, b"{}") for i in due]))
+    items = [Parking(i, f"1330{n:07d}", b"", at, 0.0) for n, (i, at) in enumerate(due.items())]
+    assert all(await w.sink.deferral.park_many(items))
+    [released] = await w.sink.deferral.release(now=base + 1, limit=1)  # w0001 ranked only
+    del due[released.task_id]
+    assert await w.sink.deferral.waiting() == len(due) == 2499
+    queue, calls = w.sink.deferral, list[int]()
+    if isinstance(queue, DeferralQueue):  # the Redis store: a ZSCAN page a call
+        scan = queue.redis.zscan
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            return await scan(*args, **kwargs)
+
+        queue.redis.zscan = counted  # type: ignore[method-assign]
+    assert await queue.waiting_tasks() == due
+    assert len(calls) >= 2 or not isinstance(queue, DeferralQueue)
