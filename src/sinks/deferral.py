@@ -338,9 +338,14 @@ for _, id in ipairs(ids) do
 end
 return {1, out}
 """
-# K: the subscriber's waiting index, open, line; A: unused (''); S: now, task prefix,
-# group prefix, unsent prefix; SK: deferred, pending, hours, capped, nextday, due, rank.
-# A profile tombstone: each of the subscriber's tasks still waiting (`D`) leaves the
+# K: the subscriber's waiting index, open, line; A: the subscriber id; S: now, task
+# prefix, group prefix, unsent prefix, `WAITING_KEPT_S`, `_OVERDUE_LOOK`; SK: deferred,
+# pending, hours, capped, nextday, due, rank.
+# A profile tombstone: each of the subscriber's tasks still waiting (`D`) that the waiting
+# index, the suspended-line index or the open merge group names (the two others also name
+# tasks a version before the waiting index parked), or whose payload names the subscriber
+# among the first `_OVERDUE_LOOK` of each part of the queue (waiting, ranked) due more
+# than `WAITING_KEPT_S` ago (the waiting index keeps an id no longer), leaves the
 # queue and its indexes and goes back to pending (`P`, in the pending index at `now`), as
 # `_RELEASE` moves it, {id, payload, {member payloads}} for the caller to decide (its
 # facts say the subscriber is forgotten: dropped; a crash first leaves it to the
@@ -351,7 +356,29 @@ return {1, out}
 # it: its worker may have published it before dying).
 _FORGET = """
 local out = {}
-for _, id in ipairs(redis.call('ZRANGE', K[1], 0, -1)) do
+local ids, seen = {}, {}
+local function named(id)
+  if not seen[id] then
+    seen[id] = true
+    table.insert(ids, id)
+  end
+end
+for _, id in ipairs(redis.call('ZRANGE', K[1], 0, -1)) do named(id) end
+for _, id in ipairs(redis.call('SMEMBERS', K[3])) do named(id) end
+local carrier = redis.call('GET', K[2])
+if carrier then named(carrier) end
+local cut, most = tonumber(S[1]) - tonumber(S[5]), S[6]
+local overdue = redis.call('ZRANGEBYSCORE', SK[1], 0, '(' .. cut, 'LIMIT', 0, most)
+local ranked = redis.call('ZRANGEBYSCORE', SK[1], '(' .. (-1 - cut), -1, 'LIMIT', 0, most)
+for _, id in ipairs(ranked) do table.insert(overdue, id) end
+local mine = '"subscriber_id":"' .. A[1] .. '"'
+for _, id in ipairs(overdue) do
+  if not seen[id] then
+    local v = redis.call('GET', S[2] .. id)
+    if v and string.find(v, mine, 1, true) then named(id) end
+  end
+end
+for _, id in ipairs(ids) do
   local key = S[2] .. id
   local v = redis.call('GET', key)
   if v and string.sub(v, 1, 1) == 'D' then
@@ -377,8 +404,17 @@ WAITING_KEPT_S = 86400
 """How long a subscriber's waiting index (`waiting:<subscriber>`) outlives the latest
 release time it holds, and keeps an id parked until a time that long past: a task still
 in the queue then (released late: no worker ran the timer, or a backlog of due tasks) is
-out of the index, and a tombstone leaves it to its release, which drops it
+out of the index, and a tombstone finds it by the look at the overdue (`_OVERDUE_LOOK`);
+one past that look is left to its release, which drops it
 (`sinks.relevance.is_forgotten`)."""
+
+_OVERDUE_LOOK = 1000
+"""Most tasks of each part of the queue (waiting, due and ranked) due more than
+`WAITING_KEPT_S` ago whose payloads a tombstone reads for the subscriber's (`_FORGET`):
+the waiting index names them no longer. Normally none (the release takes a task when
+due; `MomentsDeferredTasksOverdue` fires long before a day): the look is then two
+range reads. In a backlog of more, the oldest are read, a GET and a substring search
+each, and the rest left to their release, which drops them (`is_forgotten`)."""
 
 _RANK_CHUNK = 1000
 """Most tasks one release call ranks: a night's 200,000 calls due at once are ranked in
@@ -475,13 +511,20 @@ class DeferralQueue:
     ) -> list[Released]:
         """See `sinks.stores.Deferrals.forget`: one script call (`_FORGET`)."""
         calls = [
-            ((self.waiting_key(s), self.open_key(s), self.line_key(s)), ("",))
+            ((self.waiting_key(s), self.open_key(s), self.line_key(s)), (s,))
             for s in dict.fromkeys(subscriber_ids)
         ]
         if not calls:
             return []
         at = time.time() if now is None else now
-        shared = (at, f"{self.prefix}task:", f"{self.prefix}group:", f"{self.prefix}unsent:")
+        shared = (
+            at,
+            f"{self.prefix}task:",
+            f"{self.prefix}group:",
+            f"{self.prefix}unsent:",
+            WAITING_KEPT_S,
+            _OVERDUE_LOOK,
+        )
         replies = await self._forget.run(calls, shared, self._taken_keys())
         return [
             Released(as_bytes(item[0]).decode(), as_bytes(item[1]), [as_bytes(m) for m in item[2]])

@@ -544,14 +544,18 @@ class MemoryDeferrals:
     async def forget(
         self, subscriber_ids: Sequence[str], now: float | None = None
     ) -> list[Released]:
-        """As the Redis script: their waiting tasks back to pending, marked unsent,
-        returned."""
+        """As the Redis script: their waiting tasks (those the waiting index, the
+        suspended-line index or the open merge group names) back to pending, marked
+        unsent, returned."""
         at = self.ledger.clock() if now is None else now
         out: list[Released] = []
         for subscriber_id in dict.fromkeys(subscriber_ids):
-            self.open.pop(subscriber_id, None)
-            self.lines.pop(subscriber_id, None)
-            for task_id in sorted(self.waiting_of.pop(subscriber_id, ())):
+            named = set(self.waiting_of.pop(subscriber_id, ()))
+            named |= self.lines.pop(subscriber_id, set())
+            carrier = self.open.pop(subscriber_id, None)
+            if carrier is not None:
+                named.add(carrier[0])
+            for task_id in sorted(named):
                 released = await self._take(task_id, at)
                 if released is not None:
                     self.ledger.mark_unsent(task_id)

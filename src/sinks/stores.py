@@ -398,8 +398,10 @@ class Deferrals(Protocol):
     ) -> list[Released]:
         """Erase these subscribers' open merge group and suspended-line index, and take
         their waiting tasks out of the queue (each parked task is indexed by subscriber
-        as it is parked): each goes back to pending (at `now`; None: the store's clock),
-        as a release would move it, and is returned with its merged members for the
+        as it is parked; those the two name are taken too, and on Redis those overdue
+        past the index's keeping, up to `sinks.deferral._OVERDUE_LOOK`): each goes back
+        to pending (at `now`; None: the store's clock), as a release would move it, and
+        is returned with its merged members for the
         caller to decide now (a profile tombstone: dropped, `is_forgotten`). A crash
         before that leaves them to the re-drive, which decides them the same way."""
         ...

@@ -60,8 +60,9 @@ class Subscribers:
         dropped when it comes up (`is_forgotten`) instead of reaching them. Their tasks
         waiting in the deferral queue come up now: taken out of it with these erasures
         (`Deferrals.forget`) and decided once the mark is written, so dropped, their
-        payloads with them; one the queue's index of them missed (parked by an earlier
-        version, or released a day late) is dropped at its release. And erased at
+        payloads with them; one the store does not find (`Deferrals.forget`: an earlier
+        version's, but for one its line or open merge group names; one more than a day
+        overdue past a bounded look) is dropped at its release. And erased at
         `erased_at` (the tombstones' own times, `BatchResult.erased_at`; now when not
         given), so their events dated before it and read later are dropped (`erasures`).
         `made`: the earliest `created_at` (epoch seconds) of each one's tasks the batch

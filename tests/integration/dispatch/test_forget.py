@@ -17,8 +17,12 @@ from moments.models import Channel, OutcomeStatus, RoamingEvent, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from rules.gating import FrequencyCap
+from sinks.deferral import DeferralQueue
 from sinks.ledger import TaskLedger, as_bytes
+from sinks.memory import MemoryDeferrals
+from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
+from sinks.stores import Parking
 from sinks.withdrawals import ProfileChange
 
 from .conftest import HOUR, NOW, MakeWorker, published, task
@@ -329,3 +333,78 @@ async def test_a_tombstone_takes_the_subscribers_waiting_tasks_out_of_the_queue_
     [out] = await published(w.settings, 1)
     assert out["task_id"] == "other"
     assert w.sample("moments_tasks_suppressed_total", **forgotten) == 3
+
+
+async def test_a_tombstone_takes_the_waiting_tasks_its_line_and_merge_group_name(
+    make_worker: MakeWorker,
+) -> None:
+    """Tasks no `waiting:` index names (parked by a version before it, or kept there no
+    longer): one waiting for the subscriber's suspended line (`line:<subscriber>`, which
+    every version kept) and the one leading their open merge group (`open:<subscriber>`)
+    are taken out by the tombstone as the indexed ones are, and dropped at once. The
+    tombstone deleted both keys and left the tasks, their payloads with them, to their
+    release: a suspended line's task waits until the line is active again or it
+    expires."""
+    w = make_worker()
+    later = (dt.datetime.now(dt.UTC) + 2 * dt.timedelta(days=1)).timestamp()
+    line, held = task("line", SUB), task("held", SUB, channel=Channel.OUTBOUND_CALL)
+    other = task("other", OTHER)
+    assert all(await w.ledger.claim([(t.task_id, task_bytes(t)) for t in (line, held, other)]))
+    parks = [
+        Parking("held", SUB, b"", later, 3600.0),  # opens their merge group
+        Parking("line", SUB, b"", later, 0.0, waits_for_line=True),
+        Parking("other", OTHER, b"", later, 0.0, waits_for_line=True),
+    ]
+    assert await w.sink.deferral.park_many(parks) == [True, True, True]
+    deferral = w.sink.deferral
+    if isinstance(deferral, DeferralQueue):  # as an earlier version parked them
+        await deferral.redis.delete(deferral.waiting_key(SUB))
+    else:
+        assert isinstance(deferral, MemoryDeferrals)
+        for task_id in deferral.waiting_of.pop(SUB):
+            del deferral._owner[task_id]
+
+    await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
+
+    assert [await w.ledger.state(i) for i in ("line", "held", "other")] == [
+        "dropped",
+        "dropped",
+        "deferred",
+    ]
+    assert await deferral.waiting() == 1
+    if isinstance(w.ledger, TaskLedger):
+        assert await holding(w.ledger, SUB) == [f"facts:{SUB}"]
+
+
+async def test_a_tombstone_takes_the_subscribers_tasks_waiting_past_the_index(
+    make_worker: MakeWorker,
+) -> None:
+    """The waiting index keeps an id until a day past the time it was parked until: a
+    task still queued after that (no worker ran the release timer, or a backlog of due
+    tasks held it; one due and ranked, not released yet, alike), or parked until a time
+    already that far past, is in no index. The tombstone looks at those too (a bounded
+    part of the queue, normally empty: `_OVERDUE_LOOK`) and takes the subscriber's; they
+    waited for the release with their payloads."""
+    w = make_worker()
+    now = dt.datetime.now(dt.UTC).timestamp()
+    day = 86400.0
+    tasks = [task("o1", OTHER), task("ranked", SUB), task("o2", OTHER), task("late", SUB)]
+    assert all(await w.ledger.claim([(t.task_id, task_bytes(t)) for t in tasks]))
+    deferral = w.sink.deferral
+    parks = [
+        Parking("o1", OTHER, b"", now - 4 * day, 0.0),
+        Parking("ranked", SUB, b"", now - 3 * day, 0.0),
+        Parking("o2", OTHER, b"", now - 2 * day, 0.0),
+    ]
+    assert await deferral.park_many(parks) == [True] * 3
+    [released] = await deferral.release(now=now, limit=1)  # the others ranked, still waiting
+    assert released.task_id == "o1"
+    assert await deferral.park_many([Parking("late", SUB, b"", now - 2 * day, 0.0)]) == [True]
+    if isinstance(deferral, DeferralQueue):
+        assert await deferral.redis.exists(deferral.waiting_key(SUB)) == 0
+
+    await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
+
+    states = [await w.ledger.state(i) for i in ("ranked", "late", "o2")]
+    assert states == ["dropped", "dropped", "deferred"]
+    assert await deferral.waiting() == 1
