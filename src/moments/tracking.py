@@ -14,6 +14,7 @@ from moments.models import (
     ProfileEvent,
     RoamingEvent,
     UsageEvent,
+    channel_key,
 )
 from moments.refusals import LATENESS
 from moments.sources import SOURCE_CODES
@@ -144,7 +145,9 @@ def subscriber_view(state: SubscriberState, at: int, policy: GatingPolicy) -> Su
         roaming_country=roaming.get("c"),
         quiet_hours=tuple(profile.get("quiet_hours") or ()),
         status=profile.get("status"),
-        opt_out=frozenset(profile.get("opt_out") or ()),
+        # By `channel_key`: a channel this version does not send on is kept as written
+        # (`WeChat`), and a version sending on it compares its tasks' `wechat` with it.
+        opt_out=frozenset(channel_key(str(c)) for c in profile.get("opt_out") or ()),
         open_complaints=open_complaints(state, at, policy.open_complaint_lapse),
     )
 

@@ -370,15 +370,20 @@ class FactsStore:
 
 
 def _facts(raw: Mapping[Any, Any]) -> SubscriberFacts:
-    """The facts of a hash as read: only the fields this version reads (`KNOWN_FACTS`). A
+    """The facts of a hash as read: only the fields this version reads (`KNOWN_FACTS`), an
+    opt-out by its channel's `channel_key` (the later of those naming it). A
     newer version sharing the hash in a rolling upgrade may add fields, numbers or not: an
     older worker read them all as numbers, and one that is not stopped every release and
     re-drive of the subscriber (docs/operations.md, "Rolling upgrades")."""
-    values = {}
+    values: dict[str, float] = {}
     for k, v in raw.items():
         name = k.decode() if isinstance(k, bytes) else str(k)
+        if name.startswith("opt_out:"):
+            # As its channel is named (`channel_key`): a build before the lowering
+            # recorded `opt_out:WeChat` for a version whose tasks say `wechat`.
+            name = f"opt_out:{channel_key(name[8:])}"
         if name in KNOWN_FACTS:
-            values[name] = float(v)
+            values[name] = max(float(v), values.get(name, -math.inf))
     return facts_from(values)
 
 

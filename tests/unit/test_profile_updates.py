@@ -21,7 +21,8 @@ from moments.pipeline import run_pipeline, to_records
 from moments.records import DeadLetter, RawRecord
 from moments.runtime import UnknownChannels
 from moments.store import DictStateStore
-from moments.tracking import profile_update
+from moments.tracking import profile_update, subscriber_view
+from rules.gating import GatingPolicy
 
 from .rules.helpers import SUB, WELCOME, at, ev, rules_from, run
 
@@ -262,6 +263,20 @@ class TestUnknownOptOutChannels:
         state = batch.changes[SUB].state
         assert state is not None
         assert batch.unknown_opt_outs == {"email": 2, "wechat": 1}
+
+    def test_a_newer_versions_gates_find_an_opt_out_kept_in_another_case(self) -> None:
+        """The state keeps a channel this version does not send on as written (`WeChat`):
+        the gates a version sending on `wechat` runs compare its tasks' channel with the
+        profile's opt-outs by `channel_key`, so a record this version wrote holds it off
+        that channel; compared as written, it made tasks on it until the next update."""
+        detector = Detector(RULES, {t.value: t for t in EventType})
+        events = [ev(PROFILE, at("2026-11-02", "09:00"), opt_out=["WeChat", "sms"])]
+        batch = detector.process(to_records(events), DictStateStore().load, None)
+        state = batch.changes[SUB].state
+        assert state is not None
+        assert state.profile["opt_out"] == ["WeChat", "sms"]  # as written, for any reader
+        view = subscriber_view(state, 0, GatingPolicy())
+        assert view.opt_out == frozenset({"wechat", "sms"})
 
     def test_the_unknown_are_kept_in_the_profile_for_a_newer_version(self) -> None:
         """Each once, as written: a newer version sending on `wechat` reads the state this

@@ -25,6 +25,7 @@ from moments.settings import load_settings
 from moments.state import SubscriberState
 from moments.store import DictStateStore
 from moments.tracking import profile_update
+from sinks import relevance
 from sinks.dispatch import TaskSink
 from sinks.memory import MemoryFacts, MemoryLedger, memory_stores
 from sinks.metrics import Metrics
@@ -406,6 +407,28 @@ class TestANewerChannel:
         assert voided(both, "WeChat", math.inf) == (WithdrawReason.OPT_OUT, at + 5)
         opted_in = {"opt_out:WeChat": at, "opt_list": at + 5}
         assert voided(opted_in, "WeChat", math.inf) is None
+
+    def test_a_newer_versions_release_finds_an_opt_out_recorded_in_another_case(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A version that sends on `wechat` reads the facts hash for its release and
+        re-drive decisions (`_facts`: HGETALL, the fields it knows): the field an earlier
+        build recorded as written (`opt_out:WeChat`) is read as its channel's
+        (`channel_key`), the later of the two counting. It read `opt_out:wechat` only, and
+        sent the waiting task on the channel the customer had refused, until their next
+        update carrying `opt_out`. Here with `wechat` among the channels known, as that
+        version has it."""
+        fields = (*relevance.OPT_FIELDS, ("wechat", "opt_out:wechat", "opt_in:wechat"))
+        monkeypatch.setattr(relevance, "OPT_FIELDS", fields)
+        known = relevance.KNOWN_FACTS | {"opt_out:wechat", "opt_in:wechat"}
+        monkeypatch.setattr(relevance, "KNOWN_FACTS", known)
+        at = NOW
+        old = {b"opt_out:WeChat": str(at).encode(), b"opt_list": str(at).encode()}
+        assert relevance._facts(old).opted_out == frozenset({"wechat"})
+        later = {**old, b"opt_in:wechat": str(at + 5).encode()}
+        assert relevance._facts(later).opted_out == frozenset()
+        both = {**later, b"opt_out:wechat": str(at + 9).encode()}
+        assert relevance._facts(both).opted_out == frozenset({"wechat"})
 
 
 class TestMemoryLedgerIndex:
