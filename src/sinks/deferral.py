@@ -64,11 +64,12 @@ from sinks.stores import Joining, Parking, Released
 # 'h' its channel's hours, 'c' the subscriber's caps, 'n' the next day (one argument:
 # each costs the client ~2.5 µs to pack), rank ('': none), active after ('': not looked
 # at) and woken at (`Parking.active_after`, `woken_at`), made ('': not compared with a
-# tombstone's mark, `Parking.made`: 0 and nothing written when the facts' `forgotten` is
-# at or after it); S: task prefix, ttl, the
+# tombstone's mark, `Parking.made`: 0 when the facts' `forgotten` is at or after it and
+# the entry is pending, left so and marked `unsent:<id>` as `_FORGET` marks the tasks it takes: it
+# waited, never published); S: task prefix, ttl, the
 # parker's timetable, now (the parking worker's clock, `time.time()`, epoch seconds: the
 # release times it is compared with are on the workers' clocks too, and a skew between
-# them of seconds is nothing beside `WAITING_KEPT_S`), `WAITING_KEPT_S`;
+# them of seconds is nothing beside `WAITING_KEPT_S`), `WAITING_KEPT_S`, unsent prefix;
 # SK: pending, deferred, hours, capped, nextday, judged, due, rank. The task enters the
 # waiting index (`forget`), which drops the ids parked until more than `WAITING_KEPT_S`
 # ago and is kept that long past the latest release time it holds.
@@ -77,9 +78,13 @@ local v = redis.call('GET', K[1])
 if not v then return 0 end
 local state = string.sub(v, 1, 1)
 if state ~= 'P' and state ~= 'D' then return 0 end
-if A[9] ~= '' then
+if A[9] ~= '' and state == 'P' then
   local forgotten = redis.call('HGET', K[4], 'forgotten')
-  if forgotten and tonumber(A[9]) <= tonumber(forgotten) then return 0 end
+  if forgotten and tonumber(A[9]) <= tonumber(forgotten) then
+    local left = redis.call('PTTL', K[1])
+    if left > 0 then redis.call('SET', S[6] .. A[1], '1', 'PX', left) end
+    return 0
+  end
 end
 local payload = A[2]
 if payload == '' then payload = string.sub(v, 2) end
@@ -587,7 +592,14 @@ class DeferralQueue:
             self.due_key,
             self.rank_key,
         )
-        shared = (f"{self.prefix}task:", self.ledger.ttl, timetable, time.time(), WAITING_KEPT_S)
+        shared = (
+            f"{self.prefix}task:",
+            self.ledger.ttl,
+            timetable,
+            time.time(),
+            WAITING_KEPT_S,
+            f"{self.prefix}unsent:",
+        )
         parked = await self._park.run(calls, shared, shared_keys)
         return [bool(ok) for ok in parked]
 

@@ -49,7 +49,7 @@ from sinks.cooldowns import CooldownReturns
 from sinks.expiry import UnansweredExpiry
 from sinks.hours import published
 from sinks.judging import Judging, judging_by
-from sinks.ledger import TAKEN_OVER, Voided, state_of
+from sinks.ledger import PENDING, TAKEN_OVER, Voided, state_of
 from sinks.legacy import TaskTtl, no_ttl
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, NewerRead
 from sinks.owedreturns import OwedReturns
@@ -70,6 +70,7 @@ from sinks.relevance import (
 from sinks.retry import with_retry
 from sinks.routes import (
     Candidate,
+    Park,
     Route,
     Writes,
     waited,
@@ -491,10 +492,17 @@ class TaskSink:
             await self._update_waiting()
         return len(due)
 
-    async def decide_taken(self, taken: Sequence[Released], now: float) -> None:
+    async def decide_taken(
+        self,
+        taken: Sequence[Released],
+        now: float,
+        why: dict[str, str] | None = None,
+        retake: bool = True,
+    ) -> None:
         """Decide the tasks taken out of the deferral queue (pending again): those its
         release handed out, and those of subscribers a tombstone erased
-        (`Subscribers.forget`), dropped then as `forgotten`. Ranked by `claim_order`."""
+        (`Subscribers.forget`), dropped then as `forgotten`. Ranked by `claim_order`.
+        `why` and `retake`: as `_decide`'s."""
         newer: list[str] = []
         loaded = [
             stored_candidate(
@@ -504,7 +512,7 @@ class TaskSink:
         ]
         await self._leave_to_newer(newer, NewerRead.RELEASE)
         ranked = sorted((c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks))
-        await self._decide(ranked, now)
+        await self._decide(ranked, now, why, retake=retake)
 
     async def _decide(
         self,
@@ -513,13 +521,18 @@ class TaskSink:
         why: dict[str, str] | None = None,
         made: float = math.inf,
         redriven: Mapping[str, float] | None = None,
+        retake: bool = True,
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
         reason). `made`: when the engine's fresh tasks among them were made, as a
         tombstone's mark is compared with (`_send`). `redriven` (a re-drive's, by id: when
         each went pending): those answered already are confirmed as sent
-        (`_confirm_answered`), looked at once the declines are read.
+        (`_confirm_answered`), looked at once the declines are read. A park refused for
+        a tombstone recorded since the facts were read (`Writes.raced`) is decided again once this
+        is done (`retake`; not again from that decision), so dropped `forgotten`: the
+        tombstone's take of the subscriber's waiting tasks came before the park, and its
+        payload waited for its release time.
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
@@ -534,6 +547,7 @@ class TaskSink:
         # This decision's policy, frequency cap and helpers, whatever reloads (of the
         # policy or of the rules) land meanwhile.
         j = self._judging_now()
+        raced: list[str] = []
         try:
             declined, facts, reached = await self._read_for(candidates, at, j.policy)
             if redriven is not None:
@@ -546,7 +560,7 @@ class TaskSink:
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
-                    wave, at, declined, facts, j, reached
+                    wave, at, declined, facts, j, reached, raced
                 )
                 to_send += sendable
                 dropped |= set(gone)
@@ -572,7 +586,26 @@ class TaskSink:
                 self._judged = None
         if queue_changed:
             await self._update_waiting()
+        if raced and retake:
+            await self._decide_raced(raced, at, why)
         return dropped
+
+    async def _decide_raced(
+        self, task_ids: Sequence[str], now: float, why: dict[str, str] | None
+    ) -> None:
+        """The tasks whose park a tombstone refused (`Writes.raced`, pending), with their
+        merge groups, decided again (`decide_taken`): dropped `forgotten`, the moments
+        merged into them with them. One no longer pending (another worker's re-drive
+        took it) is left to that worker."""
+        ids = list(task_ids)
+        values = await self._redis(lambda: self.ledger.get_many(ids), "reading raced parks")
+        groups = await self._redis(lambda: self.ledger.group_many(ids), "reading raced parks")
+        taken = [
+            Released(i, v[1:], g)
+            for i, v, g in zip(ids, values, groups, strict=True)
+            if v is not None and v.startswith(PENDING)
+        ]
+        await self.decide_taken(taken, now, why, retake=False)
 
     async def _update_waiting(self) -> None:
         waiting, due = await self._redis(self.deferral.waiting_and_due, "counting waiting")
@@ -714,10 +747,12 @@ class TaskSink:
         facts: dict[str, SubscriberFacts],
         j: Judging,
         reached: Mapping[str, SuppressReason] | None = None,
+        raced: list[str] | None = None,
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
-        parked, and the entries dropped (id -> reason).
+        parked, and the entries dropped (id -> reason); `raced` takes the ids of the
+        parks a tombstone refused (`Writes.raced`).
 
         No two candidates of a wave have the same subscriber, so the per-subscriber steps
         (merge, park, contact cap) of one never see another's; capacity, shared by all,
@@ -780,6 +815,8 @@ class TaskSink:
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
         await self._write(w, j)
         await self._owed.send(w.owed)
+        if raced is not None:
+            raced += w.raced
         return to_send, bool(w.parks), dict(w.drops)
 
     def _drop_route(self, r: Route, reason: SuppressReason, w: Writes) -> None:
@@ -950,8 +987,26 @@ class TaskSink:
                     self._payloads.stored(slot)
                 if ok and p.count:
                     self.metrics.deferred.labels(p.reason).inc()
+            refused = [p for p, ok in zip(w.parks, parked, strict=True) if not ok]
+            if refused:
+                w.raced += await self._erased_since(refused)
         if w.drops:
             await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
+
+    async def _erased_since(self, parks: Sequence[Park]) -> list[str]:
+        """The entries of the refused `parks` whose subscriber a tombstone erased at or
+        after the park's `made` (the facts read again): the park refuses for nothing else
+        but an entry no longer this worker's."""
+        subs = list(dict.fromkeys(p.slot.subscriber_id for p in parks))
+        got = await self._redis(lambda: self.facts.get_many(subs), "reading erasures")
+        erased = {s: f.forgotten_at for s, f in zip(subs, got, strict=True)}
+        return [
+            p.slot.task_id
+            for p in parks
+            if p.made is not None
+            and (at := erased[p.slot.subscriber_id]) is not None
+            and p.made <= at
+        ]
 
     async def _send(
         self,

@@ -471,8 +471,13 @@ class MemoryDeferrals:
             since, facts = i.active_after, self.facts
             forgotten = None if facts is None else facts.fields(i.subscriber_id).get("forgotten")
             if i.made is not None and forgotten is not None and i.made <= forgotten:
-                out.append(False)  # as the Redis script: the subscriber forgotten since
-                continue
+                # As the Redis script: the subscriber forgotten since; a pending entry is
+                # left so, marked unsent
+                value = await self.ledger.get(i.task_id)
+                if value is not None and value.startswith(PENDING):
+                    self.ledger.mark_unsent(i.task_id)
+                    out.append(False)
+                    continue
             if (
                 i.waits_for_line
                 and since is not None

@@ -32,7 +32,8 @@ def parking(p: Park, slot: ServiceTask, payload: bytes, now: float, window: floa
     its next look (`Park.line_since`) is due at once if the facts say the line is active
     when it is parked (`Parking.active_after`), and keeps the subscriber's merge group open
     until that look (when it is parked again), at least for the window: so it was,
-    re-opened at every 15-minute look."""
+    re-opened at every 15-minute look. The park compares the task's making with the
+    subscriber's erasure mark (`Parking.made`)."""
     line, hours = p.reason == "suspended", p.reason == "channel_hours"
     capped = p.reason in ("contact_cap", "frequency_cap")
     next_day = p.reason == "capacity"
@@ -52,4 +53,6 @@ def parking(p: Park, slot: ServiceTask, payload: bytes, now: float, window: floa
         p.rank,
         p.line_since,  # what `TimeGates.suspended` compared the facts with
         now,
+        # A tombstone recorded since the decision read the facts is looked at by the park
+        made=p.made,
     )

@@ -14,6 +14,7 @@ from moments.models import Deferral, ServiceTask
 from sinks.capacity import rank_score
 from sinks.contact import lead_of
 from sinks.payloads import task_bytes
+from sinks.relevance import made_at
 from sinks.stores import Leave
 
 
@@ -120,6 +121,9 @@ class Park:
     """Waiting for its suspended line until its next look (`TimeGates.suspended`), not for a
     `deliver_after` gating gave it: the line is active again once the facts say so after
     this time (`line_held_since`)."""
+    made: float | None = None
+    """When the earliest of its moments was made (`made_at`): a tombstone recorded at or
+    after it refuses the park (`Parking.made`), and the moments are judged again."""
 
 
 @dataclass
@@ -142,6 +146,9 @@ class Writes:
     """Those owed: sent once their drops are written (`OwedReturns.send`)."""
     timetable: str = ""
     """The policy's timetable the wave's release times are computed by (`park_many`)."""
+    raced: list[str] = field(default_factory=list)
+    """The ids of the parks refused for a tombstone recorded since the decision read the
+    facts (`Parking.made`): left pending, decided again once the decision is done."""
     now: float = 0.0
     """The wave's decision time."""
 
@@ -154,7 +161,8 @@ class Writes:
         line_since: float | None = None,
     ) -> None:
         rank = rank_score(r.moments)
-        self.parks.append(Park(r.task, r.slot, release_at, reason, count, rank, line_since))
+        made = min(made_at(m) for m in r.moments)
+        self.parks.append(Park(r.task, r.slot, release_at, reason, count, rank, line_since, made))
 
     def drop(self, task_id: str, reason: str, expires_at: dt.datetime) -> None:
         self.drops.append((task_id, reason))

@@ -17,7 +17,7 @@ import orjson
 from moments.models import Channel, OutcomeStatus, ServiceTask, retry_id
 from moments.outcomes import handle_outcomes
 from sinks.memory import MemoryContactBook, MemoryLedger
-from sinks.stores import Declines, Facts
+from sinks.stores import Declines, Facts, Parking
 
 from .test_unanswered import CALL, HOUR, SMS_1, START, SUB, Scenario, outcome_record, task
 
@@ -167,4 +167,35 @@ async def test_a_retry_of_a_newer_versions_task_racing_a_tombstone_is_not_parked
     assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
     deferred = {"reason": "unreachable_retry"}
     assert s.metrics.registry.get_sample_value("moments_tasks_deferred_total", deferred) == 0
+    assert (result.retries, result.forgotten) == ([], 1)
+
+
+async def test_a_task_parked_after_its_decision_raced_a_tombstone_is_dropped_at_once() -> None:
+    """The tombstone applied between dispatch's look at the subscriber's facts and the
+    park it decided (here an `unreachable`'s retry, parked until due): the tombstone's
+    take of their waiting tasks ran before the park, and the retry waited with the erased
+    subscriber's payload, in a `waiting:` index written after the erasure, until its
+    release time. The park reads the mark in the same step and parks nothing; the task
+    is decided again at once and dropped `forgotten`, its task counted as of an erased
+    subscriber."""
+    s = Scenario()
+    await s.sink.dispatch([task(CALL, Channel.OUTBOUND_CALL, RULE, expires_h=12)])
+    s.clock.advance(START.timestamp() + HOUR / 2)
+    deferral, applied = s.sink.stores.deferral, list[str]()
+    park_many = deferral.park_many
+
+    async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
+        if not applied:
+            applied.append(SUB)
+            await s.sink.subscribers.forget([SUB], [RULE])
+        return await park_many(items, timetable)
+
+    deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
+    unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + dt.timedelta(minutes=20))
+    result = await handle_outcomes([unreachable], s.sink, now=s.at())
+    assert applied == [SUB]
+    retry = retry_id(CALL, 1)
+    assert (await deferral.waiting(), await s.sink.ledger.state(retry)) == (0, "dropped")
+    labels = {"moment_type": RULE, "reason": "forgotten"}
+    assert s.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
     assert (result.retries, result.forgotten) == ([], 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -408,3 +409,39 @@ async def test_a_tombstone_takes_the_subscribers_tasks_waiting_past_the_index(
     states = [await w.ledger.state(i) for i in ("ranked", "late", "o2")]
     assert states == ["dropped", "dropped", "deferred"]
     assert await deferral.waiting() == 1
+
+
+async def test_a_release_parking_again_after_a_tombstone_it_raced_drops_the_task(
+    make_worker: MakeWorker,
+) -> None:
+    """A task released and parked again (here for the contact cap) while the
+    subscriber's tombstone is applied: the decision read the facts before the mark, the
+    tombstone's take ran before the park. The park reads the mark in the same step and
+    parks nothing; the task is decided again at once, dropped `forgotten`, its merged
+    moment with it, and marked unsent (a re-drive after a crash withdraws nothing). It
+    waited again, with the erased subscriber's payload, until its next release."""
+    w = make_worker(DispatchPolicy.model_validate({"contact": {"max_contacts": 1, "period": "1d"}}))
+    await w.send(task("sent", SUB))  # takes SUB's one contact of the day
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    await w.send(task("held", SUB, channel=Channel.OUTBOUND_CALL, deliver_after=soon))
+    await w.send(task("joins", SUB, channel=Channel.OUTBOUND_CALL, deliver_after=soon))
+    assert [await w.ledger.state(i) for i in ("held", "joins")] == ["deferred", "merged"]
+    deferral, applied = w.sink.deferral, list[str]()
+    park_many = deferral.park_many
+
+    async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
+        if not applied:
+            applied.append(SUB)
+            await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
+        return await park_many(items, timetable)
+
+    deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
+    # released with the day's contact taken: parked again until it frees
+    assert await w.sink.release_due(now=(soon + dt.timedelta(seconds=1)).timestamp()) == 1
+    assert applied == [SUB]
+    assert [await w.ledger.state(i) for i in ("held", "joins")] == ["dropped", "dropped"]
+    assert await deferral.waiting() == 0
+    assert await w.ledger.unsent(["held"]) == {"held"}
+    if isinstance(w.ledger, TaskLedger):  # the queue names the number nowhere
+        sent = {"body:sent", f"published:{SUB}"}  # erased once their withdrawals are out
+        assert set(await holding(w.ledger, SUB)) - sent == {f"facts:{SUB}"}
