@@ -349,8 +349,8 @@ return {1, out}
 # A profile tombstone: each of the subscriber's tasks still waiting (`D`) that the waiting
 # index, the suspended-line index or the open merge group names (the two others also name
 # tasks a version before the waiting index parked), or whose payload names the subscriber
-# among the first `_OVERDUE_LOOK` of each part of the queue (waiting, ranked) due more
-# than `WAITING_KEPT_S` ago (the waiting index keeps an id no longer), leaves the
+# among the `_OVERDUE_LOOK` longest overdue of each part of the queue (waiting, ranked)
+# due more than `WAITING_KEPT_S` ago (the waiting index keeps an id no longer), leaves the
 # queue and its indexes and goes back to pending (`P`, in the pending index at `now`), as
 # `_RELEASE` moves it, {id, payload, {member payloads}} for the caller to decide (its
 # facts say the subscriber is forgotten: dropped; a crash first leaves it to the
@@ -374,7 +374,7 @@ local carrier = redis.call('GET', K[2])
 if carrier then named(carrier) end
 local cut, most = tonumber(S[1]) - tonumber(S[5]), S[6]
 local overdue = redis.call('ZRANGEBYSCORE', SK[1], 0, '(' .. cut, 'LIMIT', 0, most)
-local ranked = redis.call('ZRANGEBYSCORE', SK[1], '(' .. (-1 - cut), -1, 'LIMIT', 0, most)
+local ranked = redis.call('ZREVRANGEBYSCORE', SK[1], -1, '(' .. (-1 - cut), 'LIMIT', 0, most)
 for _, id in ipairs(ranked) do table.insert(overdue, id) end
 local mine = '"subscriber_id":"' .. A[1] .. '"'
 for _, id in ipairs(overdue) do

@@ -18,6 +18,7 @@ from moments.models import Channel, OutcomeStatus, RoamingEvent, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from rules.gating import FrequencyCap
+from sinks import deferral as deferral_module
 from sinks.deferral import DeferralQueue
 from sinks.ledger import TaskLedger, as_bytes
 from sinks.memory import MemoryDeferrals
@@ -445,3 +446,32 @@ async def test_a_release_parking_again_after_a_tombstone_it_raced_drops_the_task
     if isinstance(w.ledger, TaskLedger):  # the queue names the number nowhere
         sent = {"body:sent", f"published:{SUB}"}  # erased once their withdrawals are out
         assert set(await holding(w.ledger, SUB)) - sent == {f"facts:{SUB}"}
+
+
+@pytest.mark.redis_only
+async def test_the_look_at_the_overdue_reads_a_bounded_part_the_longest_overdue_first(
+    make_worker: MakeWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog of tasks overdue past the waiting index is read `_OVERDUE_LOOK` at a time
+    a tombstone at most, the longest overdue first (a GET each): one past it is left to
+    its release."""
+    monkeypatch.setattr(deferral_module, "_OVERDUE_LOOK", 1)
+    w = make_worker()
+    now = dt.datetime.now(dt.UTC).timestamp()
+    tasks = [task("o", OTHER), task("s1", SUB), task("s2", SUB)]
+    assert all(await w.ledger.claim([(t.task_id, task_bytes(t)) for t in tasks]))
+    parks = [
+        Parking("o", OTHER, b"", now - 5 * 86400, 0.0),
+        Parking("s1", SUB, b"", now - 4 * 86400, 0.0),
+        Parking("s2", SUB, b"", now - 3 * 86400, 0.0),
+    ]
+    assert await w.sink.deferral.park_many(parks) == [True] * 3
+    await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
+    assert [await w.ledger.state(i) for i in ("o", "s1", "s2")] == ["deferred"] * 3
+    monkeypatch.setattr(deferral_module, "_OVERDUE_LOOK", 2)
+    await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
+    assert [await w.ledger.state(i) for i in ("o", "s1", "s2")] == [
+        "deferred",
+        "dropped",
+        "deferred",
+    ]
