@@ -17,6 +17,7 @@ from moments.cliparts import (
     command_settings,
     positive_float,
     positive_int,
+    shown,
     stderr_console,
 )
 from moments.filenames import is_csv
@@ -119,25 +120,30 @@ def missing_rate(subscribers: int) -> str:
     )
 
 
-def _seconds(text: str) -> float:
-    """`3600` or a duration as rules files write it (`1h`, `2d`, `3w`), in seconds."""
-    from rules.durations import cut_short, parse_duration
+DURATION_RANGE = "above 0 and at most 36500d (100 years)"
+"""The `--duration` taken: as a rules file's durations (`rules.durations.MAX_DAYS`)."""
 
+
+def _seconds(text: str) -> float:
+    """`3600` or a duration as rules files write it (`1h`, `2d`, `3w`), in seconds, within
+    `DURATION_RANGE`; a value outside it is refused quoted and cut short (`shown`)."""
+    import math
+
+    from rules.durations import MAX_DAYS, parse_duration
+
+    fix = f"write seconds (3600) or a duration (1h, 2d, 3w), {DURATION_RANGE}"
     try:
-        float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    else:
-        return positive_float(text)
-    try:
-        seconds = parse_duration(text).total_seconds()
-    except ValueError as exc:
-        hint = str(exc).partition("; ")[2]  # `write 2d` for `2 days`, as in a rules file
-        if not hint.startswith("write ") or hint.startswith("write a number and a unit"):
-            hint = "write seconds (3600) or a duration (1h, 2d, 3w)"
-        raise argparse.ArgumentTypeError(f"{cut_short(text)}: {hint}") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text}: write a duration above 0")
+        try:
+            seconds = parse_duration(text).total_seconds()
+        except ValueError as exc:
+            hint = str(exc).partition("; ")[2]  # `write 2d` for `2 days`, as in a rules file
+            if hint.startswith("write ") and not hint.startswith("write a number and a unit"):
+                fix = hint
+            raise argparse.ArgumentTypeError(f"{shown(text)}: {fix}") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DAYS * 86400):
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {fix}")
     return seconds
 
 

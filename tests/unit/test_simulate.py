@@ -33,6 +33,12 @@ from moments.store import DictStateStore
 
 from .catalogs import default_rules
 
+DURATION_RANGE = (
+    "write seconds (3600) or a duration (1h, 2d, 3w), above 0 and at most 36500d (100 years)"
+)
+"""What `--duration` is told for a value outside its range."""
+
+
 START = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
 
 
@@ -278,7 +284,7 @@ class TestOutputs:
         assert "write seconds (3600) or a duration (1h, 2d, 3w)" in capsys.readouterr().err
         with pytest.raises(SystemExit):  # words get the hint a rules file's duration gets
             main([*argv, "--duration", "2 days", "--to-file", str(path)])
-        assert "--duration: 2 days: write 2d" in capsys.readouterr().err
+        assert "--duration: '2 days': write 2d" in capsys.readouterr().err
 
     @pytest.mark.parametrize("value", ["9" * 5000, "9" * 5000 + "x", "9" * 5000 + " days"])
     def test_cli_echoes_a_duration_of_thousands_of_digits_cut_short(
@@ -293,18 +299,60 @@ class TestOutputs:
         assert len(said) < 1500, said[-300:]
 
     @pytest.mark.parametrize(
-        ("option", "value"),
-        [("--duration", "inf"), ("--duration", "nan"), ("--rate", "inf"), ("--rate", "nan")],
+        ("option", "value", "fix"),
+        [
+            ("--duration", "inf", DURATION_RANGE),
+            ("--duration", "nan", DURATION_RANGE),
+            ("--rate", "inf", "write a finite number above 0"),
+            ("--rate", "nan", "write a finite number above 0"),
+        ],
     )
     def test_cli_refuses_a_number_that_is_no_amount(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        option: str,
+        value: str,
+        fix: str,
     ) -> None:
         """`inf` and `nan` passed as numbers above 0 (nan is not <= 0) and ended in a
         traceback (OverflowError, ValueError) once the events were counted."""
         argv = ["simulate", "--subscribers", "5", "--rate", "1", "--duration", "10"]
         with pytest.raises(SystemExit):
             main([*argv, option, value, "--to-file", str(tmp_path / "o.jsonl")])
-        assert "write a finite number above 0" in capsys.readouterr().err
+        assert fix in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        ("value", "quoted"),
+        [
+            ("0s", "'0s'"),
+            ("0", "'0'"),
+            ("-5", "'-5'"),
+            ("0" * 40 + "h", "'00000000000000000...'"),
+            ("\x1b[2J0d", "'\\x1b[2J0d'"),
+            ("36501d", "'36501d'"),
+            ("3153600001", "'3153600001'"),
+            ("two days", "'two days'"),
+        ],
+    )
+    def test_cli_refuses_a_duration_out_of_range_quoted_cut_and_told_the_range(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, quoted: str
+    ) -> None:
+        """`--duration 0s` was echoed whole and unquoted (`0s: write a duration above 0`,
+        forty zeros and an escape sequence alike), and no message named the longest
+        duration taken; `36501d` was told only the forms to write."""
+        argv = ["simulate", "--subscribers", "5", "--rate", "1", "--duration", value]
+        with pytest.raises(SystemExit):
+            main([*argv, "--to-file", str(tmp_path / "o.jsonl")])
+        said = capsys.readouterr().err.strip().splitlines()[-1]
+        assert said.endswith(f"--duration: {quoted}: {DURATION_RANGE}"), said
+        assert "\x1b" not in said, said
+        assert not (tmp_path / "o.jsonl").exists()
+
+    def test_cli_takes_the_longest_duration_it_names(self) -> None:
+        from moments.simulate_cli import _seconds
+
+        assert _seconds("36500d") == _seconds("3153600000") == 36500 * 86400
 
     def test_cli_writes_the_file_and_refuses_to_file_without_a_duration(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
