@@ -45,9 +45,9 @@ def add_bench_command(sub: Subparsers) -> None:
                 """,
         _cmd_bench,
     )
-    p.add_argument("--events", type=int, default=200_000, help="events to produce")
-    p.add_argument("--subscribers", type=int, default=20_000, help="distinct subscribers")
-    p.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    p.add_argument("--events", type=positive_int, default=200_000, help="events to produce")
+    p.add_argument("--subscribers", type=positive_int, default=20_000, help="distinct subscribers")
+    p.add_argument("--partitions", type=positive_int, default=4, help="partitions per topic")
     p.add_argument(
         "--workers",
         type=positive_int,

@@ -66,6 +66,9 @@ def test_an_offered_rate_that_is_no_finite_number_is_shown_cut_with_the_range(
     ("argv", "fix"),
     [
         (["bench", "--workers"], ": write a whole number of 1 or more"),
+        (["bench", "--events"], ": write a whole number of 1 or more"),
+        (["bench", "--subscribers"], ": write a whole number of 1 or more"),
+        (["bench", "--partitions"], ": write a whole number of 1 or more"),
         (["tasks", "deferred", "--limit"], ": write a whole number of 0 or more, 0 for all"),
     ],
 )
@@ -79,6 +82,23 @@ def test_a_count_that_is_no_whole_number_is_shown_cut_with_the_range(
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert said.endswith(fix), said
     assert len(said) < 120, said
+
+
+@pytest.mark.parametrize("option", ["--events", "--subscribers", "--partitions"])
+@pytest.mark.parametrize("value", ["0", "-3", "\x1b[2J4"])
+def test_a_count_below_one_is_refused_quoted_with_the_range(
+    option: str, value: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--partitions 0` and `--subscribers -3` were taken (argparse's `type=int`), and a
+    value that was no number echoed whole with no range."""
+    import moments.bench
+    from moments.cli import main
+
+    monkeypatch.setattr(moments.bench, "run_bench", lambda *_a, **_k: 0)
+    with pytest.raises(SystemExit):
+        main(["bench", "--rules-only", option, value])
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.endswith(f"{option}: {value!r}: write a whole number of 1 or more"), said
 
 
 def test_bench_passes_the_offered_rate_on(monkeypatch: pytest.MonkeyPatch) -> None:
