@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="The worker's log lines: text, or one JSON object per line (time, level, "
-        "logger, message, exception) for a log collector",
+        "logger, process, message, exception) for a log collector",
     )
     dispatch_policy: Path | None = Field(
         default=None,

@@ -153,3 +153,26 @@ def test_the_lines_before_faust_sets_up_read_like_the_rest() -> None:
             "extra": "",
         },
     )
+
+
+def test_the_settings_and_readme_name_every_field_a_json_line_has() -> None:
+    """`Settings.log_format`'s description listed time, level, logger, message and
+    exception: not `process`, which every line has and the README and operations.md
+    named."""
+    import sys
+    from pathlib import Path
+
+    from moments.settings import Settings
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("moments.x", logging.ERROR, __file__, 1, "m", (), exc_info)
+    fields = set(json.loads(json_formatter().format(record)))
+    described = Settings.model_fields["log_format"].description or ""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if "`MOMENTS_LOG_FORMAT`" in line)
+    assert fields == {"time", "level", "logger", "process", "message", "exception"}
+    assert [f for f in sorted(fields) if not re.search(rf"\b{f}\b", described)] == []
+    assert [f for f in sorted(fields) if f"`{f}`" not in row] == []
