@@ -94,6 +94,19 @@ not (re-check: a retry dropped `reached` gave it back, and the rule's next momen
 the customer reached a minute before)."""
 
 
+def spares_expired(
+    c: Candidate, now: float, redriven: Collection[str], policy: DispatchPolicy
+) -> bool:
+    """Whether a re-driven candidate's merged moments stay in it expired: its carrier
+    may still go out. Its group is as its worker decided it (a moment that worker
+    dropped left it before the publish), so each may have gone out; when its entry went
+    pending is no guide (a re-drive's claim moves it on: `Ledger.claim_stale`)."""
+    if c.carrier_id not in redriven:
+        return False
+    carrier = next((t for t in c.tasks if t.task_id == c.carrier_id), None)
+    return carrier is not None and now <= policy.last_send(carrier)
+
+
 class TaskSink:
     """`stores`: Redis on the stream (`redis_stores`), memory in a backtest
     (`memory_stores`); `clock`: the time decisions are made at (wall clock on the stream,
@@ -549,7 +562,7 @@ class TaskSink:
         j = self._judging_now()
         raced: list[str] = []
         try:
-            declined, facts, reached = await self._read_for(candidates, at, j.policy)
+            declined, facts, reached = await self._read_for(candidates, at, j.policy, redriven)
             if redriven is not None:
                 candidates = await self._resume_void(list(candidates), redriven)
                 # After the declines' read: an outcome marks its task answered before it
@@ -560,7 +573,7 @@ class TaskSink:
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
-                    wave, at, declined, facts, j, reached, raced
+                    wave, at, declined, facts, j, reached, raced, redriven
                 )
                 to_send += sendable
                 dropped |= set(gone)
@@ -637,13 +650,24 @@ class TaskSink:
             w.returned += CooldownReturn.all_of(m)
 
     async def _read_for(
-        self, candidates: Sequence[Candidate], at: float, policy: DispatchPolicy
+        self,
+        candidates: Sequence[Candidate],
+        at: float,
+        policy: DispatchPolicy,
+        redriven: Mapping[str, float] | None = None,
     ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts], dict[str, SuppressReason]]:
-        """The declined (subscriber, rule) pairs among the unexpired tasks, the facts of
-        the subscribers whose tasks need them (a task that waited or was re-driven: its
+        """The declined (subscriber, rule) pairs among the unexpired tasks (and a re-driven
+        task's expired moments, `_kept`), the facts of the
+        subscribers whose tasks need them (a task that waited or was re-driven: its
         erasure and opt-outs since; a relevance check; a suspended line), and the retries
         an outcome of an earlier attempt says are not to be sent, with why (`_reached`)."""
-        live = [t for c in candidates for t in c.tasks if t.expires_at.timestamp() > at]
+        again = redriven or {}
+        live = [
+            t
+            for c in candidates
+            for t in c.tasks
+            if t.expires_at.timestamp() > at or c.carrier_id in again
+        ]
         pairs = list(dict.fromkeys((t.subscriber_id, t.moment.rule_id) for t in live))
         # Facts also for tasks that turn out declined: the two reads then go together
         # instead of one after the other (a declined task is dropped either way).
@@ -748,6 +772,7 @@ class TaskSink:
         j: Judging,
         reached: Mapping[str, SuppressReason] | None = None,
         raced: list[str] | None = None,
+        redriven: Mapping[str, float] | None = None,
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -760,7 +785,7 @@ class TaskSink:
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
         w = Writes(timetable=j.timetable, now=now)
-        routes = await self._kept(wave, now, declined, facts, w, j, reached)
+        routes = await self._kept(wave, now, declined, facts, w, j, reached, redriven)
         routes = await self._join(routes, now, j.gates)
         window = j.policy.merge.window.total_seconds()
         doomed = await j.caps.capped_until_expiry(
@@ -858,6 +883,7 @@ class TaskSink:
         w: Writes,
         j: Judging,
         reached: Mapping[str, SuppressReason] | None = None,
+        redriven: Mapping[str, float] | None = None,
     ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group
@@ -865,6 +891,13 @@ class TaskSink:
         going on as a group of their own under their lead's id. Kept in the group, an
         expired moment was counted again at every release (every 15 minutes while a
         suspended line held the group) and could still lead the task sent.
+        A re-driven task (`redriven`, by id) may have gone out before its worker died, its
+        merged moments with it: one expired since is kept while the task goes out under
+        its id again (`spares_expired`; a related moment's `expires_at` tells consumers
+        to leave it out), as the same id carries the same body. Dropped, the task went out
+        again without it, and a decline (read from that body) suppressed the rules of the
+        moments left, when the consumer had acted on the first publish (it drops repeats
+        by id).
         Returns the routes whose moments are where the route says."""
         routes: list[Route] = []
         leaves: list[Leave] = []
@@ -877,6 +910,8 @@ class TaskSink:
         for c in wave:
             raw = c.stored()
             kept: list[ServiceTask] = []
+            spared: list[ServiceTask] = []  # expired since its first publish
+            spares = spares_expired(c, now, redriven or (), j.policy)
             moved = False
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
             # Not the engine's fresh tasks (its gates judged the opt-outs and the line
@@ -890,7 +925,8 @@ class TaskSink:
                 if c.lost_own and t.task_id == c.carrier_id:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
-                reason = self._keep(t, now, declined, facts, j.policy, reached)
+                judged = -math.inf if spares and t.task_id != c.carrier_id else now
+                reason = self._keep(t, judged, declined, facts, j.policy, reached)
                 seen = facts.get(t.subscriber_id) if waited_ else None
                 if reason is None and opted_out(t, seen):
                     reason = SuppressReason.OPT_OUT
@@ -908,6 +944,8 @@ class TaskSink:
                         reason = SuppressReason.OPT_OUT
                 if reason is None:
                     kept.append(t)
+                    if judged < now and now > j.policy.last_send(t):
+                        spared.append(t)
                     continue
                 self._gone(c, t, reason, w)
                 if t.task_id == c.carrier_id:
@@ -921,6 +959,20 @@ class TaskSink:
                 task = merge_tasks(c.carrier_id, kept)
                 routes.append(Route(c, c.carrier_id, kept, task, moved))
                 continue
+            # Not going out under the carrier's id: a moment expired is dropped as any.
+            for t in spared:
+                kept.remove(t)
+                self._gone(c, t, SuppressReason.EXPIRED, w)
+                until = t.expires_at.timestamp()
+                leaves.append(
+                    Leave(
+                        c.carrier_id,
+                        t.task_id,
+                        raw[t.task_id],
+                        SuppressReason.EXPIRED,
+                        keep_until=until,
+                    )
+                )
             w.drop(c.carrier_id, own[1], own[0].expires_at)
             if kept:
                 lead = lead_of(kept)

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from moments.ack import write_outcome
-from moments.models import Channel, OutcomeStatus, TaskOutcome
+from moments.models import Channel, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.pending import pending_tasks
 from moments.records import RawRecord
@@ -222,6 +222,59 @@ class TestUnanswered:
         await make_worker().sink.redrive(older_than=0)
         assert len(await published(w.settings, 1)) == 1  # nothing sent again
 
+    @pytest.mark.parametrize("crashes", [1, 2])
+    async def test_a_decline_after_a_redrive_holds_back_a_moment_expired_since_the_publish(
+        self, make_worker: Callable[..., Worker], crashes: int
+    ) -> None:
+        """A call an SMS moment joined in the merge window, published and its worker dead
+        before the confirm (then, `crashes` 2, the re-drive's too); by the re-drive the SMS
+        moment has expired. Dropped there (it left the group), the call went out again
+        without it, and a decline read after the confirm suppressed the call's rule only:
+        the consumer acted on the first publish, which carried the SMS moment (it drops
+        repeats by `task_id`). The same id carries the same body."""
+        w = make_worker()
+        call, _ = await merged_then_dead(w, make_worker, f"lapsed-{crashes}")
+        redriving = [make_worker() for _ in range(crashes)]
+        for dying in redriving[:-1]:
+            with pytest.raises(CrashError):
+                await redrive_after_lapse(dies_before_its_confirm(dying))
+        assert await redrive_after_lapse(redriving[-1]) == 1
+        assert await w.ledger.state(call) == "sent"
+        first, *again = await published(w.settings, 1 + crashes)
+        assert len(again) == crashes
+        assert all(a["related"] == first["related"] for a in again)
+        assert [r["moment"]["rule_id"] for r in first["related"]] == ["low_balance"]
+        for r in redriving:
+            assert not r.sample(
+                "moments_tasks_suppressed_total", moment_type="low_balance", reason="expired"
+            )
+
+        record = outcome_of(call, OutcomeStatus.DECLINED)
+        assert (await handle_outcomes([record], w.sink, now=NOW)).declined == 1
+        assert await w.sink.declines.suppressed(SUB, "bill_shock")
+        assert await w.sink.declines.suppressed(SUB, "low_balance")
+
+    async def test_a_moment_expired_since_the_publish_goes_when_its_carrier_is_dropped(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """As above, a push moment in the group too, and the call's rule declined before
+        the re-drive: the call is dropped, the others go on under the lead's id, and the
+        SMS moment kept for the call's body is dropped `expired` there: it does not lead
+        the push out, expired, under an id of its own."""
+        w = make_worker()
+        push = task(tid("lapsed-push"), sub=SUB, channel=Channel.APP_PUSH, moment_type="roam")
+        call, sms = await merged_then_dead(w, make_worker, "lapsed-carrier-dropped", push)
+        await w.sink.declines.suppress(SUB, "bill_shock", 86400)
+        redriving = make_worker()
+        assert await redrive_after_lapse(redriving) == 1
+        _, again = await published(w.settings, 2)
+        assert again["task_id"] == push.task_id
+        assert again["related"] is None
+        assert [await w.ledger.state(i) for i in (call, sms)] == ["dropped", "dropped"]
+        assert redriving.sample(
+            "moments_tasks_suppressed_total", moment_type="low_balance", reason="expired"
+        )
+
     async def test_a_decline_read_as_the_redrive_decides_still_finds_the_task_sent(
         self, make_worker: Callable[..., Worker]
     ) -> None:
@@ -345,6 +398,35 @@ async def published_then_dead(w: Worker, make_worker: Callable[..., Worker], nam
     assert len(await published(w.settings, 1)) == 1
     assert await w.ledger.state(early) == "pending"
     return early
+
+
+async def merged_then_dead(
+    w: Worker, make_worker: Callable[..., Worker], name: str, *more: ServiceTask
+) -> tuple[str, str]:
+    """The ids of a call (`bill_shock`) and the SMS moment (`low_balance`, lapsing in two
+    hours) that joined it in the merge window (and `more`), published together an hour
+    from now by a worker that died before its confirm (`w` holds calls for the window)."""
+    call, sms = tid(f"{name}-call"), tid(f"{name}-sms")
+    start = time.time()
+    lapses = dt.datetime.fromtimestamp(start + 2 * 3600 + 300, dt.UTC)  # min_time_left
+    await w.send(task(call, sub=SUB, channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"))
+    for t in [task(sms, sub=SUB, moment_type="low_balance", expires_at=lapses), *more]:
+        await w.send(t)
+        assert await w.ledger.state(t.task_id) == "merged"
+    dying = dies_before_its_confirm(make_worker())
+    with pytest.raises(CrashError):
+        await dying.sink.release_due(now=start + 3600)
+    [sent] = await published(w.settings, 1)
+    assert "low_balance" in [r["moment"]["rule_id"] for r in sent["related"]]
+    return call, sms
+
+
+async def redrive_after_lapse(redriving: Worker) -> int:
+    """`redriving`'s re-drive three hours from now, the SMS moment of `merged_then_dead`
+    lapsed. Its entry went pending at the release's time, an hour ahead of the wall clock
+    the stores claim stale entries by."""
+    redriving.sink.clock = lambda: time.time() + 3 * 3600
+    return await redriving.sink.redrive(older_than=-3600.0 - 60)
 
 
 def answer_as_it_reads_declines(fresh: Worker, w: Worker, record: RawRecord) -> None:
