@@ -449,3 +449,57 @@ async def test_a_task_withdrawn_before_a_crash_is_not_published_again_by_its_red
     assert await ledger.pending_count() == 0
     assert await ledger.published_of([SUB], clock()) == [[]]
     assert sum((await ledger.unanswered()).values()) == 0
+
+
+async def test_a_new_holders_task_resumed_void_is_not_taken_for_erased_by_its_batchs_tombstone(
+    either_stores: DispatchStores,
+) -> None:
+    """A batch erases the number (a tombstone) and makes a task of its new holder after
+    it; an opt-out recorded before the task's confirm makes it void, and the worker dies
+    after the withdrawal. Its worker's confirm dated the task when its batch began
+    dispatching; the re-drive's (`_resume_void`) dates it at its `created_at`, earlier.
+    The tombstone's mark is put just before that (`made_after`), so the re-drive does not
+    take the task for erased either: confirmed with its payload, indexed as withdrawn
+    (a later tombstone finds it), as its worker would have."""
+    clock = Clock(NOW.timestamp())
+    batch, producer = sink(either_stores, clock)
+    other, _ = sink(either_stores, clock)
+    made = waiting("n1").model_copy(update={"deliver_after": NOW, "deferred": None})
+    clock.now = NOW.timestamp() + 30  # the batch publishes a while after making it
+    await batch.subscribers.forget([SUB], [], made={SUB: made.created_at.timestamp()})
+    update = ProfileEvent(
+        event_id="p1",
+        subscriber_id=SUB,
+        occurred_at=NOW + dt.timedelta(seconds=40),
+        opt_out=[Channel.SMS],
+    )
+    real = either_stores.ledger
+
+    class OptOutThenDies:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def confirm(self, *args: Any, **kwargs: Any) -> Voided:
+            if kwargs.get("withdrawn") is not None:
+                raise RuntimeError("the worker died before the confirm of its withdrawal")
+            await other.subscribers.record_facts([update])
+            return await real.confirm(*args, **kwargs)
+
+    batch.ledger = OptOutThenDies()
+    batch.add(made)
+    with pytest.raises(RuntimeError, match="died"):
+        await batch.flush()
+    assert len(producer.sent) == 1
+    assert await real.state("n1") == "pending"
+
+    redriving, redrove = sink(either_stores, clock)
+    await redriving.redrive(older_than=-3600)  # pending since the flush, ahead of now
+    notices = [orjson.loads(p.payload) for p in producer.withdrawn + redrove.withdrawn]
+    assert [(n["task_id"], n["reason"]) for n in notices] == [("n1", "opt_out")] * 2
+    assert redrove.sent == []
+    assert await real.state("n1") == "sent"
+    assert await real.body("n1") is not None
+    clock.now += 60  # a later tombstone finds it
+    await other.subscribers.forget([SUB], [])
+    await other.withdrawals.withdraw(profile_changes([], forgotten=[SUB], now=clock()))
+    assert await real.body("n1") is None
