@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -126,16 +127,6 @@ EXAMPLES: Final[dict[str, Any]] = {
         "opt_out": ["outbound_call"],
         "manager_id": "mgr-0042",
     },
-    "TaskWithdrawal": {
-        "task_id": "90bd947c9fdac044a8b53075800c7701",
-        "subscriber_id": _SUBSCRIBER,
-        "channel": "outbound_call",
-        "moment_type": "first_international_roaming",
-        "reason": "opt_out",
-        "occurred_at": "2026-11-22T08:40:00+08:00",
-        "withdrawn_at": "2026-11-22T08:40:01.250000+08:00",
-        "expires_at": "2026-11-29T07:05:00+09:00",
-    },
     "TaskOutcome": {
         "task_id": "90bd947c9fdac044a8b53075800c7701",
         "subscriber_id": _SUBSCRIBER,
@@ -169,9 +160,33 @@ def example_task() -> dict[str, Any]:
     return made
 
 
+@functools.cache
+def example_withdrawal() -> dict[str, Any]:
+    """The TaskWithdrawal example: the example task's, made by the code, as the customer
+    opts out of SMS (its channel) after it went out and after the outcome example. Written
+    by hand it named the task's id with another channel and expiry, which no withdrawal
+    of that task has (dispatch consumer review)."""
+    from moments.enums import WithdrawReason
+    from sinks.withdrawals import ProfileChange, notice
+
+    task = ServiceTask.model_validate(example_task())
+    opted_out = dt.datetime.fromisoformat("2026-11-22T10:30:00+08:00")
+    change = ProfileChange(task.subscriber_id, WithdrawReason.OPT_OUT, opted_out)
+    withdrawal = notice(task, change, opted_out.timestamp() + 1.25)
+    made: dict[str, Any] = withdrawal.model_dump(mode="json")
+    return made
+
+
+_MADE: Final[dict[str, Callable[[], dict[str, Any]]]] = {
+    "ServiceTask": example_task,
+    "TaskWithdrawal": example_withdrawal,
+}
+
+
 def example(model_name: str) -> Any:
     """The example value of a message (a copy)."""
-    value = example_task() if model_name == "ServiceTask" else EXAMPLES[model_name]
+    made = _MADE.get(model_name)
+    value = made() if made is not None else EXAMPLES[model_name]
     return copy.deepcopy(value)
 
 
@@ -517,7 +532,7 @@ def asyncapi_document() -> dict[str, Any]:
     }
     messages["DeadLetter"] = _dead_letter_message()
     # The detector's own records: a task and a withdrawal alike carry content-type (the
-    # withdrawal's was written and not listed here).
+    # withdrawal's was written and not listed here), on every record: required.
     for name, what in (("ServiceTask", "task"), ("TaskWithdrawal", "withdrawal")):
         messages[name]["headers"] = {
             "type": "object",
@@ -528,6 +543,7 @@ def asyncapi_document() -> dict[str, Any]:
                     "description": f"On every {what} record, as written by the detector",
                 }
             },
+            "required": ["content-type"],
         }
         messages[name]["examples"][0]["headers"] = {"content-type": "application/json"}
 

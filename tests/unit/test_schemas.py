@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import io
 import json
 import re
@@ -616,6 +617,54 @@ def test_the_task_example_is_a_task_the_code_made() -> None:
     document = _load_yaml((SCHEMAS_DIR / ASYNCAPI_FILE).read_text(encoding="utf-8"))
     [shown] = document["components"]["messages"]["ServiceTask"]["examples"]
     assert shown["payload"] == task
+
+
+def test_the_withdrawal_and_outcome_examples_are_of_the_task_example() -> None:
+    """A dispatch consumer reads the AsyncAPI examples side by side: the TaskWithdrawal
+    example named the ServiceTask example's `task_id` with another channel
+    (`outbound_call`: an opt-out of calls withdraws no SMS task) and another `expires_at`.
+    The withdrawal is that task's, by an SMS opt-out after the task went out (and after
+    the outcome: a withdrawal may come after the consumer acted), its times on the
+    change's clock; the outcome is that task's too."""
+    messages = asyncapi_document()["components"]["messages"]
+    [task] = (e["payload"] for e in messages["ServiceTask"]["examples"])
+    [notice] = (e["payload"] for e in messages["TaskWithdrawal"]["examples"])
+    [outcome] = (e["payload"] for e in messages["TaskOutcome"]["examples"])
+    assert (
+        notice["task_id"],
+        notice["subscriber_id"],
+        notice["channel"],
+        notice["moment_type"],
+        notice["expires_at"],
+    ) == (
+        task["task_id"],
+        task["subscriber_id"],
+        task["channel"],
+        task["moment"]["type"],
+        task["expires_at"],
+    )
+    assert notice["reason"] == "opt_out"
+    assert (outcome["task_id"], outcome["subscriber_id"]) == (
+        task["task_id"],
+        task["subscriber_id"],
+    )
+    at = {k: dt.datetime.fromisoformat(v) for k, v in notice.items() if k.endswith("_at")}
+    published = dt.datetime.fromisoformat(task["deliver_after"])
+    acted = dt.datetime.fromisoformat(outcome["occurred_at"])
+    assert published < acted < at["occurred_at"] < at["withdrawn_at"] < at["expires_at"]
+    assert at["occurred_at"].utcoffset() == at["withdrawn_at"].utcoffset()
+
+
+@pytest.mark.parametrize("name", ["ServiceTask", "TaskWithdrawal"])
+def test_the_detectors_records_require_their_content_type_header(name: str) -> None:
+    """Every task and withdrawal record carries `content-type: application/json` (both
+    sinks write it on each); the AsyncAPI listed the header without requiring it, so a
+    consumer validating a record's headers took one without it."""
+    headers = asyncapi_document()["components"]["messages"][name]["headers"]
+    validator = Draft202012Validator(headers)
+    assert validator.is_valid({"content-type": "application/json"})
+    assert not validator.is_valid({})
+    assert not validator.is_valid({"content-type": "text/plain"})
 
 
 def test_asyncapi_file_matches_document() -> None:
