@@ -1129,7 +1129,9 @@ class ServiceTask(BaseModel):
     )
     retry_of: str | None = Field(
         default=None,
-        description="The task id this task retries (after `unreachable`)",
+        description="The `task_id` of the first task (attempt 0) this one retries after an "
+        "`unreachable` outcome: the same on every retry of it, the second's too (not the "
+        "id of the attempt before)",
         json_schema_extra={"pattern": TASK_ID_PATTERN},
     )
     moment_id: str | None = Field(
