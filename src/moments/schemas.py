@@ -493,6 +493,26 @@ _CHANNELS: Final[dict[str, tuple[_Action, tuple[str, ...], str]]] = {
 }
 
 
+# What a dispatch consumer must know of the topics it reads or writes, beside the payloads:
+# repeats, order and how to answer (docs/consuming-tasks.md says it at length).
+_FOR_CONSUMERS: Final[dict[str, str]] = {
+    "tasks": "At least once: a worker that dies after publishing a task and before "
+    "recording it publishes it again (the same task_id and content): drop repeats by "
+    "task_id until its expires_at. Keyed by subscriber_id: a subscriber's tasks are on one "
+    "partition, in the order published. Act before expires_at, answer every task on "
+    "moments.task-outcomes, then commit its offset (docs/consuming-tasks.md).",
+    "task_withdrawals": "Keyed and partitioned as moments.tasks. A withdrawal is written "
+    "after its task was acknowledged on moments.tasks (or names one that never went out), "
+    "at least once (a repeat carries the same task_id and reason); nothing orders a "
+    "consumer's reads of the two topics: read this one to its end before acting on a task, "
+    "and keep the withdrawn task ids until their expires_at (docs/consuming-tasks.md).",
+    "task_outcomes": "Keyed by the task's subscriber_id exactly (UTF-8): an outcome with no "
+    "key or another is a dead letter. At least one per published task by its expires_at, "
+    "under its task_id (a merged task's, not those in `related`; a retry's own); the same "
+    "status twice counts once (docs/consuming-tasks.md, Reporting back).",
+}
+
+
 def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document (as a plain mapping) for the default topic names."""
     topics = Topics()
@@ -555,9 +575,12 @@ def asyncapi_document() -> dict[str, Any]:
             "address": address,
             "title": address,
             "summary": summary,
-            "description": (
-                f"Default name; set another with {_topic_env(field)}. "
-                "MOMENTS_TOPIC_PREFIX is prepended to every topic name."
+            "description": " ".join(
+                [
+                    f"Default name; set another with {_topic_env(field)}.",
+                    "MOMENTS_TOPIC_PREFIX is prepended to every topic name.",
+                    *([_FOR_CONSUMERS[field]] if field in _FOR_CONSUMERS else []),
+                ]
             ),
             "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
         }

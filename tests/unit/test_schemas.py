@@ -667,6 +667,17 @@ def test_the_detectors_records_require_their_content_type_header(name: str) -> N
     assert not validator.is_valid({"content-type": "text/plain"})
 
 
+@pytest.mark.parametrize("field", ["tasks", "task_withdrawals", "task_outcomes"])
+def test_a_dispatch_consumers_topics_say_repeats_order_and_answers(field: str) -> None:
+    """The AsyncAPI named the dispatch topics and nothing more: a consumer working from it
+    learnt nothing of repeats (a task may come twice under one id), of the order between a
+    task and its withdrawal, or of how an outcome is keyed. Each says what to do by task id
+    and points to the page."""
+    description = asyncapi_document()["channels"][field]["description"]
+    assert "task_id" in description
+    assert "(docs/consuming-tasks.md" in description
+
+
 def test_asyncapi_file_matches_document() -> None:
     loaded = _load_yaml((SCHEMAS_DIR / ASYNCAPI_FILE).read_text(encoding="utf-8"))
     assert loaded == asyncapi_document()  # YAML round-trips (dates stay strings, ...)
