@@ -2,7 +2,8 @@
 the contract), against a real worker: it reads `moments.tasks` as a consumer group,
 validates every task and withdrawal against `schemas/` with `jsonschema`, reads
 `moments.task-withdrawals` to its end before deciding on each task, answers on
-`moments.task-outcomes` keyed by subscriber id, and commits after answering. Then it
+`moments.task-outcomes` keyed by subscriber id, and commits each task after answering it
+(restarted, it takes up after them and reads the withdrawals from the start). Then it
 checks that the detector acted on what it was told: a `declined` task's rule makes no task
 for that subscriber again (a subscriber who answered `done_no_change` gets the next one),
 an `unreachable` call comes back as a retry (`attempt` 1, then 2, each with the first
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from jsonschema import Draft202012Validator, FormatChecker
 from ruamel.yaml import YAML
 
@@ -147,9 +148,19 @@ class DispatchConsumer:
         errors = sorted(schema.iter_errors(value), key=str)
         assert not errors, f"{record.topic} against schemas/: {errors}"
         assert record.key.decode() == value["subscriber_id"], record
-        for field in ("triggered_at", "created_at", "deliver_after", "expires_at", "occurred_at"):
-            if field in value:
-                aware(value[field])
+        times = [v for k, v in value.items() if k.endswith("_at") and v is not None]
+        if value.get("deferred"):
+            # "`until` the time it was released, as `deliver_after`"
+            assert value["deferred"]["until"] == value["deliver_after"], value
+            times.append(value["deferred"]["until"])
+        times += [r["triggered_at"] for r in value.get("related") or []]
+        times += [r["expires_at"] for r in value.get("related") or [] if r.get("expires_at")]
+        if "triggered_at" in value:
+            # A task's every time is on the clock of its `triggered_at`.
+            offset = aware(value["triggered_at"]).utcoffset()
+            assert {aware(t).utcoffset() for t in times} == {offset}, value
+        for text in times:
+            aware(text)
         return value
 
     async def handle(self, count: int, wait_s: float = 90.0) -> None:
@@ -162,7 +173,10 @@ class DispatchConsumer:
             for records in batches.values():
                 for record in records:
                     await self.decide(record)
-                    await self.consumer.commit()  # acted and answered: then acknowledged
+                    # Acted and answered: then acknowledged, this record only (a bare
+                    # commit() would take the rest of the batch, not acted on yet, too).
+                    done = {TopicPartition(record.topic, record.partition): record.offset + 1}
+                    await self.consumer.commit(done)
 
     async def decide(self, record: ConsumerRecord[bytes, bytes]) -> None:
         task = self.checked(record, self.task_schema)
@@ -259,22 +273,28 @@ async def test_a_consumer_from_the_docs_is_heard(
         called = {t["subscriber_id"]: t for t in dispatch.acted}
         assert sorted(called) == [DECLINER, CONTROL, CALLER, QUITTER]
         assert list(dispatch.withdrawn) == dispatch.skipped  # OPTED's, not acted on
+        opted = dispatch.skipped
 
-        # The customer whose call went unanswered opts out of calls: the call made is
-        # withdrawn (nothing to undo), and no retry calls them again.
-        await produce(settings, [opt_out(QUITTER, "outbound_call", later)])
-        # The worker read the four outcomes (declines are written as they are counted:
-        # the call's first retry, 2 s after, comes well after them); then two subscribers'
-        # rule fires again, and the unanswered call is tried a second time.
-        await wait_for_metric(port, "moments_task_outcomes_total", {}, 4)
+    # The customer whose call went unanswered opts out of calls: the call made is
+    # withdrawn (nothing to undo), and no retry calls them again.
+    await produce(settings, [opt_out(QUITTER, "outbound_call", later)])
+    # The worker read the four outcomes (declines are written as they are counted: the
+    # call's first retry, 2 s after, comes well after them); then two subscribers' rule
+    # fires again, and the unanswered call is tried a second time. The consumer restarted
+    # meanwhile: it takes up after the tasks it answered (committed), and reads the
+    # withdrawals from the start again.
+    await wait_for_metric(port, "moments_task_outcomes_total", {}, 4)
+    async with DispatchConsumer(settings, answer) as dispatch:
         await dispatch.handle(1)
         await produce(settings, [failure(DECLINER, 2, now), failure(CONTROL, 2, now)])
         declined = {"moment_type": "failure_sms", "reason": "declined"}
         assert await wait_for_metric(port, "moments_tasks_suppressed_total", declined, 1) == 1
         await dispatch.handle(2)
+        assert not dispatch.skipped
+        assert opted[0] in dispatch.withdrawn
 
         # The control subscriber got the second apology, the declining one none.
-        second, *retries = sorted(dispatch.acted[4:], key=lambda t: t["attempt"])
+        second, *retries = sorted(dispatch.acted, key=lambda t: t["attempt"])
         assert (second["subscriber_id"], second["moment"]["params"]["service_code"]) == (
             CONTROL,
             "svc-2",
@@ -289,7 +309,10 @@ async def test_a_consumer_from_the_docs_is_heard(
         assert {t["deferred"]["reason"] for t in retries} == {"unreachable_retry"}
         await wait_for_metric(port, "moments_task_outcomes_total", {}, 7)
         await dispatch.read_withdrawals()
-        assert set(dispatch.withdrawn) == {*dispatch.skipped, called[QUITTER]["task_id"]}
+        assert set(dispatch.withdrawn) == {*opted, called[QUITTER]["task_id"]}
+        # The opted-out customer's retry was made and dropped, not sent.
+        dropped = {"moment_type": "complaint_call", "reason": "opt_out"}
+        assert await wait_for_metric(port, "moments_tasks_suppressed_total", dropped, 1) == 1
 
     # Nothing is left for the consumer to answer: the withdrawn task is not waited for.
     pending = tasks_command(settings, "pending", "--json")
