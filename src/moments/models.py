@@ -1047,12 +1047,19 @@ class QuietHours(BaseModel):
     )
 
 
+TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
+"""Every task id the detector makes: a 16-byte blake2b digest in lowercase hex."""
+
+
 class RelatedMoment(BaseModel):
     """Another moment of the same subscriber merged into a task (merge window)."""
 
     model_config = ConfigDict(frozen=True)
 
-    task_id: str = Field(description="The id the moment's own task would have had")
+    task_id: str = Field(
+        description="The id the moment's own task would have had",
+        json_schema_extra={"pattern": TASK_ID_PATTERN},
+    )
     moment: Moment
     priority: int = Field(ge=1, le=5)
     channel: Channel
@@ -1084,10 +1091,6 @@ class RiskScore(BaseModel):
     score: float = Field(ge=0, le=100)
     parts: list[RiskPart]
     priority_raised_by: int = Field(default=0, ge=0, description="Levels the score added")
-
-
-TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
-"""Every task id the detector makes: a 16-byte blake2b digest in lowercase hex."""
 
 
 class ServiceTask(BaseModel):

@@ -384,6 +384,23 @@ def test_the_task_schema_describes_task_ids_as_the_detector_makes_them(field: st
         assert list(validator.iter_errors(_with(_example("ServiceTask"), **{field: other})))
 
 
+def test_the_task_schema_describes_related_task_ids_as_the_detector_makes_them() -> None:
+    """A merged moment's `task_id` in `related` is a task id as `task_id` and `moment_id`
+    are (docs/consuming-tasks.md: a consumer de-duplicating per moment uses them side by
+    side), yet its schema took any string."""
+    validator = _validator("service-task.schema.json")
+    task = _example("ServiceTask")
+    made = "90bd947c9fdac044a8b53075800c7702"
+    related = {
+        key: task[key] for key in ("moment", "priority", "channel", "action", "triggered_at")
+    }
+    related["evidence"] = ["ev-1"]
+    assert not list(validator.iter_errors({**task, "related": [{**related, "task_id": made}]}))
+    for other in ("t-0001", made.upper(), made + "0"):
+        merged = {**task, "related": [{**related, "task_id": other}]}
+        assert list(validator.iter_errors(merged)), other
+
+
 # What producers sent in a review, where the schemas and the worker disagreed (the worker
 # read numbers as times and text as numbers; the schemas took any text for money).
 AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
