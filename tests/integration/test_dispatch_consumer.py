@@ -8,7 +8,8 @@ checks that the detector acted on what it was told: a `declined` task's rule mak
 for that subscriber again (a subscriber who answered `done_no_change` gets the next one),
 an `unreachable` call comes back as a retry (`attempt` 1, then 2, each with the first
 task's id in `retry_of`, `deferred` reason `unreachable_retry`), a task withdrawn before it
-was read is not acted on and needs no outcome, a customer who opts out of calls after an
+was read (an opt-out of its channel, a subscriber erased) is not acted on and needs no
+outcome, a customer who opts out of calls after an
 unanswered one is not called again (the call made is withdrawn: nothing to undo), and in
 the end `moments tasks pending` lists nothing: every task was answered or withdrawn. The
 consumer imports nothing of `moments`: what it knows is what the docs say."""
@@ -36,7 +37,7 @@ from .kafka_io import produce, read_topic, wait_for_metric
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-DECLINER, CONTROL, CALLER, OPTED, QUITTER = (f"1380013810{n}" for n in range(1, 6))
+DECLINER, CONTROL, CALLER, OPTED, QUITTER, GONE = (f"1380013810{n}" for n in range(1, 7))
 
 RULES = """
 gating: {quiet_hours: [], frequency_cap: null}
@@ -260,20 +261,27 @@ async def test_a_consumer_from_the_docs_is_heard(
         complaint(CALLER, now),
         failure(OPTED, 1, now),
         complaint(QUITTER, now),
+        failure(GONE, 1, now),
     ]
     await produce(settings, firsts)
-    assert len(await read_topic(settings, "tasks", 5, wait_s=90)) == 5, worker.log()[-3000:]
-    # The customer opts out of SMS after the task went out, before the consumer reads it.
+    assert len(await read_topic(settings, "tasks", 6, wait_s=90)) == 6, worker.log()[-3000:]
+    # After the tasks went out, before the consumer reads them, a customer opts out of SMS
+    # and another is erased (a profile tombstone).
     later = now + dt.timedelta(seconds=1)
-    await produce(settings, [opt_out(OPTED, "sms", later)])
-    assert len(await read_topic(settings, "task_withdrawals", 1, wait_s=60)) == 1
+    await produce(settings, [opt_out(OPTED, "sms", later), ("profile", GONE, None)])
+    withdrawals = await read_topic(settings, "task_withdrawals", 2, wait_s=60)
+    reasons = {
+        json.loads(r.value)["subscriber_id"]: json.loads(r.value)["reason"] for r in withdrawals
+    }
+    assert reasons == {OPTED: "opt_out", GONE: "forgotten"}
 
     async with DispatchConsumer(settings, answer) as dispatch:
-        await dispatch.handle(5)
+        await dispatch.handle(6)
         called = {t["subscriber_id"]: t for t in dispatch.acted}
         assert sorted(called) == [DECLINER, CONTROL, CALLER, QUITTER]
-        assert list(dispatch.withdrawn) == dispatch.skipped  # OPTED's, not acted on
-        opted = dispatch.skipped
+        opted = dispatch.skipped  # OPTED's and GONE's, not acted on
+        assert sorted(dispatch.withdrawn) == sorted(opted)
+        assert len(opted) == 2
 
     # The customer whose call went unanswered opts out of calls: the call made is
     # withdrawn (nothing to undo), and no retry calls them again.
@@ -291,7 +299,7 @@ async def test_a_consumer_from_the_docs_is_heard(
         assert await wait_for_metric(port, "moments_tasks_suppressed_total", declined, 1) == 1
         await dispatch.handle(2)
         assert not dispatch.skipped
-        assert opted[0] in dispatch.withdrawn
+        assert set(opted) <= set(dispatch.withdrawn)
 
         # The control subscriber got the second apology, the declining one none.
         second, *retries = sorted(dispatch.acted, key=lambda t: t["attempt"])
@@ -320,11 +328,11 @@ async def test_a_consumer_from_the_docs_is_heard(
     assert pending.stdout.strip() == "", pending.stdout
     # And nobody was contacted again: no retry for the customer who opted out, no second
     # apology for the one who declined.
-    tasks = await read_topic(settings, "tasks", 8, wait_s=10, settle=3)
+    tasks = await read_topic(settings, "tasks", 9, wait_s=10, settle=3)
     assert sorted(json.loads(r.value)["subscriber_id"] for r in tasks) == sorted(
-        [DECLINER, CONTROL, CONTROL, CALLER, CALLER, CALLER, OPTED, QUITTER]
+        [DECLINER, CONTROL, CONTROL, CALLER, CALLER, CALLER, OPTED, QUITTER, GONE]
     )
     # A withdrawal is written after its task went out, never before it.
     sent = {json.loads(r.value)["task_id"]: r.timestamp for r in tasks}
-    for record in await read_topic(settings, "task_withdrawals", 2, wait_s=10):
+    for record in await read_topic(settings, "task_withdrawals", 3, wait_s=10):
         assert record.timestamp >= sent[json.loads(record.value)["task_id"]]
