@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from jsonschema import Draft202012Validator, FormatChecker
+from redis.asyncio import Redis
 from ruamel.yaml import YAML
 
 from moments.embedded import free_port
@@ -83,7 +84,10 @@ def aware(text: str) -> dt.datetime:
 
 class DispatchConsumer:
     """What a dispatch team writes from docs/consuming-tasks.md: `answer` says what the
-    contact with a task came to (its outcome's status)."""
+    contact with a task came to (its outcome's status). It decides per task id once, in a
+    shared store, as the page says for several consumers or a restart: `SET
+    dispatch:done:<task_id> 1 NX EXAT <expires_at>` before acting, `... withdrawn NX ...`
+    on a withdrawal; whichever is set first stands."""
 
     def __init__(
         self, settings: Settings, answer: Callable[[Mapping[str, Any]], Awaitable[str]]
@@ -105,14 +109,15 @@ class DispatchConsumer:
             self.withdrawals_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
         )
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.redis = Redis.from_url(settings.redis_url)
+        self.done_key = f"dispatch:{settings.app_id}:done:"  # the test's own keys
         self.task_schema = (validator("service-task.schema.json"), headers_validator("ServiceTask"))
         self.withdrawal_schema = (
             validator("task-withdrawal.schema.json"),
             headers_validator("TaskWithdrawal"),
         )
         self.outcome_schema = validator("task-outcome.schema.json")
-        self.done: dict[str, dt.datetime] = {}  # task ids acted on, until they expire
-        self.withdrawn: dict[str, dt.datetime] = {}
+        self.withdrawn: dict[str, dt.datetime] = {}  # as read, for the test to see
         self.acted: list[dict[str, Any]] = []  # the tasks acted on, in order
         self.skipped: list[str] = []  # task ids read but withdrawn before
         self.outcomes: list[dict[str, Any]] = []
@@ -127,6 +132,12 @@ class DispatchConsumer:
         await self.consumer.stop()
         await self.reader.stop()
         await self.producer.stop()
+        await self.redis.aclose()
+
+    async def claim(self, task_id: str, value: str, expires: dt.datetime) -> bool:
+        """Whether this call decided the task (`value`): EXAT takes Unix seconds."""
+        key = self.done_key + task_id
+        return bool(await self.redis.set(key, value, nx=True, exat=int(expires.timestamp())))
 
     async def read_withdrawals(self) -> None:
         ends = await self.reader.end_offsets(list(self.reader.assignment()))
@@ -135,7 +146,10 @@ class DispatchConsumer:
                 batch = await self.reader.getmany(partition, timeout_ms=500)
                 for record in batch.get(partition, []):
                     notice = self.checked(record, self.withdrawal_schema)
-                    self.withdrawn[notice["task_id"]] = aware(notice["expires_at"])
+                    expires = aware(notice["expires_at"])
+                    self.withdrawn[notice["task_id"]] = expires
+                    # Not set: acted on already, nothing to undo.
+                    await self.claim(notice["task_id"], "withdrawn", expires)
 
     def checked(
         self,
@@ -185,11 +199,10 @@ class DispatchConsumer:
         task = self.checked(record, self.task_schema)
         task_id, expires = task["task_id"], aware(task["expires_at"])
         await self.read_withdrawals()  # just before deciding, every time
-        if task_id in self.withdrawn:
-            self.skipped.append(task_id)
-            return
-        if task_id in self.done:
-            return  # a repeat (re-driven after a worker died): acted on once
+        if not await self.claim(task_id, "1", expires):
+            if await self.redis.get(self.done_key + task_id) == b"withdrawn":
+                self.skipped.append(task_id)
+            return  # or a repeat (re-driven after a worker died): acted on once
         now = dt.datetime.now(dt.UTC)
         assert aware(task["deliver_after"]) <= now < expires, task
         outcome = {
@@ -202,7 +215,6 @@ class DispatchConsumer:
         await self.producer.send_and_wait(
             self.outcomes_topic, json.dumps(outcome).encode(), key=record.key
         )
-        self.done[task_id] = expires
         self.acted.append(task)
         self.outcomes.append(outcome)
 
@@ -321,6 +333,13 @@ async def test_a_consumer_from_the_docs_is_heard(
         await wait_for_metric(port, "moments_task_outcomes_total", {}, 7)
         await dispatch.read_withdrawals()
         assert set(dispatch.withdrawn) == {*opted, called[QUITTER]["task_id"]}
+        # The store says which came first: the withdrawals of the two never acted on, the
+        # call made before its customer opted out.
+        decided = {t: await dispatch.redis.get(dispatch.done_key + t) for t in dispatch.withdrawn}
+        assert decided == {
+            **dict.fromkeys(opted, b"withdrawn"),
+            called[QUITTER]["task_id"]: b"1",
+        }
         # The opted-out customer's retry was made and dropped, not sent.
         dropped = {"moment_type": "complaint_call", "reason": "opt_out"}
         assert await wait_for_metric(port, "moments_tasks_suppressed_total", dropped, 1) == 1
