@@ -327,6 +327,8 @@ async def test_a_consumer_from_the_docs_is_heard(
             (CALLER, 1, first_call["task_id"]),
             (CALLER, 2, first_call["task_id"]),  # the first task's id, not attempt 1's
         ]
+        for made in [*called.values(), *dispatch.acted]:  # "a retry keeps its original's"
+            assert made["moment_id"] == (made["retry_of"] or made["task_id"]), made
         ids = {first_call["task_id"], *(t["task_id"] for t in retries)}
         assert len(ids) == 3  # a retry is a task of its own, answered under its id
         assert {t["deferred"]["reason"] for t in retries} == {"unreachable_retry"}
