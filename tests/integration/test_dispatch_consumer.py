@@ -275,7 +275,8 @@ async def test_a_consumer_from_the_docs_is_heard(
         failure(GONE, 1, now),
     ]
     await produce(settings, firsts)
-    assert len(await read_topic(settings, "tasks", 6, wait_s=90)) == 6, worker.log()[-3000:]
+    published = await read_topic(settings, "tasks", 6, wait_s=90)
+    assert len(published) == 6, worker.log()[-3000:]
     # After the tasks went out, before the consumer reads them, a customer opts out of SMS
     # and another is erased (a profile tombstone).
     later = now + dt.timedelta(seconds=1)
@@ -286,6 +287,14 @@ async def test_a_consumer_from_the_docs_is_heard(
         OPTED: "opt_out",
         GONE: "forgotten",
     }
+    # Its times: the change's clock (the update's offset; UTC for a tombstone, whose record
+    # timestamp has none), and the task's `expires_at` as published.
+    expiry = {json.loads(r.value)["task_id"]: json.loads(r.value)["expires_at"] for r in published}
+    for n in notices:
+        offset = dt.timedelta(hours=8) if n["subscriber_id"] == OPTED else dt.timedelta(0)
+        assert aware(n["occurred_at"]).utcoffset() == offset, n
+        assert aware(n["withdrawn_at"]).utcoffset() == offset, n
+        assert n["expires_at"] == expiry[n["task_id"]], n
 
     async def answer(task: Mapping[str, Any]) -> str:
         """What the contact came to. The customer whose call goes unanswered opts out of
