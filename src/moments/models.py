@@ -1203,7 +1203,8 @@ class TaskWithdrawal(BaseModel):
         "after a worker died, when it was dropped"
     )
     withdrawn_at: AwareDatetime = Field(
-        description="When the detector withdrew the task (a repeat may carry a later one)"
+        description="When the detector withdrew the task (a repeat may carry a later one), "
+        "on the clock of `occurred_at`"
     )
     expires_at: AwareDatetime = Field(
         description="The task's `expires_at`: no withdrawal of it comes after this, and a "
