@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
+import subprocess
 from enum import StrEnum
 from pathlib import Path
 
@@ -35,6 +37,10 @@ needs one of them reads nothing there, or every worker as one."""
 WORKER = "{{ if $labels.pod }}{{ $labels.pod }}{{ else }}{{ $labels.instance }}{{ end }}"
 """How an alert names a worker: its pod where the Operator scrapes it (`instance` is the
 pod's IP:port there), its target (`detector-1:9308`) under docker compose."""
+WORKER_LEGEND = "{{worker}}"
+"""How a panel names a worker: Grafana's legends cannot say if/else, so the query makes a
+`worker` label, the pod's name where there is one and the instance where not
+(`label_replace` twice, the second only where `pod` is not empty)."""
 KUBE_STATE_METRICS = {
     "kube_pod_container_status_restarts_total": {"namespace", "pod", "container"},
     "kube_statefulset_replicas": {"namespace", "statefulset"},
@@ -106,6 +112,8 @@ SELECTOR = re.compile(r"\b([a-z_][a-z0-9_]*)\s*\{([^}]*)\}")
 MATCHER = re.compile(r'([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 METRIC = re.compile(r"\b(moments_[a-z_]+|kube_[a-z_]+|up)\b(?!\s*\()")
+MADE = re.compile(r',\s*"(\w+)",\s*"[^"]*",\s*"\w+",\s*"[^"]*"\s*\)')
+"""The label a `label_replace(v, "dst", "replacement", "src", "regex")` writes."""
 
 
 SCRAPE_INTERVAL_S = 15
@@ -168,6 +176,7 @@ def problems(where: str, expr: str, said: str) -> list[str]:
     # Grafana's legend says `{{label}}`; an alert's template `{{ $labels.label }}`.
     template = r"\$labels\.(\w+)" if where.startswith("alert ") else r"\{\{\s*(\w+)\s*\}\}"
     kept = grouped if re.search(r"\b(?:sum|max|min|count|avg)\s*by\b", expr) else has
+    kept |= set(MADE.findall(expr))
     found += [
         f"prints {{{{{label}}}}}, which its result has not"
         for label in set(re.findall(template, said)) - kept
@@ -211,6 +220,9 @@ def test_the_check_finds_a_wrong_name_label_value_group_and_legend() -> None:
     assert len(problems("alert A", "max by (pod) (moments_rules_refused)", "")) == 1
     restarts = "increase(kube_pod_container_status_restarts_total[30m])"
     assert problems("alert A", restarts, "{{ $labels.pod }}") == []  # kube-state-metrics' own
+    by_worker = f'label_replace({by_pod}, "worker", "$1", "pod", "(.+)")'
+    assert problems("panel", by_worker, WORKER_LEGEND) == []  # label_replace makes `worker`
+    assert len(problems("panel", by_pod, WORKER_LEGEND)) == 1
 
 
 def test_an_alert_on_one_worker_names_its_pod_where_there_is_one() -> None:
@@ -232,6 +244,111 @@ def test_an_alert_on_one_worker_names_its_pod_where_there_is_one() -> None:
         assert "$labels.instance" not in summary.replace(WORKER, ""), name
         groups = [set(map(str.strip, g.split(","))) for g in GROUPING.findall(rule["expr"])]
         assert all("pod" in g for g in groups if "instance" in g), name
+
+
+PER_WORKER_PANELS = {
+    "Rebalances",
+    "State held",
+    "Files on disk refused",
+    "Event loop stalled",
+    "First waiting task overdue by",
+    "Input partitions held by worker",
+    "Tasks a newer version wrote, read by worker",
+    "Dependencies up",
+    "Rebalance time by worker (mean, 1h)",
+}
+"""The overview's panels that draw a line per worker."""
+
+
+def per_worker_targets() -> list[tuple[str, str, str]]:
+    """(panel title, query, legend) of every dashboard target whose query keeps `instance`:
+    a line per worker."""
+    return [
+        (where.split(": ", 1)[1], expr, legend)
+        for where, expr, legend in queries()
+        if not where.startswith("alert ")
+        and any("instance" in map(str.strip, g.split(",")) for g in GROUPING.findall(expr))
+    ]
+
+
+def test_a_per_worker_panel_names_the_pod_where_there_is_one() -> None:
+    """Per-worker panels' legends printed `{{instance}}`: under the Prometheus Operator the
+    pod's IP and port, which a restart changes and `kubectl` does not take. They keep `pod`
+    beside `instance` and print the `worker` their query makes of the two."""
+    targets = per_worker_targets()
+    assert {title for title, _, _ in targets} >= PER_WORKER_PANELS
+    for title, expr, legend in targets:
+        assert WORKER_LEGEND in legend, title
+        assert not re.search(r"\{\{\s*(?:instance|pod)\s*\}\}", legend), title
+        groups = [set(map(str.strip, g.split(","))) for g in GROUPING.findall(expr)]
+        assert all("pod" in g for g in groups if "instance" in g), title
+
+
+PROMTOOL = shutil.which("promtool")
+UNDER_COMPOSE = {"job": "moments-worker", "instance": "detector-1:9308"}
+"""A worker's target labels as docker compose's Prometheus scrapes it (static targets)."""
+UNDER_OPERATOR = {
+    "job": "moments-worker",
+    "instance": "10.1.2.3:9308",
+    "namespace": "moments",
+    "service": "moments-worker",
+    "pod": "moments-worker-2",
+    "container": "worker",
+    "endpoint": "metrics",
+}
+"""The same under the Prometheus Operator's ServiceMonitor (deploy/k8s)."""
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: `make prometheus` installs it")
+def test_a_per_worker_panel_draws_the_pod_or_else_the_target(tmp_path: Path) -> None:
+    """Each per-worker query, run by promtool on a worker scraped by docker compose and one
+    scraped by the Operator, gives one line per worker whose `worker` is the target's
+    `detector-1:9308` for the first and the pod's `moments-worker-2` for the second."""
+    targets = per_worker_targets()
+    read = {name for _, expr, _ in targets for name in METRIC.findall(expr)}
+    series = []
+    for name in sorted(read):
+        own = {
+            label: sorted(VALUES.get((name, label), {"x"}))[0] for label in sorted(served()[name])
+        }
+        for target in (UNDER_COMPOSE, UNDER_OPERATOR):
+            labels = ", ".join(f'{k}="{v}"' for k, v in (target | own).items())
+            series.append({"series": f"{name}{{{labels}}}", "values": "1+1x40"})
+    expected = [
+        {
+            "labels": f'{{worker="{target["pod"] if "pod" in target else target["instance"]}"}}',
+            "value": 1,
+        }
+        for target in (UNDER_COMPOSE, UNDER_OPERATOR)
+    ]
+    case = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": "count by (worker) ("
+                        + expr.replace("$__rate_interval", "5m")
+                        + ")",
+                        "eval_time": "30m",
+                        "exp_samples": expected,
+                    }
+                    for _, expr, _ in targets
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "per_worker_test.yml"
+    with path.open("w") as out:
+        YAML(typ="safe").dump(case, out)
+    assert PROMTOOL is not None
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
 
 def test_the_restart_alert_reads_the_worker_containers_of_the_namespace() -> None:
