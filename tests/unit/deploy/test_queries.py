@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -43,6 +44,7 @@ WORKER_LEGEND = "{{worker}}"
 (`label_replace` twice, the second only where `pod` is not empty)."""
 KUBE_STATE_METRICS = {
     "kube_pod_container_status_restarts_total": {"namespace", "pod", "container"},
+    "kube_pod_owner": {"namespace", "pod", "owner_kind", "owner_name", "owner_is_controller"},
     "kube_statefulset_replicas": {"namespace", "statefulset"},
     "kube_statefulset_status_replicas_ready": {"namespace", "statefulset"},
 }
@@ -150,6 +152,8 @@ def problems(where: str, expr: str, said: str) -> list[str]:
                 # Prometheus 3 stores them as floats (`le="1"` is `le="1.0"`), 2.x as written.
                 if not re.fullmatch(r"\+Inf|-?\d+\.\d+(e[+-]\d+)?", value):
                     found.append(f"{name}{{{label}={value!r}}}: write it as 3.x stores it")
+            elif name in KUBE_STATE_METRICS and label == "namespace":
+                found.append(f"{name}{{namespace}}: silent in any other; select by StatefulSet")
             elif label in TARGET_LABELS or name in KUBE_STATE_METRICS:
                 continue  # the Prometheus and k8s tests hold job and namespace to deploy/
             elif (name, label) not in VALUES:
@@ -220,6 +224,8 @@ def test_the_check_finds_a_wrong_name_label_value_group_and_legend() -> None:
     assert len(problems("alert A", "max by (pod) (moments_rules_refused)", "")) == 1
     restarts = "increase(kube_pod_container_status_restarts_total[30m])"
     assert problems("alert A", restarts, "{{ $labels.pod }}") == []  # kube-state-metrics' own
+    in_one = 'kube_statefulset_replicas{namespace="moments", statefulset="moments-worker"}'
+    assert len(problems("alert A", in_one, "")) == 1  # an install elsewhere: silent
     by_worker = f'label_replace({by_pod}, "worker", "$1", "pod", "(.+)")'
     assert problems("panel", by_worker, WORKER_LEGEND) == []  # label_replace makes `worker`
     assert len(problems("panel", by_pod, WORKER_LEGEND)) == 1
@@ -351,45 +357,51 @@ def test_a_per_worker_panel_draws_the_pod_or_else_the_target(tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
 
-def test_the_restart_alert_reads_the_worker_containers_of_the_namespace() -> None:
-    """MomentsWorkerRestarting matches kube-state-metrics' series on the namespace and the
-    container's name in deploy/k8s: another name there and the alert never fires."""
+def the_worker_statefulset() -> dict[str, Any]:
     docs = [
         doc
         for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
         for doc in YAML(typ="safe").load_all(path.read_text())
         if doc
     ]
-    (namespace,) = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
     (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    return statefulset  # type: ignore[no-any-return]
+
+
+def equal_matchers(selector: str) -> dict[str, str]:
+    return {label: value for label, op, value in MATCHER.findall(selector) if op == "="}
+
+
+def test_the_restart_alert_reads_the_worker_containers_of_the_statefulset() -> None:
+    """MomentsWorkerRestarting matches kube-state-metrics' restarts of the container named
+    as deploy/k8s names it, in the pods its StatefulSet owns (`kube_pod_owner`), in any
+    namespace: it matched `namespace="moments"`, so an install in another was silent."""
+    statefulset = the_worker_statefulset()
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     (expr,) = [e for w, e, _ in queries() if w == "alert MomentsWorkerRestarting"]
-    (matchers,) = [m for n, m in SELECTOR.findall(expr) if n in KUBE_STATE_METRICS]
-    wanted = {label: value for label, op, value in MATCHER.findall(matchers) if op == "="}
-    assert wanted == {"namespace": namespace, "container": container["name"]}
+    read = {n: equal_matchers(m) for n, m in SELECTOR.findall(expr) if n in KUBE_STATE_METRICS}
+    assert read == {
+        "kube_pod_container_status_restarts_total": {"container": container["name"]},
+        "kube_pod_owner": {
+            "owner_kind": "StatefulSet",
+            "owner_name": statefulset["metadata"]["name"],
+        },
+    }
+    assert re.search(r"\band\s+on\s*\(\s*namespace\s*,\s*pod\s*\)", expr), expr
 
 
-def test_the_not_ready_alert_reads_the_statefulset_of_the_namespace() -> None:
+def test_the_not_ready_alert_reads_the_worker_statefulset_in_any_namespace() -> None:
     """MomentsWorkerNotReady matches kube-state-metrics' series of the worker StatefulSet
-    on its namespace and name in deploy/k8s, both sides of its subtraction: a pod left
-    Pending among running ones fired nothing (its partitions moved to the others), and
-    another name there would leave the alert silent."""
-    docs = [
-        doc
-        for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
-        for doc in YAML(typ="safe").load_all(path.read_text())
-        if doc
-    ]
-    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    on its name in deploy/k8s, both sides of its subtraction: a pod left Pending among
+    running ones fired nothing (its partitions moved to the others), and another name
+    there would leave the alert silent. No namespace: it matched `namespace="moments"`,
+    so an install in another was silent."""
+    statefulset = the_worker_statefulset()
     (expr,) = [e for w, e, _ in queries() if w == "alert MomentsWorkerNotReady"]
     read = {n: m for n, m in SELECTOR.findall(expr) if n in KUBE_STATE_METRICS}
     assert set(read) == {"kube_statefulset_replicas", "kube_statefulset_status_replicas_ready"}
     for matchers in read.values():
-        wanted = {label: value for label, op, value in MATCHER.findall(matchers) if op == "="}
-        assert wanted == {
-            "namespace": statefulset["metadata"]["namespace"],
-            "statefulset": statefulset["metadata"]["name"],
-        }
+        assert equal_matchers(matchers) == {"statefulset": statefulset["metadata"]["name"]}
 
 
 def test_the_unanswered_alert_names_the_consumer_of_every_channel() -> None:
