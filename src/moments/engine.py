@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,10 @@ class Detector:
     (`MOMENTS_LIVE_FROM`, moments.livefrom); None: live from the start."""
     live_at: int = -(2**62)
     """`live_from` in epoch seconds, what each moment's event time is compared with."""
+    kept: Container[str] | None = None
+    """Ids of the tasks a ledger holds for good, whose copies it drops unseen (the
+    pipeline's); a moment judged again does not build such a task again (`emit`). None
+    (the stream, the backtest: their ledger's entries lapse) builds every one."""
 
     def __init__(
         self,

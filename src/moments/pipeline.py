@@ -136,6 +136,7 @@ def run_pipeline(
         records = to_records((i for i in items if not isinstance(i, RawRecord)), None, out.offsets)
     detector = Detector(rules, {t.value: t for t in EventType}, live_from=live_from)
     seen = {t.task_id for t in out.tasks}
+    detector.kept = seen  # `_collect` drops every later copy of these
 
     def sweep_to(mark: int) -> float:
         """Sweep every record to `mark`; the next time a record is due (inf: never)."""

@@ -72,6 +72,9 @@ def emit(
         state.note_judged(rule.tag, fired.occurrence, shadow=False)
     if shadow is None and not again:
         result.detected[(spec.family.value, spec.moment_type)] += 1
+    if again and _kept(detector, rule, fired, sub, state):
+        result.rejudged.add(task_id(sub, rule.id, fired.occurrence))  # as if made, dropped
+        return
     if spec.cooldown is not None:
         last = state.fired.get(rule.tag)
         if (
@@ -209,6 +212,20 @@ def emit(
     if marks:
         by = state.fired_by[rule.tag] = mark_id(task.task_id)
         result.cooldowns[task.task_id] = CooldownMark(sub, rule.tag, at, before, by, before_by)
+
+
+def _kept(
+    detector: Detector, rule: CompiledRule, fired: Fired, sub: str, state: SubscriberState
+) -> bool:
+    """True when a moment judged again would only make a task its ledger holds for good
+    (`Detector.kept`): made again, it moves no cooldown mark (none, or the task's own) and
+    counts nothing, and the ledger drops it; the gates and the build are skipped."""
+    if detector.kept is None:
+        return False
+    made = task_id(sub, rule.id, fired.occurrence)
+    if made not in detector.kept:
+        return False
+    return rule.task.cooldown is None or state.fired_by.get(rule.tag) == mark_id(made)
 
 
 def risk_signals(detector: Detector, state: SubscriberState, at: int) -> RiskSignals:
