@@ -769,6 +769,21 @@ class TestMaskText:
         after a country code's groups (`+44 20 7946 0958 2026-12-07`)."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            # a landline (`+86 10` and 8 digits) before another (`010` and 8 digits): the
+            # second's `010` was no group of the first, whose `1300 0000 010` read as a
+            # mobile number, so the first matched from `10` and `+86`, `0000 0000` showed
+            ("+86 10 1300 0000 010 0000 0000", "861*****0000 010****0000"),
+            ("+86 10 8888 6666 130 0000 0001", "861*****6666 130****0001"),
+        ],
+    )
+    def test_a_number_in_groups_whose_groups_start_another_is_masked_whole(
+        self, text: str, expected: str
+    ) -> None:
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""

@@ -10,7 +10,7 @@ import json
 import re
 from urllib.parse import quote, urlencode
 
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from moments.logmask import mask_text
@@ -276,6 +276,14 @@ def _digits_left(masked: str) -> str:
 
 @settings(max_examples=300, deadline=None)
 @given(carried_numbers())
+# a landline after a landline: `1300 0000 010` of the two read as a mobile number left the
+# first matched from its `10`, and `+86` and the second's `0000 0000` showed (a CI flake)
+@example(
+    (
+        "msisdns: 0000000x0 +86 10 1300 0000 010 0000 0000",
+        ["0000000", "861013000000", "01000000000"],
+    )
+)
 def test_no_seven_digits_of_a_number_survive_in_any_shape(
     line_digits: tuple[str, list[str]],
 ) -> None:
