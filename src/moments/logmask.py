@@ -185,12 +185,13 @@ _GROUPED = (
     r"(?=[+\d(%])"  # fails at once where no number starts
     # 7 digits or more, the country code's first not 0 (`+004 53 49` is an offset)
     rf"(?:(?:\+|(?<=%2[Bb]))(?=[1-9](?:{_GROUP_SEPARATOR}?\d){{6}})"
-    # a group after the first two is not the head of a mobile or landline number after
-    # it (`+86 10 8888 6666 130 0000 0001` is two numbers): taken into the first, its rest
-    # would show. The first two are the number's whatever follows: refused, the number
-    # was read from its `10` (`+86 10 1300 0000 010 0000 0000`, `1300 0000 010` a mobile
-    # number's shape), and `+86` and the next one's last groups showed
-    rf"\d{{1,3}}(?:{_GROUP_SEPARATOR}\d{{2,6}}){{2}}"
+    # a group is not the head of a mobile or landline number after it (`+86 10 8888 6666
+    # 130 0000 0001` is two numbers): taken into the first, its rest would show. But for
+    # the second, the number's whatever follows: refused, the number was read from its
+    # `10` (`+86 10 1300 0000 010 0000 0000`, `1300 0000 010` a mobile number's shape),
+    # and `+86` and the next one's last groups showed. (A first one refused is read by
+    # the next branch, from the `+`: `+86 138 0013 8001 12` leaves its `12`.)
+    rf"\d{{1,3}}{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}{_GROUP_SEPARATOR}\d{{2,6}}"
     rf"(?:{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}){{0,3}}"
     rf"|\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?{_NATIONAL})"
     r"(?!(?![xX]\d)\w|\.\d)"  # no word's letters, a fraction's digits; an extension's x12
@@ -200,7 +201,7 @@ _GROUPED = (
 a landline's area code may have 4, `0755 8888 6666`, not a card's `4111 1111 1111`), any
 groups of 2 to 6 digits after a country code, 7 digits or more in all (`+44 20 7946 0958`,
 `+1 415 555 2671`, `+44 7911 123456`; not `+1 20 30`) up to a mobile or landline number
-after its first two groups, and as a URL writes the spaces and the plus: `138+0013+8001`,
+after them (but for its second group), and as a URL writes the spaces and the plus: `138+0013+8001`,
 `%2B44%2020%207946%200958`. An extension written on it (`138 0013 8001x12`) leaves it a
 number: its `x12` stays, as after one written whole (`13800138001x12`)."""
 _URL_SIGN = r"%(?:25){0,2}(?!2[Bb])[0-9A-Fa-f]{2}"

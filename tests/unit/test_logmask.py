@@ -777,6 +777,8 @@ class TestMaskText:
             # mobile number, so the first matched from `10` and `+86`, `0000 0000` showed
             ("+86 10 1300 0000 010 0000 0000", "861*****0000 010****0000"),
             ("+86 10 8888 6666 130 0000 0001", "861*****6666 130****0001"),
+            # a mobile number after +86 is read as one, a small number after it stays
+            ("+86 138 0013 8001 12 times", "861******8001 12 times"),
         ],
     )
     def test_a_number_in_groups_whose_groups_start_another_is_masked_whole(
