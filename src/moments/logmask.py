@@ -41,7 +41,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
   `138%200013%208001`), masked as one (an extension written on it stays: `138****8001x12`;
-  a date after it is none of its groups: `138****8001 2026-12-07`),
+  a date or a time beside it is none of its groups: `138****8001 2026-12-07`,
+  `2026-12-07 138****8001`, `442*****0958 10:00:00`),
   in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
@@ -155,9 +156,24 @@ _MAYBE_QUOTE = r"""(?:\\*['"])?"""
 `\\"msisdn\\":`), or one around an id read in parts (`'138 0013 8001'`)."""
 _DATE = r"\d{4}(?:-(?:0[1-9]|1[0-2])-|/(?:0[1-9]|1[0-2])/)(?:0[1-9]|[12]\d|3[01])(?!\d)"
 """A date (`2026-12-07`, `2026/12/07`): its year is no group of a number before it."""
-_GROUP_SEPARATOR = rf"(?:(?:[ -]|%20|\+)(?!{_DATE}))"
-"""Between the groups of a number, not before a date: `015-555-2671 2026-12-07` read
-`015` as a country code and the date's year as the last of 3, 4 and 4 digits."""
+_TIME = r"\d\d?:\d"
+"""A time (`10:00`, `10:00:00`): its hour is no group of a number before it. Any 1 or 2
+digits before a `:` and a digit are an hour's: no phone number's group is written so."""
+_GROUP_SEPARATOR = rf"(?:(?:[ -]|%20|\+)(?!{_DATE}|{_TIME}))"
+"""Between the groups of a number, not before a date or a time: `015-555-2671 2026-12-07`
+read `015` as a country code and the date's year as the last of 3, 4 and 4 digits, `+44
+20 7946 0958 10:00:00` the hour as a group."""
+_NOT_IN_A_DATE = (
+    r"(?!(?<=[-/:])(?:(?:(?<=\d:)|(?<=\d{4}[-/]\d\d[-/]))\d\d(?!\d)"
+    r"|(?<=\d{4}[-/])\d\d[-/]\d\d(?!\d))"
+    rf"|{_DATE}(?!-\d))"
+)
+"""A number in groups does not start with a date, nor with a date's month or day or a
+time's minutes or seconds: `2026-12-07 138 0013 8001` read the day `07` as the country
+code of the number after it (`2000-01-13 000000000` the month `01` and the day `13` a
+mobile number's head, `1999-01-01 130 0000 0000` the date a mobile number's 4, 2 and 2
+digits). Only those: `12:138 0013 8001` is still a number, and so is `1380-01-30-001`.
+The look back fails at once where no `-`, `/` or `:` stands before (CHANGELOG, the cost)."""
 _NATIONAL = (
     rf"(?:(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"  # 138 0013 8001
     r"|\d{3}\.\d{4}\.\d{4}"  # 138.0013.8001
@@ -183,6 +199,7 @@ code in brackets (`(415) 555-2671`) or written with dashes (`415-555-2671`: its 
 and exchange start with 2 to 9), an IMEI's (2, 6, 6 and 1 or 2 digits)."""
 _GROUPED = (
     r"(?=[+\d(%])"  # fails at once where no number starts
+    f"{_NOT_IN_A_DATE}"  # nor inside a date or a time
     # 7 digits or more, the country code's first not 0 (`+004 53 49` is an offset)
     rf"(?:(?:\+|(?<=%2[Bb]))(?=[1-9](?:{_GROUP_SEPARATOR}?\d){{6}})"
     # a group is not the head of a mobile or landline number after it (`+86 10 8888 6666

@@ -772,6 +772,35 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            ("2026-12-07 138 0013 8001", "2026-12-07 138****8001"),
+            ("2026/12/07 138-0013-8001", "2026/12/07 138****8001"),
+            ("2026-12-07 13800138001", "2026-12-07 138****8001"),
+            ("2026-12-07 0755 8888 6666", "2026-12-07 075*****6666"),
+            ("10:00:00 138 0013 8001", "10:00:00 138****8001"),
+            ("2026-12-07T10:00:00 138 0013 8001", "2026-12-07T10:00:00 138****8001"),
+            ("b'2026-12-07 138 0013 8001'", "b'2026-12-07 138****8001'"),
+            ("+44 20 7946 0958 10:00:00", "442*****0958 10:00:00"),
+            ("+44 20 7946 0958 10:00", "442*****0958 10:00"),
+            ("138 0013 8001 10:00:00", "138****8001 10:00:00"),
+            ("b'+44 20 7946 0958 10:00:00'", "b'442*****0958 10:00:00'"),
+            # a date before a mobile number was read as its first 8 digits
+            ("1999-01-01 130 0000 0000", "1999-01-01 130****0000"),
+            # a number of a time's digits is still one, a mobile number in a date's shape too
+            ("12:138 0013 8001", "12:138****8001"),
+            ("1380-01-30-001", "138****0001"),
+        ],
+    )
+    def test_a_date_or_time_before_or_after_a_number_in_groups_stays_whole(
+        self, text: str, expected: str
+    ) -> None:
+        """`2026-12-07 138 0013 8001` read `2026-12-071******8001`, the date's day taken for
+        a country code (a time's seconds too), and `+44 20 7946 0958 10:00:00` read
+        `442*******5810:00:00`, the hour taken for the number's last group."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             # a landline (`+86 10` and 8 digits) before another (`010` and 8 digits): the
             # second's `010` was no group of the first, whose `1300 0000 010` read as a
             # mobile number, so the first matched from `10` and `+86`, `0000 0000` showed

@@ -314,3 +314,34 @@ def test_a_date_after_a_number_stays_whole(number_date: tuple[str, str, str]) ->
     assert masked.endswith(" " + date), (line, masked)
     left = _digits_left(masked.removesuffix(date))
     assert not [digits[i : i + 7] for i in range(len(digits) - 6) if digits[i : i + 7] in left]
+
+
+@st.composite
+def numbers_beside_a_date_or_time(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A number as written with a date or a time before it (`2026-12-07 138 0013 8001`,
+    `10:00:00 ...`), or a time after it (`+44 20 7946 0958 10:00:00`), its digits and the
+    date or time."""
+    written, digits = draw(written_numbers())
+    moment = draw(st.datetimes(min_value=datetime.datetime(1000, 1, 1)))
+    sign = draw(st.sampled_from(["-", "/"]))
+    time = moment.strftime(draw(st.sampled_from(["%H:%M", "%H:%M:%S"])))
+    if draw(st.booleans()):
+        when = draw(
+            st.sampled_from(
+                [time, moment.strftime(f"%Y{sign}%m{sign}%d"), moment.strftime("%Y-%m-%dT%H:%M:%S")]
+            )
+        )
+        return f"call {when} {written}", digits, when
+    return f"call {written} {time}", digits, time
+
+
+@settings(max_examples=200, deadline=None)
+@given(numbers_beside_a_date_or_time())
+@example(("call 1999-01-01 130 0000 0000", "13000000000", "1999-01-01"))
+def test_a_date_or_time_beside_a_number_stays_whole(number_when: tuple[str, str, str]) -> None:
+    line, digits, when = number_when
+    masked = mask_text(line)
+    assert f" {when} " in f"{masked} ", (line, masked)
+    left = _digits_left(masked.replace(when, " "))
+    runs = [digits[i : i + 7] for i in range(len(digits) - 6)]
+    assert not [run for run in runs if run in left], (line, masked)
