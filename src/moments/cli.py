@@ -29,6 +29,7 @@ from moments.cliparts import (
     command_settings,
     port_or_off,
     positive_int,
+    shown,
     unrecognized,
 )
 from moments.deadletter_cli import add_deadletter_command
@@ -179,7 +180,7 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = float("nan")
     if not 0 < value < 3600:
-        raise argparse.ArgumentTypeError(f"{text!r}: give seconds above 0 and below 3600")
+        raise argparse.ArgumentTypeError(f"{shown(text)}: give seconds above 0 and below 3600")
     return value
 
 

@@ -83,22 +83,23 @@ def add_events_command(sub: Subparsers) -> None:
     )
     check.add_argument(
         "--max-shown",
-        type=_shown,
+        type=_max_shown,
         default=50,
         metavar="N",
         help="refused lines printed (text output; all are counted; default 50)",
     )
 
 
-def _shown(text: str) -> int:
-    """An argparse type: a count of refused lines to print, 0 or more (`-1` was taken)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
+def _max_shown(text: str) -> int:
+    """An argparse type: a count of refused lines to print, 0 or more (`-1` was taken;
+    a pasted value was echoed whole)."""
+    from moments.cliparts import shown, whole  # `shown` names a count in this module
+
+    value = whole(text)
+    if value is None or value < 0:
         raise argparse.ArgumentTypeError(
-            f"{text}: write a whole number, 0 to print no refused line (all are counted)"
+            f"{shown(text)}: write a whole number of 0 or more, 0 to print no refused line "
+            "(all are counted)"
         )
     return value
 

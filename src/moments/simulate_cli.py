@@ -19,6 +19,7 @@ from moments.cliparts import (
     positive_int,
     shown,
     stderr_console,
+    whole,
 )
 from moments.filenames import is_csv
 from moments.progresslines import PROGRESS_EVERY_S
@@ -72,10 +73,10 @@ def add_simulate_command(sub: Subparsers) -> None:
         help="traffic after the profiles, in seconds or as a duration (2d, 3w) (default: "
         "until Ctrl-C; needed with --to-file)",
     )
-    p.add_argument("--seed", type=int, default=None, help="same seed, same stream")
+    p.add_argument("--seed", type=_seed, default=None, help="same seed, same stream")
     p.add_argument(
         "--plant-rate",
-        type=float,
+        type=_share,
         default=0.01,
         metavar="SHARE",
         help="share of events that are planted moments (default 0.01)",
@@ -145,6 +146,30 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_DAYS * 86400):
         raise argparse.ArgumentTypeError(f"{shown(text)}: {fix}")
     return seconds
+
+
+def _seed(text: str) -> int:
+    """`--seed`: any whole number (argparse's `type=int` echoed a pasted value whole)."""
+    value = whole(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)}: write a whole number, e.g. 7 (the same seed, the same stream)"
+        )
+    return value
+
+
+def _share(text: str) -> float:
+    """`--plant-rate`: a share of events from 0 to 1, refused as the arguments are read
+    (`type=float` echoed a pasted value whole, and `5` was refused only after)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # nan too
+        raise argparse.ArgumentTypeError(f"{shown(text)}: write a share of events from 0 to 1")
+    return value
 
 
 def stats_table(stats: SimStats, elapsed_rate: float | None = None) -> Table:
@@ -225,8 +250,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.rate is None:  # argparse said "the following arguments are required: --rate"
         raise ConfigError(missing_rate(args.subscribers))
-    if not 0 <= args.plant_rate <= 1:
-        raise ConfigError("--plant-rate is a share of events: write a number from 0 to 1")
     console = stderr_console()
     events = simulate(args.subscribers, args.rate, seed=args.seed, plant_rate=args.plant_rate)
     count = limit(events, args.rate, args.duration)

@@ -621,7 +621,7 @@ def test_a_negative_max_shown_is_refused(capsys: pytest.CaptureFixture[str]) -> 
         main(["events", "check", "--max-shown", "-1", "events.jsonl"])
     assert exit_.value.code == 2
     said = capsys.readouterr().err
-    assert "-1: write a whole number, 0 to print no refused line (all are counted)" in said
+    assert "'-1': write a whole number of 0 or more, 0 to print no refused line" in said
 
 
 def test_an_empty_file_among_checked_ones_is_named_without_saying_nothing_was_checked(
