@@ -140,7 +140,10 @@ def _seconds(text: str) -> float:
             seconds = parse_duration(text).total_seconds()
         except ValueError as exc:
             hint = str(exc).partition("; ")[2]  # `write 2d` for `2 days`, as in a rules file
-            if hint.startswith("write ") and not hint.startswith("write a number and a unit"):
+            # The form and "a shorter duration" are said better by `fix`: seconds too
+            if hint.startswith("write ") and not hint.startswith(
+                ("write a number and a unit", "write a shorter duration")
+            ):
                 fix = hint
             raise argparse.ArgumentTypeError(f"{shown(text)}: {fix}") from None
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_DAYS * 86400):

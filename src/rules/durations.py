@@ -48,7 +48,7 @@ _MAX_SECONDS = MAX_DAYS * 86400
 
 def parse_duration(text: str) -> dt.timedelta:
     """Parse `<number><unit>` with unit s, m, h, d or w, at most `MAX_DAYS`; raise
-    ValueError saying what to write."""
+    ValueError as `problem; fix` (a caller may show the fix alone)."""
     match = _DURATION.match(str(text))
     if not match:
         raise ValueError(f"{echoed(str(text))} is not a duration; {_what_to_write(str(text))}")
@@ -61,7 +61,7 @@ def parse_duration(text: str) -> dt.timedelta:
     if too_long or seconds > _MAX_SECONDS:
         raise ValueError(
             f"{echoed(str(text).strip())} is longer than {MAX_DAYS}d (100 years), which no "
-            "rule or setting needs: write a shorter duration"
+            f"rule or setting needs; write a shorter duration, {MAX_DAYS}d at most"
         )
     return dt.timedelta(seconds=seconds)
 

@@ -5,6 +5,7 @@ and `3m`, the nearest to the example, is three minutes)."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -65,8 +66,8 @@ def test_a_duration_beyond_a_hundred_years_is_refused(written: str) -> None:
         parse_duration(written)
     shown = written if len(written) <= 20 else written[:17] + "..."
     assert str(err.value) == (
-        f"{shown!r} is longer than 36500d (100 years), which no rule or setting needs: "
-        "write a shorter duration"
+        f"{shown!r} is longer than 36500d (100 years), which no rule or setting needs; "
+        "write a shorter duration, 36500d at most"
     )
     assert parse_duration("36500d") == dt.timedelta(days=36500)
 
@@ -85,6 +86,58 @@ def test_a_ttl_beyond_a_hundred_years_is_refused_at_its_line() -> None:
     found = [str(p) for p in refused.value.problems]
     assert len(found) == 2
     assert all("is longer than 36500d (100 years)" in p and p.startswith("r.yaml:") for p in found)
+    assert all(p.endswith("; write a shorter duration, 36500d at most") for p in found), found
+
+
+def test_a_duration_beyond_a_hundred_years_says_its_fix_after_the_semicolon() -> None:
+    """Every other refusal reads `problem; fix`, and a caller that shows the fix alone
+    (`moments simulate --duration` takes the hint after "; ") took none from this one:
+    it read `...: write a shorter duration`, with no "; "."""
+    for written in ("36501d", "not a duration", "7 days"):
+        with pytest.raises(ValueError, match=" is ") as err:
+            parse_duration(written)
+        problem, _, fix = str(err.value).partition("; ")
+        assert problem.startswith(repr(written)), str(err.value)
+        assert fix.startswith("write "), str(err.value)
+
+
+def test_every_caller_shows_the_fix_for_a_duration_beyond_a_hundred_years(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The time options (`--since 36501d`), `tasks pending --older-than` and a dispatch
+    policy print the fix whole; `simulate --duration` its own, which names its range."""
+    from moments.cli import main
+    from moments.cliparts import parse_when
+    from moments.exceptions import ConfigError
+    from sinks.policy import load_policy
+
+    fix = "write a shorter duration, 36500d at most"
+    with pytest.raises(ConfigError, match=f"^--since '36501d' is longer .*; {fix}$"):
+        parse_when("36501d", dt.UTC, "--since")
+    with pytest.raises(SystemExit):
+        main(["tasks", "pending", "--older-than", "36501d"])
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"--older-than: '36501d' is longer than "
+            f"36500d (100 years), which no rule or setting needs; {fix}"
+        )
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("outcomes:\n  declined_suppress: 36501d\n")
+    with pytest.raises(ConfigError, match=fix):
+        load_policy(policy)
+    with pytest.raises(SystemExit):
+        main(["simulate", "--subscribers", "1", "--rate", "1", "--duration", "36501d"])
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "--duration: '36501d': write seconds (3600) or a duration (1h, 2d, 3w), above 0 and "
+            "at most 36500d (100 years)"
+        )
+    )
 
 
 @pytest.mark.parametrize(
