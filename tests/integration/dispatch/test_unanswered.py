@@ -219,7 +219,10 @@ class TestUnanswered:
         assert (await handle_outcomes([record], w.sink, now=NOW)).declined == 1
         assert await w.sink.declines.suppressed(SUB, "low_balance")
 
-        await make_worker().sink.redrive(older_than=0)
+        # The entry went pending at the release's time, an hour ahead: claimed only by a
+        # re-drive looking that far ahead (older_than=0 claimed nothing, sent nothing).
+        assert await make_worker().sink.redrive(older_than=-3600.0 - 60) == 1
+        assert await w.ledger.state(call) == "sent"
         assert len(await published(w.settings, 1)) == 1  # nothing sent again
 
     @pytest.mark.parametrize("crashes", [1, 2])
