@@ -108,14 +108,22 @@ class TestClaimAgain:
             await client.aclose()
 
 
+async def pending_since(ledger: TaskLedger, seconds: float, *task_ids: str) -> None:
+    """`task_ids` pending for `seconds` already: a claim of those older than less re-scores
+    them, and a second claim finds them fresh only if it did (a second claim a moment
+    after a fresh entry's claim found it fresh either way)."""
+    await ledger.redis.zadd(ledger.pending_key, dict.fromkeys(task_ids, time.time() - seconds))
+
+
 class TestClaimStale:
     """A pending entry left by a crash is handed to exactly one re-driver, payload included."""
 
     async def test_stale_entry_is_claimed_once_with_its_payload(self, ledger: TaskLedger) -> None:
         await ledger.claim([("a", b'{"task_id": "a"}')])
         assert await ledger.claim_stale(older_than=3600) == []  # still fresh
-        first = await ledger.claim_stale(older_than=0)
-        second = await ledger.claim_stale(older_than=0.5)
+        await pending_since(ledger, 60, "a")
+        first = await ledger.claim_stale(older_than=30)
+        second = await ledger.claim_stale(older_than=30)
         assert first == [("a", b'{"task_id": "a"}')]
         assert second == []  # re-scored by the first claimer
 
@@ -124,10 +132,11 @@ class TestClaimStale:
     ) -> None:
         await ledger.claim([("a", b"A"), ("b", b"B"), ("c", b"C")])
         await ledger.redis.delete(ledger.key("b"))  # expired while pending
-        claimed = await ledger.claim_stale(older_than=0)
+        await pending_since(ledger, 60, "a", "b", "c")
+        claimed = await ledger.claim_stale(older_than=30)
         assert sorted(claimed) == [("a", b"A"), ("c", b"C")]
         assert await ledger.pending_count() == 2  # b is gone from the index too
-        assert await ledger.claim_stale(older_than=0.5) == []  # just re-scored: not stale
+        assert await ledger.claim_stale(older_than=30) == []  # just re-scored: not stale
 
     async def test_confirmed_entry_is_not_redriven(self, ledger: TaskLedger) -> None:
         await ledger.claim([("a", b"{}")])
