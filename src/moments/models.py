@@ -483,6 +483,14 @@ Instant = Annotated[
 """An instant as the contract writes it: RFC 3339 with an offset (not a Unix time, not
 `+0800`, not a space for the T). JSON is read as the schemas read it, field by field
 (see `_Event`): no number is taken for a time, nor text for a number."""
+WrittenInstant = Annotated[
+    AwareDatetime,
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _RFC3339}),
+]
+"""An instant the detector writes (a task's, a withdrawal's): published with `Instant`'s
+pattern, since `jsonschema` checks `format: date-time` only with `rfc3339-validator`
+installed (a consumer validating tasks checked no time); read as any aware datetime, as
+the tasks the worker stored before are."""
 _DAY = cs.date_schema(strict=False)
 Day = Annotated[
     dt.date,
@@ -1021,7 +1029,7 @@ class Deferral(BaseModel):
         + "; ".join(f"`{name}`: {meaning}" for name, meaning in DEFERRAL_REASONS.items())
         + ". New reasons may be added"
     )
-    until: AwareDatetime = Field(description="Until when it was to wait")
+    until: WrittenInstant = Field(description="Until when it was to wait")
 
 
 class QuietHours(BaseModel):
@@ -1064,8 +1072,8 @@ class RelatedMoment(BaseModel):
     priority: int = Field(ge=1, le=5)
     channel: Channel
     action: str
-    triggered_at: AwareDatetime
-    expires_at: AwareDatetime | None = Field(
+    triggered_at: WrittenInstant
+    expires_at: WrittenInstant | None = Field(
         default=None,
         description="When this moment lapses (the task's `expires_at` is the latest of its "
         "moments'): a contact after it should leave this one out",
@@ -1110,10 +1118,10 @@ class ServiceTask(BaseModel):
     priority: int = Field(ge=1, le=5, description="1 highest")
     channel: Channel
     action: str = Field(description="Template or recommended action id")
-    triggered_at: AwareDatetime = Field(description="Event time of the moment")
-    created_at: AwareDatetime
-    deliver_after: AwareDatetime
-    expires_at: AwareDatetime
+    triggered_at: WrittenInstant = Field(description="Event time of the moment")
+    created_at: WrittenInstant
+    deliver_after: WrittenInstant
+    expires_at: WrittenInstant
     evidence: list[str] = Field(description="Event ids that led to the task")
     deferred: Deferral | None = None
     quiet_hours: QuietHours | None = Field(
@@ -1197,16 +1205,16 @@ class TaskWithdrawal(BaseModel):
         "closed; forgotten: the subscriber was erased (a profile tombstone). New reasons may "
         "be added",
     )
-    occurred_at: AwareDatetime = Field(
+    occurred_at: WrittenInstant = Field(
         description="When the profile change happened: the profile update's `occurred_at`, "
         "or a tombstone's record timestamp; for a task dropped when it was to be sent again "
         "after a worker died, when it was dropped"
     )
-    withdrawn_at: AwareDatetime = Field(
+    withdrawn_at: WrittenInstant = Field(
         description="When the detector withdrew the task (a repeat may carry a later one), "
         "on the clock of `occurred_at`"
     )
-    expires_at: AwareDatetime = Field(
+    expires_at: WrittenInstant = Field(
         description="The task's `expires_at`: no withdrawal of it comes after this, and a "
         "consumer may forget the task then"
     )
