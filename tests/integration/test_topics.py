@@ -102,3 +102,28 @@ async def test_an_unreachable_broker_is_an_error_the_worker_retries() -> None:
     with pytest.raises(TopicsUnreachableError, match=f"127.0.0.1:{port}") as err:
         await ensure_topics(f"127.0.0.1:{port}", {"x": 1}, timeout_s=3)
     assert isinstance(err.value, RETRYABLE)
+
+
+async def test_a_consumer_started_first_gives_a_topic_the_brokers_count(
+    kafka_bootstrap: str, unique_name: UniqueNames, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/consuming-tasks.md, "Start after the topics exist": aiokafka asks for topics
+    with auto-creation on, so a consumer of `moments.task-withdrawals` started before
+    any worker made it does not stall: its start creates the topic, with the broker's
+    default count (Tansu 4, Kafka `num.partitions`), which a worker asking for another
+    keeps (a warning), where the page promises the count of `moments.tasks`."""
+    from aiokafka import AIOKafkaConsumer
+
+    topic = unique_name("withdrawals")
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        [made] = (await _partition_counts(kafka_bootstrap, [topic])).values()
+    finally:
+        await reader.stop()
+    worker = made + 3
+    await ensure_topics(kafka_bootstrap, {topic: worker})
+    assert await _partition_counts(kafka_bootstrap, [topic]) == {topic: made}
+    assert f"asked {worker}, has {made}" in caplog.text
