@@ -35,6 +35,10 @@ in event time: as long as the dispatch stores keep the `forgotten` mark
 (sinks.relevance.FACTS_TTL_S)."""
 
 
+DIGEST_CHARS = 10
+"""The length of an `event_digest`: a ring of them is stored as one string of them."""
+
+
 def event_digest(event_id: str) -> str:
     """A short, stable digest of an event id: 5 bytes of blake2b, hex. Among the 8 of a
     ring, another id matches by chance once in ~10^11 events."""
@@ -220,14 +224,13 @@ class SubscriberState:
 
     def to_json(self) -> bytes:
         # Written out field by field: this runs for every changed subscriber of every batch.
-        doc: dict[str, Any] = {"o": self.offsets, "r": self.recent}
+        doc: dict[str, Any] = {"o": self.offsets, "r": _stored_rings(self.recent)}
         if self.first_seen:
             doc["f"] = self.first_seen
         if self.profile:
             doc["p"] = self.profile
         if self.profile_at or "p" in self.seen:  # none: a record of before (`_profile_at`)
-            base = self.seen.get("p", 0)
-            doc["q"] = {name: base - at for name, at in self.profile_at.items()}
+            doc["q"] = _stored_profile_at(self.profile_at, self.seen.get("p", 0), self.profile)
         if self.series:
             doc["s"] = self.series
         if self.last:
@@ -273,7 +276,7 @@ class SubscriberState:
             offsets=doc.get("o", {}),
             recent=_rings(doc.get("r")),
             profile=doc.get("p", {}),
-            profile_at=_profile_at(doc.get("q"), doc.get("n")),
+            profile_at=_profile_at(doc.get("q"), doc.get("n"), doc.get("p")),
             series=doc.get("s", {}),
             last=doc.get("l", {}),
             last_at=doc.get("t", {}),
@@ -299,21 +302,62 @@ def _stamp(stored: Any) -> tuple[int, ...]:
     return tuple(stored) if isinstance(stored, list) else ()
 
 
-def _profile_at(stored: Any, seen: Any) -> dict[str, int]:
-    """The profile fields' times of a record (`q`: seconds before `seen["p"]`). One written
+def _stored_profile_at(
+    times: dict[str, int], base: int, profile: dict[str, Any]
+) -> dict[str, int] | list[Any]:
+    """`profile_at` as stored (`q`): seconds before `base` (`seen["p"]`). When every field
+    of the profile has a time, `[usual, {the others}]`: the profile's fields not named are
+    `usual` seconds before (a profile is mostly set by one update, a field or two changed
+    since); one a field cost a week's records 37 bytes each, the largest part of their
+    growth since 2026-12-05 (docs/performance-log.md, thirty-first session)."""
+    ago = {name: base - at for name, at in times.items()}
+    if not profile or not profile.keys() <= ago.keys():
+        return ago  # a field dated by `*` alone (a record of before) stays so
+    shared = [ago[name] for name in profile]
+    usual = max(shared, key=shared.count)  # on a tie, the first field's
+    return [usual, {name: a for name, a in ago.items() if a != usual or name not in profile}]
+
+
+def _profile_at(stored: Any, seen: Any, profile: Any = None) -> dict[str, int]:
+    """The profile fields' times of a record (`q`, `_stored_profile_at`). One written
     before they were kept dates every field at its latest profile time: an update older
     than it is refused whatever it carries, as it was then."""
     latest = seen.get("p") if isinstance(seen, dict) else None
+    base = latest or 0
+    if isinstance(stored, list):
+        usual, named = stored
+        times = dict.fromkeys(profile or (), base - usual)
+        times.update((name, base - ago) for name, ago in named.items())
+        return times
     if isinstance(stored, dict):
-        base = latest or 0
         return {name: base - ago for name, ago in stored.items()}
     return {} if latest is None else {PROFILE_AT_ANY: latest}
 
 
+def _stored_rings(recent: dict[str, list[str]]) -> dict[str, Any]:
+    """The recent-id rings as stored: each as one string of its digests, without the
+    quotes and commas of a list (30 bytes a record of a simulated week, compressed). The
+    detector's digests are all `DIGEST_CHARS` long; a ring whose length says otherwise (a
+    test's) stays a list."""
+    stored: dict[str, Any] = {}
+    for source, ring in recent.items():
+        joined = "".join(ring)
+        stored[source] = joined if len(joined) == DIGEST_CHARS * len(ring) else ring
+    return stored
+
+
 def _rings(stored: Any) -> dict[str, list[str]]:
-    """The recent-id rings of a record; a record written before they were kept per source
-    (one list) gives none: ids seen before an upgrade are not guarded after it."""
-    return stored if isinstance(stored, dict) else {}
+    """The recent-id rings of a record (`_stored_rings`; a list as written before
+    2026-12-07); a record written before they were kept per source (one list) gives none:
+    ids seen before an upgrade are not guarded after it."""
+    if not isinstance(stored, dict):
+        return {}
+    return {
+        source: [ring[i : i + DIGEST_CHARS] for i in range(0, len(ring), DIGEST_CHARS)]
+        if isinstance(ring, str)
+        else ring
+        for source, ring in stored.items()
+    }
 
 
 def _complaints(stored: Any, seen: Any) -> dict[str, int]:
