@@ -6,7 +6,7 @@ fields, zone names, the catalog's rule tags. Never overwrite a dictionary record
 already use: give a new one the next id, add it to `KNOWN_DICTIONARIES` and make it
 `CURRENT_DICTIONARY`; the old file stays to read what it wrote.
 
-    .venv/bin/python scripts/train_state_dictionary.py --id 2
+    .venv/bin/python scripts/train_state_dictionary.py --id 3
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@ Each record is one zstd frame naming its dictionary's id. Records written before
 compression (plain JSON, `{` first) are still read, so a changelog from an older
 version restores as is; each is compressed when next saved. A dictionary is never
 changed once records use it: a better one gets a new id, and the old ones stay here
-to read what they wrote (`scripts/train_state_dictionary.py`).
+to read what they wrote (`scripts/train_state_dictionary.py`). Dictionary 1 was trained
+on the records of 2026-12-04; the fields added since (the profile fields' times, the
+cooldown marks' tasks, ...) were new to it, and a simulated week's records grew from
+~430 to 492 bytes. Dictionary 2, trained on the records of 2026-12-07, stores them in
+~376 (docs/performance-log.md, thirty-first session).
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import zstandard
 
 from moments.logmask import mask_text
 
-CURRENT_DICTIONARY = 1
+CURRENT_DICTIONARY = 2
 """The id of the dictionary new records are written with (`state-dict-<id>.zstd`)."""
-KNOWN_DICTIONARIES = (1,)
+KNOWN_DICTIONARIES = (1, 2)
 """Every dictionary id records may name: the current one and those before it."""
 LEVEL = 1
 """zstd's level: 3 made records 5% smaller for 20% more time (2.5 against 2.0 µs)."""

@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 import pytest
+import zstandard
 
 from moments.state import PROFILE_AT_ANY, SubscriberState
-from moments.statezip import unpack
+from moments.statezip import CURRENT_DICTIONARY, unpack
 
 TYPICAL = (
     b'{"o":{"p0":18396,"u0":404473,"t0":55264,"c0":1484,"r0":4641},"r":{"p":["23e6cf593c",'
@@ -54,8 +55,9 @@ recent ids as lists, the profile's times one a field)."""
 def test_a_typical_record_is_stored_small() -> None:
     """It took 469 bytes (the week's mean 492, p99 576): the profile fields' times (`q`,
     one a field since 2026-12-06) and the rings of recent ids (quotes and commas around
-    each digest) made most of it; the size is the week's mean's, whose goal is 512."""
-    assert len(SubscriberState.from_bytes(TYPICAL).to_bytes()) <= 440
+    each digest) and dictionary 1, trained before those fields were (2026-12-04), most of
+    it; the size is the week's mean's, whose goal is 512."""
+    assert len(SubscriberState.from_bytes(TYPICAL).to_bytes()) <= 370
 
 
 def test_a_record_written_before_reads_as_it_was_and_is_written_back_the_new_way() -> None:
@@ -94,3 +96,10 @@ def test_rings_of_other_lengths_of_digest_read_back_as_they_were() -> None:
     # (a ring of 9 and 11 would read as two of 10: the detector's are all 10)
     state = SubscriberState(recent=rings)
     assert SubscriberState.from_bytes(state.to_bytes()).recent == rings
+
+
+def test_new_records_name_the_current_dictionary_and_those_of_dictionary_1_still_read() -> None:
+    assert zstandard.get_frame_parameters(WRITTEN_BEFORE).dict_id == 1
+    again = SubscriberState.from_bytes(WRITTEN_BEFORE).to_bytes()
+    assert zstandard.get_frame_parameters(again).dict_id == CURRENT_DICTIONARY
+    assert CURRENT_DICTIONARY != 1
