@@ -35,8 +35,9 @@ def topic_types(settings: Settings) -> dict[str, EventType]:
 
 def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | None, str | None]:
     """What keeps the topics' partition counts from holding the state (a start refuses
-    it), and a warning about input topics that do not exist yet; `moments check` says
-    the same."""
+    it), and a warning about input topics that do not exist yet or withdrawals
+    partitioned otherwise than the tasks (`withdrawals_apart`); `moments check` says the
+    same."""
     inputs = list(topic_types(settings))
     problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
     returns = returns_topic(settings)
@@ -48,10 +49,42 @@ def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | 
         )
     if problems:
         return "; ".join(problems), None
+    warnings: list[str] = []
     if missing := [t for t in inputs if t not in counts]:
-        return None, (
+        warnings.append(
             f"input topic(s) {', '.join(missing)} do not exist yet: create them with "
             f"MOMENTS_PARTITIONS ({settings.partitions}) partitions before producers write to "
             "them (a broker that creates topics on first use gives them its own default count)"
         )
-    return None, None
+    tasks, withdrawals = settings.topic("tasks"), settings.topic("task_withdrawals")
+    if (said := withdrawals_apart(counts, tasks, withdrawals, settings.partitions)) is not None:
+        warnings.append(said)
+    return None, "; ".join(warnings) or None
+
+
+def withdrawals_apart(
+    counts: dict[str, int], tasks: str, withdrawals: str, partitions: int
+) -> str | None:
+    """A warning when the withdrawals topic has (or, missing, will be made with:
+    `partitions`, as a worker makes `OUTPUT_TOPICS`) another partition count than the
+    tasks topic, or None. Consumers are promised a subscriber's tasks and withdrawals on
+    partitions of one number (a group member given partition n of both finds a task's
+    withdrawal there); the workers' own work does not depend on it, so a start goes on.
+    The outcomes topic's count is not checked: what an outcome reads and writes is in
+    Redis, and keyed by subscriber its outcomes stay on one partition at any count
+    (docs/architecture.md, "Outcomes")."""
+    held, made = counts.get(withdrawals, partitions), counts.get(tasks, partitions)
+    if held == made:
+        return None
+    fix = (
+        f"add partitions to {withdrawals} up to {made} (its withdrawals already written stay "
+        "where they are)"
+        if held < made
+        else f"create {withdrawals} again with {made} once every task it names has expired "
+        "(consumers read it from its start)"
+    )
+    return (
+        f"{withdrawals} has {held} partitions and {tasks} {made}: a subscriber's withdrawals "
+        "are no longer on the partition number of its tasks, as consumers are promised "
+        f"(docs/consuming-tasks.md, Withdrawn tasks); {fix}"
+    )

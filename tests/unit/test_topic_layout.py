@@ -1,0 +1,82 @@
+"""moments.topiclayout.partition_layout on the output topics: which counts a start refuses,
+warns of, or takes as they are.
+
+The withdrawals are promised "keyed and partitioned as moments.tasks" (the AsyncAPI
+description, docs/consuming-tasks.md): a subscriber's tasks and withdrawals on partitions
+of the same number, so that a consumer group handing partition n of both topics to one
+member finds a task's withdrawal where it reads the task. A dispatch consumer started
+before the workers made the topics had its broker create them with the broker's default
+count (Tansu 4), and the worker said only "asked 8, has 4" among its start lines.
+
+The outcomes topic's count is the consumers' choice: the worker keeps no state of it
+per partition (everything an outcome reads or writes is in Redis, shared by every
+worker), and a subscriber's outcomes, keyed by subscriber, stay on one partition in
+order whatever that count is."""
+
+from __future__ import annotations
+
+from moments.settings import Settings, load_settings
+from moments.stateview import changelog_topic, returns_topic
+from moments.topiclayout import partition_layout, topic_types
+
+
+def counts_at(settings: Settings, n: int, **outputs: int) -> dict[str, int]:
+    """Every input topic, the changelog and the returns topic at `n` partitions, and the
+    output topics (`Settings.topic` names) at the counts given."""
+    held = [*topic_types(settings), changelog_topic(settings), returns_topic(settings)]
+    return dict.fromkeys(held, n) | {settings.topic(name): c for name, c in outputs.items()}
+
+
+def test_withdrawals_partitioned_otherwise_than_the_tasks_are_warned_of() -> None:
+    settings = load_settings(partitions=8)
+    counts = counts_at(settings, 8, tasks=8, task_withdrawals=4)
+    problem, warning = partition_layout(settings, counts)
+    assert problem is None  # the worker's own work does not depend on it
+    assert warning is not None
+    assert "moments.task-withdrawals has 4 partitions and moments.tasks 8" in warning
+    assert "add partitions to moments.task-withdrawals" in warning
+
+
+def test_withdrawals_with_more_partitions_than_the_tasks_name_the_other_fix() -> None:
+    settings = load_settings(partitions=4)
+    counts = counts_at(settings, 4, tasks=4, task_withdrawals=8)
+    _, warning = partition_layout(settings, counts)
+    assert warning is not None
+    assert "moments.task-withdrawals has 8 partitions and moments.tasks 4" in warning
+    assert "create moments.task-withdrawals again with 4" in warning
+
+
+def test_withdrawals_made_before_the_tasks_are_compared_with_what_the_worker_makes() -> None:
+    """A consumer's start made the withdrawals topic alone (a broker's default count); the
+    worker then makes the tasks topic with MOMENTS_PARTITIONS, which its start says."""
+    settings = load_settings(partitions=8)
+    _, warning = partition_layout(settings, counts_at(settings, 8, task_withdrawals=4))
+    assert warning is not None
+    assert "moments.task-withdrawals has 4 partitions and moments.tasks 8" in warning
+    assert partition_layout(settings, counts_at(settings, 8)) == (None, None)
+
+
+def test_a_withdrawals_warning_comes_beside_one_of_missing_input_topics() -> None:
+    settings = load_settings(partitions=8)
+    counts = counts_at(settings, 8, tasks=8, task_withdrawals=4)
+    del counts[settings.topic("usage")]
+    _, warning = partition_layout(settings, counts)
+    assert warning is not None
+    assert "do not exist yet" in warning
+    assert "moments.task-withdrawals has 4 partitions" in warning
+
+
+def test_tasks_and_withdrawals_alike_need_not_be_moments_partitions() -> None:
+    """The promise is between the two topics: the worker's producer hashes each key over
+    the count each topic has."""
+    settings = load_settings(partitions=8)
+    assert partition_layout(settings, counts_at(settings, 8, tasks=4, task_withdrawals=4)) == (
+        None,
+        None,
+    )
+
+
+def test_outcomes_of_another_count_are_taken_as_they_are() -> None:
+    settings = load_settings(partitions=8)
+    counts = counts_at(settings, 8, tasks=8, task_withdrawals=8, task_outcomes=4)
+    assert partition_layout(settings, counts) == (None, None)
