@@ -179,3 +179,29 @@ def test_a_first_bootstrap_server_down_leaves_the_others(make_settings: MakeSett
     code, out = check(make_settings(kafka_bootstrap=f"127.0.0.1:{free_port()},{live}"))
     assert code == 0, out
     assert rows(out)["Kafka"][0] == "ok"
+
+
+async def test_withdrawals_a_consumer_made_first_are_a_warning(
+    make_settings: MakeSettings, topics_for: Callable[[Settings], Awaitable[None]]
+) -> None:
+    """A consumer of `moments.task-withdrawals` started before the topics were made gives
+    it the broker's default count (Tansu 4); the tasks then made with MOMENTS_PARTITIONS
+    (8) are partitioned otherwise, which consumers are promised they are not: the check
+    says so with the fix, where it said "ok" (docs/architecture.md, "Outcomes")."""
+    from aiokafka import AIOKafkaConsumer
+
+    settings = make_settings(partitions=8)
+    withdrawals = settings.topic("task_withdrawals")
+    reader = AIOKafkaConsumer(withdrawals, bootstrap_servers=settings.kafka_bootstrap)
+    await reader.start()
+    try:
+        made = len(reader.partitions_for_topic(withdrawals) or ())
+    finally:
+        await reader.stop()
+    assert 0 < made < settings.partitions  # the broker's default, below the workers'
+    await topics_for(settings)  # keeps the withdrawals' count, makes the rest with 8
+    _, out = check(settings)
+    verdict, detail = rows(out)["topics"]
+    assert verdict == "warn", out
+    assert f"{withdrawals} has {made} partitions and {settings.topic('tasks')} 8" in detail, out
+    assert f"add partitions to {withdrawals} up to 8" in detail, out
