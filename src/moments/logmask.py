@@ -40,9 +40,10 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, and any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
-  `138%200013%208001`), masked as one (an extension written on it stays: `138****8001x12`;
-  a date or a time beside it is none of its groups: `138****8001 2026-12-07`,
-  `2026-12-07 138****8001`, `442*****0958 10:00:00`),
+  `138%200013%208001`), masked as one (an extension, letters or a fraction on it
+  stay: `138****8001x12`, `861******8001abc`, `442*****0958.5`; a date or a time
+  beside it is none of its groups: `138****8001 2026-12-07`, `2026-12-07 138****8001`,
+  `442*****0958 10:00:00`),
   in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
@@ -211,7 +212,10 @@ _GROUPED = (
     rf"\d{{1,3}}{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}{_GROUP_SEPARATOR}\d{{2,6}}"
     rf"(?:{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}){{0,3}}"
     rf"|\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?{_NATIONAL})"
-    r"(?!(?![xX]\d)\w|\.\d)"  # no word's letters, a fraction's digits; an extension's x12
+    # ends where its digits do, whatever follows: letters or a fraction on it (`138 0013
+    # 8001abc`, `.5`, an extension's `x12`) stay as they are, and it is masked. Refused
+    # there, it showed whole, and `+86 10 1300 0000abc` backed off to `+86 10 1300`
+    r"(?!\d)"
 )
 """A number written in groups as people write phone numbers: `138-0013-8001`,
 `+86 138 0013 8001` (3, 4 and 4 digits after an optional country code: a mobile number;
@@ -220,7 +224,9 @@ groups of 2 to 6 digits after a country code, 7 digits or more in all (`+44 20 7
 `+1 415 555 2671`, `+44 7911 123456`; not `+1 20 30`) up to a mobile or landline number
 after them (but for its second group), and as a URL writes the spaces and the plus: `138+0013+8001`,
 `%2B44%2020%207946%200958`. An extension written on it (`138 0013 8001x12`) leaves it a
-number: its `x12` stays, as after one written whole (`13800138001x12`)."""
+number: its `x12` stays, as after one written whole (`13800138001x12`); so do letters or a
+fraction on it (`138 0013 8001abc`, `+44 20 7946 0958.5`): a number glued to a word is
+still a person's."""
 _URL_SIGN = r"%(?:25){0,2}(?!2[Bb])[0-9A-Fa-f]{2}"
 """A sign as a URL escapes it, once or twice (`%3D`, `%253D`: `=`), between an id's name
 and its value: `?q=msisdn%3D97531`, `%22msisdn%22%3A%2297531%22`. Its `%` is never read

@@ -625,6 +625,34 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            ("call +86 138 0013 8001abc", "call 861******8001abc"),
+            ("call +86 138 0013 8001.5", "call 861******8001.5"),
+            ("call +86 10 1300 0000abc", "call 861*****0000abc"),
+            ("call +44 20 7946 0958.5", "call 442*****0958.5"),
+            ("call 138 0013 8001abc now", "call 138****8001abc now"),
+            ("call 138-0013-8001.25", "call 138****8001.25"),
+            ("call (010) 8888 6666abc", "call 010****6666abc"),
+            ("call 415-555-2671ms", "call 415***2671ms"),
+            ("msisdn=+44 20 7946 0958_x", "msisdn=442*****0958_x"),
+            ("b'+86 138 0013 8001abc'", "b'861******8001abc'"),
+            # a fraction, a version, a row of small numbers stay
+            ("monotonic=132.12345678 s", "monotonic=132.12345678 s"),
+            ("python 3.11.2rc1", "python 3.11.2rc1"),
+            ("sleep +1 20 30.5s", "sleep +1 20 30.5s"),
+        ],
+    )
+    def test_a_number_in_groups_with_letters_or_a_fraction_on_it(
+        self, text: str, expected: str
+    ) -> None:
+        """`+86 138 0013 8001abc` and `+86 138 0013 8001.5` showed whole, `+86 10 1300
+        0000abc` as `861*1300 0000abc`: no letter nor fraction was to follow the last
+        group, and the country code's groups backed off to the fewest that were followed
+        by none, leaving the rest in clear. A number with a word glued on is still one."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             ("call 415-555-2671 failed", "call 415***2671 failed"),
             ("call 1-415-555-2671", "call 141****2671"),
             ("msisdn: 415-555-2671, 97531", "msisdn: 415***2671, *****"),

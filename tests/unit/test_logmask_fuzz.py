@@ -345,3 +345,44 @@ def test_a_date_or_time_beside_a_number_stays_whole(number_when: tuple[str, str,
     left = _digits_left(masked.replace(when, " "))
     runs = [digits[i : i + 7] for i in range(len(digits) - 6)]
     assert not [run for run in runs if run in left], (line, masked)
+
+
+@st.composite
+def numbers_in_groups_with_a_tail(draw: st.DrawFn) -> tuple[str, str]:
+    """A number written in groups with letters or a decimal fraction straight after it
+    (`+86 138 0013 8001abc`, `+44 20 7946 0958.5`), in free text or after an id's name,
+    and its digits."""
+    kind = draw(st.sampled_from(["abroad", "other", "mobile"]))
+    if kind == "abroad":
+        written, digits = draw(abroad_numbers())
+    elif kind == "other":
+        written, digits = draw(other_groupings())
+    else:
+        digits = draw(CN_MOBILE)
+        country = draw(st.sampled_from(["", "+86 ", "+86-", "86 "]))
+        written = country + _groups(digits, draw(st.sampled_from([" ", "-"])))
+        digits = country.strip("+- ") + digits
+    # letters (not an extension's x and digits: that is a test of its own) or a fraction
+    # short of 7 digits (its digits stay: a fraction's)
+    tail = draw(
+        st.one_of(
+            st.from_regex(r"\A[A-Za-z_]{1,6}\Z"),
+            st.from_regex(r"\A\.[0-9]{1,6}\Z"),
+        )
+    )
+    shape = draw(st.sampled_from(["call {} failed", "msisdn={} done", "{}"]))
+    return shape.format(written + tail), digits
+
+
+@settings(max_examples=300, deadline=None)
+@given(numbers_in_groups_with_a_tail())
+@example(("call +86 10 1300 0000abc", "861013000000"))
+@example(("call +44 20 7946 0958.5", "442079460958"))
+def test_letters_or_a_fraction_on_a_number_in_groups_leave_none_of_it(
+    line_digits: tuple[str, str],
+) -> None:
+    line, digits = line_digits
+    masked = mask_text(line)
+    left = _digits_left(masked)
+    runs = [digits[i : i + 7] for i in range(len(digits) - 6)]
+    assert not [run for run in runs if run in left], (line, masked)
