@@ -26,6 +26,7 @@ from moments.models import TASK_ID_PATTERN, OutcomeStatus, TaskOutcome
 from moments.pii import mask_msisdn
 from moments.redisurl import redacted_url
 from moments.settings import Settings
+from rules.durations import echoed
 from sinks.ledger import TaskLedger, state_of
 
 
@@ -51,13 +52,18 @@ def build_outcome(
     )
 
 
+TASK_ID_ECHOED = 40
+"""The most characters of a refused task id its error repeats: a task id's 32 (in
+capitals, say) show whole, a pasted page is cut short (it was repeated whole)."""
+
+
 def check_task_id(task_id: str) -> str:
     """The id as given, when it has the form of the detector's task ids (the worker
     refuses an outcome with another as a dead letter)."""
     if re.fullmatch(TASK_ID_PATTERN, task_id) is None:
         raise AckError(
-            f"{task_id!r} is not a task id (32 lowercase hex characters); copy the "
-            "task's task_id from moments.tasks (moments tasks tail --json)"
+            f"{echoed(task_id, TASK_ID_ECHOED)} is not a task id (32 lowercase hex "
+            "characters); copy the task's task_id from moments.tasks (moments tasks tail --json)"
         )
     return task_id
 

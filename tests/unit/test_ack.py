@@ -26,6 +26,18 @@ class TestTaskIdForm:
         assert "is not a task id (32 lowercase hex characters)" in err
         assert "moments tasks tail --json" in err
 
+    def test_a_long_argument_is_cut_short(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A 200-character argument (a pasted page) was repeated whole in the error; one of
+        a task id's length (in capitals) still shows whole."""
+        with pytest.raises(SystemExit):
+            main(["tasks", "ack", "z" * 200, "--status", "accepted"])
+        err = capsys.readouterr().err
+        assert f"'{'z' * 37}...' is not a task id (32 lowercase hex characters)" in err
+        assert "z" * 38 not in err
+        upper = "AB" * 16
+        with pytest.raises(AckError, match=f"^'{upper}' is not a task id"):
+            asyncio.run(ack_task(Settings(), upper, OutcomeStatus.DECLINED, "13800138001"))
+
     def test_the_function_refuses_it(self) -> None:
         with pytest.raises(AckError, match="32 lowercase hex"):
             asyncio.run(
