@@ -49,7 +49,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
   part of a hex string (a task id, a topic prefix) or a decimal fraction: the net for an
   MSISDN, IMEI or called number in free text. After a URL's escape (`%2B8613800138001`,
-  a `+`) its digits are a number's, not a hex string's, and the escape's own are none of
+  a `+`) its digits are a number's, not a hex string's (letters on it too:
+  `+8613800138001abc` reads `+861******8001abc`), and the escape's own are none of
   the number's (`%2213800138001` reads `%22138****8001`). Numbers of 7 digits and more (offsets,
   byte sizes) are masked too, the price of not knowing which number is personal.
 
@@ -346,7 +347,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _GROUPED
         + r""")  # 138-0013-8001
     | (?=\d)(?:(?<![0-9A-Fa-f%])|(?<=%[0-9A-Fa-f]{2}))  # not in hex; after %2B (URLs)
-      (?<!\d\.)(?P<long>\d{7,})(?![0-9A-Fa-f])                            # free text
+      (?<!\d\.)(?P<long>(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
+        |\d{7,}(?![0-9A-Fa-f]))                                   # free text
         """,
         re.VERBOSE,
     )

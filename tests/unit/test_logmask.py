@@ -635,6 +635,10 @@ class TestMaskText:
             ("call 415-555-2671ms", "call 415***2671ms"),
             ("msisdn=+44 20 7946 0958_x", "msisdn=442*****0958_x"),
             ("b'+86 138 0013 8001abc'", "b'861******8001abc'"),
+            # written whole after a plus (no hex string's digits: a number's) too
+            ("call +8613800138001abc", "call +861******8001abc"),
+            ("GET /v1/tasks?q=%2B8613800138001abc", "GET /v1/tasks?q=%2B861******8001abc"),
+            ("task 1234567abcdef", "task 1234567abcdef"),
             # a fraction, a version, a row of small numbers stay
             ("monotonic=132.12345678 s", "monotonic=132.12345678 s"),
             ("python 3.11.2rc1", "python 3.11.2rc1"),

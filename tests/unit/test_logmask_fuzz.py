@@ -349,11 +349,14 @@ def test_a_date_or_time_beside_a_number_stays_whole(number_when: tuple[str, str,
 
 @st.composite
 def numbers_in_groups_with_a_tail(draw: st.DrawFn) -> tuple[str, str]:
-    """A number written in groups with letters or a decimal fraction straight after it
-    (`+86 138 0013 8001abc`, `+44 20 7946 0958.5`), in free text or after an id's name,
-    and its digits."""
-    kind = draw(st.sampled_from(["abroad", "other", "mobile"]))
-    if kind == "abroad":
+    """A number written in groups, or whole after a plus, with letters or a decimal
+    fraction straight after it (`+86 138 0013 8001abc`, `+44 20 7946 0958.5`,
+    `+8613800138001abc`), in free text or after an id's name, and its digits."""
+    kind = draw(st.sampled_from(["abroad", "other", "mobile", "plus"]))
+    if kind == "plus":
+        digits = draw(LONG_IDS)
+        written = "+" + digits
+    elif kind == "abroad":
         written, digits = draw(abroad_numbers())
     elif kind == "other":
         written, digits = draw(other_groupings())
