@@ -74,7 +74,7 @@ class Detector:
     kept: Container[str] | None = None
     """Ids of the tasks a ledger holds for good, whose copies it drops unseen (the
     pipeline's); a moment judged again does not build such a task again (`emit`). None
-    (the stream, the backtest: their ledger's entries lapse) builds every one."""
+    (the stream, the backtest: their ledger's entries expire) builds every one."""
 
     def __init__(
         self,
