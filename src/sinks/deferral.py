@@ -65,14 +65,15 @@ from sinks.stores import Joining, Parking, Released
 # each costs the client ~2.5 µs to pack), rank ('': none), active after ('': not looked
 # at) and woken at (`Parking.active_after`, `woken_at`), made ('': not compared with a
 # tombstone's mark, `Parking.made`: 0 when the facts' `forgotten` is at or after it and
-# the entry is pending, left so and marked `unsent:<id>` as `_FORGET` marks the tasks it takes: it
-# waited, never published); S: task prefix, ttl, the
-# parker's timetable, now (the parking worker's clock, `time.time()`, epoch seconds: the
-# release times it is compared with are on the workers' clocks too, and a skew between
-# them of seconds is nothing beside `WAITING_KEPT_S`), `WAITING_KEPT_S`, unsent prefix;
-# SK: pending, deferred, hours, capped, nextday, judged, due, rank. The task enters the
-# waiting index (`forget`), which drops the ids parked until more than `WAITING_KEPT_S`
-# ago and is kept that long past the latest release time it holds.
+# the entry is pending, left so and marked `unsent:<id>` as `_FORGET` marks the tasks it
+# takes: it waited, never published; not one a re-drive decides, `redriven:<id>`, which
+# may have gone out); S: task prefix, ttl, the parker's timetable, now (the parking
+# worker's clock, `time.time()`, epoch seconds: the release times it is compared with are
+# on the workers' clocks too, and a skew between them of seconds is nothing beside
+# `WAITING_KEPT_S`), `WAITING_KEPT_S`, unsent prefix, redriven prefix; SK: pending,
+# deferred, hours, capped, nextday, judged, due, rank. The task enters the waiting index
+# (`forget`), which drops the ids parked until more than `WAITING_KEPT_S` ago and is kept
+# that long past the latest release time it holds.
 _PARK = """
 local v = redis.call('GET', K[1])
 if not v then return 0 end
@@ -82,7 +83,9 @@ if A[9] ~= '' and state == 'P' then
   local forgotten = redis.call('HGET', K[4], 'forgotten')
   if forgotten and tonumber(A[9]) <= tonumber(forgotten) then
     local left = redis.call('PTTL', K[1])
-    if left > 0 then redis.call('SET', S[6] .. A[1], '1', 'PX', left) end
+    if left > 0 and redis.call('EXISTS', S[7] .. A[1]) == 0 then
+      redis.call('SET', S[6] .. A[1], '1', 'PX', left)
+    end
     return 0
   end
 end
@@ -344,8 +347,8 @@ end
 return {1, out}
 """
 # K: the subscriber's waiting index, open, line; A: the subscriber id; S: now, task
-# prefix, group prefix, unsent prefix, `WAITING_KEPT_S`, `_OVERDUE_LOOK`; SK: deferred,
-# pending, hours, capped, nextday, due, rank.
+# prefix, group prefix, unsent prefix, `WAITING_KEPT_S`, `_OVERDUE_LOOK`, redriven
+# prefix; SK: deferred, pending, hours, capped, nextday, due, rank.
 # A profile tombstone: each of the subscriber's tasks still waiting (`D`) that the waiting
 # index, the suspended-line index or the open merge group names (the two others also name
 # tasks a version before the waiting index parked), or whose payload names the subscriber
@@ -359,7 +362,9 @@ return {1, out}
 # index are deleted. Each is marked `unsent:<id>` (the id alone, as long as its entry
 # lives: `TaskLedger.unsent`): it waited, never published, and a re-drive that drops it
 # withdraws nothing, as its decision here does not (a released task's re-drive withdraws
-# it: its worker may have published it before dying).
+# it: its worker may have published it before dying). But for one a re-drive parked
+# (`redriven:<id>`, `TaskLedger.mark_redriven`): its worker may have published it before
+# dying, and its drop withdraws it wherever it is decided.
 _FORGET = """
 local out = {}
 local ids, seen = {}, {}
@@ -405,7 +410,9 @@ for _, id in ipairs(ids) do
     redis.call('SET', key, 'P' .. payload, 'XX', 'KEEPTTL')
     redis.call('ZADD', SK[2], S[1], id)
     local left = redis.call('PTTL', key)
-    if left > 0 then redis.call('SET', S[4] .. id, '1', 'PX', left) end
+    if left > 0 and redis.call('EXISTS', S[7] .. id) == 0 then
+      redis.call('SET', S[4] .. id, '1', 'PX', left)
+    end
     table.insert(out, {id, payload, redis.call('LRANGE', S[3] .. id, 0, -1)})
   end
 end
@@ -532,13 +539,15 @@ class DeferralQueue:
         if not calls:
             return []
         at = time.time() if now is None else now
+        ledger = self.ledger
         shared = (
             at,
             f"{self.prefix}task:",
             f"{self.prefix}group:",
-            f"{self.prefix}unsent:",
+            ledger.unsent_key(""),
             WAITING_KEPT_S,
             _OVERDUE_LOOK,
+            ledger.redriven_key(""),
         )
         replies = await self._forget.run(calls, shared, self._taken_keys())
         return [
@@ -608,7 +617,8 @@ class DeferralQueue:
             timetable,
             time.time(),
             WAITING_KEPT_S,
-            f"{self.prefix}unsent:",
+            self.ledger.unsent_key(""),
+            self.ledger.redriven_key(""),
         )
         parked = await self._park.run(calls, shared, shared_keys)
         return [bool(ok) for ok in parked]

@@ -424,14 +424,9 @@ class TaskSink:
         confirmed). Not one a tombstone took out of the deferral queue (`Ledger.unsent`):
         it waited there, never published, and its worker died before deciding it; its
         withdrawal named the erased subscriber on the topic for a task no consumer saw,
-        where the decision with no crash withdraws nothing."""
-        void = [
-            (t, reason)
-            for c in candidates
-            if (reason := why.get(c.carrier_id)) in WITHDRAWN_FOR
-            for t in c.tasks
-            if t.task_id == c.carrier_id
-        ]
+        where the decision with no crash withdraws nothing; but for one a re-drive parked
+        before (`Ledger.redriven`: the tombstone marked it not)."""
+        void = _dropped_for_changes(candidates, why)
         forgotten = [t.task_id for t, reason in void if reason == SuppressReason.FORGOTTEN]
         if forgotten:
             unsent = await self._redis(
@@ -525,7 +520,26 @@ class TaskSink:
         ]
         await self._leave_to_newer(newer, NewerRead.RELEASE)
         ranked = sorted((c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks))
+        why = {} if why is None else why
         await self._decide(ranked, now, why, retake=retake)
+        if retake:  # a retake's (`_decide_raced`) drops are its caller's to withdraw
+            await self._withdraw_redriven_parked(ranked, why)
+
+    async def _withdraw_redriven_parked(
+        self, candidates: Sequence[Candidate], why: Mapping[str, str]
+    ) -> None:
+        """Withdraw the tasks taken out of the deferral queue that were dropped (`why`) for
+        a profile change, of those a re-drive parked (`Ledger.redriven`): produced, maybe,
+        before their worker died, the consumer may hold them, and they were in no published
+        index (never confirmed). The re-drive withdraws one it drops at once alike."""
+        void = _dropped_for_changes(candidates, why)
+        if void:
+            marked = await self._redis(
+                lambda: self.ledger.redriven([t.task_id for t, _ in void]),
+                "reading re-driven tasks",
+            )
+            void = [(t, reason) for t, reason in void if t.task_id in marked]
+        await self.withdrawals.withdraw_dropped(void)
 
     async def _decide(
         self,
@@ -541,7 +555,8 @@ class TaskSink:
         reason). `made`: when the engine's fresh tasks among them were made, as a
         tombstone's mark is compared with (`_send`). `redriven` (a re-drive's, by id: when
         each went pending): those answered already are confirmed as sent
-        (`_confirm_answered`), looked at once the declines are read. A park refused for
+        (`_confirm_answered`), looked at once the declines are read, and the others marked
+        re-driven (`Ledger.mark_redriven`) before they are routed. A park refused for
         a tombstone recorded since the facts were read (`Writes.raced`) is decided again once this
         is done (`retake`; not again from that decision), so dropped `forgotten`: the
         tombstone's take of the subscriber's waiting tasks came before the park, and its
@@ -570,6 +585,11 @@ class TaskSink:
                 # Looked at first, a decline read between the two dropped the task as
                 # `declined` (its cooldown given back), another outcome sent it again.
                 candidates = await self._confirm_answered(candidates, redriven)
+                # Produced, maybe: one this decision parks is withdrawn when dropped later.
+                decided = [c.carrier_id for c in candidates]
+                await self._redis(
+                    lambda: self.ledger.mark_redriven(decided), "marking re-driven tasks"
+                )
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
@@ -1168,3 +1188,17 @@ class TaskSink:
             ),
             "confirming withdrawn tasks",
         )
+
+
+def _dropped_for_changes(
+    candidates: Sequence[Candidate], why: Mapping[str, str]
+) -> list[tuple[ServiceTask, str]]:
+    """The candidates' own tasks dropped (`why`: carrier id -> reason) for a profile change
+    their consumer hears of (`WITHDRAWN_FOR`), each with its reason."""
+    return [
+        (t, reason)
+        for c in candidates
+        if (reason := why.get(c.carrier_id)) in WITHDRAWN_FOR
+        for t in c.tasks
+        if t.task_id == c.carrier_id
+    ]

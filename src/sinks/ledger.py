@@ -90,8 +90,9 @@ return {v, score}
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
 # K: task, group, body, unanswered index of the task's channel, answered mark, published
-# index of the task's subscriber, (K[8]) its `unsent:<id>` mark, cut to the entry's
-# new expiry when A[5] cuts it (the mark was set for the entry's life then, `_FORGET`);
+# index of the task's subscriber, (K[8]) its `unsent:<id>` mark and (K[10]) its
+# `redriven:<id>` mark, cut to the entry's new expiry when A[5] cuts it (each was set for
+# the entry's life then, `_FORGET`, `_MARK_REDRIVEN`), the second deleted when it is sent;
 # A: final value, id, body ('' for none), seconds to keep
 # it, milliseconds to keep the entry ('' as it is), when the task expires ('' for none: not
 # sent), seconds to keep the published index ('' for none), when the members it drops
@@ -164,7 +165,9 @@ if v and string.sub(v, 1, 1) == 'P' then
     local ttl = redis.call('PTTL', K[1])
     if ttl < 0 or ttl > tonumber(A[5]) then redis.call('PEXPIRE', K[1], A[5]) end
     if redis.call('PTTL', K[8]) > tonumber(A[5]) then redis.call('PEXPIRE', K[8], A[5]) end
+    if redis.call('PTTL', K[10]) > tonumber(A[5]) then redis.call('PEXPIRE', K[10], A[5]) end
   end
+  if string.sub(A[1], 1, 1) == 'S' then redis.call('DEL', K[10]) end
   local answered = redis.call('DEL', K[5]) == 1
   if A[6] ~= '' and not answered and A[11] == '' then redis.call('ZADD', K[4], A[6], A[2]) end
   if A[6] ~= '' and A[7] ~= '' and not erased then
@@ -177,6 +180,14 @@ end
 redis.call('ZREM', SK[1], A[2])
 redis.call('DEL', K[2], K[9])
 if erased then return {'forgotten', erased} end
+return 1
+"""
+
+# Tasks the re-drive decides again (`TaskLedger.mark_redriven`). K: task, its
+# `redriven:<id>` mark; A: unused (''). The mark, for as long as the entry lives.
+_MARK_REDRIVEN = """
+local left = redis.call('PTTL', K[1])
+if left > 0 then redis.call('SET', K[2], '1', 'PX', left) end
 return 1
 """
 
@@ -423,7 +434,8 @@ class TaskLedger:
         """Task id -> the record of its cooldown return while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
-        self._settle = BatchScript(redis, _SETTLE, keys=9, args=11)
+        self._settle = BatchScript(redis, _SETTLE, keys=10, args=11)
+        self._mark_redriven = BatchScript(redis, _MARK_REDRIVEN, keys=2, args=1)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
@@ -476,6 +488,12 @@ class TaskLedger:
         deferral queue back to pending (`sinks.deferral._FORGET`): it waited there, so it
         was never published, and its re-drive withdraws nothing (`unsent`)."""
         return f"{self.prefix}unsent:{task_id}"
+
+    def redriven_key(self, task_id: str) -> str:
+        """Set (for as long as the entry lives, until it is sent) when the re-drive decided
+        the task again (`mark_redriven`): its worker may have published it before dying, so
+        a later drop for a profile change withdraws it (`redriven`)."""
+        return f"{self.prefix}redriven:{task_id}"
 
     async def claim(
         self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
@@ -602,6 +620,7 @@ class TaskLedger:
                     self.pending_key if look is None or sub is None else self.facts_key(sub),
                     self.unsent_key(i),
                     self.void_key(i),
+                    self.redriven_key(i),
                 ),
                 (
                     value,
@@ -734,6 +753,19 @@ class TaskLedger:
         if not task_ids:
             return set()
         marks: list[Any] = await self.redis.mget([self.unsent_key(i) for i in task_ids])
+        return {i for i, mark in zip(task_ids, marks, strict=True) if mark is not None}
+
+    async def mark_redriven(self, task_ids: Sequence[str]) -> None:
+        """See `sinks.stores.Ledger.mark_redriven`: one script call (`_MARK_REDRIVEN`)."""
+        if task_ids:
+            calls = [((self.key(i), self.redriven_key(i)), ("",)) for i in task_ids]
+            await self._mark_redriven.run(calls)
+
+    async def redriven(self, task_ids: Sequence[str]) -> set[str]:
+        """See `sinks.stores.Ledger.redriven`: one round trip."""
+        if not task_ids:
+            return set()
+        marks: list[Any] = await self.redis.mget([self.redriven_key(i) for i in task_ids])
         return {i for i, mark in zip(task_ids, marks, strict=True) if mark is not None}
 
     async def published_of(self, subscriber_ids: Sequence[str], now: float) -> list[list[str]]:

@@ -87,6 +87,8 @@ class MemoryLedger:
         """`void:<id>`: pending tasks their confirm found void (`voided_pending`)."""
         self.unsent_marks: dict[str, _Entry] = {}
         """`unsent:<id>`: pending tasks a tombstone took out of the queue (`mark_unsent`)."""
+        self.redriven_marks: dict[str, _Entry] = {}
+        """`redriven:<id>`: tasks the re-drive decided again, until sent (`mark_redriven`)."""
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -132,6 +134,8 @@ class MemoryLedger:
             entry.value = value
             answered = task_id in self.answered
             self.answered.discard(task_id)
+            if value.startswith(SENT):  # as Redis: published, in the published index now
+                self.redriven_marks.pop(task_id, None)
         self.pending.pop(task_id, None)
         self.groups.pop(task_id, None)
         self.group_members.pop(task_id, None)
@@ -199,8 +203,9 @@ class MemoryLedger:
             until = (keep_until or {}).get(task_id)
             if settles and until is not None and entry is not None:  # as the Redis script
                 entry.expires_at = min(entry.expires_at, until + DROPPED_KEPT_S)
-                if (mark := self._live(self.unsent_marks, task_id)) is not None:
-                    mark.expires_at = min(mark.expires_at, entry.expires_at)
+                for marks in (self.unsent_marks, self.redriven_marks):
+                    if (mark := self._live(marks, task_id)) is not None:
+                        mark.expires_at = min(mark.expires_at, entry.expires_at)
 
     async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
         out = []
@@ -327,10 +332,20 @@ class MemoryLedger:
             self.awaiting.get(channel, {}).pop(task_id, None)
 
     def mark_unsent(self, task_id: str) -> None:
-        """`unsent:<id>` for as long as the task's entry lives, as `_FORGET` sets it."""
+        """`unsent:<id>` for as long as the task's entry lives, as `_FORGET` sets it: not
+        for one a re-drive decided (`redriven:<id>`)."""
         entry = self._live(self.entries, task_id)
-        if entry is not None:
+        if entry is not None and self._live(self.redriven_marks, task_id) is None:
             self.unsent_marks[task_id] = _Entry(b"1", entry.expires_at)
+
+    async def mark_redriven(self, task_ids: Sequence[str]) -> None:
+        for task_id in task_ids:  # as `_MARK_REDRIVEN`: for as long as the entry lives
+            entry = self._live(self.entries, task_id)
+            if entry is not None:
+                self.redriven_marks[task_id] = _Entry(b"1", entry.expires_at)
+
+    async def redriven(self, task_ids: Sequence[str]) -> set[str]:
+        return {i for i in task_ids if self._live(self.redriven_marks, i) is not None}
 
     async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
         return {i for i in task_ids if i in self.answered}

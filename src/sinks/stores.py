@@ -273,8 +273,20 @@ class Ledger(Protocol):
 
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         """Those of these pending tasks a tombstone took out of the deferral queue
-        (`Deferrals.forget`): they waited there, never published, so a re-drive that
-        drops them (a crash before their decision) withdraws nothing. One round trip."""
+        (`Deferrals.forget`): they waited there, never published (none a re-drive decided,
+        `mark_redriven`), so a re-drive that drops them (a crash before their decision)
+        withdraws nothing. One round trip."""
+        ...
+
+    async def mark_redriven(self, task_ids: Sequence[str]) -> None:
+        """Mark these pending tasks as decided again by the re-drive (`redriven:<id>`, for
+        as long as the entry lives, until it is sent): their worker may have published them
+        before dying, so wherever one is dropped later for a profile change (its release,
+        a tombstone) it is withdrawn, and a tombstone does not mark it `unsent`."""
+        ...
+
+    async def redriven(self, task_ids: Sequence[str]) -> set[str]:
+        """Those of these tasks `mark_redriven` marked. One round trip."""
         ...
 
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:

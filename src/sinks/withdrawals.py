@@ -325,10 +325,11 @@ class Withdrawals:
         return made
 
     async def withdraw_dropped(self, dropped: Sequence[tuple[ServiceTask, str]]) -> None:
-        """Withdraw tasks a re-drive dropped (task, `WITHDRAWN_FOR` reason): their worker
-        may have published them before it died, before it recorded them (so the published
-        index never held them), and the opt-out, closed line or tombstone was read
-        meanwhile. Dated now (`occurred_at` too: the change's own time is not at hand)."""
+        """Withdraw tasks a re-drive dropped, or parked and a release or a tombstone dropped
+        later (task, `WITHDRAWN_FOR` reason): their worker may have published them before it
+        died, before it recorded them (so the published index never held them), and the
+        opt-out, closed line or tombstone was read meanwhile. Dated now (`occurred_at`
+        too: the change's own time is not at hand)."""
         now = self.clock()
         when = dt.datetime.fromtimestamp(now, dt.UTC)
         await self._withdraw_each([(task, WithdrawReason(r), when) for task, r in dropped], now)

@@ -16,7 +16,7 @@ from moments.models import ProfileEvent, ServiceTask
 from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores
+from sinks.stores import DispatchStores, Parking
 from tests.integration.kafka_io import read_written, values
 
 from .conftest import HOUR, NOW, MakeWorker, published, task
@@ -216,3 +216,76 @@ class TestWithdrawnAtTheRedrive:
         assert len(await published(w.settings, 1)) == 1  # not sent again
         counted = {"moment_type": "first_international_roaming", "reason": "opt_out"}
         assert fresh.sample("moments_tasks_withdrawn_total", **counted) == 1
+
+    async def test_a_task_sent_then_parked_at_its_redrive_is_withdrawn_by_a_tombstone(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The worker dies after publishing the SMS, before recording it; the re-drive,
+        under hours for SMS that closed meanwhile, parks it (`redriven:<id>`). A tombstone
+        then takes it out of the queue and drops it, and withdraws it: the consumer may hold
+        the copy that went out, which no published index names. Before: dropped with no
+        withdrawal, and marked `unsent:<id>` ("never published"), so that its re-drive
+        after a crash withdrew nothing either."""
+        w = make_worker()
+        dying = make_worker()
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+        dying.sink.add(task("w1", sub=SUB))
+        with pytest.raises(CrashError):
+            await dying.sink.flush()
+        assert [t["task_id"] for t in await published(w.settings, 1)] == ["w1"]
+        shut = "13:00-14:00" if dt.datetime.now(dt.UTC).hour < 12 else "02:00-03:00"
+        fresh = make_worker(
+            DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": shut}})
+        )
+        fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state("w1") == "deferred"
+        assert await w.ledger.redriven(["w1"]) == {"w1"}
+
+        await fresh.sink.subscribers.forget([SUB], ["first_international_roaming"])
+
+        assert await w.ledger.state("w1") == "dropped"
+        assert await w.ledger.unsent(["w1"]) == set()
+        notices = values(await read_written(w.settings, "task_withdrawals", at_least=1))
+        assert [(n["task_id"], n["reason"]) for n in notices] == [("w1", "forgotten")]
+        assert len(await published(w.settings, 1)) == 1  # not sent again
+
+    async def test_a_task_whose_redrive_parks_it_as_a_tombstone_is_applied_is_withdrawn_once(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The worker dies after publishing the SMS, before recording it; the re-drive,
+        under hours for SMS closed meanwhile, parks it just as a tombstone of its
+        subscriber is applied (read the facts before the mark, parks after the take). The
+        park refuses, leaving it pending, and it is dropped `forgotten` at once: withdrawn,
+        once, as the re-drive withdraws what it drops. The refused park marked it
+        `unsent:<id>` ("never published"), so that it was withdrawn by no one, neither then
+        nor by its re-drive after a crash."""
+        w = make_worker()
+        dying = make_worker()
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+        dying.sink.add(task("w2", sub=SUB))
+        with pytest.raises(CrashError):
+            await dying.sink.flush()
+        shut = "13:00-14:00" if dt.datetime.now(dt.UTC).hour < 12 else "02:00-03:00"
+        fresh = make_worker(
+            DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": shut}})
+        )
+        fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        deferral, applied = fresh.sink.deferral, list[str]()
+        park_many = deferral.park_many
+
+        async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
+            if not applied:
+                applied.append(SUB)
+                await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
+            return await park_many(items, timetable)
+
+        deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert applied == [SUB]
+
+        assert await w.ledger.state("w2") == "dropped"
+        assert await w.ledger.unsent(["w2"]) == set()
+        notices = values(await read_written(w.settings, "task_withdrawals", at_least=1))
+        assert [(n["task_id"], n["reason"]) for n in notices] == [("w2", "forgotten")]
+        assert len(await published(w.settings, 1)) == 1  # not sent again
