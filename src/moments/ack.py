@@ -139,9 +139,17 @@ def _pending_payload(entry: bytes | None) -> bytes | None:
 
 
 def _refuse_dropped(task_id: str, entry: bytes | None) -> None:
-    """`AckError` for a task dispatch dropped (`X<reason>`): it was told its payload had
-    expired, for a task not recorded as sent (most likely a wrong id), whose outcome the
-    worker counts and acts on nothing with."""
+    """`AckError` for a task dispatch dropped (`X<reason>`) or parked (`D<payload>`): it
+    was told its payload had expired, for a task not recorded as sent (most likely a wrong
+    id), whose outcome the worker counts and acts on nothing with."""
+    if entry is not None and state_of(entry) == "deferred":
+        raise AckError(
+            f"task {task_id} is waiting in the deferral queue, not published yet (quiet "
+            "hours, its channel's hours, a cap): check the task id (moments tasks deferred "
+            "lists those waiting); if you did receive it (its worker may have published it "
+            "and died before recording it, and it waits to be sent again), pass "
+            "--subscriber MSISDN to ack it anyway (counted, it changes nothing)"
+        )
     if entry is not None and state_of(entry) == "dropped":
         reason = entry[1:].decode(errors="replace") or "no reason kept"
         raise AckError(

@@ -730,6 +730,24 @@ class TestAckCommand:
         assert said.startswith(f"task {A2} was dropped by dispatch (frequency_cap) ")
         assert "expired" not in said
 
+    async def test_a_task_waiting_in_the_queue_is_not_called_expired(
+        self, make_worker: Callable[..., Worker]
+    ) -> None:
+        """A task id waiting in the deferral queue (`D<payload>`): the command waited, then
+        said its payload "expired" (a day after its expires_at, or erased), where the
+        ledger holds it whole, never recorded as sent."""
+        w = make_worker()
+        assert isinstance(w.ledger, TaskLedger)  # the class is redis_only
+        waiting = task(A2, sub="13200000011", deliver_after=NOW + HOUR, deferred="quiet_hours")
+        await w.send(waiting)
+        assert await w.ledger.state(A2) == "deferred"
+        with pytest.raises(AckError) as refused:
+            await subscriber_of(w.settings, A2, wait_s=0)
+        said = str(refused.value)
+        assert said.startswith(f"task {A2} is waiting in the deferral queue, not published ")
+        assert "expired" not in said
+        assert "pass --subscriber MSISDN to ack it anyway" in said
+
     async def test_a_task_whose_payload_expired_names_subscriber_as_the_fix(
         self, make_worker: Callable[..., Worker]
     ) -> None:
