@@ -103,7 +103,7 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
         while not (body := await redis.get(ledger.body_key(task_id))):
             entry = await ledger.get(task_id)
             _refuse_merged(task_id, entry)
-            if (body := _pending_payload(entry)) is not None:
+            if (body := await _unconfirmed_payload(ledger, task_id, entry)) is not None:
                 break
             if time.monotonic() >= deadline:
                 break
@@ -129,11 +129,17 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
     return str(orjson.loads(body)["subscriber_id"])
 
 
-def _pending_payload(entry: bytes | None) -> bytes | None:
+async def _unconfirmed_payload(
+    ledger: TaskLedger, task_id: str, entry: bytes | None
+) -> bytes | None:
     """The task a pending ledger entry holds (claimed; sent, maybe, its worker gone before
-    the confirm that keeps the body), or None: the worker acts on an outcome of it as of
-    that task (`moments.outcomes`), so its subscriber is that task's."""
-    if entry is not None and state_of(entry) == "pending" and len(entry) > 1:
+    the confirm that keeps the body), or a waiting one a re-drive parked (`redriven:<id>`:
+    its worker died after publishing it, maybe), or None: the worker acts on an outcome of
+    it as of that task (`moments.outcomes`), so its subscriber is that task's."""
+    if entry is None or len(entry) < 2:
+        return None
+    state = state_of(entry)
+    if state == "pending" or (state == "deferred" and await ledger.redriven([task_id])):
         return entry[1:]
     return None
 
@@ -193,7 +199,7 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
         body = await redis.get(ledger.body_key(task_id))
         entry = None if body is not None else await ledger.get(task_id)
         known = body is not None or entry is not None
-        body = body or _pending_payload(entry)
+        body = body or await _unconfirmed_payload(ledger, task_id, entry)
     except (rx.RedisError, OSError) as exc:
         refused = describe_redis_failure(settings, exc)
         if refused is not None:

@@ -442,7 +442,7 @@ async def handle_outcomes(
         task = await _sent_task(sink, outcome.task_id, newer)
         confirmed = task is not None
         entry = None if confirmed else await _entry(sink, outcome.task_id)
-        if entry is not None and state_of(entry) == "pending":
+        if entry is not None and await _published_unconfirmed(sink, outcome.task_id, entry):
             # Sent, its confirm (which keeps the body) not written yet: the task as claimed.
             task = await _pending_task(sink, entry[1:], outcome.task_id, newer)
         if task is not None and task.subscriber_id != outcome.subscriber_id:
@@ -805,6 +805,25 @@ async def _sent_task(sink: TaskSink, task_id: str, newer: dict[str, bytes]) -> S
         "reading a sent task",
     )
     return _read_task(sink, body, task_id, newer) if body else None
+
+
+async def _published_unconfirmed(sink: TaskSink, task_id: str, entry: bytes) -> bool:
+    """The entry holds a task that may have been published, its confirm never written:
+    pending, or waiting where a re-drive parked it (`Ledger.redriven`: its worker died
+    after publishing it). Not one waiting that its first decision parked: it never went
+    out, so an outcome of its id (a wrong id) acts on nothing."""
+    state = state_of(entry)
+    if state == "pending":
+        return True
+    if state != "deferred":
+        return False
+    marked = await with_retry(
+        lambda: sink.ledger.redriven([task_id]),
+        Dependency.REDIS,
+        sink.metrics,
+        "reading a waiting task's re-drive mark",
+    )
+    return bool(marked)
 
 
 async def _pending_task(

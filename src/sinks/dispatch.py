@@ -355,7 +355,7 @@ class TaskSink:
         return len(candidates)
 
     async def _confirm_answered(
-        self, candidates: list[Candidate], since: Mapping[str, float]
+        self, candidates: Sequence[Candidate], since: Mapping[str, float]
     ) -> list[Candidate]:
         """The re-driven tasks an outcome came back for while they were pending
         (`Ledger.answered_pending`) confirmed as sent, as their worker would have: a consumer
@@ -367,6 +367,8 @@ class TaskSink:
         read it (`moments.outcomes`); not published again, its `sent_at` when its entry
         went pending (`since`, `Ledger.claim_stale`: its owner published it just after;
         the re-drive's own time was hours late after a long outage). Returns the others.
+        Released tasks alike: one a re-drive parked, answered while it waited
+        (`redriven:<id>`), dated by its release (when it went out is not kept).
         Looked at by the decision after it read the declines (`_decide`): an outcome
         writes its mark before its decline, so a decline the decision read is never
         missed here; one read after this look is as one read after the publish again."""
@@ -375,11 +377,12 @@ class TaskSink:
             "reading pending tasks answered already",
         )
         if not answered:
-            return candidates
+            return list(candidates)
         sent = [merge_tasks(c.carrier_id, c.tasks) for c in candidates if c.carrier_id in answered]
         log.warning(
-            "%d re-driven task(s) already answered by their consumer: confirmed as sent, "
-            "not published again (first: %r)",
+            "%d re-driven or released task(s) already answered by their consumer (their "
+            "worker died after publishing them): confirmed as sent, not published again "
+            "(first: %r)",
             len(sent),
             sent[0].task_id,
         )
@@ -509,8 +512,10 @@ class TaskSink:
     ) -> None:
         """Decide the tasks taken out of the deferral queue (pending again): those its
         release handed out, and those of subscribers a tombstone erased
-        (`Subscribers.forget`), dropped then as `forgotten`. Ranked by `claim_order`.
-        `why` and `retake`: as `_decide`'s."""
+        (`Subscribers.forget`), dropped then as `forgotten`. Ranked by `claim_order`; one
+        an outcome answered while it waited (a re-drive parked it) is confirmed as sent
+        (`_confirm_answered`, looked at by the decision as the re-drive's is). `why` and
+        `retake`: as `_decide`'s."""
         newer: list[str] = []
         loaded = [
             stored_candidate(
@@ -521,8 +526,10 @@ class TaskSink:
         await self._leave_to_newer(newer, NewerRead.RELEASE)
         ranked = sorted((c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks))
         why = {} if why is None else why
-        await self._decide(ranked, now, why, retake=retake)
-        if retake:  # a retake's (`_decide_raced`) drops are its caller's to withdraw
+        # A retake's (`_decide_raced`): its caller looked at the answered marks, and
+        # withdraws what it drops (`why`).
+        await self._decide(ranked, now, why, retake=retake, released=retake)
+        if retake:
             await self._withdraw_redriven_parked(ranked, why)
 
     async def _withdraw_redriven_parked(
@@ -549,6 +556,7 @@ class TaskSink:
         made: float = math.inf,
         redriven: Mapping[str, float] | None = None,
         retake: bool = True,
+        released: bool = False,
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
@@ -556,11 +564,12 @@ class TaskSink:
         tombstone's mark is compared with (`_send`). `redriven` (a re-drive's, by id: when
         each went pending): those answered already are confirmed as sent
         (`_confirm_answered`), looked at once the declines are read, and the others marked
-        re-driven (`Ledger.mark_redriven`) before they are routed. A park refused for
-        a tombstone recorded since the facts were read (`Writes.raced`) is decided again once this
-        is done (`retake`; not again from that decision), so dropped `forgotten`: the
-        tombstone's take of the subscriber's waiting tasks came before the park, and its
-        payload waited for its release time.
+        re-driven (`Ledger.mark_redriven`) before they are routed; `released` (taken out of
+        the deferral queue, `decide_taken`): those answered already alike, dated now. A park
+        refused for a tombstone recorded since the facts were read (`Writes.raced`) is
+        decided again once this is done (`retake`; not again from that decision), so
+        dropped `forgotten`: the tombstone's take of the subscriber's waiting tasks came
+        before the park, and its payload waited for its release time.
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
@@ -580,11 +589,13 @@ class TaskSink:
             declined, facts, reached = await self._read_for(candidates, at, j.policy, redriven)
             if redriven is not None:
                 candidates = await self._resume_void(list(candidates), redriven)
+            if redriven is not None or released:
                 # After the declines' read: an outcome marks its task answered before it
                 # writes its decline, so a decline read here finds its task marked.
                 # Looked at first, a decline read between the two dropped the task as
                 # `declined` (its cooldown given back), another outcome sent it again.
-                candidates = await self._confirm_answered(candidates, redriven)
+                candidates = await self._confirm_answered(candidates, redriven or {})
+            if redriven is not None:
                 # Produced, maybe: one this decision parks is withdrawn when dropped later.
                 decided = [c.carrier_id for c in candidates]
                 await self._redis(

@@ -207,18 +207,22 @@ return 1
 """
 
 # An outcome of a task whose body is not there (expired, or its confirm not written yet).
-# KEYS: outcome mark, task, answered mark, the unanswered index of every channel; ARGV:
-# ttl, id, token (`Ledger.first_outcome`; '' none). Whether the status is new, or was
-# noted with this token (the same call again, its reply lost); a task still pending
-# (published, not confirmed) is marked answered, so its confirm leaves it out of the
-# index (`_SETTLE`).
+# KEYS: outcome mark, task, answered mark, `redriven:<id>` mark, the unanswered index of
+# every channel; ARGV: ttl, id, token (`Ledger.first_outcome`; '' none). Whether the status
+# is new, or was noted with this token (the same call again, its reply lost); a task still
+# pending (published, not confirmed), or waiting where a re-drive parked it (published,
+# maybe, before its worker died: the outcome says it was), is marked answered, so its
+# confirm leaves it out of the index (`_SETTLE`) and its release confirms it as sent.
 _FIRST_OUTCOME_UNKNOWN = """
 local mark = ARGV[3]
 if mark == '' then mark = '1' end
 local first = redis.call('SET', KEYS[1], mark, 'NX', 'EX', ARGV[1])
 local v = redis.call('GET', KEYS[2])
-if v and string.sub(v, 1, 1) == 'P' then redis.call('SET', KEYS[3], '1', 'EX', ARGV[1]) end
-for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
+local state = v and string.sub(v, 1, 1)
+if state == 'P' or (state == 'D' and redis.call('EXISTS', KEYS[4]) == 1) then
+  redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
+end
+for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
 if first or (ARGV[3] ~= '' and redis.call('GET', KEYS[1]) == ARGV[3]) then return 1 end
 return 0
 """
@@ -820,7 +824,7 @@ class TaskLedger:
         key = f"{self.prefix}outcome:{task_id}:{status}"
         if channel is None:  # its body gone, or not kept yet: the entry says which
             keys = [key, self.key(task_id), self.answered_key(task_id)]
-            keys += [self.unanswered_key(c) for c in CHANNELS]
+            keys += [self.redriven_key(task_id), *(self.unanswered_key(c) for c in CHANNELS)]
             args: list[str | int] = [self.ttl, task_id, token]
             return bool(await self._first_unknown(keys=keys, args=args))
         pipe = self.redis.pipeline(transaction=False)

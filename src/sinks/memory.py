@@ -372,7 +372,15 @@ class MemoryLedger:
         for c in CHANNELS if channel is None else (channel,):
             self.awaiting.get(c, {}).pop(task_id, None)
         entry = self._live(self.entries, task_id)
-        if channel is None and entry is not None and entry.value.startswith(PENDING):
+        parked = entry is not None and entry.value.startswith(DEFERRED)
+        if (
+            channel is None
+            and entry is not None
+            and (  # as Redis: a re-drive's parked too
+                entry.value.startswith(PENDING)
+                or (parked and self._live(self.redriven_marks, task_id) is not None)
+            )
+        ):
             self.answered.add(task_id)
         key = f"{task_id}:{status}"
         if (mark := self._live(self.outcomes, key)) is not None:

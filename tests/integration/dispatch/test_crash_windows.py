@@ -11,10 +11,14 @@ from typing import Any
 
 import pytest
 
+from moments.ack import subscriber_of
 from moments.cooldowns import CooldownReturn
-from moments.models import ProfileEvent, ServiceTask
+from moments.models import OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
+from moments.outcomes import handle_outcomes
+from moments.records import RawRecord
 from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
+from sinks.ledger import TaskLedger
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores, Parking
 from tests.integration.kafka_io import read_written, values
@@ -288,4 +292,40 @@ class TestWithdrawnAtTheRedrive:
         assert await w.ledger.unsent(["w2"]) == set()
         notices = values(await read_written(w.settings, "task_withdrawals", at_least=1))
         assert [(n["task_id"], n["reason"]) for n in notices] == [("w2", "forgotten")]
+        assert len(await published(w.settings, 1)) == 1  # not sent again
+
+    async def test_a_decline_of_a_task_the_redrive_parked_acts_on_it_and_the_release_confirms_it(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The worker dies after publishing the SMS, before recording it; the re-drive
+        parks it (hours closed meanwhile), and the consumer declines the copy that went
+        out. The outcome found no task (the entry `D`): counted `unknown`, no decline
+        written (`moments tasks ack` called it expired), and the release published the
+        task again. The outcome now acts on the task the queue holds, the command finds
+        its subscriber, and the release confirms it as sent, not published again."""
+        w = make_worker()
+        dying = make_worker()
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+        task_id = "d1" * 16
+        dying.sink.add(task(task_id, sub=SUB))
+        with pytest.raises(CrashError):
+            await dying.sink.flush()
+        shut = "13:00-14:00" if dt.datetime.now(dt.UTC).hour < 12 else "02:00-03:00"
+        policy = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": shut}})
+        fresh = make_worker(policy)
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state(task_id) == "deferred"
+
+        if isinstance(w.ledger, TaskLedger):  # the command reads the Redis ledger
+            assert await subscriber_of(w.settings, task_id, wait_s=0) == SUB
+        declined = TaskOutcome(
+            task_id=task_id, subscriber_id=SUB, status=OutcomeStatus.DECLINED, occurred_at=NOW
+        )
+        record = RawRecord("outcomes", 0, 0, SUB.encode(), declined.model_dump_json().encode())
+        assert (await handle_outcomes([record], fresh.sink)).declined == 1
+        assert await fresh.sink.declines.suppressed(SUB, "first_international_roaming")
+
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        assert await fresh.sink.release_due(now=later.timestamp()) == 1
+        assert await w.ledger.state(task_id) == "sent"
         assert len(await published(w.settings, 1)) == 1  # not sent again
