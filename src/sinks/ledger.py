@@ -50,8 +50,10 @@ _STATES = {
 # set it; -1: none): it was never sent. Its pending payload then says `counted` (the
 # payload's closing brace replaced by S[4], as sinks.payloads' `counted_payload`): a
 # re-drive after a crash before it was parked reads it as the one that counts nothing.
+# The dropped task's `unsent:<id>` and `redriven:<id>` marks (kept as long as its entry)
+# go: they spoke of that task, not of this one.
 # K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry (ms),
-# the counted tail; SK: pending (sinks.luabatch)
+# the counted tail, the unsent and redriven prefixes; SK: pending (sinks.luabatch)
 _CLAIM = """
 if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
   redis.call('ZADD', SK[1], S[2], A[2])
@@ -65,6 +67,7 @@ if A[3] ~= '' then
     if #p > 2 then p = string.sub(p, 1, -2) .. S[4] end
     redis.call('SET', K[1], 'P' .. p, 'EX', S[1])
     redis.call('ZADD', SK[1], S[2], A[2])
+    redis.call('DEL', S[5] .. A[2], S[6] .. A[2])
     return 2
   end
 end
@@ -511,7 +514,14 @@ class TaskLedger:
             return []
         calls = [((self.key(i),), (payload, i, "1" if i in again else "")) for i, payload in items]
         window = takeover_window(self.ttl)
-        shared = (self.ttl, time.time(), window * 1000 if window >= 0 else -1, COUNTED_TAIL)
+        shared = (
+            self.ttl,
+            time.time(),
+            window * 1000 if window >= 0 else -1,
+            COUNTED_TAIL,
+            self.unsent_key(""),
+            self.redriven_key(""),
+        )
         results = await self._claim.run(calls, shared, (self.pending_key,))
         return [int(ok or 0) for ok in results]
 

@@ -121,6 +121,9 @@ class MemoryLedger:
                 owned.append(0)
                 continue
             stored = payload if entry is None else counted_payload(payload)  # as Redis
+            if entry is not None:  # as Redis: the dropped task's marks are not this one's
+                self.unsent_marks.pop(task_id, None)
+                self.redriven_marks.pop(task_id, None)
             self.entries[task_id] = _Entry(PENDING + stored, now + self.ttl)
             self.pending[task_id] = now
             owned.append(CLAIMED if entry is None else TAKEN_OVER)

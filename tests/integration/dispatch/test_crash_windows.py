@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from moments.records import RawRecord
 from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.ledger import TaskLedger
+from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores, Parking
 from tests.integration.kafka_io import read_written, values
@@ -329,3 +331,32 @@ class TestWithdrawnAtTheRedrive:
         assert await fresh.sink.release_due(now=later.timestamp()) == 1
         assert await w.ledger.state(task_id) == "sent"
         assert len(await published(w.settings, 1)) == 1  # not sent again
+
+
+class TestTakenOver:
+    async def test_a_task_made_again_in_place_of_a_dropped_one_inherits_none_of_its_marks(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """A dropped entry keeps its `unsent:<id>` and `redriven:<id>` marks as long as it
+        lives (a day past its task's expiry); a moment judged again within that day takes
+        the entry over (`TAKEN_OVER`) with a task of its own. It inherited both: marked
+        `redriven`, an outcome of the first task read late made the release confirm the new
+        one as sent, never published; marked `unsent`, its re-drive after a crash withdrew
+        nothing of a task that may have gone out."""
+        w = make_worker()
+        task_id = "e1" * 16
+        later = dt.datetime.now(dt.UTC) + HOUR
+        parked = task(task_id, sub=SUB, deliver_after=later, deferred="quiet_hours")
+        await w.send(parked)
+        assert await w.ledger.state(task_id) == "deferred"
+        assert [r.task_id for r in await w.sink.deferral.forget([SUB])] == [task_id]
+        await w.ledger.mark_redriven([task_id])
+        gone = time.time() - 60  # its task expired: the entry lives a day less a minute
+        await w.ledger.drop_many([(task_id, "forgotten")], {task_id: gone})
+        assert await w.ledger.unsent([task_id]) == {task_id}
+        assert await w.ledger.redriven([task_id]) == {task_id}
+
+        assert await w.ledger.claim([(task_id, task_bytes(parked))], again={task_id}) == [2]
+
+        assert await w.ledger.unsent([task_id]) == set()
+        assert await w.ledger.redriven([task_id]) == set()
