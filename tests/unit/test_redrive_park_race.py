@@ -71,11 +71,6 @@ async def test_a_tombstone_before_the_redrive_withdraws_the_task_that_went_out(
     assert _withdrawals(s) == [(CALL, "forgotten")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_PARK's refusal marks a re-driven task unsent:<id>, so _withdraw_redriven skips "
-    "it; left to the redriven:<id> change (helper port) that owns this path",
-)
 async def test_a_tombstone_racing_the_redrives_park_withdraws_the_task_that_went_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
