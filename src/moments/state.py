@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -310,12 +311,16 @@ def _stored_profile_at(
     `usual` seconds before (a profile is mostly set by one update, a field or two changed
     since); one a field cost a week's records 37 bytes each, the largest part of their
     growth since 2026-12-05 (docs/performance-log.md, thirty-first session)."""
-    ago = {name: base - at for name, at in times.items()}
-    if not profile or not profile.keys() <= ago.keys():
-        return ago  # a field dated by `*` alone (a record of before) stays so
-    shared = [ago[name] for name in profile]
-    usual = max(shared, key=shared.count)  # on a tie, the first field's
-    return [usual, {name: a for name, a in ago.items() if a != usual or name not in profile}]
+    if not profile or not profile.keys() <= times.keys():
+        # a field dated by `*` alone (a record of before) stays so
+        return {name: base - at for name, at in times.items()}
+    counts: dict[int, int] = {}  # in the profile's order: on a tie, the first field's
+    for name in profile:
+        at = times[name]
+        counts[at] = counts.get(at, 0) + 1
+    usual = max(counts, key=counts.__getitem__) if len(counts) > 1 else at
+    others = {name: base - at for name, at in times.items() if at != usual or name not in profile}
+    return [base - usual, others]
 
 
 def _profile_at(stored: Any, seen: Any, profile: Any = None) -> dict[str, int]:
@@ -352,12 +357,25 @@ def _rings(stored: Any) -> dict[str, list[str]]:
     ids seen before an upgrade are not guarded after it."""
     if not isinstance(stored, dict):
         return {}
-    return {
-        source: [ring[i : i + DIGEST_CHARS] for i in range(0, len(ring), DIGEST_CHARS)]
-        if isinstance(ring, str)
-        else ring
-        for source, ring in stored.items()
-    }
+    rings = {}
+    for source, ring in stored.items():  # runs for each record read: cut at C speed
+        if isinstance(ring, str):
+            cut = _CUTS.get(len(ring))
+            if cut is None:
+                ring = [ring[i : i + DIGEST_CHARS] for i in range(0, len(ring), DIGEST_CHARS)]
+            else:
+                ring = [ring] if len(ring) == DIGEST_CHARS else list(cut(ring))
+        rings[source] = ring
+    return rings
+
+
+_CUTS = {
+    count * DIGEST_CHARS: itemgetter(
+        *(slice(i * DIGEST_CHARS, (i + 1) * DIGEST_CHARS) for i in range(count))
+    )
+    for count in range(1, 17)
+}
+"""What cuts a stored ring of 1 to 16 digests (by its length) into them."""
 
 
 def _complaints(stored: Any, seen: Any) -> dict[str, int]:

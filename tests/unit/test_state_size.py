@@ -103,3 +103,19 @@ def test_new_records_name_the_current_dictionary_and_those_of_dictionary_1_still
     again = SubscriberState.from_bytes(WRITTEN_BEFORE).to_bytes()
     assert zstandard.get_frame_parameters(again).dict_id == CURRENT_DICTIONARY
     assert CURRENT_DICTIONARY != 1
+
+
+def test_the_stored_forms_of_the_rings_and_the_profile_times_hold() -> None:
+    """Records written since 2026-12-07 read by these forms and dictionary 2 was trained on
+    them: a change to how they are made must not change what they are."""
+    doc = orjson.loads(SubscriberState.from_bytes(TYPICAL).to_json())
+    assert doc["q"] == [550632, {"region": 0, "tier": 0}]
+    assert doc["r"]["u"] == "".join(orjson.loads(TYPICAL)["r"]["u"])
+    assert doc["r"]["r"] == "73d6b16b93"
+    tie = SubscriberState(
+        profile={"tier": "gold", "region": "SH", "status": "active"},
+        profile_at={"tier": 90, "region": 100, "status": 80, "opt_out": 100},
+        seen={"p": 100},
+    )
+    # a tie of one field each: the first field's; a field cleared since is named
+    assert orjson.loads(tie.to_json())["q"] == [10, {"region": 0, "status": 20, "opt_out": 0}]
