@@ -8,7 +8,7 @@ Scenarios about Redis itself are marked `redis_only`."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from sinks.legacy import TaskTtl, no_ttl
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores, Ledger, redis_stores
+from sinks.stores import DispatchStores, Ledger, Parking, redis_stores
 from tests.integration.conftest import MakeSettings
 from tests.integration.kafka_io import read_written, values
 
@@ -161,3 +161,21 @@ async def published(settings: Settings, count: int) -> list[dict[str, Any]]:
 
 def ids(tasks: list[dict[str, Any]]) -> list[str]:
     return sorted(str(t["task_id"]) for t in tasks)
+
+
+def tombstone_before_park(parker: TaskSink, forgetter: TaskSink, subscriber: str) -> list[str]:
+    """Hooks `parker`'s deferral queue so that `subscriber`'s tombstone is applied (through
+    `forgetter`, another worker's sink or the same) just before its first park: the race of
+    a decision that read the facts before the tombstone's mark and parks after its take.
+    Returns the list that holds `subscriber` once the tombstone was applied."""
+    deferral, applied = parker.deferral, list[str]()
+    park_many = deferral.park_many
+
+    async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
+        if not applied:
+            applied.append(subscriber)
+            await forgetter.subscribers.forget([subscriber], ["first_international_roaming"])
+        return await park_many(items, timetable)
+
+    deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
+    return applied

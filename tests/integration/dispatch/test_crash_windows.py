@@ -22,10 +22,10 @@ from sinks.cooldowns import CollectedCooldownReturns
 from sinks.ledger import TaskLedger
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores, Parking
+from sinks.stores import DispatchStores
 from tests.integration.kafka_io import read_written, values
 
-from .conftest import HOUR, NOW, MakeWorker, published, task
+from .conftest import HOUR, NOW, MakeWorker, published, task, tombstone_before_park
 
 pytestmark = pytest.mark.integration
 
@@ -277,16 +277,7 @@ class TestWithdrawnAtTheRedrive:
             DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": shut}})
         )
         fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
-        deferral, applied = fresh.sink.deferral, list[str]()
-        park_many = deferral.park_many
-
-        async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
-            if not applied:
-                applied.append(SUB)
-                await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
-            return await park_many(items, timetable)
-
-        deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
+        applied = tombstone_before_park(fresh.sink, w.sink, SUB)
         assert await fresh.sink.redrive(older_than=0) == 1
         assert applied == [SUB]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from sinks.policy import DispatchPolicy
 from sinks.stores import Parking
 from sinks.withdrawals import ProfileChange
 
-from .conftest import HOUR, NOW, MakeWorker, published, task
+from .conftest import HOUR, NOW, MakeWorker, published, task, tombstone_before_park
 
 pytestmark = pytest.mark.integration
 
@@ -427,21 +426,12 @@ async def test_a_release_parking_again_after_a_tombstone_it_raced_drops_the_task
     await w.send(task("held", SUB, channel=Channel.OUTBOUND_CALL, deliver_after=soon))
     await w.send(task("joins", SUB, channel=Channel.OUTBOUND_CALL, deliver_after=soon))
     assert [await w.ledger.state(i) for i in ("held", "joins")] == ["deferred", "merged"]
-    deferral, applied = w.sink.deferral, list[str]()
-    park_many = deferral.park_many
-
-    async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
-        if not applied:
-            applied.append(SUB)
-            await w.sink.subscribers.forget([SUB], ["first_international_roaming"])
-        return await park_many(items, timetable)
-
-    deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
+    applied = tombstone_before_park(w.sink, w.sink, SUB)
     # released with the day's contact taken: parked again until it frees
     assert await w.sink.release_due(now=(soon + dt.timedelta(seconds=1)).timestamp()) == 1
     assert applied == [SUB]
     assert [await w.ledger.state(i) for i in ("held", "joins")] == ["dropped", "dropped"]
-    assert await deferral.waiting() == 0
+    assert await w.sink.deferral.waiting() == 0
     assert await w.ledger.unsent(["held"]) == {"held"}
     if isinstance(w.ledger, TaskLedger):  # the queue names the number nowhere
         sent = {"body:sent", f"published:{SUB}"}  # erased once their withdrawals are out
