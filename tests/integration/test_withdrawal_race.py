@@ -108,6 +108,26 @@ def opting_out(batch: TaskSink) -> tuple[ProfileEvent, Callable[[], Awaitable[No
     return update, meanwhile
 
 
+async def tombstone_after_the_withdrawal(
+    stores: DispatchStores, clock: Clock
+) -> tuple[TaskSink, CollectingProducer]:
+    """The opt-out race (`opting_out`), and a tombstone applied by the batch's sink between
+    the release's withdrawal and the confirm after it; returns the releasing sink."""
+    (releasing, producer), (batch, _) = await due_at_release(stores, clock)
+    _, meanwhile = opting_out(batch)
+    releasing.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+    withdraw_voided = releasing.withdrawals.withdraw_voided
+
+    async def then_tombstone(voided: Any) -> None:
+        await withdraw_voided(voided)
+        clock.now += 60
+        await batch.subscribers.forget([SUB], [])
+        await batch.withdrawals.withdraw(profile_changes([], forgotten=[SUB], now=clock()))
+
+    releasing.withdrawals.withdraw_voided = then_tombstone  # type: ignore[method-assign]
+    return releasing, producer
+
+
 async def test_an_opt_out_looked_up_while_the_release_publishes_is_withdrawn_once(
     stores: DispatchStores,
 ) -> None:
@@ -277,18 +297,7 @@ async def test_a_tombstone_between_the_withdrawal_and_its_confirm_leaves_no_payl
     bodies it names, this one not there yet): that confirm wrote the body with no look
     at the mark, and the erased subscriber's payload stayed."""
     clock = Clock(NOW.timestamp())
-    (releasing, producer), (batch, _) = await due_at_release(stores, clock)
-    _, meanwhile = opting_out(batch)
-    releasing.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
-    withdraw_voided = releasing.withdrawals.withdraw_voided
-
-    async def then_tombstone(voided: Any) -> None:
-        await withdraw_voided(voided)
-        clock.now += 60
-        await batch.subscribers.forget([SUB], [])
-        await batch.withdrawals.withdraw(profile_changes([], forgotten=[SUB], now=clock()))
-
-    releasing.withdrawals.withdraw_voided = then_tombstone  # type: ignore[method-assign]
+    releasing, producer = await tombstone_after_the_withdrawal(stores, clock)
     assert await releasing.release_due() == 1
     assert [orjson.loads(p.payload)["reason"] for p in producer.withdrawn] == ["opt_out"]
     ledger = stores.ledger
@@ -371,18 +380,7 @@ async def test_a_crash_after_the_confirm_that_found_the_tombstone_sends_one_noti
     notice of one task, under another reason. The confirm that finds the tombstone
     confirms it so itself."""
     clock = Clock(NOW.timestamp())
-    (releasing, producer), (batch, _) = await due_at_release(either_stores, clock)
-    _, meanwhile = opting_out(batch)
-    releasing.facts = ChangedMeanwhile(either_stores.facts, meanwhile)  # type: ignore[assignment]
-    withdraw_voided = releasing.withdrawals.withdraw_voided
-
-    async def then_tombstone(voided: Any) -> None:
-        await withdraw_voided(voided)
-        clock.now += 60
-        await batch.subscribers.forget([SUB], [])
-        await batch.withdrawals.withdraw(profile_changes([], forgotten=[SUB], now=clock()))
-
-    releasing.withdrawals.withdraw_voided = then_tombstone  # type: ignore[method-assign]
+    releasing, producer = await tombstone_after_the_withdrawal(either_stores, clock)
     real = either_stores.ledger
 
     class DiesAfterTheWithdrawnConfirm:
