@@ -261,7 +261,7 @@ PER_WORKER_PANELS = {
     "Input partitions held by worker",
     "Tasks a newer version wrote, read by worker",
     "Dependencies up",
-    "Rebalance time by worker (mean, 1h)",
+    "Rebalance time by worker (mean since start)",
 }
 """The overview's panels that draw a line per worker."""
 
