@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -744,12 +744,17 @@ class TaskLedger:
             pipe.get(self.body_key(task_id))
         return [None if v is None else as_bytes(v) for v in await pipe.execute()]
 
-    async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
-        """See `sinks.stores.Ledger.answered_pending`: one round trip."""
+    async def _marked(self, task_ids: Sequence[str], key: Callable[[str], str]) -> set[str]:
+        """The ids among `task_ids` whose mark (`key(id)`: answered, unsent, re-driven) is
+        set, in one MGET."""
         if not task_ids:
             return set()
-        marks: list[Any] = await self.redis.mget([self.answered_key(i) for i in task_ids])
+        marks: list[Any] = await self.redis.mget([key(i) for i in task_ids])
         return {i for i, mark in zip(task_ids, marks, strict=True) if mark is not None}
+
+    async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
+        """See `sinks.stores.Ledger.answered_pending`: one round trip."""
+        return await self._marked(task_ids, self.answered_key)
 
     async def voided_pending(self, task_ids: Sequence[str]) -> Voided:
         """See `sinks.stores.Ledger.voided_pending`: one round trip."""
@@ -764,10 +769,7 @@ class TaskLedger:
 
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         """See `sinks.stores.Ledger.unsent`: one round trip."""
-        if not task_ids:
-            return set()
-        marks: list[Any] = await self.redis.mget([self.unsent_key(i) for i in task_ids])
-        return {i for i, mark in zip(task_ids, marks, strict=True) if mark is not None}
+        return await self._marked(task_ids, self.unsent_key)
 
     async def mark_redriven(self, task_ids: Sequence[str]) -> None:
         """See `sinks.stores.Ledger.mark_redriven`: one script call (`_MARK_REDRIVEN`)."""
@@ -777,10 +779,7 @@ class TaskLedger:
 
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
         """See `sinks.stores.Ledger.redriven`: one round trip."""
-        if not task_ids:
-            return set()
-        marks: list[Any] = await self.redis.mget([self.redriven_key(i) for i in task_ids])
-        return {i for i, mark in zip(task_ids, marks, strict=True) if mark is not None}
+        return await self._marked(task_ids, self.redriven_key)
 
     async def published_of(self, subscriber_ids: Sequence[str], now: float) -> list[list[str]]:
         """See `sinks.stores.Ledger.published_of`: one pipeline."""
