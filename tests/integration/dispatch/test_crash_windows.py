@@ -25,7 +25,7 @@ from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
 from tests.integration.kafka_io import read_written, values
 
-from .conftest import HOUR, NOW, MakeWorker, published, task, tombstone_before_park
+from .conftest import HOUR, NOW, MakeWorker, Worker, published, task, tombstone_before_park
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +50,22 @@ def crashing(stores: DispatchStores, store: str, method: str) -> DispatchStores:
     broken = Dies()
     broken.__dict__[method] = dies
     return dataclasses.replace(stores, **{store: broken})
+
+
+async def published_then_died(make_worker: MakeWorker, task_id: str) -> None:
+    """A worker publishes `task_id` (an SMS to SUB) and dies before recording it (its
+    confirm): the entry stays pending for a re-drive."""
+    dying = make_worker()
+    dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+    dying.sink.add(task(task_id, sub=SUB))
+    with pytest.raises(CrashError):
+        await dying.sink.flush()
+
+
+def sms_closed(make_worker: MakeWorker) -> Worker:
+    """A worker whose policy closes SMS for the coming hour: its re-drive parks an SMS."""
+    shut = "13:00-14:00" if dt.datetime.now(dt.UTC).hour < 12 else "02:00-03:00"
+    return make_worker(DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": shut}}))
 
 
 class TestSplitGroupAfterACrash:
@@ -202,11 +218,7 @@ class TestWithdrawnAtTheRedrive:
         as the consumer may hold the copy that went out. Without it, the withdrawal
         looked only at tasks recorded as sent, and the copy stood."""
         w = make_worker()
-        dying = make_worker()
-        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
-        dying.sink.add(task("w1", sub=SUB))
-        with pytest.raises(CrashError):
-            await dying.sink.flush()
+        await published_then_died(make_worker, "w1")
         assert [t["task_id"] for t in await published(w.settings, 1)] == ["w1"]
         assert await w.ledger.state("w1") == "pending"
         opt_out = ProfileEvent(event_id="p-1", subscriber_id=SUB, occurred_at=NOW, opt_out=["sms"])
@@ -233,16 +245,9 @@ class TestWithdrawnAtTheRedrive:
         withdrawal, and marked `unsent:<id>` ("never published"), so that its re-drive
         after a crash withdrew nothing either."""
         w = make_worker()
-        dying = make_worker()
-        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
-        dying.sink.add(task("w1", sub=SUB))
-        with pytest.raises(CrashError):
-            await dying.sink.flush()
+        await published_then_died(make_worker, "w1")
         assert [t["task_id"] for t in await published(w.settings, 1)] == ["w1"]
-        shut = "13:00-14:00" if dt.datetime.now(dt.UTC).hour < 12 else "02:00-03:00"
-        fresh = make_worker(
-            DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": shut}})
-        )
+        fresh = sms_closed(make_worker)
         fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
         assert await fresh.sink.redrive(older_than=0) == 1
         assert await w.ledger.state("w1") == "deferred"
@@ -267,15 +272,8 @@ class TestWithdrawnAtTheRedrive:
         `unsent:<id>` ("never published"), so that it was withdrawn by no one, neither then
         nor by its re-drive after a crash."""
         w = make_worker()
-        dying = make_worker()
-        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
-        dying.sink.add(task("w2", sub=SUB))
-        with pytest.raises(CrashError):
-            await dying.sink.flush()
-        shut = "13:00-14:00" if dt.datetime.now(dt.UTC).hour < 12 else "02:00-03:00"
-        fresh = make_worker(
-            DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": shut}})
-        )
+        await published_then_died(make_worker, "w2")
+        fresh = sms_closed(make_worker)
         fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
         applied = tombstone_before_park(fresh.sink, w.sink, SUB)
         assert await fresh.sink.redrive(older_than=0) == 1
@@ -297,15 +295,9 @@ class TestWithdrawnAtTheRedrive:
         task again. The outcome now acts on the task the queue holds, the command finds
         its subscriber, and the release confirms it as sent, not published again."""
         w = make_worker()
-        dying = make_worker()
-        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
         task_id = "d1" * 16
-        dying.sink.add(task(task_id, sub=SUB))
-        with pytest.raises(CrashError):
-            await dying.sink.flush()
-        shut = "13:00-14:00" if dt.datetime.now(dt.UTC).hour < 12 else "02:00-03:00"
-        policy = DispatchPolicy.model_validate({"timezone": "UTC", "hours": {"sms": shut}})
-        fresh = make_worker(policy)
+        await published_then_died(make_worker, task_id)
+        fresh = sms_closed(make_worker)
         assert await fresh.sink.redrive(older_than=0) == 1
         assert await w.ledger.state(task_id) == "deferred"
 
