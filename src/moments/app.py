@@ -36,6 +36,7 @@ from moments.livefrom import parse_live_from
 from moments.logformat import faust_logging_config
 from moments.models import EventType
 from moments.outcomebatches import OutcomeBatches
+from moments.producer import leaves_group
 from moments.records import Header, RawRecord
 from moments.restore import PreloadingTable
 from moments.rewind import RewindGuard, silent_seek_level
@@ -80,6 +81,9 @@ class MomentsApp(faust.App):
     """Topics whose commits go past a transaction's markers (`BatchConsumer`)."""
     fetch_wait_ms: int = FETCH_MAX_WAIT_MS
     state_settled: Callable[[], Awaitable[None]] | None = None
+    leave_group: Callable[[], bool] | None = None
+    """Set by `build`: whether the consumer sends LeaveGroup when it stops
+    (`moments.producer.leaves_group`)."""
     corrupt_read: Callable[[], None] | None = None
     """Set by `register_agents`: counts a read that failed aiokafka's check of a fetched
     batch (`BatchConsumer.corrupt_read`) in `moments_dependency_errors_total`."""
@@ -113,6 +117,8 @@ class MomentsApp(faust.App):
             consumer.state_settled = self.state_settled
         if self.corrupt_read is not None:
             consumer.corrupt_read_seen = self.corrupt_read
+        if self.leave_group is not None:
+            consumer.leave_group = self.leave_group
         return consumer
 
 
@@ -620,5 +626,6 @@ def build(
         rules, topic_types(settings), lateness, returns_topic(settings), live_from=live_from
     )
     runtime = Runtime(settings, metrics, detector, policy)
+    app.leave_group = lambda: leaves_group(settings.leave_group_on_stop, runtime.idempotent)
     register_agents(app, settings, runtime, health)
     return app, runtime

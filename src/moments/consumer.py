@@ -293,7 +293,11 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def on_thread_stop(self) -> None:
         """Faust's stop of the Kafka consumer, bounded, and not undone by aiokafka's
         CancelledError from a fetch cut off while closing (aio-libs/aiokafka#647): raised
-        here, it kept the thread from reporting its stop and the worker waited 60 s."""
+        here, it kept the thread from reporting its stop and the worker waited 60 s.
+        Without the group's goodbye where the app says so (`BatchConsumer.leave_group`)."""
+        consumer = self._consumer
+        if consumer is not None and not cast("BatchConsumer", self.consumer).leave_group():
+            stay_in_group(consumer)
         try:
             await asyncio.wait_for(super().on_thread_stop(), LAST_COMMIT_S)
         except asyncio.CancelledError:
@@ -307,6 +311,35 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                 type(exc).__name__,
                 exc,
             )
+
+
+def stay_in_group(consumer: Any) -> None:
+    """Close `consumer` (an AIOKafkaConsumer) without its LeaveGroup: the other members get
+    its partitions once its session times out (missed heartbeats) instead of at once.
+
+    For Tansu 0.6: a leader that leaves while the group is forming (a member joined, the
+    leader had not joined again yet) stays the group's leader for good, and every other
+    member joins and syncs again and again with no partition (docs/tansu.md). A member
+    that only goes silent is dropped, and its leadership with it. aiokafka has no setting
+    for this: its coordinator's `_maybe_leave_group` (on close, and when the consumer sat
+    idle past `max_poll_interval_ms`) is replaced by the part of it that forgets the
+    membership."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not hasattr(coordinator, "reset_generation"):
+        return  # not started, or no group
+
+    async def forget_membership() -> None:
+        coordinator.reset_generation()
+
+    coordinator._maybe_leave_group = forget_membership
+    log.info(
+        "leaving the consumer group without LeaveGroup: its other members take this "
+        "worker's partitions after its session times out (MOMENTS_LEAVE_GROUP_ON_STOP)"
+    )
+
+
+def _always() -> bool:
+    return True
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -347,6 +380,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Partition -> the offset its commits stop at (`hold`), for the consumer's life."""
         self.corrupt_read_seen: Callable[[], None] = _nothing_counted
         """Set by the app: counts each read `corrupt_read` takes (a metric)."""
+        self.leave_group: Callable[[], bool] = _always
+        """Set by the app (`MOMENTS_LEAVE_GROUP_ON_STOP`): asked when the consumer stops,
+        whether it sends LeaveGroup (`stay_in_group`)."""
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)

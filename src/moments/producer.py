@@ -109,6 +109,23 @@ async def idempotence_refused(
     return None
 
 
+def is_idempotent(producer: AIOKafkaProducer) -> bool:
+    """Whether `producer` (started by `start_producer`) got a producer id. aiokafka keeps
+    no public flag: an idempotent producer is the one with a transaction manager."""
+    return getattr(producer, "_txn_manager", None) is not None
+
+
+def leaves_group(setting: bool | None, idempotent: bool | None) -> bool:
+    """Whether a stopping worker sends LeaveGroup (`moments.consumer.stay_in_group`):
+    `MOMENTS_LEAVE_GROUP_ON_STOP` as set; unset, only where the broker granted the
+    dispatch producer a producer id (`idempotent`: True on Apache Kafka, False on Tansu,
+    None before the producer started). Tansu can be told by that refusal, and a leave it
+    mishandles wedges the group, while a stop without one only waits out the session."""
+    if setting is not None:
+        return setting
+    return idempotent is True
+
+
 def refused_message(settings: Settings, why: str) -> str:
     return (
         f"Kafka {settings.kafka_bootstrap} refused an idempotent producer ({why}); unset "

@@ -43,7 +43,7 @@ from moments.logthrottle import RepeatThrottle
 from moments.models import Channel, EventType, OutcomeStatus
 from moments.outcomes import handle_outcomes
 from moments.partitioning import PartitionCheck
-from moments.producer import start_producer
+from moments.producer import is_idempotent, start_producer
 from moments.records import DeadLetter, RawRecord, SuppressReason
 from moments.redisurl import redacted_url
 from moments.refusals import allowed_ahead
@@ -121,6 +121,8 @@ class Runtime:
         self.starting = "starting"
         """What `start` waits for now (for /readyz)."""
         self._producer: AIOKafkaProducer | None = None
+        self.idempotent: bool | None = None
+        """Whether the dispatch producer got a producer id (None: not started yet)."""
         self._redis: Redis | None = None
         self.tasks: TaskSink | None = None
         self.dead_letters: DeadLetterSink | None = None
@@ -296,6 +298,7 @@ class Runtime:
             lambda: start_producer(s), Dependency.KAFKA, self.metrics, "starting the producer"
         )
         self._producer = producer
+        self.idempotent = is_idempotent(producer)
         outputs = {s.topic(n): s.partitions for n in OUTPUT_TOPICS}
         self.starting = f"creating the output topics (Kafka {s.kafka_bootstrap})"
         await create_topics(s, outputs, self.metrics, "creating output topics")

@@ -182,6 +182,14 @@ class Settings(BaseSettings):
         default=None,
         description="Kafka idempotent producer; unset means on for Apache Kafka, off for Tansu",
     )
+    leave_group_on_stop: bool | None = Field(
+        default=None,
+        description="A stopping worker leaves the consumer group at once (LeaveGroup), so its "
+        "partitions move without waiting for its session to time out; unset means on where "
+        "the broker granted the idempotent producer (Apache Kafka), off where it refused it "
+        "(Tansu, which keeps a leader that left mid-rebalance as the group's leader: "
+        "docs/tansu.md)",
+    )
     ledger_ttl_seconds: Annotated[int, Field(ge=60)] = Field(
         default=400 * 24 * 3600, description="How long the dedup ledger remembers a sent task"
     )

@@ -119,6 +119,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env["MOMENTS_LIVE_FROM"] = settings.live_from
     if settings.idempotent_producer is not None:
         env["MOMENTS_IDEMPOTENT_PRODUCER"] = str(settings.idempotent_producer).lower()
+    if settings.leave_group_on_stop is not None:
+        env["MOMENTS_LEAVE_GROUP_ON_STOP"] = str(settings.leave_group_on_stop).lower()
     for name in settings.model_fields_set:
         if name.startswith("rocksdb_"):  # the RocksDB store's memory bounds, when given
             env[f"MOMENTS_{name.upper()}"] = str(getattr(settings, name))
