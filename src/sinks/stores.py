@@ -357,7 +357,9 @@ class Deferrals(Protocol):
     async def join_many(self, items: Sequence[Joining]) -> list[str | None]:
         """Merge each owned task into its subscriber's waiting task, if one is open and due
         within the item's bounds (`Joining`): that task's id (the same on a repeated call),
-        else None; in order, in one round trip."""
+        else None; in order, in one round trip. Neither a task nor a carrier marked
+        `redriven:<id>` (`Ledger.mark_redriven`) is merged: it may have gone out under
+        its id, which takes no other content (docs/consuming-tasks.md)."""
         ...
 
     async def release(self, now: float, limit: int = 500) -> list[Released]:

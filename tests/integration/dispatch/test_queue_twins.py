@@ -87,6 +87,7 @@ ops = st.one_of(
         st.sampled_from(["drop", "own", "other"]),
         st.sampled_from(IDS),
     ),
+    st.tuples(st.just("redrive"), st.sampled_from(IDS)),  # `redriven:<id>`: joins nothing
     st.tuples(st.just("owe"), st.lists(st.sampled_from(IDS), max_size=3)),
     st.tuples(st.just("owed"), st.integers(1, 3)),
     st.tuples(st.just("settle"), st.lists(st.sampled_from(IDS), max_size=3)),
@@ -155,6 +156,9 @@ async def apply(stores: DispatchStores, op: tuple[Any, ...]) -> object:
         else:
             leave = Leave(carrier, task_id, payload, to=task_id if mode == "own" else other)
         return await ledger.leave_many([leave])
+    if kind == "redrive":
+        await ledger.mark_redriven([op[1]])
+        return None
     if kind == "owe":
         await ledger.owe_returns([(i, f"r-{i}".encode()) for i in op[1]])
         return None
@@ -169,6 +173,7 @@ async def observe(stores: DispatchStores) -> object:
     return (
         await stores.ledger.get_many(IDS),
         await stores.ledger.group_many(IDS),
+        await stores.ledger.redriven(IDS),
         await stores.ledger.unanswered(),
         await stores.facts.get_many(SUBS),
         [await queue.due_at(i) for i in IDS],

@@ -1,0 +1,57 @@
+"""The merge (`Deferrals.join_many`) on Redis (`_JOIN`) and in memory: a task the re-drive
+decides again (`redriven:<id>`, `Ledger.mark_redriven`) may have gone out under its id, so
+it joins no waiting task and no task joins it (tests/unit/test_redrive_merges.py has the
+dispatch scenarios). Before, `_JOIN` merged either way."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from sinks.ledger import TaskLedger
+from sinks.memory import memory_stores
+from sinks.stores import DispatchStores, Joining, Parking, redis_stores
+
+pytestmark = pytest.mark.integration
+
+SUB = "13800000001"
+WAITING, FRESH = "w" * 32, "f" * 32
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator[DispatchStores]:
+    if request.param == "memory":
+        yield memory_stores()
+        return
+    client = Redis.from_url(redis_db)
+    try:
+        yield redis_stores(TaskLedger(client, "joins:", 3600))
+    finally:
+        await client.aclose()
+
+
+async def waiting_and_fresh(stores: DispatchStores) -> None:
+    """`WAITING` parked for the merge window (it opens the subscriber's group); `FRESH`
+    claimed, about to join it."""
+    await stores.ledger.claim([(WAITING, b"p-w"), (FRESH, b"p-f")])
+    parking = Parking(WAITING, SUB, b"", 4_000_000_000.0, 1800.0)
+    assert await stores.deferral.park_many([parking]) == [True]
+
+
+async def test_a_fresh_task_joins_the_waiting_one(stores: DispatchStores) -> None:
+    await waiting_and_fresh(stores)
+    assert await stores.deferral.join_many([Joining(FRESH, SUB, b"")]) == [WAITING]
+    assert await stores.ledger.group(WAITING) == [b"p-f"]
+
+
+@pytest.mark.parametrize("marked", [WAITING, FRESH])
+async def test_a_redriven_task_neither_joins_nor_is_joined(
+    stores: DispatchStores, marked: str
+) -> None:
+    await waiting_and_fresh(stores)
+    await stores.ledger.mark_redriven([marked])
+    assert await stores.deferral.join_many([Joining(FRESH, SUB, b"")]) == [None]
+    assert await stores.ledger.state(FRESH) == "pending"
+    assert await stores.ledger.group(WAITING) == []
