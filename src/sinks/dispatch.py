@@ -347,10 +347,9 @@ class TaskSink:
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
-            why: dict[str, str] = {}
-            await self._decide(candidates, why=why, redriven=since)
-            await self._withdraw_redriven(candidates, why)
+            await self._decide(candidates, redriven=since)
         await self._owed.resend(older_than)
+        await self.withdrawals.resend_owed(older_than)
         await self.expiry.expire_unanswered()
         return len(candidates)
 
@@ -418,25 +417,6 @@ class TaskSink:
         bodies = {t.task_id: self._body(t, now) for t in tasks}
         await self._void(tasks, void, meta, bodies, {t.task_id: made_at(t) for t in tasks})
         return [c for c in candidates if c.carrier_id not in void]
-
-    async def _withdraw_redriven(
-        self, candidates: Sequence[Candidate], why: Mapping[str, str]
-    ) -> None:
-        """Withdraw the re-driven tasks dropped (`why`) for a profile change their consumer
-        must hear of: one may have gone out before its worker died (produced, not
-        confirmed). Not one a tombstone took out of the deferral queue (`Ledger.unsent`):
-        it waited there, never published, and its worker died before deciding it; its
-        withdrawal named the erased subscriber on the topic for a task no consumer saw,
-        where the decision with no crash withdraws nothing; but for one a re-drive parked
-        before (`Ledger.redriven`: the tombstone marked it not)."""
-        void = _dropped_for_changes(candidates, why)
-        forgotten = [t.task_id for t, reason in void if reason == SuppressReason.FORGOTTEN]
-        if forgotten:
-            unsent = await self._redis(
-                lambda: self.ledger.unsent(forgotten), "reading tasks taken out of the queue"
-            )
-            void = [(t, reason) for t, reason in void if t.task_id not in unsent]
-        await self.withdrawals.withdraw_dropped(void)
 
     async def _leave_to_newer(self, task_ids: Sequence[str], path: NewerRead) -> None:
         """Pending tasks a newer version wrote (`stored_candidate`'s `newer`): counted, and
@@ -525,28 +505,8 @@ class TaskSink:
         ]
         await self._leave_to_newer(newer, NewerRead.RELEASE)
         ranked = sorted((c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks))
-        why = {} if why is None else why
-        # A retake's (`_decide_raced`): its caller looked at the answered marks, and
-        # withdraws what it drops (`why`).
+        # A retake's (`_decide_raced`): its caller looked at the answered marks.
         await self._decide(ranked, now, why, retake=retake, released=retake)
-        if retake:
-            await self._withdraw_redriven_parked(ranked, why)
-
-    async def _withdraw_redriven_parked(
-        self, candidates: Sequence[Candidate], why: Mapping[str, str]
-    ) -> None:
-        """Withdraw the tasks taken out of the deferral queue that were dropped (`why`) for
-        a profile change, of those a re-drive parked (`Ledger.redriven`): produced, maybe,
-        before their worker died, the consumer may hold them, and they were in no published
-        index (never confirmed). The re-drive withdraws one it drops at once alike."""
-        void = _dropped_for_changes(candidates, why)
-        if void:
-            marked = await self._redis(
-                lambda: self.ledger.redriven([t.task_id for t, _ in void]),
-                "reading re-driven tasks",
-            )
-            void = [(t, reason) for t, reason in void if t.task_id in marked]
-        await self.withdrawals.withdraw_dropped(void)
 
     async def _decide(
         self,
@@ -869,11 +829,44 @@ class TaskSink:
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
+        notices = await self.withdrawals.owe_dropped(await self._may_have_gone(wave, w))
         await self._write(w, j)
         await self._owed.send(w.owed)
+        await self.withdrawals.send_owed(notices)
         if raced is not None:
             raced += w.raced
         return to_send, bool(w.parks), dict(w.drops)
+
+    async def _may_have_gone(
+        self, wave: Sequence[Candidate], w: Writes
+    ) -> list[tuple[ServiceTask, str]]:
+        """The wave's tasks about to be dropped for a profile change their consumer must hear
+        of (`WITHDRAWN_FOR`) that may have gone out: those a re-drive decided
+        (`Ledger.redriven`: produced, maybe, before their worker died, never confirmed, so
+        in no published index), dropped at once or where the re-drive parked them (a
+        release, a tombstone); each with its reason. Not one a tombstone took out of the
+        deferral queue before a re-drive decided it (`Ledger.unsent`): it waited there,
+        never published, and withdrawn it named the erased subscriber on the topic for a
+        task no consumer saw. The engine's fresh tasks carry no mark: not looked at."""
+        reasons = dict(w.drops)
+        void = [
+            (t, reason)
+            for c in wave
+            if not c.fresh and (reason := reasons.get(c.carrier_id)) in WITHDRAWN_FOR
+            for t in c.tasks
+            if t.task_id == c.carrier_id
+        ]
+        if not void:
+            return []
+        ids = [t.task_id for t, _ in void]
+        marked = await self._redis(lambda: self.ledger.redriven(ids), "reading re-driven tasks")
+        forgotten = [i for i in ids if i in marked and reasons[i] == SuppressReason.FORGOTTEN]
+        unsent: set[str] = set()
+        if forgotten:
+            unsent = await self._redis(
+                lambda: self.ledger.unsent(forgotten), "reading tasks taken out of the queue"
+            )
+        return [(t, r) for t, r in void if t.task_id in marked and t.task_id not in unsent]
 
     def _drop_route(self, r: Route, reason: SuppressReason, w: Writes) -> None:
         """Drop a route whole: each of its moments counted once, under its own type; the
@@ -1199,17 +1192,3 @@ class TaskSink:
             ),
             "confirming withdrawn tasks",
         )
-
-
-def _dropped_for_changes(
-    candidates: Sequence[Candidate], why: Mapping[str, str]
-) -> list[tuple[ServiceTask, str]]:
-    """The candidates' own tasks dropped (`why`: carrier id -> reason) for a profile change
-    their consumer hears of (`WITHDRAWN_FOR`), each with its reason."""
-    return [
-        (t, reason)
-        for c in candidates
-        if (reason := why.get(c.carrier_id)) in WITHDRAWN_FOR
-        for t in c.tasks
-        if t.task_id == c.carrier_id
-    ]

@@ -439,6 +439,10 @@ class TaskLedger:
         """Cooldown returns owed: task id -> when (moments.cooldowns, `owe_returns`)."""
         self.return_records_key = f"{prefix}returns:records"
         """Task id -> the record of its cooldown return while it is owed."""
+        self.withdrawals_key = f"{prefix}withdrawals"
+        """Withdrawals owed (`owe_withdrawals`): task id -> when."""
+        self.withdrawal_records_key = f"{prefix}withdrawals:records"
+        """Task id -> its withdrawal notice while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=10, args=11)
@@ -682,27 +686,53 @@ class TaskLedger:
 
     async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
         """See `sinks.stores.Ledger.owe_returns`: the record and its time, in one step."""
+        await self._owe_into((self.returns_key, self.return_records_key), items)
+
+    async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
+        """See `sinks.stores.Ledger.owed_returns`."""
+        return await self._owed_of((self.returns_key, self.return_records_key), older_than, limit)
+
+    async def settle_returns(self, task_ids: Sequence[str]) -> None:
+        """See `sinks.stores.Ledger.settle_returns`."""
+        await self._settle_of((self.returns_key, self.return_records_key), task_ids)
+
+    async def owe_withdrawals(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """See `sinks.stores.Ledger.owe_withdrawals`: kept as cooldown returns are, under
+        keys of their own (the same scripts)."""
+        await self._owe_into((self.withdrawals_key, self.withdrawal_records_key), items)
+
+    async def owed_withdrawals(
+        self, older_than: float, limit: int = 500
+    ) -> list[tuple[str, bytes]]:
+        """See `sinks.stores.Ledger.owed_withdrawals`."""
+        keys = (self.withdrawals_key, self.withdrawal_records_key)
+        return await self._owed_of(keys, older_than, limit)
+
+    async def settle_withdrawals(self, task_ids: Sequence[str]) -> None:
+        """See `sinks.stores.Ledger.settle_withdrawals`."""
+        await self._settle_of((self.withdrawals_key, self.withdrawal_records_key), task_ids)
+
+    async def _owe_into(self, keys: tuple[str, str], items: Sequence[tuple[str, bytes]]) -> None:
+        """Each (id, record) owed from now: `keys` are the index by time and the records."""
         if not items:
             return
         args: list[str | bytes | float] = [time.time()]
         for task_id, record in dict(items).items():
             args += [task_id, record]
-        await self._owe(keys=[self.returns_key, self.return_records_key], args=args)
+        await self._owe(keys=list(keys), args=args)
 
-    async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
-        """See `sinks.stores.Ledger.owed_returns`."""
+    async def _owed_of(
+        self, keys: tuple[str, str], older_than: float, limit: int
+    ) -> list[tuple[str, bytes]]:
         now = time.time()
-        keys = [self.returns_key, self.return_records_key]
-        flat: list[Any] = await self._owed(keys=keys, args=[now - older_than, now, limit])
+        flat: list[Any] = await self._owed(keys=list(keys), args=[now - older_than, now, limit])
         return [(as_bytes(flat[n]).decode(), as_bytes(flat[n + 1])) for n in range(0, len(flat), 2)]
 
-    async def settle_returns(self, task_ids: Sequence[str]) -> None:
-        """See `sinks.stores.Ledger.settle_returns`."""
-        if not task_ids:
-            return
-        keys = [self.returns_key, self.return_records_key]
+    async def _settle_of(self, keys: tuple[str, str], task_ids: Sequence[str]) -> None:
         for start in range(0, len(task_ids), _SETTLE_CHUNK):
-            await self._settle_owed(keys=keys, args=list(task_ids[start : start + _SETTLE_CHUNK]))
+            await self._settle_owed(
+                keys=list(keys), args=list(task_ids[start : start + _SETTLE_CHUNK])
+            )
 
     async def get(self, task_id: str) -> bytes | None:
         value: bytes | str | None = await self.redis.get(self.key(task_id))

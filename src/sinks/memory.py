@@ -77,6 +77,8 @@ class MemoryLedger:
         self.outcomes: dict[str, _Entry] = {}
         self.owed: dict[str, float] = {}  # cooldown returns owed: task id -> when
         self.owed_records: dict[str, bytes] = {}
+        self.owed_withdrawals_at: dict[str, float] = {}  # withdrawals owed: task id -> when
+        self.owed_notices: dict[str, bytes] = {}
         self.awaiting: dict[str, dict[str, float]] = {c: {} for c in CHANNELS}
         """The unanswered index: channel -> task id -> expiry (epoch seconds)."""
         self.answered: set[str] = set()
@@ -259,23 +261,49 @@ class MemoryLedger:
                 self.pending[task_id] = later
 
     async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
-        now = self.clock()
-        for task_id, record in items:
-            self.owed[task_id] = now
-            self.owed_records[task_id] = record
+        self._owe_into(self.owed, self.owed_records, items)
 
     async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
-        now = self.clock()
-        cutoff = now - older_than
-        due = sorted((at, task_id) for task_id, at in self.owed.items() if at <= cutoff)
-        for _, task_id in due[:limit]:
-            self.owed[task_id] = now
-        return [(task_id, self.owed_records[task_id]) for _, task_id in due[:limit]]
+        return self._owed_of(self.owed, self.owed_records, older_than, limit)
 
     async def settle_returns(self, task_ids: Sequence[str]) -> None:
+        self._settle_of(self.owed, self.owed_records, task_ids)
+
+    async def owe_withdrawals(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self._owe_into(self.owed_withdrawals_at, self.owed_notices, items)
+
+    async def owed_withdrawals(
+        self, older_than: float, limit: int = 500
+    ) -> list[tuple[str, bytes]]:
+        return self._owed_of(self.owed_withdrawals_at, self.owed_notices, older_than, limit)
+
+    async def settle_withdrawals(self, task_ids: Sequence[str]) -> None:
+        self._settle_of(self.owed_withdrawals_at, self.owed_notices, task_ids)
+
+    def _owe_into(
+        self, at: dict[str, float], records: dict[str, bytes], items: Sequence[tuple[str, bytes]]
+    ) -> None:
+        now = self.clock()
+        for task_id, record in items:
+            at[task_id] = now
+            records[task_id] = record
+
+    def _owed_of(
+        self, at: dict[str, float], records: dict[str, bytes], older_than: float, limit: int
+    ) -> list[tuple[str, bytes]]:
+        now = self.clock()
+        cutoff = now - older_than
+        due = sorted((when, task_id) for task_id, when in at.items() if when <= cutoff)
+        for _, task_id in due[:limit]:
+            at[task_id] = now
+        return [(task_id, records[task_id]) for _, task_id in due[:limit]]
+
+    def _settle_of(
+        self, at: dict[str, float], records: dict[str, bytes], task_ids: Sequence[str]
+    ) -> None:
         for task_id in task_ids:
-            self.owed.pop(task_id, None)
-            self.owed_records.pop(task_id, None)
+            at.pop(task_id, None)
+            records.pop(task_id, None)
 
     async def get(self, task_id: str) -> bytes | None:
         entry = self._live(self.entries, task_id)

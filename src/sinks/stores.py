@@ -224,6 +224,26 @@ class Ledger(Protocol):
         """The returns under these keys are owed no more (sent, or their task not dropped)."""
         ...
 
+    async def owe_withdrawals(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Note the withdrawals (task id, the notice's bytes) of tasks about to be dropped
+        that may have gone out (`redriven:<id>`), in one round trip, before their drops
+        are written; each stays owed until `settle_withdrawals` (`Withdrawals.send_owed`,
+        `resend_owed`)."""
+        ...
+
+    async def owed_withdrawals(
+        self, older_than: float, limit: int = 500
+    ) -> list[tuple[str, bytes]]:
+        """The withdrawals owed for longer than `older_than` seconds (their publish failed,
+        their worker died, or their drop was never written), each taken for another
+        `older_than` (as `owed_returns`)."""
+        ...
+
+    async def settle_withdrawals(self, task_ids: Sequence[str]) -> None:
+        """The withdrawals of these tasks are owed no more (published, or their task not
+        dropped for a profile change)."""
+        ...
+
     async def get(self, task_id: str) -> bytes | None: ...
 
     async def get_many(self, task_ids: Sequence[str]) -> list[bytes | None]:

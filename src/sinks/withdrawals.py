@@ -11,7 +11,9 @@ withdrawn). A crash between the two publishes the same notices again when the ba
 read again: the same `task_id` and `reason`, which a consumer drops as a repeat. Only
 profile updates carrying `opt_out` or `status: closed`, and tombstones, cost a call.
 A task a re-drive drops for one of those reasons is withdrawn as well
-(`withdraw_dropped`): its worker may have published it and died before recording it.
+(`owe_dropped`, `send_owed`): its worker may have published it and died before recording
+it; the notice is owed in the ledger before the drop, so a failed publish or a crash
+leaves it to any worker's timer (`resend_owed`).
 A task whose decision read the subscriber's facts before such a change was recorded (a
 release, a re-drive, a retry: they run beside the batches, on any worker) is withdrawn by
 the sink that published it (`withdraw_voided`): its confirm looks at the facts again in
@@ -324,15 +326,74 @@ class Withdrawals:
             await self._publish(made)
         return made
 
-    async def withdraw_dropped(self, dropped: Sequence[tuple[ServiceTask, str]]) -> None:
-        """Withdraw tasks a re-drive dropped, or parked and a release or a tombstone dropped
-        later (task, `WITHDRAWN_FOR` reason): their worker may have published them before it
+    async def owe_dropped(self, dropped: Sequence[tuple[ServiceTask, str]]) -> list[TaskWithdrawal]:
+        """The withdrawals of tasks about to be dropped (task, `WITHDRAWN_FOR` reason) that a
+        re-drive decided (`redriven:<id>`): their worker may have published them before it
         died, before it recorded them (so the published index never held them), and the
         opt-out, closed line or tombstone was read meanwhile. Dated now (`occurred_at`
-        too: the change's own time is not at hand)."""
+        too: the change's own time is not at hand), and owed in the ledger before the drops
+        are written: published by `send_owed` once they are, or by any worker's
+        `resend_owed` when that publish fails or its worker dies first. Published after
+        the drop with nothing held, a refused publish or a crash between lost the notice
+        for good (the entry `X`, never re-driven). None with no topic."""
+        if not dropped or self.topic is None:
+            return []
         now = self.clock()
         when = dt.datetime.fromtimestamp(now, dt.UTC)
-        await self._withdraw_each([(task, WithdrawReason(r), when) for task, r in dropped], now)
+        made = [
+            notice(task, ProfileChange(task.subscriber_id, WithdrawReason(r), when), now)
+            for task, r in dropped
+        ]
+        items = [(w.task_id, _payload(w)) for w in made]
+        await self._redis(lambda: self.ledger.owe_withdrawals(items), "noting withdrawals")
+        return made
+
+    async def send_owed(self, made: Sequence[TaskWithdrawal]) -> None:
+        """Publish the withdrawals `owe_dropped` made, their drops written, then settle them."""
+        if not made:
+            return
+        await self._publish(made)
+        ids = [w.task_id for w in made]
+        await self._redis(lambda: self.ledger.settle_withdrawals(ids), "settling withdrawals")
+
+    async def resend_owed(self, older_than: float) -> int:
+        """The timer's: the withdrawals owed longer than the grace period. Published (the
+        same notice) when the task's entry is dropped for a profile change, or gone (kept a
+        day past the task's expiry: the publish failed, or its worker died after the drop);
+        settled unpublished when it was sent or dropped for another reason (the drop never
+        written, and the task decided again); left owed while it is pending, waiting or
+        merged (that decision is still to come). Returns how many were published. None
+        with no topic (none is owed then)."""
+        if self.topic is None:
+            return 0
+        owed = await self._redis(
+            lambda: self.ledger.owed_withdrawals(older_than), "reading withdrawals owed"
+        )
+        if not owed:
+            return 0
+        ids = [task_id for task_id, _ in owed]
+        values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
+        made: list[TaskWithdrawal] = []
+        settled: list[str] = []
+        for (task_id, record), value in zip(owed, values, strict=True):
+            if value is not None and value[:1] in (b"P", b"D", b"M"):
+                continue
+            settled.append(task_id)
+            if value is not None and value[1:].decode(errors="replace") not in WITHDRAWN_FOR:
+                continue  # sent, or dropped for no profile change
+            try:
+                made.append(TaskWithdrawal.model_validate_json(record))
+            except ValidationError as exc:
+                log.error("task %s: withdrawal owed is not one (%s); left out", task_id, exc)
+        if made:
+            await self._publish(made)
+            log.warning(
+                "published %d withdrawal(s) of dropped tasks that their worker did not (its "
+                "publish failed, or it stopped between the drop and the publish)",
+                len(made),
+            )
+        await self._redis(lambda: self.ledger.settle_withdrawals(settled), "settling withdrawals")
+        return len(made)
 
     async def withdraw_voided(
         self, voided: Sequence[tuple[ServiceTask, WithdrawReason, float]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from moments.cooldowns import CooldownReturn
 from moments.models import OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
+from sinks.base import Headers
 from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.ledger import TaskLedger
@@ -34,6 +35,21 @@ SUB = "13900000601"
 
 class CrashError(Exception):
     """The worker dies here."""
+
+
+class DiesOnSend:
+    """A producer whose worker dies as it sends."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        raise CrashError(f"publishing to {topic}")
 
 
 def crashing(stores: DispatchStores, store: str, method: str) -> DispatchStores:
@@ -234,6 +250,34 @@ class TestWithdrawnAtTheRedrive:
         assert len(await published(w.settings, 1)) == 1  # not sent again
         counted = {"moment_type": "first_international_roaming", "reason": "opt_out"}
         assert fresh.sample("moments_tasks_withdrawn_total", **counted) == 1
+
+    async def test_a_redrive_that_dies_before_its_withdrawal_leaves_it_to_the_next_timer(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """As above, but the re-drive's worker dies after writing the drop, as it publishes
+        the withdrawal (a publish refused past the Kafka retries does the same): the notice
+        was owed before the drop (`withdrawals:<id>`), and the next worker's timer publishes
+        it, once. Before: published after the drop with nothing held, it was lost, the
+        entry `X` and never re-driven, and the copy that went out stood."""
+        w = make_worker()
+        await published_then_died(make_worker, "w3")
+        opt_out = ProfileEvent(event_id="p-3", subscriber_id=SUB, occurred_at=NOW, opt_out=["sms"])
+        await w.sink.subscribers.record_facts([opt_out])
+        dying = make_worker()
+        dying.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        dying.sink.withdrawals.producer = DiesOnSend()
+        with pytest.raises(CrashError):
+            await dying.sink.redrive(older_than=0)
+        assert await w.ledger.state("w3") == "dropped"
+
+        fresh = make_worker()
+        fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        assert await fresh.sink.redrive(older_than=0) == 0
+        await fresh.sink.redrive(older_than=0)
+        notices = values(await read_written(w.settings, "task_withdrawals", at_least=1))
+        assert [(n["task_id"], n["reason"]) for n in notices] == [("w3", "opt_out")]
+        assert await w.ledger.owed_withdrawals(0) == []
+        assert len(await published(w.settings, 1)) == 1  # not sent again
 
     async def test_a_task_sent_then_parked_at_its_redrive_is_withdrawn_by_a_tombstone(
         self, make_worker: MakeWorker

@@ -1,0 +1,177 @@
+"""The withdrawal of a task dropped after its worker may have published it (a re-drive's
+drop, or the release of a task a re-drive parked, for an opt-out, a closed line or a
+tombstone) is owed in the ledger before the drop is written, and goes out at least once:
+the publish right after the drop, or, when that publish fails (a refusal past the Kafka
+retries) or its worker dies before it, any worker's re-drive timer once the grace period
+has passed (`Withdrawals.resend_owed`). Before, it was published after the drop was
+written and nothing held it: a failed publish or a crash between lost it for good, the
+task `X` (never re-driven) and the copy that went out standing. On the memory stores the
+backtest uses; tests/integration/dispatch/test_crash_windows.py runs the crash on Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
+
+from moments.backtest import CollectingProducer
+from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
+from sinks.base import Headers
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.payloads import task_bytes
+from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores
+from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
+
+from .fakes import Clock
+
+PRODUCED = dt.datetime(2026, 12, 3, 11, 59, 50, tzinfo=dt.UTC)
+OPENS = dt.datetime(2026, 12, 4, 3, 0, 1, tzinfo=dt.UTC)
+SUB = "13300000002"
+TASK = "c1" * 16
+GRACE_S = 60.0
+
+
+class RefusingProducer(CollectingProducer):
+    """Refuses withdrawals while `refusing` (an ACL refusing the topic: not retried)."""
+
+    refusing = False
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        if self.refusing and topic == WITHDRAWALS_TOPIC:
+            raise TopicAuthorizationFailedError()
+        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+
+
+def call() -> ServiceTask:
+    return ServiceTask(
+        task_id=TASK,
+        subscriber_id=SUB,
+        moment=Moment(
+            family=Family.FIRST_TIME, type="m", rule_id="m", rule_version=1, description="d"
+        ),
+        priority=3,
+        channel=Channel.OUTBOUND_CALL,
+        action="act",
+        triggered_at=PRODUCED,
+        created_at=PRODUCED,
+        deliver_after=PRODUCED,
+        expires_at=PRODUCED + dt.timedelta(days=3),
+        evidence=["e1"],
+    )
+
+
+def notices(producer: CollectingProducer) -> list[tuple[str, str]]:
+    return [
+        (str(n["task_id"]), str(n["reason"]))
+        for n in (orjson.loads(p.payload) for p in producer.withdrawn)
+    ]
+
+
+def setup(hours: bool) -> tuple[Clock, DispatchStores, TaskSink, RefusingProducer]:
+    clock = Clock(PRODUCED.timestamp())
+    stores = memory_stores(clock)
+    producer = RefusingProducer(clock)
+    policy = {"timezone": "UTC", **({"hours": {"outbound_call": "03:00-12:00"}} if hours else {})}
+    sink = TaskSink(
+        producer,
+        "tasks",
+        stores,
+        Metrics(),
+        DispatchPolicy.model_validate(policy),
+        clock=clock,
+        withdrawals_topic=WITHDRAWALS_TOPIC,
+    )
+    return clock, stores, sink, producer
+
+
+async def opt_out(sink: TaskSink, at: float) -> None:
+    update = ProfileEvent.model_validate(
+        {
+            "event_id": f"p{at}",
+            "subscriber_id": SUB,
+            "occurred_at": dt.datetime.fromtimestamp(at, dt.UTC),
+            "opt_out": ["outbound_call"],
+        }
+    )
+    await sink.subscribers.record_facts([update])
+    await sink.withdrawals.withdraw(profile_changes([update]))
+
+
+async def test_a_redrive_drops_the_task_and_its_refused_withdrawal_goes_out_later() -> None:
+    """The worker died after its produce; the customer opts out of calls; the re-drive drops
+    the task `opt_out`, and the withdrawal's publish is refused. The next tick after the
+    grace period, the topic writable again, publishes it; the one after, nothing more."""
+    clock, stores, sink, producer = setup(hours=False)
+    await stores.ledger.claim([(TASK, task_bytes(call()))])
+    clock.now += 10
+    await opt_out(sink, clock.now)
+    clock.now += GRACE_S
+    producer.refusing = True
+    with pytest.raises(TopicAuthorizationFailedError):
+        await sink.redrive(GRACE_S)
+    assert await stores.ledger.state(TASK) == "dropped"
+    assert notices(producer) == []
+
+    producer.refusing = False
+    clock.now += GRACE_S + 1
+    await sink.redrive(GRACE_S)
+    assert notices(producer) == [(TASK, "opt_out")]
+    clock.now += GRACE_S + 1
+    await sink.redrive(GRACE_S)
+    assert notices(producer) == [(TASK, "opt_out")]
+
+
+async def test_the_release_of_a_task_a_redrive_parked_owes_its_withdrawal_alike() -> None:
+    """Calls are worked 03:00-12:00 UTC: the re-drive parks the task until 03:00; an opt-out
+    while it waits has its release drop it, and the withdrawal's publish is refused. A
+    later tick publishes it."""
+    clock, stores, sink, producer = setup(hours=True)
+    await stores.ledger.claim([(TASK, task_bytes(call()))])
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert await stores.ledger.state(TASK) == "deferred"
+    await opt_out(sink, clock.now + 60)
+
+    clock.now = OPENS.timestamp()
+    producer.refusing = True
+    with pytest.raises(TopicAuthorizationFailedError):
+        await sink.release_due()
+    assert await stores.ledger.state(TASK) == "dropped"
+    assert notices(producer) == []
+
+    producer.refusing = False
+    clock.now += GRACE_S + 1
+    await sink.redrive(GRACE_S)
+    assert notices(producer) == [(TASK, "opt_out")]
+
+
+async def test_a_withdrawal_owed_for_a_task_sent_since_is_never_published() -> None:
+    """Owed before a drop its worker never wrote (it died in between): the entry stays
+    pending, and the re-drive that decides it again, the customer opted back in, sends it.
+    The owed withdrawal is settled unsent: no notice of a task published and standing."""
+    clock, stores, sink, producer = setup(hours=False)
+    await stores.ledger.claim([(TASK, task_bytes(call()))])
+    notice = orjson.dumps({"task_id": TASK})
+    await stores.ledger.owe_withdrawals([(TASK, notice)])
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert await stores.ledger.state(TASK) == "sent"
+    clock.now += GRACE_S + 1
+    await sink.redrive(GRACE_S)
+    assert notices(producer) == []
+    assert await stores.ledger.owed_withdrawals(-1.0) == []
