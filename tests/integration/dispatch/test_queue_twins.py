@@ -91,6 +91,10 @@ ops = st.one_of(
     st.tuples(st.just("owe"), st.lists(st.sampled_from(IDS), max_size=3)),
     st.tuples(st.just("owed"), st.integers(1, 3)),
     st.tuples(st.just("settle"), st.lists(st.sampled_from(IDS), max_size=3)),
+    # withdrawals owed: kept as returns are, apart from them
+    st.tuples(st.just("owe_w"), st.lists(st.sampled_from(IDS), max_size=3)),
+    st.tuples(st.just("owed_w"), st.integers(1, 3)),
+    st.tuples(st.just("settle_w"), st.lists(st.sampled_from(IDS), max_size=3)),
 )
 
 
@@ -164,6 +168,14 @@ async def apply(stores: DispatchStores, op: tuple[Any, ...]) -> object:
         return None
     if kind == "owed":
         return await ledger.owed_returns(-60.0, op[1])  # every one owed, the oldest first
+    if kind == "owe_w":
+        await ledger.owe_withdrawals([(i, f"w-{i}".encode()) for i in op[1]])
+        return None
+    if kind == "owed_w":
+        return await ledger.owed_withdrawals(-60.0, op[1])
+    if kind == "settle_w":
+        await ledger.settle_withdrawals(op[1])
+        return None
     await ledger.settle_returns(op[1])
     return None
 
