@@ -81,8 +81,9 @@ class MemoryLedger:
         self.owed_notices: dict[str, bytes] = {}
         self.awaiting: dict[str, dict[str, float]] = {c: {} for c in CHANNELS}
         """The unanswered index: channel -> task id -> expiry (epoch seconds)."""
-        self.answered: set[str] = set()
-        """Pending tasks an outcome came back for before their confirm (`answered:<id>`)."""
+        self.answered: dict[str, _Entry] = {}
+        """Pending tasks an outcome came back for before their confirm (`answered:<id>`),
+        kept the ledger's TTL from the latest such outcome, as Redis keeps the mark."""
         self.published: dict[str, dict[str, float]] = {}
         """The published index: subscriber -> task id -> expiry (epoch seconds)."""
         self.void_marks: dict[str, tuple[WithdrawReason, float]] = {}
@@ -137,8 +138,8 @@ class MemoryLedger:
         answered = False
         if entry is not None and entry.value.startswith(PENDING):
             entry.value = value
-            answered = task_id in self.answered
-            self.answered.discard(task_id)
+            answered = self._live(self.answered, task_id) is not None
+            self.answered.pop(task_id, None)
             if value.startswith(SENT):  # as Redis: published, in the published index now
                 self.redriven_marks.pop(task_id, None)
         self.pending.pop(task_id, None)
@@ -379,7 +380,7 @@ class MemoryLedger:
         return {i for i in task_ids if self._live(self.redriven_marks, i) is not None}
 
     async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
-        return {i for i in task_ids if i in self.answered}
+        return {i for i in task_ids if self._live(self.answered, i) is not None}
 
     async def voided_pending(self, task_ids: Sequence[str]) -> Voided:
         out: Voided = {}
@@ -412,7 +413,7 @@ class MemoryLedger:
                 or (parked and self._live(self.redriven_marks, task_id) is not None)
             )
         ):
-            self.answered.add(task_id)
+            self.answered[task_id] = _Entry(b"1", self.clock() + self.ttl)  # as Redis: EX ttl
         key = f"{task_id}:{status}"
         if (mark := self._live(self.outcomes, key)) is not None:
             return token != "" and mark.value == token.encode()

@@ -115,6 +115,22 @@ async def pending_since(ledger: TaskLedger, seconds: float, *task_ids: str) -> N
     await ledger.redis.zadd(ledger.pending_key, dict.fromkeys(task_ids, time.time() - seconds))
 
 
+class TestAnswered:
+    async def test_the_mark_of_an_outcome_before_the_confirm_lives_the_ledgers_ttl(
+        self, ledger: TaskLedger
+    ) -> None:
+        """`answered:<id>` (an outcome of a pending task) expires the ledger's TTL after
+        it is set, as the memory ledger's does on its clock
+        (tests/unit/test_memory_stores.py); the confirm takes it."""
+        await ledger.claim([("a", b"{}")])
+        assert await ledger.first_outcome("a", "accepted")
+        assert await ledger.answered_pending(["a"]) == {"a"}
+        assert 3500 < await ledger.redis.ttl(ledger.answered_key("a")) <= 3600
+        await ledger.confirm(["a"], awaiting={"a": ("sms", time.time() + 600)})
+        assert await ledger.answered_pending(["a"]) == set()
+        assert (await ledger.unanswered())["sms"] == 0
+
+
 class TestClaimStale:
     """A pending entry left by a crash is handed to exactly one re-driver, payload included."""
 

@@ -85,3 +85,25 @@ async def test_contacts_slide_and_declines_and_facts_expire() -> None:
     assert (await stores.facts.get("13800000001")).topup_at == at.timestamp()
     clock.now += 90 * 86400
     assert (await stores.facts.get("13800000001")).topup_at is None
+
+
+async def test_an_answered_mark_expires_on_the_clock_as_the_redis_one() -> None:
+    """`answered:<id>` lives the ledger's TTL in Redis (`_FIRST_OUTCOME_UNKNOWN`'s `EX`,
+    set again by each such outcome); the memory ledger kept it for the process's life: a
+    task made again under the id once its pending entry had expired (unconfirmed: its
+    worker gone, no re-drive) was left out of the unanswered index
+    (tests/integration/test_ledger.py checks the Redis mark's TTL)."""
+    clock = Clock(1_000_000.0)
+    ledger = MemoryLedger(clock, ttl_seconds=60)
+    await ledger.claim([("t1", b"{}")])
+    clock.now += 30
+    assert await ledger.first_outcome("t1", "accepted")  # pending: marked answered
+    assert await ledger.answered_pending(["t1"]) == {"t1"}
+    clock.now += 30  # the entry is gone, the mark (set 30 s after it) lives on
+    assert await ledger.state("t1") is None
+    assert await ledger.answered_pending(["t1"]) == {"t1"}
+    clock.now += 30  # the ledger's TTL after it was set: gone, as in Redis
+    assert await ledger.answered_pending(["t1"]) == set()
+    assert await ledger.claim([("t1", b"{}")]) == [True]
+    await ledger.confirm(["t1"], awaiting={"t1": ("sms", clock.now + 600)})
+    assert (await ledger.unanswered())["sms"] == 1
