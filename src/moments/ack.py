@@ -90,7 +90,9 @@ def check_parts(subscriber_id: str | None, note: str | None, agent_id: str | Non
 
 RECORDED_WITHIN_S = 3.0
 """A task is recorded as sent a moment after it is published: one seen on the topic this
-very moment is waited for this long before it is called unknown."""
+very moment is waited for this long before it is called unknown (its entry gone, or sent
+with no body kept). An entry that says why it was not published (`_refuse_dropped`,
+`_refuse_merged`) is refused at once: waiting changes neither."""
 
 
 async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORDED_WITHIN_S) -> str:
@@ -105,6 +107,9 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
             _refuse_merged(task_id, entry)
             if (body := await _unconfirmed_payload(ledger, task_id, entry)) is not None:
                 break
+            # Dropped, or waiting unpublished: the wait was for the record of a publish,
+            # which neither is about to get (a release or a take-over makes it `P` first).
+            _refuse_dropped(task_id, entry)
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.1)
@@ -112,7 +117,6 @@ async def subscriber_of(settings: Settings, task_id: str, wait_s: float = RECORD
         await redis.aclose()
     if not body:
         where = f"{redacted_url(settings.redis_url)} (app id {settings.app_id})"
-        _refuse_dropped(task_id, entry)
         if entry is None:  # --subscriber would only make it an unknown_task dead letter
             raise AckError(
                 f"task {task_id} is not in the ledger in {where}: this detector never "

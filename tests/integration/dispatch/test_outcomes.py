@@ -9,6 +9,7 @@ import hashlib
 import subprocess
 import sys
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -746,6 +747,35 @@ class TestAckCommand:
         said = str(refused.value)
         assert said.startswith(f"task {A2} is waiting in the deferral queue, not published ")
         assert "expired" not in said
+        assert "pass --subscriber MSISDN to ack it anyway" in said
+
+    @pytest.mark.parametrize("entry", ["waiting", "dropped"])
+    async def test_a_task_not_published_is_refused_at_once(
+        self, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch, entry: str
+    ) -> None:
+        """An entry that says the task was not published (`D<payload>` with no
+        `redriven:<id>`, `X<reason>`) does not become a published one by waiting: the
+        command read it again every 0.1 s for its whole wait (3 s) before refusing it. It
+        refuses at once, its message the same, naming the fix (`--subscriber`)."""
+        w = make_worker()
+        assert isinstance(w.ledger, TaskLedger)  # the class is redis_only
+        if entry == "waiting":
+            later = NOW + HOUR
+            await w.send(task(A2, sub="13200000012", deliver_after=later, deferred="quiet_hours"))
+            assert await w.ledger.state(A2) == "deferred"
+        else:
+            await w.ledger.redis.set(w.ledger.key(A2), b"Xfrequency_cap")
+
+        async def no_wait(seconds: float) -> None:
+            raise AssertionError(f"waited {seconds} s for a task whose entry says why not")
+
+        # The command's own asyncio only (the broker's and Redis's clients keep theirs).
+        monkeypatch.setattr("moments.ack.asyncio", SimpleNamespace(sleep=no_wait))
+        with pytest.raises(AckError) as refused:
+            await subscriber_of(w.settings, A2, wait_s=60)
+        said = str(refused.value)
+        opening = "is waiting in the deferral queue" if entry == "waiting" else "was dropped"
+        assert said.startswith(f"task {A2} {opening}")
         assert "pass --subscriber MSISDN to ack it anyway" in said
 
     async def test_a_task_whose_payload_expired_names_subscriber_as_the_fix(
