@@ -64,10 +64,12 @@ from sinks.stores import Joining, Parking, Released
 # 'h' its channel's hours, 'c' the subscriber's caps, 'n' the next day (one argument:
 # each costs the client ~2.5 µs to pack), rank ('': none), active after ('': not looked
 # at) and woken at (`Parking.active_after`, `woken_at`), made ('': not compared with a
-# tombstone's mark, `Parking.made`: 0 when the facts' `forgotten` is at or after it and
-# the entry is pending, left so and marked `unsent:<id>` as `_FORGET` marks the tasks it
-# takes: it waited, never published; not one a re-drive decides, `redriven:<id>`, which
-# may have gone out); S: task prefix, ttl, the parker's timetable, now (the parking
+# tombstone's mark, `Parking.made`: 0 when the facts' `forgotten` is at or after it, the
+# entry left pending or, waiting (`D`, one the tombstone's take did not find: an earlier
+# version's park, in no index), taken out of the queue back to pending at now as `_FORGET`
+# takes it, and marked `unsent:<id>` as `_FORGET` marks the tasks it takes: it waited,
+# never published; not one a re-drive decides, `redriven:<id>`, which may have gone out);
+# S: task prefix, ttl, the parker's timetable, now (the parking
 # worker's clock, `time.time()`, epoch seconds: the release times it is compared with are
 # on the workers' clocks too, and a skew between them of seconds is nothing beside
 # `WAITING_KEPT_S`), `WAITING_KEPT_S`, unsent prefix, redriven prefix; SK: pending,
@@ -79,9 +81,22 @@ local v = redis.call('GET', K[1])
 if not v then return 0 end
 local state = string.sub(v, 1, 1)
 if state ~= 'P' and state ~= 'D' then return 0 end
-if A[9] ~= '' and state == 'P' then
+if A[9] ~= '' then
   local forgotten = redis.call('HGET', K[4], 'forgotten')
   if forgotten and tonumber(A[9]) <= tonumber(forgotten) then
+    if state == 'D' then
+      redis.call('ZREM', SK[2], A[1])
+      redis.call('SREM', SK[3], A[1])
+      redis.call('SREM', SK[4], A[1])
+      redis.call('SREM', SK[5], A[1])
+      redis.call('ZREM', SK[7], A[1])
+      redis.call('HDEL', SK[8], A[1])
+      redis.call('ZREM', K[5], A[1])
+      redis.call('SREM', K[3], A[1])
+      if redis.call('GET', K[2]) == A[1] then redis.call('DEL', K[2]) end
+      redis.call('SET', K[1], 'P' .. string.sub(v, 2), 'XX', 'KEEPTTL')
+      redis.call('ZADD', SK[1], S[4], A[1])
+    end
     local left = redis.call('PTTL', K[1])
     if left > 0 and redis.call('EXISTS', S[7] .. A[1]) == 0 then
       redis.call('SET', S[6] .. A[1], '1', 'PX', left)

@@ -527,8 +527,14 @@ class MemoryDeferrals:
             forgotten = None if facts is None else facts.fields(i.subscriber_id).get("forgotten")
             if i.made is not None and forgotten is not None and i.made <= forgotten:
                 # As the Redis script: the subscriber forgotten since; a pending entry is
-                # left so, marked unsent
+                # left so, a waiting one taken out of the queue back to pending; marked unsent
                 value = await self.ledger.get(i.task_id)
+                if value is not None and value.startswith(DEFERRED):
+                    await self._take(i.task_id, self.ledger.clock())
+                    self.lines.get(i.subscriber_id, set()).discard(i.task_id)
+                    if self._open_carrier(i.subscriber_id) == i.task_id:
+                        del self.open[i.subscriber_id]
+                    value = await self.ledger.get(i.task_id)
                 if value is not None and value.startswith(PENDING):
                     self.ledger.mark_unsent(i.task_id)
                     out.append(False)

@@ -76,11 +76,13 @@ class Parking:
     made: float | None = None
     """When the task was made, as a tombstone's `forgotten` mark is compared with
     (`sinks.relevance.made_at`); None: not compared. Given, a park finding the subscriber's
-    facts (`Facts`) marked forgotten at or after it parks nothing when the entry is
-    pending (False; the entry left so, marked unsent, `Ledger.unsent`, as `forget` leaves
-    the tasks it takes), in the same step: a tombstone records its mark before it takes
-    the subscriber's waiting tasks out of the queue (`forget`), so a park after that take
-    sees the mark, and one before is taken."""
+    facts (`Facts`) marked forgotten at or after it parks nothing (False), in the same
+    step: the entry is left pending, or, waiting already (one the tombstone's take did not
+    find: an earlier version's park, in no index), taken out of the queue back to pending
+    as `forget` takes a task, and marked unsent (`Ledger.unsent`) as `forget` leaves the
+    tasks it takes. A tombstone records its mark before it takes the subscriber's waiting
+    tasks out of the queue (`forget`), so a park after that take sees the mark, and one
+    before is taken."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from sinks.ledger import TaskLedger, as_bytes
 from sinks.memory import MemoryDeferrals
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
-from sinks.stores import Parking
+from sinks.stores import Parking, Released
 from sinks.withdrawals import ProfileChange
 
 from .conftest import HOUR, NOW, MakeWorker, published, task, tombstone_before_park
@@ -436,6 +436,45 @@ async def test_a_release_parking_again_after_a_tombstone_it_raced_drops_the_task
     if isinstance(w.ledger, TaskLedger):  # the queue names the number nowhere
         sent = {"body:sent", f"published:{SUB}"}  # erased once their withdrawals are out
         assert set(await holding(w.ledger, SUB)) - sent == {f"facts:{SUB}"}
+
+
+async def test_a_waiting_task_parked_again_after_the_tombstones_take_is_dropped(
+    make_worker: MakeWorker,
+) -> None:
+    """A task waiting (`D`) that the tombstone's take did not find (parked by an earlier
+    version: in no waiting index, its merge group closed) and parked again after the take
+    by a decision that read the facts before the mark (a re-drive's stalled first worker,
+    say). A park of a pending entry compared the mark; one of a waiting entry did not, and
+    the task waited on with the erased subscriber's payload until its release time. The
+    park now takes it out of the queue, back to pending and marked unsent (as the take
+    leaves what it takes), and the decision drops it `forgotten` at once."""
+    w = make_worker()
+    later = dt.datetime.now(dt.UTC) + 2 * dt.timedelta(days=1)
+    waiting = task("waits", SUB, deliver_after=later, deferred="quiet_hours")
+    await w.send(waiting, task("other", OTHER, deliver_after=later, deferred="quiet_hours"))
+    assert await w.ledger.state("waits") == "deferred"
+    deferral = w.sink.deferral
+    if isinstance(deferral, DeferralQueue):  # as an earlier version parked it
+        await deferral.redis.delete(deferral.waiting_key(SUB), deferral.open_key(SUB))
+    else:
+        assert isinstance(deferral, MemoryDeferrals)
+        for task_id in deferral.waiting_of.pop(SUB):
+            del deferral._owner[task_id]
+        deferral.open.pop(SUB, None)
+    applied = tombstone_before_park(w.sink, w.sink, SUB)
+    stored = await w.ledger.get("waits")
+    assert stored is not None
+
+    await w.sink.decide_taken([Released("waits", stored[1:], [])], NOW.timestamp())
+
+    assert applied == [SUB]
+    assert await w.ledger.state("waits") == "dropped"
+    assert await deferral.waiting() == 1  # OTHER's
+    assert await w.ledger.unsent(["waits"]) == {"waits"}
+    forgotten = {"moment_type": "first_international_roaming", "reason": "forgotten"}
+    assert w.sample("moments_tasks_suppressed_total", **forgotten) == 1
+    if isinstance(w.ledger, TaskLedger):  # the queue names the number nowhere
+        assert await holding(w.ledger, SUB) == [f"facts:{SUB}"]
 
 
 @pytest.mark.redis_only
