@@ -107,15 +107,17 @@ return {v, score}
 # confirm, or the consumer answered first), so a re-drive's confirm does not either. It
 # enters its subscriber's published index (`published:<subscriber>`, by expiry: what a
 # later opt-out withdraws, sinks.withdrawals) as it leaves P too, whose members expired
-# a day before go then. Unless (K[7], the subscriber's facts hash; A[9], the channel it
-# went out on, '' for no look, its opt-out fields named by it A-Z lowered, as
-# `moments.models.channel_key` names them, and its opt-out as written too, the later of
-# the two counting (`opt_out:WeChat`, recorded by a build before the lowering, read for
-# the 90 days the hash lives); A[10], when it was made, '' for no tombstone
-# look) the facts make it void now, as `sinks.relevance.voided` reads them: then nothing is
-# written, the entry stays P (a re-drive drops it and withdraws it, should its worker
-# die) and the reply is {why, when}: a batch that recorded the change before this ran and
-# looked the index up before it, or after it, finds nothing, and the caller withdraws the
+# a day before go then. Unless (K[7], the subscriber's facts hash, read whole with
+# HGETALL: ~10-20 fields; A[9], the channel it went out on, '' for no look, its opt-in
+# field named by it A-Z lowered, as `moments.models.channel_key` names them, and its
+# opt-out every `opt_out:` field whose name A-Z lowered is that, the latest counting:
+# `opt_out:WeChat` for `wechat`, recorded by a build before the lowering and kept while
+# the subscriber's facts are written, as the release and the gates fold them,
+# `sinks.relevance._facts`; A[10], when it was made, '' for no tombstone look) the facts
+# make it void now, as `sinks.relevance.voided` reads them: then nothing is written, the
+# entry stays P (a re-drive drops it and withdraws it, should its worker die) and the
+# reply is {why, when}: a batch that recorded the change before this ran and looked the
+# index up before it, or after it, finds nothing, and the caller withdraws the
 # task itself; A[11]: '' or, for a task so withdrawn (`confirm`'s `withdrawn`), what its
 # id is indexed under (`WITHDRAWN_MEMBER`, as `_WITHDRAWN` leaves a withdrawn task), and
 # not in the unanswered index; its look is at a tombstone alone (one applied since its
@@ -143,23 +145,31 @@ local erased = false
 if v and string.sub(v, 1, 1) == 'P' then
   if A[9] ~= '' then
     local channel = string.lower(A[9])
-    local f = redis.call('HMGET', K[7], 'forgotten', 'erased', 'closed', 'active',
-      'suspended', 'opt_out:' .. channel, 'opt_in:' .. channel, 'opt_list',
-      'opt_out:' .. A[9])
-    local out = f[6]
-    if f[9] and (not out or tonumber(f[9]) > tonumber(out)) then out = f[9] end
-    if f[1] and A[10] ~= '' and tonumber(A[10]) <= tonumber(f[1]) then
-      if A[11] == '' then return void('forgotten', f[2] or f[1]) end
-      erased = f[2] or f[1]
-    end
-    if A[11] == '' and f[3] then
-      local closed = tonumber(f[3])
-      if (not f[4] or closed > tonumber(f[4])) and (not f[5] or closed > tonumber(f[5])) then
-        return void('closed', f[3])
+    local all, got, out = redis.call('HGETALL', K[7]), {}, nil
+    for i = 1, #all, 2 do
+      local name, at = all[i], all[i + 1]
+      if string.sub(name, 1, 8) ~= 'opt_out:' then
+        got[name] = at
+      elseif #name == 8 + #channel and string.lower(string.sub(name, 9)) == channel
+          and (not out or tonumber(at) > tonumber(out)) then
+        out = at
       end
     end
-    if A[11] == '' and out and (not f[7] or tonumber(out) >= tonumber(f[7]))
-        and (not f[8] or tonumber(out) >= tonumber(f[8])) then
+    local forgotten, opt_in, opt_list = got['forgotten'], got['opt_in:' .. channel], got['opt_list']
+    if forgotten and A[10] ~= '' and tonumber(A[10]) <= tonumber(forgotten) then
+      if A[11] == '' then return void('forgotten', got['erased'] or forgotten) end
+      erased = got['erased'] or forgotten
+    end
+    local active, suspended = got['active'], got['suspended']
+    if A[11] == '' and got['closed'] then
+      local closed = tonumber(got['closed'])
+      if (not active or closed > tonumber(active))
+          and (not suspended or closed > tonumber(suspended)) then
+        return void('closed', got['closed'])
+      end
+    end
+    if A[11] == '' and out and (not opt_in or tonumber(out) >= tonumber(opt_in))
+        and (not opt_list or tonumber(out) >= tonumber(opt_list)) then
       return void('opt_out', out)
     end
   end

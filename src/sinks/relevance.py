@@ -201,17 +201,26 @@ def opted_out_of_channel(values: Mapping[str, float], channel: str) -> float | N
     """When the latest profile update carrying `opt_out` named `channel`, any channel (one
     this version does not send on too, as the confirm's script reads it), by the facts hash
     (`values`, as stored); None when it did not. Its `opt_out:` field is at or after its
-    `opt_in:` and the update's `opt_list`. By `channel_key` (`WeChat` is `wechat`), and the
-    field as written too (`opt_out:WeChat`, recorded by a build before the lowering and
-    read for the 90 days the hash lives), the later of the two, as the script reads them."""
+    `opt_in:` and the update's `opt_list`. By `channel_key` (`WeChat` is `wechat`): every
+    `opt_out:` field whose channel's key is the channel's counts, the latest of them
+    (`opt_out:WeChat`, recorded by a build before the lowering and kept while the
+    subscriber's facts are written), as `_facts` folds them for the release and the script
+    reads the whole hash."""
     key = channel_key(channel)
-    fields = {f"opt_out:{key}", f"opt_out:{channel}"}
-    out = max((values[f] for f in fields if f in values), default=None)
+    out = max(
+        (at for name, at in values.items() if _opt_out_key(name) == key),
+        default=None,
+    )
     if out is None or out < max(
         values.get(f"opt_in:{key}", -math.inf), values.get("opt_list", -math.inf)
     ):
         return None
     return out
+
+
+def _opt_out_key(name: str) -> str | None:
+    """The `channel_key` of an `opt_out:<channel>` field's channel; None for another field."""
+    return channel_key(name[8:]) if name.startswith("opt_out:") else None
 
 
 def erasures(subscriber_ids: Sequence[str], facts: Sequence[SubscriberFacts]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -11,8 +12,9 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
+from moments.enums import WithdrawReason
 from sinks.ledger import PUBLISHED_KEPT_S, TAKEN_OVER, TaskLedger, Unanswered
-from sinks.memory import MemoryLedger
+from sinks.memory import MemoryFacts, MemoryLedger
 from sinks.stores import Ledger
 
 pytestmark = pytest.mark.integration
@@ -329,6 +331,46 @@ class TestPublishedIndex:
                 )
                 assert await ledger.body("a") is None, type(ledger).__name__
                 assert await ledger.state("a") == "sent"
+        finally:
+            await client.aclose()
+
+    @pytest.mark.parametrize(
+        ("recorded", "sent_on"),
+        [("WeChat", "wechat"), ("WECHAT", "WeChat"), ("SMS", "sms"), ("wechat", "WeChat")],
+    )
+    async def test_an_opt_out_recorded_in_any_case_voids_the_task_on_its_channel(
+        self, redis_url: str, recorded: str, sent_on: str
+    ) -> None:
+        """The confirm looks at the task's channel's opt-out whatever case the facts hash
+        recorded it in (`opt_out:WeChat`, by a build before the lowering: the hash lives
+        90 days past its subscriber's last fact), as the release and the gates read it
+        (`channel_key`). It looked up the lowered name and the channel as the task wrote
+        it: a task on `wechat` went out, and into the published index, to a customer who
+        had refused the channel. Redis and the memory twin alike."""
+        client = Redis.from_url(redis_url)
+        sub, now = "13800138000", time.time()
+        facts = MemoryFacts(time.time)
+        stores: list[TaskLedger | MemoryLedger] = [
+            TaskLedger(client, f"test:{uuid4().hex[:8]}:", ttl_seconds=3600),
+            MemoryLedger(time.time, 3600, facts),
+        ]
+        fields = {f"opt_out:{recorded}": now - 60, "opt_list": now - 60, "opt_in:sms": now - 120}
+        try:
+            for ledger in stores:
+                if isinstance(ledger, TaskLedger):
+                    await client.hset(ledger.facts_key(sub), mapping=fields)  # type: ignore[arg-type]
+                else:
+                    facts.facts[sub] = (dict(fields), now + 86400)
+                await ledger.claim([("a", b"{}")])
+                void = await ledger.confirm(
+                    ["a"],
+                    awaiting={"a": (sent_on, now + 600)},
+                    subscribers={"a": sub},
+                    made={"a": math.inf},
+                )
+                assert void == {"a": (WithdrawReason.OPT_OUT, now - 60)}, type(ledger).__name__
+                assert await ledger.state("a") == "pending"
+                assert await ledger.published_of([sub], now) == [[]]
         finally:
             await client.aclose()
 

@@ -391,18 +391,21 @@ class TestANewerChannel:
         assert voided(fields, "wechat", math.inf) == said
         assert voided(fields, "WeChat", math.inf) == said
 
-    def test_an_opt_out_an_earlier_build_recorded_as_written_still_voids_that_spelling(
+    def test_an_opt_out_an_earlier_build_recorded_as_written_voids_the_channel_in_any_case(
         self,
     ) -> None:
-        """A build before the lowering recorded `opt_out:WeChat` (the hash lives 90 days):
-        a task on `WeChat` exactly was void by it then, and the lowered look-up alone
-        (`opt_out:wechat`) missed it. The field as written is read too, the later of the
-        two counting; a task on `wechat` still misses it (docs/operations.md, "Rolling
-        upgrades")."""
+        """A build before the lowering recorded `opt_out:WeChat` (kept while the
+        subscriber's facts are written): a task on `WeChat` exactly was void by it then,
+        and the lowered look-up alone (`opt_out:wechat`) missed it; a task on `wechat`
+        missed it still, where the release (`_facts`) and the gates found it. Every
+        `opt_out:` field is read by its `channel_key`, the latest counting
+        (docs/operations.md, "Rolling upgrades")."""
         at = NOW
         old = {"opt_out:WeChat": at, "opt_list": at}
         assert voided(old, "WeChat", math.inf) == (WithdrawReason.OPT_OUT, at)
-        assert voided(old, "wechat", math.inf) is None
+        assert voided(old, "wechat", math.inf) == (WithdrawReason.OPT_OUT, at)
+        shouted = {"opt_out:WECHAT": at + 7, **old}
+        assert voided(shouted, "wechat", math.inf) == (WithdrawReason.OPT_OUT, at + 7)
         both = {"opt_out:WeChat": at, "opt_out:wechat": at + 5, "opt_list": at + 5}
         assert voided(both, "WeChat", math.inf) == (WithdrawReason.OPT_OUT, at + 5)
         opted_in = {"opt_out:WeChat": at, "opt_list": at + 5}

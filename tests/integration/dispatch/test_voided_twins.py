@@ -40,6 +40,8 @@ FIELDS = [
     "opt_out:wechat",
     "opt_in:wechat",
     "opt_out:WeChat",
+    "opt_out:WECHAT",
+    "opt_out:SMS",
     "opt_list",
     "topup",
 ]
@@ -133,6 +135,12 @@ async def both(values: dict[str, tuple[float, str]], channel: str, look: float, 
 @example({"opt_out:WeChat": (T0 + 10, "repr"), "opt_list": (T0 + 10, "whole")}, "WeChat", T0)
 @example({"opt_out:WeChat": (T0 + 10, "repr"), "opt_out:wechat": (T0, "repr")}, "WeChat", T0)
 @example({"opt_out:WeChat": (T0, "repr"), "opt_list": (T0 + 10, "repr")}, "WeChat", T0)
+# Read for a task on `wechat` too, whatever the case it was recorded in (`channel_key`, as
+# the release reads the hash): the script missed it, the customer was sent a task on the
+# channel they had refused.
+@example({"opt_out:WeChat": (T0 + 10, "repr"), "opt_list": (T0 + 10, "whole")}, "wechat", T0)
+@example({"opt_out:WECHAT": (T0 + 10, "repr"), "opt_out:WeChat": (T0, "repr")}, "wechat", T0)
+@example({"opt_out:SMS": (T0 + 10, "repr"), "opt_in:sms": (T0, "repr")}, "sms", T0)
 def test_the_confirm_script_judges_as_voided(
     redis_db: str, values: dict[str, tuple[float, str]], channel: str, look: float
 ) -> None:
