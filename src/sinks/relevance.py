@@ -387,10 +387,10 @@ def _facts(raw: Mapping[Any, Any]) -> SubscriberFacts:
     values: dict[str, float] = {}
     for k, v in raw.items():
         name = k.decode() if isinstance(k, bytes) else str(k)
-        if name.startswith("opt_out:"):
+        if (key := _opt_out_key(name)) is not None:
             # As its channel is named (`channel_key`): a build before the lowering
             # recorded `opt_out:WeChat` for a version whose tasks say `wechat`.
-            name = f"opt_out:{channel_key(name[8:])}"
+            name = f"opt_out:{key}"
         if name in KNOWN_FACTS:
             values[name] = max(float(v), values.get(name, -math.inf))
     return facts_from(values)
