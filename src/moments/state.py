@@ -326,16 +326,21 @@ def _stored_profile_at(
 def _profile_at(stored: Any, seen: Any, profile: Any = None) -> dict[str, int]:
     """The profile fields' times of a record (`q`, `_stored_profile_at`). One written
     before they were kept dates every field at its latest profile time: an update older
-    than it is refused whatever it carries, as it was then."""
+    than it is refused whatever it carries, as it was then. So does a malformed `q` (a
+    corrupt record: never written so), which raised and failed every batch with the
+    subscriber's events."""
     latest = seen.get("p") if isinstance(seen, dict) else None
     base = latest or 0
-    if isinstance(stored, list):
-        usual, named = stored
-        times = dict.fromkeys(profile or (), base - usual)
-        times.update((name, base - ago) for name, ago in named.items())
-        return times
-    if isinstance(stored, dict):
-        return {name: base - ago for name, ago in stored.items()}
+    try:
+        if isinstance(stored, list):
+            usual, named = stored
+            times = dict.fromkeys(profile or (), base - usual)
+            times.update((name, base - ago) for name, ago in named.items())
+            return times
+        if isinstance(stored, dict):
+            return {name: base - ago for name, ago in stored.items()}
+    except (ValueError, TypeError, AttributeError):
+        pass
     return {} if latest is None else {PROFILE_AT_ANY: latest}
 
 
@@ -354,17 +359,23 @@ def _stored_rings(recent: dict[str, list[str]]) -> dict[str, Any]:
 def _rings(stored: Any) -> dict[str, list[str]]:
     """The recent-id rings of a record (`_stored_rings`; a list as written before
     2026-12-07); a record written before they were kept per source (one list) gives none:
-    ids seen before an upgrade are not guarded after it."""
+    ids seen before an upgrade are not guarded after it. Nor is a source whose ring is
+    malformed (a corrupt record: a string of no whole number of digests, which was cut
+    into a short last one, or neither string nor list): its offsets still guard re-reads."""
     if not isinstance(stored, dict):
         return {}
     rings = {}
     for source, ring in stored.items():  # runs for each record read: cut at C speed
         if isinstance(ring, str):
             cut = _CUTS.get(len(ring))
-            if cut is None:
-                ring = [ring[i : i + DIGEST_CHARS] for i in range(0, len(ring), DIGEST_CHARS)]
-            else:
+            if cut is not None:
                 ring = [ring] if len(ring) == DIGEST_CHARS else list(cut(ring))
+            elif len(ring) % DIGEST_CHARS:
+                continue
+            else:
+                ring = [ring[i : i + DIGEST_CHARS] for i in range(0, len(ring), DIGEST_CHARS)]
+        elif not isinstance(ring, list):
+            continue
         rings[source] = ring
     return rings
 
