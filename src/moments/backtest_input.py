@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.eventcheck import no_type_said, utf16_said
+from moments.eventspan import EVENT_SPAN
 from moments.filenames import gzipped, is_csv
 from moments.models import EVENT_MODELS, EventType
 from moments.records import DeadLetter, RawRecord, RejectReason
@@ -240,10 +241,7 @@ event-time order (`order_said`): the stream takes events that late of another to
 subscriber, but the backtest's one event time has run on past it."""
 
 
-_SPAN = (
-    dt.datetime(1969, 12, 31, tzinfo=dt.UTC).timestamp(),
-    dt.datetime(2100, 1, 2, tzinfo=dt.UTC).timestamp(),
-)
+_SPAN = (EVENT_SPAN[0].timestamp(), EVENT_SPAN[1].timestamp())
 """The instants an event may name (moments.models.Instant): a time outside them is read
 as unreadable, as the detector refuses the event (a year-9999 time made the report's
 span a year 10000 and ended the backtest in a ValueError)."""

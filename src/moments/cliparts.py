@@ -16,6 +16,7 @@ from collections.abc import Callable
 from textwrap import dedent
 from typing import TYPE_CHECKING, Any, overload
 
+from moments import eventspan
 from moments.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ def command_settings() -> Settings:
 WHEN_FORMS = "a date (2026-12-01) or RFC 3339 (2026-12-01T08:00:00+08:00)"
 AGO_FORMS = "a time ago (30m, 2h, 1d, 2w)"
 """What a time option (`--since`, `--from`, `--to`) takes, as its error says."""
-EVENT_SPAN = (dt.datetime(1969, 12, 31, tzinfo=dt.UTC), dt.datetime(2100, 1, 2, tzinfo=dt.UTC))
+EVENT_SPAN = eventspan.EVENT_SPAN
 """The instants an event may carry (`models.Instant`, which the schemas hold to): a time
 option outside them (`--to 9999-12-31` for "no end") ran the backtest's clock day by day
 towards it, and `rules test --to` or a `--from 0001-01-01` ended in a traceback."""

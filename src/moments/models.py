@@ -37,6 +37,7 @@ from moments.enums import EventType as EventType
 from moments.enums import Family as Family
 from moments.enums import OutcomeStatus as OutcomeStatus
 from moments.enums import WithdrawReason as WithdrawReason
+from moments.eventspan import EVENT_SPAN, EVENT_YEARS
 from moments.zones import COUNTRY_PATTERN, ZONE_PATTERN, check_zone, countries
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
@@ -115,18 +116,33 @@ def blank_is_none(value: str | None) -> str | None:
 _BLANK_NONE = '; "" (or spaces only) is none, as absent'
 _BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29)$"
 """A birthday, or a blank (spaces only, or none): "" clears it."""
-# An instant's day: the years 1970-2099 (a year-1 or year-9999 time broke the local-day
-# arithmetic: the worker crashed at each restart; producer review), exact to the leap year.
 _EVENT_DAY = (
-    rf"(19[7-9][0-9]|20[0-9]{{2}})-({_MM_DD})"
-    r"|(19(7[26]|8[048]|9[26])|20(0[048]|[2468][048]|[13579][26]))-02-29"
+    rf"(19[7-9][0-9]|[2-8][0-9]{{3}}|9([0-7][0-9]{{2}}|8([0-8][0-9]|9[0-8])))-({_MM_DD})"
+    r"|(19(7[26]|8[048]|9[26])|([2-8][0-9]|9[0-8])(0[48]|[2468][048]|[13579][26])"
+    r"|([2468][048]|[3579][26])00)-02-29"
 )
-_RFC3339 = (
-    rf"^({_EVENT_DAY})[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
-    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+"""An event time's day, in `EVENT_YEARS` (1970-9898), exact to the leap year."""
+_WRITTEN_DAY = (
+    rf"(19[7-9][0-9]|[2-8][0-9]{{3}}|9([0-8][0-9]{{2}}|9([0-8][0-9]|9[0-8])))-({_MM_DD})"
+    r"|(19(7[26]|8[048]|9[26])|([2-8][0-9]|9[0-9])(0[48]|[2468][048]|[13579][26])"
+    r"|([2468][048]|[3579][26])00)-02-29"
 )
+"""A written time's day (a task's, a withdrawal's), in `WRITTEN_YEARS` (1970-9998)."""
+
+
+def _rfc3339(day: str) -> str:
+    return (
+        rf"^({day})[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+        r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    )
+
+
+_RFC3339 = _rfc3339(_EVENT_DAY)
+_WRITTEN_RFC3339 = _rfc3339(_WRITTEN_DAY)
 TIME_PATTERN = _RFC3339
 """What an instant's text must match (`Instant`)."""
+WRITTEN_TIME_PATTERN = _WRITTEN_RFC3339
+"""What the schemas hold a written instant's text to (`WrittenInstant`)."""
 TIME_EXAMPLE = "2026-12-05T13:10:00+08:00"
 _DAY_AND_HOUR = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}"
 _ZONE_SUFFIX = re.compile(r"\[[^\[\]]*\]$")
@@ -210,6 +226,7 @@ mended (a `re.sub` replacement) and what to change: the time is mended fault by 
 that one with several is told every fix at once (it was told one, sent again, refused
 again for the next)."""
 _TIME = re.compile(_RFC3339)
+_YEARS = "-".join(map(str, EVENT_YEARS))
 
 
 def time_fix(text: str) -> str:
@@ -241,10 +258,10 @@ def time_fix(text: str) -> str:
     if not fixes:
         return (
             f"write an RFC 3339 time with a UTC offset, e.g. {TIME_EXAMPLE} (a real day in "
-            "1970-2099, hours 00-23)"
+            f"{_YEARS}, hours 00-23)"
         )
     if not _TIME.match(text):  # mended, still none: a year out of range, an hour 24
-        fixes.append("write a real day in 1970-2099 and time of day (hours 00-23)")
+        fixes.append(f"write a real day in {_YEARS} and time of day (hours 00-23)")
     return f"{'; '.join(fixes)}, e.g. {TIME_EXAMPLE}"
 
 
@@ -469,8 +486,8 @@ PositiveMoney = Annotated[
 _AWARE = cs.datetime_schema(
     strict=False,
     tz_constraint="aware",
-    ge=dt.datetime(1969, 12, 31, tzinfo=dt.UTC),
-    lt=dt.datetime(2100, 1, 2, tzinfo=dt.UTC),
+    ge=EVENT_SPAN[0],
+    lt=EVENT_SPAN[1],
 )
 Instant = Annotated[
     dt.datetime,
@@ -485,12 +502,13 @@ Instant = Annotated[
 (see `_Event`): no number is taken for a time, nor text for a number."""
 WrittenInstant = Annotated[
     AwareDatetime,
-    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _RFC3339}),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _WRITTEN_RFC3339}),
 ]
-"""An instant the detector writes (a task's, a withdrawal's): published with `Instant`'s
-pattern, since `jsonschema` checks `format: date-time` only with `rfc3339-validator`
-installed (a consumer validating tasks checked no time); read as any aware datetime, as
-the tasks the worker stored before are."""
+"""An instant the detector writes (a task's, a withdrawal's): published with a pattern
+(`WRITTEN_TIME_PATTERN`), as `Instant`'s but of the years `eventspan.WRITTEN_YEARS` (an
+expiry is a rule's `ttl` after the event), since `jsonschema` checks `format: date-time`
+only with `rfc3339-validator` installed (a consumer validating tasks checked no time);
+read as any aware datetime, as the tasks the worker stored before are."""
 _DAY = cs.date_schema(strict=False)
 Day = Annotated[
     dt.date,

@@ -861,8 +861,8 @@ class TestTimeFormsNamedByTheirFix:
                 "write the second before it, 59; add a UTC offset",
             ),
             (
-                "2126-12-07 10:00:00+08:00",
-                "write a T between the date and the time; write a real day in 1970-2099 and "
+                "9926-12-07 10:00:00+08:00",
+                "write a T between the date and the time; write a real day in 1970-9898 and "
                 "time of day (hours 00-23)",
             ),
         ],

@@ -453,6 +453,9 @@ AGREE: list[tuple[EventType, dict[str, Any], bool]] = [
     (EventType.TOPUP, {"occurred_at": "2028-02-29T10:00:00+08:00"}, True),
     (EventType.TOPUP, {"occurred_at": "1970-01-01T05:00:00+08:00"}, True),
     (EventType.TOPUP, {"occurred_at": "2099-12-31T23:59:59-14:00"}, True),
+    (EventType.TOPUP, {"occurred_at": "2150-01-05T10:00:00+08:00"}, True),
+    (EventType.TOPUP, {"occurred_at": "9898-12-31T23:59:59-23:59"}, True),
+    (EventType.TOPUP, {"occurred_at": "9899-01-01T00:00:00+14:00"}, False),
     # Forms of other standards and libraries a producer walk-through sent; -00:00 (UTC,
     # local offset unknown) is the UTC instant.
     *(

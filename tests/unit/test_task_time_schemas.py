@@ -2,7 +2,8 @@
 
 `format: date-time` is checked by `jsonschema` only with a format checker and
 `rfc3339-validator` installed; without them a consumer validating tasks with our schemas
-checked no time at all. Each time carries the pattern of an event's `occurred_at`.
+checked no time at all. Each time carries the pattern of an event's `occurred_at`, of
+the years the detector writes (a task's expiry is a rule's `ttl` after its event).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from moments.models import TIME_PATTERN, RelatedMoment, ServiceTask
+from moments.models import TIME_PATTERN, WRITTEN_TIME_PATTERN, RelatedMoment, ServiceTask
 from moments.schemas import example
 from sinks.hours import published
 from sinks.payloads import task_bytes
@@ -117,8 +118,11 @@ def _date_times(node: Any) -> Iterator[dict[str, Any]]:
 
 @pytest.mark.parametrize("path", sorted(SCHEMAS_DIR.glob("*.schema.json")), ids=lambda p: p.name)
 def test_every_published_time_has_the_pattern(path: Path) -> None:
-    """A time field added later is held to the pattern too, in every schema."""
+    """A time field added later is held to the pattern too, in every schema: an event's
+    (a task outcome is one), or the detector's written times' (a task's, a withdrawal's)."""
     schema = json.loads(path.read_text(encoding="utf-8"))
+    written = path.name in ("service-task.schema.json", "task-withdrawal.schema.json")
+    pattern = WRITTEN_TIME_PATTERN if written else TIME_PATTERN
     assert [node.get("pattern") for node in _date_times(schema)] == [
-        TIME_PATTERN for _ in _date_times(schema)
+        pattern for _ in _date_times(schema)
     ]
