@@ -487,11 +487,17 @@ def limit(events: EventGenerator, rate: float, duration: float | None) -> int | 
     return len(events.profiles) + max(1, round(rate * duration))
 
 
-def open_output(path: Path) -> IO[bytes]:
-    """The file to write to; gzip-compressed when the name ends with .gz."""
-    if gzipped(path):
-        return cast(IO[bytes], gzip.open(path, "wb"))
-    return path.open("wb")
+@contextlib.contextmanager
+def open_output(path: Path) -> Iterator[IO[bytes]]:
+    """The file to write to; gzip-compressed when the name ends with .gz, its header
+    without the time or the file's name (as `gzip -n`): the same events are the same
+    bytes on any day, whatever the file is named."""
+    with path.open("wb") as raw:
+        if not gzipped(path):
+            yield raw
+            return
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+            yield cast(IO[bytes], packed)
 
 
 PROGRESS_EVERY = 10_000

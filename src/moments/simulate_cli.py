@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import os
 import sys
@@ -37,6 +38,8 @@ EXAMPLES = """
     moments simulate --subscribers 50000 --rate 5000 --duration 600
     moments simulate --subscribers 500 --rate 0.3 --duration 2d --to-file days.jsonl.gz
     moments simulate --subscribers 100 --rate 50 --duration 10 --seed 7 --plant-rate 0.05
+    moments simulate --subscribers 500 --rate 0.2 --duration 1w --seed 3 --start 2026-01-05 \\
+        --to-file week.jsonl.gz                                  # the same file on any day
 """
 
 
@@ -54,7 +57,7 @@ def add_simulate_command(sub: Subparsers) -> None:
     # subscribers; the usage line still says it is needed.
     p.usage = (
         "%(prog)s [-h] --subscribers N --rate R [--duration T] [--seed SEED]\n"
-        "       [--plant-rate SHARE] [--to-file PATH]"
+        "       [--start WHEN] [--plant-rate SHARE] [--to-file PATH]"
     )
     p.add_argument("--subscribers", type=positive_int, required=True, metavar="N")
     p.add_argument(
@@ -74,6 +77,13 @@ def add_simulate_command(sub: Subparsers) -> None:
         "until Ctrl-C; needed with --to-file)",
     )
     p.add_argument("--seed", type=_seed, default=None, help="same seed, same stream")
+    p.add_argument(
+        "--start",
+        default=None,
+        metavar="WHEN",
+        help="event time of the first event: a date (2026-01-05: midnight in Asia/Shanghai) "
+        "or RFC 3339 with its offset (default: now); with --seed, the same events on any day",
+    )
     p.add_argument(
         "--plant-rate",
         type=_share,
@@ -149,6 +159,31 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_DAYS * 86400):
         raise argparse.ArgumentTypeError(f"{shown(text)}: {fix}")
     return seconds
+
+
+def start_of(text: str | None, duration: float | None) -> dt.datetime | None:
+    """`--start` (None: none given, the wall clock's now); ConfigError naming the fix for
+    a time of another form, or one whose history (`duration` seconds of it, and contracts
+    ending up to two years on) would carry times out of the years events may name: the
+    simulator would write events every reader refuses."""
+    if text is None:
+        return None
+    from moments.cliparts import parse_when
+    from moments.eventspan import EVENT_YEARS
+    from moments.exceptions import ConfigError
+    from moments.zones import DEFAULT_ZONE
+
+    start = parse_when(text, DEFAULT_ZONE, "--start", ago=False)
+    first = dt.datetime(EVENT_YEARS[0], 1, 1, tzinfo=dt.UTC)  # the zones are UTC+6 to +8
+    end = dt.datetime(EVENT_YEARS[1] - 2, 12, 31, tzinfo=dt.UTC)
+    if start < first or start + dt.timedelta(seconds=duration or 0) >= end:
+        years = "-".join(map(str, EVENT_YEARS))
+        raise ConfigError(
+            f"--start {text.strip()!r}: events carry times of the years {years}, and the "
+            "profiles' contracts end up to two years after the start: start from "
+            f"{first.date()} on, with --duration ending before {end.date()}"
+        )
+    return start
 
 
 def _seed(text: str) -> int:
@@ -254,7 +289,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.rate is None:  # argparse said "the following arguments are required: --rate"
         raise ConfigError(missing_rate(args.subscribers))
     console = stderr_console()
-    events = simulate(args.subscribers, args.rate, seed=args.seed, plant_rate=args.plant_rate)
+    start = start_of(args.start, args.duration)
+    events = simulate(
+        args.subscribers, args.rate, seed=args.seed, plant_rate=args.plant_rate, start=start
+    )
     count = limit(events, args.rate, args.duration)
     if args.to_file is not None:
         if count is None:

@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import itertools
 import random
+import time
 from collections import Counter
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -391,3 +392,60 @@ def test_a_to_file_that_cannot_be_written_is_said_not_a_traceback(
     assert main([*argv, "--to-file", str(path)]) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert f"moments: cannot write --to-file {path}: No such file or directory" in err
+
+
+class TestStart:
+    """`--start`: the simulated history dated from a fixed time, not the wall clock, so
+    the same seed and start write the same bytes on any day (the docs' figures were
+    comparable within a day only)."""
+
+    ARGV = ("simulate", "--subscribers", "20", "--rate", "2", "--duration", "1h", "--seed", "3")
+
+    @pytest.mark.parametrize("name", ["week.jsonl.gz", "week.jsonl"])
+    def test_the_same_seed_and_start_write_the_same_bytes_on_another_day(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+    ) -> None:
+        written = []
+        for day, prefix in enumerate(("monday", "tuesday")):
+            # gzip dates its header by time.time(): a day later, another header
+            monkeypatch.setattr(time, "time", lambda day=day: 1_800_000_000.0 + day * 86400)
+            path = tmp_path / f"{prefix}-{name}"  # and names the file in it
+            assert main([*self.ARGV, "--start", "2026-01-05", "--to-file", str(path)]) == 0
+            written.append(path.read_bytes())
+        assert written[0] == written[1]
+        raw = gzip.decompress(written[0]) if name.endswith(".gz") else written[0]
+        first = orjson.loads(raw.splitlines()[0])
+        # a date is midnight in the default zone (Asia/Shanghai), as the backtest's days
+        assert dt.datetime.fromisoformat(first["occurred_at"]) == dt.datetime(
+            2026, 1, 5, tzinfo=ZoneInfo("Asia/Shanghai")
+        )
+
+    def test_another_start_another_history_and_an_instant_is_taken(self, tmp_path: Path) -> None:
+        paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+        starts = ("2026-01-05", "2026-01-05T09:30:00+08:00")
+        for start, path in zip(starts, paths, strict=True):
+            assert main([*self.ARGV, "--start", start, "--to-file", str(path)]) == 0
+        first = orjson.loads(paths[1].read_bytes().splitlines()[0])
+        assert first["occurred_at"].startswith("2026-01-05T09:30:00")
+        assert paths[0].read_bytes() != paths[1].read_bytes()
+
+    @pytest.mark.parametrize(
+        ("start", "said"),
+        [
+            ("next monday", "--start 'next monday': write a date (2026-12-01) or RFC 3339"),
+            ("2026-02-30", "2026-02-30 is no date: February 2026 has 28 days"),
+            ("2026-01-05T08:00:00", "add an offset, e.g. 2026-01-05T08:00:00+08:00"),
+            ("2d", "--start '2d': write a date (2026-12-01) or RFC 3339"),
+            ("9999-01-01", "--start '9999-01-01': events carry times from 1969-12-31"),
+            ("1969-12-31T20:00:00+00:00", "events carry times of the years 1970-9898"),
+            ("9898-12-30", "events carry times of the years 1970-9898"),
+        ],
+    )
+    def test_a_start_that_makes_no_valid_history_is_refused_naming_the_fix(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], start: str, said: str
+    ) -> None:
+        path = tmp_path / "o.jsonl"
+        assert main([*self.ARGV, "--start", start, "--to-file", str(path)]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert said in err, err
+        assert not path.exists()
