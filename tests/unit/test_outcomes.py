@@ -103,7 +103,7 @@ class TestTimeMessages:
             ("2026-12-05T13:10Z", "write the seconds (13:10:00, not 13:10), e.g. "),
             ("2026-12-05 13:10:00+00:00", "write a T between the date and the time, e.g. "),
             ("2026-12-05T13:10:00+0800", "write the UTC offset with a colon (+08:00, not "),
-            ("2126-12-05T13:10:00Z", "write an RFC 3339 time with a UTC offset, e.g. "),
+            ("9926-12-05T13:10:00Z", "write an RFC 3339 time with a UTC offset, e.g. "),
             ("2016-12-31T23:59:60Z", "write no leap second (second 60): write the second "),
             ("2026-12-05T13:10:00,5+08:00", "write a point before the fraction of a second "),
             ("2026-12-05T13:10:00 +08:00", "write no space before the UTC offset (00+08:00, "),
