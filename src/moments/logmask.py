@@ -24,9 +24,10 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, as a URL writes
   them too: `msisdns=97531%2C97532`, `97531+97532`, a null among them
   too: `msisdn=None 97531`, up to the first other
-  word, number under 5 digits, number with a unit on it or after a space (`12345ms`,
-  `12345 ms`, `123456 MiB`; after a comma too: `msisdns=97531, 12345 ms`) or line's end;
-  a count is masked with them:
+  word, number under 5 digits or line's end; a number with a unit on it or after a space
+  (`12345ms`, `12345 ms`, `123456 MiB`, `12345%20ms`; after a comma too: `msisdns=97531,
+  12345 ms`) is read as in free text, and the ids after it are still the list's
+  (`msisdns=97531, 12345 ms, 97532` masks both ids); a count is masked with them:
   `msisdns: 97531 12345 records`, as the last of two ids would read the same), and
   inside the brackets of a list, tuple, set or dict
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
@@ -136,13 +137,17 @@ _UNIT = rf"(?i:{'|'.join(WRITTEN_UNITS)})(?![\w=:])"
 """A unit, a word of its own (not `ms=3`, not `subscribers`). A count's noun is no unit:
 `msisdns: 97531 97532 records` is as likely two ids as an id and a count, and the second
 shown would be a person's."""
-_UNIT_AFTER = rf"[^\S\r\n]+{_UNIT}"
-"""A unit after a space (`12345 ms`)."""
+_URL_SPACE = r"%(?:25){0,2}20"
+"""A space as a URL escapes it, once or twice: `%20`, `%2520`."""
+_UNIT_SPACE = rf"(?:[^\S\r\n]|{_URL_SPACE})"
+"""A space before a unit, a URL's too: `12345%20ms` reads as `12345 ms`."""
+_UNIT_AFTER = rf"{_UNIT_SPACE}+{_UNIT}"
+"""A unit after a space (`12345 ms`, `12345%20ms`)."""
 _UNIT_LETTERS = "".join(sorted({unit[0] for unit in WRITTEN_UNITS}))
-_WITH_UNIT = rf"(?:\.\d+)?[^\S\r\n]*(?=(?i:[{_UNIT_LETTERS}])){_UNIT}"
-"""The rest of a number with its unit on it or after a space (`12345ms`, `12345.5 ms`).
-Its first letter looked at once: the units tried one by one after each id of a list
-cost a line of ids 10% more (`msisdns=97531, 864209, 12345 records`)."""
+_WITH_UNIT = rf"(?:\.\d+)?{_UNIT_SPACE}*(?=(?i:[{_UNIT_LETTERS}])){_UNIT}"
+"""The rest of a number with its unit on it or after a space (`12345ms`, `12345.5 ms`,
+`12345%20ms`). Its first letter looked at once: the units tried one by one after each id
+of a list cost a line of ids 10% more (`msisdns=97531, 864209, 12345 records`)."""
 
 _URL_QUOTE = r"%(?:25){0,2}2[27]"
 """A quote as a URL escapes it, once or twice: `%22`, `%27`, `%2522`."""
@@ -244,29 +249,30 @@ its own right after the name, so `msisdn count is 12345` or `msisdn issued 12345
 _NULL = r"(?:None|null)(?!\w)"
 """A null among the ids (`msisdn=None 97531`, `msisdns=97531, None, 97532`): an item of
 the list, as inside brackets, left as it is; it does not end the list."""
-_URL_SPACE = r"%(?:25){0,2}20"
 _URL_LIST_SIGN = r"%(?:25){0,2}(?:2[CcFf]|3[Bb]|7[Cc])"
 """A comma, `/`, `;` or `|` as a URL escapes it, once or twice: `%2C`, `%252C`."""
-_ID_VALUE = (
-    rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}}|{_NULL})"""  # '1234', 97531, None
-    # more ids: after a comma, `/`, `;` or `|` any number but one with a unit on it or
-    # after it (`97531, 12345 ms`: a count's noun is none, `97531, 12345 records` masks
-    # it); after spaces on the same line one of 5 digits or more, not a fraction's
-    # (`97531 12345.678 s`) nor one with a unit written on it or after it (`97531
-    # 12345ms`, `97531 12345 ms`); the signs and spaces as a URL writes them too
-    # (`97531%2C97532`, `97531+97532`)
+_FIRST_ID = rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}}|{_NULL})"""
+"""The first id after an id's name (`'1234'`, `97531`, `None`): never a duration's number
+(`subscriber_id=97531 s` masks it)."""
+_MORE_IDS = (
+    # more ids: after a comma, `/`, `;` or `|` any number (`97531, 12345 records`: a
+    # count's noun is no unit); after spaces on the same line one of 5 digits or more,
+    # not a fraction's (`97531 12345.678 s`); the signs and spaces as a URL writes them
+    # too (`97531%2C97532`, `97531+97532`); after either, a number with a unit on it or
+    # after it (`12345ms`, `12345 ms`) is an item of the list left as free text reads it,
+    # and the ids after it are the list's too (`97531, 12345 ms, 97532`)
     rf"""(?:{_MAYBE_QUOTE}(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"""
     rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}|{_MAYBE_QUOTE}\d+(?!\d|{_WITH_UNIT})"""
-    rf"""|{_NULL})"""
+    rf"""|\d+{_WITH_UNIT}|{_NULL})"""
     rf"""|{_MAYBE_QUOTE}(?:[^\S\r\n]|{_URL_SPACE}|\+)+"""
     rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}"""
-    rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})|{_NULL}))*"""
+    rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})|\d+{_WITH_UNIT}|{_NULL}))*"""
 )
 """The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
 contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),
 one written in groups, and the next ones of a list written without brackets (`138` of
 `97531, 138 0013 8001` is not taken for the next id: the grouped number is read whole),
-in a URL too (`msisdns=97531%2C97532`), nulls among them.
+in a URL too (`msisdns=97531%2C97532`), nulls and numbers with their unit among them.
 Last in its branch, so each is read once: nothing after it can fail and send the engine
 back into it. No possessive loop (`(...)*+`): Python 3.11.2's matched a fraction past its
 look-ahead (`97531 12345.6`)."""
@@ -279,6 +285,13 @@ of any length (in a URL's escaped quotes too: `%221234%22`), one written in grou
 (masked as one), an unquoted one of 5 digits or more.
 An escaped quote is read from its first backslash only: read from each one, a run of
 100 kB of them in brackets took a minute."""
+_MORE_ITEM = re.compile(
+    rf"""(?<!\\)(?P<open>\\*['"]|{_URL_QUOTE})(?P<digits>\d+)(?P=open)"""
+    rf"""|{_NUMBER_START}(?P<grouped>{_GROUPED})"""
+    rf"""|{_NUMBER_START}(?P<unit>\d+{_WITH_UNIT})|{_NUMBER_START}\d{{5,}}"""
+)
+"""What is masked among the ids after the first: as `_ID_ITEM`, but a number with its
+unit (`12345 ms`) is read as free text reads it (7 digits or more are masked)."""
 
 
 @functools.cache
@@ -338,7 +351,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + rf"""(?:{_URL_SIGN}|(?!%[0-9A-Fa-f])\W){{1,4}}?\s*{_JOINING}?)"""
         + r"""     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532], msisdn is 97531
       (?P<value>"""
-        + _ID_VALUE
+        + _FIRST_ID
+        + r""")(?P<more>"""
+        + _MORE_IDS
         + r""")
     | (?<!\w)(?=\w++['"]?\s?[=:]\s?\d)(?P<setting>"""
         + quantity
@@ -390,6 +405,12 @@ def _mask_id_item(match: re.Match[str]) -> str:
     return mask_msisdn(match.group(0))
 
 
+def _mask_more_item(match: re.Match[str]) -> str:
+    if (quantity := match.group("unit")) is not None:
+        return mask_text(quantity)  # a duration or a size: as free text reads it
+    return _mask_id_item(match)
+
+
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
@@ -405,7 +426,8 @@ def _mask_match(match: re.Match[str]) -> str:
     if match.group("container") is not None:  # every id inside, whatever else it holds
         return match.group("ckey") + _ID_ITEM.sub(_mask_id_item, match.group("container"))
     if match.group("value") is not None:
-        return match.group("key") + _ID_ITEM.sub(_mask_id_item, match.group("value"))
+        first = _ID_ITEM.sub(_mask_id_item, match.group("value"))
+        return match.group("key") + first + _MORE_ITEM.sub(_mask_more_item, match.group("more"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
         return match.group(0)
     if (spaced := match.group("spaced")) is not None:  # a number written in groups

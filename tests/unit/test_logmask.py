@@ -847,6 +847,42 @@ class TestMaskText:
     ) -> None:
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"msisdns={SHORT5}, 12345 ms, 97532", "msisdns=*****, 12345 ms, *****"),
+            (f"msisdns={SHORT5}; 12345 s; {SHORT6}", "msisdns=*****; 12345 s; ******"),
+            (f"msisdns={SHORT5}, 12345ms, '1234'", "msisdns=*****, 12345ms, '****'"),
+            (f"msisdns: {SHORT5} 12345 ms {SHORT6}", "msisdns: ***** 12345 ms ******"),
+            (f"msisdns={SHORT5}, 1.5 s, {SHORT6}", "msisdns=*****, 1.5 s, ******"),
+            # a number of 7 digits or more with a unit is masked, as in free text
+            (f"msisdns={SHORT5}, 12345678 ms, 97532", "msisdns=*****, 123*5678 ms, *****"),
+            # the first id is never a duration's number; the list still ends at a word
+            (f"subscriber_id={SHORT5} s", "subscriber_id=***** s"),
+            (f"msisdns={SHORT5}, 12345 ms, retry 97532", "msisdns=*****, 12345 ms, retry 97532"),
+        ],
+    )
+    def test_an_id_after_a_number_with_a_unit_is_masked(self, text: str, expected: str) -> None:
+        """`msisdns=97531, 12345 ms, 97532` showed `97532`: a number with a unit ended the
+        list, and the ids after it were read as free text (5 digits: a count's)."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"msisdns={SHORT5}%2C12345%20ms", "msisdns=*****%2C12345%20ms"),
+            (f"msisdns={SHORT5}%2012345%20ms", "msisdns=*****%2012345%20ms"),
+            (f"msisdns={SHORT5}+12345%20ms", "msisdns=*****+12345%20ms"),
+            (f"msisdns={SHORT5}%2C12345%2520s%2C{SHORT6}", "msisdns=*****%2C12345%2520s%2C******"),
+            # a unit's letters starting a word after the escape are no unit
+            (f"msisdns={SHORT5}%2C{SHORT6}%20msg", "msisdns=*****%2C******%20msg"),
+        ],
+    )
+    def test_a_unit_after_a_url_escaped_space(self, text: str, expected: str) -> None:
+        """`msisdns=97531%2C12345%20ms` masked the duration: a URL's `%20` before a unit was
+        not read as the space `12345 ms` has."""
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
