@@ -53,7 +53,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   a `+`) its digits are a number's, not a hex string's (letters on it too:
   `+8613800138001abc` reads `+861******8001abc`), and the escape's own are none of
   the number's (`%2213800138001` reads `%22138****8001`). Numbers of 7 digits and more (offsets,
-  byte sizes) are masked too, the price of not knowing which number is personal.
+  byte sizes) are masked too, the price of not knowing which number is personal. A UUID
+  (`f47ac10b-58cc-4372-a567-123456789012`, a letter among its hex digits) stays whole.
 
 The ident of one of the process's threads is left alone there (a stack dump's
 `<Thread(metrics, started daemon 140...)>`): no person's number, and masked, a dump's
@@ -276,6 +277,12 @@ in a URL too (`msisdns=97531%2C97532`), nulls and numbers with their unit among 
 Last in its branch, so each is read once: nothing after it can fail and send the engine
 back into it. No possessive loop (`(...)*+`): Python 3.11.2's matched a fraction past its
 look-ahead (`97531 12345.6`)."""
+_UUID = r"(?![\d-]{36})[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Za-z])"
+"""A UUID (8, 4, 4, 4 and 12 hex digits, a letter among them): left whole, as it names a
+task, a consumer group's member or a request, never a subscriber. Read as numbers, its
+all-digit last group was masked (`...-a567-123*****9012`) and its 4-digit groups read as a
+number in groups (`f47ac10b-045*****8899-...`). Digits only, it is no UUID's hex but a
+number written in groups, masked as such."""
 _ID_ITEM = re.compile(
     rf"""(?<!\\)(?P<open>\\*['"]|{_URL_QUOTE})(?P<digits>\d+)(?P=open)"""
     rf"""|{_NUMBER_START}(?P<grouped>{_GROUPED})|{_NUMBER_START}\d{{5,}}"""
@@ -358,6 +365,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<!\w)(?=\w++['"]?\s?[=:]\s?\d)(?P<setting>"""
         + quantity
         + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
+    | (?<![0-9A-Za-z])(?=[0-9A-Fa-f]{8}-)(?P<uuid>"""  # f47ac10b-58cc-4372-a567-...
+        + _UUID
+        + r""")
     | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001
@@ -429,6 +439,8 @@ def _mask_match(match: re.Match[str]) -> str:
         first = _ID_ITEM.sub(_mask_id_item, match.group("value"))
         return match.group("key") + first + _MORE_ITEM.sub(_mask_more_item, match.group("more"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
+        return match.group(0)
+    if match.group("uuid") is not None:  # a task's, a member's, a request's: no one's number
         return match.group(0)
     if (spaced := match.group("spaced")) is not None:  # a number written in groups
         return _mask_grouped(spaced)

@@ -883,6 +883,40 @@ class TestMaskText:
         not read as the space `12345 ms` has."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "task f47ac10b-58cc-4372-a567-123456789012 done",
+            "F47AC10B-58CC-4372-A567-123456789012",
+            "urn:uuid:12345678-58cc-4372-a567-0e02b2c3d479",
+            "member faust-0.15.3-f47ac10b-0455-6677-8899-a1b2c3d4e5f6",
+            "id=f47ac10b-1388-0013-800a-bcdef0123456,",
+        ],
+    )
+    def test_a_uuid_stays_whole(self, text: str) -> None:
+        """`f47ac10b-58cc-4372-a567-123456789012` showed `...-123*****9012`: an all-digit
+        group of a UUID was read as a number, and its 4-digit groups as a number in groups
+        (`0455-6677-8899`); a UUID names a task or a member, never a subscriber."""
+        assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            # digits only: no UUID's hex, a number in groups
+            (
+                "12345678-1234-1234-1234-123456789012",
+                "123*5678-1234-1234-1234-123*****9012",
+            ),
+            # an id's name still wins
+            (
+                "msisdn=13800138-58cc-4372-a567-0e02b2c3d479",
+                "msisdn=138*0138-58cc-4372-a567-0e02b2c3d479",
+            ),
+        ],
+    )
+    def test_what_only_looks_like_a_uuid_is_masked(self, text: str, expected: str) -> None:
+        assert mask_text(text) == expected
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
