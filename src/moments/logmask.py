@@ -48,7 +48,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
-  part of a hex string (a task id, a topic prefix) or a decimal fraction: the net for an
+  part of a hex string (a task id, a trace id, a topic prefix: a hex letter beside it and a
+  digit past the letters on either side; `8613800138000abc`, `id13800138000` are numbers
+  glued to a word, masked) or a decimal fraction: the net for an
   MSISDN, IMEI or called number in free text. After a URL's escape (`%2B8613800138001`,
   a `+`) its digits are a number's, not a hex string's (letters on it too:
   `+8613800138001abc` reads `+861******8001abc`), and the escape's own are none of
@@ -371,9 +373,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001
-    | (?=\d)(?:(?<![0-9A-Fa-f%])|(?<=%[0-9A-Fa-f]{2}))  # not in hex; after %2B (URLs)
-      (?<!\d\.)(?P<long>(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
-        |\d{7,}(?![0-9A-Fa-f]))                                   # free text
+    | (?=\d)(?:(?<![\d%])|(?<=%[0-9A-Fa-f]{2}))  # after %2B (URLs)
+      (?<!\d\.)(?:(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
+        |(?P<long>\d{7,})(?!\d))      # free text, unless in a hex string (_in_hex)
         """,
         re.VERBOSE,
     )
@@ -415,9 +417,13 @@ def _mask_id_item(match: re.Match[str]) -> str:
     return mask_msisdn(match.group(0))
 
 
+_SEVEN_DIGITS = re.compile(r"\d{7}")
+
+
 def _mask_more_item(match: re.Match[str]) -> str:
-    if (quantity := match.group("unit")) is not None:
-        return mask_text(quantity)  # a duration or a size: as free text reads it
+    if (quantity := match.group("unit")) is not None:  # a duration or a size
+        # as free text reads it: 7 digits or more masked (a line's thousand read apart)
+        return mask_text(quantity) if _SEVEN_DIGITS.search(quantity) else quantity
     return _mask_id_item(match)
 
 
@@ -445,13 +451,38 @@ def _mask_match(match: re.Match[str]) -> str:
     if (spaced := match.group("spaced")) is not None:  # a number written in groups
         return _mask_grouped(spaced)
     found = match.group(0)
-    if (
-        match.group("long") is not None
-        and len(found) >= THREAD_ID_DIGITS
-        and found in _thread_ids()
+    if match.group("long") is not None and (
+        _in_hex(match.string, match.start(), match.end())
+        or (len(found) >= THREAD_ID_DIGITS and found in _thread_ids())
     ):
         return found
     return mask_msisdn(found)
+
+
+_HEX_LETTERS = frozenset("abcdefABCDEF")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _in_hex(text: str, start: int, end: int) -> bool:
+    """Whether the digits `text[start:end]` are part of a hex string (a task id, a trace
+    id, a git sha, a topic's `t8094743d2f`): a hex letter beside them, and a digit beyond
+    the letters on either side, as a hex string mixes digits and letters through its
+    length. A number with letters on one side only is one glued to a word:
+    `8613800138000abc`, `id13800138000`, `deadbeef13800138000` are masked (a random 16-hex
+    id is so shaped once in hundreds of thousands; 8 to 12 hex, a short sha, once in a
+    hundred or so). The hex digits of a URL's escape before them are none of the string's
+    (`%2A8613800138000abc`)."""
+    before = start - 3 if start >= 3 and _URL_ESCAPE.fullmatch(text, start - 3, start) else start
+    if text[before - 1 : before] not in _HEX_LETTERS and text[end : end + 1] not in _HEX_LETTERS:
+        return False
+    return _digit_past_letters(text, before - 1, -1) or _digit_past_letters(text, end, 1)
+
+
+def _digit_past_letters(text: str, index: int, step: int) -> bool:
+    """Whether a digit follows the ASCII letters from `text[index]` on, going by `step`."""
+    while 0 <= index < len(text) and text[index] in _LETTERS:
+        index += step
+    return 0 <= index < len(text) and text[index].isdigit() and text[index].isascii()
 
 
 THREAD_ID_DIGITS = 10

@@ -638,7 +638,6 @@ class TestMaskText:
             # written whole after a plus (no hex string's digits: a number's) too
             ("call +8613800138001abc", "call +861******8001abc"),
             ("GET /v1/tasks?q=%2B8613800138001abc", "GET /v1/tasks?q=%2B861******8001abc"),
-            ("task 1234567abcdef", "task 1234567abcdef"),
             # a fraction, a version, a row of small numbers stay
             ("monotonic=132.12345678 s", "monotonic=132.12345678 s"),
             ("python 3.11.2rc1", "python 3.11.2rc1"),
@@ -917,6 +916,39 @@ class TestMaskText:
     def test_what_only_looks_like_a_uuid_is_masked(self, text: str, expected: str) -> None:
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("call 8613800138000abc", "call 861******8000abc"),
+            ("call 4420794609580abc failed", "call 442******9580abc failed"),
+            ("handset 356938035643809abc", "handset 356********3809abc"),
+            ("key id13800138000", "key id138****8000"),
+            ("key deadbeef13800138000", "key deadbeef138****8000"),
+            ("key abc8613800138000def", "key abc861******8000def"),
+            ("task 1234567abcdef", "task *******abcdef"),
+            # a URL escape's hex digits are none of a hex string
+            ("q=%2A8613800138000abc", "q=%2A861******8000abc"),
+        ],
+    )
+    def test_a_number_glued_to_hex_letters_is_masked(self, text: str, expected: str) -> None:
+        """`8613800138000abc` showed whole: any hex letter beside a run of digits made it a
+        hex string's part, while a hex id (a task id, a trace id, a git sha) mixes digits
+        and letters through its length; a number with a word on one side does not."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            f"task {TASK_ID} trace 4bf92f3577b34da6a3ce929d0e0e4736 span 00f067aa0ba902b7",
+            "traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "commit ab1234567cd8 and 9f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6",
+            "sha256 a1234567890b1234567890c1234567890d1234567890e1234567890f1234",
+            "topic='t8094743d2f.telecom.usage'",
+        ],
+    )
+    def test_hex_ids_stay_readable(self, text: str) -> None:
+        assert mask_text(text) == text
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
@@ -968,6 +1000,9 @@ class TestLongLines:
             (_repeated("97531%2C", "msisdns="), _repeated("*****%2C", "msisdns=")),
             (_repeated("%20+", "msisdn=97531", "x"), _repeated("%20+", "msisdn=*****", "x")),
             (_repeated("%2C1", "msisdn=97531", " x"), _repeated("%2C1", "msisdn=*****", " x")),
+            (_repeated(", 1 ms", "msisdn=97531"), _repeated(", 1 ms", "msisdn=*****")),
+            (_repeated("a" * 999 + "1234567"), _repeated("a" * 999 + "1234567")),
+            (_repeated("f47ac10b-"), _repeated("f47ac10b-")),
         ],
         ids=[
             *("camel-names", "camel-names-no-id", "spaced-ids", "slashed-ids"),
@@ -975,6 +1010,7 @@ class TestLongLines:
             *("separators", "brackets", "names", "counter"),
             *("backslashes", "escaped-quoted-ids", "nulls", "joining-words", "url-escapes"),
             *("url-quotes", "url-list", "url-spaces", "url-short-numbers"),
+            *("durations", "hex-letters", "uuid-heads"),
         ],
     )
     @pytest.mark.timeout(60)

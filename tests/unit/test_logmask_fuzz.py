@@ -351,11 +351,16 @@ def test_a_date_or_time_beside_a_number_stays_whole(number_when: tuple[str, str,
 def numbers_in_groups_with_a_tail(draw: st.DrawFn) -> tuple[str, str]:
     """A number written in groups, or whole after a plus, with letters or a decimal
     fraction straight after it (`+86 138 0013 8001abc`, `+44 20 7946 0958.5`,
-    `+8613800138001abc`), in free text or after an id's name, and its digits."""
-    kind = draw(st.sampled_from(["abroad", "other", "mobile", "plus"]))
+    `+8613800138001abc`), or whole with hex letters before it too (`8613800138000abc`,
+    `id13800138000`: a number glued to a word, no hex string's), in free text or after an
+    id's name, and its digits."""
+    kind = draw(st.sampled_from(["abroad", "other", "mobile", "plus", "whole"]))
     if kind == "plus":
         digits = draw(LONG_IDS)
         written = "+" + digits
+    elif kind == "whole":
+        digits = draw(LONG_IDS)
+        written = draw(st.from_regex(r"\A[a-fA-F]{0,6}\Z")) + digits
     elif kind == "abroad":
         written, digits = draw(abroad_numbers())
     elif kind == "other":
@@ -381,6 +386,7 @@ def numbers_in_groups_with_a_tail(draw: st.DrawFn) -> tuple[str, str]:
 @given(numbers_in_groups_with_a_tail())
 @example(("call +86 10 1300 0000abc", "861013000000"))
 @example(("call +44 20 7946 0958.5", "442079460958"))
+@example(("call 8613800138000abc failed", "8613800138000"))
 def test_letters_or_a_fraction_on_a_number_in_groups_leave_none_of_it(
     line_digits: tuple[str, str],
 ) -> None:
