@@ -38,7 +38,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `1`, or with dots (`138 00138 001`, `138.0013.8001`; not `15 20 25 30 35 4`), a
   landline's `0755 8888 6666` or
   `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only:
-  `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, and any groups of 2
+  `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, 9 digits in three
+  groups of 3 (`612 345 678`, a mobile number in Spain or Poland; not three of a row of
+  numbers, `128 256 512 1024`, but among the ids after an id's name), and any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
   `138%200013%208001`), masked as one (an extension, letters or a fraction on it
@@ -174,16 +176,22 @@ _GROUP_SEPARATOR = rf"(?:(?:[ -]|%20|\+)(?!{_DATE}|{_TIME}))"
 read `015` as a country code and the date's year as the last of 3, 4 and 4 digits, `+44
 20 7946 0958 10:00:00` the hour as a group."""
 _NOT_IN_A_DATE = (
-    r"(?!(?<=[-/:])(?:(?:(?<=\d:)|(?<=\d{4}[-/]\d\d[-/]))\d\d(?!\d)"
-    r"|(?<=\d{4}[-/])\d\d[-/]\d\d(?!\d))"
+    r"(?!(?<=[-/:,.])(?:(?:(?<=\d:)|(?<=\d{4}[-/]\d\d[-/]))\d\d(?!\d)"
+    r"|(?<=\d{4}[-/])\d\d[-/]\d\d(?!\d)|(?<=\d:\d\d[,.])\d{3}(?!\d))"
     rf"|{_DATE}(?!-\d))"
 )
 """A number in groups does not start with a date, nor with a date's month or day or a
-time's minutes or seconds: `2026-12-07 138 0013 8001` read the day `07` as the country
+time's minutes, seconds or milliseconds: `2026-12-07 138 0013 8001` read the day `07` as the country
 code of the number after it (`2000-01-13 000000000` the month `01` and the day `13` a
 mobile number's head, `1999-01-01 130 0000 0000` the date a mobile number's 4, 2 and 2
 digits). Only those: `12:138 0013 8001` is still a number, and so is `1380-01-30-001`.
-The look back fails at once where no `-`, `/` or `:` stands before (CHANGELOG, the cost)."""
+(`16:55:13,922 138 0013 8001` read the milliseconds `922` as its country code.)
+The look back fails at once where no `-`, `/`, `:`, `,` or `.` stands before (CHANGELOG,
+the cost)."""
+_NINE = rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d)"
+"""9 digits in three groups of 3 (`612 345 678`): a number in groups alone in free text,
+and among the ids after an id's name, whatever stands beside it (`msisdns: 612 345 678
+138 0013 8001`)."""
 _NATIONAL = (
     rf"(?:(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"  # 138 0013 8001
     r"|\d{3}\.\d{4}\.\d{4}"  # 138.0013.8001
@@ -200,13 +208,20 @@ _NATIONAL = (
     # 1 3800 138 001; each group after the first of 2 digits or more, not a row of small
     # numbers (`15 20 25 30 35 4`)
     rf"|1(?:{_GROUP_SEPARATOR}(?=[3-9]\d))?[3-9]"
-    rf"(?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d))?\d){{9}}(?!\d))"
+    rf"(?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d))?\d){{9}}(?!\d)"
+    # 9 digits in three groups of 3 (612 345 678, 800-138-001: a mobile number in Spain,
+    # Poland, the Czech Republic), not three of a row of numbers (`128 256 512 1024`,
+    # `64 128 256 512`); a date or a time before it is no number of such a row
+    # (a space in brackets: the text pattern is verbose, a bare one would be none)
+    r"|(?:(?<!\d[ +-])(?<!\d%20)|(?<=\d\d[-/]\d\d[ ])|(?<=\d:\d\d[ ])|(?<=\d:\d\d[,.]\d{3}[ ]))"
+    rf"{_NINE}(?!{_GROUP_SEPARATOR}\d))"
 )
 """The shapes of a number written in groups with no country code: a mobile number (3, 4
 and 4 digits, or its 11 digits grouped any other way, 2 digits or more a group), a
 landline's (`0755 8888 6666`, its area code in brackets), a US number's with its area
 code in brackets (`(415) 555-2671`) or written with dashes (`415-555-2671`: its area code
-and exchange start with 2 to 9), an IMEI's (2, 6, 6 and 1 or 2 digits)."""
+and exchange start with 2 to 9), an IMEI's (2, 6, 6 and 1 or 2 digits), 9 digits in three
+groups of 3 (`612 345 678`) not in a row of numbers."""
 _GROUPED = (
     r"(?=[+\d(%])"  # fails at once where no number starts
     f"{_NOT_IN_A_DATE}"  # nor inside a date or a time
@@ -254,7 +269,7 @@ _NULL = r"(?:None|null)(?!\w)"
 the list, as inside brackets, left as it is; it does not end the list."""
 _URL_LIST_SIGN = r"%(?:25){0,2}(?:2[CcFf]|3[Bb]|7[Cc])"
 """A comma, `/`, `;` or `|` as a URL escapes it, once or twice: `%2C`, `%252C`."""
-_FIRST_ID = rf"""(?:{_QUOTED_ID}|{_GROUPED}|(?:%2[Bb])?\d{{5,}}|{_NULL})"""
+_FIRST_ID = rf"""(?:{_QUOTED_ID}|{_GROUPED}|{_NINE}|(?:%2[Bb])?\d{{5,}}|{_NULL})"""
 """The first id after an id's name (`'1234'`, `97531`, `None`): never a duration's number
 (`subscriber_id=97531 s` masks it)."""
 _MORE_IDS = (
@@ -265,10 +280,11 @@ _MORE_IDS = (
     # after it (`12345ms`, `12345 ms`) is an item of the list left as free text reads it,
     # and the ids after it are the list's too (`97531, 12345 ms, 97532`)
     rf"""(?:{_MAYBE_QUOTE}(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"""
-    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}|{_MAYBE_QUOTE}\d+(?!\d|{_WITH_UNIT})"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}(?:{_GROUPED}|{_NINE})"""
+    rf"""|{_MAYBE_QUOTE}\d+(?!\d|{_WITH_UNIT})"""
     rf"""|\d+{_WITH_UNIT}|{_NULL})"""
     rf"""|{_MAYBE_QUOTE}(?:[^\S\r\n]|{_URL_SPACE}|\+)+"""
-    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_GROUPED}"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}(?:{_GROUPED}|{_NINE})"""
     rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})|\d+{_WITH_UNIT}|{_NULL}))*"""
 )
 """The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
@@ -287,7 +303,7 @@ number in groups (`f47ac10b-045*****8899-...`). Digits only, it is no UUID's hex
 number written in groups, masked as such."""
 _ID_ITEM = re.compile(
     rf"""(?<!\\)(?P<open>\\*['"]|{_URL_QUOTE})(?P<digits>\d+)(?P=open)"""
-    rf"""|{_NUMBER_START}(?P<grouped>{_GROUPED})|{_NUMBER_START}\d{{5,}}"""
+    rf"""|{_NUMBER_START}(?P<grouped>{_GROUPED}|{_NINE})|{_NUMBER_START}\d{{5,}}"""
 )
 """What is masked among them, and inside the brackets after an id's name: a quoted number
 of any length (in a URL's escaped quotes too: `%221234%22`), one written in groups
@@ -296,7 +312,7 @@ An escaped quote is read from its first backslash only: read from each one, a ru
 100 kB of them in brackets took a minute."""
 _MORE_ITEM = re.compile(
     rf"""(?<!\\)(?P<open>\\*['"]|{_URL_QUOTE})(?P<digits>\d+)(?P=open)"""
-    rf"""|{_NUMBER_START}(?P<grouped>{_GROUPED})"""
+    rf"""|{_NUMBER_START}(?P<grouped>{_GROUPED}|{_NINE})"""
     rf"""|{_NUMBER_START}(?P<unit>\d+{_WITH_UNIT})|{_NUMBER_START}\d{{5,}}"""
 )
 """What is masked among the ids after the first: as `_ID_ITEM`, but a number with its

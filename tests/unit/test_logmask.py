@@ -816,6 +816,8 @@ class TestMaskText:
             ("b'+44 20 7946 0958 10:00:00'", "b'442*****0958 10:00:00'"),
             # a date before a mobile number was read as its first 8 digits
             ("1999-01-01 130 0000 0000", "1999-01-01 130****0000"),
+            # a log line's milliseconds were read as its country code
+            ("16:55:13,922 138 0013 8001", "16:55:13,922 138****8001"),
             # a number of a time's digits is still one, a mobile number in a date's shape too
             ("12:138 0013 8001", "12:138****8001"),
             ("1380-01-30-001", "138****0001"),
@@ -948,6 +950,35 @@ class TestMaskText:
     )
     def test_hex_ids_stay_readable(self, text: str) -> None:
         assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("2026-12-13 800 138 001", "2026-12-13 800**8001"),
+            ("call 612 345 678 now", "call 612**5678 now"),
+            ("call 612-345-678", "call 612**5678"),
+            ("10:00:00 612 345 678", "10:00:00 612**5678"),
+            ("16:55:13,922 612 345 678", "16:55:13,922 612**5678"),
+            ("612 345 678 2026-12-07", "612**5678 2026-12-07"),
+            ("GET /v1/msisdns/612%20345%20678/tasks", "GET /v1/msisdns/612**5678/tasks"),
+            (f"msisdns={SHORT5}, 612 345 678", "msisdns=*****, 612**5678"),
+            ("call +34 612 345 678", "call 346****5678"),
+            # among the ids after an id's name, whatever stands beside it
+            ("msisdns: 612 345 678 138 0013 8001", "msisdns: 612**5678 138****8001"),
+            (f"msisdns: 612 345 678 {SHORT5}", "msisdns: 612**5678 *****"),
+            # a row of numbers, one of 3-digit groups within it, stays
+            (
+                "sizes 128 256 512 1024, buckets 64 128 256 512",
+                "sizes 128 256 512 1024, buckets 64 128 256 512",
+            ),
+            ("sizes 512 256 1024", "sizes 512 256 1024"),
+        ],
+    )
+    def test_nine_digits_in_three_groups(self, text: str, expected: str) -> None:
+        """`2026-12-13 800 138 001` showed `800 138 001`: 9 digits in three groups of 3, as a
+        mobile number is written in Spain, Poland or the Czech Republic, were no shape of a
+        number (the date's `13` only made the rest look like a Chinese mobile's groups)."""
+        assert mask_text(text) == expected
 
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and

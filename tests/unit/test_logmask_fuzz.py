@@ -161,11 +161,16 @@ def abroad_numbers(draw: st.DrawFn) -> tuple[str, str]:
 
 @st.composite
 def other_groupings(draw: st.DrawFn) -> tuple[str, str]:
-    """A mobile number grouped otherwise (`138 00138 001`, `138.0013.8001`), a landline's
+    """A mobile number grouped otherwise (`138 00138 001`, `138.0013.8001`), 9 digits in
+    groups of 3 (`612 345 678`), a landline's
     with its area code in brackets (`(0755) 8888-6666`), a US number's (`(415) 555-2671`,
     `+1 (415) 555-2671`, `415-555-2671`) or an IMEI (`35-209900-176148-1`)."""
     separator = draw(st.sampled_from([" ", "-"]))
-    kind = draw(st.sampled_from(["mobile", "dotted", "landline", "us", "us dashed", "imei"]))
+    kinds = ["mobile", "dotted", "landline", "us", "us dashed", "imei", "nine"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "nine":  # 3, 3 and 3 digits: a mobile number in Spain, Poland, Czechia
+        national = draw(st.from_regex(r"\A[1-9][0-9]{8}\Z"))
+        return separator.join([national[:3], national[3:6], national[6:]]), national
     if kind == "us dashed":  # dashes only: with spaces it is a row of sizes as often
         national = draw(st.from_regex(r"\A[2-9][0-9]{2}[2-9][0-9]{6}\Z"))
         written = f"{national[:3]}-{national[3:6]}-{national[6:]}"
