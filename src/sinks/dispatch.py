@@ -94,17 +94,27 @@ not (re-check: a retry dropped `reached` gave it back, and the rule's next momen
 the customer reached a minute before)."""
 
 
-def spares_expired(
-    c: Candidate, now: float, redriven: Collection[str], policy: DispatchPolicy
-) -> bool:
-    """Whether a re-driven candidate's merged moments stay in it expired: its carrier
-    may still go out. Its group is as its worker decided it (a moment that worker
-    dropped left it before the publish), so each may have gone out; when its entry went
-    pending is no guide (a re-drive's claim moves it on: `Ledger.claim_stale`)."""
-    if c.carrier_id not in redriven:
-        return False
-    carrier = next((t for t in c.tasks if t.task_id == c.carrier_id), None)
-    return carrier is not None and now <= policy.last_send(carrier)
+def sealed_moment(own: tuple[ServiceTask, str] | None) -> SuppressReason | None:
+    """Why a moment merged into a task that may have gone out under its id (re-driven, or
+    parked by a re-drive) is dropped, its carrier judged (`own`: None while it goes out):
+
+    - None while the carrier goes out: the moment is kept as it went, whatever became of
+      it since (expired: its `related` entry's `expires_at` tells consumers to leave it
+      out; its rule declined, no longer relevant, its own channel opted out of). Dropped,
+      the task went out again under its id without it: a consumer that acted on the first
+      copy drops the second as a repeat, yet a decline, read from the second's body,
+      suppressed the rules of the moments left only, and the dropped one's cooldown was
+      given back for a contact that may have been made.
+    - the carrier's reason when it is dropped for one no withdrawal names (its rule
+      declined, its moment expired or no longer relevant): the moment goes with it, as
+      it went out inside it. Sent on under the lead's id, it reached a consumer that had
+      acted on the carrier a second time, under an id it had not seen.
+    - None when the carrier is dropped and withdrawn (`WITHDRAWN_FOR`): the consumer is
+      told not to act on it, and its moments still worth sending go on under the lead's
+      id, judged as any (`TaskSink._kept`)."""
+    if own is None or own[1] in WITHDRAWN_FOR:
+        return None
+    return SuppressReason(own[1])
 
 
 class TaskSink:
@@ -546,7 +556,7 @@ class TaskSink:
         j = self._judging_now()
         raced: list[str] = []
         try:
-            declined, facts, reached = await self._read_for(candidates, at, j.policy, redriven)
+            declined, facts, reached = await self._read_for(candidates, at, j.policy)
             if redriven is not None:
                 candidates = await self._resume_void(list(candidates), redriven)
             if redriven is not None or released:
@@ -555,16 +565,20 @@ class TaskSink:
                 # Looked at first, a decline read between the two dropped the task as
                 # `declined` (its cooldown given back), another outcome sent it again.
                 candidates = await self._confirm_answered(candidates, redriven or {})
+            sealed: set[str] = set()
             if redriven is not None:
                 # Produced, maybe: one this decision parks is withdrawn when dropped later.
                 decided = [c.carrier_id for c in candidates]
                 await self._redis(
                     lambda: self.ledger.mark_redriven(decided), "marking re-driven tasks"
                 )
+                sealed.update(decided)
+            elif released:
+                sealed = await self._parked_by_redrive(candidates)
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
-                    wave, at, declined, facts, j, reached, raced, redriven
+                    wave, at, declined, facts, j, reached, raced, sealed
                 )
                 to_send += sendable
                 dropped |= set(gone)
@@ -611,6 +625,17 @@ class TaskSink:
         ]
         await self.decide_taken(taken, now, why, retake=False)
 
+    async def _parked_by_redrive(self, candidates: Sequence[Candidate]) -> set[str]:
+        """The merged tasks among those released that a re-drive parked (`redriven:<id>`):
+        they may have gone out under their ids, and go out again as they went or not at
+        all (`sealed_moment`). A task of one moment has nothing to keep: not looked at."""
+        groups = [c.carrier_id for c in candidates if not c.fresh and len(c.tasks) > 1]
+        if not groups:
+            return set()
+        return await self._redis(
+            lambda: self.ledger.redriven(groups), "reading tasks a re-drive parked"
+        )
+
     async def _update_waiting(self) -> None:
         waiting, due = await self._redis(self.deferral.waiting_and_due, "counting waiting")
         self.metrics.waiting.set(waiting)
@@ -645,20 +670,12 @@ class TaskSink:
         candidates: Sequence[Candidate],
         at: float,
         policy: DispatchPolicy,
-        redriven: Mapping[str, float] | None = None,
     ) -> tuple[set[tuple[str, str]], dict[str, SubscriberFacts], dict[str, SuppressReason]]:
-        """The declined (subscriber, rule) pairs among the unexpired tasks (and a re-driven
-        task's expired moments, `_kept`), the facts of the
+        """The declined (subscriber, rule) pairs among the unexpired tasks, the facts of the
         subscribers whose tasks need them (a task that waited or was re-driven: its
         erasure and opt-outs since; a relevance check; a suspended line), and the retries
         an outcome of an earlier attempt says are not to be sent, with why (`_reached`)."""
-        again = redriven or {}
-        live = [
-            t
-            for c in candidates
-            for t in c.tasks
-            if t.expires_at.timestamp() > at or c.carrier_id in again
-        ]
+        live = [t for c in candidates for t in c.tasks if t.expires_at.timestamp() > at]
         pairs = list(dict.fromkeys((t.subscriber_id, t.moment.rule_id) for t in live))
         # Facts also for tasks that turn out declined: the two reads then go together
         # instead of one after the other (a declined task is dropped either way).
@@ -763,7 +780,7 @@ class TaskSink:
         j: Judging,
         reached: Mapping[str, SuppressReason] | None = None,
         raced: list[str] | None = None,
-        redriven: Mapping[str, float] | None = None,
+        sealed: Collection[str] = (),
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -776,7 +793,7 @@ class TaskSink:
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
         w = Writes(timetable=j.timetable, now=now)
-        routes = await self._kept(wave, now, declined, facts, w, j, reached, redriven)
+        routes = await self._kept(wave, now, declined, facts, w, j, reached, sealed)
         routes = await self._join(routes, now, j.gates)
         window = j.policy.merge.window.total_seconds()
         doomed = await j.caps.capped_until_expiry(
@@ -907,7 +924,7 @@ class TaskSink:
         w: Writes,
         j: Judging,
         reached: Mapping[str, SuppressReason] | None = None,
-        redriven: Mapping[str, float] | None = None,
+        sealed: Collection[str] = (),
     ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group
@@ -915,14 +932,10 @@ class TaskSink:
         going on as a group of their own under their lead's id. Kept in the group, an
         expired moment was counted again at every release (every 15 minutes while a
         suspended line held the group) and could still lead the task sent.
-        A re-driven task (`redriven`, by id) may have gone out before its worker died, its
-        merged moments with it: one expired since is kept while the task goes out under
-        its id again (`spares_expired`; a related moment's `expires_at` tells consumers
-        to leave it out), as the same id carries the same body. Dropped, the task went out
-        again without it, and a decline (read from that body) suppressed the rules of the
-        moments left, when the consumer had acted on the first publish (it drops repeats
-        by id).
-        Returns the routes whose moments are where the route says."""
+        A task that may have gone out under its id (`sealed`: re-driven, or parked by a
+        re-drive, `redriven:<id>`), its merged moments with it, goes out again as it went
+        or not at all (`sealed_moment`): the same id carries the same body, which a
+        decline reads and a consumer that acted on the first copy drops as a repeat."""
         routes: list[Route] = []
         leaves: list[Leave] = []
         at = dt.datetime.fromtimestamp(now, dt.UTC)
@@ -934,10 +947,12 @@ class TaskSink:
         for c in wave:
             raw = c.stored()
             kept: list[ServiceTask] = []
-            spared: list[ServiceTask] = []  # expired since its first publish
-            spares = spares_expired(c, now, redriven or (), j.policy)
             moved = False
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
+            tasks = c.tasks if c.fresh else [j.gates.rejudged(t, at) for t in c.tasks]
+            seal = c.carrier_id in sealed and not c.lost_own
+            if seal:  # its carrier judged first: its moments go as it goes
+                tasks = sorted(tasks, key=lambda t: t.task_id != c.carrier_id)
             # Not the engine's fresh tasks (its gates judged the opt-outs and the line
             # just now): one that waited, or was re-driven, is dropped when the latest
             # profile opted out of its channel, or closed the line, as the gates drop it;
@@ -945,12 +960,18 @@ class TaskSink:
             # own channel not worked: `worked`).
             # `_read_for` read their facts.
             waited_ = not (c.fresh and c.deferral_counted)
-            for t in c.tasks if c.fresh else [j.gates.rejudged(t, at) for t in c.tasks]:
+            for t in tasks:
                 if c.lost_own and t.task_id == c.carrier_id:
                     own = (t, "lost")  # not a moment of its own: not counted
                     continue
-                judged = -math.inf if spares and t.task_id != c.carrier_id else now
-                reason = self._keep(t, judged, declined, facts, j.policy, reached)
+                reason: SuppressReason | None = None
+                if seal and t.task_id != c.carrier_id:
+                    reason = sealed_moment(own)
+                    if reason is None and own is None:
+                        kept.append(t)  # as it went out
+                        continue
+                if reason is None:
+                    reason = self._keep(t, now, declined, facts, j.policy, reached)
                 seen = facts.get(t.subscriber_id) if waited_ else None
                 if reason is None and opted_out(t, seen):
                     reason = SuppressReason.OPT_OUT
@@ -968,8 +989,6 @@ class TaskSink:
                         reason = SuppressReason.OPT_OUT
                 if reason is None:
                     kept.append(t)
-                    if judged < now and now > j.policy.last_send(t):
-                        spared.append(t)
                     continue
                 self._gone(c, t, reason, w)
                 if t.task_id == c.carrier_id:
@@ -983,20 +1002,6 @@ class TaskSink:
                 task = merge_tasks(c.carrier_id, kept)
                 routes.append(Route(c, c.carrier_id, kept, task, moved))
                 continue
-            # Not going out under the carrier's id: a moment expired is dropped as any.
-            for t in spared:
-                kept.remove(t)
-                self._gone(c, t, SuppressReason.EXPIRED, w)
-                until = t.expires_at.timestamp()
-                leaves.append(
-                    Leave(
-                        c.carrier_id,
-                        t.task_id,
-                        raw[t.task_id],
-                        SuppressReason.EXPIRED,
-                        keep_until=until,
-                    )
-                )
             w.drop(c.carrier_id, own[1], own[0].expires_at)
             if kept:
                 lead = lead_of(kept)

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from moments.ack import write_outcome
-from moments.models import Channel, OutcomeStatus, ServiceTask, TaskOutcome
+from moments.models import Channel, OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.pending import pending_tasks
 from moments.records import RawRecord
@@ -257,26 +257,60 @@ class TestUnanswered:
         assert await w.sink.declines.suppressed(SUB, "bill_shock")
         assert await w.sink.declines.suppressed(SUB, "low_balance")
 
-    async def test_a_moment_expired_since_the_publish_goes_when_its_carrier_is_dropped(
+    async def test_the_moments_that_went_out_in_a_carrier_dropped_go_with_it(
         self, make_worker: Callable[..., Worker]
     ) -> None:
         """As above, a push moment in the group too, and the call's rule declined before
-        the re-drive: the call is dropped, the others go on under the lead's id, and the
-        SMS moment kept for the call's body is dropped `expired` there: it does not lead
-        the push out, expired, under an id of its own."""
+        the re-drive: the call is dropped, and the moments merged into it with it (they
+        went out inside it, maybe), counted `declined` as the call is. Before: the push
+        went out again as a task of its own, to a consumer that had it in the call's
+        `related` (and the lapsed SMS moment was dropped `expired` there)."""
         w = make_worker()
         push = task(tid("lapsed-push"), sub=SUB, channel=Channel.APP_PUSH, moment_type="roam")
         call, sms = await merged_then_dead(w, make_worker, "lapsed-carrier-dropped", push)
         await w.sink.declines.suppress(SUB, "bill_shock", 86400)
         redriving = make_worker()
         assert await redrive_after_lapse(redriving) == 1
-        _, again = await published(w.settings, 2)
-        assert again["task_id"] == push.task_id
-        assert again["related"] is None
-        assert [await w.ledger.state(i) for i in (call, sms)] == ["dropped", "dropped"]
-        assert redriving.sample(
-            "moments_tasks_suppressed_total", moment_type="low_balance", reason="expired"
-        )
+        assert len(await published(w.settings, 1)) == 1  # nothing sent again
+        states = [await w.ledger.state(i) for i in (call, sms, push.task_id)]
+        assert states == ["dropped", "dropped", "dropped"]
+        for moment_type in ("bill_shock", "low_balance", "roam"):
+            assert redriving.sample(
+                "moments_tasks_suppressed_total", moment_type=moment_type, reason="declined"
+            )
+
+    @pytest.mark.parametrize("meanwhile", ["lapsed", "carrier declined"])
+    async def test_a_task_the_redrive_parked_goes_out_again_as_it_went_or_not_at_all(
+        self, make_worker: Callable[..., Worker], meanwhile: str
+    ) -> None:
+        """As above, the line suspended before the re-drive: the re-drive parks the call
+        for its line (`D`, `redriven:<id>` kept) and it is released once the line is
+        active again. The SMS moment lapsed meanwhile goes out again in it: before, the
+        release dropped it (the re-drive alone kept one) and the call went out again under
+        its id without it. The call's rule declined meanwhile drops the call and the
+        moments merged into it with it: before, the push moment went out again under its
+        own id."""
+        w = make_worker()
+        push = task(tid(f"parked-{meanwhile}-push"), sub=SUB, channel=Channel.APP_PUSH)
+        call, sms = await merged_then_dead(w, make_worker, f"parked-{meanwhile}", push)
+        await w.sink.subscribers.record_facts([line(SUB, "suspended", NOW)])
+        redriving = make_worker()
+        assert await redrive_after_lapse(redriving) == 1
+        assert [await w.ledger.state(i) for i in (call, sms)] == ["deferred", "merged"]
+        assert await w.ledger.redriven([call]) == {call}
+        if meanwhile == "carrier declined":
+            await w.sink.declines.suppress(SUB, "bill_shock", 86400)
+        await w.sink.subscribers.record_facts([line(SUB, "active", NOW + HOUR)])
+        assert await redriving.sink.release_due(now=time.time() + 4 * 3600) == 1
+        if meanwhile == "lapsed":
+            first, again = await published(w.settings, 2)
+            assert again["task_id"] == call
+            assert again["related"] == first["related"]
+            assert await w.ledger.state(call) == "sent"
+        else:
+            assert len(await published(w.settings, 1)) == 1  # nothing sent again
+            states = [await w.ledger.state(i) for i in (call, sms, push.task_id)]
+            assert states == ["dropped", "dropped", "dropped"]
 
     async def test_a_decline_read_as_the_redrive_decides_still_finds_the_task_sent(
         self, make_worker: Callable[..., Worker]
@@ -430,6 +464,14 @@ async def redrive_after_lapse(redriving: Worker) -> int:
     the stores claim stale entries by."""
     redriving.sink.clock = lambda: time.time() + 3 * 3600
     return await redriving.sink.redrive(older_than=-3600.0 - 60)
+
+
+def line(sub: str, status: str, at: dt.datetime) -> ProfileEvent:
+    """A profile update saying the line of `sub` is `status` at `at`."""
+    return ProfileEvent.model_validate(
+        {"event_id": f"line-{status}-{at.timestamp()}", "subscriber_id": sub, "occurred_at": at}
+        | {"status": status}
+    )
 
 
 def answer_as_it_reads_declines(fresh: Worker, w: Worker, record: RawRecord) -> None:

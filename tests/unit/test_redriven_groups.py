@@ -1,0 +1,179 @@
+"""A merged task whose worker died after its publish and before its confirm may have gone
+out under its id, the moments merged into it with it: its re-drive, and its release where
+the re-drive parked it, send it again as it went or not at all (docs/consuming-tasks.md,
+"Once, and only while it is worth it": a task id is published again only with the same
+content). On the memory stores the backtest uses; tests/integration/dispatch/
+test_unanswered.py runs the re-drive on Redis.
+
+- Parked by the re-drive (its channel's hours closed meanwhile), a merged moment that
+  expired while it waited was dropped at the release (only the re-drive kept one,
+  `spares_expired`), and one whose rule was declined meanwhile, on the re-drive as at the
+  release: the task went out again under its id without them.
+- The carrier's own moment dropped (its rule declined), the moments merged into it went
+  out again under the lead's id, though they had gone out inside the carrier."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+import pytest
+
+from moments.backtest import CollectingProducer
+from moments.models import Channel, Family, Moment, ServiceTask
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores
+
+from .fakes import Clock
+
+START = dt.datetime(2026, 12, 3, 11, 0, tzinfo=dt.UTC)
+"""Calls are worked 03:00-12:00 UTC: the call made now waits for the merge window until
+11:30, then goes out (and its worker dies); its re-drive after 12:00 parks it until 03:00."""
+OPENS = dt.datetime(2026, 12, 4, 3, 0, 1, tzinfo=dt.UTC)
+SUB = "13300000002"
+CALL, SMS = "c1" * 16, "d2" * 16
+GRACE_S = 60.0
+POLICY = DispatchPolicy.model_validate(
+    {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
+)
+
+
+class CrashError(Exception):
+    """The worker dies here."""
+
+
+def moment(task_id: str, channel: Channel, rule: str, at: dt.datetime, lasts: float) -> ServiceTask:
+    return ServiceTask(
+        task_id=task_id,
+        subscriber_id=SUB,
+        moment=Moment(
+            family=Family.ANOMALY, type=rule, rule_id=rule, rule_version=1, description="d"
+        ),
+        priority=3,
+        channel=channel,
+        action="act",
+        triggered_at=at,
+        created_at=at,
+        deliver_after=at,
+        expires_at=at + dt.timedelta(hours=lasts),
+        evidence=[f"ev-{task_id}"],
+    )
+
+
+def published(producer: CollectingProducer) -> list[tuple[str, list[str]]]:
+    """Each task published, in order: its id and the ids in its `related`."""
+    out = []
+    for p in producer.sent:
+        task: dict[str, Any] = orjson.loads(p.payload)
+        out.append((str(task["task_id"]), [str(r["task_id"]) for r in task.get("related") or []]))
+    return out
+
+
+async def merged_then_dead(
+    sms_lasts: float,
+) -> tuple[Clock, DispatchStores, TaskSink, CollectingProducer]:
+    """The call (rule `a`) and an SMS moment (rule `b`, lasting `sms_lasts` hours) that
+    joined it, published together at 11:30 by a worker that died before its confirm."""
+    clock = Clock(START.timestamp())
+    stores = memory_stores(clock)
+    producer = CollectingProducer(clock)
+    sink = TaskSink(producer, "tasks", stores, Metrics(), POLICY, clock=clock)
+    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+    await sink.flush()
+    clock.now += 300
+    made = dt.datetime.fromtimestamp(clock.now, dt.UTC)
+    sink.add(moment(SMS, Channel.SMS, "b", made, sms_lasts))
+    await sink.flush()
+    assert await stores.ledger.state(SMS) == "merged"
+
+    confirm = stores.ledger.confirm
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise CrashError("ledger.confirm")
+
+    stores.ledger.confirm = dies  # type: ignore[method-assign]
+    clock.now = START.timestamp() + 31 * 60
+    with pytest.raises(CrashError):
+        await sink.release_due()
+    stores.ledger.confirm = confirm  # type: ignore[method-assign]
+    assert published(producer) == [(CALL, [SMS])]
+    assert await stores.ledger.state(CALL) == "pending"
+    return clock, stores, sink, producer
+
+
+async def redriven_and_parked(
+    sms_lasts: float,
+) -> tuple[Clock, DispatchStores, TaskSink, CollectingProducer]:
+    """`merged_then_dead`, re-driven at 12:01: calls are no longer worked, it waits for
+    03:00 as it went out."""
+    clock, stores, sink, producer = await merged_then_dead(sms_lasts)
+    clock.now = START.timestamp() + 61 * 60
+    assert await sink.redrive(GRACE_S) == 1
+    assert await stores.ledger.state(CALL) == "deferred"
+    assert await stores.ledger.state(SMS) == "merged"
+    return clock, stores, sink, producer
+
+
+async def test_a_moment_expired_while_the_redrive_parked_it_goes_out_again_with_it() -> None:
+    """The SMS moment lapses at 13:00, while the call waits for 03:00: the call goes out
+    again with it in `related` (its `expires_at` past tells the consumer to leave it out),
+    as the re-drive sends one expired at once (`spares_expired`). Before: dropped at the
+    release, the call went out again under its id without it."""
+    clock, stores, sink, producer = await redriven_and_parked(sms_lasts=2)
+    clock.now = OPENS.timestamp()
+    await sink.release_due()
+    assert published(producer) == [(CALL, [SMS]), (CALL, [SMS])]
+    assert await stores.ledger.state(CALL) == "sent"
+    suppressed = {"moment_type": "b", "reason": "expired"}
+    assert not sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", suppressed)
+
+
+@pytest.mark.parametrize("declined", ["before the re-drive", "while it waited"])
+async def test_a_moment_whose_rule_was_declined_since_goes_out_again_with_it(
+    declined: str,
+) -> None:
+    """The SMS moment's rule is declined (another task's outcome) before the re-drive, or
+    while the call waits: the call goes out again as it went, the moment in `related`.
+    Before: the moment left the group (dropped `declined`, its cooldown given back) and
+    the call went out again under its id without it."""
+    if declined == "before the re-drive":
+        clock, stores, sink, producer = await merged_then_dead(sms_lasts=72)
+        await stores.declines.suppress(SUB, "b", 86400)
+        clock.now += GRACE_S + 10  # calls are worked
+        assert await sink.redrive(GRACE_S) == 1
+    else:
+        clock, stores, sink, producer = await redriven_and_parked(sms_lasts=72)
+        await stores.declines.suppress(SUB, "b", 30 * 86400)
+        clock.now = OPENS.timestamp()
+        await sink.release_due()
+    assert published(producer) == [(CALL, [SMS]), (CALL, [SMS])]
+    assert await stores.ledger.state(CALL) == "sent"
+    suppressed = {"moment_type": "b", "reason": "declined"}
+    assert not sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", suppressed)
+
+
+@pytest.mark.parametrize("declined", ["before the re-drive", "while it waited"])
+async def test_a_carrier_dropped_takes_the_moments_that_went_out_in_it(declined: str) -> None:
+    """The call's own rule is declined (another task's outcome): the call is dropped, and
+    the SMS moment with it, as it went out inside the call; not sent again under its own
+    id. Before: the SMS moment went out again as a task of its own."""
+    if declined == "before the re-drive":
+        clock, stores, sink, producer = await merged_then_dead(sms_lasts=72)
+        await stores.declines.suppress(SUB, "a", 86400)
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+    else:
+        clock, stores, sink, producer = await redriven_and_parked(sms_lasts=72)
+        await stores.declines.suppress(SUB, "a", 30 * 86400)
+        clock.now = OPENS.timestamp()
+        await sink.release_due()
+    assert published(producer) == [(CALL, [SMS])]
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "dropped"]
+    registry = sink.metrics.registry
+    for rule in ("a", "b"):
+        labels = {"moment_type": rule, "reason": "declined"}
+        assert registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
