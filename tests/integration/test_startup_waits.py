@@ -25,6 +25,10 @@ from .kafka_io import http_get, metric_value, produce, read_topic, wait_for_metr
 
 pytestmark = pytest.mark.integration
 
+OUTCOME_IN_HAND_S = 4.0
+"""From the join to the outcomes agent holding the outcome: a fetch and `take_events`'
+1 s, in a worker already running (no process start, no broker join in it)."""
+
 
 async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
     make_settings: MakeSettings,
@@ -43,8 +47,13 @@ async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
     }
     await produce(settings, [("task_outcomes", "13800138001", outcome)])
     worker = start_worker(settings)
-    # Joined (the rebalance timeout) and the outcome fetched by then; Redis still away.
-    await asyncio.sleep(settings.rebalance_timeout + 8)
+    # Joined: the worker's start and Tansu's join (the rebalance timeout) can take longer on
+    # a slow machine than the fixed 11 s this test used to wait.
+    await wait_for_metric(port, "moments_consumer_rebalance_seconds_count", {}, 1, wait_s=90)
+    # Then the outcome is fetched and handed to the outcomes agent (`take_events` waits up
+    # to 1 s for more), which waits for the runtime, so for Redis: nothing shows it, and a
+    # SIGTERM before it would leave no event held. Redis still away.
+    await asyncio.sleep(OUTCOME_IN_HAND_S)
     assert worker.proc.poll() is None, worker.log()[-2000:]
     assert http_get(port, "/readyz") == (
         503,
@@ -133,7 +142,9 @@ async def test_a_rules_change_while_it_waits_for_kafka_is_loaded_once_it_starts(
     )
     worker = start_worker(settings)
     try:
-        await waiting_for_kafka(port)  # the rules read by then
+        ready = await waiting_for_kafka(port)  # the rules read by then
+        assert ready is not None, worker.log()[-2000:]
+        assert "waiting for Kafka" in ready[1], (ready, worker.log()[-2000:])
         rules.write_text(RULE.format(id="after", type="t_after"))
         proxy.start()
         labels = {"rule_id": "after", "version": "1", "mode": "live"}
