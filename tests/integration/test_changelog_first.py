@@ -13,7 +13,6 @@ broker; then kill -9.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WAVE = 20
 OFFSET_KEY = b"__faust\0offset__"
 """Where Faust's RocksDB store keeps a partition's persisted offset, beside the records."""
+STAGES = "moments_batch_stage_seconds_count"
+"""Batch stages ended, by stage: a batch's changelog write follows its dispatch stage."""
 
 
 def usage(start: int, count: int) -> list[Record]:
@@ -115,10 +116,15 @@ async def test_a_worker_killed_during_its_changelog_write_keeps_no_record_it_lac
         redis.stop()
         await produce(direct, usage(0, WAVE))
         await first.wait_for_log(r"redis unavailable while reading erasures")
+        # The batch holds the state lock from its erasure look-up on (no window sweep runs
+        # meanwhile): the next dispatch stage to end is its own.
+        dispatched = await metric_value(port, STAGES, {"stage": "dispatch"})
         proxy.stop()  # the changelog write will wait on the broker
         redis.start()
         await first.wait_for_log(r"redis is back after \d+ failed attempts? while reading erasures")
-        await asyncio.sleep(3)  # the batch is at its changelog write: nothing else can go on
+        # Its dispatch stage over (no task: usage makes none), the batch is at its changelog
+        # write, which waits on the broker: nothing else can go on.
+        await wait_for_metric(port, STAGES, {"stage": "dispatch"}, dispatched + 1)
         assert await metric_value(port, "moments_events_total", {"event_type": "usage"}) == 0
         first.kill()
 
