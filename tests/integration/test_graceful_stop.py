@@ -57,10 +57,12 @@ async def test_sigterm_during_a_batch_commits_it_and_the_next_worker_replays_not
         freeze(server)
         try:
             await produce(settings, first_roamings(WAVE, WAVE, zone))
-            await asyncio.sleep(3)  # fetched, its batch waiting for Redis
+            # Fetched, its batch waiting for Redis: its first call (the new subscribers'
+            # erasures) timed out once, and is tried again.
+            await first.wait_for_log(r"redis unavailable while reading erasures")
             assert await metric_value(first_port, "moments_tasks_published_total") == WAVE
             first.proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(1)
+            await first.wait_for_log(r"Signal received: 15\b")  # Faust's, as it begins to stop
         finally:
             thaw(server)
         code = await asyncio.to_thread(first.proc.wait, 30)
@@ -70,6 +72,7 @@ async def test_sigterm_during_a_batch_commits_it_and_the_next_worker_replays_not
         second = start_worker(make_settings(redis_url=server.url, metrics_port=second_port))
         records = await read_topic(settings, "tasks", count=2 * WAVE, wait_s=120, settle=3)
         assert_one_task_each(values(records), 2 * WAVE, second.log())
+        # A batch is counted before its offsets are committed: whatever it read again is
+        # counted by now.
         await wait_committed(second_port, settings.topic("roaming"), 2 * WAVE)
-        await asyncio.sleep(2)  # whatever it read again is counted by now
         assert await metric_value(second_port, "moments_events_replayed_total") == 0
