@@ -9,7 +9,6 @@ flight. At the end the dispatch topic holds one task per subscriber, no more.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 from collections import Counter
@@ -71,6 +70,12 @@ def short_read(per_subscriber: Counter[str], workers: dict[str, WorkerProcess]) 
     return "\n".join(lines)
 
 
+async def joined(port: int) -> None:
+    """Until the worker serving /metrics on `port` has joined the group (its first
+    rebalance done)."""
+    await wait_for_metric(port, "moments_consumer_rebalance_seconds_count", {}, 1, wait_s=120)
+
+
 async def test_rebalances_under_load_lose_and_duplicate_nothing(
     make_settings: MakeSettings,
     topics_for: Callable[[Settings], Any],
@@ -86,11 +91,14 @@ async def test_rebalances_under_load_lose_and_duplicate_nothing(
     await produce(base, wave(1, zone))
     second = start_worker(make_settings(partitions=8, metrics_port=ports[1]))  # joins
     await produce(base, wave(2, zone))
-    await asyncio.sleep(2)
+    await joined(ports[1])
     await produce(base, wave(3, zone))
     third = start_worker(make_settings(partitions=8, metrics_port=ports[2]))  # joins
     await produce(base, wave(4, zone))
-    await asyncio.sleep(2)
+    # In the group before the first leaves: a fixed 2 s here let the first stop before the
+    # third had even asked to join, on a loaded machine (a leave in mid-join is
+    # test_group_leave's).
+    await joined(ports[2])
     first.stop()  # leaves (SIGTERM): its partitions move to the others
     await produce(base, wave(5, zone))
 
