@@ -105,6 +105,9 @@ class BatchResult:
     deletions: Counter[str] = field(default_factory=Counter)
     """Profile deletions applied, by their form on the wire (`decoding.deletion_form`):
     `tombstone`, or `json_null` and `empty`, which compaction does not remove."""
+    damaged: dict[str, str] = field(default_factory=dict)
+    """Subscriber -> what of their stored record was reset, damaged (`UNREADABLE`: all of
+    it, or the fields `SubscriberState.mend` reset): the runtime counts and logs each."""
     failures: list[Exception] = field(default_factory=list)
     """What failed while applying an event (a fault of the detector or the rules, not of
     the event): each such event is a dead letter `detector_error`; the runtime logs these
@@ -259,3 +262,23 @@ def made_after(result: BatchResult) -> dict[str, float]:
             at = task.created_at.timestamp()
             out[task.subscriber_id] = min(at, out.get(task.subscriber_id, at))
     return out
+
+
+def mend_unwritable(result: BatchResult) -> None:
+    """Mend each changed record that cannot be written (`SubscriberState.to_json` raised on
+    a damaged field no rule read: a ring of recent ids of no digests, profile times of no
+    numbers), noting it in `result.damaged`; what is sound stays as it is. Called only
+    where writing the batch's records failed: a record that fails once mended raises."""
+    for sub, change in result.changes.items():
+        state = change.state
+        if state is None:
+            continue
+        try:
+            state.to_json()
+        except Exception:
+            reset = state.mend()
+            if not reset:
+                raise
+            noted = result.damaged.get(sub)
+            result.damaged[sub] = ", ".join([noted, *reset] if noted else reset)
+            state.to_json()  # written now, or the fault is not the record's: raised

@@ -21,7 +21,14 @@ from moments.records import DeadLetter, RawRecord
 from moments.refusals import LATENESS, allowed_ahead, failed, stale_profile, too_far_ahead, too_late
 from moments.risk import note_hotline_call
 from moments.sources import SOURCE_CODES
-from moments.state import ERASED_KEPT_S, SubscriberState, event_digest
+from moments.state import (
+    ERASED_KEPT_S,
+    UNREADABLE,
+    DamagedRecordError,
+    SubscriberState,
+    event_digest,
+)
+from moments.statezip import NewerRecordError
 from moments.sweep import CHECKED_DAY, close_windows, special_days
 from moments.taskmaking import emit
 from moments.tracking import profile_update, track
@@ -61,6 +68,41 @@ class _Rebuilds:
         mine = self.positions.get(sub.encode(), [])
         found = mine[bisect_left(mine, start) : bisect_left(mine, before)]
         return [self.records[n] for n in found], None if last is None else last[1]
+
+
+class _DamagedRecordFoundError(Exception):
+    """An event failed on a damaged record (`_unsound`): `Detector.process` mends it."""
+
+
+def _unsound(sub: str, load: StateLoader) -> bool:
+    """Whether the subscriber's record as stored is damaged (`SubscriberState.faults`)."""
+    try:
+        saved = load(sub)
+    except DamagedRecordError:
+        return True
+    return saved is not None and bool(saved.faults())
+
+
+def _mended(records: Sequence[RawRecord], load: StateLoader) -> dict[str, tuple[bytes, str, int]]:
+    """Subscriber -> (their record mended, as JSON; what was reset; a partition of theirs),
+    for each subscriber keyed in `records` whose stored record is damaged: the fields
+    `SubscriberState.mend` resets, or `UNREADABLE`, begun afresh."""
+    mended: dict[str, tuple[bytes, str, int]] = {}
+    checked: set[bytes] = set()
+    for record in records:
+        key = record.key
+        if not key or key in checked:
+            continue
+        checked.add(key)
+        sub = key.decode("utf-8", "replace")
+        try:
+            saved = load(sub)
+        except DamagedRecordError:
+            mended[sub] = (SubscriberState().to_json(), UNREADABLE, record.partition)
+            continue
+        if saved is not None and (reset := saved.mend()):
+            mended[sub] = (saved.to_json(), ", ".join(reset), record.partition)
+    return mended
 
 
 class Detector:
@@ -126,7 +168,43 @@ class Detector:
         `erased`: when the batch's subscribers that have no record were erased by a profile
         tombstone, if they were (the dispatch stores' `forgotten` mark: `Subscribers.erasures`).
         Their events dated at or before it are dropped (`erased_events`), and a record
-        begun by a later one remembers it (`SubscriberState.erased`)."""
+        begun by a later one remembers it (`SubscriberState.erased`).
+
+        A damaged record (bytes that hold none, or fields of shapes the detector never
+        writes) made the whole batch fail, and the worker stop, at each read of it. Now,
+        where the batch fails, the records of its subscribers are checked
+        (`SubscriberState.faults`: only then, never a sound record on every read) and the
+        damaged ones mended (the bad fields reset; one that cannot be read begun afresh);
+        the batch is processed again on them, and says so (`BatchResult.damaged`). A
+        record a newer version wrote (`NewerRecordError`) still fails the batch
+        (docs/operations.md, "Rolling back")."""
+        try:
+            return self._process(records, load, now, erased)
+        except NewerRecordError:
+            raise
+        except Exception:
+            mended = _mended(records, load)
+            if not mended:
+                raise  # no record is damaged: the fault is the detector's
+
+        def mended_load(sub: str) -> SubscriberState | None:
+            found = mended.get(sub)
+            return load(sub) if found is None else SubscriberState.from_bytes(found[0])
+
+        result = self._process(records, mended_load, now, erased)
+        for sub, (json, what, partition) in mended.items():
+            result.damaged[sub] = what
+            if sub not in result.changes:  # written back mended: it is reset once
+                result.changes[sub] = StateChange(SubscriberState.from_bytes(json), partition)
+        return result
+
+    def _process(
+        self,
+        records: Sequence[RawRecord],
+        load: StateLoader,
+        now: dt.datetime | None,
+        erased: Mapping[str, float] | None,
+    ) -> BatchResult:
         result = BatchResult()
         known_erased = erased or {}
         states: dict[str, SubscriberState] = {}
@@ -225,6 +303,8 @@ class Detector:
                             marks[partition] = at
                         self.apply(sub, decoded, event_type, state, at, ctx, result, looked)
             except Exception as exc:  # one record must not stop the stream
+                if _unsound(sub, load):  # the record's fault, not the rules': `process`
+                    raise _DamagedRecordFoundError(sub) from exc
                 unmake(result, made[0])
                 del result.facts[made[1] :]
                 result.failures.append(exc)

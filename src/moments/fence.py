@@ -49,8 +49,11 @@ def next_stamp(held: Stamp | None, generation: int) -> Stamp:
     stamp of the record its writer holds for the key (None: none, or a deletion)."""
     if held is None:
         return (generation, 1)
-    if held and generation < held[0]:  # the group's generation went back
-        return UNSTAMPED
+    try:
+        if held and generation < held[0]:  # the group's generation went back
+            return UNSTAMPED
+    except TypeError:  # a damaged record's stamp (`G` of no numbers): as good as none
+        pass
     return (generation,)
 
 

@@ -30,6 +30,7 @@ from moments.batchresult import (
     BatchResult,
     give_back_cooldowns,
     made_after,
+    mend_unwritable,
     take_over_cooldowns,
 )
 from moments.connections import kafka_client_kwargs, probe_redis, redis_client
@@ -43,6 +44,7 @@ from moments.logthrottle import RepeatThrottle
 from moments.models import Channel, EventType, OutcomeStatus
 from moments.outcomes import handle_outcomes
 from moments.partitioning import PartitionCheck
+from moments.pii import mask_msisdn
 from moments.producer import is_idempotent, start_producer
 from moments.records import DeadLetter, RawRecord, SuppressReason
 from moments.redisurl import redacted_url
@@ -50,6 +52,7 @@ from moments.refusals import allowed_ahead
 from moments.reload import PolicyReloader, Reloader
 from moments.settings import Settings
 from moments.shutdown import within
+from moments.statedamage import StateMetrics, report_damaged
 from moments.stateview import returns_topic
 from moments.store import StateStore
 from moments.sweep import sweep
@@ -116,6 +119,8 @@ class Runtime:
         self.policy = load_policy(settings.dispatch_policy) if policy is None else policy
         """Read before any connection is tried: a bad file stops the start at once."""
         self.metrics = metrics
+        self.state_metrics = StateMetrics.of(metrics)
+        """Damaged records met (moments.statedamage): each series from 0."""
         self.detector = detector
         self.ready = asyncio.Event()
         self.starting = "starting"
@@ -582,7 +587,11 @@ class Runtime:
         started = time.perf_counter()
         # The consumer generation the batch's partitions are held in (the app's ownership
         # check knows it): the changelog records are stamped with it (moments.fence).
-        saved = store.save(result.changes, getattr(owned, "generation", None))
+        try:
+            saved = store.save(result.changes, getattr(owned, "generation", None))
+        except Exception:  # a damaged record the detector did not read, or not the records'
+            mend_unwritable(result)
+            saved = store.save(result.changes, getattr(owned, "generation", None))
         state_s = time.perf_counter() - started  # and the local write after the changelog
         changelog = saved.records
         if changelog:
@@ -638,6 +647,9 @@ class Runtime:
 
     def record(self, result: BatchResult) -> None:
         record_batch(self.metrics, result)
+        if result.damaged:  # said once the mended records are written (once each)
+            shown = (lambda n: n) if self.settings.log_pii else mask_msisdn
+            report_damaged(self.state_metrics, result.damaged, shown)
         if self._warming and self.detector.live_from is not None and result.watermarks:
             newest = max(result.watermarks.values())
             if newest >= self.detector.live_from.timestamp():

@@ -14,13 +14,14 @@ restart (faust-streaming #385, #412); see docs/architecture.md.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
 import orjson
 
-from moments.statezip import pack, unpack
+from moments.statezip import NewerRecordError, StateFormatError, pack, unpack
 
 MAX_OPEN = 16
 """Complaints remembered (open ones and recent resolutions); more is as good as many."""
@@ -44,6 +45,17 @@ def event_digest(event_id: str) -> str:
     """A short, stable digest of an event id: 5 bytes of blake2b, hex. Among the 8 of a
     ring, another id matches by chance once in ~10^11 events."""
     return hashlib.blake2b(event_id.encode(), digest_size=5).hexdigest()
+
+
+class DamagedRecordError(StateFormatError):
+    """Stored bytes that hold no record (not zstd or JSON, cut short, no JSON object): none
+    of it can be read. Whoever reads it begins the subscriber afresh and counts it
+    (`moments_state_records_damaged_total`); a record a newer version wrote is another case
+    (`NewerRecordError`)."""
+
+
+UNREADABLE = "unreadable"
+"""What `Detector.process` says was reset of a record `DamagedRecordError` refused: all of it."""
 
 
 PROFILE_AT_ANY = "*"
@@ -161,6 +173,10 @@ class SubscriberState:
     """The record's fencing stamp (moments.fence): set by the store when it saves the
     record for a changelog; `()` for a record read without one; None for a record made
     here, not read."""
+    damaged: str = field(default="", compare=False)
+    """What of the stored record was reset when it was read (`UNREADABLE`, or the fields
+    `mend` reset); "" for a record read whole or made here. Set by the window sweep's read
+    (`FaustTableStore.items`), which writes such a record back and counts it."""
 
     def erased_by(self, at: int) -> bool:
         """True when an event dated `at` came before the erasure this record began after."""
@@ -270,32 +286,157 @@ class SubscriberState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SubscriberState:
-        """A stored record (compressed, or plain JSON as written before compression)."""
-        doc = orjson.loads(unpack(data))
-        return cls(
-            first_seen=doc.get("f", {}),
-            offsets=doc.get("o", {}),
-            recent=_rings(doc.get("r")),
-            profile=doc.get("p", {}),
-            profile_at=_profile_at(doc.get("q"), doc.get("n"), doc.get("p")),
-            series=doc.get("s", {}),
-            last=doc.get("l", {}),
-            last_at=doc.get("t", {}),
-            fired=doc.get("x", {}),
-            fired_by=doc.get("y", {}),
-            shadowed=doc.get("h", {}),
-            leads=doc.get("j", {}),
-            changed_after_look=doc.get("b", 0),
-            seen=doc.get("n", {}),
-            closed=doc.get("c", {}),
-            roaming=doc.get("g", {}),
-            complaints=_complaints(doc.get("k"), doc.get("n")),
-            watermark=doc.get("w", 0),
-            special_day=doc.get("d", 0),
-            erased=doc.get("e", 0),
-            region=doc.get("a", ""),
-            stamp=_stamp(doc.get("G")),
+        """A stored record (compressed, or plain JSON as written before compression).
+
+        Bytes that hold no record raise `DamagedRecordError`, one a newer version wrote
+        `NewerRecordError`. A record whose fields have shapes the detector never writes (a
+        damaged or hand-edited one) is read as it is: `mend` finds and resets them where
+        such a record made the detector fail (`Detector.process`), so a sound record is not
+        checked field by field on every read."""
+        try:
+            doc = orjson.loads(unpack(data))
+            return cls(
+                first_seen=doc.get("f", {}),
+                offsets=doc.get("o", {}),
+                recent=_rings(doc.get("r")),
+                profile=doc.get("p", {}),
+                profile_at=_profile_at(doc.get("q"), doc.get("n"), doc.get("p")),
+                series=doc.get("s", {}),
+                last=doc.get("l", {}),
+                last_at=doc.get("t", {}),
+                fired=doc.get("x", {}),
+                fired_by=doc.get("y", {}),
+                shadowed=doc.get("h", {}),
+                leads=doc.get("j", {}),
+                changed_after_look=doc.get("b", 0),
+                seen=doc.get("n", {}),
+                closed=doc.get("c", {}),
+                roaming=doc.get("g", {}),
+                complaints=_complaints(doc.get("k"), doc.get("n")),
+                watermark=doc.get("w", 0),
+                special_day=doc.get("d", 0),
+                erased=doc.get("e", 0),
+                region=doc.get("a", ""),
+                stamp=_stamp(doc.get("G")),
+            )
+        except NewerRecordError:
+            raise
+        except (ValueError, AttributeError) as exc:  # orjson's, unpack's; a doc of no object
+            what = exc if isinstance(exc, StateFormatError) else type(exc).__name__
+            raise DamagedRecordError(f"no subscriber record ({what})") from exc
+
+    def faults(self) -> list[str]:
+        """The fields whose shape is none the detector writes (a damaged or hand-edited
+        record), by name; [] for a sound record. Each is a reason the detector would
+        raise on it (a time that is no number, a ring that is no list of digests, a
+        profile field its model refuses...), so a record that passes fails no event for its
+        shape. Not run on every read: `Detector.process` asks it where a record failed."""
+        bad = [name for name, check in _SHAPES if not check(getattr(self, name))]
+        if not isinstance(self.profile, dict) or _profile_faults(self.profile):
+            bad.append("profile")
+        return bad
+
+    def mend(self) -> list[str]:
+        """Reset the fields `faults` names, keeping the rest: of a profile, only the fields
+        its model refuses go. Returns the fields reset."""
+        bad = self.faults()
+        fresh = SubscriberState()
+        for name in bad:
+            if name == "profile" and isinstance(self.profile, dict):
+                for key in _profile_faults(self.profile):
+                    self.profile.pop(key, None)
+            else:
+                setattr(self, name, getattr(fresh, name))
+        if "profile" in bad or "profile_at" in bad:  # the times of fields kept, or all
+            times = self.profile_at if "profile_at" not in bad else {}
+            self.profile_at = {n: t for n, t in times.items() if n in self.profile} or (
+                {PROFILE_AT_ANY: self.seen["p"]} if "p" in self.seen else {}
+            )
+        return bad
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float)
+
+
+def _times(value: Any) -> bool:
+    """A dict of names to numbers (event times, offsets, window indexes)."""
+    return type(value) is dict and all(map(_number, value.values()))
+
+
+def _texts(value: Any) -> bool:
+    return type(value) is dict and all(type(v) is str for v in value.values())
+
+
+def _rings_ok(value: Any) -> bool:
+    return type(value) is dict and all(
+        type(ring) is list and all(type(d) is str for d in ring) for ring in value.values()
+    )
+
+
+def _series_ok(value: Any) -> bool:
+    return type(value) is dict and all(
+        type(ring) is list and all(map(_number, ring)) for ring in value.values()
+    )
+
+
+def _leads_ok(value: Any) -> bool:
+    return type(value) is dict and all(
+        type(lead) is list and len(lead) == 2 and type(lead[0]) is str and _number(lead[1])
+        for lead in value.values()
+    )
+
+
+def _roaming_ok(value: Any) -> bool:
+    return (
+        type(value) is dict
+        and type(value.get("z", "")) is str
+        and _number(value.get("o", 0))
+        and type(value.get("c", "")) is str
+    )
+
+
+_SHAPES: tuple[tuple[str, Callable[[Any], bool]], ...] = (
+    ("first_seen", _times),
+    ("offsets", _times),
+    ("recent", _rings_ok),
+    ("profile_at", _times),
+    ("series", _series_ok),
+    ("last", _texts),
+    ("last_at", _times),
+    ("fired", _times),
+    ("fired_by", _texts),
+    ("shadowed", _texts),
+    ("leads", _leads_ok),
+    ("changed_after_look", _number),
+    ("seen", _times),
+    ("closed", _times),
+    ("roaming", _roaming_ok),
+    ("complaints", _times),
+    ("special_day", _number),
+    ("region", lambda value: type(value) is str),
+    ("watermark", _number),
+    ("erased", _number),
+)
+"""What `SubscriberState.faults` checks each field against (the profile apart)."""
+
+
+def _profile_faults(profile: dict[str, Any]) -> list[str]:
+    """The stored profile's fields its model refuses (as an update carrying them would be)."""
+    from pydantic import ValidationError
+
+    from moments.models import ProfileEvent
+
+    try:
+        ProfileEvent.model_validate(
+            {**profile, "event_id": "stored", "subscriber_id": "10000", "occurred_at": _AT}
         )
+    except ValidationError as exc:
+        return sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]} & profile.keys())
+    return []
+
+
+_AT = "2026-01-01T00:00:00+00:00"
 
 
 def _stamp(stored: Any) -> tuple[int, ...]:
@@ -395,7 +536,7 @@ def _complaints(stored: Any, seen: Any) -> dict[str, int]:
     none lapses sooner than it should."""
     if isinstance(stored, dict):
         return stored
-    if not stored:
+    if not stored or not isinstance(stored, list):  # none, or a damaged record's (`faults`)
         return {}
     latest = seen.get("c", 0) if isinstance(seen, dict) else 0
-    return dict.fromkeys(stored, latest)
+    return dict.fromkeys((c for c in stored if type(c) is str), latest)

@@ -95,8 +95,10 @@ class _LatestReader(TopicReader):
 def readable(stored: bytes) -> dict[str, Any]:
     """A stored record as a document with `SubscriberState`'s field names, and its sizes."""
     json = unpack(stored)  # once: from_bytes takes the JSON as it is
+    fields = dataclasses.asdict(SubscriberState.from_bytes(json))
+    del fields["damaged"]  # what a read by the detector reset: none here (a read is not mended)
     return {
-        **dataclasses.asdict(SubscriberState.from_bytes(json)),
+        **fields,
         "_stored_bytes": len(stored),
         "_json_bytes": len(json),
     }

@@ -41,10 +41,16 @@ class StateFormatError(ValueError):
     """Bytes that are not a subscriber record this version can read."""
 
 
+class NewerRecordError(StateFormatError):
+    """A record compressed with a dictionary this version does not have: a newer version
+    wrote it. Not reset as a damaged record is (moments.state): the worker stops, and
+    runs again once it is a version that reads it (docs/operations.md, "Rolling back")."""
+
+
 @cache
 def dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
     if dict_id not in KNOWN_DICTIONARIES:
-        raise StateFormatError(
+        raise NewerRecordError(
             f"a subscriber record was compressed with dictionary {dict_id}, which this "
             f"version does not have (it knows {list(KNOWN_DICTIONARIES)}); run the "
             "version that wrote it, or a newer one"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 from moments.batchresult import StateChange
 from moments.fence import Stamp, headers_of, next_stamp, stamp_of_value
 from moments.partitioning import partition_of
-from moments.state import SubscriberState
+from moments.state import UNREADABLE, DamagedRecordError, SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
 
 if TYPE_CHECKING:
@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 ChangelogRecord = tuple[int, bytes, bytes | None]
 """(partition, key, value or None for a tombstone) to write to the state's changelog."""
 Header = tuple[str, bytes]
+
+
+def read_swept(raw: bytes) -> SubscriberState:
+    """A record for the window sweep: one whose bytes hold none is begun afresh, marked
+    `UNREADABLE` (the sweep writes it back and counts it), rather than ending the sweep and
+    stopping the worker. A record a newer version wrote still raises (`NewerRecordError`)."""
+    try:
+        return SubscriberState.from_bytes(raw)
+    except DamagedRecordError:
+        return SubscriberState(damaged=UNREADABLE)
 
 
 class StateWrite:
@@ -114,7 +124,7 @@ class DictStateStore:
             if raw is not None:
                 count += 1
                 size += len(raw)
-                yield sub, SubscriberState.from_bytes(raw), 0
+                yield sub, read_swept(raw), 0
         self.census[0] = Census(count, size)
 
     def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
@@ -220,7 +230,7 @@ class FaustTableStore:
                 if (raw := read(key)) is not None:
                     counts[partition] += 1
                     sizes[partition] += len(raw)
-                    yield key.decode(), SubscriberState.from_bytes(raw), partition
+                    yield key.decode(), read_swept(raw), partition
         for partition in wanted:
             self.census[partition] = Census(counts[partition], sizes[partition])
 

@@ -336,11 +336,38 @@ def sweep(
             changed = special_days(detector, sub, state, at, tz, ctx, result) or closed
         except Exception as exc:  # nor one record the sweep
             unmake(result, made)
-            result.failures.append(exc)
-            continue  # its record is not written; the next sweep tries it again
-        if changed:
+            reset = state.mend()  # a damaged record's fault, not the rules'?
+            if not reset:
+                result.failures.append(exc)
+                continue  # its record is not written; the next sweep tries it again
+            state.damaged = ", ".join(reset)
+            try:  # closing windows is idempotent: what the failed try did is done again
+                _sweep_one(detector, sub, state, at, ctx, result)
+            except Exception as again:
+                unmake(result, made)
+                result.failures.append(again)
+                continue
+            changed = True
+        if changed or state.damaged:  # damaged: read as `UNREADABLE`, or mended
+            if state.damaged:
+                result.damaged[sub] = state.damaged
+                state.damaged = ""  # said once: the record is written back sound
             result.changes[sub] = StateChange(state, partition)
     return result
+
+
+def _sweep_one(
+    detector: Detector,
+    sub: str,
+    state: SubscriberState,
+    at: int,
+    ctx: EvalContext,
+    result: BatchResult,
+) -> None:
+    """Sweep a mended record again (what `sweep` does for each)."""
+    tz = detector.zone_of(state)
+    close_windows(detector, sub, state, at, tz, ctx, result)
+    special_days(detector, sub, state, at, tz, ctx, result)
 
 
 def next_sweep(detector: Detector, state: SubscriberState, at: int) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from moments.consumer_metrics import ConsumerMetrics
+from moments.statedamage import StateMetrics
 from sinks.metrics import DispatchMetrics, Metrics
 
 from .catalogs import default_rules
@@ -55,7 +56,9 @@ def test_the_contracts_metrics_exist_with_their_labels() -> None:
 
 def test_no_label_could_carry_a_subscriber_id() -> None:
     registry = CollectorRegistry()
-    DispatchMetrics.of(Metrics(registry))
+    metrics = Metrics(registry)
+    DispatchMetrics.of(metrics)
+    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     labels = set().union(*(labels for _, labels in collectors(registry).values()))
     assert labels <= {
@@ -104,7 +107,9 @@ def documented() -> dict[str, tuple[str, set[str]]]:
 def test_every_metric_a_worker_serves_is_in_the_operations_guide() -> None:
     """docs/operations.md, Metrics: what ops read when a panel or an alert names one."""
     registry = CollectorRegistry()
-    DispatchMetrics.of(Metrics(registry))
+    metrics = Metrics(registry)
+    DispatchMetrics.of(metrics)
+    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     served = collectors(registry)
     table = documented()
@@ -122,7 +127,9 @@ def test_the_changelog_lists_every_metric_beyond_the_contract() -> None:
     section = text.split("### Metrics", 1)[1].split("\n### ", 1)[0]
     listed = set(re.findall(r"`(moments_[a-z_]+)`", section))
     registry = CollectorRegistry()
-    DispatchMetrics.of(Metrics(registry))
+    metrics = Metrics(registry)
+    DispatchMetrics.of(metrics)
+    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     assert listed == set(collectors(registry)) - set(CONTRACT)
 

@@ -23,6 +23,7 @@ from ruamel.yaml import YAML
 from moments.consumer_metrics import ConsumerMetrics
 from moments.enums import REACHED, Channel, EventType, OutcomeStatus
 from moments.records import OUTCOME_EVENT_TYPE, RejectReason, SuppressReason
+from moments.statedamage import StateMetrics
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, OversizeOutcome
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
@@ -65,7 +66,9 @@ def served() -> dict[str, set[str]]:
     counter without `_total`) reads nothing; nor their `_created` series, which the
     worker turns off (`moments.worker`: `disable_created_metrics`)."""
     registry = CollectorRegistry()
-    DispatchMetrics.of(Metrics(registry))
+    metrics = Metrics(registry)
+    DispatchMetrics.of(metrics)
+    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     names: dict[str, set[str]] = {}
     for collector, series in registry._collector_to_names.items():

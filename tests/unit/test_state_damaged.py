@@ -1,0 +1,334 @@
+"""A damaged subscriber record (bytes that hold no record, or fields of shapes the detector
+never writes) is mended where it is read: the bad fields reset (all of it when nothing
+can be read), the subscriber's events applied, the record written back sound and said
+in `BatchResult.damaged`. Before, such a record raised out of `Detector.process` (or made
+every event of the subscriber a dead letter `detector_error`): the batch failed, the
+batch loop's task crashed the worker, and its restart read the same batch again. A record
+a newer version wrote (a dictionary this one lacks) still fails the batch, as
+docs/operations.md ("Rolling back") says."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+from prometheus_client import CollectorRegistry
+
+from moments.backtest import Backtest
+from moments.backtest_input import EventFile, merged
+from moments.backtest_state import BacktestState
+from moments.batchresult import mend_unwritable
+from moments.engine import Detector
+from moments.models import EventType
+from moments.pipeline import to_records
+from moments.records import RawRecord
+from moments.simulate import limit, simulate, write_jsonl
+from moments.state import UNREADABLE, DamagedRecordError, SubscriberState
+from moments.statedamage import StateMetrics, report_damaged
+from moments.statezip import NewerRecordError, pack, unpack
+from moments.store import DictStateStore
+from moments.sweep import sweep
+from sinks.metrics import Metrics
+
+from .catalogs import default_rules
+from .rules.helpers import SUB, WELCOME, at, ev, rules_from
+
+ARRIVAL_DAY = "2026-11-02"
+
+
+def detector() -> Detector:
+    return Detector(rules_from("rules:" + WELCOME), {t.value: t for t in EventType})
+
+
+def arrival(country: str, day: str = ARRIVAL_DAY) -> tuple[EventType, dict[str, Any]]:
+    return ev(EventType.ROAMING, at(day), country=country, roaming_type="international")
+
+
+def store_after_japan() -> DictStateStore:
+    """A store whose subscriber arrived in Japan (first-time key kept) with a profile."""
+    store = DictStateStore(cache_capacity=0)
+    profile = ev(EventType.PROFILE, at("2026-11-01"), tier="gold", timezone="Asia/Shanghai")
+    offsets: dict[str, int] = {}
+    result = detector().process(
+        to_records([profile, arrival("JP")], offsets=offsets), store.load, None
+    )
+    assert [t.moment.params["country"] for t in result.tasks] == ["JP"]
+    store.save(result.changes)
+    return store
+
+
+def damage(store: DictStateStore, **fields: Any) -> None:
+    """The stored record with these fields replaced (as a damaged or hand-edited one)."""
+    doc = orjson.loads(unpack(store.data[SUB]))
+    doc.update(fields)
+    store.data[SUB] = pack(orjson.dumps(doc))
+
+
+def later(*events: tuple[EventType, dict[str, Any]]) -> list[RawRecord]:
+    """Records after those `store_after_japan` applied (offsets past theirs)."""
+    return to_records(list(events), offsets={"roaming": 5, "profile": 5})
+
+
+MALFORMED: list[tuple[dict[str, Any], str]] = [
+    ({"o": [1, 2]}, "offsets"),  # read before the event's try: the batch raised
+    ({"o": {"r0": "7"}}, "offsets"),
+    ({"e": "x"}, "erased"),
+    ({"n": {"r": "yesterday"}}, "seen"),  # read inside it: every event a detector_error
+    ({"f": ["JP"]}, "first_seen"),
+    ({"p": ["gold"]}, "profile"),
+]
+
+
+@pytest.mark.parametrize(("fields", "reset"), MALFORMED, ids=[r for _, r in MALFORMED])
+def test_a_malformed_field_is_reset_and_the_rest_kept(fields: dict[str, Any], reset: str) -> None:
+    """A later arrival in Korea makes its task; Japan is still not first (the first-time
+    keys kept, unless they were what was damaged), the profile kept; the record is
+    written back sound."""
+    store = store_after_japan()
+    damage(store, **fields)
+    result = detector().process(
+        later(arrival("KR", "2026-11-03"), arrival("JP", "2026-11-03")), store.load, None
+    )
+    assert not result.failures
+    assert not result.dead_letters
+    fired = ["KR", "JP"] if reset == "first_seen" else ["KR"]
+    assert [t.moment.params["country"] for t in result.tasks] == fired
+    assert result.damaged == {SUB: reset}
+    store.save(result.changes)
+    again = SubscriberState.from_bytes(store.data[SUB])
+    assert again.faults() == []
+    if reset != "profile":
+        assert again.profile == {"tier": "gold", "timezone": "Asia/Shanghai"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "reset"),
+    [({"r": {"r": [1, 2]}}, "recent"), ({"n": {"p": "x", "r": 1}}, "profile_at, seen")],
+    ids=["ring", "profile time"],
+)
+def test_a_record_that_cannot_be_written_is_mended_then(fields: dict[str, Any], reset: str) -> None:
+    """A damaged field no rule read fails only the record's write (`to_json`: a ring of
+    no digests, a latest profile time of no number): the runtime's write of the batch
+    raised, and the worker stopped. `mend_unwritable`, where the write fails, resets it."""
+    store = store_after_japan()
+    damage(store, **fields)
+    result = detector().process(later(arrival("KR", "2026-11-03")), store.load, None)
+    assert [t.moment.params["country"] for t in result.tasks] == ["KR"]
+    with pytest.raises(TypeError):
+        store.save(result.changes)
+    mend_unwritable(result)
+    assert result.damaged == {SUB: reset}
+    store.save(result.changes)
+    assert SubscriberState.from_bytes(store.data[SUB]).faults() == []
+
+
+def test_a_field_nothing_reads_is_left_as_it_is() -> None:
+    """Found only where it fails (no check of sound records): a ring of a series no rule in
+    force reads is written back as it was read."""
+    store = store_after_japan()
+    damage(store, s={"ab12": ["x"]})
+    result = detector().process(later(arrival("KR", "2026-11-03")), store.load, None)
+    assert [t.moment.params["country"] for t in result.tasks] == ["KR"]
+    assert result.damaged == {}
+    store.save(result.changes)
+    kept: Any = SubscriberState.from_bytes(store.data[SUB]).series  # a shape it never holds
+    assert kept == {"ab12": ["x"]}
+
+
+def test_a_series_ring_a_rule_reads_is_reset_when_it_fails() -> None:
+    """The default catalog's spend series: a ring of no numbers made every usage event of
+    the subscriber a dead letter `detector_error`."""
+    found = Detector(default_rules(), {t.value: t for t in EventType})
+    store = DictStateStore(cache_capacity=0)
+    usage = [
+        ev(EventType.USAGE, at("2026-11-02", f"1{n}:00"), kind="voice", quantity=60, charge=1)
+        for n in range(2)
+    ]
+    offsets: dict[str, int] = {}
+    first = found.process(to_records(usage[:1], offsets=offsets), store.load, None)
+    store.save(first.changes)
+    rings = SubscriberState.from_bytes(store.data[SUB]).series
+    assert rings
+    damage(store, s={tag: ["x"] for tag in rings})
+    result = found.process(to_records(usage[1:], offsets=offsets), store.load, None)
+    assert not result.failures
+    assert result.damaged == {SUB: "series"}
+    store.save(result.changes)
+    assert SubscriberState.from_bytes(store.data[SUB]).faults() == []
+
+
+def test_a_profile_field_its_model_refuses_goes_alone() -> None:
+    store = store_after_japan()
+    damage(store, p={"tier": "gold", "timezone": 7, "quiet_hours": 5})
+    result = detector().process(later(arrival("KR", "2026-11-03")), store.load, None)
+    assert [t.moment.params["country"] for t in result.tasks] == ["KR"]
+    assert result.damaged == {SUB: "profile"}
+    store.save(result.changes)
+    assert SubscriberState.from_bytes(store.data[SUB]).profile == {"tier": "gold"}
+
+
+UNREADABLE_BYTES = [
+    b"\x00\x01garbage",  # not zstd nor JSON
+    b"\x28\xb5\x2f\xfd\x00\x00",  # a zstd frame cut short
+    b'{"o": {"r0": 3',  # JSON cut short
+    b"[1, 2]",  # JSON, no object
+]
+
+
+@pytest.mark.parametrize("stored", UNREADABLE_BYTES)
+def test_a_record_that_cannot_be_read_is_begun_afresh(stored: bytes) -> None:
+    """Its first-time keys are gone with it: Japan fires again."""
+    store = store_after_japan()
+    store.data[SUB] = stored
+    with pytest.raises(DamagedRecordError):
+        SubscriberState.from_bytes(stored)
+    result = detector().process(later(arrival("JP", "2026-11-03")), store.load, None)
+    assert not result.failures
+    assert [t.moment.params["country"] for t in result.tasks] == ["JP"]
+    assert result.damaged == {SUB: UNREADABLE}
+    store.save(result.changes)
+    assert SubscriberState.from_bytes(store.data[SUB]).faults() == []
+
+
+def test_a_damaged_record_of_a_subscriber_with_no_event_applied_is_written_back() -> None:
+    """A dead letter of theirs in the batch led to the check: their record is mended too,
+    so it is said once; the other subscribers' events are applied as usual."""
+    store = store_after_japan()
+    store.data[SUB] = b"\x00\x01garbage"
+    other = arrival("JP")[1] | {"subscriber_id": "13900139002", "event_id": "o1"}
+    records = later((EventType.ROAMING, other), arrival("KR", "2026-11-03"))
+    result = detector().process(records, store.load, None)
+    assert sorted(t.subscriber_id for t in result.tasks) == [SUB, "13900139002"]
+    assert set(result.damaged) == {SUB}
+    assert result.changes[SUB].state == SubscriberState.from_bytes(
+        result.changes[SUB].state.to_json()  # type: ignore[union-attr]  # written, not deleted
+    )
+
+
+def test_a_record_of_a_newer_version_still_fails_the_batch() -> None:
+    """docs/operations.md, "Rolling back": the worker stops, until it runs a version that
+    reads the record; it is not reset, which would lose the newer version's state."""
+    samples: list[bytes | bytearray | memoryview[int]] = [
+        SubscriberState(watermark=i, recent={"u": [f"{i:012x}"]}).to_json() for i in range(400)
+    ]
+    newer = zstandard.train_dictionary(1024, samples, dict_id=999)
+    store = DictStateStore()
+    store.data[SUB] = zstandard.ZstdCompressor(dict_data=newer, write_dict_id=True).compress(
+        samples[0]
+    )
+    with pytest.raises(NewerRecordError, match="dictionary 999"):
+        detector().process(to_records([arrival("JP")]), store.load, None)
+    with pytest.raises(NewerRecordError):
+        list(store.items([0]))  # the window sweep's read too
+
+
+def test_a_fault_of_the_rules_on_a_sound_record_is_still_a_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a record `faults` finds damaged is mended: a rule's own error stays what it was."""
+    store = store_after_japan()
+
+    def broken(*_: Any) -> None:
+        raise ZeroDivisionError("a rule's bug")
+
+    found = detector()
+    monkeypatch.setattr(found, "apply", broken)
+    result = found.process(later(arrival("KR", "2026-11-03")), store.load, None)
+    assert [type(f) for f in result.failures] == [ZeroDivisionError]
+    assert [d.reason for d in result.dead_letters] == ["detector_error"]
+    assert result.damaged == {}
+
+
+def test_a_sound_record_is_not_checked_field_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check runs only where a batch failed: nothing more for a sound record."""
+
+    def checked(_: SubscriberState) -> list[str]:
+        raise AssertionError("faults() ran on a batch that did not fail")
+
+    store = store_after_japan()
+    monkeypatch.setattr(SubscriberState, "faults", checked)
+    result = detector().process(later(arrival("KR", "2026-11-03")), store.load, None)
+    assert [t.moment.params["country"] for t in result.tasks] == ["KR"]
+
+
+def test_a_simulated_days_records_are_sound(tmp_path: Path) -> None:
+    """`faults` finds nothing in what the detector writes (the default catalog, a day of
+    simulated events): it never resets a sound field."""
+    start = dt.datetime(2026, 5, 11, tzinfo=dt.UTC)
+    events = simulate(60, 60 * 72 / 86400, seed=7, start=start)
+    path = tmp_path / "day.jsonl"
+    write_jsonl(path, events, limit(events, 60 * 72 / 86400, 86400) or 0)
+    backtest = Backtest(default_rules())
+    asyncio.run(backtest.run(merged([EventFile(path)]), None, None))
+    assert isinstance(backtest.state, BacktestState)
+    held = list(backtest.state.records.values())
+    assert len(held) == 60
+    assert sum(bool(s.profile) for s in held) > 30  # profiles are among what is checked
+    for state in held:
+        assert state.faults() == [], state
+        assert SubscriberState.from_bytes(state.to_bytes()).faults() == []
+
+
+class TestSweep:
+    """The window sweep reads every record of its partitions: a damaged one ended it and
+    stopped the worker (one that cannot be read), or failed at every sweep."""
+
+    def swept(self, store: DictStateStore) -> Any:
+        found = Detector(default_rules(), {t.value: t for t in EventType})
+        later = int(dt.datetime(2026, 12, 1, tzinfo=dt.UTC).timestamp())
+        return sweep(found, store.items([0]), lambda _p: later, None)
+
+    def test_a_record_that_cannot_be_read_is_written_back_afresh(self) -> None:
+        store = store_after_japan()
+        store.data[SUB] = b"\x00\x01garbage"
+        result = self.swept(store)
+        assert result.damaged == {SUB: UNREADABLE}
+        assert not result.failures
+        store.save(result.changes)
+        assert SubscriberState.from_bytes(store.data[SUB]).faults() == []
+
+    def test_a_malformed_field_is_reset_and_the_record_swept(self) -> None:
+        store = store_after_japan()
+        damage(store, c="daily")
+        result = self.swept(store)
+        assert result.damaged == {SUB: "closed"}
+        assert not result.failures
+        store.save(result.changes)
+        again = SubscriberState.from_bytes(store.data[SUB])
+        assert again.faults() == []
+        assert again.closed  # swept on the mended record
+        assert not again.damaged  # said once
+
+    def test_a_sound_record_swept_is_not_said_damaged(self) -> None:
+        result = self.swept(store_after_japan())
+        assert result.damaged == {}
+
+
+def test_each_damaged_record_is_counted_and_logged_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Counted by kind, each series from 0; one line a record, the subscriber as `shown`
+    gives it (the runtime's: `mask_msisdn` unless MOMENTS_LOG_PII)."""
+    metrics = StateMetrics.of(Metrics(CollectorRegistry()))
+    assert metrics.damaged.labels("unreadable")._value.get() == 0
+    with caplog.at_level(logging.WARNING, logger="moments.statedamage"):
+        report_damaged(
+            metrics,
+            {"13800138001": UNREADABLE, "13900139002": "offsets, seen"},
+            lambda sub: f"sub-{sub[-2:]}",
+        )
+    assert metrics.damaged.labels("unreadable")._value.get() == 1
+    assert metrics.damaged.labels("malformed")._value.get() == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert "subscriber sub-01:" in lines[0]
+    assert "begun afresh" in lines[0]
+    assert "subscriber sub-02:" in lines[1]
+    assert "(offsets, seen): those reset" in lines[1]
+    assert not any("1380013" in line or "1390013" in line for line in lines)
