@@ -347,11 +347,8 @@ class SubscriberState:
                     self.profile.pop(key, None)
             else:
                 setattr(self, name, getattr(fresh, name))
-        if "profile" in bad or "profile_at" in bad:  # the times of fields kept, or all
-            times = self.profile_at if "profile_at" not in bad else {}
-            self.profile_at = {n: t for n, t in times.items() if n in self.profile} or (
-                {PROFILE_AT_ANY: self.seen["p"]} if "p" in self.seen else {}
-            )
+        if "profile_at" in bad and "p" in self.seen:  # as a record of before they were kept
+            self.profile_at = {PROFILE_AT_ANY: self.seen["p"]}
         return bad
 
 

@@ -170,7 +170,10 @@ def test_a_profile_field_its_model_refuses_goes_alone() -> None:
     assert [t.moment.params["country"] for t in result.tasks] == ["KR"]
     assert result.damaged == {SUB: "profile"}
     store.save(result.changes)
-    assert SubscriberState.from_bytes(store.data[SUB]).profile == {"tier": "gold"}
+    again = SubscriberState.from_bytes(store.data[SUB])
+    assert again.profile == {"tier": "gold"}
+    set_at = int(dt.datetime.fromisoformat(at("2026-11-01")).timestamp())
+    assert again.profile_at["tier"] == set_at  # the times kept: an older update is refused
 
 
 UNREADABLE_BYTES = [
