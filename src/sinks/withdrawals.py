@@ -38,6 +38,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from moments.enums import Channel, WithdrawReason
 from moments.models import InputEvent, ProfileEvent, ServiceTask, TaskWithdrawal, channel_key
 from sinks.base import Headers, Message, Producer, produce_all
+from sinks.ledger import state_of
 from sinks.metrics import Dependency, Metrics, NewerRead
 from sinks.payloads import by_newer_version
 from sinks.retry import Retrying, with_retry
@@ -349,21 +350,19 @@ class Withdrawals:
         return made
 
     async def send_owed(self, made: Sequence[TaskWithdrawal]) -> None:
-        """Publish the withdrawals `owe_dropped` made, their drops written, then settle them."""
-        if not made:
-            return
-        await self._publish(made)
-        ids = [w.task_id for w in made]
-        await self._redis(lambda: self.ledger.settle_withdrawals(ids), "settling withdrawals")
+        """Publish the withdrawals `owe_dropped` made, their drops written, and settle them,
+        as the timer does (`_publish_dropped`): a drop writes nothing on an entry no longer
+        pending, so one whose worker stalled past the grace period between the owe and the
+        drop, while another worker's re-drive took the task and sent it (the customer opted
+        back in), is settled unpublished; published regardless, it told the consumer to
+        drop a task sent and standing."""
+        if made:
+            await self._publish_dropped([(w.task_id, w) for w in made])
 
     async def resend_owed(self, older_than: float) -> int:
-        """The timer's: the withdrawals owed longer than the grace period. Published (the
-        same notice) when the task's entry is dropped for a profile change, or gone (kept a
-        day past the task's expiry: the publish failed, or its worker died after the drop);
-        settled unpublished when it was sent or dropped for another reason (the drop never
-        written, and the task decided again); left owed while it is pending, waiting or
-        merged (that decision is still to come). Returns how many were published. None
-        with no topic (none is owed then)."""
+        """The timer's: the withdrawals owed longer than the grace period (their publish
+        failed, or their worker died before it), published or settled as `_publish_dropped`
+        says. Returns how many were published. None with no topic (none is owed then)."""
         if self.topic is None:
             return 0
         owed = await self._redis(
@@ -371,27 +370,41 @@ class Withdrawals:
         )
         if not owed:
             return 0
+        published = await self._publish_dropped(owed)
+        if published:
+            log.warning(
+                "published %d withdrawal(s) of dropped tasks that their worker did not (its "
+                "publish failed, or it stopped between the drop and the publish)",
+                published,
+            )
+        return published
+
+    async def _publish_dropped(self, owed: Sequence[tuple[str, TaskWithdrawal | bytes]]) -> int:
+        """The owed withdrawals (task id, the notice or its stored bytes) by their task's
+        entry: published (the same notice) when it is dropped for a profile change, or gone
+        (kept a day past the task's expiry); settled unpublished when it was sent or dropped
+        for another reason (the drop never written, and the task decided again); left owed
+        while it is pending, waiting or merged (that decision is still to come). Those
+        published are settled after their publish. Returns how many were published."""
         ids = [task_id for task_id, _ in owed]
         values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
         made: list[TaskWithdrawal] = []
         settled: list[str] = []
         for (task_id, record), value in zip(owed, values, strict=True):
-            if value is not None and value[:1] in (b"P", b"D", b"M"):
+            if state_of(value) in ("pending", "deferred", "merged"):
                 continue
             settled.append(task_id)
             if value is not None and value[1:].decode(errors="replace") not in WITHDRAWN_FOR:
                 continue  # sent, or dropped for no profile change
+            if isinstance(record, TaskWithdrawal):
+                made.append(record)
+                continue
             try:
                 made.append(TaskWithdrawal.model_validate_json(record))
             except ValidationError as exc:
                 log.error("task %s: withdrawal owed is not one (%s); left out", task_id, exc)
         if made:
             await self._publish(made)
-            log.warning(
-                "published %d withdrawal(s) of dropped tasks that their worker did not (its "
-                "publish failed, or it stopped between the drop and the publish)",
-                len(made),
-            )
         await self._redis(lambda: self.ledger.settle_withdrawals(settled), "settling withdrawals")
         return len(made)
 

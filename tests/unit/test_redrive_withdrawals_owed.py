@@ -175,3 +175,53 @@ async def test_a_withdrawal_owed_for_a_task_sent_since_is_never_published() -> N
     await sink.redrive(GRACE_S)
     assert notices(producer) == []
     assert await stores.ledger.owed_withdrawals(-1.0) == []
+
+
+async def test_a_stalled_redrives_withdrawal_is_not_published_for_the_task_another_sent() -> None:
+    """A re-drive owes the withdrawal of the task it drops `opt_out`, then stalls past the
+    grace period before its drop is written; the customer opts back in, and another
+    worker's re-drive takes the task and sends it. The stalled drop finds the task sent
+    (it writes nothing), and its notice is settled unpublished, as its timer's would be
+    (`resend_owed`): published, it told the consumer to drop a task sent and standing."""
+    clock, stores, sink, producer = setup(hours=False)
+    other = TaskSink(
+        producer,
+        "tasks",
+        stores,
+        Metrics(),
+        DispatchPolicy.model_validate({"timezone": "UTC"}),
+        clock=clock,
+        withdrawals_topic=WITHDRAWALS_TOPIC,
+    )
+    await stores.ledger.claim([(TASK, task_bytes(call()))])
+    clock.now += 10
+    await opt_out(sink, clock.now)
+    clock.now += GRACE_S
+    owe = sink.withdrawals.owe_dropped
+
+    async def stalled(dropped: Any) -> Any:
+        made = await owe(dropped)
+        clock.now += 1
+        await opt_in(other, clock.now)
+        clock.now += GRACE_S + 1
+        assert await other.redrive(GRACE_S) == 1
+        return made
+
+    sink.withdrawals.owe_dropped = stalled  # type: ignore[method-assign]
+    assert await sink.redrive(GRACE_S) == 1
+    assert await stores.ledger.state(TASK) == "sent"
+    assert [orjson.loads(p.payload)["task_id"] for p in producer.sent] == [TASK]
+    assert notices(producer) == []
+    assert await stores.ledger.owed_withdrawals(-1.0) == []
+
+
+async def opt_in(sink: TaskSink, at: float) -> None:
+    update = ProfileEvent.model_validate(
+        {
+            "event_id": f"p{at}",
+            "subscriber_id": SUB,
+            "occurred_at": dt.datetime.fromtimestamp(at, dt.UTC),
+            "opt_out": [],
+        }
+    )
+    await sink.subscribers.record_facts([update])

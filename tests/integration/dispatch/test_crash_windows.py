@@ -279,6 +279,38 @@ class TestWithdrawnAtTheRedrive:
         assert await w.ledger.owed_withdrawals(0) == []
         assert len(await published(w.settings, 1)) == 1  # not sent again
 
+    async def test_a_redrive_stalled_before_its_drop_withdraws_no_task_another_sent(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The re-drive owes the withdrawal of the SMS it drops `opt_out`, and stalls before
+        writing the drop; the customer opts back in, and another worker's re-drive sends the
+        task. The stalled drop writes nothing (the entry is `S`), and its notice is settled
+        unpublished (`send_owed` reads the entry again, as the timer does). Before, it was
+        published all the same, and the consumer dropped a task sent and standing."""
+        w = make_worker()
+        await published_then_died(make_worker, "w4")
+        opt_out = ProfileEvent(event_id="p-4", subscriber_id=SUB, occurred_at=NOW, opt_out=["sms"])
+        await w.sink.subscribers.record_facts([opt_out])
+        stalled, other = make_worker(), make_worker()
+        for sink in (stalled.sink, other.sink):
+            sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        owe = stalled.sink.withdrawals.owe_dropped
+
+        async def owes_then_stalls(dropped: Any) -> Any:
+            made = await owe(dropped)
+            later = NOW + dt.timedelta(seconds=1)
+            opt_in = ProfileEvent(event_id="p-5", subscriber_id=SUB, occurred_at=later, opt_out=[])
+            await w.sink.subscribers.record_facts([opt_in])
+            assert await other.sink.redrive(older_than=0) == 1
+            return made
+
+        stalled.sink.withdrawals.owe_dropped = owes_then_stalls  # type: ignore[method-assign]
+        assert await stalled.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state("w4") == "sent"
+        assert [t["task_id"] for t in await published(w.settings, 2)] == ["w4", "w4"]
+        assert values(await read_written(w.settings, "task_withdrawals")) == []
+        assert await w.ledger.owed_withdrawals(0) == []
+
     async def test_a_task_sent_then_parked_at_its_redrive_is_withdrawn_by_a_tombstone(
         self, make_worker: MakeWorker
     ) -> None:
