@@ -19,6 +19,7 @@ import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from moments.backtest import CollectingProducer
+from moments.enums import WithdrawReason
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
 from sinks.base import Headers
 from sinks.dispatch import TaskSink
@@ -27,7 +28,7 @@ from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
-from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
+from sinks.withdrawals import WITHDRAWALS_TOPIC, ProfileChange, notice, profile_changes
 
 from .fakes import Clock
 
@@ -225,3 +226,24 @@ async def opt_in(sink: TaskSink, at: float) -> None:
         }
     )
     await sink.subscribers.record_facts([update])
+
+
+async def test_a_withdrawal_a_newer_version_owed_on_a_channel_unknown_here_goes_out() -> None:
+    """A newer version's worker owed the withdrawal of a task on a channel this version
+    does not know (`wechat`), wrote the drop and died. This version's timer publishes the
+    notice naming the channel as it was made (docs/operations.md, "Rolling upgrades":
+    withdrawals still go out for such a task); before, it failed to read as a
+    `TaskWithdrawal`, was logged and settled, and never went out."""
+    clock, stores, sink, producer = setup(hours=False)
+    await stores.ledger.claim([(TASK, task_bytes(call()))])
+    await stores.ledger.drop_many([(TASK, "opt_out")])
+    change = ProfileChange(SUB, WithdrawReason.OPT_OUT, PRODUCED)
+    made = orjson.loads(orjson.dumps(notice(call(), change, clock.now).model_dump(mode="json")))
+    await stores.ledger.owe_withdrawals([(TASK, orjson.dumps({**made, "channel": "wechat"}))])
+    clock.now += GRACE_S + 1
+    await sink.redrive(GRACE_S)
+    published = [orjson.loads(p.payload) for p in producer.withdrawn]
+    assert published == [{**made, "channel": "wechat"}]
+    newer = {"kind": "withdrawal"}
+    assert sink.metrics.registry.get_sample_value("moments_tasks_newer_version_total", newer) == 1
+    assert await stores.ledger.owed_withdrawals(-1.0) == []
