@@ -533,8 +533,8 @@ class TaskSink:
         reason). `made`: when the engine's fresh tasks among them were made, as a
         tombstone's mark is compared with (`_send`). `redriven` (a re-drive's, by id: when
         each went pending): those answered already are confirmed as sent
-        (`_confirm_answered`), looked at once the declines are read, and the others marked
-        re-driven (`Ledger.mark_redriven`) before they are routed; `released` (taken out of
+        (`_confirm_answered`), looked at once the declines are read (each was marked
+        re-driven by its claim, `Ledger.claim_stale`); `released` (taken out of
         the deferral queue, `decide_taken`): those answered already alike, dated now. A park
         refused for a tombstone recorded since the facts were read (`Writes.raced`) is
         decided again once this is done (`retake`; not again from that decision), so
@@ -567,12 +567,9 @@ class TaskSink:
                 candidates = await self._confirm_answered(candidates, redriven or {})
             sealed: set[str] = set()
             if redriven is not None:
-                # Produced, maybe: one this decision parks is withdrawn when dropped later.
-                decided = [c.carrier_id for c in candidates]
-                await self._redis(
-                    lambda: self.ledger.mark_redriven(decided), "marking re-driven tasks"
-                )
-                sealed.update(decided)
+                # Produced, maybe (each marked re-driven by its claim, `Ledger.claim_stale`):
+                # one this decision parks is withdrawn when dropped later.
+                sealed.update(c.carrier_id for c in candidates)
             elif released:
                 sealed = await self._parked_by_redrive(candidates)
             to_send: list[ServiceTask] = []

@@ -74,11 +74,15 @@ end
 return 0
 """
 
-# Re-score an entry only if it is still stale, so exactly one worker claims it.
-# K: task; A: id; S: cutoff, now; SK: pending. {the entry's value when this caller
-# claimed it, its score before (when it went pending)}; false when it is no longer
-# stale (another worker took it) or no longer pending (expired or settled meanwhile:
-# then it leaves the index).
+# Re-score an entry only if it is still stale, so exactly one worker claims it, and mark
+# it re-driven in the same step (as `_MARK_REDRIVEN`: it may have gone out): marked after
+# the decision's first reads, a stalled worker's join landing in between merged it into
+# its subscriber's waiting task (`sinks.deferral._JOIN` refuses a marked one), and it went
+# out under its own id and again inside that task.
+# K: task, its `redriven:<id>` mark; A: id; S: cutoff, now; SK: pending. {the entry's
+# value when this caller claimed it, its score before (when it went pending)}; false when
+# it is no longer stale (another worker took it) or no longer pending (expired or settled
+# meanwhile: then it leaves the index).
 _CLAIM_STALE = """
 local score = redis.call('ZSCORE', SK[1], A[1])
 if not score or tonumber(score) > tonumber(S[1]) then return false end
@@ -88,6 +92,8 @@ if not v or string.sub(v, 1, 1) ~= 'P' then
   return false
 end
 redis.call('ZADD', SK[1], S[2], A[1])
+local left = redis.call('PTTL', K[1])
+if left > 0 then redis.call('SET', K[2], '1', 'PX', left) end
 return {v, score}
 """
 
@@ -454,7 +460,7 @@ class TaskLedger:
         self.withdrawal_records_key = f"{prefix}withdrawals:records"
         """Task id -> its withdrawal notice while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
-        self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=1, args=1)
+        self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=2, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=10, args=11)
         self._mark_redriven = BatchScript(redis, _MARK_REDRIVEN, keys=2, args=1)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
@@ -680,7 +686,7 @@ class TaskLedger:
             self.pending_key, "-inf", cutoff, start=0, num=limit
         )
         task_ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
-        calls = [((self.key(i),), (i,)) for i in task_ids]
+        calls = [((self.key(i), self.redriven_key(i)), (i,)) for i in task_ids]
         replies = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
         claimed = [(i, r) for i, r in zip(task_ids, replies, strict=True) if r]
         if since is not None:

@@ -251,6 +251,7 @@ class MemoryLedger:
                 self.pending.pop(task_id, None)
                 continue
             claimed.append((task_id, value[1:]))
+            await self.mark_redriven([task_id])  # as Redis: in the claim's step
             if since is not None:
                 since[task_id] = score
         return claimed

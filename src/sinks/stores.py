@@ -196,7 +196,8 @@ class Ledger(Protocol):
         self, older_than: float, limit: int = 500, since: dict[str, float] | None = None
     ) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller (each
-        re-scored now, so that one worker re-drives it), with their payloads. `since`,
+        re-scored now, so that one worker re-drives it, and marked re-driven in the same
+        step, as `mark_redriven` marks: no join lands between), with their payloads. `since`,
         when given, takes when each claimed entry went pending, read in the same step
         (claimed, released, or taken up by an earlier re-drive): its owner published it
         just after (`TaskSink._confirm_answered`)."""

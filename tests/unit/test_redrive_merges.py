@@ -141,3 +141,42 @@ async def test_a_task_a_redrive_took_meanwhile_is_not_merged_by_its_stalled_work
     clock.now += 3600
     await sink.release_due()
     assert published(producer).get(WAITING) == []
+
+
+async def test_a_stalled_join_landing_before_the_redrive_marks_the_task_does_not_merge_it() -> None:
+    """As above, but the stalled worker's join lands after the other worker's re-drive
+    claimed the entry (`claim_stale`) and before it marked it: the decision reads the
+    declines, the facts and the outcomes first. The re-drive's claim marks the entry, so
+    the join refuses it: the re-drive sends it, and the waiting call goes out without it.
+    Before: merged, `M<waiting>`, it went out alone and again inside the waiting call."""
+    clock = Clock(PRODUCED.timestamp() - 3 * 3600)
+    stores, sink, producer = sink_of(clock, DispatchPolicy.model_validate({"timezone": "UTC"}))
+    sink.add(call(WAITING, dt.datetime.fromtimestamp(clock.now, dt.UTC), "a"))
+    await sink.flush()
+    assert await stores.ledger.state(WAITING) == "deferred"
+
+    fresh = call(FRESH, dt.datetime.fromtimestamp(clock.now + 60, dt.UTC), "b")
+    await stores.ledger.claim([(FRESH, task_bytes(fresh))])  # the stalled worker's claim
+    clock.now += GRACE_S + 70
+    redriving = TaskSink(
+        CollectingProducer(clock),
+        "tasks",
+        stores,
+        Metrics(),
+        DispatchPolicy.model_validate({"timezone": "UTC"}),
+        clock=clock,
+    )
+    read_for = redriving._read_for
+
+    async def joined_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        await stores.deferral.join_many([Joining(FRESH, SUB, task_bytes(fresh))])
+        return await read_for(*args, **kwargs)
+
+    redriving._read_for = joined_meanwhile  # type: ignore[method-assign]
+    assert await redriving.redrive(GRACE_S) == 1
+    assert await stores.ledger.state(FRESH) == "sent"
+    assert await stores.ledger.group(WAITING) == []
+
+    clock.now += 3600
+    await sink.release_due()
+    assert published(producer).get(WAITING) == []

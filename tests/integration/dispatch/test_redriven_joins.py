@@ -55,3 +55,16 @@ async def test_a_redriven_task_neither_joins_nor_is_joined(
     assert await stores.deferral.join_many([Joining(FRESH, SUB, b"")]) == [None]
     assert await stores.ledger.state(FRESH) == "pending"
     assert await stores.ledger.group(WAITING) == []
+
+
+async def test_a_task_a_redrive_claimed_is_marked_and_joins_nothing(
+    stores: DispatchStores,
+) -> None:
+    """The re-drive's claim (`claim_stale`) marks the entry in its own step: a stalled
+    worker's join landing before the decision's first writes finds the mark. Before, the
+    mark came after the decision's reads, and such a join merged the task."""
+    await waiting_and_fresh(stores)
+    assert [i for i, _ in await stores.ledger.claim_stale(-1.0)] == [FRESH]
+    assert await stores.ledger.redriven([FRESH, WAITING]) == {FRESH}
+    assert await stores.deferral.join_many([Joining(FRESH, SUB, b"")]) == [None]
+    assert await stores.ledger.state(FRESH) == "pending"
