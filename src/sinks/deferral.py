@@ -269,11 +269,13 @@ return n
 # its moments and the task's together (`sinks.capacity.merged_rank`: the best priority,
 # the highest risk, the oldest moment, each of its own), in `rank` or, due already, in
 # `due`. Neither the task nor the carrier may be one the re-drive decides
-# (`redriven:<id>`, `TaskLedger.mark_redriven`): it may have gone out under its id, so
-# absorbed into another task it was sent twice and withdrawn with neither (a stalled
-# worker's join landing while another worker re-drives it), and as a carrier it went out
-# again under an id the consumer may have seen, the moments that joined it in `related`,
-# which a consumer dropping repeats by id never acted on.
+# (`redriven:<id>`, set by its claim, `TaskLedger.claim_stale`): it may have gone out under
+# its id, so absorbed into another task it was sent twice and withdrawn with neither (a
+# stalled worker's join landing while another worker re-drives it), and as a carrier it
+# went out again under an id the consumer may have seen, the moments that joined it in
+# `related`, which a consumer dropping repeats by id never acted on. Both marks are looked
+# at once a carrier is found (one EXISTS): most fresh tasks find none, and the script's
+# commands for them stay the two GETs.
 _JOIN = """
 local function merged(a, b)
   local ranked, seconds, risks = @RANK_LAYOUT@
@@ -287,12 +289,11 @@ end
 local v = redis.call('GET', K[1])
 if v and string.sub(v, 1, 1) == 'M' then return string.sub(v, 2) end
 if not v or string.sub(v, 1, 1) ~= 'P' then return false end
-if redis.call('EXISTS', S[4] .. A[1]) == 1 then return false end
 local carrier = redis.call('GET', K[2])
 if not carrier or carrier == A[1] then return false end
 local cv = redis.call('GET', S[1] .. carrier)
 if not cv or string.sub(cv, 1, 1) ~= 'D' then return false end
-if redis.call('EXISTS', S[4] .. carrier) == 1 then return false end
+if redis.call('EXISTS', S[4] .. A[1], S[4] .. carrier) > 0 then return false end
 if A[3] ~= '' or A[4] ~= '' then
   local due = tonumber(redis.call('ZSCORE', SK[2], carrier))
   if not due then return false end

@@ -663,15 +663,13 @@ class MemoryDeferrals:
             return value[1:].decode()
         if value is None or not value.startswith(PENDING):
             return None
-        if await self.ledger.redriven([task_id]):  # as Redis: it may have gone out
-            return None
         carrier = self._open_carrier(subscriber_id)
         if carrier is None or carrier == task_id:
             return None
         carried = await self.ledger.get(carrier)
         if carried is None or not carried.startswith(DEFERRED):
             return None
-        if await self.ledger.redriven([carrier]):  # as Redis: its id may have been seen
+        if await self.ledger.redriven([task_id, carrier]):  # as Redis: it may have gone out
             return None
         due = self.scores.get(carrier)
         if item.due_from is not None or item.due_by is not None:
