@@ -273,9 +273,11 @@ return n
 # its id, so absorbed into another task it was sent twice and withdrawn with neither (a
 # stalled worker's join landing while another worker re-drives it), and as a carrier it
 # went out again under an id the consumer may have seen, the moments that joined it in
-# `related`, which a consumer dropping repeats by id never acted on. Both marks are looked
-# at once a carrier is found (one EXISTS): most fresh tasks find none, and the script's
-# commands for them stay the two GETs.
+# `related`, which a consumer dropping repeats by id never acted on; such a carrier's
+# group is closed (`open` deleted), so the task's park opens one of its own that the
+# subscriber's next moments join (kept open for the window, every join refused, each went
+# as a task of its own). The marks are looked at once a carrier is found: most fresh tasks
+# find none, and the script's commands for them stay the two GETs.
 _JOIN = """
 local function merged(a, b)
   local ranked, seconds, risks = @RANK_LAYOUT@
@@ -293,7 +295,11 @@ local carrier = redis.call('GET', K[2])
 if not carrier or carrier == A[1] then return false end
 local cv = redis.call('GET', S[1] .. carrier)
 if not cv or string.sub(cv, 1, 1) ~= 'D' then return false end
-if redis.call('EXISTS', S[4] .. A[1], S[4] .. carrier) > 0 then return false end
+if redis.call('EXISTS', S[4] .. carrier) == 1 then
+  redis.call('DEL', K[2])
+  return false
+end
+if redis.call('EXISTS', S[4] .. A[1]) == 1 then return false end
 if A[3] ~= '' or A[4] ~= '' then
   local due = tonumber(redis.call('ZSCORE', SK[2], carrier))
   if not due then return false end

@@ -669,7 +669,10 @@ class MemoryDeferrals:
         carried = await self.ledger.get(carrier)
         if carried is None or not carried.startswith(DEFERRED):
             return None
-        if await self.ledger.redriven([task_id, carrier]):  # as Redis: it may have gone out
+        if await self.ledger.redriven([carrier]):  # as Redis: its group closes
+            del self.open[subscriber_id]
+            return None
+        if await self.ledger.redriven([task_id]):  # as Redis: it may have gone out
             return None
         due = self.scores.get(carrier)
         if item.due_from is not None or item.due_by is not None:

@@ -180,3 +180,30 @@ async def test_a_stalled_join_landing_before_the_redrive_marks_the_task_does_not
     clock.now += 3600
     await sink.release_due()
     assert published(producer).get(WAITING) == []
+
+
+async def test_the_fresh_moments_beside_the_task_a_redrive_parked_merge_with_each_other() -> None:
+    """As the first test, with two fresh call moments a minute apart: the re-driven park
+    takes no moment, so the first fresh one opens the subscriber's merge group and the
+    second joins it (docs/consuming-tasks.md, "One contact for several moments"): two
+    calls at 03:00, not three. Before: the re-driven park kept the group open for the
+    window, refusing every join, and each fresh moment went as a call of its own."""
+    clock = Clock(PRODUCED.timestamp())
+    policy = DispatchPolicy.model_validate(
+        {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
+    )
+    stores, sink, producer = sink_of(clock, policy)
+    await stores.ledger.claim([(REDRIVEN, task_bytes(call(REDRIVEN, PRODUCED, "a")))])
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert await stores.ledger.state(REDRIVEN) == "deferred"
+
+    for task_id, rule in ((FRESH, "b"), (WAITING, "c")):
+        clock.now += 60
+        sink.add(call(task_id, dt.datetime.fromtimestamp(clock.now, dt.UTC), rule))
+        await sink.flush()
+    assert await stores.ledger.state(WAITING) == "merged"
+
+    clock.now = OPENS.timestamp()
+    await sink.release_due()
+    assert published(producer) == {REDRIVEN: [], FRESH: [WAITING]}

@@ -68,3 +68,21 @@ async def test_a_task_a_redrive_claimed_is_marked_and_joins_nothing(
     assert await stores.ledger.redriven([FRESH, WAITING]) == {FRESH}
     assert await stores.deferral.join_many([Joining(FRESH, SUB, b"")]) == [None]
     assert await stores.ledger.state(FRESH) == "pending"
+
+
+async def test_a_redriven_carriers_group_closes_and_the_next_park_opens_one(
+    stores: DispatchStores,
+) -> None:
+    """The join a re-driven carrier refuses closes its group: the refused task's park
+    opens the subscriber's group, and the next moment joins it. Before, the re-driven
+    park kept the group for the window, and every moment of it waited apart."""
+    await waiting_and_fresh(stores)
+    await stores.ledger.mark_redriven([WAITING])
+    assert await stores.deferral.join_many([Joining(FRESH, SUB, b"")]) == [None]
+    parking = Parking(FRESH, SUB, b"", 4_000_000_000.0, 1800.0)
+    assert await stores.deferral.park_many([parking]) == [True]
+    later = "a" * 32
+    await stores.ledger.claim([(later, b"p-a")])
+    assert await stores.deferral.join_many([Joining(later, SUB, b"")]) == [FRESH]
+    assert await stores.ledger.group(FRESH) == [b"p-a"]
+    assert await stores.ledger.group(WAITING) == []
