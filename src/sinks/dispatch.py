@@ -565,13 +565,15 @@ class TaskSink:
                 # Looked at first, a decline read between the two dropped the task as
                 # `declined` (its cooldown given back), another outcome sent it again.
                 candidates = await self._confirm_answered(candidates, redriven or {})
-            sealed: set[str] = set()
+            # Those that may have gone out, by when the decision they repeat was taken
+            # (`TimeGates.as_it_went`; None: parked by a re-drive, not known).
+            sealed: dict[str, float | None] = {}
             if redriven is not None:
                 # Produced, maybe (each marked re-driven by its claim, `Ledger.claim_stale`):
                 # one this decision parks is withdrawn when dropped later.
-                sealed.update(c.carrier_id for c in candidates)
+                sealed = {c.carrier_id: redriven.get(c.carrier_id) for c in candidates}
             elif released:
-                sealed = await self._parked_by_redrive(candidates)
+                sealed = dict.fromkeys(await self._parked_by_redrive(candidates, j.policy))
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
@@ -622,11 +624,19 @@ class TaskSink:
         ]
         await self.decide_taken(taken, now, why, retake=False)
 
-    async def _parked_by_redrive(self, candidates: Sequence[Candidate]) -> set[str]:
-        """The merged tasks among those released that a re-drive parked (`redriven:<id>`):
-        they may have gone out under their ids, and go out again as they went or not at
-        all (`sealed_moment`). A task of one moment has nothing to keep: not looked at."""
-        groups = [c.carrier_id for c in candidates if not c.fresh and len(c.tasks) > 1]
+    async def _parked_by_redrive(
+        self, candidates: Sequence[Candidate], policy: DispatchPolicy
+    ) -> set[str]:
+        """The tasks among those released that a re-drive parked (`redriven:<id>`): they may
+        have gone out under their ids, and go out again as they went or not at all
+        (`sealed_moment`, `TimeGates.as_it_went`). Only the merged
+        ones and those whose rule falls back to another channel are looked at: a task of
+        one moment on its only channel goes as it went or not at all anyway."""
+        groups = [
+            c.carrier_id
+            for c in candidates
+            if not c.fresh and (len(c.tasks) > 1 or falls_back(policy, c.tasks[0]))
+        ]
         if not groups:
             return set()
         return await self._redis(
@@ -777,7 +787,7 @@ class TaskSink:
         j: Judging,
         reached: Mapping[str, SuppressReason] | None = None,
         raced: list[str] | None = None,
-        sealed: Collection[str] = (),
+        sealed: Mapping[str, float | None] | None = None,
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -921,7 +931,7 @@ class TaskSink:
         w: Writes,
         j: Judging,
         reached: Mapping[str, SuppressReason] | None = None,
-        sealed: Collection[str] = (),
+        sealed: Mapping[str, float | None] | None = None,
     ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group
@@ -933,6 +943,7 @@ class TaskSink:
         re-drive, `redriven:<id>`), its merged moments with it, goes out again as it went
         or not at all (`sealed_moment`): the same id carries the same body, which a
         decline reads and a consumer that acted on the first copy drops as a repeat."""
+        sealed = sealed or {}
         routes: list[Route] = []
         leaves: list[Leave] = []
         at = dt.datetime.fromtimestamp(now, dt.UTC)
@@ -970,6 +981,26 @@ class TaskSink:
                 if reason is None:
                     reason = self._keep(t, now, declined, facts, j.policy, reached)
                 seen = facts.get(t.subscriber_id) if waited_ else None
+                if reason is None and seal and t.task_id == c.carrier_id:
+                    # Judged as the task it went out as: on the channel it went out on
+                    # (`as_it_went`), and opted out of by the merged task's channel, its
+                    # lead's: an opt-out of its own moment's channel, when another moment
+                    # leads it, withdraws nothing.
+                    made_for = t.channel
+                    routed, late = j.gates.as_it_went(t, sealed[c.carrier_id])
+                    went = merge_tasks(
+                        c.carrier_id, [routed, *(m for m in tasks if m.task_id != t.task_id)]
+                    )
+                    if opted_out(went, seen):
+                        reason = SuppressReason.OPT_OUT
+                    elif line_closed(t, seen):
+                        reason = SuppressReason.CLOSED
+                    else:
+                        t, reason = routed, late
+                        moved = moved or t.channel != made_for
+                    if reason is None:
+                        kept.append(t)
+                        continue
                 if reason is None and opted_out(t, seen):
                     reason = SuppressReason.OPT_OUT
                 if reason is None and line_closed(t, seen):

@@ -229,6 +229,23 @@ class TimeGates:
                 return other, None
         return task, SuppressReason.EXPIRED
 
+    def as_it_went(
+        self, task: ServiceTask, went: float | None
+    ) -> tuple[ServiceTask, SuppressReason | None]:
+        """`worked` for a task that may have gone out under its id (re-driven, or parked by
+        a re-drive): the channel it went out on, never another. Re-driven, `went` is when
+        its entry went pending, when the decision it repeats judged the hours: the channel
+        they gave it then (its fallback, or its own), or expired as they found it. Parked
+        by a re-drive (`went` None), its payload holds the channel that re-drive gave it.
+        Its channel's hours are then judged now as any task's (`off_hours`): it waits
+        for the opening, or is dropped `expired` when that comes after it must go. Judged
+        now instead, a call published just before the centre closed and re-driven after
+        went out again as its fallback SMS under the call's id (docs/consuming-tasks.md:
+        a repeat has the same content)."""
+        if went is None:
+            return task, None
+        return self.worked(task, went)
+
     def off_hours(self, r: Route, now: float, w: Writes) -> bool:
         """The task's channel is not worked now (`hours:`): it waits for the first instant
         its channel is worked and its moments' quiet hours allow (as `quiet` judges them),

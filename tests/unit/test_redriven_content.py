@@ -1,0 +1,225 @@
+"""A task that may have gone out (re-driven after its worker died between publish and
+confirm, or released where its re-drive parked it) goes out again as it went or not at
+all: the same id never carries another channel or another set of moments
+(docs/consuming-tasks.md, "Once, and only while it is worth it"). Where it did, on the
+memory stores the backtest uses:
+
+- channel hours: a re-driven call whose centre had closed since, expiring before it
+  opens again, went out as its rule's fallback SMS under the call's id;
+- opt-outs: a merged task led by a moment other than its carrier was judged by its
+  carrier's channel, not the channel it went out on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+import pytest
+
+from moments.backtest import CollectingProducer
+from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.payloads import task_bytes
+from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores
+from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
+
+from .fakes import Clock
+
+START = dt.datetime(2026, 12, 3, 11, 0, tzinfo=dt.UTC)
+SUB = "13300000002"
+CALL, SMS, MGR = "c1" * 16, "d2" * 16, "e3" * 16
+GRACE_S = 60.0
+HOURS = {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
+"""Calls are worked 03:00-12:00 UTC."""
+TO_SMS = {"a": {"policy": "fallback", "channel": "sms"}}
+
+
+class CrashError(Exception):
+    """The worker dies here."""
+
+
+def moment(task_id: str, channel: Channel, rule: str, at: dt.datetime, lasts: float) -> ServiceTask:
+    return ServiceTask(
+        task_id=task_id,
+        subscriber_id=SUB,
+        moment=Moment(
+            family=Family.ANOMALY, type=rule, rule_id=rule, rule_version=1, description="d"
+        ),
+        priority=3,
+        channel=channel,
+        action="act",
+        triggered_at=at,
+        created_at=at,
+        deliver_after=at,
+        expires_at=at + dt.timedelta(hours=lasts),
+        evidence=[f"ev-{task_id}"],
+    )
+
+
+def published(producer: CollectingProducer) -> list[tuple[str, str, list[str]]]:
+    """Each task published, in order: its id, channel and the ids in its `related`."""
+    out = []
+    for p in producer.sent:
+        task: dict[str, Any] = orjson.loads(p.payload)
+        related = [str(r["task_id"]) for r in task.get("related") or []]
+        out.append((str(task["task_id"]), str(task["channel"]), related))
+    return out
+
+
+def withdrawn(producer: CollectingProducer) -> list[tuple[str, str]]:
+    return [
+        (str(n["task_id"]), str(n["reason"]))
+        for n in (orjson.loads(p.payload) for p in producer.withdrawn)
+    ]
+
+
+def sink_of(policy: dict[str, Any], now: dt.datetime) -> tuple[Clock, DispatchStores, TaskSink]:
+    clock = Clock(now.timestamp())
+    stores = memory_stores(clock)
+    producer = CollectingProducer(clock)
+    sink = TaskSink(
+        producer,
+        "tasks",
+        stores,
+        Metrics(),
+        DispatchPolicy.model_validate(policy),
+        clock=clock,
+        withdrawals_topic=WITHDRAWALS_TOPIC,
+    )
+    return clock, stores, sink
+
+
+def producer_of(sink: TaskSink) -> CollectingProducer:
+    producer = sink.producer
+    assert isinstance(producer, CollectingProducer)
+    return producer
+
+
+async def opt_out(sink: TaskSink, at: float, channels: list[str]) -> None:
+    update = ProfileEvent.model_validate(
+        {
+            "event_id": f"p{at}",
+            "subscriber_id": SUB,
+            "occurred_at": dt.datetime.fromtimestamp(at, dt.UTC),
+            "opt_out": channels,
+        }
+    )
+    await sink.subscribers.record_facts([update])
+    await sink.withdrawals.withdraw(profile_changes([update]))
+
+
+async def merged_then_dead(
+    policy: dict[str, Any], member: ServiceTask
+) -> tuple[Clock, DispatchStores, TaskSink]:
+    """The call (rule `a`, made at 11:00) and `member` (made at 11:05) that joined it while
+    it was held for the merge window, published together at 11:31 by a worker that died
+    before its confirm."""
+    clock, stores, sink = sink_of(policy, START)
+    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+    await sink.flush()
+    clock.now += 300
+    sink.add(member)
+    await sink.flush()
+    assert await stores.ledger.state(member.task_id) == "merged"
+
+    confirm = stores.ledger.confirm
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise CrashError("ledger.confirm")
+
+    stores.ledger.confirm = dies  # type: ignore[method-assign]
+    clock.now = START.timestamp() + 31 * 60
+    with pytest.raises(CrashError):
+        await sink.release_due()
+    stores.ledger.confirm = confirm  # type: ignore[method-assign]
+    assert len(producer_of(sink).sent) == 1
+    assert await stores.ledger.state(CALL) == "pending"
+    return clock, stores, sink
+
+
+class TestChannelHours:
+    """A re-driven task keeps the channel its decision sent it on (the one the hours gave
+    it when its entry went pending): it waits for that channel's opening, or is dropped
+    as `expired` when that comes after it must go, as a task whose rule has no fallback."""
+
+    async def test_a_call_the_centre_closed_on_since_is_not_sent_again_as_an_sms(self) -> None:
+        """Claimed at 11:59:50 (calls worked) and published, its worker died; re-driven at
+        12:01, the centre closed until 03:00, after the call expires (14:00). Before: it
+        went out again as an SMS (its rule's fallback) under the call's id."""
+        claimed = START + dt.timedelta(minutes=59, seconds=50)
+        clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
+        call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 2)
+        await stores.ledger.claim([(CALL, task_bytes(call))])
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == []
+        assert await stores.ledger.state(CALL) == "dropped"
+        labels = {"moment_type": "a", "reason": "expired"}
+        assert sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels)
+
+    async def test_a_call_sent_as_its_fallback_goes_again_as_the_fallback(self) -> None:
+        """Claimed at 12:30 (the centre closed until after it expires), it went out as an
+        SMS; its re-drive sends the SMS again, the centre still closed."""
+        claimed = START + dt.timedelta(minutes=90)
+        clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
+        call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 2)
+        await stores.ledger.claim([(CALL, task_bytes(call))])
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+
+    async def test_a_call_the_redrive_parked_is_not_sent_as_an_sms_after_new_hours(self) -> None:
+        """Re-driven at 12:01 and parked for 03:00 (it expires at 11:00 the next day); the
+        centre's hours change to 11:00-11:30 meanwhile, their next opening after the call's
+        expiry: its release drops it. Before: it went out as an SMS under the call's id."""
+        claimed = START + dt.timedelta(minutes=59, seconds=50)
+        clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
+        call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 23)
+        await stores.ledger.claim([(CALL, task_bytes(call))])
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert await stores.ledger.state(CALL) == "deferred"
+        later = {**HOURS, "hours": {"outbound_call": "11:00-11:30"}, "overflow": TO_SMS}
+        sink.use_policy(DispatchPolicy.model_validate(later))
+        clock.now += 600
+        await sink.release_due()
+        assert published(producer_of(sink)) == []
+        assert await stores.ledger.state(CALL) == "dropped"
+
+
+class TestOptOut:
+    """A re-driven merged task is judged by the channel it went out on (its lead's), not
+    by its carrier's own when the carrier does not lead it."""
+
+    async def test_an_opt_out_of_the_tasks_channel_withdraws_it(self) -> None:
+        """A manager moment joined the call and leads it (the task went out on `manager`
+        under the call's id); the customer opts out of `manager`: the re-drive withdraws
+        the task and sends nothing. Before: judged by `outbound_call`, it went out again
+        on `manager`."""
+        member = moment(MGR, Channel.MANAGER, "m", START + dt.timedelta(minutes=5), 72)
+        clock, _, sink = await merged_then_dead({"timezone": "UTC"}, member)
+        assert published(producer_of(sink)) == [(CALL, "manager", [CALL])]
+        await opt_out(sink, clock.now + 5, ["manager"])
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "manager", [CALL])]
+        assert withdrawn(producer_of(sink)) == [(CALL, "opt_out")]
+
+    async def test_an_opt_out_of_the_carriers_channel_only_leaves_it(self) -> None:
+        """The customer opts out of `outbound_call`, the carrier's own channel, not the
+        one the task went out on: it goes out again as it went, nothing withdrawn (an
+        opt-out of a related moment's channel withdraws nothing). Before: withdrawn, and
+        the manager moment sent again under its own id."""
+        member = moment(MGR, Channel.MANAGER, "m", START + dt.timedelta(minutes=5), 72)
+        clock, stores, sink = await merged_then_dead({"timezone": "UTC"}, member)
+        await opt_out(sink, clock.now + 5, ["outbound_call"])
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        went = (CALL, "manager", [CALL])
+        assert published(producer_of(sink)) == [went, went]
+        assert withdrawn(producer_of(sink)) == []
+        assert await stores.ledger.state(CALL) == "sent"
