@@ -629,7 +629,7 @@ class TaskSink:
     ) -> set[str]:
         """The tasks among those released that a re-drive parked (`redriven:<id>`): they may
         have gone out under their ids, and go out again as they went or not at all
-        (`sealed_moment`, `TimeGates.as_it_went`). Only the merged
+        (`sealed_moment`, `TimeGates.as_it_went`, `CapacityFitting.within`). Only the merged
         ones and those whose rule falls back to another channel are looked at: a task of
         one moment on its only channel goes as it went or not at all anyway."""
         groups = [
@@ -843,7 +843,13 @@ class TaskSink:
                 self._drop_route(r, SuppressReason(contact.reason), w)
         to_send: list[ServiceTask] = []
         leaves: list[Leave] = w.leaving
-        fits = await j.fitting.within(capacity, now, opted_out_of(facts))
+        # Those that may have gone out under their ids, fitted as they went (`within`).
+        went = {
+            r.carrier_id: sealed[r.carrier_id]
+            for r in capacity
+            if sealed and r.carrier_id in sealed and r.carrier_id == r.c.carrier_id
+        }
+        fits = await j.fitting.within(capacity, now, opted_out_of(facts), went)
         for r, fit in zip(capacity, fits, strict=True):
             if fit.sent is not None:
                 to_send.append(fit.sent)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from moments.models import Channel, ServiceTask
 from moments.records import SuppressReason
@@ -58,29 +58,51 @@ class CapacityFitting:
         routes: Sequence[Route],
         now: float,
         opted_out: Callable[[str], frozenset[str]] = lambda _: frozenset(),
+        went: Mapping[str, float | None] | None = None,
     ) -> list[Fit]:
         """What capacity makes of each route (`fit`); `opted_out`: the channels a
         subscriber opted out of (no fallback to them).
 
+        `went`: the routes that may have gone out under their ids (re-driven, or parked
+        by a re-drive), by when the decision they repeat was taken (None: not known). A
+        slot is taken once per task id, so a re-drive the same day finds the slot its
+        first decision took; on a later day, or under a lowered limit, the group was
+        moved to its fallback channel or split, its id going out again with other
+        content. So a re-driven one is fitted as of that decision, on its day (its slot,
+        or the same refusal and the same overflow: what went out); one a re-drive parked
+        (its first decision's time not kept) is sent whole on its channel when its pool
+        is full, not counted in it: over that day's limit when its first decision had no
+        room either (it dropped, deferred or moved the task and its worker died before
+        writing it), a rare crash's price against a different task under a sent id.
+
         Slots are taken in the routes' order, one store call for a run of routes; a run
         ends after a merged group or a task whose rule falls back to another channel, as
-        their second take must come before the next route's first."""
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        their second take must come before the next route's first, and a route fitted as
+        of its first decision is a run of its own."""
+        went = went or {}
         out: list[Fit] = []
         start = 0
         while start < len(routes):
             end = start
-            while end < len(routes) - 1 and not self.takes_again(routes[end]):
-                end += 1
+            if went.get(routes[start].carrier_id) is None:
+                while (
+                    end < len(routes) - 1
+                    and not self.takes_again(routes[end])
+                    and went.get(routes[end + 1].carrier_id) is None
+                ):
+                    end += 1
+            first = went.get(routes[start].carrier_id)
+            at = dt.datetime.fromtimestamp(now if first is None else first, dt.UTC)
             run = [r.task for r in routes[start : end + 1]]
             requests = [(t.task_id, t.region, t.channel, t.priority) for t in run]
             take = functools.partial(self.capacity.take_many, requests, at)
             slots = await self._redis(take, "taking capacity")
             for r, slot in zip(routes[start : end + 1], slots, strict=True):
                 self.capacity_left(r.task, slot)
+                whole = r.carrier_id in went and went[r.carrier_id] is None
                 out.append(
                     Fit(sent=r.task, send=r.moments)
-                    if slot.taken
+                    if slot.taken or whole
                     else await self.fit(r, at, opted_out(r.task.subscriber_id))
                 )
             start = end + 1

@@ -6,6 +6,9 @@ memory stores the backtest uses:
 
 - channel hours: a re-driven call whose centre had closed since, expiring before it
   opens again, went out as its rule's fallback SMS under the call's id;
+- capacity: a merged group re-driven on a later day into a full call pool was moved to
+  its fallback channel, or split (the call waiting for the next day, the SMS moment sent
+  under its own id);
 - opt-outs: a merged task led by a moment other than its carrier was judged by its
   carrier's channel, not the channel it went out on."""
 
@@ -19,6 +22,7 @@ import pytest
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
+from sinks.capacity import CapacityLimiter
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
@@ -36,6 +40,7 @@ GRACE_S = 60.0
 HOURS = {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
 """Calls are worked 03:00-12:00 UTC."""
 TO_SMS = {"a": {"policy": "fallback", "channel": "sms"}}
+RULES: dict[str, dict[str, Any]] = {"fallback": TO_SMS["a"], "defer": {"policy": "defer"}}
 
 
 class CrashError(Exception):
@@ -189,6 +194,95 @@ class TestChannelHours:
         await sink.release_due()
         assert published(producer_of(sink)) == []
         assert await stores.ledger.state(CALL) == "dropped"
+
+
+class TestCapacity:
+    """A merged task re-driven on a later day, whose pool is full, goes out whole on its
+    channel: the slot it holds is the one the decision it repeats took."""
+
+    @pytest.mark.parametrize("overflow", ["fallback", "defer"])
+    async def test_a_group_redriven_the_next_day_is_neither_moved_nor_split(
+        self, overflow: str
+    ) -> None:
+        """Published at 11:31 on the 3rd (one call a day), its worker died; another call
+        took the 4th's slot; re-driven on the 4th. Before: `fallback` sent it again as an
+        SMS under the call's id, `defer` kept the call for the 5th and sent the SMS moment
+        alone under its own id."""
+        rule = RULES[overflow]
+        policy = {
+            "timezone": "UTC",
+            "capacity": {"*": {"outbound_call": 1}},
+            "reserved_share": 0,
+            "overflow": {"a": rule},
+        }
+        member = moment(SMS, Channel.SMS, "b", START + dt.timedelta(minutes=5), 72)
+        clock, stores, sink = await merged_then_dead(policy, member)
+        next_day = dt.datetime(2026, 12, 4, 0, 1, tzinfo=dt.UTC)
+        limiter = CapacityLimiter(stores.slots, sink.policy)
+        assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, next_day)).taken
+        clock.now = next_day.timestamp()
+        assert await sink.redrive(GRACE_S) == 1
+        went = (CALL, "outbound_call", [SMS])
+        assert published(producer_of(sink)) == [went, went]
+        assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["sent", "merged"]
+
+    async def test_a_call_sent_as_its_fallback_for_a_full_pool_goes_again_as_it(self) -> None:
+        """The 3rd's one slot was taken: the call went out as an SMS, its rule's fallback,
+        and its worker died. Re-driven on the 4th, whose pool has room, it is fitted as of
+        its first decision and goes out as the SMS again. Judged on the 4th, it went out
+        as a call under the SMS's id."""
+        policy = {
+            "timezone": "UTC",
+            "capacity": {"*": {"outbound_call": 1}},
+            "reserved_share": 0,
+            "overflow": TO_SMS,
+            "merge": {"hold_channels": []},
+        }
+        clock, stores, sink = sink_of(policy, START)
+        limiter = CapacityLimiter(stores.slots, sink.policy)
+        assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, START)).taken
+        confirm = stores.ledger.confirm
+
+        async def dies(*args: Any, **kwargs: Any) -> Any:
+            raise CrashError("ledger.confirm")
+
+        stores.ledger.confirm = dies  # type: ignore[method-assign]
+        sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+        with pytest.raises(CrashError):
+            await sink.flush()
+        stores.ledger.confirm = confirm  # type: ignore[method-assign]
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        clock.now = dt.datetime(2026, 12, 4, 0, 1, tzinfo=dt.UTC).timestamp()
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "sms", [])] * 2
+
+    @pytest.mark.parametrize("overflow", ["fallback", "defer"])
+    async def test_a_group_the_redrive_parked_is_released_whole_into_a_full_pool(
+        self, overflow: str
+    ) -> None:
+        """Published at 11:31 on the 3rd, its worker died; re-driven at 12:01, the centre
+        closed, it waits for 03:00 on the 4th, when another call has taken the day's one
+        slot: it goes out whole on its channel. Before: moved to SMS, or split."""
+        rule = RULES[overflow]
+        policy = {
+            **HOURS,
+            "capacity": {"*": {"outbound_call": 1}},
+            "reserved_share": 0,
+            "overflow": {"a": rule},
+        }
+        member = moment(SMS, Channel.SMS, "b", START + dt.timedelta(minutes=5), 72)
+        clock, stores, sink = await merged_then_dead(policy, member)
+        clock.now = START.timestamp() + 61 * 60
+        assert await sink.redrive(GRACE_S) == 1
+        assert await stores.ledger.state(CALL) == "deferred"
+        opens = dt.datetime(2026, 12, 4, 3, 0, 1, tzinfo=dt.UTC)
+        limiter = CapacityLimiter(stores.slots, sink.policy)
+        assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, opens)).taken
+        clock.now = opens.timestamp()
+        await sink.release_due()
+        went = (CALL, "outbound_call", [SMS])
+        assert published(producer_of(sink)) == [went, went]
+        assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["sent", "merged"]
 
 
 class TestOptOut:
