@@ -425,6 +425,44 @@ class TestUnanswered:
         assert not await w.sink.declines.suppressed(SUB, "third_complaint_30d")
 
 
+class TestRedrivenLead:
+    """A re-driven merged task whose carrier (the call that waited first) does not lead it
+    (a manager moment joined it): judged opted out by the channel it went out on,
+    `manager`, on Redis as in memory (tests/unit/test_redriven_content.py)."""
+
+    @pytest.mark.parametrize("opted_out_of", ["manager", "outbound_call"])
+    async def test_the_opt_out_that_counts_is_the_tasks_channel(
+        self, make_worker: Callable[..., Worker], opted_out_of: str
+    ) -> None:
+        """Out of `manager`, the task is dropped `opt_out` and nothing goes out again
+        (before: sent again on `manager`); out of `outbound_call` only, the carrier's own
+        channel, it goes out again as it went (before: dropped, and the manager moment
+        sent again under its own id)."""
+        w = make_worker()
+        mgr = task(tid(f"led-{opted_out_of}"), sub=SUB, channel=Channel.MANAGER)
+        call, _ = await merged_then_dead(w, make_worker, f"led-{opted_out_of}", mgr)
+        [first] = await published(w.settings, 1)
+        assert (first["task_id"], first["channel"]) == (call, "manager")
+        opt_out = ProfileEvent.model_validate(
+            {"event_id": f"out-{opted_out_of}", "subscriber_id": SUB, "occurred_at": NOW}
+            | {"opt_out": [opted_out_of]}
+        )
+        await w.sink.subscribers.record_facts([opt_out])
+        redriving = make_worker()
+        assert await redrive_after_lapse(redriving) == 1
+        if opted_out_of == "manager":
+            assert len(await published(w.settings, 1)) == 1  # nothing sent again
+            assert await w.ledger.state(call) == "dropped"
+            assert redriving.sample(
+                "moments_tasks_suppressed_total", moment_type="bill_shock", reason="opt_out"
+            )
+        else:
+            _, again = await published(w.settings, 2)
+            assert (again["task_id"], again["channel"]) == (call, "manager")
+            assert again["related"] == first["related"]
+            assert await w.ledger.state(call) == "sent"
+
+
 async def published_then_dead(w: Worker, make_worker: Callable[..., Worker], name: str) -> str:
     """The id of a task (`SUB`'s, rule `low_balance`) a worker published and died before
     confirming: its entry pending."""
