@@ -879,12 +879,14 @@ class TaskSink:
         never published, and withdrawn it named the erased subscriber on the topic for a
         task no consumer saw. The engine's fresh tasks carry no mark: not looked at."""
         reasons = dict(w.drops)
+        # Each as it went out, its merged moments in it (`merge_tasks`): the notice names
+        # the channel and moment type the task went out with, its lead's, where the
+        # carrier's own moment named another.
         void = [
-            (t, reason)
+            (merge_tasks(c.carrier_id, c.tasks), reason)
             for c in wave
             if not c.fresh and (reason := reasons.get(c.carrier_id)) in WITHDRAWN_FOR
-            for t in c.tasks
-            if t.task_id == c.carrier_id
+            if any(t.task_id == c.carrier_id for t in c.tasks)
         ]
         if not void:
             return []

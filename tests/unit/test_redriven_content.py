@@ -302,6 +302,9 @@ class TestOptOut:
         assert await sink.redrive(GRACE_S) == 1
         assert published(producer_of(sink)) == [(CALL, "manager", [CALL])]
         assert withdrawn(producer_of(sink)) == [(CALL, "opt_out")]
+        [notice] = [orjson.loads(p.payload) for p in producer_of(sink).withdrawn]
+        # As the task went out (its lead's): it named the call's own channel and type.
+        assert (notice["channel"], notice["moment_type"]) == ("manager", member.moment.type)
 
     async def test_an_opt_out_of_the_carriers_channel_only_leaves_it(self) -> None:
         """The customer opts out of `outbound_call`, the carrier's own channel, not the
