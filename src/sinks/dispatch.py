@@ -95,8 +95,12 @@ the customer reached a minute before)."""
 
 
 def sealed_moment(own: tuple[ServiceTask, str] | None) -> SuppressReason | None:
-    """Why a moment merged into a task that may have gone out under its id (re-driven, or
-    parked by a re-drive) is dropped, its carrier judged (`own`: None while it goes out):
+    """Why a moment merged into a sealed task is dropped, its carrier judged (`own`: None
+    while it goes out). Sealed: the task may have gone out under its id with its merged
+    moments inside. A re-driven one is, only where its first publish could have carried
+    them: its carrier still sendable when it went pending, or re-driven before
+    (`sealed_by_redrive`); a released one where a re-drive parked it (that re-drive kept
+    its carrier, sendable after the task went pending: `TaskSink._parked_by_redrive`).
 
     - None while the carrier goes out: the moment is kept as it went, whatever became of
       it since (expired: its `related` entry's `expires_at` tells consumers to leave it
@@ -115,6 +119,32 @@ def sealed_moment(own: tuple[ServiceTask, str] | None) -> SuppressReason | None:
     if own is None or own[1] in WITHDRAWN_FOR:
         return None
     return SuppressReason(own[1])
+
+
+def sealed_by_redrive(
+    c: Candidate, since: float | None, redriven_before: bool, policy: DispatchPolicy
+) -> bool:
+    """Whether a re-driven merged task may have gone out under its id with its merged
+    moments inside, and so goes out again as it went or not at all (`sealed_moment`).
+
+    Its worker decided it at or after it went pending (`since`, `Ledger.claim_stale`),
+    and could publish the group under the carrier's id only while the carrier's own
+    moment was sendable (`policy.last_send`); one expired by then was dropped, and the
+    others could go out only under their lead's id, after leaving the group (which the
+    re-drive would not find whole). So a carrier lapsed before `since` never went out:
+    its live moments are judged as any and go on under their lead's id (sealed, they
+    were dropped with it, never sent).
+    `since` says so only for the first re-drive: once one claimed the task
+    (`redriven_before`: its `redriven:<id>` mark was there before this claim), `since` is
+    that re-drive's claim, or a release of a park it made, and when the task first went
+    pending is lost; its first publish may have been before the carrier lapsed, so it is
+    sealed. A re-drive that died mid-decision over a group released after its carrier
+    lapsed thus drops the group's moments with the carrier (none went out): the price of
+    never sending a moment twice, under two ids."""
+    if redriven_before or since is None:
+        return True
+    carrier = next((t for t in c.tasks if t.task_id == c.carrier_id), None)
+    return carrier is None or since <= policy.last_send(carrier)
 
 
 class TaskSink:
@@ -337,8 +367,10 @@ class TaskSink:
         (a crash); returns how many were re-driven."""
         await self.release_due()
         since: dict[str, float] = {}
+        before: set[str] = set()
         stale = await self._redis(
-            lambda: self.ledger.claim_stale(older_than, since=since), "reading pending tasks"
+            lambda: self.ledger.claim_stale(older_than, since=since, redriven_before=before),
+            "reading pending tasks",
         )
         groups = await self._redis(
             lambda: self.ledger.group_many([task_id for task_id, _ in stale]),
@@ -357,7 +389,7 @@ class TaskSink:
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
-            await self._decide(candidates, redriven=since)
+            await self._decide(candidates, redriven=since, redriven_before=before)
         await self._owed.resend(older_than)
         await self.withdrawals.resend_owed(older_than)
         await self.expiry.expire_unanswered()
@@ -527,6 +559,7 @@ class TaskSink:
         redriven: Mapping[str, float] | None = None,
         retake: bool = True,
         released: bool = False,
+        redriven_before: Collection[str] = (),
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
@@ -534,7 +567,9 @@ class TaskSink:
         tombstone's mark is compared with (`_send`). `redriven` (a re-drive's, by id: when
         each went pending): those answered already are confirmed as sent
         (`_confirm_answered`), looked at once the declines are read (each was marked
-        re-driven by its claim, `Ledger.claim_stale`); `released` (taken out of
+        re-driven by its claim, `Ledger.claim_stale`; `redriven_before`: those an earlier
+        re-drive had marked), the merged ones sealed where they may have gone out with
+        their moments inside (`sealed_by_redrive`); `released` (taken out of
         the deferral queue, `decide_taken`): those answered already alike, dated now. A park
         refused for a tombstone recorded since the facts were read (`Writes.raced`) is
         decided again once this is done (`retake`; not again from that decision), so
@@ -570,8 +605,18 @@ class TaskSink:
             sealed: dict[str, float | None] = {}
             if redriven is not None:
                 # Produced, maybe (each marked re-driven by its claim, `Ledger.claim_stale`):
-                # one this decision parks is withdrawn when dropped later.
-                sealed = {c.carrier_id: redriven.get(c.carrier_id) for c in candidates}
+                # one this decision parks is withdrawn when dropped later; its merged
+                # moments inside only where its carrier could go out then.
+                sealed = {
+                    c.carrier_id: redriven.get(c.carrier_id)
+                    for c in candidates
+                    if sealed_by_redrive(
+                        c,
+                        redriven.get(c.carrier_id),
+                        c.carrier_id in redriven_before,
+                        j.policy,
+                    )
+                }
             elif released:
                 sealed = dict.fromkeys(await self._parked_by_redrive(candidates, j.policy))
             to_send: list[ServiceTask] = []
@@ -947,10 +992,11 @@ class TaskSink:
         going on as a group of their own under their lead's id. Kept in the group, an
         expired moment was counted again at every release (every 15 minutes while a
         suspended line held the group) and could still lead the task sent.
-        A task that may have gone out under its id (`sealed`: re-driven, or parked by a
-        re-drive, `redriven:<id>`), its merged moments with it, goes out again as it went
-        or not at all (`sealed_moment`): the same id carries the same body, which a
-        decline reads and a consumer that acted on the first copy drops as a repeat."""
+        A task that may have gone out under its id (`sealed`: re-driven,
+        `sealed_by_redrive`, or parked by a re-drive, `redriven:<id>`), its merged moments
+        with it, goes out again as it went or not at all (`sealed_moment`): the same id
+        carries the same body, which a decline reads and a consumer that acted on the
+        first copy drops as a repeat."""
         sealed = sealed or {}
         routes: list[Route] = []
         leaves: list[Leave] = []

@@ -80,8 +80,10 @@ return 0
 # its subscriber's waiting task (`sinks.deferral._JOIN` refuses a marked one), and it went
 # out under its own id and again inside that task.
 # K: task, its `redriven:<id>` mark; A: id; S: cutoff, now; SK: pending. {the entry's
-# value when this caller claimed it, its score before (when it went pending)}; false when
-# it is no longer stale (another worker took it) or no longer pending (expired or settled
+# value when this caller claimed it, its score before (when it went pending), 1 when an
+# earlier re-drive had marked it (that score is then its claim's, or a release's after it
+# parked the task: not when the task may first have gone out), else 0}; false when it is
+# no longer stale (another worker took it) or no longer pending (expired or settled
 # meanwhile: then it leaves the index).
 _CLAIM_STALE = """
 local score = redis.call('ZSCORE', SK[1], A[1])
@@ -92,9 +94,10 @@ if not v or string.sub(v, 1, 1) ~= 'P' then
   return false
 end
 redis.call('ZADD', SK[1], S[2], A[1])
+local before = redis.call('EXISTS', K[2])
 local left = redis.call('PTTL', K[1])
 if left > 0 then redis.call('SET', K[2], '1', 'PX', left) end
-return {v, score}
+return {v, score, before}
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
@@ -677,7 +680,11 @@ class TaskLedger:
         return await self._settle.run(calls, shared_keys=(self.pending_key,))
 
     async def claim_stale(
-        self, older_than: float, limit: int = 500, since: dict[str, float] | None = None
+        self,
+        older_than: float,
+        limit: int = 500,
+        since: dict[str, float] | None = None,
+        redriven_before: set[str] | None = None,
     ) -> list[tuple[str, bytes]]:
         """See `sinks.stores.Ledger.claim_stale`: one script call for all of them."""
         now = time.time()
@@ -690,8 +697,10 @@ class TaskLedger:
         replies = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
         claimed = [(i, r) for i, r in zip(task_ids, replies, strict=True) if r]
         if since is not None:
-            since.update((i, float(as_bytes(score))) for i, (_, score) in claimed)
-        return [(i, as_bytes(value)[1:]) for i, (value, _) in claimed]
+            since.update((i, float(as_bytes(score))) for i, (_, score, _) in claimed)
+        if redriven_before is not None:
+            redriven_before.update(i for i, (_, _, before) in claimed if int(before))
+        return [(i, as_bytes(value)[1:]) for i, (value, _, _) in claimed]
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
         """See `sinks.stores.Ledger.postpone`: each one's score in the pending index

@@ -238,7 +238,11 @@ class MemoryLedger:
         return out
 
     async def claim_stale(
-        self, older_than: float, limit: int = 500, since: dict[str, float] | None = None
+        self,
+        older_than: float,
+        limit: int = 500,
+        since: dict[str, float] | None = None,
+        redriven_before: set[str] | None = None,
     ) -> list[tuple[str, bytes]]:
         now = self.clock()
         cutoff = now - older_than
@@ -251,6 +255,8 @@ class MemoryLedger:
                 self.pending.pop(task_id, None)
                 continue
             claimed.append((task_id, value[1:]))
+            if redriven_before is not None and await self.redriven([task_id]):
+                redriven_before.add(task_id)
             await self.mark_redriven([task_id])  # as Redis: in the claim's step
             if since is not None:
                 since[task_id] = score

@@ -193,14 +193,21 @@ class Ledger(Protocol):
         ...
 
     async def claim_stale(
-        self, older_than: float, limit: int = 500, since: dict[str, float] | None = None
+        self,
+        older_than: float,
+        limit: int = 500,
+        since: dict[str, float] | None = None,
+        redriven_before: set[str] | None = None,
     ) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller (each
         re-scored now, so that one worker re-drives it, and marked re-driven in the same
         step, as `mark_redriven` marks: no join lands between), with their payloads. `since`,
         when given, takes when each claimed entry went pending, read in the same step
         (claimed, released, or taken up by an earlier re-drive): its owner published it
-        just after (`TaskSink._confirm_answered`)."""
+        just after (`TaskSink._confirm_answered`). `redriven_before`, when given, takes
+        those an earlier re-drive had marked (`redriven:<id>` before this claim wrote it):
+        their `since` is that re-drive's claim, or a release after it parked them, not
+        when they may first have gone out (`sinks.dispatch.sealed_by_redrive`)."""
         ...
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:

@@ -156,6 +156,25 @@ class TestClaimStale:
         assert await ledger.pending_count() == 2  # b is gone from the index too
         assert await ledger.claim_stale(older_than=30) == []  # just re-scored: not stale
 
+    @pytest.mark.parametrize("store", ["redis", "memory"])
+    async def test_a_claim_tells_an_earlier_re_drives_mark_from_its_own(
+        self, ledger: TaskLedger, store: str
+    ) -> None:
+        """Each claim marks its entry `redriven:<id>`; `redriven_before` names those an
+        earlier claim (or `mark_redriven`) had marked: their `since` is then not when they
+        first went pending (`sinks.dispatch.sealed_by_redrive`)."""
+        twin: Ledger = ledger if store == "redis" else MemoryLedger(time.time, 3600)
+        await twin.claim([("a", b"A"), ("b", b"B")])
+        await twin.mark_redriven(["b"])  # a re-drive parked it, and it was released
+        before: set[str] = set()
+        since: dict[str, float] = {}
+        claimed = await twin.claim_stale(-1, since=since, redriven_before=before)
+        assert sorted(claimed) == [("a", b"A"), ("b", b"B")]
+        assert (before, await twin.redriven(["a", "b"])) == ({"b"}, {"a", "b"})
+        before.clear()
+        again = await twin.claim_stale(-1, since=since, redriven_before=before)
+        assert (sorted(i for i, _ in again), before) == (["a", "b"], {"a", "b"})
+
     async def test_confirmed_entry_is_not_redriven(self, ledger: TaskLedger) -> None:
         await ledger.claim([("a", b"{}")])
         await ledger.redis.set(ledger.key("a"), b"S")  # confirmed, index not yet cleaned

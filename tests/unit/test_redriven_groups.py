@@ -73,23 +73,30 @@ def published(producer: CollectingProducer) -> list[tuple[str, list[str]]]:
     return out
 
 
-async def merged_then_dead(
-    sms_lasts: float,
+async def merged(
+    sms_lasts: float, call_lasts: float = 72
 ) -> tuple[Clock, DispatchStores, TaskSink, CollectingProducer]:
-    """The call (rule `a`) and an SMS moment (rule `b`, lasting `sms_lasts` hours) that
-    joined it, published together at 11:30 by a worker that died before its confirm."""
+    """The call (rule `a`, lasting `call_lasts` hours) waiting for the merge window until
+    11:30, and an SMS moment (rule `b`, lasting `sms_lasts` hours) that joined it."""
     clock = Clock(START.timestamp())
     stores = memory_stores(clock)
     producer = CollectingProducer(clock)
     sink = TaskSink(producer, "tasks", stores, Metrics(), POLICY, clock=clock)
-    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, call_lasts))
     await sink.flush()
     clock.now += 300
     made = dt.datetime.fromtimestamp(clock.now, dt.UTC)
     sink.add(moment(SMS, Channel.SMS, "b", made, sms_lasts))
     await sink.flush()
     assert await stores.ledger.state(SMS) == "merged"
+    return clock, stores, sink, producer
 
+
+async def merged_then_dead(
+    sms_lasts: float, call_lasts: float = 72
+) -> tuple[Clock, DispatchStores, TaskSink, CollectingProducer]:
+    """`merged`, published together at 11:31 by a worker that died before its confirm."""
+    clock, stores, sink, producer = await merged(sms_lasts, call_lasts)
     confirm = stores.ledger.confirm
 
     async def dies(*args: Any, **kwargs: Any) -> Any:
@@ -176,4 +183,54 @@ async def test_a_carrier_dropped_takes_the_moments_that_went_out_in_it(declined:
     registry = sink.metrics.registry
     for rule in ("a", "b"):
         labels = {"moment_type": rule, "reason": "declined"}
+        assert registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+
+
+CALL_LAPSES = 0.65
+"""Hours the call lasts in the tests below: it expires at 11:39, and is sent no later
+than 11:34 (`min_time_left`, 5 minutes)."""
+
+
+async def test_a_group_released_after_its_carrier_lapsed_is_re_driven_without_it() -> None:
+    """The group is released at 11:40, the call lapsed, and its worker dies before its
+    decision: it could not have sent the call, nor the SMS moment inside it. The re-drive
+    sends the SMS moment alone under its own id. Before: sealed as any re-driven task, it
+    was dropped with the call, and never went out."""
+    clock, stores, sink, producer = await merged(sms_lasts=72, call_lasts=CALL_LAPSES)
+    clock.now = START.timestamp() + 40 * 60
+    assert len(await stores.deferral.release(clock.now, 10)) == 1  # then the crash
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert published(producer) == [(SMS, [])]
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "sent"]
+    labels = {"moment_type": "a", "reason": "expired"}
+    assert sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+
+
+async def test_a_second_re_drive_keeps_the_group_sealed_after_its_carrier_lapsed() -> None:
+    """Published at 11:31 with the SMS moment inside, the call is claimed by a re-drive
+    at 11:40 that dies before its decision; the next, at 11:42, finds it pending since
+    11:40, after the call lapsed. Its first publish was before: the SMS moment goes with
+    the call (dropped), not out again under its own id (the earlier re-drive's mark,
+    there before this claim, says when it went pending is not when it may have gone
+    out)."""
+    clock, stores, sink, producer = await merged_then_dead(sms_lasts=72, call_lasts=CALL_LAPSES)
+    group_many = stores.ledger.group_many
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise CrashError("ledger.group_many")
+
+    stores.ledger.group_many = dies  # type: ignore[method-assign]
+    clock.now = START.timestamp() + 40 * 60
+    with pytest.raises(CrashError):
+        await sink.redrive(GRACE_S)
+    stores.ledger.group_many = group_many  # type: ignore[method-assign]
+    assert await stores.ledger.redriven([CALL]) == {CALL}
+    clock.now += 120
+    assert await sink.redrive(GRACE_S) == 1
+    assert published(producer) == [(CALL, [SMS])]
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "dropped"]
+    registry = sink.metrics.registry
+    for rule in ("a", "b"):
+        labels = {"moment_type": rule, "reason": "expired"}
         assert registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
