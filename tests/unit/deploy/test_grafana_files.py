@@ -31,6 +31,7 @@ OVERVIEW_METRICS = {
     "moments_tasks_unanswered_expired_total",
     "moments_events_misplaced_total",
     "moments_state_stale_records_skipped_total",  # a previous owner's write landing late
+    "moments_state_records_damaged_total",  # another changelog writer, a failing volume
     # What ops act on that no panel showed (the deploy/ walk-through of 2026-12-07):
     "moments_deadletters_oversize_total",  # the dead-letter topic's limit too low
     "moments_events_out_of_order_total",  # a producer's re-send applied twice

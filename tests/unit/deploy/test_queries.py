@@ -258,6 +258,7 @@ def test_an_alert_on_one_worker_names_its_pod_where_there_is_one() -> None:
 PER_WORKER_PANELS = {
     "Rebalances",
     "State held",
+    "State records damaged and mended by worker",
     "Files on disk refused",
     "Event loop stalled",
     "First waiting task overdue by",
