@@ -31,6 +31,7 @@ ALERTS = {
     "MomentsDeadLettersLost",
     "MomentsOutcomesRefused",
     "MomentsDetectorErrors",
+    "MomentsStateRecordsDamaged",
     "MomentsNothingDetectedWhileEventsFlow",
     "MomentsDeferredTasksOverdue",
     "MomentsTasksExpireUnanswered",
