@@ -76,6 +76,7 @@ from sinks.routes import (
     waited,
     waves,
 )
+from sinks.steps import run_each
 from sinks.stores import Clock, DispatchStores, Joining, Leave, Released
 from sinks.subscribers import Subscribers
 from sinks.timegates import TimeGates
@@ -363,9 +364,31 @@ class TaskSink:
 
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose
-        time came (`release_due`), and send again the tasks whose publish was never settled
-        (a crash); returns how many were re-driven."""
-        await self.release_due()
+        time came (`release_due`), send again the tasks whose publish was never settled
+        (a crash), the cooldown returns and withdrawals owed, and expire the unanswered
+        tasks; returns how many were re-driven. Each step runs whatever an earlier one
+        raised, and what they raised is raised after the last (`sinks.steps.run_each`)."""
+        redriven = 0
+
+        async def stale() -> None:
+            nonlocal redriven
+            redriven = await self._redrive_stale(older_than)
+
+        await run_each(
+            [
+                ("releasing due tasks", self.release_due),
+                ("re-driving pending tasks", stale),
+                ("sending cooldown returns owed", lambda: self._owed.resend(older_than)),
+                ("publishing withdrawals owed", lambda: self.withdrawals.resend_owed(older_than)),
+                ("expiring unanswered tasks", self.expiry.expire_unanswered),
+            ],
+            "re-drive timer",
+        )
+        return redriven
+
+    async def _redrive_stale(self, older_than: float) -> int:
+        """Decide again the pending tasks older than `older_than` (their worker died before
+        their publish was settled); returns how many."""
         since: dict[str, float] = {}
         before: set[str] = set()
         stale = await self._redis(
@@ -390,9 +413,6 @@ class TaskSink:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
             await self._decide(candidates, redriven=since, redriven_before=before)
-        await self._owed.resend(older_than)
-        await self.withdrawals.resend_owed(older_than)
-        await self.expiry.expire_unanswered()
         return len(candidates)
 
     async def _confirm_answered(

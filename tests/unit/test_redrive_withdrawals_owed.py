@@ -11,13 +11,15 @@ backtest uses; tests/integration/dispatch/test_crash_windows.py runs the crash o
 from __future__ import annotations
 
 import datetime as dt
+import types
 from collections.abc import Awaitable
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
+import sinks.retry
 from moments.backtest import CollectingProducer
 from moments.enums import WithdrawReason
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
@@ -40,9 +42,11 @@ GRACE_S = 60.0
 
 
 class RefusingProducer(CollectingProducer):
-    """Refuses withdrawals while `refusing` (an ACL refusing the topic: not retried)."""
+    """Refuses withdrawals while `refusing` (an ACL refusing the topic: not retried); times
+    out the next `away` of their sends (the broker away: retried)."""
 
     refusing = False
+    away = 0
 
     async def send(
         self,
@@ -55,6 +59,9 @@ class RefusingProducer(CollectingProducer):
     ) -> Awaitable[Any]:
         if self.refusing and topic == WITHDRAWALS_TOPIC:
             raise TopicAuthorizationFailedError()
+        if self.away and topic == WITHDRAWALS_TOPIC:
+            self.away -= 1
+            raise KafkaTimeoutError()
         return await super().send(topic, value, key, partition, timestamp_ms, headers)
 
 
@@ -247,3 +254,75 @@ async def test_a_withdrawal_a_newer_version_owed_on_a_channel_unknown_here_goes_
     newer = {"kind": "withdrawal"}
     assert sink.metrics.registry.get_sample_value("moments_tasks_newer_version_total", newer) == 1
     assert await stores.ledger.owed_withdrawals(-1.0) == []
+
+
+SMS_TASK = "d2" * 16
+
+
+def expired_unanswered(sink: TaskSink) -> float:
+    labels = {"channel": "sms", "moment_type": "m"}
+    found = sink.metrics.registry.get_sample_value("moments_tasks_unanswered_expired_total", labels)
+    return found or 0.0
+
+
+async def owed_and_unanswered() -> tuple[Clock, DispatchStores, TaskSink, RefusingProducer]:
+    """A withdrawal owed (its task dropped `opt_out` by a worker that died before publishing
+    it), and an SMS published an hour before its expiry that no outcome answered: both due
+    at the next tick, two hours on (the outcome grace is an hour)."""
+    clock, stores, sink, producer = setup(hours=False)
+    sms = call().model_copy(
+        update={
+            "task_id": SMS_TASK,
+            "channel": Channel.SMS,
+            "expires_at": PRODUCED + dt.timedelta(hours=1),
+        }
+    )
+    await sink.dispatch([sms])
+    assert [orjson.loads(p.payload)["task_id"] for p in producer.sent] == [SMS_TASK]
+    await stores.ledger.claim([(TASK, task_bytes(call()))])
+    await stores.ledger.drop_many([(TASK, "opt_out")])
+    change = ProfileChange(SUB, WithdrawReason.OPT_OUT, PRODUCED)
+    made = notice(call(), change, clock.now).model_dump(mode="json")
+    await stores.ledger.owe_withdrawals([(TASK, orjson.dumps(made))])
+    clock.now += 2 * 3600 + 1
+    return clock, stores, sink, producer
+
+
+async def test_a_refused_withdrawal_leaves_the_unanswered_tasks_expiring_on_the_same_tick() -> None:
+    """The withdrawals topic refuses for good (an ACL): the tick raises the refusal, naming
+    the fix and its step, and still expires the unanswered SMS. Before, the refusal skipped
+    the expiry on every tick: no unanswered task was ever counted."""
+    clock, _, sink, producer = await owed_and_unanswered()
+    producer.refusing = True
+    with pytest.raises(TopicAuthorizationFailedError) as raised:
+        await sink.redrive(GRACE_S)
+    assert expired_unanswered(sink) == 1
+    notes = " ".join(raised.value.__notes__)
+    assert "grant it Write" in notes
+    assert "raised by the re-drive timer while publishing withdrawals owed" in notes
+    assert notices(producer) == []
+
+    producer.refusing = False
+    clock.now += GRACE_S + 1
+    await sink.redrive(GRACE_S)
+    assert notices(producer) == [(TASK, "opt_out")]
+    assert expired_unanswered(sink) == 1
+
+
+async def test_a_withdrawals_topic_away_is_waited_out_before_the_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker away is still retried with back-off inside the step, as before: the tick
+    publishes the withdrawal once it answers, then expires the SMS, and raises nothing."""
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    monkeypatch.setattr(sinks.retry, "asyncio", types.SimpleNamespace(sleep=sleep))
+    _, _, sink, producer = await owed_and_unanswered()
+    producer.away = 2
+    await sink.redrive(GRACE_S)
+    assert delays == [0.1, 0.2]
+    assert notices(producer) == [(TASK, "opt_out")]
+    assert expired_unanswered(sink) == 1
