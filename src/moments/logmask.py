@@ -23,7 +23,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
   `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, as a URL writes
   them too: `msisdns=97531%2C97532`, `97531+97532`, a null among them
-  too: `msisdn=None 97531`, up to the first other
+  too: `msisdn=None 97531`, an id with an extension or a country code in brackets:
+  `138 0013 8001x12 612 345 678`, `(+86) 13800138001 97532`, up to the first other
   word, number under 5 digits or line's end; a number with a unit on it or after a space
   (`12345ms`, `12345 ms`, `123456 MiB`, `12345%20ms`; after a comma too: `msisdns=97531,
   12345 ms`) is read as in free text, and the ids after it are still the list's
@@ -192,7 +193,7 @@ _NINE = rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d)"
 """9 digits in three groups of 3 (`612 345 678`): a number in groups alone in free text,
 and among the ids after an id's name, whatever stands beside it (`msisdns: 612 345 678
 138 0013 8001`)."""
-_NATIONAL = (
+_NATIONAL_FIXED = (
     rf"(?:(?:\d{{3}}|0\d{{3}}){_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"  # 138 0013 8001
     r"|\d{3}\.\d{4}\.\d{4}"  # 138.0013.8001
     rf"|(?:\(|%28)0\d{{2,3}}(?:\)|%29)"  # (010) 8888 6666, in a URL %28010%29%208888...
@@ -204,11 +205,6 @@ _NATIONAL = (
     r"|[2-9]\d{2}-[2-9]\d{2}-\d{4}"
     rf"|\d{{2}}{_GROUP_SEPARATOR}\d{{6}}{_GROUP_SEPARATOR}\d{{6}}"  # an IMEI, 35-209900-176148-1
     rf"(?:{_GROUP_SEPARATOR}\d{{1,2}})?"
-    # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001,
-    # 1 3800 138 001; each group after the first of 2 digits or more, not a row of small
-    # numbers (`15 20 25 30 35 4`)
-    rf"|1(?:{_GROUP_SEPARATOR}(?=[3-9]\d))?[3-9]"
-    rf"(?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d))?\d){{9}}(?!\d)"
     # 9 digits in three groups of 3 (612 345 678, 800-138-001: a mobile number in Spain,
     # Poland, the Czech Republic), not three of a row of numbers (`128 256 512 1024`,
     # `64 128 256 512`); a date or a time before it is no number of such a row
@@ -216,6 +212,17 @@ _NATIONAL = (
     r"|(?:(?<!\d[ +-])(?<!\d%20)|(?<=\d\d[-/]\d\d[ ])|(?<=\d:\d\d[ ])|(?<=\d:\d\d[,.]\d{3}[ ]))"
     rf"{_NINE}(?!{_GROUP_SEPARATOR}\d))"
 )
+_MOBILE_OTHERWISE = (
+    # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001,
+    # 1 3800 138 001; each group after the first of 2 digits or more, not a row of small
+    # numbers (`15 20 25 30 35 4`)
+    rf"1(?:{_GROUP_SEPARATOR}(?=[3-9]\d))?[3-9]"
+    rf"(?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d))?\d){{9}}(?!\d)"
+)
+"""A mobile number's 11 digits grouped any way (`138 00138 001`): a shape so loose that
+the groups of two numbers side by side make one (`1300 0000 130` of `130 1300 0000 130
+0000 0000`), so it is never a reason to refuse a group (`_GROUPED`)."""
+_NATIONAL = rf"(?:{_NATIONAL_FIXED}|{_MOBILE_OTHERWISE})"
 """The shapes of a number written in groups with no country code: a mobile number (3, 4
 and 4 digits, or its 11 digits grouped any other way, 2 digits or more a group), a
 landline's (`0755 8888 6666`, its area code in brackets), a US number's with its area
@@ -233,9 +240,14 @@ _GROUPED = (
     # `10` (`+86 10 1300 0000 010 0000 0000`, `1300 0000 010` a mobile number's shape),
     # and `+86` and the next one's last groups showed. (A first one refused is read by
     # the next branch, from the `+`: `+86 138 0013 8001 12` leaves its `12`.)
-    rf"\d{{1,3}}{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}{_GROUP_SEPARATOR}\d{{2,6}}"
+    # (A mobile number grouped otherwise is no such head: `+130 1300 0000 130 0000 0000`
+    # read `1300 0000 130` as one, and the next number's last groups showed.)
+    rf"\d{{1,3}}{_GROUP_SEPARATOR}(?!{_NATIONAL_FIXED}(?!\d))\d{{2,6}}{_GROUP_SEPARATOR}\d{{2,6}}"
     rf"(?:{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}){{0,3}}"
-    rf"|\+?(?:\d{{1,3}}{_GROUP_SEPARATOR})?{_NATIONAL})"
+    # without a `+`, a national number's first group is no country code: `130 1300 0000
+    # 130 0000 0000` read `130` as one and `1300 0000 130` as a mobile number
+    rf"|(?:\+(?:\d{{1,3}}{_GROUP_SEPARATOR})?|(?!{_NATIONAL}(?!\d))\d{{1,3}}{_GROUP_SEPARATOR})?"
+    rf"{_NATIONAL})"
     # ends where its digits do, whatever follows: letters or a fraction on it (`138 0013
     # 8001abc`, `.5`, an extension's `x12`) stay as they are, and it is masked. Refused
     # there, it showed whole, and `+86 10 1300 0000abc` backed off to `+86 10 1300`
@@ -269,7 +281,20 @@ _NULL = r"(?:None|null)(?!\w)"
 the list, as inside brackets, left as it is; it does not end the list."""
 _URL_LIST_SIGN = r"%(?:25){0,2}(?:2[CcFf]|3[Bb]|7[Cc])"
 """A comma, `/`, `;` or `|` as a URL escapes it, once or twice: `%2C`, `%252C`."""
-_FIRST_ID = rf"""(?:{_QUOTED_ID}|{_GROUPED}|{_NINE}|(?:%2[Bb])?\d{{5,}}|{_NULL})"""
+_LIST_SIGN = rf"(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"
+"""A comma, `/`, `;` or `|` between two ids of a list, spaces around it, in a URL too."""
+_EXTENSION = r"(?:[xX]\d{1,4}(?!\d))?"
+"""An extension written on an id (`138 0013 8001x12`): the list goes on after it (`msisdns:
++86 10 0000 0000x0 100 000 000` showed its second id, read as free text, where 3 groups
+of 3 after a number are a row's)."""
+_CODE_IN_BRACKETS = r"(?:\(\+\d{1,3}\)[^\S\r\n]?)?"
+"""A country code in brackets before an id (`(+86) 13800138001`): the list goes on after it
+(`msisdns: (+86) 13000000000 100 000 000` showed its second id, read as free text);
+its digits stay, as in free text."""
+_FIRST_ID = (
+    rf"""(?:{_QUOTED_ID}|{_CODE_IN_BRACKETS}(?:{_GROUPED}|{_NINE}|(?:%2[Bb])?\d{{5,}})"""
+    rf"""{_EXTENSION}|{_NULL})"""
+)
 """The first id after an id's name (`'1234'`, `97531`, `None`): never a duration's number
 (`subscriber_id=97531 s` masks it)."""
 _MORE_IDS = (
@@ -279,13 +304,14 @@ _MORE_IDS = (
     # too (`97531%2C97532`, `97531+97532`); after either, a number with a unit on it or
     # after it (`12345ms`, `12345 ms`) is an item of the list left as free text reads it,
     # and the ids after it are the list's too (`97531, 12345 ms, 97532`)
-    rf"""(?:{_MAYBE_QUOTE}(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"""
-    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}(?:{_GROUPED}|{_NINE})"""
-    rf"""|{_MAYBE_QUOTE}\d+(?!\d|{_WITH_UNIT})"""
+    rf"""(?:{_MAYBE_QUOTE}{_LIST_SIGN}"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}(?:{_GROUPED}|{_NINE}){_EXTENSION}"""
+    rf"""|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}\d+(?!\d|{_WITH_UNIT})"""
     rf"""|\d+{_WITH_UNIT}|{_NULL})"""
     rf"""|{_MAYBE_QUOTE}(?:[^\S\r\n]|{_URL_SPACE}|\+)+"""
-    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}(?:{_GROUPED}|{_NINE})"""
-    rf"""|{_MAYBE_QUOTE}\d{{5,}}(?!\w|\.\d|{_UNIT_AFTER})|\d+{_WITH_UNIT}|{_NULL}))*"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}(?:{_GROUPED}|{_NINE}){_EXTENSION}"""
+    rf"""|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}\d{{5,}}{_EXTENSION}(?!\w|\.\d|{_UNIT_AFTER})"""
+    rf"""|\d+{_WITH_UNIT}|{_NULL}))*"""
 )
 """The ids after an id's name: a quoted one of any length (`"1234"`, shorter than the
 contract's and still a string), an unquoted one of 5 digits or more (longer than 20 too),
@@ -370,7 +396,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _MAYBE_QUOTE
         + rf"""(?:{_URL_SIGN}|(?!%[0-9A-Fa-f])[^\w\[({{\n]){{0,3}}\s*{_JOINING}?)"""
         + r"""  # msisdns=[97531, None, 97532]: one line, one nesting
-      (?!\((?:0\d{2,3}|[2-9]\d{2})\)[ -]?\d)  # `(010) 8888 6666`: an area code, no tuple
+      (?!\((?:0\d{2,3}|[2-9]\d{2}|\+\d{1,3})\)[ -]?\d)  # `(010) 8888 6666`, `(+86) 138`: no tuple
       (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
         | \([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\)
         | \{[^{}\n]*(?:\{[^{}\n]*\}[^{}\n]*)*\})

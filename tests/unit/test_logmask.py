@@ -790,8 +790,10 @@ class TestMaskText:
             ("1 3800 138 001 2026-12-07", "138****8001 2026-12-07"),
             (f"msisdn={SHORT5}, 138 0013 8001 2026-12-07", "msisdn=*****, 138****8001 2026-12-07"),
             ("b'138 0013 8001 2026-12-07'", "b'138****8001 2026-12-07'"),
-            # a year alone after it is no date: read as the number's last group, masked
-            ("138 0013 8001 2026", "138********2026"),
+            # a year alone after it: the mobile number's shape is read first, its 11 digits
+            # masked, the 4 after them left (`138` was read as a country code before a
+            # landline's `0013 8001 2026`, all masked)
+            ("138 0013 8001 2026", "138****8001 2026"),
         ],
     )
     def test_a_date_after_a_number_in_groups_stays_whole(self, text: str, expected: str) -> None:
@@ -841,6 +843,28 @@ class TestMaskText:
             ("+86 10 8888 6666 130 0000 0001", "861*****6666 130****0001"),
             # a mobile number after +86 is read as one, a small number after it stays
             ("+86 138 0013 8001 12 times", "861******8001 12 times"),
+            # two mobile numbers: `130` was read as a country code, `1300 0000 130` as a
+            # mobile number grouped otherwise, and the second's `0000 0000` showed (a
+            # property test's find), after a `+` too and with an extension on the second
+            (
+                "msisdns: 130 1300 0000 130 0000 0000x0",
+                "msisdns: 130****0000 130****0000x0",
+            ),
+            ("130 1300 0000 130 0000 0000", "130****0000 130****0000"),
+            ("+130 1300 0000 130 0000 0000", "130****0000 130****0000"),
+            ("msisdns: 130 0000 0000x0", "msisdns: 130****0000x0"),
+            # an extension or a country code in brackets no longer ends a list of ids: the
+            # next one, 3 groups of 3 after a number, was read as a row's in free text
+            (
+                "msisdns: +86 10 0000 0000x0 100 000 000x0",
+                "msisdns: 861*****0000x0 100**0000x0",
+            ),
+            (
+                "msisdns: (+86) 13000000000 100 000 000x0",
+                "msisdns: (+86) 130****0000 100**0000x0",
+            ),
+            (f"msisdn=(+86) {SHORT5}", "msisdn=(+86) *****"),
+            (f"msisdns: {SHORT5}x12 {SHORT6}", "msisdns: *****x12 ******"),
         ],
     )
     def test_a_number_in_groups_whose_groups_start_another_is_masked_whole(

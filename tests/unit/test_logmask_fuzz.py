@@ -289,6 +289,15 @@ def _digits_left(masked: str) -> str:
         ["0000000", "861013000000", "01000000000"],
     )
 )
+# two mobile numbers in a spaced list: `130` read as a country code and `1300 0000 130` as
+# a mobile number grouped otherwise, so the second's `0000 0000` showed
+@example(
+    ("msisdns: 130 1300 0000 130 0000 0000x0", ["13013000000", "13000000000"]),
+)
+# an extension or a country code in brackets ended the list: the next id, 3 groups of 3
+# after a number, was read as a row's in free text
+@example(("msisdns: +86 10 0000 0000x0 100 000 000x0", ["861000000000", "100000000"]))
+@example(("msisdns: (+86) 13000000000 100 000 000x0", ["13000000000", "100000000"]))
 def test_no_seven_digits_of_a_number_survive_in_any_shape(
     line_digits: tuple[str, list[str]],
 ) -> None:
