@@ -41,7 +41,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only:
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, 9 digits in three
   groups of 3 (`612 345 678`, a mobile number in Spain or Poland; not three of a row of
-  numbers, `128 256 512 1024`, but among the ids after an id's name), and any groups of 2
+  numbers, `128 256 512 1024`, but among the ids after an id's name, after the country
+  code of Spain, Poland, Portugal, Czechia or Slovakia, `34 612 345 678`, or any code and
+  dashes, `1-800-138-001`), and any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
   `138%200013%208001`), masked as one (an extension, letters or a fraction on it
@@ -247,7 +249,15 @@ _GROUPED = (
     # without a `+`, a national number's first group is no country code: `130 1300 0000
     # 130 0000 0000` read `130` as one and `1300 0000 130` as a mobile number
     rf"|(?:\+(?:\d{{1,3}}{_GROUP_SEPARATOR})?|(?!{_NATIONAL}(?!\d))\d{{1,3}}{_GROUP_SEPARATOR})?"
-    rf"{_NATIONAL})"
+    rf"{_NATIONAL}"
+    # 9 digits in groups of 3 after the country code of a country that writes its numbers
+    # so (Spain, Poland, Portugal, the Czech Republic, Slovakia), without a `+` (`34 612
+    # 345 678`, `0048 512 345 678`): no row of numbers' (`64 128 256 512` stays)
+    rf"|(?:00)?(?:34|48|351|420|421){_GROUP_SEPARATOR}[1-9]\d\d{_GROUP_SEPARATOR}"
+    rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d|{_GROUP_SEPARATOR}\d)"
+    # and after any code with dashes only (`1-800-138-001`): a row of numbers is written
+    # with spaces or commas
+    r"|\d{1,3}-\d{3}-\d{3}-\d{3}(?!-?\d))"
     # ends where its digits do, whatever follows: letters or a fraction on it (`138 0013
     # 8001abc`, `.5`, an extension's `x12`) stay as they are, and it is masked. Refused
     # there, it showed whole, and `+86 10 1300 0000abc` backed off to `+86 10 1300`

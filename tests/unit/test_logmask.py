@@ -987,6 +987,12 @@ class TestMaskText:
             ("GET /v1/msisdns/612%20345%20678/tasks", "GET /v1/msisdns/612**5678/tasks"),
             (f"msisdns={SHORT5}, 612 345 678", "msisdns=*****, 612**5678"),
             ("call +34 612 345 678", "call 346****5678"),
+            # after the country code of a country that writes its numbers so, without a
+            # `+` (a row of numbers' first, `64 128 256 512`, stays), or any code and dashes
+            ("call 34 612 345 678", "call 346****5678"),
+            ("call 0048 512 345 678", "call 004******5678"),
+            ("call 420 601 123 456", "call 420*****3456"),
+            ("call 1-800-138-001", "call 180***8001"),
             # among the ids after an id's name, whatever stands beside it
             ("msisdns: 612 345 678 138 0013 8001", "msisdns: 612**5678 138****8001"),
             (f"msisdns: 612 345 678 {SHORT5}", "msisdns: 612**5678 *****"),

@@ -164,10 +164,19 @@ def other_groupings(draw: st.DrawFn) -> tuple[str, str]:
     """A mobile number grouped otherwise (`138 00138 001`, `138.0013.8001`), 9 digits in
     groups of 3 (`612 345 678`), a landline's
     with its area code in brackets (`(0755) 8888-6666`), a US number's (`(415) 555-2671`,
-    `+1 (415) 555-2671`, `415-555-2671`) or an IMEI (`35-209900-176148-1`)."""
+    `+1 (415) 555-2671`, `415-555-2671`) or an IMEI (`35-209900-176148-1`), 9 digits in
+    groups of 3 after a country code without a `+` (`34 612 345 678`, `1-800-138-001`)."""
     separator = draw(st.sampled_from([" ", "-"]))
-    kinds = ["mobile", "dotted", "landline", "us", "us dashed", "imei", "nine"]
+    kinds = ["mobile", "dotted", "landline", "us", "us dashed", "imei", "nine", "coded nine"]
     kind = draw(st.sampled_from(kinds))
+    if kind == "coded nine":  # Spain's, Poland's, ... code, or any code and dashes only
+        national = draw(st.from_regex(r"\A[1-9][0-9]{8}\Z"))
+        if draw(st.booleans()):
+            country = draw(st.sampled_from(["34", "48", "351", "420", "421", "0034", "0048"]))
+        else:
+            country, separator = draw(st.from_regex(r"\A[0-9]{1,3}\Z")), "-"
+        groups = [country, national[:3], national[3:6], national[6:]]
+        return separator.join(groups), country + national
     if kind == "nine":  # 3, 3 and 3 digits: a mobile number in Spain, Poland, Czechia
         national = draw(st.from_regex(r"\A[1-9][0-9]{8}\Z"))
         return separator.join([national[:3], national[3:6], national[6:]]), national
