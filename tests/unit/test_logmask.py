@@ -952,6 +952,9 @@ class TestMaskText:
             ("key deadbeef13800138000", "key deadbeef138****8000"),
             ("key abc8613800138000def", "key abc861******8000def"),
             ("task 1234567abcdef", "task *******abcdef"),
+            # a digit past the letters, but 13 to 15 hex characters: no hex id's length
+            ("call 8613800138000a1", "call 861******8000a1"),
+            ("call 8613800138a1b2 failed", "call 861***0138a1b2 failed"),
             # a URL escape's hex digits are none of a hex string
             ("q=%2A8613800138000abc", "q=%2A861******8000abc"),
         ],
@@ -970,6 +973,8 @@ class TestMaskText:
             "commit ab1234567cd8 and 9f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6",
             "sha256 a1234567890b1234567890c1234567890d1234567890e1234567890f1234",
             "topic='t8094743d2f.telecom.usage'",
+            # a short sha (up to 12) and a span id (16) with a long run of digits
+            "commit 1234567a1b2c span 861380013800a1b2",
         ],
     )
     def test_hex_ids_stay_readable(self, text: str) -> None:
