@@ -19,7 +19,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   and as other code writes it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), after a
   sign a URL escapes (`?q=msisdn%3D97531`, `%253D`) or a joining word (`msisdn is 97531`;
   `is`, `was`, `are`, `were`, `of`, `for`, not before a number with a unit: `msisdns for
-  86400 s`), and every id of a list after it
+  86400 s`, but for the ids after it and a comma: `msisdns for 86400 s, 97531`), and every
+  id of a list after it
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
   `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, as a URL writes
   them too: `msisdns=97531%2C97532`, `97531+97532`, a null among them
@@ -279,8 +280,9 @@ _URL_SIGN = r"%(?:25){0,2}(?!2[Bb])[0-9A-Fa-f]{2}"
 and its value: `?q=msisdn%3D97531`, `%22msisdn%22%3A%2297531%22`. Its `%` is never read
 as a sign of its own: the escape's hex digits would join the id's (`%22` `97531`); a
 `%2B` is none either: it is the `+` of the number after it."""
+_JOINING_WORD = r"(?:is|was|are|were|of|for)[^\S\r\n]+"
 _JOINING = (
-    r"(?:(?:is|was|are|were|of|for)[^\S\r\n]+"
+    rf"(?:{_JOINING_WORD}"
     # not a duration's or a size's number (`msisdns for 86400 s`), nor one with a word on it
     rf"(?!\d+(?:\.\d+)?(?:[^\W\d]|{_UNIT_AFTER})))"
 )
@@ -294,6 +296,14 @@ _URL_LIST_SIGN = r"%(?:25){0,2}(?:2[CcFf]|3[Bb]|7[Cc])"
 """A comma, `/`, `;` or `|` as a URL escapes it, once or twice: `%2C`, `%252C`."""
 _LIST_SIGN = rf"(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"
 """A comma, `/`, `;` or `|` between two ids of a list, spaces around it, in a URL too."""
+_LEAD = (
+    rf"{_JOINING_WORD}(?P<lead>(?:\d+{_WITH_UNIT}{_LIST_SIGN})+)"
+    rf"(?!\d+(?:\.\d+)?(?:[^\W\d]|{_UNIT_AFTER}))"
+)
+"""Durations or sizes after a joining word, each with a list's sign after it: the ids
+follow (`msisdns for 86400 s, 97531` showed `97531`: the quantity is no id, and the list
+was never read). The quantities are read as free text reads them (7 digits or more
+masked)."""
 _EXTENSION = r"(?:[xX]\d{1,4}(?!\d))?"
 """An extension written on an id (`138 0013 8001x12`): the list goes on after it (`msisdns:
 +86 10 0000 0000x0 100 000 000` showed its second id, read as free text, where 3 groups
@@ -419,7 +429,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         # as few signs as may be: a quote after them opens the value's first id
         + r"""\w{0,64}+"""
         + _MAYBE_QUOTE
-        + rf"""(?:{_URL_SIGN}|(?!%[0-9A-Fa-f])\W){{1,4}}?\s*{_JOINING}?)"""
+        + rf"""(?:{_URL_SIGN}|(?!%[0-9A-Fa-f])\W){{1,4}}?\s*(?:{_JOINING}|{_LEAD})?)"""
         + r"""     # SUBSCRIBER_ID=97531, msisdns: [97531, 97532], msisdn is 97531
       (?P<value>"""
         + _FIRST_ID
@@ -506,8 +516,12 @@ def _mask_match(match: re.Match[str]) -> str:
         return match.group("ckey") + items.sub(_mask_id_item, match.group("container"))
     if match.group("value") is not None:
         first, more = _item_patterns()
+        key = match.group("key")
+        if (lead := match.group("lead")) is not None and _SEVEN_DIGITS.search(lead):
+            at = match.start("lead") - match.start("key")  # `msisdns for 1234567 ms, 97531`
+            key = key[:at] + mask_text(lead) + key[at + len(lead) :]
         masked = first.sub(_mask_id_item, match.group("value"))
-        return match.group("key") + masked + more.sub(_mask_more_item, match.group("more"))
+        return key + masked + more.sub(_mask_more_item, match.group("more"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
         return match.group(0)
     if match.group("uuid") is not None:  # a task's, a member's, a request's: no one's number

@@ -557,6 +557,21 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            (f"msisdns for 86400 s, {SHORT5}", "msisdns for 86400 s, *****"),
+            (f"msisdns for 86400 s; {SHORT5}, {SHORT6}", "msisdns for 86400 s; *****, ******"),
+            (f"msisdns for 86400 s, 12345 ms, {SHORT5}", "msisdns for 86400 s, 12345 ms, *****"),
+            # 7 digits or more with a unit are masked, as in free text
+            (f"msisdns for 1234567 ms, {SHORT5}", "msisdns for ******* ms, *****"),
+        ],
+    )
+    def test_the_ids_after_a_duration_after_a_joining_word(self, text: str, expected: str) -> None:
+        """`msisdns for 86400 s, 97531` showed `97531`: a duration after a joining word is
+        no id, and the list after it was never read."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             (f"msisdn=None {SHORT5}", "msisdn=None *****"),
             (f"msisdns=null, {SHORT5} done", "msisdns=null, ***** done"),
             (f"msisdns={SHORT5}, None, {SHORT6}", "msisdns=*****, None, ******"),
