@@ -248,10 +248,10 @@ _GROUPED = (
     # read `1300 0000 130` as one, and the next number's last groups showed.)
     rf"\d{{1,3}}{_GROUP_SEPARATOR}(?!{_NATIONAL_FIXED}(?!\d))\d{{2,6}}{_GROUP_SEPARATOR}\d{{2,6}}"
     rf"(?:{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}){{0,3}}"
-    # without a `+`, a national number's first group is no country code: `130 1300 0000
-    # 130 0000 0000` read `130` as one and `1300 0000 130` as a mobile number
-    rf"|(?:\+(?:\d{{1,3}}{_GROUP_SEPARATOR})?|(?!{_NATIONAL}(?!\d))\d{{1,3}}{_GROUP_SEPARATOR})?"
-    rf"{_NATIONAL}"
+    # without a `+`, a national number's first group is no country code (read without
+    # one first): `130 1300 0000 130 0000 0000` read `130` as one and `1300 0000 130` as
+    # a mobile number
+    rf"|(?:\+(?:\d{{1,3}}{_GROUP_SEPARATOR})?|(?:\d{{1,3}}{_GROUP_SEPARATOR})??){_NATIONAL}"
     # 9 digits in groups of 3 after the country code of a country that writes its numbers
     # so (Spain, Poland, Portugal, the Czech Republic, Slovakia), without a `+` (`34 612
     # 345 678`, `0048 512 345 678`): no row of numbers' (`64 128 256 512` stays)
