@@ -50,7 +50,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `138%200013%208001`), masked as one (an extension, letters or a fraction on it
   stay: `138****8001x12`, `861******8001abc`, `442*****0958.5`; a date or a time
   beside it is none of its groups: `138****8001 2026-12-07`, `2026-12-07 138****8001`,
-  `442*****0958 10:00:00`),
+  `442*****0958 10:00:00`; but right after a `+`, a country code and a dash: `+1-0000-01-01`
+  is a number),
   in free text and among the ids after an id's name
   (`msisdn=97531, 138 0013 8001`, `msisdns: '...', '138 0013 8001'`);
 - anywhere else, a run of 7 digits or more (over the contract's 20 too) that is not
@@ -237,7 +238,7 @@ _GROUPED = (
     r"(?=[+\d(%])"  # fails at once where no number starts
     f"{_NOT_IN_A_DATE}"  # nor inside a date or a time
     # 7 digits or more, the country code's first not 0 (`+004 53 49` is an offset)
-    rf"(?:(?:\+|(?<=%2[Bb]))(?=[1-9](?:{_GROUP_SEPARATOR}?\d){{6}})"
+    rf"(?:(?:\+|(?<=%2[Bb]))(?=[1-9](?:(?:-|{_GROUP_SEPARATOR})?\d){{6}})"
     # a group is not the head of a mobile or landline number after it (`+86 10 8888 6666
     # 130 0000 0001` is two numbers): taken into the first, its rest would show. But for
     # the second, the number's whatever follows: refused, the number was read from its
@@ -246,7 +247,11 @@ _GROUPED = (
     # the next branch, from the `+`: `+86 138 0013 8001 12` leaves its `12`.)
     # (A mobile number grouped otherwise is no such head: `+130 1300 0000 130 0000 0000`
     # read `1300 0000 130` as one, and the next number's last groups showed.)
-    rf"\d{{1,3}}{_GROUP_SEPARATOR}(?!{_NATIONAL_FIXED}(?!\d))\d{{2,6}}{_GROUP_SEPARATOR}\d{{2,6}}"
+    # A dash right after the code leads to a group, a date's shape too: `+1-0000-01-01`
+    # read `+1` and a date, its 9 digits shown (a time zone's `+8 2026-12-07` keeps its
+    # space, and its date)
+    rf"\d{{1,3}}(?:-|{_GROUP_SEPARATOR})(?!{_NATIONAL_FIXED}(?!\d))\d{{2,6}}"
+    rf"{_GROUP_SEPARATOR}\d{{2,6}}"
     rf"(?:{_GROUP_SEPARATOR}(?!{_NATIONAL}(?!\d))\d{{2,6}}){{0,3}}"
     # without a `+`, a national number's first group is no country code (read without
     # one first): `130 1300 0000 130 0000 0000` read `130` as one and `1300 0000 130` as

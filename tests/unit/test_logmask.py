@@ -838,6 +838,10 @@ class TestMaskText:
             # a number of a time's digits is still one, a mobile number in a date's shape too
             ("12:138 0013 8001", "12:138****8001"),
             ("1380-01-30-001", "138****0001"),
+            # a dash after a `+` and a country code leads to a group, a date's shape too (a
+            # time zone's `+8` and a date after a space stay)
+            ("call +1-0000-01-01 00:00", "call 100**0101 00:00"),
+            ("tz=+8 2026-12-07 10:00", "tz=+8 2026-12-07 10:00"),
         ],
     )
     def test_a_date_or_time_before_or_after_a_number_in_groups_stays_whole(

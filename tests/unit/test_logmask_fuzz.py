@@ -361,6 +361,8 @@ def numbers_beside_a_date_or_time(draw: st.DrawFn) -> tuple[str, str, str]:
 @settings(max_examples=200, deadline=None)
 @given(numbers_beside_a_date_or_time())
 @example(("call 1999-01-01 130 0000 0000", "13000000000", "1999-01-01"))
+# a country code, a dash and groups in a date's shape: read as `+1` and a date, shown
+@example(("call +1-0000-01-01 00:00", "100000101", "00:00"))
 def test_a_date_or_time_beside_a_number_stays_whole(number_when: tuple[str, str, str]) -> None:
     line, digits, when = number_when
     masked = mask_text(line)
