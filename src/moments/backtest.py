@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -44,8 +45,10 @@ from moments.batchresult import (
 )
 from moments.engine import Detector
 from moments.eventclock import SWEEP_BUCKET_S
+from moments.exceptions import ConfigError
 from moments.models import EventType, InputEvent, ServiceTask
 from moments.records import OUT_OF_TIME, RawRecord, SuppressReason
+from moments.runon import run_on_refusal
 from moments.runtime import record_batch
 from moments.store import StateStore
 from moments.sweep import sweep
@@ -454,6 +457,9 @@ class Backtest:
         self.blank_firsts: dict[str, str] = {}
         """A refusal of blank cells without its line -> as told (at the first row's)."""
         self.swept_bucket = -1
+        self.reports_days = False
+        """Whether a report of every day up to `--to` is made of the result (`run_backtest`):
+        then a `--to` past `moments.runon`'s limit is refused whatever the rules."""
         self.result = BacktestResult(self.producer.sent, self.metrics, self._slots(), self.policy)
         self.result.withdrawn = self.producer.withdrawn
         self.result.report_from = report_from
@@ -551,6 +557,7 @@ class Backtest:
                     out.last_event = at  # the latest, as event time: a late line ends nothing
         if live_from is not None:  # every event was before the cut-over
             out.events_before_live_from = out.events
+        self._check_run_on(until)
         if batch:
             await self._step(batch)
         if self._warming:
@@ -576,6 +583,19 @@ class Backtest:
         out.seconds = time.perf_counter() - started
         out.state_bytes = sorted(len(state.to_bytes()) for _, state, _ in self.state.items([0]))
         return out
+
+    def _check_run_on(self, until: float | None) -> None:
+        """Refuse (ConfigError, naming the fix) to run event time on past the last event
+        further than `moments.runon` allows: to `until`, or to a `--from` after it."""
+        last = self.result.last_event
+        ends = [("--to", until), ("--from", self.report_from if self._warming else None)]
+        for flag, end in ends:
+            if last is not None and end is not None:
+                said = run_on_refusal(
+                    self.detector.rules, last, end, flag, self.policy.zone, self.reports_days
+                )
+                if said is not None:
+                    raise ConfigError(said)
 
     async def _waiting_by(self) -> tuple[Counter[tuple[str, str]], float | None]:
         """The tasks waiting in the deferral queue by (reason, channel), read from the
@@ -642,11 +662,33 @@ class Backtest:
         if self.swept_bucket < 0:
             self.swept_bucket = last  # nothing read yet: nothing to sweep
             return
-        for hour in range(self.swept_bucket + 1, last + 1):
+        await self._sweep_hours(self.swept_bucket + 1, last)
+
+    async def _sweep_hours(self, first: int, last: int) -> None:
+        """The sweeps of hours `first` to `last` (epoch hours), each at the hour's start
+        after event time moved on to it (releasing the tasks due on the way, each at its
+        own time). Hours at which no record is due (`BacktestState.next_due`) are skipped:
+        their sweep would change nothing. Swept one by one, event time run on far past
+        the history took an hour's work per hour: `--to` a century on, hours of it."""
+        hour = first
+        while (hour := self._next_due_hour(hour, last)) <= last:
             mark = hour * SWEEP_BUCKET_S
             await self._advance(mark)
             await self._sweep(mark)
-            self.swept_bucket = hour
+            hour += 1
+        self.swept_bucket = max(self.swept_bucket, last)
+
+    def _next_due_hour(self, hour: int, last: int) -> int:
+        """The first hour from `hour` on whose sweep finds a record due, `last + 1` when
+        none up to `last` does; `hour` itself for a store with no index (every record is
+        swept every hour)."""
+        state = self.state
+        if not isinstance(state, BacktestState) or hour > last:
+            return hour
+        due = state.next_due(self.detector, hour * SWEEP_BUCKET_S)
+        return (
+            max(hour, math.ceil(due / SWEEP_BUCKET_S)) if due <= last * SWEEP_BUCKET_S else last + 1
+        )
 
     async def _dispatch(self, result: BatchResult) -> None:
         """What the stream's runtime does with a batch (facts, then tasks, then state),
@@ -782,12 +824,8 @@ class Backtest:
         due at `until` itself (the sweep of the hour it begins: a day's close at midnight;
         a task waiting until then) is the period after it, as the events dated from it
         are: it waits. Swept and released, it was published on a day after the report."""
-        hour = int(self.clock.now) // SWEEP_BUCKET_S + 1
-        while (mark := hour * SWEEP_BUCKET_S) < until:
-            await self._advance(mark)
-            await self._sweep(mark)
-            self.swept_bucket = hour
-            hour += 1
+        first = int(self.clock.now) // SWEEP_BUCKET_S + 1
+        await self._sweep_hours(first, math.ceil(until / SWEEP_BUCKET_S) - 1)  # marks < until
         await self._advance(until, before=True)
 
 
@@ -811,5 +849,6 @@ def run_backtest(
     no task, as a worker's with `MOMENTS_LIVE_FROM`: a rehearsal of the cut-over."""
     start = report_from.timestamp() if report_from is not None else None
     bt = Backtest(rules, policy, tick_s=tick_s, report_from=start, live_from=live_from)
+    bt.reports_days = True
     end = until.timestamp() if until is not None else None
     return asyncio.run(bt.run(events, progress, end))

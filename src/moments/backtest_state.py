@@ -72,6 +72,31 @@ class SweepIndex:
         self._touched = set(found)
         return found
 
+    def next_due(
+        self, detector: Detector, at: int, records: Mapping[str, SubscriberState]
+    ) -> float:
+        """When the first record is due for a sweep from `at` on (`at` or earlier: at
+        `at`; inf: none is), so that a sweeper may skip the hours before it: a sweep finds
+        nothing in them (`due`). The touched records' times are worked out here, at `at`,
+        as `due` would at a later sweep before their time: `next_sweep` gives the same
+        time from any instant before it, the record unchanged (the heap's times rely on
+        it too)."""
+        due_at = self._due_at
+        heap = self._heap
+        for key in self._touched:
+            state = records.get(key)
+            if state is None:
+                due_at.pop(key, None)
+                continue
+            when = next_sweep(detector, state, at)
+            if due_at.get(key) != when:
+                due_at[key] = when
+                heapq.heappush(heap, (when, key))
+        self._touched = set()
+        while heap and due_at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # stale: the record was due, or written, since
+        return heap[0][0] if heap else float("inf")
+
 
 class BacktestState:
     """A `StateStore` holding records as objects, with `due` for an indexed sweep."""
@@ -125,3 +150,7 @@ class BacktestState:
         records = self.records
         found = self.index.due(detector, at, records)
         return [(sub, records[sub], 0) for sub in sorted(found, key=self._rank.__getitem__)]
+
+    def next_due(self, detector: Detector, at: int) -> float:
+        """When a sweep from `at` on next finds a record to change (`SweepIndex.next_due`)."""
+        return self.index.next_due(detector, at, self.records)

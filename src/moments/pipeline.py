@@ -18,8 +18,10 @@ import orjson
 
 from moments.engine import Detector
 from moments.eventclock import SWEEP_BUCKET_S
+from moments.exceptions import ConfigError
 from moments.models import EventType, ServiceTask
 from moments.records import DeadLetter, RawRecord
+from moments.runon import run_on_refusal
 from moments.store import DictStateStore
 from moments.sweep import next_sweep, sweep
 from rules.catalog import RuleSet
@@ -193,6 +195,10 @@ def run_pipeline(
         if progress is not None:
             progress(done)
     if until is not None:
+        if out.watermark and (
+            said := run_on_refusal(rules, out.watermark, until.timestamp(), zone=rules.gating.zone)
+        ):
+            raise ConfigError(said)
         # As the stream's timer does: sweep every hour of event time up to `until` (those
         # at which a record is due), then `until` itself. The whole way, as the backtest's
         # `--to` runs on: only the last 120 days were swept, so a birthday or a silence
