@@ -226,3 +226,10 @@ class TestCommands:
         argv = ["backtest", "--events", str(self._events(tmp_path)), "--rules", str(rules_file)]
         assert main([*argv, "--out", str(tmp_path / "out"), "--to", "9000-01-01"]) == 2
         assert "a row per day in its tables" in capsys.readouterr().err
+
+    def test_state_seed_refuses_a_to_in_2126_with_the_default_catalog(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        events = str(self._events(tmp_path))
+        assert main(["state", "seed", "--events", events, "--dry-run", "--to", "2126-11-02"]) == 2
+        assert "--to 2126-11-02 is 36,523 days after the last event" in capsys.readouterr().err
