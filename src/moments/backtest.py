@@ -676,6 +676,10 @@ class Backtest:
             await self._advance(mark)
             await self._sweep(mark)
             hour += 1
+        if last >= first:
+            # To the last hour's start all the same: a task released (and dropped) on the
+            # way gives its cooldown back before the event that entered the hour is judged.
+            await self._advance(last * SWEEP_BUCKET_S)
         self.swept_bucket = max(self.swept_bucket, last)
 
     def _next_due_hour(self, hour: int, last: int) -> int:
