@@ -677,9 +677,12 @@ class Backtest:
             await self._sweep(mark)
             hour += 1
         if last >= first:
-            # To the last hour's start all the same: a task released (and dropped) on the
-            # way gives its cooldown back before the event that entered the hour is judged.
+            # To the last hour's start all the same, the cooldowns of the tasks released
+            # and dropped on the way given back, as each hour's sweep gave them: before the
+            # event that entered the hour is judged, and in the counters a report period
+            # beginning then (`--from`, `--live-from`) leaves out.
             await self._advance(last * SWEEP_BUCKET_S)
+            self._give_back()
         self.swept_bucket = max(self.swept_bucket, last)
 
     def _next_due_hour(self, hour: int, last: int) -> int:
