@@ -1173,7 +1173,8 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 
 def chart_png(report: Mapping[str, Any]) -> bytes:
-    """Tasks per day by family, stacked bars (matplotlib, Agg: no display needed)."""
+    """Tasks per day (or per week, month, year: `chart_unit`) by family, stacked bars
+    (matplotlib, Agg: no display needed)."""
     fig = chart_figure(report)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -1184,6 +1185,72 @@ CHART_HEADROOM = 1.08
 """The y axis reaches this much above the tallest day: at its top exactly, that day's bar
 ran into the frame, its top edge unreadable (analyst walk)."""
 
+CHART_MAX_BARS = 92
+"""Up to this many days (three months) the chart draws a bar per day; past it, a bar per
+week, else per month, else per year, the first with at most this many bars. Half an inch
+per day, ten years of `--to` drew a PNG 183,100 px wide (two years took 48.7 s to draw);
+92 bars make at most 5,050 px. The report's tables stay per day."""
+
+CHART_UNITS = ("day", "week", "month", "year")
+
+
+def _bin_start(day: str, unit: str) -> str:
+    """The first day of the week (a Monday), month or year `day` falls in, as its label."""
+    if unit == "week":
+        date = dt.date.fromisoformat(day)
+        return (date - dt.timedelta(days=date.weekday())).isoformat()
+    return {"day": day, "month": day[:7], "year": day[:4]}[unit]
+
+
+def _bin_length(start: str, unit: str) -> int:
+    """The days in the week, month or year that begins at `start` (a `_bin_start`)."""
+    if unit == "week":
+        return 7
+    if unit == "year":
+        year = int(start)
+        return (dt.date(year + 1, 1, 1) - dt.date(year, 1, 1)).days
+    first = dt.date.fromisoformat(f"{start}-01")
+    return ((first + dt.timedelta(days=31)).replace(day=1) - first).days
+
+
+def chart_unit(days: Sequence[str]) -> str:
+    """What one bar of the chart is: `day` up to `CHART_MAX_BARS` days, else the first of
+    week, month, year that draws at most that many bars (year past it: 92 years)."""
+    for unit in CHART_UNITS[:-1]:
+        if len({_bin_start(d, unit) for d in days}) <= CHART_MAX_BARS:
+            return unit
+    return CHART_UNITS[-1]
+
+
+def chart_title(unit: str) -> str:
+    """The chart's title, naming what one bar is (also the HTML page's alt text)."""
+    if unit == "week":
+        return "Tasks per week (Monday to Sunday) by family"
+    return f"Tasks per {unit} by family"
+
+
+def chart_bins(
+    report: Mapping[str, Any],
+) -> tuple[str, list[str], list[str], dict[tuple[str, str], int]]:
+    """(unit, bar labels, families, counts per (label, family)) of the chart: per day,
+    labels as the tables write them; per week, month or year, its first day, month or year,
+    `(part)` under a bar the report covers in part (the range begins or ends inside it, or
+    one of its days is covered in part)."""
+    days, families, counts = pivot(report["tasks_per_day"]["family"], "family", report.get("days"))
+    partial = report.get("partial_days", {})
+    unit = chart_unit(days)
+    if unit == "day":
+        return unit, days, families, counts
+    covered: Counter[str] = Counter(_bin_start(d, unit) for d in days)
+    in_part = {b for b, n in covered.items() if n < _bin_length(b, unit)}
+    in_part |= {_bin_start(d, unit) for d in partial}
+    binned: Counter[tuple[str, str]] = Counter()
+    for (day, family), n in counts.items():
+        binned[_bin_start(day, unit), family] += n
+    label = {b: f"{b} (part)" if b in in_part else b for b in covered}
+    labels = [label[b] for b in sorted(covered)]
+    return unit, labels, families, {(label[b], f): n for (b, f), n in binned.items()}
+
 
 def chart_figure(report: Mapping[str, Any]) -> Figure:
     """The figure `chart_png` draws: the legend outside the bars, on their right (inside,
@@ -1193,7 +1260,7 @@ def chart_figure(report: Mapping[str, Any]) -> Figure:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    days, families, counts = pivot(report["tasks_per_day"]["family"], "family", report.get("days"))
+    unit, days, families, counts = chart_bins(report)
     # 1.5 in. more than the bars take, for the legend beside them
     fig = Figure(figsize=(max(6.0, 0.5 * len(days) + 3) + 1.5, 4.5), dpi=100)
     ax = fig.subplots()
@@ -1203,9 +1270,9 @@ def chart_figure(report: Mapping[str, Any]) -> Figure:
         heights = [counts.get((d, family), 0) for d in days]
         ax.bar(xs, heights, bottom=bottom, label=family)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    partial = report.get("partial_days", {})
+    partial = report.get("partial_days", {}) if unit == "day" else {}
     ax.set_xticks(xs, [day_label(d, partial).replace(" (", "\n(") for d in days])
-    ax.set_title("Tasks per day by family")
+    ax.set_title(chart_title(unit))
     ax.set_ylabel("tasks")
     ax.tick_params(axis="x", labelrotation=45)
     ax.set_ylim(0, max(max(bottom, default=0), 1) * CHART_HEADROOM)
@@ -1215,9 +1282,24 @@ def chart_figure(report: Mapping[str, Any]) -> Figure:
     return fig
 
 
+def chart_html(report: Mapping[str, Any], png: bytes) -> list[str]:
+    """The chart on the HTML page: the PNG as a data URI, its alt text naming what one bar
+    is, and past `CHART_MAX_BARS` days a note that the tables stay per day."""
+    image = base64.b64encode(png).decode()
+    body: list[str] = []
+    unit = chart_unit(pivot(report["tasks_per_day"]["family"], "family", report.get("days"))[0])
+    alt = html.escape(chart_title(unit), quote=True)
+    body.append(f'<img alt="{alt}" src="data:image/png;base64,{image}">')
+    if unit != "day":
+        body.append(
+            f'<p class="note">One bar of the chart is a {unit} (the range has more than '
+            f"{CHART_MAX_BARS} days); the tables below are per day.</p>"
+        )
+    return body
+
+
 def html_page(report: Mapping[str, Any], png: bytes) -> str:
     """One file: the chart as a data URI, every table inline, no external assets."""
-    image = base64.b64encode(png).decode()
     body = [
         "<h1>Backtest report</h1>",
     ]
@@ -1229,7 +1311,7 @@ def html_page(report: Mapping[str, Any], png: bytes) -> str:
         f'<p class="note"><strong>Note:</strong> {html.escape(n)}</p>'
         for n in report.get("notes", ())
     ]
-    body.append(f'<img alt="Tasks per day by family" src="data:image/png;base64,{image}">')
+    body += chart_html(report, png)
     for title, headers, rows in sections(report):
         if not headers:  # a line instead of an empty table (`_or_none`)
             body.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(str(rows[0][0]))}</p>")
