@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from moments.backtest import CollectingProducer
-from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
+from moments.models import Channel, ProfileEvent, ServiceTask
 from sinks.capacity import CapacityLimiter
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
@@ -32,37 +32,13 @@ from sinks.stores import DispatchStores
 from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
 
 from .fakes import Clock
+from .test_redriven_groups import GRACE_S, START, SUB, CrashError, moment
 
-START = dt.datetime(2026, 12, 3, 11, 0, tzinfo=dt.UTC)
-SUB = "13300000002"
 CALL, SMS, MGR = "c1" * 16, "d2" * 16, "e3" * 16
-GRACE_S = 60.0
 HOURS = {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
 """Calls are worked 03:00-12:00 UTC."""
 TO_SMS = {"a": {"policy": "fallback", "channel": "sms"}}
 RULES: dict[str, dict[str, Any]] = {"fallback": TO_SMS["a"], "defer": {"policy": "defer"}}
-
-
-class CrashError(Exception):
-    """The worker dies here."""
-
-
-def moment(task_id: str, channel: Channel, rule: str, at: dt.datetime, lasts: float) -> ServiceTask:
-    return ServiceTask(
-        task_id=task_id,
-        subscriber_id=SUB,
-        moment=Moment(
-            family=Family.ANOMALY, type=rule, rule_id=rule, rule_version=1, description="d"
-        ),
-        priority=3,
-        channel=channel,
-        action="act",
-        triggered_at=at,
-        created_at=at,
-        deliver_after=at,
-        expires_at=at + dt.timedelta(hours=lasts),
-        evidence=[f"ev-{task_id}"],
-    )
 
 
 def published(producer: CollectingProducer) -> list[tuple[str, str, list[str]]]:
