@@ -49,6 +49,39 @@ class SweepIndex:
     def due(self, detector: Detector, at: int, records: Mapping[str, SubscriberState]) -> set[str]:
         """The keys a sweep to `at` can change (each then counts as touched: the sweep may
         change it); a key no longer in `records` is forgotten."""
+        found = self._index(detector, at, records)
+        due_at = self._due_at
+        heap = self._heap
+        while heap and heap[0][0] <= at:
+            when, key = heapq.heappop(heap)
+            if due_at.get(key) == when:
+                del due_at[key]
+                found.add(key)
+        self._touched = set(found)
+        return found
+
+    def next_due(
+        self, detector: Detector, at: int, records: Mapping[str, SubscriberState]
+    ) -> float:
+        """When the first record is due for a sweep from `at` on (`at` when one is due at
+        `at` or earlier; inf: none is), so that a sweeper may skip the hours before it: a
+        sweep finds nothing in them (`due`). The touched records' times are worked out
+        here, at `at`, as `due` would at a later sweep before their time: `next_sweep`
+        gives the same time from any instant before it, the record unchanged (the heap's
+        times rely on it too). Those due at `at` stay touched, for `due` to find."""
+        self._touched = self._index(detector, at, records)
+        if self._touched:
+            return at
+        heap = self._heap
+        while heap and self._due_at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # stale: the record was due, or written, since
+        return heap[0][0] if heap else float("inf")
+
+    def _index(
+        self, detector: Detector, at: int, records: Mapping[str, SubscriberState]
+    ) -> set[str]:
+        """The touched records due at `at` (`next_sweep`); the others' times put in the
+        heap, and they are no longer touched. A key no longer in `records` is forgotten."""
         due_at = self._due_at
         heap = self._heap
         found: set[str] = set()
@@ -64,38 +97,8 @@ class SweepIndex:
             elif due_at.get(key) != when:
                 due_at[key] = when
                 heapq.heappush(heap, (when, key))
-        while heap and heap[0][0] <= at:
-            when, key = heapq.heappop(heap)
-            if due_at.get(key) == when:
-                del due_at[key]
-                found.add(key)
-        self._touched = set(found)
-        return found
-
-    def next_due(
-        self, detector: Detector, at: int, records: Mapping[str, SubscriberState]
-    ) -> float:
-        """When the first record is due for a sweep from `at` on (`at` or earlier: at
-        `at`; inf: none is), so that a sweeper may skip the hours before it: a sweep finds
-        nothing in them (`due`). The touched records' times are worked out here, at `at`,
-        as `due` would at a later sweep before their time: `next_sweep` gives the same
-        time from any instant before it, the record unchanged (the heap's times rely on
-        it too)."""
-        due_at = self._due_at
-        heap = self._heap
-        for key in self._touched:
-            state = records.get(key)
-            if state is None:
-                due_at.pop(key, None)
-                continue
-            when = next_sweep(detector, state, at)
-            if due_at.get(key) != when:
-                due_at[key] = when
-                heapq.heappush(heap, (when, key))
         self._touched = set()
-        while heap and due_at.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)  # stale: the record was due, or written, since
-        return heap[0][0] if heap else float("inf")
+        return found
 
 
 class BacktestState:
