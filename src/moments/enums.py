@@ -102,3 +102,12 @@ class ReturnResult(StrEnum):
     """The mark had moved on, or the subscriber has no record: nothing to give back."""
     MALFORMED = "malformed"
     """No cooldown return could be read from the record."""
+
+
+class StateDamage(StrEnum):
+    """The `kind` of `moments_state_records_damaged_total` (moments.statedamage)."""
+
+    UNREADABLE = "unreadable"
+    """Bytes that hold no record (not zstd or JSON, cut short): begun afresh."""
+    MALFORMED = "malformed"
+    """Fields of shapes the detector never writes: those reset, the rest kept."""

@@ -52,7 +52,7 @@ from moments.refusals import allowed_ahead
 from moments.reload import PolicyReloader, Reloader
 from moments.settings import Settings
 from moments.shutdown import within
-from moments.statedamage import StateMetrics, report_damaged
+from moments.statedamage import report_damaged
 from moments.stateview import returns_topic
 from moments.store import StateStore
 from moments.sweep import sweep
@@ -119,8 +119,6 @@ class Runtime:
         self.policy = load_policy(settings.dispatch_policy) if policy is None else policy
         """Read before any connection is tried: a bad file stops the start at once."""
         self.metrics = metrics
-        self.state_metrics = StateMetrics.of(metrics)
-        """Damaged records met (moments.statedamage): each series from 0."""
         self.detector = detector
         self.ready = asyncio.Event()
         self.starting = "starting"
@@ -649,7 +647,7 @@ class Runtime:
         record_batch(self.metrics, result)
         if result.damaged:  # said once the mended records are written (once each)
             shown = (lambda n: n) if self.settings.log_pii else mask_msisdn
-            report_damaged(self.state_metrics, result.damaged, shown)
+            report_damaged(self.metrics, result.damaged, shown)
         if self._warming and self.detector.live_from is not None and result.watermarks:
             newest = max(result.watermarks.values())
             if newest >= self.detector.live_from.timestamp():

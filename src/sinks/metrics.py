@@ -13,7 +13,7 @@ from enum import StrEnum
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from moments.decoding import DELETION_FORMS
-from moments.enums import DeferralReason, ReturnResult
+from moments.enums import DeferralReason, ReturnResult, StateDamage
 from moments.models import Channel, EventType
 from moments.records import (
     INPUT_ONLY_REASONS,
@@ -371,6 +371,15 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.state_damaged = Counter(
+            "moments_state_records_damaged",
+            "Subscriber records read damaged and mended, by kind: unreadable (begun afresh) "
+            "or malformed (the fields of shapes the detector never writes reset)",
+            ["kind"],
+            registry=r,
+        )
+        for damage in StateDamage:  # from 0: `rate()` and alerts see the first
+            self.state_damaged.labels(damage.value)
         self.up_of = {dep: self.dependency_up.labels(dep.value) for dep in Dependency}
         """Each dependency's `moments_dependency_up` series, looked up once (`with_retry`
         sets it on every call: `labels()` took 1% of a backtest)."""

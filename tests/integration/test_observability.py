@@ -356,13 +356,11 @@ def test_the_exposition_check_names_a_renamed_metric_and_label() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from moments.consumer_metrics import ConsumerMetrics
-    from moments.statedamage import StateMetrics
     from sinks.metrics import DispatchMetrics, Metrics
 
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     DispatchMetrics.of(metrics)
-    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     # `_created` series left out, as a worker leaves them out (moments.worker)
     lines = generate_latest(registry).decode().splitlines()

@@ -8,7 +8,6 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from moments.consumer_metrics import ConsumerMetrics
-from moments.statedamage import StateMetrics
 from sinks.metrics import DispatchMetrics, Metrics
 
 from .catalogs import default_rules
@@ -58,7 +57,6 @@ def test_no_label_could_carry_a_subscriber_id() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     DispatchMetrics.of(metrics)
-    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     labels = set().union(*(labels for _, labels in collectors(registry).values()))
     assert labels <= {
@@ -109,7 +107,6 @@ def test_every_metric_a_worker_serves_is_in_the_operations_guide() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     DispatchMetrics.of(metrics)
-    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     served = collectors(registry)
     table = documented()
@@ -129,7 +126,6 @@ def test_the_changelog_lists_every_metric_beyond_the_contract() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     DispatchMetrics.of(metrics)
-    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     assert listed == set(collectors(registry)) - set(CONTRACT)
 

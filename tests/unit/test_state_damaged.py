@@ -30,7 +30,7 @@ from moments.pipeline import to_records
 from moments.records import RawRecord
 from moments.simulate import limit, simulate, write_jsonl
 from moments.state import UNREADABLE, DamagedRecordError, SubscriberState
-from moments.statedamage import StateMetrics, report_damaged
+from moments.statedamage import report_damaged
 from moments.statezip import NewerRecordError, pack, unpack
 from moments.store import DictStateStore
 from moments.sweep import sweep
@@ -318,16 +318,16 @@ def test_each_damaged_record_is_counted_and_logged_masked(
 ) -> None:
     """Counted by kind, each series from 0; one line a record, the subscriber as `shown`
     gives it (the runtime's: `mask_msisdn` unless MOMENTS_LOG_PII)."""
-    metrics = StateMetrics.of(Metrics(CollectorRegistry()))
-    assert metrics.damaged.labels("unreadable")._value.get() == 0
+    metrics = Metrics(CollectorRegistry())
+    assert metrics.state_damaged.labels("unreadable")._value.get() == 0
     with caplog.at_level(logging.WARNING, logger="moments.statedamage"):
         report_damaged(
             metrics,
             {"13800138001": UNREADABLE, "13900139002": "offsets, seen"},
             lambda sub: f"sub-{sub[-2:]}",
         )
-    assert metrics.damaged.labels("unreadable")._value.get() == 1
-    assert metrics.damaged.labels("malformed")._value.get() == 1
+    assert metrics.state_damaged.labels("unreadable")._value.get() == 1
+    assert metrics.state_damaged.labels("malformed")._value.get() == 1
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert "subscriber sub-01:" in lines[0]

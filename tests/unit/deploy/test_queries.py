@@ -23,7 +23,6 @@ from ruamel.yaml import YAML
 from moments.consumer_metrics import ConsumerMetrics
 from moments.enums import REACHED, Channel, EventType, OutcomeStatus
 from moments.records import OUTCOME_EVENT_TYPE, RejectReason, SuppressReason
-from moments.statedamage import StateMetrics
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, OversizeOutcome
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
@@ -68,7 +67,6 @@ def served() -> dict[str, set[str]]:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     DispatchMetrics.of(metrics)
-    StateMetrics.of(metrics)  # registered by the runtime beside them
     ConsumerMetrics(registry)
     names: dict[str, set[str]] = {}
     for collector, series in registry._collector_to_names.items():
