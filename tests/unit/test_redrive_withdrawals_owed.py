@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 import sinks.retry
 from moments.backtest import CollectingProducer
 from moments.enums import WithdrawReason
-from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
+from moments.models import Channel, ProfileEvent
 from sinks.base import Headers
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
@@ -33,12 +33,7 @@ from sinks.stores import DispatchStores
 from sinks.withdrawals import WITHDRAWALS_TOPIC, ProfileChange, notice, profile_changes
 
 from .fakes import Clock
-
-PRODUCED = dt.datetime(2026, 12, 3, 11, 59, 50, tzinfo=dt.UTC)
-OPENS = dt.datetime(2026, 12, 4, 3, 0, 1, tzinfo=dt.UTC)
-SUB = "13300000002"
-TASK = "c1" * 16
-GRACE_S = 60.0
+from .test_redriven_parked import GRACE_S, OPENS, PRODUCED, SUB, TASK, call, notices
 
 
 class RefusingProducer(CollectingProducer):
@@ -63,31 +58,6 @@ class RefusingProducer(CollectingProducer):
             self.away -= 1
             raise KafkaTimeoutError()
         return await super().send(topic, value, key, partition, timestamp_ms, headers)
-
-
-def call() -> ServiceTask:
-    return ServiceTask(
-        task_id=TASK,
-        subscriber_id=SUB,
-        moment=Moment(
-            family=Family.FIRST_TIME, type="m", rule_id="m", rule_version=1, description="d"
-        ),
-        priority=3,
-        channel=Channel.OUTBOUND_CALL,
-        action="act",
-        triggered_at=PRODUCED,
-        created_at=PRODUCED,
-        deliver_after=PRODUCED,
-        expires_at=PRODUCED + dt.timedelta(days=3),
-        evidence=["e1"],
-    )
-
-
-def notices(producer: CollectingProducer) -> list[tuple[str, str]]:
-    return [
-        (str(n["task_id"]), str(n["reason"]))
-        for n in (orjson.loads(p.payload) for p in producer.withdrawn)
-    ]
 
 
 def setup(hours: bool) -> tuple[Clock, DispatchStores, TaskSink, RefusingProducer]:
