@@ -217,7 +217,11 @@ def command_settings() -> Settings:
     from moments.settings import load_settings
 
     settings = load_settings()
-    install_pii_masking(mask=not settings.log_pii, secrets=settings.secret_values())
+    install_pii_masking(
+        mask=not settings.log_pii,
+        secrets=settings.secret_values(),
+        names=settings.log_names(),
+    )
     return settings
 
 

@@ -68,7 +68,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
 
 The ident of one of the process's threads is left alone there (a stack dump's
 `<Thread(metrics, started daemon 140...)>`): no person's number, and masked, a dump's
-threads could not be told apart.
+threads could not be told apart. So are the digits of a configured name (the app id, the
+topic prefix, a topic's name: `moments-20261207`, `t495161564fa.telecom.roaming`;
+`install_pii_masking(names=)`): a log that names a topic names the one to look at.
 
 Left alone: a number right after a setting's name or one ending in a unit or `_count`
 (`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
@@ -472,7 +474,13 @@ REDACTED = "****"
 _FORMATTER = logging.Formatter()
 _lock = threading.Lock()
 _report_lock = threading.Lock()
-_state: dict[str, Any] = {"installed": False, "mask": True, "secrets": ()}
+_state: dict[str, Any] = {
+    "installed": False,
+    "mask": True,
+    "secrets": (),
+    "names": None,
+    "names_reach": 0,
+}
 
 
 def _mask_bytes_token(match: re.Match[str]) -> str:
@@ -531,6 +539,8 @@ def _mask_match(match: re.Match[str]) -> str:
         return match.group(0)
     if match.group("uuid") is not None:  # a task's, a member's, a request's: no one's number
         return match.group(0)
+    if _in_name(match.string, match.start(), match.end()):
+        return match.group(0)
     if (spaced := match.group("spaced")) is not None:  # a number written in groups
         return _mask_grouped(spaced)
     found = match.group(0)
@@ -540,6 +550,34 @@ def _mask_match(match: re.Match[str]) -> str:
     ):
         return found
     return mask_msisdn(found)
+
+
+def _in_name(text: str, start: int, end: int) -> bool:
+    """Whether `text[start:end]` lies within one of the configured names
+    (`install_pii_masking(names=)`) written there."""
+    names: re.Pattern[str] | None = _state["names"]
+    if names is None:
+        return False
+    reach = _state["names_reach"]
+    for found in names.finditer(text, max(0, start - reach), min(len(text), end + reach)):
+        if found.start() <= start and end <= found.end():
+            return True
+    return False
+
+
+def _names_pattern(names: tuple[str, ...] | list[str]) -> re.Pattern[str] | None:
+    """The configured names the masker would touch, longest first, not glued to more
+    digits; a name without a letter is none (an app id of digits alone could equal a
+    subscriber's number)."""
+    touched = {
+        name
+        for name in names
+        if any(c.isalpha() for c in name) and _patterns()[0].sub(_mask_match, name) != name
+    }
+    kept = sorted(touched, key=len, reverse=True)
+    if not kept:
+        return None
+    return re.compile(r"(?<!\d)(?:" + "|".join(map(re.escape, kept)) + r")(?!\d)")
 
 
 _HEX_LETTERS = frozenset("abcdefABCDEF")
@@ -718,12 +756,21 @@ def mask_record(record: logging.LogRecord) -> None:
         record.stack_info = clean_text(record.stack_info)
 
 
-def install_pii_masking(mask: bool = True, secrets: tuple[str, ...] | list[str] = ()) -> None:
+def install_pii_masking(
+    mask: bool = True,
+    secrets: tuple[str, ...] | list[str] = (),
+    names: tuple[str, ...] | list[str] = (),
+) -> None:
     """From now on mask subscriber numbers (unless `mask` is False) and redact `secrets` (the
-    configured passwords) and SASL payloads in all log records."""
+    configured passwords) and SASL payloads in all log records; the digits of `names` (the
+    app id, topic prefix and topic names: `Settings.log_names`) stay as written."""
     with _lock:
         _state["mask"] = mask
         _state["secrets"] = _secret_forms(secrets)
+        _state["names"] = None  # the pattern is worked out by the masker itself
+        pattern = _names_pattern(names)
+        _state["names"] = pattern
+        _state["names_reach"] = max((len(n) for n in names), default=0)
         if _state["installed"]:
             return
         previous = logging.getLogRecordFactory()

@@ -374,6 +374,12 @@ class Settings(BaseSettings):
         values += redisurl.passwords(self.redis_url)
         return [v for v in values if v]
 
+    def log_names(self) -> list[str]:
+        """The names a log line may hold that are no one's number (the app id, the topic
+        prefix, each topic's name), whose digits the log masker leaves as written."""
+        names = [self.app_id, self.topic_prefix, *self.topics.model_dump().values()]
+        return [name for name in names if name]
+
     def topic(self, name: str) -> str:
         """Full topic name for a key of `Topics`, with the prefix."""
         return self.topic_prefix + str(getattr(self.topics, name))

@@ -50,8 +50,8 @@ def any_hour_rules(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> MakeSettings:
     """Settings for one test: its own topics (prefix), consumer group, state and ledger keys."""
-    # Ends in a hex letter: ten random hex digits that happened to be all decimal read as
-    # a phone number to the log masker, and a test looking for the topic in a log failed.
+    # Its digits may read as a phone number (`t495161564fa`): the worker keeps its
+    # configured names whole in the log (`Settings.log_names`), so a test can look for them.
     app_id = f"t{uuid4().hex[:10]}a"
 
     def make(**overrides: object) -> Settings:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from moments.logformat import json_formatter
 from moments.logmask import install_pii_masking, mask_text
 from moments.models import UsageEvent
-from moments.settings import load_settings
+from moments.settings import Settings, load_settings
 
 SUB, IMEI = "13800138001", "356938035643809"
 SHORT5, SHORT6 = "97531", "864209"  # the contract allows subscriber ids of 5 to 20 digits
@@ -1044,6 +1044,76 @@ class TestMaskText:
         assert other not in mask_text(f"'tid': {other}")
 
 
+class TestConfiguredNames:
+    """A topic or app id with a run of digits (`t495161564fa.telecom.roaming`, a prefix the
+    integration tests draw at random) read as a number glued to a word and was masked: the
+    worker's warning about that topic named `t495****564fa...`, and a test looking for the
+    topic failed. Configured names stay as written; a number beside them is still masked."""
+
+    @pytest.fixture
+    def named(self) -> Iterator[None]:
+        install_pii_masking(True, names=["t495161564fa", "t495161564fa.", "moments-20261207"])
+        yield
+        install_pii_masking(True)
+
+    def test_without_names_the_digits_are_masked(self, masking: None) -> None:
+        assert "495161564" not in mask_text("t495161564fa.telecom.roaming 3")
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "since the worker started: t495161564fa.telecom.roaming 23 (e.g. a record",
+            "group t495161564fa joined",
+            "topic moments-20261207-state-changelog has 4 partitions",
+            "'t495161564fa.telecom.roaming'",
+        ],
+    )
+    def test_a_configured_name_stays_as_written(self, named: None, text: str) -> None:
+        assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "kept"),
+        [
+            (f"t495161564fa.telecom.roaming {SUB}", "t495161564fa.telecom.roaming 138****8001"),
+            (f"t495161564fa {SUB}t495161564fa", f"t495161564fa {mask_text(SUB)}t495161564fa"),
+            ("t4951615648fa.x", None),  # another name: one digit more
+            ("moments-202612071", None),  # glued to more digits: a number
+        ],
+    )
+    def test_numbers_beside_or_like_a_name_are_still_masked(
+        self, named: None, text: str, kept: str | None
+    ) -> None:
+        masked = mask_text(text)
+        if kept is not None:
+            assert masked == kept
+        else:
+            assert masked != text
+
+    def test_a_name_of_digits_alone_keeps_nothing(self) -> None:
+        """An app id of digits alone could equal a subscriber's number."""
+        install_pii_masking(True, names=[SUB])
+        try:
+            assert SUB not in mask_text(f"msisdn {SUB}")
+            assert SUB not in mask_text(f"app {SUB}")
+        finally:
+            install_pii_masking(True)
+
+    def test_the_settings_name_the_app_id_prefix_and_topics(self) -> None:
+        settings = Settings(
+            app_id="moments-20261207",
+            topic_prefix="t495161564fa.",
+            topics={"roaming": "net.roaming-2026120701"},
+        )
+        names = settings.log_names()
+        assert {"moments-20261207", "t495161564fa.", "net.roaming-2026120701"} <= set(names)
+        install_pii_masking(True, names=names)
+        try:
+            line = f"events on {settings.topic('roaming')}: {SUB}"
+            assert mask_text(line) == f"events on {settings.topic('roaming')}: 138****8001"
+        finally:
+            install_pii_masking(True)
+
+
 LINE = 100_000
 """A crafted log line's size: a payload or a list a library logs whole, far beyond any
 ordinary line, the input each shape of the pattern must read in one pass."""
@@ -1429,12 +1499,18 @@ class TestCommandsMaskWhatTheyRead:
 
         monkeypatch.setenv("MOMENTS_REDIS_PASSWORD", "s3cret-pw")
         monkeypatch.setenv("MOMENTS_LOG_PII", "true")
-        calls: list[tuple[bool, list[str]]] = []
+        monkeypatch.setenv("MOMENTS_APP_ID", "moments-20261207")
+        calls: list[tuple[bool, list[str], list[str]]] = []
 
-        def installed(mask: bool = True, secrets: tuple[str, ...] | list[str] = ()) -> None:
-            calls.append((mask, list(secrets)))
+        def installed(
+            mask: bool = True,
+            secrets: tuple[str, ...] | list[str] = (),
+            names: tuple[str, ...] | list[str] = (),
+        ) -> None:
+            calls.append((mask, list(secrets), list(names)))
             raise ConfigError("stopped once the settings' masking is installed")
 
         monkeypatch.setattr("moments.logmask.install_pii_masking", installed)
         assert main(argv) == 2
-        assert calls == [(False, ["s3cret-pw"])]
+        assert [(mask, secrets) for mask, secrets, _ in calls] == [(False, ["s3cret-pw"])]
+        assert "moments-20261207" in calls[0][2]  # its digits kept in the log lines
