@@ -281,27 +281,48 @@ class FaustTableStore:
     def save(self, changes: Mapping[str, StateChange], generation: int | None = None) -> StateWrite:
         """The changes as changelog records; held pending, the table's store unchanged
         until `persisted`. With `generation`, each record is stamped (moments.fence) over
-        the stamp of the record it replaces: the one loaded, or else the one held here."""
+        the stamp of the record it replaces: the one loaded, or else the one held here.
+
+        All or nothing: a record that cannot be written (a damaged field,
+        `batchresult.mend_unwritable`) raises with the store and the records as they were,
+        for the save to be retried. Kept stamped and pending, the records before it were
+        read by the retry as holding those stamps: a record begun with nothing held lost
+        its mark, one over a generation gone back was stamped."""
         headers: list[list[Header]] | None = None if generation is None else []
         write = StateWrite([], headers)
         records = write.records
         pending = self._pending
-        for sub, change in changes.items():
-            key = sub.encode()
-            state = change.state
-            if headers is not None:
-                held = None if state is None else state.stamp
-                if held is None:  # a record made here, or a deletion: what does it replace?
-                    held = self._held_stamp(key, change.partition)
-                stamp = next_stamp(held, cast(int, generation))
-                if state is not None:
-                    state.stamp = stamp
-                elif stamp:
-                    write.deletions[key] = stamp
-                headers.append(headers_of(stamp))
-            value = None if state is None else state.to_bytes()
-            records.append((change.partition, key, value))
-            pending[key] = (write, change.partition, sub, value, state)
+        # Put back if the save fails: each record stamped, with the stamp it had, and
+        # each pending entry replaced.
+        stamped: list[tuple[SubscriberState, Stamp | None]] = []
+        displaced: list[tuple[bytes, _Pending]] = []
+        try:
+            for sub, change in changes.items():
+                key = sub.encode()
+                state = change.state
+                if headers is not None:
+                    held = None if state is None else state.stamp
+                    if held is None:  # a record made here, or a deletion: what does it replace?
+                        held = self._held_stamp(key, change.partition)
+                    stamp = next_stamp(held, cast(int, generation))
+                    if state is not None:
+                        stamped.append((state, state.stamp))
+                        state.stamp = stamp
+                    elif stamp:
+                        write.deletions[key] = stamp
+                    headers.append(headers_of(stamp))
+                value = None if state is None else state.to_bytes()
+                records.append((change.partition, key, value))
+                if (replaced := pending.get(key)) is not None:
+                    displaced.append((key, replaced))
+                pending[key] = (write, change.partition, sub, value, state)
+        except BaseException:
+            for state, had in stamped:
+                state.stamp = had
+            for _, key, _ in records:
+                pending.pop(key, None)
+            pending.update(displaced)
+            raise
         return write
 
     def _held_stamp(self, key: bytes, partition: int) -> Stamp | None:

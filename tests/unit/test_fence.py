@@ -226,6 +226,55 @@ async def test_the_runtime_stamps_the_changelog_with_the_generation_it_holds(
     assert stamp_of_value(changelog.records[0][2] or b"") == (12,)
 
 
+async def test_a_save_retried_after_a_record_failed_its_write_stamps_as_the_first_try(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record that cannot be written (a ring of no digests) fails the save; the runtime
+    mends it (`mend_unwritable`) and saves again. The failed try had stamped the records
+    before it: the retry read those stamps as the ones held, so a record begun with
+    nothing held lost its mark (`12.1` went out as `12`, and a deletion the restore read
+    before it then won over it), and a record over a generation gone back was stamped
+    (`12`, losing to the older ones) instead of written without a stamp."""
+
+    class _App:
+        consumer_generation_id = 12
+        rebalancing_count = 3
+
+    order: list[str] = []
+    store, _ = _store(order)
+    changelog = FakeChangelog(order)
+    runtime = _runtime(monkeypatch, changelog)
+    owned = group_ownership(_App(), lambda: [2], [2])
+    above = SubscriberState(watermark=4, stamp=(20,))  # held from a generation gone back
+    damaged = SubscriberState(watermark=3, recent={"r": [1, 2]}, stamp=())  # type: ignore[list-item]
+    changes = {
+        "13000000002": StateChange(SubscriberState(watermark=9), 2),  # nothing held
+        "13000000003": StateChange(above, 2),
+        "13000000004": StateChange(None, 2),  # a deletion of a key nothing is known of
+        "13000000005": StateChange(damaged, 2),  # fails its write: mended, saved again
+    }
+    assert await runtime._publish(BatchResult(changes=changes), store, owned)
+    assert changelog.headers == [[(HEADER, b"12.1")], [], [(HEADER, b"12.1")], [(HEADER, b"12")]]
+    assert [stamp_of_value(value) for _, _, value in changelog.records if value] == [
+        (12, 1),
+        (),
+        (12,),
+    ]
+
+
+def test_a_save_that_fails_leaves_the_store_and_the_records_as_they_were() -> None:
+    """Nothing of a failed save is pending (read by `load`), nor stamped on its records."""
+    store, _ = _store([])
+    new = SubscriberState(watermark=9)
+    damaged = SubscriberState(recent={"r": [1, 2]}, stamp=(3,))  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        store.save({"13000000002": StateChange(new, 2), KEY.decode(): StateChange(damaged, 2)}, 7)
+    assert new.stamp is None
+    assert damaged.stamp == (3,)
+    assert store.load("13000000002") is None
+    assert store.load(KEY.decode()) == SubscriberState(watermark=5)
+
+
 # ---- every restore path: Faust's recovery and standbys, the bulk read --------------------------
 
 
