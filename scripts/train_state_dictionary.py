@@ -23,7 +23,7 @@ from moments.backtest import Backtest
 from moments.backtest_input import EventFile, merged
 from moments.backtest_state import BacktestState
 from moments.simulate import limit, simulate, write_jsonl
-from moments.statezip import LEVEL
+from moments.statezip import KNOWN_DICTIONARIES, LEVEL, MAX_DICTIONARY_ID
 from rules.catalog import load_rules
 
 HISTORIES = (
@@ -56,6 +56,12 @@ def main() -> None:
     parser.add_argument("--id", type=int, required=True, help="the new dictionary's id")
     parser.add_argument("--out", type=Path, default=Path("src/moments"), help="folder")
     args = parser.parse_args()
+    if args.id != KNOWN_DICTIONARIES[-1] + 1 or args.id > MAX_DICTIONARY_ID:
+        # A frame naming an id above it is read as damaged (moments.statezip.unpack).
+        raise SystemExit(
+            f"--id {args.id}: give the next id, {KNOWN_DICTIONARIES[-1] + 1} (ids are given "
+            f"in turn, and at most {MAX_DICTIONARY_ID})"
+        )
     with tempfile.TemporaryDirectory() as folder:
         samples = records(Path(folder))
     # [*samples]: the stub asks for a list of any buffer, and a list[bytes] is not one

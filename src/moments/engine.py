@@ -23,6 +23,7 @@ from moments.risk import note_hotline_call
 from moments.sources import SOURCE_CODES
 from moments.state import (
     ERASED_KEPT_S,
+    FRAME_DICTIONARY,
     UNREADABLE,
     DamagedRecordError,
     SubscriberState,
@@ -95,12 +96,16 @@ def _mended(records: Sequence[RawRecord], load: StateLoader) -> dict[str, tuple[
             continue
         checked.add(key)
         sub = key.decode("utf-8", "replace")
+        misnamed = []
         try:
             saved = load(sub)
-        except DamagedRecordError:
-            mended[sub] = (SubscriberState().to_json(), UNREADABLE, record.partition)
-            continue
-        if saved is not None and (reset := saved.mend()):
+        except DamagedRecordError as exc:
+            saved = exc.record  # read whole, its frame's dictionary id damaged
+            if saved is None:
+                mended[sub] = (SubscriberState().to_json(), UNREADABLE, record.partition)
+                continue
+            misnamed = [FRAME_DICTIONARY]
+        if saved is not None and (reset := misnamed + saved.mend()):
             mended[sub] = (saved.to_json(), ", ".join(reset), record.partition)
     return mended
 

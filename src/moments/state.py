@@ -21,7 +21,13 @@ from typing import Any
 
 import orjson
 
-from moments.statezip import NewerRecordError, StateFormatError, pack, unpack
+from moments.statezip import (
+    MisnamedRecordError,
+    NewerRecordError,
+    StateFormatError,
+    pack,
+    unpack,
+)
 
 MAX_OPEN = 16
 """Complaints remembered (open ones and recent resolutions); more is as good as many."""
@@ -51,11 +57,20 @@ class DamagedRecordError(StateFormatError):
     """Stored bytes that hold no record (not zstd or JSON, cut short, no JSON object): none
     of it can be read. Whoever reads it begins the subscriber afresh and counts it
     (`moments_state_records_damaged_total`); a record a newer version wrote is another case
-    (`NewerRecordError`)."""
+    (`NewerRecordError`). Or a record whose frame names a dictionary it was not written
+    with (the id damaged), read with its own (`MisnamedRecordError`): `record`, kept and
+    counted (`FRAME_DICTIONARY`)."""
+
+    def __init__(self, message: str, record: SubscriberState | None = None) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 UNREADABLE = "unreadable"
 """What `Detector.process` says was reset of a record `DamagedRecordError` refused: all of it."""
+FRAME_DICTIONARY = "dictionary id"
+"""What it says was reset of a record whose frame named a dictionary it was not written
+with (`DamagedRecordError.record`): the id, the record written back naming its own."""
 
 
 PROFILE_AT_ANY = "*"
@@ -321,6 +336,8 @@ class SubscriberState:
             )
         except NewerRecordError:
             raise
+        except MisnamedRecordError as exc:
+            raise DamagedRecordError(str(exc), cls.from_bytes(exc.json)) from exc
         except (ValueError, AttributeError) as exc:  # orjson's, unpack's; a doc of no object
             what = exc if isinstance(exc, StateFormatError) else type(exc).__name__
             raise DamagedRecordError(f"no subscriber record ({what})") from exc

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
+from typing import NoReturn
 
 import zstandard
 
@@ -32,6 +33,9 @@ CURRENT_DICTIONARY = 2
 """The id of the dictionary new records are written with (`state-dict-<id>.zstd`)."""
 KNOWN_DICTIONARIES = (1, 2)
 """Every dictionary id records may name: the current one and those before it."""
+MAX_DICTIONARY_ID = 255
+"""Dictionary ids are given in turn (`scripts/train_state_dictionary.py`) and stay below
+256, one byte in a frame's header: a frame naming a larger one is no version's record."""
 LEVEL = 1
 """zstd's level: 3 made records 5% smaller for 20% more time (2.5 against 2.0 µs)."""
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -47,14 +51,19 @@ class NewerRecordError(StateFormatError):
     runs again once it is a version that reads it (docs/operations.md, "Rolling back")."""
 
 
+class MisnamedRecordError(StateFormatError):
+    """A record this version wrote whose frame's header names a dictionary it lacks: the
+    id damaged (`json`: the record, read with its own dictionary)."""
+
+    def __init__(self, message: str, json: bytes) -> None:
+        super().__init__(message)
+        self.json = json
+
+
 @cache
 def dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
     if dict_id not in KNOWN_DICTIONARIES:
-        raise NewerRecordError(
-            f"a subscriber record was compressed with dictionary {dict_id}, which this "
-            f"version does not have (it knows {list(KNOWN_DICTIONARIES)}); run the "
-            "version that wrote it, or a newer one"
-        )
+        raise _newer(dict_id)
     data = resources.files("moments").joinpath(f"state-dict-{dict_id}.zstd").read_bytes()
     found = zstandard.ZstdCompressionDict(data)
     if found.dict_id() != dict_id:
@@ -131,6 +140,54 @@ def unpack(stored: bytes) -> bytes:
         )
     try:
         dict_id = zstandard.get_frame_parameters(stored).dict_id
+        if dict_id and dict_id not in KNOWN_DICTIONARIES:
+            _unknown_dictionary(stored, dict_id)
         return _codecs.decompressor(dict_id).decompress(stored)
     except zstandard.ZstdError as exc:
         raise StateFormatError(f"a subscriber record could not be decompressed: {exc}") from exc
+
+
+def _unknown_dictionary(stored: bytes, dict_id: int) -> NoReturn:
+    """Why a frame naming a dictionary this version lacks cannot be read: a newer
+    version's record (`NewerRecordError`), or a damaged one of this version's.
+
+    Nothing in a frame but its dictionary id says which version wrote it (zstd's header
+    has no checksum), so the rest of the frame is asked: read with each dictionary this
+    version has, under its id, a damaged id of this version's record gives the record
+    back whole (its content size checked). A newer version's does not (a dictionary
+    trained again: 1,400 tries of another one's records, none read; zstd reads a frame
+    with none but its own dictionary); nor does an id larger than any version gives
+    (`MAX_DICTIONARY_ID`: the header's size of the id damaged). What cannot be told
+    apart is the rest: a frame damaged in its id and elsewhere too still stops the worker
+    as a newer version's record (docs/operations.md, "Rolling back")."""
+    header = stored[4]
+    if header & 3 != 1:  # zstd writes an id in the fewest bytes it fits: one, below 256
+        raise StateFormatError(
+            f"a subscriber record's frame names dictionary {dict_id} in {(2, 4)[header & 1]} "
+            f"bytes, which no version writes (their ids are at most {MAX_DICTIONARY_ID}, "
+            "one byte): its header is damaged"
+        )
+    at = 5 if header & 0x20 else 6  # the id follows the window's size, when there is one
+    for known in reversed(KNOWN_DICTIONARIES):
+        try:
+            json = _codecs.decompressor(known).decompress(
+                stored[:at] + bytes((known,)) + stored[at + 1 :]
+            )
+        except zstandard.ZstdError:
+            continue
+        if json[:1] == b"{":
+            raise MisnamedRecordError(
+                f"a subscriber record's frame names dictionary {dict_id}, which this version "
+                f"does not have; read with dictionary {known}, it is a record of this "
+                "version's: the id is damaged",
+                json,
+            )
+    raise _newer(dict_id)
+
+
+def _newer(dict_id: int) -> NewerRecordError:
+    return NewerRecordError(
+        f"a subscriber record was compressed with dictionary {dict_id}, which this "
+        f"version does not have (it knows {list(KNOWN_DICTIONARIES)}); run the "
+        "version that wrote it, or a newer one"
+    )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 from moments.batchresult import StateChange
 from moments.fence import Stamp, headers_of, next_stamp, stamp_of_value
 from moments.partitioning import partition_of
-from moments.state import UNREADABLE, DamagedRecordError, SubscriberState
+from moments.state import FRAME_DICTIONARY, UNREADABLE, DamagedRecordError, SubscriberState
 from moments.statecache import DEFAULT_CAPACITY, StateCache
 
 if TYPE_CHECKING:
@@ -25,11 +25,16 @@ Header = tuple[str, bytes]
 def read_swept(raw: bytes) -> SubscriberState:
     """A record for the window sweep: one whose bytes hold none is begun afresh, marked
     `UNREADABLE` (the sweep writes it back and counts it), rather than ending the sweep and
-    stopping the worker. A record a newer version wrote still raises (`NewerRecordError`)."""
+    stopping the worker; one read whole though its frame named another dictionary than
+    its own is marked `FRAME_DICTIONARY`. A record a newer version wrote still raises
+    (`NewerRecordError`)."""
     try:
         return SubscriberState.from_bytes(raw)
-    except DamagedRecordError:
-        return SubscriberState(damaged=UNREADABLE)
+    except DamagedRecordError as exc:
+        if exc.record is None:
+            return SubscriberState(damaged=UNREADABLE)
+        exc.record.damaged = FRAME_DICTIONARY
+        return exc.record
 
 
 class StateWrite:

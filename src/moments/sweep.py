@@ -340,7 +340,7 @@ def sweep(
             if not reset:
                 result.failures.append(exc)
                 continue  # its record is not written; the next sweep tries it again
-            state.damaged = ", ".join(reset)
+            state.damaged = ", ".join([state.damaged, *reset] if state.damaged else reset)
             try:  # closing windows is idempotent: what the failed try did is done again
                 _sweep_one(detector, sub, state, at, ctx, result)
             except Exception as again:

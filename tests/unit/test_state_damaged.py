@@ -31,7 +31,7 @@ from moments.records import RawRecord
 from moments.simulate import limit, simulate, write_jsonl
 from moments.state import UNREADABLE, DamagedRecordError, SubscriberState
 from moments.statedamage import report_damaged
-from moments.statezip import NewerRecordError, pack, unpack
+from moments.statezip import CURRENT_DICTIONARY, NewerRecordError, pack, unpack
 from moments.store import DictStateStore
 from moments.sweep import sweep
 from sinks.metrics import Metrics
@@ -220,15 +220,58 @@ def test_a_record_of_a_newer_version_still_fails_the_batch() -> None:
     samples: list[bytes | bytearray | memoryview[int]] = [
         SubscriberState(watermark=i, recent={"u": [f"{i:012x}"]}).to_json() for i in range(400)
     ]
-    newer = zstandard.train_dictionary(1024, samples, dict_id=999)
+    newer = zstandard.train_dictionary(1024, samples, dict_id=3)
     store = DictStateStore()
     store.data[SUB] = zstandard.ZstdCompressor(dict_data=newer, write_dict_id=True).compress(
         samples[0]
     )
-    with pytest.raises(NewerRecordError, match="dictionary 999"):
+    with pytest.raises(NewerRecordError, match="dictionary 3"):
         detector().process(to_records([arrival("JP")]), store.load, None)
     with pytest.raises(NewerRecordError):
         list(store.items([0]))  # the window sweep's read too
+
+
+def with_dictionary_id(stored: bytes, dict_id: int) -> bytes:
+    """A record's frame with its header's one-byte dictionary id replaced (a damaged byte)."""
+    at = 5 if stored[4] & 0x20 else 6  # after the window descriptor, when there is one
+    assert stored[4] & 3 == 1  # a one-byte dictionary id
+    return stored[:at] + bytes([dict_id]) + stored[at + 1 :]
+
+
+@pytest.mark.parametrize("named", [3, 77, 255])
+def test_a_record_whose_frame_names_a_dictionary_no_version_has_is_read_and_mended(
+    named: int,
+) -> None:
+    """The frame's dictionary id damaged: a dictionary this version knows reads the rest
+    as the record, which no newer version's does. It stopped the worker as a newer
+    version's record would; now it is read whole (Japan not first again), said damaged
+    and written back naming its dictionary."""
+    store = store_after_japan()
+    store.data[SUB] = with_dictionary_id(store.data[SUB], named)
+    result = detector().process(
+        later(arrival("KR", "2026-11-03"), arrival("JP", "2026-11-03")), store.load, None
+    )
+    assert [t.moment.params["country"] for t in result.tasks] == ["KR"]
+    assert result.damaged == {SUB: "dictionary id"}
+    store.save(result.changes)
+    again = SubscriberState.from_bytes(store.data[SUB])
+    assert again.profile == {"tier": "gold", "timezone": "Asia/Shanghai"}
+    assert zstandard.get_frame_parameters(store.data[SUB]).dict_id == CURRENT_DICTIONARY
+
+
+def test_a_frame_naming_a_dictionary_id_no_version_gives_is_damaged() -> None:
+    """Dictionary ids are below 256 (one byte in the frame): a frame naming a larger one
+    (its header's id size damaged) is no version's record, and is begun afresh."""
+    store = store_after_japan()
+    stored = store.data[SUB]
+    assert stored[4] & 3 == 1
+    store.data[SUB] = stored[:4] + bytes([stored[4] | 3]) + stored[5:]  # a 4-byte id
+    assert zstandard.get_frame_parameters(store.data[SUB]).dict_id > 255
+    with pytest.raises(DamagedRecordError, match="no version"):
+        SubscriberState.from_bytes(store.data[SUB])
+    result = detector().process(later(arrival("JP", "2026-11-03")), store.load, None)
+    assert [t.moment.params["country"] for t in result.tasks] == ["JP"]
+    assert result.damaged == {SUB: UNREADABLE}
 
 
 def test_a_fault_of_the_rules_on_a_sound_record_is_still_a_dead_letter(
@@ -307,6 +350,16 @@ class TestSweep:
         assert again.faults() == []
         assert again.closed  # swept on the mended record
         assert not again.damaged  # said once
+
+    def test_a_record_whose_frame_names_no_known_dictionary_is_read_and_swept(self) -> None:
+        store = store_after_japan()
+        store.data[SUB] = with_dictionary_id(store.data[SUB], 9)
+        result = self.swept(store)
+        assert result.damaged == {SUB: "dictionary id"}
+        assert not result.failures
+        store.save(result.changes)
+        again = SubscriberState.from_bytes(store.data[SUB])
+        assert again.profile == {"tier": "gold", "timezone": "Asia/Shanghai"}
 
     def test_a_sound_record_swept_is_not_said_damaged(self) -> None:
         result = self.swept(store_after_japan())
