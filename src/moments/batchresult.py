@@ -108,6 +108,9 @@ class BatchResult:
     damaged: dict[str, str] = field(default_factory=dict)
     """Subscriber -> what of their stored record was reset, damaged (`UNREADABLE`: all of
     it, or the fields `SubscriberState.mend` reset): the runtime counts and logs each."""
+    damaged_at: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    """Subscriber -> the event that met their damaged record (topic, partition, offset: the
+    subscriber's first in the batch), for the log to name; none for a window sweep's."""
     failures: list[Exception] = field(default_factory=list)
     """What failed while applying an event (a fault of the detector or the rules, not of
     the event): each such event is a dead letter `detector_error`; the runtime logs these

@@ -84,11 +84,13 @@ def _unsound(sub: str, load: StateLoader) -> bool:
     return saved is not None and bool(saved.faults())
 
 
-def _mended(records: Sequence[RawRecord], load: StateLoader) -> dict[str, tuple[bytes, str, int]]:
-    """Subscriber -> (their record mended, as JSON; what was reset; a partition of theirs),
+def _mended(
+    records: Sequence[RawRecord], load: StateLoader
+) -> dict[str, tuple[bytes, str, RawRecord]]:
+    """Subscriber -> (their record mended, as JSON; what was reset; their first record),
     for each subscriber keyed in `records` whose stored record is damaged: the fields
     `SubscriberState.mend` resets, or `UNREADABLE`, begun afresh."""
-    mended: dict[str, tuple[bytes, str, int]] = {}
+    mended: dict[str, tuple[bytes, str, RawRecord]] = {}
     checked: set[bytes] = set()
     for record in records:
         key = record.key
@@ -102,11 +104,11 @@ def _mended(records: Sequence[RawRecord], load: StateLoader) -> dict[str, tuple[
         except DamagedRecordError as exc:
             saved = exc.record  # read whole, its frame's dictionary id damaged
             if saved is None:
-                mended[sub] = (SubscriberState().to_json(), UNREADABLE, record.partition)
+                mended[sub] = (SubscriberState().to_json(), UNREADABLE, record)
                 continue
             misnamed = [FRAME_DICTIONARY]
         if saved is not None and (reset := misnamed + saved.mend()):
-            mended[sub] = (saved.to_json(), ", ".join(reset), record.partition)
+            mended[sub] = (saved.to_json(), ", ".join(reset), record)
     return mended
 
 
@@ -197,10 +199,11 @@ class Detector:
             return load(sub) if found is None else SubscriberState.from_bytes(found[0])
 
         result = self._process(records, mended_load, now, erased)
-        for sub, (json, what, partition) in mended.items():
+        for sub, (json, what, met) in mended.items():
             result.damaged[sub] = what
+            result.damaged_at[sub] = (met.topic, met.partition, met.offset)
             if sub not in result.changes:  # written back mended: it is reset once
-                result.changes[sub] = StateChange(SubscriberState.from_bytes(json), partition)
+                result.changes[sub] = StateChange(SubscriberState.from_bytes(json), met.partition)
         return result
 
     def _process(

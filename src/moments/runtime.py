@@ -53,7 +53,7 @@ from moments.reload import PolicyReloader, Reloader
 from moments.settings import Settings
 from moments.shutdown import within
 from moments.statedamage import report_damaged
-from moments.stateview import returns_topic
+from moments.stateview import changelog_topic, returns_topic
 from moments.store import StateStore
 from moments.sweep import sweep
 from moments.topiclayout import OUTPUT_TOPICS
@@ -475,7 +475,7 @@ class Runtime:
                         # Nor counted, as a batch not written: the next owner sweeps the
                         # records again and counts their moments (once, for the group).
                         return made
-                    self.record(result)
+                    self.record(result, "window sweep")
             if len(chunk) < SWEEP_CHUNK:
                 break
             await asyncio.sleep(0)  # let a waiting batch take the lock
@@ -643,11 +643,13 @@ class Runtime:
         stage.labels(Stage.STATE).observe(state_s)
         return True
 
-    def record(self, result: BatchResult) -> None:
+    def record(self, result: BatchResult, what: str = "batch") -> None:
+        """Count a batch's or a window sweep chunk's result (`what`), once it is durable."""
         record_batch(self.metrics, result)
         if result.damaged:  # said once the mended records are written (once each)
             shown = (lambda n: n) if self.settings.log_pii else mask_msisdn
-            report_damaged(self.metrics, result.damaged, shown)
+            topic = changelog_topic(self.settings)
+            report_damaged(self.metrics, result, shown, topic, what)
         if self._warming and self.detector.live_from is not None and result.watermarks:
             newest = max(result.watermarks.values())
             if newest >= self.detector.live_from.timestamp():

@@ -23,14 +23,17 @@ from prometheus_client import CollectorRegistry
 from moments.backtest import Backtest
 from moments.backtest_input import EventFile, merged
 from moments.backtest_state import BacktestState
-from moments.batchresult import mend_unwritable
+from moments.batchresult import BatchResult, mend_unwritable
 from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import to_records
 from moments.records import RawRecord
+from moments.runtime import Runtime
+from moments.settings import load_settings
 from moments.simulate import limit, simulate, write_jsonl
 from moments.state import UNREADABLE, DamagedRecordError, SubscriberState
 from moments.statedamage import report_damaged
+from moments.stateview import changelog_topic
 from moments.statezip import CURRENT_DICTIONARY, NewerRecordError, pack, unpack
 from moments.store import DictStateStore
 from moments.sweep import sweep
@@ -373,12 +376,9 @@ def test_each_damaged_record_is_counted_and_logged_masked(
     gives it (the runtime's: `mask_msisdn` unless MOMENTS_LOG_PII)."""
     metrics = Metrics(CollectorRegistry())
     assert metrics.state_damaged.labels("unreadable")._value.get() == 0
+    result = BatchResult(damaged={"13800138001": UNREADABLE, "13900139002": "offsets, seen"})
     with caplog.at_level(logging.WARNING, logger="moments.statedamage"):
-        report_damaged(
-            metrics,
-            {"13800138001": UNREADABLE, "13900139002": "offsets, seen"},
-            lambda sub: f"sub-{sub[-2:]}",
-        )
+        report_damaged(metrics, result, lambda sub: f"sub-{sub[-2:]}", "app-subscribers-changelog")
     assert metrics.state_damaged.labels("unreadable")._value.get() == 1
     assert metrics.state_damaged.labels("malformed")._value.get() == 1
     lines = [r.getMessage() for r in caplog.records]
@@ -388,3 +388,37 @@ def test_each_damaged_record_is_counted_and_logged_masked(
     assert "subscriber sub-02:" in lines[1]
     assert "(offsets, seen): those reset" in lines[1]
     assert not any("1380013" in line or "1390013" in line for line in lines)
+
+
+class TestWhereTheLogSaysItIs:
+    """The log line names where the record is (the state changelog's partition: its key
+    the subscriber, masked) and, for a batch, the event that met it (topic, partition,
+    offset): before, it named the masked subscriber alone, and the record could not be
+    found among the changelog's."""
+
+    def said(self, result: Any, caplog: pytest.LogCaptureFixture, *what: str) -> str:
+        settings = load_settings()
+        runtime = Runtime(settings, Metrics(CollectorRegistry()), detector())
+        with caplog.at_level(logging.WARNING, logger="moments.statedamage"):
+            runtime.record(result, *what)
+        [line] = [r.getMessage() for r in caplog.records if r.name == "moments.statedamage"]
+        assert SUB not in line
+        assert "138****8001" in line
+        assert f"{changelog_topic(settings)}[0]" in line
+        return line
+
+    def test_a_batch_names_the_event_that_met_it(self, caplog: pytest.LogCaptureFixture) -> None:
+        store = store_after_japan()
+        store.data[SUB] = b"\x00\x01garbage"
+        records = later(ev(EventType.PROFILE, at("2026-11-03"), tier="gold"))
+        records += later(arrival("KR", "2026-11-03"))
+        result = detector().process(records, store.load, None)
+        assert result.damaged == {SUB: UNREADABLE}
+        assert "met by the event at profile[0] offset 5" in self.said(result, caplog)
+
+    def test_a_window_sweep_says_so(self, caplog: pytest.LogCaptureFixture) -> None:
+        store = store_after_japan()
+        damage(store, c="daily")
+        result = TestSweep().swept(store)
+        assert result.damaged == {SUB: "closed"}
+        assert "met by a window sweep" in self.said(result, caplog, "window sweep")
