@@ -355,13 +355,23 @@ class SubscriberState:
 
     def mend(self) -> list[str]:
         """Reset the fields `faults` names, keeping the rest: of a profile, only the fields
-        its model refuses go. Returns the fields reset."""
+        its model refuses go; of a field of entries that stand alone (`_ENTRIES`: a rule
+        tag's, a partition's, a complaint's), only the damaged entries. Returns the fields
+        reset (in part or whole).
+
+        Whole, a field lost its sound entries with the damaged one: a ring nothing reads (a
+        rule no longer in force) or a first-time key of no time took every series' history
+        or every first-time key with it when anything else made the record mended."""
         bad = self.faults()
         fresh = SubscriberState()
         for name in bad:
-            if name == "profile" and isinstance(self.profile, dict):
-                for key in _profile_faults(self.profile):
-                    self.profile.pop(key, None)
+            value = getattr(self, name)
+            if name == "profile" and isinstance(value, dict):
+                for key in _profile_faults(value):
+                    value.pop(key, None)
+            elif (sound := _ENTRIES.get(name)) is not None and type(value) is dict:
+                for key in [key for key, entry in value.items() if not sound(entry)]:
+                    del value[key]
             else:
                 setattr(self, name, getattr(fresh, name))
         if "profile_at" in bad and "p" in self.seen:  # as a record of before they were kept
@@ -373,32 +383,25 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float)
 
 
-def _times(value: Any) -> bool:
-    """A dict of names to numbers (event times, offsets, window indexes)."""
-    return type(value) is dict and all(map(_number, value.values()))
+def _text(value: Any) -> bool:
+    return type(value) is str
 
 
-def _texts(value: Any) -> bool:
-    return type(value) is dict and all(type(v) is str for v in value.values())
+def _digests(ring: Any) -> bool:
+    return type(ring) is list and all(type(d) is str for d in ring)
 
 
-def _rings_ok(value: Any) -> bool:
-    return type(value) is dict and all(
-        type(ring) is list and all(type(d) is str for d in ring) for ring in value.values()
-    )
+def _numbers(ring: Any) -> bool:
+    return type(ring) is list and all(map(_number, ring))
 
 
-def _series_ok(value: Any) -> bool:
-    return type(value) is dict and all(
-        type(ring) is list and all(map(_number, ring)) for ring in value.values()
-    )
+def _lead(lead: Any) -> bool:
+    return type(lead) is list and len(lead) == 2 and type(lead[0]) is str and _number(lead[1])
 
 
-def _leads_ok(value: Any) -> bool:
-    return type(value) is dict and all(
-        type(lead) is list and len(lead) == 2 and type(lead[0]) is str and _number(lead[1])
-        for lead in value.values()
-    )
+def _each(entry: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A dict whose every value `entry` passes (event times, offsets, rings...)."""
+    return lambda value: type(value) is dict and all(map(entry, value.values()))
 
 
 def _roaming_ok(value: Any) -> bool:
@@ -410,25 +413,46 @@ def _roaming_ok(value: Any) -> bool:
     )
 
 
+_ENTRIES: dict[str, Callable[[Any], bool]] = {
+    "first_seen": _number,
+    "offsets": _number,
+    "recent": _digests,
+    "series": _numbers,
+    "last": _text,
+    "last_at": _number,
+    "fired": _number,
+    "fired_by": _text,
+    "shadowed": _text,
+    "leads": _lead,
+    "seen": _number,
+    "closed": _number,
+    "complaints": _number,
+}
+"""The fields whose entries stand alone (a rule tag's, a partition's, a source's, a
+complaint's), with what each entry must be: `SubscriberState.mend` drops a damaged entry
+and keeps the others. The profile fields' times (`profile_at`) are not among them: one
+reset alone would leave its field undated, open to an older update; all are dated again
+at the latest profile time."""
+
 _SHAPES: tuple[tuple[str, Callable[[Any], bool]], ...] = (
-    ("first_seen", _times),
-    ("offsets", _times),
-    ("recent", _rings_ok),
-    ("profile_at", _times),
-    ("series", _series_ok),
-    ("last", _texts),
-    ("last_at", _times),
-    ("fired", _times),
-    ("fired_by", _texts),
-    ("shadowed", _texts),
-    ("leads", _leads_ok),
+    ("first_seen", _each(_number)),
+    ("offsets", _each(_number)),
+    ("recent", _each(_digests)),
+    ("profile_at", _each(_number)),
+    ("series", _each(_numbers)),
+    ("last", _each(_text)),
+    ("last_at", _each(_number)),
+    ("fired", _each(_number)),
+    ("fired_by", _each(_text)),
+    ("shadowed", _each(_text)),
+    ("leads", _each(_lead)),
     ("changed_after_look", _number),
-    ("seen", _times),
-    ("closed", _times),
+    ("seen", _each(_number)),
+    ("closed", _each(_number)),
     ("roaming", _roaming_ok),
-    ("complaints", _times),
+    ("complaints", _each(_number)),
     ("special_day", _number),
-    ("region", lambda value: type(value) is str),
+    ("region", _text),
     ("watermark", _number),
     ("erased", _number),
 )

@@ -131,6 +131,57 @@ def test_a_record_that_cannot_be_written_is_mended_then(fields: dict[str, Any], 
     assert SubscriberState.from_bytes(store.data[SUB]).faults() == []
 
 
+def test_of_a_field_of_entries_only_the_damaged_ones_go() -> None:
+    """A first-time key of no time (nothing reads it: no rule has its tag) beside Japan's,
+    in a record mended for its offsets: that entry alone goes, so Japan is still not
+    first. The whole field was reset, the sound entries with it: Japan fired again."""
+    store = store_after_japan()
+    kept = orjson.loads(unpack(store.data[SUB]))["f"]
+    damage(store, f={**kept, "gone:XX": "yesterday"}, o=[1, 2])
+    result = detector().process(
+        later(arrival("KR", "2026-11-03"), arrival("JP", "2026-11-03")), store.load, None
+    )
+    assert [t.moment.params["country"] for t in result.tasks] == ["KR"]
+    assert result.damaged == {SUB: "first_seen, offsets"}
+    store.save(result.changes)
+    again = SubscriberState.from_bytes(store.data[SUB])
+    assert "gone:XX" not in again.first_seen
+    assert kept.keys() <= again.first_seen.keys()
+
+
+def test_mend_drops_the_damaged_entries_of_fields_of_entries() -> None:
+    """Rings, marks, times per rule tag, partition or complaint stand alone: a damaged one
+    goes, the rest are kept; a field that is no map at all, or one whose entries do not
+    stand alone (a roaming place), is reset."""
+    state = SubscriberState(
+        series={"a": [3, 1.5], "b": ["x"]},  # type: ignore[list-item]
+        recent={"u": ["0123456789"], "r": [1]},  # type: ignore[list-item]
+        fired={"a": 5, "b": None},  # type: ignore[dict-item]
+        fired_by={"a": "0badcafe", "b": 7},  # type: ignore[dict-item]
+        leads={"a": ["contract:2027-01-01", 739000], "b": ["x"]},
+        complaints={"c1": 10, "c2": "open"},  # type: ignore[dict-item]
+        closed=[1, 2],  # type: ignore[arg-type]
+        roaming={"z": 9, "o": 60},
+    )
+    assert state.mend() == [
+        "recent",
+        "series",
+        "fired",
+        "fired_by",
+        "leads",
+        "closed",
+        "roaming",
+        "complaints",
+    ]
+    assert state.series == {"a": [3, 1.5]}
+    assert state.recent == {"u": ["0123456789"]}
+    assert (state.fired, state.fired_by) == ({"a": 5}, {"a": "0badcafe"})
+    assert state.leads == {"a": ["contract:2027-01-01", 739000]}
+    assert state.complaints == {"c1": 10}
+    assert (state.closed, state.roaming) == ({}, {})
+    assert state.faults() == []
+
+
 def test_a_field_nothing_reads_is_left_as_it_is() -> None:
     """Found only where it fails (no check of sound records): a ring of a series no rule in
     force reads is written back as it was read."""
