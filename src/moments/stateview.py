@@ -16,7 +16,7 @@ from moments.fence import Fold, header_value
 from moments.partitioning import partition_of
 from moments.settings import Settings
 from moments.state import SubscriberState
-from moments.statezip import unpack
+from moments.statezip import MisnamedRecordError, unpack
 from moments.topicread import Progress, TopicReader, topic_consumer
 
 STATE_TABLE = "subscribers"
@@ -93,12 +93,19 @@ class _LatestReader(TopicReader):
 
 
 def readable(stored: bytes) -> dict[str, Any]:
-    """A stored record as a document with `SubscriberState`'s field names, and its sizes."""
-    json = unpack(stored)  # once: from_bytes takes the JSON as it is
+    """A stored record as a document with `SubscriberState`'s field names, and its sizes;
+    `_damaged` says what is wrong with a record the workers read whole and mend (its
+    frame naming a dictionary it was not written with)."""
+    damaged: dict[str, str] = {}
+    try:
+        json = unpack(stored)  # once: from_bytes takes the JSON as it is
+    except MisnamedRecordError as exc:
+        json, damaged["_damaged"] = exc.json, str(exc)
     fields = dataclasses.asdict(SubscriberState.from_bytes(json))
     del fields["damaged"]  # what a read by the detector reset: none here (a read is not mended)
     return {
         **fields,
         "_stored_bytes": len(stored),
         "_json_bytes": len(json),
+        **damaged,
     }

@@ -42,6 +42,21 @@ def test_bytes_that_are_no_record_are_refused_with_a_message(
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_a_record_whose_frame_names_a_dictionary_it_lacks_is_printed_said_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its id damaged, a record the workers read whole (and mend) is printed too, with what
+    is wrong with it; it was refused as a newer version's."""
+    stored = STATE.to_bytes()
+    at = 5 if stored[4] & 0x20 else 6
+    path = tmp_path / "record.bin"
+    path.write_bytes(stored[:at] + bytes((9,)) + stored[at + 1 :])
+    assert main(["state", "decode", str(path)]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert shown["fired"] == {"ab12": 5}
+    assert "names dictionary 9" in shown["_damaged"]
+
+
 def test_an_empty_value_is_said_to_be_a_deletion(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
