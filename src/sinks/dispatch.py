@@ -122,30 +122,36 @@ def sealed_moment(own: tuple[ServiceTask, str] | None) -> SuppressReason | None:
     return SuppressReason(own[1])
 
 
-def sealed_by_redrive(
-    c: Candidate, since: float | None, redriven_before: bool, policy: DispatchPolicy
-) -> bool:
+def first_went_pending(
+    task_id: str, since: Mapping[str, float], first: Mapping[str, float | None]
+) -> float | None:
+    """When a re-driven task first went pending, as the decision it repeats was taken: the
+    mark an earlier re-drive left (`first`, `Ledger.claim_stale`'s `first_pending`), else
+    when it went pending before this claim (`since`); None when not known (a mark an older
+    build wrote)."""
+    return first[task_id] if task_id in first else since.get(task_id)
+
+
+def sealed_by_redrive(c: Candidate, went: float | None, policy: DispatchPolicy) -> bool:
     """Whether a re-driven merged task may have gone out under its id with its merged
     moments inside, and so goes out again as it went or not at all (`sealed_moment`).
 
-    Its worker decided it at or after it went pending (`since`, `Ledger.claim_stale`),
-    and could publish the group under the carrier's id only while the carrier's own
-    moment was sendable (`policy.last_send`); one expired by then was dropped, and the
-    others could go out only under their lead's id, after leaving the group (which the
-    re-drive would not find whole). So a carrier lapsed before `since` never went out:
-    its live moments are judged as any and go on under their lead's id (sealed, they
-    were dropped with it, never sent).
-    `since` says so only for the first re-drive: once one claimed the task
-    (`redriven_before`: its `redriven:<id>` mark was there before this claim), `since` is
-    that re-drive's claim, or a release of a park it made, and when the task first went
-    pending is lost; its first publish may have been before the carrier lapsed, so it is
-    sealed. A re-drive that died mid-decision over a group released after its carrier
-    lapsed thus drops the group's moments with the carrier (none went out): the price of
-    never sending a moment twice, under two ids."""
-    if redriven_before or since is None:
+    Its worker decided it at or after it first went pending (`went`,
+    `first_went_pending`), and could publish the group under the carrier's id only while
+    the carrier's own moment was sendable (`policy.last_send`); one expired by then was
+    dropped, and the others could go out only under their lead's id, after leaving the
+    group (which the re-drive would not find whole). So a carrier lapsed before `went`
+    never went out: its live moments are judged as any and go on under their lead's id
+    (sealed, they were dropped with it, never sent). A second re-drive (the first died
+    mid-decision) reads `went` from the first's mark, not from its own claim's score (that
+    claim's, or a release of a park it made): read from the score, a group released after
+    its carrier lapsed was sealed, and its live moments dropped with the carrier though
+    none went out. `went` None (a mark an older build wrote, which does not say when):
+    sealed, the price of never sending a moment twice, under two ids."""
+    if went is None:
         return True
     carrier = next((t for t in c.tasks if t.task_id == c.carrier_id), None)
-    return carrier is None or since <= policy.last_send(carrier)
+    return carrier is None or went <= policy.last_send(carrier)
 
 
 class TaskSink:
@@ -390,9 +396,9 @@ class TaskSink:
         """Decide again the pending tasks older than `older_than` (their worker died before
         their publish was settled); returns how many."""
         since: dict[str, float] = {}
-        before: set[str] = set()
+        first: dict[str, float | None] = {}
         stale = await self._redis(
-            lambda: self.ledger.claim_stale(older_than, since=since, redriven_before=before),
+            lambda: self.ledger.claim_stale(older_than, since=since, first_pending=first),
             "reading pending tasks",
         )
         groups = await self._redis(
@@ -412,7 +418,7 @@ class TaskSink:
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
-            await self._decide(candidates, redriven=since, redriven_before=before)
+            await self._decide(candidates, redriven=since, first_pending=first)
         return len(candidates)
 
     async def _confirm_answered(
@@ -579,7 +585,7 @@ class TaskSink:
         redriven: Mapping[str, float] | None = None,
         retake: bool = True,
         released: bool = False,
-        redriven_before: Collection[str] = (),
+        first_pending: Mapping[str, float | None] | None = None,
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
@@ -587,12 +593,14 @@ class TaskSink:
         tombstone's mark is compared with (`_send`). `redriven` (a re-drive's, by id: when
         each went pending): those answered already are confirmed as sent
         (`_confirm_answered`), looked at once the declines are read (each was marked
-        re-driven by its claim, `Ledger.claim_stale`; `redriven_before`: those an earlier
-        re-drive had marked), the merged ones sealed where they may have gone out with
-        their moments inside (`sealed_by_redrive`); `released` (taken out of
-        the deferral queue, `decide_taken`): those answered already alike, dated now. A park
-        refused for a tombstone recorded since the facts were read (`Writes.raced`) is
-        decided again once this is done (`retake`; not again from that decision), so
+        re-driven by its claim, `Ledger.claim_stale`; `first_pending`: when those an
+        earlier re-drive had marked first went pending, as its mark says), the merged ones
+        sealed where they may have gone out with their moments inside
+        (`sealed_by_redrive`, judged when each first went pending, `first_went_pending`);
+        `released` (taken out of the deferral queue, `decide_taken`): those answered
+        already alike, dated now. A park refused for a tombstone recorded since the facts
+        were read (`Writes.raced`) is decided again once this is done (`retake`; not again
+        from that decision), so
         dropped `forgotten`: the tombstone's take of the subscriber's waiting tasks came
         before the park, and its payload waited for its release time.
 
@@ -627,16 +635,13 @@ class TaskSink:
                 # Produced, maybe (each marked re-driven by its claim, `Ledger.claim_stale`):
                 # one this decision parks is withdrawn when dropped later; its merged
                 # moments inside only where its carrier could go out then.
-                sealed = {
-                    c.carrier_id: redriven.get(c.carrier_id)
-                    for c in candidates
-                    if sealed_by_redrive(
-                        c,
-                        redriven.get(c.carrier_id),
-                        c.carrier_id in redriven_before,
-                        j.policy,
-                    )
-                }
+                # Judged by when each first went pending, as the decision it repeats was
+                # (that time not known, an older build's mark: when it went pending now).
+                first = first_pending or {}
+                for c in candidates:
+                    went = first_went_pending(c.carrier_id, redriven, first)
+                    if sealed_by_redrive(c, went, j.policy):
+                        sealed[c.carrier_id] = redriven.get(c.carrier_id) if went is None else went
             elif released:
                 sealed = dict.fromkeys(await self._parked_by_redrive(candidates, j.policy))
             to_send: list[ServiceTask] = []

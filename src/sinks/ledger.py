@@ -75,16 +75,19 @@ return 0
 """
 
 # Re-score an entry only if it is still stale, so exactly one worker claims it, and mark
-# it re-driven in the same step (as `_MARK_REDRIVEN`: it may have gone out): marked after
-# the decision's first reads, a stalled worker's join landing in between merged it into
-# its subscriber's waiting task (`sinks.deferral._JOIN` refuses a marked one), and it went
-# out under its own id and again inside that task.
+# it re-driven in the same step (it may have gone out): marked after the decision's first
+# reads, a stalled worker's join landing in between merged it into its subscriber's
+# waiting task (`sinks.deferral._JOIN` refuses a marked one), and it went out under its
+# own id and again inside that task. The mark holds when the task first went pending (its
+# score at the first re-drive's claim), kept by every later claim: a later claim's score
+# is an earlier re-drive's claim, or a release after it parked the task, not when the
+# task may first have gone out (`sinks.dispatch.sealed_by_redrive`). A mark an older
+# build wrote holds '1', which says nothing of when, and is kept as it is.
 # K: task, its `redriven:<id>` mark; A: id; S: cutoff, now; SK: pending. {the entry's
-# value when this caller claimed it, its score before (when it went pending), 1 when an
-# earlier re-drive had marked it (that score is then its claim's, or a release's after it
-# parked the task: not when the task may first have gone out), else 0}; false when it is
-# no longer stale (another worker took it) or no longer pending (expired or settled
-# meanwhile: then it leaves the index).
+# value when this caller claimed it, its score before (when it went pending this time),
+# the mark an earlier re-drive left ('' for none)}; false when it is no longer stale
+# (another worker took it) or no longer pending (expired or settled meanwhile: then it
+# leaves the index).
 _CLAIM_STALE = """
 local score = redis.call('ZSCORE', SK[1], A[1])
 if not score or tonumber(score) > tonumber(S[1]) then return false end
@@ -94,10 +97,10 @@ if not v or string.sub(v, 1, 1) ~= 'P' then
   return false
 end
 redis.call('ZADD', SK[1], S[2], A[1])
-local before = redis.call('EXISTS', K[2])
+local before = redis.call('GET', K[2])
 local left = redis.call('PTTL', K[1])
-if left > 0 then redis.call('SET', K[2], '1', 'PX', left) end
-return {v, score, before}
+if left > 0 then redis.call('SET', K[2], before or score, 'PX', left) end
+return {v, score, before or ''}
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
@@ -417,6 +420,16 @@ def _kept_ms(until: float | None, now: float) -> int | None:
     return None if until is None else max(1, int((until + DROPPED_KEPT_S - now) * 1000))
 
 
+def first_pending_of(mark: bytes) -> float | None:
+    """When a re-driven task first went pending, as its `redriven:<id>` mark holds it
+    (`_CLAIM_STALE`); None for a mark an older build wrote ('1'), which does not say."""
+    try:
+        at = float(mark)
+    except ValueError:
+        return None
+    return None if mark == b"1" or not math.isfinite(at) else at
+
+
 def as_bytes(value: Any) -> bytes:
     """A Redis reply as bytes (a client set to decode answers str)."""
     return value if isinstance(value, bytes) else str(value).encode()
@@ -684,7 +697,7 @@ class TaskLedger:
         older_than: float,
         limit: int = 500,
         since: dict[str, float] | None = None,
-        redriven_before: set[str] | None = None,
+        first_pending: dict[str, float | None] | None = None,
     ) -> list[tuple[str, bytes]]:
         """See `sinks.stores.Ledger.claim_stale`: one script call for all of them."""
         now = time.time()
@@ -698,8 +711,10 @@ class TaskLedger:
         claimed = [(i, r) for i, r in zip(task_ids, replies, strict=True) if r]
         if since is not None:
             since.update((i, float(as_bytes(score))) for i, (_, score, _) in claimed)
-        if redriven_before is not None:
-            redriven_before.update(i for i, (_, _, before) in claimed if int(before))
+        if first_pending is not None:
+            first_pending.update(
+                (i, first_pending_of(as_bytes(mark))) for i, (_, _, mark) in claimed if mark
+            )
         return [(i, as_bytes(value)[1:]) for i, (value, _, _) in claimed]
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:

@@ -30,6 +30,7 @@ from sinks.ledger import (
     WITHDRAWN_MEMBER,
     Unanswered,
     Voided,
+    first_pending_of,
     sent_meta_of,
     state_of,
     takeover_window,
@@ -242,7 +243,7 @@ class MemoryLedger:
         older_than: float,
         limit: int = 500,
         since: dict[str, float] | None = None,
-        redriven_before: set[str] | None = None,
+        first_pending: dict[str, float | None] | None = None,
     ) -> list[tuple[str, bytes]]:
         now = self.clock()
         cutoff = now - older_than
@@ -255,9 +256,14 @@ class MemoryLedger:
                 self.pending.pop(task_id, None)
                 continue
             claimed.append((task_id, value[1:]))
-            if redriven_before is not None and await self.redriven([task_id]):
-                redriven_before.add(task_id)
-            await self.mark_redriven([task_id])  # as Redis: in the claim's step
+            # As `_CLAIM_STALE`: marked in the claim's step, with when it first went
+            # pending (an earlier re-drive's mark kept).
+            mark = self._live(self.redriven_marks, task_id)
+            if first_pending is not None and mark is not None:
+                first_pending[task_id] = first_pending_of(mark.value)
+            entry = self.entries[task_id]
+            first = mark.value if mark is not None else repr(score).encode()
+            self.redriven_marks[task_id] = _Entry(first, entry.expires_at)
             if since is not None:
                 since[task_id] = score
         return claimed

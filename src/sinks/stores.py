@@ -197,17 +197,20 @@ class Ledger(Protocol):
         older_than: float,
         limit: int = 500,
         since: dict[str, float] | None = None,
-        redriven_before: set[str] | None = None,
+        first_pending: dict[str, float | None] | None = None,
     ) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller (each
         re-scored now, so that one worker re-drives it, and marked re-driven in the same
-        step, as `mark_redriven` marks: no join lands between), with their payloads. `since`,
-        when given, takes when each claimed entry went pending, read in the same step
-        (claimed, released, or taken up by an earlier re-drive): its owner published it
-        just after (`TaskSink._confirm_answered`). `redriven_before`, when given, takes
-        those an earlier re-drive had marked (`redriven:<id>` before this claim wrote it):
-        their `since` is that re-drive's claim, or a release after it parked them, not
-        when they may first have gone out (`sinks.dispatch.sealed_by_redrive`)."""
+        step: no join lands between), with their payloads. `since`, when given, takes when
+        each claimed entry went pending, read in the same step (claimed, released, or
+        taken up by an earlier re-drive): its owner published it just after
+        (`TaskSink._confirm_answered`). The mark (`redriven:<id>`) holds when the task
+        first went pending: this claim's `since`, or the mark an earlier re-drive left,
+        kept. `first_pending`, when given, takes for those an earlier re-drive had marked
+        when that mark says they first went pending (None: a mark an older build wrote,
+        which does not say): their `since` is that re-drive's claim, or a release after it
+        parked them, not when they may first have gone out
+        (`sinks.dispatch.sealed_by_redrive`)."""
         ...
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:

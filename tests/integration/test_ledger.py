@@ -157,23 +157,37 @@ class TestClaimStale:
         assert await ledger.claim_stale(older_than=30) == []  # just re-scored: not stale
 
     @pytest.mark.parametrize("store", ["redis", "memory"])
-    async def test_a_claim_tells_an_earlier_re_drives_mark_from_its_own(
+    async def test_a_claim_reads_when_an_earlier_re_drive_found_the_task_pending(
         self, ledger: TaskLedger, store: str
     ) -> None:
-        """Each claim marks its entry `redriven:<id>`; `redriven_before` names those an
-        earlier claim (or `mark_redriven`) had marked: their `since` is then not when they
-        first went pending (`sinks.dispatch.sealed_by_redrive`)."""
+        """Each claim marks its entry `redriven:<id>` with when it first went pending, and
+        a later claim keeps that mark: `first_pending` gives it back for those an earlier
+        claim had marked, whose `since` is then that claim's, not when they first went
+        pending (`sinks.dispatch.sealed_by_redrive`). Before, the mark held '1' and a
+        second re-drive could not tell when."""
         twin: Ledger = ledger if store == "redis" else MemoryLedger(time.time, 3600)
-        await twin.claim([("a", b"A"), ("b", b"B")])
-        await twin.mark_redriven(["b"])  # a re-drive parked it, and it was released
-        before: set[str] = set()
+        await twin.claim([("a", b"A")])
         since: dict[str, float] = {}
-        claimed = await twin.claim_stale(-1, since=since, redriven_before=before)
-        assert sorted(claimed) == [("a", b"A"), ("b", b"B")]
-        assert (before, await twin.redriven(["a", "b"])) == ({"b"}, {"a", "b"})
-        before.clear()
-        again = await twin.claim_stale(-1, since=since, redriven_before=before)
-        assert (sorted(i for i, _ in again), before) == (["a", "b"], {"a", "b"})
+        first: dict[str, float | None] = {}
+        assert await twin.claim_stale(-1, since=since, first_pending=first) == [("a", b"A")]
+        assert first == {}
+        went = since["a"]
+        for _ in range(2):
+            since.clear()
+            assert [i for i, _ in await twin.claim_stale(-1, since=since, first_pending=first)]
+            assert first == {"a": went}
+        assert await twin.redriven(["a"]) == {"a"}
+
+    async def test_a_mark_an_older_build_wrote_says_not_when(self, ledger: TaskLedger) -> None:
+        """An older build's claim marked `redriven:<id>` with '1': read as not known (None:
+        sealed, as that build judged it), and kept as it is, not taken for a time."""
+        await ledger.claim([("b", b"B")])
+        await ledger.redis.set(ledger.redriven_key("b"), "1")
+        for _ in range(2):
+            first: dict[str, float | None] = {}
+            assert await ledger.claim_stale(-1, first_pending=first) == [("b", b"B")]
+            assert first == {"b": None}
+        assert await ledger.redis.get(ledger.redriven_key("b")) == b"1"
 
     async def test_confirmed_entry_is_not_redriven(self, ledger: TaskLedger) -> None:
         await ledger.claim([("a", b"{}")])

@@ -142,6 +142,31 @@ class TestChannelHours:
         labels = {"moment_type": "a", "reason": "expired"}
         assert sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels)
 
+    async def test_a_second_re_drive_keeps_the_channel_of_the_first_decision(self) -> None:
+        """As above, the first re-drive, at 12:01, dying after its claim: the second, at
+        12:02, finds the call pending since 12:01, the centre closed then. It judges the
+        hours as of 11:59:50, when the call first went pending (the first re-drive's
+        mark), as the first re-drive did. Before: judged as of 12:01, it went out as an
+        SMS under the call's id."""
+        claimed = START + dt.timedelta(minutes=59, seconds=50)
+        clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
+        call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 2)
+        await stores.ledger.claim([(CALL, task_bytes(call))])
+        group_many = stores.ledger.group_many
+
+        async def dies(*args: Any, **kwargs: Any) -> Any:
+            raise CrashError("ledger.group_many")
+
+        stores.ledger.group_many = dies  # type: ignore[method-assign]
+        clock.now += GRACE_S + 10
+        with pytest.raises(CrashError):
+            await sink.redrive(GRACE_S)
+        stores.ledger.group_many = group_many  # type: ignore[method-assign]
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == []
+        assert await stores.ledger.state(CALL) == "dropped"
+
     async def test_a_call_sent_as_its_fallback_goes_again_as_the_fallback(self) -> None:
         """Claimed at 12:30 (the centre closed until after it expires), it went out as an
         SMS; its re-drive sends the SMS again, the centre still closed."""

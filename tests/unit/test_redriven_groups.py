@@ -234,3 +234,35 @@ async def test_a_second_re_drive_keeps_the_group_sealed_after_its_carrier_lapsed
     for rule in ("a", "b"):
         labels = {"moment_type": rule, "reason": "expired"}
         assert registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+
+
+async def test_a_second_re_drive_of_a_group_released_after_its_carrier_lapsed() -> None:
+    """As `test_a_group_released_after_its_carrier_lapsed_is_re_driven_without_it`, the
+    first re-drive dying too, after its claim: the next finds the task pending since that
+    claim, but the mark it left says when the group first went pending (11:40, the call
+    lapsed), so the SMS moment, which never went out, goes out alone under its own id.
+    Before: the mark said only that a re-drive had claimed it, the group was sealed and
+    dropped with the call, and the SMS moment was lost."""
+    clock, stores, sink, producer = await merged(sms_lasts=72, call_lasts=CALL_LAPSES)
+    clock.now = START.timestamp() + 40 * 60
+    assert len(await stores.deferral.release(clock.now, 10)) == 1  # then the crash
+    group_many = stores.ledger.group_many
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise CrashError("ledger.group_many")
+
+    stores.ledger.group_many = dies  # type: ignore[method-assign]
+    clock.now += GRACE_S + 10
+    with pytest.raises(CrashError):
+        await sink.redrive(GRACE_S)
+    stores.ledger.group_many = group_many  # type: ignore[method-assign]
+    assert await stores.ledger.redriven([CALL]) == {CALL}
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert published(producer) == [(SMS, [])]
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "sent"]
+    registry = sink.metrics.registry
+    call = {"moment_type": "a", "reason": "expired"}
+    assert registry.get_sample_value("moments_tasks_suppressed_total", call) == 1
+    sms = {"moment_type": "b", "reason": "expired"}
+    assert registry.get_sample_value("moments_tasks_suppressed_total", sms) is None
