@@ -876,6 +876,14 @@ class TaskSink:
         doomed = await j.caps.capped_until_expiry(
             [r.task for r in routes if r.c.fresh and r.task.deliver_after.timestamp() > now], now
         )
+        # Those that may have gone out under their ids, on their channels as they went
+        # (`as_it_went`): never dropped for the channel's hours (`off_hours`' `went_out`),
+        # fitted to capacity as they went (`within`).
+        went = {
+            r.carrier_id: sealed[r.carrier_id]
+            for r in routes
+            if sealed and r.carrier_id in sealed and r.carrier_id == r.c.carrier_id
+        }
         contacting: list[Route] = []
         for r in routes:
             task = r.task
@@ -889,7 +897,7 @@ class TaskSink:
             elif (
                 j.gates.suspended(r, now, facts, w)
                 or (not gated and j.gates.quiet(r, now, w))
-                or j.gates.off_hours(r, now, w)
+                or j.gates.off_hours(r, now, w, went_out=r.carrier_id in went)
             ):
                 pass
             elif r.c.fresh and j.policy.merge.holds(task.channel, task.attempt):
@@ -913,12 +921,6 @@ class TaskSink:
                 self._drop_route(r, SuppressReason(contact.reason), w)
         to_send: list[ServiceTask] = []
         leaves: list[Leave] = w.leaving
-        # Those that may have gone out under their ids, fitted as they went (`within`).
-        went = {
-            r.carrier_id: sealed[r.carrier_id]
-            for r in capacity
-            if sealed and r.carrier_id in sealed and r.carrier_id == r.c.carrier_id
-        }
         fits = await j.fitting.within(capacity, now, opted_out_of(facts), went)
         for r, fit in zip(capacity, fits, strict=True):
             if fit.sent is not None:

@@ -124,30 +124,34 @@ async def merged_then_dead(
 
 class TestChannelHours:
     """A re-driven task keeps the channel its decision sent it on (the one the hours gave
-    it when its entry went pending): it waits for that channel's opening, or is dropped
-    as `expired` when that comes after it must go, as a task whose rule has no fallback."""
+    it when its entry first went pending): it waits for that channel's opening, or goes
+    now on it, as that decision sent it, when the opening comes after it must go."""
 
-    async def test_a_call_the_centre_closed_on_since_is_not_sent_again_as_an_sms(self) -> None:
-        """Claimed at 11:59:50 (calls worked) and published, its worker died; re-driven at
-        12:01, the centre closed until 03:00, after the call expires (14:00). Before: it
-        went out again as an SMS (its rule's fallback) under the call's id."""
+    async def test_a_call_the_centre_closed_on_since_goes_again_as_the_call(self) -> None:
+        """Claimed at 11:59:50 (calls worked), its worker died, before or after the
+        publish; re-driven at 12:01, the centre closed until 03:00, after the call expires
+        (14:00): it goes out now as the call, as its decision sent it (a repeat, or the
+        task that decision published, late by the grace period). Before: it went out
+        again as an SMS (its rule's fallback) under the call's id; then it was dropped
+        `expired`, and lost where the worker had died before the publish."""
         claimed = START + dt.timedelta(minutes=59, seconds=50)
         clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
         call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 2)
         await stores.ledger.claim([(CALL, task_bytes(call))])
         clock.now += GRACE_S + 10
         assert await sink.redrive(GRACE_S) == 1
-        assert published(producer_of(sink)) == []
-        assert await stores.ledger.state(CALL) == "dropped"
+        assert published(producer_of(sink)) == [(CALL, "outbound_call", [])]
+        assert await stores.ledger.state(CALL) == "sent"
         labels = {"moment_type": "a", "reason": "expired"}
-        assert sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels)
+        registry = sink.metrics.registry
+        assert registry.get_sample_value("moments_tasks_suppressed_total", labels) is None
 
     async def test_a_second_re_drive_keeps_the_channel_of_the_first_decision(self) -> None:
         """As above, the first re-drive, at 12:01, dying after its claim: the second, at
         12:02, finds the call pending since 12:01, the centre closed then. It judges the
         hours as of 11:59:50, when the call first went pending (the first re-drive's
-        mark), as the first re-drive did. Before: judged as of 12:01, it went out as an
-        SMS under the call's id."""
+        mark), as the first re-drive did, and the call goes out now as it went. Before:
+        judged as of 12:01, it went out as an SMS under the call's id."""
         claimed = START + dt.timedelta(minutes=59, seconds=50)
         clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
         call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 2)
@@ -164,8 +168,7 @@ class TestChannelHours:
         stores.ledger.group_many = group_many  # type: ignore[method-assign]
         clock.now += GRACE_S + 10
         assert await sink.redrive(GRACE_S) == 1
-        assert published(producer_of(sink)) == []
-        assert await stores.ledger.state(CALL) == "dropped"
+        assert published(producer_of(sink)) == [(CALL, "outbound_call", [])]
 
     async def test_a_call_sent_as_its_fallback_goes_again_as_the_fallback(self) -> None:
         """Claimed at 12:30 (the centre closed until after it expires), it went out as an
@@ -181,7 +184,9 @@ class TestChannelHours:
     async def test_a_call_the_redrive_parked_is_not_sent_as_an_sms_after_new_hours(self) -> None:
         """Re-driven at 12:01 and parked for 03:00 (it expires at 11:00 the next day); the
         centre's hours change to 11:00-11:30 meanwhile, their next opening after the call's
-        expiry: its release drops it. Before: it went out as an SMS under the call's id."""
+        expiry: its release sends it now as the call, as it went. Before: it went out as
+        an SMS under the call's id; then it was dropped, and lost where the worker had
+        died before the publish."""
         claimed = START + dt.timedelta(minutes=59, seconds=50)
         clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
         call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 23)
@@ -193,8 +198,8 @@ class TestChannelHours:
         sink.use_policy(DispatchPolicy.model_validate(later))
         clock.now += 600
         await sink.release_due()
-        assert published(producer_of(sink)) == []
-        assert await stores.ledger.state(CALL) == "dropped"
+        assert published(producer_of(sink)) == [(CALL, "outbound_call", [])]
+        assert await stores.ledger.state(CALL) == "sent"
 
 
 class TestCapacity:
