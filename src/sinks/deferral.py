@@ -393,7 +393,7 @@ return {1, out}
 # lives: `TaskLedger.unsent`): it waited, never published, and a re-drive that drops it
 # withdraws nothing, as its decision here does not (a released task's re-drive withdraws
 # it: its worker may have published it before dying). But for one a re-drive parked
-# (`redriven:<id>`, `TaskLedger.mark_redriven`): its worker may have published it before
+# (`redriven:<id>`, `TaskLedger.claim_stale`): its worker may have published it before
 # dying, and its drop withdraws it wherever it is decided.
 _FORGET = """
 local out = {}

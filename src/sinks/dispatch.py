@@ -949,7 +949,8 @@ class TaskSink:
         release, a tombstone); each with its reason. Not one a tombstone took out of the
         deferral queue before a re-drive decided it (`Ledger.unsent`): it waited there,
         never published, and withdrawn it named the erased subscriber on the topic for a
-        task no consumer saw. The engine's fresh tasks carry no mark: not looked at."""
+        task no consumer saw. Both marks in one read (`Ledger.redriven_unsent`). The
+        engine's fresh tasks carry no mark: not looked at."""
         reasons = dict(w.drops)
         # Each as it went out, its merged moments in it (`merge_tasks`): the notice names
         # the channel and moment type the task went out with, its lead's, where the
@@ -963,14 +964,13 @@ class TaskSink:
         if not void:
             return []
         ids = [t.task_id for t, _ in void]
-        marked = await self._redis(lambda: self.ledger.redriven(ids), "reading re-driven tasks")
-        forgotten = [i for i in ids if i in marked and reasons[i] == SuppressReason.FORGOTTEN]
-        unsent: set[str] = set()
-        if forgotten:
-            unsent = await self._redis(
-                lambda: self.ledger.unsent(forgotten), "reading tasks taken out of the queue"
-            )
-        return [(t, r) for t, r in void if t.task_id in marked and t.task_id not in unsent]
+        marked, unsent = await self._redis(
+            lambda: self.ledger.redriven_unsent(ids), "reading re-driven tasks"
+        )
+        # `unsent` speaks for a task dropped for the tombstone only (read for all: read
+        # after the first for those alone, it was a round trip more per wave).
+        never = {i for i in unsent if reasons[i] == SuppressReason.FORGOTTEN}
+        return [(t, r) for t, r in void if t.task_id in marked and t.task_id not in never]
 
     def _drop_route(self, r: Route, reason: SuppressReason, w: Writes) -> None:
         """Drop a route whole: each of its moments counted once, under its own type; the

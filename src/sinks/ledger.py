@@ -107,7 +107,7 @@ return {v, score, before or ''}
 # K: task, group, body, unanswered index of the task's channel, answered mark, published
 # index of the task's subscriber, (K[8]) its `unsent:<id>` mark and (K[10]) its
 # `redriven:<id>` mark, cut to the entry's new expiry when A[5] cuts it (each was set for
-# the entry's life then, `_FORGET`, `_MARK_REDRIVEN`), the second deleted when it is sent;
+# the entry's life then, `_FORGET`, `_CLAIM_STALE`), the second deleted when it is sent;
 # A: final value, id, body ('' for none), seconds to keep
 # it, milliseconds to keep the entry ('' as it is), when the task expires ('' for none: not
 # sent), seconds to keep the published index ('' for none), when the members it drops
@@ -205,14 +205,6 @@ end
 redis.call('ZREM', SK[1], A[2])
 redis.call('DEL', K[2], K[9])
 if erased then return {'forgotten', erased} end
-return 1
-"""
-
-# Tasks the re-drive decides again (`TaskLedger.mark_redriven`). K: task, its
-# `redriven:<id>` mark; A: unused (''). The mark, for as long as the entry lives.
-_MARK_REDRIVEN = """
-local left = redis.call('PTTL', K[1])
-if left > 0 then redis.call('SET', K[2], '1', 'PX', left) end
 return 1
 """
 
@@ -478,7 +470,6 @@ class TaskLedger:
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=2, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=10, args=11)
-        self._mark_redriven = BatchScript(redis, _MARK_REDRIVEN, keys=2, args=1)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
@@ -533,9 +524,10 @@ class TaskLedger:
         return f"{self.prefix}unsent:{task_id}"
 
     def redriven_key(self, task_id: str) -> str:
-        """Set (for as long as the entry lives, until it is sent) when the re-drive decided
-        the task again (`mark_redriven`): its worker may have published it before dying, so
-        a later drop for a profile change withdraws it (`redriven`)."""
+        """Set (for as long as the entry lives, until it is sent) when the re-drive claimed
+        the task (`claim_stale`), holding when it first went pending: its worker may have
+        published it before dying, so a later drop for a profile change withdraws it
+        (`redriven`)."""
         return f"{self.prefix}redriven:{task_id}"
 
     async def claim(
@@ -841,15 +833,20 @@ class TaskLedger:
         """See `sinks.stores.Ledger.unsent`: one round trip."""
         return await self._marked(task_ids, self.unsent_key)
 
-    async def mark_redriven(self, task_ids: Sequence[str]) -> None:
-        """See `sinks.stores.Ledger.mark_redriven`: one script call (`_MARK_REDRIVEN`)."""
-        if task_ids:
-            calls = [((self.key(i), self.redriven_key(i)), ("",)) for i in task_ids]
-            await self._mark_redriven.run(calls)
-
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
         """See `sinks.stores.Ledger.redriven`: one round trip."""
         return await self._marked(task_ids, self.redriven_key)
+
+    async def redriven_unsent(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """See `sinks.stores.Ledger.redriven_unsent`: one MGET of both marks."""
+        if not task_ids:
+            return set(), set()
+        keys = [self.redriven_key(i) for i in task_ids] + [self.unsent_key(i) for i in task_ids]
+        marks: list[Any] = await self.redis.mget(keys)
+        n = len(task_ids)
+        redriven = {i for i, mark in zip(task_ids, marks[:n], strict=True) if mark is not None}
+        unsent = {i for i, mark in zip(task_ids, marks[n:], strict=True) if mark is not None}
+        return redriven, unsent
 
     async def published_of(self, subscriber_ids: Sequence[str], now: float) -> list[list[str]]:
         """See `sinks.stores.Ledger.published_of`: one pipeline."""

@@ -92,7 +92,8 @@ class MemoryLedger:
         self.unsent_marks: dict[str, _Entry] = {}
         """`unsent:<id>`: pending tasks a tombstone took out of the queue (`mark_unsent`)."""
         self.redriven_marks: dict[str, _Entry] = {}
-        """`redriven:<id>`: tasks the re-drive decided again, until sent (`mark_redriven`)."""
+        """`redriven:<id>`: tasks the re-drive decided again, until sent (`claim_stale`),
+        each with when it first went pending."""
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -383,14 +384,11 @@ class MemoryLedger:
         if entry is not None and self._live(self.redriven_marks, task_id) is None:
             self.unsent_marks[task_id] = _Entry(b"1", entry.expires_at)
 
-    async def mark_redriven(self, task_ids: Sequence[str]) -> None:
-        for task_id in task_ids:  # as `_MARK_REDRIVEN`: for as long as the entry lives
-            entry = self._live(self.entries, task_id)
-            if entry is not None:
-                self.redriven_marks[task_id] = _Entry(b"1", entry.expires_at)
-
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
         return {i for i in task_ids if self._live(self.redriven_marks, i) is not None}
+
+    async def redriven_unsent(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        return await self.redriven(task_ids), await self.unsent(task_ids)
 
     async def answered_pending(self, task_ids: Sequence[str]) -> set[str]:
         return {i for i in task_ids if self._live(self.answered, i) is not None}

@@ -307,19 +307,21 @@ class Ledger(Protocol):
     async def unsent(self, task_ids: Sequence[str]) -> set[str]:
         """Those of these pending tasks a tombstone took out of the deferral queue
         (`Deferrals.forget`): they waited there, never published (none a re-drive decided,
-        `mark_redriven`), so a re-drive that drops them (a crash before their decision)
+        `redriven`), so a re-drive that drops them (a crash before their decision)
         withdraws nothing. One round trip."""
         ...
 
-    async def mark_redriven(self, task_ids: Sequence[str]) -> None:
-        """Mark these pending tasks as decided again by the re-drive (`redriven:<id>`, for
-        as long as the entry lives, until it is sent): their worker may have published them
-        before dying, so wherever one is dropped later for a profile change (its release,
-        a tombstone) it is withdrawn, and a tombstone does not mark it `unsent`."""
+    async def redriven(self, task_ids: Sequence[str]) -> set[str]:
+        """Those of these tasks a re-drive decided again (`redriven:<id>`, written by its
+        claim, `claim_stale`, for as long as the entry lives, until it is sent): their
+        worker may have published them before dying, so wherever one is dropped later
+        for a profile change (its release, a tombstone) it is withdrawn, and a tombstone
+        does not mark it `unsent`. One round trip."""
         ...
 
-    async def redriven(self, task_ids: Sequence[str]) -> set[str]:
-        """Those of these tasks `mark_redriven` marked. One round trip."""
+    async def redriven_unsent(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """`redriven` and `unsent` of these tasks together, in one round trip (a drop that
+        may withdraw them reads both)."""
         ...
 
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
@@ -391,7 +393,7 @@ class Deferrals(Protocol):
         """Merge each owned task into its subscriber's waiting task, if one is open and due
         within the item's bounds (`Joining`): that task's id (the same on a repeated call),
         else None; in order, in one round trip. Neither a task nor a carrier marked
-        `redriven:<id>` (`Ledger.mark_redriven`) is merged: it may have gone out under
+        `redriven:<id>` (`Ledger.redriven`) is merged: it may have gone out under
         its id, which takes no other content (docs/consuming-tasks.md)."""
         ...
 

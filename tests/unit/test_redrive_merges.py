@@ -116,7 +116,7 @@ async def test_a_fresh_moment_does_not_join_the_task_a_redrive_parked() -> None:
 async def test_a_task_a_redrive_took_meanwhile_is_not_merged_by_its_stalled_worker() -> None:
     """The subscriber's call waits for the merge window. This worker claims a second call
     and stalls before its join; another worker's re-drive takes the entry and marks it
-    (`mark_redriven`, as `TaskSink._decide` does before publishing it). The join refuses
+    (`claim_stale`, which writes `redriven:<id>` as it claims it). The join refuses
     it: it stays a task of its own, not a moment of the waiting call. Before: merged,
     `M<waiting>`, sent inside the waiting call as well."""
     clock = Clock(PRODUCED.timestamp() - 3 * 3600)
@@ -128,7 +128,8 @@ async def test_a_task_a_redrive_took_meanwhile_is_not_merged_by_its_stalled_work
     join_many = stores.deferral.join_many
 
     async def redriven_meanwhile(items: Sequence[Joining]) -> list[str | None]:
-        await stores.ledger.mark_redriven([i.task_id for i in items])
+        taken = await stores.ledger.claim_stale(-1.0)
+        assert [i for i, _ in taken] == [i.task_id for i in items]
         return await join_many(items)
 
     stores.deferral.join_many = redriven_meanwhile  # type: ignore[method-assign]

@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -351,6 +352,39 @@ class TestDeferrals:
         assert 90 <= left["a"] <= 101  # shortened to a day past its expiry
         assert 3590 <= left["b"] <= 3600  # the ledger's TTL (an hour here) is shorter: kept
         assert 3590 <= left["c"] <= 3600  # no expiry given: as it was
+
+
+class TestMarks:
+    """`redriven_unsent` is `redriven` and `unsent` together, in one MGET on Redis: the
+    drop of tasks a re-drive decided read the two marks one after the other, a round trip
+    more per wave."""
+
+    async def test_both_marks_in_one_read(
+        self, stores: DispatchStores, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        ledger = stores.ledger
+        await ledger.claim([("a", b"A")])
+        assert [i for i, _ in await ledger.claim_stale(-1.0)] == ["a"]  # marked `redriven`
+        await ledger.claim([("b", b"B"), ("d", b"D")])
+        await stores.deferral.park_many([Parking("b", "s1", b"", time.time() + 3600, 1800)])
+        assert [r.task_id for r in await stores.deferral.forget(["s1"])] == ["b"]  # `unsent`
+        ids = ["a", "b", "d", "missing"]
+        reads: list[int] = []
+        if isinstance(ledger, TaskLedger):
+            mget = ledger.redis.mget
+
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                reads.append(1)
+                return await mget(*args, **kwargs)
+
+            monkeypatch.setattr(ledger.redis, "mget", counted)
+        assert await ledger.redriven_unsent(ids) == ({"a"}, {"b"})
+        assert reads == ([1] if isinstance(ledger, TaskLedger) else [])
+        assert await ledger.redriven_unsent(ids) == (
+            await ledger.redriven(ids),
+            await ledger.unsent(ids),
+        )
+        assert await ledger.redriven_unsent([]) == (set(), set())
 
 
 class TestLeave:

@@ -412,7 +412,7 @@ class TestTakenOver:
         await w.send(parked)
         assert await w.ledger.state(task_id) == "deferred"
         assert [r.task_id for r in await w.sink.deferral.forget([SUB])] == [task_id]
-        await w.ledger.mark_redriven([task_id])
+        assert [i for i, _ in await w.ledger.claim_stale(-1.0)] == [task_id]  # a re-drive's
         gone = time.time() - 60  # its task expired: the entry lives a day less a minute
         await w.ledger.drop_many([(task_id, "forgotten")], {task_id: gone})
         assert await w.ledger.unsent([task_id]) == {task_id}

@@ -87,7 +87,7 @@ ops = st.one_of(
         st.sampled_from(["drop", "own", "other"]),
         st.sampled_from(IDS),
     ),
-    st.tuples(st.just("redrive"), st.sampled_from(IDS)),  # `redriven:<id>`: joins nothing
+    st.tuples(st.just("redrive")),  # every stale pending entry claimed and marked `redriven`
     st.tuples(st.just("owe"), st.lists(st.sampled_from(IDS), max_size=3)),
     st.tuples(st.just("owed"), st.integers(1, 3)),
     st.tuples(st.just("settle"), st.lists(st.sampled_from(IDS), max_size=3)),
@@ -160,9 +160,8 @@ async def apply(stores: DispatchStores, op: tuple[Any, ...]) -> object:
         else:
             leave = Leave(carrier, task_id, payload, to=task_id if mode == "own" else other)
         return await ledger.leave_many([leave])
-    if kind == "redrive":
-        await ledger.mark_redriven([op[1]])
-        return None
+    if kind == "redrive":  # the entries pending since the wall clock's now (claims, leaves)
+        return sorted(await ledger.claim_stale(-60.0))
     if kind == "owe":
         await ledger.owe_returns([(i, f"r-{i}".encode()) for i in op[1]])
         return None

@@ -1,5 +1,6 @@
 """The merge (`Deferrals.join_many`) on Redis (`_JOIN`) and in memory: a task the re-drive
-decides again (`redriven:<id>`, `Ledger.mark_redriven`) may have gone out under its id, so
+decides again (`redriven:<id>`, written by its claim, `Ledger.claim_stale`) may have gone
+out under its id, so
 it joins no waiting task and no task joins it (tests/unit/test_redrive_merges.py has the
 dispatch scenarios). Before, `_JOIN` merged either way."""
 
@@ -32,12 +33,21 @@ async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator
         await client.aclose()
 
 
-async def waiting_and_fresh(stores: DispatchStores) -> None:
+async def waiting_and_fresh(stores: DispatchStores, redriven: str | None = None) -> None:
     """`WAITING` parked for the merge window (it opens the subscriber's group); `FRESH`
-    claimed, about to join it."""
-    await stores.ledger.claim([(WAITING, b"p-w"), (FRESH, b"p-f")])
+    claimed, about to join it. `redriven`: the one of them a re-drive claimed first
+    (`claim_stale`, which marks it): `WAITING` before it was parked, `FRESH` after its
+    claim."""
+    await stores.ledger.claim([(WAITING, b"p-w")])
+    if redriven == WAITING:
+        assert [i for i, _ in await stores.ledger.claim_stale(-1.0)] == [WAITING]
+    await stores.ledger.claim([(FRESH, b"p-f")])
     parking = Parking(WAITING, SUB, b"", 4_000_000_000.0, 1800.0)
     assert await stores.deferral.park_many([parking]) == [True]
+    if redriven == FRESH:
+        assert [i for i, _ in await stores.ledger.claim_stale(-1.0)] == [FRESH]
+    marked = {redriven} if redriven else set()
+    assert await stores.ledger.redriven([WAITING, FRESH]) == marked
 
 
 async def test_a_fresh_task_joins_the_waiting_one(stores: DispatchStores) -> None:
@@ -50,8 +60,7 @@ async def test_a_fresh_task_joins_the_waiting_one(stores: DispatchStores) -> Non
 async def test_a_redriven_task_neither_joins_nor_is_joined(
     stores: DispatchStores, marked: str
 ) -> None:
-    await waiting_and_fresh(stores)
-    await stores.ledger.mark_redriven([marked])
+    await waiting_and_fresh(stores, marked)
     assert await stores.deferral.join_many([Joining(FRESH, SUB, b"")]) == [None]
     assert await stores.ledger.state(FRESH) == "pending"
     assert await stores.ledger.group(WAITING) == []
@@ -76,8 +85,7 @@ async def test_a_redriven_carriers_group_closes_and_the_next_park_opens_one(
     """The join a re-driven carrier refuses closes its group: the refused task's park
     opens the subscriber's group, and the next moment joins it. Before, the re-driven
     park kept the group for the window, and every moment of it waited apart."""
-    await waiting_and_fresh(stores)
-    await stores.ledger.mark_redriven([WAITING])
+    await waiting_and_fresh(stores, WAITING)
     assert await stores.deferral.join_many([Joining(FRESH, SUB, b"")]) == [None]
     parking = Parking(FRESH, SUB, b"", 4_000_000_000.0, 1800.0)
     assert await stores.deferral.park_many([parking]) == [True]
