@@ -14,7 +14,7 @@ import pytest
 
 from moments.ack import subscriber_of
 from moments.cooldowns import CooldownReturn
-from moments.models import OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
+from moments.models import Channel, OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from sinks.base import Headers
@@ -422,3 +422,40 @@ class TestTakenOver:
 
         assert await w.ledger.unsent([task_id]) == set()
         assert await w.ledger.redriven([task_id]) == set()
+
+
+class TestRedrivenTwice:
+    async def test_a_group_released_after_its_carrier_lapsed_keeps_its_live_moments(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """A call and an SMS moment that joined it in the merge window, released three
+        hours on, the call lapsed at two, by a worker that died before deciding it; the
+        re-drive that claims it dies too. The next re-drive finds the entry pending since
+        that claim, but the mark it left holds the release's time, after the call lapsed:
+        neither could have gone out, and the SMS moment goes alone under its own id.
+        Before: the mark held '1', the group was sealed and dropped with the call, and the
+        SMS moment was lost (tests/unit/test_redriven_groups.py has it in memory)."""
+        w = make_worker()  # calls held for the merge window
+        call, sms = "c7" * 16, "d7" * 16
+        start = time.time()
+        lapses = dt.datetime.fromtimestamp(start + 2 * 3600, dt.UTC)
+        await w.send(task(call, sub=SUB, channel=Channel.OUTBOUND_CALL, expires_at=lapses))
+        await w.send(task(sms, sub=SUB, moment_type="low_balance"))
+        assert await w.ledger.state(sms) == "merged"
+        later = start + 3 * 3600
+        assert [r.task_id for r in await w.sink.deferral.release(later, 10)] == [call]
+
+        dying = make_worker()
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "group_many").ledger
+        dying.sink.clock = lambda: time.time() + 3 * 3600
+        with pytest.raises(CrashError):
+            await dying.sink.redrive(older_than=-3 * 3600.0 - 60)
+        assert await w.ledger.redriven([call]) == {call}
+
+        redriving = make_worker()
+        redriving.sink.clock = lambda: time.time() + 3 * 3600
+        assert await redriving.sink.redrive(older_than=-60.0) == 1
+        assert [(t["task_id"], t.get("related")) for t in await published(w.settings, 1)] == [
+            (sms, None)
+        ]
+        assert [await w.ledger.state(i) for i in (call, sms)] == ["dropped", "sent"]
