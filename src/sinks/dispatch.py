@@ -600,9 +600,9 @@ class TaskSink:
         `released` (taken out of the deferral queue, `decide_taken`): those answered
         already alike, dated now. A park refused for a tombstone recorded since the facts
         were read (`Writes.raced`) is decided again once this is done (`retake`; not again
-        from that decision), so
-        dropped `forgotten`: the tombstone's take of the subscriber's waiting tasks came
-        before the park, and its payload waited for its release time.
+        from that decision), so dropped `forgotten`: the tombstone's take of the
+        subscriber's waiting tasks came before the park, and its payload waited for its
+        release time.
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
