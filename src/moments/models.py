@@ -37,7 +37,7 @@ from moments.enums import EventType as EventType
 from moments.enums import Family as Family
 from moments.enums import OutcomeStatus as OutcomeStatus
 from moments.enums import WithdrawReason as WithdrawReason
-from moments.eventspan import EVENT_SPAN, EVENT_YEARS
+from moments.eventspan import BIRTH_YEARS, EVENT_SPAN, EVENT_YEARS
 from moments.zones import COUNTRY_PATTERN, ZONE_PATTERN, check_zone, countries
 
 SUBSCRIBER_PATTERN = r"^[0-9]{5,20}$"
@@ -115,7 +115,9 @@ def blank_is_none(value: str | None) -> str | None:
 
 _BLANK_NONE = '; "" (or spaces only) is none, as absent'
 _BIRTHDAY = rf"^({_DATE}|{_MM_DD}|02-29)$"
-"""A birthday, or a blank (spaces only, or none): "" clears it."""
+"""A birthday as the model reads it: its year is held to `BIRTH_YEARS` by
+`ProfileEvent._birthday`, which names the fix (a pattern's refusal told "write a real
+day"); the schemas' `BIRTHDAY_PATTERN` holds it there too."""
 _EVENT_DAY = (
     rf"(19[7-9][0-9]|[2-8][0-9]{{3}}|9([0-7][0-9]{{2}}|8([0-8][0-9]|9[0-8])))-({_MM_DD})"
     r"|(19(7[26]|8[048]|9[26])|([2-8][0-9]|9[0-8])(0[48]|[2468][048]|[13579][26])"
@@ -128,6 +130,18 @@ _WRITTEN_DAY = (
     r"|([2468][048]|[3579][26])00)-02-29"
 )
 """A written time's day (a task's, a withdrawal's), in `WRITTEN_YEARS` (1970-9998)."""
+_BIRTH_DAY = (
+    rf"(190[1-9]|19[1-9][0-9]|[2-8][0-9]{{3}}|9([0-7][0-9]{{2}}|8([0-8][0-9]|9[0-8])))-({_MM_DD})"
+    r"|(19(0[48]|[2468][048]|[13579][26])|([2-8][0-9]|9[0-8])(0[48]|[2468][048]|[13579][26])"
+    r"|([2468][048]|[3579][26])00)-02-29"
+)
+"""A birthday's day, when it has a year, in `eventspan.BIRTH_YEARS` (1901-9898)."""
+PROFILE_DAY_PATTERN = f"^({_EVENT_DAY})$"
+"""What the schemas hold a profile's `joined_on` and `contract_end` to: a real day of
+`EVENT_YEARS` (`Day`)."""
+BIRTHDAY_PATTERN = rf"^({_BIRTH_DAY}|{_MM_DD}|02-29)$"
+"""What the schemas hold a profile's `birthday` to: a month and day, or a real day of
+`BIRTH_YEARS`."""
 
 
 def _rfc3339(day: str) -> str:
@@ -509,15 +523,50 @@ WrittenInstant = Annotated[
 expiry is a rule's `ttl` after the event), since `jsonschema` checks `format: date-time`
 only with `rfc3339-validator` installed (a consumer validating tasks checked no time);
 read as any aware datetime, as the tasks the worker stored before are."""
-_DAY = cs.date_schema(strict=False)
+_EMPTY_DATES = "0001-01-01, 1900-01-01 or 9999-12-31"
+"""A database's days for none (.NET's and Java's least; SQL Server's and Excel's day 0; the
+last, "no end"), as the refusals of a profile's days name them (never the value sent)."""
+OUTSIDE_EVENT_YEARS = (
+    f"a day of {_YEARS}, the years of event times; one outside them ({_EMPTY_DATES}) is a "
+    "database's empty or open-ended date, no day of the line: leave the field out (no "
+    'contract_end for a contract with no end), or "" to clear it'
+)
+"""Why a profile's `joined_on` or `contract_end` outside `EVENT_YEARS` is refused."""
+OUTSIDE_BIRTH_YEARS = (
+    f"a birthday's year, when written, is of {'-'.join(map(str, BIRTH_YEARS))}; one outside "
+    f"them ({_EMPTY_DATES}) is a database's empty date, which would be greeted every 1 "
+    "January or 31 December: write MM-DD when only the month and day are known, leave the "
+    'field out, or "" to clear it'
+)
+"""Why a `birthday` of a year outside `BIRTH_YEARS` is refused."""
+
+
+def _of_event_years(value: Any) -> Any:
+    """A profile's day as given, unless it names a year outside `EVENT_YEARS` (a year 0 too,
+    which no `date` has: it was refused "year 0 is out of range", naming no fix)."""
+    if isinstance(value, dt.date):
+        year: int | None = value.year
+    elif isinstance(value, str) and value[:4].isdigit() and value[4:5] == "-":
+        year = int(value[:4])
+    else:
+        year = None  # not a day: the date schema says so
+    if year is not None and not EVENT_YEARS[0] <= year <= EVENT_YEARS[1]:
+        raise ValueError(OUTSIDE_EVENT_YEARS)
+    return value
+
+
+_DAY = cs.chain_schema(
+    [cs.no_info_plain_validator_function(_of_event_years), cs.date_schema(strict=False)]
+)
 Day = Annotated[
     dt.date,
     *_json_reads(
         _text_then(f"^{_DATE}$", _DAY),
         _DAY,
-        {"type": "string", "format": "date", "pattern": f"^{_DATE}$"},
+        {"type": "string", "format": "date", "pattern": PROFILE_DAY_PATTERN},
     ),
 ]
+"""A profile's day (`joined_on`, `contract_end`): a real day of `EVENT_YEARS`."""
 SAME_START_AND_END = (
     "start and end are the same, so the window is empty or the whole day: write two times "
     "(e.g. 22:00-08:00), or opt the customer out of the channel to never contact them"
@@ -744,13 +793,26 @@ class ProfileEvent(_Event):
 
     model_config = ConfigDict(json_schema_extra=lambda schema, _: _stray_schema(schema))
 
-    birthday: Annotated[str, StringConstraints(pattern=_BIRTHDAY)] | Blank | None = Field(
+    birthday: (
+        Annotated[
+            str,
+            StringConstraints(pattern=_BIRTHDAY),
+            WithJsonSchema({"type": "string", "pattern": BIRTHDAY_PATTERN}),
+        ]
+        | Blank
+        | None
+    ) = Field(
         default=None,
-        description="MM-DD or YYYY-MM-DD (02-29 in leap years only)" + _CLEARS + _KEPT,
+        description="MM-DD, or YYYY-MM-DD of 1901-9898 (02-29 in leap years only)"
+        + _CLEARS
+        + _KEPT,
     )
-    joined_on: Day | Blank | None = Field(default=None, description="YYYY-MM-DD" + _CLEARS + _KEPT)
+    joined_on: Day | Blank | None = Field(
+        default=None, description="YYYY-MM-DD of 1970-9898" + _CLEARS + _KEPT
+    )
     contract_end: Day | Blank | None = Field(
-        default=None, description="YYYY-MM-DD" + _CLEARS + _KEPT
+        default=None,
+        description="YYYY-MM-DD of 1970-9898 (none for a contract with no end)" + _CLEARS + _KEPT,
     )
     tier: Annotated[str, text(16), AfterValidator(str.strip)] | None = Field(
         default=None,
@@ -802,7 +864,11 @@ class ProfileEvent(_Event):
         if value is None:
             return None
         value = value.strip()
-        return value[5:] if len(value) == 10 else value
+        if len(value) != 10:
+            return value
+        if not BIRTH_YEARS[0] <= int(value[:4]) <= BIRTH_YEARS[1]:
+            raise ValueError(OUTSIDE_BIRTH_YEARS)
+        return value[5:]
 
     @model_validator(mode="after")
     def _not_a_stray(self) -> ProfileEvent:
