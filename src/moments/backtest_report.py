@@ -34,7 +34,7 @@ from moments.backtest import BacktestResult, longest_memory, settling_period
 from moments.backtest_input import lines_named
 from moments.models import Channel
 from moments.placetext import place_key
-from rules.catalog import RuleSet
+from rules.catalog import RuleSet, holiday_gaps
 from sinks.policy import ANY, DispatchPolicy
 
 DIMENSIONS = ("family", "moment_type", "region", "channel")
@@ -391,6 +391,10 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
                 f"Start --from at least {settle / 86400:.0f} days after the first event "
                 "(simulate a longer history if need be)."
             )
+    if result.first_event is not None and result.clock_end is not None:
+        gaps = holiday_gaps(rules, _date(result.first_event, zone), _date(result.clock_end, zone))
+        if gaps is not None:
+            out.append(gaps)
     if failed := result.dead_letters.get("detector_error", 0):
         out.append(
             f"{failed:,} event(s) failed in the detector (dead letters `detector_error`: a "
@@ -463,7 +467,11 @@ def _live_starts_report(result: BacktestResult) -> bool:
 
 
 def _day(at: float, zone: ZoneInfo) -> str:
-    return dt.datetime.fromtimestamp(at, zone).date().isoformat()
+    return _date(at, zone).isoformat()
+
+
+def _date(at: float, zone: ZoneInfo) -> dt.date:
+    return dt.datetime.fromtimestamp(at, zone).date()
 
 
 def unused_regions(policy: DispatchPolicy, capacity: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -339,14 +339,23 @@ def _add_calendar_export(sub: Subparsers) -> None:
 
 
 def _cmd_calendar_export(args: argparse.Namespace) -> int:
-    from rules.calendar import export_calendar, load_calendar, parse_years
+    from rules.calendar import export_calendar, gaps_said, load_calendar, parse_years
 
     try:
         years = parse_years(args.years)
     except ValueError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2
-    text = export_calendar(load_calendar(args.source), years)
+    calendar = load_calendar(args.source)
+    text = export_calendar(calendar, years)
+    if missing := calendar.missing(calendar.package_keys, years):
+        # The file says `defaults: false`: loaded, it would leave those years with no day.
+        said = gaps_said(missing, calendar.package_keys)
+        print(
+            f"moments: warning: the calendar written has {said}: add those years' days to "
+            "it (`dates:`) before loading it",
+            file=sys.stderr,
+        )
     if args.out is None:
         print(text, end="")
         return 0

@@ -51,6 +51,9 @@ class PipelineResult:
     """Files whose gzip data ended early: read up to the cut (`moments rules test`)."""
     out_of_order: list[str] = field(default_factory=list)
     """A warning per file not in event-time order (`backtest_input.order_said`)."""
+    first_event: float = 0.0
+    """The first event time of the files read, where event time began
+    (`rulecheck.check_rules`; 0: none)."""
     last_event: float = 0.0
     """The latest event time of the files read (`rulecheck.check_rules`; 0: none)."""
     events_read: int = 0

@@ -222,10 +222,12 @@ def check_rules(
     records = []
     blanks: dict[tuple[str, int], Blank] = {}
     begins = None
-    latest = 0.0
+    first = latest = 0.0
     for event in history(files, profiles is not None):
         if begins is None:
             begins = event.at  # the first event's time, where the snapshot is placed
+        if not first:
+            first = event.at  # a line with no time (0) begins nothing
         latest = max(latest, event.at)
         topic = event.event_type.value
         topic_lines = lines.setdefault(topic, [])
@@ -260,6 +262,7 @@ def check_rules(
     # The snapshot of --profiles is applied whole at the start, in no time order.
     result.out_of_order = order_said(files[1:] if profiles is not None else files)
     result.last_event = latest
+    result.first_event = first
     # The snapshot is read whole before the events (`history`): its records come first.
     placed = snapshot_file.count if snapshot_file is not None else 0
 

@@ -406,7 +406,7 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         parse_expectations,
         summary,
     )
-    from rules.catalog import load_rules
+    from rules.catalog import holiday_gaps, load_rules
 
     try:
         expected = parse_expectations(args.expect)
@@ -452,6 +452,12 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         )
     for said in result.out_of_order:  # the tasks above are not the history's
         print(f"moments: warning: {said}", file=sys.stderr)
+    if result.first_event:  # holiday rules silent for want of days: said, not guessed at
+        end = max(result.last_event, until.timestamp() if until is not None else 0.0)
+        zone = rules.gating.zone
+        days = [dt.datetime.fromtimestamp(t, zone).date() for t in (result.first_event, end)]
+        if gaps := holiday_gaps(rules, *days):
+            print(f"moments: warning: {gaps}", file=sys.stderr)
     for cut in result.cuts:  # the tasks above are those of the lines before the cut
         print(f"moments: {cut.said()}", file=sys.stderr)
     if not expected:

@@ -19,8 +19,10 @@ import datetime as dt
 import logging
 import re
 from calendar import isleap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import version
 from io import StringIO
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -134,6 +136,52 @@ def china_holidays(year: int, keys: Iterable[str] = DEFAULT_KEYS) -> list[Holida
     return out
 
 
+@cache
+def package_years() -> range:
+    """The years the `holidays` package lists China's days for (1950-2100 in 0.109): it
+    lists none outside them, New Year's Day included, and a holiday rule found no day."""
+    import holidays
+
+    china = holidays.country_holidays("CN")
+    return range(china.start_year, china.end_year + 1)
+
+
+def gaps_said(missing: Mapping[int, tuple[str, ...]], wanted: Collection[str]) -> str:
+    """`no day of dragon_boat, mid_autumn in 2005-2007, nor of any holiday in 2101: the
+    holidays package (0.109) lists China's for 1950-2100 only (...)` of `missing`
+    (`HolidayCalendar.missing`), `wanted` the keys asked for ("any holiday": all of them)."""
+    by_keys: dict[tuple[str, ...], list[int]] = {}
+    for year, keys in sorted(missing.items()):
+        by_keys.setdefault(keys, []).append(year)
+    every = tuple(sorted(wanted))
+    parts = [
+        f"{'any holiday' if keys == every else ', '.join(keys)} in {years_said(years)}"
+        for keys, years in by_keys.items()
+    ]
+    covered = package_years()
+    return (
+        f"no day of {', nor of '.join(parts)}: the holidays package ({package_version()}) "
+        f"lists China's for {covered[0]}-{covered[-1]} only (Dragon Boat, Mid-Autumn and "
+        "Qingming from 2008, when they became public holidays)"
+    )
+
+
+def years_said(years: Sequence[int]) -> str:
+    """Sorted years as runs: `2005-2007, 2101`."""
+    runs: list[list[int]] = []
+    for year in years:
+        if runs and year == runs[-1][1] + 1:
+            runs[-1][1] = year
+        else:
+            runs.append([year, year])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def package_version() -> str:
+    """The installed `holidays` package's version, as a warning names it."""
+    return version("holidays")
+
+
 # --- the operator's calendar file --------------------------------------------------------
 
 MonthDay = Annotated[str, StringConstraints(pattern=_MONTH_DAY.pattern)]
@@ -245,6 +293,23 @@ class HolidayCalendar:
     def keys(self) -> list[str]:
         """Every holiday key this calendar can produce."""
         return [e.key for e in self.entries] + list(self.package_keys)
+
+    def missing(self, keys: Iterable[str], years: Iterable[int]) -> dict[int, tuple[str, ...]]:
+        """Year -> the holidays among `keys` the package was to give and gave no day that
+        year (sorted; years with none missing left out). The operator's own entries are
+        never missing: their days are the file's. Past the package's years (`package_years`)
+        every one is, and no year of them is computed."""
+        wanted = sorted(set(keys) & set(self.package_keys))
+        if not wanted:
+            return {}
+        covered = package_years()
+        out: dict[int, tuple[str, ...]] = {}
+        for year in years:
+            found = {h.key for h in self.in_year(year)} if year in covered else set()
+            lacking = tuple(k for k in wanted if k not in found)
+            if lacking:
+                out[year] = lacking
+        return out
 
 
 def parse_calendar(name: str, text: str) -> HolidayCalendar:

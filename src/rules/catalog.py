@@ -24,7 +24,13 @@ from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
 from rules import spec as sp
 from rules.base import TaskSpec
-from rules.calendar import KNOWN_BY_KEY, CalendarFile, HolidayCalendar, load_calendar
+from rules.calendar import (
+    KNOWN_BY_KEY,
+    CalendarFile,
+    HolidayCalendar,
+    gaps_said,
+    load_calendar,
+)
 from rules.conditions import (
     OCCASION_PARAMS,
     Scope,
@@ -427,6 +433,36 @@ def _check_holiday_keys(
                             f"{close}known ones: {', '.join(sorted(in_force))} (moments "
                             "calendar export lists their dates)",
                         )
+
+
+def holiday_gaps(rules: RuleSet, first: dt.date, last: dt.date) -> str | None:
+    """Why the rules' holiday greetings find no day in some years from `first` to `last`
+    (local days), naming them, the rules and the fix; None when the calendar has every
+    day they greet (or no rule greets a holiday). The package's calendar ends with 2100
+    (`calendar.package_years`) and event times run to 9898: a backtest of history past it
+    found no festival, New Year's Day included, and said nothing."""
+    calendar = rules.special.calendar
+    greeted: dict[str, set[str]] = {}
+    for rule in rules.special.rules:
+        for node in sp.walk(rule.spec.condition):
+            if isinstance(node, sp.OccasionCond) and "holiday" in _occasions(node.occasion):
+                greeted.setdefault(rule.id, set()).update(node.holidays or calendar.keys())
+    wanted = set().union(*greeted.values()) & set(calendar.package_keys)
+    missing = calendar.missing(wanted, range(first.year, last.year + 1))
+    if not missing:
+        return None
+    lacking = set().union(*missing.values())
+    who = [rule_id for rule_id, keys in greeted.items() if keys & lacking]
+    finds = f"the rule {who[0]} finds" if len(who) == 1 else f"the rules {', '.join(who)} find"
+    return (
+        f"The holiday calendar has {gaps_said(missing, wanted)}, so {finds} no holiday on "
+        "those days, and no task. Give those years' days in an operator calendar file "
+        "(`special_days: {calendar: FILE}`, docs/special-days.md), or look at years it covers"
+    )
+
+
+def _occasions(occasion: str | Sequence[str]) -> Sequence[str]:
+    return (occasion,) if isinstance(occasion, str) else occasion
 
 
 def _closest_holiday(key: str, in_force: Sequence[str]) -> str:
