@@ -503,7 +503,11 @@ class Backtest:
         events: Iterable[FileEvent],
         progress: Progress | None = None,
         until: float | None = None,
+        sweeping: Progress | None = None,
     ) -> BacktestResult:
+        """`progress(events)`: the events read so far, after each batch; `sweeping(at)`:
+        the event time reached, after each sweep of the run on to `until` past the last
+        event (a `--to` a year on swept for minutes, and the bar said nothing)."""
         started = time.perf_counter()
         out = self.result
         batch: list[RawRecord] = []
@@ -569,7 +573,7 @@ class Backtest:
                 await self._sweep_through(live_from - 1)
             out.snapshot_counters()
         if until is not None and self.clock.now > 0:  # else no event time to run on from:
-            await self._run_on(until)  # it swept every hour since 1970 (8 s of nothing)
+            await self._run_on(until, sweeping)  # it swept every hour since 1970 (8 s)
         out.clock_end = until if until is not None else out.last_event
         out.report_to = until
         self._give_back()
@@ -664,7 +668,7 @@ class Backtest:
             return
         await self._sweep_hours(self.swept_bucket + 1, last)
 
-    async def _sweep_hours(self, first: int, last: int) -> None:
+    async def _sweep_hours(self, first: int, last: int, told: Progress | None = None) -> None:
         """The sweeps of hours `first` to `last` (epoch hours), each at the hour's start
         after event time moved on to it (releasing the tasks due on the way, each at its
         own time). Hours at which no record is due (`BacktestState.next_due`) are skipped:
@@ -675,6 +679,8 @@ class Backtest:
             mark = hour * SWEEP_BUCKET_S
             await self._advance(mark)
             await self._sweep(mark)
+            if told is not None:
+                told(mark)
             hour += 1
         if last >= first:
             # To the last hour's start all the same, the cooldowns of the tasks released
@@ -825,14 +831,16 @@ class Backtest:
         self.result.spent["sweep"] += time.perf_counter() - started
         await self._dispatch(swept)
 
-    async def _run_on(self, until: float) -> None:
+    async def _run_on(self, until: float, told: Progress | None = None) -> None:
         """Let event time run on up to `until` after the last event: windows close hour by
         hour and deferred tasks are released, as on a stream that went quiet. What falls
         due at `until` itself (the sweep of the hour it begins: a day's close at midnight;
         a task waiting until then) is the period after it, as the events dated from it
-        are: it waits. Swept and released, it was published on a day after the report."""
+        are: it waits. Swept and released, it was published on a day after the report.
+        `told(at)` after each sweep."""
         first = int(self.clock.now) // SWEEP_BUCKET_S + 1
-        await self._sweep_hours(first, math.ceil(until / SWEEP_BUCKET_S) - 1)  # marks < until
+        last = math.ceil(until / SWEEP_BUCKET_S) - 1  # marks < until
+        await self._sweep_hours(first, last, told)
         await self._advance(until, before=True)
 
 
@@ -849,13 +857,15 @@ def run_backtest(
     tick_s: float = TICK_S,
     report_from: dt.datetime | None = None,
     live_from: dt.datetime | None = None,
+    sweeping: Progress | None = None,
 ) -> BacktestResult:
     """Replay `events` (in event-time order) through `rules` and the dispatch `policy`;
     events before `report_from` are a warm-up, events after `until` should be left out
-    by the caller (event time runs on to `until`). Moments dated before `live_from` make
-    no task, as a worker's with `MOMENTS_LIVE_FROM`: a rehearsal of the cut-over."""
+    by the caller (event time runs on to `until`, `sweeping` told each sweep of it).
+    Moments dated before `live_from` make no task, as a worker's with
+    `MOMENTS_LIVE_FROM`: a rehearsal of the cut-over."""
     start = report_from.timestamp() if report_from is not None else None
     bt = Backtest(rules, policy, tick_s=tick_s, report_from=start, live_from=live_from)
     bt.reports_days = True
     end = until.timestamp() if until is not None else None
-    return asyncio.run(bt.run(events, progress, end))
+    return asyncio.run(bt.run(events, progress, end, sweeping))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import time
@@ -227,6 +228,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         hi = end.timestamp() if end is not None else float("inf")
         window = Window()
         with file_bar(console, label, files) as bar:
+
+            def swept(at: int) -> None:
+                if end is not None:
+                    bar.swept(dt.datetime.fromtimestamp(at, end.tzinfo).date(), end.date())
+
             result = run_backtest(
                 rule_set,
                 history(files, args.profiles is not None, hi, window),
@@ -235,6 +241,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                 until=end,
                 report_from=start,
                 live_from=live_from,
+                sweeping=swept,
             )
             bar.done(result.events)
         result.window = window
@@ -374,6 +381,7 @@ class FileBar:
 
         self.progress = progress
         self.read = progress_of(files)
+        self.label = label
         self.task = progress.add_task(label, total=self.read()[1], events=0, rate=0.0)
         self.started = self.last = time.monotonic()
 
@@ -387,7 +395,17 @@ class FileBar:
 
     def done(self, events: int) -> None:
         rate = self._rate(events, time.monotonic())
-        self.progress.update(self.task, completed=self.read()[1], events=events, rate=rate)
+        done = self.read()[1]
+        self.progress.update(self.task, completed=done, events=events, rate=rate)
+        self.progress.update(self.task, description=self.label)  # the run on's said: over
+
+    def swept(self, day: dt.date, until: dt.date) -> None:
+        """Event time run on to `day` after the last event, of the `--to` `until`: the
+        bar, full, stood still for minutes of it."""
+        now = time.monotonic()
+        if now - self.last >= 0.2:
+            self.last = now
+            self.progress.update(self.task, description=f"run on to {day} of {until}")
 
     def _rate(self, events: int, now: float) -> float:
         """Events a second: the bytes a second of a gzip file read like a wrong unit."""
@@ -402,13 +420,24 @@ class FileLines:
 
         self.lines = lines
         self.read = progress_of(files)
+        self.events = 0
 
     def show(self, events: int) -> None:
+        self.events = events
         done, total = self.read()
         self.lines.update(events, done / total if total else None)
 
     def done(self, events: int) -> None:
         self.lines.finish(events)
+
+    def swept(self, day: dt.date, until: dt.date) -> None:
+        """A line, when one is due, of event time run on to `day` after the last event,
+        of the `--to` `until` (as `rules test` says it)."""
+        self.lines.say(
+            lambda: (
+                f"all {self.events:,} events in; event time run on to {day} of the --to, {until}"
+            )
+        )
 
 
 @contextmanager
@@ -423,7 +452,7 @@ def file_bar(console: Console, label: str, files: list[EventFile]) -> Iterator[F
         yield FileLines(to_console(label, console), files)
         return
     columns = (
-        TextColumn(f"[bold]{label}"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[events]:>12,} events"),
         TextColumn("{task.fields[rate]:>8,.0f}/s"),
