@@ -5,7 +5,14 @@ points at (analyst review)."""
 
 from __future__ import annotations
 
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.tokens import (
+    FlowMappingEndToken,
+    FlowMappingStartToken,
+    FlowSequenceEndToken,
+    FlowSequenceStartToken,
+)
 
 
 def yaml_hint(exc: MarkedYAMLError, text: str) -> str | None:
@@ -39,10 +46,32 @@ def yaml_hint(exc: MarkedYAMLError, text: str) -> str | None:
         return f"the quote opened on line {context.line + 1} is never closed"
     if problem.startswith("expected ',' or") and context is not None:
         return f"the [ or {{ opened on line {context.line + 1} is not closed where it should be"
+    if problem.startswith("expected the node content") and "<stream end>" in problem:
+        return _open_at_end(text)
     if problem.startswith("found duplicate key"):
         start = context.line if context is not None else 0
         return _duplicate_key(problem, lines[start:], line - start, mark.column, start)
     return None
+
+
+def _open_at_end(text: str) -> str | None:
+    """`on: [` as a half-written file's last line: the parser's context mark is the end of
+    the file, so the bracket left open is found among the scanner's tokens."""
+    opened: list[FlowMappingStartToken | FlowSequenceStartToken] = []
+    try:
+        for token in YAML(typ="safe", pure=True).scan(text):
+            if isinstance(token, FlowMappingStartToken | FlowSequenceStartToken):
+                opened.append(token)
+            elif isinstance(token, FlowMappingEndToken | FlowSequenceEndToken) and opened:
+                opened.pop()
+    except YAMLError:
+        pass  # the tokens up to a scanner error still say which brackets were opened
+    if not opened:
+        return None
+    last = opened[-1]
+    char, closer = ("{", "}") if isinstance(last, FlowMappingStartToken) else ("[", "]")
+    line = last.start_mark.line + 1
+    return f"the {char} opened on line {line} is never closed: close it with {closer}"
 
 
 def _flow_value(here: str, column: int) -> str | None:

@@ -441,6 +441,23 @@ class TestYamlSyntax:
             "its own '- '"
         )
 
+    @pytest.mark.parametrize(
+        ("written", "opener", "closer"),
+        [("on: [", "[", "]"), ("on: [complaint, {a: ", "{", "}")],
+    )
+    def test_a_bracket_left_open_at_the_end_names_its_line(
+        self, written: str, opener: str, closer: str
+    ) -> None:
+        """A file saved half-written, `on: [` its last line, was told only "expected the
+        node content, but found '<stream end>'", with no hint of the bracket, though an
+        unclosed bracket is one of the errors the hints name (journey review)."""
+        text = RULE.split("    condition:")[0].replace("on: [complaint]", written)
+        (found,) = problems(text)
+        assert found == (
+            "r.yaml:5:1: YAML syntax: expected the node content, but found '<stream end>'; "
+            f"the {opener} opened on line 4 is never closed: close it with {closer}"
+        )
+
     def test_a_tab(self) -> None:
         (found,) = problems(RULE.replace("      priority: 1", "\tpriority: 1"))
         assert found == (
