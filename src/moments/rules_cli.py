@@ -52,7 +52,13 @@ def _add_rules_validate(sub: Subparsers) -> None:
                 """,
         _cmd_rules_validate,
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="a rules file or folder; several are each checked as a catalog of its own",
+    )
     p.add_argument(
         "--together",
         action="store_true",

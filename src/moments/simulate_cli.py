@@ -59,7 +59,13 @@ def add_simulate_command(sub: Subparsers) -> None:
         "%(prog)s [-h] --subscribers N --rate R [--duration T] [--seed SEED]\n"
         "       [--start WHEN] [--plant-rate SHARE] [--to-file PATH]"
     )
-    p.add_argument("--subscribers", type=positive_int, required=True, metavar="N")
+    p.add_argument(
+        "--subscribers",
+        type=positive_int,
+        required=True,
+        metavar="N",
+        help="distinct subscribers, each sent a profile before their other events",
+    )
     p.add_argument(
         "--rate",
         type=positive_float,

@@ -43,6 +43,19 @@ def test_every_command_has_help_with_examples_of_itself() -> None:
         assert parser.description, path
 
 
+def test_every_option_and_argument_says_what_it_is() -> None:
+    """`moments simulate --help` listed `--subscribers N` with no word (of the subscribers
+    the stream holds, or the producers?), and `rules validate` its `PATH` bare (journey
+    review)."""
+    bare = [
+        (path, action.option_strings or action.dest)
+        for path, parser in commands(build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert bare == []
+
+
 def test_the_readme_lists_every_command_and_no_other() -> None:
     found = {path for path, _ in commands(build_parser())}
     groups = {path[0] for path in found if len(path) > 1}
