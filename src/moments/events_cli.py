@@ -201,7 +201,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     # A named pipe (`<(kcat ... | head)` gives /dev/fd/63) is read once, as a file is.
     missing = [f for f in args.files if f != "-" and not Path(f).exists()]
     if missing:
-        err.print(f"no such file: {', '.join(missing)}", markup=False)
+        err.print(
+            f"no such file: {', '.join(missing)}; check the path, or pass - to read the "
+            "payloads from stdin (kcat ... | moments events check -)",
+            markup=False,
+        )
         return 2
     if folders := [f for f in args.files if f != "-" and Path(f).is_dir()]:
         for folder in folders:
