@@ -320,7 +320,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         console.print(f"wrote {sum(stats.events.values()):,} events to {args.to_file}")
         return 0
     settings = command_settings()
-    require_kafka(settings)  # unreachable or refused: a message naming the variable
+    try:
+        require_kafka(settings)  # unreachable or refused: a message naming the variable
+    except ConfigError as exc:
+        # The quick try of docs/backtest.md with its --to-file left out was told only
+        # to start a broker, which a history for the offline tools does not need.
+        raise ConfigError(
+            f"{exc}; or, for a history to give moments rules test or moments backtest, "
+            "write it to a file with --to-file PATH (.jsonl.gz), which needs no broker"
+        ) from None
     stats = SimStats()
     if console.is_terminal:
         _produce_live(console, settings, iter(events), args.rate, count, stats)

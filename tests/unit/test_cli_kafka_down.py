@@ -31,3 +31,18 @@ def test_a_command_against_a_broker_that_is_not_there_says_what_to_do(
         f"moments: Kafka {address} is not reachable; start it or set MOMENTS_KAFKA_BOOTSTRAP" in err
     )
     assert "Traceback" not in err
+
+
+def test_simulate_with_no_broker_names_the_file_it_could_write_instead(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moments simulate --subscribers 200 --rate 0.083 --duration 3d`, the quick try of
+    docs/backtest.md with its `--to-file` left out, was told only to start Kafka: a
+    history for `rules test` and `backtest` needs none (journey review)."""
+    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
+    assert main(["simulate", "--subscribers", "10", "--rate", "1", "--duration", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.endswith(
+        "; or, for a history to give moments rules test or moments backtest, write it to a "
+        "file with --to-file PATH (.jsonl.gz), which needs no broker"
+    ), err
