@@ -280,7 +280,12 @@ def _add_run_command(sub: Subparsers) -> None:
         _cmd_run,
     )
     p.add_argument("--json", action="store_true", help="print each task as one JSON line")
-    p.add_argument("--no-sample", action="store_true", help="do not play the sample stream")
+    p.add_argument(
+        "--no-sample",
+        action="store_true",
+        help="do not play the sample stream: wait for your own events (a `ready:` line says "
+        "when the worker reads them)",
+    )
     p.add_argument(
         "--metrics-port",
         type=port_or_off,

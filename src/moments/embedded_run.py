@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -296,8 +297,30 @@ async def _follow(
         )
     )
     await ready.wait()
+    said: asyncio.Task[None] | None = None
     if play_sample:
         await _play_sample(settings, console, alive=lambda: worker.poll() is None)
+    else:
+        said = asyncio.create_task(
+            _say_ready(settings, console, alive=lambda: worker.poll() is None)
+        )
+    try:
+        return await _watch(worker, log_path, console, tail, exit_after)
+    finally:
+        if said is not None:
+            said.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await said
+
+
+async def _watch(
+    worker: subprocess.Popen[bytes],
+    log_path: Path,
+    console: Console,
+    tail: asyncio.Task[int],
+    exit_after: int | None,
+) -> int:
+    """Follow the task viewer and the worker until the viewer ends or the worker exits."""
     started = time.monotonic()
     reloads = ReloadFollower(log_path)
     while not tail.done():
@@ -317,6 +340,33 @@ async def _follow(
             return FAILED
     await tail
     return 0
+
+
+async def _say_ready(
+    settings: Settings, console: Console, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Say once when the worker's /readyz answers 200: with --no-sample nothing else tells
+    the user waiting to send their own events that the ~20 s of a group join on Tansu are
+    over. Nothing when /metrics is off, or once the worker is gone."""
+    if not settings.metrics_port:
+        return
+    url = metrics_url(served_host(settings), settings.metrics_port).removesuffix("/metrics")
+
+    def answered() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2):  # noqa: S310 (ours)
+                return True
+        except OSError:  # not ready (503, an HTTPError) or not serving yet
+            return False
+
+    while alive():
+        if await asyncio.to_thread(answered):
+            console.print(
+                "[green]ready:[/] the worker is in its consumer group; the events you send now "
+                "are read at once (those sent before were waiting for it)"
+            )
+            return
+        await asyncio.sleep(0.5)
 
 
 def rules_line(user: Settings) -> str:

@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from moments import embedded_run
@@ -27,6 +29,8 @@ from moments.embedded_run import (
     stop_wait,
     worker_env,
 )
+from moments.health import Health
+from moments.metrics_server import serve_metrics
 from moments.settings import Settings, load_settings
 
 STACK = {"MOMENTS_KAFKA_BOOTSTRAP": "127.0.0.1:40123", "MOMENTS_METRICS_PORT": "9308"}
@@ -366,3 +370,46 @@ def test_the_wait_for_the_profiles_ends_with_the_worker(tmp_path: Path) -> None:
     settings = Settings(metrics_port=free_port())
     read = embedded_run._profiles_read(settings, 4, timeout_s=600.0, alive=lambda: False)
     assert asyncio.run(read) is False
+
+
+class TestReadyWithNoSample:
+    """`moments run --no-sample` said nothing once the worker could take events: the user
+    waiting to send their own saw no sign for the ~20 s a group join takes on Tansu
+    (journey review). The run asks the worker's own /readyz."""
+
+    @pytest.fixture
+    def served(self) -> Iterator[tuple[Settings, list[str]]]:
+        """A worker's /readyz (the real server and Health) that answers not ready twice."""
+        answers: list[str] = []
+
+        def not_ready() -> str | None:
+            answers.append("asked")
+            return "joining the consumer group" if len(answers) <= 2 else None
+
+        health = Health(stall_after_s=60.0)
+        health.ready_when(not_ready)
+        settings = Settings(metrics_port=free_port())
+        server = serve_metrics(settings, CollectorRegistry(), health)
+        try:
+            yield settings, answers
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    def test_the_run_says_when_the_worker_is_ready(
+        self, served: tuple[Settings, list[str]]
+    ) -> None:
+        settings, answers = served
+        out = io.StringIO()
+        said = embedded_run._say_ready(settings, Console(file=out), alive=lambda: True)
+        asyncio.run(said)
+        assert len(answers) == 3  # asked until it was ready, and no more
+        assert "ready: the worker is in its consumer group; the events you send now" in (
+            " ".join(out.getvalue().split())
+        )
+
+    def test_nothing_is_said_of_a_worker_gone(self, served: tuple[Settings, list[str]]) -> None:
+        settings, answers = served
+        out = io.StringIO()
+        asyncio.run(embedded_run._say_ready(settings, Console(file=out), alive=lambda: False))
+        assert (answers, out.getvalue()) == ([], "")
