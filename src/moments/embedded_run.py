@@ -36,6 +36,7 @@ from moments.embedded import (
     death_signal_preexec,
 )
 from moments.exceptions import ConfigError
+from moments.livefrom import parse_live_from, warming_up
 from moments.metrics_server import scrape
 from moments.models import EventType
 from moments.runlog import ReloadFollower, shown
@@ -44,6 +45,7 @@ from moments.settings import Settings, load_settings
 from moments.tail import STOP_S, tail_tasks
 from moments.topiclayout import INPUT_TOPICS
 from moments.topics import ensure_topics
+from sinks.policy import load_policy
 
 DEMO_POLICY = """\
 # Written by `moments run`: the defaults, but calls wait 10 s for the subscriber's other
@@ -253,6 +255,8 @@ def _run(
         if port:
             console.print(f"[green]metrics[/] {metrics_url(served_host(user), port)}")
         console.print(rules_line(user))
+        if (holding := live_from_line(user, time.time())) is not None:
+            console.print(holding)
         console.print("tasks appear below as they are published; Ctrl-C stops everything\n")
         code = FAILED
         # Not asyncio.run: its clean-up waits without a bound for every task and executor
@@ -377,6 +381,24 @@ def rules_line(user: Settings) -> str:
     return (
         f"[green]rules[/] {where}: a saved change is loaded within about "
         f"{2 * user.rules_reload_seconds:g} s, or refused with its problems, and said here"
+    )
+
+
+def live_from_line(user: Settings, now: float) -> str | None:
+    """What MOMENTS_LIVE_FROM holds back, while it is to come: the sample's notes name the
+    tasks the catalog makes, none came, and only the worker's log said why. None when it
+    is unset or gone by (the worker is live)."""
+    if user.live_from is None:
+        return None
+    zone = load_policy(user.dispatch_policy).zone  # the demo policy keeps the default zone
+    when = parse_live_from(user.live_from, zone)
+    if not warming_up(when, now):
+        return None
+    return (
+        f"[yellow]MOMENTS_LIVE_FROM {when.isoformat()}[/]: moments dated before it make no "
+        "task, every rule counted as a shadow one (moments_shadow_moments_total; "
+        'docs/operations.md, "Going live"); events dated now, the sample\'s too, make none: '
+        "unset it to see tasks"
     )
 
 

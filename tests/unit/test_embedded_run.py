@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import signal
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from rich.console import Console
+from rich.text import Text
 
 from moments import embedded_run
 from moments.cli import main
@@ -413,3 +415,25 @@ class TestReadyWithNoSample:
         out = io.StringIO()
         asyncio.run(embedded_run._say_ready(settings, Console(file=out), alive=lambda: False))
         assert (answers, out.getvalue()) == ([], "")
+
+
+class TestLiveFromLine:
+    """`MOMENTS_LIVE_FROM=2026-12-20 moments run` (a going-live rehearsal's environment)
+    played the sample, each line saying `-> first_topup` and the like, and printed no task
+    and no word of why: the worker's log alone said that every rule waits in shadow
+    (journey review)."""
+
+    NOW = dt.datetime(2026, 12, 7, 18, 0, tzinfo=dt.UTC).timestamp()
+
+    def test_a_date_to_come_is_said_with_what_it_holds_back(self) -> None:
+        line = embedded_run.live_from_line(Settings(live_from="2026-12-20"), self.NOW)
+        assert line is not None
+        text = " ".join(Text.from_markup(line).plain.split())
+        assert text.startswith(
+            "MOMENTS_LIVE_FROM 2026-12-20T00:00:00+08:00: moments dated before it make no task"
+        )
+        assert text.endswith("events dated now, the sample's too, make none: unset it to see tasks")
+
+    @pytest.mark.parametrize("live_from", [None, "2026-12-01", "2026-12-07T17:00:00Z"])
+    def test_none_or_a_date_gone_by_is_not_said(self, live_from: str | None) -> None:
+        assert embedded_run.live_from_line(Settings(live_from=live_from), self.NOW) is None
