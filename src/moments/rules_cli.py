@@ -352,8 +352,17 @@ def _add_rules_test(sub: Subparsers) -> None:
         "Without --expect, a run in which every event was refused (or the file held none) "
         "exits 1: nothing was tested",
     )
-    p.add_argument("--json", action="store_true", help="print tasks as JSON lines")
-    p.add_argument("--show-ids", action="store_true", help="show subscriber ids unmasked")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print tasks as JSON lines, as the stream publishes them: subscriber ids whole "
+        "(personal data, as in the events file)",
+    )
+    p.add_argument(
+        "--show-ids",
+        action="store_true",
+        help="show subscriber ids unmasked in the readable lines (--json always does)",
+    )
     p.add_argument(
         "--shadow-as-live",
         action="store_true",
