@@ -7,6 +7,7 @@ a bad value stops start-up with the variable's name and what to write instead.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import typing
 from collections.abc import Mapping
@@ -545,6 +546,21 @@ def log_format_asked() -> str:
         return "text"
 
 
+def _source_note(variable: str) -> str:
+    """Where a refused value came from when not the environment, in the order `Settings`
+    reads its sources: its `_FILE` variable's file, else the `.env` file. A value of either
+    was refused with no word of them, and `moments config show` stops on the same refusal."""
+    from moments.secret_files import SUFFIX
+
+    environ = {k.upper() for k in os.environ}
+    if variable in environ:
+        return ""
+    path = next((v for k, v in os.environ.items() if k.upper() == variable + SUFFIX), None)
+    if path is not None:
+        return f" (read from {variable}{SUFFIX}, {path})"
+    return " (in .env)" if variable in dotenv_variables() else ""
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a `ConfigError`
     that names each `MOMENTS_*` variable and what is wrong with it."""
@@ -566,7 +582,8 @@ def load_settings(**overrides: object) -> Settings:
                 shown = repr(_without_login(str(err.get("input"))))
             message = error_text(err)
             message += _what_to_write(str(err["type"]), err["loc"])
-            lines.append(f"MOMENTS_{loc}: {message} (got {shown})")
+            where = "" if err["loc"][0] in overrides else _source_note(f"MOMENTS_{loc}")
+            lines.append(f"MOMENTS_{loc}{where}: {message} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as exc:  # a nested section (MOMENTS_TOPICS) that is not JSON
         match = re.search(r'field "(\w+)"', str(exc))

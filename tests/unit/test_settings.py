@@ -431,3 +431,44 @@ def test_a_redis_url_option_redis_py_reads_its_own_way_is_told_how(
 def test_redis_url_options_redis_py_takes_load(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setenv("MOMENTS_REDIS_URL", url)
     assert load_settings().redis_url == url
+
+
+class TestWhereABadValueCameFrom:
+    """`MOMENTS_STORE: Input should be 'memory' or 'rocksdb' (got 'rocks')` with nothing
+    of the kind in the environment: the value was in a `.env` file or a `_FILE`, which the
+    refusal did not say, and `moments config show`, the command that says where each value
+    comes from, stops on the same refusal (journey review)."""
+
+    @pytest.fixture(autouse=True)
+    def _here(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch.chdir(tmp_path)
+        for name in ("MOMENTS_STORE", "MOMENTS_STORE_FILE"):
+            monkeypatch.delenv(name, raising=False)
+
+    def refusal(self) -> str:
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        return str(err.value)
+
+    def test_a_value_of_the_env_file(self, tmp_path: Path) -> None:
+        (tmp_path / ".env").write_text("MOMENTS_STORE=rocks\n")
+        assert "  MOMENTS_STORE (in .env): Input should be 'memory' or 'rocksdb'" in (
+            self.refusal()
+        )
+
+    def test_a_value_of_a_file_variable(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        (tmp_path / "store").write_text("rocks\n")
+        monkeypatch.setenv("MOMENTS_STORE_FILE", str(tmp_path / "store"))
+        assert (
+            f"  MOMENTS_STORE (read from MOMENTS_STORE_FILE, {tmp_path / 'store'}): Input "
+            "should be 'memory' or 'rocksdb'"
+        ) in self.refusal()
+
+    def test_a_value_of_the_environment_is_said_as_before(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        (tmp_path / ".env").write_text("MOMENTS_STORE=memory\n")
+        monkeypatch.setenv("MOMENTS_STORE", "rocks")
+        assert "  MOMENTS_STORE: Input should be 'memory' or 'rocksdb'" in self.refusal()
