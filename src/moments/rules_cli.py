@@ -211,9 +211,10 @@ def _cmd_rules_explain(args: argparse.Namespace) -> int:
         if path is None:
             # A rule of the analyst's own file, its path left out, was looked for in the
             # packaged catalog and told "`moments rules explain PATH` lists them all".
+            then = f"{close} For" if close else "; for"  # not "did you mean 'x'?; for"
             print(
                 f"moments: no rule {rule_id!r} in the packaged catalog (MOMENTS_RULES is "
-                f"unset){close}; for a rule of your own file or folder, name it first: "
+                f"unset){then} a rule of your own file or folder, name it first: "
                 f"moments rules explain my-rules/ {rule_id} (known here: {', '.join(ids)})",
                 file=sys.stderr,
             )

@@ -155,7 +155,12 @@ def test_explain_of_an_unknown_rule_says_the_one_meant_and_where_it_looked(
         "big_topup (known here: "
     ), err
     assert main(["rules", "explain", "low_balanse"]) == 1
-    assert "(MOMENTS_RULES is unset); did you mean 'low_balance'?" in capsys.readouterr().err
+    # "did you mean 'low_balance'?; for a rule of your own ...": a question mark and a
+    # semicolon together (journey review)
+    assert (
+        "(MOMENTS_RULES is unset); did you mean 'low_balance'? For a rule of your own file or "
+        "folder, name it first"
+    ) in capsys.readouterr().err
     path = tmp_path / "my.yaml"
     path.write_text(
         "rules:\n  - id: big_topup\n    description: Mine\n    on: [usage]\n"
