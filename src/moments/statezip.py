@@ -52,8 +52,9 @@ class NewerRecordError(StateFormatError):
 
 
 class MisnamedRecordError(StateFormatError):
-    """A record this version wrote whose frame's header names a dictionary it lacks: the
-    id damaged (`json`: the record, read with its own dictionary)."""
+    """A record this version wrote whose frame's header names another dictionary than its
+    own (one it lacks, another it has, or none): the id damaged (`json`: the record, read
+    with its own dictionary)."""
 
     def __init__(self, message: str, json: bytes) -> None:
         super().__init__(message)
@@ -142,7 +143,14 @@ def unpack(stored: bytes) -> bytes:
         dict_id = zstandard.get_frame_parameters(stored).dict_id
         if dict_id and dict_id not in KNOWN_DICTIONARIES:
             _unknown_dictionary(stored, dict_id)
-        return _codecs.decompressor(dict_id).decompress(stored)
+        try:
+            return _codecs.decompressor(dict_id).decompress(stored)
+        except zstandard.ZstdError:
+            # A one-byte id damaged into another this version has, or into 0 (none: one
+            # bit of 2, or of 1): the dictionary it names does not read it, one it has may.
+            if stored[4] & 3 == 1:
+                _read_under_another(stored, dict_id, "which does not read it")
+            raise
     except zstandard.ZstdError as exc:
         raise StateFormatError(f"a subscriber record could not be decompressed: {exc}") from exc
 
@@ -167,8 +175,18 @@ def _unknown_dictionary(stored: bytes, dict_id: int) -> NoReturn:
             f"bytes, which no version writes (their ids are at most {MAX_DICTIONARY_ID}, "
             "one byte): its header is damaged"
         )
-    at = 5 if header & 0x20 else 6  # the id follows the window's size, when there is one
+    _read_under_another(stored, dict_id, "which this version does not have")
+    raise _newer(dict_id)
+
+
+def _read_under_another(stored: bytes, named: int, why: str) -> None:
+    """Raise `MisnamedRecordError` when one of this version's dictionaries other than
+    the one the frame names (`named`, `why` it did not read it) reads the frame under its
+    own id: a record of this version's whose one-byte id was damaged."""
+    at = 5 if stored[4] & 0x20 else 6  # the id follows the window's size, when there is one
     for known in reversed(KNOWN_DICTIONARIES):
+        if known == named:
+            continue
         try:
             json = _codecs.decompressor(known).decompress(
                 stored[:at] + bytes((known,)) + stored[at + 1 :]
@@ -177,12 +195,10 @@ def _unknown_dictionary(stored: bytes, dict_id: int) -> NoReturn:
             continue
         if json[:1] == b"{":
             raise MisnamedRecordError(
-                f"a subscriber record's frame names dictionary {dict_id}, which this version "
-                f"does not have; read with dictionary {known}, it is a record of this "
-                "version's: the id is damaged",
+                f"a subscriber record's frame names dictionary {named}, {why}; read with "
+                f"dictionary {known}, it is a record of this version's: the id is damaged",
                 json,
             )
-    raise _newer(dict_id)
 
 
 def _newer(dict_id: int) -> NewerRecordError:

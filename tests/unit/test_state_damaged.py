@@ -34,7 +34,7 @@ from moments.simulate import limit, simulate, write_jsonl
 from moments.state import UNREADABLE, DamagedRecordError, SubscriberState
 from moments.statedamage import report_damaged
 from moments.stateview import changelog_topic
-from moments.statezip import CURRENT_DICTIONARY, NewerRecordError, pack, unpack
+from moments.statezip import CURRENT_DICTIONARY, NewerRecordError, dictionary, pack, unpack
 from moments.store import DictStateStore
 from moments.sweep import sweep
 from sinks.metrics import Metrics
@@ -311,6 +311,35 @@ def test_a_record_whose_frame_names_a_dictionary_no_version_has_is_read_and_mend
     again = SubscriberState.from_bytes(store.data[SUB])
     assert again.profile == {"tier": "gold", "timezone": "Asia/Shanghai"}
     assert zstandard.get_frame_parameters(store.data[SUB]).dict_id == CURRENT_DICTIONARY
+
+
+@pytest.mark.parametrize(
+    ("written", "named"),
+    [(CURRENT_DICTIONARY, 0), (CURRENT_DICTIONARY, 1), (1, 0), (1, CURRENT_DICTIONARY)],
+)
+def test_a_record_whose_frame_names_another_known_dictionary_or_none_is_read_and_mended(
+    written: int, named: int
+) -> None:
+    """The id damaged into one this version has, or into 0 (one bit of 2, or of 1): the
+    named dictionary (or none) does not read the frame, and it was begun afresh as
+    `unreadable`, Japan first again, where a damage into 3 read it whole. Read with the
+    dictionary it was written with, it is the record, said damaged and written back."""
+    store = store_after_japan()
+    if written != CURRENT_DICTIONARY:  # a record an earlier version wrote
+        json = unpack(store.data[SUB])
+        store.data[SUB] = zstandard.ZstdCompressor(
+            dict_data=dictionary(written), write_dict_id=True, write_content_size=True
+        ).compress(json)
+    store.data[SUB] = with_dictionary_id(store.data[SUB], named)
+    assert zstandard.get_frame_parameters(store.data[SUB]).dict_id == named
+    result = detector().process(
+        later(arrival("KR", "2026-11-03"), arrival("JP", "2026-11-03")), store.load, None
+    )
+    assert [t.moment.params["country"] for t in result.tasks] == ["KR"]
+    assert result.damaged == {SUB: "dictionary id"}
+    store.save(result.changes)
+    again = SubscriberState.from_bytes(store.data[SUB])
+    assert again.profile == {"tier": "gold", "timezone": "Asia/Shanghai"}
 
 
 def test_a_frame_naming_a_dictionary_id_no_version_gives_is_damaged() -> None:
