@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from moments.statezip import unpack
+from moments.statezip import MisnamedRecordError, unpack
 
 Stamp = tuple[int, ...]
 """`()`: no stamp; `(generation,)`; `(generation, 1)`: begun with nothing held."""
@@ -110,9 +110,16 @@ def parse_header(raw: bytes) -> Stamp:
 
 def stamp_of_value(value: bytes) -> Stamp:
     """The stamp a stored record carries in its JSON (`()`: none, or unreadable: such a
-    record fences nothing, and what reads it says what is wrong with it)."""
+    record fences nothing, and what reads it says what is wrong with it). A record whose
+    frame names another dictionary than its own is read whole, as the worker reads it
+    (`MisnamedRecordError`): taken for no stamp, a stale record landing after it replaced
+    it, and a deletion over it in a generation gone back was stamped, losing to it."""
     try:
-        found = orjson.loads(unpack(value)).get("G")
+        try:
+            json = unpack(value)
+        except MisnamedRecordError as exc:
+            json = exc.json
+        found = orjson.loads(json).get("G")
     except (ValueError, AttributeError):
         return UNSTAMPED
     if isinstance(found, list) and len(found) in (1, 2) and all(type(n) is int for n in found):

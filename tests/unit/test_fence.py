@@ -38,6 +38,7 @@ from rules.catalog import RuleSet
 from sinks.metrics import Metrics
 
 from .fakes import FakeChangelog
+from .test_state_damaged import with_dictionary_id
 from .test_state_write_ahead import _runtime, _store
 
 KEY = b"13000000001"
@@ -395,6 +396,22 @@ class TestRestorePaths:
         store.persisted(write, {2: 12})
         write = store.save({sub: StateChange(SubscriberState(watermark=30), 2)}, generation=7)
         assert write.headers == [[(HEADER, b"7")]]
+
+    def test_a_record_whose_frame_names_another_dictionary_fences_with_its_stamp(
+        self, table: Any
+    ) -> None:
+        """A record whose frame's dictionary id was damaged is read whole (the worker
+        mends it, `statezip.MisnamedRecordError`), its stamp too: read as no stamp, a
+        stale record landing after it replaced it, and a deletion over it in a generation
+        gone back was stamped, then lost to it at the next restore."""
+        held = with_dictionary_id(_record(9, (5,)), 7)
+        table.apply_changelog_batch([_event(10, held, (5,))])
+        table.apply_changelog_batch([_event(11, _record(7, (4,)), (4,))])
+        store = FaustTableStore(table, "roaming", partitions=4)
+        assert store.table.data.get(KEY) == held  # the stale record skipped
+        write = store.save({KEY.decode(): StateChange(None, 2)}, generation=3)
+        assert write.headers == [[]]  # below the record held: without a stamp
+        assert stamp_of_value(held) == (5,)
 
 
 class TestStaleRecordsCounted:
