@@ -74,7 +74,9 @@ topic prefix, a topic's name: `moments-20261207`, `t495161564fa.telecom.roaming`
 
 Left alone: a number right after a setting's name or one ending in a unit or `_count`
 (`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
-such a field of a structured value): it is what the name says, not a subscriber's number.
+such a field of a structured value), or after `offset` (`offset=48213377`, `event_offset:
+...`: a Kafka offset, for ops to look up): it is what the name says, not a subscriber's
+number.
 A name holding an id wins (`subscriber_id_seconds=...` is masked), but for one that counts
 ids, its last part `_count` or `Count` (`msisdn_count="3"`, `subscriberIdsCount: 12`): a
 count, in a JSON line's field too (a quoted string of 5 digits or more is still masked).
@@ -405,7 +407,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     # (`subscriber_id_seconds`), in any case, but for a count of ids (`msisdn_count`)
     quantity = (
         rf"(?:(?!\w*?{_ID_NAME})"
-        rf"(?:(?:{settings})|\w*_(?:{units}))"
+        rf"(?:(?:{settings})|\w*_(?:{units})|(?:\w*_)?(?:offset|Offset|OFFSET))"
         rf"|\w*?{_ID_NAME}{_COUNT_OF})"  # msisdn_count: a count of ids
     )
     text = re.compile(

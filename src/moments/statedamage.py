@@ -45,7 +45,7 @@ def report_damaged(
         change = result.changes.get(sub)
         where = "" if change is None else f" in {changelog}[{change.partition}]"
         if (met := result.damaged_at.get(sub)) is not None:
-            by = f"the event at {met[0]}[{met[1]}] offset {met[2]}"
+            by = f"the event at {met[0]}[{met[1]}] offset={met[2]}"  # kept whole in the log
         else:
             by = "a window sweep" if what == "window sweep" else f"the write of a {what}"
         log.warning(

@@ -91,7 +91,7 @@ async def test_damaged_records_are_mended_and_the_worker_goes_on(
         offset = offsets[where] = offsets.get(where, -1) + 1
         assert (
             f"subscriber {masked}: the state record in {changelog}[{where}], met by the event "
-            f"at {roamings}[{where}] offset {offset}, {said}"
+            f"at {roamings}[{where}] offset={offset}, {said}"
         ) in log, log[-3000:]
     assert LI not in log
     assert WANG not in log

@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry
 from moments.backtest import Backtest
 from moments.backtest_input import EventFile, merged
 from moments.backtest_state import BacktestState
-from moments.batchresult import BatchResult, mend_unwritable
+from moments.batchresult import BatchResult, StateChange, mend_unwritable
 from moments.engine import Detector
+from moments.logmask import mask_text
 from moments.models import EventType
 from moments.pipeline import to_records
 from moments.records import RawRecord
@@ -494,7 +495,23 @@ class TestWhereTheLogSaysItIs:
         records += later(arrival("KR", "2026-11-03"))
         result = detector().process(records, store.load, None)
         assert result.damaged == {SUB: UNREADABLE}
-        assert "met by the event at profile[0] offset 5" in self.said(result, caplog)
+        assert "met by the event at profile[0] offset=5" in self.said(result, caplog)
+
+    def test_the_offset_of_a_busy_partition_survives_the_log_masking(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The log masks every run of 7 digits or more in free text (an offset read as a
+        number, maybe a subscriber's): the event's offset on a partition past a million
+        records read `offset *******`, and the line named no record to look at."""
+        result = BatchResult(
+            damaged={SUB: UNREADABLE},
+            damaged_at={SUB: ("telecom.roaming", 0, 48213377)},
+            changes={SUB: StateChange(SubscriberState(), 0)},
+        )
+        line = mask_text(self.said(result, caplog))  # as every log record is written
+        assert "48213377" in line
+        assert "telecom.roaming[0] offset=48213377" in line
+        assert SUB not in line
 
     def test_a_window_sweep_says_so(self, caplog: pytest.LogCaptureFixture) -> None:
         store = store_after_japan()
