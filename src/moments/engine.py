@@ -53,22 +53,35 @@ class _Rebuilds:
     records: Sequence[RawRecord]
     positions: dict[bytes | None, list[int]] = field(default_factory=dict)
     """Each record key's indexes in the batch."""
-    last: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    last: dict[str, tuple[int, bytes, tuple[int, ...] | None]] = field(default_factory=dict)
     """Subscriber -> the index of their last failed record and their state once its
-    offset was noted."""
+    offset was noted, as JSON and its stamp: the JSON keeps no "nothing held" (a stamp of
+    None reads back as `()`, unstamped), and a new subscriber's record rebuilt from it went
+    out stamped as over a record, not as begun (moments.fence)."""
 
     def __post_init__(self) -> None:
         for n, record in enumerate(self.records):
             self.positions.setdefault(record.key, []).append(n)
 
-    def theirs(self, sub: str, before: int) -> tuple[list[RawRecord], bytes | None]:
+    def theirs(self, sub: str, before: int) -> tuple[list[RawRecord], StateLoader | None]:
         """The subscriber's records since their last failure up to index `before`, and
-        their state after that failure (None: none in this batch)."""
+        their state after that failure (None: none in this batch), each call a copy."""
         last = self.last.get(sub)
         start = 0 if last is None else last[0] + 1
         mine = self.positions.get(sub.encode(), [])
         found = mine[bisect_left(mine, start) : bisect_left(mine, before)]
-        return [self.records[n] for n in found], None if last is None else last[1]
+        return [self.records[n] for n in found], None if last is None else _reader(*last[1:])
+
+
+def _reader(json: bytes, stamp: tuple[int, ...] | None) -> StateLoader:
+    """A loader giving a fresh copy of a state noted in a batch, its stamp as it was."""
+
+    def read(_: str) -> SubscriberState:
+        state = SubscriberState.from_bytes(json)
+        state.stamp = stamp
+        return state
+
+    return read
 
 
 class _DamagedRecordFoundError(Exception):
@@ -335,7 +348,8 @@ class Detector:
             if refused is not None:
                 result.dead_letters.append(refused)
                 if failed_here and rebuilds is not None:
-                    rebuilds.last[sub] = (index, state.to_json())  # with its offset noted
+                    # with its offset noted
+                    rebuilds.last[sub] = (index, state.to_json(), state.stamp)
         for event_type, n in counts.items():
             result.events[event_type.value] += n
         if erasures:
@@ -389,10 +403,8 @@ class Detector:
         cache lends a record to one batch); a store that hands out its live objects (the
         backtest's) gives the state as changed, the failed event's part included, and the
         earlier records are then replays that change nothing."""
-        theirs, saved = rebuilds.theirs(sub, index)
-        base: StateLoader = load
-        if saved is not None:
-            base = lambda _: SubscriberState.from_bytes(saved)  # noqa: E731
+        theirs, rebuilt = rebuilds.theirs(sub, index)
+        base: StateLoader = load if rebuilt is None else rebuilt
         again = self.process(theirs, base, now, erased)
         # An earlier record that fails only when applied again (a fault that depends on
         # more than the event) is lost from the state: it is said with the batch's faults.

@@ -38,7 +38,7 @@ from rules.catalog import RuleSet
 from sinks.metrics import Metrics
 
 from .fakes import FakeChangelog
-from .test_state_damaged import with_dictionary_id
+from .test_state_damaged import arrival, detector, later, with_dictionary_id
 from .test_state_write_ahead import _runtime, _store
 
 KEY = b"13000000001"
@@ -261,6 +261,31 @@ async def test_a_save_retried_after_a_record_failed_its_write_stamps_as_the_firs
         (),
         (12,),
     ]
+
+
+def test_a_new_subscriber_whose_events_failed_twice_in_a_batch_is_stamped_as_begun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each failed event puts the subscriber's state back as the batch's records before it
+    left it; from the second failure on, that state was read back from its JSON, which
+    keeps no "nothing held" (`stamp` None reads back as `()`, unstamped): the record of a
+    new subscriber went out stamped `7`, not `7.1`, and a restore that read a deletion of
+    the key stamped above it dropped the record."""
+    found = detector()
+    apply = found.apply
+
+    def failing(sub: str, event: Any, *rest: Any, **kw: Any) -> None:
+        if getattr(event, "country", None) == "KR":
+            raise ZeroDivisionError("a rule's bug")
+        apply(sub, event, *rest, **kw)
+
+    monkeypatch.setattr(found, "apply", failing)
+    records = later(arrival("JP"), arrival("KR"), arrival("FR"), arrival("KR"))
+    result = found.process(records, lambda _sub: None, None)
+    assert [type(f) for f in result.failures] == [ZeroDivisionError, ZeroDivisionError]
+    store, _ = _store([])  # holds another subscriber's record, none of this one's
+    write = store.save(result.changes, generation=7)
+    assert write.headers == [[(HEADER, b"7.1")]]
 
 
 def test_a_save_that_fails_leaves_the_store_and_the_records_as_they_were() -> None:
