@@ -257,7 +257,7 @@ def register_agents(
     def seek_failed(tp: tuple[str, int], offset: int, exc: Exception, retry_in: float) -> None:
         runtime.metrics.dependency_errors.labels(Dependency.KAFKA.value).inc()
         log.warning(
-            "%s[%d]: the seek back to offset %d failed (%s: %s); its records are held until "
+            "%s[%d]: the seek back to offset=%d failed (%s: %s); its records are held until "
             "it is made, tried again in %g s (a rebalance under way ends it; "
             "if this lasts, check the broker and MOMENTS_KAFKA_BOOTSTRAP)",
             tp[0],
@@ -287,7 +287,7 @@ def register_agents(
             else:
                 level = silent_seek_level(offset, ends.get(TP(topic, partition)))
             log.log(
-                level, "%s[%d]: %s; reading again from offset %d", topic, partition, why, offset
+                level, "%s[%d]: %s; reading again from offset=%d", topic, partition, why, offset
             )
         # Each said made as it is: its records held since the seek was asked are from before
         # it, what the consumer hands over of it now is the re-read (the silent check's seeks

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.markup import escape
 
-from moments.cliparts import stderr_console
+from moments.cliparts import command_settings, stderr_console
 from moments.embedded import (
     HOST,
     RedisServer,
@@ -172,7 +172,7 @@ def check_rules(user: Settings) -> None:
 def run_embedded(
     json_lines: bool, play_sample: bool, metrics_port: int | None, exit_after: int | None
 ) -> int:
-    user = load_settings()
+    user = command_settings()  # this process's log masked as the worker's
     port = metrics_port if metrics_port is not None else user.metrics_port
     check_metrics_port(user, port)
     check_rules(user)

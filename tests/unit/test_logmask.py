@@ -1489,6 +1489,7 @@ class TestCommandsMaskWhatTheyRead:
             ["simulate", "--subscribers", "10", "--rate", "1", "--duration", "1m"],
             ["backtest", "--events", "history.jsonl", "--out", "out"],
             ["bench", "--rules-only"],
+            ["run", "--exit-after", "1"],
         ],
     )
     def test_masking_gets_the_settings_secrets(
@@ -1514,3 +1515,24 @@ class TestCommandsMaskWhatTheyRead:
         assert main(argv) == 2
         assert [(mask, secrets) for mask, secrets, _ in calls] == [(False, ["s3cret-pw"])]
         assert "moments-20261207" in calls[0][2]  # its digits kept in the log lines
+
+
+def test_no_log_line_of_ours_writes_an_offset_the_masker_takes_for_a_number() -> None:
+    """The masker reads a run of 7 digits or more in free text as maybe a subscriber's
+    number, and keeps one after `offset=`: the seek-back lines read `reading again from
+    offset 482*3377` on a partition past a million records, no offset to look up."""
+    import pathlib
+    import re
+
+    src = pathlib.Path(__file__).resolve().parents[2] / "src"
+    written = re.compile(r"offset %d|offset \{")
+    found = [
+        f"{path.relative_to(src)}:{n}"
+        for path in sorted(src.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if written.search(line)
+    ]
+    assert found == [], "write offset=%d, which the log masking keeps whole"
+    assert mask_text("telecom.usage[1]: rebalanced; reading again from offset=48213377") == (
+        "telecom.usage[1]: rebalanced; reading again from offset=48213377"
+    )
