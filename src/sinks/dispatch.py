@@ -73,6 +73,8 @@ from sinks.routes import (
     Park,
     Route,
     Writes,
+    as_it_went,
+    moved_from,
     waited,
     waves,
 )
@@ -629,7 +631,7 @@ class TaskSink:
                 # `declined` (its cooldown given back), another outcome sent it again.
                 candidates = await self._confirm_answered(candidates, redriven or {})
             # Those that may have gone out, by when the decision they repeat was taken
-            # (`TimeGates.as_it_went`; None: parked by a re-drive, not known).
+            # (`CapacityFitting.within`; None: parked by a re-drive, not known).
             sealed: dict[str, float | None] = {}
             if redriven is not None:
                 # Produced, maybe (each marked re-driven by its claim, `Ledger.claim_stale`):
@@ -644,10 +646,18 @@ class TaskSink:
                         sealed[c.carrier_id] = redriven.get(c.carrier_id) if went is None else went
             elif released:
                 sealed = dict.fromkeys(await self._parked_by_redrive(candidates, j.policy))
+            # The channels their moments went out on where a decision moved them
+            # (`as_it_went`): the payloads hold the ones they were made for.
+            moved_on: dict[str, dict[str, str]] = {}
+            if sealed:
+                ids = list(sealed)
+                moved_on = await self._redis(
+                    lambda: self.ledger.moved(ids), "reading moved channels"
+                )
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
-                    wave, at, declined, facts, j, reached, raced, sealed
+                    wave, at, declined, facts, j, reached, raced, sealed, moved_on
                 )
                 to_send += sendable
                 dropped |= set(gone)
@@ -699,9 +709,15 @@ class TaskSink:
     ) -> set[str]:
         """The tasks among those released that a re-drive parked (`redriven:<id>`): they may
         have gone out under their ids, and go out again as they went or not at all
-        (`sealed_moment`, `TimeGates.as_it_went`, `CapacityFitting.within`). Only the merged
+        (`sealed_moment`, `as_it_went`, `CapacityFitting.within`). Only the merged
         ones and those whose rule falls back to another channel are looked at: a task of
-        one moment on its only channel goes as it went or not at all anyway."""
+        one moment on its only channel goes as it went or not at all anyway.
+
+        None for when they first went pending, though the mark holds it: the channels
+        they went out on are their `moved:<id>` marks' (`as_it_went` judges no time), and
+        fitted to capacity as of then, a pool refusing them then (its day gone, or their
+        first decision died before taking a slot) had today's overflow split or move
+        them; sent whole (`within`), they go as they went."""
         groups = [
             c.carrier_id
             for c in candidates
@@ -858,6 +874,7 @@ class TaskSink:
         reached: Mapping[str, SuppressReason] | None = None,
         raced: list[str] | None = None,
         sealed: Mapping[str, float | None] | None = None,
+        moved_on: Mapping[str, Mapping[str, str]] | None = None,
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -870,7 +887,7 @@ class TaskSink:
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
         w = Writes(timetable=j.timetable, now=now)
-        routes = await self._kept(wave, now, declined, facts, w, j, reached, sealed)
+        routes = await self._kept(wave, now, declined, facts, w, j, reached, sealed, moved_on)
         routes = await self._join(routes, now, j.gates)
         window = j.policy.merge.window.total_seconds()
         doomed = await j.caps.capped_until_expiry(
@@ -925,12 +942,15 @@ class TaskSink:
         for r, fit in zip(capacity, fits, strict=True):
             if fit.sent is not None:
                 to_send.append(fit.sent)
+                if moved := moved_from(r.c.tasks, fit.send):
+                    w.channels_moved[fit.sent.task_id] = moved
             leaves += j.fitting.split(r, fit, w)
         await self._owed.owe(w)
         lost = await self._leave(leaves)
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
+            w.channels_moved = {i: m for i, m in w.channels_moved.items() if i not in lost}
         notices = await self.withdrawals.owe_dropped(await self._may_have_gone(wave, w))
         await self._write(w, j)
         await self._owed.send(w.owed)
@@ -1012,6 +1032,7 @@ class TaskSink:
         j: Judging,
         reached: Mapping[str, SuppressReason] | None = None,
         sealed: Mapping[str, float | None] | None = None,
+        moved_on: Mapping[str, Mapping[str, str]] | None = None,
     ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group
@@ -1040,6 +1061,7 @@ class TaskSink:
             own: tuple[ServiceTask, str] | None = None  # the ledger's drop reason
             tasks = c.tasks if c.fresh else [j.gates.rejudged(t, at) for t in c.tasks]
             seal = c.carrier_id in sealed and not c.lost_own
+            marks = (moved_on or {}).get(c.carrier_id, {})
             if seal:  # its carrier judged first: its moments go as it goes
                 tasks = sorted(tasks, key=lambda t: t.task_id != c.carrier_id)
             # Not the engine's fresh tasks (its gates judged the opt-outs and the line
@@ -1057,30 +1079,27 @@ class TaskSink:
                 if seal and t.task_id != c.carrier_id:
                     reason = sealed_moment(own)
                     if reason is None and own is None:
-                        kept.append(t)  # as it went out
+                        went_as = as_it_went(t, marks)  # as it went out
+                        moved = moved or went_as.channel != t.channel
+                        kept.append(went_as)
                         continue
                 if reason is None:
                     reason = self._keep(t, now, declined, facts, j.policy, reached)
                 seen = facts.get(t.subscriber_id) if waited_ else None
                 if reason is None and seal and t.task_id == c.carrier_id:
-                    # Judged as the task it went out as: on the channel it went out on
-                    # (`as_it_went`), and opted out of by the merged task's channel, its
-                    # lead's: an opt-out of its own moment's channel, when another moment
-                    # leads it, withdraws nothing.
-                    made_for = t.channel
-                    routed, late = j.gates.as_it_went(t, sealed[c.carrier_id])
-                    went = merge_tasks(
-                        c.carrier_id, [routed, *(m for m in tasks if m.task_id != t.task_id)]
-                    )
+                    # Judged as the task it went out as: its moments on the channels they
+                    # went out on (`as_it_went`), opted out of by the merged task's
+                    # channel, its lead's: an opt-out of its own moment's channel, when
+                    # another moment leads it, withdraws nothing.
+                    went = merge_tasks(c.carrier_id, [as_it_went(m, marks) for m in tasks])
                     if opted_out(went, seen):
                         reason = SuppressReason.OPT_OUT
                     elif line_closed(t, seen):
                         reason = SuppressReason.CLOSED
                     else:
-                        t, reason = routed, late
-                        moved = moved or t.channel != made_for
-                    if reason is None:
-                        kept.append(t)
+                        routed = as_it_went(t, marks)
+                        moved = moved or routed.channel != t.channel
+                        kept.append(routed)
                         continue
                 if reason is None and opted_out(t, seen):
                     reason = SuppressReason.OPT_OUT
@@ -1158,8 +1177,12 @@ class TaskSink:
         return [r for r in routes if r.task.task_id not in joined]
 
     async def _write(self, w: Writes, j: Judging) -> None:
-        """A wave's last step: contacts given back or moved, then tasks parked, then
-        dropped."""
+        """A wave's last step, before its tasks are published: the channels its tasks'
+        moments were moved to (`Writes.channels_moved`: a re-drive sends each as it went,
+        `as_it_went`), contacts given back or moved, then tasks parked, then dropped."""
+        if w.channels_moved:
+            moved = w.channels_moved
+            await self._redis(lambda: self.ledger.mark_moved(moved), "marking moved channels")
         await j.caps.write(w)
         if w.parks:
             window = j.policy.merge.window.total_seconds()

@@ -64,7 +64,9 @@ class CapacityFitting:
         subscriber opted out of (no fallback to them).
 
         `went`: the routes that may have gone out under their ids (re-driven, or parked
-        by a re-drive), by when the decision they repeat was taken (None: not known). A
+        by a re-drive), by when the decision they repeat was taken (None: not known), on
+        the channels they went out on (`sinks.routes.as_it_went`: a fallback they went out
+        on is not fitted to the pool that refused them, whatever its limit now). A
         slot is taken once per task id, so a re-drive the same day finds the slot its
         first decision took; on a later day, or under a lowered limit, the group was
         moved to its fallback channel or split, its id going out again with other

@@ -50,10 +50,10 @@ _STATES = {
 # set it; -1: none): it was never sent. Its pending payload then says `counted` (the
 # payload's closing brace replaced by S[4], as sinks.payloads' `counted_payload`): a
 # re-drive after a crash before it was parked reads it as the one that counts nothing.
-# The dropped task's `unsent:<id>` and `redriven:<id>` marks (kept as long as its entry)
-# go: they spoke of that task, not of this one.
+# The dropped task's `unsent:<id>`, `redriven:<id>` and `moved:<id>` marks (kept as long
+# as its entry, or the ledger's ttl) go: they spoke of that task, not of this one.
 # K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry (ms),
-# the counted tail, the unsent and redriven prefixes; SK: pending (sinks.luabatch)
+# the counted tail, the unsent, redriven and moved prefixes; SK: pending (sinks.luabatch)
 _CLAIM = """
 if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
   redis.call('ZADD', SK[1], S[2], A[2])
@@ -67,7 +67,7 @@ if A[3] ~= '' then
     if #p > 2 then p = string.sub(p, 1, -2) .. S[4] end
     redis.call('SET', K[1], 'P' .. p, 'EX', S[1])
     redis.call('ZADD', SK[1], S[2], A[2])
-    redis.call('DEL', S[5] .. A[2], S[6] .. A[2])
+    redis.call('DEL', S[5] .. A[2], S[6] .. A[2], S[7] .. A[2])
     return 2
   end
 end
@@ -422,6 +422,17 @@ def first_pending_of(mark: bytes) -> float | None:
     return None if mark == b"1" or not math.isfinite(at) else at
 
 
+def moved_bytes(channels: Mapping[str, str]) -> bytes:
+    """A `moved:<id>` mark's value: moment id -> channel, as JSON."""
+    return orjson.dumps(dict(channels))
+
+
+def moved_of(mark: bytes) -> dict[str, str]:
+    """A `moved:<id>` mark's channels (`moved_bytes`)."""
+    value = orjson.loads(mark)
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def as_bytes(value: Any) -> bytes:
     """A Redis reply as bytes (a client set to decode answers str)."""
     return value if isinstance(value, bytes) else str(value).encode()
@@ -523,6 +534,11 @@ class TaskLedger:
         was never published, and its re-drive withdraws nothing (`unsent`)."""
         return f"{self.prefix}unsent:{task_id}"
 
+    def moved_key(self, task_id: str) -> str:
+        """Set before the task is published (`mark_moved`, for the ledger's ttl) when a
+        moment of it goes out on another channel than its payload's: which, and on what."""
+        return f"{self.prefix}moved:{task_id}"
+
     def redriven_key(self, task_id: str) -> str:
         """Set (for as long as the entry lives, until it is sent) when the re-drive claimed
         the task (`claim_stale`), holding when it first went pending: its worker may have
@@ -549,6 +565,7 @@ class TaskLedger:
             COUNTED_TAIL,
             self.unsent_key(""),
             self.redriven_key(""),
+            self.moved_key(""),
         )
         results = await self._claim.run(calls, shared, (self.pending_key,))
         return [int(ok or 0) for ok in results]
@@ -836,6 +853,26 @@ class TaskLedger:
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
         """See `sinks.stores.Ledger.redriven`: one round trip."""
         return await self._marked(task_ids, self.redriven_key)
+
+    async def mark_moved(self, moved: Mapping[str, Mapping[str, str]]) -> None:
+        """See `sinks.stores.Ledger.mark_moved`: one pipeline."""
+        if not moved:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id, channels in moved.items():
+            pipe.set(self.moved_key(task_id), moved_bytes(channels), ex=self.ttl)
+        await pipe.execute()
+
+    async def moved(self, task_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """See `sinks.stores.Ledger.moved`: one MGET."""
+        if not task_ids:
+            return {}
+        marks: list[Any] = await self.redis.mget([self.moved_key(i) for i in task_ids])
+        return {
+            i: moved_of(as_bytes(mark))
+            for i, mark in zip(task_ids, marks, strict=True)
+            if mark is not None
+        }
 
     async def redriven_unsent(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
         """See `sinks.stores.Ledger.redriven_unsent`: one MGET of both marks."""

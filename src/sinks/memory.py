@@ -31,6 +31,8 @@ from sinks.ledger import (
     Unanswered,
     Voided,
     first_pending_of,
+    moved_bytes,
+    moved_of,
     sent_meta_of,
     state_of,
     takeover_window,
@@ -94,6 +96,9 @@ class MemoryLedger:
         self.redriven_marks: dict[str, _Entry] = {}
         """`redriven:<id>`: tasks the re-drive decided again, until sent (`claim_stale`),
         each with when it first went pending."""
+        self.moved_marks: dict[str, _Entry] = {}
+        """`moved:<id>`: the moments of a task published on another channel than their
+        payload's (`mark_moved`)."""
 
     def _live(self, table: dict[str, _Entry], key: str) -> _Entry | None:
         entry = table.get(key)
@@ -129,6 +134,7 @@ class MemoryLedger:
             if entry is not None:  # as Redis: the dropped task's marks are not this one's
                 self.unsent_marks.pop(task_id, None)
                 self.redriven_marks.pop(task_id, None)
+                self.moved_marks.pop(task_id, None)
             self.entries[task_id] = _Entry(PENDING + stored, now + self.ttl)
             self.pending[task_id] = now
             owned.append(CLAIMED if entry is None else TAKEN_OVER)
@@ -386,6 +392,15 @@ class MemoryLedger:
 
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
         return {i for i in task_ids if self._live(self.redriven_marks, i) is not None}
+
+    async def mark_moved(self, moved: Mapping[str, Mapping[str, str]]) -> None:
+        until = self.clock() + self.ttl  # as Redis: EX ttl
+        for task_id, channels in moved.items():
+            self.moved_marks[task_id] = _Entry(moved_bytes(channels), until)
+
+    async def moved(self, task_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        marks = {i: self._live(self.moved_marks, i) for i in task_ids}
+        return {i: moved_of(m.value) for i, m in marks.items() if m is not None}
 
     async def redriven_unsent(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
         return await self.redriven(task_ids), await self.unsent(task_ids)

@@ -6,11 +6,11 @@ the rewrites of a task that waited (`released`, `waited`, `carrier_bytes`)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from moments.cooldowns import CooldownReturn
-from moments.models import Deferral, ServiceTask
+from moments.models import Channel, Deferral, ServiceTask
 from sinks.capacity import rank_score
 from sinks.contact import lead_of
 from sinks.payloads import task_bytes
@@ -151,6 +151,9 @@ class Writes:
     facts (`Parking.made`): left pending, decided again once the decision is done."""
     now: float = 0.0
     """The wave's decision time."""
+    channels_moved: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The tasks about to go out with a moment on another channel than its payload's, by
+    id (`moved_from`): marked before the publish (`Ledger.mark_moved`)."""
 
     def park(
         self,
@@ -208,6 +211,37 @@ def released(task: ServiceTask, at: dt.datetime) -> ServiceTask:
         return task
     released = {"deferred": Deferral(reason="suspended", until=at)}
     return task.model_copy(update={**released, "deliver_after": max(task.deliver_after, at)})
+
+
+def as_it_went(task: ServiceTask, moved: Mapping[str, str]) -> ServiceTask:
+    """A moment of a task that may have gone out under its id (re-driven, or parked by a
+    re-drive), on the channel it went out on: the one the decision that published it
+    moved it to (`moved`, its `moved:<id>` mark, `Ledger.mark_moved`: its rule's
+    fallback, for its channel's hours or a full pool), else its payload's (no decision
+    moved it: it went out on that channel, or never went out). Never judged again: judged
+    as of its decision by the policy in force now (reloaded since: other hours, another
+    fallback, another limit), a call went out again as an SMS under its id, and an SMS
+    as a call. A channel this version does not know (a newer one's mark): its payload's."""
+    channel = moved.get(task.task_id)
+    if channel is None or channel == task.channel.value:
+        return task
+    try:
+        to = Channel(channel)
+    except ValueError:
+        return task
+    return task.model_copy(update={"channel": to})
+
+
+def moved_from(payloads: Sequence[ServiceTask], sent: Sequence[ServiceTask]) -> dict[str, str]:
+    """The moments of `sent` (about to go out as one task) on another channel than their
+    stored payload's (`payloads`, the candidate's tasks): moment id -> channel, what
+    `as_it_went` reads back."""
+    made = {t.task_id: t.channel for t in payloads}
+    return {
+        m.task_id: m.channel.value
+        for m in sent
+        if m.task_id in made and m.channel != made[m.task_id]
+    }
 
 
 def waited(task: ServiceTask, group: ServiceTask) -> ServiceTask:

@@ -324,6 +324,20 @@ class Ledger(Protocol):
         may withdraw them reads both)."""
         ...
 
+    async def mark_moved(self, moved: Mapping[str, Mapping[str, str]]) -> None:
+        """Before tasks are published: for each task id, the moments of it that go out on
+        another channel than their stored payload's (moment id -> channel: a rule's
+        fallback, for the channel's hours or a full pool), in `moved:<id>` for the
+        ledger's ttl. A re-drive reads them (`moved`): the pending entry and the merge
+        group hold the payloads as made, and judged again by the policy in force then,
+        the task went out again on another channel under its id. One round trip."""
+        ...
+
+    async def moved(self, task_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """`mark_moved`'s channels of those of these tasks that have them (none: every
+        moment of it went out, if it did, on its payload's channel). One round trip."""
+        ...
+
     async def forget_published(self, subscriber_ids: Sequence[str]) -> None:
         """Erase these subscribers' published indexes (a tombstone, after its withdrawals
         were published) and the payloads of the tasks in them (`body`): an outcome of one

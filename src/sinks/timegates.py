@@ -229,34 +229,16 @@ class TimeGates:
                 return other, None
         return task, SuppressReason.EXPIRED
 
-    def as_it_went(
-        self, task: ServiceTask, went: float | None
-    ) -> tuple[ServiceTask, SuppressReason | None]:
-        """`worked` for a task that may have gone out under its id (re-driven, or parked by
-        a re-drive): the channel it went out on, never another. Re-driven, `went` is when
-        its entry went pending, when the decision it repeats judged the hours: the channel
-        they gave it then (its fallback, or its own), or expired as they found it. Parked
-        by a re-drive (`went` None), its payload holds the channel that re-drive gave it.
-        Its channel's hours are then judged now (`off_hours`, `went_out`): it waits for
-        the opening, or goes now on that channel when the opening comes after it must go
-        (dropped, it was lost where its worker died before the publish). Judged
-        now instead, a call published just before the centre closed and re-driven after
-        went out again as its fallback SMS under the call's id (docs/consuming-tasks.md:
-        a repeat has the same content)."""
-        if went is None:
-            return task, None
-        return self.worked(task, went)
-
     def off_hours(self, r: Route, now: float, w: Writes, went_out: bool = False) -> bool:
         """The task's channel is not worked now (`hours:`): it waits for the first instant
         its channel is worked and its moments' quiet hours allow (as `quiet` judges them),
         or is dropped as expired when that comes too late (`worked` let each moment
         through, so only a group whose moments' hours do not meet in time).
 
-        `went_out`: the task may have gone out under its id (`as_it_went`), sent on this
-        channel by the decision it repeats, and its quiet hours allow now (`quiet` judged
-        them first): when the opening comes too late it goes now (False), as that
-        decision sent it. Dropped, it was lost where its worker died before the publish
+        `went_out`: the task may have gone out under its id (`sinks.routes.as_it_went`),
+        sent on this channel by the decision it repeats, and its quiet hours allow now
+        (`quiet` judged them first): when the opening comes too late it goes now (False),
+        as that decision sent it. Dropped, it was lost where its worker died before the publish
         (the re-drive cannot tell); sent, the consumer has the task its first decision
         published inside the hours, late by the grace period, or a repeat it drops."""
         task = r.task

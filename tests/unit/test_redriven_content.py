@@ -38,6 +38,8 @@ CALL, SMS, MGR = "c1" * 16, "d2" * 16, "e3" * 16
 HOURS = {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
 """Calls are worked 03:00-12:00 UTC."""
 TO_SMS = {"a": {"policy": "fallback", "channel": "sms"}}
+NO_HOLD: dict[str, Any] = {"merge": {"hold_channels": []}, "overflow": TO_SMS}
+"""Calls go at once (not held for the merge window), to their rule's fallback SMS."""
 RULES: dict[str, dict[str, Any]] = {"fallback": TO_SMS["a"], "defer": {"policy": "defer"}}
 
 
@@ -171,15 +173,29 @@ class TestChannelHours:
         assert published(producer_of(sink)) == [(CALL, "outbound_call", [])]
 
     async def test_a_call_sent_as_its_fallback_goes_again_as_the_fallback(self) -> None:
-        """Claimed at 12:30 (the centre closed until after it expires), it went out as an
-        SMS; its re-drive sends the SMS again, the centre still closed."""
+        """Decided at 12:30 (the centre closed until after it expires), it went out as an
+        SMS; its re-drive sends the SMS again, the centre still closed (`moved:<id>`)."""
+        claimed = START + dt.timedelta(minutes=90)
+        policy = {**HOURS, "overflow": TO_SMS, "merge": {"hold_channels": []}}
+        clock, sink = await sent_then_dead(policy, claimed)
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "sms", [])] * 2
+
+    async def test_a_call_no_decision_moved_goes_on_its_own_channel(self) -> None:
+        """Claimed at 12:30, its worker died before a decision moved it (no `moved:<id>`):
+        it went out as the call, if at all, and its re-drive sends the call now (the centre
+        opens after it expires), never the SMS a decision now would have made of it: the
+        re-drive cannot tell this from a call published before a reload shortened the
+        hours."""
         claimed = START + dt.timedelta(minutes=90)
         clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
         call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 2)
         await stores.ledger.claim([(CALL, task_bytes(call))])
         clock.now += GRACE_S + 10
         assert await sink.redrive(GRACE_S) == 1
-        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        assert published(producer_of(sink)) == [(CALL, "outbound_call", [])]
 
     async def test_a_call_the_redrive_parked_is_not_sent_as_an_sms_after_new_hours(self) -> None:
         """Re-driven at 12:01 and parked for 03:00 (it expires at 11:00 the next day); the
@@ -326,3 +342,99 @@ class TestOptOut:
         assert published(producer_of(sink)) == [went, went]
         assert withdrawn(producer_of(sink)) == []
         assert await stores.ledger.state(CALL) == "sent"
+
+
+async def sent_then_dead(policy: dict[str, Any], at: dt.datetime) -> tuple[Clock, TaskSink]:
+    """The call (rule `a`, lasting 2 hours), decided at `at` and published by a worker that
+    died before its confirm (its entry pending)."""
+    clock, stores, sink = sink_of(policy, at)
+    confirm = stores.ledger.confirm
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise CrashError("ledger.confirm")
+
+    stores.ledger.confirm = dies  # type: ignore[method-assign]
+    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", at, 2))
+    with pytest.raises(CrashError):
+        await sink.flush()
+    stores.ledger.confirm = confirm  # type: ignore[method-assign]
+    assert await stores.ledger.state(CALL) == "pending"
+    return clock, sink
+
+
+class TestPolicyReloaded:
+    """The dispatch policy reloaded between the decision that published a task and its
+    re-drive: the re-drive sends it on the channel that decision gave it, whatever the
+    policy in force now would give it then."""
+
+    async def test_hours_shortened_since_do_not_move_a_call_to_its_fallback(self) -> None:
+        """Published as a call at 11:59:50 (calls worked 03:00-12:00); the centre's hours
+        become 03:00-11:00; re-driven at 12:01, it goes as the call (now: the centre opens
+        after it expires). Before: judged as of 11:59:50 by the new hours, it went out
+        again as an SMS under the call's id."""
+        at = START + dt.timedelta(minutes=59, seconds=50)
+        clock, sink = await sent_then_dead({**HOURS, **NO_HOLD}, at)
+        assert published(producer_of(sink)) == [(CALL, "outbound_call", [])]
+        later = {**HOURS, **NO_HOLD, "hours": {"outbound_call": "03:00-11:00"}}
+        sink.use_policy(DispatchPolicy.model_validate(later))
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "outbound_call", [])] * 2
+
+    async def test_hours_lengthened_since_do_not_move_a_fallback_back_to_a_call(self) -> None:
+        """Published as its fallback SMS at 11:30 (calls worked 03:00-11:00, the call
+        expiring before they open again); the centre's hours become 03:00-12:00;
+        re-driven at 11:32, it goes as the SMS again. Before: judged as of 11:30 by the new
+        hours, it went out as a call under the id the SMS went out with."""
+        at = START + dt.timedelta(minutes=30)
+        short = {**HOURS, **NO_HOLD, "hours": {"outbound_call": "03:00-11:00"}}
+        clock, sink = await sent_then_dead(short, at)
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        sink.use_policy(DispatchPolicy.model_validate({**HOURS, **NO_HOLD}))
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "sms", [])] * 2
+
+    async def test_a_fallback_changed_since_does_not_move_the_task(self) -> None:
+        """Published as its fallback SMS at 12:30 (the centre closed); the rule's fallback
+        becomes `app_push`; re-driven, it goes as the SMS again. Before: as a push under
+        the SMS's id."""
+        at = START + dt.timedelta(minutes=90)
+        clock, sink = await sent_then_dead({**HOURS, **NO_HOLD}, at)
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        push = {"a": {"policy": "fallback", "channel": "app_push"}}
+        sink.use_policy(DispatchPolicy.model_validate({**HOURS, **NO_HOLD, "overflow": push}))
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "sms", [])] * 2
+
+    async def test_capacity_raised_since_does_not_move_a_fallback_back_to_a_call(self) -> None:
+        """The day's one call slot was taken: the call went out as its fallback SMS. The
+        limit is raised to 2 the same day; re-driven, it goes as the SMS again. Before:
+        fitted as of its decision under the new limit, it took a call slot and went out
+        as a call under the SMS's id."""
+        policy = {
+            "timezone": "UTC",
+            "capacity": {"*": {"outbound_call": 1}},
+            "reserved_share": 0,
+            **NO_HOLD,
+        }
+        clock, stores, sink = sink_of(policy, START)
+        limiter = CapacityLimiter(stores.slots, sink.policy)
+        assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, START)).taken
+        confirm = stores.ledger.confirm
+
+        async def dies(*args: Any, **kwargs: Any) -> Any:
+            raise CrashError("ledger.confirm")
+
+        stores.ledger.confirm = dies  # type: ignore[method-assign]
+        sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+        with pytest.raises(CrashError):
+            await sink.flush()
+        stores.ledger.confirm = confirm  # type: ignore[method-assign]
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        raised = {**policy, "capacity": {"*": {"outbound_call": 2}}}
+        sink.use_policy(DispatchPolicy.model_validate(raised))
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "sms", [])] * 2

@@ -18,6 +18,7 @@ from moments.models import Channel, OutcomeStatus, ProfileEvent, ServiceTask, Ta
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from sinks.base import Headers
+from sinks.capacity import CapacityLimiter
 from sinks.contact import merge_tasks
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.ledger import TaskLedger
@@ -417,11 +418,14 @@ class TestTakenOver:
         await w.ledger.drop_many([(task_id, "forgotten")], {task_id: gone})
         assert await w.ledger.unsent([task_id]) == {task_id}
         assert await w.ledger.redriven([task_id]) == {task_id}
+        await w.ledger.mark_moved({task_id: {task_id: "sms"}})
+        assert await w.ledger.moved([task_id]) == {task_id: {task_id: "sms"}}
 
         assert await w.ledger.claim([(task_id, task_bytes(parked))], again={task_id}) == [2]
 
         assert await w.ledger.unsent([task_id]) == set()
         assert await w.ledger.redriven([task_id]) == set()
+        assert await w.ledger.moved([task_id]) == {}
 
 
 class TestRedrivenTwice:
@@ -459,3 +463,40 @@ class TestRedrivenTwice:
             (sms, None)
         ]
         assert [await w.ledger.state(i) for i in (call, sms)] == ["dropped", "sent"]
+
+
+class TestPolicyReloadedBeforeTheRedrive:
+    async def test_a_fallback_for_a_full_pool_goes_again_as_the_fallback_under_a_raised_limit(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The day's one call slot was taken: the call went out as its rule's fallback SMS
+        and its worker died before the confirm. The limit is raised to 2 the same day
+        (another worker reloaded it); that worker's re-drive sends the SMS again
+        (`moved:<id>`). Before: fitted as of its decision under the raised limit, it took
+        a call slot and went out as a call under the id the SMS went out with."""
+
+        def limit(calls: int) -> DispatchPolicy:
+            return DispatchPolicy.model_validate(
+                {
+                    "capacity": {"*": {"outbound_call": calls}},
+                    "reserved_share": 0,
+                    "overflow": {RULE: {"policy": "fallback", "channel": "sms"}},
+                    "merge": {"hold_channels": []},
+                }
+            )
+
+        dying = make_worker(limit(1))
+        limiter = CapacityLimiter(dying.sink.stores.slots, dying.sink.policy)
+        now = dt.datetime.now(dt.UTC)
+        assert (await limiter.take("other", "NJ", Channel.OUTBOUND_CALL, 3, now)).taken
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+        dying.sink.add(task("p1", sub=SUB, moment_type=RULE, channel=Channel.OUTBOUND_CALL))
+        with pytest.raises(CrashError):
+            await dying.sink.flush()
+        [first] = await published(dying.settings, 1)
+        assert first["channel"] == "sms"
+        fresh = make_worker(limit(2))
+        assert await fresh.sink.redrive(older_than=0) == 1
+        again = await published(fresh.settings, 2)
+        assert [(t["task_id"], t["channel"]) for t in again] == [("p1", "sms")] * 2
+        assert await fresh.ledger.state("p1") == "sent"
