@@ -22,12 +22,14 @@ import pytest
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, ProfileEvent, ServiceTask
+from rules.gating import FrequencyCap
 from sinks.capacity import CapacityLimiter
+from sinks.contact import ContactLimiter
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
-from sinks.policy import DispatchPolicy
+from sinks.policy import ContactPolicy, DispatchPolicy
 from sinks.stores import DispatchStores
 from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
 
@@ -344,10 +346,14 @@ class TestOptOut:
         assert await stores.ledger.state(CALL) == "sent"
 
 
-async def sent_then_dead(policy: dict[str, Any], at: dt.datetime) -> tuple[Clock, TaskSink]:
-    """The call (rule `a`, lasting 2 hours), decided at `at` and published by a worker that
-    died before its confirm (its entry pending)."""
+async def sent_then_dead(
+    policy: dict[str, Any], at: dt.datetime, frequency: FrequencyCap | None = None
+) -> tuple[Clock, TaskSink]:
+    """The call (rule `a`, lasting 2 hours), decided at `at` (under the rule set's
+    `frequency` cap) and published by a worker that died before its confirm (its entry
+    pending)."""
     clock, stores, sink = sink_of(policy, at)
+    sink.frequency_cap = lambda: frequency
     confirm = stores.ledger.confirm
 
     async def dies(*args: Any, **kwargs: Any) -> Any:
@@ -438,3 +444,29 @@ class TestPolicyReloaded:
         clock.now += GRACE_S + 10
         assert await sink.redrive(GRACE_S) == 1
         assert published(producer_of(sink)) == [(CALL, "sms", [])] * 2
+
+
+class TestContactCaps:
+    """The contact books count a contact once per task id: a re-drive finds the one its
+    first decision took, counts it taken and adds none."""
+
+    async def test_a_redriven_task_is_not_refused_for_its_own_contact(self) -> None:
+        """One contact a day (the policy's cap and the rule set's frequency cap): the call
+        took the day's one at 11:00 and went out, its worker dying before the confirm. Its
+        re-drive sends it again, neither refused for the contact it took itself nor
+        counting a second: another task is refused until 11:00 the next day."""
+        cap = {"contact": {"max_contacts": 1, "period": "1d"}}
+        frequency = FrequencyCap(max_contacts=1, period="1d")
+        clock, sink = await sent_then_dead({"timezone": "UTC", **NO_HOLD, **cap}, START, frequency)
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "outbound_call", [])] * 2
+        registry = sink.metrics.registry
+        for reason in ("contact_cap", "frequency_cap"):
+            labels = {"moment_type": "a", "reason": reason}
+            assert registry.get_sample_value("moments_tasks_suppressed_total", labels) is None
+        day = dt.timedelta(days=1)
+        for book in (sink.stores.contacts, sink.stores.frequency):
+            limiter = ContactLimiter(book, ContactPolicy(max_contacts=1, period=day))
+            [other] = await limiter.take_many([("other", SUB, clock.now)], look=True)
+            assert (other.taken, other.free_at) == (False, (START + day).timestamp())
