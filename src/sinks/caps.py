@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from moments.models import ServiceTask
+from moments.models import Channel, ServiceTask
 from rules.gating import FrequencyCap
 from sinks.capacity import HIGH_PRIORITY
 from sinks.contact import Contact, ContactLimiter
@@ -118,7 +118,8 @@ class ContactCaps:
 
     async def write(self, w: Writes) -> None:
         """The contacts a wave gives back or moves (`Writes.given_back`, `.moved`), in both
-        books: the first of a wave's writes (`TaskSink._write`)."""
+        books, then those it counts over a cap (`Writes.counted`, `count`): the first of a
+        wave's writes (`TaskSink._write`)."""
         if w.given_back:
             await self._redis(lambda: self.contacts.give_back_many(w.given_back), "contact policy")
             capped = self.frequency_limiter()
@@ -131,6 +132,31 @@ class ContactCaps:
             if capped is not None:
                 frequency, moved = capped[1], w.moved
                 await self._redis(lambda: frequency.move_many(moved), "frequency cap")
+        if w.counted:
+            await self.count(w.counted, w.now)
+
+    async def count(self, tasks: Sequence[ServiceTask], now: float) -> None:
+        """The contacts of `tasks`, sent though a cap refused them (they may have gone out
+        already: `TaskSink._route_wave`), counted in each book whose cap applies to them
+        as made `now`, unless counted already (`ContactBook.take_back_many`): after the
+        wave's given back, so a frequency contact the contact cap made it give back is
+        counted again."""
+        books: list[tuple[ContactBook, float, frozenset[Channel] | None, str]] = []
+        if self.contacts.capped:
+            period = self.contacts.policy.period.total_seconds()
+            books.append((self.contacts.book, period, None, "contact policy"))
+        if (capped := self.frequency_limiter()) is not None:
+            cap, span = capped[0], capped[0].span.total_seconds()
+            books.append((self.frequency, span, frozenset(cap.channels), "frequency cap"))
+        for book, period, channels, what in books:
+            items = [
+                (t.subscriber_id, t.task_id, now)
+                for t in tasks
+                if channels is None or t.channel in channels
+            ]
+            if items:
+                take = functools.partial(book.take_back_many, items, period, now)
+                await self._redis(take, what)
 
 
 def _frequency_limiters(

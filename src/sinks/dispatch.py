@@ -927,6 +927,7 @@ class TaskSink:
             else:
                 contacting.append(r)
         capacity: list[Route] = []
+        over_cap: set[str] = set()
         tasks = [r.task for r in contacting]
         for r, contact in zip(contacting, await j.caps.take(tasks, now, w), strict=True):
             task = r.task
@@ -934,6 +935,15 @@ class TaskSink:
                 capacity.append(r)
             elif contact.free_at is not None and contact.free_at <= j.policy.last_send(task):
                 w.park(r, contact.free_at, contact.reason)
+            elif r.carrier_id in went:
+                # It may have gone out, its contact not in the books (a cap its decision
+                # did not meet: one a reload set or lowered since, a channel counted
+                # since, or its contact aged out while a re-drive parked it): it goes as
+                # it went, its contact counted now (`ContactCaps.write`). Dropped, a
+                # contact made was counted `contact_cap`, its rule's cooldown given back
+                # for a moment that may have reached the customer.
+                over_cap.add(r.carrier_id)
+                capacity.append(r)
             else:
                 self._drop_route(r, SuppressReason(contact.reason), w)
         to_send: list[ServiceTask] = []
@@ -944,6 +954,8 @@ class TaskSink:
                 to_send.append(fit.sent)
                 if moved := moved_from(r.c.tasks, fit.send):
                     w.channels_moved[fit.sent.task_id] = moved
+                if r.carrier_id in over_cap:
+                    w.counted.append(fit.sent)
             leaves += j.fitting.split(r, fit, w)
         await self._owed.owe(w)
         lost = await self._leave(leaves)
@@ -951,6 +963,7 @@ class TaskSink:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
             w.channels_moved = {i: m for i, m in w.channels_moved.items() if i not in lost}
+            w.counted = [t for t in w.counted if t.task_id not in lost]
         notices = await self.withdrawals.owe_dropped(await self._may_have_gone(wave, w))
         await self._write(w, j)
         await self._owed.send(w.owed)

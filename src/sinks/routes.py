@@ -151,6 +151,9 @@ class Writes:
     facts (`Parking.made`): left pending, decided again once the decision is done."""
     now: float = 0.0
     """The wave's decision time."""
+    counted: list[ServiceTask] = field(default_factory=list)
+    """Tasks that may have gone out sent over a cap that refused them: their contacts are
+    counted all the same (`ContactCaps.write`), after the wave's given back."""
     channels_moved: dict[str, dict[str, str]] = field(default_factory=dict)
     """The tasks about to go out with a moment on another channel than its payload's, by
     id (`moved_from`): marked before the publish (`Ledger.mark_moved`)."""

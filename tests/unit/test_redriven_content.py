@@ -470,3 +470,35 @@ class TestContactCaps:
             limiter = ContactLimiter(book, ContactPolicy(max_contacts=1, period=day))
             [other] = await limiter.take_many([("other", SUB, clock.now)], look=True)
             assert (other.taken, other.free_at) == (False, (START + day).timestamp())
+
+    async def test_a_cap_set_since_does_not_drop_a_task_that_may_have_gone_out(self) -> None:
+        """Published at 11:00 with no contact cap, its worker dying before the confirm; a
+        reload sets one contact a day, and an SMS takes it at 11:00:05. The call's re-drive
+        is refused until 11:00:05 the next day, after it expires: it goes out again as it
+        went, its contact counted now. Before: dropped `contact_cap` (its rule's cooldown
+        given back) though the first decision met no cap and may have reached the
+        customer."""
+        clock, sink = await sent_then_dead({"timezone": "UTC", **NO_HOLD}, START)
+        cap = {"contact": {"max_contacts": 1, "period": "1d"}}
+        sink.use_policy(DispatchPolicy.model_validate({"timezone": "UTC", **NO_HOLD, **cap}))
+        frequency = FrequencyCap(max_contacts=3, period="1d")  # and a rules reload
+        sink.frequency_cap = lambda: frequency
+        clock.now += 5
+        made = dt.datetime.fromtimestamp(clock.now, dt.UTC)
+        sink.add(moment(SMS, Channel.SMS, "b", made, 2))
+        await sink.flush()
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        call: tuple[str, str, list[str]] = (CALL, "outbound_call", [])
+        assert published(producer_of(sink)) == [call, (SMS, "sms", []), call]
+        assert await sink.stores.ledger.state(CALL) == "sent"
+        labels = {"moment_type": "a", "reason": "contact_cap"}
+        assert (
+            sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) is None
+        )
+        # The SMS's and the call's, counted now in both books (the frequency contact the
+        # contact cap had the call give back, counted again).
+        for book in (sink.stores.contacts, sink.stores.frequency):
+            two = ContactLimiter(book, ContactPolicy(max_contacts=2, period="1d"))
+            [third] = await two.take_many([("third", SUB, clock.now)], look=True)
+            assert not third.taken

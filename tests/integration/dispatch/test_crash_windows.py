@@ -500,3 +500,29 @@ class TestPolicyReloadedBeforeTheRedrive:
         again = await published(fresh.settings, 2)
         assert [(t["task_id"], t["channel"]) for t in again] == [("p1", "sms")] * 2
         assert await fresh.ledger.state("p1") == "sent"
+
+    async def test_a_contact_cap_set_since_does_not_drop_a_task_that_may_have_gone_out(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Published with no contact cap, its worker dying before the confirm; another
+        worker, its policy capping one contact a day, sends an SMS to the same subscriber,
+        then re-drives the call, which expires within the day: it goes out again as it
+        went, its contact counted. Before: dropped `contact_cap`."""
+        soon = dt.datetime.now(dt.UTC) + 2 * HOUR
+        call = task("p2", sub=SUB, moment_type=RULE, channel=Channel.OUTBOUND_CALL)
+        dying = make_worker(DispatchPolicy.model_validate({"merge": {"hold_channels": []}}))
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+        dying.sink.add(call.model_copy(update={"expires_at": soon}))
+        with pytest.raises(CrashError):
+            await dying.sink.flush()
+        capped = {"merge": {"hold_channels": []}, "contact": {"max_contacts": 1, "period": "1d"}}
+        fresh = make_worker(DispatchPolicy.model_validate(capped))
+        await fresh.send(task("p3", sub=SUB, moment_type="low_balance"))
+        assert await fresh.sink.redrive(older_than=0) == 1
+        out = await published(fresh.settings, 3)
+        assert [t["task_id"] for t in out] == ["p2", "p3", "p2"]
+        assert await fresh.ledger.state("p2") == "sent"
+        assert (
+            fresh.sample("moments_tasks_suppressed_total", moment_type=RULE, reason="contact_cap")
+            == 0
+        )
