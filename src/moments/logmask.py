@@ -19,7 +19,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   and as other code writes it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), after a
   sign a URL escapes (`?q=msisdn%3D97531`, `%253D`) or a joining word (`msisdn is 97531`;
   `is`, `was`, `are`, `were`, `of`, `for`, not before a number with a unit: `msisdns for
-  86400 s`, but for the ids after it and a comma: `msisdns for 86400 s, 97531`), and every
+  86400 s`, but for the ids after it and a comma or a space: `msisdns for 86400 s, 97531`,
+  `msisdns for 86400 s 97531`), and every
   id of a list after it
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
   `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, as a URL writes
@@ -306,13 +307,13 @@ _URL_LIST_SIGN = r"%(?:25){0,2}(?:2[CcFf]|3[Bb]|7[Cc])"
 _LIST_SIGN = rf"(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"
 """A comma, `/`, `;` or `|` between two ids of a list, spaces around it, in a URL too."""
 _LEAD = (
-    rf"{_JOINING_WORD}(?P<lead>(?:\d+{_WITH_UNIT}{_LIST_SIGN})+)"
+    rf"{_JOINING_WORD}(?P<lead>(?:\d+{_WITH_UNIT}(?:{_LIST_SIGN}|{_UNIT_SPACE}+))+)"
     rf"(?!\d+(?:\.\d+)?(?:[^\W\d]|{_UNIT_AFTER}))"
 )
-"""Durations or sizes after a joining word, each with a list's sign after it: the ids
-follow (`msisdns for 86400 s, 97531` showed `97531`: the quantity is no id, and the list
-was never read). The quantities are read as free text reads them (7 digits or more
-masked)."""
+"""Durations or sizes after a joining word, each with a list's sign or a space after it:
+the ids follow (`msisdns for 86400 s, 97531` showed `97531`: the quantity is no id, and
+the list was never read; so did `msisdns for 86400 s 97531`). The quantities are read as
+free text reads them (7 digits or more masked)."""
 _EXTENSION = r"(?:[xX]\d{1,4}(?!\d))?"
 """An extension written on an id (`138 0013 8001x12`): the list goes on after it (`msisdns:
 +86 10 0000 0000x0 100 000 000` showed its second id, read as free text, where 3 groups

@@ -562,11 +562,16 @@ class TestMaskText:
             (f"msisdns for 86400 s, 12345 ms, {SHORT5}", "msisdns for 86400 s, 12345 ms, *****"),
             # 7 digits or more with a unit are masked, as in free text
             (f"msisdns for 1234567 ms, {SHORT5}", "msisdns for ******* ms, *****"),
+            # no comma after the unit: a space alone
+            (f"msisdns for 86400 s {SHORT5}", "msisdns for 86400 s *****"),
+            (f"msisdns for 86400 s 12345 ms {SHORT5}", "msisdns for 86400 s 12345 ms *****"),
+            (f"msisdns for 1234567 ms {SHORT5} {SHORT6}", "msisdns for ******* ms ***** ******"),
         ],
     )
     def test_the_ids_after_a_duration_after_a_joining_word(self, text: str, expected: str) -> None:
         """`msisdns for 86400 s, 97531` showed `97531`: a duration after a joining word is
-        no id, and the list after it was never read."""
+        no id, and the list after it was never read; `msisdns for 86400 s 97531`, without
+        the comma, still showed it."""
         assert mask_text(text) == expected
 
     @pytest.mark.parametrize(
@@ -590,6 +595,8 @@ class TestMaskText:
             "msisdn is None, offset 12345",
             "msisdn is 1234, count 12345",
             "msisdns for 86400 s, 12345 ms",
+            "msisdns for 86400 s 12345 ms",
+            "msisdns for 86400 s then 12345",
             "msisdn of 12345 bytes",
             "msisdn=None took 12345 ms",
             "msisdn count is 12345, msisdn_count is 12345",
@@ -1158,6 +1165,10 @@ class TestLongLines:
             (_repeated(", 1 ms", "msisdn=97531"), _repeated(", 1 ms", "msisdn=*****")),
             (_repeated("a" * 999 + "1234567"), _repeated("a" * 999 + "1234567")),
             (_repeated("f47ac10b-"), _repeated("f47ac10b-")),
+            (
+                _repeated("1 s ", "msisdns for ", "97531"),
+                _repeated("1 s ", "msisdns for ", "*****"),
+            ),
         ],
         ids=[
             *("camel-names", "camel-names-no-id", "spaced-ids", "slashed-ids"),
@@ -1165,7 +1176,7 @@ class TestLongLines:
             *("separators", "brackets", "names", "counter"),
             *("backslashes", "escaped-quoted-ids", "nulls", "joining-words", "url-escapes"),
             *("url-quotes", "url-list", "url-spaces", "url-short-numbers"),
-            *("durations", "hex-letters", "uuid-heads"),
+            *("durations", "hex-letters", "uuid-heads", "spaced-durations"),
         ],
     )
     @pytest.mark.timeout(60)
