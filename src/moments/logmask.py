@@ -44,7 +44,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, 9 digits in three
   groups of 3 (`612 345 678`, a mobile number in Spain or Poland; not three of a row of
   numbers, `128 256 512 1024`, but among the ids after an id's name, after the country
-  code of Spain, Poland, Portugal, Czechia or Slovakia, `34 612 345 678`, or any code and
+  code of Spain, Poland, Portugal, Czechia or Slovakia, `34 612 345 678`, a number under 3
+  digits after it too, `34 612 345 678 9`, or any code and
   dashes, `1-800-138-001`), and any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
@@ -264,9 +265,11 @@ _GROUPED = (
     rf"|(?:\+(?:\d{{1,3}}{_GROUP_SEPARATOR})?|(?:\d{{1,3}}{_GROUP_SEPARATOR})??){_NATIONAL}"
     # 9 digits in groups of 3 after the country code of a country that writes its numbers
     # so (Spain, Poland, Portugal, the Czech Republic, Slovakia), without a `+` (`34 612
-    # 345 678`, `0048 512 345 678`): no row of numbers' (`64 128 256 512` stays)
+    # 345 678`, `0048 512 345 678`): no row of numbers' (`34 128 256 512 1024` stays: a
+    # group of 3 digits or more after it); a shorter number after it is none of a row's
+    # (`34 612 345 678 9` showed whole)
     rf"|(?:00)?(?:34|48|351|420|421){_GROUP_SEPARATOR}[1-9]\d\d{_GROUP_SEPARATOR}"
-    rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d|{_GROUP_SEPARATOR}\d)"
+    rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d|{_GROUP_SEPARATOR}\d{{3}})"
     # and after any code with dashes only (`1-800-138-001`): a row of numbers is written
     # with spaces or commas
     r"|\d{1,3}-\d{3}-\d{3}-\d{3}(?!-?\d))"

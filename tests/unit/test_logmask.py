@@ -1024,6 +1024,9 @@ class TestMaskText:
             ("call 0048 512 345 678", "call 004******5678"),
             ("call 420 601 123 456", "call 420*****3456"),
             ("call 1-800-138-001", "call 180***8001"),
+            # a short number after it is no group of a row's: it stays, the number masked
+            ("call 34 612 345 678 9", "call 346****5678 9"),
+            ("call 0048 512 345 678 12 times", "call 004******5678 12 times"),
             # among the ids after an id's name, whatever stands beside it
             ("msisdns: 612 345 678 138 0013 8001", "msisdns: 612**5678 138****8001"),
             (f"msisdns: 612 345 678 {SHORT5}", "msisdns: 612**5678 *****"),
@@ -1033,6 +1036,8 @@ class TestMaskText:
                 "sizes 128 256 512 1024, buckets 64 128 256 512",
             ),
             ("sizes 512 256 1024", "sizes 512 256 1024"),
+            ("buckets 34 128 256 512 1024", "buckets 34 128 256 512 1024"),
+            ("buckets 48 100 200 300 400 500", "buckets 48 100 200 300 400 500"),
         ],
     )
     def test_nine_digits_in_three_groups(self, text: str, expected: str) -> None:
