@@ -43,7 +43,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only:
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, 9 digits in three
   groups of 3 (`612 345 678`, a mobile number in Spain or Poland; not three of a row of
-  numbers, `128 256 512 1024`, but among the ids after an id's name, after the country
+  numbers, `128 256 512 1024`, but among the ids after an id's name, after a number with
+  an extension, `130 0000 0000x0 100 000 000`, after the country
   code of Spain, Poland, Portugal, Czechia or Slovakia, `34 612 345 678`, a number under 3
   digits after it too, `34 612 345 678 9`, or any code and
   dashes, `1-800-138-001`), and any groups of 2
@@ -218,9 +219,11 @@ _NATIONAL_FIXED = (
     rf"(?:{_GROUP_SEPARATOR}\d{{1,2}})?"
     # 9 digits in three groups of 3 (612 345 678, 800-138-001: a mobile number in Spain,
     # Poland, the Czech Republic), not three of a row of numbers (`128 256 512 1024`,
-    # `64 128 256 512`); a date or a time before it is no number of such a row
+    # `64 128 256 512`); a date or a time before it is no number of such a row, nor is an
+    # extension on a number (`130 0000 0000x0 100 000 000`; not a hex literal's `0x0`)
     # (a space in brackets: the text pattern is verbose, a bare one would be none)
-    r"|(?:(?<!\d[ +-])(?<!\d%20)|(?<=\d\d[-/]\d\d[ ])|(?<=\d:\d\d[ ])|(?<=\d:\d\d[,.]\d{3}[ ]))"
+    r"|(?:(?<!\d[ +-])(?<!\d%20)|(?<=\d\d[-/]\d\d[ ])|(?<=\d:\d\d[ ])|(?<=\d:\d\d[,.]\d{3}[ ])"
+    r"|(?<=\d\d[xX]\d[ ])|(?<=\d\d[xX]\d\d[ ])|(?<=\d\d[xX]\d{3}[ ])|(?<=\d\d[xX]\d{4}[ ]))"
     rf"{_NINE}(?!{_GROUP_SEPARATOR}\d))"
 )
 _MOBILE_OTHERWISE = (

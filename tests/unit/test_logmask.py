@@ -1027,6 +1027,12 @@ class TestMaskText:
             # a short number after it is no group of a row's: it stays, the number masked
             ("call 34 612 345 678 9", "call 346****5678 9"),
             ("call 0048 512 345 678 12 times", "call 004******5678 12 times"),
+            # after a number with an extension on it: no row's (free text, as after an
+            # id's name)
+            ("130 0000 0000x0 100 000 000", "130****0000x0 100**0000"),
+            ("call 13800138001x12 612 345 678", "call 138****8001x12 612**5678"),
+            # a hex literal is no number with an extension: a row after it stays
+            ("0x0 100 200 300 400", "0x0 100 200 300 400"),
             # among the ids after an id's name, whatever stands beside it
             ("msisdns: 612 345 678 138 0013 8001", "msisdns: 612**5678 138****8001"),
             (f"msisdns: 612 345 678 {SHORT5}", "msisdns: 612**5678 *****"),
