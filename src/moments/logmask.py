@@ -47,7 +47,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   an extension, `130 0000 0000x0 100 000 000`, after the country
   code of Spain, Poland, Portugal, Czechia or Slovakia, `34 612 345 678`, a number under 3
   digits after it too, `34 612 345 678 9`, or any code and
-  dashes, `1-800-138-001`), and any groups of 2
+  dashes, `1-800-138-001`, more groups with dashes after it too, `1-800-138-001-002`), and
+  any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
   `138%200013%208001`), masked as one (an extension, letters or a fraction on it
@@ -274,8 +275,9 @@ _GROUPED = (
     rf"|(?:00)?(?:34|48|351|420|421){_GROUP_SEPARATOR}[1-9]\d\d{_GROUP_SEPARATOR}"
     rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d|{_GROUP_SEPARATOR}\d{{3}})"
     # and after any code with dashes only (`1-800-138-001`): a row of numbers is written
-    # with spaces or commas
-    r"|\d{1,3}-\d{3}-\d{3}-\d{3}(?!-?\d))"
+    # with spaces or commas; any groups after it with dashes are the number's too
+    # (`1-800-138-001-002` was read from its `800`, the code's `1` shown apart)
+    r"|\d{1,3}-\d{3}-\d{3}-\d{3}(?:-\d+)*(?!\d))"
     # ends where its digits do, whatever follows: letters or a fraction on it (`138 0013
     # 8001abc`, `.5`, an extension's `x12`) stay as they are, and it is masked. Refused
     # there, it showed whole, and `+86 10 1300 0000abc` backed off to `+86 10 1300`

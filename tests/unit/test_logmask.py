@@ -1024,6 +1024,9 @@ class TestMaskText:
             ("call 0048 512 345 678", "call 004******5678"),
             ("call 420 601 123 456", "call 420*****3456"),
             ("call 1-800-138-001", "call 180***8001"),
+            # more groups after it with dashes: the number's, read from its code
+            ("call 1-800-138-001-002", "call 180******1002"),
+            ("call 1-800-138-001-02-7 now", "call 180******1027 now"),
             # a short number after it is no group of a row's: it stays, the number masked
             ("call 34 612 345 678 9", "call 346****5678 9"),
             ("call 0048 512 345 678 12 times", "call 004******5678 12 times"),
@@ -1180,6 +1183,8 @@ class TestLongLines:
                 _repeated("1 s ", "msisdns for ", "97531"),
                 _repeated("1 s ", "msisdns for ", "*****"),
             ),
+            # one number of dashed groups: its 4 digits and the groups' 3 each
+            (_repeated("-001", "1-800"), "180" + "*" * (3 * (LINE // 4 + 1) - 3) + "1001"),
         ],
         ids=[
             *("camel-names", "camel-names-no-id", "spaced-ids", "slashed-ids"),
@@ -1188,6 +1193,7 @@ class TestLongLines:
             *("backslashes", "escaped-quoted-ids", "nulls", "joining-words", "url-escapes"),
             *("url-quotes", "url-list", "url-spaces", "url-short-numbers"),
             *("durations", "hex-letters", "uuid-heads", "spaced-durations"),
+            "dashed-groups",
         ],
     )
     @pytest.mark.timeout(60)
