@@ -981,6 +981,7 @@ class TestMaskText:
             # a digit past the letters, but 13 to 15 hex characters: no hex id's length
             ("call 8613800138000a1", "call 861******8000a1"),
             ("call 8613800138a1b2 failed", "call 861***0138a1b2 failed"),
+            ("ref 1a8613800138b2", "ref 1a861***0138b2"),
             # a URL escape's hex digits are none of a hex string
             ("q=%2A8613800138000abc", "q=%2A861******8000abc"),
         ],
@@ -1001,6 +1002,9 @@ class TestMaskText:
             "topic='t8094743d2f.telecom.usage'",
             # a short sha (up to 12) and a span id (16) with a long run of digits
             "commit 1234567a1b2c span 861380013800a1b2",
+            # a hex string of 13 to 15 characters whose run of digits is short of a
+            # number's (under 10): 12-15% of random ones were masked
+            "ref 1234567a1b2c3 ref 9f8e7d6c1234567 ref 1b123456789a2",
         ],
     )
     def test_hex_ids_stay_readable(self, text: str) -> None:
@@ -1183,6 +1187,9 @@ class TestLongLines:
                 _repeated("1 s ", "msisdns for ", "97531"),
                 _repeated("1 s ", "msisdns for ", "*****"),
             ),
+            # a hex string as long as the line, a run of digits in every 8 characters:
+            # each run read the whole string on both sides for its length (65 s)
+            (_repeated("a1234567"), _repeated("a1234567")),
             # one number of dashed groups: its 4 digits and the groups' 3 each
             (_repeated("-001", "1-800"), "180" + "*" * (3 * (LINE // 4 + 1) - 3) + "1001"),
         ],
@@ -1193,7 +1200,7 @@ class TestLongLines:
             *("backslashes", "escaped-quoted-ids", "nulls", "joining-words", "url-escapes"),
             *("url-quotes", "url-list", "url-spaces", "url-short-numbers"),
             *("durations", "hex-letters", "uuid-heads", "spaced-durations"),
-            "dashed-groups",
+            *("hex-string", "dashed-groups"),
         ],
     )
     @pytest.mark.timeout(60)
