@@ -228,12 +228,22 @@ _NATIONAL_FIXED = (
     r"|(?<=\d\d[xX]\d[ ])|(?<=\d\d[xX]\d\d[ ])|(?<=\d\d[xX]\d{3}[ ])|(?<=\d\d[xX]\d{4}[ ]))"
     rf"{_NINE}(?!{_GROUP_SEPARATOR}\d))"
 )
+_HEAD = (
+    rf"(?:0?\d{{3}}{_GROUP_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"
+    rf"|\d{{2}}{_GROUP_SEPARATOR}\d{{6}}{_GROUP_SEPARATOR}\d{{6}}|[2-9]\d{{2}}-[2-9]\d{{2}}-\d{{4}})(?!\d)"
+)
+"""The start of a mobile, landline, IMEI or US number written in groups (of
+`_NATIONAL_FIXED`'s shapes those that start with a digit and take no look back): no group
+of a mobile number grouped otherwise before it. Any one starting at a group after its
+second runs past its 11 digits (one at its second, after the `1`, has 10 of them at most,
+and a US number's that ends with it is read as one)."""
 _MOBILE_OTHERWISE = (
     # a mobile number's 11 digits grouped otherwise: 138 00138 001, 13 800 138 001,
     # 1 3800 138 001; each group after the first of 2 digits or more, not a row of small
-    # numbers (`15 20 25 30 35 4`)
+    # numbers (`15 20 25 30 35 4`), nor the head of the next number (`13000000 130 0000
+    # 0000` read `13000000 130` as one, the next one's `0000 0000` shown)
     rf"1(?:{_GROUP_SEPARATOR}(?=[3-9]\d))?[3-9]"
-    rf"(?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d))?\d){{9}}(?!\d)"
+    rf"(?:(?:(?<=\d\d){_GROUP_SEPARATOR}(?=\d\d)(?!{_HEAD}))?\d){{9}}(?!\d)"
 )
 """A mobile number's 11 digits grouped any way (`138 00138 001`): a shape so loose that
 the groups of two numbers side by side make one (`1300 0000 130` of `130 1300 0000 130

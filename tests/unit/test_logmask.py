@@ -889,6 +889,14 @@ class TestMaskText:
                 "msisdns: (+86) 13000000000 100 000 000x0",
                 "msisdns: (+86) 130****0000 100**0000x0",
             ),
+            # a mobile number grouped otherwise takes no head of the next number (`13000000
+            # 130` read as one, the next's `0000 0000` showed: a property test's find)
+            (
+                "msisdns: 0000000x0 13000000 130 0000 0000",
+                "msisdns: *******x0 130*0000 130****0000",
+            ),
+            ("call 13000000 130 0000 0000", "call 130*0000 130****0000"),
+            ("call 13000000 010 8888 6666", "call 130*0000 010****6666"),
             (f"msisdn=(+86) {SHORT5}", "msisdn=(+86) *****"),
             (f"msisdns: {SHORT5}x12 {SHORT6}", "msisdns: *****x12 ******"),
         ],

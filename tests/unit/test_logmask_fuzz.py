@@ -307,6 +307,14 @@ def _digits_left(masked: str) -> str:
 # after a number, was read as a row's in free text
 @example(("msisdns: +86 10 0000 0000x0 100 000 000x0", ["861000000000", "100000000"]))
 @example(("msisdns: (+86) 13000000000 100 000 000x0", ["13000000000", "100000000"]))
+# a mobile number grouped otherwise took the next number's head (`13000000 130`), and
+# its `0000 0000` showed
+@example(
+    (
+        "msisdns: 0000000x0 13000000 130 0000 0000",
+        ["0000000", "13000000", "13000000000"],
+    )
+)
 def test_no_seven_digits_of_a_number_survive_in_any_shape(
     line_digits: tuple[str, list[str]],
 ) -> None:
