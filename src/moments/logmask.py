@@ -255,6 +255,14 @@ landline's (`0755 8888 6666`, its area code in brackets), a US number's with its
 code in brackets (`(415) 555-2671`) or written with dashes (`415-555-2671`: its area code
 and exchange start with 2 to 9), an IMEI's (2, 6, 6 and 1 or 2 digits), 9 digits in three
 groups of 3 (`612 345 678`) not in a row of numbers."""
+_CODED_NINE = (
+    rf"(?:00)?(?:34|48|351|420|421){_GROUP_SEPARATOR}[1-9]\d\d{_GROUP_SEPARATOR}"
+    rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d)"
+)
+"""9 digits in groups of 3 after the country code of a country that writes its numbers so,
+without a `+` (`34 612 345 678`): in free text unless a row's next group follows
+(`_GROUPED`), among the ids after an id's name whatever follows, as `_NINE` (`msisdns:
+97531 34 612 345 678 138 0013 8001` showed `34 612 345 678`)."""
 _GROUPED = (
     r"(?=[+\d(%])"  # fails at once where no number starts
     f"{_NOT_IN_A_DATE}"  # nor inside a date or a time
@@ -283,8 +291,7 @@ _GROUPED = (
     # 345 678`, `0048 512 345 678`): no row of numbers' (`34 128 256 512 1024` stays: a
     # group of 3 digits or more after it); a shorter number after it is none of a row's
     # (`34 612 345 678 9` showed whole)
-    rf"|(?:00)?(?:34|48|351|420|421){_GROUP_SEPARATOR}[1-9]\d\d{_GROUP_SEPARATOR}"
-    rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d|{_GROUP_SEPARATOR}\d{{3}})"
+    rf"|{_CODED_NINE}(?!{_GROUP_SEPARATOR}\d{{3}})"
     # and after any code with dashes only (`1-800-138-001`): a row of numbers is written
     # with spaces or commas; any groups after it with dashes are the number's too
     # (`1-800-138-001-002` was read from its `800`, the code's `1` shown apart)
@@ -341,8 +348,11 @@ _CODE_IN_BRACKETS = r"(?:\(\+\d{1,3}\)[^\S\r\n]?)?"
 """A country code in brackets before an id (`(+86) 13800138001`): the list goes on after it
 (`msisdns: (+86) 13000000000 100 000 000` showed its second id, read as free text);
 its digits stay, as in free text."""
+_AN_ID_IN_GROUPS = rf"(?:{_GROUPED}|{_CODED_NINE}|{_NINE})"
+"""A number in groups among the ids after an id's name: 9 digits in groups of 3 too,
+after a country code or not, whatever stands beside them."""
 _FIRST_ID = (
-    rf"""(?:{_QUOTED_ID}|{_CODE_IN_BRACKETS}(?:{_GROUPED}|{_NINE}|(?:%2[Bb])?\d{{5,}})"""
+    rf"""(?:{_QUOTED_ID}|{_CODE_IN_BRACKETS}(?:{_AN_ID_IN_GROUPS}|(?:%2[Bb])?\d{{5,}})"""
     rf"""{_EXTENSION}|{_NULL})"""
 )
 """The first id after an id's name (`'1234'`, `97531`, `None`): never a duration's number
@@ -355,11 +365,11 @@ _MORE_IDS = (
     # after it (`12345ms`, `12345 ms`) is an item of the list left as free text reads it,
     # and the ids after it are the list's too (`97531, 12345 ms, 97532`)
     rf"""(?:{_MAYBE_QUOTE}{_LIST_SIGN}"""
-    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}(?:{_GROUPED}|{_NINE}){_EXTENSION}"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}{_AN_ID_IN_GROUPS}{_EXTENSION}"""
     rf"""|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}\d+(?!\d|{_WITH_UNIT})"""
     rf"""|\d+{_WITH_UNIT}|{_NULL})"""
     rf"""|{_MAYBE_QUOTE}(?:[^\S\r\n]|{_URL_SPACE}|\+)+"""
-    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}(?:{_GROUPED}|{_NINE}){_EXTENSION}"""
+    rf"""(?:{_QUOTED_ID}|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}{_AN_ID_IN_GROUPS}{_EXTENSION}"""
     rf"""|{_MAYBE_QUOTE}{_CODE_IN_BRACKETS}\d{{5,}}{_EXTENSION}(?!\w|\.\d|{_UNIT_AFTER})"""
     rf"""|\d+{_WITH_UNIT}|{_NULL}))*"""
 )
@@ -379,7 +389,7 @@ number in groups (`f47ac10b-045*****8899-...`). Digits only, it is no UUID's hex
 number written in groups, masked as such."""
 _ID_ITEM = (
     rf"""(?<!\\)(?P<open>\\*['"]|{_URL_QUOTE})(?P<digits>\d+)(?P=open)"""
-    rf"""|{_NUMBER_START}(?P<grouped>{_GROUPED}|{_NINE})"""
+    rf"""|{_NUMBER_START}(?P<grouped>{_AN_ID_IN_GROUPS})"""
 )
 """What is masked among them, and inside the brackets after an id's name: a quoted number
 of any length (in a URL's escaped quotes too: `%221234%22`), one written in groups

@@ -1051,6 +1051,15 @@ class TestMaskText:
             # among the ids after an id's name, whatever stands beside it
             ("msisdns: 612 345 678 138 0013 8001", "msisdns: 612**5678 138****8001"),
             (f"msisdns: 612 345 678 {SHORT5}", "msisdns: 612**5678 *****"),
+            # after a country code too (`34 100 000` showed: a property test's find)
+            (
+                "msisdns: 34 100 000 000 13000000000x0",
+                "msisdns: 341****0000 130****0000x0",
+            ),
+            (
+                f"msisdns: {SHORT5} 34 612 345 678 138 0013 8001",
+                "msisdns: ***** 346****5678 138****8001",
+            ),
             # a row of numbers, one of 3-digit groups within it, stays
             (
                 "sizes 128 256 512 1024, buckets 64 128 256 512",

@@ -315,6 +315,9 @@ def _digits_left(masked: str) -> str:
         ["0000000", "13000000", "13000000000"],
     )
 )
+# 9 digits in groups of 3 after Spain's code, among the ids: read as a row of numbers,
+# their code and two groups showed
+@example(("msisdns: 34 100 000 000 13000000000x0", ["34100000000", "13000000000"]))
 def test_no_seven_digits_of_a_number_survive_in_any_shape(
     line_digits: tuple[str, list[str]],
 ) -> None:
