@@ -279,12 +279,14 @@ def carried_numbers(draw: st.DrawFn) -> tuple[str, list[str]]:
 
 
 _MASK = re.compile(r"[0-9]{3}\*+[0-9]{4}|\*+")
-_BETWEEN_DIGITS = re.compile(r"%[0-9A-Fa-f]{2}|[^0-9A-Za-z#]")
+_BETWEEN_DIGITS = re.compile(r"%[0-9A-Fa-f]{2}|[^0-9A-Za-z#,]")
 
 
 def _digits_left(masked: str) -> str:
     """The digits the line shows, each mask one `#`, with what may stand between the
-    digits of one number (spaces, dashes, `+`, quotes, `%20`) taken out."""
+    digits of one number (spaces, dashes, `+`, quotes, `%20`) taken out. A comma stays:
+    it parts two numbers, never the groups of one (taken out, a CSV row's `e1,+10 00 00`,
+    a 6-digit number left as it should be, read `1100000`, seven digits of the next)."""
     return _BETWEEN_DIGITS.sub("", _MASK.sub("#", masked))
 
 
@@ -318,6 +320,8 @@ def _digits_left(masked: str) -> str:
 # 9 digits in groups of 3 after Spain's code, among the ids: read as a row of numbers,
 # their code and two groups showed
 @example(("msisdns: 34 100 000 000 13000000000x0", ["34100000000", "13000000000"]))
+# a field and a short number before a number in a CSV row: no digits of it
+@example(("e1,+10 00 00x0,+86 11 0000 0000x0,topup,50", ["100000", "861100000000"]))
 def test_no_seven_digits_of_a_number_survive_in_any_shape(
     line_digits: tuple[str, list[str]],
 ) -> None:
