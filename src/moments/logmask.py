@@ -75,7 +75,9 @@ The ident of one of the process's threads is left alone there (a stack dump's
 `<Thread(metrics, started daemon 140...)>`): no person's number, and masked, a dump's
 threads could not be told apart. So are the digits of a configured name (the app id, the
 topic prefix, a topic's name: `moments-20261207`, `t495161564fa.telecom.roaming`;
-`install_pii_masking(names=)`): a log that names a topic names the one to look at.
+`install_pii_masking(names=)`): a log that names a topic names the one to look at. A
+number glued to one is glued to a word, masked: `t495161564fa13800138001`, the name's
+letters and digits no hex string's.
 
 Left alone: a number right after a setting's name or one ending in a unit or `_count`
 (`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
@@ -598,9 +600,11 @@ def _in_name(text: str, start: int, end: int) -> bool:
 
 
 def _names_pattern(names: tuple[str, ...] | list[str]) -> re.Pattern[str] | None:
-    """The configured names the masker would touch, longest first, not glued to more
-    digits; a name without a letter is none (an app id of digits alone could equal a
-    subscriber's number)."""
+    """The configured names the masker would touch, longest first, a digit at either end
+    not glued to more digits (`moments-202612071` is a number), a letter there glued to
+    anything (`13800138001t495161564fa`: the name after the number is still one); a name
+    without a letter is none (an app id of digits alone could equal a subscriber's
+    number)."""
     touched = {
         name
         for name in names
@@ -609,7 +613,14 @@ def _names_pattern(names: tuple[str, ...] | list[str]) -> re.Pattern[str] | None
     kept = sorted(touched, key=len, reverse=True)
     if not kept:
         return None
-    return re.compile(r"(?<!\d)(?:" + "|".join(map(re.escape, kept)) + r")(?!\d)")
+    return re.compile(
+        "|".join(
+            ("(?<!\\d)" if name[0].isdigit() else "")
+            + re.escape(name)
+            + ("(?!\\d)" if name[-1].isdigit() else "")
+            for name in kept
+        )
+    )
 
 
 _HEX_LETTERS = frozenset("abcdefABCDEF")
@@ -631,7 +642,7 @@ def _in_hex(text: str, start: int, end: int) -> bool:
     (`%2A8613800138000abc`). Nor is a run of 10 digits or more in a hex string of 13 to 15
     characters (`_HEX_ID_GAP`), no hex id's length: `8613800138000a1` is masked."""
     before = start - 3 if start >= 3 and _URL_ESCAPE.fullmatch(text, start - 3, start) else start
-    if text[before - 1 : before] not in _HEX_LETTERS and text[end : end + 1] not in _HEX_LETTERS:
+    if not (_hex_letter(text, before - 1) or _hex_letter(text, end)):
         return False
     if not (_digit_past_letters(text, before - 1, -1) or _digit_past_letters(text, end, 1)):
         return False
@@ -661,11 +672,28 @@ as many as before."""
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+def _hex_letter(text: str, index: int) -> bool:
+    """Whether `text[index]` is a hex letter, none of a configured name's."""
+    return (
+        0 <= index < len(text)
+        and text[index] in _HEX_LETTERS
+        and not _in_name(text, index, index + 1)
+    )
+
+
 def _digit_past_letters(text: str, index: int, step: int) -> bool:
-    """Whether a digit follows the ASCII letters from `text[index]` on, going by `step`."""
+    """Whether a digit follows the ASCII letters from `text[index]` on, going by `step`,
+    none of a configured name's (`install_pii_masking(names=)`): a number glued to a
+    name is glued to a word (`t495161564fa13800138001` showed whole, the prefix's letters
+    and digits read as a hex string's)."""
     while 0 <= index < len(text) and text[index] in _LETTERS:
         index += step
-    return 0 <= index < len(text) and text[index].isdigit() and text[index].isascii()
+    return (
+        0 <= index < len(text)
+        and text[index].isdigit()
+        and text[index].isascii()
+        and not _in_name(text, index, index + 1)
+    )
 
 
 THREAD_ID_DIGITS = 10

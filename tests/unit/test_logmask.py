@@ -1118,6 +1118,10 @@ class TestConfiguredNames:
         [
             (f"t495161564fa.telecom.roaming {SUB}", "t495161564fa.telecom.roaming 138****8001"),
             (f"t495161564fa {SUB}t495161564fa", f"t495161564fa {mask_text(SUB)}t495161564fa"),
+            # glued to a name: the name's letters and digits are a word's, no hex string's
+            ("t495161564fa13800138001", "t495161564fa138****8001"),
+            ("moments-20261207abc13800138001 x", "moments-20261207abc138****8001 x"),
+            ("13800138001abcmoments-20261207", "138****8001abcmoments-20261207"),
             ("t4951615648fa.x", None),  # another name: one digit more
             ("moments-202612071", None),  # glued to more digits: a number
         ],
