@@ -19,8 +19,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   and as other code writes it (`SUBSCRIBER_ID=97531`, `subscriberId: 97531`), after a
   sign a URL escapes (`?q=msisdn%3D97531`, `%253D`) or a joining word (`msisdn is 97531`;
   `is`, `was`, `are`, `were`, `of`, `for`, not before a number with a unit: `msisdns for
-  86400 s`, but for the ids after it and a comma or a space: `msisdns for 86400 s, 97531`,
-  `msisdns for 86400 s 97531`), and every
+  86400 s`, but for the ids after it and a comma or a space, bare or in brackets: `msisdns
+  for 86400 s, 97531`, `msisdns for 86400 s 97531`, `msisdns for 86400 s [97531]`), and
+  every
   id of a list after it
   (`msisdns: [97531, 97532]`; without brackets, the ids separated by a comma, `/`, `;`,
   `|` or spaces: `msisdns=97531/97532`, `subscriber_ids: 97531 97532`, as a URL writes
@@ -339,14 +340,16 @@ _URL_LIST_SIGN = r"%(?:25){0,2}(?:2[CcFf]|3[Bb]|7[Cc])"
 """A comma, `/`, `;` or `|` as a URL escapes it, once or twice: `%2C`, `%252C`."""
 _LIST_SIGN = rf"(?:\s|{_URL_SPACE})*(?:[,/;|]|{_URL_LIST_SIGN})(?:\s|{_URL_SPACE})*"
 """A comma, `/`, `;` or `|` between two ids of a list, spaces around it, in a URL too."""
+_QUANTITIES = rf"(?:\d+{_WITH_UNIT}(?:{_LIST_SIGN}|{_UNIT_SPACE}+))+"
 _LEAD = (
-    rf"{_JOINING_WORD}(?P<lead>(?:\d+{_WITH_UNIT}(?:{_LIST_SIGN}|{_UNIT_SPACE}+))+)"
+    rf"{_JOINING_WORD}(?P<lead>{_QUANTITIES})"
     rf"(?!\d+(?:\.\d+)?(?:[^\W\d]|{_UNIT_AFTER}))"
 )
 """Durations or sizes after a joining word, each with a list's sign or a space after it:
-the ids follow (`msisdns for 86400 s, 97531` showed `97531`: the quantity is no id, and
-the list was never read; so did `msisdns for 86400 s 97531`). The quantities are read as
-free text reads them (7 digits or more masked)."""
+the ids follow, bare or in brackets (`msisdns for 86400 s, 97531` showed `97531`: the
+quantity is no id, and the list was never read; so did `msisdns for 86400 s 97531` and
+`msisdns for 86400 s [97531]`). The quantities are read as free text reads them (7
+digits or more masked)."""
 _EXTENSION = r"(?:[xX]\d{1,4}(?!\d))?"
 """An extension written on an id (`138 0013 8001x12`): the list goes on after it (`msisdns:
 +86 10 0000 0000x0 100 000 000` showed its second id, read as free text, where 3 groups
@@ -461,7 +464,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _ID_NAME
         + r"""\w{0,64}+"""
         + _MAYBE_QUOTE
-        + rf"""(?:{_URL_SIGN}|(?!%[0-9A-Fa-f])[^\w\[({{\n]){{0,3}}\s*{_JOINING}?)"""
+        + rf"""(?:{_URL_SIGN}|(?!%[0-9A-Fa-f])[^\w\[({{\n]){{0,3}}\s*"""
+        + rf"""(?:{_JOINING}|{_JOINING_WORD}(?P<clead>{_QUANTITIES}))?)"""
         + r"""  # msisdns=[97531, None, 97532]: one line, one nesting
       (?!\((?:0\d{2,3}|[2-9]\d{2}|\+\d{1,3})\)[ -]?\d)  # `(010) 8888 6666`, `(+86) 138`: no tuple
       (?P<container>\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]
@@ -559,19 +563,27 @@ def _mask_grouped(number: str) -> str:
     return mask_msisdn("".join(c for c in _URL_ESCAPE.sub("", number) if c.isdigit()))
 
 
+def _with_lead_masked(match: re.Match[str], key: str, lead: str) -> str:
+    """The id's name and what follows it up to its ids, the quantities after a joining
+    word read as free text reads them (`msisdns for 1234567 ms, 97531`)."""
+    text, quantities = match.group(key), match.group(lead)
+    if quantities is None or not _SEVEN_DIGITS.search(quantities):
+        return text
+    at = match.start(lead) - match.start(key)
+    return text[:at] + mask_text(quantities) + text[at + len(quantities) :]
+
+
 def _mask_match(match: re.Match[str]) -> str:
     if match.group("body") is not None:
         quote = match.group("q")
         return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
     if match.group("container") is not None:  # every id inside, whatever else it holds
         items = _item_patterns()[0]
-        return match.group("ckey") + items.sub(_mask_id_item, match.group("container"))
+        key = _with_lead_masked(match, "ckey", "clead")
+        return key + items.sub(_mask_id_item, match.group("container"))
     if match.group("value") is not None:
         first, more = _item_patterns()
-        key = match.group("key")
-        if (lead := match.group("lead")) is not None and _SEVEN_DIGITS.search(lead):
-            at = match.start("lead") - match.start("key")  # `msisdns for 1234567 ms, 97531`
-            key = key[:at] + mask_text(lead) + key[at + len(lead) :]
+        key = _with_lead_masked(match, "key", "lead")
         masked = first.sub(_mask_id_item, match.group("value"))
         return key + masked + more.sub(_mask_more_item, match.group("more"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count

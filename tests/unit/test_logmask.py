@@ -566,6 +566,10 @@ class TestMaskText:
             (f"msisdns for 86400 s {SHORT5}", "msisdns for 86400 s *****"),
             (f"msisdns for 86400 s 12345 ms {SHORT5}", "msisdns for 86400 s 12345 ms *****"),
             (f"msisdns for 1234567 ms {SHORT5} {SHORT6}", "msisdns for ******* ms ***** ******"),
+            # and in brackets after it
+            (f"msisdns for 86400 s [{SHORT5}, {SHORT6}]", "msisdns for 86400 s [*****, ******]"),
+            (f"msisdns for 86400 s, ({SHORT5},)", "msisdns for 86400 s, (*****,)"),
+            (f"msisdns for 1234567 ms [{SHORT5}]", "msisdns for ******* ms [*****]"),
         ],
     )
     def test_the_ids_after_a_duration_after_a_joining_word(self, text: str, expected: str) -> None:
@@ -1208,6 +1212,10 @@ class TestLongLines:
                 _repeated("1 s ", "msisdns for ", "97531"),
                 _repeated("1 s ", "msisdns for ", "*****"),
             ),
+            (
+                _repeated("1 s ", "msisdns for ", "[97531]"),
+                _repeated("1 s ", "msisdns for ", "[*****]"),
+            ),
             # a hex string as long as the line, a run of digits in every 8 characters:
             # each run read the whole string on both sides for its length (65 s)
             (_repeated("a1234567"), _repeated("a1234567")),
@@ -1221,6 +1229,7 @@ class TestLongLines:
             *("backslashes", "escaped-quoted-ids", "nulls", "joining-words", "url-escapes"),
             *("url-quotes", "url-list", "url-spaces", "url-short-numbers"),
             *("durations", "hex-letters", "uuid-heads", "spaced-durations"),
+            "durations-then-brackets",
             *("hex-string", "dashed-groups"),
         ],
     )
