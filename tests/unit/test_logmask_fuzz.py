@@ -78,6 +78,8 @@ def id_lines(draw: st.DrawFn) -> tuple[str, list[str]]:
     shapes = ["{k}={v}", "{k}: {v}", '"{k}": {v}', "{k} {v}", "{k}={v};"]
     # a joining word between the name and the value (`msisdn is 97531`)
     shapes += ["{k} is {v}", "{k} was {v}", "{k}: is {v}", "{k} of {v}", "{k} for {v}"]
+    # a duration between them, a comma or a space after it
+    shapes += ["{k} for 30 s {v}", "{k} for 30 s, {v}", "{k} were 12 ms 30 s {v}"]
     if len(ids) == 1 and not quote and value == ids[0]:  # a query inside a query's value
         shapes += ["{k}%3D{v}", "{k}%253D{v}", "{k}%3A%20{v}"]
     shape = draw(st.sampled_from(shapes))
@@ -173,10 +175,15 @@ def other_groupings(draw: st.DrawFn) -> tuple[str, str]:
         national = draw(st.from_regex(r"\A[1-9][0-9]{8}\Z"))
         if draw(st.booleans()):
             country = draw(st.sampled_from(["34", "48", "351", "420", "421", "0034", "0048"]))
-        else:
-            country, separator = draw(st.from_regex(r"\A[0-9]{1,3}\Z")), "-"
-        groups = [country, national[:3], national[3:6], national[6:]]
-        return separator.join(groups), country + national
+            groups = [country, national[:3], national[3:6], national[6:]]
+            # a short number after it, none of its digits (`34 612 345 678 9`)
+            tail = draw(st.sampled_from(["", " 9", " 12"]))
+            return separator.join(groups) + tail, country + national
+        country, separator = draw(st.from_regex(r"\A[0-9]{1,3}\Z")), "-"
+        # more groups with dashes, of any length (`1-800-138-001-002`)
+        more = draw(st.lists(st.text(DIGITS, min_size=1, max_size=4), max_size=2))
+        groups = [country, national[:3], national[3:6], national[6:], *more]
+        return separator.join(groups), country + national + "".join(more)
     if kind == "nine":  # 3, 3 and 3 digits: a mobile number in Spain, Poland, Czechia
         national = draw(st.from_regex(r"\A[1-9][0-9]{8}\Z"))
         return separator.join([national[:3], national[3:6], national[6:]]), national
