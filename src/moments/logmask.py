@@ -52,7 +52,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
-  `138%200013%208001`), masked as one (an extension, letters or a fraction on it
+  `138%200013%208001`; from its `+` after a word too: `id+86 10 8888 6666`), masked as
+  one (an extension, letters or a fraction on it
   stay: `138****8001x12`, `861******8001abc`, `442*****0958.5`; a date or a time
   beside it is none of its groups: `138****8001 2026-12-07`, `2026-12-07 138****8001`,
   `442*****0958 10:00:00`; but right after a `+`, a country code and a dash: `+1-0000-01-01`
@@ -492,9 +493,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<![0-9A-Za-z])(?=[0-9A-Fa-f]{8}-)(?P<uuid>"""  # f47ac10b-58cc-4372-a567-...
         + _UUID
         + r""")
-    | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2}))(?P<spaced>"""
+    | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2})|(?<=[\w.])(?=\+))(?P<spaced>"""
         + _GROUPED
-        + r""")  # 138-0013-8001
+        + r""")  # 138-0013-8001, from its `+` after a word too (`id+86 10 8888 6666`)
     | (?=\d)(?:(?<![\d%])|(?<=%[0-9A-Fa-f]{2}))  # after %2B (URLs)
       (?<!\d\.)(?:(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
         |(?P<long>\d{7,})(?!\d))      # free text, unless in a hex string (_in_hex)

@@ -664,8 +664,15 @@ class TestMaskText:
             # written whole after a plus (no hex string's digits: a number's) too
             ("call +8613800138001abc", "call +861******8001abc"),
             ("GET /v1/tasks?q=%2B8613800138001abc", "GET /v1/tasks?q=%2B861******8001abc"),
+            # a word glued before its `+` (a configured name too: `moments-20261207+86 10
+            # 0000 0000` showed the number, read only from where no word stood before)
+            ("caller=x+44 20 7946 0958 ok", "caller=x442*****0958 ok"),
+            ("id+86 10 0000 0000", "id861*****0000"),
+            ("t495161564fa.+86 10 0000 0000", "t495161564fa.861*****0000"),
             # a fraction, a version, a row of small numbers stay
             ("monotonic=132.12345678 s", "monotonic=132.12345678 s"),
+            ("c++ 11 2026", "c++ 11 2026"),
+            ("x+1 20 30", "x+1 20 30"),
             ("python 3.11.2rc1", "python 3.11.2rc1"),
             ("sleep +1 20 30.5s", "sleep +1 20 30.5s"),
         ],
