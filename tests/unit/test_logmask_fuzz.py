@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from moments.logmask import mask_text
+from moments.logmask import install_pii_masking, mask_text
 
 DIGITS = "0123456789"
 # unquoted: 5 digits or more, over the contract's 20 too; quoted: any number of them
@@ -442,3 +442,44 @@ def test_letters_or_a_fraction_on_a_number_in_groups_leave_none_of_it(
     left = _digits_left(masked)
     runs = [digits[i : i + 7] for i in range(len(digits) - 6)]
     assert not [run for run in runs if run in left], (line, masked)
+
+
+# configured names (`install_pii_masking(names=)`) with digits in them: a random topic
+# prefix, an app id with a date, a word, digits and letters
+CONFIGURED_NAMES = st.one_of(
+    st.from_regex(r"\At[0-9a-f]{11}\.?\Z"),
+    st.from_regex(r"\Amoments-[0-9]{8}\Z"),
+    st.from_regex(r"\A[a-z]{1,4}[0-9]{7,9}[a-f]{0,3}\Z"),
+)
+
+
+@st.composite
+def numbers_beside_a_name(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A configured name and a number as written beside it, glued to it or after a sign,
+    on either side, in free text; the name and the number's digits."""
+    name = draw(CONFIGURED_NAMES)
+    written, digits = draw(written_numbers())
+    assume(not any(digits[i : i + 7] in name for i in range(len(digits) - 6)))
+    sign = draw(st.sampled_from(["", " ", ".", "-", "_", ":", "/"]))
+    pair = name + sign + written if draw(st.booleans()) else written + sign + name
+    return f"topic {pair} done", name, digits
+
+
+@settings(max_examples=300, deadline=None)
+@given(numbers_beside_a_name())
+def test_a_configured_name_shows_no_digits_of_a_number_beside_it(
+    line_name: tuple[str, str, str],
+) -> None:
+    """The names keep their own digits and no more: each run of 7 of the number's digits
+    the line shows with the name configured it shows without (a number after a dot read
+    as a fraction, or in groups glued to a word, is a shape of its own, not the name's)."""
+    line, name, digits = line_name
+    unnamed = _digits_left(mask_text(line).replace(name, ","))
+    install_pii_masking(True, names=[name])
+    try:
+        masked = mask_text(line)
+    finally:
+        install_pii_masking(True)
+    left = _digits_left(masked.replace(name, ","))
+    runs = [digits[i : i + 7] for i in range(len(digits) - 6)]
+    assert not [run for run in runs if run in left and run not in unnamed], (line, masked)
