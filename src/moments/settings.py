@@ -378,7 +378,10 @@ class Settings(BaseSettings):
     def log_names(self) -> list[str]:
         """The names a log line may hold that are no one's number (the app id, the topic
         prefix, each topic's name), whose digits the log masker leaves as written."""
-        names = [self.app_id, self.topic_prefix, *self.topics.model_dump().values()]
+        topics = list(self.topics.model_dump())
+        names = [self.app_id, self.topic_prefix]
+        names += [getattr(self.topics, key) for key in topics]  # as a topic_prefix-less log says
+        names += [self.topic(key) for key in topics]  # digits across prefix and name: `t12` `345.x`
         return [name for name in names if name]
 
     def topic(self, name: str) -> str:

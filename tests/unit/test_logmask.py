@@ -1158,6 +1158,25 @@ class TestConfiguredNames:
         finally:
             install_pii_masking(True)
 
+    def test_digits_across_the_prefix_and_a_topics_name_are_a_name_too(self) -> None:
+        settings = Settings(topic_prefix="t12345", topics={"usage": "67890.usage"})
+        install_pii_masking(True, names=settings.log_names())
+        try:
+            line = f"events on {settings.topic('usage')}"
+            assert mask_text(line) == line
+        finally:
+            install_pii_masking(True)
+
+    def test_not_masking_builds_no_pattern_of_names(self) -> None:
+        """MOMENTS_LOG_PII: the names' pattern would cost the masker's first build."""
+        from moments import logmask
+
+        install_pii_masking(False, names=["t495161564fa"])
+        try:
+            assert logmask._state["names"] is None
+        finally:
+            install_pii_masking(True)
+
     def test_the_settings_name_the_app_id_prefix_and_topics(self) -> None:
         settings = Settings(
             app_id="moments-20261207",
